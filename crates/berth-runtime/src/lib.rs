@@ -1,0 +1,1 @@
+//! Berth OCI runtime library.
