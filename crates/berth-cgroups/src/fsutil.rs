@@ -10,6 +10,22 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{CgroupError, Result};
 
+/// Every write done in fake mode, in order (tests inspect it with [`fake_writes_under`]).
+static FAKE_WRITES: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// The writes made by fake-mode cgroups below `root`, in order (for tests).
+pub fn fake_writes_under(root: &Path) -> Vec<(PathBuf, String)> {
+    FAKE_WRITES
+        .lock()
+        .map(|log| {
+            log.iter()
+                .filter(|(p, _)| p.starts_with(root))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// File access for one cgroup tree: real cgroupfs, or a fake tree in a temp dir.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Files {
@@ -30,7 +46,11 @@ impl Files {
             source,
         };
         if self.fake {
-            return self.fake_write(path, value).map_err(err);
+            self.fake_write(path, value).map_err(err)?;
+            if let Ok(mut log) = FAKE_WRITES.lock() {
+                log.push((path.to_path_buf(), value.to_string()));
+            }
+            return Ok(());
         }
         let mut f = OpenOptions::new()
             .write(true)

@@ -31,3 +31,6 @@ pub use cgroup::{Cgroup, MountSources, UnifiedDir, V1Dir, V1MountSource};
 pub use error::{CgroupError, Result};
 pub use hierarchy::{CgroupVersion, Hierarchy};
 pub use stats::Stats;
+
+#[doc(hidden)]
+pub use fsutil::fake_writes_under;
