@@ -1,0 +1,980 @@
+//! The runtime's operations on containers (`create`, `start`, `run`, `exec`, `kill`, `delete`,
+//! `state`, `pause`, `resume`, `ps`, `update`, `list`), as a library the CLI calls.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use berth_cgroups::{Cgroup, Hierarchy};
+
+use crate::init::{self, InitConfig};
+use crate::seccomp;
+use crate::spec::{NamespaceType, Process, Spec, SpecError};
+use crate::state::{ContainerState, StateError, Status};
+use crate::sync::{self, Msg, SyncError};
+use crate::{console, hooks, util, validate};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cgroup: {0}")]
+    Cgroup(#[from] berth_cgroups::CgroupError),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error(transparent)]
+    Hook(#[from] hooks::HookError),
+    #[error(transparent)]
+    Console(#[from] console::ConsoleError),
+    #[error("{op}: {source}")]
+    Io { op: String, source: std::io::Error },
+    #[error("container {id} is {status}: {message}")]
+    BadStatus {
+        id: String,
+        status: Status,
+        message: String,
+    },
+    #[error("{0}")]
+    Usage(String),
+}
+
+fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let op = op.into();
+    move |source| RuntimeError::Io { op, source }
+}
+
+pub type Result<T> = std::result::Result<T, RuntimeError>;
+
+/// Global options (`--root`).
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct CreateOptions {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub preserve_fds: i32,
+    pub no_pivot: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ExecOptions {
+    pub id: String,
+    pub process: Process,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub detach: bool,
+    pub preserve_fds: i32,
+}
+
+/// What a foreground `run`/`exec` needs to wait for its process.
+pub struct Foreground {
+    pub pid: i32,
+    pub master: Option<OwnedFd>,
+}
+
+/// Removes what a failed `create` made: processes, cgroup, state directory.
+struct CreateGuard {
+    dir: Option<PathBuf>,
+    cgroup: Option<Cgroup>,
+    pids: Vec<i32>,
+}
+
+impl Drop for CreateGuard {
+    fn drop(&mut self) {
+        for &pid in &self.pids {
+            // SAFETY: kill/waitpid with plain integers.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+        if let Some(cg) = &self.cgroup {
+            kill_cgroup(cg);
+            if let Err(e) = cg.destroy() {
+                tracing::warn!("cleanup: {e}");
+            }
+        }
+        if let Some(d) = &self.dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+fn kill_cgroup(cg: &Cgroup) {
+    let frozen = cg.is_frozen().unwrap_or(false);
+    for pid in cg.pids().unwrap_or_default() {
+        // SAFETY: kill with plain integers.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    if frozen {
+        let _ = cg.thaw();
+    }
+    // Wait (briefly) for the processes to be gone so the cgroup can be removed.
+    for _ in 0..500 {
+        if cg.pids().map(|p| p.is_empty()).unwrap_or(true) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// The spec's resources plus, as runc adds them, device rules that let the container use the
+/// default devices and its `linux.devices` (whatever deny rules the spec starts with).
+fn effective_resources(spec: &Spec) -> Result<Option<crate::spec::LinuxResources>> {
+    let Some(r) = &spec.linux().resources else {
+        return Ok(None);
+    };
+    let mut v =
+        serde_json::to_value(r).map_err(|e| RuntimeError::Usage(format!("resources: {e}")))?;
+    let has_rules = v
+        .get("devices")
+        .and_then(|d| d.as_array())
+        .is_some_and(|a| !a.is_empty());
+    if has_rules {
+        let mut extra = vec![
+            serde_json::json!({"allow": true, "type": "c", "access": "m"}),
+            serde_json::json!({"allow": true, "type": "b", "access": "m"}),
+        ];
+        for (maj, min) in [
+            (1, 3),
+            (1, 5),
+            (1, 7),
+            (1, 8),
+            (1, 9),
+            (5, 0),
+            (5, 1),
+            (5, 2),
+            (10, 200),
+        ] {
+            extra.push(serde_json::json!({"allow": true, "type": "c", "major": maj, "minor": min, "access": "rwm"}));
+        }
+        extra.push(serde_json::json!({"allow": true, "type": "c", "major": 136, "access": "rwm"}));
+        for d in &spec.linux().devices {
+            let t = if d.typ == "u" { "c" } else { d.typ.as_str() };
+            if t == "p" {
+                continue;
+            }
+            extra.push(serde_json::json!({"allow": true, "type": t, "major": d.major, "minor": d.minor, "access": "rwm"}));
+        }
+        if let Some(a) = v.get_mut("devices").and_then(|d| d.as_array_mut()) {
+            a.extend(extra);
+        }
+    }
+    serde_json::from_value(v)
+        .map(Some)
+        .map_err(|e| RuntimeError::Usage(format!("resources: {e}")))
+}
+
+fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
+    let linux = spec.linux();
+    let fmt = |maps: &[crate::spec::IdMapping]| {
+        maps.iter()
+            .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size))
+            .collect::<String>()
+    };
+    std::fs::write(format!("/proc/{pid}/uid_map"), fmt(&linux.uid_mappings))
+        .map_err(io("write uid_map"))?;
+    std::fs::write(format!("/proc/{pid}/gid_map"), fmt(&linux.gid_mappings))
+        .map_err(io("write gid_map"))?;
+    Ok(())
+}
+
+fn mkfifo(path: &Path) -> Result<OwnedFd> {
+    let c = util::cstring(path).map_err(io("exec fifo"))?;
+    // SAFETY: valid path string.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } < 0 {
+        return Err(io("create exec fifo")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: valid path string.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io("open exec fifo")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: new descriptor owned here.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn fork() -> Result<i32> {
+    // SAFETY: the runtime is single-threaded; the child only runs our init code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io("fork")(std::io::Error::last_os_error()));
+    }
+    Ok(pid)
+}
+
+fn reap(pid: i32) {
+    let mut st = 0;
+    // SAFETY: waitpid on our own child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+}
+
+impl Runtime {
+    pub fn new(root: impl Into<PathBuf>) -> Runtime {
+        Runtime { root: root.into() }
+    }
+
+    fn load(&self, id: &str) -> Result<ContainerState> {
+        Ok(ContainerState::load(&self.root, id)?)
+    }
+
+    /// `create` (and the first half of `run`). With `foreground`, no exec fifo is made (the init
+    /// goes straight to exec) and a terminal without a console socket is proxied by the caller.
+    pub fn create(
+        &self,
+        opts: &CreateOptions,
+        foreground: bool,
+    ) -> Result<(ContainerState, Option<OwnedFd>)> {
+        validate::validate_id(&opts.id)?;
+        let bundle = std::fs::canonicalize(&opts.bundle).map_err(|e| SpecError::Read {
+            path: opts.bundle.clone(),
+            source: e,
+        })?;
+        let spec = Spec::load(&bundle)?;
+        validate::validate(&spec, &bundle)?;
+        if !spec.mounts.is_empty() && !spec.has_namespace(NamespaceType::Mount) {
+            return Err(SpecError::Invalid {
+                field: "mounts".into(),
+                message: "mounts need a mount namespace".into(),
+            }
+            .into());
+        }
+        let process = spec.process.clone().unwrap_or_default();
+        if process.terminal && opts.console_socket.is_none() && !foreground {
+            return Err(RuntimeError::Usage(
+                "a terminal needs --console-socket when the runtime detaches".into(),
+            ));
+        }
+        let filter = spec
+            .linux()
+            .seccomp
+            .as_ref()
+            .map(seccomp::compile)
+            .transpose()?;
+        std::fs::create_dir_all(&self.root)
+            .map_err(io(format!("create root {}", self.root.display())))?;
+        let dir = ContainerState::dir(&self.root, &opts.id);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StateError::Exists(opts.id.clone()).into())
+            }
+            Err(e) => return Err(io(format!("create {}", dir.display()))(e)),
+        }
+        let mut guard = CreateGuard {
+            dir: Some(dir.clone()),
+            cgroup: None,
+            pids: Vec::new(),
+        };
+        let hier = Hierarchy::detect()?;
+        let cg = Cgroup::new(&hier, spec.linux().cgroups_path.as_deref(), &opts.id)?;
+        cg.create()?;
+        guard.cgroup = Some(cg.clone());
+        if let Some(r) = effective_resources(&spec)? {
+            cg.apply(&r)?;
+        }
+        let exec_fifo = if foreground {
+            None
+        } else {
+            Some(mkfifo(&ContainerState::fifo_path(&self.root, &opts.id))?)
+        };
+        let (console_socket, local_console) = if process.terminal {
+            match &opts.console_socket {
+                Some(p) => (Some(console::connect(&p.to_string_lossy())?), None),
+                None => {
+                    let (a, b) = UnixStream::pair().map_err(io("console socket pair"))?;
+                    (Some(a), Some(b))
+                }
+            }
+        } else {
+            (None, None)
+        };
+        let rootfs = spec.rootfs(&bundle);
+        let (parent, child) = sync::pair().map_err(io("sync socket"))?;
+        let cfg = InitConfig {
+            spec: &spec,
+            process: &process,
+            bundle: &bundle,
+            rootfs: rootfs.clone(),
+            console_socket,
+            exec_fifo,
+            preserve_fds: opts.preserve_fds,
+            seccomp: filter,
+            join: Vec::new(),
+            no_pivot: opts.no_pivot,
+        };
+        if foreground {
+            // The init is re-parented to us when stage 1 exits, so we can wait for it.
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        }
+        let stage1 = fork()?;
+        if stage1 == 0 {
+            drop(parent);
+            init::create_stage1(&cfg, &child)
+        }
+        drop(child);
+        drop(cfg.console_socket);
+        guard.pids.push(stage1);
+        cg.add_task(stage1)?;
+        parent.send(&Msg::Go)?;
+        let mut state = ContainerState {
+            id: opts.id.clone(),
+            pid: 0,
+            pid_start: 0,
+            bundle: bundle.clone(),
+            rootfs,
+            created: util::now_rfc3339(),
+            owner: "root".into(),
+            annotations: spec.annotations.clone(),
+            cgroup: Some(cg.clone()),
+            config: spec.clone(),
+        };
+        loop {
+            match parent.recv()? {
+                Msg::MapRequest { pid } => {
+                    write_id_maps(pid, &spec)?;
+                    parent.send(&Msg::MapDone)?;
+                }
+                Msg::InitPid { pid } => {
+                    state.pid = pid;
+                    if pid != stage1 {
+                        guard.pids.insert(0, pid);
+                    }
+                }
+                Msg::RuntimeHooks => {
+                    let h = spec.hooks();
+                    let st = state.hook_state(Status::Creating);
+                    hooks::run_hooks("prestart", &h.prestart, &st)?;
+                    hooks::run_hooks("createRuntime", &h.create_runtime, &st)?;
+                    parent.send(&Msg::HooksDone {
+                        state: state.hook_state(Status::Created),
+                    })?;
+                }
+                Msg::Ready => break,
+                other => {
+                    return Err(SyncError::Unexpected {
+                        expected: "Ready",
+                        got: other,
+                    }
+                    .into());
+                }
+            }
+        }
+        if state.pid != stage1 {
+            reap(stage1);
+        }
+        let (start, _) = util::proc_start_time(state.pid).ok_or_else(|| {
+            RuntimeError::Usage(format!("container {} init exited during setup", opts.id))
+        })?;
+        state.pid_start = start;
+        state.save(&self.root)?;
+        if let Some(p) = &opts.pid_file {
+            util::atomic_write(p, state.pid.to_string().as_bytes())
+                .map_err(io(format!("pid file {}", p.display())))?;
+        }
+        let master = match local_console {
+            Some(sock) => Some(console::recv_fd(&sock)?),
+            None => None,
+        };
+        guard.dir = None;
+        guard.cgroup = None;
+        guard.pids.clear();
+        Ok((state, master))
+    }
+
+    pub fn start(&self, id: &str) -> Result<()> {
+        let st = self.load(id)?;
+        let status = st.status(&self.root);
+        if status != Status::Created {
+            return Err(RuntimeError::BadStatus {
+                id: id.into(),
+                status,
+                message: "cannot start a container that is not created".into(),
+            });
+        }
+        let fifo = ContainerState::fifo_path(&self.root, id);
+        let c = util::cstring(&fifo).map_err(io("exec fifo"))?;
+        // SAFETY: valid path string.
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io("open exec fifo (is the container's init alive?)")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: new descriptor owned here.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: one-byte buffer.
+        if unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {
+            return Err(io("signal the container to start")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        drop(fd);
+        let _ = std::fs::remove_file(&fifo);
+        self.poststart(&st);
+        Ok(())
+    }
+
+    fn poststart(&self, st: &ContainerState) {
+        let h = st.config.hooks();
+        if let Err(e) = hooks::run_hooks("poststart", &h.poststart, &st.hook_state(Status::Running))
+        {
+            tracing::warn!("{e}");
+        }
+    }
+
+    /// `run`: create and start; returns what the caller waits for (unless detached).
+    pub fn run(&self, opts: &CreateOptions, detach: bool) -> Result<Foreground> {
+        if detach {
+            let (st, _) = self.create(opts, false)?;
+            self.start(&opts.id)?;
+            return Ok(Foreground {
+                pid: st.pid,
+                master: None,
+            });
+        }
+        let (st, master) = self.create(opts, true)?;
+        self.poststart(&st);
+        Ok(Foreground {
+            pid: st.pid,
+            master,
+        })
+    }
+
+    pub fn state(&self, id: &str) -> Result<crate::state::OciState> {
+        Ok(self.load(id)?.oci(&self.root))
+    }
+
+    pub fn kill(&self, id: &str, sig: i32, all: bool) -> Result<()> {
+        let st = self.load(id)?;
+        let status = st.status(&self.root);
+        if status == Status::Stopped {
+            return Err(RuntimeError::BadStatus {
+                id: id.into(),
+                status,
+                message: "container not running".into(),
+            });
+        }
+        if all {
+            if let Some(cg) = &st.cgroup {
+                for pid in cg.pids()? {
+                    // SAFETY: kill with plain integers.
+                    unsafe { libc::kill(pid, sig) };
+                }
+                if sig == libc::SIGKILL && status == Status::Paused {
+                    let _ = cg.thaw();
+                }
+                return Ok(());
+            }
+        }
+        signal_init(&st, sig)?;
+        if sig == libc::SIGKILL && status == Status::Paused {
+            if let Some(cg) = &st.cgroup {
+                let _ = cg.thaw();
+            }
+        }
+        Ok(())
+    }
+
+    pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        let st = self.load(id)?;
+        let status = st.status(&self.root);
+        match status {
+            Status::Stopped | Status::Created => {}
+            _ if force => {}
+            _ => {
+                return Err(RuntimeError::BadStatus {
+                    id: id.into(),
+                    status,
+                    message: "cannot delete a container that is not stopped (use --force)".into(),
+                })
+            }
+        }
+        if status != Status::Stopped {
+            let _ = signal_init(&st, libc::SIGKILL);
+            wait_exit(st.pid, st.pid_start, 5000);
+        }
+        if let Some(cg) = &st.cgroup {
+            kill_cgroup(cg);
+            cg.destroy()?;
+        }
+        let h = st.config.hooks();
+        if let Err(e) = hooks::run_hooks("poststop", &h.poststop, &st.hook_state(Status::Stopped)) {
+            tracing::warn!("{e}");
+        }
+        std::fs::remove_dir_all(ContainerState::dir(&self.root, id))
+            .map_err(io(format!("remove state of {id}")))?;
+        Ok(())
+    }
+
+    pub fn pause(&self, id: &str) -> Result<()> {
+        let st = self.load(id)?;
+        let status = st.status(&self.root);
+        if status != Status::Running && status != Status::Created {
+            return Err(RuntimeError::BadStatus {
+                id: id.into(),
+                status,
+                message: "cannot pause a container that is not running".into(),
+            });
+        }
+        st.cgroup
+            .as_ref()
+            .ok_or_else(|| RuntimeError::Usage("container has no cgroup".into()))?
+            .freeze()?;
+        Ok(())
+    }
+
+    pub fn resume(&self, id: &str) -> Result<()> {
+        let st = self.load(id)?;
+        let status = st.status(&self.root);
+        if status != Status::Paused {
+            return Err(RuntimeError::BadStatus {
+                id: id.into(),
+                status,
+                message: "cannot resume a container that is not paused".into(),
+            });
+        }
+        st.cgroup
+            .as_ref()
+            .ok_or_else(|| RuntimeError::Usage("container has no cgroup".into()))?
+            .thaw()?;
+        Ok(())
+    }
+
+    pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
+        let st = self.load(id)?;
+        match &st.cgroup {
+            Some(cg) => Ok(cg.pids()?),
+            None => Ok(if st.init_alive() {
+                vec![st.pid]
+            } else {
+                vec![]
+            }),
+        }
+    }
+
+    pub fn list(&self) -> Vec<crate::state::OciState> {
+        crate::state::list_ids(&self.root)
+            .into_iter()
+            .filter_map(|id| ContainerState::load(&self.root, &id).ok())
+            .map(|s| s.oci(&self.root))
+            .collect()
+    }
+
+    pub fn update(&self, id: &str, res: &crate::spec::LinuxResources) -> Result<()> {
+        let mut st = self.load(id)?;
+        let status = st.status(&self.root);
+        if status == Status::Stopped {
+            return Err(RuntimeError::BadStatus {
+                id: id.into(),
+                status,
+                message: "cannot update a stopped container".into(),
+            });
+        }
+        let cg = st
+            .cgroup
+            .clone()
+            .ok_or_else(|| RuntimeError::Usage("container has no cgroup".into()))?;
+        cg.apply(res)?;
+        if let Some(l) = st.config.linux.as_mut() {
+            l.resources = Some(res.clone());
+        }
+        st.save(&self.root)?;
+        Ok(())
+    }
+
+    pub fn stats(&self, id: &str) -> Result<berth_cgroups::Stats> {
+        let st = self.load(id)?;
+        let cg = st
+            .cgroup
+            .ok_or_else(|| RuntimeError::Usage("container has no cgroup".into()))?;
+        Ok(cg.stats()?)
+    }
+
+    /// `exec`: run another process in a running container.
+    pub fn exec(&self, opts: &ExecOptions) -> Result<Foreground> {
+        let st = self.load(&opts.id)?;
+        let status = st.status(&self.root);
+        if status != Status::Running && status != Status::Created {
+            return Err(RuntimeError::BadStatus {
+                id: opts.id.clone(),
+                status,
+                message: "cannot exec in a container that is not running".into(),
+            });
+        }
+        validate::validate_process(&opts.process, "process")?;
+        if opts.process.terminal && opts.detach && opts.console_socket.is_none() {
+            return Err(RuntimeError::Usage(
+                "a terminal needs --console-socket with --detach".into(),
+            ));
+        }
+        let filter = st
+            .config
+            .linux()
+            .seccomp
+            .as_ref()
+            .map(seccomp::compile)
+            .transpose()?;
+        // The namespaces of the init that differ from ours, opened before anything changes.
+        let mut join = Vec::new();
+        for typ in NamespaceType::ALL {
+            let theirs = format!("/proc/{}/ns/{}", st.pid, typ.proc_name());
+            let ours = format!("/proc/self/ns/{}", typ.proc_name());
+            let (Ok(a), Ok(b)) = (std::fs::metadata(&theirs), std::fs::metadata(&ours)) else {
+                continue;
+            };
+            use std::os::unix::fs::MetadataExt;
+            if a.ino() != b.ino() || a.dev() != b.dev() {
+                let f = std::fs::File::open(&theirs).map_err(io(format!("open {theirs}")))?;
+                join.push((typ, OwnedFd::from(f)));
+            }
+        }
+        if !st.init_alive() {
+            return Err(RuntimeError::BadStatus {
+                id: opts.id.clone(),
+                status: Status::Stopped,
+                message: "the container exited".into(),
+            });
+        }
+        let (console_socket, local_console) = if opts.process.terminal {
+            match &opts.console_socket {
+                Some(p) => (Some(console::connect(&p.to_string_lossy())?), None),
+                None => {
+                    let (a, b) = UnixStream::pair().map_err(io("console socket pair"))?;
+                    (Some(a), Some(b))
+                }
+            }
+        } else {
+            (None, None)
+        };
+        let (parent, child) = sync::pair().map_err(io("sync socket"))?;
+        let cfg = InitConfig {
+            spec: &st.config,
+            process: &opts.process,
+            bundle: &st.bundle,
+            rootfs: st.rootfs.clone(),
+            console_socket,
+            exec_fifo: None,
+            preserve_fds: opts.preserve_fds,
+            seccomp: filter,
+            join,
+            no_pivot: false,
+        };
+        if !opts.detach {
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        }
+        let stage1 = fork()?;
+        if stage1 == 0 {
+            drop(parent);
+            init::exec_stage1(&cfg, &child)
+        }
+        drop(child);
+        drop(cfg.console_socket);
+        drop(cfg.join);
+        let mut guard = CreateGuard {
+            dir: None,
+            cgroup: None,
+            pids: vec![stage1],
+        };
+        if let Some(cg) = &st.cgroup {
+            cg.add_task(stage1)?;
+        }
+        parent.send(&Msg::Go)?;
+        let mut pid = 0;
+        loop {
+            match parent.recv()? {
+                Msg::InitPid { pid: p } => {
+                    pid = p;
+                    guard.pids.insert(0, p);
+                }
+                Msg::Ready => break,
+                other => {
+                    return Err(SyncError::Unexpected {
+                        expected: "Ready",
+                        got: other,
+                    }
+                    .into())
+                }
+            }
+        }
+        reap(stage1);
+        if let Some(p) = &opts.pid_file {
+            util::atomic_write(p, pid.to_string().as_bytes())
+                .map_err(io(format!("pid file {}", p.display())))?;
+        }
+        let master = match local_console {
+            Some(sock) => Some(console::recv_fd(&sock)?),
+            None => None,
+        };
+        guard.pids.clear();
+        Ok(Foreground { pid, master })
+    }
+}
+
+fn signal_init(st: &ContainerState, sig: i32) -> Result<()> {
+    // A pidfd pins the process: after checking its start time, the signal cannot hit a new
+    // process that reused the pid.
+    // SAFETY: pidfd_open with plain integers.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, st.pid, 0) };
+    if fd < 0 {
+        return Err(RuntimeError::BadStatus {
+            id: st.id.clone(),
+            status: Status::Stopped,
+            message: "container not running".into(),
+        });
+    }
+    // SAFETY: new descriptor owned here.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    if !st.init_alive() {
+        return Err(RuntimeError::BadStatus {
+            id: st.id.clone(),
+            status: Status::Stopped,
+            message: "container not running".into(),
+        });
+    }
+    // SAFETY: pidfd_send_signal on our pidfd with no siginfo.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io(format!("signal {sig} to {}", st.id))(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Waits up to `ms` milliseconds for `pid` (with this start time) to exit.
+pub fn wait_exit(pid: i32, start: u64, ms: u64) -> bool {
+    // SAFETY: pidfd_open with plain integers.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return true;
+    }
+    // SAFETY: new descriptor owned here.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    if !util::pid_alive(pid, start) {
+        return true;
+    }
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let rc = unsafe { libc::poll(&mut p, 1, ms as i32) };
+    rc > 0 || !util::pid_alive(pid, start)
+}
+
+/// Waits for a foreground process (our child or re-parented to us as subreaper), forwarding
+/// signals to it and proxying its terminal. Returns its exit code (128+signal when killed).
+pub fn wait_foreground(fg: &Foreground) -> i32 {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
+        set.add(s);
+    }
+    let _ = set.thread_block();
+    let Ok(sfd) = nix::sys::signalfd::SignalFd::with_flags(
+        &set,
+        nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
+    ) else {
+        return wait_plain(fg.pid);
+    };
+    let stdin_tty = nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
+    let saved = match (&fg.master, stdin_tty) {
+        (Some(m), true) => {
+            let saved = nix::sys::termios::tcgetattr(std::io::stdin()).ok();
+            if let Some(s) = &saved {
+                let mut raw = s.clone();
+                nix::sys::termios::cfmakeraw(&mut raw);
+                let _ = nix::sys::termios::tcsetattr(
+                    std::io::stdin(),
+                    nix::sys::termios::SetArg::TCSANOW,
+                    &raw,
+                );
+            }
+            if let Some((r, c)) = console::get_size(0) {
+                let _ = console::set_size(m.as_raw_fd(), r, c);
+            }
+            saved
+        }
+        _ => None,
+    };
+    let mut code = None;
+    let mut stdin_open = fg.master.is_some();
+    let mut master_open = fg.master.is_some();
+    let mut buf = [0u8; 16384];
+    // Reap first in case it already exited.
+    code = code.or_else(|| reap_nohang(fg.pid));
+    while code.is_none() || master_open {
+        let mfd = fg
+            .master
+            .as_ref()
+            .map(|m| m.as_raw_fd())
+            .filter(|_| master_open)
+            .unwrap_or(-1);
+        let mut fds = [
+            libc::pollfd {
+                fd: sfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: mfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if stdin_open && mfd >= 0 { 0 } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // With the process gone, drain the terminal without blocking forever.
+        let timeout = if code.is_some() { 100 } else { -1 };
+        // SAFETY: fds is a valid array of three pollfd.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 3, timeout) };
+        if rc < 0 {
+            continue;
+        }
+        if rc == 0 && code.is_some() {
+            break;
+        }
+        if fds[0].revents & libc::POLLIN != 0 {
+            while let Ok(Some(si)) = sfd.read_signal() {
+                let sig = si.ssi_signo as i32;
+                if sig == libc::SIGCHLD {
+                    if let Some(c) = reap_nohang(fg.pid) {
+                        code = Some(c);
+                    }
+                } else if sig == libc::SIGWINCH {
+                    if let (Some(m), Some((r, c))) = (&fg.master, console::get_size(0)) {
+                        let _ = console::set_size(m.as_raw_fd(), r, c);
+                    }
+                } else {
+                    // SAFETY: kill with plain integers.
+                    unsafe { libc::kill(fg.pid, sig) };
+                }
+            }
+        }
+        if mfd >= 0 && fds[1].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            // SAFETY: buf is writable for its length.
+            let n = unsafe { libc::read(mfd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                master_open = false;
+            } else {
+                let _ = write_all(1, &buf[..n as usize]);
+            }
+        }
+        if fds[2].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
+            // SAFETY: buf is writable for its length.
+            let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                stdin_open = false;
+                let _ = write_all(mfd, &[4]);
+            } else {
+                let _ = write_all(mfd, &buf[..n as usize]);
+            }
+        }
+    }
+    if let Some(s) = saved {
+        let _ =
+            nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &s);
+    }
+    let _ = set.thread_unblock();
+    code.unwrap_or(255)
+}
+
+fn write_all(fd: i32, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: data is a valid readable buffer.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        data = &data[n as usize..];
+    }
+    Ok(())
+}
+
+fn decode_status(st: i32) -> i32 {
+    if libc::WIFEXITED(st) {
+        libc::WEXITSTATUS(st)
+    } else if libc::WIFSIGNALED(st) {
+        128 + libc::WTERMSIG(st)
+    } else {
+        255
+    }
+}
+
+/// Reaps every exited child; returns the exit code of `pid` if it was among them.
+fn reap_nohang(pid: i32) -> Option<i32> {
+    let mut result = None;
+    loop {
+        let mut st = 0;
+        // SAFETY: waitpid with a valid status pointer.
+        let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+        if r <= 0 {
+            break;
+        }
+        if r == pid {
+            result = Some(decode_status(st));
+        }
+    }
+    result
+}
+
+fn wait_plain(pid: i32) -> i32 {
+    loop {
+        let mut st = 0;
+        // SAFETY: waitpid with a valid status pointer.
+        let r = unsafe { libc::waitpid(-1, &mut st, 0) };
+        if r < 0 {
+            return 255;
+        }
+        if r == pid {
+            return decode_status(st);
+        }
+    }
+}

@@ -1,0 +1,1001 @@
+//! The container's root file system: mounts of every kind, devices, `pivot_root`, masked and
+//! read-only paths. Runs in the container's init, inside its new mount namespace.
+//!
+//! Every mount target is resolved inside the rootfs with `openat2(RESOLVE_IN_ROOT)` and mounted
+//! through its `/proc/self/fd/N` magic link, so a symlink in the image cannot redirect a mount
+//! onto the host.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use crate::spec::{Mount, Spec};
+use crate::util::{cstring, fd_path, mkdir_all_in_root, open_in_root, touch_in_root};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("mount {what} on {dest}: {source}")]
+    Mount {
+        what: String,
+        dest: String,
+        source: std::io::Error,
+    },
+    #[error("{op} {path}: {source}")]
+    Path {
+        op: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("mounts[{index}]: {message}")]
+    Invalid { index: usize, message: String },
+}
+
+fn path_err(op: &'static str, path: impl AsRef<Path>) -> impl FnOnce(std::io::Error) -> MountError {
+    let path = path.as_ref().display().to_string();
+    move |source| MountError::Path { op, path, source }
+}
+
+pub fn propagation_flag(p: &str) -> Option<libc::c_ulong> {
+    Some(match p {
+        "private" => libc::MS_PRIVATE,
+        "rprivate" => libc::MS_PRIVATE | libc::MS_REC,
+        "shared" => libc::MS_SHARED,
+        "rshared" => libc::MS_SHARED | libc::MS_REC,
+        "slave" => libc::MS_SLAVE,
+        "rslave" => libc::MS_SLAVE | libc::MS_REC,
+        "unbindable" => libc::MS_UNBINDABLE,
+        "runbindable" => libc::MS_UNBINDABLE | libc::MS_REC,
+        _ => return None,
+    })
+}
+
+/// Mount options split into `mount(2)` flags, propagation changes and file-system data.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ParsedOptions {
+    pub flags: libc::c_ulong,
+    /// Flags explicitly cleared (`rw`, `suid`, ...), relevant for remounts.
+    pub cleared: libc::c_ulong,
+    pub propagation: Vec<libc::c_ulong>,
+    pub data: Vec<String>,
+    pub bind: bool,
+    pub recursive: bool,
+    /// `mount_setattr(2)` attributes applied recursively (`rro`, `rnosuid`, ...).
+    pub rec_attr_set: u64,
+    pub rec_attr_clr: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const MOUNT_ATTR_NOATIME: u64 = 0x10;
+const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+
+pub fn parse_options(opts: &[String]) -> ParsedOptions {
+    let mut p = ParsedOptions::default();
+    for o in opts {
+        let (set, clear): (libc::c_ulong, libc::c_ulong) = match o.as_str() {
+            "ro" => (libc::MS_RDONLY, 0),
+            "rw" => (0, libc::MS_RDONLY),
+            "nosuid" => (libc::MS_NOSUID, 0),
+            "suid" => (0, libc::MS_NOSUID),
+            "nodev" => (libc::MS_NODEV, 0),
+            "dev" => (0, libc::MS_NODEV),
+            "noexec" => (libc::MS_NOEXEC, 0),
+            "exec" => (0, libc::MS_NOEXEC),
+            "sync" => (libc::MS_SYNCHRONOUS, 0),
+            "async" => (0, libc::MS_SYNCHRONOUS),
+            "dirsync" => (libc::MS_DIRSYNC, 0),
+            "remount" => (libc::MS_REMOUNT, 0),
+            "mand" => (libc::MS_MANDLOCK, 0),
+            "nomand" => (0, libc::MS_MANDLOCK),
+            "atime" => (0, libc::MS_NOATIME),
+            "noatime" => (libc::MS_NOATIME, 0),
+            "diratime" => (0, libc::MS_NODIRATIME),
+            "nodiratime" => (libc::MS_NODIRATIME, 0),
+            "relatime" => (libc::MS_RELATIME, 0),
+            "norelatime" => (0, libc::MS_RELATIME),
+            "strictatime" => (libc::MS_STRICTATIME, 0),
+            "nostrictatime" => (0, libc::MS_STRICTATIME),
+            "silent" => (libc::MS_SILENT, 0),
+            "loud" => (0, libc::MS_SILENT),
+            "lazytime" => (libc::MS_LAZYTIME, 0),
+            "nolazytime" => (0, libc::MS_LAZYTIME),
+            "iversion" => (libc::MS_I_VERSION, 0),
+            "noiversion" => (0, libc::MS_I_VERSION),
+            "bind" => {
+                p.bind = true;
+                (0, 0)
+            }
+            "rbind" => {
+                p.bind = true;
+                p.recursive = true;
+                (0, 0)
+            }
+            "tmpcopyup" => (0, 0), // accepted and ignored (a crun/runc extension)
+            other => {
+                if let Some(f) = propagation_flag(other) {
+                    p.propagation.push(f);
+                } else if let Some((set, attr)) = rec_attr(other) {
+                    if set {
+                        p.rec_attr_set |= attr;
+                    } else {
+                        p.rec_attr_clr |= attr;
+                    }
+                } else {
+                    p.data.push(other.to_string());
+                }
+                (0, 0)
+            }
+        };
+        p.flags = (p.flags | set) & !clear;
+        p.cleared = (p.cleared | clear) & !set;
+    }
+    p
+}
+
+fn rec_attr(o: &str) -> Option<(bool, u64)> {
+    Some(match o {
+        "rro" => (true, MOUNT_ATTR_RDONLY),
+        "rrw" => (false, MOUNT_ATTR_RDONLY),
+        "rnosuid" => (true, MOUNT_ATTR_NOSUID),
+        "rsuid" => (false, MOUNT_ATTR_NOSUID),
+        "rnodev" => (true, MOUNT_ATTR_NODEV),
+        "rdev" => (false, MOUNT_ATTR_NODEV),
+        "rnoexec" => (true, MOUNT_ATTR_NOEXEC),
+        "rexec" => (false, MOUNT_ATTR_NOEXEC),
+        "rnoatime" => (true, MOUNT_ATTR_NOATIME),
+        "rstrictatime" => (true, MOUNT_ATTR_STRICTATIME),
+        "rnodiratime" => (true, MOUNT_ATTR_NODIRATIME),
+        "rdiratime" => (false, MOUNT_ATTR_NODIRATIME),
+        _ => return None,
+    })
+}
+
+pub fn sys_mount(
+    src: Option<&str>,
+    target: &str,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> std::io::Result<()> {
+    let src = src.map(cstring).transpose()?;
+    let target_c = cstring(target)?;
+    let fstype = fstype.map(cstring).transpose()?;
+    let data = data.filter(|d| !d.is_empty()).map(cstring).transpose()?;
+    let p = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: every pointer is either null or a valid NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            p(&src),
+            target_c.as_ptr(),
+            p(&fstype),
+            flags,
+            p(&data).cast(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn mount_setattr_rec(target: &str, set: u64, clr: u64) -> std::io::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clr,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let c = cstring(target)?;
+    // SAFETY: valid path string and attribute struct living across the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            0x8000u32, /* AT_RECURSIVE */
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Flags the kernel locks on a mount inherited across a user namespace; a remount must keep them.
+fn locked_flags(target: &str) -> libc::c_ulong {
+    let Ok(c) = cstring(target) else { return 0 };
+    // SAFETY: zeroed statvfs is a valid output buffer.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and output pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return 0;
+    }
+    let mut f = 0;
+    for (st_flag, ms) in [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+    ] {
+        if st.f_flag & st_flag != 0 {
+            f |= ms;
+        }
+    }
+    f
+}
+
+/// A v1 or v2 cgroup hierarchy mounted on the host, from `/proc/self/mountinfo`.
+#[derive(Debug, Clone)]
+pub struct CgroupMount {
+    pub mount_point: PathBuf,
+    pub root: String,
+    /// `None` for cgroup2; the comma-separated controllers (or `name=...`) for v1.
+    pub options: Option<String>,
+}
+
+pub fn host_cgroup_mounts() -> Vec<CgroupMount> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let pre: Vec<&str> = pre.split(' ').collect();
+        let post: Vec<&str> = post.split(' ').collect();
+        if pre.len() < 5 || post.len() < 3 {
+            continue;
+        }
+        let fstype = post[0];
+        if fstype != "cgroup" && fstype != "cgroup2" {
+            continue;
+        }
+        let options = if fstype == "cgroup" {
+            let opts: Vec<&str> = post[2]
+                .split(',')
+                .filter(|o| {
+                    !matches!(*o, "rw" | "ro")
+                        && !o.starts_with("release_agent")
+                        && *o != "clone_children"
+                        && *o != "noprefix"
+                        && *o != "xattr"
+                        && *o != "cpuset_v2_mode"
+                })
+                .collect();
+            Some(opts.join(","))
+        } else {
+            None
+        };
+        out.push(CgroupMount {
+            mount_point: PathBuf::from(unescape(pre[4])),
+            root: unescape(pre[3]),
+            options,
+        });
+    }
+    out
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// What the init needs from the runtime to set up the root file system.
+pub struct RootfsContext<'a> {
+    pub spec: &'a Spec,
+    pub bundle: &'a Path,
+    pub rootfs: PathBuf,
+    pub in_user_ns: bool,
+    pub new_cgroup_ns: bool,
+    pub new_net_ns: bool,
+    /// The container's cgroup path per host hierarchy mount point (used without a cgroup ns).
+    pub cgroup_paths: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Part one, before `pivot_root`: propagation, the rootfs bind, every mount, devices.
+pub fn prepare_rootfs(ctx: &RootfsContext) -> Result<OwnedFd, MountError> {
+    let linux = ctx.spec.linux();
+    let prop = linux
+        .rootfs_propagation
+        .as_deref()
+        .and_then(propagation_flag)
+        .unwrap_or(libc::MS_SLAVE | libc::MS_REC);
+    // Shared propagation is restored after pivot_root (pivot_root refuses shared mounts).
+    let setup_prop = if prop & libc::MS_SHARED != 0 {
+        libc::MS_SLAVE | libc::MS_REC
+    } else {
+        prop
+    };
+    sys_mount(None, "/", None, setup_prop, None).map_err(|source| MountError::Mount {
+        what: "propagation".into(),
+        dest: "/".into(),
+        source,
+    })?;
+    let rootfs = ctx.rootfs.to_string_lossy().into_owned();
+    sys_mount(
+        Some(&rootfs),
+        &rootfs,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .map_err(|source| MountError::Mount {
+        what: "rootfs bind".into(),
+        dest: rootfs.clone(),
+        source,
+    })?;
+    // The rootfs must not be shared with its parent for pivot_root.
+    let _ = sys_mount(None, &rootfs, None, libc::MS_PRIVATE, None);
+    let root = std::fs::File::open(&ctx.rootfs).map_err(path_err("open rootfs", &ctx.rootfs))?;
+    let root_fd: OwnedFd = root.into();
+
+    let mut dev_is_tmpfs = false;
+    for (i, m) in ctx.spec.mounts.iter().enumerate() {
+        mount_one(ctx, root_fd.as_raw_fd(), i, m)?;
+        if m.destination == Path::new("/dev") && m.typ.as_deref() == Some("tmpfs") {
+            dev_is_tmpfs = true;
+        }
+    }
+    if dev_is_tmpfs {
+        create_default_devices(ctx, root_fd.as_raw_fd())?;
+    }
+    create_spec_devices(ctx, root_fd.as_raw_fd())?;
+    if dev_is_tmpfs {
+        dev_symlinks(root_fd.as_raw_fd(), &ctx.rootfs)?;
+    }
+    Ok(root_fd)
+}
+
+fn mount_one(ctx: &RootfsContext, root: i32, index: usize, m: &Mount) -> Result<(), MountError> {
+    let typ = m.typ.as_deref().unwrap_or("");
+    let opts = parse_options(&m.options);
+    let is_bind = opts.bind || typ == "bind" || typ == "rbind";
+    let dest = &m.destination;
+    let dest_s = dest.display().to_string();
+    let data = opts.data.join(",");
+    let flags = opts.flags & !libc::MS_REMOUNT;
+
+    if is_bind {
+        let src = m.source.clone().unwrap_or_default();
+        let src = if src.is_absolute() {
+            src
+        } else {
+            ctx.bundle.join(src)
+        };
+        let meta = std::fs::metadata(&src).map_err(path_err("stat bind source", &src))?;
+        let target = if meta.is_dir() {
+            mkdir_all_in_root(root, dest, 0o755)
+        } else {
+            touch_in_root(root, dest)
+        }
+        .map_err(path_err("create mount point", dest))?;
+        let tpath = fd_path(&target);
+        let rec = if opts.recursive || typ == "rbind" {
+            libc::MS_REC
+        } else {
+            0
+        };
+        let src_s = src.to_string_lossy();
+        sys_mount(Some(&src_s), &tpath, None, libc::MS_BIND | rec, None).map_err(|source| {
+            MountError::Mount {
+                what: format!("bind {src_s}"),
+                dest: dest_s.clone(),
+                source,
+            }
+        })?;
+        // Re-open the target: it now is the root of the new mount.
+        let target =
+            open_in_root(root, dest, libc::O_PATH).map_err(path_err("open mount point", dest))?;
+        let tpath = fd_path(&target);
+        let remount_flags = flags & !(libc::MS_BIND | libc::MS_REC);
+        if remount_flags != 0 || opts.cleared != 0 {
+            let keep = if ctx.in_user_ns {
+                locked_flags(&tpath) & !libc::MS_RDONLY
+            } else {
+                0
+            };
+            sys_mount(
+                None,
+                &tpath,
+                None,
+                libc::MS_BIND | libc::MS_REMOUNT | remount_flags | keep,
+                None,
+            )
+            .map_err(|source| MountError::Mount {
+                what: format!("remount {src_s}"),
+                dest: dest_s.clone(),
+                source,
+            })?;
+        }
+        if opts.rec_attr_set != 0 || opts.rec_attr_clr != 0 {
+            mount_setattr_rec(&tpath, opts.rec_attr_set, opts.rec_attr_clr).map_err(|source| {
+                MountError::Mount {
+                    what: "recursive attributes".into(),
+                    dest: dest_s.clone(),
+                    source,
+                }
+            })?;
+        }
+        for p in &opts.propagation {
+            sys_mount(None, &tpath, None, *p, None).map_err(|source| MountError::Mount {
+                what: "propagation".into(),
+                dest: dest_s.clone(),
+                source,
+            })?;
+        }
+        return Ok(());
+    }
+
+    let target =
+        mkdir_all_in_root(root, dest, 0o755).map_err(path_err("create mount point", dest))?;
+    let tpath = fd_path(&target);
+    match typ {
+        "cgroup" | "cgroup2" => mount_cgroups(ctx, root, dest, &tpath, flags, typ)?,
+        "sysfs" if ctx.in_user_ns && !ctx.new_net_ns => {
+            // sysfs cannot be mounted in a user namespace without its own network namespace.
+            sys_mount(
+                Some("/sys"),
+                &tpath,
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
+            )
+            .map_err(|source| MountError::Mount {
+                what: "bind /sys".into(),
+                dest: dest_s.clone(),
+                source,
+            })?;
+        }
+        _ => {
+            let src = m
+                .source
+                .as_ref()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| typ.to_string());
+            let res = sys_mount(Some(&src), &tpath, Some(typ), flags, Some(&data));
+            match res {
+                Err(e)
+                    if typ == "mqueue"
+                        && ctx.in_user_ns
+                        && e.raw_os_error() == Some(libc::EPERM) =>
+                {
+                    sys_mount(Some("/dev/mqueue"), &tpath, None, libc::MS_BIND, None).map_err(
+                        |source| MountError::Mount {
+                            what: "bind /dev/mqueue".into(),
+                            dest: dest_s.clone(),
+                            source,
+                        },
+                    )?;
+                }
+                Err(source) => {
+                    return Err(MountError::Mount {
+                        what: format!("{typ} ({src})"),
+                        dest: dest_s,
+                        source,
+                    })
+                }
+                Ok(()) => {}
+            }
+        }
+    }
+    if !opts.propagation.is_empty() || opts.rec_attr_set != 0 || opts.rec_attr_clr != 0 {
+        let target =
+            open_in_root(root, dest, libc::O_PATH).map_err(path_err("open mount point", dest))?;
+        let tpath = fd_path(&target);
+        if opts.rec_attr_set != 0 || opts.rec_attr_clr != 0 {
+            mount_setattr_rec(&tpath, opts.rec_attr_set, opts.rec_attr_clr).map_err(|source| {
+                MountError::Mount {
+                    what: "recursive attributes".into(),
+                    dest: dest_s.clone(),
+                    source,
+                }
+            })?;
+        }
+        for p in &opts.propagation {
+            sys_mount(None, &tpath, None, *p, None).map_err(|source| MountError::Mount {
+                what: "propagation".into(),
+                dest: dest_s.clone(),
+                source,
+            })?;
+        }
+    }
+    let _ = index;
+    Ok(())
+}
+
+fn mount_cgroups(
+    ctx: &RootfsContext,
+    root: i32,
+    dest: &Path,
+    tpath: &str,
+    flags: libc::c_ulong,
+    typ: &str,
+) -> Result<(), MountError> {
+    let dest_s = dest.display().to_string();
+    let err = |what: String, source| MountError::Mount {
+        what,
+        dest: dest_s.clone(),
+        source,
+    };
+    let hosts = host_cgroup_mounts();
+    let unified_only = hosts.iter().all(|h| h.options.is_none());
+    if typ == "cgroup2" || unified_only {
+        if ctx.new_cgroup_ns {
+            sys_mount(Some("cgroup2"), tpath, Some("cgroup2"), flags, None)
+                .map_err(|e| err("cgroup2".into(), e))?;
+        } else if let Some((_, p)) = ctx.cgroup_paths.iter().find(|(mp, _)| {
+            hosts
+                .iter()
+                .any(|h| h.options.is_none() && &h.mount_point == mp)
+        }) {
+            sys_mount(
+                Some(&p.to_string_lossy()),
+                tpath,
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
+            )
+            .map_err(|e| err("cgroup2 bind".into(), e))?;
+            if flags & libc::MS_RDONLY != 0 {
+                sys_mount(
+                    None,
+                    tpath,
+                    None,
+                    libc::MS_BIND | libc::MS_REMOUNT | flags,
+                    None,
+                )
+                .map_err(|e| err("cgroup2 remount".into(), e))?;
+            }
+        }
+        return Ok(());
+    }
+    // v1 or hybrid: a tmpfs holding one directory per hierarchy, as Docker shows it.
+    sys_mount(
+        Some("tmpfs"),
+        tpath,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some("mode=755"),
+    )
+    .map_err(|e| err("cgroup tmpfs".into(), e))?;
+    let sub_flags = (flags | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) & !libc::MS_RDONLY;
+    for h in &hosts {
+        let name = match &h.options {
+            Some(o) => o.trim_start_matches("name=").to_string(),
+            None => "unified".to_string(),
+        };
+        if name.is_empty() {
+            continue;
+        }
+        let sub = dest.join(&name);
+        let sfd =
+            mkdir_all_in_root(root, &sub, 0o755).map_err(path_err("create cgroup dir", &sub))?;
+        let spath = fd_path(&sfd);
+        let mut done = false;
+        if ctx.new_cgroup_ns {
+            let res = match &h.options {
+                Some(o) => sys_mount(Some("cgroup"), &spath, Some("cgroup"), sub_flags, Some(o)),
+                None => sys_mount(Some("cgroup2"), &spath, Some("cgroup2"), sub_flags, None),
+            };
+            done = res.is_ok();
+        }
+        if !done {
+            if let Some((_, p)) = ctx.cgroup_paths.iter().find(|(mp, _)| mp == &h.mount_point) {
+                sys_mount(
+                    Some(&p.to_string_lossy()),
+                    &spath,
+                    None,
+                    libc::MS_BIND | libc::MS_REC,
+                    None,
+                )
+                .map_err(|e| err(format!("cgroup bind {}", p.display()), e))?;
+            }
+        }
+        if flags & libc::MS_RDONLY != 0 {
+            let sfd = open_in_root(root, &sub, libc::O_PATH)
+                .map_err(path_err("open cgroup dir", &sub))?;
+            let spath = fd_path(&sfd);
+            let _ = sys_mount(
+                None,
+                &spath,
+                None,
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | sub_flags,
+                None,
+            );
+        }
+        // cpu,cpuacct co-mounted: links named after each controller, as Docker creates them.
+        if name.contains(',') {
+            for part in name.split(',') {
+                let link = dest.join(part);
+                if let Ok(pfd) = open_in_root(root, dest, libc::O_PATH | libc::O_DIRECTORY) {
+                    let (Ok(t), Ok(l)) = (cstring(&name), cstring(part)) else {
+                        continue;
+                    };
+                    // SAFETY: valid strings and directory descriptor.
+                    unsafe { libc::symlinkat(t.as_ptr(), pfd.as_raw_fd(), l.as_ptr()) };
+                    let _ = link;
+                }
+            }
+        }
+    }
+    if flags & libc::MS_RDONLY != 0 {
+        let t =
+            open_in_root(root, dest, libc::O_PATH).map_err(path_err("open cgroup mount", dest))?;
+        let tpath = &fd_path(&t);
+        sys_mount(
+            None,
+            tpath,
+            None,
+            libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            Some("mode=755"),
+        )
+        .map_err(|e| err("cgroup tmpfs remount".into(), e))?;
+    }
+    Ok(())
+}
+
+const DEFAULT_DEVICES: &[(&str, u32, u32)] = &[
+    ("/dev/null", 1, 3),
+    ("/dev/zero", 1, 5),
+    ("/dev/full", 1, 7),
+    ("/dev/random", 1, 8),
+    ("/dev/urandom", 1, 9),
+    ("/dev/tty", 5, 0),
+];
+
+fn make_device(
+    ctx: &RootfsContext,
+    root: i32,
+    path: &Path,
+    kind: libc::mode_t,
+    major: u32,
+    minor: u32,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+) -> Result<(), MountError> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    if ctx.in_user_ns {
+        // mknod is not allowed in a user namespace: bind the host's device node instead.
+        let host = PathBuf::from(format!(
+            "/dev/{}",
+            path.strip_prefix("/dev").unwrap_or(path).display()
+        ));
+        let t = touch_in_root(root, path).map_err(path_err("create device", path))?;
+        let host_s = if host.exists() {
+            host
+        } else {
+            path.to_path_buf()
+        };
+        return sys_mount(
+            Some(&host_s.to_string_lossy()),
+            &fd_path(&t),
+            None,
+            libc::MS_BIND,
+            None,
+        )
+        .map_err(|source| MountError::Mount {
+            what: format!("bind device {}", host_s.display()),
+            dest: path.display().to_string(),
+            source,
+        });
+    }
+    let pfd =
+        mkdir_all_in_root(root, parent, 0o755).map_err(path_err("create device dir", parent))?;
+    let pdir = open_in_root(root, parent, libc::O_DIRECTORY | libc::O_RDONLY)
+        .map_err(path_err("open device dir", parent))?;
+    drop(pfd);
+    let c = cstring(&name).map_err(path_err("device name", path))?;
+    // SAFETY: valid directory descriptor and name.
+    unsafe { libc::unlinkat(pdir.as_raw_fd(), c.as_ptr(), 0) };
+    let dev = libc::makedev(major, minor);
+    // SAFETY: valid directory descriptor and name.
+    let rc = unsafe { libc::mknodat(pdir.as_raw_fd(), c.as_ptr(), kind | (mode & 0o7777), dev) };
+    if rc < 0 {
+        return Err(MountError::Path {
+            op: "mknod",
+            path: path.display().to_string(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // mknod is subject to the umask: set the exact mode and owner.
+    // SAFETY: valid directory descriptor and name.
+    unsafe {
+        libc::fchmodat(pdir.as_raw_fd(), c.as_ptr(), mode & 0o7777, 0);
+        libc::fchownat(
+            pdir.as_raw_fd(),
+            c.as_ptr(),
+            uid,
+            gid,
+            libc::AT_SYMLINK_NOFOLLOW,
+        );
+    }
+    Ok(())
+}
+
+fn create_default_devices(ctx: &RootfsContext, root: i32) -> Result<(), MountError> {
+    for (p, maj, min) in DEFAULT_DEVICES {
+        make_device(
+            ctx,
+            root,
+            Path::new(p),
+            libc::S_IFCHR,
+            *maj,
+            *min,
+            0o666,
+            0,
+            0,
+        )?;
+    }
+    Ok(())
+}
+
+fn create_spec_devices(ctx: &RootfsContext, root: i32) -> Result<(), MountError> {
+    for d in &ctx.spec.linux().devices {
+        let kind = match d.typ.as_str() {
+            "c" | "u" => libc::S_IFCHR,
+            "b" => libc::S_IFBLK,
+            "p" => libc::S_IFIFO,
+            _ => continue,
+        };
+        make_device(
+            ctx,
+            root,
+            &d.path,
+            kind,
+            d.major as u32,
+            d.minor as u32,
+            d.file_mode.unwrap_or(0o666),
+            d.uid.unwrap_or(0),
+            d.gid.unwrap_or(0),
+        )?;
+    }
+    Ok(())
+}
+
+fn dev_symlinks(root: i32, rootfs: &Path) -> Result<(), MountError> {
+    let dev = open_in_root(root, Path::new("/dev"), libc::O_DIRECTORY | libc::O_RDONLY)
+        .map_err(path_err("open /dev", rootfs.join("dev")))?;
+    let mut links = vec![
+        ("/proc/self/fd", "fd"),
+        ("/proc/self/fd/0", "stdin"),
+        ("/proc/self/fd/1", "stdout"),
+        ("/proc/self/fd/2", "stderr"),
+    ];
+    if Path::new("/proc/kcore").exists() {
+        links.push(("/proc/kcore", "core"));
+    }
+    // /dev/ptmx points at the container's own devpts instance.
+    links.push(("pts/ptmx", "ptmx"));
+    for (target, name) in links {
+        let (t, n) = (
+            cstring(target).map_err(path_err("symlink", name))?,
+            cstring(name).map_err(path_err("symlink", name))?,
+        );
+        if name == "ptmx" {
+            // SAFETY: valid directory descriptor and name.
+            unsafe { libc::unlinkat(dev.as_raw_fd(), n.as_ptr(), 0) };
+        }
+        // SAFETY: valid strings and directory descriptor.
+        let rc = unsafe { libc::symlinkat(t.as_ptr(), dev.as_raw_fd(), n.as_ptr()) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(MountError::Path {
+                    op: "symlink",
+                    path: format!("/dev/{name}"),
+                    source: e,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `pivot_root` into the prepared rootfs and detach the old root.
+pub fn pivot_root(rootfs: &Path) -> Result<(), MountError> {
+    let perr = |op: &'static str| path_err(op, rootfs);
+    let old = std::fs::File::open("/").map_err(perr("open /"))?;
+    let new = std::fs::File::open(rootfs).map_err(perr("open rootfs"))?;
+    // SAFETY: fchdir on a valid descriptor.
+    if unsafe { libc::fchdir(new.as_raw_fd()) } < 0 {
+        return Err(perr("chdir")(std::io::Error::last_os_error()));
+    }
+    let dot = cstring(".").map_err(perr("pivot_root"))?;
+    // SAFETY: pivot_root(".", ".") stacks the old root under the new one; valid strings.
+    if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } < 0 {
+        return Err(perr("pivot_root")(std::io::Error::last_os_error()));
+    }
+    // The old root is now mounted on top of "."; make it private so unmounting does not
+    // propagate to the host, then detach it.
+    // SAFETY: fchdir on a valid descriptor.
+    unsafe { libc::fchdir(old.as_raw_fd()) };
+    sys_mount(None, ".", None, libc::MS_SLAVE | libc::MS_REC, None)
+        .map_err(perr("make old root slave"))?;
+    // SAFETY: valid string.
+    if unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) } < 0 {
+        return Err(perr("unmount old root")(std::io::Error::last_os_error()));
+    }
+    let slash = cstring("/").map_err(perr("chdir"))?;
+    // SAFETY: valid string.
+    unsafe { libc::chdir(slash.as_ptr()) };
+    Ok(())
+}
+
+/// Part two, after `pivot_root`: masked and read-only paths, a read-only root, propagation.
+pub fn finish_rootfs(spec: &Spec, in_user_ns: bool) -> Result<(), MountError> {
+    let linux = spec.linux();
+    for p in &linux.readonly_paths {
+        readonly_path(p, in_user_ns)?;
+    }
+    for p in &linux.masked_paths {
+        mask_path(p)?;
+    }
+    if spec.root.as_ref().is_some_and(|r| r.readonly) {
+        let keep = if in_user_ns { locked_flags("/") } else { 0 };
+        sys_mount(
+            None,
+            "/",
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | keep,
+            None,
+        )
+        .map_err(|source| MountError::Mount {
+            what: "read-only root".into(),
+            dest: "/".into(),
+            source,
+        })?;
+    }
+    if let Some(p) = linux
+        .rootfs_propagation
+        .as_deref()
+        .and_then(propagation_flag)
+    {
+        if p & libc::MS_SHARED != 0 {
+            sys_mount(None, "/", None, p, None).map_err(|source| MountError::Mount {
+                what: "propagation".into(),
+                dest: "/".into(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn readonly_path(p: &str, in_user_ns: bool) -> Result<(), MountError> {
+    match sys_mount(Some(p), p, None, libc::MS_BIND | libc::MS_REC, None) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(source) => {
+            return Err(MountError::Mount {
+                what: "read-only path".into(),
+                dest: p.into(),
+                source,
+            })
+        }
+        Ok(()) => {}
+    }
+    let keep = if in_user_ns { locked_flags(p) } else { 0 };
+    sys_mount(
+        None,
+        p,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC | keep,
+        None,
+    )
+    .map_err(|source| MountError::Mount {
+        what: "read-only remount".into(),
+        dest: p.into(),
+        source,
+    })
+}
+
+fn mask_path(p: &str) -> Result<(), MountError> {
+    let meta = match std::fs::metadata(p) {
+        Ok(m) => m,
+        Err(_) => return Ok(()),
+    };
+    let res = if meta.is_dir() {
+        sys_mount(
+            Some("tmpfs"),
+            p,
+            Some("tmpfs"),
+            libc::MS_RDONLY,
+            Some("size=0,mode=000"),
+        )
+    } else {
+        sys_mount(Some("/dev/null"), p, None, libc::MS_BIND, None)
+    };
+    match res {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(source) => Err(MountError::Mount {
+            what: "masked path".into(),
+            dest: p.into(),
+            source,
+        }),
+        Ok(()) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse() {
+        let o: Vec<String> = [
+            "rbind", "ro", "nosuid", "rprivate", "mode=755", "size=1m", "rro",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let p = parse_options(&o);
+        assert!(p.bind && p.recursive);
+        assert_eq!(p.flags, libc::MS_RDONLY | libc::MS_NOSUID);
+        assert_eq!(p.propagation, vec![libc::MS_PRIVATE | libc::MS_REC]);
+        assert_eq!(p.data, vec!["mode=755", "size=1m"]);
+        assert_eq!(p.rec_attr_set, MOUNT_ATTR_RDONLY);
+        let p = parse_options(&["ro".into(), "rw".into()]);
+        assert_eq!(p.flags, 0);
+        assert_eq!(p.cleared, libc::MS_RDONLY);
+    }
+
+    #[test]
+    fn cgroup_mounts_found() {
+        // Every Linux machine running these tests has at least one cgroup hierarchy.
+        assert!(!host_cgroup_mounts().is_empty());
+    }
+}
+
+/// The calling process's cgroup directory in every host hierarchy (mount point, directory), for
+/// bind-mounting into a container that has no cgroup namespace.
+pub fn own_cgroup_paths() -> Vec<(PathBuf, PathBuf)> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mut out = Vec::new();
+    for h in host_cgroup_mounts() {
+        for line in text.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (Some(_), Some(ctrl), Some(path)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let matches = match &h.options {
+                None => ctrl.is_empty(),
+                Some(o) => {
+                    let mut a: Vec<&str> = o.split(',').collect();
+                    let mut b: Vec<&str> = ctrl.split(',').collect();
+                    a.sort_unstable();
+                    b.sort_unstable();
+                    a == b
+                }
+            };
+            if matches {
+                let rel = path
+                    .strip_prefix(h.root.as_str())
+                    .unwrap_or(path)
+                    .trim_start_matches('/');
+                out.push((h.mount_point.clone(), h.mount_point.join(rel)));
+            }
+        }
+    }
+    out
+}

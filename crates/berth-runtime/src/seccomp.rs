@@ -1,0 +1,262 @@
+//! `linux.seccomp`: compiled to classic BPF with libseccomp in the runtime's parent process and
+//! loaded with the raw `seccomp(2)` call in the container's init, just before `execve`.
+//!
+//! Compiling in the parent keeps libseccomp's allocations out of the container's memory cgroup
+//! and lets the filter be built while the child sets up its root file system.
+
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
+
+use crate::spec::{invalid, Seccomp, SpecError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("seccomp: {0}")]
+    Build(String),
+    #[error("seccomp: loading the filter failed: {0}")]
+    Load(std::io::Error),
+}
+
+/// A filter ready to load: BPF instructions plus `SECCOMP_FILTER_FLAG_*` flags.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct CompiledFilter {
+    pub bpf: Vec<u8>,
+    pub flags: u32,
+}
+
+const FLAG_TSYNC: u32 = 1;
+const FLAG_LOG: u32 = 2;
+const FLAG_SPEC_ALLOW: u32 = 4;
+const FLAG_WAIT_KILLABLE_RECV: u32 = 32;
+
+fn parse_flag(f: &str) -> Option<u32> {
+    Some(match f {
+        "SECCOMP_FILTER_FLAG_TSYNC" => FLAG_TSYNC,
+        "SECCOMP_FILTER_FLAG_LOG" => FLAG_LOG,
+        "SECCOMP_FILTER_FLAG_SPEC_ALLOW" => FLAG_SPEC_ALLOW,
+        "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV" => FLAG_WAIT_KILLABLE_RECV,
+        _ => return None,
+    })
+}
+
+fn parse_action(a: &str, errno: Option<u32>, field: &str) -> Result<ScmpAction, SpecError> {
+    let eperm = libc::EPERM;
+    Ok(match a {
+        "SCMP_ACT_KILL" | "SCMP_ACT_KILL_THREAD" => ScmpAction::KillThread,
+        "SCMP_ACT_KILL_PROCESS" => ScmpAction::KillProcess,
+        "SCMP_ACT_TRAP" => ScmpAction::Trap,
+        "SCMP_ACT_ERRNO" => ScmpAction::Errno(errno.map(|e| e as i32).unwrap_or(eperm)),
+        "SCMP_ACT_TRACE" => ScmpAction::Trace(errno.map(|e| e as u16).unwrap_or(eperm as u16)),
+        "SCMP_ACT_ALLOW" => ScmpAction::Allow,
+        "SCMP_ACT_LOG" => ScmpAction::Log,
+        "SCMP_ACT_NOTIFY" => {
+            return Err(invalid(
+                field,
+                "SCMP_ACT_NOTIFY (seccomp user notification) is not supported",
+            ))
+        }
+        other => return Err(invalid(field, format!("unknown seccomp action {other:?}"))),
+    })
+}
+
+fn parse_op(op: &str, value: u64, field: &str) -> Result<ScmpCompareOp, SpecError> {
+    Ok(match op {
+        "SCMP_CMP_NE" => ScmpCompareOp::NotEqual,
+        "SCMP_CMP_LT" => ScmpCompareOp::Less,
+        "SCMP_CMP_LE" => ScmpCompareOp::LessOrEqual,
+        "SCMP_CMP_EQ" => ScmpCompareOp::Equal,
+        "SCMP_CMP_GE" => ScmpCompareOp::GreaterEqual,
+        "SCMP_CMP_GT" => ScmpCompareOp::Greater,
+        "SCMP_CMP_MASKED_EQ" => ScmpCompareOp::MaskedEqual(value),
+        other => {
+            return Err(invalid(
+                field,
+                format!("unknown seccomp operator {other:?}"),
+            ))
+        }
+    })
+}
+
+fn parse_arch(a: &str, field: &str) -> Result<ScmpArch, SpecError> {
+    let arch = match a {
+        "SCMP_ARCH_X86" => ScmpArch::X86,
+        "SCMP_ARCH_X86_64" => ScmpArch::X8664,
+        "SCMP_ARCH_X32" => ScmpArch::X32,
+        "SCMP_ARCH_ARM" => ScmpArch::Arm,
+        "SCMP_ARCH_AARCH64" => ScmpArch::Aarch64,
+        "SCMP_ARCH_MIPS" => ScmpArch::Mips,
+        "SCMP_ARCH_MIPS64" => ScmpArch::Mips64,
+        "SCMP_ARCH_MIPS64N32" => ScmpArch::Mips64N32,
+        "SCMP_ARCH_MIPSEL" => ScmpArch::Mipsel,
+        "SCMP_ARCH_MIPSEL64" => ScmpArch::Mipsel64,
+        "SCMP_ARCH_MIPSEL64N32" => ScmpArch::Mipsel64N32,
+        "SCMP_ARCH_PPC" => ScmpArch::Ppc,
+        "SCMP_ARCH_PPC64" => ScmpArch::Ppc64,
+        "SCMP_ARCH_PPC64LE" => ScmpArch::Ppc64Le,
+        "SCMP_ARCH_S390" => ScmpArch::S390,
+        "SCMP_ARCH_S390X" => ScmpArch::S390X,
+        "SCMP_ARCH_RISCV64" => ScmpArch::Riscv64,
+        "SCMP_ARCH_LOONGARCH64" => ScmpArch::Loongarch64,
+        other => {
+            return Err(invalid(
+                field,
+                format!("unknown seccomp architecture {other:?}"),
+            ))
+        }
+    };
+    Ok(arch)
+}
+
+/// Checks every name in the seccomp section without building a filter.
+pub fn validate(s: &Seccomp) -> Result<(), SpecError> {
+    parse_action(
+        &s.default_action,
+        s.default_errno_ret,
+        "linux.seccomp.defaultAction",
+    )?;
+    for (i, a) in s.architectures.iter().enumerate() {
+        parse_arch(a, &format!("linux.seccomp.architectures[{i}]"))?;
+    }
+    for (i, f) in s.flags.iter().enumerate() {
+        if parse_flag(f).is_none() {
+            return Err(invalid(
+                format!("linux.seccomp.flags[{i}]"),
+                format!("unknown flag {f:?}"),
+            ));
+        }
+    }
+    for (i, sc) in s.syscalls.iter().enumerate() {
+        parse_action(
+            &sc.action,
+            sc.errno_ret,
+            &format!("linux.seccomp.syscalls[{i}].action"),
+        )?;
+        if sc.names.is_empty() {
+            return Err(invalid(
+                format!("linux.seccomp.syscalls[{i}].names"),
+                "must not be empty",
+            ));
+        }
+        for (j, a) in sc.args.iter().enumerate() {
+            let f = format!("linux.seccomp.syscalls[{i}].args[{j}]");
+            if a.index > 5 {
+                return Err(invalid(format!("{f}.index"), "must be 0..5"));
+            }
+            parse_op(&a.op, a.value, &format!("{f}.op"))?;
+        }
+    }
+    Ok(())
+}
+
+fn build_err(e: impl std::fmt::Display) -> SeccompError {
+    SeccompError::Build(e.to_string())
+}
+
+/// Builds the filter; syscall names unknown to libseccomp are skipped (as runc does), since
+/// profiles list syscalls of newer kernels.
+pub fn compile(s: &Seccomp) -> Result<CompiledFilter, SeccompError> {
+    validate(s).map_err(build_err)?;
+    let default = parse_action(&s.default_action, s.default_errno_ret, "").map_err(build_err)?;
+    let mut ctx = ScmpFilterContext::new(default).map_err(build_err)?;
+    // The kernel's NNP handling is ours, not libseccomp's.
+    ctx.set_ctl_nnp(false).map_err(build_err)?;
+    for a in &s.architectures {
+        let arch = parse_arch(a, "").map_err(build_err)?;
+        if arch == ScmpArch::native() {
+            continue;
+        }
+        // Architectures the kernel cannot run are harmless to add.
+        ctx.add_arch(arch).map_err(build_err)?;
+    }
+    for sc in &s.syscalls {
+        let action = parse_action(&sc.action, sc.errno_ret, "").map_err(build_err)?;
+        if action == default {
+            continue; // libseccomp refuses rules equal to the default action
+        }
+        for name in &sc.names {
+            let call = match ScmpSyscall::from_name(name) {
+                Ok(c) => c,
+                Err(_) => {
+                    tracing::debug!(syscall = %name, "seccomp: unknown syscall, skipped");
+                    continue;
+                }
+            };
+            let mut conds = Vec::with_capacity(sc.args.len());
+            for a in &sc.args {
+                let op = parse_op(&a.op, a.value, "").map_err(build_err)?;
+                let datum = if matches!(op, ScmpCompareOp::MaskedEqual(_)) {
+                    a.value_two
+                } else {
+                    a.value
+                };
+                conds.push(ScmpArgCompare::new(a.index, op, datum));
+            }
+            // libseccomp cannot AND two conditions on the same argument: like runc, such a rule
+            // becomes one rule per condition.
+            let same_index = conds.len() > 1 && sc.args.iter().all(|a| a.index == sc.args[0].index);
+            if conds.is_empty() {
+                ctx.add_rule(action, call).map_err(build_err)?;
+            } else if same_index {
+                for c in &conds {
+                    ctx.add_rule_conditional(action, call, std::slice::from_ref(c))
+                        .map_err(build_err)?;
+                }
+            } else {
+                ctx.add_rule_conditional(action, call, &conds)
+                    .map_err(build_err)?;
+            }
+        }
+    }
+    let bpf = export(&ctx)?;
+    let mut flags = 0;
+    for f in &s.flags {
+        flags |= parse_flag(f).unwrap_or(0);
+    }
+    Ok(CompiledFilter { bpf, flags })
+}
+
+/// libseccomp 2.5 (Debian 12) has no in-memory export: export into a memfd and read it back.
+fn export(ctx: &ScmpFilterContext) -> Result<Vec<u8>, SeccompError> {
+    use std::io::{Read, Seek};
+    use std::os::fd::FromRawFd;
+    // SAFETY: valid name string; flags are constants.
+    let fd = unsafe { libc::memfd_create(c"seccomp".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(SeccompError::Build(format!(
+            "memfd: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: new descriptor owned here.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    ctx.export_bpf(&f).map_err(build_err)?;
+    let mut out = Vec::new();
+    f.rewind().map_err(build_err)?;
+    f.read_to_end(&mut out).map_err(build_err)?;
+    Ok(out)
+}
+
+/// Loads a compiled filter into the calling thread (`seccomp(SECCOMP_SET_MODE_FILTER)`).
+pub fn load(filter: &CompiledFilter) -> Result<(), SeccompError> {
+    if filter.bpf.len() % 8 != 0 || filter.bpf.is_empty() {
+        return Err(SeccompError::Build("malformed BPF program".into()));
+    }
+    let prog = libc::sock_fprog {
+        len: (filter.bpf.len() / 8) as u16,
+        filter: filter.bpf.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `filter.bpf`, which outlives the call; the kernel copies the program.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            1, /* SECCOMP_SET_MODE_FILTER */
+            filter.flags as libc::c_ulong,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if rc < 0 {
+        return Err(SeccompError::Load(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
