@@ -1,0 +1,628 @@
+//! Real containers from a busybox rootfs, as root, on the real kernel.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::net::UnixListener;
+use std::process::Stdio;
+
+use common::*;
+use serde_json::json;
+
+#[test]
+fn init_is_pid_one_with_own_hostname_and_mounts() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("pid1");
+    let mut b = env.bundle(&id, &["sh", "-c", "echo pid=$$; hostname; readlink /proc/self/ns/mnt; mount -t tmpfs none /tmp && echo mounted; cat /proc/self/mountinfo | wc -l"]);
+    b.config["hostname"] = json!("box1");
+    b.config["root"]["readonly"] = json!(false);
+    let (code, out, err) = run_fg(&env, &b, &id);
+    assert_eq!(code, 0, "stderr: {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "pid=1");
+    assert_eq!(lines[1], "box1");
+    let host_mnt = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    assert_ne!(lines[2], host_mnt.to_str().unwrap(), "container shares the host's mount namespace");
+    assert_eq!(lines[3], "mounted");
+    // The container's tmpfs is not visible on the host.
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!host_mounts.contains(b.path.join("rootfs/tmp").to_str().unwrap()));
+    // Foreground run deleted the container: nothing is left.
+    assert_eq!(env.status(&id), "absent");
+    for d in env.cgroup_dirs(&id) {
+        assert!(!d.exists(), "cgroup {} left behind", d.display());
+    }
+}
+
+#[test]
+fn exit_code_is_the_containers() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("exit");
+    let b = env.bundle(&id, &["sh", "-c", "exit 42"]);
+    let (code, _, err) = run_fg(&env, &b, &id);
+    assert_eq!(code, 42, "{err}");
+}
+
+#[test]
+fn memory_limit_kills_large_allocation_but_not_small() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("mem");
+    let mut b = env.bundle(&id, &["sh", "-c", "dd if=/dev/zero of=/dev/null bs=8M count=1 && echo small-ok; dd if=/dev/zero of=/dev/null bs=64M count=1 && echo big-ok"]);
+    b.config["linux"]["resources"]["memory"] = json!({"limit": 32 << 20, "swap": 32 << 20});
+    let (_code, out, err) = run_fg(&env, &b, &id);
+    assert!(out.contains("small-ok"), "small allocation failed: {out} {err}");
+    assert!(!out.contains("big-ok"), "64M allocation survived a 32M limit: {out}");
+}
+
+#[test]
+fn one_mib_memory_limit_runs_true() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("mem1m");
+    let mut b = env.bundle(&id, &["true"]);
+    b.config["linux"]["resources"]["memory"] = json!({"limit": 1 << 20});
+    let (code, out, err) = run_fg(&env, &b, &id);
+    assert_eq!(code, 0, "true failed under 1 MiB: {out} {err}");
+}
+
+#[test]
+fn pids_limit_stops_fork_bomb() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("pids");
+    let mut b = env.bundle(&id, &["sh", "-c", "n=0; for i in $(seq 1 40); do sleep 3 & done 2>/tmp/err; grep -c fork /tmp/err; true"]);
+    b.config["linux"]["resources"]["pids"] = json!({"limit": 10});
+    b.config["root"]["readonly"] = json!(false);
+    let (code, out, err) = run_fg(&env, &b, &id);
+    assert_eq!(code, 0, "{err}");
+    let failures: i32 = out.trim().parse().unwrap_or(0);
+    assert!(failures >= 25, "the pids limit did not stop forks: {failures} failures ({out})");
+}
+
+#[test]
+fn dropped_capabilities_are_gone() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("caps");
+    let mut b = env.bundle(&id, &["sh", "-c", "grep -E '^Cap(Eff|Bnd|Prm)' /proc/self/status"]);
+    let caps = json!(["CAP_KILL", "CAP_CHOWN"]);
+    b.config["process"]["capabilities"] = json!({"bounding": caps, "effective": caps, "permitted": caps});
+    let (code, out, err) = run_fg(&env, &b, &id);
+    assert_eq!(code, 0, "{err}");
+    // CAP_CHOWN = 0, CAP_KILL = 5.
+    for l in out.lines() {
+        assert!(l.ends_with("0000000000000021"), "unexpected capability line {l:?}");
+    }
+    assert_eq!(out.lines().count(), 3);
+}
+
+#[test]
+fn seccomp_rule_returns_configured_errno() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("seccomp");
+    let mut b = env.bundle(&id, &["sh", "-c", "mkdir /tmp/x; echo rc=$?"]);
+    b.config["root"]["readonly"] = json!(false);
+    b.config["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+    });
+    let (code, out, err) = run_fg(&env, &b, &id);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rc=1"), "{out}");
+    assert!(err.contains("Permission denied"), "mkdir did not fail with EACCES: {err}");
+}
+
+#[test]
+fn seccomp_argument_conditions() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("seccomp-arg");
+    // personality(0xffffffff) queries; block only personality(PER_LINUX32=8).
+    let mut b = env.bundle(&id, &["sh", "-c", "setarch linux32 true; echo a=$?; true; echo b=$?"]);
+    b.config["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["personality"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                      "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]}]
+    });
+    let (_, out, _) = run_fg(&env, &b, &id);
+    assert!(out.contains("a=1"), "personality(8) was not blocked: {out}");
+    assert!(out.contains("b=0"), "{out}");
+}
+
+#[test]
+fn user_namespace_mappings() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("userns");
+    let mut b = env.bundle(&id, &["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u"]);
+    let ns = b.config["linux"]["namespaces"].as_array_mut().unwrap();
+    ns.push(json!({"type": "user"}));
+    ns.retain(|n| n["type"] != "cgroup");
+    b.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    let mounts = b.config["mounts"].as_array_mut().unwrap();
+    mounts.retain(|m| m["type"] != "cgroup");
+    let (code, out, err) = run_fg(&env, &b, &id);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(lines[0], vec!["0", "100000", "65536"]);
+    assert_eq!(lines[1], vec!["0", "100000", "65536"]);
+    assert_eq!(lines[2], vec!["0"]);
+}
+
+#[test]
+fn terminal_through_console_socket() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("tty");
+    let mut b = env.bundle(&id, &["sh", "-c", "tty; stty size; echo done"]);
+    b.config["process"]["terminal"] = json!(true);
+    b.config["process"]["consoleSize"] = json!({"height": 33, "width": 101});
+    b.write();
+    let sock = env.dir.path().join("console.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let b2 = b.p().to_string();
+    let sock2 = sock.to_str().unwrap().to_string();
+    let mut create = env.rt().args(["create", "--bundle", &b2, "--console-socket", &sock2, &id]).stdin(Stdio::null()).spawn().unwrap();
+    let (conn, _) = listener.accept().unwrap();
+    let master = berth_runtime::console::recv_fd(&conn).unwrap();
+    assert!(create.wait().unwrap().success());
+    env.ok(&["start", &id]);
+    let mut f = std::fs::File::from(master);
+    let mut out = String::new();
+    let mut buf = [0u8; 4096];
+    // Read until "done" (the pty returns EIO once the container exits).
+    while !out.contains("done") {
+        match f.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    assert!(out.contains("/dev/pts/0"), "tty output: {out:?}");
+    assert!(out.contains("33 101"), "console size not applied: {out:?}");
+    env.ok(&["delete", "--force", &id]);
+}
+
+#[test]
+fn create_start_state_exec_pause_resume_kill_delete() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("life");
+    let b = env.bundle(&id, &["sleep", "1000"]);
+    b.write();
+    let pidfile = env.dir.path().join("pid");
+    env.ok(&["create", "--bundle", b.p(), "--pid-file", pidfile.to_str().unwrap(), &id]);
+    assert_eq!(env.status(&id), "created");
+    let pid = env.pid(&id);
+    assert_eq!(std::fs::read_to_string(&pidfile).unwrap(), pid.to_string());
+    env.ok(&["start", &id]);
+    assert_eq!(env.status(&id), "running");
+    // The process in the container is `sleep`, in the container's cgroup.
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(cmdline.starts_with("sleep"), "{cmdline}");
+    // exec joins the init's namespaces and cgroup.
+    let out = env.ok(&["exec", &id, "sh", "-c", "readlink /proc/1/ns/pid /proc/self/ns/pid /proc/1/ns/net /proc/self/ns/net; cat /proc/self/cgroup | sort; echo ---; cat /proc/1/cgroup | sort"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], lines[1], "exec is not in the init's pid namespace");
+    assert_eq!(lines[2], lines[3], "exec is not in the init's network namespace");
+    let (mine, init) = out.split_once("---").unwrap();
+    let mine: Vec<&str> = mine.lines().skip(4).collect();
+    assert_eq!(mine.join("\n").trim(), init.trim(), "exec is not in the init's cgroup");
+    // ps lists the init.
+    let ps = env.ok(&["ps", "--format", "json", &id]);
+    let pids: Vec<i32> = serde_json::from_str(&ps).unwrap();
+    assert_eq!(pids, vec![pid]);
+    // pause freezes, resume thaws.
+    env.ok(&["pause", &id]);
+    assert_eq!(env.status(&id), "paused");
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(st.lines().any(|l| l.starts_with("State:") && (l.contains("D") || l.contains("S"))));
+    let freezer: Vec<_> = env.cgroup_dirs(&id).into_iter().filter(|d| d.to_string_lossy().contains("freezer")).collect();
+    if let Some(f) = freezer.first() {
+        assert_eq!(std::fs::read_to_string(f.join("freezer.state")).unwrap().trim(), "FROZEN");
+    }
+    env.ok(&["resume", &id]);
+    assert_eq!(env.status(&id), "running");
+    // update changes a running container's limits.
+    env.ok(&["update", "--pids-limit", "77", &id]);
+    for d in env.cgroup_dirs(&id) {
+        if d.to_string_lossy().contains("/pids/") {
+            assert_eq!(std::fs::read_to_string(d.join("pids.max")).unwrap().trim(), "77");
+        }
+    }
+    // events --stats reports usage.
+    let ev: serde_json::Value = serde_json::from_str(&env.ok(&["events", "--stats", &id])).unwrap();
+    assert_eq!(ev["type"], "stats");
+    assert!(ev["data"]["pids"]["current"].as_u64().unwrap() >= 1);
+    // delete without --force refuses a running container.
+    let out = env.run(&["delete", &id]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not stopped"));
+    env.ok(&["kill", &id, "KILL"]);
+    for _ in 0..200 {
+        if env.status(&id) == "stopped" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(env.status(&id), "stopped");
+    env.ok(&["delete", &id]);
+    assert_eq!(env.status(&id), "absent");
+    assert!(!env.root.join(&id).exists());
+    for d in env.cgroup_dirs(&id) {
+        assert!(!d.exists(), "cgroup {} left behind", d.display());
+    }
+}
+
+#[test]
+fn delete_force_leaves_nothing() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("force");
+    let b = env.bundle(&id, &["sh", "-c", "sleep 1000 & sleep 1000 & sleep 1000"]);
+    b.write();
+    env.ok(&["run", "--detach", "--bundle", b.p(), &id]);
+    let pid = env.pid(&id);
+    let pids: Vec<i32> = serde_json::from_str(&env.ok(&["ps", "--format", "json", &id])).unwrap();
+    assert!(pids.len() >= 3, "{pids:?}");
+    env.ok(&["delete", "--force", &id]);
+    for p in pids.iter().chain(std::iter::once(&pid)) {
+        let alive = std::fs::read_to_string(format!("/proc/{p}/stat")).map(|s| !s.contains(") Z")).unwrap_or(false);
+        assert!(!alive, "process {p} survived delete --force");
+    }
+    assert!(!env.root.join(&id).exists());
+    for d in env.cgroup_dirs(&id) {
+        assert!(!d.exists(), "cgroup {} left behind", d.display());
+    }
+}
+
+#[test]
+fn kill_all_and_signal_names() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("killall");
+    let b = env.bundle(&id, &["sh", "-c", "trap 'exit 3' USR1; while true; do sleep 0.05; done"]);
+    b.write();
+    env.ok(&["run", "--detach", "--bundle", b.p(), &id]);
+    env.ok(&["kill", &id, "10"]); // numeric SIGUSR1
+    for _ in 0..200 {
+        if env.status(&id) == "stopped" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(env.status(&id), "stopped");
+    let out = env.run(&["kill", &id, "SIGKILL"]);
+    assert!(!out.status.success(), "kill of a stopped container succeeded");
+    let out = env.run(&["kill", &id, "NOSUCHSIG"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown signal"));
+    env.ok(&["delete", &id]);
+}
+
+#[test]
+fn hooks_run_in_order_with_state() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("hooks");
+    let logdir = env.dir.path().join("hooklog");
+    std::fs::create_dir_all(&logdir).unwrap();
+    let log = logdir.join("hooks.log");
+    let mut b = env.bundle(&id, &["sh", "-c", "echo container >> /hooklog/hooks.log"]);
+    let host_hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}/{name}.state; echo {name} >> {}", logdir.display(), log.display())]});
+    b.config["hooks"] = json!({
+        "prestart": [host_hook("prestart")],
+        "createRuntime": [host_hook("createRuntime")],
+        "createContainer": [host_hook("createContainer")],
+        "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "echo startContainer >> /hooklog/hooks.log"]}],
+        "poststart": [host_hook("poststart")],
+        "poststop": [host_hook("poststop")]
+    });
+    b.config["mounts"].as_array_mut().unwrap().push(json!({"destination": "/hooklog", "type": "bind", "source": logdir, "options": ["rbind", "rw"]}));
+    let (code, _, err) = run_fg(&env, &b, &id);
+    assert_eq!(code, 0, "{err}");
+    let got = std::fs::read_to_string(&log).unwrap();
+    let order: Vec<&str> = got.lines().collect();
+    assert_eq!(order[..4], ["prestart", "createRuntime", "createContainer", "startContainer"], "{got}");
+    assert!(order.contains(&"container") && order.contains(&"poststart"));
+    assert_eq!(order.last(), Some(&"poststop"));
+    let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(logdir.join("createRuntime.state")).unwrap()).unwrap();
+    assert_eq!(st["id"], id.as_str());
+    assert!(st["pid"].as_i64().unwrap() > 0);
+}
+
+#[test]
+fn failing_hook_fails_create_and_cleans_up() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("badhook");
+    let mut b = env.bundle(&id, &["true"]);
+    b.config["hooks"] = json!({"createRuntime": [{"path": "/bin/false"}]});
+    b.write();
+    let out = env.run(&["create", "--bundle", b.p(), &id]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("createRuntime hook /bin/false failed"));
+    assert!(!env.root.join(&id).exists(), "state left behind");
+    for d in env.cgroup_dirs(&id) {
+        assert!(!d.exists(), "cgroup {} left behind", d.display());
+    }
+}
+
+#[test]
+fn no_host_fd_leaks_and_preserve_fds() {
+    if skip() {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let env = TestEnv::new();
+    for (preserve, expect3) in [(0, false), (1, true)] {
+        let id = unique("fds");
+        let b = env.bundle(&id, &["sh", "-c", "ls /proc/self/fd | sort -n | tr '\\n' ' '"]);
+        b.write();
+        let f = std::fs::File::open("/etc/hostname").unwrap();
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&f);
+        let mut cmd = env.rt();
+        cmd.args(["run", "--preserve-fds", &preserve.to_string(), "--bundle", b.p(), &id]).stdin(Stdio::null());
+        // SAFETY: dup2 in the child before exec, async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::dup2(raw, 3);
+                libc::dup2(raw, 9);
+                Ok(())
+            });
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let fds: Vec<i32> = String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|s| s.parse().ok()).collect();
+        // 0-2 are stdio; ls opens one directory fd of its own (3, or 4 when 3 is preserved).
+        assert!(!fds.contains(&9), "fd 9 leaked into the container: {fds:?}");
+        assert_eq!(fds.contains(&3) && fds.contains(&4), expect3, "preserve-fds={preserve}: {fds:?}");
+        assert!(fds.len() <= 5, "{fds:?}");
+    }
+}
+
+#[test]
+fn runtime_binary_is_not_writable_from_container() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("exe");
+    let mut b = env.bundle(&id, &["true"]);
+    let all: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+    b.config["process"]["capabilities"] = json!({"bounding": all, "effective": all, "permitted": all});
+    b.write();
+    let before = std::fs::read(BIN).unwrap();
+    // While created, the init is runtime code waiting for `start`: /proc/1/exe is the runtime.
+    env.ok(&["create", "--bundle", b.p(), &id]);
+    let out = env.run(&["exec", &id, "sh", "-c", "readlink /proc/1/exe; echo pwned >> /proc/1/exe; echo rc=$?"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("memfd:berth-runtime"), "init exe is not the sealed copy: {stdout}");
+    assert!(stdout.contains("rc=1"), "writing the runtime's exe succeeded: {stdout}");
+    assert_eq!(std::fs::read(BIN).unwrap(), before, "runtime binary changed");
+    env.ok(&["delete", "--force", &id]);
+}
+
+#[test]
+fn masked_and_readonly_paths() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("mask");
+    let b = env.bundle(&id, &["sh", "-c", "cat /proc/kcore | wc -c; ls /sys/firmware | wc -l; echo 1 > /proc/sys/kernel/ns_last_pid && echo writable; touch /x || echo rootro"]);
+    let (_, out, _) = run_fg(&env, &b, &id);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0].trim(), "0", "/proc/kcore not masked: {out}");
+    assert_eq!(lines[1].trim(), "0", "/sys/firmware not masked: {out}");
+    assert!(!out.contains("writable"), "/proc/sys writable: {out}");
+    assert!(out.contains("rootro"), "read-only root is writable: {out}");
+}
+
+#[test]
+fn rlimit_that_cannot_be_raised_is_a_clear_error() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("rlimit");
+    let mut b = env.bundle(&id, &["sh", "-c", "ulimit -n"]);
+    let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid output pointer.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) };
+    b.config["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200}]);
+    let (code, out, err) = run_fg(&env, &b, &id);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "100");
+    let id2 = unique("rlimit2");
+    let mut b = env.bundle(&id2, &["true"]);
+    let too_high = cur.rlim_max.saturating_add(1);
+    if cur.rlim_max == libc::RLIM_INFINITY {
+        return;
+    }
+    b.config["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": too_high, "hard": too_high}]);
+    let (code, _, err) = run_fg(&env, &b, &id2);
+    assert_ne!(code, 0);
+    assert!(err.contains("RLIMIT_NOFILE"), "{err}");
+}
+
+#[test]
+fn bad_configs_are_refused_naming_the_field() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        ("linux.namespaces[0].type", Box::new(|c| c["linux"]["namespaces"][0]["type"] = json!("bogus"))),
+        ("mounts[0].destination", Box::new(|c| c["mounts"][0]["destination"] = json!("proc"))),
+        ("root.path", Box::new(|c| c["root"]["path"] = json!("/nonexistent/rootfs"))),
+        ("process.capabilities.bounding[0]", Box::new(|c| c["process"]["capabilities"]["bounding"][0] = json!("CAP_NOPE"))),
+        ("linux.namespaces[1].type", Box::new(|c| c["linux"]["namespaces"][1]["type"] = json!("pid"))),
+        ("linux.sysctl.kernel.panic", Box::new(|c| c["linux"]["sysctl"] = json!({"kernel.panic": "1"}))),
+        ("linux.seccomp.defaultAction", Box::new(|c| c["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_MAYBE"}))),
+        ("linux.intelRdt", Box::new(|c| c["linux"]["intelRdt"] = json!({"closID": "x"}))),
+        ("process.args", Box::new(|c| c["process"]["args"] = json!([]))),
+        ("process.cwd", Box::new(|c| c["process"]["cwd"] = json!("relative"))),
+        ("linux.uidMappings", Box::new(|c| c["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"})))),
+        ("process.rlimits[0].type", Box::new(|c| c["process"]["rlimits"][0]["type"] = json!("RLIMIT_BOGUS"))),
+        ("hooks.prestart[0].path", Box::new(|c| c["hooks"] = json!({"prestart": [{"path": "relative/hook"}]}))),
+    ];
+    for (field, edit) in cases {
+        let id = unique("bad");
+        let mut b = env.bundle(&id, &["true"]);
+        edit(&mut b.config);
+        b.write();
+        let out = env.run(&["create", "--bundle", b.p(), &id]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{field}: {err}");
+        assert!(err.contains(field), "error for {field} does not name it: {err}");
+        assert!(!env.root.join(&id).exists(), "{field}: state left behind");
+        for d in env.cgroup_dirs(&id) {
+            assert!(!d.exists(), "{field}: cgroup {} left behind", d.display());
+        }
+    }
+    // Malformed JSON.
+    let id = unique("badjson");
+    let b = env.bundle(&id, &["true"]);
+    std::fs::write(b.path.join("config.json"), b"{\"ociVersion\": ").unwrap();
+    let out = env.run(&["create", "--bundle", b.p(), &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("config.json"));
+}
+
+#[test]
+fn duplicate_id_is_refused_without_touching_the_first() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("dup");
+    let b = env.bundle(&id, &["sleep", "100"]);
+    b.write();
+    env.ok(&["create", "--bundle", b.p(), &id]);
+    let out = env.run(&["create", "--bundle", b.p(), &id]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    assert_eq!(env.status(&id), "created");
+    env.ok(&["delete", &id]);
+}
+
+#[test]
+fn setup_failure_midway_leaves_nothing() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("midway");
+    let mut b = env.bundle(&id, &["true"]);
+    // A mount the kernel refuses, after several successful ones.
+    b.config["mounts"].as_array_mut().unwrap().push(json!({"destination": "/data", "type": "ext4", "source": "/dev/berth-no-such-device"}));
+    b.write();
+    let out = env.run(&["create", "--bundle", b.p(), &id]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/data"), "{err}");
+    assert!(!env.root.join(&id).exists());
+    for d in env.cgroup_dirs(&id) {
+        assert!(!d.exists(), "cgroup {} left behind", d.display());
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(b.path.to_str().unwrap()), "mount left behind");
+}
+
+#[test]
+fn exec_missing_binary_fails_at_create() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("nobin");
+    let b = env.bundle(&id, &["no-such-program"]);
+    b.write();
+    let out = env.run(&["create", "--bundle", b.p(), &id]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("executable file not found"));
+    assert!(!env.root.join(&id).exists());
+}
+
+#[test]
+fn list_and_features() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("list");
+    let b = env.bundle(&id, &["sleep", "100"]);
+    b.write();
+    env.ok(&["create", "--bundle", b.p(), &id]);
+    let table = env.ok(&["list"]);
+    assert!(table.starts_with("ID"));
+    assert!(table.lines().any(|l| l.starts_with(&id) && l.contains("created")));
+    let v: serde_json::Value = serde_json::from_str(&env.ok(&["list", "--format", "json"])).unwrap();
+    assert_eq!(v[0]["id"], id.as_str());
+    let f: serde_json::Value = serde_json::from_str(&env.ok(&["features"])).unwrap();
+    assert!(f["linux"]["namespaces"].as_array().unwrap().contains(&json!("user")));
+    env.ok(&["delete", "--force", &id]);
+}
+
+#[test]
+fn joins_existing_namespace_by_path() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let a = unique("nsa");
+    let b1 = env.bundle(&a, &["sleep", "100"]);
+    let mut b1 = b1;
+    b1.config["hostname"] = json!("shared-uts");
+    b1.write();
+    env.ok(&["run", "--detach", "--bundle", b1.p(), &a]);
+    let pid = env.pid(&a);
+    let bid = unique("nsb");
+    let mut b2 = env.bundle(&bid, &["hostname"]);
+    for n in b2.config["linux"]["namespaces"].as_array_mut().unwrap() {
+        if n["type"] == "uts" || n["type"] == "network" {
+            let name = if n["type"] == "uts" { "uts" } else { "net" };
+            n["path"] = json!(format!("/proc/{pid}/ns/{name}"));
+        }
+    }
+    b2.config.as_object_mut().unwrap().remove("hostname");
+    let (code, out, err) = run_fg(&env, &b2, &bid);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "shared-uts");
+}
