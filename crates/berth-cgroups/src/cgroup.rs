@@ -128,7 +128,12 @@ fn same_controllers(a: &[String], b: &[String]) -> bool {
 
 /// The directory for `comps` in a hierarchy mounted at `mount_point` (showing cgroup `mount_root`).
 /// Relative paths are placed below `own` (the caller's cgroup in that hierarchy).
-fn resolve_dir(mount_point: &Path, mount_root: &str, own: Option<&str>, comps: &[String]) -> PathBuf {
+fn resolve_dir(
+    mount_point: &Path,
+    mount_root: &str,
+    own: Option<&str>,
+    comps: &[String],
+) -> PathBuf {
     let mut dir = mount_point.to_path_buf();
     if let Some(own) = own {
         let (_, own_comps) = clean_path(own).unwrap_or((true, Vec::new()));
@@ -168,8 +173,9 @@ impl Cgroup {
         if comps.is_empty() {
             return Err(CgroupError::InvalidPath {
                 path: raw,
-                reason: "resolves to the cgroup the path is relative to, not to a new cgroup below it"
-                    .into(),
+                reason:
+                    "resolves to the cgroup the path is relative to, not to a new cgroup below it"
+                        .into(),
             });
         }
         let own_entries = if absolute {
@@ -287,7 +293,14 @@ impl Cgroup {
                 return &u.dir;
             }
         }
-        for c in ["pids", "memory", "devices", "freezer", "cpu", "name=systemd"] {
+        for c in [
+            "pids",
+            "memory",
+            "devices",
+            "freezer",
+            "cpu",
+            "name=systemd",
+        ] {
             if let Some(d) = self.v1_dir(c) {
                 return d;
             }
@@ -533,7 +546,10 @@ mod tests {
 
     #[test]
     fn cleaning() {
-        assert_eq!(clean_path("/a/./b//c").unwrap(), (true, vec!["a".into(), "b".into(), "c".into()]));
+        assert_eq!(
+            clean_path("/a/./b//c").unwrap(),
+            (true, vec!["a".into(), "b".into(), "c".into()])
+        );
         assert_eq!(clean_path("/../../x").unwrap(), (true, vec!["x".into()]));
         assert_eq!(clean_path("a/../../b").unwrap(), (false, vec!["b".into()]));
         assert!(clean_path("a\0b").is_err());
@@ -549,7 +565,12 @@ mod tests {
 
     #[test]
     fn resolve_strips_mount_root() {
-        let d = resolve_dir(Path::new("/m"), "/docker/x", Some("/docker/x/sub"), &["c".into()]);
+        let d = resolve_dir(
+            Path::new("/m"),
+            "/docker/x",
+            Some("/docker/x/sub"),
+            &["c".into()],
+        );
         assert_eq!(d, Path::new("/m/sub/c"));
         let d = resolve_dir(Path::new("/m"), "/", Some("/user.slice"), &["c".into()]);
         assert_eq!(d, Path::new("/m/user.slice/c"));

@@ -112,11 +112,9 @@ impl Files {
                         let enabled = fs::read_to_string(parent.join("cgroup.subtree_control"))
                             .unwrap_or_default();
                         let path = dir.join("cgroup.controllers");
-                        fs::write(&path, enabled.trim()).map_err(|source| {
-                            CgroupError::Create {
-                                path: path.clone(),
-                                source,
-                            }
+                        fs::write(&path, enabled.trim()).map_err(|source| CgroupError::Create {
+                            path: path.clone(),
+                            source,
                         })?;
                     }
                 }

@@ -349,7 +349,10 @@ mod tests {
         let h = Hierarchy::from_mountinfo(HYBRID, None).unwrap();
         assert_eq!(h.version(), CgroupVersion::Hybrid);
         assert_eq!(h.v1.len(), 9);
-        assert_eq!(h.v1_mount_point("cpu"), Some(Path::new("/sys/fs/cgroup/cpu")));
+        assert_eq!(
+            h.v1_mount_point("cpu"),
+            Some(Path::new("/sys/fs/cgroup/cpu"))
+        );
         assert_eq!(
             h.v1_mount_point("cpuacct"),
             Some(Path::new("/sys/fs/cgroup/cpuacct"))

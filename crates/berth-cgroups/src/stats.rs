@@ -61,10 +61,18 @@ pub struct BlkioEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Blkio {
     /// Bytes transferred, per device and operation.
-    #[serde(rename = "ioServiceBytesRecursive", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "ioServiceBytesRecursive",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub io_service_bytes_recursive: Vec<BlkioEntry>,
     /// I/O operations, per device and operation.
-    #[serde(rename = "ioServicedRecursive", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "ioServicedRecursive",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub io_serviced_recursive: Vec<BlkioEntry>,
 }
 
@@ -103,7 +111,11 @@ pub struct CpuUsage {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub percpu: Vec<u64>,
     /// Per-CPU kernel time (cgroup v1 only).
-    #[serde(rename = "percpu_kernel", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "percpu_kernel",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub percpu_kernel: Vec<u64>,
     /// Per-CPU user time (cgroup v1 only).
     #[serde(rename = "percpu_user", default, skip_serializing_if = "Vec::is_empty")]

@@ -68,7 +68,10 @@ pub(crate) fn apply(cg: &Cgroup, r: &LinuxResources) -> Result<()> {
         apply_network(cg, &files, n)?;
     }
     if r.rdma().as_ref().is_some_and(|m| !m.is_empty()) {
-        tracing::warn!(cgroup = cg.path(), "rdma limits are not supported and are ignored");
+        tracing::warn!(
+            cgroup = cg.path(),
+            "rdma limits are not supported and are ignored"
+        );
     }
     Ok(())
 }
@@ -148,13 +151,22 @@ fn set_swap_limit(files: &Files, dir: &Path, swap: i64) -> Result<()> {
 #[allow(deprecated)]
 fn apply_memory(cg: &Cgroup, files: &Files, m: &LinuxMemory) -> Result<()> {
     if m.kernel().is_some() {
-        tracing::warn!(cgroup = cg.path(), "memory.kernel is deprecated and ignored");
+        tracing::warn!(
+            cgroup = cg.path(),
+            "memory.kernel is deprecated and ignored"
+        );
     }
     if m.kernel_tcp().is_some() {
-        tracing::warn!(cgroup = cg.path(), "memory.kernelTCP is deprecated and ignored");
+        tracing::warn!(
+            cgroup = cg.path(),
+            "memory.kernelTCP is deprecated and ignored"
+        );
     }
     if m.use_hierarchy().is_some() {
-        tracing::debug!(cgroup = cg.path(), "memory.useHierarchy ignored (always hierarchical)");
+        tracing::debug!(
+            cgroup = cg.path(),
+            "memory.useHierarchy ignored (always hierarchical)"
+        );
     }
     let limit = m.limit().unwrap_or(0);
     let mut swap = m.swap().unwrap_or(0);
@@ -257,7 +269,11 @@ fn apply_cpu(cg: &Cgroup, files: &Files, c: &LinuxCpu) -> Result<()> {
         }
     }
     if let Some(q) = quota {
-        let v = if q < 0 { "-1".to_string() } else { q.to_string() };
+        let v = if q < 0 {
+            "-1".to_string()
+        } else {
+            q.to_string()
+        };
         files.write(dir, "cpu.cfs_quota_us", &v)?;
         if let Some(p) = period_pending {
             files.write(dir, "cpu.cfs_period_us", &p.to_string())?;
@@ -308,30 +324,56 @@ fn apply_blkio(cg: &Cgroup, files: &Files, b: &LinuxBlockIo) -> Result<()> {
         if dir.join("blkio.leaf_weight").exists() {
             files.write(dir, "blkio.leaf_weight", &w.to_string())?;
         } else {
-            tracing::warn!(cgroup = cg.path(), "blkio leafWeight is not supported by this kernel; ignored");
+            tracing::warn!(
+                cgroup = cg.path(),
+                "blkio leafWeight is not supported by this kernel; ignored"
+            );
         }
     }
     for wd in b.weight_device().iter().flatten() {
         if let Some(w) = wd.weight().filter(|w| *w != 0) {
-            files.write(dir, weight_dev_file, &format!("{}:{} {}", wd.major(), wd.minor(), w))?;
+            files.write(
+                dir,
+                weight_dev_file,
+                &format!("{}:{} {}", wd.major(), wd.minor(), w),
+            )?;
         }
         if let Some(w) = wd.leaf_weight().filter(|w| *w != 0) {
             if dir.join("blkio.leaf_weight_device").exists() {
                 let v = format!("{}:{} {}", wd.major(), wd.minor(), w);
                 files.write(dir, "blkio.leaf_weight_device", &v)?;
             } else {
-                tracing::warn!(cgroup = cg.path(), "blkio leafWeight per device is not supported by this kernel; ignored");
+                tracing::warn!(
+                    cgroup = cg.path(),
+                    "blkio leafWeight per device is not supported by this kernel; ignored"
+                );
             }
         }
     }
     for (file, list) in [
-        ("blkio.throttle.read_bps_device", b.throttle_read_bps_device()),
-        ("blkio.throttle.write_bps_device", b.throttle_write_bps_device()),
-        ("blkio.throttle.read_iops_device", b.throttle_read_iops_device()),
-        ("blkio.throttle.write_iops_device", b.throttle_write_iops_device()),
+        (
+            "blkio.throttle.read_bps_device",
+            b.throttle_read_bps_device(),
+        ),
+        (
+            "blkio.throttle.write_bps_device",
+            b.throttle_write_bps_device(),
+        ),
+        (
+            "blkio.throttle.read_iops_device",
+            b.throttle_read_iops_device(),
+        ),
+        (
+            "blkio.throttle.write_iops_device",
+            b.throttle_write_iops_device(),
+        ),
     ] {
         for td in list.iter().flatten() {
-            files.write(dir, file, &format!("{}:{} {}", td.major(), td.minor(), td.rate()))?;
+            files.write(
+                dir,
+                file,
+                &format!("{}:{} {}", td.major(), td.minor(), td.rate()),
+            )?;
         }
     }
     Ok(())
@@ -363,7 +405,11 @@ fn apply_hugetlb(cg: &Cgroup, files: &Files, limits: &[LinuxHugepageLimit]) -> R
     for l in limits {
         check_page_size(dir, l.page_size())?;
         let v = l.limit().to_string();
-        files.write(dir, &format!("hugetlb.{}.limit_in_bytes", l.page_size()), &v)?;
+        files.write(
+            dir,
+            &format!("hugetlb.{}.limit_in_bytes", l.page_size()),
+            &v,
+        )?;
         let rsvd = format!("hugetlb.{}.rsvd.limit_in_bytes", l.page_size());
         if dir.join(&rsvd).exists() {
             files.write(dir, &rsvd, &v)?;
@@ -376,17 +422,27 @@ fn apply_network(cg: &Cgroup, files: &Files, n: &LinuxNetwork) -> Result<()> {
     if let Some(id) = n.class_id() {
         match cg.v1_dir("net_cls") {
             Some(dir) => files.write(dir, "net_cls.classid", &id.to_string())?,
-            None => tracing::warn!(cgroup = cg.path(), "net_cls is not mounted; network classID ignored"),
+            None => tracing::warn!(
+                cgroup = cg.path(),
+                "net_cls is not mounted; network classID ignored"
+            ),
         }
     }
     if let Some(prios) = n.priorities().as_ref().filter(|p| !p.is_empty()) {
         match cg.v1_dir("net_prio") {
             Some(dir) => {
                 for p in prios {
-                    files.write(dir, "net_prio.ifpriomap", &format!("{} {}", p.name(), p.priority()))?;
+                    files.write(
+                        dir,
+                        "net_prio.ifpriomap",
+                        &format!("{} {}", p.name(), p.priority()),
+                    )?;
                 }
             }
-            None => tracing::warn!(cgroup = cg.path(), "net_prio is not mounted; network priorities ignored"),
+            None => tracing::warn!(
+                cgroup = cg.path(),
+                "net_prio is not mounted; network priorities ignored"
+            ),
         }
     }
     Ok(())
@@ -445,17 +501,25 @@ pub(crate) fn stats(cg: &Cgroup) -> Result<Stats> {
     if let Some(dir) = cg.v1_dir("cpuacct") {
         s.cpu.usage.total = read_u64_or_zero(&files, dir, "cpuacct.usage")?;
         if let Some(t) = files.read_opt(dir, "cpuacct.usage_percpu")? {
-            s.cpu.usage.percpu = t.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+            s.cpu.usage.percpu = t
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
         }
         if let Some(t) = files.read_opt(dir, "cpuacct.stat")? {
-            s.cpu.usage.user = flat_keyed_get(&t, "user").unwrap_or(0).saturating_mul(NS_PER_TICK);
+            s.cpu.usage.user = flat_keyed_get(&t, "user")
+                .unwrap_or(0)
+                .saturating_mul(NS_PER_TICK);
             s.cpu.usage.kernel = flat_keyed_get(&t, "system")
                 .unwrap_or(0)
                 .saturating_mul(NS_PER_TICK);
         }
         if let Some(t) = files.read_opt(dir, "cpuacct.usage_all")? {
             for line in t.lines().skip(1) {
-                let f: Vec<u64> = line.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+                let f: Vec<u64> = line
+                    .split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect();
                 if f.len() == 3 {
                     s.cpu.usage.percpu_user.push(f[1]);
                     s.cpu.usage.percpu_kernel.push(f[2]);
@@ -471,8 +535,10 @@ pub(crate) fn stats(cg: &Cgroup) -> Result<Stats> {
         }
     }
     if let Some(dir) = cg.v1_dir("cpuset") {
-        s.cpuset.cpus = stats::parse_cpu_list(&files.read_opt(dir, "cpuset.cpus")?.unwrap_or_default());
-        s.cpuset.mems = stats::parse_cpu_list(&files.read_opt(dir, "cpuset.mems")?.unwrap_or_default());
+        s.cpuset.cpus =
+            stats::parse_cpu_list(&files.read_opt(dir, "cpuset.cpus")?.unwrap_or_default());
+        s.cpuset.mems =
+            stats::parse_cpu_list(&files.read_opt(dir, "cpuset.mems")?.unwrap_or_default());
     }
     if let Some(dir) = cg.v1_dir("memory") {
         s.memory.usage = read_entry(&files, dir, "memory")?;

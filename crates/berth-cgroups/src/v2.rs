@@ -83,7 +83,13 @@ pub(crate) fn apply(files: &Files, dir: &Path, r: &LinuxResources) -> Result<()>
         apply_io(files, dir, b)?;
     }
     if let Some(p) = r.pids() {
-        write(files, dir, "pids.max", &convert::pids_limit(p.limit()), "pids.limit")?;
+        write(
+            files,
+            dir,
+            "pids.max",
+            &convert::pids_limit(p.limit()),
+            "pids.limit",
+        )?;
     }
     for l in r.hugepage_limits().iter().flatten() {
         crate::v1::check_page_size(dir, l.page_size())?;
@@ -92,7 +98,13 @@ pub(crate) fn apply(files: &Files, dir: &Path, r: &LinuxResources) -> Result<()>
         } else {
             l.limit().to_string()
         };
-        write(files, dir, &format!("hugetlb.{}.max", l.page_size()), &v, "hugepageLimits")?;
+        write(
+            files,
+            dir,
+            &format!("hugetlb.{}.max", l.page_size()),
+            &v,
+            "hugepageLimits",
+        )?;
         let rsvd = format!("hugetlb.{}.rsvd.max", l.page_size());
         if dir.join(&rsvd).exists() {
             write(files, dir, &rsvd, &v, "hugepageLimits")?;
@@ -225,7 +237,13 @@ fn apply_io(files: &Files, dir: &Path, b: &LinuxBlockIo) -> Result<()> {
     let bfq = dir.join("io.bfq.weight").exists();
     if let Some(w) = b.weight().filter(|w| *w != 0) {
         if bfq {
-            write(files, dir, "io.bfq.weight", &w.to_string(), "blockIO.weight")?;
+            write(
+                files,
+                dir,
+                "io.bfq.weight",
+                &w.to_string(),
+                "blockIO.weight",
+            )?;
         } else {
             let v = convert::blkio_weight_to_io_weight(w);
             write(files, dir, "io.weight", &v.to_string(), "blockIO.weight")?;

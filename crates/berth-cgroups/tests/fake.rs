@@ -24,7 +24,10 @@ fn write(p: impl AsRef<Path>, s: &str) {
 
 fn v2_root() -> (tempfile::TempDir, Hierarchy) {
     let t = tempfile::tempdir().unwrap();
-    write(t.path().join("cgroup.controllers"), "cpu io memory pids cpuset hugetlb");
+    write(
+        t.path().join("cgroup.controllers"),
+        "cpu io memory pids cpuset hugetlb",
+    );
     write(t.path().join("cgroup.subtree_control"), "");
     let h = Hierarchy::fake_v2(t.path());
     (t, h)
@@ -73,7 +76,10 @@ fn bad_ids_and_paths_are_refused() {
     let (_t, h) = v2_root();
     for id in ["", ".", "..", "a/b"] {
         assert!(
-            matches!(Cgroup::new(&h, None, id), Err(CgroupError::InvalidPath { .. })),
+            matches!(
+                Cgroup::new(&h, None, id),
+                Err(CgroupError::InvalidPath { .. })
+            ),
             "{id:?}"
         );
     }
@@ -121,12 +127,27 @@ fn relative_path_is_below_own_cgroup_per_hierarchy() {
     let cg = Cgroup::new(&h, Some("ctr/one"), "x").unwrap();
     let base = t.path().join("sys/fs/cgroup");
     assert_eq!(cg.path(), "ctr/one");
-    assert_eq!(cg.v1_dir("memory"), Some(base.join("memory/process_api/14d4/ctr/one").as_path()));
-    assert_eq!(cg.v1_dir("cpuacct"), Some(base.join("cpu,cpuacct/c/ctr/one").as_path()));
+    assert_eq!(
+        cg.v1_dir("memory"),
+        Some(base.join("memory/process_api/14d4/ctr/one").as_path())
+    );
+    assert_eq!(
+        cg.v1_dir("cpuacct"),
+        Some(base.join("cpu,cpuacct/c/ctr/one").as_path())
+    );
     // The pids mount shows cgroup /outer, so /outer/p is at <mount>/p.
-    assert_eq!(cg.v1_dir("pids"), Some(base.join("pids/p/ctr/one").as_path()));
-    assert_eq!(cg.v1_dir("name=systemd"), Some(base.join("systemd/sd/ctr/one").as_path()));
-    assert_eq!(cg.unified_dir(), Some(base.join("unified/u/ctr/one").as_path()));
+    assert_eq!(
+        cg.v1_dir("pids"),
+        Some(base.join("pids/p/ctr/one").as_path())
+    );
+    assert_eq!(
+        cg.v1_dir("name=systemd"),
+        Some(base.join("systemd/sd/ctr/one").as_path())
+    );
+    assert_eq!(
+        cg.unified_dir(),
+        Some(base.join("unified/u/ctr/one").as_path())
+    );
 
     // Absolute paths ignore the own cgroup.
     let cg = Cgroup::new(&h, Some("/abs"), "x").unwrap();
@@ -251,9 +272,16 @@ fn v2_apply_writes_converted_values() {
             .limit(4_194_304i64)
             .build()
             .unwrap()])
-        .unified(HashMap::from([("memory.high".to_string(), "90000000".to_string())]))
+        .unified(HashMap::from([(
+            "memory.high".to_string(),
+            "90000000".to_string(),
+        )]))
         .devices(vec![
-            LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build().unwrap(),
+            LinuxDeviceCgroupBuilder::default()
+                .allow(false)
+                .access("rwm")
+                .build()
+                .unwrap(),
             LinuxDeviceCgroupBuilder::default()
                 .allow(true)
                 .typ(LinuxDeviceType::C)
@@ -275,19 +303,23 @@ fn v2_apply_writes_converted_values() {
     assert_eq!(read(leaf.join("cpuset.cpus")), "0-1");
     assert_eq!(read(leaf.join("cpuset.mems")), "0");
     assert_eq!(read(leaf.join("pids.max")), "10");
-    assert_eq!(read(leaf.join("io.weight")), (1 + 490 * 9999 / 990).to_string());
+    assert_eq!(
+        read(leaf.join("io.weight")),
+        (1 + 490 * 9999 / 990).to_string()
+    );
     assert_eq!(read(leaf.join("io.max")), "8:0 rbps=1048576 wiops=100");
     assert_eq!(read(leaf.join("hugetlb.2MB.max")), "4194304");
     assert_eq!(read(leaf.join("memory.high")), "90000000");
     assert!(!leaf.join("memory.swappiness").exists());
     assert!(!leaf.join("memory.oom_control").exists());
     let filter = read(leaf.join(berth_cgroups::devices::FAKE_FILTER_FILE));
-    assert!(filter.starts_with("deny a *:* rwm\nallow c 1:3 rwm"), "{filter}");
+    assert!(
+        filter.starts_with("deny a *:* rwm\nallow c 1:3 rwm"),
+        "{filter}"
+    );
 
     // update: pids unlimited, memory unlimited (swap follows), cpu period only keeps the quota
-    let r = resources(
-        r#"{"pids":{"limit":0},"memory":{"limit":-1},"cpu":{"period":50000}}"#,
-    );
+    let r = resources(r#"{"pids":{"limit":0},"memory":{"limit":-1},"cpu":{"period":50000}}"#);
     cg.apply(&r).unwrap();
     assert_eq!(read(leaf.join("pids.max")), "max");
     assert_eq!(read(leaf.join("memory.max")), "max");
@@ -345,7 +377,10 @@ fn v2_errors_name_file_and_value() {
         .apply(&resources(r#"{"memory":{"limit":2000,"swap":1000}}"#))
         .unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("memory.swap.max") && msg.contains("1000"), "{msg}");
+    assert!(
+        msg.contains("memory.swap.max") && msg.contains("1000"),
+        "{msg}"
+    );
 
     let e = cg
         .apply(&resources(r#"{"unified":{"../escape":"1"}}"#))
@@ -353,12 +388,16 @@ fn v2_errors_name_file_and_value() {
     assert!(matches!(e, CgroupError::InvalidValue { .. }), "{e}");
 
     let e = cg
-        .apply(&resources(r#"{"hugepageLimits":[{"pageSize":"../2MB","limit":1}]}"#))
+        .apply(&resources(
+            r#"{"hugepageLimits":[{"pageSize":"../2MB","limit":1}]}"#,
+        ))
         .unwrap_err();
     assert!(matches!(e, CgroupError::InvalidValue { .. }), "{e}");
 
     let e = cg
-        .apply(&resources(r#"{"devices":[{"allow":true,"type":"c","access":"rwx"}]}"#))
+        .apply(&resources(
+            r#"{"devices":[{"allow":true,"type":"c","access":"rwx"}]}"#,
+        ))
         .unwrap_err();
     assert!(matches!(e, CgroupError::DeviceRule { .. }), "{e}");
 }
@@ -396,7 +435,11 @@ fn v2_freeze_waits_for_events() {
     let leaf2 = leaf.clone();
     let kernel = std::thread::spawn(move || {
         for _ in 0..2000 {
-            if fs::read_to_string(leaf2.join("cgroup.freeze")).unwrap_or_default().trim() == "1" {
+            if fs::read_to_string(leaf2.join("cgroup.freeze"))
+                .unwrap_or_default()
+                .trim()
+                == "1"
+            {
                 std::thread::sleep(std::time::Duration::from_millis(20));
                 fs::write(leaf2.join("cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
                 return true;
@@ -422,13 +465,19 @@ fn v2_stats_from_files() {
     write(d.join("memory.current"), "4096\n");
     write(d.join("memory.max"), "max\n");
     write(d.join("memory.peak"), "8192\n");
-    write(d.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n");
+    write(
+        d.join("memory.events"),
+        "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+    );
     write(d.join("memory.swap.current"), "100\n");
     write(d.join("memory.swap.max"), "max\n");
     write(d.join("memory.stat"), "anon 1000\nfile 3000\n");
     write(d.join("pids.current"), "2\n");
     write(d.join("pids.max"), "10\n");
-    write(d.join("io.stat"), "8:0 rbytes=10 wbytes=20 rios=1 wios=2 dbytes=0 dios=0\n");
+    write(
+        d.join("io.stat"),
+        "8:0 rbytes=10 wbytes=20 rios=1 wios=2 dbytes=0 dios=0\n",
+    );
     write(d.join("hugetlb.2MB.max"), "max\n");
     write(d.join("hugetlb.2MB.current"), "2097152\n");
     write(d.join("hugetlb.2MB.events"), "max 4\n");
@@ -506,7 +555,11 @@ fn v1_add_task_writes_every_hierarchy() {
     cg.create().unwrap();
     cg.add_task(1234).unwrap();
     for c in V1_CONTROLLERS {
-        assert_eq!(read(t.path().join(c).join("berth/x/cgroup.procs")), "1234", "{c}");
+        assert_eq!(
+            read(t.path().join(c).join("berth/x/cgroup.procs")),
+            "1234",
+            "{c}"
+        );
     }
 }
 
@@ -526,8 +579,10 @@ fn v1_memory_write_order_follows_runc() {
     write(mem.join("memory.limit_in_bytes"), "104857600");
     write(mem.join("memory.memsw.limit_in_bytes"), "209715200");
     // Raising: memsw first.
-    cg.apply(&resources(r#"{"memory":{"limit":314572800,"swap":629145600}}"#))
-        .unwrap();
+    cg.apply(&resources(
+        r#"{"memory":{"limit":314572800,"swap":629145600}}"#,
+    ))
+    .unwrap();
     let w = writes_in(&mem);
     assert_eq!(
         w,
@@ -630,7 +685,9 @@ fn v1_refuses_unified_and_missing_controllers() {
     let cg = Cgroup::new(&h, None, "x").unwrap();
     cg.create().unwrap();
     let e = cg
-        .apply(&resources(r#"{"pids":{"limit":5},"unified":{"memory.high":"1000"}}"#))
+        .apply(&resources(
+            r#"{"pids":{"limit":5},"unified":{"memory.high":"1000"}}"#,
+        ))
         .unwrap_err();
     match &e {
         CgroupError::UnifiedOnV1 { key, value, .. } => {
@@ -643,12 +700,22 @@ fn v1_refuses_unified_and_missing_controllers() {
     assert!(!t.path().join("pids/berth/x/pids.max").exists());
 
     let e = cg
-        .apply(&resources(r#"{"hugepageLimits":[{"pageSize":"2MB","limit":1}]}"#))
+        .apply(&resources(
+            r#"{"hugepageLimits":[{"pageSize":"2MB","limit":1}]}"#,
+        ))
         .unwrap_err();
-    assert!(matches!(e, CgroupError::ControllerMissing { ref controller, .. } if controller == "hugetlb"), "{e}");
+    assert!(
+        matches!(e, CgroupError::ControllerMissing { ref controller, .. } if controller == "hugetlb"),
+        "{e}"
+    );
     // net_prio is not mounted: only a warning.
     let r = LinuxResourcesBuilder::default()
-        .network(LinuxNetworkBuilder::default().class_id(5u32).build().unwrap())
+        .network(
+            LinuxNetworkBuilder::default()
+                .class_id(5u32)
+                .build()
+                .unwrap(),
+        )
         .build()
         .unwrap();
     cg.apply(&r).unwrap();
@@ -678,23 +745,41 @@ fn v1_stats_from_files() {
     write(cpu.join("cpuacct.usage"), "3000\n");
     write(cpu.join("cpuacct.usage_percpu"), "1000 2000 \n");
     write(cpu.join("cpuacct.stat"), "user 3\nsystem 1\n");
-    write(cpu.join("cpuacct.usage_all"), "cpu user system\n0 600 400\n1 1500 500\n");
-    write(cpu.join("cpu.stat"), "nr_periods 5\nnr_throttled 1\nthrottled_time 777\n");
+    write(
+        cpu.join("cpuacct.usage_all"),
+        "cpu user system\n0 600 400\n1 1500 500\n",
+    );
+    write(
+        cpu.join("cpu.stat"),
+        "nr_periods 5\nnr_throttled 1\nthrottled_time 777\n",
+    );
     let mem = t.path().join("memory/berth/x");
     write(mem.join("memory.usage_in_bytes"), "4096\n");
     write(mem.join("memory.max_usage_in_bytes"), "8192\n");
     write(mem.join("memory.limit_in_bytes"), "1048576\n");
     write(mem.join("memory.failcnt"), "2\n");
     write(mem.join("memory.memsw.usage_in_bytes"), "4096\n");
-    write(mem.join("memory.stat"), "cache 100\nrss 200\ntotal_cache 100\n");
-    write(mem.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n");
+    write(
+        mem.join("memory.stat"),
+        "cache 100\nrss 200\ntotal_cache 100\n",
+    );
+    write(
+        mem.join("memory.oom_control"),
+        "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
+    );
     let pids = t.path().join("pids/berth/x");
     write(pids.join("pids.current"), "1\n");
     write(pids.join("pids.max"), "max\n");
     let blk = t.path().join("blkio/berth/x");
     write(blk.join("blkio.bfq.io_service_bytes_recursive"), "");
-    write(blk.join("blkio.throttle.io_service_bytes_recursive"), "8:0 Read 4096\n8:0 Write 0\nTotal 4096\n");
-    write(blk.join("blkio.throttle.io_serviced_recursive"), "8:0 Read 1\nTotal 1\n");
+    write(
+        blk.join("blkio.throttle.io_service_bytes_recursive"),
+        "8:0 Read 4096\n8:0 Write 0\nTotal 4096\n",
+    );
+    write(
+        blk.join("blkio.throttle.io_serviced_recursive"),
+        "8:0 Read 1\nTotal 1\n",
+    );
     let s = cg.stats().unwrap();
     assert_eq!(s.cpu.usage.total, 3000);
     assert_eq!(s.cpu.usage.percpu, vec![1000, 2000]);

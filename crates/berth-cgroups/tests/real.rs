@@ -291,14 +291,17 @@ fn memory_limit_below_usage_is_a_clear_error() {
     child.release();
     let mem = g.cg.v1_dir("memory").unwrap().to_path_buf();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while read_trim(&mem.join("memory.usage_in_bytes")).parse::<u64>().unwrap() < 16 << 20 {
+    while read_trim(&mem.join("memory.usage_in_bytes"))
+        .parse::<u64>()
+        .unwrap()
+        < 16 << 20
+    {
         assert!(Instant::now() < deadline, "child never allocated");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let e = g
-        .cg
-        .apply(&resources(r#"{"memory":{"limit":1048576}}"#))
-        .unwrap_err();
+    let e =
+        g.cg.apply(&resources(r#"{"memory":{"limit":1048576}}"#))
+            .unwrap_err();
     match &e {
         CgroupError::MemoryLimitBelowUsage { value, usage, .. } => {
             assert_eq!(*value, 1_048_576);
@@ -361,7 +364,10 @@ fn freeze_and_thaw_a_sleeping_child() {
         assert_eq!(read_trim(&d.join("freezer.state")), "FROZEN");
     }
     let stat = fs::read_to_string(format!("/proc/{}/stat", child.pid)).unwrap();
-    eprintln!("frozen child's /proc stat state: {}", stat.split(' ').nth(2).unwrap_or("?"));
+    eprintln!(
+        "frozen child's /proc stat state: {}",
+        stat.split(' ').nth(2).unwrap_or("?")
+    );
     g.cg.thaw().unwrap();
     assert!(!g.cg.is_frozen().unwrap());
     if let Some(d) = g.cg.v1_dir("freezer") {
@@ -394,15 +400,31 @@ fn nested_cpuset_copies_parent_cpus() {
     cg.create().unwrap();
     let want_cpus = read_trim(&root.join("cpuset.cpus"));
     let want_mems = read_trim(&root.join("cpuset.mems"));
-    for d in [root.join(outer.trim_start_matches('/')), cg.v1_dir("cpuset").unwrap().to_path_buf()] {
-        assert_eq!(read_trim(&d.join("cpuset.cpus")), want_cpus, "{}", d.display());
-        assert_eq!(read_trim(&d.join("cpuset.mems")), want_mems, "{}", d.display());
+    for d in [
+        root.join(outer.trim_start_matches('/')),
+        cg.v1_dir("cpuset").unwrap().to_path_buf(),
+    ] {
+        assert_eq!(
+            read_trim(&d.join("cpuset.cpus")),
+            want_cpus,
+            "{}",
+            d.display()
+        );
+        assert_eq!(
+            read_trim(&d.join("cpuset.mems")),
+            want_mems,
+            "{}",
+            d.display()
+        );
     }
     let child = spawn(&mut g, sleep_forever);
     g.cg.add_task(child.pid).unwrap();
     // Narrow it to one CPU.
     g.cg.apply(&resources(r#"{"cpu":{"cpus":"0"}}"#)).unwrap();
-    assert_eq!(read_trim(&g.cg.v1_dir("cpuset").unwrap().join("cpuset.cpus")), "0");
+    assert_eq!(
+        read_trim(&g.cg.v1_dir("cpuset").unwrap().join("cpuset.cpus")),
+        "0"
+    );
     drop(g);
 }
 
@@ -423,7 +445,11 @@ fn stats_are_sane() {
         if s.memory.usage.usage >= 16 << 20 {
             break s;
         }
-        assert!(Instant::now() < deadline, "usage stayed at {}", s.memory.usage.usage);
+        assert!(
+            Instant::now() < deadline,
+            "usage stayed at {}",
+            s.memory.usage.usage
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     assert_eq!(s.memory.usage.limit, 134_217_728);
@@ -469,7 +495,10 @@ fn v1_devices_rules_deny_and_allow() {
     ))
     .unwrap();
     let list = read_trim(&g.cg.v1_dir("devices").unwrap().join("devices.list"));
-    assert!(list.contains("c 1:5 rwm") && list.contains("c 1:3 w"), "{list}");
+    assert!(
+        list.contains("c 1:5 rwm") && list.contains("c 1:3 w"),
+        "{list}"
+    );
     let child = spawn(&mut g, probe_devices);
     g.cg.add_task(child.pid).unwrap();
     child.release();

@@ -221,7 +221,13 @@ impl Asm {
 
 /// Run a program the way the kernel would for one device access (tests and debugging).
 /// Supports exactly the instructions [`device_filter_program`] emits; returns `None` on anything else.
-pub fn interpret(insns: &[Insn], dev_type: i32, access: u32, major: u32, minor: u32) -> Option<bool> {
+pub fn interpret(
+    insns: &[Insn],
+    dev_type: i32,
+    access: u32,
+    major: u32,
+    minor: u32,
+) -> Option<bool> {
     let ctx = [(access << 16) | (dev_type as u32 & 0xffff), major, minor];
     let mut reg = [0u64; 11];
     let mut pc = 0usize;
@@ -240,8 +246,12 @@ pub fn interpret(insns: &[Insn], dev_type: i32, access: u32, major: u32, minor: 
                 }
                 reg[d] = u64::from(*ctx.get(usize::try_from(i.off / 4).ok()?)?);
             }
-            c if c == BPF_ALU | BPF_AND | BPF_K => reg[d] = u64::from((reg[d] as u32) & (i.imm as u32)),
-            c if c == BPF_ALU | BPF_RSH | BPF_K => reg[d] = u64::from((reg[d] as u32) >> (i.imm as u32)),
+            c if c == BPF_ALU | BPF_AND | BPF_K => {
+                reg[d] = u64::from((reg[d] as u32) & (i.imm as u32))
+            }
+            c if c == BPF_ALU | BPF_RSH | BPF_K => {
+                reg[d] = u64::from((reg[d] as u32) >> (i.imm as u32))
+            }
             c if c == BPF_ALU | BPF_MOV | BPF_X => reg[d] = u64::from(reg[s] as u32),
             c if c == BPF_ALU | BPF_MOV | BPF_K => reg[d] = u64::from(i.imm as u32),
             c if c == BPF_JMP | BPF_JNE | BPF_K => {
@@ -274,7 +284,13 @@ mod tests {
     use super::*;
     use crate::devices::ACC_ALL;
 
-    fn rule(allow: bool, typ: DevType, major: Option<u32>, minor: Option<u32>, access: u32) -> DeviceRule {
+    fn rule(
+        allow: bool,
+        typ: DevType,
+        major: Option<u32>,
+        minor: Option<u32>,
+        access: u32,
+    ) -> DeviceRule {
         DeviceRule {
             allow,
             typ,
@@ -319,13 +335,31 @@ mod tests {
 
     #[test]
     fn exact_encoding() {
-        assert_eq!(Insn::ldx_w(2, 1, 4).encode(), [0x61, 0x12, 4, 0, 0, 0, 0, 0]);
-        assert_eq!(Insn::jne_imm(4, 136, 3).encode(), [0x55, 0x04, 3, 0, 136, 0, 0, 0]);
-        assert_eq!(Insn::jeq_imm(1, 0, 2).encode(), [0x15, 0x01, 2, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            Insn::ldx_w(2, 1, 4).encode(),
+            [0x61, 0x12, 4, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            Insn::jne_imm(4, 136, 3).encode(),
+            [0x55, 0x04, 3, 0, 136, 0, 0, 0]
+        );
+        assert_eq!(
+            Insn::jeq_imm(1, 0, 2).encode(),
+            [0x15, 0x01, 2, 0, 0, 0, 0, 0]
+        );
         assert_eq!(Insn::ja(-1).encode(), [0x05, 0, 0xff, 0xff, 0, 0, 0, 0]);
-        assert_eq!(Insn::mov32_reg(1, 3).encode(), [0xbc, 0x31, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(Insn::and32_imm(2, 0xffff).encode(), [0x54, 0x02, 0, 0, 0xff, 0xff, 0, 0]);
-        assert_eq!(Insn::rsh32_imm(3, 16).encode(), [0x74, 0x03, 0, 0, 16, 0, 0, 0]);
+        assert_eq!(
+            Insn::mov32_reg(1, 3).encode(),
+            [0xbc, 0x31, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            Insn::and32_imm(2, 0xffff).encode(),
+            [0x54, 0x02, 0, 0, 0xff, 0xff, 0, 0]
+        );
+        assert_eq!(
+            Insn::rsh32_imm(3, 16).encode(),
+            [0x74, 0x03, 0, 0, 16, 0, 0, 0]
+        );
         assert_eq!(Insn::mov32_imm(0, 1).encode(), [0xb4, 0, 0, 0, 1, 0, 0, 0]);
         assert_eq!(Insn::exit().encode(), [0x95, 0, 0, 0, 0, 0, 0, 0]);
     }
@@ -339,18 +373,21 @@ mod tests {
             &[
                 Insn::mov32_reg(1, 3),
                 Insn::and32_imm(1, ACC_READ as i32),
-                Insn::jeq_imm(1, 0, 6),     // -> write section
+                Insn::jeq_imm(1, 0, 6),        // -> write section
                 Insn::jne_imm(2, DEV_CHAR, 3), // -> default deny
                 Insn::jne_imm(4, 1, 2),
                 Insn::jne_imm(5, 3, 1),
-                Insn::ja(2),                // allowed: -> write section
+                Insn::ja(2), // allowed: -> write section
                 Insn::mov32_imm(0, 0),
                 Insn::exit(),
                 Insn::mov32_reg(1, 3),
             ]
         );
         assert_eq!(interpret(&p, DEV_CHAR, ACC_READ, 1, 3), Some(true));
-        assert_eq!(interpret(&p, DEV_CHAR, ACC_READ | ACC_WRITE, 1, 3), Some(false));
+        assert_eq!(
+            interpret(&p, DEV_CHAR, ACC_READ | ACC_WRITE, 1, 3),
+            Some(false)
+        );
         assert_eq!(interpret(&p, DEV_BLOCK, ACC_READ, 1, 3), Some(false));
     }
 
@@ -370,10 +407,16 @@ mod tests {
         assert_eq!(interpret(&p, DEV_CHAR, ACC_READ, 1, 3), Some(false));
         assert_eq!(interpret(&p, DEV_CHAR, ACC_WRITE, 1, 3), Some(true));
         assert_eq!(interpret(&p, DEV_CHAR, ACC_MKNOD, 1, 3), Some(true));
-        assert_eq!(interpret(&p, DEV_CHAR, ACC_READ | ACC_WRITE, 1, 3), Some(false));
+        assert_eq!(
+            interpret(&p, DEV_CHAR, ACC_READ | ACC_WRITE, 1, 3),
+            Some(false)
+        );
         // 136:* both types rw but not mknod
         assert_eq!(interpret(&p, DEV_BLOCK, ACC_WRITE, 136, 9), Some(true));
-        assert_eq!(interpret(&p, DEV_CHAR, ACC_READ | ACC_WRITE, 136, 9), Some(true));
+        assert_eq!(
+            interpret(&p, DEV_CHAR, ACC_READ | ACC_WRITE, 136, 9),
+            Some(true)
+        );
         assert_eq!(interpret(&p, DEV_CHAR, ACC_MKNOD, 136, 9), Some(false));
         // block 1:5 is not char: denied by the first rule
         assert_eq!(interpret(&p, DEV_BLOCK, ACC_READ, 1, 5), Some(false));
@@ -388,7 +431,10 @@ mod tests {
             rule(true, DevType::Char, Some(1), Some(3), ACC_WRITE),
         ];
         let p = device_filter_program(&rules);
-        assert_eq!(interpret(&p, DEV_CHAR, ACC_READ | ACC_WRITE, 1, 3), Some(true));
+        assert_eq!(
+            interpret(&p, DEV_CHAR, ACC_READ | ACC_WRITE, 1, 3),
+            Some(true)
+        );
         assert_eq!(interpret(&p, DEV_CHAR, ACC_MKNOD, 1, 3), Some(false));
     }
 
@@ -406,27 +452,47 @@ mod tests {
         assert_eq!(interpret(&p, DEV_CHAR, ACC_WRITE, 1, 5), Some(true));
         assert_eq!(interpret(&p, DEV_BLOCK, ACC_ALL, 8, 0), Some(true));
         // The shadowed first rule is not emitted at all.
-        assert!(!p.contains(&Insn::jne_imm(5, 3, 0)) && !p.iter().any(|i| i.code == 0x55 && i.dst == 5 && i.imm == 3));
+        assert!(
+            !p.contains(&Insn::jne_imm(5, 3, 0))
+                && !p.iter().any(|i| i.code == 0x55 && i.dst == 5 && i.imm == 3)
+        );
     }
 
     #[test]
     fn jumps_stay_in_bounds_and_forward() {
         let mut rules = vec![rule(false, DevType::All, None, None, ACC_ALL)];
         for i in 0..50 {
-            rules.push(rule(i % 2 == 0, DevType::Char, Some(i), if i % 3 == 0 { None } else { Some(i) }, ACC_READ));
+            rules.push(rule(
+                i % 2 == 0,
+                DevType::Char,
+                Some(i),
+                if i % 3 == 0 { None } else { Some(i) },
+                ACC_READ,
+            ));
         }
         let p = device_filter_program(&rules);
         for (idx, i) in p.iter().enumerate() {
             if i.code & 0x07 == 0x05 && i.code != 0x95 {
                 let target = idx as isize + 1 + isize::from(i.off);
-                assert!(target > idx as isize && (target as usize) < p.len(), "insn {idx}");
+                assert!(
+                    target > idx as isize && (target as usize) < p.len(),
+                    "insn {idx}"
+                );
             }
         }
         assert_eq!(p.last(), Some(&Insn::exit()));
         for i in 0..50u32 {
             let expect = i % 2 == 0;
-            assert_eq!(interpret(&p, DEV_CHAR, ACC_READ, i, i), Some(expect), "dev {i}");
-            assert_eq!(interpret(&p, DEV_CHAR, ACC_WRITE, i, i), Some(false), "dev {i}");
+            assert_eq!(
+                interpret(&p, DEV_CHAR, ACC_READ, i, i),
+                Some(expect),
+                "dev {i}"
+            );
+            assert_eq!(
+                interpret(&p, DEV_CHAR, ACC_WRITE, i, i),
+                Some(false),
+                "dev {i}"
+            );
         }
     }
 }

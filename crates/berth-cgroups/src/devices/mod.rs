@@ -104,7 +104,9 @@ impl DeviceRule {
             match n {
                 None => Ok(None),
                 Some(v) if v < 0 => Ok(None),
-                Some(v) if v > i64::from(i32::MAX) => Err(bad(format!("{what} number {v} is too large"))),
+                Some(v) if v > i64::from(i32::MAX) => {
+                    Err(bad(format!("{what} number {v} is too large")))
+                }
                 Some(v) => Ok(u32::try_from(v).ok()),
             }
         };
@@ -158,9 +160,19 @@ pub(crate) fn apply_device_filter(
         // A fake tree cannot take a BPF program: record what would have been loaded.
         let text: Vec<String> = rules
             .iter()
-            .map(|r| format!("{} {}", if r.allow { "allow" } else { "deny" }, r.v1_string()))
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    if r.allow { "allow" } else { "deny" },
+                    r.v1_string()
+                )
+            })
             .collect();
-        return files.write(dir, FAKE_FILTER_FILE, &format!("{}\ninsns {}\n", text.join("\n"), prog.len()));
+        return files.write(
+            dir,
+            FAKE_FILTER_FILE,
+            &format!("{}\ninsns {}\n", text.join("\n"), prog.len()),
+        );
     }
     syscall::install_device_filter(dir, &prog)
 }
@@ -187,7 +199,13 @@ pub fn normalize(rules: &[LinuxDeviceCgroup], cgroup: &Path) -> Result<Vec<Devic
 /// "last rule wins"). Rules of type `a` with a specific number or access are split into `c` and `b`
 /// rules, since the kernel would treat any `a` rule as "everything".
 pub fn v1_writes(rules: &[DeviceRule]) -> Vec<(&'static str, String)> {
-    let file = |allow: bool| if allow { "devices.allow" } else { "devices.deny" };
+    let file = |allow: bool| {
+        if allow {
+            "devices.allow"
+        } else {
+            "devices.deny"
+        }
+    };
     let mut out = Vec::new();
     let starts_with_wildcard = rules.first().is_some_and(DeviceRule::is_wildcard_all);
     if !starts_with_wildcard {
@@ -213,7 +231,13 @@ mod tests {
     use super::*;
     use oci_spec::runtime::LinuxDeviceCgroupBuilder;
 
-    fn oci(allow: bool, t: Option<LinuxDeviceType>, maj: Option<i64>, min: Option<i64>, acc: &str) -> LinuxDeviceCgroup {
+    fn oci(
+        allow: bool,
+        t: Option<LinuxDeviceType>,
+        maj: Option<i64>,
+        min: Option<i64>,
+        acc: &str,
+    ) -> LinuxDeviceCgroup {
         let mut b = LinuxDeviceCgroupBuilder::default().allow(allow).access(acc);
         if let Some(t) = t {
             b = b.typ(t);
@@ -230,23 +254,36 @@ mod tests {
     #[test]
     fn normalise_rules() {
         let p = Path::new("/cg");
-        let r = DeviceRule::from_oci(&oci(false, None, None, None, "rwm"), p).unwrap().unwrap();
-        assert!(r.is_wildcard_all());
-        assert!(!r.allow);
-        let r = DeviceRule::from_oci(&oci(true, Some(LinuxDeviceType::C), Some(1), Some(3), "rw"), p)
+        let r = DeviceRule::from_oci(&oci(false, None, None, None, "rwm"), p)
             .unwrap()
             .unwrap();
+        assert!(r.is_wildcard_all());
+        assert!(!r.allow);
+        let r = DeviceRule::from_oci(
+            &oci(true, Some(LinuxDeviceType::C), Some(1), Some(3), "rw"),
+            p,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(r.v1_string(), "c 1:3 rw");
         let r = DeviceRule::from_oci(&oci(true, Some(LinuxDeviceType::U), Some(-1), None, ""), p)
             .unwrap()
             .unwrap();
         assert_eq!(r.v1_string(), "c *:* rwm");
-        assert!(DeviceRule::from_oci(&oci(true, Some(LinuxDeviceType::P), None, None, "r"), p)
-            .unwrap()
-            .is_none());
-        let e = DeviceRule::from_oci(&oci(true, Some(LinuxDeviceType::C), Some(1), Some(3), "rx"), p);
+        assert!(
+            DeviceRule::from_oci(&oci(true, Some(LinuxDeviceType::P), None, None, "r"), p)
+                .unwrap()
+                .is_none()
+        );
+        let e = DeviceRule::from_oci(
+            &oci(true, Some(LinuxDeviceType::C), Some(1), Some(3), "rx"),
+            p,
+        );
         assert!(matches!(e, Err(CgroupError::DeviceRule { .. })));
-        let e = DeviceRule::from_oci(&oci(true, Some(LinuxDeviceType::C), Some(1 << 40), None, "r"), p);
+        let e = DeviceRule::from_oci(
+            &oci(true, Some(LinuxDeviceType::C), Some(1 << 40), None, "r"),
+            p,
+        );
         assert!(e.is_err());
     }
 
@@ -274,11 +311,18 @@ mod tests {
             ]
         );
         // Without a leading deny-all we still start from deny-all (runc's behaviour).
-        let rules = normalize(&[oci(true, Some(LinuxDeviceType::C), Some(5), Some(1), "rw")], p).unwrap();
+        let rules = normalize(
+            &[oci(true, Some(LinuxDeviceType::C), Some(5), Some(1), "rw")],
+            p,
+        )
+        .unwrap();
         assert_eq!(v1_writes(&rules)[0], ("devices.deny", "a".to_string()));
         // A leading allow-all is kept as such.
         let rules = normalize(
-            &[oci(true, None, None, None, "rwm"), oci(false, Some(LinuxDeviceType::C), Some(1), Some(3), "r")],
+            &[
+                oci(true, None, None, None, "rwm"),
+                oci(false, Some(LinuxDeviceType::C), Some(1), Some(3), "r"),
+            ],
             p,
         )
         .unwrap();
