@@ -178,7 +178,13 @@ fn apply_memory(cg: &Cgroup, files: &Files, m: &LinuxMemory) -> Result<()> {
     if !wants_any {
         return Ok(());
     }
-    let dir = need(cg, "memory", "memory", &limit.to_string())?;
+    let desc = format!(
+        "limit={limit} swap={swap} reservation={:?} swappiness={:?} disableOOMKiller={:?}",
+        m.reservation(),
+        m.swappiness(),
+        m.disable_oom_killer()
+    );
+    let dir = need(cg, "memory", "memory", &desc)?;
     if limit < -1 || swap < -1 {
         return Err(CgroupError::InvalidValue {
             path: dir.join("memory.limit_in_bytes"),
@@ -242,7 +248,17 @@ fn apply_cpu(cg: &Cgroup, files: &Files, c: &LinuxCpu) -> Result<()> {
     if !any {
         return Ok(());
     }
-    let dir = need(cg, "cpu", "cpu", "")?;
+    let desc = format!(
+        "shares={:?} quota={:?} period={:?} burst={:?} rt={:?}/{:?} idle={:?}",
+        c.shares(),
+        c.quota(),
+        c.period(),
+        c.burst(),
+        c.realtime_runtime(),
+        c.realtime_period(),
+        c.idle()
+    );
+    let dir = need(cg, "cpu", "cpu", &desc)?;
     if let Some(shares) = c.shares().filter(|s| *s != 0) {
         files.write(dir, "cpu.shares", &shares.to_string())?;
         let got = read_u64(files, dir, "cpu.shares")?;
@@ -309,7 +325,7 @@ fn apply_blkio(cg: &Cgroup, files: &Files, b: &LinuxBlockIo) -> Result<()> {
     if !any {
         return Ok(());
     }
-    let dir = need(cg, "blkio", "blockIO", "")?;
+    let dir = need(cg, "blkio", "blockIO", &format!("{b:?}"))?;
     // CFQ is gone from modern kernels; BFQ exposes blkio.bfq.weight{,_device}.
     let bfq = dir.join("blkio.bfq.weight").exists();
     let (weight_file, weight_dev_file) = if bfq {

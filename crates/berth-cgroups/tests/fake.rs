@@ -814,3 +814,16 @@ fn v1_destroy_removes_leaf_everywhere() {
     }
     cg.destroy().unwrap();
 }
+
+#[test]
+fn huge_device_rule_lists_are_refused_not_miscompiled() {
+    let (_t, h) = v2_root();
+    let cg = Cgroup::new(&h, None, "x").unwrap();
+    cg.create().unwrap();
+    let rules: Vec<String> = (0..3000)
+        .map(|i| format!(r#"{{"allow":true,"type":"c","major":{i},"minor":{i},"access":"rwm"}}"#))
+        .collect();
+    let r = resources(&format!(r#"{{"devices":[{}]}}"#, rules.join(",")));
+    let e = cg.apply(&r).unwrap_err();
+    assert!(matches!(e, CgroupError::DeviceRule { .. }), "{e}");
+}

@@ -156,6 +156,17 @@ pub(crate) fn apply_device_filter(
     }
     let rules = normalize(rules, dir)?;
     let prog = bpf::device_filter_program(&rules);
+    // Jump offsets are 16-bit: refuse absurdly long rule lists instead of miscompiling them.
+    if prog.len() > MAX_PROGRAM_LEN {
+        return Err(CgroupError::DeviceRule {
+            rule: format!("{} rules", rules.len()),
+            path: dir.to_path_buf(),
+            reason: format!(
+                "the device filter would have {} instructions (at most {MAX_PROGRAM_LEN})",
+                prog.len()
+            ),
+        });
+    }
     if files.fake {
         // A fake tree cannot take a BPF program: record what would have been loaded.
         let text: Vec<String> = rules
@@ -176,6 +187,9 @@ pub(crate) fn apply_device_filter(
     }
     syscall::install_device_filter(dir, &prog)
 }
+
+/// Longest device filter program we generate (keeps every jump offset within `i16`).
+const MAX_PROGRAM_LEN: usize = 30_000;
 
 /// In fake trees, the file that records the device filter that would have been attached.
 pub const FAKE_FILTER_FILE: &str = "berth.device_filter";
