@@ -517,10 +517,17 @@ impl Applier<'_> {
             op: "read header",
             source,
         };
-        let uid = h.uid().map_err(bad)?;
-        let gid = h.gid().map_err(bad)?;
-        let mode = h.mode().map_err(bad)? & 0o7777;
-        let secs = h.mtime().map_err(bad)?;
+        // Like Go's archive/tar, an empty numeric field reads as 0.
+        let blank = |f: &[u8]| f.iter().all(|b| *b == 0 || *b == b' ');
+        let old = h.as_old();
+        let lenient = |r: io::Result<u64>, field: &[u8]| match r {
+            Err(_) if blank(field) => Ok(0),
+            r => r,
+        };
+        let uid = lenient(h.uid(), &old.uid).map_err(bad)?;
+        let gid = lenient(h.gid(), &old.gid).map_err(bad)?;
+        let mode = lenient(h.mode().map(u64::from), &old.mode).map_err(bad)? as u32 & 0o7777;
+        let secs = lenient(h.mtime(), &old.mtime).map_err(bad)?;
         let mut mtime = Timespec {
             tv_sec: i64::try_from(secs).unwrap_or(i64::MAX),
             tv_nsec: 0,
