@@ -141,7 +141,11 @@ impl Hasher {
         Digest::from_sha256_bytes(self.inner.finalize().into())
     }
     /// Checks the digest (and, when given, the size) of everything fed.
-    pub fn verify(self, expected: &Digest, expected_size: Option<u64>) -> Result<Digest, VerifyError> {
+    pub fn verify(
+        self,
+        expected: &Digest,
+        expected_size: Option<u64>,
+    ) -> Result<Digest, VerifyError> {
         let size = self.count;
         if let Some(want) = expected_size {
             if want != size {
@@ -297,13 +301,19 @@ mod tests {
         let mut sink = Vec::new();
         r.read_to_end(&mut sink).unwrap();
         let (h, _) = r.into_parts();
-        assert_eq!(h.clone().verify(&want, Some(data.len() as u64)).unwrap(), want);
+        assert_eq!(
+            h.clone().verify(&want, Some(data.len() as u64)).unwrap(),
+            want
+        );
         assert!(matches!(
             h.clone().verify(&want, Some(1)),
             Err(VerifyError::Size { .. })
         ));
         let other = Digest::of_bytes(b"x");
-        assert!(matches!(h.verify(&other, None), Err(VerifyError::Digest { .. })));
+        assert!(matches!(
+            h.verify(&other, None),
+            Err(VerifyError::Digest { .. })
+        ));
     }
 
     #[test]

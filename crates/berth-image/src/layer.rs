@@ -238,9 +238,9 @@ pub fn apply_layer_at<R: Read>(
     let decompressed: Box<dyn Read + '_> = match compression {
         Compression::None => Box::new(buffered),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(buffered).map_err(LayerError::Read)?,
-        ),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(LayerError::Read)?)
+        }
     };
     let mut hashing = HashingReader::new(decompressed);
     let entries = {
@@ -583,7 +583,11 @@ impl Applier<'_> {
                 let fd = rfs::openat(
                     parent,
                     base,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(|e| Ok(sys("create file")(e)))?;
@@ -613,16 +617,23 @@ impl Applier<'_> {
                 self.dir_times.push((comps.to_vec(), meta.times()));
             }
             T::Symlink => {
-                let target = e.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
+                let target = e
+                    .link_name_bytes()
+                    .map(|c| c.into_owned())
+                    .unwrap_or_default();
                 if target.is_empty() {
                     return Err(Ok(EntryError::EmptySymlink));
                 }
                 self.prepare_slot(parent, base, false).map_err(Ok)?;
-                rfs::symlinkat(target.as_slice(), parent, base).map_err(|e| Ok(sys("symlink")(e)))?;
+                rfs::symlinkat(target.as_slice(), parent, base)
+                    .map_err(|e| Ok(sys("symlink")(e)))?;
                 self.set_at_meta(parent, base, meta, false).map_err(Ok)?;
             }
             T::Link => {
-                let target = e.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
+                let target = e
+                    .link_name_bytes()
+                    .map(|c| c.into_owned())
+                    .unwrap_or_default();
                 self.hardlink(parent, base, &target).map_err(Ok)?;
             }
             T::Char | T::Block | T::Fifo => {
@@ -655,7 +666,12 @@ impl Applier<'_> {
 
     /// Makes room for a new non-directory entry: removes whatever is there (a symlink is
     /// removed, never written through; a directory is removed recursively).
-    fn prepare_slot(&self, parent: BorrowedFd<'_>, base: &[u8], _dir: bool) -> Result<(), EntryError> {
+    fn prepare_slot(
+        &self,
+        parent: BorrowedFd<'_>,
+        base: &[u8],
+        _dir: bool,
+    ) -> Result<(), EntryError> {
         remove_all_at(parent, base).map_err(|source| EntryError::Io {
             op: "remove existing entry",
             source,
@@ -669,7 +685,10 @@ impl Applier<'_> {
         // After chown, which clears setuid/setgid.
         rfs::fchmod(fd, Mode::from_raw_mode(meta.mode)).map_err(sys("chmod"))?;
         for (k, v) in &meta.xattrs {
-            xattr_result(k, rfs::fsetxattr(fd, k.as_str(), v, XattrFlags::empty()).map_err(Into::into))?;
+            xattr_result(
+                k,
+                rfs::fsetxattr(fd, k.as_str(), v, XattrFlags::empty()).map_err(Into::into),
+            )?;
         }
         Ok(())
     }
@@ -693,8 +712,13 @@ impl Applier<'_> {
         }
         if chmod {
             // The node was just created by us and is not a symlink.
-            rfs::chmodat(parent, base, Mode::from_raw_mode(meta.mode), AtFlags::empty())
-                .map_err(sys("chmod"))?;
+            rfs::chmodat(
+                parent,
+                base,
+                Mode::from_raw_mode(meta.mode),
+                AtFlags::empty(),
+            )
+            .map_err(sys("chmod"))?;
         }
         for (k, v) in &meta.xattrs {
             xattr_result(k, lsetxattr_at(parent, base, k, v))?;
@@ -704,7 +728,12 @@ impl Applier<'_> {
         Ok(())
     }
 
-    fn hardlink(&mut self, parent: BorrowedFd<'_>, base: &[u8], target: &[u8]) -> Result<(), EntryError> {
+    fn hardlink(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        base: &[u8],
+        target: &[u8],
+    ) -> Result<(), EntryError> {
         let shown = display_entry(target);
         let tcomps = clean_path(target).map_err(|e| match e {
             EntryError::PathEscapes => EntryError::LinkEscapes(shown.clone()),
@@ -718,7 +747,9 @@ impl Applier<'_> {
             Err(EntryError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
                 return Err(EntryError::LinkTargetMissing(shown))
             }
-            Err(EntryError::UnresolvableSymlink) => return Err(EntryError::LinkTargetMissing(shown)),
+            Err(EntryError::UnresolvableSymlink) => {
+                return Err(EntryError::LinkTargetMissing(shown))
+            }
             Err(e) => return Err(e),
         };
         let st = match rfs::statat(&tparent, tbase.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
@@ -762,13 +793,10 @@ impl Applier<'_> {
         if base == WHITEOUT_OPAQUE {
             let parent = resolve_dir(self.root, parent_comps, Some(&mut self.created))?;
             return match self.opts.mode {
-                ApplyMode::Overlay => rfs::fsetxattr(
-                    &parent,
-                    OVERLAY_OPAQUE_XATTR,
-                    b"y",
-                    XattrFlags::empty(),
-                )
-                .map_err(sys("set opaque xattr")),
+                ApplyMode::Overlay => {
+                    rfs::fsetxattr(&parent, OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty())
+                        .map_err(sys("set opaque xattr"))
+                }
                 ApplyMode::Flat => {
                     let prefix = join(parent_comps);
                     self.remove_lower(parent.as_fd(), &prefix)
@@ -816,8 +844,14 @@ impl Applier<'_> {
                     let h = e.header();
                     let u = h.uid().unwrap_or(0);
                     let g = h.gid().unwrap_or(0);
-                    rfs::chownat(parent, name, Some(uid(u)?), Some(gid(g)?), AtFlags::SYMLINK_NOFOLLOW)
-                        .map_err(sys("chown whiteout"))?;
+                    rfs::chownat(
+                        parent,
+                        name,
+                        Some(uid(u)?),
+                        Some(gid(g)?),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(sys("chown whiteout"))?;
                 }
                 Ok(())
             }
@@ -904,18 +938,24 @@ fn copy_entry<R: Read>(e: &mut R, f: &mut File) -> Result<(), Result<EntryError,
 }
 
 fn uid(v: u64) -> Result<rfs::Uid, EntryError> {
-    let raw = u32::try_from(v).ok().filter(|v| *v != u32::MAX).ok_or(EntryError::Io {
-        op: "chown",
-        source: io::Error::new(io::ErrorKind::InvalidInput, format!("invalid uid {v}")),
-    })?;
+    let raw = u32::try_from(v)
+        .ok()
+        .filter(|v| *v != u32::MAX)
+        .ok_or(EntryError::Io {
+            op: "chown",
+            source: io::Error::new(io::ErrorKind::InvalidInput, format!("invalid uid {v}")),
+        })?;
     Ok(rfs::Uid::from_raw(raw))
 }
 
 fn gid(v: u64) -> Result<rfs::Gid, EntryError> {
-    let raw = u32::try_from(v).ok().filter(|v| *v != u32::MAX).ok_or(EntryError::Io {
-        op: "chown",
-        source: io::Error::new(io::ErrorKind::InvalidInput, format!("invalid gid {v}")),
-    })?;
+    let raw = u32::try_from(v)
+        .ok()
+        .filter(|v| *v != u32::MAX)
+        .ok_or(EntryError::Io {
+            op: "chown",
+            source: io::Error::new(io::ErrorKind::InvalidInput, format!("invalid gid {v}")),
+        })?;
     Ok(rfs::Gid::from_raw(raw))
 }
 

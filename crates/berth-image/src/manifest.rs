@@ -58,8 +58,12 @@ pub mod media_types {
         "application/vnd.docker.distribution.manifest.v1+prettyjws";
 
     /// Every manifest type Berth accepts, for a registry `Accept` header.
-    pub const ACCEPTED_MANIFESTS: [&str; 4] =
-        [OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST];
+    pub const ACCEPTED_MANIFESTS: [&str; 4] = [
+        OCI_INDEX,
+        DOCKER_MANIFEST_LIST,
+        OCI_MANIFEST,
+        DOCKER_MANIFEST,
+    ];
 }
 
 use media_types as mt;
@@ -97,7 +101,9 @@ pub enum ManifestError {
         source: serde_json::Error,
     },
     /// No manifest in an index matches the wanted platform.
-    #[error("no matching manifest for {wanted} in the manifest list entries (available: {available})")]
+    #[error(
+        "no matching manifest for {wanted} in the manifest list entries (available: {available})"
+    )]
     NoMatchingPlatform {
         /// The platform asked for.
         wanted: String,
@@ -144,10 +150,18 @@ pub struct Platform {
     /// Operating system (GOOS), e.g. `linux`.
     pub os: String,
     /// OS version.
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
     /// OS features.
-    #[serde(rename = "os.features", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.features",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_features: Option<Vec<String>>,
     /// CPU variant, e.g. `v7`, `v8`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -281,7 +295,9 @@ impl Platform {
             let want = order
                 .iter()
                 .position(|v| Some(*v) == self.variant.as_deref())?;
-            let have = order.iter().position(|v| Some(*v) == c.variant.as_deref())?;
+            let have = order
+                .iter()
+                .position(|v| Some(*v) == c.variant.as_deref())?;
             return (have >= want).then(|| have - want);
         }
         (c.variant == self.variant).then_some(0)
@@ -301,17 +317,47 @@ impl fmt::Display for Platform {
 fn is_known_os(s: &str) -> bool {
     matches!(
         s,
-        "linux" | "windows" | "darwin" | "macos" | "freebsd" | "netbsd" | "openbsd" | "solaris"
-            | "illumos" | "aix" | "android" | "ios" | "plan9" | "js" | "wasip1"
+        "linux"
+            | "windows"
+            | "darwin"
+            | "macos"
+            | "freebsd"
+            | "netbsd"
+            | "openbsd"
+            | "solaris"
+            | "illumos"
+            | "aix"
+            | "android"
+            | "ios"
+            | "plan9"
+            | "js"
+            | "wasip1"
     )
 }
 
 fn is_known_arch(s: &str) -> bool {
     matches!(
         s,
-        "386" | "i386" | "amd64" | "x86_64" | "x86-64" | "arm" | "armhf" | "armel" | "arm64"
-            | "aarch64" | "ppc64" | "ppc64le" | "s390x" | "riscv64" | "mips" | "mipsle"
-            | "mips64" | "mips64le" | "loong64" | "wasm"
+        "386"
+            | "i386"
+            | "amd64"
+            | "x86_64"
+            | "x86-64"
+            | "arm"
+            | "armhf"
+            | "armel"
+            | "arm64"
+            | "aarch64"
+            | "ppc64"
+            | "ppc64le"
+            | "s390x"
+            | "riscv64"
+            | "mips"
+            | "mipsle"
+            | "mips64"
+            | "mips64le"
+            | "loong64"
+            | "wasm"
     )
 }
 
@@ -445,8 +491,19 @@ pub fn parse_manifest(content_type: Option<&str>, bytes: &[u8]) -> Result<Manife
         return Err(ManifestError::Schema1);
     }
     let served = content_type
-        .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
-        .filter(|c| !matches!(c.as_str(), "" | "application/json" | "text/plain" | "application/octet-stream"));
+        .map(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|c| {
+            !matches!(
+                c.as_str(),
+                "" | "application/json" | "text/plain" | "application/octet-stream"
+            )
+        });
     let kind = match (&served, &probe.media_type) {
         (Some(s), Some(d)) => {
             let k = ManifestKind::from_media_type(s)?;
@@ -478,10 +535,11 @@ pub fn parse_manifest(content_type: Option<&str>, bytes: &[u8]) -> Result<Manife
         None => return Err(ManifestError::Unrecognised("missing schemaVersion".into())),
     }
     if kind.is_index() {
-        let idx: ImageIndex = serde_json::from_slice(bytes).map_err(|source| ManifestError::Json {
-            what: "image index",
-            source,
-        })?;
+        let idx: ImageIndex =
+            serde_json::from_slice(bytes).map_err(|source| ManifestError::Json {
+                what: "image index",
+                source,
+            })?;
         Ok(Manifest::Index(kind, idx))
     } else {
         let m: ImageManifest =
@@ -624,7 +682,11 @@ pub struct ImageConfig {
     #[serde(default)]
     pub os: String,
     /// OS version.
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
     /// CPU variant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -704,7 +766,9 @@ pub fn validate_image(manifest: &ImageManifest, config: &ImageConfig) -> Result<
 pub fn layer_compression(media_type: &str) -> Result<Compression, ManifestError> {
     match media_type {
         mt::OCI_LAYER | mt::OCI_LAYER_NONDIST | mt::DOCKER_LAYER => Ok(Compression::None),
-        mt::OCI_LAYER_GZIP | mt::OCI_LAYER_NONDIST_GZIP | mt::DOCKER_LAYER_GZIP
+        mt::OCI_LAYER_GZIP
+        | mt::OCI_LAYER_NONDIST_GZIP
+        | mt::DOCKER_LAYER_GZIP
         | mt::DOCKER_LAYER_FOREIGN => Ok(Compression::Gzip),
         mt::OCI_LAYER_ZSTD | mt::OCI_LAYER_NONDIST_ZSTD => Ok(Compression::Zstd),
         other => Err(ManifestError::Invalid(format!(
@@ -794,7 +858,10 @@ mod tests {
             assert_eq!(kind, ManifestKind::OciManifest);
             assert_eq!(im.layers.len(), 2);
             assert_eq!(im.config.size, 10);
-            assert_eq!(layer_compression(&im.layers[1].media_type).unwrap(), Compression::Zstd);
+            assert_eq!(
+                layer_compression(&im.layers[1].media_type).unwrap(),
+                Compression::Zstd
+            );
         }
     }
 
@@ -814,15 +881,23 @@ mod tests {
         let m = parse_manifest(None, list.as_bytes()).unwrap();
         assert_eq!(m.kind(), ManifestKind::DockerManifestList);
         // An OCI index without mediaType is sniffed from its shape.
-        let idx = list.replace(&format!("\"mediaType\": \"{}\", ", mt::DOCKER_MANIFEST_LIST), "");
+        let idx = list.replace(
+            &format!("\"mediaType\": \"{}\", ", mt::DOCKER_MANIFEST_LIST),
+            "",
+        );
         let m = parse_manifest(None, idx.as_bytes()).unwrap();
         assert_eq!(m.kind(), ManifestKind::OciIndex);
     }
 
     #[test]
     fn schema1_refused() {
-        let s1 = r#"{"schemaVersion": 1, "name": "x", "tag": "latest", "fsLayers": [], "history": []}"#;
-        for ct in [None, Some(mt::DOCKER_SCHEMA1), Some(mt::DOCKER_SCHEMA1_SIGNED)] {
+        let s1 =
+            r#"{"schemaVersion": 1, "name": "x", "tag": "latest", "fsLayers": [], "history": []}"#;
+        for ct in [
+            None,
+            Some(mt::DOCKER_SCHEMA1),
+            Some(mt::DOCKER_SCHEMA1_SIGNED),
+        ] {
             let e = parse_manifest(ct, s1.as_bytes()).unwrap_err();
             assert!(matches!(e, ManifestError::Schema1));
             assert_eq!(
@@ -836,16 +911,31 @@ mod tests {
 
     #[test]
     fn bad_manifests() {
-        assert!(matches!(parse_manifest(None, b"not json"), Err(ManifestError::Json { .. })));
-        assert!(matches!(parse_manifest(None, b"{}"), Err(ManifestError::Unrecognised(_))));
         assert!(matches!(
-            parse_manifest(Some("application/x-foo"), oci_manifest_json(None).as_bytes()),
+            parse_manifest(None, b"not json"),
+            Err(ManifestError::Json { .. })
+        ));
+        assert!(matches!(
+            parse_manifest(None, b"{}"),
+            Err(ManifestError::Unrecognised(_))
+        ));
+        assert!(matches!(
+            parse_manifest(
+                Some("application/x-foo"),
+                oci_manifest_json(None).as_bytes()
+            ),
             Err(ManifestError::UnsupportedMediaType(_))
         ));
         let v3 = oci_manifest_json(None).replace("\"schemaVersion\": 2", "\"schemaVersion\": 3");
-        assert!(matches!(parse_manifest(None, v3.as_bytes()), Err(ManifestError::SchemaVersion(3))));
+        assert!(matches!(
+            parse_manifest(None, v3.as_bytes()),
+            Err(ManifestError::SchemaVersion(3))
+        ));
         let bad_digest = oci_manifest_json(None).replace(&d('b'), "sha256:1234");
-        assert!(matches!(parse_manifest(None, bad_digest.as_bytes()), Err(ManifestError::Json { .. })));
+        assert!(matches!(
+            parse_manifest(None, bad_digest.as_bytes()),
+            Err(ManifestError::Json { .. })
+        ));
         let neg = oci_manifest_json(None).replace("\"size\": 20", "\"size\": -1");
         assert!(parse_manifest(None, neg.as_bytes()).is_err());
     }
@@ -854,11 +944,26 @@ mod tests {
     fn platform_parsing() {
         let p = Platform::parse("linux/arm64/v8").unwrap();
         assert_eq!(p.to_string(), "linux/arm64");
-        assert_eq!(Platform::parse("linux/aarch64").unwrap().to_string(), "linux/arm64");
-        assert_eq!(Platform::parse("linux/arm").unwrap().to_string(), "linux/arm/v7");
-        assert_eq!(Platform::parse("linux/arm/v6").unwrap().to_string(), "linux/arm/v6");
-        assert_eq!(Platform::parse("linux/armhf").unwrap().to_string(), "linux/arm/v7");
-        assert_eq!(Platform::parse("Linux/X86_64").unwrap().to_string(), "linux/amd64");
+        assert_eq!(
+            Platform::parse("linux/aarch64").unwrap().to_string(),
+            "linux/arm64"
+        );
+        assert_eq!(
+            Platform::parse("linux/arm").unwrap().to_string(),
+            "linux/arm/v7"
+        );
+        assert_eq!(
+            Platform::parse("linux/arm/v6").unwrap().to_string(),
+            "linux/arm/v6"
+        );
+        assert_eq!(
+            Platform::parse("linux/armhf").unwrap().to_string(),
+            "linux/arm/v7"
+        );
+        assert_eq!(
+            Platform::parse("Linux/X86_64").unwrap().to_string(),
+            "linux/amd64"
+        );
         assert_eq!(Platform::parse("arm64").unwrap().to_string(), "linux/arm64");
         assert_eq!(Platform::parse("linux").unwrap().os, "linux");
         for bad in ["", "/", "linux/", "a/b/c/d", "nonsense", "linux/amd 64"] {
@@ -887,7 +992,8 @@ mod tests {
         let Manifest::Index(_, idx) = parse_manifest(None, list.as_bytes()).unwrap() else {
             panic!()
         };
-        let pick = |p: &str| select_platform(&idx, &Platform::parse(p).unwrap()).map(|d| d.digest.clone());
+        let pick =
+            |p: &str| select_platform(&idx, &Platform::parse(p).unwrap()).map(|d| d.digest.clone());
         assert_eq!(pick("linux/amd64").unwrap().to_string(), d('3'));
         assert_eq!(pick("linux/arm64").unwrap().to_string(), d('2'));
         assert_eq!(pick("linux/arm64/v8").unwrap().to_string(), d('2'));
@@ -895,13 +1001,23 @@ mod tests {
         assert_eq!(pick("linux/arm/v6").unwrap().to_string(), d('0'));
         assert_eq!(pick("windows/amd64").unwrap().to_string(), d('4'));
         let e = pick("linux/s390x").unwrap_err();
-        assert!(e.to_string().starts_with("no matching manifest for linux/s390x"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("no matching manifest for linux/s390x"),
+            "{e}"
+        );
         assert!(pick("linux/arm/v5").is_err());
         // An arm/v8 host accepts v7 when there is no v8.
         assert_eq!(pick("linux/arm/v8").unwrap().to_string(), d('1'));
         // The host default.
         if cfg!(target_arch = "x86_64") {
-            assert_eq!(select_platform(&idx, &Platform::host()).unwrap().digest.to_string(), d('3'));
+            assert_eq!(
+                select_platform(&idx, &Platform::host())
+                    .unwrap()
+                    .digest
+                    .to_string(),
+                d('3')
+            );
         }
     }
 
@@ -930,14 +1046,18 @@ mod tests {
         assert_eq!(ids[1], c1);
         assert_eq!(ids[2], Digest::of_bytes(format!("{c1} {l2}").as_bytes()));
         assert_eq!(chain_id(&[]), None);
-        assert_eq!(chain_id(&[l0.clone(), l1.clone(), l2.clone()]).unwrap(), ids[2]);
+        assert_eq!(
+            chain_id(&[l0.clone(), l1.clone(), l2.clone()]).unwrap(),
+            ids[2]
+        );
         // Round trip keeps unknown fields.
         let back = ImageConfig::parse(&serde_json::to_vec(&c).unwrap()).unwrap();
         assert_eq!(back, c);
         let bad = json.replace("\"layers\"", "\"other\"");
         assert!(ImageConfig::parse(bad.as_bytes()).is_err());
         // Manifest/config agreement.
-        let Manifest::Image(_, m) = parse_manifest(None, oci_manifest_json(None).as_bytes()).unwrap()
+        let Manifest::Image(_, m) =
+            parse_manifest(None, oci_manifest_json(None).as_bytes()).unwrap()
         else {
             panic!()
         };

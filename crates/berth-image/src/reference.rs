@@ -256,9 +256,7 @@ fn split_docker_domain(name: &str) -> (String, String) {
     let (mut domain, mut remainder) = match name.find('/') {
         Some(i) => {
             let first = &name[..i];
-            if !first.contains(['.', ':'])
-                && first != "localhost"
-                && first.to_lowercase() == first
+            if !first.contains(['.', ':']) && first != "localhost" && first.to_lowercase() == first
             {
                 (DEFAULT_DOMAIN.to_string(), name.to_string())
             } else {
@@ -432,36 +430,232 @@ mod tests {
         let d = D;
         let cases: Vec<(String, &str, &str, Option<&str>, bool, &str)> = vec![
             // input, domain, path, tag, has digest, familiar string
-            ("busybox".into(), "docker.io", "library/busybox", Some("latest"), false, "busybox:latest"),
-            ("busybox:1.36".into(), "docker.io", "library/busybox", Some("1.36"), false, "busybox:1.36"),
-            ("library/debian".into(), "docker.io", "library/debian", Some("latest"), false, "debian:latest"),
-            ("docker/docker".into(), "docker.io", "docker/docker", Some("latest"), false, "docker/docker:latest"),
-            ("docker.io/debian".into(), "docker.io", "library/debian", Some("latest"), false, "debian:latest"),
-            ("docker.io/library/debian".into(), "docker.io", "library/debian", Some("latest"), false, "debian:latest"),
-            ("index.docker.io/debian".into(), "docker.io", "library/debian", Some("latest"), false, "debian:latest"),
-            ("index.docker.io/docker/docker".into(), "docker.io", "docker/docker", Some("latest"), false, "docker/docker:latest"),
-            ("docker.io/library/a/b".into(), "docker.io", "library/a/b", Some("latest"), false, "library/a/b:latest"),
-            ("host:5000/a/b:tag".into(), "host:5000", "a/b", Some("tag"), false, "host:5000/a/b:tag"),
-            ("127.0.0.1:5000/debian".into(), "127.0.0.1:5000", "debian", Some("latest"), false, "127.0.0.1:5000/debian:latest"),
-            ("192.168.0.1/debian".into(), "192.168.0.1", "debian", Some("latest"), false, "192.168.0.1/debian:latest"),
-            ("localhost/x".into(), "localhost", "x", Some("latest"), false, "localhost/x:latest"),
-            ("localhost:5000/x".into(), "localhost:5000", "x", Some("latest"), false, "localhost:5000/x:latest"),
+            (
+                "busybox".into(),
+                "docker.io",
+                "library/busybox",
+                Some("latest"),
+                false,
+                "busybox:latest",
+            ),
+            (
+                "busybox:1.36".into(),
+                "docker.io",
+                "library/busybox",
+                Some("1.36"),
+                false,
+                "busybox:1.36",
+            ),
+            (
+                "library/debian".into(),
+                "docker.io",
+                "library/debian",
+                Some("latest"),
+                false,
+                "debian:latest",
+            ),
+            (
+                "docker/docker".into(),
+                "docker.io",
+                "docker/docker",
+                Some("latest"),
+                false,
+                "docker/docker:latest",
+            ),
+            (
+                "docker.io/debian".into(),
+                "docker.io",
+                "library/debian",
+                Some("latest"),
+                false,
+                "debian:latest",
+            ),
+            (
+                "docker.io/library/debian".into(),
+                "docker.io",
+                "library/debian",
+                Some("latest"),
+                false,
+                "debian:latest",
+            ),
+            (
+                "index.docker.io/debian".into(),
+                "docker.io",
+                "library/debian",
+                Some("latest"),
+                false,
+                "debian:latest",
+            ),
+            (
+                "index.docker.io/docker/docker".into(),
+                "docker.io",
+                "docker/docker",
+                Some("latest"),
+                false,
+                "docker/docker:latest",
+            ),
+            (
+                "docker.io/library/a/b".into(),
+                "docker.io",
+                "library/a/b",
+                Some("latest"),
+                false,
+                "library/a/b:latest",
+            ),
+            (
+                "host:5000/a/b:tag".into(),
+                "host:5000",
+                "a/b",
+                Some("tag"),
+                false,
+                "host:5000/a/b:tag",
+            ),
+            (
+                "127.0.0.1:5000/debian".into(),
+                "127.0.0.1:5000",
+                "debian",
+                Some("latest"),
+                false,
+                "127.0.0.1:5000/debian:latest",
+            ),
+            (
+                "192.168.0.1/debian".into(),
+                "192.168.0.1",
+                "debian",
+                Some("latest"),
+                false,
+                "192.168.0.1/debian:latest",
+            ),
+            (
+                "localhost/x".into(),
+                "localhost",
+                "x",
+                Some("latest"),
+                false,
+                "localhost/x:latest",
+            ),
+            (
+                "localhost:5000/x".into(),
+                "localhost:5000",
+                "x",
+                Some("latest"),
+                false,
+                "localhost:5000/x:latest",
+            ),
             // A bare `localhost:5000` is the repository `localhost` with tag `5000`, as in Docker.
-            ("localhost:5000".into(), "docker.io", "library/localhost", Some("5000"), false, "localhost:5000"),
-            ("example.com/ns/app".into(), "example.com", "ns/app", Some("latest"), false, "example.com/ns/app:latest"),
-            ("[2001:db8::1]:5000/repo:v1".into(), "[2001:db8::1]:5000", "repo", Some("v1"), false, "[2001:db8::1]:5000/repo:v1"),
-            ("[::1]/repo".into(), "[::1]", "repo", Some("latest"), false, "[::1]/repo:latest"),
+            (
+                "localhost:5000".into(),
+                "docker.io",
+                "library/localhost",
+                Some("5000"),
+                false,
+                "localhost:5000",
+            ),
+            (
+                "example.com/ns/app".into(),
+                "example.com",
+                "ns/app",
+                Some("latest"),
+                false,
+                "example.com/ns/app:latest",
+            ),
+            (
+                "[2001:db8::1]:5000/repo:v1".into(),
+                "[2001:db8::1]:5000",
+                "repo",
+                Some("v1"),
+                false,
+                "[2001:db8::1]:5000/repo:v1",
+            ),
+            (
+                "[::1]/repo".into(),
+                "[::1]",
+                "repo",
+                Some("latest"),
+                false,
+                "[::1]/repo:latest",
+            ),
             // The first component is a domain when it has uppercase letters (domains may).
-            ("Foo.com/bar".into(), "Foo.com", "bar", Some("latest"), false, "Foo.com/bar:latest"),
-            ("Foo/bar".into(), "Foo", "bar", Some("latest"), false, "Foo/bar:latest"),
-            (format!("busybox@{d}"), "docker.io", "library/busybox", None, true, "busybox@sha256:ffff"),
-            (format!("busybox:1.0@{d}"), "docker.io", "library/busybox", Some("1.0"), true, "busybox:1.0@sha256:ffff"),
-            (format!("host:5000/a/b:t@{d}"), "host:5000", "a/b", Some("t"), true, "host:5000/a/b:t@sha256:ffff"),
-            ("a-b--c/d__e.f_g:T_a.g-1".into(), "docker.io", "a-b--c/d__e.f_g", Some("T_a.g-1"), false, "a-b--c/d__e.f_g:T_a.g-1"),
-            ("foo_bar.com:8080".into(), "docker.io", "library/foo_bar.com", Some("8080"), false, "foo_bar.com:8080"),
-            ("foo/foo_bar.com:8080".into(), "docker.io", "foo/foo_bar.com", Some("8080"), false, "foo/foo_bar.com:8080"),
-            ("docker.io/1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a".into(), "docker.io", "library/1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a", Some("latest"), false, "1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a:latest"),
-            ("a/b/c/d/e/f".into(), "docker.io", "a/b/c/d/e/f", Some("latest"), false, "a/b/c/d/e/f:latest"),
+            (
+                "Foo.com/bar".into(),
+                "Foo.com",
+                "bar",
+                Some("latest"),
+                false,
+                "Foo.com/bar:latest",
+            ),
+            (
+                "Foo/bar".into(),
+                "Foo",
+                "bar",
+                Some("latest"),
+                false,
+                "Foo/bar:latest",
+            ),
+            (
+                format!("busybox@{d}"),
+                "docker.io",
+                "library/busybox",
+                None,
+                true,
+                "busybox@sha256:ffff",
+            ),
+            (
+                format!("busybox:1.0@{d}"),
+                "docker.io",
+                "library/busybox",
+                Some("1.0"),
+                true,
+                "busybox:1.0@sha256:ffff",
+            ),
+            (
+                format!("host:5000/a/b:t@{d}"),
+                "host:5000",
+                "a/b",
+                Some("t"),
+                true,
+                "host:5000/a/b:t@sha256:ffff",
+            ),
+            (
+                "a-b--c/d__e.f_g:T_a.g-1".into(),
+                "docker.io",
+                "a-b--c/d__e.f_g",
+                Some("T_a.g-1"),
+                false,
+                "a-b--c/d__e.f_g:T_a.g-1",
+            ),
+            (
+                "foo_bar.com:8080".into(),
+                "docker.io",
+                "library/foo_bar.com",
+                Some("8080"),
+                false,
+                "foo_bar.com:8080",
+            ),
+            (
+                "foo/foo_bar.com:8080".into(),
+                "docker.io",
+                "foo/foo_bar.com",
+                Some("8080"),
+                false,
+                "foo/foo_bar.com:8080",
+            ),
+            (
+                "docker.io/1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a".into(),
+                "docker.io",
+                "library/1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a",
+                Some("latest"),
+                false,
+                "1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a:latest",
+            ),
+            (
+                "a/b/c/d/e/f".into(),
+                "docker.io",
+                "a/b/c/d/e/f",
+                Some("latest"),
+                false,
+                "a/b/c/d/e/f:latest",
+            ),
         ];
         for (input, domain, path, tag, has_digest, familiar) in cases {
             let r = Reference::parse(&input).unwrap_or_else(|e| panic!("{input:?}: {e}"));
@@ -562,10 +756,15 @@ mod tests {
             "invalid reference format: repository name (library/Busybox) must be lowercase"
         );
         assert_eq!(
-            Reference::parse_canonical("docker.io/library/Busybox").unwrap_err().to_string(),
+            Reference::parse_canonical("docker.io/library/Busybox")
+                .unwrap_err()
+                .to_string(),
             "invalid reference format: repository name must be lowercase"
         );
-        assert_eq!(Reference::parse("a b").unwrap_err().to_string(), "invalid reference format");
+        assert_eq!(
+            Reference::parse("a b").unwrap_err().to_string(),
+            "invalid reference format"
+        );
         assert!(Reference::parse(&"a".repeat(64))
             .unwrap_err()
             .to_string()

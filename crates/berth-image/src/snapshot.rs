@@ -251,7 +251,11 @@ impl Base {
         let mut out = Vec::new();
         for ent in fs::read_dir(&sd).map_err(io_at("read directory", &sd))? {
             let ent = ent.map_err(io_at("read directory", &sd))?;
-            let Some(d) = ent.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) else {
+            let Some(d) = ent
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+            else {
                 continue;
             };
             out.push(self.info(&d)?);
@@ -289,9 +293,7 @@ impl Base {
         let dest = self.snapshot_dir(&info.chain_id);
         match fs::rename(tmp, &dest) {
             Ok(()) => {}
-            Err(e)
-                if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::ENOTEMPTY)) =>
-            {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::ENOTEMPTY)) => {
                 // Another unpack of the same layer won.
                 remove_tree(tmp)?;
                 return self.info(&info.chain_id);
@@ -320,7 +322,11 @@ impl Base {
     fn remove(&self, chain_id: &Digest) -> Result<(), SnapshotError> {
         let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let info = self.info(chain_id)?;
-        let mut users: Vec<String> = info.users.iter().map(|u| format!("container {u}")).collect();
+        let mut users: Vec<String> = info
+            .users
+            .iter()
+            .map(|u| format!("container {u}"))
+            .collect();
         for s in self.list()? {
             if s.parent.as_ref() == Some(chain_id) {
                 users.push(format!("snapshot {}", s.chain_id));
@@ -517,7 +523,11 @@ pub fn remove_tree(path: &Path) -> Result<(), SnapshotError> {
             "cannot remove a root path",
         )));
     };
-    let pfd = match rfs::open(parent, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) {
+    let pfd = match rfs::open(
+        parent,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
         Ok(fd) => fd,
         Err(Errno::NOENT) => return Ok(()),
         Err(e) => return Err(io_at("open", parent)(e.into())),
@@ -544,7 +554,10 @@ impl OverlaySnapshotter {
 
     /// Whether overlayfs works under `dir` (a real test mount, as root).
     pub fn supported(dir: &Path) -> bool {
-        let Ok(t) = tempfile::Builder::new().prefix("overlay-check-").tempdir_in(dir) else {
+        let Ok(t) = tempfile::Builder::new()
+            .prefix("overlay-check-")
+            .tempdir_in(dir)
+        else {
             return false;
         };
         let p = t.path();
@@ -638,7 +651,11 @@ impl Snapshotter for OverlaySnapshotter {
             Some(p) => self.lower_dirs(p)?,
             None => vec![dir.join("lower-empty")],
         };
-        mount_overlay(&lowers, Some((&dir.join("upper"), &dir.join("work"))), target)
+        mount_overlay(
+            &lowers,
+            Some((&dir.join("upper"), &dir.join("work"))),
+            target,
+        )
     }
 
     fn remove_container(&self, id: &str) -> Result<(), SnapshotError> {
@@ -660,48 +677,74 @@ pub fn mount_overlay(
     upper_work: Option<(&Path, &Path)>,
     target: &Path,
 ) -> Result<(), SnapshotError> {
+    match mount_overlay_fsopen(lowers, upper_work, target) {
+        Ok(()) => Ok(()),
+        Err(Fallback::No(e)) => Err(SnapshotError::Mount {
+            target: target.to_path_buf(),
+            source: e,
+        }),
+        Err(Fallback::Legacy) => mount_overlay_legacy(lowers, upper_work, target),
+    }
+}
+
+/// Mounts overlayfs with a single mount(2) option string (`lowerdir=a:b:c,...`), which must
+/// fit in one page: [`SnapshotError::TooManyLayers`] otherwise.
+pub fn mount_overlay_legacy(
+    lowers: &[PathBuf],
+    upper_work: Option<(&Path, &Path)>,
+    target: &Path,
+) -> Result<(), SnapshotError> {
     let merr = |source: io::Error| SnapshotError::Mount {
         target: target.to_path_buf(),
         source,
     };
-    match mount_overlay_fsopen(lowers, upper_work, target) {
-        Ok(()) => Ok(()),
-        Err(Fallback::No(e)) => Err(merr(e)),
-        Err(Fallback::Legacy) => {
-            let mut data = String::from("lowerdir=");
-            let mut first = true;
-            for l in lowers {
-                let s = l.to_str().ok_or_else(|| merr(io::Error::other("non-UTF-8 layer path")))?;
-                if s.contains([',', ':', '\\']) {
-                    return Err(merr(io::Error::other(format!(
-                        "layer path {s:?} needs escaping"
-                    ))));
-                }
-                if !first {
-                    data.push(':');
-                }
-                first = false;
-                data.push_str(s);
-            }
-            if let Some((u, w)) = upper_work {
-                data.push_str(&format!(",upperdir={},workdir={}", u.display(), w.display()));
-            }
-            if data.len() >= MOUNT_DATA_MAX {
-                return Err(SnapshotError::TooManyLayers {
-                    layers: lowers.len(),
-                });
-            }
-            let c = std::ffi::CString::new(data).map_err(|e| merr(io::Error::other(e)))?;
-            rustix::mount::mount(
-                "overlay",
-                target,
-                "overlay",
-                rustix::mount::MountFlags::empty(),
-                c.as_c_str(),
-            )
-            .map_err(|e| merr(e.into()))
+
+    let mut data = String::from("lowerdir=");
+    let mut first = true;
+    for l in lowers {
+        let s = l
+            .to_str()
+            .ok_or_else(|| merr(io::Error::other("non-UTF-8 layer path")))?;
+        if s.contains([',', ':', '\\']) {
+            return Err(merr(io::Error::other(format!(
+                "layer path {s:?} needs escaping"
+            ))));
         }
+        if !first {
+            data.push(':');
+        }
+        first = false;
+        data.push_str(s);
     }
+    if let Some((u, w)) = upper_work {
+        for p in [u, w] {
+            if p.to_str().is_none_or(|s| s.contains([',', ':', '\\'])) {
+                return Err(merr(io::Error::other(format!(
+                    "path {} needs escaping",
+                    p.display()
+                ))));
+            }
+        }
+        data.push_str(&format!(
+            ",upperdir={},workdir={}",
+            u.display(),
+            w.display()
+        ));
+    }
+    if data.len() >= MOUNT_DATA_MAX {
+        return Err(SnapshotError::TooManyLayers {
+            layers: lowers.len(),
+        });
+    }
+    let c = std::ffi::CString::new(data).map_err(|e| merr(io::Error::other(e)))?;
+    rustix::mount::mount(
+        "overlay",
+        target,
+        "overlay",
+        rustix::mount::MountFlags::empty(),
+        c.as_c_str(),
+    )
+    .map_err(|e| merr(e.into()))
 }
 
 /// mount(2) copies at most one page of option data; 4096 is the smallest page size.
@@ -744,8 +787,12 @@ fn mount_overlay_fsopen(
         fsconfig_set_string(&fsfd, "workdir", w).map_err(|e| Fallback::No(e.into()))?;
     }
     fsconfig_create(&fsfd).map_err(|e| Fallback::No(e.into()))?;
-    let mnt = fsmount(&fsfd, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
-        .map_err(|e| Fallback::No(e.into()))?;
+    let mnt = fsmount(
+        &fsfd,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::empty(),
+    )
+    .map_err(|e| Fallback::No(e.into()))?;
     move_mount(
         &mnt,
         "",
@@ -761,7 +808,9 @@ pub fn unmount(target: &Path) -> io::Result<()> {
     use rustix::mount::UnmountFlags;
     match rustix::mount::unmount(target, UnmountFlags::empty()) {
         Ok(()) => Ok(()),
-        Err(Errno::BUSY) => rustix::mount::unmount(target, UnmountFlags::DETACH).map_err(Into::into),
+        Err(Errno::BUSY) => {
+            rustix::mount::unmount(target, UnmountFlags::DETACH).map_err(Into::into)
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -877,8 +926,12 @@ pub fn open_best(root: &Path) -> Result<Box<dyn Snapshotter>, SnapshotError> {
 /// ownership, modes, times, xattrs and hard links, never following symlinks.
 pub fn copy_tree(src: &Path, dst: &Path) -> Result<(), SnapshotError> {
     let open = |p: &Path| {
-        rfs::open(p, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| io_at("open", p)(e.into()))
+        rfs::open(
+            p,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_at("open", p)(e.into()))
     };
     let s = open(src)?;
     let d = open(dst)?;
@@ -918,7 +971,9 @@ fn copy_dir_contents(
         let key = (st.st_dev as u64, st.st_ino as u64);
         if ft != FileType::Directory && st.st_nlink > 1 {
             if let Some(first) = links.get(&key) {
-                let (fbase, fparent) = first.split_last().ok_or_else(|| io::Error::other("empty link path"))?;
+                let (fbase, fparent) = first
+                    .split_last()
+                    .ok_or_else(|| io::Error::other("empty link path"))?;
                 let pfd = layer::resolve_dir(dst_root, fparent, None).map_err(io::Error::other)?;
                 rfs::linkat(&pfd, fbase.as_slice(), dst, name, AtFlags::empty())?;
                 rel.pop();
@@ -936,11 +991,20 @@ fn copy_dir_contents(
                 copy_meta_fd(s2.as_fd(), d2.as_fd())?;
             }
             FileType::RegularFile => {
-                let sf = rfs::openat(src, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+                let sf = rfs::openat(
+                    src,
+                    name,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
                 let df = rfs::openat(
                     dst,
                     name,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )?;
                 let mut sf = fs::File::from(sf);

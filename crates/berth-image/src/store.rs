@@ -148,7 +148,11 @@ impl BlobStore {
     }
 
     /// Stores `bytes`, returning their digest.
-    pub fn write_bytes(&self, expected: Option<&Digest>, bytes: &[u8]) -> Result<Digest, StoreError> {
+    pub fn write_bytes(
+        &self,
+        expected: Option<&Digest>,
+        bytes: &[u8],
+    ) -> Result<Digest, StoreError> {
         self.write_blob_sized(expected, Some(bytes.len() as u64), bytes)
     }
 
@@ -190,7 +194,9 @@ impl BlobStore {
         let p = self.blob_path(digest);
         match fs::metadata(&p) {
             Ok(m) => Ok(m.len()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NotFound(digest.clone())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StoreError::NotFound(digest.clone()))
+            }
             Err(e) => Err(StoreError::Io {
                 op: "stat",
                 path: p,
@@ -349,7 +355,10 @@ mod tests {
     }
 
     fn ingest_empty(s: &BlobStore) -> bool {
-        fs::read_dir(s.root().join("ingest")).unwrap().next().is_none()
+        fs::read_dir(s.root().join("ingest"))
+            .unwrap()
+            .next()
+            .is_none()
     }
 
     #[test]
@@ -380,7 +389,10 @@ mod tests {
         let (_d, s) = store();
         let wrong = Digest::of_bytes(b"other");
         let err = s.write_blob(Some(&wrong), &b"content"[..]).unwrap_err();
-        assert!(matches!(err, StoreError::Verify(VerifyError::Digest { .. })), "{err}");
+        assert!(
+            matches!(err, StoreError::Verify(VerifyError::Digest { .. })),
+            "{err}"
+        );
         assert!(s.list().unwrap().is_empty());
         assert!(!s.exists(&wrong));
         assert!(ingest_empty(&s));
@@ -392,15 +404,23 @@ mod tests {
         let data = b"0123456789";
         let dg = Digest::of_bytes(data);
         // Truncated content.
-        let err = s.write_blob_sized(Some(&dg), Some(10), &data[..5]).unwrap_err();
-        assert!(matches!(err, StoreError::Verify(VerifyError::Size { .. })), "{err}");
+        let err = s
+            .write_blob_sized(Some(&dg), Some(10), &data[..5])
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Verify(VerifyError::Size { .. })),
+            "{err}"
+        );
         // Too long content is refused early.
         let err = s.write_blob_sized(None, Some(3), &data[..]).unwrap_err();
         assert!(matches!(err, StoreError::TooLarge { expected: 3 }), "{err}");
         assert!(s.list().unwrap().is_empty());
         assert!(ingest_empty(&s));
         // Correct size works.
-        assert_eq!(s.write_blob_sized(Some(&dg), Some(10), &data[..]).unwrap(), dg);
+        assert_eq!(
+            s.write_blob_sized(Some(&dg), Some(10), &data[..]).unwrap(),
+            dg
+        );
     }
 
     #[test]

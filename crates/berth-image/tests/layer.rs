@@ -7,7 +7,9 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use berth_image::layer::{apply_layer, ApplyMode, ApplyOptions, Compression, EntryError, LayerError};
+use berth_image::layer::{
+    apply_layer, ApplyMode, ApplyOptions, Compression, EntryError, LayerError,
+};
 use berth_image::snapshot::mount_overlay;
 use berth_image::Digest;
 use common::{gzip, is_root, snapshot_tree, zstd, MountGuard, Tar};
@@ -61,7 +63,11 @@ impl Sandbox {
 
     /// Nothing outside the target changed.
     fn check(&self) {
-        assert_eq!(snapshot_tree(&self.outside), self.before, "outside dir changed");
+        assert_eq!(
+            snapshot_tree(&self.outside),
+            self.before,
+            "outside dir changed"
+        );
         assert_eq!(fs::read(self.outside.join("sentinel")).unwrap(), b"keep");
         let top: Vec<String> = fs::read_dir(self.tmp.path())
             .unwrap()
@@ -69,7 +75,11 @@ impl Sandbox {
             .collect();
         let mut top = top;
         top.sort();
-        assert_eq!(top, vec!["outside", "target"], "something was written beside the target");
+        assert_eq!(
+            top,
+            vec!["outside", "target"],
+            "something was written beside the target"
+        );
         assert_eq!(passwd_meta(), self.passwd, "/etc/passwd changed");
         assert!(!Path::new("/tmp/outside-berth-test").exists());
     }
@@ -128,15 +138,24 @@ fn features_and_diff_id() {
     assert_eq!(m.permissions().mode() & 0o7777, 0o1777, "sticky kept");
     // Directory times are set after their contents.
     assert_eq!(fs::metadata(t.join("bin")).unwrap().mtime(), 1_500_000_000);
-    assert_eq!(fs::read_link(t.join("bin/sh")).unwrap(), Path::new("busybox"));
+    assert_eq!(
+        fs::read_link(t.join("bin/sh")).unwrap(),
+        Path::new("busybox")
+    );
     let a = fs::metadata(t.join("bin/busybox")).unwrap();
     let b = fs::metadata(t.join("bin/ls")).unwrap();
     assert_eq!(a.ino(), b.ino(), "hard link");
     let null = fs::metadata(t.join("dev/null")).unwrap();
     assert!(null.file_type().is_char_device());
     assert_eq!(null.rdev(), rustix::fs::makedev(1, 3));
-    assert!(fs::metadata(t.join("dev/loop0")).unwrap().file_type().is_block_device());
-    assert!(fs::metadata(t.join("run/fifo")).unwrap().file_type().is_fifo());
+    assert!(fs::metadata(t.join("dev/loop0"))
+        .unwrap()
+        .file_type()
+        .is_block_device());
+    assert!(fs::metadata(t.join("run/fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
     assert_eq!(fs::read(t.join(&long_gnu)).unwrap(), b"gnu");
     let p = t.join(&long_pax);
     assert_eq!(fs::read(&p).unwrap(), b"pax");
@@ -152,7 +171,10 @@ fn features_and_diff_id() {
     );
 
     // Compressed forms give the same DiffID.
-    for (data, c) in [(gzip(&tar), Compression::Gzip), (zstd(&tar), Compression::Zstd)] {
+    for (data, c) in [
+        (gzip(&tar), Compression::Gzip),
+        (zstd(&tar), Compression::Zstd),
+    ] {
         let d = tempfile::tempdir().unwrap();
         let r = apply_layer(d.path(), &data[..], &flat()).unwrap();
         assert_eq!(r.compression, c);
@@ -186,7 +208,10 @@ fn empty_and_corrupt_streams() {
     assert!(matches!(err, LayerError::Read(_)), "{err}");
     // Unsupported compression.
     let err = apply_layer(d.path(), &b"BZh91AY&SY"[..], &flat()).unwrap_err();
-    assert!(matches!(err, LayerError::UnsupportedCompression("bzip2")), "{err}");
+    assert!(
+        matches!(err, LayerError::UnsupportedCompression("bzip2")),
+        "{err}"
+    );
     // A missing target.
     let err = apply_layer(&d.path().join("missing"), &tar[..], &flat()).unwrap_err();
     assert!(matches!(err, LayerError::Target { .. }), "{err}");
@@ -212,10 +237,14 @@ fn hostile_dotdot_paths() {
 fn hostile_absolute_path_is_stripped() {
     let s = Sandbox::new();
     let abs = format!("{}/abs", s.outside_str());
-    s.apply(Tar::new().file("/abs", b"x").file(&abs, b"y").bytes()).unwrap();
+    s.apply(Tar::new().file("/abs", b"x").file(&abs, b"y").bytes())
+        .unwrap();
     assert_eq!(fs::read(s.target.join("abs")).unwrap(), b"x");
     // The absolute outside path lands inside the target.
-    assert_eq!(fs::read(s.target.join(abs.trim_start_matches('/'))).unwrap(), b"y");
+    assert_eq!(
+        fs::read(s.target.join(abs.trim_start_matches('/'))).unwrap(),
+        b"y"
+    );
     s.check();
 }
 
@@ -235,7 +264,12 @@ fn hostile_symlink_parent() {
 
     // Relative symlink climbing to the real outside directory.
     let s = Sandbox::new();
-    let r = s.apply(Tar::new().symlink("evil", "../outside").file("evil/sentinel", b"pwned").bytes());
+    let r = s.apply(
+        Tar::new()
+            .symlink("evil", "../outside")
+            .file("evil/sentinel", b"pwned")
+            .bytes(),
+    );
     assert!(r.is_err());
     s.check();
 
@@ -251,7 +285,12 @@ fn hostile_symlink_parent() {
     )
     .unwrap();
     assert_eq!(
-        fs::read(s.target.join(s.outside_str().trim_start_matches('/')).join("x")).unwrap(),
+        fs::read(
+            s.target
+                .join(s.outside_str().trim_start_matches('/'))
+                .join("x")
+        )
+        .unwrap(),
         b"contained"
     );
     s.check();
@@ -299,18 +338,33 @@ fn hostile_dotdot_symlink_chains() {
 fn hostile_file_replacing_symlink() {
     let s = Sandbox::new();
     let victim = format!("{}/sentinel", s.outside_str());
-    s.apply(Tar::new().symlink("link", &victim).file("link", b"new").bytes()).unwrap();
+    s.apply(
+        Tar::new()
+            .symlink("link", &victim)
+            .file("link", b"new")
+            .bytes(),
+    )
+    .unwrap();
     let m = fs::symlink_metadata(s.target.join("link")).unwrap();
     assert!(m.is_file(), "the symlink was replaced, not written through");
     assert_eq!(fs::read(s.target.join("link")).unwrap(), b"new");
     s.check();
     // The same across layers.
     let s = Sandbox::new();
-    s.apply(Tar::new().symlink("link", &victim).bytes()).unwrap();
-    s.apply(Tar::new().file("link", b"new").bytes()).unwrap();
-    s.apply(Tar::new().symlink("l2", &victim).node("l2", EntryType::Fifo, 0, 0).bytes())
+    s.apply(Tar::new().symlink("link", &victim).bytes())
         .unwrap();
-    assert!(fs::symlink_metadata(s.target.join("l2")).unwrap().file_type().is_fifo());
+    s.apply(Tar::new().file("link", b"new").bytes()).unwrap();
+    s.apply(
+        Tar::new()
+            .symlink("l2", &victim)
+            .node("l2", EntryType::Fifo, 0, 0)
+            .bytes(),
+    )
+    .unwrap();
+    assert!(fs::symlink_metadata(s.target.join("l2"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
     s.check();
 }
 
@@ -322,7 +376,8 @@ fn hostile_hardlinks() {
     assert!(matches!(err, EntryError::LinkTargetMissing(_)), "{err}");
     s.check();
     let s = Sandbox::new();
-    let (_, err) = entry_error(s.apply(Tar::new().hardlink("pw", "../../../../etc/passwd").bytes()));
+    let (_, err) =
+        entry_error(s.apply(Tar::new().hardlink("pw", "../../../../etc/passwd").bytes()));
     assert!(matches!(err, EntryError::LinkEscapes(_)), "{err}");
     s.check();
     let s = Sandbox::new();
@@ -332,26 +387,54 @@ fn hostile_hardlinks() {
 
     // Through a symlinked parent directory.
     let s = Sandbox::new();
-    let r = s.apply(Tar::new().symlink("etc", "/etc").hardlink("pw", "etc/passwd").bytes());
+    let r = s.apply(
+        Tar::new()
+            .symlink("etc", "/etc")
+            .hardlink("pw", "etc/passwd")
+            .bytes(),
+    );
     assert!(r.is_err(), "{r:?}");
     s.check();
     let s = Sandbox::new();
-    let r = s.apply(Tar::new().symlink("o", &s.outside_str()).hardlink("pw", "o/sentinel").bytes());
+    let r = s.apply(
+        Tar::new()
+            .symlink("o", &s.outside_str())
+            .hardlink("pw", "o/sentinel")
+            .bytes(),
+    );
     assert!(r.is_err(), "{r:?}");
     s.check();
     let s = Sandbox::new();
-    let r = s.apply(Tar::new().symlink("up", "../outside").hardlink("pw", "up/sentinel").bytes());
+    let r = s.apply(
+        Tar::new()
+            .symlink("up", "../outside")
+            .hardlink("pw", "up/sentinel")
+            .bytes(),
+    );
     assert!(r.is_err(), "{r:?}");
     s.check();
 
     // To a symlink that points outside.
     let s = Sandbox::new();
-    let (_, err) = entry_error(s.apply(Tar::new().symlink("s", "/etc/passwd").hardlink("h", "s").bytes()));
+    let (_, err) = entry_error(
+        s.apply(
+            Tar::new()
+                .symlink("s", "/etc/passwd")
+                .hardlink("h", "s")
+                .bytes(),
+        ),
+    );
     assert!(matches!(err, EntryError::LinkEscapes(_)), "{err}");
     s.check();
     let s = Sandbox::new();
-    let (_, err) =
-        entry_error(s.apply(Tar::new().symlink("s", "../outside/sentinel").hardlink("h", "s").bytes()));
+    let (_, err) = entry_error(
+        s.apply(
+            Tar::new()
+                .symlink("s", "../outside/sentinel")
+                .hardlink("h", "s")
+                .bytes(),
+        ),
+    );
     assert!(matches!(err, EntryError::LinkEscapes(_)), "{err}");
     s.check();
 
@@ -370,7 +453,10 @@ fn hostile_hardlinks() {
     let a = fs::metadata(s.target.join("a/f")).unwrap();
     assert_eq!(a.ino(), fs::metadata(s.target.join("b")).unwrap().ino());
     assert_eq!(a.nlink(), 2);
-    assert!(fs::symlink_metadata(s.target.join("rel2")).unwrap().file_type().is_symlink());
+    assert!(fs::symlink_metadata(s.target.join("rel2"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     // A link to a directory is refused.
     let (_, err) = entry_error(s.apply(Tar::new().hardlink("dl", "a").bytes()));
     assert!(matches!(err, EntryError::LinkToDirectory(_)), "{err}");
@@ -405,7 +491,10 @@ fn hostile_whiteouts() {
     let s = Sandbox::new();
     let _ = apply_layer(
         &s.target,
-        &Tar::new().symlink("d", "../outside").whiteout("d", "new").bytes()[..],
+        &Tar::new()
+            .symlink("d", "../outside")
+            .whiteout("d", "new")
+            .bytes()[..],
         &ApplyOptions::new(ApplyMode::Overlay),
     );
     s.check();
@@ -424,7 +513,10 @@ fn hostile_devices_stay_inside() {
     let m = fs::metadata(s.target.join("dev/sda")).unwrap();
     assert!(m.file_type().is_block_device());
     assert_eq!(m.rdev(), rustix::fs::makedev(8, 0));
-    assert!(fs::metadata(s.target.join("dev/mem")).unwrap().file_type().is_char_device());
+    assert!(fs::metadata(s.target.join("dev/mem"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
     s.check();
 }
 
@@ -432,18 +524,39 @@ fn hostile_devices_stay_inside() {
 fn hostile_huge_names() {
     let s = Sandbox::new();
     let huge = "a/".repeat(3000) + "f";
-    let (entry, err) = entry_error(s.apply(Tar::new().pax_file(&[("path", huge.as_bytes())], b"x").bytes()));
+    let (entry, err) = entry_error(
+        s.apply(
+            Tar::new()
+                .pax_file(&[("path", huge.as_bytes())], b"x")
+                .bytes(),
+        ),
+    );
     assert!(matches!(err, EntryError::NameTooLong), "{err}");
-    assert!(entry.chars().count() <= 201, "error names a truncated entry");
+    assert!(
+        entry.chars().count() <= 201,
+        "error names a truncated entry"
+    );
     s.check();
     let s = Sandbox::new();
     let long_comp = "b".repeat(300);
-    let (_, err) = entry_error(s.apply(Tar::new().pax_file(&[("path", long_comp.as_bytes())], b"x").bytes()));
+    let (_, err) = entry_error(
+        s.apply(
+            Tar::new()
+                .pax_file(&[("path", long_comp.as_bytes())], b"x")
+                .bytes(),
+        ),
+    );
     assert!(matches!(err, EntryError::NameTooLong), "{err}");
     s.check();
     let s = Sandbox::new();
     let many_dots = "../".repeat(2000) + "x";
-    assert!(s.apply(Tar::new().pax_file(&[("path", many_dots.as_bytes())], b"x").bytes()).is_err());
+    assert!(s
+        .apply(
+            Tar::new()
+                .pax_file(&[("path", many_dots.as_bytes())], b"x")
+                .bytes()
+        )
+        .is_err());
     s.check();
 }
 
@@ -519,9 +632,13 @@ fn whiteouts_overlay_three_layers_mounted() {
     }
     // The overlay encoding on disk.
     let wh = fs::symlink_metadata(diffs[1].join("a/1")).unwrap();
-    assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "whiteout device");
+    assert!(
+        wh.file_type().is_char_device() && wh.rdev() == 0,
+        "whiteout device"
+    );
     let mut buf = [0u8; 4];
-    let n = rustix::fs::getxattr(&diffs[1].join("b"), "trusted.overlay.opaque", &mut buf[..]).unwrap();
+    let n =
+        rustix::fs::getxattr(&diffs[1].join("b"), "trusted.overlay.opaque", &mut buf[..]).unwrap();
     assert_eq!(&buf[..n], b"y");
     assert!(!diffs[1].join("b/.wh..wh..opq").exists());
 

@@ -27,7 +27,10 @@ impl Tar {
     /// A header whose name (and link name) bytes are written raw, bypassing the builder's
     /// path checks (so `..` and absolute paths get through).
     fn raw(&mut self, name: &[u8], link: &[u8], kind: EntryType, mode: u32, data: &[u8]) {
-        assert!(name.len() <= 100 && link.len() <= 100, "use pax for long names");
+        assert!(
+            name.len() <= 100 && link.len() <= 100,
+            "use pax for long names"
+        );
         let mut h = Header::new_gnu();
         h.set_entry_type(kind);
         h.set_mode(mode);
@@ -49,7 +52,15 @@ impl Tar {
         self
     }
 
-    pub fn file_mode(mut self, name: &str, mode: u32, uid: u64, gid: u64, mtime: u64, data: &[u8]) -> Self {
+    pub fn file_mode(
+        mut self,
+        name: &str,
+        mode: u32,
+        uid: u64,
+        gid: u64,
+        mtime: u64,
+        data: &[u8],
+    ) -> Self {
         let mut h = Header::new_gnu();
         h.set_entry_type(EntryType::Regular);
         h.set_mode(mode);
@@ -81,12 +92,24 @@ impl Tar {
     }
 
     pub fn symlink(mut self, name: &str, target: &str) -> Self {
-        self.raw(name.as_bytes(), target.as_bytes(), EntryType::Symlink, 0o777, b"");
+        self.raw(
+            name.as_bytes(),
+            target.as_bytes(),
+            EntryType::Symlink,
+            0o777,
+            b"",
+        );
         self
     }
 
     pub fn hardlink(mut self, name: &str, target: &str) -> Self {
-        self.raw(name.as_bytes(), target.as_bytes(), EntryType::Link, 0o644, b"");
+        self.raw(
+            name.as_bytes(),
+            target.as_bytes(),
+            EntryType::Link,
+            0o644,
+            b"",
+        );
         self
     }
 
@@ -188,7 +211,9 @@ impl Drop for MountGuard {
 pub fn snapshot_tree(root: &Path) -> Vec<(String, char, u64)> {
     let mut out = Vec::new();
     fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, char, u64)>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         let mut ents: Vec<_> = rd.filter_map(Result::ok).collect();
         ents.sort_by_key(|e| e.file_name());
         for e in ents {
