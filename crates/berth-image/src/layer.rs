@@ -312,7 +312,7 @@ fn display_entry(raw: &[u8]) -> String {
     let s = String::from_utf8_lossy(raw);
     if s.chars().count() > 200 {
         let mut t: String = s.chars().take(200).collect();
-        t.push_str("…");
+        t.push('…');
         t
     } else {
         s.into_owned()

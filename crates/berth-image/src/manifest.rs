@@ -452,6 +452,7 @@ impl ManifestKind {
 
 /// A parsed manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // parsed once per pull; boxing buys nothing
 pub enum Manifest {
     /// A single-platform image manifest.
     Image(ManifestKind, ImageManifest),

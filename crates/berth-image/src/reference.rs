@@ -428,7 +428,9 @@ mod tests {
     #[test]
     fn valid_references() {
         let d = D;
-        let cases: Vec<(String, &str, &str, Option<&str>, bool, &str)> = vec![
+        // input, domain, path, tag, has digest, familiar string
+        type Case<'a> = (String, &'a str, &'a str, Option<&'a str>, bool, &'a str);
+        let cases: Vec<Case> = vec![
             // input, domain, path, tag, has digest, familiar string
             (
                 "busybox".into(),

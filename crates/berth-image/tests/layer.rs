@@ -638,7 +638,7 @@ fn whiteouts_overlay_three_layers_mounted() {
     );
     let mut buf = [0u8; 4];
     let n =
-        rustix::fs::getxattr(&diffs[1].join("b"), "trusted.overlay.opaque", &mut buf[..]).unwrap();
+        rustix::fs::getxattr(diffs[1].join("b"), "trusted.overlay.opaque", &mut buf[..]).unwrap();
     assert_eq!(&buf[..n], b"y");
     assert!(!diffs[1].join("b/.wh..wh..opq").exists());
 
