@@ -25,7 +25,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
@@ -232,8 +232,10 @@ pub fn apply_layer_at<R: Read>(
     reader: R,
     opts: &ApplyOptions,
 ) -> Result<AppliedLayer, LayerError> {
-    let mut buffered = BufReader::with_capacity(256 * 1024, reader);
-    let head = fill_at_least(&mut buffered, 6).map_err(LayerError::Read)?;
+    let mut reader = reader;
+    let head = read_head(&mut reader, 6).map_err(LayerError::Read)?;
+    let buffered =
+        BufReader::with_capacity(256 * 1024, io::Cursor::new(head.clone()).chain(reader));
     let compression = Compression::detect(&head)?;
     let decompressed: Box<dyn Read + '_> = match compression {
         Compression::None => Box::new(buffered),
@@ -269,12 +271,20 @@ pub fn apply_layer_at<R: Read>(
     })
 }
 
-/// Returns a copy of the first `n` bytes (fewer at EOF) without consuming them.
-fn fill_at_least<R: Read>(r: &mut BufReader<R>, n: usize) -> io::Result<Vec<u8>> {
-    // BufReader::fill_buf only refills when empty; a reader giving tiny chunks could
-    // return fewer than n bytes, which only matters for magic detection: read what we can.
-    let buf = r.fill_buf()?;
-    Ok(buf[..buf.len().min(n)].to_vec())
+/// Reads up to `n` bytes (fewer only at EOF), however small the reader's chunks are.
+fn read_head<R: Read>(r: &mut R, n: usize) -> io::Result<Vec<u8>> {
+    let mut head = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match r.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    head.truncate(got);
+    Ok(head)
 }
 
 /// Cleans a tar path: drops empty and `.` components and a leading `/`, resolves `..`

@@ -8,7 +8,7 @@
 //! - [`manifest`]: OCI / Docker schema 2 manifests, indexes, image configs, platforms, chain IDs.
 //! - [`layer`]: confined application of layer tarballs (whiteouts, overlay or flat mode).
 //! - [`snapshot`]: layer snapshots (overlayfs, or a copying fallback) and container rootfs.
-#![deny(unsafe_op_in_unsafe_fn)]
+#![forbid(unsafe_code)]
 
 pub mod digest;
 pub mod fsutil;

@@ -657,3 +657,33 @@ fn whiteouts_overlay_three_layers_mounted() {
     fs::write(merged.join("new"), b"n").unwrap();
     assert!(upper.join("new").exists());
 }
+
+/// A reader that returns one byte per call, like a slow network stream.
+struct Trickle<'a>(&'a [u8]);
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.0.is_empty() || buf.is_empty() {
+            return Ok(0);
+        }
+        buf[0] = self.0[0];
+        self.0 = &self.0[1..];
+        Ok(1)
+    }
+}
+
+#[test]
+fn compression_detected_from_tiny_reads() {
+    let tar = Tar::new().file("a", b"hello").bytes();
+    for (data, c) in [
+        (gzip(&tar), Compression::Gzip),
+        (zstd(&tar), Compression::Zstd),
+        (tar.clone(), Compression::None),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        let r = apply_layer(d.path(), Trickle(&data), &flat()).unwrap();
+        assert_eq!(r.compression, c);
+        assert_eq!(r.diff_id, Digest::of_bytes(&tar));
+        assert_eq!(fs::read(d.path().join("a")).unwrap(), b"hello");
+    }
+}
