@@ -299,3 +299,41 @@ fn overlay_legacy_mount_string() {
     let _g = MountGuard(m.clone());
     assert_eq!(snapshot_tree(&m), expected());
 }
+
+#[test]
+fn copy_tree_preserves_metadata() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    let dst = d.path().join("dst");
+    fs::create_dir(&src).unwrap();
+    fs::create_dir(&dst).unwrap();
+    let tar = Tar::new()
+        .file_mode("bin/su", 0o4755, 12, 34, 1_400_000_000, b"su")
+        .dir_mode("tmp", 0o1777, 1_400_000_001)
+        .symlink("bin/sh", "su")
+        .node("dev/null", tar::EntryType::Char, 1, 3)
+        .pax_file(
+            &[("path", b"x".as_slice()), ("SCHILY.xattr.user.k", b"v")],
+            b"x",
+        )
+        .bytes();
+    berth_image::layer::apply_layer(&src, &tar[..], &Default::default()).unwrap();
+    berth_image::snapshot::copy_tree(&src, &dst).unwrap();
+    assert_eq!(snapshot_tree(&src), snapshot_tree(&dst));
+    let m = fs::metadata(dst.join("bin/su")).unwrap();
+    assert_eq!(m.permissions().mode() & 0o7777, 0o4755);
+    assert_eq!((m.uid(), m.gid(), m.mtime()), (12, 34, 1_400_000_000));
+    let t = fs::metadata(dst.join("tmp")).unwrap();
+    assert_eq!(
+        (t.permissions().mode() & 0o7777, t.mtime()),
+        (0o1777, 1_400_000_001)
+    );
+    assert_eq!(fs::read_link(dst.join("bin/sh")).unwrap(), Path::new("su"));
+    let n = fs::metadata(dst.join("dev/null")).unwrap();
+    assert!(n.file_type().is_char_device());
+    assert_eq!(n.rdev(), rustix::fs::makedev(1, 3));
+    let mut buf = [0u8; 8];
+    let k = rustix::fs::getxattr(dst.join("x"), "user.k", &mut buf[..]).unwrap();
+    assert_eq!(&buf[..k], b"v");
+}
