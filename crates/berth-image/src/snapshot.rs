@@ -1,0 +1,1091 @@
+//! Layer snapshots and container root filesystems.
+//!
+//! Two drivers behind the [`Snapshotter`] trait:
+//!
+//! - [`OverlaySnapshotter`]: one directory per chain ID, `<root>/snapshots/<chain-hex>/diff`,
+//!   holding that layer alone, unpacked in [`ApplyMode::Overlay`] (whiteouts as 0:0 devices,
+//!   opaque directories as xattrs). A container gets `upper/` and `work/` directories and an
+//!   overlayfs mount with `lowerdir` = the chain's `diff` directories, top first. Stacks too
+//!   long for one mount(2) option page use the new mount API (`fsopen` + `lowerdir+`,
+//!   Linux 6.8+).
+//! - [`CopySnapshotter`]: for when overlayfs is unavailable. Each chain ID holds the full,
+//!   flattened file system (`<root>/snapshots/<chain-hex>/fs`, a copy of the parent plus the
+//!   layer applied in [`ApplyMode::Flat`]); a container's rootfs is a full copy of it.
+//!
+//! Layout and crash safety: a layer is unpacked into `snapshots/tmp-*`, its metadata written
+//! with [`atomic_write`](crate::fsutil::atomic_write), the file system synced, and only then
+//! renamed to its chain ID: a snapshot directory that exists is complete. Leftover `tmp-*`
+//! directories are removed when the snapshotter is opened. Container metadata is written
+//! before the container's directories are used, and a snapshot's `users` list is updated
+//! before a container is created and after it is removed, so after a crash the recorded
+//! users over-approximate (a snapshot is never removed while in use).
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
+use rustix::io::Errno;
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::fsutil;
+use crate::layer::{self, ApplyMode, ApplyOptions, LayerError};
+
+/// Errors from snapshotters.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// I/O on a path.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// Applying a layer failed.
+    #[error("applying layer: {0}")]
+    Layer(#[from] LayerError),
+    /// The unpacked layer's DiffID is not the expected one.
+    #[error("layer DiffID mismatch: expected {expected}, got {actual}")]
+    DiffIdMismatch {
+        /// From the image config.
+        expected: Digest,
+        /// Computed while unpacking.
+        actual: Digest,
+    },
+    /// No such snapshot.
+    #[error("snapshot {0} not found")]
+    NotFound(Digest),
+    /// No such container snapshot.
+    #[error("container snapshot {0:?} not found")]
+    ContainerNotFound(String),
+    /// A container snapshot with this ID exists already.
+    #[error("container snapshot {0:?} already exists")]
+    ContainerExists(String),
+    /// An invalid container ID.
+    #[error("invalid container snapshot id {0:?}")]
+    InvalidId(String),
+    /// The snapshot is still used by containers or by other snapshots.
+    #[error("snapshot {chain_id} is in use by {users}")]
+    InUse {
+        /// The snapshot.
+        chain_id: Digest,
+        /// Who uses it.
+        users: String,
+    },
+    /// Mounting failed.
+    #[error("mounting {target}: {source}")]
+    Mount {
+        /// The mount point.
+        target: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The lower directories do not fit a mount(2) option page and the new mount API is
+    /// unavailable.
+    #[error("{layers} layers do not fit in one mount option string and the new mount API (lowerdir+) is unavailable")]
+    TooManyLayers {
+        /// How many layers.
+        layers: usize,
+    },
+}
+
+fn io_at<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SnapshotError + 'a {
+    move |source| SnapshotError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Metadata of a committed layer snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// The chain ID (the snapshot's name).
+    pub chain_id: Digest,
+    /// The parent chain ID.
+    pub parent: Option<Digest>,
+    /// The layer's DiffID.
+    pub diff_id: Digest,
+    /// Uncompressed size of the layer in bytes.
+    pub size: u64,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+    /// Containers using this snapshot as their image top.
+    #[serde(default)]
+    pub users: BTreeSet<String>,
+}
+
+/// Metadata of a container snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSnapshot {
+    /// The container's ID.
+    pub id: String,
+    /// The image's top chain ID (`None` for an image without layers).
+    pub parent: Option<Digest>,
+    /// The driver that made it.
+    pub driver: String,
+}
+
+/// A snapshotter driver.
+pub trait Snapshotter: Send + Sync {
+    /// The driver's name (`overlay` or `copy`).
+    fn driver(&self) -> &'static str;
+
+    /// Whether the committed snapshot exists.
+    fn exists(&self, chain_id: &Digest) -> bool;
+
+    /// Unpacks a layer (plain/gzip/zstd tar) on top of `parent` and commits it under the
+    /// chain ID derived from `parent` and `diff_id`. The stream's DiffID must equal `diff_id`;
+    /// on mismatch or any error nothing is committed. If the snapshot exists already the
+    /// reader is not consumed.
+    fn apply_layer(
+        &self,
+        parent: Option<&Digest>,
+        diff_id: &Digest,
+        reader: &mut dyn Read,
+    ) -> Result<SnapshotInfo, SnapshotError>;
+
+    /// A snapshot's metadata.
+    fn info(&self, chain_id: &Digest) -> Result<SnapshotInfo, SnapshotError>;
+
+    /// All committed snapshots.
+    fn list(&self) -> Result<Vec<SnapshotInfo>, SnapshotError>;
+
+    /// Removes a snapshot; refused while containers or child snapshots use it.
+    fn remove(&self, chain_id: &Digest) -> Result<(), SnapshotError>;
+
+    /// Creates a container's writable snapshot on top of `parent`.
+    fn prepare_container(
+        &self,
+        id: &str,
+        parent: Option<&Digest>,
+    ) -> Result<ContainerSnapshot, SnapshotError>;
+
+    /// Mounts a container's root file system at `target`.
+    fn mount_container(&self, id: &str, target: &Path) -> Result<(), SnapshotError>;
+
+    /// Removes a container snapshot (it must not be mounted).
+    fn remove_container(&self, id: &str) -> Result<(), SnapshotError>;
+
+    /// The container snapshots.
+    fn list_containers(&self) -> Result<Vec<ContainerSnapshot>, SnapshotError>;
+}
+
+/// The chain ID of `diff_id` on top of `parent`.
+pub fn child_chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
+    match parent {
+        None => diff_id.clone(),
+        Some(p) => Digest::of_bytes(format!("{p} {diff_id}").as_bytes()),
+    }
+}
+
+/// Directories and metadata shared by both drivers.
+struct Base {
+    root: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl Base {
+    fn open(root: &Path) -> Result<Self, SnapshotError> {
+        let b = Self {
+            root: root.to_path_buf(),
+            lock: Mutex::new(()),
+        };
+        for d in [b.snapshots_dir(), b.containers_dir()] {
+            fs::create_dir_all(&d).map_err(io_at("create directory", &d))?;
+        }
+        // Leftovers of interrupted unpacks or removals.
+        let sd = b.snapshots_dir();
+        for ent in fs::read_dir(&sd).map_err(io_at("read directory", &sd))? {
+            let ent = ent.map_err(io_at("read directory", &sd))?;
+            if ent.file_name().to_string_lossy().starts_with("tmp-") {
+                remove_tree(&ent.path())?;
+            }
+        }
+        Ok(b)
+    }
+
+    fn snapshots_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+    fn containers_dir(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+    fn snapshot_dir(&self, chain_id: &Digest) -> PathBuf {
+        self.snapshots_dir().join(chain_id.hex())
+    }
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.containers_dir().join(id)
+    }
+    fn temp_dir(&self) -> PathBuf {
+        self.snapshots_dir()
+            .join(format!("tmp-{}-{}", std::process::id(), fsutil::unique()))
+    }
+
+    fn exists(&self, chain_id: &Digest) -> bool {
+        self.snapshot_dir(chain_id).join("meta.json").is_file()
+    }
+
+    fn info(&self, chain_id: &Digest) -> Result<SnapshotInfo, SnapshotError> {
+        let p = self.snapshot_dir(chain_id).join("meta.json");
+        match fsutil::read_json(&p) {
+            Ok(i) => Ok(i),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(SnapshotError::NotFound(chain_id.clone()))
+            }
+            Err(e) => Err(io_at("read", &p)(e)),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<SnapshotInfo>, SnapshotError> {
+        let sd = self.snapshots_dir();
+        let mut out = Vec::new();
+        for ent in fs::read_dir(&sd).map_err(io_at("read directory", &sd))? {
+            let ent = ent.map_err(io_at("read directory", &sd))?;
+            let Some(d) = ent
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+            else {
+                continue;
+            };
+            out.push(self.info(&d)?);
+        }
+        out.sort_by(|a, b| a.chain_id.cmp(&b.chain_id));
+        Ok(out)
+    }
+
+    /// Top-first chain of snapshots from `top` to the base.
+    fn chain(&self, top: &Digest) -> Result<Vec<SnapshotInfo>, SnapshotError> {
+        let mut out = Vec::new();
+        let mut cur = Some(top.clone());
+        while let Some(c) = cur {
+            let info = self.info(&c)?;
+            cur = info.parent.clone();
+            out.push(info);
+            if out.len() > 10_000 {
+                return Err(SnapshotError::Io {
+                    op: "walk chain",
+                    path: self.snapshot_dir(top),
+                    source: io::Error::other("snapshot parent cycle"),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commits an unpacked temp directory as `info.chain_id`.
+    fn commit(&self, tmp: &Path, info: &SnapshotInfo) -> Result<SnapshotInfo, SnapshotError> {
+        fsutil::write_json_atomic(&tmp.join("meta.json"), info)
+            .map_err(io_at("write metadata", tmp))?;
+        // Make the unpacked files durable before the snapshot becomes visible.
+        let dirfd = fs::File::open(tmp).map_err(io_at("open", tmp))?;
+        rfs::syncfs(&dirfd).map_err(|e| io_at("syncfs", tmp)(e.into()))?;
+        let dest = self.snapshot_dir(&info.chain_id);
+        match fs::rename(tmp, &dest) {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::ENOTEMPTY)) => {
+                // Another unpack of the same layer won.
+                remove_tree(tmp)?;
+                return self.info(&info.chain_id);
+            }
+            Err(e) => {
+                let _ = remove_tree(tmp);
+                return Err(io_at("rename", &dest)(e));
+            }
+        }
+        let sd = self.snapshots_dir();
+        fsutil::fsync_dir(&sd).map_err(io_at("fsync", &sd))?;
+        Ok(info.clone())
+    }
+
+    fn update_users(
+        &self,
+        chain_id: &Digest,
+        f: impl FnOnce(&mut BTreeSet<String>),
+    ) -> Result<(), SnapshotError> {
+        let mut info = self.info(chain_id)?;
+        f(&mut info.users);
+        let p = self.snapshot_dir(chain_id).join("meta.json");
+        fsutil::write_json_atomic(&p, &info).map_err(io_at("write metadata", &p))
+    }
+
+    fn remove(&self, chain_id: &Digest) -> Result<(), SnapshotError> {
+        let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let info = self.info(chain_id)?;
+        let mut users: Vec<String> = info
+            .users
+            .iter()
+            .map(|u| format!("container {u}"))
+            .collect();
+        for s in self.list()? {
+            if s.parent.as_ref() == Some(chain_id) {
+                users.push(format!("snapshot {}", s.chain_id));
+            }
+        }
+        for c in self.list_containers()? {
+            if c.parent.as_ref() == Some(chain_id) && !info.users.contains(&c.id) {
+                users.push(format!("container {}", c.id));
+            }
+        }
+        if !users.is_empty() {
+            return Err(SnapshotError::InUse {
+                chain_id: chain_id.clone(),
+                users: users.join(", "),
+            });
+        }
+        // Rename away first so that the snapshot disappears atomically.
+        let dir = self.snapshot_dir(chain_id);
+        let tmp = self.temp_dir();
+        fs::rename(&dir, &tmp).map_err(io_at("rename", &dir))?;
+        let sd = self.snapshots_dir();
+        fsutil::fsync_dir(&sd).map_err(io_at("fsync", &sd))?;
+        remove_tree(&tmp)
+    }
+
+    fn check_id(id: &str) -> Result<(), SnapshotError> {
+        let ok = !id.is_empty()
+            && id.len() <= 128
+            && !id.starts_with('.')
+            && id
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'));
+        if ok {
+            Ok(())
+        } else {
+            Err(SnapshotError::InvalidId(id.to_string()))
+        }
+    }
+
+    /// Records the container (snapshot users first), then creates its directory with the
+    /// given subdirectories, each filled by `fill`.
+    fn prepare_container(
+        &self,
+        driver: &'static str,
+        id: &str,
+        parent: Option<&Digest>,
+        fill: impl FnOnce(&Path) -> Result<(), SnapshotError>,
+    ) -> Result<ContainerSnapshot, SnapshotError> {
+        Self::check_id(id)?;
+        let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = self.container_dir(id);
+        if dir.exists() {
+            return Err(SnapshotError::ContainerExists(id.to_string()));
+        }
+        if let Some(p) = parent {
+            self.update_users(p, |u| {
+                u.insert(id.to_string());
+            })?;
+        }
+        let snap = ContainerSnapshot {
+            id: id.to_string(),
+            parent: parent.cloned(),
+            driver: driver.to_string(),
+        };
+        let res = (|| {
+            fs::create_dir(&dir).map_err(io_at("create directory", &dir))?;
+            fill(&dir)?;
+            fsutil::write_json_atomic(&dir.join("meta.json"), &snap)
+                .map_err(io_at("write metadata", &dir))?;
+            let cd = self.containers_dir();
+            fsutil::fsync_dir(&cd).map_err(io_at("fsync", &cd))
+        })();
+        if let Err(e) = res {
+            let _ = remove_tree(&dir);
+            if let Some(p) = parent {
+                let _ = self.update_users(p, |u| {
+                    u.remove(id);
+                });
+            }
+            return Err(e);
+        }
+        Ok(snap)
+    }
+
+    fn container(&self, id: &str) -> Result<ContainerSnapshot, SnapshotError> {
+        Self::check_id(id)?;
+        let p = self.container_dir(id).join("meta.json");
+        match fsutil::read_json(&p) {
+            Ok(c) => Ok(c),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(SnapshotError::ContainerNotFound(id.to_string()))
+            }
+            Err(e) => Err(io_at("read", &p)(e)),
+        }
+    }
+
+    fn remove_container(&self, id: &str) -> Result<(), SnapshotError> {
+        let c = self.container(id)?;
+        let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = self.container_dir(id);
+        // Drop the metadata first: a half-removed directory without metadata is garbage.
+        let meta = dir.join("meta.json");
+        fs::remove_file(&meta).map_err(io_at("remove", &meta))?;
+        fsutil::fsync_dir(&dir).map_err(io_at("fsync", &dir))?;
+        remove_tree(&dir)?;
+        if let Some(p) = &c.parent {
+            match self.update_users(p, |u| {
+                u.remove(id);
+            }) {
+                Ok(()) | Err(SnapshotError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn list_containers(&self) -> Result<Vec<ContainerSnapshot>, SnapshotError> {
+        let cd = self.containers_dir();
+        let mut out = Vec::new();
+        for ent in fs::read_dir(&cd).map_err(io_at("read directory", &cd))? {
+            let ent = ent.map_err(io_at("read directory", &cd))?;
+            let Some(name) = ent.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            match self.container(&name) {
+                Ok(c) => out.push(c),
+                Err(SnapshotError::ContainerNotFound(_)) | Err(SnapshotError::InvalidId(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Unpacks into a temp dir (`sub` inside it, prepared by `prepare`) and commits.
+    fn apply_layer(
+        &self,
+        parent: Option<&Digest>,
+        diff_id: &Digest,
+        reader: &mut dyn Read,
+        sub: &str,
+        mode: ApplyMode,
+        prepare: impl FnOnce(&Path) -> Result<(), SnapshotError>,
+    ) -> Result<SnapshotInfo, SnapshotError> {
+        let chain_id = child_chain_id(parent, diff_id);
+        if self.exists(&chain_id) {
+            return self.info(&chain_id);
+        }
+        if let Some(p) = parent {
+            if !self.exists(p) {
+                return Err(SnapshotError::NotFound(p.clone()));
+            }
+        }
+        let tmp = self.temp_dir();
+        let res = (|| {
+            fs::create_dir(&tmp).map_err(io_at("create directory", &tmp))?;
+            let target = tmp.join(sub);
+            prepare(&target)?;
+            let applied = layer::apply_layer(&target, reader, &ApplyOptions::new(mode))?;
+            if &applied.diff_id != diff_id {
+                return Err(SnapshotError::DiffIdMismatch {
+                    expected: diff_id.clone(),
+                    actual: applied.diff_id,
+                });
+            }
+            let created = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            Ok(SnapshotInfo {
+                chain_id: chain_id.clone(),
+                parent: parent.cloned(),
+                diff_id: diff_id.clone(),
+                size: applied.size,
+                created,
+                users: BTreeSet::new(),
+            })
+        })();
+        match res {
+            Ok(info) => self.commit(&tmp, &info),
+            Err(e) => {
+                let _ = remove_tree(&tmp);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Removes a directory tree without following symlinks (missing is fine).
+pub fn remove_tree(path: &Path) -> Result<(), SnapshotError> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io_at("remove", path)(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cannot remove a root path",
+        )));
+    };
+    let pfd = match rfs::open(
+        parent,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(io_at("open", parent)(e.into())),
+    };
+    use std::os::unix::ffi::OsStrExt;
+    layer::remove_all_at(pfd.as_fd(), name.as_bytes()).map_err(io_at("remove", path))
+}
+
+// ---------------------------------------------------------------------------------------------
+// overlay
+
+/// The overlayfs snapshotter.
+pub struct OverlaySnapshotter {
+    base: Base,
+}
+
+impl OverlaySnapshotter {
+    /// Opens (creating) a snapshotter rooted at `root`.
+    pub fn open(root: &Path) -> Result<Self, SnapshotError> {
+        Ok(Self {
+            base: Base::open(root)?,
+        })
+    }
+
+    /// Whether overlayfs works under `dir` (a real test mount, as root).
+    pub fn supported(dir: &Path) -> bool {
+        let Ok(t) = tempfile::Builder::new()
+            .prefix("overlay-check-")
+            .tempdir_in(dir)
+        else {
+            return false;
+        };
+        let p = t.path();
+        let (l, u, w, m) = (p.join("l"), p.join("u"), p.join("w"), p.join("m"));
+        for d in [&l, &u, &w, &m] {
+            if fs::create_dir(d).is_err() {
+                return false;
+            }
+        }
+        if mount_overlay(&[l], Some((&u, &w)), &m).is_err() {
+            return false;
+        }
+        let _ = unmount(&m);
+        true
+    }
+
+    /// The `diff` directory of a snapshot.
+    pub fn diff_dir(&self, chain_id: &Digest) -> PathBuf {
+        self.base.snapshot_dir(chain_id).join("diff")
+    }
+
+    /// The lower directories of a chain, top first.
+    pub fn lower_dirs(&self, top: &Digest) -> Result<Vec<PathBuf>, SnapshotError> {
+        Ok(self
+            .base
+            .chain(top)?
+            .iter()
+            .map(|s| self.diff_dir(&s.chain_id))
+            .collect())
+    }
+
+    /// Mounts the image's layers read-only at `target` (overlayfs without an upper
+    /// directory; some kernels require at least two layers for that).
+    pub fn mount_readonly(&self, top: &Digest, target: &Path) -> Result<(), SnapshotError> {
+        let lowers = self.lower_dirs(top)?;
+        mount_overlay(&lowers, None, target)
+    }
+}
+
+impl Snapshotter for OverlaySnapshotter {
+    fn driver(&self) -> &'static str {
+        "overlay"
+    }
+
+    fn exists(&self, chain_id: &Digest) -> bool {
+        self.base.exists(chain_id)
+    }
+
+    fn apply_layer(
+        &self,
+        parent: Option<&Digest>,
+        diff_id: &Digest,
+        reader: &mut dyn Read,
+    ) -> Result<SnapshotInfo, SnapshotError> {
+        self.base
+            .apply_layer(parent, diff_id, reader, "diff", ApplyMode::Overlay, |t| {
+                fs::create_dir(t).map_err(io_at("create directory", t))
+            })
+    }
+
+    fn info(&self, chain_id: &Digest) -> Result<SnapshotInfo, SnapshotError> {
+        self.base.info(chain_id)
+    }
+
+    fn list(&self) -> Result<Vec<SnapshotInfo>, SnapshotError> {
+        self.base.list()
+    }
+
+    fn remove(&self, chain_id: &Digest) -> Result<(), SnapshotError> {
+        self.base.remove(chain_id)
+    }
+
+    fn prepare_container(
+        &self,
+        id: &str,
+        parent: Option<&Digest>,
+    ) -> Result<ContainerSnapshot, SnapshotError> {
+        self.base.prepare_container("overlay", id, parent, |dir| {
+            for sub in ["upper", "work", "lower-empty"] {
+                let d = dir.join(sub);
+                fs::create_dir(&d).map_err(io_at("create directory", &d))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn mount_container(&self, id: &str, target: &Path) -> Result<(), SnapshotError> {
+        let c = self.base.container(id)?;
+        let dir = self.base.container_dir(id);
+        let lowers = match &c.parent {
+            Some(p) => self.lower_dirs(p)?,
+            None => vec![dir.join("lower-empty")],
+        };
+        mount_overlay(
+            &lowers,
+            Some((&dir.join("upper"), &dir.join("work"))),
+            target,
+        )
+    }
+
+    fn remove_container(&self, id: &str) -> Result<(), SnapshotError> {
+        self.base.remove_container(id)
+    }
+
+    fn list_containers(&self) -> Result<Vec<ContainerSnapshot>, SnapshotError> {
+        self.base.list_containers()
+    }
+}
+
+/// Mounts overlayfs at `target` with `lowers` (top first) and an optional `(upper, work)`.
+///
+/// Uses the new mount API with one `lowerdir+` per layer (no length limit, no escaping;
+/// Linux 6.8+), falling back to a single mount(2) option string when `fsopen` or `lowerdir+`
+/// is unavailable.
+pub fn mount_overlay(
+    lowers: &[PathBuf],
+    upper_work: Option<(&Path, &Path)>,
+    target: &Path,
+) -> Result<(), SnapshotError> {
+    match mount_overlay_fsopen(lowers, upper_work, target) {
+        Ok(()) => Ok(()),
+        Err(Fallback::No(e)) => Err(SnapshotError::Mount {
+            target: target.to_path_buf(),
+            source: e,
+        }),
+        Err(Fallback::Legacy) => mount_overlay_legacy(lowers, upper_work, target),
+    }
+}
+
+/// Mounts overlayfs with a single mount(2) option string (`lowerdir=a:b:c,...`), which must
+/// fit in one page: [`SnapshotError::TooManyLayers`] otherwise.
+pub fn mount_overlay_legacy(
+    lowers: &[PathBuf],
+    upper_work: Option<(&Path, &Path)>,
+    target: &Path,
+) -> Result<(), SnapshotError> {
+    let merr = |source: io::Error| SnapshotError::Mount {
+        target: target.to_path_buf(),
+        source,
+    };
+
+    let mut data = String::from("lowerdir=");
+    let mut first = true;
+    for l in lowers {
+        let s = l
+            .to_str()
+            .ok_or_else(|| merr(io::Error::other("non-UTF-8 layer path")))?;
+        if s.contains([',', ':', '\\']) {
+            return Err(merr(io::Error::other(format!(
+                "layer path {s:?} needs escaping"
+            ))));
+        }
+        if !first {
+            data.push(':');
+        }
+        first = false;
+        data.push_str(s);
+    }
+    if let Some((u, w)) = upper_work {
+        for p in [u, w] {
+            if p.to_str().is_none_or(|s| s.contains([',', ':', '\\'])) {
+                return Err(merr(io::Error::other(format!(
+                    "path {} needs escaping",
+                    p.display()
+                ))));
+            }
+        }
+        data.push_str(&format!(
+            ",upperdir={},workdir={}",
+            u.display(),
+            w.display()
+        ));
+    }
+    if data.len() >= MOUNT_DATA_MAX {
+        return Err(SnapshotError::TooManyLayers {
+            layers: lowers.len(),
+        });
+    }
+    let c = std::ffi::CString::new(data).map_err(|e| merr(io::Error::other(e)))?;
+    rustix::mount::mount(
+        "overlay",
+        target,
+        "overlay",
+        rustix::mount::MountFlags::empty(),
+        c.as_c_str(),
+    )
+    .map_err(|e| merr(e.into()))
+}
+
+/// mount(2) copies at most one page of option data; 4096 is the smallest page size.
+const MOUNT_DATA_MAX: usize = 4096;
+
+enum Fallback {
+    Legacy,
+    No(io::Error),
+}
+
+fn mount_overlay_fsopen(
+    lowers: &[PathBuf],
+    upper_work: Option<(&Path, &Path)>,
+    target: &Path,
+) -> Result<(), Fallback> {
+    use rustix::mount::{
+        fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags,
+        FsOpenFlags, MountAttrFlags, MoveMountFlags,
+    };
+    let fsfd = match fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) {
+        Ok(fd) => fd,
+        Err(Errno::NOSYS) => return Err(Fallback::Legacy),
+        Err(e) => return Err(Fallback::No(e.into())),
+    };
+    for (i, l) in lowers.iter().enumerate() {
+        match fsconfig_set_string(&fsfd, "lowerdir+", l.as_path()) {
+            Ok(()) => {}
+            // Kernels before 6.8 do not know lowerdir+.
+            Err(Errno::INVAL) if i == 0 => return Err(Fallback::Legacy),
+            Err(e) => {
+                return Err(Fallback::No(io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!("lowerdir+ {}: {e}", l.display()),
+                )))
+            }
+        }
+    }
+    if let Some((u, w)) = upper_work {
+        fsconfig_set_string(&fsfd, "upperdir", u).map_err(|e| Fallback::No(e.into()))?;
+        fsconfig_set_string(&fsfd, "workdir", w).map_err(|e| Fallback::No(e.into()))?;
+    }
+    fsconfig_create(&fsfd).map_err(|e| Fallback::No(e.into()))?;
+    let mnt = fsmount(
+        &fsfd,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::empty(),
+    )
+    .map_err(|e| Fallback::No(e.into()))?;
+    move_mount(
+        &mnt,
+        "",
+        rfs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| Fallback::No(e.into()))
+}
+
+/// Unmounts `target` (lazily if it is busy).
+pub fn unmount(target: &Path) -> io::Result<()> {
+    use rustix::mount::UnmountFlags;
+    match rustix::mount::unmount(target, UnmountFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(Errno::BUSY) => {
+            rustix::mount::unmount(target, UnmountFlags::DETACH).map_err(Into::into)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// copy
+
+/// The copying snapshotter (no overlayfs needed).
+pub struct CopySnapshotter {
+    base: Base,
+}
+
+impl CopySnapshotter {
+    /// Opens (creating) a snapshotter rooted at `root`.
+    pub fn open(root: &Path) -> Result<Self, SnapshotError> {
+        Ok(Self {
+            base: Base::open(root)?,
+        })
+    }
+
+    /// The flattened file system of a snapshot.
+    pub fn fs_dir(&self, chain_id: &Digest) -> PathBuf {
+        self.base.snapshot_dir(chain_id).join("fs")
+    }
+
+    /// A container's root file system directory.
+    pub fn rootfs_dir(&self, id: &str) -> PathBuf {
+        self.base.container_dir(id).join("rootfs")
+    }
+
+    fn copy_parent(&self, parent: Option<&Digest>, dest: &Path) -> Result<(), SnapshotError> {
+        fs::create_dir(dest).map_err(io_at("create directory", dest))?;
+        if let Some(p) = parent {
+            let src = self.fs_dir(p);
+            copy_tree(&src, dest)?;
+        }
+        Ok(())
+    }
+}
+
+impl Snapshotter for CopySnapshotter {
+    fn driver(&self) -> &'static str {
+        "copy"
+    }
+
+    fn exists(&self, chain_id: &Digest) -> bool {
+        self.base.exists(chain_id)
+    }
+
+    fn apply_layer(
+        &self,
+        parent: Option<&Digest>,
+        diff_id: &Digest,
+        reader: &mut dyn Read,
+    ) -> Result<SnapshotInfo, SnapshotError> {
+        self.base
+            .apply_layer(parent, diff_id, reader, "fs", ApplyMode::Flat, |t| {
+                self.copy_parent(parent, t)
+            })
+    }
+
+    fn info(&self, chain_id: &Digest) -> Result<SnapshotInfo, SnapshotError> {
+        self.base.info(chain_id)
+    }
+
+    fn list(&self) -> Result<Vec<SnapshotInfo>, SnapshotError> {
+        self.base.list()
+    }
+
+    fn remove(&self, chain_id: &Digest) -> Result<(), SnapshotError> {
+        self.base.remove(chain_id)
+    }
+
+    fn prepare_container(
+        &self,
+        id: &str,
+        parent: Option<&Digest>,
+    ) -> Result<ContainerSnapshot, SnapshotError> {
+        self.base.prepare_container("copy", id, parent, |dir| {
+            self.copy_parent(parent, &dir.join("rootfs"))
+        })
+    }
+
+    fn mount_container(&self, id: &str, target: &Path) -> Result<(), SnapshotError> {
+        self.base.container(id)?;
+        let src = self.rootfs_dir(id);
+        rustix::mount::mount_bind(&src, target).map_err(|e| SnapshotError::Mount {
+            target: target.to_path_buf(),
+            source: e.into(),
+        })
+    }
+
+    fn remove_container(&self, id: &str) -> Result<(), SnapshotError> {
+        self.base.remove_container(id)
+    }
+
+    fn list_containers(&self) -> Result<Vec<ContainerSnapshot>, SnapshotError> {
+        self.base.list_containers()
+    }
+}
+
+/// Opens the overlay snapshotter when overlayfs works under `root`, else the copying one.
+pub fn open_best(root: &Path) -> Result<Box<dyn Snapshotter>, SnapshotError> {
+    fs::create_dir_all(root).map_err(io_at("create directory", root))?;
+    if OverlaySnapshotter::supported(root) {
+        Ok(Box::new(OverlaySnapshotter::open(root)?))
+    } else {
+        Ok(Box::new(CopySnapshotter::open(root)?))
+    }
+}
+
+/// Copies the tree under `src` into the existing empty directory `dst`, preserving types,
+/// ownership, modes, times, xattrs and hard links, never following symlinks.
+pub fn copy_tree(src: &Path, dst: &Path) -> Result<(), SnapshotError> {
+    let open = |p: &Path| {
+        rfs::open(
+            p,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_at("open", p)(e.into()))
+    };
+    let s = open(src)?;
+    let d = open(dst)?;
+    let mut links = std::collections::HashMap::new();
+    let mut rel = Vec::new();
+    copy_dir_contents(s.as_fd(), d.as_fd(), d.as_fd(), &mut rel, &mut links)
+        .map_err(io_at("copy", src))?;
+    copy_meta_fd(s.as_fd(), d.as_fd()).map_err(io_at("copy metadata", dst))
+}
+
+type LinkMap = std::collections::HashMap<(u64, u64), Vec<Vec<u8>>>;
+
+fn copy_dir_contents(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    dst_root: BorrowedFd<'_>,
+    rel: &mut Vec<Vec<u8>>,
+    links: &mut LinkMap,
+) -> io::Result<()> {
+    let nofollow = AtFlags::SYMLINK_NOFOLLOW;
+    for name in layer::list_dir(src)? {
+        let name = name.as_slice();
+        let st = rfs::statat(src, name, nofollow)?;
+        let ft = FileType::from_raw_mode(st.st_mode);
+        let mode = Mode::from_raw_mode(st.st_mode & 0o7777);
+        let times = Timestamps {
+            last_access: Timespec {
+                tv_sec: st.st_atime as i64,
+                tv_nsec: st.st_atime_nsec as _,
+            },
+            last_modification: Timespec {
+                tv_sec: st.st_mtime as i64,
+                tv_nsec: st.st_mtime_nsec as _,
+            },
+        };
+        rel.push(name.to_vec());
+        let key = (st.st_dev as u64, st.st_ino as u64);
+        if ft != FileType::Directory && st.st_nlink > 1 {
+            if let Some(first) = links.get(&key) {
+                let (fbase, fparent) = first
+                    .split_last()
+                    .ok_or_else(|| io::Error::other("empty link path"))?;
+                let pfd = layer::resolve_dir(dst_root, fparent, None).map_err(io::Error::other)?;
+                rfs::linkat(&pfd, fbase.as_slice(), dst, name, AtFlags::empty())?;
+                rel.pop();
+                continue;
+            }
+            links.insert(key, rel.clone());
+        }
+        match ft {
+            FileType::Directory => {
+                rfs::mkdirat(dst, name, Mode::from_raw_mode(0o700))?;
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let s2 = rfs::openat(src, name, flags, Mode::empty())?;
+                let d2 = rfs::openat(dst, name, flags, Mode::empty())?;
+                copy_dir_contents(s2.as_fd(), d2.as_fd(), dst_root, rel, links)?;
+                copy_meta_fd(s2.as_fd(), d2.as_fd())?;
+            }
+            FileType::RegularFile => {
+                let sf = rfs::openat(
+                    src,
+                    name,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                let df = rfs::openat(
+                    dst,
+                    name,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )?;
+                let mut sf = fs::File::from(sf);
+                let mut df = fs::File::from(df);
+                io::copy(&mut sf, &mut df)?;
+                copy_meta_fd(sf.as_fd(), df.as_fd())?;
+            }
+            FileType::Symlink => {
+                let target = rfs::readlinkat(src, name, Vec::new())?;
+                rfs::symlinkat(target.as_c_str(), dst, name)?;
+                rfs::chownat(
+                    dst,
+                    name,
+                    Some(rfs::Uid::from_raw(st.st_uid)),
+                    Some(rfs::Gid::from_raw(st.st_gid)),
+                    nofollow,
+                )?;
+            }
+            ft => {
+                rfs::mknodat(dst, name, ft, mode, st.st_rdev as _)?;
+                rfs::chownat(
+                    dst,
+                    name,
+                    Some(rfs::Uid::from_raw(st.st_uid)),
+                    Some(rfs::Gid::from_raw(st.st_gid)),
+                    nofollow,
+                )?;
+                rfs::chmodat(dst, name, mode, AtFlags::empty())?;
+            }
+        }
+        if ft != FileType::Directory && ft != FileType::RegularFile {
+            rfs::utimensat(dst, name, &times, nofollow)?;
+        }
+        rel.pop();
+    }
+    Ok(())
+}
+
+/// Copies ownership, mode, xattrs and times from one open file or directory to another.
+fn copy_meta_fd(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> io::Result<()> {
+    let st = rfs::fstat(src)?;
+    rfs::fchown(
+        dst,
+        Some(rfs::Uid::from_raw(st.st_uid)),
+        Some(rfs::Gid::from_raw(st.st_gid)),
+    )?;
+    rfs::fchmod(dst, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+    copy_xattrs(src, dst)?;
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: st.st_atime as i64,
+            tv_nsec: st.st_atime_nsec as _,
+        },
+        last_modification: Timespec {
+            tv_sec: st.st_mtime as i64,
+            tv_nsec: st.st_mtime_nsec as _,
+        },
+    };
+    rfs::futimens(dst, &times)?;
+    Ok(())
+}
+
+fn copy_xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> io::Result<()> {
+    let mut names = vec![0u8; 64 * 1024];
+    let n = match rfs::flistxattr(src, &mut names[..]) {
+        Ok(n) => n,
+        Err(Errno::NOTSUP) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
+        let mut val = vec![0u8; 64 * 1024];
+        let name = std::ffi::CString::new(name.to_vec()).map_err(io::Error::other)?;
+        let vn = match rfs::fgetxattr(src, name.as_c_str(), &mut val[..]) {
+            Ok(v) => v,
+            Err(Errno::NODATA) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        match rfs::fsetxattr(dst, name.as_c_str(), &val[..vn], rfs::XattrFlags::empty()) {
+            Ok(()) | Err(Errno::NOTSUP) | Err(Errno::PERM) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
