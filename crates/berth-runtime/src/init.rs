@@ -548,7 +548,20 @@ fn finalize_and_exec(
         let rc =
             unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
         if rc < 0 {
-            return Err(sys("capset")(std::io::Error::last_os_error()));
+            let err = std::io::Error::last_os_error();
+            let held = caps::read(None, caps::CapSet::Bounding).unwrap_or_default();
+            let missing: Vec<String> = caps::all()
+                .into_iter()
+                .filter(|c| (perm | eff) & (1u64 << c.index()) != 0 && !held.contains(c))
+                .map(|c| c.to_string())
+                .collect();
+            if !missing.is_empty() {
+                return Err(InitError::Other(format!(
+                    "capset: {err}: the runtime itself does not hold {}",
+                    missing.join(", ")
+                )));
+            }
+            return Err(sys("capset")(err));
         }
         let amb = cap_mask(&c.ambient)?;
         for cap in 0..64u64 {
@@ -667,6 +680,9 @@ pub fn exec_stage1(cfg: &InitConfig, chan: &Channel) -> ! {
                 Ok(never) => match never {},
                 Err(e) => {
                     report(chan, &e);
+                    if READY.load(std::sync::atomic::Ordering::Relaxed) {
+                        eprintln!("berth-runtime exec: {e}");
+                    }
                     exit_now(127)
                 }
             }
@@ -692,6 +708,7 @@ fn exec_stage2(cfg: &InitConfig, chan: &Channel, in_user_ns: bool) -> Result<Nev
     prepare_process(cfg.process)?;
     let exe = find_executable(cfg.process)?;
     chan.send(&Msg::Ready)?;
+    READY.store(true, std::sync::atomic::Ordering::Relaxed);
     finalize_and_exec(
         cfg.process,
         cfg.seccomp.as_ref(),
