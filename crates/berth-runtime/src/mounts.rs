@@ -659,17 +659,26 @@ const DEFAULT_DEVICES: &[(&str, u32, u32)] = &[
     ("/dev/tty", 5, 0),
 ];
 
-fn make_device(
-    ctx: &RootfsContext,
-    root: i32,
-    path: &Path,
+struct DeviceNode<'a> {
+    path: &'a Path,
     kind: libc::mode_t,
     major: u32,
     minor: u32,
     mode: u32,
     uid: u32,
     gid: u32,
-) -> Result<(), MountError> {
+}
+
+fn make_device(ctx: &RootfsContext, root: i32, dev: &DeviceNode) -> Result<(), MountError> {
+    let DeviceNode {
+        path,
+        kind,
+        major,
+        minor,
+        mode,
+        uid,
+        gid,
+    } = *dev;
     let parent = path.parent().unwrap_or(Path::new("/"));
     let name = path
         .file_name()
@@ -735,17 +744,16 @@ fn make_device(
 
 fn create_default_devices(ctx: &RootfsContext, root: i32) -> Result<(), MountError> {
     for (p, maj, min) in DEFAULT_DEVICES {
-        make_device(
-            ctx,
-            root,
-            Path::new(p),
-            libc::S_IFCHR,
-            *maj,
-            *min,
-            0o666,
-            0,
-            0,
-        )?;
+        let node = DeviceNode {
+            path: Path::new(p),
+            kind: libc::S_IFCHR,
+            major: *maj,
+            minor: *min,
+            mode: 0o666,
+            uid: 0,
+            gid: 0,
+        };
+        make_device(ctx, root, &node)?;
     }
     Ok(())
 }
@@ -758,17 +766,16 @@ fn create_spec_devices(ctx: &RootfsContext, root: i32) -> Result<(), MountError>
             "p" => libc::S_IFIFO,
             _ => continue,
         };
-        make_device(
-            ctx,
-            root,
-            &d.path,
+        let node = DeviceNode {
+            path: &d.path,
             kind,
-            d.major as u32,
-            d.minor as u32,
-            d.file_mode.unwrap_or(0o666),
-            d.uid.unwrap_or(0),
-            d.gid.unwrap_or(0),
-        )?;
+            major: d.major as u32,
+            minor: d.minor as u32,
+            mode: d.file_mode.unwrap_or(0o666),
+            uid: d.uid.unwrap_or(0),
+            gid: d.gid.unwrap_or(0),
+        };
+        make_device(ctx, root, &node)?;
     }
     Ok(())
 }
@@ -936,36 +943,6 @@ fn mask_path(p: &str) -> Result<(), MountError> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn options_parse() {
-        let o: Vec<String> = [
-            "rbind", "ro", "nosuid", "rprivate", "mode=755", "size=1m", "rro",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let p = parse_options(&o);
-        assert!(p.bind && p.recursive);
-        assert_eq!(p.flags, libc::MS_RDONLY | libc::MS_NOSUID);
-        assert_eq!(p.propagation, vec![libc::MS_PRIVATE | libc::MS_REC]);
-        assert_eq!(p.data, vec!["mode=755", "size=1m"]);
-        assert_eq!(p.rec_attr_set, MOUNT_ATTR_RDONLY);
-        let p = parse_options(&["ro".into(), "rw".into()]);
-        assert_eq!(p.flags, 0);
-        assert_eq!(p.cleared, libc::MS_RDONLY);
-    }
-
-    #[test]
-    fn cgroup_mounts_found() {
-        // Every Linux machine running these tests has at least one cgroup hierarchy.
-        assert!(!host_cgroup_mounts().is_empty());
-    }
-}
-
 /// The calling process's cgroup directory in every host hierarchy (mount point, directory), for
 /// bind-mounting into a container that has no cgroup namespace.
 pub fn own_cgroup_paths() -> Vec<(PathBuf, PathBuf)> {
@@ -998,4 +975,34 @@ pub fn own_cgroup_paths() -> Vec<(PathBuf, PathBuf)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse() {
+        let o: Vec<String> = [
+            "rbind", "ro", "nosuid", "rprivate", "mode=755", "size=1m", "rro",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let p = parse_options(&o);
+        assert!(p.bind && p.recursive);
+        assert_eq!(p.flags, libc::MS_RDONLY | libc::MS_NOSUID);
+        assert_eq!(p.propagation, vec![libc::MS_PRIVATE | libc::MS_REC]);
+        assert_eq!(p.data, vec!["mode=755", "size=1m"]);
+        assert_eq!(p.rec_attr_set, MOUNT_ATTR_RDONLY);
+        let p = parse_options(&["ro".into(), "rw".into()]);
+        assert_eq!(p.flags, 0);
+        assert_eq!(p.cleared, libc::MS_RDONLY);
+    }
+
+    #[test]
+    fn cgroup_mounts_found() {
+        // Every Linux machine running these tests has at least one cgroup hierarchy.
+        assert!(!host_cgroup_mounts().is_empty());
+    }
 }

@@ -143,13 +143,14 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
                 ));
             }
         }
-        if ns.typ == NamespaceType::Time {
-            if ns.path.is_none() && !Path::new("/proc/self/ns/time").exists() {
-                return Err(invalid(
-                    format!("linux.namespaces[{i}]"),
-                    "time namespaces are not supported by this kernel",
-                ));
-            }
+        if ns.typ == NamespaceType::Time
+            && ns.path.is_none()
+            && !Path::new("/proc/self/ns/time").exists()
+        {
+            return Err(invalid(
+                format!("linux.namespaces[{i}]"),
+                "time namespaces are not supported by this kernel",
+            ));
         }
     }
     let new_user = spec
@@ -168,13 +169,13 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
                 "a new user namespace needs gid mappings",
             ));
         }
-    } else if !linux.uid_mappings.is_empty() || !linux.gid_mappings.is_empty() {
-        if !spec.has_namespace(NamespaceType::User) {
-            return Err(invalid(
-                "linux.uidMappings",
-                "id mappings given without a user namespace",
-            ));
-        }
+    } else if (!linux.uid_mappings.is_empty() || !linux.gid_mappings.is_empty())
+        && !spec.has_namespace(NamespaceType::User)
+    {
+        return Err(invalid(
+            "linux.uidMappings",
+            "id mappings given without a user namespace",
+        ));
     }
     for (field, maps) in [
         ("linux.uidMappings", &linux.uid_mappings),
@@ -460,4 +461,89 @@ pub fn validate_process(p: &crate::spec::Process, field: &str) -> Result<(), Spe
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn bundle() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("rootfs")).unwrap();
+        d
+    }
+
+    fn check(edit: impl Fn(&mut serde_json::Value)) -> Result<(), SpecError> {
+        let b = bundle();
+        let mut v = crate::defaults::default_spec_json();
+        edit(&mut v);
+        let data = serde_json::to_vec(&v).unwrap();
+        let spec = Spec::parse(&data, &b.path().join("config.json"))?;
+        validate(&spec, b.path())
+    }
+
+    fn field_of(r: Result<(), SpecError>) -> String {
+        match r {
+            Err(SpecError::Invalid { field, .. }) | Err(SpecError::Parse { field, .. }) => field,
+            other => panic!("expected an error naming a field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_spec_is_valid() {
+        check(|_| {}).unwrap();
+    }
+
+    #[test]
+    fn errors_name_their_field() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+            ("linux.namespaces[2].type", Box::new(|v| v["linux"]["namespaces"][2]["type"] = json!("nope"))),
+            ("linux.namespaces[1].type", Box::new(|v| v["linux"]["namespaces"][1]["type"] = json!("pid"))),
+            ("linux.namespaces[0].path", Box::new(|v| v["linux"]["namespaces"][0]["path"] = json!("rel/ns"))),
+            ("mounts[3].destination", Box::new(|v| v["mounts"][3]["destination"] = json!("dev/shm"))),
+            ("mounts[0].type", Box::new(|v| v["mounts"][0]["type"] = json!("nosuchfs"))),
+            ("mounts[7].source", Box::new(|v| v["mounts"].as_array_mut().unwrap().push(json!({"destination": "/x", "type": "bind", "source": "/nonexistent/src"})))),
+            ("process.capabilities.effective[1]", Box::new(|v| v["process"]["capabilities"]["effective"][1] = json!("CAP_FLY"))),
+            ("process.args", Box::new(|v| v["process"]["args"] = json!([]))),
+            ("process.cwd", Box::new(|v| v["process"]["cwd"] = json!("tmp"))),
+            ("process.env[0]", Box::new(|v| v["process"]["env"][0] = json!("NOEQUALS"))),
+            ("process.rlimits[0]", Box::new(|v| v["process"]["rlimits"][0] = json!({"type": "RLIMIT_NOFILE", "soft": 10, "hard": 5}))),
+            ("process.oomScoreAdj", Box::new(|v| v["process"]["oomScoreAdj"] = json!(5000))),
+            ("linux.uidMappings", Box::new(|v| v["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"})))),
+            ("linux.sysctl.vm.swappiness", Box::new(|v| v["linux"]["sysctl"] = json!({"vm.swappiness": "1"}))),
+            ("linux.sysctl.net.ipv4.ip_forward", Box::new(|v| {
+                v["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+                v["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "network");
+            })),
+            ("hostname", Box::new(|v| v["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "uts"))),
+            ("linux.devices[0].type", Box::new(|v| v["linux"]["devices"] = json!([{"path": "/dev/x", "type": "z"}]))),
+            ("linux.seccomp.syscalls[0].action", Box::new(|v| v["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_NOTIFY"}]}))),
+            ("linux.seccomp.syscalls[0].args[0].op", Box::new(|v| v["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_SOMETIMES"}]}]}))),
+            ("linux.intelRdt", Box::new(|v| v["linux"]["intelRdt"] = json!({}))),
+            ("linux.rootfsPropagation", Box::new(|v| v["linux"]["rootfsPropagation"] = json!("sideways"))),
+            ("hooks.poststop[0].path", Box::new(|v| v["hooks"] = json!({"poststop": [{"path": "hook"}]}))),
+            ("root", Box::new(|v| { v.as_object_mut().unwrap().remove("root"); })),
+            ("process.user.uid", Box::new(|v| v["process"]["user"]["uid"] = json!("root"))),
+        ];
+        for (field, edit) in cases {
+            assert_eq!(field_of(check(edit)), field);
+        }
+    }
+
+    #[test]
+    fn ids() {
+        validate_id("abc-1.2_x+y").unwrap();
+        for bad in ["", ".", "..", "a/b", "a b", "x\0"] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn missing_rootfs() {
+        let d = tempfile::tempdir().unwrap();
+        let data = serde_json::to_vec(&crate::defaults::default_spec_json()).unwrap();
+        let spec = Spec::parse(&data, &d.path().join("config.json")).unwrap();
+        assert_eq!(field_of(validate(&spec, d.path())), "root.path");
+    }
 }

@@ -18,7 +18,8 @@ fn init_is_pid_one_with_own_hostname_and_mounts() {
     let id = unique("pid1");
     let mut b = env.bundle(&id, &["sh", "-c", "echo pid=$$; hostname; readlink /proc/self/ns/mnt; mount -t tmpfs none /tmp && echo mounted"]);
     let caps = json!(["CAP_SYS_ADMIN"]);
-    b.config["process"]["capabilities"] = json!({"bounding": caps, "effective": caps, "permitted": caps});
+    b.config["process"]["capabilities"] =
+        json!({"bounding": caps, "effective": caps, "permitted": caps});
     b.config["hostname"] = json!("box1");
     b.config["root"]["readonly"] = json!(false);
     let (code, out, err) = run_fg(&env, &b, &id);
@@ -27,7 +28,11 @@ fn init_is_pid_one_with_own_hostname_and_mounts() {
     assert_eq!(lines[0], "pid=1");
     assert_eq!(lines[1], "box1");
     let host_mnt = std::fs::read_link("/proc/self/ns/mnt").unwrap();
-    assert_ne!(lines[2], host_mnt.to_str().unwrap(), "container shares the host's mount namespace");
+    assert_ne!(
+        lines[2],
+        host_mnt.to_str().unwrap(),
+        "container shares the host's mount namespace"
+    );
     assert_eq!(lines[3], "mounted");
     // The container's tmpfs is not visible on the host.
     let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -61,8 +66,14 @@ fn memory_limit_kills_large_allocation_but_not_small() {
     let mut b = env.bundle(&id, &["sh", "-c", "dd if=/dev/zero of=/dev/null bs=8M count=1 && echo small-ok; dd if=/dev/zero of=/dev/null bs=64M count=1 && echo big-ok"]);
     b.config["linux"]["resources"]["memory"] = json!({"limit": 32 << 20, "swap": 32 << 20});
     let (_code, out, err) = run_fg(&env, &b, &id);
-    assert!(out.contains("small-ok"), "small allocation failed: {out} {err}");
-    assert!(!out.contains("big-ok"), "64M allocation survived a 32M limit: {out}");
+    assert!(
+        out.contains("small-ok"),
+        "small allocation failed: {out} {err}"
+    );
+    assert!(
+        !out.contains("big-ok"),
+        "64M allocation survived a 32M limit: {out}"
+    );
 }
 
 #[test]
@@ -94,8 +105,15 @@ fn pids_limit_stops_fork_bomb() {
     let (code, out, err) = run_fg(&env, &b, &id);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("inner=2"), "forks did not fail: {out}");
-    let current: i32 = out.lines().find_map(|l| l.strip_prefix("current=")).and_then(|v| v.parse().ok()).unwrap_or(-1);
-    assert!((1..=10).contains(&current), "pids.current {current} with a limit of 10: {out}");
+    let current: i32 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("current="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1);
+    assert!(
+        (1..=10).contains(&current),
+        "pids.current {current} with a limit of 10: {out}"
+    );
 }
 
 #[test]
@@ -105,14 +123,21 @@ fn dropped_capabilities_are_gone() {
     }
     let env = TestEnv::new();
     let id = unique("caps");
-    let mut b = env.bundle(&id, &["sh", "-c", "grep -E '^Cap(Eff|Bnd|Prm)' /proc/self/status"]);
+    let mut b = env.bundle(
+        &id,
+        &["sh", "-c", "grep -E '^Cap(Eff|Bnd|Prm)' /proc/self/status"],
+    );
     let caps = json!(["CAP_KILL", "CAP_CHOWN"]);
-    b.config["process"]["capabilities"] = json!({"bounding": caps, "effective": caps, "permitted": caps});
+    b.config["process"]["capabilities"] =
+        json!({"bounding": caps, "effective": caps, "permitted": caps});
     let (code, out, err) = run_fg(&env, &b, &id);
     assert_eq!(code, 0, "{err}");
     // CAP_CHOWN = 0, CAP_KILL = 5.
     for l in out.lines() {
-        assert!(l.ends_with("0000000000000021"), "unexpected capability line {l:?}");
+        assert!(
+            l.ends_with("0000000000000021"),
+            "unexpected capability line {l:?}"
+        );
     }
     assert_eq!(out.lines().count(), 3);
 }
@@ -134,7 +159,10 @@ fn seccomp_rule_returns_configured_errno() {
     let (code, out, err) = run_fg(&env, &b, &id);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("rc=1"), "{out}");
-    assert!(err.contains("Permission denied"), "mkdir did not fail with EACCES: {err}");
+    assert!(
+        err.contains("Permission denied"),
+        "mkdir did not fail with EACCES: {err}"
+    );
 }
 
 #[test]
@@ -145,7 +173,14 @@ fn seccomp_argument_conditions() {
     let env = TestEnv::new();
     let id = unique("seccomp-arg");
     // personality(0xffffffff) queries; block only personality(PER_LINUX32=8).
-    let mut b = env.bundle(&id, &["sh", "-c", "setarch linux32 true; echo a=$?; true; echo b=$?"]);
+    let mut b = env.bundle(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "setarch linux32 true; echo a=$?; true; echo b=$?",
+        ],
+    );
     b.config["linux"]["seccomp"] = json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "syscalls": [{"names": ["personality"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
@@ -163,7 +198,14 @@ fn user_namespace_mappings() {
     }
     let env = TestEnv::new();
     let id = unique("userns");
-    let mut b = env.bundle(&id, &["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u"]);
+    let mut b = env.bundle(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/uid_map /proc/self/gid_map; id -u",
+        ],
+    );
     let ns = b.config["linux"]["namespaces"].as_array_mut().unwrap();
     ns.push(json!({"type": "user"}));
     ns.retain(|n| n["type"] != "cgroup");
@@ -173,7 +215,10 @@ fn user_namespace_mappings() {
     mounts.retain(|m| m["type"] != "cgroup");
     let (code, out, err) = run_fg(&env, &b, &id);
     assert_eq!(code, 0, "{err}");
-    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert_eq!(lines[0], vec!["0", "100000", "65536"]);
     assert_eq!(lines[1], vec!["0", "100000", "65536"]);
     assert_eq!(lines[2], vec!["0"]);
@@ -194,7 +239,12 @@ fn terminal_through_console_socket() {
     let listener = UnixListener::bind(&sock).unwrap();
     let b2 = b.p().to_string();
     let sock2 = sock.to_str().unwrap().to_string();
-    let mut create = env.rt().args(["create", "--bundle", &b2, "--console-socket", &sock2, &id]).stdin(Stdio::null()).spawn().unwrap();
+    let mut create = env
+        .rt()
+        .args(["create", "--bundle", &b2, "--console-socket", &sock2, &id])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
     let (conn, _) = listener.accept().unwrap();
     let master = berth_runtime::console::recv_fd(&conn).unwrap();
     assert!(create.wait().unwrap().success());
@@ -224,7 +274,14 @@ fn create_start_state_exec_pause_resume_kill_delete() {
     let b = env.bundle(&id, &["sleep", "1000"]);
     b.write();
     let pidfile = env.dir.path().join("pid");
-    env.ok(&["create", "--bundle", b.p(), "--pid-file", pidfile.to_str().unwrap(), &id]);
+    env.ok(&[
+        "create",
+        "--bundle",
+        b.p(),
+        "--pid-file",
+        pidfile.to_str().unwrap(),
+        &id,
+    ]);
     assert_eq!(env.status(&id), "created");
     let pid = env.pid(&id);
     assert_eq!(std::fs::read_to_string(&pidfile).unwrap(), pid.to_string());
@@ -236,11 +293,21 @@ fn create_start_state_exec_pause_resume_kill_delete() {
     // exec joins the init's namespaces and cgroup.
     let out = env.ok(&["exec", &id, "sh", "-c", "for n in /proc/1/ns/pid /proc/self/ns/pid /proc/1/ns/net /proc/self/ns/net; do readlink $n; done; cat /proc/self/cgroup | sort; echo ---; cat /proc/1/cgroup | sort"]);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], lines[1], "exec is not in the init's pid namespace");
-    assert_eq!(lines[2], lines[3], "exec is not in the init's network namespace");
+    assert_eq!(
+        lines[0], lines[1],
+        "exec is not in the init's pid namespace"
+    );
+    assert_eq!(
+        lines[2], lines[3],
+        "exec is not in the init's network namespace"
+    );
     let (mine, init) = out.split_once("---").unwrap();
     let mine: Vec<&str> = mine.lines().skip(4).collect();
-    assert_eq!(mine.join("\n").trim(), init.trim(), "exec is not in the init's cgroup");
+    assert_eq!(
+        mine.join("\n").trim(),
+        init.trim(),
+        "exec is not in the init's cgroup"
+    );
     // ps lists the init.
     let ps = env.ok(&["ps", "--format", "json", &id]);
     let pids: Vec<i32> = serde_json::from_str(&ps).unwrap();
@@ -249,10 +316,21 @@ fn create_start_state_exec_pause_resume_kill_delete() {
     env.ok(&["pause", &id]);
     assert_eq!(env.status(&id), "paused");
     let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    assert!(st.lines().any(|l| l.starts_with("State:") && (l.contains("D") || l.contains("S"))));
-    let freezer: Vec<_> = env.cgroup_dirs(&id).into_iter().filter(|d| d.to_string_lossy().contains("freezer")).collect();
+    assert!(st
+        .lines()
+        .any(|l| l.starts_with("State:") && (l.contains("D") || l.contains("S"))));
+    let freezer: Vec<_> = env
+        .cgroup_dirs(&id)
+        .into_iter()
+        .filter(|d| d.to_string_lossy().contains("freezer"))
+        .collect();
     if let Some(f) = freezer.first() {
-        assert_eq!(std::fs::read_to_string(f.join("freezer.state")).unwrap().trim(), "FROZEN");
+        assert_eq!(
+            std::fs::read_to_string(f.join("freezer.state"))
+                .unwrap()
+                .trim(),
+            "FROZEN"
+        );
     }
     env.ok(&["resume", &id]);
     assert_eq!(env.status(&id), "running");
@@ -260,7 +338,10 @@ fn create_start_state_exec_pause_resume_kill_delete() {
     env.ok(&["update", "--pids-limit", "77", &id]);
     for d in env.cgroup_dirs(&id) {
         if d.to_string_lossy().contains("/pids/") {
-            assert_eq!(std::fs::read_to_string(d.join("pids.max")).unwrap().trim(), "77");
+            assert_eq!(
+                std::fs::read_to_string(d.join("pids.max")).unwrap().trim(),
+                "77"
+            );
         }
     }
     // events --stats reports usage.
@@ -302,7 +383,9 @@ fn delete_force_leaves_nothing() {
     assert!(pids.len() >= 3, "{pids:?}");
     env.ok(&["delete", "--force", &id]);
     for p in pids.iter().chain(std::iter::once(&pid)) {
-        let alive = std::fs::read_to_string(format!("/proc/{p}/stat")).map(|s| !s.contains(") Z")).unwrap_or(false);
+        let alive = std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .map(|s| !s.contains(") Z"))
+            .unwrap_or(false);
         assert!(!alive, "process {p} survived delete --force");
     }
     assert!(!env.root.join(&id).exists());
@@ -318,7 +401,14 @@ fn kill_all_and_signal_names() {
     }
     let env = TestEnv::new();
     let id = unique("killall");
-    let b = env.bundle(&id, &["sh", "-c", "trap 'exit 3' USR1; while true; do sleep 0.05; done"]);
+    let b = env.bundle(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 3' USR1; while true; do sleep 0.05; done",
+        ],
+    );
     b.write();
     env.ok(&["run", "--detach", "--bundle", b.p(), &id]);
     // PID 1 ignores signals it has no handler for: repeat until the trap is installed.
@@ -331,7 +421,10 @@ fn kill_all_and_signal_names() {
     }
     assert_eq!(env.status(&id), "stopped");
     let out = env.run(&["kill", &id, "SIGKILL"]);
-    assert!(!out.status.success(), "kill of a stopped container succeeded");
+    assert!(
+        !out.status.success(),
+        "kill of a stopped container succeeded"
+    );
     let out = env.run(&["kill", &id, "NOSUCHSIG"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown signal"));
     env.ok(&["delete", &id]);
@@ -362,10 +455,21 @@ fn hooks_run_in_order_with_state() {
     assert_eq!(code, 0, "{err}");
     let got = std::fs::read_to_string(&log).unwrap();
     let order: Vec<&str> = got.lines().collect();
-    assert_eq!(order[..4], ["prestart", "createRuntime", "createContainer", "startContainer"], "{got}");
+    assert_eq!(
+        order[..4],
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer"
+        ],
+        "{got}"
+    );
     assert!(order.contains(&"container") && order.contains(&"poststart"));
     assert_eq!(order.last(), Some(&"poststop"));
-    let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(logdir.join("createRuntime.state")).unwrap()).unwrap();
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(logdir.join("createRuntime.state")).unwrap())
+            .unwrap();
     assert_eq!(st["id"], id.as_str());
     assert!(st["pid"].as_i64().unwrap() > 0);
 }
@@ -398,12 +502,23 @@ fn no_host_fd_leaks_and_preserve_fds() {
     let env = TestEnv::new();
     for (preserve, expect3) in [(0, false), (1, true)] {
         let id = unique("fds");
-        let b = env.bundle(&id, &["sh", "-c", "ls /proc/self/fd | sort -n | tr '\\n' ' '"]);
+        let b = env.bundle(
+            &id,
+            &["sh", "-c", "ls /proc/self/fd | sort -n | tr '\\n' ' '"],
+        );
         b.write();
         let f = std::fs::File::open("/etc/hostname").unwrap();
         let raw = std::os::fd::AsRawFd::as_raw_fd(&f);
         let mut cmd = env.rt();
-        cmd.args(["run", "--preserve-fds", &preserve.to_string(), "--bundle", b.p(), &id]).stdin(Stdio::null());
+        cmd.args([
+            "run",
+            "--preserve-fds",
+            &preserve.to_string(),
+            "--bundle",
+            b.p(),
+            &id,
+        ])
+        .stdin(Stdio::null());
         // SAFETY: dup2 in the child before exec, async-signal-safe.
         unsafe {
             cmd.pre_exec(move || {
@@ -413,11 +528,22 @@ fn no_host_fd_leaks_and_preserve_fds() {
             });
         }
         let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let fds: Vec<i32> = String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|s| s.parse().ok()).collect();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let fds: Vec<i32> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|s| s.parse().ok())
+            .collect();
         // 0-2 are stdio; ls opens one directory fd of its own (3, or 4 when 3 is preserved).
         assert!(!fds.contains(&9), "fd 9 leaked into the container: {fds:?}");
-        assert_eq!(fds.contains(&3) && fds.contains(&4), expect3, "preserve-fds={preserve}: {fds:?}");
+        assert_eq!(
+            fds.contains(&3) && fds.contains(&4),
+            expect3,
+            "preserve-fds={preserve}: {fds:?}"
+        );
         assert!(fds.len() <= 5, "{fds:?}");
     }
 }
@@ -433,16 +559,33 @@ fn runtime_binary_is_not_writable_from_container() {
     // Every capability the test itself holds (some sandboxes lack a few).
     let held = caps::read(None, caps::CapSet::Bounding).unwrap();
     let all: Vec<String> = held.iter().map(|c| c.to_string()).collect();
-    b.config["process"]["capabilities"] = json!({"bounding": all, "effective": all, "permitted": all});
+    b.config["process"]["capabilities"] =
+        json!({"bounding": all, "effective": all, "permitted": all});
     b.write();
     let before = std::fs::read(BIN).unwrap();
     // While created, the init is runtime code waiting for `start`: /proc/1/exe is the runtime.
     env.ok(&["create", "--bundle", b.p(), &id]);
-    let out = env.run(&["exec", &id, "sh", "-c", "readlink /proc/1/exe; echo pwned >> /proc/1/exe; echo rc=$?"]);
+    let out = env.run(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "readlink /proc/1/exe; echo pwned >> /proc/1/exe; echo rc=$?",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("memfd:berth-runtime"), "init exe is not the sealed copy: {stdout}");
-    assert!(stdout.contains("rc=1"), "writing the runtime's exe succeeded: {stdout}");
-    assert_eq!(std::fs::read(BIN).unwrap(), before, "runtime binary changed");
+    assert!(
+        stdout.contains("memfd:berth-runtime"),
+        "init exe is not the sealed copy: {stdout}"
+    );
+    assert!(
+        stdout.contains("rc=1"),
+        "writing the runtime's exe succeeded: {stdout}"
+    );
+    assert_eq!(
+        std::fs::read(BIN).unwrap(),
+        before,
+        "runtime binary changed"
+    );
     env.ok(&["delete", "--force", &id]);
 }
 
@@ -470,7 +613,10 @@ fn rlimit_that_cannot_be_raised_is_a_clear_error() {
     let env = TestEnv::new();
     let id = unique("rlimit");
     let mut b = env.bundle(&id, &["sh", "-c", "ulimit -n"]);
-    let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: valid output pointer.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) };
     b.config["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200}]);
@@ -483,7 +629,8 @@ fn rlimit_that_cannot_be_raised_is_a_clear_error() {
     if cur.rlim_max == libc::RLIM_INFINITY {
         return;
     }
-    b.config["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": too_high, "hard": too_high}]);
+    b.config["process"]["rlimits"] =
+        json!([{"type": "RLIMIT_NOFILE", "soft": too_high, "hard": too_high}]);
     let (code, _, err) = run_fg(&env, &b, &id2);
     assert_ne!(code, 0);
     assert!(err.contains("RLIMIT_NOFILE"), "{err}");
@@ -497,19 +644,63 @@ fn bad_configs_are_refused_naming_the_field() {
     let env = TestEnv::new();
     type Edit = Box<dyn Fn(&mut serde_json::Value)>;
     let cases: Vec<(&str, Edit)> = vec![
-        ("linux.namespaces[0].type", Box::new(|c| c["linux"]["namespaces"][0]["type"] = json!("bogus"))),
-        ("mounts[0].destination", Box::new(|c| c["mounts"][0]["destination"] = json!("proc"))),
-        ("root.path", Box::new(|c| c["root"]["path"] = json!("/nonexistent/rootfs"))),
-        ("process.capabilities.bounding[0]", Box::new(|c| c["process"]["capabilities"]["bounding"][0] = json!("CAP_NOPE"))),
-        ("linux.namespaces[1].type", Box::new(|c| c["linux"]["namespaces"][1]["type"] = json!("pid"))),
-        ("linux.sysctl.kernel.panic", Box::new(|c| c["linux"]["sysctl"] = json!({"kernel.panic": "1"}))),
-        ("linux.seccomp.defaultAction", Box::new(|c| c["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_MAYBE"}))),
-        ("linux.intelRdt", Box::new(|c| c["linux"]["intelRdt"] = json!({"closID": "x"}))),
-        ("process.args", Box::new(|c| c["process"]["args"] = json!([]))),
-        ("process.cwd", Box::new(|c| c["process"]["cwd"] = json!("relative"))),
-        ("linux.uidMappings", Box::new(|c| c["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"})))),
-        ("process.rlimits[0].type", Box::new(|c| c["process"]["rlimits"][0]["type"] = json!("RLIMIT_BOGUS"))),
-        ("hooks.prestart[0].path", Box::new(|c| c["hooks"] = json!({"prestart": [{"path": "relative/hook"}]}))),
+        (
+            "linux.namespaces[0].type",
+            Box::new(|c| c["linux"]["namespaces"][0]["type"] = json!("bogus")),
+        ),
+        (
+            "mounts[0].destination",
+            Box::new(|c| c["mounts"][0]["destination"] = json!("proc")),
+        ),
+        (
+            "root.path",
+            Box::new(|c| c["root"]["path"] = json!("/nonexistent/rootfs")),
+        ),
+        (
+            "process.capabilities.bounding[0]",
+            Box::new(|c| c["process"]["capabilities"]["bounding"][0] = json!("CAP_NOPE")),
+        ),
+        (
+            "linux.namespaces[1].type",
+            Box::new(|c| c["linux"]["namespaces"][1]["type"] = json!("pid")),
+        ),
+        (
+            "linux.sysctl.kernel.panic",
+            Box::new(|c| c["linux"]["sysctl"] = json!({"kernel.panic": "1"})),
+        ),
+        (
+            "linux.seccomp.defaultAction",
+            Box::new(|c| c["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_MAYBE"})),
+        ),
+        (
+            "linux.intelRdt",
+            Box::new(|c| c["linux"]["intelRdt"] = json!({"closID": "x"})),
+        ),
+        (
+            "process.args",
+            Box::new(|c| c["process"]["args"] = json!([])),
+        ),
+        (
+            "process.cwd",
+            Box::new(|c| c["process"]["cwd"] = json!("relative")),
+        ),
+        (
+            "linux.uidMappings",
+            Box::new(|c| {
+                c["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"type": "user"}))
+            }),
+        ),
+        (
+            "process.rlimits[0].type",
+            Box::new(|c| c["process"]["rlimits"][0]["type"] = json!("RLIMIT_BOGUS")),
+        ),
+        (
+            "hooks.prestart[0].path",
+            Box::new(|c| c["hooks"] = json!({"prestart": [{"path": "relative/hook"}]})),
+        ),
     ];
     for (field, edit) in cases {
         let id = unique("bad");
@@ -519,7 +710,10 @@ fn bad_configs_are_refused_naming_the_field() {
         let out = env.run(&["create", "--bundle", b.p(), &id]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{field}: {err}");
-        assert!(err.contains(field), "error for {field} does not name it: {err}");
+        assert!(
+            err.contains(field),
+            "error for {field} does not name it: {err}"
+        );
         assert!(!env.root.join(&id).exists(), "{field}: state left behind");
         for d in env.cgroup_dirs(&id) {
             assert!(!d.exists(), "{field}: cgroup {} left behind", d.display());
@@ -560,7 +754,9 @@ fn setup_failure_midway_leaves_nothing() {
     let id = unique("midway");
     let mut b = env.bundle(&id, &["true"]);
     // A mount the kernel refuses, after several successful ones.
-    b.config["mounts"].as_array_mut().unwrap().push(json!({"destination": "/data", "type": "ext4", "source": "/dev/berth-no-such-device"}));
+    b.config["mounts"].as_array_mut().unwrap().push(
+        json!({"destination": "/data", "type": "ext4", "source": "/dev/berth-no-such-device"}),
+    );
     b.write();
     let out = env.run(&["create", "--bundle", b.p(), &id]);
     assert!(!out.status.success());
@@ -571,7 +767,10 @@ fn setup_failure_midway_leaves_nothing() {
         assert!(!d.exists(), "cgroup {} left behind", d.display());
     }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(b.path.to_str().unwrap()), "mount left behind");
+    assert!(
+        !mounts.contains(b.path.to_str().unwrap()),
+        "mount left behind"
+    );
 }
 
 #[test]
@@ -601,11 +800,17 @@ fn list_and_features() {
     env.ok(&["create", "--bundle", b.p(), &id]);
     let table = env.ok(&["list"]);
     assert!(table.starts_with("ID"));
-    assert!(table.lines().any(|l| l.starts_with(&id) && l.contains("created")));
-    let v: serde_json::Value = serde_json::from_str(&env.ok(&["list", "--format", "json"])).unwrap();
+    assert!(table
+        .lines()
+        .any(|l| l.starts_with(&id) && l.contains("created")));
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["list", "--format", "json"])).unwrap();
     assert_eq!(v[0]["id"], id.as_str());
     let f: serde_json::Value = serde_json::from_str(&env.ok(&["features"])).unwrap();
-    assert!(f["linux"]["namespaces"].as_array().unwrap().contains(&json!("user")));
+    assert!(f["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("user")));
     env.ok(&["delete", "--force", &id]);
 }
 

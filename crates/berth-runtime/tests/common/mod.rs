@@ -31,7 +31,11 @@ pub fn skip() -> bool {
 }
 
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// A populated busybox root file system.
@@ -48,7 +52,11 @@ pub fn make_rootfs(dir: &Path) {
     for d in ["proc", "sys", "dev", "etc", "tmp", "root", "usr"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
-    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n").unwrap();
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
 }
 
@@ -61,9 +69,17 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new() -> TestEnv {
-        let dir = tempfile::Builder::new().prefix("berth-rt-test").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-rt-test")
+            .tempdir()
+            .unwrap();
         let root = dir.path().join("state");
-        TestEnv { root, dir, cgroup_parent: unique("/berth-test"), ids: Default::default() }
+        TestEnv {
+            root,
+            dir,
+            cgroup_parent: unique("/berth-test"),
+            ids: Default::default(),
+        }
     }
 
     pub fn rt(&self) -> Command {
@@ -77,9 +93,19 @@ impl TestEnv {
         let path = self.dir.path().join(format!("bundle-{id}"));
         std::fs::create_dir_all(&path).unwrap();
         make_rootfs(&path.join("rootfs"));
-        let out = Command::new(BIN).arg("spec").arg("--bundle").arg(&path).output().unwrap();
-        assert!(out.status.success(), "spec: {}", String::from_utf8_lossy(&out.stderr));
-        let mut config: Value = serde_json::from_slice(&std::fs::read(path.join("config.json")).unwrap()).unwrap();
+        let out = Command::new(BIN)
+            .arg("spec")
+            .arg("--bundle")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "spec: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut config: Value =
+            serde_json::from_slice(&std::fs::read(path.join("config.json")).unwrap()).unwrap();
         config["process"]["terminal"] = json!(false);
         config["process"]["args"] = json!(args);
         config["linux"]["cgroupsPath"] = json!(format!("{}/{}", self.cgroup_parent, id));
@@ -91,7 +117,10 @@ impl TestEnv {
     /// so waiting for pipes to close would wait for the container.
     pub fn run(&self, args: &[&str]) -> Output {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let (o, e) = (self.dir.path().join(format!("out{n}")), self.dir.path().join(format!("err{n}")));
+        let (o, e) = (
+            self.dir.path().join(format!("out{n}")),
+            self.dir.path().join(format!("err{n}")),
+        );
         let status = self
             .rt()
             .args(args)
@@ -100,7 +129,11 @@ impl TestEnv {
             .stderr(std::fs::File::create(&e).unwrap())
             .status()
             .unwrap();
-        let out = Output { status, stdout: std::fs::read(&o).unwrap(), stderr: std::fs::read(&e).unwrap() };
+        let out = Output {
+            status,
+            stdout: std::fs::read(&o).unwrap(),
+            stderr: std::fs::read(&e).unwrap(),
+        };
         let _ = std::fs::remove_file(o);
         let _ = std::fs::remove_file(e);
         out
@@ -133,7 +166,10 @@ impl TestEnv {
 
     /// The container's cgroup directories on the host (every hierarchy).
     pub fn cgroup_dirs(&self, id: &str) -> Vec<PathBuf> {
-        cgroup_mounts().into_iter().map(|m| m.join(self.cgroup_parent.trim_start_matches('/')).join(id)).collect()
+        cgroup_mounts()
+            .into_iter()
+            .map(|m| m.join(self.cgroup_parent.trim_start_matches('/')).join(id))
+            .collect()
     }
 }
 
@@ -143,7 +179,8 @@ pub fn cgroup_mounts() -> Vec<PathBuf> {
         .filter_map(|l| {
             let (pre, post) = l.split_once(" - ")?;
             let fstype = post.split(' ').next()?;
-            (fstype == "cgroup" || fstype == "cgroup2").then(|| PathBuf::from(pre.split(' ').nth(4).unwrap()))
+            (fstype == "cgroup" || fstype == "cgroup2")
+                .then(|| PathBuf::from(pre.split(' ').nth(4).unwrap()))
         })
         .collect()
 }
@@ -174,7 +211,11 @@ pub struct Bundle {
 
 impl Bundle {
     pub fn write(&self) -> &Path {
-        std::fs::write(self.path.join("config.json"), serde_json::to_vec_pretty(&self.config).unwrap()).unwrap();
+        std::fs::write(
+            self.path.join("config.json"),
+            serde_json::to_vec_pretty(&self.config).unwrap(),
+        )
+        .unwrap();
         &self.path
     }
 
