@@ -2,7 +2,7 @@
 
 pub fn default_spec_json() -> serde_json::Value {
     serde_json::json!({
-        "ociVersion": crate::state::OCI_VERSION,
+        "ociVersion": "1.0.2",
         "process": {
             "terminal": true,
             "user": {"uid": 0, "gid": 0},
