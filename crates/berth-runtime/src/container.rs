@@ -697,16 +697,16 @@ impl Runtime {
             cgroup: None,
             pids: vec![stage1],
         };
-        if let Some(cg) = &st.cgroup {
-            cg.add_task(stage1)?;
-        }
-        parent.send(&Msg::Go)?;
         let mut pid = 0;
         loop {
             match parent.recv()? {
                 Msg::InitPid { pid: p } => {
                     pid = p;
                     guard.pids.insert(0, p);
+                    if let Some(cg) = &st.cgroup {
+                        cg.add_task(p)?;
+                    }
+                    parent.send(&Msg::Go)?;
                 }
                 Msg::Ready => break,
                 other => {

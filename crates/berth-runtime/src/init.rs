@@ -122,9 +122,9 @@ fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError
     // Not dumpable: other processes cannot open our /proc/<pid>/exe or memory.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    chan.expect("Go", |m| *m == Msg::Go)?;
     let spec = cfg.spec;
     let mut in_user_ns = false;
+    let mut got_go = false;
     if let Some(ns) = spec.namespace(NamespaceType::User) {
         in_user_ns = true;
         match &ns.path {
@@ -139,7 +139,20 @@ fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError
                 chan.send(&Msg::MapRequest {
                     pid: unsafe { libc::getpid() },
                 })?;
-                chan.expect("MapDone", |m| *m == Msg::MapDone)?;
+                // "Go" (cgroup joined) may arrive before "MapDone".
+                loop {
+                    match chan.recv()? {
+                        Msg::MapDone => break,
+                        Msg::Go => got_go = true,
+                        got => {
+                            return Err(SyncError::Unexpected {
+                                expected: "MapDone",
+                                got,
+                            }
+                            .into())
+                        }
+                    }
+                }
             }
         }
         become_ns_root();
@@ -158,6 +171,8 @@ fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError
         if let Some(ns) = spec.namespace(typ) {
             match &ns.path {
                 Some(p) => setns_path(p, typ)?,
+                // A new cgroup namespace is made by the init once it is in its cgroup.
+                None if typ == NamespaceType::Cgroup => {}
                 None => flags |= typ.clone_flag(),
             }
         }
@@ -165,6 +180,21 @@ fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError
     if flags != 0 {
         // SAFETY: unshare with namespace flags.
         check(unsafe { libc::unshare(flags) }, "create namespaces")?;
+    }
+    // The runtime has been moving us into the container's cgroup meanwhile (on cgroup v1 that
+    // waits for an RCU grace period, so it overlaps with the namespace creation above).
+    if !got_go {
+        chan.expect("Go", |m| *m == Msg::Go)?;
+    }
+    if spec
+        .namespace(NamespaceType::Cgroup)
+        .is_some_and(|n| n.path.is_none())
+    {
+        // SAFETY: unshare with a namespace flag.
+        check(
+            unsafe { libc::unshare(libc::CLONE_NEWCGROUP) },
+            "create cgroup namespace",
+        )?;
     }
     let needs_fork = spec.has_namespace(NamespaceType::Pid)
         || spec
@@ -661,7 +691,6 @@ pub fn exec_stage1(cfg: &InitConfig, chan: &Channel) -> ! {
     let res = (|| -> Result<(), InitError> {
         // SAFETY: prctl with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-        chan.expect("Go", |m| *m == Msg::Go)?;
         let mut in_user_ns = false;
         // User namespace first: it grants the capabilities needed to join the others.
         for (typ, fd) in cfg.join.iter().filter(|(t, _)| *t == NamespaceType::User) {
@@ -700,6 +729,8 @@ pub fn exec_stage1(cfg: &InitConfig, chan: &Channel) -> ! {
 }
 
 fn exec_stage2(cfg: &InitConfig, chan: &Channel, in_user_ns: bool) -> Result<Never, InitError> {
+    // The runtime puts us in the container's cgroup before anything runs.
+    chan.expect("Go", |m| *m == Msg::Go)?;
     // SAFETY: setsid has no preconditions.
     unsafe { libc::setsid() };
     if cfg.process.terminal {

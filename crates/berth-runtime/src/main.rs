@@ -201,11 +201,17 @@ enum Cmd {
 }
 
 fn init_logging(cli: &Cli) {
-    use tracing_subscriber::EnvFilter;
-    let level = if cli.debug { "debug" } else { "warn" };
-    let filter = EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    use tracing_subscriber::filter::LevelFilter;
+    let level = match std::env::var("BERTH_LOG").ok().as_deref() {
+        Some("trace") => LevelFilter::TRACE,
+        Some("debug") => LevelFilter::DEBUG,
+        Some("info") => LevelFilter::INFO,
+        Some("error") => LevelFilter::ERROR,
+        _ if cli.debug => LevelFilter::DEBUG,
+        _ => LevelFilter::WARN,
+    };
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(level)
         .with_ansi(false);
     let file = cli.log.as_ref().and_then(|p| {
         std::fs::OpenOptions::new()

@@ -498,33 +498,131 @@ mod tests {
     #[test]
     fn errors_name_their_field() {
         let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
-            ("linux.namespaces[2].type", Box::new(|v| v["linux"]["namespaces"][2]["type"] = json!("nope"))),
-            ("linux.namespaces[1].type", Box::new(|v| v["linux"]["namespaces"][1]["type"] = json!("pid"))),
-            ("linux.namespaces[0].path", Box::new(|v| v["linux"]["namespaces"][0]["path"] = json!("rel/ns"))),
-            ("mounts[3].destination", Box::new(|v| v["mounts"][3]["destination"] = json!("dev/shm"))),
-            ("mounts[0].type", Box::new(|v| v["mounts"][0]["type"] = json!("nosuchfs"))),
-            ("mounts[7].source", Box::new(|v| v["mounts"].as_array_mut().unwrap().push(json!({"destination": "/x", "type": "bind", "source": "/nonexistent/src"})))),
-            ("process.capabilities.effective[1]", Box::new(|v| v["process"]["capabilities"]["effective"][1] = json!("CAP_FLY"))),
-            ("process.args", Box::new(|v| v["process"]["args"] = json!([]))),
-            ("process.cwd", Box::new(|v| v["process"]["cwd"] = json!("tmp"))),
-            ("process.env[0]", Box::new(|v| v["process"]["env"][0] = json!("NOEQUALS"))),
-            ("process.rlimits[0]", Box::new(|v| v["process"]["rlimits"][0] = json!({"type": "RLIMIT_NOFILE", "soft": 10, "hard": 5}))),
-            ("process.oomScoreAdj", Box::new(|v| v["process"]["oomScoreAdj"] = json!(5000))),
-            ("linux.uidMappings", Box::new(|v| v["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"})))),
-            ("linux.sysctl.vm.swappiness", Box::new(|v| v["linux"]["sysctl"] = json!({"vm.swappiness": "1"}))),
-            ("linux.sysctl.net.ipv4.ip_forward", Box::new(|v| {
-                v["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
-                v["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "network");
-            })),
-            ("hostname", Box::new(|v| v["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "uts"))),
-            ("linux.devices[0].type", Box::new(|v| v["linux"]["devices"] = json!([{"path": "/dev/x", "type": "z"}]))),
-            ("linux.seccomp.syscalls[0].action", Box::new(|v| v["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_NOTIFY"}]}))),
-            ("linux.seccomp.syscalls[0].args[0].op", Box::new(|v| v["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_SOMETIMES"}]}]}))),
-            ("linux.intelRdt", Box::new(|v| v["linux"]["intelRdt"] = json!({}))),
-            ("linux.rootfsPropagation", Box::new(|v| v["linux"]["rootfsPropagation"] = json!("sideways"))),
-            ("hooks.poststop[0].path", Box::new(|v| v["hooks"] = json!({"poststop": [{"path": "hook"}]}))),
-            ("root", Box::new(|v| { v.as_object_mut().unwrap().remove("root"); })),
-            ("process.user.uid", Box::new(|v| v["process"]["user"]["uid"] = json!("root"))),
+            (
+                "linux.namespaces[2].type",
+                Box::new(|v| v["linux"]["namespaces"][2]["type"] = json!("nope")),
+            ),
+            (
+                "linux.namespaces[1].type",
+                Box::new(|v| v["linux"]["namespaces"][1]["type"] = json!("pid")),
+            ),
+            (
+                "linux.namespaces[0].path",
+                Box::new(|v| v["linux"]["namespaces"][0]["path"] = json!("rel/ns")),
+            ),
+            (
+                "mounts[3].destination",
+                Box::new(|v| v["mounts"][3]["destination"] = json!("dev/shm")),
+            ),
+            (
+                "mounts[0].type",
+                Box::new(|v| v["mounts"][0]["type"] = json!("nosuchfs")),
+            ),
+            (
+                "mounts[7].source",
+                Box::new(|v| {
+                    v["mounts"].as_array_mut().unwrap().push(
+                        json!({"destination": "/x", "type": "bind", "source": "/nonexistent/src"}),
+                    )
+                }),
+            ),
+            (
+                "process.capabilities.effective[1]",
+                Box::new(|v| v["process"]["capabilities"]["effective"][1] = json!("CAP_FLY")),
+            ),
+            (
+                "process.args",
+                Box::new(|v| v["process"]["args"] = json!([])),
+            ),
+            (
+                "process.cwd",
+                Box::new(|v| v["process"]["cwd"] = json!("tmp")),
+            ),
+            (
+                "process.env[0]",
+                Box::new(|v| v["process"]["env"][0] = json!("NOEQUALS")),
+            ),
+            (
+                "process.rlimits[0]",
+                Box::new(|v| {
+                    v["process"]["rlimits"][0] =
+                        json!({"type": "RLIMIT_NOFILE", "soft": 10, "hard": 5})
+                }),
+            ),
+            (
+                "process.oomScoreAdj",
+                Box::new(|v| v["process"]["oomScoreAdj"] = json!(5000)),
+            ),
+            (
+                "linux.uidMappings",
+                Box::new(|v| {
+                    v["linux"]["namespaces"]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(json!({"type": "user"}))
+                }),
+            ),
+            (
+                "linux.sysctl.vm.swappiness",
+                Box::new(|v| v["linux"]["sysctl"] = json!({"vm.swappiness": "1"})),
+            ),
+            (
+                "linux.sysctl.net.ipv4.ip_forward",
+                Box::new(|v| {
+                    v["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+                    v["linux"]["namespaces"]
+                        .as_array_mut()
+                        .unwrap()
+                        .retain(|n| n["type"] != "network");
+                }),
+            ),
+            (
+                "hostname",
+                Box::new(|v| {
+                    v["linux"]["namespaces"]
+                        .as_array_mut()
+                        .unwrap()
+                        .retain(|n| n["type"] != "uts")
+                }),
+            ),
+            (
+                "linux.devices[0].type",
+                Box::new(|v| v["linux"]["devices"] = json!([{"path": "/dev/x", "type": "z"}])),
+            ),
+            (
+                "linux.seccomp.syscalls[0].action",
+                Box::new(
+                    |v| v["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_NOTIFY"}]}),
+                ),
+            ),
+            (
+                "linux.seccomp.syscalls[0].args[0].op",
+                Box::new(
+                    |v| v["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_SOMETIMES"}]}]}),
+                ),
+            ),
+            (
+                "linux.intelRdt",
+                Box::new(|v| v["linux"]["intelRdt"] = json!({})),
+            ),
+            (
+                "linux.rootfsPropagation",
+                Box::new(|v| v["linux"]["rootfsPropagation"] = json!("sideways")),
+            ),
+            (
+                "hooks.poststop[0].path",
+                Box::new(|v| v["hooks"] = json!({"poststop": [{"path": "hook"}]})),
+            ),
+            (
+                "root",
+                Box::new(|v| {
+                    v.as_object_mut().unwrap().remove("root");
+                }),
+            ),
+            (
+                "process.user.uid",
+                Box::new(|v| v["process"]["user"]["uid"] = json!("root")),
+            ),
         ];
         for (field, edit) in cases {
             assert_eq!(field_of(check(edit)), field);

@@ -522,8 +522,11 @@ fn no_host_fd_leaks_and_preserve_fds() {
         // SAFETY: dup2 in the child before exec, async-signal-safe.
         unsafe {
             cmd.pre_exec(move || {
+                // dup2 onto itself keeps FD_CLOEXEC: clear it explicitly.
                 libc::dup2(raw, 3);
                 libc::dup2(raw, 9);
+                libc::fcntl(3, libc::F_SETFD, 0);
+                libc::fcntl(9, libc::F_SETFD, 0);
                 Ok(())
             });
         }
