@@ -497,7 +497,8 @@ mod tests {
 
     #[test]
     fn errors_name_their_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+        type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(&str, Edit)> = vec![
             (
                 "linux.namespaces[2].type",
                 Box::new(|v| v["linux"]["namespaces"][2]["type"] = json!("nope")),
