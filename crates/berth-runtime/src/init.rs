@@ -157,6 +157,13 @@ fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError
         }
         become_ns_root();
     }
+    // Without a mount namespace of its own, the container shares the host's (not the runtime's
+    // private one, see protect.rs).
+    if !spec.has_namespace(NamespaceType::Mount) {
+        if let Some(fd) = crate::protect::host_mount_ns() {
+            setns_fd(fd, libc::CLONE_NEWNS, "host mount")?;
+        }
+    }
     let mut flags = 0;
     let order = [
         NamespaceType::Ipc,

@@ -257,16 +257,17 @@ fn log_error(cli: &Cli, msg: &str) {
 }
 
 fn main() -> ExitCode {
+    berth_runtime::protect::init_after_reexec();
     let cli = Cli::parse();
     let needs_protection = matches!(
         cli.cmd,
         Cmd::Create { .. } | Cmd::Run { .. } | Cmd::Exec { .. }
     );
     if needs_protection && !berth_runtime::protect::is_protected() {
-        let e = berth_runtime::protect::reexec_sealed();
+        let e = berth_runtime::protect::reexec_protected();
         log_error(
             &cli,
-            &format!("cannot re-execute from a sealed copy of the runtime: {e}"),
+            &format!("cannot re-execute from a protected copy of the runtime: {e}"),
         );
         return ExitCode::from(1);
     }
