@@ -127,6 +127,34 @@ fn kill_cgroup(cg: &Cgroup) {
     }
 }
 
+/// Settings for security modules this host does not have are accepted with a warning, as runc
+/// does on such hosts.
+fn warn_ignored(spec: &Spec) {
+    let lsm = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+    let p = spec.process.as_ref();
+    if p.and_then(|p| p.apparmor_profile.as_deref())
+        .is_some_and(|a| !a.is_empty())
+        && !lsm.contains("apparmor")
+    {
+        tracing::warn!("process.apparmorProfile ignored: AppArmor is not enabled on this host");
+    }
+    if p.and_then(|p| p.selinux_label.as_deref())
+        .is_some_and(|a| !a.is_empty())
+        && !lsm.contains("selinux")
+    {
+        tracing::warn!("process.selinuxLabel ignored: SELinux is not enabled on this host");
+    }
+    if spec
+        .linux()
+        .mount_label
+        .as_deref()
+        .is_some_and(|a| !a.is_empty())
+        && !lsm.contains("selinux")
+    {
+        tracing::warn!("linux.mountLabel ignored: SELinux is not enabled on this host");
+    }
+}
+
 /// The spec's resources plus, as runc adds them, device rules that let the container use the
 /// default devices and its `linux.devices` (whatever deny rules the spec starts with).
 fn effective_resources(spec: &Spec) -> Result<Option<crate::spec::LinuxResources>> {
@@ -254,6 +282,7 @@ impl Runtime {
             .into());
         }
         let process = spec.process.clone().unwrap_or_default();
+        warn_ignored(&spec);
         if process.terminal && opts.console_socket.is_none() && !foreground {
             return Err(RuntimeError::Usage(
                 "a terminal needs --console-socket when the runtime detaches".into(),

@@ -188,6 +188,24 @@ fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError
         // SAFETY: unshare with namespace flags.
         check(unsafe { libc::unshare(flags) }, "create namespaces")?;
     }
+    if flags & NamespaceType::Time.clone_flag() != 0 {
+        if let Some(offsets) = spec
+            .linux()
+            .time_offsets
+            .as_ref()
+            .and_then(|o| o.as_object())
+        {
+            // Offsets must be written before the first process enters the time namespace.
+            let mut text = String::new();
+            for (clock, v) in offsets {
+                let secs = v.get("secs").and_then(|x| x.as_i64()).unwrap_or(0);
+                let nanos = v.get("nanosecs").and_then(|x| x.as_u64()).unwrap_or(0);
+                text.push_str(&format!("{clock} {secs} {nanos}\n"));
+            }
+            std::fs::write("/proc/self/timens_offsets", text)
+                .map_err(sys("write timens_offsets"))?;
+        }
+    }
     // The runtime has been moving us into the container's cgroup meanwhile (on cgroup v1 that
     // waits for an RCU grace period, so it overlaps with the namespace creation above).
     if !got_go {

@@ -323,6 +323,25 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
         }
     }
 
+    if let Some(t) = linux.time_offsets.as_ref() {
+        let obj = t
+            .as_object()
+            .ok_or_else(|| invalid("linux.timeOffsets", "must be an object"))?;
+        for k in obj.keys() {
+            if k != "monotonic" && k != "boottime" {
+                return Err(invalid(
+                    format!("linux.timeOffsets.{k}"),
+                    "only monotonic and boottime clocks can be offset",
+                ));
+            }
+        }
+        if spec
+            .namespace(NamespaceType::Time)
+            .is_none_or(|n| n.path.is_some())
+        {
+            return Err(invalid("linux.timeOffsets", "needs a new time namespace"));
+        }
+    }
     if linux.intel_rdt.is_some() {
         return Err(invalid(
             "linux.intelRdt",

@@ -850,3 +850,61 @@ fn joins_existing_namespace_by_path() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "shared-uts");
 }
+
+#[test]
+fn time_namespace_with_offsets() {
+    if skip() {
+        return;
+    }
+    if !std::path::Path::new("/proc/self/ns/time").exists() {
+        eprintln!("skipped: no time namespaces");
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("timens");
+    let mut b = env.bundle(
+        &id,
+        &["sh", "-c", "readlink /proc/self/ns/time; cat /proc/uptime"],
+    );
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "time"}));
+    b.config["linux"]["timeOffsets"] = json!({"boottime": {"secs": 86400 * 365, "nanosecs": 0}});
+    let (code, out, err) = run_fg(&env, &b, &id);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let host = std::fs::read_link("/proc/self/ns/time").unwrap();
+    assert_ne!(lines[0], host.to_str().unwrap());
+    let uptime: f64 = lines[1].split_whitespace().next().unwrap().parse().unwrap();
+    assert!(
+        uptime > 86400.0 * 365.0,
+        "boottime offset not applied: {uptime}"
+    );
+}
+
+#[test]
+fn exec_and_run_with_a_terminal_without_console_socket() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("fgtty");
+    let mut b = env.bundle(&id, &["sh", "-c", "tty; echo ok"]);
+    b.config["process"]["terminal"] = json!(true);
+    let (code, out, err) = run_fg(&env, &b, &id);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("/dev/pts/0") && out.contains("ok"), "{out:?}");
+    let id2 = unique("fgtty2");
+    let b2 = env.bundle(&id2, &["sleep", "100"]);
+    b2.write();
+    env.ok(&["run", "--detach", "--bundle", b2.p(), &id2]);
+    let out = env.run(&["exec", "-t", &id2, "sh", "-c", "tty; exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("/dev/pts/"),
+        "{:?}",
+        out
+    );
+    env.ok(&["delete", "--force", &id2]);
+}
