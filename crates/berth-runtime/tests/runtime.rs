@@ -908,3 +908,43 @@ fn exec_and_run_with_a_terminal_without_console_socket() {
     );
     env.ok(&["delete", "--force", &id2]);
 }
+
+#[test]
+fn large_default_deny_profile_like_dockers() {
+    if skip() {
+        return;
+    }
+    // A Docker-style profile: default SCMP_ACT_ERRNO, an allow-list of every syscall the kernel
+    // knows except a few, one rule with argument conditions and one per-rule errnoRet.
+    let arch = libseccomp::ScmpArch::native();
+    let blocked = ["mkdir", "mkdirat", "reboot", "kexec_load", "chroot"];
+    let mut names = Vec::new();
+    for n in 0..600 {
+        if let Ok(name) = libseccomp::get_syscall_name_from_arch(arch, n) {
+            if !blocked.contains(&name.as_str()) && name != "personality" {
+                names.push(name);
+            }
+        }
+    }
+    assert!(names.len() > 300, "only {} syscalls", names.len());
+    let env = TestEnv::new();
+    let id = unique("bigseccomp");
+    let mut b = env.bundle(&id, &["sh", "-c", "echo ok; ls / >/dev/null && echo ls-ok; mkdir /tmp/x; chroot / true; echo end"]);
+    b.config["root"]["readonly"] = json!(false);
+    b.config["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": 1,
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [
+            {"names": names, "action": "SCMP_ACT_ALLOW"},
+            {"names": ["personality"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["personality"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 4294967295u64, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["chroot"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}
+        ]
+    });
+    let (code, out, err) = run_fg(&env, &b, &id);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok\nls-ok\n") && out.contains("end"), "{out}");
+    assert!(err.contains("Operation not permitted"), "mkdir was not refused: {err}");
+    assert!(err.contains("not implemented") || err.contains("Function not implemented"), "chroot errnoRet not applied: {err}");
+}
