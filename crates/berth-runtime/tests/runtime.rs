@@ -929,7 +929,14 @@ fn large_default_deny_profile_like_dockers() {
     assert!(names.len() > 300, "only {} syscalls", names.len());
     let env = TestEnv::new();
     let id = unique("bigseccomp");
-    let mut b = env.bundle(&id, &["sh", "-c", "echo ok; ls / >/dev/null && echo ls-ok; mkdir /tmp/x; chroot / true; echo end"]);
+    let mut b = env.bundle(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "echo ok; ls / >/dev/null && echo ls-ok; mkdir /tmp/x; chroot / true; echo end",
+        ],
+    );
     b.config["root"]["readonly"] = json!(false);
     b.config["linux"]["seccomp"] = json!({
         "defaultAction": "SCMP_ACT_ERRNO",
@@ -945,6 +952,12 @@ fn large_default_deny_profile_like_dockers() {
     let (code, out, err) = run_fg(&env, &b, &id);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("ok\nls-ok\n") && out.contains("end"), "{out}");
-    assert!(err.contains("Operation not permitted"), "mkdir was not refused: {err}");
-    assert!(err.contains("not implemented") || err.contains("Function not implemented"), "chroot errnoRet not applied: {err}");
+    assert!(
+        err.contains("Operation not permitted"),
+        "mkdir was not refused: {err}"
+    );
+    assert!(
+        err.contains("not implemented") || err.contains("Function not implemented"),
+        "chroot errnoRet not applied: {err}"
+    );
 }
