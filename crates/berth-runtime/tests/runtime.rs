@@ -920,7 +920,7 @@ fn large_default_deny_profile_like_dockers() {
     let blocked = ["mkdir", "mkdirat", "reboot", "kexec_load", "chroot"];
     let mut names = Vec::new();
     for n in 0..600 {
-        if let Ok(name) = libseccomp::get_syscall_name_from_arch(arch, n) {
+        if let Ok(name) = libseccomp::ScmpSyscall::from(n).get_name_by_arch(arch) {
             if !blocked.contains(&name.as_str()) && name != "personality" {
                 names.push(name);
             }
