@@ -198,7 +198,8 @@ mod tests {
 
     #[test]
     fn token_response() {
-        let t: TokenResponse = serde_json::from_str(r#"{"access_token":"a","expires_in":300}"#).unwrap();
+        let t: TokenResponse =
+            serde_json::from_str(r#"{"access_token":"a","expires_in":300}"#).unwrap();
         let t = t.into_token().unwrap();
         assert_eq!(t.token, "a");
         assert!(t.valid());

@@ -135,6 +135,8 @@ pub(crate) struct Inner {
     pinged: Mutex<HashMap<String, Pinged>>,
     /// Keyed by realm, service and sorted scopes.
     tokens: Mutex<HashMap<String, Token>>,
+    /// Serialises token fetches per key.
+    token_gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// The registry client. Its methods block (they drive an internal tokio runtime); call them
@@ -151,7 +153,10 @@ pub(crate) struct RtHolder(Option<tokio::runtime::Runtime>);
 
 impl RtHolder {
     pub(crate) fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.0.as_ref().expect("runtime present until drop").block_on(f)
+        self.0
+            .as_ref()
+            .expect("runtime present until drop")
+            .block_on(f)
     }
 }
 
@@ -229,7 +234,10 @@ impl ApiFailure {
             None => {
                 let text = String::from_utf8_lossy(&body).trim().to_string();
                 let text = if text.is_empty() || text.len() > 512 {
-                    status.canonical_reason().unwrap_or("error").to_ascii_lowercase()
+                    status
+                        .canonical_reason()
+                        .unwrap_or("error")
+                        .to_ascii_lowercase()
                 } else {
                     text
                 };
@@ -248,7 +256,11 @@ impl ApiFailure {
     /// Docker's formatting: `manifest unknown: manifest unknown`.
     pub(crate) fn code_message(&self) -> String {
         match &self.code {
-            Some(c) => format!("{}: {}", c.to_ascii_lowercase().replace('_', " "), self.message),
+            Some(c) => format!(
+                "{}: {}",
+                c.to_ascii_lowercase().replace('_', " "),
+                self.message
+            ),
             None => self.message.clone(),
         }
     }
@@ -311,6 +323,7 @@ impl Client {
                 http_insecure,
                 pinged: Mutex::new(HashMap::new()),
                 tokens: Mutex::new(HashMap::new()),
+                token_gates: Mutex::new(HashMap::new()),
             }),
             rt: Arc::new(RtHolder(Some(rt))),
         })
@@ -342,14 +355,22 @@ impl Client {
             let p = self.inner.ping(&eps, false).await?;
             self.inner.check_auth(&p, Some(&creds)).await
         })?;
-        self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.inner
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.inner.config.credentials.set(&registry, &creds)
     }
 
     /// Removes stored credentials for `registry`; returns whether there were any.
     pub fn logout(&self, registry: &str) -> Result<bool> {
         let registry = normalize_registry_arg(registry);
-        self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.inner
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.inner.config.credentials.remove(&registry)
     }
 }
@@ -460,7 +481,12 @@ impl Inner {
             .map(|e| e.base.to_string())
             .unwrap_or_default();
         if use_cache {
-            if let Some(p) = self.pinged.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            if let Some(p) = self
+                .pinged
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+            {
                 return Ok(p.clone());
             }
         }
@@ -628,6 +654,15 @@ impl Inner {
             Some(Challenge::Basic) => Ok(self.credentials(&ep.cred_key)?.map(|c| c.basic_header())),
             Some(Challenge::Bearer { realm, service, .. }) => {
                 let key = Self::token_key(realm, service.as_deref(), scopes);
+                // One fetch per scope at a time: concurrent requests wait for it.
+                let gate = self
+                    .token_gates
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(key.clone())
+                    .or_default()
+                    .clone();
+                let _g = gate.lock().await;
                 if !fresh {
                     if let Some(t) = self
                         .tokens
@@ -834,13 +869,15 @@ impl Inner {
                 .await
                 .into_error(&ep.host));
         }
-        let bytes = read_limited(resp, size, &ep.host, what).await.map_err(|e| match e {
-            RegistryError::ManifestTooLarge { .. } => RegistryError::TooLarge {
-                digest: digest.clone(),
-                expected: size,
-            },
-            e => e,
-        })?;
+        let bytes = read_limited(resp, size, &ep.host, what)
+            .await
+            .map_err(|e| match e {
+                RegistryError::ManifestTooLarge { .. } => RegistryError::TooLarge {
+                    digest: digest.clone(),
+                    expected: size,
+                },
+                e => e,
+            })?;
         if (bytes.len() as u64) < size {
             return Err(RegistryError::Truncated {
                 digest: digest.clone(),
@@ -867,7 +904,12 @@ pub(crate) fn header_str(h: &HeaderMap<HeaderValue>, name: &str) -> Option<Strin
         .filter(|s| !s.is_empty())
 }
 
-async fn read_limited(mut resp: Response, limit: u64, registry: &str, what: &str) -> Result<Vec<u8>> {
+async fn read_limited(
+    mut resp: Response,
+    limit: u64,
+    registry: &str,
+    what: &str,
+) -> Result<Vec<u8>> {
     if resp.content_length().is_some_and(|l| l > limit) {
         return Err(RegistryError::ManifestTooLarge {
             reference: what.to_string(),
@@ -903,10 +945,24 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        for h in ["localhost", "localhost:5000", "127.0.0.1", "127.0.0.1:5000", "127.1.2.3:1", "[::1]", "[::1]:5000", "::1"] {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1",
+            "127.0.0.1:5000",
+            "127.1.2.3:1",
+            "[::1]",
+            "[::1]:5000",
+            "::1",
+        ] {
             assert!(is_loopback(h), "{h}");
         }
-        for h in ["example.com", "10.0.0.1:5000", "[fe80::1]:5000", "localhost.example.com"] {
+        for h in [
+            "example.com",
+            "10.0.0.1:5000",
+            "[fe80::1]:5000",
+            "localhost.example.com",
+        ] {
             assert!(!is_loopback(h), "{h}");
         }
     }
@@ -922,6 +978,7 @@ mod tests {
             http_insecure: reqwest::Client::new(),
             pinged: Default::default(),
             tokens: Default::default(),
+            token_gates: Default::default(),
         };
         let schemes = |d: &str| -> Vec<String> {
             c.primary_candidates(d)
@@ -948,9 +1005,15 @@ mod tests {
 
     #[test]
     fn registry_arg() {
-        assert_eq!(normalize_registry_arg("https://index.docker.io/v1/"), "docker.io");
+        assert_eq!(
+            normalize_registry_arg("https://index.docker.io/v1/"),
+            "docker.io"
+        );
         assert_eq!(normalize_registry_arg("localhost:5000"), "localhost:5000");
-        assert_eq!(normalize_registry_arg("http://localhost:5000/v2/"), "localhost:5000");
+        assert_eq!(
+            normalize_registry_arg("http://localhost:5000/v2/"),
+            "localhost:5000"
+        );
         assert_eq!(normalize_registry_arg(""), "docker.io");
     }
 }

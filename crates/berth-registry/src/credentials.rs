@@ -146,8 +146,12 @@ impl CredentialStore {
             _ => PathBuf::from("."),
         };
         fs::create_dir_all(&dir).map_err(|e| self.err(e))?;
-        let bytes = serde_json::to_vec_pretty(&Value::Object(doc.clone())).map_err(|e| self.err(e))?;
-        let name = self.path.file_name().ok_or_else(|| self.err("no file name"))?;
+        let bytes =
+            serde_json::to_vec_pretty(&Value::Object(doc.clone())).map_err(|e| self.err(e))?;
+        let name = self
+            .path
+            .file_name()
+            .ok_or_else(|| self.err("no file name"))?;
         let mut tmp_name = std::ffi::OsString::from(".");
         tmp_name.push(name);
         tmp_name.push(format!(".tmp-{}", std::process::id()));
@@ -287,7 +291,10 @@ mod tests {
             s.get("localhost:5000").unwrap(),
             Some(Credentials::new("alice", "s3cr:et"))
         );
-        assert_eq!(s.get("docker.io").unwrap(), Some(Credentials::new("bob", "pw")));
+        assert_eq!(
+            s.get("docker.io").unwrap(),
+            Some(Credentials::new("bob", "pw"))
+        );
         let raw: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
         assert_eq!(raw["psFormat"], "x");
         assert_eq!(
@@ -296,7 +303,10 @@ mod tests {
         );
         assert!(raw["auths"][DOCKER_HUB_AUTH_KEY].is_object());
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert!(s.remove("localhost:5000").unwrap());
         assert!(!s.remove("localhost:5000").unwrap());
         assert_eq!(s.get("localhost:5000").unwrap(), None);

@@ -88,7 +88,9 @@ pub enum RegistryError {
         expected: u64,
     },
     /// A layer unpacked to a different DiffID than the image config lists.
-    #[error("layer {layer}: DiffID mismatch: the config says {expected}, the layer unpacks to {actual}")]
+    #[error(
+        "layer {layer}: DiffID mismatch: the config says {expected}, the layer unpacks to {actual}"
+    )]
     DiffIdMismatch {
         /// The layer's (compressed) digest.
         layer: Digest,
@@ -190,7 +192,10 @@ impl RegistryError {
         }
     }
 
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| Self::Io { op, path, source }
     }

@@ -25,6 +25,8 @@ pub mod push;
 pub use client::{Client, RegistryConfig};
 pub use credentials::{CredentialStore, Credentials};
 pub use error::{RegistryError, Result};
-pub use progress::{ImageEvent, LayerEvent, NoProgress, PlainProgress, Progress, RecordingProgress};
+pub use progress::{
+    ImageEvent, LayerEvent, NoProgress, PlainProgress, Progress, RecordingProgress,
+};
 pub use pull::PulledImage;
 pub use push::{PushOptions, PushedManifest};

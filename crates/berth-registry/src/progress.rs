@@ -152,7 +152,10 @@ impl Progress for NoProgress {
 /// Digest: sha256:…
 /// ```
 pub struct PlainProgress {
-    out: Mutex<(Box<dyn Write + Send>, std::collections::HashMap<Digest, String>)>,
+    out: Mutex<(
+        Box<dyn Write + Send>,
+        std::collections::HashMap<Digest, String>,
+    )>,
 }
 
 impl PlainProgress {
@@ -223,7 +226,10 @@ impl RecordingProgress {
 
     /// All layer events.
     pub fn all_layers(&self) -> Vec<(Digest, LayerEvent)> {
-        self.layers.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.layers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -270,7 +276,13 @@ mod tests {
         });
         p.layer(&d, &LayerEvent::PullingFsLayer);
         for i in 0..5 {
-            p.layer(&d, &LayerEvent::Downloading { current: i, total: 5 });
+            p.layer(
+                &d,
+                &LayerEvent::Downloading {
+                    current: i,
+                    total: 5,
+                },
+            );
         }
         p.layer(&d, &LayerEvent::PullComplete);
         let s = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();

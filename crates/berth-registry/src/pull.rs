@@ -158,7 +158,9 @@ impl Read for FeedReader<'_> {
             }
             (s.file.clone().expect("checked above"), s.written)
         };
-        let want = buf.len().min((avail - self.pos).min(usize::MAX as u64) as usize);
+        let want = buf
+            .len()
+            .min((avail - self.pos).min(usize::MAX as u64) as usize);
         let n = file.read_at(&mut buf[..want], self.pos)?;
         if n == 0 {
             return Err(io::Error::new(
@@ -386,7 +388,8 @@ impl Client {
         }
         let n = ctx.inner.config.max_concurrent_downloads.max(1);
         for &i in jobs.iter().skip(n) {
-            ctx.progress.layer(&plan[i].desc.digest, &LayerEvent::Waiting);
+            ctx.progress
+                .layer(&plan[i].desc.digest, &LayerEvent::Waiting);
         }
 
         let (dl_results, unpack_result) = std::thread::scope(|s| {
@@ -400,6 +403,11 @@ impl Client {
                             let r = download(ctx, desc, feed).await;
                             if let Err(e) = &r {
                                 feed.finish(Err(e.to_string()));
+                                // Nothing worth resuming: do not leave an empty file.
+                                let p = partial_dir(ctx.store).join(desc.digest.hex());
+                                if std::fs::metadata(&p).is_ok_and(|m| m.len() == 0) {
+                                    let _ = std::fs::remove_file(&p);
+                                }
                                 if !matches!(e, RegistryError::Cancelled) {
                                     ctx.cancel.store(true, Ordering::SeqCst);
                                 }
@@ -427,7 +435,10 @@ impl Client {
             if matches!(e, RegistryError::Cancelled) {
                 return;
             }
-            if best.as_ref().is_none_or(|(bi, br, _)| (i, rank) < (*bi, *br)) {
+            if best
+                .as_ref()
+                .is_none_or(|(bi, br, _)| (i, rank) < (*bi, *br))
+            {
                 best = Some((i, rank, e));
             }
         };
@@ -614,9 +625,13 @@ async fn download(ctx: &Ctx<'_>, desc: &Descriptor, feed: &Feed) -> Result<()> {
         ctx.progress.layer(digest, &LayerEvent::DownloadComplete);
         return Ok(());
     };
-    let mut have = file.metadata().map_err(RegistryError::io("stat", &path))?.len();
+    let mut have = file
+        .metadata()
+        .map_err(RegistryError::io("stat", &path))?
+        .len();
     if have > size {
-        file.set_len(0).map_err(RegistryError::io("truncate", &path))?;
+        file.set_len(0)
+            .map_err(RegistryError::io("truncate", &path))?;
         have = 0;
     }
     // Re-hash what an earlier attempt left.
@@ -660,7 +675,13 @@ async fn download(ctx: &Ctx<'_>, desc: &Descriptor, feed: &Feed) -> Result<()> {
                 },
                 Method::GET,
                 &url,
-                &|r| if have > 0 { r.header(RANGE, range.as_str()) } else { r },
+                &|r| {
+                    if have > 0 {
+                        r.header(RANGE, range.as_str())
+                    } else {
+                        r
+                    }
+                },
             )
             .await;
         let mut resp = match sent {
@@ -700,12 +721,11 @@ async fn download(ctx: &Ctx<'_>, desc: &Descriptor, feed: &Feed) -> Result<()> {
             }
             StatusCode::PARTIAL_CONTENT => {
                 let cr = header_str(resp.headers(), "content-range").unwrap_or_default();
-                let (start, total) = parse_content_range(&cr).ok_or_else(|| {
-                    RegistryError::Protocol {
+                let (start, total) =
+                    parse_content_range(&cr).ok_or_else(|| RegistryError::Protocol {
                         registry: ep.host.clone(),
                         message: format!("bad Content-Range {cr:?} for blob {digest}"),
-                    }
-                })?;
+                    })?;
                 if start != have {
                     return Err(RegistryError::Protocol {
                         registry: ep.host.clone(),
@@ -884,7 +904,10 @@ mod tests {
 
     #[test]
     fn content_range() {
-        assert_eq!(parse_content_range("bytes 100-199/1000"), Some((100, Some(1000))));
+        assert_eq!(
+            parse_content_range("bytes 100-199/1000"),
+            Some((100, Some(1000)))
+        );
         assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, None)));
         assert_eq!(parse_content_range("items 0-1/2"), None);
         assert_eq!(parse_content_range("bytes x-1/2"), None);

@@ -55,7 +55,13 @@ impl Client {
         store: &BlobStore,
         progress: &dyn Progress,
     ) -> Result<PushedManifest> {
-        self.push_with(reference, manifest, store, progress, &PushOptions::default())
+        self.push_with(
+            reference,
+            manifest,
+            store,
+            progress,
+            &PushOptions::default(),
+        )
     }
 
     /// [`push`](Self::push) with options.
@@ -137,7 +143,9 @@ impl Pusher<'_> {
     }
 
     async fn fail(&self, method: Method, resp: Response) -> RegistryError {
-        ApiFailure::read(&method, resp).await.into_error(&self.ep.host)
+        ApiFailure::read(&method, resp)
+            .await
+            .into_error(&self.ep.host)
     }
 
     fn push_manifest<'b>(
@@ -204,9 +212,16 @@ impl Pusher<'_> {
         }
     }
 
-    async fn put_manifest(&self, bytes: &[u8], media_type: &str, tag: &str) -> Result<PushedManifest> {
+    async fn put_manifest(
+        &self,
+        bytes: &[u8],
+        media_type: &str,
+        tag: &str,
+    ) -> Result<PushedManifest> {
         let digest = Digest::of_bytes(bytes);
-        let url = self.ep.url(&format!("/v2/{}/manifests/{}", self.path(), tag));
+        let url = self
+            .ep
+            .url(&format!("/v2/{}/manifests/{}", self.path(), tag));
         let body = bytes.to_vec();
         let resp = self
             .inner
@@ -257,7 +272,9 @@ impl Pusher<'_> {
 
     async fn push_blob_inner(&self, desc: &Descriptor, is_layer: bool) -> Result<BlobOutcome> {
         let digest = &desc.digest;
-        let blob_url = self.ep.url(&format!("/v2/{}/blobs/{}", self.path(), digest));
+        let blob_url = self
+            .ep
+            .url(&format!("/v2/{}/blobs/{}", self.path(), digest));
         let resp = self
             .inner
             .send(self.auth(), Method::HEAD, &blob_url, &|r| r)
@@ -278,10 +295,16 @@ impl Pusher<'_> {
 
         // Cross-repository mount.
         let mut location: Option<Url> = None;
-        for from in self.opts.mount_from.iter().filter(|f| f.as_str() != self.path()) {
+        for from in self
+            .opts
+            .mount_from
+            .iter()
+            .filter(|f| f.as_str() != self.path())
+        {
             let url = {
-                let mut u = Url::parse(&self.ep.url(&format!("/v2/{}/blobs/uploads/", self.path())))
-                    .map_err(|e| RegistryError::Invalid(e.to_string()))?;
+                let mut u =
+                    Url::parse(&self.ep.url(&format!("/v2/{}/blobs/uploads/", self.path())))
+                        .map_err(|e| RegistryError::Invalid(e.to_string()))?;
                 u.query_pairs_mut()
                     .append_pair("mount", &digest.to_string())
                     .append_pair("from", from);
@@ -289,7 +312,9 @@ impl Pusher<'_> {
             };
             let resp = self
                 .inner
-                .send(self.auth(), Method::POST, &url, &|r| r.header(CONTENT_LENGTH, 0))
+                .send(self.auth(), Method::POST, &url, &|r| {
+                    r.header(CONTENT_LENGTH, 0)
+                })
                 .await?;
             match resp.status() {
                 StatusCode::CREATED => {
@@ -313,7 +338,9 @@ impl Pusher<'_> {
                 let url = self.ep.url(&format!("/v2/{}/blobs/uploads/", self.path()));
                 let resp = self
                     .inner
-                    .send(self.auth(), Method::POST, &url, &|r| r.header(CONTENT_LENGTH, 0))
+                    .send(self.auth(), Method::POST, &url, &|r| {
+                        r.header(CONTENT_LENGTH, 0)
+                    })
                     .await?;
                 if resp.status() != StatusCode::ACCEPTED {
                     return Err(self.fail(Method::POST, resp).await);
@@ -341,9 +368,11 @@ impl Pusher<'_> {
         };
         let cfg = &self.inner.config;
         let resp = if size <= cfg.monolithic_upload_limit {
-            let body = bytes_of_file(&file, size).map_err(RegistryError::io("read", self.store.blob_path(digest)))?;
+            let body = bytes_of_file(&file, size)
+                .map_err(RegistryError::io("read", self.store.blob_path(digest)))?;
             let mut url = location.clone();
-            url.query_pairs_mut().append_pair("digest", &digest.to_string());
+            url.query_pairs_mut()
+                .append_pair("digest", &digest.to_string());
             let body = bytes::Bytes::from(body);
             let resp = self
                 .inner
@@ -371,7 +400,8 @@ impl Pusher<'_> {
                             .body(data.clone())
                     })
                     .await?;
-                if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::NO_CONTENT {
+                if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::NO_CONTENT
+                {
                     return Err(self.fail(Method::PATCH, resp).await);
                 }
                 if resp.headers().contains_key(LOCATION) {
@@ -381,7 +411,8 @@ impl Pusher<'_> {
                 report(off);
             }
             let mut url = location.clone();
-            url.query_pairs_mut().append_pair("digest", &digest.to_string());
+            url.query_pairs_mut()
+                .append_pair("digest", &digest.to_string());
             self.inner
                 .send(self.auth(), Method::PUT, url.as_str(), &|r| {
                     r.header(CONTENT_LENGTH, 0)
@@ -396,14 +427,18 @@ impl Pusher<'_> {
     }
 
     fn location(&self, resp: &Response) -> Result<Url> {
-        let loc = header_str(resp.headers(), "location").ok_or_else(|| RegistryError::Protocol {
-            registry: self.ep.host.clone(),
-            message: "upload response without a Location header".into(),
-        })?;
-        self.ep.base.join(&loc).map_err(|e| RegistryError::Protocol {
-            registry: self.ep.host.clone(),
-            message: format!("invalid upload Location {loc:?}: {e}"),
-        })
+        let loc =
+            header_str(resp.headers(), "location").ok_or_else(|| RegistryError::Protocol {
+                registry: self.ep.host.clone(),
+                message: "upload response without a Location header".into(),
+            })?;
+        self.ep
+            .base
+            .join(&loc)
+            .map_err(|e| RegistryError::Protocol {
+                registry: self.ep.host.clone(),
+                message: format!("invalid upload Location {loc:?}: {e}"),
+            })
     }
 }
 
