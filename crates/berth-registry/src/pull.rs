@@ -322,9 +322,6 @@ impl Client {
             .as_ref()
             .map(|(d, _, _)| d.clone())
             .unwrap_or_else(|| manifest_digest.clone());
-        progress.image(&ImageEvent::Resolved {
-            digest: repo_digest.clone(),
-        });
         let config = ImageConfig::parse(&config_bytes)?;
         manifest::validate_image(&image, &config)?;
         let plan = make_plan(&image, &config, store, snapshotter);
@@ -345,6 +342,10 @@ impl Client {
         if let Some((d, b, _)) = &index {
             store.write_bytes(Some(d), b)?;
         }
+        // Docker prints the digest after the layers.
+        progress.image(&ImageEvent::Resolved {
+            digest: repo_digest.clone(),
+        });
         let chain_id = plan.last().map(|l| l.chain_id.clone());
         Ok(PulledImage {
             reference: reference.clone(),

@@ -455,6 +455,8 @@ fn interrupted_download_resumes_with_range() {
         Action::Forward {
             backend: backend.clone(),
             cut_after: cut.then_some(1024 * 1024),
+            delay: Duration::ZERO,
+            throttle: None,
         }
     }));
     let l = local();
@@ -623,4 +625,128 @@ fn schema1_is_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("schema 1"), "{err}");
     assert_store_untouched(&l);
+}
+
+/// Four layers behind a slow proxy: all four downloads start at once, and each layer is
+/// unpacked while its bytes are still arriving (not after the download).
+#[test]
+fn layers_download_concurrently_and_unpack_while_downloading() {
+    if !have_tools() {
+        return;
+    }
+    let reg = Registry::start(false);
+    let layers: Vec<common::Layer> = (0..4)
+        .map(|i| random_image(90 + i, 512).layers.remove(0))
+        .collect();
+    let img = common::Image::new(layers, "amd64");
+    img.seed(&reg.host(), "test/four:1", None);
+    let backend = reg.host();
+    let proxy = TestServer::start(Arc::new(move |req: &Req| {
+        if req.path.contains("/blobs/") && req.method == "GET" {
+            Action::Forward {
+                backend: backend.clone(),
+                cut_after: None,
+                delay: Duration::from_millis(300),
+                throttle: Some((32 * 1024, Duration::from_millis(15))),
+            }
+        } else {
+            forward(&backend)
+        }
+    }));
+    let l = local();
+    let mut cfg = config(l.dir.path());
+    cfg.max_concurrent_downloads = 4;
+    let client = Client::new(cfg).unwrap();
+    let rec = RecordingProgress::default();
+    client
+        .pull(
+            &reference(&proxy.host(), "test/four:1"),
+            &Platform::host(),
+            &l.store,
+            &l.snap,
+            &rec,
+        )
+        .unwrap();
+    let reqs = proxy.requests();
+    let starts: Vec<Instant> = img
+        .layers
+        .iter()
+        .map(|layer| {
+            reqs.iter()
+                .find(|r| r.path.ends_with(&layer.digest().to_string()))
+                .expect("layer fetched")
+                .at
+        })
+        .collect();
+    let first = *starts.iter().min().unwrap();
+    let last = *starts.iter().max().unwrap();
+    assert!(
+        last - first < Duration::from_millis(250),
+        "layer downloads did not start together: spread {:?}",
+        last - first
+    );
+    // Streaming: layer 0 is being extracted before its download completes.
+    let events = rec.all_layers();
+    let d0 = img.layers[0].digest();
+    let first_extract = events
+        .iter()
+        .position(|(d, e)| d == &d0 && matches!(e, LayerEvent::Extracting { .. }))
+        .unwrap();
+    let complete = events
+        .iter()
+        .position(|(d, e)| d == &d0 && e == &LayerEvent::DownloadComplete)
+        .unwrap();
+    assert!(
+        first_extract < complete,
+        "layer 0 was extracted only after its download"
+    );
+    assert_eq!(l.snap.list().unwrap().len(), 4);
+}
+
+/// Timing of a ~200 MB single-layer pull (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn timing_large_single_layer() {
+    if !have_tools() {
+        return;
+    }
+    let reg = Registry::start(false);
+    let bb = busybox();
+    let mut names = Vec::new();
+    let mut files: Vec<Vec<u8>> = Vec::new();
+    let mut total = 0;
+    let mut i = 0u64;
+    while total < 200 << 20 {
+        let mut f = bb.clone();
+        f.extend_from_slice(&random_image(i, 64).layers[0].blob);
+        total += f.len();
+        names.push(format!("f{i}"));
+        files.push(f);
+        i += 1;
+    }
+    let entries: Vec<Entry> = names
+        .iter()
+        .zip(&files)
+        .map(|(n, f)| Entry::File(n, f, 0o644))
+        .collect();
+    let img = common::Image::new(vec![layer_gz(&entries)], "amd64");
+    eprintln!(
+        "layer: {} MB uncompressed, {} MB compressed",
+        total >> 20,
+        img.layers[0].blob.len() >> 20
+    );
+    img.seed(&reg.host(), "test/large:1", None);
+    let l = local();
+    let client = Client::new(config(l.dir.path())).unwrap();
+    let t = Instant::now();
+    client
+        .pull(
+            &reference(&reg.host(), "test/large:1"),
+            &Platform::host(),
+            &l.store,
+            &l.snap,
+            &NoProgress,
+        )
+        .unwrap();
+    eprintln!("pull took {:?}", t.elapsed());
 }

@@ -348,10 +348,7 @@ fn bearer_token_flow() {
                         .to_vec(),
             };
         }
-        Action::Forward {
-            backend: backend.clone(),
-            cut_after: None,
-        }
+        forward(&backend)
     }));
     port.store(gate.port, Ordering::SeqCst);
     let tmp = tempfile::tempdir().unwrap();

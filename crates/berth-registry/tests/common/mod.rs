@@ -148,6 +148,7 @@ pub struct Req {
     pub path: String,
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
+    pub at: Instant,
 }
 
 impl Req {
@@ -169,7 +170,21 @@ pub enum Action {
     Forward {
         backend: String,
         cut_after: Option<usize>,
+        /// Wait this long before forwarding.
+        delay: Duration,
+        /// Send the response in pieces of this size with this pause between them.
+        throttle: Option<(usize, Duration)>,
     },
+}
+
+/// Forwards unchanged.
+pub fn forward(backend: &str) -> Action {
+    Action::Forward {
+        backend: backend.to_string(),
+        cut_after: None,
+        delay: Duration::ZERO,
+        throttle: None,
+    }
 }
 
 pub type Handler = Arc<dyn Fn(&Req) -> Action + Send + Sync>;
@@ -266,6 +281,7 @@ fn serve_one(sock: TcpStream, handler: &Handler, log: &Mutex<Vec<Req>>) -> std::
         path,
         headers,
         body,
+        at: Instant::now(),
     };
     log.lock().unwrap().push(req.clone());
     let mut out = sock;
@@ -288,7 +304,13 @@ fn serve_one(sock: TcpStream, handler: &Handler, log: &Mutex<Vec<Req>>) -> std::
                 out.write_all(&body)?;
             }
         }
-        Action::Forward { backend, cut_after } => {
+        Action::Forward {
+            backend,
+            cut_after,
+            delay,
+            throttle,
+        } => {
+            std::thread::sleep(delay);
             let mut up = TcpStream::connect(&backend)?;
             let mut head = format!("{} {} HTTP/1.1\r\n", req.method, req.path);
             for h in &raw_headers {
@@ -302,9 +324,14 @@ fn serve_one(sock: TcpStream, handler: &Handler, log: &Mutex<Vec<Req>>) -> std::
             head.push_str("Connection: close\r\n\r\n");
             up.write_all(head.as_bytes())?;
             up.write_all(&req.body)?;
-            let mut buf = [0u8; 16384];
+            let mut buf = vec![0u8; throttle.map(|t| t.0).unwrap_or(16384)];
             let mut sent = 0usize;
             loop {
+                if let Some((_, pause)) = throttle {
+                    if sent > 0 {
+                        std::thread::sleep(pause);
+                    }
+                }
                 let n = up.read(&mut buf)?;
                 if n == 0 {
                     break;
