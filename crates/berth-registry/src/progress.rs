@@ -106,7 +106,7 @@ impl LayerEvent {
             Self::Waiting => "Waiting".into(),
             Self::Downloading { .. } => "Downloading".into(),
             Self::Retrying { attempt, offset } => {
-                format!("Retrying in 0 seconds (attempt {attempt}, resuming at byte {offset})")
+                format!("Resuming at byte {offset} (attempt {attempt})")
             }
             Self::VerifyingChecksum => "Verifying Checksum".into(),
             Self::DownloadComplete => "Download complete".into(),
