@@ -53,7 +53,10 @@ impl JsonLog {
             return Ok(());
         }
         for n in (1..self.max_file - 1).rev() {
-            match std::fs::rename(Self::rotated(&self.path, n), Self::rotated(&self.path, n + 1)) {
+            match std::fs::rename(
+                Self::rotated(&self.path, n),
+                Self::rotated(&self.path, n + 1),
+            ) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
@@ -169,7 +172,12 @@ mod tests {
     fn splits_lines_and_flushes_partials() {
         assert_eq!(
             entries(&[b"a\nb\nc", b"d\n"]),
-            vec![b"a\n".to_vec(), b"b\n".to_vec(), b"c".to_vec(), b"d\n".to_vec()]
+            vec![
+                b"a\n".to_vec(),
+                b"b\n".to_vec(),
+                b"c".to_vec(),
+                b"d\n".to_vec()
+            ]
         );
     }
 
@@ -197,8 +205,7 @@ mod tests {
         assert_eq!(names, vec!["c-json.log", "c-json.log.1", "c-json.log.2"]);
         let last = std::fs::read_to_string(&p).unwrap();
         assert!(last.contains("line 99\\n"), "{last}");
-        let v: serde_json::Value =
-            serde_json::from_str(last.lines().next().unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(last.lines().next().unwrap()).unwrap();
         assert_eq!(v["stream"], "stdout");
     }
 

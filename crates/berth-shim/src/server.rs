@@ -1040,7 +1040,15 @@ impl Shim {
             if c.mode != Mode::Control {
                 return;
             }
-            let Some(i) = c.rbuf.iter().position(|&b| b == b'\n') else {
+            let nl = c.rbuf.iter().position(|&b| b == b'\n');
+            if nl.map_or(c.rbuf.len(), |i| i) > MAX_LINE {
+                c.rbuf.clear();
+                c.read_closed = true;
+                c.close_after_flush = true;
+                self.reply(id, &err("request line too long"));
+                return;
+            }
+            let Some(i) = nl else {
                 if c.rbuf.len() > MAX_LINE {
                     c.rbuf.clear();
                     c.read_closed = true;
@@ -1197,8 +1205,12 @@ impl Shim {
             return err("the container is not running");
         }
         if all {
-            return match self.run_runtime(&["kill", "--all", &self.cfg.id.clone(), &sig.to_string()])
-            {
+            return match self.run_runtime(&[
+                "kill",
+                "--all",
+                &self.cfg.id.clone(),
+                &sig.to_string(),
+            ]) {
                 Ok(()) => ok(),
                 Err(e) => err(e),
             };
@@ -1265,7 +1277,9 @@ impl Shim {
         };
         let p = self.proc_mut(&target)?;
         if p.status == Status::Stopped {
-            return Some(json!({"ok": true, "exit_code": p.exit_code, "finished_at": p.finished_at}));
+            return Some(
+                json!({"ok": true, "exit_code": p.exit_code, "finished_at": p.finished_at}),
+            );
         }
         self.conns.get_mut(&id)?.mode = Mode::Waiting(target);
         None
@@ -1329,8 +1343,7 @@ impl Shim {
                 p["args"] = json!(args);
                 p.as_object_mut().map(|o| o.remove("consoleSize"));
                 if !env.is_empty() {
-                    let mut all: Vec<Value> =
-                        p["env"].as_array().cloned().unwrap_or_default();
+                    let mut all: Vec<Value> = p["env"].as_array().cloned().unwrap_or_default();
                     all.extend(env.into_iter().map(Value::String));
                     p["env"] = Value::Array(all);
                 }

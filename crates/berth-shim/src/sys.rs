@@ -219,7 +219,13 @@ pub fn drain_signalfd(fd: &OwnedFd) -> Vec<i32> {
         let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
         let sz = std::mem::size_of::<libc::signalfd_siginfo>();
         // SAFETY: info is writable for sz bytes.
-        let n = unsafe { libc::read(fd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), sz) };
+        let n = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                (&mut info as *mut libc::signalfd_siginfo).cast(),
+                sz,
+            )
+        };
         if n as usize != sz {
             return out;
         }
