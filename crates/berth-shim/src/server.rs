@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -244,6 +245,7 @@ struct Shim {
     execs: BTreeMap<String, Proc>,
     done_execs: VecDeque<(String, i32, String)>,
     log: Option<JsonLog>,
+    log_failing: bool,
     splitters: [LineSplitter; 2],
     buf: Vec<u8>,
     exit_requested: Option<Instant>,
@@ -325,13 +327,22 @@ impl Shim {
             execs: BTreeMap::new(),
             done_execs: VecDeque::new(),
             log: Some(log),
+            log_failing: false,
             splitters: Default::default(),
             buf: vec![0u8; READ_BUF],
             exit_requested: None,
             deleted: false,
             cfg,
         };
+        if let Err(e) = shim.check_terminal() {
+            shim.cleanup();
+            return Err(e);
+        }
         if let Err(e) = shim.create() {
+            if shim.init.pid > 0 {
+                // The runtime created the container but the shim cannot serve it.
+                let _ = shim.run_runtime(&["delete", "--force", &shim.cfg.id.clone()]);
+            }
             shim.cleanup();
             return Err(e);
         }
@@ -346,6 +357,14 @@ impl Shim {
 
     fn runtime(&self) -> Command {
         let mut c = Command::new(&self.cfg.runtime);
+        // SAFETY: the closure runs in the forked child before exec and only makes raw
+        // rt_sigaction calls (async-signal-safe). std clears the signal mask itself.
+        unsafe {
+            c.pre_exec(|| {
+                sys::reset_signal_dispositions();
+                Ok(())
+            });
+        }
         c.arg("--root")
             .arg(&self.cfg.runtime_root)
             .arg("--log")
@@ -403,6 +422,23 @@ impl Shim {
         let id = self.next_id;
         self.next_id += 1;
         self.outputs.insert(id, Output { fd, target, stream });
+    }
+
+    /// `--tty` must agree with the bundle's `process.terminal`.
+    fn check_terminal(&self) -> Result<(), String> {
+        let p = self.cfg.bundle.join("config.json");
+        let data = std::fs::read(&p).map_err(|e| format!("read {}: {e}", p.display()))?;
+        let spec: Value =
+            serde_json::from_slice(&data).map_err(|e| format!("{}: {e}", p.display()))?;
+        let terminal = spec["process"]["terminal"].as_bool().unwrap_or(false);
+        if terminal != self.cfg.tty {
+            return Err(format!(
+                "process.terminal is {terminal} in {} but the shim was started {} --tty",
+                p.display(),
+                if self.cfg.tty { "with" } else { "without" }
+            ));
+        }
+        Ok(())
     }
 
     /// `runtime create` with pipes (or a pty) as the container's stdio.
@@ -829,8 +865,13 @@ impl Shim {
                 failed = Some(err);
             }
         });
-        if let Some(e) = failed {
-            log_line(&format!("log write: {e}"));
+        match failed {
+            Some(e) if !self.log_failing => {
+                log_line(&format!("log write (further failures not reported): {e}"));
+                self.log_failing = true;
+            }
+            Some(_) => {}
+            None => self.log_failing = false,
         }
     }
 
@@ -1456,7 +1497,10 @@ impl Shim {
         let target = Target::Exec(x.clone());
         if tty {
             drop(err_r);
-            let master = self.receive_master().map_err(fail)?;
+            let master = self.receive_master().map_err(|e| {
+                let _ = sys::kill(pid, libc::SIGKILL);
+                fail(e)
+            })?;
             let _ = sys::set_nonblocking(master.as_raw_fd(), true);
             if stdin {
                 proc_.stdin = Some(Sink {

@@ -211,6 +211,43 @@ pub fn signalfd(signals: &[i32]) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The kernel's `struct sigaction` for `rt_sigaction` (x86_64/aarch64 layout).
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Resets every signal's disposition to the default, with the raw system call: glibc refuses
+/// its internal signals 32 and 33, which its `posix_spawn` leaves ignored in children (and
+/// ignored dispositions survive `execve` into the container). Async-signal-safe (for pre_exec).
+pub fn reset_signal_dispositions() {
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction with a valid kernel sigaction and an 8-byte signal set; no
+        // handler is installed, so nothing runs in this process's memory.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
+        }
+    }
+}
+
 /// Reads every pending signal from a signalfd; returns their numbers.
 pub fn drain_signalfd(fd: &OwnedFd) -> Vec<i32> {
     let mut out = Vec::new();

@@ -235,7 +235,17 @@ fn tty_output_resize_and_input() {
     let id = unique("tty");
     let script = "stty size; while read l; do stty size; echo \"line=$l\"; done; echo bye";
     let b = env.bundle(&id, &["sh", "-c", script], true);
+    // --tty must match process.terminal: a clear error, nothing left behind.
+    let out = Command::new(shim_bin())
+        .args(env.shim_args(&id, &b, &[]))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(msg.contains("process.terminal"), "{msg}");
+    assert_eq!(env.runtime_status(&id), "absent");
     let shim = env.start_shim(&id, &b, &["--tty", "--stdin"]);
+    assert!(shim.sock.as_os_str().len() > 108);
     let mut c = shim.client();
     assert!(c.state().unwrap().tty);
     c.resize(30, 100, None).unwrap();
@@ -367,6 +377,17 @@ fn exec_streams_and_exit_code() {
     assert!(text.contains("/dev/pts/"), "{text}");
     assert!(text.contains("12 34"), "{text}");
     assert_eq!(got.exit_code, Some(5));
+
+    // The shim's blocked and ignored signals do not leak into the container's processes.
+    let (_, _, s) = exec(args(
+        &["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"],
+        false,
+        false,
+    ));
+    let got = s.collect().unwrap();
+    let text = String::from_utf8_lossy(&got.stdout);
+    assert!(text.contains("SigBlk:\t0000000000000000"), "{text}");
+    assert!(text.contains("SigIgn:\t0000000000000000"), "{text}");
 
     // Stdin with half-close.
     let (_, _, mut s) = exec(args(&["cat"], false, true));

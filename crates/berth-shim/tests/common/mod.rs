@@ -256,7 +256,7 @@ impl TestEnv {
     }
 
     pub fn shim_args(&self, id: &str, b: &Bundle, extra: &[&str]) -> Vec<String> {
-        let dir = self.dir.path().join(format!("shim-{id}"));
+        let dir = self.shim_dir(id);
         let mut v: Vec<String> = vec![
             "--id".into(),
             id.into(),
@@ -273,8 +273,15 @@ impl TestEnv {
         v
     }
 
+    /// The shim's state directory. For tty and exec tests it is longer than a socket address
+    /// can hold, so the shim and the client go through `/proc/self/fd/N/shim.sock`.
     pub fn shim_dir(&self, id: &str) -> PathBuf {
-        self.dir.path().join(format!("shim-{id}"))
+        let d = self.dir.path().join(format!("shim-{id}"));
+        if id.starts_with("tty") || id.starts_with("exec") {
+            d.join("a-long-directory-name-".repeat(5))
+        } else {
+            d
+        }
     }
 
     /// Starts a shim as a daemon would and waits for its report. `output()` returning at all
