@@ -1,0 +1,235 @@
+//! Docker's `json-file` log format with size-based rotation.
+//!
+//! One JSON object per line: `{"log":"out\n","stream":"stdout","time":"2024-…Z"}`. `log` is the
+//! line including its trailing newline; output without a newline is written as it arrives (an
+//! entry without `\n`, which readers concatenate with the next, as Docker's partial messages).
+//! Invalid UTF-8 becomes U+FFFD, as Docker's Go encoder does; a multi-byte character split across
+//! two reads is kept together.
+//!
+//! Rotation (on by default here, unlike Docker): before a write, when the file has reached
+//! `max_size`, `ID-json.log.(N-2)` → `.(N-1)`, …, `ID-json.log` → `.1`, and a new file is
+//! started, so there are never more than `max_file` files. `max_file == 1` truncates instead.
+//! `max_size == 0` disables rotation.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_MAX_SIZE: u64 = 10 * 1024 * 1024;
+pub const DEFAULT_MAX_FILE: u32 = 3;
+
+pub struct JsonLog {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    max_size: u64,
+    max_file: u32,
+}
+
+impl JsonLog {
+    pub fn open(path: &Path, max_size: u64, max_file: u32) -> io::Result<JsonLog> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(JsonLog {
+            path: path.to_path_buf(),
+            file,
+            size,
+            max_size,
+            max_file: max_file.max(1),
+        })
+    }
+
+    /// The file name of rotated file number `n` (`ID-json.log.n`).
+    pub fn rotated(path: &Path, n: u32) -> PathBuf {
+        let mut s = path.as_os_str().to_owned();
+        s.push(format!(".{n}"));
+        PathBuf::from(s)
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        if self.max_file <= 1 {
+            self.file.set_len(0)?;
+            self.size = 0;
+            return Ok(());
+        }
+        for n in (1..self.max_file - 1).rev() {
+            match std::fs::rename(
+                Self::rotated(&self.path, n),
+                Self::rotated(&self.path, n + 1),
+            ) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        std::fs::rename(&self.path, Self::rotated(&self.path, 1))?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+
+    /// Writes one entry (`data` is one line with its `\n`, or a partial line).
+    pub fn write_entry(&mut self, stream: &str, data: &[u8], time: &str) -> io::Result<()> {
+        if self.max_size > 0 && self.size >= self.max_size {
+            self.rotate()?;
+        }
+        let text = String::from_utf8_lossy(data);
+        let mut line = Vec::with_capacity(data.len() + 64);
+        line.extend_from_slice(b"{\"log\":");
+        serde_json::to_writer(&mut line, &*text).map_err(io::Error::other)?;
+        line.extend_from_slice(b",\"stream\":\"");
+        line.extend_from_slice(stream.as_bytes());
+        line.extend_from_slice(b"\",\"time\":\"");
+        line.extend_from_slice(time.as_bytes());
+        line.extend_from_slice(b"\"}\n");
+        self.file.write_all(&line)?;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+}
+
+/// Splits one stream's output into log entries: whole lines, then any partial remainder.
+#[derive(Default)]
+pub struct LineSplitter {
+    /// Bytes of an incomplete UTF-8 character held back from the previous chunk.
+    pending: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// Calls `emit` for each entry in `chunk`.
+    pub fn push(&mut self, chunk: &[u8], mut emit: impl FnMut(&[u8])) {
+        let joined;
+        let data: &[u8] = if self.pending.is_empty() {
+            chunk
+        } else {
+            let mut v = std::mem::take(&mut self.pending);
+            v.extend_from_slice(chunk);
+            joined = v;
+            &joined
+        };
+        let mut rest = data;
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            emit(&rest[..=i]);
+            rest = &rest[i + 1..];
+        }
+        if rest.is_empty() {
+            return;
+        }
+        let keep = incomplete_utf8_tail(rest);
+        let (now, later) = rest.split_at(rest.len() - keep);
+        if !now.is_empty() {
+            emit(now);
+        }
+        self.pending.extend_from_slice(later);
+    }
+
+    /// End of the stream: whatever was held back.
+    pub fn finish(&mut self, mut emit: impl FnMut(&[u8])) {
+        if !self.pending.is_empty() {
+            emit(&std::mem::take(&mut self.pending));
+        }
+    }
+}
+
+/// How many trailing bytes of `b` are the start of a UTF-8 character that is not complete yet.
+fn incomplete_utf8_tail(b: &[u8]) -> usize {
+    for back in 1..=3.min(b.len()) {
+        let c = b[b.len() - back];
+        if c & 0xC0 == 0x80 {
+            continue; // continuation byte: look further back
+        }
+        let need = if c & 0xE0 == 0xC0 {
+            2
+        } else if c & 0xF0 == 0xE0 {
+            3
+        } else if c & 0xF8 == 0xF0 {
+            4
+        } else {
+            return 0;
+        };
+        return if back < need { back } else { 0 };
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut s = LineSplitter::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            s.push(c, |e| out.push(e.to_vec()));
+        }
+        s.finish(|e| out.push(e.to_vec()));
+        out
+    }
+
+    #[test]
+    fn splits_lines_and_flushes_partials() {
+        assert_eq!(
+            entries(&[b"a\nb\nc", b"d\n"]),
+            vec![
+                b"a\n".to_vec(),
+                b"b\n".to_vec(),
+                b"c".to_vec(),
+                b"d\n".to_vec()
+            ]
+        );
+    }
+
+    #[test]
+    fn keeps_split_utf8_together() {
+        let e = "é".as_bytes();
+        let out = entries(&[&[b'x', e[0]], &[e[1], b'\n']]);
+        assert_eq!(out, vec![b"x".to_vec(), "é\n".as_bytes().to_vec()]);
+    }
+
+    #[test]
+    fn rotation_keeps_at_most_max_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c-json.log");
+        let mut log = JsonLog::open(&p, 200, 3).unwrap();
+        for i in 0..100 {
+            log.write_entry("stdout", format!("line {i}\n").as_bytes(), "t")
+                .unwrap();
+        }
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["c-json.log", "c-json.log.1", "c-json.log.2"]);
+        let last = std::fs::read_to_string(&p).unwrap();
+        assert!(last.contains("line 99\\n"), "{last}");
+        let v: serde_json::Value = serde_json::from_str(last.lines().next().unwrap()).unwrap();
+        assert_eq!(v["stream"], "stdout");
+    }
+
+    #[test]
+    fn max_file_one_truncates() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c-json.log");
+        let mut log = JsonLog::open(&p, 100, 1).unwrap();
+        for i in 0..50 {
+            log.write_entry("stderr", format!("{i}\n").as_bytes(), "t")
+                .unwrap();
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert!(std::fs::metadata(&p).unwrap().len() < 200);
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c-json.log");
+        let mut log = JsonLog::open(&p, 0, 1).unwrap();
+        log.write_entry("stdout", b"a\xffb\"\n", "t").unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        assert_eq!(v["log"], "a\u{fffd}b\"\n");
+    }
+}

@@ -1,0 +1,583 @@
+//! Real containers (busybox rootfs, berth-runtime) under a real shim, as root.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_shim::client::{Client, Frame};
+use berth_shim::protocol::Request;
+use berth_shim::ExitRecord;
+use common::*;
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(20);
+
+fn read_exit(dir: &std::path::Path) -> ExitRecord {
+    serde_json::from_slice(&std::fs::read(dir.join("exit.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn log_attach_kill_and_exit_record() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("logs");
+    let b = env.bundle(
+        &id,
+        &["sh", "-c", "echo out; echo err >&2; sleep 100"],
+        false,
+    );
+    let shim = env.start_shim(&id, &b, &[]);
+    assert!(alive(shim.pid));
+    assert_eq!(shim.client().state().unwrap().status, "created");
+
+    // Attach before start, as `docker run` does.
+    let mut stream = shim.client().attach(false, true, true).unwrap();
+    stream.set_timeout(Some(T)).unwrap();
+    shim.client().start().unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    while out != b"out\n" || err != b"err\n" {
+        match stream.read_frame().unwrap() {
+            Some(Frame::Stdout(d)) => out.extend(d),
+            Some(Frame::Stderr(d)) => err.extend(d),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let st = shim.client().state().unwrap();
+    assert_eq!(st.status, "running");
+    assert_eq!(st.pid, shim.init_pid);
+    assert!(st.started_at.as_deref().unwrap().ends_with('Z'));
+
+    // The json-file log: one entry per line, the right stream, RFC 3339 nanosecond times.
+    wait_until("log entries", T, || shim.log_entries().len() >= 2);
+    let entries = shim.log_entries();
+    let find = |s: &str| entries.iter().find(|e| e["stream"] == s).unwrap().clone();
+    assert_eq!(find("stdout")["log"], "out\n");
+    assert_eq!(find("stderr")["log"], "err\n");
+    let time = find("stdout")["time"].as_str().unwrap().to_string();
+    assert_eq!(time.len(), 30, "{time}");
+    assert!(time.ends_with('Z') && time.as_bytes()[19] == b'.');
+
+    // A second waiter on its own connection, then SIGKILL.
+    let mut waiter = shim.client();
+    shim.client().kill(libc::SIGKILL, false).unwrap();
+    assert_eq!(waiter.wait(None).unwrap(), 137);
+    // The attach stream ends once the container is gone.
+    assert!(stream.read_frame().unwrap().is_none());
+    let st = shim.client().state().unwrap();
+    assert_eq!((st.status.as_str(), st.exit_code), ("stopped", Some(137)));
+    let rec = read_exit(&shim.dir);
+    assert_eq!((rec.exit_code, rec.pid), (137, shim.init_pid));
+    assert_eq!(Some(rec.finished_at.clone()), st.finished_at);
+    // Killing a stopped container is an error, and the shim keeps serving.
+    assert!(shim.client().kill(libc::SIGKILL, false).is_err());
+
+    // Shutdown deletes the container; the shim exits and leaves exit.json and the log.
+    shim.client().shutdown(false).unwrap();
+    wait_until("shim exit", T, || !alive(shim.pid));
+    assert!(!shim.sock.exists());
+    assert_eq!(env.runtime_status(&id), "absent");
+    assert_eq!(read_exit(&shim.dir).exit_code, 137);
+    assert!(shim.log_path().exists());
+}
+
+#[test]
+fn sigterm_gives_143() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("term");
+    // Without a PID namespace `sleep` is not a namespace init, so SIGTERM's default action
+    // applies (a PID-namespace init ignores signals it has no handler for).
+    let mut b = env.bundle(&id, &["sleep", "100"], false);
+    let ns = b.config["linux"]["namespaces"].as_array().unwrap().clone();
+    b.config["linux"]["namespaces"] = json!(ns
+        .into_iter()
+        .filter(|n| n["type"] != "pid")
+        .collect::<Vec<_>>());
+    b.write();
+    let shim = env.start_shim(&id, &b, &[]);
+    shim.client().start().unwrap();
+    shim.client().kill(libc::SIGTERM, false).unwrap();
+    assert_eq!(shim.client().wait(None).unwrap(), 143);
+    assert_eq!(read_exit(&shim.dir).exit_code, 143);
+    shim.client().shutdown(false).unwrap();
+}
+
+#[test]
+fn survives_its_starter() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("orphan");
+    let b = env.bundle(&id, &["sh", "-c", "echo hi; sleep 100"], false);
+    // The starter: a process group of its own that starts the shim and stays alive, like a
+    // daemon. Its death (SIGKILL to the whole group, then SIGHUP) must not touch the shim.
+    let mut starter = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(r#""$0" "$@" > "$SHIM_REPORT" && exec sleep 1000"#)
+        .arg(shim_bin())
+        .args(env.shim_args(&id, &b, &[]))
+        .env("SHIM_REPORT", env.dir.path().join("report"))
+        .stdin(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let sock = env.shim_dir(&id).join("shim.sock");
+    let report = env.dir.path().join("report");
+    wait_until("shim report", T, || {
+        std::fs::read_to_string(&report).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let shim_pid = v["pid"].as_i64().unwrap() as i32;
+    env.shims.borrow_mut().push(shim_pid);
+    // Not in the starter's process group or session, no controlling terminal.
+    let stat = std::fs::read_to_string(format!("/proc/{shim_pid}/stat")).unwrap();
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let (pgrp, session, tty_nr): (i32, i32, i32) = (
+        f[2].parse().unwrap(),
+        f[3].parse().unwrap(),
+        f[4].parse().unwrap(),
+    );
+    assert_ne!(pgrp, starter.id() as i32);
+    assert_ne!(session, starter.id() as i32);
+    assert_eq!(tty_nr, 0);
+    let mut c = Client::connect(&sock).unwrap();
+    c.start().unwrap();
+    let stream = Client::connect(&sock)
+        .unwrap()
+        .attach(false, true, true)
+        .unwrap();
+    stream.set_timeout(Some(T)).unwrap();
+
+    // The "daemon" crashes.
+    let pg = starter.id() as i32;
+    // SAFETY: signals to the process group this test created.
+    unsafe {
+        libc::kill(-pg, libc::SIGKILL);
+        libc::kill(-pg, libc::SIGHUP);
+    }
+    starter.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(alive(shim_pid), "the shim died with its starter");
+    drop(c);
+    drop(stream);
+
+    // A fresh client (the restarted daemon) can do everything.
+    let mut c = Client::connect(&sock).unwrap();
+    let st = c.state().unwrap();
+    assert_eq!(st.status, "running");
+    let mut waiter = Client::connect(&sock).unwrap();
+    let stream = Client::connect(&sock)
+        .unwrap()
+        .attach(false, true, true)
+        .unwrap();
+    let (x, xpid, xs) = Client::connect(&sock)
+        .unwrap()
+        .exec(&Request::Exec {
+            exec_id: Some("after-crash".into()),
+            process: None,
+            args: Some(vec!["echo".into(), "still here".into()]),
+            env: vec![],
+            cwd: None,
+            tty: false,
+            stdin: false,
+        })
+        .unwrap();
+    assert_eq!(x, "after-crash");
+    assert!(xpid > 0);
+    let got = xs.collect().unwrap();
+    assert_eq!(
+        (got.stdout.as_slice(), got.exit_code),
+        (&b"still here\n"[..], Some(0))
+    );
+    c.kill(libc::SIGKILL, false).unwrap();
+    assert_eq!(waiter.wait(None).unwrap(), 137);
+    assert!(stream.collect().unwrap().stdout.is_empty());
+    assert_eq!(read_exit(&env.shim_dir(&id)).exit_code, 137);
+    c.shutdown(false).unwrap();
+    wait_until("shim exit", T, || !alive(shim_pid));
+}
+
+/// Reads raw tty output until `needle` appears.
+fn read_until(stream: &mut berth_shim::client::Stream, acc: &mut Vec<u8>, needle: &str) {
+    let t = Instant::now();
+    let mut b = [0u8; 4096];
+    while !String::from_utf8_lossy(acc).contains(needle) {
+        assert!(
+            t.elapsed() < T,
+            "no {needle:?} in {:?}",
+            String::from_utf8_lossy(acc)
+        );
+        let n = stream.read(&mut b).unwrap();
+        assert!(
+            n > 0,
+            "stream ended before {needle:?}: {:?}",
+            String::from_utf8_lossy(acc)
+        );
+        acc.extend_from_slice(&b[..n]);
+    }
+}
+
+#[test]
+fn tty_output_resize_and_input() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("tty");
+    let script = "stty size; while read l; do stty size; echo \"line=$l\"; done; echo bye";
+    let b = env.bundle(&id, &["sh", "-c", script], true);
+    // --tty must match process.terminal: a clear error, nothing left behind.
+    let out = Command::new(shim_bin())
+        .args(env.shim_args(&id, &b, &[]))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(msg.contains("process.terminal"), "{msg}");
+    assert_eq!(env.runtime_status(&id), "absent");
+    let shim = env.start_shim(&id, &b, &["--tty", "--stdin"]);
+    assert!(shim.sock.as_os_str().len() > 108);
+    let mut c = shim.client();
+    assert!(c.state().unwrap().tty);
+    c.resize(30, 100, None).unwrap();
+    let mut stream = shim.client().attach(true, true, true).unwrap();
+    assert!(!stream.framed);
+    stream.set_timeout(Some(T)).unwrap();
+    c.start().unwrap();
+    let mut acc = Vec::new();
+    read_until(&mut stream, &mut acc, "30 100");
+    c.resize(40, 120, None).unwrap();
+    stream.write_stdin(b"hi\n").unwrap();
+    read_until(&mut stream, &mut acc, "line=hi");
+    assert!(String::from_utf8_lossy(&acc).contains("40 120"), "{acc:?}");
+    // Half-close: ^D ends `read`, the shell says bye and exits.
+    stream.close_stdin().unwrap();
+    read_until(&mut stream, &mut acc, "bye");
+    assert_eq!(c.wait(None).unwrap(), 0);
+    // The log has the tty's output as stdout.
+    let log = std::fs::read_to_string(shim.log_path()).unwrap();
+    assert!(log.contains("30 100") && log.contains("line=hi"), "{log}");
+    assert!(!log.contains("\"stderr\""));
+    // Resize of a non-tty exec or a missing exec is an error; the shim keeps serving.
+    assert!(c.resize(1, 1, Some("nope")).is_err());
+    c.shutdown(false).unwrap();
+}
+
+#[test]
+fn stdin_cat_and_half_close() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("cat");
+    let b = env.bundle(&id, &["cat"], false);
+    let shim = env.start_shim(&id, &b, &["--stdin"]);
+    let mut stream = shim.client().attach(true, true, true).unwrap();
+    stream.set_timeout(Some(T)).unwrap();
+    shim.client().start().unwrap();
+    stream.write_stdin(b"hello\n").unwrap();
+    assert_eq!(
+        stream.read_frame().unwrap(),
+        Some(Frame::Stdout(b"hello\n".to_vec()))
+    );
+    stream.write_stdin(b"partial").unwrap();
+    stream.close_stdin().unwrap();
+    // cat sees EOF, writes what is left and exits; the stream ends.
+    let rest = stream.collect().unwrap();
+    assert_eq!(rest.stdout, b"partial");
+    assert_eq!(shim.client().wait(None).unwrap(), 0);
+    let entries = shim.log_entries();
+    let logs: Vec<&str> = entries.iter().map(|e| e["log"].as_str().unwrap()).collect();
+    assert_eq!(logs, vec!["hello\n", "partial"]);
+    shim.client().shutdown(false).unwrap();
+}
+
+#[test]
+fn exec_streams_and_exit_code() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("exec");
+    let b = env.bundle(&id, &["sleep", "100"], false);
+    let shim = env.start_shim(&id, &b, &[]);
+    let exec = |req: Request| {
+        let (x, pid, s) = shim.client().exec(&req).unwrap();
+        s.set_timeout(Some(T)).unwrap();
+        (x, pid, s)
+    };
+    let args_id = |x: Option<&str>, a: &[&str], tty: bool, stdin: bool| Request::Exec {
+        exec_id: x.map(str::to_string),
+        process: None,
+        args: Some(a.iter().map(|s| s.to_string()).collect()),
+        env: vec!["FOO=bar".into()],
+        cwd: None,
+        tty,
+        stdin,
+    };
+    let args = |a: &[&str], tty: bool, stdin: bool| args_id(None, a, tty, stdin);
+    // Not running yet.
+    assert!(shim.client().exec(&args(&["true"], false, false)).is_err());
+    shim.client().start().unwrap();
+
+    let (x, _, s) = exec(args(
+        &["sh", "-c", "echo eo $FOO; echo ee >&2; exit 3"],
+        false,
+        false,
+    ));
+    let got = s.collect().unwrap();
+    assert_eq!(got.stdout, b"eo bar\n");
+    assert_eq!(got.stderr, b"ee\n");
+    assert_eq!(got.exit_code, Some(3));
+    assert_eq!(shim.client().wait(Some(&x)).unwrap(), 3);
+    let st = shim.client().exec_state(Some(&x)).unwrap();
+    assert_eq!((st.status.as_str(), st.exit_code), ("stopped", Some(3)));
+
+    // A full OCI process object.
+    let (_, _, s) = exec(Request::Exec {
+        exec_id: Some("full".into()),
+        process: Some(json!({
+            "args": ["sh", "-c", "echo $X; kill -9 $$"],
+            "cwd": "/tmp",
+            "env": ["X=from-process", "PATH=/bin"],
+            "user": {"uid": 0, "gid": 0},
+        })),
+        args: None,
+        env: vec![],
+        cwd: None,
+        tty: false,
+        stdin: false,
+    });
+    let got = s.collect().unwrap();
+    assert_eq!(
+        (got.stdout.as_slice(), got.exit_code),
+        (&b"from-process\n"[..], Some(137))
+    );
+
+    // With a tty: output raw through the pty (framed as stdout), resize by exec id.
+    let (x, _, mut s) = exec(args_id(
+        Some("tty1"),
+        &["sh", "-c", "tty; read l; stty size; exit 5"],
+        true,
+        true,
+    ));
+    shim.client().resize(12, 34, Some(&x)).unwrap();
+    s.write_stdin(b"go\n").unwrap();
+    let got = s.collect().unwrap();
+    let text = String::from_utf8_lossy(&got.stdout);
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("12 34"), "{text}");
+    assert_eq!(got.exit_code, Some(5));
+
+    // The shim's blocked and ignored signals do not leak into the container's processes.
+    let (_, _, s) = exec(args(
+        &["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"],
+        false,
+        false,
+    ));
+    let got = s.collect().unwrap();
+    let text = String::from_utf8_lossy(&got.stdout);
+    assert!(text.contains("SigBlk:\t0000000000000000"), "{text}");
+    assert!(text.contains("SigIgn:\t0000000000000000"), "{text}");
+
+    // Stdin with half-close.
+    let (_, _, mut s) = exec(args(&["cat"], false, true));
+    s.write_stdin(b"to cat").unwrap();
+    s.close_stdin().unwrap();
+    let got = s.collect().unwrap();
+    assert_eq!(
+        (got.stdout.as_slice(), got.exit_code),
+        (&b"to cat"[..], Some(0))
+    );
+
+    // Errors: a missing binary, a reused id.
+    let e = shim.client().exec(&args(&["/nonexistent"], false, false));
+    assert!(e.is_err());
+    let e = shim
+        .client()
+        .exec(&args_id(Some("full"), &["true"], false, false));
+    assert!(e.is_err());
+    // Exec output is not the container's log.
+    assert!(shim.log_entries().is_empty());
+    shim.client().kill(libc::SIGKILL, false).unwrap();
+    assert_eq!(shim.client().wait(None).unwrap(), 137);
+    shim.client().shutdown(false).unwrap();
+}
+
+#[test]
+fn log_rotation() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("rot");
+    let script =
+        "i=0; while [ $i -lt 400 ]; do echo line-$i-abcdefghijklmnopqrstuvwxyz; i=$((i+1)); done";
+    let b = env.bundle(&id, &["sh", "-c", script], false);
+    let shim = env.start_shim(&id, &b, &["--log-max-size", "2k", "--log-max-file", "3"]);
+    shim.client().start().unwrap();
+    assert_eq!(shim.client().wait(None).unwrap(), 0);
+    // The output may still be draining after the exit.
+    wait_until("last line", T, || {
+        std::fs::read_to_string(shim.log_path()).is_ok_and(|s| s.contains("line-399-"))
+    });
+    let mut names: Vec<String> = std::fs::read_dir(&shim.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("-json.log"))
+        .collect();
+    names.sort();
+    let base = format!("{id}-json.log");
+    assert_eq!(
+        names,
+        vec![base.clone(), format!("{base}.1"), format!("{base}.2")]
+    );
+    for n in &names {
+        let len = std::fs::metadata(shim.dir.join(n)).unwrap().len();
+        assert!(len < 2048 + 200, "{n} is {len} bytes");
+    }
+    // The rotated files hold the lines just before the current file's, in order.
+    let older = std::fs::read_to_string(shim.dir.join(format!("{base}.1"))).unwrap();
+    let current = std::fs::read_to_string(shim.log_path()).unwrap();
+    let num = |l: &str| -> i32 {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        v["log"]
+            .as_str()
+            .unwrap()
+            .split('-')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let last_old = num(older.lines().last().unwrap());
+    let first_cur = num(current.lines().next().unwrap());
+    assert_eq!(last_old + 1, first_cur);
+    shim.client().shutdown(false).unwrap();
+}
+
+#[test]
+fn malformed_requests_get_errors() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("bad");
+    let b = env.bundle(&id, &["sleep", "100"], false);
+    let shim = env.start_shim(&id, &b, &[]);
+    let mut c = shim.client();
+    for line in [
+        &b"not json"[..],
+        b"{}",
+        b"[1,2]",
+        b"{\"op\":\"nope\"}",
+        b"{\"op\":\"kill\",\"signal\":\"SIGNOPE\"}",
+        b"{\"op\":\"kill\",\"signal\":999}",
+        b"{\"op\":\"resize\",\"rows\":\"x\",\"cols\":1}",
+        b"{\"op\":\"resize\",\"rows\":10,\"cols\":10}",
+        b"{\"op\":\"exec\",\"exec_id\":\"../../etc\",\"args\":[\"true\"]}",
+        b"{\"op\":\"wait\",\"exec_id\":\"missing\"}",
+        b"{\"op\":\"start\"} trailing",
+        b"\xff\xfe",
+    ] {
+        let v = c.raw(line).unwrap();
+        assert_eq!(v["ok"], false, "{:?} -> {v}", String::from_utf8_lossy(line));
+        assert!(v["error"].as_str().is_some_and(|s| !s.is_empty()));
+    }
+    // Same connection still works.
+    assert_eq!(c.state().unwrap().status, "created");
+    // A line over 1 MiB closes that connection only.
+    let mut big = shim.client();
+    let huge = vec![b'x'; (1 << 20) + 10];
+    let v = big.raw(&huge).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(big.state().is_err());
+    // A client that disconnects mid-request does no harm.
+    {
+        use std::io::Write;
+        let mut s = std::os::unix::net::UnixStream::connect(&shim.sock).unwrap();
+        s.write_all(b"{\"op\":\"sta").unwrap();
+    }
+    let mut c2 = shim.client();
+    c2.start().unwrap();
+    assert!(c2.start().is_err(), "second start must fail");
+    assert_eq!(c2.state().unwrap().status, "running");
+    assert!(
+        c2.shutdown(false).is_err(),
+        "shutdown while running needs force"
+    );
+    c2.shutdown(true).unwrap();
+    wait_until("shim exit", T, || !alive(shim.pid));
+    assert_eq!(env.runtime_status(&id), "absent");
+}
+
+#[test]
+fn shim_rss() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("rss");
+    let b = env.bundle(
+        &id,
+        &["sh", "-c", "while true; do echo tick; sleep 0.05; done"],
+        false,
+    );
+    let bin = static_shim_bin();
+    let shim = env.start_shim_with(&bin, &id, &b, &[]);
+    let mut c = shim.client();
+    c.start().unwrap();
+    let mut stream = shim.client().attach(false, true, true).unwrap();
+    stream.set_timeout(Some(T)).unwrap();
+    for _ in 0..5 {
+        stream.read_frame().unwrap().unwrap();
+    }
+    let (x, _, s) = shim
+        .client()
+        .exec(&Request::Exec {
+            exec_id: None,
+            process: None,
+            args: Some(vec!["true".into()]),
+            env: vec![],
+            cwd: None,
+            tty: false,
+            stdin: false,
+        })
+        .unwrap();
+    assert_eq!(s.collect().unwrap().exit_code, Some(0));
+    assert_eq!(c.wait(Some(&x)).unwrap(), 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let rss = berth_shim::sys::vm_rss_kib(shim.pid).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", shim.pid)).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .unwrap_or("")
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("?")
+            .to_string()
+    };
+    eprintln!(
+        "shim RSS with a running, attached, logging container: VmRSS {rss} kB \
+         (RssAnon {} kB, RssFile {} kB) [{}]",
+        field("RssAnon:"),
+        field("RssFile:"),
+        bin.display()
+    );
+    assert!(rss <= 2048, "shim VmRSS {rss} kB > 2 MB");
+    c.kill(libc::SIGKILL, false).unwrap();
+    assert_eq!(c.wait(None).unwrap(), 137);
+    drop(stream);
+    c.shutdown(false).unwrap();
+}
