@@ -662,14 +662,7 @@ fn finalize_and_exec(
             4u32, /* CLOSE_RANGE_CLOEXEC */
         )
     };
-    // Restore the default signal mask and dispositions for the user's process.
-    // SAFETY: an empty, initialised sigset.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    reset_signals();
     let args: Vec<CString> = p
         .args
         .iter()
@@ -696,6 +689,46 @@ fn finalize_and_exec(
         p.args[0],
         std::io::Error::last_os_error()
     )))
+}
+
+/// Default dispositions and an empty mask for the user's process: ignored signals survive
+/// `execve`, and whoever started the runtime (e.g. `posix_spawn`) may have left some ignored,
+/// including glibc's internal 32 and 33, which only the raw syscall can reset.
+fn reset_signals() {
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let act = KernelSigaction {
+        handler: 0, /* SIG_DFL */
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction with a valid kernel sigaction struct and an 8-byte mask size.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &act as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+    }
+    // SAFETY: an empty, initialised sigset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
 }
 
 /// The home directory of `uid` from the container's /etc/passwd, or `/`.

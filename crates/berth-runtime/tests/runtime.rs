@@ -961,3 +961,39 @@ fn large_default_deny_profile_like_dockers() {
         "chroot errnoRet not applied: {err}"
     );
 }
+
+#[test]
+fn ignored_signals_do_not_leak_into_the_container() {
+    if skip() {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let env = TestEnv::new();
+    let id = unique("sigign");
+    let b = env.bundle(&id, &["sh", "-c", "grep SigIgn /proc/self/status"]);
+    b.write();
+    let mut cmd = env.rt();
+    cmd.args(["run", "--bundle", b.p(), &id])
+        .stdin(Stdio::null());
+    // SAFETY: signal() is async-signal-safe; this runs in the child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    let mask = u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap();
+    assert_eq!(
+        mask & ((1 << (libc::SIGUSR1 - 1)) | (1 << (libc::SIGTERM - 1))),
+        0,
+        "{line}"
+    );
+}
