@@ -253,6 +253,7 @@ pub fn apply_layer_at<R: Read>(
             created: HashSet::new(),
             dir_times: Vec::new(),
             entries: 0,
+            parent_cache: None,
         };
         for entry in archive.entries().map_err(LayerError::Read)? {
             let mut entry = entry.map_err(LayerError::Read)?;
@@ -491,6 +492,9 @@ struct Applier<'a> {
     /// Directories whose times are set at the end (contents change them).
     dir_times: Vec<(Vec<Vec<u8>>, Timestamps)>,
     entries: u64,
+    /// The last parent directory resolved (tar lists a directory's entries together): saves a
+    /// confined walk from the root per entry. Dropped whenever an entry could change it.
+    parent_cache: Option<(Vec<Vec<u8>>, OwnedFd)>,
 }
 
 impl Applier<'_> {
@@ -510,6 +514,12 @@ impl Applier<'_> {
             // The root itself ("./" or "/"): leave the target's own metadata alone.
             return Ok(());
         };
+        // An entry at or above the cached directory may replace it (or a component of its path).
+        if let Some((cached, _)) = &self.parent_cache {
+            if cached.starts_with(&comps) || base.starts_with(WHITEOUT_PREFIX) {
+                self.parent_cache = None;
+            }
+        }
         if base.starts_with(WHITEOUT_PREFIX) {
             return self.whiteout(e, parent, base).map_err(wrap);
         }
@@ -584,7 +594,17 @@ impl Applier<'_> {
         kind: tar::EntryType,
         meta: &Meta,
     ) -> Result<(), Result<EntryError, io::Error>> {
-        let parent = resolve_dir(self.root, parent_comps, Some(&mut self.created)).map_err(Ok)?;
+        let parent = match &self.parent_cache {
+            Some((cached, fd)) if cached.as_slice() == parent_comps => {
+                rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| Ok(sys("dup")(e)))?
+            }
+            _ => {
+                let fd = resolve_dir(self.root, parent_comps, Some(&mut self.created)).map_err(Ok)?;
+                let keep = rustix::io::fcntl_dupfd_cloexec(&fd, 0).map_err(|e| Ok(sys("dup")(e)))?;
+                self.parent_cache = Some((parent_comps.to_vec(), keep));
+                fd
+            }
+        };
         let parent = parent.as_fd();
         use tar::EntryType as T;
         match kind {
