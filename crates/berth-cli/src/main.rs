@@ -1,1 +1,5 @@
-fn main() {}
+//! The `berth` binary.
+
+fn main() {
+    std::process::exit(berth_cli::cli::run(std::env::args_os()));
+}
