@@ -90,7 +90,11 @@ pub trait ImageBackend {
     /// `POST /images/load`.
     fn load(&self, input: &mut dyn Read) -> Result<LoadReport, BackendError>;
     /// `POST /images/create?fromSrc=…`.
-    fn import(&self, source: ImportSource<'_>, opts: &ImportOptions) -> Result<ImageId, BackendError>;
+    fn import(
+        &self,
+        source: ImportSource<'_>,
+        opts: &ImportOptions,
+    ) -> Result<ImageId, BackendError>;
     /// `POST /images/prune`.
     fn prune(&self, all: bool) -> Result<PruneReport, BackendError>;
     /// `GET /system/df` (images part).
@@ -156,7 +160,11 @@ impl ImageBackend for LocalBackend {
         Ok(archive::load(&self.store, input)?)
     }
 
-    fn import(&self, source: ImportSource<'_>, opts: &ImportOptions) -> Result<ImageId, BackendError> {
+    fn import(
+        &self,
+        source: ImportSource<'_>,
+        opts: &ImportOptions,
+    ) -> Result<ImageId, BackendError> {
         Ok(archive::import(&self.store, source, opts)?)
     }
 

@@ -243,9 +243,15 @@ where
         Err(e) => {
             use clap::error::ErrorKind as K;
             let code = match e.kind() {
-                K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand => {
+                K::DisplayHelp
+                | K::DisplayVersion
+                | K::DisplayHelpOnMissingArgumentOrSubcommand => {
                     let _ = e.print();
-                    return if e.kind() == K::DisplayHelpOnMissingArgumentOrSubcommand { 125 } else { 0 };
+                    return if e.kind() == K::DisplayHelpOnMissingArgumentOrSubcommand {
+                        125
+                    } else {
+                        0
+                    };
                 }
                 _ => 125,
             };
@@ -304,20 +310,28 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
     let b = backend(cli)?;
     let b: &dyn ImageBackend = &b;
     match &cli.command {
-        Command::Images(c) | Command::Image { command: ImageCommand::Ls(c) } => {
-            commands::images(b, &images_opts(c), out)
-        }
-        Command::Rmi(c) | Command::Image { command: ImageCommand::Rm(c) } => {
+        Command::Images(c)
+        | Command::Image {
+            command: ImageCommand::Ls(c),
+        } => commands::images(b, &images_opts(c), out),
+        Command::Rmi(c)
+        | Command::Image {
+            command: ImageCommand::Rm(c),
+        } => {
             let _ = c.no_prune;
             commands::rmi(b, &c.images, c.force, out, err)
         }
-        Command::Tag(c) | Command::Image { command: ImageCommand::Tag(c) } => {
-            commands::tag(b, &c.source, &c.target)
-        }
-        Command::Image { command: ImageCommand::Inspect(c) } => {
-            commands::inspect(b, &c.images, c.format.as_deref(), out, err)
-        }
-        Command::History(c) | Command::Image { command: ImageCommand::History(c) } => commands::history(
+        Command::Tag(c)
+        | Command::Image {
+            command: ImageCommand::Tag(c),
+        } => commands::tag(b, &c.source, &c.target),
+        Command::Image {
+            command: ImageCommand::Inspect(c),
+        } => commands::inspect(b, &c.images, c.format.as_deref(), out, err),
+        Command::History(c)
+        | Command::Image {
+            command: ImageCommand::History(c),
+        } => commands::history(
             b,
             &c.image,
             &HistoryOptions {
@@ -328,14 +342,21 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             },
             out,
         ),
-        Command::Save(c) | Command::Image { command: ImageCommand::Save(c) } => {
-            commands::save(b, &c.images, c.output.as_deref())
-        }
-        Command::Load(c) | Command::Image { command: ImageCommand::Load(c) } => {
+        Command::Save(c)
+        | Command::Image {
+            command: ImageCommand::Save(c),
+        } => commands::save(b, &c.images, c.output.as_deref()),
+        Command::Load(c)
+        | Command::Image {
+            command: ImageCommand::Load(c),
+        } => {
             let _ = c.quiet;
             commands::load(b, c.input.as_deref(), out)
         }
-        Command::Import(c) | Command::Image { command: ImageCommand::Import(c) } => commands::import(
+        Command::Import(c)
+        | Command::Image {
+            command: ImageCommand::Import(c),
+        } => commands::import(
             b,
             &ImportArgs {
                 source: c.source.clone(),
@@ -346,11 +367,15 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             },
             out,
         ),
-        Command::Image { command: ImageCommand::Prune(c) } => {
+        Command::Image {
+            command: ImageCommand::Prune(c),
+        } => {
             let stdin = io::stdin();
             let mut input = stdin.lock();
             commands::prune(b, c.all, c.force, &mut input, out)
         }
-        Command::System { command: SystemCommand::Df(c) } => commands::system_df(b, c.format.as_deref(), out),
+        Command::System {
+            command: SystemCommand::Df(c),
+        } => commands::system_df(b, c.format.as_deref(), out),
     }
 }

@@ -142,14 +142,18 @@ fn image_rows(s: &ImageSummary, digests: bool) -> Vec<(String, String, String)> 
     for t in &s.repo_tags {
         if let Ok(r) = Reference::parse_normalized(t) {
             if let Some(tag) = r.tag() {
-                tags.entry(r.familiar_name()).or_default().push(tag.to_string());
+                tags.entry(r.familiar_name())
+                    .or_default()
+                    .push(tag.to_string());
             }
         }
     }
     for d in &s.repo_digests {
         if let Ok(r) = Reference::parse_normalized(d) {
             if let Some(dg) = r.digest() {
-                dgs.entry(r.familiar_name()).or_default().push(dg.to_string());
+                dgs.entry(r.familiar_name())
+                    .or_default()
+                    .push(dg.to_string());
             }
         }
     }
@@ -227,7 +231,8 @@ pub fn images(b: &dyn ImageBackend, o: &ImagesOptions, out: &mut dyn Write) -> R
             } else {
                 truncate_id(&s.id)
             };
-            let na = |n: i64, f: &dyn Fn(i64) -> String| if n < 0 { "N/A".to_string() } else { f(n) };
+            let na =
+                |n: i64, f: &dyn Fn(i64) -> String| if n < 0 { "N/A".to_string() } else { f(n) };
             rows.push(row(&[
                 ("Containers", na(s.containers, &|n| n.to_string())),
                 ("CreatedAt", timeutil::format_go_string_utc(s.created)),
@@ -254,7 +259,13 @@ pub fn images(b: &dyn ImageBackend, o: &ImagesOptions, out: &mut dyn Write) -> R
 // rmi, tag
 
 /// `berth rmi`: Docker prints what it can and reports every failure at the end.
-pub fn rmi(b: &dyn ImageBackend, names: &[String], force: bool, out: &mut dyn Write, err: &mut dyn Write) -> Result {
+pub fn rmi(
+    b: &dyn ImageBackend,
+    names: &[String],
+    force: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result {
     let mut failed = false;
     for n in names {
         match b.remove(n, force) {
@@ -327,10 +338,6 @@ pub fn inspect_value(raw: &str) -> Value {
 
 /// Indents JSON with 4 spaces and escapes `<`, `>`, `&` as Go's API encoder does.
 pub fn docker_json_indent(raw_docs: &[String]) -> String {
-    let docs: Vec<serde_json::Value> = raw_docs
-        .iter()
-        .filter_map(|d| serde_json::from_str(d).ok())
-        .collect();
     // Keep field order: re-indent the raw text instead of re-serialising maps.
     let mut s = String::from("[");
     for (i, raw) in raw_docs.iter().enumerate() {
@@ -340,11 +347,12 @@ pub fn docker_json_indent(raw_docs: &[String]) -> String {
         s.push_str(raw);
     }
     s.push(']');
-    let _ = docs;
     let v: Value = Value::from_json_str(&s).unwrap_or(Value::List(Vec::new()));
     let mut out = String::new();
     write_indented(&v, 0, &mut out);
-    out.replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026")
+    out.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
 }
 
 fn write_indented(v: &Value, depth: usize, out: &mut String) {
@@ -385,7 +393,13 @@ fn write_indented(v: &Value, depth: usize, out: &mut String) {
 }
 
 /// `berth image inspect`.
-pub fn inspect(b: &dyn ImageBackend, names: &[String], fmt: Option<&str>, out: &mut dyn Write, err: &mut dyn Write) -> Result {
+pub fn inspect(
+    b: &dyn ImageBackend,
+    names: &[String],
+    fmt: Option<&str>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result {
     let tmpl = match fmt {
         Some(f) if !f.is_empty() && f != "json" => Some(Template::parse(f)?),
         _ => None,
@@ -395,7 +409,9 @@ pub fn inspect(b: &dyn ImageBackend, names: &[String], fmt: Option<&str>, out: &
     for n in names {
         match b.inspect_raw(n) {
             Ok(raw) => docs.push(raw),
-            Err(e) if e.kind == ErrorKind::NotFound => errors.push(format!("Error: No such image: {n}")),
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                errors.push(format!("Error: No such image: {n}"))
+            }
             Err(e) => errors.push(CliError::Daemon(e).to_string()),
         }
     }
@@ -434,10 +450,16 @@ pub struct HistoryOptions {
     pub format: Option<String>,
 }
 
-const HISTORY_TABLE: &str = "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}";
+const HISTORY_TABLE: &str =
+    "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}";
 
 /// `berth history`.
-pub fn history(b: &dyn ImageBackend, name: &str, o: &HistoryOptions, out: &mut dyn Write) -> Result {
+pub fn history(
+    b: &dyn ImageBackend,
+    name: &str,
+    o: &HistoryOptions,
+    out: &mut dyn Write,
+) -> Result {
     let items = b.history(name)?;
     let source = o.format.clone().unwrap_or_else(|| "table".into());
     let source = if source == "table" && o.quiet {
@@ -458,7 +480,11 @@ pub fn history(b: &dyn ImageBackend, name: &str, o: &HistoryOptions, out: &mut d
     let rows: Vec<Value> = items
         .iter()
         .map(|h| {
-            let id = if o.no_trunc { h.id.clone() } else { truncate_id(&h.id) };
+            let id = if o.no_trunc {
+                h.id.clone()
+            } else {
+                truncate_id(&h.id)
+            };
             let by = h.created_by.replace('\t', " ");
             let by = if o.no_trunc { by } else { ellipsis(&by, 45) };
             row(&[
@@ -515,8 +541,9 @@ pub fn save(b: &dyn ImageBackend, names: &[String], output: Option<&Path>) -> Re
                 w.flush()?;
             }
             tmp.as_file().sync_all()?;
-            tmp.persist(p)
-                .map_err(|e| CliError::Message(format!("Error: failed to save image: {}", e.error)))?;
+            tmp.persist(p).map_err(|e| {
+                CliError::Message(format!("Error: failed to save image: {}", e.error))
+            })?;
             Ok(())
         }
         None => {
@@ -538,7 +565,8 @@ pub fn save(b: &dyn ImageBackend, names: &[String], output: Option<&Path>) -> Re
 pub fn load(b: &dyn ImageBackend, input: Option<&Path>, out: &mut dyn Write) -> Result {
     let report = match input {
         Some(p) => {
-            let mut f = File::open(p).map_err(|e| CliError::Message(format!("open {}: {e}", p.display())))?;
+            let mut f = File::open(p)
+                .map_err(|e| CliError::Message(format!("open {}: {e}", p.display())))?;
             b.load(&mut f)?
         }
         None => {
@@ -587,7 +615,8 @@ pub struct ImportArgs {
 /// `berth import`.
 pub fn import(b: &dyn ImageBackend, a: &ImportArgs, out: &mut dyn Write) -> Result {
     let lower = a.source.to_ascii_lowercase();
-    if lower.starts_with("http://") || lower.starts_with("https://") || lower.starts_with("ftp://") {
+    if lower.starts_with("http://") || lower.starts_with("https://") || lower.starts_with("ftp://")
+    {
         return Err(CliError::Message(format!(
             "Error: importing from a URL is not supported ({}): download the file and import it from disk or stdin",
             a.source
@@ -595,7 +624,8 @@ pub fn import(b: &dyn ImageBackend, a: &ImportArgs, out: &mut dyn Write) -> Resu
     }
     let tag = match &a.reference {
         Some(r) => {
-            let parsed = Reference::parse(r).map_err(|e| CliError::Message(format!("Error: {e}")))?;
+            let parsed =
+                Reference::parse(r).map_err(|e| CliError::Message(format!("Error: {e}")))?;
             if parsed.digest().is_some() {
                 return Err(CliError::Message(
                     "Error: cannot import digest reference".into(),
@@ -628,7 +658,8 @@ pub fn import(b: &dyn ImageBackend, a: &ImportArgs, out: &mut dyn Write) -> Resu
         if meta.is_dir() {
             b.import(ImportSource::Directory(p.to_path_buf()), &opts)?
         } else {
-            let f = File::open(p).map_err(|e| CliError::Message(format!("open {}: {}", a.source, io_msg(&e))))?;
+            let f = File::open(p)
+                .map_err(|e| CliError::Message(format!("open {}: {}", a.source, io_msg(&e))))?;
             b.import(ImportSource::Tar(Box::new(f)), &opts)?
         }
     };
@@ -648,7 +679,13 @@ fn io_msg(e: &io::Error) -> String {
 // prune, df
 
 /// `berth image prune`.
-pub fn prune(b: &dyn ImageBackend, all: bool, force: bool, input: &mut dyn BufRead, out: &mut dyn Write) -> Result {
+pub fn prune(
+    b: &dyn ImageBackend,
+    all: bool,
+    force: bool,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+) -> Result {
     if !force {
         let warning = if all {
             "WARNING! This will remove all images without at least one container associated to them."
@@ -692,14 +729,9 @@ pub fn system_df(b: &dyn ImageBackend, format_src: Option<&str>, out: &mut dyn W
     let total = du.layers_size;
     let reclaimable = du.reclaimable();
     let active = du.images.iter().filter(|i| i.in_use).count();
-    let images_reclaimable = if total > 0 {
-        format!(
-            "{} ({}%)",
-            units::human_size(reclaimable as f64),
-            reclaimable * 100 / total
-        )
-    } else {
-        units::human_size(reclaimable as f64)
+    let images_reclaimable = match (reclaimable * 100).checked_div(total) {
+        Some(pct) => format!("{} ({pct}%)", units::human_size(reclaimable as f64)),
+        None => units::human_size(reclaimable as f64),
     };
     let fmt = format::parse(format_src.unwrap_or("table"), DF_TABLE)?;
     let header = row(&[
@@ -774,13 +806,22 @@ mod tests {
         };
         let r = image_rows(&s, false);
         assert_eq!(
-            r.iter().map(|(a, b, _)| format!("{a}:{b}")).collect::<Vec<_>>(),
+            r.iter()
+                .map(|(a, b, _)| format!("{a}:{b}"))
+                .collect::<Vec<_>>(),
             vec!["a:1", "a:2", "b:latest", "c:<none>"]
         );
         let r = image_rows(&s, true);
         assert_eq!(r[0].2, format!("sha256:{}", "1".repeat(64)));
         assert_eq!(r[2].2, "<none>");
-        assert_eq!(r[3], ("c".into(), "<none>".into(), format!("sha256:{}", "2".repeat(64))));
+        assert_eq!(
+            r[3],
+            (
+                "c".into(),
+                "<none>".into(),
+                format!("sha256:{}", "2".repeat(64))
+            )
+        );
     }
 
     #[test]

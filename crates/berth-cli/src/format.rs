@@ -14,7 +14,13 @@ pub struct Format {
 /// `\n` into tabs / newlines. `table_default` is used for a bare `table`.
 pub fn parse(source: &str, table_default: &str) -> Result<Format, TemplateError> {
     let (table, body) = if source == "table" {
-        (true, table_default.strip_prefix("table").unwrap_or(table_default).to_string())
+        (
+            true,
+            table_default
+                .strip_prefix("table")
+                .unwrap_or(table_default)
+                .to_string(),
+        )
     } else if let Some(rest) = source.strip_prefix("table") {
         (true, rest.to_string())
     } else if source == "json" {
@@ -22,7 +28,10 @@ pub fn parse(source: &str, table_default: &str) -> Result<Format, TemplateError>
     } else {
         (false, source.to_string())
     };
-    let body = body.trim_matches(' ').replace("\\t", "\t").replace("\\n", "\n");
+    let body = body
+        .trim_matches(' ')
+        .replace("\\t", "\t")
+        .replace("\\n", "\n");
     Ok(Format {
         table,
         template: Template::parse(&body)?,
@@ -81,7 +90,10 @@ mod tests {
             "IMAGE ID       TAG\nabc            latest\ndefdefdefdef   1\n"
         );
         let f = parse("{{.ID}}:{{.Tag}}", "").unwrap();
-        assert_eq!(f.render(&header, &rows).unwrap(), "abc:latest\ndefdefdefdef:1\n");
+        assert_eq!(
+            f.render(&header, &rows).unwrap(),
+            "abc:latest\ndefdefdefdef:1\n"
+        );
         let f = parse("json", "").unwrap();
         assert_eq!(
             f.render(&header, &rows[..1]).unwrap(),

@@ -9,9 +9,16 @@ pub fn align(text: &str, minwidth: usize, padding: usize) -> String {
         .split_terminator('\n')
         .map(|l| l.split('\t').collect())
         .collect();
-    let mut widths: Vec<Vec<usize>> = lines.iter().map(|l| vec![0; l.len().saturating_sub(1)]).collect();
+    let mut widths: Vec<Vec<usize>> = lines
+        .iter()
+        .map(|l| vec![0; l.len().saturating_sub(1)])
+        .collect();
     // Go computes widths per column block: consecutive lines that have a cell in column c.
-    let max_cols = lines.iter().map(|l| l.len().saturating_sub(1)).max().unwrap_or(0);
+    let max_cols = lines
+        .iter()
+        .map(|l| l.len().saturating_sub(1))
+        .max()
+        .unwrap_or(0);
     for c in 0..max_cols {
         let mut i = 0;
         while i < lines.len() {

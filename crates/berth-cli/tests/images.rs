@@ -23,7 +23,11 @@ struct Run {
 
 impl Run {
     fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "stdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -123,7 +127,14 @@ fn busybox_bytes() -> Vec<u8> {
     fs::read("/bin/busybox").expect("busybox-static must be installed (/bin/busybox)")
 }
 
-fn entry(b: &mut tar::Builder<Vec<u8>>, path: &str, kind: tar::EntryType, mode: u32, data: &[u8], link: Option<&str>) {
+fn entry(
+    b: &mut tar::Builder<Vec<u8>>,
+    path: &str,
+    kind: tar::EntryType,
+    mode: u32,
+    data: &[u8],
+    link: Option<&str>,
+) {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(mode);
@@ -142,9 +153,23 @@ fn busybox_tar(extra: &[(&str, &[u8])]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     entry(&mut b, "bin/", tar::EntryType::Directory, 0o755, b"", None);
     entry(&mut b, "etc/", tar::EntryType::Directory, 0o755, b"", None);
-    entry(&mut b, "bin/busybox", tar::EntryType::Regular, 0o755, &busybox_bytes(), None);
+    entry(
+        &mut b,
+        "bin/busybox",
+        tar::EntryType::Regular,
+        0o755,
+        &busybox_bytes(),
+        None,
+    );
     for l in ["sh", "echo", "ls"] {
-        entry(&mut b, &format!("bin/{l}"), tar::EntryType::Symlink, 0o777, b"", Some("busybox"));
+        entry(
+            &mut b,
+            &format!("bin/{l}"),
+            tar::EntryType::Symlink,
+            0o777,
+            b"",
+            Some("busybox"),
+        );
     }
     for (p, d) in extra {
         entry(&mut b, p, tar::EntryType::Regular, 0o644, d, None);
@@ -153,7 +178,9 @@ fn busybox_tar(extra: &[(&str, &[u8])]) -> Vec<u8> {
 }
 
 fn busybox_size(extra: &[(&str, &[u8])]) -> i64 {
-    (busybox_bytes().len() + 3 * "busybox".len() + extra.iter().map(|(_, d)| d.len()).sum::<usize>()) as i64
+    (busybox_bytes().len()
+        + 3 * "busybox".len()
+        + extra.iter().map(|(_, d)| d.len()).sum::<usize>()) as i64
 }
 
 fn sha256_hex(b: &[u8]) -> String {
@@ -172,12 +199,22 @@ fn docker_archive(config: &[u8], layers: &[Vec<u8>], tags: &[&str]) -> Vec<u8> {
         paths.push(p);
     }
     let manifest = serde_json::json!([{"Config": cfg, "RepoTags": tags, "Layers": paths}]);
-    entry(&mut b, "manifest.json", tar::EntryType::Regular, 0o644, manifest.to_string().as_bytes(), None);
+    entry(
+        &mut b,
+        "manifest.json",
+        tar::EntryType::Regular,
+        0o644,
+        manifest.to_string().as_bytes(),
+        None,
+    );
     b.into_inner().unwrap()
 }
 
 fn config_for(layers: &[Vec<u8>]) -> Vec<u8> {
-    let diffs: Vec<String> = layers.iter().map(|l| format!("sha256:{}", sha256_hex(l))).collect();
+    let diffs: Vec<String> = layers
+        .iter()
+        .map(|l| format!("sha256:{}", sha256_hex(l)))
+        .collect();
     serde_json::json!({
         "architecture": "amd64", "os": "linux", "created": "2020-01-02T03:04:05Z",
         "config": {"Cmd": ["sh"], "Labels": {"org.example": "yes"}},
@@ -194,7 +231,10 @@ fn import_and_images_table_format() {
     let env = Env::new();
     // An empty store prints just the header.
     let r = env.berth(&["images"]).ok();
-    assert_eq!(r.stdout, "REPOSITORY   TAG       IMAGE ID   CREATED   SIZE\n");
+    assert_eq!(
+        r.stdout,
+        "REPOSITORY   TAG       IMAGE ID   CREATED   SIZE\n"
+    );
     let id = env.import_busybox(Some("busybox"), &[]);
     let short = &id[7..19];
     let r = env.berth(&["images"]).ok();
@@ -209,19 +249,55 @@ fn import_and_images_table_format() {
     let created = rest.trim_end().strip_suffix(&size).unwrap().trim_end();
     assert!(created.ends_with(" ago"), "{created}");
     let w = (created.len() + 3).max(10);
-    assert_eq!(lines[0], format!("REPOSITORY   TAG       IMAGE ID       {:<w$}SIZE", "CREATED"));
-    assert_eq!(lines[1], format!("busybox      latest    {short}   {created:<w$}{size}"));
+    assert_eq!(
+        lines[0],
+        format!(
+            "REPOSITORY   TAG       IMAGE ID       {:<w$}SIZE",
+            "CREATED"
+        )
+    );
+    assert_eq!(
+        lines[1],
+        format!("busybox      latest    {short}   {created:<w$}{size}")
+    );
     // -q, --no-trunc, --digests.
-    assert_eq!(env.berth(&["images", "-q"]).ok().stdout, format!("{short}\n"));
-    assert_eq!(env.berth(&["images", "-q", "--no-trunc"]).ok().stdout, format!("{id}\n"));
+    assert_eq!(
+        env.berth(&["images", "-q"]).ok().stdout,
+        format!("{short}\n")
+    );
+    assert_eq!(
+        env.berth(&["images", "-q", "--no-trunc"]).ok().stdout,
+        format!("{id}\n")
+    );
     let r = env.berth(&["image", "ls", "--digests"]).ok();
-    assert!(r.stdout.starts_with("REPOSITORY   TAG       DIGEST    IMAGE ID       CREATED"), "{}", r.stdout);
-    assert!(r.stdout.lines().nth(1).unwrap().starts_with(&format!("busybox      latest    <none>    {short}   ")));
+    assert!(
+        r.stdout
+            .starts_with("REPOSITORY   TAG       DIGEST    IMAGE ID       CREATED"),
+        "{}",
+        r.stdout
+    );
+    assert!(r
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .starts_with(&format!("busybox      latest    <none>    {short}   ")));
     // Templates.
-    let r = env.berth(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}"]).ok();
+    let r = env
+        .berth(&[
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}",
+        ])
+        .ok();
     assert_eq!(r.stdout, format!("busybox:latest {short} {size}\n"));
-    let r = env.berth(&["images", "--format", "table {{.Repository}}\\t{{.ID}}"]).ok();
-    assert_eq!(r.stdout, format!("REPOSITORY   IMAGE ID\nbusybox      {short}\n"));
+    let r = env
+        .berth(&["images", "--format", "table {{.Repository}}\\t{{.ID}}"])
+        .ok();
+    assert_eq!(
+        r.stdout,
+        format!("REPOSITORY   IMAGE ID\nbusybox      {short}\n")
+    );
     let r = env.berth(&["images", "--format", "{{json .}}"]).ok();
     let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
     assert_eq!(v["Repository"], "busybox");
@@ -230,11 +306,19 @@ fn import_and_images_table_format() {
     assert_eq!(v["Digest"], "<none>");
     assert_eq!(v["Containers"], "N/A");
     assert_eq!(v["Size"], size.as_str());
-    assert!(r.stdout.starts_with("{\"Containers\":\"N/A\",\"CreatedAt\":"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .starts_with("{\"Containers\":\"N/A\",\"CreatedAt\":"),
+        "{}",
+        r.stdout
+    );
     let r = env.berth(&["images", "--format", "json"]).ok();
     assert!(r.stdout.contains("\"Repository\":\"busybox\""));
     // The positional reference filter.
-    assert_eq!(env.berth(&["images", "-q", "busybox"]).ok().stdout, format!("{short}\n"));
+    assert_eq!(
+        env.berth(&["images", "-q", "busybox"]).ok().stdout,
+        format!("{short}\n")
+    );
     assert_eq!(env.berth(&["images", "-q", "nothing"]).ok().stdout, "");
 }
 
@@ -249,58 +333,116 @@ fn import_changes_message_and_sources() {
     let r = env
         .berth_stdin(
             &[
-                "import", "-m", "my message",
-                "-c", "ENTRYPOINT [\"/bin/sh\", \"-c\"]", "-c", "CMD echo hi",
-                "-c", "ENV A=1 B=\"two words\"", "-c", "WORKDIR /srv", "-c", "USER nobody",
-                "-c", "LABEL a=b", "-c", "EXPOSE 80 53/udp", "-c", "VOLUME /data",
-                "-c", "STOPSIGNAL SIGINT", "-c", "ONBUILD RUN echo child",
-                "-", "example.com/team/app:v1",
+                "import",
+                "-m",
+                "my message",
+                "-c",
+                "ENTRYPOINT [\"/bin/sh\", \"-c\"]",
+                "-c",
+                "CMD echo hi",
+                "-c",
+                "ENV A=1 B=\"two words\"",
+                "-c",
+                "WORKDIR /srv",
+                "-c",
+                "USER nobody",
+                "-c",
+                "LABEL a=b",
+                "-c",
+                "EXPOSE 80 53/udp",
+                "-c",
+                "VOLUME /data",
+                "-c",
+                "STOPSIGNAL SIGINT",
+                "-c",
+                "ONBUILD RUN echo child",
+                "-",
+                "example.com/team/app:v1",
             ],
             &gz,
         )
         .ok();
     let id = r.stdout.trim().to_string();
-    let f = |t: &str| env.berth(&["image", "inspect", "-f", t, "example.com/team/app:v1"]).ok().stdout;
+    let f = |t: &str| {
+        env.berth(&["image", "inspect", "-f", t, "example.com/team/app:v1"])
+            .ok()
+            .stdout
+    };
     assert_eq!(f("{{.Id}}"), format!("{id}\n"));
     assert_eq!(f("{{.Comment}}"), "my message\n");
     assert_eq!(f("{{json .Config.Entrypoint}}"), "[\"/bin/sh\",\"-c\"]\n");
-    assert_eq!(f("{{json .Config.Cmd}}"), "[\"/bin/sh\",\"-c\",\"echo hi\"]\n");
+    assert_eq!(
+        f("{{json .Config.Cmd}}"),
+        "[\"/bin/sh\",\"-c\",\"echo hi\"]\n"
+    );
     assert_eq!(f("{{.Config.Env}}"), "[A=1 B=two words]\n");
-    assert_eq!(f("{{.Config.WorkingDir}} {{.Config.User}} {{.Config.Labels}}"), "/srv nobody map[a:b]\n");
-    assert_eq!(f("{{json .Config.ExposedPorts}}"), "{\"53/udp\":{},\"80/tcp\":{}}\n");
+    assert_eq!(
+        f("{{.Config.WorkingDir}} {{.Config.User}} {{.Config.Labels}}"),
+        "/srv nobody map[a:b]\n"
+    );
+    assert_eq!(
+        f("{{json .Config.ExposedPorts}}"),
+        "{\"53/udp\":{},\"80/tcp\":{}}\n"
+    );
     assert_eq!(f("{{.Config.Volumes}}"), "map[/data:{}]\n");
-    assert_eq!(f("{{.Config.StopSignal}} {{.Config.OnBuild}}"), "SIGINT [RUN echo child]\n");
+    assert_eq!(
+        f("{{.Config.StopSignal}} {{.Config.OnBuild}}"),
+        "SIGINT [RUN echo child]\n"
+    );
     // The same rootfs zstd-compressed, and as a directory: same DiffID as the plain tar.
     let zst = zstd::encode_all(&tar[..], 3).unwrap();
     let z = env.path("rootfs.tar.zst");
     fs::write(&z, &zst).unwrap();
     env.berth(&["import", z.to_str().unwrap(), "zst:1"]).ok();
-    let diff = |n: &str| env.berth(&["image", "inspect", "-f", "{{index .RootFS.Layers 0}}", n]).ok().stdout;
+    let diff = |n: &str| {
+        env.berth(&["image", "inspect", "-f", "{{index .RootFS.Layers 0}}", n])
+            .ok()
+            .stdout
+    };
     assert_eq!(diff("zst:1"), diff("example.com/team/app:v1"));
     assert_eq!(
-        env.berth(&["image", "inspect", "-f", "{{.Comment}}", "zst:1"]).ok().stdout,
+        env.berth(&["image", "inspect", "-f", "{{.Comment}}", "zst:1"])
+            .ok()
+            .stdout,
         "Imported from -\n"
     );
     let dir = env.path("rootdir");
     fs::create_dir_all(dir.join("bin")).unwrap();
     fs::write(dir.join("bin/hello"), b"hello").unwrap();
     std::os::unix::fs::symlink("hello", dir.join("bin/hi")).unwrap();
-    env.berth(&["import", dir.to_str().unwrap(), "fromdir"]).ok();
+    env.berth(&["import", dir.to_str().unwrap(), "fromdir"])
+        .ok();
     assert_eq!(
-        env.berth(&["image", "inspect", "-f", "{{.Size}}", "fromdir"]).ok().stdout,
+        env.berth(&["image", "inspect", "-f", "{{.Size}}", "fromdir"])
+            .ok()
+            .stdout,
         "10\n"
     );
     // Bad input.
     let r = env.berth(&["import", "http://example.com/rootfs.tar"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("importing from a URL is not supported"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("importing from a URL is not supported"),
+        "{}",
+        r.stderr
+    );
     let r = env.berth(&["import", "-c", "RUN echo", z.to_str().unwrap()]);
     assert_eq!(r.code, 1);
-    assert_eq!(r.stderr, "Error response from daemon: RUN is not a valid change command\n");
+    assert_eq!(
+        r.stderr,
+        "Error response from daemon: RUN is not a valid change command\n"
+    );
     let r = env.berth(&["import", env.path("missing.tar").to_str().unwrap()]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("no such file or directory"), "{}", r.stderr);
-    let r = env.berth_stdin(&["import", "-"], b"this is not a tar archive at all, but it is long enough to be read as one block? no");
+    assert!(
+        r.stderr.contains("no such file or directory"),
+        "{}",
+        r.stderr
+    );
+    let r = env.berth_stdin(
+        &["import", "-"],
+        b"this is not a tar archive at all, but it is long enough to be read as one block? no",
+    );
     assert_ne!(r.code, 0);
 }
 
@@ -311,10 +453,20 @@ fn tag_rmi_and_untag_semantics() {
     let short = &id[7..19];
     env.berth(&["tag", "busybox", "myrepo:1"]).ok();
     env.berth(&["image", "tag", short, "other/x:2"]).ok();
-    let r = env.berth(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).ok();
+    let r = env
+        .berth(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .ok();
     assert_eq!(r.stdout, "busybox:latest\nmyrepo:1\nother/x:2\n");
     assert_eq!(
-        env.berth(&["image", "inspect", "-f", "{{join .RepoTags \",\"}}", "myrepo:1"]).ok().stdout,
+        env.berth(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{join .RepoTags \",\"}}",
+            "myrepo:1"
+        ])
+        .ok()
+        .stdout,
         "busybox:latest,myrepo:1,other/x:2\n"
     );
     // Removing one of several tags only untags.
@@ -330,29 +482,71 @@ fn tag_rmi_and_untag_semantics() {
     // No such image; the other argument is still processed.
     let r = env.berth(&["rmi", "nope", "other/x:2"]);
     assert_eq!(r.code, 1);
-    assert_eq!(r.stderr, "Error response from daemon: No such image: nope:latest\n");
+    assert_eq!(
+        r.stderr,
+        "Error response from daemon: No such image: nope:latest\n"
+    );
     assert_eq!(r.stdout, "Untagged: other/x:2\n");
     // A tag moves between images.
     let id2 = env.import_busybox(Some("second"), &[("etc/hostname", b"x\n")]);
     env.berth(&["tag", "second", "busybox"]).ok();
-    assert_eq!(env.berth(&["image", "inspect", "-f", "{{.Id}}", "busybox"]).ok().stdout, format!("{id2}\n"));
-    let r = env.berth(&["images", "-a", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]).ok();
-    assert!(r.stdout.contains(&format!("<none>:<none> {short}")), "{}", r.stdout);
-    let r = env.berth(&["images", "--filter", "dangling=true", "-q"]).ok();
+    assert_eq!(
+        env.berth(&["image", "inspect", "-f", "{{.Id}}", "busybox"])
+            .ok()
+            .stdout,
+        format!("{id2}\n")
+    );
+    let r = env
+        .berth(&[
+            "images",
+            "-a",
+            "--format",
+            "{{.Repository}}:{{.Tag}} {{.ID}}",
+        ])
+        .ok();
+    assert!(
+        r.stdout.contains(&format!("<none>:<none> {short}")),
+        "{}",
+        r.stdout
+    );
+    let r = env
+        .berth(&["images", "--filter", "dangling=true", "-q"])
+        .ok();
     assert_eq!(r.stdout, format!("{short}\n"));
     // The last reference by name: untag and delete, with its layer.
     let blobs_before = env.blobs().len();
     let r = env.berth(&["rmi", short]).ok();
-    let layer = env.berth(&["image", "inspect", "-f", "{{index .RootFS.Layers 0}}", "second"]).ok().stdout;
-    assert!(r.stdout.starts_with(&format!("Deleted: {id}\n")), "{}", r.stdout);
+    let layer = env
+        .berth(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{index .RootFS.Layers 0}}",
+            "second",
+        ])
+        .ok()
+        .stdout;
+    assert!(
+        r.stdout.starts_with(&format!("Deleted: {id}\n")),
+        "{}",
+        r.stdout
+    );
     assert_eq!(r.stdout.lines().count(), 2, "image + layer: {}", r.stdout);
     assert!(!r.stdout.contains(layer.trim()));
-    assert_eq!(env.blobs().len(), blobs_before - 3, "config, manifest and layer of the first image");
+    assert_eq!(
+        env.blobs().len(),
+        blobs_before - 3,
+        "config, manifest and layer of the first image"
+    );
     // -f with two tags removes both and the image.
     let r = env.berth(&["rmi", "-f", &id2]).ok();
     assert_eq!(
         r.stdout.lines().take(3).collect::<Vec<_>>(),
-        vec!["Untagged: busybox:latest", "Untagged: second:latest", &format!("Deleted: {id2}")]
+        vec![
+            "Untagged: busybox:latest",
+            "Untagged: second:latest",
+            &format!("Deleted: {id2}")
+        ]
     );
     assert_eq!(env.berth(&["images", "-qa"]).ok().stdout, "");
     assert!(env.blobs().is_empty(), "{:?}", env.blobs());
@@ -364,9 +558,17 @@ fn tag_rmi_and_untag_semantics() {
     let id3 = env.import_busybox(Some("third"), &[]);
     let r = env.berth(&["tag", "third", "Bad:Name"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.starts_with("Error parsing reference: \"Bad:Name\" is not a valid repository/tag"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .starts_with("Error parsing reference: \"Bad:Name\" is not a valid repository/tag"),
+        "{}",
+        r.stderr
+    );
     let r = env.berth(&["tag", "nothere", "x"]);
-    assert_eq!(r.stderr, "Error response from daemon: No such image: nothere:latest\n");
+    assert_eq!(
+        r.stderr,
+        "Error response from daemon: No such image: nothere:latest\n"
+    );
     assert_eq!(r.code, 1);
     assert!(!id3.is_empty());
 }
@@ -375,33 +577,95 @@ fn tag_rmi_and_untag_semantics() {
 fn inspect_formats() {
     let env = Env::new();
     let id = env.import_busybox(Some("busybox"), &[]);
-    let f = |t: &str| env.berth(&["image", "inspect", "-f", t, "busybox"]).ok().stdout;
+    let f = |t: &str| {
+        env.berth(&["image", "inspect", "-f", t, "busybox"])
+            .ok()
+            .stdout
+    };
     assert_eq!(f("{{.Id}}"), format!("{id}\n"));
     assert_eq!(f("{{.Config.Cmd}}"), "[sh]\n");
     assert_eq!(f("{{.Config.Entrypoint}}"), "[]\n");
     assert_eq!(f("{{json .Config.Cmd}}"), "[\"sh\"]\n");
     assert_eq!(f("{{index .RepoTags 0}}"), "busybox:latest\n");
-    assert_eq!(f("{{.Os}}/{{.Architecture}}"), format!("linux/{}\n", if cfg!(target_arch = "x86_64") { "amd64" } else { "arm64" }));
-    assert_eq!(f("{{if .Parent}}parent{{else}}none{{end}} {{len .RootFS.Layers}}"), "none 1\n");
+    assert_eq!(
+        f("{{.Os}}/{{.Architecture}}"),
+        format!(
+            "linux/{}\n",
+            if cfg!(target_arch = "x86_64") {
+                "amd64"
+            } else {
+                "arm64"
+            }
+        )
+    );
+    assert_eq!(
+        f("{{if .Parent}}parent{{else}}none{{end}} {{len .RootFS.Layers}}"),
+        "none 1\n"
+    );
     assert_eq!(f("{{range .RepoTags}}<{{.}}>{{end}}"), "<busybox:latest>\n");
     assert_eq!(f("{{.Size}}"), format!("{}\n", busybox_size(&[])));
-    assert_eq!(f("{{upper .Os}} {{printf \"%.12s\" .Id}}"), format!("LINUX {}\n", &id[..12]));
+    assert_eq!(
+        f("{{upper .Os}} {{printf \"%.12s\" .Id}}"),
+        format!("LINUX {}\n", &id[..12])
+    );
     let cfg: serde_json::Value = serde_json::from_str(&f("{{json .Config}}")).unwrap();
     assert_eq!(cfg["Cmd"], serde_json::json!(["sh"]));
     assert_eq!(cfg["Hostname"], "");
-    assert!(f("{{json .Config}}").starts_with("{\"Hostname\":\"\",\"Domainname\":\"\",\"User\":\"\",\"AttachStdin\":false"));
+    assert!(f("{{json .Config}}")
+        .starts_with("{\"Hostname\":\"\",\"Domainname\":\"\",\"User\":\"\",\"AttachStdin\":false"));
     // The default output: Docker's shape, 4-space indentation, key order.
     let r = env.berth(&["image", "inspect", "busybox", &id[7..19]]).ok();
-    assert!(r.stdout.starts_with("[\n    {\n        \"Id\": \"sha256:"), "{}", r.stdout);
+    assert!(
+        r.stdout.starts_with("[\n    {\n        \"Id\": \"sha256:"),
+        "{}",
+        r.stdout
+    );
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2);
-    let keys: Vec<&str> = ["\"Id\"", "\"RepoTags\"", "\"RepoDigests\"", "\"Parent\"", "\"Comment\"", "\"Created\"", "\"DockerVersion\"", "\"Author\"", "\"Config\"", "\"Architecture\"", "\"Os\"", "\"Size\"", "\"GraphDriver\"", "\"RootFS\"", "\"Metadata\""].to_vec();
+    let keys: Vec<&str> = [
+        "\"Id\"",
+        "\"RepoTags\"",
+        "\"RepoDigests\"",
+        "\"Parent\"",
+        "\"Comment\"",
+        "\"Created\"",
+        "\"DockerVersion\"",
+        "\"Author\"",
+        "\"Config\"",
+        "\"Architecture\"",
+        "\"Os\"",
+        "\"Size\"",
+        "\"GraphDriver\"",
+        "\"RootFS\"",
+        "\"Metadata\"",
+    ]
+    .to_vec();
     let mut pos = 0;
     for k in keys {
-        let p = r.stdout[pos..].find(k).unwrap_or_else(|| panic!("{k} missing or out of order"));
+        let p = r.stdout[pos..]
+            .find(k)
+            .unwrap_or_else(|| panic!("{k} missing or out of order"));
         pos += p;
     }
-    for k in ["Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Image", "Volumes", "WorkingDir", "Entrypoint", "OnBuild", "Labels"] {
+    for k in [
+        "Hostname",
+        "Domainname",
+        "User",
+        "AttachStdin",
+        "AttachStdout",
+        "AttachStderr",
+        "Tty",
+        "OpenStdin",
+        "StdinOnce",
+        "Env",
+        "Cmd",
+        "Image",
+        "Volumes",
+        "WorkingDir",
+        "Entrypoint",
+        "OnBuild",
+        "Labels",
+    ] {
         assert!(v[0]["Config"].get(k).is_some(), "Config.{k}");
     }
     assert_eq!(v[0]["RootFS"]["Type"], "layers");
@@ -414,7 +678,11 @@ fn inspect_formats() {
     assert_eq!(r.stderr, "Error: No such image: nope\n");
     let r = env.berth(&["image", "inspect", "-f", "{{.Nope}}", "busybox"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("can't evaluate field Nope"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("can't evaluate field Nope"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -424,7 +692,11 @@ fn history_output() {
     let config = config_for(std::slice::from_ref(&layer));
     let id = format!("sha256:{}", sha256_hex(&config));
     let ar = env.path("h.tar");
-    fs::write(&ar, docker_archive(&config, std::slice::from_ref(&layer), &["hist:1"])).unwrap();
+    fs::write(
+        &ar,
+        docker_archive(&config, std::slice::from_ref(&layer), &["hist:1"]),
+    )
+    .unwrap();
     env.berth(&["load", "-i", ar.to_str().unwrap()]).ok();
     let r = env.berth(&["history", "hist:1"]).ok();
     let lines: Vec<&str> = r.stdout.lines().collect();
@@ -439,19 +711,48 @@ fn history_output() {
         &id[7..19]
     ));
     assert_eq!(r.stdout, expect);
-    assert!(lines[0].starts_with("IMAGE          CREATED"), "{}", lines[0]);
+    assert!(
+        lines[0].starts_with("IMAGE          CREATED"),
+        "{}",
+        lines[0]
+    );
     let r = env.berth(&["history", "-q", "hist:1"]).ok();
     assert_eq!(r.stdout, format!("{}\n<missing>\n", &id[7..19]));
-    let r = env.berth(&["history", "--no-trunc", "--format", "{{.ID}}|{{.CreatedBy}}|{{.Size}}", "hist:1"]).ok();
+    let r = env
+        .berth(&[
+            "history",
+            "--no-trunc",
+            "--format",
+            "{{.ID}}|{{.CreatedBy}}|{{.Size}}",
+            "hist:1",
+        ])
+        .ok();
     assert_eq!(
         r.stdout,
         format!("{id}|/bin/sh -c #(nop)  CMD [\"sh\"]|0B\n<missing>|/bin/sh -c #(nop) ADD file:0123456789abcdef0123456789abcdef in / |{size}\n")
     );
-    let r = env.berth(&["history", "-H=false", "--format", "{{.CreatedSince}} {{.Size}}", "hist:1"]).ok();
-    assert_eq!(r.stdout, format!("2020-01-02T03:04:05Z 0\n2020-01-02T03:04:05Z {}\n", busybox_size(&[])));
+    let r = env
+        .berth(&[
+            "history",
+            "-H=false",
+            "--format",
+            "{{.CreatedSince}} {{.Size}}",
+            "hist:1",
+        ])
+        .ok();
+    assert_eq!(
+        r.stdout,
+        format!(
+            "2020-01-02T03:04:05Z 0\n2020-01-02T03:04:05Z {}\n",
+            busybox_size(&[])
+        )
+    );
     let r = env.berth(&["history", "nope"]);
     assert_eq!(r.code, 1);
-    assert_eq!(r.stderr, "Error response from daemon: No such image: nope:latest\n");
+    assert_eq!(
+        r.stderr,
+        "Error response from daemon: No such image: nope:latest\n"
+    );
 }
 
 #[test]
@@ -460,28 +761,50 @@ fn save_load_roundtrip() {
     let id = env.import_busybox(Some("busybox"), &[]);
     env.berth(&["tag", "busybox", "busybox:1.36"]).ok();
     let out = env.path("bb.tar");
-    env.berth(&["save", "-o", out.to_str().unwrap(), "busybox"]).ok();
+    env.berth(&["save", "-o", out.to_str().unwrap(), "busybox"])
+        .ok();
     // Docker 25+'s layout: docker-archive and OCI layout at once.
     let names: Vec<String> = tar::Archive::new(fs::File::open(&out).unwrap())
         .entries()
         .unwrap()
         .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
         .collect();
-    for n in ["manifest.json", "index.json", "oci-layout", "repositories", &format!("blobs/sha256/{}", &id[7..])] {
+    for n in [
+        "manifest.json",
+        "index.json",
+        "oci-layout",
+        "repositories",
+        &format!("blobs/sha256/{}", &id[7..]),
+    ] {
         assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
     }
     // Saving again gives the same bytes.
     let out2 = env.path("bb2.tar");
-    env.berth(&["save", "-o", out2.to_str().unwrap(), "busybox"]).ok();
+    env.berth(&["save", "-o", out2.to_str().unwrap(), "busybox"])
+        .ok();
     assert_eq!(fs::read(&out).unwrap(), fs::read(&out2).unwrap());
 
     let other = Env::new();
     let r = other.berth(&["load", "-i", out.to_str().unwrap()]).ok();
-    assert_eq!(r.stdout, "Loaded image: busybox:1.36\nLoaded image: busybox:latest\n");
-    assert_eq!(other.berth(&["image", "inspect", "-f", "{{.Id}}", "busybox:1.36"]).ok().stdout, format!("{id}\n"));
+    assert_eq!(
+        r.stdout,
+        "Loaded image: busybox:1.36\nLoaded image: busybox:latest\n"
+    );
+    assert_eq!(
+        other
+            .berth(&["image", "inspect", "-f", "{{.Id}}", "busybox:1.36"])
+            .ok()
+            .stdout,
+        format!("{id}\n")
+    );
     // Through a pipe: save to stdout, load from stdin (quietly), untagged by ID.
     let third = Env::new();
-    let bytes = env.cmd(&["save", &id[7..19]]).stdin(Stdio::null()).output().unwrap().stdout;
+    let bytes = env
+        .cmd(&["save", &id[7..19]])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+        .stdout;
     let r = third.berth_stdin(&["load", "-q"], &bytes).ok();
     assert_eq!(r.stdout, format!("Loaded image ID: {id}\n"));
     // Loading over an existing tag moves it, as Docker says.
@@ -497,7 +820,10 @@ fn save_load_roundtrip() {
     // Errors.
     let r = env.berth(&["save", "nope"]);
     assert_eq!(r.code, 1);
-    assert_eq!(r.stderr, "Error response from daemon: No such image: nope:latest\n");
+    assert_eq!(
+        r.stderr,
+        "Error response from daemon: No such image: nope:latest\n"
+    );
     assert!(!env.path("nope.tar").exists());
     let r = env.berth(&["save", "-o", env.path("x.tar").to_str().unwrap(), "nope"]);
     assert_eq!(r.code, 1);
@@ -507,7 +833,10 @@ fn save_load_roundtrip() {
 }
 
 fn skopeo() -> bool {
-    Command::new("skopeo").arg("--version").output().is_ok_and(|o| o.status.success())
+    Command::new("skopeo")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 fn skopeo_copy(src: &str, dst: &str) {
@@ -515,7 +844,11 @@ fn skopeo_copy(src: &str, dst: &str) {
         .args(["--insecure-policy", "copy", "-q", src, dst])
         .output()
         .unwrap();
-    assert!(o.status.success(), "skopeo copy {src} {dst}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "skopeo copy {src} {dst}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
@@ -527,10 +860,14 @@ fn skopeo_interop_and_oci_layout_archives() {
     let env = Env::new();
     let id = env.import_busybox(Some("busybox"), &[]);
     let out = env.path("bb.tar");
-    env.berth(&["save", "-o", out.to_str().unwrap(), "busybox"]).ok();
+    env.berth(&["save", "-o", out.to_str().unwrap(), "busybox"])
+        .ok();
     // skopeo reads our save output, both as a docker-archive and as an OCI layout.
     let oci = env.path("oci");
-    skopeo_copy(&format!("docker-archive:{}", out.display()), &format!("oci:{}:bb:1", oci.display()));
+    skopeo_copy(
+        &format!("docker-archive:{}", out.display()),
+        &format!("oci:{}:bb:1", oci.display()),
+    );
     let o = Command::new("skopeo")
         .args(["inspect", &format!("docker-archive:{}", out.display())])
         .output()
@@ -540,17 +877,30 @@ fn skopeo_interop_and_oci_layout_archives() {
     assert_eq!(v["Layers"].as_array().unwrap().len(), 1);
     // skopeo's docker-archive output loads into berth.
     let sk = env.path("skopeo.tar");
-    skopeo_copy(&format!("oci:{}:bb:1", oci.display()), &format!("docker-archive:{}:skopeo/bb:v1", sk.display()));
+    skopeo_copy(
+        &format!("oci:{}:bb:1", oci.display()),
+        &format!("docker-archive:{}:skopeo/bb:v1", sk.display()),
+    );
     let other = Env::new();
     let r = other.berth(&["load", "-i", sk.to_str().unwrap()]).ok();
     assert_eq!(r.stdout, "Loaded image: skopeo/bb:v1\n");
     let f = |e: &Env, t: &str, n: &str| e.berth(&["image", "inspect", "-f", t, n]).ok().stdout;
-    assert_eq!(f(&other, "{{.RootFS.Layers}}", "skopeo/bb:v1"), f(&env, "{{.RootFS.Layers}}", "busybox"));
+    assert_eq!(
+        f(&other, "{{.RootFS.Layers}}", "skopeo/bb:v1"),
+        f(&env, "{{.RootFS.Layers}}", "busybox")
+    );
     assert_eq!(f(&other, "{{.Config.Cmd}}", "skopeo/bb:v1"), "[sh]\n");
     // An OCI image layout archive (gzip layers, as skopeo writes with compression) loads.
     let oci_gz = env.path("ocigz");
     let o = Command::new("skopeo")
-        .args(["--insecure-policy", "copy", "-q", "--dest-compress", "--dest-compress-format", "gzip"])
+        .args([
+            "--insecure-policy",
+            "copy",
+            "-q",
+            "--dest-compress",
+            "--dest-compress-format",
+            "gzip",
+        ])
         .arg(format!("oci:{}:bb:1", oci.display()))
         .arg(format!("oci:{}:example.com/bb:gz", oci_gz.display()))
         .output()
@@ -562,11 +912,16 @@ fn skopeo_interop_and_oci_layout_archives() {
     let third = Env::new();
     let r = third.berth_stdin(&["load"], &layout_tar).ok();
     assert_eq!(r.stdout, "Loaded image: example.com/bb:gz\n");
-    assert_eq!(f(&third, "{{.RootFS.Layers}}", "example.com/bb:gz"), f(&env, "{{.RootFS.Layers}}", "busybox"));
+    assert_eq!(
+        f(&third, "{{.RootFS.Layers}}", "example.com/bb:gz"),
+        f(&env, "{{.RootFS.Layers}}", "busybox")
+    );
     // Layers stay compressed in the store; save decompresses them to DiffID-named tars, and
     // the round trip through berth keeps the image ID.
     let again = third.path("again.tar");
-    third.berth(&["save", "-o", again.to_str().unwrap(), "example.com/bb:gz"]).ok();
+    third
+        .berth(&["save", "-o", again.to_str().unwrap(), "example.com/bb:gz"])
+        .ok();
     let fourth = Env::new();
     fourth.berth(&["load", "-i", again.to_str().unwrap()]).ok();
     assert_eq!(
@@ -588,7 +943,9 @@ fn skopeo_interop_and_oci_layout_archives() {
         filtered.append_data(&mut h, &p, &data[..]).unwrap();
     }
     let fifth = Env::new();
-    let r = fifth.berth_stdin(&["load"], &filtered.into_inner().unwrap()).ok();
+    let r = fifth
+        .berth_stdin(&["load"], &filtered.into_inner().unwrap())
+        .ok();
     assert_eq!(r.stdout, "Loaded image: busybox:latest\n");
     assert_eq!(f(&fifth, "{{.Id}}", "busybox"), format!("{id}\n"));
 }
@@ -601,14 +958,24 @@ fn assert_refused(env: &Env, archive: &[u8], needle: &str) {
     let images = env.berth(&["images", "-qa", "--no-trunc"]).ok().stdout;
     let r = env.berth_stdin(&["load"], archive);
     assert_eq!(r.code, 1, "stdout: {} stderr: {}", r.stdout, r.stderr);
-    assert!(r.stderr.starts_with("Error response from daemon: "), "{}", r.stderr);
+    assert!(
+        r.stderr.starts_with("Error response from daemon: "),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains(needle), "{needle:?} not in {}", r.stderr);
     assert_eq!(env.blobs(), blobs, "blobs changed");
     assert_eq!(env.snapshots(), snaps, "snapshots changed");
-    assert_eq!(env.berth(&["images", "-qa", "--no-trunc"]).ok().stdout, images);
+    assert_eq!(
+        env.berth(&["images", "-qa", "--no-trunc"]).ok().stdout,
+        images
+    );
     assert!(!env.dir.path().join("evil").exists());
     assert!(!env.root().join("evil").exists());
-    assert!(list_dir(&env.root().join("tmp")).is_empty(), "scratch files left");
+    assert!(
+        list_dir(&env.root().join("tmp")).is_empty(),
+        "scratch files left"
+    );
 }
 
 #[test]
@@ -650,10 +1017,24 @@ fn hostile_archives_are_refused() {
 
     // A symlink escaping the archive, used as the manifest.
     let mut b = tar::Builder::new(Vec::new());
-    entry(&mut b, "manifest.json", tar::EntryType::Symlink, 0o777, b"", Some("../../../../etc/passwd"));
+    entry(
+        &mut b,
+        "manifest.json",
+        tar::EntryType::Symlink,
+        0o777,
+        b"",
+        Some("../../../../etc/passwd"),
+    );
     assert_refused(&env, &b.into_inner().unwrap(), "escapes the archive");
     let mut b = tar::Builder::new(Vec::new());
-    entry(&mut b, "manifest.json", tar::EntryType::Symlink, 0o777, b"", Some("/etc/passwd"));
+    entry(
+        &mut b,
+        "manifest.json",
+        tar::EntryType::Symlink,
+        0o777,
+        b"",
+        Some("/etc/passwd"),
+    );
     assert_refused(&env, &b.into_inner().unwrap(), "symlink to absolute path");
 
     // A device node.
@@ -664,8 +1045,19 @@ fn hostile_archives_are_refused() {
     // An oversized PAX header.
     let mut b = tar::Builder::new(Vec::new());
     let big = vec![b'a'; 200 * 1024];
-    entry(&mut b, "PaxHeader", tar::EntryType::XHeader, 0o644, &big, None);
-    assert_refused(&env, &b.into_inner().unwrap(), "PAX header of 204800 bytes is larger than");
+    entry(
+        &mut b,
+        "PaxHeader",
+        tar::EntryType::XHeader,
+        0o644,
+        &big,
+        None,
+    );
+    assert_refused(
+        &env,
+        &b.into_inner().unwrap(),
+        "PAX header of 204800 bytes is larger than",
+    );
 
     // Wrong layer digest: the layer in the archive is not the one the config names.
     let other_layer = busybox_tar(&[("etc/other", b"y")]);
@@ -676,9 +1068,23 @@ fn hostile_archives_are_refused() {
         let mut b = tar::Builder::new(Vec::new());
         let name = format!("{}.json", "0".repeat(64));
         entry(&mut b, &name, tar::EntryType::Regular, 0o644, &config, None);
-        entry(&mut b, "l.tar", tar::EntryType::Regular, 0o644, &layer, None);
+        entry(
+            &mut b,
+            "l.tar",
+            tar::EntryType::Regular,
+            0o644,
+            &layer,
+            None,
+        );
         let m = serde_json::json!([{"Config": name, "RepoTags": ["x:1"], "Layers": ["l.tar"]}]);
-        entry(&mut b, "manifest.json", tar::EntryType::Regular, 0o644, m.to_string().as_bytes(), None);
+        entry(
+            &mut b,
+            "manifest.json",
+            tar::EntryType::Regular,
+            0o644,
+            m.to_string().as_bytes(),
+            None,
+        );
         b.into_inner().unwrap()
     };
     assert_refused(&env, &renamed, "digest mismatch");
@@ -697,7 +1103,11 @@ fn hostile_archives_are_refused() {
     lb.append(&h, &b"evil"[..]).unwrap();
     let evil_layer = lb.into_inner().unwrap();
     let evil_config = config_for(std::slice::from_ref(&evil_layer));
-    assert_refused(&env, &docker_archive(&evil_config, &[evil_layer], &["evil:1"]), "escapes");
+    assert_refused(
+        &env,
+        &docker_archive(&evil_config, &[evil_layer], &["evil:1"]),
+        "escapes",
+    );
     // Truncated archive.
     assert_refused(&env, &good[..good.len() / 2], "");
     // Garbage.
@@ -731,18 +1141,31 @@ fn prune_frees_blobs_and_system_df() {
         units::human_size(total as f64)
     ));
     assert_eq!(r.stdout, expect);
-    let r = env.berth(&["system", "df", "--format", "{{.Type}}={{.TotalCount}}"]).ok();
-    assert_eq!(r.stdout, "Images=2\nContainers=0\nLocal Volumes=0\nBuild Cache=0\n");
+    let r = env
+        .berth(&["system", "df", "--format", "{{.Type}}={{.TotalCount}}"])
+        .ok();
+    assert_eq!(
+        r.stdout,
+        "Images=2\nContainers=0\nLocal Volumes=0\nBuild Cache=0\n"
+    );
 
     // Without -f, a "no" answer does nothing.
     let r = env.berth_stdin(&["image", "prune"], b"n\n").ok();
-    assert_eq!(r.stdout, "WARNING! This will remove all dangling images.\nAre you sure you want to continue? [y/N] ");
+    assert_eq!(
+        r.stdout,
+        "WARNING! This will remove all dangling images.\nAre you sure you want to continue? [y/N] "
+    );
     assert_eq!(env.berth(&["images", "-qa"]).ok().stdout.lines().count(), 2);
 
     let blobs_before = env.blobs().len();
     let snaps_before = env.snapshots().len();
     let r = env.berth(&["image", "prune", "-f"]).ok();
-    let layer_lines: String = r.stdout.lines().filter(|l| l.starts_with("deleted: ") && !l.contains(&dangling)).map(|l| format!("{l}\n")).collect();
+    let layer_lines: String = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("deleted: ") && !l.contains(&dangling))
+        .map(|l| format!("{l}\n"))
+        .collect();
     assert_eq!(
         r.stdout,
         format!(
@@ -750,15 +1173,28 @@ fn prune_frees_blobs_and_system_df() {
             units::human_size(size_dangling as f64)
         )
     );
-    assert_eq!(env.blobs().len(), blobs_before - 3, "config, manifest and layer of the dangling image");
+    assert_eq!(
+        env.blobs().len(),
+        blobs_before - 3,
+        "config, manifest and layer of the dangling image"
+    );
     assert_eq!(env.snapshots().len(), snaps_before - 1);
-    assert_eq!(env.berth(&["images", "-qa", "--no-trunc"]).ok().stdout, format!("{kept}\n"));
+    assert_eq!(
+        env.berth(&["images", "-qa", "--no-trunc"]).ok().stdout,
+        format!("{kept}\n")
+    );
     // Nothing left to prune.
-    assert_eq!(env.berth(&["image", "prune", "-f"]).ok().stdout, "Total reclaimed space: 0B\n");
+    assert_eq!(
+        env.berth(&["image", "prune", "-f"]).ok().stdout,
+        "Total reclaimed space: 0B\n"
+    );
     // -a removes tagged images too.
     let r = env.berth_stdin(&["image", "prune", "-a"], b"y\n").ok();
     assert!(r.stdout.starts_with("WARNING! This will remove all images without at least one container associated to them.\nAre you sure you want to continue? [y/N] Deleted Images:\nuntagged: kept:latest\n"), "{}", r.stdout);
-    assert!(r.stdout.ends_with(&format!("Total reclaimed space: {}\n", units::human_size(size_kept as f64))));
+    assert!(r.stdout.ends_with(&format!(
+        "Total reclaimed space: {}\n",
+        units::human_size(size_kept as f64)
+    )));
     assert!(env.blobs().is_empty(), "{:?}", env.blobs());
     assert!(env.snapshots().is_empty(), "{:?}", env.snapshots());
 }
@@ -770,28 +1206,71 @@ fn list_filters() {
     let config = config_for(std::slice::from_ref(&layer));
     let old = format!("sha256:{}", sha256_hex(&config));
     let ar = env.path("old.tar");
-    fs::write(&ar, docker_archive(&config, std::slice::from_ref(&layer), &["old:1", "tools/old:2"])).unwrap();
+    fs::write(
+        &ar,
+        docker_archive(
+            &config,
+            std::slice::from_ref(&layer),
+            &["old:1", "tools/old:2"],
+        ),
+    )
+    .unwrap();
     env.berth(&["load", "-i", ar.to_str().unwrap()]).ok();
     let new = env.import_busybox(Some("new:1"), &[("etc/x", b"1")]);
     let q = |args: &[&str]| {
-        let mut a = vec!["images", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"];
+        let mut a = vec![
+            "images",
+            "--no-trunc",
+            "--format",
+            "{{.ID}} {{.Repository}}:{{.Tag}}",
+        ];
         a.extend_from_slice(args);
         env.berth(&a).ok().stdout
     };
-    assert_eq!(q(&[]), format!("{new} new:1\n{old} old:1\n{old} tools/old:2\n"));
+    assert_eq!(
+        q(&[]),
+        format!("{new} new:1\n{old} old:1\n{old} tools/old:2\n")
+    );
     assert_eq!(q(&["--filter", "reference=old"]), format!("{old} old:1\n"));
-    assert_eq!(q(&["--filter", "reference=*/old:*"]), format!("{old} tools/old:2\n"));
-    assert_eq!(q(&["--filter", "label=org.example=yes"]), format!("{old} old:1\n{old} tools/old:2\n"));
+    assert_eq!(
+        q(&["--filter", "reference=*/old:*"]),
+        format!("{old} tools/old:2\n")
+    );
+    assert_eq!(
+        q(&["--filter", "label=org.example=yes"]),
+        format!("{old} old:1\n{old} tools/old:2\n")
+    );
     assert_eq!(q(&["--filter", "label=org.example=no"]), "");
-    assert_eq!(q(&["--filter", "before=new:1"]), format!("{old} old:1\n{old} tools/old:2\n"));
+    assert_eq!(
+        q(&["--filter", "before=new:1"]),
+        format!("{old} old:1\n{old} tools/old:2\n")
+    );
     assert_eq!(q(&["--filter", "since=old:1"]), format!("{new} new:1\n"));
-    assert_eq!(q(&["--filter", "dangling=false", "-f", "reference=new"]), format!("{new} new:1\n"));
+    assert_eq!(
+        q(&["--filter", "dangling=false", "-f", "reference=new"]),
+        format!("{new} new:1\n")
+    );
     let r = env.berth(&["images", "--filter", "bogus=1"]);
     assert_eq!(r.code, 1);
-    assert_eq!(r.stderr, "Error response from daemon: invalid filter 'bogus'\n");
+    assert_eq!(
+        r.stderr,
+        "Error response from daemon: invalid filter 'bogus'\n"
+    );
     let r = env.berth(&["images", "--filter", "nobody"]);
     assert_eq!(r.code, 1);
     // CREATED for an image from 2020.
-    let r = env.berth(&["images", "--format", "{{.CreatedSince}}|{{.CreatedAt}}", "old"]).ok();
-    assert!(r.stdout.ends_with(" years ago|2020-01-02 03:04:05 +0000 UTC\n"), "{}", r.stdout);
+    let r = env
+        .berth(&[
+            "images",
+            "--format",
+            "{{.CreatedSince}}|{{.CreatedAt}}",
+            "old",
+        ])
+        .ok();
+    assert!(
+        r.stdout
+            .ends_with(" years ago|2020-01-02 03:04:05 +0000 UTC\n"),
+        "{}",
+        r.stdout
+    );
 }

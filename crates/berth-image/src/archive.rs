@@ -188,8 +188,13 @@ fn parse_pax(data: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
             return Err("malformed PAX record length".into());
         }
         let rec = &rest[sp + 1..len];
-        let rec = rec.strip_suffix(b"\n").ok_or("PAX record without newline")?;
-        let eq = rec.iter().position(|b| *b == b'=').ok_or("PAX record without '='")?;
+        let rec = rec
+            .strip_suffix(b"\n")
+            .ok_or("PAX record without newline")?;
+        let eq = rec
+            .iter()
+            .position(|b| *b == b'=')
+            .ok_or("PAX record without '='")?;
         out.push((
             String::from_utf8_lossy(&rec[..eq]).into_owned(),
             rec[eq + 1..].to_vec(),
@@ -221,7 +226,9 @@ impl Spool {
             let mut e = e.map_err(ArchiveError::Read)?;
             count += 1;
             if count > MAX_ENTRIES {
-                return Err(ArchiveError::Invalid(format!("more than {MAX_ENTRIES} entries")));
+                return Err(ArchiveError::Invalid(format!(
+                    "more than {MAX_ENTRIES} entries"
+                )));
             }
             let header_name = e.header().path_bytes().into_owned();
             let shown = String::from_utf8_lossy(&header_name).into_owned();
@@ -233,7 +240,8 @@ impl Spool {
             let kind = e.header().entry_type();
             match kind {
                 tar::EntryType::GNULongName => {
-                    let mut v = read_limited(&mut e, size, MAX_EXT_HEADER, "GNU long name").map_err(hostile)?;
+                    let mut v = read_limited(&mut e, size, MAX_EXT_HEADER, "GNU long name")
+                        .map_err(hostile)?;
                     while v.last() == Some(&0) {
                         v.pop();
                     }
@@ -241,7 +249,8 @@ impl Spool {
                     continue;
                 }
                 tar::EntryType::GNULongLink => {
-                    let mut v = read_limited(&mut e, size, MAX_EXT_HEADER, "GNU long link").map_err(hostile)?;
+                    let mut v = read_limited(&mut e, size, MAX_EXT_HEADER, "GNU long link")
+                        .map_err(hostile)?;
                     while v.last() == Some(&0) {
                         v.pop();
                     }
@@ -249,7 +258,8 @@ impl Spool {
                     continue;
                 }
                 tar::EntryType::XHeader => {
-                    let v = read_limited(&mut e, size, MAX_EXT_HEADER, "PAX header").map_err(hostile)?;
+                    let v = read_limited(&mut e, size, MAX_EXT_HEADER, "PAX header")
+                        .map_err(hostile)?;
                     for (k, val) in parse_pax(&v).map_err(hostile)? {
                         match k.as_str() {
                             "path" => pending_name = Some(val),
@@ -260,7 +270,8 @@ impl Spool {
                     continue;
                 }
                 tar::EntryType::XGlobalHeader => {
-                    read_limited(&mut e, size, MAX_EXT_HEADER, "PAX global header").map_err(hostile)?;
+                    read_limited(&mut e, size, MAX_EXT_HEADER, "PAX global header")
+                        .map_err(hostile)?;
                     continue;
                 }
                 _ => {}
@@ -288,20 +299,25 @@ impl Spool {
                     spool.files.insert(name, p);
                 }
                 tar::EntryType::Symlink => {
-                    let target = raw_link.ok_or_else(|| hostile("symlink without target".into()))?;
+                    let target =
+                        raw_link.ok_or_else(|| hostile("symlink without target".into()))?;
                     let resolved = resolve_link(&name, &target).map_err(hostile)?;
                     spool.files.remove(&name);
                     spool.links.insert(name, resolved);
                 }
                 tar::EntryType::Link => {
-                    let target = raw_link.ok_or_else(|| hostile("hard link without target".into()))?;
+                    let target =
+                        raw_link.ok_or_else(|| hostile("hard link without target".into()))?;
                     let resolved = clean_archive_path(&target)
                         .map_err(|r| hostile(format!("hard link target: {r}")))?;
                     spool.files.remove(&name);
                     spool.links.insert(name, resolved);
                 }
                 other => {
-                    return Err(hostile(format!("unsupported entry type {:?}", other.as_byte() as char)));
+                    return Err(hostile(format!(
+                        "unsupported entry type {:?}",
+                        other.as_byte() as char
+                    )));
                 }
             }
         }
@@ -327,7 +343,9 @@ impl Spool {
                 }
             }
         }
-        Err(ArchiveError::Invalid(format!("{name:?}: too many levels of links")))
+        Err(ArchiveError::Invalid(format!(
+            "{name:?}: too many levels of links"
+        )))
     }
 
     fn contains(&self, name: &str) -> bool {
@@ -379,11 +397,10 @@ pub struct LoadReport {
 struct Written(Vec<Digest>);
 
 impl Written {
-    fn note(&mut self, store: &ImageStore, d: &Digest, existed: bool) {
+    fn note(&mut self, d: &Digest, existed: bool) {
         if !existed && !self.0.contains(d) {
             self.0.push(d.clone());
         }
-        let _ = store;
     }
 }
 
@@ -417,8 +434,9 @@ struct DockerManifestEntry {
 }
 
 fn load_docker(store: &ImageStore, spool: &Spool, written: &mut Written) -> Result<LoadReport> {
-    let entries: Vec<DockerManifestEntry> = serde_json::from_slice(&spool.read_small("manifest.json")?)
-        .map_err(|e| ArchiveError::Invalid(format!("manifest.json: {e}")))?;
+    let entries: Vec<DockerManifestEntry> =
+        serde_json::from_slice(&spool.read_small("manifest.json")?)
+            .map_err(|e| ArchiveError::Invalid(format!("manifest.json: {e}")))?;
     // Verify and store everything first, register afterwards.
     let mut prepared = Vec::new();
     for ent in &entries {
@@ -476,7 +494,10 @@ fn load_docker(store: &ImageStore, spool: &Spool, written: &mut Written) -> Resu
             })
             .collect();
         store.unpack(&recs)?;
-        let descs: Vec<Descriptor> = layers.iter().map(|(d, s, _)| descriptor(mt::OCI_LAYER, d, *s)).collect();
+        let descs: Vec<Descriptor> = layers
+            .iter()
+            .map(|(d, s, _)| descriptor(mt::OCI_LAYER, d, *s))
+            .collect();
         let manifest = synthesize_manifest(&config_bytes, &descs);
         let reg = store.register(RegisterRequest {
             manifest,
@@ -573,7 +594,7 @@ fn store_uncompressed_layer(
         }
         (e, _) => e.into(),
     })?;
-    written.note(store, &d, false);
+    written.note(&d, false);
     Ok((d, size, Some(content)))
 }
 
@@ -604,7 +625,10 @@ fn store_docker_layer(
 fn read_oci_blob(spool: &Spool, d: &Descriptor) -> Result<Vec<u8>> {
     let path = format!("blobs/sha256/{}", d.digest.hex());
     if d.size > MAX_JSON {
-        return Err(ArchiveError::Invalid(format!("{path}: {} bytes is too large", d.size)));
+        return Err(ArchiveError::Invalid(format!(
+            "{path}: {} bytes is too large",
+            d.size
+        )));
     }
     let bytes = spool.read_small(&path)?;
     let actual = Digest::of_bytes(&bytes);
@@ -650,15 +674,22 @@ fn load_oci(store: &ImageStore, spool: &Spool, written: &mut Written) -> Result<
     if spool.contains("oci-layout") {
         let v: serde_json::Value = serde_json::from_slice(&spool.read_small("oci-layout")?)
             .map_err(|e| ArchiveError::Invalid(format!("oci-layout: {e}")))?;
-        if v.get("imageLayoutVersion").and_then(|v| v.as_str()).is_none() {
-            return Err(ArchiveError::Invalid("oci-layout without imageLayoutVersion".into()));
+        if v.get("imageLayoutVersion")
+            .and_then(|v| v.as_str())
+            .is_none()
+        {
+            return Err(ArchiveError::Invalid(
+                "oci-layout without imageLayoutVersion".into(),
+            ));
         }
     }
     let index_bytes = spool.read_small("index.json")?;
     let index: ImageIndex = match parse_manifest(None, &index_bytes)? {
         Manifest::Index(_, i) => i,
         Manifest::Image(..) => {
-            return Err(ArchiveError::Invalid("index.json is not an image index".into()))
+            return Err(ArchiveError::Invalid(
+                "index.json is not an image index".into(),
+            ))
         }
     };
     // (manifest descriptor, names, index digests kept with the image)
@@ -675,7 +706,7 @@ fn load_oci(store: &ImageStore, spool: &Spool, written: &mut Written) -> Result<
                 let chosen = manifest::select_platform(&inner, &Platform::host())?.clone();
                 let existed = store.blobs().exists(&d.digest);
                 store.blobs().write_bytes(Some(&d.digest), &bytes)?;
-                written.note(store, &d.digest, existed);
+                written.note(&d.digest, existed);
                 (chosen, vec![d.digest.clone()])
             }
             Ok(_) => (d.clone(), Vec::new()),
@@ -696,13 +727,18 @@ fn load_oci(store: &ImageStore, spool: &Spool, written: &mut Written) -> Result<
         }
     }
     if targets.is_empty() {
-        return Err(ArchiveError::Invalid("index.json lists no image manifests".into()));
+        return Err(ArchiveError::Invalid(
+            "index.json lists no image manifests".into(),
+        ));
     }
     let mut prepared = Vec::new();
     for (md, names, extra) in targets {
         let mbytes = read_oci_blob(spool, &md)?;
         let Manifest::Image(_, m) = parse_manifest(Some(&md.media_type), &mbytes)? else {
-            return Err(ArchiveError::Invalid(format!("{} is not an image manifest", md.digest)));
+            return Err(ArchiveError::Invalid(format!(
+                "{} is not an image manifest",
+                md.digest
+            )));
         };
         let cbytes = read_oci_blob(spool, &m.config)?;
         let config = ImageConfig::parse(&cbytes)?;
@@ -717,16 +753,17 @@ fn load_oci(store: &ImageStore, spool: &Spool, written: &mut Written) -> Result<
                     .blobs()
                     .write_blob_sized(Some(&l.digest), Some(l.size), f)
                     .map_err(|e| match e {
-                        StoreError::Verify(crate::digest::VerifyError::Digest { expected, actual }) => {
-                            ArchiveError::DigestMismatch {
-                                what: path.clone(),
-                                expected: expected.to_string(),
-                                actual: actual.to_string(),
-                            }
-                        }
+                        StoreError::Verify(crate::digest::VerifyError::Digest {
+                            expected,
+                            actual,
+                        }) => ArchiveError::DigestMismatch {
+                            what: path.clone(),
+                            expected: expected.to_string(),
+                            actual: actual.to_string(),
+                        },
                         e => ArchiveError::Invalid(format!("{path}: {e}")),
                     })?;
-                written.note(store, &l.digest, false);
+                written.note(&l.digest, false);
             }
             inputs.push(LayerInput {
                 descriptor: l.clone(),
@@ -855,7 +892,9 @@ pub fn save(store: &ImageStore, names: &[String], out: impl Write) -> Result<()>
                     });
                 }
                 if written_blobs.insert(l.diff_id.clone()) {
-                    let mut tmp = w.into_inner().map_err(|e| ArchiveError::Read(e.into_error()))?;
+                    let mut tmp = w
+                        .into_inner()
+                        .map_err(|e| ArchiveError::Read(e.into_error()))?;
                     io::Seek::seek(&mut tmp, io::SeekFrom::Start(0)).map_err(ArchiveError::Read)?;
                     add_file(&mut b, &path, size, tmp)?;
                 }
@@ -891,10 +930,10 @@ pub fn save(store: &ImageStore, names: &[String], out: impl Write) -> Result<()>
             mdesc.annotations = Some(a);
             index_entries.push(mdesc.clone());
             if let Some(top) = rec.layers.last() {
-                repositories
-                    .entry(t.familiar_name())
-                    .or_default()
-                    .insert(t.tag().unwrap_or("latest").to_string(), top.diff_id.hex().to_string());
+                repositories.entry(t.familiar_name()).or_default().insert(
+                    t.tag().unwrap_or("latest").to_string(),
+                    top.diff_id.hex().to_string(),
+                );
             }
         }
         manifest_json.push(DockerManifestEntry {
@@ -918,27 +957,19 @@ pub fn save(store: &ImageStore, names: &[String], out: impl Write) -> Result<()>
         subject: None,
         annotations: None,
     };
-    let json = |v: &dyn erased::Ser| v.to_vec();
-    add_file_bytes(&mut b, "index.json", &json(&index))?;
-    add_file_bytes(&mut b, "manifest.json", &json(&manifest_json))?;
+    add_file_bytes(&mut b, "index.json", &to_json(&index)?)?;
+    add_file_bytes(&mut b, "manifest.json", &to_json(&manifest_json)?)?;
     add_file_bytes(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     if !repositories.is_empty() {
-        add_file_bytes(&mut b, "repositories", &json(&repositories))?;
+        add_file_bytes(&mut b, "repositories", &to_json(&repositories)?)?;
     }
     let mut out = b.into_inner().map_err(ArchiveError::Read)?;
     out.flush().map_err(ArchiveError::Read)?;
     Ok(())
 }
 
-mod erased {
-    pub trait Ser {
-        fn to_vec(&self) -> Vec<u8>;
-    }
-    impl<T: serde::Serialize> Ser for T {
-        fn to_vec(&self) -> Vec<u8> {
-            serde_json::to_vec(self).unwrap_or_default()
-        }
-    }
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| ArchiveError::Invalid(e.to_string()))
 }
 
 fn header(path: &str, size: u64, kind: tar::EntryType, mode: u32) -> Result<tar::Header> {
@@ -959,7 +990,12 @@ fn add_dir<W: Write>(b: &mut tar::Builder<W>, path: &str) -> Result<()> {
     b.append(&h, io::empty()).map_err(ArchiveError::Read)
 }
 
-fn add_file<W: Write>(b: &mut tar::Builder<W>, path: &str, size: u64, data: impl Read) -> Result<()> {
+fn add_file<W: Write>(
+    b: &mut tar::Builder<W>,
+    path: &str,
+    size: u64,
+    data: impl Read,
+) -> Result<()> {
     let h = header(path, size, tar::EntryType::Regular, 0o644)?;
     b.append(&h, data).map_err(ArchiveError::Read)
 }
@@ -995,7 +1031,11 @@ pub struct ImportOptions {
 }
 
 /// Imports a root file system as a one-layer image and returns its ID.
-pub fn import(store: &ImageStore, source: ImportSource<'_>, opts: &ImportOptions) -> Result<ImageId> {
+pub fn import(
+    store: &ImageStore,
+    source: ImportSource<'_>,
+    opts: &ImportOptions,
+) -> Result<ImageId> {
     // Validate the changes before reading anything.
     let container_config = apply_changes(ContainerConfig::default(), &opts.changes)?;
     let mut written = Written::default();
@@ -1008,27 +1048,37 @@ pub fn import(store: &ImageStore, source: ImportSource<'_>, opts: &ImportOptions
                 b.follow_symlinks(false);
                 append_tree(&mut b, &dir, Path::new(""))?;
                 let w = b.into_inner().map_err(ArchiveError::Read)?;
-                let mut f = w.into_inner().map_err(|e| ArchiveError::Read(e.into_error()))?;
+                let mut f = w
+                    .into_inner()
+                    .map_err(|e| ArchiveError::Read(e.into_error()))?;
                 io::Seek::seek(&mut f, io::SeekFrom::Start(0)).map_err(ArchiveError::Read)?;
                 store_uncompressed_layer(store, f, None, &mut written)?
             }
         };
         let content = match content {
             Some(c) => c,
-            None => layer_content_size(store.blobs().open_blob(&diff_id)?).map_err(ArchiveError::Read)?,
+            None => layer_content_size(store.blobs().open_blob(&diff_id)?)
+                .map_err(ArchiveError::Read)?,
         };
         let (secs, nanos) = timeutil::now();
         let created = timeutil::format_rfc3339_nano(secs, nanos);
-        let msg = opts.message.clone().filter(|m| !m.is_empty()).unwrap_or_else(|| {
-            if opts.source_name.is_empty() {
-                "Imported from -".to_string()
-            } else {
-                format!("Imported from {}", opts.source_name)
-            }
-        });
+        let msg = opts
+            .message
+            .clone()
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| {
+                if opts.source_name.is_empty() {
+                    "Imported from -".to_string()
+                } else {
+                    format!("Imported from {}", opts.source_name)
+                }
+            });
         let platform = opts.platform.clone().unwrap_or_else(Platform::host);
         let mut extra = BTreeMap::new();
-        extra.insert("comment".to_string(), serde_json::Value::String(msg.clone()));
+        extra.insert(
+            "comment".to_string(),
+            serde_json::Value::String(msg.clone()),
+        );
         extra.insert(
             "docker_version".to_string(),
             serde_json::Value::String(format!("berth-{}", env!("CARGO_PKG_VERSION"))),
@@ -1052,7 +1102,8 @@ pub fn import(store: &ImageStore, source: ImportSource<'_>, opts: &ImportOptions
             }],
             extra,
         };
-        let config_bytes = serde_json::to_vec(&config).map_err(|e| ArchiveError::Invalid(e.to_string()))?;
+        let config_bytes =
+            serde_json::to_vec(&config).map_err(|e| ArchiveError::Invalid(e.to_string()))?;
         let desc = descriptor(mt::OCI_LAYER, &diff_id, size);
         let recs = vec![LayerRecord {
             digest: diff_id.clone(),
@@ -1092,7 +1143,8 @@ fn append_tree<W: Write>(b: &mut tar::Builder<W>, root: &Path, rel: &Path) -> Re
     for e in names {
         let r = rel.join(e.file_name());
         let full = root.join(&r);
-        b.append_path_with_name(&full, &r).map_err(io_at("archive", &full))?;
+        b.append_path_with_name(&full, &r)
+            .map_err(io_at("archive", &full))?;
         let ft = e.file_type().map_err(io_at("stat", &full))?;
         if ft.is_dir() {
             append_tree(b, root, &r)?;
@@ -1146,7 +1198,9 @@ fn split_words(s: &str) -> Result<Vec<String>> {
 fn parse_kv(instr: &str, rest: &str) -> Result<Vec<(String, String)>> {
     let words = split_words(rest)?;
     if words.is_empty() {
-        return Err(ArchiveError::Change(format!("{instr} requires at least one argument")));
+        return Err(ArchiveError::Change(format!(
+            "{instr} requires at least one argument"
+        )));
     }
     if !words[0].contains('=') {
         // Legacy form: the first word is the key, the rest (verbatim) the value.
@@ -1154,7 +1208,9 @@ fn parse_kv(instr: &str, rest: &str) -> Result<Vec<(String, String)>> {
         let key_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
         let value = rest[key_end..].trim();
         if value.is_empty() && instr == "ENV" {
-            return Err(ArchiveError::Change(format!("{instr} must have two arguments")));
+            return Err(ArchiveError::Change(format!(
+                "{instr} must have two arguments"
+            )));
         }
         let v = split_words(value)?.join(" ");
         return Ok(vec![(rest[..key_end].to_string(), v)]);
@@ -1163,7 +1219,9 @@ fn parse_kv(instr: &str, rest: &str) -> Result<Vec<(String, String)>> {
         .into_iter()
         .map(|w| match w.split_once('=') {
             Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => Err(ArchiveError::Change(format!("{instr} names can not be blank"))),
+            _ => Err(ArchiveError::Change(format!(
+                "{instr} names can not be blank"
+            ))),
         })
         .collect()
 }
@@ -1218,7 +1276,9 @@ pub fn apply_changes(mut c: ContainerConfig, changes: &[String]) -> Result<Conta
         let instr_up = instr.to_ascii_uppercase();
         let need = |what: &str| -> Result<()> {
             if rest.is_empty() {
-                Err(ArchiveError::Change(format!("{what} requires at least one argument")))
+                Err(ArchiveError::Change(format!(
+                    "{what} requires at least one argument"
+                )))
             } else {
                 Ok(())
             }
@@ -1279,8 +1339,12 @@ pub fn apply_changes(mut c: ContainerConfig, changes: &[String]) -> Result<Conta
                         Some((a, b)) => (a.to_string(), b.to_string()),
                         None => (p.clone(), p.clone()),
                     };
-                    let lo: u16 = lo.parse().map_err(|_| ArchiveError::Change(format!("invalid containerPort: {p}")))?;
-                    let hi: u16 = hi.parse().map_err(|_| ArchiveError::Change(format!("invalid containerPort: {p}")))?;
+                    let lo: u16 = lo
+                        .parse()
+                        .map_err(|_| ArchiveError::Change(format!("invalid containerPort: {p}")))?;
+                    let hi: u16 = hi
+                        .parse()
+                        .map_err(|_| ArchiveError::Change(format!("invalid containerPort: {p}")))?;
                     if hi < lo {
                         return Err(ArchiveError::Change(format!("invalid port range: {p}")));
                     }
@@ -1294,7 +1358,9 @@ pub fn apply_changes(mut c: ContainerConfig, changes: &[String]) -> Result<Conta
                 let vols = c.volumes.get_or_insert_with(BTreeMap::new);
                 for v in json_or_words(rest)? {
                     if v.trim().is_empty() {
-                        return Err(ArchiveError::Change("VOLUME specified can not be an empty string".into()));
+                        return Err(ArchiveError::Change(
+                            "VOLUME specified can not be an empty string".into(),
+                        ));
                     }
                     vols.insert(v, serde_json::json!({}));
                 }
@@ -1305,7 +1371,11 @@ pub fn apply_changes(mut c: ContainerConfig, changes: &[String]) -> Result<Conta
             }
             "ONBUILD" => {
                 need("ONBUILD")?;
-                let trigger = rest.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+                let trigger = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_uppercase();
                 if matches!(trigger.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
                     return Err(ArchiveError::Change(format!(
                         "{trigger} isn't allowed as an ONBUILD trigger"
@@ -1358,10 +1428,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.cmd.as_deref(), Some(&["sh".to_string()][..]));
-        assert_eq!(
-            c.env.unwrap(),
-            vec!["B=two words", "C=three words", "A=2"]
-        );
+        assert_eq!(c.env.unwrap(), vec!["B=two words", "C=three words", "A=2"]);
         assert_eq!(c.working_dir.as_deref(), Some("/app/x"));
         assert_eq!(c.user.as_deref(), Some("1000:1000"));
         let l = c.labels.unwrap();
@@ -1374,12 +1441,22 @@ mod tests {
         assert_eq!(c.stop_signal.as_deref(), Some("SIGTERM"));
         assert_eq!(c.extra["OnBuild"], serde_json::json!(["RUN echo hi"]));
 
-        let c = apply_changes(ContainerConfig::default(), &["ENTRYPOINT /bin/app --x".into()]).unwrap();
-        assert_eq!(
-            c.entrypoint.unwrap(),
-            vec!["/bin/sh", "-c", "/bin/app --x"]
-        );
-        for bad in ["RUN echo", "FROM x", "CMD", "EXPOSE 80/xyz", "ONBUILD FROM x", "ENV A", "LABEL =x", "ENV A=\"x"] {
+        let c = apply_changes(
+            ContainerConfig::default(),
+            &["ENTRYPOINT /bin/app --x".into()],
+        )
+        .unwrap();
+        assert_eq!(c.entrypoint.unwrap(), vec!["/bin/sh", "-c", "/bin/app --x"]);
+        for bad in [
+            "RUN echo",
+            "FROM x",
+            "CMD",
+            "EXPOSE 80/xyz",
+            "ONBUILD FROM x",
+            "ENV A",
+            "LABEL =x",
+            "ENV A=\"x",
+        ] {
             assert!(
                 apply_changes(ContainerConfig::default(), &[bad.into()]).is_err(),
                 "{bad}"
@@ -1400,7 +1477,10 @@ mod tests {
         assert!(clean_archive_path(b"a/../../x").is_err());
         assert!(clean_archive_path(b"/etc/passwd").is_err());
         assert_eq!(resolve_link("a/b/l", b"../c").unwrap(), "a/c");
-        assert_eq!(resolve_link("x/layer.tar", b"../y/layer.tar").unwrap(), "y/layer.tar");
+        assert_eq!(
+            resolve_link("x/layer.tar", b"../y/layer.tar").unwrap(),
+            "y/layer.tar"
+        );
         assert!(resolve_link("l", b"../../etc").is_err());
         assert!(resolve_link("l", b"/etc/passwd").is_err());
         assert_eq!(

@@ -853,8 +853,11 @@ impl ImageStore {
         loop {
             let _g = self.lock()?;
             let mut idx = self.read_index()?;
-            let parents: BTreeSet<Digest> =
-                idx.images.values().filter_map(|i| i.parent.clone()).collect();
+            let parents: BTreeSet<Digest> = idx
+                .images
+                .values()
+                .filter_map(|i| i.parent.clone())
+                .collect();
             let victim = idx
                 .images
                 .values()
@@ -875,9 +878,11 @@ impl ImageStore {
             self.write_index(&idx)?;
             report.deleted.push(DeleteItem::Deleted(rec.id.to_string()));
             let (layers, reclaimed) = self.delete_content(&idx, &rec)?;
-            report
-                .deleted
-                .extend(layers.into_iter().map(|c| DeleteItem::Deleted(c.to_string())));
+            report.deleted.extend(
+                layers
+                    .into_iter()
+                    .map(|c| DeleteItem::Deleted(c.to_string())),
+            );
             report.space_reclaimed += reclaimed;
         }
         Ok(report)
@@ -962,11 +967,14 @@ impl ImageStore {
                 }
             }
         }
-        let parents: BTreeSet<Digest> = idx.images.values().filter_map(|i| i.parent.clone()).collect();
+        let parents: BTreeSet<Digest> = idx
+            .images
+            .values()
+            .filter_map(|i| i.parent.clone())
+            .collect();
         let mut out = Vec::new();
         for rec in idx.images.values() {
-            if before.is_some_and(|b| rec.created >= b) || since.is_some_and(|s| rec.created <= s)
-            {
+            if before.is_some_and(|b| rec.created >= b) || since.is_some_and(|s| rec.created <= s) {
                 continue;
             }
             let cfg_labels = self
@@ -1019,7 +1027,11 @@ impl ImageStore {
             }
             out.push(ImageSummary {
                 id: rec.id.to_string(),
-                parent_id: rec.parent.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+                parent_id: rec
+                    .parent
+                    .as_ref()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
                 repo_tags,
                 repo_digests,
                 created: rec.created,
@@ -1135,7 +1147,9 @@ impl ImageStore {
             env: c.env.clone(),
             cmd: c.cmd.clone(),
             healthcheck: extra("Healthcheck"),
-            args_escaped: extra("ArgsEscaped").and_then(|v| v.as_bool()).filter(|b| *b),
+            args_escaped: extra("ArgsEscaped")
+                .and_then(|v| v.as_bool())
+                .filter(|b| *b),
             image: String::new(),
             volumes: c.volumes.clone(),
             working_dir: c.working_dir.clone().unwrap_or_default(),
@@ -1191,7 +1205,11 @@ impl ImageStore {
             id: rec.id.to_string(),
             repo_tags: rec.familiar_tags(),
             repo_digests: rec.familiar_digests(),
-            parent: rec.parent.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+            parent: rec
+                .parent
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
             comment: cfg
                 .extra
                 .get("comment")
@@ -1275,7 +1293,10 @@ fn resolve_in(idx: &Index, s: &str) -> Result<Resolved> {
     }
     if is_id_prefix(s) {
         let prefix = s.strip_prefix("sha256:").unwrap_or(s);
-        let mut hits = idx.images.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix));
+        let mut hits = idx
+            .images
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix));
         if let Some((_, first)) = hits.next() {
             if hits.next().is_some() {
                 return Err(ImageStoreError::Ambiguous(prefix.to_string()));
@@ -1299,13 +1320,16 @@ fn find_by_reference<'a>(idx: &'a Index, r: &Reference) -> Option<&'a ImageRecor
     if let Some(d) = r.digest() {
         // name@digest (a tag alongside is ignored, as Docker does).
         let canon = r.repository().with_digest(d.clone()).to_string();
-        if let Some(i) = idx.images.values().find(|i| i.repo_digests.contains(&canon)) {
+        if let Some(i) = idx
+            .images
+            .values()
+            .find(|i| i.repo_digests.contains(&canon))
+        {
             return Some(i);
         }
         // A manifest digest we know for an image of that repository.
         return idx.images.values().find(|i| {
-            i.manifests.contains(d)
-                && i.references().iter().any(|x| x.name() == r.name())
+            i.manifests.contains(d) && i.references().iter().any(|x| x.name() == r.name())
         });
     }
     idx.images.values().find(|i| i.repo_tags.contains(&full))
@@ -1321,7 +1345,11 @@ fn set_tags(
 ) -> Vec<(Reference, ImageId)> {
     let mut moved = Vec::new();
     let now = timeutil::now_rfc3339_nano();
-    for (r, is_tag) in tags.iter().map(|t| (t, true)).chain(digests.iter().map(|d| (d, false))) {
+    for (r, is_tag) in tags
+        .iter()
+        .map(|t| (t, true))
+        .chain(digests.iter().map(|d| (d, false)))
+    {
         let s = r.to_string();
         for other in idx.images.values_mut() {
             if &other.id == id {
@@ -1515,7 +1543,8 @@ pub fn decompress<'a>(mut reader: impl Read + 'a) -> io::Result<Box<dyn Read + '
         }
     }
     let head = head[..got].to_vec();
-    let comp = Compression::detect(&head).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    let comp = Compression::detect(&head)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     let chained = io::BufReader::with_capacity(256 * 1024, io::Cursor::new(head).chain(reader));
     Ok(match comp {
         Compression::None => Box::new(chained),
@@ -1678,7 +1707,6 @@ pub struct InspectImage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
 
     fn tar_with(files: &[(&str, &[u8])]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
@@ -1750,7 +1778,12 @@ mod tests {
     fn register_resolve_and_tags() {
         let (_d, s) = store();
         let base = tar_with(&[("a", b"hello")]);
-        let id = add_image(&s, &[base.clone()], &["busybox", "example.com/x/y:1"], "a");
+        let id = add_image(
+            &s,
+            std::slice::from_ref(&base),
+            &["busybox", "example.com/x/y:1"],
+            "a",
+        );
         let rec = s.get(&id).unwrap();
         assert_eq!(rec.size(), 5);
         assert_eq!(
@@ -1783,16 +1816,24 @@ mod tests {
         ));
         // Tag moves between images.
         let other = add_image(&s, &[tar_with(&[("b", b"x")])], &[], "bb");
-        let r = s.tag(other.hex(), &Reference::parse("busybox").unwrap()).unwrap();
+        let r = s
+            .tag(other.hex(), &Reference::parse("busybox").unwrap())
+            .unwrap();
         assert_eq!(r.moved_tags.len(), 1);
         assert_eq!(s.resolve("busybox").unwrap().image.id, other);
         assert!(s.get(&other).unwrap().last_tag_time.is_some());
-        assert_eq!(s.get(&id).unwrap().familiar_tags(), vec!["example.com/x/y:1"]);
+        assert_eq!(
+            s.get(&id).unwrap().familiar_tags(),
+            vec!["example.com/x/y:1"]
+        );
         assert!(s
             .tag("busybox", &Reference::parse(&format!("a@{id}")).unwrap())
             .is_err());
         // Untag.
-        assert_eq!(s.untag(&Reference::parse("busybox").unwrap()).unwrap(), other);
+        assert_eq!(
+            s.untag(&Reference::parse("busybox").unwrap()).unwrap(),
+            other
+        );
         assert!(s.untag(&Reference::parse("busybox").unwrap()).is_err());
     }
 
@@ -1801,7 +1842,12 @@ mod tests {
         let (_d, s) = store();
         let mut ids = Vec::new();
         for i in 0..40 {
-            ids.push(add_image(&s, &[tar_with(&[("f", format!("{i}").as_bytes())])], &[], &"x".repeat(i % 5)));
+            ids.push(add_image(
+                &s,
+                &[tar_with(&[("f", format!("{i}").as_bytes())])],
+                &[],
+                &"x".repeat(i % 5),
+            ));
         }
         // Some single-hex-digit prefix is shared by two of 40 images.
         let mut counts: HashMap<char, usize> = HashMap::new();
@@ -1820,7 +1866,7 @@ mod tests {
         let (_d, s) = store();
         let shared = tar_with(&[("base", b"base layer")]);
         let top = tar_with(&[("top", b"top")]);
-        let a = add_image(&s, &[shared.clone()], &["a:1", "a:2"], "a");
+        let a = add_image(&s, std::slice::from_ref(&shared), &["a:1", "a:2"], "a");
         let b = add_image(&s, &[shared.clone(), top.clone()], &["b"], "b");
         // Two tags: removing by name only untags.
         let out = s.remove("a:1", false, &never).unwrap();
@@ -1829,12 +1875,21 @@ mod tests {
         // Referenced in several repositories: by ID refused without force.
         s.tag("a:2", &Reference::parse("other:x").unwrap()).unwrap();
         let e = s.remove(&a.hex()[..12], false, &never).unwrap_err();
-        assert!(e.to_string().contains("must be forced) - image is referenced in multiple repositories"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("must be forced) - image is referenced in multiple repositories"),
+            "{e}"
+        );
         // In use: refused.
         let used = |i: &ImageId| *i == a;
         s.untag(&Reference::parse("other:x").unwrap()).unwrap();
         let e = s.remove("a:2", false, &used).unwrap_err();
-        assert!(e.to_string().starts_with("conflict: unable to remove repository reference \"a:2\" (must force)"), "{e}");
+        assert!(
+            e.to_string().starts_with(
+                "conflict: unable to remove repository reference \"a:2\" (must force)"
+            ),
+            "{e}"
+        );
         let e = s.remove(a.hex(), false, &used).unwrap_err();
         assert!(e.to_string().contains("being used"), "{e}");
         // Last reference by name: untag and delete; the shared layer blob stays for b.
@@ -1850,13 +1905,20 @@ mod tests {
         assert_eq!(out[0], DeleteItem::Untagged("b:latest".into()));
         assert_eq!(out[1], DeleteItem::Deleted(b.to_string()));
         assert!(!s.blobs().exists(&shared_d));
-        assert!(s.blobs().list().unwrap().is_empty(), "{:?}", s.blobs().list());
+        assert!(
+            s.blobs().list().unwrap().is_empty(),
+            "{:?}",
+            s.blobs().list()
+        );
         assert!(s.list().unwrap().is_empty());
         // Force removes every reference.
-        let c = add_image(&s, &[top.clone()], &["c", "d"], "c");
+        let c = add_image(&s, std::slice::from_ref(&top), &["c", "d"], "c");
         let out = s.remove(c.hex(), true, &never).unwrap();
         assert_eq!(out.len(), 4, "{out:?}"); // 2 untagged, the image, its layer
-        assert!(s.remove("nothing", true, &never).unwrap_err().is_not_found());
+        assert!(s
+            .remove("nothing", true, &never)
+            .unwrap_err()
+            .is_not_found());
     }
 
     #[test]
@@ -1864,9 +1926,18 @@ mod tests {
         let (_d, s) = store();
         let a = add_image(&s, &[tar_with(&[("a", b"1")])], &["app:1"], "x");
         let b = add_image(&s, &[tar_with(&[("b", b"22")])], &[], "yy");
-        let c = add_image(&s, &[tar_with(&[("c", b"333")])], &["tool:2", "app:3"], "zzz");
+        let c = add_image(
+            &s,
+            &[tar_with(&[("c", b"333")])],
+            &["tool:2", "app:3"],
+            "zzz",
+        );
         let ids = |opts: ListOptions| -> Vec<String> {
-            s.list_summaries(&opts).unwrap().into_iter().map(|i| i.id).collect()
+            s.list_summaries(&opts)
+                .unwrap()
+                .into_iter()
+                .map(|i| i.id)
+                .collect()
         };
         let f = |k: &str, v: &str| ListOptions {
             all: false,
@@ -1884,7 +1955,10 @@ mod tests {
         assert_eq!(ids(f("label", "l")).len(), 3);
         assert!(s.list_summaries(&f("bogus", "1")).is_err());
         // created: a=2024-01-02, b=2024-01-03, c=2024-01-04
-        assert_eq!(ids(f("before", "tool:2")), vec![b.to_string(), a.to_string()]);
+        assert_eq!(
+            ids(f("before", "tool:2")),
+            vec![b.to_string(), a.to_string()]
+        );
         assert_eq!(ids(f("since", "app:1")), vec![c.to_string(), b.to_string()]);
         // Disk usage.
         let du = s.disk_usage(&|i| *i == a).unwrap();
@@ -1934,7 +2008,9 @@ mod tests {
             platform: None,
             artifact_type: None,
         };
-        let config = format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{d}"]}}}}"#);
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{d}"]}}}}"#
+        );
         let manifest = synthesize_manifest(config.as_bytes(), std::slice::from_ref(&desc));
         let req = RegisterRequest {
             manifest,
@@ -1995,8 +2071,6 @@ mod tests {
         assert!(!path_match("[^a]x", "ax"));
         assert!(path_match("[a-c]", "b"));
         assert!(!path_match("[", "a"));
-        let calls = RefCell::new(0);
-        let _ = &calls;
     }
 
     #[test]

@@ -55,8 +55,7 @@ pub fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
     if b[13] != b':' || b[16] != b':' {
         return None;
     }
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60
-    {
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
         return None;
     }
     let mut i = 19;
@@ -174,7 +173,12 @@ mod tests {
         for s in [0i64, 951782400, 1709164800, 4102444800, -86400] {
             assert_eq!(parse_rfc3339(&format_rfc3339(s)), Some((s, 0)), "{s}");
         }
-        for bad in ["", "2024-13-01T00:00:00Z", "2024-01-01", "2024-01-01T00:00:00"] {
+        for bad in [
+            "",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01",
+            "2024-01-01T00:00:00",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }
