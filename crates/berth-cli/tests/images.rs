@@ -1274,3 +1274,25 @@ fn list_filters() {
         r.stdout
     );
 }
+
+#[test]
+fn concurrent_processes_keep_every_tag() {
+    let env = Env::new();
+    env.import_busybox(Some("base"), &[]);
+    let children: Vec<_> = (0..6)
+        .map(|i| {
+            env.cmd(&["tag", "base", &format!("c{i}:x")])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let r = env.berth(&["images", "--format", "{{.Repository}}"]).ok();
+    assert_eq!(r.stdout, "base\nc0\nc1\nc2\nc3\nc4\nc5\n");
+}
