@@ -1296,3 +1296,91 @@ fn concurrent_processes_keep_every_tag() {
     let r = env.berth(&["images", "--format", "{{.Repository}}"]).ok();
     assert_eq!(r.stdout, "base\nc0\nc1\nc2\nc3\nc4\nc5\n");
 }
+
+/// Rewrites a tar archive: `f` gets each path and its data and returns the new data, or
+/// `None` to drop the entry.
+fn rewrite(archive: &[u8], f: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>) -> Vec<u8> {
+    let mut out = tar::Builder::new(Vec::new());
+    let mut ar = tar::Archive::new(archive);
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let p = e.path().unwrap().to_string_lossy().into_owned();
+        let mut h = e.header().clone();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        if let Some(d) = f(&p, data) {
+            h.set_size(d.len() as u64);
+            out.append_data(&mut h, &p, &d[..]).unwrap();
+        }
+    }
+    out.into_inner().unwrap()
+}
+
+#[test]
+fn hostile_oci_layouts_are_refused() {
+    let src = Env::new();
+    let id = src.import_busybox(Some("busybox"), &[]);
+    let layer_hex = src
+        .berth(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{index .RootFS.Layers 0}}",
+            "busybox",
+        ])
+        .ok()
+        .stdout
+        .trim()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let saved = src
+        .cmd(&["save", "busybox"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+        .stdout;
+    let oci_only = |f: &dyn Fn(&str, Vec<u8>) -> Option<Vec<u8>>| {
+        rewrite(&saved, |p, d| {
+            if p == "manifest.json" || p == "repositories" {
+                None
+            } else {
+                f(p, d)
+            }
+        })
+    };
+    let env = Env::new();
+    env.import_busybox(Some("keep"), &[("etc/k", b"k")]);
+    // A corrupted layer blob.
+    let layer_path = format!("blobs/sha256/{layer_hex}");
+    let bad = oci_only(&|p, mut d| {
+        if p == layer_path {
+            let n = d.len() / 2;
+            d[n] ^= 0xff;
+        }
+        Some(d)
+    });
+    assert_refused(&env, &bad, "digest mismatch");
+    // A missing config blob.
+    let cfg_path = format!("blobs/sha256/{}", &id[7..]);
+    let missing = oci_only(&|p, d| (p != cfg_path).then_some(d));
+    assert_refused(&env, &missing, "is not in the archive");
+    // A manifest that is not what index.json says.
+    let tampered = oci_only(&|p, d| {
+        if p == "index.json" {
+            let s = String::from_utf8(d).unwrap();
+            Some(s.replace("\"size\":", "\"size\":1").into_bytes())
+        } else {
+            Some(d)
+        }
+    });
+    assert_refused(&env, &tampered, "size");
+    // The untouched layout loads.
+    let r = env.berth_stdin(&["load"], &oci_only(&|_, d| Some(d))).ok();
+    assert_eq!(r.stdout, "Loaded image: busybox:latest\n");
+    assert_eq!(
+        env.berth(&["image", "inspect", "-f", "{{.Id}}", "busybox"])
+            .ok()
+            .stdout,
+        format!("{id}\n")
+    );
+}
