@@ -916,6 +916,16 @@ fn skopeo_interop_and_oci_layout_archives() {
         f(&third, "{{.RootFS.Layers}}", "example.com/bb:gz"),
         f(&env, "{{.RootFS.Layers}}", "busybox")
     );
+    // The same image already present with uncompressed layers: only the tag is added, and
+    // the gzip blobs are not kept.
+    let blobs = other.blobs();
+    let r = other.berth_stdin(&["load"], &layout_tar).ok();
+    assert_eq!(r.stdout, "Loaded image: example.com/bb:gz\n");
+    assert_eq!(other.blobs(), blobs);
+    assert_eq!(
+        f(&other, "{{.Id}}", "example.com/bb:gz"),
+        f(&other, "{{.Id}}", "skopeo/bb:v1")
+    );
     // Layers stay compressed in the store; save decompresses them to DiffID-named tars, and
     // the round trip through berth keeps the image ID.
     let again = third.path("again.tar");

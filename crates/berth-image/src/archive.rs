@@ -417,9 +417,9 @@ pub fn load(store: &ImageStore, reader: impl Read) -> Result<LoadReport> {
             "neither manifest.json (docker-archive) nor index.json (OCI layout) found".into(),
         ))
     };
-    if res.is_err() {
-        let _ = store.discard_unreferenced(&written.0);
-    }
+    // On failure, drop what this load wrote; on success, drop what no image ended up using
+    // (layer blobs of an image that was already here in another form).
+    let _ = store.discard_unreferenced(&written.0);
     res
 }
 

@@ -666,13 +666,30 @@ impl ImageStore {
                 registered: timeutil::now_rfc3339_nano(),
                 last_tag_time: None,
             });
-        for d in std::iter::once(&manifest_digest).chain(&req.extra_manifests) {
-            if !rec.manifests.contains(d) {
-                rec.manifests.push(d.clone());
+        // The same image with other layer blobs (say gzip instead of plain tars) keeps the
+        // blobs it has: the new manifest would point at blobs that are not kept.
+        let same_blobs = rec
+            .layers
+            .iter()
+            .map(|l| &l.digest)
+            .eq(layers.iter().map(|l| &l.digest));
+        let mut unused_manifest = None;
+        if same_blobs {
+            for d in std::iter::once(&manifest_digest).chain(&req.extra_manifests) {
+                if !rec.manifests.contains(d) {
+                    rec.manifests.push(d.clone());
+                }
             }
+        } else {
+            unused_manifest = Some(manifest_digest.clone());
         }
         let moved = set_tags(&mut idx, &id, &req.tags, &req.repo_digests);
         self.write_index(&idx)?;
+        if let Some(m) = unused_manifest {
+            if !idx.images.values().any(|i| i.manifests.contains(&m)) {
+                self.blobs.delete(&m)?;
+            }
+        }
         Ok(Registered {
             id,
             new,
