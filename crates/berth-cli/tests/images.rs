@@ -1307,6 +1307,9 @@ fn concurrent_processes_keep_every_tag() {
     assert_eq!(r.stdout, "base\nc0\nc1\nc2\nc3\nc4\nc5\n");
 }
 
+/// Maps an archive entry's data (or drops it).
+type EntryMap = dyn Fn(&str, Vec<u8>) -> Option<Vec<u8>>;
+
 /// Rewrites a tar archive: `f` gets each path and its data and returns the new data, or
 /// `None` to drop the entry.
 fn rewrite(archive: &[u8], f: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>) -> Vec<u8> {
@@ -1349,7 +1352,7 @@ fn hostile_oci_layouts_are_refused() {
         .output()
         .unwrap()
         .stdout;
-    let oci_only = |f: &dyn Fn(&str, Vec<u8>) -> Option<Vec<u8>>| {
+    let oci_only = |f: &EntryMap| {
         rewrite(&saved, |p, d| {
             if p == "manifest.json" || p == "repositories" {
                 None
