@@ -1308,7 +1308,7 @@ fn concurrent_processes_keep_every_tag() {
 }
 
 /// Maps an archive entry's data (or drops it).
-type EntryMap = dyn Fn(&str, Vec<u8>) -> Option<Vec<u8>>;
+type EntryMap<'a> = dyn Fn(&str, Vec<u8>) -> Option<Vec<u8>> + 'a;
 
 /// Rewrites a tar archive: `f` gets each path and its data and returns the new data, or
 /// `None` to drop the entry.
@@ -1352,7 +1352,7 @@ fn hostile_oci_layouts_are_refused() {
         .output()
         .unwrap()
         .stdout;
-    let oci_only = |f: &EntryMap| {
+    let oci_only = |f: &EntryMap<'_>| {
         rewrite(&saved, |p, d| {
             if p == "manifest.json" || p == "repositories" {
                 None
