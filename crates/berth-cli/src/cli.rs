@@ -242,21 +242,15 @@ where
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind as K;
-            let code = match e.kind() {
+            let _ = e.print();
+            // Help and version (also `berth` / `berth image` alone, as docker) succeed;
+            // usage errors exit 125 like the docker CLI's flag errors.
+            return match e.kind() {
                 K::DisplayHelp
                 | K::DisplayVersion
-                | K::DisplayHelpOnMissingArgumentOrSubcommand => {
-                    let _ = e.print();
-                    return if e.kind() == K::DisplayHelpOnMissingArgumentOrSubcommand {
-                        125
-                    } else {
-                        0
-                    };
-                }
+                | K::DisplayHelpOnMissingArgumentOrSubcommand => 0,
                 _ => 125,
             };
-            let _ = e.print();
-            return code;
         }
     };
     let stdout = io::stdout();
