@@ -2078,6 +2078,31 @@ mod tests {
     }
 
     #[test]
+    fn gc_removes_only_unreferenced_content() {
+        let (_d, s) = store();
+        let l = tar_with(&[("a", b"kept")]);
+        let id = add_image(&s, std::slice::from_ref(&l), &["kept"], "a");
+        let rec = s.get(&id).unwrap();
+        s.unpack(&rec.layers).unwrap();
+        // Leftovers of an interrupted load: a blob and a snapshot nobody references.
+        let orphan = tar_with(&[("b", b"orphan")]);
+        let od = s.blobs().write_bytes(None, &orphan).unwrap();
+        s.snapshotter()
+            .unwrap()
+            .apply_layer(None, &od, &mut &orphan[..])
+            .unwrap();
+        assert_eq!(s.gc().unwrap(), 2);
+        assert!(!s.blobs().exists(&od));
+        assert!(!s.snapshotter().unwrap().exists(&od));
+        assert!(s.blobs().exists(&rec.layers[0].digest));
+        assert!(s.snapshotter().unwrap().exists(&rec.layers[0].diff_id));
+        assert_eq!(s.gc().unwrap(), 0);
+        // A stray temporary index file from a crash does not disturb anything.
+        fs::write(s.root().join("images/.index.json.tmp-1-2"), b"{garbage").unwrap();
+        assert_eq!(s.resolve("kept").unwrap().image.id, id);
+    }
+
+    #[test]
     fn glob() {
         assert!(path_match("busybox", "busybox"));
         assert!(path_match("busy*", "busybox"));
