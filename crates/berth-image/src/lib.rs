@@ -8,15 +8,21 @@
 //! - [`manifest`]: OCI / Docker schema 2 manifests, indexes, image configs, platforms, chain IDs.
 //! - [`layer`]: confined application of layer tarballs (whiteouts, overlay or flat mode).
 //! - [`snapshot`]: layer snapshots (overlayfs, or a copying fallback) and container rootfs.
+//! - [`image_store`]: the image index (IDs, tags, digests), Docker's rmi rules, inspect, history.
+//! - [`archive`]: `docker save` / `docker load` archives, OCI layout archives, `import`.
+//! - [`timeutil`]: RFC 3339 parsing and formatting.
 #![forbid(unsafe_code)]
 
+pub mod archive;
 pub mod digest;
 pub mod fsutil;
+pub mod image_store;
 pub mod layer;
 pub mod manifest;
 pub mod reference;
 pub mod snapshot;
 pub mod store;
+pub mod timeutil;
 
 pub use digest::Digest;
 pub use reference::Reference;

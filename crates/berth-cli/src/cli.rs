@@ -1,0 +1,375 @@
+//! Argument parsing (Docker's command names and flags) and dispatch.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::backend::{ImageBackend, LocalBackend};
+use crate::commands::{self, CliError, HistoryOptions, ImagesOptions, ImportArgs};
+
+/// The `berth` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "A Docker-compatible container engine",
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    /// Root directory of persistent Berth state.
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_DATA_ROOT",
+        default_value = "/var/lib/berth",
+        value_name = "PATH"
+    )]
+    pub data_root: PathBuf,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List images
+    Images(ImagesCmd),
+    /// Manage images
+    Image {
+        /// The image command.
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Remove one or more images
+    Rmi(RmiCmd),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(TagCmd),
+    /// Show the history of an image
+    History(HistoryCmd),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save(SaveCmd),
+    /// Load an image from a tar archive or STDIN
+    Load(LoadCmd),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(ImportCmd),
+    /// Manage Berth
+    System {
+        /// The system command.
+        #[command(subcommand)]
+        command: SystemCommand,
+    },
+}
+
+/// `image` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List images
+    #[command(visible_alias = "list")]
+    Ls(ImagesCmd),
+    /// Display detailed information on one or more images
+    Inspect(InspectCmd),
+    /// Remove one or more images
+    #[command(visible_alias = "remove")]
+    Rm(RmiCmd),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(TagCmd),
+    /// Show the history of an image
+    History(HistoryCmd),
+    /// Save one or more images to a tar archive
+    Save(SaveCmd),
+    /// Load an image from a tar archive or STDIN
+    Load(LoadCmd),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(ImportCmd),
+    /// Remove unused images
+    Prune(PruneCmd),
+}
+
+/// `system` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Show disk usage
+    Df(DfCmd),
+}
+
+/// `images` flags.
+#[derive(Debug, Args)]
+pub struct ImagesCmd {
+    /// Show all images (default hides intermediate images)
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Only show image IDs
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Show digests
+    #[arg(long)]
+    digests: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    no_trunc: bool,
+    /// Filter output based on conditions provided
+    #[arg(short = 'f', long = "filter", value_name = "filter")]
+    filter: Vec<String>,
+    /// Format output using a custom template
+    #[arg(long)]
+    format: Option<String>,
+    /// [REPOSITORY[:TAG]]
+    reference: Option<String>,
+}
+
+/// `rmi` flags.
+#[derive(Debug, Args)]
+pub struct RmiCmd {
+    /// Force removal of the image
+    #[arg(short = 'f', long)]
+    force: bool,
+    /// Do not delete untagged parents
+    #[arg(long)]
+    no_prune: bool,
+    /// Images
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<String>,
+}
+
+/// `tag` arguments.
+#[derive(Debug, Args)]
+pub struct TagCmd {
+    /// SOURCE_IMAGE[:TAG]
+    source: String,
+    /// TARGET_IMAGE[:TAG]
+    target: String,
+}
+
+/// `image inspect` flags.
+#[derive(Debug, Args)]
+pub struct InspectCmd {
+    /// Format output using a custom template
+    #[arg(short = 'f', long)]
+    format: Option<String>,
+    /// Images
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<String>,
+}
+
+/// `history` flags.
+#[derive(Debug, Args)]
+pub struct HistoryCmd {
+    /// Print sizes and dates in human readable format
+    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    human: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    no_trunc: bool,
+    /// Only show image IDs
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Format output using a custom template
+    #[arg(long)]
+    format: Option<String>,
+    /// Image
+    image: String,
+}
+
+/// `save` flags.
+#[derive(Debug, Args)]
+pub struct SaveCmd {
+    /// Write to a file, instead of STDOUT
+    #[arg(short = 'o', long)]
+    output: Option<PathBuf>,
+    /// Images
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<String>,
+}
+
+/// `load` flags.
+#[derive(Debug, Args)]
+pub struct LoadCmd {
+    /// Read from tar archive file, instead of STDIN
+    #[arg(short = 'i', long)]
+    input: Option<PathBuf>,
+    /// Suppress the load output
+    #[arg(short = 'q', long)]
+    quiet: bool,
+}
+
+/// `import` flags.
+#[derive(Debug, Args)]
+pub struct ImportCmd {
+    /// Apply Dockerfile instruction to the created image
+    #[arg(short = 'c', long = "change")]
+    change: Vec<String>,
+    /// Set commit message for imported image
+    #[arg(short = 'm', long)]
+    message: Option<String>,
+    /// Set platform if server is multi-platform capable
+    #[arg(long)]
+    platform: Option<String>,
+    /// file|URL|-
+    source: String,
+    /// [REPOSITORY[:TAG]]
+    reference: Option<String>,
+}
+
+/// `image prune` flags.
+#[derive(Debug, Args)]
+pub struct PruneCmd {
+    /// Remove all unused images, not just dangling ones
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short = 'f', long)]
+    force: bool,
+}
+
+/// `system df` flags.
+#[derive(Debug, Args)]
+pub struct DfCmd {
+    /// Format output using a custom template
+    #[arg(long)]
+    format: Option<String>,
+}
+
+/// Runs the CLI with `args`; returns the exit status.
+pub fn run<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind as K;
+            let _ = e.print();
+            // Help and version (also `berth` / `berth image` alone, as docker) succeed;
+            // usage errors exit 125 like the docker CLI's flag errors.
+            return match e.kind() {
+                K::DisplayHelp
+                | K::DisplayVersion
+                | K::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+                _ => 125,
+            };
+        }
+    };
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let stderr = io::stderr();
+    let mut err = stderr.lock();
+    let res = dispatch(&cli, &mut out, &mut err);
+    let flushed = out.flush();
+    match res {
+        Ok(()) => {
+            if let Err(e) = flushed {
+                if e.kind() != io::ErrorKind::BrokenPipe {
+                    let _ = writeln!(err, "Error: {e}");
+                    return 1;
+                }
+            }
+            0
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            if !msg.is_empty() {
+                let _ = writeln!(err, "{msg}");
+            }
+            e.status()
+        }
+    }
+}
+
+fn backend(cli: &Cli) -> Result<LocalBackend, CliError> {
+    LocalBackend::open(cli.data_root.clone()).map_err(|e| {
+        CliError::Usage(format!(
+            "Error: cannot open the Berth data root {}: {e}",
+            cli.data_root.display()
+        ))
+    })
+}
+
+fn images_opts(c: &ImagesCmd) -> ImagesOptions {
+    ImagesOptions {
+        all: c.all,
+        quiet: c.quiet,
+        digests: c.digests,
+        no_trunc: c.no_trunc,
+        filters: c.filter.clone(),
+        format: c.format.clone(),
+        reference: c.reference.clone(),
+    }
+}
+
+fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CliError> {
+    let b = backend(cli)?;
+    let b: &dyn ImageBackend = &b;
+    match &cli.command {
+        Command::Images(c)
+        | Command::Image {
+            command: ImageCommand::Ls(c),
+        } => commands::images(b, &images_opts(c), out),
+        Command::Rmi(c)
+        | Command::Image {
+            command: ImageCommand::Rm(c),
+        } => {
+            let _ = c.no_prune;
+            commands::rmi(b, &c.images, c.force, out, err)
+        }
+        Command::Tag(c)
+        | Command::Image {
+            command: ImageCommand::Tag(c),
+        } => commands::tag(b, &c.source, &c.target),
+        Command::Image {
+            command: ImageCommand::Inspect(c),
+        } => commands::inspect(b, &c.images, c.format.as_deref(), out, err),
+        Command::History(c)
+        | Command::Image {
+            command: ImageCommand::History(c),
+        } => commands::history(
+            b,
+            &c.image,
+            &HistoryOptions {
+                human: c.human,
+                no_trunc: c.no_trunc,
+                quiet: c.quiet,
+                format: c.format.clone(),
+            },
+            out,
+        ),
+        Command::Save(c)
+        | Command::Image {
+            command: ImageCommand::Save(c),
+        } => commands::save(b, &c.images, c.output.as_deref()),
+        Command::Load(c)
+        | Command::Image {
+            command: ImageCommand::Load(c),
+        } => {
+            let _ = c.quiet;
+            commands::load(b, c.input.as_deref(), out)
+        }
+        Command::Import(c)
+        | Command::Image {
+            command: ImageCommand::Import(c),
+        } => commands::import(
+            b,
+            &ImportArgs {
+                source: c.source.clone(),
+                reference: c.reference.clone(),
+                changes: c.change.clone(),
+                message: c.message.clone(),
+                platform: c.platform.clone(),
+            },
+            out,
+        ),
+        Command::Image {
+            command: ImageCommand::Prune(c),
+        } => {
+            let stdin = io::stdin();
+            let mut input = stdin.lock();
+            commands::prune(b, c.all, c.force, &mut input, out)
+        }
+        Command::System {
+            command: SystemCommand::Df(c),
+        } => commands::system_df(b, c.format.as_deref(), out),
+    }
+}

@@ -1,0 +1,836 @@
+//! The image commands. Each takes an [`ImageBackend`] and writes Docker's output to `out`
+//! (and, where Docker does, messages to `err`).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use berth_image::archive::{ImportOptions, ImportSource};
+use berth_image::image_store::{DeleteItem, ImageSummary, ListOptions};
+use berth_image::manifest::Platform;
+use berth_image::{timeutil, Reference};
+
+use crate::backend::{BackendError, ErrorKind, ImageBackend};
+use crate::format::{self, row};
+use crate::template::{Template, Value};
+use crate::units;
+
+/// A command failure, reported the way the docker CLI reports it.
+#[derive(Debug)]
+pub enum CliError {
+    /// Bad usage (exit 125).
+    Usage(String),
+    /// An engine error: `Error response from daemon: …` (exit 1).
+    Daemon(BackendError),
+    /// A message printed as is (exit 1).
+    Message(String),
+    /// Errors already printed; exit with this status.
+    Exit(i32),
+}
+
+impl CliError {
+    /// The exit status.
+    pub fn status(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 125,
+            CliError::Daemon(_) | CliError::Message(_) => 1,
+            CliError::Exit(n) => *n,
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Usage(m) | CliError::Message(m) => f.write_str(m),
+            CliError::Daemon(e) => write!(f, "Error response from daemon: {e}"),
+            CliError::Exit(_) => Ok(()),
+        }
+    }
+}
+
+impl From<BackendError> for CliError {
+    fn from(e: BackendError) -> Self {
+        CliError::Daemon(e)
+    }
+}
+
+impl From<io::Error> for CliError {
+    fn from(e: io::Error) -> Self {
+        CliError::Message(format!("Error: {e}"))
+    }
+}
+
+impl From<crate::template::TemplateError> for CliError {
+    fn from(e: crate::template::TemplateError) -> Self {
+        CliError::Message(format!("Error: {e}"))
+    }
+}
+
+type Result<T = ()> = std::result::Result<T, CliError>;
+
+fn now() -> i64 {
+    timeutil::now().0
+}
+
+fn truncate_id(id: &str) -> String {
+    let hex = id.split_once(':').map(|(_, h)| h).unwrap_or(id);
+    hex.chars().take(12).collect()
+}
+
+/// Docker's `formatter.Ellipsis` for ASCII-width text.
+fn ellipsis(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return s.to_string();
+    }
+    if max == 0 {
+        return String::new();
+    }
+    let mut t: String = s.chars().take(max - 1).collect();
+    t.push('…');
+    t
+}
+
+// ---------------------------------------------------------------------------------------------
+// images
+
+/// Options of `images` / `image ls`.
+#[derive(Debug, Default, Clone)]
+pub struct ImagesOptions {
+    /// `-a`.
+    pub all: bool,
+    /// `-q`.
+    pub quiet: bool,
+    /// `--digests`.
+    pub digests: bool,
+    /// `--no-trunc`.
+    pub no_trunc: bool,
+    /// `--filter key=value`.
+    pub filters: Vec<String>,
+    /// `--format`.
+    pub format: Option<String>,
+    /// `[REPOSITORY[:TAG]]`.
+    pub reference: Option<String>,
+}
+
+const IMAGES_TABLE: &str = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
+const IMAGES_TABLE_DIGESTS: &str =
+    "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
+
+fn parse_filters(filters: &[String]) -> Result<Vec<(String, String)>> {
+    filters
+        .iter()
+        .map(|f| match f.split_once('=') {
+            Some((k, v)) => Ok((k.trim().to_ascii_lowercase(), v.to_string())),
+            None => Err(CliError::Message(format!(
+                "invalid argument \"{f}\" for \"-f, --filter\" flag: bad format of filter (expected name=value)"
+            ))),
+        })
+        .collect()
+}
+
+fn image_rows(s: &ImageSummary, digests: bool) -> Vec<(String, String, String)> {
+    let dangling = (s.repo_tags.is_empty() && s.repo_digests.is_empty())
+        || (s.repo_tags == ["<none>:<none>"] && s.repo_digests == ["<none>@<none>"]);
+    if dangling {
+        return vec![("<none>".into(), "<none>".into(), "<none>".into())];
+    }
+    let mut tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut dgs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for t in &s.repo_tags {
+        if let Ok(r) = Reference::parse_normalized(t) {
+            if let Some(tag) = r.tag() {
+                tags.entry(r.familiar_name())
+                    .or_default()
+                    .push(tag.to_string());
+            }
+        }
+    }
+    for d in &s.repo_digests {
+        if let Ok(r) = Reference::parse_normalized(d) {
+            if let Some(dg) = r.digest() {
+                dgs.entry(r.familiar_name())
+                    .or_default()
+                    .push(dg.to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (repo, ts) in &tags {
+        let mut ds = dgs.remove(repo).unwrap_or_default();
+        if !digests {
+            ds.clear();
+        }
+        for t in ts {
+            if ds.is_empty() {
+                out.push((repo.clone(), t.clone(), "<none>".into()));
+            } else {
+                for d in &ds {
+                    out.push((repo.clone(), t.clone(), d.clone()));
+                }
+            }
+        }
+    }
+    for (repo, ds) in dgs {
+        if digests {
+            for d in ds {
+                out.push((repo.clone(), "<none>".into(), d));
+            }
+        } else {
+            out.push((repo, "<none>".into(), "<none>".into()));
+        }
+    }
+    out
+}
+
+/// `berth images`.
+pub fn images(b: &dyn ImageBackend, o: &ImagesOptions, out: &mut dyn Write) -> Result {
+    let mut filters = parse_filters(&o.filters)?;
+    if let Some(r) = &o.reference {
+        filters.push(("reference".into(), r.clone()));
+    }
+    let list = b.list(&ListOptions {
+        all: o.all,
+        filters,
+    })?;
+    let source = o.format.clone().unwrap_or_else(|| "table".into());
+    let table_default = if o.quiet {
+        "{{.ID}}"
+    } else if o.digests {
+        IMAGES_TABLE_DIGESTS
+    } else {
+        IMAGES_TABLE
+    };
+    let source = if source == "table" && o.quiet {
+        "{{.ID}}".to_string()
+    } else {
+        source
+    };
+    let fmt = format::parse(&source, table_default)?;
+    let header = row(&[
+        ("Containers", "CONTAINERS".into()),
+        ("CreatedAt", "CREATED AT".into()),
+        ("CreatedSince", "CREATED".into()),
+        ("Digest", "DIGEST".into()),
+        ("ID", "IMAGE ID".into()),
+        ("Repository", "REPOSITORY".into()),
+        ("SharedSize", "SHARED SIZE".into()),
+        ("Size", "SIZE".into()),
+        ("Tag", "TAG".into()),
+        ("UniqueSize", "UNIQUE SIZE".into()),
+        ("VirtualSize", "VIRTUAL SIZE".into()),
+    ]);
+    let now = now();
+    let mut rows = Vec::new();
+    for s in &list {
+        for (repo, tag, digest) in image_rows(s, o.digests) {
+            let id = if o.no_trunc {
+                s.id.clone()
+            } else {
+                truncate_id(&s.id)
+            };
+            let na =
+                |n: i64, f: &dyn Fn(i64) -> String| if n < 0 { "N/A".to_string() } else { f(n) };
+            rows.push(row(&[
+                ("Containers", na(s.containers, &|n| n.to_string())),
+                ("CreatedAt", timeutil::format_go_string_utc(s.created)),
+                ("CreatedSince", units::since(s.created, now)),
+                ("Digest", digest),
+                ("ID", id),
+                ("Repository", repo),
+                ("SharedSize", na(s.shared_size, &units::image_size)),
+                ("Size", units::image_size(s.size)),
+                ("Tag", tag),
+                (
+                    "UniqueSize",
+                    na(s.shared_size, &|sh| units::image_size(s.size - sh)),
+                ),
+                ("VirtualSize", units::image_size(s.size)),
+            ]));
+        }
+    }
+    out.write_all(fmt.render(&header, &rows)?.as_bytes())?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// rmi, tag
+
+/// `berth rmi`: Docker prints what it can and reports every failure at the end.
+pub fn rmi(
+    b: &dyn ImageBackend,
+    names: &[String],
+    force: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result {
+    let mut failed = false;
+    for n in names {
+        match b.remove(n, force) {
+            Ok(items) => {
+                for i in items {
+                    match i {
+                        DeleteItem::Untagged(s) => writeln!(out, "Untagged: {s}")?,
+                        DeleteItem::Deleted(s) => writeln!(out, "Deleted: {s}")?,
+                    }
+                }
+            }
+            Err(e) => {
+                failed = true;
+                out.flush()?;
+                writeln!(err, "{}", CliError::Daemon(e))?;
+            }
+        }
+    }
+    if failed {
+        Err(CliError::Exit(1))
+    } else {
+        Ok(())
+    }
+}
+
+/// `berth tag SOURCE TARGET`.
+pub fn tag(b: &dyn ImageBackend, source: &str, target: &str) -> Result {
+    let r = Reference::parse_normalized(target).map_err(|e| {
+        CliError::Message(format!(
+            "Error parsing reference: {target:?} is not a valid repository/tag: {e}"
+        ))
+    })?;
+    if r.digest().is_some() {
+        return Err(CliError::Message(format!(
+            "Error parsing reference: {target:?} is not a valid repository/tag: invalid reference format"
+        )));
+    }
+    b.tag(source, &r)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// inspect
+
+/// Builds the template value of an inspect document, with Go's types for nil slices / maps.
+pub fn inspect_value(raw: &str) -> Value {
+    let mut v = Value::from_json_str(raw).unwrap_or(Value::Nil);
+    for p in [
+        "RepoTags",
+        "RepoDigests",
+        "Config.Env",
+        "Config.Cmd",
+        "Config.Entrypoint",
+        "Config.OnBuild",
+        "Config.Shell",
+        "RootFS.Layers",
+    ] {
+        v.mark_list(p);
+    }
+    for p in [
+        "Config.Labels",
+        "Config.Volumes",
+        "Config.ExposedPorts",
+        "GraphDriver.Data",
+    ] {
+        v.mark_map(p);
+    }
+    v
+}
+
+/// Indents JSON with 4 spaces and escapes `<`, `>`, `&` as Go's API encoder does.
+pub fn docker_json_indent(raw_docs: &[String]) -> String {
+    // Keep field order: re-indent the raw text instead of re-serialising maps.
+    let mut s = String::from("[");
+    for (i, raw) in raw_docs.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(raw);
+    }
+    s.push(']');
+    let v: Value = Value::from_json_str(&s).unwrap_or(Value::List(Vec::new()));
+    let mut out = String::new();
+    write_indented(&v, 0, &mut out);
+    out.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+}
+
+fn write_indented(v: &Value, depth: usize, out: &mut String) {
+    let pad = |d: usize| "    ".repeat(d);
+    match v {
+        Value::List(items) if !items.is_empty() => {
+            out.push_str("[\n");
+            for (i, x) in items.iter().enumerate() {
+                out.push_str(&pad(depth + 1));
+                write_indented(x, depth + 1, out);
+                if i + 1 < items.len() {
+                    out.push(',');
+                }
+                out.push('\n');
+            }
+            out.push_str(&pad(depth));
+            out.push(']');
+        }
+        Value::Struct(fields) | Value::Map(fields) if !fields.is_empty() => {
+            out.push_str("{\n");
+            for (i, (k, x)) in fields.iter().enumerate() {
+                out.push_str(&pad(depth + 1));
+                crate::template::write_json_string(out, k);
+                out.push_str(": ");
+                write_indented(x, depth + 1, out);
+                if i + 1 < fields.len() {
+                    out.push(',');
+                }
+                out.push('\n');
+            }
+            out.push_str(&pad(depth));
+            out.push('}');
+        }
+        Value::List(_) => out.push_str("[]"),
+        Value::Struct(_) | Value::Map(_) => out.push_str("{}"),
+        other => out.push_str(&other.to_json()),
+    }
+}
+
+/// `berth image inspect`.
+pub fn inspect(
+    b: &dyn ImageBackend,
+    names: &[String],
+    fmt: Option<&str>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result {
+    let tmpl = match fmt {
+        Some(f) if !f.is_empty() && f != "json" => Some(Template::parse(f)?),
+        _ => None,
+    };
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for n in names {
+        match b.inspect_raw(n) {
+            Ok(raw) => docs.push(raw),
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                errors.push(format!("Error: No such image: {n}"))
+            }
+            Err(e) => errors.push(CliError::Daemon(e).to_string()),
+        }
+    }
+    match &tmpl {
+        Some(t) => {
+            for d in &docs {
+                let s = t.execute(&inspect_value(d))?;
+                writeln!(out, "{s}")?;
+            }
+        }
+        None => writeln!(out, "{}", docker_json_indent(&docs))?,
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    out.flush()?;
+    for e in errors {
+        writeln!(err, "{e}")?;
+    }
+    Err(CliError::Exit(1))
+}
+
+// ---------------------------------------------------------------------------------------------
+// history
+
+/// Options of `history`.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryOptions {
+    /// `-H` (default true).
+    pub human: bool,
+    /// `--no-trunc`.
+    pub no_trunc: bool,
+    /// `-q`.
+    pub quiet: bool,
+    /// `--format`.
+    pub format: Option<String>,
+}
+
+const HISTORY_TABLE: &str =
+    "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}";
+
+/// `berth history`.
+pub fn history(
+    b: &dyn ImageBackend,
+    name: &str,
+    o: &HistoryOptions,
+    out: &mut dyn Write,
+) -> Result {
+    let items = b.history(name)?;
+    let source = o.format.clone().unwrap_or_else(|| "table".into());
+    let source = if source == "table" && o.quiet {
+        "{{.ID}}".to_string()
+    } else {
+        source
+    };
+    let fmt = format::parse(&source, HISTORY_TABLE)?;
+    let header = row(&[
+        ("Comment", "COMMENT".into()),
+        ("CreatedAt", "CREATED AT".into()),
+        ("CreatedBy", "CREATED BY".into()),
+        ("CreatedSince", "CREATED".into()),
+        ("ID", "IMAGE".into()),
+        ("Size", "SIZE".into()),
+    ]);
+    let now = now();
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|h| {
+            let id = if o.no_trunc {
+                h.id.clone()
+            } else {
+                truncate_id(&h.id)
+            };
+            let by = h.created_by.replace('\t', " ");
+            let by = if o.no_trunc { by } else { ellipsis(&by, 45) };
+            row(&[
+                ("Comment", h.comment.clone()),
+                ("CreatedAt", timeutil::format_rfc3339(h.created)),
+                ("CreatedBy", by),
+                (
+                    "CreatedSince",
+                    if o.human {
+                        units::since(h.created, now)
+                    } else {
+                        timeutil::format_rfc3339(h.created)
+                    },
+                ),
+                ("ID", id),
+                (
+                    "Size",
+                    if o.human {
+                        units::image_size(h.size)
+                    } else {
+                        h.size.to_string()
+                    },
+                ),
+            ])
+        })
+        .collect();
+    out.write_all(fmt.render(&header, &rows)?.as_bytes())?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// save, load, import
+
+/// `berth save`: to `-o FILE` (written atomically) or stdout (refused on a terminal).
+pub fn save(b: &dyn ImageBackend, names: &[String], output: Option<&Path>) -> Result {
+    if names.is_empty() {
+        return Err(CliError::Usage(
+            "\"save\" requires at least 1 argument.\nSee 'berth save --help'.".into(),
+        ));
+    }
+    match output {
+        Some(p) => {
+            let dir = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".berth-save-")
+                .tempfile_in(&dir)
+                .map_err(|e| CliError::Message(format!("Error: failed to save image: {e}")))?;
+            {
+                let mut w = io::BufWriter::new(tmp.as_file_mut());
+                b.save(names, &mut w)?;
+                w.flush()?;
+            }
+            tmp.as_file().sync_all()?;
+            tmp.persist(p).map_err(|e| {
+                CliError::Message(format!("Error: failed to save image: {}", e.error))
+            })?;
+            Ok(())
+        }
+        None => {
+            let stdout = io::stdout();
+            if stdout.is_terminal() {
+                return Err(CliError::Message(
+                    "cowardly refusing to save to a terminal. Use the -o flag or redirect".into(),
+                ));
+            }
+            let mut w = io::BufWriter::new(stdout.lock());
+            b.save(names, &mut w)?;
+            w.flush()?;
+            Ok(())
+        }
+    }
+}
+
+/// `berth load`: from `-i FILE` or stdin (refused when stdin is a terminal).
+pub fn load(b: &dyn ImageBackend, input: Option<&Path>, out: &mut dyn Write) -> Result {
+    let report = match input {
+        Some(p) => {
+            let mut f = File::open(p)
+                .map_err(|e| CliError::Message(format!("open {}: {e}", p.display())))?;
+            b.load(&mut f)?
+        }
+        None => {
+            let stdin = io::stdin();
+            if stdin.is_terminal() {
+                return Err(CliError::Message(
+                    "requested load from stdin, but stdin is empty".into(),
+                ));
+            }
+            let mut l = stdin.lock();
+            b.load(&mut l)?
+        }
+    };
+    for img in &report.images {
+        for (tag, old) in &img.moved {
+            writeln!(
+                out,
+                "The image {tag} already exists, renaming the old one with ID {old} to empty string"
+            )?;
+        }
+        if img.tags.is_empty() {
+            writeln!(out, "Loaded image ID: {}", img.id)?;
+        }
+        for t in &img.tags {
+            writeln!(out, "Loaded image: {t}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Options of `import`.
+#[derive(Debug, Clone, Default)]
+pub struct ImportArgs {
+    /// `file|URL|-`.
+    pub source: String,
+    /// `[REPOSITORY[:TAG]]`.
+    pub reference: Option<String>,
+    /// `-c`.
+    pub changes: Vec<String>,
+    /// `-m`.
+    pub message: Option<String>,
+    /// `--platform`.
+    pub platform: Option<String>,
+}
+
+/// `berth import`.
+pub fn import(b: &dyn ImageBackend, a: &ImportArgs, out: &mut dyn Write) -> Result {
+    let lower = a.source.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") || lower.starts_with("ftp://")
+    {
+        return Err(CliError::Message(format!(
+            "Error: importing from a URL is not supported ({}): download the file and import it from disk or stdin",
+            a.source
+        )));
+    }
+    let tag = match &a.reference {
+        Some(r) => {
+            let parsed =
+                Reference::parse(r).map_err(|e| CliError::Message(format!("Error: {e}")))?;
+            if parsed.digest().is_some() {
+                return Err(CliError::Message(
+                    "Error: cannot import digest reference".into(),
+                ));
+            }
+            Some(parsed)
+        }
+        None => None,
+    };
+    let platform = match &a.platform {
+        Some(p) => Some(Platform::parse(p).map_err(|e| CliError::Message(format!("Error: {e}")))?),
+        None => None,
+    };
+    let opts = ImportOptions {
+        changes: a.changes.clone(),
+        message: a.message.clone(),
+        // As the docker CLI, a file is streamed like stdin: the source is "-".
+        source_name: "-".into(),
+        tag,
+        platform,
+    };
+    let id = if a.source == "-" {
+        let stdin = io::stdin();
+        let l = stdin.lock();
+        b.import(ImportSource::Tar(Box::new(l)), &opts)?
+    } else {
+        let p = Path::new(&a.source);
+        let meta = std::fs::metadata(p)
+            .map_err(|e| CliError::Message(format!("open {}: {}", a.source, io_msg(&e))))?;
+        if meta.is_dir() {
+            b.import(ImportSource::Directory(p.to_path_buf()), &opts)?
+        } else {
+            let f = File::open(p)
+                .map_err(|e| CliError::Message(format!("open {}: {}", a.source, io_msg(&e))))?;
+            b.import(ImportSource::Tar(Box::new(f)), &opts)?
+        }
+    };
+    writeln!(out, "{id}")?;
+    Ok(())
+}
+
+fn io_msg(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => "no such file or directory".into(),
+        io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// prune, df
+
+/// `berth image prune`.
+pub fn prune(
+    b: &dyn ImageBackend,
+    all: bool,
+    force: bool,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+) -> Result {
+    if !force {
+        let warning = if all {
+            "WARNING! This will remove all images without at least one container associated to them."
+        } else {
+            "WARNING! This will remove all dangling images."
+        };
+        write!(out, "{warning}\nAre you sure you want to continue? [y/N] ")?;
+        out.flush()?;
+        let mut line = String::new();
+        input.read_line(&mut line)?;
+        let a = line.trim().to_ascii_lowercase();
+        if a != "y" && a != "yes" {
+            return Ok(());
+        }
+    }
+    let report = b.prune(all)?;
+    if !report.deleted.is_empty() {
+        let mut s = String::from("Deleted Images:\n");
+        for d in &report.deleted {
+            match d {
+                DeleteItem::Untagged(x) => s.push_str(&format!("untagged: {x}\n")),
+                DeleteItem::Deleted(x) => s.push_str(&format!("deleted: {x}\n")),
+            }
+        }
+        writeln!(out, "{s}")?;
+    }
+    writeln!(
+        out,
+        "Total reclaimed space: {}",
+        units::human_size(report.space_reclaimed as f64)
+    )?;
+    Ok(())
+}
+
+const DF_TABLE: &str = "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}";
+
+/// `berth system df` (images; the other rows are zero until containers, volumes and the build
+/// cache exist).
+pub fn system_df(b: &dyn ImageBackend, format_src: Option<&str>, out: &mut dyn Write) -> Result {
+    let du = b.disk_usage()?;
+    let total = du.layers_size;
+    let reclaimable = du.reclaimable();
+    let active = du.images.iter().filter(|i| i.in_use).count();
+    let images_reclaimable = match (reclaimable * 100).checked_div(total) {
+        Some(pct) => format!("{} ({pct}%)", units::human_size(reclaimable as f64)),
+        None => units::human_size(reclaimable as f64),
+    };
+    let fmt = format::parse(format_src.unwrap_or("table"), DF_TABLE)?;
+    let header = row(&[
+        ("Type", "TYPE".into()),
+        ("TotalCount", "TOTAL".into()),
+        ("Active", "ACTIVE".into()),
+        ("Size", "SIZE".into()),
+        ("Reclaimable", "RECLAIMABLE".into()),
+    ]);
+    let zero = |t: &str| {
+        row(&[
+            ("Type", t.into()),
+            ("TotalCount", "0".into()),
+            ("Active", "0".into()),
+            ("Size", "0B".into()),
+            ("Reclaimable", "0B".into()),
+        ])
+    };
+    let rows = vec![
+        row(&[
+            ("Type", "Images".into()),
+            ("TotalCount", du.images.len().to_string()),
+            ("Active", active.to_string()),
+            ("Size", units::human_size(total as f64)),
+            ("Reclaimable", images_reclaimable),
+        ]),
+        zero("Containers"),
+        zero("Local Volumes"),
+        zero("Build Cache"),
+    ];
+    out.write_all(fmt.render(&header, &rows)?.as_bytes())?;
+    Ok(())
+}
+
+/// Reads all of stdin (helper for tests of commands that take input).
+pub fn read_all(r: &mut dyn Read) -> io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    r.read_to_end(&mut v)?;
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ellipsis_and_ids() {
+        assert_eq!(ellipsis("abc", 45), "abc");
+        let long = "x".repeat(50);
+        let e = ellipsis(&long, 45);
+        assert_eq!(e.chars().count(), 45);
+        assert!(e.ends_with('…'));
+        assert_eq!(truncate_id("sha256:0123456789abcdef"), "0123456789ab");
+        assert_eq!(truncate_id("<missing>"), "<missing>");
+    }
+
+    #[test]
+    fn rows_per_tag_and_digest() {
+        let s = ImageSummary {
+            id: "sha256:x".into(),
+            parent_id: String::new(),
+            repo_tags: vec!["a:1".into(), "a:2".into(), "b:latest".into()],
+            repo_digests: vec![
+                format!("a@sha256:{}", "1".repeat(64)),
+                format!("c@sha256:{}", "2".repeat(64)),
+            ],
+            created: 0,
+            size: 0,
+            shared_size: -1,
+            labels: Default::default(),
+            containers: -1,
+        };
+        let r = image_rows(&s, false);
+        assert_eq!(
+            r.iter()
+                .map(|(a, b, _)| format!("{a}:{b}"))
+                .collect::<Vec<_>>(),
+            vec!["a:1", "a:2", "b:latest", "c:<none>"]
+        );
+        let r = image_rows(&s, true);
+        assert_eq!(r[0].2, format!("sha256:{}", "1".repeat(64)));
+        assert_eq!(r[2].2, "<none>");
+        assert_eq!(
+            r[3],
+            (
+                "c".into(),
+                "<none>".into(),
+                format!("sha256:{}", "2".repeat(64))
+            )
+        );
+    }
+
+    #[test]
+    fn json_indent_like_docker() {
+        let raw = r#"{"Id":"x","Cmd":["a && b"],"Empty":[],"Obj":{}}"#.to_string();
+        assert_eq!(
+            docker_json_indent(&[raw]),
+            "[\n    {\n        \"Id\": \"x\",\n        \"Cmd\": [\n            \"a \\u0026\\u0026 b\"\n        ],\n        \"Empty\": [],\n        \"Obj\": {}\n    }\n]"
+        );
+        assert_eq!(docker_json_indent(&[]), "[]");
+    }
+}
