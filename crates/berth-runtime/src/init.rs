@@ -320,6 +320,11 @@ fn init_stage2_inner(
     if cfg.process.terminal {
         setup_terminal(cfg, true)?;
     }
+    // Before /proc/sys becomes read-only.
+    for (k, v) in &linux.sysctl {
+        let path = format!("/proc/sys/{}", k.replace('.', "/"));
+        std::fs::write(&path, v).map_err(sys(format!("sysctl {k}={v}")))?;
+    }
     if has_mnt {
         mounts::finish_rootfs(spec, in_user_ns)?;
     }
@@ -336,10 +341,6 @@ fn init_stage2_inner(
             unsafe { libc::setdomainname(c.as_ptr(), dn.len()) },
             "setdomainname",
         )?;
-    }
-    for (k, v) in &linux.sysctl {
-        let path = format!("/proc/sys/{}", k.replace('.', "/"));
-        std::fs::write(&path, v).map_err(sys(format!("sysctl {k}={v}")))?;
     }
     prepare_process(cfg.process)?;
     let exe = find_executable(cfg.process)?;

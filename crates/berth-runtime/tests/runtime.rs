@@ -997,3 +997,122 @@ fn ignored_signals_do_not_leak_into_the_container() {
         "{line}"
     );
 }
+
+#[test]
+fn process_settings_user_umask_nnp_oom_sysctl_devices_ro_bind() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("proc");
+    let shared = env.dir.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join("data"), "from host\n").unwrap();
+    let script = "id -u; id -g; id -G; umask; grep NoNewPrivs /proc/self/status; cat /proc/self/oom_score_adj; \
+        cat /proc/sys/net/ipv4/ip_forward; cat /proc/sys/kernel/domainname; cat /data/data; echo x > /data/new || echo ro-ok; \
+        ls -l /dev/fuse-like | cut -c1; env | grep ^FOO=";
+    let mut b = env.bundle(&id, &["sh", "-c", script]);
+    b.config["process"]["user"] =
+        json!({"uid": 65534, "gid": 65534, "additionalGids": [10, 20], "umask": 63});
+    b.config["process"]["noNewPrivileges"] = json!(true);
+    b.config["process"]["oomScoreAdj"] = json!(321);
+    b.config["process"]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("FOO=bar"));
+    b.config["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+    b.config["domainname"] = json!("example.test");
+    b.config["linux"]["devices"] =
+        json!([{"path": "/dev/fuse-like", "type": "c", "major": 1, "minor": 3, "fileMode": 438}]);
+    b.config["mounts"].as_array_mut().unwrap().push(json!({"destination": "/data", "type": "bind", "source": shared, "options": ["rbind", "ro"]}));
+    let (code, out, err) = run_fg(&env, &b, &id);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "65534");
+    assert_eq!(lines[1], "65534");
+    assert!(
+        lines[2]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .contains(&"10")
+            && lines[2].contains("20"),
+        "{out}"
+    );
+    assert_eq!(lines[3], "0077");
+    assert!(lines[4].ends_with('1'), "no_new_privs not set: {out}");
+    assert_eq!(lines[5], "321");
+    assert_eq!(lines[6], "1");
+    assert_eq!(lines[7], "example.test");
+    assert_eq!(lines[8], "from host");
+    assert_eq!(lines[9], "ro-ok");
+    assert_eq!(lines[10], "c");
+    assert_eq!(lines[11], "FOO=bar");
+    assert!(!shared.join("new").exists());
+}
+
+#[test]
+fn without_mount_namespace_uses_chroot() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("chroot");
+    let mut b = env.bundle(
+        &id,
+        &["sh", "-c", "ls /bin/busybox && readlink /proc/self/ns/mnt"],
+    );
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "mount");
+    b.config["mounts"] = json!([]);
+    b.config["linux"]["maskedPaths"] = json!([]);
+    b.config["linux"]["readonlyPaths"] = json!([]);
+    b.config["root"]["readonly"] = json!(false);
+    // /proc is the host's here: the rootfs gets a proc mount point bound from outside the test.
+    let (code, out, err) = run_fg(&env, &b, &id);
+    // Without /proc mounted in the rootfs, readlink fails; the chroot itself must work.
+    assert!(
+        out.contains("/bin/busybox"),
+        "chroot failed: {out} {err} ({code})"
+    );
+}
+
+#[test]
+fn exec_with_env_cwd_user_and_kill_all() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("execopts");
+    let b = env.bundle(&id, &["sh", "-c", "sleep 1000 & sleep 1000"]);
+    b.write();
+    env.ok(&["run", "--detach", "--bundle", b.p(), &id]);
+    let out = env.ok(&[
+        "exec",
+        "-e",
+        "ZED=1",
+        "--cwd",
+        "/tmp",
+        "-u",
+        "1000:1001",
+        &id,
+        "sh",
+        "-c",
+        "echo $ZED; pwd; id -u; id -g",
+    ]);
+    assert_eq!(out, "1\n/tmp\n1000\n1001\n");
+    let pids: Vec<i32> = serde_json::from_str(&env.ok(&["ps", "--format", "json", &id])).unwrap();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    env.ok(&["kill", "--all", &id, "KILL"]);
+    for _ in 0..200 {
+        if env.status(&id) == "stopped" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(env.status(&id), "stopped");
+    let left: Vec<i32> = serde_json::from_str(&env.ok(&["ps", "--format", "json", &id])).unwrap();
+    assert!(left.is_empty(), "kill --all left {left:?}");
+    env.ok(&["delete", &id]);
+}
