@@ -187,79 +187,8 @@ pub fn attach_stdio(slave: RawFd) -> Result<(), ConsoleError> {
     Ok(())
 }
 
-/// Copies between our stdin/stdout and a pty master until the master closes (foreground `-t`).
-/// Puts our terminal in raw mode for the duration when stdin is a terminal.
-pub fn proxy(master: &OwnedFd) {
-    let stdin_tty = nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
-    let saved = if stdin_tty {
-        let saved = nix::sys::termios::tcgetattr(std::io::stdin()).ok();
-        if let Some(s) = &saved {
-            let mut raw = s.clone();
-            nix::sys::termios::cfmakeraw(&mut raw);
-            let _ = nix::sys::termios::tcsetattr(
-                std::io::stdin(),
-                nix::sys::termios::SetArg::TCSANOW,
-                &raw,
-            );
-        }
-        if let Some((r, c)) = get_size(0) {
-            let _ = set_size(master.as_raw_fd(), r, c);
-        }
-        saved
-    } else {
-        None
-    };
-    let mfd = master.as_raw_fd();
-    let mut stdin_open = true;
-    let mut buf = [0u8; 8192];
-    loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: mfd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: if stdin_open { 0 } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: fds is a valid array of two pollfd.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if rc < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            break;
-        }
-        if fds[0].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-            // SAFETY: buf is writable for its length.
-            let n = unsafe { libc::read(mfd, buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                break;
-            }
-            let _ = write_all(1, &buf[..n as usize]);
-        }
-        if fds[1].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
-            // SAFETY: buf is writable for its length.
-            let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                stdin_open = false;
-                // End of input: send EOF (^D) to the terminal line discipline.
-                let _ = write_all(mfd, &[4]);
-            } else {
-                let _ = write_all(mfd, &buf[..n as usize]);
-            }
-        }
-    }
-    if let Some(s) = saved {
-        let _ =
-            nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &s);
-    }
-}
-
-fn write_all(fd: RawFd, mut data: &[u8]) -> std::io::Result<()> {
+/// Writes all of `data` to `fd`, retrying on EINTR.
+pub fn write_all(fd: RawFd, mut data: &[u8]) -> std::io::Result<()> {
     while !data.is_empty() {
         // SAFETY: data is a valid readable buffer.
         let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };

@@ -216,6 +216,24 @@ fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
     Ok(())
 }
 
+/// With a terminal: the socket the init sends the pty master to (the caller's console socket,
+/// or one end of a pair whose other end we keep to proxy the terminal ourselves).
+fn console_endpoints(
+    terminal: bool,
+    console_socket: Option<&Path>,
+) -> Result<(Option<UnixStream>, Option<UnixStream>)> {
+    if !terminal {
+        return Ok((None, None));
+    }
+    match console_socket {
+        Some(p) => Ok((Some(console::connect(&p.to_string_lossy())?), None)),
+        None => {
+            let (a, b) = UnixStream::pair().map_err(io("console socket pair"))?;
+            Ok((Some(a), Some(b)))
+        }
+    }
+}
+
 fn mkfifo(path: &Path) -> Result<OwnedFd> {
     let c = util::cstring(path).map_err(io("exec fifo"))?;
     // SAFETY: valid path string.
@@ -321,17 +339,8 @@ impl Runtime {
         } else {
             Some(mkfifo(&ContainerState::fifo_path(&self.root, &opts.id))?)
         };
-        let (console_socket, local_console) = if process.terminal {
-            match &opts.console_socket {
-                Some(p) => (Some(console::connect(&p.to_string_lossy())?), None),
-                None => {
-                    let (a, b) = UnixStream::pair().map_err(io("console socket pair"))?;
-                    (Some(a), Some(b))
-                }
-            }
-        } else {
-            (None, None)
-        };
+        let (console_socket, local_console) =
+            console_endpoints(process.terminal, opts.console_socket.as_deref())?;
         let rootfs = spec.rootfs(&bundle);
         let (parent, child) = sync::pair().map_err(io("sync socket"))?;
         let cfg = InitConfig {
@@ -685,17 +694,8 @@ impl Runtime {
                 message: "the container exited".into(),
             });
         }
-        let (console_socket, local_console) = if opts.process.terminal {
-            match &opts.console_socket {
-                Some(p) => (Some(console::connect(&p.to_string_lossy())?), None),
-                None => {
-                    let (a, b) = UnixStream::pair().map_err(io("console socket pair"))?;
-                    (Some(a), Some(b))
-                }
-            }
-        } else {
-            (None, None)
-        };
+        let (console_socket, local_console) =
+            console_endpoints(opts.process.terminal, opts.console_socket.as_deref())?;
         let (parent, child) = sync::pair().map_err(io("sync socket"))?;
         let cfg = InitConfig {
             spec: &st.config,
@@ -929,7 +929,7 @@ pub fn wait_foreground(fg: &Foreground) -> i32 {
             if n <= 0 {
                 master_open = false;
             } else {
-                let _ = write_all(1, &buf[..n as usize]);
+                let _ = console::write_all(1, &buf[..n as usize]);
             }
         }
         if fds[2].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
@@ -937,9 +937,9 @@ pub fn wait_foreground(fg: &Foreground) -> i32 {
             let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
             if n <= 0 {
                 stdin_open = false;
-                let _ = write_all(mfd, &[4]);
+                let _ = console::write_all(mfd, &[4]);
             } else {
-                let _ = write_all(mfd, &buf[..n as usize]);
+                let _ = console::write_all(mfd, &buf[..n as usize]);
             }
         }
     }
@@ -949,22 +949,6 @@ pub fn wait_foreground(fg: &Foreground) -> i32 {
     }
     let _ = set.thread_unblock();
     code.unwrap_or(255)
-}
-
-fn write_all(fd: i32, mut data: &[u8]) -> std::io::Result<()> {
-    while !data.is_empty() {
-        // SAFETY: data is a valid readable buffer.
-        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        data = &data[n as usize..];
-    }
-    Ok(())
 }
 
 fn decode_status(st: i32) -> i32 {

@@ -39,46 +39,56 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// The options `create` and `run` share.
+#[derive(clap::Args, Debug)]
+struct CreateArgs {
+    id: String,
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: i32,
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    /// Accepted for compatibility (no session keyring is created).
+    #[arg(long = "no-new-keyring")]
+    no_new_keyring: bool,
+}
+
+impl CreateArgs {
+    fn options(&self) -> CreateOptions {
+        CreateOptions {
+            id: self.id.clone(),
+            bundle: self.bundle.clone(),
+            pid_file: self.pid_file.clone(),
+            console_socket: self.console_socket.clone(),
+            preserve_fds: self.preserve_fds,
+            no_pivot: self.no_pivot,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Create a container (it waits for `start`).
     Create {
-        id: String,
-        #[arg(short, long, default_value = ".")]
-        bundle: PathBuf,
-        #[arg(long = "pid-file")]
-        pid_file: Option<PathBuf>,
-        #[arg(long = "console-socket")]
-        console_socket: Option<PathBuf>,
-        #[arg(long = "preserve-fds", default_value_t = 0)]
-        preserve_fds: i32,
-        #[arg(long = "no-pivot")]
-        no_pivot: bool,
-        #[arg(long = "no-new-keyring")]
-        no_new_keyring: bool,
+        #[command(flatten)]
+        args: CreateArgs,
     },
     /// Start a created container.
     Start { id: String },
     /// Create and start a container.
     Run {
-        id: String,
-        #[arg(short, long, default_value = ".")]
-        bundle: PathBuf,
-        #[arg(long = "pid-file")]
-        pid_file: Option<PathBuf>,
-        #[arg(long = "console-socket")]
-        console_socket: Option<PathBuf>,
-        #[arg(long = "preserve-fds", default_value_t = 0)]
-        preserve_fds: i32,
+        #[command(flatten)]
+        args: CreateArgs,
         #[arg(short, long)]
         detach: bool,
         /// Keep the container's state after it exits.
         #[arg(long)]
         keep: bool,
-        #[arg(long = "no-pivot")]
-        no_pivot: bool,
-        #[arg(long = "no-new-keyring")]
-        no_new_keyring: bool,
     },
     /// Print the OCI state of a container.
     State { id: String },
@@ -341,49 +351,17 @@ fn parse_bytes(s: &str) -> anyhow::Result<i64> {
 fn run(cli: &Cli) -> anyhow::Result<u8> {
     let rt = Runtime::new(&cli.root);
     match &cli.cmd {
-        Cmd::Create {
-            id,
-            bundle,
-            pid_file,
-            console_socket,
-            preserve_fds,
-            no_pivot,
-            ..
-        } => {
-            let opts = CreateOptions {
-                id: id.clone(),
-                bundle: bundle.clone(),
-                pid_file: pid_file.clone(),
-                console_socket: console_socket.clone(),
-                preserve_fds: *preserve_fds,
-                no_pivot: *no_pivot,
-            };
-            rt.create(&opts, false)?;
+        Cmd::Create { args } => {
+            rt.create(&args.options(), false)?;
             Ok(0)
         }
         Cmd::Start { id } => {
             rt.start(id)?;
             Ok(0)
         }
-        Cmd::Run {
-            id,
-            bundle,
-            pid_file,
-            console_socket,
-            preserve_fds,
-            detach,
-            keep,
-            no_pivot,
-            ..
-        } => {
-            let opts = CreateOptions {
-                id: id.clone(),
-                bundle: bundle.clone(),
-                pid_file: pid_file.clone(),
-                console_socket: console_socket.clone(),
-                preserve_fds: *preserve_fds,
-                no_pivot: *no_pivot,
-            };
+        Cmd::Run { args, detach, keep } => {
+            let id = &args.id;
+            let opts = args.options();
             let fg = rt.run(&opts, *detach)?;
             if *detach {
                 return Ok(0);

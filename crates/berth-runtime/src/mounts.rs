@@ -423,23 +423,7 @@ fn mount_one(ctx: &RootfsContext, root: i32, index: usize, m: &Mount) -> Result<
                 source,
             })?;
         }
-        if opts.rec_attr_set != 0 || opts.rec_attr_clr != 0 {
-            mount_setattr_rec(&tpath, opts.rec_attr_set, opts.rec_attr_clr).map_err(|source| {
-                MountError::Mount {
-                    what: "recursive attributes".into(),
-                    dest: dest_s.clone(),
-                    source,
-                }
-            })?;
-        }
-        for p in &opts.propagation {
-            sys_mount(None, &tpath, None, *p, None).map_err(|source| MountError::Mount {
-                what: "propagation".into(),
-                dest: dest_s.clone(),
-                source,
-            })?;
-        }
-        return Ok(());
+        return apply_attributes(&opts, &tpath, &dest_s);
     }
 
     let target =
@@ -495,27 +479,28 @@ fn mount_one(ctx: &RootfsContext, root: i32, index: usize, m: &Mount) -> Result<
         }
     }
     if !opts.propagation.is_empty() || opts.rec_attr_set != 0 || opts.rec_attr_clr != 0 {
+        // Re-open the target: it now is the root of the new mount.
         let target =
             open_in_root(root, dest, libc::O_PATH).map_err(path_err("open mount point", dest))?;
-        let tpath = fd_path(&target);
-        if opts.rec_attr_set != 0 || opts.rec_attr_clr != 0 {
-            mount_setattr_rec(&tpath, opts.rec_attr_set, opts.rec_attr_clr).map_err(|source| {
-                MountError::Mount {
-                    what: "recursive attributes".into(),
-                    dest: dest_s.clone(),
-                    source,
-                }
-            })?;
-        }
-        for p in &opts.propagation {
-            sys_mount(None, &tpath, None, *p, None).map_err(|source| MountError::Mount {
-                what: "propagation".into(),
-                dest: dest_s.clone(),
-                source,
-            })?;
-        }
+        apply_attributes(&opts, &fd_path(&target), &dest_s)?;
     }
     let _ = index;
+    Ok(())
+}
+
+/// Recursive `mount_setattr` attributes and propagation changes of a mount, after it is made.
+fn apply_attributes(opts: &ParsedOptions, tpath: &str, dest: &str) -> Result<(), MountError> {
+    let err = |what: &str| {
+        let (what, dest) = (what.to_string(), dest.to_string());
+        move |source| MountError::Mount { what, dest, source }
+    };
+    if opts.rec_attr_set != 0 || opts.rec_attr_clr != 0 {
+        mount_setattr_rec(tpath, opts.rec_attr_set, opts.rec_attr_clr)
+            .map_err(err("recursive attributes"))?;
+    }
+    for p in &opts.propagation {
+        sys_mount(None, tpath, None, *p, None).map_err(err("propagation"))?;
+    }
     Ok(())
 }
 
