@@ -834,3 +834,219 @@ mod tests {
         assert_eq!(docker_json_indent(&[]), "[]");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// pull / push / login / logout
+
+/// Arguments of `pull`.
+#[derive(Debug, Default, Clone)]
+pub struct PullArgs {
+    /// `NAME[:TAG|@DIGEST]`.
+    pub name: String,
+    /// `-q`.
+    pub quiet: bool,
+    /// `-a`.
+    pub all_tags: bool,
+    /// `--platform`.
+    pub platform: Option<String>,
+}
+
+fn parse_pull_reference(name: &str) -> Result<Reference> {
+    Reference::parse_normalized(name).map_err(|e| {
+        CliError::Message(format!("invalid reference format: {e}: \"{name}\""))
+    })
+}
+
+/// `berth pull`. Per-layer progress goes to `progress_out` (standard output, written from
+/// the download threads); the rest to `out`.
+pub fn pull(
+    b: &dyn ImageBackend,
+    a: &PullArgs,
+    out: &mut dyn Write,
+    progress_out: Box<dyn Write + Send>,
+) -> Result {
+    if a.all_tags {
+        return Err(CliError::Message(
+            "Error: pulling all tagged images (-a, --all-tags) is not supported by berth yet"
+                .into(),
+        ));
+    }
+    let mut reference = parse_pull_reference(&a.name)?;
+    let platform = match &a.platform {
+        Some(p) => Platform::parse(p).map_err(|e| CliError::Daemon(BackendError {
+            kind: ErrorKind::InvalidArgument,
+            message: e.to_string(),
+        }))?,
+        None => Platform::host(),
+    };
+    if reference.tag().is_none() && reference.digest().is_none() {
+        reference = reference
+            .with_tag(berth_image::reference::DEFAULT_TAG)
+            .map_err(|e| CliError::Message(format!("Error: {e}")))?;
+        if !a.quiet {
+            writeln!(out, "Using default tag: {}", berth_image::reference::DEFAULT_TAG)?;
+        }
+    }
+    out.flush()?;
+    let plain;
+    let progress: &dyn berth_registry::Progress = if a.quiet {
+        &berth_registry::NoProgress
+    } else {
+        plain = berth_registry::PlainProgress::new(progress_out);
+        &plain
+    };
+    let outcome = b.pull(&reference, &platform, progress)?;
+    if !a.quiet {
+        let status = if outcome.updated {
+            "Downloaded newer image for"
+        } else {
+            "Image is up to date for"
+        };
+        writeln!(out, "Status: {status} {}", reference.familiar_string())?;
+    }
+    writeln!(out, "{reference}")?;
+    Ok(())
+}
+
+/// `berth push`.
+pub fn push(
+    b: &dyn ImageBackend,
+    name: &str,
+    quiet: bool,
+    out: &mut dyn Write,
+    progress_out: Box<dyn Write + Send>,
+) -> Result {
+    let mut reference = parse_pull_reference(name)?;
+    if reference.digest().is_some() {
+        return Err(CliError::Message(format!(
+            "Error: cannot push a digest reference: \"{name}\""
+        )));
+    }
+    if reference.tag().is_none() {
+        reference = reference
+            .with_tag(berth_image::reference::DEFAULT_TAG)
+            .map_err(|e| CliError::Message(format!("Error: {e}")))?;
+        if !quiet {
+            writeln!(out, "Using default tag: {}", berth_image::reference::DEFAULT_TAG)?;
+        }
+    }
+    out.flush()?;
+    let plain;
+    let progress: &dyn berth_registry::Progress = if quiet {
+        &berth_registry::NoProgress
+    } else {
+        plain = berth_registry::PlainProgress::new(progress_out);
+        &plain
+    };
+    b.push(&reference, progress)?;
+    if quiet {
+        writeln!(out, "{reference}")?;
+    }
+    Ok(())
+}
+
+/// Arguments of `login`.
+#[derive(Debug, Default, Clone)]
+pub struct LoginArgs {
+    /// `SERVER` (Docker Hub when absent).
+    pub server: Option<String>,
+    /// `-u`.
+    pub username: Option<String>,
+    /// `-p`.
+    pub password: Option<String>,
+    /// `--password-stdin`.
+    pub password_stdin: bool,
+}
+
+fn server_key(server: Option<&str>) -> String {
+    server
+        .map(berth_registry::client::normalize_registry_arg)
+        .unwrap_or_else(|| "docker.io".into())
+}
+
+fn read_line_prompt(prompt: &str, err: &mut dyn Write) -> Result<String> {
+    if !io::stdin().is_terminal() {
+        return Err(CliError::Message(
+            "Error: Cannot perform an interactive login from a non TTY device".into(),
+        ));
+    }
+    write!(err, "{prompt}")?;
+    err.flush()?;
+    let mut line = String::new();
+    io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// `berth login`.
+pub fn login(
+    b: &dyn ImageBackend,
+    a: &LoginArgs,
+    input: &mut dyn Read,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result {
+    if a.password.is_some() && a.password_stdin {
+        return Err(CliError::Message(
+            "Error: --password and --password-stdin are mutually exclusive".into(),
+        ));
+    }
+    if a.password_stdin && a.username.is_none() {
+        return Err(CliError::Message(
+            "Error: Must provide --username with --password-stdin".into(),
+        ));
+    }
+    if a.password.is_some() {
+        writeln!(
+            err,
+            "WARNING! Using --password via the CLI is insecure. Use --password-stdin."
+        )?;
+    }
+    let username = match &a.username {
+        Some(u) => u.trim().to_string(),
+        None => read_line_prompt("Username: ", err)?,
+    };
+    if username.is_empty() {
+        return Err(CliError::Message(
+            "Error: Non-null Username Required".into(),
+        ));
+    }
+    let password = if a.password_stdin {
+        let mut s = String::new();
+        input.read_to_string(&mut s)?;
+        s.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        match &a.password {
+            Some(p) => p.clone(),
+            None => read_line_prompt("Password: ", err)?,
+        }
+    };
+    if password.is_empty() {
+        return Err(CliError::Message(
+            "Error: Non-null Password Required".into(),
+        ));
+    }
+    let server = server_key(a.server.as_deref());
+    b.login(&server, &username, &password)?;
+    writeln!(
+        err,
+        "WARNING! Your password will be stored unencrypted in {}.",
+        b.credentials_path().display()
+    )?;
+    writeln!(out, "Login Succeeded")?;
+    Ok(())
+}
+
+/// `berth logout`.
+pub fn logout(b: &dyn ImageBackend, server: Option<&str>, out: &mut dyn Write) -> Result {
+    let key = server_key(server);
+    let shown = match server {
+        None => "https://index.docker.io/v1/".to_string(),
+        Some(s) => s.to_string(),
+    };
+    if b.logout(&key)? {
+        writeln!(out, "Removing login credentials for {shown}")?;
+    } else {
+        writeln!(out, "Not logged in to {shown}")?;
+    }
+    Ok(())
+}
