@@ -204,10 +204,13 @@ impl LocalBackend {
                 reference.familiar_name()
             ),
         };
-        let r = self.store.resolve(&reference.to_string()).map_err(|e| match e {
-            ImageStoreError::NotFound(_) => not_found(),
-            e => e.into(),
-        })?;
+        let r = self
+            .store
+            .resolve(&reference.to_string())
+            .map_err(|e| match e {
+                ImageStoreError::NotFound(_) => not_found(),
+                e => e.into(),
+            })?;
         let rec = r.image;
         let name = reference.name();
         let recorded = rec.repo_digests.iter().filter_map(|d| {

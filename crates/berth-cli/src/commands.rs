@@ -851,10 +851,37 @@ pub struct PullArgs {
     pub platform: Option<String>,
 }
 
+/// Docker's non-terminal progress: one line per status change, without the byte-count
+/// updates (`Downloading`, `Extracting`, `Pushing`), which only draw bars on a terminal.
+struct LineProgress(berth_registry::PlainProgress);
+
+impl berth_registry::Progress for LineProgress {
+    fn image(&self, event: &berth_registry::ImageEvent) {
+        self.0.image(event)
+    }
+
+    fn layer(&self, digest: &berth_image::Digest, event: &berth_registry::LayerEvent) {
+        use berth_registry::LayerEvent as E;
+        if !matches!(
+            event,
+            E::Downloading { .. } | E::Extracting { .. } | E::Pushing { .. }
+        ) {
+            self.0.layer(digest, event)
+        }
+    }
+}
+
+fn line_progress(quiet: bool, out: Box<dyn Write + Send>) -> Box<dyn berth_registry::Progress> {
+    if quiet {
+        Box::new(berth_registry::NoProgress)
+    } else {
+        Box::new(LineProgress(berth_registry::PlainProgress::new(out)))
+    }
+}
+
 fn parse_pull_reference(name: &str) -> Result<Reference> {
-    Reference::parse_normalized(name).map_err(|e| {
-        CliError::Message(format!("invalid reference format: {e}: \"{name}\""))
-    })
+    Reference::parse_normalized(name)
+        .map_err(|e| CliError::Message(format!("invalid reference format: {e}: \"{name}\"")))
 }
 
 /// `berth pull`. Per-layer progress goes to `progress_out` (standard output, written from
@@ -873,10 +900,12 @@ pub fn pull(
     }
     let mut reference = parse_pull_reference(&a.name)?;
     let platform = match &a.platform {
-        Some(p) => Platform::parse(p).map_err(|e| CliError::Daemon(BackendError {
-            kind: ErrorKind::InvalidArgument,
-            message: e.to_string(),
-        }))?,
+        Some(p) => Platform::parse(p).map_err(|e| {
+            CliError::Daemon(BackendError {
+                kind: ErrorKind::InvalidArgument,
+                message: e.to_string(),
+            })
+        })?,
         None => Platform::host(),
     };
     if reference.tag().is_none() && reference.digest().is_none() {
@@ -884,18 +913,16 @@ pub fn pull(
             .with_tag(berth_image::reference::DEFAULT_TAG)
             .map_err(|e| CliError::Message(format!("Error: {e}")))?;
         if !a.quiet {
-            writeln!(out, "Using default tag: {}", berth_image::reference::DEFAULT_TAG)?;
+            writeln!(
+                out,
+                "Using default tag: {}",
+                berth_image::reference::DEFAULT_TAG
+            )?;
         }
     }
     out.flush()?;
-    let plain;
-    let progress: &dyn berth_registry::Progress = if a.quiet {
-        &berth_registry::NoProgress
-    } else {
-        plain = berth_registry::PlainProgress::new(progress_out);
-        &plain
-    };
-    let outcome = b.pull(&reference, &platform, progress)?;
+    let progress = line_progress(a.quiet, progress_out);
+    let outcome = b.pull(&reference, &platform, progress.as_ref())?;
     if !a.quiet {
         let status = if outcome.updated {
             "Downloaded newer image for"
@@ -927,18 +954,16 @@ pub fn push(
             .with_tag(berth_image::reference::DEFAULT_TAG)
             .map_err(|e| CliError::Message(format!("Error: {e}")))?;
         if !quiet {
-            writeln!(out, "Using default tag: {}", berth_image::reference::DEFAULT_TAG)?;
+            writeln!(
+                out,
+                "Using default tag: {}",
+                berth_image::reference::DEFAULT_TAG
+            )?;
         }
     }
     out.flush()?;
-    let plain;
-    let progress: &dyn berth_registry::Progress = if quiet {
-        &berth_registry::NoProgress
-    } else {
-        plain = berth_registry::PlainProgress::new(progress_out);
-        &plain
-    };
-    b.push(&reference, progress)?;
+    let progress = line_progress(quiet, progress_out);
+    b.push(&reference, progress.as_ref())?;
     if quiet {
         writeln!(out, "{reference}")?;
     }

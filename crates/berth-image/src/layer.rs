@@ -599,8 +599,10 @@ impl Applier<'_> {
                 rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| Ok(sys("dup")(e)))?
             }
             _ => {
-                let fd = resolve_dir(self.root, parent_comps, Some(&mut self.created)).map_err(Ok)?;
-                let keep = rustix::io::fcntl_dupfd_cloexec(&fd, 0).map_err(|e| Ok(sys("dup")(e)))?;
+                let fd =
+                    resolve_dir(self.root, parent_comps, Some(&mut self.created)).map_err(Ok)?;
+                let keep =
+                    rustix::io::fcntl_dupfd_cloexec(&fd, 0).map_err(|e| Ok(sys("dup")(e)))?;
                 self.parent_cache = Some((parent_comps.to_vec(), keep));
                 fd
             }

@@ -26,7 +26,13 @@ fn main() -> anyhow::Result<()> {
         plain = PlainProgress::new(Box::new(std::io::stderr()));
         &plain
     };
-    let pulled = client.pull(&reference, &Platform::host(), &store, snapshotter.as_ref(), progress)?;
+    let pulled = client.pull(
+        &reference,
+        &Platform::host(),
+        &store,
+        snapshotter.as_ref(),
+        progress,
+    )?;
     println!("{} {}", pulled.manifest_digest, pulled.config_digest);
     Ok(())
 }
