@@ -111,6 +111,8 @@ pub struct PullOutcome {
     /// Whether anything changed locally (a new image, or the tag now points elsewhere):
     /// `Downloaded newer image` rather than `Image is up to date`.
     pub updated: bool,
+    /// The image's platform (from its config, normalised).
+    pub platform: Platform,
 }
 
 /// The image operations the CLI needs.
@@ -331,7 +333,12 @@ impl ImageBackend for LocalBackend {
             extra_manifests: p.index.iter().map(|(d, _, _)| d.clone()).collect(),
             parent: None,
         })?;
+        let platform = berth_image::manifest::ImageConfig::parse(&p.config)
+            .map_err(internal)?
+            .platform()
+            .normalize();
         Ok(PullOutcome {
+            platform,
             digest: p.repo_digest,
             updated: reg.new || before.as_ref() != Some(&reg.id),
             id: reg.id,

@@ -499,3 +499,57 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
         } => commands::system_df(b, c.format.as_deref(), out),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insecure_registries_option() {
+        let cli = Cli::try_parse_from([
+            "berth",
+            "--insecure-registry",
+            "a.example:5000,b.example",
+            "--insecure-registry=c.example",
+            "pull",
+            "busybox",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.insecure_registries,
+            ["a.example:5000", "b.example", "c.example"]
+        );
+        match cli.command {
+            Command::Pull(c) => {
+                assert_eq!(c.name, "busybox");
+                assert!(!c.quiet && !c.all_tags);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Also after the command (global).
+        let cli = Cli::try_parse_from(["berth", "push", "--insecure-registry", "d.example", "x"])
+            .unwrap();
+        assert_eq!(cli.insecure_registries, ["d.example"]);
+    }
+
+    #[test]
+    fn login_flags() {
+        let cli = Cli::try_parse_from([
+            "berth",
+            "login",
+            "-u",
+            "alice",
+            "--password-stdin",
+            "127.0.0.1:5000",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Login(c) => {
+                assert_eq!(c.username.as_deref(), Some("alice"));
+                assert!(c.password_stdin && c.password.is_none());
+                assert_eq!(c.server.as_deref(), Some("127.0.0.1:5000"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

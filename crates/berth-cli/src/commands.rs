@@ -923,6 +923,22 @@ pub fn pull(
     out.flush()?;
     let progress = line_progress(a.quiet, progress_out);
     let outcome = b.pull(&reference, &platform, progress.as_ref())?;
+    drop(progress);
+    if a.platform.is_some() {
+        let want = platform.clone().normalize();
+        let got = &outcome.platform;
+        if want.os != got.os
+            || want.architecture != got.architecture
+            || (want.variant.is_some() && want.variant != got.variant)
+        {
+            return Err(CliError::Daemon(BackendError {
+                kind: ErrorKind::NotFound,
+                message: format!(
+                    "image with reference {reference} was found but does not match the specified platform: wanted {want}, actual: {got}"
+                ),
+            }));
+        }
+    }
     if !a.quiet {
         let status = if outcome.updated {
             "Downloaded newer image for"

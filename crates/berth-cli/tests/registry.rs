@@ -606,6 +606,22 @@ fn push_pull_and_run() {
         format!("Status: Image is up to date for {name}")
     );
 
+    // A platform the image is not for.
+    let other_arch = if std::env::consts::ARCH == "x86_64" {
+        "linux/arm64"
+    } else {
+        "linux/amd64"
+    };
+    let r = b.berth(&["pull", "-q", "--platform", other_arch, &name]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stderr.contains(&format!(
+            "was found but does not match the specified platform: wanted {other_arch}"
+        )),
+        "{}",
+        r.stderr
+    );
+
     // Quiet, by digest.
     let by_digest = format!("{repo}@{pushed_digest}");
     let r = b.berth(&["pull", "-q", &by_digest]).ok();
