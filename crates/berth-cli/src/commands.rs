@@ -776,6 +776,88 @@ pub fn read_all(r: &mut dyn Read) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_registry::{ImageEvent, LayerEvent, Progress};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Buf {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    #[test]
+    fn line_progress_skips_byte_counts() {
+        let buf = Buf::default();
+        let p = LineProgress(berth_registry::PlainProgress::new(Box::new(buf.clone())));
+        let d = berth_image::Digest::of_bytes(b"x");
+        p.image(&ImageEvent::PullingFrom {
+            tag: "1".into(),
+            repository: "test/busybox".into(),
+        });
+        p.layer(&d, &LayerEvent::PullingFsLayer);
+        p.layer(
+            &d,
+            &LayerEvent::Downloading {
+                current: 1,
+                total: 2,
+            },
+        );
+        p.layer(&d, &LayerEvent::DownloadComplete);
+        p.layer(
+            &d,
+            &LayerEvent::Extracting {
+                current: 1,
+                total: 2,
+            },
+        );
+        p.layer(&d, &LayerEvent::PullComplete);
+        let s = d.short();
+        assert_eq!(
+            buf.text(),
+            format!("1: Pulling from test/busybox\n{s}: Pulling fs layer\n{s}: Download complete\n{s}: Pull complete\n")
+        );
+    }
+
+    #[test]
+    fn tty_progress_redraws_in_place() {
+        let buf = Buf::default();
+        let p = TtyProgress::new(Box::new(buf.clone()));
+        let a = berth_image::Digest::of_bytes(b"a");
+        let b = berth_image::Digest::of_bytes(b"b");
+        p.layer(&a, &LayerEvent::PullingFsLayer);
+        p.layer(&b, &LayerEvent::PullingFsLayer);
+        p.layer(
+            &a,
+            &LayerEvent::Downloading {
+                current: 50,
+                total: 100,
+            },
+        );
+        let t = buf.text();
+        let bar = format!("[{}>{}]  50B/100B", "=".repeat(25), " ".repeat(24));
+        assert!(
+            t.ends_with(&format!(
+                "\x1b[2A\r\x1b[2K{}: Downloading {bar}\r\x1b[2B",
+                a.short()
+            )),
+            "{t:?}"
+        );
+        assert_eq!(
+            progress_bar(100, 100),
+            format!("[{}]  100B/100B", "=".repeat(50))
+        );
+    }
 
     #[test]
     fn ellipsis_and_ids() {
@@ -871,9 +953,105 @@ impl berth_registry::Progress for LineProgress {
     }
 }
 
+/// Docker's terminal progress: one line per layer, redrawn in place, with a bar while bytes
+/// move.
+pub struct TtyProgress {
+    state: std::sync::Mutex<TtyState>,
+}
+
+struct TtyState {
+    out: Box<dyn Write + Send>,
+    /// Layers of the current block, in order of appearance, with their current line.
+    layers: Vec<(berth_image::Digest, String)>,
+}
+
+impl TtyProgress {
+    /// Draws on `out` (a terminal).
+    pub fn new(out: Box<dyn Write + Send>) -> Self {
+        Self {
+            state: std::sync::Mutex::new(TtyState {
+                out,
+                layers: Vec::new(),
+            }),
+        }
+    }
+}
+
+fn progress_bar(current: u64, total: u64) -> String {
+    const WIDTH: usize = 50;
+    if total == 0 {
+        return units::human_size(current as f64);
+    }
+    let filled = ((current.min(total) as f64 / total as f64) * WIDTH as f64) as usize;
+    let mut bar = "=".repeat(filled);
+    if filled < WIDTH {
+        bar.push('>');
+        bar.push_str(&" ".repeat(WIDTH - filled - 1));
+    }
+    format!(
+        "[{bar}]  {}/{}",
+        units::human_size(current as f64),
+        units::human_size(total as f64)
+    )
+}
+
+impl berth_registry::Progress for TtyProgress {
+    fn image(&self, event: &berth_registry::ImageEvent) {
+        use berth_registry::ImageEvent as E;
+        let line = match event {
+            E::PullingFrom { tag, repository } => format!("{tag}: Pulling from {repository}"),
+            E::Resolved { digest } => format!("Digest: {digest}"),
+            E::PushingTo { repository } => {
+                format!("The push refers to repository [{repository}]")
+            }
+            E::Pushed { tag, digest, size } => format!("{tag}: digest: {digest} size: {size}"),
+        };
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        g.layers.clear();
+        let _ = writeln!(g.out, "{line}");
+        let _ = g.out.flush();
+    }
+
+    fn layer(&self, digest: &berth_image::Digest, event: &berth_registry::LayerEvent) {
+        use berth_registry::LayerEvent as E;
+        let status = event.status();
+        let line = match event {
+            E::Downloading { current, total }
+            | E::Extracting { current, total }
+            | E::Pushing { current, total } => {
+                format!(
+                    "{}: {status} {}",
+                    digest.short(),
+                    progress_bar(*current, *total)
+                )
+            }
+            _ => format!("{}: {status}", digest.short()),
+        };
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let g = &mut *g;
+        match g.layers.iter().position(|(d, _)| d == digest) {
+            None => {
+                let _ = writeln!(g.out, "{line}");
+                g.layers.push((digest.clone(), line));
+            }
+            Some(i) => {
+                if g.layers[i].1 == line {
+                    return;
+                }
+                let up = g.layers.len() - i;
+                let _ = write!(g.out, "\x1b[{up}A\r\x1b[2K{line}\r\x1b[{up}B");
+                g.layers[i].1 = line;
+            }
+        }
+        let _ = g.out.flush();
+    }
+}
+
 fn line_progress(quiet: bool, out: Box<dyn Write + Send>) -> Box<dyn berth_registry::Progress> {
     if quiet {
         Box::new(berth_registry::NoProgress)
+    } else if io::stdout().is_terminal() {
+        Box::new(TtyProgress::new(out))
     } else {
         Box::new(LineProgress(berth_registry::PlainProgress::new(out)))
     }
