@@ -8,9 +8,11 @@ use std::path::PathBuf;
 use berth_image::archive::{self, ArchiveError, ImportOptions, ImportSource, LoadReport};
 use berth_image::image_store::{
     DeleteItem, DiskUsage, HistoryItem, ImageId, ImageStore, ImageStoreError, ImageSummary,
-    ListOptions, PruneReport,
+    LayerInput, ListOptions, PruneReport, RegisterRequest,
 };
-use berth_image::Reference;
+use berth_image::manifest::{parse_manifest, Manifest, Platform};
+use berth_image::{Digest, Reference};
+use berth_registry::{Client, PushOptions, PushedManifest, RegistryConfig, RegistryError};
 
 /// How an engine error should be reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +75,46 @@ impl From<ArchiveError> for BackendError {
     }
 }
 
+impl From<RegistryError> for BackendError {
+    fn from(e: RegistryError) -> Self {
+        let kind = match &e {
+            RegistryError::ManifestUnknown { .. }
+            | RegistryError::NameUnknown { .. }
+            | RegistryError::BlobUnknown { .. } => ErrorKind::NotFound,
+            RegistryError::Unauthorized { .. }
+            | RegistryError::Denied { .. }
+            | RegistryError::InsecureRefused(_)
+            | RegistryError::Invalid(_) => ErrorKind::InvalidArgument,
+            _ => ErrorKind::Internal,
+        };
+        Self {
+            kind,
+            message: e.to_string(),
+        }
+    }
+}
+
+fn internal(message: impl std::fmt::Display) -> BackendError {
+    BackendError {
+        kind: ErrorKind::Internal,
+        message: message.to_string(),
+    }
+}
+
+/// What a pull did.
+#[derive(Debug, Clone)]
+pub struct PullOutcome {
+    /// The repository digest the reference resolved to.
+    pub digest: Digest,
+    /// The image ID.
+    pub id: ImageId,
+    /// Whether anything changed locally (a new image, or the tag now points elsewhere):
+    /// `Downloaded newer image` rather than `Image is up to date`.
+    pub updated: bool,
+    /// The image's platform (from its config, normalised).
+    pub platform: Platform,
+}
+
 /// The image operations the CLI needs.
 pub trait ImageBackend {
     /// `GET /images/json`.
@@ -99,11 +141,32 @@ pub trait ImageBackend {
     fn prune(&self, all: bool) -> Result<PruneReport, BackendError>;
     /// `GET /system/df` (images part).
     fn disk_usage(&self) -> Result<DiskUsage, BackendError>;
+    /// `POST /images/create?fromImage=…`: pulls `reference` (with a tag or digest) for
+    /// `platform`, reporting to `progress`, and records it.
+    fn pull(
+        &self,
+        reference: &Reference,
+        platform: &Platform,
+        progress: &dyn berth_registry::Progress,
+    ) -> Result<PullOutcome, BackendError>;
+    /// `POST /images/{name}/push`: pushes the image `reference` names to it.
+    fn push(
+        &self,
+        reference: &Reference,
+        progress: &dyn berth_registry::Progress,
+    ) -> Result<PushedManifest, BackendError>;
+    /// `POST /auth`: checks the credentials and stores them.
+    fn login(&self, server: &str, username: &str, password: &str) -> Result<(), BackendError>;
+    /// Removes stored credentials; whether there were any.
+    fn logout(&self, server: &str) -> Result<bool, BackendError>;
+    /// Where credentials are stored.
+    fn credentials_path(&self) -> PathBuf;
 }
 
 /// The daemonless backend: the image store on a data root.
 pub struct LocalBackend {
     store: ImageStore,
+    registry: RegistryConfig,
 }
 
 impl LocalBackend {
@@ -111,7 +174,65 @@ impl LocalBackend {
     pub fn open(data_root: PathBuf) -> Result<Self, BackendError> {
         Ok(Self {
             store: ImageStore::open(data_root)?,
+            registry: RegistryConfig::default(),
         })
+    }
+
+    /// Uses `config` for registry operations.
+    pub fn with_registry_config(mut self, config: RegistryConfig) -> Self {
+        self.registry = config;
+        self
+    }
+
+    /// The image store.
+    pub fn store(&self) -> &ImageStore {
+        &self.store
+    }
+
+    fn client(&self) -> Result<Client, BackendError> {
+        Ok(Client::new(self.registry.clone())?)
+    }
+
+    /// The image manifest to push for `reference`'s image: the one recorded for that
+    /// repository when there is one, else the first image manifest stored with the image.
+    fn manifest_to_push(
+        &self,
+        reference: &Reference,
+    ) -> Result<(berth_image::image_store::ImageRecord, Vec<u8>), BackendError> {
+        let not_found = || BackendError {
+            kind: ErrorKind::NotFound,
+            message: format!(
+                "An image does not exist locally with the tag: {}",
+                reference.familiar_name()
+            ),
+        };
+        let r = self
+            .store
+            .resolve(&reference.to_string())
+            .map_err(|e| match e {
+                ImageStoreError::NotFound(_) => not_found(),
+                e => e.into(),
+            })?;
+        let rec = r.image;
+        let name = reference.name();
+        let recorded = rec.repo_digests.iter().filter_map(|d| {
+            let r = Reference::parse_normalized(d).ok()?;
+            (r.name() == name).then(|| r.digest().cloned()).flatten()
+        });
+        let mut candidates: Vec<Digest> = recorded.collect();
+        candidates.extend(rec.manifests.iter().cloned());
+        for d in candidates {
+            let Ok(bytes) = self.store.blobs().read_verified(&d) else {
+                continue;
+            };
+            if let Ok(Manifest::Image(..)) = parse_manifest(None, &bytes) {
+                return Ok((rec, bytes));
+            }
+        }
+        Err(internal(format!(
+            "no image manifest stored for {}",
+            reference.familiar_string()
+        )))
     }
 
     /// Whether a container uses the image (containers do not exist yet).
@@ -174,5 +295,118 @@ impl ImageBackend for LocalBackend {
 
     fn disk_usage(&self) -> Result<DiskUsage, BackendError> {
         Ok(self.store.disk_usage(&Self::in_use)?)
+    }
+
+    fn pull(
+        &self,
+        reference: &Reference,
+        platform: &Platform,
+        progress: &dyn berth_registry::Progress,
+    ) -> Result<PullOutcome, BackendError> {
+        let before = self
+            .store
+            .resolve(&reference.to_string())
+            .ok()
+            .map(|r| r.image.id);
+        let client = self.client()?;
+        let snap = self.store.snapshotter()?;
+        let p = client.pull(reference, platform, self.store.blobs(), snap, progress)?;
+        let layers = p
+            .layers
+            .iter()
+            .map(|(d, diff)| LayerInput {
+                descriptor: d.clone(),
+                diff_id: diff.clone(),
+                unpacked_size: None,
+            })
+            .collect();
+        let tags = match (reference.digest(), reference.tag()) {
+            (None, Some(_)) => vec![reference.clone()],
+            _ => Vec::new(),
+        };
+        let reg = self.store.register(RegisterRequest {
+            manifest: p.manifest_bytes.clone(),
+            config: p.config.clone(),
+            layers,
+            tags,
+            repo_digests: vec![reference.repository().with_digest(p.repo_digest.clone())],
+            extra_manifests: p.index.iter().map(|(d, _, _)| d.clone()).collect(),
+            parent: None,
+        })?;
+        let platform = berth_image::manifest::ImageConfig::parse(&p.config)
+            .map_err(internal)?
+            .platform()
+            .normalize();
+        Ok(PullOutcome {
+            platform,
+            digest: p.repo_digest,
+            updated: reg.new || before.as_ref() != Some(&reg.id),
+            id: reg.id,
+        })
+    }
+
+    fn push(
+        &self,
+        reference: &Reference,
+        progress: &dyn berth_registry::Progress,
+    ) -> Result<PushedManifest, BackendError> {
+        let (rec, manifest) = self.manifest_to_push(reference)?;
+        // Other repositories of the same registry holding the image: mount from them.
+        let mut mount_from: Vec<String> = Vec::new();
+        for r in rec.repo_tags.iter().chain(&rec.repo_digests) {
+            if let Ok(r) = Reference::parse_normalized(r) {
+                if r.domain() == reference.domain()
+                    && r.path() != reference.path()
+                    && !mount_from.iter().any(|p| p == r.path())
+                {
+                    mount_from.push(r.path().to_string());
+                }
+            }
+        }
+        let client = self.client()?;
+        let pushed = client.push_with(
+            reference,
+            &manifest,
+            self.store.blobs(),
+            progress,
+            &PushOptions { mount_from },
+        )?;
+        // Record `name@digest` (re-registering the same image is idempotent).
+        let m = match parse_manifest(None, &manifest).map_err(internal)? {
+            Manifest::Image(_, m) => m,
+            Manifest::Index(..) => return Ok(pushed),
+        };
+        let layers = m
+            .layers
+            .iter()
+            .zip(&rec.layers)
+            .map(|(d, l)| LayerInput {
+                descriptor: d.clone(),
+                diff_id: l.diff_id.clone(),
+                unpacked_size: Some(l.unpacked_size),
+            })
+            .collect();
+        self.store.register(RegisterRequest {
+            manifest,
+            config: self.store.config_bytes(&rec.id)?,
+            layers,
+            tags: Vec::new(),
+            repo_digests: vec![reference.repository().with_digest(pushed.digest.clone())],
+            extra_manifests: Vec::new(),
+            parent: None,
+        })?;
+        Ok(pushed)
+    }
+
+    fn login(&self, server: &str, username: &str, password: &str) -> Result<(), BackendError> {
+        Ok(self.client()?.login(server, username, password)?)
+    }
+
+    fn logout(&self, server: &str) -> Result<bool, BackendError> {
+        Ok(self.client()?.logout(server)?)
+    }
+
+    fn credentials_path(&self) -> PathBuf {
+        self.registry.credentials.path().to_path_buf()
     }
 }

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::backend::{ImageBackend, LocalBackend};
-use crate::commands::{self, CliError, HistoryOptions, ImagesOptions, ImportArgs};
+use crate::commands::{
+    self, CliError, HistoryOptions, ImagesOptions, ImportArgs, LoginArgs, PullArgs,
+};
 
 /// The `berth` command line.
 #[derive(Debug, Parser)]
@@ -26,6 +28,17 @@ pub struct Cli {
         value_name = "PATH"
     )]
     pub data_root: PathBuf,
+
+    /// Registries (`host[:port]`) that may be reached over plain http or with unverified TLS
+    /// (localhost and 127.0.0.1 always may)
+    #[arg(
+        long = "insecure-registry",
+        global = true,
+        env = "BERTH_INSECURE_REGISTRIES",
+        value_delimiter = ',',
+        value_name = "REGISTRY"
+    )]
+    pub insecure_registries: Vec<String>,
 
     /// The command.
     #[command(subcommand)]
@@ -55,6 +68,14 @@ pub enum Command {
     Load(LoadCmd),
     /// Import the contents from a tarball to create a filesystem image
     Import(ImportCmd),
+    /// Download an image from a registry
+    Pull(PullCmd),
+    /// Upload an image to a registry
+    Push(PushCmd),
+    /// Log in to a registry
+    Login(LoginCmd),
+    /// Log out from a registry
+    Logout(LogoutCmd),
     /// Manage Berth
     System {
         /// The system command.
@@ -86,6 +107,10 @@ pub enum ImageCommand {
     Import(ImportCmd),
     /// Remove unused images
     Prune(PruneCmd),
+    /// Download an image from a registry
+    Pull(PullCmd),
+    /// Upload an image to a registry
+    Push(PushCmd),
 }
 
 /// `system` subcommands.
@@ -213,6 +238,58 @@ pub struct ImportCmd {
     reference: Option<String>,
 }
 
+/// `pull` flags.
+#[derive(Debug, Args)]
+pub struct PullCmd {
+    /// Download all tagged images in the repository (not supported)
+    #[arg(short = 'a', long)]
+    all_tags: bool,
+    /// Suppress verbose output
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Set platform if server is multi-platform capable
+    #[arg(long)]
+    platform: Option<String>,
+    /// Skip image verification (accepted, ignored)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    disable_content_trust: bool,
+    /// NAME[:TAG|@DIGEST]
+    name: String,
+}
+
+/// `push` flags.
+#[derive(Debug, Args)]
+pub struct PushCmd {
+    /// Suppress verbose output
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// NAME[:TAG]
+    name: String,
+}
+
+/// `login` flags.
+#[derive(Debug, Args)]
+pub struct LoginCmd {
+    /// Username
+    #[arg(short = 'u', long)]
+    username: Option<String>,
+    /// Password
+    #[arg(short = 'p', long)]
+    password: Option<String>,
+    /// Take the password from stdin
+    #[arg(long)]
+    password_stdin: bool,
+    /// SERVER
+    server: Option<String>,
+}
+
+/// `logout` arguments.
+#[derive(Debug, Args)]
+pub struct LogoutCmd {
+    /// SERVER
+    server: Option<String>,
+}
+
 /// `image prune` flags.
 #[derive(Debug, Args)]
 pub struct PruneCmd {
@@ -253,8 +330,8 @@ where
             };
         }
     };
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
+    // Not locked: pull and push progress is written from the download threads.
+    let mut out = io::BufWriter::new(io::stdout());
     let stderr = io::stderr();
     let mut err = stderr.lock();
     let res = dispatch(&cli, &mut out, &mut err);
@@ -280,12 +357,23 @@ where
 }
 
 fn backend(cli: &Cli) -> Result<LocalBackend, CliError> {
-    LocalBackend::open(cli.data_root.clone()).map_err(|e| {
-        CliError::Usage(format!(
-            "Error: cannot open the Berth data root {}: {e}",
-            cli.data_root.display()
-        ))
-    })
+    let registry = berth_registry::RegistryConfig {
+        insecure_registries: cli
+            .insecure_registries
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        ..Default::default()
+    };
+    LocalBackend::open(cli.data_root.clone())
+        .map(|b| b.with_registry_config(registry))
+        .map_err(|e| {
+            CliError::Usage(format!(
+                "Error: cannot open the Berth data root {}: {e}",
+                cli.data_root.display()
+            ))
+        })
 }
 
 fn images_opts(c: &ImagesCmd) -> ImagesOptions {
@@ -368,8 +456,100 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             let mut input = stdin.lock();
             commands::prune(b, c.all, c.force, &mut input, out)
         }
+        Command::Pull(c)
+        | Command::Image {
+            command: ImageCommand::Pull(c),
+        } => {
+            let _ = c.disable_content_trust;
+            commands::pull(
+                b,
+                &PullArgs {
+                    name: c.name.clone(),
+                    quiet: c.quiet,
+                    all_tags: c.all_tags,
+                    platform: c.platform.clone(),
+                },
+                out,
+                Box::new(io::stdout()),
+            )
+        }
+        Command::Push(c)
+        | Command::Image {
+            command: ImageCommand::Push(c),
+        } => commands::push(b, &c.name, c.quiet, out, Box::new(io::stdout())),
+        Command::Login(c) => {
+            let stdin = io::stdin();
+            let mut input = stdin.lock();
+            commands::login(
+                b,
+                &LoginArgs {
+                    server: c.server.clone(),
+                    username: c.username.clone(),
+                    password: c.password.clone(),
+                    password_stdin: c.password_stdin,
+                },
+                &mut input,
+                out,
+                err,
+            )
+        }
+        Command::Logout(c) => commands::logout(b, c.server.as_deref(), out),
         Command::System {
             command: SystemCommand::Df(c),
         } => commands::system_df(b, c.format.as_deref(), out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insecure_registries_option() {
+        let cli = Cli::try_parse_from([
+            "berth",
+            "--insecure-registry",
+            "a.example:5000,b.example",
+            "--insecure-registry=c.example",
+            "pull",
+            "busybox",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.insecure_registries,
+            ["a.example:5000", "b.example", "c.example"]
+        );
+        match cli.command {
+            Command::Pull(c) => {
+                assert_eq!(c.name, "busybox");
+                assert!(!c.quiet && !c.all_tags);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Also after the command (global).
+        let cli = Cli::try_parse_from(["berth", "push", "--insecure-registry", "d.example", "x"])
+            .unwrap();
+        assert_eq!(cli.insecure_registries, ["d.example"]);
+    }
+
+    #[test]
+    fn login_flags() {
+        let cli = Cli::try_parse_from([
+            "berth",
+            "login",
+            "-u",
+            "alice",
+            "--password-stdin",
+            "127.0.0.1:5000",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Login(c) => {
+                assert_eq!(c.username.as_deref(), Some("alice"));
+                assert!(c.password_stdin && c.password.is_none());
+                assert_eq!(c.server.as_deref(), Some("127.0.0.1:5000"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

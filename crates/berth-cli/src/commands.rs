@@ -776,6 +776,88 @@ pub fn read_all(r: &mut dyn Read) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_registry::{ImageEvent, LayerEvent, Progress};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Buf {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    #[test]
+    fn line_progress_skips_byte_counts() {
+        let buf = Buf::default();
+        let p = LineProgress(berth_registry::PlainProgress::new(Box::new(buf.clone())));
+        let d = berth_image::Digest::of_bytes(b"x");
+        p.image(&ImageEvent::PullingFrom {
+            tag: "1".into(),
+            repository: "test/busybox".into(),
+        });
+        p.layer(&d, &LayerEvent::PullingFsLayer);
+        p.layer(
+            &d,
+            &LayerEvent::Downloading {
+                current: 1,
+                total: 2,
+            },
+        );
+        p.layer(&d, &LayerEvent::DownloadComplete);
+        p.layer(
+            &d,
+            &LayerEvent::Extracting {
+                current: 1,
+                total: 2,
+            },
+        );
+        p.layer(&d, &LayerEvent::PullComplete);
+        let s = d.short();
+        assert_eq!(
+            buf.text(),
+            format!("1: Pulling from test/busybox\n{s}: Pulling fs layer\n{s}: Download complete\n{s}: Pull complete\n")
+        );
+    }
+
+    #[test]
+    fn tty_progress_redraws_in_place() {
+        let buf = Buf::default();
+        let p = TtyProgress::new(Box::new(buf.clone()));
+        let a = berth_image::Digest::of_bytes(b"a");
+        let b = berth_image::Digest::of_bytes(b"b");
+        p.layer(&a, &LayerEvent::PullingFsLayer);
+        p.layer(&b, &LayerEvent::PullingFsLayer);
+        p.layer(
+            &a,
+            &LayerEvent::Downloading {
+                current: 50,
+                total: 100,
+            },
+        );
+        let t = buf.text();
+        let bar = format!("[{}>{}]  50B/100B", "=".repeat(25), " ".repeat(24));
+        assert!(
+            t.ends_with(&format!(
+                "\x1b[2A\r\x1b[2K{}: Downloading {bar}\r\x1b[2B",
+                a.short()
+            )),
+            "{t:?}"
+        );
+        assert_eq!(
+            progress_bar(100, 100),
+            format!("[{}]  100B/100B", "=".repeat(50))
+        );
+    }
 
     #[test]
     fn ellipsis_and_ids() {
@@ -833,4 +915,357 @@ mod tests {
         );
         assert_eq!(docker_json_indent(&[]), "[]");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// pull / push / login / logout
+
+/// Arguments of `pull`.
+#[derive(Debug, Default, Clone)]
+pub struct PullArgs {
+    /// `NAME[:TAG|@DIGEST]`.
+    pub name: String,
+    /// `-q`.
+    pub quiet: bool,
+    /// `-a`.
+    pub all_tags: bool,
+    /// `--platform`.
+    pub platform: Option<String>,
+}
+
+/// Docker's non-terminal progress: one line per status change, without the byte-count
+/// updates (`Downloading`, `Extracting`, `Pushing`), which only draw bars on a terminal.
+struct LineProgress(berth_registry::PlainProgress);
+
+impl berth_registry::Progress for LineProgress {
+    fn image(&self, event: &berth_registry::ImageEvent) {
+        self.0.image(event)
+    }
+
+    fn layer(&self, digest: &berth_image::Digest, event: &berth_registry::LayerEvent) {
+        use berth_registry::LayerEvent as E;
+        if !matches!(
+            event,
+            E::Downloading { .. } | E::Extracting { .. } | E::Pushing { .. }
+        ) {
+            self.0.layer(digest, event)
+        }
+    }
+}
+
+/// Docker's terminal progress: one line per layer, redrawn in place, with a bar while bytes
+/// move.
+pub struct TtyProgress {
+    state: std::sync::Mutex<TtyState>,
+}
+
+struct TtyState {
+    out: Box<dyn Write + Send>,
+    /// Layers of the current block, in order of appearance, with their current line.
+    layers: Vec<(berth_image::Digest, String)>,
+}
+
+impl TtyProgress {
+    /// Draws on `out` (a terminal).
+    pub fn new(out: Box<dyn Write + Send>) -> Self {
+        Self {
+            state: std::sync::Mutex::new(TtyState {
+                out,
+                layers: Vec::new(),
+            }),
+        }
+    }
+}
+
+fn progress_bar(current: u64, total: u64) -> String {
+    const WIDTH: usize = 50;
+    if total == 0 {
+        return units::human_size(current as f64);
+    }
+    let filled = ((current.min(total) as f64 / total as f64) * WIDTH as f64) as usize;
+    let mut bar = "=".repeat(filled);
+    if filled < WIDTH {
+        bar.push('>');
+        bar.push_str(&" ".repeat(WIDTH - filled - 1));
+    }
+    format!(
+        "[{bar}]  {}/{}",
+        units::human_size(current as f64),
+        units::human_size(total as f64)
+    )
+}
+
+impl berth_registry::Progress for TtyProgress {
+    fn image(&self, event: &berth_registry::ImageEvent) {
+        use berth_registry::ImageEvent as E;
+        let line = match event {
+            E::PullingFrom { tag, repository } => format!("{tag}: Pulling from {repository}"),
+            E::Resolved { digest } => format!("Digest: {digest}"),
+            E::PushingTo { repository } => {
+                format!("The push refers to repository [{repository}]")
+            }
+            E::Pushed { tag, digest, size } => format!("{tag}: digest: {digest} size: {size}"),
+        };
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        g.layers.clear();
+        let _ = writeln!(g.out, "{line}");
+        let _ = g.out.flush();
+    }
+
+    fn layer(&self, digest: &berth_image::Digest, event: &berth_registry::LayerEvent) {
+        use berth_registry::LayerEvent as E;
+        let status = event.status();
+        let line = match event {
+            E::Downloading { current, total }
+            | E::Extracting { current, total }
+            | E::Pushing { current, total } => {
+                format!(
+                    "{}: {status} {}",
+                    digest.short(),
+                    progress_bar(*current, *total)
+                )
+            }
+            _ => format!("{}: {status}", digest.short()),
+        };
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let g = &mut *g;
+        match g.layers.iter().position(|(d, _)| d == digest) {
+            None => {
+                let _ = writeln!(g.out, "{line}");
+                g.layers.push((digest.clone(), line));
+            }
+            Some(i) => {
+                if g.layers[i].1 == line {
+                    return;
+                }
+                let up = g.layers.len() - i;
+                let _ = write!(g.out, "\x1b[{up}A\r\x1b[2K{line}\r\x1b[{up}B");
+                g.layers[i].1 = line;
+            }
+        }
+        let _ = g.out.flush();
+    }
+}
+
+fn line_progress(quiet: bool, out: Box<dyn Write + Send>) -> Box<dyn berth_registry::Progress> {
+    if quiet {
+        Box::new(berth_registry::NoProgress)
+    } else if io::stdout().is_terminal() {
+        Box::new(TtyProgress::new(out))
+    } else {
+        Box::new(LineProgress(berth_registry::PlainProgress::new(out)))
+    }
+}
+
+fn parse_pull_reference(name: &str) -> Result<Reference> {
+    Reference::parse_normalized(name)
+        .map_err(|e| CliError::Message(format!("invalid reference format: {e}: \"{name}\"")))
+}
+
+/// `berth pull`. Per-layer progress goes to `progress_out` (standard output, written from
+/// the download threads); the rest to `out`.
+pub fn pull(
+    b: &dyn ImageBackend,
+    a: &PullArgs,
+    out: &mut dyn Write,
+    progress_out: Box<dyn Write + Send>,
+) -> Result {
+    if a.all_tags {
+        return Err(CliError::Message(
+            "Error: pulling all tagged images (-a, --all-tags) is not supported by berth yet"
+                .into(),
+        ));
+    }
+    let mut reference = parse_pull_reference(&a.name)?;
+    let platform = match &a.platform {
+        Some(p) => Platform::parse(p).map_err(|e| {
+            CliError::Daemon(BackendError {
+                kind: ErrorKind::InvalidArgument,
+                message: e.to_string(),
+            })
+        })?,
+        None => Platform::host(),
+    };
+    if reference.tag().is_none() && reference.digest().is_none() {
+        reference = reference
+            .with_tag(berth_image::reference::DEFAULT_TAG)
+            .map_err(|e| CliError::Message(format!("Error: {e}")))?;
+        if !a.quiet {
+            writeln!(
+                out,
+                "Using default tag: {}",
+                berth_image::reference::DEFAULT_TAG
+            )?;
+        }
+    }
+    out.flush()?;
+    let progress = line_progress(a.quiet, progress_out);
+    let outcome = b.pull(&reference, &platform, progress.as_ref())?;
+    drop(progress);
+    if a.platform.is_some() {
+        let want = platform.clone().normalize();
+        let got = &outcome.platform;
+        if want.os != got.os
+            || want.architecture != got.architecture
+            || (want.variant.is_some() && want.variant != got.variant)
+        {
+            return Err(CliError::Daemon(BackendError {
+                kind: ErrorKind::NotFound,
+                message: format!(
+                    "image with reference {reference} was found but does not match the specified platform: wanted {want}, actual: {got}"
+                ),
+            }));
+        }
+    }
+    if !a.quiet {
+        let status = if outcome.updated {
+            "Downloaded newer image for"
+        } else {
+            "Image is up to date for"
+        };
+        writeln!(out, "Status: {status} {}", reference.familiar_string())?;
+    }
+    writeln!(out, "{reference}")?;
+    Ok(())
+}
+
+/// `berth push`.
+pub fn push(
+    b: &dyn ImageBackend,
+    name: &str,
+    quiet: bool,
+    out: &mut dyn Write,
+    progress_out: Box<dyn Write + Send>,
+) -> Result {
+    let mut reference = parse_pull_reference(name)?;
+    if reference.digest().is_some() {
+        return Err(CliError::Message(format!(
+            "Error: cannot push a digest reference: \"{name}\""
+        )));
+    }
+    if reference.tag().is_none() {
+        reference = reference
+            .with_tag(berth_image::reference::DEFAULT_TAG)
+            .map_err(|e| CliError::Message(format!("Error: {e}")))?;
+        if !quiet {
+            writeln!(
+                out,
+                "Using default tag: {}",
+                berth_image::reference::DEFAULT_TAG
+            )?;
+        }
+    }
+    out.flush()?;
+    let progress = line_progress(quiet, progress_out);
+    b.push(&reference, progress.as_ref())?;
+    if quiet {
+        writeln!(out, "{reference}")?;
+    }
+    Ok(())
+}
+
+/// Arguments of `login`.
+#[derive(Debug, Default, Clone)]
+pub struct LoginArgs {
+    /// `SERVER` (Docker Hub when absent).
+    pub server: Option<String>,
+    /// `-u`.
+    pub username: Option<String>,
+    /// `-p`.
+    pub password: Option<String>,
+    /// `--password-stdin`.
+    pub password_stdin: bool,
+}
+
+fn server_key(server: Option<&str>) -> String {
+    server
+        .map(berth_registry::client::normalize_registry_arg)
+        .unwrap_or_else(|| "docker.io".into())
+}
+
+fn read_line_prompt(prompt: &str, err: &mut dyn Write) -> Result<String> {
+    if !io::stdin().is_terminal() {
+        return Err(CliError::Message(
+            "Error: Cannot perform an interactive login from a non TTY device".into(),
+        ));
+    }
+    write!(err, "{prompt}")?;
+    err.flush()?;
+    let mut line = String::new();
+    io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// `berth login`.
+pub fn login(
+    b: &dyn ImageBackend,
+    a: &LoginArgs,
+    input: &mut dyn Read,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result {
+    if a.password.is_some() && a.password_stdin {
+        return Err(CliError::Message(
+            "Error: --password and --password-stdin are mutually exclusive".into(),
+        ));
+    }
+    if a.password_stdin && a.username.is_none() {
+        return Err(CliError::Message(
+            "Error: Must provide --username with --password-stdin".into(),
+        ));
+    }
+    if a.password.is_some() {
+        writeln!(
+            err,
+            "WARNING! Using --password via the CLI is insecure. Use --password-stdin."
+        )?;
+    }
+    let username = match &a.username {
+        Some(u) => u.trim().to_string(),
+        None => read_line_prompt("Username: ", err)?,
+    };
+    if username.is_empty() {
+        return Err(CliError::Message(
+            "Error: Non-null Username Required".into(),
+        ));
+    }
+    let password = if a.password_stdin {
+        let mut s = String::new();
+        input.read_to_string(&mut s)?;
+        s.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        match &a.password {
+            Some(p) => p.clone(),
+            None => read_line_prompt("Password: ", err)?,
+        }
+    };
+    if password.is_empty() {
+        return Err(CliError::Message(
+            "Error: Non-null Password Required".into(),
+        ));
+    }
+    let server = server_key(a.server.as_deref());
+    b.login(&server, &username, &password)?;
+    writeln!(
+        err,
+        "WARNING! Your password will be stored unencrypted in {}.",
+        b.credentials_path().display()
+    )?;
+    writeln!(out, "Login Succeeded")?;
+    Ok(())
+}
+
+/// `berth logout`.
+pub fn logout(b: &dyn ImageBackend, server: Option<&str>, out: &mut dyn Write) -> Result {
+    let key = server_key(server);
+    let shown = match server {
+        None => "https://index.docker.io/v1/".to_string(),
+        Some(s) => s.to_string(),
+    };
+    if b.logout(&key)? {
+        writeln!(out, "Removing login credentials for {shown}")?;
+    } else {
+        writeln!(out, "Not logged in to {shown}")?;
+    }
+    Ok(())
 }

@@ -18,7 +18,7 @@ pub enum ImageEvent {
     PullingFrom {
         /// The tag or digest being pulled.
         tag: String,
-        /// The repository (familiar name).
+        /// The repository path on its registry (`library/busybox`), as Docker prints it.
         repository: String,
     },
     /// The manifest was resolved to this digest (the repository digest).

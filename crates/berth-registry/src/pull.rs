@@ -225,7 +225,7 @@ impl Client {
                 .tag()
                 .map(str::to_string)
                 .unwrap_or_else(|| tag_or_digest.clone()),
-            repository: reference.repository().familiar_name(),
+            repository: reference.path().to_string(),
         });
         let display = reference.familiar_string();
 
