@@ -10,6 +10,7 @@ pub mod defaults;
 pub mod hooks;
 pub mod init;
 pub mod mounts;
+pub mod profiles;
 pub mod protect;
 pub mod seccomp;
 pub mod spec;
