@@ -368,8 +368,6 @@ impl Runtime {
         drop(child);
         drop(cfg.console_socket);
         guard.pids.push(stage1);
-        cg.add_task(stage1)?;
-        parent.send(&Msg::Go)?;
         let mut state = ContainerState {
             id: opts.id.clone(),
             pid: 0,
@@ -393,6 +391,10 @@ impl Runtime {
                     if pid != stage1 {
                         guard.pids.insert(0, pid);
                     }
+                    // The init sets up its mounts meanwhile; it waits for "Go" before it needs
+                    // the cgroup.
+                    cg.add_task(pid)?;
+                    parent.send(&Msg::Go)?;
                 }
                 Msg::RuntimeHooks => {
                     let h = spec.hooks();

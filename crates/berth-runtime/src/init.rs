@@ -124,7 +124,6 @@ fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let spec = cfg.spec;
     let mut in_user_ns = false;
-    let mut got_go = false;
     if let Some(ns) = spec.namespace(NamespaceType::User) {
         in_user_ns = true;
         match &ns.path {
@@ -139,20 +138,7 @@ fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError
                 chan.send(&Msg::MapRequest {
                     pid: unsafe { libc::getpid() },
                 })?;
-                // "Go" (cgroup joined) may arrive before "MapDone".
-                loop {
-                    match chan.recv()? {
-                        Msg::MapDone => break,
-                        Msg::Go => got_go = true,
-                        got => {
-                            return Err(SyncError::Unexpected {
-                                expected: "MapDone",
-                                got,
-                            }
-                            .into())
-                        }
-                    }
-                }
+                chan.expect("MapDone", |m| *m == Msg::MapDone)?;
             }
         }
         become_ns_root();
@@ -205,21 +191,6 @@ fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError
             std::fs::write("/proc/self/timens_offsets", text)
                 .map_err(sys("write timens_offsets"))?;
         }
-    }
-    // The runtime has been moving us into the container's cgroup meanwhile (on cgroup v1 that
-    // waits for an RCU grace period, so it overlaps with the namespace creation above).
-    if !got_go {
-        chan.expect("Go", |m| *m == Msg::Go)?;
-    }
-    if spec
-        .namespace(NamespaceType::Cgroup)
-        .is_some_and(|n| n.path.is_none())
-    {
-        // SAFETY: unshare with a namespace flag.
-        check(
-            unsafe { libc::unshare(libc::CLONE_NEWCGROUP) },
-            "create cgroup namespace",
-        )?;
     }
     let needs_fork = spec.has_namespace(NamespaceType::Pid)
         || spec
@@ -279,8 +250,28 @@ fn init_stage2_inner(
     // SAFETY: setsid has no memory-safety preconditions; failure (already a leader) is harmless.
     unsafe { libc::setsid() };
     let has_mnt = spec.has_namespace(NamespaceType::Mount);
+    // The runtime moves us into the container's cgroup while we set up the mounts (on cgroup v1 a
+    // move waits for an RCU grace period, which would otherwise add to the start-up time). We
+    // wait for it before the first cgroup mount, or after the mounts at the latest, and only then
+    // make the cgroup namespace (rooted at the container's cgroup).
+    let new_cgroup_ns = spec
+        .namespace(NamespaceType::Cgroup)
+        .is_some_and(|n| n.path.is_none());
+    let join = || -> std::io::Result<()> {
+        chan.expect("Go", |m| *m == Msg::Go)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        if new_cgroup_ns {
+            // SAFETY: unshare with a namespace flag.
+            if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    let cgroup_join = mounts::CgroupJoin::new(&join);
     if has_mnt {
         let ctx = RootfsContext {
+            cgroup_join: &cgroup_join,
             spec,
             bundle: cfg.bundle,
             rootfs: cfg.rootfs.clone(),
@@ -297,6 +288,7 @@ fn init_stage2_inner(
         };
         let _root = mounts::prepare_rootfs(&ctx)?;
     }
+    cgroup_join.ensure()?;
     let h = spec.hooks();
     if !h.prestart.is_empty() || !h.create_runtime.is_empty() || !h.create_container.is_empty() {
         chan.send(&Msg::RuntimeHooks)?;

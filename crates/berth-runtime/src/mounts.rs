@@ -296,8 +296,36 @@ fn unescape(s: &str) -> String {
         .replace("\\134", "\\")
 }
 
+/// Waits, once, until the init is in its cgroup (and has its cgroup namespace).
+pub struct CgroupJoin<'a> {
+    done: std::cell::Cell<bool>,
+    f: &'a dyn Fn() -> std::io::Result<()>,
+}
+
+impl<'a> CgroupJoin<'a> {
+    pub fn new(f: &'a dyn Fn() -> std::io::Result<()>) -> Self {
+        CgroupJoin {
+            done: std::cell::Cell::new(false),
+            f,
+        }
+    }
+
+    pub fn ensure(&self) -> Result<(), MountError> {
+        if !self.done.get() {
+            (self.f)().map_err(|source| MountError::Path {
+                op: "join the container's cgroup",
+                path: String::new(),
+                source,
+            })?;
+            self.done.set(true);
+        }
+        Ok(())
+    }
+}
+
 /// What the init needs from the runtime to set up the root file system.
 pub struct RootfsContext<'a> {
+    pub cgroup_join: &'a CgroupJoin<'a>,
     pub spec: &'a Spec,
     pub bundle: &'a Path,
     pub rootfs: PathBuf,
@@ -430,7 +458,10 @@ fn mount_one(ctx: &RootfsContext, root: i32, index: usize, m: &Mount) -> Result<
         mkdir_all_in_root(root, dest, 0o755).map_err(path_err("create mount point", dest))?;
     let tpath = fd_path(&target);
     match typ {
-        "cgroup" | "cgroup2" => mount_cgroups(ctx, root, dest, &tpath, flags, typ)?,
+        "cgroup" | "cgroup2" => {
+            ctx.cgroup_join.ensure()?;
+            mount_cgroups(ctx, root, dest, &tpath, flags, typ)?
+        }
         "sysfs" if ctx.in_user_ns && !ctx.new_net_ns => {
             // sysfs cannot be mounted in a user namespace without its own network namespace.
             sys_mount(

@@ -6,7 +6,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-/// Writes `data` to `path` crash-safely: temp file, fsync, rename, fsync of the directory.
+/// Replaces `path` with `data` atomically: a temp file in the same directory renamed over it, so
+/// a reader (or a runtime killed half-way) sees the old or the new content, never a mix.
+///
+/// No fsync: the runtime's state describes processes and lives in a tmpfs (`/run`); it does not
+/// outlive a reboot, so durability against power loss buys nothing and costs milliseconds.
 pub fn atomic_write(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
@@ -21,10 +25,8 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> std::io::Result<()> {
             .truncate(true)
             .open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
     }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    std::fs::rename(&tmp, path)
 }
 
 pub fn cstring(p: impl AsRef<std::ffi::OsStr>) -> std::io::Result<CString> {
