@@ -646,7 +646,7 @@ fn layers_download_concurrently_and_unpack_while_downloading() {
             Action::Forward {
                 backend: backend.clone(),
                 cut_after: None,
-                delay: Duration::from_millis(300),
+                delay: Duration::from_millis(1000),
                 throttle: Some((32 * 1024, Duration::from_millis(15))),
             }
         } else {
@@ -678,12 +678,12 @@ fn layers_download_concurrently_and_unpack_while_downloading() {
                 .at
         })
         .collect();
-    // Sequential downloads would start at least 300 ms (the proxy's delay) plus a throttled
-    // transfer apart.
+    // Sequential downloads would start at least 1 s (the proxy's delay) plus a throttled
+    // transfer apart; concurrent ones within milliseconds (the margin is for a loaded CI).
     let first = *starts.iter().min().unwrap();
     let last = *starts.iter().max().unwrap();
     assert!(
-        last - first < Duration::from_millis(400),
+        last - first < Duration::from_millis(800),
         "layer downloads did not start together: spread {:?}",
         last - first
     );
