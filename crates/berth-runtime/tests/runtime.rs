@@ -1196,3 +1196,26 @@ fn default_profile_blocks_mount_even_with_cap_sys_admin() {
         assert_eq!(out.trim(), want, "profile={with_profile}: {err}");
     }
 }
+
+#[test]
+fn errors_go_to_the_log_file_in_runcs_json_format() {
+    let env = TestEnv::new();
+    let log = env.dir.path().join("runtime.log");
+    let out = env.run(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "state",
+        "no-such-container",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("container no-such-container does not exist")
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(line["level"], "error");
+    assert!(line["msg"].as_str().unwrap().contains("does not exist"));
+    assert!(line["time"].as_str().unwrap().ends_with('Z'));
+}
