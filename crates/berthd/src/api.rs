@@ -36,14 +36,21 @@ impl IntoResponse for ApiError {
         if self.0 == StatusCode::NOT_MODIFIED {
             return StatusCode::NOT_MODIFIED.into_response();
         }
-        (self.0, [(header::CONTENT_TYPE, "application/json")], json!({"message": self.1}).to_string())
+        (
+            self.0,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"message": self.1}).to_string(),
+        )
             .into_response()
     }
 }
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        ApiError(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), e.to_string())
+        ApiError(
+            StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            e.to_string(),
+        )
     }
 }
 
@@ -58,17 +65,25 @@ fn bad(msg: impl Into<String>) -> ApiError {
 }
 
 fn qbool(q: &HashMap<String, String>, k: &str) -> bool {
-    matches!(q.get(k).map(String::as_str), Some("1" | "true" | "True" | "yes"))
+    matches!(
+        q.get(k).map(String::as_str),
+        Some("1" | "true" | "True" | "yes")
+    )
 }
 
 /// Docker filters: `{"key":["v"]}` or `{"key":{"v":true}}`.
 fn parse_filters(q: &HashMap<String, String>) -> Result<Vec<(String, String)>, ApiError> {
-    let Some(f) = q.get("filters").filter(|s| !s.is_empty()) else { return Ok(vec![]) };
+    let Some(f) = q.get("filters").filter(|s| !s.is_empty()) else {
+        return Ok(vec![]);
+    };
     let v: Value = serde_json::from_str(f).map_err(|e| bad(format!("invalid filter: {e}")))?;
     let mut out = Vec::new();
     for (k, vals) in v.as_object().ok_or_else(|| bad("invalid filter"))? {
         match vals {
-            Value::Array(a) => a.iter().filter_map(Value::as_str).for_each(|s| out.push((k.clone(), s.to_string()))),
+            Value::Array(a) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .for_each(|s| out.push((k.clone(), s.to_string()))),
             Value::Object(o) => o.keys().for_each(|s| out.push((k.clone(), s.clone()))),
             _ => return Err(bad("invalid filter")),
         }
@@ -93,7 +108,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/containers/{id}/logs", get(container_logs))
         .route("/containers/{id}/attach", post(container_attach))
         .route("/containers/{id}", delete(container_delete))
-        .route("/_badversion/{v}", get(bad_version).post(bad_version).delete(bad_version).head(bad_version))
+        .route(
+            "/_badversion/{v}",
+            get(bad_version)
+                .post(bad_version)
+                .delete(bad_version)
+                .head(bad_version),
+        )
         .fallback(not_found)
         .with_state(state)
 }
@@ -123,11 +144,16 @@ pub fn strip_version(mut req: Request) -> Request {
 }
 
 async fn bad_version(Path(v): Path<String>) -> ApiError {
-    let minor: u32 = v.strip_prefix("1.").and_then(|m| m.parse().ok()).unwrap_or(0);
+    let minor: u32 = v
+        .strip_prefix("1.")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
     if minor < 24 {
         bad(format!("client version {v} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"))
     } else {
-        bad(format!("client version {v} is too new. Maximum supported API version is {API_VERSION}"))
+        bad(format!(
+            "client version {v} is too new. Maximum supported API version is {API_VERSION}"
+        ))
     }
 }
 
@@ -142,7 +168,10 @@ async fn ping() -> Response {
     h.insert("Ostype", HeaderValue::from_static("linux"));
     h.insert("Docker-Experimental", HeaderValue::from_static("false"));
     h.insert("Builder-Version", HeaderValue::from_static("1"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     r
 }
@@ -184,7 +213,11 @@ async fn info(State(s): St) -> Response {
     let i = &s.info;
     let (total, running, stopped) = e.counts();
     let images = e.images.list().map(|l| l.len()).unwrap_or(0);
-    let driver = e.images.snapshotter().map(|s| s.driver().to_string()).unwrap_or_default();
+    let driver = e
+        .images
+        .snapshotter()
+        .map(|s| s.driver().to_string())
+        .unwrap_or_default();
     json_resp(json!({
         "ID": i.id,
         "Containers": total,
@@ -245,7 +278,10 @@ async fn info(State(s): St) -> Response {
 }
 
 async fn images(State(s): St, Query(q): Q) -> R {
-    let opts = berth_image::image_store::ListOptions { all: qbool(&q, "all"), filters: parse_filters(&q)? };
+    let opts = berth_image::image_store::ListOptions {
+        all: qbool(&q, "all"),
+        filters: parse_filters(&q)?,
+    };
     let engine = s.engine.clone();
     let list = tokio::task::spawn_blocking(move || engine.images.list_summaries(&opts))
         .await
@@ -263,7 +299,10 @@ fn command_of(c: &Container) -> String {
 fn status_text(c: &Container) -> String {
     let now = util::now_secs();
     match c.state.status.as_str() {
-        "running" => format!("Up {}", util::human_duration(now - util::unix_secs(&c.state.started_at))),
+        "running" => format!(
+            "Up {}",
+            util::human_duration(now - util::unix_secs(&c.state.started_at))
+        ),
         "exited" => format!(
             "Exited ({}) {} ago",
             c.state.exit_code,
@@ -278,7 +317,11 @@ async fn containers_list(State(s): St, Query(q): Q) -> R {
     let filters = parse_filters(&q)?;
     let mut out = Vec::new();
     let mut list = s.engine.list();
-    if let Some(n) = q.get("limit").and_then(|l| l.parse::<i64>().ok()).filter(|n| *n > 0) {
+    if let Some(n) = q
+        .get("limit")
+        .and_then(|l| l.parse::<i64>().ok())
+        .filter(|n| *n > 0)
+    {
         list.truncate(n as usize);
     }
     for c in list {
@@ -288,7 +331,10 @@ async fn containers_list(State(s): St, Query(q): Q) -> R {
         }
         let keep = filters.iter().all(|(k, v)| match k.as_str() {
             "id" => c.id.starts_with(v.as_str()),
-            "name" => c.name.trim_start_matches('/').contains(v.trim_start_matches('/')),
+            "name" => c
+                .name
+                .trim_start_matches('/')
+                .contains(v.trim_start_matches('/')),
             "status" => &c.state.status == v,
             "label" => match v.split_once('=') {
                 Some((lk, lv)) => c.config["Labels"][lk].as_str() == Some(lv),
@@ -326,7 +372,11 @@ async fn container_create(State(s): St, Query(q): Q, body: Bytes) -> R {
     let (id, warnings) = tokio::task::spawn_blocking(move || engine.create(name.as_deref(), &v))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    Ok((StatusCode::CREATED, json_resp(json!({"Id": id, "Warnings": warnings}))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        json_resp(json!({"Id": id, "Warnings": warnings})),
+    )
+        .into_response())
 }
 
 async fn container_inspect(State(s): St, Path(id): Path<String>) -> R {
@@ -339,7 +389,10 @@ async fn container_inspect(State(s): St, Path(id): Path<String>) -> R {
             ("Binds", Value::Null),
             ("ContainerIDFile", json!("")),
             ("PortBindings", json!({})),
-            ("RestartPolicy", json!({"Name": "no", "MaximumRetryCount": 0})),
+            (
+                "RestartPolicy",
+                json!({"Name": "no", "MaximumRetryCount": 0}),
+            ),
             ("AutoRemove", json!(false)),
             ("Privileged", json!(false)),
             ("ReadonlyRootfs", json!(false)),
@@ -411,15 +464,22 @@ async fn container_start(State(s): St, Path(id): Path<String>) -> R {
 
 async fn container_stop(State(s): St, Path(id): Path<String>, Query(q): Q) -> R {
     let t = match q.get("t").filter(|t| !t.is_empty()) {
-        Some(t) => Some(t.parse::<i64>().map_err(|_| bad(format!("invalid value for t: {t}")))?),
+        Some(t) => Some(
+            t.parse::<i64>()
+                .map_err(|_| bad(format!("invalid value for t: {t}")))?,
+        ),
         None => None,
     };
-    s.engine.stop(&id, t, q.get("signal").map(String::as_str)).await?;
+    s.engine
+        .stop(&id, t, q.get("signal").map(String::as_str))
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn container_kill(State(s): St, Path(id): Path<String>, Query(q): Q) -> R {
-    s.engine.kill(&id, q.get("signal").map(String::as_str)).await?;
+    s.engine
+        .kill(&id, q.get("signal").map(String::as_str))
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -433,9 +493,15 @@ async fn container_wait(State(s): St, Path(id): Path<String>, Query(q): Q) -> R 
     let fut = s.engine.wait(&id, cond)?;
     let stream = futures_util::stream::once(async move {
         let code = fut.await;
-        Ok::<_, Infallible>(Bytes::from(json!({"StatusCode": code, "Error": null}).to_string() + "\n"))
+        Ok::<_, Infallible>(Bytes::from(
+            json!({"StatusCode": code, "Error": null}).to_string() + "\n",
+        ))
     });
-    Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 async fn container_logs(State(s): St, Path(id): Path<String>, Query(q): Q) -> R {
@@ -446,25 +512,44 @@ async fn container_logs(State(s): St, Path(id): Path<String>, Query(q): Q) -> R 
         follow: qbool(&q, "follow"),
         timestamps: qbool(&q, "timestamps"),
         tail: q.get("tail").and_then(|t| t.parse::<usize>().ok()),
-        since: q.get("since").and_then(|t| t.split('.').next()?.parse::<i64>().ok()).filter(|s| *s > 0),
-        until: q.get("until").and_then(|t| t.split('.').next()?.parse::<i64>().ok()).filter(|s| *s > 0),
+        since: q
+            .get("since")
+            .and_then(|t| t.split('.').next()?.parse::<i64>().ok())
+            .filter(|s| *s > 0),
+        until: q
+            .get("until")
+            .and_then(|t| t.split('.').next()?.parse::<i64>().ok())
+            .filter(|s| *s > 0),
         framed: !c.tty(),
     };
     if !o.stdout && !o.stderr {
         return Err(bad("Bad parameters: you must choose at least one stream"));
     }
-    let events = if c.state.running { Some(s.engine.subscribe(&c.id)?) } else { None };
+    let events = if c.state.running {
+        Some(s.engine.subscribe(&c.id)?)
+    } else {
+        None
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     let path = std::path::PathBuf::from(&c.log_path);
     tokio::task::spawn_blocking(move || logs::stream(path, o, events, tx));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
     });
-    let ct = if c.tty() { "application/vnd.docker.raw-stream" } else { "application/vnd.docker.multiplexed-stream" };
+    let ct = if c.tty() {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
     Ok(([(header::CONTENT_TYPE, ct)], Body::from_stream(body)).into_response())
 }
 
-async fn container_attach(State(s): St, Path(id): Path<String>, Query(q): Q, mut req: Request) -> R {
+async fn container_attach(
+    State(s): St,
+    Path(id): Path<String>,
+    Query(q): Q,
+    mut req: Request,
+) -> R {
     let stdin = qbool(&q, "stdin");
     let stdout = qbool(&q, "stdout");
     let stderr = qbool(&q, "stderr");
@@ -474,7 +559,9 @@ async fn container_attach(State(s): St, Path(id): Path<String>, Query(q): Q, mut
     let (tty, shim_rx) = s.engine.attach(&id, stdin, stdout, stderr)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
-        let Ok(upgraded) = on_upgrade.await else { return };
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
         let Ok(Ok(shim)) = shim_rx.await else { return };
         let mut client = hyper_util::rt::TokioIo::new(upgraded);
         let (mut sr, mut sw) = shim.into_split();
@@ -495,7 +582,11 @@ async fn container_attach(State(s): St, Path(id): Path<String>, Query(q): Q, mut
             _ = to_shim => {}
         }
     });
-    let ct = if tty { "application/vnd.docker.raw-stream" } else { "application/vnd.docker.multiplexed-stream" };
+    let ct = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
     Ok(Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONTENT_TYPE, ct)

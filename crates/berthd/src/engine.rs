@@ -147,7 +147,12 @@ pub struct Events {
     pub removed: bool,
 }
 
-type PendingAttach = (bool, bool, bool, oneshot::Sender<std::io::Result<UnixStream>>);
+type PendingAttach = (
+    bool,
+    bool,
+    bool,
+    oneshot::Sender<std::io::Result<UnixStream>>,
+);
 
 struct Entry {
     rec: Mutex<Container>,
@@ -290,13 +295,19 @@ impl Engine {
     /// Creates a container from Docker's create body.
     pub fn create(&self, name: Option<&str>, body: &Value) -> Result<(String, Vec<String>)> {
         if !body.is_object() {
-            return Err(EngineError::BadRequest("config cannot be empty in order to create a container".into()));
+            return Err(EngineError::BadRequest(
+                "config cannot be empty in order to create a container".into(),
+            ));
         }
         let image_name = body["Image"].as_str().unwrap_or("");
         if image_name.is_empty() {
             return Err(EngineError::BadRequest("no image specified".into()));
         }
-        let host_config = if body["HostConfig"].is_null() { json!({}) } else { body["HostConfig"].clone() };
+        let host_config = if body["HostConfig"].is_null() {
+            json!({})
+        } else {
+            body["HostConfig"].clone()
+        };
         validate(body, &host_config)?;
         let resolved = self.images.resolve(image_name).map_err(|e| {
             if e.is_not_found() {
@@ -322,7 +333,9 @@ impl Engine {
                     })
                     .collect::<Result<Vec<_>>>()
                     .map(Some),
-                _ => Err(EngineError::BadRequest(format!("{field} must be a list of strings"))),
+                _ => Err(EngineError::BadRequest(format!(
+                    "{field} must be a list of strings"
+                ))),
             }
         };
         let user_entry = strs(&body["Entrypoint"], "Entrypoint")?;
@@ -345,7 +358,10 @@ impl Engine {
 
         let mut env: Vec<String> = ic.env.clone().unwrap_or_default();
         if !env.iter().any(|e| e.starts_with("PATH=")) {
-            env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+            env.insert(
+                0,
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            );
         }
         for e in strs(&body["Env"], "Env")?.unwrap_or_default() {
             let key = e.split('=').next().unwrap_or("").to_string();
@@ -383,7 +399,13 @@ impl Engine {
                 }
             }
         };
-        let s = |k: &str, d: &str| body[k].as_str().map(str::to_string).unwrap_or(d.to_string());
+        let s = |k: &str, d: &str| {
+            body[k]
+                .as_str()
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .unwrap_or(d.to_string())
+        };
         let b = |k: &str| body[k].as_bool().unwrap_or(false);
         let config = json!({
             "Hostname": s("Hostname", &id[..12]).chars().take(64).collect::<String>(),
@@ -410,7 +432,11 @@ impl Engine {
         if host_config["NetworkMode"].as_str().unwrap_or("").is_empty() {
             host_config["NetworkMode"] = json!("default");
         }
-        if host_config["LogConfig"]["Type"].as_str().unwrap_or("").is_empty() {
+        if host_config["LogConfig"]["Type"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty()
+        {
             host_config["LogConfig"] = json!({"Type": "json-file", "Config": {}});
         }
         let container = Container {
@@ -424,7 +450,11 @@ impl Engine {
             host_config,
             state: CState::default(),
             driver: String::new(),
-            log_path: self.data_dir(&id).join(format!("{id}-json.log")).display().to_string(),
+            log_path: self
+                .data_dir(&id)
+                .join(format!("{id}-json.log"))
+                .display()
+                .to_string(),
             restart_count: 0,
             shim_pid: 0,
         };
@@ -528,9 +558,12 @@ impl Engine {
             e
         };
         let user = c.config["User"].as_str().unwrap_or("");
-        let (uid, gid) = spec::resolve_user(&rootfs, user)
-            .map_err(|e| fail(EngineError::BadRequest(e)))?;
-        let hostname = c.config["Hostname"].as_str().unwrap_or(&id[..12]).to_string();
+        let (uid, gid) =
+            spec::resolve_user(&rootfs, user).map_err(|e| fail(EngineError::BadRequest(e)))?;
+        let hostname = c.config["Hostname"]
+            .as_str()
+            .unwrap_or(&id[..12])
+            .to_string();
         let host_net = c.network_mode() == "host";
         let dd = self.data_dir(id);
         let mut etc = Vec::new();
@@ -552,7 +585,11 @@ impl Engine {
         }
         let mut env: Vec<String> = c.config["Env"]
             .as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
             env.insert(1.min(env.len()), format!("HOSTNAME={hostname}"));
@@ -575,7 +612,8 @@ impl Engine {
             cgroups_path: format!("{}/{}", self.cfg.cgroup_parent.trim_end_matches('/'), id),
             etc_files: etc,
         });
-        util::write_json_atomic(&exec_dir.join("config.json"), &cfg).map_err(|e| fail(internal(e)))?;
+        util::write_json_atomic(&exec_dir.join("config.json"), &cfg)
+            .map_err(|e| fail(internal(e)))?;
         let mut cmd = std::process::Command::new(&self.cfg.shim);
         cmd.arg("--id")
             .arg(id)
@@ -596,7 +634,12 @@ impl Engine {
             cmd.arg("--stdin");
         }
         cmd.stdin(std::process::Stdio::null());
-        let out = cmd.output().map_err(|e| fail(internal(format!("starting {}: {e}", self.cfg.shim.display()))))?;
+        let out = cmd.output().map_err(|e| {
+            fail(internal(format!(
+                "starting {}: {e}",
+                self.cfg.shim.display()
+            )))
+        })?;
         if !out.status.success() {
             let msg = String::from_utf8_lossy(&out.stdout).trim().to_string()
                 + String::from_utf8_lossy(&out.stderr).trim();
@@ -616,16 +659,26 @@ impl Engine {
         let (code, finished, error) = match res {
             Ok(v) => (
                 v["exit_code"].as_i64().unwrap_or(255),
-                v["finished_at"].as_str().map(str::to_string).unwrap_or_else(util::now_rfc3339_nano),
+                v["finished_at"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(util::now_rfc3339_nano),
                 String::new(),
             ),
             Err(e) => match util::read_json::<Value>(&self.shim_dir(&id).join("exit.json")) {
                 Ok(x) => (
                     x["exit_code"].as_i64().unwrap_or(255),
-                    x["finished_at"].as_str().map(str::to_string).unwrap_or_else(util::now_rfc3339_nano),
+                    x["finished_at"]
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(util::now_rfc3339_nano),
                     String::new(),
                 ),
-                Err(_) => (255, util::now_rfc3339_nano(), format!("lost the container's shim: {e}")),
+                Err(_) => (
+                    255,
+                    util::now_rfc3339_nano(),
+                    format!("lost the container's shim: {e}"),
+                ),
             },
         };
         self.on_exit(&id, code, finished, error).await;
@@ -683,7 +736,10 @@ impl Engine {
             None => libc::SIGKILL,
         };
         if !c.state.running {
-            return Err(EngineError::Conflict(format!("Container {} is not running", c.id)));
+            return Err(EngineError::Conflict(format!(
+                "Container {} is not running",
+                c.id
+            )));
         }
         self.signal(&c.id, sig).await
     }
@@ -717,7 +773,10 @@ impl Engine {
                 wait.await;
                 return Ok(());
             }
-            if tokio::time::timeout(Duration::from_secs(t as u64), wait).await.is_ok() {
+            if tokio::time::timeout(Duration::from_secs(t as u64), wait)
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
         }
@@ -850,7 +909,12 @@ async fn wait_exit(rx: &mut watch::Receiver<Events>, seen: u64) {
     }
 }
 
-async fn attach_shim(socket: &Path, stdin: bool, stdout: bool, stderr: bool) -> std::io::Result<UnixStream> {
+async fn attach_shim(
+    socket: &Path,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+) -> std::io::Result<UnixStream> {
     let mut s = shimio::connect(socket).await?;
     shimio::call_on(
         &mut s,
@@ -862,7 +926,11 @@ async fn attach_shim(socket: &Path, stdin: bool, stdout: bool, stderr: bool) -> 
 
 /// Refuses options Berth cannot honour yet (never dropped silently).
 fn validate(body: &Value, hc: &Value) -> Result<()> {
-    let bad = |what: &str| Err(EngineError::BadRequest(format!("{what} is not supported by berth yet")));
+    let bad = |what: &str| {
+        Err(EngineError::BadRequest(format!(
+            "{what} is not supported by berth yet"
+        )))
+    };
     match hc["NetworkMode"].as_str().unwrap_or("") {
         "" | "default" | "bridge" | "none" | "host" => {}
         other => return bad(&format!("HostConfig.NetworkMode {other:?}")),
@@ -876,12 +944,45 @@ fn validate(body: &Value, hc: &Value) -> Result<()> {
         Value::Object(o) => !o.is_empty(),
     };
     for k in [
-        "Binds", "PortBindings", "Privileged", "CapAdd", "CapDrop", "Devices", "Memory",
-        "MemoryReservation", "NanoCpus", "CpuShares", "CpuQuota", "CpuPeriod", "CpusetCpus",
-        "CpusetMems", "PidsLimit", "ReadonlyRootfs", "SecurityOpt", "Ulimits", "Init", "Mounts",
-        "Dns", "DnsSearch", "DnsOptions", "ExtraHosts", "VolumesFrom", "Links", "PublishAllPorts",
-        "PidMode", "UTSMode", "UsernsMode", "GroupAdd", "Sysctls", "Tmpfs", "BlkioWeight",
-        "OomKillDisable", "Runtime", "VolumeDriver", "DeviceRequests", "ShmSize",
+        "Binds",
+        "PortBindings",
+        "Privileged",
+        "CapAdd",
+        "CapDrop",
+        "Devices",
+        "Memory",
+        "MemoryReservation",
+        "NanoCpus",
+        "CpuShares",
+        "CpuQuota",
+        "CpuPeriod",
+        "CpusetCpus",
+        "CpusetMems",
+        "PidsLimit",
+        "ReadonlyRootfs",
+        "SecurityOpt",
+        "Ulimits",
+        "Init",
+        "Mounts",
+        "Dns",
+        "DnsSearch",
+        "DnsOptions",
+        "ExtraHosts",
+        "VolumesFrom",
+        "Links",
+        "PublishAllPorts",
+        "PidMode",
+        "UTSMode",
+        "UsernsMode",
+        "GroupAdd",
+        "Sysctls",
+        "Tmpfs",
+        "BlkioWeight",
+        "OomKillDisable",
+        "Runtime",
+        "VolumeDriver",
+        "DeviceRequests",
+        "ShmSize",
     ] {
         if nonempty(&hc[k]) {
             // A PidsLimit of -1 or 0 means unlimited; ShmSize 0 is the default.
@@ -922,7 +1023,11 @@ mod tests {
     fn validation_names_the_field() {
         let e = validate(&json!({}), &json!({"Privileged": true})).unwrap_err();
         assert!(e.to_string().contains("HostConfig.Privileged"));
-        assert!(validate(&json!({}), &json!({"NetworkMode": "none", "PidsLimit": 0, "Binds": null})).is_ok());
+        assert!(validate(
+            &json!({}),
+            &json!({"NetworkMode": "none", "PidsLimit": 0, "Binds": null})
+        )
+        .is_ok());
         assert!(validate(&json!({}), &json!({"NetworkMode": "mynet"})).is_err());
         assert!(validate(&json!({"ExposedPorts": {"80/tcp": {}}}), &json!({})).is_err());
     }

@@ -40,7 +40,9 @@ fn format_entry(line: &str, o: &LogOptions) -> Option<Vec<u8>> {
         _ => return None,
     };
     if o.since.is_some() || o.until.is_some() {
-        let t = crate::util::parse_rfc3339(&e.time).map(|(s, _)| s).unwrap_or(0);
+        let t = crate::util::parse_rfc3339(&e.time)
+            .map(|(s, _)| s)
+            .unwrap_or(0);
         if o.since.is_some_and(|s| t < s) || o.until.is_some_and(|u| u > 0 && t > u) {
             return None;
         }
@@ -80,11 +82,16 @@ pub fn stream(
     mut events: Option<watch::Receiver<Events>>,
     tx: mpsc::Sender<Bytes>,
 ) {
-    let seen = events.as_mut().map(|e| e.borrow_and_update().exits).unwrap_or(0);
+    let seen = events
+        .as_mut()
+        .map(|e| e.borrow_and_update().exits)
+        .unwrap_or(0);
     let mut chunks: Vec<Vec<u8>> = Vec::new();
     let mut pos = 0u64;
     for f in files(&path) {
-        let Ok(file) = std::fs::File::open(&f) else { continue };
+        let Ok(file) = std::fs::File::open(&f) else {
+            continue;
+        };
         let mut r = BufReader::new(file);
         let mut line = String::new();
         let mut consumed = 0u64;
@@ -134,7 +141,11 @@ pub fn stream(
             if len > pos && file.seek(SeekFrom::Start(pos)).is_ok() {
                 let mut data = Vec::new();
                 let _ = (&mut file).take(len - pos).read_to_end(&mut data);
-                let complete = data.iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(0);
+                let complete = data
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map(|i| i + 1)
+                    .unwrap_or(0);
                 pos += complete as u64;
                 let mut out = Vec::new();
                 for l in String::from_utf8_lossy(&data[..complete]).lines() {

@@ -13,10 +13,19 @@ use berthd::api::{self, AppState};
 use berthd::engine::{Engine, EngineConfig};
 
 #[derive(Parser, Debug)]
-#[command(name = "berthd", version, about = "Berth daemon: the Docker Engine API on a unix socket")]
+#[command(
+    name = "berthd",
+    version,
+    about = "Berth daemon: the Docker Engine API on a unix socket"
+)]
 struct Args {
     /// Daemon socket to listen on (`unix:///path`).
-    #[arg(short = 'H', long = "host", default_value = "unix:///run/berth/berth.sock")]
+    #[arg(
+        short = 'H',
+        long = "host",
+        default_value = "unix:///run/berth/berth.sock",
+        overrides_with = "host"
+    )]
     host: String,
     /// Root of persistent state.
     #[arg(long, default_value = "/var/lib/berth")]
@@ -84,11 +93,26 @@ fn lock_data_root(root: &Path) -> anyhow::Result<std::fs::File> {
     Ok(f)
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let args = Args::parse();
-    let level = if args.debug { "debug" } else { args.log_level.as_str() };
+    if let Err(e) = run(args) {
+        eprintln!("berthd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let level = if args.debug {
+        "debug"
+    } else {
+        args.log_level.as_str()
+    };
     tracing_subscriber::fmt()
-        .with_max_level(level.parse::<tracing::Level>().unwrap_or(tracing::Level::INFO))
+        .with_max_level(
+            level
+                .parse::<tracing::Level>()
+                .unwrap_or(tracing::Level::INFO),
+        )
         .with_writer(std::io::stderr)
         .init();
     let Some(sock) = args.host.strip_prefix("unix://") else {
@@ -98,7 +122,10 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_root)?;
     std::fs::create_dir_all(&args.exec_root)?;
     let _lock = lock_data_root(&args.data_root)?;
-    let pidfile = args.pidfile.clone().unwrap_or_else(|| args.exec_root.join("berthd.pid"));
+    let pidfile = args
+        .pidfile
+        .clone()
+        .unwrap_or_else(|| args.exec_root.join("berthd.pid"));
     berth_image::fsutil::atomic_write(&pidfile, format!("{}", std::process::id()).as_bytes())
         .with_context(|| format!("writing {}", pidfile.display()))?;
 
@@ -106,7 +133,10 @@ fn main() -> anyhow::Result<()> {
         data_root: args.data_root.clone(),
         exec_root: args.exec_root.clone(),
         shim: args.shim.clone().unwrap_or_else(|| find_bin("berth-shim")),
-        runtime: args.runtime.clone().unwrap_or_else(|| find_bin("berth-runtime")),
+        runtime: args
+            .runtime
+            .clone()
+            .unwrap_or_else(|| find_bin("berth-runtime")),
         cgroup_parent: args.cgroup_parent.clone(),
     };
     let engine = Engine::open(cfg)?;

@@ -142,7 +142,9 @@ pub fn resolve_user(rootfs: &std::path::Path, user: &str) -> Result<(u32, u32), 
             .lines()
             .map(|l| l.split(':').collect::<Vec<_>>())
             .find(|f| f.len() > 3 && f[0] == u)
-            .ok_or_else(|| format!("unable to find user {u}: no matching entries in passwd file"))?;
+            .ok_or_else(|| {
+                format!("unable to find user {u}: no matching entries in passwd file")
+            })?;
         (
             f[2].parse().map_err(|_| format!("bad uid for {u}"))?,
             f[3].parse().map_err(|_| format!("bad gid for {u}"))?,
@@ -186,7 +188,13 @@ mod tests {
             etc_files: vec![],
         });
         assert_eq!(v["process"]["cwd"], "/");
-        assert_eq!(v["process"]["capabilities"]["bounding"].as_array().unwrap().len(), 14);
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            14
+        );
         assert!(!v["linux"]["namespaces"].to_string().contains("network"));
     }
 
@@ -194,7 +202,11 @@ mod tests {
     fn users() {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("etc")).unwrap();
-        std::fs::write(d.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65533::/:/bin/false\n").unwrap();
+        std::fs::write(
+            d.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65533::/:/bin/false\n",
+        )
+        .unwrap();
         std::fs::write(d.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
         assert_eq!(resolve_user(d.path(), "nobody").unwrap(), (65534, 65533));
         assert_eq!(resolve_user(d.path(), "1000:staff").unwrap(), (1000, 50));

@@ -34,7 +34,14 @@ fn os_release() -> (String, String) {
             .unwrap_or_default()
     };
     let pretty = get("PRETTY_NAME");
-    (if pretty.is_empty() { "Linux".into() } else { pretty }, get("VERSION_ID"))
+    (
+        if pretty.is_empty() {
+            "Linux".into()
+        } else {
+            pretty
+        },
+        get("VERSION_ID"),
+    )
 }
 
 fn mem_total() -> i64 {
@@ -51,9 +58,13 @@ fn mem_total() -> i64 {
 
 /// Open descriptors of this process.
 pub fn nfd() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
+// `f_type`'s width differs between architectures.
+#[allow(clippy::unnecessary_cast)]
 fn cgroup_version() -> String {
     // cgroup2 at /sys/fs/cgroup itself means pure v2; otherwise v1 (or hybrid).
     match rustix::fs::statfs("/sys/fs/cgroup") {
@@ -72,7 +83,14 @@ impl Static {
             Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
             _ => {
                 let h = crate::util::random_hex(16);
-                let id = format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]);
+                let id = format!(
+                    "{}-{}-{}-{}-{}",
+                    &h[..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..]
+                );
                 let _ = berth_image::fsutil::atomic_write(&idp, id.as_bytes());
                 id
             }
@@ -90,11 +108,15 @@ impl Static {
             os_version,
             arch,
             arch_uname: machine,
-            ncpu: std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1),
+            ncpu: std::thread::available_parallelism()
+                .map(|n| n.get() as i64)
+                .unwrap_or(1),
             mem_total: mem_total(),
             hostname,
             cgroup_version: cgroup_version(),
-            rustc: option_env!("BERTHD_RUSTC_VERSION").unwrap_or("rustc").to_string(),
+            rustc: option_env!("BERTHD_RUSTC_VERSION")
+                .unwrap_or("rustc")
+                .to_string(),
         }
     }
 }
