@@ -502,9 +502,18 @@ impl Engine {
         let id = c.id.clone();
         let me = self.clone();
         let c2 = c.clone();
-        let out = tokio::task::spawn_blocking(move || me.launch(&c2))
+        let launched = tokio::task::spawn_blocking(move || me.launch(&c2))
             .await
-            .map_err(internal)??;
+            .map_err(internal)
+            .and_then(|r| r);
+        let out = match launched {
+            Ok(out) => out,
+            Err(err) => {
+                drop(_op);
+                self.start_failed(&e, &err).await;
+                return Err(err);
+            }
+        };
         let socket = PathBuf::from(out["socket"].as_str().unwrap_or_default());
         let init_pid = out["init_pid"].as_i64().unwrap_or(0);
         let shim_pid = out["pid"].as_i64().unwrap_or(0);
@@ -517,9 +526,11 @@ impl Engine {
         if let Err(err) = shimio::call(&socket, json!({"op": "start"})).await {
             let _ = shimio::call(&socket, json!({"op": "shutdown", "force": true})).await;
             let _ = berth_image::snapshot::unmount(&self.rootfs(&id));
-            return Err(EngineError::BadRequest(format!(
-                "failed to create task for container: {err}"
-            )));
+            let err =
+                EngineError::BadRequest(format!("failed to create task for container: {err}"));
+            drop(_op);
+            self.start_failed(&e, &err).await;
+            return Err(err);
         }
         {
             let mut r = e.rec.lock().unwrap();
@@ -537,6 +548,38 @@ impl Engine {
         let me = self.clone();
         tokio::spawn(async move { me.monitor(id).await });
         Ok(())
+    }
+
+    /// Records a failed start as Docker does (exit code 127/126/128, `State.Error`), ends
+    /// waiting attach clients and waiters, and honours `AutoRemove`.
+    async fn start_failed(self: &Arc<Self>, e: &Entry, err: &EngineError) {
+        let msg = err.to_string();
+        let code = if msg.contains("not found") || msg.contains("No such file") {
+            127
+        } else if msg.contains("ermission denied") {
+            126
+        } else {
+            128
+        };
+        e.pending.lock().unwrap().clear();
+        let (id, auto_remove) = {
+            let mut r = e.rec.lock().unwrap();
+            r.state.error = msg;
+            r.state.exit_code = code;
+            if let Err(err) = self.persist(&r) {
+                tracing::warn!("persisting {}: {err}", r.id);
+            }
+            (r.id.clone(), r.auto_remove())
+        };
+        e.events.send_modify(|ev| {
+            ev.exits += 1;
+            ev.last_exit = code;
+        });
+        if auto_remove {
+            if let Err(err) = self.remove(&id, true).await {
+                tracing::warn!("auto-removing {id}: {err}");
+            }
+        }
     }
 
     /// Mounts the rootfs, writes the bundle, starts the shim (blocking). Returns its report.

@@ -695,3 +695,60 @@ fn bad_input() {
     d.docker(&["version"]).ok();
     finish(d);
 }
+
+#[test]
+fn stdin_tty_follow_and_start_failure() {
+    let d = Daemon::new();
+    // stdin through attach (-i), closed at EOF.
+    let mut c = Command::new("docker")
+        .args(["run", "-i", "--rm", "busybox", "cat"])
+        .env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
+        .env("DOCKER_CONFIG", d.path("docker-config"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(b"piped in\n").unwrap();
+    let r = run_output(c.wait_with_output().unwrap()).ok();
+    assert_eq!(r.stdout, "piped in\n");
+    // A tty (the CLI's stdin is not a terminal, so no -i).
+    let r = d
+        .docker(&["run", "--rm", "-t", "busybox", "echo", "tty"])
+        .ok();
+    assert_eq!(r.stdout, "tty\r\n");
+    // logs -f ends when the container exits; timestamps; tail.
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "f1",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo l$i; sleep 0.2; done",
+    ])
+    .ok();
+    let r = d.docker(&["logs", "-f", "f1"]).ok();
+    assert_eq!(r.stdout, "l1\nl2\nl3\n");
+    let r = d.docker(&["logs", "-t", "--tail", "1", "f1"]).ok();
+    assert!(
+        r.stdout.ends_with("Z l3\n") && r.stdout.starts_with("20"),
+        "{}",
+        r.stdout
+    );
+    // A command that cannot run: 127, and --rm still removes the container.
+    let r = d.docker(&["run", "--rm", "busybox", "nosuchcmd"]);
+    assert_eq!(r.code, 127, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("executable file not found"),
+        "{}",
+        r.stderr
+    );
+    let ps = d
+        .docker(&["ps", "-a", "--format", "{{.Names}}"])
+        .ok()
+        .stdout;
+    assert_eq!(ps, "f1\n");
+    finish(d);
+}
