@@ -872,7 +872,7 @@ impl Engine {
     }
 
     /// `DELETE /containers/{id}`.
-    pub async fn remove(&self, name_or_id: &str, force: bool) -> Result<()> {
+    pub async fn remove(self: &Arc<Self>, name_or_id: &str, force: bool) -> Result<()> {
         let e = self.lookup(name_or_id)?;
         let _op = e.op.lock().await;
         let id = e.rec.lock().unwrap().id.clone();
@@ -891,15 +891,19 @@ impl Engine {
                 Err(err) => return Err(err),
             }
         }
-        let rootfs = self.rootfs(&id);
-        let _ = berth_image::snapshot::unmount(&rootfs);
-        if let Ok(sn) = self.images.snapshotter() {
-            if let Err(err) = sn.remove_container(&id) {
-                tracing::warn!("removing snapshot of {id}: {err}");
+        let me = self.clone();
+        let id2 = id.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = berth_image::snapshot::unmount(&me.rootfs(&id2));
+            if let Ok(sn) = me.images.snapshotter() {
+                if let Err(err) = sn.remove_container(&id2) {
+                    tracing::warn!("removing snapshot of {id2}: {err}");
+                }
             }
-        }
-        let _ = std::fs::remove_dir_all(self.exec_dir(&id));
-        let _ = std::fs::remove_dir_all(self.data_dir(&id));
+            let _ = std::fs::remove_dir_all(me.exec_dir(&id2));
+            let _ = std::fs::remove_dir_all(me.data_dir(&id2));
+        })
+        .await;
         self.map.lock().unwrap().remove(&id);
         e.pending.lock().unwrap().clear();
         e.events.send_modify(|ev| ev.removed = true);
