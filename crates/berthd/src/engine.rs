@@ -691,8 +691,22 @@ impl Engine {
             ))));
         }
         let line = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str::<Value>(line.trim())
-            .map_err(|e| fail(internal(format!("bad shim report {line:?}: {e}"))))
+        let report = serde_json::from_str::<Value>(line.trim())
+            .map_err(|e| fail(internal(format!("bad shim report {line:?}: {e}"))))?;
+        if !host_net {
+            // The container exists (its init waits for `start`): bring its loopback up.
+            let pid = report["init_pid"].as_i64().unwrap_or(0);
+            if let Err(e) = crate::netns::spawn_loopback_up(pid) {
+                let socket = shim_dir.join("shim.sock");
+                if let Ok(mut c) = berth_shim::client::Client::connect(&socket) {
+                    let _ = c.shutdown(true);
+                }
+                return Err(fail(internal(format!(
+                    "setting up the loopback interface: {e}"
+                ))));
+            }
+        }
+        Ok(report)
     }
 
     /// Waits on a running container's shim and records its exit.

@@ -11,6 +11,7 @@ pub mod api;
 pub mod engine;
 pub mod logs;
 pub mod names;
+pub mod netns;
 pub mod shimio;
 pub mod spec;
 pub mod sysinfo;

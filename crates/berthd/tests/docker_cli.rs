@@ -418,6 +418,65 @@ fn run_rm_echo() {
         ])
         .ok();
     assert_eq!(r.stdout, "b\n/tmp\n65534\n");
+    // The loopback-only namespace has lo up (as Docker's `none`); host networking shares ours.
+    for net in ["none", "default"] {
+        let r = d
+            .docker(&[
+                "run",
+                "--rm",
+                "--network",
+                net,
+                "busybox",
+                "/bin/busybox",
+                "ip",
+                "-o",
+                "addr",
+            ])
+            .ok();
+        assert!(
+            r.stdout.contains("lo    inet 127.0.0.1/8"),
+            "{net}: {}",
+            r.stdout
+        );
+        assert_eq!(
+            r.stdout.lines().filter(|l| l.contains("inet ")).count(),
+            1,
+            "{}",
+            r.stdout
+        );
+    }
+    let r = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "busybox",
+            "/bin/busybox",
+            "ip",
+            "-o",
+            "link",
+        ])
+        .ok();
+    assert!(r.stdout.lines().count() >= 1);
+    // The hostname is the short id; /etc/hosts names it.
+    let r = d
+        .docker(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "hostname; cat /etc/hosts",
+        ])
+        .ok();
+    let host = r.stdout.lines().next().unwrap().to_string();
+    assert_eq!(host.len(), 12, "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!("127.0.0.1\t{host}")),
+        "{}",
+        r.stdout
+    );
     finish(d);
 }
 
