@@ -1,0 +1,18 @@
+#![recursion_limit = "256"]
+//! `berthd`: Berth's daemon. Serves the Docker Engine API (v1.44) on a unix socket.
+//!
+//! - [`api`]: routes, thin handlers, errors as `{"message": …}`.
+//! - [`engine`]: containers (state on disk, shims, reattach) — extended later by exec, attach,
+//!   restart policies and networks.
+//! - [`spec`]: the OCI bundle with Docker's defaults; [`logs`]: the json-file reader;
+//!   [`shimio`]: async client of a shim's control socket.
+
+pub mod api;
+pub mod engine;
+pub mod logs;
+pub mod names;
+pub mod netns;
+pub mod shimio;
+pub mod spec;
+pub mod sysinfo;
+pub mod util;

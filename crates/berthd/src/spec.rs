@@ -1,0 +1,216 @@
+//! The OCI bundle (`config.json`) for a container: Docker's defaults.
+
+use serde_json::{json, Value};
+
+/// Docker's default capability set.
+pub const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Docker's masked paths.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Docker's read-only paths.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// What the bundle needs to know.
+pub struct SpecInput<'a> {
+    pub args: &'a [String],
+    pub env: &'a [String],
+    pub cwd: &'a str,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub tty: bool,
+    pub hostname: &'a str,
+    pub host_network: bool,
+    pub cgroups_path: String,
+    /// Files bind-mounted read-write: (host path, container path).
+    pub etc_files: Vec<(String, String)>,
+}
+
+/// The `config.json` value (the root is `rootfs` next to it).
+pub fn build(i: &SpecInput<'_>) -> Value {
+    let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
+    if !i.host_network {
+        namespaces.push(json!({"type": "network"}));
+    }
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["ro", "nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+    ];
+    for (src, dst) in &i.etc_files {
+        mounts.push(json!({"destination": dst, "type": "bind", "source": src, "options": ["rbind", "rprivate"]}));
+    }
+    let mut user = json!({"uid": i.uid, "gid": i.gid});
+    if !i.additional_gids.is_empty() {
+        user["additionalGids"] = json!(i.additional_gids);
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": i.tty,
+            "user": user,
+            "args": i.args,
+            "env": i.env,
+            "cwd": if i.cwd.is_empty() { "/" } else { i.cwd },
+            "capabilities": {
+                "bounding": caps,
+                "effective": caps,
+                "permitted": caps,
+            },
+            "noNewPrivileges": false,
+            "oomScoreAdj": 0,
+        },
+        "root": {"path": "rootfs", "readonly": false},
+        "hostname": i.hostname,
+        "mounts": mounts,
+        "linux": {
+            "cgroupsPath": i.cgroups_path,
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "namespaces": namespaces,
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+        }
+    })
+}
+
+/// Resolves Docker's `User` (`uid`, `uid:gid`, `name`, `name:group`) against the rootfs's
+/// `/etc/passwd` and `/etc/group`. Returns (uid, gid).
+pub fn resolve_user(rootfs: &std::path::Path, user: &str) -> Result<(u32, u32), String> {
+    if user.is_empty() {
+        return Ok((0, 0));
+    }
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let (uid, mut gid) = if let Ok(n) = u.parse::<u32>() {
+        let gid = passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() > 3 && f[2] == u)
+            .and_then(|f| f[3].parse().ok())
+            .unwrap_or(0);
+        (n, gid)
+    } else {
+        let f = passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() > 3 && f[0] == u)
+            .ok_or_else(|| {
+                format!("unable to find user {u}: no matching entries in passwd file")
+            })?;
+        (
+            f[2].parse().map_err(|_| format!("bad uid for {u}"))?,
+            f[3].parse().map_err(|_| format!("bad gid for {u}"))?,
+        )
+    };
+    if let Some(g) = g {
+        gid = if let Ok(n) = g.parse::<u32>() {
+            n
+        } else {
+            let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+            group
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() > 2 && f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| {
+                    format!("unable to find group {g}: no matching entries in group file")
+                })?
+        };
+    }
+    Ok((uid, gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_has_docker_defaults() {
+        let v = build(&SpecInput {
+            args: &["sh".into()],
+            env: &["PATH=/bin".into()],
+            cwd: "",
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            tty: false,
+            hostname: "abc",
+            host_network: true,
+            cgroups_path: "/berth/x".into(),
+            etc_files: vec![],
+        });
+        assert_eq!(v["process"]["cwd"], "/");
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            14
+        );
+        assert!(!v["linux"]["namespaces"].to_string().contains("network"));
+    }
+
+    #[test]
+    fn users() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("etc")).unwrap();
+        std::fs::write(
+            d.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65533::/:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        assert_eq!(resolve_user(d.path(), "nobody").unwrap(), (65534, 65533));
+        assert_eq!(resolve_user(d.path(), "1000:staff").unwrap(), (1000, 50));
+        assert_eq!(resolve_user(d.path(), "65534").unwrap(), (65534, 65533));
+        assert!(resolve_user(d.path(), "ghost").is_err());
+    }
+}

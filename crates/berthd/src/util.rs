@@ -1,0 +1,73 @@
+//! Small helpers: ids, times, atomic files.
+
+use std::io::Read;
+
+pub use berth_image::fsutil::{read_json, write_json_atomic};
+pub use berth_image::timeutil::{format_rfc3339_nano, now_rfc3339_nano, parse_rfc3339};
+
+/// `n` random bytes as lowercase hex.
+pub fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    let mut f = std::fs::File::open("/dev/urandom").expect("open /dev/urandom");
+    f.read_exact(&mut buf).expect("read /dev/urandom");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new 64-hex container id.
+pub fn new_id() -> String {
+    random_hex(32)
+}
+
+/// Seconds since the epoch of an RFC 3339 time (0 when unparsable).
+pub fn unix_secs(t: &str) -> i64 {
+    parse_rfc3339(t).map(|(s, _)| s).unwrap_or(0)
+}
+
+/// Seconds since the epoch, now.
+pub fn now_secs() -> i64 {
+    berth_image::timeutil::now().0
+}
+
+/// Docker's "human" duration (`Up 5 seconds`, `Exited (0) 2 minutes ago`).
+pub fn human_duration(secs: i64) -> String {
+    let s = secs.max(0);
+    if s < 1 {
+        "Less than a second".into()
+    } else if s == 1 {
+        "1 second".into()
+    } else if s < 60 {
+        format!("{s} seconds")
+    } else if s < 120 {
+        "About a minute".into()
+    } else if s < 3600 {
+        format!("{} minutes", s / 60)
+    } else if s < 7200 {
+        "About an hour".into()
+    } else if s < 48 * 3600 {
+        format!("{} hours", s / 3600)
+    } else {
+        format!("{} days", s / 86400)
+    }
+}
+
+/// The zero time Docker shows for a container never started.
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_64_hex() {
+        let id = new_id();
+        assert_eq!(id.len(), 64);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(human_duration(5), "5 seconds");
+        assert_eq!(human_duration(90), "About a minute");
+        assert_eq!(human_duration(600), "10 minutes");
+    }
+}

@@ -1,0 +1,813 @@
+//! End-to-end tests of `berthd` driven by the real docker CLI (28.2.2) and docker-py (7.1.0).
+//!
+//! Needs root, `/bin/busybox`, `docker` on PATH and `python3 -c 'import docker'`. Every test runs
+//! its own daemon on temporary data and exec roots, a temporary socket and a unique cgroup
+//! parent, and cleans everything up (containers, shims, mounts, cgroup directories).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The directory holding `berthd`, `berth-shim`, `berth-runtime`, `berth` (built once).
+fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let berthd = PathBuf::from(env!("CARGO_BIN_EXE_berthd"));
+        let dir = berthd.parent().unwrap().to_path_buf();
+        let target = dir.parent().unwrap();
+        let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let st = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "-p",
+                "berth-shim",
+                "-p",
+                "berth-runtime",
+                "-p",
+                "berth-cli",
+            ])
+            .arg("--target-dir")
+            .arg(target)
+            .current_dir(&ws)
+            .status()
+            .unwrap();
+        assert!(st.success(), "building the shim, runtime and CLI failed");
+        dir
+    })
+}
+
+fn busybox_tar(path: &Path) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let mut dir = |name: &str| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        b.append_data(&mut h, name, std::io::empty()).unwrap();
+    };
+    for d in ["bin", "etc", "tmp", "root"] {
+        dir(d);
+    }
+    let bb = std::fs::read("/bin/busybox").expect("busybox-static must be installed");
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o755);
+    h.set_size(bb.len() as u64);
+    b.append_data(&mut h, "bin/busybox", &bb[..]).unwrap();
+    for l in ["sh", "echo", "sleep", "cat", "ls", "hostname", "id", "true"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        b.append_link(&mut h, format!("bin/{l}"), "busybox")
+            .unwrap();
+    }
+    let files: [(&str, &[u8]); 2] = [
+        (
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+        ),
+        ("etc/group", b"root:x:0:\nnogroup:x:65534:\n"),
+    ];
+    for (n, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, n, data).unwrap();
+    }
+    b.finish().unwrap();
+}
+
+struct Daemon {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    cgroup_parent: String,
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run_output(o: Output) -> Run {
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+impl Run {
+    #[track_caller]
+    fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+impl Daemon {
+    fn new() -> Daemon {
+        let dir = tempfile::Builder::new().prefix("bd").tempdir().unwrap();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let mut d = Daemon {
+            dir,
+            child: None,
+            cgroup_parent: format!("/berth-test-{}-{n}", std::process::id()),
+        };
+        std::fs::create_dir_all(d.path("docker-config")).unwrap();
+        // Seed busybox:latest through the berth CLI into the same data root.
+        let tar = d.path("rootfs.tar");
+        busybox_tar(&tar);
+        let o = Command::new(bin_dir().join("berth"))
+            .env_remove("BERTH_DATA_ROOT")
+            .arg("--data-root")
+            .arg(d.path("data"))
+            .args(["import", "-c", "CMD [\"sh\"]"])
+            .arg(&tar)
+            .arg("busybox:latest")
+            .output()
+            .unwrap();
+        run_output(o).ok();
+        d.start();
+        d
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.path("berth.sock")
+    }
+
+    fn daemon_cmd(&self) -> Command {
+        let mut c = Command::new(bin_dir().join("berthd"));
+        c.arg("-H")
+            .arg(format!("unix://{}", self.sock().display()))
+            .arg("--data-root")
+            .arg(self.path("data"))
+            .arg("--exec-root")
+            .arg(self.path("exec"))
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup_parent)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn start(&mut self) {
+        let _ = std::fs::remove_file(self.sock());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("berthd.log"))
+            .unwrap();
+        let child = self
+            .daemon_cmd()
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(r) = self.http("GET", "/_ping", None) {
+                if r.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "berthd did not come up: {}",
+            std::fs::read_to_string(self.path("berthd.log")).unwrap_or_default()
+        );
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn docker(&self, args: &[&str]) -> Run {
+        let o = Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.sock().display()))
+            .env("DOCKER_CONFIG", self.path("docker-config"))
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_API_VERSION")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        run_output(o)
+    }
+
+    fn python(&self, script: &str) -> Run {
+        let o = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .env("BERTH_SOCK", format!("unix://{}", self.sock().display()))
+            .output()
+            .unwrap();
+        run_output(o)
+    }
+
+    /// A raw HTTP/1.1 request; the whole response as text.
+    fn http(&self, method: &str, path: &str, body: Option<&str>) -> std::io::Result<String> {
+        let mut s = UnixStream::connect(self.sock())?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let body = body.unwrap_or("");
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: berth\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    }
+
+    fn cleanup(&mut self) {
+        if self.child.is_some() {
+            let ids = self.docker(&["ps", "-aq", "--no-trunc"]).stdout;
+            for id in ids.split_whitespace() {
+                let _ = self.docker(&["rm", "-f", id]);
+            }
+        }
+        self.kill9();
+        // Shims still alive (a failed test): stop them by their recorded pids.
+        if let Ok(rd) = std::fs::read_dir(self.path("exec/containers")) {
+            for e in rd.flatten() {
+                if let Ok(pid) = std::fs::read_to_string(e.path().join("shim/init.pid")) {
+                    if let Ok(pid) = pid.trim().parse::<i32>() {
+                        // SAFETY: kill(2) with a pid we recorded; no memory is involved.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+                if let Ok(pid) = std::fs::read_to_string(e.path().join("shim/shim.pid")) {
+                    if let Ok(pid) = pid.trim().parse::<i32>() {
+                        std::thread::sleep(Duration::from_millis(200));
+                        // SAFETY: as above.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+            }
+        }
+        // Mounts left below the temporary directory, deepest first.
+        let root = self.dir.path().to_string_lossy().into_owned();
+        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|m| m.starts_with(&root))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = Command::new("umount").arg("-l").arg(&m).status();
+        }
+        // Cgroup directories under our unique parent, in every hierarchy.
+        let name = self.cgroup_parent.trim_start_matches('/');
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in rd.flatten() {
+                let p = h.path().join(name);
+                if p.is_dir() {
+                    if let Ok(children) = std::fs::read_dir(&p) {
+                        for c in children.flatten() {
+                            if c.path().is_dir() {
+                                let _ = std::fs::remove_dir(c.path());
+                            }
+                        }
+                    }
+                    let _ = std::fs::remove_dir(&p);
+                }
+            }
+        }
+        let unified = Path::new("/sys/fs/cgroup/unified").join(name);
+        let _ = std::fs::remove_dir(unified);
+    }
+
+    /// Leftovers after cleanup (for assertions).
+    fn leftovers(&self) -> Vec<String> {
+        let name = self.cgroup_parent.trim_start_matches('/');
+        let mut v = Vec::new();
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in rd.flatten() {
+                if h.path().join(name).exists() {
+                    v.push(h.path().join(name).display().to_string());
+                }
+            }
+        }
+        let root = self.dir.path().to_string_lossy().into_owned();
+        for l in std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+        {
+            if let Some(m) = l.split(' ').nth(4) {
+                if m.starts_with(&root) {
+                    v.push(m.to_string());
+                }
+            }
+        }
+        v
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+fn finish(mut d: Daemon) {
+    d.cleanup();
+    let left = d.leftovers();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn version_info_images() {
+    let d = Daemon::new();
+    let v = d.docker(&["version"]).ok().stdout;
+    assert!(v.contains("Server: Berth Engine"), "{v}");
+    assert!(
+        v.contains("API version:      1.44 (minimum version 1.24)"),
+        "{v}"
+    );
+    let i = d.docker(&["info"]).ok().stdout;
+    for want in [
+        "Containers: 0",
+        "Images: 1",
+        "Cgroup Driver: cgroupfs",
+        "Logging Driver: json-file",
+        "OSType: linux",
+    ] {
+        assert!(i.contains(want), "missing {want:?} in {i}");
+    }
+    let imgs = d.docker(&["images"]).ok().stdout;
+    let line = imgs.lines().nth(1).unwrap_or_default();
+    assert!(line.starts_with("busybox      latest    "), "{imgs}");
+    let f = d
+        .docker(&["info", "-f", "{{.NCPU}} {{.OSType}} {{.DockerRootDir}}"])
+        .ok()
+        .stdout;
+    assert_eq!(
+        f.trim(),
+        format!(
+            "{} linux {}",
+            std::thread::available_parallelism().unwrap(),
+            d.path("data").display()
+        )
+    );
+    finish(d);
+}
+
+#[test]
+fn run_rm_echo() {
+    let d = Daemon::new();
+    let r = d.docker(&["run", "--rm", "busybox", "echo", "hello"]).ok();
+    assert_eq!(r.stdout, "hello\n");
+    // The container was removed by the daemon (AutoRemove).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ps = d.docker(&["ps", "-aq"]).ok().stdout;
+        if ps.trim().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "container not removed: {ps}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Exit codes and stderr come through.
+    let r = d.docker(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo oops >&2; exit 3",
+    ]);
+    assert_eq!(r.code, 3);
+    assert_eq!(r.stderr, "oops\n");
+    // Env, workdir, user, network none.
+    let r = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-e",
+            "A=b",
+            "-w",
+            "/tmp",
+            "-u",
+            "nobody",
+            "busybox",
+            "sh",
+            "-c",
+            "echo $A; pwd; id -u",
+        ])
+        .ok();
+    assert_eq!(r.stdout, "b\n/tmp\n65534\n");
+    // The loopback-only namespace has lo up (as Docker's `none`); host networking shares ours.
+    for net in ["none", "default"] {
+        let r = d
+            .docker(&[
+                "run",
+                "--rm",
+                "--network",
+                net,
+                "busybox",
+                "/bin/busybox",
+                "ip",
+                "-o",
+                "addr",
+            ])
+            .ok();
+        assert!(
+            r.stdout.contains("lo    inet 127.0.0.1/8"),
+            "{net}: {}",
+            r.stdout
+        );
+        assert_eq!(
+            r.stdout.lines().filter(|l| l.contains("inet ")).count(),
+            1,
+            "{}",
+            r.stdout
+        );
+    }
+    let r = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "busybox",
+            "/bin/busybox",
+            "ip",
+            "-o",
+            "link",
+        ])
+        .ok();
+    assert!(r.stdout.lines().count() >= 1);
+    // The hostname is the short id; /etc/hosts names it.
+    let r = d
+        .docker(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "hostname; cat /etc/hosts",
+        ])
+        .ok();
+    let host = r.stdout.lines().next().unwrap().to_string();
+    assert_eq!(host.len(), 12, "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!("127.0.0.1\t{host}")),
+        "{}",
+        r.stdout
+    );
+    finish(d);
+}
+
+#[test]
+fn detached_lifecycle() {
+    let d = Daemon::new();
+    let id = d
+        .docker(&[
+            "run",
+            "-d",
+            "--name",
+            "t1",
+            "busybox",
+            "sh",
+            "-c",
+            "echo hi; sleep 100",
+        ])
+        .ok()
+        .stdout;
+    let id = id.trim();
+    assert_eq!(id.len(), 64);
+    let ps = d.docker(&["ps"]).ok().stdout;
+    assert!(ps.contains(" t1\n") && ps.contains(&id[..12]), "{ps}");
+    let ps = d
+        .docker(&["ps", "--format", "{{.Names}} {{.Image}} {{.State}}"])
+        .ok()
+        .stdout;
+    assert_eq!(ps, "t1 busybox running\n");
+    // The log may take a moment to be written.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let l = d.docker(&["logs", "t1"]).ok().stdout;
+        if l == "hi\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "logs: {l:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        d.docker(&["inspect", "-f", "{{.State.Running}}", "t1"])
+            .ok()
+            .stdout,
+        "true\n"
+    );
+    assert_eq!(
+        d.docker(&[
+            "inspect",
+            "-f",
+            "{{.Name}} {{.Config.Image}} {{.Path}}",
+            "t1"
+        ])
+        .ok()
+        .stdout,
+        "/t1 busybox sh\n"
+    );
+    // Name conflict.
+    let r = d.docker(&["create", "--name", "t1", "busybox"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("is already in use"), "{}", r.stderr);
+    let t = Instant::now();
+    assert_eq!(d.docker(&["stop", "-t", "1", "t1"]).ok().stdout, "t1\n");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(d.docker(&["wait", "t1"]).ok().stdout, "137\n");
+    assert_eq!(
+        d.docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            "t1"
+        ])
+        .ok()
+        .stdout,
+        "exited 137\n"
+    );
+    let ps = d
+        .docker(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"])
+        .ok()
+        .stdout;
+    assert!(ps.starts_with("t1 Exited (137)"), "{ps}");
+    assert_eq!(d.docker(&["rm", "t1"]).ok().stdout, "t1\n");
+    assert_eq!(d.docker(&["ps", "-aq"]).ok().stdout, "");
+    finish(d);
+}
+
+#[test]
+fn kill_and_force_remove() {
+    let d = Daemon::new();
+    // PID 1 ignores signals it has no handler for: trap TERM.
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "k1",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 143' TERM; while true; do sleep 0.1; done",
+    ])
+    .ok();
+    let r = d.docker(&["rm", "k1"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("container is running"), "{}", r.stderr);
+    d.docker(&["kill", "-s", "TERM", "k1"]).ok();
+    assert_eq!(d.docker(&["wait", "k1"]).ok().stdout, "143\n");
+    let r = d.docker(&["kill", "k1"]);
+    assert!(r.stderr.contains("is not running"), "{}", r.stderr);
+    d.docker(&["start", "k1"]).ok();
+    assert_eq!(
+        d.docker(&["inspect", "-f", "{{.State.Running}}", "k1"])
+            .ok()
+            .stdout,
+        "true\n"
+    );
+    d.docker(&["rm", "-f", "k1"]).ok();
+    assert_eq!(d.docker(&["ps", "-aq"]).ok().stdout, "");
+    finish(d);
+}
+
+#[test]
+fn docker_py_run_and_logs() {
+    let d = Daemon::new();
+    let r = d
+        .python(
+            r#"
+import os, docker
+c = docker.DockerClient(base_url=os.environ['BERTH_SOCK'])
+assert c.ping()
+print(c.containers.run('busybox', 'echo pyhello', remove=True).decode(), end='')
+ct = c.containers.run('busybox', ['sh', '-c', 'echo out; echo err >&2; exit 4'], detach=True, name='py1')
+print(ct.wait()['StatusCode'])
+print(ct.logs(stdout=True, stderr=False).decode(), end='')
+print(ct.logs(stdout=False, stderr=True).decode(), end='')
+ct.reload()
+print(ct.status, ct.attrs['State']['ExitCode'])
+ct.remove()
+print(len(c.containers.list(all=True)))
+"#,
+        )
+        .ok();
+    assert_eq!(
+        r.stdout, "pyhello\n4\nout\nerr\nexited 4\n0\n",
+        "{}",
+        r.stderr
+    );
+    finish(d);
+}
+
+#[test]
+fn daemon_restart_keeps_containers() {
+    let mut d = Daemon::new();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "r1",
+        "busybox",
+        "sh",
+        "-c",
+        "echo before; sleep 1; echo after; sleep 100",
+    ])
+    .ok();
+    std::thread::sleep(Duration::from_millis(300));
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(1500));
+    d.start();
+    assert_eq!(
+        d.docker(&["inspect", "-f", "{{.State.Running}}", "r1"])
+            .ok()
+            .stdout,
+        "true\n"
+    );
+    let ps = d.docker(&["ps", "--format", "{{.Names}}"]).ok().stdout;
+    assert_eq!(ps, "r1\n");
+    assert_eq!(d.docker(&["logs", "r1"]).ok().stdout, "before\nafter\n");
+    d.docker(&["stop", "-t", "1", "r1"]).ok();
+    assert_eq!(
+        d.docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            "r1"
+        ])
+        .ok()
+        .stdout,
+        "exited 137\n"
+    );
+    // A container that exits while the daemon is down is seen as exited.
+    d.docker(&["start", "r1"]).ok();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "r2",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; exit 7",
+    ])
+    .ok();
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(1500));
+    d.start();
+    assert_eq!(d.docker(&["wait", "r2"]).ok().stdout, "7\n");
+    assert_eq!(
+        d.docker(&["inspect", "-f", "{{.State.Running}}", "r1"])
+            .ok()
+            .stdout,
+        "true\n"
+    );
+    finish(d);
+}
+
+#[test]
+fn bad_input() {
+    let d = Daemon::new();
+    let r = d
+        .http("POST", "/v1.44/containers/create", Some("{bad"))
+        .unwrap();
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    assert!(r.contains("{\"message\":\"invalid JSON"), "{r}");
+    let r = d.http("GET", "/containers/x/json", None).unwrap();
+    assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+    assert!(r.contains("{\"message\":\"No such container: x\"}"), "{r}");
+    assert!(
+        r.to_lowercase().contains("content-type: application/json"),
+        "{r}"
+    );
+    let r = d.http("GET", "/v1.12/version", None).unwrap();
+    assert!(
+        r.starts_with("HTTP/1.1 400") && r.contains("too old"),
+        "{r}"
+    );
+    let r = d.http("GET", "/v1.24/nope", None).unwrap();
+    assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+    let r = d
+        .http(
+            "POST",
+            "/containers/create",
+            Some(r#"{"Image":"busybox","HostConfig":{"Privileged":true}}"#),
+        )
+        .unwrap();
+    assert!(
+        r.starts_with("HTTP/1.1 400") && r.contains("HostConfig.Privileged"),
+        "{r}"
+    );
+    let r = d
+        .http(
+            "POST",
+            "/containers/create",
+            Some(r#"{"Image":"nope:1","Unknown":1}"#),
+        )
+        .unwrap();
+    assert!(
+        r.starts_with("HTTP/1.1 404") && r.contains("No such image: nope:1"),
+        "{r}"
+    );
+    let r = d.docker(&["logs", "nope"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("No such container: nope"), "{}", r.stderr);
+    let r = d.http("HEAD", "/_ping", None).unwrap();
+    assert!(
+        r.contains("api-version: 1.44") || r.contains("Api-Version: 1.44"),
+        "{r}"
+    );
+    // A second daemon on the same data root is refused.
+    let o = d
+        .daemon_cmd()
+        .arg("-H")
+        .arg(format!("unix://{}", d.path("other.sock").display()))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already running"));
+    // Still serving.
+    d.docker(&["version"]).ok();
+    finish(d);
+}
+
+#[test]
+fn stdin_tty_follow_and_start_failure() {
+    let d = Daemon::new();
+    // stdin through attach (-i), closed at EOF.
+    let mut c = Command::new("docker")
+        .args(["run", "-i", "--rm", "busybox", "cat"])
+        .env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
+        .env("DOCKER_CONFIG", d.path("docker-config"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(b"piped in\n").unwrap();
+    let r = run_output(c.wait_with_output().unwrap()).ok();
+    assert_eq!(r.stdout, "piped in\n");
+    // A tty (the CLI's stdin is not a terminal, so no -i).
+    let r = d
+        .docker(&["run", "--rm", "-t", "busybox", "echo", "tty"])
+        .ok();
+    assert_eq!(r.stdout, "tty\r\n");
+    // logs -f ends when the container exits; timestamps; tail.
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "f1",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo l$i; sleep 0.2; done",
+    ])
+    .ok();
+    let r = d.docker(&["logs", "-f", "f1"]).ok();
+    assert_eq!(r.stdout, "l1\nl2\nl3\n");
+    let r = d.docker(&["logs", "-t", "--tail", "1", "f1"]).ok();
+    assert!(
+        r.stdout.ends_with("Z l3\n") && r.stdout.starts_with("20"),
+        "{}",
+        r.stdout
+    );
+    // A command that cannot run: 127, and --rm still removes the container.
+    let r = d.docker(&["run", "--rm", "busybox", "nosuchcmd"]);
+    assert_eq!(r.code, 127, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("executable file not found"),
+        "{}",
+        r.stderr
+    );
+    let ps = d
+        .docker(&["ps", "-a", "--format", "{{.Names}}"])
+        .ok()
+        .stdout;
+    assert_eq!(ps, "f1\n");
+    finish(d);
+}
