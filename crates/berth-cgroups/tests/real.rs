@@ -305,7 +305,9 @@ fn memory_limit_below_usage_is_a_clear_error() {
     match &e {
         CgroupError::MemoryLimitBelowUsage { value, usage, .. } => {
             assert_eq!(*value, 1_048_576);
-            assert!(*usage >= 16 << 20, "{usage}");
+            // The kernel reclaims a little while it tries the lower limit: the usage reported is
+            // above the requested limit, not necessarily the full 16 MiB.
+            assert!(*usage > 1_048_576, "{usage}");
         }
         other => panic!("unexpected error: {other}"),
     }
