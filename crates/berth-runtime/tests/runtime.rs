@@ -1219,3 +1219,65 @@ fn errors_go_to_the_log_file_in_runcs_json_format() {
     assert!(line["msg"].as_str().unwrap().contains("does not exist"));
     assert!(line["time"].as_str().unwrap().ends_with('Z'));
 }
+
+#[test]
+fn exec_with_a_process_file_detached() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("execproc");
+    let b = env.bundle(&id, &["sleep", "1000"]);
+    let mut config = b.config.clone();
+    b.write();
+    env.ok(&["run", "--detach", "--bundle", b.p(), &id]);
+    // A process file: runs as nobody, writes into the container's /tmp (a tmpfs we add below is
+    // not needed: /dev/shm is writable), then stays alive.
+    let process = {
+        let p = &mut config["process"];
+        p["args"] = json!(["sh", "-c", "echo $MARK > /dev/shm/mark; exec sleep 1000"]);
+        p["env"] = json!(["PATH=/bin", "MARK=from-process-file"]);
+        p["user"] = json!({"uid": 65534, "gid": 65534});
+        p["cwd"] = json!("/");
+        p.clone()
+    };
+    let pfile = env.dir.path().join("process.json");
+    std::fs::write(&pfile, serde_json::to_vec(&process).unwrap()).unwrap();
+    let pidfile = env.dir.path().join("exec.pid");
+    env.ok(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        pidfile.to_str().unwrap(),
+        "--process",
+        pfile.to_str().unwrap(),
+        &id,
+    ]);
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut mark = String::new();
+    for _ in 0..200 {
+        mark = env.ok(&["exec", &id, "cat", "/dev/shm/mark"]);
+        if !mark.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(mark.trim(), "from-process-file");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(uid_line.contains("65534"), "{uid_line}");
+    let pids: Vec<i32> = serde_json::from_str(&env.ok(&["ps", "--format", "json", &id])).unwrap();
+    assert!(
+        pids.contains(&pid),
+        "the detached exec is not in the container's cgroup: {pids:?}"
+    );
+    env.ok(&["delete", "--force", &id]);
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z"))
+        .unwrap_or(false);
+    assert!(!alive, "exec'd process survived delete --force");
+}
