@@ -40,6 +40,16 @@ pub struct Cli {
     )]
     pub insecure_registries: Vec<String>,
 
+    /// Daemon socket to connect to (`unix:///path`)
+    #[arg(
+        short = 'H',
+        long = "host",
+        env = "BERTH_HOST",
+        default_value = "unix:///run/berth/berth.sock",
+        value_name = "HOST"
+    )]
+    pub host: String,
+
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -76,6 +86,18 @@ pub enum Command {
     Login(LoginCmd),
     /// Log out from a registry
     Logout(LogoutCmd),
+    /// Create and run a new container from an image
+    Run(crate::containers::RunCmd),
+    /// List containers
+    Ps(crate::containers::PsCmd),
+    /// Fetch the logs of a container
+    Logs(crate::containers::LogsCmd),
+    /// Stop one or more running containers
+    Stop(crate::containers::StopCmd),
+    /// Remove one or more containers
+    Rm(crate::containers::RmCmd),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(crate::containers::WaitCmd),
     /// Manage Berth
     System {
         /// The system command.
@@ -389,6 +411,31 @@ fn images_opts(c: &ImagesCmd) -> ImagesOptions {
 }
 
 fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CliError> {
+    use crate::containers as ct;
+    let daemon_cmd = matches!(
+        cli.command,
+        Command::Run(_)
+            | Command::Ps(_)
+            | Command::Logs(_)
+            | Command::Stop(_)
+            | Command::Rm(_)
+            | Command::Wait(_)
+    );
+    if daemon_cmd {
+        let host = crate::api::Host::parse(&cli.host).map_err(CliError::Usage)?;
+        return match &cli.command {
+            Command::Run(c) => match ct::run(&host, c, out, err)? {
+                0 => Ok(()),
+                code => Err(CliError::Exit(code)),
+            },
+            Command::Ps(c) => ct::ps(&host, c, out),
+            Command::Logs(c) => ct::logs(&host, c, out, err),
+            Command::Stop(c) => ct::stop(&host, c, out, err),
+            Command::Rm(c) => ct::rm(&host, c, out, err),
+            Command::Wait(c) => ct::wait(&host, c, out, err),
+            _ => Ok(()),
+        };
+    }
     let b = backend(cli)?;
     let b: &dyn ImageBackend = &b;
     match &cli.command {
@@ -497,6 +544,13 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
         Command::System {
             command: SystemCommand::Df(c),
         } => commands::system_df(b, c.format.as_deref(), out),
+        // Handled above, without opening the data root.
+        Command::Run(_)
+        | Command::Ps(_)
+        | Command::Logs(_)
+        | Command::Stop(_)
+        | Command::Rm(_)
+        | Command::Wait(_) => Ok(()),
     }
 }
 

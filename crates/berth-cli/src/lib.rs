@@ -10,9 +10,11 @@
 //! - [`format`], [`tabwriter`], [`units`]: Docker's tables, human sizes and durations.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod backend;
 pub mod cli;
 pub mod commands;
+pub mod containers;
 pub mod format;
 pub mod tabwriter;
 pub mod template;

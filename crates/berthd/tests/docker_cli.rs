@@ -811,3 +811,85 @@ fn stdin_tty_follow_and_start_failure() {
     assert_eq!(ps, "f1\n");
     finish(d);
 }
+
+impl Daemon {
+    /// The `berth` CLI against this daemon.
+    fn berth(&self, args: &[&str]) -> Run {
+        let o = Command::new(bin_dir().join("berth"))
+            .arg("-H")
+            .arg(format!("unix://{}", self.sock().display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        run_output(o)
+    }
+}
+
+#[test]
+fn berth_cli_run_ps_logs_stop_wait_rm() {
+    let d = Daemon::new();
+    let r = d.berth(&["run", "--rm", "busybox", "echo", "hello"]).ok();
+    assert_eq!(r.stdout, "hello\n");
+    let r = d.berth(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo oops >&2; exit 3",
+    ]);
+    assert_eq!(r.code, 3);
+    assert_eq!(r.stderr, "oops\n");
+    let id = d
+        .berth(&[
+            "run",
+            "-d",
+            "--name",
+            "c1",
+            "busybox",
+            "sh",
+            "-c",
+            "echo hi; sleep 100",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(id.trim().len(), 64, "{id}");
+    let ps = d.berth(&["ps"]).ok().stdout;
+    assert!(ps.starts_with("CONTAINER ID   IMAGE"), "{ps}");
+    assert!(
+        ps.lines().any(|l| l.ends_with("c1") && l.contains("Up ")),
+        "{ps}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if d.berth(&["logs", "c1"]).ok().stdout == "hi\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no logs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(d.berth(&["stop", "-t", "1", "c1"]).ok().stdout, "c1\n");
+    assert_eq!(d.berth(&["wait", "c1"]).ok().stdout, "137\n");
+    assert!(d.berth(&["ps", "-a"]).ok().stdout.contains("Exited (137)"));
+    assert_eq!(d.berth(&["rm", "c1"]).ok().stdout, "c1\n");
+    assert!(d.berth(&["ps", "-aq"]).ok().stdout.trim().is_empty());
+    let r = d.berth(&["run", "--rm", "nosuchimage"]);
+    assert_eq!(r.code, 125);
+    assert!(r.stderr.contains("No such image"), "{}", r.stderr);
+    let r = d.berth(&["rm", "nosuch"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("No such container: nosuch"),
+        "{}",
+        r.stderr
+    );
+    // Without a daemon: a clear message naming the socket and how to start one.
+    let o = Command::new(bin_dir().join("berth"))
+        .args(["-H", "unix:///nonexistent/berth.sock", "ps"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Is berthd running?"));
+    finish(d);
+}

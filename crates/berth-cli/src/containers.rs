@@ -1,0 +1,369 @@
+//! Container commands over the daemon's Engine API: `run`, `ps`, `logs`, `stop`, `rm`, `wait`.
+
+use std::io::Write;
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::api::{self, enc, ApiError, Host};
+use crate::commands::CliError;
+
+fn daemon(e: ApiError) -> CliError {
+    match e {
+        ApiError::Status { message, .. } => {
+            CliError::Message(format!("Error response from daemon: {message}"))
+        }
+        other => CliError::Message(other.to_string()),
+    }
+}
+
+/// `run` flags (the subset the daemon honours so far).
+#[derive(Debug, Args)]
+pub struct RunCmd {
+    /// Automatically remove the container when it exits
+    #[arg(long)]
+    rm: bool,
+    /// Run container in background and print container ID
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Assign a name to the container
+    #[arg(long)]
+    name: Option<String>,
+    /// Set environment variables
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long = "workdir")]
+    workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Connect a container to a network (none, host, default)
+    #[arg(long, alias = "net")]
+    network: Option<String>,
+    /// Overwrite the default ENTRYPOINT of the image
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Set metadata on a container
+    #[arg(short = 'l', long = "label")]
+    label: Vec<String>,
+    /// The image
+    image: String,
+    /// The command and its arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// `run`: create, attach (unless detached), start, wait; exits with the container's status.
+pub fn run(
+    host: &Host,
+    c: &RunCmd,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<i32, CliError> {
+    let labels: serde_json::Map<String, Value> = c
+        .label
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            (k.to_string(), Value::String(v.to_string()))
+        })
+        .collect();
+    let mut body = json!({
+        "Image": c.image,
+        "Env": c.env,
+        "Labels": labels,
+        "AttachStdout": !c.detach,
+        "AttachStderr": !c.detach,
+        "HostConfig": {"AutoRemove": c.rm},
+    });
+    if !c.command.is_empty() {
+        body["Cmd"] = json!(c.command);
+    }
+    if let Some(w) = &c.workdir {
+        body["WorkingDir"] = json!(w);
+    }
+    if let Some(u) = &c.user {
+        body["User"] = json!(u);
+    }
+    if let Some(e) = &c.entrypoint {
+        body["Entrypoint"] = json!([e]);
+    }
+    if let Some(n) = &c.network {
+        body["HostConfig"]["NetworkMode"] = json!(n);
+    }
+    let path = match &c.name {
+        Some(n) => format!("/containers/create?name={}", enc(n)),
+        None => "/containers/create".to_string(),
+    };
+    let created = api::request(host, "POST", &path, Some(&body)).map_err(|e| match e {
+        ApiError::Status { code: 404, message } if message.contains("image") => CliError::Exit({
+            let _ = writeln!(err, "Unable to find image '{}' locally", c.image);
+            let _ = writeln!(err, "berth: Error response from daemon: {message}.");
+            125
+        }),
+        e => CliError::Exit({
+            let _ = writeln!(err, "berth: {}", daemon(e));
+            125
+        }),
+    })?;
+    let id = created.json().map_err(daemon)?["Id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if c.detach {
+        api::request(host, "POST", &format!("/containers/{id}/start"), None).map_err(|e| {
+            let _ = writeln!(err, "berth: {}", daemon(e));
+            CliError::Exit(125)
+        })?;
+        writeln!(out, "{id}").map_err(|e| CliError::Message(e.to_string()))?;
+        return Ok(0);
+    }
+    // Attach before start so no output is lost; wait in the background from before the start
+    // too, so a container removed at exit (--rm) is still waited for.
+    let mut stream = api::attach(host, &id, false).map_err(daemon)?;
+    let condition = if c.rm { "removed" } else { "next-exit" };
+    let wait_host = host.clone();
+    let wait_id = id.clone();
+    let waiter = std::thread::spawn(move || {
+        api::request(
+            &wait_host,
+            "POST",
+            &format!("/containers/{wait_id}/wait?condition={condition}"),
+            None,
+        )
+    });
+    if let Err(e) = api::request(host, "POST", &format!("/containers/{id}/start"), None) {
+        let _ = writeln!(err, "berth: {}", daemon(e));
+        return Ok(126);
+    }
+    api::demux(&mut stream, out, err).map_err(daemon)?;
+    let res = waiter
+        .join()
+        .map_err(|_| CliError::Message("wait thread panicked".into()))?
+        .map_err(daemon)?;
+    let v = res.json().map_err(daemon)?;
+    Ok(v["StatusCode"].as_i64().unwrap_or(125) as i32)
+}
+
+/// `ps` flags.
+#[derive(Debug, Args)]
+pub struct PsCmd {
+    /// Show all containers (default shows just running)
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Only display container IDs
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    no_trunc: bool,
+}
+
+pub fn ps(host: &Host, c: &PsCmd, out: &mut dyn Write) -> Result<(), CliError> {
+    let list = api::request(
+        host,
+        "GET",
+        &format!("/containers/json?all={}", c.all as u8),
+        None,
+    )
+    .map_err(daemon)?
+    .json()
+    .map_err(daemon)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let mut text = String::from("CONTAINER ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS\tPORTS\tNAMES\n");
+    let w = |e: std::io::Error| CliError::Message(e.to_string());
+    for ct in list.as_array().into_iter().flatten() {
+        let id = ct["Id"].as_str().unwrap_or_default();
+        let short = if c.no_trunc {
+            id
+        } else {
+            &id[..id.len().min(12)]
+        };
+        if c.quiet {
+            writeln!(out, "{short}").map_err(w)?;
+            continue;
+        }
+        let mut cmd = format!("\"{}\"", ct["Command"].as_str().unwrap_or_default());
+        if !c.no_trunc && cmd.chars().count() > 22 {
+            cmd = format!("{}…\"", cmd.chars().take(20).collect::<String>());
+        }
+        let names: Vec<&str> = ct["Names"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_str())
+            .map(|n| n.trim_start_matches('/'))
+            .collect();
+        text.push_str(&format!(
+            "{short}\t{}\t{cmd}\t{}\t{}\t\t{}\n",
+            ct["Image"].as_str().unwrap_or_default(),
+            crate::units::since(ct["Created"].as_i64().unwrap_or(now), now),
+            ct["Status"].as_str().unwrap_or_default(),
+            names.join(",")
+        ));
+    }
+    if !c.quiet {
+        out.write_all(crate::tabwriter::docker_table(&text).as_bytes())
+            .map_err(w)?;
+    }
+    Ok(())
+}
+
+/// `logs` flags.
+#[derive(Debug, Args)]
+pub struct LogsCmd {
+    /// Follow log output
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// Show timestamps
+    #[arg(short = 't', long)]
+    timestamps: bool,
+    /// Number of lines to show from the end of the logs
+    #[arg(short = 'n', long, default_value = "all")]
+    tail: String,
+    /// The container
+    container: String,
+}
+
+pub fn logs(
+    host: &Host,
+    c: &LogsCmd,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), CliError> {
+    let path = format!(
+        "/containers/{}/logs?stdout=1&stderr=1&follow={}&timestamps={}&tail={}",
+        enc(&c.container),
+        c.follow as u8,
+        c.timestamps as u8,
+        enc(&c.tail)
+    );
+    let resp = api::request(host, "GET", &path, None).map_err(daemon)?;
+    api::demux(&mut &resp.body[..], out, err).map_err(daemon)
+}
+
+/// `stop` flags.
+#[derive(Debug, Args)]
+pub struct StopCmd {
+    /// Seconds to wait before killing the container
+    #[arg(short = 't', long = "time")]
+    time: Option<i64>,
+    /// The containers
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn stop(
+    host: &Host,
+    c: &StopCmd,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), CliError> {
+    let mut failed = false;
+    for name in &c.containers {
+        let mut path = format!("/containers/{}/stop", enc(name));
+        if let Some(t) = c.time {
+            path.push_str(&format!("?t={t}"));
+        }
+        match api::request(host, "POST", &path, None) {
+            Ok(_) => {
+                let _ = writeln!(out, "{name}");
+            }
+            Err(e) => {
+                failed = true;
+                let _ = writeln!(err, "{}", daemon(e));
+            }
+        }
+    }
+    if failed {
+        return Err(CliError::Exit(1));
+    }
+    Ok(())
+}
+
+/// `rm` flags.
+#[derive(Debug, Args)]
+pub struct RmCmd {
+    /// Force the removal of a running container (uses SIGKILL)
+    #[arg(short = 'f', long)]
+    force: bool,
+    /// Remove anonymous volumes associated with the container
+    #[arg(short = 'v', long)]
+    volumes: bool,
+    /// The containers
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn rm(
+    host: &Host,
+    c: &RmCmd,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), CliError> {
+    let mut failed = false;
+    for name in &c.containers {
+        let path = format!(
+            "/containers/{}?force={}&v={}",
+            enc(name),
+            c.force as u8,
+            c.volumes as u8
+        );
+        match api::request(host, "DELETE", &path, None) {
+            Ok(_) => {
+                let _ = writeln!(out, "{name}");
+            }
+            Err(e) => {
+                failed = true;
+                let _ = writeln!(err, "{}", daemon(e));
+            }
+        }
+    }
+    if failed {
+        return Err(CliError::Exit(1));
+    }
+    Ok(())
+}
+
+/// `wait` flags.
+#[derive(Debug, Args)]
+pub struct WaitCmd {
+    /// The containers
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn wait(
+    host: &Host,
+    c: &WaitCmd,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), CliError> {
+    let mut failed = false;
+    for name in &c.containers {
+        match api::request(
+            host,
+            "POST",
+            &format!("/containers/{}/wait", enc(name)),
+            None,
+        )
+        .and_then(|r| r.json())
+        {
+            Ok(v) => {
+                let _ = writeln!(out, "{}", v["StatusCode"].as_i64().unwrap_or(-1));
+            }
+            Err(e) => {
+                failed = true;
+                let _ = writeln!(err, "{}", daemon(e));
+            }
+        }
+    }
+    if failed {
+        return Err(CliError::Exit(1));
+    }
+    Ok(())
+}
