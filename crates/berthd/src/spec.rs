@@ -2,48 +2,10 @@
 
 use serde_json::{json, Value};
 
-/// Docker's default capability set.
-pub const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
-
-/// Docker's masked paths.
-pub const MASKED_PATHS: &[&str] = &[
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/interrupts",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-
-/// Docker's read-only paths.
-pub const READONLY_PATHS: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
+/// Docker's defaults, shared with the runtime's `profiles` module.
+pub use berth_runtime::profiles::{
+    DEFAULT_CAPABILITIES as DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS,
+};
 
 /// What the bundle needs to know.
 pub struct SpecInput<'a> {
@@ -64,6 +26,10 @@ pub struct SpecInput<'a> {
 /// The `config.json` value (the root is `rootfs` next to it).
 pub fn build(i: &SpecInput<'_>) -> Value {
     let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
+    let cap_names: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
+    // Docker's default seccomp profile for these capabilities.
+    let seccomp = serde_json::to_value(berth_runtime::profiles::default_seccomp(&cap_names))
+        .unwrap_or(Value::Null);
     let mut namespaces = vec![
         json!({"type": "pid"}),
         json!({"type": "ipc"}),
@@ -114,6 +80,7 @@ pub fn build(i: &SpecInput<'_>) -> Value {
             "namespaces": namespaces,
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
+            "seccomp": seccomp,
         }
     })
 }
