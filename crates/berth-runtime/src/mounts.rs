@@ -26,8 +26,11 @@ pub enum MountError {
         path: String,
         source: std::io::Error,
     },
-    #[error("mounts[{index}]: {message}")]
-    Invalid { index: usize, message: String },
+    #[error("mounts[{index}]: {source}")]
+    InMount {
+        index: usize,
+        source: Box<MountError>,
+    },
 }
 
 fn path_err(op: &'static str, path: impl AsRef<Path>) -> impl FnOnce(std::io::Error) -> MountError {
@@ -375,7 +378,10 @@ pub fn prepare_rootfs(ctx: &RootfsContext) -> Result<OwnedFd, MountError> {
 
     let mut dev_is_tmpfs = false;
     for (i, m) in ctx.spec.mounts.iter().enumerate() {
-        mount_one(ctx, root_fd.as_raw_fd(), i, m)?;
+        mount_one(ctx, root_fd.as_raw_fd(), m).map_err(|e| MountError::InMount {
+            index: i,
+            source: Box::new(e),
+        })?;
         if m.destination == Path::new("/dev") && m.typ.as_deref() == Some("tmpfs") {
             dev_is_tmpfs = true;
         }
@@ -390,7 +396,7 @@ pub fn prepare_rootfs(ctx: &RootfsContext) -> Result<OwnedFd, MountError> {
     Ok(root_fd)
 }
 
-fn mount_one(ctx: &RootfsContext, root: i32, index: usize, m: &Mount) -> Result<(), MountError> {
+fn mount_one(ctx: &RootfsContext, root: i32, m: &Mount) -> Result<(), MountError> {
     let typ = m.typ.as_deref().unwrap_or("");
     let opts = parse_options(&m.options);
     let is_bind = opts.bind || typ == "bind" || typ == "rbind";
@@ -515,7 +521,6 @@ fn mount_one(ctx: &RootfsContext, root: i32, index: usize, m: &Mount) -> Result<
             open_in_root(root, dest, libc::O_PATH).map_err(path_err("open mount point", dest))?;
         apply_attributes(&opts, &fd_path(&target), &dest_s)?;
     }
-    let _ = index;
     Ok(())
 }
 

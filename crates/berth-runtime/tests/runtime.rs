@@ -774,7 +774,7 @@ fn setup_failure_midway_leaves_nothing() {
     let out = env.run(&["create", "--bundle", b.p(), &id]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("/data"), "{err}");
+    assert!(err.contains("mounts[") && err.contains("/data"), "{err}");
     assert!(!env.root.join(&id).exists());
     for d in env.cgroup_dirs(&id) {
         assert!(!d.exists(), "cgroup {} left behind", d.display());
