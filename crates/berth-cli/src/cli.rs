@@ -98,6 +98,10 @@ pub enum Command {
     Rm(crate::containers::RmCmd),
     /// Block until one or more containers stop, then print their exit codes
     Wait(crate::containers::WaitCmd),
+    /// Show the Berth version information
+    Version(crate::containers::FormatCmd),
+    /// Display system-wide information
+    Info(crate::containers::FormatCmd),
     /// Manage Berth
     System {
         /// The system command.
@@ -420,6 +424,8 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             | Command::Stop(_)
             | Command::Rm(_)
             | Command::Wait(_)
+            | Command::Version(_)
+            | Command::Info(_)
     );
     if daemon_cmd {
         let host = crate::api::Host::parse(&cli.host).map_err(CliError::Usage)?;
@@ -433,6 +439,8 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             Command::Stop(c) => ct::stop(&host, c, out, err),
             Command::Rm(c) => ct::rm(&host, c, out, err),
             Command::Wait(c) => ct::wait(&host, c, out, err),
+            Command::Version(c) => ct::version(&host, c, out, err),
+            Command::Info(c) => ct::info(&host, c, out),
             _ => Ok(()),
         };
     }
@@ -550,7 +558,9 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
         | Command::Logs(_)
         | Command::Stop(_)
         | Command::Rm(_)
-        | Command::Wait(_) => Ok(()),
+        | Command::Wait(_)
+        | Command::Version(_)
+        | Command::Info(_) => Ok(()),
     }
 }
 

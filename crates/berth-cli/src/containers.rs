@@ -367,3 +367,112 @@ pub fn wait(
     }
     Ok(())
 }
+
+/// `version` / `info` flags.
+#[derive(Debug, Args)]
+pub struct FormatCmd {
+    /// Format output using a custom template
+    #[arg(short = 'f', long)]
+    format: Option<String>,
+}
+
+fn templated(format: &str, v: &Value, out: &mut dyn Write) -> Result<(), CliError> {
+    let t = crate::template::Template::parse(format)
+        .map_err(|e| CliError::Usage(format!("template parsing error: {}", e.0)))?;
+    let data = crate::template::Value::from_json_str(&v.to_string())
+        .map_err(|e| CliError::Message(format!("template: {e}")))?;
+    let s = t
+        .execute(&data)
+        .map_err(|e| CliError::Message(format!("template: {}", e.0)))?;
+    writeln!(out, "{s}").map_err(|e| CliError::Message(e.to_string()))
+}
+
+/// `version`: the client, then the daemon's `/version` (like `docker version`).
+pub fn version(
+    host: &Host,
+    c: &FormatCmd,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), CliError> {
+    let client = json!({
+        "Version": env!("CARGO_PKG_VERSION"),
+        "ApiVersion": "1.44",
+        "Os": std::env::consts::OS,
+        "Arch": match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", a => a },
+    });
+    let server = api::request(host, "GET", "/version", None).and_then(|r| r.json());
+    if let Some(f) = &c.format {
+        let server = server.as_ref().cloned().unwrap_or(Value::Null);
+        return templated(f, &json!({"Client": client, "Server": server}), out);
+    }
+    let w = |e: std::io::Error| CliError::Message(e.to_string());
+    writeln!(
+        out,
+        "Client:\n Version:           {}\n API version:       {}\n OS/Arch:           {}/{}\n",
+        client["Version"].as_str().unwrap_or_default(),
+        client["ApiVersion"].as_str().unwrap_or_default(),
+        client["Os"].as_str().unwrap_or_default(),
+        client["Arch"].as_str().unwrap_or_default()
+    )
+    .map_err(w)?;
+    match server {
+        Ok(s) => {
+            writeln!(
+                out,
+                "Server: {}\n Engine:\n  Version:          {}\n  API version:      {} (minimum version {})\n  OS/Arch:          {}/{}\n  Kernel:           {}",
+                s["Platform"]["Name"].as_str().unwrap_or("Berth Engine"),
+                s["Version"].as_str().unwrap_or_default(),
+                s["ApiVersion"].as_str().unwrap_or_default(),
+                s["MinAPIVersion"].as_str().unwrap_or_default(),
+                s["Os"].as_str().unwrap_or_default(),
+                s["Arch"].as_str().unwrap_or_default(),
+                s["KernelVersion"].as_str().unwrap_or_default()
+            )
+            .map_err(w)?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = writeln!(err, "{}", daemon(e));
+            Err(CliError::Exit(1))
+        }
+    }
+}
+
+/// `info`: the daemon's `/info`, the lines `docker info` prints for a Berth daemon.
+pub fn info(host: &Host, c: &FormatCmd, out: &mut dyn Write) -> Result<(), CliError> {
+    let v = api::request(host, "GET", "/info", None)
+        .and_then(|r| r.json())
+        .map_err(daemon)?;
+    if let Some(f) = &c.format {
+        return templated(f, &v, out);
+    }
+    let s = |k: &str| match &v[k] {
+        Value::String(x) => x.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let text = format!(
+        "Server:\n Containers: {}\n  Running: {}\n  Paused: {}\n  Stopped: {}\n Images: {}\n Server Version: {}\n Storage Driver: {}\n Logging Driver: {}\n Cgroup Driver: {}\n Cgroup Version: {}\n Kernel Version: {}\n Operating System: {}\n OSType: {}\n Architecture: {}\n CPUs: {}\n Total Memory: {}\n Name: {}\n ID: {}\n Docker Root Dir: {}\n",
+        s("Containers"),
+        s("ContainersRunning"),
+        s("ContainersPaused"),
+        s("ContainersStopped"),
+        s("Images"),
+        s("ServerVersion"),
+        s("Driver"),
+        s("LoggingDriver"),
+        s("CgroupDriver"),
+        s("CgroupVersion"),
+        s("KernelVersion"),
+        s("OperatingSystem"),
+        s("OSType"),
+        s("Architecture"),
+        s("NCPU"),
+        crate::units::human_size_with_precision(v["MemTotal"].as_f64().unwrap_or(0.0), 4),
+        s("Name"),
+        s("ID"),
+        s("DockerRootDir"),
+    );
+    out.write_all(text.as_bytes())
+        .map_err(|e| CliError::Message(e.to_string()))
+}

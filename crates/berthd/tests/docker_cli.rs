@@ -884,6 +884,26 @@ fn berth_cli_run_ps_logs_stop_wait_rm() {
         "{}",
         r.stderr
     );
+    let v = d.berth(&["version"]).ok().stdout;
+    assert!(
+        v.contains("Server: Berth Engine") && v.contains("API version:      1.44"),
+        "{v}"
+    );
+    assert_eq!(
+        d.berth(&["version", "-f", "{{.Server.ApiVersion}}"])
+            .ok()
+            .stdout,
+        "1.44\n"
+    );
+    let info = d.berth(&["info"]).ok().stdout;
+    assert!(
+        info.contains(" Containers: 0") && info.contains(" Cgroup Driver: cgroupfs"),
+        "{info}"
+    );
+    assert_eq!(
+        d.berth(&["info", "-f", "{{.OSType}}"]).ok().stdout,
+        "linux\n"
+    );
     // Without a daemon: a clear message naming the socket and how to start one.
     let o = Command::new(bin_dir().join("berth"))
         .args(["-H", "unix:///nonexistent/berth.sock", "ps"])
