@@ -263,26 +263,13 @@ pub fn stop(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let mut failed = false;
-    for name in &c.containers {
+    each(&c.containers, out, err, |name| {
         let mut path = format!("/containers/{}/stop", enc(name));
         if let Some(t) = c.time {
             path.push_str(&format!("?t={t}"));
         }
-        match api::request(host, "POST", &path, None) {
-            Ok(_) => {
-                let _ = writeln!(out, "{name}");
-            }
-            Err(e) => {
-                failed = true;
-                let _ = writeln!(err, "{}", daemon(e));
-            }
-        }
-    }
-    if failed {
-        return Err(CliError::Exit(1));
-    }
-    Ok(())
+        api::request(host, "POST", &path, None).map(|_| name.to_string())
+    })
 }
 
 /// `rm` flags.
@@ -305,28 +292,15 @@ pub fn rm(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let mut failed = false;
-    for name in &c.containers {
+    each(&c.containers, out, err, |name| {
         let path = format!(
             "/containers/{}?force={}&v={}",
             enc(name),
             c.force as u8,
             c.volumes as u8
         );
-        match api::request(host, "DELETE", &path, None) {
-            Ok(_) => {
-                let _ = writeln!(out, "{name}");
-            }
-            Err(e) => {
-                failed = true;
-                let _ = writeln!(err, "{}", daemon(e));
-            }
-        }
-    }
-    if failed {
-        return Err(CliError::Exit(1));
-    }
-    Ok(())
+        api::request(host, "DELETE", &path, None).map(|_| name.to_string())
+    })
 }
 
 /// `wait` flags.
@@ -343,18 +317,31 @@ pub fn wait(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let mut failed = false;
-    for name in &c.containers {
-        match api::request(
+    each(&c.containers, out, err, |name| {
+        let v = api::request(
             host,
             "POST",
             &format!("/containers/{}/wait", enc(name)),
             None,
-        )
-        .and_then(|r| r.json())
-        {
-            Ok(v) => {
-                let _ = writeln!(out, "{}", v["StatusCode"].as_i64().unwrap_or(-1));
+        )?
+        .json()?;
+        Ok(v["StatusCode"].as_i64().unwrap_or(-1).to_string())
+    })
+}
+
+/// Runs `op` for every container named, printing its result line, or the daemon's error (as the
+/// docker CLI does, it goes on with the others and exits 1 if any failed).
+fn each(
+    names: &[String],
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    op: impl Fn(&str) -> Result<String, ApiError>,
+) -> Result<(), CliError> {
+    let mut failed = false;
+    for name in names {
+        match op(name) {
+            Ok(line) => {
+                let _ = writeln!(out, "{line}");
             }
             Err(e) => {
                 failed = true;
