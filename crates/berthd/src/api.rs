@@ -118,6 +118,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .head(bad_version),
         )
         .merge(crate::api_ext::routes())
+        .merge(crate::images_api::routes())
         .fallback(not_found)
         .with_state(state)
 }

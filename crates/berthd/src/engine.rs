@@ -62,6 +62,8 @@ pub struct EngineConfig {
     pub shim: PathBuf,
     pub runtime: PathBuf,
     pub cgroup_parent: String,
+    /// Registries reachable over plain http besides loopback (`--insecure-registry`).
+    pub insecure_registries: Vec<String>,
 }
 
 /// Docker's `State` of a container.
@@ -181,6 +183,8 @@ pub struct Engine {
     /// The event bus (`GET /events`).
     pub bus: crate::events::Bus,
     pub(crate) execs: crate::exec::Execs,
+    /// Settings of registry operations (pull, push, login).
+    pub registry_config: berth_registry::RegistryConfig,
 }
 
 /// What `wait` needs to wait for.
@@ -197,12 +201,17 @@ impl Engine {
         std::fs::create_dir_all(cfg.data_root.join("containers"))?;
         std::fs::create_dir_all(cfg.exec_root.join("containers"))?;
         let images = ImageStore::open(&cfg.data_root)?;
+        let cfg_insecure = cfg.insecure_registries.clone();
         let engine = Arc::new(Engine {
             cfg,
             images,
             map: Mutex::new(HashMap::new()),
             bus: Default::default(),
             execs: Default::default(),
+            registry_config: berth_registry::RegistryConfig {
+                insecure_registries: cfg_insecure,
+                ..Default::default()
+            },
         });
         for ent in std::fs::read_dir(engine.cfg.data_root.join("containers"))? {
             let ent = ent?;
@@ -1179,6 +1188,13 @@ impl Engine {
         let old = std::mem::replace(&mut r.name, full.to_string());
         self.persist(&r)?;
         Ok((old, r.clone()))
+    }
+
+    /// Publishes an image event (`pull`, `push`, `tag`, `untag`, `delete`, `load`, `import`).
+    pub fn image_event(&self, action: &str, name: &str) {
+        let mut a = serde_json::Map::new();
+        a.insert("name".into(), json!(name));
+        self.bus.emit("image", action, name, a);
     }
 
     /// Publishes a container event with Docker's attributes (name, image, labels, extras).

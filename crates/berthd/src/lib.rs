@@ -14,6 +14,7 @@ pub mod events;
 pub mod exec;
 pub mod health;
 pub mod hostconfig;
+pub mod images_api;
 pub mod logs;
 pub mod names;
 pub mod netns;
