@@ -15,6 +15,7 @@ pub use berth_registry::images as backend;
 pub mod cli;
 pub mod commands;
 pub mod containers;
+pub mod ctl;
 pub mod format;
 pub mod tabwriter;
 pub mod template;

@@ -19,7 +19,21 @@ pub fn bin_dir() -> &'static Path {
         let dir = berthd.parent().unwrap().to_path_buf();
         let target = dir.parent().unwrap();
         let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let st = Command::new(env!("CARGO"))
+        let mut cmd = Command::new(env!("CARGO"));
+        // Build under the environment a developer's `cargo build` has: variables that cargo
+        // and nextest set for test processes would change build-script fingerprints.
+        for (k, _) in std::env::vars() {
+            if (k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR")
+                || k.starts_with("NEXTEST")
+                || k == "OUT_DIR"
+                || k == "TARGET"
+                || k == "HOST"
+                || k == "RUST_TEST_THREADS"
+            {
+                cmd.env_remove(k);
+            }
+        }
+        let st = cmd
             .args([
                 "build",
                 "-p",
@@ -28,6 +42,9 @@ pub fn bin_dir() -> &'static Path {
                 "berth-runtime",
                 "-p",
                 "berth-cli",
+                // The same feature unification as the test build: no rebuild ping-pong.
+                "-p",
+                "berthd",
             ])
             .arg("--target-dir")
             .arg(target)
