@@ -45,6 +45,10 @@ struct Args {
     /// The shim binary (default: next to berthd, else `berth-shim` on PATH).
     #[arg(long)]
     shim: Option<PathBuf>,
+    /// The init of `--init` containers, a static binary (default: `berth-init` next to
+    /// berthd or on PATH; dockerd's `--init-path`).
+    #[arg(long = "init-path")]
+    init_path: Option<PathBuf>,
     /// The OCI runtime binary (default: next to berthd, else `berth-runtime` on PATH).
     #[arg(long)]
     runtime: Option<PathBuf>,
@@ -150,6 +154,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or_else(|| find_bin("berth-runtime")),
         cgroup_parent: args.cgroup_parent.clone(),
         insecure_registries: args.insecure_registries.clone(),
+        init: args
+            .init_path
+            .clone()
+            .unwrap_or_else(|| find_bin("berth-init")),
     };
     let engine = Engine::open(cfg)?;
     let info = berthd::sysinfo::Static::read(&args.data_root);

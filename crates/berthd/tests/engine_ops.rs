@@ -458,6 +458,27 @@ fn limits_security_and_health() {
         .ok()
         .stdout;
     assert!(out.trim().parse::<u32>().unwrap() > 3, "{out}");
+    // --init: PID 1 is the init, the command its child; zombies are reaped, signals forwarded.
+    let out = d
+        .docker(&["run", "--rm", "--init", "busybox", "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; (sleep 0.1 &) ; sleep 0.5; ps -o stat,comm | grep -c Z; exit 7"])
+        .stdout;
+    assert!(out.starts_with("/sbin/docker-init -- sh -c"), "{out}");
+    assert!(out.ends_with("0\n"), "zombies left: {out}");
+    let r = d.docker(&["run", "--rm", "--init", "busybox", "sh", "-c", "exit 7"]);
+    assert_eq!(r.code, 7);
+    d.docker(&[
+        "run", "-d", "--name", "ini", "--init", "busybox", "sleep", "1000",
+    ])
+    .ok();
+    // sleep as the init's child dies of the forwarded SIGTERM (143); as PID 1 it would ignore
+    // it and be killed after the timeout (137).
+    d.docker(&["stop", "-t", "5", "ini"]).ok();
+    assert_eq!(
+        d.docker(&["inspect", "-f", "{{.State.ExitCode}}", "ini"])
+            .ok()
+            .stdout,
+        "143\n"
+    );
     // Health checks.
     d.docker(&[
         "run",

@@ -52,6 +52,22 @@ pub fn bin_dir() -> &'static Path {
             .status()
             .unwrap();
         assert!(st.success(), "building the shim, runtime and CLI failed");
+        let mut cmd = Command::new("bash");
+        for (k, _) in std::env::vars() {
+            if (k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR")
+                || k.starts_with("NEXTEST")
+            {
+                cmd.env_remove(k);
+            }
+        }
+        let o = cmd
+            .arg(ws.join("crates/berth-init/build-static.sh"))
+            .env("CARGO_TARGET_DIR", target)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "building berth-init failed");
+        let init = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        std::fs::copy(&init, dir.join("berth-init.static")).unwrap();
         dir
     })
 }
@@ -181,6 +197,8 @@ impl Daemon {
             .arg(self.path("exec"))
             .arg("--cgroup-parent")
             .arg(&self.cgroup_parent)
+            .arg("--init-path")
+            .arg(bin_dir().join("berth-init.static"))
             .stdin(Stdio::null());
         c
     }
