@@ -98,6 +98,8 @@ pub enum Command {
     Kill(crate::ctl::KillCmd),
     /// Execute a command in a running container
     Exec(crate::ctl::ExecCmd),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(crate::ctl::AttachCmd),
     /// Return low-level information on Berth objects
     Inspect(crate::ctl::InspectCmd),
     /// Display the running processes of a container
@@ -497,6 +499,7 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             Command::Create(c) => code(ct::create(&host, c, out, err)),
             Command::Start(c) => code(crate::ctl::start(&host, c, out, err)),
             Command::Exec(c) => code(crate::ctl::exec(&host, c, err)),
+            Command::Attach(c) => code(crate::ctl::attach(&host, c)),
             Command::Restart(c) => crate::ctl::restart(&host, c, out, err),
             Command::Kill(c) => crate::ctl::kill(&host, c, out, err),
             Command::Inspect(c)

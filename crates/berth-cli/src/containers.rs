@@ -324,8 +324,20 @@ pub fn logs(
         c.timestamps as u8,
         enc(&c.tail)
     );
-    let resp = api::request(host, "GET", &path, None).map_err(daemon)?;
-    api::demux(&mut &resp.body[..], out, err).map_err(daemon)
+    let info = api::request(
+        host,
+        "GET",
+        &format!("/containers/{}/json", enc(&c.container)),
+        None,
+    )
+    .and_then(|r| r.json())
+    .map_err(daemon)?;
+    let mut r = api::stream(host, &path).map_err(daemon)?;
+    if info["Config"]["Tty"].as_bool() == Some(true) {
+        std::io::copy(&mut r, out).map_err(|e| CliError::Message(e.to_string()))?;
+        return Ok(());
+    }
+    api::demux(&mut r, out, err).map_err(daemon)
 }
 
 /// `stop` flags.

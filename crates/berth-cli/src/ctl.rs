@@ -1472,3 +1472,54 @@ mod tests {
         assert_eq!(b["Env"][0], "A=1");
     }
 }
+
+/// `attach` flags.
+#[derive(Debug, Args)]
+pub struct AttachCmd {
+    /// Do not attach STDIN
+    #[arg(long = "no-stdin")]
+    no_stdin: bool,
+    container: String,
+}
+
+/// `attach`: the container's output (and input, when it has stdin open) until it exits or the
+/// detach keys are pressed; exits with the container's status.
+pub fn attach(host: &Host, c: &AttachCmd) -> Result<i32, CliError> {
+    let info = api::request(
+        host,
+        "GET",
+        &format!("/containers/{}/json", enc(&c.container)),
+        None,
+    )
+    .and_then(|r| r.json())
+    .map_err(daemon)?;
+    if info["State"]["Running"].as_bool() != Some(true) {
+        return Err(CliError::Message(
+            "You cannot attach to a stopped container, start it first".into(),
+        ));
+    }
+    let id = info["Id"].as_str().unwrap_or_default().to_string();
+    let tty = info["Config"]["Tty"].as_bool().unwrap_or(false);
+    let stdin = !c.no_stdin && info["Config"]["OpenStdin"].as_bool().unwrap_or(false);
+    let stream = api::hijack(
+        host,
+        &format!(
+            "/containers/{id}/attach?stream=1&stdout=1&stderr=1&stdin={}",
+            stdin as u8
+        ),
+        None,
+    )
+    .map_err(daemon)?;
+    let waiter = spawn_wait(host, &id, "next-exit");
+    let detached = interactive(
+        host,
+        stream,
+        tty,
+        stdin,
+        tty.then(|| format!("/containers/{id}/resize")),
+    )?;
+    if detached {
+        return Ok(0);
+    }
+    Ok(join_wait(waiter))
+}

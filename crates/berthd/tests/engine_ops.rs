@@ -625,6 +625,39 @@ fn berth_cli_engine_commands_and_terminals() {
     let p = d.berth(&["container", "prune", "-f"]).ok().stdout;
     assert!(p.contains("Deleted Containers"), "{p}");
     assert_eq!(d.berth(&["ps", "-aq"]).ok().stdout, "");
+    // logs -f streams until the container exits; attach follows a running container.
+    d.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "lf",
+        "busybox",
+        "sh",
+        "-c",
+        "echo one; sleep 1; echo two >&2",
+    ])
+    .ok();
+    let r = d.berth(&["logs", "-f", "lf"]).ok();
+    assert_eq!((r.stdout.as_str(), r.stderr.as_str()), ("one\n", "two\n"));
+    d.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "at",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; echo attached; exit 5",
+    ])
+    .ok();
+    let r = d.berth(&["attach", "at"]);
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (5, "attached\n"),
+        "{}",
+        r.stderr
+    );
+    d.berth(&["rm", "lf", "at"]).ok();
     // A bad flag value: exit 125 with a message.
     let r = d.berth(&["run", "--memory", "lots", "busybox", "true"]);
     assert_eq!(r.code, 125, "{}", r.stderr);
