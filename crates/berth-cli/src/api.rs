@@ -229,6 +229,54 @@ pub fn hijack(
     Ok(r)
 }
 
+/// A POST with an optional streamed (chunked) body; the response body as a stream.
+pub fn post_stream(
+    host: &Host,
+    path: &str,
+    body: Option<Box<dyn Read + Send>>,
+) -> Result<Box<dyn Read + Send>, ApiError> {
+    let mut s = host.connect()?;
+    match body {
+        None => write_request(&mut s, "POST", path, None, "Connection: close\r\n")?,
+        Some(mut r) => {
+            let head = format!(
+                "POST /v1.44{path} HTTP/1.1\r\nHost: berth\r\nUser-Agent: berth-cli/{}\r\nConnection: close\r\nContent-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n\r\n",
+                env!("CARGO_PKG_VERSION")
+            );
+            s.write_all(head.as_bytes())?;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = r.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                write!(s, "{n:x}\r\n")?;
+                s.write_all(&buf[..n])?;
+                s.write_all(b"\r\n")?;
+            }
+            s.write_all(b"0\r\n\r\n")?;
+        }
+    }
+    let mut r = BufReader::new(s);
+    let (code, headers) = read_head(&mut r)?;
+    if code >= 400 {
+        let body = read_body(&mut r, &headers)?;
+        return Err(error_of(code, &body));
+    }
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        Ok(Box::new(Chunked {
+            r,
+            left: 0,
+            done: false,
+        }))
+    } else {
+        Ok(Box::new(r))
+    }
+}
+
 /// A streamed response (`logs -f`, `events`, `stats`): the reader after the head, de-chunked.
 pub fn stream(host: &Host, path: &str) -> Result<Box<dyn Read + Send>, ApiError> {
     let mut s = host.connect()?;

@@ -19,15 +19,10 @@ use crate::commands::{
     disable_help_subcommand = true
 )]
 pub struct Cli {
-    /// Root directory of persistent Berth state.
-    #[arg(
-        long,
-        global = true,
-        env = "BERTH_DATA_ROOT",
-        default_value = "/var/lib/berth",
-        value_name = "PATH"
-    )]
-    pub data_root: PathBuf,
+    /// Work on this data root directly, without a daemon (image commands only); by default
+    /// every command goes through berthd.
+    #[arg(long, global = true, env = "BERTH_DATA_ROOT", value_name = "PATH")]
+    pub data_root: Option<PathBuf>,
 
     /// Registries (`host[:port]`) that may be reached over plain http or with unverified TLS
     /// (localhost and 127.0.0.1 always may)
@@ -436,7 +431,11 @@ where
     }
 }
 
-fn backend(cli: &Cli) -> Result<LocalBackend, CliError> {
+fn backend(cli: &Cli) -> Result<Box<dyn ImageBackend>, CliError> {
+    let Some(root) = &cli.data_root else {
+        let host = crate::api::Host::parse(&cli.host).map_err(CliError::Usage)?;
+        return Ok(Box::new(crate::apibackend::ApiBackend { host }));
+    };
     let registry = berth_registry::RegistryConfig {
         insecure_registries: cli
             .insecure_registries
@@ -446,12 +445,12 @@ fn backend(cli: &Cli) -> Result<LocalBackend, CliError> {
             .collect(),
         ..Default::default()
     };
-    LocalBackend::open(cli.data_root.clone())
-        .map(|b| b.with_registry_config(registry))
+    LocalBackend::open(root.clone())
+        .map(|b| Box::new(b.with_registry_config(registry)) as Box<dyn ImageBackend>)
         .map_err(|e| {
             CliError::Usage(format!(
                 "Error: cannot open the Berth data root {}: {e}",
-                cli.data_root.display()
+                root.display()
             ))
         })
 }
@@ -540,7 +539,7 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
         };
     }
     let b = backend(cli)?;
-    let b: &dyn ImageBackend = &b;
+    let b: &dyn ImageBackend = b.as_ref();
     match &cli.command {
         Command::Images(c)
         | Command::Image {
