@@ -124,6 +124,8 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
     pub cgroup_parent: String,
+    /// More daemon flags (see [`Daemon::with_args`]).
+    pub extra_args: Vec<String>,
 }
 
 pub struct Run {
@@ -154,12 +156,18 @@ impl Run {
 
 impl Daemon {
     pub fn new() -> Daemon {
+        Self::with_args(&[])
+    }
+
+    /// A daemon started with more flags.
+    pub fn with_args(extra: &[String]) -> Daemon {
         let dir = tempfile::Builder::new().prefix("bd").tempdir().unwrap();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let mut d = Daemon {
             dir,
             child: None,
             cgroup_parent: format!("/berth-test-{}-{n}", std::process::id()),
+            extra_args: extra.to_vec(),
         };
         std::fs::create_dir_all(d.path("docker-config")).unwrap();
         // Seed busybox:latest through the berth CLI into the same data root.
@@ -199,6 +207,7 @@ impl Daemon {
             .arg(&self.cgroup_parent)
             .arg("--init-path")
             .arg(bin_dir().join("berth-init.static"))
+            .args(&self.extra_args)
             .stdin(Stdio::null());
         c
     }
