@@ -12,6 +12,7 @@ pub mod engine;
 pub mod logs;
 pub mod names;
 pub mod netns;
+pub mod network;
 pub mod shimio;
 pub mod spec;
 pub mod sysinfo;

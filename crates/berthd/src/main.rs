@@ -51,6 +51,18 @@ struct Args {
     /// Debug logging.
     #[arg(short = 'D', long)]
     debug: bool,
+    /// The default bridge network's interface.
+    #[arg(short = 'b', long, env = "BERTHD_BRIDGE", default_value = "berth0")]
+    bridge: String,
+    /// The default bridge's address and prefix (e.g. 172.17.0.1/16); chosen when absent.
+    #[arg(long, env = "BERTHD_BIP")]
+    bip: Option<berth_network::Ipv4Net>,
+    /// Where default-bridge containers get their addresses (inside --bip's subnet).
+    #[arg(long, env = "BERTHD_FIXED_CIDR")]
+    fixed_cidr: Option<berth_network::Ipv4Net>,
+    /// Firewall backend: auto, nftables, iptables, none.
+    #[arg(long, env = "BERTHD_FIREWALL", default_value = "auto")]
+    firewall_backend: String,
 }
 
 fn find_bin(name: &str) -> PathBuf {
@@ -146,6 +158,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| find_bin("berth-runtime")),
         cgroup_parent: args.cgroup_parent.clone(),
+        network: berthd::network::NetOptions {
+            bridge: args.bridge.clone(),
+            bip: args.bip,
+            fixed_cidr: args.fixed_cidr,
+            firewall: args.firewall_backend.clone(),
+        },
     };
     let engine = Engine::open(cfg)?;
     let info = berthd::sysinfo::Static::read(&args.data_root);
