@@ -193,8 +193,7 @@ async fn forward(q: &[u8], servers: &[SocketAddr]) -> Option<Vec<u8>> {
             continue;
         }
         let mut buf = vec![0u8; 4096];
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(3), sock.recv(&mut buf)).await
-        {
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(3), sock.recv(&mut buf)).await {
             if n >= 2 && buf[..2] == q[..2] {
                 buf.truncate(n);
                 return Some(buf);

@@ -83,7 +83,11 @@ pub fn resolv_conf(host: &ResolvConf, o: &DnsOverrides, embedded: bool) -> (Stri
     let search = if o.search.is_empty() {
         host.search.clone()
     } else {
-        o.search.iter().filter(|s| s.as_str() != ".").cloned().collect()
+        o.search
+            .iter()
+            .filter(|s| s.as_str() != ".")
+            .cloned()
+            .collect()
     };
     if embedded {
         let mut options = vec!["ndots:0".to_string()];
@@ -166,12 +170,20 @@ mod tests {
 
     #[test]
     fn resolv_conf_like_docker() {
-        let host = ResolvConf::parse("nameserver 127.0.0.53\nnameserver 10.0.0.1\nsearch example.com\noptions edns0\n");
+        let host = ResolvConf::parse(
+            "nameserver 127.0.0.53\nnameserver 10.0.0.1\nsearch example.com\noptions edns0\n",
+        );
         let (text, up) = resolv_conf(&host, &DnsOverrides::default(), true);
-        assert!(text.starts_with("nameserver 127.0.0.11\nsearch example.com\noptions ndots:0 edns0\n"), "{text}");
+        assert!(
+            text.starts_with("nameserver 127.0.0.11\nsearch example.com\noptions ndots:0 edns0\n"),
+            "{text}"
+        );
         assert_eq!(up.len(), 2);
         let (text, up) = resolv_conf(&host, &DnsOverrides::default(), false);
-        assert_eq!(text, "nameserver 10.0.0.1\nsearch example.com\noptions edns0\n");
+        assert_eq!(
+            text,
+            "nameserver 10.0.0.1\nsearch example.com\noptions edns0\n"
+        );
         assert_eq!(up, vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
         let o = DnsOverrides {
             servers: vec!["10.9.9.9".parse().unwrap()],
@@ -179,7 +191,10 @@ mod tests {
             options: vec!["ndots:3".into()],
         };
         let (text, up) = resolv_conf(&host, &o, true);
-        assert!(text.starts_with("nameserver 127.0.0.11\nsearch corp\noptions ndots:3 edns0\n"), "{text}");
+        assert!(
+            text.starts_with("nameserver 127.0.0.11\nsearch corp\noptions ndots:3 edns0\n"),
+            "{text}"
+        );
         assert_eq!(up, vec!["10.9.9.9".parse::<IpAddr>().unwrap()]);
     }
 

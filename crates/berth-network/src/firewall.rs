@@ -155,15 +155,11 @@ impl Nftables {
             json!({"delete": {"table": self.table()}}),
             json!({"add": {"table": self.table()}}),
         ];
-        let chain = |name: &str, ty: &str, hook: &str, prio: i32| {
-            json!({"add": {"chain": {"family": "inet", "table": t, "name": name, "type": ty, "hook": hook, "prio": prio, "policy": "accept"}}})
-        };
+        let chain = |name: &str, ty: &str, hook: &str, prio: i32| json!({"add": {"chain": {"family": "inet", "table": t, "name": name, "type": ty, "hook": hook, "prio": prio, "policy": "accept"}}});
         cmds.push(chain("forward", "filter", "forward", 0));
         cmds.push(chain("prerouting", "nat", "prerouting", -100));
         cmds.push(chain("postrouting", "nat", "postrouting", 100));
-        let rule = |chain: &str, expr: Vec<Value>| {
-            json!({"add": {"rule": {"family": "inet", "table": t, "chain": chain, "expr": expr}}})
-        };
+        let rule = |chain: &str, expr: Vec<Value>| json!({"add": {"rule": {"family": "inet", "table": t, "chain": chain, "expr": expr}}});
         let is = |key: &str, v: Value| json!({"match": {"op": "==", "left": {"meta": {"key": key}}, "right": v}});
         let not = |key: &str, v: Value| json!({"match": {"op": "!=", "left": {"meta": {"key": key}}, "right": v}});
         let saddr = |n: &Ipv4Net| json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": n.network().to_string(), "len": n.prefix}}}});
@@ -199,11 +195,7 @@ impl Nftables {
                 continue;
             }
             // Isolation: nothing from this bridge to another Berth bridge.
-            let others: Vec<&str> = names
-                .iter()
-                .copied()
-                .filter(|n| *n != b.bridge)
-                .collect();
+            let others: Vec<&str> = names.iter().copied().filter(|n| *n != b.bridge).collect();
             if !others.is_empty() {
                 cmds.push(rule(
                     "forward",
@@ -389,7 +381,12 @@ impl Firewall for Iptables {
     fn clear(&self) -> Result<(), FirewallError> {
         self.jump("filter", "FORWARD", &format!("{}-FWD", self.prefix), false);
         self.jump("nat", "PREROUTING", &format!("{}-PRE", self.prefix), false);
-        self.jump("nat", "POSTROUTING", &format!("{}-POST", self.prefix), false);
+        self.jump(
+            "nat",
+            "POSTROUTING",
+            &format!("{}-POST", self.prefix),
+            false,
+        );
         for (t, c) in [("filter", "FWD"), ("nat", "PRE"), ("nat", "POST")] {
             let chain = format!("{}-{c}", self.prefix);
             let _ = Command::new("iptables")
@@ -461,7 +458,9 @@ mod tests {
     #[test]
     fn nft_batch_is_self_contained_and_skips_loopback_ports() {
         let b = Nftables::new("berth_t").batch(&rules()).to_string();
-        assert!(b.starts_with(r#"{"nftables":[{"add":{"table":{"family":"inet","name":"berth_t"}}},{"delete""#));
+        assert!(b.starts_with(
+            r#"{"nftables":[{"add":{"table":{"family":"inet","name":"berth_t"}}},{"delete""#
+        ));
         assert!(!b.contains("8080"), "{b}");
         assert!(b.contains(r#""right":5353}"#), "{b}");
         assert!(b.contains(r#""masquerade":null"#));

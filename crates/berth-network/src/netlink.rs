@@ -350,7 +350,8 @@ pub fn ipv4_addresses() -> Result<Vec<Ipv4Net>> {
         let mut addrs = h.address().get().execute();
         while let Some(m) = addrs.try_next().await.map_err(nl("listing addresses"))? {
             for a in &m.attributes {
-                if let rtnetlink::packet_route::address::AddressAttribute::Address(IpAddr::V4(ip)) = a
+                if let rtnetlink::packet_route::address::AddressAttribute::Address(IpAddr::V4(ip)) =
+                    a
                 {
                     out.push(Ipv4Net::new(*ip, m.header.prefix_len));
                 }

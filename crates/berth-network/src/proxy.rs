@@ -177,7 +177,10 @@ mod tests {
             Err(e) => e,
             Ok(_) => panic!("second bind succeeded"),
         };
-        assert!(err.to_string().contains("port is already allocated"), "{err}");
+        assert!(
+            err.to_string().contains("port is already allocated"),
+            "{err}"
+        );
         let _p = b.serve(echo_addr).unwrap();
         let mut c = TcpStream::connect(addr).await.unwrap();
         c.write_all(b"hello").await.unwrap();

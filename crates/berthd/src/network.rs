@@ -69,7 +69,8 @@ impl NetOptions {
         } else {
             format!(
                 "berth_{}",
-                self.bridge.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+                self.bridge
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
             )
         }
     }
@@ -190,7 +191,8 @@ impl Manager {
         std::fs::create_dir_all(&dir)?;
         let path = dir.join("state.json");
         let mut st: NetState = if path.exists() {
-            util::read_json(&path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?
+            util::read_json(&path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?
         } else {
             NetState::default()
         };
@@ -237,9 +239,8 @@ impl Manager {
             .map(|n| n.id.clone())
             .unwrap_or_default();
         let pool = match opts.bip {
-            Some(bip) => {
-                Pool::new(bip, Some(bip.addr), opts.fixed_cidr).map_err(|e| anyhow::anyhow!("--bip: {e}"))?
-            }
+            Some(bip) => Pool::new(bip, Some(bip.addr), opts.fixed_cidr)
+                .map_err(|e| anyhow::anyhow!("--bip: {e}"))?,
             None => match st.networks[&def_id].pool.clone() {
                 Some(p) if opts.fixed_cidr.is_none() || p.ip_range == opts.fixed_cidr => p,
                 _ => {
@@ -318,7 +319,11 @@ impl Manager {
             };
             for p in &c.ports {
                 r.ports.push(PortRule {
-                    proto: if p.proto == "udp" { Proto::Udp } else { Proto::Tcp },
+                    proto: if p.proto == "udp" {
+                        Proto::Udp
+                    } else {
+                        Proto::Tcp
+                    },
                     host_ip: p.host_ip.parse().ok(),
                     host_port: p.host_port,
                     container_ip: ep.ip,
@@ -386,9 +391,15 @@ impl Manager {
                 net.name, net.driver
             )));
         }
-        let pool = net.pool.as_ref().ok_or_else(|| internal("network without pool"))?;
+        let pool = net
+            .pool
+            .as_ref()
+            .ok_or_else(|| internal("network without pool"))?;
         let requested: Option<Ipv4Addr> = match cfg["IPAMConfig"]["IPv4Address"].as_str() {
-            Some(s) if !s.is_empty() => Some(s.parse().map_err(|_| bad(format!("invalid IPv4 address: {s}")))?),
+            Some(s) if !s.is_empty() => Some(
+                s.parse()
+                    .map_err(|_| bad(format!("invalid IPv4 address: {s}")))?,
+            ),
             _ => None,
         };
         if requested.is_some() && net.builtin {
@@ -402,20 +413,30 @@ impl Manager {
                 ipam::IpamError::InUse(_) => EngineError::Conflict(e.to_string()),
                 _ => bad(e),
             })?;
-        let mac = match mac.or_else(|| cfg["MacAddress"].as_str().map(str::to_string)).filter(|m| !m.is_empty()) {
+        let mac = match mac
+            .or_else(|| cfg["MacAddress"].as_str().map(str::to_string))
+            .filter(|m| !m.is_empty())
+        {
             Some(m) => {
-                let parsed = etc::parse_mac(&m).ok_or_else(|| bad(format!("invalid MAC address: {m}")))?;
+                let parsed =
+                    etc::parse_mac(&m).ok_or_else(|| bad(format!("invalid MAC address: {m}")))?;
                 etc::mac_string(&parsed)
             }
             None => etc::mac_string(&etc::mac_for(ip)),
         };
         let mut aliases: Vec<String> = cfg["Aliases"]
             .as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         aliases.dedup();
         if net.builtin && !aliases.is_empty() {
-            return Err(bad("network-scoped alias is supported only for containers in user defined networks"));
+            return Err(bad(
+                "network-scoped alias is supported only for containers in user defined networks",
+            ));
         }
         Ok(Endpoint {
             network: net.id.clone(),
@@ -445,17 +466,24 @@ impl Manager {
         let mut wanted: Vec<(String, Value)> = Vec::new();
         match mode.as_str() {
             "host" | "none" => {
-                if eps.as_object().is_some_and(|o| o.keys().any(|k| k != &mode)) {
+                if eps
+                    .as_object()
+                    .is_some_and(|o| o.keys().any(|k| k != &mode))
+                {
                     return Err(bad(format!(
                         "container sharing network namespace with another container or host cannot be connected to any other network"
                     )));
                 }
             }
             m if m.starts_with("container:") => {
-                if !c.host_config["PortBindings"].as_object().is_none_or(|o| o.is_empty())
+                if !c.host_config["PortBindings"]
+                    .as_object()
+                    .is_none_or(|o| o.is_empty())
                     || c.host_config["PublishAllPorts"].as_bool().unwrap_or(false)
                 {
-                    return Err(bad("conflicting options: port publishing and the container type network mode"));
+                    return Err(bad(
+                        "conflicting options: port publishing and the container type network mode",
+                    ));
                 }
             }
             m => {
@@ -493,7 +521,11 @@ impl Manager {
             let mac = if i == 0 { top_mac.clone() } else { None };
             let ep = Self::new_endpoint(&st, &c.id, &net, cfg, format!("eth{i}"), mac)?;
             // Reserve within this create too.
-            st.containers.entry(c.id.clone()).or_default().endpoints.push(ep.clone());
+            st.containers
+                .entry(c.id.clone())
+                .or_default()
+                .endpoints
+                .push(ep.clone());
             cn.endpoints.push(ep);
         }
         st.containers.insert(c.id.clone(), cn);
@@ -542,8 +574,13 @@ impl Manager {
         let mode = c.network_mode();
         let hc = &c.host_config;
         let strs = |k: &str| -> Vec<String> {
-            hc[k].as_array()
-                .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            hc[k]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let overrides = DnsOverrides {
@@ -554,7 +591,9 @@ impl Manager {
         let extra = self.extra_hosts(hc)?;
         if let Some(x) = mode.strip_prefix("container:") {
             let (oid, pid) = other(x).ok_or_else(|| {
-                EngineError::Conflict(format!("cannot join network namespace of container {x}: it is not running"))
+                EngineError::Conflict(format!(
+                    "cannot join network namespace of container {x}: it is not running"
+                ))
             })?;
             if oid == c.id {
                 return Err(bad("cannot join own network namespace"));
@@ -566,10 +605,11 @@ impl Manager {
                 .and_then(|o| o.endpoints.first())
                 .map(|e| vec![(e.ip, vec![hostname.to_string()])])
                 .unwrap_or_default();
-            let embedded = st
-                .containers
-                .get(&oid)
-                .is_some_and(|o| o.endpoints.iter().any(|e| st.networks.get(&e.network).is_some_and(|n| n.dns())));
+            let embedded = st.containers.get(&oid).is_some_and(|o| {
+                o.endpoints
+                    .iter()
+                    .any(|e| st.networks.get(&e.network).is_some_and(|n| n.dns()))
+            });
             drop(st);
             let (resolv, _) = etc::resolv_conf(&self.host_resolv, &overrides, embedded);
             return Ok(Plan {
@@ -586,7 +626,10 @@ impl Manager {
             let (resolv, _) = etc::resolv_conf(&self.host_resolv, &overrides, false);
             return Ok(Plan {
                 hosts,
-                resolv: if overrides.servers.is_empty() && overrides.search.is_empty() && overrides.options.is_empty() {
+                resolv: if overrides.servers.is_empty()
+                    && overrides.search.is_empty()
+                    && overrides.options.is_empty()
+                {
                     std::fs::read_to_string("/etc/resolv.conf").unwrap_or(resolv)
                 } else {
                     resolv
@@ -648,7 +691,8 @@ impl Manager {
             return Ok(());
         }
         let ns = Netns::of_pid(pid as u32);
-        netlink::loopback_up(&ns).map_err(|e| internal(format!("setting up the loopback interface: {e}")))?;
+        netlink::loopback_up(&ns)
+            .map_err(|e| internal(format!("setting up the loopback interface: {e}")))?;
         if mode == "none" {
             return Ok(());
         }
@@ -662,8 +706,15 @@ impl Manager {
     fn attach_inner(&self, c: &Container, ns: &Netns) -> NResult<()> {
         let (eps, nets) = {
             let st = self.state.lock().unwrap();
-            let eps = st.containers.get(&c.id).map(|x| x.endpoints.clone()).unwrap_or_default();
-            let nets: Vec<Network> = eps.iter().filter_map(|e| st.networks.get(&e.network).cloned()).collect();
+            let eps = st
+                .containers
+                .get(&c.id)
+                .map(|x| x.endpoints.clone())
+                .unwrap_or_default();
+            let nets: Vec<Network> = eps
+                .iter()
+                .filter_map(|e| st.networks.get(&e.network).cloned())
+                .collect();
             (eps, nets)
         };
         for (i, (ep, net)) in eps.iter().zip(nets.iter()).enumerate() {
@@ -710,7 +761,10 @@ impl Manager {
     }
 
     fn plug(&self, ns: &Netns, ep: &Endpoint, net: &Network, primary: bool) -> NResult<()> {
-        let pool = net.pool.as_ref().ok_or_else(|| internal("network without pool"))?;
+        let pool = net
+            .pool
+            .as_ref()
+            .ok_or_else(|| internal("network without pool"))?;
         let mac = etc::parse_mac(&ep.mac).unwrap_or_else(|| etc::mac_for(ep.ip));
         let _ = netlink::delete_link(&ep.host_veth);
         netlink::attach_veth(
@@ -738,7 +792,8 @@ impl Manager {
             Some(m) => m.resolve(&cid2, name),
             None => Answer::Forward(vec![]),
         });
-        dns::serve_in(ns, lookup).map_err(|e| internal(format!("starting the embedded DNS server: {e}")))
+        dns::serve_in(ns, lookup)
+            .map_err(|e| internal(format!("starting the embedded DNS server: {e}")))
     }
 
     /// A name as seen from container `cid`.
@@ -750,7 +805,9 @@ impl Manager {
         };
         let mut ips = Vec::new();
         for ep in &me.endpoints {
-            let Some(net) = st.networks.get(&ep.network) else { continue };
+            let Some(net) = st.networks.get(&ep.network) else {
+                continue;
+            };
             if !net.dns() {
                 continue;
             }
@@ -759,7 +816,12 @@ impl Manager {
                     let hit = other.name.to_ascii_lowercase() == name
                         || oe.aliases.iter().any(|a| a.to_ascii_lowercase() == name)
                         || (name.len() == 12 && oid.starts_with(&name))
-                        || name == format!("{}.{}", other.name.to_ascii_lowercase(), net.name.to_ascii_lowercase());
+                        || name
+                            == format!(
+                                "{}.{}",
+                                other.name.to_ascii_lowercase(),
+                                net.name.to_ascii_lowercase()
+                            );
                     if hit && !ips.contains(&oe.ip) {
                         ips.push(oe.ip);
                     }
@@ -769,7 +831,12 @@ impl Manager {
         if !ips.is_empty() {
             return Answer::Local(ips);
         }
-        Answer::Forward(me.upstream.iter().map(|ip| SocketAddr::new(*ip, 53)).collect())
+        Answer::Forward(
+            me.upstream
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, 53))
+                .collect(),
+        )
     }
 
     /// The container stopped: proxies, DNS, host veths and port rules go away.
@@ -816,7 +883,8 @@ impl Manager {
             containers.iter().map(|c| (c.id.as_str(), c)).collect();
         let running: Vec<(String, i64, Vec<PortMap>, Vec<Endpoint>)> = {
             let mut st = self.state.lock().unwrap();
-            st.containers.retain(|id, _| known.contains_key(id.as_str()));
+            st.containers
+                .retain(|id, _| known.contains_key(id.as_str()));
             for (id, cn) in st.containers.iter_mut() {
                 if !known[id.as_str()].state.running {
                     cn.ports.clear();
@@ -831,7 +899,14 @@ impl Manager {
             st.containers
                 .iter()
                 .filter(|(id, _)| known[id.as_str()].state.running)
-                .map(|(id, cn)| (id.clone(), known[id.as_str()].state.pid, cn.ports.clone(), cn.endpoints.clone()))
+                .map(|(id, cn)| {
+                    (
+                        id.clone(),
+                        known[id.as_str()].state.pid,
+                        cn.ports.clone(),
+                        cn.endpoints.clone(),
+                    )
+                })
                 .collect()
         };
         for (id, pid, ports, eps) in running {
@@ -848,7 +923,10 @@ impl Manager {
                         host_port: p.host_port.to_string(),
                         container_port: p.container_port,
                     };
-                    match bind_port(&want).and_then(|(b, _)| b.serve(SocketAddr::from((primary.ip, p.container_port))).map_err(internal)) {
+                    match bind_port(&want).and_then(|(b, _)| {
+                        b.serve(SocketAddr::from((primary.ip, p.container_port)))
+                            .map_err(internal)
+                    }) {
                         Ok(px) => proxies.push(px),
                         Err(e) => tracing::warn!("re-publishing port {} of {id}: {e}", p.host_port),
                     }
@@ -856,7 +934,8 @@ impl Manager {
             }
             let nets_dns = {
                 let st = self.state.lock().unwrap();
-                eps.iter().any(|e| st.networks.get(&e.network).is_some_and(|n| n.dns()))
+                eps.iter()
+                    .any(|e| st.networks.get(&e.network).is_some_and(|n| n.dns()))
             };
             let dns = if nets_dns {
                 match self.dns_server(&id, &ns) {
@@ -869,7 +948,13 @@ impl Manager {
             } else {
                 None
             };
-            self.running.lock().unwrap().insert(id, Running { _proxies: proxies, _dns: dns });
+            self.running.lock().unwrap().insert(
+                id,
+                Running {
+                    _proxies: proxies,
+                    _dns: dns,
+                },
+            );
         }
     }
 
@@ -899,32 +984,43 @@ impl Manager {
         }
         let cn = st.containers.get(&c.id);
         for ep in cn.map(|x| x.endpoints.as_slice()).unwrap_or_default() {
-            let Some(net) = st.networks.get(&ep.network) else { continue };
+            let Some(net) = st.networks.get(&ep.network) else {
+                continue;
+            };
             let pool = net.pool.clone();
             let prefix = pool.as_ref().map(|p| p.subnet.prefix).unwrap_or(0);
-            let gw = pool.as_ref().map(|p| p.gateway.to_string()).unwrap_or_default();
+            let gw = pool
+                .as_ref()
+                .map(|p| p.gateway.to_string())
+                .unwrap_or_default();
             let mut dns_names = Value::Null;
             if net.dns() {
-                let mut v = vec![c.name.trim_start_matches('/').to_string(), c.id[..12].to_string()];
+                let mut v = vec![
+                    c.name.trim_start_matches('/').to_string(),
+                    c.id[..12].to_string(),
+                ];
                 v.extend(ep.aliases.iter().cloned());
                 dns_names = json!(v);
             }
-            networks.insert(net.name.clone(), json!({
-                "IPAMConfig": ep.requested_ip.map(|ip| json!({"IPv4Address": ip.to_string()})),
-                "Links": null,
-                "Aliases": if ep.aliases.is_empty() { Value::Null } else { json!(ep.aliases) },
-                "MacAddress": ep.mac,
-                "DriverOpts": null,
-                "NetworkID": net.id,
-                "EndpointID": ep.endpoint_id,
-                "Gateway": gw,
-                "IPAddress": ep.ip.to_string(),
-                "IPPrefixLen": prefix,
-                "IPv6Gateway": "",
-                "GlobalIPv6Address": "",
-                "GlobalIPv6PrefixLen": 0,
-                "DNSNames": dns_names,
-            }));
+            networks.insert(
+                net.name.clone(),
+                json!({
+                    "IPAMConfig": ep.requested_ip.map(|ip| json!({"IPv4Address": ip.to_string()})),
+                    "Links": null,
+                    "Aliases": if ep.aliases.is_empty() { Value::Null } else { json!(ep.aliases) },
+                    "MacAddress": ep.mac,
+                    "DriverOpts": null,
+                    "NetworkID": net.id,
+                    "EndpointID": ep.endpoint_id,
+                    "Gateway": gw,
+                    "IPAddress": ep.ip.to_string(),
+                    "IPPrefixLen": prefix,
+                    "IPv6Gateway": "",
+                    "GlobalIPv6Address": "",
+                    "GlobalIPv6PrefixLen": 0,
+                    "DNSNames": dns_names,
+                }),
+            );
             if net.builtin && net.name == "bridge" {
                 top["Bridge"] = json!("");
                 top["EndpointID"] = json!(ep.endpoint_id);
@@ -988,10 +1084,13 @@ impl Manager {
             for (cid, cn) in &st.containers {
                 for ep in cn.endpoints.iter().filter(|e| e.network == n.id) {
                     let prefix = n.pool.as_ref().map(|p| p.subnet.prefix).unwrap_or(0);
-                    containers.insert(cid.clone(), json!({
-                        "Name": cn.name, "EndpointID": ep.endpoint_id, "MacAddress": ep.mac,
-                        "IPv4Address": format!("{}/{prefix}", ep.ip), "IPv6Address": "",
-                    }));
+                    containers.insert(
+                        cid.clone(),
+                        json!({
+                            "Name": cn.name, "EndpointID": ep.endpoint_id, "MacAddress": ep.mac,
+                            "IPv4Address": format!("{}/{prefix}", ep.ip), "IPv6Address": "",
+                        }),
+                    );
                 }
             }
         }
@@ -999,7 +1098,8 @@ impl Manager {
             .pool
             .iter()
             .map(|p| {
-                let mut v = json!({"Subnet": p.subnet.to_string(), "Gateway": p.gateway.to_string()});
+                let mut v =
+                    json!({"Subnet": p.subnet.to_string(), "Gateway": p.gateway.to_string()});
                 if let Some(r) = p.ip_range {
                     v["IPRange"] = json!(r.to_string());
                 }
@@ -1042,7 +1142,10 @@ impl Manager {
                     None => n.labels.contains_key(v.as_str()),
                 },
                 "dangling" => {
-                    let used = st.containers.values().any(|c| c.endpoints.iter().any(|e| e.network == n.id));
+                    let used = st
+                        .containers
+                        .values()
+                        .any(|c| c.endpoints.iter().any(|e| e.network == n.id));
                     (v == "true" || v == "1") == (!used && !n.builtin)
                 }
                 _ => true,
@@ -1065,9 +1168,14 @@ impl Manager {
         if name.is_empty() || !crate::names::valid(&name) {
             return Err(bad(format!("invalid network name: {name:?}")));
         }
-        let driver = body["Driver"].as_str().filter(|d| !d.is_empty()).unwrap_or("bridge");
+        let driver = body["Driver"]
+            .as_str()
+            .filter(|d| !d.is_empty())
+            .unwrap_or("bridge");
         if driver != "bridge" {
-            return Err(bad(format!("plugin \"{driver}\" not found: only the bridge driver is supported")));
+            return Err(bad(format!(
+                "plugin \"{driver}\" not found: only the bridge driver is supported"
+            )));
         }
         if body["EnableIPv6"].as_bool().unwrap_or(false) {
             return Err(bad("IPv6 networks are not supported by berth yet"));
@@ -1075,7 +1183,12 @@ impl Manager {
         let mut options: BTreeMap<String, String> = BTreeMap::new();
         if let Some(o) = body["Options"].as_object() {
             for (k, v) in o {
-                options.insert(k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+                options.insert(
+                    k.clone(),
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string()),
+                );
             }
         }
         let mut labels = BTreeMap::new();
@@ -1084,7 +1197,10 @@ impl Manager {
                 labels.insert(k.clone(), v.as_str().unwrap_or("").to_string());
             }
         }
-        let cfgs = body["IPAM"]["Config"].as_array().cloned().unwrap_or_default();
+        let cfgs = body["IPAM"]["Config"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let v4: Vec<&Value> = cfgs
             .iter()
             .filter(|c| !c["Subnet"].as_str().unwrap_or("").contains(':'))
@@ -1094,21 +1210,33 @@ impl Manager {
         }
         let parse_net = |v: &Value, k: &str| -> NResult<Option<Ipv4Net>> {
             match v[k].as_str().filter(|s| !s.is_empty()) {
-                Some(s) => s.parse().map(Some).map_err(|e| bad(format!("invalid {k}: {e}"))),
+                Some(s) => s
+                    .parse()
+                    .map(Some)
+                    .map_err(|e| bad(format!("invalid {k}: {e}"))),
                 None => Ok(None),
             }
         };
         let mut st = self.state.lock().unwrap();
         if st.networks.values().any(|n| n.name == name) {
-            return Err(EngineError::Conflict(format!("network with name {name} already exists")));
+            return Err(EngineError::Conflict(format!(
+                "network with name {name} already exists"
+            )));
         }
-        let others: Vec<Ipv4Net> = st.networks.values().filter_map(|n| n.pool.as_ref().map(|p| p.subnet)).collect();
+        let others: Vec<Ipv4Net> = st
+            .networks
+            .values()
+            .filter_map(|n| n.pool.as_ref().map(|p| p.subnet))
+            .collect();
         let pool = match v4.first() {
             Some(c) => {
                 let subnet = parse_net(c, "Subnet")?;
                 let range = parse_net(c, "IPRange")?;
                 let gw = match c["Gateway"].as_str().filter(|s| !s.is_empty()) {
-                    Some(g) => Some(g.parse::<Ipv4Addr>().map_err(|_| bad(format!("invalid gateway address {g}")))?),
+                    Some(g) => Some(
+                        g.parse::<Ipv4Addr>()
+                            .map_err(|_| bad(format!("invalid gateway address {g}")))?,
+                    ),
                     None => None,
                 };
                 let subnet = match subnet {
@@ -1137,10 +1265,14 @@ impl Manager {
             .cloned()
             .unwrap_or_else(|| format!("br-{}", &id[..12]));
         if bridge.len() > 15 || bridge.is_empty() {
-            return Err(bad(format!("invalid bridge name {bridge:?} (at most 15 characters)")));
+            return Err(bad(format!(
+                "invalid bridge name {bridge:?} (at most 15 characters)"
+            )));
         }
         if st.networks.values().any(|n| n.bridge == bridge) {
-            return Err(EngineError::Conflict(format!("bridge name {bridge} is already in use by another network")));
+            return Err(EngineError::Conflict(format!(
+                "bridge name {bridge} is already in use by another network"
+            )));
         }
         let net = Network {
             id: id.clone(),
@@ -1173,12 +1305,23 @@ impl Manager {
         let mut st = self.state.lock().unwrap();
         let n = Self::find(&st, key)?.clone();
         if n.builtin {
-            return Err(EngineError::Forbidden(format!("{} is a pre-defined network and cannot be removed", n.name)));
+            return Err(EngineError::Forbidden(format!(
+                "{} is a pre-defined network and cannot be removed",
+                n.name
+            )));
         }
-        if st.containers.values().any(|c| c.endpoints.iter().any(|e| e.network == n.id)) {
-            return Err(EngineError::Forbidden(format!("error while removing network: network {} id {} has active endpoints", n.name, n.id)));
+        if st
+            .containers
+            .values()
+            .any(|c| c.endpoints.iter().any(|e| e.network == n.id))
+        {
+            return Err(EngineError::Forbidden(format!(
+                "error while removing network: network {} id {} has active endpoints",
+                n.name, n.id
+            )));
         }
-        netlink::delete_link(&n.bridge).map_err(|e| internal(format!("deleting bridge {}: {e}", n.bridge)))?;
+        netlink::delete_link(&n.bridge)
+            .map_err(|e| internal(format!("deleting bridge {}: {e}", n.bridge)))?;
         st.networks.remove(&n.id);
         self.save(&st)?;
         self.apply_firewall(&st)?;
@@ -1191,7 +1334,11 @@ impl Manager {
             st.networks
                 .values()
                 .filter(|n| !n.builtin)
-                .filter(|n| !st.containers.values().any(|c| c.endpoints.iter().any(|e| e.network == n.id)))
+                .filter(|n| {
+                    !st.containers
+                        .values()
+                        .any(|c| c.endpoints.iter().any(|e| e.network == n.id))
+                })
                 .filter(|n| {
                     filters.iter().all(|(k, v)| match k.as_str() {
                         "label" => match v.split_once('=') {
@@ -1221,7 +1368,11 @@ impl Manager {
             let net = Self::find(&st, key)?.clone();
             let cn = st.containers.get(&c.id).cloned().unwrap_or_default();
             if cn.endpoints.iter().any(|e| e.network == net.id) {
-                return Err(EngineError::Forbidden(format!("endpoint with name {} already exists in network {}", c.name.trim_start_matches('/'), net.name)));
+                return Err(EngineError::Forbidden(format!(
+                    "endpoint with name {} already exists in network {}",
+                    c.name.trim_start_matches('/'),
+                    net.name
+                )));
             }
             let mut n = 0;
             while cn.endpoints.iter().any(|e| e.ifname == format!("eth{n}")) {
@@ -1269,10 +1420,16 @@ impl Manager {
             st.containers
                 .get(&c.id)
                 .and_then(|cn| cn.endpoints.iter().find(|e| e.network == net.id).cloned())
-                .ok_or_else(|| EngineError::Forbidden(format!("container {} is not connected to network {}", c.id, net.name)))?
+                .ok_or_else(|| {
+                    EngineError::Forbidden(format!(
+                        "container {} is not connected to network {}",
+                        c.id, net.name
+                    ))
+                })?
         };
         if c.state.running {
-            netlink::delete_link(&ep.host_veth).map_err(|e| internal(format!("removing {}: {e}", ep.host_veth)))?;
+            netlink::delete_link(&ep.host_veth)
+                .map_err(|e| internal(format!("removing {}: {e}", ep.host_veth)))?;
         }
         self.drop_endpoint(&c.id, &ep.network);
         let st = self.state.lock().unwrap();
@@ -1322,7 +1479,9 @@ fn parse_port_key(k: &str) -> NResult<(u16, String)> {
     let (p, proto) = k.split_once('/').unwrap_or((k, "tcp"));
     let proto = proto.to_ascii_lowercase();
     if proto != "tcp" && proto != "udp" {
-        return Err(bad(format!("invalid proto: {proto} (tcp and udp are supported)")));
+        return Err(bad(format!(
+            "invalid proto: {proto} (tcp and udp are supported)"
+        )));
     }
     let port: u16 = p
         .parse()
@@ -1338,22 +1497,32 @@ fn parse_port_bindings(hc: &Value) -> NResult<Vec<WantPort>> {
         for (k, v) in o {
             let (port, proto) = parse_port_key(k)?;
             let binds = v.as_array().cloned().unwrap_or_default();
-            let binds = if binds.is_empty() { vec![json!({})] } else { binds };
+            let binds = if binds.is_empty() {
+                vec![json!({})]
+            } else {
+                binds
+            };
             for b in binds {
                 let host_ip = b["HostIp"].as_str().unwrap_or("").to_string();
                 if !host_ip.is_empty() {
-                    let ip: IpAddr = host_ip.parse().map_err(|_| bad(format!("invalid host IP: {host_ip}")))?;
+                    let ip: IpAddr = host_ip
+                        .parse()
+                        .map_err(|_| bad(format!("invalid host IP: {host_ip}")))?;
                     if ip.is_ipv6() {
                         if ip.is_unspecified() {
                             continue;
                         }
-                        return Err(bad(format!("IPv6 host addresses are not supported by berth yet: {host_ip}")));
+                        return Err(bad(format!(
+                            "IPv6 host addresses are not supported by berth yet: {host_ip}"
+                        )));
                     }
                 }
                 let hp = b["HostPort"].as_str().unwrap_or("").to_string();
                 if !hp.is_empty() {
                     let ok = match hp.split_once('-') {
-                        Some((a, b)) => matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= b),
+                        Some((a, b)) => {
+                            matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= b)
+                        }
                         None => hp.parse::<u16>().is_ok(),
                     };
                     if !ok {
@@ -1386,7 +1555,10 @@ fn wanted_ports(c: &Container) -> NResult<Vec<WantPort>> {
     if c.host_config["PublishAllPorts"].as_bool().unwrap_or(false) {
         for k in exposed_of(c) {
             let (port, proto) = parse_port_key(&k)?;
-            if !v.iter().any(|w| w.container_port == port && w.proto == proto) {
+            if !v
+                .iter()
+                .any(|w| w.container_port == port && w.proto == proto)
+            {
                 v.push(WantPort {
                     proto,
                     host_ip: String::new(),
@@ -1403,9 +1575,15 @@ fn bind_port(w: &WantPort) -> NResult<(proxy::Bound, u16)> {
     let ip: IpAddr = if w.host_ip.is_empty() {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     } else {
-        w.host_ip.parse().map_err(|_| bad(format!("invalid host IP: {}", w.host_ip)))?
+        w.host_ip
+            .parse()
+            .map_err(|_| bad(format!("invalid host IP: {}", w.host_ip)))?
     };
-    let proto = if w.proto == "udp" { Proto::Udp } else { Proto::Tcp };
+    let proto = if w.proto == "udp" {
+        Proto::Udp
+    } else {
+        Proto::Tcp
+    };
     let range: Vec<u16> = match w.host_port.split_once('-') {
         Some((a, b)) => {
             let (a, b): (u16, u16) = (a.parse().unwrap_or(0), b.parse().unwrap_or(0));
@@ -1424,27 +1602,43 @@ fn bind_port(w: &WantPort) -> NResult<(proxy::Bound, u16)> {
             Err(e) => last = Some(e),
         }
     }
-    let e = last.map(|e| e.to_string()).unwrap_or_else(|| "no port".into());
-    Err(internal(format!("driver failed programming external connectivity on endpoint: {e}")))
+    let e = last
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| "no port".into());
+    Err(internal(format!(
+        "driver failed programming external connectivity on endpoint: {e}"
+    )))
 }
 
 /// Merges the image's and the request's exposed ports (for `Config.ExposedPorts`).
 pub fn exposed_ports<'a>(body: &Value, image: impl IntoIterator<Item = &'a String>) -> Value {
     let mut m = serde_json::Map::new();
     for p in image {
-        let k = if p.contains('/') { p.clone() } else { format!("{p}/tcp") };
+        let k = if p.contains('/') {
+            p.clone()
+        } else {
+            format!("{p}/tcp")
+        };
         m.insert(k, json!({}));
     }
     if let Some(o) = body["ExposedPorts"].as_object() {
         for k in o.keys() {
-            let k = if k.contains('/') { k.clone() } else { format!("{k}/tcp") };
+            let k = if k.contains('/') {
+                k.clone()
+            } else {
+                format!("{k}/tcp")
+            };
             m.insert(k, json!({}));
         }
     }
     // Ports published explicitly are exposed too.
     if let Some(o) = body["HostConfig"]["PortBindings"].as_object() {
         for k in o.keys() {
-            let k = if k.contains('/') { k.clone() } else { format!("{k}/tcp") };
+            let k = if k.contains('/') {
+                k.clone()
+            } else {
+                format!("{k}/tcp")
+            };
             m.insert(k, json!({}));
         }
     }
@@ -1517,10 +1711,15 @@ async fn inspect(State(s): St, Path(id): Path<String>) -> R {
 }
 
 async fn create(State(s): St, body: Bytes) -> R {
-    let v: Value = serde_json::from_slice(&body).map_err(|e| api_bad(format!("invalid JSON: {e}")))?;
+    let v: Value =
+        serde_json::from_slice(&body).map_err(|e| api_bad(format!("invalid JSON: {e}")))?;
     let net = s.engine.net.clone();
     let (id, warning) = blocking(move || net.create_network(&v)).await?;
-    Ok((StatusCode::CREATED, json_resp(json!({"Id": id, "Warning": warning}))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        json_resp(json!({"Id": id, "Warning": warning})),
+    )
+        .into_response())
 }
 
 async fn remove(State(s): St, Path(id): Path<String>) -> R {
@@ -1537,7 +1736,8 @@ async fn prune(State(s): St, Query(q): Q) -> R {
 }
 
 async fn connect(State(s): St, Path(id): Path<String>, body: Bytes) -> R {
-    let v: Value = serde_json::from_slice(&body).map_err(|e| api_bad(format!("invalid JSON: {e}")))?;
+    let v: Value =
+        serde_json::from_slice(&body).map_err(|e| api_bad(format!("invalid JSON: {e}")))?;
     let c = s.engine.get(v["Container"].as_str().unwrap_or(""))?;
     let net = s.engine.net.clone();
     blocking(move || net.connect(&c, &id, &v["EndpointConfig"])).await?;
@@ -1545,7 +1745,8 @@ async fn connect(State(s): St, Path(id): Path<String>, body: Bytes) -> R {
 }
 
 async fn disconnect(State(s): St, Path(id): Path<String>, body: Bytes) -> R {
-    let v: Value = serde_json::from_slice(&body).map_err(|e| api_bad(format!("invalid JSON: {e}")))?;
+    let v: Value =
+        serde_json::from_slice(&body).map_err(|e| api_bad(format!("invalid JSON: {e}")))?;
     let c = s.engine.get(v["Container"].as_str().unwrap_or(""))?;
     let net = s.engine.net.clone();
     blocking(move || net.disconnect(&c, &id)).await?;
@@ -1563,13 +1764,22 @@ mod tests {
         assert_eq!(v.len(), 3);
         assert!(parse_port_bindings(&json!({"PortBindings": {"80/sctp": []}})).is_err());
         assert!(parse_port_bindings(&json!({"PortBindings": {"x/tcp": []}})).is_err());
-        assert!(parse_port_bindings(&json!({"PortBindings": {"80/tcp": [{"HostPort": "9-1"}]}})).is_err());
-        assert!(parse_port_bindings(&json!({"PortBindings": {"80/tcp": [{"HostIp": "nope"}]}})).is_err());
+        assert!(
+            parse_port_bindings(&json!({"PortBindings": {"80/tcp": [{"HostPort": "9-1"}]}}))
+                .is_err()
+        );
+        assert!(
+            parse_port_bindings(&json!({"PortBindings": {"80/tcp": [{"HostIp": "nope"}]}}))
+                .is_err()
+        );
     }
 
     #[test]
     fn exposed_ports_merge() {
-        let v = exposed_ports(&json!({"ExposedPorts": {"53/udp": {}}}), &vec!["80".to_string()]);
+        let v = exposed_ports(
+            &json!({"ExposedPorts": {"53/udp": {}}}),
+            &vec!["80".to_string()],
+        );
         assert_eq!(v, json!({"80/tcp": {}, "53/udp": {}}));
         assert_eq!(exposed_ports(&json!({}), &Vec::new()), Value::Null);
     }
