@@ -102,6 +102,14 @@ pub enum Command {
     Version(crate::containers::FormatCmd),
     /// Display system-wide information
     Info(crate::containers::FormatCmd),
+    /// Manage networks
+    Network {
+        /// The network command.
+        #[command(subcommand)]
+        command: crate::network::NetworkCommand,
+    },
+    /// List port mappings or a specific mapping for the container
+    Port(crate::network::PortCmd),
     /// Manage Berth
     System {
         /// The system command.
@@ -426,6 +434,8 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             | Command::Wait(_)
             | Command::Version(_)
             | Command::Info(_)
+            | Command::Network { .. }
+            | Command::Port(_)
     );
     if daemon_cmd {
         let host = crate::api::Host::parse(&cli.host).map_err(CliError::Usage)?;
@@ -441,6 +451,8 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             Command::Wait(c) => ct::wait(&host, c, out, err),
             Command::Version(c) => ct::version(&host, c, out, err),
             Command::Info(c) => ct::info(&host, c, out),
+            Command::Network { command } => crate::network::network(&host, command, out, err),
+            Command::Port(c) => crate::network::port(&host, c, out),
             _ => Ok(()),
         };
     }
@@ -560,7 +572,9 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
         | Command::Rm(_)
         | Command::Wait(_)
         | Command::Version(_)
-        | Command::Info(_) => Ok(()),
+        | Command::Info(_)
+        | Command::Network { .. }
+        | Command::Port(_) => Ok(()),
     }
 }
 

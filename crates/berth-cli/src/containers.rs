@@ -47,6 +47,9 @@ pub struct RunCmd {
     /// Set metadata on a container
     #[arg(short = 'l', long = "label")]
     label: Vec<String>,
+    /// Networking flags (`-p`, `-P`, `--dns`, `--add-host`, `--ip`, `-h`, …)
+    #[command(flatten)]
+    net: crate::network::NetworkFlags,
     /// The image
     image: String,
     /// The command and its arguments
@@ -92,6 +95,7 @@ pub fn run(
     if let Some(n) = &c.network {
         body["HostConfig"]["NetworkMode"] = json!(n);
     }
+    c.net.apply(&mut body, c.network.as_deref())?;
     let path = match &c.name {
         Some(n) => format!("/containers/create?name={}", enc(n)),
         None => "/containers/create".to_string(),
@@ -199,10 +203,11 @@ pub fn ps(host: &Host, c: &PsCmd, out: &mut dyn Write) -> Result<(), CliError> {
             .map(|n| n.trim_start_matches('/'))
             .collect();
         text.push_str(&format!(
-            "{short}\t{}\t{cmd}\t{}\t{}\t\t{}\n",
+            "{short}\t{}\t{cmd}\t{}\t{}\t{}\t{}\n",
             ct["Image"].as_str().unwrap_or_default(),
             crate::units::since(ct["Created"].as_i64().unwrap_or(now), now),
             ct["Status"].as_str().unwrap_or_default(),
+            crate::network::ports_column(&ct["Ports"]),
             names.join(",")
         ));
     }

@@ -623,7 +623,16 @@ cli = c.containers.run("busybox", ["sleep", "30"], detach=True, name="pycli")
 net.connect(cli, aliases=["client"])
 net.reload()
 assert len(net.containers) == 2, net.attrs["Containers"]
-code, out = 0, c.containers.run("busybox", ["nslookup", "client", "127.0.0.11"], network="pynet", remove=True)
+import time
+look = c.containers.run("busybox", ["nslookup", "client", "127.0.0.11"], network="pynet", detach=True)
+assert look.wait()["StatusCode"] == 0
+out = b""
+for _ in range(40):
+    out = look.logs()
+    if b"{cli_ip}" in out:
+        break
+    time.sleep(0.05)
+look.remove()
 assert b"{cli_ip}" in out, out
 cli.reload()
 assert cli.attrs["NetworkSettings"]["Networks"]["pynet"]["Aliases"] == ["client"], cli.attrs["NetworkSettings"]
@@ -720,5 +729,110 @@ fn daemon_restart_keeps_networking() {
     d.docker(&["rm", "-f", "srv"]).ok();
     d.docker(&["network", "rm", "keep"]).ok();
     assert!(!n.links().contains(&ba) && veth_gone(&cid));
+    finish(d);
+}
+
+#[test]
+fn berth_cli_network_commands_and_port() {
+    let n = Net::new();
+    let d = n.daemon();
+    let br = n.bridge("c");
+    d.berth(&[
+        "network",
+        "create",
+        "--subnet",
+        &n.subnet(6),
+        "--gateway",
+        &n.ip(6, 14),
+        "--ip-range",
+        &format!("{}/29", n.ip(6, 8)),
+        "-o",
+        &format!("com.docker.network.bridge.name={br}"),
+        "--label",
+        "x=y",
+        "clinet",
+    ])
+    .ok();
+    let ls = d.berth(&["network", "ls"]).ok().stdout;
+    assert!(
+        ls.starts_with("NETWORK ID     NAME") && ls.contains("clinet"),
+        "{ls}"
+    );
+    let insp = d
+        .berth(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{.Name}} {{.Labels.x}}",
+            "clinet",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(insp.trim(), "clinet y");
+    let p = free_port();
+    d.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "cw",
+        "--network",
+        "clinet",
+        "--network-alias",
+        "cwa",
+        "-p",
+        &format!("127.0.0.1:{p}:80"),
+        "-P",
+        "--expose",
+        "81",
+        "-h",
+        "cwhost",
+        "busybox",
+        "sh",
+        "-c",
+        HTTPD,
+    ])
+    .ok();
+    let r = wait_http(&format!("127.0.0.1:{p}"));
+    assert!(r.contains("hello-from-cwhost"), "{r}");
+    let port = d.berth(&["port", "cw"]).ok().stdout;
+    assert!(
+        port.contains(&format!("80/tcp -> 127.0.0.1:{p}")) && port.contains("81/tcp -> 0.0.0.0:"),
+        "{port}"
+    );
+    assert_eq!(
+        d.berth(&["port", "cw", "80"]).ok().stdout.trim(),
+        format!("127.0.0.1:{p}")
+    );
+    // The address comes from --ip-range.
+    let ip = d.docker(&["inspect", "-f", "{{.NetworkSettings.Networks.clinet.IPAddress}} {{.NetworkSettings.Networks.clinet.Gateway}}", "cw"]).ok().stdout;
+    assert_eq!(ip.trim(), format!("{} {}", n.ip(6, 8), n.ip(6, 14)));
+    let ps = d.berth(&["ps"]).ok().stdout;
+    assert!(ps.contains(&format!("127.0.0.1:{p}->80/tcp")), "{ps}");
+    d.berth(&["run", "-d", "--name", "cx", "busybox", "sleep", "30"])
+        .ok();
+    d.berth(&["network", "connect", "--alias", "cxa", "clinet", "cx"])
+        .ok();
+    let r = d
+        .berth(&[
+            "run",
+            "--rm",
+            "--network",
+            "clinet",
+            "busybox",
+            "sh",
+            "-c",
+            "wget -qO- http://cwa/ && ping -c1 cxa",
+        ])
+        .ok()
+        .stdout;
+    assert!(
+        r.contains("hello-from-cwhost") && r.contains("1 packets received"),
+        "{r}"
+    );
+    d.berth(&["network", "disconnect", "clinet", "cx"]).ok();
+    d.berth(&["rm", "-f", "cw", "cx"]).ok();
+    let pr = d.berth(&["network", "prune", "-f"]).ok().stdout;
+    assert!(pr.contains("clinet"), "{pr}");
+    assert!(!n.links().contains(&br));
     finish(d);
 }
