@@ -49,7 +49,7 @@ pub struct RunCmd {
     label: Vec<String>,
     /// Networking flags (`-p`, `-P`, `--dns`, `--add-host`, `--ip`, `-h`, …)
     #[command(flatten)]
-    net: crate::network::NetworkFlags,
+    net: Box<crate::network::NetworkFlags>,
     /// The image
     image: String,
     /// The command and its arguments

@@ -360,3 +360,26 @@ pub fn ipv4_addresses() -> Result<Vec<Ipv4Net>> {
         Ok(out)
     })
 }
+
+/// The first IPv4 address (with prefix) of link `name`, if the link exists and has one.
+pub fn link_ipv4(name: &str) -> Result<Option<Ipv4Net>> {
+    with_handle(|h| async move {
+        let Some(idx) = index_of(&h, name).await? else {
+            return Ok(None);
+        };
+        let mut addrs = h.address().get().execute();
+        while let Some(m) = addrs.try_next().await.map_err(nl("listing addresses"))? {
+            if m.header.index != idx {
+                continue;
+            }
+            for a in &m.attributes {
+                if let rtnetlink::packet_route::address::AddressAttribute::Address(IpAddr::V4(ip)) =
+                    a
+                {
+                    return Ok(Some(Ipv4Net::new(*ip, m.header.prefix_len)));
+                }
+            }
+        }
+        Ok(None)
+    })
+}

@@ -243,6 +243,12 @@ impl Manager {
                 .map_err(|e| anyhow::anyhow!("--bip: {e}"))?,
             None => match st.networks[&def_id].pool.clone() {
                 Some(p) if opts.fixed_cidr.is_none() || p.ip_range == opts.fixed_cidr => p,
+                // An existing bridge keeps its address (never a second one).
+                _ if matches!(netlink::link_ipv4(&opts.bridge), Ok(Some(_))) => {
+                    let a = netlink::link_ipv4(&opts.bridge)?
+                        .unwrap_or(Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0));
+                    Pool::new(a.network_net(), Some(a.addr), opts.fixed_cidr)?
+                }
                 _ => {
                     let mut taken = host_taken();
                     taken.extend(
@@ -470,9 +476,9 @@ impl Manager {
                     .as_object()
                     .is_some_and(|o| o.keys().any(|k| k != &mode))
                 {
-                    return Err(bad(format!(
-                        "container sharing network namespace with another container or host cannot be connected to any other network"
-                    )));
+                    return Err(bad(
+                        "container sharing network namespace with another container or host cannot be connected to any other network",
+                    ));
                 }
             }
             m if m.starts_with("container:") => {
