@@ -501,6 +501,47 @@ mod tests {
     }
 
     #[test]
+    fn iptables_applies_and_clears_its_own_chains() {
+        let have = Command::new("iptables-restore")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !have {
+            return;
+        }
+        let prefix = format!("BERTH-UT{}", std::process::id());
+        struct Guard(Iptables);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                let _ = self.0.clear();
+            }
+        }
+        let guard = Guard(Iptables::new(prefix.clone()));
+        let ipt = &guard.0;
+        ipt.apply(&rules()).unwrap();
+        ipt.apply(&rules()).unwrap();
+        let nat = Command::new("iptables")
+            .args(["-w", "-t", "nat", "-S"])
+            .output()
+            .unwrap();
+        let nat = String::from_utf8_lossy(&nat.stdout).into_owned();
+        assert!(
+            nat.lines()
+                .any(|l| l.starts_with(&format!("-A {prefix}-PRE ! -i bra"))
+                    && l.contains("--dport 5353 -j DNAT --to-destination 10.1.0.2:53")),
+            "{nat}"
+        );
+        assert_eq!(nat.matches(&format!("-j {prefix}-PRE")).count(), 1, "{nat}");
+        ipt.clear().unwrap();
+        let all = Command::new("sh")
+            .arg("-c")
+            .arg("iptables -w -S; iptables -w -t nat -S")
+            .output()
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&all.stdout).contains(&prefix));
+    }
+
+    #[test]
     fn iptables_script_uses_own_chains() {
         let s = Iptables::new("BERTH-T").script(&rules());
         for l in s.lines().filter(|l| l.starts_with("-A")) {

@@ -748,7 +748,7 @@ impl Manager {
         } else {
             None
         };
-        {
+        if !maps.is_empty() {
             let mut st = self.state.lock().unwrap();
             if let Some(cn) = st.containers.get_mut(&c.id) {
                 cn.ports = maps;
@@ -1293,10 +1293,14 @@ impl Manager {
             options,
             builtin: false,
         };
-        netlink::ensure_bridge(&bridge, pool.gateway, pool.subnet.prefix, None)
-            .map_err(|e| internal(format!("creating bridge {bridge}: {e}")))?;
+        // Recorded first: after a crash the next start creates the missing bridge, so no
+        // bridge ever exists without its network.
         st.networks.insert(id.clone(), net);
-        let res = self.save(&st).and_then(|_| self.apply_firewall(&st));
+        let res = self.save(&st).and_then(|_| {
+            netlink::ensure_bridge(&bridge, pool.gateway, pool.subnet.prefix, None)
+                .map_err(|e| internal(format!("creating bridge {bridge}: {e}")))?;
+            self.apply_firewall(&st)
+        });
         if let Err(e) = res {
             st.networks.remove(&id);
             let _ = netlink::delete_link(&bridge);

@@ -693,10 +693,26 @@ fn daemon_restart_keeps_networking() {
         .ok()
         .stdout;
     wait_http(&format!("127.0.0.1:{p}"));
+    // A container that keeps resolving a name: its DNS server lives in the daemon.
+    d.docker(&["run", "-d", "--name", "dnsw", "--network", "keep", "busybox", "sh", "-c", "while sleep 0.2; do if nslookup srv 127.0.0.11 >/dev/null 2>&1; then echo DNS-OK; else echo DNS-FAIL; fi; done"]).ok();
     d.kill9();
+    std::thread::sleep(std::time::Duration::from_millis(600));
     d.start();
     let r = wait_http(&format!("127.0.0.1:{p}"));
     assert!(r.contains("hello-from"), "{r}");
+    let mut last = String::new();
+    for _ in 0..50 {
+        last = d.docker(&["logs", "--tail", "1", "dnsw"]).ok().stdout;
+        if last.trim() == "DNS-OK" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        last.trim(),
+        "DNS-OK",
+        "the old container's DNS after the restart"
+    );
     let r = d
         .docker(&[
             "run",
@@ -725,8 +741,8 @@ fn daemon_restart_keeps_networking() {
         ])
         .ok()
         .stdout;
-    assert!(ip.contains(&n.ip(5, 3)), "{ip}");
-    d.docker(&["rm", "-f", "srv"]).ok();
+    assert!(ip.contains(&n.ip(5, 4)), "{ip}");
+    d.docker(&["rm", "-f", "srv", "dnsw"]).ok();
     d.docker(&["network", "rm", "keep"]).ok();
     assert!(!n.links().contains(&ba) && veth_gone(&cid));
     finish(d);
