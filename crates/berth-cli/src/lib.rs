@@ -11,10 +11,11 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod backend;
+pub use berth_registry::images as backend;
 pub mod cli;
 pub mod commands;
 pub mod containers;
+pub mod ctl;
 pub mod format;
 pub mod network;
 pub mod tabwriter;

@@ -144,7 +144,7 @@ pub fn parse_publish(spec: &str) -> Result<Vec<(String, String, String)>, String
 impl NetworkFlags {
     /// Adds the flags to a container create body (`network` is `--network`).
     pub fn apply(&self, body: &mut Value, network: Option<&str>) -> Result<(), CliError> {
-        let usage = |m: String| CliError::Usage(format!("berth: {m}\nSee 'berth run --help'."));
+        let usage = CliError::Usage;
         let mut bindings: Map<String, Value> = Map::new();
         let mut exposed: Map<String, Value> = Map::new();
         for p in &self.publish {

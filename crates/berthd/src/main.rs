@@ -39,9 +39,16 @@ struct Args {
     /// Parent cgroup of containers.
     #[arg(long, default_value = "/berth")]
     cgroup_parent: String,
+    /// A registry reachable over plain http (besides loopback ones); repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
     /// The shim binary (default: next to berthd, else `berth-shim` on PATH).
     #[arg(long)]
     shim: Option<PathBuf>,
+    /// The init of `--init` containers, a static binary (default: `berth-init` next to
+    /// berthd or on PATH; dockerd's `--init-path`).
+    #[arg(long = "init-path")]
+    init_path: Option<PathBuf>,
     /// The OCI runtime binary (default: next to berthd, else `berth-runtime` on PATH).
     #[arg(long)]
     runtime: Option<PathBuf>,
@@ -164,6 +171,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             fixed_cidr: args.fixed_cidr,
             firewall: args.firewall_backend.clone(),
         },
+        insecure_registries: args.insecure_registries.clone(),
+        init: args
+            .init_path
+            .clone()
+            .unwrap_or_else(|| find_bin("berth-init")),
     };
     let engine = Engine::open(cfg)?;
     let info = berthd::sysinfo::Static::read(&args.data_root);
