@@ -150,9 +150,11 @@ struct NetState {
     containers: BTreeMap<String, CNet>,
 }
 
+/// What a running container holds in the daemon; dropping it stops the proxies and DNS.
 struct Running {
-    _proxies: Vec<Proxy>,
-    _dns: Option<DnsServer>,
+    #[allow(dead_code)] // held for its Drop
+    proxies: Vec<Proxy>,
+    dns: Option<DnsServer>,
 }
 
 /// Networking of the daemon.
@@ -756,13 +758,10 @@ impl Manager {
             self.save(&st)?;
             self.apply_firewall(&st)?;
         }
-        self.running.lock().unwrap().insert(
-            c.id.clone(),
-            Running {
-                _proxies: proxies,
-                _dns: dns,
-            },
-        );
+        self.running
+            .lock()
+            .unwrap()
+            .insert(c.id.clone(), Running { proxies, dns });
         Ok(())
     }
 
@@ -954,13 +953,10 @@ impl Manager {
             } else {
                 None
             };
-            self.running.lock().unwrap().insert(
-                id,
-                Running {
-                    _proxies: proxies,
-                    _dns: dns,
-                },
-            );
+            self.running
+                .lock()
+                .unwrap()
+                .insert(id, Running { proxies, dns });
         }
     }
 
@@ -1405,8 +1401,8 @@ impl Manager {
             if net.dns() {
                 let mut run = self.running.lock().unwrap();
                 if let Some(r) = run.get_mut(&c.id) {
-                    if r._dns.is_none() {
-                        r._dns = Some(self.dns_server(&c.id, &ns)?);
+                    if r.dns.is_none() {
+                        r.dns = Some(self.dns_server(&c.id, &ns)?);
                     }
                 }
             }

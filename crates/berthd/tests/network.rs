@@ -512,10 +512,12 @@ fn publish_all_connect_disconnect_and_container_mode() {
             "attempts:2",
             "-h",
             "box",
+            "--mac-address",
+            "02:42:aa:bb:cc:dd",
             "busybox",
             "sh",
             "-c",
-            "cat /etc/hosts /etc/resolv.conf; hostname",
+            "cat /etc/hosts /etc/resolv.conf /sys/class/net/eth0/address; hostname",
         ])
         .ok()
         .stdout;
@@ -525,6 +527,7 @@ fn publish_all_connect_disconnect_and_container_mode() {
         etc.contains("nameserver 10.9.9.9\nsearch example.test\noptions attempts:2"),
         "{etc}"
     );
+    assert!(etc.contains("02:42:aa:bb:cc:dd\n"), "{etc}");
     assert!(etc.trim_end().ends_with("box"), "{etc}");
 
     // connect (with an alias and a fixed address) and disconnect a running container.
