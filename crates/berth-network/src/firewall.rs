@@ -405,6 +405,51 @@ impl Firewall for Iptables {
     }
 }
 
+/// Narrow accept rules where the host's iptables `FORWARD` policy drops (Docker installs
+/// such a policy; so do many firewalls). A Berth nftables table cannot override a drop in
+/// another table, so when — and only when — `iptables -S FORWARD` shows `-P FORWARD DROP`,
+/// a chain of Berth's own (`<prefix>-ACCEPT`, jumped to first from `FORWARD`) accepts traffic
+/// leaving each bridge and replies / DNAT-ed flows entering it. Otherwise the chain and the
+/// jump are removed. Returns whether the rules are installed.
+pub fn forward_accept(prefix: &str, bridges: &[String]) -> Result<bool, FirewallError> {
+    let chain = format!("{prefix}-ACCEPT");
+    let listing = Command::new("iptables")
+        .args(["-w", "-S", "FORWARD"])
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let drop_policy = listing.lines().any(|l| l.trim() == "-P FORWARD DROP");
+    let ipt = Iptables::new(prefix);
+    if !drop_policy || bridges.is_empty() {
+        // Nothing to undo unless our jump is there (the common case costs one `iptables -S`).
+        if !listing.contains(&format!("-j {chain}")) {
+            return Ok(false);
+        }
+        ipt.jump("filter", "FORWARD", &chain, false);
+        let _ = Command::new("iptables")
+            .args(["-w", "-F", &chain])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("iptables")
+            .args(["-w", "-X", &chain])
+            .stderr(Stdio::null())
+            .status();
+        return Ok(false);
+    }
+    let mut script = format!("*filter\n:{chain} - [0:0]\n");
+    for b in bridges {
+        script += &format!("-A {chain} -i {b} -j ACCEPT\n");
+        script += &format!(
+            "-A {chain} -o {b} -m conntrack --ctstate RELATED,ESTABLISHED,DNAT -j ACCEPT\n"
+        );
+    }
+    script += "COMMIT\n";
+    ipt.restore(&script)?;
+    ipt.jump("filter", "FORWARD", &chain, true);
+    Ok(true)
+}
+
 /// Enables IPv4 forwarding (needed for NAT, as Docker does).
 pub fn enable_ip_forward() -> std::io::Result<()> {
     let p = "/proc/sys/net/ipv4/ip_forward";
@@ -539,6 +584,64 @@ mod tests {
             .output()
             .unwrap();
         assert!(!String::from_utf8_lossy(&all.stdout).contains(&prefix));
+    }
+
+    #[test]
+    fn forward_accept_only_under_a_drop_policy_in_a_private_namespace() {
+        let have = Command::new("iptables-restore")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !have {
+            return;
+        }
+        // A namespace of our own: its iptables are not the host's.
+        let mut holder = Command::new("unshare")
+            .args(["-n", "sleep", "60"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let ns = crate::netlink::Netns::of_pid(holder.id());
+        let out = ns
+            .run(|| {
+                let ipt = |args: &[&str]| {
+                    let o = Command::new("iptables")
+                        .arg("-w")
+                        .args(args)
+                        .output()
+                        .unwrap();
+                    String::from_utf8_lossy(&o.stdout).into_owned()
+                };
+                let bridges = vec!["bra".to_string()];
+                let r1 = forward_accept("BERTH-T", &bridges).unwrap();
+                ipt(&["-P", "FORWARD", "DROP"]);
+                let r2 = forward_accept("BERTH-T", &bridges).unwrap();
+                let r3 = forward_accept("BERTH-T", &bridges).unwrap();
+                let rules = ipt(&["-S"]);
+                ipt(&["-P", "FORWARD", "ACCEPT"]);
+                let r4 = forward_accept("BERTH-T", &bridges).unwrap();
+                let after = ipt(&["-S"]);
+                (r1, r2, r3, r4, rules, after)
+            })
+            .unwrap();
+        let _ = holder.kill();
+        let _ = holder.wait();
+        let (r1, r2, r3, r4, rules, after) = out;
+        assert!(!r1 && r2 && r3 && !r4);
+        assert!(
+            rules.contains("-A BERTH-T-ACCEPT -i bra -j ACCEPT"),
+            "{rules}"
+        );
+        assert_eq!(
+            rules.matches("-A FORWARD -j BERTH-T-ACCEPT").count(),
+            1,
+            "{rules}"
+        );
+        assert!(
+            rules.contains("-P FORWARD DROP"),
+            "the policy is never changed: {rules}"
+        );
+        assert!(!after.contains("BERTH-T"), "{after}");
     }
 
     #[test]

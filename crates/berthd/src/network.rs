@@ -344,12 +344,24 @@ impl Manager {
     }
 
     fn apply_firewall(&self, st: &NetState) -> NResult<()> {
-        match &self.fw {
-            Some(fw) => fw
-                .apply(&Self::ruleset(st))
-                .map_err(|e| internal(format!("{} rules: {e}", fw.name()))),
-            None => Ok(()),
+        let Some(fw) = &self.fw else {
+            return Ok(());
+        };
+        let rules = Self::ruleset(st);
+        fw.apply(&rules)
+            .map_err(|e| internal(format!("{} rules: {e}", fw.name())))?;
+        // Where the host's FORWARD policy drops: narrow accepts for our bridges only.
+        let bridges: Vec<String> = rules
+            .bridges
+            .iter()
+            .filter(|b| !b.internal)
+            .map(|b| b.bridge.clone())
+            .collect();
+        let prefix = self.opts.table().to_uppercase().replace('_', "-");
+        if let Err(e) = firewall::forward_accept(&prefix, &bridges) {
+            tracing::warn!("forward accept rules: {e}");
         }
+        Ok(())
     }
 
     /// Looks a network up by full id, name, or id prefix.
