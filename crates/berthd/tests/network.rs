@@ -411,6 +411,49 @@ fn published_ports_loopback_and_dnat_from_a_remote_host() {
     );
     assert!(!String::from_utf8_lossy(&denied.stdout).contains("hello-from"));
 
+    // Outbound: a container reaches the remote host through masquerade (the remote host sees
+    // the host's address, it has no route to the bridge); an --internal network does not.
+    let out = d
+        .docker(&["run", "--rm", "busybox", "ping", "-c1", "-W2", &rmt])
+        .ok()
+        .stdout;
+    assert!(out.contains("1 packets received"), "{out}");
+    let bi = n.bridge("i");
+    d.docker(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        &n.subnet(7),
+        "-o",
+        &format!("com.docker.network.bridge.name={bi}"),
+        "inside",
+    ])
+    .ok();
+    let r = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "inside",
+            "busybox",
+            "sh",
+            "-c",
+            &format!("ping -c1 -W2 {rmt}; echo RC=$?"),
+        ])
+        .ok()
+        .stdout;
+    assert!(
+        r.contains("RC=1") && !r.contains("1 packets received"),
+        "{r}"
+    );
+    let rules = sh(&format!("nft list table inet {}", n.table()));
+    assert!(
+        rules.contains(&format!("iifname \"{bi}\" oifname != \"{bi}\" drop")),
+        "{rules}"
+    );
+    d.docker(&["network", "rm", "inside"]).ok();
+
     d.docker(&["rm", "-f", "pub"]).ok();
     assert!(http_get(&format!("127.0.0.1:{p_lo}")).is_err());
     let rules = sh(&format!("nft list table inet {}", n.table()));
