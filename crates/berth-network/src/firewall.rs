@@ -554,36 +554,44 @@ mod tests {
         if !have {
             return;
         }
-        let prefix = format!("BERTH-UT{}", std::process::id());
-        struct Guard(Iptables);
-        impl Drop for Guard {
-            fn drop(&mut self) {
-                let _ = self.0.clear();
-            }
-        }
-        let guard = Guard(Iptables::new(prefix.clone()));
-        let ipt = &guard.0;
-        ipt.apply(&rules()).unwrap();
-        ipt.apply(&rules()).unwrap();
-        let nat = Command::new("iptables")
-            .args(["-w", "-t", "nat", "-S"])
-            .output()
+        // In a namespace of our own: the host's iptables are never touched by this test.
+        let mut holder = Command::new("unshare")
+            .args(["-n", "sleep", "60"])
+            .spawn()
             .unwrap();
-        let nat = String::from_utf8_lossy(&nat.stdout).into_owned();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let ns = crate::netlink::Netns::of_pid(holder.id());
+        let (nat, after) = ns
+            .run(|| {
+                let ipt = Iptables::new("BERTH-UT");
+                ipt.apply(&rules()).unwrap();
+                ipt.apply(&rules()).unwrap();
+                let nat = Command::new("iptables")
+                    .args(["-w", "-t", "nat", "-S"])
+                    .output()
+                    .unwrap();
+                ipt.clear().unwrap();
+                let all = Command::new("sh")
+                    .arg("-c")
+                    .arg("iptables -w -S; iptables -w -t nat -S")
+                    .output()
+                    .unwrap();
+                (
+                    String::from_utf8_lossy(&nat.stdout).into_owned(),
+                    String::from_utf8_lossy(&all.stdout).into_owned(),
+                )
+            })
+            .unwrap();
+        let _ = holder.kill();
+        let _ = holder.wait();
         assert!(
             nat.lines()
-                .any(|l| l.starts_with(&format!("-A {prefix}-PRE ! -i bra"))
+                .any(|l| l.starts_with("-A BERTH-UT-PRE ! -i bra")
                     && l.contains("--dport 5353 -j DNAT --to-destination 10.1.0.2:53")),
             "{nat}"
         );
-        assert_eq!(nat.matches(&format!("-j {prefix}-PRE")).count(), 1, "{nat}");
-        ipt.clear().unwrap();
-        let all = Command::new("sh")
-            .arg("-c")
-            .arg("iptables -w -S; iptables -w -t nat -S")
-            .output()
-            .unwrap();
-        assert!(!String::from_utf8_lossy(&all.stdout).contains(&prefix));
+        assert_eq!(nat.matches("-j BERTH-UT-PRE").count(), 1, "{nat}");
+        assert!(!after.contains("BERTH-UT"), "{after}");
     }
 
     #[test]
