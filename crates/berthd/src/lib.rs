@@ -17,7 +17,6 @@ pub mod hostconfig;
 pub mod images_api;
 pub mod logs;
 pub mod names;
-pub mod netns;
 pub mod network;
 pub mod ops;
 pub mod shimio;

@@ -113,14 +113,6 @@ fn lock_data_root(root: &Path) -> anyhow::Result<std::fs::File> {
 }
 
 fn main() {
-    let argv: Vec<String> = std::env::args().collect();
-    if argv.len() == 3 && argv[1] == berthd::netns::HELPER_ARG {
-        if let Err(e) = berthd::netns::helper_main(&argv[2]) {
-            eprintln!("bringing up lo: {e}");
-            std::process::exit(1);
-        }
-        return;
-    }
     let args = Args::parse();
     if let Err(e) = run(args) {
         eprintln!("berthd: {e:#}");
