@@ -716,7 +716,9 @@ impl Manager {
         if mode == "none" {
             return Ok(());
         }
+        let t0 = std::time::Instant::now();
         let res = self.attach_inner(c, &ns);
+        tracing::debug!("network attach of {} took {:?}", &c.id[..12], t0.elapsed());
         if res.is_err() {
             self.on_exit(&c.id);
         }
