@@ -133,6 +133,14 @@ pub enum Command {
     Version(crate::containers::FormatCmd),
     /// Display system-wide information
     Info(crate::containers::FormatCmd),
+    /// Manage networks
+    Network {
+        /// The network command.
+        #[command(subcommand)]
+        command: crate::network::NetworkCommand,
+    },
+    /// List port mappings or a specific mapping for the container
+    Port(crate::network::PortCmd),
     /// Manage Berth
     System {
         /// The system command.
@@ -535,6 +543,8 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             | Command::System {
                 command: SystemCommand::Info(c),
             } => ct::info(&host, c, out),
+            Command::Network { command } => crate::network::network(&host, command, out, err),
+            Command::Port(c) => crate::network::port(&host, c, out),
             _ => Ok(()),
         };
     }

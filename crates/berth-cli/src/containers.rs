@@ -47,6 +47,9 @@ pub struct RunCmd {
     /// Set metadata on a container
     #[arg(short = 'l', long = "label")]
     label: Vec<String>,
+    /// Networking flags (`-p`, `-P`, `--dns`, `--add-host`, `--ip`, `-h`, …)
+    #[command(flatten)]
+    net: Box<crate::network::NetworkFlags>,
     /// Docker's other create flags.
     #[command(flatten)]
     pub opts: crate::ctl::CreateFlags,
@@ -89,6 +92,7 @@ fn create_body(c: &RunCmd) -> Result<Value, CliError> {
     if let Some(n) = &c.network {
         body["HostConfig"]["NetworkMode"] = json!(n);
     }
+    c.net.apply(&mut body, c.network.as_deref())?;
     c.opts.apply(&mut body)?;
     Ok(body)
 }
@@ -281,10 +285,11 @@ pub fn ps(host: &Host, c: &PsCmd, out: &mut dyn Write) -> Result<(), CliError> {
             .map(|n| n.trim_start_matches('/'))
             .collect();
         text.push_str(&format!(
-            "{short}\t{}\t{cmd}\t{}\t{}\t\t{}\n",
+            "{short}\t{}\t{cmd}\t{}\t{}\t{}\t{}\n",
             ct["Image"].as_str().unwrap_or_default(),
             crate::units::since(ct["Created"].as_i64().unwrap_or(now), now),
             ct["Status"].as_str().unwrap_or_default(),
+            crate::network::ports_column(&ct["Ports"]),
             names.join(",")
         ));
     }

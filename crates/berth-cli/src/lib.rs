@@ -18,6 +18,7 @@ pub mod commands;
 pub mod containers;
 pub mod ctl;
 pub mod format;
+pub mod network;
 pub mod tabwriter;
 pub mod template;
 pub mod units;

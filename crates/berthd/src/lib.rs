@@ -18,7 +18,7 @@ pub mod images_api;
 pub mod listen;
 pub mod logs;
 pub mod names;
-pub mod netns;
+pub mod network;
 pub mod ops;
 pub mod shimio;
 pub mod spec;

@@ -69,6 +69,18 @@ struct Args {
     /// Debug logging.
     #[arg(short = 'D', long)]
     debug: bool,
+    /// The default bridge network's interface.
+    #[arg(short = 'b', long, env = "BERTHD_BRIDGE", default_value = "berth0")]
+    bridge: String,
+    /// The default bridge's address and prefix (e.g. 172.17.0.1/16); chosen when absent.
+    #[arg(long, env = "BERTHD_BIP")]
+    bip: Option<berth_network::Ipv4Net>,
+    /// Where default-bridge containers get their addresses (inside --bip's subnet).
+    #[arg(long, env = "BERTHD_FIXED_CIDR")]
+    fixed_cidr: Option<berth_network::Ipv4Net>,
+    /// Firewall backend: auto, nftables, iptables, none.
+    #[arg(long, env = "BERTHD_FIREWALL", default_value = "auto")]
+    firewall_backend: String,
 }
 
 fn find_bin(name: &str) -> PathBuf {
@@ -112,14 +124,6 @@ fn lock_data_root(root: &Path) -> anyhow::Result<std::fs::File> {
 }
 
 fn main() {
-    let argv: Vec<String> = std::env::args().collect();
-    if argv.len() == 3 && argv[1] == berthd::netns::HELPER_ARG {
-        if let Err(e) = berthd::netns::helper_main(&argv[2]) {
-            eprintln!("bringing up lo: {e}");
-            std::process::exit(1);
-        }
-        return;
-    }
     let args = Args::parse();
     if let Err(e) = run(args) {
         eprintln!("berthd: {e:#}");
@@ -190,6 +194,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| find_bin("berth-runtime")),
         cgroup_parent: args.cgroup_parent.clone(),
+        network: berthd::network::NetOptions {
+            bridge: args.bridge.clone(),
+            bip: args.bip,
+            fixed_cidr: args.fixed_cidr,
+            firewall: args.firewall_backend.clone(),
+        },
         insecure_registries: args.insecure_registries.clone(),
         init: args
             .init_path

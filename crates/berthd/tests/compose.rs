@@ -21,7 +21,11 @@ fn compose(d: &Daemon, dir: &std::path::Path, args: &[&str]) -> Run {
 
 #[test]
 fn compose_up_ps_logs_exec_down() {
-    if Command::new("docker-compose").arg("version").output().is_err() {
+    if Command::new("docker-compose")
+        .arg("version")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIP: docker-compose is needed (apt-get install docker-compose)");
         return;
     }
@@ -49,7 +53,10 @@ services:
     let r = compose(&d, dir.path(), &["up", "-d"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let ps = compose(&d, dir.path(), &["ps"]).ok().stdout;
-    assert!(ps.contains("bt_web_1") && ps.contains("bt_client_1") && ps.contains("Up"), "{ps}");
+    assert!(
+        ps.contains("bt_web_1") && ps.contains("bt_client_1") && ps.contains("Up"),
+        "{ps}"
+    );
     let mut logs = String::new();
     for _ in 0..100 {
         logs = compose(&d, dir.path(), &["logs", "client"]).ok().stdout;
@@ -59,13 +66,22 @@ services:
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert!(logs.contains("hello-from-web"), "{logs}");
-    let env = compose(&d, dir.path(), &["exec", "-T", "client", "sh", "-c", "echo $ROLE"]).ok().stdout;
+    let env = compose(
+        &d,
+        dir.path(),
+        &["exec", "-T", "client", "sh", "-c", "echo $ROLE"],
+    )
+    .ok()
+    .stdout;
     assert_eq!(env.trim(), "client");
     compose(&d, dir.path(), &["restart", "web"]).ok();
     let r = compose(&d, dir.path(), &["down"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(d.docker(&["ps", "-aq"]).ok().stdout, "");
-    let nets = d.docker(&["network", "ls", "--format", "{{.Name}}"]).ok().stdout;
+    let nets = d
+        .docker(&["network", "ls", "--format", "{{.Name}}"])
+        .ok()
+        .stdout;
     assert!(!nets.contains("bt_default"), "{nets}");
     finish(d);
 }

@@ -67,7 +67,10 @@ pub fn bin_dir() -> &'static Path {
             .unwrap();
         assert!(o.status.success(), "building berth-init failed");
         let init = String::from_utf8_lossy(&o.stdout).trim().to_string();
-        std::fs::copy(&init, dir.join("berth-init.static")).unwrap();
+        // Other test processes may be running the current copy: replace it by a rename.
+        let tmp = dir.join(format!("berth-init.static.{}", std::process::id()));
+        std::fs::copy(&init, &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join("berth-init.static")).unwrap();
         dir
     })
 }
@@ -126,6 +129,8 @@ pub struct Daemon {
     pub cgroup_parent: String,
     /// More daemon flags (see [`Daemon::with_args`]).
     pub extra_args: Vec<String>,
+    /// The daemon's own default bridge (removed with its nft table at cleanup).
+    pub bridge: Option<String>,
 }
 
 pub struct Run {
@@ -168,7 +173,23 @@ impl Daemon {
             child: None,
             cgroup_parent: format!("/berth-test-{}-{n}", std::process::id()),
             extra_args: extra.to_vec(),
+            bridge: None,
         };
+        // A default bridge and subnet of this daemon's own, so tests run in parallel without
+        // sharing addresses (unless the test chose its own through BERTHD_BRIDGE).
+        if std::env::var_os("BERTHD_BRIDGE").is_none() {
+            let pid = std::process::id();
+            let bridge = format!("bd{pid}x{n}");
+            let bip = format!(
+                "10.{}.{}.{}/28",
+                128 + ((pid >> 8) & 0x3f),
+                pid & 0xff,
+                (n % 16) * 16 + 1
+            );
+            d.extra_args
+                .extend(["--bridge".to_string(), bridge.clone(), "--bip".into(), bip]);
+            d.bridge = Some(bridge);
+        }
         std::fs::create_dir_all(d.path("docker-config")).unwrap();
         // Seed busybox:latest through the berth CLI into the same data root.
         let tar = d.path("rootfs.tar");
@@ -343,6 +364,16 @@ impl Daemon {
         }
         let unified = Path::new("/sys/fs/cgroup/unified").join(name);
         let _ = std::fs::remove_dir(unified);
+        if let Some(b) = &self.bridge {
+            let _ = Command::new("ip")
+                .args(["link", "del", b])
+                .stderr(Stdio::null())
+                .status();
+            let _ = Command::new("nft")
+                .args(["delete", "table", "inet", &format!("berth_{b}")])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 
     /// Leftovers after cleanup (for assertions).
