@@ -102,6 +102,12 @@ pub enum Command {
     Version(crate::containers::FormatCmd),
     /// Display system-wide information
     Info(crate::containers::FormatCmd),
+    /// Berth's own registry server
+    Registry {
+        /// The registry command.
+        #[command(subcommand)]
+        command: crate::registry_server::RegistryCommand,
+    },
     /// Manage Berth
     System {
         /// The system command.
@@ -416,6 +422,9 @@ fn images_opts(c: &ImagesCmd) -> ImagesOptions {
 
 fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CliError> {
     use crate::containers as ct;
+    if let Command::Registry { command } = &cli.command {
+        return crate::registry_server::run(command, out);
+    }
     let daemon_cmd = matches!(
         cli.command,
         Command::Run(_)
@@ -560,7 +569,8 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
         | Command::Rm(_)
         | Command::Wait(_)
         | Command::Version(_)
-        | Command::Info(_) => Ok(()),
+        | Command::Info(_)
+        | Command::Registry { .. } => Ok(()),
     }
 }
 
