@@ -139,18 +139,24 @@ pub fn identify(st: &AppState, headers: &HeaderMap, host: &str) -> Result<Identi
         return Err(ApiError::new(Code::Unauthorized, "authentication required")
             .header("www-authenticate", challenge(st, host, None, None)));
     }
-    if let Some(t) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
+    if let Some(t) = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+    {
         if let Some(id) = st.auth.verify(t.trim(), now_secs()) {
             return Ok(id);
         }
-        return Err(ApiError::new(Code::Unauthorized, "invalid or expired token")
-            .header(
+        return Err(
+            ApiError::new(Code::Unauthorized, "invalid or expired token").header(
                 "www-authenticate",
                 challenge(st, host, None, Some("invalid_token")),
-            ));
+            ),
+        );
     }
-    Err(ApiError::new(Code::Unauthorized, "unsupported authorization scheme")
-        .header("www-authenticate", challenge(st, host, None, None)))
+    Err(
+        ApiError::new(Code::Unauthorized, "unsupported authorization scheme")
+            .header("www-authenticate", challenge(st, host, None, None)),
+    )
 }
 
 /// The `Host` header, reduced to characters that are safe in a URL authority.
@@ -161,8 +167,7 @@ pub fn host_of(headers: &HeaderMap) -> String {
         .unwrap_or("localhost");
     let ok = !h.is_empty()
         && h.len() < 256
-        && h
-            .bytes()
+        && h.bytes()
             .all(|c| c.is_ascii_alphanumeric() || b".:-[]".contains(&c));
     if ok {
         h.to_string()
@@ -178,12 +183,7 @@ pub fn challenge(st: &AppState, host: &str, scope: Option<&str>, error: Option<&
         .config
         .as_ref()
         .and_then(|c| c.realm.clone())
-        .unwrap_or_else(|| {
-            format!(
-                "{}://{host}/token",
-                if st.tls { "https" } else { "http" }
-            )
-        });
+        .unwrap_or_else(|| format!("{}://{host}/token", if st.tls { "https" } else { "http" }));
     let mut s = format!("Bearer realm=\"{realm}\",service=\"{}\"", st.auth.service);
     if let Some(sc) = scope {
         s.push_str(&format!(",scope=\"{sc}\""));
@@ -206,7 +206,11 @@ fn authorize(
     }
     let scope = format!(
         "repository:{repo}:{}",
-        actions.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(",")
+        actions
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     );
     let detail = serde_json::json!([{"Type": "repository", "Name": repo,
         "Action": actions.iter().map(|a| a.as_str()).collect::<Vec<_>>()}]);
@@ -232,11 +236,10 @@ fn authorize(
                         ),
                 )
             } else {
-                Err(ApiError::new(
-                    Code::Denied,
-                    "requested access to the resource is denied",
+                Err(
+                    ApiError::new(Code::Denied, "requested access to the resource is denied")
+                        .detail(detail),
                 )
-                .detail(detail))
             }
         }
     }
@@ -343,19 +346,31 @@ async fn v2_inner(st: St, req: Request) -> Result<Response, ApiError> {
             match m {
                 Method::GET | Method::HEAD => {
                     authorize(&st, &ctx.id, &ctx.host, &name, &[Action::Pull])?;
-                    bounded(timeout, get_manifest(st, ctx, name, reference, m == Method::GET))
-                        .await
+                    bounded(
+                        timeout,
+                        get_manifest(st, ctx, name, reference, m == Method::GET),
+                    )
+                    .await
                 }
                 Method::PUT => {
-                    authorize(&st, &ctx.id, &ctx.host, &name, &[Action::Pull, Action::Push])?;
+                    authorize(
+                        &st,
+                        &ctx.id,
+                        &ctx.host,
+                        &name,
+                        &[Action::Pull, Action::Push],
+                    )?;
                     let ct = parts
                         .headers
                         .get("content-type")
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
                     let len = content_length(&parts.headers);
-                    bounded(timeout, put_manifest(st, ctx, name, reference, ct, len, body))
-                        .await
+                    bounded(
+                        timeout,
+                        put_manifest(st, ctx, name, reference, ct, len, body),
+                    )
+                    .await
                 }
                 Method::DELETE => {
                     authorize(&st, &ctx.id, &ctx.host, &name, &[Action::Delete])?;
@@ -386,7 +401,13 @@ async fn v2_inner(st: St, req: Request) -> Result<Response, ApiError> {
         }
         Route::Upload(name, upload) => {
             check_name(&name)?;
-            authorize(&st, &ctx.id, &ctx.host, &name, &[Action::Pull, Action::Push])?;
+            authorize(
+                &st,
+                &ctx.id,
+                &ctx.host,
+                &name,
+                &[Action::Pull, Action::Push],
+            )?;
             let headers = parts.headers;
             match (m, upload) {
                 (Method::POST, None) => post_upload(st, ctx, name, q, &headers, body).await,
@@ -431,10 +452,10 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
 
 // ---- listing ------------------------------------------------------------------------------
 
-fn paginate(
-    all: Vec<String>,
-    q: &[(String, String)],
-) -> Result<(Vec<String>, Option<(usize, String)>), ApiError> {
+/// A page of names and, when more follow, the `n` and `last` of the next page.
+type Page = (Vec<String>, Option<(usize, String)>);
+
+fn paginate(all: Vec<String>, q: &[(String, String)]) -> Result<Page, ApiError> {
     let n = match q1(q, "n") {
         None | Some("") => None,
         Some(s) => Some(s.parse::<usize>().map_err(|_| {
@@ -476,10 +497,12 @@ fn with_headers(mut r: Response, hs: Vec<(&'static str, String)>) -> Response {
 
 async fn catalog(st: St, ctx: Ctx, q: Vec<(String, String)>) -> Result<Response, ApiError> {
     if st.auth.enabled() && ctx.id == Identity::Anonymous {
-        return Err(ApiError::new(Code::Unauthorized, "authentication required").header(
-            "www-authenticate",
-            challenge(&st, &ctx.host, Some("registry:catalog:*"), None),
-        ));
+        return Err(
+            ApiError::new(Code::Unauthorized, "authentication required").header(
+                "www-authenticate",
+                challenge(&st, &ctx.host, Some("registry:catalog:*"), None),
+            ),
+        );
     }
     let st2 = st.clone();
     let repos = blocking(move || Ok(st2.store.list_repos()?)).await?;
@@ -512,7 +535,10 @@ async fn tags(st: St, name: String, q: Vec<(String, String)>) -> Result<Response
         &serde_json::json!({ "name": name, "tags": page }),
         "application/json",
     );
-    Ok(with_headers(r, link(&format!("/v2/{name}/tags/list"), next)))
+    Ok(with_headers(
+        r,
+        link(&format!("/v2/{name}/tags/list"), next),
+    ))
 }
 
 fn name_unknown(name: &str) -> ApiError {
@@ -540,7 +566,8 @@ async fn referrers(
                     continue;
                 }
             }
-            let mut desc = serde_json::json!({"mediaType": e.media_type, "digest": d, "size": e.size});
+            let mut desc =
+                serde_json::json!({"mediaType": e.media_type, "digest": d, "size": e.size});
             if let Some(a) = &e.artifact_type {
                 desc["artifactType"] = a.clone().into();
             }
@@ -580,7 +607,11 @@ async fn get_manifest(
     let (digest, entry, bytes) = blocking(move || {
         let meta = st2.store.read_meta(&n2)?.ok_or_else(|| name_unknown(&n2))?;
         let d = match &r2 {
-            Reference::Tag(t) => meta.tags.get(t).cloned().ok_or_else(|| manifest_unknown(&r2))?,
+            Reference::Tag(t) => meta
+                .tags
+                .get(t)
+                .cloned()
+                .ok_or_else(|| manifest_unknown(&r2))?,
             Reference::Digest(d) => d.to_string(),
         };
         let entry = meta
@@ -589,14 +620,21 @@ async fn get_manifest(
             .cloned()
             .ok_or_else(|| manifest_unknown(&r2))?;
         let digest = Digest::parse(&d).map_err(ApiError::internal)?;
-        let bytes = std::fs::read(st2.store.blob_path(&digest))
-            .map_err(|_| manifest_unknown(&r2))?;
+        let bytes =
+            std::fs::read(st2.store.blob_path(&digest)).map_err(|_| manifest_unknown(&r2))?;
         Ok((digest, entry, bytes))
     })
     .await?;
     if with_body {
         let ds = digest.to_string();
-        ctx.audit(&st, "pull", "manifest", &name, Some(&reference.to_string()), Some(&ds));
+        ctx.audit(
+            &st,
+            "pull",
+            "manifest",
+            &name,
+            Some(&reference.to_string()),
+            Some(&ds),
+        );
     }
     let len = bytes.len();
     let mut r = Response::new(if with_body {
@@ -636,7 +674,9 @@ async fn put_manifest(
                 Code::DigestInvalid,
                 "manifest digest does not match the reference",
             )
-            .detail(serde_json::json!({"expected": want.to_string(), "actual": digest.to_string()})));
+            .detail(
+                serde_json::json!({"expected": want.to_string(), "actual": digest.to_string()}),
+            ));
         }
     }
     let (st2, n2, r2, p2, d2) = (
@@ -685,9 +725,10 @@ async fn put_manifest(
                 }
             }
             store.put_blob_bytes(&bytes)?;
-            let artifact_type = p2.artifact_type.clone().or_else(|| {
-                (!p2.is_index()).then(|| p2.blobs[0].media_type.clone())
-            });
+            let artifact_type = p2
+                .artifact_type
+                .clone()
+                .or_else(|| (!p2.is_index()).then(|| p2.blobs[0].media_type.clone()));
             meta.manifests.insert(
                 d2.to_string(),
                 ManifestEntry {
@@ -709,7 +750,14 @@ async fn put_manifest(
     })
     .await?;
     let ds = digest.to_string();
-    ctx.audit(&st, "push", "manifest", &name, Some(&reference.to_string()), Some(&ds));
+    ctx.audit(
+        &st,
+        "push",
+        "manifest",
+        &name,
+        Some(&reference.to_string()),
+        Some(&ds),
+    );
     let mut hs = vec![
         ("location", format!("/v2/{name}/manifests/{digest}")),
         ("docker-content-digest", ds),
@@ -750,7 +798,14 @@ async fn delete_manifest(
         Reference::Tag(_) => ("tag", None),
         Reference::Digest(d) => ("manifest", Some(d.to_string())),
     };
-    ctx.audit(&st, "delete", kind, &name, Some(&reference.to_string()), digest.as_deref());
+    ctx.audit(
+        &st,
+        "delete",
+        kind,
+        &name,
+        Some(&reference.to_string()),
+        digest.as_deref(),
+    );
     Ok(empty(StatusCode::ACCEPTED, &[]))
 }
 
@@ -781,7 +836,9 @@ fn parse_range(h: &str, size: u64) -> Result<(u64, u64), ()> {
         let e: u64 = if b.is_empty() {
             size.checked_sub(1).ok_or(())?
         } else {
-            b.parse::<u64>().map_err(|_| ())?.min(size.saturating_sub(1))
+            b.parse::<u64>()
+                .map_err(|_| ())?
+                .min(size.saturating_sub(1))
         };
         (s, e)
     };
@@ -800,7 +857,10 @@ async fn get_blob(
 ) -> Result<Response, ApiError> {
     let (st2, d2) = (st.clone(), d.clone());
     let size = blocking(move || {
-        let meta = st2.store.read_meta(&name)?.ok_or_else(|| blob_unknown(&d2))?;
+        let meta = st2
+            .store
+            .read_meta(&name)?
+            .ok_or_else(|| blob_unknown(&d2))?;
         let ds = d2.to_string();
         if !meta.blobs.contains(&ds) && !meta.manifests.contains_key(&ds) {
             return Err(blob_unknown(&d2));
@@ -825,8 +885,10 @@ async fn get_blob(
                 extra.push(("content-range", format!("bytes {s}-{e}/{size}")));
             }
             Err(()) => {
-                return Err(ApiError::new(Code::RangeInvalid, "requested range not satisfiable")
-                    .header("content-range", format!("bytes */{size}")))
+                return Err(
+                    ApiError::new(Code::RangeInvalid, "requested range not satisfiable")
+                        .header("content-range", format!("bytes */{size}")),
+                )
             }
         }
     }
@@ -865,12 +927,18 @@ async fn get_blob(
     let mut r = Response::new(body);
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert("content-type", HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        "content-type",
+        HeaderValue::from_static("application/octet-stream"),
+    );
     h.insert("content-length", hv(&len.to_string()));
     h.insert("docker-content-digest", hv(&d.to_string()));
     h.insert("etag", hv(&format!("\"{d}\"")));
     h.insert("accept-ranges", HeaderValue::from_static("bytes"));
-    h.insert("cache-control", HeaderValue::from_static("max-age=31536000"));
+    h.insert(
+        "cache-control",
+        HeaderValue::from_static("max-age=31536000"),
+    );
     for (k, v) in extra {
         h.insert(k, hv(&v));
     }
@@ -1005,9 +1073,10 @@ async fn patch_upload(
 ) -> Result<Response, ApiError> {
     upload_of(&st, &name, &id)?;
     let cr = match headers.get("content-range").and_then(|v| v.to_str().ok()) {
-        Some(v) => Some(parse_content_range(v).ok_or_else(|| {
-            ApiError::new(Code::RangeInvalid, "malformed Content-Range")
-        })?),
+        Some(v) => Some(
+            parse_content_range(v)
+                .ok_or_else(|| ApiError::new(Code::RangeInvalid, "malformed Content-Range"))?,
+        ),
         None => None,
     };
     let size = append(&st, &id, headers, body, cr).await.map_err(|e| {
@@ -1019,7 +1088,10 @@ async fn patch_upload(
             e
         }
     })?;
-    Ok(empty(StatusCode::ACCEPTED, &upload_headers(&name, &id, size)))
+    Ok(empty(
+        StatusCode::ACCEPTED,
+        &upload_headers(&name, &id, size),
+    ))
 }
 
 async fn put_upload(
@@ -1032,9 +1104,10 @@ async fn put_upload(
     body: Body,
 ) -> Result<Response, ApiError> {
     upload_of(&st, &name, &id)?;
-    let d = digest_or_err(q1(&q, "digest").ok_or_else(|| {
-        ApiError::new(Code::DigestInvalid, "digest parameter missing")
-    })?)?;
+    let d = digest_or_err(
+        q1(&q, "digest")
+            .ok_or_else(|| ApiError::new(Code::DigestInvalid, "digest parameter missing"))?,
+    )?;
     if content_length(headers) != Some(0) {
         let cr = headers
             .get("content-range")
@@ -1047,7 +1120,10 @@ async fn put_upload(
 
 async fn upload_status(st: St, name: String, id: String) -> Result<Response, ApiError> {
     let size = upload_of(&st, &name, &id)?;
-    Ok(empty(StatusCode::NO_CONTENT, &upload_headers(&name, &id, size)))
+    Ok(empty(
+        StatusCode::NO_CONTENT,
+        &upload_headers(&name, &id, size),
+    ))
 }
 
 async fn cancel_upload(st: St, name: String, id: String) -> Result<Response, ApiError> {
@@ -1236,11 +1312,23 @@ async fn finish(
 // ---- /token ---------------------------------------------------------------------------------
 
 /// Grants for `scope` strings (`repository:<name>:<actions>`, `registry:catalog:*`).
-fn grant(st: &AppState, user: Option<&str>, scopes: &[String]) -> Vec<(String, String, Vec<Action>)> {
+fn grant(
+    st: &AppState,
+    user: Option<&str>,
+    scopes: &[String],
+) -> Vec<(String, String, Vec<Action>)> {
     let mut out: Vec<(String, String, Vec<Action>)> = Vec::new();
-    for s in scopes.iter().flat_map(|s| s.split(' ')).filter(|s| !s.is_empty()) {
-        let Some((ty, rest)) = s.split_once(':') else { continue };
-        let Some((name, acts)) = rest.rsplit_once(':') else { continue };
+    for s in scopes
+        .iter()
+        .flat_map(|s| s.split(' '))
+        .filter(|s| !s.is_empty())
+    {
+        let Some((ty, rest)) = s.split_once(':') else {
+            continue;
+        };
+        let Some((name, acts)) = rest.rsplit_once(':') else {
+            continue;
+        };
         if ty == "registry" && name == "catalog" {
             out.push(("registry".into(), "catalog".into(), Vec::new()));
             continue;
@@ -1275,7 +1363,11 @@ fn token_error(status: StatusCode, error: &str, desc: &str) -> Response {
 /// `GET /token?service=…&scope=…` with optional basic auth (Docker's token protocol).
 pub async fn token_get(State(st): State<St>, req: Request) -> Response {
     if !st.auth.enabled() {
-        return token_error(StatusCode::NOT_FOUND, "unsupported", "authentication is not configured");
+        return token_error(
+            StatusCode::NOT_FOUND,
+            "unsupported",
+            "authentication is not configured",
+        );
     }
     let q = query_pairs(req.uri().query());
     let user = match req
@@ -1287,7 +1379,11 @@ pub async fn token_get(State(st): State<St>, req: Request) -> Response {
         None => None,
         Some(Some((u, p))) if blocking_check(&st, &u, &p).await => Some(u),
         Some(_) => {
-            let mut r = token_error(StatusCode::UNAUTHORIZED, "invalid_grant", "invalid username or password");
+            let mut r = token_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_grant",
+                "invalid username or password",
+            );
             r.headers_mut().insert(
                 "www-authenticate",
                 hv(&format!("Basic realm=\"{}\"", st.auth.service)),
@@ -1321,20 +1417,36 @@ async fn blocking_check(st: &St, u: &str, p: &str) -> bool {
 /// `POST /token` (OAuth2 password grant, as containerd and podman send it).
 pub async fn token_post(State(st): State<St>, req: Request) -> Response {
     if !st.auth.enabled() {
-        return token_error(StatusCode::NOT_FOUND, "unsupported", "authentication is not configured");
+        return token_error(
+            StatusCode::NOT_FOUND,
+            "unsupported",
+            "authentication is not configured",
+        );
     }
     let Ok(body) = axum::body::to_bytes(req.into_body(), 64 * 1024).await else {
         return token_error(StatusCode::BAD_REQUEST, "invalid_request", "body too large");
     };
     let f = query_pairs(std::str::from_utf8(&body).ok());
     if q1(&f, "grant_type") != Some("password") {
-        return token_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "only the password grant is supported");
+        return token_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "only the password grant is supported",
+        );
     }
     let (Some(u), Some(p)) = (q1(&f, "username"), q1(&f, "password")) else {
-        return token_error(StatusCode::BAD_REQUEST, "invalid_request", "username and password required");
+        return token_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "username and password required",
+        );
     };
     if !blocking_check(&st, u, p).await {
-        return token_error(StatusCode::UNAUTHORIZED, "invalid_grant", "invalid username or password");
+        return token_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_grant",
+            "invalid username or password",
+        );
     }
     let scopes: Vec<String> = f
         .iter()

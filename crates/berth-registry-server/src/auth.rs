@@ -139,7 +139,9 @@ impl Config {
                 return Err(err(format!("invalid user name {u:?}")));
             }
             if !uc.password_hash.starts_with("$2") {
-                return Err(err(format!("user {u}: password_hash must be a bcrypt hash")));
+                return Err(err(format!(
+                    "user {u}: password_hash must be a bcrypt hash"
+                )));
             }
         }
         for (i, r) in c.access.iter().enumerate() {
@@ -391,7 +393,10 @@ impl Auth {
                 catalog = true;
             } else if ty == "repository" {
                 let e = access.entry(name.to_string()).or_default();
-                e.extend(acts.iter().filter_map(|x| x.as_str().and_then(Action::parse)));
+                e.extend(
+                    acts.iter()
+                        .filter_map(|x| x.as_str().and_then(Action::parse)),
+                );
             }
         }
         Some(Identity::Token {
@@ -442,7 +447,10 @@ pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
         ipad[i] ^= k[i];
         opad[i] ^= k[i];
     }
-    let inner = Sha256::new().chain_update(ipad).chain_update(msg).finalize();
+    let inner = Sha256::new()
+        .chain_update(ipad)
+        .chain_update(msg)
+        .finalize();
     Sha256::new()
         .chain_update(opad)
         .chain_update(inner)
@@ -462,7 +470,9 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Decodes `Basic base64(user:password)`.
 pub fn parse_basic(value: &str) -> Option<(String, String)> {
-    let v = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
+    let v = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
     let raw = base64::engine::general_purpose::STANDARD
         .decode(v.trim())
         .ok()?;

@@ -116,8 +116,11 @@ impl ApiError {
             .detail(serde_json::json!({ "name": name }))
     }
     pub fn too_large(limit: u64) -> Self {
-        Self::new(Code::SizeInvalid, format!("body exceeds the limit of {limit} bytes"))
-            .status(StatusCode::PAYLOAD_TOO_LARGE)
+        Self::new(
+            Code::SizeInvalid,
+            format!("body exceeds the limit of {limit} bytes"),
+        )
+        .status(StatusCode::PAYLOAD_TOO_LARGE)
     }
 }
 
@@ -164,14 +167,20 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error("corrupt metadata {path}: {msg}")]
-    Corrupt { path: std::path::PathBuf, msg: String },
+    Corrupt {
+        path: std::path::PathBuf,
+        msg: String,
+    },
 }
 
 /// Errors of configuration and serving.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("config {path}: {msg}")]
-    Config { path: std::path::PathBuf, msg: String },
+    Config {
+        path: std::path::PathBuf,
+        msg: String,
+    },
     #[error("TLS: {0}")]
     Tls(String),
     #[error("listen on {addr}: {source}")]

@@ -74,7 +74,10 @@ fn mark(store: &Store, d: &str, marked: &mut HashSet<String>) {
     let Ok(dg) = Digest::parse(d) else { return };
     let p = store.blob_path(&dg);
     // Only small JSON documents can be manifests.
-    if std::fs::metadata(&p).map(|m| m.len() > 8 << 20).unwrap_or(true) {
+    if std::fs::metadata(&p)
+        .map(|m| m.len() > 8 << 20)
+        .unwrap_or(true)
+    {
         return;
     }
     let Ok(bytes) = std::fs::read(&p) else { return };
@@ -109,7 +112,9 @@ fn mark(store: &Store, d: &str, marked: &mut HashSet<String>) {
 pub fn gc(root: &Path, opts: &GcOptions) -> Result<GcReport, StoreError> {
     let store = Store::open(root)?;
     let now = SystemTime::now();
-    let cutoff = now.checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
+    let cutoff = now
+        .checked_sub(opts.grace)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     let mut report = GcReport::default();
     // 1. candidates
     let all = store.list_blobs()?;
@@ -144,7 +149,9 @@ pub fn gc(root: &Path, opts: &GcOptions) -> Result<GcReport, StoreError> {
             continue;
         }
         let p = store.blob_path(&d);
-        let Ok(m) = std::fs::metadata(&p) else { continue };
+        let Ok(m) = std::fs::metadata(&p) else {
+            continue;
+        };
         if m.modified().map(|t| t >= cutoff).unwrap_or(true) {
             continue; // touched since step 1: counted as young below
         }

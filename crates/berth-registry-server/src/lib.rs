@@ -74,7 +74,10 @@ pub fn state(opts: &ServeOptions) -> Result<Arc<api::AppState>, ServerError> {
         Some(p) => Some(auth::Config::load(p)?),
         None => None,
     };
-    let limits = config.as_ref().map(|c| c.limits.clone()).unwrap_or_default();
+    let limits = config
+        .as_ref()
+        .map(|c| c.limits.clone())
+        .unwrap_or_default();
     let audit_path = config
         .as_ref()
         .and_then(|c| c.audit_log.clone())
@@ -116,7 +119,10 @@ pub fn router(state: Arc<api::AppState>) -> Router {
 }
 
 /// Loads a PEM certificate chain and key into a rustls acceptor.
-pub fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+pub fn tls_acceptor(
+    cert: &PathBuf,
+    key: &PathBuf,
+) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
     use rustls_pki_types::pem::PemObject as _;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
@@ -124,7 +130,10 @@ pub fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAc
         .collect::<Result<_, _>>()
         .map_err(|e| ServerError::Tls(format!("{}: {e}", cert.display())))?;
     if certs.is_empty() {
-        return Err(ServerError::Tls(format!("{}: no certificate", cert.display())));
+        return Err(ServerError::Tls(format!(
+            "{}: no certificate",
+            cert.display()
+        )));
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| ServerError::Tls(format!("{}: {e}", key.display())))?;
@@ -165,10 +174,11 @@ pub async fn serve(
         let app = app.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let svc = app.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(api::Remote(addr));
-                req
-            });
+            let svc =
+                app.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(api::Remote(addr));
+                    req
+                });
             let svc = TowerToHyperService::new(svc);
             let mut b = hyper::server::conn::http1::Builder::new();
             b.timer(TokioTimer::new()).header_read_timeout(idle);
@@ -210,7 +220,10 @@ pub fn serve_blocking(
         ready(listener.local_addr()?);
         let shutdown = async {
             use tokio::signal::unix::{signal, SignalKind};
-            match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            match (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
                 (Ok(mut i), Ok(mut t)) => {
                     tokio::select! { _ = i.recv() => {}, _ = t.recv() => {} }
                 }

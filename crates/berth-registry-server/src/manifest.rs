@@ -92,7 +92,9 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed, ApiError
         .as_object()
         .ok_or_else(|| invalid("manifest is not a JSON object"))?;
     if o.get("schemaVersion").and_then(Value::as_u64) != Some(2) {
-        return Err(invalid("schemaVersion must be 2 (schema 1 is not supported)"));
+        return Err(invalid(
+            "schemaVersion must be 2 (schema 1 is not supported)",
+        ));
     }
     let doc_mt = match o.get("mediaType") {
         None => None,
@@ -114,10 +116,14 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed, ApiError
         (None, None) => mt::OCI_MANIFEST.to_string(),
     };
     if !SUPPORTED.contains(&media_type.as_str()) {
-        return Err(invalid(format!("unsupported manifest media type {media_type}")));
+        return Err(invalid(format!(
+            "unsupported manifest media type {media_type}"
+        )));
     }
     if media_type.starts_with("application/vnd.docker.") && doc_mt.is_none() {
-        return Err(invalid("Docker schema 2 documents must carry their mediaType"));
+        return Err(invalid(
+            "Docker schema 2 documents must carry their mediaType",
+        ));
     }
     let is_index = media_type == mt::OCI_INDEX || media_type == mt::DOCKER_MANIFEST_LIST;
     let mut blobs = Vec::new();
@@ -206,7 +212,11 @@ mod tests {
             br#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:zz","size":1}}"#,
             br#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:aa","size":-1}}"#,
         ] {
-            assert!(parse(bad, None).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                parse(bad, None).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

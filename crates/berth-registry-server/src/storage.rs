@@ -294,7 +294,8 @@ impl Store {
             return None;
         }
         let dir = self.upload_dir(id);
-        let info: UploadInfo = serde_json::from_slice(&fs::read(dir.join("info.json")).ok()?).ok()?;
+        let info: UploadInfo =
+            serde_json::from_slice(&fs::read(dir.join("info.json")).ok()?).ok()?;
         let size = fs::metadata(dir.join("data")).ok()?.len();
         Some((info, size))
     }

@@ -78,7 +78,10 @@ nav a{{margin-right:1em}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</st
 fn not_found(msg: &str) -> Response {
     let mut r = (
         StatusCode::NOT_FOUND,
-        format!("<!DOCTYPE html><html><body><h1>Not found</h1><p>{}</p></body></html>", esc(msg)),
+        format!(
+            "<!DOCTYPE html><html><body><h1>Not found</h1><p>{}</p></body></html>",
+            esc(msg)
+        ),
     )
         .into_response();
     r.headers_mut().insert(
@@ -97,9 +100,10 @@ fn basic_challenge() -> Response {
     r
 }
 
-fn who(st: &St, req: &Request) -> Result<Identity, Response> {
+/// The visitor; `None` for wrong credentials.
+fn who(st: &St, req: &Request) -> Option<Identity> {
     let host = host_of(req.headers());
-    identify(st, req.headers(), &host).map_err(|_| basic_challenge())
+    identify(st, req.headers(), &host).ok()
 }
 
 /// `/ui` -> `/ui/`.
@@ -109,9 +113,8 @@ pub async fn redirect() -> Redirect {
 
 /// `/ui/`: the repositories the visitor may pull.
 pub async fn index(State(st): State<St>, req: Request) -> Response {
-    let id = match who(&st, &req) {
-        Ok(i) => i,
-        Err(r) => return r,
+    let Some(id) = who(&st, &req) else {
+        return basic_challenge();
     };
     let st2 = st.clone();
     let repos = match tokio::task::spawn_blocking(move || {
@@ -153,21 +156,22 @@ pub async fn index(State(st): State<St>, req: Request) -> Response {
 /// `/ui/login`: asks for basic credentials until valid ones come.
 pub async fn login(State(st): State<St>, req: Request) -> Response {
     match who(&st, &req) {
-        Ok(Identity::Anonymous) if st.auth.enabled() => basic_challenge(),
-        Ok(_) => Redirect::to("/ui/").into_response(),
-        Err(r) => r,
+        Some(Identity::Anonymous) if st.auth.enabled() => basic_challenge(),
+        Some(_) => Redirect::to("/ui/").into_response(),
+        None => basic_challenge(),
     }
 }
 
 /// `/ui/permissions`.
 pub async fn permissions(State(st): State<St>, req: Request) -> Response {
-    let id = match who(&st, &req) {
-        Ok(i) => i,
-        Err(r) => return r,
+    let Some(id) = who(&st, &req) else {
+        return basic_challenge();
     };
     let mut b = String::new();
     match &st.auth.config {
-        None => b.push_str("<p>No access control: everyone may pull, push and delete everything.</p>"),
+        None => {
+            b.push_str("<p>No access control: everyone may pull, push and delete everything.</p>")
+        }
         Some(c) => {
             b.push_str("<h2>Rules</h2><table id=\"rules\"><tr><th>Repositories</th><th>Users</th><th>Actions</th></tr>\n");
             for r in &c.access {
@@ -191,9 +195,10 @@ pub async fn permissions(State(st): State<St>, req: Request) -> Response {
             b.push_str("</table>");
             // Effective rights per user on each existing repository.
             let st2 = st.clone();
-            let repos = tokio::task::spawn_blocking(move || st2.store.list_repos().unwrap_or_default())
-                .await
-                .unwrap_or_default();
+            let repos =
+                tokio::task::spawn_blocking(move || st2.store.list_repos().unwrap_or_default())
+                    .await
+                    .unwrap_or_default();
             let mut users: Vec<Option<&str>> = vec![None];
             users.extend(c.users.keys().map(|u| Some(u.as_str())));
             b.push_str("<h2>Who may do what</h2><table id=\"matrix\"><tr><th>Repository</th>");
@@ -217,9 +222,8 @@ pub async fn permissions(State(st): State<St>, req: Request) -> Response {
 
 /// `/ui/repo/<name>` and `/ui/repo/<name>/manifest/<digest>`.
 pub async fn repo(State(st): State<St>, req: Request) -> Response {
-    let id = match who(&st, &req) {
-        Ok(i) => i,
-        Err(r) => return r,
+    let Some(id) = who(&st, &req) else {
+        return basic_challenge();
     };
     let path = req.uri().path().to_string();
     let rest = path.strip_prefix("/ui/repo/").unwrap_or("");
@@ -263,7 +267,12 @@ fn image_size(st: &St, e: &crate::storage::ManifestEntry) -> u64 {
     total.max(e.size)
 }
 
-async fn repo_page(st: &St, id: &Identity, name: &str, meta: &crate::storage::RepoMeta) -> Response {
+async fn repo_page(
+    st: &St,
+    id: &Identity,
+    name: &str,
+    meta: &crate::storage::RepoMeta,
+) -> Response {
     let mut b = String::from(
         "<h2>Tags</h2><table id=\"tags\"><tr><th>Tag</th><th>Digest</th><th>Media type</th><th>Size</th></tr>\n",
     );
@@ -285,7 +294,11 @@ async fn repo_page(st: &St, id: &Identity, name: &str, meta: &crate::storage::Re
     }
     b.push_str("</table>");
     let tagged: std::collections::BTreeSet<&String> = meta.tags.values().collect();
-    let untagged: Vec<_> = meta.manifests.iter().filter(|(d, _)| !tagged.contains(d)).collect();
+    let untagged: Vec<_> = meta
+        .manifests
+        .iter()
+        .filter(|(d, _)| !tagged.contains(d))
+        .collect();
     if !untagged.is_empty() {
         b.push_str("<h2>Untagged manifests</h2><table id=\"untagged\"><tr><th>Digest</th><th>Media type</th><th>Artifact type</th><th>Subject</th></tr>\n");
         for (d, e) in untagged {
@@ -343,7 +356,16 @@ async fn manifest_page(
                 .map(|p| {
                     let g = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
                     let v = g("variant");
-                    format!("{}/{}{}", g("os"), g("architecture"), if v.is_empty() { String::new() } else { format!("/{v}") })
+                    format!(
+                        "{}/{}{}",
+                        g("os"),
+                        g("architecture"),
+                        if v.is_empty() {
+                            String::new()
+                        } else {
+                            format!("/{v}")
+                        }
+                    )
                 })
                 .unwrap_or_default();
             let sz = c.get("size").and_then(|v| v.as_u64()).unwrap_or(0);
@@ -373,7 +395,11 @@ async fn manifest_page(
         b.push_str("</table>");
     }
     if let Some(cfg) = man.get("config") {
-        let cd = cfg.get("digest").and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let cd = cfg
+            .get("digest")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
         let st2 = st.clone();
         let cd2 = cd.clone();
         let cfgv = tokio::task::spawn_blocking(move || read_json(&st2, &cd2))
@@ -392,7 +418,12 @@ async fn manifest_page(
         "<h2>Manifest</h2><pre id=\"manifest\">{}</pre><p><a href=\"/ui/repo/{n}\">back to {n}</a></p>",
         esc(&pretty)
     );
-    page(&format!("{name}@{}", &ds[..19.min(ds.len())]), id, st.auth.enabled(), &b)
+    page(
+        &format!("{name}@{}", &ds[..19.min(ds.len())]),
+        id,
+        st.auth.enabled(),
+        &b,
+    )
 }
 
 #[cfg(test)]
@@ -401,7 +432,10 @@ mod tests {
 
     #[test]
     fn escaping() {
-        assert_eq!(esc("<a href='x'>&\"</a>"), "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;");
+        assert_eq!(
+            esc("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
         assert_eq!(human(999), "999 B");
         assert_eq!(human(1_500_000), "1.5 MB");
     }
