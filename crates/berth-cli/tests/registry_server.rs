@@ -619,7 +619,7 @@ fn distribution_api_details_and_hostile_requests() {
     let r = put_manifest(p, "up/load", "bad", mt::OCI_INDEX, &bad_index);
     assert_eq!(
         (r.status, r.code().as_str()),
-        (404, "MANIFEST_BLOB_UNKNOWN")
+        (400, "MANIFEST_BLOB_UNKNOWN")
     );
 
     // Referrers: an artifact whose subject is the image.
@@ -680,7 +680,7 @@ fn distribution_api_details_and_hostile_requests() {
     let r = put_manifest(p, "up/load", "hostile", mt::OCI_MANIFEST, &missing);
     assert_eq!(
         (r.status, r.code().as_str()),
-        (404, "MANIFEST_BLOB_UNKNOWN")
+        (400, "MANIFEST_BLOB_UNKNOWN")
     );
     let r = put_manifest(p, "up/load", &wrong.to_string(), mt::OCI_MANIFEST, &man);
     assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
@@ -1506,4 +1506,189 @@ fn web_page_in_headless_chromium() {
     assert!(!page.contains("<title>pwned"), "{page}");
     let perms = dump("/ui/permissions");
     assert!(perms.contains("No access control"), "{perms}");
+}
+
+/// The same raw requests, including wrong ones, against our server and docker-registry: the
+/// same status codes, error codes and bodies.
+#[test]
+fn same_answers_as_docker_registry_for_raw_requests() {
+    if skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ours = Server::start(&tmp.path().join("root"), None);
+    let theirs = rc::Registry::start(false);
+    let img = rc::multilayer_image("amd64");
+    let layer = img.layers[0].digest();
+    let unknown = Digest::of_bytes(b"nope");
+    let missing = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": mt::OCI_MANIFEST,
+        "config": {"mediaType": mt::OCI_CONFIG, "digest": img.config_digest().to_string(), "size": img.config.len()},
+        "layers": [{"mediaType": mt::OCI_LAYER_GZIP, "digest": unknown.to_string(), "size": 4}],
+    }))
+    .unwrap();
+    let mut results = Vec::new();
+    for port in [ours.port, theirs.port] {
+        let host = format!("127.0.0.1:{port}");
+        img.seed(&host, "test/app:v1", None);
+        img.seed(&host, "test/app:v2", None);
+        let mut out: Vec<(String, u16, String, Vec<u8>)> = Vec::new();
+        let mut rec = |what: &str, r: Resp, keep_body: bool| {
+            let code = if r.status >= 400 && !r.body.is_empty() {
+                r.code()
+            } else {
+                String::new()
+            };
+            out.push((
+                what.to_string(),
+                r.status,
+                code,
+                if keep_body {
+                    r.body.trim_ascii_end().to_vec()
+                } else {
+                    Vec::new()
+                },
+            ));
+        };
+        rec("base", get(port, "/v2/"), false);
+        rec(
+            "unknown tag",
+            get(port, "/v2/test/app/manifests/nope"),
+            false,
+        );
+        rec(
+            "unknown blob",
+            get(port, &format!("/v2/test/app/blobs/{unknown}")),
+            false,
+        );
+        rec(
+            "head unknown blob",
+            http(
+                port,
+                "HEAD",
+                &format!("/v2/test/app/blobs/{unknown}"),
+                &[],
+                b"",
+            ),
+            false,
+        );
+        rec(
+            "unknown repo tags",
+            get(port, "/v2/nothere/tags/list"),
+            false,
+        );
+        rec("tags", get(port, "/v2/test/app/tags/list"), true);
+        // (distribution 2.8 ignores `n` on tags/list: pagination is compared with the catalog.)
+        rec("catalog page", get(port, "/v2/_catalog?n=1"), true);
+        rec(
+            "manifest",
+            http(
+                port,
+                "GET",
+                "/v2/test/app/manifests/v1",
+                &[("Accept", mt::OCI_MANIFEST)],
+                b"",
+            ),
+            true,
+        );
+        rec(
+            "range",
+            http(
+                port,
+                "GET",
+                &format!("/v2/test/app/blobs/{layer}"),
+                &[("Range", "bytes=10-99")],
+                b"",
+            ),
+            true,
+        );
+        let r = http(port, "POST", "/v2/test/app/blobs/uploads/", &[], b"");
+        let loc = r.h("location").unwrap().to_string();
+        let loc = loc
+            .split_once(&host)
+            .map(|x| x.1.to_string())
+            .unwrap_or(loc);
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        rec(
+            "wrong digest",
+            http(
+                port,
+                "PUT",
+                &format!("{loc}{sep}digest={unknown}"),
+                &[("Content-Type", "application/octet-stream")],
+                b"something",
+            ),
+            false,
+        );
+        rec(
+            "invalid json",
+            put_manifest(port, "test/app", "bad", mt::OCI_MANIFEST, b"{oops"),
+            false,
+        );
+        rec(
+            "missing blob",
+            put_manifest(port, "test/app", "bad", mt::OCI_MANIFEST, &missing),
+            false,
+        );
+        let r = http(port, "POST", "/v2/test/app/blobs/uploads/", &[], b"");
+        let loc = r.h("location").unwrap().to_string();
+        let loc = loc
+            .split_once(&host)
+            .map(|x| x.1.to_string())
+            .unwrap_or(loc);
+        rec("upload start", r, false);
+        let r = http(port, "PATCH", &loc, &[("Content-Range", "0-3")], b"abcd");
+        // (distribution keeps the upload's state in the URL: use the latest one.)
+        let loc = r.h("location").unwrap().to_string();
+        let loc = loc
+            .split_once(&host)
+            .map(|x| x.1.to_string())
+            .unwrap_or(loc);
+        rec("patch", r, false);
+        let status = get(port, &loc);
+        assert_eq!(status.h("range"), Some("0-3"), "{port} {loc} {status:?}");
+        rec("upload status", status, false);
+        rec(
+            "mount",
+            http(
+                port,
+                "POST",
+                &format!("/v2/other/blobs/uploads/?mount={layer}&from=test/app"),
+                &[],
+                b"",
+            ),
+            false,
+        );
+        rec(
+            "delete manifest",
+            http(
+                port,
+                "DELETE",
+                &format!("/v2/test/app/manifests/{}", img.manifest_digest()),
+                &[],
+                b"",
+            ),
+            false,
+        );
+        rec("deleted", get(port, "/v2/test/app/manifests/v1"), false);
+        results.push(out);
+    }
+    let differ: Vec<String> = results[0]
+        .iter()
+        .zip(&results[1])
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| {
+            format!(
+                "{}: ours {} {} {:?}, docker-registry {} {} {:?}",
+                a.0,
+                a.1,
+                a.2,
+                String::from_utf8_lossy(&a.3),
+                b.1,
+                b.2,
+                String::from_utf8_lossy(&b.3)
+            )
+        })
+        .collect();
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
 }

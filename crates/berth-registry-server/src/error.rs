@@ -55,10 +55,11 @@ impl Code {
         match self {
             Code::BlobUnknown
             | Code::BlobUploadUnknown
-            | Code::ManifestBlobUnknown
             | Code::ManifestUnknown
             | Code::NameUnknown => StatusCode::NOT_FOUND,
-            Code::BlobUploadInvalid
+            // As distribution: a manifest naming missing blobs is a bad request.
+            Code::ManifestBlobUnknown
+            | Code::BlobUploadInvalid
             | Code::DigestInvalid
             | Code::ManifestInvalid
             | Code::NameInvalid
