@@ -1313,10 +1313,33 @@ fn gc_removes_only_unreferenced_blobs() {
     );
     assert_eq!(r.status, 202);
     let stray = put_blob(s.port, "gc/c", b"stray upload, never referenced", &[]);
+    let mut garbage_extra: Vec<String> = Vec::new();
 
     // Default grace period: nothing is old enough.
     let out = gc(&root, &[]);
     assert!(out.contains("removed 0 "), "{out}");
+    // Safe while serving: two old unreferenced blobs; a client HEADs one of them (as a pusher
+    // does before deciding to skip its upload): that one is young again and spared.
+    let old1 = put_blob(s.port, "gc/c", b"old unreferenced one", &[]);
+    let old2 = put_blob(s.port, "gc/c", b"old unreferenced two", &[]);
+    for d in [&old1, &old2] {
+        let st = Command::new("touch")
+            .args(["-m", "-d", "3 hours ago"])
+            .arg(root.join("blobs/sha256").join(d.hex()))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let r = http(s.port, "HEAD", &format!("/v2/gc/c/blobs/{old1}"), &[], b"");
+    assert_eq!(r.status, 200);
+    let out = gc(&root, &["--grace-seconds", "3600"]);
+    assert!(out.contains(&format!("removed {old2}")), "{out}");
+    assert!(!out.contains(&old1.to_string()), "{out}");
+    assert_eq!(
+        http(s.port, "HEAD", &format!("/v2/gc/c/blobs/{old2}"), &[], b"").status,
+        404
+    );
+    garbage_extra.push(old1.hex().to_string());
     let before = s.blobs();
     // Dry run with no grace: reports, removes nothing.
     let out = gc(&root, &["--grace-seconds", "0", "--dry-run"]);
@@ -1329,6 +1352,7 @@ fn gc_removes_only_unreferenced_blobs() {
         stray.hex().to_string(),
     ];
     garbage.extend(c.layers.iter().map(|l| l.digest().hex().to_string()));
+    garbage.extend(garbage_extra);
     garbage.sort();
     garbage.dedup();
     let after = s.blobs();
@@ -1691,4 +1715,100 @@ fn same_answers_as_docker_registry_for_raw_requests() {
         })
         .collect();
     assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
+
+/// A multi-platform image (OCI index) copied with `skopeo copy --all` to both registries:
+/// the same index and children; Berth's client pulls the host's platform from ours.
+#[test]
+fn multi_platform_index_with_skopeo_and_berth_client() {
+    if skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ours = Server::start(&tmp.path().join("root"), None);
+    let theirs = rc::Registry::start(false);
+    let host_arch = Platform::host().architecture.clone();
+    let other_arch = if host_arch == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let here = rc::random_image(21, 24);
+    let mut there = rc::random_image(22, 24);
+    let mut cfg: serde_json::Value = serde_json::from_slice(&there.config).unwrap();
+    cfg["architecture"] = other_arch.into();
+    there.config = serde_json::to_vec(&cfg).unwrap();
+    let mut man: serde_json::Value = serde_json::from_slice(&there.manifest).unwrap();
+    man["config"]["digest"] = Digest::of_bytes(&there.config).to_string().into();
+    man["config"]["size"] = there.config.len().into();
+    there.manifest = serde_json::to_vec(&man).unwrap();
+    let mut here_cfg: serde_json::Value = serde_json::from_slice(&here.config).unwrap();
+    assert_eq!(here_cfg["architecture"].take(), serde_json::json!("amd64"));
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": mt::OCI_INDEX,
+        "manifests": [
+            {"mediaType": mt::OCI_MANIFEST, "digest": here.manifest_digest().to_string(), "size": here.manifest.len(),
+             "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": mt::OCI_MANIFEST, "digest": there.manifest_digest().to_string(), "size": there.manifest.len(),
+             "platform": {"architecture": other_arch, "os": "linux"}},
+        ],
+    }))
+    .unwrap();
+    let layout = tmp.path().join("layout");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    for b in here
+        .blobs()
+        .into_iter()
+        .chain(there.blobs())
+        .chain([index.clone()])
+    {
+        std::fs::write(
+            layout.join("blobs/sha256").join(Digest::of_bytes(&b).hex()),
+            &b,
+        )
+        .unwrap();
+    }
+    let top = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": mt::OCI_INDEX, "digest": Digest::of_bytes(&index).to_string(), "size": index.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "multi"}}]});
+    std::fs::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    let mut seen = Vec::new();
+    for host in [ours.host(), theirs.host()] {
+        let (ok, err) = skopeo(&[
+            "copy",
+            "--quiet",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:multi", layout.display()),
+            &format!("docker://{host}/multi/app:1"),
+        ]);
+        assert!(ok, "{err}");
+        let (ok, raw, err) = rc::skopeo_inspect_raw(&format!("{host}/multi/app:1"));
+        assert!(ok, "{err}");
+        let (ok, child, err) =
+            rc::skopeo_inspect_raw(&format!("{host}/multi/app@{}", there.manifest_digest()));
+        assert!(ok, "{err}");
+        seen.push((raw, child));
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[0].0.as_bytes(), &index[..]);
+    assert_eq!(seen[0].1.as_bytes(), &there.manifest[..]);
+    if host_arch == "amd64" {
+        let local = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(local.path().join("store")).unwrap();
+        let snap = CopySnapshotter::open(&local.path().join("snap")).unwrap();
+        let r = Reference::parse(&format!("{}/multi/app:1", ours.host())).unwrap();
+        let pulled = client(tmp.path())
+            .pull(&r, &Platform::host(), &store, &snap, &NoProgress)
+            .unwrap();
+        assert_eq!(pulled.manifest_digest, here.manifest_digest());
+        assert_eq!(pulled.repo_digest, Digest::of_bytes(&index));
+    }
+    ours.assert_consistent();
 }
