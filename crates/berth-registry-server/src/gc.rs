@@ -110,6 +110,15 @@ fn mark(store: &Store, d: &str, marked: &mut HashSet<String>) {
 
 /// Runs gc on the store at `root`.
 pub fn gc(root: &Path, opts: &GcOptions) -> Result<GcReport, StoreError> {
+    // Never create a store here: a mistyped root must not look like an empty registry.
+    let blobs = root.join("blobs/sha256");
+    if !blobs.is_dir() {
+        return Err(StoreError::Io {
+            op: "open",
+            path: blobs,
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a registry root"),
+        });
+    }
     let store = Store::open(root)?;
     let now = SystemTime::now();
     let cutoff = now
