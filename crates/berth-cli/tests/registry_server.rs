@@ -1742,8 +1742,8 @@ fn multi_platform_index_with_skopeo_and_berth_client() {
     man["config"]["digest"] = Digest::of_bytes(&there.config).to_string().into();
     man["config"]["size"] = there.config.len().into();
     there.manifest = serde_json::to_vec(&man).unwrap();
-    let mut here_cfg: serde_json::Value = serde_json::from_slice(&here.config).unwrap();
-    assert_eq!(here_cfg["architecture"].take(), serde_json::json!("amd64"));
+    let here_cfg: serde_json::Value = serde_json::from_slice(&here.config).unwrap();
+    assert_eq!(here_cfg["architecture"], "amd64");
     let index = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2, "mediaType": mt::OCI_INDEX,
         "manifests": [
@@ -1796,6 +1796,29 @@ fn multi_platform_index_with_skopeo_and_berth_client() {
         assert!(ok, "{err}");
         seen.push((raw, child));
     }
+    // Docker schema 2 (skopeo converts the OCI image on the way).
+    let single = tmp.path().join("single");
+    here.write_oci(&single, "one");
+    for host in [ours.host(), theirs.host()] {
+        let (ok, err) = skopeo(&[
+            "copy", "--quiet", "--format", "v2s2", "--dest-tls-verify=false",
+            &format!("oci:{}:one", single.display()),
+            &format!("docker://{host}/docker/app:1"),
+        ]);
+        assert!(ok, "{err}");
+        let (ok, raw, err) = rc::skopeo_inspect_raw(&format!("{host}/docker/app:1"));
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(v["mediaType"], mt::DOCKER_MANIFEST);
+        seen.push((raw, String::new()));
+    }
+    assert_eq!(seen[2], seen[3]);
+    let (ok, err) = skopeo(&[
+        "copy", "--quiet", "--src-tls-verify=false",
+        &format!("docker://{}/docker/app:1", ours.host()),
+        &format!("oci:{}:x", tmp.path().join("back").display()),
+    ]);
+    assert!(ok, "{err}");
     assert_eq!(seen[0], seen[1]);
     assert_eq!(seen[0].0.as_bytes(), &index[..]);
     assert_eq!(seen[0].1.as_bytes(), &there.manifest[..]);
