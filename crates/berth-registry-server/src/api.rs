@@ -159,6 +159,26 @@ pub fn identify(st: &AppState, headers: &HeaderMap, host: &str) -> Result<Identi
     )
 }
 
+/// [`identify`] off the async threads when a password has to be checked (bcrypt is slow on
+/// purpose; wrong passwords are never cached).
+pub async fn identify_async(
+    st: &St,
+    headers: &HeaderMap,
+    host: &str,
+) -> Result<Identity, ApiError> {
+    let basic = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.len() > 6 && v.as_bytes()[..6].eq_ignore_ascii_case(b"basic "));
+    if !basic || !st.auth.enabled() {
+        return identify(st, headers, host);
+    }
+    let (st2, h2, host2) = (st.clone(), headers.clone(), host.to_string());
+    tokio::task::spawn_blocking(move || identify(&st2, &h2, &host2))
+        .await
+        .map_err(ApiError::internal)?
+}
+
 /// The `Host` header, reduced to characters that are safe in a URL authority.
 pub fn host_of(headers: &HeaderMap) -> String {
     let h = headers
@@ -292,7 +312,7 @@ async fn v2_inner(st: St, req: Request) -> Result<Response, ApiError> {
     };
     let host = host_of(&parts.headers);
     let remote = parts.extensions.get::<Remote>().map(|r| r.0);
-    let id = identify(&st, &parts.headers, &host)?;
+    let id = identify_async(&st, &parts.headers, &host).await?;
     let ctx = Ctx { id, remote, host };
     let q = query_pairs(parts.uri.query());
     let m = parts.method.clone();

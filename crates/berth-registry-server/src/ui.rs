@@ -12,7 +12,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use berth_image::Digest;
 
-use crate::api::{host_of, identify, St};
+use crate::api::{host_of, identify_async, St};
 use crate::auth::{Action, Identity};
 use crate::names::{parse_digest, valid_name};
 
@@ -101,9 +101,9 @@ fn basic_challenge() -> Response {
 }
 
 /// The visitor; `None` for wrong credentials.
-fn who(st: &St, req: &Request) -> Option<Identity> {
-    let host = host_of(req.headers());
-    identify(st, req.headers(), &host).ok()
+async fn who(st: &St, headers: &axum::http::HeaderMap) -> Option<Identity> {
+    let host = host_of(headers);
+    identify_async(st, headers, &host).await.ok()
 }
 
 /// `/ui` -> `/ui/`.
@@ -113,7 +113,7 @@ pub async fn redirect() -> Redirect {
 
 /// `/ui/`: the repositories the visitor may pull.
 pub async fn index(State(st): State<St>, req: Request) -> Response {
-    let Some(id) = who(&st, &req) else {
+    let Some(id) = who(&st, req.headers()).await else {
         return basic_challenge();
     };
     let st2 = st.clone();
@@ -155,7 +155,7 @@ pub async fn index(State(st): State<St>, req: Request) -> Response {
 
 /// `/ui/login`: asks for basic credentials until valid ones come.
 pub async fn login(State(st): State<St>, req: Request) -> Response {
-    match who(&st, &req) {
+    match who(&st, req.headers()).await {
         Some(Identity::Anonymous) if st.auth.enabled() => basic_challenge(),
         Some(_) => Redirect::to("/ui/").into_response(),
         None => basic_challenge(),
@@ -164,7 +164,7 @@ pub async fn login(State(st): State<St>, req: Request) -> Response {
 
 /// `/ui/permissions`.
 pub async fn permissions(State(st): State<St>, req: Request) -> Response {
-    let Some(id) = who(&st, &req) else {
+    let Some(id) = who(&st, req.headers()).await else {
         return basic_challenge();
     };
     let mut b = String::new();
@@ -222,7 +222,7 @@ pub async fn permissions(State(st): State<St>, req: Request) -> Response {
 
 /// `/ui/repo/<name>` and `/ui/repo/<name>/manifest/<digest>`.
 pub async fn repo(State(st): State<St>, req: Request) -> Response {
-    let Some(id) = who(&st, &req) else {
+    let Some(id) = who(&st, req.headers()).await else {
         return basic_challenge();
     };
     let path = req.uri().path().to_string();
