@@ -241,7 +241,7 @@ pub async fn repo(State(st): State<St>, req: Request) -> Response {
         _ => return not_found("no such repository"),
     };
     match digest {
-        None => repo_page(&st, &id, &name, &meta).await,
+        None => repo_page(&st, &id, &name, &meta, &host_of(req.headers())).await,
         Some(d) => match parse_digest(&d) {
             Ok(d) if meta.manifests.contains_key(&d.to_string()) => {
                 manifest_page(&st, &id, &name, &meta, &d).await
@@ -272,6 +272,7 @@ async fn repo_page(
     id: &Identity,
     name: &str,
     meta: &crate::storage::RepoMeta,
+    host: &str,
 ) -> Response {
     let mut b = String::from(
         "<h2>Tags</h2><table id=\"tags\"><tr><th>Tag</th><th>Digest</th><th>Media type</th><th>Size</th></tr>\n",
@@ -313,7 +314,11 @@ async fn repo_page(
         }
         b.push_str("</table>");
     }
-    let _ = write!(b, "<p>Pull: <code>docker pull HOST/{n}:TAG</code></p>");
+    let _ = write!(
+        b,
+        "<p>Pull: <code>docker pull {}/{n}:TAG</code></p>",
+        esc(host)
+    );
     page(name, id, st.auth.enabled(), &b)
 }
 
