@@ -1801,7 +1801,11 @@ fn multi_platform_index_with_skopeo_and_berth_client() {
     here.write_oci(&single, "one");
     for host in [ours.host(), theirs.host()] {
         let (ok, err) = skopeo(&[
-            "copy", "--quiet", "--format", "v2s2", "--dest-tls-verify=false",
+            "copy",
+            "--quiet",
+            "--format",
+            "v2s2",
+            "--dest-tls-verify=false",
             &format!("oci:{}:one", single.display()),
             &format!("docker://{host}/docker/app:1"),
         ]);
@@ -1814,7 +1818,9 @@ fn multi_platform_index_with_skopeo_and_berth_client() {
     }
     assert_eq!(seen[2], seen[3]);
     let (ok, err) = skopeo(&[
-        "copy", "--quiet", "--src-tls-verify=false",
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
         &format!("docker://{}/docker/app:1", ours.host()),
         &format!("oci:{}:x", tmp.path().join("back").display()),
     ]);
