@@ -1841,3 +1841,48 @@ fn multi_platform_index_with_skopeo_and_berth_client() {
     }
     ours.assert_consistent();
 }
+
+/// Many clients pushing into the same repository at once: every tag lands, the metadata stays
+/// whole, every blob is intact.
+#[test]
+fn concurrent_pushes_to_one_repository() {
+    if skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("root"), None);
+    let port = s.port;
+    let shared = pseudo_random(77, 200_000);
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                // The same layer from everyone, plus a config of one's own.
+                let d = put_blob(port, "busy/repo", &shared, &[]);
+                let cfg = format!(r#"{{"architecture":"amd64","os":"linux","n":{i}}}"#);
+                let cd = put_blob(port, "busy/repo", cfg.as_bytes(), &[]);
+                let man = serde_json::to_vec(&serde_json::json!({
+                    "schemaVersion": 2, "mediaType": mt::OCI_MANIFEST,
+                    "config": {"mediaType": mt::OCI_CONFIG, "digest": cd.to_string(), "size": cfg.len()},
+                    "layers": [{"mediaType": mt::OCI_LAYER, "digest": d.to_string(), "size": shared.len()}],
+                }))
+                .unwrap();
+                for t in 0..5 {
+                    let r = put_manifest(port, "busy/repo", &format!("t{i}-{t}"), mt::OCI_MANIFEST, &man);
+                    assert_eq!(r.status, 201, "{r:?}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let tags = get(port, "/v2/busy/repo/tags/list").json();
+    assert_eq!(tags["tags"].as_array().unwrap().len(), 40, "{tags}");
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(s.root.join("repositories/busy/repo/_meta.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["manifests"].as_object().unwrap().len(), 8);
+    s.assert_consistent();
+}
