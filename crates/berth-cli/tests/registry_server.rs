@@ -1138,12 +1138,13 @@ fn limits_refuse_and_change_nothing() {
 
     // One upload at a time: a second one, while the first is receiving, gets 429.
     let r = http(p, "POST", "/v2/lim/blobs/uploads/", &[], b"");
-    let loc1 = r.h("location").unwrap().to_string();
-    let r = http(p, "POST", "/v2/lim/blobs/uploads/", &[], b"");
     let loc2 = r.h("location").unwrap().to_string();
-    // (Retried when the probe itself took the slot first and the slow request got the 429.)
+    // (Retried with a fresh upload when the probe took the slot first: the slow request then
+    // got the 429, or, when it came after the probe, stalled and got the 400.)
     let mut slow = None;
     for _ in 0..10 {
+        let r = http(p, "POST", "/v2/lim/blobs/uploads/", &[], b"");
+        let loc1 = r.h("location").unwrap().to_string();
         let mut c = TcpStream::connect(("127.0.0.1", p)).unwrap();
         write!(
             c,
@@ -1156,14 +1157,15 @@ fn limits_refuse_and_change_nothing() {
         let r = http(p, "PATCH", &loc2, &[], b"abc");
         if r.status == 429 {
             assert_eq!(r.code(), "TOOMANYREQUESTS");
-            slow = Some(c);
+            slow = Some((c, loc1));
             break;
         }
         assert_eq!(r.status, 202, "{r:?}");
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let r = read_resp(c, false);
-        assert_eq!(r.status, 429, "{r:?}");
+        assert!(r.status == 429 || r.status == 400, "{r:?}");
     }
-    let slow = slow.expect("no 429 while another upload was receiving");
+    let (slow, loc1) = slow.expect("no 429 while another upload was receiving");
     // The stalled body times out (idle timeout 3 s): the server answers and frees the slot;
     // what arrived stays in the upload, which can be resumed.
     slow.set_read_timeout(Some(Duration::from_secs(20)))
