@@ -339,6 +339,13 @@ fn skopeo_and_berth_client_same_results_as_docker_registry() {
             },
         )
         .unwrap();
+        // Berth's client with chunked uploads (PATCH with Content-Range, 64 KiB pieces).
+        let mut cfg = rc::config(tmp.path());
+        cfg.monolithic_upload_limit = 100_000;
+        cfg.upload_chunk_size = 64 << 10;
+        let chunky = Client::new(cfg).unwrap();
+        let r = Reference::parse(&format!("{host}/chunked/app:1")).unwrap();
+        chunky.push(&r, &img.manifest, &src, &NoProgress).unwrap();
         // skopeo: registry -> OCI layout, every blob byte-identical.
         let out = tmp.path().join(format!("out-{}", host.replace(':', "_")));
         let (ok, err) = skopeo(&[
@@ -370,7 +377,9 @@ fn skopeo_and_berth_client_same_results_as_docker_registry() {
         let a = observe(&host, "test/app", "v1");
         let b = observe(&host, "test/app", "v2");
         let c2 = observe(&host, "other/copy", "latest");
-        seen.push((a, b, c2));
+        let c3 = observe(&host, "chunked/app", "1");
+        assert_eq!(c3.0, img.manifest_digest().to_string());
+        seen.push((a, b, c2, c3));
     }
     assert_eq!(
         seen[0], seen[1],
@@ -379,7 +388,7 @@ fn skopeo_and_berth_client_same_results_as_docker_registry() {
     assert_eq!(seen[0].0 .1["tags"], serde_json::json!(["v1", "v2"]));
     assert_eq!(
         seen[0].0 .2["repositories"],
-        serde_json::json!(["other/copy", "test/app"])
+        serde_json::json!(["chunked/app", "other/copy", "test/app"])
     );
     ours.assert_consistent();
     // The audit log recorded the pushes and pulls.
