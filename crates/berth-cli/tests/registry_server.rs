@@ -1382,6 +1382,22 @@ fn gc_removes_only_unreferenced_blobs() {
             );
         }
     }
+    // While gc sweeps (exclusive gc lock), a HEAD waits: it cannot be told "exists" about a
+    // blob being deleted.
+    let lock = std::fs::File::open(root.join("gc.lock")).unwrap();
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: flock on a descriptor we own; released by the LOCK_UN below or on close.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let layer = a.layers[0].digest();
+    let port = s.port;
+    let head = std::thread::spawn(move || {
+        http(port, "HEAD", &format!("/v2/gc/a/blobs/{layer}"), &[], b"").status
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!head.is_finished(), "HEAD answered while gc held the lock");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_UN) }, 0);
+    assert_eq!(head.join().unwrap(), 200);
     // Everything still pulls.
     let (ok, err) = skopeo(&[
         "copy",

@@ -709,6 +709,7 @@ async fn put_manifest(
     let size = bytes.len() as u64;
     blocking(move || {
         let store = &st2.store;
+        let _gc = store.gc_lock(false)?;
         store.update_meta(&n2, true, |meta| {
             let meta = meta.expect("created");
             for b in p2.blobs.iter().filter(|b| !b.external) {
@@ -887,7 +888,10 @@ async fn get_blob(
         }
         let size = st2.store.blob_size(&d2).ok_or_else(|| blob_unknown(&d2))?;
         if !with_body {
-            // HEAD is how pushers ask whether to upload: keep the blob out of gc's reach.
+            // HEAD is how pushers ask whether to upload: keep the blob out of gc's reach
+            // (checked again under the gc lock, so that gc cannot be deleting it right now).
+            let _gc = st2.store.gc_lock(false)?;
+            st2.store.blob_size(&d2).ok_or_else(|| blob_unknown(&d2))?;
             st2.store.touch(&d2);
         }
         Ok(size)
@@ -1028,6 +1032,7 @@ async fn post_upload(
                         .store
                         .read_meta(&f2)?
                         .is_some_and(|m| m.blobs.contains(&ds) || m.manifests.contains_key(&ds));
+                    let _gc = st2.store.gc_lock(false)?;
                     if !in_from || st2.store.blob_size(&d2).is_none() {
                         return Ok(false);
                     }

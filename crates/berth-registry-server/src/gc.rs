@@ -15,9 +15,11 @@
 //! not read as blobs; only uploads untouched for `upload_max_age` are removed. Blob links
 //! (`blobs` in a repository's metadata) do not keep a blob alive by themselves: a layer
 //! uploaded but never referenced by a manifest is collected once older than the grace period.
-//! The remaining window is between gc's re-check and its unlink (microseconds); a manifest
-//! PUT that lands exactly there could reference a blob that disappears. Run gc with a grace
-//! period longer than any push (default one hour).
+//! Step 3 runs under an exclusive `flock` on `ROOT/gc.lock`, which the server holds shared
+//! while it validates a manifest PUT, answers a blob HEAD or mounts a blob: so between gc's
+//! mtime re-check and its unlink nothing can start relying on the blob. What the grace
+//! period still protects is the time between a client's HEAD (or upload) and its manifest PUT:
+//! choose one longer than any push (default one hour).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -152,7 +154,13 @@ pub fn gc(root: &Path, opts: &GcOptions) -> Result<GcReport, StoreError> {
         }
     }
     report.marked = marked.len();
-    // 3. sweep
+    // 3. sweep, holding the gc lock exclusively: no manifest PUT, blob HEAD or mount runs
+    // meanwhile, and whatever ran since step 2 touched its blobs (young now).
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(store.gc_lock(true)?)
+    };
     for d in candidates {
         if marked.contains(&d.to_string()) {
             continue;

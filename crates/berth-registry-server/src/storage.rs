@@ -146,6 +146,28 @@ impl Store {
         }
     }
 
+    /// The lock between the server and gc (`ROOT/gc.lock`, flock): held shared while the
+    /// server makes an existing blob referenced or promises it to a client (manifest PUT, blob
+    /// HEAD, mount), exclusive while gc deletes. Released when the returned file is dropped.
+    pub fn gc_lock(&self, exclusive: bool) -> Result<File, StoreError> {
+        use rustix::fs::{flock, FlockOperation};
+        let p = self.root.join("gc.lock");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&p)
+            .map_err(io_err("open", &p))?;
+        let op = if exclusive {
+            FlockOperation::LockExclusive
+        } else {
+            FlockOperation::LockShared
+        };
+        flock(&f, op).map_err(|e| io_err("lock", &p)(e.into()))?;
+        Ok(f)
+    }
+
     /// Stores `data` as a blob (manifests), crash-safely; returns its digest.
     pub fn put_blob_bytes(&self, data: &[u8]) -> Result<Digest, StoreError> {
         let d = Digest::of_bytes(data);
