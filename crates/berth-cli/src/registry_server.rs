@@ -55,6 +55,9 @@ pub struct GcCmd {
     /// Remove uploads untouched for this many seconds
     #[arg(long, default_value_t = 86400)]
     upload_max_age_seconds: u64,
+    /// Also forget manifests no tag reaches (directly, through an index, or as a referrer)
+    #[arg(long)]
+    delete_untagged: bool,
 }
 
 /// Runs a `registry` subcommand.
@@ -81,12 +84,21 @@ pub fn run(cmd: &RegistryCommand, out: &mut dyn Write) -> Result<(), CliError> {
                 dry_run: c.dry_run,
                 grace: Duration::from_secs(c.grace_seconds),
                 upload_max_age: Duration::from_secs(c.upload_max_age_seconds),
+                delete_untagged: c.delete_untagged,
             };
             let r = berth_registry_server::gc(&c.root, &opts)
                 .map_err(|e| CliError::Message(format!("Error: gc: {e}")))?;
             let verb = if c.dry_run { "would remove" } else { "removed" };
             for d in &r.removed {
                 let _ = writeln!(out, "{verb} {d}");
+            }
+            if c.delete_untagged {
+                let _ = writeln!(
+                    out,
+                    "{} untagged manifests {}",
+                    r.manifests_pruned,
+                    if c.dry_run { "to forget" } else { "forgotten" }
+                );
             }
             let _ = writeln!(
                 out,

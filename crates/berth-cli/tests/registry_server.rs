@@ -1409,6 +1409,59 @@ fn gc_removes_only_unreferenced_blobs() {
     assert!(ok, "{err}");
     assert_eq!(get(s.port, "/v2/gc/idx/manifests/list").body, idx);
     s.assert_consistent();
+
+    // --delete-untagged: an image whose tag moved on is forgotten with its own blobs; an
+    // artifact referring to the image now tagged stays.
+    let d1 = rc::random_image(31, 16);
+    let d2 = rc::random_image(32, 16);
+    d1.seed(&s.host(), "gc/moving:latest", None);
+    d2.seed(&s.host(), "gc/moving:latest", None);
+    let ed = put_blob(s.port, "gc/moving", b"{}", &[]);
+    let art = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": mt::OCI_MANIFEST, "artifactType": "application/vnd.example.sig",
+        "config": {"mediaType": mt::OCI_EMPTY, "digest": ed.to_string(), "size": 2},
+        "layers": [{"mediaType": mt::OCI_EMPTY, "digest": ed.to_string(), "size": 2}],
+        "subject": {"mediaType": mt::OCI_MANIFEST, "digest": d2.manifest_digest().to_string(), "size": d2.manifest.len()},
+    }))
+    .unwrap();
+    let ad = Digest::of_bytes(&art);
+    assert_eq!(
+        put_manifest(s.port, "gc/moving", &ad.to_string(), mt::OCI_MANIFEST, &art).status,
+        201
+    );
+    let d1_layer = d1.layers[0].digest().hex().to_string();
+    gc(&root, &["--grace-seconds", "0"]);
+    assert!(
+        s.blobs().contains(&d1_layer),
+        "untagged kept without the flag"
+    );
+    let out = gc(
+        &root,
+        &["--grace-seconds", "0", "--delete-untagged", "--dry-run"],
+    );
+    assert!(out.contains("1 untagged manifests to forget"), "{out}");
+    assert!(s.blobs().contains(&d1_layer));
+    let out = gc(&root, &["--grace-seconds", "0", "--delete-untagged"]);
+    assert!(out.contains("1 untagged manifests forgotten"), "{out}");
+    let blobs = s.blobs();
+    assert!(!blobs.contains(&d1_layer), "{out}");
+    for b in d2.blobs().iter().chain([&art]) {
+        assert!(
+            blobs.contains(&Digest::of_bytes(b).hex().to_string()),
+            "{out}"
+        );
+    }
+    let m = |d: &Digest| get(s.port, &format!("/v2/gc/moving/manifests/{d}")).status;
+    assert_eq!(m(&d1.manifest_digest()), 404);
+    assert_eq!(m(&d2.manifest_digest()), 200);
+    assert_eq!(m(&ad), 200);
+    let refs = get(
+        s.port,
+        &format!("/v2/gc/moving/referrers/{}", d2.manifest_digest()),
+    )
+    .json();
+    assert_eq!(refs["manifests"][0]["digest"], ad.to_string());
+    s.assert_consistent();
 }
 
 /// HTTPS with a given certificate.

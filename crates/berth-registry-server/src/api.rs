@@ -710,7 +710,7 @@ async fn put_manifest(
     blocking(move || {
         let store = &st2.store;
         let _gc = store.gc_lock(false)?;
-        store.update_meta(&n2, true, |meta| {
+        store.update_meta_locked(&n2, true, |meta| {
             let meta = meta.expect("created");
             for b in p2.blobs.iter().filter(|b| !b.external) {
                 let ds = b.digest.to_string();
@@ -1037,7 +1037,7 @@ async fn post_upload(
                         return Ok(false);
                     }
                     st2.store.touch(&d2);
-                    st2.store.update_meta(&n2, true, |meta| {
+                    st2.store.update_meta_locked(&n2, true, |meta| {
                         let meta = meta.expect("created");
                         Ok::<_, ApiError>((true, meta.blobs.insert(ds)))
                     })

@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 use berth_image::Digest;
 
 use crate::error::StoreError;
-use crate::storage::{now_secs, Store};
+use crate::storage::{now_secs, RepoMeta, Store};
 
 /// How gc runs.
 #[derive(Debug, Clone)]
@@ -39,6 +39,9 @@ pub struct GcOptions {
     pub grace: Duration,
     /// Uploads untouched for this long are removed.
     pub upload_max_age: Duration,
+    /// Also forget manifests that no tag reaches (directly, as an index's child, or as a
+    /// referrer of a kept manifest), as distribution's `--delete-untagged`.
+    pub delete_untagged: bool,
 }
 
 impl Default for GcOptions {
@@ -47,6 +50,7 @@ impl Default for GcOptions {
             dry_run: false,
             grace: Duration::from_secs(3600),
             upload_max_age: Duration::from_secs(24 * 3600),
+            delete_untagged: false,
         }
     }
 }
@@ -61,6 +65,8 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Unreferenced but younger than the grace period.
     pub spared_young: usize,
+    /// Untagged manifests forgotten (or, in a dry run, to forget) with `delete_untagged`.
+    pub manifests_pruned: usize,
     pub uploads_removed: usize,
 }
 
@@ -110,6 +116,25 @@ fn mark(store: &Store, d: &str, marked: &mut HashSet<String>) {
     }
 }
 
+/// The manifests of a repository that tags reach: tagged ones, children of kept indexes,
+/// referrers (by `subject`) of kept manifests.
+fn reachable(meta: &RepoMeta) -> HashSet<String> {
+    let mut keep: HashSet<String> = meta.tags.values().cloned().collect();
+    loop {
+        let before = keep.len();
+        for (d, e) in &meta.manifests {
+            if keep.contains(d) {
+                keep.extend(e.children.iter().cloned());
+            } else if e.subject.as_ref().is_some_and(|s| keep.contains(s)) {
+                keep.insert(d.clone());
+            }
+        }
+        if keep.len() == before {
+            return keep;
+        }
+    }
+}
+
 /// Runs gc on the store at `root`.
 pub fn gc(root: &Path, opts: &GcOptions) -> Result<GcReport, StoreError> {
     // Never create a store here: a mistyped root must not look like an empty registry.
@@ -137,13 +162,45 @@ pub fn gc(root: &Path, opts: &GcOptions) -> Result<GcReport, StoreError> {
             _ => {}
         }
     }
+    // 1b. forget untagged manifests (under the exclusive gc lock: the server changes no
+    // metadata meanwhile).
+    if opts.delete_untagged {
+        let _lock = if opts.dry_run {
+            None
+        } else {
+            Some(store.gc_lock(true)?)
+        };
+        for repo in store.list_repos()? {
+            let n = store.update_meta_locked(&repo, false, |meta| {
+                let Some(meta) = meta else {
+                    return Ok::<_, StoreError>((0, false));
+                };
+                let keep = reachable(meta);
+                let before = meta.manifests.len();
+                if !opts.dry_run {
+                    meta.manifests.retain(|d, _| keep.contains(d));
+                    let n = before - meta.manifests.len();
+                    return Ok((n, n > 0));
+                }
+                Ok((
+                    meta.manifests.keys().filter(|d| !keep.contains(*d)).count(),
+                    false,
+                ))
+            })?;
+            report.manifests_pruned += n;
+        }
+    }
     // 2. mark
     let mut marked = HashSet::new();
     for repo in store.list_repos()? {
         let Some(meta) = store.read_meta(&repo)? else {
             continue;
         };
+        let keep = opts.delete_untagged.then(|| reachable(&meta));
         for (d, e) in &meta.manifests {
+            if keep.as_ref().is_some_and(|k| !k.contains(d)) {
+                continue; // (dry run: would be forgotten)
+            }
             mark(&store, d, &mut marked);
             for b in e.blobs.iter().chain(&e.children) {
                 marked.insert(b.clone());

@@ -221,10 +221,21 @@ impl Store {
         }
     }
 
-    /// Changes a repository's metadata under its lock; `f` returns `Ok((value, changed))`;
+    /// Changes a repository's metadata under its lock (and the gc lock, shared); `f` returns `Ok((value, changed))`;
     /// the document is written (crash-safely) only when changed. The repository is created
     /// when `create` and it does not exist; otherwise `f` sees `None`.
     pub fn update_meta<T, E: From<StoreError>>(
+        &self,
+        name: &str,
+        create: bool,
+        f: impl FnOnce(Option<&mut RepoMeta>) -> Result<(T, bool), E>,
+    ) -> Result<T, E> {
+        let _gc = self.gc_lock(false)?;
+        self.update_meta_locked(name, create, f)
+    }
+
+    /// [`update_meta`](Self::update_meta) for a caller that holds the gc lock already.
+    pub fn update_meta_locked<T, E: From<StoreError>>(
         &self,
         name: &str,
         create: bool,
