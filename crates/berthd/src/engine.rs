@@ -64,6 +64,8 @@ pub struct EngineConfig {
     pub cgroup_parent: String,
     /// Registries reachable over plain http besides loopback (`--insecure-registry`).
     pub insecure_registries: Vec<String>,
+    /// The static init binary mounted as `/sbin/docker-init` for `--init`.
+    pub init: PathBuf,
 }
 
 /// Docker's `State` of a container.
@@ -738,7 +740,22 @@ impl Engine {
         if c.tty() && !env.iter().any(|e| e.starts_with("TERM=")) {
             env.push("TERM=xterm".into());
         }
-        let mut args = vec![c.path.clone()];
+        let init = c.host_config["Init"].as_bool() == Some(true);
+        let mut args = if init {
+            if !self.cfg.init.is_file() {
+                return Err(fail(EngineError::BadRequest(format!(
+                    "--init: the init binary {} does not exist (give berthd --init-path)",
+                    self.cfg.init.display()
+                ))));
+            }
+            vec![
+                "/sbin/docker-init".to_string(),
+                "--".to_string(),
+                c.path.clone(),
+            ]
+        } else {
+            vec![c.path.clone()]
+        };
         args.extend(c.args.iter().cloned());
         let gids = crate::hostconfig::group_add(&rootfs, &c.host_config)
             .map_err(|e| fail(EngineError::BadRequest(e)))?;
@@ -757,6 +774,14 @@ impl Engine {
         });
         crate::hostconfig::apply(&mut cfg, &c.host_config, self)
             .map_err(|e| fail(EngineError::BadRequest(e)))?;
+        if init {
+            cfg["mounts"].as_array_mut().expect("mounts").push(json!({
+                "destination": "/sbin/docker-init",
+                "type": "bind",
+                "source": self.cfg.init,
+                "options": ["rbind", "ro", "nosuid", "nodev"],
+            }));
+        }
         util::write_json_atomic(&exec_dir.join("config.json"), &cfg)
             .map_err(|e| fail(internal(e)))?;
         let mut cmd = std::process::Command::new(&self.cfg.shim);
@@ -1305,7 +1330,6 @@ fn validate(body: &Value, hc: &Value) -> Result<()> {
     for k in [
         "Binds",
         "PortBindings",
-        "Init",
         "Mounts",
         "Dns",
         "DnsSearch",

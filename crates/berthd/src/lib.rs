@@ -15,6 +15,7 @@ pub mod exec;
 pub mod health;
 pub mod hostconfig;
 pub mod images_api;
+pub mod listen;
 pub mod logs;
 pub mod names;
 pub mod netns;
