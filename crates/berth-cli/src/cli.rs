@@ -141,6 +141,12 @@ pub enum Command {
     },
     /// List port mappings or a specific mapping for the container
     Port(crate::network::PortCmd),
+    /// Berth's own registry server
+    Registry {
+        /// The registry command.
+        #[command(subcommand)]
+        command: crate::registry_server::RegistryCommand,
+    },
     /// Manage Berth
     System {
         /// The system command.
@@ -477,6 +483,9 @@ fn images_opts(c: &ImagesCmd) -> ImagesOptions {
 
 fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CliError> {
     use crate::containers as ct;
+    if let Command::Registry { command } = &cli.command {
+        return crate::registry_server::run(command, out);
+    }
     let daemon_cmd = !matches!(
         cli.command,
         Command::Images(_)

@@ -19,6 +19,7 @@ pub mod containers;
 pub mod ctl;
 pub mod format;
 pub mod network;
+pub mod registry_server;
 pub mod tabwriter;
 pub mod template;
 pub mod units;
