@@ -299,7 +299,11 @@ async fn update(State(s): St, Path(id): Path<String>, body: Bytes) -> R {
 }
 
 async fn stats(State(s): St, Path(id): Path<String>, axum::extract::Query(q): Q) -> R {
-    let stream = !matches!(q.get("stream").map(String::as_str), Some("0" | "false"));
+    // docker-py sends Python's `False`.
+    let stream = !matches!(
+        q.get("stream").map(|s| s.to_ascii_lowercase()).as_deref(),
+        Some("0" | "false")
+    );
     let one_shot = qbool(&q, "one-shot");
     let engine = s.engine.clone();
     let first = {

@@ -693,3 +693,38 @@ fn berth_cli_engine_commands_and_terminals() {
     assert!(out.contains("/dev/pts/"), "{out}");
     finish(d);
 }
+
+#[test]
+fn docker_py_exec_stats_top_pause_restart() {
+    let d = Daemon::new();
+    let py = d.python(
+        r#"
+import docker, os
+c = docker.DockerClient(base_url=os.environ["BERTH_SOCK"])
+ct = c.containers.run("busybox", ["sleep", "1000"], detach=True, name="pyx",
+                      mem_limit="64m", restart_policy={"Name": "on-failure", "MaximumRetryCount": 2})
+code, out = ct.exec_run(["sh", "-c", "echo from-exec; exit 3"])
+assert (code, out) == (3, b"from-exec\n"), (code, out)
+code, (o, e) = ct.exec_run(["sh", "-c", "echo o; echo e >&2"], demux=True)
+assert (o, e) == (b"o\n", b"e\n"), (o, e)
+top = ct.top()
+assert any("sleep 1000" in " ".join(p) for p in top["Processes"]), top
+s = ct.stats(stream=False)
+assert s["memory_stats"]["limit"] == 64 * 1024 * 1024, s["memory_stats"]
+assert s["pids_stats"]["current"] == 1
+ct.pause(); ct.reload(); assert ct.status == "paused", ct.status
+ct.unpause(); ct.reload(); assert ct.status == "running"
+ct.restart(timeout=1); ct.reload(); assert ct.status == "running"
+ct.update(mem_limit="128m", memswap_limit="256m")
+assert c.api.inspect_container("pyx")["HostConfig"]["Memory"] == 128 * 1024 * 1024
+ct.rename("pyy")
+ev = c.api.events(since=0, until=int(__import__("time").time()) + 1, decode=True, filters={"container": ct.id})
+actions = [e["Action"] for e in ev]
+assert "rename" in actions and "pause" in actions and "restart" in actions, actions
+ct.remove(force=True)
+print("ok")
+"#,
+    );
+    assert_eq!(py.stdout.trim(), "ok", "{}", py.stderr);
+    finish(d);
+}
