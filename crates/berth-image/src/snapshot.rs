@@ -178,6 +178,25 @@ pub trait Snapshotter: Send + Sync {
 
     /// The container snapshots.
     fn list_containers(&self) -> Result<Vec<ContainerSnapshot>, SnapshotError>;
+
+    /// The directory holding a container's changes in overlay format (whiteouts as 0:0
+    /// character devices, opaque directories marked by xattr), if the driver has one.
+    fn container_upper(&self, _id: &str) -> Option<PathBuf> {
+        None
+    }
+
+    /// Turns a (stopped, unmounted) container's changes into the committed layer snapshot
+    /// `diff_id` on top of the container's parent, without unpacking anything (the builder
+    /// has just archived those changes into a layer with that DiffID). The container
+    /// snapshot is removed. `Ok(None)` when the driver cannot do this: apply the layer.
+    fn commit_container(
+        &self,
+        _id: &str,
+        _diff_id: &Digest,
+        _size: u64,
+    ) -> Result<Option<SnapshotInfo>, SnapshotError> {
+        Ok(None)
+    }
 }
 
 /// The chain ID of `diff_id` on top of `parent`.
@@ -664,6 +683,46 @@ impl Snapshotter for OverlaySnapshotter {
 
     fn list_containers(&self) -> Result<Vec<ContainerSnapshot>, SnapshotError> {
         self.base.list_containers()
+    }
+
+    fn container_upper(&self, id: &str) -> Option<PathBuf> {
+        Base::check_id(id).ok()?;
+        Some(self.base.container_dir(id).join("upper"))
+    }
+
+    fn commit_container(
+        &self,
+        id: &str,
+        diff_id: &Digest,
+        size: u64,
+    ) -> Result<Option<SnapshotInfo>, SnapshotError> {
+        let c = self.base.container(id)?;
+        let chain_id = child_chain_id(c.parent.as_ref(), diff_id);
+        if !self.base.exists(&chain_id) {
+            let tmp = self.base.temp_dir();
+            fs::create_dir(&tmp).map_err(io_at("create directory", &tmp))?;
+            let upper = self.base.container_dir(id).join("upper");
+            let diff = tmp.join("diff");
+            if let Err(e) = fs::rename(&upper, &diff) {
+                let _ = remove_tree(&tmp);
+                return Err(io_at("rename", &upper)(e));
+            }
+            let created = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let info = SnapshotInfo {
+                chain_id: chain_id.clone(),
+                parent: c.parent.clone(),
+                diff_id: diff_id.clone(),
+                size,
+                created,
+                users: BTreeSet::new(),
+            };
+            self.base.commit(&tmp, &info)?;
+        }
+        self.base.remove_container(id)?;
+        Ok(Some(self.base.info(&chain_id)?))
     }
 }
 
