@@ -8,6 +8,7 @@
 //!   [`shimio`]: async client of a shim's control socket.
 
 pub mod api;
+pub mod build;
 pub mod engine;
 pub mod logs;
 pub mod names;
