@@ -102,6 +102,14 @@ pub enum Command {
     Version(crate::containers::FormatCmd),
     /// Display system-wide information
     Info(crate::containers::FormatCmd),
+    /// Build an image from a Dockerfile
+    Build(crate::build::BuildCmd),
+    /// Manage builds
+    Builder {
+        /// The builder command.
+        #[command(subcommand)]
+        command: crate::build::BuilderCommand,
+    },
     /// Manage Berth
     System {
         /// The system command.
@@ -426,6 +434,8 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             | Command::Wait(_)
             | Command::Version(_)
             | Command::Info(_)
+            | Command::Build(_)
+            | Command::Builder { .. }
     );
     if daemon_cmd {
         let host = crate::api::Host::parse(&cli.host).map_err(CliError::Usage)?;
@@ -441,6 +451,8 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             Command::Wait(c) => ct::wait(&host, c, out, err),
             Command::Version(c) => ct::version(&host, c, out, err),
             Command::Info(c) => ct::info(&host, c, out),
+            Command::Build(c) => crate::build::build(&host, c, out, err),
+            Command::Builder { command } => crate::build::builder(&host, command, out),
             _ => Ok(()),
         };
     }
@@ -560,7 +572,9 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
         | Command::Rm(_)
         | Command::Wait(_)
         | Command::Version(_)
-        | Command::Info(_) => Ok(()),
+        | Command::Info(_)
+        | Command::Build(_)
+        | Command::Builder { .. } => Ok(()),
     }
 }
 

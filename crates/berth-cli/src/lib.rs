@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod build;
 pub mod cli;
 pub mod commands;
 pub mod containers;
