@@ -1639,7 +1639,7 @@ impl Run<'_, '_, '_> {
         let mut out = Vec::new();
         for s in srcs {
             for rel in glob_context(&self.opts.context, s, line)? {
-                if excl.ignored(&rel) {
+                if excluded(excl, &rel) {
                     continue;
                 }
                 let host =
@@ -2312,7 +2312,7 @@ fn hash_paths(ctx: &Path, paths: &[PathBuf], excl: &IgnoreFile) -> io::Result<Di
     let mut h = sha2::Sha256::new();
     fn walk(h: &mut sha2::Sha256, p: &Path, rel: &str, excl: &IgnoreFile) -> io::Result<()> {
         use std::os::unix::fs::MetadataExt;
-        if !rel.is_empty() && excl.ignored(rel) {
+        if !rel.is_empty() && excluded(excl, rel) {
             return Ok(());
         }
         let m = fs::symlink_metadata(p)?;
@@ -2423,7 +2423,7 @@ fn do_copy(root: &Path, context: &Path, src: &CopySources, p: &CopyPlan<'_>) -> 
         for s in &src.local {
             let rels = glob_context(sroot, s, line)?;
             for rel in rels {
-                if !p.excludes.patterns.is_empty() && p.excludes.ignored(&rel) {
+                if excluded(p.excludes, &rel) {
                     continue;
                 }
                 let host = fsops::resolve_in_root(sroot, &rel, true).map_err(internal)?;
@@ -2487,6 +2487,13 @@ fn do_copy(root: &Path, context: &Path, src: &CopySources, p: &CopyPlan<'_>) -> 
     }
 }
 
+/// Whether `--exclude` patterns drop a path (matched against the path below the source and
+/// against its base name).
+fn excluded(excl: &IgnoreFile, rel: &str) -> bool {
+    !excl.patterns.is_empty()
+        && (excl.ignored(rel) || excl.ignored(rel.rsplit('/').next().unwrap_or(rel)))
+}
+
 fn copy_filtered(
     src: &Path,
     dst: &Path,
@@ -2494,7 +2501,7 @@ fn copy_filtered(
     excl: &IgnoreFile,
     rel: &str,
 ) -> io::Result<()> {
-    if !excl.patterns.is_empty() && excl.ignored(rel) {
+    if excluded(excl, rel) {
         return Ok(());
     }
     let m = fs::symlink_metadata(src)?;

@@ -129,7 +129,10 @@ fn query(c: &BuildCmd, dockerfile: &str) -> Result<String, CliError> {
         }
     }
     if !args.is_empty() {
-        q.push(("buildargs".into(), serde_json::to_string(&args).unwrap_or_default()));
+        q.push((
+            "buildargs".into(),
+            serde_json::to_string(&args).unwrap_or_default(),
+        ));
     }
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
     for l in &c.labels {
@@ -137,10 +140,16 @@ fn query(c: &BuildCmd, dockerfile: &str) -> Result<String, CliError> {
         labels.insert(k.to_string(), v.to_string());
     }
     if !labels.is_empty() {
-        q.push(("labels".into(), serde_json::to_string(&labels).unwrap_or_default()));
+        q.push((
+            "labels".into(),
+            serde_json::to_string(&labels).unwrap_or_default(),
+        ));
     }
     if !c.cache_from.is_empty() {
-        q.push(("cachefrom".into(), serde_json::to_string(&c.cache_from).unwrap_or_default()));
+        q.push((
+            "cachefrom".into(),
+            serde_json::to_string(&c.cache_from).unwrap_or_default(),
+        ));
     }
     if let Some(t) = &c.target {
         q.push(("target".into(), t.clone()));
@@ -151,7 +160,12 @@ fn query(c: &BuildCmd, dockerfile: &str) -> Result<String, CliError> {
     if let Some(p) = &c.platform {
         q.push(("platform".into(), p.clone()));
     }
-    for (k, on) in [("nocache", c.no_cache), ("pull", c.pull), ("q", c.quiet), ("forcerm", c.force_rm)] {
+    for (k, on) in [
+        ("nocache", c.no_cache),
+        ("pull", c.pull),
+        ("q", c.quiet),
+        ("forcerm", c.force_rm),
+    ] {
         if on {
             q.push((k.into(), "1".into()));
         }
@@ -184,7 +198,8 @@ fn context_tar(c: &BuildCmd) -> Result<(Vec<u8>, String), CliError> {
         if is_tar(&data) {
             if c.file.as_deref() == Some("-") {
                 return Err(CliError::Usage(
-                    "invalid argument: can't use stdin for both build context and dockerfile".into(),
+                    "invalid argument: can't use stdin for both build context and dockerfile"
+                        .into(),
                 ));
             }
             return Ok((data, c.file.clone().unwrap_or_else(|| "Dockerfile".into())));
@@ -196,7 +211,10 @@ fn context_tar(c: &BuildCmd) -> Result<(Vec<u8>, String), CliError> {
         h.set_mode(0o644);
         b.append_data(&mut h, "Dockerfile", &data[..])
             .map_err(|e| msg(e.to_string()))?;
-        return Ok((b.into_inner().map_err(|e| msg(e.to_string()))?, "Dockerfile".into()));
+        return Ok((
+            b.into_inner().map_err(|e| msg(e.to_string()))?,
+            "Dockerfile".into(),
+        ));
     }
     if c.context.starts_with("http://")
         || c.context.starts_with("https://")
@@ -225,15 +243,24 @@ fn context_tar(c: &BuildCmd) -> Result<(Vec<u8>, String), CliError> {
         }
         Some(f) => {
             let fp = Path::new(f);
-            let abs = if fp.is_absolute() { fp.to_path_buf() } else { std::env::current_dir().map_err(|e| msg(e.to_string()))?.join(fp) };
+            let abs = if fp.is_absolute() {
+                fp.to_path_buf()
+            } else {
+                std::env::current_dir()
+                    .map_err(|e| msg(e.to_string()))?
+                    .join(fp)
+            };
             let cdir = dir.canonicalize().map_err(|e| msg(e.to_string()))?;
             let canon = abs.canonicalize().map_err(|_| {
-                msg(format!("unable to prepare context: the Dockerfile ({f}) cannot be empty or missing"))
+                msg(format!(
+                    "unable to prepare context: the Dockerfile ({f}) cannot be empty or missing"
+                ))
             })?;
             match canon.strip_prefix(&cdir) {
                 Ok(rel) => rel.to_string_lossy().into_owned(),
                 Err(_) => {
-                    let data = std::fs::read(&canon).map_err(|e| msg(format!("reading {f}: {e}")))?;
+                    let data =
+                        std::fs::read(&canon).map_err(|e| msg(format!("reading {f}: {e}")))?;
                     let n = gen_name();
                     extra = Some((n.clone(), data));
                     n
@@ -307,8 +334,16 @@ impl<R: BufRead> Read for Chunked<R> {
 }
 
 /// `berth build`.
-pub fn build(host: &Host, c: &BuildCmd, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CliError> {
-    if !matches!(c.progress.as_str(), "auto" | "plain" | "tty" | "quiet" | "rawjson") {
+pub fn build(
+    host: &Host,
+    c: &BuildCmd,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), CliError> {
+    if !matches!(
+        c.progress.as_str(),
+        "auto" | "plain" | "tty" | "quiet" | "rawjson"
+    ) {
         return Err(CliError::Usage(format!(
             "invalid argument {:?} for \"--progress\" flag: use auto, plain or tty",
             c.progress
@@ -340,7 +375,12 @@ pub fn build(host: &Host, c: &BuildCmd, out: &mut dyn Write, err: &mut dyn Write
     let chunked = headers
         .iter()
         .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let mut body = BufReader::new(Chunked { r, left: 0, done: false, chunked });
+    let mut body = BufReader::new(Chunked {
+        r,
+        left: 0,
+        done: false,
+        chunked,
+    });
     if code >= 400 {
         let mut b = Vec::new();
         let _ = body.read_to_end(&mut b);
@@ -366,8 +406,14 @@ pub fn build(host: &Host, c: &BuildCmd, out: &mut dyn Write, err: &mut dyn Write
         let v: serde_json::Value = serde_json::from_str(t)
             .map_err(|e| msg(format!("malformed message from the daemon: {e}: {t}")))?;
         if let Some(e) = v.get("error") {
-            let m = v["errorDetail"]["message"].as_str().or(e.as_str()).unwrap_or("build failed");
-            let code = v["errorDetail"]["code"].as_i64().filter(|c| *c != 0).unwrap_or(1);
+            let m = v["errorDetail"]["message"]
+                .as_str()
+                .or(e.as_str())
+                .unwrap_or("build failed");
+            let code = v["errorDetail"]["code"]
+                .as_i64()
+                .filter(|c| *c != 0)
+                .unwrap_or(1);
             let _ = out.flush();
             let _ = writeln!(err, "{m}");
             return Err(CliError::Exit(code as i32));
@@ -399,10 +445,16 @@ pub fn build(host: &Host, c: &BuildCmd, out: &mut dyn Write, err: &mut dyn Write
 pub fn builder(host: &Host, c: &BuilderCommand, out: &mut dyn Write) -> Result<(), CliError> {
     match c {
         BuilderCommand::Prune(p) => {
-            let path = if p.all { "/build/prune?all=1" } else { "/build/prune" };
+            let path = if p.all {
+                "/build/prune?all=1"
+            } else {
+                "/build/prune"
+            };
             let _ = p.force;
             let r = api::request(host, "POST", path, None).map_err(|e| match e {
-                ApiError::Status { message, .. } => msg(format!("Error response from daemon: {message}")),
+                ApiError::Status { message, .. } => {
+                    msg(format!("Error response from daemon: {message}"))
+                }
                 e => msg(e.to_string()),
             })?;
             let v = r.json().map_err(|e| msg(e.to_string()))?;

@@ -167,7 +167,10 @@ fn corpus_case(d: &Daemon, name: &str) -> Vec<String> {
     if let Some(want) = exp["run_default"].as_str() {
         let got = d.docker(&["run", "--rm", &tag]);
         if got.stdout != want {
-            bad.push(format!("{name}: default run gave {:?} {:?}, want {want:?}", got.stdout, got.stderr));
+            bad.push(format!(
+                "{name}: default run gave {:?} {:?}, want {want:?}",
+                got.stdout, got.stderr
+            ));
         }
     }
     for pair in exp["run"].as_array().into_iter().flatten() {
@@ -175,7 +178,10 @@ fn corpus_case(d: &Daemon, name: &str) -> Vec<String> {
         let want = pair[1].as_str().unwrap();
         let got = d.docker(&["run", "--rm", "--entrypoint", "sh", &tag, "-c", cmd]);
         if got.stdout != want {
-            bad.push(format!("{name}: `{cmd}` gave {:?} (stderr {:?}), want {want:?}", got.stdout, got.stderr));
+            bad.push(format!(
+                "{name}: `{cmd}` gave {:?} (stderr {:?}), want {want:?}",
+                got.stdout, got.stderr
+            ));
         }
     }
     bad
