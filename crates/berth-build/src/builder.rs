@@ -590,6 +590,16 @@ impl Run<'_, '_, '_> {
             })
             .collect();
         store.unpack(&fin.layers).map_err(internal)?;
+        // A rebuild that changes nothing: the image and its tags are in place already.
+        let unchanged = store.get(&id).is_ok()
+            && self.opts.tags.iter().all(|t| {
+                store
+                    .resolve(&t.to_string())
+                    .is_ok_and(|r| r.image.id == id && r.reference.is_some())
+            });
+        if unchanged {
+            return self.finish_build(id);
+        }
         let manifest = berth_image::image_store::synthesize_manifest(&config, &descs);
         let reg = store
             .register(RegisterRequest {
@@ -609,7 +619,11 @@ impl Run<'_, '_, '_> {
                 ..Default::default()
             })
             .map_err(internal)?;
-        if !(self.sink)(Event::Aux(json!({"ID": reg.id.to_string()}))) {
+        self.finish_build(reg.id)
+    }
+
+    fn finish_build(&mut self, id: Digest) -> Result<Built> {
+        if !(self.sink)(Event::Aux(json!({"ID": id.to_string()}))) {
             return Err(BuildError::Cancelled);
         }
         self.say(format!("Successfully built {}\n", short(&id)))?;
@@ -1703,7 +1717,7 @@ impl Run<'_, '_, '_> {
         };
         let steps = rec_path.parent().map(Path::to_path_buf).unwrap_or_default();
         fs::create_dir_all(&steps).map_err(internal)?;
-        berth_image::fsutil::write_json_atomic(&rec_path, &rec).map_err(internal)?;
+        write_record(&rec_path, &rec).map_err(internal)?;
         self.say(format!(" ---> {}\n", short(&id)))?;
         ctx.state = State { config, layers, id };
         Ok(())
@@ -1720,29 +1734,20 @@ impl Run<'_, '_, '_> {
         files: FilesFn<'_>,
     ) -> Result<Option<LayerRecord>> {
         let store = self.b.store;
-        let snap = store.snapshotter().map_err(internal)?;
-        let top = store.unpack(&ctx.state.layers).map_err(internal)?;
+        let t0 = std::time::Instant::now();
         let cid = random_id();
         let work = store
             .tmp_dir()
             .map_err(internal)?
             .join(format!("build-{}", &cid[..12]));
-        let rootfs = work.join("rootfs");
-        fs::create_dir_all(&rootfs).map_err(internal)?;
         let mut guard = ContainerGuard {
-            store,
             id: cid.clone(),
             work: work.clone(),
             mounts: Vec::new(),
-            snapshot: false,
             runtime: None,
-            extra: Vec::new(),
         };
-        snap.prepare_container(&cid, top.as_ref())
-            .map_err(internal)?;
-        guard.snapshot = true;
-        snap.mount_container(&cid, &rootfs).map_err(internal)?;
-        guard.mounts.push(rootfs.clone());
+        let rootfs = mount_layers(store, &ctx.state.layers, &work, &mut guard)?;
+        let t_mounted = t0.elapsed();
         let want_layer = match spec {
             Some(spec) => {
                 self.say(format!(" ---> Running in {}\n", &cid[..12]))?;
@@ -1761,24 +1766,32 @@ impl Run<'_, '_, '_> {
             }
             None => files(&rootfs)?,
         };
+        let t_ran = t0.elapsed();
         guard.unmount_all();
-        let upper = snap.container_upper(&cid).ok_or_else(|| {
-            internal(
-                "the builder needs the overlay snapshotter (the copy driver cannot record changes)",
-            )
-        })?;
+        let upper = work.join("upper");
         if !want_layer && dir_is_empty(&upper) {
             return Ok(None);
         }
         let written = diff::write_layer(store.blobs(), &upper)
             .map_err(|e| internal(format!("writing layer: {e}")))?;
+        let t_written = t0.elapsed();
+        let snap = store.snapshotter().map_err(internal)?;
+        let parent = chain_top(&ctx.state.layers);
         let committed = snap
-            .commit_container(&cid, &written.record.diff_id, written.tar_size)
+            .commit_upper_dir(
+                parent.as_ref(),
+                &written.record.diff_id,
+                written.tar_size,
+                &upper,
+            )
             .map_err(internal)?;
         if committed.is_none() {
-            return Err(internal("snapshotter cannot commit container changes"));
+            return Err(internal("snapshotter cannot commit build changes"));
         }
-        guard.snapshot = false;
+        tracing::debug!(
+            "step on line {line}: mounted {t_mounted:?}, ran {t_ran:?}, layer written {t_written:?}, committed {:?}",
+            t0.elapsed()
+        );
         if spec_was_run(&guard) {
             self.say(format!(
                 " ---> Removed intermediate container {}\n",
@@ -1802,7 +1815,7 @@ impl Run<'_, '_, '_> {
 
     fn run_container(
         &mut self,
-        guard: &mut ContainerGuard<'_>,
+        guard: &mut ContainerGuard,
         rootfs: &Path,
         cid: &str,
         spec: RunSpec,
@@ -1846,16 +1859,8 @@ impl Run<'_, '_, '_> {
                     dst,
                     rw,
                 } => {
-                    let top = self.b.store.unpack(&state.layers).map_err(internal)?;
-                    let sid = format!("{cid}-m{n}");
-                    let snap = self.b.store.snapshotter().map_err(internal)?;
-                    snap.prepare_container(&sid, top.as_ref())
-                        .map_err(internal)?;
-                    guard.extra_snapshots_push(&sid);
-                    let mp = bundle.join(format!("m{n}"));
-                    fs::create_dir_all(&mp).map_err(internal)?;
-                    snap.mount_container(&sid, &mp).map_err(internal)?;
-                    guard.mounts.insert(0, mp.clone());
+                    let mw = bundle.join(format!("m{n}"));
+                    let mp = mount_layers(self.b.store, &state.layers, &mw, guard)?;
                     let host = fsops::resolve_in_root(&mp, src, true).map_err(internal)?;
                     dests.push(dst.clone());
                     let mut o = vec!["rbind", "rprivate"];
@@ -1991,7 +1996,7 @@ impl Run<'_, '_, '_> {
     }
 }
 
-fn spec_was_run(g: &ContainerGuard<'_>) -> bool {
+fn spec_was_run(g: &ContainerGuard) -> bool {
     g.runtime.is_some()
 }
 
@@ -2027,31 +2032,26 @@ fn dir_is_empty(p: &Path) -> bool {
         .unwrap_or(true)
 }
 
-/// Cleans up a build container whatever happens.
-struct ContainerGuard<'a> {
-    store: &'a ImageStore,
+/// Cleans up a build container whatever happens: the runtime's container, the mounts
+/// (deepest first), the work directory.
+struct ContainerGuard {
     id: String,
     work: PathBuf,
     mounts: Vec<PathBuf>,
-    snapshot: bool,
     runtime: Option<(PathBuf, PathBuf)>,
-    extra: Vec<String>,
 }
 
-impl ContainerGuard<'_> {
+impl ContainerGuard {
     fn unmount_all(&mut self) {
-        for m in self.mounts.drain(..) {
+        while let Some(m) = self.mounts.pop() {
             if let Err(e) = berth_image::snapshot::unmount(&m) {
                 tracing::warn!("unmounting {}: {e}", m.display());
             }
         }
     }
-    fn extra_snapshots_push(&mut self, sid: &str) {
-        self.extra.push(sid.to_string());
-    }
 }
 
-impl Drop for ContainerGuard<'_> {
+impl Drop for ContainerGuard {
     fn drop(&mut self) {
         if let Some((rt, root)) = &self.runtime {
             // `run` deletes on exit; this covers a failure half-way.
@@ -2064,16 +2064,67 @@ impl Drop for ContainerGuard<'_> {
                 .status();
         }
         self.unmount_all();
-        if let Ok(snap) = self.store.snapshotter() {
-            if self.snapshot {
-                let _ = snap.remove_container(&self.id);
-            }
-            for s in &self.extra {
-                let _ = snap.remove_container(s);
-            }
-        }
         let _ = fs::remove_dir_all(&self.work);
     }
+}
+
+/// The chain ID of a layer list's top.
+fn chain_top(layers: &[LayerRecord]) -> Option<Digest> {
+    let mut parent: Option<Digest> = None;
+    for l in layers {
+        parent = Some(berth_image::snapshot::child_chain_id(
+            parent.as_ref(),
+            &l.diff_id,
+        ));
+    }
+    parent
+}
+
+/// Mounts `layers` (unpacked into snapshots when needed) with a fresh upper directory at
+/// `<work>/rootfs` (`<work>/upper`, `<work>/work` beside it), recording the mount in `guard`.
+/// Build mounts are not snapshotter containers: nothing is written to the snapshotter's
+/// metadata (no fsyncs) for a step that lives a few milliseconds.
+fn mount_layers(
+    store: &ImageStore,
+    layers: &[LayerRecord],
+    work: &Path,
+    guard: &mut ContainerGuard,
+) -> Result<PathBuf> {
+    let snap = store.snapshotter().map_err(internal)?;
+    let top = store.unpack(layers).map_err(internal)?;
+    let rootfs = work.join("rootfs");
+    let upper = work.join("upper");
+    let wk = work.join("work");
+    for d in [&rootfs, &upper, &wk] {
+        fs::create_dir_all(d).map_err(internal)?;
+    }
+    let lowers = match &top {
+        Some(t) => snap
+            .overlay_lowers(t)
+            .ok_or_else(|| {
+                internal("the builder needs the overlay snapshotter (the copy driver cannot record changes)")
+            })?
+            .map_err(internal)?,
+        None => {
+            let empty = work.join("lower-empty");
+            fs::create_dir_all(&empty).map_err(internal)?;
+            vec![empty]
+        }
+    };
+    berth_image::snapshot::mount_overlay(&lowers, Some((&upper, &wk)), &rootfs)
+        .map_err(internal)?;
+    guard.mounts.push(rootfs.clone());
+    Ok(rootfs)
+}
+
+/// Writes a cache record: temp file + rename, without fsync. A record lost or torn by a
+/// power failure reads as a miss (it must parse, and its blobs must exist), never as a hit.
+fn write_record(p: &Path, rec: &CacheRecord) -> io::Result<()> {
+    let tmp = p.with_extension(format!("tmp-{}", &random_id()[..8]));
+    fs::write(&tmp, serde_json::to_vec(rec).map_err(io::Error::other)?)?;
+    fs::rename(&tmp, p).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
 }
 
 fn load_cached(store: &ImageStore, p: &Path) -> Option<State> {
@@ -2525,29 +2576,19 @@ fn with_state_root<T>(
     st: &State,
     f: impl FnOnce(&Path) -> Result<T>,
 ) -> Result<T> {
-    let snap = store.snapshotter().map_err(internal)?;
-    let top = store.unpack(&st.layers).map_err(internal)?;
     let sid = random_id();
     let work = store
         .tmp_dir()
         .map_err(internal)?
         .join(format!("from-{}", &sid[..12]));
-    fs::create_dir_all(&work).map_err(internal)?;
     let mut g = ContainerGuard {
-        store,
-        id: sid.clone(),
+        id: sid,
         work: work.clone(),
         mounts: Vec::new(),
-        snapshot: false,
         runtime: None,
-        extra: Vec::new(),
     };
-    snap.prepare_container(&sid, top.as_ref())
-        .map_err(internal)?;
-    g.snapshot = true;
-    snap.mount_container(&sid, &work).map_err(internal)?;
-    g.mounts.push(work.clone());
-    f(&work)
+    let root = mount_layers(store, &st.layers, &work, &mut g)?;
+    f(&root)
 }
 
 fn is_archive(p: &Path) -> bool {
@@ -2561,4 +2602,95 @@ fn is_archive(p: &Path) -> bool {
         return true;
     }
     n >= 262 && &h[257..262] == b"ustar"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_ports_pairs() {
+        assert_eq!(parse_duration("1m30s"), Some(90_000_000_000));
+        assert_eq!(parse_duration("500ms"), Some(500_000_000));
+        assert_eq!(parse_duration("1.5h"), Some(5_400_000_000_000));
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_duration(""), None);
+        assert_eq!(expand_port("80").unwrap(), vec!["80/tcp"]);
+        assert_eq!(expand_port("53/UDP").unwrap(), vec!["53/udp"]);
+        assert_eq!(expand_port("7-8").unwrap(), vec!["7/tcp", "8/tcp"]);
+        assert!(expand_port("9-8").is_err());
+        assert!(expand_port("x").is_err());
+        assert!(expand_port("80/foo").is_err());
+        assert_eq!(
+            kv_pairs("A=1 B=\"x y\"", '\\', true).unwrap(),
+            vec![("A".into(), "1".into()), ("B".into(), "\"x y\"".into())]
+        );
+        assert_eq!(
+            kv_pairs("KEY some value", '\\', true).unwrap(),
+            vec![("KEY".into(), "some value".into())]
+        );
+        assert!(kv_pairs("KEY", '\\', true).is_err());
+        assert_eq!(parse_size("64m"), Some(64 << 20));
+    }
+
+    #[test]
+    fn heredoc_expansion_keeps_quotes() {
+        let v: BTreeMap<String, String> = [("N".to_string(), "x".to_string())].into();
+        assert_eq!(
+            expand_heredoc("a=\"$N\" '${N}' \\$N $\n", '\\', &v),
+            "a=\"x\" 'x' $N $\n"
+        );
+    }
+
+    #[test]
+    fn platforms_and_paths() {
+        let h = Platform::host();
+        assert!(check_platform(&format!("{}/{}", h.os, h.architecture)).is_ok());
+        assert!(check_platform("linux/s390x").is_err() || h.architecture == "s390x");
+        assert!(context_rel("../x").is_err());
+        assert!(context_rel("a/../../x").is_err());
+        assert_eq!(context_rel("./a/b/..").unwrap(), "a");
+        assert_eq!(context_rel(".").unwrap(), "");
+    }
+
+    #[test]
+    fn globs_in_context() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("a/b")).unwrap();
+        fs::write(d.path().join("a/b/x.txt"), "").unwrap();
+        fs::write(d.path().join("a/y.txt"), "").unwrap();
+        fs::write(d.path().join("z.md"), "").unwrap();
+        assert_eq!(
+            glob_context(d.path(), "a/*.txt", 1).unwrap(),
+            vec!["a/y.txt"]
+        );
+        assert_eq!(
+            glob_context(d.path(), "a/*/x.txt", 1).unwrap(),
+            vec!["a/b/x.txt"]
+        );
+        assert_eq!(glob_context(d.path(), "*.md", 1).unwrap(), vec!["z.md"]);
+        assert!(glob_context(d.path(), "*.none", 1).is_err());
+        assert!(glob_context(d.path(), "missing", 1).is_err());
+        // Hashes see content and modes, not times.
+        let p = vec![d.path().join("a")];
+        let h1 = hash_paths(d.path(), &p, &IgnoreFile::default()).unwrap();
+        fs::write(d.path().join("a/y.txt"), "changed").unwrap();
+        let h2 = hash_paths(d.path(), &p, &IgnoreFile::default()).unwrap();
+        assert_ne!(h1, h2);
+        let f = fs::File::options()
+            .write(true)
+            .open(d.path().join("a/y.txt"))
+            .unwrap();
+        f.set_modified(std::time::UNIX_EPOCH).unwrap();
+        assert_eq!(
+            h2,
+            hash_paths(d.path(), &p, &IgnoreFile::default()).unwrap()
+        );
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(d.path().join("a/y.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+        assert_ne!(
+            h2,
+            hash_paths(d.path(), &p, &IgnoreFile::default()).unwrap()
+        );
+    }
 }

@@ -179,6 +179,25 @@ pub trait Snapshotter: Send + Sync {
     /// The container snapshots.
     fn list_containers(&self) -> Result<Vec<ContainerSnapshot>, SnapshotError>;
 
+    /// The overlay lower directories (top first) of a chain, when the driver is overlay:
+    /// for short-lived mounts that are not containers (build steps).
+    fn overlay_lowers(&self, _top: &Digest) -> Option<Result<Vec<PathBuf>, SnapshotError>> {
+        None
+    }
+
+    /// Commits `dir` (an overlay upper directory on the same file system, not mounted) as
+    /// the layer snapshot `diff_id` on top of `parent`, by renaming it (no unpacking, no
+    /// `syncfs`). `Ok(None)` when the driver cannot.
+    fn commit_upper_dir(
+        &self,
+        _parent: Option<&Digest>,
+        _diff_id: &Digest,
+        _size: u64,
+        _dir: &Path,
+    ) -> Result<Option<SnapshotInfo>, SnapshotError> {
+        Ok(None)
+    }
+
     /// The directory holding a container's changes in overlay format (whiteouts as 0:0
     /// character devices, opaque directories marked by xattr), if the driver has one.
     fn container_upper(&self, _id: &str) -> Option<PathBuf> {
@@ -304,11 +323,25 @@ impl Base {
 
     /// Commits an unpacked temp directory as `info.chain_id`.
     fn commit(&self, tmp: &Path, info: &SnapshotInfo) -> Result<SnapshotInfo, SnapshotError> {
+        self.commit_with(tmp, info, true)
+    }
+
+    /// Commits, optionally without `syncfs` first (build steps: the layer blob is durable
+    /// already, and the snapshot survives a crash of the process; only power loss could
+    /// tear it, as with Docker's overlay2, which never syncs layer directories).
+    fn commit_with(
+        &self,
+        tmp: &Path,
+        info: &SnapshotInfo,
+        sync: bool,
+    ) -> Result<SnapshotInfo, SnapshotError> {
         fsutil::write_json_atomic(&tmp.join("meta.json"), info)
             .map_err(io_at("write metadata", tmp))?;
-        // Make the unpacked files durable before the snapshot becomes visible.
-        let dirfd = fs::File::open(tmp).map_err(io_at("open", tmp))?;
-        rfs::syncfs(&dirfd).map_err(|e| io_at("syncfs", tmp)(e.into()))?;
+        if sync {
+            // Make the unpacked files durable before the snapshot becomes visible.
+            let dirfd = fs::File::open(tmp).map_err(io_at("open", tmp))?;
+            rfs::syncfs(&dirfd).map_err(|e| io_at("syncfs", tmp)(e.into()))?;
+        }
         let dest = self.snapshot_dir(&info.chain_id);
         match fs::rename(tmp, &dest) {
             Ok(()) => {}
@@ -685,6 +718,48 @@ impl Snapshotter for OverlaySnapshotter {
         self.base.list_containers()
     }
 
+    fn overlay_lowers(&self, top: &Digest) -> Option<Result<Vec<PathBuf>, SnapshotError>> {
+        Some(self.lower_dirs(top))
+    }
+
+    fn commit_upper_dir(
+        &self,
+        parent: Option<&Digest>,
+        diff_id: &Digest,
+        size: u64,
+        dir: &Path,
+    ) -> Result<Option<SnapshotInfo>, SnapshotError> {
+        let chain_id = child_chain_id(parent, diff_id);
+        if self.base.exists(&chain_id) {
+            return Ok(Some(self.base.info(&chain_id)?));
+        }
+        if let Some(p) = parent {
+            if !self.base.exists(p) {
+                return Err(SnapshotError::NotFound(p.clone()));
+            }
+        }
+        let tmp = self.base.temp_dir();
+        fs::create_dir(&tmp).map_err(io_at("create directory", &tmp))?;
+        let diff = tmp.join("diff");
+        if let Err(e) = fs::rename(dir, &diff) {
+            let _ = remove_tree(&tmp);
+            return Err(io_at("rename", dir)(e));
+        }
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let info = SnapshotInfo {
+            chain_id,
+            parent: parent.cloned(),
+            diff_id: diff_id.clone(),
+            size,
+            created,
+            users: BTreeSet::new(),
+        };
+        self.base.commit_with(&tmp, &info, false).map(Some)
+    }
+
     fn container_upper(&self, id: &str) -> Option<PathBuf> {
         Base::check_id(id).ok()?;
         Some(self.base.container_dir(id).join("upper"))
@@ -719,7 +794,7 @@ impl Snapshotter for OverlaySnapshotter {
                 created,
                 users: BTreeSet::new(),
             };
-            self.base.commit(&tmp, &info)?;
+            self.base.commit_with(&tmp, &info, false)?;
         }
         self.base.remove_container(id)?;
         Ok(Some(self.base.info(&chain_id)?))

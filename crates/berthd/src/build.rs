@@ -171,7 +171,24 @@ async fn build_inner(
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     tokio::task::spawn_blocking(move || {
-        let ctx = work.path().join("ctx");
+        let t0 = std::time::Instant::now();
+        // Small contexts go to tmpfs when there is one: creating and removing thousands of
+        // small files on a busy journaling file system costs more than the build.
+        let spool_len = std::fs::metadata(&spool)
+            .map(|m| m.len())
+            .unwrap_or(u64::MAX);
+        let shm = (spool_len < 64 << 20)
+            .then(|| {
+                tempfile::Builder::new()
+                    .prefix("berth-build-ctx-")
+                    .tempdir_in("/dev/shm")
+                    .ok()
+            })
+            .flatten();
+        let ctx = match &shm {
+            Some(d) => d.path().join("ctx"),
+            None => work.path().join("ctx"),
+        };
         let res = (|| -> Result<berth_build::Built, berth_build::BuildError> {
             std::fs::create_dir(&ctx)
                 .map_err(|e| berth_build::BuildError::Internal(e.to_string()))?;
@@ -242,7 +259,16 @@ async fn build_inner(
                 "error": msg,
             })));
         }
+        let t1 = t0.elapsed();
+        // End the response first: removing the context is not the client's wait.
+        drop(tx);
+        drop(shm);
         drop(work);
+        tracing::info!(
+            "build finished in {:?} (+{:?} cleaning up the context)",
+            t1,
+            t0.elapsed() - t1
+        );
     });
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))

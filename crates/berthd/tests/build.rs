@@ -340,24 +340,64 @@ fn docker_cli_flags_and_errors() {
     );
     // -q prints the ID only; --iidfile writes it.
     let iid = d.path("iid");
-    let r = docker_build(&d, &dir, &["-q", "--target", "two", "-t", "t2", "--iidfile", iid.to_str().unwrap()]);
+    let r = docker_build(
+        &d,
+        &dir,
+        &[
+            "-q",
+            "--target",
+            "two",
+            "-t",
+            "t2",
+            "--iidfile",
+            iid.to_str().unwrap(),
+        ],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let id = std::fs::read_to_string(&iid).unwrap().trim().to_string();
     assert!(id.starts_with("sha256:"), "{id}");
     assert_eq!(r.stdout.trim(), id);
-    assert_eq!(run_in(&d, "t2", "cat /one /two; test -e /three || echo no-three"), "one\ntwo\nno-three\n");
+    assert_eq!(
+        run_in(&d, "t2", "cat /one /two; test -e /three || echo no-three"),
+        "one\ntwo\nno-three\n"
+    );
     // -f with another file, labels, build args that nobody uses (a warning).
     let f = dir.join("other.Dockerfile");
-    let r = docker_build(&d, &dir, &["-f", f.to_str().unwrap(), "-t", "other", "--label", "x=y", "--build-arg", "UNUSED=1"]);
+    let r = docker_build(
+        &d,
+        &dir,
+        &[
+            "-f",
+            f.to_str().unwrap(),
+            "-t",
+            "other",
+            "--label",
+            "x=y",
+            "--build-arg",
+            "UNUSED=1",
+        ],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(format!("{}{}", r.stdout, r.stderr).contains("[Warning] One or more build-args [UNUSED] were not consumed"), "{}", r.stdout);
+    assert!(
+        format!("{}{}", r.stdout, r.stderr)
+            .contains("[Warning] One or more build-args [UNUSED] were not consumed"),
+        "{}",
+        r.stdout
+    );
     let v = inspect(&d, "other");
-    assert_eq!(v["config"]["Labels"], serde_json::json!({"from": "other", "x": "y"}));
+    assert_eq!(
+        v["config"]["Labels"],
+        serde_json::json!({"from": "other", "x": "y"})
+    );
     // A failing RUN: its output, its exit code, nothing tagged, nothing left over.
     let r = docker_build(&d, &dir.join("fail"), &["-t", "failing"]);
     assert_eq!(r.code, 5, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("about-to-fail"));
-    assert!(r.stderr.contains("returned a non-zero code: 5"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("returned a non-zero code: 5"),
+        "{}",
+        r.stderr
+    );
     assert!(store(&d).resolve("failing").is_err());
     // A platform that is not the host's is refused.
     let r = docker_build(&d, &dir, &["--platform", "linux/s390x"]);
@@ -375,13 +415,19 @@ fn docker_cli_flags_and_errors() {
         .spawn()
         .and_then(|mut c| {
             use std::io::Write;
-            c.stdin.take().unwrap().write_all(b"FROM busybox\nCOPY other.Dockerfile /copied\n")?;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(b"FROM busybox\nCOPY other.Dockerfile /copied\n")?;
             c.wait_with_output()
         })
         .unwrap();
     let r = common::run_output(o);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert_eq!(run_in(&d, "fromstdin", "cat /copied"), "FROM busybox\nLABEL from=other\n");
+    assert_eq!(
+        run_in(&d, "fromstdin", "cat /copied"),
+        "FROM busybox\nLABEL from=other\n"
+    );
     let mut tarball = Vec::new();
     {
         let mut b = tar::Builder::new(&mut tarball);
@@ -409,7 +455,10 @@ fn docker_cli_flags_and_errors() {
         .unwrap();
     let r = common::run_output(o);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert_eq!(run_in(&d, "tarstdin", "cat /in-tar"), "FROM busybox\nCOPY Dockerfile /in-tar\n");
+    assert_eq!(
+        run_in(&d, "tarstdin", "cat /in-tar"),
+        "FROM busybox\nCOPY Dockerfile /in-tar\n"
+    );
     finish(d);
 }
 
@@ -420,7 +469,10 @@ fn docker_py_builds() {
         &d,
         "py",
         &[
-            ("Dockerfile", "FROM busybox\nARG WHO\nRUN echo hello $WHO > /hello\nCMD [\"cat\", \"/hello\"]\n"),
+            (
+                "Dockerfile",
+                "FROM busybox\nARG WHO\nRUN echo hello $WHO > /hello\nCMD [\"cat\", \"/hello\"]\n",
+            ),
             ("bad/Dockerfile", "FROM busybox\nRUN exit 9\n"),
         ],
     );
@@ -445,7 +497,10 @@ print("ok", ids[0])
     let r = d.python(&script);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.starts_with("ok sha256:"));
-    assert_eq!(d.docker(&["run", "--rm", "pybuilt:1"]).ok().stdout, "hello py\n");
+    assert_eq!(
+        d.docker(&["run", "--rm", "pybuilt:1"]).ok().stdout,
+        "hello py\n"
+    );
     finish(d);
 }
 
@@ -455,20 +510,126 @@ fn onbuild_triggers_run_in_children() {
     let parent = ctx(
         &d,
         "onb-parent",
-        &[("Dockerfile", "FROM busybox\nONBUILD COPY marker.txt /marker\nONBUILD RUN echo child-ran > /child\n")],
+        &[(
+            "Dockerfile",
+            "FROM busybox\nONBUILD COPY marker.txt /marker\nONBUILD RUN echo child-ran > /child\n",
+        )],
     );
     let child = ctx(
         &d,
         "onb-child",
-        &[("Dockerfile", "FROM onbparent\nRUN cat /marker /child > /both\n"), ("marker.txt", "marker\n")],
+        &[
+            (
+                "Dockerfile",
+                "FROM onbparent\nRUN cat /marker /child > /both\n",
+            ),
+            ("marker.txt", "marker\n"),
+        ],
     );
     let r = d.berth(&["build", "-t", "onbparent", parent.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     let r = d.berth(&["build", "-t", "onbchild", child.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("# Executing 2 build triggers"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("# Executing 2 build triggers"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(run_in(&d, "onbchild", "cat /both"), "marker\nchild-ran\n");
     let v = inspect(&d, "onbchild");
     assert!(v["config"]["OnBuild"].is_null(), "{}", v["config"]);
+    finish(d);
+}
+
+/// A python http.server on loopback, killed on drop.
+struct HttpServer(std::process::Child, u16);
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http_server(dir: &Path) -> HttpServer {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let s = HttpServer(child, port);
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    s
+}
+
+#[test]
+fn add_from_http_url_with_checksum() {
+    let d = Daemon::new();
+    let www = d.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("payload.txt"), "downloaded\n").unwrap();
+    let srv = http_server(&www);
+    let url = format!("http://127.0.0.1:{}/payload.txt", srv.1);
+    let sum = "sha256:5f6d2c1b7f8e9ea5f1c4a2b1d0f7e9ca3b3c0a2f1b0e3d4c5a6b7c8d9e0f1a2b";
+    let good = berth_image::Digest::of_bytes(b"downloaded\n").to_string();
+    let ok = ctx(
+        &d,
+        "url-ok",
+        &[(
+            "Dockerfile",
+            &format!("FROM busybox\nADD {url} /dl/\nADD --checksum={good} {url} /checked.txt\n"),
+        )],
+    );
+    let r = d.berth(&["build", "-t", "urlok", ok.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(
+        run_in(
+            &d,
+            "urlok",
+            "cat /dl/payload.txt /checked.txt; stat -c %a /checked.txt"
+        ),
+        "downloaded\ndownloaded\n600\n"
+    );
+    let bad = ctx(
+        &d,
+        "url-bad",
+        &[(
+            "Dockerfile",
+            &format!("FROM busybox\nADD --checksum={sum} {url} /x\n"),
+        )],
+    );
+    let r = d.berth(&["build", "-t", "urlbad", bad.to_str().unwrap()]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("line 2") && r.stderr.contains("checksum mismatch"),
+        "{}",
+        r.stderr
+    );
+    // The URL's content is part of the cache key.
+    let r = d.berth(&["build", "-t", "urlok", ok.to_str().unwrap()]);
+    assert!(r.stdout.matches("Using cache").count() == 2, "{}", r.stdout);
+    std::fs::write(www.join("payload.txt"), "changed\n").unwrap();
+    let r = d.berth(&["build", "-t", "urlok2", ok.to_str().unwrap()]);
+    assert_ne!(r.code, 0, "the checksum no longer matches: {}", r.stdout);
+    drop(srv);
     finish(d);
 }
