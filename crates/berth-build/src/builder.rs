@@ -134,6 +134,41 @@ fn cache_key(parent: &Digest, text: &str) -> Digest {
     Digest::of_bytes(format!("berth-build-cache-v1\n{parent}\n{text}").as_bytes())
 }
 
+/// Removes work directories (and their mounts) that builds of a daemon which is no longer
+/// running left in the data root's `tmp` (a crash mid-step).
+pub fn cleanup_stale(store: &ImageStore) {
+    let Ok(tmp) = store.tmp_dir() else { return };
+    let Ok(rd) = fs::read_dir(&tmp) else { return };
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name
+            .strip_prefix("build-")
+            .or_else(|| name.strip_prefix("from-"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let dir = e.path();
+        let prefix = dir.to_string_lossy().into_owned();
+        let mut mounts: Vec<&str> = mountinfo
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = berth_image::snapshot::unmount(Path::new(m));
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
+
 /// What `builder prune` removed.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PruneReport {
@@ -1736,10 +1771,11 @@ impl Run<'_, '_, '_> {
         let store = self.b.store;
         let t0 = std::time::Instant::now();
         let cid = random_id();
-        let work = store
-            .tmp_dir()
-            .map_err(internal)?
-            .join(format!("build-{}", &cid[..12]));
+        let work = store.tmp_dir().map_err(internal)?.join(format!(
+            "build-{}-{}",
+            std::process::id(),
+            &cid[..12]
+        ));
         let mut guard = ContainerGuard {
             id: cid.clone(),
             work: work.clone(),
@@ -2577,10 +2613,11 @@ fn with_state_root<T>(
     f: impl FnOnce(&Path) -> Result<T>,
 ) -> Result<T> {
     let sid = random_id();
-    let work = store
-        .tmp_dir()
-        .map_err(internal)?
-        .join(format!("from-{}", &sid[..12]));
+    let work = store.tmp_dir().map_err(internal)?.join(format!(
+        "from-{}-{}",
+        std::process::id(),
+        &sid[..12]
+    ));
     let mut g = ContainerGuard {
         id: sid,
         work: work.clone(),

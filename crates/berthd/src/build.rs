@@ -219,6 +219,7 @@ async fn build_inner(
                     )))
                 }
             };
+            berth_build::builder::cleanup_stale(&engine.images);
             opts.dockerfile = String::from_utf8_lossy(&text).into_owned();
             opts.context = ctx.clone();
             let b = Builder {
