@@ -609,6 +609,7 @@ impl Run<'_, '_, '_> {
 
     fn register(&mut self, fin: &State) -> Result<Built> {
         let store = self.b.store;
+        let t0 = std::time::Instant::now();
         let config = serde_json::to_vec(&fin.config).map_err(internal)?;
         let id = Digest::of_bytes(&config);
         let descs: Vec<Descriptor> = fin
@@ -654,6 +655,7 @@ impl Run<'_, '_, '_> {
                 ..Default::default()
             })
             .map_err(internal)?;
+        tracing::debug!("image registered in {:?}", t0.elapsed());
         self.finish_build(reg.id)
     }
 

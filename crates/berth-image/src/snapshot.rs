@@ -197,25 +197,6 @@ pub trait Snapshotter: Send + Sync {
     ) -> Result<Option<SnapshotInfo>, SnapshotError> {
         Ok(None)
     }
-
-    /// The directory holding a container's changes in overlay format (whiteouts as 0:0
-    /// character devices, opaque directories marked by xattr), if the driver has one.
-    fn container_upper(&self, _id: &str) -> Option<PathBuf> {
-        None
-    }
-
-    /// Turns a (stopped, unmounted) container's changes into the committed layer snapshot
-    /// `diff_id` on top of the container's parent, without unpacking anything (the builder
-    /// has just archived those changes into a layer with that DiffID). The container
-    /// snapshot is removed. `Ok(None)` when the driver cannot do this: apply the layer.
-    fn commit_container(
-        &self,
-        _id: &str,
-        _diff_id: &Digest,
-        _size: u64,
-    ) -> Result<Option<SnapshotInfo>, SnapshotError> {
-        Ok(None)
-    }
 }
 
 /// The chain ID of `diff_id` on top of `parent`.
@@ -759,46 +740,6 @@ impl Snapshotter for OverlaySnapshotter {
         };
         self.base.commit_with(&tmp, &info, false).map(Some)
     }
-
-    fn container_upper(&self, id: &str) -> Option<PathBuf> {
-        Base::check_id(id).ok()?;
-        Some(self.base.container_dir(id).join("upper"))
-    }
-
-    fn commit_container(
-        &self,
-        id: &str,
-        diff_id: &Digest,
-        size: u64,
-    ) -> Result<Option<SnapshotInfo>, SnapshotError> {
-        let c = self.base.container(id)?;
-        let chain_id = child_chain_id(c.parent.as_ref(), diff_id);
-        if !self.base.exists(&chain_id) {
-            let tmp = self.base.temp_dir();
-            fs::create_dir(&tmp).map_err(io_at("create directory", &tmp))?;
-            let upper = self.base.container_dir(id).join("upper");
-            let diff = tmp.join("diff");
-            if let Err(e) = fs::rename(&upper, &diff) {
-                let _ = remove_tree(&tmp);
-                return Err(io_at("rename", &upper)(e));
-            }
-            let created = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let info = SnapshotInfo {
-                chain_id: chain_id.clone(),
-                parent: c.parent.clone(),
-                diff_id: diff_id.clone(),
-                size,
-                created,
-                users: BTreeSet::new(),
-            };
-            self.base.commit_with(&tmp, &info, false)?;
-        }
-        self.base.remove_container(id)?;
-        Ok(Some(self.base.info(&chain_id)?))
-    }
 }
 
 /// Mounts overlayfs at `target` with `lowers` (top first) and an optional `(upper, work)`.
@@ -1222,4 +1163,52 @@ fn copy_xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod commit_upper_tests {
+    use super::*;
+
+    #[test]
+    fn commit_upper_dir_makes_a_stackable_snapshot() {
+        let d = tempfile::tempdir().unwrap();
+        let s = OverlaySnapshotter::open(&d.path().join("snap")).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "base.txt", &b"b"[..]).unwrap();
+        let tarb = b.into_inner().unwrap();
+        let base = Digest::of_bytes(&tarb);
+        s.apply_layer(None, &base, &mut &tarb[..]).unwrap();
+        let up = d.path().join("up");
+        fs::create_dir_all(&up).unwrap();
+        fs::write(up.join("new.txt"), "n").unwrap();
+        let diff = Digest::of_bytes(b"the layer's tar");
+        let info = s
+            .commit_upper_dir(Some(&base), &diff, 1, &up)
+            .unwrap()
+            .unwrap();
+        assert_eq!(info.chain_id, child_chain_id(Some(&base), &diff));
+        assert!(!up.exists());
+        let lowers = s.overlay_lowers(&info.chain_id).unwrap().unwrap();
+        assert_eq!(lowers.len(), 2);
+        assert!(lowers[0].join("new.txt").is_file());
+        assert!(lowers[1].join("base.txt").is_file());
+        // Committing the same layer again keeps the first; a missing parent is refused.
+        let up2 = d.path().join("up2");
+        fs::create_dir_all(&up2).unwrap();
+        let again = s
+            .commit_upper_dir(Some(&base), &diff, 1, &up2)
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.chain_id, info.chain_id);
+        let ghost = Digest::of_bytes(b"ghost");
+        assert!(s.commit_upper_dir(Some(&ghost), &diff, 1, &up2).is_err());
+        assert!(CopySnapshotter::open(&d.path().join("copy"))
+            .unwrap()
+            .commit_upper_dir(None, &diff, 1, &up2)
+            .unwrap()
+            .is_none());
+    }
 }

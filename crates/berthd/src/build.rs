@@ -203,6 +203,7 @@ async fn build_inner(
                 })?;
             }
             let _ = std::fs::remove_file(&spool);
+            tracing::debug!("build context extracted after {:?}", t0.elapsed());
             let df_path = berth_build::fsops::resolve_in_root(&ctx, &dockerfile, true)
                 .map_err(|e| berth_build::BuildError::Internal(e.to_string()))?;
             let text = match std::fs::read(&df_path) {
