@@ -159,6 +159,12 @@ fn corpus_case(d: &Daemon, name: &str) -> Vec<String> {
             bad.push(format!("{name}: Env {env:?} has {e}"));
         }
     }
+    let hist = v["history"].to_string();
+    for h in exp["history_lacks"].as_array().into_iter().flatten() {
+        if hist.contains(h.as_str().unwrap()) {
+            bad.push(format!("{name}: history has {h}: {hist}"));
+        }
+    }
     if let Some(a) = exp["author"].as_str() {
         if v["author"] != a {
             bad.push(format!("{name}: author {}", v["author"]));
