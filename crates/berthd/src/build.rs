@@ -179,8 +179,9 @@ async fn build_inner(
             .unwrap_or(u64::MAX);
         let shm = (spool_len < 64 << 20)
             .then(|| {
+                cleanup_stale_shm();
                 tempfile::Builder::new()
-                    .prefix("berth-build-ctx-")
+                    .prefix(&format!("berth-build-ctx-{}-", std::process::id()))
                     .tempdir_in("/dev/shm")
                     .ok()
             })
@@ -280,6 +281,26 @@ async fn build_inner(
         Body::from_stream(body),
     )
         .into_response())
+}
+
+/// Removes contexts that a daemon which is no longer running left in /dev/shm.
+fn cleanup_stale_shm() {
+    let Ok(rd) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("berth-build-ctx-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 async fn prune(State(s): State<Arc<AppState>>) -> Response {
