@@ -11,11 +11,13 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod backend;
+pub mod apibackend;
+pub use berth_registry::images as backend;
 pub mod build;
 pub mod cli;
 pub mod commands;
 pub mod containers;
+pub mod ctl;
 pub mod format;
 pub mod tabwriter;
 pub mod template;

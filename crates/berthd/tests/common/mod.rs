@@ -19,7 +19,21 @@ pub fn bin_dir() -> &'static Path {
         let dir = berthd.parent().unwrap().to_path_buf();
         let target = dir.parent().unwrap();
         let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let st = Command::new(env!("CARGO"))
+        let mut cmd = Command::new(env!("CARGO"));
+        // Build under the environment a developer's `cargo build` has: variables that cargo
+        // and nextest set for test processes would change build-script fingerprints.
+        for (k, _) in std::env::vars() {
+            if (k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR")
+                || k.starts_with("NEXTEST")
+                || k == "OUT_DIR"
+                || k == "TARGET"
+                || k == "HOST"
+                || k == "RUST_TEST_THREADS"
+            {
+                cmd.env_remove(k);
+            }
+        }
+        let st = cmd
             .args([
                 "build",
                 "-p",
@@ -28,6 +42,9 @@ pub fn bin_dir() -> &'static Path {
                 "berth-runtime",
                 "-p",
                 "berth-cli",
+                // The same feature unification as the test build: no rebuild ping-pong.
+                "-p",
+                "berthd",
             ])
             .arg("--target-dir")
             .arg(target)
@@ -35,6 +52,22 @@ pub fn bin_dir() -> &'static Path {
             .status()
             .unwrap();
         assert!(st.success(), "building the shim, runtime and CLI failed");
+        let mut cmd = Command::new("bash");
+        for (k, _) in std::env::vars() {
+            if (k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR")
+                || k.starts_with("NEXTEST")
+            {
+                cmd.env_remove(k);
+            }
+        }
+        let o = cmd
+            .arg(ws.join("crates/berth-init/build-static.sh"))
+            .env("CARGO_TARGET_DIR", target)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "building berth-init failed");
+        let init = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        std::fs::copy(&init, dir.join("berth-init.static")).unwrap();
         dir
     })
 }
@@ -91,6 +124,8 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
     pub cgroup_parent: String,
+    /// More daemon flags (see [`Daemon::with_args`]).
+    pub extra_args: Vec<String>,
 }
 
 pub struct Run {
@@ -121,12 +156,18 @@ impl Run {
 
 impl Daemon {
     pub fn new() -> Daemon {
+        Self::with_args(&[])
+    }
+
+    /// A daemon started with more flags.
+    pub fn with_args(extra: &[String]) -> Daemon {
         let dir = tempfile::Builder::new().prefix("bd").tempdir().unwrap();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let mut d = Daemon {
             dir,
             child: None,
             cgroup_parent: format!("/berth-test-{}-{n}", std::process::id()),
+            extra_args: extra.to_vec(),
         };
         std::fs::create_dir_all(d.path("docker-config")).unwrap();
         // Seed busybox:latest through the berth CLI into the same data root.
@@ -164,6 +205,9 @@ impl Daemon {
             .arg(self.path("exec"))
             .arg("--cgroup-parent")
             .arg(&self.cgroup_parent)
+            .arg("--init-path")
+            .arg(bin_dir().join("berth-init.static"))
+            .args(&self.extra_args)
             .stdin(Stdio::null());
         c
     }
