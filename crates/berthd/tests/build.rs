@@ -495,6 +495,9 @@ bad = list(c.build(path={b:?}, tag="pybad", decode=True))
 errs = [m for m in bad if "error" in m]
 assert errs and "non-zero code: 9" in errs[0]["error"], bad
 assert errs[0]["errorDetail"]["code"] == 9, errs
+hi = docker.DockerClient(base_url=os.environ["BERTH_SOCK"])
+img, logs = hi.images.build(path={p:?}, tag="pyhigh:1", buildargs={{"WHO": "high"}})
+assert img.id.startswith("sha256:") and "pyhigh:1" in img.tags, (img.id, img.tags)
 print("ok", ids[0])
 "#,
         p = dir.display().to_string(),
