@@ -329,6 +329,7 @@ fn cache_invalidation_exact_steps() {
     assert_eq!(pr.code, 0, "{}", pr.stderr);
     let o = build(&d, &[]);
     assert_eq!(rebuilt(&o), vec![2, 3, 4, 5, 6, 7], "{o}");
+
     finish(d);
 }
 
