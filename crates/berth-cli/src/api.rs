@@ -27,7 +27,7 @@ impl Host {
         ))
     }
 
-    fn connect(&self) -> Result<UnixStream, ApiError> {
+    pub fn connect(&self) -> Result<UnixStream, ApiError> {
         UnixStream::connect(&self.path).map_err(|e| ApiError::Connect {
             path: self.path.clone(),
             source: e,
@@ -85,7 +85,7 @@ fn write_request(
 }
 
 /// Reads the status line and headers; returns the status and the headers (lower-cased names).
-fn read_head(r: &mut impl BufRead) -> Result<(u16, Vec<(String, String)>), ApiError> {
+pub fn read_head(r: &mut impl BufRead) -> Result<(u16, Vec<(String, String)>), ApiError> {
     let mut line = String::new();
     r.read_line(&mut line)?;
     let code: u16 = line

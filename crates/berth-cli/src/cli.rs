@@ -147,6 +147,14 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::registry_server::RegistryCommand,
     },
+    /// Build an image from a Dockerfile
+    Build(crate::build::BuildCmd),
+    /// Manage builds
+    Builder {
+        /// The builder command.
+        #[command(subcommand)]
+        command: crate::build::BuilderCommand,
+    },
     /// Manage Berth
     System {
         /// The system command.
@@ -554,6 +562,8 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             } => ct::info(&host, c, out),
             Command::Network { command } => crate::network::network(&host, command, out, err),
             Command::Port(c) => crate::network::port(&host, c, out),
+            Command::Build(c) => crate::build::build(&host, c, out, err),
+            Command::Builder { command } => crate::build::builder(&host, command, out),
             _ => Ok(()),
         };
     }

@@ -1384,7 +1384,7 @@ pub fn system_prune(host: &Host, c: &PruneCmd, out: &mut dyn Write) -> Result<()
         "  - all dangling images"
     };
     if !confirm(
-        &format!("WARNING! This will remove:\n  - all stopped containers\n{what}\n"),
+        &format!("WARNING! This will remove:\n  - all stopped containers\n{what}\n  - unused build cache\n"),
         c.force,
         out,
     )? {
@@ -1419,6 +1419,23 @@ pub fn system_prune(host: &Host, c: &PruneCmd, out: &mut dyn Write) -> Result<()
             if let Some(u) = it["Deleted"].as_str() {
                 writeln!(out, "deleted: {u}").map_err(w)?;
             }
+        }
+        writeln!(out).map_err(w)?;
+    }
+    // Build cache (issue 4), as docker's system prune.
+    let path = if c.all {
+        "/build/prune?all=1"
+    } else {
+        "/build/prune"
+    };
+    let v = api::request(host, "POST", path, None)
+        .and_then(|r| r.json())
+        .map_err(daemon)?;
+    total += v["SpaceReclaimed"].as_f64().unwrap_or(0.0);
+    if let Some(d) = v["CachesDeleted"].as_array().filter(|d| !d.is_empty()) {
+        writeln!(out, "Deleted build cache objects:").map_err(w)?;
+        for id in d {
+            writeln!(out, "{}", id.as_str().unwrap_or_default()).map_err(w)?;
         }
         writeln!(out).map_err(w)?;
     }

@@ -13,6 +13,7 @@
 pub mod api;
 pub mod apibackend;
 pub use berth_registry::images as backend;
+pub mod build;
 pub mod cli;
 pub mod commands;
 pub mod containers;

@@ -188,6 +188,25 @@ pub trait Snapshotter: Send + Sync {
     fn container_lowers(&self, _id: &str) -> Result<Vec<PathBuf>, SnapshotError> {
         Ok(Vec::new())
     }
+
+    /// The overlay lower directories (top first) of a chain, when the driver is overlay:
+    /// for short-lived mounts that are not containers (build steps).
+    fn overlay_lowers(&self, _top: &Digest) -> Option<Result<Vec<PathBuf>, SnapshotError>> {
+        None
+    }
+
+    /// Commits `dir` (an overlay upper directory on the same file system, not mounted) as
+    /// the layer snapshot `diff_id` on top of `parent`, by renaming it (no unpacking, no
+    /// `syncfs`). `Ok(None)` when the driver cannot.
+    fn commit_upper_dir(
+        &self,
+        _parent: Option<&Digest>,
+        _diff_id: &Digest,
+        _size: u64,
+        _dir: &Path,
+    ) -> Result<Option<SnapshotInfo>, SnapshotError> {
+        Ok(None)
+    }
 }
 
 /// The chain ID of `diff_id` on top of `parent`.
@@ -295,11 +314,25 @@ impl Base {
 
     /// Commits an unpacked temp directory as `info.chain_id`.
     fn commit(&self, tmp: &Path, info: &SnapshotInfo) -> Result<SnapshotInfo, SnapshotError> {
+        self.commit_with(tmp, info, true)
+    }
+
+    /// Commits, optionally without `syncfs` first (build steps: the layer blob is durable
+    /// already, and the snapshot survives a crash of the process; only power loss could
+    /// tear it, as with Docker's overlay2, which never syncs layer directories).
+    fn commit_with(
+        &self,
+        tmp: &Path,
+        info: &SnapshotInfo,
+        sync: bool,
+    ) -> Result<SnapshotInfo, SnapshotError> {
         fsutil::write_json_atomic(&tmp.join("meta.json"), info)
             .map_err(io_at("write metadata", tmp))?;
-        // Make the unpacked files durable before the snapshot becomes visible.
-        let dirfd = fs::File::open(tmp).map_err(io_at("open", tmp))?;
-        rfs::syncfs(&dirfd).map_err(|e| io_at("syncfs", tmp)(e.into()))?;
+        if sync {
+            // Make the unpacked files durable before the snapshot becomes visible.
+            let dirfd = fs::File::open(tmp).map_err(io_at("open", tmp))?;
+            rfs::syncfs(&dirfd).map_err(|e| io_at("syncfs", tmp)(e.into()))?;
+        }
         let dest = self.snapshot_dir(&info.chain_id);
         match fs::rename(tmp, &dest) {
             Ok(()) => {}
@@ -687,6 +720,48 @@ impl Snapshotter for OverlaySnapshotter {
             Some(p) => self.lower_dirs(p),
             None => Ok(Vec::new()),
         }
+    }
+
+    fn overlay_lowers(&self, top: &Digest) -> Option<Result<Vec<PathBuf>, SnapshotError>> {
+        Some(self.lower_dirs(top))
+    }
+
+    fn commit_upper_dir(
+        &self,
+        parent: Option<&Digest>,
+        diff_id: &Digest,
+        size: u64,
+        dir: &Path,
+    ) -> Result<Option<SnapshotInfo>, SnapshotError> {
+        let chain_id = child_chain_id(parent, diff_id);
+        if self.base.exists(&chain_id) {
+            return Ok(Some(self.base.info(&chain_id)?));
+        }
+        if let Some(p) = parent {
+            if !self.base.exists(p) {
+                return Err(SnapshotError::NotFound(p.clone()));
+            }
+        }
+        let tmp = self.base.temp_dir();
+        fs::create_dir(&tmp).map_err(io_at("create directory", &tmp))?;
+        let diff = tmp.join("diff");
+        if let Err(e) = fs::rename(dir, &diff) {
+            let _ = remove_tree(&tmp);
+            return Err(io_at("rename", dir)(e));
+        }
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let info = SnapshotInfo {
+            chain_id,
+            parent: parent.cloned(),
+            diff_id: diff_id.clone(),
+            size,
+            created,
+            users: BTreeSet::new(),
+        };
+        self.base.commit_with(&tmp, &info, false).map(Some)
     }
 }
 
@@ -1111,4 +1186,52 @@ fn copy_xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod commit_upper_tests {
+    use super::*;
+
+    #[test]
+    fn commit_upper_dir_makes_a_stackable_snapshot() {
+        let d = tempfile::tempdir().unwrap();
+        let s = OverlaySnapshotter::open(&d.path().join("snap")).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "base.txt", &b"b"[..]).unwrap();
+        let tarb = b.into_inner().unwrap();
+        let base = Digest::of_bytes(&tarb);
+        s.apply_layer(None, &base, &mut &tarb[..]).unwrap();
+        let up = d.path().join("up");
+        fs::create_dir_all(&up).unwrap();
+        fs::write(up.join("new.txt"), "n").unwrap();
+        let diff = Digest::of_bytes(b"the layer's tar");
+        let info = s
+            .commit_upper_dir(Some(&base), &diff, 1, &up)
+            .unwrap()
+            .unwrap();
+        assert_eq!(info.chain_id, child_chain_id(Some(&base), &diff));
+        assert!(!up.exists());
+        let lowers = s.overlay_lowers(&info.chain_id).unwrap().unwrap();
+        assert_eq!(lowers.len(), 2);
+        assert!(lowers[0].join("new.txt").is_file());
+        assert!(lowers[1].join("base.txt").is_file());
+        // Committing the same layer again keeps the first; a missing parent is refused.
+        let up2 = d.path().join("up2");
+        fs::create_dir_all(&up2).unwrap();
+        let again = s
+            .commit_upper_dir(Some(&base), &diff, 1, &up2)
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.chain_id, info.chain_id);
+        let ghost = Digest::of_bytes(b"ghost");
+        assert!(s.commit_upper_dir(Some(&ghost), &diff, 1, &up2).is_err());
+        assert!(CopySnapshotter::open(&d.path().join("copy"))
+            .unwrap()
+            .commit_upper_dir(None, &diff, 1, &up2)
+            .unwrap()
+            .is_none());
+    }
 }

@@ -110,6 +110,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/containers/{id}/logs", get(container_logs))
         .route("/containers/{id}/attach", post(container_attach))
         .route("/containers/{id}", delete(container_delete))
+        .merge(crate::build::routes()) // issue 4: Dockerfile builds
         .route(
             "/_badversion/{v}",
             get(bad_version)

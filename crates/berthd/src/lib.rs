@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod api_ext;
+pub mod build;
 pub mod engine;
 pub mod events;
 pub mod exec;
