@@ -165,6 +165,8 @@ struct Entry {
 pub struct Engine {
     pub cfg: EngineConfig,
     pub images: ImageStore,
+    /// Named volumes (crate::volumes).
+    pub volumes: crate::volumes::VolumeStore,
     map: Mutex<HashMap<String, Arc<Entry>>>,
 }
 
@@ -182,9 +184,11 @@ impl Engine {
         std::fs::create_dir_all(cfg.data_root.join("containers"))?;
         std::fs::create_dir_all(cfg.exec_root.join("containers"))?;
         let images = ImageStore::open(&cfg.data_root)?;
+        let volumes = crate::volumes::VolumeStore::open(&cfg.data_root.join("volumes"))?;
         let engine = Arc::new(Engine {
             cfg,
             images,
+            volumes,
             map: Mutex::new(HashMap::new()),
         });
         for ent in std::fs::read_dir(engine.cfg.data_root.join("containers"))? {
@@ -197,6 +201,8 @@ impl Engine {
                 Err(e) => tracing::warn!("skipping {}: {e}", p.display()),
             }
         }
+        // Volume references of the loaded containers (crate::mounts).
+        crate::mounts::load_refs(&engine);
         Ok(engine)
     }
 
@@ -377,6 +383,8 @@ impl Engine {
                 labels.insert(k.clone(), v.clone());
             }
         }
+        // Mounts and volumes (crate::mounts): parsed now, committed with the container.
+        let planned = crate::mounts::plan(self, body, &host_config, ic.volumes.as_ref())?;
         let id = util::new_id();
         let name = match name.filter(|n| !n.is_empty()) {
             Some(n) => {
@@ -420,7 +428,7 @@ impl Engine {
             "Env": env,
             "Cmd": if cmd.is_empty() { Value::Null } else { json!(cmd) },
             "Image": image_name,
-            "Volumes": Value::Null,
+            "Volumes": crate::mounts::config_volumes(body, ic.volumes.as_ref()),
             "WorkingDir": body["WorkingDir"].as_str().filter(|s| !s.is_empty()).map(str::to_string).or(ic.working_dir.clone()).unwrap_or_default(),
             "Entrypoint": if entrypoint.is_empty() { Value::Null } else { json!(entrypoint) },
             "OnBuild": Value::Null,
@@ -485,6 +493,14 @@ impl Engine {
                 let _ = std::fs::remove_dir_all(self.data_dir(&id));
                 return Err(e);
             }
+        }
+        // Volumes and mounts (crate::mounts): create volumes, take references, record.
+        if let Err(e) = crate::mounts::commit(self, &id, &planned) {
+            if let Ok(sn) = self.images.snapshotter() {
+                let _ = sn.remove_container(&id);
+            }
+            let _ = std::fs::remove_dir_all(self.data_dir(&id));
+            return Err(e);
         }
         self.persist(&container)?;
         self.insert(container);
@@ -562,6 +578,7 @@ impl Engine {
             128
         };
         e.pending.lock().unwrap().clear();
+        crate::mounts::on_stopped(self, &e.rec.lock().unwrap().id.clone());
         let (id, auto_remove) = {
             let mut r = e.rec.lock().unwrap();
             r.state.error = msg;
@@ -642,6 +659,12 @@ impl Engine {
         }
         let mut args = vec![c.path.clone()];
         args.extend(c.args.iter().cloned());
+        // Volumes, binds, tmpfs (crate::mounts): copy-up and OCI mount entries.
+        let user_mounts = crate::mounts::setup(self, id, &rootfs).map_err(fail)?;
+        let fail = |e: EngineError| {
+            crate::mounts::on_stopped(self, id);
+            fail(e)
+        };
         let cfg = spec::build(&spec::SpecInput {
             args: &args,
             env: &env,
@@ -654,6 +677,7 @@ impl Engine {
             host_network: host_net,
             cgroups_path: format!("{}/{}", self.cfg.cgroup_parent.trim_end_matches('/'), id),
             etc_files: etc,
+            mounts: user_mounts,
         });
         util::write_json_atomic(&exec_dir.join("config.json"), &cfg)
             .map_err(|e| fail(internal(e)))?;
@@ -760,6 +784,7 @@ impl Engine {
         let socket = self.shim_dir(id).join("shim.sock");
         let _ = shimio::call(&socket, json!({"op": "shutdown", "force": true})).await;
         let _ = berth_image::snapshot::unmount(&self.rootfs(id));
+        crate::mounts::on_stopped(self, id);
         e.events.send_modify(|ev| {
             ev.exits += 1;
             ev.last_exit = code;
@@ -905,6 +930,9 @@ impl Engine {
                 Err(err) => return Err(err),
             }
         }
+        // Volumes (crate::mounts): `--rm` removes anonymous volumes too.
+        let anon = crate::mounts::anonymous_volumes(self, &id);
+        let remove_anon = e.rec.lock().unwrap().auto_remove();
         let me = self.clone();
         let id2 = id.clone();
         let _ = tokio::task::spawn_blocking(move || {
@@ -919,6 +947,7 @@ impl Engine {
         })
         .await;
         self.map.lock().unwrap().remove(&id);
+        crate::mounts::on_removed(self, &id, &anon, remove_anon);
         e.pending.lock().unwrap().clear();
         e.events.send_modify(|ev| ev.removed = true);
         Ok(())
@@ -1005,7 +1034,6 @@ fn validate(body: &Value, hc: &Value) -> Result<()> {
         Value::Object(o) => !o.is_empty(),
     };
     for k in [
-        "Binds",
         "PortBindings",
         "Privileged",
         "CapAdd",
@@ -1024,12 +1052,10 @@ fn validate(body: &Value, hc: &Value) -> Result<()> {
         "SecurityOpt",
         "Ulimits",
         "Init",
-        "Mounts",
         "Dns",
         "DnsSearch",
         "DnsOptions",
         "ExtraHosts",
-        "VolumesFrom",
         "Links",
         "PublishAllPorts",
         "PidMode",
@@ -1037,7 +1063,6 @@ fn validate(body: &Value, hc: &Value) -> Result<()> {
         "UsernsMode",
         "GroupAdd",
         "Sysctls",
-        "Tmpfs",
         "BlkioWeight",
         "OomKillDisable",
         "Runtime",
@@ -1065,7 +1090,7 @@ fn validate(body: &Value, hc: &Value) -> Result<()> {
         "" | "json-file" => {}
         other => return bad(&format!("HostConfig.LogConfig.Type {other:?}")),
     }
-    for k in ["ExposedPorts", "Volumes", "Healthcheck"] {
+    for k in ["ExposedPorts", "Healthcheck"] {
         if nonempty(&body[k]) {
             if k == "Healthcheck" && body[k]["Test"].is_null() {
                 continue;

@@ -8,11 +8,14 @@
 //!   [`shimio`]: async client of a shim's control socket.
 
 pub mod api;
+pub mod archive;
 pub mod engine;
 pub mod logs;
+pub mod mounts;
 pub mod names;
 pub mod netns;
 pub mod shimio;
 pub mod spec;
 pub mod sysinfo;
 pub mod util;
+pub mod volumes;
