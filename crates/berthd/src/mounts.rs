@@ -440,16 +440,14 @@ pub fn commit(engine: &Engine, id: &str, planned: &[MountPoint]) -> Result<()> {
                     }
                     m.name = v.name;
                 }
-                "bind" if !m.from_mounts_api => {
-                    // `-v /host:/path` creates a missing host directory (Docker).
-                    if std::fs::symlink_metadata(&m.source).is_err() {
-                        std::fs::create_dir_all(&m.source).map_err(|e| {
-                            bad(format!(
-                                "error while creating mount source path '{}': {e}",
-                                m.source
-                            ))
-                        })?;
-                    }
+                // `-v /host:/path` creates a missing host directory (Docker).
+                "bind" if !m.from_mounts_api && std::fs::symlink_metadata(&m.source).is_err() => {
+                    std::fs::create_dir_all(&m.source).map_err(|e| {
+                        bad(format!(
+                            "error while creating mount source path '{}': {e}",
+                            m.source
+                        ))
+                    })?;
                 }
                 _ => {}
             }
