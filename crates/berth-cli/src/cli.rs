@@ -102,6 +102,14 @@ pub enum Command {
     Version(crate::containers::FormatCmd),
     /// Display system-wide information
     Info(crate::containers::FormatCmd),
+    /// Manage volumes
+    Volume {
+        /// The volume command.
+        #[command(subcommand)]
+        command: crate::storage::VolumeCommand,
+    },
+    /// Copy files/folders between a container and the local filesystem
+    Cp(crate::storage::CpCmd),
     /// Manage Berth
     System {
         /// The system command.
@@ -426,6 +434,8 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             | Command::Wait(_)
             | Command::Version(_)
             | Command::Info(_)
+            | Command::Volume { .. }
+            | Command::Cp(_)
     );
     if daemon_cmd {
         let host = crate::api::Host::parse(&cli.host).map_err(CliError::Usage)?;
@@ -441,6 +451,12 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             Command::Wait(c) => ct::wait(&host, c, out, err),
             Command::Version(c) => ct::version(&host, c, out, err),
             Command::Info(c) => ct::info(&host, c, out),
+            Command::Volume { command } => {
+                let stdin = io::stdin();
+                let mut input = stdin.lock();
+                crate::storage::volume(&host, command, out, err, &mut input)
+            }
+            Command::Cp(c) => crate::storage::cp(&host, c, out, err),
             _ => Ok(()),
         };
     }
@@ -560,7 +576,9 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
         | Command::Rm(_)
         | Command::Wait(_)
         | Command::Version(_)
-        | Command::Info(_) => Ok(()),
+        | Command::Info(_)
+        | Command::Volume { .. }
+        | Command::Cp(_) => Ok(()),
     }
 }
 

@@ -47,6 +47,9 @@ pub struct RunCmd {
     /// Set metadata on a container
     #[arg(short = 'l', long = "label")]
     label: Vec<String>,
+    /// Volumes, binds, tmpfs (crate::storage)
+    #[command(flatten)]
+    storage: crate::storage::StorageFlags,
     /// The image
     image: String,
     /// The command and its arguments
@@ -80,6 +83,7 @@ pub fn run(
     if !c.command.is_empty() {
         body["Cmd"] = json!(c.command);
     }
+    c.storage.apply(&mut body)?;
     if let Some(w) = &c.workdir {
         body["WorkingDir"] = json!(w);
     }

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod commands;
 pub mod containers;
 pub mod format;
+pub mod storage;
 pub mod tabwriter;
 pub mod template;
 pub mod units;
