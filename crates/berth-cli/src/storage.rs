@@ -768,8 +768,8 @@ pub fn put_archive(
         w.write_all(b"0\r\n\r\n")?;
         w.flush()?;
     }
+    // (No half-close: the server would drop the connection before answering.)
     drop(w);
-    let _ = s.shutdown(std::net::Shutdown::Write);
     let mut r = BufReader::new(s);
     let h = read_head(&mut r)?;
     let body = body_reader(r, &h);

@@ -828,3 +828,154 @@ print("ok")
     assert_eq!(r.stdout.trim(), "ok", "{}", r.stderr);
     finish(d);
 }
+
+#[test]
+fn berth_cli_volumes_cp_and_run_flags() {
+    let d = Daemon::new();
+    let v = uniq("bv");
+    assert_eq!(
+        d.berth(&["volume", "create", "--label", "x=y", &v])
+            .ok()
+            .stdout
+            .trim(),
+        v
+    );
+    let ls = d.berth(&["volume", "ls"]).ok().stdout;
+    assert!(ls.starts_with("DRIVER    VOLUME NAME\n"), "{ls}");
+    assert!(ls.contains(&format!("local     {v}\n")), "{ls}");
+    let f = d
+        .berth(&["volume", "inspect", "-f", "{{.Name}} {{.Labels.x}}", &v])
+        .ok()
+        .stdout;
+    assert_eq!(f.trim(), format!("{v} y"));
+    // run -v / --mount / --tmpfs.
+    let r = d
+        .berth(&[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{v}:/data"),
+            "--tmpfs",
+            "/scratch",
+            "--mount",
+            "type=tmpfs,dst=/t2,tmpfs-size=1m",
+            "busybox",
+            "sh",
+            "-c",
+            "echo kept > /data/k; grep -c -E ' /(scratch|t2) tmpfs' /proc/mounts",
+        ])
+        .ok();
+    assert_eq!(r.stdout.trim(), "2");
+    let r = d
+        .berth(&[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{v}:/d:ro"),
+            "busybox",
+            "cat",
+            "/d/k",
+        ])
+        .ok();
+    assert_eq!(r.stdout, "kept\n");
+    // In use: refused; rm -v; prune.
+    d.berth(&[
+        "run",
+        "--name",
+        "u1",
+        "-v",
+        &format!("{v}:/d"),
+        "-v",
+        "/anon",
+        "busybox",
+        "true",
+    ])
+    .ok();
+    let r = d.berth(&["volume", "rm", &v]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("volume is in use"), "{}", r.stderr);
+    // cp both ways on the stopped container: file, tree, `-`.
+    let tree = d.path("t");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/f"), "tree file").unwrap();
+    std::os::unix::fs::chown(tree.join("sub/f"), Some(1500), Some(1600)).unwrap();
+    d.berth(&["cp", tree.to_str().unwrap(), "u1:/d/"]).ok();
+    d.berth(&["cp", "-a", tree.to_str().unwrap(), "u1:/d/owned"])
+        .ok();
+    let data = d.path("data").join("volumes").join(&v).join("_data");
+    assert_eq!(
+        std::fs::read_to_string(data.join("t/sub/f")).unwrap(),
+        "tree file"
+    );
+    assert_eq!(std::fs::metadata(data.join("t/sub/f")).unwrap().uid(), 0);
+    assert_eq!(
+        std::fs::metadata(data.join("owned/sub/f")).unwrap().uid(),
+        1500
+    );
+    let back = d.path("back");
+    d.berth(&["cp", "u1:/d/owned", back.to_str().unwrap()]).ok();
+    assert_eq!(
+        std::fs::read_to_string(back.join("sub/f")).unwrap(),
+        "tree file"
+    );
+    let back2 = d.path("back2");
+    std::fs::create_dir(&back2).unwrap();
+    d.berth(&["cp", "u1:/d/owned/.", back2.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        std::fs::read_to_string(back2.join("sub/f")).unwrap(),
+        "tree file"
+    );
+    let one = d.path("one");
+    d.berth(&["cp", "u1:/etc/passwd", one.to_str().unwrap()])
+        .ok();
+    assert!(std::fs::read_to_string(&one)
+        .unwrap()
+        .starts_with("root:x:0:0"));
+    // `-`: a tar on stdout.
+    let o = std::process::Command::new(bin_dir().join("berth"))
+        .arg("-H")
+        .arg(format!("unix://{}", d.sock().display()))
+        .args(["cp", "u1:/d/t", "-"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let mut a = tar::Archive::new(&o.stdout[..]);
+    let names: Vec<String> = a
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.contains(&"t/sub/f".to_string()), "{names:?}");
+    // `-` from stdin into the container.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(5);
+    b.append_data(&mut h, "stdin-file", &b"stdin"[..]).unwrap();
+    let tarbytes = b.into_inner().unwrap();
+    let mut child = std::process::Command::new(bin_dir().join("berth"))
+        .arg("-H")
+        .arg(format!("unix://{}", d.sock().display()))
+        .args(["cp", "-", "u1:/d"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&tarbytes).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        std::fs::read_to_string(data.join("stdin-file")).unwrap(),
+        "stdin"
+    );
+    d.berth(&["rm", "-v", "u1"]).ok();
+    d.berth(&["volume", "rm", &v]).ok();
+    let r = d.berth(&["volume", "prune", "-f", "-a"]).ok();
+    assert!(r.stdout.contains("Total reclaimed space"), "{}", r.stdout);
+    assert!(d
+        .berth(&["volume", "ls", "-q"])
+        .ok()
+        .stdout
+        .trim()
+        .is_empty());
+    finish(d);
+}
