@@ -77,7 +77,8 @@ fn with_root<T: Send + 'static>(
     f: impl FnOnce(BorrowedFd<'_>) -> Result<T> + Send + 'static,
 ) -> std::thread::JoinHandle<Result<T>> {
     std::thread::spawn(move || {
-        if c.state.running && with_mounts {
+        // Running: its own root (export stays on the root filesystem by not crossing mounts).
+        if c.state.running {
             let root = running_root(&c)?;
             return f(root.as_fd());
         }
@@ -743,6 +744,39 @@ async fn stream_tar(
     Ok(r)
 }
 
+/// The uid/gid of the container's `User` (resolved in its passwd/group), `None` without one.
+async fn copy_owner(
+    engine: &Arc<Engine>,
+    c: &Container,
+) -> std::result::Result<Option<(u32, u32)>, ApiError> {
+    let user = c.config["User"].as_str().unwrap_or("").to_string();
+    if user.is_empty() {
+        return Ok(None);
+    }
+    let h = with_root(engine.clone(), c.clone(), true, move |root| {
+        let read = |p: &str| -> String {
+            open_in_root(root, p, libc::O_RDONLY)
+                .ok()
+                .and_then(|fd| std::fs::read_to_string(berth_runtime::util::fd_path(&fd)).ok())
+                .unwrap_or_default()
+        };
+        let tmp = tempfile_dir()?;
+        std::fs::create_dir_all(tmp.join("etc")).map_err(|e| ioe("tmp", e))?;
+        std::fs::write(tmp.join("etc/passwd"), read("/etc/passwd")).map_err(|e| ioe("tmp", e))?;
+        std::fs::write(tmp.join("etc/group"), read("/etc/group")).map_err(|e| ioe("tmp", e))?;
+        let r = crate::spec::resolve_user(&tmp, &user).map_err(ArchiveError::Bad);
+        let _ = std::fs::remove_dir_all(&tmp);
+        r
+    });
+    Ok(Some(join(h).await?))
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let p = std::env::temp_dir().join(format!("berthd-user-{}", crate::util::random_hex(8)));
+    std::fs::create_dir(&p).map_err(|e| ioe("tmp", e))?;
+    Ok(p)
+}
+
 /// A blocking reader over the request body chunks.
 struct ChanReader {
     rx: mpsc::Receiver<io::Result<Bytes>>,
@@ -774,6 +808,12 @@ async fn put_archive(
     let path = path_param(&q)?;
     let no_overwrite = qbool(&q, "noOverwriteDirNonDir");
     let c = s.engine.get(&id)?;
+    // `copyUIDGID` with a container user: everything belongs to that user (Docker).
+    let owner = if qbool(&q, "copyUIDGID") {
+        copy_owner(&s.engine, &c).await?
+    } else {
+        None
+    };
     if c.host_config["ReadonlyRootfs"].as_bool().unwrap_or(false) {
         // Docker refuses writes into a read-only root filesystem.
         return Err(ApiError(
@@ -796,10 +836,11 @@ async fn put_archive(
             cur: Bytes::new(),
         };
         let opts = berth_image::layer::ApplyOptions {
-            mode: berth_image::layer::ApplyMode::Flat,
+            mode: berth_image::layer::ApplyMode::Plain,
             same_owner: true,
+            no_overwrite_dir_non_dir: no_overwrite,
+            chown: owner,
         };
-        let _ = no_overwrite;
         berth_image::layer::apply_layer_at(dir.as_fd(), reader, &opts).map_err(|e| {
             let msg = e.to_string();
             if msg.contains("Read-only file system") {

@@ -979,3 +979,105 @@ fn berth_cli_volumes_cp_and_run_flags() {
         .is_empty());
     finish(d);
 }
+
+#[test]
+fn archive_options_and_export() {
+    let d = Daemon::new();
+    d.docker(&["create", "--name", "o1", "-u", "nobody", "busybox", "true"])
+        .ok();
+    let tar_of = |entries: &[(&str, tar::EntryType)]| {
+        let mut b = tar::Builder::new(Vec::new());
+        for (n, k) in entries {
+            raw_entry(
+                &mut b,
+                n,
+                *k,
+                "",
+                if *k == tar::EntryType::Regular {
+                    b"x"
+                } else {
+                    b""
+                },
+            );
+        }
+        b.into_inner().unwrap()
+    };
+    // noOverwriteDirNonDir: /tmp/d is a directory, the upload has a file named d.
+    let (code, _) = http_raw(
+        &d,
+        "PUT",
+        "/v1.44/containers/o1/archive?path=/tmp",
+        "application/x-tar",
+        &tar_of(&[
+            ("d/", tar::EntryType::Directory),
+            ("f", tar::EntryType::Regular),
+        ]),
+    );
+    assert_eq!(code, 200);
+    let (code, text) = http_raw(
+        &d,
+        "PUT",
+        "/v1.44/containers/o1/archive?path=/tmp&noOverwriteDirNonDir=1",
+        "application/x-tar",
+        &tar_of(&[("d", tar::EntryType::Regular)]),
+    );
+    assert_eq!(code, 400, "{text}");
+    assert!(
+        text.contains("cannot overwrite directory with non-directory"),
+        "{text}"
+    );
+    let (code, text) = http_raw(
+        &d,
+        "PUT",
+        "/v1.44/containers/o1/archive?path=/tmp&noOverwriteDirNonDir=1",
+        "application/x-tar",
+        &tar_of(&[("f/", tar::EntryType::Directory)]),
+    );
+    assert_eq!(code, 400, "{text}");
+    // Whiteout-looking names are ordinary files in an upload (nothing is deleted).
+    let (code, _) = http_raw(
+        &d,
+        "PUT",
+        "/v1.44/containers/o1/archive?path=/tmp",
+        "application/x-tar",
+        &tar_of(&[(".wh.f", tar::EntryType::Regular)]),
+    );
+    assert_eq!(code, 200);
+    // copyUIDGID with a container user: owned by that user.
+    let (code, _) = http_raw(
+        &d,
+        "PUT",
+        "/v1.44/containers/o1/archive?path=/tmp&copyUIDGID=1",
+        "application/x-tar",
+        &tar_of(&[("owned", tar::EntryType::Regular)]),
+    );
+    assert_eq!(code, 200);
+    let out = d.path("x");
+    std::fs::create_dir(&out).unwrap();
+    d.docker(&["cp", "o1:/tmp/.", out.to_str().unwrap()]).ok();
+    assert!(out.join("f").is_file() && out.join(".wh.f").is_file() && out.join("d").is_dir());
+    // Ownership as the archive says (docker cp from a container keeps it for root).
+    let r = d.docker(&["cp", "o1:/tmp/owned", "-"]).ok();
+    let mut a = tar::Archive::new(r.stdout.as_bytes());
+    let e = a.entries().unwrap().next().unwrap().unwrap();
+    assert_eq!(
+        (e.header().uid().unwrap(), e.header().gid().unwrap()),
+        (65534, 65534)
+    );
+    // Export: the whole root filesystem as a tar.
+    let ex = d.path("export.tar");
+    d.docker(&["export", "-o", ex.to_str().unwrap(), "o1"]).ok();
+    let mut a = tar::Archive::new(std::fs::File::open(&ex).unwrap());
+    let names: Vec<String> = a
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "bin/busybox"),
+        "{:?}",
+        &names[..names.len().min(10)]
+    );
+    assert!(names.iter().any(|n| n == "tmp/owned"));
+    finish(d);
+}
