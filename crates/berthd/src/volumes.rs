@@ -273,7 +273,9 @@ impl VolumeStore {
             )));
         }
         let dir = self.dir(name);
-        let _ = unmount_if_mounted(&dir.join("_data"));
+        // Never delete through a mount (a bind volume's device is someone's directory).
+        unmount_if_mounted(&dir.join("_data"))
+            .map_err(|e| io(&format!("remove {name}: unmounting"), e))?;
         let trash = self.root.join(format!(".trash-{}", util::random_hex(8)));
         std::fs::rename(&dir, &trash).map_err(|e| io(&format!("remove {name}"), e))?;
         let _ = berth_image::fsutil::fsync_dir(&self.root);
@@ -948,6 +950,32 @@ mod tests {
         s.release("b");
         assert!(!is_mountpoint(&p));
         s.remove("tv", false).unwrap();
+    }
+
+    #[test]
+    fn bind_volume_opts() {
+        let d = tempfile::tempdir().unwrap();
+        let host = d.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::write(host.join("f"), "x").unwrap();
+        let s = VolumeStore::open(&d.path().join("vols")).unwrap();
+        let mut o = BTreeMap::new();
+        o.insert("type".into(), "none".into());
+        o.insert("device".into(), host.display().to_string());
+        o.insert("o".into(), "bind,ro".into());
+        s.create(Some("bv"), "", BTreeMap::new(), o, false).unwrap();
+        let p = s.activate("bv", "c").unwrap();
+        let seen = std::fs::read_to_string(p.join("f"));
+        let write = std::fs::write(p.join("g"), "y");
+        s.release("c");
+        assert_eq!(seen.unwrap(), "x");
+        assert!(write.is_err(), "a read-only bind volume accepted a write");
+        assert!(!is_mountpoint(&p));
+        s.remove("bv", false).unwrap();
+        assert!(
+            host.join("f").exists(),
+            "removing the volume touched the bound directory"
+        );
     }
 
     #[test]
