@@ -283,6 +283,19 @@ fn binds_ro_tmpfs_and_mount_flag() {
         ])
         .ok();
     assert_eq!(r.stdout, "from host");
+    // A single file bind-mounted.
+    let r = d
+        .docker(&[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{h}/in:/etc/single:ro"),
+            "busybox",
+            "cat",
+            "/etc/single",
+        ])
+        .ok();
+    assert_eq!(r.stdout, "from host");
     let r = d.docker(&[
         "run",
         "--rm",
