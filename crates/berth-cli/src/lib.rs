@@ -11,7 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod backend;
+pub use berth_registry::images as backend;
 pub mod cli;
 pub mod commands;
 pub mod containers;

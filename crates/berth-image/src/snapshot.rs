@@ -178,6 +178,16 @@ pub trait Snapshotter: Send + Sync {
 
     /// The container snapshots.
     fn list_containers(&self) -> Result<Vec<ContainerSnapshot>, SnapshotError>;
+
+    /// The directory holding a container's changes (overlay's `upper`), when the driver has one.
+    fn container_upper(&self, _id: &str) -> Option<PathBuf> {
+        None
+    }
+
+    /// The image directories below a container's changes (top first).
+    fn container_lowers(&self, _id: &str) -> Result<Vec<PathBuf>, SnapshotError> {
+        Ok(Vec::new())
+    }
 }
 
 /// The chain ID of `diff_id` on top of `parent`.
@@ -664,6 +674,19 @@ impl Snapshotter for OverlaySnapshotter {
 
     fn list_containers(&self) -> Result<Vec<ContainerSnapshot>, SnapshotError> {
         self.base.list_containers()
+    }
+
+    fn container_upper(&self, id: &str) -> Option<PathBuf> {
+        self.base.container(id).ok()?;
+        Some(self.base.container_dir(id).join("upper"))
+    }
+
+    fn container_lowers(&self, id: &str) -> Result<Vec<PathBuf>, SnapshotError> {
+        let c = self.base.container(id)?;
+        match &c.parent {
+            Some(p) => self.lower_dirs(p),
+            None => Ok(Vec::new()),
+        }
     }
 }
 

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod client;
 pub mod credentials;
 pub mod error;
+pub mod images;
 pub mod progress;
 pub mod pull;
 pub mod push;

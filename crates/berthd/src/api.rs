@@ -25,8 +25,8 @@ pub struct AppState {
     pub info: sysinfo::Static,
 }
 
-type St = State<Arc<AppState>>;
-type Q = Query<HashMap<String, String>>;
+pub(crate) type St = State<Arc<AppState>>;
+pub(crate) type Q = Query<HashMap<String, String>>;
 
 /// An API error: `{"message": …}` with a status code.
 pub struct ApiError(pub StatusCode, pub String);
@@ -54,17 +54,17 @@ impl From<EngineError> for ApiError {
     }
 }
 
-type R = Result<Response, ApiError>;
+pub(crate) type R = Result<Response, ApiError>;
 
-fn json_resp(v: Value) -> Response {
+pub(crate) fn json_resp(v: Value) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
 }
 
-fn bad(msg: impl Into<String>) -> ApiError {
+pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
-fn qbool(q: &HashMap<String, String>, k: &str) -> bool {
+pub(crate) fn qbool(q: &HashMap<String, String>, k: &str) -> bool {
     matches!(
         q.get(k).map(String::as_str),
         Some("1" | "true" | "True" | "yes")
@@ -72,7 +72,9 @@ fn qbool(q: &HashMap<String, String>, k: &str) -> bool {
 }
 
 /// Docker filters: `{"key":["v"]}` or `{"key":{"v":true}}`.
-fn parse_filters(q: &HashMap<String, String>) -> Result<Vec<(String, String)>, ApiError> {
+pub(crate) fn parse_filters(
+    q: &HashMap<String, String>,
+) -> Result<Vec<(String, String)>, ApiError> {
     let Some(f) = q.get("filters").filter(|s| !s.is_empty()) else {
         return Ok(vec![]);
     };
@@ -117,6 +119,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .delete(bad_version)
                 .head(bad_version),
         )
+        .merge(crate::api_ext::routes())
+        .merge(crate::images_api::routes())
         .fallback(not_found)
         .with_state(state)
 }
@@ -300,10 +304,25 @@ fn command_of(c: &Container) -> String {
 
 fn status_text(c: &Container) -> String {
     let now = util::now_secs();
+    let health = match c.state.health.as_ref().and_then(|h| h["Status"].as_str()) {
+        Some("starting") => " (health: starting)",
+        Some("healthy") => " (healthy)",
+        Some("unhealthy") => " (unhealthy)",
+        _ => "",
+    };
     match c.state.status.as_str() {
         "running" => format!(
-            "Up {}",
+            "Up {}{health}",
             util::human_duration(now - util::unix_secs(&c.state.started_at))
+        ),
+        "paused" => format!(
+            "Up {} (Paused)",
+            util::human_duration(now - util::unix_secs(&c.state.started_at))
+        ),
+        "restarting" => format!(
+            "Restarting ({}) {} ago",
+            c.state.exit_code,
+            util::human_duration(now - util::unix_secs(&c.state.finished_at))
         ),
         "exited" => format!(
             "Exited ({}) {} ago",
@@ -413,6 +432,14 @@ async fn container_inspect(State(s): St, Path(id): Path<String>) -> R {
         }
     }
     let mode = c.network_mode();
+    let exec_ids = {
+        let x = s.engine.execs_of(&c.id);
+        if x.is_empty() {
+            Value::Null
+        } else {
+            json!(x)
+        }
+    };
     Ok(json_resp(json!({
         "Id": c.id,
         "Created": c.created,
@@ -431,7 +458,7 @@ async fn container_inspect(State(s): St, Path(id): Path<String>) -> R {
         "MountLabel": "",
         "ProcessLabel": "",
         "AppArmorProfile": "",
-        "ExecIDs": null,
+        "ExecIDs": exec_ids,
         "HostConfig": hc,
         "GraphDriver": {"Name": c.driver, "Data": {"MergedDir": shim.join("rootfs")}},
         "Mounts": crate::mounts::inspect_json(&s.engine, &c.id),

@@ -62,6 +62,8 @@ pub struct EngineConfig {
     pub shim: PathBuf,
     pub runtime: PathBuf,
     pub cgroup_parent: String,
+    /// Registries reachable over plain http besides loopback (`--insecure-registry`).
+    pub insecure_registries: Vec<String>,
 }
 
 /// Docker's `State` of a container.
@@ -80,6 +82,9 @@ pub struct CState {
     pub error: String,
     pub started_at: String,
     pub finished_at: String,
+    /// Docker's `State.Health` (containers with a health check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Value>,
 }
 
 impl Default for CState {
@@ -96,6 +101,7 @@ impl Default for CState {
             error: String::new(),
             started_at: util::ZERO_TIME.into(),
             finished_at: util::ZERO_TIME.into(),
+            health: None,
         }
     }
 }
@@ -122,6 +128,12 @@ pub struct Container {
     pub restart_count: i64,
     #[serde(default)]
     pub shim_pid: i64,
+    /// Stopped by `stop`/`kill` (restart policies do not apply, `unless-stopped` stays down).
+    #[serde(default)]
+    pub manually_stopped: bool,
+    /// Warnings given at create time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Container {
@@ -154,11 +166,13 @@ type PendingAttach = (
     oneshot::Sender<std::io::Result<UnixStream>>,
 );
 
-struct Entry {
-    rec: Mutex<Container>,
-    events: watch::Sender<Events>,
+pub(crate) struct Entry {
+    pub(crate) rec: Mutex<Container>,
+    pub(crate) events: watch::Sender<Events>,
     pending: Mutex<Vec<PendingAttach>>,
-    op: tokio::sync::Mutex<()>,
+    pub(crate) op: tokio::sync::Mutex<()>,
+    /// The restart policy's current back-off.
+    backoff_ms: std::sync::atomic::AtomicU64,
 }
 
 /// The container engine.
@@ -168,6 +182,11 @@ pub struct Engine {
     /// Named volumes (crate::volumes).
     pub volumes: crate::volumes::VolumeStore,
     map: Mutex<HashMap<String, Arc<Entry>>>,
+    /// The event bus (`GET /events`).
+    pub bus: crate::events::Bus,
+    pub(crate) execs: crate::exec::Execs,
+    /// Settings of registry operations (pull, push, login).
+    pub registry_config: berth_registry::RegistryConfig,
 }
 
 /// What `wait` needs to wait for.
@@ -185,11 +204,18 @@ impl Engine {
         std::fs::create_dir_all(cfg.exec_root.join("containers"))?;
         let images = ImageStore::open(&cfg.data_root)?;
         let volumes = crate::volumes::VolumeStore::open(&cfg.data_root.join("volumes"))?;
+        let cfg_insecure = cfg.insecure_registries.clone();
         let engine = Arc::new(Engine {
             cfg,
             images,
             volumes,
             map: Mutex::new(HashMap::new()),
+            bus: Default::default(),
+            execs: Default::default(),
+            registry_config: berth_registry::RegistryConfig {
+                insecure_registries: cfg_insecure,
+                ..Default::default()
+            },
         });
         for ent in std::fs::read_dir(engine.cfg.data_root.join("containers"))? {
             let ent = ent?;
@@ -219,7 +245,39 @@ impl Engine {
         for id in running {
             tracing::info!("reattaching to container {id}");
             let me = self.clone();
-            tokio::spawn(async move { me.monitor(id).await });
+            let id2 = id.clone();
+            tokio::spawn(async move { me.monitor(id2).await });
+            self.spawn_health_checks(&id);
+        }
+        // Restart policies on daemon start: `always`, and `unless-stopped` unless stopped by hand.
+        let to_start: Vec<String> = self
+            .list()
+            .into_iter()
+            .filter(|c| !c.state.running)
+            .filter(|c| {
+                match c.host_config["RestartPolicy"]["Name"]
+                    .as_str()
+                    .unwrap_or("")
+                {
+                    "always" => true,
+                    "unless-stopped" => !c.manually_stopped,
+                    "on-failure" => c.state.restarting,
+                    _ => false,
+                }
+            })
+            .map(|c| c.id)
+            .collect();
+        for id in to_start {
+            tracing::info!("starting container {id} (restart policy)");
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Ok(e) = me.lookup(&id) {
+                    let mut r = e.rec.lock().unwrap();
+                    r.state.restarting = true;
+                    r.manually_stopped = false;
+                }
+                me.policy_restart(&id).await;
+            });
         }
     }
 
@@ -230,29 +288,30 @@ impl Engine {
             events: watch::channel(Events::default()).0,
             pending: Mutex::new(Vec::new()),
             op: tokio::sync::Mutex::new(()),
+            backoff_ms: std::sync::atomic::AtomicU64::new(0),
         });
         self.map.lock().unwrap().insert(id, e.clone());
         e
     }
 
-    fn data_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn data_dir(&self, id: &str) -> PathBuf {
         self.cfg.data_root.join("containers").join(id)
     }
-    fn exec_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn exec_dir(&self, id: &str) -> PathBuf {
         self.cfg.exec_root.join("containers").join(id)
     }
-    fn shim_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn shim_dir(&self, id: &str) -> PathBuf {
         self.exec_dir(id).join("shim")
     }
-    fn rootfs(&self, id: &str) -> PathBuf {
+    pub(crate) fn rootfs(&self, id: &str) -> PathBuf {
         self.exec_dir(id).join("rootfs")
     }
 
-    fn persist(&self, c: &Container) -> Result<()> {
+    pub(crate) fn persist(&self, c: &Container) -> Result<()> {
         util::write_json_atomic(&self.data_dir(&c.id).join("config.v2.json"), c).map_err(internal)
     }
 
-    fn lookup(&self, name_or_id: &str) -> Result<Arc<Entry>> {
+    pub(crate) fn lookup(&self, name_or_id: &str) -> Result<Arc<Entry>> {
         let map = self.map.lock().unwrap();
         if let Some(e) = map.get(name_or_id) {
             return Ok(e.clone());
@@ -315,6 +374,9 @@ impl Engine {
             body["HostConfig"].clone()
         };
         validate(body, &host_config)?;
+        let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let warnings =
+            crate::hostconfig::check(&host_config, ncpus).map_err(EngineError::BadRequest)?;
         let resolved = self.images.resolve(image_name).map_err(|e| {
             if e.is_not_found() {
                 EngineError::ImageNotFound(image_name.to_string())
@@ -436,6 +498,15 @@ impl Engine {
             "StopSignal": body["StopSignal"].as_str().map(str::to_string).or(ic.stop_signal.clone()),
             "StopTimeout": body["StopTimeout"].clone(),
         });
+        let mut config = config;
+        let health = if body["Healthcheck"].is_object() {
+            body["Healthcheck"].clone()
+        } else {
+            ic.extra.get("Healthcheck").cloned().unwrap_or(Value::Null)
+        };
+        if health.is_object() {
+            config["Healthcheck"] = health;
+        }
         let mut host_config = host_config;
         if host_config["NetworkMode"].as_str().unwrap_or("").is_empty() {
             host_config["NetworkMode"] = json!("default");
@@ -465,6 +536,8 @@ impl Engine {
                 .to_string(),
             restart_count: 0,
             shim_pid: 0,
+            manually_stopped: false,
+            warnings: warnings.clone(),
         };
         // Reserve the name under the map lock.
         {
@@ -503,17 +576,34 @@ impl Engine {
             return Err(e);
         }
         self.persist(&container)?;
+        self.container_event(&container, "create", &[]);
         self.insert(container);
-        Ok((id, Vec::new()))
+        Ok((id, warnings))
     }
 
     /// Starts a created or exited container.
     pub async fn start(self: &Arc<Self>, name_or_id: &str) -> Result<()> {
+        self.start_inner(name_or_id, false).await
+    }
+
+    /// Boxed: it is reached again from the restart policy (through `on_exit`).
+    fn start_inner<'a>(
+        self: &'a Arc<Self>,
+        name_or_id: &'a str,
+        by_policy: bool,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+        Box::pin(self.start_inner_impl(name_or_id, by_policy))
+    }
+
+    async fn start_inner_impl(self: &Arc<Self>, name_or_id: &str, by_policy: bool) -> Result<()> {
         let e = self.lookup(name_or_id)?;
         let _op = e.op.lock().await;
         let c = e.rec.lock().unwrap().clone();
         if c.state.running {
             return Err(EngineError::NotModified);
+        }
+        if by_policy && (c.manually_stopped || !c.state.restarting) {
+            return Ok(());
         }
         let id = c.id.clone();
         let me = self.clone();
@@ -550,17 +640,25 @@ impl Engine {
         }
         {
             let mut r = e.rec.lock().unwrap();
+            let health = r.config["Healthcheck"]["Test"]
+                .as_array()
+                .filter(|t| t.first().and_then(Value::as_str) != Some("NONE") && !t.is_empty())
+                .map(|_| json!({"Status": "starting", "FailingStreak": 0, "Log": []}));
             r.state = CState {
                 status: "running".into(),
                 running: true,
                 pid: init_pid,
                 started_at: util::now_rfc3339_nano(),
                 finished_at: r.state.finished_at.clone(),
+                health,
                 ..CState::default()
             };
             r.shim_pid = shim_pid;
+            r.manually_stopped = false;
             self.persist(&r)?;
+            self.container_event(&r, "start", &[]);
         }
+        self.spawn_health_checks(&id);
         let me = self.clone();
         tokio::spawn(async move { me.monitor(id).await });
         Ok(())
@@ -659,26 +757,30 @@ impl Engine {
         }
         let mut args = vec![c.path.clone()];
         args.extend(c.args.iter().cloned());
+        let gids = crate::hostconfig::group_add(&rootfs, &c.host_config)
+            .map_err(|e| fail(EngineError::BadRequest(e)))?;
         // Volumes, binds, tmpfs (crate::mounts): copy-up and OCI mount entries.
         let user_mounts = crate::mounts::setup(self, id, &rootfs).map_err(fail)?;
         let fail = |e: EngineError| {
             crate::mounts::on_stopped(self, id);
             fail(e)
         };
-        let cfg = spec::build(&spec::SpecInput {
+        let mut cfg = spec::build(&spec::SpecInput {
             args: &args,
             env: &env,
             cwd: c.config["WorkingDir"].as_str().unwrap_or("/"),
             uid,
             gid,
-            additional_gids: vec![],
+            additional_gids: gids,
             tty: c.tty(),
             hostname: &hostname,
             host_network: host_net,
-            cgroups_path: format!("{}/{}", self.cfg.cgroup_parent.trim_end_matches('/'), id),
+            cgroups_path: self.cgroups_path(c),
             etc_files: etc,
             mounts: user_mounts,
         });
+        crate::hostconfig::apply(&mut cfg, &c.host_config, self)
+            .map_err(|e| fail(EngineError::BadRequest(e)))?;
         util::write_json_atomic(&exec_dir.join("config.json"), &cfg)
             .map_err(|e| fail(internal(e)))?;
         let mut cmd = std::process::Command::new(&self.cfg.shim);
@@ -733,6 +835,20 @@ impl Engine {
         Ok(report)
     }
 
+    /// The container's `cgroupsPath` (`HostConfig.CgroupParent` or the daemon's parent).
+    pub fn cgroups_path(&self, c: &Container) -> String {
+        let parent = c.host_config["CgroupParent"]
+            .as_str()
+            .filter(|p| !p.is_empty())
+            .unwrap_or(&self.cfg.cgroup_parent);
+        let parent = if parent.starts_with('/') {
+            parent.to_string()
+        } else {
+            format!("/{parent}")
+        };
+        format!("{}/{}", parent.trim_end_matches('/'), c.id)
+    }
+
     /// Waits on a running container's shim and records its exit.
     async fn monitor(self: Arc<Self>, id: String) {
         let socket = self.shim_dir(&id).join("shim.sock");
@@ -767,29 +883,78 @@ impl Engine {
 
     async fn on_exit(self: &Arc<Self>, id: &str, code: i64, finished: String, error: String) {
         let Ok(e) = self.lookup(id) else { return };
-        let auto_remove = {
+        // Read before the shim deletes the container (and its cgroup).
+        let oom = {
+            let r = e.rec.lock().unwrap().clone();
+            oom_killed(&self.cgroups_path(&r))
+        };
+        let (auto_remove, restart, snapshot) = {
             let mut r = e.rec.lock().unwrap();
+            let ran_secs = util::now_secs() - util::unix_secs(&r.state.started_at);
             r.state.running = false;
+            r.state.paused = false;
             r.state.status = "exited".into();
             r.state.pid = 0;
             r.state.exit_code = code;
             r.state.finished_at = finished;
             r.state.error = error;
+            r.state.oom_killed = oom;
+            if let Some(h) = r.state.health.as_mut() {
+                h["Status"] = json!("unhealthy");
+            }
             r.shim_pid = 0;
+            let policy = r.host_config["RestartPolicy"]["Name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let max = r.host_config["RestartPolicy"]["MaximumRetryCount"]
+                .as_i64()
+                .unwrap_or(0);
+            let restart = !r.manually_stopped
+                && match policy.as_str() {
+                    "always" | "unless-stopped" => true,
+                    "on-failure" => code != 0 && (max == 0 || r.restart_count < max),
+                    _ => false,
+                };
+            if restart {
+                r.state.restarting = true;
+                r.state.status = "restarting".into();
+                // Docker's back-off: 100 ms doubling, reset after 10 s of running, at most 1 min.
+                let prev = e.backoff_ms.load(std::sync::atomic::Ordering::Relaxed);
+                let next = if ran_secs >= 10 || prev == 0 {
+                    100
+                } else {
+                    (prev * 2).min(60_000)
+                };
+                e.backoff_ms
+                    .store(next, std::sync::atomic::Ordering::Relaxed);
+            }
             if let Err(err) = self.persist(&r) {
                 tracing::warn!("persisting {id}: {err}");
             }
-            r.auto_remove()
+            (r.auto_remove(), restart, r.clone())
         };
         let socket = self.shim_dir(id).join("shim.sock");
         let _ = shimio::call(&socket, json!({"op": "shutdown", "force": true})).await;
         let _ = berth_image::snapshot::unmount(&self.rootfs(id));
         crate::mounts::on_stopped(self, id);
+        if oom {
+            self.container_event(&snapshot, "oom", &[]);
+        }
+        self.container_event(&snapshot, "die", &[("exitCode", &code.to_string())]);
         e.events.send_modify(|ev| {
             ev.exits += 1;
             ev.last_exit = code;
         });
-        if auto_remove {
+        if restart {
+            let delay = e.backoff_ms.load(std::sync::atomic::Ordering::Relaxed);
+            let me = self.clone();
+            let id = id.to_string();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                me.policy_restart(&id).await;
+            });
+        } else if auto_remove {
             let me = self.clone();
             let id = id.to_string();
             tokio::spawn(async move {
@@ -797,6 +962,25 @@ impl Engine {
                     tracing::warn!("auto-removing {id}: {err}");
                 }
             });
+        }
+    }
+
+    /// A restart decided by the restart policy (unless stopped or removed meanwhile).
+    async fn policy_restart(self: &Arc<Self>, id: &str) {
+        let Ok(e) = self.lookup(id) else { return };
+        {
+            let mut r = e.rec.lock().unwrap();
+            if !r.state.restarting || r.manually_stopped || r.state.running {
+                return;
+            }
+            r.restart_count += 1;
+        }
+        if let Err(err) = self.start_inner(id, true).await {
+            tracing::warn!("restarting {id}: {err}");
+            let mut r = e.rec.lock().unwrap();
+            r.state.restarting = false;
+            r.state.status = "exited".into();
+            let _ = self.persist(&r);
         }
     }
 
@@ -823,6 +1007,7 @@ impl Engine {
                 c.id
             )));
         }
+        self.container_event(&c, "kill", &[("signal", &sig.to_string())]);
         self.signal(&c.id, sig).await
     }
 
@@ -830,7 +1015,26 @@ impl Engine {
     pub async fn stop(&self, name_or_id: &str, t: Option<i64>, signal: Option<&str>) -> Result<()> {
         let e = self.lookup(name_or_id)?;
         let _op = e.op.lock().await;
-        self.stop_entry(&e, t, signal).await
+        let was_restarting = {
+            let mut r = e.rec.lock().unwrap();
+            r.manually_stopped = true;
+            let was = r.state.restarting;
+            if was && !r.state.running {
+                r.state.restarting = false;
+                r.state.status = "exited".into();
+            }
+            self.persist(&r)?;
+            was && !r.state.running
+        };
+        if was_restarting {
+            return Ok(());
+        }
+        let res = self.stop_entry(&e, t, signal).await;
+        if res.is_ok() {
+            let c = e.rec.lock().unwrap().clone();
+            self.container_event(&c, "stop", &[]);
+        }
+        res
     }
 
     async fn stop_entry(&self, e: &Entry, t: Option<i64>, signal: Option<&str>) -> Result<()> {
@@ -949,6 +1153,9 @@ impl Engine {
         self.map.lock().unwrap().remove(&id);
         crate::mounts::on_removed(self, &id, &anon, remove_anon);
         e.pending.lock().unwrap().clear();
+        self.execs.forget_container(&id);
+        let c = e.rec.lock().unwrap().clone();
+        self.container_event(&c, "destroy", &[]);
         e.events.send_modify(|ev| ev.removed = true);
         Ok(())
     }
@@ -980,12 +1187,103 @@ impl Engine {
         Ok(self.lookup(name_or_id)?.events.subscribe())
     }
 
+    /// Renames a container (the name is checked and changed under the map lock).
+    pub(crate) fn rename_record(
+        &self,
+        name_or_id: &str,
+        full: &str,
+    ) -> Result<(String, Container)> {
+        let e = self.lookup(name_or_id)?;
+        let map = self.map.lock().unwrap();
+        let my_id = e.rec.lock().unwrap().id.clone();
+        for (id, other) in map.iter() {
+            if *id == my_id {
+                continue;
+            }
+            let o = other.rec.lock().unwrap();
+            if o.name == full {
+                return Err(EngineError::Conflict(format!(
+                    "Conflict. The container name \"{full}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
+                    o.id
+                )));
+            }
+        }
+        let mut r = e.rec.lock().unwrap();
+        if r.name == full {
+            return Err(EngineError::Conflict(
+                "Renaming a container with the same name as its current name".into(),
+            ));
+        }
+        let old = std::mem::replace(&mut r.name, full.to_string());
+        self.persist(&r)?;
+        Ok((old, r.clone()))
+    }
+
+    /// Publishes an image event (`pull`, `push`, `tag`, `untag`, `delete`, `load`, `import`).
+    pub fn image_event(&self, action: &str, name: &str) {
+        let mut a = serde_json::Map::new();
+        a.insert("name".into(), json!(name));
+        self.bus.emit("image", action, name, a);
+    }
+
+    /// Publishes a container event with Docker's attributes (name, image, labels, extras).
+    pub fn container_event(&self, c: &Container, action: &str, extra: &[(&str, &str)]) {
+        let mut a = serde_json::Map::new();
+        if let Some(l) = c.config["Labels"].as_object() {
+            for (k, v) in l {
+                a.insert(k.clone(), v.clone());
+            }
+        }
+        a.insert("image".into(), c.config["Image"].clone());
+        a.insert("name".into(), json!(c.name.trim_start_matches('/')));
+        for (k, v) in extra {
+            a.insert(k.to_string(), json!(v));
+        }
+        self.bus.emit("container", action, &c.id, a);
+    }
+
     /// (total, running, stopped) counts.
     pub fn counts(&self) -> (usize, usize, usize) {
         let l = self.list();
         let running = l.iter().filter(|c| c.state.running).count();
         (l.len(), running, l.len() - running)
     }
+}
+
+impl crate::hostconfig::Peers for Engine {
+    fn pid_of(&self, name_or_id: &str) -> std::result::Result<i64, String> {
+        let c = self.get(name_or_id).map_err(|e| e.to_string())?;
+        if !c.state.running || c.state.pid <= 0 {
+            return Err(format!(
+                "cannot join the namespaces of container {}: it is not running",
+                c.id
+            ));
+        }
+        Ok(c.state.pid)
+    }
+}
+
+/// Whether the kernel's OOM killer fired in a container's cgroup (v1 `memory.oom_control`,
+/// v2 `memory.events`).
+pub fn oom_killed(cgroups_path: &str) -> bool {
+    let rel = cgroups_path.trim_start_matches('/');
+    let count = |p: std::path::PathBuf, key: &str| -> u64 {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let root = Path::new("/sys/fs/cgroup");
+    count(
+        root.join("memory").join(rel).join("memory.oom_control"),
+        "oom_kill ",
+    ) > 0
+        || count(root.join(rel).join("memory.events"), "oom_kill ") > 0
+        || count(
+            root.join("unified").join(rel).join("memory.events"),
+            "oom_kill ",
+        ) > 0
 }
 
 async fn wait_exit(rx: &mut watch::Receiver<Events>, seen: u64) {
@@ -1035,22 +1333,6 @@ fn validate(body: &Value, hc: &Value) -> Result<()> {
     };
     for k in [
         "PortBindings",
-        "Privileged",
-        "CapAdd",
-        "CapDrop",
-        "Devices",
-        "Memory",
-        "MemoryReservation",
-        "NanoCpus",
-        "CpuShares",
-        "CpuQuota",
-        "CpuPeriod",
-        "CpusetCpus",
-        "CpusetMems",
-        "PidsLimit",
-        "ReadonlyRootfs",
-        "SecurityOpt",
-        "Ulimits",
         "Init",
         "Dns",
         "DnsSearch",
@@ -1058,44 +1340,61 @@ fn validate(body: &Value, hc: &Value) -> Result<()> {
         "ExtraHosts",
         "Links",
         "PublishAllPorts",
-        "PidMode",
-        "UTSMode",
-        "UsernsMode",
-        "GroupAdd",
-        "Sysctls",
-        "BlkioWeight",
-        "OomKillDisable",
-        "Runtime",
         "VolumeDriver",
         "DeviceRequests",
-        "ShmSize",
     ] {
         if nonempty(&hc[k]) {
-            // A PidsLimit of -1 or 0 means unlimited; ShmSize 0 is the default.
-            if k == "PidsLimit" && hc[k].as_i64().unwrap_or(0) <= 0 {
-                continue;
-            }
             return bad(&format!("HostConfig.{k}"));
         }
     }
-    match hc["IpcMode"].as_str().unwrap_or("") {
-        "" | "private" | "shareable" => {}
-        other => return bad(&format!("HostConfig.IpcMode {other:?}")),
-    }
     match hc["RestartPolicy"]["Name"].as_str().unwrap_or("") {
-        "" | "no" => {}
-        other => return bad(&format!("HostConfig.RestartPolicy {other:?}")),
+        "" | "no" | "always" | "unless-stopped" => {
+            if hc["RestartPolicy"]["MaximumRetryCount"].as_i64().unwrap_or(0) != 0 {
+                return Err(EngineError::BadRequest(
+                    "maximum retry count cannot be used with restart policy 'always' or 'unless-stopped' or 'no'".into(),
+                ));
+            }
+        }
+        "on-failure" => {
+            if hc["RestartPolicy"]["MaximumRetryCount"].as_i64().unwrap_or(0) < 0 {
+                return Err(EngineError::BadRequest(
+                    "maximum retry count cannot be negative".into(),
+                ));
+            }
+        }
+        other => {
+            return Err(EngineError::BadRequest(format!(
+                "invalid restart policy: unknown policy '{other}'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'"
+            )))
+        }
+    }
+    if hc["AutoRemove"].as_bool() == Some(true)
+        && !matches!(
+            hc["RestartPolicy"]["Name"].as_str().unwrap_or(""),
+            "" | "no"
+        )
+    {
+        return Err(EngineError::BadRequest(
+            "can't create 'AutoRemove' container with restart policy".into(),
+        ));
     }
     match hc["LogConfig"]["Type"].as_str().unwrap_or("") {
         "" | "json-file" => {}
         other => return bad(&format!("HostConfig.LogConfig.Type {other:?}")),
     }
-    for k in ["ExposedPorts", "Healthcheck"] {
+    for k in ["ExposedPorts"] {
         if nonempty(&body[k]) {
-            if k == "Healthcheck" && body[k]["Test"].is_null() {
-                continue;
-            }
             return bad(k);
+        }
+    }
+    if let Some(t) = body["Healthcheck"]["Test"].as_array() {
+        match t.first().and_then(Value::as_str) {
+            None | Some("NONE" | "CMD" | "CMD-SHELL") => {}
+            Some(other) => {
+                return Err(EngineError::BadRequest(format!(
+                    "invalid health check test: unknown type {other:?}"
+                )))
+            }
         }
     }
     Ok(())
@@ -1107,8 +1406,8 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
-        let e = validate(&json!({}), &json!({"Privileged": true})).unwrap_err();
-        assert!(e.to_string().contains("HostConfig.Privileged"));
+        let e = validate(&json!({}), &json!({"Links": ["a:b"]})).unwrap_err();
+        assert!(e.to_string().contains("HostConfig.Links"));
         assert!(validate(
             &json!({}),
             &json!({"NetworkMode": "none", "PidsLimit": 0, "Binds": null})

@@ -8,12 +8,19 @@
 //!   [`shimio`]: async client of a shim's control socket.
 
 pub mod api;
+pub mod api_ext;
 pub mod archive;
 pub mod engine;
+pub mod events;
+pub mod exec;
+pub mod health;
+pub mod hostconfig;
+pub mod images_api;
 pub mod logs;
 pub mod mounts;
 pub mod names;
 pub mod netns;
+pub mod ops;
 pub mod shimio;
 pub mod spec;
 pub mod sysinfo;

@@ -39,6 +39,9 @@ struct Args {
     /// Parent cgroup of containers.
     #[arg(long, default_value = "/berth")]
     cgroup_parent: String,
+    /// A registry reachable over plain http (besides loopback ones); repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
     /// The shim binary (default: next to berthd, else `berth-shim` on PATH).
     #[arg(long)]
     shim: Option<PathBuf>,
@@ -146,6 +149,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| find_bin("berth-runtime")),
         cgroup_parent: args.cgroup_parent.clone(),
+        insecure_registries: args.insecure_registries.clone(),
     };
     let engine = Engine::open(cfg)?;
     let info = berthd::sysinfo::Static::read(&args.data_root);

@@ -670,54 +670,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/volumes/create", post(create))
         .route("/volumes/prune", post(prune))
         .route("/volumes/{name}", get(inspect).delete(remove))
-        .route("/system/df", get(system_df))
-}
-
-/// `GET /system/df`: volumes with their real usage; images and containers as listed.
-async fn system_df(State(s): St) -> std::result::Result<Response, ApiError> {
-    let engine = s.engine.clone();
-    let v = tokio::task::spawn_blocking(move || {
-        let images = engine
-            .images
-            .list_summaries(&berth_image::image_store::ListOptions {
-                all: false,
-                filters: vec![],
-            })
-            .map(|l| serde_json::to_value(l).unwrap_or(Value::Null))
-            .unwrap_or(Value::Array(vec![]));
-        let layers: i64 = images
-            .as_array()
-            .map(|a| a.iter().filter_map(|i| i["Size"].as_i64()).sum())
-            .unwrap_or(0);
-        let containers: Vec<Value> = engine
-            .list()
-            .iter()
-            .map(|c| {
-                json!({
-                    "Id": c.id,
-                    "Names": [c.name],
-                    "Image": c.config["Image"],
-                    "ImageID": c.image,
-                    "Command": std::iter::once(c.path.clone()).chain(c.args.iter().cloned()).collect::<Vec<_>>().join(" "),
-                    "Created": util::unix_secs(&c.created),
-                    "State": c.state.status,
-                    "Status": c.state.status,
-                    "Mounts": crate::mounts::inspect_json(&engine, &c.id),
-                    "Labels": c.config["Labels"],
-                })
-            })
-            .collect();
-        json!({
-            "LayersSize": layers,
-            "Images": images,
-            "Containers": containers,
-            "Volumes": df_json(&engine.volumes),
-            "BuildCache": [],
-        })
-    })
-    .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(json_resp(StatusCode::OK, v))
 }
 
 async fn list(State(s): St, Query(q): Q) -> std::result::Result<Response, ApiError> {

@@ -391,11 +391,22 @@ fn bad_input() {
         .http(
             "POST",
             "/containers/create",
-            Some(r#"{"Image":"busybox","HostConfig":{"Privileged":true}}"#),
+            Some(r#"{"Image":"busybox","HostConfig":{"CapAdd":["CAP_BOGUS"]}}"#),
         )
         .unwrap();
     assert!(
-        r.starts_with("HTTP/1.1 400") && r.contains("HostConfig.Privileged"),
+        r.starts_with("HTTP/1.1 400") && r.contains("unknown capability"),
+        "{r}"
+    );
+    let r = d
+        .http(
+            "POST",
+            "/containers/create",
+            Some(r#"{"Image":"busybox","HostConfig":{"VolumeDriver":"nfs"}}"#),
+        )
+        .unwrap();
+    assert!(
+        r.starts_with("HTTP/1.1 400") && r.contains("HostConfig.VolumeDriver"),
         "{r}"
     );
     let r = d

@@ -1,10 +1,11 @@
-//! What the image commands ask of the engine. Today [`LocalBackend`] works on the data root
-//! directly (daemonless); when `berthd` lands, an API client implements [`ImageBackend`] and
-//! the commands stay as they are.
+//! The image operations of an engine ([`ImageBackend`]): [`LocalBackend`] works on a data root
+//! (used by `berthd` behind its image routes, and by the `berth` CLI when given `--data-root`);
+//! the CLI's API client implements the same trait over the Engine API.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
+use crate::{Client, PushOptions, PushedManifest, RegistryConfig, RegistryError};
 use berth_image::archive::{self, ArchiveError, ImportOptions, ImportSource, LoadReport};
 use berth_image::image_store::{
     DeleteItem, DiskUsage, HistoryItem, ImageId, ImageStore, ImageStoreError, ImageSummary,
@@ -12,7 +13,6 @@ use berth_image::image_store::{
 };
 use berth_image::manifest::{parse_manifest, Manifest, Platform};
 use berth_image::{Digest, Reference};
-use berth_registry::{Client, PushOptions, PushedManifest, RegistryConfig, RegistryError};
 
 /// How an engine error should be reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,13 +147,13 @@ pub trait ImageBackend {
         &self,
         reference: &Reference,
         platform: &Platform,
-        progress: &dyn berth_registry::Progress,
+        progress: &dyn crate::Progress,
     ) -> Result<PullOutcome, BackendError>;
     /// `POST /images/{name}/push`: pushes the image `reference` names to it.
     fn push(
         &self,
         reference: &Reference,
-        progress: &dyn berth_registry::Progress,
+        progress: &dyn crate::Progress,
     ) -> Result<PushedManifest, BackendError>;
     /// `POST /auth`: checks the credentials and stores them.
     fn login(&self, server: &str, username: &str, password: &str) -> Result<(), BackendError>;
@@ -301,7 +301,7 @@ impl ImageBackend for LocalBackend {
         &self,
         reference: &Reference,
         platform: &Platform,
-        progress: &dyn berth_registry::Progress,
+        progress: &dyn crate::Progress,
     ) -> Result<PullOutcome, BackendError> {
         let before = self
             .store
@@ -348,7 +348,7 @@ impl ImageBackend for LocalBackend {
     fn push(
         &self,
         reference: &Reference,
-        progress: &dyn berth_registry::Progress,
+        progress: &dyn crate::Progress,
     ) -> Result<PushedManifest, BackendError> {
         let (rec, manifest) = self.manifest_to_push(reference)?;
         // Other repositories of the same registry holding the image: mount from them.

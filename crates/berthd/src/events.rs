@@ -1,0 +1,241 @@
+//! The daemon's event bus (`GET /events`): every state change of containers, images,
+//! networks and volumes, in Docker's JSON shape, with a short history for `since`.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+/// How many past events `since` can replay.
+const HISTORY: usize = 1024;
+
+/// One event as Docker sends it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub typ: String,
+    pub action: String,
+    pub id: String,
+    pub attributes: serde_json::Map<String, Value>,
+    /// Nanoseconds since the epoch.
+    pub time_nano: i64,
+}
+
+impl Event {
+    /// Docker's JSON (with the legacy `status`, `id`, `from` keys for containers and images).
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
+            "Type": self.typ,
+            "Action": self.action,
+            "Actor": {"ID": self.id, "Attributes": self.attributes},
+            "scope": "local",
+            "time": self.time_nano / 1_000_000_000,
+            "timeNano": self.time_nano,
+        });
+        if self.typ == "container" || self.typ == "image" {
+            v["status"] = json!(self.action);
+            v["id"] = json!(self.id);
+            if let Some(img) = self.attributes.get("image") {
+                v["from"] = img.clone();
+            }
+        }
+        v
+    }
+
+    /// Whether the event passes Docker's `filters` (`type`, `event`, `container`, `image`,
+    /// `label`, `network`, `volume`, `scope`): keys are ANDed, values of one key ORed.
+    pub fn matches(&self, filters: &[(String, String)]) -> bool {
+        let mut keys: Vec<&str> = filters.iter().map(|(k, _)| k.as_str()).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter().all(|key| {
+            filters
+                .iter()
+                .filter(|(k, _)| k == key)
+                .any(|(_, v)| self.matches_one(key, v))
+        })
+    }
+
+    fn matches_one(&self, key: &str, v: &str) -> bool {
+        let attr = |k: &str| self.attributes.get(k).and_then(Value::as_str).unwrap_or("");
+        match key {
+            "type" => self.typ == v,
+            "event" => {
+                self.action == v || self.action.split(':').next() == Some(v) // "exec_start: sh"
+            }
+            "container" => {
+                self.typ == "container"
+                    && (self.id.starts_with(v) || attr("name") == v.trim_start_matches('/'))
+            }
+            "image" => {
+                attr("image") == v || (self.typ == "image" && (self.id == v || attr("name") == v))
+            }
+            "network" => self.typ == "network" && (self.id.starts_with(v) || attr("name") == v),
+            "volume" => self.typ == "volume" && self.id == v,
+            "scope" => v == "local",
+            "label" => match v.split_once('=') {
+                Some((k, val)) => attr(k) == val,
+                None => self.attributes.contains_key(v),
+            },
+            "daemon" => self.typ == "daemon",
+            _ => true,
+        }
+    }
+}
+
+/// The bus: a broadcast channel plus a bounded history.
+pub struct Bus {
+    tx: broadcast::Sender<Event>,
+    history: Mutex<VecDeque<Event>>,
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Bus {
+            tx: broadcast::channel(1024).0,
+            history: Mutex::new(VecDeque::with_capacity(64)),
+        }
+    }
+}
+
+impl Bus {
+    /// Publishes an event now.
+    pub fn emit(
+        &self,
+        typ: &str,
+        action: &str,
+        id: &str,
+        attributes: serde_json::Map<String, Value>,
+    ) {
+        let (s, ns) = berth_image::timeutil::now();
+        let ev = Event {
+            typ: typ.into(),
+            action: action.into(),
+            id: id.into(),
+            attributes,
+            time_nano: s * 1_000_000_000 + i64::from(ns),
+        };
+        tracing::debug!("event {typ} {action} {id}");
+        {
+            let mut h = self.history.lock().unwrap();
+            if h.len() >= HISTORY {
+                h.pop_front();
+            }
+            h.push_back(ev.clone());
+        }
+        let _ = self.tx.send(ev);
+    }
+
+    /// Past events since `since_nano` (inclusive) and a receiver for new ones, taken atomically
+    /// so nothing is lost or repeated between the two.
+    pub fn subscribe(&self, since_nano: Option<i64>) -> (Vec<Event>, broadcast::Receiver<Event>) {
+        let h = self.history.lock().unwrap();
+        let rx = self.tx.subscribe();
+        let past = match since_nano {
+            Some(t) => h.iter().filter(|e| e.time_nano >= t).cloned().collect(),
+            None => Vec::new(),
+        };
+        (past, rx)
+    }
+}
+
+/// Parses Docker's `since`/`until` (`<seconds>[.<nanos>]`, RFC 3339, or a duration like `10m`
+/// relative to now) into nanoseconds since the epoch.
+pub fn parse_time(s: &str) -> Option<i64> {
+    if s.is_empty() {
+        return None;
+    }
+    if let Some((secs, frac)) = s.split_once('.') {
+        if let (Ok(a), true) = (
+            secs.parse::<i64>(),
+            frac.bytes().all(|b| b.is_ascii_digit()),
+        ) {
+            let mut f = frac.to_string();
+            f.truncate(9);
+            while f.len() < 9 {
+                f.push('0');
+            }
+            return Some(a * 1_000_000_000 + f.parse::<i64>().unwrap_or(0));
+        }
+    }
+    if let Ok(a) = s.parse::<i64>() {
+        return Some(a * 1_000_000_000);
+    }
+    if let Some((a, ns)) = berth_image::timeutil::parse_rfc3339(s) {
+        return Some(a * 1_000_000_000 + i64::from(ns));
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic())?);
+    let n: f64 = num.parse().ok()?;
+    let mult = match unit {
+        "ns" => 1e-9,
+        "us" | "µs" => 1e-6,
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return None,
+    };
+    let (now_s, now_ns) = berth_image::timeutil::now();
+    Some(now_s * 1_000_000_000 + i64::from(now_ns) - (n * mult * 1e9) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(typ: &str, action: &str, id: &str, attrs: Value) -> Event {
+        Event {
+            typ: typ.into(),
+            action: action.into(),
+            id: id.into(),
+            attributes: attrs.as_object().cloned().unwrap_or_default(),
+            time_nano: 5,
+        }
+    }
+
+    #[test]
+    fn filters() {
+        let e = ev(
+            "container",
+            "start",
+            "abcdef",
+            json!({"name": "web", "image": "busybox", "tier": "x"}),
+        );
+        let f = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        assert!(e.matches(&f(&[])));
+        assert!(e.matches(&f(&[("type", "container"), ("event", "start")])));
+        assert!(e.matches(&f(&[("event", "stop"), ("event", "start")])));
+        assert!(!e.matches(&f(&[("type", "image")])));
+        assert!(e.matches(&f(&[("container", "web")])));
+        assert!(e.matches(&f(&[("container", "abc")])));
+        assert!(e.matches(&f(&[("label", "tier=x")])));
+        assert!(!e.matches(&f(&[("label", "tier=y")])));
+        assert!(e.matches(&f(&[("image", "busybox")])));
+        let j = e.to_json();
+        assert_eq!(j["status"], "start");
+        assert_eq!(j["from"], "busybox");
+        assert_eq!(j["Actor"]["Attributes"]["name"], "web");
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time("12.5"), Some(12_500_000_000));
+        assert_eq!(parse_time("7"), Some(7_000_000_000));
+        assert!(parse_time("10m").unwrap() > 0);
+        assert_eq!(parse_time("bogus"), None);
+    }
+
+    #[tokio::test]
+    async fn history_and_live() {
+        let b = Bus::default();
+        b.emit("container", "create", "a", Default::default());
+        let (past, mut rx) = b.subscribe(Some(0));
+        assert_eq!(past.len(), 1);
+        b.emit("container", "start", "a", Default::default());
+        assert_eq!(rx.recv().await.unwrap().action, "start");
+    }
+}

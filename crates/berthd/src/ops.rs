@@ -1,0 +1,626 @@
+//! Container operations beyond the life cycle: rename, restart, pause/unpause, resize, update,
+//! top, stats, prune, changes.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use serde_json::{json, Value};
+
+use crate::engine::{Container, Engine, EngineError, Result};
+use crate::{names, shimio, util};
+
+fn internal(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Internal(e.to_string())
+}
+
+/// The host's cgroup hierarchy (detected once).
+pub fn hierarchy() -> Result<&'static berth_cgroups::Hierarchy> {
+    static H: OnceLock<std::result::Result<berth_cgroups::Hierarchy, String>> = OnceLock::new();
+    H.get_or_init(|| berth_cgroups::Hierarchy::detect().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| EngineError::Internal(format!("detecting cgroups: {e}")))
+}
+
+impl Engine {
+    fn runtime_cmd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(&self.cfg.runtime);
+        c.arg("--root").arg(self.cfg.exec_root.join("runtime"));
+        c
+    }
+
+    async fn runtime_call(&self, args: Vec<String>, stdin: Option<Vec<u8>>) -> Result<()> {
+        let mut cmd = self.runtime_cmd();
+        cmd.args(&args)
+            .stdin(if stdin.is_some() {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
+            })
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let out = tokio::task::spawn_blocking(move || -> std::io::Result<std::process::Output> {
+            let mut child = cmd.spawn()?;
+            if let Some(data) = stdin {
+                use std::io::Write;
+                if let Some(mut i) = child.stdin.take() {
+                    i.write_all(&data)?;
+                }
+            }
+            child.wait_with_output()
+        })
+        .await
+        .map_err(internal)?
+        .map_err(|e| internal(format!("running the runtime: {e}")))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(EngineError::BadRequest(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ))
+        }
+    }
+
+    fn running(&self, name_or_id: &str) -> Result<Container> {
+        let c = self.get(name_or_id)?;
+        if !c.state.running {
+            return Err(EngineError::Conflict(format!(
+                "Container {} is not running",
+                c.id
+            )));
+        }
+        Ok(c)
+    }
+
+    /// `POST /containers/{id}/rename`.
+    pub fn rename(&self, name_or_id: &str, new: &str) -> Result<()> {
+        let new = new.strip_prefix('/').unwrap_or(new);
+        if new.is_empty() {
+            return Err(EngineError::BadRequest(
+                "Neither old nor new names may be empty".into(),
+            ));
+        }
+        if !names::valid(new) {
+            return Err(EngineError::BadRequest(format!(
+                "Invalid container name ({new}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        let (old, c) = self.rename_record(name_or_id, &format!("/{new}"))?;
+        self.container_event(&c, "rename", &[("oldName", old.as_str())]);
+        Ok(())
+    }
+
+    /// `POST /containers/{id}/restart`.
+    pub async fn restart(
+        self: &Arc<Self>,
+        name_or_id: &str,
+        t: Option<i64>,
+        signal: Option<&str>,
+    ) -> Result<()> {
+        match self.stop(name_or_id, t, signal).await {
+            Ok(()) | Err(EngineError::NotModified) => {}
+            Err(e) => return Err(e),
+        }
+        self.start(name_or_id).await?;
+        let c = self.get(name_or_id)?;
+        self.container_event(&c, "restart", &[]);
+        Ok(())
+    }
+
+    /// `POST /containers/{id}/pause` and `/unpause` (the runtime's freezer).
+    pub async fn set_paused(&self, name_or_id: &str, pause: bool) -> Result<()> {
+        let c = self.running(name_or_id)?;
+        if c.state.paused == pause {
+            return Err(EngineError::Conflict(if pause {
+                format!("Container {} is already paused", c.id)
+            } else {
+                format!("Container {} is not paused", c.id)
+            }));
+        }
+        let verb = if pause { "pause" } else { "resume" };
+        self.runtime_call(vec![verb.into(), c.id.clone()], None)
+            .await?;
+        let e = self.lookup(&c.id)?;
+        let c = {
+            let mut r = e.rec.lock().unwrap();
+            r.state.paused = pause;
+            r.state.status = if pause { "paused" } else { "running" }.into();
+            self.persist(&r)?;
+            r.clone()
+        };
+        self.container_event(&c, if pause { "pause" } else { "unpause" }, &[]);
+        Ok(())
+    }
+
+    /// `POST /containers/{id}/resize`.
+    pub async fn resize(&self, name_or_id: &str, rows: u16, cols: u16) -> Result<()> {
+        let c = self.running(name_or_id)?;
+        let socket = self.shim_dir(&c.id).join("shim.sock");
+        shimio::call(&socket, json!({"op": "resize", "rows": rows, "cols": cols}))
+            .await
+            .map(drop)
+            .map_err(|e| EngineError::BadRequest(e.to_string()))
+    }
+
+    /// `POST /containers/{id}/update`: resources and the restart policy; running containers
+    /// get the new limits at once (a limit the kernel refuses is an error and nothing changes).
+    pub async fn update(&self, name_or_id: &str, body: &Value) -> Result<Vec<String>> {
+        let Some(obj) = body.as_object() else {
+            return Err(EngineError::BadRequest(
+                "update body must be an object".into(),
+            ));
+        };
+        let e = self.lookup(name_or_id)?;
+        let _op = e.op.lock().await;
+        let c = e.rec.lock().unwrap().clone();
+        let mut hc = c.host_config.clone();
+        const KEYS: &[&str] = &[
+            "CpuShares",
+            "Memory",
+            "CgroupParent",
+            "BlkioWeight",
+            "BlkioWeightDevice",
+            "BlkioDeviceReadBps",
+            "BlkioDeviceWriteBps",
+            "BlkioDeviceReadIOps",
+            "BlkioDeviceWriteIOps",
+            "CpuPeriod",
+            "CpuQuota",
+            "CpuRealtimePeriod",
+            "CpuRealtimeRuntime",
+            "CpusetCpus",
+            "CpusetMems",
+            "MemoryReservation",
+            "MemorySwap",
+            "MemorySwappiness",
+            "NanoCpus",
+            "OomKillDisable",
+            "PidsLimit",
+            "KernelMemory",
+        ];
+        let mut changed = serde_json::Map::new();
+        for (k, v) in obj {
+            if k == "RestartPolicy" {
+                if v.is_object() {
+                    hc["RestartPolicy"] = v.clone();
+                }
+                continue;
+            }
+            if !KEYS.contains(&k.as_str()) {
+                continue;
+            }
+            let zero = match v {
+                Value::Null => true,
+                Value::Number(n) => n.as_f64() == Some(0.0),
+                Value::String(s) => s.is_empty(),
+                Value::Array(a) => a.is_empty(),
+                _ => false,
+            };
+            if zero {
+                continue;
+            }
+            if k == "CgroupParent" || k == "KernelMemory" {
+                return Err(EngineError::BadRequest(format!("{k} cannot be updated")));
+            }
+            hc[k] = v.clone();
+            changed.insert(k.clone(), v.clone());
+        }
+        // Memory raised above the old swap limit: Docker raises swap with it.
+        if changed.contains_key("Memory") && !changed.contains_key("MemorySwap") {
+            let mem = hc["Memory"].as_i64().unwrap_or(0);
+            let swap = hc["MemorySwap"].as_i64().unwrap_or(0);
+            if swap > 0 && swap < mem {
+                hc["MemorySwap"] = json!(mem * 2);
+                changed.insert("MemorySwap".into(), hc["MemorySwap"].clone());
+            }
+        }
+        if changed.contains_key("NanoCpus") {
+            hc["CpuQuota"] = json!(0);
+            hc["CpuPeriod"] = json!(0);
+        }
+        if changed.contains_key("CpuQuota") || changed.contains_key("CpuPeriod") {
+            hc["NanoCpus"] = json!(0);
+        }
+        let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let warnings = crate::hostconfig::check(&hc, ncpus).map_err(EngineError::BadRequest)?;
+        let policy = hc["RestartPolicy"]["Name"].as_str().unwrap_or("");
+        if c.auto_remove() && !matches!(policy, "" | "no") {
+            return Err(EngineError::BadRequest(
+                "Restart policy cannot be updated because AutoRemove is enabled for the container"
+                    .into(),
+            ));
+        }
+        if c.state.running && !changed.is_empty() {
+            // The full resource set, so the runtime writes every limit consistently.
+            let mut res = crate::hostconfig::resources(&hc).map_err(EngineError::BadRequest)?;
+            if let Some(m) = res.get_mut("memory") {
+                if hc["MemorySwap"].as_i64() == Some(-1) {
+                    m["swap"] = json!(-1);
+                }
+            }
+            let data = serde_json::to_vec(&res).map_err(internal)?;
+            self.runtime_call(
+                vec!["update".into(), "-r".into(), "-".into(), c.id.clone()],
+                Some(data),
+            )
+            .await
+            .map_err(|e| match e {
+                EngineError::BadRequest(m) => {
+                    EngineError::BadRequest(format!("Cannot update container {}: {m}", c.id))
+                }
+                o => o,
+            })?;
+        }
+        let c = {
+            let mut r = e.rec.lock().unwrap();
+            r.host_config = hc;
+            self.persist(&r)?;
+            r.clone()
+        };
+        self.container_event(&c, "update", &[]);
+        Ok(warnings)
+    }
+
+    fn cgroup_of(&self, c: &Container) -> Result<berth_cgroups::Cgroup> {
+        let h = hierarchy()?;
+        berth_cgroups::Cgroup::open_existing(h, Some(&self.cgroups_path(c)), &c.id)
+            .map_err(|e| internal(format!("the cgroup of {}: {e}", c.id)))
+    }
+
+    /// The host pids of a running container's processes.
+    pub fn pids(&self, name_or_id: &str) -> Result<Vec<i32>> {
+        let c = self.running(name_or_id)?;
+        let cg = self.cgroup_of(&c)?;
+        let mut p = cg.pids().map_err(internal)?;
+        p.sort();
+        Ok(p)
+    }
+
+    /// `GET /containers/{id}/top`: the host's `ps` for the container's processes.
+    pub async fn top(&self, name_or_id: &str, ps_args: &str) -> Result<Value> {
+        let pids = self.pids(name_or_id)?;
+        let args: Vec<String> = if ps_args.is_empty() {
+            vec!["-ef".into()]
+        } else {
+            ps_args.split_whitespace().map(str::to_string).collect()
+        };
+        let out = tokio::process::Command::new("ps")
+            .args(&args)
+            .output()
+            .await
+            .map_err(|e| internal(format!("running ps: {e}")))?;
+        if !out.status.success() {
+            return Err(internal(format!(
+                "ps: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        parse_ps(&String::from_utf8_lossy(&out.stdout), &pids)
+    }
+
+    /// One stats sample in Docker's JSON (`GET /containers/{id}/stats`).
+    pub fn stats_sample(&self, name_or_id: &str) -> Result<Value> {
+        let c = self.get(name_or_id)?;
+        let now = util::now_rfc3339_nano();
+        if !c.state.running {
+            return Ok(json!({
+                "read": util::ZERO_TIME, "preread": util::ZERO_TIME, "name": c.name, "id": c.id,
+                "pids_stats": {}, "blkio_stats": {}, "num_procs": 0, "storage_stats": {},
+                "cpu_stats": {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0}, "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}},
+                "precpu_stats": {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0}, "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}},
+                "memory_stats": {},
+            }));
+        }
+        let cg = self.cgroup_of(&c)?;
+        let s = cg.stats().map_err(internal)?;
+        let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mem_total = host_mem_total();
+        let limit = if s.memory.usage.limit == 0 || s.memory.usage.limit > mem_total {
+            mem_total
+        } else {
+            s.memory.usage.limit
+        };
+        let blk = |v: &[berth_cgroups::stats::BlkioEntry]| -> Value {
+            json!(v
+                .iter()
+                .map(|e| json!({"major": e.major, "minor": e.minor, "op": e.op, "value": e.value}))
+                .collect::<Vec<_>>())
+        };
+        let mut raw = serde_json::Map::new();
+        for (k, v) in &s.memory.raw {
+            raw.insert(k.clone(), json!(v));
+        }
+        let mut v = json!({
+            "read": now,
+            "preread": util::ZERO_TIME,
+            "name": c.name,
+            "id": c.id,
+            "pids_stats": {"current": s.pids.current, "limit": if s.pids.limit == 0 { Value::Null } else { json!(s.pids.limit) }},
+            "blkio_stats": {
+                "io_service_bytes_recursive": blk(&s.blkio.io_service_bytes_recursive),
+                "io_serviced_recursive": blk(&s.blkio.io_serviced_recursive),
+                "io_queue_recursive": null, "io_service_time_recursive": null,
+                "io_wait_time_recursive": null, "io_merged_recursive": null,
+                "io_time_recursive": null, "sectors_recursive": null,
+            },
+            "num_procs": 0,
+            "storage_stats": {},
+            "cpu_stats": {
+                "cpu_usage": {
+                    "total_usage": s.cpu.usage.total,
+                    "percpu_usage": s.cpu.usage.percpu,
+                    "usage_in_kernelmode": s.cpu.usage.kernel,
+                    "usage_in_usermode": s.cpu.usage.user,
+                },
+                "system_cpu_usage": system_cpu_usage(),
+                "online_cpus": ncpus,
+                "throttling_data": {
+                    "periods": s.cpu.throttling.periods,
+                    "throttled_periods": s.cpu.throttling.throttled_periods,
+                    "throttled_time": s.cpu.throttling.throttled_time,
+                },
+            },
+            "precpu_stats": {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0}, "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}},
+            "memory_stats": {
+                "usage": s.memory.usage.usage,
+                "max_usage": s.memory.usage.max,
+                "failcnt": s.memory.usage.failcnt,
+                "stats": raw,
+                "limit": limit,
+            },
+        });
+        if let Some(n) = net_dev(c.state.pid) {
+            v["networks"] = n;
+        }
+        Ok(v)
+    }
+
+    /// `POST /containers/prune`: removes stopped containers (label / until filters).
+    pub async fn prune(self: &Arc<Self>, filters: &[(String, String)]) -> Result<Value> {
+        let mut deleted = Vec::new();
+        let until = filters
+            .iter()
+            .find(|(k, _)| k == "until")
+            .and_then(|(_, v)| crate::events::parse_time(v))
+            .map(|n| n / 1_000_000_000);
+        for c in self.list() {
+            if c.state.running || c.state.restarting {
+                continue;
+            }
+            let labels_ok = filters.iter().all(|(k, v)| match k.as_str() {
+                "label" => match v.split_once('=') {
+                    Some((lk, lv)) => c.config["Labels"][lk].as_str() == Some(lv),
+                    None => !c.config["Labels"][v.as_str()].is_null(),
+                },
+                "label!" => match v.split_once('=') {
+                    Some((lk, lv)) => c.config["Labels"][lk].as_str() != Some(lv),
+                    None => c.config["Labels"][v.as_str()].is_null(),
+                },
+                _ => true,
+            });
+            if !labels_ok || until.is_some_and(|u| util::unix_secs(&c.created) >= u) {
+                continue;
+            }
+            if self.remove(&c.id, false).await.is_ok() {
+                deleted.push(c.id);
+            }
+        }
+        self.bus.emit("container", "prune", "", Default::default());
+        Ok(
+            json!({"ContainersDeleted": if deleted.is_empty() { Value::Null } else { json!(deleted) }, "SpaceReclaimed": 0}),
+        )
+    }
+
+    /// `GET /containers/{id}/changes`: the container's writable layer against its image.
+    pub fn changes(&self, name_or_id: &str) -> Result<Value> {
+        let c = self.get(name_or_id)?;
+        let sn = self.images.snapshotter().map_err(internal)?;
+        let Some(upper) = sn.container_upper(&c.id) else {
+            return Err(EngineError::BadRequest(format!(
+                "changes are not available for the {} driver",
+                sn.driver()
+            )));
+        };
+        let lowers = sn.container_lowers(&c.id).map_err(internal)?;
+        let mut out = Vec::new();
+        walk_changes(&upper, Path::new("/"), &lowers, &mut out);
+        // Docker skips the files it manages itself.
+        out.retain(|(p, _)| {
+            !matches!(
+                p.as_str(),
+                "/etc/hostname" | "/etc/hosts" | "/etc/resolv.conf"
+            )
+        });
+        out.sort();
+        Ok(json!(out
+            .into_iter()
+            .map(|(p, k)| json!({"Path": p, "Kind": k}))
+            .collect::<Vec<_>>()))
+    }
+}
+
+fn exists_in(lowers: &[PathBuf], rel: &Path) -> bool {
+    let rel = rel.strip_prefix("/").unwrap_or(rel);
+    lowers
+        .iter()
+        .any(|l| std::fs::symlink_metadata(l.join(rel)).is_ok())
+}
+
+fn walk_changes(dir: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<(String, u8)>) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let r = rel.join(e.file_name());
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let name = r.display().to_string();
+        if md.file_type().is_char_device() && md.rdev() == 0 {
+            out.push((name, 2));
+            continue;
+        }
+        let kind = if exists_in(lowers, &r) { 0 } else { 1 };
+        out.push((name, kind));
+        if md.is_dir() {
+            let opaque = xattr_opaque(&p);
+            if opaque || kind == 1 {
+                // Everything below an added or opaque directory is added.
+                walk_added(&p, &r, out);
+            } else {
+                walk_changes(&p, &r, lowers, out);
+            }
+        }
+    }
+}
+
+fn walk_added(dir: &Path, rel: &Path, out: &mut Vec<(String, u8)>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let r = rel.join(e.file_name());
+        out.push((r.display().to_string(), 1));
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            walk_added(&e.path(), &r, out);
+        }
+    }
+}
+
+fn xattr_opaque(p: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut buf = [0u8; 4];
+    for name in [c"trusted.overlay.opaque", c"user.overlay.opaque"] {
+        // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+        let n = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n == 1 && buf[0] == b'y' {
+            return true;
+        }
+    }
+    false
+}
+
+/// Parses `ps` output, keeping the rows of `pids` (Docker's `top` response).
+pub fn parse_ps(out: &str, pids: &[i32]) -> Result<Value> {
+    let mut lines = out.lines();
+    let header = lines.next().unwrap_or("");
+    let titles: Vec<&str> = header.split_whitespace().collect();
+    let pid_col = titles
+        .iter()
+        .position(|t| *t == "PID")
+        .ok_or_else(|| EngineError::BadRequest("Couldn't find PID field in ps output".into()))?;
+    let mut procs = Vec::new();
+    for l in lines {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < titles.len() {
+            continue;
+        }
+        let Ok(pid) = f[pid_col].parse::<i32>() else {
+            continue;
+        };
+        if !pids.contains(&pid) {
+            continue;
+        }
+        // The last column takes the rest of the line (the command and its arguments).
+        let mut row: Vec<String> = f[..titles.len() - 1]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        row.push(f[titles.len() - 1..].join(" "));
+        procs.push(row);
+    }
+    Ok(json!({"Titles": titles, "Processes": procs}))
+}
+
+fn host_mem_total() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            let kb: u64 = l
+                .strip_prefix("MemTotal:")?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
+            Some(kb * 1024)
+        })
+        .unwrap_or(0)
+}
+
+/// The host's total CPU time in nanoseconds (`/proc/stat`), as Docker's `system_cpu_usage`.
+pub fn system_cpu_usage() -> u64 {
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    std::fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .take(7)
+                .filter_map(|x| x.parse::<u64>().ok())
+                .sum::<u64>()
+                * (1_000_000_000 / hz)
+        })
+        .unwrap_or(0)
+}
+
+/// Per-interface counters of a container's network namespace (without `lo`).
+fn net_dev(pid: i64) -> Option<Value> {
+    if pid <= 0 {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).ok()?;
+    let mut m = serde_json::Map::new();
+    for l in text.lines().skip(2) {
+        let Some((name, rest)) = l.split_once(':') else {
+            continue;
+        };
+        let name = name.trim();
+        if name == "lo" {
+            continue;
+        }
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if f.len() < 16 {
+            continue;
+        }
+        m.insert(
+            name.to_string(),
+            json!({"rx_bytes": f[0], "rx_packets": f[1], "rx_errors": f[2], "rx_dropped": f[3],
+                   "tx_bytes": f[8], "tx_packets": f[9], "tx_errors": f[10], "tx_dropped": f[11]}),
+        );
+    }
+    (!m.is_empty()).then_some(Value::Object(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ps_rows() {
+        let out = "UID          PID    PPID  C STIME TTY          TIME CMD\nroot           1       0  0 10:00 ?        00:00:00 /sbin/init\nroot          42       1  0 10:00 ?        00:00:00 sleep 100 now\n";
+        let v = parse_ps(out, &[42]).unwrap();
+        assert_eq!(v["Titles"][1], "PID");
+        assert_eq!(v["Processes"].as_array().unwrap().len(), 1);
+        assert_eq!(v["Processes"][0][7], "sleep 100 now");
+        assert!(parse_ps("A B\n", &[1]).is_err());
+    }
+}

@@ -1,0 +1,495 @@
+//! The real docker CLI against berthd: exec, events, top, stats, pause, rename, update,
+//! restart policies, resource limits, security options, health checks.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn exec_top_rename_pause_events() {
+    let d = Daemon::new();
+    let since = d.docker(&["version", "-f", "{{.Server.Version}}"]).ok();
+    drop(since);
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    d.docker(&["run", "-d", "--name", "ex1", "busybox", "sleep", "1000"])
+        .ok();
+    // exec: output, exit code, env, workdir, user.
+    let r = d.docker(&["exec", "ex1", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert_eq!(r.stdout, "out\n");
+    assert_eq!(r.stderr, "err\n");
+    let r = d
+        .docker(&[
+            "exec",
+            "-e",
+            "FOO=bar",
+            "-w",
+            "/tmp",
+            "-u",
+            "65534",
+            "ex1",
+            "sh",
+            "-c",
+            "echo $FOO $(pwd) $(id -u)",
+        ])
+        .ok();
+    assert_eq!(r.stdout, "bar /tmp 65534\n");
+    let r = d.docker(&["exec", "ex1", "/no/such/binary"]);
+    assert!(r.code == 126 || r.code == 127, "{} {}", r.code, r.stderr);
+    // stdin through exec -i.
+    let mut c = std::process::Command::new("docker");
+    c.args(["exec", "-i", "ex1", "cat"])
+        .env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
+        .env("DOCKER_CONFIG", d.path("docker-config"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut i = child.stdin.take().unwrap();
+        i.write_all(b"hello through stdin\n").unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hello through stdin\n");
+    // detached exec.
+    d.docker(&["exec", "-d", "ex1", "sh", "-c", "echo detached > /tmp/d"])
+        .ok();
+    wait_for("detached exec", || {
+        d.docker(&["exec", "ex1", "cat", "/tmp/d"]).stdout == "detached\n"
+    });
+    // top.
+    let top = d.docker(&["top", "ex1"]).ok().stdout;
+    assert!(top.contains("PID") && top.contains("sleep 1000"), "{top}");
+    // rename.
+    d.docker(&["rename", "ex1", "ex2"]).ok();
+    assert_eq!(
+        d.docker(&["inspect", "-f", "{{.Name}}", "ex2"]).ok().stdout,
+        "/ex2\n"
+    );
+    d.docker(&["run", "-d", "--name", "other", "busybox", "sleep", "1000"])
+        .ok();
+    let r = d.docker(&["rename", "ex2", "other"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("already in use"), "{}", r.stderr);
+    // pause / unpause.
+    d.docker(&["pause", "ex2"]).ok();
+    assert_eq!(
+        d.docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.Paused}}",
+            "ex2"
+        ])
+        .ok()
+        .stdout,
+        "paused true\n"
+    );
+    let frozen = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/freezer{}/{}/freezer.state",
+        d.cgroup_parent,
+        d.docker(&["inspect", "-f", "{{.Id}}", "ex2"])
+            .ok()
+            .stdout
+            .trim()
+    ))
+    .unwrap_or_default();
+    assert_eq!(frozen.trim(), "FROZEN");
+    let r = d.docker(&["exec", "ex2", "true"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("paused"), "{}", r.stderr);
+    d.docker(&["unpause", "ex2"]).ok();
+    d.docker(&["exec", "ex2", "true"]).ok();
+    // stats.
+    let st = d
+        .docker(&[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}} {{.PIDs}}",
+            "ex2",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(st, "ex2 1\n");
+    let cid = d.docker(&["inspect", "-f", "{{.Id}}", "ex2"]).ok().stdout;
+    // events since t0 include what happened, with filters.
+    let ev = d
+        .docker(&[
+            "events",
+            "--since",
+            &t0.to_string(),
+            "--until",
+            "0s",
+            "--filter",
+            &format!("container={}", cid.trim()),
+            "--format",
+            "{{.Action}}",
+        ])
+        .ok()
+        .stdout;
+    for want in [
+        "create",
+        "start",
+        "exec_create",
+        "exec_start",
+        "exec_die",
+        "rename",
+        "pause",
+        "unpause",
+    ] {
+        assert!(
+            ev.lines().any(|l| l.starts_with(want)),
+            "{want} missing in {ev}"
+        );
+    }
+    assert!(!ev.contains("other"), "{ev}");
+    // diff.
+    d.docker(&[
+        "exec",
+        "ex2",
+        "sh",
+        "-c",
+        "echo x > /tmp/newfile; rm /etc/group",
+    ])
+    .ok();
+    let diff = d.docker(&["diff", "ex2"]).ok().stdout;
+    assert!(diff.contains("A /tmp/newfile"), "{diff}");
+    assert!(diff.contains("D /etc/group"), "{diff}");
+    assert!(diff.contains("C /tmp"), "{diff}");
+    // prune removes only stopped containers.
+    d.docker(&["run", "--name", "done", "busybox", "true"]).ok();
+    let p = d.docker(&["container", "prune", "-f"]).ok().stdout;
+    assert!(p.contains("Deleted Containers"), "{p}");
+    let names = d
+        .docker(&["ps", "-a", "--format", "{{.Names}}"])
+        .ok()
+        .stdout;
+    assert!(!names.contains("done") && names.contains("ex2"), "{names}");
+    finish(d);
+}
+
+#[test]
+fn restart_policies_and_daemon_restart() {
+    let mut d = Daemon::new();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "onf",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "exit 3",
+    ])
+    .ok();
+    wait_for("two restarts", || {
+        let s = d
+            .docker(&[
+                "inspect",
+                "-f",
+                "{{.RestartCount}} {{.State.Status}}",
+                "onf",
+            ])
+            .stdout;
+        s == "2 exited\n"
+    });
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "alw",
+        "--restart",
+        "always",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let pid1 = d
+        .docker(&["inspect", "-f", "{{.State.Pid}}", "alw"])
+        .ok()
+        .stdout;
+    // The container's process dies: always restarts it.
+    let pid: i32 = pid1.trim().parse().unwrap();
+    // SAFETY: kill(2) on the container's init pid.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_for("restart after kill", || {
+        let s = d
+            .docker(&[
+                "inspect",
+                "-f",
+                "{{.State.Running}} {{.RestartCount}}",
+                "alw",
+            ])
+            .stdout;
+        s == "true 1\n"
+    });
+    // Stop by hand: no restart.
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "us",
+        "--restart",
+        "unless-stopped",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    d.docker(&["stop", "-t", "1", "us"]).ok();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        d.docker(&["inspect", "-f", "{{.State.Running}}", "us"])
+            .ok()
+            .stdout,
+        "false\n"
+    );
+    // Stop `alw` by hand too, then kill -9 the daemon: on start, `always` comes back,
+    // stopped `unless-stopped` does not.
+    d.docker(&["stop", "-t", "1", "alw"]).ok();
+    d.kill9();
+    d.start();
+    wait_for("always after daemon restart", || {
+        d.docker(&["inspect", "-f", "{{.State.Running}}", "alw"])
+            .stdout
+            == "true\n"
+    });
+    assert_eq!(
+        d.docker(&["inspect", "-f", "{{.State.Running}}", "us"])
+            .ok()
+            .stdout,
+        "false\n"
+    );
+    // Update the policy.
+    d.docker(&["update", "--restart", "no", "alw"]).ok();
+    assert_eq!(
+        d.docker(&["inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", "alw"])
+            .ok()
+            .stdout,
+        "no\n"
+    );
+    let r = d.docker(&["run", "--rm", "--restart", "always", "busybox", "true"]);
+    assert_ne!(r.code, 0);
+    finish(d);
+}
+
+#[test]
+fn limits_security_and_health() {
+    let d = Daemon::new();
+    // Memory limit: an allocation above it is OOM-killed and inspect says so.
+    let r = d.docker(&[
+        "run", "--name", "oom", "--memory", "16m", "--memory-swap", "16m", "busybox", "sh", "-c",
+        "dd if=/dev/zero bs=64M count=1 | cat > /dev/null; head -c 64m /dev/zero | tail > /dev/null",
+    ]);
+    assert_ne!(r.code, 0);
+    assert_eq!(
+        d.docker(&["inspect", "-f", "{{.State.OOMKilled}}", "oom"])
+            .ok()
+            .stdout,
+        "true\n"
+    );
+    // pids limit stops a fork bomb-ish loop.
+    let r = d.docker(&[
+        "run",
+        "--rm",
+        "--pids-limit",
+        "10",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in $(seq 1 30); do sleep 5 & done 2>/dev/null; wait; echo done",
+    ]);
+    assert!(
+        r.stderr.contains("fork") || r.stdout.contains("done") || r.code != 0,
+        "{} {}",
+        r.stdout,
+        r.stderr
+    );
+    // Limits reach the cgroup; update raises one on a running container.
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "lim",
+        "--memory",
+        "32m",
+        "--cpus",
+        "0.5",
+        "--pids-limit",
+        "50",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let id = d
+        .docker(&["inspect", "-f", "{{.Id}}", "lim"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let cg = |ctl: &str, file: &str| {
+        std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/{ctl}{}/{id}/{file}",
+            d.cgroup_parent
+        ))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+    };
+    assert_eq!(cg("memory", "memory.limit_in_bytes"), "33554432");
+    assert_eq!(cg("cpu", "cpu.cfs_quota_us"), "50000");
+    assert_eq!(cg("pids", "pids.max"), "50");
+    d.docker(&[
+        "update",
+        "--memory",
+        "64m",
+        "--memory-swap",
+        "128m",
+        "--pids-limit",
+        "80",
+        "lim",
+    ])
+    .ok();
+    assert_eq!(cg("memory", "memory.limit_in_bytes"), "67108864");
+    assert_eq!(cg("pids", "pids.max"), "80");
+    assert_eq!(
+        d.docker(&["inspect", "-f", "{{.HostConfig.Memory}}", "lim"])
+            .ok()
+            .stdout,
+        "67108864\n"
+    );
+    // A limit the kernel or Docker's rules refuse: a clear error.
+    let r = d.docker(&["run", "--rm", "--memory", "1m", "busybox", "true"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("Minimum memory limit"), "{}", r.stderr);
+    // Capabilities.
+    let caps = |args: &[&str]| -> String {
+        let mut a = vec!["run", "--rm"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["busybox", "sh", "-c", "grep CapEff /proc/self/status"]);
+        d.docker(&a).ok().stdout
+    };
+    assert_eq!(caps(&[]), "CapEff:\t00000000a80425fb\n");
+    assert_eq!(caps(&["--cap-drop", "ALL"]), "CapEff:\t0000000000000000\n");
+    assert_eq!(
+        caps(&["--cap-drop", "ALL", "--cap-add", "NET_ADMIN"]),
+        "CapEff:\t0000000000001000\n"
+    );
+    assert!(
+        caps(&["--privileged"]).starts_with("CapEff:\t000001ff"),
+        "{}",
+        caps(&["--privileged"])
+    );
+    // no-new-privileges, read-only root, ulimits, seccomp unconfined.
+    let out = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--security-opt",
+            "no-new-privileges",
+            "--read-only",
+            "--ulimit",
+            "nofile=100:200",
+            "busybox",
+            "sh",
+            "-c",
+            "grep NoNewPrivs /proc/self/status; touch /x 2>&1; ulimit -n; ulimit -Hn",
+        ])
+        .stdout;
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(out.contains("100\n200\n"), "{out}");
+    let out = d
+        .docker(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "grep Seccomp: /proc/self/status",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(out, "Seccomp:\t2\n");
+    let out = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--security-opt",
+            "seccomp=unconfined",
+            "busybox",
+            "sh",
+            "-c",
+            "grep Seccomp: /proc/self/status",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(out, "Seccomp:\t0\n");
+    // pid host and hostname.
+    let out = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--pid",
+            "host",
+            "busybox",
+            "sh",
+            "-c",
+            "test -d /proc/1 && ls /proc | grep -c '^[0-9]'",
+        ])
+        .ok()
+        .stdout;
+    assert!(out.trim().parse::<u32>().unwrap() > 3, "{out}");
+    // Health checks.
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "hc",
+        "--health-cmd",
+        "test -f /tmp/ok",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "2",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    wait_for("unhealthy", || {
+        d.docker(&["inspect", "-f", "{{.State.Health.Status}}", "hc"])
+            .stdout
+            == "unhealthy\n"
+    });
+    d.docker(&["exec", "hc", "touch", "/tmp/ok"]).ok();
+    wait_for("healthy", || {
+        d.docker(&["inspect", "-f", "{{.State.Health.Status}}", "hc"])
+            .stdout
+            == "healthy\n"
+    });
+    let ps = d
+        .docker(&["ps", "--filter", "name=hc", "--format", "{{.Status}}"])
+        .ok()
+        .stdout;
+    assert!(ps.contains("(healthy)"), "{ps}");
+    finish(d);
+}

@@ -1,0 +1,183 @@
+//! Image routes through the real docker CLI and docker-py against berthd: push and pull with
+//! a local `docker-registry`, tag, rmi, inspect, history, save/load, import, prune, search.
+
+mod common;
+use common::*;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// A running Debian `docker-registry` on 127.0.0.1, killed on drop.
+struct Registry {
+    _dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Registry {
+    fn start() -> Option<Self> {
+        if !Path::new("/usr/bin/docker-registry").exists() {
+            eprintln!("SKIP: /usr/bin/docker-registry is needed (apt-get install docker-registry)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..5 {
+            let port = free_port();
+            let cfg = format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("storage").display()
+            );
+            let cfg_path = dir.path().join("config.yml");
+            std::fs::write(&cfg_path, cfg).unwrap();
+            let mut child = Command::new("/usr/bin/docker-registry")
+                .arg("serve")
+                .arg(&cfg_path)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some(Registry {
+                        _dir: dir,
+                        port,
+                        child,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("docker-registry did not start");
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn push_pull_and_image_commands() {
+    let Some(reg) = Registry::start() else { return };
+    let d = Daemon::new();
+    let name = format!("127.0.0.1:{}/test/bb:v1", reg.port);
+    d.docker(&["tag", "busybox", &name]).ok();
+    let r = d.docker(&["push", &name]).ok();
+    assert!(
+        r.stdout.contains("v1: digest: sha256:"),
+        "{} {}",
+        r.stdout,
+        r.stderr
+    );
+    let out = d.docker(&["rmi", &name]).ok().stdout;
+    assert!(out.contains(&format!("Untagged: {name}")), "{out}");
+    let out = d.docker(&["pull", &name]).ok().stdout;
+    assert!(out.contains("Digest: sha256:"), "{out}");
+    assert!(
+        out.contains(&format!("Status: Downloaded newer image for {name}")),
+        "{out}"
+    );
+    let out = d.docker(&["pull", &name]).ok().stdout;
+    assert!(out.contains("Image is up to date"), "{out}");
+    let out = d
+        .docker(&["run", "--rm", &name, "echo", "pulled"])
+        .ok()
+        .stdout;
+    assert_eq!(out, "pulled\n");
+    // An unknown tag: a clear error and a failure code.
+    let r = d.docker(&["pull", &format!("127.0.0.1:{}/test/bb:nope", reg.port)]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("nope") || r.stderr.contains("not found") || r.stderr.contains("unknown"),
+        "{}",
+        r.stderr
+    );
+    // inspect, history, images.
+    let id = d
+        .docker(&["image", "inspect", "-f", "{{.Id}}", "busybox"])
+        .ok()
+        .stdout;
+    assert!(id.starts_with("sha256:"), "{id}");
+    let h = d.docker(&["history", "busybox"]).ok().stdout;
+    assert!(h.contains("IMAGE") && h.contains("CREATED BY"), "{h}");
+    let imgs = d
+        .docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .ok()
+        .stdout;
+    assert!(
+        imgs.contains("busybox:latest")
+            && imgs.contains(&format!("127.0.0.1:{}/test/bb:v1", reg.port)),
+        "{imgs}"
+    );
+    // save and load.
+    let tar = d.path("bb.tar");
+    d.docker(&["save", "-o", tar.to_str().unwrap(), "busybox"])
+        .ok();
+    assert!(std::fs::metadata(&tar).unwrap().len() > 100_000);
+    d.docker(&["rmi", "-f", "busybox"]).ok();
+    let out = d.docker(&["load", "-i", tar.to_str().unwrap()]).ok().stdout;
+    assert!(out.contains("Loaded image: busybox:latest"), "{out}");
+    // import from stdin with a change.
+    let rootfs = d.path("rootfs.tar");
+    let out = d
+        .docker(&[
+            "import",
+            "-c",
+            "CMD [\"echo\", \"imported\"]",
+            rootfs.to_str().unwrap(),
+            "imp:1",
+        ])
+        .ok()
+        .stdout;
+    assert!(out.trim().starts_with("sha256:"), "{out}");
+    assert_eq!(
+        d.docker(&["run", "--rm", "imp:1"]).ok().stdout,
+        "imported\n"
+    );
+    // rmi of an image a container uses: a conflict; search is refused clearly.
+    d.docker(&["create", "--name", "user", "imp:1"]).ok();
+    let r = d.docker(&["rmi", "imp:1"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("container"), "{}", r.stderr);
+    d.docker(&["rm", "user"]).ok();
+    d.docker(&["rmi", "imp:1"]).ok();
+    let r = d.docker(&["search", "busybox"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("not supported"), "{}", r.stderr);
+    // docker-py: list, pull, tag, remove.
+    let py = d.python(&format!(
+        r#"
+import docker, os
+c = docker.DockerClient(base_url=os.environ["BERTH_SOCK"])
+img = c.images.pull("127.0.0.1:{port}/test/bb", tag="v1")
+assert img.id.startswith("sha256:"), img.id
+img.tag("pytag", "x")
+assert any("pytag:x" in t for i in c.images.list() for t in i.tags)
+c.images.remove("pytag:x")
+print("ok")
+"#,
+        port = reg.port
+    ));
+    assert_eq!(py.stdout.trim(), "ok", "{}", py.stderr);
+    // system df.
+    let df = d.docker(&["system", "df"]).ok().stdout;
+    assert!(df.contains("Images") && df.contains("Containers"), "{df}");
+    finish(d);
+}
