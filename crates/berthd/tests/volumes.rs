@@ -260,6 +260,21 @@ fn anonymous_volumes_rm_v_and_prune() {
     .ok();
     let df = d.docker(&["system", "df", "-v"]).ok().stdout;
     assert!(df.contains(&v) && df.contains("102.4kB"), "{df}");
+    // A read-only root filesystem still gets its volume mounts (mount points created first).
+    let r = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--read-only",
+            "-v",
+            &format!("{v}:/newdir"),
+            "busybox",
+            "sh",
+            "-c",
+            "echo w > /newdir/f && cat /newdir/f; echo x > /rootfile || echo ro-root",
+        ])
+        .ok();
+    assert_eq!(r.stdout, "w\nro-root\n");
     finish(d);
 }
 
