@@ -67,7 +67,7 @@ fn raw_entry(
 
 #[test]
 fn volume_lifecycle_persistence_and_in_use() {
-    let d = Daemon::new();
+    let mut d = Daemon::new();
     let v = uniq("v");
     d.docker(&["volume", "create", "--label", "team=db", &v])
         .ok();
@@ -109,6 +109,11 @@ fn volume_lifecycle_persistence_and_in_use() {
     assert!(r.stderr.contains("volume is in use"), "{}", r.stderr);
     let r = d.docker(&["volume", "rm", "-f", &v]);
     assert_ne!(r.code, 0, "force must not remove a volume in use");
+    // References survive a daemon crash (rebuilt from the containers' records).
+    d.kill9();
+    d.start();
+    let r = d.docker(&["volume", "rm", &v]);
+    assert!(r.stderr.contains("volume is in use"), "{}", r.stderr);
     d.docker(&["rm", "db1"]).ok();
     let r = d
         .docker(&[
