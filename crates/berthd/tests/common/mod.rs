@@ -19,7 +19,28 @@ pub fn bin_dir() -> &'static Path {
         let dir = berthd.parent().unwrap().to_path_buf();
         let target = dir.parent().unwrap();
         let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let st = Command::new(env!("CARGO"))
+        let mut cargo = Command::new(env!("CARGO"));
+        // `ring`'s build script tracks CARGO_MANIFEST_DIR, CARGO_PKG_*, OUT_DIR … (set for this test
+        // process): inherited, the inner build and the outer one would rebuild ring, rustls, …
+        // in turn on every run.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().into_owned();
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_",
+            ]
+            .iter()
+            .any(|p| k.starts_with(p))
+                || k == "CARGO_TARGET_TMPDIR"
+                || k == "OUT_DIR"
+            {
+                cargo.env_remove(&k);
+            }
+        }
+        let st = cargo
             .args([
                 "build",
                 "-p",
