@@ -719,12 +719,21 @@ async fn stream_tar(
         }
         Ok(())
     });
-    tokio::spawn(async move {
-        let _ = join(h).await;
-    });
-    let stat = stat_rx
-        .await
-        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "archive failed".into()))??;
+    let stat = match stat_rx.await {
+        Ok(stat) => {
+            tokio::spawn(async move {
+                let _ = join(h).await;
+            });
+            stat?
+        }
+        // The root could not be set up: the thread's error says why.
+        Err(_) => {
+            return Err(match join(h).await {
+                Err(e) => e.into(),
+                Ok(()) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, "archive failed".into()),
+            })
+        }
+    };
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
