@@ -203,6 +203,146 @@ pub fn attach(host: &Host, id: &str, stdin: bool) -> Result<BufReader<UnixStream
     Ok(r)
 }
 
+/// A request answered with an HTTP upgrade (exec start, attach with stdin): the raw stream.
+pub fn hijack(
+    host: &Host,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<BufReader<UnixStream>, ApiError> {
+    let mut s = host.connect()?;
+    write_request(
+        &mut s,
+        "POST",
+        path,
+        body,
+        "Connection: Upgrade\r\nUpgrade: tcp\r\n",
+    )?;
+    let mut r = BufReader::new(s);
+    let (code, headers) = read_head(&mut r)?;
+    if code >= 400 {
+        let body = read_body(&mut r, &headers)?;
+        return Err(error_of(code, &body));
+    }
+    if code != 101 && code != 200 {
+        return Err(ApiError::Protocol(format!("upgrade answered {code}")));
+    }
+    Ok(r)
+}
+
+/// A POST with an optional streamed (chunked) body; the response body as a stream.
+pub fn post_stream(
+    host: &Host,
+    path: &str,
+    body: Option<Box<dyn Read + Send>>,
+) -> Result<Box<dyn Read + Send>, ApiError> {
+    let mut s = host.connect()?;
+    match body {
+        None => write_request(&mut s, "POST", path, None, "Connection: close\r\n")?,
+        Some(mut r) => {
+            let head = format!(
+                "POST /v1.44{path} HTTP/1.1\r\nHost: berth\r\nUser-Agent: berth-cli/{}\r\nConnection: close\r\nContent-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n\r\n",
+                env!("CARGO_PKG_VERSION")
+            );
+            s.write_all(head.as_bytes())?;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = r.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                write!(s, "{n:x}\r\n")?;
+                s.write_all(&buf[..n])?;
+                s.write_all(b"\r\n")?;
+            }
+            s.write_all(b"0\r\n\r\n")?;
+        }
+    }
+    let mut r = BufReader::new(s);
+    let (code, headers) = read_head(&mut r)?;
+    if code >= 400 {
+        let body = read_body(&mut r, &headers)?;
+        return Err(error_of(code, &body));
+    }
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        Ok(Box::new(Chunked {
+            r,
+            left: 0,
+            done: false,
+        }))
+    } else {
+        Ok(Box::new(r))
+    }
+}
+
+/// A streamed response (`logs -f`, `events`, `stats`): the reader after the head, de-chunked.
+pub fn stream(host: &Host, path: &str) -> Result<Box<dyn Read + Send>, ApiError> {
+    let mut s = host.connect()?;
+    write_request(&mut s, "GET", path, None, "Connection: close\r\n")?;
+    let mut r = BufReader::new(s);
+    let (code, headers) = read_head(&mut r)?;
+    if code >= 400 {
+        let body = read_body(&mut r, &headers)?;
+        return Err(error_of(code, &body));
+    }
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        Ok(Box::new(Chunked {
+            r,
+            left: 0,
+            done: false,
+        }))
+    } else {
+        Ok(Box::new(r))
+    }
+}
+
+struct Chunked<R> {
+    r: R,
+    left: usize,
+    done: bool,
+}
+
+impl<R: BufRead> Read for Chunked<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            let mut line = String::new();
+            // The CRLF after the previous chunk, then the size line.
+            loop {
+                line.clear();
+                if self.r.read_line(&mut line)? == 0 {
+                    self.done = true;
+                    return Ok(0);
+                }
+                if !line.trim().is_empty() {
+                    break;
+                }
+            }
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16)
+                .map_err(|_| std::io::Error::other("bad chunk size"))?;
+            if size == 0 {
+                self.done = true;
+                return Ok(0);
+            }
+            self.left = size;
+        }
+        let n = out.len().min(self.left);
+        let n = self.r.read(&mut out[..n])?;
+        if n == 0 {
+            self.done = true;
+        }
+        self.left -= n;
+        Ok(n)
+    }
+}
+
 /// Copies a multiplexed attach/logs stream to `out`/`err` until it ends.
 pub fn demux(r: &mut impl Read, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), ApiError> {
     let mut head = [0u8; 8];

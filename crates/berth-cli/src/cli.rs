@@ -19,15 +19,10 @@ use crate::commands::{
     disable_help_subcommand = true
 )]
 pub struct Cli {
-    /// Root directory of persistent Berth state.
-    #[arg(
-        long,
-        global = true,
-        env = "BERTH_DATA_ROOT",
-        default_value = "/var/lib/berth",
-        value_name = "PATH"
-    )]
-    pub data_root: PathBuf,
+    /// Work on this data root directly, without a daemon (image commands only); by default
+    /// every command goes through berthd.
+    #[arg(long, global = true, env = "BERTH_DATA_ROOT", value_name = "PATH")]
+    pub data_root: Option<PathBuf>,
 
     /// Registries (`host[:port]`) that may be reached over plain http or with unverified TLS
     /// (localhost and 127.0.0.1 always may)
@@ -88,6 +83,42 @@ pub enum Command {
     Logout(LogoutCmd),
     /// Create and run a new container from an image
     Run(crate::containers::RunCmd),
+    /// Create a new container
+    Create(crate::containers::RunCmd),
+    /// Start one or more stopped containers
+    Start(crate::ctl::StartCmd),
+    /// Restart one or more containers
+    Restart(crate::ctl::RestartCmd),
+    /// Kill one or more running containers
+    Kill(crate::ctl::KillCmd),
+    /// Execute a command in a running container
+    Exec(crate::ctl::ExecCmd),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(crate::ctl::AttachCmd),
+    /// Return low-level information on Berth objects
+    Inspect(crate::ctl::InspectCmd),
+    /// Display the running processes of a container
+    Top(crate::ctl::TopCmd),
+    /// Rename a container
+    Rename(crate::ctl::RenameCmd),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(crate::ctl::DiffCmd),
+    /// Pause all processes within one or more containers
+    Pause(crate::ctl::NamesCmd),
+    /// Unpause all processes within one or more containers
+    Unpause(crate::ctl::NamesCmd),
+    /// Update configuration of one or more containers
+    Update(crate::ctl::UpdateCmd),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(crate::ctl::StatsCmd),
+    /// Get real time events from the server
+    Events(crate::ctl::EventsCmd),
+    /// Manage containers
+    Container {
+        /// The container command.
+        #[command(subcommand)]
+        command: ContainerCommand,
+    },
     /// List containers
     Ps(crate::containers::PsCmd),
     /// Fetch the logs of a container
@@ -102,6 +133,20 @@ pub enum Command {
     Version(crate::containers::FormatCmd),
     /// Display system-wide information
     Info(crate::containers::FormatCmd),
+    /// Manage networks
+    Network {
+        /// The network command.
+        #[command(subcommand)]
+        command: crate::network::NetworkCommand,
+    },
+    /// List port mappings or a specific mapping for the container
+    Port(crate::network::PortCmd),
+    /// Berth's own registry server
+    Registry {
+        /// The registry command.
+        #[command(subcommand)]
+        command: crate::registry_server::RegistryCommand,
+    },
     /// Manage volumes
     Volume {
         /// The volume command.
@@ -147,11 +192,29 @@ pub enum ImageCommand {
     Push(PushCmd),
 }
 
+/// `container` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// List containers
+    #[command(visible_alias = "list", visible_alias = "ps")]
+    Ls(crate::containers::PsCmd),
+    /// Display detailed information on one or more containers
+    Inspect(crate::ctl::InspectCmd),
+    /// Remove all stopped containers
+    Prune(crate::ctl::PruneCmd),
+}
+
 /// `system` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum SystemCommand {
     /// Show disk usage
     Df(DfCmd),
+    /// Remove unused data
+    Prune(crate::ctl::PruneCmd),
+    /// Get real time events from the server
+    Events(crate::ctl::EventsCmd),
+    /// Display system-wide information
+    Info(crate::containers::FormatCmd),
 }
 
 /// `images` flags.
@@ -390,7 +453,11 @@ where
     }
 }
 
-fn backend(cli: &Cli) -> Result<LocalBackend, CliError> {
+fn backend(cli: &Cli) -> Result<Box<dyn ImageBackend>, CliError> {
+    let Some(root) = &cli.data_root else {
+        let host = crate::api::Host::parse(&cli.host).map_err(CliError::Usage)?;
+        return Ok(Box::new(crate::apibackend::ApiBackend { host }));
+    };
     let registry = berth_registry::RegistryConfig {
         insecure_registries: cli
             .insecure_registries
@@ -400,12 +467,12 @@ fn backend(cli: &Cli) -> Result<LocalBackend, CliError> {
             .collect(),
         ..Default::default()
     };
-    LocalBackend::open(cli.data_root.clone())
-        .map(|b| b.with_registry_config(registry))
+    LocalBackend::open(root.clone())
+        .map(|b| Box::new(b.with_registry_config(registry)) as Box<dyn ImageBackend>)
         .map_err(|e| {
             CliError::Usage(format!(
                 "Error: cannot open the Berth data root {}: {e}",
-                cli.data_root.display()
+                root.display()
             ))
         })
 }
@@ -424,33 +491,77 @@ fn images_opts(c: &ImagesCmd) -> ImagesOptions {
 
 fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CliError> {
     use crate::containers as ct;
-    let daemon_cmd = matches!(
+    if let Command::Registry { command } = &cli.command {
+        return crate::registry_server::run(command, out);
+    }
+    let daemon_cmd = !matches!(
         cli.command,
-        Command::Run(_)
-            | Command::Ps(_)
-            | Command::Logs(_)
-            | Command::Stop(_)
-            | Command::Rm(_)
-            | Command::Wait(_)
-            | Command::Version(_)
-            | Command::Info(_)
-            | Command::Volume { .. }
-            | Command::Cp(_)
+        Command::Images(_)
+            | Command::Image { .. }
+            | Command::Rmi(_)
+            | Command::Tag(_)
+            | Command::History(_)
+            | Command::Save(_)
+            | Command::Load(_)
+            | Command::Import(_)
+            | Command::Pull(_)
+            | Command::Push(_)
+            | Command::Login(_)
+            | Command::Logout(_)
+            | Command::System {
+                command: SystemCommand::Df(_)
+            }
     );
     if daemon_cmd {
         let host = crate::api::Host::parse(&cli.host).map_err(CliError::Usage)?;
+        let code = |r: Result<i32, CliError>| match r? {
+            0 => Ok(()),
+            code => Err(CliError::Exit(code)),
+        };
         return match &cli.command {
-            Command::Run(c) => match ct::run(&host, c, out, err)? {
-                0 => Ok(()),
-                code => Err(CliError::Exit(code)),
-            },
-            Command::Ps(c) => ct::ps(&host, c, out),
+            Command::Run(c) => code(ct::run(&host, c, out, err)),
+            Command::Create(c) => code(ct::create(&host, c, out, err)),
+            Command::Start(c) => code(crate::ctl::start(&host, c, out, err)),
+            Command::Exec(c) => code(crate::ctl::exec(&host, c, err)),
+            Command::Attach(c) => code(crate::ctl::attach(&host, c)),
+            Command::Restart(c) => crate::ctl::restart(&host, c, out, err),
+            Command::Kill(c) => crate::ctl::kill(&host, c, out, err),
+            Command::Inspect(c)
+            | Command::Container {
+                command: ContainerCommand::Inspect(c),
+            } => crate::ctl::inspect(&host, c, out, err),
+            Command::Top(c) => crate::ctl::top(&host, c, out),
+            Command::Rename(c) => crate::ctl::rename(&host, c),
+            Command::Diff(c) => crate::ctl::diff(&host, c, out),
+            Command::Pause(c) => crate::ctl::simple_post(&host, "pause", c, out, err),
+            Command::Unpause(c) => crate::ctl::simple_post(&host, "unpause", c, out, err),
+            Command::Update(c) => crate::ctl::update(&host, c, out, err),
+            Command::Stats(c) => crate::ctl::stats(&host, c, out),
+            Command::Events(c)
+            | Command::System {
+                command: SystemCommand::Events(c),
+            } => crate::ctl::events(&host, c, out),
+            Command::Container {
+                command: ContainerCommand::Prune(c),
+            } => crate::ctl::container_prune(&host, c, out),
+            Command::System {
+                command: SystemCommand::Prune(c),
+            } => crate::ctl::system_prune(&host, c, out),
+            Command::Ps(c)
+            | Command::Container {
+                command: ContainerCommand::Ls(c),
+            } => ct::ps(&host, c, out),
             Command::Logs(c) => ct::logs(&host, c, out, err),
             Command::Stop(c) => ct::stop(&host, c, out, err),
             Command::Rm(c) => ct::rm(&host, c, out, err),
             Command::Wait(c) => ct::wait(&host, c, out, err),
             Command::Version(c) => ct::version(&host, c, out, err),
-            Command::Info(c) => ct::info(&host, c, out),
+            Command::Info(c)
+            | Command::System {
+                command: SystemCommand::Info(c),
+            } => ct::info(&host, c, out),
+            Command::Network { command } => crate::network::network(&host, command, out, err),
+            Command::Port(c) => crate::network::port(&host, c, out),
             Command::Volume { command } => {
                 let stdin = io::stdin();
                 let mut input = stdin.lock();
@@ -461,7 +572,7 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
         };
     }
     let b = backend(cli)?;
-    let b: &dyn ImageBackend = &b;
+    let b: &dyn ImageBackend = b.as_ref();
     match &cli.command {
         Command::Images(c)
         | Command::Image {
@@ -568,17 +679,8 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
         Command::System {
             command: SystemCommand::Df(c),
         } => commands::system_df(b, c.format.as_deref(), out),
-        // Handled above, without opening the data root.
-        Command::Run(_)
-        | Command::Ps(_)
-        | Command::Logs(_)
-        | Command::Stop(_)
-        | Command::Rm(_)
-        | Command::Wait(_)
-        | Command::Version(_)
-        | Command::Info(_)
-        | Command::Volume { .. }
-        | Command::Cp(_) => Ok(()),
+        // Daemon commands are handled above, without opening the data root.
+        _ => Ok(()),
     }
 }
 

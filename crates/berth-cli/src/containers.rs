@@ -50,6 +50,12 @@ pub struct RunCmd {
     /// Volumes, binds, tmpfs (crate::storage)
     #[command(flatten)]
     storage: crate::storage::StorageFlags,
+    /// Networking flags (`-p`, `-P`, `--dns`, `--add-host`, `--ip`, `-h`, …)
+    #[command(flatten)]
+    net: Box<crate::network::NetworkFlags>,
+    /// Docker's other create flags.
+    #[command(flatten)]
+    pub opts: crate::ctl::CreateFlags,
     /// The image
     image: String,
     /// The command and its arguments
@@ -57,13 +63,7 @@ pub struct RunCmd {
     command: Vec<String>,
 }
 
-/// `run`: create, attach (unless detached), start, wait; exits with the container's status.
-pub fn run(
-    host: &Host,
-    c: &RunCmd,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> Result<i32, CliError> {
+fn create_body(c: &RunCmd) -> Result<Value, CliError> {
     let labels: serde_json::Map<String, Value> = c
         .label
         .iter()
@@ -96,6 +96,21 @@ pub fn run(
     if let Some(n) = &c.network {
         body["HostConfig"]["NetworkMode"] = json!(n);
     }
+    c.net.apply(&mut body, c.network.as_deref())?;
+    c.opts.apply(&mut body)?;
+    Ok(body)
+}
+
+/// Creates the container; errors are printed as Docker's and exit 125.
+fn create_container(host: &Host, c: &RunCmd, err: &mut dyn Write) -> Result<String, CliError> {
+    let body = match create_body(c) {
+        Ok(b) => b,
+        Err(CliError::Usage(m)) => {
+            let _ = writeln!(err, "berth: {m}");
+            return Err(CliError::Exit(125));
+        }
+        Err(e) => return Err(e),
+    };
     let path = match &c.name {
         Some(n) => format!("/containers/create?name={}", enc(n)),
         None => "/containers/create".to_string(),
@@ -111,22 +126,94 @@ pub fn run(
             125
         }),
     })?;
-    let id = created.json().map_err(daemon)?["Id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let v = created.json().map_err(daemon)?;
+    for warning in v["Warnings"].as_array().into_iter().flatten() {
+        let _ = writeln!(err, "WARNING: {}", warning.as_str().unwrap_or_default());
+    }
+    Ok(v["Id"].as_str().unwrap_or_default().to_string())
+}
+
+/// `create`: prints the new container's ID.
+pub fn create(
+    host: &Host,
+    c: &RunCmd,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<i32, CliError> {
+    let id = create_container(host, c, err)?;
+    writeln!(out, "{id}").map_err(|e| CliError::Message(e.to_string()))?;
+    Ok(0)
+}
+
+/// The exit status for a container that failed to start (Docker's 126/127/125).
+fn start_failure(err: &mut dyn Write, e: ApiError) -> i32 {
+    let msg = daemon(e).to_string();
+    let _ = writeln!(err, "berth: {msg}");
+    let lower = msg.to_ascii_lowercase();
+    if lower.contains("not found") || lower.contains("no such file") {
+        127
+    } else if msg.contains("ermission denied") {
+        126
+    } else {
+        125
+    }
+}
+
+/// `run`: create, attach (unless detached), start, wait; exits with the container's status.
+pub fn run(
+    host: &Host,
+    c: &RunCmd,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<i32, CliError> {
+    let id = create_container(host, c, err)?;
     if c.detach {
-        api::request(host, "POST", &format!("/containers/{id}/start"), None).map_err(|e| {
-            let _ = writeln!(err, "berth: {}", daemon(e));
-            CliError::Exit(125)
-        })?;
+        if let Err(e) = api::request(host, "POST", &format!("/containers/{id}/start"), None) {
+            return Ok(start_failure(err, e));
+        }
         writeln!(out, "{id}").map_err(|e| CliError::Message(e.to_string()))?;
         return Ok(0);
+    }
+    let condition = if c.rm { "removed" } else { "next-exit" };
+    if c.opts.interactive || c.opts.tty {
+        let stream = api::hijack(
+            host,
+            &format!(
+                "/containers/{id}/attach?stream=1&stdout=1&stderr=1&stdin={}",
+                c.opts.interactive as u8
+            ),
+            None,
+        )
+        .map_err(daemon)?;
+        let waiter = crate::ctl::spawn_wait(host, &id, condition);
+        if let Err(e) = api::request(host, "POST", &format!("/containers/{id}/start"), None) {
+            return Ok(start_failure(err, e));
+        }
+        if c.opts.tty {
+            if let Some((h, w)) = crate::ctl::term_size() {
+                let _ = api::request(
+                    host,
+                    "POST",
+                    &format!("/containers/{id}/resize?h={h}&w={w}"),
+                    None,
+                );
+            }
+        }
+        let detached = crate::ctl::interactive(
+            host,
+            stream,
+            c.opts.tty,
+            c.opts.interactive,
+            c.opts.tty.then(|| format!("/containers/{id}/resize")),
+        )?;
+        if detached {
+            return Ok(0);
+        }
+        return Ok(crate::ctl::join_wait(waiter));
     }
     // Attach before start so no output is lost; wait in the background from before the start
     // too, so a container removed at exit (--rm) is still waited for.
     let mut stream = api::attach(host, &id, false).map_err(daemon)?;
-    let condition = if c.rm { "removed" } else { "next-exit" };
     let wait_host = host.clone();
     let wait_id = id.clone();
     let waiter = std::thread::spawn(move || {
@@ -138,8 +225,7 @@ pub fn run(
         )
     });
     if let Err(e) = api::request(host, "POST", &format!("/containers/{id}/start"), None) {
-        let _ = writeln!(err, "berth: {}", daemon(e));
-        return Ok(126);
+        return Ok(start_failure(err, e));
     }
     api::demux(&mut stream, out, err).map_err(daemon)?;
     let res = waiter
@@ -203,10 +289,11 @@ pub fn ps(host: &Host, c: &PsCmd, out: &mut dyn Write) -> Result<(), CliError> {
             .map(|n| n.trim_start_matches('/'))
             .collect();
         text.push_str(&format!(
-            "{short}\t{}\t{cmd}\t{}\t{}\t\t{}\n",
+            "{short}\t{}\t{cmd}\t{}\t{}\t{}\t{}\n",
             ct["Image"].as_str().unwrap_or_default(),
             crate::units::since(ct["Created"].as_i64().unwrap_or(now), now),
             ct["Status"].as_str().unwrap_or_default(),
+            crate::network::ports_column(&ct["Ports"]),
             names.join(",")
         ));
     }
@@ -246,8 +333,20 @@ pub fn logs(
         c.timestamps as u8,
         enc(&c.tail)
     );
-    let resp = api::request(host, "GET", &path, None).map_err(daemon)?;
-    api::demux(&mut &resp.body[..], out, err).map_err(daemon)
+    let info = api::request(
+        host,
+        "GET",
+        &format!("/containers/{}/json", enc(&c.container)),
+        None,
+    )
+    .and_then(|r| r.json())
+    .map_err(daemon)?;
+    let mut r = api::stream(host, &path).map_err(daemon)?;
+    if info["Config"]["Tty"].as_bool() == Some(true) {
+        std::io::copy(&mut r, out).map_err(|e| CliError::Message(e.to_string()))?;
+        return Ok(());
+    }
+    api::demux(&mut r, out, err).map_err(daemon)
 }
 
 /// `stop` flags.

@@ -11,11 +11,15 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod apibackend;
 pub use berth_registry::images as backend;
 pub mod cli;
 pub mod commands;
 pub mod containers;
+pub mod ctl;
 pub mod format;
+pub mod network;
+pub mod registry_server;
 pub mod storage;
 pub mod tabwriter;
 pub mod template;

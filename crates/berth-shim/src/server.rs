@@ -724,21 +724,7 @@ impl Shim {
                 log_line(&format!("write exit.json: {e}"));
             }
         }
-        // Answer the waiters.
-        let waiting: Vec<u64> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.mode == Mode::Waiting(t.clone()))
-            .map(|(id, _)| *id)
-            .collect();
-        let reply = json!({"ok": true, "exit_code": code, "finished_at": now});
-        for id in waiting {
-            self.reply(id, &reply);
-            if let Some(c) = self.conns.get_mut(&id) {
-                c.mode = Mode::Control;
-            }
-            self.process_lines(id);
-        }
+        // Waiters are answered in `maybe_finish`, once the output is drained into the log.
         self.maybe_finish(&t);
     }
 
@@ -756,6 +742,21 @@ impl Shim {
         p.streams_ended = true;
         let code = p.exit_code.unwrap_or(-1);
         let finished = p.finished_at.clone().unwrap_or_default();
+        // Answer the waiters: the process is gone and its output is in the log.
+        let waiting: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.mode == Mode::Waiting(t.clone()))
+            .map(|(id, _)| *id)
+            .collect();
+        let reply = json!({"ok": true, "exit_code": code, "finished_at": finished});
+        for id in waiting {
+            self.reply(id, &reply);
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.mode = Mode::Control;
+            }
+            self.process_lines(id);
+        }
         let ids: Vec<u64> = self
             .conns
             .iter()
@@ -1317,7 +1318,8 @@ impl Shim {
             }
         };
         let p = self.proc_mut(&target)?;
-        if p.status == Status::Stopped {
+        // Answered once the output is drained too, so that logs read after `wait` are complete.
+        if p.status == Status::Stopped && p.streams_ended {
             return Some(
                 json!({"ok": true, "exit_code": p.exit_code, "finished_at": p.finished_at}),
             );

@@ -119,6 +119,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .delete(bad_version)
                 .head(bad_version),
         )
+        .merge(crate::network::routes())
         .merge(crate::api_ext::routes())
         .merge(crate::images_api::routes())
         .fallback(not_found)
@@ -367,6 +368,7 @@ async fn containers_list(State(s): St, Query(q): Q) -> R {
         if !keep {
             continue;
         }
+        let (ports, netsettings) = s.engine.net.list_fields(&c); // [network]
         out.push(json!({
             "Id": c.id,
             "Names": [c.name],
@@ -374,12 +376,12 @@ async fn containers_list(State(s): St, Query(q): Q) -> R {
             "ImageID": c.image,
             "Command": command_of(&c),
             "Created": util::unix_secs(&c.created),
-            "Ports": [],
+            "Ports": ports,
             "Labels": c.config["Labels"],
             "State": c.state.status,
             "Status": status_text(&c),
             "HostConfig": {"NetworkMode": c.network_mode()},
-            "NetworkSettings": {"Networks": {}},
+            "NetworkSettings": netsettings,
             "Mounts": crate::mounts::inspect_json(&s.engine, &c.id),
         }));
     }
@@ -431,7 +433,6 @@ async fn container_inspect(State(s): St, Path(id): Path<String>) -> R {
             o.entry(k).or_insert(d);
         }
     }
-    let mode = c.network_mode();
     let exec_ids = {
         let x = s.engine.execs_of(&c.id);
         if x.is_empty() {
@@ -463,26 +464,7 @@ async fn container_inspect(State(s): St, Path(id): Path<String>) -> R {
         "GraphDriver": {"Name": c.driver, "Data": {"MergedDir": shim.join("rootfs")}},
         "Mounts": crate::mounts::inspect_json(&s.engine, &c.id),
         "Config": c.config,
-        "NetworkSettings": {
-            "Bridge": "",
-            "SandboxID": "",
-            "SandboxKey": "",
-            "Ports": {},
-            "HairpinMode": false,
-            "LinkLocalIPv6Address": "",
-            "LinkLocalIPv6PrefixLen": 0,
-            "SecondaryIPAddresses": null,
-            "SecondaryIPv6Addresses": null,
-            "EndpointID": "",
-            "Gateway": "",
-            "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0,
-            "IPAddress": "",
-            "IPPrefixLen": 0,
-            "IPv6Gateway": "",
-            "MacAddress": "",
-            "Networks": if mode == "host" || mode == "none" { json!({mode.clone(): {"NetworkID": mode, "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": ""}}) } else { json!({}) },
-        },
+        "NetworkSettings": s.engine.net.settings(&c), // [network]
     })))
 }
 

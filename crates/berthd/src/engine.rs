@@ -29,6 +29,11 @@ pub enum EngineError {
     Conflict(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// A 404 whose message is complete (`network x not found`).
+    #[error("{0}")]
+    Missing(String),
     #[error("not modified")]
     NotModified,
     #[error("{0}")]
@@ -42,6 +47,8 @@ impl EngineError {
             EngineError::NotFound(_) | EngineError::ImageNotFound(_) => 404,
             EngineError::Conflict(_) => 409,
             EngineError::BadRequest(_) => 400,
+            EngineError::Forbidden(_) => 403,
+            EngineError::Missing(_) => 404,
             EngineError::NotModified => 304,
             EngineError::Internal(_) => 500,
         }
@@ -62,8 +69,12 @@ pub struct EngineConfig {
     pub shim: PathBuf,
     pub runtime: PathBuf,
     pub cgroup_parent: String,
+    /// Networking options (see [`crate::network`]).
+    pub network: crate::network::NetOptions,
     /// Registries reachable over plain http besides loopback (`--insecure-registry`).
     pub insecure_registries: Vec<String>,
+    /// The static init binary mounted as `/sbin/docker-init` for `--init`.
+    pub init: PathBuf,
 }
 
 /// Docker's `State` of a container.
@@ -182,6 +193,8 @@ pub struct Engine {
     /// Named volumes (crate::volumes).
     pub volumes: crate::volumes::VolumeStore,
     map: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Networks, endpoints, published ports, embedded DNS.
+    pub net: Arc<crate::network::Manager>,
     /// The event bus (`GET /events`).
     pub bus: crate::events::Bus,
     pub(crate) execs: crate::exec::Execs,
@@ -204,12 +217,14 @@ impl Engine {
         std::fs::create_dir_all(cfg.exec_root.join("containers"))?;
         let images = ImageStore::open(&cfg.data_root)?;
         let volumes = crate::volumes::VolumeStore::open(&cfg.data_root.join("volumes"))?;
+        let net = crate::network::Manager::open(&cfg.network, &cfg.data_root)?;
         let cfg_insecure = cfg.insecure_registries.clone();
         let engine = Arc::new(Engine {
             cfg,
             images,
             volumes,
             map: Mutex::new(HashMap::new()),
+            net,
             bus: Default::default(),
             execs: Default::default(),
             registry_config: berth_registry::RegistryConfig {
@@ -234,6 +249,8 @@ impl Engine {
 
     /// Reattaches to the shims of running containers (call inside the runtime).
     pub fn reattach(self: &Arc<Self>) {
+        // [network] forget endpoints of vanished containers, re-adopt running ones.
+        self.net.adopt(&self.list());
         let running: Vec<String> = self
             .map
             .lock()
@@ -497,6 +514,7 @@ impl Engine {
             "Labels": labels,
             "StopSignal": body["StopSignal"].as_str().map(str::to_string).or(ic.stop_signal.clone()),
             "StopTimeout": body["StopTimeout"].clone(),
+            "ExposedPorts": crate::network::exposed_ports(body, ic.exposed_ports.iter().flat_map(|m| m.keys())),
         });
         let mut config = config;
         let health = if body["Healthcheck"].is_object() {
@@ -568,14 +586,24 @@ impl Engine {
             }
         }
         // Volumes and mounts (crate::mounts): create volumes, take references, record.
-        if let Err(e) = crate::mounts::commit(self, &id, &planned) {
+        // [network] validate the network settings and create the endpoints.
+        let created = crate::mounts::commit(self, &id, &planned).and_then(|_| {
+            self.net
+                .on_create(&container, body)
+                .and_then(|_| self.persist(&container))
+                .inspect_err(|_| {
+                    self.net.on_remove(&id);
+                    let anon = crate::mounts::anonymous_volumes(self, &id);
+                    crate::mounts::on_removed(self, &id, &anon, true);
+                })
+        });
+        if let Err(e) = created {
             if let Ok(sn) = self.images.snapshotter() {
                 let _ = sn.remove_container(&id);
             }
             let _ = std::fs::remove_dir_all(self.data_dir(&id));
             return Err(e);
         }
-        self.persist(&container)?;
         self.container_event(&container, "create", &[]);
         self.insert(container);
         Ok((id, warnings))
@@ -728,19 +756,22 @@ impl Engine {
         let hn = dd.join("hostname");
         std::fs::write(&hn, format!("{hostname}\n")).map_err(|e| fail(internal(e)))?;
         etc.push((hn.display().to_string(), "/etc/hostname".to_string()));
+        // [network] /etc/hosts, /etc/resolv.conf, and the namespace of container:<x>.
+        let plan = self
+            .net
+            .prepare(c, &hostname, &|x| {
+                self.get(x)
+                    .ok()
+                    .filter(|o| o.state.running)
+                    .map(|o| (o.id, o.state.pid))
+            })
+            .map_err(fail)?;
         let hosts = dd.join("hosts");
-        let hosts_body = if host_net {
-            std::fs::read_to_string("/etc/hosts").unwrap_or_default()
-        } else {
-            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.0.1\t{hostname}\n")
-        };
-        std::fs::write(&hosts, hosts_body).map_err(|e| fail(internal(e)))?;
+        std::fs::write(&hosts, &plan.hosts).map_err(|e| fail(internal(e)))?;
         etc.push((hosts.display().to_string(), "/etc/hosts".to_string()));
-        if let Ok(r) = std::fs::read("/etc/resolv.conf") {
-            let rc = dd.join("resolv.conf");
-            std::fs::write(&rc, r).map_err(|e| fail(internal(e)))?;
-            etc.push((rc.display().to_string(), "/etc/resolv.conf".to_string()));
-        }
+        let rc = dd.join("resolv.conf");
+        std::fs::write(&rc, &plan.resolv).map_err(|e| fail(internal(e)))?;
+        etc.push((rc.display().to_string(), "/etc/resolv.conf".to_string()));
         let mut env: Vec<String> = c.config["Env"]
             .as_array()
             .map(|a| {
@@ -755,7 +786,22 @@ impl Engine {
         if c.tty() && !env.iter().any(|e| e.starts_with("TERM=")) {
             env.push("TERM=xterm".into());
         }
-        let mut args = vec![c.path.clone()];
+        let init = c.host_config["Init"].as_bool() == Some(true);
+        let mut args = if init {
+            if !self.cfg.init.is_file() {
+                return Err(fail(EngineError::BadRequest(format!(
+                    "--init: the init binary {} does not exist (give berthd --init-path)",
+                    self.cfg.init.display()
+                ))));
+            }
+            vec![
+                "/sbin/docker-init".to_string(),
+                "--".to_string(),
+                c.path.clone(),
+            ]
+        } else {
+            vec![c.path.clone()]
+        };
         args.extend(c.args.iter().cloned());
         let gids = crate::hostconfig::group_add(&rootfs, &c.host_config)
             .map_err(|e| fail(EngineError::BadRequest(e)))?;
@@ -781,6 +827,15 @@ impl Engine {
         });
         crate::hostconfig::apply(&mut cfg, &c.host_config, self)
             .map_err(|e| fail(EngineError::BadRequest(e)))?;
+        if init {
+            cfg["mounts"].as_array_mut().expect("mounts").push(json!({
+                "destination": "/sbin/docker-init",
+                "type": "bind",
+                "source": self.cfg.init,
+                "options": ["rbind", "ro", "nosuid", "nodev"],
+            }));
+        }
+        crate::network::Manager::patch_spec(&mut cfg, &plan);
         util::write_json_atomic(&exec_dir.join("config.json"), &cfg)
             .map_err(|e| fail(internal(e)))?;
         let mut cmd = std::process::Command::new(&self.cfg.shim);
@@ -819,18 +874,15 @@ impl Engine {
         let line = String::from_utf8_lossy(&out.stdout);
         let report = serde_json::from_str::<Value>(line.trim())
             .map_err(|e| fail(internal(format!("bad shim report {line:?}: {e}"))))?;
-        if !host_net {
-            // The container exists (its init waits for `start`): bring its loopback up.
-            let pid = report["init_pid"].as_i64().unwrap_or(0);
-            if let Err(e) = crate::netns::spawn_loopback_up(pid) {
-                let socket = shim_dir.join("shim.sock");
-                if let Ok(mut c) = berth_shim::client::Client::connect(&socket) {
-                    let _ = c.shutdown(true);
-                }
-                return Err(fail(internal(format!(
-                    "setting up the loopback interface: {e}"
-                ))));
+        // [network] The container exists (its init waits for `start`): loopback, veths,
+        // published ports, DNS.
+        let pid = report["init_pid"].as_i64().unwrap_or(0);
+        if let Err(e) = self.net.attach(c, pid) {
+            let socket = shim_dir.join("shim.sock");
+            if let Ok(mut c) = berth_shim::client::Client::connect(&socket) {
+                let _ = c.shutdown(true);
             }
+            return Err(fail(e));
         }
         Ok(report)
     }
@@ -938,6 +990,10 @@ impl Engine {
         let _ = shimio::call(&socket, json!({"op": "shutdown", "force": true})).await;
         let _ = berth_image::snapshot::unmount(&self.rootfs(id));
         crate::mounts::on_stopped(self, id);
+        // [network] proxies, DNS, host veths and port rules.
+        let net = self.net.clone();
+        let id2 = id.to_string();
+        let _ = tokio::task::spawn_blocking(move || net.on_exit(&id2)).await;
         if oom {
             self.container_event(&snapshot, "oom", &[]);
         }
@@ -1140,6 +1196,7 @@ impl Engine {
         let me = self.clone();
         let id2 = id.clone();
         let _ = tokio::task::spawn_blocking(move || {
+            me.net.on_remove(&id2); // [network] release the addresses
             let _ = berth_image::snapshot::unmount(&me.rootfs(&id2));
             if let Ok(sn) = me.images.snapshotter() {
                 if let Err(err) = sn.remove_container(&id2) {
@@ -1319,10 +1376,7 @@ fn validate(body: &Value, hc: &Value) -> Result<()> {
             "{what} is not supported by berth yet"
         )))
     };
-    match hc["NetworkMode"].as_str().unwrap_or("") {
-        "" | "default" | "bridge" | "none" | "host" => {}
-        other => return bad(&format!("HostConfig.NetworkMode {other:?}")),
-    }
+    // [network] NetworkMode, ports, DNS and extra hosts are checked by network::on_create.
     let nonempty = |v: &Value| match v {
         Value::Null => false,
         Value::Bool(b) => *b,
@@ -1331,18 +1385,7 @@ fn validate(body: &Value, hc: &Value) -> Result<()> {
         Value::Array(a) => !a.is_empty(),
         Value::Object(o) => !o.is_empty(),
     };
-    for k in [
-        "PortBindings",
-        "Init",
-        "Dns",
-        "DnsSearch",
-        "DnsOptions",
-        "ExtraHosts",
-        "Links",
-        "PublishAllPorts",
-        "VolumeDriver",
-        "DeviceRequests",
-    ] {
+    for k in ["Links", "VolumeDriver", "DeviceRequests"] {
         if nonempty(&hc[k]) {
             return bad(&format!("HostConfig.{k}"));
         }
@@ -1382,11 +1425,6 @@ fn validate(body: &Value, hc: &Value) -> Result<()> {
         "" | "json-file" => {}
         other => return bad(&format!("HostConfig.LogConfig.Type {other:?}")),
     }
-    for k in ["ExposedPorts"] {
-        if nonempty(&body[k]) {
-            return bad(k);
-        }
-    }
     if let Some(t) = body["Healthcheck"]["Test"].as_array() {
         match t.first().and_then(Value::as_str) {
             None | Some("NONE" | "CMD" | "CMD-SHELL") => {}
@@ -1413,7 +1451,6 @@ mod tests {
             &json!({"NetworkMode": "none", "PidsLimit": 0, "Binds": null})
         )
         .is_ok());
-        assert!(validate(&json!({}), &json!({"NetworkMode": "mynet"})).is_err());
-        assert!(validate(&json!({"ExposedPorts": {"80/tcp": {}}}), &json!({})).is_err());
+        assert!(validate(&json!({"Volumes": {"/x": {}}}), &json!({})).is_ok());
     }
 }

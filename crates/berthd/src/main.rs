@@ -11,6 +11,7 @@ use tower::Layer;
 
 use berthd::api::{self, AppState};
 use berthd::engine::{Engine, EngineConfig};
+use berthd::listen;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -19,14 +20,24 @@ use berthd::engine::{Engine, EngineConfig};
     about = "Berth daemon: the Docker Engine API on a unix socket"
 )]
 struct Args {
-    /// Daemon socket to listen on (`unix:///path`).
-    #[arg(
-        short = 'H',
-        long = "host",
-        default_value = "unix:///run/berth/berth.sock",
-        overrides_with = "host"
-    )]
-    host: String,
+    /// Address to listen on (`unix:///path` or `tcp://host:port`); repeatable.
+    #[arg(short = 'H', long = "host")]
+    host: Vec<String>,
+    /// Use TLS on TCP listeners (implied by --tlsverify); `--tls=false` allows plain TCP.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    tls: Option<bool>,
+    /// Use TLS and require client certificates signed by --tlscacert.
+    #[arg(long)]
+    tlsverify: bool,
+    /// CA certificate(s) trusted for client certificates.
+    #[arg(long)]
+    tlscacert: Option<PathBuf>,
+    /// The server's TLS certificate (chain).
+    #[arg(long)]
+    tlscert: Option<PathBuf>,
+    /// The server's TLS key.
+    #[arg(long)]
+    tlskey: Option<PathBuf>,
     /// Root of persistent state.
     #[arg(long, default_value = "/var/lib/berth")]
     data_root: PathBuf,
@@ -45,6 +56,10 @@ struct Args {
     /// The shim binary (default: next to berthd, else `berth-shim` on PATH).
     #[arg(long)]
     shim: Option<PathBuf>,
+    /// The init of `--init` containers, a static binary (default: `berth-init` next to
+    /// berthd or on PATH; dockerd's `--init-path`).
+    #[arg(long = "init-path")]
+    init_path: Option<PathBuf>,
     /// The OCI runtime binary (default: next to berthd, else `berth-runtime` on PATH).
     #[arg(long)]
     runtime: Option<PathBuf>,
@@ -54,6 +69,18 @@ struct Args {
     /// Debug logging.
     #[arg(short = 'D', long)]
     debug: bool,
+    /// The default bridge network's interface.
+    #[arg(short = 'b', long, env = "BERTHD_BRIDGE", default_value = "berth0")]
+    bridge: String,
+    /// The default bridge's address and prefix (e.g. 172.17.0.1/16); chosen when absent.
+    #[arg(long, env = "BERTHD_BIP")]
+    bip: Option<berth_network::Ipv4Net>,
+    /// Where default-bridge containers get their addresses (inside --bip's subnet).
+    #[arg(long, env = "BERTHD_FIXED_CIDR")]
+    fixed_cidr: Option<berth_network::Ipv4Net>,
+    /// Firewall backend: auto, nftables, iptables, none.
+    #[arg(long, env = "BERTHD_FIREWALL", default_value = "auto")]
+    firewall_backend: String,
 }
 
 fn find_bin(name: &str) -> PathBuf {
@@ -97,14 +124,6 @@ fn lock_data_root(root: &Path) -> anyhow::Result<std::fs::File> {
 }
 
 fn main() {
-    let argv: Vec<String> = std::env::args().collect();
-    if argv.len() == 3 && argv[1] == berthd::netns::HELPER_ARG {
-        if let Err(e) = berthd::netns::helper_main(&argv[2]) {
-            eprintln!("bringing up lo: {e}");
-            std::process::exit(1);
-        }
-        return;
-    }
     let args = Args::parse();
     if let Err(e) = run(args) {
         eprintln!("berthd: {e:#}");
@@ -126,10 +145,36 @@ fn run(args: Args) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let Some(sock) = args.host.strip_prefix("unix://") else {
-        bail!("only unix:// hosts are supported for now: {}", args.host);
+    let use_tls = args.tlsverify || args.tls.unwrap_or(false);
+    let hosts = if args.host.is_empty() {
+        vec!["unix:///run/berth/berth.sock".to_string()]
+    } else {
+        args.host.clone()
     };
-    let sock = PathBuf::from(sock);
+    let mut unix_socks = Vec::new();
+    let mut tcp_addrs = Vec::new();
+    for h in &hosts {
+        match listen::parse_host(h, use_tls).map_err(anyhow::Error::msg)? {
+            listen::Endpoint::Unix(p) => unix_socks.push(p),
+            listen::Endpoint::Tcp(a) => tcp_addrs.push(a),
+        }
+    }
+    let tls_config = if use_tls {
+        Some(
+            listen::server_config(&listen::TlsFiles {
+                cert: args.tlscert.clone(),
+                key: args.tlskey.clone(),
+                ca: args.tlscacert.clone(),
+                verify: args.tlsverify,
+            })
+            .map_err(anyhow::Error::msg)?,
+        )
+    } else {
+        if !tcp_addrs.is_empty() && args.tls != Some(false) {
+            bail!("refusing to listen on TCP without TLS (anyone who connects would be root on this host): give --tlsverify with --tlscacert/--tlscert/--tlskey, or --tls=false to do it anyway");
+        }
+        None
+    };
     std::fs::create_dir_all(&args.data_root)?;
     std::fs::create_dir_all(&args.exec_root)?;
     let _lock = lock_data_root(&args.data_root)?;
@@ -149,7 +194,17 @@ fn run(args: Args) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| find_bin("berth-runtime")),
         cgroup_parent: args.cgroup_parent.clone(),
+        network: berthd::network::NetOptions {
+            bridge: args.bridge.clone(),
+            bip: args.bip,
+            fixed_cidr: args.fixed_cidr,
+            firewall: args.firewall_backend.clone(),
+        },
         insecure_registries: args.insecure_registries.clone(),
+        init: args
+            .init_path
+            .clone()
+            .unwrap_or_else(|| find_bin("berth-init")),
     };
     let engine = Engine::open(cfg)?;
     let info = berthd::sysinfo::Static::read(&args.data_root);
@@ -161,30 +216,59 @@ fn run(args: Args) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         engine.reattach();
-        if let Some(d) = sock.parent() {
-            std::fs::create_dir_all(d)?;
-        }
-        let _ = std::fs::remove_file(&sock);
-        let listener = tokio::net::UnixListener::bind(&sock)
-            .with_context(|| format!("binding {}", sock.display()))?;
-        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660))?;
-        tracing::info!("API listening on {}", sock.display());
         let state = Arc::new(AppState { engine, info });
         let app = api::router(state);
         let app = tower::util::MapRequestLayer::new(api::strip_version).layer(app);
-        let shutdown = async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        for sock in &unix_socks {
+            if let Some(d) = sock.parent() {
+                std::fs::create_dir_all(d)?;
             }
-            tracing::info!("shutting down (containers keep running)");
-        };
-        axum::serve(listener, app.into_make_service())
-            .with_graceful_shutdown(shutdown)
-            .await?;
-        let _ = std::fs::remove_file(&sock);
+            let _ = std::fs::remove_file(sock);
+            let listener = tokio::net::UnixListener::bind(sock)
+                .with_context(|| format!("binding {}", sock.display()))?;
+            std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o660))?;
+            tracing::info!("API listening on {}", sock.display());
+            let mut rx = stop_rx.clone();
+            let app = app.clone();
+            tasks.push(tokio::spawn(async move {
+                let _ = axum::serve(listener, app.into_make_service())
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.changed().await;
+                    })
+                    .await;
+            }));
+        }
+        for addr in &tcp_addrs {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            tracing::info!(
+                "API listening on tcp://{addr}{}",
+                if tls_config.is_some() { " (TLS)" } else { " (no TLS!)" }
+            );
+            tasks.push(tokio::spawn(listen::serve_tcp(
+                listener,
+                tls_config.clone(),
+                app.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        tracing::info!("shutting down (containers keep running)");
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+        }
+        for sock in &unix_socks {
+            let _ = std::fs::remove_file(sock);
+        }
         let _ = std::fs::remove_file(&pidfile);
         anyhow::Ok(())
     })

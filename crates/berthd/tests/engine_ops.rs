@@ -458,6 +458,27 @@ fn limits_security_and_health() {
         .ok()
         .stdout;
     assert!(out.trim().parse::<u32>().unwrap() > 3, "{out}");
+    // --init: PID 1 is the init, the command its child; zombies are reaped, signals forwarded.
+    let out = d
+        .docker(&["run", "--rm", "--init", "busybox", "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; (sleep 0.1 &) ; sleep 0.5; ps -o stat,comm | grep -c Z; exit 7"])
+        .stdout;
+    assert!(out.starts_with("/sbin/docker-init -- sh -c"), "{out}");
+    assert!(out.ends_with("0\n"), "zombies left: {out}");
+    let r = d.docker(&["run", "--rm", "--init", "busybox", "sh", "-c", "exit 7"]);
+    assert_eq!(r.code, 7);
+    d.docker(&[
+        "run", "-d", "--name", "ini", "--init", "busybox", "sleep", "1000",
+    ])
+    .ok();
+    // sleep as the init's child dies of the forwarded SIGTERM (143); as PID 1 it would ignore
+    // it and be killed after the timeout (137).
+    d.docker(&["stop", "-t", "5", "ini"]).ok();
+    assert_eq!(
+        d.docker(&["inspect", "-f", "{{.State.ExitCode}}", "ini"])
+            .ok()
+            .stdout,
+        "143\n"
+    );
     // Health checks.
     d.docker(&[
         "run",
@@ -491,5 +512,184 @@ fn limits_security_and_health() {
         .ok()
         .stdout;
     assert!(ps.contains("(healthy)"), "{ps}");
+    finish(d);
+}
+
+/// Runs `cmd` under `script`, i.e. on a real pseudo-terminal; returns its output.
+fn on_pty(d: &Daemon, cmd: &str, input: &str) -> String {
+    use std::io::Write;
+    let mut c = std::process::Command::new("script");
+    c.args(["-qfec", cmd, "/dev/null"])
+        .env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
+        .env("DOCKER_CONFIG", d.path("docker-config"))
+        .env("BERTH_HOST", format!("unix://{}", d.sock().display()))
+        .env("COLUMNS", "100")
+        .env("LINES", "30")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    {
+        let mut i = child.stdin.take().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = i.write_all(input.as_bytes());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let o = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn berth_cli_engine_commands_and_terminals() {
+    let d = Daemon::new();
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    d.berth(&[
+        "run", "-d", "--name", "aa", "--memory", "32m", "busybox", "sleep", "1000",
+    ])
+    .ok();
+    let r = d.berth(&["exec", "aa", "sh", "-c", "echo hi; exit 4"]);
+    assert_eq!((r.code, r.stdout.as_str()), (4, "hi\n"), "{}", r.stderr);
+    assert_eq!(
+        d.berth(&[
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{.HostConfig.Memory}}",
+            "aa"
+        ])
+        .ok()
+        .stdout,
+        "true 33554432\n"
+    );
+    assert!(d.berth(&["top", "aa"]).ok().stdout.contains("sleep 1000"));
+    d.berth(&["rename", "aa", "bb"]).ok();
+    d.berth(&["pause", "bb"]).ok();
+    assert_eq!(
+        d.berth(&["inspect", "-f", "{{.State.Status}}", "bb"])
+            .ok()
+            .stdout,
+        "paused\n"
+    );
+    d.berth(&["unpause", "bb"]).ok();
+    assert_eq!(
+        d.berth(&[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}} {{.PIDs}}",
+            "bb"
+        ])
+        .ok()
+        .stdout,
+        "bb 1\n"
+    );
+    d.berth(&["update", "--memory", "64m", "bb"]).ok();
+    assert_eq!(
+        d.berth(&["inspect", "-f", "{{.HostConfig.Memory}}", "bb"])
+            .ok()
+            .stdout,
+        "67108864\n"
+    );
+    d.berth(&["exec", "bb", "touch", "/made"]).ok();
+    assert!(d.berth(&["diff", "bb"]).ok().stdout.contains("A /made"));
+    d.berth(&["restart", "-t", "1", "bb"]).ok();
+    assert_eq!(
+        d.berth(&["inspect", "-f", "{{.State.Running}}", "bb"])
+            .ok()
+            .stdout,
+        "true\n"
+    );
+    d.berth(&["kill", "bb"]).ok();
+    assert_eq!(d.berth(&["wait", "bb"]).ok().stdout, "137\n");
+    d.berth(&["create", "--name", "cc", "busybox", "echo", "created"])
+        .ok();
+    assert_eq!(d.berth(&["start", "-a", "cc"]).ok().stdout, "created\n");
+    let ev = d
+        .berth(&[
+            "events",
+            "--since",
+            &t0,
+            "--until",
+            "0s",
+            "--filter",
+            "event=rename",
+            "--format",
+            "{{.Action}} {{.Actor.Attributes.name}}",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(ev, "rename bb\n");
+    let p = d.berth(&["container", "prune", "-f"]).ok().stdout;
+    assert!(p.contains("Deleted Containers"), "{p}");
+    assert_eq!(d.berth(&["ps", "-aq"]).ok().stdout, "");
+    // logs -f streams until the container exits; attach follows a running container.
+    d.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "lf",
+        "busybox",
+        "sh",
+        "-c",
+        "echo one; sleep 1; echo two >&2",
+    ])
+    .ok();
+    let r = d.berth(&["logs", "-f", "lf"]).ok();
+    assert_eq!((r.stdout.as_str(), r.stderr.as_str()), ("one\n", "two\n"));
+    d.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "at",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; echo attached; exit 5",
+    ])
+    .ok();
+    let r = d.berth(&["attach", "at"]);
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (5, "attached\n"),
+        "{}",
+        r.stderr
+    );
+    d.berth(&["rm", "lf", "at"]).ok();
+    // A bad flag value: exit 125 with a message.
+    let r = d.berth(&["run", "--memory", "lots", "busybox", "true"]);
+    assert_eq!(r.code, 125, "{}", r.stderr);
+    // A command that cannot be found: 127.
+    let r = d.berth(&["run", "--rm", "busybox", "/no/such"]);
+    assert_eq!(r.code, 127, "{}", r.stderr);
+    // Terminals: berth and docker `run -it` and `exec -it` on a pty.
+    let berth = bin_dir().join("berth");
+    let out = on_pty(
+        &d,
+        &format!(
+            "{} run -it --rm busybox sh -c 'tty; echo $TERM; stty size; exit 3'",
+            berth.display()
+        ),
+        "",
+    );
+    assert!(out.contains("/dev/pts/0") && out.contains("xterm"), "{out}");
+    let out = on_pty(
+        &d,
+        "docker run -it --rm busybox sh",
+        "echo $((6*7))\r\nexit\r\n",
+    );
+    assert!(out.contains("42"), "{out}");
+    d.berth(&["run", "-d", "--name", "tt", "busybox", "sleep", "1000"])
+        .ok();
+    let out = on_pty(
+        &d,
+        &format!("{} exec -it tt sh", berth.display()),
+        "echo $((6*9))\r\nexit\r\n",
+    );
+    assert!(out.contains("54"), "{out}");
+    let out = on_pty(&d, "docker exec -it tt sh -c 'tty'", "");
+    assert!(out.contains("/dev/pts/"), "{out}");
     finish(d);
 }

@@ -176,6 +176,40 @@ print("ok")
         port = reg.port
     ));
     assert_eq!(py.stdout.trim(), "ok", "{}", py.stderr);
+    // The berth CLI's image commands go through the daemon too.
+    let name2 = format!("127.0.0.1:{}/test/viaberth:v2", reg.port);
+    d.berth(&["tag", "busybox", &name2]).ok();
+    let out = d.berth(&["push", &name2]).ok().stdout;
+    assert!(out.contains("v2: digest: sha256:"), "{out}");
+    d.berth(&["rmi", &name2]).ok();
+    let out = d.berth(&["pull", &name2]).ok().stdout;
+    assert!(out.contains("Downloaded newer image"), "{out}");
+    let imgs = d
+        .berth(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .ok()
+        .stdout;
+    assert!(imgs.contains("/test/viaberth:v2"), "{imgs}");
+    assert!(d
+        .berth(&["image", "inspect", "-f", "{{.Os}}", "busybox"])
+        .ok()
+        .stdout
+        .contains("linux"));
+    let tar2 = d.path("bb2.tar");
+    d.berth(&["save", "-o", tar2.to_str().unwrap(), &name2])
+        .ok();
+    d.berth(&["rmi", &name2]).ok();
+    let out = d.berth(&["load", "-i", tar2.to_str().unwrap()]).ok().stdout;
+    assert!(out.contains("Loaded image"), "{out}");
+    let out = d
+        .berth(&["import", rootfs.to_str().unwrap(), "imp:2"])
+        .ok()
+        .stdout;
+    assert!(out.trim().starts_with("sha256:"), "{out}");
+    assert!(d
+        .berth(&["history", "imp:2"])
+        .ok()
+        .stdout
+        .contains("Imported"));
     // system df.
     let df = d.docker(&["system", "df"]).ok().stdout;
     assert!(df.contains("Images") && df.contains("Containers"), "{df}");

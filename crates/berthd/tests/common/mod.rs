@@ -19,28 +19,21 @@ pub fn bin_dir() -> &'static Path {
         let dir = berthd.parent().unwrap().to_path_buf();
         let target = dir.parent().unwrap();
         let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let mut cargo = Command::new(env!("CARGO"));
-        // `ring`'s build script tracks CARGO_MANIFEST_DIR, CARGO_PKG_*, OUT_DIR … (set for this test
-        // process): inherited, the inner build and the outer one would rebuild ring, rustls, …
-        // in turn on every run.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().into_owned();
-            if [
-                "CARGO_PKG_",
-                "CARGO_MANIFEST_",
-                "CARGO_CRATE_",
-                "CARGO_BIN_",
-                "CARGO_PRIMARY_",
-            ]
-            .iter()
-            .any(|p| k.starts_with(p))
-                || k == "CARGO_TARGET_TMPDIR"
+        let mut cmd = Command::new(env!("CARGO"));
+        // Build under the environment a developer's `cargo build` has: variables that cargo
+        // and nextest set for test processes would change build-script fingerprints.
+        for (k, _) in std::env::vars() {
+            if (k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR")
+                || k.starts_with("NEXTEST")
                 || k == "OUT_DIR"
+                || k == "TARGET"
+                || k == "HOST"
+                || k == "RUST_TEST_THREADS"
             {
-                cargo.env_remove(&k);
+                cmd.env_remove(k);
             }
         }
-        let st = cargo
+        let st = cmd
             .args([
                 "build",
                 "-p",
@@ -49,6 +42,9 @@ pub fn bin_dir() -> &'static Path {
                 "berth-runtime",
                 "-p",
                 "berth-cli",
+                // The same feature unification as the test build: no rebuild ping-pong.
+                "-p",
+                "berthd",
             ])
             .arg("--target-dir")
             .arg(target)
@@ -56,6 +52,25 @@ pub fn bin_dir() -> &'static Path {
             .status()
             .unwrap();
         assert!(st.success(), "building the shim, runtime and CLI failed");
+        let mut cmd = Command::new("bash");
+        for (k, _) in std::env::vars() {
+            if (k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR")
+                || k.starts_with("NEXTEST")
+            {
+                cmd.env_remove(k);
+            }
+        }
+        let o = cmd
+            .arg(ws.join("crates/berth-init/build-static.sh"))
+            .env("CARGO_TARGET_DIR", target)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "building berth-init failed");
+        let init = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        // Other test processes may be running the current copy: replace it by a rename.
+        let tmp = dir.join(format!("berth-init.static.{}", std::process::id()));
+        std::fs::copy(&init, &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join("berth-init.static")).unwrap();
         dir
     })
 }
@@ -112,6 +127,10 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
     pub cgroup_parent: String,
+    /// More daemon flags (see [`Daemon::with_args`]).
+    pub extra_args: Vec<String>,
+    /// The daemon's own default bridge (removed with its nft table at cleanup).
+    pub bridge: Option<String>,
 }
 
 pub struct Run {
@@ -142,13 +161,35 @@ impl Run {
 
 impl Daemon {
     pub fn new() -> Daemon {
+        Self::with_args(&[])
+    }
+
+    /// A daemon started with more flags.
+    pub fn with_args(extra: &[String]) -> Daemon {
         let dir = tempfile::Builder::new().prefix("bd").tempdir().unwrap();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let mut d = Daemon {
             dir,
             child: None,
             cgroup_parent: format!("/berth-test-{}-{n}", std::process::id()),
+            extra_args: extra.to_vec(),
+            bridge: None,
         };
+        // A default bridge and subnet of this daemon's own, so tests run in parallel without
+        // sharing addresses (unless the test chose its own through BERTHD_BRIDGE).
+        if std::env::var_os("BERTHD_BRIDGE").is_none() {
+            let pid = std::process::id();
+            let bridge = format!("bd{pid}x{n}");
+            let bip = format!(
+                "10.{}.{}.{}/28",
+                128 + ((pid >> 8) & 0x3f),
+                pid & 0xff,
+                (n % 16) * 16 + 1
+            );
+            d.extra_args
+                .extend(["--bridge".to_string(), bridge.clone(), "--bip".into(), bip]);
+            d.bridge = Some(bridge);
+        }
         std::fs::create_dir_all(d.path("docker-config")).unwrap();
         // Seed busybox:latest through the berth CLI into the same data root.
         let tar = d.path("rootfs.tar");
@@ -185,6 +226,9 @@ impl Daemon {
             .arg(self.path("exec"))
             .arg("--cgroup-parent")
             .arg(&self.cgroup_parent)
+            .arg("--init-path")
+            .arg(bin_dir().join("berth-init.static"))
+            .args(&self.extra_args)
             .stdin(Stdio::null());
         c
     }
@@ -320,6 +364,16 @@ impl Daemon {
         }
         let unified = Path::new("/sys/fs/cgroup/unified").join(name);
         let _ = std::fs::remove_dir(unified);
+        if let Some(b) = &self.bridge {
+            let _ = Command::new("ip")
+                .args(["link", "del", b])
+                .stderr(Stdio::null())
+                .status();
+            let _ = Command::new("nft")
+                .args(["delete", "table", "inet", &format!("berth_{b}")])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 
     /// Leftovers after cleanup (for assertions).

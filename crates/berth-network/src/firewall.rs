@@ -1,0 +1,664 @@
+//! NAT, isolation and port forwarding rules, behind a backend trait.
+//!
+//! The whole of Berth's rule set is derived from the daemon's state ([`Ruleset`]) and written
+//! in one atomic batch per change: the nftables backend recreates its own table (`add table`,
+//! `delete table`, `add table`, chains, rules) in a single `nft -j -f -` transaction, so a
+//! crash never leaves half a change, and a restarted daemon simply writes the current state
+//! again. No other table is read, parsed or touched.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+use crate::subnet::Ipv4Net;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    #[error("running {cmd}: {source}")]
+    Spawn {
+        cmd: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{cmd} failed: {stderr}")]
+    Failed { cmd: String, stderr: String },
+}
+
+/// Rules for one bridge network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeRules {
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    /// No traffic in or out of the bridge (`--internal`).
+    pub internal: bool,
+    /// Masquerade outbound traffic (Docker's `enable_ip_masquerade`, default on).
+    pub masquerade: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// One published port, forwarded with DNAT for traffic from other hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRule {
+    pub proto: Proto,
+    /// `None` = every local address.
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port: u16,
+    pub container_ip: Ipv4Addr,
+    pub container_port: u16,
+    /// The container's bridge (DNAT does not apply to traffic coming from it).
+    pub bridge: String,
+}
+
+/// Everything Berth's tables contain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    pub bridges: Vec<BridgeRules>,
+    pub ports: Vec<PortRule>,
+}
+
+/// A firewall backend.
+pub trait Firewall: Send + Sync {
+    /// Replaces Berth's rules with `rules`, atomically.
+    fn apply(&self, rules: &Ruleset) -> Result<(), FirewallError>;
+    /// Removes everything Berth added.
+    fn clear(&self) -> Result<(), FirewallError>;
+    /// `nftables` or `iptables`.
+    fn name(&self) -> &'static str;
+}
+
+/// nftables through `nft -j -f -`, in one `inet` table of its own.
+pub struct Nftables {
+    pub table: String,
+    pub nft: String,
+}
+
+impl Nftables {
+    pub fn new(table: impl Into<String>) -> Self {
+        Nftables {
+            table: table.into(),
+            nft: "nft".into(),
+        }
+    }
+
+    /// Whether `nft` runs here.
+    pub fn available() -> bool {
+        Command::new("nft")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    fn run(&self, batch: &Value) -> Result<(), FirewallError> {
+        let cmd = format!("{} -j -f -", self.nft);
+        let mut child = Command::new(&self.nft)
+            .args(["-j", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| FirewallError::Spawn {
+                cmd: cmd.clone(),
+                source,
+            })?;
+        let body = batch.to_string();
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(body.as_bytes())
+                .map_err(|source| FirewallError::Spawn {
+                    cmd: cmd.clone(),
+                    source,
+                })?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|source| FirewallError::Spawn {
+                cmd: cmd.clone(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(FirewallError::Failed {
+                cmd,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn table(&self) -> Value {
+        json!({"family": "inet", "name": self.table})
+    }
+
+    /// The batch that replaces the table's contents with `r`.
+    pub fn batch(&self, r: &Ruleset) -> Value {
+        let t = &self.table;
+        let mut cmds = vec![
+            json!({"add": {"table": self.table()}}),
+            json!({"delete": {"table": self.table()}}),
+            json!({"add": {"table": self.table()}}),
+        ];
+        let chain = |name: &str, ty: &str, hook: &str, prio: i32| json!({"add": {"chain": {"family": "inet", "table": t, "name": name, "type": ty, "hook": hook, "prio": prio, "policy": "accept"}}});
+        cmds.push(chain("forward", "filter", "forward", 0));
+        cmds.push(chain("prerouting", "nat", "prerouting", -100));
+        cmds.push(chain("postrouting", "nat", "postrouting", 100));
+        let rule = |chain: &str, expr: Vec<Value>| json!({"add": {"rule": {"family": "inet", "table": t, "chain": chain, "expr": expr}}});
+        let is = |key: &str, v: Value| json!({"match": {"op": "==", "left": {"meta": {"key": key}}, "right": v}});
+        let not = |key: &str, v: Value| json!({"match": {"op": "!=", "left": {"meta": {"key": key}}, "right": v}});
+        let saddr = |n: &Ipv4Net| json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": n.network().to_string(), "len": n.prefix}}}});
+        // Published ports are reachable from every network (the DNAT marks them).
+        if !r.ports.is_empty() {
+            cmds.push(rule(
+                "forward",
+                vec![
+                    json!({"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}}),
+                    json!({"accept": null}),
+                ],
+            ));
+        }
+        let names: Vec<&str> = r.bridges.iter().map(|b| b.bridge.as_str()).collect();
+        for b in &r.bridges {
+            if b.internal {
+                cmds.push(rule(
+                    "forward",
+                    vec![
+                        is("iifname", json!(b.bridge)),
+                        not("oifname", json!(b.bridge)),
+                        json!({"drop": null}),
+                    ],
+                ));
+                cmds.push(rule(
+                    "forward",
+                    vec![
+                        is("oifname", json!(b.bridge)),
+                        not("iifname", json!(b.bridge)),
+                        json!({"drop": null}),
+                    ],
+                ));
+                continue;
+            }
+            // Isolation: nothing from this bridge to another Berth bridge.
+            let others: Vec<&str> = names.iter().copied().filter(|n| *n != b.bridge).collect();
+            if !others.is_empty() {
+                cmds.push(rule(
+                    "forward",
+                    vec![
+                        is("iifname", json!(b.bridge)),
+                        is("oifname", json!({"set": others})),
+                        json!({"drop": null}),
+                    ],
+                ));
+            }
+            if b.masquerade {
+                cmds.push(rule(
+                    "postrouting",
+                    vec![
+                        saddr(&b.subnet),
+                        not("oifname", json!(b.bridge)),
+                        json!({"masquerade": null}),
+                    ],
+                ));
+            }
+        }
+        for p in &r.ports {
+            // A port bound to a loopback address is served by the userland proxy only: no
+            // DNAT, so other hosts can never reach it.
+            if p.host_ip.is_some_and(|ip| ip.is_loopback()) {
+                continue;
+            }
+            let mut e = vec![not("iifname", json!(p.bridge))];
+            match p.host_ip {
+                Some(ip) if !ip.is_unspecified() => e.push(json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": ip.to_string()}})),
+                _ => e.push(json!({"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}})),
+            }
+            e.push(json!({"match": {"op": "==", "left": {"payload": {"protocol": p.proto.as_str(), "field": "dport"}}, "right": p.host_port}}));
+            e.push(json!({"dnat": {"family": "ip", "addr": p.container_ip.to_string(), "port": p.container_port}}));
+            cmds.push(rule("prerouting", e));
+        }
+        json!({"nftables": cmds})
+    }
+}
+
+impl Firewall for Nftables {
+    fn apply(&self, rules: &Ruleset) -> Result<(), FirewallError> {
+        self.run(&self.batch(rules))
+    }
+    fn clear(&self) -> Result<(), FirewallError> {
+        self.run(&json!({"nftables": [
+            {"add": {"table": self.table()}},
+            {"delete": {"table": self.table()}},
+        ]}))
+    }
+    fn name(&self) -> &'static str {
+        "nftables"
+    }
+}
+
+/// iptables fallback: chains of its own (`<PREFIX>-FWD`, `<PREFIX>-PRE`, `<PREFIX>-POST`),
+/// rewritten with `iptables-restore --noflush` (atomic per table), plus one jump from each
+/// built-in chain. Nothing else is read or changed.
+pub struct Iptables {
+    pub prefix: String,
+}
+
+impl Iptables {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Iptables {
+            prefix: prefix.into(),
+        }
+    }
+
+    fn restore(&self, input: &str) -> Result<(), FirewallError> {
+        let cmd = "iptables-restore --noflush".to_string();
+        let mut child = Command::new("iptables-restore")
+            .arg("--noflush")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| FirewallError::Spawn {
+                cmd: cmd.clone(),
+                source,
+            })?;
+        if let Some(mut s) = child.stdin.take() {
+            s.write_all(input.as_bytes())
+                .map_err(|source| FirewallError::Spawn {
+                    cmd: cmd.clone(),
+                    source,
+                })?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|source| FirewallError::Spawn {
+                cmd: cmd.clone(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(FirewallError::Failed {
+                cmd,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn jump(&self, table: &str, builtin: &str, chain: &str, add: bool) {
+        let exists = Command::new("iptables")
+            .args(["-w", "-t", table, "-C", builtin, "-j", chain])
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if add && !exists {
+            let _ = Command::new("iptables")
+                .args(["-w", "-t", table, "-I", builtin, "-j", chain])
+                .status();
+        } else if !add && exists {
+            let _ = Command::new("iptables")
+                .args(["-w", "-t", table, "-D", builtin, "-j", chain])
+                .status();
+        }
+    }
+
+    /// The `iptables-restore` input for `r`.
+    pub fn script(&self, r: &Ruleset) -> String {
+        let (fwd, pre, post) = (
+            format!("{}-FWD", self.prefix),
+            format!("{}-PRE", self.prefix),
+            format!("{}-POST", self.prefix),
+        );
+        let mut f = format!("*filter\n:{fwd} - [0:0]\n");
+        let mut n = format!("*nat\n:{pre} - [0:0]\n:{post} - [0:0]\n");
+        if !r.ports.is_empty() {
+            f += &format!("-A {fwd} -m conntrack --ctstate DNAT -j ACCEPT\n");
+        }
+        for b in &r.bridges {
+            if b.internal {
+                f += &format!("-A {fwd} -i {0} ! -o {0} -j DROP\n", b.bridge);
+                f += &format!("-A {fwd} -o {0} ! -i {0} -j DROP\n", b.bridge);
+                continue;
+            }
+            for o in r.bridges.iter().filter(|o| o.bridge != b.bridge) {
+                f += &format!("-A {fwd} -i {} -o {} -j DROP\n", b.bridge, o.bridge);
+            }
+            if b.masquerade {
+                n += &format!(
+                    "-A {post} -s {}/{} ! -o {} -j MASQUERADE\n",
+                    b.subnet.network(),
+                    b.subnet.prefix,
+                    b.bridge
+                );
+            }
+        }
+        for p in &r.ports {
+            if p.host_ip.is_some_and(|ip| ip.is_loopback()) {
+                continue;
+            }
+            let dst = match p.host_ip {
+                Some(ip) if !ip.is_unspecified() => format!("-d {ip}/32"),
+                _ => "-m addrtype --dst-type LOCAL".into(),
+            };
+            n += &format!(
+                "-A {pre} ! -i {} {dst} -p {proto} -m {proto} --dport {} -j DNAT --to-destination {}:{}\n",
+                p.bridge,
+                p.host_port,
+                p.container_ip,
+                p.container_port,
+                proto = p.proto.as_str()
+            );
+        }
+        f += "COMMIT\n";
+        n += "COMMIT\n";
+        f + &n
+    }
+}
+
+impl Firewall for Iptables {
+    fn apply(&self, rules: &Ruleset) -> Result<(), FirewallError> {
+        self.restore(&self.script(rules))?;
+        self.jump("filter", "FORWARD", &format!("{}-FWD", self.prefix), true);
+        self.jump("nat", "PREROUTING", &format!("{}-PRE", self.prefix), true);
+        self.jump("nat", "POSTROUTING", &format!("{}-POST", self.prefix), true);
+        Ok(())
+    }
+    fn clear(&self) -> Result<(), FirewallError> {
+        self.jump("filter", "FORWARD", &format!("{}-FWD", self.prefix), false);
+        self.jump("nat", "PREROUTING", &format!("{}-PRE", self.prefix), false);
+        self.jump(
+            "nat",
+            "POSTROUTING",
+            &format!("{}-POST", self.prefix),
+            false,
+        );
+        for (t, c) in [("filter", "FWD"), ("nat", "PRE"), ("nat", "POST")] {
+            let chain = format!("{}-{c}", self.prefix);
+            let _ = Command::new("iptables")
+                .args(["-w", "-t", t, "-F", &chain])
+                .stderr(Stdio::null())
+                .status();
+            let _ = Command::new("iptables")
+                .args(["-w", "-t", t, "-X", &chain])
+                .stderr(Stdio::null())
+                .status();
+        }
+        Ok(())
+    }
+    fn name(&self) -> &'static str {
+        "iptables"
+    }
+}
+
+/// Narrow accept rules where the host's iptables `FORWARD` policy drops (Docker installs
+/// such a policy; so do many firewalls). A Berth nftables table cannot override a drop in
+/// another table, so when — and only when — `iptables -S FORWARD` shows `-P FORWARD DROP`,
+/// a chain of Berth's own (`<prefix>-ACCEPT`, jumped to first from `FORWARD`) accepts traffic
+/// leaving each bridge and replies / DNAT-ed flows entering it. Otherwise the chain and the
+/// jump are removed. Returns whether the rules are installed.
+pub fn forward_accept(prefix: &str, bridges: &[String]) -> Result<bool, FirewallError> {
+    let chain = format!("{prefix}-ACCEPT");
+    let listing = Command::new("iptables")
+        .args(["-w", "-S", "FORWARD"])
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let drop_policy = listing.lines().any(|l| l.trim() == "-P FORWARD DROP");
+    let ipt = Iptables::new(prefix);
+    if !drop_policy || bridges.is_empty() {
+        // Nothing to undo unless our jump is there (the common case costs one `iptables -S`).
+        if !listing.contains(&format!("-j {chain}")) {
+            return Ok(false);
+        }
+        ipt.jump("filter", "FORWARD", &chain, false);
+        let _ = Command::new("iptables")
+            .args(["-w", "-F", &chain])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("iptables")
+            .args(["-w", "-X", &chain])
+            .stderr(Stdio::null())
+            .status();
+        return Ok(false);
+    }
+    let mut script = format!("*filter\n:{chain} - [0:0]\n");
+    for b in bridges {
+        script += &format!("-A {chain} -i {b} -j ACCEPT\n");
+        script += &format!(
+            "-A {chain} -o {b} -m conntrack --ctstate RELATED,ESTABLISHED,DNAT -j ACCEPT\n"
+        );
+    }
+    script += "COMMIT\n";
+    ipt.restore(&script)?;
+    ipt.jump("filter", "FORWARD", &chain, true);
+    Ok(true)
+}
+
+/// Enables IPv4 forwarding (needed for NAT, as Docker does).
+pub fn enable_ip_forward() -> std::io::Result<()> {
+    let p = "/proc/sys/net/ipv4/ip_forward";
+    if std::fs::read_to_string(p)?.trim() != "1" {
+        std::fs::write(p, "1")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> Ruleset {
+        Ruleset {
+            bridges: vec![
+                BridgeRules {
+                    bridge: "bra".into(),
+                    subnet: "10.1.0.0/24".parse().unwrap(),
+                    internal: false,
+                    masquerade: true,
+                },
+                BridgeRules {
+                    bridge: "brb".into(),
+                    subnet: "10.2.0.0/24".parse().unwrap(),
+                    internal: false,
+                    masquerade: true,
+                },
+            ],
+            ports: vec![
+                PortRule {
+                    proto: Proto::Tcp,
+                    host_ip: Some(Ipv4Addr::LOCALHOST),
+                    host_port: 8080,
+                    container_ip: "10.1.0.2".parse().unwrap(),
+                    container_port: 80,
+                    bridge: "bra".into(),
+                },
+                PortRule {
+                    proto: Proto::Udp,
+                    host_ip: None,
+                    host_port: 5353,
+                    container_ip: "10.1.0.2".parse().unwrap(),
+                    container_port: 53,
+                    bridge: "bra".into(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn nft_batch_is_self_contained_and_skips_loopback_ports() {
+        let b = Nftables::new("berth_t").batch(&rules()).to_string();
+        assert!(b.starts_with(
+            r#"{"nftables":[{"add":{"table":{"family":"inet","name":"berth_t"}}},{"delete""#
+        ));
+        assert!(!b.contains("8080"), "{b}");
+        assert!(b.contains(r#""right":5353}"#), "{b}");
+        assert!(b.contains(r#""masquerade":null"#));
+        // Every command names our table only.
+        let v: Value = serde_json::from_str(&b).unwrap();
+        for c in v["nftables"].as_array().unwrap() {
+            let inner = c.as_object().unwrap().values().next().unwrap();
+            let obj = inner.as_object().unwrap().values().next().unwrap();
+            let name = obj.get("table").or(obj.get("name")).unwrap();
+            assert_eq!(name, "berth_t");
+        }
+    }
+
+    #[test]
+    fn nft_applies_and_clears_its_own_table() {
+        if !Nftables::available() {
+            return;
+        }
+        let name = format!("berth_ut_{}", std::process::id());
+        let nft = Nftables::new(name.clone());
+        nft.apply(&rules()).unwrap();
+        let list = |n: &str| {
+            Command::new("nft")
+                .args(["list", "table", "inet", n])
+                .output()
+                .unwrap()
+        };
+        let out = String::from_utf8(list(&name).stdout).unwrap();
+        assert!(out.contains("dnat ip to 10.1.0.2:53"), "{out}");
+        assert!(out.contains("masquerade"), "{out}");
+        // Applying again replaces (no duplicates).
+        nft.apply(&rules()).unwrap();
+        let again = String::from_utf8(list(&name).stdout).unwrap();
+        assert_eq!(again.matches("masquerade").count(), 2, "{again}");
+        nft.clear().unwrap();
+        assert!(!list(&name).status.success());
+        nft.clear().unwrap();
+    }
+
+    #[test]
+    fn iptables_applies_and_clears_its_own_chains() {
+        let have = Command::new("iptables-restore")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !have {
+            return;
+        }
+        // In a namespace of our own: the host's iptables are never touched by this test.
+        let mut holder = Command::new("unshare")
+            .args(["-n", "sleep", "60"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let ns = crate::netlink::Netns::of_pid(holder.id());
+        let (nat, after) = ns
+            .run(|| {
+                let ipt = Iptables::new("BERTH-UT");
+                ipt.apply(&rules()).unwrap();
+                ipt.apply(&rules()).unwrap();
+                let nat = Command::new("iptables")
+                    .args(["-w", "-t", "nat", "-S"])
+                    .output()
+                    .unwrap();
+                ipt.clear().unwrap();
+                let all = Command::new("sh")
+                    .arg("-c")
+                    .arg("iptables -w -S; iptables -w -t nat -S")
+                    .output()
+                    .unwrap();
+                (
+                    String::from_utf8_lossy(&nat.stdout).into_owned(),
+                    String::from_utf8_lossy(&all.stdout).into_owned(),
+                )
+            })
+            .unwrap();
+        let _ = holder.kill();
+        let _ = holder.wait();
+        assert!(
+            nat.lines()
+                .any(|l| l.starts_with("-A BERTH-UT-PRE ! -i bra")
+                    && l.contains("--dport 5353 -j DNAT --to-destination 10.1.0.2:53")),
+            "{nat}"
+        );
+        assert_eq!(nat.matches("-j BERTH-UT-PRE").count(), 1, "{nat}");
+        assert!(!after.contains("BERTH-UT"), "{after}");
+    }
+
+    #[test]
+    fn forward_accept_only_under_a_drop_policy_in_a_private_namespace() {
+        let have = Command::new("iptables-restore")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !have {
+            return;
+        }
+        // A namespace of our own: its iptables are not the host's.
+        let mut holder = Command::new("unshare")
+            .args(["-n", "sleep", "60"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let ns = crate::netlink::Netns::of_pid(holder.id());
+        let out = ns
+            .run(|| {
+                let ipt = |args: &[&str]| {
+                    let o = Command::new("iptables")
+                        .arg("-w")
+                        .args(args)
+                        .output()
+                        .unwrap();
+                    String::from_utf8_lossy(&o.stdout).into_owned()
+                };
+                let bridges = vec!["bra".to_string()];
+                let r1 = forward_accept("BERTH-T", &bridges).unwrap();
+                ipt(&["-P", "FORWARD", "DROP"]);
+                let r2 = forward_accept("BERTH-T", &bridges).unwrap();
+                let r3 = forward_accept("BERTH-T", &bridges).unwrap();
+                let rules = ipt(&["-S"]);
+                ipt(&["-P", "FORWARD", "ACCEPT"]);
+                let r4 = forward_accept("BERTH-T", &bridges).unwrap();
+                let after = ipt(&["-S"]);
+                (r1, r2, r3, r4, rules, after)
+            })
+            .unwrap();
+        let _ = holder.kill();
+        let _ = holder.wait();
+        let (r1, r2, r3, r4, rules, after) = out;
+        assert!(!r1 && r2 && r3 && !r4);
+        assert!(
+            rules.contains("-A BERTH-T-ACCEPT -i bra -j ACCEPT"),
+            "{rules}"
+        );
+        assert_eq!(
+            rules.matches("-A FORWARD -j BERTH-T-ACCEPT").count(),
+            1,
+            "{rules}"
+        );
+        assert!(
+            rules.contains("-P FORWARD DROP"),
+            "the policy is never changed: {rules}"
+        );
+        assert!(!after.contains("BERTH-T"), "{after}");
+    }
+
+    #[test]
+    fn iptables_script_uses_own_chains() {
+        let s = Iptables::new("BERTH-T").script(&rules());
+        for l in s.lines().filter(|l| l.starts_with("-A")) {
+            assert!(l.starts_with("-A BERTH-T-"), "{l}");
+        }
+        assert!(!s.contains("8080"));
+        assert!(s.contains("-i bra -o brb -j DROP"));
+    }
+}

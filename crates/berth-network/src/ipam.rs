@@ -1,0 +1,190 @@
+//! Address management for one network: a subnet, its gateway, an optional narrower range
+//! to hand out from, and the addresses in use (owned by the caller's persisted state).
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::subnet::Ipv4Net;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IpamError {
+    #[error("no available IPv4 addresses on this network's address pools: {0}")]
+    Exhausted(Ipv4Net),
+    #[error("Address already in use: {0}")]
+    InUse(Ipv4Addr),
+    #[error("invalid address {ip}: it does not belong to the subnet {subnet}")]
+    OutOfSubnet { ip: Ipv4Addr, subnet: Ipv4Net },
+    #[error("invalid address {0}: it is the network's gateway, network or broadcast address")]
+    Reserved(Ipv4Addr),
+    #[error("invalid pool request: {0}")]
+    BadPool(String),
+    #[error("could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network")]
+    NoFreeSubnet,
+}
+
+/// One network's IPv4 pool.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Pool {
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<Ipv4Net>,
+}
+
+impl Pool {
+    /// Validates a requested pool; the gateway defaults to the first address.
+    pub fn new(
+        subnet: Ipv4Net,
+        gateway: Option<Ipv4Addr>,
+        ip_range: Option<Ipv4Net>,
+    ) -> Result<Pool, IpamError> {
+        let subnet = subnet.network_net();
+        if subnet.prefix > 30 {
+            return Err(IpamError::BadPool(format!(
+                "subnet {subnet} is too small (at most /30)"
+            )));
+        }
+        let gateway = match gateway {
+            Some(g) => g,
+            None => subnet.nth(1).ok_or(IpamError::Exhausted(subnet))?,
+        };
+        if !subnet.contains(gateway) {
+            return Err(IpamError::BadPool(format!(
+                "gateway {gateway} is not in subnet {subnet}"
+            )));
+        }
+        if gateway == subnet.network() || gateway == subnet.broadcast() {
+            return Err(IpamError::Reserved(gateway));
+        }
+        if let Some(r) = ip_range {
+            if r.prefix < subnet.prefix || !subnet.contains(r.network()) {
+                return Err(IpamError::BadPool(format!(
+                    "ip-range {r} is not inside subnet {subnet}"
+                )));
+            }
+        }
+        Ok(Pool {
+            subnet,
+            gateway,
+            ip_range: ip_range.map(|r| r.network_net()),
+        })
+    }
+
+    fn reserved(&self, ip: Ipv4Addr) -> bool {
+        ip == self.gateway || ip == self.subnet.network() || ip == self.subnet.broadcast()
+    }
+
+    /// Takes `requested` (checked) or the lowest free address of the range (else subnet).
+    pub fn allocate(
+        &self,
+        used: &BTreeSet<Ipv4Addr>,
+        requested: Option<Ipv4Addr>,
+    ) -> Result<Ipv4Addr, IpamError> {
+        if let Some(ip) = requested {
+            if !self.subnet.contains(ip) {
+                return Err(IpamError::OutOfSubnet {
+                    ip,
+                    subnet: self.subnet,
+                });
+            }
+            if self.reserved(ip) {
+                return Err(IpamError::Reserved(ip));
+            }
+            if used.contains(&ip) {
+                return Err(IpamError::InUse(ip));
+            }
+            return Ok(ip);
+        }
+        let range = self.ip_range.unwrap_or(self.subnet);
+        let size = range.size().min(1 << 24) as u32;
+        for n in 0..size {
+            let Some(ip) = range.nth(n) else { break };
+            if self.reserved(ip) || used.contains(&ip) {
+                continue;
+            }
+            return Ok(ip);
+        }
+        Err(IpamError::Exhausted(range))
+    }
+}
+
+/// Docker's default pools, in order: 172.17–31/16, then 192.168.0–240/20.
+pub fn default_candidates() -> Vec<Ipv4Net> {
+    let mut v = Vec::new();
+    for b in 17..=31u8 {
+        v.push(Ipv4Net::new(Ipv4Addr::new(172, b, 0, 0), 16));
+    }
+    for c in (0..=240u8).step_by(16) {
+        v.push(Ipv4Net::new(Ipv4Addr::new(192, 168, c, 0), 20));
+    }
+    v
+}
+
+/// The first candidate that overlaps none of `taken` (host routes, host addresses, other
+/// networks).
+pub fn pick_subnet(candidates: &[Ipv4Net], taken: &[Ipv4Net]) -> Result<Ipv4Net, IpamError> {
+    candidates
+        .iter()
+        .find(|c| !taken.iter().any(|t| t.overlaps(c)))
+        .copied()
+        .ok_or(IpamError::NoFreeSubnet)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn allocates_lowest_free_and_refuses_duplicates() {
+        let p = Pool::new(net("10.9.0.0/29"), None, None).unwrap();
+        assert_eq!(p.gateway, Ipv4Addr::new(10, 9, 0, 1));
+        let mut used = BTreeSet::new();
+        for want in 2..=6 {
+            let ip = p.allocate(&used, None).unwrap();
+            assert_eq!(ip, Ipv4Addr::new(10, 9, 0, want));
+            used.insert(ip);
+        }
+        assert_eq!(
+            p.allocate(&used, None),
+            Err(IpamError::Exhausted(net("10.9.0.0/29")))
+        );
+        used.remove(&Ipv4Addr::new(10, 9, 0, 4));
+        assert_eq!(p.allocate(&used, None).unwrap(), Ipv4Addr::new(10, 9, 0, 4));
+        assert_eq!(
+            p.allocate(&used, Some(Ipv4Addr::new(10, 9, 0, 3))),
+            Err(IpamError::InUse(Ipv4Addr::new(10, 9, 0, 3)))
+        );
+        assert!(p.allocate(&used, Some(Ipv4Addr::new(10, 9, 0, 1))).is_err());
+        assert!(p.allocate(&used, Some(Ipv4Addr::new(10, 8, 0, 9))).is_err());
+    }
+
+    #[test]
+    fn ranges_and_gateways() {
+        let p = Pool::new(
+            net("10.1.0.0/16"),
+            Some(Ipv4Addr::new(10, 1, 0, 254)),
+            Some(net("10.1.5.0/24")),
+        )
+        .unwrap();
+        assert_eq!(
+            p.allocate(&BTreeSet::new(), None).unwrap(),
+            Ipv4Addr::new(10, 1, 5, 0)
+        );
+        assert!(Pool::new(net("10.1.0.0/16"), Some(Ipv4Addr::new(10, 2, 0, 1)), None).is_err());
+        assert!(Pool::new(net("10.1.0.0/16"), None, Some(net("10.2.0.0/24"))).is_err());
+    }
+
+    #[test]
+    fn default_subnet_avoids_host_routes() {
+        let c = default_candidates();
+        let taken = vec![net("172.17.0.0/16"), net("172.16.0.0/12")];
+        assert_eq!(pick_subnet(&c, &taken).unwrap(), net("192.168.0.0/20"));
+        assert_eq!(pick_subnet(&c, &[]).unwrap(), net("172.17.0.0/16"));
+    }
+}

@@ -1,0 +1,385 @@
+//! Links, addresses and routes through rtnetlink, in-process.
+//!
+//! The API is blocking: every call opens a netlink socket on a small current-thread tokio
+//! runtime (sockets are cheap; no long-lived connection to keep healthy across daemon restarts).
+//! Work inside a container's network namespace runs on a fresh thread that `setns(2)`s into it:
+//! a network namespace switch affects only the calling thread, so the multi-threaded daemon
+//! never changes namespace itself, and the thread ends with its work.
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+
+use futures_util::stream::TryStreamExt;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use crate::subnet::Ipv4Net;
+
+/// Netlink failures, naming the operation.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("{op}: {source}")]
+    Netlink {
+        op: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("{op}: {source}")]
+    Io {
+        op: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no such link: {0}")]
+    NoLink(String),
+}
+
+type Result<T> = std::result::Result<T, NetlinkError>;
+
+fn nl(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
+    let op = op.into();
+    move |source| NetlinkError::Netlink { op, source }
+}
+
+fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetlinkError {
+    let op = op.into();
+    move |source| NetlinkError::Io { op, source }
+}
+
+/// The errno of a netlink error (0 when it is not one).
+fn errno(e: &rtnetlink::Error) -> i32 {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => -m.raw_code(),
+        _ => 0,
+    }
+}
+
+/// Runs `f` with a fresh netlink handle in the current thread's network namespace.
+fn with_handle<T, F, Fut>(f: F) -> Result<T>
+where
+    F: FnOnce(Handle) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(io("starting a netlink runtime"))?;
+    rt.block_on(async move {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(io("opening netlink"))?;
+        let task = tokio::spawn(conn);
+        let r = f(handle).await;
+        task.abort();
+        r
+    })
+}
+
+async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>> {
+    let mut links = h.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(m)) => Ok(Some(m.header.index)),
+        Ok(None) => Ok(None),
+        Err(e) if errno(&e) == libc::ENODEV => Ok(None),
+        Err(e) => Err(nl(format!("looking up link {name}"))(e)),
+    }
+}
+
+/// Whether a link exists in the daemon's namespace.
+pub fn link_exists(name: &str) -> Result<bool> {
+    with_handle(|h| async move { Ok(index_of(&h, name).await?.is_some()) })
+}
+
+/// Creates the bridge `name` (or reuses it), gives it `gw/prefix`, brings it up.
+pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8, mtu: Option<u32>) -> Result<u32> {
+    with_handle(|h| async move {
+        let idx = match index_of(&h, name).await? {
+            Some(i) => i,
+            None => {
+                let mut b = LinkBridge::new(name);
+                if let Some(m) = mtu {
+                    b = b.mtu(m);
+                }
+                match h.link().add(b.build()).execute().await {
+                    Ok(()) => {}
+                    Err(e) if errno(&e) == libc::EEXIST => {}
+                    Err(e) => return Err(nl(format!("creating bridge {name}"))(e)),
+                }
+                index_of(&h, name)
+                    .await?
+                    .ok_or_else(|| NetlinkError::NoLink(name.to_string()))?
+            }
+        };
+        match h
+            .address()
+            .add(idx, IpAddr::V4(gateway), prefix)
+            .execute()
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if errno(&e) == libc::EEXIST => {}
+            Err(e) => return Err(nl(format!("adding {gateway}/{prefix} to {name}"))(e)),
+        }
+        h.link()
+            .set(LinkUnspec::new_with_index(idx).up().build())
+            .execute()
+            .await
+            .map_err(nl(format!("bringing {name} up")))?;
+        Ok(idx)
+    })
+}
+
+/// Deletes a link by name; a missing link is not an error.
+pub fn delete_link(name: &str) -> Result<()> {
+    with_handle(|h| async move {
+        let Some(idx) = index_of(&h, name).await? else {
+            return Ok(());
+        };
+        match h.link().del(idx).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == libc::ENODEV => Ok(()),
+            Err(e) => Err(nl(format!("deleting link {name}"))(e)),
+        }
+    })
+}
+
+/// Names of the links in the daemon's namespace whose names start with `prefix`.
+pub fn links_with_prefix(prefix: &str) -> Result<Vec<String>> {
+    with_handle(|h| async move {
+        let mut out = Vec::new();
+        let mut links = h.link().get().execute();
+        while let Some(m) = links.try_next().await.map_err(nl("listing links"))? {
+            for a in &m.attributes {
+                if let LinkAttribute::IfName(n) = a {
+                    if n.starts_with(prefix) {
+                        out.push(n.clone());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// One interface to create in a container's namespace.
+#[derive(Debug, Clone)]
+pub struct VethSpec {
+    /// Host end, enslaved to `bridge`.
+    pub host_name: String,
+    pub bridge: String,
+    /// Name inside the container (`eth0`, `eth1`, …).
+    pub ifname: String,
+    pub mac: [u8; 6],
+    pub address: Ipv4Net,
+    /// Default route through this gateway (only for the first network).
+    pub gateway: Option<Ipv4Addr>,
+    pub mtu: Option<u32>,
+}
+
+/// A network namespace: `/proc/<pid>/ns/net` or a bind-mounted file.
+#[derive(Debug, Clone)]
+pub struct Netns(pub PathBuf);
+
+impl Netns {
+    pub fn of_pid(pid: u32) -> Self {
+        Netns(Path::new("/proc").join(pid.to_string()).join("ns/net"))
+    }
+    fn open(&self) -> Result<File> {
+        File::open(&self.0).map_err(io(format!("opening {}", self.0.display())))
+    }
+
+    /// Runs `f` on a new thread inside this namespace.
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::result::Result<T, std::io::Error> {
+        let file = File::open(&self.0)?;
+        std::thread::Builder::new()
+            .name("berth-netns".into())
+            .spawn(move || {
+                // SAFETY: setns(2) on a descriptor we own, for this thread only (CLONE_NEWNET
+                // changes the calling thread's namespace; the thread ends after `f`).
+                if unsafe { libc::setns(file.as_fd().as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(f())
+            })?
+            .join()
+            .map_err(|_| std::io::Error::other("netns thread panicked"))?
+    }
+}
+
+/// Brings `lo` up inside `ns`.
+pub fn loopback_up(ns: &Netns) -> Result<()> {
+    ns.run(|| {
+        with_handle(|h| async move {
+            let idx = index_of(&h, "lo")
+                .await?
+                .ok_or_else(|| NetlinkError::NoLink("lo".into()))?;
+            h.link()
+                .set(LinkUnspec::new_with_index(idx).up().build())
+                .execute()
+                .await
+                .map_err(nl("bringing lo up"))
+        })
+    })
+    .map_err(io("entering the network namespace"))?
+}
+
+/// Creates a veth pair: the host end on the bridge, the peer created directly inside `ns`
+/// (named, with its MAC), then the peer's address, link state and default route from inside.
+pub fn attach_veth(ns: &Netns, v: &VethSpec) -> Result<()> {
+    let nsf = ns.open()?;
+    let nsfd = nsf.as_raw_fd();
+    let v2 = v.clone();
+    with_handle(|h| async move {
+        let br = index_of(&h, &v2.bridge)
+            .await?
+            .ok_or_else(|| NetlinkError::NoLink(v2.bridge.clone()))?;
+        let mut peer = LinkUnspec::new_with_name(&v2.ifname)
+            .setns_by_fd(nsfd)
+            .address(v2.mac.to_vec());
+        if let Some(m) = v2.mtu {
+            peer = peer.mtu(m);
+        }
+        let peer = peer.build();
+        let mut msg = LinkVeth::new(&v2.host_name, &v2.ifname);
+        msg = msg.set_info_data(rtnetlink::packet_route::link::InfoData::Veth(
+            rtnetlink::packet_route::link::InfoVeth::Peer(peer),
+        ));
+        if let Some(m) = v2.mtu {
+            msg = msg.mtu(m);
+        }
+        let msg = msg.controller(br).up().build();
+        h.link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(nl(format!("creating veth {}", v2.host_name)))?;
+        Ok(())
+    })?;
+    drop(nsf);
+    let v2 = v.clone();
+    let r = ns
+        .run(move || {
+            with_handle(|h| async move {
+                let idx = index_of(&h, &v2.ifname)
+                    .await?
+                    .ok_or_else(|| NetlinkError::NoLink(v2.ifname.clone()))?;
+                h.address()
+                    .add(idx, IpAddr::V4(v2.address.addr), v2.address.prefix)
+                    .execute()
+                    .await
+                    .map_err(nl(format!("adding {} to {}", v2.address, v2.ifname)))?;
+                h.link()
+                    .set(LinkUnspec::new_with_index(idx).up().build())
+                    .execute()
+                    .await
+                    .map_err(nl(format!("bringing {} up", v2.ifname)))?;
+                if let Some(lo) = index_of(&h, "lo").await? {
+                    h.link()
+                        .set(LinkUnspec::new_with_index(lo).up().build())
+                        .execute()
+                        .await
+                        .map_err(nl("bringing lo up"))?;
+                }
+                if let Some(gw) = v2.gateway {
+                    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                        .gateway(gw)
+                        .output_interface(idx)
+                        .build();
+                    match h.route().add(route).execute().await {
+                        Ok(()) => {}
+                        Err(e) if errno(&e) == libc::EEXIST => {}
+                        Err(e) => return Err(nl(format!("adding default route via {gw}"))(e)),
+                    }
+                }
+                Ok(())
+            })
+        })
+        .map_err(io("entering the network namespace"))
+        .and_then(|r| r);
+    if r.is_err() {
+        let _ = delete_link(&v.host_name);
+    }
+    r
+}
+
+/// Whether a link named `name` is up (flags) — for tests and diagnostics.
+pub fn link_is_up(name: &str) -> Result<bool> {
+    with_handle(|h| async move {
+        let mut links = h.link().get().match_name(name.to_string()).execute();
+        match links.try_next().await {
+            Ok(Some(m)) => Ok(m.header.flags.contains(LinkFlags::Up)),
+            Ok(None) => Err(NetlinkError::NoLink(name.into())),
+            Err(e) if errno(&e) == libc::ENODEV => Err(NetlinkError::NoLink(name.into())),
+            Err(e) => Err(nl(format!("looking up {name}"))(e)),
+        }
+    })
+}
+
+/// IPv4 destinations of the routes in the main table (to pick subnets that do not collide).
+pub fn ipv4_routes() -> Result<Vec<Ipv4Net>> {
+    with_handle(|h| async move {
+        let mut out = Vec::new();
+        let mut routes = h
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute();
+        while let Some(m) = routes.try_next().await.map_err(nl("listing routes"))? {
+            let prefix = m.header.destination_prefix_length;
+            for a in &m.attributes {
+                if let rtnetlink::packet_route::route::RouteAttribute::Destination(
+                    rtnetlink::packet_route::route::RouteAddress::Inet(ip),
+                ) = a
+                {
+                    if prefix > 0 {
+                        out.push(Ipv4Net::new(*ip, prefix).network_net());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// IPv4 addresses configured on the host's interfaces (with their prefixes).
+pub fn ipv4_addresses() -> Result<Vec<Ipv4Net>> {
+    with_handle(|h| async move {
+        let mut out = Vec::new();
+        let mut addrs = h.address().get().execute();
+        while let Some(m) = addrs.try_next().await.map_err(nl("listing addresses"))? {
+            for a in &m.attributes {
+                if let rtnetlink::packet_route::address::AddressAttribute::Address(IpAddr::V4(ip)) =
+                    a
+                {
+                    out.push(Ipv4Net::new(*ip, m.header.prefix_len));
+                }
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// The first IPv4 address (with prefix) of link `name`, if the link exists and has one.
+pub fn link_ipv4(name: &str) -> Result<Option<Ipv4Net>> {
+    with_handle(|h| async move {
+        let Some(idx) = index_of(&h, name).await? else {
+            return Ok(None);
+        };
+        let mut addrs = h.address().get().execute();
+        while let Some(m) = addrs.try_next().await.map_err(nl("listing addresses"))? {
+            if m.header.index != idx {
+                continue;
+            }
+            for a in &m.attributes {
+                if let rtnetlink::packet_route::address::AddressAttribute::Address(IpAddr::V4(ip)) =
+                    a
+                {
+                    return Ok(Some(Ipv4Net::new(*ip, m.header.prefix_len)));
+                }
+            }
+        }
+        Ok(None)
+    })
+}

@@ -1,0 +1,211 @@
+//! The userland proxy of published ports (Docker's `docker-proxy`, in the daemon).
+//!
+//! Every published port is bound here first: the bind reserves the port (a conflict is a clear
+//! error at start), chooses random host ports for `-P`, and serves connections made from the
+//! host itself (127.0.0.1 and the host's own addresses), which never pass through PREROUTING
+//! DNAT. Traffic from other hosts is forwarded by DNAT before it reaches these sockets.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::task::JoinHandle;
+
+use crate::firewall::Proto;
+
+/// A bound, not yet serving, host port.
+pub enum Bound {
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
+}
+
+/// Binds `addr` (port 0 = a random port). `EADDRINUSE` becomes Docker's message.
+pub fn bind(proto: Proto, addr: SocketAddr) -> io::Result<Bound> {
+    let conflict = |e: io::Error| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("Bind for {addr} failed: port is already allocated"),
+            )
+        } else {
+            io::Error::new(e.kind(), format!("binding {addr}/{}: {e}", proto.as_str()))
+        }
+    };
+    Ok(match proto {
+        Proto::Tcp => {
+            let l = std::net::TcpListener::bind(addr).map_err(conflict)?;
+            l.set_nonblocking(true)?;
+            Bound::Tcp(l)
+        }
+        Proto::Udp => {
+            let s = std::net::UdpSocket::bind(addr).map_err(conflict)?;
+            s.set_nonblocking(true)?;
+            Bound::Udp(s)
+        }
+    })
+}
+
+impl Bound {
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Bound::Tcp(l) => l.local_addr(),
+            Bound::Udp(s) => s.local_addr(),
+        }
+    }
+
+    /// Starts forwarding to `target` on the current tokio runtime.
+    pub fn serve(self, target: SocketAddr) -> io::Result<Proxy> {
+        let task = match self {
+            Bound::Tcp(l) => {
+                let l = TcpListener::from_std(l)?;
+                tokio::spawn(tcp_loop(l, target))
+            }
+            Bound::Udp(s) => {
+                let s = UdpSocket::from_std(s)?;
+                tokio::spawn(udp_loop(Arc::new(s), target))
+            }
+        };
+        Ok(Proxy { task })
+    }
+}
+
+/// A serving proxy; stops when dropped.
+pub struct Proxy {
+    task: JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn tcp_loop(l: TcpListener, target: SocketAddr) {
+    loop {
+        let (mut inbound, _) = match l.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!("proxy accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        tokio::spawn(async move {
+            let _ = inbound.set_nodelay(true);
+            match TcpStream::connect(target).await {
+                Ok(mut out) => {
+                    let _ = out.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional_with_sizes(
+                        &mut inbound,
+                        &mut out,
+                        256 * 1024,
+                        256 * 1024,
+                    )
+                    .await;
+                }
+                Err(e) => tracing::debug!("proxy connect {target}: {e}"),
+            }
+        });
+    }
+}
+
+const UDP_IDLE: Duration = Duration::from_secs(90);
+
+async fn udp_loop(s: Arc<UdpSocket>, target: SocketAddr) {
+    let flows: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Arc::default();
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let Ok((n, from)) = s.recv_from(&mut buf).await else {
+            continue;
+        };
+        let existing = flows.lock().unwrap().get(&from).cloned();
+        let up = match existing {
+            Some(u) => u,
+            None => {
+                let bind: SocketAddr = if target.is_ipv4() {
+                    "0.0.0.0:0".parse().unwrap()
+                } else {
+                    "[::]:0".parse().unwrap()
+                };
+                let Ok(u) = UdpSocket::bind(bind).await else {
+                    continue;
+                };
+                if u.connect(target).await.is_err() {
+                    continue;
+                }
+                let u = Arc::new(u);
+                flows.lock().unwrap().insert(from, u.clone());
+                let (s2, u2, flows2) = (s.clone(), u.clone(), flows.clone());
+                tokio::spawn(async move {
+                    let mut b = vec![0u8; 65535];
+                    while let Ok(Ok(n)) = tokio::time::timeout(UDP_IDLE, u2.recv(&mut b)).await {
+                        let _ = s2.send_to(&b[..n], from).await;
+                    }
+                    flows2.lock().unwrap().remove(&from);
+                });
+                u
+            }
+        };
+        let _ = up.send(&buf[..n]).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn tcp_and_udp_forwarding_and_conflicts() {
+        // A TCP echo server as the "container".
+        let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let echo_addr = echo.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = c.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let b = bind(Proto::Tcp, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = b.local_addr().unwrap();
+        let err = match bind(Proto::Tcp, addr) {
+            Err(e) => e,
+            Ok(_) => panic!("second bind succeeded"),
+        };
+        assert!(
+            err.to_string().contains("port is already allocated"),
+            "{err}"
+        );
+        let _p = b.serve(echo_addr).unwrap();
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"hello").await.unwrap();
+        let mut got = [0u8; 5];
+        c.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello");
+
+        let us = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let us_addr = us.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut b = [0u8; 100];
+            while let Ok((n, from)) = us.recv_from(&mut b).await {
+                let _ = us.send_to(&b[..n], from).await;
+            }
+        });
+        let ub = bind(Proto::Udp, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let uaddr = ub.local_addr().unwrap();
+        let _up = ub.serve(us_addr).unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.send_to(b"ping", uaddr).await.unwrap();
+        let mut got = [0u8; 10];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got[..n], b"ping");
+    }
+}

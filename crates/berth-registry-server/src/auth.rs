@@ -1,0 +1,554 @@
+//! Accounts, permissions and tokens.
+//!
+//! The configuration file is JSON (see the crate docs for an example): `users` with bcrypt
+//! password hashes, `access` rules granting `pull`, `push` and `delete` on repositories
+//! matched by a glob (`*` matches any run of characters, `/` included; `?` one character) to
+//! users by name, to `"*"` (every authenticated user) or to `"anonymous"` (everyone, signed in
+//! or not). Without a configuration file the registry is open: anyone may do anything.
+//!
+//! Tokens are JWTs signed with HMAC-SHA256 (key: `token_key_file`, by default
+//! `ROOT/token.key`, 32 random bytes created on first start), carrying `sub` and the granted
+//! `access` as Docker's token service does. A token is honoured only for what it grants *and*
+//! what its subject may still do under the current configuration.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::ServerError;
+
+/// An action on a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    Pull,
+    Push,
+    Delete,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pull => "pull",
+            Action::Push => "push",
+            Action::Delete => "delete",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Action> {
+        match s {
+            "pull" => Some(Action::Pull),
+            "push" => Some(Action::Push),
+            "delete" => Some(Action::Delete),
+            _ => None,
+        }
+    }
+    pub const ALL: [Action; 3] = [Action::Pull, Action::Push, Action::Delete];
+}
+
+/// A user.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// bcrypt hash (`$2b$…`), as `htpasswd -B` or `berth registry hash-password` make.
+    pub password_hash: String,
+}
+
+/// One access rule.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRule {
+    /// Glob over repository names.
+    pub repository: String,
+    /// User names, `"*"` (any signed-in user) or `"anonymous"` (everyone).
+    pub users: Vec<String>,
+    /// `pull`, `push`, `delete` (or `"*"` for all three).
+    pub actions: Vec<String>,
+}
+
+/// Limits (all optional in the file).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest blob (bytes) an upload may reach.
+    pub max_upload_bytes: u64,
+    /// Largest manifest (bytes).
+    pub max_manifest_bytes: usize,
+    /// Uploads receiving data at the same time; more get 429 TOOMANYREQUESTS.
+    pub max_concurrent_uploads: usize,
+    /// Seconds to read a request's headers, and the longest pause between two pieces of a
+    /// request body.
+    pub idle_timeout_seconds: u64,
+    /// Seconds a request without a streamed body may take to be answered.
+    pub request_timeout_seconds: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 20 << 30,
+            max_manifest_bytes: 4 << 20,
+            max_concurrent_uploads: 64,
+            idle_timeout_seconds: 60,
+            request_timeout_seconds: 120,
+        }
+    }
+}
+
+/// The configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub users: BTreeMap<String, UserConfig>,
+    #[serde(default)]
+    pub access: Vec<AccessRule>,
+    /// The `service` of tokens and challenges (default `berth-registry`).
+    #[serde(default)]
+    pub service: Option<String>,
+    /// The token realm URL announced in challenges (default: `<scheme>://<Host>/token`).
+    #[serde(default)]
+    pub realm: Option<String>,
+    /// Token lifetime in seconds (default 300).
+    #[serde(default)]
+    pub token_ttl_seconds: Option<u64>,
+    /// File with the token signing key (default `ROOT/token.key`, created when missing).
+    #[serde(default)]
+    pub token_key_file: Option<PathBuf>,
+    /// Audit log (JSON lines; default `ROOT/audit.log`).
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ServerError> {
+        let err = |msg: String| ServerError::Config {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let c: Config = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
+        for (u, uc) in &c.users {
+            if u.is_empty() || u == "*" || u == "anonymous" || u.contains(':') {
+                return Err(err(format!("invalid user name {u:?}")));
+            }
+            if !uc.password_hash.starts_with("$2") {
+                return Err(err(format!(
+                    "user {u}: password_hash must be a bcrypt hash"
+                )));
+            }
+        }
+        for (i, r) in c.access.iter().enumerate() {
+            for a in &r.actions {
+                if a != "*" && Action::parse(a).is_none() {
+                    return Err(err(format!("access[{i}]: unknown action {a:?}")));
+                }
+            }
+            for u in &r.users {
+                if u != "*" && u != "anonymous" && !c.users.contains_key(u) {
+                    return Err(err(format!("access[{i}]: unknown user {u:?}")));
+                }
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// Glob match: `*` any run (also empty, `/` included), `?` one character.
+pub fn glob_match(pat: &str, s: &str) -> bool {
+    let (p, t) = (pat.as_bytes(), s.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == b'*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    Anonymous,
+    /// Authenticated with basic auth.
+    User(String),
+    /// A bearer token: its subject (`None`: anonymous) and what it grants.
+    Token {
+        sub: Option<String>,
+        access: BTreeMap<String, BTreeSet<Action>>,
+        catalog: bool,
+    },
+}
+
+impl Identity {
+    /// The user name (for logs and per-user views).
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Identity::Anonymous => None,
+            Identity::User(u) => Some(u),
+            Identity::Token { sub, .. } => sub.as_deref(),
+        }
+    }
+}
+
+/// Access control: `None` config means an open registry.
+pub struct Auth {
+    pub config: Option<Config>,
+    pub service: String,
+    key: Vec<u8>,
+    ttl: u64,
+    /// Recently verified basic credentials: user -> (sha256 of password, when).
+    cache: Mutex<HashMap<String, ([u8; 32], Instant)>>,
+}
+
+const CACHE_FOR: Duration = Duration::from_secs(300);
+
+impl Auth {
+    pub fn new(config: Option<Config>, root: &Path) -> Result<Auth, ServerError> {
+        let service = config
+            .as_ref()
+            .and_then(|c| c.service.clone())
+            .unwrap_or_else(|| "berth-registry".to_string());
+        let ttl = config
+            .as_ref()
+            .and_then(|c| c.token_ttl_seconds)
+            .unwrap_or(300);
+        let key_file = config
+            .as_ref()
+            .and_then(|c| c.token_key_file.clone())
+            .unwrap_or_else(|| root.join("token.key"));
+        let key = if config.is_some() {
+            load_or_create_key(&key_file)?
+        } else {
+            Vec::new()
+        };
+        Ok(Auth {
+            config,
+            service,
+            key,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.config.is_some()
+    }
+
+    /// What `user` (`None`: anonymous) may do on `repo` under the configuration.
+    pub fn allowed(&self, user: Option<&str>, repo: &str) -> BTreeSet<Action> {
+        let Some(c) = &self.config else {
+            return Action::ALL.into_iter().collect();
+        };
+        let mut out = BTreeSet::new();
+        for r in &c.access {
+            let applies = r.users.iter().any(|u| {
+                u == "anonymous" || (user.is_some() && (u == "*" || Some(u.as_str()) == user))
+            });
+            if applies && glob_match(&r.repository, repo) {
+                for a in &r.actions {
+                    if a == "*" {
+                        out.extend(Action::ALL);
+                    } else if let Some(a) = Action::parse(a) {
+                        out.insert(a);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// May `id` do `action` on `repo`?
+    pub fn permits(&self, id: &Identity, repo: &str, action: Action) -> bool {
+        if !self.enabled() {
+            return true;
+        }
+        match id {
+            Identity::Anonymous => self.allowed(None, repo).contains(&action),
+            Identity::User(u) => self.allowed(Some(u), repo).contains(&action),
+            Identity::Token { sub, access, .. } => {
+                access.get(repo).is_some_and(|a| a.contains(&action))
+                    && self.allowed(sub.as_deref(), repo).contains(&action)
+            }
+        }
+    }
+
+    /// Checks a user's password (bcrypt; successes cached for a few minutes).
+    pub fn check_password(&self, user: &str, password: &str) -> bool {
+        let Some(c) = &self.config else { return false };
+        let Some(u) = c.users.get(user) else {
+            return false;
+        };
+        let ph: [u8; 32] = Sha256::digest(password.as_bytes()).into();
+        {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((h, at)) = cache.get(user) {
+                if ct_eq(h, &ph) && at.elapsed() < CACHE_FOR {
+                    return true;
+                }
+            }
+        }
+        let ok = bcrypt::verify(password, &u.password_hash).unwrap_or(false);
+        if ok {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache.insert(user.to_string(), (ph, Instant::now()));
+        }
+        ok
+    }
+
+    pub fn ttl(&self) -> u64 {
+        self.ttl
+    }
+
+    /// Issues a token for `sub` granting `access`.
+    pub fn issue(
+        &self,
+        sub: Option<&str>,
+        access: &[(String, String, Vec<Action>)],
+        now: u64,
+    ) -> String {
+        let header = serde_json::json!({"alg": "HS256", "typ": "JWT"});
+        let access: Vec<_> = access
+            .iter()
+            .map(|(ty, name, acts)| {
+                serde_json::json!({
+                    "type": ty, "name": name,
+                    "actions": acts.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let claims = serde_json::json!({
+            "iss": self.service, "aud": self.service, "sub": sub.unwrap_or(""),
+            "iat": now, "nbf": now.saturating_sub(10), "exp": now + self.ttl,
+            "jti": crate::storage::random_id(), "access": access,
+        });
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let signing = format!(
+            "{}.{}",
+            b64.encode(header.to_string()),
+            b64.encode(claims.to_string())
+        );
+        let sig = hmac_sha256(&self.key, signing.as_bytes());
+        format!("{signing}.{}", b64.encode(sig))
+    }
+
+    /// Verifies a token; `None` when forged, malformed or expired.
+    pub fn verify(&self, token: &str, now: u64) -> Option<Identity> {
+        if !self.enabled() {
+            return None;
+        }
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut parts = token.split('.');
+        let (h, c, s) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let sig = b64.decode(s).ok()?;
+        let want = hmac_sha256(&self.key, format!("{h}.{c}").as_bytes());
+        if !ct_eq(&sig, &want) {
+            return None;
+        }
+        let header: serde_json::Value = serde_json::from_slice(&b64.decode(h).ok()?).ok()?;
+        if header.get("alg")?.as_str()? != "HS256" {
+            return None;
+        }
+        let claims: serde_json::Value = serde_json::from_slice(&b64.decode(c).ok()?).ok()?;
+        let exp = claims.get("exp")?.as_u64()?;
+        let nbf = claims.get("nbf").and_then(|v| v.as_u64()).unwrap_or(0);
+        if now >= exp || nbf > now + 60 || claims.get("aud")?.as_str()? != self.service {
+            return None;
+        }
+        let sub = claims
+            .get("sub")
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        let mut access: BTreeMap<String, BTreeSet<Action>> = BTreeMap::new();
+        let mut catalog = false;
+        for a in claims.get("access")?.as_array()? {
+            let ty = a.get("type")?.as_str()?;
+            let name = a.get("name")?.as_str()?;
+            let acts = a.get("actions")?.as_array()?;
+            if ty == "registry" && name == "catalog" {
+                catalog = true;
+            } else if ty == "repository" {
+                let e = access.entry(name.to_string()).or_default();
+                e.extend(
+                    acts.iter()
+                        .filter_map(|x| x.as_str().and_then(Action::parse)),
+                );
+            }
+        }
+        Some(Identity::Token {
+            sub,
+            access,
+            catalog,
+        })
+    }
+}
+
+fn load_or_create_key(path: &Path) -> Result<Vec<u8>, ServerError> {
+    match std::fs::read(path) {
+        Ok(k) if k.len() >= 32 => return Ok(k),
+        Ok(_) => {
+            return Err(ServerError::Config {
+                path: path.to_path_buf(),
+                msg: "token key shorter than 32 bytes".into(),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut k = vec![0u8; 32];
+    getrandom::getrandom(&mut k).map_err(|e| ServerError::Tls(format!("random key: {e}")))?;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(&k)?;
+    f.sync_all()?;
+    Ok(k)
+}
+
+/// HMAC-SHA256 (RFC 2104).
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut ipad = [0x36u8; 64];
+    let mut opad = [0x5cu8; 64];
+    for i in 0..64 {
+        ipad[i] ^= k[i];
+        opad[i] ^= k[i];
+    }
+    let inner = Sha256::new()
+        .chain_update(ipad)
+        .chain_update(msg)
+        .finalize();
+    Sha256::new()
+        .chain_update(opad)
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// A bcrypt hash of `password` for the configuration file.
+pub fn hash_password(password: &str) -> Result<String, bcrypt::BcryptError> {
+    bcrypt::hash(password, bcrypt::DEFAULT_COST)
+}
+
+/// Constant-time equality.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Decodes `Basic base64(user:password)`.
+pub fn parse_basic(value: &str) -> Option<(String, String)> {
+    let v = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(v.trim())
+        .ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    let (u, p) = s.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*", "a/b"));
+        assert!(glob_match("team/*", "team/app"));
+        assert!(glob_match("team/*", "team/a/b"));
+        assert!(!glob_match("team/*", "teamx/a"));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("a?c", "abbc"));
+        assert!(glob_match("*x*y", "axxbyy"));
+        assert!(!glob_match("", "a"));
+    }
+
+    #[test]
+    fn hmac_rfc4231_case2() {
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(
+            hex::encode(mac),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn tokens_and_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let cfg: Config = serde_json::from_value(serde_json::json!({
+            "users": {"alice": {"password_hash": hash}, "bob": {"password_hash": hash}},
+            "access": [
+                {"repository": "alice/*", "users": ["alice"], "actions": ["*"]},
+                {"repository": "pub/*", "users": ["anonymous"], "actions": ["pull"]},
+                {"repository": "*", "users": ["*"], "actions": ["pull"]},
+            ],
+        }))
+        .unwrap();
+        let a = Auth::new(Some(cfg), dir.path()).unwrap();
+        assert!(a.check_password("alice", "pw"));
+        assert!(a.check_password("alice", "pw"));
+        assert!(!a.check_password("alice", "nope"));
+        assert!(!a.check_password("carol", "pw"));
+        let alice = Identity::User("alice".into());
+        let bob = Identity::User("bob".into());
+        assert!(a.permits(&alice, "alice/x", Action::Delete));
+        assert!(!a.permits(&bob, "alice/x", Action::Push));
+        assert!(a.permits(&bob, "alice/x", Action::Pull));
+        assert!(a.permits(&Identity::Anonymous, "pub/x", Action::Pull));
+        assert!(!a.permits(&Identity::Anonymous, "alice/x", Action::Pull));
+        let t = a.issue(
+            Some("alice"),
+            &[("repository".into(), "alice/x".into(), vec![Action::Pull])],
+            1000,
+        );
+        let id = a.verify(&t, 1001).unwrap();
+        assert!(a.permits(&id, "alice/x", Action::Pull));
+        assert!(!a.permits(&id, "alice/x", Action::Push));
+        assert!(a.verify(&t, 1000 + 300).is_none(), "expired");
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let parts: Vec<&str> = t.split('.').collect();
+        let other = b64.encode(
+            serde_json::json!({"aud": "berth-registry", "exp": 5000, "sub": "alice",
+                "access": [{"type": "repository", "name": "alice/x", "actions": ["push"]}]})
+            .to_string(),
+        );
+        let forged = format!("{}.{}.{}", parts[0], other, parts[2]);
+        assert!(a.verify(&forged, 1001).is_none());
+        assert!(a.verify("a.b", 1001).is_none());
+    }
+}

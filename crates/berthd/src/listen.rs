@@ -1,0 +1,191 @@
+//! The daemon's listeners (`-H`): unix sockets, and TCP with TLS (`--tls`, `--tlsverify` with
+//! client certificates from `--tlscacert`) as dockerd's. Plain TCP is refused unless asked for
+//! explicitly, since it gives root on the host to anyone who can connect.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// One `-H` address.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+/// Parses `unix:///path`, `/path`, `tcp://host:port` (port 2376 by default with TLS, 2375
+/// without, as dockerd).
+pub fn parse_host(s: &str, tls: bool) -> Result<Endpoint, String> {
+    if let Some(p) = s.strip_prefix("unix://") {
+        return Ok(Endpoint::Unix(PathBuf::from(p)));
+    }
+    if s.starts_with('/') {
+        return Ok(Endpoint::Unix(PathBuf::from(s)));
+    }
+    if let Some(a) = s.strip_prefix("tcp://") {
+        let a = a.trim_end_matches('/');
+        let a = if a.contains(':') {
+            a.to_string()
+        } else {
+            format!("{a}:{}", if tls { 2376 } else { 2375 })
+        };
+        let a = if a.starts_with(':') {
+            format!("127.0.0.1{a}")
+        } else {
+            a
+        };
+        return std::net::ToSocketAddrs::to_socket_addrs(&a)
+            .map_err(|e| format!("invalid host {s}: {e}"))?
+            .next()
+            .map(Endpoint::Tcp)
+            .ok_or_else(|| format!("invalid host {s}"));
+    }
+    Err(format!(
+        "invalid host {s}: use unix:///path or tcp://host:port"
+    ))
+}
+
+/// TLS settings (dockerd's flags).
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    /// Require client certificates signed by `ca`.
+    pub verify: bool,
+}
+
+fn certs(p: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    CertificateDer::pem_file_iter(p)
+        .map_err(|e| format!("reading {}: {e}", p.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("reading {}: {e}", p.display()))
+}
+
+/// The rustls server configuration for `files`.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, String> {
+    let cert = files
+        .cert
+        .as_ref()
+        .ok_or("--tlscert is required for a TLS listener")?;
+    let key = files
+        .key
+        .as_ref()
+        .ok_or("--tlskey is required for a TLS listener")?;
+    let chain = certs(cert)?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("reading {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = if files.verify {
+        let ca = files.ca.as_ref().ok_or("--tlsverify needs --tlscacert")?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certs(ca)? {
+            roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
+        }
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| e.to_string())?;
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut cfg = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("the TLS certificate and key: {e}"))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Serves `app` on a TCP listener, over TLS when `tls` is given, until `shutdown` resolves.
+pub async fn serve_tcp<S>(
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    app: S,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) where
+    S: tower::Service<
+            axum::http::Request<axum::body::Body>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let app = app.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(
+                move |req: axum::http::Request<hyper::body::Incoming>| {
+                    let mut app = app.clone();
+                    async move { app.call(req.map(axum::body::Body::new)).await }
+                },
+            );
+            let builder = hyper::server::conn::http1::Builder::new();
+            let res = match acceptor {
+                Some(a) => match a.accept(tcp).await {
+                    Ok(stream) => {
+                        builder
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                            .with_upgrades()
+                            .await
+                    }
+                    Err(e) => {
+                        tracing::info!("TLS handshake with {peer} failed: {e}");
+                        return;
+                    }
+                },
+                None => {
+                    builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                        .with_upgrades()
+                        .await
+                }
+            };
+            if let Err(e) = res {
+                tracing::debug!("connection from {peer}: {e}");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert_eq!(
+            parse_host("unix:///run/x.sock", false).unwrap(),
+            Endpoint::Unix("/run/x.sock".into())
+        );
+        assert_eq!(
+            parse_host("tcp://127.0.0.1", true).unwrap(),
+            Endpoint::Tcp("127.0.0.1:2376".parse().unwrap())
+        );
+        assert_eq!(
+            parse_host("tcp://:2375", false).unwrap(),
+            Endpoint::Tcp("127.0.0.1:2375".parse().unwrap())
+        );
+        assert!(parse_host("ftp://x", false).is_err());
+    }
+}

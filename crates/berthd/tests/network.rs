@@ -1,0 +1,900 @@
+//! Networking end to end: bridges, DNS by name, isolation, published ports (loopback proxy and
+//! DNAT from a "remote host" namespace), -P, connect/disconnect, container: mode, docker-py,
+//! daemon restart, and cleanup checked with `ip` and `nft`.
+//!
+//! Every test daemon gets its own default bridge and subnets (from the test's pid, inside
+//! 10.64.0.0/10), so tests run in parallel; only loopback and addresses inside namespaces
+//! created here carry traffic.
+
+mod common;
+
+use std::process::Command;
+
+use common::{finish, Daemon};
+
+/// Names and addresses unique to this test process.
+struct Net {
+    tag: String,
+    a: u32,
+    b: u32,
+}
+
+impl Net {
+    fn new() -> Net {
+        let pid = std::process::id();
+        Net {
+            tag: format!("bt{pid}"),
+            a: 64 + ((pid >> 8) & 0x3f),
+            b: pid & 0xff,
+        }
+    }
+    /// The k-th /28 of this process (k < 16).
+    fn subnet(&self, k: u32) -> String {
+        format!("10.{}.{}.{}/28", self.a, self.b, k * 16)
+    }
+    fn ip(&self, k: u32, host: u32) -> String {
+        format!("10.{}.{}.{}", self.a, self.b, k * 16 + host)
+    }
+    fn bridge(&self, s: &str) -> String {
+        format!("{}{s}", self.tag)
+    }
+    /// Starts a daemon whose default bridge is `<tag>d` on subnet 0.
+    fn daemon(&self) -> Daemon {
+        // nextest runs each test in its own process, so this environment is ours alone.
+        std::env::set_var("BERTHD_BRIDGE", self.bridge("d"));
+        std::env::set_var("BERTHD_BIP", format!("{}/28", self.ip(0, 1)));
+        Daemon::new()
+    }
+    fn links(&self) -> String {
+        sh(&format!("ip -o link show | grep -E '{}' || true", self.tag))
+    }
+    fn table(&self) -> String {
+        format!("berth_{}d", self.tag)
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for l in sh("ip -o link show").lines() {
+            if let Some(name) = l.split(": ").nth(1) {
+                let name = name.split('@').next().unwrap_or("");
+                if name.starts_with(&self.tag) {
+                    let _ = Command::new("ip").args(["link", "del", name]).status();
+                }
+            }
+        }
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.table()])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &format!("{}r", self.tag)])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Whether the host end of a container's veth (`vb` + 6 characters of its id) is gone.
+fn veth_gone(cid: &str) -> bool {
+    !sh("ip -o link show").contains(&format!("vb{}", &cid.trim()[..6]))
+}
+
+fn sh(cmd: &str) -> String {
+    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(addr: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(s, "GET / HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// Waits until `addr` answers HTTP (a detached httpd needs a moment to bind).
+fn wait_http(addr: &str) -> String {
+    for _ in 0..100 {
+        if let Ok(r) = http_get(addr) {
+            if !r.is_empty() {
+                return r;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{addr} did not answer");
+}
+
+const HTTPD: &str =
+    "mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 80 -h /www";
+
+#[test]
+fn user_networks_dns_by_name_and_isolation() {
+    let n = Net::new();
+    let d = n.daemon();
+    let (ba, bb) = (n.bridge("a"), n.bridge("b"));
+    d.docker(&[
+        "network",
+        "create",
+        "--subnet",
+        &n.subnet(1),
+        "-o",
+        &format!("com.docker.network.bridge.name={ba}"),
+        "neta",
+    ])
+    .ok();
+    d.docker(&[
+        "network",
+        "create",
+        "--subnet",
+        &n.subnet(2),
+        "-o",
+        &format!("com.docker.network.bridge.name={bb}"),
+        "--label",
+        "team=b",
+        "netb",
+    ])
+    .ok();
+    let dup = d.docker(&["network", "create", "neta"]);
+    assert_ne!(dup.code, 0);
+    assert!(dup.stderr.contains("already exists"), "{}", dup.stderr);
+
+    let web = d
+        .docker(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--network",
+            "neta",
+            "--network-alias",
+            "www",
+            "busybox",
+            "sh",
+            "-c",
+            HTTPD,
+        ])
+        .ok()
+        .stdout;
+    let web = web.trim();
+    let other = d
+        .docker(&[
+            "run",
+            "-d",
+            "--name",
+            "other",
+            "--network",
+            "netb",
+            "busybox",
+            "sh",
+            "-c",
+            HTTPD,
+        ])
+        .ok()
+        .stdout;
+    let other_ip = d
+        .docker(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.netb.IPAddress}}",
+            "other",
+        ])
+        .ok()
+        .stdout;
+    let other_ip = other_ip.trim();
+    assert_eq!(other_ip, n.ip(2, 2));
+    let web_ip = d.docker(&["inspect", "-f", "{{.NetworkSettings.Networks.neta.IPAddress}} {{.NetworkSettings.Networks.neta.Gateway}} {{.NetworkSettings.Networks.neta.MacAddress}}", "web"]).ok().stdout;
+    assert_eq!(
+        web_ip.trim(),
+        format!(
+            "{} {} 02:42:0a:{:02x}:{:02x}:{:02x}",
+            n.ip(1, 2),
+            n.ip(1, 1),
+            n.a,
+            n.b,
+            16 + 2
+        )
+    );
+
+    // By name, alias and short id: ping, nc, wget.
+    let script = format!(
+        "cat /etc/resolv.conf && ping -c1 -W2 web && echo -e 'GET / HTTP/1.0\\r\\n\\r\\n' | nc www 80 && wget -qO- http://{}/ && \
+         timeout 3 wget -qO- http://{other_ip}/; echo OTHER-RC=$?; \
+         if nslookup other 127.0.0.11; then echo RESOLVED-OTHER; fi; true",
+        &web[..12]
+    );
+    let r = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "neta",
+            "busybox",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .ok();
+    assert!(r.stdout.contains("nameserver 127.0.0.11"), "{}", r.stdout);
+    assert!(r.stdout.contains("options ndots:0"), "{}", r.stdout);
+    assert!(r.stdout.contains("1 packets received"), "{}", r.stdout);
+    assert_eq!(
+        r.stdout
+            .matches(&format!("hello-from-{}", &web[..12]))
+            .count(),
+        2,
+        "{}",
+        r.stdout
+    );
+    // (busybox wget's -T crashes here; `timeout` ends the attempt.)
+    let other12 = &other.trim()[..12];
+    assert!(
+        !r.stdout.contains(&format!("hello-from-{other12}")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("OTHER-RC=") && !r.stdout.contains("OTHER-RC=0"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("RESOLVED-OTHER"), "{}", r.stdout);
+
+    // ls / inspect / filters / rm with active endpoints.
+    let ls = d
+        .docker(&["network", "ls", "--format", "{{.Name}} {{.Driver}}"])
+        .ok()
+        .stdout;
+    for want in [
+        "bridge bridge",
+        "host host",
+        "none null",
+        "neta bridge",
+        "netb bridge",
+    ] {
+        assert!(ls.lines().any(|l| l == want), "{ls}");
+    }
+    let f = d
+        .docker(&["network", "ls", "-q", "--filter", "label=team=b"])
+        .ok()
+        .stdout;
+    assert_eq!(f.lines().count(), 1);
+    let insp = d
+        .docker(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}} {{len .Containers}}",
+            "neta",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(insp.trim(), format!("{} {} 1", n.subnet(1), n.ip(1, 1)));
+    let busy = d.docker(&["network", "rm", "neta"]);
+    assert!(busy.stderr.contains("active endpoints"), "{}", busy.stderr);
+    let builtin = d.docker(&["network", "rm", "bridge"]);
+    assert!(builtin.stderr.contains("pre-defined"), "{}", builtin.stderr);
+
+    // Removing everything leaves no links, addresses or rules.
+    assert!(n.links().contains(&ba));
+    d.docker(&["rm", "-f", "web", "other"]).ok();
+    d.docker(&["network", "rm", "neta"]).ok();
+    let pruned = d.docker(&["network", "prune", "-f"]).ok().stdout;
+    assert!(pruned.contains("netb"), "{pruned}");
+    let links = n.links();
+    assert!(!links.contains(&ba) && !links.contains(&bb), "{links}");
+    assert!(veth_gone(web) && veth_gone(&other));
+    let addrs = sh("ip -o addr show");
+    assert!(
+        !addrs.contains(&n.ip(1, 1)) && !addrs.contains(&n.ip(2, 1)),
+        "{addrs}"
+    );
+    let rules = sh(&format!("nft list table inet {}", n.table()));
+    assert!(
+        !rules.contains(&ba) && !rules.contains(&bb) && !rules.contains("dnat"),
+        "{rules}"
+    );
+    assert!(!sh("nft list tables").contains(&format!("{}a", n.tag)));
+    finish(d);
+}
+
+#[test]
+fn published_ports_loopback_and_dnat_from_a_remote_host() {
+    let n = Net::new();
+    let d = n.daemon();
+    let (p_lo, p_all) = (free_port(), free_port());
+    let cid = d
+        .docker(&[
+            "run",
+            "-d",
+            "--name",
+            "pub",
+            "-p",
+            &format!("127.0.0.1:{p_lo}:80"),
+            "-p",
+            &format!("{p_all}:80"),
+            "busybox",
+            "sh",
+            "-c",
+            HTTPD,
+        ])
+        .ok()
+        .stdout;
+    let short = &cid.trim()[..12];
+    let r = wait_http(&format!("127.0.0.1:{p_lo}"));
+    assert!(r.contains(&format!("hello-from-{short}")), "{r}");
+    let r = wait_http(&format!("127.0.0.1:{p_all}"));
+    assert!(r.contains("hello-from"), "{r}");
+    // busybox wget from the host, like a user would.
+    let w = Command::new("busybox")
+        .args(["wget", "-qO-", &format!("http://127.0.0.1:{p_lo}/")])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&w.stdout).contains("hello-from"));
+
+    // Port conflicts are a clear error.
+    let c = d.docker(&[
+        "run",
+        "--rm",
+        "-p",
+        &format!("127.0.0.1:{p_lo}:80"),
+        "busybox",
+        "true",
+    ]);
+    assert_ne!(c.code, 0);
+    assert!(
+        c.stderr.contains("port is already allocated"),
+        "{}",
+        c.stderr
+    );
+
+    let port = d.docker(&["port", "pub"]).ok().stdout;
+    assert!(
+        port.contains(&format!("80/tcp -> 127.0.0.1:{p_lo}")),
+        "{port}"
+    );
+    assert!(
+        port.contains(&format!("80/tcp -> 0.0.0.0:{p_all}")),
+        "{port}"
+    );
+    let ps = d.docker(&["ps", "--format", "{{.Ports}}"]).ok().stdout;
+    assert!(ps.contains(&format!("127.0.0.1:{p_lo}->80/tcp")), "{ps}");
+
+    // A remote host: a namespace with a veth to the host, addresses in subnet 15.
+    let ns = format!("{}r", n.tag);
+    let (h, rmt) = (n.ip(15, 1), n.ip(15, 2));
+    let hv = n.bridge("h");
+    let setup = format!(
+        "set -e; ip netns add {ns}; ip link add {hv} type veth peer name {hv}p; ip link set {hv}p netns {ns}; \
+         ip addr add {h}/28 dev {hv}; ip link set {hv} up; \
+         ip -n {ns} addr add {rmt}/28 dev {hv}p; ip -n {ns} link set {hv}p up; ip -n {ns} link set lo up"
+    );
+    let st = Command::new("sh").arg("-c").arg(&setup).status().unwrap();
+    assert!(st.success());
+    let get = |port: u16| {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "busybox",
+                "timeout",
+                "5",
+                "busybox",
+                "wget",
+                "-qO-",
+                &format!("http://{h}:{port}/"),
+            ])
+            .output()
+            .unwrap()
+    };
+    let ok = get(p_all);
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).contains("hello-from"),
+        "DNAT from the remote host failed: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let denied = get(p_lo);
+    assert!(
+        !denied.status.success(),
+        "a port bound to 127.0.0.1 answered another host"
+    );
+    assert!(!String::from_utf8_lossy(&denied.stdout).contains("hello-from"));
+
+    // Outbound: a container reaches the remote host through masquerade (the remote host sees
+    // the host's address, it has no route to the bridge); an --internal network does not.
+    let out = d
+        .docker(&["run", "--rm", "busybox", "ping", "-c1", "-W2", &rmt])
+        .ok()
+        .stdout;
+    assert!(out.contains("1 packets received"), "{out}");
+    let bi = n.bridge("i");
+    d.docker(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        &n.subnet(7),
+        "-o",
+        &format!("com.docker.network.bridge.name={bi}"),
+        "inside",
+    ])
+    .ok();
+    let r = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "inside",
+            "busybox",
+            "sh",
+            "-c",
+            &format!("ping -c1 -W2 {rmt}; echo RC=$?"),
+        ])
+        .ok()
+        .stdout;
+    assert!(
+        r.contains("RC=1") && !r.contains("1 packets received"),
+        "{r}"
+    );
+    let rules = sh(&format!("nft list table inet {}", n.table()));
+    assert!(
+        rules.contains(&format!("iifname \"{bi}\" oifname != \"{bi}\" drop")),
+        "{rules}"
+    );
+    d.docker(&["network", "rm", "inside"]).ok();
+
+    d.docker(&["rm", "-f", "pub"]).ok();
+    assert!(http_get(&format!("127.0.0.1:{p_lo}")).is_err());
+    let rules = sh(&format!("nft list table inet {}", n.table()));
+    assert!(!rules.contains("dnat"), "{rules}");
+    assert!(veth_gone(&cid));
+    finish(d);
+}
+
+#[test]
+fn publish_all_connect_disconnect_and_container_mode() {
+    let n = Net::new();
+    let d = n.daemon();
+    let ba = n.bridge("a");
+    d.docker(&[
+        "network",
+        "create",
+        "--subnet",
+        &n.subnet(3),
+        "-o",
+        &format!("com.docker.network.bridge.name={ba}"),
+        "side",
+    ])
+    .ok();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "pa",
+        "--expose",
+        "80",
+        "--expose",
+        "81/udp",
+        "-P",
+        "--hostname",
+        "myhost",
+        "--add-host",
+        "db.local:10.1.2.3",
+        "--add-host",
+        "gw:host-gateway",
+        "--dns-search",
+        "example.test",
+        "busybox",
+        "sh",
+        "-c",
+        HTTPD,
+    ])
+    .ok();
+    let port = d.docker(&["port", "pa", "80"]).ok().stdout;
+    let hp: u16 = port
+        .trim()
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let r = wait_http(&format!("127.0.0.1:{hp}"));
+    assert!(r.contains("hello-from-myhost"), "{r}");
+    let ports = d
+        .docker(&["inspect", "-f", "{{json .NetworkSettings.Ports}}", "pa"])
+        .ok()
+        .stdout;
+    assert!(
+        ports.contains("\"80/tcp\":[{\"HostIp\":\"0.0.0.0\",\"HostPort\":\"")
+            && ports.contains("81/udp"),
+        "{ports}"
+    );
+    let files = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "container:pa",
+            "busybox",
+            "sh",
+            "-c",
+            "wget -qO- http://127.0.0.1/; hostname",
+        ])
+        .ok()
+        .stdout;
+    assert!(files.contains("hello-from-myhost"), "{files}");
+
+    // Default bridge: hosts and resolv.conf as Docker writes them.
+    let etc = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--add-host",
+            "db.local:10.1.2.3",
+            "--add-host",
+            "gw:host-gateway",
+            "--dns",
+            "10.9.9.9",
+            "--dns-search",
+            "example.test",
+            "--dns-option",
+            "attempts:2",
+            "-h",
+            "box",
+            "--mac-address",
+            "02:42:aa:bb:cc:dd",
+            "busybox",
+            "sh",
+            "-c",
+            "cat /etc/hosts /etc/resolv.conf /sys/class/net/eth0/address; hostname",
+        ])
+        .ok()
+        .stdout;
+    assert!(etc.contains("10.1.2.3\tdb.local"), "{etc}");
+    assert!(etc.contains(&format!("{}\tgw", n.ip(0, 1))), "{etc}");
+    assert!(
+        etc.contains("nameserver 10.9.9.9\nsearch example.test\noptions attempts:2"),
+        "{etc}"
+    );
+    assert!(etc.contains("02:42:aa:bb:cc:dd\n"), "{etc}");
+    assert!(etc.trim_end().ends_with("box"), "{etc}");
+
+    // connect (with an alias and a fixed address) and disconnect a running container.
+    let fixed = n.ip(3, 9);
+    d.docker(&[
+        "network", "connect", "--alias", "pa-side", "--ip", &fixed, "side", "pa",
+    ])
+    .ok();
+    let r = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "side",
+            "busybox",
+            "sh",
+            "-c",
+            "nslookup pa-side 127.0.0.11 && wget -qO- http://pa-side/",
+        ])
+        .ok()
+        .stdout;
+    assert!(r.contains(&fixed) && r.contains("hello-from-myhost"), "{r}");
+    let taken = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "side",
+        "--ip",
+        &fixed,
+        "busybox",
+        "true",
+    ]);
+    assert!(taken.stderr.contains("in use"), "{}", taken.stderr);
+    let ip_on_default = d.docker(&["run", "--rm", "--ip", &n.ip(0, 9), "busybox", "true"]);
+    assert!(
+        ip_on_default.stderr.contains("user defined networks"),
+        "{}",
+        ip_on_default.stderr
+    );
+    d.docker(&["network", "disconnect", "side", "pa"]).ok();
+    let r = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "side",
+            "busybox",
+            "sh",
+            "-c",
+            &format!("timeout 3 wget -qO- http://{fixed}/ || echo GONE"),
+        ])
+        .ok()
+        .stdout;
+    assert!(r.contains("GONE"), "{r}");
+    let net = d
+        .docker(&["inspect", "-f", "{{len .NetworkSettings.Networks}}", "pa"])
+        .ok()
+        .stdout;
+    assert_eq!(net.trim(), "1");
+
+    // none and host modes.
+    let none = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "busybox",
+            "ip",
+            "-o",
+            "link",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(none.lines().count(), 1, "{none}");
+    d.docker(&["rm", "-f", "pa"]).ok();
+    d.docker(&["network", "rm", "side"]).ok();
+    assert!(!n.links().contains(&ba));
+    finish(d);
+}
+
+#[test]
+fn docker_py_networks() {
+    let n = Net::new();
+    let d = n.daemon();
+    let script = format!(
+        r#"
+import docker, os
+c = docker.DockerClient(base_url=os.environ["BERTH_SOCK"])
+ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet="{sub}", gateway="{gw}")])
+net = c.networks.create("pynet", driver="bridge", ipam=ipam, options={{"com.docker.network.bridge.name": "{br}"}}, labels={{"k": "v"}})
+assert net.name == "pynet", net.attrs
+assert [x.name for x in c.networks.list(names=["pynet"])] == ["pynet"]
+srv = c.containers.run("busybox", ["httpd", "-f", "-p", "80"], detach=True, network="pynet", name="pysrv")
+cli = c.containers.run("busybox", ["sleep", "30"], detach=True, name="pycli")
+net.connect(cli, aliases=["client"])
+net.reload()
+assert len(net.containers) == 2, net.attrs["Containers"]
+import time
+look = c.containers.run("busybox", ["nslookup", "client", "127.0.0.11"], network="pynet", detach=True)
+assert look.wait()["StatusCode"] == 0
+out = b""
+for _ in range(40):
+    out = look.logs()
+    if b"{cli_ip}" in out:
+        break
+    time.sleep(0.05)
+look.remove()
+assert b"{cli_ip}" in out, out
+cli.reload()
+assert cli.attrs["NetworkSettings"]["Networks"]["pynet"]["Aliases"] == ["client"], cli.attrs["NetworkSettings"]
+net.disconnect(cli)
+for x in (srv, cli):
+    x.remove(force=True)
+net.remove()
+assert c.networks.prune()["NetworksDeleted"] in (None, [])
+print("OK")
+"#,
+        sub = n.subnet(4),
+        gw = n.ip(4, 1),
+        br = n.bridge("p"),
+        cli_ip = n.ip(4, 3),
+    );
+    let r = d.python(&script);
+    assert!(
+        r.stdout.contains("OK"),
+        "stdout: {}\nstderr: {}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(!n.links().contains(&n.bridge("p")));
+    finish(d);
+}
+
+#[test]
+fn daemon_restart_keeps_networking() {
+    let n = Net::new();
+    let mut d = n.daemon();
+    let ba = n.bridge("a");
+    d.docker(&[
+        "network",
+        "create",
+        "--subnet",
+        &n.subnet(5),
+        "-o",
+        &format!("com.docker.network.bridge.name={ba}"),
+        "keep",
+    ])
+    .ok();
+    let p = free_port();
+    let cid = d
+        .docker(&[
+            "run",
+            "-d",
+            "--name",
+            "srv",
+            "--network",
+            "keep",
+            "-p",
+            &format!("127.0.0.1:{p}:80"),
+            "busybox",
+            "sh",
+            "-c",
+            HTTPD,
+        ])
+        .ok()
+        .stdout;
+    wait_http(&format!("127.0.0.1:{p}"));
+    // A container that keeps resolving a name: its DNS server lives in the daemon.
+    d.docker(&["run", "-d", "--name", "dnsw", "--network", "keep", "busybox", "sh", "-c", "while sleep 0.2; do if nslookup srv 127.0.0.11 >/dev/null 2>&1; then echo DNS-OK; else echo DNS-FAIL; fi; done"]).ok();
+    d.kill9();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    d.start();
+    let r = wait_http(&format!("127.0.0.1:{p}"));
+    assert!(r.contains("hello-from"), "{r}");
+    let mut last = String::new();
+    for _ in 0..50 {
+        last = d.docker(&["logs", "--tail", "1", "dnsw"]).ok().stdout;
+        if last.trim() == "DNS-OK" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        last.trim(),
+        "DNS-OK",
+        "the old container's DNS after the restart"
+    );
+    let r = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "keep",
+            "busybox",
+            "wget",
+            "-qO-",
+            "http://srv/",
+        ])
+        .ok()
+        .stdout;
+    assert!(r.contains("hello-from"), "{r}");
+    // The address of srv is still taken after the restart.
+    let ip = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "keep",
+            "busybox",
+            "sh",
+            "-c",
+            "ip -o -4 addr show eth0",
+        ])
+        .ok()
+        .stdout;
+    assert!(ip.contains(&n.ip(5, 4)), "{ip}");
+    d.docker(&["rm", "-f", "srv", "dnsw"]).ok();
+    d.docker(&["network", "rm", "keep"]).ok();
+    assert!(!n.links().contains(&ba) && veth_gone(&cid));
+    finish(d);
+}
+
+#[test]
+fn berth_cli_network_commands_and_port() {
+    let n = Net::new();
+    let d = n.daemon();
+    let br = n.bridge("c");
+    d.berth(&[
+        "network",
+        "create",
+        "--subnet",
+        &n.subnet(6),
+        "--gateway",
+        &n.ip(6, 14),
+        "--ip-range",
+        &format!("{}/29", n.ip(6, 8)),
+        "-o",
+        &format!("com.docker.network.bridge.name={br}"),
+        "--label",
+        "x=y",
+        "clinet",
+    ])
+    .ok();
+    let ls = d.berth(&["network", "ls"]).ok().stdout;
+    assert!(
+        ls.starts_with("NETWORK ID     NAME") && ls.contains("clinet"),
+        "{ls}"
+    );
+    let insp = d
+        .berth(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{.Name}} {{.Labels.x}}",
+            "clinet",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(insp.trim(), "clinet y");
+    let p = free_port();
+    d.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "cw",
+        "--network",
+        "clinet",
+        "--network-alias",
+        "cwa",
+        "-p",
+        &format!("127.0.0.1:{p}:80"),
+        "-P",
+        "--expose",
+        "81",
+        "-h",
+        "cwhost",
+        "busybox",
+        "sh",
+        "-c",
+        HTTPD,
+    ])
+    .ok();
+    let r = wait_http(&format!("127.0.0.1:{p}"));
+    assert!(r.contains("hello-from-cwhost"), "{r}");
+    let port = d.berth(&["port", "cw"]).ok().stdout;
+    assert!(
+        port.contains(&format!("80/tcp -> 127.0.0.1:{p}")) && port.contains("81/tcp -> 0.0.0.0:"),
+        "{port}"
+    );
+    assert_eq!(
+        d.berth(&["port", "cw", "80"]).ok().stdout.trim(),
+        format!("127.0.0.1:{p}")
+    );
+    // The address comes from --ip-range.
+    let ip = d.docker(&["inspect", "-f", "{{.NetworkSettings.Networks.clinet.IPAddress}} {{.NetworkSettings.Networks.clinet.Gateway}}", "cw"]).ok().stdout;
+    assert_eq!(ip.trim(), format!("{} {}", n.ip(6, 8), n.ip(6, 14)));
+    let ps = d.berth(&["ps"]).ok().stdout;
+    assert!(ps.contains(&format!("127.0.0.1:{p}->80/tcp")), "{ps}");
+    d.berth(&["run", "-d", "--name", "cx", "busybox", "sleep", "30"])
+        .ok();
+    d.berth(&["network", "connect", "--alias", "cxa", "clinet", "cx"])
+        .ok();
+    let r = d
+        .berth(&[
+            "run",
+            "--rm",
+            "--network",
+            "clinet",
+            "busybox",
+            "sh",
+            "-c",
+            "wget -qO- http://cwa/ && ping -c1 cxa",
+        ])
+        .ok()
+        .stdout;
+    assert!(
+        r.contains("hello-from-cwhost") && r.contains("1 packets received"),
+        "{r}"
+    );
+    d.berth(&["network", "disconnect", "clinet", "cx"]).ok();
+    d.berth(&["rm", "-f", "cw", "cx"]).ok();
+    let pr = d.berth(&["network", "prune", "-f"]).ok().stdout;
+    assert!(pr.contains("clinet"), "{pr}");
+    assert!(!n.links().contains(&br));
+    finish(d);
+}

@@ -1,0 +1,210 @@
+//! berthd on TCP with TLS and client certificates (dockerd's `--tlsverify`), driven by the real
+//! docker CLI; plain TCP is refused unless asked for.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::Command;
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let st = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "openssl {args:?}");
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
+fn make_certs(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=berth-test-ca",
+        ],
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server-key.pem",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-out",
+            "server-cert.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=client",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+        ],
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn tcp_with_tls_and_client_certificates() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("SKIP: openssl is needed to make test certificates");
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    make_certs(certs.path());
+    let port = free_port();
+    let c = |f: &str| certs.path().join(f).display().to_string();
+    let d = Daemon::with_args(&[
+        "-H".into(),
+        format!("tcp://127.0.0.1:{port}"),
+        "--tlsverify".into(),
+        "--tlscacert".into(),
+        c("ca.pem"),
+        "--tlscert".into(),
+        c("server-cert.pem"),
+        "--tlskey".into(),
+        c("server-key.pem"),
+    ]);
+    // The unix socket still works; so does TCP with the client certificate.
+    d.docker(&["version"]).ok();
+    let docker_tcp = |cert_path: Option<&Path>, args: &[&str]| {
+        let mut cmd = Command::new("docker");
+        cmd.args(args)
+            .env("DOCKER_HOST", format!("tcp://127.0.0.1:{port}"))
+            .env("DOCKER_CONFIG", d.path("docker-config"))
+            .env_remove("DOCKER_CONTEXT");
+        match cert_path {
+            Some(p) => {
+                cmd.env("DOCKER_TLS_VERIFY", "1").env("DOCKER_CERT_PATH", p);
+            }
+            None => {
+                cmd.env_remove("DOCKER_TLS_VERIFY")
+                    .env_remove("DOCKER_CERT_PATH");
+            }
+        }
+        run_output(cmd.output().unwrap())
+    };
+    let v = docker_tcp(
+        Some(certs.path()),
+        &["version", "--format", "{{.Server.Os}}"],
+    )
+    .ok();
+    assert_eq!(v.stdout, "linux\n");
+    let r = docker_tcp(
+        Some(certs.path()),
+        &["run", "--rm", "busybox", "echo", "over tls"],
+    )
+    .ok();
+    assert_eq!(r.stdout, "over tls\n");
+    // Without a client certificate (or without TLS) the daemon does not answer.
+    let nocert = tempfile::tempdir().unwrap();
+    std::fs::copy(certs.path().join("ca.pem"), nocert.path().join("ca.pem")).unwrap();
+    let r = docker_tcp(
+        None,
+        &[
+            "--tls",
+            "--tlscacert",
+            &c("ca.pem"),
+            "version",
+            "--format",
+            "{{.Server.Os}}",
+        ],
+    );
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    let r = docker_tcp(None, &["version", "--format", "{{.Server.Os}}"]);
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    finish(d);
+    // Plain TCP without --tls=false: refused at start-up with a clear message.
+    let o = Command::new(bin_dir().join("berthd"))
+        .args([
+            "-H",
+            &format!("tcp://127.0.0.1:{}", free_port()),
+            "--data-root",
+        ])
+        .arg(certs.path().join("data"))
+        .arg("--exec-root")
+        .arg(certs.path().join("exec"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("without TLS"));
+}
