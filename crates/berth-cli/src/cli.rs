@@ -155,6 +155,14 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::build::BuilderCommand,
     },
+    /// Manage volumes
+    Volume {
+        /// The volume command.
+        #[command(subcommand)]
+        command: crate::storage::VolumeCommand,
+    },
+    /// Copy files/folders between a container and the local filesystem
+    Cp(crate::storage::CpCmd),
     /// Manage Berth
     System {
         /// The system command.
@@ -564,6 +572,12 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             Command::Port(c) => crate::network::port(&host, c, out),
             Command::Build(c) => crate::build::build(&host, c, out, err),
             Command::Builder { command } => crate::build::builder(&host, command, out),
+            Command::Volume { command } => {
+                let stdin = io::stdin();
+                let mut input = stdin.lock();
+                crate::storage::volume(&host, command, out, err, &mut input)
+            }
+            Command::Cp(c) => crate::storage::cp(&host, c, out, err),
             _ => Ok(()),
         };
     }

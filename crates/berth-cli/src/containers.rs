@@ -47,6 +47,9 @@ pub struct RunCmd {
     /// Set metadata on a container
     #[arg(short = 'l', long = "label")]
     label: Vec<String>,
+    /// Volumes, binds, tmpfs (crate::storage)
+    #[command(flatten)]
+    storage: crate::storage::StorageFlags,
     /// Networking flags (`-p`, `-P`, `--dns`, `--add-host`, `--ip`, `-h`, …)
     #[command(flatten)]
     net: Box<crate::network::NetworkFlags>,
@@ -80,6 +83,7 @@ fn create_body(c: &RunCmd) -> Result<Value, CliError> {
     if !c.command.is_empty() {
         body["Cmd"] = json!(c.command);
     }
+    c.storage.apply(&mut body)?;
     if let Some(w) = &c.workdir {
         body["WorkingDir"] = json!(w);
     }

@@ -21,6 +21,7 @@ pub mod ctl;
 pub mod format;
 pub mod network;
 pub mod registry_server;
+pub mod storage;
 pub mod tabwriter;
 pub mod template;
 pub mod units;

@@ -73,6 +73,8 @@ pub enum ApplyMode {
     /// The target is one overlayfs layer: whiteouts become 0:0 character devices and opaque
     /// directories get `trusted.overlay.opaque=y`.
     Overlay,
+    /// Not a layer (`docker cp` uploads): `.wh.` names are ordinary files.
+    Plain,
 }
 
 /// Options for [`apply_layer`].
@@ -82,6 +84,11 @@ pub struct ApplyOptions {
     pub mode: ApplyMode,
     /// Apply ownership from the tar (needs `CAP_CHOWN`); otherwise files belong to the caller.
     pub same_owner: bool,
+    /// Refuse to replace an existing directory with a non-directory or the reverse (Docker's
+    /// `noOverwriteDirNonDir`).
+    pub no_overwrite_dir_non_dir: bool,
+    /// Every entry gets this owner instead of the tar's (Docker's `copyUIDGID` with a user).
+    pub chown: Option<(u32, u32)>,
 }
 
 impl Default for ApplyOptions {
@@ -89,6 +96,8 @@ impl Default for ApplyOptions {
         Self {
             mode: ApplyMode::Flat,
             same_owner: true,
+            no_overwrite_dir_non_dir: false,
+            chown: None,
         }
     }
 }
@@ -99,6 +108,8 @@ impl ApplyOptions {
         Self {
             mode,
             same_owner: true,
+            no_overwrite_dir_non_dir: false,
+            chown: None,
         }
     }
 }
@@ -146,6 +157,9 @@ pub enum EntryError {
     /// A whiteout for `.`, `..` or an empty name.
     #[error("invalid whiteout")]
     InvalidWhiteout,
+    /// An existing directory would be replaced by a non-directory or the reverse.
+    #[error("{0}")]
+    DirNonDir(&'static str),
     /// A tar entry type that cannot be applied.
     #[error("unsupported tar entry type {0:?}")]
     UnsupportedType(char),
@@ -516,14 +530,23 @@ impl Applier<'_> {
         };
         // An entry at or above the cached directory may replace it (or a component of its path).
         if let Some((cached, _)) = &self.parent_cache {
-            if cached.starts_with(&comps) || base.starts_with(WHITEOUT_PREFIX) {
+            if cached.starts_with(&comps)
+                || (self.opts.mode != ApplyMode::Plain && base.starts_with(WHITEOUT_PREFIX))
+            {
                 self.parent_cache = None;
             }
         }
-        if base.starts_with(WHITEOUT_PREFIX) {
+        if self.opts.mode != ApplyMode::Plain && base.starts_with(WHITEOUT_PREFIX) {
             return self.whiteout(e, parent, base).map_err(wrap);
         }
-        let meta = self.meta(e).map_err(wrap)?;
+        let mut meta = self.meta(e).map_err(wrap)?;
+        if let Some((u, g)) = self.opts.chown {
+            meta.uid = u64::from(u);
+            meta.gid = u64::from(g);
+        }
+        if self.opts.no_overwrite_dir_non_dir {
+            self.check_dir_non_dir(parent, base, kind).map_err(wrap)?;
+        }
         self.apply_entry(e, &comps, parent, base, kind, &meta)
             .map_err(|err| match err {
                 Ok(error) => wrap(error),
@@ -698,6 +721,36 @@ impl Applier<'_> {
 
     /// Makes room for a new non-directory entry: removes whatever is there (a symlink is
     /// removed, never written through; a directory is removed recursively).
+    /// Docker's `noOverwriteDirNonDir`: an existing directory is not replaced by a
+    /// non-directory, nor an existing non-directory by a directory.
+    fn check_dir_non_dir(
+        &self,
+        parent_comps: &[Vec<u8>],
+        base: &[u8],
+        kind: tar::EntryType,
+    ) -> Result<(), EntryError> {
+        let parent = match resolve_dir(self.root, parent_comps, None) {
+            Ok(p) => p,
+            Err(_) => return Ok(()),
+        };
+        let Ok(st) = rfs::statat(&parent, base, AtFlags::SYMLINK_NOFOLLOW) else {
+            return Ok(());
+        };
+        let existing_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+        let new_dir = kind == tar::EntryType::Directory;
+        if existing_dir && !new_dir {
+            return Err(EntryError::DirNonDir(
+                "cannot overwrite directory with non-directory",
+            ));
+        }
+        if !existing_dir && new_dir {
+            return Err(EntryError::DirNonDir(
+                "cannot overwrite non-directory with directory",
+            ));
+        }
+        Ok(())
+    }
+
     fn prepare_slot(
         &self,
         parent: BorrowedFd<'_>,
@@ -829,7 +882,7 @@ impl Applier<'_> {
                     rfs::fsetxattr(&parent, OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty())
                         .map_err(sys("set opaque xattr"))
                 }
-                ApplyMode::Flat => {
+                ApplyMode::Flat | ApplyMode::Plain => {
                     let prefix = join(parent_comps);
                     self.remove_lower(parent.as_fd(), &prefix)
                 }
@@ -844,7 +897,7 @@ impl Applier<'_> {
             return Err(EntryError::InvalidWhiteout);
         }
         match self.opts.mode {
-            ApplyMode::Flat => {
+            ApplyMode::Flat | ApplyMode::Plain => {
                 let parent = match resolve_dir(self.root, parent_comps, None) {
                     Ok(p) => p,
                     // Nothing below to hide.

@@ -111,6 +111,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/containers/{id}/attach", post(container_attach))
         .route("/containers/{id}", delete(container_delete))
         .merge(crate::build::routes()) // issue 4: Dockerfile builds
+        .merge(crate::volumes::routes())
+        .merge(crate::archive::routes())
         .route(
             "/_badversion/{v}",
             get(bad_version)
@@ -381,7 +383,7 @@ async fn containers_list(State(s): St, Query(q): Q) -> R {
             "Status": status_text(&c),
             "HostConfig": {"NetworkMode": c.network_mode()},
             "NetworkSettings": netsettings,
-            "Mounts": [],
+            "Mounts": crate::mounts::inspect_json(&s.engine, &c.id),
         }));
     }
     Ok(json_resp(Value::Array(out)))
@@ -461,7 +463,7 @@ async fn container_inspect(State(s): St, Path(id): Path<String>) -> R {
         "ExecIDs": exec_ids,
         "HostConfig": hc,
         "GraphDriver": {"Name": c.driver, "Data": {"MergedDir": shim.join("rootfs")}},
-        "Mounts": [],
+        "Mounts": crate::mounts::inspect_json(&s.engine, &c.id),
         "Config": c.config,
         "NetworkSettings": s.engine.net.settings(&c), // [network]
     })))
@@ -610,6 +612,12 @@ async fn container_delete(State(s): St, Path(id): Path<String>, Query(q): Q) -> 
     if qbool(&q, "link") {
         return Err(bad("links are not supported"));
     }
+    // `v=1`: anonymous volumes go with the container (crate::mounts).
+    let c = s.engine.get(&id)?;
+    let anon = crate::mounts::anonymous_volumes(&s.engine, &c.id);
     s.engine.remove(&id, qbool(&q, "force")).await?;
+    if qbool(&q, "v") {
+        crate::mounts::on_removed(&s.engine, &c.id, &anon, true);
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

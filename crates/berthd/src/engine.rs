@@ -190,6 +190,8 @@ pub(crate) struct Entry {
 pub struct Engine {
     pub cfg: EngineConfig,
     pub images: ImageStore,
+    /// Named volumes (crate::volumes).
+    pub volumes: crate::volumes::VolumeStore,
     map: Mutex<HashMap<String, Arc<Entry>>>,
     /// Networks, endpoints, published ports, embedded DNS.
     pub net: Arc<crate::network::Manager>,
@@ -214,11 +216,13 @@ impl Engine {
         std::fs::create_dir_all(cfg.data_root.join("containers"))?;
         std::fs::create_dir_all(cfg.exec_root.join("containers"))?;
         let images = ImageStore::open(&cfg.data_root)?;
+        let volumes = crate::volumes::VolumeStore::open(&cfg.data_root.join("volumes"))?;
         let net = crate::network::Manager::open(&cfg.network, &cfg.data_root)?;
         let cfg_insecure = cfg.insecure_registries.clone();
         let engine = Arc::new(Engine {
             cfg,
             images,
+            volumes,
             map: Mutex::new(HashMap::new()),
             net,
             bus: Default::default(),
@@ -238,6 +242,8 @@ impl Engine {
                 Err(e) => tracing::warn!("skipping {}: {e}", p.display()),
             }
         }
+        // Volume references of the loaded containers (crate::mounts).
+        crate::mounts::load_refs(&engine);
         Ok(engine)
     }
 
@@ -456,6 +462,8 @@ impl Engine {
                 labels.insert(k.clone(), v.clone());
             }
         }
+        // Mounts and volumes (crate::mounts): parsed now, committed with the container.
+        let planned = crate::mounts::plan(self, body, &host_config, ic.volumes.as_ref())?;
         let id = util::new_id();
         let name = match name.filter(|n| !n.is_empty()) {
             Some(n) => {
@@ -499,7 +507,7 @@ impl Engine {
             "Env": env,
             "Cmd": if cmd.is_empty() { Value::Null } else { json!(cmd) },
             "Image": image_name,
-            "Volumes": Value::Null,
+            "Volumes": crate::mounts::config_volumes(body, ic.volumes.as_ref()),
             "WorkingDir": body["WorkingDir"].as_str().filter(|s| !s.is_empty()).map(str::to_string).or(ic.working_dir.clone()).unwrap_or_default(),
             "Entrypoint": if entrypoint.is_empty() { Value::Null } else { json!(entrypoint) },
             "OnBuild": Value::Null,
@@ -577,13 +585,19 @@ impl Engine {
                 return Err(e);
             }
         }
+        // Volumes and mounts (crate::mounts): create volumes, take references, record.
         // [network] validate the network settings and create the endpoints.
-        if let Err(e) = self
-            .net
-            .on_create(&container, body)
-            .and_then(|_| self.persist(&container))
-        {
-            self.net.on_remove(&id);
+        let created = crate::mounts::commit(self, &id, &planned).and_then(|_| {
+            self.net
+                .on_create(&container, body)
+                .and_then(|_| self.persist(&container))
+                .inspect_err(|_| {
+                    self.net.on_remove(&id);
+                    let anon = crate::mounts::anonymous_volumes(self, &id);
+                    crate::mounts::on_removed(self, &id, &anon, true);
+                })
+        });
+        if let Err(e) = created {
             if let Ok(sn) = self.images.snapshotter() {
                 let _ = sn.remove_container(&id);
             }
@@ -690,6 +704,7 @@ impl Engine {
             128
         };
         e.pending.lock().unwrap().clear();
+        crate::mounts::on_stopped(self, &e.rec.lock().unwrap().id.clone());
         let (id, auto_remove) = {
             let mut r = e.rec.lock().unwrap();
             r.state.error = msg;
@@ -790,6 +805,12 @@ impl Engine {
         args.extend(c.args.iter().cloned());
         let gids = crate::hostconfig::group_add(&rootfs, &c.host_config)
             .map_err(|e| fail(EngineError::BadRequest(e)))?;
+        // Volumes, binds, tmpfs (crate::mounts): copy-up and OCI mount entries.
+        let user_mounts = crate::mounts::setup(self, id, &rootfs).map_err(fail)?;
+        let fail = |e: EngineError| {
+            crate::mounts::on_stopped(self, id);
+            fail(e)
+        };
         let mut cfg = spec::build(&spec::SpecInput {
             args: &args,
             env: &env,
@@ -802,6 +823,7 @@ impl Engine {
             host_network: host_net,
             cgroups_path: self.cgroups_path(c),
             etc_files: etc,
+            mounts: user_mounts,
         });
         crate::hostconfig::apply(&mut cfg, &c.host_config, self)
             .map_err(|e| fail(EngineError::BadRequest(e)))?;
@@ -967,6 +989,7 @@ impl Engine {
         let socket = self.shim_dir(id).join("shim.sock");
         let _ = shimio::call(&socket, json!({"op": "shutdown", "force": true})).await;
         let _ = berth_image::snapshot::unmount(&self.rootfs(id));
+        crate::mounts::on_stopped(self, id);
         // [network] proxies, DNS, host veths and port rules.
         let net = self.net.clone();
         let id2 = id.to_string();
@@ -1167,6 +1190,9 @@ impl Engine {
                 Err(err) => return Err(err),
             }
         }
+        // Volumes (crate::mounts): `--rm` removes anonymous volumes too.
+        let anon = crate::mounts::anonymous_volumes(self, &id);
+        let remove_anon = e.rec.lock().unwrap().auto_remove();
         let me = self.clone();
         let id2 = id.clone();
         let _ = tokio::task::spawn_blocking(move || {
@@ -1182,6 +1208,7 @@ impl Engine {
         })
         .await;
         self.map.lock().unwrap().remove(&id);
+        crate::mounts::on_removed(self, &id, &anon, remove_anon);
         e.pending.lock().unwrap().clear();
         self.execs.forget_container(&id);
         let c = e.rec.lock().unwrap().clone();
@@ -1358,15 +1385,7 @@ fn validate(body: &Value, hc: &Value) -> Result<()> {
         Value::Array(a) => !a.is_empty(),
         Value::Object(o) => !o.is_empty(),
     };
-    for k in [
-        "Binds",
-        "Mounts",
-        "VolumesFrom",
-        "Links",
-        "Tmpfs",
-        "VolumeDriver",
-        "DeviceRequests",
-    ] {
+    for k in ["Links", "VolumeDriver", "DeviceRequests"] {
         if nonempty(&hc[k]) {
             return bad(&format!("HostConfig.{k}"));
         }
@@ -1406,11 +1425,6 @@ fn validate(body: &Value, hc: &Value) -> Result<()> {
         "" | "json-file" => {}
         other => return bad(&format!("HostConfig.LogConfig.Type {other:?}")),
     }
-    for k in ["Volumes"] {
-        if nonempty(&body[k]) {
-            return bad(k);
-        }
-    }
     if let Some(t) = body["Healthcheck"]["Test"].as_array() {
         match t.first().and_then(Value::as_str) {
             None | Some("NONE" | "CMD" | "CMD-SHELL") => {}
@@ -1430,13 +1444,13 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
-        let e = validate(&json!({}), &json!({"Binds": ["/a:/b"]})).unwrap_err();
-        assert!(e.to_string().contains("HostConfig.Binds"));
+        let e = validate(&json!({}), &json!({"Links": ["a:b"]})).unwrap_err();
+        assert!(e.to_string().contains("HostConfig.Links"));
         assert!(validate(
             &json!({}),
             &json!({"NetworkMode": "none", "PidsLimit": 0, "Binds": null})
         )
         .is_ok());
-        assert!(validate(&json!({"Volumes": {"/x": {}}}), &json!({})).is_err());
+        assert!(validate(&json!({"Volumes": {"/x": {}}}), &json!({})).is_ok());
     }
 }

@@ -781,6 +781,7 @@ mod tests {
             host_network: false,
             cgroups_path: "/x/y".into(),
             etc_files: vec![],
+            mounts: vec![],
         });
         apply(
             &mut s,

@@ -749,7 +749,7 @@ async fn system_df(State(s): St) -> R {
                     "Command": std::iter::once(c.path.clone()).chain(c.args.iter().cloned()).collect::<Vec<_>>().join(" "),
                     "Created": crate::util::unix_secs(&c.created), "State": c.state.status,
                     "Status": c.state.status, "SizeRw": rw, "SizeRootFs": 0,
-                    "Labels": c.config["Labels"], "Mounts": [],
+                    "Labels": c.config["Labels"], "Mounts": crate::mounts::inspect_json(&engine, &c.id),
                 })
             })
             .collect();
@@ -757,7 +757,8 @@ async fn system_df(State(s): St) -> R {
             "LayersSize": du.layers_size,
             "Images": images,
             "Containers": cs,
-            "Volumes": [],
+            // Volumes with their real usage (crate::volumes).
+            "Volumes": crate::volumes::df_json(&engine.volumes),
             "BuildCache": [],
         }))
     })

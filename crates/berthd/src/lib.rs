@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod api_ext;
+pub mod archive;
 pub mod build;
 pub mod engine;
 pub mod events;
@@ -18,6 +19,7 @@ pub mod hostconfig;
 pub mod images_api;
 pub mod listen;
 pub mod logs;
+pub mod mounts;
 pub mod names;
 pub mod network;
 pub mod ops;
@@ -25,3 +27,4 @@ pub mod shimio;
 pub mod spec;
 pub mod sysinfo;
 pub mod util;
+pub mod volumes;

@@ -21,6 +21,8 @@ pub struct SpecInput<'a> {
     pub cgroups_path: String,
     /// Files bind-mounted read-write: (host path, container path).
     pub etc_files: Vec<(String, String)>,
+    /// Volumes, binds and tmpfs mounts (OCI entries from crate::mounts), in mount order.
+    pub mounts: Vec<Value>,
 }
 
 /// The `config.json` value (the root is `rootfs` next to it).
@@ -51,6 +53,7 @@ pub fn build(i: &SpecInput<'_>) -> Value {
     for (src, dst) in &i.etc_files {
         mounts.push(json!({"destination": dst, "type": "bind", "source": src, "options": ["rbind", "rprivate"]}));
     }
+    mounts.extend(i.mounts.iter().cloned());
     let mut user = json!({"uid": i.uid, "gid": i.gid});
     if !i.additional_gids.is_empty() {
         user["additionalGids"] = json!(i.additional_gids);
@@ -153,6 +156,7 @@ mod tests {
             host_network: true,
             cgroups_path: "/berth/x".into(),
             etc_files: vec![],
+            mounts: vec![],
         });
         assert_eq!(v["process"]["cwd"], "/");
         assert_eq!(

@@ -1,0 +1,922 @@
+//! `docker cp`: `HEAD`/`GET`/`PUT /containers/{id}/archive` and `GET /containers/{id}/export`.
+//!
+//! Every path inside a container is resolved on file descriptors relative to a descriptor of
+//! the container's root, with `openat2(RESOLVE_IN_ROOT)` (symlinks and `..` can never leave
+//! it) and single-component `openat(O_NOFOLLOW)` below a resolved directory; no path string
+//! is ever joined onto a host path (the `docker cp` symlink-race CVE).
+//!
+//! The root: for a running container `/proc/<init>/root` (its mount namespace: volumes, binds
+//! and tmpfs mounts are all there), checked against a pidfd so a recycled pid is never used.
+//! For a stopped one, a dedicated thread unshares its mount namespace (`CLONE_FS|CLONE_NEWNS`,
+//! everything private), mounts the container's snapshot and binds its volumes and bind mounts
+//! on their destinations (resolved inside the root), and does the whole operation there: when
+//! the thread ends the namespace and all these mounts disappear, even after an error.
+//!
+//! Uploads are extracted with berth-image's confined layer applier rooted at the target
+//! directory's descriptor (no `..`, absolute paths, symlinks or hard links can leave it).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path as AxPath, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::api::{ApiError, AppState};
+use crate::engine::{Container, Engine};
+use crate::mounts;
+
+/// Errors of archive operations (with Docker's status codes).
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("Could not find the file {0} in container {1}")]
+    NotFound(String, String),
+    #[error("{0}")]
+    Bad(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+impl From<ArchiveError> for ApiError {
+    fn from(e: ArchiveError) -> Self {
+        let code = match e {
+            ArchiveError::NotFound(..) => StatusCode::NOT_FOUND,
+            ArchiveError::Bad(_) => StatusCode::BAD_REQUEST,
+            ArchiveError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+fn ioe(ctx: &str, e: impl std::fmt::Display) -> ArchiveError {
+    ArchiveError::Io(format!("{ctx}: {e}"))
+}
+
+type Result<T> = std::result::Result<T, ArchiveError>;
+
+// ---------------------------------------------------------------------------------------------
+// the container's root
+
+/// Runs `f` with a descriptor of the container's root, on a dedicated thread (see the module
+/// documentation). `with_mounts = false` gives the bare root filesystem (export).
+fn with_root<T: Send + 'static>(
+    engine: Arc<Engine>,
+    c: Container,
+    with_mounts: bool,
+    f: impl FnOnce(BorrowedFd<'_>) -> Result<T> + Send + 'static,
+) -> std::thread::JoinHandle<Result<T>> {
+    std::thread::spawn(move || {
+        // Running: its own root (export stays on the root filesystem by not crossing mounts).
+        if c.state.running {
+            let root = running_root(&c)?;
+            return f(root.as_fd());
+        }
+        // Volumes with mount options are mounted in the host namespace first (refcounted).
+        let user = format!("archive-{}", crate::util::random_hex(8));
+        let points = if with_mounts {
+            let mut p = mounts::load(&engine, &c.id);
+            p.retain(|m| m.typ != "tmpfs");
+            p.sort_by_key(|m| m.destination.split('/').filter(|s| !s.is_empty()).count());
+            p
+        } else {
+            vec![]
+        };
+        let mut sources = Vec::new();
+        let res = (|| {
+            for m in &points {
+                let src = mounts::host_source(&engine, m, &user)
+                    .map_err(|e| ArchiveError::Io(e.to_string()))?;
+                sources.push((m.clone(), src));
+            }
+            stopped_root(&engine, &c, &sources, f)
+        })();
+        engine.volumes.release(&user);
+        res
+    })
+}
+
+fn running_root(c: &Container) -> Result<OwnedFd> {
+    let pid = c.state.pid as libc::pid_t;
+    // SAFETY: pidfd_open(2) with a pid and no flags; returns a new descriptor or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(ArchiveError::Bad(format!(
+            "container {} is not running",
+            c.id
+        )));
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    let root = std::fs::File::open(format!("/proc/{pid}/root"))
+        .map_err(|e| ioe("opening the container's root", e))?;
+    // The pid still names the same process: the root we opened is the container's.
+    // SAFETY: pidfd_send_signal(2) with signal 0 only checks that the process lives.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(ArchiveError::Bad(format!(
+            "container {} is not running",
+            c.id
+        )));
+    }
+    Ok(root.into())
+}
+
+fn cstr(p: &Path) -> Result<std::ffi::CString> {
+    std::ffi::CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| ArchiveError::Bad("NUL in path".into()))
+}
+
+fn sys_mount(
+    src: Option<&Path>,
+    target: &Path,
+    flags: libc::c_ulong,
+) -> std::result::Result<(), io::Error> {
+    let s = src.map(|s| std::ffi::CString::new(s.as_os_str().as_bytes()).unwrap_or_default());
+    let t = std::ffi::CString::new(target.as_os_str().as_bytes()).unwrap_or_default();
+    // SAFETY: valid NUL-terminated strings (or NULL) that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            s.as_ref().map(|s| s.as_ptr()).unwrap_or(std::ptr::null()),
+            t.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn stopped_root<T>(
+    engine: &Engine,
+    c: &Container,
+    sources: &[(mounts::MountPoint, PathBuf)],
+    f: impl FnOnce(BorrowedFd<'_>) -> Result<T>,
+) -> Result<T> {
+    // SAFETY: unshare(2) on this thread only (CLONE_FS gives it its own root/cwd first).
+    if unsafe { libc::unshare(libc::CLONE_FS | libc::CLONE_NEWNS) } != 0 {
+        return Err(ioe("unshare", io::Error::last_os_error()));
+    }
+    sys_mount(None, Path::new("/"), libc::MS_REC | libc::MS_PRIVATE)
+        .map_err(|e| ioe("making mounts private", e))?;
+    let dir = engine
+        .cfg
+        .exec_root
+        .join("containers")
+        .join(&c.id)
+        .join(format!("archive-{}", crate::util::random_hex(6)));
+    std::fs::create_dir_all(&dir).map_err(|e| ioe("creating a mount point", e))?;
+    let res = (|| {
+        let sn = engine
+            .images
+            .snapshotter()
+            .map_err(|e| ioe("snapshotter", e))?;
+        sn.mount_container(&c.id, &dir)
+            .map_err(|e| ioe("mounting the container's filesystem", e))?;
+        let root = std::fs::File::open(&dir).map_err(|e| ioe("opening the root", e))?;
+        for (m, src) in sources {
+            bind_in_root(root.as_raw_fd(), m, src)?;
+        }
+        // Re-open: the descriptor must see the mounts made below the root.
+        let root = std::fs::File::open(&dir).map_err(|e| ioe("opening the root", e))?;
+        f(root.as_fd())
+    })();
+    // Only this thread's namespace holds these mounts; detach and remove the directory.
+    let t = cstr(&dir)?;
+    // SAFETY: umount2(2) with a valid path string.
+    unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) };
+    let _ = std::fs::remove_dir(&dir);
+    res
+}
+
+fn bind_in_root(root: i32, m: &mounts::MountPoint, src: &Path) -> Result<()> {
+    use berth_runtime::util::{fd_path, mkdir_all_in_root, touch_in_root};
+    let is_dir = std::fs::metadata(src).map(|m| m.is_dir()).unwrap_or(true);
+    let dest = Path::new(&m.destination);
+    let fd = if is_dir {
+        mkdir_all_in_root(root, dest, 0o755)
+    } else {
+        touch_in_root(root, dest)
+    }
+    .map_err(|e| ioe(&format!("preparing mount point {}", m.destination), e))?;
+    let target = PathBuf::from(fd_path(&fd));
+    let mut flags = libc::MS_BIND;
+    if !m.non_recursive {
+        flags |= libc::MS_REC;
+    }
+    sys_mount(Some(src), &target, flags).map_err(|e| {
+        ioe(
+            &format!("mounting {} on {}", src.display(), m.destination),
+            e,
+        )
+    })?;
+    if !m.rw {
+        sys_mount(
+            None,
+            &target,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+        )
+        .map_err(|e| ioe("read-only remount", e))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// resolution and stat
+
+/// Splits a container path into (parent, last name) the way Docker does: a trailing `/` or
+/// `/.` means the directory itself, followed.
+fn split(path: &str) -> (String, Option<String>) {
+    let trimmed = path.trim_end_matches('/');
+    if path.ends_with('/') || trimmed.ends_with("/.") || trimmed == "." || trimmed.is_empty() {
+        return (path.to_string(), None);
+    }
+    match trimmed.rsplit_once('/') {
+        Some((d, b)) if b != ".." => (
+            if d.is_empty() { "/".into() } else { d.into() },
+            Some(b.into()),
+        ),
+        _ => (trimmed.to_string(), None),
+    }
+}
+
+/// An open entry: its parent directory and name (or the followed path itself), and its stat.
+struct Target {
+    /// `O_PATH` descriptor of the entry itself (symlinks not followed).
+    fd: OwnedFd,
+    st: libc::stat,
+}
+
+fn open_in_root(root: BorrowedFd<'_>, path: &str, flags: i32) -> io::Result<OwnedFd> {
+    berth_runtime::util::open_in_root(root.as_raw_fd(), Path::new(path), flags)
+}
+
+fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    // SAFETY: `st` is written by fstat(2) on success; zeroed is a valid `stat`.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor and pointer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+/// Resolves `path` inside the root: the parent followed, the last name not (Docker's
+/// `ResolvePath` + lstat).
+fn resolve(root: BorrowedFd<'_>, path: &str) -> io::Result<Target> {
+    let (dir, base) = split(path);
+    let fd = match base {
+        None => open_in_root(root, &dir, libc::O_PATH)?,
+        Some(b) => {
+            let d = open_in_root(root, &dir, libc::O_PATH | libc::O_DIRECTORY)?;
+            rustix::fs::openat(
+                &d,
+                b.as_str(),
+                rustix::fs::OFlags::PATH
+                    | rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )?
+        }
+    };
+    let st = fstat(fd.as_fd())?;
+    Ok(Target { fd, st })
+}
+
+/// The container path a symlink finally points at (symlinks resolved inside the root; a
+/// missing component ends the walk lexically), like Docker's `FollowSymlinkInScope`.
+fn follow_in_scope(root: BorrowedFd<'_>, path: &str) -> String {
+    let mut stack: Vec<Vec<u8>> = Vec::new();
+    let mut queue: std::collections::VecDeque<Vec<u8>> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+    let mut links = 0;
+    let join = |s: &[Vec<u8>]| {
+        let mut p = Vec::new();
+        for c in s {
+            p.push(b'/');
+            p.extend_from_slice(c);
+        }
+        if p.is_empty() {
+            p.push(b'/');
+        }
+        String::from_utf8_lossy(&p).into_owned()
+    };
+    let mut missing = false;
+    while let Some(c) = queue.pop_front() {
+        match c.as_slice() {
+            b"." => continue,
+            b".." => {
+                stack.pop();
+                continue;
+            }
+            _ => {}
+        }
+        stack.push(c);
+        if missing {
+            continue;
+        }
+        let p = join(&stack);
+        let Ok(fd) = open_in_root(root, &p, libc::O_PATH | libc::O_NOFOLLOW) else {
+            missing = true;
+            continue;
+        };
+        let Ok(st) = fstat(fd.as_fd()) else {
+            missing = true;
+            continue;
+        };
+        if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            links += 1;
+            if links > 40 {
+                break;
+            }
+            let Ok(t) = rustix::fs::readlinkat(&fd, "", Vec::new()) else {
+                missing = true;
+                continue;
+            };
+            let t = t.into_bytes();
+            stack.pop();
+            if t.starts_with(b"/") {
+                stack.clear();
+            }
+            for comp in t.split(|b| *b == b'/').rev().filter(|s| !s.is_empty()) {
+                queue.push_front(comp.to_vec());
+            }
+        }
+    }
+    join(&stack)
+}
+
+/// Go's `os.FileMode` bits of a `stat` mode (what the docker CLI decodes).
+pub fn go_file_mode(mode: u32) -> u32 {
+    const DIR: u32 = 1 << 31;
+    const SYMLINK: u32 = 1 << 27;
+    const DEVICE: u32 = 1 << 26;
+    const NAMED_PIPE: u32 = 1 << 25;
+    const SOCKET: u32 = 1 << 24;
+    const SETUID: u32 = 1 << 23;
+    const SETGID: u32 = 1 << 22;
+    const CHAR_DEVICE: u32 = 1 << 21;
+    const STICKY: u32 = 1 << 20;
+    let mut m = mode & 0o777;
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => m |= DIR,
+        libc::S_IFLNK => m |= SYMLINK,
+        libc::S_IFBLK => m |= DEVICE,
+        libc::S_IFCHR => m |= DEVICE | CHAR_DEVICE,
+        libc::S_IFIFO => m |= NAMED_PIPE,
+        libc::S_IFSOCK => m |= SOCKET,
+        _ => {}
+    }
+    if mode & libc::S_ISUID != 0 {
+        m |= SETUID;
+    }
+    if mode & libc::S_ISGID != 0 {
+        m |= SETGID;
+    }
+    if mode & libc::S_ISVTX != 0 {
+        m |= STICKY;
+    }
+    m
+}
+
+/// Standard base64 with padding.
+pub fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for ch in data.chunks(3) {
+        let b = [ch[0], *ch.get(1).unwrap_or(&0), *ch.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= ch.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn base_name(path: &str) -> String {
+    let t = path.trim_end_matches('/');
+    if t.is_empty() {
+        return "/".into();
+    }
+    t.rsplit('/').next().unwrap_or(t).to_string()
+}
+
+/// The `X-Docker-Container-Path-Stat` value of a resolved path.
+fn stat_header(root: BorrowedFd<'_>, path: &str, t: &Target) -> String {
+    let mode = t.st.st_mode;
+    let link = if mode & libc::S_IFMT == libc::S_IFLNK {
+        follow_in_scope(root, path)
+    } else {
+        String::new()
+    };
+    let mtime = crate::util::format_rfc3339_nano(t.st.st_mtime, t.st.st_mtime_nsec as u32);
+    let v = json!({
+        "name": base_name(path),
+        "size": t.st.st_size,
+        "mode": go_file_mode(mode),
+        "mtime": mtime,
+        "linkTarget": link,
+    });
+    base64(v.to_string().as_bytes())
+}
+
+fn not_found_or(e: io::Error, path: &str, id: &str) -> ArchiveError {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) => {
+            ArchiveError::NotFound(path.to_string(), id.to_string())
+        }
+        Some(libc::EXDEV) | Some(libc::ELOOP) => ArchiveError::Bad(format!(
+            "path {path} cannot be resolved inside the container: {e}"
+        )),
+        _ => ioe(path, e),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// tar writing on descriptors
+
+/// A writer sending chunks into the response body.
+struct ChanWriter(mpsc::Sender<Bytes>);
+
+impl Write for ChanWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .blocking_send(Bytes::copy_from_slice(buf))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct TarWalker<W: Write> {
+    b: tar::Builder<W>,
+    links: HashMap<(u64, u64), PathBuf>,
+    /// Do not descend into other filesystems (export).
+    one_fs: Option<u64>,
+}
+
+fn header_for(st: &libc::stat) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(st.st_mode & 0o7777);
+    h.set_uid(u64::from(st.st_uid));
+    h.set_gid(u64::from(st.st_gid));
+    h.set_mtime(st.st_mtime.max(0) as u64);
+    h.set_size(0);
+    h
+}
+
+impl<W: Write> TarWalker<W> {
+    /// Appends the entry `name` of directory `dir` (or `fd` itself when it is the root entry)
+    /// under the archive name `arch`.
+    fn entry(&mut self, fd: BorrowedFd<'_>, st: &libc::stat, arch: &Path) -> io::Result<()> {
+        let mut h = header_for(st);
+        let fmt = st.st_mode & libc::S_IFMT;
+        if fmt != libc::S_IFDIR && st.st_nlink > 1 {
+            let key = (st.st_dev, st.st_ino);
+            if let Some(first) = self.links.get(&key) {
+                h.set_entry_type(tar::EntryType::Link);
+                return self.b.append_link(&mut h, arch, first.clone());
+            }
+            self.links.insert(key, arch.to_path_buf());
+        }
+        match fmt {
+            libc::S_IFREG => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(st.st_size as u64);
+                let f = std::fs::File::open(berth_runtime::util::fd_path(&fd))?;
+                // A file that shrinks meanwhile is padded, one that grows is cut: the header
+                // already promised `st_size` bytes.
+                let r = f
+                    .take(st.st_size as u64)
+                    .chain(io::repeat(0))
+                    .take(st.st_size as u64);
+                self.b
+                    .append_data(&mut h, arch, io::BufReader::with_capacity(256 * 1024, r))
+            }
+            libc::S_IFLNK => {
+                let t = rustix::fs::readlinkat(fd, "", Vec::new())?;
+                h.set_entry_type(tar::EntryType::Symlink);
+                self.b
+                    .append_link(&mut h, arch, Path::new(OsStr::from_bytes(t.as_bytes())))
+            }
+            libc::S_IFDIR => {
+                h.set_entry_type(tar::EntryType::Directory);
+                let name = if arch.as_os_str() == "." {
+                    PathBuf::from("./")
+                } else {
+                    arch.to_path_buf()
+                };
+                self.b.append_data(&mut h, &name, io::empty())?;
+                if self.one_fs.is_some_and(|d| d != st.st_dev) {
+                    return Ok(());
+                }
+                let dir = std::fs::File::open(berth_runtime::util::fd_path(&fd))?;
+                let mut names: Vec<Vec<u8>> = Vec::new();
+                for e in rustix::fs::Dir::read_from(&dir)? {
+                    let e = e?;
+                    let n = e.file_name().to_bytes();
+                    if n != b"." && n != b".." {
+                        names.push(n.to_vec());
+                    }
+                }
+                names.sort();
+                for n in names {
+                    let child = match rustix::fs::openat(
+                        &dir,
+                        n.as_slice(),
+                        rustix::fs::OFlags::PATH
+                            | rustix::fs::OFlags::NOFOLLOW
+                            | rustix::fs::OFlags::CLOEXEC,
+                        rustix::fs::Mode::empty(),
+                    ) {
+                        Ok(c) => c,
+                        // Removed meanwhile.
+                        Err(rustix::io::Errno::NOENT) => continue,
+                        Err(e) => return Err(e.into()),
+                    };
+                    let cst = fstat(child.as_fd())?;
+                    let sub = if arch.as_os_str() == "." {
+                        PathBuf::from(OsStr::from_bytes(&n))
+                    } else {
+                        arch.join(OsStr::from_bytes(&n))
+                    };
+                    self.entry(child.as_fd(), &cst, &sub)?;
+                }
+                Ok(())
+            }
+            libc::S_IFCHR | libc::S_IFBLK => {
+                h.set_entry_type(if fmt == libc::S_IFCHR {
+                    tar::EntryType::Char
+                } else {
+                    tar::EntryType::Block
+                });
+                h.set_device_major(libc::major(st.st_rdev))?;
+                h.set_device_minor(libc::minor(st.st_rdev))?;
+                self.b.append_data(&mut h, arch, io::empty())
+            }
+            libc::S_IFIFO => {
+                h.set_entry_type(tar::EntryType::Fifo);
+                self.b.append_data(&mut h, arch, io::empty())
+            }
+            // Sockets are not archived (Docker skips them too).
+            _ => Ok(()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// routes
+
+type St = State<Arc<AppState>>;
+type Q = Query<HashMap<String, String>>;
+
+/// Archive routes.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route(
+            "/containers/{id}/archive",
+            get(get_archive).head(head_archive).put(put_archive),
+        )
+        .route("/containers/{id}/export", get(export))
+}
+
+fn path_param(q: &HashMap<String, String>) -> std::result::Result<String, ApiError> {
+    match q.get("path").filter(|p| !p.is_empty()) {
+        Some(p) => Ok(if p.starts_with('/') {
+            p.clone()
+        } else {
+            format!("/{p}")
+        }),
+        None => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad parameter: path cannot be empty".into(),
+        )),
+    }
+}
+
+fn qbool(q: &HashMap<String, String>, k: &str) -> bool {
+    matches!(q.get(k).map(String::as_str), Some("1" | "true" | "True"))
+}
+
+async fn join<T: Send + 'static>(h: std::thread::JoinHandle<Result<T>>) -> Result<T> {
+    tokio::task::spawn_blocking(move || h.join())
+        .await
+        .map_err(|e| ioe("archive task", e))?
+        .map_err(|_| ArchiveError::Io("archive thread panicked".into()))?
+}
+
+async fn head_archive(
+    State(s): St,
+    AxPath(id): AxPath<String>,
+    Query(q): Q,
+) -> std::result::Result<Response, ApiError> {
+    let path = path_param(&q)?;
+    let c = s.engine.get(&id)?;
+    let cid = c.id.clone();
+    let p2 = path.clone();
+    let stat = join(with_root(s.engine.clone(), c, true, move |root| {
+        let t = resolve(root, &p2).map_err(|e| not_found_or(e, &p2, &cid))?;
+        Ok(stat_header(root, &p2, &t))
+    }))
+    .await?;
+    let mut r = StatusCode::OK.into_response();
+    r.headers_mut().insert(
+        "X-Docker-Container-Path-Stat",
+        HeaderValue::from_str(&stat).unwrap_or(HeaderValue::from_static("")),
+    );
+    Ok(r)
+}
+
+async fn get_archive(
+    State(s): St,
+    AxPath(id): AxPath<String>,
+    Query(q): Q,
+) -> std::result::Result<Response, ApiError> {
+    let path = path_param(&q)?;
+    let c = s.engine.get(&id)?;
+    stream_tar(s, c, path, true).await
+}
+
+async fn export(
+    State(s): St,
+    AxPath(id): AxPath<String>,
+) -> std::result::Result<Response, ApiError> {
+    let c = s.engine.get(&id)?;
+    stream_tar(s, c, "/".into(), false).await
+}
+
+/// Streams the tar of `path` (or the whole root filesystem for export).
+async fn stream_tar(
+    s: Arc<AppState>,
+    c: Container,
+    path: String,
+    archive: bool,
+) -> std::result::Result<Response, ApiError> {
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    let (stat_tx, stat_rx) = oneshot::channel::<Result<String>>();
+    let cid = c.id.clone();
+    let h = with_root(s.engine.clone(), c, archive, move |root| {
+        let t = match resolve(root, &path) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = stat_tx.send(Err(not_found_or(e, &path, &cid)));
+                return Ok(());
+            }
+        };
+        let _ = stat_tx.send(Ok(stat_header(root, &path, &t)));
+        let w = io::BufWriter::with_capacity(512 * 1024, ChanWriter(tx));
+        let mut walker = TarWalker {
+            b: tar::Builder::new(w),
+            links: HashMap::new(),
+            one_fs: if archive { None } else { Some(t.st.st_dev) },
+        };
+        let name = if archive {
+            let (_, b) = split(&path);
+            PathBuf::from(b.unwrap_or_else(|| ".".into()))
+        } else {
+            PathBuf::from(".")
+        };
+        let name = if name.as_os_str() == "/" {
+            PathBuf::from(".")
+        } else {
+            name
+        };
+        let res = walker
+            .entry(t.fd.as_fd(), &t.st, &name)
+            .and_then(|_| walker.b.finish());
+        if let Err(e) = res {
+            tracing::warn!("archive of {path} in {cid}: {e}");
+        }
+        Ok(())
+    });
+    let stat = match stat_rx.await {
+        Ok(stat) => {
+            tokio::spawn(async move {
+                let _ = join(h).await;
+            });
+            stat?
+        }
+        // The root could not be set up: the thread's error says why.
+        Err(_) => {
+            return Err(match join(h).await {
+                Err(e) => e.into(),
+                Ok(()) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, "archive failed".into()),
+            })
+        }
+    };
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    });
+    let mut r = (
+        [(header::CONTENT_TYPE, "application/x-tar")],
+        Body::from_stream(body),
+    )
+        .into_response();
+    if archive {
+        r.headers_mut().insert(
+            "X-Docker-Container-Path-Stat",
+            HeaderValue::from_str(&stat).unwrap_or(HeaderValue::from_static("")),
+        );
+    }
+    Ok(r)
+}
+
+/// The uid/gid of the container's `User` (resolved in its passwd/group), `None` without one.
+async fn copy_owner(
+    engine: &Arc<Engine>,
+    c: &Container,
+) -> std::result::Result<Option<(u32, u32)>, ApiError> {
+    let user = c.config["User"].as_str().unwrap_or("").to_string();
+    if user.is_empty() {
+        return Ok(None);
+    }
+    let h = with_root(engine.clone(), c.clone(), true, move |root| {
+        let read = |p: &str| -> String {
+            open_in_root(root, p, libc::O_RDONLY)
+                .ok()
+                .and_then(|fd| std::fs::read_to_string(berth_runtime::util::fd_path(&fd)).ok())
+                .unwrap_or_default()
+        };
+        let tmp = tempfile_dir()?;
+        std::fs::create_dir_all(tmp.join("etc")).map_err(|e| ioe("tmp", e))?;
+        std::fs::write(tmp.join("etc/passwd"), read("/etc/passwd")).map_err(|e| ioe("tmp", e))?;
+        std::fs::write(tmp.join("etc/group"), read("/etc/group")).map_err(|e| ioe("tmp", e))?;
+        let r = crate::spec::resolve_user(&tmp, &user).map_err(ArchiveError::Bad);
+        let _ = std::fs::remove_dir_all(&tmp);
+        r
+    });
+    Ok(Some(join(h).await?))
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let p = std::env::temp_dir().join(format!("berthd-user-{}", crate::util::random_hex(8)));
+    std::fs::create_dir(&p).map_err(|e| ioe("tmp", e))?;
+    Ok(p)
+}
+
+/// A blocking reader over the request body chunks.
+struct ChanReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    cur: Bytes,
+}
+
+impl Read for ChanReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        let _ = self.cur.split_to(n);
+        Ok(n)
+    }
+}
+
+async fn put_archive(
+    State(s): St,
+    AxPath(id): AxPath<String>,
+    Query(q): Q,
+    body: Body,
+) -> std::result::Result<Response, ApiError> {
+    let path = path_param(&q)?;
+    let no_overwrite = qbool(&q, "noOverwriteDirNonDir");
+    let c = s.engine.get(&id)?;
+    // `copyUIDGID` with a container user: everything belongs to that user (Docker).
+    let owner = if qbool(&q, "copyUIDGID") {
+        copy_owner(&s.engine, &c).await?
+    } else {
+        None
+    };
+    if c.host_config["ReadonlyRootfs"].as_bool().unwrap_or(false) {
+        // Docker refuses writes into a read-only root filesystem.
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "container rootfs is marked read-only".into(),
+        ));
+    }
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(8);
+    let cid = c.id.clone();
+    let h = with_root(s.engine.clone(), c, true, move |root| {
+        let dir = open_in_root(root, &path, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOTDIR) {
+                ArchiveError::Bad("extraction point is not a directory".into())
+            } else {
+                not_found_or(e, &path, &cid)
+            }
+        })?;
+        let reader = ChanReader {
+            rx,
+            cur: Bytes::new(),
+        };
+        let opts = berth_image::layer::ApplyOptions {
+            mode: berth_image::layer::ApplyMode::Plain,
+            same_owner: true,
+            no_overwrite_dir_non_dir: no_overwrite,
+            chown: owner,
+        };
+        berth_image::layer::apply_layer_at(dir.as_fd(), reader, &opts).map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("Read-only file system") {
+                ArchiveError::Bad(format!("{msg}: the destination is read-only"))
+            } else {
+                ArchiveError::Bad(msg)
+            }
+        })?;
+        Ok(())
+    });
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let item = chunk.map_err(io::Error::other);
+        let failed = item.is_err();
+        if tx.send(item).await.is_err() || failed {
+            break;
+        }
+    }
+    drop(tx);
+    join(h).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_and_base64() {
+        assert_eq!(go_file_mode(libc::S_IFDIR | 0o755), (1 << 31) | 0o755);
+        assert_eq!(go_file_mode(libc::S_IFLNK | 0o777), (1 << 27) | 0o777);
+        assert_eq!(go_file_mode(libc::S_IFREG | 0o4755), (1 << 23) | 0o755);
+        assert_eq!(base64(b"hello"), "aGVsbG8=");
+        assert_eq!(base64(b"hi!"), "aGkh");
+        assert_eq!(base64(b"h"), "aA==");
+    }
+
+    #[test]
+    fn splitting() {
+        assert_eq!(split("/a/b"), ("/a".into(), Some("b".into())));
+        assert_eq!(split("/b"), ("/".into(), Some("b".into())));
+        assert_eq!(split("/a/b/"), ("/a/b/".into(), None));
+        assert_eq!(split("/a/."), ("/a/.".into(), None));
+        assert_eq!(split("/"), ("/".into(), None));
+        assert_eq!(base_name("/a/b/"), "b");
+        assert_eq!(base_name("/"), "/");
+    }
+
+    #[test]
+    fn resolution_stays_in_root() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::write(r.join("etc/passwd"), "inside").unwrap();
+        std::os::unix::fs::symlink("/", r.join("evil")).unwrap();
+        std::os::unix::fs::symlink("../../..", r.join("x")).unwrap();
+        let root = std::fs::File::open(r).unwrap();
+        let t = resolve(root.as_fd(), "/evil/etc/passwd").unwrap();
+        let f = std::fs::read_to_string(berth_runtime::util::fd_path(&t.fd)).unwrap();
+        assert_eq!(f, "inside");
+        let t = resolve(root.as_fd(), "/x/etc/passwd").unwrap();
+        let f = std::fs::read_to_string(berth_runtime::util::fd_path(&t.fd)).unwrap();
+        assert_eq!(f, "inside");
+        assert_eq!(follow_in_scope(root.as_fd(), "/x/etc"), "/etc");
+        assert_eq!(follow_in_scope(root.as_fd(), "/evil"), "/");
+        // The last component is not followed.
+        let t = resolve(root.as_fd(), "/evil").unwrap();
+        assert_eq!(t.st.st_mode & libc::S_IFMT, libc::S_IFLNK);
+    }
+}

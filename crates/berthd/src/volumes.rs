@@ -1,0 +1,939 @@
+//! Named volumes with the `local` driver (`<data-root>/volumes/<name>/_data`).
+//!
+//! A volume is a directory `<root>/<name>` holding `_data` and `opts.json` (driver, labels,
+//! options, creation time). Creation builds the whole directory under a temporary name,
+//! fsyncs it and renames it into place; removal renames it to a `.trash-*` name first: after a
+//! crash a volume either exists completely or not at all (leftovers are swept at open).
+//!
+//! Volumes with `type`/`device`/`o` options are mounted (mount(2)) on their `_data` while at
+//! least one running container uses them, and unmounted when the last one stops. References
+//! (which containers use a volume, running or not) are kept in memory, rebuilt from the
+//! containers' mount records at start, and block removal.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path as AxPath, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::api::{ApiError, AppState};
+use crate::util;
+
+/// Errors of the volume store, with Docker's status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("get {0}: no such volume")]
+    NotFound(String),
+    #[error("{0}")]
+    InUse(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+impl VolumeError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            VolumeError::NotFound(_) => StatusCode::NOT_FOUND,
+            VolumeError::InUse(_) => StatusCode::CONFLICT,
+            VolumeError::Invalid(_) => StatusCode::BAD_REQUEST,
+            VolumeError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<VolumeError> for ApiError {
+    fn from(e: VolumeError) -> Self {
+        ApiError(e.status(), e.to_string())
+    }
+}
+
+fn io(ctx: &str, e: impl std::fmt::Display) -> VolumeError {
+    VolumeError::Io(format!("{ctx}: {e}"))
+}
+
+pub type Result<T> = std::result::Result<T, VolumeError>;
+
+/// The metadata of a volume (`opts.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Volume {
+    pub name: String,
+    pub driver: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    pub created_at: String,
+    /// Created for one container (`-v /path`, image `VOLUME`): `rm -v` removes it.
+    #[serde(default)]
+    pub anonymous: bool,
+}
+
+/// One volume's disk usage (for `system df`).
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeUsage {
+    pub name: String,
+    pub size: u64,
+    pub ref_count: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    vols: BTreeMap<String, Volume>,
+    /// volume -> containers referencing it.
+    refs: HashMap<String, BTreeSet<String>>,
+    /// volume -> running users (containers or archive sessions) while it is mounted.
+    active: HashMap<String, BTreeSet<String>>,
+}
+
+/// The volume store.
+pub struct VolumeStore {
+    root: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+/// Docker's volume name rule.
+pub fn valid_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    b.len() >= 2
+        && b[0].is_ascii_alphanumeric()
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+const VALID_OPTS: [&str; 4] = ["type", "device", "o", "size"];
+
+impl VolumeStore {
+    /// Opens (creating) `<root>`, sweeping interrupted creations and removals.
+    pub fn open(root: &Path) -> std::io::Result<VolumeStore> {
+        std::fs::create_dir_all(root)?;
+        let mut vols = BTreeMap::new();
+        for e in std::fs::read_dir(root)? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") || name.starts_with(".trash-") {
+                let _ = unmount_if_mounted(&e.path().join("_data"));
+                let _ = std::fs::remove_dir_all(e.path());
+                continue;
+            }
+            match util::read_json::<Volume>(&e.path().join("opts.json")) {
+                Ok(v) => {
+                    vols.insert(name, v);
+                }
+                Err(err) => tracing::warn!("skipping volume {name}: {err}"),
+            }
+        }
+        Ok(VolumeStore {
+            root: root.to_path_buf(),
+            inner: Mutex::new(Inner {
+                vols,
+                ..Inner::default()
+            }),
+        })
+    }
+
+    /// `<root>/<name>`.
+    pub fn dir(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// The host directory containers see (`<root>/<name>/_data`).
+    pub fn data_path(&self, name: &str) -> PathBuf {
+        self.root.join(name).join("_data")
+    }
+
+    /// Creates a volume; an existing one with the same name is returned as is (Docker).
+    pub fn create(
+        &self,
+        name: Option<&str>,
+        driver: &str,
+        labels: BTreeMap<String, String>,
+        options: BTreeMap<String, String>,
+        anonymous: bool,
+    ) -> Result<Volume> {
+        let driver = if driver.is_empty() { "local" } else { driver };
+        if driver != "local" {
+            return Err(VolumeError::Invalid(format!(
+                "error looking up volume plugin {driver}: plugin \"{driver}\" not found"
+            )));
+        }
+        let name = match name.filter(|n| !n.is_empty()) {
+            Some(n) => {
+                if !valid_name(n) {
+                    return Err(VolumeError::Invalid(format!(
+                        "create {n}: \"{n}\" includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, use absolute path"
+                    )));
+                }
+                n.to_string()
+            }
+            None => util::new_id(),
+        };
+        for k in options.keys() {
+            if !VALID_OPTS.contains(&k.as_str()) {
+                return Err(VolumeError::Invalid(format!(
+                    "create {name}: invalid option key: {k:?}"
+                )));
+            }
+        }
+        if options.contains_key("size") {
+            return Err(VolumeError::Invalid(format!(
+                "create {name}: quota size requested but no quota support"
+            )));
+        }
+        let has = |k: &str| options.get(k).is_some_and(|v| !v.is_empty());
+        if (has("type") || has("o") || has("device")) && !(has("type") && has("device")) {
+            let missing = if has("type") { "device" } else { "type" };
+            return Err(VolumeError::Invalid(format!(
+                "create {name}: missing required option: \"{missing}\""
+            )));
+        }
+        let mut g = self.inner.lock().unwrap();
+        if let Some(v) = g.vols.get(&name) {
+            return Ok(v.clone());
+        }
+        let v = Volume {
+            name: name.clone(),
+            driver: driver.into(),
+            labels,
+            options,
+            created_at: now_rfc3339_secs(),
+            anonymous,
+        };
+        let tmp = self.root.join(format!(".tmp-{}", util::random_hex(8)));
+        let res = (|| -> std::io::Result<()> {
+            std::fs::create_dir(&tmp)?;
+            std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o701))?;
+            std::fs::create_dir(tmp.join("_data"))?;
+            std::fs::set_permissions(
+                tmp.join("_data"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )?;
+            util::write_json_atomic(&tmp.join("opts.json"), &v)?;
+            berth_image::fsutil::fsync_dir(&tmp)?;
+            std::fs::rename(&tmp, self.dir(&name))?;
+            berth_image::fsutil::fsync_dir(&self.root)
+        })();
+        if let Err(e) = res {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(io(&format!("create {name}"), e));
+        }
+        g.vols.insert(name, v.clone());
+        Ok(v)
+    }
+
+    pub fn get(&self, name: &str) -> Result<Volume> {
+        self.inner
+            .lock()
+            .unwrap()
+            .vols
+            .get(name)
+            .cloned()
+            .ok_or_else(|| VolumeError::NotFound(name.to_string()))
+    }
+
+    pub fn list(&self) -> Vec<Volume> {
+        self.inner.lock().unwrap().vols.values().cloned().collect()
+    }
+
+    /// Containers referencing a volume.
+    pub fn users(&self, name: &str) -> Vec<String> {
+        self.inner
+            .lock()
+            .unwrap()
+            .refs
+            .get(name)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Removes a volume; refused (409) while a container references it. `force` only makes a
+    /// missing volume not an error (Docker).
+    pub fn remove(&self, name: &str, force: bool) -> Result<()> {
+        let mut g = self.inner.lock().unwrap();
+        if !g.vols.contains_key(name) {
+            return if force {
+                Ok(())
+            } else {
+                Err(VolumeError::NotFound(name.to_string()))
+            };
+        }
+        if let Some(users) = g.refs.get(name).filter(|s| !s.is_empty()) {
+            let list: Vec<&str> = users.iter().map(String::as_str).collect();
+            return Err(VolumeError::InUse(format!(
+                "remove {name}: volume is in use - [{}]",
+                list.join(", ")
+            )));
+        }
+        let dir = self.dir(name);
+        // Never delete through a mount (a bind volume's device is someone's directory).
+        unmount_if_mounted(&dir.join("_data"))
+            .map_err(|e| io(&format!("remove {name}: unmounting"), e))?;
+        let trash = self.root.join(format!(".trash-{}", util::random_hex(8)));
+        std::fs::rename(&dir, &trash).map_err(|e| io(&format!("remove {name}"), e))?;
+        let _ = berth_image::fsutil::fsync_dir(&self.root);
+        g.vols.remove(name);
+        g.active.remove(name);
+        drop(g);
+        if let Err(e) = berth_image::snapshot::remove_tree(&trash) {
+            tracing::warn!("removing {}: {e}", trash.display());
+        }
+        Ok(())
+    }
+
+    /// Records that `container` uses `name` (which must exist).
+    pub fn add_ref(&self, name: &str, container: &str) -> Result<()> {
+        let mut g = self.inner.lock().unwrap();
+        if !g.vols.contains_key(name) {
+            return Err(VolumeError::NotFound(name.to_string()));
+        }
+        g.refs
+            .entry(name.to_string())
+            .or_default()
+            .insert(container.to_string());
+        Ok(())
+    }
+
+    /// Drops every reference of `container`; returns the volumes it referenced.
+    pub fn drop_refs(&self, container: &str) -> Vec<String> {
+        let mut g = self.inner.lock().unwrap();
+        let mut out = Vec::new();
+        for (name, users) in g.refs.iter_mut() {
+            if users.remove(container) {
+                out.push(name.clone());
+            }
+        }
+        g.refs.retain(|_, u| !u.is_empty());
+        out
+    }
+
+    /// Makes a volume's data available for `user` (a running container or an archive
+    /// session): volumes with mount options are mounted on their `_data` by the first user.
+    pub fn activate(&self, name: &str, user: &str) -> Result<PathBuf> {
+        let mut g = self.inner.lock().unwrap();
+        let v = g
+            .vols
+            .get(name)
+            .cloned()
+            .ok_or_else(|| VolumeError::NotFound(name.to_string()))?;
+        let data = self.data_path(name);
+        if v.options.get("type").is_some_and(|t| !t.is_empty()) {
+            let users = g.active.entry(name.to_string()).or_default();
+            if users.is_empty() && !is_mountpoint(&data) {
+                mount_opts(&v.options, &data)
+                    .map_err(|e| io(&format!("mounting volume {name}"), e))?;
+            }
+            users.insert(user.to_string());
+        }
+        Ok(data)
+    }
+
+    /// `user` no longer needs its volumes: the last user of a mounted volume unmounts it.
+    pub fn release(&self, user: &str) {
+        let mut g = self.inner.lock().unwrap();
+        let mut emptied = Vec::new();
+        for (name, users) in g.active.iter_mut() {
+            if users.remove(user) && users.is_empty() {
+                emptied.push(name.clone());
+            }
+        }
+        for name in emptied {
+            g.active.remove(&name);
+            if let Err(e) = unmount_if_mounted(&self.data_path(&name)) {
+                tracing::warn!("unmounting volume {name}: {e}");
+            }
+        }
+    }
+
+    /// After loading containers: unmounts option volumes nobody runs with.
+    pub fn sweep_mounts(&self) {
+        let g = self.inner.lock().unwrap();
+        for (name, v) in &g.vols {
+            if v.options.contains_key("type") && !g.active.contains_key(name) {
+                let _ = unmount_if_mounted(&self.data_path(name));
+            }
+        }
+    }
+
+    /// Disk usage of every volume (`-1` refcount never: unused volumes have 0).
+    pub fn usage(&self) -> Vec<VolumeUsage> {
+        let (vols, refs): (Vec<String>, HashMap<String, usize>) = {
+            let g = self.inner.lock().unwrap();
+            (
+                g.vols.keys().cloned().collect(),
+                g.refs.iter().map(|(k, v)| (k.clone(), v.len())).collect(),
+            )
+        };
+        vols.into_iter()
+            .map(|name| VolumeUsage {
+                size: dir_size(&self.data_path(&name)),
+                ref_count: refs.get(&name).copied().unwrap_or(0),
+                name,
+            })
+            .collect()
+    }
+
+    /// Docker's volume JSON.
+    pub fn to_json(&self, v: &Volume) -> Value {
+        let opts: Value = if v.options.is_empty() {
+            Value::Null
+        } else {
+            json!(v.options)
+        };
+        let labels: Value = if v.labels.is_empty() && !v.anonymous {
+            Value::Null
+        } else {
+            let mut l = v.labels.clone();
+            if v.anonymous {
+                l.insert("com.docker.volume.anonymous".into(), String::new());
+            }
+            json!(l)
+        };
+        json!({
+            "CreatedAt": v.created_at,
+            "Driver": v.driver,
+            "Labels": labels,
+            "Mountpoint": self.data_path(&v.name),
+            "Name": v.name,
+            "Options": opts,
+            "Scope": "local",
+        })
+    }
+
+    /// `POST /volumes/prune`: removes unused volumes matching the filters (anonymous ones only
+    /// unless `all=true`). Returns (names, bytes reclaimed).
+    pub fn prune(&self, filters: &[(String, String)]) -> Result<(Vec<String>, u64)> {
+        let all = filters
+            .iter()
+            .any(|(k, v)| k == "all" && matches!(v.as_str(), "1" | "true"));
+        for (k, _) in filters {
+            if !matches!(k.as_str(), "all" | "label" | "label!") {
+                return Err(VolumeError::Invalid(format!("invalid filter '{k}'")));
+            }
+        }
+        let candidates: Vec<Volume> = {
+            let g = self.inner.lock().unwrap();
+            g.vols
+                .values()
+                .filter(|v| g.refs.get(&v.name).is_none_or(|s| s.is_empty()))
+                .filter(|v| all || v.anonymous)
+                .filter(|v| label_filters_match(v, filters))
+                .cloned()
+                .collect()
+        };
+        let mut names = Vec::new();
+        let mut space = 0;
+        for v in candidates {
+            let size = dir_size(&self.data_path(&v.name));
+            match self.remove(&v.name, false) {
+                Ok(()) => {
+                    names.push(v.name);
+                    space += size;
+                }
+                Err(VolumeError::InUse(_)) | Err(VolumeError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((names, space))
+    }
+}
+
+fn label_filters_match(v: &Volume, filters: &[(String, String)]) -> bool {
+    let has = |spec: &str| match spec.split_once('=') {
+        Some((k, val)) => v.labels.get(k).map(String::as_str) == Some(val),
+        None => v.labels.contains_key(spec),
+    };
+    filters.iter().all(|(k, val)| match k.as_str() {
+        "label" => has(val),
+        "label!" => !has(val),
+        _ => true,
+    })
+}
+
+fn now_rfc3339_secs() -> String {
+    let (s, _) = berth_image::timeutil::now();
+    let full = util::format_rfc3339_nano(s, 0);
+    // Docker shows seconds: `2024-01-01T00:00:00Z`.
+    match full.split_once('.') {
+        Some((a, _)) => format!("{a}Z"),
+        None => full,
+    }
+}
+
+/// Total bytes of regular files below `p` (hard links counted once), not following symlinks.
+pub fn dir_size(p: &Path) -> u64 {
+    fn walk(p: &Path, seen: &mut std::collections::HashSet<(u64, u64)>, dev: u64) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(rd) = std::fs::read_dir(p) else {
+            return 0;
+        };
+        let mut total = 0;
+        for e in rd.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.is_dir() {
+                if m.dev() == dev {
+                    total += walk(&e.path(), seen, dev);
+                }
+            } else if m.is_file() && (m.nlink() <= 1 || seen.insert((m.dev(), m.ino()))) {
+                total += m.len();
+            }
+        }
+        total
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::symlink_metadata(p).map(|m| m.dev()).unwrap_or(0);
+    walk(p, &mut Default::default(), dev)
+}
+
+/// Whether `p` is a mount point (its mount id differs from its parent's).
+pub fn is_mountpoint(p: &Path) -> bool {
+    let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let Ok(canon) = std::fs::canonicalize(p) else {
+        return false;
+    };
+    let want = canon.to_string_lossy();
+    mi.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| unescape_mountinfo(m) == want)
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+fn unmount_if_mounted(p: &Path) -> std::io::Result<()> {
+    while is_mountpoint(p) {
+        berth_image::snapshot::unmount(p)?;
+    }
+    Ok(())
+}
+
+/// The mount(2) flags Docker's `o=` understands; the rest becomes the data string.
+pub fn parse_mount_options(o: &str) -> (libc::c_ulong, String) {
+    let mut flags: libc::c_ulong = 0;
+    let mut data = Vec::new();
+    for opt in o.split(',').filter(|s| !s.is_empty()) {
+        let (set, clear): (libc::c_ulong, libc::c_ulong) = match opt {
+            "ro" => (libc::MS_RDONLY, 0),
+            "rw" => (0, libc::MS_RDONLY),
+            "nosuid" => (libc::MS_NOSUID, 0),
+            "suid" => (0, libc::MS_NOSUID),
+            "nodev" => (libc::MS_NODEV, 0),
+            "dev" => (0, libc::MS_NODEV),
+            "noexec" => (libc::MS_NOEXEC, 0),
+            "exec" => (0, libc::MS_NOEXEC),
+            "sync" => (libc::MS_SYNCHRONOUS, 0),
+            "async" => (0, libc::MS_SYNCHRONOUS),
+            "noatime" => (libc::MS_NOATIME, 0),
+            "nodiratime" => (libc::MS_NODIRATIME, 0),
+            "relatime" => (libc::MS_RELATIME, 0),
+            "strictatime" => (libc::MS_STRICTATIME, 0),
+            "bind" => (libc::MS_BIND, 0),
+            "rbind" => (libc::MS_BIND | libc::MS_REC, 0),
+            "defaults" => (0, 0),
+            other => {
+                data.push(other.to_string());
+                continue;
+            }
+        };
+        flags = (flags | set) & !clear;
+    }
+    (flags, data.join(","))
+}
+
+/// Mounts a volume's `type`/`device`/`o` on `target` (Docker's local driver).
+pub fn mount_opts(opts: &BTreeMap<String, String>, target: &Path) -> std::io::Result<()> {
+    let typ = opts.get("type").map(String::as_str).unwrap_or("");
+    let device = opts.get("device").map(String::as_str).unwrap_or("");
+    let o = opts.get("o").map(String::as_str).unwrap_or("");
+    let (flags, mut data) = parse_mount_options(o);
+    // nfs-style `addr=host`: the kernel wants an address.
+    if typ.starts_with("nfs") {
+        data = data
+            .split(',')
+            .map(|kv| match kv.split_once('=') {
+                Some(("addr", host)) => {
+                    use std::net::ToSocketAddrs;
+                    match (host, 0).to_socket_addrs().ok().and_then(|mut a| a.next()) {
+                        Some(a) => format!("addr={}", a.ip()),
+                        None => kv.to_string(),
+                    }
+                }
+                _ => kv.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    let c = |s: &str| {
+        std::ffi::CString::new(s)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in option"))
+    };
+    let src = c(device)?;
+    let tgt = c(&target.to_string_lossy())?;
+    let fstype = c(typ)?;
+    let dat = c(&data)?;
+    let bind = flags & libc::MS_BIND != 0;
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            if bind {
+                std::ptr::null()
+            } else {
+                fstype.as_ptr()
+            },
+            flags,
+            if data.is_empty() {
+                std::ptr::null()
+            } else {
+                dat.as_ptr().cast()
+            },
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if bind && flags & libc::MS_RDONLY != 0 {
+        // SAFETY: as above; a read-only bind needs a remount.
+        let rc = unsafe {
+            libc::mount(
+                std::ptr::null(),
+                tgt.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            let _ = berth_image::snapshot::unmount(target);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// routes
+
+type St = State<Arc<AppState>>;
+type Q = Query<HashMap<String, String>>;
+
+fn json_resp(status: StatusCode, v: Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+fn filters_of(q: &HashMap<String, String>) -> std::result::Result<Vec<(String, String)>, ApiError> {
+    let Some(f) = q.get("filters").filter(|s| !s.is_empty()) else {
+        return Ok(vec![]);
+    };
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let v: Value = serde_json::from_str(f).map_err(|e| bad(format!("invalid filter: {e}")))?;
+    let mut out = Vec::new();
+    for (k, vals) in v.as_object().ok_or_else(|| bad("invalid filter".into()))? {
+        match vals {
+            Value::Array(a) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .for_each(|s| out.push((k.clone(), s.to_string()))),
+            Value::Object(o) => o.keys().for_each(|s| out.push((k.clone(), s.clone()))),
+            _ => return Err(bad("invalid filter".into())),
+        }
+    }
+    Ok(out)
+}
+
+/// `/volumes` routes.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/volumes", get(list))
+        .route("/volumes/create", post(create))
+        .route("/volumes/prune", post(prune))
+        .route("/volumes/{name}", get(inspect).delete(remove))
+}
+
+async fn list(State(s): St, Query(q): Q) -> std::result::Result<Response, ApiError> {
+    let filters = filters_of(&q)?;
+    let vs = &s.engine.volumes;
+    let mut out = Vec::new();
+    for v in vs.list() {
+        let users = vs.users(&v.name);
+        let keep = filters.iter().all(|(k, val)| match k.as_str() {
+            "name" => v.name.contains(val.as_str()),
+            "driver" => &v.driver == val,
+            "dangling" => {
+                let want = matches!(val.as_str(), "1" | "true");
+                users.is_empty() == want
+            }
+            "label" | "label!" => label_filters_match(&v, &[(k.clone(), val.clone())]),
+            _ => true,
+        });
+        for (k, _) in &filters {
+            if !matches!(
+                k.as_str(),
+                "name" | "driver" | "dangling" | "label" | "label!"
+            ) {
+                return Err(ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid filter '{k}'"),
+                ));
+            }
+        }
+        if keep {
+            out.push(vs.to_json(&v));
+        }
+    }
+    Ok(json_resp(
+        StatusCode::OK,
+        json!({"Volumes": out, "Warnings": null}),
+    ))
+}
+
+fn str_map(v: &Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn create(State(s): St, body: axum::body::Bytes) -> std::result::Result<Response, ApiError> {
+    let b: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))?
+    };
+    let engine = s.engine.clone();
+    let v = tokio::task::spawn_blocking(move || {
+        engine.volumes.create(
+            b["Name"].as_str(),
+            b["Driver"].as_str().unwrap_or(""),
+            str_map(&b["Labels"]),
+            str_map(&b["DriverOpts"]),
+            false,
+        )
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(json_resp(StatusCode::CREATED, s.engine.volumes.to_json(&v)))
+}
+
+async fn inspect(
+    State(s): St,
+    AxPath(name): AxPath<String>,
+) -> std::result::Result<Response, ApiError> {
+    let v = s.engine.volumes.get(&name)?;
+    Ok(json_resp(StatusCode::OK, s.engine.volumes.to_json(&v)))
+}
+
+async fn remove(
+    State(s): St,
+    AxPath(name): AxPath<String>,
+    Query(q): Q,
+) -> std::result::Result<Response, ApiError> {
+    let force = matches!(q.get("force").map(String::as_str), Some("1" | "true"));
+    let engine = s.engine.clone();
+    tokio::task::spawn_blocking(move || engine.volumes.remove(&name, force))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn prune(State(s): St, Query(q): Q) -> std::result::Result<Response, ApiError> {
+    let filters = filters_of(&q)?;
+    let engine = s.engine.clone();
+    let (names, space) = tokio::task::spawn_blocking(move || engine.volumes.prune(&filters))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(json_resp(
+        StatusCode::OK,
+        json!({"VolumesDeleted": names, "SpaceReclaimed": space}),
+    ))
+}
+
+/// The volumes part of `GET /system/df` (Docker's shape; `verbose` adds nothing more for
+/// volumes, the CLI's `-v` shows the same entries).
+pub fn df_json(store: &VolumeStore) -> Value {
+    let usage: HashMap<String, VolumeUsage> = store
+        .usage()
+        .into_iter()
+        .map(|u| (u.name.clone(), u))
+        .collect();
+    let vols: Vec<Value> = store
+        .list()
+        .iter()
+        .map(|v| {
+            let mut j = store.to_json(v);
+            let u = usage.get(&v.name);
+            j["UsageData"] = json!({
+                "Size": u.map(|u| u.size as i64).unwrap_or(-1),
+                "RefCount": u.map(|u| u.ref_count as i64).unwrap_or(0),
+            });
+            j
+        })
+        .collect();
+    Value::Array(vols)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(valid_name("ab"));
+        assert!(valid_name("my_vol.1-x"));
+        assert!(!valid_name("a"));
+        assert!(!valid_name("-ab"));
+        assert!(!valid_name("a/b"));
+    }
+
+    #[test]
+    fn create_remove_refs_and_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let s = VolumeStore::open(d.path()).unwrap();
+        let mut labels = BTreeMap::new();
+        labels.insert("k".into(), "v".into());
+        let v = s
+            .create(Some("vol1"), "", labels, BTreeMap::new(), false)
+            .unwrap();
+        assert_eq!(v.driver, "local");
+        assert!(s.data_path("vol1").is_dir());
+        // Same name again: the existing volume.
+        let again = s
+            .create(
+                Some("vol1"),
+                "local",
+                BTreeMap::new(),
+                BTreeMap::new(),
+                false,
+            )
+            .unwrap();
+        assert_eq!(again, v);
+        s.add_ref("vol1", "c1").unwrap();
+        let e = s.remove("vol1", true).unwrap_err();
+        assert_eq!(e.status(), StatusCode::CONFLICT);
+        assert!(e.to_string().contains("volume is in use - [c1]"), "{e}");
+        assert_eq!(s.drop_refs("c1"), vec!["vol1".to_string()]);
+        // Reopen: the metadata survived; leftovers of an interrupted creation are swept.
+        std::fs::create_dir(d.path().join(".tmp-dead")).unwrap();
+        drop(s);
+        let s = VolumeStore::open(d.path()).unwrap();
+        assert_eq!(s.get("vol1").unwrap().labels["k"], "v");
+        assert!(!d.path().join(".tmp-dead").exists());
+        s.remove("vol1", false).unwrap();
+        assert!(s.get("vol1").is_err());
+        assert!(!d.path().join("vol1").exists());
+        assert!(s.remove("vol1", true).is_ok());
+        assert_eq!(
+            s.remove("vol1", false).unwrap_err().status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn bad_options() {
+        let d = tempfile::tempdir().unwrap();
+        let s = VolumeStore::open(d.path()).unwrap();
+        let mut o = BTreeMap::new();
+        o.insert("bogus".into(), "1".into());
+        assert!(s
+            .create(Some("v1"), "", BTreeMap::new(), o, false)
+            .unwrap_err()
+            .to_string()
+            .contains("invalid option key"));
+        let mut o = BTreeMap::new();
+        o.insert("type".into(), "tmpfs".into());
+        assert!(s
+            .create(Some("v2"), "", BTreeMap::new(), o, false)
+            .unwrap_err()
+            .to_string()
+            .contains("missing required option: \"device\""));
+        assert!(s
+            .create(
+                Some("v3"),
+                "flocker",
+                BTreeMap::new(),
+                BTreeMap::new(),
+                false
+            )
+            .is_err());
+    }
+
+    #[test]
+    fn tmpfs_volume_is_mounted_while_active() {
+        let d = tempfile::tempdir().unwrap();
+        let s = VolumeStore::open(d.path()).unwrap();
+        let mut o = BTreeMap::new();
+        o.insert("type".into(), "tmpfs".into());
+        o.insert("device".into(), "tmpfs".into());
+        o.insert("o".into(), "size=1m,uid=1000".into());
+        s.create(Some("tv"), "", BTreeMap::new(), o, false).unwrap();
+        let p = s.activate("tv", "a").unwrap();
+        s.activate("tv", "b").unwrap();
+        assert!(is_mountpoint(&p));
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&p).unwrap().uid(), 1000);
+        s.release("a");
+        assert!(is_mountpoint(&p));
+        s.release("b");
+        assert!(!is_mountpoint(&p));
+        s.remove("tv", false).unwrap();
+    }
+
+    #[test]
+    fn bind_volume_opts() {
+        let d = tempfile::tempdir().unwrap();
+        let host = d.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::write(host.join("f"), "x").unwrap();
+        let s = VolumeStore::open(&d.path().join("vols")).unwrap();
+        let mut o = BTreeMap::new();
+        o.insert("type".into(), "none".into());
+        o.insert("device".into(), host.display().to_string());
+        o.insert("o".into(), "bind,ro".into());
+        s.create(Some("bv"), "", BTreeMap::new(), o, false).unwrap();
+        let p = s.activate("bv", "c").unwrap();
+        let seen = std::fs::read_to_string(p.join("f"));
+        let write = std::fs::write(p.join("g"), "y");
+        s.release("c");
+        assert_eq!(seen.unwrap(), "x");
+        assert!(write.is_err(), "a read-only bind volume accepted a write");
+        assert!(!is_mountpoint(&p));
+        s.remove("bv", false).unwrap();
+        assert!(
+            host.join("f").exists(),
+            "removing the volume touched the bound directory"
+        );
+    }
+
+    #[test]
+    fn mount_option_parsing() {
+        let (f, d) = parse_mount_options("ro,nosuid,size=10m,uid=5");
+        assert_eq!(f, libc::MS_RDONLY | libc::MS_NOSUID);
+        assert_eq!(d, "size=10m,uid=5");
+    }
+}

@@ -1,0 +1,1116 @@
+//! End-to-end tests of volumes, bind and tmpfs mounts and `cp` (the archive API), driven by the
+//! real docker CLI, docker-py, raw HTTP and the berth CLI. Each test runs its own daemon on
+//! temporary roots and checks that no mount is left behind.
+
+mod common;
+use common::*;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+fn uniq(tag: &str) -> String {
+    format!(
+        "berth-{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    )
+}
+
+/// A raw HTTP request with a binary body; returns (status, headers+body as text).
+fn http_raw(d: &Daemon, method: &str, path: &str, ct: &str, body: &[u8]) -> (u16, String) {
+    let mut s = UnixStream::connect(d.sock()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: berth\r\nConnection: close\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, text)
+}
+
+/// A tar entry with a raw (unchecked) name: hostile archives.
+fn raw_entry(
+    b: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    kind: tar::EntryType,
+    link: &str,
+    data: &[u8],
+) {
+    let mut h = tar::Header::new_old();
+    {
+        let o = h.as_old_mut();
+        o.name[..name.len()].copy_from_slice(name.as_bytes());
+        o.linkname[..link.len()].copy_from_slice(link.as_bytes());
+    }
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    h.set_cksum();
+    b.append(&h, data).unwrap();
+}
+
+#[test]
+fn volume_lifecycle_persistence_and_in_use() {
+    let mut d = Daemon::new();
+    let v = uniq("v");
+    d.docker(&["volume", "create", "--label", "team=db", &v])
+        .ok();
+    let ls = d.docker(&["volume", "ls", "-q"]).ok().stdout;
+    assert!(ls.lines().any(|l| l == v), "{ls}");
+    let lsf = d
+        .docker(&["volume", "ls", "-q", "--filter", "label=team=db"])
+        .ok()
+        .stdout;
+    assert_eq!(lsf.trim(), v);
+    let mp = d
+        .docker(&[
+            "volume",
+            "inspect",
+            "-f",
+            "{{.Mountpoint}} {{.Driver}} {{.Labels.team}}",
+            &v,
+        ])
+        .ok()
+        .stdout;
+    let want = d.path("data").join("volumes").join(&v).join("_data");
+    assert_eq!(mp.trim(), format!("{} local db", want.display()));
+    // The classic example: a "database" writes, is removed, a new container sees the data.
+    d.docker(&[
+        "run",
+        "--name",
+        "db1",
+        "-v",
+        &format!("{v}:/var/lib/db"),
+        "busybox",
+        "sh",
+        "-c",
+        "echo row1 > /var/lib/db/table",
+    ])
+    .ok();
+    // In use by a stopped container: cannot be removed.
+    let r = d.docker(&["volume", "rm", &v]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("volume is in use"), "{}", r.stderr);
+    let r = d.docker(&["volume", "rm", "-f", &v]);
+    assert_ne!(r.code, 0, "force must not remove a volume in use");
+    // References survive a daemon crash (rebuilt from the containers' records).
+    d.kill9();
+    d.start();
+    let r = d.docker(&["volume", "rm", &v]);
+    assert!(r.stderr.contains("volume is in use"), "{}", r.stderr);
+    d.docker(&["rm", "db1"]).ok();
+    let r = d
+        .docker(&[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{v}:/var/lib/db:ro"),
+            "busybox",
+            "cat",
+            "/var/lib/db/table",
+        ])
+        .ok();
+    assert_eq!(r.stdout, "row1\n");
+    // Read-only volume mount: writing fails.
+    let r = d.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{v}:/db:ro"),
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /db/other",
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(!want.join("other").exists());
+    // Inspect shows the mount in Docker's shape.
+    d.docker(&[
+        "create",
+        "--name",
+        "c2",
+        "-v",
+        &format!("{v}:/data"),
+        "busybox",
+        "true",
+    ])
+    .ok();
+    let m = d
+        .docker(&[
+            "inspect",
+            "-f",
+            "{{range .Mounts}}{{.Type}} {{.Name}} {{.Destination}} {{.RW}} {{.Driver}}{{end}}",
+            "c2",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(m.trim(), format!("volume {v} /data true local"));
+    d.docker(&["rm", "c2"]).ok();
+    d.docker(&["volume", "rm", &v]).ok();
+    assert!(!want.exists());
+    let r = d.docker(&["volume", "inspect", &v]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("no such volume"), "{}", r.stderr);
+    finish(d);
+}
+
+#[test]
+fn anonymous_volumes_rm_v_and_prune() {
+    let d = Daemon::new();
+    // `-v /path` makes an anonymous volume; `rm` keeps it, `prune` removes it.
+    d.docker(&[
+        "run",
+        "--name",
+        "a1",
+        "-v",
+        "/anon",
+        "busybox",
+        "sh",
+        "-c",
+        "echo a > /anon/f",
+    ])
+    .ok();
+    let name = d
+        .docker(&["inspect", "-f", "{{range .Mounts}}{{.Name}}{{end}}", "a1"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    assert_eq!(name.len(), 64, "{name}");
+    d.docker(&["rm", "a1"]).ok();
+    assert!(d
+        .docker(&["volume", "ls", "-q"])
+        .ok()
+        .stdout
+        .contains(&name));
+    let named = uniq("keep");
+    d.docker(&["volume", "create", &named]).ok();
+    let p = d.docker(&["volume", "prune", "-f"]).ok().stdout;
+    assert!(p.contains(&name), "{p}");
+    let ls = d.docker(&["volume", "ls", "-q"]).ok().stdout;
+    assert!(!ls.contains(&name) && ls.contains(&named), "{ls}");
+    // `prune --all` removes unused named volumes too.
+    d.docker(&["volume", "prune", "-f", "--all"]).ok();
+    assert!(d
+        .docker(&["volume", "ls", "-q"])
+        .ok()
+        .stdout
+        .trim()
+        .is_empty());
+    // `rm -v` removes the anonymous volume; `--rm` too.
+    d.docker(&["create", "--name", "a2", "-v", "/anon2", "busybox", "true"])
+        .ok();
+    assert_eq!(
+        d.docker(&["volume", "ls", "-q"])
+            .ok()
+            .stdout
+            .lines()
+            .count(),
+        1
+    );
+    d.docker(&["rm", "-v", "a2"]).ok();
+    assert!(d
+        .docker(&["volume", "ls", "-q"])
+        .ok()
+        .stdout
+        .trim()
+        .is_empty());
+    d.docker(&["run", "--rm", "-v", "/anon3", "busybox", "true"])
+        .ok();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !d
+        .docker(&["volume", "ls", "-q"])
+        .ok()
+        .stdout
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "--rm kept the anonymous volume"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // system df reports volumes.
+    let v = uniq("df");
+    d.docker(&["volume", "create", &v]).ok();
+    d.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{v}:/d"),
+        "busybox",
+        "dd",
+        "if=/dev/zero",
+        "of=/d/z",
+        "bs=1024",
+        "count=100",
+    ])
+    .ok();
+    let df = d.docker(&["system", "df", "-v"]).ok().stdout;
+    assert!(df.contains(&v) && df.contains("102.4kB"), "{df}");
+    // A read-only root filesystem still gets its volume mounts (mount points created first).
+    let r = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--read-only",
+            "-v",
+            &format!("{v}:/newdir"),
+            "busybox",
+            "sh",
+            "-c",
+            "echo w > /newdir/f && cat /newdir/f; echo x > /rootfile || echo ro-root",
+        ])
+        .ok();
+    assert_eq!(r.stdout, "w\nro-root\n");
+    finish(d);
+}
+
+#[test]
+fn binds_ro_tmpfs_and_mount_flag() {
+    let d = Daemon::new();
+    let host = d.path("hostdir");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("in"), "from host").unwrap();
+    let h = host.display().to_string();
+    // ro: reads work, writes fail.
+    let r = d
+        .docker(&[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{h}:/h:ro,Z"),
+            "busybox",
+            "cat",
+            "/h/in",
+        ])
+        .ok();
+    assert_eq!(r.stdout, "from host");
+    // A single file bind-mounted.
+    let r = d
+        .docker(&[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{h}/in:/etc/single:ro"),
+            "busybox",
+            "cat",
+            "/etc/single",
+        ])
+        .ok();
+    assert_eq!(r.stdout, "from host");
+    let r = d.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{h}:/h:ro"),
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /h/w",
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("Read-only file system"), "{}", r.stderr);
+    assert!(!host.join("w").exists());
+    // rw: the host sees the write.
+    d.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{h}:/h:rw,rprivate"),
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /h/w",
+    ])
+    .ok();
+    assert_eq!(std::fs::read_to_string(host.join("w")).unwrap(), "x\n");
+    // --mount bind readonly, tmpfs with size and mode, --tmpfs.
+    let r = d
+        .docker(&[
+            "run", "--rm",
+            "--mount", &format!("type=bind,source={h},target=/b,readonly"),
+            "--mount", "type=tmpfs,destination=/t,tmpfs-size=1048576,tmpfs-mode=1770",
+            "--tmpfs", "/run2:rw,size=2m",
+            "busybox", "sh", "-c",
+            "grep -E ' /(b|t|run2) ' /proc/mounts | cut -d' ' -f2-4; stat -c %a /t; echo y > /b/z || echo ro-ok",
+        ])
+        .ok();
+    assert!(
+        r.stdout.contains("/b ") && r.stdout.contains(" ro"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("/t tmpfs rw") && r.stdout.contains("size=1024k"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("/run2 tmpfs rw") && r.stdout.contains("size=2048k"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("1770\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("ro-ok"), "{}", r.stdout);
+    // A missing --mount bind source is an error; -v creates it.
+    let r = d.docker(&[
+        "run",
+        "--rm",
+        "--mount",
+        &format!("type=bind,src={h}/missing,dst=/m"),
+        "busybox",
+        "true",
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("bind source path does not exist"),
+        "{}",
+        r.stderr
+    );
+    d.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{h}/made:/m"),
+        "busybox",
+        "true",
+    ])
+    .ok();
+    assert!(host.join("made").is_dir());
+    // Volume with tmpfs options: mounted while used, unmounted afterwards.
+    let tv = uniq("tv");
+    d.docker(&[
+        "volume",
+        "create",
+        "--opt",
+        "type=tmpfs",
+        "--opt",
+        "device=tmpfs",
+        "--opt",
+        "o=size=3m",
+        &tv,
+    ])
+    .ok();
+    let r = d
+        .docker(&[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{tv}:/tv"),
+            "busybox",
+            "sh",
+            "-c",
+            "grep ' /tv ' /proc/mounts",
+        ])
+        .ok();
+    assert!(
+        r.stdout.contains("tmpfs") && r.stdout.contains("size=3072k"),
+        "{}",
+        r.stdout
+    );
+    let data = d.path("data").join("volumes").join(&tv).join("_data");
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(&data.display().to_string());
+    assert!(!mounted, "the tmpfs volume is still mounted");
+    // --volumes-from shares the other container's volumes (read-only here).
+    let v = uniq("vf");
+    d.docker(&[
+        "create",
+        "--name",
+        "src",
+        "-v",
+        &format!("{v}:/shared"),
+        "busybox",
+        "true",
+    ])
+    .ok();
+    d.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{v}:/s"),
+        "busybox",
+        "sh",
+        "-c",
+        "echo shared > /s/f",
+    ])
+    .ok();
+    let r = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--volumes-from",
+            "src:ro",
+            "busybox",
+            "sh",
+            "-c",
+            "cat /shared/f; echo z > /shared/g || echo ro-ok",
+        ])
+        .ok();
+    assert_eq!(r.stdout, "shared\nro-ok\n");
+    finish(d);
+}
+
+#[test]
+fn copy_up_keeps_content_and_ownership() {
+    let mut d = Daemon::new();
+    // An image with /data (owned 1234:5678, mode 0750) holding a file, declared a VOLUME.
+    let tar = d.path("img.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&tar).unwrap());
+        busybox_entries(&mut b);
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o750);
+        h.set_uid(1234);
+        h.set_gid(5678);
+        h.set_size(0);
+        b.append_data(&mut h, "data", std::io::empty()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o640);
+        h.set_uid(1234);
+        h.set_gid(5678);
+        h.set_size(5);
+        b.append_data(&mut h, "data/seed", &b"seed\n"[..]).unwrap();
+        b.finish().unwrap();
+    }
+    d.kill9();
+    let o = std::process::Command::new(bin_dir().join("berth"))
+        .arg("--data-root")
+        .arg(d.path("data"))
+        .args(["import", "-c", "VOLUME /data", "-c", "CMD [\"sh\"]"])
+        .arg(&tar)
+        .arg("seeded:1")
+        .output()
+        .unwrap();
+    run_output(o).ok();
+    d.start();
+    // The image's VOLUME: an anonymous volume filled from the image.
+    let r = d
+        .docker(&[
+            "run",
+            "--name",
+            "cu1",
+            "seeded:1",
+            "sh",
+            "-c",
+            "cat /data/seed; stat -c '%u:%g %a' /data /data/seed",
+        ])
+        .ok();
+    assert_eq!(r.stdout, "seed\n1234:5678 750\n1234:5678 640\n");
+    // A named volume mounted over image content: filled too, ownership on the host side.
+    let v = uniq("cu");
+    d.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{v}:/data"),
+        "seeded:1",
+        "true",
+    ])
+    .ok();
+    let data = d.path("data").join("volumes").join(&v).join("_data");
+    let m = std::fs::metadata(data.join("seed")).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1234, 5678, 0o640));
+    assert_eq!(std::fs::metadata(&data).unwrap().uid(), 1234);
+    // Not again once the volume has content; nocopy skips it.
+    let v2 = uniq("nc");
+    d.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{v2}:/data:nocopy"),
+        "seeded:1",
+        "true",
+    ])
+    .ok();
+    let data2 = d.path("data").join("volumes").join(&v2).join("_data");
+    assert!(std::fs::read_dir(&data2).unwrap().next().is_none());
+    d.docker(&["rm", "-v", "cu1"]).ok();
+    finish(d);
+}
+
+/// The busybox image entries (so a derived image can run `sh`).
+fn busybox_entries(b: &mut tar::Builder<std::fs::File>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("bb.tar");
+    busybox_tar(&p);
+    let mut a = tar::Archive::new(std::fs::File::open(&p).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut h = e.header().clone();
+        let path = e.path().unwrap().into_owned();
+        if h.entry_type() == tar::EntryType::Symlink {
+            let t = e.link_name().unwrap().unwrap().into_owned();
+            b.append_link(&mut h, &path, &t).unwrap();
+        } else {
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            b.append_data(&mut h, &path, &data[..]).unwrap();
+        }
+    }
+}
+
+#[test]
+fn docker_cp_both_ways_running_and_stopped_confined() {
+    let d = Daemon::new();
+    let v = uniq("cpv");
+    let canary = uniq("canary");
+    // Hostile symlinks inside the container.
+    d.docker(&[
+        "run", "-d", "--name", "run1", "-v", &format!("{v}:/vol"), "busybox", "sh", "-c",
+        "ln -s / /evil; ln -s ../../.. /x; mkdir -p /tmp/deep/er; echo secret > /etc/inside; sleep 1000",
+    ])
+    .ok();
+    // Wait for the symlinks.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while d.docker(&["cp", "run1:/etc/inside", "-"]).code != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container did not set up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Host -> container through /evil: lands inside the container.
+    let src = d.path("file.txt");
+    std::fs::write(&src, "payload").unwrap();
+    let host_target = Path::new("/tmp").join(&canary);
+    d.docker(&[
+        "cp",
+        src.to_str().unwrap(),
+        &format!("run1:/evil/tmp/{canary}"),
+    ])
+    .ok();
+    assert!(!host_target.exists(), "cp wrote to the host");
+    let out = d.path("out1");
+    d.docker(&["cp", &format!("run1:/tmp/{canary}"), out.to_str().unwrap()])
+        .ok();
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "payload");
+    // Container -> host through `../../..`: the container's file, not the host's.
+    let out2 = d.path("out2");
+    d.docker(&["cp", "run1:/x/etc/inside", out2.to_str().unwrap()])
+        .ok();
+    assert_eq!(std::fs::read_to_string(&out2).unwrap(), "secret\n");
+    let out3 = d.path("out3");
+    d.docker(&["cp", "-L", "run1:/x/etc/passwd", out3.to_str().unwrap()])
+        .ok();
+    assert!(std::fs::read_to_string(&out3)
+        .unwrap()
+        .starts_with("root:x:0:0:root:/root:/bin/sh\nnobody"));
+    // Trees both ways; into the volume.
+    let tree = d.path("tree");
+    std::fs::create_dir_all(tree.join("a/b")).unwrap();
+    std::fs::write(tree.join("a/b/c"), "c").unwrap();
+    std::os::unix::fs::symlink("b/c", tree.join("a/l")).unwrap();
+    d.docker(&["cp", tree.to_str().unwrap(), "run1:/vol/"]).ok();
+    let vdata = d.path("data").join("volumes").join(&v).join("_data");
+    assert_eq!(
+        std::fs::read_to_string(vdata.join("tree/a/b/c")).unwrap(),
+        "c"
+    );
+    assert_eq!(
+        std::fs::read_link(vdata.join("tree/a/l")).unwrap(),
+        Path::new("b/c")
+    );
+    let back = d.path("back");
+    d.docker(&["cp", "run1:/vol/tree", back.to_str().unwrap()])
+        .ok();
+    assert_eq!(std::fs::read_to_string(back.join("a/b/c")).unwrap(), "c");
+    assert_eq!(
+        std::fs::read_link(back.join("a/l")).unwrap(),
+        Path::new("b/c")
+    );
+    // A symlink as the destination directory resolves inside.
+    d.docker(&["cp", tree.to_str().unwrap(), "run1:/evil/tmp/deep"])
+        .ok();
+    let out6 = d.path("out6");
+    d.docker(&["cp", "run1:/tmp/deep/tree/a/b/c", out6.to_str().unwrap()])
+        .ok();
+    assert_eq!(std::fs::read_to_string(&out6).unwrap(), "c");
+    assert!(!Path::new("/tmp/deep/tree").exists());
+    // Stopped container: both ways, volume honoured.
+    d.docker(&["stop", "-t", "0", "run1"]).ok();
+    let src2 = d.path("f2");
+    std::fs::write(&src2, "stopped").unwrap();
+    d.docker(&["cp", src2.to_str().unwrap(), "run1:/evil/etc/f2"])
+        .ok();
+    d.docker(&["cp", src2.to_str().unwrap(), "run1:/vol/f2"])
+        .ok();
+    assert_eq!(
+        std::fs::read_to_string(vdata.join("f2")).unwrap(),
+        "stopped"
+    );
+    let out4 = d.path("out4");
+    d.docker(&["cp", "run1:/x/etc/f2", out4.to_str().unwrap()])
+        .ok();
+    assert_eq!(std::fs::read_to_string(&out4).unwrap(), "stopped");
+    let out5 = d.path("out5");
+    d.docker(&["cp", "run1:/vol/tree/a/b/c", out5.to_str().unwrap()])
+        .ok();
+    assert_eq!(std::fs::read_to_string(&out5).unwrap(), "c");
+    assert!(!Path::new("/etc/f2").exists());
+    // Missing paths: Docker's message.
+    let r = d.docker(&["cp", "run1:/nope", d.path("x").to_str().unwrap()]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr
+            .contains("Could not find the file /nope in container"),
+        "{}",
+        r.stderr
+    );
+    // A created (never started) container.
+    d.docker(&["create", "--name", "cr", "busybox", "cat", "/etc/f3"])
+        .ok();
+    d.docker(&["cp", src2.to_str().unwrap(), "cr:/etc/f3"]).ok();
+    let r = d.docker(&["start", "-a", "cr"]).ok();
+    assert_eq!(r.stdout, "stopped");
+    finish(d);
+}
+
+#[test]
+fn hostile_upload_tars_are_confined() {
+    let d = Daemon::new();
+    d.docker(&["create", "--name", "h1", "busybox", "true"])
+        .ok();
+    let canary = uniq("esc");
+    let hostdir = d.path("h");
+    std::fs::create_dir(&hostdir).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("dotdot", {
+            let mut b = tar::Builder::new(Vec::new());
+            raw_entry(
+                &mut b,
+                &format!("../../../../../../../../tmp/{canary}-1"),
+                tar::EntryType::Regular,
+                "",
+                b"x",
+            );
+            b.into_inner().unwrap()
+        }),
+        ("absolute", {
+            let mut b = tar::Builder::new(Vec::new());
+            raw_entry(
+                &mut b,
+                &format!("/tmp/{canary}-2"),
+                tar::EntryType::Regular,
+                "",
+                b"x",
+            );
+            b.into_inner().unwrap()
+        }),
+        ("symlink-then-write", {
+            let mut b = tar::Builder::new(Vec::new());
+            raw_entry(&mut b, "lnk", tar::EntryType::Symlink, "/tmp", b"");
+            raw_entry(
+                &mut b,
+                &format!("lnk/{canary}-3"),
+                tar::EntryType::Regular,
+                "",
+                b"x",
+            );
+            b.into_inner().unwrap()
+        }),
+        ("symlink-dotdot", {
+            let mut b = tar::Builder::new(Vec::new());
+            raw_entry(
+                &mut b,
+                "up",
+                tar::EntryType::Symlink,
+                "../../../../../../../../tmp",
+                b"",
+            );
+            raw_entry(
+                &mut b,
+                &format!("up/{canary}-4"),
+                tar::EntryType::Regular,
+                "",
+                b"x",
+            );
+            b.into_inner().unwrap()
+        }),
+        ("hardlink-out", {
+            let mut b = tar::Builder::new(Vec::new());
+            raw_entry(
+                &mut b,
+                "hl",
+                tar::EntryType::Link,
+                "../../../../../../../../etc/hostname",
+                b"",
+            );
+            b.into_inner().unwrap()
+        }),
+    ];
+    for (name, body) in &cases {
+        for running in [false, true] {
+            if running {
+                d.docker(&["run", "-d", "--name", "h2", "busybox", "sleep", "1000"])
+                    .ok();
+            }
+            let ctr = if running { "h2" } else { "h1" };
+            let (code, text) = http_raw(
+                &d,
+                "PUT",
+                &format!("/v1.44/containers/{ctr}/archive?path=/tmp"),
+                "application/x-tar",
+                body,
+            );
+            assert!(code == 200 || code == 400, "{name}: {text}");
+            for i in 1..=4 {
+                assert!(
+                    !Path::new(&format!("/tmp/{canary}-{i}")).exists(),
+                    "{name} escaped"
+                );
+            }
+            if running {
+                d.docker(&["rm", "-f", "h2"]).ok();
+            }
+        }
+    }
+    // What was confined landed inside the container.
+    let out = d.docker(&["start", "-a", "h1"]).code;
+    assert_eq!(out, 0);
+    let (code, _) = http_raw(
+        &d,
+        "HEAD",
+        &format!("/v1.44/containers/h1/archive?path=/tmp/tmp/{canary}-2"),
+        "text/plain",
+        b"",
+    );
+    assert_eq!(code, 200);
+    // Symlinks in an upload resolve inside the extraction directory: `lnk -> /tmp` then
+    // `lnk/x` is refused or written below the container's /tmp, never on the host.
+    let (code, _) = http_raw(
+        &d,
+        "HEAD",
+        "/v1.44/containers/h1/archive?path=/tmp/lnk",
+        "text/plain",
+        b"",
+    );
+    assert_eq!(code, 200);
+    // Errors: not a directory, missing path.
+    let (code, text) = http_raw(
+        &d,
+        "PUT",
+        "/v1.44/containers/h1/archive?path=/etc/passwd",
+        "application/x-tar",
+        &cases[1].1,
+    );
+    assert_eq!(code, 400, "{text}");
+    let (code, _) = http_raw(
+        &d,
+        "PUT",
+        "/v1.44/containers/h1/archive?path=/nope",
+        "application/x-tar",
+        &cases[1].1,
+    );
+    assert_eq!(code, 404);
+    finish(d);
+}
+
+#[test]
+fn docker_py_volumes_and_archive() {
+    let d = Daemon::new();
+    let script = r#"
+import docker, io, tarfile, os, json
+c = docker.DockerClient(base_url=os.environ["BERTH_SOCK"])
+v = c.volumes.create("pyvol", labels={"a": "b"})
+assert v.attrs["Labels"] == {"a": "b"}, v.attrs
+assert "pyvol" in [x.name for x in c.volumes.list()]
+ctr = c.containers.create("busybox", "sleep 1000", volumes={"pyvol": {"bind": "/data", "mode": "rw"}})
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w") as t:
+    data = b"hello from py"
+    ti = tarfile.TarInfo("greeting")
+    ti.size = len(data); ti.uid = 42; ti.gid = 43; ti.mode = 0o600
+    t.addfile(ti, io.BytesIO(data))
+assert ctr.put_archive("/data", buf.getvalue())
+ctr.start()
+bits, stat = ctr.get_archive("/data/greeting")
+raw = b"".join(bits)
+with tarfile.open(fileobj=io.BytesIO(raw)) as t:
+    m = t.getmember("greeting")
+    assert (m.uid, m.gid, m.mode & 0o777) == (42, 43, 0o600), (m.uid, m.gid, m.mode)
+    assert t.extractfile(m).read() == b"hello from py"
+assert stat["name"] == "greeting" and stat["size"] == 13, stat
+bits, stat = ctr.get_archive("/data")
+assert stat["mode"] & (1 << 31), stat
+ctr.remove(force=True)
+c.volumes.get("pyvol").remove()
+print("ok")
+"#;
+    let r = d.python(script);
+    assert_eq!(r.stdout.trim(), "ok", "{}", r.stderr);
+    finish(d);
+}
+
+#[test]
+fn berth_cli_volumes_cp_and_run_flags() {
+    let d = Daemon::new();
+    let v = uniq("bv");
+    assert_eq!(
+        d.berth(&["volume", "create", "--label", "x=y", &v])
+            .ok()
+            .stdout
+            .trim(),
+        v
+    );
+    let ls = d.berth(&["volume", "ls"]).ok().stdout;
+    assert!(ls.starts_with("DRIVER    VOLUME NAME\n"), "{ls}");
+    assert!(ls.contains(&format!("local     {v}\n")), "{ls}");
+    let f = d
+        .berth(&["volume", "inspect", "-f", "{{.Name}} {{.Labels.x}}", &v])
+        .ok()
+        .stdout;
+    assert_eq!(f.trim(), format!("{v} y"));
+    // run -v / --mount / --tmpfs.
+    let r = d
+        .berth(&[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{v}:/data"),
+            "--tmpfs",
+            "/scratch",
+            "--mount",
+            "type=tmpfs,dst=/t2,tmpfs-size=1m",
+            "busybox",
+            "sh",
+            "-c",
+            "echo kept > /data/k; grep -c -E ' /(scratch|t2) tmpfs' /proc/mounts",
+        ])
+        .ok();
+    assert_eq!(r.stdout.trim(), "2");
+    let r = d
+        .berth(&[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{v}:/d:ro"),
+            "busybox",
+            "cat",
+            "/d/k",
+        ])
+        .ok();
+    assert_eq!(r.stdout, "kept\n");
+    // In use: refused; rm -v; prune.
+    d.berth(&[
+        "run",
+        "--name",
+        "u1",
+        "-v",
+        &format!("{v}:/d"),
+        "-v",
+        "/anon",
+        "busybox",
+        "true",
+    ])
+    .ok();
+    let r = d.berth(&["volume", "rm", &v]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("volume is in use"), "{}", r.stderr);
+    // cp both ways on the stopped container: file, tree, `-`.
+    let tree = d.path("t");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/f"), "tree file").unwrap();
+    std::os::unix::fs::chown(tree.join("sub/f"), Some(1500), Some(1600)).unwrap();
+    d.berth(&["cp", tree.to_str().unwrap(), "u1:/d/"]).ok();
+    d.berth(&["cp", "-a", tree.to_str().unwrap(), "u1:/d/owned"])
+        .ok();
+    let data = d.path("data").join("volumes").join(&v).join("_data");
+    assert_eq!(
+        std::fs::read_to_string(data.join("t/sub/f")).unwrap(),
+        "tree file"
+    );
+    assert_eq!(std::fs::metadata(data.join("t/sub/f")).unwrap().uid(), 0);
+    assert_eq!(
+        std::fs::metadata(data.join("owned/sub/f")).unwrap().uid(),
+        1500
+    );
+    let back = d.path("back");
+    d.berth(&["cp", "u1:/d/owned", back.to_str().unwrap()]).ok();
+    assert_eq!(
+        std::fs::read_to_string(back.join("sub/f")).unwrap(),
+        "tree file"
+    );
+    let back2 = d.path("back2");
+    std::fs::create_dir(&back2).unwrap();
+    d.berth(&["cp", "u1:/d/owned/.", back2.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        std::fs::read_to_string(back2.join("sub/f")).unwrap(),
+        "tree file"
+    );
+    let one = d.path("one");
+    d.berth(&["cp", "u1:/etc/passwd", one.to_str().unwrap()])
+        .ok();
+    assert!(std::fs::read_to_string(&one)
+        .unwrap()
+        .starts_with("root:x:0:0"));
+    // `-`: a tar on stdout.
+    let o = std::process::Command::new(bin_dir().join("berth"))
+        .arg("-H")
+        .arg(format!("unix://{}", d.sock().display()))
+        .args(["cp", "u1:/d/t", "-"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let mut a = tar::Archive::new(&o.stdout[..]);
+    let names: Vec<String> = a
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.contains(&"t/sub/f".to_string()), "{names:?}");
+    // `-` from stdin into the container.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(5);
+    b.append_data(&mut h, "stdin-file", &b"stdin"[..]).unwrap();
+    let tarbytes = b.into_inner().unwrap();
+    let mut child = std::process::Command::new(bin_dir().join("berth"))
+        .arg("-H")
+        .arg(format!("unix://{}", d.sock().display()))
+        .args(["cp", "-", "u1:/d"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&tarbytes).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        std::fs::read_to_string(data.join("stdin-file")).unwrap(),
+        "stdin"
+    );
+    d.berth(&["rm", "-v", "u1"]).ok();
+    d.berth(&["volume", "rm", &v]).ok();
+    let r = d.berth(&["volume", "prune", "-f", "-a"]).ok();
+    assert!(r.stdout.contains("Total reclaimed space"), "{}", r.stdout);
+    assert!(d
+        .berth(&["volume", "ls", "-q"])
+        .ok()
+        .stdout
+        .trim()
+        .is_empty());
+    finish(d);
+}
+
+#[test]
+fn archive_options_and_export() {
+    let d = Daemon::new();
+    d.docker(&["create", "--name", "o1", "-u", "nobody", "busybox", "true"])
+        .ok();
+    let tar_of = |entries: &[(&str, tar::EntryType)]| {
+        let mut b = tar::Builder::new(Vec::new());
+        for (n, k) in entries {
+            raw_entry(
+                &mut b,
+                n,
+                *k,
+                "",
+                if *k == tar::EntryType::Regular {
+                    b"x"
+                } else {
+                    b""
+                },
+            );
+        }
+        b.into_inner().unwrap()
+    };
+    // noOverwriteDirNonDir: /tmp/d is a directory, the upload has a file named d.
+    let (code, _) = http_raw(
+        &d,
+        "PUT",
+        "/v1.44/containers/o1/archive?path=/tmp",
+        "application/x-tar",
+        &tar_of(&[
+            ("d/", tar::EntryType::Directory),
+            ("f", tar::EntryType::Regular),
+        ]),
+    );
+    assert_eq!(code, 200);
+    let (code, text) = http_raw(
+        &d,
+        "PUT",
+        "/v1.44/containers/o1/archive?path=/tmp&noOverwriteDirNonDir=1",
+        "application/x-tar",
+        &tar_of(&[("d", tar::EntryType::Regular)]),
+    );
+    assert_eq!(code, 400, "{text}");
+    assert!(
+        text.contains("cannot overwrite directory with non-directory"),
+        "{text}"
+    );
+    let (code, text) = http_raw(
+        &d,
+        "PUT",
+        "/v1.44/containers/o1/archive?path=/tmp&noOverwriteDirNonDir=1",
+        "application/x-tar",
+        &tar_of(&[("f/", tar::EntryType::Directory)]),
+    );
+    assert_eq!(code, 400, "{text}");
+    // Whiteout-looking names are ordinary files in an upload (nothing is deleted).
+    let (code, _) = http_raw(
+        &d,
+        "PUT",
+        "/v1.44/containers/o1/archive?path=/tmp",
+        "application/x-tar",
+        &tar_of(&[(".wh.f", tar::EntryType::Regular)]),
+    );
+    assert_eq!(code, 200);
+    // copyUIDGID with a container user: owned by that user.
+    let (code, _) = http_raw(
+        &d,
+        "PUT",
+        "/v1.44/containers/o1/archive?path=/tmp&copyUIDGID=1",
+        "application/x-tar",
+        &tar_of(&[("owned", tar::EntryType::Regular)]),
+    );
+    assert_eq!(code, 200);
+    let out = d.path("x");
+    std::fs::create_dir(&out).unwrap();
+    d.docker(&["cp", "o1:/tmp/.", out.to_str().unwrap()]).ok();
+    assert!(out.join("f").is_file() && out.join(".wh.f").is_file() && out.join("d").is_dir());
+    // Ownership as the archive says (docker cp from a container keeps it for root).
+    let r = d.docker(&["cp", "o1:/tmp/owned", "-"]).ok();
+    let mut a = tar::Archive::new(r.stdout.as_bytes());
+    let e = a.entries().unwrap().next().unwrap().unwrap();
+    assert_eq!(
+        (e.header().uid().unwrap(), e.header().gid().unwrap()),
+        (65534, 65534)
+    );
+    // Export: the whole root filesystem as a tar.
+    let ex = d.path("export.tar");
+    d.docker(&["export", "-o", ex.to_str().unwrap(), "o1"]).ok();
+    let mut a = tar::Archive::new(std::fs::File::open(&ex).unwrap());
+    let names: Vec<String> = a
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "bin/busybox"),
+        "{:?}",
+        &names[..names.len().min(10)]
+    );
+    assert!(names.iter().any(|n| n == "tmp/owned"));
+    finish(d);
+}
