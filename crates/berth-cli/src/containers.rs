@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use crate::api::{self, enc, ApiError, Host};
 use crate::commands::CliError;
 
-fn daemon(e: ApiError) -> CliError {
+/// A daemon error as the CLI prints it (`Error response from daemon: …`).
+pub(crate) fn daemon(e: ApiError) -> CliError {
     match e {
         ApiError::Status { message, .. } => {
             CliError::Message(format!("Error response from daemon: {message}"))
@@ -434,7 +435,7 @@ pub fn wait(
 
 /// Runs `op` for every container named, printing its result line, or the daemon's error (as the
 /// docker CLI does, it goes on with the others and exits 1 if any failed).
-fn each(
+pub(crate) fn each(
     names: &[String],
     out: &mut dyn Write,
     err: &mut dyn Write,

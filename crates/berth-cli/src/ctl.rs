@@ -11,14 +11,7 @@ use serde_json::{json, Value};
 use crate::api::{self, enc, ApiError, Host};
 use crate::commands::CliError;
 
-fn daemon(e: ApiError) -> CliError {
-    match e {
-        ApiError::Status { message, .. } => {
-            CliError::Message(format!("Error response from daemon: {message}"))
-        }
-        other => CliError::Message(other.to_string()),
-    }
-}
+use crate::containers::daemon;
 
 fn w(e: std::io::Error) -> CliError {
     CliError::Message(e.to_string())
@@ -696,29 +689,7 @@ pub fn join_wait(h: std::thread::JoinHandle<Result<i64, ApiError>>) -> i32 {
     }
 }
 
-fn each(
-    names: &[String],
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-    op: impl Fn(&str) -> Result<String, ApiError>,
-) -> Result<(), CliError> {
-    let mut failed = false;
-    for name in names {
-        match op(name) {
-            Ok(line) => {
-                let _ = writeln!(out, "{line}");
-            }
-            Err(e) => {
-                failed = true;
-                let _ = writeln!(err, "{}", daemon(e));
-            }
-        }
-    }
-    if failed {
-        return Err(CliError::Exit(1));
-    }
-    Ok(())
-}
+use crate::containers::each;
 
 /// `restart` flags.
 #[derive(Debug, Args)]

@@ -9,14 +9,7 @@ use serde_json::{json, Map, Value};
 use crate::api::{self, enc, ApiError, Host};
 use crate::commands::CliError;
 
-fn daemon(e: ApiError) -> CliError {
-    match e {
-        ApiError::Status { message, .. } => {
-            CliError::Message(format!("Error response from daemon: {message}"))
-        }
-        other => CliError::Message(other.to_string()),
-    }
-}
+use crate::containers::daemon;
 
 fn w(e: std::io::Error) -> CliError {
     CliError::Message(e.to_string())

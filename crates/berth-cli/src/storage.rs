@@ -16,14 +16,7 @@ use serde_json::{json, Value};
 use crate::api::{self, enc, ApiError, Host};
 use crate::commands::CliError;
 
-fn daemon(e: ApiError) -> CliError {
-    match e {
-        ApiError::Status { message, .. } => {
-            CliError::Message(format!("Error response from daemon: {message}"))
-        }
-        other => CliError::Message(other.to_string()),
-    }
-}
+use crate::containers::daemon;
 
 fn ioerr(e: io::Error) -> CliError {
     CliError::Message(e.to_string())
