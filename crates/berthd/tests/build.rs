@@ -96,6 +96,16 @@ fn corpus_case(d: &Daemon, name: &str) -> Vec<String> {
     let dir = corpus_dir().join(name);
     let exp: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expect.json")).unwrap()).unwrap();
+    // Git keeps only 644/755: modes a case depends on are set here (`"chmod": [[path, "640"]]`).
+    for m in exp["chmod"].as_array().into_iter().flatten() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = u32::from_str_radix(m[1].as_str().unwrap(), 8).unwrap();
+        std::fs::set_permissions(
+            dir.join(m[0].as_str().unwrap()),
+            std::fs::Permissions::from_mode(mode),
+        )
+        .unwrap();
+    }
     let tag = format!("corpus-{}", name.replace('_', "-"));
     let mut args: Vec<String> = vec!["build".into(), "-t".into(), tag.clone()];
     for a in exp["args"].as_array().into_iter().flatten() {
