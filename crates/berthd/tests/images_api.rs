@@ -3,79 +3,12 @@
 
 mod common;
 use common::*;
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
-
-/// A running Debian `docker-registry` on 127.0.0.1, killed on drop.
-struct Registry {
-    _dir: tempfile::TempDir,
-    port: u16,
-    child: Child,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Registry {
-    fn start() -> Option<Self> {
-        if !Path::new("/usr/bin/docker-registry").exists() {
-            eprintln!("SKIP: /usr/bin/docker-registry is needed (apt-get install docker-registry)");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        for _ in 0..5 {
-            let port = free_port();
-            let cfg = format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("storage").display()
-            );
-            let cfg_path = dir.path().join("config.yml");
-            std::fs::write(&cfg_path, cfg).unwrap();
-            let mut child = Command::new("/usr/bin/docker-registry")
-                .arg("serve")
-                .arg(&cfg_path)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Some(Registry {
-                        _dir: dir,
-                        port,
-                        child,
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("docker-registry did not start");
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn push_pull_and_image_commands() {
-    let Some(reg) = Registry::start() else { return };
+    let Some(reg) = DockerRegistry::start() else {
+        return;
+    };
     let d = Daemon::new();
     let name = format!("127.0.0.1:{}/test/bb:v1", reg.port);
     d.docker(&["tag", "busybox", &name]).ok();

@@ -10,7 +10,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{finish, Daemon};
+use common::{finish, free_port, Daemon};
 
 /// Names and addresses unique to this test process.
 struct Net {
@@ -82,14 +82,6 @@ fn veth_gone(cid: &str) -> bool {
 fn sh(cmd: &str) -> String {
     let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn http_get(addr: &str) -> std::io::Result<String> {

@@ -5,10 +5,7 @@
 mod common;
 use common::*;
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// `berth registry serve` on 127.0.0.1:0, killed on drop.
 struct BerthRegistry {
@@ -57,67 +54,6 @@ impl Drop for BerthRegistry {
     }
 }
 
-/// Debian's docker-registry, killed on drop; `None` when not installed.
-struct Distribution {
-    _dir: tempfile::TempDir,
-    child: Child,
-    port: u16,
-}
-
-impl Distribution {
-    fn start() -> Option<Distribution> {
-        if !Path::new("/usr/bin/docker-registry").exists() {
-            eprintln!("SKIP (comparison): /usr/bin/docker-registry is needed");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let cfg = format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("storage").display()
-            );
-            let cfg_path = dir.path().join("config.yml");
-            std::fs::write(&cfg_path, cfg).unwrap();
-            let mut child = Command::new("/usr/bin/docker-registry")
-                .arg("serve")
-                .arg(&cfg_path)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Some(Distribution {
-                        _dir: dir,
-                        child,
-                        port,
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("docker-registry did not start");
-    }
-}
-
-impl Drop for Distribution {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn pushed_digest(stdout: &str) -> String {
     stdout
         .split_whitespace()
@@ -153,7 +89,7 @@ fn docker_cli_push_pull_through_berthd_to_berth_registry() {
     assert_ne!(r.code, 0);
 
     // The same push to docker-registry gives the same digest.
-    if let Some(dist) = Distribution::start() {
+    if let Some(dist) = DockerRegistry::start() {
         let other = format!("127.0.0.1:{}/test/bb:v1", dist.port);
         d.docker(&["tag", "busybox", &other]).ok();
         let r = d.docker(&["push", &other]).ok();

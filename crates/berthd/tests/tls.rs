@@ -115,14 +115,6 @@ fn make_certs(dir: &Path) {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn tcp_with_tls_and_client_certificates() {
     if Command::new("openssl").arg("version").output().is_err() {
