@@ -496,8 +496,15 @@ pub fn apply(spec: &mut Value, hc: &Value, peers: &dyn Peers) -> Result<(), Stri
         spec["process"]["oomScoreAdj"] = json!(o);
     }
     // seccomp: the default profile for the final capability set, a given one, or none.
-    let mut seccomp = serde_json::to_value(berth_runtime::profiles::default_seccomp(&caps))
-        .unwrap_or(Value::Null);
+    // `spec::build` already holds the profile for the default capabilities: recompute only
+    // when the set differs (it is on every container start).
+    let default_set = caps.len() == DEFAULT_CAPS.len()
+        && DEFAULT_CAPS.iter().all(|c| caps.iter().any(|x| x == c));
+    let mut seccomp = if default_set && spec["linux"]["seccomp"].is_object() {
+        spec["linux"]["seccomp"].take()
+    } else {
+        serde_json::to_value(berth_runtime::profiles::default_seccomp(&caps)).unwrap_or(Value::Null)
+    };
     for o in str_list(&hc["SecurityOpt"]) {
         if let Some(v) = o
             .strip_prefix("seccomp=")
