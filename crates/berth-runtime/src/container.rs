@@ -254,6 +254,25 @@ fn mkfifo(path: &Path) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Blocks until the read end of the fifo behind `fd` (a writer) has no reader left.
+fn wait_no_reader(fd: &OwnedFd) {
+    loop {
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut p, 1, -1) };
+        if rc < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        if rc < 0 || p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+            return;
+        }
+    }
+}
+
 fn fork() -> Result<i32> {
     // SAFETY: the runtime is single-threaded; the child only runs our init code.
     let pid = unsafe { libc::fork() };
@@ -418,6 +437,12 @@ impl Runtime {
         if state.pid != stage1 {
             reap(stage1);
         }
+        if foreground && !spec.hooks().poststart.is_empty() {
+            // poststart hooks run after the user's process is executed: the init's end of the
+            // channel is close-on-exec, so end of file means the exec happened (or the init
+            // failed, which the caller learns from the exit status).
+            let _ = parent.recv();
+        }
         let (start, _) = util::proc_start_time(state.pid).ok_or_else(|| {
             RuntimeError::Usage(format!("container {} init exited during setup", opts.id))
         })?;
@@ -469,8 +494,14 @@ impl Runtime {
                 std::io::Error::last_os_error(),
             ));
         }
-        drop(fd);
         let _ = std::fs::remove_file(&fifo);
+        if !st.config.hooks().poststart.is_empty() {
+            // poststart hooks run after the user's process is executed. The init holds the
+            // fifo's read end close-on-exec (after any startContainer hooks), so the writer sees
+            // POLLERR once no reader is left.
+            wait_no_reader(&fd);
+        }
+        drop(fd);
         self.poststart(&st);
         Ok(())
     }

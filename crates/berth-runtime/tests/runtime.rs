@@ -449,7 +449,7 @@ fn hooks_run_in_order_with_state() {
         "prestart": [host_hook("prestart")],
         "createRuntime": [host_hook("createRuntime")],
         "createContainer": [host_hook("createContainer")],
-        "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "echo startContainer >> /hooklog/hooks.log"]}],
+        "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "sleep 0.2; echo startContainer >> /hooklog/hooks.log"]}],
         "poststart": [host_hook("poststart")],
         "poststop": [host_hook("poststop")]
     });
@@ -475,6 +475,31 @@ fn hooks_run_in_order_with_state() {
             .unwrap();
     assert_eq!(st["id"], id.as_str());
     assert!(st["pid"].as_i64().unwrap() > 0);
+
+    // The same order through `create` and `start`: when `start` returns, poststart has run
+    // after startContainer.
+    std::fs::write(&log, "").unwrap();
+    let id2 = unique("hooks2");
+    let mut b2 = env.bundle(&id2, &["sleep", "1000"]);
+    b2.config["hooks"] = b.config["hooks"].clone();
+    b2.config["mounts"] = b.config["mounts"].clone();
+    b2.write();
+    env.ok(&["create", "--bundle", b2.p(), &id2]);
+    env.ok(&["start", &id2]);
+    let got = std::fs::read_to_string(&log).unwrap();
+    let order: Vec<&str> = got.lines().collect();
+    assert_eq!(
+        order,
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststart"
+        ],
+        "{got}"
+    );
+    env.ok(&["delete", "--force", &id2]);
 }
 
 #[test]
