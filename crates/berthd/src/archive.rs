@@ -226,6 +226,15 @@ fn stopped_root<T>(
 
 fn bind_in_root(root: i32, m: &mounts::MountPoint, src: &Path) -> Result<()> {
     use berth_runtime::util::{fd_path, mkdir_all_in_root, touch_in_root};
+    // A volume subpath: resolved inside the volume on a descriptor (opened in this thread's
+    // mount namespace, as bind mounts need), bound through it.
+    let pinned = if m.subpath.is_empty() {
+        None
+    } else {
+        Some(mounts::open_subpath(m, src).map_err(|e| ArchiveError::Bad(e.to_string()))?)
+    };
+    let pinned_path = pinned.as_ref().map(|fd| PathBuf::from(fd_path(fd)));
+    let src = pinned_path.as_deref().unwrap_or(src);
     let is_dir = std::fs::metadata(src).map(|m| m.is_dir()).unwrap_or(true);
     let dest = Path::new(&m.destination);
     let fd = if is_dir {
