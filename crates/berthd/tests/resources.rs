@@ -121,10 +121,7 @@ fn cpus_half_throttles_a_busy_loop() {
         .find_map(|l| l.strip_prefix("nr_periods "))
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
-    assert!(
-        nr_periods > 0,
-        "the CFS quota is not enforced (no periods)"
-    );
+    assert!(nr_periods > 0, "the CFS quota is not enforced (no periods)");
     // update lowers it further on the running container.
     d.docker(&["update", "--cpus", "0.2", "busy"]).ok();
     assert_eq!(cg_read(&d, "cpu", &id, "cpu.cfs_quota_us"), "20000");
