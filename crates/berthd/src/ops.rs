@@ -380,6 +380,7 @@ impl Engine {
     /// `POST /containers/prune`: removes stopped containers (label / until filters).
     pub async fn prune(self: &Arc<Self>, filters: &[(String, String)]) -> Result<Value> {
         let mut deleted = Vec::new();
+        let mut reclaimed = 0u64;
         let until = filters
             .iter()
             .find(|(k, _)| k == "until")
@@ -403,13 +404,27 @@ impl Engine {
             if !labels_ok || until.is_some_and(|u| util::unix_secs(&c.created) >= u) {
                 continue;
             }
+            // The writable layer's size is what removing the container frees (Docker's
+            // SpaceReclaimed).
+            let upper = self
+                .images
+                .snapshotter()
+                .ok()
+                .and_then(|sn| sn.container_upper(&c.id));
+            let size = match upper {
+                Some(u) => tokio::task::spawn_blocking(move || crate::volumes::dir_size(&u))
+                    .await
+                    .unwrap_or(0),
+                None => 0,
+            };
             if self.remove(&c.id, false).await.is_ok() {
                 deleted.push(c.id);
+                reclaimed += size;
             }
         }
         self.bus.emit("container", "prune", "", Default::default());
         Ok(
-            json!({"ContainersDeleted": if deleted.is_empty() { Value::Null } else { json!(deleted) }, "SpaceReclaimed": 0}),
+            json!({"ContainersDeleted": if deleted.is_empty() { Value::Null } else { json!(deleted) }, "SpaceReclaimed": reclaimed}),
         )
     }
 
