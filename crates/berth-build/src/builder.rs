@@ -424,6 +424,20 @@ struct Run<'a, 'b, 's> {
     stage_names: HashMap<String, usize>,
     /// `--cache-from` images (config and layers).
     cache_sources: &'b [CacheSource],
+    /// Layer blobs written by this build's steps, published (made durable, at once) before
+    /// the image is registered or the build ends.
+    pending_blobs: Vec<berth_image::store::PendingBlob>,
+    /// Cache records of the steps, written once their blobs are published (a record never
+    /// names a blob that a power failure could lose).
+    pending_records: Vec<(PathBuf, CacheRecord)>,
+}
+
+/// What a stage built on a thread of its own hands back.
+#[derive(Default)]
+struct Pending {
+    used_args: BTreeSet<String>,
+    blobs: Vec<berth_image::store::PendingBlob>,
+    records: Vec<(PathBuf, CacheRecord)>,
 }
 
 /// A `--cache-from` image.
@@ -573,8 +587,17 @@ impl<'a> Builder<'a> {
             stage_states: Vec::new(),
             stage_names: HashMap::new(),
             cache_sources: &cache_sources,
+            pending_blobs: Vec::new(),
+            pending_records: Vec::new(),
         };
-        r.run()
+        let res = r.run();
+        if res.is_err() {
+            // Keep the steps that did succeed in the cache.
+            if let Err(e) = r.flush() {
+                tracing::warn!("build cache: {e}");
+            }
+        }
+        res
     }
 
     /// The `--cache-from` images found locally (Docker warns about the others and goes on).
@@ -778,7 +801,7 @@ impl Run<'_, '_, '_> {
         let out = Out::new(&mut *self.sink, order.len());
         let (b, opts, df, total) = (self.b, self.opts, self.df, self.total);
         let (names, sources) = (&self.stage_names, self.cache_sources);
-        let build_one = |pos: usize| -> (Result<State>, BTreeSet<String>) {
+        let build_one = |pos: usize| -> (Result<State>, Pending) {
             let i = order[pos];
             let lock = || results.lock().unwrap_or_else(|p| p.into_inner());
             let mut g = lock();
@@ -790,7 +813,7 @@ impl Run<'_, '_, '_> {
                 out.finish(pos, false);
                 lock()[i] = Some(None);
                 cv.notify_all();
-                return (Err(BuildError::Cancelled), BTreeSet::new());
+                return (Err(BuildError::Cancelled), Pending::default());
             }
             let states: Vec<Option<State>> = g.iter().map(|r| r.clone().flatten()).collect();
             drop(g);
@@ -806,14 +829,23 @@ impl Run<'_, '_, '_> {
                 stage_states: states,
                 stage_names: names.clone(),
                 cache_sources: sources,
+                pending_blobs: Vec::new(),
+                pending_records: Vec::new(),
             };
             let r = w.build_stage(i, &stages[i], meta);
             out.finish(pos, r.is_ok());
             lock()[i] = Some(r.as_ref().ok().cloned());
             cv.notify_all();
-            (r, w.used_args)
+            (
+                r,
+                Pending {
+                    used_args: w.used_args,
+                    blobs: w.pending_blobs,
+                    records: w.pending_records,
+                },
+            )
         };
-        let outcomes: Vec<(Result<State>, BTreeSet<String>)> = if order.len() == 1 {
+        let outcomes: Vec<(Result<State>, Pending)> = if order.len() == 1 {
             vec![build_one(0)]
         } else {
             std::thread::scope(|sc| {
@@ -826,15 +858,17 @@ impl Run<'_, '_, '_> {
                 hs.into_iter()
                     .map(|h| {
                         h.join().unwrap_or_else(|_| {
-                            (Err(internal("a build stage panicked")), BTreeSet::new())
+                            (Err(internal("a build stage panicked")), Pending::default())
                         })
                     })
                     .collect()
             })
         };
         let mut first_err: Option<BuildError> = None;
-        for (pos, (r, used)) in outcomes.into_iter().enumerate() {
-            self.used_args.extend(used);
+        for (pos, (r, p)) in outcomes.into_iter().enumerate() {
+            self.used_args.extend(p.used_args);
+            self.pending_blobs.extend(p.blobs);
+            self.pending_records.extend(p.records);
             match r {
                 Ok(s) => self.stage_states[order[pos]] = Some(s),
                 Err(BuildError::Cancelled) => {
@@ -855,7 +889,27 @@ impl Run<'_, '_, '_> {
         Ok(())
     }
 
+    /// Publishes the layer blobs the steps wrote, then writes their cache records.
+    fn flush(&mut self) -> Result<()> {
+        let store = self.b.store;
+        let t0 = std::time::Instant::now();
+        let n = self.pending_blobs.len();
+        store
+            .blobs()
+            .publish(std::mem::take(&mut self.pending_blobs))
+            .map_err(|e| internal(format!("writing layers: {e}")))?;
+        for (p, rec) in std::mem::take(&mut self.pending_records) {
+            if let Some(dir) = p.parent() {
+                fs::create_dir_all(dir).map_err(internal)?;
+            }
+            write_record(&p, &rec).map_err(internal)?;
+        }
+        tracing::debug!("{n} layer blobs published in {:?}", t0.elapsed());
+        Ok(())
+    }
+
     fn register(&mut self, fin: &State) -> Result<Built> {
+        self.flush()?;
         let store = self.b.store;
         let t0 = std::time::Instant::now();
         let config = serde_json::to_vec(&fin.config).map_err(internal)?;
@@ -2065,9 +2119,7 @@ impl Run<'_, '_, '_> {
             config: String::from_utf8(bytes).map_err(internal)?,
             layers: layers.clone(),
         };
-        let steps = rec_path.parent().map(Path::to_path_buf).unwrap_or_default();
-        fs::create_dir_all(&steps).map_err(internal)?;
-        write_record(&rec_path, &rec).map_err(internal)?;
+        self.pending_records.push((rec_path, rec));
         self.say(format!(" ---> {}\n", short(&id)))?;
         ctx.state = State { config, layers, id };
         Ok(())
@@ -2096,6 +2148,7 @@ impl Run<'_, '_, '_> {
             work: work.clone(),
             mounts: Vec::new(),
             runtime: None,
+            ran: false,
         };
         let rootfs = mount_layers(store, &ctx.state.layers, &work, &mut guard)?;
         let t_mounted = t0.elapsed();
@@ -2123,8 +2176,9 @@ impl Run<'_, '_, '_> {
         if !want_layer && dir_is_empty(&upper) {
             return Ok(None);
         }
-        let written = diff::write_layer(store.blobs(), &upper)
+        let (written, pending) = diff::write_layer_pending(store.blobs(), &upper)
             .map_err(|e| internal(format!("writing layer: {e}")))?;
+        self.pending_blobs.push(pending);
         let t_written = t0.elapsed();
         let snap = store.snapshotter().map_err(internal)?;
         let parent = chain_top(&ctx.state.layers);
@@ -2342,6 +2396,11 @@ impl Run<'_, '_, '_> {
             }
         }
         let status = child.wait().map_err(internal)?;
+        guard.ran = true;
+        // `run` deletes the container when it exits: no `delete` process needed then.
+        if !self.b.runtime_root.join(cid).exists() {
+            guard.runtime = None;
+        }
         if cancelled {
             return Err(BuildError::Cancelled);
         }
@@ -2384,7 +2443,7 @@ fn write_secret(p: &Path, data: &[u8], mode: u32, uid: u32, gid: u32) -> io::Res
 }
 
 fn spec_was_run(g: &ContainerGuard) -> bool {
-    g.runtime.is_some()
+    g.ran
 }
 
 fn remove_empty_file(p: &Path) -> io::Result<()> {
@@ -2426,6 +2485,8 @@ struct ContainerGuard {
     work: PathBuf,
     mounts: Vec<PathBuf>,
     runtime: Option<(PathBuf, PathBuf)>,
+    /// A RUN container ran (and exited).
+    ran: bool,
 }
 
 impl ContainerGuard {
@@ -2498,7 +2559,9 @@ fn mount_layers(
             vec![empty]
         }
     };
-    berth_image::snapshot::mount_overlay(&lowers, Some((&upper, &wk)), &rootfs)
+    // Volatile: unmounting does not sync the host file system; the upper directory is
+    // archived right after, and a crashed build's work directory is thrown away.
+    berth_image::snapshot::mount_overlay_volatile(&lowers, (&upper, &wk), &rootfs)
         .map_err(internal)?;
     guard.mounts.push(rootfs.clone());
     Ok(rootfs)
@@ -3024,6 +3087,7 @@ fn with_state_root<T>(
         work: work.clone(),
         mounts: Vec::new(),
         runtime: None,
+        ran: false,
     };
     let root = mount_layers(store, &st.layers, &work, &mut g)?;
     f(&root)
