@@ -908,8 +908,17 @@ impl Run<'_, '_, '_> {
         Ok(())
     }
 
+    /// Adds `bytes` to the blobs published with the layers.
+    fn pending_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let mut w = self.b.store.blobs().writer().map_err(internal)?;
+        w.write_all(bytes).map_err(internal)?;
+        self.pending_blobs
+            .push(w.finish_pending().map_err(internal)?);
+        Ok(())
+    }
+
     fn register(&mut self, fin: &State) -> Result<Built> {
-        self.flush()?;
         let store = self.b.store;
         let t0 = std::time::Instant::now();
         let config = serde_json::to_vec(&fin.config).map_err(internal)?;
@@ -936,9 +945,14 @@ impl Run<'_, '_, '_> {
                     .is_ok_and(|r| r.image.id == id && r.reference.is_some())
             });
         if unchanged {
+            self.flush()?;
             return self.finish_build(id);
         }
         let manifest = berth_image::image_store::synthesize_manifest(&config, &descs);
+        // The config and manifest blobs become durable with the layers, in one round.
+        self.pending_bytes(&config)?;
+        self.pending_bytes(&manifest)?;
+        self.flush()?;
         let reg = store
             .register(RegisterRequest {
                 manifest,
