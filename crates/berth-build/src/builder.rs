@@ -3150,6 +3150,90 @@ mod tests {
     }
 
     #[test]
+    fn parallel_output_reads_in_stage_order() {
+        let mut got: Vec<String> = Vec::new();
+        {
+            let mut sink = |e: Event| {
+                if let Event::Stream(s) = e {
+                    got.push(s);
+                }
+                true
+            };
+            let out = Out::new(&mut sink, 3);
+            assert!(out.emit(1, Event::Stream("b1".into())));
+            assert!(out.emit(0, Event::Stream("a1".into())));
+            assert!(out.emit(2, Event::Stream("c1".into())));
+            out.finish(1, true);
+            assert!(out.emit(0, Event::Stream("a2".into())));
+            // Stage 0 done: 1 (done) flushes, 2 becomes live.
+            out.finish(0, true);
+            assert!(out.emit(2, Event::Stream("c2".into())));
+            out.finish(2, true);
+        }
+        assert_eq!(got, vec!["a1", "a2", "b1", "c1", "c2"]);
+        // A failure stops the others and flush_all shows what was buffered.
+        let mut got: Vec<String> = Vec::new();
+        {
+            let mut sink = |e: Event| {
+                if let Event::Stream(s) = e {
+                    got.push(s);
+                }
+                true
+            };
+            let out = Out::new(&mut sink, 2);
+            assert!(out.emit(1, Event::Stream("b-fails".into())));
+            out.finish(1, false);
+            assert!(!out.emit(0, Event::Stream("a-stopped".into())));
+            out.finish(0, false);
+            out.flush_all();
+        }
+        assert_eq!(got, vec!["b-fails"]);
+    }
+
+    #[test]
+    fn cache_from_matches_history_prefix_and_instruction() {
+        let base = scratch_state();
+        let hist = |by: &str, empty: bool| History {
+            created: Some("2020-01-01T00:00:00Z".into()),
+            created_by: Some(by.into()),
+            author: None,
+            comment: None,
+            empty_layer: empty,
+        };
+        let layer = |n: &str| LayerRecord {
+            digest: Digest::of_bytes(format!("blob{n}").as_bytes()),
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            size: 1,
+            diff_id: Digest::of_bytes(format!("diff{n}").as_bytes()),
+            unpacked_size: 1,
+        };
+        let mut cfg = base.config.clone();
+        cfg.history = vec![hist("RUN a", false), hist("ENV X=1", true)];
+        cfg.rootfs.diff_ids = vec![layer("a").diff_id];
+        let src = CacheSource {
+            config: cfg,
+            layers: vec![layer("a")],
+        };
+        let cc = ContainerConfig::default();
+        let sources = std::slice::from_ref(&src);
+        // First step: the layer and the entry are taken.
+        let s1 = from_cache_sources(sources, &base, "RUN a", &cc).unwrap();
+        assert_eq!(s1.layers, vec![layer("a")]);
+        assert_eq!(s1.config.history.len(), 1);
+        assert_eq!(s1.config.created.as_deref(), Some("2020-01-01T00:00:00Z"));
+        // Second step on top of the first: an empty-layer entry.
+        let s2 = from_cache_sources(sources, &s1, "ENV X=1", &cc).unwrap();
+        assert_eq!(s2.layers.len(), 1);
+        assert_eq!(s2.config.history.len(), 2);
+        // Another instruction, another parent, or past the end: no match.
+        assert!(from_cache_sources(sources, &base, "RUN b", &cc).is_none());
+        assert!(from_cache_sources(sources, &s2, "CMD x", &cc).is_none());
+        let mut other = s1.clone();
+        other.config.history[0].created_by = Some("RUN other".into());
+        assert!(from_cache_sources(sources, &other, "ENV X=1", &cc).is_none());
+    }
+
+    #[test]
     fn heredoc_expansion_keeps_quotes() {
         let v: BTreeMap<String, String> = [("N".to_string(), "x".to_string())].into();
         assert_eq!(

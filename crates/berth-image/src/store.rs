@@ -462,6 +462,43 @@ mod tests {
     }
 
     #[test]
+    fn pending_blobs_are_invisible_until_published() {
+        let (_d, s) = store();
+        let mut pend = Vec::new();
+        for c in [&b"one"[..], b"two", b"three"] {
+            let mut w = s.writer().unwrap();
+            w.write_all(c).unwrap();
+            let p = w.finish_pending().unwrap();
+            assert_eq!(p.digest(), &Digest::of_bytes(c));
+            assert_eq!(p.size(), c.len() as u64);
+            assert!(!s.exists(p.digest()));
+            pend.push(p);
+        }
+        // Dropped unpublished: removed from ingest/, never visible.
+        let dropped = pend.pop().unwrap();
+        let dd = dropped.digest().clone();
+        drop(dropped);
+        let got = s.publish(pend).unwrap();
+        assert_eq!(
+            got,
+            vec![Digest::of_bytes(b"one"), Digest::of_bytes(b"two")]
+        );
+        for d in &got {
+            assert!(s.exists(d));
+        }
+        assert_eq!(s.read_verified(&got[1]).unwrap(), b"two");
+        assert!(!s.exists(&dd));
+        assert!(ingest_empty(&s));
+        // Publishing content that is already stored is harmless.
+        let mut w = s.writer().unwrap();
+        w.write_all(b"one").unwrap();
+        let again = s.publish(vec![w.finish_pending().unwrap()]).unwrap();
+        assert_eq!(again, vec![Digest::of_bytes(b"one")]);
+        assert!(s.publish(Vec::new()).unwrap().is_empty());
+        assert!(ingest_empty(&s));
+    }
+
+    #[test]
     fn write_open_list_delete() {
         let (_d, s) = store();
         let data = b"some content".to_vec();
