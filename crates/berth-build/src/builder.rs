@@ -157,6 +157,18 @@ fn cache_key(parent: &Digest, text: &str) -> Digest {
 /// Removes work directories (and their mounts) that builds of a daemon which is no longer
 /// running left in the data root's `tmp` (a crash mid-step).
 pub fn cleanup_stale(store: &ImageStore) {
+    // Layer blobs a crashed build left pending in ingest/ (named `<pid>-…`).
+    if let Ok(rd) = fs::read_dir(store.blobs().root().join("ingest")) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
     let Ok(tmp) = store.tmp_dir() else { return };
     let Ok(rd) = fs::read_dir(&tmp) else { return };
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
