@@ -268,7 +268,7 @@ async fn build_inner(
             let puller = |name: &str| pull_base(&engine, name);
             let b = Builder {
                 store: &engine.images,
-                runtime: engine.cfg.runtime.clone(),
+                runtime: engine.runtime_exe(),
                 runtime_root: engine.cfg.exec_root.join("build-runtime"),
                 cgroup_parent: engine.cfg.cgroup_parent.clone(),
                 puller: Some(&puller),

@@ -1323,6 +1323,17 @@ impl Engine {
         }
     }
 
+    /// The runtime as berthd's own children should execute it: the sealed copy (through
+    /// `/proc/self/fd/N`, which a child resolves in itself: it inherits the descriptor until
+    /// its exec, and an ELF binary runs even from a close-on-exec one), else the configured path.
+    pub fn runtime_exe(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        match &self.runtime_copy {
+            Some(fd) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+            None => self.cfg.runtime.clone(),
+        }
+    }
+
     /// Waits until the storage of every removed container is cleaned up.
     pub async fn settle(&self) {
         let mut rx = self.cleanups.subscribe();
