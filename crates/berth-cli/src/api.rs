@@ -176,6 +176,45 @@ pub fn request(
     Ok(Response { code, body })
 }
 
+/// A request whose response status and headers have arrived; the body is read later. For
+/// `POST /containers/{id}/wait`: berthd (like dockerd) sends the headers once the wait is
+/// registered, so a container that exits and is removed right after `start` is still waited
+/// for.
+pub struct Pending {
+    r: BufReader<UnixStream>,
+    code: u16,
+    headers: Vec<(String, String)>,
+}
+
+/// Sends a request and reads the response's head (an error status reads the body too).
+pub fn begin(
+    host: &Host,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<Pending, ApiError> {
+    let mut s = host.connect()?;
+    write_request(&mut s, method, path, body, "Connection: close\r\n")?;
+    let mut r = BufReader::new(s);
+    let (code, headers) = read_head(&mut r)?;
+    if code >= 400 {
+        let body = read_body(&mut r, &headers)?;
+        return Err(error_of(code, &body));
+    }
+    Ok(Pending { r, code, headers })
+}
+
+impl Pending {
+    /// Reads the body.
+    pub fn finish(mut self) -> Result<Response, ApiError> {
+        let body = read_body(&mut self.r, &self.headers)?;
+        Ok(Response {
+            code: self.code,
+            body,
+        })
+    }
+}
+
 /// `POST /containers/{id}/attach` with an HTTP upgrade: the returned reader carries the
 /// container's output (Docker's multiplexed frames without a tty, raw bytes with one).
 pub fn attach(host: &Host, id: &str, stdin: bool) -> Result<BufReader<UnixStream>, ApiError> {

@@ -48,6 +48,9 @@ pub struct RunCmd {
     /// Set metadata on a container
     #[arg(short = 'l', long = "label")]
     label: Vec<String>,
+    /// Override the key sequence for detaching a container
+    #[arg(long, default_value = "")]
+    detach_keys: String,
     /// Volumes, binds, tmpfs (crate::storage)
     #[command(flatten)]
     storage: crate::storage::StorageFlags,
@@ -177,6 +180,7 @@ pub fn run(
     }
     let condition = if c.rm { "removed" } else { "next-exit" };
     if c.opts.interactive || c.opts.tty {
+        let keys = crate::ctl::parse_detach_keys(&c.detach_keys)?;
         let stream = api::hijack(
             host,
             &format!(
@@ -206,6 +210,7 @@ pub fn run(
             c.opts.tty,
             c.opts.interactive,
             c.opts.tty.then(|| format!("/containers/{id}/resize")),
+            &keys,
         )?;
         if detached {
             return Ok(0);
@@ -215,26 +220,16 @@ pub fn run(
     // Attach before start so no output is lost; wait in the background from before the start
     // too, so a container removed at exit (--rm) is still waited for.
     let mut stream = api::attach(host, &id, false).map_err(daemon)?;
-    let wait_host = host.clone();
-    let wait_id = id.clone();
-    let waiter = std::thread::spawn(move || {
-        api::request(
-            &wait_host,
-            "POST",
-            &format!("/containers/{wait_id}/wait?condition={condition}"),
-            None,
-        )
-    });
+    let waiter = crate::ctl::spawn_wait(host, &id, condition);
     if let Err(e) = api::request(host, "POST", &format!("/containers/{id}/start"), None) {
         return Ok(start_failure(err, e));
     }
     api::demux(&mut stream, out, err).map_err(daemon)?;
-    let res = waiter
+    let code = waiter
         .join()
         .map_err(|_| CliError::Message("wait thread panicked".into()))?
         .map_err(daemon)?;
-    let v = res.json().map_err(daemon)?;
-    Ok(v["StatusCode"].as_i64().unwrap_or(125) as i32)
+    Ok(code as i32)
 }
 
 /// `ps` flags.

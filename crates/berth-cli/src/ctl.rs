@@ -508,15 +508,85 @@ pub fn term_size() -> Option<(u16, u16)> {
     None
 }
 
-/// Runs an interactive session over a hijacked stream: stdin to the stream (with the
-/// `ctrl-p ctrl-q` detach keys on a tty), the stream to stdout/stderr, window-size changes
-/// to `resize_path`. Returns whether the user detached.
+/// Docker's `--detach-keys`: comma-separated keys, each a single character or `ctrl-<c>` with
+/// `<c>` one of `a`-`z`, `@`, `[`, `\`, `]`, `^`, `_`. Empty: the default `ctrl-p,ctrl-q`.
+pub fn parse_detach_keys(s: &str) -> Result<Vec<u8>, CliError> {
+    if s.is_empty() {
+        return Ok(vec![0x10, 0x11]);
+    }
+    let mut out = Vec::new();
+    for key in s.split(',') {
+        let b = key.as_bytes();
+        let code = if b.len() == 1 {
+            Some(b[0])
+        } else if let Some(c) = key.strip_prefix("ctrl-").filter(|c| c.len() == 1) {
+            match c.as_bytes()[0] {
+                c @ b'a'..=b'z' => Some(c - b'a' + 1),
+                b'@' => Some(0),
+                b'[' => Some(27),
+                b'\\' => Some(28),
+                b']' => Some(29),
+                b'^' => Some(30),
+                b'_' => Some(31),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        out.push(code.ok_or_else(|| {
+            CliError::Message(format!("invalid detach keys ({s:?}): unknown key {key:?}"))
+        })?);
+    }
+    Ok(out)
+}
+
+/// The detach-key filter on a tty's input, as Docker's escape proxy: bytes that may start the
+/// sequence are held back until it is complete (detach) or broken (they are passed on).
+struct EscapeProxy<'a> {
+    keys: &'a [u8],
+    held: usize,
+}
+
+impl EscapeProxy<'_> {
+    /// Filters `input` into `out`; true when the whole sequence was typed.
+    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> bool {
+        for &b in input {
+            if self.keys.is_empty() {
+                out.push(b);
+                continue;
+            }
+            if b == self.keys[self.held] {
+                self.held += 1;
+                if self.held == self.keys.len() {
+                    return true;
+                }
+                continue;
+            }
+            out.extend_from_slice(&self.keys[..self.held]);
+            self.held = 0;
+            if b == self.keys[0] {
+                self.held = 1;
+                if self.keys.len() == 1 {
+                    return true;
+                }
+            } else {
+                out.push(b);
+            }
+        }
+        false
+    }
+}
+
+/// Runs an interactive session over a hijacked stream: stdin to the stream (through the
+/// detach keys on a tty), the stream to stdout/stderr, window-size changes to `resize_path`.
+/// Returns whether the user detached.
 pub fn interactive(
     host: &Host,
     stream: std::io::BufReader<UnixStream>,
     tty: bool,
     stdin: bool,
     resize_path: Option<String>,
+    detach_keys: &[u8],
 ) -> Result<bool, CliError> {
     let raw = if tty {
         Some(RawTerminal::enter())
@@ -548,26 +618,33 @@ pub fn interactive(
     if stdin {
         let detached = detached.clone();
         let sock = stream.get_ref().try_clone().map_err(w)?;
+        let keys = detach_keys.to_vec();
         std::thread::spawn(move || {
             let mut input = std::io::stdin();
             let mut buf = [0u8; 4096];
-            let mut prev_ctrl_p = false;
+            let mut proxy = EscapeProxy {
+                keys: &keys,
+                held: 0,
+            };
+            let mut pass = Vec::with_capacity(4096);
             loop {
                 let n = match input.read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
+                pass.clear();
+                // Docker filters only a tty's input (piped input is data).
                 if tty {
-                    for &b in &buf[..n] {
-                        if prev_ctrl_p && b == 0x11 {
-                            detached.store(true, std::sync::atomic::Ordering::SeqCst);
-                            let _ = sock.shutdown(std::net::Shutdown::Both);
-                            return;
-                        }
-                        prev_ctrl_p = b == 0x10;
+                    if proxy.feed(&buf[..n], &mut pass) {
+                        let _ = writer.write_all(&pass);
+                        detached.store(true, std::sync::atomic::Ordering::SeqCst);
+                        let _ = sock.shutdown(std::net::Shutdown::Both);
+                        return;
                     }
+                } else {
+                    pass.extend_from_slice(&buf[..n]);
                 }
-                if writer.write_all(&buf[..n]).is_err() {
+                if writer.write_all(&pass).is_err() {
                     return;
                 }
             }
@@ -615,6 +692,9 @@ pub struct StartCmd {
     /// Attach container's STDIN
     #[arg(short = 'i', long)]
     interactive: bool,
+    /// Override the key sequence for detaching a container
+    #[arg(long, default_value = "")]
+    detach_keys: String,
     /// The containers
     #[arg(required = true)]
     containers: Vec<String>,
@@ -647,6 +727,7 @@ pub fn start(
             None,
         )
         .map_err(daemon)?;
+        let keys = parse_detach_keys(&c.detach_keys)?;
         let waiter = spawn_wait(host, &id, "next-exit");
         api::request(host, "POST", &format!("/containers/{id}/start"), None).map_err(daemon)?;
         let detached = interactive(
@@ -655,6 +736,7 @@ pub fn start(
             tty,
             c.interactive,
             tty.then(|| format!("/containers/{id}/resize")),
+            &keys,
         )?;
         if detached {
             return Ok(0);
@@ -674,10 +756,15 @@ pub fn spawn_wait(
     id: &str,
     condition: &str,
 ) -> std::thread::JoinHandle<Result<i64, ApiError>> {
-    let host = host.clone();
-    let path = format!("/containers/{id}/wait?condition={condition}");
+    // Registered (headers received) before the caller goes on to start the container.
+    let pending = api::begin(
+        host,
+        "POST",
+        &format!("/containers/{id}/wait?condition={condition}"),
+        None,
+    );
     std::thread::spawn(move || {
-        let v = api::request(&host, "POST", &path, None)?.json()?;
+        let v = pending?.finish()?.json()?;
         Ok(v["StatusCode"].as_i64().unwrap_or(125))
     })
 }
@@ -815,12 +902,16 @@ pub struct ExecCmd {
     /// Give extended privileges to the command
     #[arg(long)]
     privileged: bool,
+    /// Override the key sequence for detaching a container
+    #[arg(long, default_value = "")]
+    detach_keys: String,
     container: String,
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
 
 pub fn exec(host: &Host, c: &ExecCmd, err: &mut dyn Write) -> Result<i32, CliError> {
+    let keys = parse_detach_keys(&c.detach_keys)?;
     let body = json!({
         "AttachStdin": c.interactive && !c.detach,
         "AttachStdout": !c.detach,
@@ -855,13 +946,16 @@ pub fn exec(host: &Host, c: &ExecCmd, err: &mut dyn Write) -> Result<i32, CliErr
         return Ok(0);
     }
     let stream = api::hijack(host, &format!("/exec/{id}/start"), Some(&start)).map_err(daemon)?;
-    interactive(
+    if interactive(
         host,
         stream,
         c.tty,
         c.interactive,
         c.tty.then(|| format!("/exec/{id}/resize")),
-    )?;
+        &keys,
+    )? {
+        return Ok(0);
+    }
     let v = api::request(host, "GET", &format!("/exec/{id}/json"), None)
         .and_then(|r| r.json())
         .map_err(daemon)?;
@@ -1442,6 +1536,42 @@ pub fn system_prune(host: &Host, c: &PruneCmd, out: &mut dyn Write) -> Result<()
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn detach_keys_parse_and_filter_like_docker() {
+        use super::{parse_detach_keys, EscapeProxy};
+        assert_eq!(parse_detach_keys("").unwrap(), vec![0x10, 0x11]);
+        assert_eq!(
+            parse_detach_keys("ctrl-a,x,ctrl-@,ctrl-[,ctrl-\\,ctrl-_").unwrap(),
+            vec![1, b'x', 0, 27, 28, 31]
+        );
+        for bad in ["ctrl-1", "ctrl-", "ab", "ctrl-A", ","] {
+            assert!(parse_detach_keys(bad).is_err(), "{bad}");
+        }
+        let keys = [0x10, 0x11];
+        let mut p = EscapeProxy {
+            keys: &keys,
+            held: 0,
+        };
+        let mut out = Vec::new();
+        // A broken sequence is passed on whole, in order.
+        assert!(!p.feed(b"a\x10b", &mut out));
+        assert_eq!(out, b"a\x10b");
+        out.clear();
+        // Held across reads, then completed.
+        assert!(!p.feed(b"c\x10", &mut out));
+        assert_eq!(out, b"c");
+        assert!(p.feed(b"\x11rest", &mut out));
+        assert_eq!(out, b"c");
+        // A repeated first key restarts the match.
+        let mut p = EscapeProxy {
+            keys: &keys,
+            held: 0,
+        };
+        let mut out = Vec::new();
+        assert!(p.feed(b"\x10\x10\x11", &mut out));
+        assert_eq!(out, b"\x10");
+    }
+
     use super::*;
 
     #[test]
@@ -1489,6 +1619,9 @@ pub struct AttachCmd {
     /// Do not attach STDIN
     #[arg(long = "no-stdin")]
     no_stdin: bool,
+    /// Override the key sequence for detaching a container
+    #[arg(long, default_value = "")]
+    detach_keys: String,
     container: String,
 }
 
@@ -1520,6 +1653,7 @@ pub fn attach(host: &Host, c: &AttachCmd) -> Result<i32, CliError> {
         None,
     )
     .map_err(daemon)?;
+    let keys = parse_detach_keys(&c.detach_keys)?;
     let waiter = spawn_wait(host, &id, "next-exit");
     let detached = interactive(
         host,
@@ -1527,6 +1661,7 @@ pub fn attach(host: &Host, c: &AttachCmd) -> Result<i32, CliError> {
         tty,
         stdin,
         tty.then(|| format!("/containers/{id}/resize")),
+        &keys,
     )?;
     if detached {
         return Ok(0);

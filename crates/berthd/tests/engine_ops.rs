@@ -691,6 +691,26 @@ fn berth_cli_engine_commands_and_terminals() {
     assert!(out.contains("54"), "{out}");
     let out = on_pty(&d, "docker exec -it tt sh -c 'tty'", "");
     assert!(out.contains("/dev/pts/"), "{out}");
+    // Detaching with custom keys leaves the container running.
+    let out = on_pty(
+        &d,
+        &format!(
+            "{} run -it --name dk --detach-keys ctrl-x,y busybox sh; echo cli-exit=$?",
+            berth.display()
+        ),
+        "echo $((7*8))\r\n\x18y",
+    );
+    assert!(out.contains("56") && out.contains("cli-exit=0"), "{out}");
+    assert_eq!(
+        d.berth(&["inspect", "-f", "{{.State.Running}}", "dk"])
+            .ok()
+            .stdout,
+        "true\n"
+    );
+    let r = d.berth(&["run", "-it", "--detach-keys", "ctrl-1", "busybox", "true"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("detach keys"), "{}", r.stderr);
+    d.berth(&["rm", "-f", "dk", "tt"]).ok();
     finish(d);
 }
 
