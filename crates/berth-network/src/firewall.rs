@@ -7,12 +7,12 @@
 //! again. No other table is read, parsed or touched.
 
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
-use crate::subnet::Ipv4Net;
+use crate::subnet::{Ipv4Net, Ipv6Net};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {
@@ -31,6 +31,8 @@ pub enum FirewallError {
 pub struct BridgeRules {
     pub bridge: String,
     pub subnet: Ipv4Net,
+    /// The IPv6 subnet of a network created with `--ipv6` (NAT66 like Docker's ip6tables).
+    pub subnet6: Option<Ipv6Net>,
     /// No traffic in or out of the bridge (`--internal`).
     pub internal: bool,
     /// Masquerade outbound traffic (Docker's `enable_ip_masquerade`, default on).
@@ -56,10 +58,11 @@ impl Proto {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortRule {
     pub proto: Proto,
-    /// `None` = every local address.
-    pub host_ip: Option<Ipv4Addr>,
+    /// `None` = every local address (of the container address's family).
+    pub host_ip: Option<IpAddr>,
     pub host_port: u16,
-    pub container_ip: Ipv4Addr,
+    /// IPv4 or IPv6; the rule applies to that family only.
+    pub container_ip: IpAddr,
     pub container_port: u16,
     /// The container's bridge (DNAT does not apply to traffic coming from it).
     pub bridge: String,
@@ -163,6 +166,7 @@ impl Nftables {
         let is = |key: &str, v: Value| json!({"match": {"op": "==", "left": {"meta": {"key": key}}, "right": v}});
         let not = |key: &str, v: Value| json!({"match": {"op": "!=", "left": {"meta": {"key": key}}, "right": v}});
         let saddr = |n: &Ipv4Net| json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": n.network().to_string(), "len": n.prefix}}}});
+        let saddr6 = |n: &Ipv6Net| json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "saddr"}}, "right": {"prefix": {"addr": n.network().to_string(), "len": n.prefix}}}});
         // Published ports are reachable from every network (the DNAT marks them).
         if !r.ports.is_empty() {
             cmds.push(rule(
@@ -215,6 +219,16 @@ impl Nftables {
                         json!({"masquerade": null}),
                     ],
                 ));
+                if let Some(s6) = &b.subnet6 {
+                    cmds.push(rule(
+                        "postrouting",
+                        vec![
+                            saddr6(s6),
+                            not("oifname", json!(b.bridge)),
+                            json!({"masquerade": null}),
+                        ],
+                    ));
+                }
             }
         }
         for p in &r.ports {
@@ -223,13 +237,27 @@ impl Nftables {
             if p.host_ip.is_some_and(|ip| ip.is_loopback()) {
                 continue;
             }
-            let mut e = vec![not("iifname", json!(p.bridge))];
+            let (fam, nfproto) = if p.container_ip.is_ipv6() {
+                ("ip6", "ipv6")
+            } else {
+                ("ip", "ipv4")
+            };
+            // A host address of the other family never matches this rule.
+            if p.host_ip
+                .is_some_and(|ip| ip.is_ipv6() != p.container_ip.is_ipv6())
+            {
+                continue;
+            }
+            let mut e = vec![
+                is("nfproto", json!(nfproto)),
+                not("iifname", json!(p.bridge)),
+            ];
             match p.host_ip {
-                Some(ip) if !ip.is_unspecified() => e.push(json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": ip.to_string()}})),
+                Some(ip) if !ip.is_unspecified() => e.push(json!({"match": {"op": "==", "left": {"payload": {"protocol": fam, "field": "daddr"}}, "right": ip.to_string()}})),
                 _ => e.push(json!({"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}})),
             }
             e.push(json!({"match": {"op": "==", "left": {"payload": {"protocol": p.proto.as_str(), "field": "dport"}}, "right": p.host_port}}));
-            e.push(json!({"dnat": {"family": "ip", "addr": p.container_ip.to_string(), "port": p.container_port}}));
+            e.push(json!({"dnat": {"family": fam, "addr": p.container_ip.to_string(), "port": p.container_port}}));
             cmds.push(rule("prerouting", e));
         }
         json!({"nftables": cmds})
@@ -348,7 +376,8 @@ impl Iptables {
             }
         }
         for p in &r.ports {
-            if p.host_ip.is_some_and(|ip| ip.is_loopback()) {
+            // IPv4 only: IPv6 networks need the nftables backend.
+            if p.host_ip.is_some_and(|ip| ip.is_loopback()) || p.container_ip.is_ipv6() {
                 continue;
             }
             let dst = match p.host_ip {
@@ -459,6 +488,15 @@ pub fn enable_ip_forward() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Enables IPv6 forwarding (networks with `--ipv6`, as Docker does).
+pub fn enable_ipv6_forward() -> std::io::Result<()> {
+    let p = "/proc/sys/net/ipv6/conf/all/forwarding";
+    if std::fs::read_to_string(p)?.trim() != "1" {
+        std::fs::write(p, "1")?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,12 +507,14 @@ mod tests {
                 BridgeRules {
                     bridge: "bra".into(),
                     subnet: "10.1.0.0/24".parse().unwrap(),
+                    subnet6: Some("fd00:1:2::/64".parse().unwrap()),
                     internal: false,
                     masquerade: true,
                 },
                 BridgeRules {
                     bridge: "brb".into(),
                     subnet: "10.2.0.0/24".parse().unwrap(),
+                    subnet6: None,
                     internal: false,
                     masquerade: true,
                 },
@@ -482,7 +522,7 @@ mod tests {
             ports: vec![
                 PortRule {
                     proto: Proto::Tcp,
-                    host_ip: Some(Ipv4Addr::LOCALHOST),
+                    host_ip: Some(IpAddr::from([127, 0, 0, 1])),
                     host_port: 8080,
                     container_ip: "10.1.0.2".parse().unwrap(),
                     container_port: 80,
@@ -494,6 +534,14 @@ mod tests {
                     host_port: 5353,
                     container_ip: "10.1.0.2".parse().unwrap(),
                     container_port: 53,
+                    bridge: "bra".into(),
+                },
+                PortRule {
+                    proto: Proto::Tcp,
+                    host_ip: None,
+                    host_port: 8443,
+                    container_ip: "fd00:1:2::2".parse().unwrap(),
+                    container_port: 443,
                     bridge: "bra".into(),
                 },
             ],
@@ -535,11 +583,13 @@ mod tests {
         };
         let out = String::from_utf8(list(&name).stdout).unwrap();
         assert!(out.contains("dnat ip to 10.1.0.2:53"), "{out}");
+        assert!(out.contains("dnat ip6 to [fd00:1:2::2]:443"), "{out}");
+        assert!(out.contains("ip6 saddr fd00:1:2::/64"), "{out}");
         assert!(out.contains("masquerade"), "{out}");
         // Applying again replaces (no duplicates).
         nft.apply(&rules()).unwrap();
         let again = String::from_utf8(list(&name).stdout).unwrap();
-        assert_eq!(again.matches("masquerade").count(), 2, "{again}");
+        assert_eq!(again.matches("masquerade").count(), 3, "{again}");
         nft.clear().unwrap();
         assert!(!list(&name).status.success());
         nft.clear().unwrap();
@@ -659,6 +709,10 @@ mod tests {
             assert!(l.starts_with("-A BERTH-T-"), "{l}");
         }
         assert!(!s.contains("8080"));
+        assert!(
+            !s.contains("8443"),
+            "IPv6 rules are not written to iptables"
+        );
         assert!(s.contains("-i bra -o brb -j DROP"));
     }
 }
