@@ -257,16 +257,17 @@ pub fn loopback_up(ns: &Netns) -> Result<()> {
 
 /// Creates a veth pair: the host end on the bridge, the peer created directly inside `ns`
 /// (named, with its MAC), then the peer's address, link state and default route from inside.
-pub fn attach_veth(ns: &Netns, v: &VethSpec) -> Result<()> {
-    attach_all(ns, std::slice::from_ref(v))
+pub fn attach_veth(ns: &Netns, v: &VethSpec) -> Result<u32> {
+    Ok(attach_all(ns, std::slice::from_ref(v))?[0])
 }
 
 /// Sets up a container's namespace in one pass: every veth pair created from the daemon's
 /// namespace on one netlink socket (each peer created directly inside `ns` with
 /// `IFLA_NET_NS_FD`, so it never appears on the host), then one thread entering `ns` that
 /// brings `lo` up and configures every interface (addresses, link up, default routes) on one
-/// socket. On error the host ends created here are deleted.
-pub fn attach_all(ns: &Netns, specs: &[VethSpec]) -> Result<()> {
+/// socket. On error the host ends created here are deleted. Returns the host ends' indexes
+/// (for [`delete_link_index`]).
+pub fn attach_all(ns: &Netns, specs: &[VethSpec]) -> Result<Vec<u32>> {
     let nsf = ns.open()?;
     let nsfd = nsf.as_raw_fd();
     let list = specs.to_vec();
@@ -292,15 +293,16 @@ pub fn attach_all(ns: &Netns, specs: &[VethSpec]) -> Result<()> {
         .run(move || with_handle(|h| async move { configure_inside(&h, &list).await }))
         .map_err(io("entering the network namespace"))
         .and_then(|r| r);
-    if r.is_err() {
+    if let Err(e) = r {
         let _ = with_handle(|h| async move {
             for idx in created {
                 let _ = h.link().del(idx).execute().await;
             }
             Ok(())
         });
+        return Err(e);
     }
-    r
+    Ok(created)
 }
 
 /// Creates one veth pair (host end enslaved and up, peer inside the namespace `nsfd`);
@@ -324,11 +326,22 @@ async fn create_veth(h: &Handle, nsfd: i32, v: &VethSpec) -> Result<u32> {
         msg = msg.mtu(m);
     }
     let msg = msg.controller(br).up().build();
-    h.link()
-        .add(msg)
-        .execute()
-        .await
-        .map_err(nl(format!("creating veth {}", v.host_name)))?;
+    match h.link().add(msg.clone()).execute().await {
+        Ok(()) => {}
+        // A stale host end of the same name (a daemon crash, or a teardown not done yet):
+        // replace it.
+        Err(e) if errno(&e) == libc::EEXIST => {
+            if let Some(old) = index_of(h, &v.host_name).await? {
+                let _ = h.link().del(old).execute().await;
+            }
+            h.link()
+                .add(msg)
+                .execute()
+                .await
+                .map_err(nl(format!("creating veth {}", v.host_name)))?;
+        }
+        Err(e) => return Err(nl(format!("creating veth {}", v.host_name))(e)),
+    }
     index_of(h, &v.host_name)
         .await?
         .ok_or_else(|| NetlinkError::NoLink(v.host_name.clone()))

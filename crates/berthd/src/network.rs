@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -170,6 +170,9 @@ struct Running {
     #[allow(dead_code)] // held for its Drop
     proxies: Vec<Proxy>,
     dns: Option<DnsServer>,
+    /// Indexes of the host ends of the veths created by this daemon (`None` when adopted
+    /// after a restart: the names are used then).
+    links: Option<Vec<u32>>,
 }
 
 /// Networking of the daemon.
@@ -181,6 +184,50 @@ pub struct Manager {
     running: Mutex<HashMap<String, Running>>,
     host_resolv: ResolvConf,
     me: Weak<Manager>,
+    /// Durability of [`Manager::save_soon`] writes, off the request path.
+    flusher: Arc<Flusher>,
+}
+
+/// Makes the state file durable (fsync of the file and its directory) on a thread of its own:
+/// the container run path writes the state without waiting for the disk (an fsync costs
+/// 1–20 ms here), and a burst of writes is made durable once.
+struct Flusher {
+    dirty: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Flusher {
+    fn start(path: PathBuf) -> Arc<Flusher> {
+        let f = Arc::new(Flusher {
+            dirty: Mutex::new(false),
+            cv: Condvar::new(),
+        });
+        let weak = Arc::downgrade(&f);
+        let _ = std::thread::Builder::new()
+            .name("berth-net-flush".into())
+            .spawn(move || loop {
+                let Some(f) = weak.upgrade() else { return };
+                {
+                    let mut d = f.dirty.lock().unwrap();
+                    while !*d {
+                        d = f.cv.wait(d).unwrap();
+                    }
+                    *d = false;
+                }
+                drop(f);
+                let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+                if let Err(e) = sync(&path)
+                    .and_then(|_| sync(path.parent().unwrap_or(std::path::Path::new("/"))))
+                {
+                    tracing::warn!("syncing {}: {e}", path.display());
+                }
+            });
+        f
+    }
+    fn kick(&self) {
+        *self.dirty.lock().unwrap() = true;
+        self.cv.notify_one();
+    }
 }
 
 type NResult<T> = std::result::Result<T, EngineError>;
@@ -301,6 +348,7 @@ impl Manager {
         }
         let host_resolv =
             ResolvConf::parse(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+        let path_for_flush = path.clone();
         let m = Arc::new_cyclic(|me| Manager {
             opts: opts.clone(),
             path,
@@ -309,6 +357,7 @@ impl Manager {
             running: Mutex::new(HashMap::new()),
             host_resolv,
             me: me.clone(),
+            flusher: Flusher::start(path_for_flush),
         });
         {
             let st = m.state.lock().unwrap();
@@ -321,6 +370,25 @@ impl Manager {
 
     fn save(&self, st: &NetState) -> NResult<()> {
         util::write_json_atomic(&self.path, st).map_err(internal)
+    }
+
+    /// Writes the state atomically (a new file renamed over the old one, so a daemon crash
+    /// leaves the old or the new state) without waiting for the disk; the flusher makes it
+    /// durable shortly after. Used for container endpoints (create, removal): after a power
+    /// loss a lost endpoint is allocated again at start ([`Manager::attach`]) and a lost
+    /// removal is dropped by [`Manager::adopt`].
+    fn save_soon(&self, st: &NetState) -> NResult<()> {
+        let bytes = serde_json::to_vec_pretty(st).map_err(internal)?;
+        let tmp = self
+            .path
+            .with_file_name(format!(".state.json.tmp-{}", util::new_id()));
+        let res = std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = res {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(internal(format!("writing {}: {e}", self.path.display())));
+        }
+        self.flusher.kick();
+        Ok(())
     }
 
     fn ruleset(st: &NetState) -> Ruleset {
@@ -604,7 +672,7 @@ impl Manager {
             cn.endpoints.push(ep);
         }
         st.containers.insert(c.id.clone(), cn);
-        self.save(&st)
+        self.save_soon(&st)
     }
 
     fn extra_hosts(&self, hc: &Value) -> NResult<Vec<(String, String)>> {
@@ -712,6 +780,16 @@ impl Manager {
                 netns_path: None,
             });
         }
+        let known = self.state.lock().unwrap().containers.contains_key(&c.id);
+        if !known {
+            // Only after a power loss took the endpoints written at create: allocate again
+            // (requested addresses and aliases were in the lost record).
+            tracing::warn!(
+                "container {}: network endpoints missing from the state, allocating again",
+                &c.id[..12]
+            );
+            self.on_create(c, &json!({}))?;
+        }
         let mut st = self.state.lock().unwrap();
         let cn = st.containers.entry(c.id.clone()).or_default();
         let own: Vec<(IpAddr, Vec<String>)> = cn
@@ -784,6 +862,7 @@ impl Manager {
         tracing::debug!("network attach of {} took {:?}", &c.id[..12], t0.elapsed());
         if res.is_err() {
             self.on_exit(&c.id);
+            self.delete_veths_by_name(&c.id);
         }
         res
     }
@@ -808,7 +887,7 @@ impl Manager {
             .enumerate()
             .map(|(i, (ep, net))| veth_spec(ep, net, i == 0))
             .collect::<NResult<Vec<_>>>()?;
-        netlink::attach_all(ns, &specs).map_err(|e| {
+        let links = netlink::attach_all(ns, &specs).map_err(|e| {
             let names: Vec<&str> = nets.iter().map(|n| n.name.as_str()).collect();
             internal(format!("attaching to network {}: {e}", names.join(", ")))
         })?;
@@ -870,14 +949,18 @@ impl Manager {
             self.save(&st)?;
             self.apply_firewall(&st)?;
         }
-        self.running
-            .lock()
-            .unwrap()
-            .insert(c.id.clone(), Running { proxies, dns });
+        self.running.lock().unwrap().insert(
+            c.id.clone(),
+            Running {
+                proxies,
+                dns,
+                links: Some(links),
+            },
+        );
         Ok(())
     }
 
-    fn plug(&self, ns: &Netns, ep: &Endpoint, net: &Network, primary: bool) -> NResult<()> {
+    fn plug(&self, ns: &Netns, ep: &Endpoint, net: &Network, primary: bool) -> NResult<u32> {
         let spec = veth_spec(ep, net, primary)?;
         netlink::attach_veth(ns, &spec)
             .map_err(|e| internal(format!("attaching to network {}: {e}", net.name)))
@@ -941,29 +1024,75 @@ impl Manager {
         )
     }
 
-    /// The container stopped: proxies, DNS, host veths and port rules go away.
+    /// The container stopped: proxies, DNS, port rules and host veths go away.
+    ///
+    /// The host ends are deleted on a thread of their own, by the indexes recorded when they
+    /// were created: the container's namespace is gone (the kernel removes the pairs with it
+    /// anyway), nothing waits on a link deletion (an RTNL round with RCU grace periods), and
+    /// an index is never that of a link created since, so a restart that plugs a veth of the
+    /// same name at once is never hit. Containers adopted after a daemon restart (indexes
+    /// unknown) are cleaned up by name, synchronously.
     pub fn on_exit(&self, cid: &str) {
-        self.running.lock().unwrap().remove(cid);
-        let mut st = self.state.lock().unwrap();
-        let mut changed = false;
-        if let Some(cn) = st.containers.get_mut(cid) {
-            for ep in &cn.endpoints {
-                if let Err(e) = netlink::delete_link(&ep.host_veth) {
-                    tracing::warn!("deleting {}: {e}", ep.host_veth);
+        let run = self.running.lock().unwrap().remove(cid);
+        let Some(run) = run else {
+            // Not attached by this daemon (or already torn down): only stale port records.
+            self.clear_ports(cid);
+            return;
+        };
+        let links = run.links.clone();
+        drop(run);
+        self.clear_ports(cid);
+        match links {
+            Some(idx) if !idx.is_empty() => {
+                let spawned = std::thread::Builder::new()
+                    .name("berth-net-teardown".into())
+                    .spawn(move || {
+                        for i in idx {
+                            if let Err(e) = netlink::delete_link_index(i) {
+                                tracing::warn!("deleting link {i}: {e}");
+                            }
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!("veth teardown thread: {e}");
                 }
             }
-            if !cn.ports.is_empty() {
-                cn.ports.clear();
-                changed = true;
+            Some(_) => {}
+            None => self.delete_veths_by_name(cid),
+        }
+    }
+
+    /// Deletes the host ends of a container's veths by name (synchronously).
+    fn delete_veths_by_name(&self, cid: &str) {
+        let names: Vec<String> = {
+            let st = self.state.lock().unwrap();
+            st.containers
+                .get(cid)
+                .map(|cn| cn.endpoints.iter().map(|e| e.host_veth.clone()).collect())
+                .unwrap_or_default()
+        };
+        for n in names {
+            if let Err(e) = netlink::delete_link(&n) {
+                tracing::warn!("deleting {n}: {e}");
             }
         }
-        if changed {
-            if let Err(e) = self.save(&st) {
-                tracing::warn!("saving network state: {e}");
-            }
-            if let Err(e) = self.apply_firewall(&st) {
-                tracing::warn!("{e}");
-            }
+    }
+
+    /// Forgets the published ports of a stopped container (state and rules).
+    fn clear_ports(&self, cid: &str) {
+        let mut st = self.state.lock().unwrap();
+        let Some(cn) = st.containers.get_mut(cid) else {
+            return;
+        };
+        if cn.ports.is_empty() {
+            return;
+        }
+        cn.ports.clear();
+        if let Err(e) = self.save(&st) {
+            tracing::warn!("saving network state: {e}");
+        }
+        if let Err(e) = self.apply_firewall(&st) {
+            tracing::warn!("{e}");
         }
     }
 
@@ -972,7 +1101,7 @@ impl Manager {
         self.on_exit(cid);
         let mut st = self.state.lock().unwrap();
         if st.containers.remove(cid).is_some() {
-            if let Err(e) = self.save(&st) {
+            if let Err(e) = self.save_soon(&st) {
                 tracing::warn!("saving network state: {e}");
             }
         }
@@ -1053,10 +1182,14 @@ impl Manager {
             } else {
                 None
             };
-            self.running
-                .lock()
-                .unwrap()
-                .insert(id, Running { proxies, dns });
+            self.running.lock().unwrap().insert(
+                id,
+                Running {
+                    proxies,
+                    dns,
+                    links: None,
+                },
+            );
         }
     }
 
@@ -1557,9 +1690,17 @@ impl Manager {
         };
         if c.state.running {
             let ns = Netns::of_pid(c.state.pid as u32);
-            if let Err(e) = self.plug(&ns, &ep, &net, primary) {
-                self.drop_endpoint(&c.id, &net.id);
-                return Err(e);
+            match self.plug(&ns, &ep, &net, primary) {
+                Ok(idx) => {
+                    let mut run = self.running.lock().unwrap();
+                    if let Some(Some(links)) = run.get_mut(&c.id).map(|r| r.links.as_mut()) {
+                        links.push(idx);
+                    }
+                }
+                Err(e) => {
+                    self.drop_endpoint(&c.id, &net.id);
+                    return Err(e);
+                }
             }
             if net.dns() {
                 let mut run = self.running.lock().unwrap();

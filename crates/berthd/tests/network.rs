@@ -285,7 +285,7 @@ fn user_networks_dns_by_name_and_isolation() {
     assert!(pruned.contains("netb"), "{pruned}");
     let links = n.links();
     assert!(!links.contains(&ba) && !links.contains(&bb), "{links}");
-    assert!(veth_gone(web) && veth_gone(&other));
+    wait_until("veths gone", || veth_gone(web) && veth_gone(&other));
     let addrs = sh("ip -o addr show");
     assert!(
         !addrs.contains(&n.ip(1, 1)) && !addrs.contains(&n.ip(2, 1)),
@@ -450,7 +450,7 @@ fn published_ports_loopback_and_dnat_from_a_remote_host() {
     assert!(http_get(&format!("127.0.0.1:{p_lo}")).is_err());
     let rules = sh(&format!("nft list table inet {}", n.table()));
     assert!(!rules.contains("dnat"), "{rules}");
-    assert!(veth_gone(&cid));
+    wait_until("veth gone", || veth_gone(&cid));
     finish(d);
 }
 
@@ -782,7 +782,8 @@ fn daemon_restart_keeps_networking() {
     assert!(ip.contains(&n.ip(5, 4)), "{ip}");
     d.docker(&["rm", "-f", "srv", "dnsw"]).ok();
     d.docker(&["network", "rm", "keep"]).ok();
-    assert!(!n.links().contains(&ba) && veth_gone(&cid));
+    assert!(!n.links().contains(&ba));
+    wait_until("veth gone", || veth_gone(&cid));
     finish(d);
 }
 
