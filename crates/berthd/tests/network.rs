@@ -1062,6 +1062,29 @@ fn ipv6_networks_ping6_by_name_aaaa_and_published_ports_on_v6_loopback() {
     assert!(r.contains(&format!("Address: {pfx6}2")), "{r}");
     assert!(r.contains("PING6-OK"), "{r}");
     assert!(r.contains(&format!("HTTP: hello-from-{short}")), "{r}");
+    // A requested IPv6 address (`--ip6`).
+    let fixed = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "net6",
+            "--ip6",
+            &format!("{pfx6}99"),
+            "busybox",
+            "ip",
+            "-6",
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+            "scope",
+            "global",
+        ])
+        .ok()
+        .stdout;
+    assert!(fixed.contains(&format!("inet6 {pfx6}99/64")), "{fixed}");
     // The other way: web6 pings a sibling by name over IPv6.
     d.docker(&[
         "run",
