@@ -186,6 +186,10 @@ pub struct Manager {
     me: Weak<Manager>,
     /// Durability of [`Manager::save_soon`] writes, off the request path.
     flusher: Arc<Flusher>,
+    /// The bridges `forward_accept` was last run for: it lists the host's `FORWARD` chain
+    /// (an `iptables` process), so it runs when Berth's bridges change (and at start), not
+    /// for every published port.
+    accept_for: Mutex<Option<Vec<String>>>,
 }
 
 /// Makes the state file durable (fsync of the file and its directory) on a thread of its own:
@@ -358,6 +362,7 @@ impl Manager {
             host_resolv,
             me: me.clone(),
             flusher: Flusher::start(path_for_flush),
+            accept_for: Mutex::new(None),
         });
         {
             let st = m.state.lock().unwrap();
@@ -447,9 +452,14 @@ impl Manager {
             .filter(|b| !b.internal)
             .map(|b| b.bridge.clone())
             .collect();
+        let mut last = self.accept_for.lock().unwrap();
+        if last.as_ref() == Some(&bridges) {
+            return Ok(());
+        }
         let prefix = self.opts.table().to_uppercase().replace('_', "-");
-        if let Err(e) = firewall::forward_accept(&prefix, &bridges) {
-            tracing::warn!("forward accept rules: {e}");
+        match firewall::forward_accept(&prefix, &bridges) {
+            Ok(_) => *last = Some(bridges),
+            Err(e) => tracing::warn!("forward accept rules: {e}"),
         }
         Ok(())
     }
