@@ -910,7 +910,7 @@ fn ipv6_networks_ping6_by_name_aaaa_and_published_ports_on_v6_loopback() {
         return;
     }
     let n = Net::new();
-    let d = n.daemon();
+    let mut d = n.daemon();
     let pid = std::process::id();
     let sub6 = format!("fd42:{:x}:{:x}::/64", pid >> 16, pid & 0xffff);
     let pfx6 = format!("fd42:{:x}:{:x}::", pid >> 16, pid & 0xffff);
@@ -1122,6 +1122,27 @@ fn ipv6_networks_ping6_by_name_aaaa_and_published_ports_on_v6_loopback() {
         rules.contains(&format!("dnat ip6 to [{pfx6}2]:80")),
         "{rules}"
     );
+
+    // A daemon crash and restart: the bridge keeps its v6 gateway, the [::] proxy and the
+    // AAAA answers come back.
+    d.kill9();
+    d.start();
+    let r = wait_http(&format!("[::1]:{port}"));
+    assert!(r.contains(&format!("hello-from-{short}")), "{r}");
+    let addrs = sh(&format!("ip -o -6 addr show dev {b6}"));
+    assert!(addrs.contains(&format!("{pfx6}1/64")), "{addrs}");
+    let again = d
+        .docker(&[
+            "exec",
+            "peer6",
+            "sh",
+            "-c",
+            "nslookup -type=AAAA web6 127.0.0.11 && ping -6 -c1 -W3 web6 && echo AGAIN-OK",
+        ])
+        .ok()
+        .stdout;
+    assert!(again.contains(&format!("Address: {pfx6}2")), "{again}");
+    assert!(again.contains("AGAIN-OK"), "{again}");
 
     // Cleanup: no links, addresses or rules left.
     d.docker(&["rm", "-f", "web6", "peer6"]).ok();
