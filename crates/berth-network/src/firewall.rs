@@ -284,18 +284,30 @@ impl Firewall for Nftables {
 /// built-in chain. Nothing else is read or changed.
 pub struct Iptables {
     pub prefix: String,
+    /// `iptables` (IPv4) or `ip6tables`.
+    pub bin: &'static str,
 }
 
 impl Iptables {
     pub fn new(prefix: impl Into<String>) -> Self {
         Iptables {
             prefix: prefix.into(),
+            bin: "iptables",
+        }
+    }
+
+    /// The same chains in `ip6tables` (only [`forward_accept`] uses it).
+    pub fn v6(prefix: impl Into<String>) -> Self {
+        Iptables {
+            prefix: prefix.into(),
+            bin: "ip6tables",
         }
     }
 
     fn restore(&self, input: &str) -> Result<(), FirewallError> {
-        let cmd = "iptables-restore --noflush".to_string();
-        let mut child = Command::new("iptables-restore")
+        let restore = format!("{}-restore", self.bin);
+        let cmd = format!("{restore} --noflush");
+        let mut child = Command::new(&restore)
             .arg("--noflush")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -328,18 +340,18 @@ impl Iptables {
     }
 
     fn jump(&self, table: &str, builtin: &str, chain: &str, add: bool) {
-        let exists = Command::new("iptables")
+        let exists = Command::new(self.bin)
             .args(["-w", "-t", table, "-C", builtin, "-j", chain])
             .stderr(Stdio::null())
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
         if add && !exists {
-            let _ = Command::new("iptables")
+            let _ = Command::new(self.bin)
                 .args(["-w", "-t", table, "-I", builtin, "-j", chain])
                 .status();
         } else if !add && exists {
-            let _ = Command::new("iptables")
+            let _ = Command::new(self.bin)
                 .args(["-w", "-t", table, "-D", builtin, "-j", chain])
                 .status();
         }
@@ -441,26 +453,45 @@ impl Firewall for Iptables {
 /// leaving each bridge and replies / DNAT-ed flows entering it. Otherwise the chain and the
 /// jump are removed. Returns whether the rules are installed.
 pub fn forward_accept(prefix: &str, bridges: &[String]) -> Result<bool, FirewallError> {
-    let chain = format!("{prefix}-ACCEPT");
-    let listing = Command::new("iptables")
+    forward_accept_in(&Iptables::new(prefix), bridges)
+}
+
+/// [`forward_accept`] for IPv6 (`ip6tables`), for the bridges of networks with `--ipv6`
+/// (Docker sets the IPv6 `FORWARD` policy to DROP too). Nothing is done, and `false` is
+/// returned, where `ip6tables` is missing.
+pub fn forward_accept6(prefix: &str, bridges: &[String]) -> Result<bool, FirewallError> {
+    let have = Command::new("ip6tables")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        return Ok(false);
+    }
+    forward_accept_in(&Iptables::v6(prefix), bridges)
+}
+
+fn forward_accept_in(ipt: &Iptables, bridges: &[String]) -> Result<bool, FirewallError> {
+    let chain = format!("{}-ACCEPT", ipt.prefix);
+    let listing = Command::new(ipt.bin)
         .args(["-w", "-S", "FORWARD"])
         .stderr(Stdio::null())
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     let drop_policy = listing.lines().any(|l| l.trim() == "-P FORWARD DROP");
-    let ipt = Iptables::new(prefix);
     if !drop_policy || bridges.is_empty() {
         // Nothing to undo unless our jump is there (the common case costs one `iptables -S`).
         if !listing.contains(&format!("-j {chain}")) {
             return Ok(false);
         }
         ipt.jump("filter", "FORWARD", &chain, false);
-        let _ = Command::new("iptables")
+        let _ = Command::new(ipt.bin)
             .args(["-w", "-F", &chain])
             .stderr(Stdio::null())
             .status();
-        let _ = Command::new("iptables")
+        let _ = Command::new(ipt.bin)
             .args(["-w", "-X", &chain])
             .stderr(Stdio::null())
             .status();
@@ -670,6 +701,14 @@ mod tests {
                         .unwrap();
                     String::from_utf8_lossy(&o.stdout).into_owned()
                 };
+                let ip6t = |args: &[&str]| {
+                    let o = Command::new("ip6tables")
+                        .arg("-w")
+                        .args(args)
+                        .output()
+                        .unwrap();
+                    String::from_utf8_lossy(&o.stdout).into_owned()
+                };
                 let bridges = vec!["bra".to_string()];
                 let r1 = forward_accept("BERTH-T", &bridges).unwrap();
                 ipt(&["-P", "FORWARD", "DROP"]);
@@ -679,6 +718,25 @@ mod tests {
                 ipt(&["-P", "FORWARD", "ACCEPT"]);
                 let r4 = forward_accept("BERTH-T", &bridges).unwrap();
                 let after = ipt(&["-S"]);
+                // IPv6: the same, in ip6tables, independently of the IPv4 policy.
+                ip6t(&["-P", "FORWARD", "DROP"]);
+                let v6 = forward_accept6("BERTH-T", &bridges).unwrap();
+                let rules6 = ip6t(&["-S"]);
+                ip6t(&["-P", "FORWARD", "ACCEPT"]);
+                let v6_off = forward_accept6("BERTH-T", &bridges).unwrap();
+                let after6 = ip6t(&["-S"]);
+                let have6 = Command::new("ip6tables-restore")
+                    .arg("--version")
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                assert_eq!(v6, have6);
+                if have6 {
+                    assert!(
+                        rules6.contains("-A BERTH-T-ACCEPT -i bra -j ACCEPT"),
+                        "{rules6}"
+                    );
+                    assert!(!v6_off && !after6.contains("BERTH-T"), "{after6}");
+                }
                 (r1, r2, r3, r4, rules, after)
             })
             .unwrap();

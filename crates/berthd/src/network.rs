@@ -189,7 +189,7 @@ pub struct Manager {
     /// The bridges `forward_accept` was last run for: it lists the host's `FORWARD` chain
     /// (an `iptables` process), so it runs when Berth's bridges change (and at start), not
     /// for every published port.
-    accept_for: Mutex<Option<Vec<String>>>,
+    accept_for: Mutex<Option<(Vec<String>, Vec<String>)>>,
 }
 
 /// Makes the state file durable (fsync of the file and its directory) on a thread of its own:
@@ -452,14 +452,29 @@ impl Manager {
             .filter(|b| !b.internal)
             .map(|b| b.bridge.clone())
             .collect();
+        let bridges6: Vec<String> = rules
+            .bridges
+            .iter()
+            .filter(|b| !b.internal && b.subnet6.is_some())
+            .map(|b| b.bridge.clone())
+            .collect();
+        let key = (bridges, bridges6);
         let mut last = self.accept_for.lock().unwrap();
-        if last.as_ref() == Some(&bridges) {
+        if last.as_ref() == Some(&key) {
             return Ok(());
         }
         let prefix = self.opts.table().to_uppercase().replace('_', "-");
-        match firewall::forward_accept(&prefix, &bridges) {
-            Ok(_) => *last = Some(bridges),
-            Err(e) => tracing::warn!("forward accept rules: {e}"),
+        let v4 = firewall::forward_accept(&prefix, &key.0);
+        // (IPv6: at start — a stale chain of an earlier run goes — and while or after a
+        // network has IPv6.)
+        let v6 = if key.1.is_empty() && last.as_ref().is_some_and(|l| l.1.is_empty()) {
+            Ok(false)
+        } else {
+            firewall::forward_accept6(&prefix, &key.1)
+        };
+        match (v4, v6) {
+            (Ok(_), Ok(_)) => *last = Some(key),
+            (Err(e), _) | (_, Err(e)) => tracing::warn!("forward accept rules: {e}"),
         }
         Ok(())
     }
