@@ -1123,6 +1123,24 @@ fn ipv6_networks_ping6_by_name_aaaa_and_published_ports_on_v6_loopback() {
         "{rules}"
     );
 
+    // `network connect` of a running container to a second IPv6 network: an address there
+    // (no second default route).
+    d.docker(&["network", "connect", "ula6", "peer6"]).ok();
+    let ula_pfx = ula_sub.trim_end_matches("/64").to_string();
+    let eth1 = d
+        .docker(&[
+            "exec",
+            "peer6",
+            "sh",
+            "-c",
+            "ip -6 -o addr show dev eth1 scope global; ip -6 route show default",
+        ])
+        .ok()
+        .stdout;
+    assert!(eth1.contains(&format!("inet6 {ula_pfx}2/64")), "{eth1}");
+    assert_eq!(eth1.matches("default via").count(), 1, "{eth1}");
+    d.docker(&["network", "disconnect", "ula6", "peer6"]).ok();
+
     // A daemon crash and restart: the bridge keeps its v6 gateway, the [::] proxy and the
     // AAAA answers come back.
     d.kill9();
