@@ -4,7 +4,8 @@
 //! in one atomic batch per change: the nftables backend recreates its own table (`add table`,
 //! `delete table`, `add table`, chains, rules) in a single `nft -j -f -` transaction, so a
 //! crash never leaves half a change, and a restarted daemon simply writes the current state
-//! again. No other table is read, parsed or touched.
+//! again. No other table is read, parsed or touched. IPv6 (networks with `--ipv6`) lives in
+//! the same `inet` table; the iptables fallback writes it with `ip6tables-restore`.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -286,6 +287,10 @@ pub struct Iptables {
     pub prefix: String,
     /// `iptables` (IPv4) or `ip6tables`.
     pub bin: &'static str,
+    /// (IPv4 instance) whether chains of ours may exist in `ip6tables`: true at start (a
+    /// stale run), then only while networks with `--ipv6` exist, so IPv4-only setups never
+    /// spawn `ip6tables`.
+    v6_maybe: std::sync::atomic::AtomicBool,
 }
 
 impl Iptables {
@@ -293,15 +298,21 @@ impl Iptables {
         Iptables {
             prefix: prefix.into(),
             bin: "iptables",
+            v6_maybe: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
-    /// The same chains in `ip6tables` (only [`forward_accept`] uses it).
+    /// The same chains in `ip6tables`: NAT66, DNAT to containers' IPv6 addresses, isolation.
     pub fn v6(prefix: impl Into<String>) -> Self {
         Iptables {
             prefix: prefix.into(),
             bin: "ip6tables",
+            v6_maybe: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    fn is_v6(&self) -> bool {
+        self.bin == "ip6tables"
     }
 
     fn restore(&self, input: &str) -> Result<(), FirewallError> {
@@ -357,8 +368,9 @@ impl Iptables {
         }
     }
 
-    /// The `iptables-restore` input for `r`.
+    /// The `iptables-restore` (or `ip6tables-restore`) input for `r`.
     pub fn script(&self, r: &Ruleset) -> String {
+        let v6 = self.is_v6();
         let (fwd, pre, post) = (
             format!("{}-FWD", self.prefix),
             format!("{}-PRE", self.prefix),
@@ -378,30 +390,38 @@ impl Iptables {
             for o in r.bridges.iter().filter(|o| o.bridge != b.bridge) {
                 f += &format!("-A {fwd} -i {} -o {} -j DROP\n", b.bridge, o.bridge);
             }
-            if b.masquerade {
-                n += &format!(
-                    "-A {post} -s {}/{} ! -o {} -j MASQUERADE\n",
-                    b.subnet.network(),
-                    b.subnet.prefix,
-                    b.bridge
-                );
+            let subnet = if v6 {
+                b.subnet6.map(|s| format!("{}/{}", s.network(), s.prefix))
+            } else {
+                Some(format!("{}/{}", b.subnet.network(), b.subnet.prefix))
+            };
+            if let (true, Some(sn)) = (b.masquerade, subnet) {
+                n += &format!("-A {post} -s {sn} ! -o {} -j MASQUERADE\n", b.bridge);
             }
         }
         for p in &r.ports {
-            // IPv4 only: IPv6 networks need the nftables backend.
-            if p.host_ip.is_some_and(|ip| ip.is_loopback()) || p.container_ip.is_ipv6() {
+            // Each family's rules in its own tool; loopback bindings never get DNAT.
+            if p.host_ip
+                .is_some_and(|ip| ip.is_loopback() || ip.is_ipv6() != v6)
+                || p.container_ip.is_ipv6() != v6
+            {
                 continue;
             }
             let dst = match p.host_ip {
-                Some(ip) if !ip.is_unspecified() => format!("-d {ip}/32"),
+                Some(ip) if !ip.is_unspecified() => {
+                    format!("-d {ip}/{}", if v6 { 128 } else { 32 })
+                }
                 _ => "-m addrtype --dst-type LOCAL".into(),
             };
+            let to = if v6 {
+                format!("[{}]:{}", p.container_ip, p.container_port)
+            } else {
+                format!("{}:{}", p.container_ip, p.container_port)
+            };
             n += &format!(
-                "-A {pre} ! -i {} {dst} -p {proto} -m {proto} --dport {} -j DNAT --to-destination {}:{}\n",
+                "-A {pre} ! -i {} {dst} -p {proto} -m {proto} --dport {} -j DNAT --to-destination {to}\n",
                 p.bridge,
                 p.host_port,
-                p.container_ip,
-                p.container_port,
                 proto = p.proto.as_str()
             );
         }
@@ -411,15 +431,16 @@ impl Iptables {
     }
 }
 
-impl Firewall for Iptables {
-    fn apply(&self, rules: &Ruleset) -> Result<(), FirewallError> {
+impl Iptables {
+    fn apply_family(&self, rules: &Ruleset) -> Result<(), FirewallError> {
         self.restore(&self.script(rules))?;
         self.jump("filter", "FORWARD", &format!("{}-FWD", self.prefix), true);
         self.jump("nat", "PREROUTING", &format!("{}-PRE", self.prefix), true);
         self.jump("nat", "POSTROUTING", &format!("{}-POST", self.prefix), true);
         Ok(())
     }
-    fn clear(&self) -> Result<(), FirewallError> {
+
+    fn clear_family(&self) {
         self.jump("filter", "FORWARD", &format!("{}-FWD", self.prefix), false);
         self.jump("nat", "PREROUTING", &format!("{}-PRE", self.prefix), false);
         self.jump(
@@ -430,14 +451,48 @@ impl Firewall for Iptables {
         );
         for (t, c) in [("filter", "FWD"), ("nat", "PRE"), ("nat", "POST")] {
             let chain = format!("{}-{c}", self.prefix);
-            let _ = Command::new("iptables")
+            let _ = Command::new(self.bin)
                 .args(["-w", "-t", t, "-F", &chain])
                 .stderr(Stdio::null())
                 .status();
-            let _ = Command::new("iptables")
+            let _ = Command::new(self.bin)
                 .args(["-w", "-t", t, "-X", &chain])
                 .stderr(Stdio::null())
                 .status();
+        }
+    }
+
+    fn has_ip6tables() -> bool {
+        Command::new("ip6tables-restore")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Firewall for Iptables {
+    /// IPv4 rules in `iptables`; with networks with `--ipv6`, the IPv6 ones in `ip6tables`.
+    fn apply(&self, rules: &Ruleset) -> Result<(), FirewallError> {
+        use std::sync::atomic::Ordering;
+        self.apply_family(rules)?;
+        if self.is_v6() {
+            return Ok(());
+        }
+        let wants6 = rules.bridges.iter().any(|b| b.subnet6.is_some());
+        if wants6 {
+            self.v6_maybe.store(true, Ordering::Relaxed);
+            Iptables::v6(self.prefix.clone()).apply_family(rules)?;
+        } else if self.v6_maybe.swap(false, Ordering::Relaxed) && Self::has_ip6tables() {
+            Iptables::v6(self.prefix.clone()).clear_family();
+        }
+        Ok(())
+    }
+    fn clear(&self) -> Result<(), FirewallError> {
+        self.clear_family();
+        if !self.is_v6() && Self::has_ip6tables() {
+            Iptables::v6(self.prefix.clone()).clear_family();
         }
         Ok(())
     }
@@ -647,14 +702,15 @@ mod tests {
                 let ipt = Iptables::new("BERTH-UT");
                 ipt.apply(&rules()).unwrap();
                 ipt.apply(&rules()).unwrap();
-                let nat = Command::new("iptables")
-                    .args(["-w", "-t", "nat", "-S"])
+                let nat = Command::new("sh")
+                    .arg("-c")
+                    .arg("iptables -w -t nat -S; ip6tables -w -t nat -S")
                     .output()
                     .unwrap();
                 ipt.clear().unwrap();
                 let all = Command::new("sh")
                     .arg("-c")
-                    .arg("iptables -w -S; iptables -w -t nat -S")
+                    .arg("iptables -w -S; iptables -w -t nat -S; ip6tables -w -S; ip6tables -w -t nat -S")
                     .output()
                     .unwrap();
                 (
@@ -671,7 +727,18 @@ mod tests {
                     && l.contains("--dport 5353 -j DNAT --to-destination 10.1.0.2:53")),
             "{nat}"
         );
-        assert_eq!(nat.matches("-j BERTH-UT-PRE").count(), 1, "{nat}");
+        let families = if Iptables::has_ip6tables() { 2 } else { 1 };
+        assert_eq!(nat.matches("-j BERTH-UT-PRE").count(), families, "{nat}");
+        if Iptables::has_ip6tables() {
+            assert!(
+                nat.contains("--dport 8443 -j DNAT --to-destination [fd00:1:2::2]:443"),
+                "{nat}"
+            );
+            assert!(
+                nat.contains("-A BERTH-UT-POST -s fd00:1:2::/64 ! -o bra -j MASQUERADE"),
+                "{nat}"
+            );
+        }
         assert!(!after.contains("BERTH-UT"), "{after}");
     }
 
