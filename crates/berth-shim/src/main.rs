@@ -24,6 +24,9 @@ options:
   --log-max-file N      keep at most N log files [3]
   --tty                 give the container a pty (process.terminal must be true)
   --stdin               keep the container's stdin open for attach clients
+  --direct-start        start the container by writing its exec fifo (ROOT/ID/exec.fifo, the
+                        layout of berth-runtime and runc) instead of running `RUNTIME start`;
+                        only for bundles without poststart hooks, which `start` would run
 ";
 
 fn parse_size(s: &str) -> Option<u64> {
@@ -50,7 +53,7 @@ fn parse(args: Vec<String>) -> Result<Config, String> {
     let mut log_path = None;
     let mut max_size = DEFAULT_MAX_SIZE;
     let mut max_file = DEFAULT_MAX_FILE;
-    let (mut tty, mut stdin) = (false, false);
+    let (mut tty, mut stdin, mut direct_start) = (false, false, false);
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -84,6 +87,7 @@ fn parse(args: Vec<String>) -> Result<Config, String> {
             }
             "--tty" => tty = true,
             "--stdin" => stdin = true,
+            "--direct-start" => direct_start = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -107,6 +111,7 @@ fn parse(args: Vec<String>) -> Result<Config, String> {
         log_max_file: max_file,
         tty,
         stdin,
+        direct_start,
     })
 }
 

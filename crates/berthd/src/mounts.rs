@@ -452,8 +452,11 @@ pub fn commit(engine: &Engine, id: &str, planned: &[MountPoint]) -> Result<()> {
                 _ => {}
             }
         }
-        util::write_json_atomic(&record_path(engine, id), &points)
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        // No mounts, no record (a missing record reads as none).
+        if !points.is_empty() {
+            util::write_json_atomic(&record_path(engine, id), &points)
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
+        }
         for m in &points {
             if m.typ == "volume" {
                 vs.add_ref(&m.name, id)

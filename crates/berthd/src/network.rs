@@ -679,6 +679,10 @@ impl Manager {
                 }
             }
         }
+        if wanted.is_empty() {
+            // `none`, `host`, `container:`: no endpoint, nothing to record (or to sync to disk).
+            return Ok(());
+        }
         let mut cn = CNet {
             name: c.name.trim_start_matches('/').to_string(),
             ..CNet::default()
@@ -806,7 +810,8 @@ impl Manager {
             });
         }
         let known = self.state.lock().unwrap().containers.contains_key(&c.id);
-        if !known {
+        // (`none` containers have no endpoints and are not recorded at all.)
+        if !known && mode != "none" {
             // Only after a power loss took the endpoints written at create: allocate again
             // (requested addresses and aliases were in the lost record).
             tracing::warn!(
@@ -1125,7 +1130,12 @@ impl Manager {
     pub fn on_remove(&self, cid: &str) {
         self.on_exit(cid);
         let mut st = self.state.lock().unwrap();
-        if st.containers.remove(cid).is_some() {
+        // Containers without endpoints were never saved (see `on_create`).
+        if st
+            .containers
+            .remove(cid)
+            .is_some_and(|cn| !cn.endpoints.is_empty())
+        {
             if let Err(e) = self.save_soon(&st) {
                 tracing::warn!("saving network state: {e}");
             }
