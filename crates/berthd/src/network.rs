@@ -194,7 +194,8 @@ pub struct Manager {
 
 /// Makes the state file durable (fsync of the file and its directory) on a thread of its own:
 /// the container run path writes the state without waiting for the disk (an fsync costs
-/// 1–20 ms here), and a burst of writes is made durable once.
+/// 1–20 ms here), and a burst of writes is made durable once (after a 100 ms pause, at most
+/// a second after the first).
 struct Flusher {
     dirty: Mutex<bool>,
     cv: Condvar,
@@ -215,6 +216,19 @@ impl Flusher {
                     let mut d = f.dirty.lock().unwrap();
                     while !*d {
                         d = f.cv.wait(d).unwrap();
+                    }
+                    // Coalesce a burst (a loop of `run --rm` writes twice per container):
+                    // flush once the writes pause for 100 ms, or after at most a second.
+                    let start = std::time::Instant::now();
+                    while start.elapsed() < std::time::Duration::from_secs(1) {
+                        *d = false;
+                        d =
+                            f.cv.wait_timeout(d, std::time::Duration::from_millis(100))
+                                .unwrap()
+                                .0;
+                        if !*d {
+                            break;
+                        }
                     }
                     *d = false;
                 }
