@@ -202,6 +202,10 @@ pub struct Engine {
     pub registry_config: berth_registry::RegistryConfig,
     /// Storage cleanups of removed containers still running in the background.
     cleanups: watch::Sender<usize>,
+    /// A sealed memfd copy of the runtime, handed to every shim (`--runtime-fd`): a runtime
+    /// executed from it is protected against being overwritten from a container without
+    /// re-executing itself (see `berth_runtime::protect`).
+    runtime_copy: Option<std::os::fd::OwnedFd>,
 }
 
 /// Prefix of a removed container's directory whose cleanup is under way.
@@ -224,6 +228,7 @@ impl Engine {
         let volumes = crate::volumes::VolumeStore::open(&cfg.data_root.join("volumes"))?;
         let net = crate::network::Manager::open(&cfg.network, &cfg.data_root)?;
         let cfg_insecure = cfg.insecure_registries.clone();
+        let cfg_runtime = cfg.runtime.clone();
         let engine = Arc::new(Engine {
             cfg,
             images,
@@ -237,6 +242,16 @@ impl Engine {
                 ..Default::default()
             },
             cleanups: watch::channel(0).0,
+            runtime_copy: match berth_runtime::protect::sealed_copy_of(&cfg_runtime) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot copy the runtime {} into a sealed memfd ({e}); it protects itself at each start",
+                        cfg_runtime.display()
+                    );
+                    None
+                }
+            },
         });
         for ent in std::fs::read_dir(engine.cfg.data_root.join("containers"))? {
             let ent = ent?;
@@ -887,6 +902,26 @@ impl Engine {
             .is_none_or(|h| h.is_empty())
         {
             cmd.arg("--direct-start");
+        }
+        if let Some(fd) = &self.runtime_copy {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let fd = fd.as_raw_fd();
+            cmd.arg("--runtime-fd").arg("3");
+            // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let rc = if fd == 3 {
+                        libc::fcntl(3, libc::F_SETFD, 0)
+                    } else {
+                        libc::dup2(fd, 3)
+                    };
+                    if rc < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         cmd.stdin(std::process::Stdio::null());
         let out = cmd.output().map_err(|e| {
