@@ -8,7 +8,7 @@
 //! restart the servers are created again for every running container.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +23,9 @@ pub const DNS_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
 
 /// What a name means to one container.
 pub enum Answer {
-    /// One of ours: these addresses (empty = exists, but no IPv4 address).
-    Local(Vec<Ipv4Addr>),
+    /// One of ours: these addresses (A answers the IPv4 ones, AAAA the IPv6 ones; none of
+    /// the asked family = exists, empty NOERROR).
+    Local(Vec<IpAddr>),
     /// Ask these servers.
     Forward(Vec<SocketAddr>),
 }
@@ -157,10 +158,19 @@ pub fn parse_query(q: &[u8]) -> Option<Question> {
 }
 
 const TYPE_A: u16 = 1;
+const TYPE_AAAA: u16 = 28;
 
-/// A response to `q` with `rcode` and A records for `ips` (for type A questions).
-pub fn build_response(q: &[u8], question: &Question, rcode: u8, ips: &[Ipv4Addr]) -> Vec<u8> {
-    let ips: &[Ipv4Addr] = if question.qtype == TYPE_A { ips } else { &[] };
+/// A response to `q` with `rcode`: A records for the IPv4 addresses of `ips` (type A
+/// questions), AAAA records for the IPv6 ones (type AAAA), nothing for other types.
+pub fn build_response(q: &[u8], question: &Question, rcode: u8, ips: &[IpAddr]) -> Vec<u8> {
+    let ips: Vec<&IpAddr> = ips
+        .iter()
+        .filter(|ip| match question.qtype {
+            TYPE_A => ip.is_ipv4(),
+            TYPE_AAAA => ip.is_ipv6(),
+            _ => false,
+        })
+        .collect();
     let mut r = Vec::with_capacity(question.end + 16 * ips.len());
     r.extend_from_slice(&q[0..2]);
     // QR, the query's opcode and RD; AA (we are authoritative for our names) and RA.
@@ -171,10 +181,20 @@ pub fn build_response(q: &[u8], question: &Question, rcode: u8, ips: &[Ipv4Addr]
     r.extend_from_slice(&[0, 0, 0, 0]);
     r.extend_from_slice(&q[12..question.end]);
     for ip in ips {
-        r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
+        r.extend_from_slice(&[0xc0, 0x0c]);
+        r.extend_from_slice(&question.qtype.to_be_bytes());
+        r.extend_from_slice(&[0, 1]);
         r.extend_from_slice(&600u32.to_be_bytes());
-        r.extend_from_slice(&[0, 4]);
-        r.extend_from_slice(&ip.octets());
+        match ip {
+            IpAddr::V4(a) => {
+                r.extend_from_slice(&[0, 4]);
+                r.extend_from_slice(&a.octets());
+            }
+            IpAddr::V6(a) => {
+                r.extend_from_slice(&[0, 16]);
+                r.extend_from_slice(&a.octets());
+            }
+        }
     }
     r
 }
@@ -247,7 +267,10 @@ mod tests {
         });
         let lookup: Lookup = Arc::new(move |n: &str| {
             if n == "web" {
-                Answer::Local(vec![Ipv4Addr::new(10, 0, 0, 2)])
+                Answer::Local(vec![
+                    IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+                    "fd00::2".parse().unwrap(),
+                ])
             } else {
                 Answer::Forward(vec![up_addr])
             }
@@ -273,9 +296,19 @@ mod tests {
         let (n, _) = c.recv_from(&mut b).await.unwrap();
         assert_eq!(b[3] & 0x0f, 3, "{:?}", &b[..n]);
 
-        // TCP, AAAA for a local name: NOERROR, no answers.
+        // AAAA for a local name with an IPv6 address.
+        c.send_to(&query("web", 28), ua).await.unwrap();
+        let (n, _) = c.recv_from(&mut b).await.unwrap();
+        assert_eq!(u16::from_be_bytes([b[6], b[7]]), 1);
+        assert_eq!(&b[n - 18..n - 16], &[0, 16]);
+        assert_eq!(
+            &b[n - 16..n],
+            &"fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets()
+        );
+
+        // TCP, MX for a local name: NOERROR, no answers.
         let mut s = tokio::net::TcpStream::connect(ta).await.unwrap();
-        let q = query("web", 28);
+        let q = query("web", 15);
         let mut m = (q.len() as u16).to_be_bytes().to_vec();
         m.extend_from_slice(&q);
         s.write_all(&m).await.unwrap();

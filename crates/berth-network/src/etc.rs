@@ -7,7 +7,7 @@ pub const HOSTS_HEAD: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost
 
 /// `/etc/hosts`: the head, `--add-host` entries (already resolved), then the container's own
 /// address(es) with its hostname (and aliases).
-pub fn hosts(extra: &[(String, String)], own: &[(Ipv4Addr, Vec<String>)]) -> String {
+pub fn hosts(extra: &[(String, String)], own: &[(IpAddr, Vec<String>)]) -> String {
     let mut s = HOSTS_HEAD.to_string();
     for (name, ip) in extra {
         s += &format!("{ip}\t{name}\n");

@@ -4,15 +4,16 @@
 //! in one atomic batch per change: the nftables backend recreates its own table (`add table`,
 //! `delete table`, `add table`, chains, rules) in a single `nft -j -f -` transaction, so a
 //! crash never leaves half a change, and a restarted daemon simply writes the current state
-//! again. No other table is read, parsed or touched.
+//! again. No other table is read, parsed or touched. IPv6 (networks with `--ipv6`) lives in
+//! the same `inet` table; the iptables fallback writes it with `ip6tables-restore`.
 
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
-use crate::subnet::Ipv4Net;
+use crate::subnet::{Ipv4Net, Ipv6Net};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {
@@ -31,6 +32,8 @@ pub enum FirewallError {
 pub struct BridgeRules {
     pub bridge: String,
     pub subnet: Ipv4Net,
+    /// The IPv6 subnet of a network created with `--ipv6` (NAT66 like Docker's ip6tables).
+    pub subnet6: Option<Ipv6Net>,
     /// No traffic in or out of the bridge (`--internal`).
     pub internal: bool,
     /// Masquerade outbound traffic (Docker's `enable_ip_masquerade`, default on).
@@ -56,10 +59,11 @@ impl Proto {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortRule {
     pub proto: Proto,
-    /// `None` = every local address.
-    pub host_ip: Option<Ipv4Addr>,
+    /// `None` = every local address (of the container address's family).
+    pub host_ip: Option<IpAddr>,
     pub host_port: u16,
-    pub container_ip: Ipv4Addr,
+    /// IPv4 or IPv6; the rule applies to that family only.
+    pub container_ip: IpAddr,
     pub container_port: u16,
     /// The container's bridge (DNAT does not apply to traffic coming from it).
     pub bridge: String,
@@ -163,6 +167,7 @@ impl Nftables {
         let is = |key: &str, v: Value| json!({"match": {"op": "==", "left": {"meta": {"key": key}}, "right": v}});
         let not = |key: &str, v: Value| json!({"match": {"op": "!=", "left": {"meta": {"key": key}}, "right": v}});
         let saddr = |n: &Ipv4Net| json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": n.network().to_string(), "len": n.prefix}}}});
+        let saddr6 = |n: &Ipv6Net| json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "saddr"}}, "right": {"prefix": {"addr": n.network().to_string(), "len": n.prefix}}}});
         // Published ports are reachable from every network (the DNAT marks them).
         if !r.ports.is_empty() {
             cmds.push(rule(
@@ -215,6 +220,16 @@ impl Nftables {
                         json!({"masquerade": null}),
                     ],
                 ));
+                if let Some(s6) = &b.subnet6 {
+                    cmds.push(rule(
+                        "postrouting",
+                        vec![
+                            saddr6(s6),
+                            not("oifname", json!(b.bridge)),
+                            json!({"masquerade": null}),
+                        ],
+                    ));
+                }
             }
         }
         for p in &r.ports {
@@ -223,13 +238,27 @@ impl Nftables {
             if p.host_ip.is_some_and(|ip| ip.is_loopback()) {
                 continue;
             }
-            let mut e = vec![not("iifname", json!(p.bridge))];
+            let (fam, nfproto) = if p.container_ip.is_ipv6() {
+                ("ip6", "ipv6")
+            } else {
+                ("ip", "ipv4")
+            };
+            // A host address of the other family never matches this rule.
+            if p.host_ip
+                .is_some_and(|ip| ip.is_ipv6() != p.container_ip.is_ipv6())
+            {
+                continue;
+            }
+            let mut e = vec![
+                is("nfproto", json!(nfproto)),
+                not("iifname", json!(p.bridge)),
+            ];
             match p.host_ip {
-                Some(ip) if !ip.is_unspecified() => e.push(json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": ip.to_string()}})),
+                Some(ip) if !ip.is_unspecified() => e.push(json!({"match": {"op": "==", "left": {"payload": {"protocol": fam, "field": "daddr"}}, "right": ip.to_string()}})),
                 _ => e.push(json!({"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}})),
             }
             e.push(json!({"match": {"op": "==", "left": {"payload": {"protocol": p.proto.as_str(), "field": "dport"}}, "right": p.host_port}}));
-            e.push(json!({"dnat": {"family": "ip", "addr": p.container_ip.to_string(), "port": p.container_port}}));
+            e.push(json!({"dnat": {"family": fam, "addr": p.container_ip.to_string(), "port": p.container_port}}));
             cmds.push(rule("prerouting", e));
         }
         json!({"nftables": cmds})
@@ -256,18 +285,40 @@ impl Firewall for Nftables {
 /// built-in chain. Nothing else is read or changed.
 pub struct Iptables {
     pub prefix: String,
+    /// `iptables` (IPv4) or `ip6tables`.
+    pub bin: &'static str,
+    /// (IPv4 instance) whether chains of ours may exist in `ip6tables`: true at start (a
+    /// stale run), then only while networks with `--ipv6` exist, so IPv4-only setups never
+    /// spawn `ip6tables`.
+    v6_maybe: std::sync::atomic::AtomicBool,
 }
 
 impl Iptables {
     pub fn new(prefix: impl Into<String>) -> Self {
         Iptables {
             prefix: prefix.into(),
+            bin: "iptables",
+            v6_maybe: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
+    /// The same chains in `ip6tables`: NAT66, DNAT to containers' IPv6 addresses, isolation.
+    pub fn v6(prefix: impl Into<String>) -> Self {
+        Iptables {
+            prefix: prefix.into(),
+            bin: "ip6tables",
+            v6_maybe: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn is_v6(&self) -> bool {
+        self.bin == "ip6tables"
+    }
+
     fn restore(&self, input: &str) -> Result<(), FirewallError> {
-        let cmd = "iptables-restore --noflush".to_string();
-        let mut child = Command::new("iptables-restore")
+        let restore = format!("{}-restore", self.bin);
+        let cmd = format!("{restore} --noflush");
+        let mut child = Command::new(&restore)
             .arg("--noflush")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -300,25 +351,26 @@ impl Iptables {
     }
 
     fn jump(&self, table: &str, builtin: &str, chain: &str, add: bool) {
-        let exists = Command::new("iptables")
+        let exists = Command::new(self.bin)
             .args(["-w", "-t", table, "-C", builtin, "-j", chain])
             .stderr(Stdio::null())
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
         if add && !exists {
-            let _ = Command::new("iptables")
+            let _ = Command::new(self.bin)
                 .args(["-w", "-t", table, "-I", builtin, "-j", chain])
                 .status();
         } else if !add && exists {
-            let _ = Command::new("iptables")
+            let _ = Command::new(self.bin)
                 .args(["-w", "-t", table, "-D", builtin, "-j", chain])
                 .status();
         }
     }
 
-    /// The `iptables-restore` input for `r`.
+    /// The `iptables-restore` (or `ip6tables-restore`) input for `r`.
     pub fn script(&self, r: &Ruleset) -> String {
+        let v6 = self.is_v6();
         let (fwd, pre, post) = (
             format!("{}-FWD", self.prefix),
             format!("{}-PRE", self.prefix),
@@ -338,29 +390,38 @@ impl Iptables {
             for o in r.bridges.iter().filter(|o| o.bridge != b.bridge) {
                 f += &format!("-A {fwd} -i {} -o {} -j DROP\n", b.bridge, o.bridge);
             }
-            if b.masquerade {
-                n += &format!(
-                    "-A {post} -s {}/{} ! -o {} -j MASQUERADE\n",
-                    b.subnet.network(),
-                    b.subnet.prefix,
-                    b.bridge
-                );
+            let subnet = if v6 {
+                b.subnet6.map(|s| format!("{}/{}", s.network(), s.prefix))
+            } else {
+                Some(format!("{}/{}", b.subnet.network(), b.subnet.prefix))
+            };
+            if let (true, Some(sn)) = (b.masquerade, subnet) {
+                n += &format!("-A {post} -s {sn} ! -o {} -j MASQUERADE\n", b.bridge);
             }
         }
         for p in &r.ports {
-            if p.host_ip.is_some_and(|ip| ip.is_loopback()) {
+            // Each family's rules in its own tool; loopback bindings never get DNAT.
+            if p.host_ip
+                .is_some_and(|ip| ip.is_loopback() || ip.is_ipv6() != v6)
+                || p.container_ip.is_ipv6() != v6
+            {
                 continue;
             }
             let dst = match p.host_ip {
-                Some(ip) if !ip.is_unspecified() => format!("-d {ip}/32"),
+                Some(ip) if !ip.is_unspecified() => {
+                    format!("-d {ip}/{}", if v6 { 128 } else { 32 })
+                }
                 _ => "-m addrtype --dst-type LOCAL".into(),
             };
+            let to = if v6 {
+                format!("[{}]:{}", p.container_ip, p.container_port)
+            } else {
+                format!("{}:{}", p.container_ip, p.container_port)
+            };
             n += &format!(
-                "-A {pre} ! -i {} {dst} -p {proto} -m {proto} --dport {} -j DNAT --to-destination {}:{}\n",
+                "-A {pre} ! -i {} {dst} -p {proto} -m {proto} --dport {} -j DNAT --to-destination {to}\n",
                 p.bridge,
                 p.host_port,
-                p.container_ip,
-                p.container_port,
                 proto = p.proto.as_str()
             );
         }
@@ -370,15 +431,16 @@ impl Iptables {
     }
 }
 
-impl Firewall for Iptables {
-    fn apply(&self, rules: &Ruleset) -> Result<(), FirewallError> {
+impl Iptables {
+    fn apply_family(&self, rules: &Ruleset) -> Result<(), FirewallError> {
         self.restore(&self.script(rules))?;
         self.jump("filter", "FORWARD", &format!("{}-FWD", self.prefix), true);
         self.jump("nat", "PREROUTING", &format!("{}-PRE", self.prefix), true);
         self.jump("nat", "POSTROUTING", &format!("{}-POST", self.prefix), true);
         Ok(())
     }
-    fn clear(&self) -> Result<(), FirewallError> {
+
+    fn clear_family(&self) {
         self.jump("filter", "FORWARD", &format!("{}-FWD", self.prefix), false);
         self.jump("nat", "PREROUTING", &format!("{}-PRE", self.prefix), false);
         self.jump(
@@ -389,14 +451,48 @@ impl Firewall for Iptables {
         );
         for (t, c) in [("filter", "FWD"), ("nat", "PRE"), ("nat", "POST")] {
             let chain = format!("{}-{c}", self.prefix);
-            let _ = Command::new("iptables")
+            let _ = Command::new(self.bin)
                 .args(["-w", "-t", t, "-F", &chain])
                 .stderr(Stdio::null())
                 .status();
-            let _ = Command::new("iptables")
+            let _ = Command::new(self.bin)
                 .args(["-w", "-t", t, "-X", &chain])
                 .stderr(Stdio::null())
                 .status();
+        }
+    }
+
+    fn has_ip6tables() -> bool {
+        Command::new("ip6tables-restore")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Firewall for Iptables {
+    /// IPv4 rules in `iptables`; with networks with `--ipv6`, the IPv6 ones in `ip6tables`.
+    fn apply(&self, rules: &Ruleset) -> Result<(), FirewallError> {
+        use std::sync::atomic::Ordering;
+        self.apply_family(rules)?;
+        if self.is_v6() {
+            return Ok(());
+        }
+        let wants6 = rules.bridges.iter().any(|b| b.subnet6.is_some());
+        if wants6 {
+            self.v6_maybe.store(true, Ordering::Relaxed);
+            Iptables::v6(self.prefix.clone()).apply_family(rules)?;
+        } else if self.v6_maybe.swap(false, Ordering::Relaxed) && Self::has_ip6tables() {
+            Iptables::v6(self.prefix.clone()).clear_family();
+        }
+        Ok(())
+    }
+    fn clear(&self) -> Result<(), FirewallError> {
+        self.clear_family();
+        if !self.is_v6() && Self::has_ip6tables() {
+            Iptables::v6(self.prefix.clone()).clear_family();
         }
         Ok(())
     }
@@ -412,26 +508,45 @@ impl Firewall for Iptables {
 /// leaving each bridge and replies / DNAT-ed flows entering it. Otherwise the chain and the
 /// jump are removed. Returns whether the rules are installed.
 pub fn forward_accept(prefix: &str, bridges: &[String]) -> Result<bool, FirewallError> {
-    let chain = format!("{prefix}-ACCEPT");
-    let listing = Command::new("iptables")
+    forward_accept_in(&Iptables::new(prefix), bridges)
+}
+
+/// [`forward_accept`] for IPv6 (`ip6tables`), for the bridges of networks with `--ipv6`
+/// (Docker sets the IPv6 `FORWARD` policy to DROP too). Nothing is done, and `false` is
+/// returned, where `ip6tables` is missing.
+pub fn forward_accept6(prefix: &str, bridges: &[String]) -> Result<bool, FirewallError> {
+    let have = Command::new("ip6tables")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        return Ok(false);
+    }
+    forward_accept_in(&Iptables::v6(prefix), bridges)
+}
+
+fn forward_accept_in(ipt: &Iptables, bridges: &[String]) -> Result<bool, FirewallError> {
+    let chain = format!("{}-ACCEPT", ipt.prefix);
+    let listing = Command::new(ipt.bin)
         .args(["-w", "-S", "FORWARD"])
         .stderr(Stdio::null())
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     let drop_policy = listing.lines().any(|l| l.trim() == "-P FORWARD DROP");
-    let ipt = Iptables::new(prefix);
     if !drop_policy || bridges.is_empty() {
         // Nothing to undo unless our jump is there (the common case costs one `iptables -S`).
         if !listing.contains(&format!("-j {chain}")) {
             return Ok(false);
         }
         ipt.jump("filter", "FORWARD", &chain, false);
-        let _ = Command::new("iptables")
+        let _ = Command::new(ipt.bin)
             .args(["-w", "-F", &chain])
             .stderr(Stdio::null())
             .status();
-        let _ = Command::new("iptables")
+        let _ = Command::new(ipt.bin)
             .args(["-w", "-X", &chain])
             .stderr(Stdio::null())
             .status();
@@ -459,6 +574,15 @@ pub fn enable_ip_forward() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Enables IPv6 forwarding (networks with `--ipv6`, as Docker does).
+pub fn enable_ipv6_forward() -> std::io::Result<()> {
+    let p = "/proc/sys/net/ipv6/conf/all/forwarding";
+    if std::fs::read_to_string(p)?.trim() != "1" {
+        std::fs::write(p, "1")?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,12 +593,14 @@ mod tests {
                 BridgeRules {
                     bridge: "bra".into(),
                     subnet: "10.1.0.0/24".parse().unwrap(),
+                    subnet6: Some("fd00:1:2::/64".parse().unwrap()),
                     internal: false,
                     masquerade: true,
                 },
                 BridgeRules {
                     bridge: "brb".into(),
                     subnet: "10.2.0.0/24".parse().unwrap(),
+                    subnet6: None,
                     internal: false,
                     masquerade: true,
                 },
@@ -482,7 +608,7 @@ mod tests {
             ports: vec![
                 PortRule {
                     proto: Proto::Tcp,
-                    host_ip: Some(Ipv4Addr::LOCALHOST),
+                    host_ip: Some(IpAddr::from([127, 0, 0, 1])),
                     host_port: 8080,
                     container_ip: "10.1.0.2".parse().unwrap(),
                     container_port: 80,
@@ -494,6 +620,14 @@ mod tests {
                     host_port: 5353,
                     container_ip: "10.1.0.2".parse().unwrap(),
                     container_port: 53,
+                    bridge: "bra".into(),
+                },
+                PortRule {
+                    proto: Proto::Tcp,
+                    host_ip: None,
+                    host_port: 8443,
+                    container_ip: "fd00:1:2::2".parse().unwrap(),
+                    container_port: 443,
                     bridge: "bra".into(),
                 },
             ],
@@ -535,11 +669,13 @@ mod tests {
         };
         let out = String::from_utf8(list(&name).stdout).unwrap();
         assert!(out.contains("dnat ip to 10.1.0.2:53"), "{out}");
+        assert!(out.contains("dnat ip6 to [fd00:1:2::2]:443"), "{out}");
+        assert!(out.contains("ip6 saddr fd00:1:2::/64"), "{out}");
         assert!(out.contains("masquerade"), "{out}");
         // Applying again replaces (no duplicates).
         nft.apply(&rules()).unwrap();
         let again = String::from_utf8(list(&name).stdout).unwrap();
-        assert_eq!(again.matches("masquerade").count(), 2, "{again}");
+        assert_eq!(again.matches("masquerade").count(), 3, "{again}");
         nft.clear().unwrap();
         assert!(!list(&name).status.success());
         nft.clear().unwrap();
@@ -566,14 +702,15 @@ mod tests {
                 let ipt = Iptables::new("BERTH-UT");
                 ipt.apply(&rules()).unwrap();
                 ipt.apply(&rules()).unwrap();
-                let nat = Command::new("iptables")
-                    .args(["-w", "-t", "nat", "-S"])
+                let nat = Command::new("sh")
+                    .arg("-c")
+                    .arg("iptables -w -t nat -S; ip6tables -w -t nat -S")
                     .output()
                     .unwrap();
                 ipt.clear().unwrap();
                 let all = Command::new("sh")
                     .arg("-c")
-                    .arg("iptables -w -S; iptables -w -t nat -S")
+                    .arg("iptables -w -S; iptables -w -t nat -S; ip6tables -w -S; ip6tables -w -t nat -S")
                     .output()
                     .unwrap();
                 (
@@ -590,7 +727,18 @@ mod tests {
                     && l.contains("--dport 5353 -j DNAT --to-destination 10.1.0.2:53")),
             "{nat}"
         );
-        assert_eq!(nat.matches("-j BERTH-UT-PRE").count(), 1, "{nat}");
+        let families = if Iptables::has_ip6tables() { 2 } else { 1 };
+        assert_eq!(nat.matches("-j BERTH-UT-PRE").count(), families, "{nat}");
+        if Iptables::has_ip6tables() {
+            assert!(
+                nat.contains("--dport 8443 -j DNAT --to-destination [fd00:1:2::2]:443"),
+                "{nat}"
+            );
+            assert!(
+                nat.contains("-A BERTH-UT-POST -s fd00:1:2::/64 ! -o bra -j MASQUERADE"),
+                "{nat}"
+            );
+        }
         assert!(!after.contains("BERTH-UT"), "{after}");
     }
 
@@ -620,6 +768,14 @@ mod tests {
                         .unwrap();
                     String::from_utf8_lossy(&o.stdout).into_owned()
                 };
+                let ip6t = |args: &[&str]| {
+                    let o = Command::new("ip6tables")
+                        .arg("-w")
+                        .args(args)
+                        .output()
+                        .unwrap();
+                    String::from_utf8_lossy(&o.stdout).into_owned()
+                };
                 let bridges = vec!["bra".to_string()];
                 let r1 = forward_accept("BERTH-T", &bridges).unwrap();
                 ipt(&["-P", "FORWARD", "DROP"]);
@@ -629,6 +785,25 @@ mod tests {
                 ipt(&["-P", "FORWARD", "ACCEPT"]);
                 let r4 = forward_accept("BERTH-T", &bridges).unwrap();
                 let after = ipt(&["-S"]);
+                // IPv6: the same, in ip6tables, independently of the IPv4 policy.
+                ip6t(&["-P", "FORWARD", "DROP"]);
+                let v6 = forward_accept6("BERTH-T", &bridges).unwrap();
+                let rules6 = ip6t(&["-S"]);
+                ip6t(&["-P", "FORWARD", "ACCEPT"]);
+                let v6_off = forward_accept6("BERTH-T", &bridges).unwrap();
+                let after6 = ip6t(&["-S"]);
+                let have6 = Command::new("ip6tables-restore")
+                    .arg("--version")
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                assert_eq!(v6, have6);
+                if have6 {
+                    assert!(
+                        rules6.contains("-A BERTH-T-ACCEPT -i bra -j ACCEPT"),
+                        "{rules6}"
+                    );
+                    assert!(!v6_off && !after6.contains("BERTH-T"), "{after6}");
+                }
                 (r1, r2, r3, r4, rules, after)
             })
             .unwrap();
@@ -659,6 +834,10 @@ mod tests {
             assert!(l.starts_with("-A BERTH-T-"), "{l}");
         }
         assert!(!s.contains("8080"));
+        assert!(
+            !s.contains("8443"),
+            "IPv6 rules are not written to iptables"
+        );
         assert!(s.contains("-i bra -o brb -j DROP"));
     }
 }

@@ -2,11 +2,11 @@
 //! to hand out from, and the addresses in use (owned by the caller's persisted state).
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::subnet::Ipv4Net;
+use crate::subnet::{Ipv4Net, Ipv6Net};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IpamError {
@@ -22,6 +22,16 @@ pub enum IpamError {
     BadPool(String),
     #[error("could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network")]
     NoFreeSubnet,
+    #[error("no available IPv6 addresses on this network's address pools: {0}")]
+    Exhausted6(Ipv6Net),
+    #[error("Address already in use: {0}")]
+    InUse6(Ipv6Addr),
+    #[error("invalid address {ip}: it does not belong to the subnet {subnet}")]
+    OutOfSubnet6 { ip: Ipv6Addr, subnet: Ipv6Net },
+    #[error(
+        "invalid address {0}: it is the network's gateway or its subnet-router anycast address"
+    )]
+    Reserved6(Ipv6Addr),
 }
 
 /// One network's IPv4 pool.
@@ -132,6 +142,97 @@ pub fn pick_subnet(candidates: &[Ipv4Net], taken: &[Ipv4Net]) -> Result<Ipv4Net,
         .ok_or(IpamError::NoFreeSubnet)
 }
 
+/// One network's IPv6 pool (`--ipv6`): a subnet (at most /126) and its gateway. As Docker's
+/// default IPAM, addresses are handed out sequentially (lowest free), not derived from MACs;
+/// the subnet-router anycast address (host part 0) and the gateway are never given out.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Pool6 {
+    pub subnet: Ipv6Net,
+    pub gateway: Ipv6Addr,
+}
+
+impl Pool6 {
+    /// Validates a requested pool; the gateway defaults to the first address (`::1`).
+    pub fn new(subnet: Ipv6Net, gateway: Option<Ipv6Addr>) -> Result<Pool6, IpamError> {
+        let subnet = subnet.network_net();
+        if subnet.prefix > 126 {
+            return Err(IpamError::BadPool(format!(
+                "subnet {subnet} is too small (at most /126)"
+            )));
+        }
+        let gateway = match gateway {
+            Some(g) => g,
+            None => subnet.nth(1).ok_or(IpamError::Exhausted6(subnet))?,
+        };
+        if !subnet.contains(gateway) {
+            return Err(IpamError::BadPool(format!(
+                "gateway {gateway} is not in subnet {subnet}"
+            )));
+        }
+        if gateway == subnet.network() {
+            return Err(IpamError::Reserved6(gateway));
+        }
+        Ok(Pool6 { subnet, gateway })
+    }
+
+    /// Takes `requested` (checked) or the lowest free address.
+    pub fn allocate(
+        &self,
+        used: &BTreeSet<Ipv6Addr>,
+        requested: Option<Ipv6Addr>,
+    ) -> Result<Ipv6Addr, IpamError> {
+        let reserved = |ip: Ipv6Addr| ip == self.gateway || ip == self.subnet.network();
+        if let Some(ip) = requested {
+            if !self.subnet.contains(ip) {
+                return Err(IpamError::OutOfSubnet6 {
+                    ip,
+                    subnet: self.subnet,
+                });
+            }
+            if reserved(ip) {
+                return Err(IpamError::Reserved6(ip));
+            }
+            if used.contains(&ip) {
+                return Err(IpamError::InUse6(ip));
+            }
+            return Ok(ip);
+        }
+        // At most one candidate per used address plus the reserved two is ever skipped.
+        let limit = used.len() as u128 + 3;
+        for n in 1..=limit {
+            let Some(ip) = self.subnet.nth(n) else { break };
+            if reserved(ip) || used.contains(&ip) {
+                continue;
+            }
+            return Ok(ip);
+        }
+        Err(IpamError::Exhausted6(self.subnet))
+    }
+}
+
+/// A unique local /64 for a network created with `--ipv6` and no IPv6 subnet (Docker 28
+/// allocates one from a ULA prefix): `fdXX:XXXX:XXXX::/64`, the 40-bit global id derived from
+/// `seed` (the network id) and `attempt`.
+pub fn ula_candidate(seed: &str, attempt: u32) -> Ipv6Net {
+    // FNV-1a: stable, dependency-free; the seed (a random network id) supplies the entropy.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in seed.bytes().chain(attempt.to_le_bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let global = (h & 0xff_ffff_ffff) as u128;
+    let addr = (0xfdu128 << 120) | (global << 80);
+    Ipv6Net::new(Ipv6Addr::from(addr), 64)
+}
+
+/// The first ULA candidate for `seed` that overlaps none of `taken`.
+pub fn pick_ula(seed: &str, taken: &[Ipv6Net]) -> Result<Ipv6Net, IpamError> {
+    (0..64)
+        .map(|i| ula_candidate(seed, i))
+        .find(|c| !taken.iter().any(|t| t.overlaps(c)))
+        .ok_or(IpamError::NoFreeSubnet)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +287,43 @@ mod tests {
         let taken = vec![net("172.17.0.0/16"), net("172.16.0.0/12")];
         assert_eq!(pick_subnet(&c, &taken).unwrap(), net("192.168.0.0/20"));
         assert_eq!(pick_subnet(&c, &[]).unwrap(), net("172.17.0.0/16"));
+    }
+
+    #[test]
+    fn v6_pools() {
+        let p = Pool6::new("fd01:2::/64".parse().unwrap(), None).unwrap();
+        assert_eq!(p.gateway, "fd01:2::1".parse::<Ipv6Addr>().unwrap());
+        let mut used = BTreeSet::new();
+        for want in ["fd01:2::2", "fd01:2::3", "fd01:2::4"] {
+            let ip = p.allocate(&used, None).unwrap();
+            assert_eq!(ip, want.parse::<Ipv6Addr>().unwrap());
+            used.insert(ip);
+        }
+        used.remove(&"fd01:2::3".parse().unwrap());
+        assert_eq!(
+            p.allocate(&used, None).unwrap(),
+            "fd01:2::3".parse::<Ipv6Addr>().unwrap()
+        );
+        assert!(p
+            .allocate(&used, Some("fd01:2::2".parse().unwrap()))
+            .is_err());
+        assert!(p
+            .allocate(&used, Some("fd01:3::2".parse().unwrap()))
+            .is_err());
+        assert!(p
+            .allocate(&used, Some("fd01:2::1".parse().unwrap()))
+            .is_err());
+        let tiny = Pool6::new("fd01:2::/126".parse().unwrap(), None).unwrap();
+        let full: BTreeSet<Ipv6Addr> = ["fd01:2::2", "fd01:2::3"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert!(tiny.allocate(&full, None).is_err());
+        let u = ula_candidate("abc", 0);
+        assert_eq!(u.prefix, 64);
+        assert_eq!(u.addr.segments()[0] >> 8, 0xfd);
+        assert_eq!(u.addr.segments()[3], 0);
+        assert_ne!(ula_candidate("abc", 1), u);
+        assert_ne!(pick_ula("abc", &[u]).unwrap(), u);
     }
 }

@@ -18,4 +18,4 @@ pub mod netlink;
 pub mod proxy;
 pub mod subnet;
 
-pub use subnet::Ipv4Net;
+pub use subnet::{Ipv4Net, Ipv6Net};

@@ -7,7 +7,7 @@
 //! never changes namespace itself, and the thread ends with its work.
 
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
@@ -15,7 +15,7 @@ use futures_util::stream::TryStreamExt;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
-use crate::subnet::Ipv4Net;
+use crate::subnet::{Ipv4Net, Ipv6Net};
 
 /// Netlink failures, naming the operation.
 #[derive(Debug, thiserror::Error)]
@@ -90,8 +90,39 @@ pub fn link_exists(name: &str) -> Result<bool> {
     with_handle(|h| async move { Ok(index_of(&h, name).await?.is_some()) })
 }
 
-/// Creates the bridge `name` (or reuses it), gives it `gw/prefix`, brings it up.
-pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8, mtu: Option<u32>) -> Result<u32> {
+/// Adds `ip/prefix` to link `idx` (IPv6 without duplicate address detection, so the address
+/// is usable at once, as Docker's); an existing address is not an error.
+async fn add_address(h: &Handle, idx: u32, ip: IpAddr, prefix: u8, what: &str) -> Result<()> {
+    let mut req = h.address().add(idx, ip, prefix);
+    if ip.is_ipv6() {
+        let m = req.message_mut();
+        m.header.flags |= rtnetlink::packet_route::address::AddressHeaderFlags::Nodad;
+        m.attributes
+            .push(rtnetlink::packet_route::address::AddressAttribute::Flags(
+                rtnetlink::packet_route::address::AddressFlags::Nodad,
+            ));
+    }
+    match req.execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == libc::EEXIST => Ok(()),
+        Err(e) => Err(nl(format!("adding {ip}/{prefix} to {what}"))(e)),
+    }
+}
+
+/// Creates the bridge `name` (or reuses it), gives it `gw/prefix` (and `gw6` when the network
+/// has IPv6), brings it up.
+pub fn ensure_bridge(
+    name: &str,
+    gateway: Ipv4Addr,
+    prefix: u8,
+    gw6: Option<Ipv6Net>,
+    mtu: Option<u32>,
+) -> Result<u32> {
+    if gw6.is_some() {
+        // A bridge created while IPv6 was off for new links would refuse the address.
+        let p = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+        let _ = std::fs::write(p, "0");
+    }
     with_handle(|h| async move {
         let idx = match index_of(&h, name).await? {
             Some(i) => i,
@@ -110,15 +141,9 @@ pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8, mtu: Option<u32>
                     .ok_or_else(|| NetlinkError::NoLink(name.to_string()))?
             }
         };
-        match h
-            .address()
-            .add(idx, IpAddr::V4(gateway), prefix)
-            .execute()
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if errno(&e) == libc::EEXIST => {}
-            Err(e) => return Err(nl(format!("adding {gateway}/{prefix} to {name}"))(e)),
+        add_address(&h, idx, IpAddr::V4(gateway), prefix, name).await?;
+        if let Some(g6) = gw6 {
+            add_address(&h, idx, IpAddr::V6(g6.addr), g6.prefix, name).await?;
         }
         h.link()
             .set(LinkUnspec::new_with_index(idx).up().build())
@@ -173,6 +198,10 @@ pub struct VethSpec {
     pub address: Ipv4Net,
     /// Default route through this gateway (only for the first network).
     pub gateway: Option<Ipv4Addr>,
+    /// The IPv6 address (networks with `--ipv6`).
+    pub address6: Option<Ipv6Net>,
+    /// IPv6 default route through this gateway (only for the first network).
+    pub gateway6: Option<Ipv6Addr>,
     pub mtu: Option<u32>,
 }
 
@@ -228,81 +257,198 @@ pub fn loopback_up(ns: &Netns) -> Result<()> {
 
 /// Creates a veth pair: the host end on the bridge, the peer created directly inside `ns`
 /// (named, with its MAC), then the peer's address, link state and default route from inside.
-pub fn attach_veth(ns: &Netns, v: &VethSpec) -> Result<()> {
+pub fn attach_veth(ns: &Netns, v: &VethSpec) -> Result<u32> {
+    Ok(attach_all(ns, std::slice::from_ref(v))?[0])
+}
+
+/// Sets up a container's namespace in one pass: every veth pair created from the daemon's
+/// namespace on one netlink socket (each peer created directly inside `ns` with
+/// `IFLA_NET_NS_FD`, so it never appears on the host), then one thread entering `ns` that
+/// brings `lo` up and configures every interface (addresses, link up, default routes) on one
+/// socket. On error the host ends created here are deleted. Returns the host ends' indexes
+/// (for [`delete_link_index`]).
+pub fn attach_all(ns: &Netns, specs: &[VethSpec]) -> Result<Vec<u32>> {
     let nsf = ns.open()?;
     let nsfd = nsf.as_raw_fd();
-    let v2 = v.clone();
-    with_handle(|h| async move {
-        let br = index_of(&h, &v2.bridge)
-            .await?
-            .ok_or_else(|| NetlinkError::NoLink(v2.bridge.clone()))?;
-        let mut peer = LinkUnspec::new_with_name(&v2.ifname)
-            .setns_by_fd(nsfd)
-            .address(v2.mac.to_vec());
-        if let Some(m) = v2.mtu {
-            peer = peer.mtu(m);
+    let list = specs.to_vec();
+    let created = with_handle(|h| async move {
+        let mut created = Vec::new();
+        for v in &list {
+            let r = create_veth(&h, nsfd, v).await;
+            match r {
+                Ok(idx) => created.push(idx),
+                Err(e) => {
+                    for idx in created {
+                        let _ = h.link().del(idx).execute().await;
+                    }
+                    return Err(e);
+                }
+            }
         }
-        let peer = peer.build();
-        let mut msg = LinkVeth::new(&v2.host_name, &v2.ifname);
-        msg = msg.set_info_data(rtnetlink::packet_route::link::InfoData::Veth(
-            rtnetlink::packet_route::link::InfoVeth::Peer(peer),
-        ));
-        if let Some(m) = v2.mtu {
-            msg = msg.mtu(m);
-        }
-        let msg = msg.controller(br).up().build();
-        h.link()
-            .add(msg)
-            .execute()
-            .await
-            .map_err(nl(format!("creating veth {}", v2.host_name)))?;
-        Ok(())
+        Ok(created)
     })?;
     drop(nsf);
-    let v2 = v.clone();
+    let list = specs.to_vec();
     let r = ns
-        .run(move || {
-            with_handle(|h| async move {
-                let idx = index_of(&h, &v2.ifname)
-                    .await?
-                    .ok_or_else(|| NetlinkError::NoLink(v2.ifname.clone()))?;
-                h.address()
-                    .add(idx, IpAddr::V4(v2.address.addr), v2.address.prefix)
-                    .execute()
-                    .await
-                    .map_err(nl(format!("adding {} to {}", v2.address, v2.ifname)))?;
-                h.link()
-                    .set(LinkUnspec::new_with_index(idx).up().build())
-                    .execute()
-                    .await
-                    .map_err(nl(format!("bringing {} up", v2.ifname)))?;
-                if let Some(lo) = index_of(&h, "lo").await? {
-                    h.link()
-                        .set(LinkUnspec::new_with_index(lo).up().build())
-                        .execute()
-                        .await
-                        .map_err(nl("bringing lo up"))?;
-                }
-                if let Some(gw) = v2.gateway {
-                    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-                        .gateway(gw)
-                        .output_interface(idx)
-                        .build();
-                    match h.route().add(route).execute().await {
-                        Ok(()) => {}
-                        Err(e) if errno(&e) == libc::EEXIST => {}
-                        Err(e) => return Err(nl(format!("adding default route via {gw}"))(e)),
-                    }
-                }
-                Ok(())
-            })
-        })
+        .run(move || with_handle(|h| async move { configure_inside(&h, &list).await }))
         .map_err(io("entering the network namespace"))
         .and_then(|r| r);
-    if r.is_err() {
-        let _ = delete_link(&v.host_name);
+    if let Err(e) = r {
+        let _ = with_handle(|h| async move {
+            for idx in created {
+                let _ = h.link().del(idx).execute().await;
+            }
+            Ok(())
+        });
+        return Err(e);
     }
-    r
+    Ok(created)
+}
+
+/// Creates one veth pair (host end enslaved and up, peer inside the namespace `nsfd`);
+/// returns the host end's index.
+async fn create_veth(h: &Handle, nsfd: i32, v: &VethSpec) -> Result<u32> {
+    let br = index_of(h, &v.bridge)
+        .await?
+        .ok_or_else(|| NetlinkError::NoLink(v.bridge.clone()))?;
+    let mut peer = LinkUnspec::new_with_name(&v.ifname)
+        .setns_by_fd(nsfd)
+        .address(v.mac.to_vec());
+    if let Some(m) = v.mtu {
+        peer = peer.mtu(m);
+    }
+    let peer = peer.build();
+    let mut msg = LinkVeth::new(&v.host_name, &v.ifname);
+    msg = msg.set_info_data(rtnetlink::packet_route::link::InfoData::Veth(
+        rtnetlink::packet_route::link::InfoVeth::Peer(peer),
+    ));
+    if let Some(m) = v.mtu {
+        msg = msg.mtu(m);
+    }
+    let msg = msg.controller(br).up().build();
+    match h.link().add(msg.clone()).execute().await {
+        Ok(()) => {}
+        // A stale host end of the same name (a daemon crash, or a teardown not done yet):
+        // replace it.
+        Err(e) if errno(&e) == libc::EEXIST => {
+            if let Some(old) = index_of(h, &v.host_name).await? {
+                let _ = h.link().del(old).execute().await;
+            }
+            h.link()
+                .add(msg)
+                .execute()
+                .await
+                .map_err(nl(format!("creating veth {}", v.host_name)))?;
+        }
+        Err(e) => return Err(nl(format!("creating veth {}", v.host_name))(e)),
+    }
+    index_of(h, &v.host_name)
+        .await?
+        .ok_or_else(|| NetlinkError::NoLink(v.host_name.clone()))
+}
+
+/// Inside the container's namespace: `lo` up, then each interface's addresses, link state and
+/// default routes.
+async fn configure_inside(h: &Handle, specs: &[VethSpec]) -> Result<()> {
+    if let Some(lo) = index_of(h, "lo").await? {
+        h.link()
+            .set(LinkUnspec::new_with_index(lo).up().build())
+            .execute()
+            .await
+            .map_err(nl("bringing lo up"))?;
+    }
+    for v in specs {
+        let idx = index_of(h, &v.ifname)
+            .await?
+            .ok_or_else(|| NetlinkError::NoLink(v.ifname.clone()))?;
+        add_address(
+            h,
+            idx,
+            IpAddr::V4(v.address.addr),
+            v.address.prefix,
+            &v.ifname,
+        )
+        .await?;
+        if let Some(a6) = v.address6 {
+            add_address(h, idx, IpAddr::V6(a6.addr), a6.prefix, &v.ifname).await?;
+        }
+        h.link()
+            .set(LinkUnspec::new_with_index(idx).up().build())
+            .execute()
+            .await
+            .map_err(nl(format!("bringing {} up", v.ifname)))?;
+        if let Some(gw) = v.gateway {
+            let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(gw)
+                .output_interface(idx)
+                .build();
+            match h.route().add(route).execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == libc::EEXIST => {}
+                Err(e) => return Err(nl(format!("adding default route via {gw}"))(e)),
+            }
+        }
+        if let Some(gw6) = v.gateway6 {
+            let route = RouteMessageBuilder::<Ipv6Addr>::new()
+                .gateway(gw6)
+                .output_interface(idx)
+                .build();
+            match h.route().add(route).execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == libc::EEXIST => {}
+                Err(e) => return Err(nl(format!("adding default route via {gw6}"))(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes a link by index (the host end of a veth recorded at creation: an index is never
+/// reused for a newer link soon, so a late delete cannot hit a link created since).
+pub fn delete_link_index(idx: u32) -> Result<()> {
+    with_handle(|h| async move {
+        match h.link().del(idx).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == libc::ENODEV => Ok(()),
+            Err(e) => Err(nl(format!("deleting link {idx}"))(e)),
+        }
+    })
+}
+
+/// IPv6 destinations of the routes in the main table and the host's IPv6 addresses (to pick
+/// ULA subnets that do not collide).
+pub fn ipv6_taken() -> Result<Vec<Ipv6Net>> {
+    with_handle(|h| async move {
+        let mut out = Vec::new();
+        let mut routes = h
+            .route()
+            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+            .execute();
+        while let Some(m) = routes.try_next().await.map_err(nl("listing routes"))? {
+            let prefix = m.header.destination_prefix_length;
+            for a in &m.attributes {
+                if let rtnetlink::packet_route::route::RouteAttribute::Destination(
+                    rtnetlink::packet_route::route::RouteAddress::Inet6(ip),
+                ) = a
+                {
+                    if prefix > 0 {
+                        out.push(Ipv6Net::new(*ip, prefix).network_net());
+                    }
+                }
+            }
+        }
+        let mut addrs = h.address().get().execute();
+        while let Some(m) = addrs.try_next().await.map_err(nl("listing addresses"))? {
+            for a in &m.attributes {
+                if let rtnetlink::packet_route::address::AddressAttribute::Address(IpAddr::V6(ip)) =
+                    a
+                {
+                    out.push(Ipv6Net::new(*ip, m.header.prefix_len).network_net());
+                }
+            }
+        }
+        Ok(out)
+    })
 }
 
 /// Whether a link named `name` is up (flags) — for tests and diagnostics.

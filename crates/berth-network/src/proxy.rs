@@ -34,6 +34,9 @@ pub fn bind(proto: Proto, addr: SocketAddr) -> io::Result<Bound> {
             io::Error::new(e.kind(), format!("binding {addr}/{}: {e}", proto.as_str()))
         }
     };
+    if addr.is_ipv6() {
+        return bind_v6only(proto, addr).map_err(conflict);
+    }
     Ok(match proto {
         Proto::Tcp => {
             let l = std::net::TcpListener::bind(addr).map_err(conflict)?;
@@ -45,6 +48,30 @@ pub fn bind(proto: Proto, addr: SocketAddr) -> io::Result<Bound> {
             s.set_nonblocking(true)?;
             Bound::Udp(s)
         }
+    })
+}
+
+/// An IPv6 socket with `IPV6_V6ONLY`: `[::]:P` must not take the IPv4 `0.0.0.0:P` the same
+/// port publishes separately (the host's `bindv6only` default is dual-stack).
+fn bind_v6only(proto: Proto, addr: SocketAddr) -> io::Result<Bound> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let (ty, p) = match proto {
+        Proto::Tcp => (Type::STREAM, Protocol::TCP),
+        Proto::Udp => (Type::DGRAM, Protocol::UDP),
+    };
+    let s = Socket::new(Domain::IPV6, ty, Some(p))?;
+    s.set_only_v6(true)?;
+    if proto == Proto::Tcp {
+        s.set_reuse_address(true)?;
+    }
+    s.bind(&addr.into())?;
+    s.set_nonblocking(true)?;
+    Ok(match proto {
+        Proto::Tcp => {
+            s.listen(1024)?;
+            Bound::Tcp(s.into())
+        }
+        Proto::Udp => Bound::Udp(s.into()),
     })
 }
 

@@ -12,9 +12,9 @@
 //! or replace.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -25,10 +25,10 @@ use axum::Router;
 use berth_network::dns::{self, Answer, DnsServer};
 use berth_network::etc::{self, DnsOverrides, ResolvConf};
 use berth_network::firewall::{self, BridgeRules, Firewall, PortRule, Proto, Ruleset};
-use berth_network::ipam::{self, Pool};
+use berth_network::ipam::{self, Pool, Pool6};
 use berth_network::netlink::{self, Netns, VethSpec};
 use berth_network::proxy::{self, Proxy};
-use berth_network::Ipv4Net;
+use berth_network::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -87,6 +87,9 @@ pub struct Network {
     pub bridge: String,
     #[serde(default)]
     pub pool: Option<Pool>,
+    /// The IPv6 pool of a network created with `--ipv6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool6: Option<Pool6>,
     #[serde(default)]
     pub internal: bool,
     #[serde(default)]
@@ -105,6 +108,12 @@ impl Network {
     fn dns(&self) -> bool {
         !self.builtin && self.driver == "bridge"
     }
+    /// The bridge's IPv6 gateway address with the subnet's prefix.
+    fn gw6(&self) -> Option<Ipv6Net> {
+        self.pool6
+            .as_ref()
+            .map(|p| Ipv6Net::new(p.gateway, p.subnet.prefix))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,6 +127,12 @@ pub struct Endpoint {
     /// `IPAMConfig.IPv4Address` as requested.
     #[serde(default)]
     pub requested_ip: Option<Ipv4Addr>,
+    /// The IPv6 address on networks with `--ipv6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
+    /// `IPAMConfig.IPv6Address` as requested (`--ip6`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_ip6: Option<Ipv6Addr>,
     pub ifname: String,
     pub host_veth: String,
 }
@@ -155,6 +170,9 @@ struct Running {
     #[allow(dead_code)] // held for its Drop
     proxies: Vec<Proxy>,
     dns: Option<DnsServer>,
+    /// Indexes of the host ends of the veths created by this daemon (`None` when adopted
+    /// after a restart: the names are used then).
+    links: Option<Vec<u32>>,
 }
 
 /// Networking of the daemon.
@@ -166,6 +184,68 @@ pub struct Manager {
     running: Mutex<HashMap<String, Running>>,
     host_resolv: ResolvConf,
     me: Weak<Manager>,
+    /// Durability of [`Manager::save_soon`] writes, off the request path.
+    flusher: Arc<Flusher>,
+    /// The bridges `forward_accept` was last run for: it lists the host's `FORWARD` chain
+    /// (an `iptables` process), so it runs when Berth's bridges change (and at start), not
+    /// for every published port.
+    accept_for: Mutex<Option<(Vec<String>, Vec<String>)>>,
+}
+
+/// Makes the state file durable (fsync of the file and its directory) on a thread of its own:
+/// the container run path writes the state without waiting for the disk (an fsync costs
+/// 1–20 ms here), and a burst of writes is made durable once (after a 100 ms pause, at most
+/// a second after the first).
+struct Flusher {
+    dirty: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Flusher {
+    fn start(path: PathBuf) -> Arc<Flusher> {
+        let f = Arc::new(Flusher {
+            dirty: Mutex::new(false),
+            cv: Condvar::new(),
+        });
+        let weak = Arc::downgrade(&f);
+        let _ = std::thread::Builder::new()
+            .name("berth-net-flush".into())
+            .spawn(move || loop {
+                let Some(f) = weak.upgrade() else { return };
+                {
+                    let mut d = f.dirty.lock().unwrap();
+                    while !*d {
+                        d = f.cv.wait(d).unwrap();
+                    }
+                    // Coalesce a burst (a loop of `run --rm` writes twice per container):
+                    // flush once the writes pause for 100 ms, or after at most a second.
+                    let start = std::time::Instant::now();
+                    while start.elapsed() < std::time::Duration::from_secs(1) {
+                        *d = false;
+                        d =
+                            f.cv.wait_timeout(d, std::time::Duration::from_millis(100))
+                                .unwrap()
+                                .0;
+                        if !*d {
+                            break;
+                        }
+                    }
+                    *d = false;
+                }
+                drop(f);
+                let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+                if let Err(e) = sync(&path)
+                    .and_then(|_| sync(path.parent().unwrap_or(std::path::Path::new("/"))))
+                {
+                    tracing::warn!("syncing {}: {e}", path.display());
+                }
+            });
+        f
+    }
+    fn kick(&self) {
+        *self.dirty.lock().unwrap() = true;
+        self.cv.notify_one();
+    }
 }
 
 type NResult<T> = std::result::Result<T, EngineError>;
@@ -224,6 +304,7 @@ impl Manager {
                         created: util::now_rfc3339_nano(),
                         bridge: String::new(),
                         pool: None,
+                        pool6: None,
                         internal: false,
                         attachable: false,
                         labels: BTreeMap::new(),
@@ -271,15 +352,21 @@ impl Manager {
         }
         for n in st.networks.values().filter(|n| n.driver == "bridge") {
             if let Some(p) = &n.pool {
-                netlink::ensure_bridge(&n.bridge, p.gateway, p.subnet.prefix, None)
+                netlink::ensure_bridge(&n.bridge, p.gateway, p.subnet.prefix, n.gw6(), None)
                     .map_err(|e| anyhow::anyhow!("network {}: {e}", n.name))?;
             }
         }
         if let Err(e) = firewall::enable_ip_forward() {
             tracing::warn!("enabling IPv4 forwarding: {e}");
         }
+        if st.networks.values().any(|n| n.pool6.is_some()) {
+            if let Err(e) = firewall::enable_ipv6_forward() {
+                tracing::warn!("enabling IPv6 forwarding: {e}");
+            }
+        }
         let host_resolv =
             ResolvConf::parse(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+        let path_for_flush = path.clone();
         let m = Arc::new_cyclic(|me| Manager {
             opts: opts.clone(),
             path,
@@ -288,6 +375,8 @@ impl Manager {
             running: Mutex::new(HashMap::new()),
             host_resolv,
             me: me.clone(),
+            flusher: Flusher::start(path_for_flush),
+            accept_for: Mutex::new(None),
         });
         {
             let st = m.state.lock().unwrap();
@@ -302,6 +391,25 @@ impl Manager {
         util::write_json_atomic(&self.path, st).map_err(internal)
     }
 
+    /// Writes the state atomically (a new file renamed over the old one, so a daemon crash
+    /// leaves the old or the new state) without waiting for the disk; the flusher makes it
+    /// durable shortly after. Used for container endpoints (create, removal): after a power
+    /// loss a lost endpoint is allocated again at start ([`Manager::attach`]) and a lost
+    /// removal is dropped by [`Manager::adopt`].
+    fn save_soon(&self, st: &NetState) -> NResult<()> {
+        let bytes = serde_json::to_vec_pretty(st).map_err(internal)?;
+        let tmp = self
+            .path
+            .with_file_name(format!(".state.json.tmp-{}", util::new_id()));
+        let res = std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = res {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(internal(format!("writing {}: {e}", self.path.display())));
+        }
+        self.flusher.kick();
+        Ok(())
+    }
+
     fn ruleset(st: &NetState) -> Ruleset {
         let mut r = Ruleset::default();
         for n in st.networks.values().filter(|n| n.driver == "bridge") {
@@ -309,6 +417,7 @@ impl Manager {
                 r.bridges.push(BridgeRules {
                     bridge: n.bridge.clone(),
                     subnet: p.subnet,
+                    subnet6: n.pool6.as_ref().map(|p| p.subnet),
                     internal: n.internal,
                     masquerade: n
                         .options
@@ -334,7 +443,7 @@ impl Manager {
                     },
                     host_ip: p.host_ip.parse().ok(),
                     host_port: p.host_port,
-                    container_ip: ep.ip,
+                    container_ip: target_ip(ep, &p.host_ip),
                     container_port: p.container_port,
                     bridge: n.bridge.clone(),
                 });
@@ -357,9 +466,29 @@ impl Manager {
             .filter(|b| !b.internal)
             .map(|b| b.bridge.clone())
             .collect();
+        let bridges6: Vec<String> = rules
+            .bridges
+            .iter()
+            .filter(|b| !b.internal && b.subnet6.is_some())
+            .map(|b| b.bridge.clone())
+            .collect();
+        let key = (bridges, bridges6);
+        let mut last = self.accept_for.lock().unwrap();
+        if last.as_ref() == Some(&key) {
+            return Ok(());
+        }
         let prefix = self.opts.table().to_uppercase().replace('_', "-");
-        if let Err(e) = firewall::forward_accept(&prefix, &bridges) {
-            tracing::warn!("forward accept rules: {e}");
+        let v4 = firewall::forward_accept(&prefix, &key.0);
+        // (IPv6: at start — a stale chain of an earlier run goes — and while or after a
+        // network has IPv6.)
+        let v6 = if key.1.is_empty() && last.as_ref().is_some_and(|l| l.1.is_empty()) {
+            Ok(false)
+        } else {
+            firewall::forward_accept6(&prefix, &key.1)
+        };
+        match (v4, v6) {
+            (Ok(_), Ok(_)) => *last = Some(key),
+            (Err(e), _) | (_, Err(e)) => tracing::warn!("forward accept rules: {e}"),
         }
         Ok(())
     }
@@ -393,6 +522,15 @@ impl Manager {
             .flat_map(|c| c.endpoints.iter())
             .filter(|e| e.network == net)
             .map(|e| e.ip)
+            .collect()
+    }
+
+    fn used_ips6(st: &NetState, net: &str) -> BTreeSet<Ipv6Addr> {
+        st.containers
+            .values()
+            .flat_map(|c| c.endpoints.iter())
+            .filter(|e| e.network == net)
+            .filter_map(|e| e.ip6)
             .collect()
     }
 
@@ -433,6 +571,28 @@ impl Manager {
                 ipam::IpamError::InUse(_) => EngineError::Conflict(e.to_string()),
                 _ => bad(e),
             })?;
+        let requested6: Option<Ipv6Addr> = match cfg["IPAMConfig"]["IPv6Address"].as_str() {
+            Some(s) if !s.is_empty() => Some(
+                s.parse()
+                    .map_err(|_| bad(format!("invalid IPv6 address: {s}")))?,
+            ),
+            _ => None,
+        };
+        let ip6 = match (&net.pool6, requested6) {
+            (Some(p6), r) => Some(p6.allocate(&Self::used_ips6(st, &net.id), r).map_err(
+                |e| match e {
+                    ipam::IpamError::InUse6(_) => EngineError::Conflict(e.to_string()),
+                    _ => bad(e),
+                },
+            )?),
+            (None, Some(_)) => {
+                return Err(bad(format!(
+                    "invalid IPv6 address: network {} has no IPv6 (created without --ipv6)",
+                    net.name
+                )))
+            }
+            (None, None) => None,
+        };
         let mac = match mac
             .or_else(|| cfg["MacAddress"].as_str().map(str::to_string))
             .filter(|m| !m.is_empty())
@@ -465,6 +625,8 @@ impl Manager {
             mac,
             aliases,
             requested_ip: requested,
+            ip6,
+            requested_ip6: requested6,
             host_veth: format!("vb{}{}", &cid[..6], &net.id[..5]),
             ifname,
         })
@@ -553,7 +715,7 @@ impl Manager {
             cn.endpoints.push(ep);
         }
         st.containers.insert(c.id.clone(), cn);
-        self.save(&st)
+        self.save_soon(&st)
     }
 
     fn extra_hosts(&self, hc: &Value) -> NResult<Vec<(String, String)>> {
@@ -623,11 +785,11 @@ impl Manager {
                 return Err(bad("cannot join own network namespace"));
             }
             let st = self.state.lock().unwrap();
-            let own: Vec<(Ipv4Addr, Vec<String>)> = st
+            let own: Vec<(IpAddr, Vec<String>)> = st
                 .containers
                 .get(&oid)
                 .and_then(|o| o.endpoints.first())
-                .map(|e| vec![(e.ip, vec![hostname.to_string()])])
+                .map(|e| own_hosts(e, hostname))
                 .unwrap_or_default();
             let embedded = st.containers.get(&oid).is_some_and(|o| {
                 o.endpoints
@@ -661,14 +823,24 @@ impl Manager {
                 netns_path: None,
             });
         }
+        let known = self.state.lock().unwrap().containers.contains_key(&c.id);
+        // (`none` containers have no endpoints and are not recorded at all.)
+        if !known && mode != "none" {
+            // Only after a power loss took the endpoints written at create: allocate again
+            // (requested addresses and aliases were in the lost record).
+            tracing::warn!(
+                "container {}: network endpoints missing from the state, allocating again",
+                &c.id[..12]
+            );
+            self.on_create(c, &json!({}))?;
+        }
         let mut st = self.state.lock().unwrap();
         let cn = st.containers.entry(c.id.clone()).or_default();
-        let own: Vec<(Ipv4Addr, Vec<String>)> = cn
+        let own: Vec<(IpAddr, Vec<String>)> = cn
             .endpoints
-            .iter()
-            .take(1)
-            .map(|e| (e.ip, vec![hostname.to_string()]))
-            .collect();
+            .first()
+            .map(|e| own_hosts(e, hostname))
+            .unwrap_or_default();
         let eps = cn.endpoints.clone();
         let embedded = eps
             .iter()
@@ -678,7 +850,10 @@ impl Manager {
             cn.upstream = upstream;
         }
         let hosts = if mode == "none" {
-            etc::hosts(&extra, &[(Ipv4Addr::LOCALHOST, vec![hostname.to_string()])])
+            etc::hosts(
+                &extra,
+                &[(IpAddr::V4(Ipv4Addr::LOCALHOST), vec![hostname.to_string()])],
+            )
         } else {
             etc::hosts(&extra, &own)
         };
@@ -715,16 +890,23 @@ impl Manager {
             return Ok(());
         }
         let ns = Netns::of_pid(pid as u32);
-        netlink::loopback_up(&ns)
-            .map_err(|e| internal(format!("setting up the loopback interface: {e}")))?;
-        if mode == "none" {
-            return Ok(());
+        let has_endpoints = {
+            let st = self.state.lock().unwrap();
+            st.containers
+                .get(&c.id)
+                .is_some_and(|x| !x.endpoints.is_empty())
+        };
+        if mode == "none" || !has_endpoints {
+            // (With endpoints, `lo` comes up in the same pass as the veths.)
+            return netlink::loopback_up(&ns)
+                .map_err(|e| internal(format!("setting up the loopback interface: {e}")));
         }
         let t0 = std::time::Instant::now();
         let res = self.attach_inner(c, &ns);
         tracing::debug!("network attach of {} took {:?}", &c.id[..12], t0.elapsed());
         if res.is_err() {
             self.on_exit(&c.id);
+            self.delete_veths_by_name(&c.id);
         }
         res
     }
@@ -743,16 +925,35 @@ impl Manager {
                 .collect();
             (eps, nets)
         };
-        for (i, (ep, net)) in eps.iter().zip(nets.iter()).enumerate() {
-            self.plug(ns, ep, net, i == 0)?;
-        }
-        // Published ports: bind now (conflicts fail the start), then DNAT.
+        let specs = eps
+            .iter()
+            .zip(nets.iter())
+            .enumerate()
+            .map(|(i, (ep, net))| veth_spec(ep, net, i == 0))
+            .collect::<NResult<Vec<_>>>()?;
+        let links = netlink::attach_all(ns, &specs).map_err(|e| {
+            let names: Vec<&str> = nets.iter().map(|n| n.name.as_str()).collect();
+            internal(format!("attaching to network {}: {e}", names.join(", ")))
+        })?;
+        // Published ports: bind now (conflicts fail the start), then DNAT. With an IPv6
+        // address, a port published on every address is bound on [::] too.
         let mut proxies = Vec::new();
         let mut maps = Vec::new();
         if let Some(primary) = eps.first() {
             for want in wanted_ports(c)? {
+                let v6 = want.host_ip.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv6());
+                if v6
+                    && want
+                        .host_ip
+                        .parse::<IpAddr>()
+                        .is_ok_and(|ip| ip.is_unspecified())
+                    && primary.ip6.is_none()
+                {
+                    continue;
+                }
                 let (bound, port) = bind_port(&want)?;
-                let target = SocketAddr::from((primary.ip, want.container_port));
+                let target =
+                    SocketAddr::new(target_ip(primary, &want.host_ip), want.container_port);
                 proxies.push(bound.serve(target).map_err(internal)?);
                 maps.push(PortMap {
                     proto: want.proto.clone(),
@@ -760,6 +961,22 @@ impl Manager {
                     host_port: port,
                     container_port: want.container_port,
                 });
+                if let (Some(ip6), true) = (primary.ip6, want.host_ip.is_empty()) {
+                    let w6 = WantPort {
+                        host_ip: "::".into(),
+                        host_port: port.to_string(),
+                        ..want.clone()
+                    };
+                    let (bound, _) = bind_port(&w6)?;
+                    let target = SocketAddr::new(IpAddr::V6(ip6), want.container_port);
+                    proxies.push(bound.serve(target).map_err(internal)?);
+                    maps.push(PortMap {
+                        proto: want.proto.clone(),
+                        host_ip: "::".into(),
+                        host_port: port,
+                        container_port: want.container_port,
+                    });
+                }
             }
         }
         let dns_needed = nets.iter().any(|n| n.dns());
@@ -776,36 +993,21 @@ impl Manager {
             self.save(&st)?;
             self.apply_firewall(&st)?;
         }
-        self.running
-            .lock()
-            .unwrap()
-            .insert(c.id.clone(), Running { proxies, dns });
+        self.running.lock().unwrap().insert(
+            c.id.clone(),
+            Running {
+                proxies,
+                dns,
+                links: Some(links),
+            },
+        );
         Ok(())
     }
 
-    fn plug(&self, ns: &Netns, ep: &Endpoint, net: &Network, primary: bool) -> NResult<()> {
-        let pool = net
-            .pool
-            .as_ref()
-            .ok_or_else(|| internal("network without pool"))?;
-        let mac = etc::parse_mac(&ep.mac).unwrap_or_else(|| etc::mac_for(ep.ip));
-        let _ = netlink::delete_link(&ep.host_veth);
-        netlink::attach_veth(
-            ns,
-            &VethSpec {
-                host_name: ep.host_veth.clone(),
-                bridge: net.bridge.clone(),
-                ifname: ep.ifname.clone(),
-                mac,
-                address: Ipv4Net::new(ep.ip, pool.subnet.prefix),
-                gateway: (primary && !net.internal).then_some(pool.gateway),
-                mtu: net
-                    .options
-                    .get("com.docker.network.driver.mtu")
-                    .and_then(|m| m.parse().ok()),
-            },
-        )
-        .map_err(|e| internal(format!("attaching to network {}: {e}", net.name)))
+    fn plug(&self, ns: &Netns, ep: &Endpoint, net: &Network, primary: bool) -> NResult<u32> {
+        let spec = veth_spec(ep, net, primary)?;
+        netlink::attach_veth(ns, &spec)
+            .map_err(|e| internal(format!("attaching to network {}: {e}", net.name)))
     }
 
     fn dns_server(&self, cid: &str, ns: &Netns) -> NResult<DnsServer> {
@@ -845,8 +1047,12 @@ impl Manager {
                                 other.name.to_ascii_lowercase(),
                                 net.name.to_ascii_lowercase()
                             );
-                    if hit && !ips.contains(&oe.ip) {
-                        ips.push(oe.ip);
+                    if hit {
+                        for ip in std::iter::once(IpAddr::V4(oe.ip)).chain(oe.ip6.map(IpAddr::V6)) {
+                            if !ips.contains(&ip) {
+                                ips.push(ip);
+                            }
+                        }
                     }
                 }
             }
@@ -862,29 +1068,75 @@ impl Manager {
         )
     }
 
-    /// The container stopped: proxies, DNS, host veths and port rules go away.
+    /// The container stopped: proxies, DNS, port rules and host veths go away.
+    ///
+    /// The host ends are deleted on a thread of their own, by the indexes recorded when they
+    /// were created: the container's namespace is gone (the kernel removes the pairs with it
+    /// anyway), nothing waits on a link deletion (an RTNL round with RCU grace periods), and
+    /// an index is never that of a link created since, so a restart that plugs a veth of the
+    /// same name at once is never hit. Containers adopted after a daemon restart (indexes
+    /// unknown) are cleaned up by name, synchronously.
     pub fn on_exit(&self, cid: &str) {
-        self.running.lock().unwrap().remove(cid);
-        let mut st = self.state.lock().unwrap();
-        let mut changed = false;
-        if let Some(cn) = st.containers.get_mut(cid) {
-            for ep in &cn.endpoints {
-                if let Err(e) = netlink::delete_link(&ep.host_veth) {
-                    tracing::warn!("deleting {}: {e}", ep.host_veth);
+        let run = self.running.lock().unwrap().remove(cid);
+        let Some(run) = run else {
+            // Not attached by this daemon (or already torn down): only stale port records.
+            self.clear_ports(cid);
+            return;
+        };
+        let links = run.links.clone();
+        drop(run);
+        self.clear_ports(cid);
+        match links {
+            Some(idx) if !idx.is_empty() => {
+                let spawned = std::thread::Builder::new()
+                    .name("berth-net-teardown".into())
+                    .spawn(move || {
+                        for i in idx {
+                            if let Err(e) = netlink::delete_link_index(i) {
+                                tracing::warn!("deleting link {i}: {e}");
+                            }
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!("veth teardown thread: {e}");
                 }
             }
-            if !cn.ports.is_empty() {
-                cn.ports.clear();
-                changed = true;
+            Some(_) => {}
+            None => self.delete_veths_by_name(cid),
+        }
+    }
+
+    /// Deletes the host ends of a container's veths by name (synchronously).
+    fn delete_veths_by_name(&self, cid: &str) {
+        let names: Vec<String> = {
+            let st = self.state.lock().unwrap();
+            st.containers
+                .get(cid)
+                .map(|cn| cn.endpoints.iter().map(|e| e.host_veth.clone()).collect())
+                .unwrap_or_default()
+        };
+        for n in names {
+            if let Err(e) = netlink::delete_link(&n) {
+                tracing::warn!("deleting {n}: {e}");
             }
         }
-        if changed {
-            if let Err(e) = self.save(&st) {
-                tracing::warn!("saving network state: {e}");
-            }
-            if let Err(e) = self.apply_firewall(&st) {
-                tracing::warn!("{e}");
-            }
+    }
+
+    /// Forgets the published ports of a stopped container (state and rules).
+    fn clear_ports(&self, cid: &str) {
+        let mut st = self.state.lock().unwrap();
+        let Some(cn) = st.containers.get_mut(cid) else {
+            return;
+        };
+        if cn.ports.is_empty() {
+            return;
+        }
+        cn.ports.clear();
+        if let Err(e) = self.save(&st) {
+            tracing::warn!("saving network state: {e}");
+        }
+        if let Err(e) = self.apply_firewall(&st) {
+            tracing::warn!("{e}");
         }
     }
 
@@ -898,7 +1150,7 @@ impl Manager {
             .remove(cid)
             .is_some_and(|cn| !cn.endpoints.is_empty())
         {
-            if let Err(e) = self.save(&st) {
+            if let Err(e) = self.save_soon(&st) {
                 tracing::warn!("saving network state: {e}");
             }
         }
@@ -952,8 +1204,11 @@ impl Manager {
                         container_port: p.container_port,
                     };
                     match bind_port(&want).and_then(|(b, _)| {
-                        b.serve(SocketAddr::from((primary.ip, p.container_port)))
-                            .map_err(internal)
+                        b.serve(SocketAddr::new(
+                            target_ip(primary, &p.host_ip),
+                            p.container_port,
+                        ))
+                        .map_err(internal)
                     }) {
                         Ok(px) => proxies.push(px),
                         Err(e) => tracing::warn!("re-publishing port {} of {id}: {e}", p.host_port),
@@ -976,10 +1231,14 @@ impl Manager {
             } else {
                 None
             };
-            self.running
-                .lock()
-                .unwrap()
-                .insert(id, Running { proxies, dns });
+            self.running.lock().unwrap().insert(
+                id,
+                Running {
+                    proxies,
+                    dns,
+                    links: None,
+                },
+            );
         }
     }
 
@@ -1018,6 +1277,10 @@ impl Manager {
                 .as_ref()
                 .map(|p| p.gateway.to_string())
                 .unwrap_or_default();
+            let (ip6, prefix6, gw6) = match (&net.pool6, ep.ip6) {
+                (Some(p6), Some(a)) => (a.to_string(), p6.subnet.prefix, p6.gateway.to_string()),
+                _ => (String::new(), 0, String::new()),
+            };
             let mut dns_names = Value::Null;
             if net.dns() {
                 let mut v = vec![
@@ -1030,7 +1293,7 @@ impl Manager {
             networks.insert(
                 net.name.clone(),
                 json!({
-                    "IPAMConfig": ep.requested_ip.map(|ip| json!({"IPv4Address": ip.to_string()})),
+                    "IPAMConfig": ipam_config(ep),
                     "Links": null,
                     "Aliases": if ep.aliases.is_empty() { Value::Null } else { json!(ep.aliases) },
                     "MacAddress": ep.mac,
@@ -1040,9 +1303,9 @@ impl Manager {
                     "Gateway": gw,
                     "IPAddress": ep.ip.to_string(),
                     "IPPrefixLen": prefix,
-                    "IPv6Gateway": "",
-                    "GlobalIPv6Address": "",
-                    "GlobalIPv6PrefixLen": 0,
+                    "IPv6Gateway": gw6,
+                    "GlobalIPv6Address": ip6,
+                    "GlobalIPv6PrefixLen": prefix6,
                     "DNSNames": dns_names,
                 }),
             );
@@ -1109,17 +1372,21 @@ impl Manager {
             for (cid, cn) in &st.containers {
                 for ep in cn.endpoints.iter().filter(|e| e.network == n.id) {
                     let prefix = n.pool.as_ref().map(|p| p.subnet.prefix).unwrap_or(0);
+                    let v6 = match (&n.pool6, ep.ip6) {
+                        (Some(p6), Some(a)) => format!("{a}/{}", p6.subnet.prefix),
+                        _ => String::new(),
+                    };
                     containers.insert(
                         cid.clone(),
                         json!({
                             "Name": cn.name, "EndpointID": ep.endpoint_id, "MacAddress": ep.mac,
-                            "IPv4Address": format!("{}/{prefix}", ep.ip), "IPv6Address": "",
+                            "IPv4Address": format!("{}/{prefix}", ep.ip), "IPv6Address": v6,
                         }),
                     );
                 }
             }
         }
-        let config: Vec<Value> = n
+        let mut config: Vec<Value> = n
             .pool
             .iter()
             .map(|p| {
@@ -1131,6 +1398,10 @@ impl Manager {
                 v
             })
             .collect();
+        if let Some(p6) = &n.pool6 {
+            config
+                .push(json!({"Subnet": p6.subnet.to_string(), "Gateway": p6.gateway.to_string()}));
+        }
         json!({
             "Name": n.name,
             "Id": n.id,
@@ -1138,7 +1409,7 @@ impl Manager {
             "Scope": "local",
             "Driver": n.driver,
             "EnableIPv4": true,
-            "EnableIPv6": false,
+            "EnableIPv6": n.pool6.is_some(),
             "IPAM": {"Driver": "default", "Options": if n.builtin { Value::Null } else { json!({}) }, "Config": config},
             "Internal": n.internal,
             "Attachable": n.attachable,
@@ -1202,9 +1473,7 @@ impl Manager {
                 "plugin \"{driver}\" not found: only the bridge driver is supported"
             )));
         }
-        if body["EnableIPv6"].as_bool().unwrap_or(false) {
-            return Err(bad("IPv6 networks are not supported by berth yet"));
-        }
+        let enable6 = body["EnableIPv6"].as_bool().unwrap_or(false);
         let mut options: BTreeMap<String, String> = BTreeMap::new();
         if let Some(o) = body["Options"].as_object() {
             for (k, v) in o {
@@ -1232,6 +1501,18 @@ impl Manager {
             .collect();
         if v4.len() > 1 {
             return Err(bad("only one IPv4 subnet per network is supported"));
+        }
+        let v6: Vec<&Value> = cfgs
+            .iter()
+            .filter(|c| c["Subnet"].as_str().unwrap_or("").contains(':'))
+            .collect();
+        if v6.len() > 1 {
+            return Err(bad("only one IPv6 subnet per network is supported"));
+        }
+        if !v6.is_empty() && !enable6 {
+            return Err(bad(
+                "an IPv6 subnet was given but IPv6 is not enabled on the network (--ipv6)",
+            ));
         }
         let parse_net = |v: &Value, k: &str| -> NResult<Option<Ipv4Net>> {
             match v[k].as_str().filter(|s| !s.is_empty()) {
@@ -1285,6 +1566,41 @@ impl Manager {
             }
         };
         let id = util::new_id();
+        let pool6 = if enable6 {
+            let others6: Vec<Ipv6Net> = st
+                .networks
+                .values()
+                .filter_map(|n| n.pool6.as_ref().map(|p| p.subnet))
+                .collect();
+            let (subnet, gw) = match v6.first() {
+                Some(c) => {
+                    let subnet: Ipv6Net = c["Subnet"]
+                        .as_str()
+                        .unwrap_or("")
+                        .parse()
+                        .map_err(|e| bad(format!("invalid Subnet: {e}")))?;
+                    let gw = match c["Gateway"].as_str().filter(|s| !s.is_empty()) {
+                        Some(g) => Some(
+                            g.parse::<Ipv6Addr>()
+                                .map_err(|_| bad(format!("invalid gateway address {g}")))?,
+                        ),
+                        None => None,
+                    };
+                    if let Some(o) = others6.iter().find(|o| o.overlaps(&subnet)) {
+                        return Err(EngineError::Conflict(format!("invalid pool request: Pool overlaps with other one on this address space ({o})")));
+                    }
+                    (subnet, gw)
+                }
+                None => {
+                    let mut taken = netlink::ipv6_taken().unwrap_or_default();
+                    taken.extend(others6.iter().copied());
+                    (ipam::pick_ula(&id, &taken).map_err(bad)?, None)
+                }
+            };
+            Some(Pool6::new(subnet, gw).map_err(bad)?)
+        } else {
+            None
+        };
         let bridge = options
             .get("com.docker.network.bridge.name")
             .cloned()
@@ -1306,6 +1622,7 @@ impl Manager {
             created: util::now_rfc3339_nano(),
             bridge: bridge.clone(),
             pool: Some(pool.clone()),
+            pool6: pool6.clone(),
             internal: body["Internal"].as_bool().unwrap_or(false),
             attachable: body["Attachable"].as_bool().unwrap_or(false),
             labels,
@@ -1314,9 +1631,14 @@ impl Manager {
         };
         // Recorded first: after a crash the next start creates the missing bridge, so no
         // bridge ever exists without its network.
+        let gw6 = net.gw6();
         st.networks.insert(id.clone(), net);
         let res = self.save(&st).and_then(|_| {
-            netlink::ensure_bridge(&bridge, pool.gateway, pool.subnet.prefix, None)
+            if gw6.is_some() {
+                firewall::enable_ipv6_forward()
+                    .map_err(|e| internal(format!("enabling IPv6 forwarding: {e}")))?;
+            }
+            netlink::ensure_bridge(&bridge, pool.gateway, pool.subnet.prefix, gw6, None)
                 .map_err(|e| internal(format!("creating bridge {bridge}: {e}")))?;
             self.apply_firewall(&st)
         });
@@ -1417,9 +1739,17 @@ impl Manager {
         };
         if c.state.running {
             let ns = Netns::of_pid(c.state.pid as u32);
-            if let Err(e) = self.plug(&ns, &ep, &net, primary) {
-                self.drop_endpoint(&c.id, &net.id);
-                return Err(e);
+            match self.plug(&ns, &ep, &net, primary) {
+                Ok(idx) => {
+                    let mut run = self.running.lock().unwrap();
+                    if let Some(Some(links)) = run.get_mut(&c.id).map(|r| r.links.as_mut()) {
+                        links.push(idx);
+                    }
+                }
+                Err(e) => {
+                    self.drop_endpoint(&c.id, &net.id);
+                    return Err(e);
+                }
             }
             if net.dns() {
                 let mut run = self.running.lock().unwrap();
@@ -1465,6 +1795,68 @@ impl Manager {
         self.apply_firewall(&st)?;
         Ok(())
     }
+}
+
+/// The interface an endpoint gets in the container's namespace.
+fn veth_spec(ep: &Endpoint, net: &Network, primary: bool) -> NResult<VethSpec> {
+    let pool = net
+        .pool
+        .as_ref()
+        .ok_or_else(|| internal("network without pool"))?;
+    let mac = etc::parse_mac(&ep.mac).unwrap_or_else(|| etc::mac_for(ep.ip));
+    let routed = primary && !net.internal;
+    Ok(VethSpec {
+        host_name: ep.host_veth.clone(),
+        bridge: net.bridge.clone(),
+        ifname: ep.ifname.clone(),
+        mac,
+        address: Ipv4Net::new(ep.ip, pool.subnet.prefix),
+        gateway: routed.then_some(pool.gateway),
+        address6: match (&net.pool6, ep.ip6) {
+            (Some(p6), Some(a)) => Some(Ipv6Net::new(a, p6.subnet.prefix)),
+            _ => None,
+        },
+        gateway6: match (&net.pool6, ep.ip6) {
+            (Some(p6), Some(_)) if routed => Some(p6.gateway),
+            _ => None,
+        },
+        mtu: net
+            .options
+            .get("com.docker.network.driver.mtu")
+            .and_then(|m| m.parse().ok()),
+    })
+}
+
+/// Where a published port bound on `host_ip` forwards: the container's IPv6 address for an
+/// IPv6 binding when it has one, else its IPv4 address.
+fn target_ip(ep: &Endpoint, host_ip: &str) -> IpAddr {
+    match (host_ip.parse::<IpAddr>(), ep.ip6) {
+        (Ok(IpAddr::V6(_)), Some(a)) => IpAddr::V6(a),
+        _ => IpAddr::V4(ep.ip),
+    }
+}
+
+/// The container's own `/etc/hosts` lines: its IPv4 and (with `--ipv6`) IPv6 address.
+fn own_hosts(ep: &Endpoint, hostname: &str) -> Vec<(IpAddr, Vec<String>)> {
+    std::iter::once(IpAddr::V4(ep.ip))
+        .chain(ep.ip6.map(IpAddr::V6))
+        .map(|ip| (ip, vec![hostname.to_string()]))
+        .collect()
+}
+
+/// `IPAMConfig` of an endpoint: the addresses that were requested.
+fn ipam_config(ep: &Endpoint) -> Value {
+    if ep.requested_ip.is_none() && ep.requested_ip6.is_none() {
+        return Value::Null;
+    }
+    let mut v = json!({});
+    if let Some(ip) = ep.requested_ip {
+        v["IPv4Address"] = json!(ip.to_string());
+    }
+    if let Some(ip) = ep.requested_ip6 {
+        v["IPv6Address"] = json!(ip.to_string());
+    }
+    v
 }
 
 fn default_bridge_options(bridge: &str) -> BTreeMap<String, String> {
@@ -1537,14 +1929,7 @@ fn parse_port_bindings(hc: &Value) -> NResult<Vec<WantPort>> {
                     let ip: IpAddr = host_ip
                         .parse()
                         .map_err(|_| bad(format!("invalid host IP: {host_ip}")))?;
-                    if ip.is_ipv6() {
-                        if ip.is_unspecified() {
-                            continue;
-                        }
-                        return Err(bad(format!(
-                            "IPv6 host addresses are not supported by berth yet: {host_ip}"
-                        )));
-                    }
+                    let _ = ip;
                 }
                 let hp = b["HostPort"].as_str().unwrap_or("").to_string();
                 if !hp.is_empty() {

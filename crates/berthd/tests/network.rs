@@ -285,7 +285,7 @@ fn user_networks_dns_by_name_and_isolation() {
     assert!(pruned.contains("netb"), "{pruned}");
     let links = n.links();
     assert!(!links.contains(&ba) && !links.contains(&bb), "{links}");
-    assert!(veth_gone(web) && veth_gone(&other));
+    wait_until("veths gone", || veth_gone(web) && veth_gone(&other));
     let addrs = sh("ip -o addr show");
     assert!(
         !addrs.contains(&n.ip(1, 1)) && !addrs.contains(&n.ip(2, 1)),
@@ -450,7 +450,7 @@ fn published_ports_loopback_and_dnat_from_a_remote_host() {
     assert!(http_get(&format!("127.0.0.1:{p_lo}")).is_err());
     let rules = sh(&format!("nft list table inet {}", n.table()));
     assert!(!rules.contains("dnat"), "{rules}");
-    assert!(veth_gone(&cid));
+    wait_until("veth gone", || veth_gone(&cid));
     finish(d);
 }
 
@@ -782,7 +782,8 @@ fn daemon_restart_keeps_networking() {
     assert!(ip.contains(&n.ip(5, 4)), "{ip}");
     d.docker(&["rm", "-f", "srv", "dnsw"]).ok();
     d.docker(&["network", "rm", "keep"]).ok();
-    assert!(!n.links().contains(&ba) && veth_gone(&cid));
+    assert!(!n.links().contains(&ba));
+    wait_until("veth gone", || veth_gone(&cid));
     finish(d);
 }
 
@@ -888,5 +889,489 @@ fn berth_cli_network_commands_and_port() {
     let pr = d.berth(&["network", "prune", "-f"]).ok().stdout;
     assert!(pr.contains("clinet"), "{pr}");
     assert!(!n.links().contains(&br));
+    finish(d);
+}
+
+/// Waits (with a deadline) until `f` holds.
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn ipv6_networks_ping6_by_name_aaaa_and_published_ports_on_v6_loopback() {
+    if !std::path::Path::new("/proc/net/if_inet6").exists() {
+        eprintln!("IPv6 is disabled on this host; skipped");
+        return;
+    }
+    let n = Net::new();
+    let mut d = n.daemon();
+    let pid = std::process::id();
+    let sub6 = format!("fd42:{:x}:{:x}::/64", pid >> 16, pid & 0xffff);
+    let pfx6 = format!("fd42:{:x}:{:x}::", pid >> 16, pid & 0xffff);
+    let (b6, bu) = (n.bridge("6"), n.bridge("u"));
+    d.docker(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        &n.subnet(4),
+        "--subnet",
+        &sub6,
+        "-o",
+        &format!("com.docker.network.bridge.name={b6}"),
+        "net6",
+    ])
+    .ok();
+    // No IPv6 subnet given: a ULA /64 from the default pool.
+    d.docker(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        &n.subnet(5),
+        "-o",
+        &format!("com.docker.network.bridge.name={bu}"),
+        "ula6",
+    ])
+    .ok();
+    let insp = d
+        .docker(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{.EnableIPv6}} {{range .IPAM.Config}}{{.Subnet}},{{.Gateway}} {{end}}",
+            "net6",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(
+        insp.trim(),
+        format!("true {},{} {sub6},{pfx6}1", n.subnet(4), n.ip(4, 1)),
+        "{insp}"
+    );
+    let ula = d
+        .docker(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+            "ula6",
+        ])
+        .ok()
+        .stdout;
+    let ula_sub = ula.split_whitespace().nth(1).unwrap_or("").to_string();
+    assert!(
+        ula_sub.starts_with("fd") && ula_sub.ends_with("::/64"),
+        "{ula}"
+    );
+    let v4only = d.docker(&[
+        "network",
+        "create",
+        "--subnet",
+        &n.subnet(6),
+        "--subnet",
+        "fd43::/64",
+        "nov6",
+    ]);
+    assert_ne!(v4only.code, 0, "an IPv6 subnet without --ipv6 is refused");
+
+    // The bridge carries the gateway; the nft table NATs the v6 subnet.
+    let addrs = sh(&format!("ip -o -6 addr show dev {b6}"));
+    assert!(addrs.contains(&format!("{pfx6}1/64")), "{addrs}");
+    let rules = sh(&format!("nft list table inet {}", n.table()));
+    assert!(
+        rules.contains(&format!("ip6 saddr {sub6} oifname != \"{b6}\" masquerade")),
+        "{rules}"
+    );
+
+    let port = free_port();
+    let web = d
+        .docker(&[
+            "run",
+            "-d",
+            "--name",
+            "web6",
+            "--network",
+            "net6",
+            "-p",
+            &format!("{port}:80"),
+            "busybox",
+            "sh",
+            "-c",
+            HTTPD,
+        ])
+        .ok()
+        .stdout;
+    let short = web.trim()[..12].to_string();
+    let info = d
+        .docker(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.net6.GlobalIPv6Address}} {{.NetworkSettings.Networks.net6.GlobalIPv6PrefixLen}} {{.NetworkSettings.Networks.net6.IPv6Gateway}}",
+            "web6",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(info.trim(), format!("{pfx6}2 64 {pfx6}1"), "{info}");
+    let containers = d
+        .docker(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{range .Containers}}{{.IPv6Address}}{{end}}",
+            "net6",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(containers.trim(), format!("{pfx6}2/64"));
+
+    // Inside: the address and the default route; /etc/hosts has both families; AAAA by name;
+    // ping6 both ways by name; HTTP over IPv6 by name.
+    let script =
+        "ip -6 -o addr show dev eth0 scope global; ip -6 route show default; cat /etc/hosts; \
+         nslookup -type=AAAA web6 127.0.0.11; ping -6 -c1 -W3 web6 && echo PING6-OK; \
+         wget -qO- http://web6/ | sed 's/^/HTTP: /'";
+    let r = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--name",
+            "cli6",
+            "--network",
+            "net6",
+            "busybox",
+            "sh",
+            "-c",
+            script,
+        ])
+        .ok()
+        .stdout;
+    assert!(r.contains(&format!("inet6 {pfx6}3/64")), "{r}");
+    assert!(r.contains(&format!("default via {pfx6}1 dev eth0")), "{r}");
+    assert!(
+        r.lines()
+            .any(|l| l.starts_with(&format!("{pfx6}3\t")) || l.starts_with(&format!("{pfx6}3 "))),
+        "{r}"
+    );
+    assert!(r.contains(&format!("Address: {pfx6}2")), "{r}");
+    assert!(r.contains("PING6-OK"), "{r}");
+    assert!(r.contains(&format!("HTTP: hello-from-{short}")), "{r}");
+    // A requested IPv6 address (`--ip6`).
+    let fixed = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "net6",
+            "--ip6",
+            &format!("{pfx6}99"),
+            "busybox",
+            "ip",
+            "-6",
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+            "scope",
+            "global",
+        ])
+        .ok()
+        .stdout;
+    assert!(fixed.contains(&format!("inet6 {pfx6}99/64")), "{fixed}");
+    // The other way: web6 pings a sibling by name over IPv6.
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "peer6",
+        "--network",
+        "net6",
+        "busybox",
+        "sleep",
+        "300",
+    ])
+    .ok();
+    let back = d
+        .docker(&[
+            "exec",
+            "web6",
+            "sh",
+            "-c",
+            "ping -6 -c1 -W3 peer6 && echo BACK-OK",
+        ])
+        .ok()
+        .stdout;
+    assert!(back.contains("BACK-OK"), "{back}");
+
+    // Published on every address: reachable on [::1] (proxy on [::] too) and on 127.0.0.1.
+    let r = wait_http(&format!("[::1]:{port}"));
+    assert!(r.contains(&format!("hello-from-{short}")), "{r}");
+    let r = wait_http(&format!("127.0.0.1:{port}"));
+    assert!(r.contains(&format!("hello-from-{short}")), "{r}");
+    let ports = d.docker(&["port", "web6"]).ok().stdout;
+    assert!(ports.contains(&format!("80/tcp -> [::]:{port}")), "{ports}");
+    let rules = sh(&format!("nft list table inet {}", n.table()));
+    assert!(
+        rules.contains(&format!("dnat ip6 to [{pfx6}2]:80")),
+        "{rules}"
+    );
+
+    // `network connect` of a running container to a second IPv6 network: an address there
+    // (no second default route).
+    d.docker(&["network", "connect", "ula6", "peer6"]).ok();
+    let ula_pfx = ula_sub.trim_end_matches("/64").to_string();
+    let eth1 = d
+        .docker(&[
+            "exec",
+            "peer6",
+            "sh",
+            "-c",
+            "ip -6 -o addr show dev eth1 scope global; ip -6 route show default",
+        ])
+        .ok()
+        .stdout;
+    assert!(eth1.contains(&format!("inet6 {ula_pfx}2/64")), "{eth1}");
+    assert_eq!(eth1.matches("default via").count(), 1, "{eth1}");
+    d.docker(&["network", "disconnect", "ula6", "peer6"]).ok();
+
+    // A daemon crash and restart: the bridge keeps its v6 gateway, the [::] proxy and the
+    // AAAA answers come back.
+    d.kill9();
+    d.start();
+    let r = wait_http(&format!("[::1]:{port}"));
+    assert!(r.contains(&format!("hello-from-{short}")), "{r}");
+    let addrs = sh(&format!("ip -o -6 addr show dev {b6}"));
+    assert!(addrs.contains(&format!("{pfx6}1/64")), "{addrs}");
+    let again = d
+        .docker(&[
+            "exec",
+            "peer6",
+            "sh",
+            "-c",
+            "nslookup -type=AAAA web6 127.0.0.11 && ping -6 -c1 -W3 web6 && echo AGAIN-OK",
+        ])
+        .ok()
+        .stdout;
+    assert!(again.contains(&format!("Address: {pfx6}2")), "{again}");
+    assert!(again.contains("AGAIN-OK"), "{again}");
+
+    // Cleanup: no links, addresses or rules left.
+    d.docker(&["rm", "-f", "web6", "peer6"]).ok();
+    assert!(http_get(&format!("[::1]:{port}")).is_err());
+    d.docker(&["network", "rm", "net6", "ula6"]).ok();
+    let links = n.links();
+    assert!(!links.contains(&b6) && !links.contains(&bu), "{links}");
+    wait_until("veths gone", || veth_gone(&web));
+    let addrs = sh("ip -o -6 addr show");
+    assert!(
+        !addrs.contains(&pfx6) && !addrs.contains(ula_sub.trim_end_matches("/64")),
+        "{addrs}"
+    );
+    let rules = sh(&format!("nft list table inet {}", n.table()));
+    assert!(
+        !rules.contains("ip6") && !rules.contains("dnat") && !rules.contains(&b6),
+        "{rules}"
+    );
+    finish(d);
+}
+
+#[test]
+fn hairpin_published_port_through_the_gateway_address() {
+    let n = Net::new();
+    let d = n.daemon();
+    let bh = n.bridge("h");
+    d.docker(&[
+        "network",
+        "create",
+        "--subnet",
+        &n.subnet(3),
+        "-o",
+        &format!("com.docker.network.bridge.name={bh}"),
+        "hpnet",
+    ])
+    .ok();
+    let (p_user, p_def) = (free_port(), free_port());
+    let web = d
+        .docker(&[
+            "run",
+            "-d",
+            "--name",
+            "hpweb",
+            "--network",
+            "hpnet",
+            "-p",
+            &format!("{p_user}:80"),
+            "busybox",
+            "sh",
+            "-c",
+            HTTPD,
+        ])
+        .ok()
+        .stdout;
+    let web_short = web.trim()[..12].to_string();
+    let dweb = d
+        .docker(&[
+            "run",
+            "-d",
+            "--name",
+            "hpdef",
+            "-p",
+            &format!("{p_def}:80"),
+            "busybox",
+            "sh",
+            "-c",
+            HTTPD,
+        ])
+        .ok()
+        .stdout;
+    let dweb_short = dweb.trim()[..12].to_string();
+    wait_http(&format!("127.0.0.1:{p_user}"));
+    wait_http(&format!("127.0.0.1:{p_def}"));
+    let (gw_user, gw_def) = (n.ip(3, 1), n.ip(0, 1));
+    // A container reaches its own published port through its gateway (the host's address on
+    // its bridge), on both the default bridge and a user network.
+    let own = d
+        .docker(&[
+            "exec",
+            "hpweb",
+            "wget",
+            "-qO-",
+            &format!("http://{gw_user}:{p_user}/"),
+        ])
+        .ok()
+        .stdout;
+    assert!(own.contains(&format!("hello-from-{web_short}")), "{own}");
+    let own = d
+        .docker(&[
+            "exec",
+            "hpdef",
+            "wget",
+            "-qO-",
+            &format!("http://{gw_def}:{p_def}/"),
+        ])
+        .ok()
+        .stdout;
+    assert!(own.contains(&format!("hello-from-{dweb_short}")), "{own}");
+    // A sibling on the same bridge, and a container on another network (through DNAT and
+    // masquerade, past the isolation between bridges), reach it the same way.
+    let sib = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "hpnet",
+            "busybox",
+            "wget",
+            "-qO-",
+            &format!("http://{gw_user}:{p_user}/"),
+        ])
+        .ok()
+        .stdout;
+    assert!(sib.contains(&format!("hello-from-{web_short}")), "{sib}");
+    let cross = d
+        .docker(&[
+            "run",
+            "--rm",
+            "busybox",
+            "wget",
+            "-qO-",
+            &format!("http://{gw_def}:{p_user}/"),
+        ])
+        .ok()
+        .stdout;
+    assert!(
+        cross.contains(&format!("hello-from-{web_short}")),
+        "{cross}"
+    );
+    d.docker(&["rm", "-f", "hpweb", "hpdef"]).ok();
+    d.docker(&["network", "rm", "hpnet"]).ok();
+    let rules = sh(&format!("nft list table inet {}", n.table()));
+    assert!(!rules.contains("dnat") && !rules.contains(&bh), "{rules}");
+    finish(d);
+}
+
+#[test]
+fn ipam_never_hands_out_an_address_twice_under_concurrency() {
+    let n = Net::new();
+    let d = n.daemon();
+    let bc = n.bridge("c");
+    d.docker(&[
+        "network",
+        "create",
+        "--subnet",
+        &n.subnet(8),
+        "-o",
+        &format!("com.docker.network.bridge.name={bc}"),
+        "conc",
+    ])
+    .ok();
+    let count = 10;
+    // Ten `docker run -d` at once; each container prints the address it really has on eth0.
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> =
+            (0..count)
+                .map(|i| {
+                    let d = &d;
+                    s.spawn(move || {
+                        d.docker(&[
+                        "run", "-d", "--name", &format!("conc{i}"), "--network", "conc",
+                        "busybox", "sh", "-c",
+                        "ip -o -4 addr show dev eth0 | awk '{print \"ADDR=\" $4}'; exec sleep 300",
+                    ])
+                    .ok()
+                    .stdout
+                    .trim()
+                    .to_string()
+                    })
+                })
+                .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut inspected = std::collections::BTreeSet::new();
+    let mut real = std::collections::BTreeSet::new();
+    for id in &ids {
+        let ip = d
+            .docker(&[
+                "inspect",
+                "-f",
+                "{{.NetworkSettings.Networks.conc.IPAddress}}",
+                id,
+            ])
+            .ok()
+            .stdout
+            .trim()
+            .to_string();
+        assert!(ip.starts_with(&format!("10.{}.{}.", n.a, n.b)), "{ip}");
+        inspected.insert(ip.clone());
+        let mut logs = String::new();
+        wait_until("the container's address in its log", || {
+            logs = d.docker(&["logs", id]).stdout;
+            logs.contains("ADDR=")
+        });
+        assert!(
+            logs.contains(&format!("ADDR={ip}/28")),
+            "{id}: {logs} vs {ip}"
+        );
+        real.insert(logs);
+    }
+    assert_eq!(inspected.len(), count, "{inspected:?}");
+    assert_eq!(real.len(), count);
+    let net = d
+        .docker(&["network", "inspect", "-f", "{{len .Containers}}", "conc"])
+        .ok()
+        .stdout;
+    assert_eq!(net.trim(), count.to_string());
+    let names: Vec<String> = (0..count).map(|i| format!("conc{i}")).collect();
+    let mut args = vec!["rm", "-f"];
+    args.extend(names.iter().map(String::as_str));
+    d.docker(&args).ok();
+    d.docker(&["network", "rm", "conc"]).ok();
     finish(d);
 }
