@@ -151,6 +151,12 @@ impl Container {
     pub fn tty(&self) -> bool {
         self.config["Tty"].as_bool().unwrap_or(false)
     }
+    /// Whether the end of an attach client's input closes the container's stdin: Docker's
+    /// rule, `StdinOnce` without a tty (a tty's input is never closed by a client going away,
+    /// so `run -it` survives a detach or a lost terminal).
+    pub fn closes_stdin(&self) -> bool {
+        self.config["StdinOnce"].as_bool().unwrap_or(false) && !self.tty()
+    }
     pub fn auto_remove(&self) -> bool {
         self.host_config["AutoRemove"].as_bool().unwrap_or(false)
     }
@@ -692,7 +698,7 @@ impl Engine {
         // Attach clients that were waiting for the start.
         let pending: Vec<PendingAttach> = std::mem::take(&mut *e.pending.lock().unwrap());
         for (i, o, er, tx) in pending {
-            let r = attach_shim(&socket, i, o, er).await;
+            let r = attach_shim(&socket, i, o, er, c.closes_stdin()).await;
             let _ = tx.send(r);
         }
         if let Err(err) = shimio::call(&socket, json!({"op": "start"})).await {
@@ -1353,8 +1359,9 @@ impl Engine {
         let c = e.rec.lock().unwrap().clone();
         if c.state.running {
             let socket = self.shim_dir(&c.id).join("shim.sock");
+            let close = c.closes_stdin();
             tokio::spawn(async move {
-                let _ = tx.send(attach_shim(&socket, stdin, stdout, stderr).await);
+                let _ = tx.send(attach_shim(&socket, stdin, stdout, stderr, close).await);
             });
         } else {
             e.pending.lock().unwrap().push((stdin, stdout, stderr, tx));
@@ -1482,11 +1489,12 @@ async fn attach_shim(
     stdin: bool,
     stdout: bool,
     stderr: bool,
+    close_stdin: bool,
 ) -> std::io::Result<UnixStream> {
     let mut s = shimio::connect(socket).await?;
     shimio::call_on(
         &mut s,
-        &json!({"op": "attach", "stdin": stdin, "stdout": stdout, "stderr": stderr, "close_stdin": true}),
+        &json!({"op": "attach", "stdin": stdin, "stdout": stdout, "stderr": stderr, "close_stdin": close_stdin}),
     )
     .await?;
     Ok(s)

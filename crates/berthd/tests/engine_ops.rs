@@ -515,7 +515,8 @@ fn limits_security_and_health() {
     finish(d);
 }
 
-/// Runs `cmd` under `script`, i.e. on a real pseudo-terminal; returns its output.
+/// Runs `cmd` under `script`, i.e. on a real pseudo-terminal, typing `input` into it; returns
+/// its output.
 fn on_pty(d: &Daemon, cmd: &str, input: &str) -> String {
     use std::io::Write;
     let mut c = std::process::Command::new("script");
@@ -531,8 +532,11 @@ fn on_pty(d: &Daemon, cmd: &str, input: &str) -> String {
     let mut child = c.spawn().unwrap();
     {
         let mut i = child.stdin.take().unwrap();
-        std::thread::sleep(Duration::from_millis(500));
-        let _ = i.write_all(input.as_bytes());
+        // A NUL in `input` is a pause (the output so far gets through first).
+        for part in input.split('\0') {
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = i.write_all(part.as_bytes());
+        }
         std::thread::sleep(Duration::from_millis(300));
     }
     let o = child.wait_with_output().unwrap();
@@ -698,7 +702,7 @@ fn berth_cli_engine_commands_and_terminals() {
             "{} run -it --name dk --detach-keys ctrl-x,y busybox sh; echo cli-exit=$?",
             berth.display()
         ),
-        "echo $((7*8))\r\n\x18y",
+        "echo $((7*8))\r\n\0\x18y",
     );
     assert!(out.contains("56") && out.contains("cli-exit=0"), "{out}");
     assert_eq!(
