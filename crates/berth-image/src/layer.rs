@@ -240,7 +240,18 @@ pub fn apply_layer<R: Read>(
     apply_layer_at(root.as_fd(), reader, opts)
 }
 
+/// Size of the chunks of uncompressed stream handed from the decompressing thread to the
+/// unpacking one.
+const CHUNK: usize = 1 << 20;
+/// Chunks in flight between them.
+const CHUNKS_IN_FLIGHT: usize = 8;
+
 /// Like [`apply_layer`], on an already open directory descriptor.
+///
+/// Two stages run at once: this thread reads, decompresses and hashes the stream (the
+/// DiffID covers all of it, end-of-archive blocks and padding included), and hands 1 MiB
+/// chunks to a second thread that parses the tar and applies the entries. An error on
+/// either side stops both.
 pub fn apply_layer_at<R: Read>(
     root: BorrowedFd<'_>,
     reader: R,
@@ -248,8 +259,7 @@ pub fn apply_layer_at<R: Read>(
 ) -> Result<AppliedLayer, LayerError> {
     let mut reader = reader;
     let head = read_head(&mut reader, 6).map_err(LayerError::Read)?;
-    let buffered =
-        BufReader::with_capacity(256 * 1024, io::Cursor::new(head.clone()).chain(reader));
+    let buffered = BufReader::with_capacity(CHUNK, io::Cursor::new(head.clone()).chain(reader));
     let compression = Compression::detect(&head)?;
     let decompressed: Box<dyn Read + '_> = match compression {
         Compression::None => Box::new(buffered),
@@ -259,31 +269,128 @@ pub fn apply_layer_at<R: Read>(
         }
     };
     let mut hashing = HashingReader::new(decompressed);
-    let entries = {
-        let mut archive = tar::Archive::new(&mut hashing);
-        let mut applier = Applier {
-            root,
-            opts,
-            created: HashSet::new(),
-            dir_times: Vec::new(),
-            entries: 0,
-            parent_cache: None,
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let stop = &stop;
+        let unpacker = std::thread::Builder::new()
+            .name("layer-unpack".into())
+            .spawn_scoped(s, move || {
+                let res = (|| {
+                    let mut archive = tar::Archive::new(ChunkReader {
+                        rx,
+                        cur: Vec::new(),
+                        pos: 0,
+                    });
+                    let mut applier = Applier {
+                        root,
+                        opts,
+                        created: HashSet::new(),
+                        dir_times: Vec::new(),
+                        entries: 0,
+                        parent_cache: None,
+                        owner: Owner::current(),
+                    };
+                    for entry in archive.entries().map_err(LayerError::Read)? {
+                        let mut entry = entry.map_err(LayerError::Read)?;
+                        applier.apply(&mut entry)?;
+                    }
+                    applier.finish()?;
+                    Ok(applier.entries)
+                })();
+                if res.is_err() {
+                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                res
+            })
+            .map_err(LayerError::Read)?;
+        // Decompress and hash everything; the unpacker stops reading at the end of the
+        // archive (then sends fail, and the rest is only hashed).
+        let mut tx = Some(tx);
+        let read = loop {
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                break Ok(());
+            }
+            let mut buf = vec![0u8; CHUNK];
+            match fill(&mut hashing, &mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    buf.truncate(n);
+                    if let Some(t) = &tx {
+                        if t.send(Ok(buf)).is_err() {
+                            tx = None;
+                        }
+                    }
+                }
+                Err(e) => {
+                    if let Some(t) = &tx {
+                        let _ = t.send(Err(io::Error::new(e.kind(), e.to_string())));
+                    }
+                    break Err(e);
+                }
+            }
         };
-        for entry in archive.entries().map_err(LayerError::Read)? {
-            let mut entry = entry.map_err(LayerError::Read)?;
-            applier.apply(&mut entry)?;
+        drop(tx);
+        let applied = unpacker
+            .join()
+            .unwrap_or_else(|_| Err(LayerError::Read(io::Error::other("unpacker panicked"))));
+        match (read, applied) {
+            // The read error is the cause of the unpacker's.
+            (Err(e), _) => Err(LayerError::Read(e)),
+            (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(entries)) => {
+                let n = hashing.count();
+                let (hasher, _) = hashing.into_parts();
+                Ok(AppliedLayer {
+                    diff_id: hasher.finish(),
+                    size: n,
+                    compression,
+                    entries,
+                })
+            }
         }
-        applier.finish()?;
-        applier.entries
-    };
-    // Hash the end-of-archive blocks and any padding too: the DiffID covers the whole stream.
-    let (diff_id, size) = hashing.finish_draining().map_err(LayerError::Read)?;
-    Ok(AppliedLayer {
-        diff_id,
-        size,
-        compression,
-        entries,
     })
+}
+
+/// Reads until `buf` is full or the stream ends.
+fn fill<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// The unpacker's side of the chunk channel.
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(c)) => {
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The producer is done: end of stream.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// Reads up to `n` bytes (fewer only at EOF), however small the reader's chunks are.
@@ -508,7 +615,57 @@ struct Applier<'a> {
     entries: u64,
     /// The last parent directory resolved (tar lists a directory's entries together): saves a
     /// confined walk from the root per entry. Dropped whenever an entry could change it.
-    parent_cache: Option<(Vec<Vec<u8>>, OwnedFd)>,
+    parent_cache: Option<ParentDir>,
+    /// Who owns what this process creates (to skip `chown` / `chmod` calls that would change
+    /// nothing).
+    owner: Owner,
+}
+
+/// A resolved parent directory.
+struct ParentDir {
+    comps: Vec<Vec<u8>>,
+    fd: OwnedFd,
+    /// The group new entries inherit from it (set-group-ID directory), if any.
+    inherit_gid: Option<u64>,
+}
+
+/// The owner and mode of what this process creates.
+#[derive(Debug, Clone, Copy)]
+struct Owner {
+    uid: u64,
+    gid: u64,
+    umask: u32,
+}
+
+impl Owner {
+    fn current() -> Self {
+        // The umask from /proc (umask(2) would have to change it to read it, racing with
+        // other threads creating files); unknown = assume every bit is masked.
+        let umask = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            .unwrap_or(0o777);
+        Self {
+            uid: u64::from(rustix::process::geteuid().as_raw()),
+            gid: u64::from(rustix::process::getegid().as_raw()),
+            umask,
+        }
+    }
+
+    /// Whether an entry created in `parent` needs a `chown` to get `meta`'s owner.
+    fn needs_chown(&self, parent: &ParentDir, meta: &Meta) -> bool {
+        meta.uid != self.uid || meta.gid != parent.inherit_gid.unwrap_or(self.gid)
+    }
+
+    /// Whether `mode` can be given at creation (no special bits, nothing the umask removes),
+    /// so that no `chmod` is needed.
+    fn plain_mode(&self, mode: u32) -> bool {
+        mode & 0o7000 == 0 && mode & self.umask == 0
+    }
 }
 
 impl Applier<'_> {
@@ -529,8 +686,8 @@ impl Applier<'_> {
             return Ok(());
         };
         // An entry at or above the cached directory may replace it (or a component of its path).
-        if let Some((cached, _)) = &self.parent_cache {
-            if cached.starts_with(&comps)
+        if let Some(cached) = &self.parent_cache {
+            if cached.comps.starts_with(&comps)
                 || (self.opts.mode != ApplyMode::Plain && base.starts_with(WHITEOUT_PREFIX))
             {
                 self.parent_cache = None;
@@ -617,38 +774,87 @@ impl Applier<'_> {
         kind: tar::EntryType,
         meta: &Meta,
     ) -> Result<(), Result<EntryError, io::Error>> {
-        let parent = match &self.parent_cache {
-            Some((cached, fd)) if cached.as_slice() == parent_comps => {
-                rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| Ok(sys("dup")(e)))?
-            }
+        let pd = match self.parent_cache.take() {
+            Some(pd) if pd.comps.as_slice() == parent_comps => pd,
             _ => {
                 let fd =
                     resolve_dir(self.root, parent_comps, Some(&mut self.created)).map_err(Ok)?;
-                let keep =
-                    rustix::io::fcntl_dupfd_cloexec(&fd, 0).map_err(|e| Ok(sys("dup")(e)))?;
-                self.parent_cache = Some((parent_comps.to_vec(), keep));
-                fd
+                let st = rfs::fstat(&fd).map_err(|e| Ok(sys("stat directory")(e)))?;
+                ParentDir {
+                    comps: parent_comps.to_vec(),
+                    fd,
+                    inherit_gid: (st.st_mode & libc::S_ISGID != 0).then_some(u64::from(st.st_gid)),
+                }
             }
         };
-        let parent = parent.as_fd();
+        // The entry changes only what is inside the parent: it stays cached.
+        let r = self.apply_in(e, comps, &pd, base, kind, meta);
+        self.parent_cache = Some(pd);
+        r?;
+        self.created.insert(join(comps));
+        Ok(())
+    }
+
+    fn apply_in<R: Read>(
+        &mut self,
+        e: &mut tar::Entry<'_, R>,
+        comps: &[Vec<u8>],
+        pd: &ParentDir,
+        base: &[u8],
+        kind: tar::EntryType,
+        meta: &Meta,
+    ) -> Result<(), Result<EntryError, io::Error>> {
+        let parent = pd.fd.as_fd();
+        let chown = self.opts.same_owner && self.owner.needs_chown(pd, meta);
         use tar::EntryType as T;
         match kind {
             T::Regular | T::Continuous | T::GNUSparse => {
-                self.prepare_slot(parent, base, false).map_err(Ok)?;
-                let fd = rfs::openat(
-                    parent,
-                    base,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
+                // Created with its final mode when the umask cannot change it: then no
+                // chmod (a chown never changes plain permission bits).
+                let plain = self.owner.plain_mode(meta.mode);
+                let create = || {
+                    rfs::openat(
+                        parent,
+                        base,
+                        OFlags::WRONLY
+                            | OFlags::CREATE
+                            | OFlags::EXCL
+                            | OFlags::NOFOLLOW
+                            | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(if plain { meta.mode } else { 0o600 }),
+                    )
+                };
+                let fd = match create() {
+                    // Something is there (a symlink is never followed with O_EXCL): replace it.
+                    Err(Errno::EXIST) => {
+                        self.prepare_slot(parent, base, false).map_err(Ok)?;
+                        create()
+                    }
+                    r => r,
+                }
                 .map_err(|e| Ok(sys("create file")(e)))?;
                 let mut f = File::from(fd);
                 copy_entry(e, &mut f)?;
-                self.set_fd_meta(f.as_fd(), meta).map_err(Ok)?;
+                if chown {
+                    rfs::fchown(
+                        &f,
+                        Some(uid(meta.uid).map_err(Ok)?),
+                        Some(gid(meta.gid).map_err(Ok)?),
+                    )
+                    .map_err(|e| Ok(sys("chown")(e)))?;
+                }
+                if !plain {
+                    // After chown, which clears setuid/setgid.
+                    rfs::fchmod(&f, Mode::from_raw_mode(meta.mode))
+                        .map_err(|e| Ok(sys("chmod")(e)))?;
+                }
+                for (k, v) in &meta.xattrs {
+                    xattr_result(
+                        k,
+                        rfs::fsetxattr(&f, k.as_str(), v, XattrFlags::empty()).map_err(Into::into),
+                    )
+                    .map_err(Ok)?;
+                }
                 rfs::futimens(&f, &meta.times()).map_err(|e| Ok(sys("set times")(e)))?;
             }
             T::Directory => {
@@ -679,10 +885,16 @@ impl Applier<'_> {
                 if target.is_empty() {
                     return Err(Ok(EntryError::EmptySymlink));
                 }
-                self.prepare_slot(parent, base, false).map_err(Ok)?;
-                rfs::symlinkat(target.as_slice(), parent, base)
-                    .map_err(|e| Ok(sys("symlink")(e)))?;
-                self.set_at_meta(parent, base, meta, false).map_err(Ok)?;
+                match rfs::symlinkat(target.as_slice(), parent, base) {
+                    Err(Errno::EXIST) => {
+                        self.prepare_slot(parent, base, false).map_err(Ok)?;
+                        rfs::symlinkat(target.as_slice(), parent, base)
+                    }
+                    r => r,
+                }
+                .map_err(|e| Ok(sys("symlink")(e)))?;
+                self.set_at_meta_owned(parent, base, meta, false, chown)
+                    .map_err(Ok)?;
             }
             T::Link => {
                 let target = e
@@ -715,7 +927,6 @@ impl Applier<'_> {
                 return Err(Ok(EntryError::UnsupportedType(other.as_byte() as char)));
             }
         }
-        self.created.insert(join(comps));
         Ok(())
     }
 
@@ -785,7 +996,19 @@ impl Applier<'_> {
         meta: &Meta,
         chmod: bool,
     ) -> Result<(), EntryError> {
-        if self.opts.same_owner {
+        self.set_at_meta_owned(parent, base, meta, chmod, self.opts.same_owner)
+    }
+
+    /// [`Self::set_at_meta`], with `chown` saying whether the owner must be changed.
+    fn set_at_meta_owned(
+        &self,
+        parent: BorrowedFd<'_>,
+        base: &[u8],
+        meta: &Meta,
+        chmod: bool,
+        chown: bool,
+    ) -> Result<(), EntryError> {
+        if chown {
             rfs::chownat(
                 parent,
                 base,
