@@ -28,6 +28,8 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use rustix::fs::{
     self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags,
@@ -276,7 +278,18 @@ pub fn apply_layer_at<R: Read>(
         let unpacker = std::thread::Builder::new()
             .name("layer-unpack".into())
             .spawn_scoped(s, move || {
-                let res = (|| {
+                let res = std::thread::scope(|ws| {
+                    let shared = Arc::new(WriterShared::default());
+                    let (jtx, jrx) = std::sync::mpsc::sync_channel::<FileJob>(JOBS_IN_FLIGHT);
+                    let jrx = Arc::new(Mutex::new(jrx));
+                    let writers = writer_count();
+                    for i in 0..writers {
+                        let (jrx, shared) = (jrx.clone(), shared.clone());
+                        std::thread::Builder::new()
+                            .name(format!("layer-write-{i}"))
+                            .spawn_scoped(ws, move || write_files(&jrx, &shared))
+                            .map_err(LayerError::Read)?;
+                    }
                     let mut archive = tar::Archive::new(ChunkReader {
                         rx,
                         cur: Vec::new(),
@@ -290,14 +303,22 @@ pub fn apply_layer_at<R: Read>(
                         entries: 0,
                         parent_cache: None,
                         owner: Owner::current(),
+                        writers: (writers > 0).then_some((jtx, shared)),
+                        pending: HashSet::new(),
+                        pending_dirs: HashSet::new(),
                     };
-                    for entry in archive.entries().map_err(LayerError::Read)? {
-                        let mut entry = entry.map_err(LayerError::Read)?;
-                        applier.apply(&mut entry)?;
-                    }
-                    applier.finish()?;
-                    Ok(applier.entries)
-                })();
+                    let r = (|| {
+                        for entry in archive.entries().map_err(LayerError::Read)? {
+                            let mut entry = entry.map_err(LayerError::Read)?;
+                            applier.apply(&mut entry)?;
+                        }
+                        applier.finish()?;
+                        Ok(applier.entries)
+                    })();
+                    // Ends the writers (after the jobs already queued).
+                    applier.writers = None;
+                    r
+                });
                 if res.is_err() {
                     stop.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
@@ -560,6 +581,7 @@ fn lsetxattr_at(dir: BorrowedFd<'_>, name: &[u8], key: &str, value: &[u8]) -> io
     rfs::lsetxattr(path, key, value, XattrFlags::empty()).map_err(Into::into)
 }
 
+#[derive(Clone)]
 struct Meta {
     uid: u64,
     gid: u64,
@@ -619,12 +641,147 @@ struct Applier<'a> {
     /// Who owns what this process creates (to skip `chown` / `chmod` calls that would change
     /// nothing).
     owner: Owner,
+    /// The writer threads small regular files are handed to (see [`FileJob`]).
+    writers: Option<(std::sync::mpsc::SyncSender<FileJob>, Arc<WriterShared>)>,
+    /// Paths of files handed to the writers since the last barrier.
+    pending: HashSet<Vec<u8>>,
+    /// Every directory above a pending path.
+    pending_dirs: HashSet<Vec<u8>>,
+}
+
+/// Regular files up to this size are written by writer threads while the tar is read on.
+const OFFLOAD_MAX: u64 = 256 * 1024;
+/// Writer threads per layer, unless `BERTH_UNPACK_WRITERS` says otherwise (0: the tar
+/// thread writes every file itself).
+const WRITERS: usize = 3;
+
+fn writer_count() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("BERTH_UNPACK_WRITERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(|n: usize| n.min(64))
+            .unwrap_or(WRITERS)
+    })
+}
+/// Files queued for the writers at most.
+const JOBS_IN_FLIGHT: usize = 64;
+
+/// A small regular file for a writer thread: created (`O_EXCL`), written, owned, moded,
+/// xattr'd, timed and closed there. The tar thread hands a file over only when no entry
+/// after it can depend on it without a barrier first (same path, a path below it, a hard
+/// link, a whiteout): see [`Applier::apply`].
+struct FileJob {
+    parent: Arc<OwnedFd>,
+    base: Vec<u8>,
+    data: Vec<u8>,
+    meta: Meta,
+    chown: bool,
+    plain: bool,
+    entry: Vec<u8>,
+}
+
+/// State shared by the tar thread and the writers.
+#[derive(Default)]
+struct WriterShared {
+    /// Jobs sent and not finished.
+    outstanding: Mutex<usize>,
+    cond: Condvar,
+    /// The first failure.
+    error: Mutex<Option<LayerError>>,
+    failed: AtomicBool,
+}
+
+fn write_files(rx: &Mutex<std::sync::mpsc::Receiver<FileJob>>, shared: &WriterShared) {
+    loop {
+        let job = {
+            let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
+            rx.recv()
+        };
+        let Ok(job) = job else { return };
+        if !shared.failed.load(AtomicOrdering::SeqCst) {
+            if let Err(error) = write_file(&job) {
+                let mut first = shared.error.lock().unwrap_or_else(|e| e.into_inner());
+                if first.is_none() {
+                    *first = Some(LayerError::Entry {
+                        entry: display_entry(&job.entry),
+                        error,
+                    });
+                }
+                shared.failed.store(true, AtomicOrdering::SeqCst);
+            }
+        }
+        drop(job);
+        let mut n = shared.outstanding.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        if *n == 0 {
+            shared.cond.notify_all();
+        }
+    }
+}
+
+/// Files from this size on are sent to the disk as soon as they are written, so that the
+/// `syncfs` that makes the layer durable has little left to wait for.
+const EARLY_WRITEBACK_MIN: u64 = 64 * 1024;
+
+/// Starts (does not wait for) the writeback of a file just written: `POSIX_FADV_DONTNEED`
+/// queues its dirty pages for writing (they stay cached until written). Advisory only.
+fn start_writeback(f: &File, len: u64) {
+    if len >= EARLY_WRITEBACK_MIN {
+        let _ = rfs::fadvise(f, 0, None, rfs::Advice::DontNeed);
+    }
+}
+
+fn write_file(j: &FileJob) -> Result<(), EntryError> {
+    use std::io::Write;
+    let parent = j.parent.as_fd();
+    let meta = &j.meta;
+    let create = || {
+        rfs::openat(
+            parent,
+            j.base.as_slice(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(if j.plain { meta.mode } else { 0o600 }),
+        )
+    };
+    let fd = match create() {
+        // Something from below (or an earlier, finished entry) is there: replace it.
+        Err(Errno::EXIST) => {
+            remove_all_at(parent, &j.base).map_err(|source| EntryError::Io {
+                op: "remove existing entry",
+                source,
+            })?;
+            create()
+        }
+        r => r,
+    }
+    .map_err(sys("create file"))?;
+    let mut f = File::from(fd);
+    f.write_all(&j.data).map_err(|source| EntryError::Io {
+        op: "write file",
+        source,
+    })?;
+    start_writeback(&f, j.data.len() as u64);
+    if j.chown {
+        rfs::fchown(&f, Some(uid(meta.uid)?), Some(gid(meta.gid)?)).map_err(sys("chown"))?;
+    }
+    if !j.plain {
+        rfs::fchmod(&f, Mode::from_raw_mode(meta.mode)).map_err(sys("chmod"))?;
+    }
+    for (k, v) in &meta.xattrs {
+        xattr_result(
+            k,
+            rfs::fsetxattr(&f, k.as_str(), v, XattrFlags::empty()).map_err(Into::into),
+        )?;
+    }
+    rfs::futimens(&f, &meta.times()).map_err(sys("set times"))
 }
 
 /// A resolved parent directory.
 struct ParentDir {
     comps: Vec<Vec<u8>>,
-    fd: OwnedFd,
+    fd: Arc<OwnedFd>,
     /// The group new entries inherit from it (set-group-ID directory), if any.
     inherit_gid: Option<u64>,
 }
@@ -693,7 +850,25 @@ impl Applier<'_> {
                 self.parent_cache = None;
             }
         }
-        if self.opts.mode != ApplyMode::Plain && base.starts_with(WHITEOUT_PREFIX) {
+        let is_whiteout = self.opts.mode != ApplyMode::Plain && base.starts_with(WHITEOUT_PREFIX);
+        // Wait for the writers when this entry could touch a file they have not written yet
+        // (or when one of them failed: stop early).
+        if !self.pending.is_empty() {
+            let path = join(&comps);
+            let conflict = is_whiteout
+                || kind == tar::EntryType::Link
+                || self.pending.contains(&path)
+                || self.pending_dirs.contains(&path)
+                || (1..comps.len()).any(|i| self.pending.contains(&join(&comps[..i])))
+                || self
+                    .writers
+                    .as_ref()
+                    .is_some_and(|(_, sh)| sh.failed.load(AtomicOrdering::SeqCst));
+            if conflict {
+                self.barrier()?;
+            }
+        }
+        if is_whiteout {
             return self.whiteout(e, parent, base).map_err(wrap);
         }
         let mut meta = self.meta(e).map_err(wrap)?;
@@ -782,7 +957,7 @@ impl Applier<'_> {
                 let st = rfs::fstat(&fd).map_err(|e| Ok(sys("stat directory")(e)))?;
                 ParentDir {
                     comps: parent_comps.to_vec(),
-                    fd,
+                    fd: Arc::new(fd),
                     inherit_gid: (st.st_mode & libc::S_ISGID != 0).then_some(u64::from(st.st_gid)),
                 }
             }
@@ -809,6 +984,9 @@ impl Applier<'_> {
         use tar::EntryType as T;
         match kind {
             T::Regular | T::Continuous | T::GNUSparse => {
+                if self.offload(e, comps, pd, meta, chown)? {
+                    return Ok(());
+                }
                 // Created with its final mode when the umask cannot change it: then no
                 // chmod (a chown never changes plain permission bits).
                 let plain = self.owner.plain_mode(meta.mode);
@@ -835,6 +1013,7 @@ impl Applier<'_> {
                 .map_err(|e| Ok(sys("create file")(e)))?;
                 let mut f = File::from(fd);
                 copy_entry(e, &mut f)?;
+                start_writeback(&f, e.size());
                 if chown {
                     rfs::fchown(
                         &f,
@@ -1194,8 +1373,74 @@ impl Applier<'_> {
         Ok(())
     }
 
+    /// Waits until the writers have finished every file handed to them; their first error.
+    fn barrier(&mut self) -> Result<(), LayerError> {
+        self.pending.clear();
+        self.pending_dirs.clear();
+        let Some((_, shared)) = &self.writers else {
+            return Ok(());
+        };
+        let mut n = shared.outstanding.lock().unwrap_or_else(|e| e.into_inner());
+        while *n > 0 {
+            n = shared.cond.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(n);
+        match shared
+            .error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands a small regular file to the writers; `Ok(false)` when it must be written here.
+    fn offload<R: Read>(
+        &mut self,
+        e: &mut tar::Entry<'_, R>,
+        comps: &[Vec<u8>],
+        pd: &ParentDir,
+        meta: &Meta,
+        chown: bool,
+    ) -> Result<bool, Result<EntryError, io::Error>> {
+        let Some((tx, shared)) = &self.writers else {
+            return Ok(false);
+        };
+        let size = e.size();
+        if size > OFFLOAD_MAX {
+            return Ok(false);
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        e.read_to_end(&mut data).map_err(Err)?;
+        let path = join(comps);
+        let job = FileJob {
+            parent: pd.fd.clone(),
+            base: comps.last().cloned().unwrap_or_default(),
+            data,
+            meta: meta.clone(),
+            chown,
+            plain: self.owner.plain_mode(meta.mode),
+            entry: path.clone(),
+        };
+        *shared.outstanding.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        if tx.send(job).is_err() {
+            return Err(Ok(EntryError::Io {
+                op: "hand file to a writer",
+                source: io::Error::other("writer threads gone"),
+            }));
+        }
+        for i in 1..comps.len() {
+            self.pending_dirs.insert(join(&comps[..i]));
+        }
+        self.pending.insert(path);
+        Ok(true)
+    }
+
     /// Sets directory times, deepest last-applied first, after all contents are in place.
     fn finish(&mut self) -> Result<(), LayerError> {
+        self.barrier()?;
         let dirs = std::mem::take(&mut self.dir_times);
         for (comps, times) in dirs.iter().rev() {
             let Some((base, parent)) = comps.split_last() else {
