@@ -891,7 +891,7 @@ async fn download(ctx: &Ctx<'_>, desc: &Descriptor, feed: &Feed) -> Result<()> {
 }
 
 /// Downloaded bytes between wake-ups of the unpacker reading the same file.
-const FEED_BATCH: u64 = 512 * 1024;
+const FEED_BATCH: u64 = 64 * 1024;
 
 async fn backoff(n: u32) {
     let ms = (100u64 << n.min(5)).min(2000);
