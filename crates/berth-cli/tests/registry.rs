@@ -647,7 +647,7 @@ fn push_pull_and_run() {
     let r = b.berth(&["pull", "-a", &repo]).ok();
     let out = lines(&r.stdout);
     assert!(
-        out.iter().any(|l| *l == "1: Pulling from test/busybox"),
+        out.contains(&"1: Pulling from test/busybox"),
         "{}",
         r.stdout
     );
