@@ -36,7 +36,7 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
-use crate::digest::{Digest, HashingReader};
+use crate::digest::{Digest, Hasher};
 
 /// Layer compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,10 +250,10 @@ const CHUNKS_IN_FLIGHT: usize = 8;
 
 /// Like [`apply_layer`], on an already open directory descriptor.
 ///
-/// Two stages run at once: this thread reads, decompresses and hashes the stream (the
-/// DiffID covers all of it, end-of-archive blocks and padding included), and hands 1 MiB
-/// chunks to a second thread that parses the tar and applies the entries. An error on
-/// either side stops both.
+/// Stages run at once: this thread reads and decompresses the stream into 1 MiB chunks; a
+/// `layer-hash` thread computes the DiffID from them (all of the stream, end-of-archive
+/// blocks and padding included); a `layer-unpack` thread parses the tar and applies the
+/// entries (small files through writer threads). An error on either side stops both.
 pub fn apply_layer_at<R: Read>(
     root: BorrowedFd<'_>,
     reader: R,
@@ -270,11 +270,23 @@ pub fn apply_layer_at<R: Read>(
             Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(LayerError::Read)?)
         }
     };
-    let mut hashing = HashingReader::new(decompressed);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
+    let mut decompressed = decompressed;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Arc<Vec<u8>>>>(CHUNKS_IN_FLIGHT);
+    // The DiffID is computed on a third thread, from the same chunks.
+    let (htx, hrx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(CHUNKS_IN_FLIGHT);
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
         let stop = &stop;
+        let hasher = std::thread::Builder::new()
+            .name("layer-hash".into())
+            .spawn_scoped(s, move || {
+                let mut h = Hasher::new();
+                for c in hrx {
+                    h.update(&c);
+                }
+                h
+            })
+            .map_err(LayerError::Read)?;
         let unpacker = std::thread::Builder::new()
             .name("layer-unpack".into())
             .spawn_scoped(s, move || {
@@ -292,7 +304,7 @@ pub fn apply_layer_at<R: Read>(
                     }
                     let mut archive = tar::Archive::new(ChunkReader {
                         rx,
-                        cur: Vec::new(),
+                        cur: Arc::new(Vec::new()),
                         pos: 0,
                     });
                     let mut applier = Applier {
@@ -333,10 +345,14 @@ pub fn apply_layer_at<R: Read>(
                 break Ok(());
             }
             let mut buf = vec![0u8; CHUNK];
-            match fill(&mut hashing, &mut buf) {
+            match fill(&mut decompressed, &mut buf) {
                 Ok(0) => break Ok(()),
                 Ok(n) => {
                     buf.truncate(n);
+                    let buf = Arc::new(buf);
+                    if htx.send(buf.clone()).is_err() {
+                        break Err(io::Error::other("the hashing thread stopped"));
+                    }
                     if let Some(t) = &tx {
                         if t.send(Ok(buf)).is_err() {
                             tx = None;
@@ -352,6 +368,10 @@ pub fn apply_layer_at<R: Read>(
             }
         };
         drop(tx);
+        drop(htx);
+        let hasher = hasher
+            .join()
+            .map_err(|_| LayerError::Read(io::Error::other("hashing thread panicked")))?;
         let applied = unpacker
             .join()
             .unwrap_or_else(|_| Err(LayerError::Read(io::Error::other("unpacker panicked"))));
@@ -360,8 +380,7 @@ pub fn apply_layer_at<R: Read>(
             (Err(e), _) => Err(LayerError::Read(e)),
             (Ok(()), Err(e)) => Err(e),
             (Ok(()), Ok(entries)) => {
-                let n = hashing.count();
-                let (hasher, _) = hashing.into_parts();
+                let n = hasher.count();
                 Ok(AppliedLayer {
                     diff_id: hasher.finish(),
                     size: n,
@@ -389,8 +408,8 @@ fn fill<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
 
 /// The unpacker's side of the chunk channel.
 struct ChunkReader {
-    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
-    cur: Vec<u8>,
+    rx: std::sync::mpsc::Receiver<io::Result<Arc<Vec<u8>>>>,
+    cur: Arc<Vec<u8>>,
     pos: usize,
 }
 
