@@ -316,8 +316,6 @@ pub fn apply_layer_at<R: Read>(
                         parent_cache: None,
                         owner: Owner::current(),
                         writers: (writers > 0).then_some((jtx, shared)),
-                        pending: HashSet::new(),
-                        pending_dirs: HashSet::new(),
                     };
                     let r = (|| {
                         for entry in archive.entries().map_err(LayerError::Read)? {
@@ -662,10 +660,6 @@ struct Applier<'a> {
     owner: Owner,
     /// The writer threads small regular files are handed to (see [`FileJob`]).
     writers: Option<(std::sync::mpsc::SyncSender<FileJob>, Arc<WriterShared>)>,
-    /// Paths of files handed to the writers since the last barrier.
-    pending: HashSet<Vec<u8>>,
-    /// Every directory above a pending path.
-    pending_dirs: HashSet<Vec<u8>>,
 }
 
 /// Regular files up to this size are written by writer threads while the tar is read on.
@@ -687,13 +681,13 @@ fn writer_count() -> usize {
 /// Files queued for the writers at most.
 const JOBS_IN_FLIGHT: usize = 64;
 
-/// A small regular file for a writer thread: created (`O_EXCL`), written, owned, moded,
-/// xattr'd, timed and closed there. The tar thread hands a file over only when no entry
-/// after it can depend on it without a barrier first (same path, a path below it, a hard
-/// link, a whiteout): see [`Applier::apply`].
+/// A small regular file for a writer thread, already created by the tar thread (so every
+/// change to names stays in tar order): written, owned, moded, xattr'd, timed and closed
+/// there. A later entry that replaces or removes the name leaves the writer working on an
+/// unlinked inode, which is harmless; a hard link to it shares the inode the writer
+/// finishes.
 struct FileJob {
-    parent: Arc<OwnedFd>,
-    base: Vec<u8>,
+    file: File,
     data: Vec<u8>,
     meta: Meta,
     chown: bool,
@@ -754,47 +748,26 @@ fn start_writeback(f: &File, len: u64) {
 
 fn write_file(j: &FileJob) -> Result<(), EntryError> {
     use std::io::Write;
-    let parent = j.parent.as_fd();
     let meta = &j.meta;
-    let create = || {
-        rfs::openat(
-            parent,
-            j.base.as_slice(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(if j.plain { meta.mode } else { 0o600 }),
-        )
-    };
-    let fd = match create() {
-        // Something from below (or an earlier, finished entry) is there: replace it.
-        Err(Errno::EXIST) => {
-            remove_all_at(parent, &j.base).map_err(|source| EntryError::Io {
-                op: "remove existing entry",
-                source,
-            })?;
-            create()
-        }
-        r => r,
-    }
-    .map_err(sys("create file"))?;
-    let mut f = File::from(fd);
+    let mut f = &j.file;
     f.write_all(&j.data).map_err(|source| EntryError::Io {
         op: "write file",
         source,
     })?;
-    start_writeback(&f, j.data.len() as u64);
+    start_writeback(f, j.data.len() as u64);
     if j.chown {
-        rfs::fchown(&f, Some(uid(meta.uid)?), Some(gid(meta.gid)?)).map_err(sys("chown"))?;
+        rfs::fchown(f, Some(uid(meta.uid)?), Some(gid(meta.gid)?)).map_err(sys("chown"))?;
     }
     if !j.plain {
-        rfs::fchmod(&f, Mode::from_raw_mode(meta.mode)).map_err(sys("chmod"))?;
+        rfs::fchmod(f, Mode::from_raw_mode(meta.mode)).map_err(sys("chmod"))?;
     }
     for (k, v) in &meta.xattrs {
         xattr_result(
             k,
-            rfs::fsetxattr(&f, k.as_str(), v, XattrFlags::empty()).map_err(Into::into),
+            rfs::fsetxattr(f, k.as_str(), v, XattrFlags::empty()).map_err(Into::into),
         )?;
     }
-    rfs::futimens(&f, &meta.times()).map_err(sys("set times"))
+    rfs::futimens(f, &meta.times()).map_err(sys("set times"))
 }
 
 /// A resolved parent directory.
@@ -870,22 +843,13 @@ impl Applier<'_> {
             }
         }
         let is_whiteout = self.opts.mode != ApplyMode::Plain && base.starts_with(WHITEOUT_PREFIX);
-        // Wait for the writers when this entry could touch a file they have not written yet
-        // (or when one of them failed: stop early).
-        if !self.pending.is_empty() {
-            let path = join(&comps);
-            let conflict = is_whiteout
-                || kind == tar::EntryType::Link
-                || self.pending.contains(&path)
-                || self.pending_dirs.contains(&path)
-                || (1..comps.len()).any(|i| self.pending.contains(&join(&comps[..i])))
-                || self
-                    .writers
-                    .as_ref()
-                    .is_some_and(|(_, sh)| sh.failed.load(AtomicOrdering::SeqCst));
-            if conflict {
-                self.barrier()?;
-            }
+        // A writer failed: stop early with its error.
+        if self
+            .writers
+            .as_ref()
+            .is_some_and(|(_, sh)| sh.failed.load(AtomicOrdering::SeqCst))
+        {
+            self.barrier()?;
         }
         if is_whiteout {
             return self.whiteout(e, parent, base).map_err(wrap);
@@ -1003,9 +967,6 @@ impl Applier<'_> {
         use tar::EntryType as T;
         match kind {
             T::Regular | T::Continuous | T::GNUSparse => {
-                if self.offload(e, comps, pd, meta, chown)? {
-                    return Ok(());
-                }
                 // Created with its final mode when the umask cannot change it: then no
                 // chmod (a chown never changes plain permission bits).
                 let plain = self.owner.plain_mode(meta.mode);
@@ -1030,7 +991,9 @@ impl Applier<'_> {
                     r => r,
                 }
                 .map_err(|e| Ok(sys("create file")(e)))?;
-                let mut f = File::from(fd);
+                let Some(mut f) = self.offload(e, comps, File::from(fd), meta, chown)? else {
+                    return Ok(());
+                };
                 copy_entry(e, &mut f)?;
                 start_writeback(&f, e.size());
                 if chown {
@@ -1394,8 +1357,6 @@ impl Applier<'_> {
 
     /// Waits until the writers have finished every file handed to them; their first error.
     fn barrier(&mut self) -> Result<(), LayerError> {
-        self.pending.clear();
-        self.pending_dirs.clear();
         let Some((_, shared)) = &self.writers else {
             return Ok(());
         };
@@ -1415,33 +1376,32 @@ impl Applier<'_> {
         }
     }
 
-    /// Hands a small regular file to the writers; `Ok(false)` when it must be written here.
+    /// Hands a small regular file (just created) to the writers; gives it back when it must
+    /// be written here.
     fn offload<R: Read>(
         &mut self,
         e: &mut tar::Entry<'_, R>,
         comps: &[Vec<u8>],
-        pd: &ParentDir,
+        file: File,
         meta: &Meta,
         chown: bool,
-    ) -> Result<bool, Result<EntryError, io::Error>> {
+    ) -> Result<Option<File>, Result<EntryError, io::Error>> {
         let Some((tx, shared)) = &self.writers else {
-            return Ok(false);
+            return Ok(Some(file));
         };
         let size = e.size();
         if size > OFFLOAD_MAX {
-            return Ok(false);
+            return Ok(Some(file));
         }
         let mut data = Vec::with_capacity(size as usize);
         e.read_to_end(&mut data).map_err(Err)?;
-        let path = join(comps);
         let job = FileJob {
-            parent: pd.fd.clone(),
-            base: comps.last().cloned().unwrap_or_default(),
+            file,
             data,
             meta: meta.clone(),
             chown,
             plain: self.owner.plain_mode(meta.mode),
-            entry: path.clone(),
+            entry: join(comps),
         };
         *shared.outstanding.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         if tx.send(job).is_err() {
@@ -1450,11 +1410,7 @@ impl Applier<'_> {
                 source: io::Error::other("writer threads gone"),
             }));
         }
-        for i in 1..comps.len() {
-            self.pending_dirs.insert(join(&comps[..i]));
-        }
-        self.pending.insert(path);
-        Ok(true)
+        Ok(None)
     }
 
     /// Sets directory times, deepest last-applied first, after all contents are in place.
