@@ -452,7 +452,16 @@ impl Cgroup {
                 Some(u) => v2::stats(&self.files(), &u.dir),
                 None => Ok(Stats::default()),
             },
-            _ => v1::stats(self),
+            _ => v1::stats(self, true),
+        }
+    }
+
+    /// The part of [`Cgroup::stats`] Docker's stats API shows (CPU, memory usage and
+    /// `memory.stat`, pids, block I/O): fewer files to read on v1, the same on v2.
+    pub fn usage_stats(&self) -> Result<Stats> {
+        match self.version {
+            CgroupVersion::V2 => self.stats(),
+            _ => v1::stats(self, false),
         }
     }
 

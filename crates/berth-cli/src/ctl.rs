@@ -1302,6 +1302,9 @@ pub struct PruneCmd {
     /// Remove all unused images not just dangling ones (system prune)
     #[arg(short = 'a', long)]
     all: bool,
+    /// Prune anonymous volumes (system prune)
+    #[arg(long)]
+    volumes: bool,
     /// Provide filter values (e.g. "label=<key>=<value>")
     #[arg(long)]
     filter: Vec<String>,
@@ -1354,8 +1357,13 @@ pub fn system_prune(host: &Host, c: &PruneCmd, out: &mut dyn Write) -> Result<()
     } else {
         "  - all dangling images"
     };
+    let vols = if c.volumes {
+        "\n  - all anonymous volumes not used by at least one container"
+    } else {
+        ""
+    };
     if !confirm(
-        &format!("WARNING! This will remove:\n  - all stopped containers\n{what}\n  - unused build cache\n"),
+        &format!("WARNING! This will remove:\n  - all stopped containers{vols}\n{what}\n  - unused build cache\n"),
         c.force,
         out,
     )? {
@@ -1371,6 +1379,20 @@ pub fn system_prune(host: &Host, c: &PruneCmd, out: &mut dyn Write) -> Result<()
             writeln!(out, "{}", id.as_str().unwrap_or_default()).map_err(w)?;
         }
         writeln!(out).map_err(w)?;
+    }
+    if c.volumes {
+        // As docker: anonymous volumes only (named ones need `volume prune -a`).
+        let v = api::request(host, "POST", "/volumes/prune", None)
+            .and_then(|r| r.json())
+            .map_err(daemon)?;
+        total += v["SpaceReclaimed"].as_f64().unwrap_or(0.0);
+        if let Some(d) = v["VolumesDeleted"].as_array().filter(|d| !d.is_empty()) {
+            writeln!(out, "Deleted Volumes:").map_err(w)?;
+            for n in d {
+                writeln!(out, "{}", n.as_str().unwrap_or_default()).map_err(w)?;
+            }
+            writeln!(out).map_err(w)?;
+        }
     }
     let filters = if c.all {
         format!("?filters={}", enc(r#"{"dangling":{"false":true}}"#))

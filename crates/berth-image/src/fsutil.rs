@@ -44,6 +44,44 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     res
 }
 
+/// Replaces `path` atomically (temp file, rename) without making it durable: for state that
+/// must survive the death of a process but not of the machine (what a container is doing right
+/// now, files under the exec root).
+pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp-{}-{}", std::process::id(), unique()));
+    let tmp = dir.join(tmp_name);
+    let res = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        drop(f);
+        fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Serialises `value` as JSON and writes it with [`replace_file`] (atomic, not durable).
+pub fn replace_json<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    replace_file(path, &bytes)
+}
+
 /// Serialises `value` as JSON and writes it with [`atomic_write`].
 pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;

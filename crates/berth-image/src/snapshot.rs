@@ -15,10 +15,11 @@
 //! Layout and crash safety: a layer is unpacked into `snapshots/tmp-*`, its metadata written
 //! with [`atomic_write`](crate::fsutil::atomic_write), the file system synced, and only then
 //! renamed to its chain ID: a snapshot directory that exists is complete. Leftover `tmp-*`
-//! directories are removed when the snapshotter is opened. Container metadata is written
-//! before the container's directories are used, and a snapshot's `users` list is updated
-//! before a container is created and after it is removed, so after a crash the recorded
-//! users over-approximate (a snapshot is never removed while in use).
+//! directories are removed when the snapshotter is opened. A container's metadata (naming its
+//! parent) is written durably before the container's directories are used, and removing a
+//! snapshot checks, under the same lock, every container's metadata and child snapshot, so a
+//! snapshot is never removed while in use, with one metadata write per container (the parent's
+//! own metadata is not rewritten; its `users` list only matters for stores of older versions).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -172,6 +173,20 @@ pub trait Snapshotter: Send + Sync {
 
     /// Mounts a container's root file system at `target`.
     fn mount_container(&self, id: &str, target: &Path) -> Result<(), SnapshotError>;
+
+    /// Mounts a container's root file system at `target`; `transient` says the writable layer
+    /// will be thrown away when the container stops (`--rm`), so the driver may skip making its
+    /// writes durable (overlayfs `volatile`: no sync of the upper file system, in particular
+    /// none at unmount, which otherwise syncs the whole file system holding the data root).
+    fn mount_container_transient(
+        &self,
+        id: &str,
+        target: &Path,
+        transient: bool,
+    ) -> Result<(), SnapshotError> {
+        let _ = transient;
+        self.mount_container(id, target)
+    }
 
     /// Removes a container snapshot (it must not be mounted).
     fn remove_container(&self, id: &str) -> Result<(), SnapshotError>;
@@ -425,9 +440,11 @@ impl Base {
             return Err(SnapshotError::ContainerExists(id.to_string()));
         }
         if let Some(p) = parent {
-            self.update_users(p, |u| {
-                u.insert(id.to_string());
-            })?;
+            // The parent must exist; the container's own metadata (written below, under the
+            // same lock that `remove` takes) is what makes it a user of the parent.
+            if !self.exists(p) {
+                return Err(SnapshotError::NotFound(p.clone()));
+            }
         }
         let snap = ContainerSnapshot {
             id: id.to_string(),
@@ -444,11 +461,6 @@ impl Base {
         })();
         if let Err(e) = res {
             let _ = remove_tree(&dir);
-            if let Some(p) = parent {
-                let _ = self.update_users(p, |u| {
-                    u.remove(id);
-                });
-            }
             return Err(e);
         }
         Ok(snap)
@@ -475,12 +487,16 @@ impl Base {
         fs::remove_file(&meta).map_err(io_at("remove", &meta))?;
         fsutil::fsync_dir(&dir).map_err(io_at("fsync", &dir))?;
         remove_tree(&dir)?;
+        // Stores written before containers were tracked by their own metadata only list them
+        // in the parent's `users`.
         if let Some(p) = &c.parent {
-            match self.update_users(p, |u| {
-                u.remove(id);
-            }) {
-                Ok(()) | Err(SnapshotError::NotFound(_)) => {}
-                Err(e) => return Err(e),
+            if self.info(p).is_ok_and(|i| i.users.contains(id)) {
+                match self.update_users(p, |u| {
+                    u.remove(id);
+                }) {
+                    Ok(()) | Err(SnapshotError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(())
@@ -688,16 +704,35 @@ impl Snapshotter for OverlaySnapshotter {
     }
 
     fn mount_container(&self, id: &str, target: &Path) -> Result<(), SnapshotError> {
+        self.mount_container_transient(id, target, false)
+    }
+
+    fn mount_container_transient(
+        &self,
+        id: &str,
+        target: &Path,
+        transient: bool,
+    ) -> Result<(), SnapshotError> {
         let c = self.base.container(id)?;
         let dir = self.base.container_dir(id);
         let lowers = match &c.parent {
             Some(p) => self.lower_dirs(p)?,
             None => vec![dir.join("lower-empty")],
         };
-        mount_overlay(
+        let work = dir.join("work");
+        // A `volatile` mount leaves this marker behind, and overlayfs refuses to mount the
+        // upper again while it exists. Only a transient (`--rm`) container is mounted volatile,
+        // and it is removed when it stops; what is left is a marker of a clean earlier mount
+        // (`docker cp` from the stopped container), so it goes.
+        let marker = work.join("work/incompat/volatile");
+        if marker.exists() {
+            let _ = fs::remove_dir_all(&marker);
+        }
+        mount_overlay_with(
             &lowers,
-            Some((&dir.join("upper"), &dir.join("work"))),
+            Some((&dir.join("upper"), &work)),
             target,
+            transient,
         )
     }
 
@@ -775,7 +810,18 @@ pub fn mount_overlay(
     upper_work: Option<(&Path, &Path)>,
     target: &Path,
 ) -> Result<(), SnapshotError> {
-    match mount_overlay_fsopen(lowers, upper_work, target) {
+    mount_overlay_with(lowers, upper_work, target, false)
+}
+
+/// [`mount_overlay`], with overlayfs' `volatile` option when asked (and the kernel has it).
+fn mount_overlay_with(
+    lowers: &[PathBuf],
+    upper_work: Option<(&Path, &Path)>,
+    target: &Path,
+    volatile: bool,
+) -> Result<(), SnapshotError> {
+    let volatile = volatile && upper_work.is_some();
+    match mount_overlay_fsopen(lowers, upper_work, target, volatile) {
         Ok(()) => Ok(()),
         Err(Fallback::No(e)) => Err(SnapshotError::Mount {
             target: target.to_path_buf(),
@@ -857,6 +903,7 @@ fn mount_overlay_fsopen(
     lowers: &[PathBuf],
     upper_work: Option<(&Path, &Path)>,
     target: &Path,
+    volatile: bool,
 ) -> Result<(), Fallback> {
     use rustix::mount::{
         fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags,
@@ -883,6 +930,10 @@ fn mount_overlay_fsopen(
     if let Some((u, w)) = upper_work {
         fsconfig_set_string(&fsfd, "upperdir", u).map_err(|e| Fallback::No(e.into()))?;
         fsconfig_set_string(&fsfd, "workdir", w).map_err(|e| Fallback::No(e.into()))?;
+        if volatile {
+            // Kernels before 5.10 do not know it: then the mount is simply durable.
+            let _ = rustix::mount::fsconfig_set_flag(&fsfd, "volatile");
+        }
     }
     fsconfig_create(&fsfd).map_err(|e| Fallback::No(e.into()))?;
     let mnt = fsmount(

@@ -329,7 +329,7 @@ impl Runtime {
             .linux()
             .seccomp
             .as_ref()
-            .map(seccomp::compile)
+            .map(|s| seccomp::compile_cached(s, &self.root.join(SECCOMP_CACHE)))
             .transpose()?;
         std::fs::create_dir_all(&self.root)
             .map_err(io(format!("create root {}", self.root.display())))?;
@@ -704,7 +704,7 @@ impl Runtime {
             .linux()
             .seccomp
             .as_ref()
-            .map(seccomp::compile)
+            .map(|s| seccomp::compile_cached(s, &self.root.join(SECCOMP_CACHE)))
             .transpose()?;
         // The namespaces of the init that differ from ours, opened before anything changes.
         let mut join = Vec::new();
@@ -1024,3 +1024,7 @@ fn wait_plain(pid: i32) -> i32 {
         }
     }
 }
+
+/// The cache of compiled seccomp programs under the state root ('@' is not allowed in a container
+/// id, see `validate_id`).
+const SECCOMP_CACHE: &str = "@seccomp-cache";

@@ -170,7 +170,14 @@ pub fn reexec_sealed() -> std::io::Error {
 }
 
 fn make_sealed_copy() -> std::io::Result<OwnedFd> {
-    let src = std::fs::File::open("/proc/self/exe")?;
+    sealed_copy_of(std::path::Path::new("/proc/self/exe"))
+}
+
+/// A sealed, executable memfd copy of the file at `path` (close-on-exec). A runtime executed
+/// from it (`/proc/self/fd/N`) is protected from the start and needs no re-execution: berthd
+/// makes one copy when it starts and hands it to every shim.
+pub fn sealed_copy_of(path: &std::path::Path) -> std::io::Result<OwnedFd> {
+    let src = std::fs::File::open(path)?;
     let len = src.metadata()?.len();
     let name = c"berth-runtime";
     // SAFETY: valid name string; flags are constants.

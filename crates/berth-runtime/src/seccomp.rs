@@ -216,6 +216,61 @@ pub fn compile(s: &Seccomp) -> Result<CompiledFilter, SeccompError> {
     Ok(CompiledFilter { bpf, flags })
 }
 
+/// [`compile`], through a cache of compiled programs in `dir` (the runtime's state root):
+/// compiling Docker's default profile with libseccomp costs milliseconds on every container
+/// start, and almost every container uses the same profile (crun caches the same way).
+///
+/// The key covers the profile, the runtime binary (its size and modification time, so that a
+/// new runtime never uses an old compilation) and libseccomp's version. The directory is the
+/// runtime's own (root only); an entry is written atomically and checked on read.
+pub fn compile_cached(s: &Seccomp, dir: &std::path::Path) -> Result<CompiledFilter, SeccompError> {
+    use sha2::{Digest, Sha256};
+    let Some(key) = (|| {
+        let mut h = Sha256::new();
+        h.update(serde_json::to_vec(s).ok()?);
+        let exe = std::fs::metadata("/proc/self/exe").ok()?;
+        let mtime = exe
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        h.update(format!(
+            "{}:{}:{}",
+            exe.len(),
+            mtime.as_nanos(),
+            CACHE_FORMAT
+        ));
+        let v = libseccomp::ScmpVersion::current().ok()?;
+        h.update(format!("{}.{}.{}", v.major, v.minor, v.micro));
+        Some(hex::encode(h.finalize()))
+    })() else {
+        return compile(s);
+    };
+    let path = dir.join(format!("{key}.bpf"));
+    if let Ok(bpf) = std::fs::read(&path) {
+        if !bpf.is_empty() && bpf.len() % 8 == 0 {
+            validate(s).map_err(build_err)?;
+            let mut flags = 0;
+            for f in &s.flags {
+                flags |= parse_flag(f).unwrap_or(0);
+            }
+            return Ok(CompiledFilter { bpf, flags });
+        }
+    }
+    let compiled = compile(s)?;
+    // A cache that cannot be written only costs the next start a compilation.
+    if std::fs::create_dir_all(dir).is_ok() {
+        let tmp = dir.join(format!(".{key}.{}", std::process::id()));
+        if std::fs::write(&tmp, &compiled.bpf).is_ok() && std::fs::rename(&tmp, &path).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+    Ok(compiled)
+}
+
+/// Bumped whenever [`compile`] changes what it produces for the same profile.
+const CACHE_FORMAT: u32 = 1;
+
 /// libseccomp 2.5 (Debian 12) has no in-memory export: export into a memfd and read it back.
 fn export(ctx: &ScmpFilterContext) -> Result<Vec<u8>, SeccompError> {
     use std::io::{Read, Seek};
@@ -259,4 +314,49 @@ pub fn load(filter: &CompiledFilter) -> Result<(), SeccompError> {
         return Err(SeccompError::Load(std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(errno: u32) -> Seccomp {
+        serde_json::from_value(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "flags": ["SECCOMP_FILTER_FLAG_LOG"],
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn cache_returns_what_compile_makes_and_keys_by_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let a = profile(1);
+        let fresh = compile(&a).unwrap();
+        let first = compile_cached(&a, &cache).unwrap();
+        assert_eq!(first.bpf, fresh.bpf);
+        assert_eq!(first.flags, FLAG_LOG);
+        let entries: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+        assert_eq!(entries.len(), 1);
+        let second = compile_cached(&a, &cache).unwrap();
+        assert_eq!(second.bpf, fresh.bpf);
+        assert_eq!(second.flags, FLAG_LOG);
+        // A different profile is a different entry with a different program.
+        let b = profile(2);
+        let other = compile_cached(&b, &cache).unwrap();
+        assert_ne!(other.bpf, fresh.bpf);
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
+        // A damaged entry is compiled again and replaced.
+        let path = entries[0].as_ref().unwrap().path();
+        std::fs::write(&path, b"short").unwrap();
+        let again = compile_cached(&a, &cache).unwrap();
+        assert_eq!(again.bpf, fresh.bpf);
+        assert_eq!(std::fs::read(&path).unwrap(), fresh.bpf);
+        // An invalid profile is refused even when cached programs exist.
+        let mut bad = a.clone();
+        bad.default_action = "SCMP_ACT_MAYBE".into();
+        assert!(compile_cached(&bad, &cache).is_err());
+    }
 }

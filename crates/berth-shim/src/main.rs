@@ -19,11 +19,16 @@ options:
   --state-dir DIR       the shim's directory (socket, pid, exit.json, log)
   --runtime PATH        OCI runtime binary [berth-runtime]
   --runtime-root DIR    the runtime's --root [/run/berth-runtime]
+  --runtime-fd N        the runtime is the executable open as descriptor N (berthd's sealed
+                        copy, which needs no protective re-execution); overrides --runtime
   --log-path FILE       json-file log [STATE_DIR/ID-json.log]
   --log-max-size SIZE   rotate at this size (k, m, g suffixes; 0 = never) [10m]
   --log-max-file N      keep at most N log files [3]
   --tty                 give the container a pty (process.terminal must be true)
   --stdin               keep the container's stdin open for attach clients
+  --direct-start        start the container by writing its exec fifo (ROOT/ID/exec.fifo, the
+                        layout of berth-runtime and runc) instead of running `RUNTIME start`;
+                        only for bundles without poststart hooks, which `start` would run
 ";
 
 fn parse_size(s: &str) -> Option<u64> {
@@ -50,7 +55,8 @@ fn parse(args: Vec<String>) -> Result<Config, String> {
     let mut log_path = None;
     let mut max_size = DEFAULT_MAX_SIZE;
     let mut max_file = DEFAULT_MAX_FILE;
-    let (mut tty, mut stdin) = (false, false);
+    let (mut tty, mut stdin, mut direct_start) = (false, false, false);
+    let mut runtime_fd: Option<i32> = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -84,12 +90,34 @@ fn parse(args: Vec<String>) -> Result<Config, String> {
             }
             "--tty" => tty = true,
             "--stdin" => stdin = true,
+            "--direct-start" => direct_start = true,
+            "--runtime-fd" => {
+                let v = value("--runtime-fd")?;
+                runtime_fd = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| *n > 2)
+                        .ok_or(format!("invalid --runtime-fd {v:?}"))?,
+                );
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     let id = id.ok_or("--id is required")?;
     let state_dir = state_dir.ok_or("--state-dir is required")?;
+    if let Some(fd) = runtime_fd {
+        // Kept for the shim's lifetime, never inherited by what it runs (an ELF binary is
+        // executed through /proc/self/fd/N even when N is close-on-exec).
+        // SAFETY: fcntl on a descriptor number; an invalid one fails with EBADF.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+            return Err(format!(
+                "--runtime-fd {fd}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        runtime = PathBuf::from(format!("/proc/self/fd/{fd}"));
+    }
     let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
     let state_dir = abs(state_dir);
     Ok(Config {
@@ -107,6 +135,7 @@ fn parse(args: Vec<String>) -> Result<Config, String> {
         log_max_file: max_file,
         tty,
         stdin,
+        direct_start,
     })
 }
 

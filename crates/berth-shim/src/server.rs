@@ -30,6 +30,8 @@ pub struct Config {
     pub log_max_file: u32,
     pub tty: bool,
     pub stdin: bool,
+    /// Start by writing the runtime's exec fifo (see the binary's `--help`).
+    pub direct_start: bool,
 }
 
 impl Config {
@@ -1220,7 +1222,13 @@ impl Shim {
                 self.init.status.as_str()
             ));
         }
-        match self.run_runtime(&["start", &self.cfg.id.clone()]) {
+        let started = if self.cfg.direct_start {
+            sys::write_exec_fifo(&self.cfg.runtime_root.join(&self.cfg.id).join("exec.fifo"))
+                .map_err(|e| format!("start container {}: {e}", self.cfg.id))
+        } else {
+            self.run_runtime(&["start", &self.cfg.id.clone()])
+        };
+        match started {
             Ok(()) => {
                 // The exit may already have been reaped (a very short container): keep Stopped.
                 if self.init.status == Status::Created {

@@ -355,7 +355,10 @@ pub fn redirect_stdio(err: Option<&Path>) -> io::Result<()> {
     }
 }
 
-/// Writes `data` to `path` crash-safely: temp file, fsync, rename, fsync of the directory.
+/// Writes `data` to `path` atomically: temp file, then rename. No fsync: the shim's state lives
+/// under the exec root (a tmpfs such as `/run` in a normal setup), describes processes that a
+/// reboot ends anyway, and only has to survive the death of processes (the daemon's, the
+/// shim's), which a rename already guarantees.
 pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -371,10 +374,8 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
             .truncate(true)
             .open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
     }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    std::fs::rename(&tmp, path)
 }
 
 /// The current time as RFC 3339 with nanoseconds, UTC.
@@ -413,6 +414,28 @@ pub fn vm_rss_kib(pid: i32) -> Option<u64> {
     s.lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Starts a created container the way `runtime start` does: one byte into the exec fifo its
+/// init blocks on (non-blocking open: no reader means the init is gone), then the fifo goes.
+pub fn write_exec_fifo(path: &Path) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                io::Error::other("the container's init is not waiting for start (it exited)")
+            } else {
+                e
+            }
+        })?;
+    f.write_all(b"0")?;
+    drop(f);
+    let _ = std::fs::remove_file(path);
+    Ok(())
 }
 
 #[cfg(test)]

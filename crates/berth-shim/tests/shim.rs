@@ -581,3 +581,34 @@ fn shim_rss() {
     drop(stream);
     c.shutdown(false).unwrap();
 }
+
+#[test]
+fn direct_start_writes_the_exec_fifo() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("direct");
+    let b = env.bundle(&id, &["sh", "-c", "echo started; exit 7"], false);
+    b.write();
+    let shim = env.start_shim(&id, &b, &["--direct-start"]);
+    let fifo = env.root.join(&id).join("exec.fifo");
+    assert!(
+        fifo.exists(),
+        "the created container waits on {}",
+        fifo.display()
+    );
+    shim.client().start().unwrap();
+    assert_eq!(shim.client().wait(None).unwrap(), 7);
+    assert!(
+        !fifo.exists(),
+        "the fifo goes at start, as with `runtime start`"
+    );
+    assert_eq!(env.runtime_status(&id), "stopped");
+    // A second start is refused by the shim (the container is not created any more).
+    assert!(shim.client().start().is_err());
+    assert!(std::fs::read_to_string(shim.log_path())
+        .unwrap()
+        .contains("started"));
+    shim.client().shutdown(false).unwrap();
+}

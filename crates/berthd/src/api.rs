@@ -537,8 +537,12 @@ async fn container_logs(State(s): St, Path(id): Path<String>, Query(q): Q) -> R 
     if !o.stdout && !o.stderr {
         return Err(bad("Bad parameters: you must choose at least one stream"));
     }
-    let events = if c.state.running {
-        Some(s.engine.subscribe(&c.id)?)
+    // Subscribe first, then look at the state: an exit after the look is then an exit the
+    // stream sees (`exits` grows past `seen`), and one before it means no following at all.
+    let events = if o.follow {
+        let rx = s.engine.subscribe(&c.id)?;
+        let seen = rx.borrow().exits;
+        s.engine.get(&c.id)?.state.running.then_some((rx, seen))
     } else {
         None
     };

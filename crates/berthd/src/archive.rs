@@ -12,6 +12,9 @@
 //! on their destinations (resolved inside the root), and does the whole operation there: when
 //! the thread ends the namespace and all these mounts disappear, even after an error.
 //!
+//! Both run under the container's operation lock (the stopped case for the whole operation),
+//! so a `start` racing with a copy waits for it instead of mounting the same snapshot twice.
+//!
 //! Uploads are extracted with berth-image's confined layer applier rooted at the target
 //! directory's descriptor (no `..`, absolute paths, symlinks or hard links can leave it).
 
@@ -77,9 +80,19 @@ fn with_root<T: Send + 'static>(
     f: impl FnOnce(BorrowedFd<'_>) -> Result<T> + Send + 'static,
 ) -> std::thread::JoinHandle<Result<T>> {
     std::thread::spawn(move || {
+        // The container's operation lock (start, stop, remove and update take it): a stopped
+        // container cannot start while its snapshot is mounted here (two overlay mounts of one
+        // upper directory are undefined), and the state is read under the lock.
+        let entry = engine
+            .lookup(&c.id)
+            .map_err(|_| ArchiveError::NotFound("/".into(), c.id.clone()))?;
+        let op = entry.op.blocking_lock();
+        let c = entry.rec.lock().unwrap().clone();
         // Running: its own root (export stays on the root filesystem by not crossing mounts).
+        // The descriptor pins that root: the lock is not needed any longer.
         if c.state.running {
             let root = running_root(&c)?;
+            drop(op);
             return f(root.as_fd());
         }
         // Volumes with mount options are mounted in the host namespace first (refcounted).
@@ -102,6 +115,7 @@ fn with_root<T: Send + 'static>(
             stopped_root(&engine, &c, &sources, f)
         })();
         engine.volumes.release(&user);
+        drop(op);
         res
     })
 }
@@ -212,6 +226,15 @@ fn stopped_root<T>(
 
 fn bind_in_root(root: i32, m: &mounts::MountPoint, src: &Path) -> Result<()> {
     use berth_runtime::util::{fd_path, mkdir_all_in_root, touch_in_root};
+    // A volume subpath: resolved inside the volume on a descriptor (opened in this thread's
+    // mount namespace, as bind mounts need), bound through it.
+    let pinned = if m.subpath.is_empty() {
+        None
+    } else {
+        Some(mounts::open_subpath(m, src).map_err(|e| ArchiveError::Bad(e.to_string()))?)
+    };
+    let pinned_path = pinned.as_ref().map(|fd| PathBuf::from(fd_path(fd)));
+    let src = pinned_path.as_deref().unwrap_or(src);
     let is_dir = std::fs::metadata(src).map(|m| m.is_dir()).unwrap_or(true);
     let dest = Path::new(&m.destination);
     let fd = if is_dir {

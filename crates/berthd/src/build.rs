@@ -304,6 +304,7 @@ fn cleanup_stale_shm() {
 }
 
 async fn prune(State(s): State<Arc<AppState>>) -> Response {
+    s.engine.settle().await;
     let engine = s.engine.clone();
     match tokio::task::spawn_blocking(move || berth_build::builder::prune(&engine.images)).await {
         Ok(Ok(r)) => (

@@ -200,7 +200,16 @@ pub struct Engine {
     pub(crate) execs: crate::exec::Execs,
     /// Settings of registry operations (pull, push, login).
     pub registry_config: berth_registry::RegistryConfig,
+    /// Storage cleanups of removed containers still running in the background.
+    cleanups: watch::Sender<usize>,
+    /// A sealed memfd copy of the runtime, handed to every shim (`--runtime-fd`): a runtime
+    /// executed from it is protected against being overwritten from a container without
+    /// re-executing itself (see `berth_runtime::protect`).
+    runtime_copy: Option<std::os::fd::OwnedFd>,
 }
+
+/// Prefix of a removed container's directory whose cleanup is under way.
+const REMOVING: &str = ".removing-";
 
 /// What `wait` needs to wait for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +228,7 @@ impl Engine {
         let volumes = crate::volumes::VolumeStore::open(&cfg.data_root.join("volumes"))?;
         let net = crate::network::Manager::open(&cfg.network, &cfg.data_root)?;
         let cfg_insecure = cfg.insecure_registries.clone();
+        let cfg_runtime = cfg.runtime.clone();
         let engine = Arc::new(Engine {
             cfg,
             images,
@@ -231,9 +241,29 @@ impl Engine {
                 insecure_registries: cfg_insecure,
                 ..Default::default()
             },
+            cleanups: watch::channel(0).0,
+            runtime_copy: match berth_runtime::protect::sealed_copy_of(&cfg_runtime) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot copy the runtime {} into a sealed memfd ({e}); it protects itself at each start",
+                        cfg_runtime.display()
+                    );
+                    None
+                }
+            },
         });
         for ent in std::fs::read_dir(engine.cfg.data_root.join("containers"))? {
             let ent = ent?;
+            // A removal that the daemon did not finish (see `remove`).
+            if let Some(id) = ent
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix(REMOVING))
+            {
+                engine.clean_storage(id, &ent.path());
+                continue;
+            }
             let p = ent.path().join("config.v2.json");
             match util::read_json::<Container>(&p) {
                 Ok(c) => {
@@ -326,6 +356,14 @@ impl Engine {
 
     pub(crate) fn persist(&self, c: &Container) -> Result<()> {
         util::write_json_atomic(&self.data_dir(&c.id).join("config.v2.json"), c).map_err(internal)
+    }
+
+    /// [`Self::persist`] for changes of the run state only (started, exited): atomic, but not
+    /// synced to disk. A daemon killed at any moment finds the last state; after a power loss the
+    /// container is not running whatever the file says, which the reattach step detects (no
+    /// shim), so durability would only cost every start and exit a journal commit.
+    pub(crate) fn persist_state(&self, c: &Container) -> Result<()> {
+        util::replace_json(&self.data_dir(&c.id).join("config.v2.json"), c).map_err(internal)
     }
 
     pub(crate) fn lookup(&self, name_or_id: &str) -> Result<Arc<Entry>> {
@@ -683,7 +721,7 @@ impl Engine {
             };
             r.shim_pid = shim_pid;
             r.manually_stopped = false;
-            self.persist(&r)?;
+            self.persist_state(&r)?;
             self.container_event(&r, "start", &[]);
         }
         self.spawn_health_checks(&id);
@@ -709,7 +747,7 @@ impl Engine {
             let mut r = e.rec.lock().unwrap();
             r.state.error = msg;
             r.state.exit_code = code;
-            if let Err(err) = self.persist(&r) {
+            if let Err(err) = self.persist_state(&r) {
                 tracing::warn!("persisting {}: {err}", r.id);
             }
             (r.id.clone(), r.auto_remove())
@@ -738,7 +776,8 @@ impl Engine {
         std::fs::create_dir_all(&rootfs).map_err(internal)?;
         std::fs::create_dir_all(&shim_dir).map_err(internal)?;
         let sn = self.images.snapshotter().map_err(internal)?;
-        sn.mount_container(id, &rootfs).map_err(internal)?;
+        sn.mount_container_transient(id, &rootfs, c.auto_remove())
+            .map_err(internal)?;
         let fail = |e: EngineError| {
             let _ = berth_image::snapshot::unmount(&rootfs);
             e
@@ -836,8 +875,7 @@ impl Engine {
             }));
         }
         crate::network::Manager::patch_spec(&mut cfg, &plan);
-        util::write_json_atomic(&exec_dir.join("config.json"), &cfg)
-            .map_err(|e| fail(internal(e)))?;
+        util::replace_json(&exec_dir.join("config.json"), &cfg).map_err(|e| fail(internal(e)))?;
         let mut cmd = std::process::Command::new(&self.cfg.shim);
         cmd.arg("--id")
             .arg(id)
@@ -856,6 +894,34 @@ impl Engine {
         }
         if c.config["OpenStdin"].as_bool().unwrap_or(false) {
             cmd.arg("--stdin");
+        }
+        // Berth's specs have no poststart hooks, the only thing `runtime start` adds to the
+        // write into the exec fifo: the shim saves an exec of the runtime per start.
+        if cfg["hooks"]["poststart"]
+            .as_array()
+            .is_none_or(|h| h.is_empty())
+        {
+            cmd.arg("--direct-start");
+        }
+        if let Some(fd) = &self.runtime_copy {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let fd = fd.as_raw_fd();
+            cmd.arg("--runtime-fd").arg("3");
+            // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let rc = if fd == 3 {
+                        libc::fcntl(3, libc::F_SETFD, 0)
+                    } else {
+                        libc::dup2(fd, 3)
+                    };
+                    if rc < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         cmd.stdin(std::process::Stdio::null());
         let out = cmd.output().map_err(|e| {
@@ -981,13 +1047,18 @@ impl Engine {
                 e.backoff_ms
                     .store(next, std::sync::atomic::Ordering::Relaxed);
             }
-            if let Err(err) = self.persist(&r) {
+            if let Err(err) = self.persist_state(&r) {
                 tracing::warn!("persisting {id}: {err}");
             }
             (r.auto_remove(), restart, r.clone())
         };
-        let socket = self.shim_dir(id).join("shim.sock");
-        let _ = shimio::call(&socket, json!({"op": "shutdown", "force": true})).await;
+        // The shim deletes the container from the runtime (its cgroup, state) and exits. For a
+        // container removed at exit that happens in the background with the rest of its cleanup
+        // (see `clean_storage`), off the path of `run --rm`.
+        if !auto_remove || restart {
+            let socket = self.shim_dir(id).join("shim.sock");
+            let _ = shimio::call(&socket, json!({"op": "shutdown", "force": true})).await;
+        }
         let _ = berth_image::snapshot::unmount(&self.rootfs(id));
         crate::mounts::on_stopped(self, id);
         // [network] proxies, DNS, host veths and port rules.
@@ -1036,7 +1107,7 @@ impl Engine {
             let mut r = e.rec.lock().unwrap();
             r.state.restarting = false;
             r.state.status = "exited".into();
-            let _ = self.persist(&r);
+            let _ = self.persist_state(&r);
         }
     }
 
@@ -1195,18 +1266,30 @@ impl Engine {
         let remove_anon = e.rec.lock().unwrap().auto_remove();
         let me = self.clone();
         let id2 = id.clone();
-        let _ = tokio::task::spawn_blocking(move || {
+        // The removal is committed by one rename of the container's directory: from then on a
+        // restarted daemon no longer has the container, and finishes the cleanup of what is
+        // left. The storage (unmount, writable layer, directories) is cleaned in the background,
+        // so that `run --rm` and `rm` return without waiting for the file system; operations
+        // that need it gone (image removal, prune, shutdown) wait with `settle`.
+        let trash = tokio::task::spawn_blocking(move || {
             me.net.on_remove(&id2); // [network] release the addresses
-            let _ = berth_image::snapshot::unmount(&me.rootfs(&id2));
-            if let Ok(sn) = me.images.snapshotter() {
-                if let Err(err) = sn.remove_container(&id2) {
-                    tracing::warn!("removing snapshot of {id2}: {err}");
-                }
-            }
-            let _ = std::fs::remove_dir_all(me.exec_dir(&id2));
-            let _ = std::fs::remove_dir_all(me.data_dir(&id2));
+            let trash = me
+                .cfg
+                .data_root
+                .join("containers")
+                .join(format!("{REMOVING}{id2}"));
+            std::fs::rename(me.data_dir(&id2), &trash).map(|_| trash)
         })
-        .await;
+        .await
+        .map_err(internal)?
+        .map_err(|e| internal(format!("removing container {id}: {e}")))?;
+        self.cleanups.send_modify(|n| *n += 1);
+        let me = self.clone();
+        let id2 = id.clone();
+        tokio::task::spawn_blocking(move || {
+            me.clean_storage(&id2, &trash);
+            me.cleanups.send_modify(|n| *n -= 1);
+        });
         self.map.lock().unwrap().remove(&id);
         crate::mounts::on_removed(self, &id, &anon, remove_anon);
         e.pending.lock().unwrap().clear();
@@ -1215,6 +1298,35 @@ impl Engine {
         self.container_event(&c, "destroy", &[]);
         e.events.send_modify(|ev| ev.removed = true);
         Ok(())
+    }
+
+    /// Unmounts and deletes the storage of a removed container (`trash` is its renamed data
+    /// directory).
+    fn clean_storage(&self, id: &str, trash: &Path) {
+        // A shim still there (a container removed at exit, see `on_exit`) deletes the container
+        // from the runtime and exits.
+        if let Ok(mut c) = berth_shim::client::Client::connect(&self.shim_dir(id).join("shim.sock"))
+        {
+            let _ = c.set_timeout(Some(Duration::from_secs(20)));
+            let _ = c.shutdown(true);
+        }
+        let _ = berth_image::snapshot::unmount(&self.rootfs(id));
+        if let Ok(sn) = self.images.snapshotter() {
+            match sn.remove_container(id) {
+                Ok(()) | Err(berth_image::snapshot::SnapshotError::ContainerNotFound(_)) => {}
+                Err(err) => tracing::warn!("removing snapshot of {id}: {err}"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.exec_dir(id));
+        if let Err(e) = std::fs::remove_dir_all(trash) {
+            tracing::warn!("removing {}: {e}", trash.display());
+        }
+    }
+
+    /// Waits until the storage of every removed container is cleaned up.
+    pub async fn settle(&self) {
+        let mut rx = self.cleanups.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     /// Attach: a stream from the shim now (running) or once the container starts.

@@ -425,6 +425,8 @@ fn in_use_fn(engine: &crate::engine::Engine) -> impl Fn(&ImageId) -> bool {
 }
 
 async fn prune(State(s): St, axum::extract::Query(q): Q) -> R {
+    // Removed containers' writable layers go before images (and their sizes) are looked at.
+    s.engine.settle().await;
     let filters = crate::api::parse_filters(&q)?;
     let all = filters
         .iter()
@@ -671,6 +673,8 @@ async fn image_post(
 }
 
 async fn image_delete(State(s): St, Path(name): Path<String>, axum::extract::Query(q): Q) -> R {
+    // Removed containers' writable layers go before images (and their sizes) are looked at.
+    s.engine.settle().await;
     let force = qbool(&q, "force");
     let engine = s.engine.clone();
     let n2 = name.clone();
@@ -745,6 +749,8 @@ async fn auth(State(s): St, body: Bytes) -> R {
 }
 
 async fn system_df(State(s): St) -> R {
+    // Removed containers' writable layers go before images (and their sizes) are looked at.
+    s.engine.settle().await;
     let engine = s.engine.clone();
     let v = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
         let in_use = in_use_fn(&engine);

@@ -1,6 +1,7 @@
 //! `GET /containers/{id}/logs`: reads the shim's json-file log.
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -79,17 +80,28 @@ fn files(path: &Path) -> Vec<PathBuf> {
 pub fn stream(
     path: PathBuf,
     o: LogOptions,
-    mut events: Option<watch::Receiver<Events>>,
+    events: Option<(watch::Receiver<Events>, u64)>,
     tx: mpsc::Sender<Bytes>,
 ) {
-    let seen = events
-        .as_mut()
-        .map(|e| e.borrow_and_update().exits)
-        .unwrap_or(0);
+    let (mut events, seen) = match events {
+        Some((rx, seen)) => (Some(rx), seen),
+        None => (None, 0),
+    };
+    // Followed through one open descriptor: the container's directory may be renamed or
+    // deleted (removal) before the last round, and rotation is seen as a new file at `path`.
+    let mut current = std::fs::File::open(&path).ok();
     let mut chunks: Vec<Vec<u8>> = Vec::new();
     let mut pos = 0u64;
     for f in files(&path) {
-        let Ok(file) = std::fs::File::open(&f) else {
+        let opened = if f == path {
+            current
+                .as_ref()
+                .map(|c| c.try_clone())
+                .unwrap_or_else(|| Err(std::io::Error::from(std::io::ErrorKind::NotFound)))
+        } else {
+            std::fs::File::open(&f)
+        };
+        let Ok(file) = opened else {
             continue;
         };
         let mut r = BufReader::new(file);
@@ -133,14 +145,28 @@ pub fn stream(
             e.removed || e.exits > seen
         };
         // Read whatever is new.
-        if let Ok(mut file) = std::fs::File::open(&path) {
+        let at_path = std::fs::metadata(&path).ok();
+        let rotated = match (&current, &at_path) {
+            (Some(f), Some(m)) => f.metadata().is_ok_and(|fm| fm.ino() != m.ino()),
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if rotated {
+            // A rotation: what was written to the old file after our last read is in `path.1`
+            // now; Docker loses it too. Continue with the new file from its start.
+            if let Ok(f) = std::fs::File::open(&path) {
+                current = Some(f);
+                pos = 0;
+            }
+        }
+        if let Some(file) = current.as_mut() {
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
             if len < pos {
-                pos = 0; // rotated
+                pos = 0; // truncated
             }
             if len > pos && file.seek(SeekFrom::Start(pos)).is_ok() {
                 let mut data = Vec::new();
-                let _ = (&mut file).take(len - pos).read_to_end(&mut data);
+                let _ = (&mut *file).take(len - pos).read_to_end(&mut data);
                 let complete = data
                     .iter()
                     .rposition(|&b| b == b'\n')

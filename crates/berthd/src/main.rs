@@ -216,7 +216,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         engine.reattach();
-        let state = Arc::new(AppState { engine, info });
+        let state = Arc::new(AppState {
+            engine: engine.clone(),
+            info,
+        });
         let app = api::router(state);
         let app = tower::util::MapRequestLayer::new(api::strip_version).layer(app);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -266,6 +269,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         for t in tasks {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
         }
+        // Storage cleanups of removed containers finish before the daemon exits.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), engine.settle()).await;
         for sock in &unix_socks {
             let _ = std::fs::remove_file(sock);
         }

@@ -62,6 +62,10 @@ pub struct MountPoint {
     pub volume_labels: BTreeMap<String, String>,
     #[serde(default)]
     pub volume_opts: BTreeMap<String, String>,
+    /// `volume-subpath` (`VolumeOptions.Subpath`): only this directory or file of the volume
+    /// is mounted (relative, resolved inside the volume).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subpath: String,
 }
 
 impl MountPoint {
@@ -81,6 +85,7 @@ impl MountPoint {
             from_mounts_api: false,
             volume_labels: BTreeMap::new(),
             volume_opts: BTreeMap::new(),
+            subpath: String::new(),
         }
     }
 }
@@ -242,8 +247,17 @@ pub fn parse_mount(v: &Value) -> Result<MountPoint> {
                 return Err(inv(format!("volume driver {driver} is not supported")));
             }
             m.volume_opts = str_map(&vo["DriverConfig"]["Options"]);
-            if !vo["Subpath"].as_str().unwrap_or("").is_empty() {
-                return Err(bad("volume subpaths are not supported by berth yet"));
+            let sub = vo["Subpath"].as_str().unwrap_or("");
+            if !sub.is_empty() {
+                if sub.starts_with('/') {
+                    return Err(inv(format!(
+                        "subpath must be a relative path within the volume: {sub}"
+                    )));
+                }
+                if sub.split('/').any(|c| c == "..") {
+                    return Err(inv(format!("subpath must be a local path: {sub}")));
+                }
+                m.subpath = sub.into();
             }
         }
         "tmpfs" => {
@@ -452,8 +466,11 @@ pub fn commit(engine: &Engine, id: &str, planned: &[MountPoint]) -> Result<()> {
                 _ => {}
             }
         }
-        util::write_json_atomic(&record_path(engine, id), &points)
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        // No mounts, no record (a missing record reads as none).
+        if !points.is_empty() {
+            util::write_json_atomic(&record_path(engine, id), &points)
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
+        }
         for m in &points {
             if m.typ == "volume" {
                 vs.add_ref(&m.name, id)
@@ -528,14 +545,17 @@ pub fn setup(engine: &Engine, id: &str, rootfs: &Path) -> Result<Vec<Value>> {
                     out.push(json!({"destination": m.destination, "type": "tmpfs", "source": "tmpfs", "options": opts}));
                 }
                 "volume" | "bind" => {
-                    let src = host_source(engine, m, id)?;
+                    let mut src = host_source(engine, m, id)?;
+                    if !m.subpath.is_empty() {
+                        src = stage_subpath(engine, id, m, &src, out.len())?;
+                    }
                     if m.typ == "bind" && std::fs::symlink_metadata(&src).is_err() {
                         return Err(bad(format!(
                             "invalid mount config for type \"bind\": bind source path does not exist: {}",
                             src.display()
                         )));
                     }
-                    if m.typ == "volume" && !m.nocopy {
+                    if m.typ == "volume" && !m.nocopy && m.subpath.is_empty() {
                         copy_up(rootfs, &m.destination, &src).map_err(|e| {
                             EngineError::Internal(format!(
                                 "copying image content of {} into volume {}: {e}",
@@ -561,8 +581,99 @@ pub fn setup(engine: &Engine, id: &str, rootfs: &Path) -> Result<Vec<Value>> {
     })();
     if res.is_err() {
         engine.volumes.release(id);
+        unstage_subpaths(engine, id);
     }
     res
+}
+
+/// Opens `m.subpath` inside the volume directory `data` (`openat2(RESOLVE_IN_ROOT)`: symlinks
+/// and `..` in the volume cannot leave it). The descriptor, not a path, names the target.
+pub fn open_subpath(m: &MountPoint, data: &Path) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let root = std::fs::File::open(data)
+        .map_err(|e| EngineError::Internal(format!("opening volume {}: {e}", m.name)))?;
+    berth_runtime::util::open_in_root(root.as_raw_fd(), Path::new(&m.subpath), libc::O_PATH)
+        .map_err(|e| {
+            bad(format!(
+                "cannot access path {} in volume {}: {e}",
+                m.subpath, m.name
+            ))
+        })
+}
+
+fn subpaths_dir(engine: &Engine, id: &str) -> PathBuf {
+    engine
+        .cfg
+        .exec_root
+        .join("containers")
+        .join(id)
+        .join("subpaths")
+}
+
+/// Binds a volume's subpath (resolved on a descriptor) onto a staging point of the container
+/// (`<exec-root>/containers/<id>/subpaths/<n>`), the source the runtime then binds: a
+/// symlink swapped into the volume after the check cannot redirect the mount. The staging
+/// mounts go when the container stops.
+fn stage_subpath(
+    engine: &Engine,
+    id: &str,
+    m: &MountPoint,
+    data: &Path,
+    n: usize,
+) -> Result<PathBuf> {
+    let fd = open_subpath(m, data)?;
+    let src = berth_runtime::util::fd_path(&fd);
+    let is_dir = std::fs::metadata(&src)
+        .map_err(|e| EngineError::Internal(format!("subpath {}: {e}", m.subpath)))?
+        .is_dir();
+    let dir = subpaths_dir(engine, id);
+    let internal = |e: std::io::Error| EngineError::Internal(format!("staging subpath: {e}"));
+    std::fs::create_dir_all(&dir).map_err(internal)?;
+    let stage = dir.join(n.to_string());
+    if is_dir {
+        std::fs::create_dir_all(&stage).map_err(internal)?;
+    } else {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&stage)
+            .map_err(internal)?;
+    }
+    let c_src = std::ffi::CString::new(src).map_err(|_| bad("NUL in path"))?;
+    let c_dst = std::ffi::CString::new(stage.as_os_str().as_encoded_bytes())
+        .map_err(|_| bad("NUL in path"))?;
+    // SAFETY: mount(2) with valid NUL-terminated strings and no data.
+    let rc = unsafe {
+        libc::mount(
+            c_src.as_ptr(),
+            c_dst.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REC,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(internal(std::io::Error::last_os_error()));
+    }
+    Ok(stage)
+}
+
+/// Removes a container's subpath staging mounts (the container's own mounts stay).
+fn unstage_subpaths(engine: &Engine, id: &str) {
+    let dir = subpaths_dir(engine, id);
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) {
+            // SAFETY: umount2(2) with a valid path string.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = std::fs::remove_dir(&p).or_else(|_| std::fs::remove_file(&p));
+    }
+    let _ = std::fs::remove_dir(&dir);
 }
 
 /// Docker's copy-up: when `data` (a volume) is empty and `dest` is a non-empty directory in
@@ -607,6 +718,7 @@ fn copy_dir_meta(src: &impl std::os::fd::AsRawFd, data: &Path) -> std::io::Resul
 /// The container stopped: volumes it kept mounted may be unmounted.
 pub fn on_stopped(engine: &Engine, id: &str) {
     engine.volumes.release(id);
+    unstage_subpaths(engine, id);
 }
 
 /// The container was removed: drop its references; with `remove_anonymous` (`rm -v`,

@@ -531,6 +531,10 @@ impl Manager {
                 }
             }
         }
+        if wanted.is_empty() {
+            // `none`, `host`, `container:`: no endpoint, nothing to record (or to sync to disk).
+            return Ok(());
+        }
         let mut cn = CNet {
             name: c.name.trim_start_matches('/').to_string(),
             ..CNet::default()
@@ -888,7 +892,12 @@ impl Manager {
     pub fn on_remove(&self, cid: &str) {
         self.on_exit(cid);
         let mut st = self.state.lock().unwrap();
-        if st.containers.remove(cid).is_some() {
+        // Containers without endpoints were never saved (see `on_create`).
+        if st
+            .containers
+            .remove(cid)
+            .is_some_and(|cn| !cn.endpoints.is_empty())
+        {
             if let Err(e) = self.save(&st) {
                 tracing::warn!("saving network state: {e}");
             }

@@ -311,8 +311,8 @@ impl Engine {
             }));
         }
         let cg = self.cgroup_of(&c)?;
-        let s = cg.stats().map_err(internal)?;
-        let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let s = cg.usage_stats().map_err(internal)?;
+        let ncpus = online_cpus();
         let mem_total = host_mem_total();
         let limit = if s.memory.usage.limit == 0 || s.memory.usage.limit > mem_total {
             mem_total
@@ -368,8 +368,11 @@ impl Engine {
                 "limit": limit,
             },
         });
-        if let Some(n) = net_dev(c.state.pid) {
-            v["networks"] = n;
+        // No interfaces but `lo` without a network (and /proc/<pid>/net/dev is costly).
+        if c.host_config["NetworkMode"].as_str() != Some("none") {
+            if let Some(n) = net_dev(c.state.pid) {
+                v["networks"] = n;
+            }
         }
         Ok(v)
     }
@@ -377,6 +380,7 @@ impl Engine {
     /// `POST /containers/prune`: removes stopped containers (label / until filters).
     pub async fn prune(self: &Arc<Self>, filters: &[(String, String)]) -> Result<Value> {
         let mut deleted = Vec::new();
+        let mut reclaimed = 0u64;
         let until = filters
             .iter()
             .find(|(k, _)| k == "until")
@@ -400,13 +404,27 @@ impl Engine {
             if !labels_ok || until.is_some_and(|u| util::unix_secs(&c.created) >= u) {
                 continue;
             }
+            // The writable layer's size is what removing the container frees (Docker's
+            // SpaceReclaimed).
+            let upper = self
+                .images
+                .snapshotter()
+                .ok()
+                .and_then(|sn| sn.container_upper(&c.id));
+            let size = match upper {
+                Some(u) => tokio::task::spawn_blocking(move || crate::volumes::dir_size(&u))
+                    .await
+                    .unwrap_or(0),
+                None => 0,
+            };
             if self.remove(&c.id, false).await.is_ok() {
                 deleted.push(c.id);
+                reclaimed += size;
             }
         }
         self.bus.emit("container", "prune", "", Default::default());
         Ok(
-            json!({"ContainersDeleted": if deleted.is_empty() { Value::Null } else { json!(deleted) }, "SpaceReclaimed": 0}),
+            json!({"ContainersDeleted": if deleted.is_empty() { Value::Null } else { json!(deleted) }, "SpaceReclaimed": reclaimed}),
         )
     }
 
@@ -543,7 +561,20 @@ pub fn parse_ps(out: &str, pids: &[i32]) -> Result<Value> {
     Ok(json!({"Titles": titles, "Processes": procs}))
 }
 
+/// Online CPUs of the host (read once).
+fn online_cpus() -> u64 {
+    static N: OnceLock<u64> = OnceLock::new();
+    // SAFETY: sysconf has no memory effects.
+    *N.get_or_init(|| (unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).max(1) as u64)
+}
+
+/// The host's memory (read once: stats samples every container each second).
 fn host_mem_total() -> u64 {
+    static M: OnceLock<u64> = OnceLock::new();
+    *M.get_or_init(read_mem_total)
+}
+
+fn read_mem_total() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
         .lines()

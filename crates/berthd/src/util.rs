@@ -2,7 +2,7 @@
 
 use std::io::Read;
 
-pub use berth_image::fsutil::{read_json, write_json_atomic};
+pub use berth_image::fsutil::{read_json, replace_json, write_json_atomic};
 pub use berth_image::timeutil::{format_rfc3339_nano, now_rfc3339_nano, parse_rfc3339};
 
 /// `n` random bytes as lowercase hex.

@@ -588,3 +588,77 @@ fn berth_cli_run_ps_logs_stop_wait_rm() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("Is berthd running?"));
     finish(d);
 }
+
+/// The mount options of the overlay mounted at a container's rootfs.
+fn rootfs_mount_options(d: &Daemon, id: &str) -> Option<String> {
+    let target = d.path("exec").join("containers").join(id).join("rootfs");
+    let target = target.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(target.as_str()))
+        .map(|l| l.rsplit(' ').next().unwrap_or("").to_string())
+}
+
+#[test]
+fn transient_layers_and_removal_that_a_crash_interrupts() {
+    let mut d = Daemon::new();
+    // `--rm` containers get a volatile writable layer (nothing of it is synced), others not.
+    let rm = d
+        .docker(&["run", "-d", "--rm", "busybox", "sleep", "100"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let keep = d
+        .docker(&["run", "-d", "busybox", "sleep", "100"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let opts = rootfs_mount_options(&d, &rm).expect("--rm rootfs mounted");
+    assert!(opts.contains("volatile"), "{opts}");
+    let opts = rootfs_mount_options(&d, &keep).expect("rootfs mounted");
+    assert!(!opts.contains("volatile"), "{opts}");
+    d.docker(&["rm", "-f", &rm, &keep]).ok();
+    // Removal returns before the storage is cleaned; image removal waits for it.
+    d.docker(&["tag", "busybox", "other:1"]).ok();
+    let c = d
+        .docker(&["create", "other:1", "true"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    d.docker(&["rm", &c]).ok();
+    d.docker(&["rmi", "other:1"]).ok();
+
+    // A removal interrupted by a crash right after it was committed (the container's directory
+    // renamed) is finished by the next start: the container is gone, and so is its storage.
+    let c = d
+        .docker(&["create", "--name", "half", "busybox", "true"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let snap = d.path("data").join("snapshotter/containers").join(&c);
+    assert!(snap.exists(), "{}", snap.display());
+    d.kill9();
+    let data = d.path("data").join("containers");
+    std::fs::rename(data.join(&c), data.join(format!(".removing-{c}"))).unwrap();
+    d.start();
+    let ps = d
+        .docker(&["ps", "-a", "--format", "{{.Names}}"])
+        .ok()
+        .stdout;
+    assert!(!ps.contains("half"), "{ps}");
+    assert!(!snap.exists(), "snapshot left: {}", snap.display());
+    assert!(!data.join(format!(".removing-{c}")).exists());
+    // The name is free again.
+    d.docker(&["create", "--name", "half", "busybox", "true"])
+        .ok();
+    d.docker(&["rm", "half"]).ok();
+    for _ in 0..3 {
+        d.docker(&["run", "--rm", "busybox", "true"]).ok();
+    }
+    finish(d);
+}

@@ -1114,3 +1114,177 @@ fn archive_options_and_export() {
     assert!(names.iter().any(|n| n == "tmp/owned"));
     finish(d);
 }
+
+#[test]
+fn mount_volume_subpath() {
+    let d = Daemon::new();
+    let v = uniq("sub");
+    d.docker(&["volume", "create", &v]).ok();
+    let whole = format!("type=volume,src={v},dst=/v");
+    // The volume: sub/a.txt, an absolute symlink to /sub (inside the volume, nothing on the
+    // host), and one to the host's /etc.
+    d.docker(&[
+        "run", "--rm", "--network", "none", "--mount", &whole, "busybox", "sh", "-c",
+        "mkdir /v/sub && echo hello > /v/sub/a.txt && ln -s /sub /v/abs && ln -s /etc /v/etc-link && echo top > /v/top",
+    ])
+    .ok();
+    let sub = |p: &str| format!("type=volume,src={v},dst=/m,volume-subpath={p}");
+    // Only the subdirectory is mounted; writes land in it.
+    let out = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--mount",
+            &sub("sub"),
+            "busybox",
+            "sh",
+            "-c",
+            "ls /m; cat /m/a.txt; echo new > /m/b.txt",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(out, "a.txt\nhello\n");
+    let out = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--mount",
+            &whole,
+            "busybox",
+            "cat",
+            "/v/sub/b.txt",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(out, "new\n");
+    // Symlinks resolve inside the volume: /sub is the volume's sub.
+    let out = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--mount",
+            &sub("abs"),
+            "busybox",
+            "cat",
+            "/m/a.txt",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(out, "hello\n");
+    // ... and never reach the host: the volume has no /etc.
+    let r = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--mount",
+        &sub("etc-link"),
+        "busybox",
+        "ls",
+        "/m",
+    ]);
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(!r.stdout.contains("passwd"), "{}", r.stdout);
+    // A file as the subpath.
+    let out = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--mount",
+            &format!("type=volume,src={v},dst=/f.txt,volume-subpath=top"),
+            "busybox",
+            "cat",
+            "/f.txt",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(out, "top\n");
+    // Bad subpaths: clear errors.
+    for bad in ["../x", "/abs", "sub/../../x"] {
+        let r = d.docker(&["create", "--mount", &sub(bad), "busybox", "true"]);
+        assert_ne!(r.code, 0, "{bad}");
+        assert!(r.stderr.contains("subpath"), "{bad}: {}", r.stderr);
+    }
+    let r = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--mount",
+        &sub("missing"),
+        "busybox",
+        "true",
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("missing"), "{}", r.stderr);
+    // cp into a stopped container honours the subpath mount.
+    d.docker(&[
+        "create",
+        "--name",
+        "cpsub",
+        "--network",
+        "none",
+        "--mount",
+        &sub("sub"),
+        "busybox",
+        "true",
+    ])
+    .ok();
+    let f = d.path("cpfile");
+    std::fs::write(&f, "copied\n").unwrap();
+    d.docker(&["cp", f.to_str().unwrap(), "cpsub:/m/c.txt"])
+        .ok();
+    let out = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--mount",
+            &whole,
+            "busybox",
+            "cat",
+            "/v/sub/c.txt",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(out, "copied\n");
+    // A running container with a subpath, stopped: its staging mounts go.
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "runsub",
+        "--network",
+        "none",
+        "--mount",
+        &sub("sub"),
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    assert_eq!(
+        d.docker(&["exec", "runsub", "cat", "/m/a.txt"]).ok().stdout,
+        "hello\n"
+    );
+    d.docker(&["rm", "-f", "runsub", "cpsub"]).ok();
+    let root = d.dir.path().to_string_lossy().into_owned();
+    let staged: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&root) && l.contains("/subpaths/"))
+        .map(str::to_string)
+        .collect();
+    assert!(staged.is_empty(), "{staged:?}");
+    d.docker(&["volume", "rm", &v]).ok();
+    finish(d);
+}
