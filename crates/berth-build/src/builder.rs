@@ -18,6 +18,7 @@ use std::fs;
 use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Condvar, Mutex};
 
 use berth_image::image_store::{ImageStore, LayerInput, LayerRecord, RegisterRequest};
 use berth_image::manifest::{ContainerConfig, Descriptor, History, ImageConfig, Platform, RootFs};
@@ -87,7 +88,24 @@ pub struct BuildOptions {
     /// has no bridge of its own).
     pub network: Option<String>,
     pub platform: Option<String>,
+    /// Build secrets by id (`RUN --mount=type=secret`): mounted for the RUN steps that ask
+    /// for them, never written to a layer, a cache record or a cache key.
+    pub secrets: BTreeMap<String, Secret>,
 }
+
+/// A secret's bytes (never shown by `Debug`).
+#[derive(Clone, Default)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// Pulls an image reference into the store (`--pull`, or a base image missing locally);
+/// returns a status line for the client (`Status: Downloaded newer image for …`).
+pub type Puller<'p> = dyn Fn(&str) -> Result<String, String> + Sync + 'p;
 
 /// Progress for the client.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +132,8 @@ pub struct Builder<'a> {
     pub runtime_root: PathBuf,
     /// Cgroup parent for RUN containers.
     pub cgroup_parent: String,
+    /// Pulls base images from registries; `None`: nothing is pulled.
+    pub puller: Option<&'a Puller<'a>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -137,6 +157,18 @@ fn cache_key(parent: &Digest, text: &str) -> Digest {
 /// Removes work directories (and their mounts) that builds of a daemon which is no longer
 /// running left in the data root's `tmp` (a crash mid-step).
 pub fn cleanup_stale(store: &ImageStore) {
+    // Layer blobs a crashed build left pending in ingest/ (named `<pid>-…`).
+    if let Ok(rd) = fs::read_dir(store.blobs().root().join("ingest")) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
     let Ok(tmp) = store.tmp_dir() else { return };
     let Ok(rd) = fs::read_dir(&tmp) else { return };
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -378,6 +410,15 @@ enum RunMount {
         dst: String,
         size: Option<u64>,
     },
+    /// A build secret: a read-only file at `dst` and/or an environment variable.
+    Secret {
+        data: Secret,
+        dst: Option<String>,
+        env: Option<String>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
 }
 
 /// Progress sink: returns false when the client went away.
@@ -386,13 +427,124 @@ pub type Sink<'s> = dyn FnMut(Event) -> bool + Send + 's;
 struct Run<'a, 'b, 's> {
     b: &'b Builder<'a>,
     opts: &'b BuildOptions,
-    df: Dockerfile,
+    df: &'b Dockerfile,
     sink: &'b mut Sink<'s>,
     step: usize,
     total: usize,
     used_args: BTreeSet<String>,
     stage_states: Vec<Option<State>>,
     stage_names: HashMap<String, usize>,
+    /// `--cache-from` images (config and layers).
+    cache_sources: &'b [CacheSource],
+    /// Layer blobs written by this build's steps, published (made durable, at once) before
+    /// the image is registered or the build ends.
+    pending_blobs: Vec<berth_image::store::PendingBlob>,
+    /// Cache records of the steps, written once their blobs are published (a record never
+    /// names a blob that a power failure could lose).
+    pending_records: Vec<(PathBuf, CacheRecord)>,
+}
+
+/// What a stage built on a thread of its own hands back.
+#[derive(Default)]
+struct Pending {
+    used_args: BTreeSet<String>,
+    blobs: Vec<berth_image::store::PendingBlob>,
+    records: Vec<(PathBuf, CacheRecord)>,
+}
+
+/// A `--cache-from` image.
+struct CacheSource {
+    config: ImageConfig,
+    layers: Vec<LayerRecord>,
+}
+
+/// The output of stages that run at once. The first unfinished stage in file order streams
+/// live; the others are buffered and flushed, in order, as the ones before them finish: the
+/// client sees the sequence a sequential build would print.
+struct Out<'o, 's> {
+    inner: Mutex<OutInner<'o, 's>>,
+}
+
+struct OutInner<'o, 's> {
+    sink: &'o mut Sink<'s>,
+    /// The position (in build order) streaming live.
+    cur: usize,
+    bufs: Vec<Vec<Event>>,
+    done: Vec<bool>,
+    /// The client went away.
+    gone: bool,
+    /// A stage failed: the others stop at their next message.
+    failed: bool,
+}
+
+impl<'o, 's> Out<'o, 's> {
+    fn new(sink: &'o mut Sink<'s>, n: usize) -> Self {
+        Out {
+            inner: Mutex::new(OutInner {
+                sink,
+                cur: 0,
+                bufs: vec![Vec::new(); n],
+                done: vec![false; n],
+                gone: false,
+                failed: false,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutInner<'o, 's>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A message of the stage at `pos`; false: stop (client gone or another stage failed).
+    fn emit(&self, pos: usize, ev: Event) -> bool {
+        let mut g = self.lock();
+        if g.gone || g.failed {
+            return false;
+        }
+        if pos == g.cur {
+            if !(g.sink)(ev) {
+                g.gone = true;
+                return false;
+            }
+        } else {
+            g.bufs[pos].push(ev);
+        }
+        true
+    }
+
+    fn finish(&self, pos: usize, ok: bool) {
+        let mut g = self.lock();
+        g.done[pos] = true;
+        if !ok {
+            g.failed = true;
+        }
+        let n = g.done.len();
+        while g.cur < n && g.done[g.cur] {
+            g.cur += 1;
+            if g.cur < n {
+                let cur = g.cur;
+                let evs = std::mem::take(&mut g.bufs[cur]);
+                for ev in evs {
+                    if !g.gone && !(g.sink)(ev) {
+                        g.gone = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a failure: everything still buffered, in order (the failing step's output).
+    fn flush_all(&self) {
+        let mut g = self.lock();
+        for i in g.cur..g.bufs.len() {
+            let evs = std::mem::take(&mut g.bufs[i]);
+            for ev in evs {
+                if !g.gone && !(g.sink)(ev) {
+                    g.gone = true;
+                }
+            }
+        }
+    }
 }
 
 fn err_at(line: usize, message: impl Into<String>) -> BuildError {
@@ -435,18 +587,52 @@ impl<'a> Builder<'a> {
         for w in &df.warnings {
             sink(Event::Stream(format!("{w}\n")));
         }
+        let cache_sources = self.cache_sources(opts, sink);
         let mut r = Run {
             b: self,
             opts,
-            df,
+            df: &df,
             sink,
             step: 0,
             total: 0,
             used_args: BTreeSet::new(),
             stage_states: Vec::new(),
             stage_names: HashMap::new(),
+            cache_sources: &cache_sources,
+            pending_blobs: Vec::new(),
+            pending_records: Vec::new(),
         };
-        r.run()
+        let res = r.run();
+        if res.is_err() {
+            // Keep the steps that did succeed in the cache.
+            if let Err(e) = r.flush() {
+                tracing::warn!("build cache: {e}");
+            }
+        }
+        res
+    }
+
+    /// The `--cache-from` images found locally (Docker warns about the others and goes on).
+    fn cache_sources(&self, opts: &BuildOptions, sink: &mut Sink<'_>) -> Vec<CacheSource> {
+        let mut out = Vec::new();
+        for name in opts.cache_from.iter().filter(|n| !n.is_empty()) {
+            let found = self.store.resolve(name).and_then(|r| {
+                let config = self.store.config(&r.image.id)?;
+                Ok(CacheSource {
+                    config,
+                    layers: r.image.layers.clone(),
+                })
+            });
+            match found {
+                Ok(c) => out.push(c),
+                Err(e) => {
+                    sink(Event::Stream(format!(
+                        "[Warning] --cache-from {name}: not used: {e}\n"
+                    )));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -570,13 +756,7 @@ impl Run<'_, '_, '_> {
             .map(|(_, s)| s.insts.len() + 1)
             .sum();
         self.stage_states = vec![None; stages.len()];
-        for (i, st) in stages.iter().enumerate() {
-            if !needed[i] || i > target {
-                continue;
-            }
-            let s = self.build_stage(i, st, &meta_args)?;
-            self.stage_states[i] = Some(s);
-        }
+        self.build_stages(&stages, &needed, target, &meta_args)?;
         let mut fin = self.stage_states[target]
             .clone()
             .ok_or_else(|| internal("target stage not built"))?;
@@ -607,6 +787,149 @@ impl Run<'_, '_, '_> {
         self.register(&fin)
     }
 
+    /// Builds the needed stages, each as soon as the stages it uses are built: independent
+    /// stages run at once, on threads of their own.
+    fn build_stages(
+        &mut self,
+        stages: &[Stage],
+        needed: &[bool],
+        target: usize,
+        meta: &BTreeMap<String, Option<String>>,
+    ) -> Result<()> {
+        let order: Vec<usize> = (0..stages.len())
+            .filter(|&i| needed[i] && i <= target)
+            .collect();
+        let mut deps: Vec<Vec<usize>> = Vec::new();
+        let mut first_step: Vec<usize> = Vec::new();
+        let mut step = self.step;
+        for &i in &order {
+            deps.push(self.deps(stages, i, meta)?);
+            first_step.push(step);
+            step += stages[i].insts.len() + 1;
+        }
+        // Per stage: None while pending, then Some(Some(state)) or Some(None) (failed).
+        let results: Mutex<Vec<Option<Option<State>>>> = Mutex::new(vec![None; stages.len()]);
+        let cv = Condvar::new();
+        let out = Out::new(&mut *self.sink, order.len());
+        let (b, opts, df, total) = (self.b, self.opts, self.df, self.total);
+        let (names, sources) = (&self.stage_names, self.cache_sources);
+        let build_one = |pos: usize| -> (Result<State>, Pending) {
+            let i = order[pos];
+            let lock = || results.lock().unwrap_or_else(|p| p.into_inner());
+            let mut g = lock();
+            while deps[pos].iter().any(|&j| g[j].is_none()) {
+                g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
+            }
+            if deps[pos].iter().any(|&j| matches!(g[j], Some(None))) {
+                drop(g);
+                out.finish(pos, false);
+                lock()[i] = Some(None);
+                cv.notify_all();
+                return (Err(BuildError::Cancelled), Pending::default());
+            }
+            let states: Vec<Option<State>> = g.iter().map(|r| r.clone().flatten()).collect();
+            drop(g);
+            let mut sink = |ev: Event| out.emit(pos, ev);
+            let mut w = Run {
+                b,
+                opts,
+                df,
+                sink: &mut sink,
+                step: first_step[pos],
+                total,
+                used_args: BTreeSet::new(),
+                stage_states: states,
+                stage_names: names.clone(),
+                cache_sources: sources,
+                pending_blobs: Vec::new(),
+                pending_records: Vec::new(),
+            };
+            let r = w.build_stage(i, &stages[i], meta);
+            out.finish(pos, r.is_ok());
+            lock()[i] = Some(r.as_ref().ok().cloned());
+            cv.notify_all();
+            (
+                r,
+                Pending {
+                    used_args: w.used_args,
+                    blobs: w.pending_blobs,
+                    records: w.pending_records,
+                },
+            )
+        };
+        let outcomes: Vec<(Result<State>, Pending)> = if order.len() == 1 {
+            vec![build_one(0)]
+        } else {
+            std::thread::scope(|sc| {
+                let hs: Vec<_> = (0..order.len())
+                    .map(|pos| {
+                        let f = &build_one;
+                        sc.spawn(move || f(pos))
+                    })
+                    .collect();
+                hs.into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            (Err(internal("a build stage panicked")), Pending::default())
+                        })
+                    })
+                    .collect()
+            })
+        };
+        let mut first_err: Option<BuildError> = None;
+        for (pos, (r, p)) in outcomes.into_iter().enumerate() {
+            self.used_args.extend(p.used_args);
+            self.pending_blobs.extend(p.blobs);
+            self.pending_records.extend(p.records);
+            match r {
+                Ok(s) => self.stage_states[order[pos]] = Some(s),
+                Err(BuildError::Cancelled) => {
+                    first_err.get_or_insert(BuildError::Cancelled);
+                }
+                Err(e) => {
+                    if matches!(first_err, None | Some(BuildError::Cancelled)) {
+                        first_err = Some(e);
+                    }
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            out.flush_all();
+            return Err(e);
+        }
+        self.step = step;
+        Ok(())
+    }
+
+    /// Publishes the layer blobs the steps wrote, then writes their cache records.
+    fn flush(&mut self) -> Result<()> {
+        let store = self.b.store;
+        let t0 = std::time::Instant::now();
+        let n = self.pending_blobs.len();
+        store
+            .blobs()
+            .publish(std::mem::take(&mut self.pending_blobs))
+            .map_err(|e| internal(format!("writing layers: {e}")))?;
+        for (p, rec) in std::mem::take(&mut self.pending_records) {
+            if let Some(dir) = p.parent() {
+                fs::create_dir_all(dir).map_err(internal)?;
+            }
+            write_record(&p, &rec).map_err(internal)?;
+        }
+        tracing::debug!("{n} layer blobs published in {:?}", t0.elapsed());
+        Ok(())
+    }
+
+    /// Adds `bytes` to the blobs published with the layers.
+    fn pending_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let mut w = self.b.store.blobs().writer().map_err(internal)?;
+        w.write_all(bytes).map_err(internal)?;
+        self.pending_blobs
+            .push(w.finish_pending().map_err(internal)?);
+        Ok(())
+    }
+
     fn register(&mut self, fin: &State) -> Result<Built> {
         let store = self.b.store;
         let t0 = std::time::Instant::now();
@@ -634,9 +957,14 @@ impl Run<'_, '_, '_> {
                     .is_ok_and(|r| r.image.id == id && r.reference.is_some())
             });
         if unchanged {
+            self.flush()?;
             return self.finish_build(id);
         }
         let manifest = berth_image::image_store::synthesize_manifest(&config, &descs);
+        // The config and manifest blobs become durable with the layers, in one round.
+        self.pending_bytes(&config)?;
+        self.pending_bytes(&manifest)?;
+        self.flush()?;
         let reg = store
             .register(RegisterRequest {
                 manifest,
@@ -822,22 +1150,38 @@ impl Run<'_, '_, '_> {
         Ok(ctx.state)
     }
 
-    /// A local image as a state (`--pull` refused: the builder does not pull).
+    /// An image as a state: with `--pull` (for `FROM`) re-resolved against its registry
+    /// first; pulled when missing locally, as Docker's builder does.
     fn image_state(&mut self, name: &str, line: usize, from: bool) -> Result<State> {
-        if self.opts.pull && from {
-            return Err(err_at(
-                line,
-                format!("--pull: cannot pull {name}: berth build does not pull base images from registries (pull it first with `berth pull`, then build without --pull)"),
-            ));
-        }
         let store = self.b.store;
-        let res = store.resolve(name).map_err(|e| {
-            if e.is_not_found() {
-                err_at(line, format!("pull access denied for {name}: image not found locally and berth build does not pull (run `berth pull {name}` first)"))
-            } else {
-                internal(e)
+        let pull = |r: &mut Self| -> Result<()> {
+            let Some(puller) = r.b.puller else {
+                return Err(err_at(
+                    line,
+                    format!("pull access denied for {name}: image not found locally and this builder cannot pull"),
+                ));
+            };
+            r.say(format!("Pulling {name}\n"))?;
+            let status = puller(name).map_err(|e| err_at(line, format!("pulling {name}: {e}")))?;
+            r.say(format!("{status}\n"))
+        };
+        if self.opts.pull && from {
+            pull(self)?;
+        }
+        let res = match store.resolve(name) {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() && !(self.opts.pull && from) => {
+                pull(self)?;
+                store.resolve(name).map_err(internal)?
             }
-        })?;
+            Err(e) if e.is_not_found() => {
+                return Err(err_at(
+                    line,
+                    format!("pull access denied for {name}: image not found"),
+                ))
+            }
+            Err(e) => return Err(internal(e)),
+        };
         let config = store.config(&res.image.id).map_err(internal)?;
         Ok(State {
             config,
@@ -1447,15 +1791,53 @@ impl Run<'_, '_, '_> {
                 }
             }
             "secret" => {
+                // BuildKit: the id defaults to the target's base name, the target to
+                // /run/secrets/<id>.
                 let id = kv
                     .get("id")
                     .cloned()
-                    .or_else(|| target.clone())
-                    .unwrap_or_default();
-                if kv.get("required").is_some_and(|v| v == "true") {
-                    return Err(err_at(line, format!("secret {id} is required but no secrets were provided (the Engine API's /build has no secret transport)")));
-                }
-                Ok((None, key))
+                    .or_else(|| {
+                        target
+                            .as_deref()
+                            .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
+                    })
+                    .filter(|i| !i.is_empty())
+                    .ok_or_else(|| err_at(line, "--mount=type=secret needs an id or a target"))?;
+                let env = kv.get("env").cloned().filter(|e| !e.is_empty());
+                let dst = match (&target, &env) {
+                    (Some(t), _) => Some(t.clone()),
+                    (None, Some(_)) => None,
+                    (None, None) => Some(format!("/run/secrets/{id}")),
+                };
+                let Some(secret) = self.opts.secrets.get(&id) else {
+                    if kv.get("required").is_some_and(|v| v == "true") {
+                        return Err(err_at(
+                            line,
+                            format!("secret {id} is required but was not provided (pass it with --secret id={id},src=FILE or id={id},env=VARIABLE)"),
+                        ));
+                    }
+                    return Ok((None, key));
+                };
+                let num = |k: &str, d: u32, radix: u32| -> Result<u32> {
+                    match kv.get(k) {
+                        Some(v) => u32::from_str_radix(v, radix).map_err(|_| {
+                            err_at(line, format!("--mount=type=secret: invalid {k} {v:?}"))
+                        }),
+                        None => Ok(d),
+                    }
+                };
+                // The key names the secret, never its content.
+                Ok((
+                    Some(RunMount::Secret {
+                        data: secret.clone(),
+                        dst,
+                        env,
+                        mode: num("mode", 0o400, 8)?,
+                        uid: num("uid", 0, 10)?,
+                        gid: num("gid", 0, 10)?,
+                    }),
+                    key,
+                ))
             }
             other => Err(err_at(
                 line,
@@ -1717,7 +2099,18 @@ impl Run<'_, '_, '_> {
             .join("steps")
             .join(format!("{}.json", key.hex()));
         if !self.opts.no_cache {
-            if let Some(st) = load_cached(store, &rec_path) {
+            let hit = load_cached(store, &rec_path).or_else(|| {
+                let st = from_cache_sources(self.cache_sources, &ctx.state, &created_by, &cc)?;
+                // Recorded locally too: the next build finds it without --cache-from.
+                let rec = CacheRecord {
+                    config: String::from_utf8(serde_json::to_vec(&st.config).ok()?).ok()?,
+                    layers: st.layers.clone(),
+                };
+                let _ = fs::create_dir_all(rec_path.parent()?);
+                let _ = write_record(&rec_path, &rec);
+                Some(st)
+            });
+            if let Some(st) = hit {
                 self.say(" ---> Using cache\n")?;
                 self.say(format!(" ---> {}\n", short(&st.id)))?;
                 ctx.state = st;
@@ -1752,9 +2145,7 @@ impl Run<'_, '_, '_> {
             config: String::from_utf8(bytes).map_err(internal)?,
             layers: layers.clone(),
         };
-        let steps = rec_path.parent().map(Path::to_path_buf).unwrap_or_default();
-        fs::create_dir_all(&steps).map_err(internal)?;
-        write_record(&rec_path, &rec).map_err(internal)?;
+        self.pending_records.push((rec_path, rec));
         self.say(format!(" ---> {}\n", short(&id)))?;
         ctx.state = State { config, layers, id };
         Ok(())
@@ -1783,6 +2174,7 @@ impl Run<'_, '_, '_> {
             work: work.clone(),
             mounts: Vec::new(),
             runtime: None,
+            ran: false,
         };
         let rootfs = mount_layers(store, &ctx.state.layers, &work, &mut guard)?;
         let t_mounted = t0.elapsed();
@@ -1810,8 +2202,9 @@ impl Run<'_, '_, '_> {
         if !want_layer && dir_is_empty(&upper) {
             return Ok(None);
         }
-        let written = diff::write_layer(store.blobs(), &upper)
+        let (written, pending) = diff::write_layer_pending(store.blobs(), &upper)
             .map_err(|e| internal(format!("writing layer: {e}")))?;
+        self.pending_blobs.push(pending);
         let t_written = t0.elapsed();
         let snap = store.snapshotter().map_err(internal)?;
         let parent = chain_top(&ctx.state.layers);
@@ -1879,6 +2272,7 @@ impl Run<'_, '_, '_> {
                 mounts.push(json!({"destination": f, "type": "bind", "source": copy, "options": ["rbind", "ro", "rprivate"]}));
             }
         }
+        let mut env_extra: Vec<String> = Vec::new();
         for (n, m) in spec.mounts.iter().enumerate() {
             match m {
                 RunMount::Bind { src, dst, rw } => {
@@ -1908,6 +2302,26 @@ impl Run<'_, '_, '_> {
                     mounts.push(
                         json!({"destination": dst, "type": "bind", "source": host, "options": o}),
                     );
+                }
+                RunMount::Secret {
+                    data,
+                    dst,
+                    env,
+                    mode,
+                    uid,
+                    gid,
+                } => {
+                    if let Some(e) = env {
+                        let v = String::from_utf8_lossy(&data.0).into_owned();
+                        env_extra.push(format!("{e}={v}"));
+                    }
+                    if let Some(dst) = dst {
+                        // Beside the bundle, outside the root file system: never in a layer.
+                        let f = bundle.join(format!("secret-{n}"));
+                        write_secret(&f, &data.0, *mode, *uid, *gid).map_err(internal)?;
+                        dests.push(dst.clone());
+                        mounts.push(json!({"destination": dst, "type": "bind", "source": f, "options": ["bind", "ro", "rprivate", "nosuid", "nodev", "noexec"]}));
+                    }
                 }
                 RunMount::Tmpfs { dst, size } => {
                     dests.push(dst.clone());
@@ -1944,7 +2358,7 @@ impl Run<'_, '_, '_> {
                 "terminal": false,
                 "user": {"uid": uid, "gid": gid},
                 "args": spec.args,
-                "env": spec.env,
+                "env": spec.env.iter().chain(&env_extra).collect::<Vec<_>>(),
                 "cwd": spec.cwd,
                 "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
                 "noNewPrivileges": false,
@@ -2008,6 +2422,11 @@ impl Run<'_, '_, '_> {
             }
         }
         let status = child.wait().map_err(internal)?;
+        guard.ran = true;
+        // `run` deletes the container when it exits: no `delete` process needed then.
+        if !self.b.runtime_root.join(cid).exists() {
+            guard.runtime = None;
+        }
         if cancelled {
             return Err(BuildError::Cancelled);
         }
@@ -2034,8 +2453,23 @@ impl Run<'_, '_, '_> {
     }
 }
 
+/// Writes a secret file (created with its final mode: never readable by others).
+fn write_secret(p: &Path, data: &[u8], mode: u32, uid: u32, gid: u32) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(p)?;
+    f.write_all(data)?;
+    std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+    use std::os::unix::fs::PermissionsExt;
+    f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))
+}
+
 fn spec_was_run(g: &ContainerGuard) -> bool {
-    g.runtime.is_some()
+    g.ran
 }
 
 fn remove_empty_file(p: &Path) -> io::Result<()> {
@@ -2077,6 +2511,8 @@ struct ContainerGuard {
     work: PathBuf,
     mounts: Vec<PathBuf>,
     runtime: Option<(PathBuf, PathBuf)>,
+    /// A RUN container ran (and exited).
+    ran: bool,
 }
 
 impl ContainerGuard {
@@ -2149,7 +2585,9 @@ fn mount_layers(
             vec![empty]
         }
     };
-    berth_image::snapshot::mount_overlay(&lowers, Some((&upper, &wk)), &rootfs)
+    // Volatile: unmounting does not sync the host file system; the upper directory is
+    // archived right after, and a crashed build's work directory is thrown away.
+    berth_image::snapshot::mount_overlay_volatile(&lowers, (&upper, &wk), &rootfs)
         .map_err(internal)?;
     guard.mounts.push(rootfs.clone());
     Ok(rootfs)
@@ -2163,6 +2601,56 @@ fn write_record(p: &Path, rec: &CacheRecord) -> io::Result<()> {
     fs::rename(&tmp, p).inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
     })
+}
+
+/// A step taken from a `--cache-from` image, as Docker's classic builder does: an image
+/// whose history and layers start with the parent state's, and whose next history entry
+/// was made by the same instruction (`created_by`), gives that entry (and its layer) on top
+/// of the parent with the config the step computes.
+fn from_cache_sources(
+    sources: &[CacheSource],
+    parent: &State,
+    created_by: &str,
+    cc: &ContainerConfig,
+) -> Option<State> {
+    let ph = &parent.config.history;
+    let pd = &parent.config.rootfs.diff_ids;
+    for src in sources {
+        let h = &src.config.history;
+        let d = &src.config.rootfs.diff_ids;
+        if h.len() <= ph.len() || d.len() < pd.len() || h[..ph.len()] != ph[..] {
+            continue;
+        }
+        if d[..pd.len()] != pd[..] || src.layers.len() != d.len() {
+            continue;
+        }
+        let next = &h[ph.len()];
+        if next.created_by.as_deref() != Some(created_by) {
+            continue;
+        }
+        let mut config = parent.config.clone();
+        let mut layers = parent.layers.clone();
+        if !next.empty_layer {
+            let Some(l) = src.layers.get(pd.len()) else {
+                continue;
+            };
+            if l.diff_id != d[pd.len()] {
+                continue;
+            }
+            config.rootfs.diff_ids.push(l.diff_id.clone());
+            layers.push(l.clone());
+        }
+        config.created = next.created.clone();
+        config.config = Some(cc.clone());
+        config.history.push(next.clone());
+        let bytes = serde_json::to_vec(&config).ok()?;
+        return Some(State {
+            id: Digest::of_bytes(&bytes),
+            config,
+            layers,
+        });
+    }
+    None
 }
 
 fn load_cached(store: &ImageStore, p: &Path) -> Option<State> {
@@ -2625,6 +3113,7 @@ fn with_state_root<T>(
         work: work.clone(),
         mounts: Vec::new(),
         runtime: None,
+        ran: false,
     };
     let root = mount_layers(store, &st.layers, &work, &mut g)?;
     f(&root)
@@ -2670,6 +3159,90 @@ mod tests {
         );
         assert!(kv_pairs("KEY", '\\', true).is_err());
         assert_eq!(parse_size("64m"), Some(64 << 20));
+    }
+
+    #[test]
+    fn parallel_output_reads_in_stage_order() {
+        let mut got: Vec<String> = Vec::new();
+        {
+            let mut sink = |e: Event| {
+                if let Event::Stream(s) = e {
+                    got.push(s);
+                }
+                true
+            };
+            let out = Out::new(&mut sink, 3);
+            assert!(out.emit(1, Event::Stream("b1".into())));
+            assert!(out.emit(0, Event::Stream("a1".into())));
+            assert!(out.emit(2, Event::Stream("c1".into())));
+            out.finish(1, true);
+            assert!(out.emit(0, Event::Stream("a2".into())));
+            // Stage 0 done: 1 (done) flushes, 2 becomes live.
+            out.finish(0, true);
+            assert!(out.emit(2, Event::Stream("c2".into())));
+            out.finish(2, true);
+        }
+        assert_eq!(got, vec!["a1", "a2", "b1", "c1", "c2"]);
+        // A failure stops the others and flush_all shows what was buffered.
+        let mut got: Vec<String> = Vec::new();
+        {
+            let mut sink = |e: Event| {
+                if let Event::Stream(s) = e {
+                    got.push(s);
+                }
+                true
+            };
+            let out = Out::new(&mut sink, 2);
+            assert!(out.emit(1, Event::Stream("b-fails".into())));
+            out.finish(1, false);
+            assert!(!out.emit(0, Event::Stream("a-stopped".into())));
+            out.finish(0, false);
+            out.flush_all();
+        }
+        assert_eq!(got, vec!["b-fails"]);
+    }
+
+    #[test]
+    fn cache_from_matches_history_prefix_and_instruction() {
+        let base = scratch_state();
+        let hist = |by: &str, empty: bool| History {
+            created: Some("2020-01-01T00:00:00Z".into()),
+            created_by: Some(by.into()),
+            author: None,
+            comment: None,
+            empty_layer: empty,
+        };
+        let layer = |n: &str| LayerRecord {
+            digest: Digest::of_bytes(format!("blob{n}").as_bytes()),
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            size: 1,
+            diff_id: Digest::of_bytes(format!("diff{n}").as_bytes()),
+            unpacked_size: 1,
+        };
+        let mut cfg = base.config.clone();
+        cfg.history = vec![hist("RUN a", false), hist("ENV X=1", true)];
+        cfg.rootfs.diff_ids = vec![layer("a").diff_id];
+        let src = CacheSource {
+            config: cfg,
+            layers: vec![layer("a")],
+        };
+        let cc = ContainerConfig::default();
+        let sources = std::slice::from_ref(&src);
+        // First step: the layer and the entry are taken.
+        let s1 = from_cache_sources(sources, &base, "RUN a", &cc).unwrap();
+        assert_eq!(s1.layers, vec![layer("a")]);
+        assert_eq!(s1.config.history.len(), 1);
+        assert_eq!(s1.config.created.as_deref(), Some("2020-01-01T00:00:00Z"));
+        // Second step on top of the first: an empty-layer entry.
+        let s2 = from_cache_sources(sources, &s1, "ENV X=1", &cc).unwrap();
+        assert_eq!(s2.layers.len(), 1);
+        assert_eq!(s2.config.history.len(), 2);
+        // Another instruction, another parent, or past the end: no match.
+        assert!(from_cache_sources(sources, &base, "RUN b", &cc).is_none());
+        assert!(from_cache_sources(sources, &s2, "CMD x", &cc).is_none());
+        let mut other = s1.clone();
+        other.config.history[0].created_by = Some("RUN other".into());
+        assert!(from_cache_sources(sources, &other, "ENV X=1", &cc).is_none());
     }
 
     #[test]

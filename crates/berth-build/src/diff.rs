@@ -131,6 +131,17 @@ fn is_opaque(p: &Path) -> bool {
 
 /// Archives `upper` into a gzip layer blob. Returns the layer record.
 pub fn write_layer(blobs: &BlobStore, upper: &Path) -> io::Result<WrittenLayer> {
+    let (w, pending) = write_layer_pending(blobs, upper)?;
+    blobs.publish(vec![pending]).map_err(io::Error::other)?;
+    Ok(w)
+}
+
+/// [`write_layer`] whose blob is left pending (not yet durable nor visible): the caller
+/// publishes it with [`BlobStore::publish`], with others at once.
+pub fn write_layer_pending(
+    blobs: &BlobStore,
+    upper: &Path,
+) -> io::Result<(WrittenLayer, berth_image::store::PendingBlob)> {
     let w = blobs.writer().map_err(io::Error::other)?;
     let gz = flate2::write::GzEncoder::new(
         io::BufWriter::with_capacity(128 * 1024, w),
@@ -152,17 +163,20 @@ pub fn write_layer(blobs: &BlobStore, upper: &Path) -> io::Result<WrittenLayer> 
     let bw = gz.finish()?;
     let w = bw.into_inner().map_err(|e| e.into_error())?;
     let size = w.written();
-    let digest = w.commit(None, None).map_err(io::Error::other)?;
-    Ok(WrittenLayer {
-        record: LayerRecord {
-            digest,
-            media_type: mt::OCI_LAYER_GZIP.to_string(),
-            size,
-            diff_id,
-            unpacked_size: content,
+    let pending = w.finish_pending().map_err(io::Error::other)?;
+    Ok((
+        WrittenLayer {
+            record: LayerRecord {
+                digest: pending.digest().clone(),
+                media_type: mt::OCI_LAYER_GZIP.to_string(),
+                size,
+                diff_id,
+                unpacked_size: content,
+            },
+            tar_size,
         },
-        tar_size,
-    })
+        pending,
+    ))
 }
 
 /// The DiffID of an empty layer (an empty upper directory).

@@ -62,7 +62,12 @@ pub struct BuildCmd {
     /// Always remove intermediate containers (always)
     #[arg(long = "force-rm")]
     force_rm: bool,
-    /// Build context: a directory, or `-` for a tar (or a lone Dockerfile) on stdin
+    /// Secret to expose to the build: id=ID[,src=FILE|,env=VARIABLE]
+    #[arg(long = "secret")]
+    secrets: Vec<String>,
+    /// Build context: a directory, `-` for a tar (or a lone Dockerfile) on stdin, or a git
+    /// repository URL (`git://…`, `https://….git`, `file://…`, `git@…`) with an optional
+    /// `#ref:subdir`
     context: String,
 }
 
@@ -177,6 +182,129 @@ fn query(c: &BuildCmd, dockerfile: &str) -> Result<String, CliError> {
         .join("&"))
 }
 
+/// Whether a context argument names a git repository (Docker's rules, plus `file://`).
+fn is_git_url(s: &str) -> bool {
+    let base = s.split('#').next().unwrap_or(s);
+    s.starts_with("git://")
+        || s.starts_with("git@")
+        || s.starts_with("ssh://")
+        || s.starts_with("file://")
+        || s.starts_with("github.com/")
+        || ((s.starts_with("http://") || s.starts_with("https://"))
+            && (base.ends_with(".git") || s.contains(".git#")))
+}
+
+/// A checked-out git context; the clone is removed on drop.
+struct GitContext {
+    _dir: tempfile::TempDir,
+    /// The context directory (the checkout or its `subdir`).
+    path: PathBuf,
+}
+
+fn git(args: &[&str], dir: Option<&Path>) -> Result<(), String> {
+    let mut cmd = std::process::Command::new("git");
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
+    let o = cmd
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("running git: {e} (is git installed?)"))?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "git {}: {}",
+            args.first().copied().unwrap_or(""),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))
+    }
+}
+
+/// Clones `url#ref:subdir` as the docker CLI does for git contexts: a shallow fetch of the
+/// ref (a full clone when the server refuses it, e.g. for a commit ID), submodules, and the
+/// subdirectory checked to stay inside the checkout.
+fn git_context(spec: &str) -> Result<GitContext, CliError> {
+    let (url, frag) = match spec.split_once('#') {
+        Some((u, f)) => (u, f),
+        None => (spec, ""),
+    };
+    let (reference, subdir) = match frag.split_once(':') {
+        Some((r, d)) => (r, d),
+        None => (frag, ""),
+    };
+    let url = url
+        .strip_prefix("github.com/")
+        .map_or(url.to_string(), |r| format!("https://github.com/{r}"));
+    let fail = |e: String| {
+        msg(format!(
+            "unable to prepare context: unable to 'git clone' to temporary context directory: {e}"
+        ))
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("berth-build-git-")
+        .tempdir()
+        .map_err(|e| fail(e.to_string()))?;
+    let root = dir.path().join("src");
+    let rs = root.to_string_lossy().into_owned();
+    git(&["init", "-q", &rs], None).map_err(fail)?;
+    git(&["remote", "add", "origin", &url], Some(&root)).map_err(fail)?;
+    let want = if reference.is_empty() {
+        "HEAD"
+    } else {
+        reference
+    };
+    let shallow = git(
+        &["fetch", "-q", "--depth", "1", "origin", want],
+        Some(&root),
+    );
+    if shallow.is_ok() {
+        git(&["checkout", "-q", "FETCH_HEAD"], Some(&root)).map_err(fail)?;
+    } else {
+        git(&["fetch", "-q", "origin"], Some(&root)).map_err(fail)?;
+        git(&["checkout", "-q", want], Some(&root)).map_err(|e| {
+            fail(format!(
+                "{e}{}",
+                shallow.err().map(|s| format!(" ({s})")).unwrap_or_default()
+            ))
+        })?;
+    }
+    if root.join(".gitmodules").exists() {
+        git(
+            &[
+                "submodule",
+                "update",
+                "-q",
+                "--init",
+                "--recursive",
+                "--depth=1",
+            ],
+            Some(&root),
+        )
+        .map_err(fail)?;
+    }
+    let rel = subdir.trim_matches('/');
+    let path = if rel.is_empty() {
+        root.clone()
+    } else {
+        let canon_root = root.canonicalize().map_err(|e| fail(e.to_string()))?;
+        let p = root.join(rel).canonicalize().map_err(|_| {
+            fail(format!(
+                "subdirectory {rel:?} not found in {url}#{reference}"
+            ))
+        })?;
+        if !p.starts_with(&canon_root) || !p.is_dir() {
+            return Err(fail(format!(
+                "subdirectory {rel:?} is not a directory inside the repository"
+            )));
+        }
+        p
+    };
+    Ok(GitContext { _dir: dir, path })
+}
+
 /// The context tar and the Dockerfile's name inside it.
 fn context_tar(c: &BuildCmd) -> Result<(Vec<u8>, String), CliError> {
     let mut stdin_used = false;
@@ -216,17 +344,20 @@ fn context_tar(c: &BuildCmd) -> Result<(Vec<u8>, String), CliError> {
             "Dockerfile".into(),
         ));
     }
-    if c.context.starts_with("http://")
-        || c.context.starts_with("https://")
-        || c.context.starts_with("git@")
-        || c.context.starts_with("git://")
-    {
+    let git_ctx = if is_git_url(&c.context) {
+        Some(git_context(&c.context)?)
+    } else if c.context.starts_with("http://") || c.context.starts_with("https://") {
         return Err(msg(format!(
-            "unable to prepare context: remote contexts ({}) are not supported: clone it and build the directory",
+            "unable to prepare context: remote tarball contexts ({}) are not supported: download it and build from stdin",
             c.context
         )));
-    }
-    let dir = Path::new(&c.context);
+    } else {
+        None
+    };
+    let dir = match &git_ctx {
+        Some(g) => g.path.as_path(),
+        None => Path::new(&c.context),
+    };
     if !dir.is_dir() {
         return Err(msg(format!(
             "unable to prepare context: path {:?} not found",
@@ -245,6 +376,9 @@ fn context_tar(c: &BuildCmd) -> Result<(Vec<u8>, String), CliError> {
             let fp = Path::new(f);
             let abs = if fp.is_absolute() {
                 fp.to_path_buf()
+            } else if git_ctx.is_some() {
+                // In a git context, -f names a file of the repository.
+                dir.join(fp)
             } else {
                 std::env::current_dir()
                     .map_err(|e| msg(e.to_string()))?
@@ -290,6 +424,67 @@ fn context_tar(c: &BuildCmd) -> Result<(Vec<u8>, String), CliError> {
     )
     .map_err(|e| msg(format!("unable to prepare context: {e}")))?;
     Ok((buf, dockerfile))
+}
+
+/// `--secret id=ID[,src=FILE|,env=VARIABLE]` (also `source=`, `type=file|env`; a lone
+/// `id=ID` reads the variable ID, else the file ID): the `X-Berth-Build-Secrets` header line
+/// (empty without secrets).
+fn secrets_header(specs: &[String]) -> Result<String, CliError> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut m: BTreeMap<String, String> = BTreeMap::new();
+    for spec in specs {
+        let mut kv: BTreeMap<&str, &str> = BTreeMap::new();
+        for part in spec.split(',') {
+            let (k, v) = part.split_once('=').ok_or_else(|| {
+                CliError::Usage(format!("invalid secret {spec:?}: expected key=value pairs"))
+            })?;
+            kv.insert(k.trim(), v.trim());
+        }
+        let id = kv
+            .get("id")
+            .copied()
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| CliError::Usage(format!("invalid secret {spec:?}: id is required")))?;
+        let src = kv.get("src").or_else(|| kv.get("source")).copied();
+        let env = kv.get("env").copied();
+        let data = match (kv.get("type").copied(), src, env) {
+            (Some("env"), s, e) => env_secret(id, e.or(s).unwrap_or(id))?,
+            (_, Some(f), None) => {
+                std::fs::read(f).map_err(|e| msg(format!("secret {id}: reading {f}: {e}")))?
+            }
+            (_, None, Some(e)) => env_secret(id, e)?,
+            (_, Some(_), Some(_)) => {
+                return Err(CliError::Usage(format!(
+                    "invalid secret {spec:?}: src and env are exclusive"
+                )))
+            }
+            (_, None, None) => match std::env::var_os(id) {
+                Some(v) => v.into_encoded_bytes(),
+                None => std::fs::read(id).map_err(|e| {
+                    msg(format!(
+                        "secret {id}: no variable {id} and reading file {id}: {e}"
+                    ))
+                })?,
+            },
+        };
+        m.insert(id.to_string(), b64.encode(data));
+    }
+    if m.is_empty() {
+        return Ok(String::new());
+    }
+    let json = serde_json::to_string(&m).map_err(|e| msg(e.to_string()))?;
+    Ok(format!("X-Berth-Build-Secrets: {}\r\n", b64.encode(json)))
+}
+
+fn env_secret(id: &str, var: &str) -> Result<Vec<u8>, CliError> {
+    std::env::var_os(var)
+        .map(|v| v.into_encoded_bytes())
+        .ok_or_else(|| {
+            msg(format!(
+                "secret {id}: environment variable {var} is not set"
+            ))
+        })
 }
 
 /// Decodes a chunked body as it arrives.
@@ -359,11 +554,12 @@ pub fn build(
             )));
         }
     }
+    let secrets = secrets_header(&c.secrets)?;
     let (tar, dockerfile) = context_tar(c)?;
     let q = query(c, &dockerfile)?;
     let mut s = host.connect().map_err(|e| msg(e.to_string()))?;
     let head = format!(
-        "POST /v1.44/build?{q} HTTP/1.1\r\nHost: berth\r\nUser-Agent: berth-cli\r\nContent-Type: application/x-tar\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        "POST /v1.44/build?{q} HTTP/1.1\r\nHost: berth\r\nUser-Agent: berth-cli\r\nContent-Type: application/x-tar\r\nConnection: close\r\n{secrets}Content-Length: {}\r\n\r\n",
         tar.len()
     );
     let io = |e: std::io::Error| msg(format!("talking to the daemon: {e}"));

@@ -1966,3 +1966,51 @@ fn concurrent_pushes_to_one_repository() {
     assert_eq!(meta["manifests"].as_object().unwrap().len(), 8);
     s.assert_consistent();
 }
+
+/// Open upload sessions are capped: past the cap, starting one is 429 TOOMANYREQUESTS and
+/// changes nothing; a cancelled session frees its place.
+#[test]
+fn open_upload_sessions_are_capped() {
+    if skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.json");
+    std::fs::write(
+        &cfg,
+        serde_json::to_vec(&serde_json::json!({
+            "access": [{"repository": "*", "users": ["anonymous"], "actions": ["*"]}],
+            "limits": {"max_open_uploads": 2},
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let s = Server::start(&tmp.path().join("root"), Some(&cfg));
+    let p = s.port;
+    let mut locs = Vec::new();
+    for _ in 0..2 {
+        let r = http(p, "POST", "/v2/cap/blobs/uploads/", &[], b"");
+        assert_eq!(r.status, 202, "{r:?}");
+        locs.push(r.h("location").unwrap().to_string());
+    }
+    let uploads = tmp.path().join("root/uploads");
+    let count = || std::fs::read_dir(&uploads).unwrap().count();
+    assert_eq!(count(), 2);
+    let r = http(p, "POST", "/v2/cap/blobs/uploads/", &[], b"");
+    assert_eq!((r.status, r.code().as_str()), (429, "TOOMANYREQUESTS"));
+    // A monolithic upload is a session too.
+    let r = http(
+        p,
+        "POST",
+        &format!("/v2/cap/blobs/uploads/?digest={}", Digest::of_bytes(b"x")),
+        &[],
+        b"x",
+    );
+    assert_eq!(r.status, 429, "{r:?}");
+    assert_eq!(count(), 2);
+    assert!(s.blobs().is_empty());
+    let r = http(p, "DELETE", &locs[0], &[], b"");
+    assert_eq!(r.status, 204, "{r:?}");
+    let r = http(p, "POST", "/v2/cap/blobs/uploads/", &[], b"");
+    assert_eq!(r.status, 202, "{r:?}");
+}

@@ -629,7 +629,10 @@ impl ImageStore {
                 unpacked_size,
             });
         }
-        let manifest_digest = self.blobs.write_bytes(None, &req.manifest)?;
+        // Already stored (e.g. published by the builder with its layers): not written again.
+        let manifest_digest = self
+            .blobs
+            .write_bytes(Some(&Digest::of_bytes(&req.manifest)), &req.manifest)?;
         self.blobs.write_bytes(Some(&id), &req.config)?;
         for d in &req.extra_manifests {
             if !self.blobs.exists(d) {

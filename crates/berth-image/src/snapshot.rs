@@ -212,7 +212,8 @@ pub trait Snapshotter: Send + Sync {
 
     /// Commits `dir` (an overlay upper directory on the same file system, not mounted) as
     /// the layer snapshot `diff_id` on top of `parent`, by renaming it (no unpacking, no
-    /// `syncfs`). `Ok(None)` when the driver cannot.
+    /// `syncfs`, no fsync: like Docker's overlay2 layers it survives a process crash; the
+    /// layer's blob is what is durable). `Ok(None)` when the driver cannot.
     fn commit_upper_dir(
         &self,
         _parent: Option<&Digest>,
@@ -341,8 +342,17 @@ impl Base {
         info: &SnapshotInfo,
         sync: bool,
     ) -> Result<SnapshotInfo, SnapshotError> {
-        fsutil::write_json_atomic(&tmp.join("meta.json"), info)
-            .map_err(io_at("write metadata", tmp))?;
+        if sync {
+            fsutil::write_json_atomic(&tmp.join("meta.json"), info)
+                .map_err(io_at("write metadata", tmp))?;
+        } else {
+            // Not durable by itself (see `commit_upper_dir`): the directory is new and only
+            // becomes visible by the rename below, so a plain write cannot be seen half done
+            // by another process.
+            let bytes = serde_json::to_vec_pretty(info)
+                .map_err(|e| io_at("write metadata", tmp)(io::Error::other(e)))?;
+            fs::write(tmp.join("meta.json"), bytes).map_err(io_at("write metadata", tmp))?;
+        }
         if sync {
             // Make the unpacked files durable before the snapshot becomes visible.
             let dirfd = fs::File::open(tmp).map_err(io_at("open", tmp))?;
@@ -361,8 +371,10 @@ impl Base {
                 return Err(io_at("rename", &dest)(e));
             }
         }
-        let sd = self.snapshots_dir();
-        fsutil::fsync_dir(&sd).map_err(io_at("fsync", &sd))?;
+        if sync {
+            let sd = self.snapshots_dir();
+            fsutil::fsync_dir(&sd).map_err(io_at("fsync", &sd))?;
+        }
         Ok(info.clone())
     }
 
@@ -813,6 +825,18 @@ pub fn mount_overlay(
     mount_overlay_with(lowers, upper_work, target, false)
 }
 
+/// [`mount_overlay`] with the `volatile` option: the overlay never syncs its upper file
+/// system (unmounting it does not wait for a `syncfs` of the whole host file system). For
+/// short-lived mounts whose upper directory is archived right after (build steps); after a
+/// crash such an upper directory must be thrown away.
+pub fn mount_overlay_volatile(
+    lowers: &[PathBuf],
+    upper_work: (&Path, &Path),
+    target: &Path,
+) -> Result<(), SnapshotError> {
+    mount_overlay_with(lowers, Some(upper_work), target, true)
+}
+
 /// [`mount_overlay`], with overlayfs' `volatile` option when asked (and the kernel has it).
 fn mount_overlay_with(
     lowers: &[PathBuf],
@@ -827,7 +851,7 @@ fn mount_overlay_with(
             target: target.to_path_buf(),
             source: e,
         }),
-        Err(Fallback::Legacy) => mount_overlay_legacy(lowers, upper_work, target),
+        Err(Fallback::Legacy) => mount_overlay_legacy_opts(lowers, upper_work, target, volatile),
     }
 }
 
@@ -837,6 +861,15 @@ pub fn mount_overlay_legacy(
     lowers: &[PathBuf],
     upper_work: Option<(&Path, &Path)>,
     target: &Path,
+) -> Result<(), SnapshotError> {
+    mount_overlay_legacy_opts(lowers, upper_work, target, false)
+}
+
+fn mount_overlay_legacy_opts(
+    lowers: &[PathBuf],
+    upper_work: Option<(&Path, &Path)>,
+    target: &Path,
+    volatile: bool,
 ) -> Result<(), SnapshotError> {
     let merr = |source: io::Error| SnapshotError::Mount {
         target: target.to_path_buf(),
@@ -874,6 +907,9 @@ pub fn mount_overlay_legacy(
             u.display(),
             w.display()
         ));
+        if volatile {
+            data.push_str(",volatile");
+        }
     }
     if data.len() >= MOUNT_DATA_MAX {
         return Err(SnapshotError::TooManyLayers {
@@ -881,14 +917,19 @@ pub fn mount_overlay_legacy(
         });
     }
     let c = std::ffi::CString::new(data).map_err(|e| merr(io::Error::other(e)))?;
-    rustix::mount::mount(
+    match rustix::mount::mount(
         "overlay",
         target,
         "overlay",
         rustix::mount::MountFlags::empty(),
         c.as_c_str(),
-    )
-    .map_err(|e| merr(e.into()))
+    ) {
+        // Kernels before 5.10 do not know `volatile`: then the mount is simply durable.
+        Err(Errno::INVAL) if volatile => {
+            mount_overlay_legacy_opts(lowers, upper_work, target, false)
+        }
+        r => r.map_err(|e| merr(e.into())),
+    }
 }
 
 /// mount(2) copies at most one page of option data; 4096 is the smallest page size.
@@ -906,8 +947,8 @@ fn mount_overlay_fsopen(
     volatile: bool,
 ) -> Result<(), Fallback> {
     use rustix::mount::{
-        fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags,
-        FsOpenFlags, MountAttrFlags, MoveMountFlags,
+        fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
+        FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags,
     };
     let fsfd = match fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) {
         Ok(fd) => fd,
@@ -932,7 +973,7 @@ fn mount_overlay_fsopen(
         fsconfig_set_string(&fsfd, "workdir", w).map_err(|e| Fallback::No(e.into()))?;
         if volatile {
             // Kernels before 5.10 do not know it: then the mount is simply durable.
-            let _ = rustix::mount::fsconfig_set_flag(&fsfd, "volatile");
+            let _ = fsconfig_set_flag(&fsfd, "volatile");
         }
     }
     fsconfig_create(&fsfd).map_err(|e| Fallback::No(e.into()))?;

@@ -325,6 +325,106 @@ impl BlobWriter {
     }
 }
 
+impl BlobWriter {
+    /// Finishes the content without making it durable or visible: the returned
+    /// [`PendingBlob`] stays in `ingest/` until [`BlobStore::publish`] (dropped unpublished,
+    /// it is removed). Lets a caller that writes several blobs in a row (build steps) pay for
+    /// their fsyncs once, overlapped, instead of twice per blob.
+    pub fn finish_pending(mut self) -> Result<PendingBlob, StoreError> {
+        let file = self.file.take().ok_or_else(|| StoreError::Io {
+            op: "commit",
+            path: self.path.clone(),
+            source: io::Error::other("writer already finished"),
+        })?;
+        let hasher = std::mem::take(&mut self.hasher);
+        let size = hasher.count();
+        let digest = hasher.finish();
+        let path = std::mem::take(&mut self.path);
+        Ok(PendingBlob {
+            file: Some(file),
+            path,
+            digest,
+            size,
+        })
+    }
+}
+
+/// A blob written to `ingest/` but not yet durable nor visible (see
+/// [`BlobWriter::finish_pending`]).
+#[derive(Debug)]
+pub struct PendingBlob {
+    file: Option<File>,
+    path: PathBuf,
+    digest: Digest,
+    size: u64,
+}
+
+impl PendingBlob {
+    /// The content's digest.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+    /// The content's size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl Drop for PendingBlob {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl BlobStore {
+    /// Makes pending blobs durable and visible: their fsyncs run at once (one thread each,
+    /// so the file system can commit them together), then each is renamed into place and
+    /// the blob directory is fsynced once. Returns their digests.
+    pub fn publish(&self, blobs: Vec<PendingBlob>) -> Result<Vec<Digest>, StoreError> {
+        if blobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let synced: Vec<Result<(), StoreError>> = std::thread::scope(|sc| {
+            let hs: Vec<_> = blobs
+                .iter()
+                .map(|b| {
+                    sc.spawn(move || match &b.file {
+                        Some(f) => f.sync_all().map_err(io_err("fsync", &b.path)),
+                        None => Ok(()),
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(StoreError::Io {
+                            op: "fsync",
+                            path: PathBuf::new(),
+                            source: io::Error::other("fsync thread panicked"),
+                        })
+                    })
+                })
+                .collect()
+        });
+        for r in synced {
+            r?;
+        }
+        let mut out = Vec::with_capacity(blobs.len());
+        for mut b in blobs {
+            b.file = None;
+            let dest = self.blob_path(&b.digest);
+            fs::rename(&b.path, &dest).map_err(io_err("rename", &dest))?;
+            b.path = PathBuf::new();
+            out.push(b.digest.clone());
+        }
+        let d = self.blob_dir();
+        fsutil::fsync_dir(&d).map_err(io_err("fsync", &d))?;
+        Ok(out)
+    }
+}
+
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.write_chunk(buf).map_err(io::Error::other)?;
@@ -359,6 +459,43 @@ mod tests {
             .unwrap()
             .next()
             .is_none()
+    }
+
+    #[test]
+    fn pending_blobs_are_invisible_until_published() {
+        let (_d, s) = store();
+        let mut pend = Vec::new();
+        for c in [&b"one"[..], b"two", b"three"] {
+            let mut w = s.writer().unwrap();
+            w.write_all(c).unwrap();
+            let p = w.finish_pending().unwrap();
+            assert_eq!(p.digest(), &Digest::of_bytes(c));
+            assert_eq!(p.size(), c.len() as u64);
+            assert!(!s.exists(p.digest()));
+            pend.push(p);
+        }
+        // Dropped unpublished: removed from ingest/, never visible.
+        let dropped = pend.pop().unwrap();
+        let dd = dropped.digest().clone();
+        drop(dropped);
+        let got = s.publish(pend).unwrap();
+        assert_eq!(
+            got,
+            vec![Digest::of_bytes(b"one"), Digest::of_bytes(b"two")]
+        );
+        for d in &got {
+            assert!(s.exists(d));
+        }
+        assert_eq!(s.read_verified(&got[1]).unwrap(), b"two");
+        assert!(!s.exists(&dd));
+        assert!(ingest_empty(&s));
+        // Publishing content that is already stored is harmless.
+        let mut w = s.writer().unwrap();
+        w.write_all(b"one").unwrap();
+        let again = s.publish(vec![w.finish_pending().unwrap()]).unwrap();
+        assert_eq!(again, vec![Digest::of_bytes(b"one")]);
+        assert!(s.publish(Vec::new()).unwrap().is_empty());
+        assert!(ingest_empty(&s));
     }
 
     #[test]

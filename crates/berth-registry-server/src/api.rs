@@ -1063,7 +1063,19 @@ async fn post_upload(
         None => None,
     };
     let (st2, n2) = (st.clone(), name.clone());
-    let id = blocking(move || Ok(st2.store.new_upload(&n2)?)).await?;
+    let max_open = st.limits.max_open_uploads.max(1);
+    let id = blocking(move || {
+        // Each session is a directory on disk until it is finished, cancelled or collected:
+        // without a cap, a client could start them without end.
+        if st2.store.open_uploads() >= max_open {
+            return Err(
+                ApiError::new(Code::TooManyRequests, "too many open upload sessions")
+                    .header("retry-after", "5".to_string()),
+            );
+        }
+        Ok(st2.store.new_upload(&n2)?)
+    })
+    .await?;
     if let Some(d) = digest {
         // Monolithic upload: the body is the blob.
         let r = async {

@@ -79,6 +79,9 @@ pub struct Limits {
     pub max_manifest_bytes: usize,
     /// Uploads receiving data at the same time; more get 429 TOOMANYREQUESTS.
     pub max_concurrent_uploads: usize,
+    /// Upload sessions open at the same time (started, neither finished nor cancelled nor
+    /// collected as stale by gc); starting another gets 429 TOOMANYREQUESTS.
+    pub max_open_uploads: usize,
     /// Seconds to read a request's headers, and the longest pause between two pieces of a
     /// request body.
     pub idle_timeout_seconds: u64,
@@ -92,6 +95,7 @@ impl Default for Limits {
             max_upload_bytes: 20 << 30,
             max_manifest_bytes: 4 << 20,
             max_concurrent_uploads: 64,
+            max_open_uploads: 1024,
             idle_timeout_seconds: 60,
             request_timeout_seconds: 120,
         }

@@ -24,7 +24,8 @@
 //!   "token_ttl_seconds": 300,
 //!   "audit_log": "/var/log/berth-registry-audit.log",
 //!   "limits": { "max_upload_bytes": 21474836480, "max_manifest_bytes": 4194304,
-//!               "max_concurrent_uploads": 64, "idle_timeout_seconds": 60,
+//!               "max_concurrent_uploads": 64, "max_open_uploads": 1024,
+//!               "idle_timeout_seconds": 60,
 //!               "request_timeout_seconds": 120 }
 //! }
 //! ```

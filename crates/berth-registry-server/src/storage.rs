@@ -321,6 +321,13 @@ impl Store {
         Ok(id)
     }
 
+    /// The number of open upload sessions.
+    pub fn open_uploads(&self) -> usize {
+        fs::read_dir(self.root.join("uploads"))
+            .map(|rd| rd.count())
+            .unwrap_or(0)
+    }
+
     /// An upload's info and current size; `None` when unknown. `id` must be a hex id.
     pub fn upload(&self, id: &str) -> Option<(UploadInfo, u64)> {
         if id.len() != 32 || !id.bytes().all(|c| c.is_ascii_hexdigit()) {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -129,8 +129,47 @@ fn parse_options(pairs: &[(String, String)]) -> Result<(BuildOptions, String, bo
     Ok((o, dockerfile, truthy(get("q"))))
 }
 
-async fn build(State(s): State<Arc<AppState>>, RawQuery(q): RawQuery, body: Body) -> Response {
-    match build_inner(s, q, body).await {
+/// Berth's secret transport for `berth build --secret` (the Engine API has none outside
+/// BuildKit sessions): base64 of a JSON object mapping ids to base64 contents. Headers are
+/// never logged; the secrets stay in memory until a RUN step mounts them.
+pub const SECRETS_HEADER: &str = "x-berth-build-secrets";
+
+fn parse_secrets(
+    headers: &HeaderMap,
+) -> Result<BTreeMap<String, berth_build::builder::Secret>, ApiError> {
+    use base64::Engine as _;
+    let Some(h) = headers.get(SECRETS_HEADER) else {
+        return Ok(BTreeMap::new());
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let raw = b64
+        .decode(h.as_bytes())
+        .map_err(|_| bad(format!("invalid {SECRETS_HEADER} header: not base64")))?;
+    let m: BTreeMap<String, String> = serde_json::from_slice(&raw)
+        .map_err(|e| bad(format!("invalid {SECRETS_HEADER} header: {e}")))?;
+    let mut out = BTreeMap::new();
+    for (id, v) in m {
+        let data = b64.decode(v.as_bytes()).map_err(|_| {
+            bad(format!(
+                "invalid {SECRETS_HEADER} header: secret {id}: not base64"
+            ))
+        })?;
+        out.insert(id, berth_build::builder::Secret(data));
+    }
+    Ok(out)
+}
+
+async fn build(
+    State(s): State<Arc<AppState>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let secrets = match parse_secrets(&headers) {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
+    };
+    match build_inner(s, q, secrets, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -139,10 +178,12 @@ async fn build(State(s): State<Arc<AppState>>, RawQuery(q): RawQuery, body: Body
 async fn build_inner(
     s: Arc<AppState>,
     q: Option<String>,
+    secrets: BTreeMap<String, berth_build::builder::Secret>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let pairs = query_pairs(q.as_deref());
     let (mut opts, dockerfile, quiet) = parse_options(&pairs)?;
+    opts.secrets = secrets;
     let engine = s.engine.clone();
     let tmp = engine
         .images
@@ -224,11 +265,13 @@ async fn build_inner(
             berth_build::builder::cleanup_stale(&engine.images);
             opts.dockerfile = String::from_utf8_lossy(&text).into_owned();
             opts.context = ctx.clone();
+            let puller = |name: &str| pull_base(&engine, name);
             let b = Builder {
                 store: &engine.images,
                 runtime: engine.cfg.runtime.clone(),
                 runtime_root: engine.cfg.exec_root.join("build-runtime"),
                 cgroup_parent: engine.cfg.cgroup_parent.clone(),
+                puller: Some(&puller),
             };
             let tx2 = tx.clone();
             let mut sink = move |ev: Event| -> bool {
@@ -281,6 +324,36 @@ async fn build_inner(
         Body::from_stream(body),
     )
         .into_response())
+}
+
+/// Pulls a base image (`--pull`, or missing locally) through the image service, with the
+/// daemon's registry settings.
+fn pull_base(engine: &crate::engine::Engine, name: &str) -> Result<String, String> {
+    use berth_registry::images::{ImageBackend, LocalBackend};
+    let r = Reference::parse_normalized(name).map_err(|e| e.to_string())?;
+    let r = if r.tag().is_none() && r.digest().is_none() {
+        r.with_tag(berth_image::reference::DEFAULT_TAG)
+            .map_err(|e| e.to_string())?
+    } else {
+        r
+    };
+    let b = LocalBackend::open(engine.cfg.data_root.clone())
+        .map_err(|e| e.message)?
+        .with_registry_config(engine.registry_config.clone());
+    let out = b
+        .pull(
+            &r,
+            &berth_image::manifest::Platform::host(),
+            &berth_registry::NoProgress,
+        )
+        .map_err(|e| e.message)?;
+    let fam = r.familiar_string();
+    engine.image_event("pull", &fam);
+    Ok(if out.updated {
+        format!("Status: Downloaded newer image for {fam}")
+    } else {
+        format!("Status: Image is up to date for {fam}")
+    })
 }
 
 /// Removes contexts that a daemon which is no longer running left in /dev/shm.

@@ -157,3 +157,108 @@ fn docker_cli_login_push_pull_with_permissions() {
     );
     finish(d);
 }
+
+/// GET on 127.0.0.1:port; (status, body), or None when nothing answers.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split(' ').nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// The registry packaged as an image (packaging/registry) and run as a Berth container, the
+/// way registry:2 is run: published port, a volume for its storage, restart policy. The docker
+/// CLI pushes to it through berthd; the data survives a restart of the container.
+#[test]
+fn registry_image_runs_as_a_berth_container() {
+    let d = Daemon::new();
+    let ctx = d.path("registry-context");
+    let out = Command::new(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../packaging/registry/build-context.sh"),
+    )
+    .arg(&ctx)
+    .env("BERTH", bin_dir().join("berth"))
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.berth(&["build", "-q", "-t", "berth-registry", ctx.to_str().unwrap()])
+        .ok();
+    let port = free_port();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "registry",
+        "--restart",
+        "always",
+        "-p",
+        &format!("127.0.0.1:{port}:5000"),
+        "-v",
+        "regdata:/var/lib/registry",
+        "berth-registry",
+    ])
+    .ok();
+    let up = |what: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while http_get(port, "/v2/").map(|r| r.0) != Some(200) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "registry container not answering {what}: {}",
+                d.docker(&["logs", "registry"]).stderr
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    up("after run");
+    let name = format!("127.0.0.1:{port}/team/app:v1");
+    d.docker(&["tag", "busybox", &name]).ok();
+    let r = d.docker(&["push", &name]).ok();
+    let digest = pushed_digest(&r.stdout);
+    let (status, body) = http_get(port, "/v2/_catalog").unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("team/app"), "{body}");
+    // Restarted, the container serves the same content from its volume.
+    d.docker(&["restart", "-t", "1", "registry"]).ok();
+    up("after restart");
+    d.docker(&["rmi", &name]).ok();
+    let out = d.docker(&["pull", &name]).ok().stdout;
+    assert!(out.contains(&format!("Digest: {digest}")), "{out}");
+    assert_eq!(
+        d.docker(&["run", "--rm", &name, "echo", "from the registry container"])
+            .ok()
+            .stdout,
+        "from the registry container\n"
+    );
+    let ep = d
+        .docker(&[
+            "inspect",
+            "-f",
+            "{{json .Config.Entrypoint}} {{json .Config.ExposedPorts}}",
+            "berth-registry",
+        ])
+        .ok()
+        .stdout;
+    assert!(
+        ep.contains("[\"/usr/bin/berth\",\"registry\",\"serve\"]"),
+        "{ep}"
+    );
+    assert!(ep.contains("5000/tcp"), "{ep}");
+    d.docker(&["rm", "-f", "registry"]).ok();
+    d.docker(&["volume", "rm", "regdata"]).ok();
+    finish(d);
+}
