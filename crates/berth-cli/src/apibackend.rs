@@ -459,6 +459,23 @@ impl ImageBackend for ApiBackend {
         })
     }
 
+    fn pull_all_tags(
+        &self,
+        repository: &Reference,
+        platform: &Platform,
+        progress: &dyn Progress,
+    ) -> Result<bool, BackendError> {
+        // No `tag` parameter: the daemon pulls every tag (as Docker's CLI asks for `-a`).
+        let q = format!(
+            "/images/create?fromImage={}&platform={}",
+            enc(&repository.name()),
+            enc(&platform.to_string())
+        );
+        let r = self.post_stream(&q, None)?;
+        let lines = self.progress_stream(r, progress)?;
+        Ok(lines.iter().any(|l| l.contains("Downloaded newer image")))
+    }
+
     fn push(
         &self,
         reference: &Reference,

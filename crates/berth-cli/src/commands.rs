@@ -1070,12 +1070,6 @@ pub fn pull(
     out: &mut dyn Write,
     progress_out: Box<dyn Write + Send>,
 ) -> Result {
-    if a.all_tags {
-        return Err(CliError::Message(
-            "Error: pulling all tagged images (-a, --all-tags) is not supported by berth yet"
-                .into(),
-        ));
-    }
     let mut reference = parse_pull_reference(&a.name)?;
     let platform = match &a.platform {
         Some(p) => Platform::parse(p).map_err(|e| {
@@ -1086,6 +1080,27 @@ pub fn pull(
         })?,
         None => Platform::host(),
     };
+    if a.all_tags {
+        if reference.tag().is_some() || reference.digest().is_some() {
+            return Err(CliError::Message(
+                "tag can't be used with --all-tags/-a".into(),
+            ));
+        }
+        out.flush()?;
+        let progress = line_progress(a.quiet, progress_out);
+        let updated = b.pull_all_tags(&reference, &platform, progress.as_ref())?;
+        drop(progress);
+        if !a.quiet {
+            let status = if updated {
+                "Downloaded newer image for"
+            } else {
+                "Image is up to date for"
+            };
+            writeln!(out, "Status: {status} {}", reference.familiar_name())?;
+        }
+        writeln!(out, "{}", reference.name())?;
+        return Ok(());
+    }
     if reference.tag().is_none() && reference.digest().is_none() {
         reference = reference
             .with_tag(berth_image::reference::DEFAULT_TAG)

@@ -643,10 +643,28 @@ fn push_pull_and_run() {
         r.stderr
     );
 
-    // -a is refused.
-    let r = b.berth(&["pull", "-a", &repo]);
+    // -a: every tag (here the one there is), then the repository's status and its name.
+    let r = b.berth(&["pull", "-a", &repo]).ok();
+    let out = lines(&r.stdout);
+    assert!(
+        out.contains(&"1: Pulling from test/busybox"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("Using default tag"), "{}", r.stdout);
+    assert_eq!(
+        out[out.len() - 2],
+        format!("Status: Image is up to date for {repo}")
+    );
+    assert_eq!(out[out.len() - 1], repo);
+    // A tag with -a is refused, as by Docker's CLI.
+    let r = b.berth(&["pull", "-a", &name]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("not supported"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("tag can't be used with --all-tags/-a"),
+        "{}",
+        r.stderr
+    );
 
     // Run the pulled image.
     let work = b.dir.path().join("run");

@@ -28,13 +28,15 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use rustix::fs::{
     self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags,
 };
 use rustix::io::Errno;
 
-use crate::digest::{Digest, HashingReader};
+use crate::digest::{Digest, Hasher};
 
 /// Layer compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,7 +242,18 @@ pub fn apply_layer<R: Read>(
     apply_layer_at(root.as_fd(), reader, opts)
 }
 
+/// Size of the chunks of uncompressed stream handed from the decompressing thread to the
+/// unpacking one.
+const CHUNK: usize = 1 << 20;
+/// Chunks in flight between them.
+const CHUNKS_IN_FLIGHT: usize = 8;
+
 /// Like [`apply_layer`], on an already open directory descriptor.
+///
+/// Stages run at once: this thread reads and decompresses the stream into 1 MiB chunks; a
+/// `layer-hash` thread computes the DiffID from them (all of the stream, end-of-archive
+/// blocks and padding included); a `layer-unpack` thread parses the tar and applies the
+/// entries (small files through writer threads). An error on either side stops both.
 pub fn apply_layer_at<R: Read>(
     root: BorrowedFd<'_>,
     reader: R,
@@ -248,8 +261,7 @@ pub fn apply_layer_at<R: Read>(
 ) -> Result<AppliedLayer, LayerError> {
     let mut reader = reader;
     let head = read_head(&mut reader, 6).map_err(LayerError::Read)?;
-    let buffered =
-        BufReader::with_capacity(256 * 1024, io::Cursor::new(head.clone()).chain(reader));
+    let buffered = BufReader::with_capacity(CHUNK, io::Cursor::new(head.clone()).chain(reader));
     let compression = Compression::detect(&head)?;
     let decompressed: Box<dyn Read + '_> = match compression {
         Compression::None => Box::new(buffered),
@@ -258,32 +270,165 @@ pub fn apply_layer_at<R: Read>(
             Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(LayerError::Read)?)
         }
     };
-    let mut hashing = HashingReader::new(decompressed);
-    let entries = {
-        let mut archive = tar::Archive::new(&mut hashing);
-        let mut applier = Applier {
-            root,
-            opts,
-            created: HashSet::new(),
-            dir_times: Vec::new(),
-            entries: 0,
-            parent_cache: None,
+    let mut decompressed = decompressed;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Arc<Vec<u8>>>>(CHUNKS_IN_FLIGHT);
+    // The DiffID is computed on a third thread, from the same chunks.
+    let (htx, hrx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(CHUNKS_IN_FLIGHT);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let stop = &stop;
+        let hasher = std::thread::Builder::new()
+            .name("layer-hash".into())
+            .spawn_scoped(s, move || {
+                let mut h = Hasher::new();
+                for c in hrx {
+                    h.update(&c);
+                }
+                h
+            })
+            .map_err(LayerError::Read)?;
+        let unpacker = std::thread::Builder::new()
+            .name("layer-unpack".into())
+            .spawn_scoped(s, move || {
+                let res = std::thread::scope(|ws| {
+                    let shared = Arc::new(WriterShared::default());
+                    let (jtx, jrx) = std::sync::mpsc::sync_channel::<FileJob>(JOBS_IN_FLIGHT);
+                    let jrx = Arc::new(Mutex::new(jrx));
+                    let writers = writer_count();
+                    for i in 0..writers {
+                        let (jrx, shared) = (jrx.clone(), shared.clone());
+                        std::thread::Builder::new()
+                            .name(format!("layer-write-{i}"))
+                            .spawn_scoped(ws, move || write_files(&jrx, &shared))
+                            .map_err(LayerError::Read)?;
+                    }
+                    let mut archive = tar::Archive::new(ChunkReader {
+                        rx,
+                        cur: Arc::new(Vec::new()),
+                        pos: 0,
+                    });
+                    let mut applier = Applier {
+                        root,
+                        opts,
+                        created: HashSet::new(),
+                        dir_times: Vec::new(),
+                        entries: 0,
+                        parent_cache: None,
+                        owner: Owner::current(),
+                        writers: (writers > 0).then_some((jtx, shared)),
+                    };
+                    let r = (|| {
+                        for entry in archive.entries().map_err(LayerError::Read)? {
+                            let mut entry = entry.map_err(LayerError::Read)?;
+                            applier.apply(&mut entry)?;
+                        }
+                        applier.finish()?;
+                        Ok(applier.entries)
+                    })();
+                    // Ends the writers (after the jobs already queued).
+                    applier.writers = None;
+                    r
+                });
+                if res.is_err() {
+                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                res
+            })
+            .map_err(LayerError::Read)?;
+        // Decompress and hash everything; the unpacker stops reading at the end of the
+        // archive (then sends fail, and the rest is only hashed).
+        let mut tx = Some(tx);
+        let read = loop {
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                break Ok(());
+            }
+            let mut buf = vec![0u8; CHUNK];
+            match fill(&mut decompressed, &mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    buf.truncate(n);
+                    let buf = Arc::new(buf);
+                    if htx.send(buf.clone()).is_err() {
+                        break Err(io::Error::other("the hashing thread stopped"));
+                    }
+                    if let Some(t) = &tx {
+                        if t.send(Ok(buf)).is_err() {
+                            tx = None;
+                        }
+                    }
+                }
+                Err(e) => {
+                    if let Some(t) = &tx {
+                        let _ = t.send(Err(io::Error::new(e.kind(), e.to_string())));
+                    }
+                    break Err(e);
+                }
+            }
         };
-        for entry in archive.entries().map_err(LayerError::Read)? {
-            let mut entry = entry.map_err(LayerError::Read)?;
-            applier.apply(&mut entry)?;
+        drop(tx);
+        drop(htx);
+        let hasher = hasher
+            .join()
+            .map_err(|_| LayerError::Read(io::Error::other("hashing thread panicked")))?;
+        let applied = unpacker
+            .join()
+            .unwrap_or_else(|_| Err(LayerError::Read(io::Error::other("unpacker panicked"))));
+        match (read, applied) {
+            // The read error is the cause of the unpacker's.
+            (Err(e), _) => Err(LayerError::Read(e)),
+            (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(entries)) => {
+                let n = hasher.count();
+                Ok(AppliedLayer {
+                    diff_id: hasher.finish(),
+                    size: n,
+                    compression,
+                    entries,
+                })
+            }
         }
-        applier.finish()?;
-        applier.entries
-    };
-    // Hash the end-of-archive blocks and any padding too: the DiffID covers the whole stream.
-    let (diff_id, size) = hashing.finish_draining().map_err(LayerError::Read)?;
-    Ok(AppliedLayer {
-        diff_id,
-        size,
-        compression,
-        entries,
     })
+}
+
+/// Reads until `buf` is full or the stream ends.
+fn fill<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// The unpacker's side of the chunk channel.
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Arc<Vec<u8>>>>,
+    cur: Arc<Vec<u8>>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(c)) => {
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The producer is done: end of stream.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// Reads up to `n` bytes (fewer only at EOF), however small the reader's chunks are.
@@ -453,6 +598,7 @@ fn lsetxattr_at(dir: BorrowedFd<'_>, name: &[u8], key: &str, value: &[u8]) -> io
     rfs::lsetxattr(path, key, value, XattrFlags::empty()).map_err(Into::into)
 }
 
+#[derive(Clone)]
 struct Meta {
     uid: u64,
     gid: u64,
@@ -508,7 +654,167 @@ struct Applier<'a> {
     entries: u64,
     /// The last parent directory resolved (tar lists a directory's entries together): saves a
     /// confined walk from the root per entry. Dropped whenever an entry could change it.
-    parent_cache: Option<(Vec<Vec<u8>>, OwnedFd)>,
+    parent_cache: Option<ParentDir>,
+    /// Who owns what this process creates (to skip `chown` / `chmod` calls that would change
+    /// nothing).
+    owner: Owner,
+    /// The writer threads small regular files are handed to (see [`FileJob`]).
+    writers: Option<(std::sync::mpsc::SyncSender<FileJob>, Arc<WriterShared>)>,
+}
+
+/// Regular files up to this size are written by writer threads while the tar is read on.
+const OFFLOAD_MAX: u64 = 256 * 1024;
+/// Writer threads per layer, unless `BERTH_UNPACK_WRITERS` says otherwise (0: the tar
+/// thread writes every file itself).
+const WRITERS: usize = 3;
+
+fn writer_count() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("BERTH_UNPACK_WRITERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(|n: usize| n.min(64))
+            .unwrap_or(WRITERS)
+    })
+}
+/// Files queued for the writers at most.
+const JOBS_IN_FLIGHT: usize = 64;
+
+/// A small regular file for a writer thread, already created by the tar thread (so every
+/// change to names stays in tar order): written, owned, moded, xattr'd, timed and closed
+/// there. A later entry that replaces or removes the name leaves the writer working on an
+/// unlinked inode, which is harmless; a hard link to it shares the inode the writer
+/// finishes.
+struct FileJob {
+    file: File,
+    data: Vec<u8>,
+    meta: Meta,
+    chown: bool,
+    plain: bool,
+    entry: Vec<u8>,
+}
+
+/// State shared by the tar thread and the writers.
+#[derive(Default)]
+struct WriterShared {
+    /// Jobs sent and not finished.
+    outstanding: Mutex<usize>,
+    cond: Condvar,
+    /// The first failure.
+    error: Mutex<Option<LayerError>>,
+    failed: AtomicBool,
+}
+
+fn write_files(rx: &Mutex<std::sync::mpsc::Receiver<FileJob>>, shared: &WriterShared) {
+    loop {
+        let job = {
+            let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
+            rx.recv()
+        };
+        let Ok(job) = job else { return };
+        if !shared.failed.load(AtomicOrdering::SeqCst) {
+            if let Err(error) = write_file(&job) {
+                let mut first = shared.error.lock().unwrap_or_else(|e| e.into_inner());
+                if first.is_none() {
+                    *first = Some(LayerError::Entry {
+                        entry: display_entry(&job.entry),
+                        error,
+                    });
+                }
+                shared.failed.store(true, AtomicOrdering::SeqCst);
+            }
+        }
+        drop(job);
+        let mut n = shared.outstanding.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        if *n == 0 {
+            shared.cond.notify_all();
+        }
+    }
+}
+
+/// Files from this size on are sent to the disk as soon as they are written, so that the
+/// `syncfs` that makes the layer durable has little left to wait for.
+const EARLY_WRITEBACK_MIN: u64 = 64 * 1024;
+
+/// Starts (does not wait for) the writeback of a file just written: `POSIX_FADV_DONTNEED`
+/// queues its dirty pages for writing (they stay cached until written). Advisory only.
+fn start_writeback(f: &File, len: u64) {
+    if len >= EARLY_WRITEBACK_MIN {
+        let _ = rfs::fadvise(f, 0, None, rfs::Advice::DontNeed);
+    }
+}
+
+fn write_file(j: &FileJob) -> Result<(), EntryError> {
+    use std::io::Write;
+    let meta = &j.meta;
+    let mut f = &j.file;
+    f.write_all(&j.data).map_err(|source| EntryError::Io {
+        op: "write file",
+        source,
+    })?;
+    start_writeback(f, j.data.len() as u64);
+    if j.chown {
+        rfs::fchown(f, Some(uid(meta.uid)?), Some(gid(meta.gid)?)).map_err(sys("chown"))?;
+    }
+    if !j.plain {
+        rfs::fchmod(f, Mode::from_raw_mode(meta.mode)).map_err(sys("chmod"))?;
+    }
+    for (k, v) in &meta.xattrs {
+        xattr_result(
+            k,
+            rfs::fsetxattr(f, k.as_str(), v, XattrFlags::empty()).map_err(Into::into),
+        )?;
+    }
+    rfs::futimens(f, &meta.times()).map_err(sys("set times"))
+}
+
+/// A resolved parent directory.
+struct ParentDir {
+    comps: Vec<Vec<u8>>,
+    fd: Arc<OwnedFd>,
+    /// The group new entries inherit from it (set-group-ID directory), if any.
+    inherit_gid: Option<u64>,
+}
+
+/// The owner and mode of what this process creates.
+#[derive(Debug, Clone, Copy)]
+struct Owner {
+    uid: u64,
+    gid: u64,
+    umask: u32,
+}
+
+impl Owner {
+    fn current() -> Self {
+        // The umask from /proc (umask(2) would have to change it to read it, racing with
+        // other threads creating files); unknown = assume every bit is masked.
+        let umask = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            .unwrap_or(0o777);
+        Self {
+            uid: u64::from(rustix::process::geteuid().as_raw()),
+            gid: u64::from(rustix::process::getegid().as_raw()),
+            umask,
+        }
+    }
+
+    /// Whether an entry created in `parent` needs a `chown` to get `meta`'s owner.
+    fn needs_chown(&self, parent: &ParentDir, meta: &Meta) -> bool {
+        meta.uid != self.uid || meta.gid != parent.inherit_gid.unwrap_or(self.gid)
+    }
+
+    /// Whether `mode` can be given at creation (no special bits, nothing the umask removes),
+    /// so that no `chmod` is needed.
+    fn plain_mode(&self, mode: u32) -> bool {
+        mode & 0o7000 == 0 && mode & self.umask == 0
+    }
 }
 
 impl Applier<'_> {
@@ -529,14 +835,23 @@ impl Applier<'_> {
             return Ok(());
         };
         // An entry at or above the cached directory may replace it (or a component of its path).
-        if let Some((cached, _)) = &self.parent_cache {
-            if cached.starts_with(&comps)
+        if let Some(cached) = &self.parent_cache {
+            if cached.comps.starts_with(&comps)
                 || (self.opts.mode != ApplyMode::Plain && base.starts_with(WHITEOUT_PREFIX))
             {
                 self.parent_cache = None;
             }
         }
-        if self.opts.mode != ApplyMode::Plain && base.starts_with(WHITEOUT_PREFIX) {
+        let is_whiteout = self.opts.mode != ApplyMode::Plain && base.starts_with(WHITEOUT_PREFIX);
+        // A writer failed: stop early with its error.
+        if self
+            .writers
+            .as_ref()
+            .is_some_and(|(_, sh)| sh.failed.load(AtomicOrdering::SeqCst))
+        {
+            self.barrier()?;
+        }
+        if is_whiteout {
             return self.whiteout(e, parent, base).map_err(wrap);
         }
         let mut meta = self.meta(e).map_err(wrap)?;
@@ -617,38 +932,90 @@ impl Applier<'_> {
         kind: tar::EntryType,
         meta: &Meta,
     ) -> Result<(), Result<EntryError, io::Error>> {
-        let parent = match &self.parent_cache {
-            Some((cached, fd)) if cached.as_slice() == parent_comps => {
-                rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| Ok(sys("dup")(e)))?
-            }
+        let pd = match self.parent_cache.take() {
+            Some(pd) if pd.comps.as_slice() == parent_comps => pd,
             _ => {
                 let fd =
                     resolve_dir(self.root, parent_comps, Some(&mut self.created)).map_err(Ok)?;
-                let keep =
-                    rustix::io::fcntl_dupfd_cloexec(&fd, 0).map_err(|e| Ok(sys("dup")(e)))?;
-                self.parent_cache = Some((parent_comps.to_vec(), keep));
-                fd
+                let st = rfs::fstat(&fd).map_err(|e| Ok(sys("stat directory")(e)))?;
+                ParentDir {
+                    comps: parent_comps.to_vec(),
+                    fd: Arc::new(fd),
+                    inherit_gid: (st.st_mode & libc::S_ISGID != 0).then_some(u64::from(st.st_gid)),
+                }
             }
         };
-        let parent = parent.as_fd();
+        // The entry changes only what is inside the parent: it stays cached.
+        let r = self.apply_in(e, comps, &pd, base, kind, meta);
+        self.parent_cache = Some(pd);
+        r?;
+        self.created.insert(join(comps));
+        Ok(())
+    }
+
+    fn apply_in<R: Read>(
+        &mut self,
+        e: &mut tar::Entry<'_, R>,
+        comps: &[Vec<u8>],
+        pd: &ParentDir,
+        base: &[u8],
+        kind: tar::EntryType,
+        meta: &Meta,
+    ) -> Result<(), Result<EntryError, io::Error>> {
+        let parent = pd.fd.as_fd();
+        let chown = self.opts.same_owner && self.owner.needs_chown(pd, meta);
         use tar::EntryType as T;
         match kind {
             T::Regular | T::Continuous | T::GNUSparse => {
-                self.prepare_slot(parent, base, false).map_err(Ok)?;
-                let fd = rfs::openat(
-                    parent,
-                    base,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
+                // Created with its final mode when the umask cannot change it: then no
+                // chmod (a chown never changes plain permission bits).
+                let plain = self.owner.plain_mode(meta.mode);
+                let create = || {
+                    rfs::openat(
+                        parent,
+                        base,
+                        OFlags::WRONLY
+                            | OFlags::CREATE
+                            | OFlags::EXCL
+                            | OFlags::NOFOLLOW
+                            | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(if plain { meta.mode } else { 0o600 }),
+                    )
+                };
+                let fd = match create() {
+                    // Something is there (a symlink is never followed with O_EXCL): replace it.
+                    Err(Errno::EXIST) => {
+                        self.prepare_slot(parent, base, false).map_err(Ok)?;
+                        create()
+                    }
+                    r => r,
+                }
                 .map_err(|e| Ok(sys("create file")(e)))?;
-                let mut f = File::from(fd);
+                let Some(mut f) = self.offload(e, comps, File::from(fd), meta, chown)? else {
+                    return Ok(());
+                };
                 copy_entry(e, &mut f)?;
-                self.set_fd_meta(f.as_fd(), meta).map_err(Ok)?;
+                start_writeback(&f, e.size());
+                if chown {
+                    rfs::fchown(
+                        &f,
+                        Some(uid(meta.uid).map_err(Ok)?),
+                        Some(gid(meta.gid).map_err(Ok)?),
+                    )
+                    .map_err(|e| Ok(sys("chown")(e)))?;
+                }
+                if !plain {
+                    // After chown, which clears setuid/setgid.
+                    rfs::fchmod(&f, Mode::from_raw_mode(meta.mode))
+                        .map_err(|e| Ok(sys("chmod")(e)))?;
+                }
+                for (k, v) in &meta.xattrs {
+                    xattr_result(
+                        k,
+                        rfs::fsetxattr(&f, k.as_str(), v, XattrFlags::empty()).map_err(Into::into),
+                    )
+                    .map_err(Ok)?;
+                }
                 rfs::futimens(&f, &meta.times()).map_err(|e| Ok(sys("set times")(e)))?;
             }
             T::Directory => {
@@ -679,10 +1046,16 @@ impl Applier<'_> {
                 if target.is_empty() {
                     return Err(Ok(EntryError::EmptySymlink));
                 }
-                self.prepare_slot(parent, base, false).map_err(Ok)?;
-                rfs::symlinkat(target.as_slice(), parent, base)
-                    .map_err(|e| Ok(sys("symlink")(e)))?;
-                self.set_at_meta(parent, base, meta, false).map_err(Ok)?;
+                match rfs::symlinkat(target.as_slice(), parent, base) {
+                    Err(Errno::EXIST) => {
+                        self.prepare_slot(parent, base, false).map_err(Ok)?;
+                        rfs::symlinkat(target.as_slice(), parent, base)
+                    }
+                    r => r,
+                }
+                .map_err(|e| Ok(sys("symlink")(e)))?;
+                self.set_at_meta_owned(parent, base, meta, false, chown)
+                    .map_err(Ok)?;
             }
             T::Link => {
                 let target = e
@@ -715,7 +1088,6 @@ impl Applier<'_> {
                 return Err(Ok(EntryError::UnsupportedType(other.as_byte() as char)));
             }
         }
-        self.created.insert(join(comps));
         Ok(())
     }
 
@@ -785,7 +1157,19 @@ impl Applier<'_> {
         meta: &Meta,
         chmod: bool,
     ) -> Result<(), EntryError> {
-        if self.opts.same_owner {
+        self.set_at_meta_owned(parent, base, meta, chmod, self.opts.same_owner)
+    }
+
+    /// [`Self::set_at_meta`], with `chown` saying whether the owner must be changed.
+    fn set_at_meta_owned(
+        &self,
+        parent: BorrowedFd<'_>,
+        base: &[u8],
+        meta: &Meta,
+        chmod: bool,
+        chown: bool,
+    ) -> Result<(), EntryError> {
+        if chown {
             rfs::chownat(
                 parent,
                 base,
@@ -971,8 +1355,67 @@ impl Applier<'_> {
         Ok(())
     }
 
+    /// Waits until the writers have finished every file handed to them; their first error.
+    fn barrier(&mut self) -> Result<(), LayerError> {
+        let Some((_, shared)) = &self.writers else {
+            return Ok(());
+        };
+        let mut n = shared.outstanding.lock().unwrap_or_else(|e| e.into_inner());
+        while *n > 0 {
+            n = shared.cond.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(n);
+        match shared
+            .error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands a small regular file (just created) to the writers; gives it back when it must
+    /// be written here.
+    fn offload<R: Read>(
+        &mut self,
+        e: &mut tar::Entry<'_, R>,
+        comps: &[Vec<u8>],
+        file: File,
+        meta: &Meta,
+        chown: bool,
+    ) -> Result<Option<File>, Result<EntryError, io::Error>> {
+        let Some((tx, shared)) = &self.writers else {
+            return Ok(Some(file));
+        };
+        let size = e.size();
+        if size > OFFLOAD_MAX {
+            return Ok(Some(file));
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        e.read_to_end(&mut data).map_err(Err)?;
+        let job = FileJob {
+            file,
+            data,
+            meta: meta.clone(),
+            chown,
+            plain: self.owner.plain_mode(meta.mode),
+            entry: join(comps),
+        };
+        *shared.outstanding.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        if tx.send(job).is_err() {
+            return Err(Ok(EntryError::Io {
+                op: "hand file to a writer",
+                source: io::Error::other("writer threads gone"),
+            }));
+        }
+        Ok(None)
+    }
+
     /// Sets directory times, deepest last-applied first, after all contents are in place.
     fn finish(&mut self) -> Result<(), LayerError> {
+        self.barrier()?;
         let dirs = std::mem::take(&mut self.dir_times);
         for (comps, times) in dirs.iter().rev() {
             let Some((base, parent)) = comps.split_last() else {

@@ -687,3 +687,58 @@ fn compression_detected_from_tiny_reads() {
         assert_eq!(fs::read(d.path().join("a")).unwrap(), b"hello");
     }
 }
+
+/// Small files are written by writer threads while the tar is read on: entries that depend on
+/// a file not yet written (same path again, a hard link to it, a directory or a whiteout at
+/// its path, a file replacing a directory with pending children) still see tar order.
+#[test]
+fn writer_threads_keep_entry_order() {
+    let mut t = Tar::new().dir("d");
+    for i in 0..300 {
+        t = t.file(&format!("d/f{i}"), format!("v1-{i}").as_bytes());
+    }
+    let t = t
+        .file("d/f1", b"second")
+        .hardlink("d/h5", "d/f5")
+        .file("x", b"a file first")
+        .dir("x")
+        .file("x/inner", b"in")
+        .file("d/gone", b"bye")
+        .whiteout("d", "gone")
+        .file("y/z", b"child")
+        .file("y", b"replaces the directory")
+        .file_mode("d/suid", 0o4755, 1000, 1000, 1_600_000_000, b"s");
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("t");
+    fs::create_dir(&target).unwrap();
+    apply_layer(&target, gzip(&t.bytes()).as_slice(), &flat()).unwrap();
+    for i in 0..300 {
+        let want = if i == 1 {
+            "second".to_string()
+        } else {
+            format!("v1-{i}")
+        };
+        assert_eq!(
+            fs::read_to_string(target.join(format!("d/f{i}"))).unwrap(),
+            want
+        );
+    }
+    let f5 = fs::metadata(target.join("d/f5")).unwrap();
+    let h5 = fs::metadata(target.join("d/h5")).unwrap();
+    assert_eq!((f5.ino(), f5.nlink()), (h5.ino(), 2));
+    assert!(fs::metadata(target.join("x")).unwrap().is_dir());
+    assert_eq!(fs::read(target.join("x/inner")).unwrap(), b"in");
+    assert!(fs::symlink_metadata(target.join("d/gone")).is_err());
+    assert_eq!(
+        fs::read(target.join("y")).unwrap(),
+        b"replaces the directory"
+    );
+    let m = fs::metadata(target.join("d/f7")).unwrap();
+    assert_eq!(m.permissions().mode() & 0o7777, 0o644);
+    assert_eq!(m.mtime(), 1_600_000_000);
+    if is_root() {
+        let s = fs::metadata(target.join("d/suid")).unwrap();
+        assert_eq!(s.permissions().mode() & 0o7777, 0o4755);
+        assert_eq!((s.uid(), s.gid()), (1000, 1000));
+    }
+}

@@ -149,6 +149,16 @@ pub trait ImageBackend {
         platform: &Platform,
         progress: &dyn crate::Progress,
     ) -> Result<PullOutcome, BackendError>;
+    /// `POST /images/create?fromImage=NAME` without a tag (`pull --all-tags`): pulls every
+    /// tag of `repository` (its tag or digest, if any, is ignored) for `platform`, one after
+    /// the other with the usual per-tag progress, and records them. Whether anything changed
+    /// locally (`Downloaded newer image` rather than `Image is up to date`).
+    fn pull_all_tags(
+        &self,
+        repository: &Reference,
+        platform: &Platform,
+        progress: &dyn crate::Progress,
+    ) -> Result<bool, BackendError>;
     /// `POST /images/{name}/push`: pushes the image `reference` names to it.
     fn push(
         &self,
@@ -343,6 +353,26 @@ impl ImageBackend for LocalBackend {
             updated: reg.new || before.as_ref() != Some(&reg.id),
             id: reg.id,
         })
+    }
+
+    fn pull_all_tags(
+        &self,
+        repository: &Reference,
+        platform: &Platform,
+        progress: &dyn crate::Progress,
+    ) -> Result<bool, BackendError> {
+        let repo = repository.repository();
+        // A repository without tags pulls nothing and is "up to date", as with Docker.
+        let tags = self.client()?.list_tags(&repo)?;
+        let mut updated = false;
+        for t in tags {
+            let r = repo.with_tag(&t).map_err(|e| BackendError {
+                kind: ErrorKind::Internal,
+                message: format!("the registry listed an invalid tag {t:?}: {e}"),
+            })?;
+            updated |= self.pull(&r, platform, progress)?.updated;
+        }
+        Ok(updated)
     }
 
     fn push(

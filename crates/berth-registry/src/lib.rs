@@ -8,6 +8,7 @@
 //! - [`pull`]: parallel, resumable layer downloads unpacked in the same pass (see its docs).
 //! - [`push`]: blobs skipped when present, cross-repository mounts, monolithic or chunked
 //!   uploads, the manifest last.
+//! - [`tags`]: tag listing with pagination (`pull --all-tags`).
 //! - [`progress`]: per-layer events like `docker pull`'s, and a plain-line printer.
 //!
 //! The API is **blocking**: the client drives its own small tokio runtime (reqwest + rustls)
@@ -22,6 +23,7 @@ pub mod images;
 pub mod progress;
 pub mod pull;
 pub mod push;
+pub mod tags;
 
 pub use client::{Client, RegistryConfig};
 pub use credentials::{CredentialStore, Credentials};

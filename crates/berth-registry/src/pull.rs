@@ -659,6 +659,7 @@ async fn download(ctx: &Ctx<'_>, desc: &Descriptor, feed: &Feed) -> Result<()> {
     let mut ep_idx = 0;
     let mut failures = 0u32;
     let mut reported = 0u64;
+    let mut notified = have;
     let mut attempt = 0u32;
     while have < size {
         if ctx.cancel.load(Ordering::SeqCst) {
@@ -807,7 +808,11 @@ async fn download(ctx: &Ctx<'_>, desc: &Descriptor, feed: &Feed) -> Result<()> {
                         .map_err(RegistryError::io("write", &path))?;
                     hasher.update(data);
                     have += data.len() as u64;
-                    feed.advance(have);
+                    // Wake the unpacker for whole batches, not for every network chunk.
+                    if have - notified >= FEED_BATCH || have == size {
+                        notified = have;
+                        feed.advance(have);
+                    }
                     if have - reported >= 256 * 1024 || have == size {
                         reported = have;
                         ctx.progress.layer(
@@ -823,6 +828,10 @@ async fn download(ctx: &Ctx<'_>, desc: &Descriptor, feed: &Feed) -> Result<()> {
                 Err(e) => break Some(e),
             }
         };
+        if notified != have {
+            notified = have;
+            feed.advance(have);
+        }
         if have == size {
             break;
         }
@@ -880,6 +889,9 @@ async fn download(ctx: &Ctx<'_>, desc: &Descriptor, feed: &Feed) -> Result<()> {
     debug_assert!(feed.is_done());
     Ok(())
 }
+
+/// Downloaded bytes between wake-ups of the unpacker reading the same file.
+const FEED_BATCH: u64 = 64 * 1024;
 
 async fn backoff(n: u32) {
     let ms = (100u64 << n.min(5)).min(2000);

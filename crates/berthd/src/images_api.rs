@@ -225,7 +225,8 @@ async fn create(State(s): St, axum::extract::Query(q): Q, headers: HeaderMap, re
         return Err(bad("fromImage or fromSrc is required"));
     };
     let mut name = from.clone();
-    if let Some(t) = q.get("tag").filter(|t| !t.is_empty()) {
+    let tag = q.get("tag").filter(|t| !t.is_empty());
+    if let Some(t) = tag {
         if t.starts_with("sha256:") {
             name = format!("{name}@{t}");
         } else {
@@ -233,6 +234,11 @@ async fn create(State(s): St, axum::extract::Query(q): Q, headers: HeaderMap, re
         }
     }
     let reference = Reference::parse_normalized(&name).map_err(|e| bad(e.to_string()))?;
+    if tag.is_none() && reference.tag().is_none() && reference.digest().is_none() {
+        // A bare repository and no `tag`: every tag (Docker's CLI sends `pull -a` this way;
+        // without `-a` it always sends `tag`).
+        return pull_all_tags(s, &q, &headers, reference);
+    }
     let reference = if reference.tag().is_none() && reference.digest().is_none() {
         reference
             .with_tag(berth_image::reference::DEFAULT_TAG)
@@ -253,6 +259,36 @@ async fn create(State(s): St, axum::extract::Query(q): Q, headers: HeaderMap, re
         let fam = reference.familiar_string();
         bus.image_event("pull", &fam);
         Ok(vec![json!({"status": if out.updated {
+            format!("Status: Downloaded newer image for {fam}")
+        } else {
+            format!("Status: Image is up to date for {fam}")
+        }})])
+    }))
+}
+
+/// `POST /images/create?fromImage=REPO` without a tag: pulls all tags, each with its own
+/// `Pulling from` … `Digest:` block, then one status line for the repository (as Docker).
+fn pull_all_tags(
+    s: Arc<AppState>,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    repo: Reference,
+) -> R {
+    let platform = parse_platform(q)?;
+    let (cfg, guard) = registry_config(&s, headers, repo.domain())?;
+    let data_root = s.engine.cfg.data_root.clone();
+    let bus = s.engine.clone();
+    Ok(stream_job(move |p| {
+        let _guard = guard;
+        let b = LocalBackend::open(data_root)
+            .map_err(|e| e.message)?
+            .with_registry_config(cfg);
+        let updated = b
+            .pull_all_tags(&repo, &platform, p)
+            .map_err(|e| e.message)?;
+        let fam = repo.familiar_name();
+        bus.image_event("pull", &fam);
+        Ok(vec![json!({"status": if updated {
             format!("Status: Downloaded newer image for {fam}")
         } else {
             format!("Status: Image is up to date for {fam}")

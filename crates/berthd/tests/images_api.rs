@@ -148,3 +148,117 @@ print("ok")
     assert!(df.contains("Images") && df.contains("Containers"), "{df}");
     finish(d);
 }
+
+/// `docker pull -a` (the CLI omits `tag`): every tag of the repository, one block per tag,
+/// then one status line for the repository and its name.
+#[test]
+fn pull_all_tags_through_the_daemon() {
+    let Some(reg) = DockerRegistry::start() else {
+        return;
+    };
+    let d = Daemon::new();
+    let repo = format!("127.0.0.1:{}/test/alltags", reg.port);
+    // Three tags: two of busybox, one of another image (busybox imported with a CMD).
+    d.docker(&["tag", "busybox", &format!("{repo}:a")]).ok();
+    d.docker(&["tag", "busybox", &format!("{repo}:b")]).ok();
+    let rootfs = d.path("rootfs.tar");
+    d.docker(&[
+        "import",
+        "-c",
+        "CMD [\"echo\", \"tag c\"]",
+        rootfs.to_str().unwrap(),
+        &format!("{repo}:c"),
+    ])
+    .ok();
+    for t in ["a", "b", "c"] {
+        d.docker(&["push", "-q", &format!("{repo}:{t}")]).ok();
+        d.docker(&["rmi", &format!("{repo}:{t}")]).ok();
+    }
+    let r = d.docker(&["pull", "-a", &repo]).ok();
+    for t in ["a", "b", "c"] {
+        assert!(
+            r.stdout
+                .contains(&format!("{t}: Pulling from test/alltags")),
+            "{}",
+            r.stdout
+        );
+    }
+    assert!(!r.stdout.contains("Using default tag"), "{}", r.stdout);
+    assert_eq!(
+        r.stdout.matches("Digest: sha256:").count(),
+        3,
+        "{}",
+        r.stdout
+    );
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines[lines.len() - 2],
+        format!("Status: Downloaded newer image for {repo}"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(lines[lines.len() - 1], repo, "{}", r.stdout);
+    let imgs = d
+        .docker(&["images", "--format", "{{.Repository}}:{{.Tag}}", &repo])
+        .ok()
+        .stdout;
+    let mut imgs: Vec<&str> = imgs.lines().collect();
+    imgs.sort();
+    assert_eq!(
+        imgs,
+        [
+            format!("{repo}:a"),
+            format!("{repo}:b"),
+            format!("{repo}:c")
+        ]
+    );
+    assert_eq!(
+        d.docker(&["run", "--rm", &format!("{repo}:c")]).ok().stdout,
+        "tag c\n"
+    );
+    // Again: up to date.
+    let r = d.docker(&["pull", "-a", &repo]).ok();
+    assert!(
+        r.stdout
+            .contains(&format!("Status: Image is up to date for {repo}")),
+        "{}",
+        r.stdout
+    );
+    // A tag with -a is refused by the CLI; the berth CLI refuses it the same way.
+    let r = d.docker(&["pull", "-a", &format!("{repo}:a")]);
+    assert_ne!(r.code, 0);
+    let r = d.berth(&["pull", "-a", &format!("{repo}:a")]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("tag can't be used with --all-tags/-a"),
+        "{}",
+        r.stderr
+    );
+    // Without -a, a bare name still means `latest` (the CLI sends tag=latest): not found.
+    let r = d.docker(&["pull", &repo]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stdout.contains("Using default tag: latest"),
+        "{}",
+        r.stdout
+    );
+    // The berth CLI's -a goes through the daemon the same way.
+    for t in ["a", "b", "c"] {
+        d.docker(&["rmi", &format!("{repo}:{t}")]).ok();
+    }
+    let r = d.berth(&["pull", "-a", &repo]).ok();
+    assert_eq!(
+        r.stdout.matches(": Pulling from test/alltags").count(),
+        3,
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(&format!(
+            "Status: Downloaded newer image for {repo}\n{repo}\n"
+        )),
+        "{}",
+        r.stdout
+    );
+    finish(d);
+}
