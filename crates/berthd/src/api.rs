@@ -569,10 +569,64 @@ async fn container_attach(
     let stdin = qbool(&q, "stdin");
     let stdout = qbool(&q, "stdout");
     let stderr = qbool(&q, "stderr");
+    let c = s.engine.get(&id)?;
+    // `logs=1`: what the container wrote so far comes first (in the attach stream's framing).
+    let replay = if qbool(&q, "logs") && (stdout || stderr) {
+        let o = logs::LogOptions {
+            stdout,
+            stderr,
+            follow: false,
+            timestamps: false,
+            tail: None,
+            since: None,
+            until: None,
+            framed: !c.tty(),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let path = std::path::PathBuf::from(&c.log_path);
+        tokio::task::spawn_blocking(move || logs::stream(path, o, None, tx));
+        let mut all = Vec::new();
+        while let Some(b) = rx.recv().await {
+            all.extend_from_slice(&b);
+        }
+        all
+    } else {
+        Vec::new()
+    };
+    let ct = if c.tty() {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    let upgrade_response = || {
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONTENT_TYPE, ct)
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "tcp")
+            .body(Body::empty())
+            .unwrap()
+    };
     if !qbool(&q, "stream") {
-        return Err(bad("attach without stream=1 is not supported yet"));
+        // Without `stream=1` Docker answers with the logs (if asked) and ends the session.
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let mut client = hyper_util::rt::TokioIo::new(upgraded);
+            if !replay.is_empty() {
+                // docker-py reads the stream from the raw socket under its HTTP reader: bytes
+                // that arrive with the 101's head end up in that reader's buffer and are lost.
+                // Let the head go alone first (dockerd's log replay comes later by nature).
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            let _ = client.write_all(&replay).await;
+            let _ = client.shutdown().await;
+        });
+        return Ok(upgrade_response());
     }
-    let (tty, shim_rx) = s.engine.attach(&id, stdin, stdout, stderr)?;
+    let (_, shim_rx) = s.engine.attach(&id, stdin, stdout, stderr)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else {
@@ -580,6 +634,9 @@ async fn container_attach(
         };
         let Ok(Ok(shim)) = shim_rx.await else { return };
         let mut client = hyper_util::rt::TokioIo::new(upgraded);
+        if !replay.is_empty() && client.write_all(&replay).await.is_err() {
+            return;
+        }
         let (mut sr, mut sw) = shim.into_split();
         let (mut cr, mut cw) = tokio::io::split(&mut client);
         let to_client = async {
@@ -598,18 +655,7 @@ async fn container_attach(
             _ = to_shim => {}
         }
     });
-    let ct = if tty {
-        "application/vnd.docker.raw-stream"
-    } else {
-        "application/vnd.docker.multiplexed-stream"
-    };
-    Ok(Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONTENT_TYPE, ct)
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, "tcp")
-        .body(Body::empty())
-        .unwrap())
+    Ok(upgrade_response())
 }
 
 async fn container_delete(State(s): St, Path(id): Path<String>, Query(q): Q) -> R {

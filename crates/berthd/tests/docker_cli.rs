@@ -662,3 +662,28 @@ fn transient_layers_and_removal_that_a_crash_interrupts() {
     }
     finish(d);
 }
+
+#[test]
+fn docker_py_attach_logs_without_stream() {
+    let d = Daemon::new();
+    let r = d.python(
+        r#"
+import os, docker
+c = docker.DockerClient(base_url=os.environ['BERTH_SOCK'])
+ct = c.containers.run('busybox', ['sh', '-c', 'echo one; echo two >&2; sleep 100'], detach=True)
+import time
+for _ in range(100):
+    if b'two' in ct.logs():
+        break
+    time.sleep(0.05)
+# logs=1 without stream: what was written so far, then the session ends.
+print(ct.attach(stdout=True, stderr=True, stream=False, logs=True).decode(), end='')
+print(repr(ct.attach(stdout=True, stderr=False, stream=False, logs=True)))
+# Neither logs nor stream: nothing.
+print(repr(ct.attach(stdout=True, stderr=True, stream=False, logs=False)))
+ct.remove(force=True)
+"#,
+    );
+    assert_eq!(r.stdout, "one\ntwo\nb'one\\n'\nb''\n", "{}", r.stderr);
+    finish(d);
+}
