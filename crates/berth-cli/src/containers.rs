@@ -244,24 +244,51 @@ pub struct PsCmd {
     /// Don't truncate output
     #[arg(long)]
     no_trunc: bool,
+    /// Filter output based on conditions provided
+    #[arg(short = 'f', long = "filter")]
+    filter: Vec<String>,
+    /// Format output using a custom template ('table', 'table TEMPLATE', 'json', or a Go template)
+    #[arg(long)]
+    format: Option<String>,
+    /// Show n last created containers (includes all states)
+    #[arg(short = 'n', long = "last", default_value_t = -1, allow_negative_numbers = true)]
+    last: i64,
+    /// Show the latest created container (includes all states)
+    #[arg(short = 'l', long)]
+    latest: bool,
+    /// Display total file sizes
+    #[arg(short = 's', long)]
+    size: bool,
 }
 
+const PS_TABLE: &str =
+    "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
+
 pub fn ps(host: &Host, c: &PsCmd, out: &mut dyn Write) -> Result<(), CliError> {
-    let list = api::request(
-        host,
-        "GET",
-        &format!("/containers/json?all={}", c.all as u8),
-        None,
-    )
-    .map_err(daemon)?
-    .json()
-    .map_err(daemon)?;
+    let mut query = format!("all={}", c.all as u8);
+    let limit = if c.latest { 1 } else { c.last };
+    if limit > 0 {
+        query.push_str(&format!("&limit={limit}"));
+    }
+    if c.size {
+        query.push_str("&size=1");
+    }
+    if !c.filter.is_empty() {
+        query.push_str(&format!(
+            "&filters={}",
+            api::enc(&crate::ctl::filters_json(&c.filter)?)
+        ));
+    }
+    let list = api::request(host, "GET", &format!("/containers/json?{query}"), None)
+        .map_err(daemon)?
+        .json()
+        .map_err(daemon)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let mut text = String::from("CONTAINER ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS\tPORTS\tNAMES\n");
     let w = |e: std::io::Error| CliError::Message(e.to_string());
+    let mut rows = Vec::new();
     for ct in list.as_array().into_iter().flatten() {
         let id = ct["Id"].as_str().unwrap_or_default();
         let short = if c.no_trunc {
@@ -284,19 +311,85 @@ pub fn ps(host: &Host, c: &PsCmd, out: &mut dyn Write) -> Result<(), CliError> {
             .filter_map(|n| n.as_str())
             .map(|n| n.trim_start_matches('/'))
             .collect();
-        text.push_str(&format!(
-            "{short}\t{}\t{cmd}\t{}\t{}\t{}\t{}\n",
-            ct["Image"].as_str().unwrap_or_default(),
-            crate::units::since(ct["Created"].as_i64().unwrap_or(now), now),
-            ct["Status"].as_str().unwrap_or_default(),
-            crate::network::ports_column(&ct["Ports"]),
-            names.join(",")
-        ));
+        let labels: Vec<String> = ct["Labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect();
+        let size = if c.size {
+            let rw = ct["SizeRw"].as_f64().unwrap_or(0.0);
+            let root = ct["SizeRootFs"].as_f64().unwrap_or(0.0);
+            format!(
+                "{} (virtual {})",
+                crate::units::human_size_with_precision(rw, 3),
+                crate::units::human_size_with_precision(root, 3)
+            )
+        } else {
+            String::new()
+        };
+        let created = ct["Created"].as_i64().unwrap_or(now);
+        rows.push(crate::format::row(&[
+            ("ID", short.to_string()),
+            (
+                "Image",
+                ct["Image"].as_str().unwrap_or_default().to_string(),
+            ),
+            ("Command", cmd),
+            (
+                "CreatedAt",
+                berth_image::timeutil::format_go_string_utc(created),
+            ),
+            ("RunningFor", crate::units::since(created, now)),
+            (
+                "Status",
+                ct["Status"].as_str().unwrap_or_default().to_string(),
+            ),
+            (
+                "State",
+                ct["State"].as_str().unwrap_or_default().to_string(),
+            ),
+            ("Ports", crate::network::ports_column(&ct["Ports"])),
+            ("Names", names.join(",")),
+            ("Labels", labels.join(",")),
+            ("Size", size),
+            (
+                "Networks",
+                ct["NetworkSettings"]["Networks"]
+                    .as_object()
+                    .map(|m| m.keys().cloned().collect::<Vec<_>>().join(","))
+                    .unwrap_or_default(),
+            ),
+        ]));
     }
-    if !c.quiet {
-        out.write_all(crate::tabwriter::docker_table(&text).as_bytes())
-            .map_err(w)?;
+    if c.quiet {
+        return Ok(());
     }
+    let default_table = if c.size {
+        format!("{PS_TABLE}\t{{{{.Size}}}}")
+    } else {
+        PS_TABLE.to_string()
+    };
+    let fmt = crate::format::parse(c.format.as_deref().unwrap_or("table"), &default_table)
+        .map_err(|e| CliError::Usage(format!("template parsing error: {}", e.0)))?;
+    let header = crate::format::row(&[
+        ("ID", "CONTAINER ID".into()),
+        ("Image", "IMAGE".into()),
+        ("Command", "COMMAND".into()),
+        ("CreatedAt", "CREATED AT".into()),
+        ("RunningFor", "CREATED".into()),
+        ("Status", "STATUS".into()),
+        ("State", "STATE".into()),
+        ("Ports", "PORTS".into()),
+        ("Names", "NAMES".into()),
+        ("Labels", "LABELS".into()),
+        ("Size", "SIZE".into()),
+        ("Networks", "NETWORKS".into()),
+    ]);
+    let text = fmt
+        .render(&header, &rows)
+        .map_err(|e| CliError::Message(format!("template: {}", e.0)))?;
+    out.write_all(text.as_bytes()).map_err(w)?;
     Ok(())
 }
 

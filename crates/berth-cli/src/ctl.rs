@@ -1323,7 +1323,7 @@ pub struct EventsCmd {
     format: Option<String>,
 }
 
-fn filters_json(list: &[String]) -> Result<String, CliError> {
+pub(crate) fn filters_json(list: &[String]) -> Result<String, CliError> {
     let mut m: serde_json::Map<String, Value> = serde_json::Map::new();
     for f in list {
         let (k, v) = f.split_once('=').ok_or_else(|| {

@@ -687,3 +687,58 @@ ct.remove(force=True)
     assert_eq!(r.stdout, "one\ntwo\nb'one\\n'\nb''\n", "{}", r.stderr);
     finish(d);
 }
+
+#[test]
+fn berth_ps_format_filter_last_like_docker() {
+    let d = Daemon::new();
+    d.docker(&[
+        "create", "--name", "psa", "--label", "k=v", "busybox", "true",
+    ])
+    .ok();
+    d.docker(&["run", "-d", "--name", "psb", "busybox", "sleep", "100"])
+        .ok();
+    let same = |args: &[&str]| {
+        let mut full = vec!["ps"];
+        full.extend_from_slice(args);
+        let theirs = d.docker(&full).ok().stdout;
+        let ours = d.berth(&full).ok().stdout;
+        assert_eq!(ours, theirs, "ps {args:?}");
+        ours
+    };
+    let out = same(&[
+        "-a",
+        "--format",
+        "{{.Names}} {{.Image}} {{.State}} {{.Labels}}",
+    ]);
+    assert!(out.contains("psa busybox created k=v"), "{out}");
+    assert_eq!(same(&["--format", "{{.Names}}"]), "psb\n");
+    assert_eq!(
+        same(&["-a", "--filter", "name=psa", "--format", "{{.Names}}"]),
+        "psa\n"
+    );
+    assert_eq!(same(&["-a", "-f", "label=k=v", "-q"]).lines().count(), 1);
+    assert_eq!(same(&["-n", "1", "--format", "{{.Names}}"]), "psb\n");
+    assert_eq!(same(&["-l", "--format", "{{.Names}}"]), "psb\n");
+    same(&["-a", "--format", "{{.ID}}\t{{.Command}}\t{{.Status}}"]);
+    same(&["-a", "--format", "table {{.Names}}\t{{.Image}}"]);
+    same(&["-a", "--format", "{{.CreatedAt}}"]);
+    let header = d.berth(&["ps"]).ok().stdout;
+    assert_eq!(
+        header
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        d.docker(&["ps"])
+            .ok()
+            .stdout
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    );
+    d.docker(&["rm", "-f", "psa", "psb"]).ok();
+    finish(d);
+}
