@@ -14,40 +14,17 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 /// rename over `path`, fsync the directory. After a crash at any moment, `path` holds either
 /// the old content or the new one, never a mix.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp-{}-{}", std::process::id(), unique()));
-    let tmp = dir.join(tmp_name);
-    let res = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        fsync_dir(dir)
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res
+    write_and_rename(path, bytes, true)
 }
 
 /// Replaces `path` atomically (temp file, rename) without making it durable: for state that
 /// must survive the death of a process but not of the machine (what a container is doing right
 /// now, files under the exec root).
 pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_and_rename(path, bytes, false)
+}
+
+fn write_and_rename(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -67,8 +44,15 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
             .custom_flags(libc::O_CLOEXEC)
             .open(&tmp)?;
         f.write_all(bytes)?;
+        if durable {
+            f.sync_all()?;
+        }
         drop(f);
-        fs::rename(&tmp, path)
+        fs::rename(&tmp, path)?;
+        if durable {
+            fsync_dir(dir)?;
+        }
+        Ok(())
     })();
     if res.is_err() {
         let _ = fs::remove_file(&tmp);
