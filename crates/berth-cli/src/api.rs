@@ -165,15 +165,7 @@ pub fn request(
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> Result<Response, ApiError> {
-    let mut s = host.connect()?;
-    write_request(&mut s, method, path, body, "Connection: close\r\n")?;
-    let mut r = BufReader::new(s);
-    let (code, headers) = read_head(&mut r)?;
-    let body = read_body(&mut r, &headers)?;
-    if code >= 400 {
-        return Err(error_of(code, &body));
-    }
-    Ok(Response { code, body })
+    begin(host, method, path, body)?.finish()
 }
 
 /// A request whose response status and headers have arrived; the body is read later. For
@@ -218,28 +210,14 @@ impl Pending {
 /// `POST /containers/{id}/attach` with an HTTP upgrade: the returned reader carries the
 /// container's output (Docker's multiplexed frames without a tty, raw bytes with one).
 pub fn attach(host: &Host, id: &str, stdin: bool) -> Result<BufReader<UnixStream>, ApiError> {
-    let mut s = host.connect()?;
-    let q = format!(
-        "/containers/{id}/attach?stream=1&stdout=1&stderr=1&stdin={}",
-        stdin as u8
-    );
-    write_request(
-        &mut s,
-        "POST",
-        &q,
+    hijack(
+        host,
+        &format!(
+            "/containers/{id}/attach?stream=1&stdout=1&stderr=1&stdin={}",
+            stdin as u8
+        ),
         None,
-        "Connection: Upgrade\r\nUpgrade: tcp\r\n",
-    )?;
-    let mut r = BufReader::new(s);
-    let (code, headers) = read_head(&mut r)?;
-    if code >= 400 {
-        let body = read_body(&mut r, &headers)?;
-        return Err(error_of(code, &body));
-    }
-    if code != 101 && code != 200 {
-        return Err(ApiError::Protocol(format!("attach answered {code}")));
-    }
-    Ok(r)
+    )
 }
 
 /// A request answered with an HTTP upgrade (exec start, attach with stdin): the raw stream.
