@@ -482,9 +482,30 @@ impl ImageStore {
                 }
             }
         }
-        let _ = self.snapshotter.set(s);
+        self.install_snapshotter(s);
         self.recorded_snapshotter(&self.read_index()?)?
             .ok_or_else(|| ImageStoreError::Invalid("no snapshotter".into()))
+    }
+
+    /// Keeps the first snapshotter opened; if its opening dropped snapshots that a reboot
+    /// may have torn, unpacks every image's missing layers again from their blobs.
+    fn install_snapshotter(&self, s: Box<dyn Snapshotter>) {
+        let dropped = s.dropped_on_open();
+        if self.snapshotter.set(s).is_err() || dropped == 0 {
+            return;
+        }
+        let images = match self.list() {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list images to unpack dropped snapshots again");
+                return;
+            }
+        };
+        for rec in images {
+            if let Err(e) = self.unpack(&rec.layers) {
+                tracing::warn!(image = %rec.id, error = %e, "cannot unpack the image's layers again");
+            }
+        }
     }
 
     /// The snapshotter if one was chosen already (never takes the lock).
@@ -503,7 +524,7 @@ impl ImageStore {
             }
             None => return Ok(None),
         };
-        let _ = self.snapshotter.set(s);
+        self.install_snapshotter(s);
         Ok(self.snapshotter.get().map(|b| b.as_ref()))
     }
 
@@ -1568,7 +1589,7 @@ pub fn decompress<'a>(mut reader: impl Read + 'a) -> io::Result<Box<dyn Read + '
     let chained = io::BufReader::with_capacity(256 * 1024, io::Cursor::new(head).chain(reader));
     Ok(match comp {
         Compression::None => Box::new(chained),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(chained)),
+        Compression::Gzip => crate::gzip::decoder(chained),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(chained)?),
     })
 }
@@ -2103,6 +2124,38 @@ mod tests {
         // A stray temporary index file from a crash does not disturb anything.
         fs::write(s.root().join("images/.index.json.tmp-1-2"), b"{garbage").unwrap();
         assert_eq!(s.resolve("kept").unwrap().image.id, id);
+    }
+
+    #[test]
+    fn snapshots_dropped_after_a_reboot_are_unpacked_again_from_blobs() {
+        let (d, s) = store();
+        let l1 = tar_with(&[("a", b"base")]);
+        let l2 = tar_with(&[("b", b"top")]);
+        let id = add_image(&s, &[l1, l2], &["img"], "a");
+        let rec = s.get(&id).unwrap();
+        let top = s.unpack(&rec.layers).unwrap().unwrap();
+        s.snapshotter().unwrap().wait_synced();
+        drop(s);
+        // As if the machine lost power before the top layer reached the disk.
+        let meta = d
+            .path()
+            .join("snapshotter/snapshots")
+            .join(top.hex())
+            .join("meta.json");
+        let mut info: crate::snapshot::SnapshotInfo = fsutil::read_json(&meta).unwrap();
+        info.unsynced = Some("a-boot-before-this-one".into());
+        fsutil::write_json_atomic(&meta, &info).unwrap();
+        let s = ImageStore::open(d.path()).unwrap();
+        let sn = s.snapshotter().unwrap();
+        assert_eq!(sn.dropped_on_open(), 1);
+        assert!(sn.exists(&top), "the dropped layer is unpacked again");
+        let lowers = sn.overlay_lowers(&top);
+        if let Some(lowers) = lowers {
+            let lowers = lowers.unwrap();
+            assert_eq!(fs::read(lowers[0].join("b")).unwrap(), b"top");
+        }
+        sn.wait_synced();
+        assert_eq!(sn.info(&top).unwrap().unsynced, None);
     }
 
     #[test]

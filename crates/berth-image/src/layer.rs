@@ -127,6 +127,10 @@ pub struct AppliedLayer {
     pub compression: Compression,
     /// How many tar entries were applied (including whiteouts).
     pub entries: u64,
+    /// Content size as Docker counts it (see
+    /// [`layer_content_size`](crate::image_store::layer_content_size)): regular file sizes
+    /// plus symlink target lengths.
+    pub content_size: u64,
 }
 
 /// Why a single entry could not be applied.
@@ -265,15 +269,17 @@ pub fn apply_layer_at<R: Read>(
     let compression = Compression::detect(&head)?;
     let decompressed: Box<dyn Read + '_> = match compression {
         Compression::None => Box::new(buffered),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Compression::Gzip => crate::gzip::decoder(buffered),
         Compression::Zstd => {
             Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(LayerError::Read)?)
         }
     };
     let mut decompressed = decompressed;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Arc<Vec<u8>>>>(CHUNKS_IN_FLIGHT);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Arc<Chunk>>>(CHUNKS_IN_FLIGHT);
     // The DiffID is computed on a third thread, from the same chunks.
-    let (htx, hrx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(CHUNKS_IN_FLIGHT);
+    let (htx, hrx) = std::sync::mpsc::sync_channel::<Arc<Chunk>>(CHUNKS_IN_FLIGHT);
+    // Buffers of chunks both consumers are done with, for reuse.
+    let (pool_tx, pool_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2 * CHUNKS_IN_FLIGHT + 4);
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
         let stop = &stop;
@@ -282,7 +288,7 @@ pub fn apply_layer_at<R: Read>(
             .spawn_scoped(s, move || {
                 let mut h = Hasher::new();
                 for c in hrx {
-                    h.update(&c);
+                    h.update(c.data());
                 }
                 h
             })
@@ -304,7 +310,7 @@ pub fn apply_layer_at<R: Read>(
                     }
                     let mut archive = tar::Archive::new(ChunkReader {
                         rx,
-                        cur: Arc::new(Vec::new()),
+                        cur: None,
                         pos: 0,
                     });
                     let mut applier = Applier {
@@ -313,6 +319,7 @@ pub fn apply_layer_at<R: Read>(
                         created: HashSet::new(),
                         dir_times: Vec::new(),
                         entries: 0,
+                        content_size: 0,
                         parent_cache: None,
                         owner: Owner::current(),
                         writers: (writers > 0).then_some((jtx, shared)),
@@ -323,7 +330,7 @@ pub fn apply_layer_at<R: Read>(
                             applier.apply(&mut entry)?;
                         }
                         applier.finish()?;
-                        Ok(applier.entries)
+                        Ok((applier.entries, applier.content_size))
                     })();
                     // Ends the writers (after the jobs already queued).
                     applier.writers = None;
@@ -342,12 +349,15 @@ pub fn apply_layer_at<R: Read>(
             if stop.load(std::sync::atomic::Ordering::SeqCst) {
                 break Ok(());
             }
-            let mut buf = vec![0u8; CHUNK];
+            let mut buf = pool_rx.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
             match fill(&mut decompressed, &mut buf) {
                 Ok(0) => break Ok(()),
                 Ok(n) => {
-                    buf.truncate(n);
-                    let buf = Arc::new(buf);
+                    let buf = Arc::new(Chunk {
+                        buf,
+                        len: n,
+                        pool: pool_tx.clone(),
+                    });
                     if htx.send(buf.clone()).is_err() {
                         break Err(io::Error::other("the hashing thread stopped"));
                     }
@@ -377,13 +387,14 @@ pub fn apply_layer_at<R: Read>(
             // The read error is the cause of the unpacker's.
             (Err(e), _) => Err(LayerError::Read(e)),
             (Ok(()), Err(e)) => Err(e),
-            (Ok(()), Ok(entries)) => {
+            (Ok(()), Ok((entries, content_size))) => {
                 let n = hasher.count();
                 Ok(AppliedLayer {
                     diff_id: hasher.finish(),
                     size: n,
                     compression,
                     entries,
+                    content_size,
                 })
             }
         }
@@ -404,19 +415,52 @@ fn fill<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     Ok(got)
 }
 
+/// A piece of the uncompressed stream, shared by the hashing and the unpacking thread. Its
+/// buffer goes back to the decompressing thread when both are done with it: a fresh 1 MiB
+/// buffer per chunk costs a page fault per 4 KiB and the zeroing of each page.
+struct Chunk {
+    /// Always `CHUNK` bytes long; the data is the first `len`.
+    buf: Vec<u8>,
+    len: usize,
+    pool: std::sync::mpsc::SyncSender<Vec<u8>>,
+}
+
+impl Chunk {
+    fn data(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        // A full pool, or a finished layer: the buffer is simply freed.
+        let _ = self.pool.try_send(std::mem::take(&mut self.buf));
+    }
+}
+
 /// The unpacker's side of the chunk channel.
 struct ChunkReader {
-    rx: std::sync::mpsc::Receiver<io::Result<Arc<Vec<u8>>>>,
-    cur: Arc<Vec<u8>>,
+    rx: std::sync::mpsc::Receiver<io::Result<Arc<Chunk>>>,
+    cur: Option<Arc<Chunk>>,
     pos: usize,
 }
 
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.cur.len() {
+        loop {
+            if let Some(c) = &self.cur {
+                if self.pos < c.len {
+                    let n = buf.len().min(c.len - self.pos);
+                    buf[..n].copy_from_slice(&c.data()[self.pos..self.pos + n]);
+                    self.pos += n;
+                    return Ok(n);
+                }
+            }
+            // Done with this chunk: let its buffer go back before waiting for the next.
+            self.cur = None;
             match self.rx.recv() {
                 Ok(Ok(c)) => {
-                    self.cur = c;
+                    self.cur = Some(c);
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),
@@ -424,10 +468,6 @@ impl Read for ChunkReader {
                 Err(_) => return Ok(0),
             }
         }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 
@@ -652,6 +692,8 @@ struct Applier<'a> {
     /// Directories whose times are set at the end (contents change them).
     dir_times: Vec<(Vec<Vec<u8>>, Timestamps)>,
     entries: u64,
+    /// Docker's content size of what was read so far.
+    content_size: u64,
     /// The last parent directory resolved (tar lists a directory's entries together): saves a
     /// confined walk from the root per entry. Dropped whenever an entry could change it.
     parent_cache: Option<ParentDir>,
@@ -734,18 +776,6 @@ fn write_files(rx: &Mutex<std::sync::mpsc::Receiver<FileJob>>, shared: &WriterSh
     }
 }
 
-/// Files from this size on are sent to the disk as soon as they are written, so that the
-/// `syncfs` that makes the layer durable has little left to wait for.
-const EARLY_WRITEBACK_MIN: u64 = 64 * 1024;
-
-/// Starts (does not wait for) the writeback of a file just written: `POSIX_FADV_DONTNEED`
-/// queues its dirty pages for writing (they stay cached until written). Advisory only.
-fn start_writeback(f: &File, len: u64) {
-    if len >= EARLY_WRITEBACK_MIN {
-        let _ = rfs::fadvise(f, 0, None, rfs::Advice::DontNeed);
-    }
-}
-
 fn write_file(j: &FileJob) -> Result<(), EntryError> {
     use std::io::Write;
     let meta = &j.meta;
@@ -754,7 +784,6 @@ fn write_file(j: &FileJob) -> Result<(), EntryError> {
         op: "write file",
         source,
     })?;
-    start_writeback(f, j.data.len() as u64);
     if j.chown {
         rfs::fchown(f, Some(uid(meta.uid)?), Some(gid(meta.gid)?)).map_err(sys("chown"))?;
     }
@@ -829,6 +858,18 @@ impl Applier<'_> {
             return Ok(());
         }
         self.entries += 1;
+        match kind {
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                let base = raw_path.rsplit(|b| *b == b'/').next().unwrap_or(&raw_path);
+                if !base.starts_with(WHITEOUT_PREFIX) {
+                    self.content_size += e.size();
+                }
+            }
+            tar::EntryType::Symlink => {
+                self.content_size += e.link_name_bytes().map_or(0, |l| l.len() as u64);
+            }
+            _ => {}
+        }
         let comps = clean_path(&raw_path).map_err(wrap)?;
         let Some((base, parent)) = comps.split_last() else {
             // The root itself ("./" or "/"): leave the target's own metadata alone.
@@ -995,7 +1036,6 @@ impl Applier<'_> {
                     return Ok(());
                 };
                 copy_entry(e, &mut f)?;
-                start_writeback(&f, e.size());
                 if chown {
                     rfs::fchown(
                         &f,

@@ -11,11 +11,13 @@
 //! - [`image_store`]: the image index (IDs, tags, digests), Docker's rmi rules, inspect, history.
 //! - [`archive`]: `docker save` / `docker load` archives, OCI layout archives, `import`.
 //! - [`timeutil`]: RFC 3339 parsing and formatting.
+//! - [`gzip`]: the gzip decoder every layer path uses.
 #![forbid(unsafe_code)]
 
 pub mod archive;
 pub mod digest;
 pub mod fsutil;
+pub mod gzip;
 pub mod image_store;
 pub mod layer;
 pub mod manifest;

@@ -12,10 +12,16 @@
 //!   flattened file system (`<root>/snapshots/<chain-hex>/fs`, a copy of the parent plus the
 //!   layer applied in [`ApplyMode::Flat`]); a container's rootfs is a full copy of it.
 //!
-//! Layout and crash safety: a layer is unpacked into `snapshots/tmp-*`, its metadata written
-//! with [`atomic_write`](crate::fsutil::atomic_write), the file system synced, and only then
-//! renamed to its chain ID: a snapshot directory that exists is complete. Leftover `tmp-*`
-//! directories are removed when the snapshotter is opened. A container's metadata (naming its
+//! Layout and crash safety: a layer is unpacked into `snapshots/tmp-*`, its metadata written,
+//! and only then renamed to its chain ID: a snapshot directory that exists is complete as far
+//! as any process can see. Leftover `tmp-*` directories are removed when the snapshotter is
+//! opened. Making the files durable is deferred (an image is usable as soon as its layers are
+//! unpacked, not after a flush of the whole disk): a new snapshot's metadata carries the
+//! kernel's boot ID (`unsynced`), a background thread runs `syncfs` and then clears the mark.
+//! A process crash loses nothing (the page cache survives it; the next open syncs what is
+//! still marked). After a reboot, a snapshot still marked may have been torn by the power
+//! loss: opening drops it, and the image store unpacks it again from its blob, which was made
+//! durable before the image was recorded (see [`Snapshotter::dropped_on_open`]). A container's metadata (naming its
 //! parent) is written durably before the container's directories are used, and removing a
 //! snapshot checks, under the same lock, every container's metadata and child snapshot, so a
 //! snapshot is never removed while in use, with one metadata write per container (the parent's
@@ -26,7 +32,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
@@ -118,11 +124,18 @@ pub struct SnapshotInfo {
     pub diff_id: Digest,
     /// Uncompressed size of the layer in bytes.
     pub size: u64,
+    /// The layer's content size as Docker counts it, when it was unpacked from a tar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_size: Option<u64>,
     /// Creation time, seconds since the epoch.
     pub created: u64,
     /// Containers using this snapshot as their image top.
     #[serde(default)]
     pub users: BTreeSet<String>,
+    /// While the snapshot's files may not all be on disk yet: the boot ID of the kernel that
+    /// committed it (see the module documentation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsynced: Option<String>,
 }
 
 /// Metadata of a container snapshot.
@@ -199,6 +212,15 @@ pub trait Snapshotter: Send + Sync {
         None
     }
 
+    /// How many snapshots opening dropped because a reboot came before their files were
+    /// synced (their content may be torn); the image store unpacks them again from blobs.
+    fn dropped_on_open(&self) -> usize {
+        0
+    }
+
+    /// Waits until every snapshot committed so far is on disk (their deferred syncs done).
+    fn wait_synced(&self) {}
+
     /// The image directories below a container's changes (top first).
     fn container_lowers(&self, _id: &str) -> Result<Vec<PathBuf>, SnapshotError> {
         Ok(Vec::new())
@@ -211,9 +233,8 @@ pub trait Snapshotter: Send + Sync {
     }
 
     /// Commits `dir` (an overlay upper directory on the same file system, not mounted) as
-    /// the layer snapshot `diff_id` on top of `parent`, by renaming it (no unpacking, no
-    /// `syncfs`, no fsync: like Docker's overlay2 layers it survives a process crash; the
-    /// layer's blob is what is durable). `Ok(None)` when the driver cannot.
+    /// the layer snapshot `diff_id` on top of `parent`, by renaming it (no unpacking; synced
+    /// in the background like every commit). `Ok(None)` when the driver cannot.
     fn commit_upper_dir(
         &self,
         _parent: Option<&Digest>,
@@ -233,28 +254,161 @@ pub fn child_chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
     }
 }
 
+/// The kernel's boot ID, `None` when it cannot be read (then commits sync at once).
+fn boot_id() -> Option<&'static str> {
+    static ID: OnceLock<Option<String>> = OnceLock::new();
+    ID.get_or_init(|| {
+        fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    })
+    .as_deref()
+}
+
+/// Snapshots committed without a sync, waiting for the background `syncfs`.
+#[derive(Default)]
+struct SyncQueue {
+    pending: Vec<Digest>,
+    /// A sync thread is at work (it takes everything pending each round).
+    running: bool,
+}
+
+/// The deferred syncs of one snapshotter (see the module documentation).
+struct Syncer {
+    snapshots: PathBuf,
+    /// The snapshotter's metadata lock (clearing a mark rewrites `meta.json`).
+    lock: Arc<Mutex<()>>,
+    queue: Mutex<SyncQueue>,
+    idle: Condvar,
+}
+
+impl Syncer {
+    fn push(self: &Arc<Self>, chain_id: Digest) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.pending.push(chain_id);
+        if q.running {
+            return;
+        }
+        q.running = true;
+        drop(q);
+        let me = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("snapshot-sync".into())
+            .spawn(move || me.run());
+        if let Err(e) = spawned {
+            // The marks stay: the next open syncs them.
+            tracing::warn!(error = %e, "cannot start the snapshot sync thread");
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.running = false;
+            self.idle.notify_all();
+        }
+    }
+
+    fn run(&self) {
+        loop {
+            let batch = {
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                if q.pending.is_empty() {
+                    q.running = false;
+                    self.idle.notify_all();
+                    return;
+                }
+                std::mem::take(&mut q.pending)
+            };
+            if let Err(e) = self.sync(&batch) {
+                // Marks not cleared are synced again by the next open.
+                tracing::warn!(error = %e, "deferred snapshot sync failed");
+            }
+        }
+    }
+
+    /// One `syncfs` for the whole batch, then the marks are cleared (plain renames: a mark
+    /// that a crash brings back only costs an unneeded unpack after a reboot).
+    fn sync(&self, batch: &[Digest]) -> io::Result<()> {
+        let dir = fs::File::open(&self.snapshots)?;
+        rfs::syncfs(&dir)?;
+        for chain_id in batch {
+            let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            let p = self.snapshots.join(chain_id.hex()).join("meta.json");
+            let mut info: SnapshotInfo = match fsutil::read_json(&p) {
+                Ok(i) => i,
+                // Removed meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if info.unsynced.take().is_some() {
+                fsutil::replace_json(&p, &info)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn wait(&self) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        while q.running {
+            q = self.idle.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
 /// Directories and metadata shared by both drivers.
 struct Base {
     root: PathBuf,
-    lock: Mutex<()>,
+    lock: Arc<Mutex<()>>,
+    syncer: Arc<Syncer>,
+    /// Snapshots dropped by `open` (see [`Snapshotter::dropped_on_open`]).
+    dropped: usize,
 }
 
 impl Base {
     fn open(root: &Path) -> Result<Self, SnapshotError> {
-        let b = Self {
+        let lock = Arc::new(Mutex::new(()));
+        let mut b = Self {
             root: root.to_path_buf(),
-            lock: Mutex::new(()),
+            syncer: Arc::new(Syncer {
+                snapshots: root.join("snapshots"),
+                lock: Arc::clone(&lock),
+                queue: Mutex::default(),
+                idle: Condvar::new(),
+            }),
+            lock,
+            dropped: 0,
         };
         for d in [b.snapshots_dir(), b.containers_dir()] {
             fs::create_dir_all(&d).map_err(io_at("create directory", &d))?;
         }
-        // Leftovers of interrupted unpacks or removals.
+        // Leftovers of interrupted unpacks or removals; snapshots not synced before a reboot.
         let sd = b.snapshots_dir();
         for ent in fs::read_dir(&sd).map_err(io_at("read directory", &sd))? {
             let ent = ent.map_err(io_at("read directory", &sd))?;
-            if ent.file_name().to_string_lossy().starts_with("tmp-") {
+            let name = ent.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("tmp-") {
                 remove_tree(&ent.path())?;
+                continue;
             }
+            let Ok(chain_id) = Digest::from_hex(&name) else {
+                continue;
+            };
+            let Ok(info) = b.info(&chain_id) else {
+                continue;
+            };
+            match info.unsynced.as_deref() {
+                None => {}
+                Some(boot) if Some(boot) == boot_id() => b.syncer.push(chain_id),
+                Some(boot) => {
+                    tracing::warn!(%chain_id, %boot, "snapshot not synced before a reboot: dropped, to be unpacked again");
+                    let tmp = b.temp_dir();
+                    let dir = ent.path();
+                    fs::rename(&dir, &tmp).map_err(io_at("rename", &dir))?;
+                    remove_tree(&tmp)?;
+                    b.dropped += 1;
+                }
+            }
+        }
+        if b.dropped > 0 {
+            fsutil::fsync_dir(&sd).map_err(io_at("fsync", &sd))?;
         }
         Ok(b)
     }
@@ -328,33 +482,18 @@ impl Base {
         Ok(out)
     }
 
-    /// Commits an unpacked temp directory as `info.chain_id`.
+    /// Commits an unpacked temp directory as `info.chain_id`: metadata written (marked
+    /// `unsynced`), renamed into place; the sync follows in the background.
     fn commit(&self, tmp: &Path, info: &SnapshotInfo) -> Result<SnapshotInfo, SnapshotError> {
-        self.commit_with(tmp, info, true)
-    }
-
-    /// Commits, optionally without `syncfs` first (build steps: the layer blob is durable
-    /// already, and the snapshot survives a crash of the process; only power loss could
-    /// tear it, as with Docker's overlay2, which never syncs layer directories).
-    fn commit_with(
-        &self,
-        tmp: &Path,
-        info: &SnapshotInfo,
-        sync: bool,
-    ) -> Result<SnapshotInfo, SnapshotError> {
-        if sync {
-            fsutil::write_json_atomic(&tmp.join("meta.json"), info)
-                .map_err(io_at("write metadata", tmp))?;
-        } else {
-            // Not durable by itself (see `commit_upper_dir`): the directory is new and only
-            // becomes visible by the rename below, so a plain write cannot be seen half done
-            // by another process.
-            let bytes = serde_json::to_vec_pretty(info)
-                .map_err(|e| io_at("write metadata", tmp)(io::Error::other(e)))?;
-            fs::write(tmp.join("meta.json"), bytes).map_err(io_at("write metadata", tmp))?;
-        }
-        if sync {
-            // Make the unpacked files durable before the snapshot becomes visible.
+        let mut info = info.clone();
+        info.unsynced = boot_id().map(str::to_string);
+        // The directory is new and only becomes visible by the rename below, so a plain write
+        // cannot be seen half done by another process.
+        let bytes = serde_json::to_vec_pretty(&info)
+            .map_err(|e| io_at("write metadata", tmp)(io::Error::other(e)))?;
+        fs::write(tmp.join("meta.json"), bytes).map_err(io_at("write metadata", tmp))?;
+        if info.unsynced.is_none() {
+            // No boot ID to detect a reboot by: durable before visible.
             let dirfd = fs::File::open(tmp).map_err(io_at("open", tmp))?;
             rfs::syncfs(&dirfd).map_err(|e| io_at("syncfs", tmp)(e.into()))?;
         }
@@ -371,11 +510,13 @@ impl Base {
                 return Err(io_at("rename", &dest)(e));
             }
         }
-        if sync {
+        if info.unsynced.is_some() {
+            self.syncer.push(info.chain_id.clone());
+        } else {
             let sd = self.snapshots_dir();
             fsutil::fsync_dir(&sd).map_err(io_at("fsync", &sd))?;
         }
-        Ok(info.clone())
+        Ok(info)
     }
 
     fn update_users(
@@ -572,8 +713,10 @@ impl Base {
                 parent: parent.cloned(),
                 diff_id: diff_id.clone(),
                 size: applied.size,
+                content_size: Some(applied.content_size),
                 created,
                 users: BTreeSet::new(),
+                unsynced: None,
             })
         })();
         match res {
@@ -671,6 +814,14 @@ impl OverlaySnapshotter {
 impl Snapshotter for OverlaySnapshotter {
     fn driver(&self) -> &'static str {
         "overlay"
+    }
+
+    fn dropped_on_open(&self) -> usize {
+        self.base.dropped
+    }
+
+    fn wait_synced(&self) {
+        self.base.syncer.wait();
     }
 
     fn exists(&self, chain_id: &Digest) -> bool {
@@ -805,10 +956,12 @@ impl Snapshotter for OverlaySnapshotter {
             parent: parent.cloned(),
             diff_id: diff_id.clone(),
             size,
+            content_size: None,
             created,
             users: BTreeSet::new(),
+            unsynced: None,
         };
-        self.base.commit_with(&tmp, &info, false).map(Some)
+        self.base.commit(&tmp, &info).map(Some)
     }
 }
 
@@ -1044,6 +1197,14 @@ impl CopySnapshotter {
 impl Snapshotter for CopySnapshotter {
     fn driver(&self) -> &'static str {
         "copy"
+    }
+
+    fn dropped_on_open(&self) -> usize {
+        self.base.dropped
+    }
+
+    fn wait_synced(&self) {
+        self.base.syncer.wait();
     }
 
     fn exists(&self, chain_id: &Digest) -> bool {
@@ -1325,5 +1486,80 @@ mod commit_upper_tests {
             .commit_upper_dir(None, &diff, 1, &up2)
             .unwrap()
             .is_none());
+    }
+}
+
+#[cfg(test)]
+mod deferred_sync_tests {
+    use super::*;
+
+    fn one_file_layer(name: &str) -> (Vec<u8>, Digest) {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, &b"hi"[..]).unwrap();
+        let t = b.into_inner().unwrap();
+        let d = Digest::of_bytes(&t);
+        (t, d)
+    }
+
+    fn set_mark(root: &Path, chain_id: &Digest, mark: Option<&str>) {
+        let p = root
+            .join("snapshots")
+            .join(chain_id.hex())
+            .join("meta.json");
+        let mut info: SnapshotInfo = fsutil::read_json(&p).unwrap();
+        info.unsynced = mark.map(str::to_string);
+        fsutil::write_json_atomic(&p, &info).unwrap();
+    }
+
+    #[test]
+    fn commits_are_marked_until_synced_and_a_reboot_drops_the_marked() {
+        let Some(boot) = boot_id() else {
+            return; // no boot ID: commits sync at once, nothing is deferred
+        };
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("snap");
+        for open in [
+            |r: &Path| Box::new(OverlaySnapshotter::open(r).unwrap()) as Box<dyn Snapshotter>,
+            |r: &Path| Box::new(CopySnapshotter::open(r).unwrap()) as Box<dyn Snapshotter>,
+        ] {
+            let _ = fs::remove_dir_all(&root);
+            let s = open(&root);
+            let (t1, d1) = one_file_layer("a");
+            let info = s.apply_layer(None, &d1, &mut &t1[..]).unwrap();
+            assert!(info.unsynced.is_none() || info.unsynced.as_deref() == Some(boot));
+            s.wait_synced();
+            // The background sync cleared the mark.
+            assert_eq!(s.info(&d1).unwrap().unsynced, None);
+            let (t2, d2) = one_file_layer("b");
+            let top = s
+                .apply_layer(Some(&d1), &d2, &mut &t2[..])
+                .unwrap()
+                .chain_id;
+            s.wait_synced();
+            drop(s);
+
+            // Marked in this boot (a process that died before its sync): kept, synced again.
+            set_mark(&root, &d1, Some(boot));
+            let s = open(&root);
+            assert_eq!(s.dropped_on_open(), 0);
+            s.wait_synced();
+            assert_eq!(s.info(&d1).unwrap().unsynced, None);
+            drop(s);
+
+            // Marked in another boot: maybe torn by a power loss, dropped at open.
+            set_mark(&root, &top, Some("another-boot"));
+            let s = open(&root);
+            assert_eq!(s.dropped_on_open(), 1);
+            assert!(!s.exists(&top));
+            assert!(s.exists(&d1));
+            // And it can be unpacked again.
+            s.apply_layer(Some(&d1), &d2, &mut &t2[..]).unwrap();
+            assert!(s.exists(&top));
+            s.wait_synced();
+            assert_eq!(s.info(&top).unwrap().unsynced, None);
+        }
     }
 }

@@ -127,6 +127,12 @@ fn features_and_diff_id() {
     assert_eq!(applied.diff_id, want_diff);
     assert_eq!(applied.size, tar.len() as u64);
     assert_eq!(applied.compression, Compression::None);
+    // Counted while unpacking exactly as the separate pass over the stream counts it.
+    assert_eq!(
+        applied.content_size,
+        berth_image::image_store::layer_content_size(&tar[..]).unwrap()
+    );
+    assert_eq!(applied.content_size, 8 + 5 + 7 + 2 + 3 + 3);
 
     let m = fs::metadata(t.join("bin/su")).unwrap();
     assert_eq!(m.permissions().mode() & 0o7777, 0o4755, "setuid kept");
