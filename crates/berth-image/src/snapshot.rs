@@ -750,6 +750,43 @@ pub fn remove_tree(path: &Path) -> Result<(), SnapshotError> {
     layer::remove_all_at(pfd.as_fd(), name.as_bytes()).map_err(io_at("remove", path))
 }
 
+/// The [`Snapshotter`] methods both drivers answer from their [`Base`] alone.
+macro_rules! base_methods {
+    () => {
+        fn dropped_on_open(&self) -> usize {
+            self.base.dropped
+        }
+
+        fn wait_synced(&self) {
+            self.base.syncer.wait();
+        }
+
+        fn exists(&self, chain_id: &Digest) -> bool {
+            self.base.exists(chain_id)
+        }
+
+        fn info(&self, chain_id: &Digest) -> Result<SnapshotInfo, SnapshotError> {
+            self.base.info(chain_id)
+        }
+
+        fn list(&self) -> Result<Vec<SnapshotInfo>, SnapshotError> {
+            self.base.list()
+        }
+
+        fn remove(&self, chain_id: &Digest) -> Result<(), SnapshotError> {
+            self.base.remove(chain_id)
+        }
+
+        fn remove_container(&self, id: &str) -> Result<(), SnapshotError> {
+            self.base.remove_container(id)
+        }
+
+        fn list_containers(&self) -> Result<Vec<ContainerSnapshot>, SnapshotError> {
+            self.base.list_containers()
+        }
+    };
+}
+
 // ---------------------------------------------------------------------------------------------
 // overlay
 
@@ -816,17 +853,7 @@ impl Snapshotter for OverlaySnapshotter {
         "overlay"
     }
 
-    fn dropped_on_open(&self) -> usize {
-        self.base.dropped
-    }
-
-    fn wait_synced(&self) {
-        self.base.syncer.wait();
-    }
-
-    fn exists(&self, chain_id: &Digest) -> bool {
-        self.base.exists(chain_id)
-    }
+    base_methods!();
 
     fn apply_layer(
         &self,
@@ -838,18 +865,6 @@ impl Snapshotter for OverlaySnapshotter {
             .apply_layer(parent, diff_id, reader, "diff", ApplyMode::Overlay, |t| {
                 fs::create_dir(t).map_err(io_at("create directory", t))
             })
-    }
-
-    fn info(&self, chain_id: &Digest) -> Result<SnapshotInfo, SnapshotError> {
-        self.base.info(chain_id)
-    }
-
-    fn list(&self) -> Result<Vec<SnapshotInfo>, SnapshotError> {
-        self.base.list()
-    }
-
-    fn remove(&self, chain_id: &Digest) -> Result<(), SnapshotError> {
-        self.base.remove(chain_id)
     }
 
     fn prepare_container(
@@ -897,14 +912,6 @@ impl Snapshotter for OverlaySnapshotter {
             target,
             transient,
         )
-    }
-
-    fn remove_container(&self, id: &str) -> Result<(), SnapshotError> {
-        self.base.remove_container(id)
-    }
-
-    fn list_containers(&self) -> Result<Vec<ContainerSnapshot>, SnapshotError> {
-        self.base.list_containers()
     }
 
     fn container_upper(&self, id: &str) -> Option<PathBuf> {
@@ -1199,17 +1206,7 @@ impl Snapshotter for CopySnapshotter {
         "copy"
     }
 
-    fn dropped_on_open(&self) -> usize {
-        self.base.dropped
-    }
-
-    fn wait_synced(&self) {
-        self.base.syncer.wait();
-    }
-
-    fn exists(&self, chain_id: &Digest) -> bool {
-        self.base.exists(chain_id)
-    }
+    base_methods!();
 
     fn apply_layer(
         &self,
@@ -1221,18 +1218,6 @@ impl Snapshotter for CopySnapshotter {
             .apply_layer(parent, diff_id, reader, "fs", ApplyMode::Flat, |t| {
                 self.copy_parent(parent, t)
             })
-    }
-
-    fn info(&self, chain_id: &Digest) -> Result<SnapshotInfo, SnapshotError> {
-        self.base.info(chain_id)
-    }
-
-    fn list(&self) -> Result<Vec<SnapshotInfo>, SnapshotError> {
-        self.base.list()
-    }
-
-    fn remove(&self, chain_id: &Digest) -> Result<(), SnapshotError> {
-        self.base.remove(chain_id)
     }
 
     fn prepare_container(
@@ -1252,14 +1237,6 @@ impl Snapshotter for CopySnapshotter {
             target: target.to_path_buf(),
             source: e.into(),
         })
-    }
-
-    fn remove_container(&self, id: &str) -> Result<(), SnapshotError> {
-        self.base.remove_container(id)
-    }
-
-    fn list_containers(&self) -> Result<Vec<ContainerSnapshot>, SnapshotError> {
-        self.base.list_containers()
     }
 }
 

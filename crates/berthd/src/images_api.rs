@@ -545,52 +545,50 @@ fn split_op<'a>(rest: &'a str, ops: &[&'static str]) -> (&'a str, Option<&'stati
     (rest, None)
 }
 
+/// A JSON document about the image `name` (inspect, history), made off the async runtime:
+/// 404 "No such image" when it does not resolve.
+async fn image_doc<F>(s: &AppState, name: String, doc: F) -> Result<Value, ApiError>
+where
+    F: FnOnce(
+            &berth_image::image_store::ImageStore,
+            &berth_image::image_store::ImageId,
+        )
+            -> Result<serde_json::Result<Value>, berth_image::image_store::ImageStoreError>
+        + Send
+        + 'static,
+{
+    let engine = s.engine.clone();
+    tokio::task::spawn_blocking(move || {
+        let r = engine.images.resolve(&name).map_err(|e| {
+            if e.is_not_found() {
+                ApiError(StatusCode::NOT_FOUND, format!("No such image: {name}"))
+            } else {
+                bad(e.to_string())
+            }
+        })?;
+        let internal = |e: String| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e);
+        doc(&engine.images, &r.image.id)
+            .map_err(|e| internal(e.to_string()))?
+            .map_err(|e| internal(e.to_string()))
+    })
+    .await
+    .map_err(join_err)?
+}
+
 async fn image_get(State(s): St, Path(rest): Path<String>) -> R {
     let (name, op) = split_op(&rest, &["json", "history", "get"]);
     let name = name.to_string();
     match op {
-        Some("json") => {
-            let engine = s.engine.clone();
-            let doc = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
-                let r = engine.images.resolve(&name).map_err(|e| {
-                    if e.is_not_found() {
-                        ApiError(StatusCode::NOT_FOUND, format!("No such image: {name}"))
-                    } else {
-                        bad(e.to_string())
-                    }
-                })?;
-                let d = engine
-                    .images
-                    .inspect(&r.image.id)
-                    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-                serde_json::to_value(d)
-                    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
-            })
-            .await
-            .map_err(join_err)??;
-            Ok(json_resp(doc))
-        }
-        Some("history") => {
-            let engine = s.engine.clone();
-            let h = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
-                let r = engine.images.resolve(&name).map_err(|e| {
-                    if e.is_not_found() {
-                        ApiError(StatusCode::NOT_FOUND, format!("No such image: {name}"))
-                    } else {
-                        bad(e.to_string())
-                    }
-                })?;
-                let items = engine
-                    .images
-                    .history(&r.image.id)
-                    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-                serde_json::to_value(items)
-                    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
-            })
-            .await
-            .map_err(join_err)??;
-            Ok(json_resp(h))
-        }
+        Some("json") => image_doc(&s, name, |images, id| {
+            images.inspect(id).map(serde_json::to_value)
+        })
+        .await
+        .map(json_resp),
+        Some("history") => image_doc(&s, name, |images, id| {
+            images.history(id).map(serde_json::to_value)
+        })
+        .await
+        .map(json_resp),
         Some("get") => save(s, vec![name]).await,
         _ => Err(ApiError(StatusCode::NOT_FOUND, "page not found".into())),
     }

@@ -522,37 +522,26 @@ fn unmount_if_mounted(p: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The mount(2) flags Docker's `o=` understands; the rest becomes the data string.
+/// The mount(2) flags Docker's `o=` understands (the runtime's option table: `ro`, `nosuid`,
+/// `noatime`, `bind`, `rbind`, propagation...); the rest becomes the data string.
 pub fn parse_mount_options(o: &str) -> (libc::c_ulong, String) {
-    let mut flags: libc::c_ulong = 0;
-    let mut data = Vec::new();
-    for opt in o.split(',').filter(|s| !s.is_empty()) {
-        let (set, clear): (libc::c_ulong, libc::c_ulong) = match opt {
-            "ro" => (libc::MS_RDONLY, 0),
-            "rw" => (0, libc::MS_RDONLY),
-            "nosuid" => (libc::MS_NOSUID, 0),
-            "suid" => (0, libc::MS_NOSUID),
-            "nodev" => (libc::MS_NODEV, 0),
-            "dev" => (0, libc::MS_NODEV),
-            "noexec" => (libc::MS_NOEXEC, 0),
-            "exec" => (0, libc::MS_NOEXEC),
-            "sync" => (libc::MS_SYNCHRONOUS, 0),
-            "async" => (0, libc::MS_SYNCHRONOUS),
-            "noatime" => (libc::MS_NOATIME, 0),
-            "nodiratime" => (libc::MS_NODIRATIME, 0),
-            "relatime" => (libc::MS_RELATIME, 0),
-            "strictatime" => (libc::MS_STRICTATIME, 0),
-            "bind" => (libc::MS_BIND, 0),
-            "rbind" => (libc::MS_BIND | libc::MS_REC, 0),
-            "defaults" => (0, 0),
-            other => {
-                data.push(other.to_string());
-                continue;
-            }
-        };
-        flags = (flags | set) & !clear;
+    let opts: Vec<String> = o
+        .split(',')
+        .filter(|s| !s.is_empty() && *s != "defaults")
+        .map(str::to_string)
+        .collect();
+    let p = berth_runtime::mounts::parse_options(&opts);
+    let mut flags = p.flags;
+    if p.bind {
+        flags |= libc::MS_BIND;
     }
-    (flags, data.join(","))
+    if p.recursive {
+        flags |= libc::MS_REC;
+    }
+    for f in p.propagation {
+        flags |= f;
+    }
+    (flags, p.data.join(","))
 }
 
 /// Mounts a volume's `type`/`device`/`o` on `target` (Docker's local driver).
@@ -935,5 +924,11 @@ mod tests {
         let (f, d) = parse_mount_options("ro,nosuid,size=10m,uid=5");
         assert_eq!(f, libc::MS_RDONLY | libc::MS_NOSUID);
         assert_eq!(d, "size=10m,uid=5");
+        let (f, d) = parse_mount_options("defaults,rbind,rw,rshared,noexec,addr=1.2.3.4");
+        assert_eq!(
+            f,
+            libc::MS_BIND | libc::MS_REC | libc::MS_SHARED | libc::MS_NOEXEC
+        );
+        assert_eq!(d, "addr=1.2.3.4");
     }
 }
