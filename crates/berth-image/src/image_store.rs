@@ -508,6 +508,13 @@ impl ImageStore {
         }
     }
 
+    /// The content size recorded by the snapshot of `chain_id`, if it was unpacked already.
+    fn content_size(&self, chain_id: &Digest) -> Option<u64> {
+        let idx = self.read_index().ok()?;
+        let snap = self.recorded_snapshotter(&idx).ok()??;
+        snap.info(chain_id).ok()?.content_size
+    }
+
     /// The snapshotter if one was chosen already (never takes the lock).
     fn recorded_snapshotter(&self, idx: &Index) -> Result<Option<&dyn Snapshotter>> {
         if let Some(s) = self.snapshotter.get() {
@@ -621,6 +628,7 @@ impl ImageStore {
             )));
         }
         let mut layers = Vec::with_capacity(req.layers.len());
+        let chains = config.chain_ids();
         for (i, (l, want)) in req.layers.iter().zip(&m.layers).enumerate() {
             if l.descriptor.digest != want.digest {
                 return Err(ImageStoreError::Invalid(format!(
@@ -637,7 +645,8 @@ impl ImageStore {
             if !self.blobs.exists(&want.digest) {
                 return Err(StoreError::NotFound(want.digest.clone()).into());
             }
-            let unpacked_size = match l.unpacked_size {
+            // Unknown content size: as the unpacker counted it, else a pass over the blob.
+            let unpacked_size = match l.unpacked_size.or_else(|| self.content_size(&chains[i])) {
                 Some(s) => s,
                 None => layer_content_size(self.blobs.open_blob(&want.digest)?)
                     .map_err(io_at("read layer", &self.blobs.blob_path(&want.digest)))?,
@@ -2156,6 +2165,35 @@ mod tests {
         }
         sn.wait_synced();
         assert_eq!(sn.info(&top).unwrap().unsynced, None);
+    }
+
+    #[test]
+    fn register_takes_the_content_size_the_unpacker_counted() {
+        let (d, s) = store();
+        let l = tar_with(&[("a", b"12345"), ("b", b"678")]);
+        let diff = s.blobs().write_bytes(None, &l).unwrap();
+        let info = s
+            .snapshotter()
+            .unwrap()
+            .apply_layer(None, &diff, &mut &l[..])
+            .unwrap();
+        assert_eq!(info.content_size, Some(8));
+        s.snapshotter().unwrap().wait_synced();
+        // A recognisable value: register must take it instead of reading the blob again.
+        let meta = d
+            .path()
+            .join("snapshotter/snapshots")
+            .join(diff.hex())
+            .join("meta.json");
+        let mut m: crate::snapshot::SnapshotInfo = fsutil::read_json(&meta).unwrap();
+        m.content_size = Some(4242);
+        fsutil::write_json_atomic(&meta, &m).unwrap();
+        let id = add_image(&s, std::slice::from_ref(&l), &[], "a");
+        assert_eq!(s.get(&id).unwrap().layers[0].unpacked_size, 4242);
+        // Without a snapshot, the blob is read.
+        let (_d2, s2) = store();
+        let id = add_image(&s2, &[l], &[], "a");
+        assert_eq!(s2.get(&id).unwrap().layers[0].unpacked_size, 8);
     }
 
     #[test]

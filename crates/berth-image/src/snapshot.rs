@@ -133,7 +133,7 @@ pub struct SnapshotInfo {
     #[serde(default)]
     pub users: BTreeSet<String>,
     /// While the snapshot's files may not all be on disk yet: the boot ID of the kernel that
-    /// committed it (see the module documentation).
+    /// committed it and a per-commit suffix (see the module documentation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsynced: Option<String>,
 }
@@ -266,10 +266,16 @@ fn boot_id() -> Option<&'static str> {
     .as_deref()
 }
 
+/// The boot ID part of an `unsynced` mark (`"<boot ID> <unique>"`).
+fn mark_boot(mark: &str) -> Option<&str> {
+    mark.split(' ').next()
+}
+
 /// Snapshots committed without a sync, waiting for the background `syncfs`.
 #[derive(Default)]
 struct SyncQueue {
-    pending: Vec<Digest>,
+    /// Chain IDs with the mark their commit wrote.
+    pending: Vec<(Digest, String)>,
     /// A sync thread is at work (it takes everything pending each round).
     running: bool,
 }
@@ -284,9 +290,9 @@ struct Syncer {
 }
 
 impl Syncer {
-    fn push(self: &Arc<Self>, chain_id: Digest) {
+    fn push(self: &Arc<Self>, chain_id: Digest, mark: String) {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        q.pending.push(chain_id);
+        q.pending.push((chain_id, mark));
         if q.running {
             return;
         }
@@ -325,10 +331,10 @@ impl Syncer {
 
     /// One `syncfs` for the whole batch, then the marks are cleared (plain renames: a mark
     /// that a crash brings back only costs an unneeded unpack after a reboot).
-    fn sync(&self, batch: &[Digest]) -> io::Result<()> {
+    fn sync(&self, batch: &[(Digest, String)]) -> io::Result<()> {
         let dir = fs::File::open(&self.snapshots)?;
         rfs::syncfs(&dir)?;
-        for chain_id in batch {
+        for (chain_id, mark) in batch {
             let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             let p = self.snapshots.join(chain_id.hex()).join("meta.json");
             let mut info: SnapshotInfo = match fsutil::read_json(&p) {
@@ -337,7 +343,10 @@ impl Syncer {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            if info.unsynced.take().is_some() {
+            // Only the mark this sync covers: a snapshot removed and committed again since
+            // carries a newer one, left for its own sync.
+            if info.unsynced.as_ref() == Some(mark) {
+                info.unsynced = None;
                 fsutil::replace_json(&p, &info)?;
             }
         }
@@ -396,7 +405,9 @@ impl Base {
             };
             match info.unsynced.as_deref() {
                 None => {}
-                Some(boot) if Some(boot) == boot_id() => b.syncer.push(chain_id),
+                Some(mark) if mark_boot(mark) == boot_id() => {
+                    b.syncer.push(chain_id, mark.to_string())
+                }
                 Some(boot) => {
                     tracing::warn!(%chain_id, %boot, "snapshot not synced before a reboot: dropped, to be unpacked again");
                     let tmp = b.temp_dir();
@@ -486,7 +497,7 @@ impl Base {
     /// `unsynced`), renamed into place; the sync follows in the background.
     fn commit(&self, tmp: &Path, info: &SnapshotInfo) -> Result<SnapshotInfo, SnapshotError> {
         let mut info = info.clone();
-        info.unsynced = boot_id().map(str::to_string);
+        info.unsynced = boot_id().map(|b| format!("{b} {}", fsutil::unique()));
         // The directory is new and only becomes visible by the rename below, so a plain write
         // cannot be seen half done by another process.
         let bytes = serde_json::to_vec_pretty(&info)
@@ -511,7 +522,9 @@ impl Base {
             }
         }
         if info.unsynced.is_some() {
-            self.syncer.push(info.chain_id.clone());
+            if let Some(mark) = &info.unsynced {
+                self.syncer.push(info.chain_id.clone(), mark.clone());
+            }
         } else {
             let sd = self.snapshots_dir();
             fsutil::fsync_dir(&sd).map_err(io_at("fsync", &sd))?;
@@ -1506,7 +1519,11 @@ mod deferred_sync_tests {
             let s = open(&root);
             let (t1, d1) = one_file_layer("a");
             let info = s.apply_layer(None, &d1, &mut &t1[..]).unwrap();
-            assert!(info.unsynced.is_none() || info.unsynced.as_deref() == Some(boot));
+            // Marked with this boot (and a per-commit suffix) until the sync thread is done.
+            assert!(
+                info.unsynced.is_none()
+                    || info.unsynced.as_deref().and_then(mark_boot) == Some(boot)
+            );
             s.wait_synced();
             // The background sync cleared the mark.
             assert_eq!(s.info(&d1).unwrap().unsynced, None);

@@ -321,20 +321,14 @@ impl ImageBackend for LocalBackend {
         let client = self.client()?;
         let snap = self.store.snapshotter()?;
         let p = client.pull(reference, platform, self.store.blobs(), snap, progress)?;
-        // Content sizes as the unpacker counted them (no second pass over the blobs).
-        let mut parent = None;
         let layers = p
             .layers
             .iter()
-            .map(|(d, diff)| {
-                let chain = berth_image::snapshot::child_chain_id(parent.as_ref(), diff);
-                let unpacked_size = snap.info(&chain).ok().and_then(|i| i.content_size);
-                parent = Some(chain);
-                LayerInput {
-                    descriptor: d.clone(),
-                    diff_id: diff.clone(),
-                    unpacked_size,
-                }
+            .map(|(d, diff)| LayerInput {
+                descriptor: d.clone(),
+                diff_id: diff.clone(),
+                // The store takes the content size the unpacker counted.
+                unpacked_size: None,
             })
             .collect();
         let tags = match (reference.digest(), reference.tag()) {
