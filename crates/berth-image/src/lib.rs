@@ -24,7 +24,8 @@ pub mod manifest;
 pub mod reference;
 pub mod snapshot;
 pub mod store;
-pub mod timeutil;
+/// RFC 3339 timestamps (the `berth-time` crate).
+pub use berth_time as timeutil;
 
 pub use digest::Digest;
 pub use reference::Reference;

@@ -1,6 +1,7 @@
-//! RFC 3339 timestamps without a date-time dependency: parsing image config `created`
-//! fields and formatting times as Go's `time.RFC3339Nano` does (UTC, trailing zeros of the
-//! fraction dropped).
+//! RFC 3339 timestamps without a date-time dependency, shared by every Berth crate (the
+//! static shim included): parsing image config `created` fields, formatting times as Go's
+//! `time.RFC3339Nano` does (UTC, trailing zeros of the fraction dropped), and as runc and
+//! Docker's logs do (always nine fraction digits).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -110,6 +111,26 @@ pub fn format_rfc3339_nano(secs: i64, nanos: u32) -> String {
     s
 }
 
+/// Formats with all nine fraction digits, UTC (`2024-01-02T03:04:05.000000000Z`), as runc's
+/// state and Docker's json-file log lines do.
+pub fn format_rfc3339_nano9(secs: i64, nanos: u32) -> String {
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// The current time with all nine fraction digits (see [`format_rfc3339_nano9`]).
+pub fn now_rfc3339_nano9() -> String {
+    let (s, n) = now();
+    format_rfc3339_nano9(s, n)
+}
+
 /// Formats like Go's `time.Time.String()` for a UTC time: `2024-01-02 03:04:05 +0000 UTC`.
 pub fn format_go_string_utc(secs: i64) -> String {
     let days = secs.div_euclid(86400);
@@ -165,6 +186,14 @@ mod tests {
         assert_eq!(
             format_rfc3339_nano(1727386302, 100_000_000),
             "2024-09-26T21:31:42.1Z"
+        );
+        assert_eq!(
+            format_rfc3339_nano9(1727386302, 5),
+            "2024-09-26T21:31:42.000000005Z"
+        );
+        assert_eq!(
+            format_rfc3339_nano9(-1, 0),
+            "1969-12-31T23:59:59.000000000Z"
         );
         assert_eq!(
             format_go_string_utc(1727386302),
