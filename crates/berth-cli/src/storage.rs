@@ -571,29 +571,7 @@ impl Head {
 }
 
 fn read_head(r: &mut impl BufRead) -> Result<Head, ApiError> {
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let code: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| ApiError::Protocol(format!("bad status line {line:?}")))?;
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h)? == 0 {
-            return Err(ApiError::Protocol(
-                "connection closed in the headers".into(),
-            ));
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
+    let (code, headers) = api::read_head(r)?;
     Ok(Head { code, headers })
 }
 

@@ -112,39 +112,7 @@ impl Nftables {
     }
 
     fn run(&self, batch: &Value) -> Result<(), FirewallError> {
-        let cmd = format!("{} -j -f -", self.nft);
-        let mut child = Command::new(&self.nft)
-            .args(["-j", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| FirewallError::Spawn {
-                cmd: cmd.clone(),
-                source,
-            })?;
-        let body = batch.to_string();
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(body.as_bytes())
-                .map_err(|source| FirewallError::Spawn {
-                    cmd: cmd.clone(),
-                    source,
-                })?;
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|source| FirewallError::Spawn {
-                cmd: cmd.clone(),
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(FirewallError::Failed {
-                cmd,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(())
+        run_with_stdin(&self.nft, &["-j", "-f", "-"], &batch.to_string())
     }
 
     fn table(&self) -> Value {
@@ -316,38 +284,7 @@ impl Iptables {
     }
 
     fn restore(&self, input: &str) -> Result<(), FirewallError> {
-        let restore = format!("{}-restore", self.bin);
-        let cmd = format!("{restore} --noflush");
-        let mut child = Command::new(&restore)
-            .arg("--noflush")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| FirewallError::Spawn {
-                cmd: cmd.clone(),
-                source,
-            })?;
-        if let Some(mut s) = child.stdin.take() {
-            s.write_all(input.as_bytes())
-                .map_err(|source| FirewallError::Spawn {
-                    cmd: cmd.clone(),
-                    source,
-                })?;
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|source| FirewallError::Spawn {
-                cmd: cmd.clone(),
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(FirewallError::Failed {
-                cmd,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(())
+        run_with_stdin(&format!("{}-restore", self.bin), &["--noflush"], input)
     }
 
     fn jump(&self, table: &str, builtin: &str, chain: &str, add: bool) {
@@ -579,6 +516,33 @@ pub fn enable_ipv6_forward() -> std::io::Result<()> {
     let p = "/proc/sys/net/ipv6/conf/all/forwarding";
     if std::fs::read_to_string(p)?.trim() != "1" {
         std::fs::write(p, "1")?;
+    }
+    Ok(())
+}
+
+/// Runs `program args` with `input` on its standard input; a failure carries its stderr.
+fn run_with_stdin(program: &str, args: &[&str], input: &str) -> Result<(), FirewallError> {
+    let cmd = format!("{program} {}", args.join(" "));
+    let spawn_err = |source| FirewallError::Spawn {
+        cmd: cmd.clone(),
+        source,
+    };
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_err)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).map_err(spawn_err)?;
+    }
+    let out = child.wait_with_output().map_err(spawn_err)?;
+    if !out.status.success() {
+        return Err(FirewallError::Failed {
+            cmd,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(())
 }
