@@ -24,8 +24,8 @@ pub mod manifest;
 pub mod reference;
 pub mod snapshot;
 pub mod store;
-/// RFC 3339 timestamps (the `berth-time` crate).
-pub use berth_time as timeutil;
+/// RFC 3339 timestamps (`berth_util::time`).
+pub use berth_util::time as timeutil;
 
 pub use digest::Digest;
 pub use reference::Reference;

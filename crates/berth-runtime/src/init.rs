@@ -688,34 +688,7 @@ fn finalize_and_exec(
 /// `execve`, and whoever started the runtime (e.g. `posix_spawn`) may have left some ignored,
 /// including glibc's internal 32 and 33, which only the raw syscall can reset.
 fn reset_signals() {
-    #[repr(C)]
-    struct KernelSigaction {
-        handler: usize,
-        flags: libc::c_ulong,
-        restorer: usize,
-        mask: u64,
-    }
-    let act = KernelSigaction {
-        handler: 0, /* SIG_DFL */
-        flags: 0,
-        restorer: 0,
-        mask: 0,
-    };
-    for sig in 1..=64 {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-            continue;
-        }
-        // SAFETY: rt_sigaction with a valid kernel sigaction struct and an 8-byte mask size.
-        unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigaction,
-                sig,
-                &act as *const KernelSigaction,
-                std::ptr::null_mut::<KernelSigaction>(),
-                8usize,
-            )
-        };
-    }
+    berth_util::signal::reset_dispositions();
     // SAFETY: an empty, initialised sigset.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();

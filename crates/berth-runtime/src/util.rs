@@ -1,7 +1,6 @@
 //! Small file-system and process helpers shared by the runtime.
 
 use std::ffi::CString;
-use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -12,21 +11,7 @@ use std::path::Path;
 /// No fsync: the runtime's state describes processes and lives in a tmpfs (`/run`); it does not
 /// outlive a reboot, so durability against power loss buys nothing and costs milliseconds.
 pub fn atomic_write(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(data)?;
-    }
-    std::fs::rename(&tmp, path)
+    berth_util::fs::replace_file_nosync(path, data)
 }
 
 pub fn cstring(p: impl AsRef<std::ffi::OsStr>) -> std::io::Result<CString> {
@@ -48,12 +33,12 @@ pub fn proc_start_time(pid: i32) -> Option<(u64, bool)> {
 
 /// The current time as RFC 3339 with nanoseconds, UTC (as runc and Docker print it).
 pub fn now_rfc3339() -> String {
-    berth_time::now_rfc3339_nano9()
+    berth_util::time::now_rfc3339_nano9()
 }
 
 /// `secs.nanos` since the epoch as RFC 3339 with all nine fraction digits, UTC.
 pub fn rfc3339(secs: i64, nanos: u32) -> String {
-    berth_time::format_rfc3339_nano9(secs, nanos)
+    berth_util::time::format_rfc3339_nano9(secs, nanos)
 }
 
 const RESOLVE_NO_MAGICLINKS: u64 = 0x02;

@@ -211,41 +211,9 @@ pub fn signalfd(signals: &[i32]) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The kernel's `struct sigaction` for `rt_sigaction` (x86_64/aarch64 layout).
-#[repr(C)]
-struct KernelSigaction {
-    handler: usize,
-    flags: libc::c_ulong,
-    restorer: usize,
-    mask: u64,
-}
-
-/// Resets every signal's disposition to the default, with the raw system call: glibc refuses
-/// its internal signals 32 and 33, which its `posix_spawn` leaves ignored in children (and
-/// ignored dispositions survive `execve` into the container). Async-signal-safe (for pre_exec).
+/// Resets every signal's disposition to the default (see `berth_util::signal`).
 pub fn reset_signal_dispositions() {
-    let dfl = KernelSigaction {
-        handler: libc::SIG_DFL,
-        flags: 0,
-        restorer: 0,
-        mask: 0,
-    };
-    for sig in 1..=64 {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-            continue;
-        }
-        // SAFETY: rt_sigaction with a valid kernel sigaction and an 8-byte signal set; no
-        // handler is installed, so nothing runs in this process's memory.
-        unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigaction,
-                sig,
-                &dfl as *const KernelSigaction,
-                std::ptr::null_mut::<KernelSigaction>(),
-                8usize,
-            );
-        }
-    }
+    berth_util::signal::reset_dispositions();
 }
 
 /// Reads every pending signal from a signalfd; returns their numbers.
@@ -360,32 +328,17 @@ pub fn redirect_stdio(err: Option<&Path>) -> io::Result<()> {
 /// reboot ends anyway, and only has to survive the death of processes (the daemon's, the
 /// shim's), which a rename already guarantees.
 pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(data)?;
-    }
-    std::fs::rename(&tmp, path)
+    berth_util::fs::replace_file_nosync(path, data)
 }
 
 /// The current time as RFC 3339 with nanoseconds, UTC.
 pub fn now_rfc3339() -> String {
-    berth_time::now_rfc3339_nano9()
+    berth_util::time::now_rfc3339_nano9()
 }
 
 /// `secs.nanos` since the epoch as RFC 3339 with all nine fraction digits, UTC.
 pub fn rfc3339(secs: i64, nanos: u32) -> String {
-    berth_time::format_rfc3339_nano9(secs, nanos)
+    berth_util::time::format_rfc3339_nano9(secs, nanos)
 }
 
 /// VmRSS of `pid` in KiB, from /proc/PID/status.
