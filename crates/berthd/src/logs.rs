@@ -138,6 +138,7 @@ pub fn stream(
         return;
     }
     let Some(ev) = events.as_mut() else { return };
+    let wake = LogWake::new(&path);
     let mut last_round = false;
     loop {
         let done = {
@@ -194,6 +195,40 @@ pub fn stream(
         if tx.is_closed() {
             return;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        match &wake {
+            Some(w) => w.wait(FOLLOW_TICK),
+            None => std::thread::sleep(FOLLOW_TICK),
+        }
+    }
+}
+
+/// How often a follower looks at the container's state (exit, removal) and its client when
+/// the log does not change.
+const FOLLOW_TICK: Duration = Duration::from_millis(100);
+
+/// Wakes a follower as soon as the log's directory changes (a line written, a rotation):
+/// `logs -f` shows a line when it is written, not up to a polling interval later.
+struct LogWake(std::os::fd::OwnedFd);
+
+impl LogWake {
+    fn new(path: &Path) -> Option<Self> {
+        use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+        let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK).ok()?;
+        let flags = WatchFlags::MODIFY | WatchFlags::CREATE | WatchFlags::MOVED_TO;
+        inotify::add_watch(&fd, path.parent()?, flags).ok()?;
+        Some(Self(fd))
+    }
+
+    /// Waits for a change or `timeout`, then drains the events.
+    fn wait(&self, timeout: Duration) {
+        use rustix::event::{PollFd, PollFlags, Timespec};
+        let ts = Timespec {
+            tv_sec: timeout.as_secs() as _,
+            tv_nsec: timeout.subsec_nanos() as _,
+        };
+        let mut fds = [PollFd::new(&self.0, PollFlags::IN)];
+        let _ = rustix::event::poll(&mut fds, Some(&ts));
+        let mut buf = [0u8; 4096];
+        while matches!(rustix::io::read(&self.0, &mut buf), Ok(n) if n > 0) {}
     }
 }
