@@ -693,6 +693,23 @@ impl Inner {
         Ok(self.ping(candidates, true).await?.endpoint)
     }
 
+    /// A GET on `ep` with pull rights on the repository `repo` (what every read of a pull
+    /// needs: manifests, blobs, tag lists).
+    pub(crate) async fn get_pull(
+        &self,
+        ep: &Endpoint,
+        repo: &str,
+        url: &str,
+        build: &(dyn Fn(RequestBuilder) -> RequestBuilder + Sync),
+    ) -> Result<Response> {
+        let scopes = [crate::auth::repository_scope(repo, false)];
+        let auth = Auth {
+            endpoint: ep,
+            scopes: &scopes,
+        };
+        self.send(auth, Method::GET, url, build).await
+    }
+
     /// Sends an authenticated request. `build` makes the request (it may be called twice:
     /// once more after a 401 with a fresh token). Returns the response whatever its status,
     /// except that a second 401 is returned as is too (the caller maps it).
@@ -784,18 +801,11 @@ impl Inner {
         display: &str,
     ) -> Result<(Vec<u8>, Option<String>, Digest)> {
         let url = ep.url(&format!("/v2/{}/manifests/{}", reference.path(), what));
-        let scopes = [crate::auth::repository_scope(reference.path(), false)];
         let accept = mt::ACCEPTED_MANIFESTS.join(", ");
         let resp = self
-            .send(
-                Auth {
-                    endpoint: ep,
-                    scopes: &scopes,
-                },
-                Method::GET,
-                &url,
-                &|r| r.header(ACCEPT, accept.as_str()),
-            )
+            .get_pull(ep, reference.path(), &url, &|r| {
+                r.header(ACCEPT, accept.as_str())
+            })
             .await?;
         if !resp.status().is_success() {
             let f = ApiFailure::read(&Method::GET, resp).await;
@@ -846,18 +856,7 @@ impl Inner {
             )));
         }
         let url = ep.url(&format!("/v2/{}/blobs/{}", reference.path(), digest));
-        let scopes = [crate::auth::repository_scope(reference.path(), false)];
-        let resp = self
-            .send(
-                Auth {
-                    endpoint: ep,
-                    scopes: &scopes,
-                },
-                Method::GET,
-                &url,
-                &|r| r,
-            )
-            .await?;
+        let resp = self.get_pull(ep, reference.path(), &url, &|r| r).await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Err(RegistryError::BlobUnknown {
                 repository: reference.name(),

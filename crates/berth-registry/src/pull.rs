@@ -46,7 +46,7 @@ use futures_util::StreamExt;
 use reqwest::header::RANGE;
 use reqwest::{Method, StatusCode};
 
-use crate::client::{header_str, partial_dir, ApiFailure, Auth, Client, Endpoint, Inner};
+use crate::client::{header_str, partial_dir, ApiFailure, Client, Endpoint, Inner};
 use crate::error::{RegistryError, Result};
 use crate::progress::{ImageEvent, LayerEvent, Progress};
 
@@ -655,7 +655,6 @@ async fn download(ctx: &Ctx<'_>, desc: &Descriptor, feed: &Feed) -> Result<()> {
     }
     let file = std::sync::Arc::new(file);
     feed.set_file(file.clone(), have);
-    let scopes = [crate::auth::repository_scope(ctx.reference.path(), false)];
     let mut ep_idx = 0;
     let mut failures = 0u32;
     let mut reported = 0u64;
@@ -670,21 +669,13 @@ async fn download(ctx: &Ctx<'_>, desc: &Descriptor, feed: &Feed) -> Result<()> {
         let range = format!("bytes={have}-");
         let sent = ctx
             .inner
-            .send(
-                Auth {
-                    endpoint: ep,
-                    scopes: &scopes,
-                },
-                Method::GET,
-                &url,
-                &|r| {
-                    if have > 0 {
-                        r.header(RANGE, range.as_str())
-                    } else {
-                        r
-                    }
-                },
-            )
+            .get_pull(ep, ctx.reference.path(), &url, &|r| {
+                if have > 0 {
+                    r.header(RANGE, range.as_str())
+                } else {
+                    r
+                }
+            })
             .await;
         let mut resp = match sent {
             Ok(r) => r,

@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use url::Url;
 
-use crate::client::{header_str, ApiFailure, Auth, Client, Endpoint, Inner};
+use crate::client::{header_str, ApiFailure, Client, Endpoint, Inner};
 use crate::error::{RegistryError, Result};
 
 /// Tags asked for per page (registries may return fewer, and say where the next page is).
@@ -55,21 +55,10 @@ impl Client {
 
 impl Inner {
     async fn tags(&self, ep: &Endpoint, reference: &Reference, n: usize) -> Result<Vec<String>> {
-        let scopes = [crate::auth::repository_scope(reference.path(), false)];
         let mut url = ep.url(&format!("/v2/{}/tags/list?n={n}", reference.path()));
         let mut out: Vec<String> = Vec::new();
         for _ in 0..MAX_PAGES {
-            let resp = self
-                .send(
-                    Auth {
-                        endpoint: ep,
-                        scopes: &scopes,
-                    },
-                    Method::GET,
-                    &url,
-                    &|r| r,
-                )
-                .await?;
+            let resp = self.get_pull(ep, reference.path(), &url, &|r| r).await?;
             if !resp.status().is_success() {
                 let f = ApiFailure::read(&Method::GET, resp).await;
                 return Err(match f.status {
