@@ -175,17 +175,25 @@ pub trait ImageBackend {
 
 /// The daemonless backend: the image store on a data root.
 pub struct LocalBackend {
-    store: ImageStore,
+    store: std::sync::Arc<ImageStore>,
     registry: RegistryConfig,
 }
 
 impl LocalBackend {
     /// Opens the data root.
     pub fn open(data_root: PathBuf) -> Result<Self, BackendError> {
-        Ok(Self {
-            store: ImageStore::open(data_root)?,
+        Ok(Self::with_store(std::sync::Arc::new(ImageStore::open(
+            data_root,
+        )?)))
+    }
+
+    /// Works on an open store (a daemon's: one snapshotter, one metadata lock and one
+    /// background sync per process, and no store opened per request).
+    pub fn with_store(store: std::sync::Arc<ImageStore>) -> Self {
+        Self {
+            store,
             registry: RegistryConfig::default(),
-        })
+        }
     }
 
     /// Uses `config` for registry operations.

@@ -337,8 +337,7 @@ fn pull_base(engine: &crate::engine::Engine, name: &str) -> Result<String, Strin
     } else {
         r
     };
-    let b = LocalBackend::open(engine.cfg.data_root.clone())
-        .map_err(|e| e.message)?
+    let b = LocalBackend::with_store(engine.images.clone())
         .with_registry_config(engine.registry_config.clone());
     let out = b
         .pull(

@@ -195,7 +195,7 @@ pub(crate) struct Entry {
 /// The container engine.
 pub struct Engine {
     pub cfg: EngineConfig,
-    pub images: ImageStore,
+    pub images: Arc<ImageStore>,
     /// Named volumes (crate::volumes).
     pub volumes: crate::volumes::VolumeStore,
     map: Mutex<HashMap<String, Arc<Entry>>>,
@@ -230,7 +230,7 @@ impl Engine {
     pub fn open(cfg: EngineConfig) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(cfg.data_root.join("containers"))?;
         std::fs::create_dir_all(cfg.exec_root.join("containers"))?;
-        let images = ImageStore::open(&cfg.data_root)?;
+        let images = Arc::new(ImageStore::open(&cfg.data_root)?);
         let volumes = crate::volumes::VolumeStore::open(&cfg.data_root.join("volumes"))?;
         let net = crate::network::Manager::open(&cfg.network, &cfg.data_root)?;
         let cfg_insecure = cfg.insecure_registries.clone();

@@ -248,13 +248,11 @@ async fn create(State(s): St, axum::extract::Query(q): Q, headers: HeaderMap, re
     };
     let platform = parse_platform(&q)?;
     let (cfg, guard) = registry_config(&s, &headers, reference.domain())?;
-    let data_root = s.engine.cfg.data_root.clone();
+    let store = s.engine.images.clone();
     let bus = s.engine.clone();
     Ok(stream_job(move |p| {
         let _guard = guard;
-        let b = LocalBackend::open(data_root)
-            .map_err(|e| e.message)?
-            .with_registry_config(cfg);
+        let b = LocalBackend::with_store(store).with_registry_config(cfg);
         let out = b.pull(&reference, &platform, p).map_err(|e| e.message)?;
         let fam = reference.familiar_string();
         bus.image_event("pull", &fam);
@@ -276,13 +274,11 @@ fn pull_all_tags(
 ) -> R {
     let platform = parse_platform(q)?;
     let (cfg, guard) = registry_config(&s, headers, repo.domain())?;
-    let data_root = s.engine.cfg.data_root.clone();
+    let store = s.engine.images.clone();
     let bus = s.engine.clone();
     Ok(stream_job(move |p| {
         let _guard = guard;
-        let b = LocalBackend::open(data_root)
-            .map_err(|e| e.message)?
-            .with_registry_config(cfg);
+        let b = LocalBackend::with_store(store).with_registry_config(cfg);
         let updated = b
             .pull_all_tags(&repo, &platform, p)
             .map_err(|e| e.message)?;
@@ -654,13 +650,11 @@ async fn image_post(
                     )
                 })?;
             let (cfg, guard) = registry_config(&s, &headers, reference.domain())?;
-            let data_root = s.engine.cfg.data_root.clone();
+            let store = s.engine.images.clone();
             let engine = s.engine.clone();
             Ok(stream_job(move |p| {
                 let _guard = guard;
-                let b = LocalBackend::open(data_root)
-                    .map_err(|e| e.message)?
-                    .with_registry_config(cfg);
+                let b = LocalBackend::with_store(store).with_registry_config(cfg);
                 b.push(&reference, p).map_err(|e| e.message)?;
                 engine.image_event("push", &reference.familiar_string());
                 Ok(vec![])
