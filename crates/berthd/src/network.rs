@@ -2073,29 +2073,6 @@ fn json_resp(v: Value) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
 }
 
-fn api_bad(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg.into())
-}
-
-fn filters(q: &HashMap<String, String>) -> Result<Vec<(String, String)>, ApiError> {
-    let Some(f) = q.get("filters").filter(|s| !s.is_empty()) else {
-        return Ok(vec![]);
-    };
-    let v: Value = serde_json::from_str(f).map_err(|e| api_bad(format!("invalid filter: {e}")))?;
-    let mut out = Vec::new();
-    for (k, vals) in v.as_object().ok_or_else(|| api_bad("invalid filter"))? {
-        match vals {
-            Value::Array(a) => a
-                .iter()
-                .filter_map(Value::as_str)
-                .for_each(|s| out.push((k.clone(), s.to_string()))),
-            Value::Object(o) => o.keys().for_each(|s| out.push((k.clone(), s.clone()))),
-            _ => return Err(api_bad("invalid filter")),
-        }
-    }
-    Ok(out)
-}
-
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> NResult<T> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -2116,7 +2093,7 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 async fn list(State(s): St, Query(q): Q) -> R {
-    let f = filters(&q)?;
+    let f = crate::api::parse_filters(&q)?;
     Ok(json_resp(s.engine.net.list_networks(&f)))
 }
 
@@ -2126,7 +2103,7 @@ async fn inspect(State(s): St, Path(id): Path<String>) -> R {
 
 async fn create(State(s): St, body: Bytes) -> R {
     let v: Value =
-        serde_json::from_slice(&body).map_err(|e| api_bad(format!("invalid JSON: {e}")))?;
+        serde_json::from_slice(&body).map_err(|e| crate::api::bad(format!("invalid JSON: {e}")))?;
     let net = s.engine.net.clone();
     let (id, warning) = blocking(move || net.create_network(&v)).await?;
     Ok((
@@ -2143,7 +2120,7 @@ async fn remove(State(s): St, Path(id): Path<String>) -> R {
 }
 
 async fn prune(State(s): St, Query(q): Q) -> R {
-    let f = filters(&q)?;
+    let f = crate::api::parse_filters(&q)?;
     let net = s.engine.net.clone();
     let deleted = blocking(move || Ok(net.prune(&f))).await?;
     Ok(json_resp(json!({"NetworksDeleted": deleted})))
@@ -2151,7 +2128,7 @@ async fn prune(State(s): St, Query(q): Q) -> R {
 
 async fn connect(State(s): St, Path(id): Path<String>, body: Bytes) -> R {
     let v: Value =
-        serde_json::from_slice(&body).map_err(|e| api_bad(format!("invalid JSON: {e}")))?;
+        serde_json::from_slice(&body).map_err(|e| crate::api::bad(format!("invalid JSON: {e}")))?;
     let c = s.engine.get(v["Container"].as_str().unwrap_or(""))?;
     let net = s.engine.net.clone();
     blocking(move || net.connect(&c, &id, &v["EndpointConfig"])).await?;
@@ -2160,7 +2137,7 @@ async fn connect(State(s): St, Path(id): Path<String>, body: Bytes) -> R {
 
 async fn disconnect(State(s): St, Path(id): Path<String>, body: Bytes) -> R {
     let v: Value =
-        serde_json::from_slice(&body).map_err(|e| api_bad(format!("invalid JSON: {e}")))?;
+        serde_json::from_slice(&body).map_err(|e| crate::api::bad(format!("invalid JSON: {e}")))?;
     let c = s.engine.get(v["Container"].as_str().unwrap_or(""))?;
     let net = s.engine.net.clone();
     blocking(move || net.disconnect(&c, &id)).await?;

@@ -88,54 +88,10 @@ pub fn build(i: &SpecInput<'_>) -> Value {
     })
 }
 
-/// Resolves Docker's `User` (`uid`, `uid:gid`, `name`, `name:group`) against the rootfs's
-/// `/etc/passwd` and `/etc/group`. Returns (uid, gid).
+/// Resolves Docker's `user[:group]` against the container's `/etc/passwd` and `/etc/group`,
+/// read inside the root (a symlinked `/etc/passwd` never reaches the host's files).
 pub fn resolve_user(rootfs: &std::path::Path, user: &str) -> Result<(u32, u32), String> {
-    if user.is_empty() {
-        return Ok((0, 0));
-    }
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
-    let (uid, mut gid) = if let Ok(n) = u.parse::<u32>() {
-        let gid = passwd
-            .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.len() > 3 && f[2] == u)
-            .and_then(|f| f[3].parse().ok())
-            .unwrap_or(0);
-        (n, gid)
-    } else {
-        let f = passwd
-            .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.len() > 3 && f[0] == u)
-            .ok_or_else(|| {
-                format!("unable to find user {u}: no matching entries in passwd file")
-            })?;
-        (
-            f[2].parse().map_err(|_| format!("bad uid for {u}"))?,
-            f[3].parse().map_err(|_| format!("bad gid for {u}"))?,
-        )
-    };
-    if let Some(g) = g {
-        gid = if let Ok(n) = g.parse::<u32>() {
-            n
-        } else {
-            let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
-            group
-                .lines()
-                .map(|l| l.split(':').collect::<Vec<_>>())
-                .find(|f| f.len() > 2 && f[0] == g)
-                .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| {
-                    format!("unable to find group {g}: no matching entries in group file")
-                })?
-        };
-    }
-    Ok((uid, gid))
+    berth_build::fsops::resolve_user(rootfs, user)
 }
 
 #[cfg(test)]
@@ -183,5 +139,16 @@ mod tests {
         assert_eq!(resolve_user(d.path(), "1000:staff").unwrap(), (1000, 50));
         assert_eq!(resolve_user(d.path(), "65534").unwrap(), (65534, 65533));
         assert!(resolve_user(d.path(), "ghost").is_err());
+        // An absolute symlink is followed inside the root, never to the host's file.
+        let alt = d.path().join("alt");
+        std::fs::create_dir(&alt).unwrap();
+        std::fs::write(alt.join("passwd"), "app:x:1234:4321::/:/bin/sh\n").unwrap();
+        std::fs::remove_file(d.path().join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("/alt/passwd", d.path().join("etc/passwd")).unwrap();
+        assert_eq!(resolve_user(d.path(), "app").unwrap(), (1234, 4321));
+        std::fs::remove_file(d.path().join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join("etc/passwd")).unwrap();
+        // The host's root user is not the container's: no passwd inside, no such user.
+        assert!(resolve_user(d.path(), "root").is_err());
     }
 }
