@@ -2256,14 +2256,8 @@ impl Run<'_, '_, '_> {
         // Mount points the runtime would create in the image: remember which, to remove
         // them afterwards (they are not part of the step's changes).
         let mut dests: Vec<String> = vec!["/proc".into(), "/dev".into(), "/sys".into()];
-        let mut mounts = vec![
-            json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
-            json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-            json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-            json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
-            json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-            json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-        ];
+        // After Docker's defaults (`berth_runtime::profiles::default_spec`).
+        let mut mounts: Vec<Value> = Vec::new();
         for f in ["/etc/resolv.conf", "/etc/hosts"] {
             let inside = fsops::resolve_in_root(rootfs, f, true).map_err(internal)?;
             if inside.is_file() && Path::new(f).is_file() {
@@ -2339,41 +2333,24 @@ impl Run<'_, '_, '_> {
                 created.push(c);
             }
         }
-        let caps: Vec<&str> = berth_runtime::profiles::DEFAULT_CAPABILITIES.to_vec();
-        let cap_names: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
-        let seccomp = serde_json::to_value(berth_runtime::profiles::default_seccomp(&cap_names))
-            .unwrap_or(Value::Null);
-        let mut namespaces = vec![
-            json!({"type": "pid"}),
-            json!({"type": "ipc"}),
-            json!({"type": "uts"}),
-            json!({"type": "mount"}),
-        ];
-        if !spec.host_network {
-            namespaces.push(json!({"type": "network"}));
-        }
-        let config = json!({
-            "ociVersion": "1.0.2",
-            "process": {
-                "terminal": false,
-                "user": {"uid": uid, "gid": gid},
-                "args": spec.args,
-                "env": spec.env.iter().chain(&env_extra).collect::<Vec<_>>(),
-                "cwd": spec.cwd,
-                "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-                "noNewPrivileges": false,
-            },
-            "root": {"path": "rootfs", "readonly": false},
-            "hostname": &cid[..12],
-            "mounts": mounts,
-            "linux": {
-                "cgroupsPath": format!("{}/build-{}", self.b.cgroup_parent.trim_end_matches('/'), &cid[..12]),
-                "resources": {"devices": [{"allow": false, "access": "rwm"}]},
-                "namespaces": namespaces,
-                "maskedPaths": berth_runtime::profiles::MASKED_PATHS,
-                "readonlyPaths": berth_runtime::profiles::READONLY_PATHS,
-                "seccomp": seccomp,
-            }
+        let env: Vec<String> = spec.env.iter().chain(&env_extra).cloned().collect();
+        let config = berth_runtime::profiles::default_spec(&berth_runtime::profiles::DefaultSpec {
+            args: &spec.args,
+            env: &env,
+            cwd: &spec.cwd,
+            uid,
+            gid,
+            additional_gids: &[],
+            tty: false,
+            hostname: &cid[..12],
+            host_network: spec.host_network,
+            cgroups_path: format!(
+                "{}/build-{}",
+                self.b.cgroup_parent.trim_end_matches('/'),
+                &cid[..12]
+            ),
+            cgroup_mount: false,
+            mounts,
         });
         fs::write(
             bundle.join("config.json"),

@@ -5,6 +5,90 @@
 
 use crate::spec::{Seccomp, SeccompArg, Syscall};
 
+/// What differs between the containers an engine runs with Docker's defaults (see
+/// [`default_spec`]).
+pub struct DefaultSpec<'a> {
+    pub args: &'a [String],
+    pub env: &'a [String],
+    /// `/` when empty.
+    pub cwd: &'a str,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: &'a [u32],
+    pub tty: bool,
+    pub hostname: &'a str,
+    /// No network namespace of its own.
+    pub host_network: bool,
+    pub cgroups_path: String,
+    /// The cgroup file system at `/sys/fs/cgroup` (read-only), as `docker run` has it.
+    pub cgroup_mount: bool,
+    /// Mounts after Docker's defaults, in mount order.
+    pub mounts: Vec<serde_json::Value>,
+}
+
+/// A `config.json` (root `rootfs` next to it) with Docker's defaults: its mounts, the
+/// pid/ipc/uts/mount (and network) namespaces, the default capabilities and seccomp profile,
+/// masked and read-only `/proc` paths, and no device access beyond the defaults.
+pub fn default_spec(i: &DefaultSpec<'_>) -> serde_json::Value {
+    use serde_json::json;
+    let caps = DEFAULT_CAPABILITIES;
+    let cap_names: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
+    let seccomp = serde_json::to_value(default_seccomp(&cap_names)).unwrap_or_default();
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
+    if !i.host_network {
+        namespaces.push(json!({"type": "network"}));
+    }
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+    ];
+    if i.cgroup_mount {
+        mounts.push(json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["ro", "nosuid", "noexec", "nodev"]}));
+    }
+    mounts.push(json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}));
+    mounts.push(json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}));
+    mounts.extend(i.mounts.iter().cloned());
+    let mut user = json!({"uid": i.uid, "gid": i.gid});
+    if !i.additional_gids.is_empty() {
+        user["additionalGids"] = json!(i.additional_gids);
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": i.tty,
+            "user": user,
+            "args": i.args,
+            "env": i.env,
+            "cwd": if i.cwd.is_empty() { "/" } else { i.cwd },
+            "capabilities": {
+                "bounding": caps,
+                "effective": caps,
+                "permitted": caps,
+            },
+            "noNewPrivileges": false,
+            "oomScoreAdj": 0,
+        },
+        "root": {"path": "rootfs", "readonly": false},
+        "hostname": i.hostname,
+        "mounts": mounts,
+        "linux": {
+            "cgroupsPath": i.cgroups_path,
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "namespaces": namespaces,
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+            "seccomp": seccomp,
+        }
+    })
+}
+
 /// Docker's default capabilities.
 pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_CHOWN",

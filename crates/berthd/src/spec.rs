@@ -27,64 +27,25 @@ pub struct SpecInput<'a> {
 
 /// The `config.json` value (the root is `rootfs` next to it).
 pub fn build(i: &SpecInput<'_>) -> Value {
-    let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
-    let cap_names: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
-    // Docker's default seccomp profile for these capabilities.
-    let seccomp = serde_json::to_value(berth_runtime::profiles::default_seccomp(&cap_names))
-        .unwrap_or(Value::Null);
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
-        json!({"type": "uts"}),
-        json!({"type": "mount"}),
-    ];
-    if !i.host_network {
-        namespaces.push(json!({"type": "network"}));
-    }
-    let mut mounts = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["ro", "nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-    ];
-    for (src, dst) in &i.etc_files {
-        mounts.push(json!({"destination": dst, "type": "bind", "source": src, "options": ["rbind", "rprivate"]}));
-    }
+    let mut mounts: Vec<Value> = i
+        .etc_files
+        .iter()
+        .map(|(src, dst)| json!({"destination": dst, "type": "bind", "source": src, "options": ["rbind", "rprivate"]}))
+        .collect();
     mounts.extend(i.mounts.iter().cloned());
-    let mut user = json!({"uid": i.uid, "gid": i.gid});
-    if !i.additional_gids.is_empty() {
-        user["additionalGids"] = json!(i.additional_gids);
-    }
-    json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": i.tty,
-            "user": user,
-            "args": i.args,
-            "env": i.env,
-            "cwd": if i.cwd.is_empty() { "/" } else { i.cwd },
-            "capabilities": {
-                "bounding": caps,
-                "effective": caps,
-                "permitted": caps,
-            },
-            "noNewPrivileges": false,
-            "oomScoreAdj": 0,
-        },
-        "root": {"path": "rootfs", "readonly": false},
-        "hostname": i.hostname,
-        "mounts": mounts,
-        "linux": {
-            "cgroupsPath": i.cgroups_path,
-            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
-            "namespaces": namespaces,
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
-            "seccomp": seccomp,
-        }
+    berth_runtime::profiles::default_spec(&berth_runtime::profiles::DefaultSpec {
+        args: i.args,
+        env: i.env,
+        cwd: i.cwd,
+        uid: i.uid,
+        gid: i.gid,
+        additional_gids: &i.additional_gids,
+        tty: i.tty,
+        hostname: i.hostname,
+        host_network: i.host_network,
+        cgroups_path: i.cgroups_path.clone(),
+        cgroup_mount: true,
+        mounts,
     })
 }
 
