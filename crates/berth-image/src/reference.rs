@@ -326,8 +326,9 @@ fn is_lower_hex(s: &str) -> bool {
     s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// `[a-z0-9]+ ( ([_.]|__|[-]+) [a-z0-9]+ )*`
-fn is_path_component(s: &str) -> bool {
+/// A repository path component: `[a-z0-9]+ ( ([_.]|__|[-]+) [a-z0-9]+ )*` (the
+/// distribution grammar; a valid component is also a safe file name).
+pub fn is_path_component(s: &str) -> bool {
     let b = s.as_bytes();
     let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
     if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
