@@ -856,19 +856,21 @@ impl Engine {
             crate::mounts::on_stopped(self, id);
             fail(e)
         };
-        let mut cfg = spec::build(&spec::SpecInput {
+        let mut mounts = spec::etc_mounts(&etc);
+        mounts.extend(user_mounts);
+        let mut cfg = spec::build(&spec::DefaultSpec {
             args: &args,
             env: &env,
             cwd: c.config["WorkingDir"].as_str().unwrap_or("/"),
             uid,
             gid,
-            additional_gids: gids,
+            additional_gids: &gids,
             tty: c.tty(),
             hostname: &hostname,
             host_network: host_net,
             cgroups_path: self.cgroups_path(c),
-            etc_files: etc,
-            mounts: user_mounts,
+            cgroup_mount: true,
+            mounts,
         });
         crate::hostconfig::apply(&mut cfg, &c.host_config, self)
             .map_err(|e| fail(EngineError::BadRequest(e)))?;

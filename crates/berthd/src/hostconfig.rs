@@ -776,18 +776,18 @@ mod tests {
 
     #[test]
     fn apply_privileged_and_modes() {
-        let mut s = crate::spec::build(&crate::spec::SpecInput {
+        let mut s = crate::spec::build(&crate::spec::DefaultSpec {
             args: &["sh".into()],
             env: &[],
             cwd: "/",
             uid: 0,
             gid: 0,
-            additional_gids: vec![],
+            additional_gids: &[],
             tty: false,
             hostname: "h",
             host_network: false,
             cgroups_path: "/x/y".into(),
-            etc_files: vec![],
+            cgroup_mount: true,
             mounts: vec![],
         });
         apply(

@@ -7,46 +7,16 @@ pub use berth_runtime::profiles::{
     DEFAULT_CAPABILITIES as DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS,
 };
 
-/// What the bundle needs to know.
-pub struct SpecInput<'a> {
-    pub args: &'a [String],
-    pub env: &'a [String],
-    pub cwd: &'a str,
-    pub uid: u32,
-    pub gid: u32,
-    pub additional_gids: Vec<u32>,
-    pub tty: bool,
-    pub hostname: &'a str,
-    pub host_network: bool,
-    pub cgroups_path: String,
-    /// Files bind-mounted read-write: (host path, container path).
-    pub etc_files: Vec<(String, String)>,
-    /// Volumes, binds and tmpfs mounts (OCI entries from crate::mounts), in mount order.
-    pub mounts: Vec<Value>,
-}
+/// The `config.json` value with Docker's defaults (the root is `rootfs` next to it); berthd's
+/// containers set `cgroup_mount` and put [`etc_mounts`] before their volumes.
+pub use berth_runtime::profiles::{default_spec as build, DefaultSpec};
 
-/// The `config.json` value (the root is `rootfs` next to it).
-pub fn build(i: &SpecInput<'_>) -> Value {
-    let mut mounts: Vec<Value> = i
-        .etc_files
+/// Bind mounts (read-write) of the files berthd writes for a container: (host, container).
+pub fn etc_mounts(files: &[(String, String)]) -> Vec<Value> {
+    files
         .iter()
         .map(|(src, dst)| json!({"destination": dst, "type": "bind", "source": src, "options": ["rbind", "rprivate"]}))
-        .collect();
-    mounts.extend(i.mounts.iter().cloned());
-    berth_runtime::profiles::default_spec(&berth_runtime::profiles::DefaultSpec {
-        args: i.args,
-        env: i.env,
-        cwd: i.cwd,
-        uid: i.uid,
-        gid: i.gid,
-        additional_gids: &i.additional_gids,
-        tty: i.tty,
-        hostname: i.hostname,
-        host_network: i.host_network,
-        cgroups_path: i.cgroups_path.clone(),
-        cgroup_mount: true,
-        mounts,
-    })
+        .collect()
 }
 
 /// Resolves Docker's `user[:group]` against the container's `/etc/passwd` and `/etc/group`,
@@ -61,19 +31,19 @@ mod tests {
 
     #[test]
     fn spec_has_docker_defaults() {
-        let v = build(&SpecInput {
+        let v = build(&DefaultSpec {
             args: &["sh".into()],
             env: &["PATH=/bin".into()],
             cwd: "",
             uid: 0,
             gid: 0,
-            additional_gids: vec![],
+            additional_gids: &[],
             tty: false,
             hostname: "abc",
             host_network: true,
             cgroups_path: "/berth/x".into(),
-            etc_files: vec![],
-            mounts: vec![],
+            cgroup_mount: true,
+            mounts: etc_mounts(&[("/h/hosts".into(), "/etc/hosts".into())]),
         });
         assert_eq!(v["process"]["cwd"], "/");
         assert_eq!(
@@ -84,6 +54,9 @@ mod tests {
             14
         );
         assert!(!v["linux"]["namespaces"].to_string().contains("network"));
+        let mounts = v["mounts"].as_array().unwrap();
+        assert!(mounts.iter().any(|m| m["destination"] == "/sys/fs/cgroup"));
+        assert_eq!(mounts.last().unwrap()["source"], "/h/hosts");
     }
 
     #[test]
