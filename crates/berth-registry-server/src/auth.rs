@@ -132,12 +132,19 @@ pub struct Config {
 impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ServerError> {
-        let err = |msg: String| ServerError::Config {
+        let err = |msg: String| ServerError::ConfigInvalid {
             path: path.to_path_buf(),
             msg,
         };
-        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let c: Config = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
+        let bytes = std::fs::read(path).map_err(|source| ServerError::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let c: Config =
+            serde_json::from_slice(&bytes).map_err(|source| ServerError::ConfigParse {
+                path: path.to_path_buf(),
+                source,
+            })?;
         for (u, uc) in &c.users {
             if u.is_empty() || u == "*" || u == "anonymous" || u.contains(':') {
                 return Err(err(format!("invalid user name {u:?}")));
@@ -411,30 +418,54 @@ impl Auth {
     }
 }
 
+/// Reads the token signing key, creating it (32 random bytes, mode 0600) when missing. The new
+/// key is written to a temporary file and linked into place, so that a crash never leaves a
+/// short key behind and two servers starting at once agree on one key.
 fn load_or_create_key(path: &Path) -> Result<Vec<u8>, ServerError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let key_err = |source| ServerError::TokenKey {
+        path: path.to_path_buf(),
+        source,
+    };
     match std::fs::read(path) {
         Ok(k) if k.len() >= 32 => return Ok(k),
         Ok(_) => {
-            return Err(ServerError::Config {
+            return Err(ServerError::TokenKeyShort {
                 path: path.to_path_buf(),
-                msg: "token key shorter than 32 bytes".into(),
             })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(key_err(e)),
     }
     let mut k = vec![0u8; 32];
-    getrandom::getrandom(&mut k).map_err(|e| ServerError::Tls(format!("random key: {e}")))?;
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(&k)?;
-    f.sync_all()?;
-    Ok(k)
+    crate::storage::fill_random(&mut k).map_err(ServerError::Random)?;
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp_name);
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&k)?;
+        f.sync_all()?;
+        std::fs::hard_link(&tmp, path)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                berth_image::fsutil::fsync_dir(dir).map_err(key_err)?;
+            }
+            Ok(k)
+        }
+        // Another server created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_key(path),
+        Err(e) => Err(key_err(e)),
+    }
 }
 
 /// HMAC-SHA256 (RFC 2104).

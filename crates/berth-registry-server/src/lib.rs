@@ -83,9 +83,9 @@ pub fn state(opts: &ServeOptions) -> Result<Arc<api::AppState>, ServerError> {
         .as_ref()
         .and_then(|c| c.audit_log.clone())
         .unwrap_or_else(|| opts.root.join("audit.log"));
-    let audit = audit::Audit::open(&audit_path).map_err(|e| ServerError::Config {
+    let audit = audit::Audit::open(&audit_path).map_err(|source| ServerError::AuditLog {
         path: audit_path.clone(),
-        msg: e.to_string(),
+        source,
     })?;
     let auth = auth::Auth::new(config, &opts.root)?;
     Ok(Arc::new(api::AppState::new(
@@ -126,25 +126,25 @@ pub fn tls_acceptor(
 ) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
     use rustls_pki_types::pem::PemObject as _;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let pem_err = |path: &PathBuf| {
+        let path = path.clone();
+        move |source| ServerError::TlsPem { path, source }
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", cert.display())))?
+        .map_err(pem_err(cert))?
         .collect::<Result<_, _>>()
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", cert.display())))?;
+        .map_err(pem_err(cert))?;
     if certs.is_empty() {
-        return Err(ServerError::Tls(format!(
-            "{}: no certificate",
-            cert.display()
-        )));
+        return Err(ServerError::TlsNoCertificate { path: cert.clone() });
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", key.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(pem_err(key))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .map_err(ServerError::Tls)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| ServerError::Tls(e.to_string()))?;
+        .map_err(ServerError::Tls)?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }

@@ -98,16 +98,23 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// Fills `buf` with random bytes from the kernel.
+pub fn fill_random(buf: &mut [u8]) -> io::Result<()> {
+    getrandom::getrandom(buf).map_err(|e| match e.raw_os_error() {
+        Some(errno) => io::Error::from_raw_os_error(errno),
+        None => io::Error::other(e.to_string()),
+    })
+}
+
 /// A random hex id of 16 bytes.
+///
+/// # Panics
+///
+/// When the system has no random source: an id that might collide is worse than none.
 pub fn random_id() -> String {
     let mut b = [0u8; 16];
-    if getrandom::getrandom(&mut b).is_err() {
-        // Never expected on Linux; fall back to time and pid, still unique per process.
-        let n = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        b.copy_from_slice(&(n ^ ((std::process::id() as u128) << 64)).to_le_bytes());
+    if let Err(e) = fill_random(&mut b) {
+        panic!("no source of random bytes: {e}");
     }
     hex::encode(b)
 }
@@ -212,10 +219,7 @@ impl Store {
         match fs::read(&p) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
-                .map_err(|e| StoreError::Corrupt {
-                    path: p,
-                    msg: e.to_string(),
-                }),
+                .map_err(|source| StoreError::Corrupt { path: p, source }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("read", &p)(e)),
         }
@@ -255,9 +259,9 @@ impl Store {
                 let p = self.meta_path(name);
                 let dir = p.parent().expect("meta path has a parent");
                 fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-                let bytes = serde_json::to_vec(&m).map_err(|e| StoreError::Corrupt {
+                let bytes = serde_json::to_vec(&m).map_err(|source| StoreError::Corrupt {
                     path: p.clone(),
-                    msg: e.to_string(),
+                    source,
                 })?;
                 atomic_write(&p, &bytes).map_err(io_err("write", &p))?;
             }
