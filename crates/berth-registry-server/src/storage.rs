@@ -83,6 +83,9 @@ pub struct RepoMeta {
 pub struct UploadInfo {
     pub repository: String,
     pub started: u64,
+    /// Who opened it (`user:<name>` or `addr:<client>`), for per-identity quotas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// The store.
@@ -308,28 +311,35 @@ impl Store {
         self.upload_dir(id).join("data")
     }
 
-    /// Starts an upload for `repository`; returns its id.
-    pub fn new_upload(&self, repository: &str) -> Result<String, StoreError> {
-        let id = random_id();
-        let dir = self.upload_dir(&id);
+    /// Creates upload `id` (a fresh [`random_id`]) for `repository`, opened by `owner`.
+    pub fn create_upload(&self, id: &str, repository: &str, owner: &str) -> Result<(), StoreError> {
+        let dir = self.upload_dir(id);
         fs::create_dir(&dir).map_err(io_err("create", &dir))?;
         let data = dir.join("data");
         File::create(&data).map_err(io_err("create", &data))?;
-        let info = serde_json::to_vec(&UploadInfo {
+        let info = UploadInfo {
             repository: repository.to_string(),
             started: now_secs(),
-        })
-        .unwrap_or_default();
+            owner: Some(owner.to_string()),
+        };
         let ip = dir.join("info.json");
-        atomic_write(&ip, &info).map_err(io_err("write", &ip))?;
-        Ok(id)
+        let bytes = serde_json::to_vec(&info).map_err(|source| StoreError::Corrupt {
+            path: ip.clone(),
+            source,
+        })?;
+        atomic_write(&ip, &bytes).map_err(io_err("write", &ip))?;
+        Ok(())
     }
 
-    /// The number of open upload sessions.
-    pub fn open_uploads(&self) -> usize {
+    /// The ids of the uploads on disk.
+    pub fn upload_ids(&self) -> Vec<String> {
         fs::read_dir(self.root.join("uploads"))
-            .map(|rd| rd.count())
-            .unwrap_or(0)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// An upload's info and current size; `None` when unknown. `id` must be a hex id.
@@ -383,29 +393,34 @@ impl Store {
         Ok(size)
     }
 
-    /// Ids of uploads started before `older_than` (seconds since the epoch).
-    pub fn stale_uploads(&self, older_than: u64) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Ok(rd) = fs::read_dir(self.root.join("uploads")) {
-            for e in rd.flatten() {
-                let id = e.file_name().to_string_lossy().to_string();
-                let dir = e.path();
-                let started = fs::read(dir.join("info.json"))
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<UploadInfo>(&b).ok())
-                    .map(|i| i.started);
-                let mtime = fs::metadata(dir.join("data"))
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-                    .map(|d| d.as_secs());
-                let last = started.max(mtime).unwrap_or(0);
-                if last < older_than {
-                    out.push(id);
-                }
-            }
+    /// When an upload was last active (seconds since the epoch): the later of its start and
+    /// its data's last write; 0 when neither can be read. `None` when it does not exist.
+    pub fn upload_last_activity(&self, id: &str) -> Option<u64> {
+        let dir = self.upload_dir(id);
+        if fs::symlink_metadata(&dir).is_err() {
+            return None;
         }
-        out
+        let started = fs::read(dir.join("info.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<UploadInfo>(&b).ok())
+            .map(|i| i.started);
+        let mtime = fs::metadata(dir.join("data"))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs());
+        Some(started.max(mtime).unwrap_or(0))
+    }
+
+    /// Ids of uploads last active before `older_than` (seconds since the epoch).
+    pub fn stale_uploads(&self, older_than: u64) -> Vec<String> {
+        self.upload_ids()
+            .into_iter()
+            .filter(|id| {
+                self.upload_last_activity(id)
+                    .is_some_and(|last| last < older_than)
+            })
+            .collect()
     }
 }
 

@@ -1,19 +1,13 @@
 //! Blob GET/HEAD (with `Range`) and DELETE of a repository's blob link.
 
-use axum::body::Body;
-use axum::body::Bytes;
-use axum::http::HeaderValue;
-use axum::http::StatusCode;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use berth_image::Digest;
 
-use super::blocking;
-use super::empty;
-use super::hv;
-use super::Ctx;
-use super::St;
-use crate::error::ApiError;
-use crate::error::Code;
+use super::{blocking, empty, hv, Ctx, St};
+use crate::audit;
+use crate::error::{ApiError, Code};
 
 fn blob_unknown(d: &Digest) -> ApiError {
     ApiError::new(Code::BlobUnknown, "blob unknown to registry")
@@ -170,7 +164,13 @@ pub(super) async fn delete_blob(
     })
     .await?;
     let ds = d.to_string();
-    ctx.audit(&st, "delete", "blob", &name, None, Some(&ds));
+    st.audit.log(&audit::Entry {
+        action: "delete",
+        kind: "blob",
+        repository: Some(&name),
+        digest: Some(&ds),
+        ..ctx.entry()
+    });
     Ok(empty(StatusCode::ACCEPTED, &[]))
 }
 

@@ -4,17 +4,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use berth_image::Digest;
 
-use super::blocking;
-use super::challenge;
-use super::json_response;
-use super::q1;
-use super::with_headers;
-use super::Ctx;
-use super::St;
-use crate::auth::Action;
-use crate::auth::Identity;
-use crate::error::ApiError;
-use crate::error::Code;
+use super::{blocking, challenge, json_response, q1, with_headers, Ctx, St};
+use crate::audit;
+use crate::auth::{Action, Identity};
+use crate::error::{ApiError, Code};
 
 /// A page of names and, when more follow, the `n` and `last` of the next page.
 type Page = (Vec<String>, Option<(usize, String)>);
@@ -58,10 +51,18 @@ pub(super) async fn catalog(
     q: Vec<(String, String)>,
 ) -> Result<Response, ApiError> {
     if st.auth.enabled() && ctx.id == Identity::Anonymous {
+        const SCOPE: &str = "registry:catalog:*";
+        st.audit.log(&audit::Entry {
+            action: "deny",
+            kind: "catalog",
+            status: Some(401),
+            scope: Some(SCOPE),
+            ..ctx.entry()
+        });
         return Err(
             ApiError::new(Code::Unauthorized, "authentication required").header(
                 "www-authenticate",
-                challenge(&st, &ctx.host, Some("registry:catalog:*"), None),
+                challenge(&st, &ctx.host, Some(SCOPE), None),
             ),
         );
     }

@@ -5,19 +5,12 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use berth_image::Digest;
 
-use super::blocking;
-use super::empty;
-use super::hv;
-use super::Ctx;
-use super::St;
-use crate::error::ApiError;
-use crate::error::Code;
-use crate::manifest;
-use crate::names::Reference;
-use crate::storage::now_secs;
-use crate::storage::ManifestEntry;
-
 use super::listing::name_unknown;
+use super::{blocking, empty, hv, Ctx, St};
+use crate::error::{ApiError, Code};
+use crate::names::Reference;
+use crate::storage::{now_secs, ManifestEntry};
+use crate::{audit, manifest};
 
 fn manifest_unknown(r: &Reference) -> ApiError {
     ApiError::new(Code::ManifestUnknown, "manifest unknown")
@@ -55,14 +48,15 @@ pub(super) async fn get_manifest(
     .await?;
     if with_body {
         let ds = digest.to_string();
-        ctx.audit(
-            &st,
-            "pull",
-            "manifest",
-            &name,
-            Some(&reference.to_string()),
-            Some(&ds),
-        );
+        let r = reference.to_string();
+        st.audit.log(&audit::Entry {
+            action: "pull",
+            kind: "manifest",
+            repository: Some(&name),
+            reference: Some(&r),
+            digest: Some(&ds),
+            ..ctx.entry()
+        });
     }
     let len = bytes.len();
     let mut r = Response::new(if with_body {
@@ -179,14 +173,15 @@ pub(super) async fn put_manifest(
     })
     .await?;
     let ds = digest.to_string();
-    ctx.audit(
-        &st,
-        "push",
-        "manifest",
-        &name,
-        Some(&reference.to_string()),
-        Some(&ds),
-    );
+    let r = reference.to_string();
+    st.audit.log(&audit::Entry {
+        action: "push",
+        kind: "manifest",
+        repository: Some(&name),
+        reference: Some(&r),
+        digest: Some(&ds),
+        ..ctx.entry()
+    });
     let mut hs = vec![
         ("location", format!("/v2/{name}/manifests/{digest}")),
         ("docker-content-digest", ds),
@@ -227,13 +222,14 @@ pub(super) async fn delete_manifest(
         Reference::Tag(_) => ("tag", None),
         Reference::Digest(d) => ("manifest", Some(d.to_string())),
     };
-    ctx.audit(
-        &st,
-        "delete",
+    let r = reference.to_string();
+    st.audit.log(&audit::Entry {
+        action: "delete",
         kind,
-        &name,
-        Some(&reference.to_string()),
-        digest.as_deref(),
-    );
+        repository: Some(&name),
+        reference: Some(&r),
+        digest: digest.as_deref(),
+        ..ctx.entry()
+    });
     Ok(empty(StatusCode::ACCEPTED, &[]))
 }

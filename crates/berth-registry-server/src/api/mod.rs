@@ -20,9 +20,8 @@ use listing::{catalog, referrers, tags};
 use manifests::{delete_manifest, get_manifest, put_manifest};
 use uploads::{cancel_upload, patch_upload, post_upload, put_upload, upload_status};
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -30,21 +29,19 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use berth_image::Digest;
-use sha2::Sha256;
 use tokio::sync::Semaphore;
 
 use crate::audit::{self, Audit};
 use crate::auth::{Action, Auth, Identity, Limits};
 use crate::error::{ApiError, Code};
 use crate::names::{self, parse_digest, valid_name, DigestProblem, Reference, Route};
+use crate::ratelimit::client_key;
+use crate::sessions::Sessions;
 use crate::storage::Store;
 
 /// The remote address of a connection (inserted by the server loop).
 #[derive(Debug, Clone, Copy)]
 pub struct Remote(pub SocketAddr);
-
-/// Hash state of an upload kept between requests: (bytes hashed, state).
-type HashState = Arc<tokio::sync::Mutex<Option<(u64, Sha256)>>>;
 
 /// Everything the handlers share.
 pub struct AppState {
@@ -54,30 +51,45 @@ pub struct AppState {
     pub limits: Limits,
     pub tls: bool,
     pub upload_slots: Arc<Semaphore>,
-    hashes: Mutex<HashMap<String, HashState>>,
+    /// Open upload sessions (read from the store at start).
+    pub sessions: Sessions,
 }
 
 impl AppState {
     pub fn new(store: Arc<Store>, auth: Auth, audit: Audit, limits: Limits, tls: bool) -> Self {
         Self {
+            sessions: Sessions::load(&store),
             store,
             auth,
             audit,
             upload_slots: Arc::new(Semaphore::new(limits.max_concurrent_uploads.max(1))),
             limits,
             tls,
-            hashes: Mutex::new(HashMap::new()),
         }
     }
 
-    fn hash_state(&self, id: &str) -> HashState {
-        let mut m = self.hashes.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(id.to_string()).or_default().clone()
+    /// Removes upload `id` from disk and from the session index.
+    fn drop_upload(&self, id: &str) {
+        self.store.remove_upload(id);
+        self.sessions.remove(id);
     }
 
-    fn forget_upload(&self, id: &str) {
-        let mut m = self.hashes.lock().unwrap_or_else(|e| e.into_inner());
-        m.remove(id);
+    /// Removes the upload sessions idle for longer than the configured timeout (see
+    /// [`Sessions::expire_idle`]) and logs each; blocking.
+    pub fn expire_idle_uploads(&self) -> usize {
+        let idle = Duration::from_secs(self.limits.upload_idle_timeout_seconds);
+        let gone = self.sessions.expire_idle(&self.store, idle);
+        for e in &gone {
+            tracing::info!(id = %e.id, repository = ?e.repository, "idle upload session removed");
+            self.audit.log(&audit::Entry {
+                action: "expire",
+                kind: "upload",
+                repository: e.repository.as_deref(),
+                reference: Some(&e.id),
+                ..Default::default()
+            });
+        }
+        gone.len()
     }
 }
 
@@ -140,6 +152,7 @@ fn digest_or_err(s: &str) -> Result<Digest, ApiError> {
     })
 }
 
+/// A request's identity and origin.
 struct Ctx {
     id: Identity,
     remote: Option<SocketAddr>,
@@ -147,25 +160,28 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn audit(
-        &self,
-        st: &AppState,
-        action: &str,
-        kind: &str,
-        repo: &str,
-        reference: Option<&str>,
-        digest: Option<&str>,
-    ) {
-        st.audit.log(&audit::Entry {
+    /// An audit entry with the request's user and address filled in.
+    fn entry(&self) -> audit::Entry<'_> {
+        audit::Entry {
             user: self.id.user(),
             remote: self.remote,
-            action,
-            kind,
-            repository: repo,
-            reference,
-            digest,
-        });
+            ..Default::default()
+        }
     }
+
+    /// Who owns the upload sessions this request opens: the signed-in user, or for anonymous
+    /// requests the client's address.
+    fn owner(&self) -> String {
+        match self.id.user() {
+            Some(u) => format!("user:{u}"),
+            None => format!("addr:{}", client_key(client_ip(self.remote))),
+        }
+    }
+}
+
+/// The client's address (unspecified when the request did not come through [`crate::serve`]).
+fn client_ip(remote: Option<SocketAddr>) -> IpAddr {
+    remote.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |r| r.ip())
 }
 
 // ---- the /v2 dispatcher ---------------------------------------------------------------------
@@ -187,7 +203,7 @@ async fn v2_inner(st: St, req: Request) -> Result<Response, ApiError> {
     };
     let host = host_of(&parts.headers);
     let remote = parts.extensions.get::<Remote>().map(|r| r.0);
-    let id = identify_async(&st, &parts.headers, &host).await?;
+    let id = identify_async(&st, &parts.headers, &host, remote).await?;
     let ctx = Ctx { id, remote, host };
     let q = query_pairs(parts.uri.query());
     let m = parts.method.clone();
@@ -218,13 +234,13 @@ async fn v2_inner(st: St, req: Request) -> Result<Response, ApiError> {
         Route::Tags(name) => {
             check_name(&name)?;
             method_is(&m, &[Method::GET])?;
-            authorize(&st, &ctx.id, &ctx.host, &name, &[Action::Pull])?;
+            authorize(&st, &ctx, &name, &[Action::Pull])?;
             bounded(timeout, tags(st, name, q)).await
         }
         Route::Referrers(name, d) => {
             check_name(&name)?;
             method_is(&m, &[Method::GET])?;
-            authorize(&st, &ctx.id, &ctx.host, &name, &[Action::Pull])?;
+            authorize(&st, &ctx, &name, &[Action::Pull])?;
             let d = digest_or_err(&d)?;
             bounded(timeout, referrers(st, name, d, q)).await
         }
@@ -240,7 +256,7 @@ async fn v2_inner(st: St, req: Request) -> Result<Response, ApiError> {
             })?;
             match m {
                 Method::GET | Method::HEAD => {
-                    authorize(&st, &ctx.id, &ctx.host, &name, &[Action::Pull])?;
+                    authorize(&st, &ctx, &name, &[Action::Pull])?;
                     bounded(
                         timeout,
                         get_manifest(st, ctx, name, reference, m == Method::GET),
@@ -248,13 +264,7 @@ async fn v2_inner(st: St, req: Request) -> Result<Response, ApiError> {
                     .await
                 }
                 Method::PUT => {
-                    authorize(
-                        &st,
-                        &ctx.id,
-                        &ctx.host,
-                        &name,
-                        &[Action::Pull, Action::Push],
-                    )?;
+                    authorize(&st, &ctx, &name, &[Action::Pull, Action::Push])?;
                     let ct = parts
                         .headers
                         .get("content-type")
@@ -268,7 +278,7 @@ async fn v2_inner(st: St, req: Request) -> Result<Response, ApiError> {
                     .await
                 }
                 Method::DELETE => {
-                    authorize(&st, &ctx.id, &ctx.host, &name, &[Action::Delete])?;
+                    authorize(&st, &ctx, &name, &[Action::Delete])?;
                     bounded(timeout, delete_manifest(st, ctx, name, reference)).await
                 }
                 _ => Err(not_allowed()),
@@ -279,7 +289,7 @@ async fn v2_inner(st: St, req: Request) -> Result<Response, ApiError> {
             let d = digest_or_err(&d)?;
             match m {
                 Method::GET | Method::HEAD => {
-                    authorize(&st, &ctx.id, &ctx.host, &name, &[Action::Pull])?;
+                    authorize(&st, &ctx, &name, &[Action::Pull])?;
                     let range = parts
                         .headers
                         .get("range")
@@ -288,7 +298,7 @@ async fn v2_inner(st: St, req: Request) -> Result<Response, ApiError> {
                     bounded(timeout, get_blob(st, name, d, m == Method::GET, range)).await
                 }
                 Method::DELETE => {
-                    authorize(&st, &ctx.id, &ctx.host, &name, &[Action::Delete])?;
+                    authorize(&st, &ctx, &name, &[Action::Delete])?;
                     bounded(timeout, delete_blob(st, ctx, name, d)).await
                 }
                 _ => Err(not_allowed()),
@@ -296,20 +306,14 @@ async fn v2_inner(st: St, req: Request) -> Result<Response, ApiError> {
         }
         Route::Upload(name, upload) => {
             check_name(&name)?;
-            authorize(
-                &st,
-                &ctx.id,
-                &ctx.host,
-                &name,
-                &[Action::Pull, Action::Push],
-            )?;
+            authorize(&st, &ctx, &name, &[Action::Pull, Action::Push])?;
             let headers = parts.headers;
             match (m, upload) {
                 (Method::POST, None) => post_upload(st, ctx, name, q, &headers, body).await,
                 (Method::PATCH, Some(u)) => patch_upload(st, name, u, &headers, body).await,
                 (Method::PUT, Some(u)) => put_upload(st, ctx, name, u, q, &headers, body).await,
                 (Method::GET, Some(u)) => upload_status(st, name, u).await,
-                (Method::DELETE, Some(u)) => cancel_upload(st, name, u).await,
+                (Method::DELETE, Some(u)) => cancel_upload(st, ctx, name, u).await,
                 _ => Err(not_allowed()),
             }
         }

@@ -1,19 +1,17 @@
 //! Docker's token endpoint: `GET /token` with basic auth, `POST /token` password grant.
 
-use axum::extract::Request;
-use axum::extract::State;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use std::collections::BTreeSet;
 
-use super::hv;
-use super::json_response;
-use super::q1;
-use super::query_pairs;
-use super::AppState;
-use super::St;
-use crate::auth::parse_basic;
-use crate::auth::Action;
+use super::access::retry_after;
+use super::{client_ip, hv, json_response, q1, query_pairs, AppState, Remote, St};
+use crate::audit;
+use crate::auth::{parse_basic, Action, PasswordCheck};
+use crate::error::Code;
 use crate::names::valid_name;
 use crate::storage::now_secs;
 
@@ -58,23 +56,119 @@ fn grant(
 }
 
 fn token_error(status: StatusCode, error: &str, desc: &str) -> Response {
+    let code = if status == StatusCode::TOO_MANY_REQUESTS {
+        Code::TooManyRequests
+    } else {
+        Code::Unauthorized
+    };
     json_response(
         status,
         &serde_json::json!({"error": error, "error_description": desc,
-            "errors": [{"code": "UNAUTHORIZED", "message": desc}]}),
+            "errors": [{"code": code.as_str(), "message": desc}]}),
         "application/json",
     )
+}
+
+fn not_configured() -> Response {
+    token_error(
+        StatusCode::NOT_FOUND,
+        "unsupported",
+        "authentication is not configured",
+    )
+}
+
+/// Checks a password from the token endpoint (off the async threads); a wrong one is logged.
+/// `Err` is the response to send.
+async fn sign_in(st: &St, remote: Option<SocketAddr>, u: &str, p: &str) -> Result<(), Response> {
+    let (st2, u2, p2) = (st.clone(), u.to_string(), p.to_string());
+    let check =
+        tokio::task::spawn_blocking(move || st2.auth.check_password(client_ip(remote), &u2, &p2))
+            .await
+            .unwrap_or(PasswordCheck::Invalid);
+    match check {
+        PasswordCheck::Valid => Ok(()),
+        PasswordCheck::Invalid => Err(invalid_credentials(st, remote, Some(u))),
+        PasswordCheck::Limited(wait) => {
+            let mut r = token_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "too many failed sign-in attempts from this address",
+            );
+            r.headers_mut()
+                .insert("retry-after", hv(&retry_after(wait)));
+            Err(r)
+        }
+    }
+}
+
+/// `401` for wrong credentials (`user`: the name given), logged.
+fn invalid_credentials(st: &AppState, remote: Option<SocketAddr>, user: Option<&str>) -> Response {
+    st.audit.log(&audit::Entry {
+        user,
+        remote,
+        action: "deny",
+        kind: "credentials",
+        status: Some(401),
+        ..Default::default()
+    });
+    let mut r = token_error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_grant",
+        "invalid username or password",
+    );
+    r.headers_mut().insert(
+        "www-authenticate",
+        hv(&format!("Basic realm=\"{}\"", st.auth.service)),
+    );
+    r
+}
+
+/// Issues a token for `user` granting what it may of `scopes`, and logs it.
+fn issue(
+    st: &AppState,
+    remote: Option<SocketAddr>,
+    user: Option<&str>,
+    scopes: &[String],
+) -> (String, u64) {
+    let access = grant(st, user, scopes);
+    let now = now_secs();
+    let token = st.auth.issue(user, &access, now);
+    let granted: Vec<String> = access
+        .iter()
+        .map(|(ty, name, acts)| {
+            let acts: Vec<&str> = if ty == "registry" {
+                vec!["*"]
+            } else {
+                acts.iter().map(|a| a.as_str()).collect()
+            };
+            format!("{ty}:{name}:{}", acts.join(","))
+        })
+        .collect();
+    st.audit.log(&audit::Entry {
+        user,
+        remote,
+        action: "token",
+        kind: "token",
+        scope: Some(&granted.join(" ")),
+        ..Default::default()
+    });
+    (token, now)
+}
+
+fn scopes_of(pairs: &[(String, String)]) -> Vec<String> {
+    pairs
+        .iter()
+        .filter(|(k, _)| k == "scope")
+        .map(|(_, v)| v.clone())
+        .collect()
 }
 
 /// `GET /token?service=…&scope=…` with optional basic auth (Docker's token protocol).
 pub async fn token_get(State(st): State<St>, req: Request) -> Response {
     if !st.auth.enabled() {
-        return token_error(
-            StatusCode::NOT_FOUND,
-            "unsupported",
-            "authentication is not configured",
-        );
+        return not_configured();
     }
+    let remote = req.extensions().get::<Remote>().map(|r| r.0);
     let q = query_pairs(req.uri().query());
     let user = match req
         .headers()
@@ -83,28 +177,13 @@ pub async fn token_get(State(st): State<St>, req: Request) -> Response {
         .map(parse_basic)
     {
         None => None,
-        Some(Some((u, p))) if blocking_check(&st, &u, &p).await => Some(u),
-        Some(_) => {
-            let mut r = token_error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_grant",
-                "invalid username or password",
-            );
-            r.headers_mut().insert(
-                "www-authenticate",
-                hv(&format!("Basic realm=\"{}\"", st.auth.service)),
-            );
-            return r;
-        }
+        Some(Some((u, p))) => match sign_in(&st, remote, &u, &p).await {
+            Ok(()) => Some(u),
+            Err(r) => return r,
+        },
+        Some(None) => return invalid_credentials(&st, remote, None),
     };
-    let scopes: Vec<String> = q
-        .iter()
-        .filter(|(k, _)| k == "scope")
-        .map(|(_, v)| v.clone())
-        .collect();
-    let access = grant(&st, user.as_deref(), &scopes);
-    let now = now_secs();
-    let token = st.auth.issue(user.as_deref(), &access, now);
+    let (token, now) = issue(&st, remote, user.as_deref(), &scopes_of(&q));
     json_response(
         StatusCode::OK,
         &serde_json::json!({"token": token, "access_token": token, "expires_in": st.auth.ttl(),
@@ -113,22 +192,12 @@ pub async fn token_get(State(st): State<St>, req: Request) -> Response {
     )
 }
 
-async fn blocking_check(st: &St, u: &str, p: &str) -> bool {
-    let (st, u, p) = (st.clone(), u.to_string(), p.to_string());
-    tokio::task::spawn_blocking(move || st.auth.check_password(&u, &p))
-        .await
-        .unwrap_or(false)
-}
-
 /// `POST /token` (OAuth2 password grant, as containerd and podman send it).
 pub async fn token_post(State(st): State<St>, req: Request) -> Response {
     if !st.auth.enabled() {
-        return token_error(
-            StatusCode::NOT_FOUND,
-            "unsupported",
-            "authentication is not configured",
-        );
+        return not_configured();
     }
+    let remote = req.extensions().get::<Remote>().map(|r| r.0);
     let Ok(body) = axum::body::to_bytes(req.into_body(), 64 * 1024).await else {
         return token_error(StatusCode::BAD_REQUEST, "invalid_request", "body too large");
     };
@@ -147,21 +216,11 @@ pub async fn token_post(State(st): State<St>, req: Request) -> Response {
             "username and password required",
         );
     };
-    if !blocking_check(&st, u, p).await {
-        return token_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_grant",
-            "invalid username or password",
-        );
+    if let Err(r) = sign_in(&st, remote, u, p).await {
+        return r;
     }
-    let scopes: Vec<String> = f
-        .iter()
-        .filter(|(k, _)| k == "scope")
-        .map(|(_, v)| v.clone())
-        .collect();
-    let access = grant(&st, Some(u), &scopes);
-    let now = now_secs();
-    let token = st.auth.issue(Some(u), &access, now);
+    let scopes = scopes_of(&f);
+    let (token, now) = issue(&st, remote, Some(u), &scopes);
     json_response(
         StatusCode::OK,
         &serde_json::json!({"access_token": token, "token_type": "Bearer",

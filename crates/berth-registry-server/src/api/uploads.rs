@@ -1,28 +1,20 @@
 //! Upload sessions: monolithic, chunked and streamed uploads, mounts, status, cancel.
 
-use axum::body::Body;
-use axum::body::Bytes;
-use axum::http::HeaderMap;
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use berth_image::Digest;
 use futures_util::StreamExt as _;
-use sha2::Digest as _;
-use sha2::Sha256;
-use std::time::Duration;
+use sha2::{Digest as _, Sha256};
 
-use super::blocking;
-use super::content_length;
-use super::digest_or_err;
-use super::empty;
-use super::q1;
-use super::AppState;
-use super::Ctx;
-use super::St;
+use super::{blocking, content_length, digest_or_err, empty, q1, AppState, Ctx, St};
+use crate::audit;
 use crate::auth::Action;
-use crate::error::ApiError;
-use crate::error::Code;
+use crate::error::{ApiError, Code};
 use crate::names::valid_name;
+use crate::sessions::{HashState, Refused};
 use crate::storage::UploadWriter;
 
 fn upload_unknown(id: &str) -> ApiError {
@@ -82,7 +74,14 @@ pub(super) async fn post_upload(
                 .await?;
                 if mounted {
                     let ds = d.to_string();
-                    ctx.audit(&st, "push", "mount", &name, Some(from), Some(&ds));
+                    st.audit.log(&audit::Entry {
+                        action: "push",
+                        kind: "mount",
+                        repository: Some(&name),
+                        reference: Some(from),
+                        digest: Some(&ds),
+                        ..ctx.entry()
+                    });
                     return Ok(empty(
                         StatusCode::CREATED,
                         &[
@@ -99,18 +98,31 @@ pub(super) async fn post_upload(
         Some(d) => Some(digest_or_err(d)?),
         None => None,
     };
-    let (st2, n2) = (st.clone(), name.clone());
-    let max_open = st.limits.max_open_uploads.max(1);
+    let (st2, n2, owner) = (st.clone(), name.clone(), ctx.owner());
     let id = blocking(move || {
-        // Each session is a directory on disk until it is finished, cancelled or collected:
-        // without a cap, a client could start them without end.
-        if st2.store.open_uploads() >= max_open {
-            return Err(
-                ApiError::new(Code::TooManyRequests, "too many open upload sessions")
-                    .header("retry-after", "5".to_string()),
-            );
+        // Each session is a directory on disk until it is finished, cancelled or expired:
+        // without caps, a client could start them without end, or one client take them all.
+        let (per_owner, total) = (
+            st2.limits.max_open_uploads_per_user.max(1),
+            st2.limits.max_open_uploads.max(1),
+        );
+        let id = st2
+            .sessions
+            .reserve(&st2.store, &owner, per_owner, total)
+            .map_err(|r| {
+                let msg = match r {
+                    Refused::Owner(n) => {
+                        format!("too many open upload sessions for this client ({n})")
+                    }
+                    Refused::Total(n) => format!("too many open upload sessions ({n})"),
+                };
+                ApiError::new(Code::TooManyRequests, msg).header("retry-after", "5".to_string())
+            })?;
+        if let Err(e) = st2.store.create_upload(&id, &n2, &owner) {
+            st2.drop_upload(&id);
+            return Err(e.into());
         }
-        Ok(st2.store.new_upload(&n2)?)
+        Ok(id)
     })
     .await?;
     if let Some(d) = digest {
@@ -121,8 +133,7 @@ pub(super) async fn post_upload(
         }
         .await;
         if r.is_err() {
-            st.store.remove_upload(&id);
-            st.forget_upload(&id);
+            st.drop_upload(&id);
         }
         return r;
     }
@@ -200,13 +211,31 @@ pub(super) async fn upload_status(st: St, name: String, id: String) -> Result<Re
     ))
 }
 
-pub(super) async fn cancel_upload(st: St, name: String, id: String) -> Result<Response, ApiError> {
-    upload_of(&st, &name, &id)?;
-    let hs = st.hash_state(&id);
+pub(super) async fn cancel_upload(
+    st: St,
+    ctx: Ctx,
+    name: String,
+    id: String,
+) -> Result<Response, ApiError> {
+    let hs = session(&st, &name, &id)?;
     let _g = hs.lock().await;
-    st.store.remove_upload(&id);
-    st.forget_upload(&id);
+    // Checked again: it may have expired while this request waited for it.
+    upload_of(&st, &name, &id)?;
+    st.drop_upload(&id);
+    st.audit.log(&audit::Entry {
+        action: "delete",
+        kind: "upload",
+        repository: Some(&name),
+        reference: Some(&id),
+        ..ctx.entry()
+    });
     Ok(empty(StatusCode::NO_CONTENT, &[]))
+}
+
+/// The hash state of upload `id` of repository `name`.
+fn session(st: &AppState, name: &str, id: &str) -> Result<HashState, ApiError> {
+    upload_of(st, name, id)?;
+    st.sessions.hash_state(id).ok_or_else(|| upload_unknown(id))
 }
 
 enum WriteFail {
@@ -224,7 +253,10 @@ async fn append(
     content_range: Option<(u64, u64)>,
 ) -> Result<u64, ApiError> {
     let max = st.limits.max_upload_bytes;
-    let hs = st.hash_state(id);
+    let hs = st
+        .sessions
+        .hash_state(id)
+        .ok_or_else(|| upload_unknown(id))?;
     let mut guard = hs.lock().await;
     let size = st.store.upload(id).ok_or_else(|| upload_unknown(id))?.1;
     if let Some((start, end)) = content_range {
@@ -318,9 +350,8 @@ async fn append(
             }
         }
         Err(WriteFail::TooLarge) => {
-            st.store.remove_upload(id);
+            st.drop_upload(id);
             drop(guard);
-            st.forget_upload(id);
             Err(ApiError::too_large(max))
         }
         Err(WriteFail::Io(e)) => Err(ApiError::internal(e)),
@@ -335,7 +366,10 @@ async fn finish(
     id: &str,
     want: &Digest,
 ) -> Result<Response, ApiError> {
-    let hs = st.hash_state(id);
+    let hs = st
+        .sessions
+        .hash_state(id)
+        .ok_or_else(|| upload_unknown(id))?;
     let mut guard = hs.lock().await;
     let size = st.store.upload(id).ok_or_else(|| upload_unknown(id))?.1;
     let got = match guard.take() {
@@ -347,9 +381,8 @@ async fn finish(
         }
     };
     if &got != want {
-        st.store.remove_upload(id);
+        st.drop_upload(id);
         drop(guard);
-        st.forget_upload(id);
         return Err(ApiError::new(
             Code::DigestInvalid,
             "provided digest did not match uploaded content",
@@ -370,10 +403,16 @@ async fn finish(
         })
     })
     .await?;
+    st.sessions.remove(id);
     drop(guard);
-    st.forget_upload(id);
     let ds = want.to_string();
-    ctx.audit(st, "push", "blob", name, None, Some(&ds));
+    st.audit.log(&audit::Entry {
+        action: "push",
+        kind: "blob",
+        repository: Some(name),
+        digest: Some(&ds),
+        ..ctx.entry()
+    });
     Ok(empty(
         StatusCode::CREATED,
         &[
