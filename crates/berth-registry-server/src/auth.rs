@@ -421,7 +421,7 @@ impl Auth {
         let claims = serde_json::json!({
             "iss": self.service, "aud": self.service, "sub": sub.unwrap_or(""),
             "iat": now, "nbf": now.saturating_sub(10), "exp": now + self.ttl,
-            "jti": crate::storage::random_id(), "access": access,
+            "jti": berth_util::id::random_hex(16), "access": access,
         });
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let signing = format!(
@@ -509,7 +509,7 @@ fn load_or_create_key(path: &Path) -> Result<Vec<u8>, ServerError> {
         Err(e) => return Err(key_err(e)),
     }
     let mut k = vec![0u8; 32];
-    crate::storage::fill_random(&mut k).map_err(ServerError::Random)?;
+    berth_util::id::fill_random(&mut k).map_err(ServerError::Random)?;
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(format!(".tmp-{}", std::process::id()));
     let tmp = PathBuf::from(tmp_name);
@@ -528,7 +528,7 @@ fn load_or_create_key(path: &Path) -> Result<Vec<u8>, ServerError> {
     match written {
         Ok(()) => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                berth_image::fsutil::fsync_dir(dir).map_err(key_err)?;
+                berth_util::fs::fsync_dir(dir).map_err(key_err)?;
             }
             Ok(k)
         }

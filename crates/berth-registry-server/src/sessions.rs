@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use sha2::Sha256;
 
-use crate::storage::{now_secs, random_id, Store};
+use crate::storage::{now_secs, Store, UPLOAD_ID_BYTES};
 
 /// Hash state of an upload kept between requests: (bytes hashed, state). Requests working on
 /// an upload hold its lock.
@@ -116,7 +116,7 @@ impl Sessions {
         if m.len() >= total {
             return Err(Refused::Total(m.len()));
         }
-        let id = random_id();
+        let id = berth_util::id::random_hex(UPLOAD_ID_BYTES);
         m.insert(
             id.clone(),
             Session {

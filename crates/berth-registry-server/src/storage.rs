@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use berth_image::fsutil::{atomic_write, fsync_dir};
 use berth_image::Digest;
+use berth_util::fs::{atomic_write, fsync_dir};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -101,26 +101,8 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Fills `buf` with random bytes from the kernel.
-pub fn fill_random(buf: &mut [u8]) -> io::Result<()> {
-    getrandom::getrandom(buf).map_err(|e| match e.raw_os_error() {
-        Some(errno) => io::Error::from_raw_os_error(errno),
-        None => io::Error::other(e.to_string()),
-    })
-}
-
-/// A random hex id of 16 bytes.
-///
-/// # Panics
-///
-/// When the system has no random source: an id that might collide is worse than none.
-pub fn random_id() -> String {
-    let mut b = [0u8; 16];
-    if let Err(e) = fill_random(&mut b) {
-        panic!("no source of random bytes: {e}");
-    }
-    hex::encode(b)
-}
+/// Upload ids: random, 16 bytes as 32 hex characters.
+pub const UPLOAD_ID_BYTES: usize = 16;
 
 impl Store {
     /// Opens (creating) a store at `root`.
@@ -311,7 +293,8 @@ impl Store {
         self.upload_dir(id).join("data")
     }
 
-    /// Creates upload `id` (a fresh [`random_id`]) for `repository`, opened by `owner`.
+    /// Creates upload `id` (fresh, [`UPLOAD_ID_BYTES`] random bytes in hex) for `repository`,
+    /// opened by `owner`.
     pub fn create_upload(&self, id: &str, repository: &str, owner: &str) -> Result<(), StoreError> {
         let dir = self.upload_dir(id);
         fs::create_dir(&dir).map_err(io_err("create", &dir))?;
@@ -344,7 +327,7 @@ impl Store {
 
     /// An upload's info and current size; `None` when unknown. `id` must be a hex id.
     pub fn upload(&self, id: &str) -> Option<(UploadInfo, u64)> {
-        if id.len() != 32 || !id.bytes().all(|c| c.is_ascii_hexdigit()) {
+        if id.len() != 2 * UPLOAD_ID_BYTES || !id.bytes().all(|c| c.is_ascii_hexdigit()) {
             return None;
         }
         let dir = self.upload_dir(id);
