@@ -350,8 +350,8 @@ impl Auth {
         }
     }
 
-    /// Is `user` an administrator (may see every rule, user and repository)? Everyone is in
-    /// an open registry.
+    /// Is `id` an administrator (may see every rule, user and repository)? Only users signed
+    /// in with their password and listed in `admins`; everyone in an open registry.
     pub fn is_admin(&self, id: &Identity) -> bool {
         match (&self.config, id) {
             (None, _) => true,

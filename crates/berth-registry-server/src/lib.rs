@@ -164,7 +164,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let idle = Duration::from_secs(state.limits.idle_timeout_seconds.max(1));
-    let sweeper = tokio::spawn(expire_idle_uploads(state.clone()));
+    let sweeper = tokio::spawn(sweep_idle_uploads(state.clone()));
     let app = router(state);
     tokio::pin!(shutdown);
     loop {
@@ -208,7 +208,7 @@ pub async fn serve(
 
 /// Removes idle upload sessions every quarter of the idle timeout (between 1 s and 1 min);
 /// never returns. A timeout of 0 turns expiry off.
-async fn expire_idle_uploads(state: Arc<api::AppState>) {
+async fn sweep_idle_uploads(state: Arc<api::AppState>) {
     let timeout = state.limits.upload_idle_timeout_seconds;
     if timeout == 0 {
         return;

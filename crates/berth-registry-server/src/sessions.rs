@@ -230,6 +230,8 @@ mod tests {
                 .open(store.upload_data(id))
                 .unwrap();
             data.set_modified(past).unwrap();
+            let dir = std::fs::File::open(store.upload_dir(id)).unwrap();
+            dir.set_modified(past).unwrap();
         };
         let idle = s.reserve(&store, "o", 10, 10).unwrap();
         store.create_upload(&idle, "r", "o").unwrap();
@@ -237,6 +239,9 @@ mod tests {
         store.create_upload(&busy, "r", "o").unwrap();
         let fresh = s.reserve(&store, "o", 10, 10).unwrap();
         store.create_upload(&fresh, "r", "o").unwrap();
+        // A session being created: its directory, no files yet.
+        let creating = s.reserve(&store, "o", 10, 10).unwrap();
+        std::fs::create_dir(store.upload_dir(&creating)).unwrap();
         old(&idle);
         old(&busy);
         let hs = s.hash_state(&busy).unwrap();
@@ -249,10 +254,11 @@ mod tests {
         assert!(s.hash_state(&idle).is_none());
         assert!(store.upload_dir(&busy).exists(), "in use");
         assert!(store.upload_dir(&fresh).exists(), "not idle");
+        assert!(store.upload_dir(&creating).exists(), "being created");
         drop(held);
         let gone = s.expire_idle(&store, Duration::from_secs(3600));
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].id, busy);
-        assert_eq!(s.len(), 1);
+        assert_eq!(s.len(), 2);
     }
 }

@@ -101,6 +101,14 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// A file time in seconds since the epoch.
+fn secs(t: io::Result<SystemTime>) -> Option<u64> {
+    t.ok()?
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
 /// Upload ids: random, 16 bytes as 32 hex characters.
 pub const UPLOAD_ID_BYTES: usize = 16;
 
@@ -376,23 +384,18 @@ impl Store {
         Ok(size)
     }
 
-    /// When an upload was last active (seconds since the epoch): the later of its start and
-    /// its data's last write; 0 when neither can be read. `None` when it does not exist.
+    /// When an upload was last active (seconds since the epoch): the latest of its start, its
+    /// data's last write and its directory's last change (a session being created has no
+    /// files yet). `None` when it does not exist.
     pub fn upload_last_activity(&self, id: &str) -> Option<u64> {
         let dir = self.upload_dir(id);
-        if fs::symlink_metadata(&dir).is_err() {
-            return None;
-        }
+        let created = secs(fs::symlink_metadata(&dir).ok()?.modified());
         let started = fs::read(dir.join("info.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<UploadInfo>(&b).ok())
             .map(|i| i.started);
-        let mtime = fs::metadata(dir.join("data"))
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs());
-        Some(started.max(mtime).unwrap_or(0))
+        let written = secs(fs::metadata(dir.join("data")).and_then(|m| m.modified()));
+        Some(started.max(written).max(created).unwrap_or(0))
     }
 
     /// Ids of uploads last active before `older_than` (seconds since the epoch).
