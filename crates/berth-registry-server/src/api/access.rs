@@ -70,13 +70,12 @@ pub fn identify(
     ))
 }
 
+/// What a client over its failed sign-in limit is told.
+pub(super) const TOO_MANY_FAILURES: &str = "too many failed sign-in attempts from this address";
+
 /// `429 TOOMANYREQUESTS` for a client over its failed sign-in limit.
-pub(super) fn too_many_failures(wait: Duration) -> ApiError {
-    ApiError::new(
-        Code::TooManyRequests,
-        "too many failed sign-in attempts from this address",
-    )
-    .header("retry-after", retry_after(wait))
+fn too_many_failures(wait: Duration) -> ApiError {
+    ApiError::new(Code::TooManyRequests, TOO_MANY_FAILURES).header("retry-after", retry_after(wait))
 }
 
 /// Whole seconds for `Retry-After` (at least 1).

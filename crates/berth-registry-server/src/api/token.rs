@@ -7,7 +7,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::access::retry_after;
+use super::access::{retry_after, TOO_MANY_FAILURES};
 use super::{client_ip, hv, json_response, q1, query_pairs, AppState, Remote, St};
 use crate::audit;
 use crate::auth::{parse_basic, Action, PasswordCheck};
@@ -92,7 +92,7 @@ async fn sign_in(st: &St, remote: Option<SocketAddr>, u: &str, p: &str) -> Resul
             let mut r = token_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_requests",
-                "too many failed sign-in attempts from this address",
+                TOO_MANY_FAILURES,
             );
             r.headers_mut()
                 .insert("retry-after", hv(&retry_after(wait)));
