@@ -373,6 +373,7 @@ impl Runtime {
             seccomp: filter,
             join: Vec::new(),
             no_pivot: opts.no_pivot,
+            cgroup_mounts: Some(cg.mount_sources()),
         };
         if foreground {
             // The init is re-parented to us when stage 1 exits, so we can wait for it.
@@ -741,6 +742,7 @@ impl Runtime {
             seccomp: filter,
             join,
             no_pivot: false,
+            cgroup_mounts: None,
         };
         if !opts.detach {
             // SAFETY: prctl with integer arguments.

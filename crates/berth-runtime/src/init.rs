@@ -68,6 +68,8 @@ pub struct InitConfig<'a> {
     /// `exec`: the namespaces to join, opened by the runtime (type, descriptor).
     pub join: Vec<(NamespaceType, OwnedFd)>,
     pub no_pivot: bool,
+    /// The container's cgroup directories (`create`), shown at its `cgroup` mounts.
+    pub cgroup_mounts: Option<berth_cgroups::MountSources>,
 }
 
 fn fork() -> Result<libc::pid_t, InitError> {
@@ -276,15 +278,9 @@ fn init_stage2_inner(
             bundle: cfg.bundle,
             rootfs: cfg.rootfs.clone(),
             in_user_ns,
-            new_cgroup_ns: spec
-                .namespace(NamespaceType::Cgroup)
-                .is_some_and(|n| n.path.is_none()),
+            cgroupns: spec.has_namespace(NamespaceType::Cgroup),
             new_net_ns: spec.has_namespace(NamespaceType::Network),
-            cgroup_paths: if spec.has_namespace(NamespaceType::Cgroup) {
-                Vec::new()
-            } else {
-                mounts::own_cgroup_paths()
-            },
+            cgroups: cfg.cgroup_mounts.as_ref(),
         };
         let _root = mounts::prepare_rootfs(&ctx)?;
     }

@@ -9,6 +9,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use crate::cgroupfs;
 use crate::spec::{Mount, Spec};
 use crate::util::{cstring, fd_path, mkdir_all_in_root, open_in_root, touch_in_root};
 
@@ -26,6 +27,8 @@ pub enum MountError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cgroup mount on {dest}: {message}")]
+    Cgroup { dest: String, message: String },
     #[error("mounts[{index}]: {source}")]
     InMount {
         index: usize,
@@ -242,63 +245,6 @@ fn locked_flags(target: &str) -> libc::c_ulong {
     f
 }
 
-/// A v1 or v2 cgroup hierarchy mounted on the host, from `/proc/self/mountinfo`.
-#[derive(Debug, Clone)]
-pub struct CgroupMount {
-    pub mount_point: PathBuf,
-    pub root: String,
-    /// `None` for cgroup2; the comma-separated controllers (or `name=...`) for v1.
-    pub options: Option<String>,
-}
-
-pub fn host_cgroup_mounts() -> Vec<CgroupMount> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let pre: Vec<&str> = pre.split(' ').collect();
-        let post: Vec<&str> = post.split(' ').collect();
-        if pre.len() < 5 || post.len() < 3 {
-            continue;
-        }
-        let fstype = post[0];
-        if fstype != "cgroup" && fstype != "cgroup2" {
-            continue;
-        }
-        let options = if fstype == "cgroup" {
-            let opts: Vec<&str> = post[2]
-                .split(',')
-                .filter(|o| {
-                    !matches!(*o, "rw" | "ro")
-                        && !o.starts_with("release_agent")
-                        && *o != "clone_children"
-                        && *o != "noprefix"
-                        && *o != "xattr"
-                        && *o != "cpuset_v2_mode"
-                })
-                .collect();
-            Some(opts.join(","))
-        } else {
-            None
-        };
-        out.push(CgroupMount {
-            mount_point: PathBuf::from(unescape(pre[4])),
-            root: unescape(pre[3]),
-            options,
-        });
-    }
-    out
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
-}
-
 /// Waits, once, until the init is in its cgroup (and has its cgroup namespace).
 pub struct CgroupJoin<'a> {
     done: std::cell::Cell<bool>,
@@ -333,10 +279,11 @@ pub struct RootfsContext<'a> {
     pub bundle: &'a Path,
     pub rootfs: PathBuf,
     pub in_user_ns: bool,
-    pub new_cgroup_ns: bool,
+    /// The container has a cgroup namespace (new, made once the init is in its cgroup, or joined).
+    pub cgroupns: bool,
     pub new_net_ns: bool,
-    /// The container's cgroup path per host hierarchy mount point (used without a cgroup ns).
-    pub cgroup_paths: Vec<(PathBuf, PathBuf)>,
+    /// The container's cgroup directories, for `cgroup` mounts (see `cgroupfs`).
+    pub cgroups: Option<&'a berth_cgroups::MountSources>,
 }
 
 /// Part one, before `pivot_root`: propagation, the rootfs bind, every mount, devices.
@@ -465,8 +412,17 @@ fn mount_one(ctx: &RootfsContext, root: i32, m: &Mount) -> Result<(), MountError
     let tpath = fd_path(&target);
     match typ {
         "cgroup" | "cgroup2" => {
-            ctx.cgroup_join.ensure()?;
-            mount_cgroups(ctx, root, dest, &tpath, flags, typ)?
+            let sources = ctx.cgroups.ok_or_else(|| MountError::Cgroup {
+                dest: dest_s.clone(),
+                message: "the container has no cgroup".into(),
+            })?;
+            let steps = cgroupfs::plan(sources, dest, typ, ctx.cgroupns)?;
+            if ctx.cgroupns {
+                // A fresh mount shows the cgroup namespace's root: the init must be in its
+                // cgroup and namespace first. Binds need neither.
+                ctx.cgroup_join.ensure()?;
+            }
+            cgroupfs::apply(root, &steps, flags)?
         }
         "sysfs" if ctx.in_user_ns && !ctx.new_net_ns => {
             // sysfs cannot be mounted in a user namespace without its own network namespace.
@@ -536,137 +492,6 @@ fn apply_attributes(opts: &ParsedOptions, tpath: &str, dest: &str) -> Result<(),
     }
     for p in &opts.propagation {
         sys_mount(None, tpath, None, *p, None).map_err(err("propagation"))?;
-    }
-    Ok(())
-}
-
-fn mount_cgroups(
-    ctx: &RootfsContext,
-    root: i32,
-    dest: &Path,
-    tpath: &str,
-    flags: libc::c_ulong,
-    typ: &str,
-) -> Result<(), MountError> {
-    let dest_s = dest.display().to_string();
-    let err = |what: String, source| MountError::Mount {
-        what,
-        dest: dest_s.clone(),
-        source,
-    };
-    let hosts = host_cgroup_mounts();
-    let unified_only = hosts.iter().all(|h| h.options.is_none());
-    if typ == "cgroup2" || unified_only {
-        if ctx.new_cgroup_ns {
-            sys_mount(Some("cgroup2"), tpath, Some("cgroup2"), flags, None)
-                .map_err(|e| err("cgroup2".into(), e))?;
-        } else if let Some((_, p)) = ctx.cgroup_paths.iter().find(|(mp, _)| {
-            hosts
-                .iter()
-                .any(|h| h.options.is_none() && &h.mount_point == mp)
-        }) {
-            sys_mount(
-                Some(&p.to_string_lossy()),
-                tpath,
-                None,
-                libc::MS_BIND | libc::MS_REC,
-                None,
-            )
-            .map_err(|e| err("cgroup2 bind".into(), e))?;
-            if flags & libc::MS_RDONLY != 0 {
-                sys_mount(
-                    None,
-                    tpath,
-                    None,
-                    libc::MS_BIND | libc::MS_REMOUNT | flags,
-                    None,
-                )
-                .map_err(|e| err("cgroup2 remount".into(), e))?;
-            }
-        }
-        return Ok(());
-    }
-    // v1 or hybrid: a tmpfs holding one directory per hierarchy, as Docker shows it.
-    sys_mount(
-        Some("tmpfs"),
-        tpath,
-        Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        Some("mode=755"),
-    )
-    .map_err(|e| err("cgroup tmpfs".into(), e))?;
-    let sub_flags = (flags | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) & !libc::MS_RDONLY;
-    for h in &hosts {
-        let name = match &h.options {
-            Some(o) => o.trim_start_matches("name=").to_string(),
-            None => "unified".to_string(),
-        };
-        if name.is_empty() {
-            continue;
-        }
-        let sub = dest.join(&name);
-        let sfd =
-            mkdir_all_in_root(root, &sub, 0o755).map_err(path_err("create cgroup dir", &sub))?;
-        let spath = fd_path(&sfd);
-        let mut done = false;
-        if ctx.new_cgroup_ns {
-            let res = match &h.options {
-                Some(o) => sys_mount(Some("cgroup"), &spath, Some("cgroup"), sub_flags, Some(o)),
-                None => sys_mount(Some("cgroup2"), &spath, Some("cgroup2"), sub_flags, None),
-            };
-            done = res.is_ok();
-        }
-        if !done {
-            if let Some((_, p)) = ctx.cgroup_paths.iter().find(|(mp, _)| mp == &h.mount_point) {
-                sys_mount(
-                    Some(&p.to_string_lossy()),
-                    &spath,
-                    None,
-                    libc::MS_BIND | libc::MS_REC,
-                    None,
-                )
-                .map_err(|e| err(format!("cgroup bind {}", p.display()), e))?;
-            }
-        }
-        if flags & libc::MS_RDONLY != 0 {
-            let sfd = open_in_root(root, &sub, libc::O_PATH)
-                .map_err(path_err("open cgroup dir", &sub))?;
-            let spath = fd_path(&sfd);
-            let _ = sys_mount(
-                None,
-                &spath,
-                None,
-                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | sub_flags,
-                None,
-            );
-        }
-        // cpu,cpuacct co-mounted: links named after each controller, as Docker creates them.
-        if name.contains(',') {
-            for part in name.split(',') {
-                let link = dest.join(part);
-                if let Ok(pfd) = open_in_root(root, dest, libc::O_PATH | libc::O_DIRECTORY) {
-                    let (Ok(t), Ok(l)) = (cstring(&name), cstring(part)) else {
-                        continue;
-                    };
-                    // SAFETY: valid strings and directory descriptor.
-                    unsafe { libc::symlinkat(t.as_ptr(), pfd.as_raw_fd(), l.as_ptr()) };
-                    let _ = link;
-                }
-            }
-        }
-    }
-    if flags & libc::MS_RDONLY != 0 {
-        let t =
-            open_in_root(root, dest, libc::O_PATH).map_err(path_err("open cgroup mount", dest))?;
-        let tpath = &fd_path(&t);
-        sys_mount(
-            None,
-            tpath,
-            None,
-            libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            Some("mode=755"),
-        )
-        .map_err(|e| err("cgroup tmpfs remount".into(), e))?;
     }
     Ok(())
 }
@@ -964,40 +789,6 @@ fn mask_path(p: &str) -> Result<(), MountError> {
     }
 }
 
-/// The calling process's cgroup directory in every host hierarchy (mount point, directory), for
-/// bind-mounting into a container that has no cgroup namespace.
-pub fn own_cgroup_paths() -> Vec<(PathBuf, PathBuf)> {
-    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let mut out = Vec::new();
-    for h in host_cgroup_mounts() {
-        for line in text.lines() {
-            let mut parts = line.splitn(3, ':');
-            let (Some(_), Some(ctrl), Some(path)) = (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            let matches = match &h.options {
-                None => ctrl.is_empty(),
-                Some(o) => {
-                    let mut a: Vec<&str> = o.split(',').collect();
-                    let mut b: Vec<&str> = ctrl.split(',').collect();
-                    a.sort_unstable();
-                    b.sort_unstable();
-                    a == b
-                }
-            };
-            if matches {
-                let rel = path
-                    .strip_prefix(h.root.as_str())
-                    .unwrap_or(path)
-                    .trim_start_matches('/');
-                out.push((h.mount_point.clone(), h.mount_point.join(rel)));
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1019,11 +810,5 @@ mod tests {
         let p = parse_options(&["ro".into(), "rw".into()]);
         assert_eq!(p.flags, 0);
         assert_eq!(p.cleared, libc::MS_RDONLY);
-    }
-
-    #[test]
-    fn cgroup_mounts_found() {
-        // Every Linux machine running these tests has at least one cgroup hierarchy.
-        assert!(!host_cgroup_mounts().is_empty());
     }
 }

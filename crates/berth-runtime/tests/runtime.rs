@@ -1306,3 +1306,68 @@ fn exec_with_a_process_file_detached() {
         .unwrap_or(false);
     assert!(!alive, "exec'd process survived delete --force");
 }
+
+/// The host's v1 memory hierarchy, if any (else the host is pure cgroup v2).
+fn host_has_v1_memory() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| {
+            l.contains(" - cgroup ") && l.split(' ').any(|o| o.split(',').any(|x| x == "memory"))
+        })
+}
+
+/// Issue #16 (4): a container sees its own cgroup, not the runtime's (nor the host's tree),
+/// with and without a cgroup namespace.
+#[test]
+fn cgroup_mount_shows_the_containers_own_cgroup() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let v1 = host_has_v1_memory();
+    let script = if v1 {
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; cat /sys/fs/cgroup/pids/pids.max; \
+         ls /sys/fs/cgroup/pids | grep -c '^pids.max$'; \
+         awk '$5 == \"/sys/fs/cgroup/memory\" {print \"root=\" $4}' /proc/self/mountinfo; \
+         wc -l < /sys/fs/cgroup/pids/cgroup.procs"
+    } else {
+        "cat /sys/fs/cgroup/memory.max; cat /sys/fs/cgroup/pids.max; \
+         ls /sys/fs/cgroup | grep -c '^pids.max$'; \
+         awk '$5 == \"/sys/fs/cgroup\" {print \"root=\" $4}' /proc/self/mountinfo; \
+         wc -l < /sys/fs/cgroup/cgroup.procs"
+    };
+    for cgroupns in [false, true] {
+        let id = unique(if cgroupns { "cgns" } else { "nocgns" });
+        let mut b = env.bundle(&id, &["sh", "-c", script]);
+        b.config["linux"]["resources"]["memory"] = json!({"limit": 64 << 20});
+        b.config["linux"]["resources"]["pids"] = json!({"limit": 50});
+        let ns = b.config["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "cgroup");
+        if cgroupns {
+            ns.push(json!({"type": "cgroup"}));
+        }
+        let (code, out, err) = run_fg(&env, &b, &id);
+        assert_eq!(code, 0, "cgroupns={cgroupns}: {out} {err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0], "67108864",
+            "cgroupns={cgroupns}: the memory limit: {out}"
+        );
+        assert_eq!(lines[1], "50", "cgroupns={cgroupns}: the pids limit: {out}");
+        // The container's own directory: a leaf with its limit files, holding only its own
+        // processes (sh, wc, and the command substitution's children at most).
+        assert_eq!(lines[2], "1", "{out}");
+        let want_root = if cgroupns {
+            "root=/".to_string()
+        } else {
+            format!("root={}/{id}", env.cgroup_parent)
+        };
+        assert_eq!(lines[3], want_root, "cgroupns={cgroupns}: {out}");
+        let procs: usize = lines[4].trim().parse().unwrap();
+        assert!(
+            (1..=3).contains(&procs),
+            "cgroupns={cgroupns}: {procs} processes: {out}"
+        );
+    }
+}
