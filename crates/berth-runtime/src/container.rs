@@ -509,10 +509,7 @@ impl Runtime {
 
     fn poststart(&self, st: &ContainerState) {
         let h = st.config.hooks();
-        if let Err(e) = hooks::run_hooks("poststart", &h.poststart, &st.hook_state(Status::Running))
-        {
-            tracing::warn!("{e}");
-        }
+        hooks::run_hooks_warn("poststart", &h.poststart, &st.hook_state(Status::Running));
     }
 
     /// `run`: create and start; returns what the caller waits for (unless detached).
@@ -591,9 +588,7 @@ impl Runtime {
             cg.destroy()?;
         }
         let h = st.config.hooks();
-        if let Err(e) = hooks::run_hooks("poststop", &h.poststop, &st.hook_state(Status::Stopped)) {
-            tracing::warn!("{e}");
-        }
+        hooks::run_hooks_warn("poststop", &h.poststop, &st.hook_state(Status::Stopped));
         std::fs::remove_dir_all(ContainerState::dir(&self.root, id))
             .map_err(io(format!("remove state of {id}")))?;
         Ok(())

@@ -1371,3 +1371,51 @@ fn cgroup_mount_shows_the_containers_own_cgroup() {
         );
     }
 }
+
+/// Issue #16 (10): a failing poststart or poststop hook is a warning; the hooks after it run.
+#[test]
+fn failing_poststart_and_poststop_hooks_do_not_skip_the_rest() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let log = env.dir.path().join("after-failure.log");
+    let hooks = |log: &std::path::Path| {
+        let append = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {name} >> {}", log.display())]});
+        json!({
+            "poststart": [{"path": "/bin/false"}, append("poststart-2")],
+            "poststop": [{"path": "/bin/sh", "args": ["sh", "-c", "exit 3"]}, append("poststop-2")]
+        })
+    };
+    // Foreground run.
+    let id = unique("hookwarn");
+    let mut b = env.bundle(&id, &["true"]);
+    b.config["hooks"] = hooks(&log);
+    let (code, _, err) = run_fg(&env, &b, &id);
+    assert_eq!(code, 0, "{err}");
+    let got = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(got, "poststart-2\npoststop-2\n", "stderr: {err}");
+    assert!(err.contains("poststart hook /bin/false failed"), "{err}");
+    assert!(
+        err.contains("poststop hook /bin/sh failed: exit status: 3"),
+        "{err}"
+    );
+
+    // create, start, delete: start and delete succeed and run every hook.
+    std::fs::remove_file(&log).unwrap();
+    let id = unique("hookwarn2");
+    let mut b = env.bundle(&id, &["sleep", "1000"]);
+    b.config["hooks"] = hooks(&log);
+    b.write();
+    env.ok(&["create", "--bundle", b.p(), &id]);
+    let out = env.run(&["start", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("poststart hook /bin/false failed"));
+    env.ok(&["delete", "--force", &id]);
+    let got = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(got, "poststart-2\npoststop-2\n");
+}
