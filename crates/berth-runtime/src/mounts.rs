@@ -294,8 +294,9 @@ pub fn prepare_rootfs(ctx: &RootfsContext) -> Result<OwnedFd, MountError> {
         .as_deref()
         .and_then(propagation_flag)
         .unwrap_or(libc::MS_SLAVE | libc::MS_REC);
-    // Shared propagation is restored after pivot_root (pivot_root refuses shared mounts).
-    let setup_prop = if prop & libc::MS_SHARED != 0 {
+    // Shared and unbindable propagation are applied after pivot_root (`finish_rootfs`):
+    // pivot_root refuses shared mounts, and the rootfs cannot be bound from an unbindable one.
+    let setup_prop = if prop & (libc::MS_SHARED | libc::MS_UNBINDABLE) != 0 {
         libc::MS_SLAVE | libc::MS_REC
     } else {
         prop
@@ -724,7 +725,7 @@ pub fn finish_rootfs(spec: &Spec, in_user_ns: bool) -> Result<(), MountError> {
         .as_deref()
         .and_then(propagation_flag)
     {
-        if p & libc::MS_SHARED != 0 {
+        if p & (libc::MS_SHARED | libc::MS_UNBINDABLE) != 0 {
             sys_mount(None, "/", None, p, None).map_err(|source| MountError::Mount {
                 what: "propagation".into(),
                 dest: "/".into(),

@@ -1419,3 +1419,26 @@ fn failing_poststart_and_poststop_hooks_do_not_skip_the_rest() {
     let got = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(got, "poststart-2\npoststop-2\n");
 }
+
+/// Issue #16 (11): `rootfsPropagation` unbindable (like shared) is applied once the rootfs is
+/// in place; applied first, the rootfs bind failed with EINVAL.
+#[test]
+fn rootfs_propagation_unbindable_and_shared() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    for (prop, want) in [
+        ("unbindable", "unbindable"),
+        ("runbindable", "unbindable"),
+        ("shared", "shared:"),
+        ("rshared", "shared:"),
+    ] {
+        let id = unique("prop");
+        let mut b = env.bundle(&id, &["awk", "$5 == \"/\"", "/proc/self/mountinfo"]);
+        b.config["linux"]["rootfsPropagation"] = json!(prop);
+        let (code, out, err) = run_fg(&env, &b, &id);
+        assert_eq!(code, 0, "{prop}: {err}");
+        assert!(out.contains(want), "{prop}: root mount {out:?}");
+    }
+}
