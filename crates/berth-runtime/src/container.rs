@@ -273,6 +273,18 @@ fn wait_no_reader(fd: &OwnedFd) {
     }
 }
 
+/// The init's own error when it reported one: a failure of the runtime's side of the
+/// handshake (writing to an init that exited, moving it into its cgroup) is its consequence.
+fn init_error_first(chan: &sync::Channel, e: RuntimeError) -> RuntimeError {
+    if matches!(e, RuntimeError::Sync(SyncError::Remote { .. })) {
+        return e;
+    }
+    match chan.pending_error() {
+        Some(remote) => remote.into(),
+        None => e,
+    }
+}
+
 fn fork() -> Result<i32> {
     // SAFETY: the runtime is single-threaded; the child only runs our init code.
     let pid = unsafe { libc::fork() };
@@ -400,41 +412,45 @@ impl Runtime {
             cgroup: Some(cg.clone()),
             config: spec.clone(),
         };
-        loop {
-            match parent.recv()? {
-                Msg::MapRequest { pid } => {
-                    write_id_maps(pid, &spec)?;
-                    parent.send(&Msg::MapDone)?;
-                }
-                Msg::InitPid { pid } => {
-                    state.pid = pid;
-                    if pid != stage1 {
-                        guard.pids.insert(0, pid);
+        let handshake = (|| -> Result<()> {
+            loop {
+                match parent.recv()? {
+                    Msg::MapRequest { pid } => {
+                        write_id_maps(pid, &spec)?;
+                        parent.send(&Msg::MapDone)?;
                     }
-                    // The init sets up its mounts meanwhile; it waits for "Go" before it needs
-                    // the cgroup.
-                    cg.add_task(pid)?;
-                    parent.send(&Msg::Go)?;
-                }
-                Msg::RuntimeHooks => {
-                    let h = spec.hooks();
-                    let st = state.hook_state(Status::Creating);
-                    hooks::run_hooks("prestart", &h.prestart, &st)?;
-                    hooks::run_hooks("createRuntime", &h.create_runtime, &st)?;
-                    parent.send(&Msg::HooksDone {
-                        state: state.hook_state(Status::Created),
-                    })?;
-                }
-                Msg::Ready => break,
-                other => {
-                    return Err(SyncError::Unexpected {
-                        expected: "Ready",
-                        got: other,
+                    Msg::InitPid { pid } => {
+                        state.pid = pid;
+                        if pid != stage1 {
+                            guard.pids.insert(0, pid);
+                        }
+                        // The init sets up its mounts meanwhile; it waits for "Go" before it needs
+                        // the cgroup.
+                        cg.add_task(pid)?;
+                        parent.send(&Msg::Go)?;
                     }
-                    .into());
+                    Msg::RuntimeHooks => {
+                        let h = spec.hooks();
+                        let st = state.hook_state(Status::Creating);
+                        hooks::run_hooks("prestart", &h.prestart, &st)?;
+                        hooks::run_hooks("createRuntime", &h.create_runtime, &st)?;
+                        parent.send(&Msg::HooksDone {
+                            state: state.hook_state(Status::Created),
+                        })?;
+                    }
+                    Msg::Ready => break,
+                    other => {
+                        return Err(SyncError::Unexpected {
+                            expected: "Ready",
+                            got: other,
+                        }
+                        .into());
+                    }
                 }
             }
-        }
+            Ok(())
+        })();
+        handshake.map_err(|e| init_error_first(&parent, e))?;
         if state.pid != stage1 {
             reap(stage1);
         }
@@ -757,26 +773,30 @@ impl Runtime {
             pids: vec![stage1],
         };
         let mut pid = 0;
-        loop {
-            match parent.recv()? {
-                Msg::InitPid { pid: p } => {
-                    pid = p;
-                    guard.pids.insert(0, p);
-                    if let Some(cg) = &st.cgroup {
-                        cg.add_task(p)?;
+        let handshake = (|| -> Result<()> {
+            loop {
+                match parent.recv()? {
+                    Msg::InitPid { pid: p } => {
+                        pid = p;
+                        guard.pids.insert(0, p);
+                        if let Some(cg) = &st.cgroup {
+                            cg.add_task(p)?;
+                        }
+                        parent.send(&Msg::Go)?;
                     }
-                    parent.send(&Msg::Go)?;
-                }
-                Msg::Ready => break,
-                other => {
-                    return Err(SyncError::Unexpected {
-                        expected: "Ready",
-                        got: other,
+                    Msg::Ready => break,
+                    other => {
+                        return Err(SyncError::Unexpected {
+                            expected: "Ready",
+                            got: other,
+                        }
+                        .into())
                     }
-                    .into())
                 }
             }
-        }
+            Ok(())
+        })();
+        handshake.map_err(|e| init_error_first(&parent, e))?;
         reap(stage1);
         if let Some(p) = &opts.pid_file {
             util::atomic_write(p, pid.to_string().as_bytes())

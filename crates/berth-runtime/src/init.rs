@@ -103,10 +103,25 @@ fn setns_path(path: &Path, typ: NamespaceType) -> Result<(), InitError> {
     setns_fd(f.as_raw_fd(), typ.clone_flag(), typ.proc_name())
 }
 
+/// Sends the error to the runtime, which shows it to its caller (the init exits next).
 fn report(chan: &Channel, err: &InitError) {
     let _ = chan.send(&Msg::Error {
         message: err.to_string(),
+        errno: root_errno(err),
     });
+}
+
+/// The system error at the root of `err`, if any.
+fn root_errno(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur = Some(err);
+    let mut found = None;
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            found = io.raw_os_error().or(found);
+        }
+        cur = e.source();
+    }
+    found
 }
 
 /// Stage 1 of `create`/`run`. Never returns.

@@ -1442,3 +1442,52 @@ fn rootfs_propagation_unbindable_and_shared() {
         assert!(out.contains(want), "{prop}: root mount {out:?}");
     }
 }
+
+/// Issue #16 (12): an error of the init before it is in its cgroup reaches the caller (it was
+/// lost behind "sync socket: Broken pipe" when the runtime's write to the exited init failed).
+#[test]
+fn init_errors_before_the_cgroup_step_are_reported() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    // A failing mount, first of all (the race with the runtime's cgroup step is lost most of
+    // the time: several rounds make it certain to show).
+    for round in 0..6 {
+        let id = unique("earlyerr");
+        let mut b = env.bundle(&id, &["true"]);
+        b.config["mounts"].as_array_mut().unwrap().insert(
+            0,
+            json!({"destination": "/mnt", "type": "tmpfs", "source": "tmpfs", "options": ["size=bogus"]}),
+        );
+        b.write();
+        let out = env.run(&["create", "--bundle", b.p(), &id]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "round {round}");
+        assert!(
+            err.contains("mounts[0]: mount tmpfs (tmpfs) on /mnt: Invalid argument"),
+            "round {round}: {err}"
+        );
+        assert!(!env.root.join(&id).exists(), "state left behind");
+    }
+    // EACCES in a user namespace: the init (root in the namespace, 100000 outside) cannot
+    // reach a rootfs in a directory only the host's root may enter.
+    for round in 0..3 {
+        let id = unique("usernsacc");
+        let mut b = env.bundle(&id, &["true"]);
+        let ns = b.config["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.push(json!({"type": "user"}));
+        ns.retain(|n| n["type"] != "cgroup");
+        b.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        b.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        b.config["mounts"].as_array_mut().unwrap().retain(|m| m["type"] != "cgroup");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&b.path, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let (code, _, err) = run_fg(&env, &b, &id);
+        assert_ne!(code, 0, "round {round}");
+        assert!(
+            err.contains("rootfs bind") && err.contains("Permission denied"),
+            "round {round}: {err}"
+        );
+    }
+}
