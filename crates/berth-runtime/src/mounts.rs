@@ -5,13 +5,15 @@
 //! through its `/proc/self/fd/N` magic link, so a symlink in the image cannot redirect a mount
 //! onto the host.
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+use rustix::fs::{AtFlags, Mode};
 
 use crate::cgroupfs;
 use crate::spec::{Mount, Spec};
-use crate::util::{cstring, fd_path, mkdir_all_in_root, open_in_root, touch_in_root};
+use crate::util::{fd_path, mkdir_all_in_root, open_in_root, touch_in_root};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
@@ -29,6 +31,8 @@ pub enum MountError {
     },
     #[error("cgroup mount on {dest}: {message}")]
     Cgroup { dest: String, message: String },
+    #[error("waiting to be moved into the container's cgroup: {0}")]
+    CgroupJoin(Box<crate::sync::SyncError>),
     #[error("mounts[{index}]: {source}")]
     InMount {
         index: usize,
@@ -159,6 +163,7 @@ fn rec_attr(o: &str) -> Option<(bool, u64)> {
     })
 }
 
+/// `mount(2)`; `data` empty is no data.
 pub fn sys_mount(
     src: Option<&str>,
     target: &str,
@@ -166,24 +171,8 @@ pub fn sys_mount(
     flags: libc::c_ulong,
     data: Option<&str>,
 ) -> std::io::Result<()> {
-    let src = src.map(cstring).transpose()?;
-    let target_c = cstring(target)?;
-    let fstype = fstype.map(cstring).transpose()?;
-    let data = data.filter(|d| !d.is_empty()).map(cstring).transpose()?;
-    let p = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-    // SAFETY: every pointer is either null or a valid NUL-terminated string that outlives the call.
-    let rc = unsafe {
-        libc::mount(
-            p(&src),
-            target_c.as_ptr(),
-            p(&fstype),
-            flags,
-            p(&data).cast(),
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let data = data.filter(|d| !d.is_empty());
+    nix::mount::mount(src, target, fstype, MsFlags::from_bits_retain(flags), data)?;
     Ok(())
 }
 
@@ -201,8 +190,9 @@ fn mount_setattr_rec(target: &str, set: u64, clr: u64) -> std::io::Result<()> {
         propagation: 0,
         userns_fd: 0,
     };
-    let c = cstring(target)?;
-    // SAFETY: valid path string and attribute struct living across the call.
+    let c = crate::util::cstring(target)?;
+    // SAFETY: `c` is a NUL-terminated path and `attr` a `struct mount_attr` of the size passed;
+    // both live across the call, which only reads them (no wrapper in nix or rustix).
     let rc = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
@@ -221,24 +211,21 @@ fn mount_setattr_rec(target: &str, set: u64, clr: u64) -> std::io::Result<()> {
 
 /// Flags the kernel locks on a mount inherited across a user namespace; a remount must keep them.
 fn locked_flags(target: &str) -> libc::c_ulong {
-    let Ok(c) = cstring(target) else { return 0 };
-    // SAFETY: zeroed statvfs is a valid output buffer.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path and output pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+    use nix::sys::statvfs::FsFlags;
+    let Ok(st) = nix::sys::statvfs::statvfs(target) else {
         return 0;
-    }
+    };
     let mut f = 0;
     for (st_flag, ms) in [
-        (libc::ST_NOSUID, libc::MS_NOSUID),
-        (libc::ST_NODEV, libc::MS_NODEV),
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_NOATIME, libc::MS_NOATIME),
-        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
-        (libc::ST_RDONLY, libc::MS_RDONLY),
+        (FsFlags::ST_NOSUID, libc::MS_NOSUID),
+        (FsFlags::ST_NODEV, libc::MS_NODEV),
+        (FsFlags::ST_NOEXEC, libc::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, libc::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, libc::MS_RELATIME),
+        (FsFlags::ST_RDONLY, libc::MS_RDONLY),
     ] {
-        if st.f_flag & st_flag != 0 {
+        if st.flags().contains(st_flag) {
             f |= ms;
         }
     }
@@ -248,11 +235,11 @@ fn locked_flags(target: &str) -> libc::c_ulong {
 /// Waits, once, until the init is in its cgroup (and has its cgroup namespace).
 pub struct CgroupJoin<'a> {
     done: std::cell::Cell<bool>,
-    f: &'a dyn Fn() -> std::io::Result<()>,
+    f: &'a dyn Fn() -> Result<(), MountError>,
 }
 
 impl<'a> CgroupJoin<'a> {
-    pub fn new(f: &'a dyn Fn() -> std::io::Result<()>) -> Self {
+    pub fn new(f: &'a dyn Fn() -> Result<(), MountError>) -> Self {
         CgroupJoin {
             done: std::cell::Cell::new(false),
             f,
@@ -261,11 +248,7 @@ impl<'a> CgroupJoin<'a> {
 
     pub fn ensure(&self) -> Result<(), MountError> {
         if !self.done.get() {
-            (self.f)().map_err(|source| MountError::Path {
-                op: "join the container's cgroup",
-                path: String::new(),
-                source,
-            })?;
+            (self.f)()?;
             self.done.set(true);
         }
         Ok(())
@@ -326,7 +309,7 @@ pub fn prepare_rootfs(ctx: &RootfsContext) -> Result<OwnedFd, MountError> {
 
     let mut dev_is_tmpfs = false;
     for (i, m) in ctx.spec.mounts.iter().enumerate() {
-        mount_one(ctx, root_fd.as_raw_fd(), m).map_err(|e| MountError::InMount {
+        mount_one(ctx, root_fd.as_fd(), m).map_err(|e| MountError::InMount {
             index: i,
             source: Box::new(e),
         })?;
@@ -335,16 +318,16 @@ pub fn prepare_rootfs(ctx: &RootfsContext) -> Result<OwnedFd, MountError> {
         }
     }
     if dev_is_tmpfs {
-        create_default_devices(ctx, root_fd.as_raw_fd())?;
+        create_default_devices(ctx, root_fd.as_fd())?;
     }
-    create_spec_devices(ctx, root_fd.as_raw_fd())?;
+    create_spec_devices(ctx, root_fd.as_fd())?;
     if dev_is_tmpfs {
-        dev_symlinks(root_fd.as_raw_fd(), &ctx.rootfs)?;
+        dev_symlinks(root_fd.as_fd(), &ctx.rootfs)?;
     }
     Ok(root_fd)
 }
 
-fn mount_one(ctx: &RootfsContext, root: i32, m: &Mount) -> Result<(), MountError> {
+fn mount_one(ctx: &RootfsContext, root: BorrowedFd<'_>, m: &Mount) -> Result<(), MountError> {
     let typ = m.typ.as_deref().unwrap_or("");
     let opts = parse_options(&m.options);
     let is_bind = opts.bind || typ == "bind" || typ == "rbind";
@@ -362,9 +345,9 @@ fn mount_one(ctx: &RootfsContext, root: i32, m: &Mount) -> Result<(), MountError
         };
         let meta = std::fs::metadata(&src).map_err(path_err("stat bind source", &src))?;
         let target = if meta.is_dir() {
-            mkdir_all_in_root(root, dest, 0o755)
+            mkdir_all_in_root(root.as_raw_fd(), dest, 0o755)
         } else {
-            touch_in_root(root, dest)
+            touch_in_root(root.as_raw_fd(), dest)
         }
         .map_err(path_err("create mount point", dest))?;
         let tpath = fd_path(&target);
@@ -382,8 +365,8 @@ fn mount_one(ctx: &RootfsContext, root: i32, m: &Mount) -> Result<(), MountError
             }
         })?;
         // Re-open the target: it now is the root of the new mount.
-        let target =
-            open_in_root(root, dest, libc::O_PATH).map_err(path_err("open mount point", dest))?;
+        let target = open_in_root(root.as_raw_fd(), dest, libc::O_PATH)
+            .map_err(path_err("open mount point", dest))?;
         let tpath = fd_path(&target);
         let remount_flags = flags & !(libc::MS_BIND | libc::MS_REC);
         if remount_flags != 0 || opts.cleared != 0 {
@@ -408,8 +391,8 @@ fn mount_one(ctx: &RootfsContext, root: i32, m: &Mount) -> Result<(), MountError
         return apply_attributes(&opts, &tpath, &dest_s);
     }
 
-    let target =
-        mkdir_all_in_root(root, dest, 0o755).map_err(path_err("create mount point", dest))?;
+    let target = mkdir_all_in_root(root.as_raw_fd(), dest, 0o755)
+        .map_err(path_err("create mount point", dest))?;
     let tpath = fd_path(&target);
     match typ {
         "cgroup" | "cgroup2" => {
@@ -474,8 +457,8 @@ fn mount_one(ctx: &RootfsContext, root: i32, m: &Mount) -> Result<(), MountError
     }
     if !opts.propagation.is_empty() || opts.rec_attr_set != 0 || opts.rec_attr_clr != 0 {
         // Re-open the target: it now is the root of the new mount.
-        let target =
-            open_in_root(root, dest, libc::O_PATH).map_err(path_err("open mount point", dest))?;
+        let target = open_in_root(root.as_raw_fd(), dest, libc::O_PATH)
+            .map_err(path_err("open mount point", dest))?;
         apply_attributes(&opts, &fd_path(&target), &dest_s)?;
     }
     Ok(())
@@ -516,7 +499,11 @@ struct DeviceNode<'a> {
     gid: u32,
 }
 
-fn make_device(ctx: &RootfsContext, root: i32, dev: &DeviceNode) -> Result<(), MountError> {
+fn make_device(
+    ctx: &RootfsContext,
+    root: BorrowedFd<'_>,
+    dev: &DeviceNode,
+) -> Result<(), MountError> {
     let DeviceNode {
         path,
         kind,
@@ -537,7 +524,7 @@ fn make_device(ctx: &RootfsContext, root: i32, dev: &DeviceNode) -> Result<(), M
             "/dev/{}",
             path.strip_prefix("/dev").unwrap_or(path).display()
         ));
-        let t = touch_in_root(root, path).map_err(path_err("create device", path))?;
+        let t = touch_in_root(root.as_raw_fd(), path).map_err(path_err("create device", path))?;
         let host_s = if host.exists() {
             host
         } else {
@@ -556,40 +543,44 @@ fn make_device(ctx: &RootfsContext, root: i32, dev: &DeviceNode) -> Result<(), M
             source,
         });
     }
-    let pfd =
-        mkdir_all_in_root(root, parent, 0o755).map_err(path_err("create device dir", parent))?;
-    let pdir = open_in_root(root, parent, libc::O_DIRECTORY | libc::O_RDONLY)
+    let pfd = mkdir_all_in_root(root.as_raw_fd(), parent, 0o755)
+        .map_err(path_err("create device dir", parent))?;
+    let pdir = open_in_root(root.as_raw_fd(), parent, libc::O_DIRECTORY | libc::O_RDONLY)
         .map_err(path_err("open device dir", parent))?;
     drop(pfd);
-    let c = cstring(&name).map_err(path_err("device name", path))?;
-    // SAFETY: valid directory descriptor and name.
-    unsafe { libc::unlinkat(pdir.as_raw_fd(), c.as_ptr(), 0) };
-    let dev = libc::makedev(major, minor);
-    // SAFETY: valid directory descriptor and name.
-    let rc = unsafe { libc::mknodat(pdir.as_raw_fd(), c.as_ptr(), kind | (mode & 0o7777), dev) };
-    if rc < 0 {
-        return Err(MountError::Path {
-            op: "mknod",
-            path: path.display().to_string(),
-            source: std::io::Error::last_os_error(),
-        });
-    }
+    let _ = rustix::fs::unlinkat(&pdir, &name, AtFlags::empty());
+    let dev = rustix::fs::makedev(major, minor);
+    let file_type = rustix::fs::FileType::from_raw_mode(kind);
+    rustix::fs::mknodat(
+        &pdir,
+        &name,
+        file_type,
+        Mode::from_raw_mode(mode & 0o7777),
+        dev,
+    )
+    .map_err(|e| MountError::Path {
+        op: "mknod",
+        path: path.display().to_string(),
+        source: e.into(),
+    })?;
     // mknod is subject to the umask: set the exact mode and owner.
-    // SAFETY: valid directory descriptor and name.
-    unsafe {
-        libc::fchmodat(pdir.as_raw_fd(), c.as_ptr(), mode & 0o7777, 0);
-        libc::fchownat(
-            pdir.as_raw_fd(),
-            c.as_ptr(),
-            uid,
-            gid,
-            libc::AT_SYMLINK_NOFOLLOW,
-        );
-    }
+    let _ = rustix::fs::chmodat(
+        &pdir,
+        &name,
+        Mode::from_raw_mode(mode & 0o7777),
+        AtFlags::empty(),
+    );
+    let _ = rustix::fs::chownat(
+        &pdir,
+        &name,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    );
     Ok(())
 }
 
-fn create_default_devices(ctx: &RootfsContext, root: i32) -> Result<(), MountError> {
+fn create_default_devices(ctx: &RootfsContext, root: BorrowedFd<'_>) -> Result<(), MountError> {
     for (p, maj, min) in DEFAULT_DEVICES {
         let node = DeviceNode {
             path: Path::new(p),
@@ -605,7 +596,7 @@ fn create_default_devices(ctx: &RootfsContext, root: i32) -> Result<(), MountErr
     Ok(())
 }
 
-fn create_spec_devices(ctx: &RootfsContext, root: i32) -> Result<(), MountError> {
+fn create_spec_devices(ctx: &RootfsContext, root: BorrowedFd<'_>) -> Result<(), MountError> {
     for d in &ctx.spec.linux().devices {
         let kind = match d.typ.as_str() {
             "c" | "u" => libc::S_IFCHR,
@@ -627,9 +618,13 @@ fn create_spec_devices(ctx: &RootfsContext, root: i32) -> Result<(), MountError>
     Ok(())
 }
 
-fn dev_symlinks(root: i32, rootfs: &Path) -> Result<(), MountError> {
-    let dev = open_in_root(root, Path::new("/dev"), libc::O_DIRECTORY | libc::O_RDONLY)
-        .map_err(path_err("open /dev", rootfs.join("dev")))?;
+fn dev_symlinks(root: BorrowedFd<'_>, rootfs: &Path) -> Result<(), MountError> {
+    let dev = open_in_root(
+        root.as_raw_fd(),
+        Path::new("/dev"),
+        libc::O_DIRECTORY | libc::O_RDONLY,
+    )
+    .map_err(path_err("open /dev", rootfs.join("dev")))?;
     let mut links = vec![
         ("/proc/self/fd", "fd"),
         ("/proc/self/fd/0", "stdin"),
@@ -642,24 +637,17 @@ fn dev_symlinks(root: i32, rootfs: &Path) -> Result<(), MountError> {
     // /dev/ptmx points at the container's own devpts instance.
     links.push(("pts/ptmx", "ptmx"));
     for (target, name) in links {
-        let (t, n) = (
-            cstring(target).map_err(path_err("symlink", name))?,
-            cstring(name).map_err(path_err("symlink", name))?,
-        );
         if name == "ptmx" {
-            // SAFETY: valid directory descriptor and name.
-            unsafe { libc::unlinkat(dev.as_raw_fd(), n.as_ptr(), 0) };
+            let _ = rustix::fs::unlinkat(&dev, name, AtFlags::empty());
         }
-        // SAFETY: valid strings and directory descriptor.
-        let rc = unsafe { libc::symlinkat(t.as_ptr(), dev.as_raw_fd(), n.as_ptr()) };
-        if rc < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EEXIST) {
+        match rustix::fs::symlinkat(target, &dev, name) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => {
                 return Err(MountError::Path {
                     op: "symlink",
                     path: format!("/dev/{name}"),
-                    source: e,
-                });
+                    source: e.into(),
+                })
             }
         }
     }
@@ -671,28 +659,18 @@ pub fn pivot_root(rootfs: &Path) -> Result<(), MountError> {
     let perr = |op: &'static str| path_err(op, rootfs);
     let old = std::fs::File::open("/").map_err(perr("open /"))?;
     let new = std::fs::File::open(rootfs).map_err(perr("open rootfs"))?;
-    // SAFETY: fchdir on a valid descriptor.
-    if unsafe { libc::fchdir(new.as_raw_fd()) } < 0 {
-        return Err(perr("chdir")(std::io::Error::last_os_error()));
-    }
-    let dot = cstring(".").map_err(perr("pivot_root"))?;
-    // SAFETY: pivot_root(".", ".") stacks the old root under the new one; valid strings.
-    if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } < 0 {
-        return Err(perr("pivot_root")(std::io::Error::last_os_error()));
-    }
+    let errno = |op: &'static str| move |e: nix::Error| perr(op)(e.into());
+    nix::unistd::fchdir(&new).map_err(errno("chdir"))?;
+    // pivot_root(".", ".") stacks the old root under the new one.
+    nix::unistd::pivot_root(".", ".").map_err(errno("pivot_root"))?;
     // The old root is now mounted on top of "."; make it private so unmounting does not
     // propagate to the host, then detach it.
-    // SAFETY: fchdir on a valid descriptor.
-    unsafe { libc::fchdir(old.as_raw_fd()) };
+    nix::unistd::fchdir(&old).map_err(errno("chdir to the old root"))?;
     sys_mount(None, ".", None, libc::MS_SLAVE | libc::MS_REC, None)
         .map_err(perr("make old root slave"))?;
-    // SAFETY: valid string.
-    if unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) } < 0 {
-        return Err(perr("unmount old root")(std::io::Error::last_os_error()));
-    }
-    let slash = cstring("/").map_err(perr("chdir"))?;
-    // SAFETY: valid string.
-    unsafe { libc::chdir(slash.as_ptr()) };
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
+        .map_err(errno("unmount old root"))?;
+    std::env::set_current_dir("/").map_err(perr("chdir"))?;
     Ok(())
 }
 

@@ -1478,9 +1478,14 @@ fn init_errors_before_the_cgroup_step_are_reported() {
         let ns = b.config["linux"]["namespaces"].as_array_mut().unwrap();
         ns.push(json!({"type": "user"}));
         ns.retain(|n| n["type"] != "cgroup");
-        b.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-        b.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-        b.config["mounts"].as_array_mut().unwrap().retain(|m| m["type"] != "cgroup");
+        b.config["linux"]["uidMappings"] =
+            json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        b.config["linux"]["gidMappings"] =
+            json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        b.config["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| m["type"] != "cgroup");
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&b.path, std::fs::Permissions::from_mode(0o700)).unwrap();
         let (code, _, err) = run_fg(&env, &b, &id);
@@ -1490,4 +1495,146 @@ fn init_errors_before_the_cgroup_step_are_reported() {
             "round {round}: {err}"
         );
     }
+}
+
+/// The bits of `Cap*` lines of a /proc/<pid>/status text, by name (`CapEff` → mask).
+fn cap_masks(status: &str) -> std::collections::HashMap<String, u64> {
+    status
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.starts_with("Cap")
+                .then(|| (k.to_string(), u64::from_str_radix(v.trim(), 16).unwrap()))
+        })
+        .collect()
+}
+
+/// Issue #16 (13): capabilities that cannot be granted are dropped with a warning at create,
+/// before anything runs: the container runs (it died after `start` returned 0).
+#[test]
+fn ungrantable_capabilities_are_dropped_with_a_warning() {
+    if skip() {
+        return;
+    }
+    const KILL: u64 = 1 << 5;
+    const NET_BIND: u64 = 1 << 10;
+    const AUDIT_WRITE: u64 = 1 << 29;
+    let env = TestEnv::new();
+    let out_dir = env.dir.path().join("capout");
+    std::fs::create_dir_all(&out_dir).unwrap();
+
+    // `runc spec`'s default: ambient capabilities that are not inheritable, through create and
+    // start (the process's view written to a bind-mounted file).
+    let id = unique("ambient");
+    let mut b = env.bundle(
+        &id,
+        &["sh", "-c", "grep Cap /proc/self/status > /out/status"],
+    );
+    let three = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+    b.config["process"]["capabilities"] = json!({
+        "bounding": three, "effective": three, "permitted": three, "ambient": three
+    });
+    b.config["mounts"].as_array_mut().unwrap().push(
+        json!({"destination": "/out", "type": "bind", "source": out_dir, "options": ["rbind", "rw"]}),
+    );
+    b.write();
+    let out = env.run(&["create", "--bundle", b.p(), &id]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("process.capabilities.ambient: CAP_KILL, CAP_NET_BIND_SERVICE, CAP_AUDIT_WRITE not granted: an ambient capability must also be permitted and inheritable"),
+        "{err}"
+    );
+    env.ok(&["start", &id]);
+    let st = env.pid(&id);
+    assert!(
+        wait_for(|| out_dir.join("status").exists()),
+        "the container did not run"
+    );
+    let _ = st;
+    let masks = cap_masks(&std::fs::read_to_string(out_dir.join("status")).unwrap());
+    assert_eq!(masks["CapPrm"], KILL | NET_BIND | AUDIT_WRITE, "{masks:?}");
+    assert_eq!(masks["CapAmb"], 0, "{masks:?}");
+    env.ok(&["delete", "--force", &id]);
+
+    // A capability the runtime itself does not hold: here its bounding set lacks CAP_SYS_TIME.
+    let id = unique("nosystime");
+    let mut b = env.bundle(&id, &["grep", "Cap", "/proc/self/status"]);
+    let two = json!(["CAP_SYS_TIME", "CAP_KILL"]);
+    b.config["process"]["capabilities"] = json!({
+        "bounding": two, "effective": two, "permitted": two, "inheritable": two, "ambient": two
+    });
+    b.write();
+    let mut cmd = env.rt();
+    cmd.args(["run", "--bundle", b.p(), &id]);
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which
+    // is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_CAPBSET_DROP, 25 /* CAP_SYS_TIME */, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = env.output_of(cmd);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for set in [
+        "bounding",
+        "permitted",
+        "effective",
+        "inheritable",
+        "ambient",
+    ] {
+        assert!(
+            err.contains(&format!(
+                "process.capabilities.{set}: CAP_SYS_TIME not granted"
+            )),
+            "{set}: {err}"
+        );
+    }
+    let masks = cap_masks(&String::from_utf8_lossy(&out.stdout));
+    for set in ["CapBnd", "CapPrm", "CapEff", "CapInh", "CapAmb"] {
+        assert_eq!(masks[set], KILL, "{set}: {masks:?}");
+    }
+    assert_eq!(masks.len(), 5);
+}
+
+/// Polls `f` for up to 5 s.
+fn wait_for(f: impl Fn() -> bool) -> bool {
+    for _ in 0..500 {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
+/// Issue #16 (14): mounts without a mount namespace are refused, saying why (runc makes them
+/// in the host's namespace, where they outlive the container).
+#[test]
+fn mounts_without_a_mount_namespace_are_refused_with_the_reason() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("nomntns");
+    let mut b = env.bundle(&id, &["true"]);
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "mount");
+    b.write();
+    let out = env.run(&["create", "--bundle", b.p(), &id]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("config.json: mounts: without a mount namespace")
+            && err.contains("the host's mount namespace, outlive the container"),
+        "{err}"
+    );
+    assert!(!env.root.join(&id).exists(), "state left behind");
 }
