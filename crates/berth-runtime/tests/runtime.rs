@@ -651,20 +651,16 @@ fn rlimit_that_cannot_be_raised_is_a_clear_error() {
     let env = TestEnv::new();
     let id = unique("rlimit");
     let mut b = env.bundle(&id, &["sh", "-c", "ulimit -n"]);
-    let mut cur = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid output pointer.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) };
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
     b.config["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200}]);
     let (code, out, err) = run_fg(&env, &b, &id);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "100");
     let id2 = unique("rlimit2");
     let mut b = env.bundle(&id2, &["true"]);
-    let too_high = cur.rlim_max.saturating_add(1);
-    if cur.rlim_max == libc::RLIM_INFINITY {
+    let too_high = hard.saturating_add(1);
+    if hard == libc::RLIM_INFINITY {
         return;
     }
     b.config["process"]["rlimits"] =

@@ -13,8 +13,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_berth-runtime");
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 pub fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 /// Skips (returns true) when not root or busybox is missing, printing why.
