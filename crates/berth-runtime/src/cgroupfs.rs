@@ -22,13 +22,15 @@
 //!
 //! [`plan`] is pure and tested on fake hierarchies; [`apply`] performs a plan in the init.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
 use berth_cgroups::{CgroupVersion, MountSources};
 
 use crate::mounts::{sys_mount, MountError};
-use crate::util::{fd_path, mkdir_all_in_root, open_in_root};
+use berth_util::root::{mkdir_all_in_root, open_in_root};
+
+use crate::util::fd_path;
 
 /// One step of showing a container its cgroups. Paths are inside the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,7 +155,7 @@ pub fn apply(root: BorrowedFd<'_>, steps: &[Step], flags: libc::c_ulong) -> Resu
     for step in steps {
         match step {
             Step::Tmpfs { dest } => {
-                let fd = mkdir_all_in_root(root.as_raw_fd(), dest, 0o755)
+                let fd = mkdir_all_in_root(root, dest, 0o755)
                     .map_err(path_err("create cgroup mount point", dest))?;
                 sys_mount(
                     Some("tmpfs"),
@@ -171,7 +173,7 @@ pub fn apply(root: BorrowedFd<'_>, steps: &[Step], flags: libc::c_ulong) -> Resu
                 data,
                 fallback,
             } => {
-                let fd = mkdir_all_in_root(root.as_raw_fd(), dest, 0o755)
+                let fd = mkdir_all_in_root(root, dest, 0o755)
                     .map_err(path_err("create cgroup mount point", dest))?;
                 let mflags = (flags | SUB_FLAGS) & !(libc::MS_BIND | libc::MS_REC);
                 let res = sys_mount(
@@ -197,14 +199,14 @@ pub fn apply(root: BorrowedFd<'_>, steps: &[Step], flags: libc::c_ulong) -> Resu
                 }
             }
             Step::Bind { dest, source } => {
-                mkdir_all_in_root(root.as_raw_fd(), dest, 0o755)
+                mkdir_all_in_root(root, dest, 0o755)
                     .map_err(path_err("create cgroup mount point", dest))?;
                 bind(root, dest, source, ro)?;
             }
             Step::Symlink { dest, target } => {
                 let parent = dest.parent().unwrap_or(Path::new("/"));
                 let name = dest.file_name().unwrap_or_default();
-                let pfd = open_in_root(root.as_raw_fd(), parent, libc::O_PATH | libc::O_DIRECTORY)
+                let pfd = open_in_root(root, parent, libc::O_PATH | libc::O_DIRECTORY)
                     .map_err(path_err("open cgroup mount point", parent))?;
                 match rustix::fs::symlinkat(target.as_str(), &pfd, name) {
                     Ok(()) | Err(rustix::io::Errno::EXIST) => {}
@@ -214,8 +216,8 @@ pub fn apply(root: BorrowedFd<'_>, steps: &[Step], flags: libc::c_ulong) -> Resu
         }
     }
     if let (Some(dest), true) = (tmpfs, ro) {
-        let fd = open_in_root(root.as_raw_fd(), dest, libc::O_PATH)
-            .map_err(path_err("open cgroup mount", dest))?;
+        let fd =
+            open_in_root(root, dest, libc::O_PATH).map_err(path_err("open cgroup mount", dest))?;
         sys_mount(
             None,
             &fd_path(&fd),
@@ -230,7 +232,7 @@ pub fn apply(root: BorrowedFd<'_>, steps: &[Step], flags: libc::c_ulong) -> Resu
 
 /// Binds the container's cgroup directory `source` on `dest` (read-only with `ro`).
 fn bind(root: BorrowedFd<'_>, dest: &Path, source: &Path, ro: bool) -> Result<(), MountError> {
-    let fd = open_in_root(root.as_raw_fd(), dest, libc::O_PATH)
+    let fd = open_in_root(root, dest, libc::O_PATH)
         .map_err(path_err("open cgroup mount point", dest))?;
     let what = format!("cgroup bind {}", source.display());
     sys_mount(
@@ -242,7 +244,7 @@ fn bind(root: BorrowedFd<'_>, dest: &Path, source: &Path, ro: bool) -> Result<()
     )
     .map_err(mount_err(&what, dest))?;
     // Re-open: the target now is the root of the new mount.
-    let fd = open_in_root(root.as_raw_fd(), dest, libc::O_PATH)
+    let fd = open_in_root(root, dest, libc::O_PATH)
         .map_err(path_err("open cgroup mount point", dest))?;
     let mut remount = libc::MS_BIND | libc::MS_REMOUNT | SUB_FLAGS;
     if ro {

@@ -470,7 +470,7 @@ impl Runtime {
         state.pid_start = start;
         state.save(&self.root)?;
         if let Some(p) = &opts.pid_file {
-            util::atomic_write(p, state.pid.to_string().as_bytes())
+            berth_util::fs::replace_file_nosync(p, state.pid.to_string().as_bytes())
                 .map_err(io(format!("pid file {}", p.display())))?;
         }
         let master = match local_console {
@@ -789,7 +789,7 @@ impl Runtime {
         handshake.map_err(|e| init_error_first(&parent, e))?;
         reap(stage1);
         if let Some(p) = &opts.pid_file {
-            util::atomic_write(p, pid.to_string().as_bytes())
+            berth_util::fs::replace_file_nosync(p, pid.to_string().as_bytes())
                 .map_err(io(format!("pid file {}", p.display())))?;
         }
         let master = match local_console {

@@ -6,7 +6,7 @@
 //! the container's init (or the exec'd process) and execs the user's program.
 
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -374,7 +374,7 @@ fn setup_terminal(cfg: &InitConfig, bind_console: bool) -> Result<(), InitError>
     if bind_console {
         // /dev/console is the pty, as in runc.
         if let Ok(root) = std::fs::File::open("/") {
-            if let Ok(t) = crate::util::touch_in_root(root.as_raw_fd(), Path::new("/dev/console")) {
+            if let Ok(t) = berth_util::root::touch_in_root(&root, Path::new("/dev/console")) {
                 let _ = mounts::sys_mount(
                     Some(&pty.slave_name),
                     &crate::util::fd_path(&t),

@@ -5,7 +5,7 @@
 //! through its `/proc/self/fd/N` magic link, so a symlink in the image cannot redirect a mount
 //! onto the host.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
@@ -13,7 +13,9 @@ use rustix::fs::{AtFlags, Mode};
 
 use crate::cgroupfs;
 use crate::spec::{Mount, Spec};
-use crate::util::{fd_path, mkdir_all_in_root, open_in_root, touch_in_root};
+use berth_util::root::{mkdir_all_in_root, open_in_root, touch_in_root};
+
+use crate::util::fd_path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
@@ -345,9 +347,9 @@ fn mount_one(ctx: &RootfsContext, root: BorrowedFd<'_>, m: &Mount) -> Result<(),
         };
         let meta = std::fs::metadata(&src).map_err(path_err("stat bind source", &src))?;
         let target = if meta.is_dir() {
-            mkdir_all_in_root(root.as_raw_fd(), dest, 0o755)
+            mkdir_all_in_root(root, dest, 0o755)
         } else {
-            touch_in_root(root.as_raw_fd(), dest)
+            touch_in_root(root, dest)
         }
         .map_err(path_err("create mount point", dest))?;
         let tpath = fd_path(&target);
@@ -365,8 +367,8 @@ fn mount_one(ctx: &RootfsContext, root: BorrowedFd<'_>, m: &Mount) -> Result<(),
             }
         })?;
         // Re-open the target: it now is the root of the new mount.
-        let target = open_in_root(root.as_raw_fd(), dest, libc::O_PATH)
-            .map_err(path_err("open mount point", dest))?;
+        let target =
+            open_in_root(root, dest, libc::O_PATH).map_err(path_err("open mount point", dest))?;
         let tpath = fd_path(&target);
         let remount_flags = flags & !(libc::MS_BIND | libc::MS_REC);
         if remount_flags != 0 || opts.cleared != 0 {
@@ -391,8 +393,8 @@ fn mount_one(ctx: &RootfsContext, root: BorrowedFd<'_>, m: &Mount) -> Result<(),
         return apply_attributes(&opts, &tpath, &dest_s);
     }
 
-    let target = mkdir_all_in_root(root.as_raw_fd(), dest, 0o755)
-        .map_err(path_err("create mount point", dest))?;
+    let target =
+        mkdir_all_in_root(root, dest, 0o755).map_err(path_err("create mount point", dest))?;
     let tpath = fd_path(&target);
     match typ {
         "cgroup" | "cgroup2" => {
@@ -457,8 +459,8 @@ fn mount_one(ctx: &RootfsContext, root: BorrowedFd<'_>, m: &Mount) -> Result<(),
     }
     if !opts.propagation.is_empty() || opts.rec_attr_set != 0 || opts.rec_attr_clr != 0 {
         // Re-open the target: it now is the root of the new mount.
-        let target = open_in_root(root.as_raw_fd(), dest, libc::O_PATH)
-            .map_err(path_err("open mount point", dest))?;
+        let target =
+            open_in_root(root, dest, libc::O_PATH).map_err(path_err("open mount point", dest))?;
         apply_attributes(&opts, &fd_path(&target), &dest_s)?;
     }
     Ok(())
@@ -524,7 +526,7 @@ fn make_device(
             "/dev/{}",
             path.strip_prefix("/dev").unwrap_or(path).display()
         ));
-        let t = touch_in_root(root.as_raw_fd(), path).map_err(path_err("create device", path))?;
+        let t = touch_in_root(root, path).map_err(path_err("create device", path))?;
         let host_s = if host.exists() {
             host
         } else {
@@ -543,9 +545,9 @@ fn make_device(
             source,
         });
     }
-    let pfd = mkdir_all_in_root(root.as_raw_fd(), parent, 0o755)
-        .map_err(path_err("create device dir", parent))?;
-    let pdir = open_in_root(root.as_raw_fd(), parent, libc::O_DIRECTORY | libc::O_RDONLY)
+    let pfd =
+        mkdir_all_in_root(root, parent, 0o755).map_err(path_err("create device dir", parent))?;
+    let pdir = open_in_root(root, parent, libc::O_DIRECTORY | libc::O_RDONLY)
         .map_err(path_err("open device dir", parent))?;
     drop(pfd);
     let _ = rustix::fs::unlinkat(&pdir, &name, AtFlags::empty());
@@ -619,12 +621,8 @@ fn create_spec_devices(ctx: &RootfsContext, root: BorrowedFd<'_>) -> Result<(), 
 }
 
 fn dev_symlinks(root: BorrowedFd<'_>, rootfs: &Path) -> Result<(), MountError> {
-    let dev = open_in_root(
-        root.as_raw_fd(),
-        Path::new("/dev"),
-        libc::O_DIRECTORY | libc::O_RDONLY,
-    )
-    .map_err(path_err("open /dev", rootfs.join("dev")))?;
+    let dev = open_in_root(root, Path::new("/dev"), libc::O_DIRECTORY | libc::O_RDONLY)
+        .map_err(path_err("open /dev", rootfs.join("dev")))?;
     let mut links = vec![
         ("/proc/self/fd", "fd"),
         ("/proc/self/fd/0", "stdin"),

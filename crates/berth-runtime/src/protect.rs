@@ -196,3 +196,40 @@ pub fn sealed_copy_of(path: &std::path::Path) -> std::io::Result<OwnedFd> {
     rustix::fs::fcntl_add_seals(&mem, SEALS)?;
     Ok(mem)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn sealed_copy_is_identical_sealed_and_executable() {
+        let src = std::fs::read("/proc/self/exe").unwrap();
+        let fd = sealed_copy_of(std::path::Path::new("/proc/self/exe")).unwrap();
+        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        assert_eq!(std::fs::read(&path).unwrap(), src);
+        assert!(rustix::fs::fcntl_get_seals(&fd).unwrap().contains(SEALS));
+        // No writer can change it, not even through a new open of the same file.
+        use std::io::Write;
+        let mut w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let err = w.write_all(b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+        assert_eq!(w.set_len(1).unwrap_err().raw_os_error(), Some(libc::EPERM));
+        drop(w); // an open writer makes exec fail with ETXTBSY
+        // It runs (this test binary, listing its tests).
+        let out = std::process::Command::new(&path)
+            .args([
+                "--list",
+                "--exact",
+                "protect::tests::sealed_copy_is_identical_sealed_and_executable",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("sealed_copy_is_identical"));
+    }
+}

@@ -105,17 +105,19 @@ impl ContainerState {
         })
     }
 
+    /// Replaces `state.json` atomically (a reader never sees a mix), without fsync: the state
+    /// describes processes and lives in a tmpfs (`/run`), so it never outlives a reboot and
+    /// durability against power loss would only cost milliseconds per container.
     pub fn save(&self, root: &Path) -> Result<(), StateError> {
         let data = serde_json::to_vec(self).map_err(|source| StateError::Corrupt {
             id: self.id.clone(),
             source,
         })?;
-        crate::util::atomic_write(&Self::dir(root, &self.id).join("state.json"), &data).map_err(
-            |source| StateError::Io {
+        berth_util::fs::replace_file_nosync(&Self::dir(root, &self.id).join("state.json"), &data)
+            .map_err(|source| StateError::Io {
                 id: self.id.clone(),
                 source,
-            },
-        )
+            })
     }
 
     pub fn fifo_path(root: &Path, id: &str) -> PathBuf {
