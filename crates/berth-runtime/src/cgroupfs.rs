@@ -267,6 +267,7 @@ fn mount_err(what: &str, dest: &Path) -> impl FnOnce(std::io::Error) -> MountErr
 mod tests {
     use super::*;
     use berth_cgroups::{Cgroup, Hierarchy};
+    use std::os::fd::AsFd;
 
     fn p(s: &str) -> PathBuf {
         PathBuf::from(s)
@@ -398,6 +399,87 @@ mod tests {
                 source: p(&format!("{base}/sys/fs/cgroup/unified/b/c")),
             }]
         );
+    }
+
+    /// Runs `f` on a thread of its own in a private mount namespace (slave of the host's): its
+    /// mounts vanish with the thread, whatever happens.
+    fn in_private_mount_ns(f: impl FnOnce() + Send) {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+                sys_mount(None, "/", None, libc::MS_SLAVE | libc::MS_REC, None).unwrap();
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    fn write(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn apply_shows_fake_v1_and_v2_trees_read_only() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let base = t.path();
+        write(&base.join("v2/pods/c1/memory.max"), "67108864\n");
+        write(&base.join("v1/cpu,cpuacct/b/c/cpu.shares"), "512\n");
+        write(
+            &base.join("v1/memory/b/c/memory.limit_in_bytes"),
+            "67108864\n",
+        );
+        std::fs::create_dir_all(base.join("root2")).unwrap();
+        std::fs::create_dir_all(base.join("root1")).unwrap();
+        let ro = libc::MS_RDONLY | libc::MS_NOSUID;
+        in_private_mount_ns(|| {
+            let d = p("/sys/fs/cgroup");
+            // v2 without a cgroup namespace: the container's directory, read-only.
+            let h = Hierarchy::fake_v2(&base.join("v2"));
+            let cg = Cgroup::new(&h, Some("/pods/c1"), "c1").unwrap();
+            let steps = plan(&cg.mount_sources(), &d, "cgroup", false).unwrap();
+            let root = std::fs::File::open(base.join("root2")).unwrap();
+            apply(root.as_fd(), &steps, ro).unwrap();
+            let seen = base.join("root2/sys/fs/cgroup");
+            assert_eq!(
+                std::fs::read_to_string(seen.join("memory.max")).unwrap(),
+                "67108864\n"
+            );
+            let e = std::fs::write(seen.join("memory.max"), "1").unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+
+            // v1: a tmpfs of hierarchies, links for co-mounted controllers, all read-only.
+            let h = Hierarchy::fake_v1(&base.join("v1"), &["cpu,cpuacct", "memory"]);
+            let cg = Cgroup::new(&h, Some("/b/c"), "c").unwrap();
+            let steps = plan(&cg.mount_sources(), &d, "cgroup", false).unwrap();
+            let root = std::fs::File::open(base.join("root1")).unwrap();
+            apply(root.as_fd(), &steps, ro).unwrap();
+            let seen = base.join("root1/sys/fs/cgroup");
+            assert_eq!(
+                std::fs::read_link(seen.join("cpu")).unwrap(),
+                p("cpu,cpuacct")
+            );
+            assert_eq!(
+                std::fs::read_to_string(seen.join("cpuacct/cpu.shares")).unwrap(),
+                "512\n"
+            );
+            assert_eq!(
+                std::fs::read_to_string(seen.join("memory/memory.limit_in_bytes")).unwrap(),
+                "67108864\n"
+            );
+            let e = std::fs::write(seen.join("new"), "x").unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EROFS), "tmpfs: {e}");
+            let e = std::fs::write(seen.join("memory/memory.limit_in_bytes"), "1").unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EROFS), "bind: {e}");
+        });
+        // Nothing of it is mounted on the host.
+        let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!host.contains(base.to_str().unwrap()));
     }
 
     #[test]

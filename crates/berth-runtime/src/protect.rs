@@ -216,7 +216,7 @@ mod tests {
         assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
         assert_eq!(w.set_len(1).unwrap_err().raw_os_error(), Some(libc::EPERM));
         drop(w); // an open writer makes exec fail with ETXTBSY
-        // It runs (this test binary, listing its tests).
+                 // It runs (this test binary, listing its tests).
         let out = std::process::Command::new(&path)
             .args([
                 "--list",
