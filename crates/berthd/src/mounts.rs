@@ -638,28 +638,25 @@ impl Mounts {
 /// Opens `m.subpath` inside the volume directory `data` (`openat2(RESOLVE_IN_ROOT)`: symlinks
 /// and `..` in the volume cannot leave it). The descriptor, not a path, names the target.
 pub fn open_subpath(m: &MountPoint, data: &Path) -> Result<std::os::fd::OwnedFd> {
-    use std::os::fd::AsRawFd;
     let root = std::fs::File::open(data).map_err(EngineError::io("opening volume", data))?;
-    berth_runtime::util::open_in_root(root.as_raw_fd(), Path::new(&m.subpath), libc::O_PATH)
-        .map_err(|e| {
-            bad(format!(
-                "cannot access path {} in volume {}: {e}",
-                m.subpath, m.name
-            ))
-        })
+    berth_util::root::open_in_root(&root, Path::new(&m.subpath), libc::O_PATH).map_err(|e| {
+        bad(format!(
+            "cannot access path {} in volume {}: {e}",
+            m.subpath, m.name
+        ))
+    })
 }
 
 /// Docker's copy-up: when `data` (a volume) is empty and `dest` is a non-empty directory in
 /// the image, its content (ownership, modes, times, xattrs, hard links) is copied into the
 /// volume. `dest` is resolved inside the rootfs with `openat2(RESOLVE_IN_ROOT)`.
 pub fn copy_up(rootfs: &Path, dest: &str, data: &Path) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
     if std::fs::read_dir(data)?.next().is_some() {
         return Ok(());
     }
     let root = std::fs::File::open(rootfs)?;
-    let src = match berth_runtime::util::open_in_root(
-        root.as_raw_fd(),
+    let src = match berth_util::root::open_in_root(
+        &root,
         Path::new(dest),
         libc::O_RDONLY | libc::O_DIRECTORY,
     ) {
