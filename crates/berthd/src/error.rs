@@ -66,6 +66,9 @@ pub enum EngineError {
     Volume(#[from] VolumeError),
     #[error(transparent)]
     Ipam(#[from] berth_network::ipam::IpamError),
+    /// The runtime refused an operation (its message) or could not run.
+    #[error(transparent)]
+    Runtime(#[from] berth_util::runtime::RuntimeError),
     #[error(transparent)]
     HostConfig(#[from] HostConfigError),
     #[error("{what}: {source}")]
@@ -101,6 +104,10 @@ impl EngineError {
                 | berth_network::ipam::IpamError::InUse6(_),
             ) => StatusCode::CONFLICT,
             EngineError::Ipam(_) => StatusCode::BAD_REQUEST,
+            EngineError::Runtime(berth_util::runtime::RuntimeError::Failed { .. }) => {
+                StatusCode::BAD_REQUEST
+            }
+            EngineError::Runtime(_) => StatusCode::INTERNAL_SERVER_ERROR,
             EngineError::Image(e) if e.is_not_found() => StatusCode::NOT_FOUND,
             EngineError::Io { .. }
             | EngineError::Sys { .. }

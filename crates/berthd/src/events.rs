@@ -154,19 +154,10 @@ pub fn parse_time(s: &str) -> Option<i64> {
     if let Some((a, ns)) = berth_image::timeutil::parse_rfc3339(s) {
         return Some(a * 1_000_000_000 + i64::from(ns));
     }
-    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic())?);
-    let n: f64 = num.parse().ok()?;
-    let mult = match unit {
-        "ns" => 1e-9,
-        "us" | "µs" => 1e-6,
-        "ms" => 1e-3,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return None,
-    };
+    // A duration before now (Go's `time.ParseDuration`: `10m`, `1h30m`, `1.5s`).
+    let ago = berth_util::units::parse_duration(s).ok()?;
     let (now_s, now_ns) = berth_image::timeutil::now();
-    Some(now_s * 1_000_000_000 + i64::from(now_ns) - (n * mult * 1e9) as i64)
+    Some(now_s * 1_000_000_000 + i64::from(now_ns) - ago)
 }
 
 #[cfg(test)]

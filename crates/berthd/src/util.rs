@@ -1,22 +1,9 @@
-//! Small helpers: ids, times, atomic files.
+//! Small helpers: ids, times, JSON files (the shared implementations re-exported).
 
-use std::io::Read;
-
+pub use berth_api::container::ZERO_TIME;
 pub use berth_image::fsutil::{read_json, replace_json, write_json_atomic};
 pub use berth_image::timeutil::{format_rfc3339_nano, now_rfc3339_nano, parse_rfc3339};
-
-/// `n` random bytes as lowercase hex.
-pub fn random_hex(n: usize) -> String {
-    let mut buf = vec![0u8; n];
-    let mut f = std::fs::File::open("/dev/urandom").expect("open /dev/urandom");
-    f.read_exact(&mut buf).expect("read /dev/urandom");
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A new 64-hex container id.
-pub fn new_id() -> String {
-    random_hex(32)
-}
+pub use berth_util::id::{new_id, random_hex};
 
 /// Seconds since the epoch of an RFC 3339 time (0 when unparsable).
 pub fn unix_secs(t: &str) -> i64 {
@@ -49,9 +36,6 @@ pub fn human_duration(secs: i64) -> String {
         format!("{} days", s / 86400)
     }
 }
-
-/// The zero time Docker shows for a container never started.
-pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,7 @@ use berth_api::stats::{
 };
 use berth_api::Filters;
 use berth_shim::protocol::Request;
+use berth_util::runtime::{Runtime, RuntimeError};
 
 use super::{Container, Engine, EngineError, Result};
 use crate::{names, shimio, util};
@@ -75,38 +76,16 @@ fn is_unset(v: &impl Unset) -> bool {
 }
 
 impl Engine {
-    /// Runs `berth-runtime --root <exec-root>/runtime ARGS`, with `stdin` written to it.
-    async fn runtime_call(&self, args: Vec<String>, stdin: Option<Vec<u8>>) -> Result<()> {
-        let mut cmd = std::process::Command::new(&self.cfg.runtime);
-        cmd.arg("--root")
-            .arg(self.cfg.exec_root.join("runtime"))
-            .args(&args)
-            .stdin(if stdin.is_some() {
-                std::process::Stdio::piped()
-            } else {
-                std::process::Stdio::null()
-            })
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped());
-        let out = tokio::task::spawn_blocking(move || -> std::io::Result<std::process::Output> {
-            let mut child = cmd.spawn()?;
-            if let Some(data) = stdin {
-                use std::io::Write;
-                if let Some(mut i) = child.stdin.take() {
-                    i.write_all(&data)?;
-                }
-            }
-            child.wait_with_output()
-        })
-        .await?
-        .map_err(EngineError::sys("running the runtime"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(EngineError::BadRequest(
-                String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            ))
-        }
+    /// Runs one operation of the runtime (`pause`, `resume`, `update`) to completion off the
+    /// async runtime, with `input` on its stdin.
+    async fn runtime_call(
+        &self,
+        op: impl FnOnce(&Runtime) -> std::process::Command + Send + 'static,
+        input: Option<Vec<u8>>,
+    ) -> Result<()> {
+        let rt = Runtime::new(&self.cfg.runtime, self.cfg.exec_root.join("runtime"));
+        tokio::task::spawn_blocking(move || rt.call(op(&rt), input.as_deref())).await??;
+        Ok(())
     }
 
     fn running(&self, name_or_id: &str) -> Result<Container> {
@@ -187,9 +166,12 @@ impl Engine {
                 format!("Container {} is not paused", c.id)
             }));
         }
-        let verb = if pause { "pause" } else { "resume" };
-        self.runtime_call(vec![verb.into(), c.id.clone()], None)
-            .await?;
+        let id = c.id.clone();
+        self.runtime_call(
+            move |rt| if pause { rt.pause(&id) } else { rt.resume(&id) },
+            None,
+        )
+        .await?;
         let e = self.lookup(&c.id)?;
         let c = {
             let mut r = e.rec.lock().unwrap();
@@ -278,17 +260,15 @@ impl Engine {
             }
             let data = serde_json::to_vec(&res)
                 .map_err(|e| EngineError::Internal(format!("encoding resources: {e}")))?;
-            self.runtime_call(
-                vec!["update".into(), "-r".into(), "-".into(), c.id.clone()],
-                Some(data),
-            )
-            .await
-            .map_err(|e| match e {
-                EngineError::BadRequest(m) => {
-                    EngineError::BadRequest(format!("Cannot update container {}: {m}", c.id))
-                }
-                o => o,
-            })?;
+            let id = c.id.clone();
+            self.runtime_call(move |rt| rt.update(&id, Path::new("-")), Some(data))
+                .await
+                .map_err(|e| match e {
+                    EngineError::Runtime(e @ RuntimeError::Failed { .. }) => {
+                        EngineError::BadRequest(format!("Cannot update container {}: {e}", c.id))
+                    }
+                    o => o,
+                })?;
         }
         let c = {
             let mut r = e.rec.lock().unwrap();

@@ -1,12 +1,11 @@
 //! Container routes: create, inspect, list, the life cycle, logs and attach, the operations
 //! (top, rename, pause, resize, update, stats, changes, prune) and the archive routes.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, Request};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -14,11 +13,12 @@ use axum::Router;
 use berth_api::container::{
     CreateRequest, CreateResponse, UpdateConfig, UpdateResponse, WaitResponse,
 };
+use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use super::{
-    blocking, decode, dims, filters, json, json_line, json_status, no_content, qbool, qstr, stream,
-    stream_type, timeout, upgrade_response, ApiError, AppState, Id, St, Q, R,
+    blocking, decode, flag, json, json_line, json_status, no_content, parse_filters, stream,
+    stream_type, upgrade_response, ApiError, AppState, Id, Params, SizeQuery, St, StopQuery, R,
 };
 use crate::archive;
 use crate::engine::WaitCondition;
@@ -53,21 +53,37 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/containers/{id}/export", get(export))
 }
 
-async fn list(s: St, Query(q): Q) -> R {
-    let f = filters(&q)?;
-    let limit = q
-        .get("limit")
-        .and_then(|l| l.parse::<i64>().ok())
-        .filter(|n| *n > 0)
-        .map(|n| n as usize);
-    Ok(json(&s.engine.summaries(qbool(&q, "all"), limit, &f)))
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct ListQuery {
+    #[serde(deserialize_with = "flag")]
+    all: bool,
+    limit: String,
+    filters: String,
 }
 
-async fn create(s: St, Query(q): Q, body: Bytes) -> R {
+async fn list(s: St, Params(q): Params<ListQuery>) -> R {
+    let f = parse_filters(&q.filters)?;
+    let limit = q
+        .limit
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .map(|n| n as usize);
+    Ok(json(&s.engine.summaries(q.all, limit, &f)))
+}
+
+/// `name` of create and rename.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct NameQuery {
+    name: String,
+}
+
+async fn create(s: St, Params(q): Params<NameQuery>, body: Bytes) -> R {
     let req = CreateRequest::decode(&body)?;
     let engine = s.engine.clone();
-    let name = q.get("name").cloned();
-    let (id, warnings) = blocking(move || engine.create(name.as_deref(), req)).await?;
+    let (id, warnings) = blocking(move || engine.create(Some(q.name.as_str()), req)).await?;
     Ok(json_status(
         StatusCode::CREATED,
         &CreateResponse { id, warnings },
@@ -83,18 +99,24 @@ async fn start(s: St, id: Id) -> R {
     no_content()
 }
 
-async fn stop(s: St, id: Id, Query(q): Q) -> R {
-    s.engine.stop(&id, timeout(&q)?, qstr(&q, "signal")).await?;
+async fn stop(s: St, id: Id, Params(q): Params<StopQuery>) -> R {
+    s.engine.stop(&id, q.timeout()?, q.signal()).await?;
     no_content()
 }
 
-async fn kill(s: St, id: Id, Query(q): Q) -> R {
-    s.engine.kill(&id, qstr(&q, "signal")).await?;
+async fn kill(s: St, id: Id, Params(q): Params<StopQuery>) -> R {
+    s.engine.kill(&id, q.signal()).await?;
     no_content()
 }
 
-async fn wait(s: St, id: Id, Query(q): Q) -> R {
-    let cond = match q.get("condition").map(String::as_str).unwrap_or("") {
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct WaitQuery {
+    condition: String,
+}
+
+async fn wait(s: St, id: Id, Params(q): Params<WaitQuery>) -> R {
+    let cond = match q.condition.as_str() {
         "" | "not-running" => WaitCondition::NotRunning,
         "next-exit" => WaitCondition::NextExit,
         "removed" => WaitCondition::Removed,
@@ -115,23 +137,40 @@ async fn wait(s: St, id: Id, Query(q): Q) -> R {
     Ok(stream("application/json", rx))
 }
 
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct LogsQuery {
+    #[serde(deserialize_with = "flag")]
+    stdout: bool,
+    #[serde(deserialize_with = "flag")]
+    stderr: bool,
+    #[serde(deserialize_with = "flag")]
+    follow: bool,
+    #[serde(deserialize_with = "flag")]
+    timestamps: bool,
+    tail: String,
+    since: String,
+    until: String,
+}
+
 /// `since`/`until` of logs: seconds (a fraction is ignored); 0 means none.
-fn log_time(q: &HashMap<String, String>, k: &str) -> Option<i64> {
-    q.get(k)
-        .and_then(|t| t.split('.').next()?.parse::<i64>().ok())
+fn log_time(t: &str) -> Option<i64> {
+    t.split('.')
+        .next()
+        .and_then(|s| s.parse::<i64>().ok())
         .filter(|s| *s > 0)
 }
 
-async fn container_logs(s: St, id: Id, Query(q): Q) -> R {
+async fn container_logs(s: St, id: Id, Params(q): Params<LogsQuery>) -> R {
     let c = s.engine.get(&id)?;
     let o = logs::LogOptions {
-        stdout: qbool(&q, "stdout"),
-        stderr: qbool(&q, "stderr"),
-        follow: qbool(&q, "follow"),
-        timestamps: qbool(&q, "timestamps"),
-        tail: q.get("tail").and_then(|t| t.parse::<usize>().ok()),
-        since: log_time(&q, "since"),
-        until: log_time(&q, "until"),
+        stdout: q.stdout,
+        stderr: q.stderr,
+        follow: q.follow,
+        timestamps: q.timestamps,
+        tail: q.tail.parse::<usize>().ok(),
+        since: log_time(&q.since),
+        until: log_time(&q.until),
         framed: !c.tty(),
     };
     if !o.stdout && !o.stderr {
@@ -154,13 +193,31 @@ async fn container_logs(s: St, id: Id, Query(q): Q) -> R {
     Ok(stream(stream_type(c.tty()), rx))
 }
 
-async fn attach(s: St, id: Id, Query(q): Q, mut req: Request) -> R {
-    let stdin = qbool(&q, "stdin");
-    let stdout = qbool(&q, "stdout");
-    let stderr = qbool(&q, "stderr");
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct AttachQuery {
+    #[serde(deserialize_with = "flag")]
+    stdin: bool,
+    #[serde(deserialize_with = "flag")]
+    stdout: bool,
+    #[serde(deserialize_with = "flag")]
+    stderr: bool,
+    #[serde(deserialize_with = "flag")]
+    logs: bool,
+    #[serde(deserialize_with = "flag")]
+    stream: bool,
+}
+
+async fn attach(s: St, id: Id, Params(q): Params<AttachQuery>, mut req: Request) -> R {
+    let AttachQuery {
+        stdin,
+        stdout,
+        stderr,
+        ..
+    } = q;
     let c = s.engine.get(&id)?;
     // `logs=1`: what the container wrote so far comes first (in the attach stream's framing).
-    let replay = if qbool(&q, "logs") && (stdout || stderr) {
+    let replay = if q.logs && (stdout || stderr) {
         let o = logs::LogOptions {
             stdout,
             stderr,
@@ -179,7 +236,7 @@ async fn attach(s: St, id: Id, Query(q): Q, mut req: Request) -> R {
         Vec::new()
     };
     let ct = stream_type(c.tty());
-    if !qbool(&q, "stream") {
+    if !q.stream {
         // Without `stream=1` Docker answers with the logs (if asked) and ends the session.
         let on_upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
@@ -230,32 +287,43 @@ async fn attach(s: St, id: Id, Query(q): Q, mut req: Request) -> R {
     Ok(upgrade_response(ct))
 }
 
-async fn remove(s: St, id: Id, Query(q): Q) -> R {
-    if qbool(&q, "link") {
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RemoveQuery {
+    #[serde(deserialize_with = "flag")]
+    force: bool,
+    #[serde(deserialize_with = "flag")]
+    v: bool,
+    #[serde(deserialize_with = "flag")]
+    link: bool,
+}
+
+async fn remove(s: St, id: Id, Params(q): Params<RemoveQuery>) -> R {
+    if q.link {
         return Err(ApiError::bad("links are not supported"));
     }
     // `v=1`: anonymous volumes go with the container.
-    s.engine
-        .remove(&id, qbool(&q, "force"), qbool(&q, "v"))
-        .await?;
+    s.engine.remove(&id, q.force, q.v).await?;
     no_content()
 }
 
-async fn top(s: St, id: Id, Query(q): Q) -> R {
-    let ps_args = q.get("ps_args").map(String::as_str).unwrap_or("");
-    Ok(json(&s.engine.top(&id, ps_args).await?))
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct TopQuery {
+    ps_args: String,
 }
 
-async fn rename(s: St, id: Id, Query(q): Q) -> R {
-    let name = q.get("name").map(String::as_str).unwrap_or("");
-    s.engine.rename(&id, name)?;
+async fn top(s: St, id: Id, Params(q): Params<TopQuery>) -> R {
+    Ok(json(&s.engine.top(&id, &q.ps_args).await?))
+}
+
+async fn rename(s: St, id: Id, Params(q): Params<NameQuery>) -> R {
+    s.engine.rename(&id, &q.name)?;
     no_content()
 }
 
-async fn restart(s: St, id: Id, Query(q): Q) -> R {
-    s.engine
-        .restart(&id, timeout(&q)?, qstr(&q, "signal"))
-        .await?;
+async fn restart(s: St, id: Id, Params(q): Params<StopQuery>) -> R {
+    s.engine.restart(&id, q.timeout()?, q.signal()).await?;
     no_content()
 }
 
@@ -269,8 +337,8 @@ async fn unpause(s: St, id: Id) -> R {
     no_content()
 }
 
-async fn resize(s: St, id: Id, Query(q): Q) -> R {
-    let (h, w) = dims(&q)?;
+async fn resize(s: St, id: Id, Params(q): Params<SizeQuery>) -> R {
+    let (h, w) = q.dims()?;
     s.engine.resize(&id, h, w).await?;
     Ok(StatusCode::OK.into_response())
 }
@@ -281,13 +349,18 @@ async fn update(s: St, id: Id, body: Bytes) -> R {
     Ok(json(&UpdateResponse { warnings }))
 }
 
-async fn stats(s: St, id: Id, Query(q): Q) -> R {
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct StatsQuery {
+    stream: String,
+    #[serde(rename = "one-shot", deserialize_with = "flag")]
+    one_shot: bool,
+}
+
+async fn stats(s: St, id: Id, Params(q): Params<StatsQuery>) -> R {
     // docker-py sends Python's `False`.
-    let streaming = !matches!(
-        q.get("stream").map(|s| s.to_ascii_lowercase()).as_deref(),
-        Some("0" | "false")
-    );
-    let one_shot = qbool(&q, "one-shot");
+    let streaming = !matches!(q.stream.to_ascii_lowercase().as_str(), "0" | "false");
+    let one_shot = q.one_shot;
     let engine = s.engine.clone();
     let first = {
         let e = engine.clone();
@@ -327,17 +400,36 @@ async fn changes(s: St, id: Id) -> R {
     Ok(json(&blocking(move || engine.changes(&id)).await?))
 }
 
-async fn prune(s: St, Query(q): Q) -> R {
-    let f = filters(&q)?;
+/// `filters` alone (prune).
+#[derive(Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct FiltersQuery {
+    pub(crate) filters: String,
+}
+
+async fn prune(s: St, Params(q): Params<FiltersQuery>) -> R {
+    let f = parse_filters(&q.filters)?;
     Ok(json(&s.engine.prune(&f).await?))
 }
 
-/// `path` of the archive routes (absolute).
-fn archive_path(q: &HashMap<String, String>) -> Result<String, ApiError> {
-    match qstr(q, "path") {
-        Some(p) if p.starts_with('/') => Ok(p.to_string()),
-        Some(p) => Ok(format!("/{p}")),
-        None => Err(ApiError::bad("bad parameter: path cannot be empty")),
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct ArchiveQuery {
+    path: String,
+    #[serde(rename = "noOverwriteDirNonDir")]
+    no_overwrite_dir_non_dir: String,
+    #[serde(rename = "copyUIDGID")]
+    copy_uid_gid: String,
+}
+
+impl ArchiveQuery {
+    /// `path` (absolute).
+    fn path(&self) -> Result<String, ApiError> {
+        match self.path.as_str() {
+            "" => Err(ApiError::bad("bad parameter: path cannot be empty")),
+            p if p.starts_with('/') => Ok(p.to_string()),
+            p => Ok(format!("/{p}")),
+        }
     }
 }
 
@@ -351,15 +443,15 @@ fn with_stat(mut r: Response, stat: &str) -> Response {
     r
 }
 
-async fn head_archive(s: St, id: Id, Query(q): Q) -> R {
-    let path = archive_path(&q)?;
+async fn head_archive(s: St, id: Id, Params(q): Params<ArchiveQuery>) -> R {
+    let path = q.path()?;
     let c = s.engine.get(&id)?;
     let stat = archive::stat(s.engine.clone(), c, path).await?;
     Ok(with_stat(StatusCode::OK.into_response(), &stat))
 }
 
-async fn get_archive(s: St, id: Id, Query(q): Q) -> R {
-    let path = archive_path(&q)?;
+async fn get_archive(s: St, id: Id, Params(q): Params<ArchiveQuery>) -> R {
+    let path = q.path()?;
     let c = s.engine.get(&id)?;
     let (stat, rx) = archive::tar(s.engine.clone(), c, path, true).await?;
     Ok(with_stat(stream("application/x-tar", rx), &stat))
@@ -371,16 +463,13 @@ async fn export(s: St, id: Id) -> R {
     Ok(stream("application/x-tar", rx))
 }
 
-async fn put_archive(s: St, id: Id, Query(q): Q, body: Body) -> R {
-    let path = archive_path(&q)?;
+async fn put_archive(s: St, id: Id, Params(q): Params<ArchiveQuery>, body: Body) -> R {
+    let path = q.path()?;
     let c = s.engine.get(&id)?;
+    let yes = |v: &str| matches!(v, "1" | "true" | "True");
     let opts = archive::PutOptions {
-        no_overwrite_dir_non_dir: q
-            .get("noOverwriteDirNonDir")
-            .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True")),
-        copy_uid_gid: q
-            .get("copyUIDGID")
-            .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True")),
+        no_overwrite_dir_non_dir: yes(&q.no_overwrite_dir_non_dir),
+        copy_uid_gid: yes(&q.copy_uid_gid),
     };
     archive::put(s.engine.clone(), c, path, opts, body.into_data_stream()).await?;
     Ok(StatusCode::OK.into_response())

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Query, Request};
+use axum::extract::Request;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -13,8 +13,8 @@ use berth_api::exec::{CreateRequest, StartRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
-    decode, dims, json, json_status, stream, stream_type, upgrade_response, ApiError, AppState, Id,
-    St, Q, R,
+    decode, json, json_status, stream, stream_type, upgrade_response, ApiError, AppState, Id,
+    Params, SizeQuery, St, R,
 };
 use crate::exec;
 
@@ -128,8 +128,8 @@ async fn start(s: St, id: Id, mut req: Request) -> R {
     Ok(upgrade_response(ct))
 }
 
-async fn resize(s: St, id: Id, Query(q): Q) -> R {
-    let (h, w) = dims(&q)?;
+async fn resize(s: St, id: Id, Params(q): Params<SizeQuery>) -> R {
+    let (h, w) = q.dims()?;
     s.engine.exec_resize(&id, h, w).await?;
     Ok(StatusCode::OK.into_response())
 }

@@ -183,10 +183,39 @@ pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 
 /// Docker's boolean query parameters.
 pub(crate) fn qbool(q: &HashMap<String, String>, k: &str) -> bool {
-    matches!(
-        q.get(k).map(String::as_str),
-        Some("1" | "true" | "True" | "yes")
-    )
+    q.get(k).is_some_and(|v| is_true(v))
+}
+
+fn is_true(v: &str) -> bool {
+    matches!(v, "1" | "true" | "True" | "yes")
+}
+
+/// Typed query parameters: `T` derives `Deserialize` (with `#[serde(default)]`); a query
+/// that does not decode is a 400.
+pub(crate) struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(t)| Params(t))
+            .map_err(|e| ApiError::bad(e.body_text()))
+    }
+}
+
+/// A Docker boolean query parameter (`1`, `true`, `True`, `yes`) as a `bool` field.
+pub(crate) fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let s: String = serde::Deserialize::deserialize(d)?;
+    Ok(is_true(&s))
+}
+
+/// Filters of a typed query's `filters` field.
+pub(crate) fn parse_filters(f: &str) -> Result<Filters, ApiError> {
+    Filters::parse(f).map_err(|e| ApiError::bad(format!("invalid filter: {}", e.message)))
 }
 
 /// A non-empty query parameter.
@@ -196,29 +225,51 @@ pub(crate) fn qstr<'a>(q: &'a HashMap<String, String>, k: &str) -> Option<&'a st
 
 /// The `filters` query parameter.
 pub(crate) fn filters(q: &HashMap<String, String>) -> Result<Filters, ApiError> {
-    Filters::parse(q.get("filters").map(String::as_str).unwrap_or(""))
-        .map_err(|e| ApiError::bad(format!("invalid filter: {}", e.message)))
+    parse_filters(qstr(q, "filters").unwrap_or(""))
 }
 
-/// `t` (seconds) of stop and restart.
-pub(crate) fn timeout(q: &HashMap<String, String>) -> Result<Option<i64>, ApiError> {
-    qstr(q, "t")
-        .map(|t| {
-            t.parse::<i64>()
-                .map_err(|_| ApiError::bad(format!("invalid value for t: {t}")))
-        })
-        .transpose()
+/// `t` (seconds) of stop and restart, and their `signal`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct StopQuery {
+    t: String,
+    signal: String,
+}
+
+impl StopQuery {
+    pub(crate) fn timeout(&self) -> Result<Option<i64>, ApiError> {
+        Some(self.t.as_str())
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                t.parse::<i64>()
+                    .map_err(|_| ApiError::bad(format!("invalid value for t: {t}")))
+            })
+            .transpose()
+    }
+
+    pub(crate) fn signal(&self) -> Option<&str> {
+        Some(self.signal.as_str()).filter(|s| !s.is_empty())
+    }
 }
 
 /// `h`/`w` of the resize routes.
-pub(crate) fn dims(q: &HashMap<String, String>) -> Result<(u16, u16), ApiError> {
-    let p = |k: &str| -> Result<u16, ApiError> {
-        q.get(k)
-            .ok_or_else(|| ApiError::bad(format!("missing {k}")))?
-            .parse::<u16>()
-            .map_err(|_| ApiError::bad(format!("invalid {k}")))
-    };
-    Ok((p("h")?, p("w")?))
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct SizeQuery {
+    h: Option<String>,
+    w: Option<String>,
+}
+
+impl SizeQuery {
+    pub(crate) fn dims(&self) -> Result<(u16, u16), ApiError> {
+        let p = |v: &Option<String>, k: &str| -> Result<u16, ApiError> {
+            v.as_deref()
+                .ok_or_else(|| ApiError::bad(format!("missing {k}")))?
+                .parse::<u16>()
+                .map_err(|_| ApiError::bad(format!("invalid {k}")))
+        };
+        Ok((p(&self.h, "h")?, p(&self.w, "w")?))
+    }
 }
 
 /// Decodes `%XX` and `+` of a query component.

@@ -10,7 +10,9 @@ use axum::{Extension, Router};
 use berth_api::volume::{CreateOptions, ListResponse, PruneReport};
 use berth_api::ApiVersion;
 
-use super::{blocking, decode, filters, json, json_status, no_content, AppState, Id, St, Q, R};
+use super::{
+    blocking, decode, filters, json, json_status, no_content, AppState, Id, Params, St, Q, R,
+};
 
 /// `/volumes` routes.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -53,8 +55,14 @@ async fn inspect(s: St, name: Id) -> R {
     Ok(json(&s.engine.volumes.to_api(&v)))
 }
 
-async fn remove(s: St, name: Id, Query(q): Q) -> R {
-    let force = matches!(q.get("force").map(String::as_str), Some("1" | "true"));
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
+struct RemoveQuery {
+    force: String,
+}
+
+async fn remove(s: St, name: Id, Params(q): Params<RemoveQuery>) -> R {
+    let force = matches!(q.force.as_str(), "1" | "true");
     let engine = s.engine.clone();
     blocking(move || engine.volumes.remove(&name, force)).await?;
     no_content()
