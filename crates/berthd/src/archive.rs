@@ -244,7 +244,7 @@ fn bind_in_root(root: BorrowedFd<'_>, m: &mounts::MountPoint, src: &Path) -> Res
     let pinned = if m.subpath.is_empty() {
         None
     } else {
-        Some(mounts::open_subpath(m, src).map_err(|e| ArchiveError::Bad(e.to_string()))?)
+        Some(mounts::open_subpath(m, src)?)
     };
     let pinned_path = pinned.as_ref().map(|fd| PathBuf::from(fd_path(fd)));
     let src = pinned_path.as_deref().unwrap_or(src);

@@ -206,5 +206,5 @@ pub async fn prune(engine: Arc<Engine>) -> Result<berth_build::builder::PruneRep
     let e = engine.clone();
     tokio::task::spawn_blocking(move || berth_build::builder::prune(&e.images))
         .await?
-        .map_err(|e| EngineError::Internal(e.to_string()))
+        .map_err(EngineError::from)
 }

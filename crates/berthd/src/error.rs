@@ -77,6 +77,15 @@ pub enum EngineError {
         #[source]
         source: berth_cgroups::CgroupError,
     },
+    /// A document could not be encoded.
+    #[error("encoding {what}: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Build(#[from] berth_build::BuildError),
     /// A blocking task of the engine panicked or was cancelled.
     #[error("background task: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -117,6 +126,8 @@ impl EngineError {
             | EngineError::Snapshot(_)
             | EngineError::Cgroup { .. }
             | EngineError::Join(_)
+            | EngineError::Encode { .. }
+            | EngineError::Build(_)
             | EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -136,6 +147,11 @@ impl EngineError {
     pub fn sys(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let what = what.into();
         move |source| EngineError::Sys { what, source }
+    }
+
+    /// A JSON encoding error of `what`.
+    pub fn encode(what: &'static str) -> impl FnOnce(serde_json::Error) -> Self {
+        move |source| EngineError::Encode { what, source }
     }
 
     /// A netlink error while doing `what`.

@@ -221,8 +221,8 @@ impl Engine {
             .await
             .map_err(EngineError::sys("connecting to the container's shim"))?;
         let short: String = exec_id.chars().take(32).collect();
-        let process = serde_json::to_value(&process)
-            .map_err(|e| EngineError::Internal(format!("encoding the exec's process: {e}")))?;
+        let process =
+            serde_json::to_value(&process).map_err(EngineError::encode("the exec's process"))?;
         let reply = shimio::call_on(
             &mut s,
             &Request::Exec {

@@ -515,12 +515,12 @@ impl Mounts {
                             )));
                         }
                         if m.typ == "volume" && !m.nocopy && m.subpath.is_empty() {
-                            copy_up(rootfs, &m.destination, &src).map_err(|e| {
-                                EngineError::Internal(format!(
-                                    "copying image content of {} into volume {}: {e}",
+                            copy_up(rootfs, &m.destination, &src).map_err(EngineError::sys(
+                                format!(
+                                    "copying image content of {} into volume {}",
                                     m.destination, m.name
-                                ))
-                            })?;
+                                ),
+                            ))?;
                         }
                         let mut opts =
                             vec![if m.non_recursive { "bind" } else { "rbind" }.to_string()];

@@ -258,8 +258,7 @@ impl Engine {
                     m.set_swap(Some(-1));
                 }
             }
-            let data = serde_json::to_vec(&res)
-                .map_err(|e| EngineError::Internal(format!("encoding resources: {e}")))?;
+            let data = serde_json::to_vec(&res).map_err(EngineError::encode("resources"))?;
             let id = c.id.clone();
             self.runtime_call(move |rt| rt.update(&id, Path::new("-")), Some(data))
                 .await
