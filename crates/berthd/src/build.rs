@@ -73,10 +73,11 @@ pub fn start(
             None => work.path().join("ctx"),
         };
         let res = (|| -> Result<berth_build::Built, berth_build::BuildError> {
-            std::fs::create_dir(&ctx)
-                .map_err(|e| berth_build::BuildError::Internal(e.to_string()))?;
+            std::fs::create_dir(&ctx).map_err(|e| {
+                berth_build::BuildError::io("creating the context directory", &ctx, e)
+            })?;
             let f = std::fs::File::open(&spool)
-                .map_err(|e| berth_build::BuildError::Internal(e.to_string()))?;
+                .map_err(|e| berth_build::BuildError::io("opening the context", &spool, e))?;
             let empty = f.metadata().map(|m| m.len() == 0).unwrap_or(true);
             if !empty {
                 berth_build::context::extract_context(f, &ctx).map_err(|e| {
@@ -87,8 +88,7 @@ pub fn start(
             }
             let _ = std::fs::remove_file(&spool);
             tracing::debug!("build context extracted after {:?}", t0.elapsed());
-            let df_path = berth_build::fsops::resolve_in_root(&ctx, &dockerfile, true)
-                .map_err(|e| berth_build::BuildError::Internal(e.to_string()))?;
+            let df_path = berth_build::fsops::resolve_in_root(&ctx, &dockerfile, true)?;
             let text = match std::fs::read(&df_path) {
                 Ok(t) => t,
                 Err(_) if dockerfile == "Dockerfile" => std::fs::read(ctx.join("dockerfile"))
@@ -106,7 +106,7 @@ pub fn start(
             berth_build::builder::cleanup_stale(&engine.images);
             opts.dockerfile = String::from_utf8_lossy(&text).into_owned();
             opts.context = ctx.clone();
-            let puller = |name: &str| pull_base(&engine, name);
+            let puller = |name: &str| pull_base(&engine, name).map_err(Into::into);
             let b = Builder {
                 store: &engine.images,
                 runtime: engine.runtime_exe(),

@@ -35,7 +35,7 @@ pub fn etc_mounts(files: &[(String, String)]) -> Vec<Mount> {
 /// Resolves Docker's `user[:group]` against the container's `/etc/passwd` and `/etc/group`,
 /// read inside the root (a symlinked `/etc/passwd` never reaches the host's files).
 pub fn resolve_user(rootfs: &std::path::Path, user: &str) -> Result<(u32, u32), String> {
-    berth_build::fsops::resolve_user(rootfs, user)
+    berth_build::fsops::resolve_user(rootfs, user).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
