@@ -715,7 +715,8 @@ async fn copy_owner(engine: &Arc<Engine>, c: &Container) -> Result<Option<(u32, 
         std::fs::create_dir_all(tmp.join("etc")).map_err(|e| ioe("tmp", e))?;
         std::fs::write(tmp.join("etc/passwd"), read("/etc/passwd")).map_err(|e| ioe("tmp", e))?;
         std::fs::write(tmp.join("etc/group"), read("/etc/group")).map_err(|e| ioe("tmp", e))?;
-        let r = crate::spec::resolve_user(&tmp, &user).map_err(ArchiveError::Bad);
+        let r =
+            crate::spec::resolve_user(&tmp, &user).map_err(|e| ArchiveError::Bad(e.to_string()));
         let _ = std::fs::remove_dir_all(&tmp);
         r
     });

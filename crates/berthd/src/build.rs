@@ -17,6 +17,7 @@ use berth_image::Reference;
 use tokio::sync::mpsc;
 
 use crate::engine::{Engine, EngineError, Result};
+use crate::images::JobError;
 
 /// A build's context spooled to a private directory (removed with it).
 pub struct Context {
@@ -162,22 +163,20 @@ pub fn start(
 
 /// Pulls a base image (`--pull`, or missing locally) with the daemon's registry settings;
 /// the builder shows the returned status line.
-fn pull_base(engine: &Engine, name: &str) -> std::result::Result<String, String> {
-    let r = Reference::parse_normalized(name).map_err(|e| e.to_string())?;
+fn pull_base(engine: &Engine, name: &str) -> std::result::Result<String, JobError> {
+    let r = Reference::parse_normalized(name)?;
     let r = if r.tag().is_none() && r.digest().is_none() {
-        r.with_tag(berth_image::reference::DEFAULT_TAG)
-            .map_err(|e| e.to_string())?
+        r.with_tag(berth_image::reference::DEFAULT_TAG)?
     } else {
         r
     };
-    crate::images::pull_one(
+    Ok(crate::images::pull_one(
         engine,
         &r,
         &berth_image::manifest::Platform::host(),
         engine.registry_config.clone(),
         &berth_registry::NoProgress,
-    )
-    .map_err(|e| e.message)
+    )?)
 }
 
 /// Removes contexts that a daemon which is no longer running left in /dev/shm.

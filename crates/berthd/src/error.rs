@@ -71,6 +71,9 @@ pub enum EngineError {
     Runtime(#[from] berth_util::runtime::RuntimeError),
     #[error(transparent)]
     HostConfig(#[from] HostConfigError),
+    /// The container's user or group is not in its passwd/group files.
+    #[error(transparent)]
+    User(#[from] berth_build::fsops::UserError),
     #[error("{what}: {source}")]
     Cgroup {
         what: String,
@@ -103,7 +106,9 @@ impl EngineError {
             | EngineError::ExecNotFound(_)
             | EngineError::Missing(_) => StatusCode::NOT_FOUND,
             EngineError::Conflict(_) => StatusCode::CONFLICT,
-            EngineError::BadRequest(_) | EngineError::HostConfig(_) => StatusCode::BAD_REQUEST,
+            EngineError::BadRequest(_) | EngineError::HostConfig(_) | EngineError::User(_) => {
+                StatusCode::BAD_REQUEST
+            }
             EngineError::Forbidden(_) => StatusCode::FORBIDDEN,
             EngineError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             EngineError::NotModified => StatusCode::NOT_MODIFIED,

@@ -151,8 +151,7 @@ impl Engine {
         } else {
             &x.user
         };
-        let (uid, gid) =
-            spec::resolve_user(&self.rootfs(&c.id), user).map_err(EngineError::BadRequest)?;
+        let (uid, gid) = spec::resolve_user(&self.rootfs(&c.id), user)?;
         let mut env: Vec<String> = c.config.env.clone().unwrap_or_default();
         for e in &x.env {
             let key = e.split('=').next().unwrap_or("");

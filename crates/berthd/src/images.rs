@@ -32,6 +32,8 @@ pub enum JobError {
     Registry(String),
     #[error(transparent)]
     Archive(#[from] berth_image::archive::ArchiveError),
+    #[error(transparent)]
+    Reference(#[from] berth_image::reference::ReferenceError),
 }
 
 impl From<BackendError> for JobError {

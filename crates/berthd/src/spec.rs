@@ -34,8 +34,11 @@ pub fn etc_mounts(files: &[(String, String)]) -> Vec<Mount> {
 
 /// Resolves Docker's `user[:group]` against the container's `/etc/passwd` and `/etc/group`,
 /// read inside the root (a symlinked `/etc/passwd` never reaches the host's files).
-pub fn resolve_user(rootfs: &std::path::Path, user: &str) -> Result<(u32, u32), String> {
-    berth_build::fsops::resolve_user(rootfs, user).map_err(|e| e.to_string())
+pub fn resolve_user(
+    rootfs: &std::path::Path,
+    user: &str,
+) -> Result<(u32, u32), berth_build::fsops::UserError> {
+    berth_build::fsops::resolve_user(rootfs, user)
 }
 
 #[cfg(test)]

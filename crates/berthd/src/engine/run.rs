@@ -207,8 +207,8 @@ impl Engine {
             let _ = berth_image::snapshot::unmount(&rootfs);
             e
         };
-        let (uid, gid) = spec::resolve_user(&rootfs, &c.config.user)
-            .map_err(|e| unmount(EngineError::BadRequest(e)))?;
+        let (uid, gid) =
+            spec::resolve_user(&rootfs, &c.config.user).map_err(|e| unmount(e.into()))?;
         let hostname = if c.config.hostname.is_empty() {
             id[..12].to_string()
         } else {
