@@ -1252,8 +1252,9 @@ fn conflict_in_use(id: &ImageId) -> ImageStoreError {
     ))
 }
 
-/// At most one tag, and every reference in one repository (moby's `isSingleReference`).
-fn is_single_reference(refs: &[Reference]) -> bool {
+/// At most one tag, and every reference in one repository (moby's `isSingleReference`):
+/// removing the last reference of an image a container uses needs `force`.
+pub fn is_single_reference(refs: &[Reference]) -> bool {
     let tags = refs.iter().filter(|r| r.digest().is_none()).count();
     if tags > 1 {
         return false;

@@ -397,11 +397,16 @@ pub fn tag(engine: &Engine, name: &str, target: &Reference) -> Result<()> {
 }
 
 /// `DELETE /images/{name}`: Docker's rules (a container using the image blocks removing
-/// its last reference unless forced).
+/// its last reference unless forced; another tag of it is just untagged).
 pub fn remove(engine: &Engine, name: &str, force: bool) -> Result<Vec<DeleteItem>> {
     let in_use = in_use_fn(engine);
     if !force {
-        if let Ok(r) = engine.images.resolve(name) {
+        // The store refuses the same; this names the container, as dockerd's message does.
+        let last_reference = |r: &berth_image::image_store::Resolved| {
+            !r.by_id()
+                && berth_image::image_store::is_single_reference(&r.image.references())
+        };
+        if let Some(r) = engine.images.resolve(name).ok().filter(last_reference) {
             let id = r.image.id.to_string();
             if let Some(c) = engine.list().into_iter().find(|c| c.image == id) {
                 let short: String = c.id.chars().take(12).collect();

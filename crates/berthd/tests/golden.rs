@@ -511,6 +511,8 @@ fn api_responses_match_the_golden_files() {
     rec.add("image_tag", &r);
     let r = request(&d, "DELETE", "/images/gold:one", None);
     rec.add("image_delete", &r);
+    let r = request(&d, "DELETE", "/images/busybox", None);
+    rec.add("image_delete_in_use", &r);
     let r = request(&d, "GET", "/images/nope/json", None);
     rec.add("image_inspect_missing", &r);
 
