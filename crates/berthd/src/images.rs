@@ -403,8 +403,7 @@ pub fn remove(engine: &Engine, name: &str, force: bool) -> Result<Vec<DeleteItem
     if !force {
         // The store refuses the same; this names the container, as dockerd's message does.
         let last_reference = |r: &berth_image::image_store::Resolved| {
-            !r.by_id()
-                && berth_image::image_store::is_single_reference(&r.image.references())
+            !r.by_id() && berth_image::image_store::is_single_reference(&r.image.references())
         };
         if let Some(r) = engine.images.resolve(name).ok().filter(last_reference) {
             let id = r.image.id.to_string();
