@@ -332,27 +332,49 @@ impl Engine {
     }
 }
 
+/// The reader of a shim's framed exec stream (Docker's 8-byte headers; a last frame of
+/// stream [`berth_shim::protocol::EXIT`] carries the exit code).
+struct Frames<'r, R> {
+    r: &'r mut R,
+    hdr: [u8; 8],
+    buf: Vec<u8>,
+}
+
+impl<'r, R: AsyncRead + Unpin> Frames<'r, R> {
+    fn new(r: &'r mut R) -> Self {
+        Frames {
+            r,
+            hdr: [0; 8],
+            buf: Vec::new(),
+        }
+    }
+
+    /// Reads the next data frame into `hdr`/`buf`; at the end of the stream, `Err` with the
+    /// exit code (`None` when the stream ended without one).
+    async fn next(&mut self) -> Result<(), Option<i64>> {
+        self.r.read_exact(&mut self.hdr).await.map_err(|_| None)?;
+        let len = u32::from_be_bytes([self.hdr[4], self.hdr[5], self.hdr[6], self.hdr[7]]);
+        self.buf.resize(len as usize, 0);
+        self.r.read_exact(&mut self.buf).await.map_err(|_| None)?;
+        if self.hdr[0] == berth_shim::protocol::EXIT {
+            return Err(Some(ExitFrame::code(&self.buf)));
+        }
+        Ok(())
+    }
+}
+
 /// Reads the shim's framed exec stream, handing each payload (stream, bytes) to `f`, until the
 /// exit frame; returns its exit code (`None` when the stream ended without one).
 pub async fn pump_frames<R: AsyncRead + Unpin>(
     r: &mut R,
     mut f: impl FnMut(u8, &[u8]),
 ) -> Option<i64> {
-    let mut hdr = [0u8; 8];
-    let mut buf = Vec::new();
+    let mut frames = Frames::new(r);
     loop {
-        if r.read_exact(&mut hdr).await.is_err() {
-            return None;
+        if let Err(code) = frames.next().await {
+            return code;
         }
-        let len = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]) as usize;
-        buf.resize(len, 0);
-        if r.read_exact(&mut buf).await.is_err() {
-            return None;
-        }
-        if hdr[0] == berth_shim::protocol::EXIT {
-            return Some(ExitFrame::code(&buf));
-        }
-        f(hdr[0], &buf);
+        f(frames.hdr[0], &frames.buf);
     }
 }
 
@@ -363,29 +385,20 @@ pub async fn relay_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     w: &mut W,
     tty: bool,
 ) -> Option<i64> {
-    let mut hdr = [0u8; 8];
-    let mut buf = Vec::new();
+    let mut frames = Frames::new(r);
     let mut client_ok = true;
     loop {
-        if r.read_exact(&mut hdr).await.is_err() {
-            return None;
-        }
-        let len = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]) as usize;
-        buf.resize(len, 0);
-        if r.read_exact(&mut buf).await.is_err() {
-            return None;
-        }
-        if hdr[0] == berth_shim::protocol::EXIT {
-            return Some(ExitFrame::code(&buf));
+        if let Err(code) = frames.next().await {
+            return code;
         }
         if !client_ok {
             continue;
         }
         let res = if tty {
-            w.write_all(&buf).await
+            w.write_all(&frames.buf).await
         } else {
-            match w.write_all(&hdr).await {
-                Ok(()) => w.write_all(&buf).await,
+            match w.write_all(&frames.hdr).await {
+                Ok(()) => w.write_all(&frames.buf).await,
                 Err(e) => Err(e),
             }
         };
