@@ -23,10 +23,6 @@ use crate::error::{EngineError, Result};
 use crate::util;
 use crate::volumes::VolumeStore;
 
-fn bad(m: impl Into<String>) -> EngineError {
-    EngineError::bad(m)
-}
-
 /// One mount of a container.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MountPoint {
@@ -100,7 +96,7 @@ const PROPAGATIONS: [&str; 6] = [
 
 fn clean_dest(d: &str, spec: &str) -> Result<String> {
     if !d.starts_with('/') {
-        return Err(bad(format!(
+        return Err(EngineError::bad(format!(
             "invalid volume specification: '{spec}': invalid mount config for type \"volume\": invalid mount path: '{d}' mount path must be absolute"
         )));
     }
@@ -115,7 +111,7 @@ fn clean_dest(d: &str, spec: &str) -> Result<String> {
         }
     }
     if parts.is_empty() {
-        return Err(bad(format!(
+        return Err(EngineError::bad(format!(
             "invalid volume specification: '{spec}': invalid mount config for type \"bind\": invalid specification: destination can't be '/'"
         )));
     }
@@ -129,10 +125,16 @@ pub fn parse_bind(spec: &str) -> Result<MountPoint> {
         [d] => ("", *d, ""),
         [s, d] => (*s, *d, ""),
         [s, d, m] => (*s, *d, *m),
-        _ => return Err(bad(format!("invalid volume specification: '{spec}'"))),
+        _ => {
+            return Err(EngineError::bad(format!(
+                "invalid volume specification: '{spec}'"
+            )))
+        }
     };
     if dst.is_empty() {
-        return Err(bad(format!("invalid volume specification: '{spec}'")));
+        return Err(EngineError::bad(format!(
+            "invalid volume specification: '{spec}'"
+        )));
     }
     let mut m = if src.is_empty() {
         let mut m = MountPoint::new("volume", "");
@@ -147,7 +149,7 @@ pub fn parse_bind(spec: &str) -> Result<MountPoint> {
         m
     } else {
         if !crate::volumes::valid_name(src) {
-            return Err(bad(format!(
+            return Err(EngineError::bad(format!(
                 "create {src}: \"{src}\" includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, use absolute path"
             )));
         }
@@ -164,7 +166,7 @@ pub fn parse_bind(spec: &str) -> Result<MountPoint> {
             "z" | "Z" => {}
             "nocopy" if m.typ == "volume" => m.nocopy = true,
             p if PROPAGATIONS.contains(&p) && m.typ == "bind" => m.propagation = p.into(),
-            _ => return Err(bad(format!("invalid mode: {mode}"))),
+            _ => return Err(EngineError::bad(format!("invalid mode: {mode}"))),
         }
     }
     if m.typ == "bind" && m.propagation.is_empty() {
@@ -178,7 +180,7 @@ pub fn parse_mount(v: &berth_api::mount::Mount) -> Result<MountPoint> {
     let typ = v.kind.as_str();
     let target = v.target.as_str();
     let source = v.source.as_str();
-    let inv = |m: String| bad(format!("invalid mount config for type \"{typ}\": {m}"));
+    let inv = |m: String| EngineError::bad(format!("invalid mount config for type \"{typ}\": {m}"));
     if target.is_empty() {
         return Err(inv("field Target must not be empty".into()));
     }
@@ -278,9 +280,13 @@ pub fn parse_mount(v: &berth_api::mount::Mount) -> Result<MountPoint> {
                 }
             }
         }
-        "" => return Err(bad("invalid mount config: mount type unknown: \"\"")),
+        "" => {
+            return Err(EngineError::bad(
+                "invalid mount config: mount type unknown: \"\"",
+            ))
+        }
         other => {
-            return Err(bad(format!(
+            return Err(EngineError::bad(format!(
                 "invalid mount config for type \"{other}\": mount type unknown"
             )))
         }
@@ -337,7 +343,10 @@ impl Mounts {
         let push =
             |m: MountPoint, out: &mut Vec<MountPoint>, seen: &mut HashSet<String>| -> Result<()> {
                 if !seen.insert(m.destination.clone()) {
-                    return Err(bad(format!("Duplicate mount point: {}", m.destination)));
+                    return Err(EngineError::bad(format!(
+                        "Duplicate mount point: {}",
+                        m.destination
+                    )));
                 }
                 out.push(m);
                 Ok(())
@@ -365,7 +374,7 @@ impl Mounts {
         for spec in hc.volumes_from.iter().flatten() {
             let (name, mode) = match spec.rsplit_once(':') {
                 Some((n, m)) if m == "ro" || m == "rw" => (n, Some(m)),
-                Some((_, m)) => return Err(bad(format!("invalid mode: {m}"))),
+                Some((_, m)) => return Err(EngineError::bad(format!("invalid mode: {m}"))),
                 None => (spec.as_str(), None),
             };
             let other = peers.id_of(name)?;
@@ -418,7 +427,7 @@ impl Mounts {
                                 m.volume_opts.clone(),
                                 m.anonymous,
                             )
-                            .map_err(|e| bad(e.to_string()))?;
+                            .map_err(|e| EngineError::bad(e.to_string()))?;
                         if !existed {
                             created.push(v.name.clone());
                         }
@@ -429,7 +438,7 @@ impl Mounts {
                         if !m.from_mounts_api && std::fs::symlink_metadata(&m.source).is_err() =>
                     {
                         std::fs::create_dir_all(&m.source).map_err(|e| {
-                            bad(format!(
+                            EngineError::bad(format!(
                                 "error while creating mount source path '{}': {e}",
                                 m.source
                             ))
@@ -509,7 +518,7 @@ impl Mounts {
                             src = self.stage_subpath(id, m, &src, out.len())?;
                         }
                         if m.typ == "bind" && std::fs::symlink_metadata(&src).is_err() {
-                            return Err(bad(format!(
+                            return Err(EngineError::bad(format!(
                                 "invalid mount config for type \"bind\": bind source path does not exist: {}",
                                 src.display()
                             )));
@@ -640,7 +649,7 @@ impl Mounts {
 pub fn open_subpath(m: &MountPoint, data: &Path) -> Result<std::os::fd::OwnedFd> {
     let root = std::fs::File::open(data).map_err(EngineError::io("opening volume", data))?;
     berth_util::root::open_in_root(&root, Path::new(&m.subpath), libc::O_PATH).map_err(|e| {
-        bad(format!(
+        EngineError::bad(format!(
             "cannot access path {} in volume {}: {e}",
             m.subpath, m.name
         ))

@@ -20,10 +20,6 @@ use crate::engine::{Container, Peers};
 use crate::error::{EngineError, Result};
 use crate::util;
 
-fn bad(m: impl Into<String>) -> EngineError {
-    EngineError::BadRequest(m.into())
-}
-
 /// What `prepare` gives the bundle: `/etc/hosts` and `resolv.conf`, and the network
 /// namespace to join (`container:<x>`).
 pub struct Plan {
@@ -38,7 +34,7 @@ fn parse_opt<T: std::str::FromStr>(s: &str, what: &str) -> Result<Option<T>> {
     }
     s.parse()
         .map(Some)
-        .map_err(|_| bad(format!("invalid {what} address: {s}")))
+        .map_err(|_| EngineError::bad(format!("invalid {what} address: {s}")))
 }
 
 impl Manager {
@@ -52,7 +48,7 @@ impl Manager {
         mac: Option<&str>,
     ) -> Result<Endpoint> {
         if net.driver != "bridge" {
-            return Err(bad(format!(
+            return Err(EngineError::bad(format!(
                 "container cannot be connected to network {} (driver {})",
                 net.name, net.driver
             )));
@@ -64,7 +60,7 @@ impl Manager {
         let ipam = cfg.and_then(|c| c.ipam_config.clone()).unwrap_or_default();
         let requested: Option<Ipv4Addr> = parse_opt(&ipam.ipv4_address, "IPv4")?;
         if requested.is_some() && net.builtin {
-            return Err(bad(
+            return Err(EngineError::bad(
                 "user specified IP address is supported on user defined networks only",
             ));
         }
@@ -78,7 +74,7 @@ impl Manager {
                 Some(p6.allocate(&used6, r)?)
             }
             (None, Some(_)) => {
-                return Err(bad(format!(
+                return Err(EngineError::bad(format!(
                     "invalid IPv6 address: network {} has no IPv6 (created without --ipv6)",
                     net.name
                 )))
@@ -91,8 +87,8 @@ impl Manager {
         });
         let mac = match mac {
             Some(m) => {
-                let parsed =
-                    etc::parse_mac(m).ok_or_else(|| bad(format!("invalid MAC address: {m}")))?;
+                let parsed = etc::parse_mac(m)
+                    .ok_or_else(|| EngineError::bad(format!("invalid MAC address: {m}")))?;
                 etc::mac_string(&parsed)
             }
             None => etc::mac_string(&etc::mac_for(ip)),
@@ -100,7 +96,7 @@ impl Manager {
         let mut aliases = cfg.and_then(|c| c.aliases.clone()).unwrap_or_default();
         aliases.dedup();
         if net.builtin && !aliases.is_empty() {
-            return Err(bad(
+            return Err(EngineError::bad(
                 "network-scoped alias is supported only for containers in user defined networks",
             ));
         }
@@ -124,7 +120,7 @@ impl Manager {
         super::ports::parse_port_bindings(hc.port_bindings.as_ref())?;
         for d in hc.dns.iter().flatten() {
             d.parse::<IpAddr>()
-                .map_err(|_| bad(format!("invalid DNS server address: {d}")))?;
+                .map_err(|_| EngineError::bad(format!("invalid DNS server address: {d}")))?;
         }
         self.extra_hosts(c)?;
         let mode = c.network_mode();
@@ -134,14 +130,14 @@ impl Manager {
         match mode {
             "host" | "none" => {
                 if eps.is_some_and(|o| o.keys().any(|k| k != mode)) {
-                    return Err(bad(
+                    return Err(EngineError::bad(
                         "container sharing network namespace with another container or host cannot be connected to any other network",
                     ));
                 }
             }
             m if m.starts_with("container:") => {
                 if !hc.port_bindings.as_ref().is_none_or(|o| o.is_empty()) || hc.publish_all_ports {
-                    return Err(bad(
+                    return Err(EngineError::bad(
                         "conflicting options: port publishing and the container type network mode",
                     ));
                 }
@@ -200,15 +196,18 @@ impl Manager {
             let (name, ip) = s
                 .split_once('=')
                 .or_else(|| s.split_once(':'))
-                .ok_or_else(|| bad(format!("invalid extra host: {s}")))?;
+                .ok_or_else(|| EngineError::bad(format!("invalid extra host: {s}")))?;
             let ip = if ip == "host-gateway" {
                 self.default_gateway()
                     .map(|g| g.to_string())
-                    .ok_or_else(|| bad("host-gateway: the default bridge has no gateway"))?
+                    .ok_or_else(|| {
+                        EngineError::bad("host-gateway: the default bridge has no gateway")
+                    })?
             } else {
                 let t = ip.trim_start_matches('[').trim_end_matches(']');
-                t.parse::<IpAddr>()
-                    .map_err(|_| bad(format!("invalid IP address in add-host: {ip:?}")))?;
+                t.parse::<IpAddr>().map_err(|_| {
+                    EngineError::bad(format!("invalid IP address in add-host: {ip:?}"))
+                })?;
                 t.to_string()
             };
             out.push((name.to_string(), ip));
@@ -239,7 +238,7 @@ impl Manager {
                 ))
             })?;
             if oid == c.id {
-                return Err(bad("cannot join own network namespace"));
+                return Err(EngineError::bad("cannot join own network namespace"));
             }
             let st = self.state.lock().unwrap();
             let other = st.containers.get(&oid);
@@ -648,7 +647,7 @@ impl Manager {
     pub fn connect(&self, c: &Container, key: &str, cfg: Option<&EndpointSettings>) -> Result<()> {
         let mode = c.network_mode();
         if mode == "host" || mode == "none" || mode.starts_with("container:") {
-            return Err(bad("container sharing network namespace with another container or host cannot be connected to any other network"));
+            return Err(EngineError::bad("container sharing network namespace with another container or host cannot be connected to any other network"));
         }
         let (ep, net, primary) = {
             let mut st = self.state.lock().unwrap();

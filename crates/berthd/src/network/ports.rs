@@ -11,10 +11,6 @@ use berth_network::proxy;
 use crate::engine::Container;
 use crate::error::{EngineError, Result};
 
-fn bad(m: impl Into<String>) -> EngineError {
-    EngineError::BadRequest(m.into())
-}
-
 /// One requested published port.
 #[derive(Debug, Clone)]
 pub struct WantPort {
@@ -30,7 +26,7 @@ pub fn parse_port_key(k: &str) -> Result<(u16, String)> {
     let (p, proto) = k.split_once('/').unwrap_or((k, "tcp"));
     let proto = proto.to_ascii_lowercase();
     if proto != "tcp" && proto != "udp" {
-        return Err(bad(format!(
+        return Err(EngineError::bad(format!(
             "invalid proto: {proto} (tcp and udp are supported)"
         )));
     }
@@ -38,7 +34,7 @@ pub fn parse_port_key(k: &str) -> Result<(u16, String)> {
         .parse()
         .ok()
         .filter(|p| *p > 0)
-        .ok_or_else(|| bad(format!("invalid port specification: {k:?}")))?;
+        .ok_or_else(|| EngineError::bad(format!("invalid port specification: {k:?}")))?;
     Ok((port, proto))
 }
 
@@ -54,7 +50,7 @@ pub fn parse_port_bindings(bindings: Option<&PortMap>) -> Result<Vec<WantPort>> 
         };
         for b in binds {
             if !b.host_ip.is_empty() && b.host_ip.parse::<IpAddr>().is_err() {
-                return Err(bad(format!("invalid host IP: {}", b.host_ip)));
+                return Err(EngineError::bad(format!("invalid host IP: {}", b.host_ip)));
             }
             let hp = &b.host_port;
             if !hp.is_empty() {
@@ -65,7 +61,7 @@ pub fn parse_port_bindings(bindings: Option<&PortMap>) -> Result<Vec<WantPort>> 
                     None => hp.parse::<u16>().is_ok(),
                 };
                 if !ok {
-                    return Err(bad(format!("invalid hostPort: {hp}")));
+                    return Err(EngineError::bad(format!("invalid hostPort: {hp}")));
                 }
             }
             out.push(WantPort {
@@ -108,7 +104,7 @@ pub fn bind_port(w: &WantPort) -> Result<(proxy::Bound, u16)> {
     } else {
         w.host_ip
             .parse()
-            .map_err(|_| bad(format!("invalid host IP: {}", w.host_ip)))?
+            .map_err(|_| EngineError::bad(format!("invalid host IP: {}", w.host_ip)))?
     };
     let proto = if w.proto == "udp" {
         Proto::Udp
