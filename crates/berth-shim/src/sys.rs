@@ -1,9 +1,7 @@
 //! Thin wrappers over the few system calls the shim needs (libc only, to keep the binary small).
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
@@ -21,6 +19,13 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
     // SAFETY: pipe2 succeeded: both descriptors are new and owned by us alone.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sets `FD_CLOEXEC` on `fd` (an invalid descriptor fails with EBADF).
+pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl(F_SETFD) takes an integer argument and touches no memory.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    Ok(())
 }
 
 pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
@@ -211,11 +216,6 @@ pub fn signalfd(signals: &[i32]) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Resets every signal's disposition to the default (see `berth_util::signal`).
-pub fn reset_signal_dispositions() {
-    berth_util::signal::reset_dispositions();
-}
-
 /// Reads every pending signal from a signalfd; returns their numbers.
 pub fn drain_signalfd(fd: &OwnedFd) -> Vec<i32> {
     let mut out = Vec::new();
@@ -298,11 +298,6 @@ pub fn recv_fd(sock: RawFd) -> io::Result<OwnedFd> {
     ))
 }
 
-pub fn cstr(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
-}
-
 /// Redirects stdin and stdout to /dev/null and stderr to `err` (or /dev/null).
 pub fn redirect_stdio(err: Option<&Path>) -> io::Result<()> {
     let null = std::fs::OpenOptions::new()
@@ -321,24 +316,6 @@ pub fn redirect_stdio(err: Option<&Path>) -> io::Result<()> {
         Some(f) => dup2(f.as_raw_fd(), 2),
         None => dup2(null.as_raw_fd(), 2),
     }
-}
-
-/// Writes `data` to `path` atomically: temp file, then rename. No fsync: the shim's state lives
-/// under the exec root (a tmpfs such as `/run` in a normal setup), describes processes that a
-/// reboot ends anyway, and only has to survive the death of processes (the daemon's, the
-/// shim's), which a rename already guarantees.
-pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
-    berth_util::fs::replace_file_nosync(path, data)
-}
-
-/// The current time as RFC 3339 with nanoseconds, UTC.
-pub fn now_rfc3339() -> String {
-    berth_util::time::now_rfc3339_nano9()
-}
-
-/// `secs.nanos` since the epoch as RFC 3339 with all nine fraction digits, UTC.
-pub fn rfc3339(secs: i64, nanos: u32) -> String {
-    berth_util::time::format_rfc3339_nano9(secs, nanos)
 }
 
 /// VmRSS of `pid` in KiB, from /proc/PID/status.
@@ -374,16 +351,6 @@ pub fn write_exec_fifo(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_formats() {
-        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(
-            rfc3339(1_709_251_199, 123_456_789),
-            "2024-02-29T23:59:59.123456789Z"
-        );
-        assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.000000005Z");
-    }
 
     #[test]
     fn exit_codes() {
