@@ -15,9 +15,12 @@
 //! lexically (`..` may not climb above the root; a leading `/` is dropped) and resolved
 //! component by component with `openat(O_NOFOLLOW | O_DIRECTORY)` on directory file
 //! descriptors starting from a root descriptor. A parent component that is a symlink is
-//! resolved with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` against the root
-//! descriptor, so it is interpreted inside the target as it would be inside the container
-//! (and never outside). The last component is never followed: an entry replacing a symlink
+//! resolved by berth-util's confined resolver ([`berth_util::root::open_in_root`]:
+//! `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, or its user-space walk where openat2 is
+//! refused) against the root descriptor, so it is interpreted inside the target as it would be
+//! inside the container (and never outside). The component walk itself ([`resolve_dir`]) is
+//! not that resolver: it follows no symlink (one `openat` per component on the fast path),
+//! creates missing directories as it goes and records which it created. The last component is never followed: an entry replacing a symlink
 //! removes the symlink. Hard link targets are resolved the same way and must exist already.
 //!
 //! On error the target is left partially applied: apply into a scratch directory and discard
@@ -27,12 +30,13 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use rustix::fs::{
-    self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags,
+    self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags,
 };
 use rustix::io::Errno;
 
@@ -550,22 +554,21 @@ pub(crate) fn resolve_dir(
                 if FileType::from_raw_mode(st.st_mode) != FileType::Symlink {
                     return Err(EntryError::NotADirectory);
                 }
-                // Resolve the whole prefix inside the root, as the container would see it.
+                // Resolve the whole prefix inside the root, as the container would see it
+                // (berth-util's confined resolver: openat2 or its user-space walk).
                 let prefix = join(&comps[..=i]);
-                cur = rfs::openat2(
+                cur = berth_util::root::open_in_root(
                     root,
-                    prefix.as_slice(),
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+                    Path::new(std::ffi::OsStr::from_bytes(&prefix)),
+                    libc::O_RDONLY | libc::O_DIRECTORY,
                 )
-                .map_err(|e| match e {
-                    Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV | Errno::NOSYS => {
+                .map_err(|e| match e.raw_os_error() {
+                    Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EXDEV) => {
                         EntryError::UnresolvableSymlink
                     }
-                    e => EntryError::Io {
-                        op: "openat2",
-                        source: e.into(),
+                    _ => EntryError::Io {
+                        op: "resolve symlink",
+                        source: e,
                     },
                 })?;
             }
@@ -631,7 +634,6 @@ pub(crate) fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
 /// component, and `lsetxattr` does not follow the last component).
 fn lsetxattr_at(dir: BorrowedFd<'_>, name: &[u8], key: &str, value: &[u8]) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    use std::os::unix::ffi::OsStrExt;
     let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
     p.extend_from_slice(name);
     let path = Path::new(std::ffi::OsStr::from_bytes(&p));
