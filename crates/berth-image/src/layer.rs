@@ -35,9 +35,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use rustix::fs::{
-    self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags,
-};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
 use crate::digest::{Digest, Hasher};
