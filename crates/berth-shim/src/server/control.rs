@@ -1,6 +1,5 @@
 //! The control protocol: request lines, and each request's effect and reply.
 
-use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -277,7 +276,7 @@ impl Shim {
             return err("no such exec");
         };
         match &p.pty {
-            Some(m) => match sys::set_winsize(m.as_raw_fd(), rows, cols) {
+            Some(m) => match sys::set_winsize(m, rows, cols) {
                 Ok(()) => ok(),
                 Err(e) => err(format!("resize: {e}")),
             },

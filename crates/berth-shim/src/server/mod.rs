@@ -128,7 +128,7 @@ pub fn serve(cfg: Config, ready: OwnedFd) -> i32 {
     let mut shim = match Shim::setup(cfg) {
         Ok(s) => s,
         Err(e) => {
-            let _ = sys::write_all_blocking(ready.as_raw_fd(), format!("error: {e}\n").as_bytes());
+            let _ = sys::write_all_blocking(&ready, format!("error: {e}\n").as_bytes());
             return 1;
         }
     };
@@ -137,7 +137,7 @@ pub fn serve(cfg: Config, ready: OwnedFd) -> i32 {
         "init_pid": shim.init.pid,
         "socket": shim.cfg.socket_path(),
     });
-    let _ = sys::write_all_blocking(ready.as_raw_fd(), format!("{report}\n").as_bytes());
+    let _ = sys::write_all_blocking(&ready, format!("{report}\n").as_bytes());
     drop(ready);
     shim.run();
     shim.cleanup();
@@ -290,15 +290,15 @@ fn bind_path(path: &Path) -> io::Result<UnixListener> {
 
 fn log_line(msg: &str) {
     let line = format!("{} {msg}\n", now_rfc3339());
-    let _ = sys::write(2, line.as_bytes());
+    let _ = sys::write(std::io::stderr(), line.as_bytes());
 }
 
 /// Reads whatever is in a pipe without blocking (a runtime's error message).
 fn drain_text(fd: &OwnedFd) -> String {
-    let _ = sys::set_nonblocking(fd.as_raw_fd(), true);
+    let _ = sys::set_nonblocking(fd, true);
     let mut out = Vec::new();
     let mut b = [0u8; 4096];
-    while let Ok(n) = sys::read(fd.as_raw_fd(), &mut b) {
+    while let Ok(n) = sys::read(fd, &mut b) {
         if n == 0 || out.len() > 64 << 10 {
             break;
         }
@@ -369,7 +369,7 @@ impl Shim {
             shim.cleanup();
             return Err(e);
         }
-        let _ = sys::set_nonblocking(shim.listener.as_raw_fd(), true);
+        let _ = sys::set_nonblocking(&shim.listener, true);
         let pid_path = shim.cfg.pid_path();
         berth_util::fs::replace_file_nosync(&pid_path, std::process::id().to_string().as_bytes())
             .map_err(file("write", pid_path))?;

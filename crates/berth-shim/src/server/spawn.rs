@@ -1,7 +1,7 @@
 //! Starting processes through the runtime: the container's init (`create`) and execs, with
 //! pipes or a pty as their stdio.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -76,14 +76,14 @@ impl Shim {
             .console
             .as_ref()
             .ok_or_else(|| ShimError::NoPtyMaster(std::io::Error::other("no console socket")))?;
-        let _ = sys::set_nonblocking(l.as_raw_fd(), true);
+        let _ = sys::set_nonblocking(l, true);
         let (conn, _) = l.accept().map_err(ShimError::NoPtyMaster)?;
         let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-        sys::recv_fd(conn.as_raw_fd()).map_err(file("receive pty master from", path))
+        sys::recv_fd(&conn).map_err(file("receive pty master from", path))
     }
 
     pub(super) fn add_output(&mut self, fd: OwnedFd, target: Target, stream: u8) {
-        let _ = sys::set_nonblocking(fd.as_raw_fd(), true);
+        let _ = sys::set_nonblocking(&fd, true);
         let id = self.next_id;
         self.next_id += 1;
         self.outputs.insert(id, Output { fd, target, stream });
@@ -168,8 +168,8 @@ impl Shim {
         if tty {
             drop(pipes.err_r);
             let master = self.receive_master()?;
-            let _ = sys::set_nonblocking(master.as_raw_fd(), true);
-            let dup = || sys::dup(master.as_raw_fd()).map_err(sys_err("dup"));
+            let _ = sys::set_nonblocking(&master, true);
+            let dup = || sys::dup(&master).map_err(sys_err("dup"));
             let stdin = if stdin {
                 Some(sink(dup()?, true))
             } else {
@@ -194,7 +194,7 @@ impl Shim {
         }
         self.add_output(pipes.err_r, target.clone(), STDERR);
         let stdin = pipes.in_w.map(|w| {
-            let _ = sys::set_nonblocking(w.as_raw_fd(), true);
+            let _ = sys::set_nonblocking(&w, true);
             sink(w, false)
         });
         Ok(Connected {

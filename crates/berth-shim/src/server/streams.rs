@@ -2,7 +2,6 @@
 //! process stdin, and the client connections themselves.
 
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
 
 use serde_json::Value;
 
@@ -45,7 +44,7 @@ impl Shim {
             return;
         };
         let mut buf = std::mem::take(&mut self.buf);
-        let res = sys::read(o.fd.as_raw_fd(), &mut buf);
+        let res = sys::read(&o.fd, &mut buf);
         let (target, stream) = (o.target.clone(), o.stream);
         match res {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -143,7 +142,7 @@ impl Shim {
             return;
         };
         while !c.wbuf.is_empty() {
-            match sys::send(c.sock.as_raw_fd(), &c.wbuf) {
+            match sys::send(&c.sock, &c.wbuf) {
                 Ok(n) => {
                     c.wbuf.drain(..n);
                 }
@@ -189,7 +188,7 @@ impl Shim {
         let Some(p) = self.proc_mut(t) else { return };
         let Some(s) = p.stdin.as_mut() else { return };
         while !s.buf.is_empty() {
-            match sys::write(s.fd.as_raw_fd(), &s.buf) {
+            match sys::write(&s.fd, &s.buf) {
                 Ok(n) => {
                     s.buf.drain(..n);
                 }
@@ -203,7 +202,7 @@ impl Shim {
         if s.close_pending {
             if s.tty {
                 // A pty cannot be half-closed: end the input with ^D, as a terminal does.
-                let _ = sys::write(s.fd.as_raw_fd(), &[4]);
+                let _ = sys::write(&s.fd, &[4]);
             }
             p.stdin = None;
         }
