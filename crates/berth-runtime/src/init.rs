@@ -129,13 +129,13 @@ fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError
         match &ns.path {
             Some(p) => setns_path(p, NamespaceType::User)?,
             None => {
-                // SAFETY: unshare with a namespace flag.
                 check(
+                    // SAFETY: unshare with a namespace flag.
                     unsafe { libc::unshare(libc::CLONE_NEWUSER) },
                     "create user namespace",
                 )?;
-                // SAFETY: getpid cannot fail.
                 chan.send(&Msg::MapRequest {
+                    // SAFETY: getpid cannot fail.
                     pid: unsafe { libc::getpid() },
                 })?;
                 chan.expect("MapDone", |m| *m == Msg::MapDone)?;
@@ -204,8 +204,8 @@ fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError
         chan.send(&Msg::InitPid { pid })?;
         Ok(())
     } else {
-        // SAFETY: getpid cannot fail.
         chan.send(&Msg::InitPid {
+            // SAFETY: getpid cannot fail.
             pid: unsafe { libc::getpid() },
         })?;
         init_stage2(cfg, chan, in_user_ns)
@@ -328,8 +328,8 @@ fn init_stage2_inner(
     }
     if let Some(dn) = spec.domainname.as_deref().filter(|h| !h.is_empty()) {
         let c = cstring(dn).map_err(sys("domainname"))?;
-        // SAFETY: valid buffer and length.
         check(
+            // SAFETY: valid buffer and length.
             unsafe { libc::setdomainname(c.as_ptr(), dn.len()) },
             "setdomainname",
         )?;
@@ -560,13 +560,13 @@ fn finalize_and_exec(
             return Err(sys("setgroups")(e));
         }
     }
-    // SAFETY: plain credential syscalls.
     check(
+        // SAFETY: plain credential syscalls.
         unsafe { libc::setresgid(u.gid, u.gid, u.gid) },
         format!("setgid {}", u.gid),
     )?;
-    // SAFETY: plain credential syscalls.
     check(
+        // SAFETY: plain credential syscalls.
         unsafe { libc::setresuid(u.uid, u.uid, u.uid) },
         format!("setuid {}", u.uid),
     )?;
@@ -635,8 +635,8 @@ fn finalize_and_exec(
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(u.umask.unwrap_or(0o022) as libc::mode_t) };
     if p.no_new_privileges {
-        // SAFETY: prctl with integer arguments.
         check(
+            // SAFETY: prctl with integer arguments.
             unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
             "set no_new_privs",
         )?;
