@@ -114,13 +114,7 @@ impl From<crate::snapshot::SnapshotError> for ArchiveError {
 
 type Result<T, E = ArchiveError> = std::result::Result<T, E>;
 
-fn io_at<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ArchiveError + 'a {
-    move |source| ArchiveError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
+io_error_fn!(io_at, ArchiveError);
 
 /// Longest GNU long name / PAX extension accepted.
 const MAX_EXT_HEADER: u64 = 64 * 1024;

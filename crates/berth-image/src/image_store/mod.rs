@@ -115,13 +115,7 @@ impl ImageStoreError {
     }
 }
 
-fn io_at<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ImageStoreError + 'a {
-    move |source| ImageStoreError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
+io_error_fn!(io_at, ImageStoreError);
 
 type Result<T, E = ImageStoreError> = std::result::Result<T, E>;
 

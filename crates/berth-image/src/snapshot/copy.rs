@@ -110,16 +110,7 @@ pub(super) fn copy_dir_contents(
         let st = rfs::statat(src, name, nofollow)?;
         let ft = FileType::from_raw_mode(st.st_mode);
         let mode = Mode::from_raw_mode(st.st_mode & 0o7777);
-        let times = Timestamps {
-            last_access: Timespec {
-                tv_sec: st.st_atime as i64,
-                tv_nsec: st.st_atime_nsec as _,
-            },
-            last_modification: Timespec {
-                tv_sec: st.st_mtime as i64,
-                tv_nsec: st.st_mtime_nsec as _,
-            },
-        };
+        let times = stat_times(&st);
         rel.push(name.to_vec());
         let key = (st.st_dev as u64, st.st_ino as u64);
         if ft != FileType::Directory && st.st_nlink > 1 {
@@ -206,16 +197,7 @@ pub(super) fn copy_meta_fd(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> io::Resu
     )?;
     rfs::fchmod(dst, Mode::from_raw_mode(st.st_mode & 0o7777))?;
     copy_xattrs(src, dst)?;
-    let times = Timestamps {
-        last_access: Timespec {
-            tv_sec: st.st_atime as i64,
-            tv_nsec: st.st_atime_nsec as _,
-        },
-        last_modification: Timespec {
-            tv_sec: st.st_mtime as i64,
-            tv_nsec: st.st_mtime_nsec as _,
-        },
-    };
+    let times = stat_times(&st);
     rfs::futimens(dst, &times)?;
     Ok(())
 }
@@ -241,4 +223,20 @@ pub(super) fn copy_xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> io::Resul
         }
     }
     Ok(())
+}
+
+/// The access and modification times of a `stat`.
+// The casts are no-ops here, not on targets whose `stat` has 32-bit times.
+#[allow(clippy::unnecessary_cast)]
+fn stat_times(st: &rfs::Stat) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: st.st_atime as i64,
+            tv_nsec: st.st_atime_nsec as _,
+        },
+        last_modification: Timespec {
+            tv_sec: st.st_mtime as i64,
+            tv_nsec: st.st_mtime_nsec as _,
+        },
+    }
 }

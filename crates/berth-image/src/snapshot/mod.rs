@@ -108,13 +108,7 @@ pub enum SnapshotError {
     },
 }
 
-fn io_at<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SnapshotError + 'a {
-    move |source| SnapshotError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
+io_error_fn!(io_at, SnapshotError);
 
 /// Metadata of a committed layer snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
