@@ -111,6 +111,16 @@ pub(super) fn copy_dir_contents(
         let ft = FileType::from_raw_mode(st.st_mode);
         let mode = Mode::from_raw_mode(st.st_mode & 0o7777);
         let times = stat_times(&st);
+        // Owners of what is made by name (symlinks and devices), without following it.
+        let chown_entry = || {
+            rfs::chownat(
+                dst,
+                name,
+                Some(rfs::Uid::from_raw(st.st_uid)),
+                Some(rfs::Gid::from_raw(st.st_gid)),
+                nofollow,
+            )
+        };
         rel.push(name.to_vec());
         let key = (st.st_dev as u64, st.st_ino as u64);
         if ft != FileType::Directory && st.st_nlink > 1 {
@@ -159,23 +169,11 @@ pub(super) fn copy_dir_contents(
             FileType::Symlink => {
                 let target = rfs::readlinkat(src, name, Vec::new())?;
                 rfs::symlinkat(target.as_c_str(), dst, name)?;
-                rfs::chownat(
-                    dst,
-                    name,
-                    Some(rfs::Uid::from_raw(st.st_uid)),
-                    Some(rfs::Gid::from_raw(st.st_gid)),
-                    nofollow,
-                )?;
+                chown_entry()?;
             }
             ft => {
                 rfs::mknodat(dst, name, ft, mode, st.st_rdev as _)?;
-                rfs::chownat(
-                    dst,
-                    name,
-                    Some(rfs::Uid::from_raw(st.st_uid)),
-                    Some(rfs::Gid::from_raw(st.st_gid)),
-                    nofollow,
-                )?;
+                chown_entry()?;
                 rfs::chmodat(dst, name, mode, AtFlags::empty())?;
             }
         }
