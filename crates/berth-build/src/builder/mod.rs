@@ -13,7 +13,7 @@
 //! mount of the parent's layers with a fresh upper directory; afterwards the upper directory
 //! is archived into a gzip layer and then *renamed* into the layer snapshot (no unpacking).
 //!
-//! Modules: [`instructions`] (the typed instructions, flags parsed once), `schedule`
+//! Modules: `instructions` (the typed instructions, flags parsed once), `schedule`
 //! (stages, their dependencies and threads, output in file order), `steps` (one function
 //! per metadata instruction), `run` (RUN: its OCI spec and the runtime), `copy` (COPY/ADD),
 //! `commit` (a step's cache lookup, container and layer; the final image), `container`
@@ -24,7 +24,7 @@ mod commit;
 mod container;
 mod copy;
 mod error;
-pub(crate) mod instructions;
+mod instructions;
 mod run;
 mod schedule;
 mod state;
