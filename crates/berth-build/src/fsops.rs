@@ -1,10 +1,14 @@
-//! File-system helpers for COPY/ADD/WORKDIR inside a mounted root file system: symlinks are
-//! resolved inside the root (never outside it), and copies keep modes and times.
+//! File-system helpers for COPY/ADD/WORKDIR inside a mounted root file system: paths are
+//! resolved inside the root by `berth_util::root::open_in_root` (never outside it), and
+//! copies keep modes and times.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+
+use berth_util::root::open_in_root;
 
 /// A file-system operation that failed, with what was being done and where.
 #[derive(Debug, thiserror::Error)]
@@ -51,84 +55,164 @@ pub enum UserError {
     Group(String),
 }
 
-/// Resolves `path` (absolute inside the container) against `root`, following symlinks as if
-/// `root` were `/` (Docker's `FollowSymlinkInScope`). The last component is resolved too
-/// when `follow_last`.
-pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> Result<PathBuf, FsError> {
-    let mut todo: Vec<String> = Path::new(path)
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
-            Component::ParentDir => Some("..".into()),
-            _ => None,
+/// A root directory opened for resolutions inside it, and its canonical path (what
+/// `/proc/self/fd` shows), so that resolved paths are given under `root` as the caller named
+/// it.
+struct Root<'a> {
+    path: &'a Path,
+    fd: OwnedFd,
+    canonical: PathBuf,
+}
+
+impl<'a> Root<'a> {
+    fn open(path: &'a Path) -> Result<Root<'a>, FsError> {
+        let fd = fs::File::open(path)
+            .map(OwnedFd::from)
+            .map_err(io_at("opening", path))?;
+        let canonical = fd_path(&fd).map_err(io_at("resolving", path))?;
+        Ok(Root {
+            path,
+            fd,
+            canonical,
         })
-        .rev()
-        .collect();
-    let mut cur: Vec<String> = Vec::new();
-    let mut links = 0;
-    while let Some(c) = todo.pop() {
-        if c == ".." {
-            cur.pop();
-            continue;
-        }
-        let last = todo.is_empty();
-        let mut p = root.to_path_buf();
-        p.extend(&cur);
-        p.push(&c);
-        if last && !follow_last {
-            cur.push(c);
-            break;
-        }
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.file_type().is_symlink() => {
-                links += 1;
-                if links > 255 {
-                    return Err(FsError::SymlinkLoop(path.to_string()));
-                }
-                let target = fs::read_link(&p).map_err(io_at("reading symlink", &p))?;
-                let t = target.to_string_lossy().into_owned();
-                if t.starts_with('/') {
-                    cur.clear();
-                }
-                for comp in Path::new(&t).components().rev() {
-                    match comp {
-                        Component::Normal(s) => todo.push(s.to_string_lossy().into_owned()),
-                        Component::ParentDir => todo.push("..".into()),
-                        _ => {}
-                    }
-                }
-            }
-            _ => cur.push(c),
-        }
     }
-    let mut p = root.to_path_buf();
-    p.extend(&cur);
-    Ok(p)
+
+    /// The path of an open descriptor of something inside the root, under `self.path`.
+    fn host_path(&self, fd: &OwnedFd, what: &Path) -> Result<PathBuf, FsError> {
+        let p = fd_path(fd).map_err(io_at("resolving", what))?;
+        Ok(match p.strip_prefix(&self.canonical) {
+            Ok(rel) if rel.as_os_str().is_empty() => self.path.to_path_buf(),
+            Ok(rel) => self.path.join(rel),
+            Err(_) => p,
+        })
+    }
+
+    /// See [`resolve_in_root`]; `links` counts the symlinks of missing targets followed.
+    fn resolve(&self, path: &Path, follow_last: bool, links: u32) -> Result<PathBuf, FsError> {
+        let flags = if follow_last {
+            libc::O_PATH
+        } else {
+            libc::O_PATH | libc::O_NOFOLLOW
+        };
+        match open_in_root(&self.fd, path, flags) {
+            Ok(fd) => return self.host_path(&fd, path),
+            // Missing, or a file where a directory is needed (missing too, as written).
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {}
+            Err(e) => return Err(io_at("resolving", &self.path.join(relative(path)))(e)),
+        }
+        // Something is missing: the parent resolved (itself perhaps missing), then the
+        // last component as written, or, when it is a symlink to a missing target, that
+        // target (FollowSymlinkInScope).
+        let mut comps: Vec<Component> = path
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir))
+            .collect();
+        let Some(last) = comps.pop() else {
+            return Ok(self.path.to_path_buf());
+        };
+        let parent: PathBuf = std::iter::once(Component::RootDir).chain(comps).collect();
+        let mut p = self.resolve(&parent, true, links)?;
+        let Component::Normal(name) = last else {
+            // `..` of a missing directory: lexically its parent, never above the root.
+            if p != self.path {
+                p.pop();
+            }
+            return Ok(p);
+        };
+        let p = p.join(name);
+        if follow_last {
+            if let Ok(target) = fs::read_link(&p) {
+                if links >= berth_util::root::MAX_SYMLINKS {
+                    return Err(FsError::SymlinkLoop(path.display().to_string()));
+                }
+                return self.resolve(&parent.join(target), true, links + 1);
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// The path the kernel gives an open descriptor (`/proc/self/fd/N`).
+fn fd_path(fd: &OwnedFd) -> io::Result<PathBuf> {
+    fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// `path` without its leading `/`s.
+fn relative(path: &Path) -> &Path {
+    path.strip_prefix("/").unwrap_or(path)
+}
+
+/// Resolves `path` (absolute inside the container) against `root` as if `root` were `/`
+/// (Docker's `FollowSymlinkInScope`): what exists is opened by the one confined resolver,
+/// `berth_util::root::open_in_root` (symlinks and `..` never leave the root), and its path
+/// given under `root`; what does not exist yet is appended as written (a symlink to a
+/// missing target resolving to that target). The last component is followed when
+/// `follow_last`.
+pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> Result<PathBuf, FsError> {
+    Root::open(root)?.resolve(Path::new(path), follow_last, 0)
 }
 
 /// Creates `path` (inside `root`) and missing parents, new directories owned by `owner` with
-/// mode 0755. Returns whether anything was created.
+/// mode 0755; a symlink to a missing directory gets its target created. Returns whether
+/// anything was created.
 pub fn mkdir_all(root: &Path, path: &str, owner: Option<(u32, u32)>) -> Result<bool, FsError> {
+    let r = Root::open(root)?;
+    mkdir_all_in(&r, path, owner, 0)
+}
+
+fn mkdir_all_in(
+    r: &Root<'_>,
+    path: &str,
+    owner: Option<(u32, u32)>,
+    links: u32,
+) -> Result<bool, FsError> {
     let mut created = false;
-    let mut acc = String::new();
+    let mut acc = String::from("/");
     for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
-        acc.push('/');
+        let parent = Path::new(&acc).to_path_buf();
+        if !acc.ends_with('/') {
+            acc.push('/');
+        }
         acc.push_str(comp);
-        let p = resolve_in_root(root, &acc, true)?;
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(FsError::NotADirectory(acc)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(&p).map_err(io_at("creating directory", &p))?;
-                fs::set_permissions(&p, fs::Permissions::from_mode(0o755))
-                    .map_err(io_at("setting the mode of", &p))?;
+        let at = || r.path.join(relative(Path::new(&acc)));
+        match open_in_root(&r.fd, Path::new(&acc), libc::O_PATH | libc::O_DIRECTORY) {
+            Ok(_) => continue,
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                return Err(FsError::NotADirectory(acc))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(io_at("resolving", &at())(e)),
+        }
+        let dir = open_in_root(&r.fd, &parent, libc::O_PATH | libc::O_DIRECTORY)
+            .map_err(|e| io_at("resolving", &r.path.join(relative(&parent)))(e))?;
+        match rustix::fs::readlinkat(&dir, comp, Vec::new()) {
+            Ok(target) => {
+                // A symlink to a missing directory: the target is made.
+                if links >= berth_util::root::MAX_SYMLINKS {
+                    return Err(FsError::SymlinkLoop(path.to_string()));
+                }
+                let target = parent.join(target.to_string_lossy().as_ref());
+                created |= mkdir_all_in(r, &target.to_string_lossy(), owner, links + 1)?;
+            }
+            Err(_) => {
+                let mode = rustix::fs::Mode::from_raw_mode(0o755);
+                rustix::fs::mkdirat(&dir, comp, mode)
+                    .and_then(|()| {
+                        rustix::fs::chmodat(&dir, comp, mode, rustix::fs::AtFlags::empty())
+                    })
+                    .map_err(|e| io_at("creating directory", &at())(e.into()))?;
                 if let Some((u, g)) = owner {
-                    std::os::unix::fs::lchown(&p, Some(u), Some(g))
-                        .map_err(io_at("setting the owner of", &p))?;
+                    rustix::fs::chownat(
+                        &dir,
+                        comp,
+                        Some(rustix::fs::Uid::from_raw(u)),
+                        Some(rustix::fs::Gid::from_raw(g)),
+                        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| io_at("setting the owner of", &at())(e.into()))?;
                 }
                 created = true;
             }
-            Err(e) => return Err(io_at("inspecting", &p)(e)),
         }
     }
     Ok(created)
@@ -272,11 +356,16 @@ pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32), UserError> {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
+    let r = Root::open(root).ok();
     let read = |f: &str| {
-        resolve_in_root(root, f, true)
-            .ok()
-            .and_then(|p| fs::read_to_string(p).ok())
-            .unwrap_or_default()
+        let mut text = String::new();
+        if let Some(fd) = r
+            .as_ref()
+            .and_then(|r| open_in_root(&r.fd, Path::new(f), libc::O_RDONLY).ok())
+        {
+            let _ = fs::File::from(fd).read_to_string(&mut text);
+        }
+        text
     };
     let passwd = read("/etc/passwd");
     let entry = |name_or_id: &str, by_id: bool| {
@@ -337,5 +426,75 @@ mod tests {
         assert!(r.join("etc/new/dir").is_dir());
         std::os::unix::fs::symlink("loop", r.join("loop")).unwrap();
         assert!(resolve_in_root(r, "/loop/x", true).is_err());
+    }
+
+    #[test]
+    fn missing_tails_aliases_and_users() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path().join("root");
+        fs::create_dir_all(r.join("real/sub")).unwrap();
+        fs::write(r.join("f"), "").unwrap();
+        // A root named through a symlink: results stay under the name given.
+        let a = d.path().join("alias");
+        symlink(&r, &a).unwrap();
+        assert_eq!(
+            resolve_in_root(&a, "/real/sub", true).unwrap(),
+            a.join("real/sub")
+        );
+        assert_eq!(resolve_in_root(&a, "/", true).unwrap(), a);
+        // What is missing is appended as written; `..` of a missing directory is lexical; a
+        // file where a directory is needed is missing too.
+        assert_eq!(
+            resolve_in_root(&a, "/real/missing/x", true).unwrap(),
+            a.join("real/missing/x")
+        );
+        assert_eq!(
+            resolve_in_root(&a, "/real/missing/../sub", true).unwrap(),
+            a.join("real/sub")
+        );
+        assert_eq!(resolve_in_root(&a, "/f/x", true).unwrap(), a.join("f/x"));
+        // Absolute links and `..` stay inside.
+        symlink("/etc/passwd", r.join("pw")).unwrap();
+        assert_eq!(
+            resolve_in_root(&a, "/pw", true).unwrap(),
+            a.join("etc/passwd")
+        );
+        symlink("../../../real", r.join("up")).unwrap();
+        assert_eq!(
+            resolve_in_root(&a, "/up/sub", true).unwrap(),
+            a.join("real/sub")
+        );
+        // mkdir_all: new directories 0755 whatever the umask, owned as asked; false when
+        // everything exists; a file in the way is refused.
+        let me = (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
+        assert!(mkdir_all(&a, "/n/m", Some(me)).unwrap());
+        let m = fs::metadata(r.join("n/m")).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (me.0, me.1, 0o755));
+        assert!(!mkdir_all(&a, "n/./m/", None).unwrap());
+        assert!(matches!(
+            mkdir_all(&a, "/f/x", None),
+            Err(FsError::NotADirectory(p)) if p == "/f"
+        ));
+        // Users are read inside the root: an absolute /etc/passwd link stays in it.
+        fs::create_dir_all(r.join("etc")).unwrap();
+        fs::remove_file(r.join("pw")).unwrap();
+        fs::write(r.join("real/pw"), "u:x:5:6::/:/bin/sh\n").unwrap();
+        symlink("/real/pw", r.join("etc/passwd")).unwrap();
+        fs::write(r.join("etc/group"), "g:x:7:\n").unwrap();
+        assert_eq!(resolve_user(&a, "u").unwrap(), (5, 6));
+        assert_eq!(resolve_user(&a, "u:g").unwrap(), (5, 7));
+        assert_eq!(resolve_user(&a, "9:8").unwrap(), (9, 8));
+        assert_eq!(
+            resolve_user(&a, "root").unwrap_err(),
+            UserError::User("root".into())
+        );
+        assert_eq!(
+            resolve_user(&a, "u:nogroup").unwrap_err(),
+            UserError::Group("nogroup".into())
+        );
     }
 }

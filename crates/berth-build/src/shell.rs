@@ -273,41 +273,37 @@ pub fn expand_word(s: &str, escape: char, vars: &dyn Vars) -> Result<String, Exp
     Ok(expand_word_tracking(s, escape, vars)?.0)
 }
 
+/// Expands `s`: the characters (each with whether it may split words) and the variable
+/// names referenced.
+fn expand(s: &str, escape: char, vars: &dyn Vars) -> Result<(Out, Vec<String>), ExpandError> {
+    let mut lx = Lexer {
+        s: s.chars().collect(),
+        i: 0,
+        escape,
+        vars,
+        used: Vec::new(),
+    };
+    let mut out = Out {
+        chars: Vec::new(),
+        forced: Vec::new(),
+    };
+    lx.process(&mut out, None)?;
+    Ok((out, lx.used))
+}
+
 /// Like [`expand_word`], also returning the variable names referenced.
 pub fn expand_word_tracking(
     s: &str,
     escape: char,
     vars: &dyn Vars,
 ) -> Result<(String, Vec<String>), ExpandError> {
-    let mut lx = Lexer {
-        s: s.chars().collect(),
-        i: 0,
-        escape,
-        vars,
-        used: Vec::new(),
-    };
-    let mut out = Out {
-        chars: Vec::new(),
-        forced: Vec::new(),
-    };
-    lx.process(&mut out, None)?;
-    Ok((out.chars.into_iter().map(|(c, _)| c).collect(), lx.used))
+    let (out, used) = expand(s, escape, vars)?;
+    Ok((out.chars.into_iter().map(|(c, _)| c).collect(), used))
 }
 
 /// Expands and splits into words on unquoted white space (`ProcessWords`).
 pub fn expand_words(s: &str, escape: char, vars: &dyn Vars) -> Result<Vec<String>, ExpandError> {
-    let mut lx = Lexer {
-        s: s.chars().collect(),
-        i: 0,
-        escape,
-        vars,
-        used: Vec::new(),
-    };
-    let mut out = Out {
-        chars: Vec::new(),
-        forced: Vec::new(),
-    };
-    lx.process(&mut out, None)?;
+    let (out, _) = expand(s, escape, vars)?;
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut has = false;

@@ -16,8 +16,9 @@ use berth_image::store::PendingBlob;
 use berth_image::Digest;
 use serde::{Deserialize, Serialize};
 
-use super::error::{self, io_at, Result};
+use super::error::{self, Result};
 use super::state::State;
+use crate::fsops::io_at;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct CacheRecord {
@@ -82,7 +83,7 @@ pub(crate) fn write_record(p: &Path, rec: &CacheRecord) -> io::Result<()> {
         fs::create_dir_all(dir)?;
     }
     // A name of its own: two builds may write the same record at once.
-    let tmp = p.with_extension(format!("tmp-{}", &super::new_id()[..8]));
+    let tmp = p.with_extension(format!("tmp-{}", berth_util::id::random_hex(4)));
     fs::write(&tmp, serde_json::to_vec(rec).map_err(io::Error::other)?)?;
     fs::rename(&tmp, p).inspect_err(|_| {
         let _ = fs::remove_file(&tmp);

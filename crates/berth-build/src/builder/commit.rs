@@ -117,7 +117,7 @@ impl Eval<'_, '_, '_> {
             return Ok(None);
         }
         let (written, pending) = crate::diff::write_layer_pending(store.blobs(), &upper)
-            .map_err(error::io_at("writing the layer of", &upper))?;
+            .map_err(crate::fsops::io_at("writing the layer of", &upper))?;
         self.pending.blob(pending);
         let t_written = t0.elapsed();
         let snap = store

@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use berth_image::image_store::{ImageStore, LayerRecord};
 use berth_image::Digest;
 
-use super::error::{self, io_at, BuildError, Result};
+use super::error::{self, BuildError, Result};
 use super::run::RuntimeContainer;
 use super::state::State;
+use crate::fsops::io_at;
 
 /// Cleans up a step's container whatever happens: the runtime's container, the mounts
 /// (deepest first), the work directory.
@@ -31,7 +32,7 @@ pub(super) struct ContainerGuard {
 impl ContainerGuard {
     /// A work directory `<tmp>/<kind>-<pid>-<id>` (created when something is mounted).
     pub fn new(store: &ImageStore, kind: &str) -> Result<ContainerGuard> {
-        let id = super::new_id();
+        let id = berth_util::id::new_id();
         let work = store
             .tmp_dir()
             .map_err(error::store("creating the build's work directory"))?

@@ -3,7 +3,7 @@
 //! machinery keep their source and say what was being done, and where.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use berth_image::image_store::ImageStoreError;
 use berth_image::snapshot::SnapshotError;
@@ -36,15 +36,7 @@ pub enum BuildError {
     /// The client went away (or another stage failed first).
     #[error("build cancelled")]
     Cancelled,
-    /// An I/O operation of the builder failed.
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// A file-system operation inside a root or the context failed.
+    /// A file-system operation failed (what was being done, and where).
     #[error(transparent)]
     Fs(#[from] FsError),
     /// The image store failed.
@@ -96,11 +88,11 @@ impl BuildError {
 
     /// An I/O error: what was being done, and on which path.
     pub fn io(op: &'static str, path: impl AsRef<Path>, source: io::Error) -> BuildError {
-        BuildError::Io {
+        BuildError::Fs(FsError::Io {
             op,
             path: path.as_ref().to_path_buf(),
             source,
-        }
+        })
     }
 }
 
@@ -181,14 +173,6 @@ pub(crate) fn blobs(op: &'static str) -> impl FnOnce(StoreError) -> BuildError {
 /// `map_err` for a snapshotter operation.
 pub(crate) fn snapshot(op: &'static str) -> impl FnOnce(SnapshotError) -> BuildError {
     move |source| BuildError::Snapshot { op, source }
-}
-
-/// `map_err` for an I/O error on `path`.
-pub(crate) fn io_at<'a>(
-    op: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> BuildError + 'a {
-    move |source| BuildError::io(op, path, source)
 }
 
 pub(crate) type Result<T, E = BuildError> = std::result::Result<T, E>;

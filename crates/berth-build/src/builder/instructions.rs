@@ -280,12 +280,13 @@ impl MountSpec {
             }
             "tmpfs" => MountKind::Tmpfs {
                 target: need_target()?,
-                size: match kv.get("size") {
-                    Some(s) => Some(super::parse_size(s).ok_or_else(|| {
-                        invalid(line, format!("--mount=type=tmpfs: invalid size {s:?}"))
-                    })?),
-                    None => None,
-                },
+                // go-units RAMInBytes, as BuildKit.
+                size: kv
+                    .get("size")
+                    .map(|s| berth_util::units::parse_ram_bytes(s))
+                    .transpose()
+                    .map_err(|e| invalid(line, format!("--mount=type=tmpfs: {e}")))?
+                    .map(|s| s as u64),
             },
             "secret" => {
                 // BuildKit: the id defaults to the target's base name, the target to
@@ -628,8 +629,8 @@ fn healthcheck(node: &Node) -> Result<Healthcheck> {
         let Some(v) = node.flag(flag) else {
             return Ok(None);
         };
-        let ns = super::parse_duration(v)
-            .ok_or_else(|| invalid(line, format!("invalid duration for --{flag}: {v:?}")))?;
+        let ns = berth_util::units::parse_duration(v)
+            .map_err(|e| invalid(line, format!("invalid duration for --{flag}: {e}")))?;
         if ns != 0 && ns < 1_000_000 {
             return Err(invalid(line, format!("--{flag} cannot be less than 1ms")));
         }
@@ -727,7 +728,7 @@ mod tests {
         );
         assert_eq!(
             err("RUN --mount=type=tmpfs,target=/t,size=lots true"),
-            "Dockerfile line 2: --mount=type=tmpfs: invalid size \"lots\""
+            "Dockerfile line 2: --mount=type=tmpfs: invalid size: 'lots'"
         );
         assert_eq!(
             err("COPY onlyone"),
@@ -760,6 +761,12 @@ mod tests {
         assert_eq!(r.mounts[1].from.as_deref(), Some("st"));
         assert_eq!(r.mounts[1].key, "bind:{\"from\":\"st\",\"target\":\"/s\"}");
         assert_eq!(r.network, Some(Network::None));
+        let Instruction::Run(t) = one("RUN --mount=type=tmpfs,target=/t,size=64m true") else {
+            panic!()
+        };
+        assert!(
+            matches!(t.mounts[0].kind, MountKind::Tmpfs { size: Some(s), .. } if s == 64 << 20)
+        );
         assert_eq!(
             r.argv(vec!["sh".into(), "-c".into()]),
             vec!["sh", "-c", "ls"]

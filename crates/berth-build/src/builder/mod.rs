@@ -13,7 +13,7 @@
 //! mount of the parent's layers with a fresh upper directory; afterwards the upper directory
 //! is archived into a gzip layer and then *renamed* into the layer snapshot (no unpacking).
 //!
-//! Modules: [`instructions`] (the typed instructions, flags parsed once), `schedule`
+//! Modules: `instructions` (the typed instructions, flags parsed once), `schedule`
 //! (stages, their dependencies and threads, output in file order), `steps` (one function
 //! per metadata instruction), `run` (RUN: its OCI spec and the runtime), `copy` (COPY/ADD),
 //! `commit` (a step's cache lookup, container and layer; the final image), `container`
@@ -24,7 +24,7 @@ mod commit;
 mod container;
 mod copy;
 mod error;
-pub(crate) mod instructions;
+mod instructions;
 mod run;
 mod schedule;
 mod state;
@@ -267,70 +267,4 @@ impl Eval<'_, '_, '_> {
             None => self.image_state(name, line, false),
         }
     }
-}
-
-/// A new random ID (64 hex digits).
-fn new_id() -> String {
-    use std::io::Read;
-    let mut b = [0u8; 32];
-    let mut ok = false;
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        ok = f.read_exact(&mut b).is_ok();
-    }
-    if !ok {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        return Digest::of_bytes(format!("{t}{}", std::process::id()).as_bytes())
-            .hex()
-            .to_string();
-    }
-    hex::encode(b)
-}
-
-/// Go durations (`1m30s`, `500ms`, `1.5h`) in nanoseconds.
-fn parse_duration(s: &str) -> Option<i64> {
-    if s == "0" {
-        return Some(0);
-    }
-    let mut total = 0f64;
-    let b = s.as_bytes();
-    let mut i = 0;
-    if b.is_empty() {
-        return None;
-    }
-    while i < b.len() {
-        let st = i;
-        while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.') {
-            i += 1;
-        }
-        let n: f64 = s[st..i].parse().ok()?;
-        let us = i;
-        while i < b.len() && !(b[i].is_ascii_digit() || b[i] == b'.') {
-            i += 1;
-        }
-        let mult = match &s[us..i] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total += n * mult;
-    }
-    Some(total as i64)
-}
-
-fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim().to_ascii_lowercase();
-    let (n, m) = match s.chars().last()? {
-        'k' => (&s[..s.len() - 1], 1u64 << 10),
-        'm' => (&s[..s.len() - 1], 1 << 20),
-        'g' => (&s[..s.len() - 1], 1 << 30),
-        _ => (s.as_str(), 1),
-    };
-    n.parse::<u64>().ok().map(|x| x * m)
 }

@@ -2,7 +2,6 @@
 //! spec (the runtime's typed spec with Docker's defaults, `berth_runtime::profiles`) and the
 //! runtime that runs it, its output streamed to the client line by line.
 
-use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, BufRead};
 use std::os::fd::OwnedFd;
@@ -11,18 +10,19 @@ use std::process::{Child, Command, Stdio};
 
 use berth_image::manifest::ContainerConfig;
 use berth_runtime::spec::{Mount, Spec};
+use berth_util::runtime::{RunOpts, Runtime};
 
 use super::cache;
 use super::commit::FsOp;
 use super::container::{self, ContainerGuard};
 use super::copy::{context_rel, hash_paths};
-use super::error::{at, invalid, io_at, BuildError, Result, StepError};
+use super::error::{at, invalid, BuildError, Result, StepError};
 use super::instructions::{MountKind, MountSpec, Network, Run};
 use super::state::{State, PROXY_ARGS};
 use super::steps::StageCtx;
 use super::{Eval, Event, Secret};
 use crate::dockerignore::IgnoreFile;
-use crate::fsops;
+use crate::fsops::{self, io_at};
 use crate::shell::Vars;
 
 /// A RUN step, ready to run.
@@ -343,8 +343,7 @@ impl Eval<'_, '_, '_> {
             .filter_map(|d| first_missing(rootfs, d))
             .collect();
         let c = RuntimeContainer {
-            runtime: self.b.runtime.clone(),
-            root: self.b.runtime_root.clone(),
+            runtime: Runtime::new(&self.b.runtime, &self.b.runtime_root),
             id: guard.id.clone(),
         };
         let config = bundle_spec(
@@ -457,55 +456,40 @@ fn bundle_spec(
     Ok(spec)
 }
 
-/// A container of the runtime (`berth-runtime`, or any runc-compatible one).
+/// A container of the runtime (`berth-runtime`, or any runc-compatible one), driven through
+/// the one runtime client.
 pub(super) struct RuntimeContainer {
-    runtime: PathBuf,
-    /// The runtime's `--root`.
-    root: PathBuf,
+    runtime: Runtime,
     id: String,
 }
 
 impl RuntimeContainer {
-    /// The runtime's command line for `args` (the one place it is made).
-    fn command<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Command {
-        let mut c = Command::new(&self.runtime);
-        c.arg("--root").arg(&self.root).args(args);
-        c
-    }
-
     /// `run --bundle B ID`: creates, starts and waits; deletes the container when it exits.
     fn run(&self, bundle: &Path, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<Child> {
-        let mut cmd = self.command([OsStr::new("run"), OsStr::new("--bundle")]);
-        cmd.arg(bundle)
-            .arg(&self.id)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
+        let mut cmd = self.runtime.run(&self.id, bundle, &RunOpts::default());
+        cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
         // `cmd` keeps the write ends: dropped with it, so the reader sees the end.
         cmd.spawn()
     }
 
     fn kill(&self) {
-        let _ = self
-            .command(["kill", &self.id, "KILL"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let _ = quiet(self.runtime.kill(&self.id, "KILL", false)).status();
     }
 
     /// Removes the container if the runtime still has it.
     pub fn delete(self) {
-        let _ = self
-            .command(["delete", "--force", &self.id])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let _ = quiet(self.runtime.delete(&self.id, true)).status();
     }
 
     /// Whether the runtime still has the container.
     fn exists(&self) -> bool {
-        self.root.join(&self.id).exists()
+        self.runtime.root.join(&self.id).exists()
     }
+}
+
+fn quiet(mut c: Command) -> Command {
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    c
 }
 
 /// Writes a secret file (created with its final mode: never readable by others).

@@ -432,17 +432,22 @@ impl OutInner<'_, '_> {
 mod tests {
     use super::*;
 
+    /// What `f` makes an [`Out`] of `n` stages send.
+    fn sent(n: usize, f: impl FnOnce(&Out)) -> Vec<String> {
+        let mut got: Vec<String> = Vec::new();
+        let mut sink = |e: Event| {
+            if let Event::Stream(s) = e {
+                got.push(s);
+            }
+            true
+        };
+        f(&Out::new(&mut sink, n));
+        got
+    }
+
     #[test]
     fn parallel_output_reads_in_stage_order() {
-        let mut got: Vec<String> = Vec::new();
-        {
-            let mut sink = |e: Event| {
-                if let Event::Stream(s) = e {
-                    got.push(s);
-                }
-                true
-            };
-            let out = Out::new(&mut sink, 3);
+        let got = sent(3, |out| {
             assert!(out.emit(1, Event::Stream("b1".into())));
             assert!(out.emit(0, Event::Stream("a1".into())));
             assert!(out.emit(2, Event::Stream("c1".into())));
@@ -452,24 +457,16 @@ mod tests {
             out.finish(0, true);
             assert!(out.emit(2, Event::Stream("c2".into())));
             out.finish(2, true);
-        }
+        });
         assert_eq!(got, vec!["a1", "a2", "b1", "c1", "c2"]);
         // A failure stops the others and flush_all shows what was buffered.
-        let mut got: Vec<String> = Vec::new();
-        {
-            let mut sink = |e: Event| {
-                if let Event::Stream(s) = e {
-                    got.push(s);
-                }
-                true
-            };
-            let out = Out::new(&mut sink, 2);
+        let got = sent(2, |out| {
             assert!(out.emit(1, Event::Stream("b-fails".into())));
             out.finish(1, false);
             assert!(!out.emit(0, Event::Stream("a-stopped".into())));
             out.finish(0, false);
             out.flush_all();
-        }
+        });
         assert_eq!(got, vec!["b-fails"]);
     }
 
