@@ -1,0 +1,180 @@
+//! Commands' results, ports, waiting, and processes.
+
+use std::process::{Child, Output};
+use std::time::{Duration, Instant};
+
+/// A finished command: exit code (-1 when killed by a signal) and its output as text.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// [`Run`] from a command's output.
+pub fn run_output(o: Output) -> Run {
+    Run::from(o)
+}
+
+impl Run {
+    /// Asserts success (showing both streams otherwise).
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Asserts failure whose standard error contains `needle`.
+    #[track_caller]
+    pub fn fails_with(self, needle: &str) -> Self {
+        assert_ne!(self.code, 0, "succeeded: {}", self.stdout);
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}: {}",
+            self.stderr
+        );
+        self
+    }
+
+    /// Standard output without surrounding white space.
+    pub fn out(&self) -> &str {
+        self.stdout.trim()
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free now: bind it soon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 20 ms until it holds (true) or `timeout` passes (false).
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`wait_until`], failing the test with "timed out waiting for `what`" when time runs out.
+#[track_caller]
+pub fn wait_for(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+    assert!(wait_until(timeout, f), "timed out waiting for {what}");
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => match s
+            .rfind(')')
+            .and_then(|i| s[i + 1..].split_whitespace().next())
+        {
+            Some(state) => state != "Z" && state != "X",
+            None => false,
+        },
+        Err(_) => false,
+    }
+}
+
+/// SIGKILL to `pid` (no error when it is gone).
+pub fn kill9(pid: i32) {
+    if pid > 0 {
+        // SAFETY: kill(2) with integer arguments; no memory is shared.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// A child process killed and reaped on drop.
+#[derive(Debug)]
+pub struct KillOnDrop(pub Child);
+
+impl KillOnDrop {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    #[test]
+    fn run_keeps_code_and_text() {
+        let r = run_output(
+            Command::new("sh")
+                .args(["-c", "echo out; echo err >&2; exit 3"])
+                .output()
+                .unwrap(),
+        );
+        assert_eq!((r.code, r.out(), r.stderr.as_str()), (3, "out", "err\n"));
+        let r = r.fails_with("err");
+        assert_eq!(r.code, 3);
+        run_output(Command::new("true").output().unwrap()).ok();
+    }
+
+    #[test]
+    #[should_panic(expected = "stderr: boom")]
+    fn ok_shows_the_streams() {
+        run_output(
+            Command::new("sh")
+                .args(["-c", "echo boom >&2; exit 1"])
+                .output()
+                .unwrap(),
+        )
+        .ok();
+    }
+
+    #[test]
+    fn waiting_and_processes() {
+        let mut n = 0;
+        assert!(wait_until(Duration::from_secs(5), || {
+            n += 1;
+            n == 3
+        }));
+        assert!(!wait_until(Duration::from_millis(50), || false));
+        assert!(alive(std::process::id() as i32));
+        let child = KillOnDrop(Command::new("sleep").arg("100").spawn().unwrap());
+        let pid = child.id() as i32;
+        assert!(alive(pid));
+        drop(child);
+        assert!(!alive(pid));
+        assert_ne!(free_port(), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "timed out waiting for nothing")]
+    fn wait_for_fails_the_test() {
+        wait_for("nothing", Duration::from_millis(30), || false);
+    }
+}
