@@ -11,9 +11,7 @@ use serde_json::json;
 
 #[test]
 fn init_is_pid_one_with_own_hostname_and_mounts() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("pid1");
     let mut b = env.bundle(&id, &["sh", "-c", "echo pid=$$; hostname; readlink /proc/self/ns/mnt; mount -t tmpfs none /tmp && echo mounted"]);
@@ -46,9 +44,7 @@ fn init_is_pid_one_with_own_hostname_and_mounts() {
 
 #[test]
 fn exit_code_is_the_containers() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("exit");
     let b = env.bundle(&id, &["sh", "-c", "exit 42"]);
@@ -58,9 +54,7 @@ fn exit_code_is_the_containers() {
 
 #[test]
 fn memory_limit_kills_large_allocation_but_not_small() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("mem");
     let mut b = env.bundle(&id, &["sh", "-c", "dd if=/dev/zero of=/dev/null bs=8M count=1 && echo small-ok; dd if=/dev/zero of=/dev/null bs=64M count=1 && echo big-ok"]);
@@ -78,9 +72,7 @@ fn memory_limit_kills_large_allocation_but_not_small() {
 
 #[test]
 fn one_mib_memory_limit_runs_true() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("mem1m");
     let mut b = env.bundle(&id, &["true"]);
@@ -91,9 +83,7 @@ fn one_mib_memory_limit_runs_true() {
 
 #[test]
 fn pids_limit_stops_fork_bomb() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("pids");
     // The inner shell forks until the limit stops it (busybox sh then exits with 2); the outer
@@ -118,9 +108,7 @@ fn pids_limit_stops_fork_bomb() {
 
 #[test]
 fn dropped_capabilities_are_gone() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("caps");
     let mut b = env.bundle(
@@ -144,9 +132,7 @@ fn dropped_capabilities_are_gone() {
 
 #[test]
 fn seccomp_rule_returns_configured_errno() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("seccomp");
     let mut b = env.bundle(&id, &["sh", "-c", "mkdir /tmp/x; echo rc=$?"]);
@@ -167,9 +153,7 @@ fn seccomp_rule_returns_configured_errno() {
 
 #[test]
 fn seccomp_argument_conditions() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("seccomp-arg");
     // personality(0xffffffff) queries; block only personality(PER_LINUX32=8).
@@ -196,9 +180,7 @@ fn seccomp_argument_conditions() {
 
 #[test]
 fn user_namespace_mappings() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("userns");
     let mut b = env.bundle(
@@ -229,9 +211,7 @@ fn user_namespace_mappings() {
 
 #[test]
 fn terminal_through_console_socket() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("tty");
     let mut b = env.bundle(&id, &["sh", "-c", "tty; stty size; echo done"]);
@@ -269,9 +249,7 @@ fn terminal_through_console_socket() {
 
 #[test]
 fn create_start_state_exec_pause_resume_kill_delete() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("life");
     let b = env.bundle(&id, &["sleep", "1000"]);
@@ -373,9 +351,7 @@ fn create_start_state_exec_pause_resume_kill_delete() {
 
 #[test]
 fn delete_force_leaves_nothing() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("force");
     let b = env.bundle(&id, &["sh", "-c", "sleep 1000 & sleep 1000 & sleep 1000"]);
@@ -399,9 +375,7 @@ fn delete_force_leaves_nothing() {
 
 #[test]
 fn kill_all_and_signal_names() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("killall");
     let b = env.bundle(
@@ -435,9 +409,7 @@ fn kill_all_and_signal_names() {
 
 #[test]
 fn hooks_run_in_order_with_state() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("hooks");
     let logdir = env.dir.path().join("hooklog");
@@ -504,9 +476,7 @@ fn hooks_run_in_order_with_state() {
 
 #[test]
 fn failing_hook_fails_create_and_cleans_up() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("badhook");
     let mut b = env.bundle(&id, &["true"]);
@@ -523,9 +493,7 @@ fn failing_hook_fails_create_and_cleans_up() {
 
 #[test]
 fn no_host_fd_leaks_and_preserve_fds() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     use std::os::unix::process::CommandExt;
     let env = TestEnv::new();
     for (preserve, expect3) in [(0, false), (1, true)] {
@@ -581,9 +549,7 @@ fn no_host_fd_leaks_and_preserve_fds() {
 
 #[test]
 fn runtime_binary_is_not_writable_from_container() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("exe");
     let mut b = env.bundle(&id, &["true"]);
@@ -629,9 +595,7 @@ fn runtime_binary_is_not_writable_from_container() {
 
 #[test]
 fn masked_and_readonly_paths() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("mask");
     let b = env.bundle(&id, &["sh", "-c", "cat /proc/kcore | wc -c; ls /sys/firmware | wc -l; echo 1 > /proc/sys/kernel/ns_last_pid && echo writable; touch /x || echo rootro"]);
@@ -645,9 +609,7 @@ fn masked_and_readonly_paths() {
 
 #[test]
 fn rlimit_that_cannot_be_raised_is_a_clear_error() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("rlimit");
     let mut b = env.bundle(&id, &["sh", "-c", "ulimit -n"]);
@@ -676,9 +638,7 @@ fn rlimit_that_cannot_be_raised_is_a_clear_error() {
 
 #[test]
 fn bad_configs_are_refused_naming_the_field() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     type Edit = Box<dyn Fn(&mut serde_json::Value)>;
     let cases: Vec<(&str, Edit)> = vec![
@@ -768,9 +728,7 @@ fn bad_configs_are_refused_naming_the_field() {
 
 #[test]
 fn duplicate_id_is_refused_without_touching_the_first() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("dup");
     let b = env.bundle(&id, &["sleep", "100"]);
@@ -785,9 +743,7 @@ fn duplicate_id_is_refused_without_touching_the_first() {
 
 #[test]
 fn setup_failure_midway_leaves_nothing() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("midway");
     let mut b = env.bundle(&id, &["true"]);
@@ -813,9 +769,7 @@ fn setup_failure_midway_leaves_nothing() {
 
 #[test]
 fn exec_missing_binary_fails_at_create() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("nobin");
     let b = env.bundle(&id, &["no-such-program"]);
@@ -828,9 +782,7 @@ fn exec_missing_binary_fails_at_create() {
 
 #[test]
 fn list_and_features() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("list");
     let b = env.bundle(&id, &["sleep", "100"]);
@@ -854,9 +806,7 @@ fn list_and_features() {
 
 #[test]
 fn joins_existing_namespace_by_path() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let a = unique("nsa");
     let b1 = env.bundle(&a, &["sleep", "100"]);
@@ -881,9 +831,7 @@ fn joins_existing_namespace_by_path() {
 
 #[test]
 fn time_namespace_with_offsets() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     if !std::path::Path::new("/proc/self/ns/time").exists() {
         eprintln!("skipped: no time namespaces");
         return;
@@ -913,9 +861,7 @@ fn time_namespace_with_offsets() {
 
 #[test]
 fn exec_and_run_with_a_terminal_without_console_socket() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("fgtty");
     let mut b = env.bundle(&id, &["sh", "-c", "tty; echo ok"]);
@@ -939,9 +885,7 @@ fn exec_and_run_with_a_terminal_without_console_socket() {
 
 #[test]
 fn large_default_deny_profile_like_dockers() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     // A Docker-style profile: default SCMP_ACT_ERRNO, an allow-list of every syscall the kernel
     // knows except a few, one rule with argument conditions and one per-rule errnoRet.
     let arch = libseccomp::ScmpArch::native();
@@ -992,9 +936,7 @@ fn large_default_deny_profile_like_dockers() {
 
 #[test]
 fn ignored_signals_do_not_leak_into_the_container() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     use std::os::unix::process::CommandExt;
     let env = TestEnv::new();
     let id = unique("sigign");
@@ -1028,9 +970,7 @@ fn ignored_signals_do_not_leak_into_the_container() {
 
 #[test]
 fn process_settings_user_umask_nnp_oom_sysctl_devices_ro_bind() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("proc");
     let shared = env.dir.path().join("shared");
@@ -1080,9 +1020,7 @@ fn process_settings_user_umask_nnp_oom_sysctl_devices_ro_bind() {
 
 #[test]
 fn without_mount_namespace_uses_chroot() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("chroot");
     let mut b = env.bundle(
@@ -1108,9 +1046,7 @@ fn without_mount_namespace_uses_chroot() {
 
 #[test]
 fn exec_with_env_cwd_user_and_kill_all() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("execopts");
     let b = env.bundle(&id, &["sh", "-c", "sleep 1000 & sleep 1000"]);
@@ -1147,9 +1083,7 @@ fn exec_with_env_cwd_user_and_kill_all() {
 
 #[test]
 fn docker_default_profile_and_capabilities() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("dockerdefault");
     let caps: Vec<String> = berth_runtime::profiles::DEFAULT_CAPABILITIES
@@ -1188,9 +1122,7 @@ fn docker_default_profile_and_capabilities() {
 
 #[test]
 fn default_profile_blocks_mount_even_with_cap_sys_admin() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let default_caps: Vec<String> = berth_runtime::profiles::DEFAULT_CAPABILITIES
         .iter()
@@ -1247,9 +1179,7 @@ fn errors_go_to_the_log_file_in_runcs_json_format() {
 
 #[test]
 fn exec_with_a_process_file_detached() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("execproc");
     let b = env.bundle(&id, &["sleep", "1000"]);

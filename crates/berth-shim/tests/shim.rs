@@ -21,9 +21,7 @@ fn read_exit(dir: &std::path::Path) -> ExitRecord {
 
 #[test]
 fn log_attach_kill_and_exit_record() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("logs");
     let b = env.bundle(
@@ -53,7 +51,7 @@ fn log_attach_kill_and_exit_record() {
     assert!(st.started_at.as_deref().unwrap().ends_with('Z'));
 
     // The json-file log: one entry per line, the right stream, RFC 3339 nanosecond times.
-    wait_until("log entries", T, || shim.log_entries().len() >= 2);
+    wait_for("log entries", T, || shim.log_entries().len() >= 2);
     let entries = shim.log_entries();
     let find = |s: &str| entries.iter().find(|e| e["stream"] == s).unwrap().clone();
     assert_eq!(find("stdout")["log"], "out\n");
@@ -78,18 +76,16 @@ fn log_attach_kill_and_exit_record() {
 
     // Shutdown deletes the container; the shim exits and leaves exit.json and the log.
     shim.client().shutdown(false).unwrap();
-    wait_until("shim exit", T, || !alive(shim.pid));
+    wait_for("shim exit", T, || !alive(shim.pid));
     assert!(!shim.sock.exists());
-    assert_eq!(env.runtime_status(&id), "absent");
+    assert_eq!(env.status(&id), "absent");
     assert_eq!(read_exit(&shim.dir).exit_code, 137);
     assert!(shim.log_path().exists());
 }
 
 #[test]
 fn sigterm_gives_143() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("term");
     // Without a PID namespace `sleep` is not a namespace init, so SIGTERM's default action
@@ -111,9 +107,7 @@ fn sigterm_gives_143() {
 
 #[test]
 fn survives_its_starter() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("orphan");
     let b = env.bundle(&id, &["sh", "-c", "echo hi; sleep 100"], false);
@@ -131,13 +125,13 @@ fn survives_its_starter() {
         .unwrap();
     let sock = env.shim_dir(&id).join("shim.sock");
     let report = env.dir.path().join("report");
-    wait_until("shim report", T, || {
+    wait_for("shim report", T, || {
         std::fs::read_to_string(&report).is_ok_and(|s| s.ends_with('\n'))
     });
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let shim_pid = v["pid"].as_i64().unwrap() as i32;
-    env.shims.borrow_mut().push(shim_pid);
+    env.pids.borrow_mut().push(shim_pid);
     // Not in the starter's process group or session, no controlling terminal.
     let stat = std::fs::read_to_string(format!("/proc/{shim_pid}/stat")).unwrap();
     let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
@@ -203,7 +197,7 @@ fn survives_its_starter() {
     assert!(stream.collect().unwrap().stdout.is_empty());
     assert_eq!(read_exit(&env.shim_dir(&id)).exit_code, 137);
     c.shutdown(false).unwrap();
-    wait_until("shim exit", T, || !alive(shim_pid));
+    wait_for("shim exit", T, || !alive(shim_pid));
 }
 
 /// Reads raw tty output until `needle` appears.
@@ -228,9 +222,7 @@ fn read_until(stream: &mut berth_shim::client::Stream, acc: &mut Vec<u8>, needle
 
 #[test]
 fn tty_output_resize_and_input() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("tty");
     let script = "stty size; while read l; do stty size; echo \"line=$l\"; done; echo bye";
@@ -243,7 +235,7 @@ fn tty_output_resize_and_input() {
     assert!(!out.status.success());
     let msg = String::from_utf8_lossy(&out.stderr);
     assert!(msg.contains("process.terminal"), "{msg}");
-    assert_eq!(env.runtime_status(&id), "absent");
+    assert_eq!(env.status(&id), "absent");
     let shim = env.start_shim(&id, &b, &["--tty", "--stdin"]);
     assert!(shim.sock.as_os_str().len() > 108);
     let mut c = shim.client();
@@ -274,9 +266,7 @@ fn tty_output_resize_and_input() {
 
 #[test]
 fn stdin_cat_and_half_close() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("cat");
     let b = env.bundle(&id, &["cat"], false);
@@ -303,9 +293,7 @@ fn stdin_cat_and_half_close() {
 
 #[test]
 fn exec_streams_and_exit_code() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("exec");
     let b = env.bundle(&id, &["sleep", "100"], false);
@@ -415,9 +403,7 @@ fn exec_streams_and_exit_code() {
 
 #[test]
 fn log_rotation() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("rot");
     let script =
@@ -427,7 +413,7 @@ fn log_rotation() {
     shim.client().start().unwrap();
     assert_eq!(shim.client().wait(None).unwrap(), 0);
     // The output may still be draining after the exit.
-    wait_until("last line", T, || {
+    wait_for("last line", T, || {
         std::fs::read_to_string(shim.log_path()).is_ok_and(|s| s.contains("line-399-"))
     });
     let mut names: Vec<String> = std::fs::read_dir(&shim.dir)
@@ -467,9 +453,7 @@ fn log_rotation() {
 
 #[test]
 fn malformed_requests_get_errors() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("bad");
     let b = env.bundle(&id, &["sleep", "100"], false);
@@ -516,15 +500,13 @@ fn malformed_requests_get_errors() {
         "shutdown while running needs force"
     );
     c2.shutdown(true).unwrap();
-    wait_until("shim exit", T, || !alive(shim.pid));
-    assert_eq!(env.runtime_status(&id), "absent");
+    wait_for("shim exit", T, || !alive(shim.pid));
+    assert_eq!(env.status(&id), "absent");
 }
 
 #[test]
 fn shim_rss() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("rss");
     let b = env.bundle(
@@ -584,9 +566,7 @@ fn shim_rss() {
 
 #[test]
 fn direct_start_writes_the_exec_fifo() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("direct");
     let b = env.bundle(&id, &["sh", "-c", "echo started; exit 7"], false);
@@ -604,7 +584,7 @@ fn direct_start_writes_the_exec_fifo() {
         !fifo.exists(),
         "the fifo goes at start, as with `runtime start`"
     );
-    assert_eq!(env.runtime_status(&id), "stopped");
+    assert_eq!(env.status(&id), "stopped");
     // A second start is refused by the shim (the container is not created any more).
     assert!(shim.client().start().is_err());
     assert!(std::fs::read_to_string(shim.log_path())

@@ -57,9 +57,9 @@ pub fn cargo() -> Command {
     cmd
 }
 
-/// Builds these packages' binaries (debug) into the running test's target directory, once
-/// per process and set of packages. Needs a runner that does not hold the target directory's
-/// lock while tests run (cargo-nextest; plain `cargo test` when the binaries are built).
+/// Builds these packages' binaries (debug) into the running test's target directory: once
+/// per process and set of packages, and once per nextest run (`NEXTEST_RUN_ID`, recorded in a
+/// stamp file under a lock, so the test processes of one run do not each call cargo).
 pub fn build(packages: &[&str]) {
     static DONE: Mutex<Option<HashSet<Vec<String>>>> = Mutex::new(None);
     let key: Vec<String> = packages.iter().map(|p| p.to_string()).collect();
@@ -67,17 +67,34 @@ pub fn build(packages: &[&str]) {
     if done.get_or_insert_with(HashSet::new).contains(&key) {
         return;
     }
-    let mut cmd = cargo();
-    cmd.arg("build");
-    for p in packages {
-        cmd.args(["-p", p]);
+    let stamp = profile_dir().join(format!(".berth-testkit-built-{}", key.join("+")));
+    let run_id = std::env::var("NEXTEST_RUN_ID").ok();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stamp.with_extension("lock"))
+        .expect("open the build lock");
+    // SAFETY: flock(2) on a descriptor this function owns; it is released when `lock` closes.
+    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    let fresh =
+        run_id.is_some() && std::fs::read_to_string(&stamp).ok().as_deref() == run_id.as_deref();
+    if !fresh {
+        let mut cmd = cargo();
+        cmd.arg("build");
+        for p in packages {
+            cmd.args(["-p", p]);
+        }
+        let st = cmd
+            .arg("--target-dir")
+            .arg(target_dir())
+            .status()
+            .expect("run cargo build");
+        assert!(st.success(), "cargo build {packages:?} failed");
+        if let Some(id) = &run_id {
+            let _ = std::fs::write(&stamp, id);
+        }
     }
-    let st = cmd
-        .arg("--target-dir")
-        .arg(target_dir())
-        .status()
-        .expect("run cargo build");
-    assert!(st.success(), "cargo build {packages:?} failed");
+    drop(lock);
     done.get_or_insert_with(HashSet::new).insert(key);
 }
 

@@ -122,12 +122,19 @@ impl LeakGuard {
     /// Fails the test (panics) if anything is left behind; when the test is already failing,
     /// only prints what is left. Checks once (drop does not check again).
     pub fn check(&mut self) {
-        if self.checked || self.markers.is_empty() {
-            self.checked = true;
-            return;
-        }
+        self.check_then(|| {});
+    }
+
+    /// Like [`LeakGuard::check`], but runs `cleanup` (which removes what is left, so the host
+    /// stays clean) between finding the leaks and failing the test.
+    pub fn check_then(&mut self, cleanup: impl FnOnce()) {
+        let left = if self.checked || self.markers.is_empty() {
+            Vec::new()
+        } else {
+            self.leaks()
+        };
         self.checked = true;
-        let left = self.leaks();
+        cleanup();
         if left.is_empty() {
             return;
         }
@@ -148,6 +155,40 @@ impl LeakGuard {
 impl Drop for LeakGuard {
     fn drop(&mut self) {
         self.check();
+    }
+}
+
+/// A temporary directory whose path is a leak marker: on drop, anything still mounted below it
+/// (or any other leak carrying its path) fails the test; the mounts are detached either way.
+pub struct TempRoot {
+    dir: tempfile::TempDir,
+    leaks: LeakGuard,
+}
+
+impl TempRoot {
+    /// A new temporary directory named `<prefix>…`.
+    pub fn new(prefix: &str) -> TempRoot {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+        TempRoot {
+            leaks: LeakGuard::new([dir.path().display().to_string()]),
+            dir,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The guard (to add markers).
+    pub fn leaks(&mut self) -> &mut LeakGuard {
+        &mut self.leaks
+    }
+}
+
+impl Drop for TempRoot {
+    fn drop(&mut self) {
+        let dir = self.dir.path().to_path_buf();
+        self.leaks.check_then(|| crate::unmount_below(&dir));
     }
 }
 
@@ -320,6 +361,27 @@ mod tests {
         assert_eq!(left[0].to_string(), format!("process {}", left[0].what));
         drop(child);
         g.check();
+    }
+
+    #[test]
+    fn a_mount_left_in_a_temp_root_fails_the_test_and_is_detached() {
+        if crate::skip_unless_root() {
+            return;
+        }
+        let root = TempRoot::new("berth-leak");
+        let path = root.path().to_path_buf();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "none"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(root)));
+        let msg = r.expect_err("a leak must fail the test");
+        let msg = msg.downcast_ref::<String>().unwrap();
+        assert!(msg.contains(&format!("mount {}", path.display())), "{msg}");
+        assert!(crate::mounts_below(&path).is_empty());
+        assert!(!path.exists());
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub use busybox::{busybox_bytes, Rootfs};
 pub use cgroup::{cgroup_mounts, remove_cgroup_tree};
 pub use daemon::{bin_dir, finish, Daemon};
 pub use guard::{is_root, skip_unless, skip_unless_programs, skip_unless_root, skipped};
-pub use leak::{Leak, LeakGuard, LeakKind};
+pub use leak::{Leak, LeakGuard, LeakKind, TempRoot};
 pub use names::{unique_id, unique_name};
 pub use oci::{Bundle, OciEnv};
 pub use process::{alive, free_port, kill9, run_output, wait_for, wait_until, KillOnDrop, Run};
