@@ -12,7 +12,8 @@ use berth_image::layer::{
 };
 use berth_image::snapshot::mount_overlay;
 use berth_image::Digest;
-use common::{gzip, is_root, snapshot_tree, zstd, MountGuard, Tar};
+use berth_testkit::{require_root, TempRoot};
+use common::{gzip, snapshot_tree, zstd, MountGuard, Tar};
 use tar::EntryType;
 
 fn flat() -> ApplyOptions {
@@ -94,7 +95,7 @@ fn entry_error(r: Result<berth_image::layer::AppliedLayer, LayerError>) -> (Stri
 
 #[test]
 fn features_and_diff_id() {
-    assert!(is_root(), "these tests need root");
+    require_root!();
     let long_gnu = format!("{}/file", vec!["d".repeat(100); 5].join("/"));
     let long_pax = format!("{}/paxfile", "p".repeat(200));
     let tar = Tar::new()
@@ -627,8 +628,8 @@ fn whiteouts_flat_three_layers() {
 
 #[test]
 fn whiteouts_overlay_three_layers_mounted() {
-    assert!(is_root());
-    let d = tempfile::tempdir().unwrap();
+    require_root!();
+    let d = TempRoot::new("berth-layer");
     let mut diffs = Vec::new();
     for (i, l) in three_layers().iter().enumerate() {
         let diff = d.path().join(format!("l{i}"));
@@ -742,7 +743,7 @@ fn writer_threads_keep_entry_order() {
     let m = fs::metadata(target.join("d/f7")).unwrap();
     assert_eq!(m.permissions().mode() & 0o7777, 0o644);
     assert_eq!(m.mtime(), 1_600_000_000);
-    if is_root() {
+    if berth_testkit::is_root() {
         let s = fs::metadata(target.join("d/suid")).unwrap();
         assert_eq!(s.permissions().mode() & 0o7777, 0o4755);
         assert_eq!((s.uid(), s.gid()), (1000, 1000));
