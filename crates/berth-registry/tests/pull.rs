@@ -73,9 +73,7 @@ fn check_tree(root: &Path) {
 
 #[test]
 fn pull_multilayer_with_whiteouts_into_copy_snapshotter() {
-    if !have_tools() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let img = multilayer_image("amd64");
     img.seed(&reg.host(), "test/busybox:1", None);
@@ -155,16 +153,14 @@ fn pull_multilayer_with_whiteouts_into_copy_snapshotter() {
 
 #[test]
 fn pull_into_overlay_snapshotter() {
-    if !have_tools() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, SKOPEO);
     let l = local();
     let root = l.dir.path().join("overlay");
     std::fs::create_dir_all(&root).unwrap();
-    if !OverlaySnapshotter::supported(&root) {
-        eprintln!("SKIP: overlayfs not available here");
-        return;
-    }
+    require!(
+        OverlaySnapshotter::supported(&root),
+        "overlayfs not available here"
+    );
     let snap = OverlaySnapshotter::open(&root).unwrap();
     let reg = Registry::start(false);
     let img = multilayer_image("amd64");
@@ -196,9 +192,7 @@ fn pull_into_overlay_snapshotter() {
 
 #[test]
 fn pull_index_by_platform_and_digest() {
-    if !have_tools() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let amd = random_image(11, 64);
     let arm = random_image(12, 64);
@@ -287,9 +281,7 @@ fn pull_index_by_platform_and_digest() {
 
 #[test]
 fn manifest_unknown_and_unreachable_errors() {
-    if !have_tools() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     random_image(1, 4).seed(&reg.host(), "test/busybox:1", None);
     let l = local();
@@ -335,9 +327,7 @@ fn manifest_unknown_and_unreachable_errors() {
 
 #[test]
 fn corrupt_truncated_and_missing_blobs_leave_nothing() {
-    if !have_tools() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let a = random_image(21, 300);
     let b = random_image(22, 300);
@@ -395,9 +385,7 @@ fn corrupt_truncated_and_missing_blobs_leave_nothing() {
 
 #[test]
 fn diff_id_mismatch_commits_no_snapshot() {
-    if !have_tools() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let mut img = random_image(31, 16);
     // Lie about the DiffID in the config.
@@ -436,9 +424,7 @@ fn diff_id_mismatch_commits_no_snapshot() {
 
 #[test]
 fn interrupted_download_resumes_with_range() {
-    if !have_tools() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let img = random_image(41, 3 * 1024);
     img.seed(&reg.host(), "test/big:1", None);
@@ -550,9 +536,7 @@ fn interrupted_download_resumes_with_range() {
 
 #[test]
 fn mirrors_are_tried_first_and_fall_back() {
-    if !have_tools() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, SKOPEO);
     let primary = Registry::start(false);
     let mirror = Registry::start(false);
     let img = random_image(51, 32);
@@ -631,9 +615,7 @@ fn schema1_is_refused() {
 /// unpacked while its bytes are still arriving (not after the download).
 #[test]
 fn layers_download_concurrently_and_unpack_while_downloading() {
-    if !have_tools() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let layers: Vec<common::Layer> = (0..4)
         .map(|i| random_image(90 + i, 512).layers.remove(0))
@@ -709,9 +691,7 @@ fn layers_download_concurrently_and_unpack_while_downloading() {
 #[test]
 #[ignore]
 fn timing_large_single_layer() {
-    if !have_tools() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let bb = busybox();
     let mut names = Vec::new();

@@ -13,9 +13,7 @@ use std::sync::Arc;
 
 #[test]
 fn list_tags_paginates_and_pull_all_tags_pulls_each() {
-    if !have_tools() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let host = reg.host();
     // Three tags: two of one image, one of another; and a second repository that must not
@@ -159,9 +157,7 @@ fn list_tags_paginates_and_pull_all_tags_pulls_each() {
 
 #[test]
 fn list_tags_with_basic_auth() {
-    if !have_tools() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(true);
     let host = reg.host();
     random_image(3, 2).seed(&host, "priv/app:v1", Some(&format!("{USER}:{PASS}")));

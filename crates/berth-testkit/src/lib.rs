@@ -29,7 +29,9 @@ pub use guard::{is_root, skip_unless, skip_unless_programs, skip_unless_root, sk
 pub use leak::{Leak, LeakGuard, LeakKind, TempRoot};
 pub use names::{unique_id, unique_name};
 pub use oci::{Bundle, OciEnv};
-pub use process::{alive, free_port, kill9, run_output, wait_for, wait_until, KillOnDrop, Run};
+pub use process::{
+    alive, free_port, kill9, run_output, wait_for, wait_until, CommandRun, KillOnDrop, Run,
+};
 pub use registry::{BerthRegistry, BerthRegistryOptions, DockerRegistry};
 
 /// The sorted names in a directory (empty when it does not exist).

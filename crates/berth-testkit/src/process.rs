@@ -56,6 +56,39 @@ impl Run {
     }
 }
 
+/// Running a [`Command`](std::process::Command) to its end as a [`Run`].
+pub trait CommandRun {
+    /// Runs the command (standard input from /dev/null unless set); panics only when it
+    /// cannot be started.
+    fn run(&mut self) -> Run;
+
+    /// [`CommandRun::run`], asserting success (showing both streams otherwise).
+    fn run_ok(&mut self) -> Run;
+}
+
+impl CommandRun for std::process::Command {
+    fn run(&mut self) -> Run {
+        let o = self
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", self.get_program()));
+        Run::from(o)
+    }
+
+    #[track_caller]
+    fn run_ok(&mut self) -> Run {
+        let r = self.run();
+        assert_eq!(
+            r.code,
+            0,
+            "{:?} failed\nstdout: {}\nstderr: {}",
+            self.get_program(),
+            r.stdout,
+            r.stderr
+        );
+        r
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (free now: bind it soon).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -141,6 +174,13 @@ mod tests {
         let r = r.fails_with("err");
         assert_eq!(r.code, 3);
         run_output(Command::new("true").output().unwrap()).ok();
+    }
+
+    #[test]
+    fn commands_run_to_their_end() {
+        let r = Command::new("sh").args(["-c", "echo hi"]).run_ok();
+        assert_eq!(r.stdout, "hi\n");
+        assert_eq!(Command::new("false").run().code, 1);
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! Test helpers: a real `docker-registry` on 127.0.0.1, a tiny HTTP server that can fake
 //! responses or forward to the registry (cutting connections, recording requests, acting as a
 //! token service), and locally built images (OCI layouts, blob stores).
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,115 +17,34 @@ use berth_image::store::BlobStore;
 use berth_image::Digest;
 use berth_registry::{CredentialStore, RegistryConfig};
 
-pub fn have_tools() -> bool {
-    let ok = Path::new("/usr/bin/docker-registry").exists()
-        && Command::new("skopeo")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-    if !ok {
-        eprintln!(
-            "SKIP: docker-registry and skopeo are needed (apt-get install docker-registry skopeo)"
-        );
+pub use berth_testkit::registry::{DOCKER_REGISTRY, PASS, USER};
+pub use berth_testkit::{free_port, require, require_programs};
+
+pub const SKOPEO: &str = "skopeo";
+
+/// A running `docker-registry` (berth-testkit's), killed on drop.
+pub struct Registry(berth_testkit::DockerRegistry);
+
+impl std::ops::Deref for Registry {
+    type Target = berth_testkit::DockerRegistry;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
-    ok
 }
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running `docker-registry`, killed on drop.
-pub struct Registry {
-    pub dir: tempfile::TempDir,
-    pub port: u16,
-    child: Child,
-}
-
-pub const USER: &str = "alice";
-pub const PASS: &str = "correct horse";
 
 impl Registry {
+    /// With HTTP basic authentication of [`USER`]/[`PASS`] when `htpasswd`.
     pub fn start(htpasswd: bool) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = dir.path().join("storage");
-        std::fs::create_dir_all(&storage).unwrap();
-        let mut auth = String::new();
-        if htpasswd {
-            let hash = bcrypt::hash(PASS, 4).unwrap();
-            let hp = dir.path().join("htpasswd");
-            std::fs::write(&hp, format!("{USER}:{hash}\n")).unwrap();
-            auth = format!(
-                "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",
-                hp.display()
-            );
-        }
-        for _ in 0..5 {
-            let port = free_port();
-            let cfg = format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
-                storage.display()
-            );
-            let cfg_path = dir.path().join("config.yml");
-            std::fs::write(&cfg_path, cfg).unwrap();
-            let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-            let mut child = Command::new("/usr/bin/docker-registry")
-                .arg("serve")
-                .arg(&cfg_path)
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("start docker-registry");
-            let deadline = Instant::now() + Duration::from_secs(15);
-            let mut up = false;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    up = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if up {
-                return Self { dir, port, child };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!(
-            "docker-registry did not start: {}",
-            std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default()
-        );
-    }
-
-    pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        Self(if htpasswd {
+            berth_testkit::DockerRegistry::with_htpasswd()
+        } else {
+            berth_testkit::DockerRegistry::start()
+        })
     }
 
     /// The data file of a blob in the registry's storage.
     pub fn blob_data(&self, d: &Digest) -> PathBuf {
-        self.dir
-            .path()
-            .join("storage/docker/registry/v2/blobs/sha256")
-            .join(&d.hex()[..2])
-            .join(d.hex())
-            .join("data")
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.blob_data(d.hex())
     }
 }
 

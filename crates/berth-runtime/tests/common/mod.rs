@@ -1,7 +1,7 @@
 //! Test harness: busybox bundles in temporary directories, a runtime with its own `--root`, and
 //! guards that remove every container, cgroup and state directory a test made, even on failure
 //! (berth-testkit's `OciEnv`, whose leak guard fails a test that leaves anything behind).
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::Path;
 

@@ -1,6 +1,6 @@
 //! Test harness: busybox bundles, shims started as a daemon would start them, and guards that
 //! kill every shim and delete every container and cgroup a test made, even on failure.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
