@@ -5,182 +5,22 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use berth_cli::{tabwriter, units};
 use sha2::Digest as _;
 
-struct Env {
-    dir: tempfile::TempDir,
-}
+mod common;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+use common::*;
 
-impl Run {
-    fn ok(self) -> Self {
-        assert_eq!(
-            self.code, 0,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-}
-
-fn run_output(o: Output) -> Run {
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-impl Env {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
-        c.env_remove("BERTH_DATA_ROOT")
-            .arg("--data-root")
-            .arg(self.root())
-            .args(args);
-        c
-    }
-
-    fn berth(&self, args: &[&str]) -> Run {
-        run_output(self.cmd(args).stdin(Stdio::null()).output().unwrap())
-    }
-
-    fn berth_stdin(&self, args: &[&str], input: &[u8]) -> Run {
-        let mut child = self
-            .cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let data = input.to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(&data);
-        });
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap();
-        run_output(out)
-    }
-
-    /// Imports the busybox root file system (plus `extra` files) as `tag`; returns the ID.
-    fn import_busybox(&self, tag: Option<&str>, extra: &[(&str, &[u8])]) -> String {
-        let tar = self.path(&format!("rootfs-{}.tar", extra.len()));
-        fs::write(&tar, busybox_tar(extra)).unwrap();
-        let mut args = vec!["import", "-c", "CMD [\"sh\"]", tar.to_str().unwrap()];
-        if let Some(t) = tag {
-            args.push(t);
-        }
-        let r = self.berth(&args).ok();
-        let id = r.stdout.trim().to_string();
-        assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
-        id
-    }
-
-    fn blobs(&self) -> Vec<String> {
-        list_dir(&self.root().join("blobs/sha256"))
-    }
-
-    fn snapshots(&self) -> Vec<String> {
-        list_dir(&self.root().join("snapshotter/snapshots"))
-            .into_iter()
-            .filter(|n| !n.starts_with("tmp-"))
-            .collect()
-    }
-}
-
-fn list_dir(p: &Path) -> Vec<String> {
-    let mut v: Vec<String> = match fs::read_dir(p) {
-        Ok(rd) => rd
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    v.sort();
-    v
-}
-
-fn busybox_bytes() -> Vec<u8> {
-    fs::read("/bin/busybox").expect("busybox-static must be installed (/bin/busybox)")
-}
-
-fn entry(
-    b: &mut tar::Builder<Vec<u8>>,
-    path: &str,
-    kind: tar::EntryType,
-    mode: u32,
-    data: &[u8],
-    link: Option<&str>,
-) {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(1_700_000_000);
-    h.set_size(data.len() as u64);
-    if let Some(l) = link {
-        h.set_link_name(l).unwrap();
-    }
-    b.append_data(&mut h, path, data).unwrap();
-}
-
-/// A root file system: /bin/busybox, sh/echo/ls symlinks, /etc, plus extra files.
+/// A rootfs tar with `extra` files.
 fn busybox_tar(extra: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    entry(&mut b, "bin/", tar::EntryType::Directory, 0o755, b"", None);
-    entry(&mut b, "etc/", tar::EntryType::Directory, 0o755, b"", None);
-    entry(
-        &mut b,
-        "bin/busybox",
-        tar::EntryType::Regular,
-        0o755,
-        &busybox_bytes(),
-        None,
-    );
-    for l in ["sh", "echo", "ls"] {
-        entry(
-            &mut b,
-            &format!("bin/{l}"),
-            tar::EntryType::Symlink,
-            0o777,
-            b"",
-            Some("busybox"),
-        );
-    }
-    for (p, d) in extra {
-        entry(&mut b, p, tar::EntryType::Regular, 0o644, d, None);
-    }
-    b.into_inner().unwrap()
+    busybox_rootfs(extra).tar()
 }
 
 fn busybox_size(extra: &[(&str, &[u8])]) -> i64 {
-    (busybox_bytes().len()
-        + 3 * "busybox".len()
-        + extra.iter().map(|(_, d)| d.len()).sum::<usize>()) as i64
+    busybox_rootfs(extra).size() as i64
 }
 
 fn sha256_hex(b: &[u8]) -> String {
@@ -832,13 +672,6 @@ fn save_load_roundtrip() {
     assert_eq!(r.code, 1);
 }
 
-fn skopeo() -> bool {
-    Command::new("skopeo")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 fn skopeo_copy(src: &str, dst: &str) {
     let o = Command::new("skopeo")
         .args(["--insecure-policy", "copy", "-q", src, dst])
@@ -853,10 +686,7 @@ fn skopeo_copy(src: &str, dst: &str) {
 
 #[test]
 fn skopeo_interop_and_oci_layout_archives() {
-    if !skopeo() {
-        eprintln!("skopeo is not installed: skipping");
-        return;
-    }
+    require_programs!(SKOPEO);
     let env = Env::new();
     let id = env.import_busybox(Some("busybox"), &[]);
     let out = env.path("bb.tar");

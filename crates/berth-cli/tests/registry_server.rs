@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -23,103 +23,35 @@ use berth_image::snapshot::CopySnapshotter;
 use berth_image::store::BlobStore;
 use berth_image::{Digest, Reference};
 use berth_registry::{Client, NoProgress, PushOptions};
+use berth_testkit::busybox::BUSYBOX;
+use berth_testkit::registry::DOCKER_REGISTRY;
+use berth_testkit::{require_programs, BerthRegistry, BerthRegistryOptions};
 use sha2::Digest as _;
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
-fn skip() -> bool {
-    if !rc::have_tools() {
-        return true;
-    }
-    if !Path::new("/bin/busybox").exists() {
-        eprintln!("SKIP: needs /bin/busybox (Debian busybox-static)");
-        return true;
-    }
-    false
+/// `berth registry serve` on 127.0.0.1 with its store in `root`, killed on drop.
+fn serve(root: &Path, config: Option<&Path>) -> BerthRegistry {
+    BerthRegistry::start_with(
+        Path::new(BERTH),
+        BerthRegistryOptions {
+            root: Some(root.to_path_buf()),
+            config: config.map(Path::to_path_buf),
+            tls: None,
+        },
+    )
 }
 
-/// `berth registry serve` on 127.0.0.1:0, killed on drop.
-struct Server {
-    child: Child,
-    _out: BufReader<ChildStdout>,
-    port: u16,
-    root: PathBuf,
-}
-
-impl Server {
-    fn start(root: &Path, config: Option<&Path>) -> Server {
-        Self::start_with(root, config, None)
-    }
-
-    fn start_with(root: &Path, config: Option<&Path>, tls: Option<(&Path, &Path)>) -> Server {
-        let mut cmd = Command::new(BERTH);
-        cmd.args(["registry", "serve", "--addr", "127.0.0.1:0", "--root"])
-            .arg(root);
-        if let Some(c) = config {
-            cmd.arg("--config").arg(c);
-        }
-        if let Some((c, k)) = tls {
-            cmd.arg("--tls-cert").arg(c).arg("--tls-key").arg(k);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start berth registry serve");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let port = line
-            .strip_prefix("listening on 127.0.0.1:")
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                panic!("unexpected first line from the server: {line:?}")
-            });
-        Server {
-            child,
-            _out: out,
-            port,
-            root: root.to_path_buf(),
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn blobs(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.root.join("blobs/sha256"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-            .collect();
-        v.sort();
-        v
-    }
-
-    /// Every blob's content hashes to its name; no temp files lie around.
-    fn assert_consistent(&self) {
-        for name in self.blobs() {
-            assert!(!name.starts_with('.'), "temp file left in blobs/: {name}");
-            let data = std::fs::read(self.root.join("blobs/sha256").join(&name)).unwrap();
-            assert_eq!(
-                hex::encode(sha2::Sha256::digest(&data)),
-                name,
-                "corrupt blob"
-            );
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
+/// Every blob's content hashes to its name; no temp files lie around.
+fn assert_consistent(s: &BerthRegistry) {
+    for name in s.blobs() {
+        assert!(!name.starts_with('.'), "temp file left in blobs/: {name}");
+        let data = std::fs::read(s.root.join("blobs/sha256").join(&name)).unwrap();
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&data)),
+            name,
+            "corrupt blob"
+        );
     }
 }
 
@@ -307,11 +239,9 @@ fn observe(host: &str, repo: &str, tag: &str) -> (String, serde_json::Value, ser
 /// docker-registry: same digests, tags, catalog and blob bytes.
 #[test]
 fn skopeo_and_berth_client_same_results_as_docker_registry() {
-    if skip() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
     let tmp = tempfile::tempdir().unwrap();
-    let ours = Server::start(&tmp.path().join("root"), None);
+    let ours = serve(&tmp.path().join("root"), None);
     let theirs = rc::Registry::start(false);
     let img = rc::multilayer_image("amd64");
     let small = rc::random_image(7, 64);
@@ -390,7 +320,7 @@ fn skopeo_and_berth_client_same_results_as_docker_registry() {
         seen[0].0 .2["repositories"],
         serde_json::json!(["chunked/app", "other/copy", "test/app"])
     );
-    ours.assert_consistent();
+    assert_consistent(&ours);
     // The audit log recorded the pushes and pulls.
     let audit = std::fs::read_to_string(ours.root.join("audit.log")).unwrap();
     let lines: Vec<serde_json::Value> = audit
@@ -413,11 +343,9 @@ fn skopeo_and_berth_client_same_results_as_docker_registry() {
 /// and hostile requests, with the spec's status codes and error bodies.
 #[test]
 fn distribution_api_details_and_hostile_requests() {
-    if skip() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("root"), None);
+    let s = serve(&tmp.path().join("root"), None);
     let p = s.port;
 
     let r = get(p, "/v2/");
@@ -790,7 +718,7 @@ fn distribution_api_details_and_hostile_requests() {
         http(p, "HEAD", &format!("/v2/up/load/blobs/{d}"), &[], b"").status,
         200
     );
-    s.assert_consistent();
+    assert_consistent(&s);
 }
 
 fn write_config(dir: &Path, extra: serde_json::Value) -> PathBuf {
@@ -847,12 +775,10 @@ fn claims(tok: &str) -> serde_json::Value {
 /// Accounts, permissions, the token flow (skopeo and Berth's client), denials.
 #[test]
 fn auth_tokens_permissions_and_denials() {
-    if skip() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
     let tmp = tempfile::tempdir().unwrap();
     let cfg = write_config(tmp.path(), serde_json::json!({}));
-    let s = Server::start(&tmp.path().join("root"), Some(&cfg));
+    let s = serve(&tmp.path().join("root"), Some(&cfg));
     let p = s.port;
     let alice = basic("alice", rc::PASS);
     let bob = basic("bob", rc::PASS);
@@ -1105,9 +1031,7 @@ fn auth_tokens_permissions_and_denials() {
 /// Limits: upload size, concurrent uploads, stalled bodies.
 #[test]
 fn limits_refuse_and_change_nothing() {
-    if skip() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("open.json");
     std::fs::write(
@@ -1119,7 +1043,7 @@ fn limits_refuse_and_change_nothing() {
         .unwrap(),
     )
     .unwrap();
-    let s = Server::start(&tmp.path().join("root"), Some(&cfg));
+    let s = serve(&tmp.path().join("root"), Some(&cfg));
     let p = s.port;
     let big = pseudo_random(9, 150_000);
     let r = http(
@@ -1191,12 +1115,10 @@ fn limits_refuse_and_change_nothing() {
 /// consistent, the partial upload is not a blob, and the upload can be resumed and finished.
 #[test]
 fn kill_during_upload_leaves_consistent_store_and_resumes() {
-    if skip() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
-    let mut s = Server::start(&root, None);
+    let mut s = serve(&root, None);
     let data = pseudo_random(42, 4 << 20);
     let d = Digest::of_bytes(&data);
     // Something complete first.
@@ -1232,8 +1154,8 @@ fn kill_during_upload_leaves_consistent_store_and_resumes() {
     drop(conn);
     assert!(!s.blobs().contains(&d.hex().to_string()));
 
-    let s = Server::start(&root, None);
-    s.assert_consistent();
+    let s = serve(&root, None);
+    assert_consistent(&s);
     assert_eq!(s.blobs(), vec![small.hex().to_string()]);
     assert_eq!(
         get(s.port, &format!("/v2/crash/test/blobs/{small}")).body,
@@ -1258,7 +1180,7 @@ fn kill_during_upload_leaves_consistent_store_and_resumes() {
     let r = http(s.port, "PUT", &format!("{loc}?digest={d}"), &[], b"");
     assert_eq!(r.status, 201, "{r:?}");
     assert_eq!(get(s.port, &format!("/v2/crash/test/blobs/{d}")).body, data);
-    s.assert_consistent();
+    assert_consistent(&s);
     assert!(std::fs::read_dir(root.join("uploads"))
         .unwrap()
         .next()
@@ -1283,12 +1205,10 @@ fn gc(root: &Path, extra: &[&str]) -> String {
 /// gc removes exactly the blobs no manifest references, while the server runs.
 #[test]
 fn gc_removes_only_unreferenced_blobs() {
-    if skip() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
-    let s = Server::start(&root, None);
+    let s = serve(&root, None);
     let a = rc::multilayer_image("amd64");
     let b = rc::random_image(11, 32);
     a.seed(&s.host(), "gc/a:1", None);
@@ -1408,7 +1328,7 @@ fn gc_removes_only_unreferenced_blobs() {
     ]);
     assert!(ok, "{err}");
     assert_eq!(get(s.port, "/v2/gc/idx/manifests/list").body, idx);
-    s.assert_consistent();
+    assert_consistent(&s);
 
     // --delete-untagged: an image whose tag moved on is forgotten with its own blobs; an
     // artifact referring to the image now tagged stays.
@@ -1461,15 +1381,13 @@ fn gc_removes_only_unreferenced_blobs() {
     )
     .json();
     assert_eq!(refs["manifests"][0]["digest"], ad.to_string());
-    s.assert_consistent();
+    assert_consistent(&s);
 }
 
 /// HTTPS with a given certificate.
 #[test]
 fn tls_with_given_certificate() {
-    if skip() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
     let tmp = tempfile::tempdir().unwrap();
     let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
     let st = Command::new("openssl")
@@ -1498,7 +1416,14 @@ fn tls_with_given_certificate() {
             return;
         }
     }
-    let s = Server::start_with(&tmp.path().join("root"), None, Some((&cert, &key)));
+    let s = BerthRegistry::start_with(
+        Path::new(BERTH),
+        BerthRegistryOptions {
+            root: Some(tmp.path().join("root")),
+            config: None,
+            tls: Some((cert.clone(), key.clone())),
+        },
+    );
     let img = rc::random_image(5, 8);
     let layout = tmp.path().join("layout");
     img.write_oci(&layout, "t");
@@ -1540,9 +1465,7 @@ fn tls_with_given_certificate() {
 /// with HTML from image configs shown as text.
 #[test]
 fn web_page_in_headless_chromium() {
-    if skip() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
     let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()
         .find(|p| Path::new(p).exists());
@@ -1551,7 +1474,7 @@ fn web_page_in_headless_chromium() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("root"), None);
+    let s = serve(&tmp.path().join("root"), None);
     let mut img = rc::multilayer_image("amd64");
     // A config with markup in it: must come out as text.
     let mut cfg: serde_json::Value = serde_json::from_slice(&img.config).unwrap();
@@ -1616,11 +1539,9 @@ fn web_page_in_headless_chromium() {
 /// same status codes, error codes and bodies.
 #[test]
 fn same_answers_as_docker_registry_for_raw_requests() {
-    if skip() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
     let tmp = tempfile::tempdir().unwrap();
-    let ours = Server::start(&tmp.path().join("root"), None);
+    let ours = serve(&tmp.path().join("root"), None);
     let theirs = rc::Registry::start(false);
     let img = rc::multilayer_image("amd64");
     let layer = img.layers[0].digest();
@@ -1801,11 +1722,9 @@ fn same_answers_as_docker_registry_for_raw_requests() {
 /// the same index and children; Berth's client pulls the host's platform from ours.
 #[test]
 fn multi_platform_index_with_skopeo_and_berth_client() {
-    if skip() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
     let tmp = tempfile::tempdir().unwrap();
-    let ours = Server::start(&tmp.path().join("root"), None);
+    let ours = serve(&tmp.path().join("root"), None);
     let theirs = rc::Registry::start(false);
     let host_arch = Platform::host().architecture.clone();
     let other_arch = if host_arch == "arm64" {
@@ -1919,18 +1838,16 @@ fn multi_platform_index_with_skopeo_and_berth_client() {
         assert_eq!(pulled.manifest_digest, here.manifest_digest());
         assert_eq!(pulled.repo_digest, Digest::of_bytes(&index));
     }
-    ours.assert_consistent();
+    assert_consistent(&ours);
 }
 
 /// Many clients pushing into the same repository at once: every tag lands, the metadata stays
 /// whole, every blob is intact.
 #[test]
 fn concurrent_pushes_to_one_repository() {
-    if skip() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("root"), None);
+    let s = serve(&tmp.path().join("root"), None);
     let port = s.port;
     let shared = pseudo_random(77, 200_000);
     let threads: Vec<_> = (0..8)
@@ -1964,16 +1881,14 @@ fn concurrent_pushes_to_one_repository() {
     )
     .unwrap();
     assert_eq!(meta["manifests"].as_object().unwrap().len(), 8);
-    s.assert_consistent();
+    assert_consistent(&s);
 }
 
 /// Open upload sessions are capped: past the cap, starting one is 429 TOOMANYREQUESTS and
 /// changes nothing; a cancelled session frees its place.
 #[test]
 fn open_upload_sessions_are_capped() {
-    if skip() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("config.json");
     std::fs::write(
@@ -1985,7 +1900,7 @@ fn open_upload_sessions_are_capped() {
         .unwrap(),
     )
     .unwrap();
-    let s = Server::start(&tmp.path().join("root"), Some(&cfg));
+    let s = serve(&tmp.path().join("root"), Some(&cfg));
     let p = s.port;
     let mut locs = Vec::new();
     for _ in 0..2 {

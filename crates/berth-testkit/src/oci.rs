@@ -81,11 +81,17 @@ impl OciEnv {
     }
 
     /// A bundle whose config is the runtime's `spec` with `args`, no terminal, and the cgroup
-    /// `<cgroup parent>/<id>`; the container is deleted on drop.
+    /// `<cgroup parent>/<id>`, with a busybox root; the container is deleted on drop.
     pub fn bundle(&self, id: &str, args: &[&str]) -> Bundle {
+        let b = self.spec_bundle(id, args);
+        Rootfs::busybox().write_dir(&b.path.join("rootfs"));
+        b
+    }
+
+    /// [`OciEnv::bundle`] with an empty `rootfs` directory (to mount or fill).
+    pub fn spec_bundle(&self, id: &str, args: &[&str]) -> Bundle {
         let path = self.dir.path().join(format!("bundle-{id}"));
-        std::fs::create_dir_all(&path).unwrap();
-        Rootfs::busybox().write_dir(&path.join("rootfs"));
+        std::fs::create_dir_all(path.join("rootfs")).unwrap();
         let out = Command::new(&self.runtime)
             .arg("spec")
             .arg("--bundle")
