@@ -359,7 +359,7 @@ fn login_logout_and_auth() {
     let r = e
         .berth_stdin(
             &["login", "-u", USER, "--password-stdin", &host],
-            format!("{PASS}\n"),
+            &format!("{PASS}\n"),
         )
         .ok();
     assert_eq!(r.stdout, "Login Succeeded\n");

@@ -70,7 +70,7 @@ impl Env {
 
     /// With `input` on standard input (written from a thread: the command may exit without
     /// reading it).
-    pub fn berth_stdin(&self, args: &[&str], input: impl AsRef<[u8]>) -> Run {
+    pub fn berth_stdin(&self, args: &[&str], input: &(impl AsRef<[u8]> + ?Sized)) -> Run {
         let mut child = self
             .cmd(args)
             .stdin(Stdio::piped())
