@@ -140,7 +140,8 @@ pub fn kill9(pid: i32) {
     }
 }
 
-/// A child process killed and reaped on drop.
+/// A child process killed and reaped on drop; when it leads its own process group (spawned
+/// with `process_group(0)`), the whole group is killed (e.g. helpers that a program forks).
 #[derive(Debug)]
 pub struct KillOnDrop(pub Child);
 
@@ -152,6 +153,14 @@ impl KillOnDrop {
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
+        let pid = self.0.id() as i32;
+        // SAFETY: getpgid(2) and kill(2) with integer arguments; the child is not reaped yet,
+        // so its pid (and group id) cannot have been reused.
+        unsafe {
+            if libc::getpgid(pid) == pid {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -210,6 +219,29 @@ mod tests {
         drop(child);
         assert!(!alive(pid));
         assert_ne!(free_port(), 0);
+        // A process group: the forked grandchild dies too.
+        use std::os::unix::process::CommandExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let group = KillOnDrop(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("sleep 100 & echo $! > {}; wait", pidfile.display()))
+                .process_group(0)
+                .spawn()
+                .unwrap(),
+        );
+        let mut grandchild = 0;
+        wait_for("the pid file", Duration::from_secs(5), || {
+            grandchild = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            grandchild > 0
+        });
+        assert!(alive(grandchild));
+        drop(group);
+        assert!(wait_until(Duration::from_secs(5), || !alive(grandchild)));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! against berthd, checking the resulting image config and file system, and the step cache.
 mod common;
 
-use common::{finish, Daemon};
+use common::*;
 use std::path::{Path, PathBuf};
 
 fn ctx(d: &Daemon, name: &str, files: &[(&str, &str)]) -> PathBuf {
@@ -53,6 +53,7 @@ fn inspect(d: &Daemon, image: &str) -> serde_json::Value {
 
 #[test]
 fn docker_cli_builds_simple() {
+    require_root!();
     let d = Daemon::new();
     let dir = ctx(
         &d,
@@ -223,11 +224,13 @@ fn run_corpus(filter: impl Fn(&str) -> bool) {
 
 #[test]
 fn corpus_valid_dockerfiles() {
+    require_root!();
     run_corpus(|n| !n.starts_with("bad_"));
 }
 
 #[test]
 fn corpus_bad_input() {
+    require_root!();
     run_corpus(|n| n.starts_with("bad_"));
 }
 
@@ -258,6 +261,7 @@ fn image_id(out: &str) -> String {
 
 #[test]
 fn cache_invalidation_exact_steps() {
+    require_root!();
     let mut d = Daemon::new();
     let dir = ctx(
         &d,
@@ -345,6 +349,7 @@ fn cache_invalidation_exact_steps() {
 
 #[test]
 fn docker_cli_flags_and_errors() {
+    require_root!();
     let d = Daemon::new();
     let dir = ctx(
         &d,
@@ -481,6 +486,7 @@ fn docker_cli_flags_and_errors() {
 
 #[test]
 fn docker_py_builds() {
+    require_root!();
     let d = Daemon::new();
     let dir = ctx(
         &d,
@@ -526,6 +532,7 @@ print("ok", ids[0])
 
 #[test]
 fn onbuild_triggers_run_in_children() {
+    require_root!();
     let d = Daemon::new();
     let parent = ctx(
         &d,
@@ -603,6 +610,7 @@ fn http_server(dir: &Path) -> HttpServer {
 
 #[test]
 fn add_from_http_url_with_checksum() {
+    require_root!();
     let d = Daemon::new();
     let www = d.path("www");
     std::fs::create_dir_all(&www).unwrap();

@@ -3,7 +3,7 @@
 //! contexts.
 mod common;
 
-use common::{bin_dir, finish, run_output, Daemon, DockerRegistry, Run};
+use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -57,9 +57,8 @@ fn image_id(out: &str) -> String {
 
 #[test]
 fn build_pull_re_resolves_base_images() {
-    let Some(reg) = DockerRegistry::start() else {
-        return;
-    };
+    require_root!(DOCKER_REGISTRY);
+    let reg = DockerRegistry::start();
     let d = Daemon::new();
     let base = format!("localhost:{}/base:latest", reg.port);
     d.docker(&["tag", "busybox", &base]).ok();
@@ -140,6 +139,7 @@ fn build_pull_re_resolves_base_images() {
 
 #[test]
 fn build_cache_from_a_loaded_image() {
+    require_root!();
     let d = Daemon::new();
     let dir = ctx(
         &d,
@@ -213,6 +213,7 @@ fn build_cache_from_a_loaded_image() {
 
 #[test]
 fn build_independent_stages_at_once() {
+    require_root!();
     let d = Daemon::new();
     // Each stage's RUN waits (up to 60 s) for the other's to have started, through a cache
     // mount both share: built one after the other, the first would give up and fail.
@@ -311,6 +312,7 @@ fn found_under(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
 
 #[test]
 fn build_secrets_are_mounted_and_never_kept() {
+    require_root!();
     let d = Daemon::new();
     let tok = format!("tok-secret-{}-{}", std::process::id(), line!());
     let envv = format!("env-secret-{}-{}", std::process::id(), line!());
@@ -436,20 +438,15 @@ fn git(dir: &Path, args: &[&str]) {
     );
 }
 
-/// `git daemon` serving `base` on 127.0.0.1, killed on drop.
+/// `git daemon` serving `base` on 127.0.0.1, killed on drop (with the `git-daemon` it forks:
+/// it runs in a process group of its own).
 struct GitDaemon {
-    child: std::process::Child,
+    _child: berth_testkit::KillOnDrop,
     port: u16,
 }
 
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn git_daemon(base: &Path) -> Option<GitDaemon> {
+    use std::os::unix::process::CommandExt as _;
     for _ in 0..5 {
         let port = common::free_port();
         let Ok(child) = Command::new("git")
@@ -465,32 +462,29 @@ fn git_daemon(base: &Path) -> Option<GitDaemon> {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
         else {
             return None;
         };
-        let mut g = GitDaemon { child, port };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = g.child.try_wait() {
-                break;
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(g);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut child = berth_testkit::KillOnDrop(child);
+        let up = wait_until(std::time::Duration::from_secs(15), || {
+            matches!(child.0.try_wait(), Ok(Some(_)))
+                || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }) && matches!(child.0.try_wait(), Ok(None));
+        if up {
+            return Some(GitDaemon {
+                _child: child,
+                port,
+            });
         }
-        let _ = g.child.kill();
     }
     None
 }
 
 #[test]
 fn build_from_git_contexts() {
-    if Command::new("git").arg("--version").output().is_err() {
-        eprintln!("SKIP: git is needed (apt-get install git)");
-        return;
-    }
+    require_root!("git");
     let d = Daemon::new();
     let work = d.path("gitwork");
     std::fs::create_dir_all(work.join("app")).unwrap();

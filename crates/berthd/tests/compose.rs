@@ -21,14 +21,7 @@ fn compose(d: &Daemon, dir: &std::path::Path, args: &[&str]) -> Run {
 
 #[test]
 fn compose_up_ps_logs_exec_down() {
-    if Command::new("docker-compose")
-        .arg("version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIP: docker-compose is needed (apt-get install docker-compose)");
-        return;
-    }
+    require_root!("docker-compose");
     let d = Daemon::new();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn version_info_images() {
+    require_root!();
     let d = Daemon::new();
     let v = d.docker(&["version"]).ok().stdout;
     assert!(v.contains("Server: Berth Engine"), "{v}");
@@ -50,6 +51,7 @@ fn version_info_images() {
 
 #[test]
 fn run_rm_echo() {
+    require_root!();
     let d = Daemon::new();
     let r = d.docker(&["run", "--rm", "busybox", "echo", "hello"]).ok();
     assert_eq!(r.stdout, "hello\n");
@@ -160,6 +162,7 @@ fn run_rm_echo() {
 
 #[test]
 fn detached_lifecycle() {
+    require_root!();
     let d = Daemon::new();
     let id = d
         .docker(&[
@@ -241,6 +244,7 @@ fn detached_lifecycle() {
 
 #[test]
 fn kill_and_force_remove() {
+    require_root!();
     let d = Daemon::new();
     // PID 1 ignores signals it has no handler for: trap TERM.
     d.docker(&[
@@ -275,6 +279,7 @@ fn kill_and_force_remove() {
 
 #[test]
 fn docker_py_run_and_logs() {
+    require_root!();
     let d = Daemon::new();
     let r = d
         .python(
@@ -304,6 +309,7 @@ print(len(c.containers.list(all=True)))
 
 #[test]
 fn daemon_restart_keeps_containers() {
+    require_root!();
     let mut d = Daemon::new();
     d.docker(&[
         "run",
@@ -369,6 +375,7 @@ fn daemon_restart_keeps_containers() {
 
 #[test]
 fn bad_input() {
+    require_root!();
     let d = Daemon::new();
     let r = d
         .http("POST", "/v1.44/containers/create", Some("{bad"))
@@ -446,6 +453,7 @@ fn bad_input() {
 
 #[test]
 fn stdin_tty_follow_and_start_failure() {
+    require_root!();
     let d = Daemon::new();
     // stdin through attach (-i), closed at EOF.
     let mut c = Command::new("docker")
@@ -503,6 +511,7 @@ fn stdin_tty_follow_and_start_failure() {
 
 #[test]
 fn berth_cli_run_ps_logs_stop_wait_rm() {
+    require_root!();
     let d = Daemon::new();
     let r = d.berth(&["run", "--rm", "busybox", "echo", "hello"]).ok();
     assert_eq!(r.stdout, "hello\n");
@@ -602,6 +611,7 @@ fn rootfs_mount_options(d: &Daemon, id: &str) -> Option<String> {
 
 #[test]
 fn transient_layers_and_removal_that_a_crash_interrupts() {
+    require_root!();
     let mut d = Daemon::new();
     // `--rm` containers get a volatile writable layer (nothing of it is synced), others not.
     let rm = d
@@ -665,6 +675,7 @@ fn transient_layers_and_removal_that_a_crash_interrupts() {
 
 #[test]
 fn docker_py_attach_logs_without_stream() {
+    require_root!();
     let d = Daemon::new();
     let r = d.python(
         r#"
@@ -690,6 +701,7 @@ ct.remove(force=True)
 
 #[test]
 fn berth_ps_format_filter_last_like_docker() {
+    require_root!();
     let d = Daemon::new();
     d.docker(&[
         "create", "--name", "psa", "--label", "k=v", "busybox", "true",

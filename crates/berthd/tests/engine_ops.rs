@@ -18,6 +18,7 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn exec_top_rename_pause_events() {
+    require_root!();
     let d = Daemon::new();
     let since = d.docker(&["version", "-f", "{{.Server.Version}}"]).ok();
     drop(since);
@@ -184,6 +185,7 @@ fn exec_top_rename_pause_events() {
 
 #[test]
 fn restart_policies_and_daemon_restart() {
+    require_root!();
     let mut d = Daemon::new();
     d.docker(&[
         "run",
@@ -292,6 +294,7 @@ fn restart_policies_and_daemon_restart() {
 
 #[test]
 fn limits_security_and_health() {
+    require_root!();
     let d = Daemon::new();
     // Memory limit: an allocation above it is OOM-killed and inspect says so.
     let r = d.docker(&[
@@ -545,6 +548,7 @@ fn on_pty(d: &Daemon, cmd: &str, input: &str) -> String {
 
 #[test]
 fn berth_cli_engine_commands_and_terminals() {
+    require_root!();
     let d = Daemon::new();
     let t0 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -720,6 +724,7 @@ fn berth_cli_engine_commands_and_terminals() {
 
 #[test]
 fn docker_py_exec_stats_top_pause_restart() {
+    require_root!();
     let d = Daemon::new();
     let py = d.python(
         r#"

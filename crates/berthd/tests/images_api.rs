@@ -6,9 +6,8 @@ use common::*;
 
 #[test]
 fn push_pull_and_image_commands() {
-    let Some(reg) = DockerRegistry::start() else {
-        return;
-    };
+    require_root!(DOCKER_REGISTRY);
+    let reg = DockerRegistry::start();
     let d = Daemon::new();
     let name = format!("127.0.0.1:{}/test/bb:v1", reg.port);
     d.docker(&["tag", "busybox", &name]).ok();
@@ -153,9 +152,8 @@ print("ok")
 /// then one status line for the repository and its name.
 #[test]
 fn pull_all_tags_through_the_daemon() {
-    let Some(reg) = DockerRegistry::start() else {
-        return;
-    };
+    require_root!(DOCKER_REGISTRY);
+    let reg = DockerRegistry::start();
     let d = Daemon::new();
     let repo = format!("127.0.0.1:{}/test/alltags", reg.port);
     // Three tags: two of busybox, one of another image (busybox imported with a CMD).

@@ -10,20 +10,24 @@ mod common;
 
 use std::process::Command;
 
-use common::{finish, free_port, Daemon};
+use common::*;
 
-/// Names and addresses unique to this test process.
+/// Names and addresses unique to this test process; whatever carries the names is removed on
+/// drop, then checked by a leak guard.
 struct Net {
     tag: String,
     a: u32,
     b: u32,
+    _leaks: berth_testkit::LeakGuard,
 }
 
 impl Net {
     fn new() -> Net {
         let pid = std::process::id();
+        let tag = format!("bt{}", berth_testkit::unique_id());
         Net {
-            tag: format!("bt{pid}"),
+            _leaks: berth_testkit::LeakGuard::new([tag.clone()]),
+            tag,
             a: 64 + ((pid >> 8) & 0x3f),
             b: pid & 0xff,
         }
@@ -112,6 +116,7 @@ const HTTPD: &str =
 
 #[test]
 fn user_networks_dns_by_name_and_isolation() {
+    require_root!();
     let n = Net::new();
     let d = n.daemon();
     let (ba, bb) = (n.bridge("a"), n.bridge("b"));
@@ -302,6 +307,7 @@ fn user_networks_dns_by_name_and_isolation() {
 
 #[test]
 fn published_ports_loopback_and_dnat_from_a_remote_host() {
+    require_root!();
     let n = Net::new();
     let d = n.daemon();
     let (p_lo, p_all) = (free_port(), free_port());
@@ -456,6 +462,7 @@ fn published_ports_loopback_and_dnat_from_a_remote_host() {
 
 #[test]
 fn publish_all_connect_disconnect_and_container_mode() {
+    require_root!();
     let n = Net::new();
     let d = n.daemon();
     let ba = n.bridge("a");
@@ -646,6 +653,7 @@ fn publish_all_connect_disconnect_and_container_mode() {
 
 #[test]
 fn docker_py_networks() {
+    require_root!();
     let n = Net::new();
     let d = n.daemon();
     let script = format!(
@@ -699,6 +707,7 @@ print("OK")
 
 #[test]
 fn daemon_restart_keeps_networking() {
+    require_root!();
     let n = Net::new();
     let mut d = n.daemon();
     let ba = n.bridge("a");
@@ -789,6 +798,7 @@ fn daemon_restart_keeps_networking() {
 
 #[test]
 fn berth_cli_network_commands_and_port() {
+    require_root!();
     let n = Net::new();
     let d = n.daemon();
     let br = n.bridge("c");
@@ -905,10 +915,11 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn ipv6_networks_ping6_by_name_aaaa_and_published_ports_on_v6_loopback() {
-    if !std::path::Path::new("/proc/net/if_inet6").exists() {
-        eprintln!("IPv6 is disabled on this host; skipped");
-        return;
-    }
+    require_root!();
+    require!(
+        std::path::Path::new("/proc/net/if_inet6").exists(),
+        "IPv6 is disabled on this host"
+    );
     let n = Net::new();
     let mut d = n.daemon();
     let pid = std::process::id();
@@ -1184,6 +1195,7 @@ fn ipv6_networks_ping6_by_name_aaaa_and_published_ports_on_v6_loopback() {
 
 #[test]
 fn hairpin_published_port_through_the_gateway_address() {
+    require_root!();
     let n = Net::new();
     let d = n.daemon();
     let bh = n.bridge("h");
@@ -1299,6 +1311,7 @@ fn hairpin_published_port_through_the_gateway_address() {
 
 #[test]
 fn ipam_never_hands_out_an_address_twice_under_concurrency() {
+    require_root!();
     let n = Net::new();
     let d = n.daemon();
     let bc = n.bridge("c");

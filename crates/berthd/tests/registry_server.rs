@@ -65,6 +65,7 @@ fn pushed_digest(stdout: &str) -> String {
 
 #[test]
 fn docker_cli_push_pull_through_berthd_to_berth_registry() {
+    require_root!();
     let reg = BerthRegistry::start(None);
     let d = Daemon::new();
     let name = format!("127.0.0.1:{}/test/bb:v1", reg.port);
@@ -89,7 +90,8 @@ fn docker_cli_push_pull_through_berthd_to_berth_registry() {
     assert_ne!(r.code, 0);
 
     // The same push to docker-registry gives the same digest.
-    if let Some(dist) = DockerRegistry::start() {
+    if DockerRegistry::available() {
+        let dist = DockerRegistry::start();
         let other = format!("127.0.0.1:{}/test/bb:v1", dist.port);
         d.docker(&["tag", "busybox", &other]).ok();
         let r = d.docker(&["push", &other]).ok();
@@ -100,6 +102,7 @@ fn docker_cli_push_pull_through_berthd_to_berth_registry() {
 
 #[test]
 fn docker_cli_login_push_pull_with_permissions() {
+    require_root!();
     // A user for the config, hashed by `berth registry hash-password`.
     let mut hp = Command::new(bin_dir().join("berth"))
         .args(["registry", "hash-password"])
@@ -181,6 +184,7 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 /// CLI pushes to it through berthd; the data survives a restart of the container.
 #[test]
 fn registry_image_runs_as_a_berth_container() {
+    require_root!();
     let d = Daemon::new();
     let ctx = d.path("registry-context");
     let out = Command::new(

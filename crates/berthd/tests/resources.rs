@@ -77,6 +77,7 @@ fn dechunk(mut s: &str) -> String {
 
 #[test]
 fn cpus_half_throttles_a_busy_loop() {
+    require_root!();
     let d = Daemon::new();
     d.docker(&[
         "run",
@@ -131,6 +132,7 @@ fn cpus_half_throttles_a_busy_loop() {
 
 #[test]
 fn pids_limit_stops_a_fork_bomb() {
+    require_root!();
     let d = Daemon::new();
     d.docker(&[
         "run",
@@ -193,6 +195,7 @@ fn pids_limit_stops_a_fork_bomb() {
 
 #[test]
 fn stats_no_stream_matches_the_cgroup_files() {
+    require_root!();
     let d = Daemon::new();
     // 24 MiB on the container's /dev/shm (charged to its memory cgroup), three processes.
     d.docker(&[
@@ -286,6 +289,7 @@ fn stats_no_stream_matches_the_cgroup_files() {
 
 #[test]
 fn pause_stops_progress_and_unpause_resumes() {
+    require_root!();
     let d = Daemon::new();
     let out = d.path("out");
     std::fs::create_dir_all(&out).unwrap();
@@ -378,9 +382,10 @@ impl Drop for NodeGuard {
 
 #[test]
 fn device_throttles_land_in_blkio() {
+    require_root!();
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let Some((name, major, minor)) = a_whole_disk() else {
-        eprintln!("SKIP: no block device with a size in /sys/block");
+        berth_testkit::skipped("no block device with a size in /sys/block");
         return;
     };
     let d = Daemon::new();
@@ -519,6 +524,7 @@ fn reclaimed_mb(out: &str) -> f64 {
 
 #[test]
 fn system_prune_volumes_frees_disk() {
+    require_root!();
     let d = Daemon::new();
     for (cli, ctr) in [("docker", "p1"), ("berth", "p2")] {
         // An anonymous volume holding 8 MiB, its stopped container 4 MiB; a named volume in use by
@@ -586,6 +592,7 @@ fn system_prune_volumes_frees_disk() {
 
 #[test]
 fn cp_racing_with_start_is_consistent() {
+    require_root!();
     let d = Daemon::new();
     let src = d.path("payload");
     std::fs::write(&src, "payload\n").unwrap();

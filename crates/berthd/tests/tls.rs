@@ -117,10 +117,7 @@ fn make_certs(dir: &Path) {
 
 #[test]
 fn tcp_with_tls_and_client_certificates() {
-    if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("SKIP: openssl is needed to make test certificates");
-        return;
-    }
+    require_root!("openssl");
     let certs = tempfile::tempdir().unwrap();
     make_certs(certs.path());
     let port = free_port();

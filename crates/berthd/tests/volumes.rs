@@ -67,6 +67,7 @@ fn raw_entry(
 
 #[test]
 fn volume_lifecycle_persistence_and_in_use() {
+    require_root!();
     let mut d = Daemon::new();
     let v = uniq("v");
     d.docker(&["volume", "create", "--label", "team=db", &v])
@@ -172,6 +173,7 @@ fn volume_lifecycle_persistence_and_in_use() {
 
 #[test]
 fn anonymous_volumes_rm_v_and_prune() {
+    require_root!();
     let d = Daemon::new();
     // `-v /path` makes an anonymous volume; `rm` keeps it, `prune` removes it.
     d.docker(&[
@@ -285,6 +287,7 @@ fn anonymous_volumes_rm_v_and_prune() {
 
 #[test]
 fn binds_ro_tmpfs_and_mount_flag() {
+    require_root!();
     let d = Daemon::new();
     let host = d.path("hostdir");
     std::fs::create_dir(&host).unwrap();
@@ -472,6 +475,7 @@ fn binds_ro_tmpfs_and_mount_flag() {
 
 #[test]
 fn copy_up_keeps_content_and_ownership() {
+    require_root!();
     let mut d = Daemon::new();
     // An image with /data (owned 1234:5678, mode 0750) holding a file, declared a VOLUME.
     let tar = d.path("img.tar");
@@ -572,6 +576,7 @@ fn busybox_entries(b: &mut tar::Builder<std::fs::File>) {
 
 #[test]
 fn docker_cp_both_ways_running_and_stopped_confined() {
+    require_root!();
     let d = Daemon::new();
     let v = uniq("cpv");
     let canary = uniq("canary");
@@ -688,6 +693,7 @@ fn docker_cp_both_ways_running_and_stopped_confined() {
 
 #[test]
 fn hostile_upload_tars_are_confined() {
+    require_root!();
     let d = Daemon::new();
     d.docker(&["create", "--name", "h1", "busybox", "true"])
         .ok();
@@ -828,6 +834,7 @@ fn hostile_upload_tars_are_confined() {
 
 #[test]
 fn docker_py_volumes_and_archive() {
+    require_root!();
     let d = Daemon::new();
     let script = r#"
 import docker, io, tarfile, os, json
@@ -864,6 +871,7 @@ print("ok")
 
 #[test]
 fn berth_cli_volumes_cp_and_run_flags() {
+    require_root!();
     let d = Daemon::new();
     let v = uniq("bv");
     assert_eq!(
@@ -1015,6 +1023,7 @@ fn berth_cli_volumes_cp_and_run_flags() {
 
 #[test]
 fn archive_options_and_export() {
+    require_root!();
     let d = Daemon::new();
     d.docker(&["create", "--name", "o1", "-u", "nobody", "busybox", "true"])
         .ok();
@@ -1117,6 +1126,7 @@ fn archive_options_and_export() {
 
 #[test]
 fn mount_volume_subpath() {
+    require_root!();
     let d = Daemon::new();
     let v = uniq("sub");
     d.docker(&["volume", "create", &v]).ok();
