@@ -68,6 +68,7 @@ fn config_for(layers: &[Vec<u8>]) -> Vec<u8> {
 
 #[test]
 fn import_and_images_table_format() {
+    require_root!();
     let env = Env::new();
     // An empty store prints just the header.
     let r = env.berth(&["images"]).ok();
@@ -164,6 +165,7 @@ fn import_and_images_table_format() {
 
 #[test]
 fn import_changes_message_and_sources() {
+    require_root!();
     let env = Env::new();
     let tar = busybox_tar(&[]);
     // stdin, gzip-compressed, with every kind of change.
@@ -288,6 +290,7 @@ fn import_changes_message_and_sources() {
 
 #[test]
 fn tag_rmi_and_untag_semantics() {
+    require_root!();
     let env = Env::new();
     let id = env.import_busybox(Some("busybox"), &[]);
     let short = &id[7..19];
@@ -415,6 +418,7 @@ fn tag_rmi_and_untag_semantics() {
 
 #[test]
 fn inspect_formats() {
+    require_root!();
     let env = Env::new();
     let id = env.import_busybox(Some("busybox"), &[]);
     let f = |t: &str| {
@@ -527,6 +531,7 @@ fn inspect_formats() {
 
 #[test]
 fn history_output() {
+    require_root!();
     let env = Env::new();
     let layer = busybox_tar(&[]);
     let config = config_for(std::slice::from_ref(&layer));
@@ -597,6 +602,7 @@ fn history_output() {
 
 #[test]
 fn save_load_roundtrip() {
+    require_root!();
     let env = Env::new();
     let id = env.import_busybox(Some("busybox"), &[]);
     env.berth(&["tag", "busybox", "busybox:1.36"]).ok();
@@ -686,6 +692,7 @@ fn skopeo_copy(src: &str, dst: &str) {
 
 #[test]
 fn skopeo_interop_and_oci_layout_archives() {
+    require_root!();
     require_programs!(SKOPEO);
     let env = Env::new();
     let id = env.import_busybox(Some("busybox"), &[]);
@@ -820,6 +827,7 @@ fn assert_refused(env: &Env, archive: &[u8], needle: &str) {
 
 #[test]
 fn hostile_archives_are_refused() {
+    require_root!();
     let env = Env::new();
     env.import_busybox(Some("keep"), &[]);
     let layer = busybox_tar(&[("etc/new", b"x")]);
@@ -959,6 +967,7 @@ fn hostile_archives_are_refused() {
 
 #[test]
 fn prune_frees_blobs_and_system_df() {
+    require_root!();
     let env = Env::new();
     let r = env.berth(&["system", "df"]).ok();
     assert_eq!(
@@ -1041,6 +1050,7 @@ fn prune_frees_blobs_and_system_df() {
 
 #[test]
 fn list_filters() {
+    require_root!();
     let env = Env::new();
     let layer = busybox_tar(&[]);
     let config = config_for(std::slice::from_ref(&layer));
@@ -1117,6 +1127,7 @@ fn list_filters() {
 
 #[test]
 fn concurrent_processes_keep_every_tag() {
+    require_root!();
     let env = Env::new();
     env.import_busybox(Some("base"), &[]);
     let children: Vec<_> = (0..6)
@@ -1161,6 +1172,7 @@ fn rewrite(archive: &[u8], f: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>) -> Vec<
 
 #[test]
 fn hostile_oci_layouts_are_refused() {
+    require_root!();
     let src = Env::new();
     let id = src.import_busybox(Some("busybox"), &[]);
     let layer_hex = src

@@ -226,6 +226,7 @@ fn empty_and_corrupt_streams() {
 
 #[test]
 fn hostile_dotdot_paths() {
+    require_root!();
     for name in ["../../etc/x", "a/../../x", "../outside/sentinel", "./../x"] {
         let s = Sandbox::new();
         let (entry, err) = entry_error(s.apply(Tar::new().file(name, b"pwned").bytes()));
@@ -242,6 +243,7 @@ fn hostile_dotdot_paths() {
 
 #[test]
 fn hostile_absolute_path_is_stripped() {
+    require_root!();
     let s = Sandbox::new();
     let abs = format!("{}/abs", s.outside_str());
     s.apply(Tar::new().file("/abs", b"x").file(&abs, b"y").bytes())
@@ -257,6 +259,7 @@ fn hostile_absolute_path_is_stripped() {
 
 #[test]
 fn hostile_symlink_parent() {
+    require_root!();
     // Absolute symlink to a real outside directory, then a file through it.
     let s = Sandbox::new();
     let r = s.apply(
@@ -319,6 +322,7 @@ fn hostile_symlink_parent() {
 
 #[test]
 fn hostile_dotdot_symlink_chains() {
+    require_root!();
     let s = Sandbox::new();
     s.apply(
         Tar::new()
@@ -343,6 +347,7 @@ fn hostile_dotdot_symlink_chains() {
 
 #[test]
 fn hostile_file_replacing_symlink() {
+    require_root!();
     let s = Sandbox::new();
     let victim = format!("{}/sentinel", s.outside_str());
     s.apply(
@@ -377,6 +382,7 @@ fn hostile_file_replacing_symlink() {
 
 #[test]
 fn hostile_hardlinks() {
+    require_root!();
     // Straight to a host file.
     let s = Sandbox::new();
     let (_, err) = entry_error(s.apply(Tar::new().hardlink("pw", "/etc/passwd").bytes()));
@@ -509,6 +515,7 @@ fn hostile_whiteouts() {
 
 #[test]
 fn hostile_devices_stay_inside() {
+    require_root!();
     let s = Sandbox::new();
     s.apply(
         Tar::new()
@@ -619,6 +626,7 @@ fn expected_three_layers() -> Vec<(String, char, u64)> {
 
 #[test]
 fn whiteouts_flat_three_layers() {
+    require_root!();
     let d = tempfile::tempdir().unwrap();
     for l in three_layers() {
         apply_layer(d.path(), &l[..], &flat()).unwrap();
@@ -681,6 +689,7 @@ impl std::io::Read for Trickle<'_> {
 
 #[test]
 fn compression_detected_from_tiny_reads() {
+    require_root!();
     let tar = Tar::new().file("a", b"hello").bytes();
     for (data, c) in [
         (gzip(&tar), Compression::Gzip),
@@ -700,6 +709,7 @@ fn compression_detected_from_tiny_reads() {
 /// its path, a file replacing a directory with pending children) still see tar order.
 #[test]
 fn writer_threads_keep_entry_order() {
+    require_root!();
     let mut t = Tar::new().dir("d");
     for i in 0..300 {
         t = t.file(&format!("d/f{i}"), format!("v1-{i}").as_bytes());

@@ -187,6 +187,7 @@ fn copy_snapshotter_end_to_end() {
 
 #[test]
 fn overlay_layers_are_shared_by_chain_id() {
+    require_root!();
     let d = tempfile::tempdir().unwrap();
     let s = OverlaySnapshotter::open(d.path()).unwrap();
     let ids = apply_all(&s);
@@ -205,6 +206,7 @@ fn overlay_layers_are_shared_by_chain_id() {
 
 #[test]
 fn diff_id_mismatch_commits_nothing() {
+    require_root!();
     for copy in [false, true] {
         let d = tempfile::tempdir().unwrap();
         let s: Box<dyn Snapshotter> = if copy {
@@ -234,6 +236,7 @@ fn diff_id_mismatch_commits_nothing() {
 
 #[test]
 fn leftovers_are_cleaned_on_open() {
+    require_root!();
     let d = tempfile::tempdir().unwrap();
     fs::create_dir_all(d.path().join("snapshots/tmp-123-456/diff/x")).unwrap();
     let s = OverlaySnapshotter::open(d.path()).unwrap();
@@ -305,6 +308,7 @@ fn overlay_legacy_mount_string() {
 
 #[test]
 fn copy_tree_preserves_metadata() {
+    require_root!();
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("src");
