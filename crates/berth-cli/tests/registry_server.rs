@@ -25,7 +25,7 @@ use berth_image::{Digest, Reference};
 use berth_registry::{Client, NoProgress, PushOptions};
 use berth_testkit::busybox::BUSYBOX;
 use berth_testkit::registry::DOCKER_REGISTRY;
-use berth_testkit::{require_programs, BerthRegistry, BerthRegistryOptions};
+use berth_testkit::{require_programs, require_root, BerthRegistry, BerthRegistryOptions};
 use sha2::Digest as _;
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
@@ -239,7 +239,7 @@ fn observe(host: &str, repo: &str, tag: &str) -> (String, serde_json::Value, ser
 /// docker-registry: same digests, tags, catalog and blob bytes.
 #[test]
 fn skopeo_and_berth_client_same_results_as_docker_registry() {
-    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
+    require_root!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
     let tmp = tempfile::tempdir().unwrap();
     let ours = serve(&tmp.path().join("root"), None);
     let theirs = rc::Registry::start(false);
@@ -775,7 +775,7 @@ fn claims(tok: &str) -> serde_json::Value {
 /// Accounts, permissions, the token flow (skopeo and Berth's client), denials.
 #[test]
 fn auth_tokens_permissions_and_denials() {
-    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
+    require_root!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
     let tmp = tempfile::tempdir().unwrap();
     let cfg = write_config(tmp.path(), serde_json::json!({}));
     let s = serve(&tmp.path().join("root"), Some(&cfg));
@@ -1722,7 +1722,7 @@ fn same_answers_as_docker_registry_for_raw_requests() {
 /// the same index and children; Berth's client pulls the host's platform from ours.
 #[test]
 fn multi_platform_index_with_skopeo_and_berth_client() {
-    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
+    require_root!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
     let tmp = tempfile::tempdir().unwrap();
     let ours = serve(&tmp.path().join("root"), None);
     let theirs = rc::Registry::start(false);

@@ -73,7 +73,7 @@ fn check_tree(root: &Path) {
 
 #[test]
 fn pull_multilayer_with_whiteouts_into_copy_snapshotter() {
-    require_programs!(DOCKER_REGISTRY, SKOPEO);
+    require_root!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let img = multilayer_image("amd64");
     img.seed(&reg.host(), "test/busybox:1", None);
@@ -192,7 +192,7 @@ fn pull_into_overlay_snapshotter() {
 
 #[test]
 fn pull_index_by_platform_and_digest() {
-    require_programs!(DOCKER_REGISTRY, SKOPEO);
+    require_root!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let amd = random_image(11, 64);
     let arm = random_image(12, 64);
@@ -385,7 +385,7 @@ fn corrupt_truncated_and_missing_blobs_leave_nothing() {
 
 #[test]
 fn diff_id_mismatch_commits_no_snapshot() {
-    require_programs!(DOCKER_REGISTRY, SKOPEO);
+    require_root!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let mut img = random_image(31, 16);
     // Lie about the DiffID in the config.
@@ -424,7 +424,7 @@ fn diff_id_mismatch_commits_no_snapshot() {
 
 #[test]
 fn interrupted_download_resumes_with_range() {
-    require_programs!(DOCKER_REGISTRY, SKOPEO);
+    require_root!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let img = random_image(41, 3 * 1024);
     img.seed(&reg.host(), "test/big:1", None);
@@ -536,7 +536,7 @@ fn interrupted_download_resumes_with_range() {
 
 #[test]
 fn mirrors_are_tried_first_and_fall_back() {
-    require_programs!(DOCKER_REGISTRY, SKOPEO);
+    require_root!(DOCKER_REGISTRY, SKOPEO);
     let primary = Registry::start(false);
     let mirror = Registry::start(false);
     let img = random_image(51, 32);
@@ -615,7 +615,7 @@ fn schema1_is_refused() {
 /// unpacked while its bytes are still arriving (not after the download).
 #[test]
 fn layers_download_concurrently_and_unpack_while_downloading() {
-    require_programs!(DOCKER_REGISTRY, SKOPEO);
+    require_root!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let layers: Vec<common::Layer> = (0..4)
         .map(|i| random_image(90 + i, 512).layers.remove(0))

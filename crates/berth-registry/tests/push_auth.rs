@@ -27,7 +27,7 @@ fn store(dir: &std::path::Path, name: &str) -> BlobStore {
 
 #[test]
 fn push_verified_by_skopeo_then_skips_and_mounts() {
-    require_programs!(DOCKER_REGISTRY, SKOPEO);
+    require_root!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let tmp = tempfile::tempdir().unwrap();
     let src = store(tmp.path(), "src");
@@ -187,7 +187,7 @@ fn chunked_upload() {
 
 #[test]
 fn basic_auth_login_logout() {
-    require_programs!(DOCKER_REGISTRY, SKOPEO);
+    require_root!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(true);
     let img = random_image(71, 16);
     img.seed(
@@ -262,7 +262,7 @@ fn basic_auth_login_logout() {
 /// `Bearer tok:<scopes>`; the token service wants basic credentials.
 #[test]
 fn bearer_token_flow() {
-    require_programs!(DOCKER_REGISTRY, SKOPEO);
+    require_root!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let img = random_image(81, 16);
     img.seed(&reg.host(), "test/tok:1", None);

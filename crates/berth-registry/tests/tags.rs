@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 #[test]
 fn list_tags_paginates_and_pull_all_tags_pulls_each() {
-    require_programs!(DOCKER_REGISTRY, SKOPEO);
+    require_root!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let host = reg.host();
     // Three tags: two of one image, one of another; and a second repository that must not

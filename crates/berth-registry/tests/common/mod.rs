@@ -18,7 +18,7 @@ use berth_image::Digest;
 use berth_registry::{CredentialStore, RegistryConfig};
 
 pub use berth_testkit::registry::{DOCKER_REGISTRY, PASS, USER};
-pub use berth_testkit::{free_port, require, require_programs};
+pub use berth_testkit::{free_port, require, require_programs, require_root};
 
 pub const SKOPEO: &str = "skopeo";
 
