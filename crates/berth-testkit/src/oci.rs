@@ -115,14 +115,19 @@ impl OciEnv {
     /// Runs the runtime with stdout/stderr in files: a created container's init inherits them,
     /// so waiting for pipes to close would wait for the container.
     pub fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = self.rt();
+        cmd.args(args);
+        self.output_of(cmd)
+    }
+
+    /// Runs `cmd` (a runtime command) as [`OciEnv::run`] does.
+    pub fn output_of(&self, mut cmd: Command) -> Output {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let (o, e) = (
             self.dir.path().join(format!("out{n}")),
             self.dir.path().join(format!("err{n}")),
         );
-        let status = self
-            .rt()
-            .args(args)
+        let status = cmd
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&o).unwrap())
             .stderr(std::fs::File::create(&e).unwrap())
