@@ -809,13 +809,8 @@ fn claims(tok: &str) -> serde_json::Value {
 fn auth_tokens_permissions_and_denials() {
     require_root!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
     let tmp = tempfile::tempdir().unwrap();
-<<<<<<< HEAD
-    let cfg = write_config(tmp.path(), serde_json::json!({}));
-    let s = serve(&tmp.path().join("root"), Some(&cfg));
-=======
     let cfg = write_config(tmp.path(), serde_json::json!({"admins": ["alice"]}));
     let s = serve(&tmp.path().join("root"), Some(&cfg));
->>>>>>> main
     let p = s.port;
     let alice = basic("alice", rc::PASS);
     let bob = basic("bob", rc::PASS);
@@ -1978,7 +1973,7 @@ fn open_upload_sessions_are_capped() {
 }
 
 /// The lines of a server's audit log.
-fn audit_lines(s: &Server) -> Vec<serde_json::Value> {
+fn audit_lines(s: &BerthRegistry) -> Vec<serde_json::Value> {
     std::fs::read_to_string(s.root.join("audit.log"))
         .unwrap_or_default()
         .lines()
@@ -2298,7 +2293,7 @@ fn failed_sign_ins_are_rate_limited_per_client() {
     std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
     let s = serve(&tmp.path().join("root"), Some(&cfg_path));
     let p = s.port;
-    let pid = s.child.id();
+    let pid = s.pid();
     let alice = basic("alice", rc::PASS);
     let bob = basic("bob", rc::PASS);
     let wrong = basic("carol", "guess");

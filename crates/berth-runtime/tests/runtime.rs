@@ -1247,9 +1247,7 @@ fn host_has_v1_memory() -> bool {
 /// with and without a cgroup namespace.
 #[test]
 fn cgroup_mount_shows_the_containers_own_cgroup() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let v1 = host_has_v1_memory();
     let script = if v1 {
@@ -1301,9 +1299,7 @@ fn cgroup_mount_shows_the_containers_own_cgroup() {
 /// Issue #16 (10): a failing poststart or poststop hook is a warning; the hooks after it run.
 #[test]
 fn failing_poststart_and_poststop_hooks_do_not_skip_the_rest() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let log = env.dir.path().join("after-failure.log");
     let hooks = |log: &std::path::Path| {
@@ -1350,9 +1346,7 @@ fn failing_poststart_and_poststop_hooks_do_not_skip_the_rest() {
 /// in place; applied first, the rootfs bind failed with EINVAL.
 #[test]
 fn rootfs_propagation_unbindable_and_shared() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     for (prop, want) in [
         ("unbindable", "unbindable"),
@@ -1373,9 +1367,7 @@ fn rootfs_propagation_unbindable_and_shared() {
 /// lost behind "sync socket: Broken pipe" when the runtime's write to the exited init failed).
 #[test]
 fn init_errors_before_the_cgroup_step_are_reported() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     // A failing mount, first of all (the race with the runtime's cgroup step is lost most of
     // the time: several rounds make it certain to show).
@@ -1439,9 +1431,7 @@ fn cap_masks(status: &str) -> std::collections::HashMap<String, u64> {
 /// before anything runs: the container runs (it died after `start` returned 0).
 #[test]
 fn ungrantable_capabilities_are_dropped_with_a_warning() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     const KILL: u64 = 1 << 5;
     const NET_BIND: u64 = 1 << 10;
     const AUDIT_WRITE: u64 = 1 << 29;
@@ -1543,9 +1533,7 @@ fn wait_for(f: impl Fn() -> bool) -> bool {
 /// in the host's namespace, where they outlive the container).
 #[test]
 fn mounts_without_a_mount_namespace_are_refused_with_the_reason() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let id = unique("nomntns");
     let mut b = env.bundle(&id, &["true"]);

@@ -200,6 +200,11 @@ impl BerthRegistry {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the server now (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.0.kill();

@@ -36,3 +36,9 @@ pub fn run_fg(env: &TestEnv, b: &Bundle, id: &str) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// True (after printing the skip line) when not root or busybox is missing: the caller
+/// returns. (`require_root!(BUSYBOX)` says the same in one line.)
+pub fn skip() -> bool {
+    berth_testkit::skip_unless_root() || berth_testkit::skip_unless_programs(&[BUSYBOX])
+}

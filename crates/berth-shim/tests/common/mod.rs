@@ -161,3 +161,9 @@ impl TestEnv {
         }
     }
 }
+
+/// True (after printing the skip line) when not root or busybox is missing: the caller
+/// returns. (`require_root!(BUSYBOX)` says the same in one line.)
+pub fn skip() -> bool {
+    berth_testkit::skip_unless_root() || berth_testkit::skip_unless_programs(&[BUSYBOX])
+}
