@@ -22,13 +22,7 @@ fn read_exit(dir: &std::path::Path) -> ExitRecord {
 #[test]
 fn log_attach_kill_and_exit_record() {
     require_root!(BUSYBOX);
-    let env = TestEnv::new();
-    let id = unique("logs");
-    let b = env.bundle(
-        &id,
-        &["sh", "-c", "echo out; echo err >&2; sleep 100"],
-        false,
-    );
+    let (env, id, b) = setup("logs", &sh("echo out; echo err >&2; sleep 100"), false);
     let shim = env.start_shim(&id, &b, &[]);
     assert!(alive(shim.pid));
     assert_eq!(shim.client().state().unwrap().status, "created");
@@ -86,8 +80,7 @@ fn log_attach_kill_and_exit_record() {
 #[test]
 fn sigterm_gives_143() {
     require_root!(BUSYBOX);
-    let env = TestEnv::new();
-    let id = unique("term");
+    let (env, id) = TestEnv::with_id("term");
     // Without a PID namespace `sleep` is not a namespace init, so SIGTERM's default action
     // applies (a PID-namespace init ignores signals it has no handler for).
     let mut b = env.bundle(&id, &["sleep", "100"], false);
@@ -108,9 +101,7 @@ fn sigterm_gives_143() {
 #[test]
 fn survives_its_starter() {
     require_root!(BUSYBOX);
-    let env = TestEnv::new();
-    let id = unique("orphan");
-    let b = env.bundle(&id, &["sh", "-c", "echo hi; sleep 100"], false);
+    let (env, id, b) = setup("orphan", &sh("echo hi; sleep 100"), false);
     // The starter: a process group of its own that starts the shim and stays alive, like a
     // daemon. Its death (SIGKILL to the whole group, then SIGHUP) must not touch the shim.
     let mut starter = Command::new("/bin/sh")
@@ -223,10 +214,9 @@ fn read_until(stream: &mut berth_shim::client::Stream, acc: &mut Vec<u8>, needle
 #[test]
 fn tty_output_resize_and_input() {
     require_root!(BUSYBOX);
-    let env = TestEnv::new();
-    let id = unique("tty");
+    let (env, id) = TestEnv::with_id("tty");
     let script = "stty size; while read l; do stty size; echo \"line=$l\"; done; echo bye";
-    let b = env.bundle(&id, &["sh", "-c", script], true);
+    let b = env.bundle(&id, &sh(script), true);
     // --tty must match process.terminal: a clear error, nothing left behind.
     let out = Command::new(shim_bin())
         .args(env.shim_args(&id, &b, &[]))
@@ -267,9 +257,7 @@ fn tty_output_resize_and_input() {
 #[test]
 fn stdin_cat_and_half_close() {
     require_root!(BUSYBOX);
-    let env = TestEnv::new();
-    let id = unique("cat");
-    let b = env.bundle(&id, &["cat"], false);
+    let (env, id, b) = setup("cat", &["cat"], false);
     let shim = env.start_shim(&id, &b, &["--stdin"]);
     let mut stream = shim.client().attach(true, true, true).unwrap();
     stream.set_timeout(Some(T)).unwrap();
@@ -294,9 +282,7 @@ fn stdin_cat_and_half_close() {
 #[test]
 fn exec_streams_and_exit_code() {
     require_root!(BUSYBOX);
-    let env = TestEnv::new();
-    let id = unique("exec");
-    let b = env.bundle(&id, &["sleep", "100"], false);
+    let (env, id, b) = setup("exec", &["sleep", "100"], false);
     let shim = env.start_shim(&id, &b, &[]);
     let exec = |req: Request| {
         let (x, pid, s) = shim.client().exec(&req).unwrap();
@@ -317,11 +303,7 @@ fn exec_streams_and_exit_code() {
     assert!(shim.client().exec(&args(&["true"], false, false)).is_err());
     shim.client().start().unwrap();
 
-    let (x, _, s) = exec(args(
-        &["sh", "-c", "echo eo $FOO; echo ee >&2; exit 3"],
-        false,
-        false,
-    ));
+    let (x, _, s) = exec(args(&sh("echo eo $FOO; echo ee >&2; exit 3"), false, false));
     let got = s.collect().unwrap();
     assert_eq!(got.stdout, b"eo bar\n");
     assert_eq!(got.stderr, b"ee\n");
@@ -354,7 +336,7 @@ fn exec_streams_and_exit_code() {
     // With a tty: output raw through the pty (framed as stdout), resize by exec id.
     let (x, _, mut s) = exec(args_id(
         Some("tty1"),
-        &["sh", "-c", "tty; read l; stty size; exit 5"],
+        &sh("tty; read l; stty size; exit 5"),
         true,
         true,
     ));
@@ -404,11 +386,10 @@ fn exec_streams_and_exit_code() {
 #[test]
 fn log_rotation() {
     require_root!(BUSYBOX);
-    let env = TestEnv::new();
-    let id = unique("rot");
+    let (env, id) = TestEnv::with_id("rot");
     let script =
         "i=0; while [ $i -lt 400 ]; do echo line-$i-abcdefghijklmnopqrstuvwxyz; i=$((i+1)); done";
-    let b = env.bundle(&id, &["sh", "-c", script], false);
+    let b = env.bundle(&id, &sh(script), false);
     let shim = env.start_shim(&id, &b, &["--log-max-size", "2k", "--log-max-file", "3"]);
     shim.client().start().unwrap();
     assert_eq!(shim.client().wait(None).unwrap(), 0);
@@ -454,9 +435,7 @@ fn log_rotation() {
 #[test]
 fn malformed_requests_get_errors() {
     require_root!(BUSYBOX);
-    let env = TestEnv::new();
-    let id = unique("bad");
-    let b = env.bundle(&id, &["sleep", "100"], false);
+    let (env, id, b) = setup("bad", &["sleep", "100"], false);
     let shim = env.start_shim(&id, &b, &[]);
     let mut c = shim.client();
     for line in [
@@ -507,11 +486,9 @@ fn malformed_requests_get_errors() {
 #[test]
 fn shim_rss() {
     require_root!(BUSYBOX);
-    let env = TestEnv::new();
-    let id = unique("rss");
-    let b = env.bundle(
-        &id,
-        &["sh", "-c", "while true; do echo tick; sleep 0.05; done"],
+    let (env, id, b) = setup(
+        "rss",
+        &sh("while true; do echo tick; sleep 0.05; done"),
         false,
     );
     let bin = static_shim_bin();
@@ -567,9 +544,7 @@ fn shim_rss() {
 #[test]
 fn direct_start_writes_the_exec_fifo() {
     require_root!(BUSYBOX);
-    let env = TestEnv::new();
-    let id = unique("direct");
-    let b = env.bundle(&id, &["sh", "-c", "echo started; exit 7"], false);
+    let (env, id, b) = setup("direct", &sh("echo started; exit 7"), false);
     b.write();
     let shim = env.start_shim(&id, &b, &["--direct-start"]);
     let fifo = env.root.join(&id).join("exec.fifo");

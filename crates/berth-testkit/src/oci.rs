@@ -73,6 +73,13 @@ impl OciEnv {
         }
     }
 
+    /// A new directory `name` in the temporary directory.
+    pub fn mkdir(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
     /// The runtime with `--root`.
     pub fn rt(&self) -> Command {
         let mut c = Command::new(&self.runtime);
@@ -154,6 +161,20 @@ impl OciEnv {
             String::from_utf8_lossy(&out.stdout)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Writes the bundle's config and `create`s the container `id`.
+    #[track_caller]
+    pub fn create(&self, b: &Bundle, id: &str) {
+        b.write();
+        self.ok(&["create", "--bundle", b.p(), id]);
+    }
+
+    /// Writes the bundle's config and `run --detach`es the container `id`.
+    #[track_caller]
+    pub fn detach(&self, b: &Bundle, id: &str) {
+        b.write();
+        self.ok(&["run", "--detach", "--bundle", b.p(), id]);
     }
 
     /// The container's status from `state`, or `absent`.

@@ -64,6 +64,9 @@ pub trait CommandRun {
 
     /// [`CommandRun::run`], asserting success (showing both streams otherwise).
     fn run_ok(&mut self) -> Run;
+
+    /// The raw output, asserting success (showing standard error otherwise).
+    fn output_ok(&mut self) -> Output;
 }
 
 impl CommandRun for std::process::Command {
@@ -86,6 +89,21 @@ impl CommandRun for std::process::Command {
             r.stderr
         );
         r
+    }
+
+    #[track_caller]
+    fn output_ok(&mut self) -> Output {
+        let o = self
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", self.get_program()));
+        assert!(
+            o.status.success(),
+            "{:?} failed ({}): {}",
+            self.get_program(),
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
     }
 }
 

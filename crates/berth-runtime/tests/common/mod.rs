@@ -6,7 +6,7 @@
 use std::path::Path;
 
 pub use berth_testkit::busybox::BUSYBOX;
-pub use berth_testkit::{require_root, unique_name as unique, Bundle, OciEnv};
+pub use berth_testkit::{require_root, unique_name as unique, Bundle, CommandRun, OciEnv};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_berth-runtime");
 
@@ -24,6 +24,33 @@ impl TestEnv {
     pub fn new() -> TestEnv {
         TestEnv(OciEnv::new(Path::new(BIN), "berth-rt-test", "state"))
     }
+
+    /// A new environment and the container name `unique(prefix)`.
+    pub fn with_id(prefix: &str) -> (TestEnv, String) {
+        (TestEnv::new(), unique(prefix))
+    }
+}
+
+/// A [`TestEnv`] and a bundle running `args` for the container `unique(prefix)`.
+pub fn setup(prefix: &str, args: &[&str]) -> (TestEnv, String, Bundle) {
+    let (env, id) = TestEnv::with_id(prefix);
+    let b = env.bundle(&id, args);
+    (env, id, b)
+}
+
+/// `sh -c <script>`.
+pub fn sh(script: &str) -> [&str; 3] {
+    ["sh", "-c", script]
+}
+
+/// The same capabilities in the bounding, effective and permitted sets.
+pub fn caps_json<T: serde::Serialize>(caps: &T) -> serde_json::Value {
+    serde_json::json!({"bounding": caps, "effective": caps, "permitted": caps})
+}
+
+/// The JSON array `v` (a list in a config), to change in place.
+pub fn array(v: &mut serde_json::Value) -> &mut Vec<serde_json::Value> {
+    v.as_array_mut().expect("a JSON array")
 }
 
 /// `run` a bundle in the foreground; returns (exit code, stdout, stderr).

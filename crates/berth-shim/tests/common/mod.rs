@@ -53,6 +53,19 @@ pub fn static_shim_bin() -> PathBuf {
     dir.join(triple).join("release/berth-shim")
 }
 
+/// A [`TestEnv`] and a written bundle running `args` (with a terminal when `tty`) for the
+/// container `unique(prefix)`.
+pub fn setup(prefix: &str, args: &[&str], tty: bool) -> (TestEnv, String, Bundle) {
+    let (env, id) = TestEnv::with_id(prefix);
+    let b = env.bundle(&id, args, tty);
+    (env, id, b)
+}
+
+/// `sh -c <script>`.
+pub fn sh(script: &str) -> [&str; 3] {
+    ["sh", "-c", script]
+}
+
 /// A started shim.
 pub struct ShimProc {
     pub id: String,
@@ -94,6 +107,11 @@ impl std::ops::Deref for TestEnv {
 impl TestEnv {
     pub fn new() -> TestEnv {
         TestEnv(OciEnv::new(&runtime_bin(), "berth-shim-test", "runtime"))
+    }
+
+    /// A new environment and the container name `unique(prefix)`.
+    pub fn with_id(prefix: &str) -> (TestEnv, String) {
+        (TestEnv::new(), unique(prefix))
     }
 
     /// A busybox bundle running `args`, with a unique cgroup (written).
