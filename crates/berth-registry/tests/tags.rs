@@ -129,24 +129,11 @@ fn list_tags_paginates_and_pull_all_tags_pulls_each() {
             format!("{host}/test/multi:two"),
         ]
     );
-    let id_one = backend
-        .store()
-        .resolve(&format!("{host}/test/multi:one"))
-        .unwrap()
-        .image
-        .id;
-    let id_two = backend
-        .store()
-        .resolve(&format!("{host}/test/multi:two"))
-        .unwrap()
-        .image
-        .id;
-    let id_three = backend
-        .store()
-        .resolve(&format!("{host}/test/multi:three"))
-        .unwrap()
-        .image
-        .id;
+    let id = |tag: &str| {
+        let name = format!("{host}/test/multi:{tag}");
+        backend.store().resolve(&name).unwrap().image.id
+    };
+    let (id_one, id_two, id_three) = (id("one"), id("two"), id("three"));
     assert_eq!(id_one, id_two);
     assert_ne!(id_one, id_three);
     // Again: nothing new.

@@ -13,12 +13,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_image::manifest::media_types as mt;
+use berth_image::manifest::Platform;
+use berth_image::snapshot::CopySnapshotter;
 use berth_image::store::BlobStore;
 use berth_image::Digest;
-use berth_registry::{CredentialStore, RegistryConfig};
+use berth_image::Reference;
+use berth_registry::{
+    Client, CredentialStore, NoProgress, Progress, PulledImage, PushedManifest, RegistryConfig,
+};
 
 pub use berth_testkit::registry::{DOCKER_REGISTRY, PASS, USER};
-pub use berth_testkit::{free_port, require, require_programs, require_root};
+pub use berth_testkit::{free_port, require, require_programs, require_root, CommandRun};
 
 pub const SKOPEO: &str = "skopeo";
 
@@ -46,6 +51,78 @@ impl Registry {
     pub fn blob_data(&self, d: &Digest) -> PathBuf {
         self.0.blob_data(d.hex())
     }
+}
+
+/// A blob store and a copy snapshotter in a temporary directory.
+pub struct Local {
+    pub dir: tempfile::TempDir,
+    pub store: BlobStore,
+    pub snap: CopySnapshotter,
+}
+
+impl Local {
+    /// `client.pull` into this store and snapshotter, without progress.
+    pub fn pull(
+        &self,
+        client: &Client,
+        r: &Reference,
+        platform: &Platform,
+    ) -> berth_registry::Result<PulledImage> {
+        client.pull(r, platform, &self.store, &self.snap, &NoProgress)
+    }
+
+    /// `client.pull` for this host's platform, reporting to `progress`.
+    pub fn pull_progress(
+        &self,
+        client: &Client,
+        r: &Reference,
+        progress: &dyn Progress,
+    ) -> berth_registry::Result<PulledImage> {
+        client.pull(r, &Platform::host(), &self.store, &self.snap, progress)
+    }
+
+    /// [`Local::pull`] of `host/repo_tag` for this host's platform.
+    pub fn pull_ref(
+        &self,
+        client: &Client,
+        host: &str,
+        repo_tag: &str,
+    ) -> berth_registry::Result<PulledImage> {
+        self.pull(client, &reference(host, repo_tag), &Platform::host())
+    }
+
+    /// `client.push` of a manifest whose blobs are in this store.
+    pub fn push(
+        &self,
+        client: &Client,
+        r: &Reference,
+        manifest: &[u8],
+        progress: &dyn Progress,
+    ) -> berth_registry::Result<PushedManifest> {
+        client.push(r, manifest, &self.store, progress)
+    }
+}
+
+/// A [`local`] store and a client whose credentials live beside it.
+pub fn local_client() -> (Local, Client) {
+    let l = local();
+    let client = Client::new(config(l.dir.path())).unwrap();
+    (l, client)
+}
+
+pub fn local() -> Local {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path().join("store")).unwrap();
+    let snap = CopySnapshotter::open(&dir.path().join("snap")).unwrap();
+    Local { dir, store, snap }
+}
+
+pub fn platform(s: &str) -> Platform {
+    Platform::parse(s).unwrap()
+}
+
+pub fn reference(host: &str, repo_tag: &str) -> Reference {
+    Reference::parse(&format!("{host}/{repo_tag}")).unwrap()
 }
 
 /// A client config for tests: credentials in `dir`, small chunks.
