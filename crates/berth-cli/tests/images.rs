@@ -679,15 +679,9 @@ fn save_load_roundtrip() {
 }
 
 fn skopeo_copy(src: &str, dst: &str) {
-    let o = Command::new("skopeo")
+    Command::new("skopeo")
         .args(["--insecure-policy", "copy", "-q", src, dst])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "skopeo copy {src} {dst}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+        .output_ok();
 }
 
 #[test]
@@ -707,9 +701,7 @@ fn skopeo_interop_and_oci_layout_archives() {
     );
     let o = Command::new("skopeo")
         .args(["inspect", &format!("docker-archive:{}", out.display())])
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+        .output_ok();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["Layers"].as_array().unwrap().len(), 1);
     // skopeo's docker-archive output loads into berth.
@@ -729,7 +721,7 @@ fn skopeo_interop_and_oci_layout_archives() {
     assert_eq!(f(&other, "{{.Config.Cmd}}", "skopeo/bb:v1"), "[sh]\n");
     // An OCI image layout archive (gzip layers, as skopeo writes with compression) loads.
     let oci_gz = env.path("ocigz");
-    let o = Command::new("skopeo")
+    Command::new("skopeo")
         .args([
             "--insecure-policy",
             "copy",
@@ -740,9 +732,7 @@ fn skopeo_interop_and_oci_layout_archives() {
         ])
         .arg(format!("oci:{}:bb:1", oci.display()))
         .arg(format!("oci:{}:example.com/bb:gz", oci_gz.display()))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        .output_ok();
     let mut b = tar::Builder::new(Vec::new());
     b.append_dir_all(".", &oci_gz).unwrap();
     let layout_tar = b.into_inner().unwrap();

@@ -25,7 +25,9 @@ use berth_image::{Digest, Reference};
 use berth_registry::{Client, NoProgress, PushOptions};
 use berth_testkit::busybox::BUSYBOX;
 use berth_testkit::registry::DOCKER_REGISTRY;
-use berth_testkit::{require_programs, require_root, BerthRegistry, BerthRegistryOptions};
+use berth_testkit::{
+    require_programs, require_root, BerthRegistry, BerthRegistryOptions, CommandRun,
+};
 use sha2::Digest as _;
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
@@ -1234,13 +1236,7 @@ fn gc(root: &Path, extra: &[&str]) -> String {
         .args(["registry", "gc", "--root"])
         .arg(root)
         .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .output_ok();
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -1485,13 +1481,7 @@ fn tls_with_given_certificate() {
         .args(["inspect", "--raw", "--cert-dir"])
         .arg(&certs)
         .arg(format!("docker://{}/tls/app:1", s.host()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .output_ok();
     assert_eq!(out.stdout, img.manifest);
     // Plain HTTP on the TLS port is not served.
     let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
@@ -1546,9 +1536,7 @@ fn web_page_in_headless_chromium() {
             .arg("--dump-dom")
             .arg(format!("http://{}{path}", s.host()))
             .stderr(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+            .output_ok();
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     let index = dump("/ui/");

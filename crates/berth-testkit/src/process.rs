@@ -83,8 +83,9 @@ impl CommandRun for std::process::Command {
         assert_eq!(
             r.code,
             0,
-            "{:?} failed\nstdout: {}\nstderr: {}",
+            "{:?} {:?} failed\nstdout: {}\nstderr: {}",
             self.get_program(),
+            self.get_args().collect::<Vec<_>>(),
             r.stdout,
             r.stderr
         );
@@ -98,8 +99,9 @@ impl CommandRun for std::process::Command {
             .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", self.get_program()));
         assert!(
             o.status.success(),
-            "{:?} failed ({}): {}",
+            "{:?} {:?} failed ({}): {}",
             self.get_program(),
+            self.get_args().collect::<Vec<_>>(),
             o.status,
             String::from_utf8_lossy(&o.stderr)
         );

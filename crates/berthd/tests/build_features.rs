@@ -417,7 +417,7 @@ fn build_secrets_are_mounted_and_never_kept() {
 }
 
 fn git(dir: &Path, args: &[&str]) {
-    let o = Command::new("git")
+    Command::new("git")
         .current_dir(dir)
         .args([
             "-c",
@@ -429,13 +429,7 @@ fn git(dir: &Path, args: &[&str]) {
         ])
         .args(args)
         .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+        .output_ok();
 }
 
 /// `git daemon` serving `base` on 127.0.0.1, killed on drop (with the `git-daemon` it forks:

@@ -978,9 +978,7 @@ fn berth_cli_volumes_cp_and_run_flags() {
         .arg("-H")
         .arg(format!("unix://{}", d.sock().display()))
         .args(["cp", "u1:/d/t", "-"])
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+        .output_ok();
     let mut a = tar::Archive::new(&o.stdout[..]);
     let names: Vec<String> = a
         .entries()

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use berth_shim::client::Client;
 pub use berth_testkit::busybox::BUSYBOX;
-pub use berth_testkit::{alive, require_root, unique_name as unique, wait_for, Bundle, OciEnv};
+pub use berth_testkit::{
+    alive, require_root, unique_name as unique, wait_for, Bundle, CommandRun, OciEnv,
+};
 use serde_json::{json, Value};
 
 /// The shim under test: `$BERTH_SHIM` (e.g. a release or static build), or this package's binary.
@@ -160,13 +162,7 @@ impl TestEnv {
     pub fn start_shim_with(&self, bin: &Path, id: &str, b: &Bundle, extra: &[&str]) -> ShimProc {
         let out = Command::new(bin)
             .args(self.shim_args(id, b, extra))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "berth-shim failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .output_ok();
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         let pid = v["pid"].as_i64().unwrap() as i32;
         self.pids.borrow_mut().push(pid);
