@@ -39,15 +39,51 @@ fn docker_archive(config: &[u8], layers: &[Vec<u8>], tags: &[&str]) -> Vec<u8> {
         paths.push(p);
     }
     let manifest = serde_json::json!([{"Config": cfg, "RepoTags": tags, "Layers": paths}]);
-    entry(
-        &mut b,
-        "manifest.json",
-        tar::EntryType::Regular,
-        0o644,
-        manifest.to_string().as_bytes(),
-        None,
-    );
+    file(&mut b, "manifest.json", manifest.to_string().as_bytes());
     b.into_inner().unwrap()
+}
+
+/// A regular file (mode 0644) in a tar.
+fn file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+    entry(b, path, tar::EntryType::Regular, 0o644, data, None);
+}
+
+/// A tar of one regular file holding `evil` whose name is written raw (no path checks), with
+/// `mode` if given.
+fn raw_file(name: &[u8], mode: Option<u32>) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(4);
+    h.set_entry_type(tar::EntryType::Regular);
+    if let Some(m) = mode {
+        h.set_mode(m);
+    }
+    h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
+    h.set_cksum();
+    b.append(&h, &b"evil"[..]).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// A tar of one entry.
+fn one_entry(path: &str, kind: tar::EntryType, mode: u32, link: Option<&str>) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    entry(&mut b, path, kind, mode, b"", link);
+    b.into_inner().unwrap()
+}
+
+/// Loads a docker-archive of the busybox layer (config from [`config_for`]) tagged `tags`;
+/// returns the image ID.
+fn load_busybox_archive(env: &Env, file_name: &str, tags: &[&str]) -> String {
+    let layer = busybox_tar(&[]);
+    let config = config_for(std::slice::from_ref(&layer));
+    let ar = env.path(file_name);
+    fs::write(
+        &ar,
+        docker_archive(&config, std::slice::from_ref(&layer), tags),
+    )
+    .unwrap();
+    env.berth(&["load", "-i", ar.to_str().unwrap()]).ok();
+    format!("sha256:{}", sha256_hex(&config))
 }
 
 fn config_for(layers: &[Vec<u8>]) -> Vec<u8> {
@@ -205,11 +241,7 @@ fn import_changes_message_and_sources() {
         )
         .ok();
     let id = r.stdout.trim().to_string();
-    let f = |t: &str| {
-        env.berth(&["image", "inspect", "-f", t, "example.com/team/app:v1"])
-            .ok()
-            .stdout
-    };
+    let f = |t: &str| env.inspect(t, "example.com/team/app:v1");
     assert_eq!(f("{{.Id}}"), format!("{id}\n"));
     assert_eq!(f("{{.Comment}}"), "my message\n");
     assert_eq!(f("{{json .Config.Entrypoint}}"), "[\"/bin/sh\",\"-c\"]\n");
@@ -261,26 +293,15 @@ fn import_changes_message_and_sources() {
         "10\n"
     );
     // Bad input.
-    let r = env.berth(&["import", "http://example.com/rootfs.tar"]);
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stderr.contains("importing from a URL is not supported"),
-        "{}",
-        r.stderr
-    );
-    let r = env.berth(&["import", "-c", "RUN echo", z.to_str().unwrap()]);
-    assert_eq!(r.code, 1);
-    assert_eq!(
-        r.stderr,
-        "Error response from daemon: RUN is not a valid change command\n"
-    );
-    let r = env.berth(&["import", env.path("missing.tar").to_str().unwrap()]);
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stderr.contains("no such file or directory"),
-        "{}",
-        r.stderr
-    );
+    env.berth(&["import", "http://example.com/rootfs.tar"])
+        .failed_with(1, "importing from a URL is not supported");
+    env.berth(&["import", "-c", "RUN echo", z.to_str().unwrap()])
+        .failed(
+            1,
+            "Error response from daemon: RUN is not a valid change command\n",
+        );
+    env.berth(&["import", env.path("missing.tar").to_str().unwrap()])
+        .failed_with(1, "no such file or directory");
     let r = env.berth_stdin(
         &["import", "-"],
         b"this is not a tar archive at all, but it is long enough to be read as one block? no",
@@ -316,18 +337,11 @@ fn tag_rmi_and_untag_semantics() {
     let r = env.berth(&["rmi", "myrepo:1"]).ok();
     assert_eq!(r.stdout, "Untagged: myrepo:1\n");
     // By ID with references in several repositories: refused without -f.
-    let r = env.berth(&["rmi", short]);
-    assert_eq!(r.code, 1);
-    assert_eq!(
-        r.stderr,
-        format!("Error response from daemon: conflict: unable to delete {short} (must be forced) - image is referenced in multiple repositories\n")
-    );
+    env.berth(&["rmi", short]).failed(1, format!("Error response from daemon: conflict: unable to delete {short} (must be forced) - image is referenced in multiple repositories\n"));
     // No such image; the other argument is still processed.
-    let r = env.berth(&["rmi", "nope", "other/x:2"]);
-    assert_eq!(r.code, 1);
-    assert_eq!(
-        r.stderr,
-        "Error response from daemon: No such image: nope:latest\n"
+    let r = env.berth(&["rmi", "nope", "other/x:2"]).failed(
+        1,
+        "Error response from daemon: No such image: nope:latest\n",
     );
     assert_eq!(r.stdout, "Untagged: other/x:2\n");
     // A tag moves between images.
@@ -421,11 +435,7 @@ fn inspect_formats() {
     require_root!();
     let env = Env::new();
     let id = env.import_busybox(Some("busybox"), &[]);
-    let f = |t: &str| {
-        env.berth(&["image", "inspect", "-f", t, "busybox"])
-            .ok()
-            .stdout
-    };
+    let f = |t: &str| env.inspect(t, "busybox");
     assert_eq!(f("{{.Id}}"), format!("{id}\n"));
     assert_eq!(f("{{.Config.Cmd}}"), "[sh]\n");
     assert_eq!(f("{{.Config.Entrypoint}}"), "[]\n");
@@ -520,29 +530,15 @@ fn inspect_formats() {
     assert_eq!(r.code, 1);
     assert_eq!(r.stdout, "[]\n");
     assert_eq!(r.stderr, "Error: No such image: nope\n");
-    let r = env.berth(&["image", "inspect", "-f", "{{.Nope}}", "busybox"]);
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stderr.contains("can't evaluate field Nope"),
-        "{}",
-        r.stderr
-    );
+    env.berth(&["image", "inspect", "-f", "{{.Nope}}", "busybox"])
+        .failed_with(1, "can't evaluate field Nope");
 }
 
 #[test]
 fn history_output() {
     require_root!();
     let env = Env::new();
-    let layer = busybox_tar(&[]);
-    let config = config_for(std::slice::from_ref(&layer));
-    let id = format!("sha256:{}", sha256_hex(&config));
-    let ar = env.path("h.tar");
-    fs::write(
-        &ar,
-        docker_archive(&config, std::slice::from_ref(&layer), &["hist:1"]),
-    )
-    .unwrap();
-    env.berth(&["load", "-i", ar.to_str().unwrap()]).ok();
+    let id = load_busybox_archive(&env, "h.tar", &["hist:1"]);
     let r = env.berth(&["history", "hist:1"]).ok();
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{}", r.stdout);
@@ -592,11 +588,9 @@ fn history_output() {
             busybox_size(&[])
         )
     );
-    let r = env.berth(&["history", "nope"]);
-    assert_eq!(r.code, 1);
-    assert_eq!(
-        r.stderr,
-        "Error response from daemon: No such image: nope:latest\n"
+    env.berth(&["history", "nope"]).failed(
+        1,
+        "Error response from daemon: No such image: nope:latest\n",
     );
 }
 
@@ -664,11 +658,9 @@ fn save_load_roundtrip() {
     let r = fourth.berth_stdin(&["load"], &gz.finish().unwrap()).ok();
     assert!(r.stdout.contains("Loaded image: busybox:latest"));
     // Errors.
-    let r = env.berth(&["save", "nope"]);
-    assert_eq!(r.code, 1);
-    assert_eq!(
-        r.stderr,
-        "Error response from daemon: No such image: nope:latest\n"
+    env.berth(&["save", "nope"]).failed(
+        1,
+        "Error response from daemon: No such image: nope:latest\n",
     );
     assert!(!env.path("nope.tar").exists());
     let r = env.berth(&["save", "-o", env.path("x.tar").to_str().unwrap(), "nope"]);
@@ -825,60 +817,32 @@ fn hostile_archives_are_refused() {
     let good = docker_archive(&config, std::slice::from_ref(&layer), &["good:1"]);
 
     // Path traversal in the archive.
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(4);
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_mode(0o644);
-    {
-        let name = b"../evil";
-        let gnu = h.as_gnu_mut().unwrap();
-        gnu.name[..name.len()].copy_from_slice(name);
-    }
-    h.set_cksum();
-    b.append(&h, &b"evil"[..]).unwrap();
-    assert_refused(&env, &b.into_inner().unwrap(), "path contains '..'");
+    assert_refused(
+        &env,
+        &raw_file(b"../evil", Some(0o644)),
+        "path contains '..'",
+    );
 
     // Absolute path.
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(4);
-    h.set_entry_type(tar::EntryType::Regular);
-    {
-        let name = b"/tmp/evil";
-        let gnu = h.as_gnu_mut().unwrap();
-        gnu.name[..name.len()].copy_from_slice(name);
-    }
-    h.set_cksum();
-    b.append(&h, &b"evil"[..]).unwrap();
-    assert_refused(&env, &b.into_inner().unwrap(), "absolute path");
+    assert_refused(&env, &raw_file(b"/tmp/evil", None), "absolute path");
 
     // A symlink escaping the archive, used as the manifest.
-    let mut b = tar::Builder::new(Vec::new());
-    entry(
-        &mut b,
-        "manifest.json",
-        tar::EntryType::Symlink,
-        0o777,
-        b"",
-        Some("../../../../etc/passwd"),
-    );
-    assert_refused(&env, &b.into_inner().unwrap(), "escapes the archive");
-    let mut b = tar::Builder::new(Vec::new());
-    entry(
-        &mut b,
-        "manifest.json",
-        tar::EntryType::Symlink,
-        0o777,
-        b"",
-        Some("/etc/passwd"),
-    );
-    assert_refused(&env, &b.into_inner().unwrap(), "symlink to absolute path");
+    for (target, why) in [
+        ("../../../../etc/passwd", "escapes the archive"),
+        ("/etc/passwd", "symlink to absolute path"),
+    ] {
+        let ar = one_entry(
+            "manifest.json",
+            tar::EntryType::Symlink,
+            0o777,
+            Some(target),
+        );
+        assert_refused(&env, &ar, why);
+    }
 
     // A device node.
-    let mut b = tar::Builder::new(Vec::new());
-    entry(&mut b, "dev", tar::EntryType::Char, 0o644, b"", None);
-    assert_refused(&env, &b.into_inner().unwrap(), "unsupported entry type");
+    let ar = one_entry("dev", tar::EntryType::Char, 0o644, None);
+    assert_refused(&env, &ar, "unsupported entry type");
 
     // An oversized PAX header.
     let mut b = tar::Builder::new(Vec::new());
@@ -915,31 +879,12 @@ fn hostile_archives_are_refused() {
             None,
         );
         let m = serde_json::json!([{"Config": name, "RepoTags": ["x:1"], "Layers": ["l.tar"]}]);
-        entry(
-            &mut b,
-            "manifest.json",
-            tar::EntryType::Regular,
-            0o644,
-            m.to_string().as_bytes(),
-            None,
-        );
+        file(&mut b, "manifest.json", m.to_string().as_bytes());
         b.into_inner().unwrap()
     };
     assert_refused(&env, &renamed, "digest mismatch");
     // A layer with a traversal entry, all digests right: refused when unpacking.
-    let mut lb = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(4);
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_mode(0o644);
-    {
-        let name = b"../../evil";
-        let gnu = h.as_gnu_mut().unwrap();
-        gnu.name[..name.len()].copy_from_slice(name);
-    }
-    h.set_cksum();
-    lb.append(&h, &b"evil"[..]).unwrap();
-    let evil_layer = lb.into_inner().unwrap();
+    let evil_layer = raw_file(b"../../evil", Some(0o644));
     let evil_config = config_for(std::slice::from_ref(&evil_layer));
     assert_refused(
         &env,
@@ -1042,20 +987,7 @@ fn prune_frees_blobs_and_system_df() {
 fn list_filters() {
     require_root!();
     let env = Env::new();
-    let layer = busybox_tar(&[]);
-    let config = config_for(std::slice::from_ref(&layer));
-    let old = format!("sha256:{}", sha256_hex(&config));
-    let ar = env.path("old.tar");
-    fs::write(
-        &ar,
-        docker_archive(
-            &config,
-            std::slice::from_ref(&layer),
-            &["old:1", "tools/old:2"],
-        ),
-    )
-    .unwrap();
-    env.berth(&["load", "-i", ar.to_str().unwrap()]).ok();
+    let old = load_busybox_archive(&env, "old.tar", &["old:1", "tools/old:2"]);
     let new = env.import_busybox(Some("new:1"), &[("etc/x", b"1")]);
     let q = |args: &[&str]| {
         let mut a = vec![
@@ -1090,12 +1022,8 @@ fn list_filters() {
         q(&["--filter", "dangling=false", "-f", "reference=new"]),
         format!("{new} new:1\n")
     );
-    let r = env.berth(&["images", "--filter", "bogus=1"]);
-    assert_eq!(r.code, 1);
-    assert_eq!(
-        r.stderr,
-        "Error response from daemon: invalid filter 'bogus'\n"
-    );
+    env.berth(&["images", "--filter", "bogus=1"])
+        .failed(1, "Error response from daemon: invalid filter 'bogus'\n");
     let r = env.berth(&["images", "--filter", "nobody"]);
     assert_eq!(r.code, 1);
     // CREATED for an image from 2020.

@@ -304,13 +304,8 @@ fn push_pull_and_run() {
     );
     assert_eq!(out[out.len() - 1], repo);
     // A tag with -a is refused, as by Docker's CLI.
-    let r = b.berth(&["pull", "-a", &name]);
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stderr.contains("tag can't be used with --all-tags/-a"),
-        "{}",
-        r.stderr
-    );
+    b.berth(&["pull", "-a", &name])
+        .failed_with(1, "tag can't be used with --all-tags/-a");
 
     // Run the pulled image.
     let out = run_image(&b.root(), &name, &["echo", "hello from a pulled image"]);
@@ -328,9 +323,7 @@ fn login_logout_and_auth() {
     e.import(&registry_rootfs(), Some("busybox:imported"));
     let name = format!("{host}/auth/busybox:1");
     e.berth(&["tag", "busybox:imported", &name]).ok();
-    let r = e.berth(&["push", &name]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("unauthorized"), "{}", r.stderr);
+    e.berth(&["push", &name]).failed_with(1, "unauthorized");
 
     // Wrong password.
     let r = e.berth(&["login", "-u", USER, "-p", "wrong", &host]);
@@ -343,9 +336,8 @@ fn login_logout_and_auth() {
     assert!(!e.config_dir().join("config.json").exists());
 
     // --password-stdin needs -u.
-    let r = e.berth_stdin(&["login", "--password-stdin", &host], "x\n");
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("Must provide --username"), "{}", r.stderr);
+    e.berth_stdin(&["login", "--password-stdin", &host], "x\n")
+        .failed_with(1, "Must provide --username");
 
     // Right password.
     let r = e
@@ -368,9 +360,7 @@ fn login_logout_and_auth() {
     e.berth(&["push", &name]).ok();
     let f = Env::new();
     // Not logged in from another config directory.
-    let r = f.berth(&["pull", &name]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("unauthorized"), "{}", r.stderr);
+    f.berth(&["pull", &name]).failed_with(1, "unauthorized");
     e.berth(&["rmi", &name]).ok();
     let r = e.berth(&["pull", &name]).ok();
     assert!(r.stdout.contains("Status: "), "{}", r.stdout);

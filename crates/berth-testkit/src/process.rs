@@ -50,6 +50,34 @@ impl Run {
         self
     }
 
+    /// Asserts exit code `code` and exactly `stderr` on standard error.
+    #[track_caller]
+    pub fn failed(self, code: i32, stderr: impl AsRef<str>) -> Self {
+        assert_eq!(
+            self.code, code,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        assert_eq!(self.stderr, stderr.as_ref());
+        self
+    }
+
+    /// Asserts exit code `code` and standard error containing `needle`.
+    #[track_caller]
+    pub fn failed_with(self, code: i32, needle: &str) -> Self {
+        assert_eq!(
+            self.code, code,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}: {}",
+            self.stderr
+        );
+        self
+    }
+
     /// Standard output without surrounding white space.
     pub fn out(&self) -> &str {
         self.stdout.trim()
@@ -202,6 +230,8 @@ mod tests {
         assert_eq!((r.code, r.out(), r.stderr.as_str()), (3, "out", "err\n"));
         let r = r.fails_with("err");
         assert_eq!(r.code, 3);
+        let r = r.failed(3, "err\n").failed_with(3, "rr");
+        assert_eq!(r.stdout, "out\n");
         run_output(Command::new("true").output().unwrap()).ok();
     }
 

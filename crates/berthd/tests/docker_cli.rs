@@ -429,9 +429,8 @@ fn bad_input() {
         r.starts_with("HTTP/1.1 404") && r.contains("No such image: nope:1"),
         "{r}"
     );
-    let r = d.docker(&["logs", "nope"]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("No such container: nope"), "{}", r.stderr);
+    d.docker(&["logs", "nope"])
+        .failed_with(1, "No such container: nope");
     let r = d.http("HEAD", "/_ping", None).unwrap();
     assert!(
         r.contains("api-version: 1.44") || r.contains("Api-Version: 1.44"),
@@ -558,9 +557,8 @@ fn berth_cli_run_ps_logs_stop_wait_rm() {
     assert!(d.berth(&["ps", "-a"]).ok().stdout.contains("Exited (137)"));
     assert_eq!(d.berth(&["rm", "c1"]).ok().stdout, "c1\n");
     assert!(d.berth(&["ps", "-aq"]).ok().stdout.trim().is_empty());
-    let r = d.berth(&["run", "--rm", "nosuchimage"]);
-    assert_eq!(r.code, 125);
-    assert!(r.stderr.contains("No such image"), "{}", r.stderr);
+    d.berth(&["run", "--rm", "nosuchimage"])
+        .failed_with(125, "No such image");
     let r = d.berth(&["rm", "nosuch"]);
     assert_eq!(r.code, 1);
     assert!(

@@ -932,9 +932,8 @@ fn berth_cli_volumes_cp_and_run_flags() {
         "true",
     ])
     .ok();
-    let r = d.berth(&["volume", "rm", &v]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("volume is in use"), "{}", r.stderr);
+    d.berth(&["volume", "rm", &v])
+        .failed_with(1, "volume is in use");
     // cp both ways on the stopped container: file, tree, `-`.
     let tree = d.path("t");
     std::fs::create_dir_all(tree.join("sub")).unwrap();

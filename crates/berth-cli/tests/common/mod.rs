@@ -106,6 +106,13 @@ impl Env {
         self.import(&busybox_rootfs(extra), tag)
     }
 
+    /// `berth image inspect -f <format> <name>`'s output.
+    pub fn inspect(&self, format: &str, name: &str) -> String {
+        self.berth(&["image", "inspect", "-f", format, name])
+            .ok()
+            .stdout
+    }
+
     pub fn blobs(&self) -> Vec<String> {
         list_dir(&self.root().join("blobs/sha256"))
     }
