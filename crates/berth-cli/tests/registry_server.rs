@@ -76,6 +76,16 @@ impl Resp {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
+    /// Asserts the status and the error code of the body.
+    #[track_caller]
+    fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(
+            (self.status, self.code().as_str()),
+            (status, code),
+            "{self:?}"
+        );
+    }
+
     fn code(&self) -> String {
         self.json()["errors"][0]["code"]
             .as_str()
@@ -138,15 +148,9 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u
     http_on(s, port, method, path, headers, body)
 }
 
-/// [`http`] from another loopback address (`127.0.0.2`, …): another client to the server.
-fn http_from(
-    src: [u8; 4],
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Resp {
+/// A connection to `port` from another loopback address (`127.0.0.2`, …): another client to
+/// the server (for [`http_on`]).
+fn connect_from(src: [u8; 4], port: u16) -> TcpStream {
     use socket2::{Domain, SockAddr, Socket, Type};
     let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     sock.bind(&SockAddr::from(std::net::SocketAddr::from((src, 0))))
@@ -156,7 +160,7 @@ fn http_from(
         port,
     ))))
     .unwrap();
-    http_on(sock.into(), port, method, path, headers, body)
+    sock.into()
 }
 
 fn http_on(
@@ -197,8 +201,31 @@ fn http_on(
     read_resp(s, method == "HEAD")
 }
 
+/// A request without headers or body.
+fn req(port: u16, method: &str, path: &str) -> Resp {
+    http(port, method, path, &[], b"")
+}
+
+/// A request with an `Authorization` header and no body.
+fn authed(port: u16, method: &str, path: &str, auth: &str) -> Resp {
+    http(port, method, path, &[("Authorization", auth)], b"")
+}
+
 fn get(port: u16, path: &str) -> Resp {
-    http(port, "GET", path, &[], b"")
+    req(port, "GET", path)
+}
+
+/// The upload location a response names, without `http://<host>` when it is absolute.
+fn location(r: &Resp, host: &str) -> String {
+    let loc = r.h("location").unwrap().to_string();
+    loc.split_once(host).map(|x| x.1.to_string()).unwrap_or(loc)
+}
+
+/// Our server and Debian's registry (both empty), our store in the temporary directory.
+fn both_registries() -> (tempfile::TempDir, BerthRegistry, rc::Registry) {
+    let tmp = tempfile::tempdir().unwrap();
+    let ours = serve(&tmp.path().join("root"), None);
+    (tmp, ours, rc::Registry::start(false))
 }
 
 fn basic(user: &str, pass: &str) -> String {
@@ -253,14 +280,42 @@ fn skopeo(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// `skopeo copy --quiet` with `extra` flags, TLS verification off for a registry side.
+fn copy(src: &str, dst: &str, extra: &[&str]) -> (bool, String) {
+    let mut args = vec!["copy", "--quiet"];
+    args.extend_from_slice(extra);
+    if src.starts_with("docker://") {
+        args.push("--src-tls-verify=false");
+    }
+    if dst.starts_with("docker://") {
+        args.push("--dest-tls-verify=false");
+    }
+    args.extend([src, dst]);
+    skopeo(&args)
+}
+
+/// [`copy`], asserting success.
+#[track_caller]
+fn copy_ok(src: &str, dst: &str, extra: &[&str]) {
+    let (ok, err) = copy(src, dst, extra);
+    assert!(ok, "{err}");
+}
+
+/// `skopeo inspect --raw` of `image`, asserting success.
+#[track_caller]
+fn inspect_raw_ok(image: &str) -> String {
+    let (ok, raw, err) = rc::skopeo_inspect_raw(image);
+    assert!(ok, "{err}");
+    raw
+}
+
 fn client(dir: &Path) -> Client {
     Client::new(rc::config(dir)).unwrap()
 }
 
 /// A pushed image's manifest digest, tags and the catalog, as a client sees them.
 fn observe(host: &str, repo: &str, tag: &str) -> (String, serde_json::Value, serde_json::Value) {
-    let (ok, raw, err) = rc::skopeo_inspect_raw(&format!("{host}/{repo}:{tag}"));
-    assert!(ok, "{err}");
+    let raw = inspect_raw_ok(&format!("{host}/{repo}:{tag}"));
     let port: u16 = host.rsplit(':').next().unwrap().parse().unwrap();
     let tags = get(port, &format!("/v2/{repo}/tags/list")).json();
     let cat = get(port, "/v2/_catalog").json();
@@ -274,9 +329,7 @@ fn observe(host: &str, repo: &str, tag: &str) -> (String, serde_json::Value, ser
 #[test]
 fn skopeo_and_berth_client_same_results_as_docker_registry() {
     require_root!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
-    let tmp = tempfile::tempdir().unwrap();
-    let ours = serve(&tmp.path().join("root"), None);
-    let theirs = rc::Registry::start(false);
+    let (tmp, ours, theirs) = both_registries();
     let img = rc::multilayer_image("amd64");
     let small = rc::random_image(7, 64);
     let src = BlobStore::open(tmp.path().join("src")).unwrap();
@@ -312,15 +365,11 @@ fn skopeo_and_berth_client_same_results_as_docker_registry() {
         chunky.push(&r, &img.manifest, &src, &NoProgress).unwrap();
         // skopeo: registry -> OCI layout, every blob byte-identical.
         let out = tmp.path().join(format!("out-{}", host.replace(':', "_")));
-        let (ok, err) = skopeo(&[
-            "copy",
-            "--quiet",
-            "--src-tls-verify=false",
-            "--preserve-digests",
+        copy_ok(
             &format!("docker://{host}/other/copy:latest"),
             &format!("oci:{}:x", out.display()),
-        ]);
-        assert!(ok, "{err}");
+            &["--preserve-digests"],
+        );
         for b in img.blobs() {
             let d = Digest::of_bytes(&b);
             assert_eq!(
@@ -378,8 +427,7 @@ fn skopeo_and_berth_client_same_results_as_docker_registry() {
 #[test]
 fn distribution_api_details_and_hostile_requests() {
     require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
-    let tmp = tempfile::tempdir().unwrap();
-    let s = serve(&tmp.path().join("root"), None);
+    let (_tmp, s) = serve_temp();
     let p = s.port;
 
     let r = get(p, "/v2/");
@@ -389,7 +437,7 @@ fn distribution_api_details_and_hostile_requests() {
     // Chunked upload: POST, PATCH with Content-Range, a wrong range, status, PUT.
     let data = pseudo_random(1, 300_000);
     let d = Digest::of_bytes(&data);
-    let r = http(p, "POST", "/v2/up/load/blobs/uploads/", &[], b"");
+    let r = req(p, "POST", "/v2/up/load/blobs/uploads/");
     assert_eq!(r.status, 202, "{r:?}");
     let loc = r.h("location").unwrap().to_string();
     assert!(loc.starts_with("/v2/up/load/blobs/uploads/"));
@@ -443,44 +491,28 @@ fn distribution_api_details_and_hostile_requests() {
     assert_eq!(get(p, &loc).code(), "BLOB_UPLOAD_UNKNOWN");
 
     // HEAD and ranged GETs.
-    let r = http(p, "HEAD", &format!("/v2/up/load/blobs/{d}"), &[], b"");
+    let r = req(p, "HEAD", &format!("/v2/up/load/blobs/{d}"));
     assert_eq!(r.status, 200);
     assert_eq!(r.h("content-length"), Some("300000"));
-    let r = http(
-        p,
-        "GET",
-        &format!("/v2/up/load/blobs/{d}"),
-        &[("Range", "bytes=1000-1999")],
-        b"",
-    );
+    let blob = format!("/v2/up/load/blobs/{d}");
+    let ranged = |range: &str| http(p, "GET", &blob, &[("Range", range)], b"");
+    let r = ranged("bytes=1000-1999");
     assert_eq!(r.status, 206);
     assert_eq!(r.body, &data[1000..2000]);
     assert_eq!(r.h("content-range"), Some("bytes 1000-1999/300000"));
-    let r = http(
-        p,
-        "GET",
-        &format!("/v2/up/load/blobs/{d}"),
-        &[("Range", "bytes=-10")],
-        b"",
-    );
+    let r = ranged("bytes=-10");
     assert_eq!(r.body, &data[299_990..]);
-    let r = http(
-        p,
-        "GET",
-        &format!("/v2/up/load/blobs/{d}"),
-        &[("Range", "bytes=300000-")],
-        b"",
-    );
+    let r = ranged("bytes=300000-");
     assert_eq!(r.status, 416);
     assert_eq!(get(p, &format!("/v2/up/load/blobs/{d}")).body, data);
 
     // Cancel.
-    let r = http(p, "POST", "/v2/up/load/blobs/uploads/", &[], b"");
+    let r = req(p, "POST", "/v2/up/load/blobs/uploads/");
     let loc2 = r.h("location").unwrap().to_string();
-    assert_eq!(http(p, "DELETE", &loc2, &[], b"").status, 204);
+    assert_eq!(req(p, "DELETE", &loc2).status, 204);
     assert_eq!(http(p, "PATCH", &loc2, &[], b"x").status, 404);
     // An upload id of one repository is unknown in another.
-    let r = http(p, "POST", "/v2/up/load/blobs/uploads/", &[], b"");
+    let r = req(p, "POST", "/v2/up/load/blobs/uploads/");
     let id3 = r.h("docker-upload-uuid").unwrap().to_string();
     let r = get(p, &format!("/v2/other/blobs/uploads/{id3}"));
     assert_eq!(r.status, 404);
@@ -495,7 +527,7 @@ fn distribution_api_details_and_hostile_requests() {
         &[],
         b"hello",
     );
-    assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
+    r.assert_error(400, "DIGEST_INVALID");
     let r = http(
         p,
         "POST",
@@ -503,29 +535,25 @@ fn distribution_api_details_and_hostile_requests() {
         &[],
         b"hello",
     );
-    assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
+    r.assert_error(400, "DIGEST_INVALID");
     assert_eq!(s.blobs(), before);
 
     // Mount: from a repository that has the blob, and from one that does not.
-    let r = http(
+    let r = req(
         p,
         "POST",
         &format!("/v2/mounted/blobs/uploads/?mount={d}&from=up/load"),
-        &[],
-        b"",
     );
     assert_eq!(r.status, 201, "{r:?}");
     assert_eq!(get(p, &format!("/v2/mounted/blobs/{d}")).body, data);
-    let r = http(
+    let r = req(
         p,
         "POST",
         &format!("/v2/third/blobs/uploads/?mount={d}&from=nothere"),
-        &[],
-        b"",
     );
     assert_eq!(r.status, 202, "falls back to an upload: {r:?}");
     // A blob is only served from repositories it is linked to.
-    let r = http(p, "HEAD", &format!("/v2/third/blobs/{d}"), &[], b"");
+    let r = req(p, "HEAD", &format!("/v2/third/blobs/{d}"));
     assert_eq!(r.status, 404);
 
     // Manifests: image (OCI), tags, pagination, by digest; Docker schema 2 and lists.
@@ -555,7 +583,7 @@ fn distribution_api_details_and_hostile_requests() {
     let r = get(p, &format!("/v2/up/load/manifests/{md}"));
     assert_eq!(r.body, man);
     assert_eq!(r.h("content-type"), Some(mt::OCI_MANIFEST));
-    let r = http(p, "HEAD", "/v2/up/load/manifests/t3", &[], b"");
+    let r = req(p, "HEAD", "/v2/up/load/manifests/t3");
     assert_eq!(r.status, 200);
     assert_eq!(r.h("content-length"), Some(man.len().to_string().as_str()));
     // Docker schema 2 with the same blobs, and a manifest list over both.
@@ -588,10 +616,7 @@ fn distribution_api_details_and_hostile_requests() {
     }))
     .unwrap();
     let r = put_manifest(p, "up/load", "bad", mt::OCI_INDEX, &bad_index);
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (400, "MANIFEST_BLOB_UNKNOWN")
-    );
+    r.assert_error(400, "MANIFEST_BLOB_UNKNOWN");
 
     // Referrers: an artifact whose subject is the image.
     let empty = b"{}";
@@ -649,12 +674,9 @@ fn distribution_api_details_and_hostile_requests() {
     }))
     .unwrap();
     let r = put_manifest(p, "up/load", "hostile", mt::OCI_MANIFEST, &missing);
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (400, "MANIFEST_BLOB_UNKNOWN")
-    );
+    r.assert_error(400, "MANIFEST_BLOB_UNKNOWN");
     let r = put_manifest(p, "up/load", &wrong.to_string(), mt::OCI_MANIFEST, &man);
-    assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
+    r.assert_error(400, "DIGEST_INVALID");
     let huge = vec![b' '; 5 << 20];
     let r = http(
         p,
@@ -696,13 +718,13 @@ fn distribution_api_details_and_hostile_requests() {
             r.code()
         );
     }
-    let r = http(p, "POST", "/v2/a/../b/blobs/uploads/", &[], b"");
-    assert_eq!((r.status, r.code().as_str()), (400, "NAME_INVALID"));
+    let r = req(p, "POST", "/v2/a/../b/blobs/uploads/");
+    r.assert_error(400, "NAME_INVALID");
     assert!(!s.root.join("repositories/b").exists());
     let r = get(p, "/v2/nothere/tags/list");
-    assert_eq!((r.status, r.code().as_str()), (404, "NAME_UNKNOWN"));
+    r.assert_error(404, "NAME_UNKNOWN");
     let r = get(p, "/v2/up/load/manifests/nope");
-    assert_eq!((r.status, r.code().as_str()), (404, "MANIFEST_UNKNOWN"));
+    r.assert_error(404, "MANIFEST_UNKNOWN");
     let r = get(p, "/v2/up/load/tags/list?n=x");
     assert_eq!(r.status, 400);
 
@@ -718,38 +740,29 @@ fn distribution_api_details_and_hostile_requests() {
     assert_eq!(r.json()["repositories"], serde_json::json!(["up/load"]));
 
     // Deletion: a tag, a manifest (its tags go too), a blob link.
-    assert_eq!(
-        http(p, "DELETE", "/v2/up/load/manifests/t5", &[], b"").status,
-        202
-    );
+    assert_eq!(req(p, "DELETE", "/v2/up/load/manifests/t5").status, 202);
     assert_eq!(get(p, "/v2/up/load/manifests/t5").status, 404);
     assert_eq!(get(p, "/v2/up/load/manifests/t4").status, 200);
-    let r = http(
-        p,
-        "DELETE",
-        &format!("/v2/up/load/manifests/{md}"),
-        &[],
-        b"",
-    );
+    let r = req(p, "DELETE", &format!("/v2/up/load/manifests/{md}"));
     assert_eq!(r.status, 202);
     assert_eq!(get(p, &format!("/v2/up/load/manifests/{md}")).status, 404);
     let tags = get(p, "/v2/up/load/tags/list").json();
     assert_eq!(tags["tags"], serde_json::json!(["docker", "multi"]));
     assert_eq!(
-        http(p, "DELETE", &format!("/v2/mounted/blobs/{d}"), &[], b"").status,
+        req(p, "DELETE", &format!("/v2/mounted/blobs/{d}")).status,
         202
     );
     assert_eq!(
-        http(p, "HEAD", &format!("/v2/mounted/blobs/{d}"), &[], b"").status,
+        req(p, "HEAD", &format!("/v2/mounted/blobs/{d}")).status,
         404
     );
     assert_eq!(
-        http(p, "DELETE", &format!("/v2/mounted/blobs/{d}"), &[], b"").code(),
+        req(p, "DELETE", &format!("/v2/mounted/blobs/{d}")).code(),
         "BLOB_UNKNOWN"
     );
     // Still served where it is linked.
     assert_eq!(
-        http(p, "HEAD", &format!("/v2/up/load/blobs/{d}"), &[], b"").status,
+        req(p, "HEAD", &format!("/v2/up/load/blobs/{d}")).status,
         200
     );
     assert_consistent(&s);
@@ -774,6 +787,41 @@ fn write_config(dir: &Path, extra: serde_json::Value) -> PathBuf {
     let p = dir.join("config.json");
     std::fs::write(&p, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     p
+}
+
+/// [`serve`] in a new temporary directory with a config letting anyone do anything, with
+/// these `limits`.
+fn serve_open(limits: serde_json::Value) -> (tempfile::TempDir, BerthRegistry) {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("config.json");
+    let cfg = serde_json::json!({
+        "access": [{"repository": "*", "users": ["anonymous"], "actions": ["*"]}],
+        "limits": limits,
+    });
+    std::fs::write(&p, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let s = serve(&tmp.path().join("root"), Some(&p));
+    (tmp, s)
+}
+
+/// [`serve`] in a new temporary directory with [`write_config`]'s accounts and `extra`.
+fn serve_configured(extra: serde_json::Value) -> (tempfile::TempDir, BerthRegistry) {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(tmp.path(), extra);
+    let s = serve(&tmp.path().join("root"), Some(&cfg));
+    (tmp, s)
+}
+
+/// [`serve`] without a config in a new temporary directory.
+fn serve_temp() -> (tempfile::TempDir, BerthRegistry) {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve(&tmp.path().join("root"), None);
+    (tmp, s)
+}
+
+/// A form POSTed to `/token` (OAuth2's password grant).
+fn token_form(p: u16, form: &str) -> Resp {
+    let h = [("Content-Type", "application/x-www-form-urlencoded")];
+    http(p, "POST", "/token", &h, form.as_bytes())
 }
 
 fn token(p: u16, auth: Option<&str>, scope: &str) -> (u16, serde_json::Value) {
@@ -810,12 +858,8 @@ fn claims(tok: &str) -> serde_json::Value {
 #[test]
 fn auth_tokens_permissions_and_denials() {
     require_root!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = write_config(tmp.path(), serde_json::json!({"admins": ["alice"]}));
-    let s = serve(&tmp.path().join("root"), Some(&cfg));
-    let p = s.port;
-    let alice = basic("alice", rc::PASS);
-    let bob = basic("bob", rc::PASS);
+    let (tmp, s) = serve_configured(serde_json::json!({"admins": ["alice"]}));
+    let (p, alice, bob) = (s.port, basic("alice", rc::PASS), basic("bob", rc::PASS));
 
     // The challenge.
     let r = get(p, "/v2/");
@@ -827,24 +871,15 @@ fn auth_tokens_permissions_and_denials() {
                 .as_str()
         )
     );
-    let r = http(p, "HEAD", "/v2/alice/app/manifests/v1", &[], b"");
+    let r = req(p, "HEAD", "/v2/alice/app/manifests/v1");
     assert_eq!(r.status, 401);
     assert!(r
         .h("www-authenticate")
         .unwrap()
         .ends_with("scope=\"repository:alice/app:pull\""));
-    assert_eq!(
-        http(p, "GET", "/v2/", &[("Authorization", &alice)], b"").status,
-        200
-    );
-    let r = http(
-        p,
-        "GET",
-        "/v2/",
-        &[("Authorization", &basic("alice", "wrong"))],
-        b"",
-    );
-    assert_eq!((r.status, r.code().as_str()), (401, "UNAUTHORIZED"));
+    assert_eq!(authed(p, "GET", "/v2/", &alice).status, 200);
+    let r = authed(p, "GET", "/v2/", &basic("alice", "wrong"));
+    r.assert_error(401, "UNAUTHORIZED");
 
     // Tokens grant only the permitted subset.
     let (st, j) = token(p, Some(&alice), "repository:alice/app:pull,push,delete");
@@ -875,13 +910,7 @@ fn auth_tokens_permissions_and_denials() {
         "grant_type=password&username=alice&password={}&service=berth-registry&scope=repository%3Aalice%2Fapp%3Apull&client_id=test",
         rc::PASS.replace(' ', "+")
     );
-    let r = http(
-        p,
-        "POST",
-        "/token",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        form.as_bytes(),
-    );
+    let r = token_form(p, &form);
     assert_eq!(r.status, 200, "{r:?}");
     assert!(r.json()["access_token"].as_str().is_some());
 
@@ -890,72 +919,26 @@ fn auth_tokens_permissions_and_denials() {
     let layout = tmp.path().join("layout");
     img.write_oci(&layout, "t");
     let creds = format!("alice:{}", rc::PASS);
-    let (ok, err) = skopeo(&[
-        "copy",
-        "--quiet",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds,
-        &format!("oci:{}:t", layout.display()),
-        &format!("docker://{}/alice/app:v1", s.host()),
-    ]);
-    assert!(ok, "{err}");
-    let (ok, _) = skopeo(&[
-        "copy",
-        "--quiet",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:t", layout.display()),
-        &format!("docker://{}/alice/app:v2", s.host()),
-    ]);
-    assert!(!ok, "anonymous push accepted");
     let bob_creds = format!("bob:{}", rc::PASS);
-    let (ok, err) = skopeo(&[
-        "copy",
-        "--quiet",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &bob_creds,
-        &format!("oci:{}:t", layout.display()),
-        &format!("docker://{}/alice/app:v3", s.host()),
-    ]);
+    let src = format!("oci:{}:t", layout.display());
+    let at = |r: &str| format!("docker://{}/{r}", s.host());
+    let out = |d: &str| format!("oci:{}:x", tmp.path().join(d).display());
+    copy_ok(&src, &at("alice/app:v1"), &["--dest-creds", &creds]);
+    let (ok, _) = copy(&src, &at("alice/app:v2"), &[]);
+    assert!(!ok, "anonymous push accepted");
+    let (ok, err) = copy(&src, &at("alice/app:v3"), &["--dest-creds", &bob_creds]);
     assert!(!ok, "bob may not push");
     assert!(err.contains("denied") || err.contains("403"), "{err}");
     // bob pulls with skopeo; anonymous pulls only public/*.
-    let (ok, err) = skopeo(&[
-        "copy",
-        "--quiet",
-        "--src-tls-verify=false",
-        "--src-creds",
-        &bob_creds,
-        &format!("docker://{}/alice/app:v1", s.host()),
-        &format!("oci:{}:x", tmp.path().join("bob-out").display()),
-    ]);
-    assert!(ok, "{err}");
-    let (ok, _) = skopeo(&[
-        "copy",
-        "--quiet",
-        "--src-tls-verify=false",
-        &format!("docker://{}/alice/app:v1", s.host()),
-        &format!("oci:{}:x", tmp.path().join("anon-out").display()),
-    ]);
+    copy_ok(
+        &at("alice/app:v1"),
+        &out("bob-out"),
+        &["--src-creds", &bob_creds],
+    );
+    let (ok, _) = copy(&at("alice/app:v1"), &out("anon-out"), &[]);
     assert!(!ok, "anonymous pull of alice/app accepted");
-    let (ok, err) = skopeo(&[
-        "copy",
-        "--quiet",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds,
-        &format!("oci:{}:t", layout.display()),
-        &format!("docker://{}/public/app:v1", s.host()),
-    ]);
-    assert!(ok, "{err}");
-    let (ok, err) = skopeo(&[
-        "copy",
-        "--quiet",
-        "--src-tls-verify=false",
-        &format!("docker://{}/public/app:v1", s.host()),
-        &format!("oci:{}:x", tmp.path().join("anon-pub").display()),
-    ]);
+    copy_ok(&src, &at("public/app:v1"), &["--dest-creds", &creds]);
+    let (ok, err) = copy(&at("public/app:v1"), &out("anon-pub"), &[]);
     assert!(ok, "anonymous pull of public/app: {err}");
 
     // Berth's client: login, push, pull.
@@ -979,43 +962,28 @@ fn auth_tokens_permissions_and_denials() {
 
     // Denials with basic auth and tokens.
     let m = "/v2/alice/app/manifests/v1".to_string();
-    let r = http(p, "DELETE", &m, &[("Authorization", &bob)], b"");
-    assert_eq!((r.status, r.code().as_str()), (403, "DENIED"));
+    let r = authed(p, "DELETE", &m, &bob);
+    r.assert_error(403, "DENIED");
     let bearer = format!("Bearer {bob_tok}");
-    assert_eq!(
-        http(p, "GET", &m, &[("Authorization", &bearer)], b"").status,
-        200
-    );
-    let r = http(
-        p,
-        "POST",
-        "/v2/alice/app/blobs/uploads/",
-        &[("Authorization", &bearer)],
-        b"",
-    );
-    assert_eq!((r.status, r.code().as_str()), (403, "DENIED"));
+    assert_eq!(authed(p, "GET", &m, &bearer).status, 200);
+    let r = authed(p, "POST", "/v2/alice/app/blobs/uploads/", &bearer);
+    r.assert_error(403, "DENIED");
     // A token for one repository does not open another (alice may, so: insufficient scope).
     let (_, j) = token(p, Some(&alice), "repository:alice/app:pull");
     let at = format!("Bearer {}", j["token"].as_str().unwrap());
-    let r = http(
-        p,
-        "GET",
-        "/v2/alice/small/tags/list",
-        &[("Authorization", &at)],
-        b"",
-    );
+    let r = authed(p, "GET", "/v2/alice/small/tags/list", &at);
     assert_eq!(r.status, 401);
     assert!(r
         .h("www-authenticate")
         .unwrap()
         .contains("insufficient_scope"));
-    let r = http(p, "GET", &m, &[("Authorization", "Bearer a.b.c")], b"");
+    let r = authed(p, "GET", &m, "Bearer a.b.c");
     assert_eq!(r.status, 401);
     assert!(r.h("www-authenticate").unwrap().contains("invalid_token"));
     // Catalog: per user.
     let r = get(p, "/v2/_catalog");
     assert_eq!(r.status, 401);
-    let r = http(p, "GET", "/v2/_catalog", &[("Authorization", &bob)], b"");
+    let r = authed(p, "GET", "/v2/_catalog", &bob);
     assert_eq!(
         r.json()["repositories"],
         serde_json::json!(["alice/app", "alice/small", "public/app"])
@@ -1041,21 +1009,10 @@ fn auth_tokens_permissions_and_denials() {
         ui.contains("public/app") && !ui.contains("alice/app"),
         "{ui}"
     );
-    let ui =
-        String::from_utf8(http(p, "GET", "/ui/", &[("Authorization", &alice)], b"").body).unwrap();
+    let ui = String::from_utf8(authed(p, "GET", "/ui/", &alice).body).unwrap();
     assert!(ui.contains("alice/app"), "{ui}");
     assert_eq!(get(p, "/ui/login").status, 401);
-    let perms = String::from_utf8(
-        http(
-            p,
-            "GET",
-            "/ui/permissions",
-            &[("Authorization", &alice)],
-            b"",
-        )
-        .body,
-    )
-    .unwrap();
+    let perms = String::from_utf8(authed(p, "GET", "/ui/permissions", &alice).body).unwrap();
     assert!(
         perms.contains("<td>alice/app</td>") && perms.contains("pull, push, delete"),
         "{perms}"
@@ -1076,18 +1033,9 @@ fn auth_tokens_permissions_and_denials() {
 #[test]
 fn limits_refuse_and_change_nothing() {
     require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("open.json");
-    std::fs::write(
-        &cfg,
-        serde_json::to_vec(&serde_json::json!({
-            "access": [{"repository": "*", "users": ["anonymous"], "actions": ["*"]}],
-            "limits": {"max_upload_bytes": 100000, "max_concurrent_uploads": 1, "idle_timeout_seconds": 3},
-        }))
-        .unwrap(),
-    )
-    .unwrap();
-    let s = serve(&tmp.path().join("root"), Some(&cfg));
+    let (_tmp, s) = serve_open(
+        serde_json::json!({"max_upload_bytes": 100000, "max_concurrent_uploads": 1, "idle_timeout_seconds": 3}),
+    );
     let p = s.port;
     let big = pseudo_random(9, 150_000);
     let r = http(
@@ -1097,9 +1045,9 @@ fn limits_refuse_and_change_nothing() {
         &[("Expect", "100-continue")],
         &big,
     );
-    assert_eq!((r.status, r.code().as_str()), (413, "SIZE_INVALID"));
+    r.assert_error(413, "SIZE_INVALID");
     // Streamed (no Content-Length): cut off at the limit too.
-    let r = http(p, "POST", "/v2/lim/blobs/uploads/", &[], b"");
+    let r = req(p, "POST", "/v2/lim/blobs/uploads/");
     let loc = r.h("location").unwrap().to_string();
     let mut body = Vec::new();
     for piece in big.chunks(20_000) {
@@ -1114,13 +1062,13 @@ fn limits_refuse_and_change_nothing() {
     assert!(s.blobs().is_empty());
 
     // One upload at a time: a second one, while the first is receiving, gets 429.
-    let r = http(p, "POST", "/v2/lim/blobs/uploads/", &[], b"");
+    let r = req(p, "POST", "/v2/lim/blobs/uploads/");
     let loc2 = r.h("location").unwrap().to_string();
     // (Retried with a fresh upload when the probe took the slot first: the slow request then
     // got the 429, or, when it came after the probe, stalled and got the 400.)
     let mut slow = None;
     for _ in 0..10 {
-        let r = http(p, "POST", "/v2/lim/blobs/uploads/", &[], b"");
+        let r = req(p, "POST", "/v2/lim/blobs/uploads/");
         let loc1 = r.h("location").unwrap().to_string();
         let mut c = TcpStream::connect(("127.0.0.1", p)).unwrap();
         write!(
@@ -1167,7 +1115,7 @@ fn kill_during_upload_leaves_consistent_store_and_resumes() {
     let d = Digest::of_bytes(&data);
     // Something complete first.
     let small = put_blob(s.port, "crash/test", b"complete blob", &[]);
-    let r = http(s.port, "POST", "/v2/crash/test/blobs/uploads/", &[], b"");
+    let r = req(s.port, "POST", "/v2/crash/test/blobs/uploads/");
     let loc = r.h("location").unwrap().to_string();
     let id = r.h("docker-upload-uuid").unwrap().to_string();
     let r = http(
@@ -1221,7 +1169,7 @@ fn kill_during_upload_leaves_consistent_store_and_resumes() {
         &data[have..],
     );
     assert_eq!(r.status, 202, "{r:?}");
-    let r = http(s.port, "PUT", &format!("{loc}?digest={d}"), &[], b"");
+    let r = req(s.port, "PUT", &format!("{loc}?digest={d}"));
     assert_eq!(r.status, 201, "{r:?}");
     assert_eq!(get(s.port, &format!("/v2/crash/test/blobs/{d}")).body, data);
     assert_consistent(&s);
@@ -1262,23 +1210,19 @@ fn gc_removes_only_unreferenced_blobs() {
         201
     );
     // The index's child manifest entry is deleted: the index still keeps b's blobs alive.
-    let r = http(
+    let r = req(
         s.port,
         "DELETE",
         &format!("/v2/gc/idx/manifests/{}", b.manifest_digest()),
-        &[],
-        b"",
     );
     assert_eq!(r.status, 202);
     // c: pushed then deleted; its unique layer becomes garbage.
     let c = rc::random_image(12, 32);
     c.seed(&s.host(), "gc/c:1", None);
-    let r = http(
+    let r = req(
         s.port,
         "DELETE",
         &format!("/v2/gc/c/manifests/{}", c.manifest_digest()),
-        &[],
-        b"",
     );
     assert_eq!(r.status, 202);
     let stray = put_blob(s.port, "gc/c", b"stray upload, never referenced", &[]);
@@ -1299,13 +1243,13 @@ fn gc_removes_only_unreferenced_blobs() {
             .unwrap();
         assert!(st.success());
     }
-    let r = http(s.port, "HEAD", &format!("/v2/gc/c/blobs/{old1}"), &[], b"");
+    let r = req(s.port, "HEAD", &format!("/v2/gc/c/blobs/{old1}"));
     assert_eq!(r.status, 200);
     let out = gc(&root, &["--grace-seconds", "3600"]);
     assert!(out.contains(&format!("removed {old2}")), "{out}");
     assert!(!out.contains(&old1.to_string()), "{out}");
     assert_eq!(
-        http(s.port, "HEAD", &format!("/v2/gc/c/blobs/{old2}"), &[], b"").status,
+        req(s.port, "HEAD", &format!("/v2/gc/c/blobs/{old2}")).status,
         404
     );
     garbage_extra.push(old1.hex().to_string());
@@ -1348,23 +1292,19 @@ fn gc_removes_only_unreferenced_blobs() {
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
     let layer = a.layers[0].digest();
     let port = s.port;
-    let head = std::thread::spawn(move || {
-        http(port, "HEAD", &format!("/v2/gc/a/blobs/{layer}"), &[], b"").status
-    });
+    let head =
+        std::thread::spawn(move || req(port, "HEAD", &format!("/v2/gc/a/blobs/{layer}")).status);
     std::thread::sleep(Duration::from_millis(500));
     assert!(!head.is_finished(), "HEAD answered while gc held the lock");
     // SAFETY: as above.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_UN) }, 0);
     assert_eq!(head.join().unwrap(), 200);
     // Everything still pulls.
-    let (ok, err) = skopeo(&[
-        "copy",
-        "--quiet",
-        "--src-tls-verify=false",
+    copy_ok(
         &format!("docker://{}/gc/a:1", s.host()),
         &format!("oci:{}:x", tmp.path().join("o").display()),
-    ]);
-    assert!(ok, "{err}");
+        &[],
+    );
     assert_eq!(get(s.port, "/v2/gc/idx/manifests/list").body, idx);
     assert_consistent(&s);
 
@@ -1465,14 +1405,11 @@ fn tls_with_given_certificate() {
     let img = rc::random_image(5, 8);
     let layout = tmp.path().join("layout");
     img.write_oci(&layout, "t");
-    let (ok, err) = skopeo(&[
-        "copy",
-        "--quiet",
-        "--dest-tls-verify=false",
+    copy_ok(
         &format!("oci:{}:t", layout.display()),
         &format!("docker://{}/tls/app:1", s.host()),
-    ]);
-    assert!(ok, "{err}");
+        &[],
+    );
     // Verified against the certificate.
     let certs = tmp.path().join("certs.d");
     std::fs::create_dir_all(&certs).unwrap();
@@ -1505,8 +1442,7 @@ fn web_page_in_headless_chromium() {
         eprintln!("SKIP: chromium is needed for the web page test (apt-get install chromium)");
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let s = serve(&tmp.path().join("root"), None);
+    let (_tmp, s) = serve_temp();
     let mut img = rc::multilayer_image("amd64");
     // A config with markup in it: must come out as text.
     let mut cfg: serde_json::Value = serde_json::from_slice(&img.config).unwrap();
@@ -1570,9 +1506,7 @@ fn web_page_in_headless_chromium() {
 #[test]
 fn same_answers_as_docker_registry_for_raw_requests() {
     require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
-    let tmp = tempfile::tempdir().unwrap();
-    let ours = serve(&tmp.path().join("root"), None);
-    let theirs = rc::Registry::start(false);
+    let (_tmp, ours, theirs) = both_registries();
     let img = rc::multilayer_image("amd64");
     let layer = img.layers[0].digest();
     let unknown = Digest::of_bytes(b"nope");
@@ -1618,13 +1552,7 @@ fn same_answers_as_docker_registry_for_raw_requests() {
         );
         rec(
             "head unknown blob",
-            http(
-                port,
-                "HEAD",
-                &format!("/v2/test/app/blobs/{unknown}"),
-                &[],
-                b"",
-            ),
+            req(port, "HEAD", &format!("/v2/test/app/blobs/{unknown}")),
             false,
         );
         rec(
@@ -1657,12 +1585,8 @@ fn same_answers_as_docker_registry_for_raw_requests() {
             ),
             true,
         );
-        let r = http(port, "POST", "/v2/test/app/blobs/uploads/", &[], b"");
-        let loc = r.h("location").unwrap().to_string();
-        let loc = loc
-            .split_once(&host)
-            .map(|x| x.1.to_string())
-            .unwrap_or(loc);
+        let r = req(port, "POST", "/v2/test/app/blobs/uploads/");
+        let loc = location(&r, &host);
         let sep = if loc.contains('?') { '&' } else { '?' };
         rec(
             "wrong digest",
@@ -1685,43 +1609,31 @@ fn same_answers_as_docker_registry_for_raw_requests() {
             put_manifest(port, "test/app", "bad", mt::OCI_MANIFEST, &missing),
             false,
         );
-        let r = http(port, "POST", "/v2/test/app/blobs/uploads/", &[], b"");
-        let loc = r.h("location").unwrap().to_string();
-        let loc = loc
-            .split_once(&host)
-            .map(|x| x.1.to_string())
-            .unwrap_or(loc);
+        let r = req(port, "POST", "/v2/test/app/blobs/uploads/");
+        let loc = location(&r, &host);
         rec("upload start", r, false);
         let r = http(port, "PATCH", &loc, &[("Content-Range", "0-3")], b"abcd");
         // (distribution keeps the upload's state in the URL: use the latest one.)
-        let loc = r.h("location").unwrap().to_string();
-        let loc = loc
-            .split_once(&host)
-            .map(|x| x.1.to_string())
-            .unwrap_or(loc);
+        let loc = location(&r, &host);
         rec("patch", r, false);
         let status = get(port, &loc);
         assert_eq!(status.h("range"), Some("0-3"), "{port} {loc} {status:?}");
         rec("upload status", status, false);
         rec(
             "mount",
-            http(
+            req(
                 port,
                 "POST",
                 &format!("/v2/other/blobs/uploads/?mount={layer}&from=test/app"),
-                &[],
-                b"",
             ),
             false,
         );
         rec(
             "delete manifest",
-            http(
+            req(
                 port,
                 "DELETE",
                 &format!("/v2/test/app/manifests/{}", img.manifest_digest()),
-                &[],
-                b"",
             ),
             false,
         );
@@ -1753,9 +1665,7 @@ fn same_answers_as_docker_registry_for_raw_requests() {
 #[test]
 fn multi_platform_index_with_skopeo_and_berth_client() {
     require_root!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
-    let tmp = tempfile::tempdir().unwrap();
-    let ours = serve(&tmp.path().join("root"), None);
-    let theirs = rc::Registry::start(false);
+    let (tmp, ours, theirs) = both_registries();
     let host_arch = Platform::host().architecture.clone();
     let other_arch = if host_arch == "arm64" {
         "amd64"
@@ -1807,53 +1717,35 @@ fn multi_platform_index_with_skopeo_and_berth_client() {
         "annotations": {"org.opencontainers.image.ref.name": "multi"}}]});
     std::fs::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
     let mut seen = Vec::new();
+    let src = format!("oci:{}:multi", layout.display());
     for host in [ours.host(), theirs.host()] {
-        let (ok, err) = skopeo(&[
-            "copy",
-            "--quiet",
-            "--all",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-            &format!("oci:{}:multi", layout.display()),
-            &format!("docker://{host}/multi/app:1"),
-        ]);
-        assert!(ok, "{err}");
-        let (ok, raw, err) = rc::skopeo_inspect_raw(&format!("{host}/multi/app:1"));
-        assert!(ok, "{err}");
-        let (ok, child, err) =
-            rc::skopeo_inspect_raw(&format!("{host}/multi/app@{}", there.manifest_digest()));
-        assert!(ok, "{err}");
+        let dst = format!("docker://{host}/multi/app:1");
+        copy_ok(&src, &dst, &["--all", "--preserve-digests"]);
+        let raw = inspect_raw_ok(&format!("{host}/multi/app:1"));
+        let child = inspect_raw_ok(&format!("{host}/multi/app@{}", there.manifest_digest()));
         seen.push((raw, child));
     }
     // Docker schema 2 (skopeo converts the OCI image on the way).
     let single = tmp.path().join("single");
     here.write_oci(&single, "one");
+    let src = format!("oci:{}:one", single.display());
     for host in [ours.host(), theirs.host()] {
-        let (ok, err) = skopeo(&[
-            "copy",
-            "--quiet",
-            "--format",
-            "v2s2",
-            "--dest-tls-verify=false",
-            &format!("oci:{}:one", single.display()),
+        copy_ok(
+            &src,
             &format!("docker://{host}/docker/app:1"),
-        ]);
-        assert!(ok, "{err}");
-        let (ok, raw, err) = rc::skopeo_inspect_raw(&format!("{host}/docker/app:1"));
-        assert!(ok, "{err}");
+            &["--format", "v2s2"],
+        );
+        let raw = inspect_raw_ok(&format!("{host}/docker/app:1"));
         let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
         assert_eq!(v["mediaType"], mt::DOCKER_MANIFEST);
         seen.push((raw, String::new()));
     }
     assert_eq!(seen[2], seen[3]);
-    let (ok, err) = skopeo(&[
-        "copy",
-        "--quiet",
-        "--src-tls-verify=false",
+    copy_ok(
         &format!("docker://{}/docker/app:1", ours.host()),
         &format!("oci:{}:x", tmp.path().join("back").display()),
-    ]);
-    assert!(ok, "{err}");
+        &[],
+    );
     assert_eq!(seen[0], seen[1]);
     assert_eq!(seen[0].0.as_bytes(), &index[..]);
     assert_eq!(seen[0].1.as_bytes(), &there.manifest[..]);
@@ -1876,8 +1768,7 @@ fn multi_platform_index_with_skopeo_and_berth_client() {
 #[test]
 fn concurrent_pushes_to_one_repository() {
     require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
-    let tmp = tempfile::tempdir().unwrap();
-    let s = serve(&tmp.path().join("root"), None);
+    let (_tmp, s) = serve_temp();
     let port = s.port;
     let shared = pseudo_random(77, 200_000);
     let threads: Vec<_> = (0..8)
@@ -1919,30 +1810,19 @@ fn concurrent_pushes_to_one_repository() {
 #[test]
 fn open_upload_sessions_are_capped() {
     require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("config.json");
-    std::fs::write(
-        &cfg,
-        serde_json::to_vec(&serde_json::json!({
-            "access": [{"repository": "*", "users": ["anonymous"], "actions": ["*"]}],
-            "limits": {"max_open_uploads": 2},
-        }))
-        .unwrap(),
-    )
-    .unwrap();
-    let s = serve(&tmp.path().join("root"), Some(&cfg));
+    let (tmp, s) = serve_open(serde_json::json!({"max_open_uploads": 2}));
     let p = s.port;
     let mut locs = Vec::new();
     for _ in 0..2 {
-        let r = http(p, "POST", "/v2/cap/blobs/uploads/", &[], b"");
+        let r = req(p, "POST", "/v2/cap/blobs/uploads/");
         assert_eq!(r.status, 202, "{r:?}");
         locs.push(r.h("location").unwrap().to_string());
     }
     let uploads = tmp.path().join("root/uploads");
     let count = || std::fs::read_dir(&uploads).unwrap().count();
     assert_eq!(count(), 2);
-    let r = http(p, "POST", "/v2/cap/blobs/uploads/", &[], b"");
-    assert_eq!((r.status, r.code().as_str()), (429, "TOOMANYREQUESTS"));
+    let r = req(p, "POST", "/v2/cap/blobs/uploads/");
+    r.assert_error(429, "TOOMANYREQUESTS");
     // A monolithic upload is a session too.
     let r = http(
         p,
@@ -1954,9 +1834,9 @@ fn open_upload_sessions_are_capped() {
     assert_eq!(r.status, 429, "{r:?}");
     assert_eq!(count(), 2);
     assert!(s.blobs().is_empty());
-    let r = http(p, "DELETE", &locs[0], &[], b"");
+    let r = req(p, "DELETE", &locs[0]);
     assert_eq!(r.status, 204, "{r:?}");
-    let r = http(p, "POST", "/v2/cap/blobs/uploads/", &[], b"");
+    let r = req(p, "POST", "/v2/cap/blobs/uploads/");
     assert_eq!(r.status, 202, "{r:?}");
 }
 
@@ -1974,12 +1854,9 @@ fn audit_lines(s: &BerthRegistry) -> Vec<serde_json::Value> {
 #[test]
 fn ui_permissions_only_for_admins() {
     require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = write_config(tmp.path(), serde_json::json!({"admins": ["alice"]}));
-    let s = serve(&tmp.path().join("root"), Some(&cfg));
+    let (_tmp, s) = serve_configured(serde_json::json!({"admins": ["alice"]}));
     let p = s.port;
-    let alice = basic("alice", rc::PASS);
-    let bob = basic("bob", rc::PASS);
+    let (alice, bob) = (basic("alice", rc::PASS), basic("bob", rc::PASS));
     put_blob(
         p,
         "alice/secret-project",
@@ -1999,36 +1876,18 @@ fn ui_permissions_only_for_admins() {
         "{r:?}"
     );
     assert!(!leaks(&r.body), "{r:?}");
-    let r = http(p, "GET", "/ui/permissions", &[("Authorization", &bob)], b"");
+    let r = authed(p, "GET", "/ui/permissions", &bob);
     assert_eq!(r.status, 403, "{r:?}");
     assert!(!leaks(&r.body), "{r:?}");
     let (_, j) = token(p, Some(&bob), "repository:alice/secret-project:pull");
     let bearer = format!("Bearer {}", j["token"].as_str().unwrap());
-    let r = http(
-        p,
-        "GET",
-        "/ui/permissions",
-        &[("Authorization", &bearer)],
-        b"",
-    );
+    let r = authed(p, "GET", "/ui/permissions", &bearer);
     assert_eq!(r.status, 403, "{r:?}");
-    let r = http(
-        p,
-        "GET",
-        "/ui/permissions",
-        &[("Authorization", &basic("alice", "wrong"))],
-        b"",
-    );
+    let r = authed(p, "GET", "/ui/permissions", &basic("alice", "wrong"));
     assert_eq!(r.status, 401, "{r:?}");
     assert!(!leaks(&r.body));
     // The administrator sees rules, users and repositories.
-    let r = http(
-        p,
-        "GET",
-        "/ui/permissions",
-        &[("Authorization", &alice)],
-        b"",
-    );
+    let r = authed(p, "GET", "/ui/permissions", &alice);
     assert_eq!(r.status, 200, "{r:?}");
     let page = String::from_utf8(r.body).unwrap();
     assert!(
@@ -2089,15 +1948,7 @@ fn open_uploads_are_limited_per_identity() {
     let alice = basic("alice", rc::PASS);
     let bob = basic("bob", rc::PASS);
     let count = || std::fs::read_dir(s.root.join("uploads")).unwrap().count();
-    let open = |auth: &str| {
-        http(
-            p,
-            "POST",
-            "/v2/up/x/blobs/uploads/",
-            &[("Authorization", auth)],
-            b"",
-        )
-    };
+    let open = |auth: &str| authed(p, "POST", "/v2/up/x/blobs/uploads/", auth);
     let mut mine = Vec::new();
     for _ in 0..2 {
         let r = open(&alice);
@@ -2105,11 +1956,7 @@ fn open_uploads_are_limited_per_identity() {
         mine.push(r.h("location").unwrap().to_string());
     }
     let r = open(&alice);
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (429, "TOOMANYREQUESTS"),
-        "{r:?}"
-    );
+    r.assert_error(429, "TOOMANYREQUESTS");
     assert!(r.h("retry-after").is_some(), "{r:?}");
     assert!(r.json()["errors"][0]["message"]
         .as_str()
@@ -2134,21 +1981,23 @@ fn open_uploads_are_limited_per_identity() {
     assert_eq!(r.status, 202, "{r:?}");
     put_blob(p, "up/y", b"bob's layer", &[("Authorization", &bob)]);
     // Anonymous clients: counted per address.
-    let anon = |src: [u8; 4]| http_from(src, p, "POST", "/v2/anon/x/blobs/uploads/", &[], b"");
+    let anon = |src: [u8; 4]| {
+        let c = connect_from(src, p);
+        http_on(c, p, "POST", "/v2/anon/x/blobs/uploads/", &[], b"")
+    };
     for _ in 0..2 {
         assert_eq!(anon([127, 0, 0, 1]).status, 202);
     }
     assert_eq!(anon([127, 0, 0, 1]).status, 429);
     assert_eq!(anon([127, 0, 0, 2]).status, 202);
     // Finishing or cancelling frees a place.
-    let r = http(p, "DELETE", &mine[0], &[("Authorization", &alice)], b"");
+    let r = authed(p, "DELETE", &mine[0], &alice);
     assert_eq!(r.status, 204, "{r:?}");
-    let r = http(
+    let r = authed(
         p,
         "PUT",
         &format!("{}?digest={}", mine[1], Digest::of_bytes(b"")),
-        &[("Authorization", &alice)],
-        b"",
+        &alice,
     );
     assert_eq!(r.status, 201, "{r:?}");
     for _ in 0..2 {
@@ -2162,21 +2011,12 @@ fn open_uploads_are_limited_per_identity() {
 #[test]
 fn idle_upload_sessions_expire() {
     require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("config.json");
-    std::fs::write(
-        &cfg,
-        serde_json::to_vec(&serde_json::json!({
-            "access": [{"repository": "*", "users": ["anonymous"], "actions": ["*"]}],
-            "limits": {"max_open_uploads_per_user": 2, "upload_idle_timeout_seconds": 2},
-        }))
-        .unwrap(),
-    )
-    .unwrap();
-    let s = serve(&tmp.path().join("root"), Some(&cfg));
+    let (_tmp, s) = serve_open(
+        serde_json::json!({"max_open_uploads_per_user": 2, "upload_idle_timeout_seconds": 2}),
+    );
     let p = s.port;
     let start = |n: usize| {
-        let r = http(p, "POST", "/v2/idle/x/blobs/uploads/", &[], b"");
+        let r = req(p, "POST", "/v2/idle/x/blobs/uploads/");
         assert_eq!(r.status, 202, "session {n}: {r:?}");
         r.h("location").unwrap().to_string()
     };
@@ -2185,10 +2025,7 @@ fn idle_upload_sessions_expire() {
     let idle_id = idle.rsplit('/').next().unwrap().to_string();
     assert!(s.root.join("uploads").join(&idle_id).join("data").exists());
     http(p, "PATCH", &idle, &[], b"some data");
-    assert_eq!(
-        http(p, "POST", "/v2/idle/x/blobs/uploads/", &[], b"").status,
-        429
-    );
+    assert_eq!(req(p, "POST", "/v2/idle/x/blobs/uploads/").status, 429);
     // `busy` receives a piece every half second; `idle` nothing.
     let mut body = Vec::new();
     let t0 = Instant::now();
@@ -2224,12 +2061,10 @@ fn idle_upload_sessions_expire() {
     );
     // Its place is free; the busy one is intact and can be finished.
     start(2);
-    let r = http(
+    let r = req(
         p,
         "PUT",
         &format!("{busy}?digest={}", Digest::of_bytes(&body)),
-        &[],
-        b"",
     );
     assert_eq!(r.status, 201, "{r:?}");
     let expired: Vec<serde_json::Value> = audit_lines(&s)
@@ -2285,7 +2120,7 @@ fn failed_sign_ins_are_rate_limited_per_client() {
     let alice = basic("alice", rc::PASS);
     let bob = basic("bob", rc::PASS);
     let wrong = basic("carol", "guess");
-    let v2 = |auth: &str| http(p, "GET", "/v2/", &[("Authorization", auth)], b"");
+    let v2 = |auth: &str| authed(p, "GET", "/v2/", auth);
 
     // Successes never count.
     for _ in 0..20 {
@@ -2298,7 +2133,7 @@ fn failed_sign_ins_are_rate_limited_per_client() {
     let cpu0 = cpu_time(pid);
     for _ in 0..5 {
         let r = v2(&wrong);
-        assert_eq!((r.status, r.code().as_str()), (401, "UNAUTHORIZED"));
+        r.assert_error(401, "UNAUTHORIZED");
     }
     let with_bcrypt = cpu_time(pid) - cpu0;
     // Then 429 with Retry-After, on every route that checks passwords, without bcrypt.
@@ -2306,44 +2141,27 @@ fn failed_sign_ins_are_rate_limited_per_client() {
     for i in 0..50 {
         let r = match i % 3 {
             0 => v2(&wrong),
-            1 => http(
-                p,
-                "GET",
-                "/v2/alice/app/tags/list",
-                &[("Authorization", &basic("nobody", "x"))],
-                b"",
-            ),
+            1 => authed(p, "GET", "/v2/alice/app/tags/list", &basic("nobody", "x")),
             _ => {
-                let r = http(
+                let r = authed(
                     p,
                     "GET",
                     "/token?service=berth-registry&scope=repository:alice/app:pull",
-                    &[("Authorization", &wrong)],
-                    b"",
+                    &wrong,
                 );
                 assert_eq!(r.json()["error"], "too_many_requests", "{r:?}");
                 r
             }
         };
-        assert_eq!(
-            (r.status, r.code().as_str()),
-            (429, "TOOMANYREQUESTS"),
-            "{r:?}"
-        );
+        r.assert_error(429, "TOOMANYREQUESTS");
         let wait: u64 = r.h("retry-after").unwrap().parse().unwrap();
         assert!((1..=60).contains(&wait), "{r:?}");
     }
     let limited = cpu_time(pid) - cpu1;
     let form = "grant_type=password&username=carol&password=guess&service=berth-registry";
-    let r = http(
-        p,
-        "POST",
-        "/token",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        form.as_bytes(),
-    );
+    let r = token_form(p, &form);
     assert_eq!(r.status, 429, "{r:?}");
-    let r = http(p, "GET", "/ui/", &[("Authorization", &wrong)], b"");
+    let r = authed(p, "GET", "/ui/", &wrong);
     assert_eq!(r.status, 429, "{r:?}");
     eprintln!(
         "server CPU: 5 failed sign-ins (bcrypt cost 10) {with_bcrypt:?}, 50 refused over the limit {limited:?}"
@@ -2355,27 +2173,14 @@ fn failed_sign_ins_are_rate_limited_per_client() {
     // Cached credentials and tokens still work; an uncached password waits like a wrong one.
     assert_eq!(v2(&alice).status, 200);
     assert_eq!(
-        http(
-            p,
-            "GET",
-            "/v2/alice/app/tags/list",
-            &[("Authorization", &alice_token)],
-            b""
-        )
-        .status,
+        authed(p, "GET", "/v2/alice/app/tags/list", &alice_token).status,
         404
     );
     assert_eq!(v2(&bob).status, 429);
     // Another client is not affected.
     let from2 = |auth: &str| {
-        http_from(
-            [127, 0, 0, 2],
-            p,
-            "GET",
-            "/v2/",
-            &[("Authorization", auth)],
-            b"",
-        )
+        let c = connect_from([127, 0, 0, 2], p);
+        http_on(c, p, "GET", "/v2/", &[("Authorization", auth)], b"")
     };
     assert_eq!(from2(&wrong).status, 401);
     assert_eq!(from2(&bob).status, 200);
@@ -2407,12 +2212,9 @@ fn failed_sign_ins_are_rate_limited_per_client() {
 #[test]
 fn audit_log_records_denials_tokens_and_deletions() {
     require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = write_config(tmp.path(), serde_json::json!({}));
-    let s = serve(&tmp.path().join("root"), Some(&cfg));
+    let (_tmp, s) = serve_configured(serde_json::json!({}));
     let p = s.port;
-    let alice = basic("alice", rc::PASS);
-    let bob = basic("bob", rc::PASS);
+    let (alice, bob) = (basic("alice", rc::PASS), basic("bob", rc::PASS));
     let auth = [("Authorization", alice.as_str())];
 
     // An image of alice's, to delete later.
@@ -2441,13 +2243,7 @@ fn audit_log_records_denials_tokens_and_deletions() {
 
     // Denials.
     assert_eq!(get(p, "/v2/alice/app/manifests/v1").status, 401);
-    let r = http(
-        p,
-        "DELETE",
-        &format!("/v2/alice/app/manifests/{md}"),
-        &[("Authorization", &bob)],
-        b"",
-    );
+    let r = authed(p, "DELETE", &format!("/v2/alice/app/manifests/{md}"), &bob);
     assert_eq!(r.status, 403);
     assert_eq!(v2_status(p, &basic("alice", "wrong")), 401);
     assert_eq!(v2_status(p, "Bearer not.a.token"), 401);
@@ -2599,5 +2395,5 @@ fn audit_log_records_denials_tokens_and_deletions() {
 }
 
 fn v2_status(port: u16, auth: &str) -> u16 {
-    http(port, "GET", "/v2/", &[("Authorization", auth)], b"").status
+    authed(port, "GET", "/v2/", auth).status
 }
