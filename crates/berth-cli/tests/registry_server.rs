@@ -2159,7 +2159,7 @@ fn failed_sign_ins_are_rate_limited_per_client() {
     }
     let limited = cpu_time(pid) - cpu1;
     let form = "grant_type=password&username=carol&password=guess&service=berth-registry";
-    let r = token_form(p, &form);
+    let r = token_form(p, form);
     assert_eq!(r.status, 429, "{r:?}");
     let r = authed(p, "GET", "/ui/", &wrong);
     assert_eq!(r.status, 429, "{r:?}");
