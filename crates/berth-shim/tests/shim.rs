@@ -282,8 +282,7 @@ fn stdin_cat_and_half_close() {
 #[test]
 fn exec_streams_and_exit_code() {
     require_root!(BUSYBOX);
-    let (env, id, b) = setup("exec", &["sleep", "100"], false);
-    let shim = env.start_shim(&id, &b, &[]);
+    let (_env, _id, shim) = started("exec", &["sleep", "100"]);
     let exec = |req: Request| {
         let (x, pid, s) = shim.client().exec(&req).unwrap();
         s.set_timeout(Some(T)).unwrap();
@@ -435,8 +434,7 @@ fn log_rotation() {
 #[test]
 fn malformed_requests_get_errors() {
     require_root!(BUSYBOX);
-    let (env, id, b) = setup("bad", &["sleep", "100"], false);
-    let shim = env.start_shim(&id, &b, &[]);
+    let (env, id, shim) = started("bad", &["sleep", "100"]);
     let mut c = shim.client();
     for line in [
         &b"not json"[..],

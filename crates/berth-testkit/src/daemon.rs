@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::busybox::Rootfs;
 use crate::leak::LeakGuard;
-use crate::process::{kill9, run_output, wait_until, Run};
+use crate::process::{kill9, run_output, wait_until, CommandRun, Run};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -28,13 +28,7 @@ pub fn bin_dir() -> &'static Path {
         let o = crate::bins::without_cargo_env(&mut bash)
             .arg(crate::bins::workspace_root().join("crates/berth-init/build-static.sh"))
             .env("CARGO_TARGET_DIR", crate::bins::target_dir())
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "building berth-init failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+            .output_ok();
         let init = String::from_utf8_lossy(&o.stdout).trim().to_string();
         // Other test processes may be running the current copy: replace it by a rename.
         let tmp = dir.join(format!("berth-init.static.{}", std::process::id()));

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::busybox::Rootfs;
 use crate::leak::LeakGuard;
+use crate::process::CommandRun;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -99,17 +100,11 @@ impl OciEnv {
     pub fn spec_bundle(&self, id: &str, args: &[&str]) -> Bundle {
         let path = self.dir.path().join(format!("bundle-{id}"));
         std::fs::create_dir_all(path.join("rootfs")).unwrap();
-        let out = Command::new(&self.runtime)
+        Command::new(&self.runtime)
             .arg("spec")
             .arg("--bundle")
             .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "spec: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .output_ok();
         let mut config: Value =
             serde_json::from_slice(&std::fs::read(path.join("config.json")).unwrap()).unwrap();
         config["process"]["terminal"] = json!(false);

@@ -527,16 +527,9 @@ impl Image {
         if let Some(c) = creds {
             cmd.args(["--dest-creds", c]);
         }
-        let out = cmd
-            .arg(format!("oci:{}:t", d.path().display()))
+        cmd.arg(format!("oci:{}:t", d.path().display()))
             .arg(format!("docker://{registry}/{repo_tag}"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "skopeo copy failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .output_ok();
     }
 }
 

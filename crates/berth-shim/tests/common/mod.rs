@@ -63,6 +63,13 @@ pub fn setup(prefix: &str, args: &[&str], tty: bool) -> (TestEnv, String, Bundle
     (env, id, b)
 }
 
+/// [`setup`] without a terminal, then the shim started as a daemon would.
+pub fn started(prefix: &str, args: &[&str]) -> (TestEnv, String, ShimProc) {
+    let (env, id, b) = setup(prefix, args, false);
+    let shim = env.start_shim(&id, &b, &[]);
+    (env, id, shim)
+}
+
 /// `sh -c <script>`.
 pub fn sh(script: &str) -> [&str; 3] {
     ["sh", "-c", script]
