@@ -205,6 +205,18 @@ impl Daemon {
         run_output(o)
     }
 
+    /// The docker CLI with `words` (split at white space) followed by `rest` (taken as they
+    /// are: templates, scripts, values with spaces).
+    pub fn docker_line(&self, words: &str, rest: &[&str]) -> Run {
+        self.docker(&line_args(words, rest))
+    }
+
+    /// [`Daemon::docker_line`], asserting success; its standard output.
+    #[track_caller]
+    pub fn docker_out(&self, words: &str, rest: &[&str]) -> String {
+        self.docker_line(words, rest).ok().stdout
+    }
+
     /// The docker CLI against this daemon, not started.
     pub fn docker_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new("docker");
@@ -220,6 +232,11 @@ impl Daemon {
     pub fn berth(&self, args: &[&str]) -> Run {
         let o = self.berth_cmd(args).stdin(Stdio::null()).output().unwrap();
         run_output(o)
+    }
+
+    /// The `berth` CLI with `words` (split at white space) followed by `rest` (as they are).
+    pub fn berth_line(&self, words: &str, rest: &[&str]) -> Run {
+        self.berth(&line_args(words, rest))
     }
 
     /// The `berth` CLI against this daemon, not started.
@@ -303,8 +320,28 @@ impl Daemon {
     }
 }
 
+/// `words` split at white space, then `rest`.
+pub fn line_args<'a>(words: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    words
+        .split_whitespace()
+        .chain(rest.iter().copied())
+        .collect()
+}
+
 fn read_pid(p: &Path) -> Option<i32> {
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn line_args_split_words_and_keep_the_rest() {
+        assert_eq!(
+            super::line_args("run  -d --name x\tbusybox sh -c", &["echo a b", ""]),
+            ["run", "-d", "--name", "x", "busybox", "sh", "-c", "echo a b", ""]
+        );
+        assert_eq!(super::line_args("", &["a b"]), ["a b"]);
+    }
 }
 
 impl Drop for Daemon {
