@@ -332,18 +332,6 @@ fn read_pid(p: &Path) -> Option<i32> {
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn line_args_split_words_and_keep_the_rest() {
-        assert_eq!(
-            super::line_args("run  -d --name x\tbusybox sh -c", &["echo a b", ""]),
-            ["run", "-d", "--name", "x", "busybox", "sh", "-c", "echo a b", ""]
-        );
-        assert_eq!(super::line_args("", &["a b"]), ["a b"]);
-    }
-}
-
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.cleanup();
@@ -354,4 +342,16 @@ impl Drop for Daemon {
 /// [`Daemon::finish`].
 pub fn finish(d: Daemon) {
     d.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn line_args_split_words_and_keep_the_rest() {
+        assert_eq!(
+            super::line_args("run  -d --name x\tbusybox sh -c", &["echo a b", ""]),
+            ["run", "-d", "--name", "x", "busybox", "sh", "-c", "echo a b", ""]
+        );
+        assert_eq!(super::line_args("", &["a b"]), ["a b"]);
+    }
 }
