@@ -193,7 +193,7 @@ fn corpus_case(d: &Daemon, name: &str) -> Vec<String> {
     for pair in exp["run"].as_array().into_iter().flatten() {
         let cmd = pair[0].as_str().unwrap();
         let want = pair[1].as_str().unwrap();
-        let got = d.docker(&["run", "--rm", "--entrypoint", "sh", &tag, "-c", cmd]);
+        let got = d.docker_line("run --rm --entrypoint sh", &[&tag, "-c", cmd]);
         if got.stdout != want {
             bad.push(format!(
                 "{name}: `{cmd}` gave {:?} (stderr {:?}), want {want:?}",
@@ -553,9 +553,9 @@ fn onbuild_triggers_run_in_children() {
             ("marker.txt", "marker\n"),
         ],
     );
-    let r = d.berth(&["build", "-t", "onbparent", parent.to_str().unwrap()]);
+    let r = d.berth_line("build -t onbparent", &[parent.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    let r = d.berth(&["build", "-t", "onbchild", child.to_str().unwrap()]);
+    let r = d.berth_line("build -t onbchild", &[child.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(
         r.stdout.contains("# Executing 2 build triggers"),
@@ -627,7 +627,7 @@ fn add_from_http_url_with_checksum() {
             &format!("FROM busybox\nADD {url} /dl/\nADD --checksum={good} {url} /checked.txt\n"),
         )],
     );
-    let r = d.berth(&["build", "-t", "urlok", ok.to_str().unwrap()]);
+    let r = d.berth_line("build -t urlok", &[ok.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(
         run_in(
@@ -645,7 +645,7 @@ fn add_from_http_url_with_checksum() {
             &format!("FROM busybox\nADD --checksum={sum} {url} /x\n"),
         )],
     );
-    let r = d.berth(&["build", "-t", "urlbad", bad.to_str().unwrap()]);
+    let r = d.berth_line("build -t urlbad", &[bad.to_str().unwrap()]);
     assert_ne!(r.code, 0);
     assert!(
         r.stderr.contains("line 2") && r.stderr.contains("checksum mismatch"),
@@ -653,10 +653,10 @@ fn add_from_http_url_with_checksum() {
         r.stderr
     );
     // The URL's content is part of the cache key.
-    let r = d.berth(&["build", "-t", "urlok", ok.to_str().unwrap()]);
+    let r = d.berth_line("build -t urlok", &[ok.to_str().unwrap()]);
     assert!(r.stdout.matches("Using cache").count() == 2, "{}", r.stdout);
     std::fs::write(www.join("payload.txt"), "changed\n").unwrap();
-    let r = d.berth(&["build", "-t", "urlok2", ok.to_str().unwrap()]);
+    let r = d.berth_line("build -t urlok2", &[ok.to_str().unwrap()]);
     assert_ne!(r.code, 0, "the checksum no longer matches: {}", r.stdout);
     drop(srv);
     finish(d);

@@ -71,10 +71,7 @@ services:
     let r = compose(&d, dir.path(), &["down"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(d.docker(&["ps", "-aq"]).ok().stdout, "");
-    let nets = d
-        .docker(&["network", "ls", "--format", "{{.Name}}"])
-        .ok()
-        .stdout;
+    let nets = d.docker_out("network ls --format", &["{{.Name}}"]);
     assert!(!nets.contains("bt_default"), "{nets}");
     finish(d);
 }

@@ -53,7 +53,7 @@ fn version_info_images() {
 fn run_rm_echo() {
     require_root!();
     let d = Daemon::new();
-    let r = d.docker(&["run", "--rm", "busybox", "echo", "hello"]).ok();
+    let r = d.docker_line("run --rm busybox echo hello", &[]).ok();
     assert_eq!(r.stdout, "hello\n");
     // The container was removed by the daemon (AutoRemove).
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -66,51 +66,25 @@ fn run_rm_echo() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // Exit codes and stderr come through.
-    let r = d.docker(&[
-        "run",
-        "--rm",
-        "busybox",
-        "sh",
-        "-c",
-        "echo oops >&2; exit 3",
-    ]);
+    let r = d.docker_line("run --rm busybox sh -c", &["echo oops >&2; exit 3"]);
     assert_eq!(r.code, 3);
     assert_eq!(r.stderr, "oops\n");
     // Env, workdir, user, network none.
     let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "-e",
-            "A=b",
-            "-w",
-            "/tmp",
-            "-u",
-            "nobody",
-            "busybox",
-            "sh",
-            "-c",
-            "echo $A; pwd; id -u",
-        ])
+        .docker_line(
+            "run --rm --network none -e A=b -w /tmp -u nobody busybox sh -c",
+            &["echo $A; pwd; id -u"],
+        )
         .ok();
     assert_eq!(r.stdout, "b\n/tmp\n65534\n");
     // The loopback-only namespace has lo up (as Docker's `none`); the default bridge network
     // adds eth0; host networking shares ours.
     for (net, inets) in [("none", 1), ("default", 2)] {
         let r = d
-            .docker(&[
-                "run",
-                "--rm",
-                "--network",
-                net,
-                "busybox",
-                "/bin/busybox",
-                "ip",
-                "-o",
-                "addr",
-            ])
+            .docker_line(
+                "run --rm --network",
+                &[net, "busybox", "/bin/busybox", "ip", "-o", "addr"],
+            )
             .ok();
         assert!(
             r.stdout.contains("lo    inet 127.0.0.1/8"),
@@ -125,29 +99,15 @@ fn run_rm_echo() {
         );
     }
     let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "host",
-            "busybox",
-            "/bin/busybox",
-            "ip",
-            "-o",
-            "link",
-        ])
+        .docker_line(
+            "run --rm --network host busybox /bin/busybox ip -o link",
+            &[],
+        )
         .ok();
     assert!(r.stdout.lines().count() >= 1);
     // The hostname is the short id; /etc/hosts names it.
     let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "busybox",
-            "sh",
-            "-c",
-            "hostname; cat /etc/hosts",
-        ])
+        .docker_line("run --rm busybox sh -c", &["hostname; cat /etc/hosts"])
         .ok();
     let host = r.stdout.lines().next().unwrap().to_string();
     assert_eq!(host.len(), 12, "{}", r.stdout);
@@ -164,19 +124,7 @@ fn run_rm_echo() {
 fn detached_lifecycle() {
     require_root!();
     let d = Daemon::new();
-    let id = d
-        .docker(&[
-            "run",
-            "-d",
-            "--name",
-            "t1",
-            "busybox",
-            "sh",
-            "-c",
-            "echo hi; sleep 100",
-        ])
-        .ok()
-        .stdout;
+    let id = d.docker_out("run -d --name t1 busybox sh -c", &["echo hi; sleep 100"]);
     let id = id.trim();
     assert_eq!(id.len(), 64);
     let ps = d.docker(&["ps"]).ok().stdout;
@@ -214,11 +162,11 @@ fn detached_lifecycle() {
         "/t1 busybox sh\n"
     );
     // Name conflict.
-    let r = d.docker(&["create", "--name", "t1", "busybox"]);
+    let r = d.docker_line("create --name t1 busybox", &[]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("is already in use"), "{}", r.stderr);
     let t = Instant::now();
-    assert_eq!(d.docker(&["stop", "-t", "1", "t1"]).ok().stdout, "t1\n");
+    assert_eq!(d.docker_out("stop -t 1 t1", &[]), "t1\n");
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_eq!(d.docker(&["wait", "t1"]).ok().stdout, "137\n");
     assert_eq!(
@@ -232,10 +180,7 @@ fn detached_lifecycle() {
         .stdout,
         "exited 137\n"
     );
-    let ps = d
-        .docker(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"])
-        .ok()
-        .stdout;
+    let ps = d.docker_out("ps -a --format", &["{{.Names}} {{.Status}}"]);
     assert!(ps.starts_with("t1 Exited (137)"), "{ps}");
     assert_eq!(d.docker(&["rm", "t1"]).ok().stdout, "t1\n");
     assert_eq!(d.docker(&["ps", "-aq"]).ok().stdout, "");
@@ -247,21 +192,15 @@ fn kill_and_force_remove() {
     require_root!();
     let d = Daemon::new();
     // PID 1 ignores signals it has no handler for: trap TERM.
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "k1",
-        "busybox",
-        "sh",
-        "-c",
-        "trap 'exit 143' TERM; while true; do sleep 0.1; done",
-    ])
+    d.docker_line(
+        "run -d --name k1 busybox sh -c",
+        &["trap 'exit 143' TERM; while true; do sleep 0.1; done"],
+    )
     .ok();
     let r = d.docker(&["rm", "k1"]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("container is running"), "{}", r.stderr);
-    d.docker(&["kill", "-s", "TERM", "k1"]).ok();
+    d.docker_line("kill -s TERM k1", &[]).ok();
     assert_eq!(d.docker(&["wait", "k1"]).ok().stdout, "143\n");
     let r = d.docker(&["kill", "k1"]);
     assert!(r.stderr.contains("is not running"), "{}", r.stderr);
@@ -311,16 +250,10 @@ print(len(c.containers.list(all=True)))
 fn daemon_restart_keeps_containers() {
     require_root!();
     let mut d = Daemon::new();
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "r1",
-        "busybox",
-        "sh",
-        "-c",
-        "echo before; sleep 1; echo after; sleep 100",
-    ])
+    d.docker_line(
+        "run -d --name r1 busybox sh -c",
+        &["echo before; sleep 1; echo after; sleep 100"],
+    )
     .ok();
     std::thread::sleep(Duration::from_millis(300));
     d.kill9();
@@ -335,7 +268,7 @@ fn daemon_restart_keeps_containers() {
     let ps = d.docker(&["ps", "--format", "{{.Names}}"]).ok().stdout;
     assert_eq!(ps, "r1\n");
     assert_eq!(d.docker(&["logs", "r1"]).ok().stdout, "before\nafter\n");
-    d.docker(&["stop", "-t", "1", "r1"]).ok();
+    d.docker_line("stop -t 1 r1", &[]).ok();
     assert_eq!(
         d.docker(&[
             "inspect",
@@ -349,17 +282,8 @@ fn daemon_restart_keeps_containers() {
     );
     // A container that exits while the daemon is down is seen as exited.
     d.docker(&["start", "r1"]).ok();
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "r2",
-        "busybox",
-        "sh",
-        "-c",
-        "sleep 1; exit 7",
-    ])
-    .ok();
+    d.docker_line("run -d --name r2 busybox sh -c", &["sleep 1; exit 7"])
+        .ok();
     d.kill9();
     std::thread::sleep(Duration::from_millis(1500));
     d.start();
@@ -468,42 +392,31 @@ fn stdin_tty_follow_and_start_failure() {
     let r = run_output(c.wait_with_output().unwrap()).ok();
     assert_eq!(r.stdout, "piped in\n");
     // A tty (the CLI's stdin is not a terminal, so no -i).
-    let r = d
-        .docker(&["run", "--rm", "-t", "busybox", "echo", "tty"])
-        .ok();
+    let r = d.docker_line("run --rm -t busybox echo tty", &[]).ok();
     assert_eq!(r.stdout, "tty\r\n");
     // logs -f ends when the container exits; timestamps; tail.
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "f1",
-        "busybox",
-        "sh",
-        "-c",
-        "for i in 1 2 3; do echo l$i; sleep 0.2; done",
-    ])
+    d.docker_line(
+        "run -d --name f1 busybox sh -c",
+        &["for i in 1 2 3; do echo l$i; sleep 0.2; done"],
+    )
     .ok();
     let r = d.docker(&["logs", "-f", "f1"]).ok();
     assert_eq!(r.stdout, "l1\nl2\nl3\n");
-    let r = d.docker(&["logs", "-t", "--tail", "1", "f1"]).ok();
+    let r = d.docker_line("logs -t --tail 1 f1", &[]).ok();
     assert!(
         r.stdout.ends_with("Z l3\n") && r.stdout.starts_with("20"),
         "{}",
         r.stdout
     );
     // A command that cannot run: 127, and --rm still removes the container.
-    let r = d.docker(&["run", "--rm", "busybox", "nosuchcmd"]);
+    let r = d.docker_line("run --rm busybox nosuchcmd", &[]);
     assert_eq!(r.code, 127, "{}", r.stderr);
     assert!(
         r.stderr.contains("executable file not found"),
         "{}",
         r.stderr
     );
-    let ps = d
-        .docker(&["ps", "-a", "--format", "{{.Names}}"])
-        .ok()
-        .stdout;
+    let ps = d.docker_out("ps -a --format", &["{{.Names}}"]);
     assert_eq!(ps, "f1\n");
     finish(d);
 }
@@ -512,29 +425,13 @@ fn stdin_tty_follow_and_start_failure() {
 fn berth_cli_run_ps_logs_stop_wait_rm() {
     require_root!();
     let d = Daemon::new();
-    let r = d.berth(&["run", "--rm", "busybox", "echo", "hello"]).ok();
+    let r = d.berth_line("run --rm busybox echo hello", &[]).ok();
     assert_eq!(r.stdout, "hello\n");
-    let r = d.berth(&[
-        "run",
-        "--rm",
-        "busybox",
-        "sh",
-        "-c",
-        "echo oops >&2; exit 3",
-    ]);
+    let r = d.berth_line("run --rm busybox sh -c", &["echo oops >&2; exit 3"]);
     assert_eq!(r.code, 3);
     assert_eq!(r.stderr, "oops\n");
     let id = d
-        .berth(&[
-            "run",
-            "-d",
-            "--name",
-            "c1",
-            "busybox",
-            "sh",
-            "-c",
-            "echo hi; sleep 100",
-        ])
+        .berth_line("run -d --name c1 busybox sh -c", &["echo hi; sleep 100"])
         .ok()
         .stdout;
     assert_eq!(id.trim().len(), 64, "{id}");
@@ -552,7 +449,7 @@ fn berth_cli_run_ps_logs_stop_wait_rm() {
         assert!(Instant::now() < deadline, "no logs");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(d.berth(&["stop", "-t", "1", "c1"]).ok().stdout, "c1\n");
+    assert_eq!(d.berth_line("stop -t 1 c1", &[]).ok().stdout, "c1\n");
     assert_eq!(d.berth(&["wait", "c1"]).ok().stdout, "137\n");
     assert!(d.berth(&["ps", "-a"]).ok().stdout.contains("Exited (137)"));
     assert_eq!(d.berth(&["rm", "c1"]).ok().stdout, "c1\n");
@@ -613,15 +510,11 @@ fn transient_layers_and_removal_that_a_crash_interrupts() {
     let mut d = Daemon::new();
     // `--rm` containers get a volatile writable layer (nothing of it is synced), others not.
     let rm = d
-        .docker(&["run", "-d", "--rm", "busybox", "sleep", "100"])
-        .ok()
-        .stdout
+        .docker_out("run -d --rm busybox sleep 100", &[])
         .trim()
         .to_string();
     let keep = d
-        .docker(&["run", "-d", "busybox", "sleep", "100"])
-        .ok()
-        .stdout
+        .docker_out("run -d busybox sleep 100", &[])
         .trim()
         .to_string();
     let opts = rootfs_mount_options(&d, &rm).expect("--rm rootfs mounted");
@@ -643,9 +536,7 @@ fn transient_layers_and_removal_that_a_crash_interrupts() {
     // A removal interrupted by a crash right after it was committed (the container's directory
     // renamed) is finished by the next start: the container is gone, and so is its storage.
     let c = d
-        .docker(&["create", "--name", "half", "busybox", "true"])
-        .ok()
-        .stdout
+        .docker_out("create --name half busybox true", &[])
         .trim()
         .to_string();
     let snap = d.path("data").join("snapshotter/containers").join(&c);
@@ -654,19 +545,15 @@ fn transient_layers_and_removal_that_a_crash_interrupts() {
     let data = d.path("data").join("containers");
     std::fs::rename(data.join(&c), data.join(format!(".removing-{c}"))).unwrap();
     d.start();
-    let ps = d
-        .docker(&["ps", "-a", "--format", "{{.Names}}"])
-        .ok()
-        .stdout;
+    let ps = d.docker_out("ps -a --format", &["{{.Names}}"]);
     assert!(!ps.contains("half"), "{ps}");
     assert!(!snap.exists(), "snapshot left: {}", snap.display());
     assert!(!data.join(format!(".removing-{c}")).exists());
     // The name is free again.
-    d.docker(&["create", "--name", "half", "busybox", "true"])
-        .ok();
+    d.docker_line("create --name half busybox true", &[]).ok();
     d.docker(&["rm", "half"]).ok();
     for _ in 0..3 {
-        d.docker(&["run", "--rm", "busybox", "true"]).ok();
+        d.docker_line("run --rm busybox true", &[]).ok();
     }
     finish(d);
 }
@@ -701,11 +588,9 @@ ct.remove(force=True)
 fn berth_ps_format_filter_last_like_docker() {
     require_root!();
     let d = Daemon::new();
-    d.docker(&[
-        "create", "--name", "psa", "--label", "k=v", "busybox", "true",
-    ])
-    .ok();
-    d.docker(&["run", "-d", "--name", "psb", "busybox", "sleep", "100"])
+    d.docker_line("create --name psa --label k=v busybox true", &[])
+        .ok();
+    d.docker_line("run -d --name psb busybox sleep 100", &[])
         .ok();
     let same = |args: &[&str]| {
         let mut full = vec!["ps"];
@@ -749,6 +634,6 @@ fn berth_ps_format_filter_last_like_docker() {
             .split_whitespace()
             .collect::<Vec<_>>()
     );
-    d.docker(&["rm", "-f", "psa", "psb"]).ok();
+    d.docker_line("rm -f psa psb", &[]).ok();
     finish(d);
 }

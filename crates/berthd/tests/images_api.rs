@@ -42,10 +42,7 @@ fn push_pull_and_image_commands() {
         r.stderr
     );
     // inspect, history, images.
-    let id = d
-        .docker(&["image", "inspect", "-f", "{{.Id}}", "busybox"])
-        .ok()
-        .stdout;
+    let id = d.docker_out("image inspect -f", &["{{.Id}}", "busybox"]);
     assert!(id.starts_with("sha256:"), "{id}");
     let h = d.docker(&["history", "busybox"]).ok().stdout;
     assert!(h.contains("IMAGE") && h.contains("CREATED BY"), "{h}");
@@ -84,7 +81,7 @@ fn push_pull_and_image_commands() {
         "imported\n"
     );
     // rmi of an image a container uses: a conflict; search is refused clearly.
-    d.docker(&["create", "--name", "user", "imp:1"]).ok();
+    d.docker_line("create --name user imp:1", &[]).ok();
     let r = d.docker(&["rmi", "imp:1"]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("container"), "{}", r.stderr);
@@ -122,7 +119,7 @@ print("ok")
         .stdout;
     assert!(imgs.contains("/test/viaberth:v2"), "{imgs}");
     assert!(d
-        .berth(&["image", "inspect", "-f", "{{.Os}}", "busybox"])
+        .berth_line("image inspect -f", &["{{.Os}}", "busybox"])
         .ok()
         .stdout
         .contains("linux"));

@@ -194,22 +194,18 @@ fn registry_image_runs_as_a_berth_container() {
     .arg(&ctx)
     .env("BERTH", bin_dir().join("berth"))
     .output_ok();
-    d.berth(&["build", "-q", "-t", "berth-registry", ctx.to_str().unwrap()])
+    d.berth_line("build -q -t berth-registry", &[ctx.to_str().unwrap()])
         .ok();
     let port = free_port();
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "registry",
-        "--restart",
-        "always",
-        "-p",
-        &format!("127.0.0.1:{port}:5000"),
-        "-v",
-        "regdata:/var/lib/registry",
-        "berth-registry",
-    ])
+    d.docker_line(
+        "run -d --name registry --restart always -p",
+        &[
+            &format!("127.0.0.1:{port}:5000"),
+            "-v",
+            "regdata:/var/lib/registry",
+            "berth-registry",
+        ],
+    )
     .ok();
     let up = |what: &str| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -231,7 +227,7 @@ fn registry_image_runs_as_a_berth_container() {
     assert_eq!(status, 200);
     assert!(body.contains("team/app"), "{body}");
     // Restarted, the container serves the same content from its volume.
-    d.docker(&["restart", "-t", "1", "registry"]).ok();
+    d.docker_line("restart -t 1 registry", &[]).ok();
     up("after restart");
     d.docker(&["rmi", &name]).ok();
     let out = d.docker(&["pull", &name]).ok().stdout;

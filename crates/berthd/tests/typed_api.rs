@@ -159,29 +159,18 @@ fn docker_run_uses_the_images_user_and_workdir() {
     .unwrap();
     docker_build(&d, &dir, "userimg").ok();
     // The docker CLI sends `"User": ""` and `"WorkingDir": ""`: the image's apply.
-    let out = d.docker(&["run", "--rm", "userimg", "id"]).ok();
+    let out = d.docker_line("run --rm userimg id", &[]).ok();
     assert!(
         out.stdout
             .starts_with("uid=1234(appuser) gid=1234(appuser)"),
         "{}",
         out.stdout
     );
-    let out = d.docker(&["run", "--rm", "userimg", "pwd"]).ok();
+    let out = d.docker_line("run --rm userimg pwd", &[]).ok();
     assert_eq!(out.stdout.trim(), "/srv/app");
     // Given explicitly, they win.
     let out = d
-        .docker(&[
-            "run",
-            "--rm",
-            "-u",
-            "0",
-            "-w",
-            "/",
-            "userimg",
-            "sh",
-            "-c",
-            "id -u; pwd",
-        ])
+        .docker_line("run --rm -u 0 -w / userimg sh -c", &["id -u; pwd"])
         .ok();
     assert_eq!(out.stdout, "0\n/\n");
     // Through the API without the fields: the same.

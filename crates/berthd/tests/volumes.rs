@@ -70,45 +70,34 @@ fn volume_lifecycle_persistence_and_in_use() {
     require_root!();
     let mut d = Daemon::new();
     let v = uniq("v");
-    d.docker(&["volume", "create", "--label", "team=db", &v])
-        .ok();
+    d.docker_line("volume create --label team=db", &[&v]).ok();
     let ls = d.docker(&["volume", "ls", "-q"]).ok().stdout;
     assert!(ls.lines().any(|l| l == v), "{ls}");
-    let lsf = d
-        .docker(&["volume", "ls", "-q", "--filter", "label=team=db"])
-        .ok()
-        .stdout;
+    let lsf = d.docker_out("volume ls -q --filter label=team=db", &[]);
     assert_eq!(lsf.trim(), v);
-    let mp = d
-        .docker(&[
-            "volume",
-            "inspect",
-            "-f",
-            "{{.Mountpoint}} {{.Driver}} {{.Labels.team}}",
-            &v,
-        ])
-        .ok()
-        .stdout;
+    let mp = d.docker_out(
+        "volume inspect -f",
+        &["{{.Mountpoint}} {{.Driver}} {{.Labels.team}}", &v],
+    );
     let want = d.path("data").join("volumes").join(&v).join("_data");
     assert_eq!(mp.trim(), format!("{} local db", want.display()));
     // The classic example: a "database" writes, is removed, a new container sees the data.
-    d.docker(&[
-        "run",
-        "--name",
-        "db1",
-        "-v",
-        &format!("{v}:/var/lib/db"),
-        "busybox",
-        "sh",
-        "-c",
-        "echo row1 > /var/lib/db/table",
-    ])
+    d.docker_line(
+        "run --name db1 -v",
+        &[
+            &format!("{v}:/var/lib/db"),
+            "busybox",
+            "sh",
+            "-c",
+            "echo row1 > /var/lib/db/table",
+        ],
+    )
     .ok();
     // In use by a stopped container: cannot be removed.
     let r = d.docker(&["volume", "rm", &v]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("volume is in use"), "{}", r.stderr);
-    let r = d.docker(&["volume", "rm", "-f", &v]);
+    let r = d.docker_line("volume rm -f", &[&v]);
     assert_ne!(r.code, 0, "force must not remove a volume in use");
     // References survive a daemon crash (rebuilt from the containers' records).
     d.kill9();
@@ -117,40 +106,35 @@ fn volume_lifecycle_persistence_and_in_use() {
     assert!(r.stderr.contains("volume is in use"), "{}", r.stderr);
     d.docker(&["rm", "db1"]).ok();
     let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "-v",
-            &format!("{v}:/var/lib/db:ro"),
-            "busybox",
-            "cat",
-            "/var/lib/db/table",
-        ])
+        .docker_line(
+            "run --rm -v",
+            &[
+                &format!("{v}:/var/lib/db:ro"),
+                "busybox",
+                "cat",
+                "/var/lib/db/table",
+            ],
+        )
         .ok();
     assert_eq!(r.stdout, "row1\n");
     // Read-only volume mount: writing fails.
-    let r = d.docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{v}:/db:ro"),
-        "busybox",
-        "sh",
-        "-c",
-        "echo x > /db/other",
-    ]);
+    let r = d.docker_line(
+        "run --rm -v",
+        &[
+            &format!("{v}:/db:ro"),
+            "busybox",
+            "sh",
+            "-c",
+            "echo x > /db/other",
+        ],
+    );
     assert_ne!(r.code, 0);
     assert!(!want.join("other").exists());
     // Inspect shows the mount in Docker's shape.
-    d.docker(&[
-        "create",
-        "--name",
-        "c2",
-        "-v",
-        &format!("{v}:/data"),
-        "busybox",
-        "true",
-    ])
+    d.docker_line(
+        "create --name c2 -v",
+        &[&format!("{v}:/data"), "busybox", "true"],
+    )
     .ok();
     let m = d
         .docker(&[
@@ -176,17 +160,10 @@ fn anonymous_volumes_rm_v_and_prune() {
     require_root!();
     let d = Daemon::new();
     // `-v /path` makes an anonymous volume; `rm` keeps it, `prune` removes it.
-    d.docker(&[
-        "run",
-        "--name",
-        "a1",
-        "-v",
-        "/anon",
-        "busybox",
-        "sh",
-        "-c",
-        "echo a > /anon/f",
-    ])
+    d.docker_line(
+        "run --name a1 -v /anon busybox sh -c",
+        &["echo a > /anon/f"],
+    )
     .ok();
     let name = d
         .docker(&["inspect", "-f", "{{range .Mounts}}{{.Name}}{{end}}", "a1"])
@@ -208,7 +185,7 @@ fn anonymous_volumes_rm_v_and_prune() {
     let ls = d.docker(&["volume", "ls", "-q"]).ok().stdout;
     assert!(!ls.contains(&name) && ls.contains(&named), "{ls}");
     // `prune --all` removes unused named volumes too.
-    d.docker(&["volume", "prune", "-f", "--all"]).ok();
+    d.docker_line("volume prune -f --all", &[]).ok();
     assert!(d
         .docker(&["volume", "ls", "-q"])
         .ok()
@@ -216,7 +193,7 @@ fn anonymous_volumes_rm_v_and_prune() {
         .trim()
         .is_empty());
     // `rm -v` removes the anonymous volume; `--rm` too.
-    d.docker(&["create", "--name", "a2", "-v", "/anon2", "busybox", "true"])
+    d.docker_line("create --name a2 -v /anon2 busybox true", &[])
         .ok();
     assert_eq!(
         d.docker(&["volume", "ls", "-q"])
@@ -233,8 +210,7 @@ fn anonymous_volumes_rm_v_and_prune() {
         .stdout
         .trim()
         .is_empty());
-    d.docker(&["run", "--rm", "-v", "/anon3", "busybox", "true"])
-        .ok();
+    d.docker_line("run --rm -v /anon3 busybox true", &[]).ok();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !d
         .docker(&["volume", "ls", "-q"])
@@ -252,34 +228,33 @@ fn anonymous_volumes_rm_v_and_prune() {
     // system df reports volumes.
     let v = uniq("df");
     d.docker(&["volume", "create", &v]).ok();
-    d.docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{v}:/d"),
-        "busybox",
-        "dd",
-        "if=/dev/zero",
-        "of=/d/z",
-        "bs=1024",
-        "count=100",
-    ])
+    d.docker_line(
+        "run --rm -v",
+        &[
+            &format!("{v}:/d"),
+            "busybox",
+            "dd",
+            "if=/dev/zero",
+            "of=/d/z",
+            "bs=1024",
+            "count=100",
+        ],
+    )
     .ok();
     let df = d.docker(&["system", "df", "-v"]).ok().stdout;
     assert!(df.contains(&v) && df.contains("102.4kB"), "{df}");
     // A read-only root filesystem still gets its volume mounts (mount points created first).
     let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--read-only",
-            "-v",
-            &format!("{v}:/newdir"),
-            "busybox",
-            "sh",
-            "-c",
-            "echo w > /newdir/f && cat /newdir/f; echo x > /rootfile || echo ro-root",
-        ])
+        .docker_line(
+            "run --rm --read-only -v",
+            &[
+                &format!("{v}:/newdir"),
+                "busybox",
+                "sh",
+                "-c",
+                "echo w > /newdir/f && cat /newdir/f; echo x > /rootfile || echo ro-root",
+            ],
+        )
         .ok();
     assert_eq!(r.stdout, "w\nro-root\n");
     finish(d);
@@ -295,66 +270,54 @@ fn binds_ro_tmpfs_and_mount_flag() {
     let h = host.display().to_string();
     // ro: reads work, writes fail.
     let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "-v",
-            &format!("{h}:/h:ro,Z"),
-            "busybox",
-            "cat",
-            "/h/in",
-        ])
+        .docker_line(
+            "run --rm -v",
+            &[&format!("{h}:/h:ro,Z"), "busybox", "cat", "/h/in"],
+        )
         .ok();
     assert_eq!(r.stdout, "from host");
     // A single file bind-mounted.
     let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "-v",
-            &format!("{h}/in:/etc/single:ro"),
-            "busybox",
-            "cat",
-            "/etc/single",
-        ])
+        .docker_line(
+            "run --rm -v",
+            &[
+                &format!("{h}/in:/etc/single:ro"),
+                "busybox",
+                "cat",
+                "/etc/single",
+            ],
+        )
         .ok();
     assert_eq!(r.stdout, "from host");
-    let r = d.docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{h}:/h:ro"),
-        "busybox",
-        "sh",
-        "-c",
-        "echo x > /h/w",
-    ]);
+    let r = d.docker_line(
+        "run --rm -v",
+        &[
+            &format!("{h}:/h:ro"),
+            "busybox",
+            "sh",
+            "-c",
+            "echo x > /h/w",
+        ],
+    );
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("Read-only file system"), "{}", r.stderr);
     assert!(!host.join("w").exists());
     // rw: the host sees the write.
-    d.docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{h}:/h:rw,rprivate"),
-        "busybox",
-        "sh",
-        "-c",
-        "echo x > /h/w",
-    ])
+    d.docker_line(
+        "run --rm -v",
+        &[
+            &format!("{h}:/h:rw,rprivate"),
+            "busybox",
+            "sh",
+            "-c",
+            "echo x > /h/w",
+        ],
+    )
     .ok();
     assert_eq!(std::fs::read_to_string(host.join("w")).unwrap(), "x\n");
     // --mount bind readonly, tmpfs with size and mode, --tmpfs.
     let r = d
-        .docker(&[
-            "run", "--rm",
-            "--mount", &format!("type=bind,source={h},target=/b,readonly"),
-            "--mount", "type=tmpfs,destination=/t,tmpfs-size=1048576,tmpfs-mode=1770",
-            "--tmpfs", "/run2:rw,size=2m",
-            "busybox", "sh", "-c",
-            "grep -E ' /(b|t|run2) ' /proc/mounts | cut -d' ' -f2-4; stat -c %a /t; echo y > /b/z || echo ro-ok",
-        ])
+        .docker_line("run --rm --mount", &[&format!("type=bind,source={h},target=/b,readonly"), "--mount", "type=tmpfs,destination=/t,tmpfs-size=1048576,tmpfs-mode=1770", "--tmpfs", "/run2:rw,size=2m", "busybox", "sh", "-c", "grep -E ' /(b|t|run2) ' /proc/mounts | cut -d' ' -f2-4; stat -c %a /t; echo y > /b/z || echo ro-ok"])
         .ok();
     assert!(
         r.stdout.contains("/b ") && r.stdout.contains(" ro"),
@@ -374,55 +337,41 @@ fn binds_ro_tmpfs_and_mount_flag() {
     assert!(r.stdout.contains("1770\n"), "{}", r.stdout);
     assert!(r.stdout.contains("ro-ok"), "{}", r.stdout);
     // A missing --mount bind source is an error; -v creates it.
-    let r = d.docker(&[
-        "run",
-        "--rm",
-        "--mount",
-        &format!("type=bind,src={h}/missing,dst=/m"),
-        "busybox",
-        "true",
-    ]);
+    let r = d.docker_line(
+        "run --rm --mount",
+        &[
+            &format!("type=bind,src={h}/missing,dst=/m"),
+            "busybox",
+            "true",
+        ],
+    );
     assert_ne!(r.code, 0);
     assert!(
         r.stderr.contains("bind source path does not exist"),
         "{}",
         r.stderr
     );
-    d.docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{h}/made:/m"),
-        "busybox",
-        "true",
-    ])
-    .ok();
+    d.docker_line("run --rm -v", &[&format!("{h}/made:/m"), "busybox", "true"])
+        .ok();
     assert!(host.join("made").is_dir());
     // Volume with tmpfs options: mounted while used, unmounted afterwards.
     let tv = uniq("tv");
-    d.docker(&[
-        "volume",
-        "create",
-        "--opt",
-        "type=tmpfs",
-        "--opt",
-        "device=tmpfs",
-        "--opt",
-        "o=size=3m",
-        &tv,
-    ])
+    d.docker_line(
+        "volume create --opt type=tmpfs --opt device=tmpfs --opt o=size=3m",
+        &[&tv],
+    )
     .ok();
     let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "-v",
-            &format!("{tv}:/tv"),
-            "busybox",
-            "sh",
-            "-c",
-            "grep ' /tv ' /proc/mounts",
-        ])
+        .docker_line(
+            "run --rm -v",
+            &[
+                &format!("{tv}:/tv"),
+                "busybox",
+                "sh",
+                "-c",
+                "grep ' /tv ' /proc/mounts",
+            ],
+        )
         .ok();
     assert!(
         r.stdout.contains("tmpfs") && r.stdout.contains("size=3072k"),
@@ -436,38 +385,27 @@ fn binds_ro_tmpfs_and_mount_flag() {
     assert!(!mounted, "the tmpfs volume is still mounted");
     // --volumes-from shares the other container's volumes (read-only here).
     let v = uniq("vf");
-    d.docker(&[
-        "create",
-        "--name",
-        "src",
-        "-v",
-        &format!("{v}:/shared"),
-        "busybox",
-        "true",
-    ])
+    d.docker_line(
+        "create --name src -v",
+        &[&format!("{v}:/shared"), "busybox", "true"],
+    )
     .ok();
-    d.docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{v}:/s"),
-        "busybox",
-        "sh",
-        "-c",
-        "echo shared > /s/f",
-    ])
-    .ok();
-    let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--volumes-from",
-            "src:ro",
+    d.docker_line(
+        "run --rm -v",
+        &[
+            &format!("{v}:/s"),
             "busybox",
             "sh",
             "-c",
-            "cat /shared/f; echo z > /shared/g || echo ro-ok",
-        ])
+            "echo shared > /s/f",
+        ],
+    )
+    .ok();
+    let r = d
+        .docker_line(
+            "run --rm --volumes-from src:ro busybox sh -c",
+            &["cat /shared/f; echo z > /shared/g || echo ro-ok"],
+        )
         .ok();
     assert_eq!(r.stdout, "shared\nro-ok\n");
     finish(d);
@@ -510,42 +448,26 @@ fn copy_up_keeps_content_and_ownership() {
     d.start();
     // The image's VOLUME: an anonymous volume filled from the image.
     let r = d
-        .docker(&[
-            "run",
-            "--name",
-            "cu1",
-            "seeded:1",
-            "sh",
-            "-c",
-            "cat /data/seed; stat -c '%u:%g %a' /data /data/seed",
-        ])
+        .docker_line(
+            "run --name cu1 seeded:1 sh -c",
+            &["cat /data/seed; stat -c '%u:%g %a' /data /data/seed"],
+        )
         .ok();
     assert_eq!(r.stdout, "seed\n1234:5678 750\n1234:5678 640\n");
     // A named volume mounted over image content: filled too, ownership on the host side.
     let v = uniq("cu");
-    d.docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{v}:/data"),
-        "seeded:1",
-        "true",
-    ])
-    .ok();
+    d.docker_line("run --rm -v", &[&format!("{v}:/data"), "seeded:1", "true"])
+        .ok();
     let data = d.path("data").join("volumes").join(&v).join("_data");
     let m = std::fs::metadata(data.join("seed")).unwrap();
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1234, 5678, 0o640));
     assert_eq!(std::fs::metadata(&data).unwrap().uid(), 1234);
     // Not again once the volume has content; nocopy skips it.
     let v2 = uniq("nc");
-    d.docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{v2}:/data:nocopy"),
-        "seeded:1",
-        "true",
-    ])
+    d.docker_line(
+        "run --rm -v",
+        &[&format!("{v2}:/data:nocopy"), "seeded:1", "true"],
+    )
     .ok();
     let data2 = d.path("data").join("volumes").join(&v2).join("_data");
     assert!(std::fs::read_dir(&data2).unwrap().next().is_none());
@@ -581,10 +503,7 @@ fn docker_cp_both_ways_running_and_stopped_confined() {
     let v = uniq("cpv");
     let canary = uniq("canary");
     // Hostile symlinks inside the container.
-    d.docker(&[
-        "run", "-d", "--name", "run1", "-v", &format!("{v}:/vol"), "busybox", "sh", "-c",
-        "ln -s / /evil; ln -s ../../.. /x; mkdir -p /tmp/deep/er; echo secret > /etc/inside; sleep 1000",
-    ])
+    d.docker_line("run -d --name run1 -v", &[&format!("{v}:/vol"), "busybox", "sh", "-c", "ln -s / /evil; ln -s ../../.. /x; mkdir -p /tmp/deep/er; echo secret > /etc/inside; sleep 1000"])
     .ok();
     // Wait for the symlinks.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -616,7 +535,7 @@ fn docker_cp_both_ways_running_and_stopped_confined() {
         .ok();
     assert_eq!(std::fs::read_to_string(&out2).unwrap(), "secret\n");
     let out3 = d.path("out3");
-    d.docker(&["cp", "-L", "run1:/x/etc/passwd", out3.to_str().unwrap()])
+    d.docker_line("cp -L run1:/x/etc/passwd", &[out3.to_str().unwrap()])
         .ok();
     assert!(std::fs::read_to_string(&out3)
         .unwrap()
@@ -653,7 +572,7 @@ fn docker_cp_both_ways_running_and_stopped_confined() {
     assert_eq!(std::fs::read_to_string(&out6).unwrap(), "c");
     assert!(!Path::new("/tmp/deep/tree").exists());
     // Stopped container: both ways, volume honoured.
-    d.docker(&["stop", "-t", "0", "run1"]).ok();
+    d.docker_line("stop -t 0 run1", &[]).ok();
     let src2 = d.path("f2");
     std::fs::write(&src2, "stopped").unwrap();
     d.docker(&["cp", src2.to_str().unwrap(), "run1:/evil/etc/f2"])
@@ -683,7 +602,7 @@ fn docker_cp_both_ways_running_and_stopped_confined() {
         r.stderr
     );
     // A created (never started) container.
-    d.docker(&["create", "--name", "cr", "busybox", "cat", "/etc/f3"])
+    d.docker_line("create --name cr busybox cat /etc/f3", &[])
         .ok();
     d.docker(&["cp", src2.to_str().unwrap(), "cr:/etc/f3"]).ok();
     let r = d.docker(&["start", "-a", "cr"]).ok();
@@ -695,8 +614,7 @@ fn docker_cp_both_ways_running_and_stopped_confined() {
 fn hostile_upload_tars_are_confined() {
     require_root!();
     let d = Daemon::new();
-    d.docker(&["create", "--name", "h1", "busybox", "true"])
-        .ok();
+    d.docker_line("create --name h1 busybox true", &[]).ok();
     let canary = uniq("esc");
     let hostdir = d.path("h");
     std::fs::create_dir(&hostdir).unwrap();
@@ -768,7 +686,7 @@ fn hostile_upload_tars_are_confined() {
     for (name, body) in &cases {
         for running in [false, true] {
             if running {
-                d.docker(&["run", "-d", "--name", "h2", "busybox", "sleep", "1000"])
+                d.docker_line("run -d --name h2 busybox sleep 1000", &[])
                     .ok();
             }
             let ctr = if running { "h2" } else { "h1" };
@@ -875,7 +793,7 @@ fn berth_cli_volumes_cp_and_run_flags() {
     let d = Daemon::new();
     let v = uniq("bv");
     assert_eq!(
-        d.berth(&["volume", "create", "--label", "x=y", &v])
+        d.berth_line("volume create --label x=y", &[&v])
             .ok()
             .stdout
             .trim(),
@@ -885,52 +803,40 @@ fn berth_cli_volumes_cp_and_run_flags() {
     assert!(ls.starts_with("DRIVER    VOLUME NAME\n"), "{ls}");
     assert!(ls.contains(&format!("local     {v}\n")), "{ls}");
     let f = d
-        .berth(&["volume", "inspect", "-f", "{{.Name}} {{.Labels.x}}", &v])
+        .berth_line("volume inspect -f", &["{{.Name}} {{.Labels.x}}", &v])
         .ok()
         .stdout;
     assert_eq!(f.trim(), format!("{v} y"));
     // run -v / --mount / --tmpfs.
     let r = d
-        .berth(&[
-            "run",
-            "--rm",
-            "-v",
-            &format!("{v}:/data"),
-            "--tmpfs",
-            "/scratch",
-            "--mount",
-            "type=tmpfs,dst=/t2,tmpfs-size=1m",
-            "busybox",
-            "sh",
-            "-c",
-            "echo kept > /data/k; grep -c -E ' /(scratch|t2) tmpfs' /proc/mounts",
-        ])
+        .berth_line(
+            "run --rm -v",
+            &[
+                &format!("{v}:/data"),
+                "--tmpfs",
+                "/scratch",
+                "--mount",
+                "type=tmpfs,dst=/t2,tmpfs-size=1m",
+                "busybox",
+                "sh",
+                "-c",
+                "echo kept > /data/k; grep -c -E ' /(scratch|t2) tmpfs' /proc/mounts",
+            ],
+        )
         .ok();
     assert_eq!(r.stdout.trim(), "2");
     let r = d
-        .berth(&[
-            "run",
-            "--rm",
-            "-v",
-            &format!("{v}:/d:ro"),
-            "busybox",
-            "cat",
-            "/d/k",
-        ])
+        .berth_line(
+            "run --rm -v",
+            &[&format!("{v}:/d:ro"), "busybox", "cat", "/d/k"],
+        )
         .ok();
     assert_eq!(r.stdout, "kept\n");
     // In use: refused; rm -v; prune.
-    d.berth(&[
-        "run",
-        "--name",
-        "u1",
-        "-v",
-        &format!("{v}:/d"),
-        "-v",
-        "/anon",
-        "busybox",
-        "true",
-    ])
+    d.berth_line(
+        "run --name u1 -v",
+        &[&format!("{v}:/d"), "-v", "/anon", "busybox", "true"],
+    )
     .ok();
     d.berth(&["volume", "rm", &v])
         .failed_with(1, "volume is in use");
@@ -1007,7 +913,7 @@ fn berth_cli_volumes_cp_and_run_flags() {
     );
     d.berth(&["rm", "-v", "u1"]).ok();
     d.berth(&["volume", "rm", &v]).ok();
-    let r = d.berth(&["volume", "prune", "-f", "-a"]).ok();
+    let r = d.berth_line("volume prune -f -a", &[]).ok();
     assert!(r.stdout.contains("Total reclaimed space"), "{}", r.stdout);
     assert!(d
         .berth(&["volume", "ls", "-q"])
@@ -1022,7 +928,7 @@ fn berth_cli_volumes_cp_and_run_flags() {
 fn archive_options_and_export() {
     require_root!();
     let d = Daemon::new();
-    d.docker(&["create", "--name", "o1", "-u", "nobody", "busybox", "true"])
+    d.docker_line("create --name o1 -u nobody busybox true", &[])
         .ok();
     let tar_of = |entries: &[(&str, tar::EntryType)]| {
         let mut b = tar::Builder::new(Vec::new());
@@ -1130,89 +1036,49 @@ fn mount_volume_subpath() {
     let whole = format!("type=volume,src={v},dst=/v");
     // The volume: sub/a.txt, an absolute symlink to /sub (inside the volume, nothing on the
     // host), and one to the host's /etc.
-    d.docker(&[
-        "run", "--rm", "--network", "none", "--mount", &whole, "busybox", "sh", "-c",
-        "mkdir /v/sub && echo hello > /v/sub/a.txt && ln -s /sub /v/abs && ln -s /etc /v/etc-link && echo top > /v/top",
-    ])
+    d.docker_line("run --rm --network none --mount", &[&whole, "busybox", "sh", "-c", "mkdir /v/sub && echo hello > /v/sub/a.txt && ln -s /sub /v/abs && ln -s /etc /v/etc-link && echo top > /v/top"])
     .ok();
     let sub = |p: &str| format!("type=volume,src={v},dst=/m,volume-subpath={p}");
     // Only the subdirectory is mounted; writes land in it.
-    let out = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--mount",
+    let out = d.docker_out(
+        "run --rm --network none --mount",
+        &[
             &sub("sub"),
             "busybox",
             "sh",
             "-c",
             "ls /m; cat /m/a.txt; echo new > /m/b.txt",
-        ])
-        .ok()
-        .stdout;
+        ],
+    );
     assert_eq!(out, "a.txt\nhello\n");
-    let out = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--mount",
-            &whole,
-            "busybox",
-            "cat",
-            "/v/sub/b.txt",
-        ])
-        .ok()
-        .stdout;
+    let out = d.docker_out(
+        "run --rm --network none --mount",
+        &[&whole, "busybox", "cat", "/v/sub/b.txt"],
+    );
     assert_eq!(out, "new\n");
     // Symlinks resolve inside the volume: /sub is the volume's sub.
-    let out = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--mount",
-            &sub("abs"),
-            "busybox",
-            "cat",
-            "/m/a.txt",
-        ])
-        .ok()
-        .stdout;
+    let out = d.docker_out(
+        "run --rm --network none --mount",
+        &[&sub("abs"), "busybox", "cat", "/m/a.txt"],
+    );
     assert_eq!(out, "hello\n");
     // ... and never reach the host: the volume has no /etc.
-    let r = d.docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--mount",
-        &sub("etc-link"),
-        "busybox",
-        "ls",
-        "/m",
-    ]);
+    let r = d.docker_line(
+        "run --rm --network none --mount",
+        &[&sub("etc-link"), "busybox", "ls", "/m"],
+    );
     assert_ne!(r.code, 0, "{}", r.stdout);
     assert!(!r.stdout.contains("passwd"), "{}", r.stdout);
     // A file as the subpath.
-    let out = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--mount",
+    let out = d.docker_out(
+        "run --rm --network none --mount",
+        &[
             &format!("type=volume,src={v},dst=/f.txt,volume-subpath=top"),
             "busybox",
             "cat",
             "/f.txt",
-        ])
-        .ok()
-        .stdout;
+        ],
+    );
     assert_eq!(out, "top\n");
     // Bad subpaths: clear errors.
     for bad in ["../x", "/abs", "sub/../../x"] {
@@ -1220,70 +1086,35 @@ fn mount_volume_subpath() {
         assert_ne!(r.code, 0, "{bad}");
         assert!(r.stderr.contains("subpath"), "{bad}: {}", r.stderr);
     }
-    let r = d.docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--mount",
-        &sub("missing"),
-        "busybox",
-        "true",
-    ]);
+    let r = d.docker_line(
+        "run --rm --network none --mount",
+        &[&sub("missing"), "busybox", "true"],
+    );
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("missing"), "{}", r.stderr);
     // cp into a stopped container honours the subpath mount.
-    d.docker(&[
-        "create",
-        "--name",
-        "cpsub",
-        "--network",
-        "none",
-        "--mount",
-        &sub("sub"),
-        "busybox",
-        "true",
-    ])
+    d.docker_line(
+        "create --name cpsub --network none --mount",
+        &[&sub("sub"), "busybox", "true"],
+    )
     .ok();
     let f = d.path("cpfile");
     std::fs::write(&f, "copied\n").unwrap();
     d.docker(&["cp", f.to_str().unwrap(), "cpsub:/m/c.txt"])
         .ok();
-    let out = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--mount",
-            &whole,
-            "busybox",
-            "cat",
-            "/v/sub/c.txt",
-        ])
-        .ok()
-        .stdout;
+    let out = d.docker_out(
+        "run --rm --network none --mount",
+        &[&whole, "busybox", "cat", "/v/sub/c.txt"],
+    );
     assert_eq!(out, "copied\n");
     // A running container with a subpath, stopped: its staging mounts go.
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "runsub",
-        "--network",
-        "none",
-        "--mount",
-        &sub("sub"),
-        "busybox",
-        "sleep",
-        "1000",
-    ])
+    d.docker_line(
+        "run -d --name runsub --network none --mount",
+        &[&sub("sub"), "busybox", "sleep", "1000"],
+    )
     .ok();
-    assert_eq!(
-        d.docker(&["exec", "runsub", "cat", "/m/a.txt"]).ok().stdout,
-        "hello\n"
-    );
-    d.docker(&["rm", "-f", "runsub", "cpsub"]).ok();
+    assert_eq!(d.docker_out("exec runsub cat /m/a.txt", &[]), "hello\n");
+    d.docker_line("rm -f runsub cpsub", &[]).ok();
     let root = d.dir.path().to_string_lossy().into_owned();
     let staged: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
