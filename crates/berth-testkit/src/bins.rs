@@ -74,8 +74,8 @@ pub fn build(packages: &[&str]) {
         .append(true)
         .open(stamp.with_extension("lock"))
         .expect("open the build lock");
-    // SAFETY: flock(2) on a descriptor this function owns; it is released when `lock` closes.
-    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    // Released when `lock` closes.
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("lock the build");
     let fresh =
         run_id.is_some() && std::fs::read_to_string(&stamp).ok().as_deref() == run_id.as_deref();
     if !fresh {

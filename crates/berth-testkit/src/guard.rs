@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 
 /// Whether this process runs as root.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid(2) takes no arguments and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// The name of the running test: the test harness names each test's thread after the test.

@@ -63,10 +63,6 @@ pub fn mounts_below(root: &Path) -> Vec<String> {
 /// Detaches every mount at or below `root`, deepest first.
 pub fn unmount_below(root: &Path) {
     for m in mounts_below(root) {
-        let Ok(c) = std::ffi::CString::new(m) else {
-            continue;
-        };
-        // SAFETY: umount2(2) with a valid NUL-terminated path and a flag; no memory is kept.
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        let _ = rustix::mount::unmount(m.as_str(), rustix::mount::UnmountFlags::DETACH);
     }
 }

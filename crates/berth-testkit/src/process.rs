@@ -182,9 +182,8 @@ pub fn alive(pid: i32) -> bool {
 
 /// SIGKILL to `pid` (no error when it is gone).
 pub fn kill9(pid: i32) {
-    if pid > 0 {
-        // SAFETY: kill(2) with integer arguments; no memory is shared.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+    if let Some(p) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
     }
 }
 
@@ -201,12 +200,10 @@ impl KillOnDrop {
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let pid = self.0.id() as i32;
-        // SAFETY: getpgid(2) and kill(2) with integer arguments; the child is not reaped yet,
-        // so its pid (and group id) cannot have been reused.
-        unsafe {
-            if libc::getpgid(pid) == pid {
-                libc::kill(-pid, libc::SIGKILL);
+        // The child is not reaped yet, so its pid (and group id) cannot have been reused.
+        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+            if rustix::process::getpgid(Some(pid)) == Ok(pid) {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
             }
         }
         let _ = self.0.kill();
