@@ -217,6 +217,12 @@ impl Daemon {
         self.docker_line(words, rest).ok().stdout
     }
 
+    /// `docker inspect -f <format> <name>`'s output (asserting success).
+    #[track_caller]
+    pub fn inspect(&self, format: &str, name: &str) -> String {
+        self.docker(&["inspect", "-f", format, name]).ok().stdout
+    }
+
     /// The docker CLI against this daemon, not started.
     pub fn docker_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new("docker");
@@ -237,6 +243,12 @@ impl Daemon {
     /// The `berth` CLI with `words` (split at white space) followed by `rest` (as they are).
     pub fn berth_line(&self, words: &str, rest: &[&str]) -> Run {
         self.berth(&line_args(words, rest))
+    }
+
+    /// `berth inspect -f <format> <name>`'s output (asserting success).
+    #[track_caller]
+    pub fn berth_inspect(&self, format: &str, name: &str) -> String {
+        self.berth(&["inspect", "-f", format, name]).ok().stdout
     }
 
     /// The `berth` CLI against this daemon, not started.
@@ -270,6 +282,12 @@ impl Daemon {
         let mut out = String::new();
         s.read_to_string(&mut out)?;
         Ok(out)
+    }
+
+    /// A raw `POST` of a JSON body; the whole response as text.
+    #[track_caller]
+    pub fn post(&self, path: &str, body: &str) -> String {
+        self.http("POST", path, Some(body)).unwrap()
     }
 
     /// Removes every container (through the API), stops the daemon, then forcibly: shims

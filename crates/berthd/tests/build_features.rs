@@ -56,8 +56,7 @@ fn image_id(out: &str) -> String {
 #[test]
 fn build_pull_re_resolves_base_images() {
     require_root!(DOCKER_REGISTRY);
-    let reg = DockerRegistry::start();
-    let d = Daemon::new();
+    let (reg, d) = registry_and_daemon();
     let base = format!("localhost:{}/base:latest", reg.port);
     d.docker(&["tag", "busybox", &base]).ok();
     d.docker(&["push", &base]).ok();

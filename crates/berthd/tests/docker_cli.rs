@@ -53,8 +53,7 @@ fn version_info_images() {
 fn run_rm_echo() {
     require_root!();
     let d = Daemon::new();
-    let r = d.docker_line("run --rm busybox echo hello", &[]).ok();
-    assert_eq!(r.stdout, "hello\n");
+    assert_eq!(d.docker_out("run --rm busybox echo hello", &[]), "hello\n");
     // The container was removed by the daemon (AutoRemove).
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -70,13 +69,13 @@ fn run_rm_echo() {
     assert_eq!(r.code, 3);
     assert_eq!(r.stderr, "oops\n");
     // Env, workdir, user, network none.
-    let r = d
-        .docker_line(
+    assert_eq!(
+        d.docker_out(
             "run --rm --network none -e A=b -w /tmp -u nobody busybox sh -c",
-            &["echo $A; pwd; id -u"],
-        )
-        .ok();
-    assert_eq!(r.stdout, "b\n/tmp\n65534\n");
+            &["echo $A; pwd; id -u"]
+        ),
+        "b\n/tmp\n65534\n"
+    );
     // The loopback-only namespace has lo up (as Docker's `none`); the default bridge network
     // adds eth0; host networking shares ours.
     for (net, inets) in [("none", 1), ("default", 2)] {
@@ -144,21 +143,9 @@ fn detached_lifecycle() {
         assert!(Instant::now() < deadline, "logs: {l:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert_eq!(d.inspect("{{.State.Running}}", "t1"), "true\n");
     assert_eq!(
-        d.docker(&["inspect", "-f", "{{.State.Running}}", "t1"])
-            .ok()
-            .stdout,
-        "true\n"
-    );
-    assert_eq!(
-        d.docker(&[
-            "inspect",
-            "-f",
-            "{{.Name}} {{.Config.Image}} {{.Path}}",
-            "t1"
-        ])
-        .ok()
-        .stdout,
+        d.inspect("{{.Name}} {{.Config.Image}} {{.Path}}", "t1"),
         "/t1 busybox sh\n"
     );
     // Name conflict.
@@ -170,14 +157,7 @@ fn detached_lifecycle() {
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_eq!(d.docker(&["wait", "t1"]).ok().stdout, "137\n");
     assert_eq!(
-        d.docker(&[
-            "inspect",
-            "-f",
-            "{{.State.Status}} {{.State.ExitCode}}",
-            "t1"
-        ])
-        .ok()
-        .stdout,
+        d.inspect("{{.State.Status}} {{.State.ExitCode}}", "t1"),
         "exited 137\n"
     );
     let ps = d.docker_out("ps -a --format", &["{{.Names}} {{.Status}}"]);
@@ -205,12 +185,7 @@ fn kill_and_force_remove() {
     let r = d.docker(&["kill", "k1"]);
     assert!(r.stderr.contains("is not running"), "{}", r.stderr);
     d.docker(&["start", "k1"]).ok();
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.State.Running}}", "k1"])
-            .ok()
-            .stdout,
-        "true\n"
-    );
+    assert_eq!(d.inspect("{{.State.Running}}", "k1"), "true\n");
     d.docker(&["rm", "-f", "k1"]).ok();
     assert_eq!(d.docker(&["ps", "-aq"]).ok().stdout, "");
     finish(d);
@@ -259,25 +234,13 @@ fn daemon_restart_keeps_containers() {
     d.kill9();
     std::thread::sleep(Duration::from_millis(1500));
     d.start();
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.State.Running}}", "r1"])
-            .ok()
-            .stdout,
-        "true\n"
-    );
+    assert_eq!(d.inspect("{{.State.Running}}", "r1"), "true\n");
     let ps = d.docker(&["ps", "--format", "{{.Names}}"]).ok().stdout;
     assert_eq!(ps, "r1\n");
     assert_eq!(d.docker(&["logs", "r1"]).ok().stdout, "before\nafter\n");
     d.docker_line("stop -t 1 r1", &[]).ok();
     assert_eq!(
-        d.docker(&[
-            "inspect",
-            "-f",
-            "{{.State.Status}} {{.State.ExitCode}}",
-            "r1"
-        ])
-        .ok()
-        .stdout,
+        d.inspect("{{.State.Status}} {{.State.ExitCode}}", "r1"),
         "exited 137\n"
     );
     // A container that exits while the daemon is down is seen as exited.
@@ -288,12 +251,7 @@ fn daemon_restart_keeps_containers() {
     std::thread::sleep(Duration::from_millis(1500));
     d.start();
     assert_eq!(d.docker(&["wait", "r2"]).ok().stdout, "7\n");
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.State.Running}}", "r1"])
-            .ok()
-            .stdout,
-        "true\n"
-    );
+    assert_eq!(d.inspect("{{.State.Running}}", "r1"), "true\n");
     finish(d);
 }
 
@@ -301,9 +259,7 @@ fn daemon_restart_keeps_containers() {
 fn bad_input() {
     require_root!();
     let d = Daemon::new();
-    let r = d
-        .http("POST", "/v1.44/containers/create", Some("{bad"))
-        .unwrap();
+    let r = d.post("/v1.44/containers/create", "{bad");
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
     assert!(r.contains("{\"message\":\"invalid JSON"), "{r}");
     let r = d.http("GET", "/containers/x/json", None).unwrap();
@@ -320,35 +276,23 @@ fn bad_input() {
     );
     let r = d.http("GET", "/v1.24/nope", None).unwrap();
     assert!(r.starts_with("HTTP/1.1 404"), "{r}");
-    let r = d
-        .http(
-            "POST",
-            "/containers/create",
-            Some(r#"{"Image":"busybox","HostConfig":{"CapAdd":["CAP_BOGUS"]}}"#),
-        )
-        .unwrap();
+    let r = d.post(
+        "/containers/create",
+        r#"{"Image":"busybox","HostConfig":{"CapAdd":["CAP_BOGUS"]}}"#,
+    );
     assert!(
         r.starts_with("HTTP/1.1 400") && r.contains("unknown capability"),
         "{r}"
     );
-    let r = d
-        .http(
-            "POST",
-            "/containers/create",
-            Some(r#"{"Image":"busybox","HostConfig":{"VolumeDriver":"nfs"}}"#),
-        )
-        .unwrap();
+    let r = d.post(
+        "/containers/create",
+        r#"{"Image":"busybox","HostConfig":{"VolumeDriver":"nfs"}}"#,
+    );
     assert!(
         r.starts_with("HTTP/1.1 400") && r.contains("HostConfig.VolumeDriver"),
         "{r}"
     );
-    let r = d
-        .http(
-            "POST",
-            "/containers/create",
-            Some(r#"{"Image":"nope:1","Unknown":1}"#),
-        )
-        .unwrap();
+    let r = d.post("/containers/create", r#"{"Image":"nope:1","Unknown":1}"#);
     assert!(
         r.starts_with("HTTP/1.1 404") && r.contains("No such image: nope:1"),
         "{r}"
@@ -392,8 +336,7 @@ fn stdin_tty_follow_and_start_failure() {
     let r = run_output(c.wait_with_output().unwrap()).ok();
     assert_eq!(r.stdout, "piped in\n");
     // A tty (the CLI's stdin is not a terminal, so no -i).
-    let r = d.docker_line("run --rm -t busybox echo tty", &[]).ok();
-    assert_eq!(r.stdout, "tty\r\n");
+    assert_eq!(d.docker_out("run --rm -t busybox echo tty", &[]), "tty\r\n");
     // logs -f ends when the container exits; timestamps; tail.
     d.docker_line(
         "run -d --name f1 busybox sh -c",

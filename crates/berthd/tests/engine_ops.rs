@@ -3,17 +3,12 @@
 
 mod common;
 use common::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
+/// Waits up to 20 s for `f` to hold.
+#[track_caller]
+fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    berth_testkit::wait_for(what, Duration::from_secs(20), f)
 }
 
 #[test]
@@ -33,13 +28,13 @@ fn exec_top_rename_pause_events() {
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert_eq!(r.stdout, "out\n");
     assert_eq!(r.stderr, "err\n");
-    let r = d
-        .docker_line(
+    assert_eq!(
+        d.docker_out(
             "exec -e FOO=bar -w /tmp -u 65534 ex1 sh -c",
-            &["echo $FOO $(pwd) $(id -u)"],
-        )
-        .ok();
-    assert_eq!(r.stdout, "bar /tmp 65534\n");
+            &["echo $FOO $(pwd) $(id -u)"]
+        ),
+        "bar /tmp 65534\n"
+    );
     let r = d.docker(&["exec", "ex1", "/no/such/binary"]);
     assert!(r.code == 126 || r.code == 127, "{} {}", r.code, r.stderr);
     // stdin through exec -i.
@@ -68,10 +63,7 @@ fn exec_top_rename_pause_events() {
     assert!(top.contains("PID") && top.contains("sleep 1000"), "{top}");
     // rename.
     d.docker(&["rename", "ex1", "ex2"]).ok();
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.Name}}", "ex2"]).ok().stdout,
-        "/ex2\n"
-    );
+    assert_eq!(d.inspect("{{.Name}}", "ex2"), "/ex2\n");
     d.docker_line("run -d --name other busybox sleep 1000", &[])
         .ok();
     let r = d.docker(&["rename", "ex2", "other"]);
@@ -80,23 +72,13 @@ fn exec_top_rename_pause_events() {
     // pause / unpause.
     d.docker(&["pause", "ex2"]).ok();
     assert_eq!(
-        d.docker(&[
-            "inspect",
-            "-f",
-            "{{.State.Status}} {{.State.Paused}}",
-            "ex2"
-        ])
-        .ok()
-        .stdout,
+        d.inspect("{{.State.Status}} {{.State.Paused}}", "ex2"),
         "paused true\n"
     );
     let frozen = std::fs::read_to_string(format!(
         "/sys/fs/cgroup/freezer{}/{}/freezer.state",
         d.cgroup_parent,
-        d.docker(&["inspect", "-f", "{{.Id}}", "ex2"])
-            .ok()
-            .stdout
-            .trim()
+        d.inspect("{{.Id}}", "ex2").trim()
     ))
     .unwrap_or_default();
     assert_eq!(frozen.trim(), "FROZEN");
@@ -111,7 +93,7 @@ fn exec_top_rename_pause_events() {
         &["{{.Name}} {{.PIDs}}", "ex2"],
     );
     assert_eq!(st, "ex2 1\n");
-    let cid = d.docker(&["inspect", "-f", "{{.Id}}", "ex2"]).ok().stdout;
+    let cid = d.inspect("{{.Id}}", "ex2");
     // events since t0 include what happened, with filters.
     let ev = d
         .docker(&[
@@ -181,10 +163,7 @@ fn restart_policies_and_daemon_restart() {
     });
     d.docker_line("run -d --name alw --restart always busybox sleep 1000", &[])
         .ok();
-    let pid1 = d
-        .docker(&["inspect", "-f", "{{.State.Pid}}", "alw"])
-        .ok()
-        .stdout;
+    let pid1 = d.inspect("{{.State.Pid}}", "alw");
     // The container's process dies: always restarts it.
     let pid: i32 = pid1.trim().parse().unwrap();
     // SAFETY: kill(2) on the container's init pid.
@@ -208,12 +187,7 @@ fn restart_policies_and_daemon_restart() {
     .ok();
     d.docker_line("stop -t 1 us", &[]).ok();
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.State.Running}}", "us"])
-            .ok()
-            .stdout,
-        "false\n"
-    );
+    assert_eq!(d.inspect("{{.State.Running}}", "us"), "false\n");
     // Stop `alw` by hand too, then kill -9 the daemon: on start, `always` comes back,
     // stopped `unless-stopped` does not.
     d.docker_line("stop -t 1 alw", &[]).ok();
@@ -224,18 +198,11 @@ fn restart_policies_and_daemon_restart() {
             .stdout
             == "true\n"
     });
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.State.Running}}", "us"])
-            .ok()
-            .stdout,
-        "false\n"
-    );
+    assert_eq!(d.inspect("{{.State.Running}}", "us"), "false\n");
     // Update the policy.
     d.docker_line("update --restart no alw", &[]).ok();
     assert_eq!(
-        d.docker(&["inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", "alw"])
-            .ok()
-            .stdout,
+        d.inspect("{{.HostConfig.RestartPolicy.Name}}", "alw"),
         "no\n"
     );
     let r = d.docker_line("run --rm --restart always busybox true", &[]);
@@ -250,12 +217,7 @@ fn limits_security_and_health() {
     // Memory limit: an allocation above it is OOM-killed and inspect says so.
     let r = d.docker_line("run --name oom --memory 16m --memory-swap 16m busybox sh -c", &["dd if=/dev/zero bs=64M count=1 | cat > /dev/null; head -c 64m /dev/zero | tail > /dev/null"]);
     assert_ne!(r.code, 0);
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.State.OOMKilled}}", "oom"])
-            .ok()
-            .stdout,
-        "true\n"
-    );
+    assert_eq!(d.inspect("{{.State.OOMKilled}}", "oom"), "true\n");
     // pids limit stops a fork bomb-ish loop.
     let r = d.docker_line(
         "run --rm --pids-limit 10 busybox sh -c",
@@ -273,12 +235,7 @@ fn limits_security_and_health() {
         &[],
     )
     .ok();
-    let id = d
-        .docker(&["inspect", "-f", "{{.Id}}", "lim"])
-        .ok()
-        .stdout
-        .trim()
-        .to_string();
+    let id = d.inspect("{{.Id}}", "lim").trim().to_string();
     let cg = |ctl: &str, file: &str| {
         std::fs::read_to_string(format!(
             "/sys/fs/cgroup/{ctl}{}/{id}/{file}",
@@ -298,12 +255,7 @@ fn limits_security_and_health() {
     .ok();
     assert_eq!(cg("memory", "memory.limit_in_bytes"), "67108864");
     assert_eq!(cg("pids", "pids.max"), "80");
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.HostConfig.Memory}}", "lim"])
-            .ok()
-            .stdout,
-        "67108864\n"
-    );
+    assert_eq!(d.inspect("{{.HostConfig.Memory}}", "lim"), "67108864\n");
     // A limit the kernel or Docker's rules refuse: a clear error.
     let r = d.docker_line("run --rm --memory 1m busybox true", &[]);
     assert_ne!(r.code, 0);
@@ -362,12 +314,7 @@ fn limits_security_and_health() {
     // sleep as the init's child dies of the forwarded SIGTERM (143); as PID 1 it would ignore
     // it and be killed after the timeout (137).
     d.docker_line("stop -t 5 ini", &[]).ok();
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.State.ExitCode}}", "ini"])
-            .ok()
-            .stdout,
-        "143\n"
-    );
+    assert_eq!(d.inspect("{{.State.ExitCode}}", "ini"), "143\n");
     // Health checks.
     d.docker_line(
         "run -d --name hc --health-cmd",
@@ -441,25 +388,13 @@ fn berth_cli_engine_commands_and_terminals() {
     let r = d.berth_line("exec aa sh -c", &["echo hi; exit 4"]);
     assert_eq!((r.code, r.stdout.as_str()), (4, "hi\n"), "{}", r.stderr);
     assert_eq!(
-        d.berth(&[
-            "inspect",
-            "-f",
-            "{{.State.Running}} {{.HostConfig.Memory}}",
-            "aa"
-        ])
-        .ok()
-        .stdout,
+        d.berth_inspect("{{.State.Running}} {{.HostConfig.Memory}}", "aa"),
         "true 33554432\n"
     );
     assert!(d.berth(&["top", "aa"]).ok().stdout.contains("sleep 1000"));
     d.berth(&["rename", "aa", "bb"]).ok();
     d.berth(&["pause", "bb"]).ok();
-    assert_eq!(
-        d.berth(&["inspect", "-f", "{{.State.Status}}", "bb"])
-            .ok()
-            .stdout,
-        "paused\n"
-    );
+    assert_eq!(d.berth_inspect("{{.State.Status}}", "bb"), "paused\n");
     d.berth(&["unpause", "bb"]).ok();
     assert_eq!(
         d.berth_line("stats --no-stream --format", &["{{.Name}} {{.PIDs}}", "bb"])
@@ -469,20 +404,13 @@ fn berth_cli_engine_commands_and_terminals() {
     );
     d.berth_line("update --memory 64m bb", &[]).ok();
     assert_eq!(
-        d.berth(&["inspect", "-f", "{{.HostConfig.Memory}}", "bb"])
-            .ok()
-            .stdout,
+        d.berth_inspect("{{.HostConfig.Memory}}", "bb"),
         "67108864\n"
     );
     d.berth_line("exec bb touch /made", &[]).ok();
     assert!(d.berth(&["diff", "bb"]).ok().stdout.contains("A /made"));
     d.berth_line("restart -t 1 bb", &[]).ok();
-    assert_eq!(
-        d.berth(&["inspect", "-f", "{{.State.Running}}", "bb"])
-            .ok()
-            .stdout,
-        "true\n"
-    );
+    assert_eq!(d.berth_inspect("{{.State.Running}}", "bb"), "true\n");
     d.berth(&["kill", "bb"]).ok();
     assert_eq!(d.berth(&["wait", "bb"]).ok().stdout, "137\n");
     d.berth_line("create --name cc busybox echo created", &[])
@@ -570,12 +498,7 @@ fn berth_cli_engine_commands_and_terminals() {
         "echo $((7*8))\r\n\0\x18y",
     );
     assert!(out.contains("56") && out.contains("cli-exit=0"), "{out}");
-    assert_eq!(
-        d.berth(&["inspect", "-f", "{{.State.Running}}", "dk"])
-            .ok()
-            .stdout,
-        "true\n"
-    );
+    assert_eq!(d.berth_inspect("{{.State.Running}}", "dk"), "true\n");
     let r = d.berth_line("run -it --detach-keys ctrl-1 busybox true", &[]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("detach keys"), "{}", r.stderr);

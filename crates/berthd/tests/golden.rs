@@ -12,7 +12,7 @@ use common::*;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -278,15 +278,10 @@ impl Recorder {
     }
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
+/// Waits up to 20 s for `f` to hold.
+#[track_caller]
+fn wait_until(what: &str, f: impl FnMut() -> bool) {
+    berth_testkit::wait_for(what, Duration::from_secs(20), f)
 }
 
 #[test]

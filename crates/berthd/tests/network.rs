@@ -151,18 +151,10 @@ fn user_networks_dns_by_name_and_isolation() {
     let web = httpd(&d, "--name web --network neta --network-alias www");
     let web = web.trim();
     let other = httpd(&d, "--name other --network netb");
-    let other_ip = d
-        .docker(&[
-            "inspect",
-            "-f",
-            "{{.NetworkSettings.Networks.netb.IPAddress}}",
-            "other",
-        ])
-        .ok()
-        .stdout;
+    let other_ip = d.inspect("{{.NetworkSettings.Networks.netb.IPAddress}}", "other");
     let other_ip = other_ip.trim();
     assert_eq!(other_ip, n.ip(2, 2));
-    let web_ip = d.docker(&["inspect", "-f", "{{.NetworkSettings.Networks.neta.IPAddress}} {{.NetworkSettings.Networks.neta.Gateway}} {{.NetworkSettings.Networks.neta.MacAddress}}", "web"]).ok().stdout;
+    let web_ip = d.inspect("{{.NetworkSettings.Networks.neta.IPAddress}} {{.NetworkSettings.Networks.neta.Gateway}} {{.NetworkSettings.Networks.neta.MacAddress}}", "web");
     assert_eq!(
         web_ip.trim(),
         format!(
@@ -401,10 +393,7 @@ fn publish_all_connect_disconnect_and_container_mode() {
         .unwrap();
     let r = wait_http(&format!("127.0.0.1:{hp}"));
     assert!(r.contains("hello-from-myhost"), "{r}");
-    let ports = d
-        .docker(&["inspect", "-f", "{{json .NetworkSettings.Ports}}", "pa"])
-        .ok()
-        .stdout;
+    let ports = d.inspect("{{json .NetworkSettings.Ports}}", "pa");
     assert!(
         ports.contains("\"80/tcp\":[{\"HostIp\":\"0.0.0.0\",\"HostPort\":\"")
             && ports.contains("81/udp"),
@@ -453,10 +442,7 @@ fn publish_all_connect_disconnect_and_container_mode() {
         &[&format!("timeout 3 wget -qO- http://{fixed}/ || echo GONE")],
     );
     assert!(r.contains("GONE"), "{r}");
-    let net = d
-        .docker(&["inspect", "-f", "{{len .NetworkSettings.Networks}}", "pa"])
-        .ok()
-        .stdout;
+    let net = d.inspect("{{len .NetworkSettings.Networks}}", "pa");
     assert_eq!(net.trim(), "1");
 
     // none and host modes.
@@ -627,7 +613,7 @@ fn berth_cli_network_commands_and_port() {
         format!("127.0.0.1:{p}")
     );
     // The address comes from --ip-range.
-    let ip = d.docker(&["inspect", "-f", "{{.NetworkSettings.Networks.clinet.IPAddress}} {{.NetworkSettings.Networks.clinet.Gateway}}", "cw"]).ok().stdout;
+    let ip = d.inspect("{{.NetworkSettings.Networks.clinet.IPAddress}} {{.NetworkSettings.Networks.clinet.Gateway}}", "cw");
     assert_eq!(ip.trim(), format!("{} {}", n.ip(6, 8), n.ip(6, 14)));
     let ps = d.berth(&["ps"]).ok().stdout;
     assert!(ps.contains(&format!("127.0.0.1:{p}->80/tcp")), "{ps}");
@@ -653,15 +639,10 @@ fn berth_cli_network_commands_and_port() {
     finish(d);
 }
 
-/// Waits (with a deadline) until `f` holds.
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if f() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
+/// Waits up to 10 s for `f` to hold.
+#[track_caller]
+fn wait_until(what: &str, f: impl FnMut() -> bool) {
+    berth_testkit::wait_for(what, std::time::Duration::from_secs(10), f)
 }
 
 #[test]
@@ -718,15 +699,7 @@ fn ipv6_networks_ping6_by_name_aaaa_and_published_ports_on_v6_loopback() {
     let port = free_port();
     let web = httpd(&d, &format!("--name web6 --network net6 -p {port}:80"));
     let short = web.trim()[..12].to_string();
-    let info = d
-        .docker(&[
-            "inspect",
-            "-f",
-            "{{.NetworkSettings.Networks.net6.GlobalIPv6Address}} {{.NetworkSettings.Networks.net6.GlobalIPv6PrefixLen}} {{.NetworkSettings.Networks.net6.IPv6Gateway}}",
-            "web6",
-        ])
-        .ok()
-        .stdout;
+    let info = d.inspect("{{.NetworkSettings.Networks.net6.GlobalIPv6Address}} {{.NetworkSettings.Networks.net6.GlobalIPv6PrefixLen}} {{.NetworkSettings.Networks.net6.IPv6Gateway}}", "web6");
     assert_eq!(info.trim(), format!("{pfx6}2 64 {pfx6}1"), "{info}");
     let containers = d.docker_out(
         "network inspect -f",
@@ -918,14 +891,7 @@ fn ipam_never_hands_out_an_address_twice_under_concurrency() {
     let mut real = std::collections::BTreeSet::new();
     for id in &ids {
         let ip = d
-            .docker(&[
-                "inspect",
-                "-f",
-                "{{.NetworkSettings.Networks.conc.IPAddress}}",
-                id,
-            ])
-            .ok()
-            .stdout
+            .inspect("{{.NetworkSettings.Networks.conc.IPAddress}}", id)
             .trim()
             .to_string();
         assert!(ip.starts_with(&format!("10.{}.{}.", n.a, n.b)), "{ip}");

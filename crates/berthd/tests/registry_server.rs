@@ -69,23 +69,10 @@ fn docker_cli_push_pull_through_berthd_to_berth_registry() {
     let reg = BerthRegistry::start(None);
     let d = Daemon::new();
     let name = format!("127.0.0.1:{}/test/bb:v1", reg.port);
-    d.docker(&["tag", "busybox", &name]).ok();
-    let r = d.docker(&["push", &name]).ok();
+    let (r, out) = push_rmi_pull(&d, &name);
     assert!(r.stdout.contains("v1: digest: sha256:"), "{}", r.stdout);
     let digest = pushed_digest(&r.stdout);
-    let out = d.docker(&["rmi", &name]).ok().stdout;
-    assert!(out.contains(&format!("Untagged: {name}")), "{out}");
-    let out = d.docker(&["pull", &name]).ok().stdout;
     assert!(out.contains(&format!("Digest: {digest}")), "{out}");
-    assert!(
-        out.contains(&format!("Status: Downloaded newer image for {name}")),
-        "{out}"
-    );
-    let out = d
-        .docker(&["run", "--rm", &name, "echo", "pulled"])
-        .ok()
-        .stdout;
-    assert_eq!(out, "pulled\n");
     let r = d.docker(&["pull", &format!("127.0.0.1:{}/test/bb:nope", reg.port)]);
     assert_ne!(r.code, 0);
 
@@ -238,15 +225,10 @@ fn registry_image_runs_as_a_berth_container() {
             .stdout,
         "from the registry container\n"
     );
-    let ep = d
-        .docker(&[
-            "inspect",
-            "-f",
-            "{{json .Config.Entrypoint}} {{json .Config.ExposedPorts}}",
-            "berth-registry",
-        ])
-        .ok()
-        .stdout;
+    let ep = d.inspect(
+        "{{json .Config.Entrypoint}} {{json .Config.ExposedPorts}}",
+        "berth-registry",
+    );
     assert!(
         ep.contains("[\"/usr/bin/berth\",\"registry\",\"serve\"]"),
         "{ep}"

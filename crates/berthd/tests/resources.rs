@@ -8,23 +8,14 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
+/// Waits up to 30 s for `f` to hold.
+#[track_caller]
+fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    berth_testkit::wait_for(what, Duration::from_secs(30), f)
 }
 
 fn id_of(d: &Daemon, name: &str) -> String {
-    d.docker(&["inspect", "-f", "{{.Id}}", name])
-        .ok()
-        .stdout
-        .trim()
-        .to_string()
+    d.inspect("{{.Id}}", name).trim().to_string()
 }
 
 /// The container's cgroup directory of a v1 controller.
@@ -145,19 +136,9 @@ fn pids_limit_stops_a_fork_bomb() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // The daemon still answers, and the bomb is stopped and removed cleanly.
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.State.Running}}", "bomb"])
-            .ok()
-            .stdout,
-        "true\n"
-    );
+    assert_eq!(d.inspect("{{.State.Running}}", "bomb"), "true\n");
     d.docker_line("stop -t 1 bomb", &[]).ok();
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.State.Running}}", "bomb"])
-            .ok()
-            .stdout,
-        "false\n"
-    );
+    assert_eq!(d.inspect("{{.State.Running}}", "bomb"), "false\n");
     d.docker(&["rm", "bomb"]).ok();
     assert!(
         !cg_dir(&d, "pids", &id).exists(),
@@ -275,12 +256,7 @@ fn pause_stops_progress_and_unpause_resumes() {
     std::thread::sleep(Duration::from_millis(600));
     let b = size();
     assert_eq!(a, b, "the counter advanced while paused");
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.State.Status}}", "ctr"])
-            .ok()
-            .stdout,
-        "paused\n"
-    );
+    assert_eq!(d.inspect("{{.State.Status}}", "ctr"), "paused\n");
     // Stats of a paused container still work.
     let st = d.docker_out("stats --no-stream --format", &["{{.PIDs}}", "ctr"]);
     assert!(st.trim().parse::<u32>().unwrap() >= 1, "{st}");
@@ -388,15 +364,10 @@ fn device_throttles_land_in_blkio() {
             "{file}: {text:?}, want {dev} {want}"
         );
     }
-    let hc = d
-        .docker(&[
-            "inspect",
-            "-f",
-            "{{json .HostConfig.BlkioDeviceReadBps}} {{json .HostConfig.BlkioDeviceWriteIOps}}",
-            "thr",
-        ])
-        .ok()
-        .stdout;
+    let hc = d.inspect(
+        "{{json .HostConfig.BlkioDeviceReadBps}} {{json .HostConfig.BlkioDeviceWriteIOps}}",
+        "thr",
+    );
     assert!(
         hc.contains(&format!("\"Path\":\"{n}\",\"Rate\":1048576"))
             && hc.contains(&format!("\"Path\":\"{n}\",\"Rate\":400")),
@@ -490,9 +461,7 @@ fn system_prune_volumes_frees_disk() {
         let named = format!("keep-{ctr}");
         d.docker(&["volume", "create", &named]).ok();
         let vol = d
-            .docker(&["inspect", "-f", "{{range .Mounts}}{{.Name}}{{end}}", ctr])
-            .ok()
-            .stdout
+            .inspect("{{range .Mounts}}{{.Name}}{{end}}", ctr)
             .trim()
             .to_string();
         let mp = PathBuf::from(

@@ -44,6 +44,27 @@ fn http_raw(d: &Daemon, method: &str, path: &str, ct: &str, body: &[u8]) -> (u16
     (code, text)
 }
 
+/// `PUT /v1.44/containers/<target>` with a tar (the archive API).
+fn put_archive(d: &Daemon, target: &str, tar: &[u8]) -> (u16, String) {
+    let path = format!("/v1.44/containers/{target}");
+    http_raw(d, "PUT", &path, "application/x-tar", tar)
+}
+
+/// `HEAD /v1.44/containers/<target>` (the archive API's stat).
+fn head_archive(d: &Daemon, target: &str) -> (u16, String) {
+    let path = format!("/v1.44/containers/{target}");
+    http_raw(d, "HEAD", &path, "text/plain", b"")
+}
+
+/// A tar of raw entries `(name, kind, link, data)` (see [`raw_entry`]).
+fn raw_tar(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, link, data) in entries {
+        raw_entry(&mut b, name, *kind, link, data);
+    }
+    b.into_inner().unwrap()
+}
+
 /// A tar entry with a raw (unchecked) name: hostile archives.
 fn raw_entry(
     b: &mut tar::Builder<Vec<u8>>,
@@ -71,7 +92,7 @@ fn volume_lifecycle_persistence_and_in_use() {
     let mut d = Daemon::new();
     let v = uniq("v");
     d.docker_line("volume create --label team=db", &[&v]).ok();
-    let ls = d.docker(&["volume", "ls", "-q"]).ok().stdout;
+    let ls = d.docker_out("volume ls -q", &[]);
     assert!(ls.lines().any(|l| l == v), "{ls}");
     let lsf = d.docker_out("volume ls -q --filter label=team=db", &[]);
     assert_eq!(lsf.trim(), v);
@@ -105,18 +126,18 @@ fn volume_lifecycle_persistence_and_in_use() {
     let r = d.docker(&["volume", "rm", &v]);
     assert!(r.stderr.contains("volume is in use"), "{}", r.stderr);
     d.docker(&["rm", "db1"]).ok();
-    let r = d
-        .docker_line(
+    assert_eq!(
+        d.docker_out(
             "run --rm -v",
             &[
                 &format!("{v}:/var/lib/db:ro"),
                 "busybox",
                 "cat",
                 "/var/lib/db/table",
-            ],
-        )
-        .ok();
-    assert_eq!(r.stdout, "row1\n");
+            ]
+        ),
+        "row1\n"
+    );
     // Read-only volume mount: writing fails.
     let r = d.docker_line(
         "run --rm -v",
@@ -136,15 +157,10 @@ fn volume_lifecycle_persistence_and_in_use() {
         &[&format!("{v}:/data"), "busybox", "true"],
     )
     .ok();
-    let m = d
-        .docker(&[
-            "inspect",
-            "-f",
-            "{{range .Mounts}}{{.Type}} {{.Name}} {{.Destination}} {{.RW}} {{.Driver}}{{end}}",
-            "c2",
-        ])
-        .ok()
-        .stdout;
+    let m = d.inspect(
+        "{{range .Mounts}}{{.Type}} {{.Name}} {{.Destination}} {{.RW}} {{.Driver}}{{end}}",
+        "c2",
+    );
     assert_eq!(m.trim(), format!("volume {v} /data true local"));
     d.docker(&["rm", "c2"]).ok();
     d.docker(&["volume", "rm", &v]).ok();
@@ -166,59 +182,30 @@ fn anonymous_volumes_rm_v_and_prune() {
     )
     .ok();
     let name = d
-        .docker(&["inspect", "-f", "{{range .Mounts}}{{.Name}}{{end}}", "a1"])
-        .ok()
-        .stdout
+        .inspect("{{range .Mounts}}{{.Name}}{{end}}", "a1")
         .trim()
         .to_string();
     assert_eq!(name.len(), 64, "{name}");
     d.docker(&["rm", "a1"]).ok();
-    assert!(d
-        .docker(&["volume", "ls", "-q"])
-        .ok()
-        .stdout
-        .contains(&name));
+    assert!(d.docker_out("volume ls -q", &[]).contains(&name));
     let named = uniq("keep");
     d.docker(&["volume", "create", &named]).ok();
     let p = d.docker(&["volume", "prune", "-f"]).ok().stdout;
     assert!(p.contains(&name), "{p}");
-    let ls = d.docker(&["volume", "ls", "-q"]).ok().stdout;
+    let ls = d.docker_out("volume ls -q", &[]);
     assert!(!ls.contains(&name) && ls.contains(&named), "{ls}");
     // `prune --all` removes unused named volumes too.
     d.docker_line("volume prune -f --all", &[]).ok();
-    assert!(d
-        .docker(&["volume", "ls", "-q"])
-        .ok()
-        .stdout
-        .trim()
-        .is_empty());
+    assert!(d.docker_out("volume ls -q", &[]).trim().is_empty());
     // `rm -v` removes the anonymous volume; `--rm` too.
     d.docker_line("create --name a2 -v /anon2 busybox true", &[])
         .ok();
-    assert_eq!(
-        d.docker(&["volume", "ls", "-q"])
-            .ok()
-            .stdout
-            .lines()
-            .count(),
-        1
-    );
+    assert_eq!(d.docker_out("volume ls -q", &[]).lines().count(), 1);
     d.docker(&["rm", "-v", "a2"]).ok();
-    assert!(d
-        .docker(&["volume", "ls", "-q"])
-        .ok()
-        .stdout
-        .trim()
-        .is_empty());
+    assert!(d.docker_out("volume ls -q", &[]).trim().is_empty());
     d.docker_line("run --rm -v /anon3 busybox true", &[]).ok();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !d
-        .docker(&["volume", "ls", "-q"])
-        .ok()
-        .stdout
-        .trim()
-        .is_empty()
-    {
+    while !d.docker_out("volume ls -q", &[]).trim().is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "--rm kept the anonymous volume"
@@ -244,8 +231,8 @@ fn anonymous_volumes_rm_v_and_prune() {
     let df = d.docker(&["system", "df", "-v"]).ok().stdout;
     assert!(df.contains(&v) && df.contains("102.4kB"), "{df}");
     // A read-only root filesystem still gets its volume mounts (mount points created first).
-    let r = d
-        .docker_line(
+    assert_eq!(
+        d.docker_out(
             "run --rm --read-only -v",
             &[
                 &format!("{v}:/newdir"),
@@ -253,10 +240,10 @@ fn anonymous_volumes_rm_v_and_prune() {
                 "sh",
                 "-c",
                 "echo w > /newdir/f && cat /newdir/f; echo x > /rootfile || echo ro-root",
-            ],
-        )
-        .ok();
-    assert_eq!(r.stdout, "w\nro-root\n");
+            ]
+        ),
+        "w\nro-root\n"
+    );
     finish(d);
 }
 
@@ -269,26 +256,26 @@ fn binds_ro_tmpfs_and_mount_flag() {
     std::fs::write(host.join("in"), "from host").unwrap();
     let h = host.display().to_string();
     // ro: reads work, writes fail.
-    let r = d
-        .docker_line(
+    assert_eq!(
+        d.docker_out(
             "run --rm -v",
-            &[&format!("{h}:/h:ro,Z"), "busybox", "cat", "/h/in"],
-        )
-        .ok();
-    assert_eq!(r.stdout, "from host");
+            &[&format!("{h}:/h:ro,Z"), "busybox", "cat", "/h/in"]
+        ),
+        "from host"
+    );
     // A single file bind-mounted.
-    let r = d
-        .docker_line(
+    assert_eq!(
+        d.docker_out(
             "run --rm -v",
             &[
                 &format!("{h}/in:/etc/single:ro"),
                 "busybox",
                 "cat",
                 "/etc/single",
-            ],
-        )
-        .ok();
-    assert_eq!(r.stdout, "from host");
+            ]
+        ),
+        "from host"
+    );
     let r = d.docker_line(
         "run --rm -v",
         &[
@@ -401,13 +388,13 @@ fn binds_ro_tmpfs_and_mount_flag() {
         ],
     )
     .ok();
-    let r = d
-        .docker_line(
+    assert_eq!(
+        d.docker_out(
             "run --rm --volumes-from src:ro busybox sh -c",
-            &["cat /shared/f; echo z > /shared/g || echo ro-ok"],
-        )
-        .ok();
-    assert_eq!(r.stdout, "shared\nro-ok\n");
+            &["cat /shared/f; echo z > /shared/g || echo ro-ok"]
+        ),
+        "shared\nro-ok\n"
+    );
     finish(d);
 }
 
@@ -447,13 +434,13 @@ fn copy_up_keeps_content_and_ownership() {
     run_output(o).ok();
     d.start();
     // The image's VOLUME: an anonymous volume filled from the image.
-    let r = d
-        .docker_line(
+    assert_eq!(
+        d.docker_out(
             "run --name cu1 seeded:1 sh -c",
-            &["cat /data/seed; stat -c '%u:%g %a' /data /data/seed"],
-        )
-        .ok();
-    assert_eq!(r.stdout, "seed\n1234:5678 750\n1234:5678 640\n");
+            &["cat /data/seed; stat -c '%u:%g %a' /data /data/seed"]
+        ),
+        "seed\n1234:5678 750\n1234:5678 640\n"
+    );
     // A named volume mounted over image content: filled too, ownership on the host side.
     let v = uniq("cu");
     d.docker_line("run --rm -v", &[&format!("{v}:/data"), "seeded:1", "true"])
@@ -618,70 +605,36 @@ fn hostile_upload_tars_are_confined() {
     let canary = uniq("esc");
     let hostdir = d.path("h");
     std::fs::create_dir(&hostdir).unwrap();
+    use tar::EntryType::{Link, Regular as Reg, Symlink as Sym};
+    let up = "../../../../../../../..";
+    let f = |n: usize| format!("{canary}-{n}");
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("dotdot", {
-            let mut b = tar::Builder::new(Vec::new());
-            raw_entry(
-                &mut b,
-                &format!("../../../../../../../../tmp/{canary}-1"),
-                tar::EntryType::Regular,
-                "",
-                b"x",
-            );
-            b.into_inner().unwrap()
-        }),
-        ("absolute", {
-            let mut b = tar::Builder::new(Vec::new());
-            raw_entry(
-                &mut b,
-                &format!("/tmp/{canary}-2"),
-                tar::EntryType::Regular,
-                "",
-                b"x",
-            );
-            b.into_inner().unwrap()
-        }),
-        ("symlink-then-write", {
-            let mut b = tar::Builder::new(Vec::new());
-            raw_entry(&mut b, "lnk", tar::EntryType::Symlink, "/tmp", b"");
-            raw_entry(
-                &mut b,
-                &format!("lnk/{canary}-3"),
-                tar::EntryType::Regular,
-                "",
-                b"x",
-            );
-            b.into_inner().unwrap()
-        }),
-        ("symlink-dotdot", {
-            let mut b = tar::Builder::new(Vec::new());
-            raw_entry(
-                &mut b,
-                "up",
-                tar::EntryType::Symlink,
-                "../../../../../../../../tmp",
-                b"",
-            );
-            raw_entry(
-                &mut b,
-                &format!("up/{canary}-4"),
-                tar::EntryType::Regular,
-                "",
-                b"x",
-            );
-            b.into_inner().unwrap()
-        }),
-        ("hardlink-out", {
-            let mut b = tar::Builder::new(Vec::new());
-            raw_entry(
-                &mut b,
-                "hl",
-                tar::EntryType::Link,
-                "../../../../../../../../etc/hostname",
-                b"",
-            );
-            b.into_inner().unwrap()
-        }),
+        (
+            "dotdot",
+            raw_tar(&[(&format!("{up}/tmp/{}", f(1)), Reg, "", b"x")]),
+        ),
+        (
+            "absolute",
+            raw_tar(&[(&format!("/tmp/{}", f(2)), Reg, "", b"x")]),
+        ),
+        (
+            "symlink-then-write",
+            raw_tar(&[
+                ("lnk", Sym, "/tmp", b""),
+                (&format!("lnk/{}", f(3)), Reg, "", b"x"),
+            ]),
+        ),
+        (
+            "symlink-dotdot",
+            raw_tar(&[
+                ("up", Sym, &format!("{up}/tmp"), b""),
+                (&format!("up/{}", f(4)), Reg, "", b"x"),
+            ]),
+        ),
+        (
+            "hardlink-out",
+            raw_tar(&[("hl", Link, &format!("{up}/etc/hostname"), b"")]),
+        ),
     ];
     for (name, body) in &cases {
         for running in [false, true] {
@@ -690,13 +643,7 @@ fn hostile_upload_tars_are_confined() {
                     .ok();
             }
             let ctr = if running { "h2" } else { "h1" };
-            let (code, text) = http_raw(
-                &d,
-                "PUT",
-                &format!("/v1.44/containers/{ctr}/archive?path=/tmp"),
-                "application/x-tar",
-                body,
-            );
+            let (code, text) = put_archive(&d, &format!("{ctr}/archive?path=/tmp"), body);
             assert!(code == 200 || code == 400, "{name}: {text}");
             for i in 1..=4 {
                 assert!(
@@ -712,40 +659,16 @@ fn hostile_upload_tars_are_confined() {
     // What was confined landed inside the container.
     let out = d.docker(&["start", "-a", "h1"]).code;
     assert_eq!(out, 0);
-    let (code, _) = http_raw(
-        &d,
-        "HEAD",
-        &format!("/v1.44/containers/h1/archive?path=/tmp/tmp/{canary}-2"),
-        "text/plain",
-        b"",
-    );
+    let (code, _) = head_archive(&d, &format!("h1/archive?path=/tmp/tmp/{canary}-2"));
     assert_eq!(code, 200);
     // Symlinks in an upload resolve inside the extraction directory: `lnk -> /tmp` then
     // `lnk/x` is refused or written below the container's /tmp, never on the host.
-    let (code, _) = http_raw(
-        &d,
-        "HEAD",
-        "/v1.44/containers/h1/archive?path=/tmp/lnk",
-        "text/plain",
-        b"",
-    );
+    let (code, _) = head_archive(&d, "h1/archive?path=/tmp/lnk");
     assert_eq!(code, 200);
     // Errors: not a directory, missing path.
-    let (code, text) = http_raw(
-        &d,
-        "PUT",
-        "/v1.44/containers/h1/archive?path=/etc/passwd",
-        "application/x-tar",
-        &cases[1].1,
-    );
+    let (code, text) = put_archive(&d, "h1/archive?path=/etc/passwd", &cases[1].1);
     assert_eq!(code, 400, "{text}");
-    let (code, _) = http_raw(
-        &d,
-        "PUT",
-        "/v1.44/containers/h1/archive?path=/nope",
-        "application/x-tar",
-        &cases[1].1,
-    );
+    let (code, _) = put_archive(&d, "h1/archive?path=/nope", &cases[1].1);
     assert_eq!(code, 404);
     finish(d);
 }
@@ -948,22 +871,18 @@ fn archive_options_and_export() {
         b.into_inner().unwrap()
     };
     // noOverwriteDirNonDir: /tmp/d is a directory, the upload has a file named d.
-    let (code, _) = http_raw(
+    let (code, _) = put_archive(
         &d,
-        "PUT",
-        "/v1.44/containers/o1/archive?path=/tmp",
-        "application/x-tar",
+        "o1/archive?path=/tmp",
         &tar_of(&[
             ("d/", tar::EntryType::Directory),
             ("f", tar::EntryType::Regular),
         ]),
     );
     assert_eq!(code, 200);
-    let (code, text) = http_raw(
+    let (code, text) = put_archive(
         &d,
-        "PUT",
-        "/v1.44/containers/o1/archive?path=/tmp&noOverwriteDirNonDir=1",
-        "application/x-tar",
+        "o1/archive?path=/tmp&noOverwriteDirNonDir=1",
         &tar_of(&[("d", tar::EntryType::Regular)]),
     );
     assert_eq!(code, 400, "{text}");
@@ -971,29 +890,23 @@ fn archive_options_and_export() {
         text.contains("cannot overwrite directory with non-directory"),
         "{text}"
     );
-    let (code, text) = http_raw(
+    let (code, text) = put_archive(
         &d,
-        "PUT",
-        "/v1.44/containers/o1/archive?path=/tmp&noOverwriteDirNonDir=1",
-        "application/x-tar",
+        "o1/archive?path=/tmp&noOverwriteDirNonDir=1",
         &tar_of(&[("f/", tar::EntryType::Directory)]),
     );
     assert_eq!(code, 400, "{text}");
     // Whiteout-looking names are ordinary files in an upload (nothing is deleted).
-    let (code, _) = http_raw(
+    let (code, _) = put_archive(
         &d,
-        "PUT",
-        "/v1.44/containers/o1/archive?path=/tmp",
-        "application/x-tar",
+        "o1/archive?path=/tmp",
         &tar_of(&[(".wh.f", tar::EntryType::Regular)]),
     );
     assert_eq!(code, 200);
     // copyUIDGID with a container user: owned by that user.
-    let (code, _) = http_raw(
+    let (code, _) = put_archive(
         &d,
-        "PUT",
-        "/v1.44/containers/o1/archive?path=/tmp&copyUIDGID=1",
-        "application/x-tar",
+        "o1/archive?path=/tmp&copyUIDGID=1",
         &tar_of(&[("owned", tar::EntryType::Regular)]),
     );
     assert_eq!(code, 200);

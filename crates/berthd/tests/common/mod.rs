@@ -9,3 +9,29 @@ pub use berth_testkit::{
     free_port, require, require_programs, require_root, run_output, wait_for, wait_until,
     CommandRun, DockerRegistry, Run,
 };
+
+/// A docker-registry and a daemon.
+pub fn registry_and_daemon() -> (DockerRegistry, Daemon) {
+    (DockerRegistry::start(), Daemon::new())
+}
+
+/// Tags busybox as `name`, pushes it, removes it and pulls it back (each must succeed, the
+/// pull downloading the image), then runs it; returns the push's result and the pull's output.
+#[track_caller]
+pub fn push_rmi_pull(d: &Daemon, name: &str) -> (Run, String) {
+    d.docker(&["tag", "busybox", name]).ok();
+    let push = d.docker(&["push", name]).ok();
+    let out = d.docker(&["rmi", name]).ok().stdout;
+    assert!(out.contains(&format!("Untagged: {name}")), "{out}");
+    let pull = d.docker(&["pull", name]).ok().stdout;
+    assert!(
+        pull.contains(&format!("Status: Downloaded newer image for {name}")),
+        "{pull}"
+    );
+    let out = d
+        .docker(&["run", "--rm", name, "echo", "pulled"])
+        .ok()
+        .stdout;
+    assert_eq!(out, "pulled\n");
+    (push, pull)
+}
