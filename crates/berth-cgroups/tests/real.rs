@@ -1,40 +1,31 @@
 //! Tests against the real kernel (need root and a cgroup v1 or hybrid host; skipped otherwise).
 //!
-//! Every test uses its own cgroup (`/berth-test-<pid>-<n>`) and a guard that, even on panic, kills
+//! Every test uses its own cgroup (`/berth-test-<unique id>`) and a guard that, even on panic, kills
 //! the cgroup's processes and removes it.
 
 use std::fs;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use berth_cgroups::{Cgroup, CgroupError, CgroupVersion, Hierarchy};
 use oci_spec::runtime::LinuxResources;
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// The host hierarchy, or `None` (with a message) when the test cannot run here.
+/// The host hierarchy, or `None` (with a skip line) when the test cannot run here.
 fn host() -> Option<Hierarchy> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: needs root");
+    if berth_testkit::skip_unless_root() {
         return None;
     }
     match Hierarchy::detect() {
         Ok(h) => Some(h),
         Err(e) => {
-            eprintln!("skipping: no cgroups: {e}");
+            berth_testkit::skipped(&format!("no cgroups: {e}"));
             None
         }
     }
 }
 
 fn unique_path() -> String {
-    format!(
-        "/berth-test-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    )
+    format!("/{}", berth_testkit::unique_name("berth-test"))
 }
 
 fn resources(json: &str) -> LinuxResources {

@@ -5,182 +5,22 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use berth_cli::{tabwriter, units};
 use sha2::Digest as _;
 
-struct Env {
-    dir: tempfile::TempDir,
-}
+mod common;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+use common::*;
 
-impl Run {
-    fn ok(self) -> Self {
-        assert_eq!(
-            self.code, 0,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-}
-
-fn run_output(o: Output) -> Run {
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-impl Env {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
-        c.env_remove("BERTH_DATA_ROOT")
-            .arg("--data-root")
-            .arg(self.root())
-            .args(args);
-        c
-    }
-
-    fn berth(&self, args: &[&str]) -> Run {
-        run_output(self.cmd(args).stdin(Stdio::null()).output().unwrap())
-    }
-
-    fn berth_stdin(&self, args: &[&str], input: &[u8]) -> Run {
-        let mut child = self
-            .cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let data = input.to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(&data);
-        });
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap();
-        run_output(out)
-    }
-
-    /// Imports the busybox root file system (plus `extra` files) as `tag`; returns the ID.
-    fn import_busybox(&self, tag: Option<&str>, extra: &[(&str, &[u8])]) -> String {
-        let tar = self.path(&format!("rootfs-{}.tar", extra.len()));
-        fs::write(&tar, busybox_tar(extra)).unwrap();
-        let mut args = vec!["import", "-c", "CMD [\"sh\"]", tar.to_str().unwrap()];
-        if let Some(t) = tag {
-            args.push(t);
-        }
-        let r = self.berth(&args).ok();
-        let id = r.stdout.trim().to_string();
-        assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
-        id
-    }
-
-    fn blobs(&self) -> Vec<String> {
-        list_dir(&self.root().join("blobs/sha256"))
-    }
-
-    fn snapshots(&self) -> Vec<String> {
-        list_dir(&self.root().join("snapshotter/snapshots"))
-            .into_iter()
-            .filter(|n| !n.starts_with("tmp-"))
-            .collect()
-    }
-}
-
-fn list_dir(p: &Path) -> Vec<String> {
-    let mut v: Vec<String> = match fs::read_dir(p) {
-        Ok(rd) => rd
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    v.sort();
-    v
-}
-
-fn busybox_bytes() -> Vec<u8> {
-    fs::read("/bin/busybox").expect("busybox-static must be installed (/bin/busybox)")
-}
-
-fn entry(
-    b: &mut tar::Builder<Vec<u8>>,
-    path: &str,
-    kind: tar::EntryType,
-    mode: u32,
-    data: &[u8],
-    link: Option<&str>,
-) {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(1_700_000_000);
-    h.set_size(data.len() as u64);
-    if let Some(l) = link {
-        h.set_link_name(l).unwrap();
-    }
-    b.append_data(&mut h, path, data).unwrap();
-}
-
-/// A root file system: /bin/busybox, sh/echo/ls symlinks, /etc, plus extra files.
+/// A rootfs tar with `extra` files.
 fn busybox_tar(extra: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    entry(&mut b, "bin/", tar::EntryType::Directory, 0o755, b"", None);
-    entry(&mut b, "etc/", tar::EntryType::Directory, 0o755, b"", None);
-    entry(
-        &mut b,
-        "bin/busybox",
-        tar::EntryType::Regular,
-        0o755,
-        &busybox_bytes(),
-        None,
-    );
-    for l in ["sh", "echo", "ls"] {
-        entry(
-            &mut b,
-            &format!("bin/{l}"),
-            tar::EntryType::Symlink,
-            0o777,
-            b"",
-            Some("busybox"),
-        );
-    }
-    for (p, d) in extra {
-        entry(&mut b, p, tar::EntryType::Regular, 0o644, d, None);
-    }
-    b.into_inner().unwrap()
+    busybox_rootfs(extra).tar()
 }
 
 fn busybox_size(extra: &[(&str, &[u8])]) -> i64 {
-    (busybox_bytes().len()
-        + 3 * "busybox".len()
-        + extra.iter().map(|(_, d)| d.len()).sum::<usize>()) as i64
+    busybox_rootfs(extra).size() as i64
 }
 
 fn sha256_hex(b: &[u8]) -> String {
@@ -199,15 +39,51 @@ fn docker_archive(config: &[u8], layers: &[Vec<u8>], tags: &[&str]) -> Vec<u8> {
         paths.push(p);
     }
     let manifest = serde_json::json!([{"Config": cfg, "RepoTags": tags, "Layers": paths}]);
-    entry(
-        &mut b,
-        "manifest.json",
-        tar::EntryType::Regular,
-        0o644,
-        manifest.to_string().as_bytes(),
-        None,
-    );
+    file(&mut b, "manifest.json", manifest.to_string().as_bytes());
     b.into_inner().unwrap()
+}
+
+/// A regular file (mode 0644) in a tar.
+fn file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+    entry(b, path, tar::EntryType::Regular, 0o644, data, None);
+}
+
+/// A tar of one regular file holding `evil` whose name is written raw (no path checks), with
+/// `mode` if given.
+fn raw_file(name: &[u8], mode: Option<u32>) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(4);
+    h.set_entry_type(tar::EntryType::Regular);
+    if let Some(m) = mode {
+        h.set_mode(m);
+    }
+    h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
+    h.set_cksum();
+    b.append(&h, &b"evil"[..]).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// A tar of one entry.
+fn one_entry(path: &str, kind: tar::EntryType, mode: u32, link: Option<&str>) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    entry(&mut b, path, kind, mode, b"", link);
+    b.into_inner().unwrap()
+}
+
+/// Loads a docker-archive of the busybox layer (config from [`config_for`]) tagged `tags`;
+/// returns the image ID.
+fn load_busybox_archive(env: &Env, file_name: &str, tags: &[&str]) -> String {
+    let layer = busybox_tar(&[]);
+    let config = config_for(std::slice::from_ref(&layer));
+    let ar = env.path(file_name);
+    fs::write(
+        &ar,
+        docker_archive(&config, std::slice::from_ref(&layer), tags),
+    )
+    .unwrap();
+    env.berth(&["load", "-i", ar.to_str().unwrap()]).ok();
+    format!("sha256:{}", sha256_hex(&config))
 }
 
 fn config_for(layers: &[Vec<u8>]) -> Vec<u8> {
@@ -228,6 +104,7 @@ fn config_for(layers: &[Vec<u8>]) -> Vec<u8> {
 
 #[test]
 fn import_and_images_table_format() {
+    require_root!();
     let env = Env::new();
     // An empty store prints just the header.
     let r = env.berth(&["images"]).ok();
@@ -324,6 +201,7 @@ fn import_and_images_table_format() {
 
 #[test]
 fn import_changes_message_and_sources() {
+    require_root!();
     let env = Env::new();
     let tar = busybox_tar(&[]);
     // stdin, gzip-compressed, with every kind of change.
@@ -363,11 +241,7 @@ fn import_changes_message_and_sources() {
         )
         .ok();
     let id = r.stdout.trim().to_string();
-    let f = |t: &str| {
-        env.berth(&["image", "inspect", "-f", t, "example.com/team/app:v1"])
-            .ok()
-            .stdout
-    };
+    let f = |t: &str| env.inspect(t, "example.com/team/app:v1");
     assert_eq!(f("{{.Id}}"), format!("{id}\n"));
     assert_eq!(f("{{.Comment}}"), "my message\n");
     assert_eq!(f("{{json .Config.Entrypoint}}"), "[\"/bin/sh\",\"-c\"]\n");
@@ -419,26 +293,15 @@ fn import_changes_message_and_sources() {
         "10\n"
     );
     // Bad input.
-    let r = env.berth(&["import", "http://example.com/rootfs.tar"]);
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stderr.contains("importing from a URL is not supported"),
-        "{}",
-        r.stderr
-    );
-    let r = env.berth(&["import", "-c", "RUN echo", z.to_str().unwrap()]);
-    assert_eq!(r.code, 1);
-    assert_eq!(
-        r.stderr,
-        "Error response from daemon: RUN is not a valid change command\n"
-    );
-    let r = env.berth(&["import", env.path("missing.tar").to_str().unwrap()]);
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stderr.contains("no such file or directory"),
-        "{}",
-        r.stderr
-    );
+    env.berth(&["import", "http://example.com/rootfs.tar"])
+        .failed_with(1, "importing from a URL is not supported");
+    env.berth(&["import", "-c", "RUN echo", z.to_str().unwrap()])
+        .failed(
+            1,
+            "Error response from daemon: RUN is not a valid change command\n",
+        );
+    env.berth(&["import", env.path("missing.tar").to_str().unwrap()])
+        .failed_with(1, "no such file or directory");
     let r = env.berth_stdin(
         &["import", "-"],
         b"this is not a tar archive at all, but it is long enough to be read as one block? no",
@@ -448,6 +311,7 @@ fn import_changes_message_and_sources() {
 
 #[test]
 fn tag_rmi_and_untag_semantics() {
+    require_root!();
     let env = Env::new();
     let id = env.import_busybox(Some("busybox"), &[]);
     let short = &id[7..19];
@@ -473,18 +337,11 @@ fn tag_rmi_and_untag_semantics() {
     let r = env.berth(&["rmi", "myrepo:1"]).ok();
     assert_eq!(r.stdout, "Untagged: myrepo:1\n");
     // By ID with references in several repositories: refused without -f.
-    let r = env.berth(&["rmi", short]);
-    assert_eq!(r.code, 1);
-    assert_eq!(
-        r.stderr,
-        format!("Error response from daemon: conflict: unable to delete {short} (must be forced) - image is referenced in multiple repositories\n")
-    );
+    env.berth(&["rmi", short]).failed(1, format!("Error response from daemon: conflict: unable to delete {short} (must be forced) - image is referenced in multiple repositories\n"));
     // No such image; the other argument is still processed.
-    let r = env.berth(&["rmi", "nope", "other/x:2"]);
-    assert_eq!(r.code, 1);
-    assert_eq!(
-        r.stderr,
-        "Error response from daemon: No such image: nope:latest\n"
+    let r = env.berth(&["rmi", "nope", "other/x:2"]).failed(
+        1,
+        "Error response from daemon: No such image: nope:latest\n",
     );
     assert_eq!(r.stdout, "Untagged: other/x:2\n");
     // A tag moves between images.
@@ -575,13 +432,10 @@ fn tag_rmi_and_untag_semantics() {
 
 #[test]
 fn inspect_formats() {
+    require_root!();
     let env = Env::new();
     let id = env.import_busybox(Some("busybox"), &[]);
-    let f = |t: &str| {
-        env.berth(&["image", "inspect", "-f", t, "busybox"])
-            .ok()
-            .stdout
-    };
+    let f = |t: &str| env.inspect(t, "busybox");
     assert_eq!(f("{{.Id}}"), format!("{id}\n"));
     assert_eq!(f("{{.Config.Cmd}}"), "[sh]\n");
     assert_eq!(f("{{.Config.Entrypoint}}"), "[]\n");
@@ -676,28 +530,15 @@ fn inspect_formats() {
     assert_eq!(r.code, 1);
     assert_eq!(r.stdout, "[]\n");
     assert_eq!(r.stderr, "Error: No such image: nope\n");
-    let r = env.berth(&["image", "inspect", "-f", "{{.Nope}}", "busybox"]);
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stderr.contains("can't evaluate field Nope"),
-        "{}",
-        r.stderr
-    );
+    env.berth(&["image", "inspect", "-f", "{{.Nope}}", "busybox"])
+        .failed_with(1, "can't evaluate field Nope");
 }
 
 #[test]
 fn history_output() {
+    require_root!();
     let env = Env::new();
-    let layer = busybox_tar(&[]);
-    let config = config_for(std::slice::from_ref(&layer));
-    let id = format!("sha256:{}", sha256_hex(&config));
-    let ar = env.path("h.tar");
-    fs::write(
-        &ar,
-        docker_archive(&config, std::slice::from_ref(&layer), &["hist:1"]),
-    )
-    .unwrap();
-    env.berth(&["load", "-i", ar.to_str().unwrap()]).ok();
+    let id = load_busybox_archive(&env, "h.tar", &["hist:1"]);
     let r = env.berth(&["history", "hist:1"]).ok();
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{}", r.stdout);
@@ -747,16 +588,15 @@ fn history_output() {
             busybox_size(&[])
         )
     );
-    let r = env.berth(&["history", "nope"]);
-    assert_eq!(r.code, 1);
-    assert_eq!(
-        r.stderr,
-        "Error response from daemon: No such image: nope:latest\n"
+    env.berth(&["history", "nope"]).failed(
+        1,
+        "Error response from daemon: No such image: nope:latest\n",
     );
 }
 
 #[test]
 fn save_load_roundtrip() {
+    require_root!();
     let env = Env::new();
     let id = env.import_busybox(Some("busybox"), &[]);
     env.berth(&["tag", "busybox", "busybox:1.36"]).ok();
@@ -818,11 +658,9 @@ fn save_load_roundtrip() {
     let r = fourth.berth_stdin(&["load"], &gz.finish().unwrap()).ok();
     assert!(r.stdout.contains("Loaded image: busybox:latest"));
     // Errors.
-    let r = env.berth(&["save", "nope"]);
-    assert_eq!(r.code, 1);
-    assert_eq!(
-        r.stderr,
-        "Error response from daemon: No such image: nope:latest\n"
+    env.berth(&["save", "nope"]).failed(
+        1,
+        "Error response from daemon: No such image: nope:latest\n",
     );
     assert!(!env.path("nope.tar").exists());
     let r = env.berth(&["save", "-o", env.path("x.tar").to_str().unwrap(), "nope"]);
@@ -832,31 +670,16 @@ fn save_load_roundtrip() {
     assert_eq!(r.code, 1);
 }
 
-fn skopeo() -> bool {
-    Command::new("skopeo")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 fn skopeo_copy(src: &str, dst: &str) {
-    let o = Command::new("skopeo")
+    Command::new("skopeo")
         .args(["--insecure-policy", "copy", "-q", src, dst])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "skopeo copy {src} {dst}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+        .output_ok();
 }
 
 #[test]
 fn skopeo_interop_and_oci_layout_archives() {
-    if !skopeo() {
-        eprintln!("skopeo is not installed: skipping");
-        return;
-    }
+    require_root!();
+    require_programs!(SKOPEO);
     let env = Env::new();
     let id = env.import_busybox(Some("busybox"), &[]);
     let out = env.path("bb.tar");
@@ -870,9 +693,7 @@ fn skopeo_interop_and_oci_layout_archives() {
     );
     let o = Command::new("skopeo")
         .args(["inspect", &format!("docker-archive:{}", out.display())])
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+        .output_ok();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["Layers"].as_array().unwrap().len(), 1);
     // skopeo's docker-archive output loads into berth.
@@ -892,7 +713,7 @@ fn skopeo_interop_and_oci_layout_archives() {
     assert_eq!(f(&other, "{{.Config.Cmd}}", "skopeo/bb:v1"), "[sh]\n");
     // An OCI image layout archive (gzip layers, as skopeo writes with compression) loads.
     let oci_gz = env.path("ocigz");
-    let o = Command::new("skopeo")
+    Command::new("skopeo")
         .args([
             "--insecure-policy",
             "copy",
@@ -903,9 +724,7 @@ fn skopeo_interop_and_oci_layout_archives() {
         ])
         .arg(format!("oci:{}:bb:1", oci.display()))
         .arg(format!("oci:{}:example.com/bb:gz", oci_gz.display()))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        .output_ok();
     let mut b = tar::Builder::new(Vec::new());
     b.append_dir_all(".", &oci_gz).unwrap();
     let layout_tar = b.into_inner().unwrap();
@@ -990,6 +809,7 @@ fn assert_refused(env: &Env, archive: &[u8], needle: &str) {
 
 #[test]
 fn hostile_archives_are_refused() {
+    require_root!();
     let env = Env::new();
     env.import_busybox(Some("keep"), &[]);
     let layer = busybox_tar(&[("etc/new", b"x")]);
@@ -997,60 +817,32 @@ fn hostile_archives_are_refused() {
     let good = docker_archive(&config, std::slice::from_ref(&layer), &["good:1"]);
 
     // Path traversal in the archive.
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(4);
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_mode(0o644);
-    {
-        let name = b"../evil";
-        let gnu = h.as_gnu_mut().unwrap();
-        gnu.name[..name.len()].copy_from_slice(name);
-    }
-    h.set_cksum();
-    b.append(&h, &b"evil"[..]).unwrap();
-    assert_refused(&env, &b.into_inner().unwrap(), "path contains '..'");
+    assert_refused(
+        &env,
+        &raw_file(b"../evil", Some(0o644)),
+        "path contains '..'",
+    );
 
     // Absolute path.
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(4);
-    h.set_entry_type(tar::EntryType::Regular);
-    {
-        let name = b"/tmp/evil";
-        let gnu = h.as_gnu_mut().unwrap();
-        gnu.name[..name.len()].copy_from_slice(name);
-    }
-    h.set_cksum();
-    b.append(&h, &b"evil"[..]).unwrap();
-    assert_refused(&env, &b.into_inner().unwrap(), "absolute path");
+    assert_refused(&env, &raw_file(b"/tmp/evil", None), "absolute path");
 
     // A symlink escaping the archive, used as the manifest.
-    let mut b = tar::Builder::new(Vec::new());
-    entry(
-        &mut b,
-        "manifest.json",
-        tar::EntryType::Symlink,
-        0o777,
-        b"",
-        Some("../../../../etc/passwd"),
-    );
-    assert_refused(&env, &b.into_inner().unwrap(), "escapes the archive");
-    let mut b = tar::Builder::new(Vec::new());
-    entry(
-        &mut b,
-        "manifest.json",
-        tar::EntryType::Symlink,
-        0o777,
-        b"",
-        Some("/etc/passwd"),
-    );
-    assert_refused(&env, &b.into_inner().unwrap(), "symlink to absolute path");
+    for (target, why) in [
+        ("../../../../etc/passwd", "escapes the archive"),
+        ("/etc/passwd", "symlink to absolute path"),
+    ] {
+        let ar = one_entry(
+            "manifest.json",
+            tar::EntryType::Symlink,
+            0o777,
+            Some(target),
+        );
+        assert_refused(&env, &ar, why);
+    }
 
     // A device node.
-    let mut b = tar::Builder::new(Vec::new());
-    entry(&mut b, "dev", tar::EntryType::Char, 0o644, b"", None);
-    assert_refused(&env, &b.into_inner().unwrap(), "unsupported entry type");
+    let ar = one_entry("dev", tar::EntryType::Char, 0o644, None);
+    assert_refused(&env, &ar, "unsupported entry type");
 
     // An oversized PAX header.
     let mut b = tar::Builder::new(Vec::new());
@@ -1087,31 +879,12 @@ fn hostile_archives_are_refused() {
             None,
         );
         let m = serde_json::json!([{"Config": name, "RepoTags": ["x:1"], "Layers": ["l.tar"]}]);
-        entry(
-            &mut b,
-            "manifest.json",
-            tar::EntryType::Regular,
-            0o644,
-            m.to_string().as_bytes(),
-            None,
-        );
+        file(&mut b, "manifest.json", m.to_string().as_bytes());
         b.into_inner().unwrap()
     };
     assert_refused(&env, &renamed, "digest mismatch");
     // A layer with a traversal entry, all digests right: refused when unpacking.
-    let mut lb = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(4);
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_mode(0o644);
-    {
-        let name = b"../../evil";
-        let gnu = h.as_gnu_mut().unwrap();
-        gnu.name[..name.len()].copy_from_slice(name);
-    }
-    h.set_cksum();
-    lb.append(&h, &b"evil"[..]).unwrap();
-    let evil_layer = lb.into_inner().unwrap();
+    let evil_layer = raw_file(b"../../evil", Some(0o644));
     let evil_config = config_for(std::slice::from_ref(&evil_layer));
     assert_refused(
         &env,
@@ -1129,6 +902,7 @@ fn hostile_archives_are_refused() {
 
 #[test]
 fn prune_frees_blobs_and_system_df() {
+    require_root!();
     let env = Env::new();
     let r = env.berth(&["system", "df"]).ok();
     assert_eq!(
@@ -1211,21 +985,9 @@ fn prune_frees_blobs_and_system_df() {
 
 #[test]
 fn list_filters() {
+    require_root!();
     let env = Env::new();
-    let layer = busybox_tar(&[]);
-    let config = config_for(std::slice::from_ref(&layer));
-    let old = format!("sha256:{}", sha256_hex(&config));
-    let ar = env.path("old.tar");
-    fs::write(
-        &ar,
-        docker_archive(
-            &config,
-            std::slice::from_ref(&layer),
-            &["old:1", "tools/old:2"],
-        ),
-    )
-    .unwrap();
-    env.berth(&["load", "-i", ar.to_str().unwrap()]).ok();
+    let old = load_busybox_archive(&env, "old.tar", &["old:1", "tools/old:2"]);
     let new = env.import_busybox(Some("new:1"), &[("etc/x", b"1")]);
     let q = |args: &[&str]| {
         let mut a = vec![
@@ -1260,12 +1022,8 @@ fn list_filters() {
         q(&["--filter", "dangling=false", "-f", "reference=new"]),
         format!("{new} new:1\n")
     );
-    let r = env.berth(&["images", "--filter", "bogus=1"]);
-    assert_eq!(r.code, 1);
-    assert_eq!(
-        r.stderr,
-        "Error response from daemon: invalid filter 'bogus'\n"
-    );
+    env.berth(&["images", "--filter", "bogus=1"])
+        .failed(1, "Error response from daemon: invalid filter 'bogus'\n");
     let r = env.berth(&["images", "--filter", "nobody"]);
     assert_eq!(r.code, 1);
     // CREATED for an image from 2020.
@@ -1287,6 +1045,7 @@ fn list_filters() {
 
 #[test]
 fn concurrent_processes_keep_every_tag() {
+    require_root!();
     let env = Env::new();
     env.import_busybox(Some("base"), &[]);
     let children: Vec<_> = (0..6)
@@ -1331,6 +1090,7 @@ fn rewrite(archive: &[u8], f: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>) -> Vec<
 
 #[test]
 fn hostile_oci_layouts_are_refused() {
+    require_root!();
     let src = Env::new();
     let id = src.import_busybox(Some("busybox"), &[]);
     let layer_hex = src

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -23,103 +23,37 @@ use berth_image::snapshot::CopySnapshotter;
 use berth_image::store::BlobStore;
 use berth_image::{Digest, Reference};
 use berth_registry::{Client, NoProgress, PushOptions};
+use berth_testkit::busybox::BUSYBOX;
+use berth_testkit::registry::DOCKER_REGISTRY;
+use berth_testkit::{
+    require_programs, require_root, BerthRegistry, BerthRegistryOptions, CommandRun,
+};
 use sha2::Digest as _;
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
-fn skip() -> bool {
-    if !rc::have_tools() {
-        return true;
-    }
-    if !Path::new("/bin/busybox").exists() {
-        eprintln!("SKIP: needs /bin/busybox (Debian busybox-static)");
-        return true;
-    }
-    false
+/// `berth registry serve` on 127.0.0.1 with its store in `root`, killed on drop.
+fn serve(root: &Path, config: Option<&Path>) -> BerthRegistry {
+    BerthRegistry::start_with(
+        Path::new(BERTH),
+        BerthRegistryOptions {
+            root: Some(root.to_path_buf()),
+            config: config.map(Path::to_path_buf),
+            tls: None,
+        },
+    )
 }
 
-/// `berth registry serve` on 127.0.0.1:0, killed on drop.
-struct Server {
-    child: Child,
-    _out: BufReader<ChildStdout>,
-    port: u16,
-    root: PathBuf,
-}
-
-impl Server {
-    fn start(root: &Path, config: Option<&Path>) -> Server {
-        Self::start_with(root, config, None)
-    }
-
-    fn start_with(root: &Path, config: Option<&Path>, tls: Option<(&Path, &Path)>) -> Server {
-        let mut cmd = Command::new(BERTH);
-        cmd.args(["registry", "serve", "--addr", "127.0.0.1:0", "--root"])
-            .arg(root);
-        if let Some(c) = config {
-            cmd.arg("--config").arg(c);
-        }
-        if let Some((c, k)) = tls {
-            cmd.arg("--tls-cert").arg(c).arg("--tls-key").arg(k);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start berth registry serve");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let port = line
-            .strip_prefix("listening on 127.0.0.1:")
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                panic!("unexpected first line from the server: {line:?}")
-            });
-        Server {
-            child,
-            _out: out,
-            port,
-            root: root.to_path_buf(),
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn blobs(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.root.join("blobs/sha256"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-            .collect();
-        v.sort();
-        v
-    }
-
-    /// Every blob's content hashes to its name; no temp files lie around.
-    fn assert_consistent(&self) {
-        for name in self.blobs() {
-            assert!(!name.starts_with('.'), "temp file left in blobs/: {name}");
-            let data = std::fs::read(self.root.join("blobs/sha256").join(&name)).unwrap();
-            assert_eq!(
-                hex::encode(sha2::Sha256::digest(&data)),
-                name,
-                "corrupt blob"
-            );
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
+/// Every blob's content hashes to its name; no temp files lie around.
+fn assert_consistent(s: &BerthRegistry) {
+    for name in s.blobs() {
+        assert!(!name.starts_with('.'), "temp file left in blobs/: {name}");
+        let data = std::fs::read(s.root.join("blobs/sha256").join(&name)).unwrap();
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&data)),
+            name,
+            "corrupt blob"
+        );
     }
 }
 
@@ -142,6 +76,16 @@ impl Resp {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
+    /// Asserts the status and the error code of the body.
+    #[track_caller]
+    fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(
+            (self.status, self.code().as_str()),
+            (status, code),
+            "{self:?}"
+        );
+    }
+
     fn code(&self) -> String {
         self.json()["errors"][0]["code"]
             .as_str()
@@ -204,15 +148,9 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u
     http_on(s, port, method, path, headers, body)
 }
 
-/// [`http`] from another loopback address (`127.0.0.2`, …): another client to the server.
-fn http_from(
-    src: [u8; 4],
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Resp {
+/// A connection to `port` from another loopback address (`127.0.0.2`, …): another client to
+/// the server (for [`http_on`]).
+fn connect_from(src: [u8; 4], port: u16) -> TcpStream {
     use socket2::{Domain, SockAddr, Socket, Type};
     let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     sock.bind(&SockAddr::from(std::net::SocketAddr::from((src, 0))))
@@ -222,7 +160,7 @@ fn http_from(
         port,
     ))))
     .unwrap();
-    http_on(sock.into(), port, method, path, headers, body)
+    sock.into()
 }
 
 fn http_on(
@@ -263,8 +201,31 @@ fn http_on(
     read_resp(s, method == "HEAD")
 }
 
+/// A request without headers or body.
+fn req(port: u16, method: &str, path: &str) -> Resp {
+    http(port, method, path, &[], b"")
+}
+
+/// A request with an `Authorization` header and no body.
+fn authed(port: u16, method: &str, path: &str, auth: &str) -> Resp {
+    http(port, method, path, &[("Authorization", auth)], b"")
+}
+
 fn get(port: u16, path: &str) -> Resp {
-    http(port, "GET", path, &[], b"")
+    req(port, "GET", path)
+}
+
+/// The upload location a response names, without `http://<host>` when it is absolute.
+fn location(r: &Resp, host: &str) -> String {
+    let loc = r.h("location").unwrap().to_string();
+    loc.split_once(host).map(|x| x.1.to_string()).unwrap_or(loc)
+}
+
+/// Our server and Debian's registry (both empty), our store in the temporary directory.
+fn both_registries() -> (tempfile::TempDir, BerthRegistry, rc::Registry) {
+    let tmp = tempfile::tempdir().unwrap();
+    let ours = serve(&tmp.path().join("root"), None);
+    (tmp, ours, rc::Registry::start(false))
 }
 
 fn basic(user: &str, pass: &str) -> String {
@@ -319,14 +280,42 @@ fn skopeo(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// `skopeo copy --quiet` with `extra` flags, TLS verification off for a registry side.
+fn copy(src: &str, dst: &str, extra: &[&str]) -> (bool, String) {
+    let mut args = vec!["copy", "--quiet"];
+    args.extend_from_slice(extra);
+    if src.starts_with("docker://") {
+        args.push("--src-tls-verify=false");
+    }
+    if dst.starts_with("docker://") {
+        args.push("--dest-tls-verify=false");
+    }
+    args.extend([src, dst]);
+    skopeo(&args)
+}
+
+/// [`copy`], asserting success.
+#[track_caller]
+fn copy_ok(src: &str, dst: &str, extra: &[&str]) {
+    let (ok, err) = copy(src, dst, extra);
+    assert!(ok, "{err}");
+}
+
+/// `skopeo inspect --raw` of `image`, asserting success.
+#[track_caller]
+fn inspect_raw_ok(image: &str) -> String {
+    let (ok, raw, err) = rc::skopeo_inspect_raw(image);
+    assert!(ok, "{err}");
+    raw
+}
+
 fn client(dir: &Path) -> Client {
     Client::new(rc::config(dir)).unwrap()
 }
 
 /// A pushed image's manifest digest, tags and the catalog, as a client sees them.
 fn observe(host: &str, repo: &str, tag: &str) -> (String, serde_json::Value, serde_json::Value) {
-    let (ok, raw, err) = rc::skopeo_inspect_raw(&format!("{host}/{repo}:{tag}"));
-    assert!(ok, "{err}");
+    let raw = inspect_raw_ok(&format!("{host}/{repo}:{tag}"));
     let port: u16 = host.rsplit(':').next().unwrap().parse().unwrap();
     let tags = get(port, &format!("/v2/{repo}/tags/list")).json();
     let cat = get(port, "/v2/_catalog").json();
@@ -339,12 +328,8 @@ fn observe(host: &str, repo: &str, tag: &str) -> (String, serde_json::Value, ser
 /// docker-registry: same digests, tags, catalog and blob bytes.
 #[test]
 fn skopeo_and_berth_client_same_results_as_docker_registry() {
-    if skip() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let ours = Server::start(&tmp.path().join("root"), None);
-    let theirs = rc::Registry::start(false);
+    require_root!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
+    let (tmp, ours, theirs) = both_registries();
     let img = rc::multilayer_image("amd64");
     let small = rc::random_image(7, 64);
     let src = BlobStore::open(tmp.path().join("src")).unwrap();
@@ -380,15 +365,11 @@ fn skopeo_and_berth_client_same_results_as_docker_registry() {
         chunky.push(&r, &img.manifest, &src, &NoProgress).unwrap();
         // skopeo: registry -> OCI layout, every blob byte-identical.
         let out = tmp.path().join(format!("out-{}", host.replace(':', "_")));
-        let (ok, err) = skopeo(&[
-            "copy",
-            "--quiet",
-            "--src-tls-verify=false",
-            "--preserve-digests",
+        copy_ok(
             &format!("docker://{host}/other/copy:latest"),
             &format!("oci:{}:x", out.display()),
-        ]);
-        assert!(ok, "{err}");
+            &["--preserve-digests"],
+        );
         for b in img.blobs() {
             let d = Digest::of_bytes(&b);
             assert_eq!(
@@ -422,7 +403,7 @@ fn skopeo_and_berth_client_same_results_as_docker_registry() {
         seen[0].0 .2["repositories"],
         serde_json::json!(["chunked/app", "other/copy", "test/app"])
     );
-    ours.assert_consistent();
+    assert_consistent(&ours);
     // The audit log recorded the pushes and pulls.
     let audit = std::fs::read_to_string(ours.root.join("audit.log")).unwrap();
     let lines: Vec<serde_json::Value> = audit
@@ -445,11 +426,8 @@ fn skopeo_and_berth_client_same_results_as_docker_registry() {
 /// and hostile requests, with the spec's status codes and error bodies.
 #[test]
 fn distribution_api_details_and_hostile_requests() {
-    if skip() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("root"), None);
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
+    let (_tmp, s) = serve_temp();
     let p = s.port;
 
     let r = get(p, "/v2/");
@@ -459,7 +437,7 @@ fn distribution_api_details_and_hostile_requests() {
     // Chunked upload: POST, PATCH with Content-Range, a wrong range, status, PUT.
     let data = pseudo_random(1, 300_000);
     let d = Digest::of_bytes(&data);
-    let r = http(p, "POST", "/v2/up/load/blobs/uploads/", &[], b"");
+    let r = req(p, "POST", "/v2/up/load/blobs/uploads/");
     assert_eq!(r.status, 202, "{r:?}");
     let loc = r.h("location").unwrap().to_string();
     assert!(loc.starts_with("/v2/up/load/blobs/uploads/"));
@@ -513,44 +491,28 @@ fn distribution_api_details_and_hostile_requests() {
     assert_eq!(get(p, &loc).code(), "BLOB_UPLOAD_UNKNOWN");
 
     // HEAD and ranged GETs.
-    let r = http(p, "HEAD", &format!("/v2/up/load/blobs/{d}"), &[], b"");
+    let r = req(p, "HEAD", &format!("/v2/up/load/blobs/{d}"));
     assert_eq!(r.status, 200);
     assert_eq!(r.h("content-length"), Some("300000"));
-    let r = http(
-        p,
-        "GET",
-        &format!("/v2/up/load/blobs/{d}"),
-        &[("Range", "bytes=1000-1999")],
-        b"",
-    );
+    let blob = format!("/v2/up/load/blobs/{d}");
+    let ranged = |range: &str| http(p, "GET", &blob, &[("Range", range)], b"");
+    let r = ranged("bytes=1000-1999");
     assert_eq!(r.status, 206);
     assert_eq!(r.body, &data[1000..2000]);
     assert_eq!(r.h("content-range"), Some("bytes 1000-1999/300000"));
-    let r = http(
-        p,
-        "GET",
-        &format!("/v2/up/load/blobs/{d}"),
-        &[("Range", "bytes=-10")],
-        b"",
-    );
+    let r = ranged("bytes=-10");
     assert_eq!(r.body, &data[299_990..]);
-    let r = http(
-        p,
-        "GET",
-        &format!("/v2/up/load/blobs/{d}"),
-        &[("Range", "bytes=300000-")],
-        b"",
-    );
+    let r = ranged("bytes=300000-");
     assert_eq!(r.status, 416);
     assert_eq!(get(p, &format!("/v2/up/load/blobs/{d}")).body, data);
 
     // Cancel.
-    let r = http(p, "POST", "/v2/up/load/blobs/uploads/", &[], b"");
+    let r = req(p, "POST", "/v2/up/load/blobs/uploads/");
     let loc2 = r.h("location").unwrap().to_string();
-    assert_eq!(http(p, "DELETE", &loc2, &[], b"").status, 204);
+    assert_eq!(req(p, "DELETE", &loc2).status, 204);
     assert_eq!(http(p, "PATCH", &loc2, &[], b"x").status, 404);
     // An upload id of one repository is unknown in another.
-    let r = http(p, "POST", "/v2/up/load/blobs/uploads/", &[], b"");
+    let r = req(p, "POST", "/v2/up/load/blobs/uploads/");
     let id3 = r.h("docker-upload-uuid").unwrap().to_string();
     let r = get(p, &format!("/v2/other/blobs/uploads/{id3}"));
     assert_eq!(r.status, 404);
@@ -565,7 +527,7 @@ fn distribution_api_details_and_hostile_requests() {
         &[],
         b"hello",
     );
-    assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
+    r.assert_error(400, "DIGEST_INVALID");
     let r = http(
         p,
         "POST",
@@ -573,29 +535,25 @@ fn distribution_api_details_and_hostile_requests() {
         &[],
         b"hello",
     );
-    assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
+    r.assert_error(400, "DIGEST_INVALID");
     assert_eq!(s.blobs(), before);
 
     // Mount: from a repository that has the blob, and from one that does not.
-    let r = http(
+    let r = req(
         p,
         "POST",
         &format!("/v2/mounted/blobs/uploads/?mount={d}&from=up/load"),
-        &[],
-        b"",
     );
     assert_eq!(r.status, 201, "{r:?}");
     assert_eq!(get(p, &format!("/v2/mounted/blobs/{d}")).body, data);
-    let r = http(
+    let r = req(
         p,
         "POST",
         &format!("/v2/third/blobs/uploads/?mount={d}&from=nothere"),
-        &[],
-        b"",
     );
     assert_eq!(r.status, 202, "falls back to an upload: {r:?}");
     // A blob is only served from repositories it is linked to.
-    let r = http(p, "HEAD", &format!("/v2/third/blobs/{d}"), &[], b"");
+    let r = req(p, "HEAD", &format!("/v2/third/blobs/{d}"));
     assert_eq!(r.status, 404);
 
     // Manifests: image (OCI), tags, pagination, by digest; Docker schema 2 and lists.
@@ -625,7 +583,7 @@ fn distribution_api_details_and_hostile_requests() {
     let r = get(p, &format!("/v2/up/load/manifests/{md}"));
     assert_eq!(r.body, man);
     assert_eq!(r.h("content-type"), Some(mt::OCI_MANIFEST));
-    let r = http(p, "HEAD", "/v2/up/load/manifests/t3", &[], b"");
+    let r = req(p, "HEAD", "/v2/up/load/manifests/t3");
     assert_eq!(r.status, 200);
     assert_eq!(r.h("content-length"), Some(man.len().to_string().as_str()));
     // Docker schema 2 with the same blobs, and a manifest list over both.
@@ -658,10 +616,7 @@ fn distribution_api_details_and_hostile_requests() {
     }))
     .unwrap();
     let r = put_manifest(p, "up/load", "bad", mt::OCI_INDEX, &bad_index);
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (400, "MANIFEST_BLOB_UNKNOWN")
-    );
+    r.assert_error(400, "MANIFEST_BLOB_UNKNOWN");
 
     // Referrers: an artifact whose subject is the image.
     let empty = b"{}";
@@ -719,12 +674,9 @@ fn distribution_api_details_and_hostile_requests() {
     }))
     .unwrap();
     let r = put_manifest(p, "up/load", "hostile", mt::OCI_MANIFEST, &missing);
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (400, "MANIFEST_BLOB_UNKNOWN")
-    );
+    r.assert_error(400, "MANIFEST_BLOB_UNKNOWN");
     let r = put_manifest(p, "up/load", &wrong.to_string(), mt::OCI_MANIFEST, &man);
-    assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
+    r.assert_error(400, "DIGEST_INVALID");
     let huge = vec![b' '; 5 << 20];
     let r = http(
         p,
@@ -766,13 +718,13 @@ fn distribution_api_details_and_hostile_requests() {
             r.code()
         );
     }
-    let r = http(p, "POST", "/v2/a/../b/blobs/uploads/", &[], b"");
-    assert_eq!((r.status, r.code().as_str()), (400, "NAME_INVALID"));
+    let r = req(p, "POST", "/v2/a/../b/blobs/uploads/");
+    r.assert_error(400, "NAME_INVALID");
     assert!(!s.root.join("repositories/b").exists());
     let r = get(p, "/v2/nothere/tags/list");
-    assert_eq!((r.status, r.code().as_str()), (404, "NAME_UNKNOWN"));
+    r.assert_error(404, "NAME_UNKNOWN");
     let r = get(p, "/v2/up/load/manifests/nope");
-    assert_eq!((r.status, r.code().as_str()), (404, "MANIFEST_UNKNOWN"));
+    r.assert_error(404, "MANIFEST_UNKNOWN");
     let r = get(p, "/v2/up/load/tags/list?n=x");
     assert_eq!(r.status, 400);
 
@@ -788,41 +740,32 @@ fn distribution_api_details_and_hostile_requests() {
     assert_eq!(r.json()["repositories"], serde_json::json!(["up/load"]));
 
     // Deletion: a tag, a manifest (its tags go too), a blob link.
-    assert_eq!(
-        http(p, "DELETE", "/v2/up/load/manifests/t5", &[], b"").status,
-        202
-    );
+    assert_eq!(req(p, "DELETE", "/v2/up/load/manifests/t5").status, 202);
     assert_eq!(get(p, "/v2/up/load/manifests/t5").status, 404);
     assert_eq!(get(p, "/v2/up/load/manifests/t4").status, 200);
-    let r = http(
-        p,
-        "DELETE",
-        &format!("/v2/up/load/manifests/{md}"),
-        &[],
-        b"",
-    );
+    let r = req(p, "DELETE", &format!("/v2/up/load/manifests/{md}"));
     assert_eq!(r.status, 202);
     assert_eq!(get(p, &format!("/v2/up/load/manifests/{md}")).status, 404);
     let tags = get(p, "/v2/up/load/tags/list").json();
     assert_eq!(tags["tags"], serde_json::json!(["docker", "multi"]));
     assert_eq!(
-        http(p, "DELETE", &format!("/v2/mounted/blobs/{d}"), &[], b"").status,
+        req(p, "DELETE", &format!("/v2/mounted/blobs/{d}")).status,
         202
     );
     assert_eq!(
-        http(p, "HEAD", &format!("/v2/mounted/blobs/{d}"), &[], b"").status,
+        req(p, "HEAD", &format!("/v2/mounted/blobs/{d}")).status,
         404
     );
     assert_eq!(
-        http(p, "DELETE", &format!("/v2/mounted/blobs/{d}"), &[], b"").code(),
+        req(p, "DELETE", &format!("/v2/mounted/blobs/{d}")).code(),
         "BLOB_UNKNOWN"
     );
     // Still served where it is linked.
     assert_eq!(
-        http(p, "HEAD", &format!("/v2/up/load/blobs/{d}"), &[], b"").status,
+        req(p, "HEAD", &format!("/v2/up/load/blobs/{d}")).status,
         200
     );
-    s.assert_consistent();
+    assert_consistent(&s);
 }
 
 fn write_config(dir: &Path, extra: serde_json::Value) -> PathBuf {
@@ -844,6 +787,41 @@ fn write_config(dir: &Path, extra: serde_json::Value) -> PathBuf {
     let p = dir.join("config.json");
     std::fs::write(&p, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     p
+}
+
+/// [`serve`] in a new temporary directory with a config letting anyone do anything, with
+/// these `limits`.
+fn serve_open(limits: serde_json::Value) -> (tempfile::TempDir, BerthRegistry) {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("config.json");
+    let cfg = serde_json::json!({
+        "access": [{"repository": "*", "users": ["anonymous"], "actions": ["*"]}],
+        "limits": limits,
+    });
+    std::fs::write(&p, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let s = serve(&tmp.path().join("root"), Some(&p));
+    (tmp, s)
+}
+
+/// [`serve`] in a new temporary directory with [`write_config`]'s accounts and `extra`.
+fn serve_configured(extra: serde_json::Value) -> (tempfile::TempDir, BerthRegistry) {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(tmp.path(), extra);
+    let s = serve(&tmp.path().join("root"), Some(&cfg));
+    (tmp, s)
+}
+
+/// [`serve`] without a config in a new temporary directory.
+fn serve_temp() -> (tempfile::TempDir, BerthRegistry) {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve(&tmp.path().join("root"), None);
+    (tmp, s)
+}
+
+/// A form POSTed to `/token` (OAuth2's password grant).
+fn token_form(p: u16, form: &str) -> Resp {
+    let h = [("Content-Type", "application/x-www-form-urlencoded")];
+    http(p, "POST", "/token", &h, form.as_bytes())
 }
 
 fn token(p: u16, auth: Option<&str>, scope: &str) -> (u16, serde_json::Value) {
@@ -879,15 +857,9 @@ fn claims(tok: &str) -> serde_json::Value {
 /// Accounts, permissions, the token flow (skopeo and Berth's client), denials.
 #[test]
 fn auth_tokens_permissions_and_denials() {
-    if skip() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = write_config(tmp.path(), serde_json::json!({"admins": ["alice"]}));
-    let s = Server::start(&tmp.path().join("root"), Some(&cfg));
-    let p = s.port;
-    let alice = basic("alice", rc::PASS);
-    let bob = basic("bob", rc::PASS);
+    require_root!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
+    let (tmp, s) = serve_configured(serde_json::json!({"admins": ["alice"]}));
+    let (p, alice, bob) = (s.port, basic("alice", rc::PASS), basic("bob", rc::PASS));
 
     // The challenge.
     let r = get(p, "/v2/");
@@ -899,24 +871,15 @@ fn auth_tokens_permissions_and_denials() {
                 .as_str()
         )
     );
-    let r = http(p, "HEAD", "/v2/alice/app/manifests/v1", &[], b"");
+    let r = req(p, "HEAD", "/v2/alice/app/manifests/v1");
     assert_eq!(r.status, 401);
     assert!(r
         .h("www-authenticate")
         .unwrap()
         .ends_with("scope=\"repository:alice/app:pull\""));
-    assert_eq!(
-        http(p, "GET", "/v2/", &[("Authorization", &alice)], b"").status,
-        200
-    );
-    let r = http(
-        p,
-        "GET",
-        "/v2/",
-        &[("Authorization", &basic("alice", "wrong"))],
-        b"",
-    );
-    assert_eq!((r.status, r.code().as_str()), (401, "UNAUTHORIZED"));
+    assert_eq!(authed(p, "GET", "/v2/", &alice).status, 200);
+    let r = authed(p, "GET", "/v2/", &basic("alice", "wrong"));
+    r.assert_error(401, "UNAUTHORIZED");
 
     // Tokens grant only the permitted subset.
     let (st, j) = token(p, Some(&alice), "repository:alice/app:pull,push,delete");
@@ -947,13 +910,7 @@ fn auth_tokens_permissions_and_denials() {
         "grant_type=password&username=alice&password={}&service=berth-registry&scope=repository%3Aalice%2Fapp%3Apull&client_id=test",
         rc::PASS.replace(' ', "+")
     );
-    let r = http(
-        p,
-        "POST",
-        "/token",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        form.as_bytes(),
-    );
+    let r = token_form(p, &form);
     assert_eq!(r.status, 200, "{r:?}");
     assert!(r.json()["access_token"].as_str().is_some());
 
@@ -962,72 +919,26 @@ fn auth_tokens_permissions_and_denials() {
     let layout = tmp.path().join("layout");
     img.write_oci(&layout, "t");
     let creds = format!("alice:{}", rc::PASS);
-    let (ok, err) = skopeo(&[
-        "copy",
-        "--quiet",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds,
-        &format!("oci:{}:t", layout.display()),
-        &format!("docker://{}/alice/app:v1", s.host()),
-    ]);
-    assert!(ok, "{err}");
-    let (ok, _) = skopeo(&[
-        "copy",
-        "--quiet",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:t", layout.display()),
-        &format!("docker://{}/alice/app:v2", s.host()),
-    ]);
-    assert!(!ok, "anonymous push accepted");
     let bob_creds = format!("bob:{}", rc::PASS);
-    let (ok, err) = skopeo(&[
-        "copy",
-        "--quiet",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &bob_creds,
-        &format!("oci:{}:t", layout.display()),
-        &format!("docker://{}/alice/app:v3", s.host()),
-    ]);
+    let src = format!("oci:{}:t", layout.display());
+    let at = |r: &str| format!("docker://{}/{r}", s.host());
+    let out = |d: &str| format!("oci:{}:x", tmp.path().join(d).display());
+    copy_ok(&src, &at("alice/app:v1"), &["--dest-creds", &creds]);
+    let (ok, _) = copy(&src, &at("alice/app:v2"), &[]);
+    assert!(!ok, "anonymous push accepted");
+    let (ok, err) = copy(&src, &at("alice/app:v3"), &["--dest-creds", &bob_creds]);
     assert!(!ok, "bob may not push");
     assert!(err.contains("denied") || err.contains("403"), "{err}");
     // bob pulls with skopeo; anonymous pulls only public/*.
-    let (ok, err) = skopeo(&[
-        "copy",
-        "--quiet",
-        "--src-tls-verify=false",
-        "--src-creds",
-        &bob_creds,
-        &format!("docker://{}/alice/app:v1", s.host()),
-        &format!("oci:{}:x", tmp.path().join("bob-out").display()),
-    ]);
-    assert!(ok, "{err}");
-    let (ok, _) = skopeo(&[
-        "copy",
-        "--quiet",
-        "--src-tls-verify=false",
-        &format!("docker://{}/alice/app:v1", s.host()),
-        &format!("oci:{}:x", tmp.path().join("anon-out").display()),
-    ]);
+    copy_ok(
+        &at("alice/app:v1"),
+        &out("bob-out"),
+        &["--src-creds", &bob_creds],
+    );
+    let (ok, _) = copy(&at("alice/app:v1"), &out("anon-out"), &[]);
     assert!(!ok, "anonymous pull of alice/app accepted");
-    let (ok, err) = skopeo(&[
-        "copy",
-        "--quiet",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds,
-        &format!("oci:{}:t", layout.display()),
-        &format!("docker://{}/public/app:v1", s.host()),
-    ]);
-    assert!(ok, "{err}");
-    let (ok, err) = skopeo(&[
-        "copy",
-        "--quiet",
-        "--src-tls-verify=false",
-        &format!("docker://{}/public/app:v1", s.host()),
-        &format!("oci:{}:x", tmp.path().join("anon-pub").display()),
-    ]);
+    copy_ok(&src, &at("public/app:v1"), &["--dest-creds", &creds]);
+    let (ok, err) = copy(&at("public/app:v1"), &out("anon-pub"), &[]);
     assert!(ok, "anonymous pull of public/app: {err}");
 
     // Berth's client: login, push, pull.
@@ -1051,43 +962,28 @@ fn auth_tokens_permissions_and_denials() {
 
     // Denials with basic auth and tokens.
     let m = "/v2/alice/app/manifests/v1".to_string();
-    let r = http(p, "DELETE", &m, &[("Authorization", &bob)], b"");
-    assert_eq!((r.status, r.code().as_str()), (403, "DENIED"));
+    let r = authed(p, "DELETE", &m, &bob);
+    r.assert_error(403, "DENIED");
     let bearer = format!("Bearer {bob_tok}");
-    assert_eq!(
-        http(p, "GET", &m, &[("Authorization", &bearer)], b"").status,
-        200
-    );
-    let r = http(
-        p,
-        "POST",
-        "/v2/alice/app/blobs/uploads/",
-        &[("Authorization", &bearer)],
-        b"",
-    );
-    assert_eq!((r.status, r.code().as_str()), (403, "DENIED"));
+    assert_eq!(authed(p, "GET", &m, &bearer).status, 200);
+    let r = authed(p, "POST", "/v2/alice/app/blobs/uploads/", &bearer);
+    r.assert_error(403, "DENIED");
     // A token for one repository does not open another (alice may, so: insufficient scope).
     let (_, j) = token(p, Some(&alice), "repository:alice/app:pull");
     let at = format!("Bearer {}", j["token"].as_str().unwrap());
-    let r = http(
-        p,
-        "GET",
-        "/v2/alice/small/tags/list",
-        &[("Authorization", &at)],
-        b"",
-    );
+    let r = authed(p, "GET", "/v2/alice/small/tags/list", &at);
     assert_eq!(r.status, 401);
     assert!(r
         .h("www-authenticate")
         .unwrap()
         .contains("insufficient_scope"));
-    let r = http(p, "GET", &m, &[("Authorization", "Bearer a.b.c")], b"");
+    let r = authed(p, "GET", &m, "Bearer a.b.c");
     assert_eq!(r.status, 401);
     assert!(r.h("www-authenticate").unwrap().contains("invalid_token"));
     // Catalog: per user.
     let r = get(p, "/v2/_catalog");
     assert_eq!(r.status, 401);
-    let r = http(p, "GET", "/v2/_catalog", &[("Authorization", &bob)], b"");
+    let r = authed(p, "GET", "/v2/_catalog", &bob);
     assert_eq!(
         r.json()["repositories"],
         serde_json::json!(["alice/app", "alice/small", "public/app"])
@@ -1113,21 +1009,10 @@ fn auth_tokens_permissions_and_denials() {
         ui.contains("public/app") && !ui.contains("alice/app"),
         "{ui}"
     );
-    let ui =
-        String::from_utf8(http(p, "GET", "/ui/", &[("Authorization", &alice)], b"").body).unwrap();
+    let ui = String::from_utf8(authed(p, "GET", "/ui/", &alice).body).unwrap();
     assert!(ui.contains("alice/app"), "{ui}");
     assert_eq!(get(p, "/ui/login").status, 401);
-    let perms = String::from_utf8(
-        http(
-            p,
-            "GET",
-            "/ui/permissions",
-            &[("Authorization", &alice)],
-            b"",
-        )
-        .body,
-    )
-    .unwrap();
+    let perms = String::from_utf8(authed(p, "GET", "/ui/permissions", &alice).body).unwrap();
     assert!(
         perms.contains("<td>alice/app</td>") && perms.contains("pull, push, delete"),
         "{perms}"
@@ -1147,21 +1032,10 @@ fn auth_tokens_permissions_and_denials() {
 /// Limits: upload size, concurrent uploads, stalled bodies.
 #[test]
 fn limits_refuse_and_change_nothing() {
-    if skip() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("open.json");
-    std::fs::write(
-        &cfg,
-        serde_json::to_vec(&serde_json::json!({
-            "access": [{"repository": "*", "users": ["anonymous"], "actions": ["*"]}],
-            "limits": {"max_upload_bytes": 100000, "max_concurrent_uploads": 1, "idle_timeout_seconds": 3},
-        }))
-        .unwrap(),
-    )
-    .unwrap();
-    let s = Server::start(&tmp.path().join("root"), Some(&cfg));
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
+    let (_tmp, s) = serve_open(
+        serde_json::json!({"max_upload_bytes": 100000, "max_concurrent_uploads": 1, "idle_timeout_seconds": 3}),
+    );
     let p = s.port;
     let big = pseudo_random(9, 150_000);
     let r = http(
@@ -1171,9 +1045,9 @@ fn limits_refuse_and_change_nothing() {
         &[("Expect", "100-continue")],
         &big,
     );
-    assert_eq!((r.status, r.code().as_str()), (413, "SIZE_INVALID"));
+    r.assert_error(413, "SIZE_INVALID");
     // Streamed (no Content-Length): cut off at the limit too.
-    let r = http(p, "POST", "/v2/lim/blobs/uploads/", &[], b"");
+    let r = req(p, "POST", "/v2/lim/blobs/uploads/");
     let loc = r.h("location").unwrap().to_string();
     let mut body = Vec::new();
     for piece in big.chunks(20_000) {
@@ -1188,13 +1062,13 @@ fn limits_refuse_and_change_nothing() {
     assert!(s.blobs().is_empty());
 
     // One upload at a time: a second one, while the first is receiving, gets 429.
-    let r = http(p, "POST", "/v2/lim/blobs/uploads/", &[], b"");
+    let r = req(p, "POST", "/v2/lim/blobs/uploads/");
     let loc2 = r.h("location").unwrap().to_string();
     // (Retried with a fresh upload when the probe took the slot first: the slow request then
     // got the 429, or, when it came after the probe, stalled and got the 400.)
     let mut slow = None;
     for _ in 0..10 {
-        let r = http(p, "POST", "/v2/lim/blobs/uploads/", &[], b"");
+        let r = req(p, "POST", "/v2/lim/blobs/uploads/");
         let loc1 = r.h("location").unwrap().to_string();
         let mut c = TcpStream::connect(("127.0.0.1", p)).unwrap();
         write!(
@@ -1233,17 +1107,15 @@ fn limits_refuse_and_change_nothing() {
 /// consistent, the partial upload is not a blob, and the upload can be resumed and finished.
 #[test]
 fn kill_during_upload_leaves_consistent_store_and_resumes() {
-    if skip() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
-    let mut s = Server::start(&root, None);
+    let mut s = serve(&root, None);
     let data = pseudo_random(42, 4 << 20);
     let d = Digest::of_bytes(&data);
     // Something complete first.
     let small = put_blob(s.port, "crash/test", b"complete blob", &[]);
-    let r = http(s.port, "POST", "/v2/crash/test/blobs/uploads/", &[], b"");
+    let r = req(s.port, "POST", "/v2/crash/test/blobs/uploads/");
     let loc = r.h("location").unwrap().to_string();
     let id = r.h("docker-upload-uuid").unwrap().to_string();
     let r = http(
@@ -1274,8 +1146,8 @@ fn kill_during_upload_leaves_consistent_store_and_resumes() {
     drop(conn);
     assert!(!s.blobs().contains(&d.hex().to_string()));
 
-    let s = Server::start(&root, None);
-    s.assert_consistent();
+    let s = serve(&root, None);
+    assert_consistent(&s);
     assert_eq!(s.blobs(), vec![small.hex().to_string()]);
     assert_eq!(
         get(s.port, &format!("/v2/crash/test/blobs/{small}")).body,
@@ -1297,10 +1169,10 @@ fn kill_during_upload_leaves_consistent_store_and_resumes() {
         &data[have..],
     );
     assert_eq!(r.status, 202, "{r:?}");
-    let r = http(s.port, "PUT", &format!("{loc}?digest={d}"), &[], b"");
+    let r = req(s.port, "PUT", &format!("{loc}?digest={d}"));
     assert_eq!(r.status, 201, "{r:?}");
     assert_eq!(get(s.port, &format!("/v2/crash/test/blobs/{d}")).body, data);
-    s.assert_consistent();
+    assert_consistent(&s);
     assert!(std::fs::read_dir(root.join("uploads"))
         .unwrap()
         .next()
@@ -1312,25 +1184,17 @@ fn gc(root: &Path, extra: &[&str]) -> String {
         .args(["registry", "gc", "--root"])
         .arg(root)
         .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .output_ok();
     String::from_utf8(out.stdout).unwrap()
 }
 
 /// gc removes exactly the blobs no manifest references, while the server runs.
 #[test]
 fn gc_removes_only_unreferenced_blobs() {
-    if skip() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
-    let s = Server::start(&root, None);
+    let s = serve(&root, None);
     let a = rc::multilayer_image("amd64");
     let b = rc::random_image(11, 32);
     a.seed(&s.host(), "gc/a:1", None);
@@ -1346,23 +1210,19 @@ fn gc_removes_only_unreferenced_blobs() {
         201
     );
     // The index's child manifest entry is deleted: the index still keeps b's blobs alive.
-    let r = http(
+    let r = req(
         s.port,
         "DELETE",
         &format!("/v2/gc/idx/manifests/{}", b.manifest_digest()),
-        &[],
-        b"",
     );
     assert_eq!(r.status, 202);
     // c: pushed then deleted; its unique layer becomes garbage.
     let c = rc::random_image(12, 32);
     c.seed(&s.host(), "gc/c:1", None);
-    let r = http(
+    let r = req(
         s.port,
         "DELETE",
         &format!("/v2/gc/c/manifests/{}", c.manifest_digest()),
-        &[],
-        b"",
     );
     assert_eq!(r.status, 202);
     let stray = put_blob(s.port, "gc/c", b"stray upload, never referenced", &[]);
@@ -1383,13 +1243,13 @@ fn gc_removes_only_unreferenced_blobs() {
             .unwrap();
         assert!(st.success());
     }
-    let r = http(s.port, "HEAD", &format!("/v2/gc/c/blobs/{old1}"), &[], b"");
+    let r = req(s.port, "HEAD", &format!("/v2/gc/c/blobs/{old1}"));
     assert_eq!(r.status, 200);
     let out = gc(&root, &["--grace-seconds", "3600"]);
     assert!(out.contains(&format!("removed {old2}")), "{out}");
     assert!(!out.contains(&old1.to_string()), "{out}");
     assert_eq!(
-        http(s.port, "HEAD", &format!("/v2/gc/c/blobs/{old2}"), &[], b"").status,
+        req(s.port, "HEAD", &format!("/v2/gc/c/blobs/{old2}")).status,
         404
     );
     garbage_extra.push(old1.hex().to_string());
@@ -1432,25 +1292,21 @@ fn gc_removes_only_unreferenced_blobs() {
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
     let layer = a.layers[0].digest();
     let port = s.port;
-    let head = std::thread::spawn(move || {
-        http(port, "HEAD", &format!("/v2/gc/a/blobs/{layer}"), &[], b"").status
-    });
+    let head =
+        std::thread::spawn(move || req(port, "HEAD", &format!("/v2/gc/a/blobs/{layer}")).status);
     std::thread::sleep(Duration::from_millis(500));
     assert!(!head.is_finished(), "HEAD answered while gc held the lock");
     // SAFETY: as above.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_UN) }, 0);
     assert_eq!(head.join().unwrap(), 200);
     // Everything still pulls.
-    let (ok, err) = skopeo(&[
-        "copy",
-        "--quiet",
-        "--src-tls-verify=false",
+    copy_ok(
         &format!("docker://{}/gc/a:1", s.host()),
         &format!("oci:{}:x", tmp.path().join("o").display()),
-    ]);
-    assert!(ok, "{err}");
+        &[],
+    );
     assert_eq!(get(s.port, "/v2/gc/idx/manifests/list").body, idx);
-    s.assert_consistent();
+    assert_consistent(&s);
 
     // --delete-untagged: an image whose tag moved on is forgotten with its own blobs; an
     // artifact referring to the image now tagged stays.
@@ -1503,15 +1359,13 @@ fn gc_removes_only_unreferenced_blobs() {
     )
     .json();
     assert_eq!(refs["manifests"][0]["digest"], ad.to_string());
-    s.assert_consistent();
+    assert_consistent(&s);
 }
 
 /// HTTPS with a given certificate.
 #[test]
 fn tls_with_given_certificate() {
-    if skip() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
     let tmp = tempfile::tempdir().unwrap();
     let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
     let st = Command::new("openssl")
@@ -1540,18 +1394,22 @@ fn tls_with_given_certificate() {
             return;
         }
     }
-    let s = Server::start_with(&tmp.path().join("root"), None, Some((&cert, &key)));
+    let s = BerthRegistry::start_with(
+        Path::new(BERTH),
+        BerthRegistryOptions {
+            root: Some(tmp.path().join("root")),
+            config: None,
+            tls: Some((cert.clone(), key.clone())),
+        },
+    );
     let img = rc::random_image(5, 8);
     let layout = tmp.path().join("layout");
     img.write_oci(&layout, "t");
-    let (ok, err) = skopeo(&[
-        "copy",
-        "--quiet",
-        "--dest-tls-verify=false",
+    copy_ok(
         &format!("oci:{}:t", layout.display()),
         &format!("docker://{}/tls/app:1", s.host()),
-    ]);
-    assert!(ok, "{err}");
+        &[],
+    );
     // Verified against the certificate.
     let certs = tmp.path().join("certs.d");
     std::fs::create_dir_all(&certs).unwrap();
@@ -1560,13 +1418,7 @@ fn tls_with_given_certificate() {
         .args(["inspect", "--raw", "--cert-dir"])
         .arg(&certs)
         .arg(format!("docker://{}/tls/app:1", s.host()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .output_ok();
     assert_eq!(out.stdout, img.manifest);
     // Plain HTTP on the TLS port is not served.
     let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
@@ -1582,9 +1434,7 @@ fn tls_with_given_certificate() {
 /// with HTML from image configs shown as text.
 #[test]
 fn web_page_in_headless_chromium() {
-    if skip() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
     let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()
         .find(|p| Path::new(p).exists());
@@ -1592,8 +1442,7 @@ fn web_page_in_headless_chromium() {
         eprintln!("SKIP: chromium is needed for the web page test (apt-get install chromium)");
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("root"), None);
+    let (_tmp, s) = serve_temp();
     let mut img = rc::multilayer_image("amd64");
     // A config with markup in it: must come out as text.
     let mut cfg: serde_json::Value = serde_json::from_slice(&img.config).unwrap();
@@ -1623,9 +1472,7 @@ fn web_page_in_headless_chromium() {
             .arg("--dump-dom")
             .arg(format!("http://{}{path}", s.host()))
             .stderr(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+            .output_ok();
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     let index = dump("/ui/");
@@ -1658,12 +1505,8 @@ fn web_page_in_headless_chromium() {
 /// same status codes, error codes and bodies.
 #[test]
 fn same_answers_as_docker_registry_for_raw_requests() {
-    if skip() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let ours = Server::start(&tmp.path().join("root"), None);
-    let theirs = rc::Registry::start(false);
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
+    let (_tmp, ours, theirs) = both_registries();
     let img = rc::multilayer_image("amd64");
     let layer = img.layers[0].digest();
     let unknown = Digest::of_bytes(b"nope");
@@ -1709,13 +1552,7 @@ fn same_answers_as_docker_registry_for_raw_requests() {
         );
         rec(
             "head unknown blob",
-            http(
-                port,
-                "HEAD",
-                &format!("/v2/test/app/blobs/{unknown}"),
-                &[],
-                b"",
-            ),
+            req(port, "HEAD", &format!("/v2/test/app/blobs/{unknown}")),
             false,
         );
         rec(
@@ -1748,12 +1585,8 @@ fn same_answers_as_docker_registry_for_raw_requests() {
             ),
             true,
         );
-        let r = http(port, "POST", "/v2/test/app/blobs/uploads/", &[], b"");
-        let loc = r.h("location").unwrap().to_string();
-        let loc = loc
-            .split_once(&host)
-            .map(|x| x.1.to_string())
-            .unwrap_or(loc);
+        let r = req(port, "POST", "/v2/test/app/blobs/uploads/");
+        let loc = location(&r, &host);
         let sep = if loc.contains('?') { '&' } else { '?' };
         rec(
             "wrong digest",
@@ -1776,43 +1609,31 @@ fn same_answers_as_docker_registry_for_raw_requests() {
             put_manifest(port, "test/app", "bad", mt::OCI_MANIFEST, &missing),
             false,
         );
-        let r = http(port, "POST", "/v2/test/app/blobs/uploads/", &[], b"");
-        let loc = r.h("location").unwrap().to_string();
-        let loc = loc
-            .split_once(&host)
-            .map(|x| x.1.to_string())
-            .unwrap_or(loc);
+        let r = req(port, "POST", "/v2/test/app/blobs/uploads/");
+        let loc = location(&r, &host);
         rec("upload start", r, false);
         let r = http(port, "PATCH", &loc, &[("Content-Range", "0-3")], b"abcd");
         // (distribution keeps the upload's state in the URL: use the latest one.)
-        let loc = r.h("location").unwrap().to_string();
-        let loc = loc
-            .split_once(&host)
-            .map(|x| x.1.to_string())
-            .unwrap_or(loc);
+        let loc = location(&r, &host);
         rec("patch", r, false);
         let status = get(port, &loc);
         assert_eq!(status.h("range"), Some("0-3"), "{port} {loc} {status:?}");
         rec("upload status", status, false);
         rec(
             "mount",
-            http(
+            req(
                 port,
                 "POST",
                 &format!("/v2/other/blobs/uploads/?mount={layer}&from=test/app"),
-                &[],
-                b"",
             ),
             false,
         );
         rec(
             "delete manifest",
-            http(
+            req(
                 port,
                 "DELETE",
                 &format!("/v2/test/app/manifests/{}", img.manifest_digest()),
-                &[],
-                b"",
             ),
             false,
         );
@@ -1843,12 +1664,8 @@ fn same_answers_as_docker_registry_for_raw_requests() {
 /// the same index and children; Berth's client pulls the host's platform from ours.
 #[test]
 fn multi_platform_index_with_skopeo_and_berth_client() {
-    if skip() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let ours = Server::start(&tmp.path().join("root"), None);
-    let theirs = rc::Registry::start(false);
+    require_root!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
+    let (tmp, ours, theirs) = both_registries();
     let host_arch = Platform::host().architecture.clone();
     let other_arch = if host_arch == "arm64" {
         "amd64"
@@ -1900,53 +1717,35 @@ fn multi_platform_index_with_skopeo_and_berth_client() {
         "annotations": {"org.opencontainers.image.ref.name": "multi"}}]});
     std::fs::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
     let mut seen = Vec::new();
+    let src = format!("oci:{}:multi", layout.display());
     for host in [ours.host(), theirs.host()] {
-        let (ok, err) = skopeo(&[
-            "copy",
-            "--quiet",
-            "--all",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-            &format!("oci:{}:multi", layout.display()),
-            &format!("docker://{host}/multi/app:1"),
-        ]);
-        assert!(ok, "{err}");
-        let (ok, raw, err) = rc::skopeo_inspect_raw(&format!("{host}/multi/app:1"));
-        assert!(ok, "{err}");
-        let (ok, child, err) =
-            rc::skopeo_inspect_raw(&format!("{host}/multi/app@{}", there.manifest_digest()));
-        assert!(ok, "{err}");
+        let dst = format!("docker://{host}/multi/app:1");
+        copy_ok(&src, &dst, &["--all", "--preserve-digests"]);
+        let raw = inspect_raw_ok(&format!("{host}/multi/app:1"));
+        let child = inspect_raw_ok(&format!("{host}/multi/app@{}", there.manifest_digest()));
         seen.push((raw, child));
     }
     // Docker schema 2 (skopeo converts the OCI image on the way).
     let single = tmp.path().join("single");
     here.write_oci(&single, "one");
+    let src = format!("oci:{}:one", single.display());
     for host in [ours.host(), theirs.host()] {
-        let (ok, err) = skopeo(&[
-            "copy",
-            "--quiet",
-            "--format",
-            "v2s2",
-            "--dest-tls-verify=false",
-            &format!("oci:{}:one", single.display()),
+        copy_ok(
+            &src,
             &format!("docker://{host}/docker/app:1"),
-        ]);
-        assert!(ok, "{err}");
-        let (ok, raw, err) = rc::skopeo_inspect_raw(&format!("{host}/docker/app:1"));
-        assert!(ok, "{err}");
+            &["--format", "v2s2"],
+        );
+        let raw = inspect_raw_ok(&format!("{host}/docker/app:1"));
         let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
         assert_eq!(v["mediaType"], mt::DOCKER_MANIFEST);
         seen.push((raw, String::new()));
     }
     assert_eq!(seen[2], seen[3]);
-    let (ok, err) = skopeo(&[
-        "copy",
-        "--quiet",
-        "--src-tls-verify=false",
+    copy_ok(
         &format!("docker://{}/docker/app:1", ours.host()),
         &format!("oci:{}:x", tmp.path().join("back").display()),
-    ]);
-    assert!(ok, "{err}");
+        &[],
+    );
     assert_eq!(seen[0], seen[1]);
     assert_eq!(seen[0].0.as_bytes(), &index[..]);
     assert_eq!(seen[0].1.as_bytes(), &there.manifest[..]);
@@ -1961,18 +1760,15 @@ fn multi_platform_index_with_skopeo_and_berth_client() {
         assert_eq!(pulled.manifest_digest, here.manifest_digest());
         assert_eq!(pulled.repo_digest, Digest::of_bytes(&index));
     }
-    ours.assert_consistent();
+    assert_consistent(&ours);
 }
 
 /// Many clients pushing into the same repository at once: every tag lands, the metadata stays
 /// whole, every blob is intact.
 #[test]
 fn concurrent_pushes_to_one_repository() {
-    if skip() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("root"), None);
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
+    let (_tmp, s) = serve_temp();
     let port = s.port;
     let shared = pseudo_random(77, 200_000);
     let threads: Vec<_> = (0..8)
@@ -2006,40 +1802,27 @@ fn concurrent_pushes_to_one_repository() {
     )
     .unwrap();
     assert_eq!(meta["manifests"].as_object().unwrap().len(), 8);
-    s.assert_consistent();
+    assert_consistent(&s);
 }
 
 /// Open upload sessions are capped: past the cap, starting one is 429 TOOMANYREQUESTS and
 /// changes nothing; a cancelled session frees its place.
 #[test]
 fn open_upload_sessions_are_capped() {
-    if skip() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("config.json");
-    std::fs::write(
-        &cfg,
-        serde_json::to_vec(&serde_json::json!({
-            "access": [{"repository": "*", "users": ["anonymous"], "actions": ["*"]}],
-            "limits": {"max_open_uploads": 2},
-        }))
-        .unwrap(),
-    )
-    .unwrap();
-    let s = Server::start(&tmp.path().join("root"), Some(&cfg));
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
+    let (tmp, s) = serve_open(serde_json::json!({"max_open_uploads": 2}));
     let p = s.port;
     let mut locs = Vec::new();
     for _ in 0..2 {
-        let r = http(p, "POST", "/v2/cap/blobs/uploads/", &[], b"");
+        let r = req(p, "POST", "/v2/cap/blobs/uploads/");
         assert_eq!(r.status, 202, "{r:?}");
         locs.push(r.h("location").unwrap().to_string());
     }
     let uploads = tmp.path().join("root/uploads");
     let count = || std::fs::read_dir(&uploads).unwrap().count();
     assert_eq!(count(), 2);
-    let r = http(p, "POST", "/v2/cap/blobs/uploads/", &[], b"");
-    assert_eq!((r.status, r.code().as_str()), (429, "TOOMANYREQUESTS"));
+    let r = req(p, "POST", "/v2/cap/blobs/uploads/");
+    r.assert_error(429, "TOOMANYREQUESTS");
     // A monolithic upload is a session too.
     let r = http(
         p,
@@ -2051,14 +1834,14 @@ fn open_upload_sessions_are_capped() {
     assert_eq!(r.status, 429, "{r:?}");
     assert_eq!(count(), 2);
     assert!(s.blobs().is_empty());
-    let r = http(p, "DELETE", &locs[0], &[], b"");
+    let r = req(p, "DELETE", &locs[0]);
     assert_eq!(r.status, 204, "{r:?}");
-    let r = http(p, "POST", "/v2/cap/blobs/uploads/", &[], b"");
+    let r = req(p, "POST", "/v2/cap/blobs/uploads/");
     assert_eq!(r.status, 202, "{r:?}");
 }
 
 /// The lines of a server's audit log.
-fn audit_lines(s: &Server) -> Vec<serde_json::Value> {
+fn audit_lines(s: &BerthRegistry) -> Vec<serde_json::Value> {
     std::fs::read_to_string(s.root.join("audit.log"))
         .unwrap_or_default()
         .lines()
@@ -2070,15 +1853,10 @@ fn audit_lines(s: &Server) -> Vec<serde_json::Value> {
 /// Anonymous visitors get a challenge (as `/v2/_catalog` gives them), other users 403.
 #[test]
 fn ui_permissions_only_for_admins() {
-    if skip() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = write_config(tmp.path(), serde_json::json!({"admins": ["alice"]}));
-    let s = Server::start(&tmp.path().join("root"), Some(&cfg));
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
+    let (_tmp, s) = serve_configured(serde_json::json!({"admins": ["alice"]}));
     let p = s.port;
-    let alice = basic("alice", rc::PASS);
-    let bob = basic("bob", rc::PASS);
+    let (alice, bob) = (basic("alice", rc::PASS), basic("bob", rc::PASS));
     put_blob(
         p,
         "alice/secret-project",
@@ -2098,36 +1876,18 @@ fn ui_permissions_only_for_admins() {
         "{r:?}"
     );
     assert!(!leaks(&r.body), "{r:?}");
-    let r = http(p, "GET", "/ui/permissions", &[("Authorization", &bob)], b"");
+    let r = authed(p, "GET", "/ui/permissions", &bob);
     assert_eq!(r.status, 403, "{r:?}");
     assert!(!leaks(&r.body), "{r:?}");
     let (_, j) = token(p, Some(&bob), "repository:alice/secret-project:pull");
     let bearer = format!("Bearer {}", j["token"].as_str().unwrap());
-    let r = http(
-        p,
-        "GET",
-        "/ui/permissions",
-        &[("Authorization", &bearer)],
-        b"",
-    );
+    let r = authed(p, "GET", "/ui/permissions", &bearer);
     assert_eq!(r.status, 403, "{r:?}");
-    let r = http(
-        p,
-        "GET",
-        "/ui/permissions",
-        &[("Authorization", &basic("alice", "wrong"))],
-        b"",
-    );
+    let r = authed(p, "GET", "/ui/permissions", &basic("alice", "wrong"));
     assert_eq!(r.status, 401, "{r:?}");
     assert!(!leaks(&r.body));
     // The administrator sees rules, users and repositories.
-    let r = http(
-        p,
-        "GET",
-        "/ui/permissions",
-        &[("Authorization", &alice)],
-        b"",
-    );
+    let r = authed(p, "GET", "/ui/permissions", &alice);
     assert_eq!(r.status, 200, "{r:?}");
     let page = String::from_utf8(r.body).unwrap();
     assert!(
@@ -2171,9 +1931,7 @@ fn ui_permissions_only_for_admins() {
 /// anonymous requests): one client filling its quota does not stop anyone else's pushes.
 #[test]
 fn open_uploads_are_limited_per_identity() {
-    if skip() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
     let tmp = tempfile::tempdir().unwrap();
     let cfg = write_config(
         tmp.path(),
@@ -2185,20 +1943,12 @@ fn open_uploads_are_limited_per_identity() {
             "limits": {"max_open_uploads": 20, "max_open_uploads_per_user": 2},
         }),
     );
-    let s = Server::start(&tmp.path().join("root"), Some(&cfg));
+    let s = serve(&tmp.path().join("root"), Some(&cfg));
     let p = s.port;
     let alice = basic("alice", rc::PASS);
     let bob = basic("bob", rc::PASS);
     let count = || std::fs::read_dir(s.root.join("uploads")).unwrap().count();
-    let open = |auth: &str| {
-        http(
-            p,
-            "POST",
-            "/v2/up/x/blobs/uploads/",
-            &[("Authorization", auth)],
-            b"",
-        )
-    };
+    let open = |auth: &str| authed(p, "POST", "/v2/up/x/blobs/uploads/", auth);
     let mut mine = Vec::new();
     for _ in 0..2 {
         let r = open(&alice);
@@ -2206,11 +1956,7 @@ fn open_uploads_are_limited_per_identity() {
         mine.push(r.h("location").unwrap().to_string());
     }
     let r = open(&alice);
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (429, "TOOMANYREQUESTS"),
-        "{r:?}"
-    );
+    r.assert_error(429, "TOOMANYREQUESTS");
     assert!(r.h("retry-after").is_some(), "{r:?}");
     assert!(r.json()["errors"][0]["message"]
         .as_str()
@@ -2235,21 +1981,23 @@ fn open_uploads_are_limited_per_identity() {
     assert_eq!(r.status, 202, "{r:?}");
     put_blob(p, "up/y", b"bob's layer", &[("Authorization", &bob)]);
     // Anonymous clients: counted per address.
-    let anon = |src: [u8; 4]| http_from(src, p, "POST", "/v2/anon/x/blobs/uploads/", &[], b"");
+    let anon = |src: [u8; 4]| {
+        let c = connect_from(src, p);
+        http_on(c, p, "POST", "/v2/anon/x/blobs/uploads/", &[], b"")
+    };
     for _ in 0..2 {
         assert_eq!(anon([127, 0, 0, 1]).status, 202);
     }
     assert_eq!(anon([127, 0, 0, 1]).status, 429);
     assert_eq!(anon([127, 0, 0, 2]).status, 202);
     // Finishing or cancelling frees a place.
-    let r = http(p, "DELETE", &mine[0], &[("Authorization", &alice)], b"");
+    let r = authed(p, "DELETE", &mine[0], &alice);
     assert_eq!(r.status, 204, "{r:?}");
-    let r = http(
+    let r = authed(
         p,
         "PUT",
         &format!("{}?digest={}", mine[1], Digest::of_bytes(b"")),
-        &[("Authorization", &alice)],
-        b"",
+        &alice,
     );
     assert_eq!(r.status, 201, "{r:?}");
     for _ in 0..2 {
@@ -2262,24 +2010,13 @@ fn open_uploads_are_limited_per_identity() {
 /// its place in the quota is free again; sessions that keep receiving data stay.
 #[test]
 fn idle_upload_sessions_expire() {
-    if skip() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("config.json");
-    std::fs::write(
-        &cfg,
-        serde_json::to_vec(&serde_json::json!({
-            "access": [{"repository": "*", "users": ["anonymous"], "actions": ["*"]}],
-            "limits": {"max_open_uploads_per_user": 2, "upload_idle_timeout_seconds": 2},
-        }))
-        .unwrap(),
-    )
-    .unwrap();
-    let s = Server::start(&tmp.path().join("root"), Some(&cfg));
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
+    let (_tmp, s) = serve_open(
+        serde_json::json!({"max_open_uploads_per_user": 2, "upload_idle_timeout_seconds": 2}),
+    );
     let p = s.port;
     let start = |n: usize| {
-        let r = http(p, "POST", "/v2/idle/x/blobs/uploads/", &[], b"");
+        let r = req(p, "POST", "/v2/idle/x/blobs/uploads/");
         assert_eq!(r.status, 202, "session {n}: {r:?}");
         r.h("location").unwrap().to_string()
     };
@@ -2288,10 +2025,7 @@ fn idle_upload_sessions_expire() {
     let idle_id = idle.rsplit('/').next().unwrap().to_string();
     assert!(s.root.join("uploads").join(&idle_id).join("data").exists());
     http(p, "PATCH", &idle, &[], b"some data");
-    assert_eq!(
-        http(p, "POST", "/v2/idle/x/blobs/uploads/", &[], b"").status,
-        429
-    );
+    assert_eq!(req(p, "POST", "/v2/idle/x/blobs/uploads/").status, 429);
     // `busy` receives a piece every half second; `idle` nothing.
     let mut body = Vec::new();
     let t0 = Instant::now();
@@ -2327,12 +2061,10 @@ fn idle_upload_sessions_expire() {
     );
     // Its place is free; the busy one is intact and can be finished.
     start(2);
-    let r = http(
+    let r = req(
         p,
         "PUT",
         &format!("{busy}?digest={}", Digest::of_bytes(&body)),
-        &[],
-        b"",
     );
     assert_eq!(r.status, 201, "{r:?}");
     let expired: Vec<serde_json::Value> = audit_lines(&s)
@@ -2365,9 +2097,7 @@ fn cpu_time(pid: u32) -> Duration {
 /// working, other clients are not affected.
 #[test]
 fn failed_sign_ins_are_rate_limited_per_client() {
-    if skip() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
     let tmp = tempfile::tempdir().unwrap();
     // A costly hash for the flood, so that bcrypt runs show in the CPU time.
     let costly = bcrypt::hash("carol's password", 10).unwrap();
@@ -2384,13 +2114,13 @@ fn failed_sign_ins_are_rate_limited_per_client() {
     cfg["users"]["carol"] = serde_json::json!({ "password_hash": costly });
     let cfg_path = tmp.path().join("config.json");
     std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
-    let s = Server::start(&tmp.path().join("root"), Some(&cfg_path));
+    let s = serve(&tmp.path().join("root"), Some(&cfg_path));
     let p = s.port;
-    let pid = s.child.id();
+    let pid = s.pid();
     let alice = basic("alice", rc::PASS);
     let bob = basic("bob", rc::PASS);
     let wrong = basic("carol", "guess");
-    let v2 = |auth: &str| http(p, "GET", "/v2/", &[("Authorization", auth)], b"");
+    let v2 = |auth: &str| authed(p, "GET", "/v2/", auth);
 
     // Successes never count.
     for _ in 0..20 {
@@ -2403,7 +2133,7 @@ fn failed_sign_ins_are_rate_limited_per_client() {
     let cpu0 = cpu_time(pid);
     for _ in 0..5 {
         let r = v2(&wrong);
-        assert_eq!((r.status, r.code().as_str()), (401, "UNAUTHORIZED"));
+        r.assert_error(401, "UNAUTHORIZED");
     }
     let with_bcrypt = cpu_time(pid) - cpu0;
     // Then 429 with Retry-After, on every route that checks passwords, without bcrypt.
@@ -2411,44 +2141,27 @@ fn failed_sign_ins_are_rate_limited_per_client() {
     for i in 0..50 {
         let r = match i % 3 {
             0 => v2(&wrong),
-            1 => http(
-                p,
-                "GET",
-                "/v2/alice/app/tags/list",
-                &[("Authorization", &basic("nobody", "x"))],
-                b"",
-            ),
+            1 => authed(p, "GET", "/v2/alice/app/tags/list", &basic("nobody", "x")),
             _ => {
-                let r = http(
+                let r = authed(
                     p,
                     "GET",
                     "/token?service=berth-registry&scope=repository:alice/app:pull",
-                    &[("Authorization", &wrong)],
-                    b"",
+                    &wrong,
                 );
                 assert_eq!(r.json()["error"], "too_many_requests", "{r:?}");
                 r
             }
         };
-        assert_eq!(
-            (r.status, r.code().as_str()),
-            (429, "TOOMANYREQUESTS"),
-            "{r:?}"
-        );
+        r.assert_error(429, "TOOMANYREQUESTS");
         let wait: u64 = r.h("retry-after").unwrap().parse().unwrap();
         assert!((1..=60).contains(&wait), "{r:?}");
     }
     let limited = cpu_time(pid) - cpu1;
     let form = "grant_type=password&username=carol&password=guess&service=berth-registry";
-    let r = http(
-        p,
-        "POST",
-        "/token",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        form.as_bytes(),
-    );
+    let r = token_form(p, form);
     assert_eq!(r.status, 429, "{r:?}");
-    let r = http(p, "GET", "/ui/", &[("Authorization", &wrong)], b"");
+    let r = authed(p, "GET", "/ui/", &wrong);
     assert_eq!(r.status, 429, "{r:?}");
     eprintln!(
         "server CPU: 5 failed sign-ins (bcrypt cost 10) {with_bcrypt:?}, 50 refused over the limit {limited:?}"
@@ -2460,27 +2173,14 @@ fn failed_sign_ins_are_rate_limited_per_client() {
     // Cached credentials and tokens still work; an uncached password waits like a wrong one.
     assert_eq!(v2(&alice).status, 200);
     assert_eq!(
-        http(
-            p,
-            "GET",
-            "/v2/alice/app/tags/list",
-            &[("Authorization", &alice_token)],
-            b""
-        )
-        .status,
+        authed(p, "GET", "/v2/alice/app/tags/list", &alice_token).status,
         404
     );
     assert_eq!(v2(&bob).status, 429);
     // Another client is not affected.
     let from2 = |auth: &str| {
-        http_from(
-            [127, 0, 0, 2],
-            p,
-            "GET",
-            "/v2/",
-            &[("Authorization", auth)],
-            b"",
-        )
+        let c = connect_from([127, 0, 0, 2], p);
+        http_on(c, p, "GET", "/v2/", &[("Authorization", auth)], b"")
     };
     assert_eq!(from2(&wrong).status, 401);
     assert_eq!(from2(&bob).status, 200);
@@ -2511,15 +2211,10 @@ fn failed_sign_ins_are_rate_limited_per_client() {
 /// line format as pushes and pulls.
 #[test]
 fn audit_log_records_denials_tokens_and_deletions() {
-    if skip() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = write_config(tmp.path(), serde_json::json!({}));
-    let s = Server::start(&tmp.path().join("root"), Some(&cfg));
+    require_programs!(DOCKER_REGISTRY, rc::SKOPEO, BUSYBOX);
+    let (_tmp, s) = serve_configured(serde_json::json!({}));
     let p = s.port;
-    let alice = basic("alice", rc::PASS);
-    let bob = basic("bob", rc::PASS);
+    let (alice, bob) = (basic("alice", rc::PASS), basic("bob", rc::PASS));
     let auth = [("Authorization", alice.as_str())];
 
     // An image of alice's, to delete later.
@@ -2548,13 +2243,7 @@ fn audit_log_records_denials_tokens_and_deletions() {
 
     // Denials.
     assert_eq!(get(p, "/v2/alice/app/manifests/v1").status, 401);
-    let r = http(
-        p,
-        "DELETE",
-        &format!("/v2/alice/app/manifests/{md}"),
-        &[("Authorization", &bob)],
-        b"",
-    );
+    let r = authed(p, "DELETE", &format!("/v2/alice/app/manifests/{md}"), &bob);
     assert_eq!(r.status, 403);
     assert_eq!(v2_status(p, &basic("alice", "wrong")), 401);
     assert_eq!(v2_status(p, "Bearer not.a.token"), 401);
@@ -2706,5 +2395,5 @@ fn audit_log_records_denials_tokens_and_deletions() {
 }
 
 fn v2_status(port: u16, auth: &str) -> u16 {
-    http(port, "GET", "/v2/", &[("Authorization", auth)], b"").status
+    authed(port, "GET", "/v2/", auth).status
 }

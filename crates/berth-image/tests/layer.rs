@@ -12,7 +12,8 @@ use berth_image::layer::{
 };
 use berth_image::snapshot::mount_overlay;
 use berth_image::Digest;
-use common::{gzip, is_root, snapshot_tree, zstd, MountGuard, Tar};
+use berth_testkit::{require_root, TempRoot};
+use common::{gzip, snapshot_tree, zstd, MountGuard, Tar};
 use tar::EntryType;
 
 fn flat() -> ApplyOptions {
@@ -94,7 +95,7 @@ fn entry_error(r: Result<berth_image::layer::AppliedLayer, LayerError>) -> (Stri
 
 #[test]
 fn features_and_diff_id() {
-    assert!(is_root(), "these tests need root");
+    require_root!();
     let long_gnu = format!("{}/file", vec!["d".repeat(100); 5].join("/"));
     let long_pax = format!("{}/paxfile", "p".repeat(200));
     let tar = Tar::new()
@@ -225,6 +226,7 @@ fn empty_and_corrupt_streams() {
 
 #[test]
 fn hostile_dotdot_paths() {
+    require_root!();
     for name in ["../../etc/x", "a/../../x", "../outside/sentinel", "./../x"] {
         let s = Sandbox::new();
         let (entry, err) = entry_error(s.apply(Tar::new().file(name, b"pwned").bytes()));
@@ -241,6 +243,7 @@ fn hostile_dotdot_paths() {
 
 #[test]
 fn hostile_absolute_path_is_stripped() {
+    require_root!();
     let s = Sandbox::new();
     let abs = format!("{}/abs", s.outside_str());
     s.apply(Tar::new().file("/abs", b"x").file(&abs, b"y").bytes())
@@ -256,6 +259,7 @@ fn hostile_absolute_path_is_stripped() {
 
 #[test]
 fn hostile_symlink_parent() {
+    require_root!();
     // Absolute symlink to a real outside directory, then a file through it.
     let s = Sandbox::new();
     let r = s.apply(
@@ -318,6 +322,7 @@ fn hostile_symlink_parent() {
 
 #[test]
 fn hostile_dotdot_symlink_chains() {
+    require_root!();
     let s = Sandbox::new();
     s.apply(
         Tar::new()
@@ -342,6 +347,7 @@ fn hostile_dotdot_symlink_chains() {
 
 #[test]
 fn hostile_file_replacing_symlink() {
+    require_root!();
     let s = Sandbox::new();
     let victim = format!("{}/sentinel", s.outside_str());
     s.apply(
@@ -376,6 +382,7 @@ fn hostile_file_replacing_symlink() {
 
 #[test]
 fn hostile_hardlinks() {
+    require_root!();
     // Straight to a host file.
     let s = Sandbox::new();
     let (_, err) = entry_error(s.apply(Tar::new().hardlink("pw", "/etc/passwd").bytes()));
@@ -508,6 +515,7 @@ fn hostile_whiteouts() {
 
 #[test]
 fn hostile_devices_stay_inside() {
+    require_root!();
     let s = Sandbox::new();
     s.apply(
         Tar::new()
@@ -618,6 +626,7 @@ fn expected_three_layers() -> Vec<(String, char, u64)> {
 
 #[test]
 fn whiteouts_flat_three_layers() {
+    require_root!();
     let d = tempfile::tempdir().unwrap();
     for l in three_layers() {
         apply_layer(d.path(), &l[..], &flat()).unwrap();
@@ -627,8 +636,8 @@ fn whiteouts_flat_three_layers() {
 
 #[test]
 fn whiteouts_overlay_three_layers_mounted() {
-    assert!(is_root());
-    let d = tempfile::tempdir().unwrap();
+    require_root!();
+    let d = TempRoot::new("berth-layer");
     let mut diffs = Vec::new();
     for (i, l) in three_layers().iter().enumerate() {
         let diff = d.path().join(format!("l{i}"));
@@ -680,6 +689,7 @@ impl std::io::Read for Trickle<'_> {
 
 #[test]
 fn compression_detected_from_tiny_reads() {
+    require_root!();
     let tar = Tar::new().file("a", b"hello").bytes();
     for (data, c) in [
         (gzip(&tar), Compression::Gzip),
@@ -699,6 +709,7 @@ fn compression_detected_from_tiny_reads() {
 /// its path, a file replacing a directory with pending children) still see tar order.
 #[test]
 fn writer_threads_keep_entry_order() {
+    require_root!();
     let mut t = Tar::new().dir("d");
     for i in 0..300 {
         t = t.file(&format!("d/f{i}"), format!("v1-{i}").as_bytes());
@@ -742,7 +753,7 @@ fn writer_threads_keep_entry_order() {
     let m = fs::metadata(target.join("d/f7")).unwrap();
     assert_eq!(m.permissions().mode() & 0o7777, 0o644);
     assert_eq!(m.mtime(), 1_600_000_000);
-    if is_root() {
+    if berth_testkit::is_root() {
         let s = fs::metadata(target.join("d/suid")).unwrap();
         assert_eq!(s.permissions().mode() & 0o7777, 0o4755);
         assert_eq!((s.uid(), s.gid()), (1000, 1000));

@@ -13,7 +13,8 @@ use berth_image::snapshot::{
     SnapshotError, Snapshotter,
 };
 use berth_image::Digest;
-use common::{gzip, is_root, snapshot_tree, zstd, MountGuard, Tar};
+use berth_testkit::{require_root, TempRoot};
+use common::{gzip, snapshot_tree, zstd, MountGuard, Tar};
 
 fn layers() -> Vec<Vec<u8>> {
     vec![
@@ -75,7 +76,6 @@ fn apply_all(s: &dyn Snapshotter) -> Vec<Digest> {
 }
 
 fn exercise(s: &dyn Snapshotter, root: &Path) {
-    assert!(is_root(), "these tests need root");
     let ids = apply_all(s);
     assert_eq!(s.list().unwrap().len(), 3);
     for (i, id) in ids.iter().enumerate() {
@@ -163,26 +163,31 @@ fn no_temp_left(root: &Path) {
     }
 }
 
-#[test]
-fn overlay_snapshotter_end_to_end() {
-    let d = tempfile::tempdir().unwrap();
-    let s = OverlaySnapshotter::open(d.path()).unwrap();
-    assert_eq!(s.driver(), "overlay");
+/// A snapshotter opened by `open` on a fresh root (mounts there fail the test) goes through
+/// [`exercise`] and leaves no temporary directory.
+fn end_to_end<S: Snapshotter>(open: fn(&Path) -> Result<S, SnapshotError>, driver: &str) {
+    let d = TempRoot::new("berth-snap");
+    let s = open(d.path()).unwrap();
+    assert_eq!(s.driver(), driver);
     exercise(&s, d.path());
     no_temp_left(d.path());
+}
+
+#[test]
+fn overlay_snapshotter_end_to_end() {
+    require_root!();
+    end_to_end(OverlaySnapshotter::open, "overlay");
 }
 
 #[test]
 fn copy_snapshotter_end_to_end() {
-    let d = tempfile::tempdir().unwrap();
-    let s = CopySnapshotter::open(d.path()).unwrap();
-    assert_eq!(s.driver(), "copy");
-    exercise(&s, d.path());
-    no_temp_left(d.path());
+    require_root!();
+    end_to_end(CopySnapshotter::open, "copy");
 }
 
 #[test]
 fn overlay_layers_are_shared_by_chain_id() {
+    require_root!();
     let d = tempfile::tempdir().unwrap();
     let s = OverlaySnapshotter::open(d.path()).unwrap();
     let ids = apply_all(&s);
@@ -201,6 +206,7 @@ fn overlay_layers_are_shared_by_chain_id() {
 
 #[test]
 fn diff_id_mismatch_commits_nothing() {
+    require_root!();
     for copy in [false, true] {
         let d = tempfile::tempdir().unwrap();
         let s: Box<dyn Snapshotter> = if copy {
@@ -230,6 +236,7 @@ fn diff_id_mismatch_commits_nothing() {
 
 #[test]
 fn leftovers_are_cleaned_on_open() {
+    require_root!();
     let d = tempfile::tempdir().unwrap();
     fs::create_dir_all(d.path().join("snapshots/tmp-123-456/diff/x")).unwrap();
     let s = OverlaySnapshotter::open(d.path()).unwrap();
@@ -240,8 +247,8 @@ fn leftovers_are_cleaned_on_open() {
 
 #[test]
 fn overlay_200_layers_via_lowerdir_plus() {
-    assert!(is_root());
-    let d = tempfile::tempdir().unwrap();
+    require_root!();
+    let d = TempRoot::new("berth-snap");
     let s = OverlaySnapshotter::open(d.path()).unwrap();
     let mut parent: Option<Digest> = None;
     for i in 0..200 {
@@ -285,8 +292,8 @@ fn overlay_200_layers_via_lowerdir_plus() {
 
 #[test]
 fn overlay_legacy_mount_string() {
-    assert!(is_root());
-    let d = tempfile::tempdir().unwrap();
+    require_root!();
+    let d = TempRoot::new("berth-snap");
     let s = OverlaySnapshotter::open(d.path()).unwrap();
     let ids = apply_all(&s);
     let lowers = s.lower_dirs(&ids[2]).unwrap();
@@ -301,6 +308,7 @@ fn overlay_legacy_mount_string() {
 
 #[test]
 fn copy_tree_preserves_metadata() {
+    require_root!();
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("src");

@@ -9,28 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_image::manifest::{chain_id, Platform};
-use berth_image::snapshot::{CopySnapshotter, OverlaySnapshotter, Snapshotter};
-use berth_image::store::BlobStore;
+use berth_image::snapshot::{OverlaySnapshotter, Snapshotter};
 use berth_image::{Digest, Reference};
 use berth_registry::{Client, LayerEvent, NoProgress, RecordingProgress, RegistryError};
 use common::*;
-
-struct Local {
-    dir: tempfile::TempDir,
-    store: BlobStore,
-    snap: CopySnapshotter,
-}
-
-fn local() -> Local {
-    let dir = tempfile::tempdir().unwrap();
-    let store = BlobStore::open(dir.path().join("store")).unwrap();
-    let snap = CopySnapshotter::open(&dir.path().join("snap")).unwrap();
-    Local { dir, store, snap }
-}
-
-fn reference(host: &str, repo_tag: &str) -> Reference {
-    Reference::parse(&format!("{host}/{repo_tag}")).unwrap()
-}
 
 fn dir_is_empty(p: &Path) -> bool {
     std::fs::read_dir(p)
@@ -73,14 +55,11 @@ fn check_tree(root: &Path) {
 
 #[test]
 fn pull_multilayer_with_whiteouts_into_copy_snapshotter() {
-    if !have_tools() {
-        return;
-    }
+    require_root!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let img = multilayer_image("amd64");
     img.seed(&reg.host(), "test/busybox:1", None);
-    let l = local();
-    let client = Client::new(config(l.dir.path())).unwrap();
+    let (l, client) = local_client();
     let r = reference(&reg.host(), "test/busybox:1");
     let rec = RecordingProgress::default();
     let pulled = client
@@ -155,16 +134,14 @@ fn pull_multilayer_with_whiteouts_into_copy_snapshotter() {
 
 #[test]
 fn pull_into_overlay_snapshotter() {
-    if !have_tools() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, SKOPEO);
     let l = local();
     let root = l.dir.path().join("overlay");
     std::fs::create_dir_all(&root).unwrap();
-    if !OverlaySnapshotter::supported(&root) {
-        eprintln!("SKIP: overlayfs not available here");
-        return;
-    }
+    require!(
+        OverlaySnapshotter::supported(&root),
+        "overlayfs not available here"
+    );
     let snap = OverlaySnapshotter::open(&root).unwrap();
     let reg = Registry::start(false);
     let img = multilayer_image("amd64");
@@ -196,12 +173,9 @@ fn pull_into_overlay_snapshotter() {
 
 #[test]
 fn pull_index_by_platform_and_digest() {
-    if !have_tools() {
-        return;
-    }
+    require_root!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
-    let amd = random_image(11, 64);
-    let arm = random_image(12, 64);
+    let [amd, arm] = [11, 12].map(|seed| random_image(seed, 64));
     let arm = common::Image::new(arm.layers, "arm64");
     let src = local();
     amd.write_store(&src.store);
@@ -221,11 +195,11 @@ fn pull_index_by_platform_and_digest() {
     .unwrap();
     let index_digest = Digest::of_bytes(&index);
     let client = Client::new(config(src.dir.path())).unwrap();
-    let pushed = client
+    let pushed = src
         .push(
+            &client,
             &reference(&reg.host(), "test/multi:1"),
             &index,
-            &src.store,
             &NoProgress,
         )
         .unwrap();
@@ -235,48 +209,31 @@ fn pull_index_by_platform_and_digest() {
     assert_eq!(raw.as_bytes(), &index[..]);
 
     let l = local();
-    let p = client
-        .pull(
-            &reference(&reg.host(), "test/multi:1"),
-            &Platform::parse("linux/amd64").unwrap(),
-            &l.store,
-            &l.snap,
-            &NoProgress,
-        )
-        .unwrap();
+    let multi = reference(&reg.host(), "test/multi:1");
+    let p = l.pull(&client, &multi, &platform("linux/amd64")).unwrap();
     assert_eq!(p.manifest_digest, amd.manifest_digest());
     assert_eq!(p.repo_digest, index_digest);
     assert_eq!(p.index.as_ref().unwrap().0, index_digest);
     assert!(l.store.exists(&index_digest));
-    let p = client
+    let p = l
         .pull(
+            &client,
             &Reference::parse(&format!("{}/test/multi@{index_digest}", reg.host())).unwrap(),
-            &Platform::parse("linux/arm64").unwrap(),
-            &l.store,
-            &l.snap,
-            &NoProgress,
+            &platform("linux/arm64"),
         )
         .unwrap();
     assert_eq!(p.manifest_digest, arm.manifest_digest());
-    let err = client
-        .pull(
-            &reference(&reg.host(), "test/multi:1"),
-            &Platform::parse("linux/s390x").unwrap(),
-            &l.store,
-            &l.snap,
-            &NoProgress,
-        )
+    let err = l
+        .pull(&client, &multi, &platform("linux/s390x"))
         .unwrap_err();
     assert!(err.to_string().contains("no matching manifest"), "{err}");
     // An unknown digest.
     let other = Digest::of_bytes(b"nothing");
-    let err = client
+    let err = l
         .pull(
+            &client,
             &Reference::parse(&format!("{}/test/multi@{other}", reg.host())).unwrap(),
             &Platform::host(),
-            &l.store,
-            &l.snap,
-            &NoProgress,
         )
         .unwrap_err();
     assert!(
@@ -287,21 +244,12 @@ fn pull_index_by_platform_and_digest() {
 
 #[test]
 fn manifest_unknown_and_unreachable_errors() {
-    if !have_tools() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     random_image(1, 4).seed(&reg.host(), "test/busybox:1", None);
-    let l = local();
-    let client = Client::new(config(l.dir.path())).unwrap();
-    let err = client
-        .pull(
-            &reference(&reg.host(), "test/busybox:nope"),
-            &Platform::host(),
-            &l.store,
-            &l.snap,
-            &NoProgress,
-        )
+    let (l, client) = local_client();
+    let err = l
+        .pull_ref(&client, &reg.host(), "test/busybox:nope")
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -314,13 +262,11 @@ fn manifest_unknown_and_unreachable_errors() {
 
     let port = free_port();
     let start = Instant::now();
-    let err = client
+    let err = l
         .pull(
+            &client,
             &reference(&format!("127.0.0.1:{port}"), "x/y:1"),
             &Platform::host(),
-            &l.store,
-            &l.snap,
-            &NoProgress,
         )
         .unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(5));
@@ -335,13 +281,9 @@ fn manifest_unknown_and_unreachable_errors() {
 
 #[test]
 fn corrupt_truncated_and_missing_blobs_leave_nothing() {
-    if !have_tools() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
-    let a = random_image(21, 300);
-    let b = random_image(22, 300);
-    let c = random_image(23, 300);
+    let [a, b, c] = [21, 22, 23].map(|seed| random_image(seed, 300));
     a.seed(&reg.host(), "test/corrupt:1", None);
     b.seed(&reg.host(), "test/truncated:1", None);
     c.seed(&reg.host(), "test/missing:1", None);
@@ -358,17 +300,8 @@ fn corrupt_truncated_and_missing_blobs_leave_nothing() {
     // Gone.
     std::fs::remove_file(reg.blob_data(&c.layers[0].digest())).unwrap();
 
-    let l = local();
-    let client = Client::new(config(l.dir.path())).unwrap();
-    let pull = |repo: &str| {
-        client.pull(
-            &reference(&reg.host(), repo),
-            &Platform::host(),
-            &l.store,
-            &l.snap,
-            &NoProgress,
-        )
-    };
+    let (l, client) = local_client();
+    let pull = |repo: &str| l.pull(&client, &reference(&reg.host(), repo), &Platform::host());
     match pull("test/corrupt:1").unwrap_err() {
         RegistryError::DigestMismatch {
             expected, actual, ..
@@ -395,9 +328,7 @@ fn corrupt_truncated_and_missing_blobs_leave_nothing() {
 
 #[test]
 fn diff_id_mismatch_commits_no_snapshot() {
-    if !have_tools() {
-        return;
-    }
+    require_root!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let mut img = random_image(31, 16);
     // Lie about the DiffID in the config.
@@ -406,23 +337,16 @@ fn diff_id_mismatch_commits_no_snapshot() {
     let src = local();
     img.write_store(&src.store);
     let client = Client::new(config(src.dir.path())).unwrap();
-    client
-        .push(
-            &reference(&reg.host(), "test/diffid:1"),
-            &img.manifest,
-            &src.store,
-            &NoProgress,
-        )
-        .unwrap();
+    src.push(
+        &client,
+        &reference(&reg.host(), "test/diffid:1"),
+        &img.manifest,
+        &NoProgress,
+    )
+    .unwrap();
     let l = local();
-    let err = client
-        .pull(
-            &reference(&reg.host(), "test/diffid:1"),
-            &Platform::host(),
-            &l.store,
-            &l.snap,
-            &NoProgress,
-        )
+    let err = l
+        .pull_ref(&client, &reg.host(), "test/diffid:1")
         .unwrap_err();
     assert!(
         matches!(err, RegistryError::DiffIdMismatch { .. }),
@@ -436,9 +360,7 @@ fn diff_id_mismatch_commits_no_snapshot() {
 
 #[test]
 fn interrupted_download_resumes_with_range() {
-    if !have_tools() {
-        return;
-    }
+    require_root!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let img = random_image(41, 3 * 1024);
     img.seed(&reg.host(), "test/big:1", None);
@@ -459,17 +381,10 @@ fn interrupted_download_resumes_with_range() {
             throttle: None,
         }
     }));
-    let l = local();
-    let client = Client::new(config(l.dir.path())).unwrap();
+    let (l, client) = local_client();
     let rec = RecordingProgress::default();
-    let pulled = client
-        .pull(
-            &reference(&proxy.host(), "test/big:1"),
-            &Platform::host(),
-            &l.store,
-            &l.snap,
-            &rec,
-        )
+    let pulled = l
+        .pull_progress(&client, &reference(&proxy.host(), "test/big:1"), &rec)
         .unwrap();
     assert!(cut_done.load(Ordering::SeqCst));
     let ranged: Vec<String> = proxy
@@ -504,15 +419,7 @@ fn interrupted_download_resumes_with_range() {
     let half = img.layers[0].blob.len() / 2;
     std::fs::write(partial.join(layer.hex()), &img.layers[0].blob[..half]).unwrap();
     let before = proxy.requests().len();
-    client
-        .pull(
-            &reference(&proxy.host(), "test/big:1"),
-            &Platform::host(),
-            &l2.store,
-            &l2.snap,
-            &NoProgress,
-        )
-        .unwrap();
+    l2.pull_ref(&client, &proxy.host(), "test/big:1").unwrap();
     let reqs = proxy.requests();
     let blob_gets: Vec<&Req> = reqs[before..]
         .iter()
@@ -533,9 +440,7 @@ fn interrupted_download_resumes_with_range() {
     std::fs::create_dir_all(&partial).unwrap();
     std::fs::write(partial.join(layer.hex()), vec![0u8; half]).unwrap();
     let r = reference(&proxy.host(), "test/big:1");
-    let err = client
-        .pull(&r, &Platform::host(), &l3.store, &l3.snap, &NoProgress)
-        .unwrap_err();
+    let err = l3.pull(&client, &r, &Platform::host()).unwrap_err();
     assert!(
         matches!(err, RegistryError::DigestMismatch { .. }),
         "{err:?}"
@@ -543,16 +448,12 @@ fn interrupted_download_resumes_with_range() {
     assert!(l3.snap.list().unwrap().is_empty());
     assert!(!l3.store.exists(&layer));
     assert!(dir_is_empty(&partial));
-    client
-        .pull(&r, &Platform::host(), &l3.store, &l3.snap, &NoProgress)
-        .unwrap();
+    l3.pull(&client, &r, &Platform::host()).unwrap();
 }
 
 #[test]
 fn mirrors_are_tried_first_and_fall_back() {
-    if !have_tools() {
-        return;
-    }
+    require_root!(DOCKER_REGISTRY, SKOPEO);
     let primary = Registry::start(false);
     let mirror = Registry::start(false);
     let img = random_image(51, 32);
@@ -567,27 +468,13 @@ fn mirrors_are_tried_first_and_fall_back() {
         ],
     );
     let client = Client::new(cfg).unwrap();
-    let p = client
-        .pull(
-            &reference(&primary.host(), "test/m:1"),
-            &Platform::host(),
-            &l.store,
-            &l.snap,
-            &NoProgress,
-        )
-        .unwrap();
+    let p = l.pull_ref(&client, &primary.host(), "test/m:1").unwrap();
     assert_eq!(p.manifest_digest, img.manifest_digest());
     // Only on the primary: the mirror misses, the primary serves it.
     let other = random_image(52, 32);
     other.seed(&primary.host(), "test/only-primary:1", None);
-    let p = client
-        .pull(
-            &reference(&primary.host(), "test/only-primary:1"),
-            &Platform::host(),
-            &l.store,
-            &l.snap,
-            &NoProgress,
-        )
+    let p = l
+        .pull_ref(&client, &primary.host(), "test/only-primary:1")
         .unwrap();
     assert_eq!(p.manifest_digest, other.manifest_digest());
 }
@@ -612,16 +499,9 @@ fn schema1_is_refused() {
                 .to_vec(),
         }
     }));
-    let l = local();
-    let client = Client::new(config(l.dir.path())).unwrap();
-    let err = client
-        .pull(
-            &reference(&fake.host(), "old/image:1"),
-            &Platform::host(),
-            &l.store,
-            &l.snap,
-            &NoProgress,
-        )
+    let (l, client) = local_client();
+    let err = l
+        .pull_ref(&client, &fake.host(), "old/image:1")
         .unwrap_err();
     assert!(err.to_string().contains("schema 1"), "{err}");
     assert_store_untouched(&l);
@@ -631,9 +511,7 @@ fn schema1_is_refused() {
 /// unpacked while its bytes are still arriving (not after the download).
 #[test]
 fn layers_download_concurrently_and_unpack_while_downloading() {
-    if !have_tools() {
-        return;
-    }
+    require_root!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let layers: Vec<common::Layer> = (0..4)
         .map(|i| random_image(90 + i, 512).layers.remove(0))
@@ -658,14 +536,7 @@ fn layers_download_concurrently_and_unpack_while_downloading() {
     cfg.max_concurrent_downloads = 4;
     let client = Client::new(cfg).unwrap();
     let rec = RecordingProgress::default();
-    client
-        .pull(
-            &reference(&proxy.host(), "test/four:1"),
-            &Platform::host(),
-            &l.store,
-            &l.snap,
-            &rec,
-        )
+    l.pull_progress(&client, &reference(&proxy.host(), "test/four:1"), &rec)
         .unwrap();
     let reqs = proxy.requests();
     let starts: Vec<Instant> = img
@@ -709,9 +580,7 @@ fn layers_download_concurrently_and_unpack_while_downloading() {
 #[test]
 #[ignore]
 fn timing_large_single_layer() {
-    if !have_tools() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let bb = busybox();
     let mut names = Vec::new();
@@ -738,17 +607,8 @@ fn timing_large_single_layer() {
         img.layers[0].blob.len() >> 20
     );
     img.seed(&reg.host(), "test/large:1", None);
-    let l = local();
-    let client = Client::new(config(l.dir.path())).unwrap();
+    let (l, client) = local_client();
     let t = Instant::now();
-    client
-        .pull(
-            &reference(&reg.host(), "test/large:1"),
-            &Platform::host(),
-            &l.store,
-            &l.snap,
-            &NoProgress,
-        )
-        .unwrap();
+    l.pull_ref(&client, &reg.host(), "test/large:1").unwrap();
     eprintln!("pull took {:?}", t.elapsed());
 }

@@ -9,39 +9,25 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use berth_image::manifest::Platform;
-use berth_image::snapshot::CopySnapshotter;
-use berth_image::store::BlobStore;
-use berth_image::{Digest, Reference};
+use berth_image::Digest;
 use berth_registry::{
     Client, CredentialStore, LayerEvent, NoProgress, PushOptions, RecordingProgress, RegistryError,
 };
 use common::*;
 
-fn reference(host: &str, repo_tag: &str) -> Reference {
-    Reference::parse(&format!("{host}/{repo_tag}")).unwrap()
-}
-
-fn store(dir: &std::path::Path, name: &str) -> BlobStore {
-    BlobStore::open(dir.join(name)).unwrap()
-}
-
 #[test]
 fn push_verified_by_skopeo_then_skips_and_mounts() {
-    if !have_tools() {
-        return;
-    }
+    require_root!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
-    let tmp = tempfile::tempdir().unwrap();
-    let src = store(tmp.path(), "src");
+    let (src, client) = local_client();
     let img = multilayer_image("amd64");
-    img.write_store(&src);
-    let client = Client::new(config(tmp.path())).unwrap();
+    img.write_store(&src.store);
     let rec = RecordingProgress::default();
-    let pushed = client
+    let pushed = src
         .push(
+            &client,
             &reference(&reg.host(), "test/pushed:v1"),
             &img.manifest,
-            &src,
             &rec,
         )
         .unwrap();
@@ -60,8 +46,8 @@ fn push_verified_by_skopeo_then_skips_and_mounts() {
     let (ok, raw, err) = skopeo_inspect_raw(&format!("{}/test/pushed:v1", reg.host()));
     assert!(ok, "{err}");
     assert_eq!(raw.as_bytes(), &img.manifest[..]);
-    let out = tmp.path().join("oci-out");
-    let st = Command::new("skopeo")
+    let out = src.dir.path().join("oci-out");
+    Command::new("skopeo")
         .args([
             "copy",
             "--quiet",
@@ -70,13 +56,7 @@ fn push_verified_by_skopeo_then_skips_and_mounts() {
         ])
         .arg(format!("docker://{}/test/pushed:v1", reg.host()))
         .arg(format!("oci:{}:x", out.display()))
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+        .run_ok();
     for b in img.blobs() {
         let d = Digest::of_bytes(&b);
         assert_eq!(
@@ -88,14 +68,8 @@ fn push_verified_by_skopeo_then_skips_and_mounts() {
 
     // Second push: every blob is already there, nothing is uploaded.
     let rec = RecordingProgress::default();
-    client
-        .push(
-            &reference(&reg.host(), "test/pushed:v2"),
-            &img.manifest,
-            &src,
-            &rec,
-        )
-        .unwrap();
+    let r = reference(&reg.host(), "test/pushed:v2");
+    src.push(&client, &r, &img.manifest, &rec).unwrap();
     for l in &img.layers {
         let ev = rec.for_layer(&l.digest());
         assert!(ev.contains(&LayerEvent::LayerAlreadyExists), "{ev:?}");
@@ -111,7 +85,7 @@ fn push_verified_by_skopeo_then_skips_and_mounts() {
         .push_with(
             &reference(&reg.host(), "test/other:v1"),
             &img.manifest,
-            &src,
+            &src.store,
             &rec,
             &PushOptions {
                 mount_from: vec!["test/pushed".into()],
@@ -136,46 +110,28 @@ fn push_verified_by_skopeo_then_skips_and_mounts() {
     assert_eq!(raw.as_bytes(), &img.manifest[..]);
 
     // Pull it back into an empty store: identical blobs.
-    let dst = store(tmp.path(), "dst");
-    let snap = CopySnapshotter::open(&tmp.path().join("snap")).unwrap();
-    let p = client
-        .pull(
-            &reference(&reg.host(), "test/other:v1"),
-            &Platform::host(),
-            &dst,
-            &snap,
-            &NoProgress,
-        )
-        .unwrap();
+    let dst = local();
+    let p = dst.pull_ref(&client, &reg.host(), "test/other:v1").unwrap();
     assert_eq!(p.manifest_digest, img.manifest_digest());
     for b in img.blobs() {
-        assert_eq!(dst.read_verified(&Digest::of_bytes(&b)).unwrap(), b);
+        assert_eq!(dst.store.read_verified(&Digest::of_bytes(&b)).unwrap(), b);
     }
 }
 
 #[test]
 fn chunked_upload() {
-    if !have_tools() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
-    let tmp = tempfile::tempdir().unwrap();
-    let src = store(tmp.path(), "src");
+    let src = local();
     let img = random_image(61, 700);
-    img.write_store(&src);
-    let mut cfg = config(tmp.path());
+    img.write_store(&src.store);
+    let mut cfg = config(src.dir.path());
     cfg.monolithic_upload_limit = 64 * 1024;
     cfg.upload_chunk_size = 100 * 1024;
     let client = Client::new(cfg).unwrap();
     let rec = RecordingProgress::default();
-    client
-        .push(
-            &reference(&reg.host(), "test/chunked:1"),
-            &img.manifest,
-            &src,
-            &rec,
-        )
-        .unwrap();
+    let r = reference(&reg.host(), "test/chunked:1");
+    src.push(&client, &r, &img.manifest, &rec).unwrap();
     let pushes = rec
         .for_layer(&img.layers[0].digest())
         .into_iter()
@@ -191,9 +147,7 @@ fn chunked_upload() {
 
 #[test]
 fn basic_auth_login_logout() {
-    if !have_tools() {
-        return;
-    }
+    require_root!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(true);
     let img = random_image(71, 16);
     img.seed(
@@ -201,17 +155,13 @@ fn basic_auth_login_logout() {
         "test/private:1",
         Some(&format!("{USER}:{PASS}")),
     );
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = config(tmp.path());
+    let dst = local();
+    let cfg = config(dst.dir.path());
     let creds_path = cfg.credentials.path().to_path_buf();
     let client = Client::new(cfg.clone()).unwrap();
-    let dst = store(tmp.path(), "dst");
-    let snap = CopySnapshotter::open(&tmp.path().join("snap")).unwrap();
     let r = reference(&reg.host(), "test/private:1");
 
-    let err = client
-        .pull(&r, &Platform::host(), &dst, &snap, &NoProgress)
-        .unwrap_err();
+    let err = dst.pull(&client, &r, &Platform::host()).unwrap_err();
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err:?}");
     assert_eq!(err.to_string(), "unauthorized: authentication required");
 
@@ -230,20 +180,13 @@ fn basic_auth_login_logout() {
 
     // A fresh client (fresh caches) uses the stored credentials.
     let client = Client::new(cfg.clone()).unwrap();
-    let p = client
-        .pull(&r, &Platform::host(), &dst, &snap, &NoProgress)
-        .unwrap();
+    let p = dst.pull(&client, &r, &Platform::host()).unwrap();
     assert_eq!(p.manifest_digest, img.manifest_digest());
     let other = random_image(72, 16);
-    let src = store(tmp.path(), "src");
-    other.write_store(&src);
-    client
-        .push(
-            &reference(&reg.host(), "test/private2:1"),
-            &other.manifest,
-            &src,
-            &NoProgress,
-        )
+    let src = local();
+    other.write_store(&src.store);
+    let r2 = reference(&reg.host(), "test/private2:1");
+    src.push(&client, &r2, &other.manifest, &NoProgress)
         .unwrap();
 
     assert!(client.logout(&reg.host()).unwrap());
@@ -253,13 +196,9 @@ fn basic_auth_login_logout() {
         None
     );
     let client = Client::new(cfg).unwrap();
-    let err = client
-        .push(
-            &reference(&reg.host(), "test/private3:1"),
-            &other.manifest,
-            &src,
-            &NoProgress,
-        )
+    let r3 = reference(&reg.host(), "test/private3:1");
+    let err = src
+        .push(&client, &r3, &other.manifest, &NoProgress)
         .unwrap_err();
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err:?}");
 }
@@ -268,9 +207,7 @@ fn basic_auth_login_logout() {
 /// `Bearer tok:<scopes>`; the token service wants basic credentials.
 #[test]
 fn bearer_token_flow() {
-    if !have_tools() {
-        return;
-    }
+    require_root!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let img = random_image(81, 16);
     img.seed(&reg.host(), "test/tok:1", None);
@@ -351,16 +288,12 @@ fn bearer_token_flow() {
         forward(&backend)
     }));
     port.store(gate.port, Ordering::SeqCst);
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = config(tmp.path());
+    let dst = local();
+    let cfg = config(dst.dir.path());
     let client = Client::new(cfg.clone()).unwrap();
-    let dst = store(tmp.path(), "dst");
-    let snap = CopySnapshotter::open(&tmp.path().join("snap")).unwrap();
     let r = reference(&gate.host(), "test/tok:1");
 
-    let err = client
-        .pull(&r, &Platform::host(), &dst, &snap, &NoProgress)
-        .unwrap_err();
+    let err = dst.pull(&client, &r, &Platform::host()).unwrap_err();
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err:?}");
     let err = client.login(&gate.host(), USER, "wrong").unwrap_err();
     assert_eq!(err.to_string(), "unauthorized: authentication required");
@@ -375,9 +308,7 @@ fn bearer_token_flow() {
     };
     let n0 = token_reqs(&gate).len();
     let client = Client::new(cfg).unwrap();
-    let p = client
-        .pull(&r, &Platform::host(), &dst, &snap, &NoProgress)
-        .unwrap();
+    let p = dst.pull(&client, &r, &Platform::host()).unwrap();
     assert_eq!(p.manifest_digest, img.manifest_digest());
     let before = token_reqs(&gate);
     // One token for the pull scope (with the stored credentials), reused for the manifest,
@@ -389,16 +320,11 @@ fn bearer_token_flow() {
         .collect();
     assert_eq!(pull_tokens.len(), 1, "{before:?}");
 
-    let src = store(tmp.path(), "src");
+    let src = local();
     let other = random_image(82, 16);
-    other.write_store(&src);
-    client
-        .push(
-            &reference(&gate.host(), "test/tok2:1"),
-            &other.manifest,
-            &src,
-            &NoProgress,
-        )
+    other.write_store(&src.store);
+    let r2 = reference(&gate.host(), "test/tok2:1");
+    src.push(&client, &r2, &other.manifest, &NoProgress)
         .unwrap();
     let after = token_reqs(&gate);
     let push_tokens: Vec<&String> = after[before.len()..]

@@ -13,9 +13,7 @@ use std::sync::Arc;
 
 #[test]
 fn list_tags_paginates_and_pull_all_tags_pulls_each() {
-    if !have_tools() {
-        return;
-    }
+    require_root!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let host = reg.host();
     // Three tags: two of one image, one of another; and a second repository that must not
@@ -131,24 +129,11 @@ fn list_tags_paginates_and_pull_all_tags_pulls_each() {
             format!("{host}/test/multi:two"),
         ]
     );
-    let id_one = backend
-        .store()
-        .resolve(&format!("{host}/test/multi:one"))
-        .unwrap()
-        .image
-        .id;
-    let id_two = backend
-        .store()
-        .resolve(&format!("{host}/test/multi:two"))
-        .unwrap()
-        .image
-        .id;
-    let id_three = backend
-        .store()
-        .resolve(&format!("{host}/test/multi:three"))
-        .unwrap()
-        .image
-        .id;
+    let id = |tag: &str| {
+        let name = format!("{host}/test/multi:{tag}");
+        backend.store().resolve(&name).unwrap().image.id
+    };
+    let (id_one, id_two, id_three) = (id("one"), id("two"), id("three"));
     assert_eq!(id_one, id_two);
     assert_ne!(id_one, id_three);
     // Again: nothing new.
@@ -159,9 +144,7 @@ fn list_tags_paginates_and_pull_all_tags_pulls_each() {
 
 #[test]
 fn list_tags_with_basic_auth() {
-    if !have_tools() {
-        return;
-    }
+    require_programs!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(true);
     let host = reg.host();
     random_image(3, 2).seed(&host, "priv/app:v1", Some(&format!("{USER}:{PASS}")));

@@ -11,15 +11,10 @@ use serde_json::json;
 
 #[test]
 fn init_is_pid_one_with_own_hostname_and_mounts() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("pid1");
-    let mut b = env.bundle(&id, &["sh", "-c", "echo pid=$$; hostname; readlink /proc/self/ns/mnt; mount -t tmpfs none /tmp && echo mounted"]);
+    require_root!(BUSYBOX);
+    let (env, id, mut b) = setup("pid1", &sh("echo pid=$$; hostname; readlink /proc/self/ns/mnt; mount -t tmpfs none /tmp && echo mounted"));
     let caps = json!(["CAP_SYS_ADMIN"]);
-    b.config["process"]["capabilities"] =
-        json!({"bounding": caps, "effective": caps, "permitted": caps});
+    b.config["process"]["capabilities"] = caps_json(&caps);
     b.config["hostname"] = json!("box1");
     b.config["root"]["readonly"] = json!(false);
     let (code, out, err) = run_fg(&env, &b, &id);
@@ -39,31 +34,21 @@ fn init_is_pid_one_with_own_hostname_and_mounts() {
     assert!(!host_mounts.contains(b.path.join("rootfs/tmp").to_str().unwrap()));
     // Foreground run deleted the container: nothing is left.
     assert_eq!(env.status(&id), "absent");
-    for d in env.cgroup_dirs(&id) {
-        assert!(!d.exists(), "cgroup {} left behind", d.display());
-    }
+    env.assert_no_cgroups(&id);
 }
 
 #[test]
 fn exit_code_is_the_containers() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("exit");
-    let b = env.bundle(&id, &["sh", "-c", "exit 42"]);
+    require_root!(BUSYBOX);
+    let (env, id, b) = setup("exit", &sh("exit 42"));
     let (code, _, err) = run_fg(&env, &b, &id);
     assert_eq!(code, 42, "{err}");
 }
 
 #[test]
 fn memory_limit_kills_large_allocation_but_not_small() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("mem");
-    let mut b = env.bundle(&id, &["sh", "-c", "dd if=/dev/zero of=/dev/null bs=8M count=1 && echo small-ok; dd if=/dev/zero of=/dev/null bs=64M count=1 && echo big-ok"]);
+    require_root!(BUSYBOX);
+    let (env, id, mut b) = setup("mem", &sh("dd if=/dev/zero of=/dev/null bs=8M count=1 && echo small-ok; dd if=/dev/zero of=/dev/null bs=64M count=1 && echo big-ok"));
     b.config["linux"]["resources"]["memory"] = json!({"limit": 32 << 20, "swap": 32 << 20});
     let (_code, out, err) = run_fg(&env, &b, &id);
     assert!(
@@ -78,12 +63,8 @@ fn memory_limit_kills_large_allocation_but_not_small() {
 
 #[test]
 fn one_mib_memory_limit_runs_true() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("mem1m");
-    let mut b = env.bundle(&id, &["true"]);
+    require_root!(BUSYBOX);
+    let (env, id, mut b) = setup("mem1m", &["true"]);
     b.config["linux"]["resources"]["memory"] = json!({"limit": 1 << 20});
     let (code, out, err) = run_fg(&env, &b, &id);
     assert_eq!(code, 0, "true failed under 1 MiB: {out} {err}");
@@ -91,16 +72,13 @@ fn one_mib_memory_limit_runs_true() {
 
 #[test]
 fn pids_limit_stops_fork_bomb() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("pids");
+    require_root!(BUSYBOX);
+    let (env, id) = TestEnv::with_id("pids");
     // The inner shell forks until the limit stops it (busybox sh then exits with 2); the outer
     // one reads the cgroup's counters with builtins only (no fork is possible any more).
     let script = "sh -c 'for i in $(seq 1 40); do sleep 5 & done' 2>/dev/null; echo inner=$?; \
         read n < /sys/fs/cgroup/pids/pids.current || read n < /sys/fs/cgroup/pids.current; echo current=$n";
-    let mut b = env.bundle(&id, &["sh", "-c", script]);
+    let mut b = env.bundle(&id, &sh(script));
     b.config["linux"]["resources"]["pids"] = json!({"limit": 10});
     let (code, out, err) = run_fg(&env, &b, &id);
     assert_eq!(code, 0, "{err}");
@@ -118,18 +96,10 @@ fn pids_limit_stops_fork_bomb() {
 
 #[test]
 fn dropped_capabilities_are_gone() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("caps");
-    let mut b = env.bundle(
-        &id,
-        &["sh", "-c", "grep -E '^Cap(Eff|Bnd|Prm)' /proc/self/status"],
-    );
+    require_root!(BUSYBOX);
+    let (env, id, mut b) = setup("caps", &sh("grep -E '^Cap(Eff|Bnd|Prm)' /proc/self/status"));
     let caps = json!(["CAP_KILL", "CAP_CHOWN"]);
-    b.config["process"]["capabilities"] =
-        json!({"bounding": caps, "effective": caps, "permitted": caps});
+    b.config["process"]["capabilities"] = caps_json(&caps);
     let (code, out, err) = run_fg(&env, &b, &id);
     assert_eq!(code, 0, "{err}");
     // CAP_CHOWN = 0, CAP_KILL = 5.
@@ -144,12 +114,8 @@ fn dropped_capabilities_are_gone() {
 
 #[test]
 fn seccomp_rule_returns_configured_errno() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("seccomp");
-    let mut b = env.bundle(&id, &["sh", "-c", "mkdir /tmp/x; echo rc=$?"]);
+    require_root!(BUSYBOX);
+    let (env, id, mut b) = setup("seccomp", &sh("mkdir /tmp/x; echo rc=$?"));
     b.config["root"]["readonly"] = json!(false);
     b.config["linux"]["seccomp"] = json!({
         "defaultAction": "SCMP_ACT_ALLOW",
@@ -167,20 +133,10 @@ fn seccomp_rule_returns_configured_errno() {
 
 #[test]
 fn seccomp_argument_conditions() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("seccomp-arg");
+    require_root!(BUSYBOX);
+    let (env, id) = TestEnv::with_id("seccomp-arg");
     // personality(0xffffffff) queries; block only personality(PER_LINUX32=8).
-    let mut b = env.bundle(
-        &id,
-        &[
-            "sh",
-            "-c",
-            "linux32 true; echo a=$?; linux64 true; echo b=$?",
-        ],
-    );
+    let mut b = env.bundle(&id, &sh("linux32 true; echo a=$?; linux64 true; echo b=$?"));
     b.config["linux"]["seccomp"] = json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "syscalls": [{"names": ["personality"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
@@ -196,18 +152,10 @@ fn seccomp_argument_conditions() {
 
 #[test]
 fn user_namespace_mappings() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("userns");
-    let mut b = env.bundle(
-        &id,
-        &[
-            "sh",
-            "-c",
-            "cat /proc/self/uid_map /proc/self/gid_map; id -u",
-        ],
+    require_root!(BUSYBOX);
+    let (env, id, mut b) = setup(
+        "userns",
+        &sh("cat /proc/self/uid_map /proc/self/gid_map; id -u"),
     );
     let ns = b.config["linux"]["namespaces"].as_array_mut().unwrap();
     ns.push(json!({"type": "user"}));
@@ -229,12 +177,8 @@ fn user_namespace_mappings() {
 
 #[test]
 fn terminal_through_console_socket() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("tty");
-    let mut b = env.bundle(&id, &["sh", "-c", "tty; stty size; echo done"]);
+    require_root!(BUSYBOX);
+    let (env, id, mut b) = setup("tty", &sh("tty; stty size; echo done"));
     b.config["process"]["terminal"] = json!(true);
     b.config["process"]["consoleSize"] = json!({"height": 33, "width": 101});
     b.write();
@@ -269,12 +213,8 @@ fn terminal_through_console_socket() {
 
 #[test]
 fn create_start_state_exec_pause_resume_kill_delete() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("life");
-    let b = env.bundle(&id, &["sleep", "1000"]);
+    require_root!(BUSYBOX);
+    let (env, id, b) = setup("life", &["sleep", "1000"]);
     b.write();
     let pidfile = env.dir.path().join("pid");
     env.ok(&[
@@ -366,21 +306,14 @@ fn create_start_state_exec_pause_resume_kill_delete() {
     env.ok(&["delete", &id]);
     assert_eq!(env.status(&id), "absent");
     assert!(!env.root.join(&id).exists());
-    for d in env.cgroup_dirs(&id) {
-        assert!(!d.exists(), "cgroup {} left behind", d.display());
-    }
+    env.assert_no_cgroups(&id);
 }
 
 #[test]
 fn delete_force_leaves_nothing() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("force");
-    let b = env.bundle(&id, &["sh", "-c", "sleep 1000 & sleep 1000 & sleep 1000"]);
-    b.write();
-    env.ok(&["run", "--detach", "--bundle", b.p(), &id]);
+    require_root!(BUSYBOX);
+    let (env, id, b) = setup("force", &sh("sleep 1000 & sleep 1000 & sleep 1000"));
+    env.detach(&b, &id);
     let pid = env.pid(&id);
     let pids: Vec<i32> = serde_json::from_str(&env.ok(&["ps", "--format", "json", &id])).unwrap();
     assert!(pids.len() >= 3, "{pids:?}");
@@ -392,28 +325,17 @@ fn delete_force_leaves_nothing() {
         assert!(!alive, "process {p} survived delete --force");
     }
     assert!(!env.root.join(&id).exists());
-    for d in env.cgroup_dirs(&id) {
-        assert!(!d.exists(), "cgroup {} left behind", d.display());
-    }
+    env.assert_no_cgroups(&id);
 }
 
 #[test]
 fn kill_all_and_signal_names() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("killall");
-    let b = env.bundle(
-        &id,
-        &[
-            "sh",
-            "-c",
-            "trap 'exit 3' USR1; while true; do sleep 0.05; done",
-        ],
+    require_root!(BUSYBOX);
+    let (env, id, b) = setup(
+        "killall",
+        &sh("trap 'exit 3' USR1; while true; do sleep 0.05; done"),
     );
-    b.write();
-    env.ok(&["run", "--detach", "--bundle", b.p(), &id]);
+    env.detach(&b, &id);
     // PID 1 ignores signals it has no handler for: repeat until the trap is installed.
     for _ in 0..200 {
         if env.status(&id) == "stopped" {
@@ -435,15 +357,11 @@ fn kill_all_and_signal_names() {
 
 #[test]
 fn hooks_run_in_order_with_state() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("hooks");
-    let logdir = env.dir.path().join("hooklog");
-    std::fs::create_dir_all(&logdir).unwrap();
+    require_root!(BUSYBOX);
+    let (env, id) = TestEnv::with_id("hooks");
+    let logdir = env.mkdir("hooklog");
     let log = logdir.join("hooks.log");
-    let mut b = env.bundle(&id, &["sh", "-c", "echo container >> /hooklog/hooks.log"]);
+    let mut b = env.bundle(&id, &sh("echo container >> /hooklog/hooks.log"));
     let host_hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}/{name}.state; echo {name} >> {}", logdir.display(), log.display())]});
     b.config["hooks"] = json!({
         "prestart": [host_hook("prestart")],
@@ -483,8 +401,7 @@ fn hooks_run_in_order_with_state() {
     let mut b2 = env.bundle(&id2, &["sleep", "1000"]);
     b2.config["hooks"] = b.config["hooks"].clone();
     b2.config["mounts"] = b.config["mounts"].clone();
-    b2.write();
-    env.ok(&["create", "--bundle", b2.p(), &id2]);
+    env.create(&b2, &id2);
     env.ok(&["start", &id2]);
     let got = std::fs::read_to_string(&log).unwrap();
     let order: Vec<&str> = got.lines().collect();
@@ -504,36 +421,25 @@ fn hooks_run_in_order_with_state() {
 
 #[test]
 fn failing_hook_fails_create_and_cleans_up() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("badhook");
-    let mut b = env.bundle(&id, &["true"]);
+    require_root!(BUSYBOX);
+    let (env, id, mut b) = setup("badhook", &["true"]);
     b.config["hooks"] = json!({"createRuntime": [{"path": "/bin/false"}]});
     b.write();
     let out = env.run(&["create", "--bundle", b.p(), &id]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("createRuntime hook /bin/false failed"));
     assert!(!env.root.join(&id).exists(), "state left behind");
-    for d in env.cgroup_dirs(&id) {
-        assert!(!d.exists(), "cgroup {} left behind", d.display());
-    }
+    env.assert_no_cgroups(&id);
 }
 
 #[test]
 fn no_host_fd_leaks_and_preserve_fds() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     use std::os::unix::process::CommandExt;
     let env = TestEnv::new();
     for (preserve, expect3) in [(0, false), (1, true)] {
         let id = unique("fds");
-        let b = env.bundle(
-            &id,
-            &["sh", "-c", "ls /proc/self/fd | sort -n | tr '\\n' ' '"],
-        );
+        let b = env.bundle(&id, &sh("ls /proc/self/fd | sort -n | tr '\\n' ' '"));
         b.write();
         let f = std::fs::File::open("/etc/hostname").unwrap();
         let raw = std::os::fd::AsRawFd::as_raw_fd(&f);
@@ -558,12 +464,7 @@ fn no_host_fd_leaks_and_preserve_fds() {
                 Ok(())
             });
         }
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = cmd.output_ok();
         let fds: Vec<i32> = String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
             .filter_map(|s| s.parse().ok())
@@ -581,17 +482,12 @@ fn no_host_fd_leaks_and_preserve_fds() {
 
 #[test]
 fn runtime_binary_is_not_writable_from_container() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("exe");
-    let mut b = env.bundle(&id, &["true"]);
+    require_root!(BUSYBOX);
+    let (env, id, mut b) = setup("exe", &["true"]);
     // Every capability the test itself holds (some sandboxes lack a few).
     let held = caps::read(None, caps::CapSet::Bounding).unwrap();
     let all: Vec<String> = held.iter().map(|c| c.to_string()).collect();
-    b.config["process"]["capabilities"] =
-        json!({"bounding": all, "effective": all, "permitted": all});
+    b.config["process"]["capabilities"] = caps_json(&all);
     b.write();
     let before = std::fs::read(BIN).unwrap();
     // While created, the init is runtime code waiting for `start`: /proc/1/exe is the runtime.
@@ -629,12 +525,8 @@ fn runtime_binary_is_not_writable_from_container() {
 
 #[test]
 fn masked_and_readonly_paths() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("mask");
-    let b = env.bundle(&id, &["sh", "-c", "cat /proc/kcore | wc -c; ls /sys/firmware | wc -l; echo 1 > /proc/sys/kernel/ns_last_pid && echo writable; touch /x || echo rootro"]);
+    require_root!(BUSYBOX);
+    let (env, id, b) = setup("mask", &sh("cat /proc/kcore | wc -c; ls /sys/firmware | wc -l; echo 1 > /proc/sys/kernel/ns_last_pid && echo writable; touch /x || echo rootro"));
     let (_, out, _) = run_fg(&env, &b, &id);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0].trim(), "0", "/proc/kcore not masked: {out}");
@@ -645,12 +537,8 @@ fn masked_and_readonly_paths() {
 
 #[test]
 fn rlimit_that_cannot_be_raised_is_a_clear_error() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("rlimit");
-    let mut b = env.bundle(&id, &["sh", "-c", "ulimit -n"]);
+    require_root!(BUSYBOX);
+    let (env, id, mut b) = setup("rlimit", &sh("ulimit -n"));
     let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .expect("getrlimit");
     b.config["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200}]);
@@ -672,9 +560,7 @@ fn rlimit_that_cannot_be_raised_is_a_clear_error() {
 
 #[test]
 fn bad_configs_are_refused_naming_the_field() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     type Edit = Box<dyn Fn(&mut serde_json::Value)>;
     let cases: Vec<(&str, Edit)> = vec![
@@ -764,14 +650,9 @@ fn bad_configs_are_refused_naming_the_field() {
 
 #[test]
 fn duplicate_id_is_refused_without_touching_the_first() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("dup");
-    let b = env.bundle(&id, &["sleep", "100"]);
-    b.write();
-    env.ok(&["create", "--bundle", b.p(), &id]);
+    require_root!(BUSYBOX);
+    let (env, id, b) = setup("dup", &["sleep", "100"]);
+    env.create(&b, &id);
     let out = env.run(&["create", "--bundle", b.p(), &id]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
@@ -781,12 +662,8 @@ fn duplicate_id_is_refused_without_touching_the_first() {
 
 #[test]
 fn setup_failure_midway_leaves_nothing() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("midway");
-    let mut b = env.bundle(&id, &["true"]);
+    require_root!(BUSYBOX);
+    let (env, id, mut b) = setup("midway", &["true"]);
     // A mount the kernel refuses, after several successful ones.
     b.config["mounts"].as_array_mut().unwrap().push(
         json!({"destination": "/data", "type": "ext4", "source": "/dev/berth-no-such-device"}),
@@ -797,9 +674,7 @@ fn setup_failure_midway_leaves_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("mounts[") && err.contains("/data"), "{err}");
     assert!(!env.root.join(&id).exists());
-    for d in env.cgroup_dirs(&id) {
-        assert!(!d.exists(), "cgroup {} left behind", d.display());
-    }
+    env.assert_no_cgroups(&id);
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
         !mounts.contains(b.path.to_str().unwrap()),
@@ -809,12 +684,8 @@ fn setup_failure_midway_leaves_nothing() {
 
 #[test]
 fn exec_missing_binary_fails_at_create() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("nobin");
-    let b = env.bundle(&id, &["no-such-program"]);
+    require_root!(BUSYBOX);
+    let (env, id, b) = setup("nobin", &["no-such-program"]);
     b.write();
     let out = env.run(&["create", "--bundle", b.p(), &id]);
     assert!(!out.status.success());
@@ -824,14 +695,9 @@ fn exec_missing_binary_fails_at_create() {
 
 #[test]
 fn list_and_features() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("list");
-    let b = env.bundle(&id, &["sleep", "100"]);
-    b.write();
-    env.ok(&["create", "--bundle", b.p(), &id]);
+    require_root!(BUSYBOX);
+    let (env, id, b) = setup("list", &["sleep", "100"]);
+    env.create(&b, &id);
     let table = env.ok(&["list"]);
     assert!(table.starts_with("ID"));
     assert!(table
@@ -850,16 +716,11 @@ fn list_and_features() {
 
 #[test]
 fn joins_existing_namespace_by_path() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let a = unique("nsa");
-    let b1 = env.bundle(&a, &["sleep", "100"]);
+    require_root!(BUSYBOX);
+    let (env, a, b1) = setup("nsa", &["sleep", "100"]);
     let mut b1 = b1;
     b1.config["hostname"] = json!("shared-uts");
-    b1.write();
-    env.ok(&["run", "--detach", "--bundle", b1.p(), &a]);
+    env.detach(&b1, &a);
     let pid = env.pid(&a);
     let bid = unique("nsb");
     let mut b2 = env.bundle(&bid, &["hostname"]);
@@ -877,23 +738,16 @@ fn joins_existing_namespace_by_path() {
 
 #[test]
 fn time_namespace_with_offsets() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     if !std::path::Path::new("/proc/self/ns/time").exists() {
         eprintln!("skipped: no time namespaces");
         return;
     }
-    let env = TestEnv::new();
-    let id = unique("timens");
-    let mut b = env.bundle(
-        &id,
-        &["sh", "-c", "readlink /proc/self/ns/time; cat /proc/uptime"],
+    let (env, id, mut b) = setup(
+        "timens",
+        &sh("readlink /proc/self/ns/time; cat /proc/uptime"),
     );
-    b.config["linux"]["namespaces"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"type": "time"}));
+    array(&mut b.config["linux"]["namespaces"]).push(json!({"type": "time"}));
     b.config["linux"]["timeOffsets"] = json!({"boottime": {"secs": 86400 * 365, "nanosecs": 0}});
     let (code, out, err) = run_fg(&env, &b, &id);
     assert_eq!(code, 0, "{err}");
@@ -909,20 +763,15 @@ fn time_namespace_with_offsets() {
 
 #[test]
 fn exec_and_run_with_a_terminal_without_console_socket() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("fgtty");
-    let mut b = env.bundle(&id, &["sh", "-c", "tty; echo ok"]);
+    require_root!(BUSYBOX);
+    let (env, id, mut b) = setup("fgtty", &sh("tty; echo ok"));
     b.config["process"]["terminal"] = json!(true);
     let (code, out, err) = run_fg(&env, &b, &id);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("/dev/pts/0") && out.contains("ok"), "{out:?}");
     let id2 = unique("fgtty2");
     let b2 = env.bundle(&id2, &["sleep", "100"]);
-    b2.write();
-    env.ok(&["run", "--detach", "--bundle", b2.p(), &id2]);
+    env.detach(&b2, &id2);
     let out = env.run(&["exec", "-t", &id2, "sh", "-c", "tty; exit 7"]);
     assert_eq!(out.status.code(), Some(7));
     assert!(
@@ -935,9 +784,7 @@ fn exec_and_run_with_a_terminal_without_console_socket() {
 
 #[test]
 fn large_default_deny_profile_like_dockers() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     // A Docker-style profile: default SCMP_ACT_ERRNO, an allow-list of every syscall the kernel
     // knows except a few, one rule with argument conditions and one per-rule errnoRet.
     let arch = libseccomp::ScmpArch::native();
@@ -951,15 +798,9 @@ fn large_default_deny_profile_like_dockers() {
         }
     }
     assert!(names.len() > 300, "only {} syscalls", names.len());
-    let env = TestEnv::new();
-    let id = unique("bigseccomp");
-    let mut b = env.bundle(
-        &id,
-        &[
-            "sh",
-            "-c",
-            "echo ok; ls / >/dev/null && echo ls-ok; mkdir /tmp/x; chroot / true; echo end",
-        ],
+    let (env, id, mut b) = setup(
+        "bigseccomp",
+        &sh("echo ok; ls / >/dev/null && echo ls-ok; mkdir /tmp/x; chroot / true; echo end"),
     );
     b.config["root"]["readonly"] = json!(false);
     b.config["linux"]["seccomp"] = json!({
@@ -988,13 +829,9 @@ fn large_default_deny_profile_like_dockers() {
 
 #[test]
 fn ignored_signals_do_not_leak_into_the_container() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     use std::os::unix::process::CommandExt;
-    let env = TestEnv::new();
-    let id = unique("sigign");
-    let b = env.bundle(&id, &["sh", "-c", "grep SigIgn /proc/self/status"]);
+    let (env, id, b) = setup("sigign", &sh("grep SigIgn /proc/self/status"));
     b.write();
     let mut cmd = env.rt();
     cmd.args(["run", "--bundle", b.p(), &id])
@@ -1007,12 +844,7 @@ fn ignored_signals_do_not_leak_into_the_container() {
             Ok(())
         });
     }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cmd.output_ok();
     let line = String::from_utf8_lossy(&out.stdout);
     let mask = u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap();
     assert_eq!(
@@ -1024,26 +856,19 @@ fn ignored_signals_do_not_leak_into_the_container() {
 
 #[test]
 fn process_settings_user_umask_nnp_oom_sysctl_devices_ro_bind() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("proc");
-    let shared = env.dir.path().join("shared");
-    std::fs::create_dir_all(&shared).unwrap();
+    require_root!(BUSYBOX);
+    let (env, id) = TestEnv::with_id("proc");
+    let shared = env.mkdir("shared");
     std::fs::write(shared.join("data"), "from host\n").unwrap();
     let script = "id -u; id -g; id -G; umask; grep NoNewPrivs /proc/self/status; cat /proc/self/oom_score_adj; \
         cat /proc/sys/net/ipv4/ip_forward; cat /proc/sys/kernel/domainname; cat /data/data; echo x > /data/new || echo ro-ok; \
         ls -l /dev/fuse-like | cut -c1; env | grep ^FOO=";
-    let mut b = env.bundle(&id, &["sh", "-c", script]);
+    let mut b = env.bundle(&id, &sh(script));
     b.config["process"]["user"] =
         json!({"uid": 65534, "gid": 65534, "additionalGids": [10, 20], "umask": 63});
     b.config["process"]["noNewPrivileges"] = json!(true);
     b.config["process"]["oomScoreAdj"] = json!(321);
-    b.config["process"]["env"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!("FOO=bar"));
+    array(&mut b.config["process"]["env"]).push(json!("FOO=bar"));
     b.config["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
     b.config["domainname"] = json!("example.test");
     b.config["linux"]["devices"] =
@@ -1076,19 +901,12 @@ fn process_settings_user_umask_nnp_oom_sysctl_devices_ro_bind() {
 
 #[test]
 fn without_mount_namespace_uses_chroot() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("chroot");
-    let mut b = env.bundle(
-        &id,
-        &["sh", "-c", "ls /bin/busybox && readlink /proc/self/ns/mnt"],
+    require_root!(BUSYBOX);
+    let (env, id, mut b) = setup(
+        "chroot",
+        &sh("ls /bin/busybox && readlink /proc/self/ns/mnt"),
     );
-    b.config["linux"]["namespaces"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|n| n["type"] != "mount");
+    array(&mut b.config["linux"]["namespaces"]).retain(|n| n["type"] != "mount");
     b.config["mounts"] = json!([]);
     b.config["linux"]["maskedPaths"] = json!([]);
     b.config["linux"]["readonlyPaths"] = json!([]);
@@ -1104,14 +922,9 @@ fn without_mount_namespace_uses_chroot() {
 
 #[test]
 fn exec_with_env_cwd_user_and_kill_all() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("execopts");
-    let b = env.bundle(&id, &["sh", "-c", "sleep 1000 & sleep 1000"]);
-    b.write();
-    env.ok(&["run", "--detach", "--bundle", b.p(), &id]);
+    require_root!(BUSYBOX);
+    let (env, id, b) = setup("execopts", &sh("sleep 1000 & sleep 1000"));
+    env.detach(&b, &id);
     let out = env.ok(&[
         "exec",
         "-e",
@@ -1143,11 +956,8 @@ fn exec_with_env_cwd_user_and_kill_all() {
 
 #[test]
 fn docker_default_profile_and_capabilities() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("dockerdefault");
+    require_root!(BUSYBOX);
+    let (env, id) = TestEnv::with_id("dockerdefault");
     let caps: Vec<String> = berth_runtime::profiles::DEFAULT_CAPABILITIES
         .iter()
         .map(|s| s.to_string())
@@ -1157,9 +967,8 @@ fn docker_default_profile_and_capabilities() {
         mount -t tmpfs none /mnt 2>/dev/null || echo mount-denied; \
         date -s 2000-01-01 2>&1 | grep -q 'not permitted' && echo settime-denied; \
         linux32 true && echo linux32-ok";
-    let mut b = env.bundle(&id, &["sh", "-c", script]);
-    b.config["process"]["capabilities"] =
-        json!({"bounding": caps, "effective": caps, "permitted": caps});
+    let mut b = env.bundle(&id, &sh(script));
+    b.config["process"]["capabilities"] = caps_json(&caps);
     b.config["process"]["noNewPrivileges"] = json!(false);
     b.config["linux"]["seccomp"] =
         serde_json::to_value(berth_runtime::profiles::default_seccomp(&caps)).unwrap();
@@ -1184,9 +993,7 @@ fn docker_default_profile_and_capabilities() {
 
 #[test]
 fn default_profile_blocks_mount_even_with_cap_sys_admin() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let default_caps: Vec<String> = berth_runtime::profiles::DEFAULT_CAPABILITIES
         .iter()
@@ -1198,14 +1005,9 @@ fn default_profile_blocks_mount_even_with_cap_sys_admin() {
         let id = unique("mountblock");
         let mut b = env.bundle(
             &id,
-            &[
-                "sh",
-                "-c",
-                "mount -t tmpfs none /tmp 2>/dev/null && echo mounted || echo denied",
-            ],
+            &sh("mount -t tmpfs none /tmp 2>/dev/null && echo mounted || echo denied"),
         );
-        b.config["process"]["capabilities"] =
-            json!({"bounding": caps, "effective": caps, "permitted": caps});
+        b.config["process"]["capabilities"] = caps_json(&caps);
         if with_profile {
             // The profile for the default capabilities: mount stays blocked by seccomp.
             b.config["linux"]["seccomp"] =
@@ -1243,15 +1045,10 @@ fn errors_go_to_the_log_file_in_runcs_json_format() {
 
 #[test]
 fn exec_with_a_process_file_detached() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("execproc");
-    let b = env.bundle(&id, &["sleep", "1000"]);
+    require_root!(BUSYBOX);
+    let (env, id, b) = setup("execproc", &["sleep", "1000"]);
     let mut config = b.config.clone();
-    b.write();
-    env.ok(&["run", "--detach", "--bundle", b.p(), &id]);
+    env.detach(&b, &id);
     // A process file: runs as nobody, writes into the container's /tmp (a tmpfs we add below is
     // not needed: /dev/shm is writable), then stays alive.
     let process = {
@@ -1317,9 +1114,7 @@ fn host_has_v1_memory() -> bool {
 /// with and without a cgroup namespace.
 #[test]
 fn cgroup_mount_shows_the_containers_own_cgroup() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let v1 = host_has_v1_memory();
     let script = if v1 {
@@ -1335,7 +1130,7 @@ fn cgroup_mount_shows_the_containers_own_cgroup() {
     };
     for cgroupns in [false, true] {
         let id = unique(if cgroupns { "cgns" } else { "nocgns" });
-        let mut b = env.bundle(&id, &["sh", "-c", script]);
+        let mut b = env.bundle(&id, &sh(script));
         b.config["linux"]["resources"]["memory"] = json!({"limit": 64 << 20});
         b.config["linux"]["resources"]["pids"] = json!({"limit": 50});
         let ns = b.config["linux"]["namespaces"].as_array_mut().unwrap();
@@ -1371,9 +1166,7 @@ fn cgroup_mount_shows_the_containers_own_cgroup() {
 /// Issue #16 (10): a failing poststart or poststop hook is a warning; the hooks after it run.
 #[test]
 fn failing_poststart_and_poststop_hooks_do_not_skip_the_rest() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     let log = env.dir.path().join("after-failure.log");
     let hooks = |log: &std::path::Path| {
@@ -1402,8 +1195,7 @@ fn failing_poststart_and_poststop_hooks_do_not_skip_the_rest() {
     let id = unique("hookwarn2");
     let mut b = env.bundle(&id, &["sleep", "1000"]);
     b.config["hooks"] = hooks(&log);
-    b.write();
-    env.ok(&["create", "--bundle", b.p(), &id]);
+    env.create(&b, &id);
     let out = env.run(&["start", &id]);
     assert!(
         out.status.success(),
@@ -1420,9 +1212,7 @@ fn failing_poststart_and_poststop_hooks_do_not_skip_the_rest() {
 /// in place; applied first, the rootfs bind failed with EINVAL.
 #[test]
 fn rootfs_propagation_unbindable_and_shared() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     for (prop, want) in [
         ("unbindable", "unbindable"),
@@ -1443,9 +1233,7 @@ fn rootfs_propagation_unbindable_and_shared() {
 /// lost behind "sync socket: Broken pipe" when the runtime's write to the exited init failed).
 #[test]
 fn init_errors_before_the_cgroup_step_are_reported() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     let env = TestEnv::new();
     // A failing mount, first of all (the race with the runtime's cgroup step is lost most of
     // the time: several rounds make it certain to show).
@@ -1478,10 +1266,7 @@ fn init_errors_before_the_cgroup_step_are_reported() {
             json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
         b.config["linux"]["gidMappings"] =
             json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-        b.config["mounts"]
-            .as_array_mut()
-            .unwrap()
-            .retain(|m| m["type"] != "cgroup");
+        array(&mut b.config["mounts"]).retain(|m| m["type"] != "cgroup");
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&b.path, std::fs::Permissions::from_mode(0o700)).unwrap();
         let (code, _, err) = run_fg(&env, &b, &id);
@@ -1509,9 +1294,7 @@ fn cap_masks(status: &str) -> std::collections::HashMap<String, u64> {
 /// before anything runs: the container runs (it died after `start` returned 0).
 #[test]
 fn ungrantable_capabilities_are_dropped_with_a_warning() {
-    if skip() {
-        return;
-    }
+    require_root!(BUSYBOX);
     const KILL: u64 = 1 << 5;
     const NET_BIND: u64 = 1 << 10;
     const AUDIT_WRITE: u64 = 1 << 29;
@@ -1522,10 +1305,7 @@ fn ungrantable_capabilities_are_dropped_with_a_warning() {
     // `runc spec`'s default: ambient capabilities that are not inheritable, through create and
     // start (the process's view written to a bind-mounted file).
     let id = unique("ambient");
-    let mut b = env.bundle(
-        &id,
-        &["sh", "-c", "grep Cap /proc/self/status > /out/status"],
-    );
+    let mut b = env.bundle(&id, &sh("grep Cap /proc/self/status > /out/status"));
     let three = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
     b.config["process"]["capabilities"] = json!({
         "bounding": three, "effective": three, "permitted": three, "ambient": three
@@ -1613,16 +1393,9 @@ fn wait_for(f: impl Fn() -> bool) -> bool {
 /// in the host's namespace, where they outlive the container).
 #[test]
 fn mounts_without_a_mount_namespace_are_refused_with_the_reason() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("nomntns");
-    let mut b = env.bundle(&id, &["true"]);
-    b.config["linux"]["namespaces"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|n| n["type"] != "mount");
+    require_root!(BUSYBOX);
+    let (env, id, mut b) = setup("nomntns", &["true"]);
+    array(&mut b.config["linux"]["namespaces"]).retain(|n| n["type"] != "mount");
     b.write();
     let out = env.run(&["create", "--bundle", b.p(), &id]);
     let err = String::from_utf8_lossy(&out.stderr);

@@ -21,16 +21,8 @@ fn read_exit(dir: &std::path::Path) -> ExitRecord {
 
 #[test]
 fn log_attach_kill_and_exit_record() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("logs");
-    let b = env.bundle(
-        &id,
-        &["sh", "-c", "echo out; echo err >&2; sleep 100"],
-        false,
-    );
+    require_root!(BUSYBOX);
+    let (env, id, b) = setup("logs", &sh("echo out; echo err >&2; sleep 100"), false);
     let shim = env.start_shim(&id, &b, &[]);
     assert!(alive(shim.pid));
     assert_eq!(shim.client().state().unwrap().status, "created");
@@ -53,7 +45,7 @@ fn log_attach_kill_and_exit_record() {
     assert!(st.started_at.as_deref().unwrap().ends_with('Z'));
 
     // The json-file log: one entry per line, the right stream, RFC 3339 nanosecond times.
-    wait_until("log entries", T, || shim.log_entries().len() >= 2);
+    wait_for("log entries", T, || shim.log_entries().len() >= 2);
     let entries = shim.log_entries();
     let find = |s: &str| entries.iter().find(|e| e["stream"] == s).unwrap().clone();
     assert_eq!(find("stdout")["log"], "out\n");
@@ -78,20 +70,17 @@ fn log_attach_kill_and_exit_record() {
 
     // Shutdown deletes the container; the shim exits and leaves exit.json and the log.
     shim.client().shutdown(false).unwrap();
-    wait_until("shim exit", T, || !alive(shim.pid));
+    wait_for("shim exit", T, || !alive(shim.pid));
     assert!(!shim.sock.exists());
-    assert_eq!(env.runtime_status(&id), "absent");
+    assert_eq!(env.status(&id), "absent");
     assert_eq!(read_exit(&shim.dir).exit_code, 137);
     assert!(shim.log_path().exists());
 }
 
 #[test]
 fn sigterm_gives_143() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("term");
+    require_root!(BUSYBOX);
+    let (env, id) = TestEnv::with_id("term");
     // Without a PID namespace `sleep` is not a namespace init, so SIGTERM's default action
     // applies (a PID-namespace init ignores signals it has no handler for).
     let mut b = env.bundle(&id, &["sleep", "100"], false);
@@ -111,12 +100,8 @@ fn sigterm_gives_143() {
 
 #[test]
 fn survives_its_starter() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("orphan");
-    let b = env.bundle(&id, &["sh", "-c", "echo hi; sleep 100"], false);
+    require_root!(BUSYBOX);
+    let (env, id, b) = setup("orphan", &sh("echo hi; sleep 100"), false);
     // The starter: a process group of its own that starts the shim and stays alive, like a
     // daemon. Its death (SIGKILL to the whole group, then SIGHUP) must not touch the shim.
     let mut starter = Command::new("/bin/sh")
@@ -131,13 +116,13 @@ fn survives_its_starter() {
         .unwrap();
     let sock = env.shim_dir(&id).join("shim.sock");
     let report = env.dir.path().join("report");
-    wait_until("shim report", T, || {
+    wait_for("shim report", T, || {
         std::fs::read_to_string(&report).is_ok_and(|s| s.ends_with('\n'))
     });
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let shim_pid = v["pid"].as_i64().unwrap() as i32;
-    env.shims.borrow_mut().push(shim_pid);
+    env.pids.borrow_mut().push(shim_pid);
     // Not in the starter's process group or session, no controlling terminal.
     let stat = std::fs::read_to_string(format!("/proc/{shim_pid}/stat")).unwrap();
     let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
@@ -203,7 +188,7 @@ fn survives_its_starter() {
     assert!(stream.collect().unwrap().stdout.is_empty());
     assert_eq!(read_exit(&env.shim_dir(&id)).exit_code, 137);
     c.shutdown(false).unwrap();
-    wait_until("shim exit", T, || !alive(shim_pid));
+    wait_for("shim exit", T, || !alive(shim_pid));
 }
 
 /// Reads raw tty output until `needle` appears.
@@ -228,13 +213,10 @@ fn read_until(stream: &mut berth_shim::client::Stream, acc: &mut Vec<u8>, needle
 
 #[test]
 fn tty_output_resize_and_input() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("tty");
+    require_root!(BUSYBOX);
+    let (env, id) = TestEnv::with_id("tty");
     let script = "stty size; while read l; do stty size; echo \"line=$l\"; done; echo bye";
-    let b = env.bundle(&id, &["sh", "-c", script], true);
+    let b = env.bundle(&id, &sh(script), true);
     // --tty must match process.terminal: a clear error, nothing left behind.
     let out = Command::new(shim_bin())
         .args(env.shim_args(&id, &b, &[]))
@@ -243,7 +225,7 @@ fn tty_output_resize_and_input() {
     assert!(!out.status.success());
     let msg = String::from_utf8_lossy(&out.stderr);
     assert!(msg.contains("process.terminal"), "{msg}");
-    assert_eq!(env.runtime_status(&id), "absent");
+    assert_eq!(env.status(&id), "absent");
     let shim = env.start_shim(&id, &b, &["--tty", "--stdin"]);
     assert!(shim.sock.as_os_str().len() > 108);
     let mut c = shim.client();
@@ -274,12 +256,8 @@ fn tty_output_resize_and_input() {
 
 #[test]
 fn stdin_cat_and_half_close() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("cat");
-    let b = env.bundle(&id, &["cat"], false);
+    require_root!(BUSYBOX);
+    let (env, id, b) = setup("cat", &["cat"], false);
     let shim = env.start_shim(&id, &b, &["--stdin"]);
     let mut stream = shim.client().attach(true, true, true).unwrap();
     stream.set_timeout(Some(T)).unwrap();
@@ -303,13 +281,8 @@ fn stdin_cat_and_half_close() {
 
 #[test]
 fn exec_streams_and_exit_code() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("exec");
-    let b = env.bundle(&id, &["sleep", "100"], false);
-    let shim = env.start_shim(&id, &b, &[]);
+    require_root!(BUSYBOX);
+    let (_env, _id, shim) = started("exec", &["sleep", "100"]);
     let exec = |req: Request| {
         let (x, pid, s) = shim.client().exec(&req).unwrap();
         s.set_timeout(Some(T)).unwrap();
@@ -329,11 +302,7 @@ fn exec_streams_and_exit_code() {
     assert!(shim.client().exec(&args(&["true"], false, false)).is_err());
     shim.client().start().unwrap();
 
-    let (x, _, s) = exec(args(
-        &["sh", "-c", "echo eo $FOO; echo ee >&2; exit 3"],
-        false,
-        false,
-    ));
+    let (x, _, s) = exec(args(&sh("echo eo $FOO; echo ee >&2; exit 3"), false, false));
     let got = s.collect().unwrap();
     assert_eq!(got.stdout, b"eo bar\n");
     assert_eq!(got.stderr, b"ee\n");
@@ -366,7 +335,7 @@ fn exec_streams_and_exit_code() {
     // With a tty: output raw through the pty (framed as stdout), resize by exec id.
     let (x, _, mut s) = exec(args_id(
         Some("tty1"),
-        &["sh", "-c", "tty; read l; stty size; exit 5"],
+        &sh("tty; read l; stty size; exit 5"),
         true,
         true,
     ));
@@ -415,19 +384,16 @@ fn exec_streams_and_exit_code() {
 
 #[test]
 fn log_rotation() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("rot");
+    require_root!(BUSYBOX);
+    let (env, id) = TestEnv::with_id("rot");
     let script =
         "i=0; while [ $i -lt 400 ]; do echo line-$i-abcdefghijklmnopqrstuvwxyz; i=$((i+1)); done";
-    let b = env.bundle(&id, &["sh", "-c", script], false);
+    let b = env.bundle(&id, &sh(script), false);
     let shim = env.start_shim(&id, &b, &["--log-max-size", "2k", "--log-max-file", "3"]);
     shim.client().start().unwrap();
     assert_eq!(shim.client().wait(None).unwrap(), 0);
     // The output may still be draining after the exit.
-    wait_until("last line", T, || {
+    wait_for("last line", T, || {
         std::fs::read_to_string(shim.log_path()).is_ok_and(|s| s.contains("line-399-"))
     });
     let mut names: Vec<String> = std::fs::read_dir(&shim.dir)
@@ -467,13 +433,8 @@ fn log_rotation() {
 
 #[test]
 fn malformed_requests_get_errors() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("bad");
-    let b = env.bundle(&id, &["sleep", "100"], false);
-    let shim = env.start_shim(&id, &b, &[]);
+    require_root!(BUSYBOX);
+    let (env, id, shim) = started("bad", &["sleep", "100"]);
     let mut c = shim.client();
     for line in [
         &b"not json"[..],
@@ -516,20 +477,16 @@ fn malformed_requests_get_errors() {
         "shutdown while running needs force"
     );
     c2.shutdown(true).unwrap();
-    wait_until("shim exit", T, || !alive(shim.pid));
-    assert_eq!(env.runtime_status(&id), "absent");
+    wait_for("shim exit", T, || !alive(shim.pid));
+    assert_eq!(env.status(&id), "absent");
 }
 
 #[test]
 fn shim_rss() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("rss");
-    let b = env.bundle(
-        &id,
-        &["sh", "-c", "while true; do echo tick; sleep 0.05; done"],
+    require_root!(BUSYBOX);
+    let (env, id, b) = setup(
+        "rss",
+        &sh("while true; do echo tick; sleep 0.05; done"),
         false,
     );
     let bin = static_shim_bin();
@@ -584,12 +541,8 @@ fn shim_rss() {
 
 #[test]
 fn direct_start_writes_the_exec_fifo() {
-    if skip() {
-        return;
-    }
-    let env = TestEnv::new();
-    let id = unique("direct");
-    let b = env.bundle(&id, &["sh", "-c", "echo started; exit 7"], false);
+    require_root!(BUSYBOX);
+    let (env, id, b) = setup("direct", &sh("echo started; exit 7"), false);
     b.write();
     let shim = env.start_shim(&id, &b, &["--direct-start"]);
     let fifo = env.root.join(&id).join("exec.fifo");
@@ -604,7 +557,7 @@ fn direct_start_writes_the_exec_fifo() {
         !fifo.exists(),
         "the fifo goes at start, as with `runtime start`"
     );
-    assert_eq!(env.runtime_status(&id), "stopped");
+    assert_eq!(env.status(&id), "stopped");
     // A second start is refused by the shim (the container is not created any more).
     assert!(shim.client().start().is_err());
     assert!(std::fs::read_to_string(shim.log_path())

@@ -2,7 +2,7 @@
 //! against berthd, checking the resulting image config and file system, and the step cache.
 mod common;
 
-use common::{finish, Daemon};
+use common::*;
 use std::path::{Path, PathBuf};
 
 fn ctx(d: &Daemon, name: &str, files: &[(&str, &str)]) -> PathBuf {
@@ -53,6 +53,7 @@ fn inspect(d: &Daemon, image: &str) -> serde_json::Value {
 
 #[test]
 fn docker_cli_builds_simple() {
+    require_root!();
     let d = Daemon::new();
     let dir = ctx(
         &d,
@@ -192,7 +193,7 @@ fn corpus_case(d: &Daemon, name: &str) -> Vec<String> {
     for pair in exp["run"].as_array().into_iter().flatten() {
         let cmd = pair[0].as_str().unwrap();
         let want = pair[1].as_str().unwrap();
-        let got = d.docker(&["run", "--rm", "--entrypoint", "sh", &tag, "-c", cmd]);
+        let got = d.docker_line("run --rm --entrypoint sh", &[&tag, "-c", cmd]);
         if got.stdout != want {
             bad.push(format!(
                 "{name}: `{cmd}` gave {:?} (stderr {:?}), want {want:?}",
@@ -223,11 +224,13 @@ fn run_corpus(filter: impl Fn(&str) -> bool) {
 
 #[test]
 fn corpus_valid_dockerfiles() {
+    require_root!();
     run_corpus(|n| !n.starts_with("bad_"));
 }
 
 #[test]
 fn corpus_bad_input() {
+    require_root!();
     run_corpus(|n| n.starts_with("bad_"));
 }
 
@@ -258,6 +261,7 @@ fn image_id(out: &str) -> String {
 
 #[test]
 fn cache_invalidation_exact_steps() {
+    require_root!();
     let mut d = Daemon::new();
     let dir = ctx(
         &d,
@@ -345,6 +349,7 @@ fn cache_invalidation_exact_steps() {
 
 #[test]
 fn docker_cli_flags_and_errors() {
+    require_root!();
     let d = Daemon::new();
     let dir = ctx(
         &d,
@@ -481,6 +486,7 @@ fn docker_cli_flags_and_errors() {
 
 #[test]
 fn docker_py_builds() {
+    require_root!();
     let d = Daemon::new();
     let dir = ctx(
         &d,
@@ -526,6 +532,7 @@ print("ok", ids[0])
 
 #[test]
 fn onbuild_triggers_run_in_children() {
+    require_root!();
     let d = Daemon::new();
     let parent = ctx(
         &d,
@@ -546,9 +553,9 @@ fn onbuild_triggers_run_in_children() {
             ("marker.txt", "marker\n"),
         ],
     );
-    let r = d.berth(&["build", "-t", "onbparent", parent.to_str().unwrap()]);
+    let r = d.berth_line("build -t onbparent", &[parent.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    let r = d.berth(&["build", "-t", "onbchild", child.to_str().unwrap()]);
+    let r = d.berth_line("build -t onbchild", &[child.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(
         r.stdout.contains("# Executing 2 build triggers"),
@@ -603,6 +610,7 @@ fn http_server(dir: &Path) -> HttpServer {
 
 #[test]
 fn add_from_http_url_with_checksum() {
+    require_root!();
     let d = Daemon::new();
     let www = d.path("www");
     std::fs::create_dir_all(&www).unwrap();
@@ -619,7 +627,7 @@ fn add_from_http_url_with_checksum() {
             &format!("FROM busybox\nADD {url} /dl/\nADD --checksum={good} {url} /checked.txt\n"),
         )],
     );
-    let r = d.berth(&["build", "-t", "urlok", ok.to_str().unwrap()]);
+    let r = d.berth_line("build -t urlok", &[ok.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(
         run_in(
@@ -637,7 +645,7 @@ fn add_from_http_url_with_checksum() {
             &format!("FROM busybox\nADD --checksum={sum} {url} /x\n"),
         )],
     );
-    let r = d.berth(&["build", "-t", "urlbad", bad.to_str().unwrap()]);
+    let r = d.berth_line("build -t urlbad", &[bad.to_str().unwrap()]);
     assert_ne!(r.code, 0);
     assert!(
         r.stderr.contains("line 2") && r.stderr.contains("checksum mismatch"),
@@ -645,10 +653,10 @@ fn add_from_http_url_with_checksum() {
         r.stderr
     );
     // The URL's content is part of the cache key.
-    let r = d.berth(&["build", "-t", "urlok", ok.to_str().unwrap()]);
+    let r = d.berth_line("build -t urlok", &[ok.to_str().unwrap()]);
     assert!(r.stdout.matches("Using cache").count() == 2, "{}", r.stdout);
     std::fs::write(www.join("payload.txt"), "changed\n").unwrap();
-    let r = d.berth(&["build", "-t", "urlok2", ok.to_str().unwrap()]);
+    let r = d.berth_line("build -t urlok2", &[ok.to_str().unwrap()]);
     assert_ne!(r.code, 0, "the checksum no longer matches: {}", r.stdout);
     drop(srv);
     finish(d);

@@ -3,7 +3,7 @@
 //! contexts.
 mod common;
 
-use common::{bin_dir, finish, run_output, Daemon, DockerRegistry, Run};
+use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -32,9 +32,7 @@ fn berth_env(d: &Daemon, args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 fn run_in(d: &Daemon, image: &str, cmd: &str) -> String {
-    d.docker(&["run", "--rm", "--entrypoint", "sh", image, "-c", cmd])
-        .ok()
-        .stdout
+    d.docker_out("run --rm --entrypoint sh", &[image, "-c", cmd])
 }
 
 /// Step number → whether it came from the cache.
@@ -57,10 +55,8 @@ fn image_id(out: &str) -> String {
 
 #[test]
 fn build_pull_re_resolves_base_images() {
-    let Some(reg) = DockerRegistry::start() else {
-        return;
-    };
-    let d = Daemon::new();
+    require_root!(DOCKER_REGISTRY);
+    let (reg, d) = registry_and_daemon();
     let base = format!("localhost:{}/base:latest", reg.port);
     d.docker(&["tag", "busybox", &base]).ok();
     d.docker(&["push", &base]).ok();
@@ -73,7 +69,7 @@ fn build_pull_re_resolves_base_images() {
         )],
     );
     let dirs = dir.display().to_string();
-    let out = d.berth(&["build", "-t", "p:1", &dirs]).ok().stdout;
+    let out = d.berth_line("build -t p:1", &[&dirs]).ok().stdout;
     assert_eq!(cached_steps(&out), vec![(1, false), (2, false)], "{out}");
     assert_eq!(run_in(&d, "p:1", "cat /seen"), "none\n");
     // A changed base under the same name in the registry; locally the name keeps the old one.
@@ -87,15 +83,12 @@ fn build_pull_re_resolves_base_images() {
     d.docker(&["push", &base]).ok();
     d.docker(&["tag", "busybox", &base]).ok();
     // Without --pull: the local base, every step from the cache.
-    let out = d.berth(&["build", "-t", "p:2", &dirs]).ok().stdout;
+    let out = d.berth_line("build -t p:2", &[&dirs]).ok().stdout;
     assert_eq!(cached_steps(&out), vec![(1, false), (2, true)], "{out}");
     assert!(!out.contains("Pulling"), "{out}");
     assert_eq!(run_in(&d, "p:2", "cat /seen"), "none\n");
     // With --pull: the registry's base, and the step on it rebuilt.
-    let out = d
-        .berth(&["build", "--pull", "-t", "p:3", &dirs])
-        .ok()
-        .stdout;
+    let out = d.berth_line("build --pull -t p:3", &[&dirs]).ok().stdout;
     assert!(
         out.contains(&format!("Pulling {base}"))
             && out.contains("Status: Downloaded newer image for"),
@@ -104,10 +97,7 @@ fn build_pull_re_resolves_base_images() {
     assert_eq!(cached_steps(&out), vec![(1, false), (2, false)], "{out}");
     assert_eq!(run_in(&d, "p:3", "cat /seen"), "v2\n");
     // Pulling again finds it up to date, and the step is cached.
-    let out = d
-        .berth(&["build", "--pull", "-t", "p:4", &dirs])
-        .ok()
-        .stdout;
+    let out = d.berth_line("build --pull -t p:4", &[&dirs]).ok().stdout;
     assert!(out.contains("Image is up to date"), "{out}");
     assert_eq!(cached_steps(&out), vec![(1, false), (2, true)], "{out}");
     // The docker CLI's --pull goes through the same path.
@@ -128,7 +118,7 @@ fn build_pull_re_resolves_base_images() {
         "nowhere",
         &[("Dockerfile", "FROM 127.0.0.1:1/none/here\nRUN true\n")],
     );
-    let r = d.berth(&["build", "-t", "p:6", &nowhere.display().to_string()]);
+    let r = d.berth_line("build -t p:6", &[&nowhere.display().to_string()]);
     assert_ne!(r.code, 0);
     assert!(
         r.stderr.contains("line 1: pulling 127.0.0.1:1/none/here"),
@@ -140,6 +130,7 @@ fn build_pull_re_resolves_base_images() {
 
 #[test]
 fn build_cache_from_a_loaded_image() {
+    require_root!();
     let d = Daemon::new();
     let dir = ctx(
         &d,
@@ -153,16 +144,16 @@ fn build_cache_from_a_loaded_image() {
         ],
     );
     let dirs = dir.display().to_string();
-    let out = d.berth(&["build", "-t", "cf:1", &dirs]).ok().stdout;
+    let out = d.berth_line("build -t cf:1", &[&dirs]).ok().stdout;
     let id1 = image_id(&out);
     let tar = d.path("cf.tar").display().to_string();
     d.docker(&["save", "-o", &tar, "cf:1"]).ok();
     d.docker(&["rmi", "cf:1"]).ok();
-    d.berth(&["builder", "prune", "-a", "-f"]).ok();
+    d.berth_line("builder prune -a -f", &[]).ok();
     d.docker(&["load", "-i", &tar]).ok();
     // The loaded image seeds the cache: every step reused, the very same image.
     let out = d
-        .berth(&["build", "--cache-from", "cf:1", "-t", "cf:2", &dirs])
+        .berth_line("build --cache-from cf:1 -t cf:2", &[&dirs])
         .ok()
         .stdout;
     let steps = cached_steps(&out);
@@ -173,7 +164,7 @@ fn build_cache_from_a_loaded_image() {
     // A changed file: the steps before it still come from the image, the rest are rebuilt.
     std::fs::write(dir.join("a.txt"), "bbb\n").unwrap();
     let out = d
-        .berth(&["build", "--cache-from", "cf:1", "-t", "cf:3", &dirs])
+        .berth_line("build --cache-from cf:1 -t cf:3", &[&dirs])
         .ok()
         .stdout;
     assert_eq!(
@@ -191,12 +182,12 @@ fn build_cache_from_a_loaded_image() {
     assert_eq!(run_in(&d, "cf:3", "cat /both"), "one\nbbb\n");
     std::fs::write(dir.join("a.txt"), "aaa\n").unwrap();
     // Without --cache-from (and without the local cache): everything rebuilt.
-    d.berth(&["builder", "prune", "-a", "-f"]).ok();
-    let out = d.berth(&["build", "-t", "cf:4", &dirs]).ok().stdout;
+    d.berth_line("builder prune -a -f", &[]).ok();
+    let out = d.berth_line("build -t cf:4", &[&dirs]).ok().stdout;
     assert!(!out.contains("Using cache"), "{out}");
     assert_ne!(image_id(&out), id1);
     // The docker CLI's --cache-from (the legacy builder's cachefrom parameter).
-    d.berth(&["builder", "prune", "-a", "-f"]).ok();
+    d.berth_line("builder prune -a -f", &[]).ok();
     let r = Command::new("docker")
         .args(["build", "--cache-from", "cf:1", "-t", "cf:5", &dirs])
         .env("DOCKER_BUILDKIT", "0")
@@ -213,6 +204,7 @@ fn build_cache_from_a_loaded_image() {
 
 #[test]
 fn build_independent_stages_at_once() {
+    require_root!();
     let d = Daemon::new();
     // Each stage's RUN waits (up to 60 s) for the other's to have started, through a cache
     // mount both share: built one after the other, the first would give up and fail.
@@ -227,7 +219,7 @@ fn build_independent_stages_at_once() {
         run("b", "a")
     );
     let dir = ctx(&d, "c", &[("Dockerfile", &df)]);
-    let r = d.berth(&["build", "-t", "par:1", &dir.display().to_string()]);
+    let r = d.berth_line("build -t par:1", &[&dir.display().to_string()]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     // The output reads as a sequential build's: steps in order, each stage's lines together.
     let steps: Vec<usize> = cached_steps(&r.stdout).iter().map(|s| s.0).collect();
@@ -251,7 +243,7 @@ fn build_independent_stages_at_once() {
             "FROM busybox AS a\nRUN sleep 0.2 && exit 3\nFROM busybox AS b\nRUN echo fine\nFROM busybox\nCOPY --from=a / /a\nCOPY --from=b / /b\n",
         )],
     );
-    let r = d.berth(&["build", "-t", "par:2", &bad.display().to_string()]);
+    let r = d.berth_line("build -t par:2", &[&bad.display().to_string()]);
     assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
     assert!(
         r.stderr.contains("returned a non-zero code: 3"),
@@ -311,6 +303,7 @@ fn found_under(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
 
 #[test]
 fn build_secrets_are_mounted_and_never_kept() {
+    require_root!();
     let d = Daemon::new();
     let tok = format!("tok-secret-{}-{}", std::process::id(), line!());
     let envv = format!("env-secret-{}-{}", std::process::id(), line!());
@@ -330,7 +323,7 @@ fn build_secrets_are_mounted_and_never_kept() {
     );
     let dirs = dir.display().to_string();
     // A required secret that is not given: a clear error, nothing tagged.
-    let r = d.berth(&["build", "-t", "sec:0", &dirs]);
+    let r = d.berth_line("build -t sec:0", &[&dirs]);
     assert_ne!(r.code, 0);
     assert!(
         r.stderr.contains("line 2") && r.stderr.contains("secret tok is required"),
@@ -405,17 +398,17 @@ fn build_secrets_are_mounted_and_never_kept() {
         r.stdout
     );
     // Bad --secret specs are refused by the CLI.
-    let r = d.berth(&["build", "--secret", "src=/x", &dirs]);
+    let r = d.berth_line("build --secret src=/x", &[&dirs]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("id is required"), "{}", r.stderr);
-    let r = d.berth(&["build", "--secret", "id=tok,src=/nonexistent/file", &dirs]);
+    let r = d.berth_line("build --secret id=tok,src=/nonexistent/file", &[&dirs]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("/nonexistent/file"), "{}", r.stderr);
     finish(d);
 }
 
 fn git(dir: &Path, args: &[&str]) {
-    let o = Command::new("git")
+    Command::new("git")
         .current_dir(dir)
         .args([
             "-c",
@@ -427,29 +420,18 @@ fn git(dir: &Path, args: &[&str]) {
         ])
         .args(args)
         .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+        .output_ok();
 }
 
-/// `git daemon` serving `base` on 127.0.0.1, killed on drop.
+/// `git daemon` serving `base` on 127.0.0.1, killed on drop (with the `git-daemon` it forks:
+/// it runs in a process group of its own).
 struct GitDaemon {
-    child: std::process::Child,
+    _child: berth_testkit::KillOnDrop,
     port: u16,
 }
 
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn git_daemon(base: &Path) -> Option<GitDaemon> {
+    use std::os::unix::process::CommandExt as _;
     for _ in 0..5 {
         let port = common::free_port();
         let Ok(child) = Command::new("git")
@@ -465,32 +447,29 @@ fn git_daemon(base: &Path) -> Option<GitDaemon> {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
         else {
             return None;
         };
-        let mut g = GitDaemon { child, port };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = g.child.try_wait() {
-                break;
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(g);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut child = berth_testkit::KillOnDrop(child);
+        let up = wait_until(std::time::Duration::from_secs(15), || {
+            matches!(child.0.try_wait(), Ok(Some(_)))
+                || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }) && matches!(child.0.try_wait(), Ok(None));
+        if up {
+            return Some(GitDaemon {
+                _child: child,
+                port,
+            });
         }
-        let _ = g.child.kill();
     }
     None
 }
 
 #[test]
 fn build_from_git_contexts() {
-    if Command::new("git").arg("--version").output().is_err() {
-        eprintln!("SKIP: git is needed (apt-get install git)");
-        return;
-    }
+    require_root!("git");
     let d = Daemon::new();
     let work = d.path("gitwork");
     std::fs::create_dir_all(work.join("app")).unwrap();
@@ -523,20 +502,19 @@ fn build_from_git_contexts() {
     let repo = served.join("repo.git");
     // file:// with a branch and a subdirectory.
     let url = format!("file://{}#feature:app", repo.display());
-    d.berth(&["build", "-t", "g:1", &url]).ok();
+    d.berth_line("build -t g:1", &[&url]).ok();
     assert_eq!(
         d.docker(&["run", "--rm", "g:1"]).ok().stdout,
         "from feature\n"
     );
     // The default branch, the repository's root.
     let url = format!("file://{}", repo.display());
-    d.berth(&["build", "-t", "g:2", &url]).ok();
+    d.berth_line("build -t g:2", &[&url]).ok();
     assert_eq!(run_in(&d, "g:2", "cat /top"), "from main\n");
     // git:// from a git daemon on 127.0.0.1, with -f inside the repository.
     if let Some(gd) = git_daemon(&served) {
         let url = format!("git://127.0.0.1:{}/repo.git#main:app", gd.port);
-        d.berth(&["build", "-f", "Dockerfile", "-t", "g:3", &url])
-            .ok();
+        d.berth_line("build -f Dockerfile -t g:3", &[&url]).ok();
         assert_eq!(d.docker(&["run", "--rm", "g:3"]).ok().stdout, "from main\n");
     } else {
         eprintln!("SKIP: git daemon did not start");
@@ -548,7 +526,7 @@ fn build_from_git_contexts() {
         ("#main:../..", "not a directory inside the repository"),
     ] {
         let url = format!("file://{}{frag}", repo.display());
-        let r = d.berth(&["build", "-t", "g:x", &url]);
+        let r = d.berth_line("build -t g:x", &[&url]);
         assert_ne!(r.code, 0, "{frag}");
         assert!(r.stderr.contains(want), "{frag}: {}", r.stderr);
     }

@@ -21,14 +21,7 @@ fn compose(d: &Daemon, dir: &std::path::Path, args: &[&str]) -> Run {
 
 #[test]
 fn compose_up_ps_logs_exec_down() {
-    if Command::new("docker-compose")
-        .arg("version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIP: docker-compose is needed (apt-get install docker-compose)");
-        return;
-    }
+    require_root!("docker-compose");
     let d = Daemon::new();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -78,10 +71,7 @@ services:
     let r = compose(&d, dir.path(), &["down"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(d.docker(&["ps", "-aq"]).ok().stdout, "");
-    let nets = d
-        .docker(&["network", "ls", "--format", "{{.Name}}"])
-        .ok()
-        .stdout;
+    let nets = d.docker_out("network ls --format", &["{{.Name}}"]);
     assert!(!nets.contains("bt_default"), "{nets}");
     finish(d);
 }

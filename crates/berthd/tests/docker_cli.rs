@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn version_info_images() {
+    require_root!();
     let d = Daemon::new();
     let v = d.docker(&["version"]).ok().stdout;
     assert!(v.contains("Server: Berth Engine"), "{v}");
@@ -50,9 +51,9 @@ fn version_info_images() {
 
 #[test]
 fn run_rm_echo() {
+    require_root!();
     let d = Daemon::new();
-    let r = d.docker(&["run", "--rm", "busybox", "echo", "hello"]).ok();
-    assert_eq!(r.stdout, "hello\n");
+    assert_eq!(d.docker_out("run --rm busybox echo hello", &[]), "hello\n");
     // The container was removed by the daemon (AutoRemove).
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -64,51 +65,25 @@ fn run_rm_echo() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // Exit codes and stderr come through.
-    let r = d.docker(&[
-        "run",
-        "--rm",
-        "busybox",
-        "sh",
-        "-c",
-        "echo oops >&2; exit 3",
-    ]);
+    let r = d.docker_line("run --rm busybox sh -c", &["echo oops >&2; exit 3"]);
     assert_eq!(r.code, 3);
     assert_eq!(r.stderr, "oops\n");
     // Env, workdir, user, network none.
-    let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "-e",
-            "A=b",
-            "-w",
-            "/tmp",
-            "-u",
-            "nobody",
-            "busybox",
-            "sh",
-            "-c",
-            "echo $A; pwd; id -u",
-        ])
-        .ok();
-    assert_eq!(r.stdout, "b\n/tmp\n65534\n");
+    assert_eq!(
+        d.docker_out(
+            "run --rm --network none -e A=b -w /tmp -u nobody busybox sh -c",
+            &["echo $A; pwd; id -u"]
+        ),
+        "b\n/tmp\n65534\n"
+    );
     // The loopback-only namespace has lo up (as Docker's `none`); the default bridge network
     // adds eth0; host networking shares ours.
     for (net, inets) in [("none", 1), ("default", 2)] {
         let r = d
-            .docker(&[
-                "run",
-                "--rm",
-                "--network",
-                net,
-                "busybox",
-                "/bin/busybox",
-                "ip",
-                "-o",
-                "addr",
-            ])
+            .docker_line(
+                "run --rm --network",
+                &[net, "busybox", "/bin/busybox", "ip", "-o", "addr"],
+            )
             .ok();
         assert!(
             r.stdout.contains("lo    inet 127.0.0.1/8"),
@@ -123,29 +98,15 @@ fn run_rm_echo() {
         );
     }
     let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "host",
-            "busybox",
-            "/bin/busybox",
-            "ip",
-            "-o",
-            "link",
-        ])
+        .docker_line(
+            "run --rm --network host busybox /bin/busybox ip -o link",
+            &[],
+        )
         .ok();
     assert!(r.stdout.lines().count() >= 1);
     // The hostname is the short id; /etc/hosts names it.
     let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "busybox",
-            "sh",
-            "-c",
-            "hostname; cat /etc/hosts",
-        ])
+        .docker_line("run --rm busybox sh -c", &["hostname; cat /etc/hosts"])
         .ok();
     let host = r.stdout.lines().next().unwrap().to_string();
     assert_eq!(host.len(), 12, "{}", r.stdout);
@@ -160,20 +121,9 @@ fn run_rm_echo() {
 
 #[test]
 fn detached_lifecycle() {
+    require_root!();
     let d = Daemon::new();
-    let id = d
-        .docker(&[
-            "run",
-            "-d",
-            "--name",
-            "t1",
-            "busybox",
-            "sh",
-            "-c",
-            "echo hi; sleep 100",
-        ])
-        .ok()
-        .stdout;
+    let id = d.docker_out("run -d --name t1 busybox sh -c", &["echo hi; sleep 100"]);
     let id = id.trim();
     assert_eq!(id.len(), 64);
     let ps = d.docker(&["ps"]).ok().stdout;
@@ -193,46 +143,24 @@ fn detached_lifecycle() {
         assert!(Instant::now() < deadline, "logs: {l:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert_eq!(d.inspect("{{.State.Running}}", "t1"), "true\n");
     assert_eq!(
-        d.docker(&["inspect", "-f", "{{.State.Running}}", "t1"])
-            .ok()
-            .stdout,
-        "true\n"
-    );
-    assert_eq!(
-        d.docker(&[
-            "inspect",
-            "-f",
-            "{{.Name}} {{.Config.Image}} {{.Path}}",
-            "t1"
-        ])
-        .ok()
-        .stdout,
+        d.inspect("{{.Name}} {{.Config.Image}} {{.Path}}", "t1"),
         "/t1 busybox sh\n"
     );
     // Name conflict.
-    let r = d.docker(&["create", "--name", "t1", "busybox"]);
+    let r = d.docker_line("create --name t1 busybox", &[]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("is already in use"), "{}", r.stderr);
     let t = Instant::now();
-    assert_eq!(d.docker(&["stop", "-t", "1", "t1"]).ok().stdout, "t1\n");
+    assert_eq!(d.docker_out("stop -t 1 t1", &[]), "t1\n");
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_eq!(d.docker(&["wait", "t1"]).ok().stdout, "137\n");
     assert_eq!(
-        d.docker(&[
-            "inspect",
-            "-f",
-            "{{.State.Status}} {{.State.ExitCode}}",
-            "t1"
-        ])
-        .ok()
-        .stdout,
+        d.inspect("{{.State.Status}} {{.State.ExitCode}}", "t1"),
         "exited 137\n"
     );
-    let ps = d
-        .docker(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"])
-        .ok()
-        .stdout;
+    let ps = d.docker_out("ps -a --format", &["{{.Names}} {{.Status}}"]);
     assert!(ps.starts_with("t1 Exited (137)"), "{ps}");
     assert_eq!(d.docker(&["rm", "t1"]).ok().stdout, "t1\n");
     assert_eq!(d.docker(&["ps", "-aq"]).ok().stdout, "");
@@ -241,33 +169,23 @@ fn detached_lifecycle() {
 
 #[test]
 fn kill_and_force_remove() {
+    require_root!();
     let d = Daemon::new();
     // PID 1 ignores signals it has no handler for: trap TERM.
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "k1",
-        "busybox",
-        "sh",
-        "-c",
-        "trap 'exit 143' TERM; while true; do sleep 0.1; done",
-    ])
+    d.docker_line(
+        "run -d --name k1 busybox sh -c",
+        &["trap 'exit 143' TERM; while true; do sleep 0.1; done"],
+    )
     .ok();
     let r = d.docker(&["rm", "k1"]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("container is running"), "{}", r.stderr);
-    d.docker(&["kill", "-s", "TERM", "k1"]).ok();
+    d.docker_line("kill -s TERM k1", &[]).ok();
     assert_eq!(d.docker(&["wait", "k1"]).ok().stdout, "143\n");
     let r = d.docker(&["kill", "k1"]);
     assert!(r.stderr.contains("is not running"), "{}", r.stderr);
     d.docker(&["start", "k1"]).ok();
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.State.Running}}", "k1"])
-            .ok()
-            .stdout,
-        "true\n"
-    );
+    assert_eq!(d.inspect("{{.State.Running}}", "k1"), "true\n");
     d.docker(&["rm", "-f", "k1"]).ok();
     assert_eq!(d.docker(&["ps", "-aq"]).ok().stdout, "");
     finish(d);
@@ -275,6 +193,7 @@ fn kill_and_force_remove() {
 
 #[test]
 fn docker_py_run_and_logs() {
+    require_root!();
     let d = Daemon::new();
     let r = d
         .python(
@@ -304,75 +223,43 @@ print(len(c.containers.list(all=True)))
 
 #[test]
 fn daemon_restart_keeps_containers() {
+    require_root!();
     let mut d = Daemon::new();
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "r1",
-        "busybox",
-        "sh",
-        "-c",
-        "echo before; sleep 1; echo after; sleep 100",
-    ])
+    d.docker_line(
+        "run -d --name r1 busybox sh -c",
+        &["echo before; sleep 1; echo after; sleep 100"],
+    )
     .ok();
     std::thread::sleep(Duration::from_millis(300));
     d.kill9();
     std::thread::sleep(Duration::from_millis(1500));
     d.start();
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.State.Running}}", "r1"])
-            .ok()
-            .stdout,
-        "true\n"
-    );
+    assert_eq!(d.inspect("{{.State.Running}}", "r1"), "true\n");
     let ps = d.docker(&["ps", "--format", "{{.Names}}"]).ok().stdout;
     assert_eq!(ps, "r1\n");
     assert_eq!(d.docker(&["logs", "r1"]).ok().stdout, "before\nafter\n");
-    d.docker(&["stop", "-t", "1", "r1"]).ok();
+    d.docker_line("stop -t 1 r1", &[]).ok();
     assert_eq!(
-        d.docker(&[
-            "inspect",
-            "-f",
-            "{{.State.Status}} {{.State.ExitCode}}",
-            "r1"
-        ])
-        .ok()
-        .stdout,
+        d.inspect("{{.State.Status}} {{.State.ExitCode}}", "r1"),
         "exited 137\n"
     );
     // A container that exits while the daemon is down is seen as exited.
     d.docker(&["start", "r1"]).ok();
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "r2",
-        "busybox",
-        "sh",
-        "-c",
-        "sleep 1; exit 7",
-    ])
-    .ok();
+    d.docker_line("run -d --name r2 busybox sh -c", &["sleep 1; exit 7"])
+        .ok();
     d.kill9();
     std::thread::sleep(Duration::from_millis(1500));
     d.start();
     assert_eq!(d.docker(&["wait", "r2"]).ok().stdout, "7\n");
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.State.Running}}", "r1"])
-            .ok()
-            .stdout,
-        "true\n"
-    );
+    assert_eq!(d.inspect("{{.State.Running}}", "r1"), "true\n");
     finish(d);
 }
 
 #[test]
 fn bad_input() {
+    require_root!();
     let d = Daemon::new();
-    let r = d
-        .http("POST", "/v1.44/containers/create", Some("{bad"))
-        .unwrap();
+    let r = d.post("/v1.44/containers/create", "{bad");
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
     assert!(r.contains("{\"message\":\"invalid JSON"), "{r}");
     let r = d.http("GET", "/containers/x/json", None).unwrap();
@@ -389,42 +276,29 @@ fn bad_input() {
     );
     let r = d.http("GET", "/v1.24/nope", None).unwrap();
     assert!(r.starts_with("HTTP/1.1 404"), "{r}");
-    let r = d
-        .http(
-            "POST",
-            "/containers/create",
-            Some(r#"{"Image":"busybox","HostConfig":{"CapAdd":["CAP_BOGUS"]}}"#),
-        )
-        .unwrap();
+    let r = d.post(
+        "/containers/create",
+        r#"{"Image":"busybox","HostConfig":{"CapAdd":["CAP_BOGUS"]}}"#,
+    );
     assert!(
         r.starts_with("HTTP/1.1 400") && r.contains("unknown capability"),
         "{r}"
     );
-    let r = d
-        .http(
-            "POST",
-            "/containers/create",
-            Some(r#"{"Image":"busybox","HostConfig":{"VolumeDriver":"nfs"}}"#),
-        )
-        .unwrap();
+    let r = d.post(
+        "/containers/create",
+        r#"{"Image":"busybox","HostConfig":{"VolumeDriver":"nfs"}}"#,
+    );
     assert!(
         r.starts_with("HTTP/1.1 400") && r.contains("HostConfig.VolumeDriver"),
         "{r}"
     );
-    let r = d
-        .http(
-            "POST",
-            "/containers/create",
-            Some(r#"{"Image":"nope:1","Unknown":1}"#),
-        )
-        .unwrap();
+    let r = d.post("/containers/create", r#"{"Image":"nope:1","Unknown":1}"#);
     assert!(
         r.starts_with("HTTP/1.1 404") && r.contains("No such image: nope:1"),
         "{r}"
     );
-    let r = d.docker(&["logs", "nope"]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("No such container: nope"), "{}", r.stderr);
+    d.docker(&["logs", "nope"])
+        .failed_with(1, "No such container: nope");
     let r = d.http("HEAD", "/_ping", None).unwrap();
     assert!(
         r.contains("api-version: 1.44") || r.contains("Api-Version: 1.44"),
@@ -446,6 +320,7 @@ fn bad_input() {
 
 #[test]
 fn stdin_tty_follow_and_start_failure() {
+    require_root!();
     let d = Daemon::new();
     // stdin through attach (-i), closed at EOF.
     let mut c = Command::new("docker")
@@ -461,72 +336,45 @@ fn stdin_tty_follow_and_start_failure() {
     let r = run_output(c.wait_with_output().unwrap()).ok();
     assert_eq!(r.stdout, "piped in\n");
     // A tty (the CLI's stdin is not a terminal, so no -i).
-    let r = d
-        .docker(&["run", "--rm", "-t", "busybox", "echo", "tty"])
-        .ok();
-    assert_eq!(r.stdout, "tty\r\n");
+    assert_eq!(d.docker_out("run --rm -t busybox echo tty", &[]), "tty\r\n");
     // logs -f ends when the container exits; timestamps; tail.
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "f1",
-        "busybox",
-        "sh",
-        "-c",
-        "for i in 1 2 3; do echo l$i; sleep 0.2; done",
-    ])
+    d.docker_line(
+        "run -d --name f1 busybox sh -c",
+        &["for i in 1 2 3; do echo l$i; sleep 0.2; done"],
+    )
     .ok();
     let r = d.docker(&["logs", "-f", "f1"]).ok();
     assert_eq!(r.stdout, "l1\nl2\nl3\n");
-    let r = d.docker(&["logs", "-t", "--tail", "1", "f1"]).ok();
+    let r = d.docker_line("logs -t --tail 1 f1", &[]).ok();
     assert!(
         r.stdout.ends_with("Z l3\n") && r.stdout.starts_with("20"),
         "{}",
         r.stdout
     );
     // A command that cannot run: 127, and --rm still removes the container.
-    let r = d.docker(&["run", "--rm", "busybox", "nosuchcmd"]);
+    let r = d.docker_line("run --rm busybox nosuchcmd", &[]);
     assert_eq!(r.code, 127, "{}", r.stderr);
     assert!(
         r.stderr.contains("executable file not found"),
         "{}",
         r.stderr
     );
-    let ps = d
-        .docker(&["ps", "-a", "--format", "{{.Names}}"])
-        .ok()
-        .stdout;
+    let ps = d.docker_out("ps -a --format", &["{{.Names}}"]);
     assert_eq!(ps, "f1\n");
     finish(d);
 }
 
 #[test]
 fn berth_cli_run_ps_logs_stop_wait_rm() {
+    require_root!();
     let d = Daemon::new();
-    let r = d.berth(&["run", "--rm", "busybox", "echo", "hello"]).ok();
+    let r = d.berth_line("run --rm busybox echo hello", &[]).ok();
     assert_eq!(r.stdout, "hello\n");
-    let r = d.berth(&[
-        "run",
-        "--rm",
-        "busybox",
-        "sh",
-        "-c",
-        "echo oops >&2; exit 3",
-    ]);
+    let r = d.berth_line("run --rm busybox sh -c", &["echo oops >&2; exit 3"]);
     assert_eq!(r.code, 3);
     assert_eq!(r.stderr, "oops\n");
     let id = d
-        .berth(&[
-            "run",
-            "-d",
-            "--name",
-            "c1",
-            "busybox",
-            "sh",
-            "-c",
-            "echo hi; sleep 100",
-        ])
+        .berth_line("run -d --name c1 busybox sh -c", &["echo hi; sleep 100"])
         .ok()
         .stdout;
     assert_eq!(id.trim().len(), 64, "{id}");
@@ -544,14 +392,13 @@ fn berth_cli_run_ps_logs_stop_wait_rm() {
         assert!(Instant::now() < deadline, "no logs");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(d.berth(&["stop", "-t", "1", "c1"]).ok().stdout, "c1\n");
+    assert_eq!(d.berth_line("stop -t 1 c1", &[]).ok().stdout, "c1\n");
     assert_eq!(d.berth(&["wait", "c1"]).ok().stdout, "137\n");
     assert!(d.berth(&["ps", "-a"]).ok().stdout.contains("Exited (137)"));
     assert_eq!(d.berth(&["rm", "c1"]).ok().stdout, "c1\n");
     assert!(d.berth(&["ps", "-aq"]).ok().stdout.trim().is_empty());
-    let r = d.berth(&["run", "--rm", "nosuchimage"]);
-    assert_eq!(r.code, 125);
-    assert!(r.stderr.contains("No such image"), "{}", r.stderr);
+    d.berth(&["run", "--rm", "nosuchimage"])
+        .failed_with(125, "No such image");
     let r = d.berth(&["rm", "nosuch"]);
     assert_eq!(r.code, 1);
     assert!(
@@ -602,18 +449,15 @@ fn rootfs_mount_options(d: &Daemon, id: &str) -> Option<String> {
 
 #[test]
 fn transient_layers_and_removal_that_a_crash_interrupts() {
+    require_root!();
     let mut d = Daemon::new();
     // `--rm` containers get a volatile writable layer (nothing of it is synced), others not.
     let rm = d
-        .docker(&["run", "-d", "--rm", "busybox", "sleep", "100"])
-        .ok()
-        .stdout
+        .docker_out("run -d --rm busybox sleep 100", &[])
         .trim()
         .to_string();
     let keep = d
-        .docker(&["run", "-d", "busybox", "sleep", "100"])
-        .ok()
-        .stdout
+        .docker_out("run -d busybox sleep 100", &[])
         .trim()
         .to_string();
     let opts = rootfs_mount_options(&d, &rm).expect("--rm rootfs mounted");
@@ -635,9 +479,7 @@ fn transient_layers_and_removal_that_a_crash_interrupts() {
     // A removal interrupted by a crash right after it was committed (the container's directory
     // renamed) is finished by the next start: the container is gone, and so is its storage.
     let c = d
-        .docker(&["create", "--name", "half", "busybox", "true"])
-        .ok()
-        .stdout
+        .docker_out("create --name half busybox true", &[])
         .trim()
         .to_string();
     let snap = d.path("data").join("snapshotter/containers").join(&c);
@@ -646,25 +488,22 @@ fn transient_layers_and_removal_that_a_crash_interrupts() {
     let data = d.path("data").join("containers");
     std::fs::rename(data.join(&c), data.join(format!(".removing-{c}"))).unwrap();
     d.start();
-    let ps = d
-        .docker(&["ps", "-a", "--format", "{{.Names}}"])
-        .ok()
-        .stdout;
+    let ps = d.docker_out("ps -a --format", &["{{.Names}}"]);
     assert!(!ps.contains("half"), "{ps}");
     assert!(!snap.exists(), "snapshot left: {}", snap.display());
     assert!(!data.join(format!(".removing-{c}")).exists());
     // The name is free again.
-    d.docker(&["create", "--name", "half", "busybox", "true"])
-        .ok();
+    d.docker_line("create --name half busybox true", &[]).ok();
     d.docker(&["rm", "half"]).ok();
     for _ in 0..3 {
-        d.docker(&["run", "--rm", "busybox", "true"]).ok();
+        d.docker_line("run --rm busybox true", &[]).ok();
     }
     finish(d);
 }
 
 #[test]
 fn docker_py_attach_logs_without_stream() {
+    require_root!();
     let d = Daemon::new();
     let r = d.python(
         r#"
@@ -690,12 +529,11 @@ ct.remove(force=True)
 
 #[test]
 fn berth_ps_format_filter_last_like_docker() {
+    require_root!();
     let d = Daemon::new();
-    d.docker(&[
-        "create", "--name", "psa", "--label", "k=v", "busybox", "true",
-    ])
-    .ok();
-    d.docker(&["run", "-d", "--name", "psb", "busybox", "sleep", "100"])
+    d.docker_line("create --name psa --label k=v busybox true", &[])
+        .ok();
+    d.docker_line("run -d --name psb busybox sleep 100", &[])
         .ok();
     let same = |args: &[&str]| {
         let mut full = vec!["ps"];
@@ -739,6 +577,6 @@ fn berth_ps_format_filter_last_like_docker() {
             .split_whitespace()
             .collect::<Vec<_>>()
     );
-    d.docker(&["rm", "-f", "psa", "psb"]).ok();
+    d.docker_line("rm -f psa psb", &[]).ok();
     finish(d);
 }

@@ -3,21 +3,17 @@
 
 mod common;
 use common::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
+/// Waits up to 20 s for `f` to hold.
+#[track_caller]
+fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    berth_testkit::wait_for(what, Duration::from_secs(20), f)
 }
 
 #[test]
 fn exec_top_rename_pause_events() {
+    require_root!();
     let d = Daemon::new();
     let since = d.docker(&["version", "-f", "{{.Server.Version}}"]).ok();
     drop(since);
@@ -25,29 +21,20 @@ fn exec_top_rename_pause_events() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    d.docker(&["run", "-d", "--name", "ex1", "busybox", "sleep", "1000"])
+    d.docker_line("run -d --name ex1 busybox sleep 1000", &[])
         .ok();
     // exec: output, exit code, env, workdir, user.
-    let r = d.docker(&["exec", "ex1", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    let r = d.docker_line("exec ex1 sh -c", &["echo out; echo err >&2; exit 3"]);
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert_eq!(r.stdout, "out\n");
     assert_eq!(r.stderr, "err\n");
-    let r = d
-        .docker(&[
-            "exec",
-            "-e",
-            "FOO=bar",
-            "-w",
-            "/tmp",
-            "-u",
-            "65534",
-            "ex1",
-            "sh",
-            "-c",
-            "echo $FOO $(pwd) $(id -u)",
-        ])
-        .ok();
-    assert_eq!(r.stdout, "bar /tmp 65534\n");
+    assert_eq!(
+        d.docker_out(
+            "exec -e FOO=bar -w /tmp -u 65534 ex1 sh -c",
+            &["echo $FOO $(pwd) $(id -u)"]
+        ),
+        "bar /tmp 65534\n"
+    );
     let r = d.docker(&["exec", "ex1", "/no/such/binary"]);
     assert!(r.code == 126 || r.code == 127, "{} {}", r.code, r.stderr);
     // stdin through exec -i.
@@ -66,21 +53,18 @@ fn exec_top_rename_pause_events() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), "hello through stdin\n");
     // detached exec.
-    d.docker(&["exec", "-d", "ex1", "sh", "-c", "echo detached > /tmp/d"])
+    d.docker_line("exec -d ex1 sh -c", &["echo detached > /tmp/d"])
         .ok();
     wait_for("detached exec", || {
-        d.docker(&["exec", "ex1", "cat", "/tmp/d"]).stdout == "detached\n"
+        d.docker_line("exec ex1 cat /tmp/d", &[]).stdout == "detached\n"
     });
     // top.
     let top = d.docker(&["top", "ex1"]).ok().stdout;
     assert!(top.contains("PID") && top.contains("sleep 1000"), "{top}");
     // rename.
     d.docker(&["rename", "ex1", "ex2"]).ok();
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.Name}}", "ex2"]).ok().stdout,
-        "/ex2\n"
-    );
-    d.docker(&["run", "-d", "--name", "other", "busybox", "sleep", "1000"])
+    assert_eq!(d.inspect("{{.Name}}", "ex2"), "/ex2\n");
+    d.docker_line("run -d --name other busybox sleep 1000", &[])
         .ok();
     let r = d.docker(&["rename", "ex2", "other"]);
     assert_ne!(r.code, 0);
@@ -88,23 +72,13 @@ fn exec_top_rename_pause_events() {
     // pause / unpause.
     d.docker(&["pause", "ex2"]).ok();
     assert_eq!(
-        d.docker(&[
-            "inspect",
-            "-f",
-            "{{.State.Status}} {{.State.Paused}}",
-            "ex2"
-        ])
-        .ok()
-        .stdout,
+        d.inspect("{{.State.Status}} {{.State.Paused}}", "ex2"),
         "paused true\n"
     );
     let frozen = std::fs::read_to_string(format!(
         "/sys/fs/cgroup/freezer{}/{}/freezer.state",
         d.cgroup_parent,
-        d.docker(&["inspect", "-f", "{{.Id}}", "ex2"])
-            .ok()
-            .stdout
-            .trim()
+        d.inspect("{{.Id}}", "ex2").trim()
     ))
     .unwrap_or_default();
     assert_eq!(frozen.trim(), "FROZEN");
@@ -114,18 +88,12 @@ fn exec_top_rename_pause_events() {
     d.docker(&["unpause", "ex2"]).ok();
     d.docker(&["exec", "ex2", "true"]).ok();
     // stats.
-    let st = d
-        .docker(&[
-            "stats",
-            "--no-stream",
-            "--format",
-            "{{.Name}} {{.PIDs}}",
-            "ex2",
-        ])
-        .ok()
-        .stdout;
+    let st = d.docker_out(
+        "stats --no-stream --format",
+        &["{{.Name}} {{.PIDs}}", "ex2"],
+    );
     assert_eq!(st, "ex2 1\n");
-    let cid = d.docker(&["inspect", "-f", "{{.Id}}", "ex2"]).ok().stdout;
+    let cid = d.inspect("{{.Id}}", "ex2");
     // events since t0 include what happened, with filters.
     let ev = d
         .docker(&[
@@ -158,45 +126,29 @@ fn exec_top_rename_pause_events() {
     }
     assert!(!ev.contains("other"), "{ev}");
     // diff.
-    d.docker(&[
-        "exec",
-        "ex2",
-        "sh",
-        "-c",
-        "echo x > /tmp/newfile; rm /etc/group",
-    ])
-    .ok();
+    d.docker_line("exec ex2 sh -c", &["echo x > /tmp/newfile; rm /etc/group"])
+        .ok();
     let diff = d.docker(&["diff", "ex2"]).ok().stdout;
     assert!(diff.contains("A /tmp/newfile"), "{diff}");
     assert!(diff.contains("D /etc/group"), "{diff}");
     assert!(diff.contains("C /tmp"), "{diff}");
     // prune removes only stopped containers.
-    d.docker(&["run", "--name", "done", "busybox", "true"]).ok();
+    d.docker_line("run --name done busybox true", &[]).ok();
     let p = d.docker(&["container", "prune", "-f"]).ok().stdout;
     assert!(p.contains("Deleted Containers"), "{p}");
-    let names = d
-        .docker(&["ps", "-a", "--format", "{{.Names}}"])
-        .ok()
-        .stdout;
+    let names = d.docker_out("ps -a --format", &["{{.Names}}"]);
     assert!(!names.contains("done") && names.contains("ex2"), "{names}");
     finish(d);
 }
 
 #[test]
 fn restart_policies_and_daemon_restart() {
+    require_root!();
     let mut d = Daemon::new();
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "onf",
-        "--restart",
-        "on-failure:2",
-        "busybox",
-        "sh",
-        "-c",
-        "exit 3",
-    ])
+    d.docker_line(
+        "run -d --name onf --restart on-failure:2 busybox sh -c",
+        &["exit 3"],
+    )
     .ok();
     wait_for("two restarts", || {
         let s = d
@@ -209,22 +161,9 @@ fn restart_policies_and_daemon_restart() {
             .stdout;
         s == "2 exited\n"
     });
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "alw",
-        "--restart",
-        "always",
-        "busybox",
-        "sleep",
-        "1000",
-    ])
-    .ok();
-    let pid1 = d
-        .docker(&["inspect", "-f", "{{.State.Pid}}", "alw"])
-        .ok()
-        .stdout;
+    d.docker_line("run -d --name alw --restart always busybox sleep 1000", &[])
+        .ok();
+    let pid1 = d.inspect("{{.State.Pid}}", "alw");
     // The container's process dies: always restarts it.
     let pid: i32 = pid1.trim().parse().unwrap();
     // SAFETY: kill(2) on the container's init pid.
@@ -241,29 +180,17 @@ fn restart_policies_and_daemon_restart() {
         s == "true 1\n"
     });
     // Stop by hand: no restart.
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "us",
-        "--restart",
-        "unless-stopped",
-        "busybox",
-        "sleep",
-        "1000",
-    ])
+    d.docker_line(
+        "run -d --name us --restart unless-stopped busybox sleep 1000",
+        &[],
+    )
     .ok();
-    d.docker(&["stop", "-t", "1", "us"]).ok();
+    d.docker_line("stop -t 1 us", &[]).ok();
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.State.Running}}", "us"])
-            .ok()
-            .stdout,
-        "false\n"
-    );
+    assert_eq!(d.inspect("{{.State.Running}}", "us"), "false\n");
     // Stop `alw` by hand too, then kill -9 the daemon: on start, `always` comes back,
     // stopped `unless-stopped` does not.
-    d.docker(&["stop", "-t", "1", "alw"]).ok();
+    d.docker_line("stop -t 1 alw", &[]).ok();
     d.kill9();
     d.start();
     wait_for("always after daemon restart", || {
@@ -271,51 +198,31 @@ fn restart_policies_and_daemon_restart() {
             .stdout
             == "true\n"
     });
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.State.Running}}", "us"])
-            .ok()
-            .stdout,
-        "false\n"
-    );
+    assert_eq!(d.inspect("{{.State.Running}}", "us"), "false\n");
     // Update the policy.
-    d.docker(&["update", "--restart", "no", "alw"]).ok();
+    d.docker_line("update --restart no alw", &[]).ok();
     assert_eq!(
-        d.docker(&["inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", "alw"])
-            .ok()
-            .stdout,
+        d.inspect("{{.HostConfig.RestartPolicy.Name}}", "alw"),
         "no\n"
     );
-    let r = d.docker(&["run", "--rm", "--restart", "always", "busybox", "true"]);
+    let r = d.docker_line("run --rm --restart always busybox true", &[]);
     assert_ne!(r.code, 0);
     finish(d);
 }
 
 #[test]
 fn limits_security_and_health() {
+    require_root!();
     let d = Daemon::new();
     // Memory limit: an allocation above it is OOM-killed and inspect says so.
-    let r = d.docker(&[
-        "run", "--name", "oom", "--memory", "16m", "--memory-swap", "16m", "busybox", "sh", "-c",
-        "dd if=/dev/zero bs=64M count=1 | cat > /dev/null; head -c 64m /dev/zero | tail > /dev/null",
-    ]);
+    let r = d.docker_line("run --name oom --memory 16m --memory-swap 16m busybox sh -c", &["dd if=/dev/zero bs=64M count=1 | cat > /dev/null; head -c 64m /dev/zero | tail > /dev/null"]);
     assert_ne!(r.code, 0);
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.State.OOMKilled}}", "oom"])
-            .ok()
-            .stdout,
-        "true\n"
-    );
+    assert_eq!(d.inspect("{{.State.OOMKilled}}", "oom"), "true\n");
     // pids limit stops a fork bomb-ish loop.
-    let r = d.docker(&[
-        "run",
-        "--rm",
-        "--pids-limit",
-        "10",
-        "busybox",
-        "sh",
-        "-c",
-        "for i in $(seq 1 30); do sleep 5 & done 2>/dev/null; wait; echo done",
-    ]);
+    let r = d.docker_line(
+        "run --rm --pids-limit 10 busybox sh -c",
+        &["for i in $(seq 1 30); do sleep 5 & done 2>/dev/null; wait; echo done"],
+    );
     assert!(
         r.stderr.contains("fork") || r.stdout.contains("done") || r.code != 0,
         "{} {}",
@@ -323,28 +230,12 @@ fn limits_security_and_health() {
         r.stderr
     );
     // Limits reach the cgroup; update raises one on a running container.
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "lim",
-        "--memory",
-        "32m",
-        "--cpus",
-        "0.5",
-        "--pids-limit",
-        "50",
-        "busybox",
-        "sleep",
-        "1000",
-    ])
+    d.docker_line(
+        "run -d --name lim --memory 32m --cpus 0.5 --pids-limit 50 busybox sleep 1000",
+        &[],
+    )
     .ok();
-    let id = d
-        .docker(&["inspect", "-f", "{{.Id}}", "lim"])
-        .ok()
-        .stdout
-        .trim()
-        .to_string();
+    let id = d.inspect("{{.Id}}", "lim").trim().to_string();
     let cg = |ctl: &str, file: &str| {
         std::fs::read_to_string(format!(
             "/sys/fs/cgroup/{ctl}{}/{id}/{file}",
@@ -357,27 +248,16 @@ fn limits_security_and_health() {
     assert_eq!(cg("memory", "memory.limit_in_bytes"), "33554432");
     assert_eq!(cg("cpu", "cpu.cfs_quota_us"), "50000");
     assert_eq!(cg("pids", "pids.max"), "50");
-    d.docker(&[
-        "update",
-        "--memory",
-        "64m",
-        "--memory-swap",
-        "128m",
-        "--pids-limit",
-        "80",
-        "lim",
-    ])
+    d.docker_line(
+        "update --memory 64m --memory-swap 128m --pids-limit 80 lim",
+        &[],
+    )
     .ok();
     assert_eq!(cg("memory", "memory.limit_in_bytes"), "67108864");
     assert_eq!(cg("pids", "pids.max"), "80");
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.HostConfig.Memory}}", "lim"])
-            .ok()
-            .stdout,
-        "67108864\n"
-    );
+    assert_eq!(d.inspect("{{.HostConfig.Memory}}", "lim"), "67108864\n");
     // A limit the kernel or Docker's rules refuse: a clear error.
-    let r = d.docker(&["run", "--rm", "--memory", "1m", "busybox", "true"]);
+    let r = d.docker_line("run --rm --memory 1m busybox true", &[]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("Minimum memory limit"), "{}", r.stderr);
     // Capabilities.
@@ -400,117 +280,68 @@ fn limits_security_and_health() {
     );
     // no-new-privileges, read-only root, ulimits, seccomp unconfined.
     let out = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--security-opt",
-            "no-new-privileges",
-            "--read-only",
-            "--ulimit",
-            "nofile=100:200",
-            "busybox",
-            "sh",
-            "-c",
-            "grep NoNewPrivs /proc/self/status; touch /x 2>&1; ulimit -n; ulimit -Hn",
-        ])
+        .docker_line("run --rm --security-opt no-new-privileges --read-only --ulimit nofile=100:200 busybox sh -c", &["grep NoNewPrivs /proc/self/status; touch /x 2>&1; ulimit -n; ulimit -Hn"])
         .stdout;
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
     assert!(out.contains("Read-only file system"), "{out}");
     assert!(out.contains("100\n200\n"), "{out}");
-    let out = d
-        .docker(&[
-            "run",
-            "--rm",
-            "busybox",
-            "sh",
-            "-c",
-            "grep Seccomp: /proc/self/status",
-        ])
-        .ok()
-        .stdout;
+    let out = d.docker_out(
+        "run --rm busybox sh -c",
+        &["grep Seccomp: /proc/self/status"],
+    );
     assert_eq!(out, "Seccomp:\t2\n");
-    let out = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--security-opt",
-            "seccomp=unconfined",
-            "busybox",
-            "sh",
-            "-c",
-            "grep Seccomp: /proc/self/status",
-        ])
-        .ok()
-        .stdout;
+    let out = d.docker_out(
+        "run --rm --security-opt seccomp=unconfined busybox sh -c",
+        &["grep Seccomp: /proc/self/status"],
+    );
     assert_eq!(out, "Seccomp:\t0\n");
     // pid host and hostname.
-    let out = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--pid",
-            "host",
-            "busybox",
-            "sh",
-            "-c",
-            "test -d /proc/1 && ls /proc | grep -c '^[0-9]'",
-        ])
-        .ok()
-        .stdout;
+    let out = d.docker_out(
+        "run --rm --pid host busybox sh -c",
+        &["test -d /proc/1 && ls /proc | grep -c '^[0-9]'"],
+    );
     assert!(out.trim().parse::<u32>().unwrap() > 3, "{out}");
     // --init: PID 1 is the init, the command its child; zombies are reaped, signals forwarded.
     let out = d
-        .docker(&["run", "--rm", "--init", "busybox", "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; (sleep 0.1 &) ; sleep 0.5; ps -o stat,comm | grep -c Z; exit 7"])
+        .docker_line("run --rm --init busybox sh -c", &["cat /proc/1/cmdline | tr '\\0' ' '; echo; (sleep 0.1 &) ; sleep 0.5; ps -o stat,comm | grep -c Z; exit 7"])
         .stdout;
     assert!(out.starts_with("/sbin/docker-init -- sh -c"), "{out}");
     assert!(out.ends_with("0\n"), "zombies left: {out}");
-    let r = d.docker(&["run", "--rm", "--init", "busybox", "sh", "-c", "exit 7"]);
+    let r = d.docker_line("run --rm --init busybox sh -c", &["exit 7"]);
     assert_eq!(r.code, 7);
-    d.docker(&[
-        "run", "-d", "--name", "ini", "--init", "busybox", "sleep", "1000",
-    ])
-    .ok();
+    d.docker_line("run -d --name ini --init busybox sleep 1000", &[])
+        .ok();
     // sleep as the init's child dies of the forwarded SIGTERM (143); as PID 1 it would ignore
     // it and be killed after the timeout (137).
-    d.docker(&["stop", "-t", "5", "ini"]).ok();
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.State.ExitCode}}", "ini"])
-            .ok()
-            .stdout,
-        "143\n"
-    );
+    d.docker_line("stop -t 5 ini", &[]).ok();
+    assert_eq!(d.inspect("{{.State.ExitCode}}", "ini"), "143\n");
     // Health checks.
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "hc",
-        "--health-cmd",
-        "test -f /tmp/ok",
-        "--health-interval",
-        "200ms",
-        "--health-retries",
-        "2",
-        "busybox",
-        "sleep",
-        "1000",
-    ])
+    d.docker_line(
+        "run -d --name hc --health-cmd",
+        &[
+            "test -f /tmp/ok",
+            "--health-interval",
+            "200ms",
+            "--health-retries",
+            "2",
+            "busybox",
+            "sleep",
+            "1000",
+        ],
+    )
     .ok();
     wait_for("unhealthy", || {
         d.docker(&["inspect", "-f", "{{.State.Health.Status}}", "hc"])
             .stdout
             == "unhealthy\n"
     });
-    d.docker(&["exec", "hc", "touch", "/tmp/ok"]).ok();
+    d.docker_line("exec hc touch /tmp/ok", &[]).ok();
     wait_for("healthy", || {
         d.docker(&["inspect", "-f", "{{.State.Health.Status}}", "hc"])
             .stdout
             == "healthy\n"
     });
-    let ps = d
-        .docker(&["ps", "--filter", "name=hc", "--format", "{{.Status}}"])
-        .ok()
-        .stdout;
+    let ps = d.docker_out("ps --filter name=hc --format", &["{{.Status}}"]);
     assert!(ps.contains("(healthy)"), "{ps}");
     finish(d);
 }
@@ -545,70 +376,44 @@ fn on_pty(d: &Daemon, cmd: &str, input: &str) -> String {
 
 #[test]
 fn berth_cli_engine_commands_and_terminals() {
+    require_root!();
     let d = Daemon::new();
     let t0 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
         .to_string();
-    d.berth(&[
-        "run", "-d", "--name", "aa", "--memory", "32m", "busybox", "sleep", "1000",
-    ])
-    .ok();
-    let r = d.berth(&["exec", "aa", "sh", "-c", "echo hi; exit 4"]);
+    d.berth_line("run -d --name aa --memory 32m busybox sleep 1000", &[])
+        .ok();
+    let r = d.berth_line("exec aa sh -c", &["echo hi; exit 4"]);
     assert_eq!((r.code, r.stdout.as_str()), (4, "hi\n"), "{}", r.stderr);
     assert_eq!(
-        d.berth(&[
-            "inspect",
-            "-f",
-            "{{.State.Running}} {{.HostConfig.Memory}}",
-            "aa"
-        ])
-        .ok()
-        .stdout,
+        d.berth_inspect("{{.State.Running}} {{.HostConfig.Memory}}", "aa"),
         "true 33554432\n"
     );
     assert!(d.berth(&["top", "aa"]).ok().stdout.contains("sleep 1000"));
     d.berth(&["rename", "aa", "bb"]).ok();
     d.berth(&["pause", "bb"]).ok();
-    assert_eq!(
-        d.berth(&["inspect", "-f", "{{.State.Status}}", "bb"])
-            .ok()
-            .stdout,
-        "paused\n"
-    );
+    assert_eq!(d.berth_inspect("{{.State.Status}}", "bb"), "paused\n");
     d.berth(&["unpause", "bb"]).ok();
     assert_eq!(
-        d.berth(&[
-            "stats",
-            "--no-stream",
-            "--format",
-            "{{.Name}} {{.PIDs}}",
-            "bb"
-        ])
-        .ok()
-        .stdout,
+        d.berth_line("stats --no-stream --format", &["{{.Name}} {{.PIDs}}", "bb"])
+            .ok()
+            .stdout,
         "bb 1\n"
     );
-    d.berth(&["update", "--memory", "64m", "bb"]).ok();
+    d.berth_line("update --memory 64m bb", &[]).ok();
     assert_eq!(
-        d.berth(&["inspect", "-f", "{{.HostConfig.Memory}}", "bb"])
-            .ok()
-            .stdout,
+        d.berth_inspect("{{.HostConfig.Memory}}", "bb"),
         "67108864\n"
     );
-    d.berth(&["exec", "bb", "touch", "/made"]).ok();
+    d.berth_line("exec bb touch /made", &[]).ok();
     assert!(d.berth(&["diff", "bb"]).ok().stdout.contains("A /made"));
-    d.berth(&["restart", "-t", "1", "bb"]).ok();
-    assert_eq!(
-        d.berth(&["inspect", "-f", "{{.State.Running}}", "bb"])
-            .ok()
-            .stdout,
-        "true\n"
-    );
+    d.berth_line("restart -t 1 bb", &[]).ok();
+    assert_eq!(d.berth_inspect("{{.State.Running}}", "bb"), "true\n");
     d.berth(&["kill", "bb"]).ok();
     assert_eq!(d.berth(&["wait", "bb"]).ok().stdout, "137\n");
-    d.berth(&["create", "--name", "cc", "busybox", "echo", "created"])
+    d.berth_line("create --name cc busybox echo created", &[])
         .ok();
     assert_eq!(d.berth(&["start", "-a", "cc"]).ok().stdout, "created\n");
     let ev = d
@@ -630,29 +435,17 @@ fn berth_cli_engine_commands_and_terminals() {
     assert!(p.contains("Deleted Containers"), "{p}");
     assert_eq!(d.berth(&["ps", "-aq"]).ok().stdout, "");
     // logs -f streams until the container exits; attach follows a running container.
-    d.berth(&[
-        "run",
-        "-d",
-        "--name",
-        "lf",
-        "busybox",
-        "sh",
-        "-c",
-        "echo one; sleep 1; echo two >&2",
-    ])
+    d.berth_line(
+        "run -d --name lf busybox sh -c",
+        &["echo one; sleep 1; echo two >&2"],
+    )
     .ok();
     let r = d.berth(&["logs", "-f", "lf"]).ok();
     assert_eq!((r.stdout.as_str(), r.stderr.as_str()), ("one\n", "two\n"));
-    d.berth(&[
-        "run",
-        "-d",
-        "--name",
-        "at",
-        "busybox",
-        "sh",
-        "-c",
-        "sleep 1; echo attached; exit 5",
-    ])
+    d.berth_line(
+        "run -d --name at busybox sh -c",
+        &["sleep 1; echo attached; exit 5"],
+    )
     .ok();
     let r = d.berth(&["attach", "at"]);
     assert_eq!(
@@ -663,10 +456,10 @@ fn berth_cli_engine_commands_and_terminals() {
     );
     d.berth(&["rm", "lf", "at"]).ok();
     // A bad flag value: exit 125 with a message.
-    let r = d.berth(&["run", "--memory", "lots", "busybox", "true"]);
+    let r = d.berth_line("run --memory lots busybox true", &[]);
     assert_eq!(r.code, 125, "{}", r.stderr);
     // A command that cannot be found: 127.
-    let r = d.berth(&["run", "--rm", "busybox", "/no/such"]);
+    let r = d.berth_line("run --rm busybox /no/such", &[]);
     assert_eq!(r.code, 127, "{}", r.stderr);
     // Terminals: berth and docker `run -it` and `exec -it` on a pty.
     let berth = bin_dir().join("berth");
@@ -685,7 +478,7 @@ fn berth_cli_engine_commands_and_terminals() {
         "echo $((6*7))\r\nexit\r\n",
     );
     assert!(out.contains("42"), "{out}");
-    d.berth(&["run", "-d", "--name", "tt", "busybox", "sleep", "1000"])
+    d.berth_line("run -d --name tt busybox sleep 1000", &[])
         .ok();
     let out = on_pty(
         &d,
@@ -705,21 +498,17 @@ fn berth_cli_engine_commands_and_terminals() {
         "echo $((7*8))\r\n\0\x18y",
     );
     assert!(out.contains("56") && out.contains("cli-exit=0"), "{out}");
-    assert_eq!(
-        d.berth(&["inspect", "-f", "{{.State.Running}}", "dk"])
-            .ok()
-            .stdout,
-        "true\n"
-    );
-    let r = d.berth(&["run", "-it", "--detach-keys", "ctrl-1", "busybox", "true"]);
+    assert_eq!(d.berth_inspect("{{.State.Running}}", "dk"), "true\n");
+    let r = d.berth_line("run -it --detach-keys ctrl-1 busybox true", &[]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("detach keys"), "{}", r.stderr);
-    d.berth(&["rm", "-f", "dk", "tt"]).ok();
+    d.berth_line("rm -f dk tt", &[]).ok();
     finish(d);
 }
 
 #[test]
 fn docker_py_exec_stats_top_pause_restart() {
+    require_root!();
     let d = Daemon::new();
     let py = d.python(
         r#"

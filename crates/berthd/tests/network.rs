@@ -10,20 +10,24 @@ mod common;
 
 use std::process::Command;
 
-use common::{finish, free_port, Daemon};
+use common::*;
 
-/// Names and addresses unique to this test process.
+/// Names and addresses unique to this test process; whatever carries the names is removed on
+/// drop, then checked by a leak guard.
 struct Net {
     tag: String,
     a: u32,
     b: u32,
+    _leaks: berth_testkit::LeakGuard,
 }
 
 impl Net {
     fn new() -> Net {
         let pid = std::process::id();
+        let tag = format!("bt{}", berth_testkit::unique_id());
         Net {
-            tag: format!("bt{pid}"),
+            _leaks: berth_testkit::LeakGuard::new([tag.clone()]),
+            tag,
             a: 64 + ((pid >> 8) & 0x3f),
             b: pid & 0xff,
         }
@@ -38,6 +42,13 @@ impl Net {
     fn bridge(&self, s: &str) -> String {
         format!("{}{s}", self.tag)
     }
+    /// [`Net::new`] and its [`Net::daemon`].
+    fn with_daemon() -> (Net, Daemon) {
+        let n = Net::new();
+        let d = n.daemon();
+        (n, d)
+    }
+
     /// Starts a daemon whose default bridge is `<tag>d` on subnet 0.
     fn daemon(&self) -> Daemon {
         // nextest runs each test in its own process, so this environment is ours alone.
@@ -45,6 +56,17 @@ impl Net {
         std::env::set_var("BERTHD_BIP", format!("{}/28", self.ip(0, 1)));
         Daemon::new()
     }
+    /// `docker network create --subnet <subnet k> <flags> …` of `name` on the bridge
+    /// [`Net::bridge`]`(suffix)` (returned); `flags`: words without spaces.
+    fn create(&self, d: &Daemon, k: u32, suffix: &str, flags: &str, name: &str) -> String {
+        let bridge = self.bridge(suffix);
+        let subnet = self.subnet(k);
+        let opt = format!("com.docker.network.bridge.name={bridge}");
+        let words = format!("network create --subnet {subnet} {flags} -o {opt} {name}");
+        d.docker_line(&words, &[]).ok();
+        bridge
+    }
+
     fn links(&self) -> String {
         sh(&format!("ip -o link show | grep -E '{}' || true", self.tag))
     }
@@ -107,85 +129,32 @@ fn wait_http(addr: &str) -> String {
     panic!("{addr} did not answer");
 }
 
+/// `docker run -d <opts> busybox sh -c HTTPD`; the container's id.
+fn httpd(d: &Daemon, opts: &str) -> String {
+    d.docker_out(&format!("run -d {opts} busybox sh -c"), &[HTTPD])
+}
+
 const HTTPD: &str =
     "mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 80 -h /www";
 
 #[test]
 fn user_networks_dns_by_name_and_isolation() {
-    let n = Net::new();
-    let d = n.daemon();
+    require_root!();
+    let (n, d) = Net::with_daemon();
     let (ba, bb) = (n.bridge("a"), n.bridge("b"));
-    d.docker(&[
-        "network",
-        "create",
-        "--subnet",
-        &n.subnet(1),
-        "-o",
-        &format!("com.docker.network.bridge.name={ba}"),
-        "neta",
-    ])
-    .ok();
-    d.docker(&[
-        "network",
-        "create",
-        "--subnet",
-        &n.subnet(2),
-        "-o",
-        &format!("com.docker.network.bridge.name={bb}"),
-        "--label",
-        "team=b",
-        "netb",
-    ])
-    .ok();
+    n.create(&d, 1, "a", "", "neta");
+    n.create(&d, 2, "b", "--label team=b", "netb");
     let dup = d.docker(&["network", "create", "neta"]);
     assert_ne!(dup.code, 0);
     assert!(dup.stderr.contains("already exists"), "{}", dup.stderr);
 
-    let web = d
-        .docker(&[
-            "run",
-            "-d",
-            "--name",
-            "web",
-            "--network",
-            "neta",
-            "--network-alias",
-            "www",
-            "busybox",
-            "sh",
-            "-c",
-            HTTPD,
-        ])
-        .ok()
-        .stdout;
+    let web = httpd(&d, "--name web --network neta --network-alias www");
     let web = web.trim();
-    let other = d
-        .docker(&[
-            "run",
-            "-d",
-            "--name",
-            "other",
-            "--network",
-            "netb",
-            "busybox",
-            "sh",
-            "-c",
-            HTTPD,
-        ])
-        .ok()
-        .stdout;
-    let other_ip = d
-        .docker(&[
-            "inspect",
-            "-f",
-            "{{.NetworkSettings.Networks.netb.IPAddress}}",
-            "other",
-        ])
-        .ok()
-        .stdout;
+    let other = httpd(&d, "--name other --network netb");
+    let other_ip = d.inspect("{{.NetworkSettings.Networks.netb.IPAddress}}", "other");
     let other_ip = other_ip.trim();
     assert_eq!(other_ip, n.ip(2, 2));
-    let web_ip = d.docker(&["inspect", "-f", "{{.NetworkSettings.Networks.neta.IPAddress}} {{.NetworkSettings.Networks.neta.Gateway}} {{.NetworkSettings.Networks.neta.MacAddress}}", "web"]).ok().stdout;
+    let web_ip = d.inspect("{{.NetworkSettings.Networks.neta.IPAddress}} {{.NetworkSettings.Networks.neta.Gateway}} {{.NetworkSettings.Networks.neta.MacAddress}}", "web");
     assert_eq!(
         web_ip.trim(),
         format!(
@@ -206,16 +175,7 @@ fn user_networks_dns_by_name_and_isolation() {
         &web[..12]
     );
     let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "neta",
-            "busybox",
-            "sh",
-            "-c",
-            &script,
-        ])
+        .docker_line("run --rm --network neta busybox sh -c", &[&script])
         .ok();
     assert!(r.stdout.contains("nameserver 127.0.0.11"), "{}", r.stdout);
     assert!(r.stdout.contains("options ndots:0"), "{}", r.stdout);
@@ -243,10 +203,7 @@ fn user_networks_dns_by_name_and_isolation() {
     assert!(!r.stdout.contains("RESOLVED-OTHER"), "{}", r.stdout);
 
     // ls / inspect / filters / rm with active endpoints.
-    let ls = d
-        .docker(&["network", "ls", "--format", "{{.Name}} {{.Driver}}"])
-        .ok()
-        .stdout;
+    let ls = d.docker_out("network ls --format", &["{{.Name}} {{.Driver}}"]);
     for want in [
         "bridge bridge",
         "host host",
@@ -256,21 +213,15 @@ fn user_networks_dns_by_name_and_isolation() {
     ] {
         assert!(ls.lines().any(|l| l == want), "{ls}");
     }
-    let f = d
-        .docker(&["network", "ls", "-q", "--filter", "label=team=b"])
-        .ok()
-        .stdout;
+    let f = d.docker_out("network ls -q --filter label=team=b", &[]);
     assert_eq!(f.lines().count(), 1);
-    let insp = d
-        .docker(&[
-            "network",
-            "inspect",
-            "-f",
+    let insp = d.docker_out(
+        "network inspect -f",
+        &[
             "{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}} {{len .Containers}}",
             "neta",
-        ])
-        .ok()
-        .stdout;
+        ],
+    );
     assert_eq!(insp.trim(), format!("{} {} 1", n.subnet(1), n.ip(1, 1)));
     let busy = d.docker(&["network", "rm", "neta"]);
     assert!(busy.stderr.contains("active endpoints"), "{}", busy.stderr);
@@ -279,7 +230,7 @@ fn user_networks_dns_by_name_and_isolation() {
 
     // Removing everything leaves no links, addresses or rules.
     assert!(n.links().contains(&ba));
-    d.docker(&["rm", "-f", "web", "other"]).ok();
+    d.docker_line("rm -f web other", &[]).ok();
     d.docker(&["network", "rm", "neta"]).ok();
     let pruned = d.docker(&["network", "prune", "-f"]).ok().stdout;
     assert!(pruned.contains("netb"), "{pruned}");
@@ -302,16 +253,12 @@ fn user_networks_dns_by_name_and_isolation() {
 
 #[test]
 fn published_ports_loopback_and_dnat_from_a_remote_host() {
-    let n = Net::new();
-    let d = n.daemon();
+    require_root!();
+    let (n, d) = Net::with_daemon();
     let (p_lo, p_all) = (free_port(), free_port());
-    let cid = d
-        .docker(&[
-            "run",
-            "-d",
-            "--name",
-            "pub",
-            "-p",
+    let cid = d.docker_out(
+        "run -d --name pub -p",
+        &[
             &format!("127.0.0.1:{p_lo}:80"),
             "-p",
             &format!("{p_all}:80"),
@@ -319,9 +266,8 @@ fn published_ports_loopback_and_dnat_from_a_remote_host() {
             "sh",
             "-c",
             HTTPD,
-        ])
-        .ok()
-        .stdout;
+        ],
+    );
     let short = &cid.trim()[..12];
     let r = wait_http(&format!("127.0.0.1:{p_lo}"));
     assert!(r.contains(&format!("hello-from-{short}")), "{r}");
@@ -335,14 +281,10 @@ fn published_ports_loopback_and_dnat_from_a_remote_host() {
     assert!(String::from_utf8_lossy(&w.stdout).contains("hello-from"));
 
     // Port conflicts are a clear error.
-    let c = d.docker(&[
-        "run",
-        "--rm",
-        "-p",
-        &format!("127.0.0.1:{p_lo}:80"),
-        "busybox",
-        "true",
-    ]);
+    let c = d.docker_line(
+        "run --rm -p",
+        &[&format!("127.0.0.1:{p_lo}:80"), "busybox", "true"],
+    );
     assert_ne!(c.code, 0);
     assert!(
         c.stderr.contains("port is already allocated"),
@@ -405,36 +347,13 @@ fn published_ports_loopback_and_dnat_from_a_remote_host() {
 
     // Outbound: a container reaches the remote host through masquerade (the remote host sees
     // the host's address, it has no route to the bridge); an --internal network does not.
-    let out = d
-        .docker(&["run", "--rm", "busybox", "ping", "-c1", "-W2", &rmt])
-        .ok()
-        .stdout;
+    let out = d.docker_out("run --rm busybox ping -c1 -W2", &[&rmt]);
     assert!(out.contains("1 packets received"), "{out}");
-    let bi = n.bridge("i");
-    d.docker(&[
-        "network",
-        "create",
-        "--internal",
-        "--subnet",
-        &n.subnet(7),
-        "-o",
-        &format!("com.docker.network.bridge.name={bi}"),
-        "inside",
-    ])
-    .ok();
-    let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "inside",
-            "busybox",
-            "sh",
-            "-c",
-            &format!("ping -c1 -W2 {rmt}; echo RC=$?"),
-        ])
-        .ok()
-        .stdout;
+    let bi = n.create(&d, 7, "i", "--internal", "inside");
+    let r = d.docker_out(
+        "run --rm --network inside busybox sh -c",
+        &[&format!("ping -c1 -W2 {rmt}; echo RC=$?")],
+    );
     assert!(
         r.contains("RC=1") && !r.contains("1 packets received"),
         "{r}"
@@ -456,42 +375,10 @@ fn published_ports_loopback_and_dnat_from_a_remote_host() {
 
 #[test]
 fn publish_all_connect_disconnect_and_container_mode() {
-    let n = Net::new();
-    let d = n.daemon();
-    let ba = n.bridge("a");
-    d.docker(&[
-        "network",
-        "create",
-        "--subnet",
-        &n.subnet(3),
-        "-o",
-        &format!("com.docker.network.bridge.name={ba}"),
-        "side",
-    ])
-    .ok();
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "pa",
-        "--expose",
-        "80",
-        "--expose",
-        "81/udp",
-        "-P",
-        "--hostname",
-        "myhost",
-        "--add-host",
-        "db.local:10.1.2.3",
-        "--add-host",
-        "gw:host-gateway",
-        "--dns-search",
-        "example.test",
-        "busybox",
-        "sh",
-        "-c",
-        HTTPD,
-    ])
+    require_root!();
+    let (n, d) = Net::with_daemon();
+    let ba = n.create(&d, 3, "a", "", "side");
+    d.docker_line("run -d --name pa --expose 80 --expose 81/udp -P --hostname myhost --add-host db.local:10.1.2.3 --add-host gw:host-gateway --dns-search example.test busybox sh -c", &[HTTPD])
     .ok();
     let port = d.docker(&["port", "pa", "80"]).ok().stdout;
     let hp: u16 = port
@@ -506,56 +393,20 @@ fn publish_all_connect_disconnect_and_container_mode() {
         .unwrap();
     let r = wait_http(&format!("127.0.0.1:{hp}"));
     assert!(r.contains("hello-from-myhost"), "{r}");
-    let ports = d
-        .docker(&["inspect", "-f", "{{json .NetworkSettings.Ports}}", "pa"])
-        .ok()
-        .stdout;
+    let ports = d.inspect("{{json .NetworkSettings.Ports}}", "pa");
     assert!(
         ports.contains("\"80/tcp\":[{\"HostIp\":\"0.0.0.0\",\"HostPort\":\"")
             && ports.contains("81/udp"),
         "{ports}"
     );
-    let files = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "container:pa",
-            "busybox",
-            "sh",
-            "-c",
-            "wget -qO- http://127.0.0.1/; hostname",
-        ])
-        .ok()
-        .stdout;
+    let files = d.docker_out(
+        "run --rm --network container:pa busybox sh -c",
+        &["wget -qO- http://127.0.0.1/; hostname"],
+    );
     assert!(files.contains("hello-from-myhost"), "{files}");
 
     // Default bridge: hosts and resolv.conf as Docker writes them.
-    let etc = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--add-host",
-            "db.local:10.1.2.3",
-            "--add-host",
-            "gw:host-gateway",
-            "--dns",
-            "10.9.9.9",
-            "--dns-search",
-            "example.test",
-            "--dns-option",
-            "attempts:2",
-            "-h",
-            "box",
-            "--mac-address",
-            "02:42:aa:bb:cc:dd",
-            "busybox",
-            "sh",
-            "-c",
-            "cat /etc/hosts /etc/resolv.conf /sys/class/net/eth0/address; hostname",
-        ])
-        .ok()
-        .stdout;
+    let etc = d.docker_out("run --rm --add-host db.local:10.1.2.3 --add-host gw:host-gateway --dns 10.9.9.9 --dns-search example.test --dns-option attempts:2 -h box --mac-address 02:42:aa:bb:cc:dd busybox sh -c", &["cat /etc/hosts /etc/resolv.conf /sys/class/net/eth0/address; hostname"]);
     assert!(etc.contains("10.1.2.3\tdb.local"), "{etc}");
     assert!(etc.contains(&format!("{}\tgw", n.ip(0, 1))), "{etc}");
     assert!(
@@ -567,76 +418,35 @@ fn publish_all_connect_disconnect_and_container_mode() {
 
     // connect (with an alias and a fixed address) and disconnect a running container.
     let fixed = n.ip(3, 9);
-    d.docker(&[
-        "network", "connect", "--alias", "pa-side", "--ip", &fixed, "side", "pa",
-    ])
+    d.docker_line(
+        "network connect --alias pa-side --ip",
+        &[&fixed, "side", "pa"],
+    )
     .ok();
-    let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "side",
-            "busybox",
-            "sh",
-            "-c",
-            "nslookup pa-side 127.0.0.11 && wget -qO- http://pa-side/",
-        ])
-        .ok()
-        .stdout;
+    let r = d.docker_out(
+        "run --rm --network side busybox sh -c",
+        &["nslookup pa-side 127.0.0.11 && wget -qO- http://pa-side/"],
+    );
     assert!(r.contains(&fixed) && r.contains("hello-from-myhost"), "{r}");
-    let taken = d.docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "side",
-        "--ip",
-        &fixed,
-        "busybox",
-        "true",
-    ]);
+    let taken = d.docker_line("run --rm --network side --ip", &[&fixed, "busybox", "true"]);
     assert!(taken.stderr.contains("in use"), "{}", taken.stderr);
-    let ip_on_default = d.docker(&["run", "--rm", "--ip", &n.ip(0, 9), "busybox", "true"]);
+    let ip_on_default = d.docker_line("run --rm --ip", &[&n.ip(0, 9), "busybox", "true"]);
     assert!(
         ip_on_default.stderr.contains("user defined networks"),
         "{}",
         ip_on_default.stderr
     );
-    d.docker(&["network", "disconnect", "side", "pa"]).ok();
-    let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "side",
-            "busybox",
-            "sh",
-            "-c",
-            &format!("timeout 3 wget -qO- http://{fixed}/ || echo GONE"),
-        ])
-        .ok()
-        .stdout;
+    d.docker_line("network disconnect side pa", &[]).ok();
+    let r = d.docker_out(
+        "run --rm --network side busybox sh -c",
+        &[&format!("timeout 3 wget -qO- http://{fixed}/ || echo GONE")],
+    );
     assert!(r.contains("GONE"), "{r}");
-    let net = d
-        .docker(&["inspect", "-f", "{{len .NetworkSettings.Networks}}", "pa"])
-        .ok()
-        .stdout;
+    let net = d.inspect("{{len .NetworkSettings.Networks}}", "pa");
     assert_eq!(net.trim(), "1");
 
     // none and host modes.
-    let none = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "busybox",
-            "ip",
-            "-o",
-            "link",
-        ])
-        .ok()
-        .stdout;
+    let none = d.docker_out("run --rm --network none busybox ip -o link", &[]);
     assert_eq!(none.lines().count(), 1, "{none}");
     d.docker(&["rm", "-f", "pa"]).ok();
     d.docker(&["network", "rm", "side"]).ok();
@@ -646,8 +456,8 @@ fn publish_all_connect_disconnect_and_container_mode() {
 
 #[test]
 fn docker_py_networks() {
-    let n = Net::new();
-    let d = n.daemon();
+    require_root!();
+    let (n, d) = Net::with_daemon();
     let script = format!(
         r#"
 import docker, os
@@ -699,40 +509,17 @@ print("OK")
 
 #[test]
 fn daemon_restart_keeps_networking() {
-    let n = Net::new();
-    let mut d = n.daemon();
-    let ba = n.bridge("a");
-    d.docker(&[
-        "network",
-        "create",
-        "--subnet",
-        &n.subnet(5),
-        "-o",
-        &format!("com.docker.network.bridge.name={ba}"),
-        "keep",
-    ])
-    .ok();
+    require_root!();
+    let (n, mut d) = Net::with_daemon();
+    let ba = n.create(&d, 5, "a", "", "keep");
     let p = free_port();
-    let cid = d
-        .docker(&[
-            "run",
-            "-d",
-            "--name",
-            "srv",
-            "--network",
-            "keep",
-            "-p",
-            &format!("127.0.0.1:{p}:80"),
-            "busybox",
-            "sh",
-            "-c",
-            HTTPD,
-        ])
-        .ok()
-        .stdout;
+    let cid = httpd(
+        &d,
+        &format!("--name srv --network keep -p 127.0.0.1:{p}:80"),
+    );
     wait_http(&format!("127.0.0.1:{p}"));
     // A container that keeps resolving a name: its DNS server lives in the daemon.
-    d.docker(&["run", "-d", "--name", "dnsw", "--network", "keep", "busybox", "sh", "-c", "while sleep 0.2; do if nslookup srv 127.0.0.11 >/dev/null 2>&1; then echo DNS-OK; else echo DNS-FAIL; fi; done"]).ok();
+    d.docker_line("run -d --name dnsw --network keep busybox sh -c", &["while sleep 0.2; do if nslookup srv 127.0.0.11 >/dev/null 2>&1; then echo DNS-OK; else echo DNS-FAIL; fi; done"]).ok();
     d.kill9();
     std::thread::sleep(std::time::Duration::from_millis(600));
     d.start();
@@ -740,7 +527,7 @@ fn daemon_restart_keeps_networking() {
     assert!(r.contains("hello-from"), "{r}");
     let mut last = String::new();
     for _ in 0..50 {
-        last = d.docker(&["logs", "--tail", "1", "dnsw"]).ok().stdout;
+        last = d.docker_out("logs --tail 1 dnsw", &[]);
         if last.trim() == "DNS-OK" {
             break;
         }
@@ -751,36 +538,15 @@ fn daemon_restart_keeps_networking() {
         "DNS-OK",
         "the old container's DNS after the restart"
     );
-    let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "keep",
-            "busybox",
-            "wget",
-            "-qO-",
-            "http://srv/",
-        ])
-        .ok()
-        .stdout;
+    let r = d.docker_out("run --rm --network keep busybox wget -qO- http://srv/", &[]);
     assert!(r.contains("hello-from"), "{r}");
     // The address of srv is still taken after the restart.
-    let ip = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "keep",
-            "busybox",
-            "sh",
-            "-c",
-            "ip -o -4 addr show eth0",
-        ])
-        .ok()
-        .stdout;
+    let ip = d.docker_out(
+        "run --rm --network keep busybox sh -c",
+        &["ip -o -4 addr show eth0"],
+    );
     assert!(ip.contains(&n.ip(5, 4)), "{ip}");
-    d.docker(&["rm", "-f", "srv", "dnsw"]).ok();
+    d.docker_line("rm -f srv dnsw", &[]).ok();
     d.docker(&["network", "rm", "keep"]).ok();
     assert!(!n.links().contains(&ba));
     wait_until("veth gone", || veth_gone(&cid));
@@ -789,24 +555,24 @@ fn daemon_restart_keeps_networking() {
 
 #[test]
 fn berth_cli_network_commands_and_port() {
-    let n = Net::new();
-    let d = n.daemon();
+    require_root!();
+    let (n, d) = Net::with_daemon();
     let br = n.bridge("c");
-    d.berth(&[
-        "network",
-        "create",
-        "--subnet",
-        &n.subnet(6),
-        "--gateway",
-        &n.ip(6, 14),
-        "--ip-range",
-        &format!("{}/29", n.ip(6, 8)),
-        "-o",
-        &format!("com.docker.network.bridge.name={br}"),
-        "--label",
-        "x=y",
-        "clinet",
-    ])
+    d.berth_line(
+        "network create --subnet",
+        &[
+            &n.subnet(6),
+            "--gateway",
+            &n.ip(6, 14),
+            "--ip-range",
+            &format!("{}/29", n.ip(6, 8)),
+            "-o",
+            &format!("com.docker.network.bridge.name={br}"),
+            "--label",
+            "x=y",
+            "clinet",
+        ],
+    )
     .ok();
     let ls = d.berth(&["network", "ls"]).ok().stdout;
     assert!(
@@ -814,38 +580,26 @@ fn berth_cli_network_commands_and_port() {
         "{ls}"
     );
     let insp = d
-        .berth(&[
-            "network",
-            "inspect",
-            "-f",
-            "{{.Name}} {{.Labels.x}}",
-            "clinet",
-        ])
+        .berth_line("network inspect -f", &["{{.Name}} {{.Labels.x}}", "clinet"])
         .ok()
         .stdout;
     assert_eq!(insp.trim(), "clinet y");
     let p = free_port();
-    d.berth(&[
-        "run",
-        "-d",
-        "--name",
-        "cw",
-        "--network",
-        "clinet",
-        "--network-alias",
-        "cwa",
-        "-p",
-        &format!("127.0.0.1:{p}:80"),
-        "-P",
-        "--expose",
-        "81",
-        "-h",
-        "cwhost",
-        "busybox",
-        "sh",
-        "-c",
-        HTTPD,
-    ])
+    d.berth_line(
+        "run -d --name cw --network clinet --network-alias cwa -p",
+        &[
+            &format!("127.0.0.1:{p}:80"),
+            "-P",
+            "--expose",
+            "81",
+            "-h",
+            "cwhost",
+            "busybox",
+            "sh",
+            "-c",
+            HTTPD,
+        ],
+    )
     .ok();
     let r = wait_http(&format!("127.0.0.1:{p}"));
     assert!(r.contains("hello-from-cwhost"), "{r}");
@@ -859,126 +613,78 @@ fn berth_cli_network_commands_and_port() {
         format!("127.0.0.1:{p}")
     );
     // The address comes from --ip-range.
-    let ip = d.docker(&["inspect", "-f", "{{.NetworkSettings.Networks.clinet.IPAddress}} {{.NetworkSettings.Networks.clinet.Gateway}}", "cw"]).ok().stdout;
+    let ip = d.inspect("{{.NetworkSettings.Networks.clinet.IPAddress}} {{.NetworkSettings.Networks.clinet.Gateway}}", "cw");
     assert_eq!(ip.trim(), format!("{} {}", n.ip(6, 8), n.ip(6, 14)));
     let ps = d.berth(&["ps"]).ok().stdout;
     assert!(ps.contains(&format!("127.0.0.1:{p}->80/tcp")), "{ps}");
-    d.berth(&["run", "-d", "--name", "cx", "busybox", "sleep", "30"])
-        .ok();
-    d.berth(&["network", "connect", "--alias", "cxa", "clinet", "cx"])
+    d.berth_line("run -d --name cx busybox sleep 30", &[]).ok();
+    d.berth_line("network connect --alias cxa clinet cx", &[])
         .ok();
     let r = d
-        .berth(&[
-            "run",
-            "--rm",
-            "--network",
-            "clinet",
-            "busybox",
-            "sh",
-            "-c",
-            "wget -qO- http://cwa/ && ping -c1 cxa",
-        ])
+        .berth_line(
+            "run --rm --network clinet busybox sh -c",
+            &["wget -qO- http://cwa/ && ping -c1 cxa"],
+        )
         .ok()
         .stdout;
     assert!(
         r.contains("hello-from-cwhost") && r.contains("1 packets received"),
         "{r}"
     );
-    d.berth(&["network", "disconnect", "clinet", "cx"]).ok();
-    d.berth(&["rm", "-f", "cw", "cx"]).ok();
+    d.berth_line("network disconnect clinet cx", &[]).ok();
+    d.berth_line("rm -f cw cx", &[]).ok();
     let pr = d.berth(&["network", "prune", "-f"]).ok().stdout;
     assert!(pr.contains("clinet"), "{pr}");
     assert!(!n.links().contains(&br));
     finish(d);
 }
 
-/// Waits (with a deadline) until `f` holds.
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if f() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
+/// Waits up to 10 s for `f` to hold.
+#[track_caller]
+fn wait_until(what: &str, f: impl FnMut() -> bool) {
+    berth_testkit::wait_for(what, std::time::Duration::from_secs(10), f)
 }
 
 #[test]
 fn ipv6_networks_ping6_by_name_aaaa_and_published_ports_on_v6_loopback() {
-    if !std::path::Path::new("/proc/net/if_inet6").exists() {
-        eprintln!("IPv6 is disabled on this host; skipped");
-        return;
-    }
-    let n = Net::new();
-    let mut d = n.daemon();
+    require_root!();
+    require!(
+        std::path::Path::new("/proc/net/if_inet6").exists(),
+        "IPv6 is disabled on this host"
+    );
+    let (n, mut d) = Net::with_daemon();
     let pid = std::process::id();
     let sub6 = format!("fd42:{:x}:{:x}::/64", pid >> 16, pid & 0xffff);
     let pfx6 = format!("fd42:{:x}:{:x}::", pid >> 16, pid & 0xffff);
     let (b6, bu) = (n.bridge("6"), n.bridge("u"));
-    d.docker(&[
-        "network",
-        "create",
-        "--ipv6",
-        "--subnet",
-        &n.subnet(4),
-        "--subnet",
-        &sub6,
-        "-o",
-        &format!("com.docker.network.bridge.name={b6}"),
-        "net6",
-    ])
-    .ok();
+    n.create(&d, 4, "6", &format!("--ipv6 --subnet {sub6}"), "net6");
     // No IPv6 subnet given: a ULA /64 from the default pool.
-    d.docker(&[
-        "network",
-        "create",
-        "--ipv6",
-        "--subnet",
-        &n.subnet(5),
-        "-o",
-        &format!("com.docker.network.bridge.name={bu}"),
-        "ula6",
-    ])
-    .ok();
-    let insp = d
-        .docker(&[
-            "network",
-            "inspect",
-            "-f",
+    n.create(&d, 5, "u", "--ipv6", "ula6");
+    let insp = d.docker_out(
+        "network inspect -f",
+        &[
             "{{.EnableIPv6}} {{range .IPAM.Config}}{{.Subnet}},{{.Gateway}} {{end}}",
             "net6",
-        ])
-        .ok()
-        .stdout;
+        ],
+    );
     assert_eq!(
         insp.trim(),
         format!("true {},{} {sub6},{pfx6}1", n.subnet(4), n.ip(4, 1)),
         "{insp}"
     );
-    let ula = d
-        .docker(&[
-            "network",
-            "inspect",
-            "-f",
-            "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
-            "ula6",
-        ])
-        .ok()
-        .stdout;
+    let ula = d.docker_out(
+        "network inspect -f",
+        &["{{range .IPAM.Config}}{{.Subnet}} {{end}}", "ula6"],
+    );
     let ula_sub = ula.split_whitespace().nth(1).unwrap_or("").to_string();
     assert!(
         ula_sub.starts_with("fd") && ula_sub.ends_with("::/64"),
         "{ula}"
     );
-    let v4only = d.docker(&[
-        "network",
-        "create",
-        "--subnet",
-        &n.subnet(6),
-        "--subnet",
-        "fd43::/64",
-        "nov6",
-    ]);
+    let v4only = d.docker_line(
+        "network create --subnet",
+        &[&n.subnet(6), "--subnet", "fd43::/64", "nov6"],
+    );
     assert_ne!(v4only.code, 0, "an IPv6 subnet without --ipv6 is refused");
 
     // The bridge carries the gateway; the nft table NATs the v6 subnet.
@@ -991,44 +697,14 @@ fn ipv6_networks_ping6_by_name_aaaa_and_published_ports_on_v6_loopback() {
     );
 
     let port = free_port();
-    let web = d
-        .docker(&[
-            "run",
-            "-d",
-            "--name",
-            "web6",
-            "--network",
-            "net6",
-            "-p",
-            &format!("{port}:80"),
-            "busybox",
-            "sh",
-            "-c",
-            HTTPD,
-        ])
-        .ok()
-        .stdout;
+    let web = httpd(&d, &format!("--name web6 --network net6 -p {port}:80"));
     let short = web.trim()[..12].to_string();
-    let info = d
-        .docker(&[
-            "inspect",
-            "-f",
-            "{{.NetworkSettings.Networks.net6.GlobalIPv6Address}} {{.NetworkSettings.Networks.net6.GlobalIPv6PrefixLen}} {{.NetworkSettings.Networks.net6.IPv6Gateway}}",
-            "web6",
-        ])
-        .ok()
-        .stdout;
+    let info = d.inspect("{{.NetworkSettings.Networks.net6.GlobalIPv6Address}} {{.NetworkSettings.Networks.net6.GlobalIPv6PrefixLen}} {{.NetworkSettings.Networks.net6.IPv6Gateway}}", "web6");
     assert_eq!(info.trim(), format!("{pfx6}2 64 {pfx6}1"), "{info}");
-    let containers = d
-        .docker(&[
-            "network",
-            "inspect",
-            "-f",
-            "{{range .Containers}}{{.IPv6Address}}{{end}}",
-            "net6",
-        ])
-        .ok()
-        .stdout;
+    let containers = d.docker_out(
+        "network inspect -f",
+        &["{{range .Containers}}{{.IPv6Address}}{{end}}", "net6"],
+    );
     assert_eq!(containers.trim(), format!("{pfx6}2/64"));
 
     // Inside: the address and the default route; /etc/hosts has both families; AAAA by name;
@@ -1037,21 +713,10 @@ fn ipv6_networks_ping6_by_name_aaaa_and_published_ports_on_v6_loopback() {
         "ip -6 -o addr show dev eth0 scope global; ip -6 route show default; cat /etc/hosts; \
          nslookup -type=AAAA web6 127.0.0.11; ping -6 -c1 -W3 web6 && echo PING6-OK; \
          wget -qO- http://web6/ | sed 's/^/HTTP: /'";
-    let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--name",
-            "cli6",
-            "--network",
-            "net6",
-            "busybox",
-            "sh",
-            "-c",
-            script,
-        ])
-        .ok()
-        .stdout;
+    let r = d.docker_out(
+        "run --rm --name cli6 --network net6 busybox sh -c",
+        &[script],
+    );
     assert!(r.contains(&format!("inet6 {pfx6}3/64")), "{r}");
     assert!(r.contains(&format!("default via {pfx6}1 dev eth0")), "{r}");
     assert!(
@@ -1063,13 +728,9 @@ fn ipv6_networks_ping6_by_name_aaaa_and_published_ports_on_v6_loopback() {
     assert!(r.contains("PING6-OK"), "{r}");
     assert!(r.contains(&format!("HTTP: hello-from-{short}")), "{r}");
     // A requested IPv6 address (`--ip6`).
-    let fixed = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "net6",
-            "--ip6",
+    let fixed = d.docker_out(
+        "run --rm --network net6 --ip6",
+        &[
             &format!("{pfx6}99"),
             "busybox",
             "ip",
@@ -1081,33 +742,16 @@ fn ipv6_networks_ping6_by_name_aaaa_and_published_ports_on_v6_loopback() {
             "eth0",
             "scope",
             "global",
-        ])
-        .ok()
-        .stdout;
+        ],
+    );
     assert!(fixed.contains(&format!("inet6 {pfx6}99/64")), "{fixed}");
     // The other way: web6 pings a sibling by name over IPv6.
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "peer6",
-        "--network",
-        "net6",
-        "busybox",
-        "sleep",
-        "300",
-    ])
-    .ok();
-    let back = d
-        .docker(&[
-            "exec",
-            "web6",
-            "sh",
-            "-c",
-            "ping -6 -c1 -W3 peer6 && echo BACK-OK",
-        ])
-        .ok()
-        .stdout;
+    d.docker_line("run -d --name peer6 --network net6 busybox sleep 300", &[])
+        .ok();
+    let back = d.docker_out(
+        "exec web6 sh -c",
+        &["ping -6 -c1 -W3 peer6 && echo BACK-OK"],
+    );
     assert!(back.contains("BACK-OK"), "{back}");
 
     // Published on every address: reachable on [::1] (proxy on [::] too) and on 127.0.0.1.
@@ -1125,21 +769,15 @@ fn ipv6_networks_ping6_by_name_aaaa_and_published_ports_on_v6_loopback() {
 
     // `network connect` of a running container to a second IPv6 network: an address there
     // (no second default route).
-    d.docker(&["network", "connect", "ula6", "peer6"]).ok();
+    d.docker_line("network connect ula6 peer6", &[]).ok();
     let ula_pfx = ula_sub.trim_end_matches("/64").to_string();
-    let eth1 = d
-        .docker(&[
-            "exec",
-            "peer6",
-            "sh",
-            "-c",
-            "ip -6 -o addr show dev eth1 scope global; ip -6 route show default",
-        ])
-        .ok()
-        .stdout;
+    let eth1 = d.docker_out(
+        "exec peer6 sh -c",
+        &["ip -6 -o addr show dev eth1 scope global; ip -6 route show default"],
+    );
     assert!(eth1.contains(&format!("inet6 {ula_pfx}2/64")), "{eth1}");
     assert_eq!(eth1.matches("default via").count(), 1, "{eth1}");
-    d.docker(&["network", "disconnect", "ula6", "peer6"]).ok();
+    d.docker_line("network disconnect ula6 peer6", &[]).ok();
 
     // A daemon crash and restart: the bridge keeps its v6 gateway, the [::] proxy and the
     // AAAA answers come back.
@@ -1149,23 +787,17 @@ fn ipv6_networks_ping6_by_name_aaaa_and_published_ports_on_v6_loopback() {
     assert!(r.contains(&format!("hello-from-{short}")), "{r}");
     let addrs = sh(&format!("ip -o -6 addr show dev {b6}"));
     assert!(addrs.contains(&format!("{pfx6}1/64")), "{addrs}");
-    let again = d
-        .docker(&[
-            "exec",
-            "peer6",
-            "sh",
-            "-c",
-            "nslookup -type=AAAA web6 127.0.0.11 && ping -6 -c1 -W3 web6 && echo AGAIN-OK",
-        ])
-        .ok()
-        .stdout;
+    let again = d.docker_out(
+        "exec peer6 sh -c",
+        &["nslookup -type=AAAA web6 127.0.0.11 && ping -6 -c1 -W3 web6 && echo AGAIN-OK"],
+    );
     assert!(again.contains(&format!("Address: {pfx6}2")), "{again}");
     assert!(again.contains("AGAIN-OK"), "{again}");
 
     // Cleanup: no links, addresses or rules left.
-    d.docker(&["rm", "-f", "web6", "peer6"]).ok();
+    d.docker_line("rm -f web6 peer6", &[]).ok();
     assert!(http_get(&format!("[::1]:{port}")).is_err());
-    d.docker(&["network", "rm", "net6", "ula6"]).ok();
+    d.docker_line("network rm net6 ula6", &[]).ok();
     let links = n.links();
     assert!(!links.contains(&b6) && !links.contains(&bu), "{links}");
     wait_until("veths gone", || veth_gone(&web));
@@ -1184,113 +816,50 @@ fn ipv6_networks_ping6_by_name_aaaa_and_published_ports_on_v6_loopback() {
 
 #[test]
 fn hairpin_published_port_through_the_gateway_address() {
-    let n = Net::new();
-    let d = n.daemon();
-    let bh = n.bridge("h");
-    d.docker(&[
-        "network",
-        "create",
-        "--subnet",
-        &n.subnet(3),
-        "-o",
-        &format!("com.docker.network.bridge.name={bh}"),
-        "hpnet",
-    ])
-    .ok();
+    require_root!();
+    let (n, d) = Net::with_daemon();
+    let bh = n.create(&d, 3, "h", "", "hpnet");
     let (p_user, p_def) = (free_port(), free_port());
-    let web = d
-        .docker(&[
-            "run",
-            "-d",
-            "--name",
-            "hpweb",
-            "--network",
-            "hpnet",
-            "-p",
-            &format!("{p_user}:80"),
-            "busybox",
-            "sh",
-            "-c",
-            HTTPD,
-        ])
-        .ok()
-        .stdout;
+    let web = httpd(&d, &format!("--name hpweb --network hpnet -p {p_user}:80"));
     let web_short = web.trim()[..12].to_string();
-    let dweb = d
-        .docker(&[
-            "run",
-            "-d",
-            "--name",
-            "hpdef",
-            "-p",
-            &format!("{p_def}:80"),
-            "busybox",
-            "sh",
-            "-c",
-            HTTPD,
-        ])
-        .ok()
-        .stdout;
+    let dweb = httpd(&d, &format!("--name hpdef -p {p_def}:80"));
     let dweb_short = dweb.trim()[..12].to_string();
     wait_http(&format!("127.0.0.1:{p_user}"));
     wait_http(&format!("127.0.0.1:{p_def}"));
     let (gw_user, gw_def) = (n.ip(3, 1), n.ip(0, 1));
     // A container reaches its own published port through its gateway (the host's address on
     // its bridge), on both the default bridge and a user network.
-    let own = d
-        .docker(&[
-            "exec",
-            "hpweb",
-            "wget",
-            "-qO-",
-            &format!("http://{gw_user}:{p_user}/"),
-        ])
-        .ok()
-        .stdout;
-    assert!(own.contains(&format!("hello-from-{web_short}")), "{own}");
-    let own = d
-        .docker(&[
-            "exec",
-            "hpdef",
-            "wget",
-            "-qO-",
-            &format!("http://{gw_def}:{p_def}/"),
-        ])
-        .ok()
-        .stdout;
-    assert!(own.contains(&format!("hello-from-{dweb_short}")), "{own}");
     // A sibling on the same bridge, and a container on another network (through DNAT and
     // masquerade, past the isolation between bridges), reach it the same way.
-    let sib = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "hpnet",
-            "busybox",
-            "wget",
-            "-qO-",
-            &format!("http://{gw_user}:{p_user}/"),
-        ])
-        .ok()
-        .stdout;
-    assert!(sib.contains(&format!("hello-from-{web_short}")), "{sib}");
-    let cross = d
-        .docker(&[
-            "run",
-            "--rm",
-            "busybox",
-            "wget",
-            "-qO-",
-            &format!("http://{gw_def}:{p_user}/"),
-        ])
-        .ok()
-        .stdout;
-    assert!(
-        cross.contains(&format!("hello-from-{web_short}")),
-        "{cross}"
-    );
-    d.docker(&["rm", "-f", "hpweb", "hpdef"]).ok();
+    for (words, url, want) in [
+        (
+            "exec hpweb wget -qO-",
+            format!("http://{gw_user}:{p_user}/"),
+            &web_short,
+        ),
+        (
+            "exec hpdef wget -qO-",
+            format!("http://{gw_def}:{p_def}/"),
+            &dweb_short,
+        ),
+        (
+            "run --rm --network hpnet busybox wget -qO-",
+            format!("http://{gw_user}:{p_user}/"),
+            &web_short,
+        ),
+        (
+            "run --rm busybox wget -qO-",
+            format!("http://{gw_def}:{p_user}/"),
+            &web_short,
+        ),
+    ] {
+        let got = d.docker_out(words, &[&url]);
+        assert!(
+            got.contains(&format!("hello-from-{want}")),
+            "{words} {url}: {got}"
+        );
+    }
+    d.docker_line("rm -f hpweb hpdef", &[]).ok();
     d.docker(&["network", "rm", "hpnet"]).ok();
     let rules = sh(&format!("nft list table inet {}", n.table()));
     assert!(!rules.contains("dnat") && !rules.contains(&bh), "{rules}");
@@ -1299,19 +868,9 @@ fn hairpin_published_port_through_the_gateway_address() {
 
 #[test]
 fn ipam_never_hands_out_an_address_twice_under_concurrency() {
-    let n = Net::new();
-    let d = n.daemon();
-    let bc = n.bridge("c");
-    d.docker(&[
-        "network",
-        "create",
-        "--subnet",
-        &n.subnet(8),
-        "-o",
-        &format!("com.docker.network.bridge.name={bc}"),
-        "conc",
-    ])
-    .ok();
+    require_root!();
+    let (n, d) = Net::with_daemon();
+    n.create(&d, 8, "c", "", "conc");
     let count = 10;
     // Ten `docker run -d` at once; each container prints the address it really has on eth0.
     let ids: Vec<String> = std::thread::scope(|s| {
@@ -1320,13 +879,7 @@ fn ipam_never_hands_out_an_address_twice_under_concurrency() {
                 .map(|i| {
                     let d = &d;
                     s.spawn(move || {
-                        d.docker(&[
-                        "run", "-d", "--name", &format!("conc{i}"), "--network", "conc",
-                        "busybox", "sh", "-c",
-                        "ip -o -4 addr show dev eth0 | awk '{print \"ADDR=\" $4}'; exec sleep 300",
-                    ])
-                    .ok()
-                    .stdout
+                        d.docker_out("run -d --name", &[&format!("conc{i}"), "--network", "conc", "busybox", "sh", "-c", "ip -o -4 addr show dev eth0 | awk '{print \"ADDR=\" $4}'; exec sleep 300"])
                     .trim()
                     .to_string()
                     })
@@ -1338,14 +891,7 @@ fn ipam_never_hands_out_an_address_twice_under_concurrency() {
     let mut real = std::collections::BTreeSet::new();
     for id in &ids {
         let ip = d
-            .docker(&[
-                "inspect",
-                "-f",
-                "{{.NetworkSettings.Networks.conc.IPAddress}}",
-                id,
-            ])
-            .ok()
-            .stdout
+            .inspect("{{.NetworkSettings.Networks.conc.IPAddress}}", id)
             .trim()
             .to_string();
         assert!(ip.starts_with(&format!("10.{}.{}.", n.a, n.b)), "{ip}");
@@ -1363,10 +909,7 @@ fn ipam_never_hands_out_an_address_twice_under_concurrency() {
     }
     assert_eq!(inspected.len(), count, "{inspected:?}");
     assert_eq!(real.len(), count);
-    let net = d
-        .docker(&["network", "inspect", "-f", "{{len .Containers}}", "conc"])
-        .ok()
-        .stdout;
+    let net = d.docker_out("network inspect -f", &["{{len .Containers}}", "conc"]);
     assert_eq!(net.trim(), count.to_string());
     let names: Vec<String> = (0..count).map(|i| format!("conc{i}")).collect();
     let mut args = vec!["rm", "-f"];

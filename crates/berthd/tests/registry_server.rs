@@ -65,31 +65,20 @@ fn pushed_digest(stdout: &str) -> String {
 
 #[test]
 fn docker_cli_push_pull_through_berthd_to_berth_registry() {
+    require_root!();
     let reg = BerthRegistry::start(None);
     let d = Daemon::new();
     let name = format!("127.0.0.1:{}/test/bb:v1", reg.port);
-    d.docker(&["tag", "busybox", &name]).ok();
-    let r = d.docker(&["push", &name]).ok();
+    let (r, out) = push_rmi_pull(&d, &name);
     assert!(r.stdout.contains("v1: digest: sha256:"), "{}", r.stdout);
     let digest = pushed_digest(&r.stdout);
-    let out = d.docker(&["rmi", &name]).ok().stdout;
-    assert!(out.contains(&format!("Untagged: {name}")), "{out}");
-    let out = d.docker(&["pull", &name]).ok().stdout;
     assert!(out.contains(&format!("Digest: {digest}")), "{out}");
-    assert!(
-        out.contains(&format!("Status: Downloaded newer image for {name}")),
-        "{out}"
-    );
-    let out = d
-        .docker(&["run", "--rm", &name, "echo", "pulled"])
-        .ok()
-        .stdout;
-    assert_eq!(out, "pulled\n");
     let r = d.docker(&["pull", &format!("127.0.0.1:{}/test/bb:nope", reg.port)]);
     assert_ne!(r.code, 0);
 
     // The same push to docker-registry gives the same digest.
-    if let Some(dist) = DockerRegistry::start() {
+    if DockerRegistry::available() {
+        let dist = DockerRegistry::start();
         let other = format!("127.0.0.1:{}/test/bb:v1", dist.port);
         d.docker(&["tag", "busybox", &other]).ok();
         let r = d.docker(&["push", &other]).ok();
@@ -100,6 +89,7 @@ fn docker_cli_push_pull_through_berthd_to_berth_registry() {
 
 #[test]
 fn docker_cli_login_push_pull_with_permissions() {
+    require_root!();
     // A user for the config, hashed by `berth registry hash-password`.
     let mut hp = Command::new(bin_dir().join("berth"))
         .args(["registry", "hash-password"])
@@ -181,37 +171,28 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 /// CLI pushes to it through berthd; the data survives a restart of the container.
 #[test]
 fn registry_image_runs_as_a_berth_container() {
+    require_root!();
     let d = Daemon::new();
     let ctx = d.path("registry-context");
-    let out = Command::new(
+    Command::new(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../packaging/registry/build-context.sh"),
     )
     .arg(&ctx)
     .env("BERTH", bin_dir().join("berth"))
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    d.berth(&["build", "-q", "-t", "berth-registry", ctx.to_str().unwrap()])
+    .output_ok();
+    d.berth_line("build -q -t berth-registry", &[ctx.to_str().unwrap()])
         .ok();
     let port = free_port();
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "registry",
-        "--restart",
-        "always",
-        "-p",
-        &format!("127.0.0.1:{port}:5000"),
-        "-v",
-        "regdata:/var/lib/registry",
-        "berth-registry",
-    ])
+    d.docker_line(
+        "run -d --name registry --restart always -p",
+        &[
+            &format!("127.0.0.1:{port}:5000"),
+            "-v",
+            "regdata:/var/lib/registry",
+            "berth-registry",
+        ],
+    )
     .ok();
     let up = |what: &str| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -233,7 +214,7 @@ fn registry_image_runs_as_a_berth_container() {
     assert_eq!(status, 200);
     assert!(body.contains("team/app"), "{body}");
     // Restarted, the container serves the same content from its volume.
-    d.docker(&["restart", "-t", "1", "registry"]).ok();
+    d.docker_line("restart -t 1 registry", &[]).ok();
     up("after restart");
     d.docker(&["rmi", &name]).ok();
     let out = d.docker(&["pull", &name]).ok().stdout;
@@ -244,15 +225,10 @@ fn registry_image_runs_as_a_berth_container() {
             .stdout,
         "from the registry container\n"
     );
-    let ep = d
-        .docker(&[
-            "inspect",
-            "-f",
-            "{{json .Config.Entrypoint}} {{json .Config.ExposedPorts}}",
-            "berth-registry",
-        ])
-        .ok()
-        .stdout;
+    let ep = d.inspect(
+        "{{json .Config.Entrypoint}} {{json .Config.ExposedPorts}}",
+        "berth-registry",
+    );
     assert!(
         ep.contains("[\"/usr/bin/berth\",\"registry\",\"serve\"]"),
         "{ep}"

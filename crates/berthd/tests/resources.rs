@@ -8,23 +8,14 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
+/// Waits up to 30 s for `f` to hold.
+#[track_caller]
+fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    berth_testkit::wait_for(what, Duration::from_secs(30), f)
 }
 
 fn id_of(d: &Daemon, name: &str) -> String {
-    d.docker(&["inspect", "-f", "{{.Id}}", name])
-        .ok()
-        .stdout
-        .trim()
-        .to_string()
+    d.inspect("{{.Id}}", name).trim().to_string()
 }
 
 /// The container's cgroup directory of a v1 controller.
@@ -77,21 +68,12 @@ fn dechunk(mut s: &str) -> String {
 
 #[test]
 fn cpus_half_throttles_a_busy_loop() {
+    require_root!();
     let d = Daemon::new();
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "busy",
-        "--cpus",
-        "0.5",
-        "--network",
-        "none",
-        "busybox",
-        "sh",
-        "-c",
-        "while :; do :; done",
-    ])
+    d.docker_line(
+        "run -d --name busy --cpus 0.5 --network none busybox sh -c",
+        &["while :; do :; done"],
+    )
     .ok();
     let id = id_of(&d, "busy");
     assert_eq!(cg_read(&d, "cpu", &id, "cpu.cfs_quota_us"), "50000");
@@ -123,7 +105,7 @@ fn cpus_half_throttles_a_busy_loop() {
         .unwrap_or(0);
     assert!(nr_periods > 0, "the CFS quota is not enforced (no periods)");
     // update lowers it further on the running container.
-    d.docker(&["update", "--cpus", "0.2", "busy"]).ok();
+    d.docker_line("update --cpus 0.2 busy", &[]).ok();
     assert_eq!(cg_read(&d, "cpu", &id, "cpu.cfs_quota_us"), "20000");
     d.docker(&["rm", "-f", "busy"]).ok();
     finish(d);
@@ -131,21 +113,12 @@ fn cpus_half_throttles_a_busy_loop() {
 
 #[test]
 fn pids_limit_stops_a_fork_bomb() {
+    require_root!();
     let d = Daemon::new();
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "bomb",
-        "--pids-limit",
-        "20",
-        "--network",
-        "none",
-        "busybox",
-        "sh",
-        "-c",
-        "bomb() { bomb | bomb & }; bomb; sleep 1000",
-    ])
+    d.docker_line(
+        "run -d --name bomb --pids-limit 20 --network none busybox sh -c",
+        &["bomb() { bomb | bomb & }; bomb; sleep 1000"],
+    )
     .ok();
     let id = id_of(&d, "bomb");
     assert_eq!(cg_read(&d, "pids", &id, "pids.max"), "20");
@@ -163,19 +136,9 @@ fn pids_limit_stops_a_fork_bomb() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // The daemon still answers, and the bomb is stopped and removed cleanly.
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.State.Running}}", "bomb"])
-            .ok()
-            .stdout,
-        "true\n"
-    );
-    d.docker(&["stop", "-t", "1", "bomb"]).ok();
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.State.Running}}", "bomb"])
-            .ok()
-            .stdout,
-        "false\n"
-    );
+    assert_eq!(d.inspect("{{.State.Running}}", "bomb"), "true\n");
+    d.docker_line("stop -t 1 bomb", &[]).ok();
+    assert_eq!(d.inspect("{{.State.Running}}", "bomb"), "false\n");
     d.docker(&["rm", "bomb"]).ok();
     assert!(
         !cg_dir(&d, "pids", &id).exists(),
@@ -183,9 +146,7 @@ fn pids_limit_stops_a_fork_bomb() {
     );
     // A container without the bomb still runs after it.
     assert_eq!(
-        d.docker(&["run", "--rm", "--network", "none", "busybox", "echo", "ok"])
-            .ok()
-            .stdout,
+        d.docker_out("run --rm --network none busybox echo ok", &[]),
         "ok\n"
     );
     finish(d);
@@ -193,28 +154,14 @@ fn pids_limit_stops_a_fork_bomb() {
 
 #[test]
 fn stats_no_stream_matches_the_cgroup_files() {
+    require_root!();
     let d = Daemon::new();
     // 24 MiB on the container's /dev/shm (charged to its memory cgroup), three processes.
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "st",
-        "--memory",
-        "256m",
-        "--pids-limit",
-        "64",
-        "--network",
-        "none",
-        "busybox",
-        "sh",
-        "-c",
-        "dd if=/dev/zero of=/dev/shm/fill bs=1M count=24 2>/dev/null; touch /tmp/ready; sleep 1000 & sleep 1000 & wait",
-    ])
+    d.docker_line("run -d --name st --memory 256m --pids-limit 64 --network none busybox sh -c", &["dd if=/dev/zero of=/dev/shm/fill bs=1M count=24 2>/dev/null; touch /tmp/ready; sleep 1000 & sleep 1000 & wait"])
     .ok();
     let id = id_of(&d, "st");
     wait_for("the container's setup", || {
-        d.docker(&["exec", "st", "test", "-f", "/tmp/ready"]).code == 0
+        d.docker_line("exec st test -f /tmp/ready", &[]).code == 0
             && cg_u64(&d, "pids", &id, "pids.current") == 3
     });
     let mem_file = || cg_u64(&d, "memory", &id, "memory.usage_in_bytes");
@@ -259,16 +206,10 @@ fn stats_no_stream_matches_the_cgroup_files() {
         .unwrap();
     assert!(pre <= total && pre >= c0.saturating_sub(1_000_000_000));
     // The docker CLI shows the same numbers.
-    let line = d
-        .docker(&[
-            "stats",
-            "--no-stream",
-            "--format",
-            "{{.Name}} {{.PIDs}} {{.MemUsage}}",
-            "st",
-        ])
-        .ok()
-        .stdout;
+    let line = d.docker_out(
+        "stats --no-stream --format",
+        &["{{.Name}} {{.PIDs}} {{.MemUsage}}", "st"],
+    );
     let f: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(&f[..2], &["st", "3"], "{line}");
     // "24.1MiB / 256MiB": usage minus the inactive file cache, shmem included.
@@ -286,24 +227,23 @@ fn stats_no_stream_matches_the_cgroup_files() {
 
 #[test]
 fn pause_stops_progress_and_unpause_resumes() {
+    require_root!();
     let d = Daemon::new();
     let out = d.path("out");
     std::fs::create_dir_all(&out).unwrap();
     let vol = format!("{}:/out", out.display());
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "ctr",
-        "-v",
-        &vol,
-        "--network",
-        "none",
-        "busybox",
-        "sh",
-        "-c",
-        "i=0; while :; do i=$((i+1)); echo $i >> /out/count; usleep 20000; done",
-    ])
+    d.docker_line(
+        "run -d --name ctr -v",
+        &[
+            &vol,
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo $i >> /out/count; usleep 20000; done",
+        ],
+    )
     .ok();
     let id = id_of(&d, "ctr");
     let count = out.join("count");
@@ -316,17 +256,9 @@ fn pause_stops_progress_and_unpause_resumes() {
     std::thread::sleep(Duration::from_millis(600));
     let b = size();
     assert_eq!(a, b, "the counter advanced while paused");
-    assert_eq!(
-        d.docker(&["inspect", "-f", "{{.State.Status}}", "ctr"])
-            .ok()
-            .stdout,
-        "paused\n"
-    );
+    assert_eq!(d.inspect("{{.State.Status}}", "ctr"), "paused\n");
     // Stats of a paused container still work.
-    let st = d
-        .docker(&["stats", "--no-stream", "--format", "{{.PIDs}}", "ctr"])
-        .ok()
-        .stdout;
+    let st = d.docker_out("stats --no-stream --format", &["{{.PIDs}}", "ctr"]);
     assert!(st.trim().parse::<u32>().unwrap() >= 1, "{st}");
     d.docker(&["unpause", "ctr"]).ok();
     assert_eq!(cg_read(&d, "freezer", &id, "freezer.state"), "THAWED");
@@ -378,9 +310,10 @@ impl Drop for NodeGuard {
 
 #[test]
 fn device_throttles_land_in_blkio() {
+    require_root!();
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let Some((name, major, minor)) = a_whole_disk() else {
-        eprintln!("SKIP: no block device with a size in /sys/block");
+        berth_testkit::skipped("no block device with a size in /sys/block");
         return;
     };
     let d = Daemon::new();
@@ -401,25 +334,21 @@ fn device_throttles_land_in_blkio() {
         }
     };
     let n = node.display().to_string();
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "thr",
-        "--network",
-        "none",
-        "--device-read-bps",
-        &format!("{n}:1mb"),
-        "--device-write-bps",
-        &format!("{n}:2mb"),
-        "--device-read-iops",
-        &format!("{n}:300"),
-        "--device-write-iops",
-        &format!("{n}:400"),
-        "busybox",
-        "sleep",
-        "1000",
-    ])
+    d.docker_line(
+        "run -d --name thr --network none --device-read-bps",
+        &[
+            &format!("{n}:1mb"),
+            "--device-write-bps",
+            &format!("{n}:2mb"),
+            "--device-read-iops",
+            &format!("{n}:300"),
+            "--device-write-iops",
+            &format!("{n}:400"),
+            "busybox",
+            "sleep",
+            "1000",
+        ],
+    )
     .ok();
     let id = id_of(&d, "thr");
     let dev = format!("{major}:{minor}");
@@ -435,29 +364,20 @@ fn device_throttles_land_in_blkio() {
             "{file}: {text:?}, want {dev} {want}"
         );
     }
-    let hc = d
-        .docker(&[
-            "inspect",
-            "-f",
-            "{{json .HostConfig.BlkioDeviceReadBps}} {{json .HostConfig.BlkioDeviceWriteIOps}}",
-            "thr",
-        ])
-        .ok()
-        .stdout;
+    let hc = d.inspect(
+        "{{json .HostConfig.BlkioDeviceReadBps}} {{json .HostConfig.BlkioDeviceWriteIOps}}",
+        "thr",
+    );
     assert!(
         hc.contains(&format!("\"Path\":\"{n}\",\"Rate\":1048576"))
             && hc.contains(&format!("\"Path\":\"{n}\",\"Rate\":400")),
         "{hc}"
     );
     // A path that is not a device: a clear error, nothing created.
-    let r = d.docker(&[
-        "run",
-        "--rm",
-        "--device-read-bps",
-        "/etc/hostname:1mb",
-        "busybox",
-        "true",
-    ]);
+    let r = d.docker_line(
+        "run --rm --device-read-bps /etc/hostname:1mb busybox true",
+        &[],
+    );
     assert_ne!(r.code, 0);
     assert!(!r.stderr.trim().is_empty());
     d.docker(&["rm", "-f", "thr"]).ok();
@@ -519,6 +439,7 @@ fn reclaimed_mb(out: &str) -> f64 {
 
 #[test]
 fn system_prune_volumes_frees_disk() {
+    require_root!();
     let d = Daemon::new();
     for (cli, ctr) in [("docker", "p1"), ("berth", "p2")] {
         // An anonymous volume holding 8 MiB, its stopped container 4 MiB; a named volume in use by
@@ -540,15 +461,11 @@ fn system_prune_volumes_frees_disk() {
         let named = format!("keep-{ctr}");
         d.docker(&["volume", "create", &named]).ok();
         let vol = d
-            .docker(&["inspect", "-f", "{{range .Mounts}}{{.Name}}{{end}}", ctr])
-            .ok()
-            .stdout
+            .inspect("{{range .Mounts}}{{.Name}}{{end}}", ctr)
             .trim()
             .to_string();
         let mp = PathBuf::from(
-            d.docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", &vol])
-                .ok()
-                .stdout
+            d.docker_out("volume inspect -f", &["{{.Mountpoint}}", &vol])
                 .trim(),
         );
         let before = du(&mp);
@@ -556,11 +473,9 @@ fn system_prune_volumes_frees_disk() {
         let shown = df_volume_size(&d, &vol).expect("volume in system df -v");
         assert!(shown.starts_with("8.") && shown.ends_with("MB"), "{shown}");
         let out = if cli == "docker" {
-            d.docker(&["system", "prune", "--volumes", "-f"])
-                .ok()
-                .stdout
+            d.docker_out("system prune --volumes -f", &[])
         } else {
-            d.berth(&["system", "prune", "--volumes", "-f"]).ok().stdout
+            d.berth_line("system prune --volumes -f", &[]).ok().stdout
         };
         assert!(
             out.contains("Deleted Volumes:") && out.contains(&vol),
@@ -574,10 +489,7 @@ fn system_prune_volumes_frees_disk() {
         assert!(!mp.exists(), "{} still exists", mp.display());
         assert_eq!(df_volume_size(&d, &vol), None);
         assert!(df_volume_size(&d, &named).is_some(), "named volume pruned");
-        let ls = d
-            .docker(&["ps", "-a", "--format", "{{.Names}}"])
-            .ok()
-            .stdout;
+        let ls = d.docker_out("ps -a --format", &["{{.Names}}"]);
         assert!(!ls.contains(ctr), "{ls}");
         d.docker(&["volume", "rm", &named]).ok();
     }
@@ -586,6 +498,7 @@ fn system_prune_volumes_frees_disk() {
 
 #[test]
 fn cp_racing_with_start_is_consistent() {
+    require_root!();
     let d = Daemon::new();
     let src = d.path("payload");
     std::fs::write(&src, "payload\n").unwrap();
@@ -632,7 +545,7 @@ fn cp_racing_with_start_is_consistent() {
             "round {i}"
         );
         // And it stays there after a restart (it reached the container's layer).
-        d.docker(&["restart", "-t", "0", &name]).ok();
+        d.docker_line("restart -t 0", &[&name]).ok();
         assert_eq!(
             d.docker(&["exec", &name, "cat", &format!("/tmp/payload-{i}")])
                 .ok()

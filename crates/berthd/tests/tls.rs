@@ -6,121 +6,57 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
-fn openssl(dir: &Path, args: &[&str]) {
+/// `openssl <words>` in `dir` (words without spaces).
+fn openssl(dir: &Path, words: &str) {
     let st = Command::new("openssl")
-        .args(args)
+        .args(words.split_whitespace())
         .current_dir(dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
         .unwrap();
-    assert!(st.success(), "openssl {args:?}");
+    assert!(st.success(), "openssl {words}");
+}
+
+/// A key `key` and a certificate `cert` for `subject`, signed by the CA, with the extensions
+/// `ext`.
+fn issue(dir: &Path, key: &str, cert: &str, subject: &str, ext: &str) {
+    std::fs::write(dir.join(format!("{cert}.ext")), ext).unwrap();
+    openssl(
+        dir,
+        &format!("req -newkey rsa:2048 -nodes -keyout {key} -out {cert}.csr -subj {subject}"),
+    );
+    openssl(
+        dir,
+        &format!(
+            "x509 -req -in {cert}.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out {cert} \
+             -days 2 -extfile {cert}.ext"
+        ),
+    );
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
 fn make_certs(dir: &Path) {
     openssl(
         dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca-key.pem",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=berth-test-ca",
-        ],
+        "req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca.pem -days 2 \
+         -subj /CN=berth-test-ca",
     );
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
+    let server_ext = "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n";
+    issue(
         dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server-key.pem",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
+        "server-key.pem",
+        "server-cert.pem",
+        "/CN=127.0.0.1",
+        server_ext,
     );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca-key.pem",
-            "-CAcreateserial",
-            "-out",
-            "server-cert.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
-    );
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "client.csr",
-            "-subj",
-            "/CN=client",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca-key.pem",
-            "-CAcreateserial",
-            "-out",
-            "cert.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "client.ext",
-        ],
-    );
+    let client_ext = "extendedKeyUsage=clientAuth\n";
+    issue(dir, "key.pem", "cert.pem", "/CN=client", client_ext);
 }
 
 #[test]
 fn tcp_with_tls_and_client_certificates() {
-    if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("SKIP: openssl is needed to make test certificates");
-        return;
-    }
+    require_root!("openssl");
     let certs = tempfile::tempdir().unwrap();
     make_certs(certs.path());
     let port = free_port();

@@ -29,9 +29,7 @@ fn wrong_types_are_400s_that_name_the_field() {
     ] {
         let body =
             format!(r#"{{"Image":"busybox","Cmd":["true"],"HostConfig":{{"Memory":{memory}}}}}"#);
-        let r = d
-            .http("POST", &format!("{version}/containers/create"), Some(&body))
-            .unwrap();
+        let r = d.post(&format!("{version}/containers/create"), &body);
         let (status, msg) = status_body(&r);
         assert_eq!(status, 400, "{memory}: {r}");
         assert!(msg.contains("HostConfig.Memory"), "{memory}: {msg}");
@@ -39,13 +37,10 @@ fn wrong_types_are_400s_that_name_the_field() {
     // Nothing was created.
     assert_eq!(d.docker(&["ps", "-aq"]).ok().stdout.trim(), "");
     // Deeper paths and lists are named too; other requests decode the same way.
-    let r = d
-        .http(
-            "POST",
-            "/containers/create",
-            Some(r#"{"Image":"busybox","HostConfig":{"Ulimits":[{"Name":"nofile","Soft":"x","Hard":1}]}}"#),
-        )
-        .unwrap();
+    let r = d.post(
+        "/containers/create",
+        r#"{"Image":"busybox","HostConfig":{"Ulimits":[{"Name":"nofile","Soft":"x","Hard":1}]}}"#,
+    );
     let (status, msg) = status_body(&r);
     assert_eq!(status, 400, "{r}");
     assert!(msg.contains("HostConfig.Ulimits[0].Soft"), "{msg}");
@@ -55,23 +50,11 @@ fn wrong_types_are_400s_that_name_the_field() {
         .stdout
         .trim()
         .to_string();
-    let r = d
-        .http(
-            "POST",
-            &format!("/containers/{id}/update"),
-            Some(r#"{"Memory":"1g"}"#),
-        )
-        .unwrap();
+    let r = d.post(&format!("/containers/{id}/update"), r#"{"Memory":"1g"}"#);
     let (status, msg) = status_body(&r);
     assert_eq!(status, 400, "{r}");
     assert!(msg.contains("Memory"), "{msg}");
-    let r = d
-        .http(
-            "POST",
-            "/networks/create",
-            Some(r#"{"Name":"n1","Internal":"yes"}"#),
-        )
-        .unwrap();
+    let r = d.post("/networks/create", r#"{"Name":"n1","Internal":"yes"}"#);
     let (status, msg) = status_body(&r);
     assert_eq!(status, 400, "{r}");
     assert!(msg.contains("Internal"), "{msg}");
@@ -84,9 +67,7 @@ fn case_folded_field_names_are_honoured() {
     // What a Go client may send: names that match only case-insensitively.
     let body = r#"{"image":"busybox","cmd":["sleep","100"],
         "hostconfig":{"cpushares":512,"MEMORY":33554432,"pidsLimit":64,"CPURealtimeRuntime":0}}"#;
-    let r = d
-        .http("POST", "/containers/create?name=folded", Some(body))
-        .unwrap();
+    let r = d.post("/containers/create?name=folded", body);
     let (status, msg) = status_body(&r);
     assert_eq!(status, 201, "{r}");
     assert!(msg.contains("\"Id\""), "{msg}");
@@ -101,12 +82,7 @@ fn case_folded_field_names_are_honoured() {
         .ok();
     assert_eq!(out.stdout.trim(), "512 33554432 64");
     // And they reached the cgroup.
-    let id = d
-        .docker(&["inspect", "-f", "{{.Id}}", "folded"])
-        .ok()
-        .stdout
-        .trim()
-        .to_string();
+    let id = d.inspect("{{.Id}}", "folded").trim().to_string();
     let cg = |ctl: &str, file: &str| -> Option<String> {
         let p = PathBuf::from(format!(
             "/sys/fs/cgroup/{ctl}{}/{id}/{file}",
@@ -159,39 +135,25 @@ fn docker_run_uses_the_images_user_and_workdir() {
     .unwrap();
     docker_build(&d, &dir, "userimg").ok();
     // The docker CLI sends `"User": ""` and `"WorkingDir": ""`: the image's apply.
-    let out = d.docker(&["run", "--rm", "userimg", "id"]).ok();
+    let out = d.docker_line("run --rm userimg id", &[]).ok();
     assert!(
         out.stdout
             .starts_with("uid=1234(appuser) gid=1234(appuser)"),
         "{}",
         out.stdout
     );
-    let out = d.docker(&["run", "--rm", "userimg", "pwd"]).ok();
+    let out = d.docker_line("run --rm userimg pwd", &[]).ok();
     assert_eq!(out.stdout.trim(), "/srv/app");
     // Given explicitly, they win.
     let out = d
-        .docker(&[
-            "run",
-            "--rm",
-            "-u",
-            "0",
-            "-w",
-            "/",
-            "userimg",
-            "sh",
-            "-c",
-            "id -u; pwd",
-        ])
+        .docker_line("run --rm -u 0 -w / userimg sh -c", &["id -u; pwd"])
         .ok();
     assert_eq!(out.stdout, "0\n/\n");
     // Through the API without the fields: the same.
-    let r = d
-        .http(
-            "POST",
-            "/containers/create?name=apiuser",
-            Some(r#"{"Image":"userimg","Cmd":["id","-u"]}"#),
-        )
-        .unwrap();
+    let r = d.post(
+        "/containers/create?name=apiuser",
+        r#"{"Image":"userimg","Cmd":["id","-u"]}"#,
+    );
     assert_eq!(status_body(&r).0, 201, "{r}");
     let out = d
         .docker(&[

@@ -44,6 +44,27 @@ fn http_raw(d: &Daemon, method: &str, path: &str, ct: &str, body: &[u8]) -> (u16
     (code, text)
 }
 
+/// `PUT /v1.44/containers/<target>` with a tar (the archive API).
+fn put_archive(d: &Daemon, target: &str, tar: &[u8]) -> (u16, String) {
+    let path = format!("/v1.44/containers/{target}");
+    http_raw(d, "PUT", &path, "application/x-tar", tar)
+}
+
+/// `HEAD /v1.44/containers/<target>` (the archive API's stat).
+fn head_archive(d: &Daemon, target: &str) -> (u16, String) {
+    let path = format!("/v1.44/containers/{target}");
+    http_raw(d, "HEAD", &path, "text/plain", b"")
+}
+
+/// A tar of raw entries `(name, kind, link, data)` (see [`raw_entry`]).
+fn raw_tar(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, link, data) in entries {
+        raw_entry(&mut b, name, *kind, link, data);
+    }
+    b.into_inner().unwrap()
+}
+
 /// A tar entry with a raw (unchecked) name: hostile archives.
 fn raw_entry(
     b: &mut tar::Builder<Vec<u8>>,
@@ -67,47 +88,37 @@ fn raw_entry(
 
 #[test]
 fn volume_lifecycle_persistence_and_in_use() {
+    require_root!();
     let mut d = Daemon::new();
     let v = uniq("v");
-    d.docker(&["volume", "create", "--label", "team=db", &v])
-        .ok();
-    let ls = d.docker(&["volume", "ls", "-q"]).ok().stdout;
+    d.docker_line("volume create --label team=db", &[&v]).ok();
+    let ls = d.docker_out("volume ls -q", &[]);
     assert!(ls.lines().any(|l| l == v), "{ls}");
-    let lsf = d
-        .docker(&["volume", "ls", "-q", "--filter", "label=team=db"])
-        .ok()
-        .stdout;
+    let lsf = d.docker_out("volume ls -q --filter label=team=db", &[]);
     assert_eq!(lsf.trim(), v);
-    let mp = d
-        .docker(&[
-            "volume",
-            "inspect",
-            "-f",
-            "{{.Mountpoint}} {{.Driver}} {{.Labels.team}}",
-            &v,
-        ])
-        .ok()
-        .stdout;
+    let mp = d.docker_out(
+        "volume inspect -f",
+        &["{{.Mountpoint}} {{.Driver}} {{.Labels.team}}", &v],
+    );
     let want = d.path("data").join("volumes").join(&v).join("_data");
     assert_eq!(mp.trim(), format!("{} local db", want.display()));
     // The classic example: a "database" writes, is removed, a new container sees the data.
-    d.docker(&[
-        "run",
-        "--name",
-        "db1",
-        "-v",
-        &format!("{v}:/var/lib/db"),
-        "busybox",
-        "sh",
-        "-c",
-        "echo row1 > /var/lib/db/table",
-    ])
+    d.docker_line(
+        "run --name db1 -v",
+        &[
+            &format!("{v}:/var/lib/db"),
+            "busybox",
+            "sh",
+            "-c",
+            "echo row1 > /var/lib/db/table",
+        ],
+    )
     .ok();
     // In use by a stopped container: cannot be removed.
     let r = d.docker(&["volume", "rm", &v]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("volume is in use"), "{}", r.stderr);
-    let r = d.docker(&["volume", "rm", "-f", &v]);
+    let r = d.docker_line("volume rm -f", &[&v]);
     assert_ne!(r.code, 0, "force must not remove a volume in use");
     // References survive a daemon crash (rebuilt from the containers' records).
     d.kill9();
@@ -115,51 +126,41 @@ fn volume_lifecycle_persistence_and_in_use() {
     let r = d.docker(&["volume", "rm", &v]);
     assert!(r.stderr.contains("volume is in use"), "{}", r.stderr);
     d.docker(&["rm", "db1"]).ok();
-    let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "-v",
-            &format!("{v}:/var/lib/db:ro"),
-            "busybox",
-            "cat",
-            "/var/lib/db/table",
-        ])
-        .ok();
-    assert_eq!(r.stdout, "row1\n");
+    assert_eq!(
+        d.docker_out(
+            "run --rm -v",
+            &[
+                &format!("{v}:/var/lib/db:ro"),
+                "busybox",
+                "cat",
+                "/var/lib/db/table",
+            ]
+        ),
+        "row1\n"
+    );
     // Read-only volume mount: writing fails.
-    let r = d.docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{v}:/db:ro"),
-        "busybox",
-        "sh",
-        "-c",
-        "echo x > /db/other",
-    ]);
+    let r = d.docker_line(
+        "run --rm -v",
+        &[
+            &format!("{v}:/db:ro"),
+            "busybox",
+            "sh",
+            "-c",
+            "echo x > /db/other",
+        ],
+    );
     assert_ne!(r.code, 0);
     assert!(!want.join("other").exists());
     // Inspect shows the mount in Docker's shape.
-    d.docker(&[
-        "create",
-        "--name",
-        "c2",
-        "-v",
-        &format!("{v}:/data"),
-        "busybox",
-        "true",
-    ])
+    d.docker_line(
+        "create --name c2 -v",
+        &[&format!("{v}:/data"), "busybox", "true"],
+    )
     .ok();
-    let m = d
-        .docker(&[
-            "inspect",
-            "-f",
-            "{{range .Mounts}}{{.Type}} {{.Name}} {{.Destination}} {{.RW}} {{.Driver}}{{end}}",
-            "c2",
-        ])
-        .ok()
-        .stdout;
+    let m = d.inspect(
+        "{{range .Mounts}}{{.Type}} {{.Name}} {{.Destination}} {{.RW}} {{.Driver}}{{end}}",
+        "c2",
+    );
     assert_eq!(m.trim(), format!("volume {v} /data true local"));
     d.docker(&["rm", "c2"]).ok();
     d.docker(&["volume", "rm", &v]).ok();
@@ -172,75 +173,39 @@ fn volume_lifecycle_persistence_and_in_use() {
 
 #[test]
 fn anonymous_volumes_rm_v_and_prune() {
+    require_root!();
     let d = Daemon::new();
     // `-v /path` makes an anonymous volume; `rm` keeps it, `prune` removes it.
-    d.docker(&[
-        "run",
-        "--name",
-        "a1",
-        "-v",
-        "/anon",
-        "busybox",
-        "sh",
-        "-c",
-        "echo a > /anon/f",
-    ])
+    d.docker_line(
+        "run --name a1 -v /anon busybox sh -c",
+        &["echo a > /anon/f"],
+    )
     .ok();
     let name = d
-        .docker(&["inspect", "-f", "{{range .Mounts}}{{.Name}}{{end}}", "a1"])
-        .ok()
-        .stdout
+        .inspect("{{range .Mounts}}{{.Name}}{{end}}", "a1")
         .trim()
         .to_string();
     assert_eq!(name.len(), 64, "{name}");
     d.docker(&["rm", "a1"]).ok();
-    assert!(d
-        .docker(&["volume", "ls", "-q"])
-        .ok()
-        .stdout
-        .contains(&name));
+    assert!(d.docker_out("volume ls -q", &[]).contains(&name));
     let named = uniq("keep");
     d.docker(&["volume", "create", &named]).ok();
     let p = d.docker(&["volume", "prune", "-f"]).ok().stdout;
     assert!(p.contains(&name), "{p}");
-    let ls = d.docker(&["volume", "ls", "-q"]).ok().stdout;
+    let ls = d.docker_out("volume ls -q", &[]);
     assert!(!ls.contains(&name) && ls.contains(&named), "{ls}");
     // `prune --all` removes unused named volumes too.
-    d.docker(&["volume", "prune", "-f", "--all"]).ok();
-    assert!(d
-        .docker(&["volume", "ls", "-q"])
-        .ok()
-        .stdout
-        .trim()
-        .is_empty());
+    d.docker_line("volume prune -f --all", &[]).ok();
+    assert!(d.docker_out("volume ls -q", &[]).trim().is_empty());
     // `rm -v` removes the anonymous volume; `--rm` too.
-    d.docker(&["create", "--name", "a2", "-v", "/anon2", "busybox", "true"])
+    d.docker_line("create --name a2 -v /anon2 busybox true", &[])
         .ok();
-    assert_eq!(
-        d.docker(&["volume", "ls", "-q"])
-            .ok()
-            .stdout
-            .lines()
-            .count(),
-        1
-    );
+    assert_eq!(d.docker_out("volume ls -q", &[]).lines().count(), 1);
     d.docker(&["rm", "-v", "a2"]).ok();
-    assert!(d
-        .docker(&["volume", "ls", "-q"])
-        .ok()
-        .stdout
-        .trim()
-        .is_empty());
-    d.docker(&["run", "--rm", "-v", "/anon3", "busybox", "true"])
-        .ok();
+    assert!(d.docker_out("volume ls -q", &[]).trim().is_empty());
+    d.docker_line("run --rm -v /anon3 busybox true", &[]).ok();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !d
-        .docker(&["volume", "ls", "-q"])
-        .ok()
-        .stdout
-        .trim()
-        .is_empty()
-    {
+    while !d.docker_out("volume ls -q", &[]).trim().is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "--rm kept the anonymous volume"
@@ -250,108 +215,96 @@ fn anonymous_volumes_rm_v_and_prune() {
     // system df reports volumes.
     let v = uniq("df");
     d.docker(&["volume", "create", &v]).ok();
-    d.docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{v}:/d"),
-        "busybox",
-        "dd",
-        "if=/dev/zero",
-        "of=/d/z",
-        "bs=1024",
-        "count=100",
-    ])
+    d.docker_line(
+        "run --rm -v",
+        &[
+            &format!("{v}:/d"),
+            "busybox",
+            "dd",
+            "if=/dev/zero",
+            "of=/d/z",
+            "bs=1024",
+            "count=100",
+        ],
+    )
     .ok();
     let df = d.docker(&["system", "df", "-v"]).ok().stdout;
     assert!(df.contains(&v) && df.contains("102.4kB"), "{df}");
     // A read-only root filesystem still gets its volume mounts (mount points created first).
-    let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--read-only",
-            "-v",
-            &format!("{v}:/newdir"),
-            "busybox",
-            "sh",
-            "-c",
-            "echo w > /newdir/f && cat /newdir/f; echo x > /rootfile || echo ro-root",
-        ])
-        .ok();
-    assert_eq!(r.stdout, "w\nro-root\n");
+    assert_eq!(
+        d.docker_out(
+            "run --rm --read-only -v",
+            &[
+                &format!("{v}:/newdir"),
+                "busybox",
+                "sh",
+                "-c",
+                "echo w > /newdir/f && cat /newdir/f; echo x > /rootfile || echo ro-root",
+            ]
+        ),
+        "w\nro-root\n"
+    );
     finish(d);
 }
 
 #[test]
 fn binds_ro_tmpfs_and_mount_flag() {
+    require_root!();
     let d = Daemon::new();
     let host = d.path("hostdir");
     std::fs::create_dir(&host).unwrap();
     std::fs::write(host.join("in"), "from host").unwrap();
     let h = host.display().to_string();
     // ro: reads work, writes fail.
-    let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "-v",
-            &format!("{h}:/h:ro,Z"),
-            "busybox",
-            "cat",
-            "/h/in",
-        ])
-        .ok();
-    assert_eq!(r.stdout, "from host");
+    assert_eq!(
+        d.docker_out(
+            "run --rm -v",
+            &[&format!("{h}:/h:ro,Z"), "busybox", "cat", "/h/in"]
+        ),
+        "from host"
+    );
     // A single file bind-mounted.
-    let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "-v",
-            &format!("{h}/in:/etc/single:ro"),
+    assert_eq!(
+        d.docker_out(
+            "run --rm -v",
+            &[
+                &format!("{h}/in:/etc/single:ro"),
+                "busybox",
+                "cat",
+                "/etc/single",
+            ]
+        ),
+        "from host"
+    );
+    let r = d.docker_line(
+        "run --rm -v",
+        &[
+            &format!("{h}:/h:ro"),
             "busybox",
-            "cat",
-            "/etc/single",
-        ])
-        .ok();
-    assert_eq!(r.stdout, "from host");
-    let r = d.docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{h}:/h:ro"),
-        "busybox",
-        "sh",
-        "-c",
-        "echo x > /h/w",
-    ]);
+            "sh",
+            "-c",
+            "echo x > /h/w",
+        ],
+    );
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("Read-only file system"), "{}", r.stderr);
     assert!(!host.join("w").exists());
     // rw: the host sees the write.
-    d.docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{h}:/h:rw,rprivate"),
-        "busybox",
-        "sh",
-        "-c",
-        "echo x > /h/w",
-    ])
+    d.docker_line(
+        "run --rm -v",
+        &[
+            &format!("{h}:/h:rw,rprivate"),
+            "busybox",
+            "sh",
+            "-c",
+            "echo x > /h/w",
+        ],
+    )
     .ok();
     assert_eq!(std::fs::read_to_string(host.join("w")).unwrap(), "x\n");
     // --mount bind readonly, tmpfs with size and mode, --tmpfs.
     let r = d
-        .docker(&[
-            "run", "--rm",
-            "--mount", &format!("type=bind,source={h},target=/b,readonly"),
-            "--mount", "type=tmpfs,destination=/t,tmpfs-size=1048576,tmpfs-mode=1770",
-            "--tmpfs", "/run2:rw,size=2m",
-            "busybox", "sh", "-c",
-            "grep -E ' /(b|t|run2) ' /proc/mounts | cut -d' ' -f2-4; stat -c %a /t; echo y > /b/z || echo ro-ok",
-        ])
+        .docker_line("run --rm --mount", &[&format!("type=bind,source={h},target=/b,readonly"), "--mount", "type=tmpfs,destination=/t,tmpfs-size=1048576,tmpfs-mode=1770", "--tmpfs", "/run2:rw,size=2m", "busybox", "sh", "-c", "grep -E ' /(b|t|run2) ' /proc/mounts | cut -d' ' -f2-4; stat -c %a /t; echo y > /b/z || echo ro-ok"])
         .ok();
     assert!(
         r.stdout.contains("/b ") && r.stdout.contains(" ro"),
@@ -371,55 +324,41 @@ fn binds_ro_tmpfs_and_mount_flag() {
     assert!(r.stdout.contains("1770\n"), "{}", r.stdout);
     assert!(r.stdout.contains("ro-ok"), "{}", r.stdout);
     // A missing --mount bind source is an error; -v creates it.
-    let r = d.docker(&[
-        "run",
-        "--rm",
-        "--mount",
-        &format!("type=bind,src={h}/missing,dst=/m"),
-        "busybox",
-        "true",
-    ]);
+    let r = d.docker_line(
+        "run --rm --mount",
+        &[
+            &format!("type=bind,src={h}/missing,dst=/m"),
+            "busybox",
+            "true",
+        ],
+    );
     assert_ne!(r.code, 0);
     assert!(
         r.stderr.contains("bind source path does not exist"),
         "{}",
         r.stderr
     );
-    d.docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{h}/made:/m"),
-        "busybox",
-        "true",
-    ])
-    .ok();
+    d.docker_line("run --rm -v", &[&format!("{h}/made:/m"), "busybox", "true"])
+        .ok();
     assert!(host.join("made").is_dir());
     // Volume with tmpfs options: mounted while used, unmounted afterwards.
     let tv = uniq("tv");
-    d.docker(&[
-        "volume",
-        "create",
-        "--opt",
-        "type=tmpfs",
-        "--opt",
-        "device=tmpfs",
-        "--opt",
-        "o=size=3m",
-        &tv,
-    ])
+    d.docker_line(
+        "volume create --opt type=tmpfs --opt device=tmpfs --opt o=size=3m",
+        &[&tv],
+    )
     .ok();
     let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "-v",
-            &format!("{tv}:/tv"),
-            "busybox",
-            "sh",
-            "-c",
-            "grep ' /tv ' /proc/mounts",
-        ])
+        .docker_line(
+            "run --rm -v",
+            &[
+                &format!("{tv}:/tv"),
+                "busybox",
+                "sh",
+                "-c",
+                "grep ' /tv ' /proc/mounts",
+            ],
+        )
         .ok();
     assert!(
         r.stdout.contains("tmpfs") && r.stdout.contains("size=3072k"),
@@ -433,45 +372,35 @@ fn binds_ro_tmpfs_and_mount_flag() {
     assert!(!mounted, "the tmpfs volume is still mounted");
     // --volumes-from shares the other container's volumes (read-only here).
     let v = uniq("vf");
-    d.docker(&[
-        "create",
-        "--name",
-        "src",
-        "-v",
-        &format!("{v}:/shared"),
-        "busybox",
-        "true",
-    ])
+    d.docker_line(
+        "create --name src -v",
+        &[&format!("{v}:/shared"), "busybox", "true"],
+    )
     .ok();
-    d.docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{v}:/s"),
-        "busybox",
-        "sh",
-        "-c",
-        "echo shared > /s/f",
-    ])
-    .ok();
-    let r = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--volumes-from",
-            "src:ro",
+    d.docker_line(
+        "run --rm -v",
+        &[
+            &format!("{v}:/s"),
             "busybox",
             "sh",
             "-c",
-            "cat /shared/f; echo z > /shared/g || echo ro-ok",
-        ])
-        .ok();
-    assert_eq!(r.stdout, "shared\nro-ok\n");
+            "echo shared > /s/f",
+        ],
+    )
+    .ok();
+    assert_eq!(
+        d.docker_out(
+            "run --rm --volumes-from src:ro busybox sh -c",
+            &["cat /shared/f; echo z > /shared/g || echo ro-ok"]
+        ),
+        "shared\nro-ok\n"
+    );
     finish(d);
 }
 
 #[test]
 fn copy_up_keeps_content_and_ownership() {
+    require_root!();
     let mut d = Daemon::new();
     // An image with /data (owned 1234:5678, mode 0750) holding a file, declared a VOLUME.
     let tar = d.path("img.tar");
@@ -505,43 +434,27 @@ fn copy_up_keeps_content_and_ownership() {
     run_output(o).ok();
     d.start();
     // The image's VOLUME: an anonymous volume filled from the image.
-    let r = d
-        .docker(&[
-            "run",
-            "--name",
-            "cu1",
-            "seeded:1",
-            "sh",
-            "-c",
-            "cat /data/seed; stat -c '%u:%g %a' /data /data/seed",
-        ])
-        .ok();
-    assert_eq!(r.stdout, "seed\n1234:5678 750\n1234:5678 640\n");
+    assert_eq!(
+        d.docker_out(
+            "run --name cu1 seeded:1 sh -c",
+            &["cat /data/seed; stat -c '%u:%g %a' /data /data/seed"]
+        ),
+        "seed\n1234:5678 750\n1234:5678 640\n"
+    );
     // A named volume mounted over image content: filled too, ownership on the host side.
     let v = uniq("cu");
-    d.docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{v}:/data"),
-        "seeded:1",
-        "true",
-    ])
-    .ok();
+    d.docker_line("run --rm -v", &[&format!("{v}:/data"), "seeded:1", "true"])
+        .ok();
     let data = d.path("data").join("volumes").join(&v).join("_data");
     let m = std::fs::metadata(data.join("seed")).unwrap();
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1234, 5678, 0o640));
     assert_eq!(std::fs::metadata(&data).unwrap().uid(), 1234);
     // Not again once the volume has content; nocopy skips it.
     let v2 = uniq("nc");
-    d.docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{v2}:/data:nocopy"),
-        "seeded:1",
-        "true",
-    ])
+    d.docker_line(
+        "run --rm -v",
+        &[&format!("{v2}:/data:nocopy"), "seeded:1", "true"],
+    )
     .ok();
     let data2 = d.path("data").join("volumes").join(&v2).join("_data");
     assert!(std::fs::read_dir(&data2).unwrap().next().is_none());
@@ -572,14 +485,12 @@ fn busybox_entries(b: &mut tar::Builder<std::fs::File>) {
 
 #[test]
 fn docker_cp_both_ways_running_and_stopped_confined() {
+    require_root!();
     let d = Daemon::new();
     let v = uniq("cpv");
     let canary = uniq("canary");
     // Hostile symlinks inside the container.
-    d.docker(&[
-        "run", "-d", "--name", "run1", "-v", &format!("{v}:/vol"), "busybox", "sh", "-c",
-        "ln -s / /evil; ln -s ../../.. /x; mkdir -p /tmp/deep/er; echo secret > /etc/inside; sleep 1000",
-    ])
+    d.docker_line("run -d --name run1 -v", &[&format!("{v}:/vol"), "busybox", "sh", "-c", "ln -s / /evil; ln -s ../../.. /x; mkdir -p /tmp/deep/er; echo secret > /etc/inside; sleep 1000"])
     .ok();
     // Wait for the symlinks.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -611,7 +522,7 @@ fn docker_cp_both_ways_running_and_stopped_confined() {
         .ok();
     assert_eq!(std::fs::read_to_string(&out2).unwrap(), "secret\n");
     let out3 = d.path("out3");
-    d.docker(&["cp", "-L", "run1:/x/etc/passwd", out3.to_str().unwrap()])
+    d.docker_line("cp -L run1:/x/etc/passwd", &[out3.to_str().unwrap()])
         .ok();
     assert!(std::fs::read_to_string(&out3)
         .unwrap()
@@ -648,7 +559,7 @@ fn docker_cp_both_ways_running_and_stopped_confined() {
     assert_eq!(std::fs::read_to_string(&out6).unwrap(), "c");
     assert!(!Path::new("/tmp/deep/tree").exists());
     // Stopped container: both ways, volume honoured.
-    d.docker(&["stop", "-t", "0", "run1"]).ok();
+    d.docker_line("stop -t 0 run1", &[]).ok();
     let src2 = d.path("f2");
     std::fs::write(&src2, "stopped").unwrap();
     d.docker(&["cp", src2.to_str().unwrap(), "run1:/evil/etc/f2"])
@@ -678,7 +589,7 @@ fn docker_cp_both_ways_running_and_stopped_confined() {
         r.stderr
     );
     // A created (never started) container.
-    d.docker(&["create", "--name", "cr", "busybox", "cat", "/etc/f3"])
+    d.docker_line("create --name cr busybox cat /etc/f3", &[])
         .ok();
     d.docker(&["cp", src2.to_str().unwrap(), "cr:/etc/f3"]).ok();
     let r = d.docker(&["start", "-a", "cr"]).ok();
@@ -688,91 +599,51 @@ fn docker_cp_both_ways_running_and_stopped_confined() {
 
 #[test]
 fn hostile_upload_tars_are_confined() {
+    require_root!();
     let d = Daemon::new();
-    d.docker(&["create", "--name", "h1", "busybox", "true"])
-        .ok();
+    d.docker_line("create --name h1 busybox true", &[]).ok();
     let canary = uniq("esc");
     let hostdir = d.path("h");
     std::fs::create_dir(&hostdir).unwrap();
+    use tar::EntryType::{Link, Regular as Reg, Symlink as Sym};
+    let up = "../../../../../../../..";
+    let f = |n: usize| format!("{canary}-{n}");
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("dotdot", {
-            let mut b = tar::Builder::new(Vec::new());
-            raw_entry(
-                &mut b,
-                &format!("../../../../../../../../tmp/{canary}-1"),
-                tar::EntryType::Regular,
-                "",
-                b"x",
-            );
-            b.into_inner().unwrap()
-        }),
-        ("absolute", {
-            let mut b = tar::Builder::new(Vec::new());
-            raw_entry(
-                &mut b,
-                &format!("/tmp/{canary}-2"),
-                tar::EntryType::Regular,
-                "",
-                b"x",
-            );
-            b.into_inner().unwrap()
-        }),
-        ("symlink-then-write", {
-            let mut b = tar::Builder::new(Vec::new());
-            raw_entry(&mut b, "lnk", tar::EntryType::Symlink, "/tmp", b"");
-            raw_entry(
-                &mut b,
-                &format!("lnk/{canary}-3"),
-                tar::EntryType::Regular,
-                "",
-                b"x",
-            );
-            b.into_inner().unwrap()
-        }),
-        ("symlink-dotdot", {
-            let mut b = tar::Builder::new(Vec::new());
-            raw_entry(
-                &mut b,
-                "up",
-                tar::EntryType::Symlink,
-                "../../../../../../../../tmp",
-                b"",
-            );
-            raw_entry(
-                &mut b,
-                &format!("up/{canary}-4"),
-                tar::EntryType::Regular,
-                "",
-                b"x",
-            );
-            b.into_inner().unwrap()
-        }),
-        ("hardlink-out", {
-            let mut b = tar::Builder::new(Vec::new());
-            raw_entry(
-                &mut b,
-                "hl",
-                tar::EntryType::Link,
-                "../../../../../../../../etc/hostname",
-                b"",
-            );
-            b.into_inner().unwrap()
-        }),
+        (
+            "dotdot",
+            raw_tar(&[(&format!("{up}/tmp/{}", f(1)), Reg, "", b"x")]),
+        ),
+        (
+            "absolute",
+            raw_tar(&[(&format!("/tmp/{}", f(2)), Reg, "", b"x")]),
+        ),
+        (
+            "symlink-then-write",
+            raw_tar(&[
+                ("lnk", Sym, "/tmp", b""),
+                (&format!("lnk/{}", f(3)), Reg, "", b"x"),
+            ]),
+        ),
+        (
+            "symlink-dotdot",
+            raw_tar(&[
+                ("up", Sym, &format!("{up}/tmp"), b""),
+                (&format!("up/{}", f(4)), Reg, "", b"x"),
+            ]),
+        ),
+        (
+            "hardlink-out",
+            raw_tar(&[("hl", Link, &format!("{up}/etc/hostname"), b"")]),
+        ),
     ];
     for (name, body) in &cases {
         for running in [false, true] {
             if running {
-                d.docker(&["run", "-d", "--name", "h2", "busybox", "sleep", "1000"])
+                d.docker_line("run -d --name h2 busybox sleep 1000", &[])
                     .ok();
             }
             let ctr = if running { "h2" } else { "h1" };
-            let (code, text) = http_raw(
-                &d,
-                "PUT",
-                &format!("/v1.44/containers/{ctr}/archive?path=/tmp"),
-                "application/x-tar",
-                body,
-            );
+            let (code, text) = put_archive(&d, &format!("{ctr}/archive?path=/tmp"), body);
             assert!(code == 200 || code == 400, "{name}: {text}");
             for i in 1..=4 {
                 assert!(
@@ -788,46 +659,23 @@ fn hostile_upload_tars_are_confined() {
     // What was confined landed inside the container.
     let out = d.docker(&["start", "-a", "h1"]).code;
     assert_eq!(out, 0);
-    let (code, _) = http_raw(
-        &d,
-        "HEAD",
-        &format!("/v1.44/containers/h1/archive?path=/tmp/tmp/{canary}-2"),
-        "text/plain",
-        b"",
-    );
+    let (code, _) = head_archive(&d, &format!("h1/archive?path=/tmp/tmp/{canary}-2"));
     assert_eq!(code, 200);
     // Symlinks in an upload resolve inside the extraction directory: `lnk -> /tmp` then
     // `lnk/x` is refused or written below the container's /tmp, never on the host.
-    let (code, _) = http_raw(
-        &d,
-        "HEAD",
-        "/v1.44/containers/h1/archive?path=/tmp/lnk",
-        "text/plain",
-        b"",
-    );
+    let (code, _) = head_archive(&d, "h1/archive?path=/tmp/lnk");
     assert_eq!(code, 200);
     // Errors: not a directory, missing path.
-    let (code, text) = http_raw(
-        &d,
-        "PUT",
-        "/v1.44/containers/h1/archive?path=/etc/passwd",
-        "application/x-tar",
-        &cases[1].1,
-    );
+    let (code, text) = put_archive(&d, "h1/archive?path=/etc/passwd", &cases[1].1);
     assert_eq!(code, 400, "{text}");
-    let (code, _) = http_raw(
-        &d,
-        "PUT",
-        "/v1.44/containers/h1/archive?path=/nope",
-        "application/x-tar",
-        &cases[1].1,
-    );
+    let (code, _) = put_archive(&d, "h1/archive?path=/nope", &cases[1].1);
     assert_eq!(code, 404);
     finish(d);
 }
 
 #[test]
 fn docker_py_volumes_and_archive() {
+    require_root!();
     let d = Daemon::new();
     let script = r#"
 import docker, io, tarfile, os, json
@@ -864,10 +712,11 @@ print("ok")
 
 #[test]
 fn berth_cli_volumes_cp_and_run_flags() {
+    require_root!();
     let d = Daemon::new();
     let v = uniq("bv");
     assert_eq!(
-        d.berth(&["volume", "create", "--label", "x=y", &v])
+        d.berth_line("volume create --label x=y", &[&v])
             .ok()
             .stdout
             .trim(),
@@ -877,56 +726,43 @@ fn berth_cli_volumes_cp_and_run_flags() {
     assert!(ls.starts_with("DRIVER    VOLUME NAME\n"), "{ls}");
     assert!(ls.contains(&format!("local     {v}\n")), "{ls}");
     let f = d
-        .berth(&["volume", "inspect", "-f", "{{.Name}} {{.Labels.x}}", &v])
+        .berth_line("volume inspect -f", &["{{.Name}} {{.Labels.x}}", &v])
         .ok()
         .stdout;
     assert_eq!(f.trim(), format!("{v} y"));
     // run -v / --mount / --tmpfs.
     let r = d
-        .berth(&[
-            "run",
-            "--rm",
-            "-v",
-            &format!("{v}:/data"),
-            "--tmpfs",
-            "/scratch",
-            "--mount",
-            "type=tmpfs,dst=/t2,tmpfs-size=1m",
-            "busybox",
-            "sh",
-            "-c",
-            "echo kept > /data/k; grep -c -E ' /(scratch|t2) tmpfs' /proc/mounts",
-        ])
+        .berth_line(
+            "run --rm -v",
+            &[
+                &format!("{v}:/data"),
+                "--tmpfs",
+                "/scratch",
+                "--mount",
+                "type=tmpfs,dst=/t2,tmpfs-size=1m",
+                "busybox",
+                "sh",
+                "-c",
+                "echo kept > /data/k; grep -c -E ' /(scratch|t2) tmpfs' /proc/mounts",
+            ],
+        )
         .ok();
     assert_eq!(r.stdout.trim(), "2");
     let r = d
-        .berth(&[
-            "run",
-            "--rm",
-            "-v",
-            &format!("{v}:/d:ro"),
-            "busybox",
-            "cat",
-            "/d/k",
-        ])
+        .berth_line(
+            "run --rm -v",
+            &[&format!("{v}:/d:ro"), "busybox", "cat", "/d/k"],
+        )
         .ok();
     assert_eq!(r.stdout, "kept\n");
     // In use: refused; rm -v; prune.
-    d.berth(&[
-        "run",
-        "--name",
-        "u1",
-        "-v",
-        &format!("{v}:/d"),
-        "-v",
-        "/anon",
-        "busybox",
-        "true",
-    ])
+    d.berth_line(
+        "run --name u1 -v",
+        &[&format!("{v}:/d"), "-v", "/anon", "busybox", "true"],
+    )
     .ok();
-    let r = d.berth(&["volume", "rm", &v]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("volume is in use"), "{}", r.stderr);
+    d.berth(&["volume", "rm", &v])
+        .failed_with(1, "volume is in use");
     // cp both ways on the stopped container: file, tree, `-`.
     let tree = d.path("t");
     std::fs::create_dir_all(tree.join("sub")).unwrap();
@@ -970,9 +806,7 @@ fn berth_cli_volumes_cp_and_run_flags() {
         .arg("-H")
         .arg(format!("unix://{}", d.sock().display()))
         .args(["cp", "u1:/d/t", "-"])
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+        .output_ok();
     let mut a = tar::Archive::new(&o.stdout[..]);
     let names: Vec<String> = a
         .entries()
@@ -1002,7 +836,7 @@ fn berth_cli_volumes_cp_and_run_flags() {
     );
     d.berth(&["rm", "-v", "u1"]).ok();
     d.berth(&["volume", "rm", &v]).ok();
-    let r = d.berth(&["volume", "prune", "-f", "-a"]).ok();
+    let r = d.berth_line("volume prune -f -a", &[]).ok();
     assert!(r.stdout.contains("Total reclaimed space"), "{}", r.stdout);
     assert!(d
         .berth(&["volume", "ls", "-q"])
@@ -1015,8 +849,9 @@ fn berth_cli_volumes_cp_and_run_flags() {
 
 #[test]
 fn archive_options_and_export() {
+    require_root!();
     let d = Daemon::new();
-    d.docker(&["create", "--name", "o1", "-u", "nobody", "busybox", "true"])
+    d.docker_line("create --name o1 -u nobody busybox true", &[])
         .ok();
     let tar_of = |entries: &[(&str, tar::EntryType)]| {
         let mut b = tar::Builder::new(Vec::new());
@@ -1036,22 +871,18 @@ fn archive_options_and_export() {
         b.into_inner().unwrap()
     };
     // noOverwriteDirNonDir: /tmp/d is a directory, the upload has a file named d.
-    let (code, _) = http_raw(
+    let (code, _) = put_archive(
         &d,
-        "PUT",
-        "/v1.44/containers/o1/archive?path=/tmp",
-        "application/x-tar",
+        "o1/archive?path=/tmp",
         &tar_of(&[
             ("d/", tar::EntryType::Directory),
             ("f", tar::EntryType::Regular),
         ]),
     );
     assert_eq!(code, 200);
-    let (code, text) = http_raw(
+    let (code, text) = put_archive(
         &d,
-        "PUT",
-        "/v1.44/containers/o1/archive?path=/tmp&noOverwriteDirNonDir=1",
-        "application/x-tar",
+        "o1/archive?path=/tmp&noOverwriteDirNonDir=1",
         &tar_of(&[("d", tar::EntryType::Regular)]),
     );
     assert_eq!(code, 400, "{text}");
@@ -1059,29 +890,23 @@ fn archive_options_and_export() {
         text.contains("cannot overwrite directory with non-directory"),
         "{text}"
     );
-    let (code, text) = http_raw(
+    let (code, text) = put_archive(
         &d,
-        "PUT",
-        "/v1.44/containers/o1/archive?path=/tmp&noOverwriteDirNonDir=1",
-        "application/x-tar",
+        "o1/archive?path=/tmp&noOverwriteDirNonDir=1",
         &tar_of(&[("f/", tar::EntryType::Directory)]),
     );
     assert_eq!(code, 400, "{text}");
     // Whiteout-looking names are ordinary files in an upload (nothing is deleted).
-    let (code, _) = http_raw(
+    let (code, _) = put_archive(
         &d,
-        "PUT",
-        "/v1.44/containers/o1/archive?path=/tmp",
-        "application/x-tar",
+        "o1/archive?path=/tmp",
         &tar_of(&[(".wh.f", tar::EntryType::Regular)]),
     );
     assert_eq!(code, 200);
     // copyUIDGID with a container user: owned by that user.
-    let (code, _) = http_raw(
+    let (code, _) = put_archive(
         &d,
-        "PUT",
-        "/v1.44/containers/o1/archive?path=/tmp&copyUIDGID=1",
-        "application/x-tar",
+        "o1/archive?path=/tmp&copyUIDGID=1",
         &tar_of(&[("owned", tar::EntryType::Regular)]),
     );
     assert_eq!(code, 200);
@@ -1117,95 +942,56 @@ fn archive_options_and_export() {
 
 #[test]
 fn mount_volume_subpath() {
+    require_root!();
     let d = Daemon::new();
     let v = uniq("sub");
     d.docker(&["volume", "create", &v]).ok();
     let whole = format!("type=volume,src={v},dst=/v");
     // The volume: sub/a.txt, an absolute symlink to /sub (inside the volume, nothing on the
     // host), and one to the host's /etc.
-    d.docker(&[
-        "run", "--rm", "--network", "none", "--mount", &whole, "busybox", "sh", "-c",
-        "mkdir /v/sub && echo hello > /v/sub/a.txt && ln -s /sub /v/abs && ln -s /etc /v/etc-link && echo top > /v/top",
-    ])
+    d.docker_line("run --rm --network none --mount", &[&whole, "busybox", "sh", "-c", "mkdir /v/sub && echo hello > /v/sub/a.txt && ln -s /sub /v/abs && ln -s /etc /v/etc-link && echo top > /v/top"])
     .ok();
     let sub = |p: &str| format!("type=volume,src={v},dst=/m,volume-subpath={p}");
     // Only the subdirectory is mounted; writes land in it.
-    let out = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--mount",
+    let out = d.docker_out(
+        "run --rm --network none --mount",
+        &[
             &sub("sub"),
             "busybox",
             "sh",
             "-c",
             "ls /m; cat /m/a.txt; echo new > /m/b.txt",
-        ])
-        .ok()
-        .stdout;
+        ],
+    );
     assert_eq!(out, "a.txt\nhello\n");
-    let out = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--mount",
-            &whole,
-            "busybox",
-            "cat",
-            "/v/sub/b.txt",
-        ])
-        .ok()
-        .stdout;
+    let out = d.docker_out(
+        "run --rm --network none --mount",
+        &[&whole, "busybox", "cat", "/v/sub/b.txt"],
+    );
     assert_eq!(out, "new\n");
     // Symlinks resolve inside the volume: /sub is the volume's sub.
-    let out = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--mount",
-            &sub("abs"),
-            "busybox",
-            "cat",
-            "/m/a.txt",
-        ])
-        .ok()
-        .stdout;
+    let out = d.docker_out(
+        "run --rm --network none --mount",
+        &[&sub("abs"), "busybox", "cat", "/m/a.txt"],
+    );
     assert_eq!(out, "hello\n");
     // ... and never reach the host: the volume has no /etc.
-    let r = d.docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--mount",
-        &sub("etc-link"),
-        "busybox",
-        "ls",
-        "/m",
-    ]);
+    let r = d.docker_line(
+        "run --rm --network none --mount",
+        &[&sub("etc-link"), "busybox", "ls", "/m"],
+    );
     assert_ne!(r.code, 0, "{}", r.stdout);
     assert!(!r.stdout.contains("passwd"), "{}", r.stdout);
     // A file as the subpath.
-    let out = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--mount",
+    let out = d.docker_out(
+        "run --rm --network none --mount",
+        &[
             &format!("type=volume,src={v},dst=/f.txt,volume-subpath=top"),
             "busybox",
             "cat",
             "/f.txt",
-        ])
-        .ok()
-        .stdout;
+        ],
+    );
     assert_eq!(out, "top\n");
     // Bad subpaths: clear errors.
     for bad in ["../x", "/abs", "sub/../../x"] {
@@ -1213,70 +999,35 @@ fn mount_volume_subpath() {
         assert_ne!(r.code, 0, "{bad}");
         assert!(r.stderr.contains("subpath"), "{bad}: {}", r.stderr);
     }
-    let r = d.docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--mount",
-        &sub("missing"),
-        "busybox",
-        "true",
-    ]);
+    let r = d.docker_line(
+        "run --rm --network none --mount",
+        &[&sub("missing"), "busybox", "true"],
+    );
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("missing"), "{}", r.stderr);
     // cp into a stopped container honours the subpath mount.
-    d.docker(&[
-        "create",
-        "--name",
-        "cpsub",
-        "--network",
-        "none",
-        "--mount",
-        &sub("sub"),
-        "busybox",
-        "true",
-    ])
+    d.docker_line(
+        "create --name cpsub --network none --mount",
+        &[&sub("sub"), "busybox", "true"],
+    )
     .ok();
     let f = d.path("cpfile");
     std::fs::write(&f, "copied\n").unwrap();
     d.docker(&["cp", f.to_str().unwrap(), "cpsub:/m/c.txt"])
         .ok();
-    let out = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--mount",
-            &whole,
-            "busybox",
-            "cat",
-            "/v/sub/c.txt",
-        ])
-        .ok()
-        .stdout;
+    let out = d.docker_out(
+        "run --rm --network none --mount",
+        &[&whole, "busybox", "cat", "/v/sub/c.txt"],
+    );
     assert_eq!(out, "copied\n");
     // A running container with a subpath, stopped: its staging mounts go.
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "runsub",
-        "--network",
-        "none",
-        "--mount",
-        &sub("sub"),
-        "busybox",
-        "sleep",
-        "1000",
-    ])
+    d.docker_line(
+        "run -d --name runsub --network none --mount",
+        &[&sub("sub"), "busybox", "sleep", "1000"],
+    )
     .ok();
-    assert_eq!(
-        d.docker(&["exec", "runsub", "cat", "/m/a.txt"]).ok().stdout,
-        "hello\n"
-    );
-    d.docker(&["rm", "-f", "runsub", "cpsub"]).ok();
+    assert_eq!(d.docker_out("exec runsub cat /m/a.txt", &[]), "hello\n");
+    d.docker_line("rm -f runsub cpsub", &[]).ok();
     let root = d.dir.path().to_string_lossy().into_owned();
     let staged: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()

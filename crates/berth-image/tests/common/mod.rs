@@ -236,7 +236,3 @@ pub fn snapshot_tree(root: &Path) -> Vec<(String, char, u64)> {
     walk(root, root, &mut out);
     out
 }
-
-pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}

@@ -1,132 +1,128 @@
 //! Test helpers: a real `docker-registry` on 127.0.0.1, a tiny HTTP server that can fake
 //! responses or forward to the registry (cutting connections, recording requests, acting as a
 //! token service), and locally built images (OCI layouts, blob stores).
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_image::manifest::media_types as mt;
+use berth_image::manifest::Platform;
+use berth_image::snapshot::CopySnapshotter;
 use berth_image::store::BlobStore;
 use berth_image::Digest;
-use berth_registry::{CredentialStore, RegistryConfig};
+use berth_image::Reference;
+use berth_registry::{
+    Client, CredentialStore, NoProgress, Progress, PulledImage, PushedManifest, RegistryConfig,
+};
 
-pub fn have_tools() -> bool {
-    let ok = Path::new("/usr/bin/docker-registry").exists()
-        && Command::new("skopeo")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-    if !ok {
-        eprintln!(
-            "SKIP: docker-registry and skopeo are needed (apt-get install docker-registry skopeo)"
-        );
+pub use berth_testkit::registry::{DOCKER_REGISTRY, PASS, USER};
+pub use berth_testkit::{free_port, require, require_programs, require_root, CommandRun};
+
+pub const SKOPEO: &str = "skopeo";
+
+/// A running `docker-registry` (berth-testkit's), killed on drop.
+pub struct Registry(berth_testkit::DockerRegistry);
+
+impl std::ops::Deref for Registry {
+    type Target = berth_testkit::DockerRegistry;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
-    ok
 }
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running `docker-registry`, killed on drop.
-pub struct Registry {
-    pub dir: tempfile::TempDir,
-    pub port: u16,
-    child: Child,
-}
-
-pub const USER: &str = "alice";
-pub const PASS: &str = "correct horse";
 
 impl Registry {
+    /// With HTTP basic authentication of [`USER`]/[`PASS`] when `htpasswd`.
     pub fn start(htpasswd: bool) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = dir.path().join("storage");
-        std::fs::create_dir_all(&storage).unwrap();
-        let mut auth = String::new();
-        if htpasswd {
-            let hash = bcrypt::hash(PASS, 4).unwrap();
-            let hp = dir.path().join("htpasswd");
-            std::fs::write(&hp, format!("{USER}:{hash}\n")).unwrap();
-            auth = format!(
-                "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",
-                hp.display()
-            );
-        }
-        for _ in 0..5 {
-            let port = free_port();
-            let cfg = format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
-                storage.display()
-            );
-            let cfg_path = dir.path().join("config.yml");
-            std::fs::write(&cfg_path, cfg).unwrap();
-            let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-            let mut child = Command::new("/usr/bin/docker-registry")
-                .arg("serve")
-                .arg(&cfg_path)
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("start docker-registry");
-            let deadline = Instant::now() + Duration::from_secs(15);
-            let mut up = false;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    up = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if up {
-                return Self { dir, port, child };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!(
-            "docker-registry did not start: {}",
-            std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default()
-        );
-    }
-
-    pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        Self(if htpasswd {
+            berth_testkit::DockerRegistry::with_htpasswd()
+        } else {
+            berth_testkit::DockerRegistry::start()
+        })
     }
 
     /// The data file of a blob in the registry's storage.
     pub fn blob_data(&self, d: &Digest) -> PathBuf {
-        self.dir
-            .path()
-            .join("storage/docker/registry/v2/blobs/sha256")
-            .join(&d.hex()[..2])
-            .join(d.hex())
-            .join("data")
+        self.0.blob_data(d.hex())
     }
 }
 
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// A blob store and a copy snapshotter in a temporary directory.
+pub struct Local {
+    pub dir: tempfile::TempDir,
+    pub store: BlobStore,
+    pub snap: CopySnapshotter,
+}
+
+impl Local {
+    /// `client.pull` into this store and snapshotter, without progress.
+    pub fn pull(
+        &self,
+        client: &Client,
+        r: &Reference,
+        platform: &Platform,
+    ) -> berth_registry::Result<PulledImage> {
+        client.pull(r, platform, &self.store, &self.snap, &NoProgress)
     }
+
+    /// `client.pull` for this host's platform, reporting to `progress`.
+    pub fn pull_progress(
+        &self,
+        client: &Client,
+        r: &Reference,
+        progress: &dyn Progress,
+    ) -> berth_registry::Result<PulledImage> {
+        client.pull(r, &Platform::host(), &self.store, &self.snap, progress)
+    }
+
+    /// [`Local::pull`] of `host/repo_tag` for this host's platform.
+    pub fn pull_ref(
+        &self,
+        client: &Client,
+        host: &str,
+        repo_tag: &str,
+    ) -> berth_registry::Result<PulledImage> {
+        self.pull(client, &reference(host, repo_tag), &Platform::host())
+    }
+
+    /// `client.push` of a manifest whose blobs are in this store.
+    pub fn push(
+        &self,
+        client: &Client,
+        r: &Reference,
+        manifest: &[u8],
+        progress: &dyn Progress,
+    ) -> berth_registry::Result<PushedManifest> {
+        client.push(r, manifest, &self.store, progress)
+    }
+}
+
+/// A [`local`] store and a client whose credentials live beside it.
+pub fn local_client() -> (Local, Client) {
+    let l = local();
+    let client = Client::new(config(l.dir.path())).unwrap();
+    (l, client)
+}
+
+pub fn local() -> Local {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path().join("store")).unwrap();
+    let snap = CopySnapshotter::open(&dir.path().join("snap")).unwrap();
+    Local { dir, store, snap }
+}
+
+pub fn platform(s: &str) -> Platform {
+    Platform::parse(s).unwrap()
+}
+
+pub fn reference(host: &str, repo_tag: &str) -> Reference {
+    Reference::parse(&format!("{host}/{repo_tag}")).unwrap()
 }
 
 /// A client config for tests: credentials in `dir`, small chunks.
@@ -531,16 +527,9 @@ impl Image {
         if let Some(c) = creds {
             cmd.args(["--dest-creds", c]);
         }
-        let out = cmd
-            .arg(format!("oci:{}:t", d.path().display()))
+        cmd.arg(format!("oci:{}:t", d.path().display()))
             .arg(format!("docker://{registry}/{repo_tag}"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "skopeo copy failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .output_ok();
     }
 }
 

@@ -1,13 +1,16 @@
 //! Test harness: busybox bundles, shims started as a daemon would start them, and guards that
 //! kill every shim and delete every container and cgroup a test made, even on failure.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_shim::client::Client;
+pub use berth_testkit::busybox::BUSYBOX;
+pub use berth_testkit::{
+    alive, require_root, unique_name as unique, wait_for, Bundle, CommandRun, OciEnv,
+};
 use serde_json::{json, Value};
 
 /// The shim under test: `$BERTH_SHIM` (e.g. a release or static build), or this package's binary.
@@ -17,66 +20,9 @@ pub fn shim_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_berth-shim")))
 }
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-pub fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Skips (returns true) when not root or busybox is missing, printing why.
-pub fn skip() -> bool {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return true;
-    }
-    if !Path::new("/bin/busybox").exists() {
-        eprintln!("skipped: needs /bin/busybox (Debian busybox-static)");
-        return true;
-    }
-    false
-}
-
-pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-/// The workspace's `berth-runtime`: `$BERTH_RUNTIME`, or next to this test's target directory
-/// (built with `cargo build -p berth-runtime` when missing).
+/// The workspace's `berth-runtime`: `$BERTH_RUNTIME`, or built next to this test.
 pub fn runtime_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("BERTH_RUNTIME") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> -> target/<profile>/berth-runtime
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("berth-runtime");
-    static BUILD: std::sync::Once = std::sync::Once::new();
-    let fallback = dir.parent().unwrap().join("berth-shim-runtime");
-    BUILD.call_once(|| {
-        if !bin.exists() {
-            // `cargo test` holds its target directory's lock: build into another one.
-            eprintln!("building berth-runtime (run `cargo build -p berth-runtime` to skip this)");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let st = Command::new(cargo)
-                .args(["build", "-p", "berth-runtime"])
-                .env("CARGO_TARGET_DIR", &fallback)
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .unwrap();
-            assert!(st.success(), "cargo build -p berth-runtime failed");
-        }
-    });
-    if bin.exists() {
-        return bin;
-    }
-    let bin = fallback.join("debug/berth-runtime");
-    assert!(bin.exists(), "no berth-runtime at {}", bin.display());
-    bin
+    berth_testkit::bins::workspace_bin("BERTH_RUNTIME", "berth-runtime", "berth-runtime")
 }
 
 /// The shipping build of the shim (static-pie release, see `build-static.sh`): `$BERTH_SHIM`, or
@@ -90,8 +36,7 @@ pub fn static_shim_bin() -> PathBuf {
     let target = exe.parent().unwrap().parent().unwrap().parent().unwrap();
     let dir = target.join("berth-shim-static");
     let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(cargo)
+    let st = berth_testkit::bins::cargo()
         .args([
             "build",
             "--release",
@@ -104,75 +49,30 @@ pub fn static_shim_bin() -> PathBuf {
         .arg(&triple)
         .env("CARGO_TARGET_DIR", &dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .unwrap();
     assert!(st.success(), "static build of berth-shim failed");
     dir.join(triple).join("release/berth-shim")
 }
 
-/// A populated busybox root file system.
-pub fn make_rootfs(dir: &Path) {
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
-    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-    for name in String::from_utf8_lossy(&list.stdout).lines() {
-        if name != "busybox" {
-            let _ = std::os::unix::fs::symlink("busybox", bin.join(name));
-        }
-    }
-    for d in ["proc", "sys", "dev", "etc", "tmp", "root", "usr"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    std::fs::write(dir.join("etc/group"), "root:x:0:\n").unwrap();
+/// A [`TestEnv`] and a written bundle running `args` (with a terminal when `tty`) for the
+/// container `unique(prefix)`.
+pub fn setup(prefix: &str, args: &[&str], tty: bool) -> (TestEnv, String, Bundle) {
+    let (env, id) = TestEnv::with_id(prefix);
+    let b = env.bundle(&id, args, tty);
+    (env, id, b)
 }
 
-pub fn cgroup_mounts() -> Vec<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    text.lines()
-        .filter_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            let fstype = post.split(' ').next()?;
-            (fstype == "cgroup" || fstype == "cgroup2")
-                .then(|| PathBuf::from(pre.split(' ').nth(4).unwrap()))
-        })
-        .collect()
+/// [`setup`] without a terminal, then the shim started as a daemon would.
+pub fn started(prefix: &str, args: &[&str]) -> (TestEnv, String, ShimProc) {
+    let (env, id, b) = setup(prefix, args, false);
+    let shim = env.start_shim(&id, &b, &[]);
+    (env, id, shim)
 }
 
-/// True while `pid` exists and is not a zombie.
-pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => {
-            let state = s[s.rfind(')').unwrap() + 2..].chars().next().unwrap();
-            state != 'Z' && state != 'X'
-        }
-        Err(_) => false,
-    }
-}
-
-pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-pub struct Bundle {
-    pub path: PathBuf,
-    pub config: Value,
-}
-
-impl Bundle {
-    pub fn write(&self) {
-        std::fs::write(
-            self.path.join("config.json"),
-            serde_json::to_vec_pretty(&self.config).unwrap(),
-        )
-        .unwrap();
-    }
+/// `sh -c <script>`.
+pub fn sh(script: &str) -> [&str; 3] {
+    ["sh", "-c", script]
 }
 
 /// A started shim.
@@ -203,54 +103,30 @@ impl ShimProc {
     }
 }
 
-pub struct TestEnv {
-    pub dir: tempfile::TempDir,
-    pub runtime: PathBuf,
-    pub root: PathBuf,
-    pub cgroup_parent: String,
-    pub ids: std::cell::RefCell<Vec<String>>,
-    pub shims: std::cell::RefCell<Vec<i32>>,
+/// An [`OciEnv`] for the workspace's runtime, plus shims (killed on drop).
+pub struct TestEnv(OciEnv);
+
+impl std::ops::Deref for TestEnv {
+    type Target = OciEnv;
+    fn deref(&self) -> &OciEnv {
+        &self.0
+    }
 }
 
 impl TestEnv {
     pub fn new() -> TestEnv {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-shim-test")
-            .tempdir()
-            .unwrap();
-        TestEnv {
-            root: dir.path().join("runtime"),
-            runtime: runtime_bin(),
-            dir,
-            cgroup_parent: unique("/berth-test"),
-            ids: Default::default(),
-            shims: Default::default(),
-        }
+        TestEnv(OciEnv::new(&runtime_bin(), "berth-shim-test", "runtime"))
     }
 
-    /// A busybox bundle running `args`, with a unique cgroup.
+    /// A new environment and the container name `unique(prefix)`.
+    pub fn with_id(prefix: &str) -> (TestEnv, String) {
+        (TestEnv::new(), unique(prefix))
+    }
+
+    /// A busybox bundle running `args`, with a unique cgroup (written).
     pub fn bundle(&self, id: &str, args: &[&str], tty: bool) -> Bundle {
-        let path = self.dir.path().join(format!("bundle-{id}"));
-        std::fs::create_dir_all(&path).unwrap();
-        make_rootfs(&path.join("rootfs"));
-        let out = Command::new(&self.runtime)
-            .arg("spec")
-            .arg("--bundle")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "spec: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut config: Value =
-            serde_json::from_slice(&std::fs::read(path.join("config.json")).unwrap()).unwrap();
-        config["process"]["terminal"] = json!(tty);
-        config["process"]["args"] = json!(args);
-        config["linux"]["cgroupsPath"] = json!(format!("{}/{}", self.cgroup_parent, id));
-        self.ids.borrow_mut().push(id.to_string());
-        let b = Bundle { path, config };
+        let mut b = self.0.bundle(id, args);
+        b.config["process"]["terminal"] = json!(tty);
         b.write();
         b
     }
@@ -293,16 +169,10 @@ impl TestEnv {
     pub fn start_shim_with(&self, bin: &Path, id: &str, b: &Bundle, extra: &[&str]) -> ShimProc {
         let out = Command::new(bin)
             .args(self.shim_args(id, b, extra))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "berth-shim failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .output_ok();
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         let pid = v["pid"].as_i64().unwrap() as i32;
-        self.shims.borrow_mut().push(pid);
+        self.pids.borrow_mut().push(pid);
         ShimProc {
             id: id.into(),
             pid,
@@ -311,47 +181,10 @@ impl TestEnv {
             sock: PathBuf::from(v["socket"].as_str().unwrap()),
         }
     }
-
-    pub fn runtime_status(&self, id: &str) -> String {
-        let out = Command::new(&self.runtime)
-            .arg("--root")
-            .arg(&self.root)
-            .args(["state", id])
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            return "absent".into();
-        }
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["status"].as_str().unwrap().to_string()
-    }
 }
 
-impl Drop for TestEnv {
-    fn drop(&mut self) {
-        for &pid in self.shims.borrow().iter() {
-            if alive(pid) {
-                // SAFETY: kill with integer arguments; the pid is a shim this test started.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-        for id in self.ids.borrow().iter() {
-            let _ = Command::new(&self.runtime)
-                .arg("--root")
-                .arg(&self.root)
-                .args(["delete", "--force", id])
-                .output();
-        }
-        for m in cgroup_mounts() {
-            let parent = m.join(self.cgroup_parent.trim_start_matches('/'));
-            if let Ok(rd) = std::fs::read_dir(&parent) {
-                for e in rd.flatten() {
-                    if e.path().is_dir() {
-                        let _ = std::fs::remove_dir(e.path());
-                    }
-                }
-            }
-            let _ = std::fs::remove_dir(&parent);
-        }
-    }
+/// True (after printing the skip line) when not root or busybox is missing: the caller
+/// returns. (`require_root!(BUSYBOX)` says the same in one line.)
+pub fn skip() -> bool {
+    berth_testkit::skip_unless_root() || berth_testkit::skip_unless_programs(&[BUSYBOX])
 }
