@@ -652,6 +652,19 @@ pub struct Summary {
     pub mounts: Vec<MountPoint>,
 }
 
+/// A path in a container (`X-Docker-Container-Path-Stat` of the archive routes, base64 JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PathStat {
+    pub name: String,
+    pub size: i64,
+    /// Go's `os.FileMode` bits.
+    pub mode: u32,
+    /// RFC 3339.
+    pub mtime: String,
+    pub link_target: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

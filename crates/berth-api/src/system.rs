@@ -215,3 +215,29 @@ pub struct DiskUsage {
     pub volumes: Vec<crate::volume::Volume>,
     pub build_cache: Vec<serde_json::Value>,
 }
+
+/// One record of the build cache (`BuildCache` of `GET /system/df`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct BuildCacheRecord {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub parents: Option<Vec<String>>,
+    #[serde(rename = "Type")]
+    pub kind: String,
+    pub description: String,
+    pub in_use: bool,
+    pub shared: bool,
+    pub size: i64,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub usage_count: i64,
+}
+
+/// `POST /build/prune`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct BuildCachePruneReport {
+    pub caches_deleted: Option<Vec<String>>,
+    pub space_reclaimed: u64,
+}
