@@ -581,8 +581,9 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             0 => Ok(()),
             code => Err(CliError::Exit(code)),
         };
-        let stdin = io::stdin();
-        let mut input = stdin.lock();
+        // Standard input is locked only by the commands that read answers from it: the
+        // interactive ones read it from a thread of their own.
+        let input = || io::stdin().lock();
         return match &cli.command {
             Command::Run(c) | Command::Container { command: C::Run(c) } => {
                 code(ct::run(&host, c, out, err))
@@ -654,10 +655,10 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             } => system::events(&host, c, out),
             Command::Container {
                 command: C::Prune(c),
-            } => system::container_prune(&host, c, &mut input, out),
+            } => system::container_prune(&host, c, &mut input(), out),
             Command::System {
                 command: SystemCommand::Prune(c),
-            } => system::system_prune(&host, c, &mut input, out),
+            } => system::system_prune(&host, c, &mut input(), out),
             Command::System {
                 command: SystemCommand::Df(c),
             } => system::df(&host, c, out),
@@ -691,7 +692,7 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             } => crate::build::build(&host, c, out, err),
             Command::Builder { command } => crate::build::builder(&host, command, out),
             Command::Volume { command } => {
-                crate::storage::volume(&host, command, out, err, &mut input)
+                crate::storage::volume(&host, command, out, err, &mut input())
             }
             Command::Cp(c) | Command::Container { command: C::Cp(c) } => {
                 crate::cp::cp(&host, c, out, err)

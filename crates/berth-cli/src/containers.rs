@@ -219,7 +219,19 @@ fn create_container(host: &Host, c: &RunCmd, err: &mut dyn Write) -> Result<Stri
                     r.familiar_string()
                 );
             }
-            pull_for_create(host, c, r, err).map_err(|e| fail(err, e))?;
+            // A failed pull names the missing image and why it could not be pulled.
+            pull_for_create(host, c, r, err).map_err(|e| {
+                let why = match e {
+                    CliError::Daemon(b) => b.message,
+                    other => other.to_string(),
+                };
+                fail(
+                    err,
+                    CliError::Message(format!(
+                        "Error response from daemon: {message} (pulling it: {why})"
+                    )),
+                )
+            })?;
             host.post(&path, Some(&body))
                 .map_err(|e| fail(err, e.into()))?
         }
