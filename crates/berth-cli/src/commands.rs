@@ -30,7 +30,7 @@ fn truncate_id(id: &str) -> String {
 }
 
 /// Docker's `formatter.Ellipsis` for ASCII-width text.
-fn ellipsis(s: &str, max: usize) -> String {
+pub(crate) fn ellipsis(s: &str, max: usize) -> String {
     let n = s.chars().count();
     if n <= max {
         return s.to_string();
@@ -645,7 +645,8 @@ pub fn import(b: &dyn ImageBackend, a: &ImportArgs, out: &mut dyn Write) -> Resu
     Ok(())
 }
 
-fn io_msg(e: &io::Error) -> String {
+/// An I/O error as Go words it (`no such file or directory`).
+pub fn io_msg(e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::NotFound => "no such file or directory".into(),
         io::ErrorKind::PermissionDenied => "permission denied".into(),

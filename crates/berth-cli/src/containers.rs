@@ -180,6 +180,11 @@ fn pull_for_create(host: &Host, c: &RunCmd, reference: &Reference, err: &mut dyn
         Box::new(std::io::stderr()),
         crate::commands::ProgressTarget::Stderr,
     )
+    // The docker CLI shows a pull's failure as the stream's error (no "Error response").
+    .map_err(|e| match e {
+        CliError::Daemon(b) => CliError::Message(b.message),
+        other => other,
+    })
 }
 
 /// Creates the container (pulling its image as `--pull` says); errors are printed as
@@ -221,10 +226,7 @@ fn create_container(host: &Host, c: &RunCmd, err: &mut dyn Write) -> Result<Stri
             }
             // A failed pull names the missing image and why it could not be pulled.
             pull_for_create(host, c, r, err).map_err(|e| {
-                let why = match e {
-                    CliError::Daemon(b) => b.message,
-                    other => other.to_string(),
-                };
+                let why = e.to_string();
                 fail(
                     err,
                     CliError::Message(format!(
@@ -359,30 +361,50 @@ pub struct PsCmd {
 const PS_TABLE: &str =
     "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
 
-/// The `ps` row of a container (Docker's `ContainerContext`).
-fn ps_row(ct: &Summary, no_trunc: bool, size: bool, now: i64) -> crate::template::Value {
+/// The `ps` row of a container (Docker's `ContainerContext`; `no_trunc` is `--no-trunc`).
+fn ps_row(ct: &Summary, no_trunc: bool, now: i64) -> crate::template::Value {
+    use crate::commands::ellipsis;
+    let trunc = !no_trunc;
     let id = &ct.id;
-    let short = if no_trunc {
-        id.as_str()
-    } else {
+    let short = if trunc {
         &id[..id.len().min(12)]
-    };
-    let mut cmd = format!("\"{}\"", ct.command);
-    if !no_trunc && cmd.chars().count() > 22 {
-        cmd = format!("{}…\"", cmd.chars().take(20).collect::<String>());
-    }
-    let names: Vec<&str> = ct.names.iter().map(|n| n.trim_start_matches('/')).collect();
-    let size_col = if size {
-        format!(
-            "{} (virtual {})",
-            crate::units::human_size_with_precision(ct.size_rw.unwrap_or(0) as f64, 3),
-            crate::units::human_size_with_precision(ct.size_root_fs.unwrap_or(0) as f64, 3)
-        )
     } else {
-        String::new()
+        id.as_str()
     };
+    let cmd = crate::template::value::go_quote(&if trunc {
+        ellipsis(&ct.command, 20)
+    } else {
+        ct.command.clone()
+    });
+    let names: Vec<&str> = ct.names.iter().map(|n| n.trim_start_matches('/')).collect();
+    // Docker's `Size()`: the writable layer, and the virtual size when known.
+    let rw = crate::units::human_size_with_precision(ct.size_rw.unwrap_or(0) as f64, 3);
+    let size_col = match ct.size_root_fs.unwrap_or(0) {
+        root if root > 0 => format!(
+            "{rw} (virtual {})",
+            crate::units::human_size_with_precision(root as f64, 3)
+        ),
+        _ => rw,
+    };
+    let mounts: Vec<String> = ct
+        .mounts
+        .iter()
+        .map(|m| {
+            let name = if m.name.is_empty() {
+                &m.source
+            } else {
+                &m.name
+            };
+            if trunc {
+                ellipsis(name, 15)
+            } else {
+                name.clone()
+            }
+        })
+        .collect();
+    let local_volumes = ct.mounts.iter().filter(|m| m.driver == "local").count();
     let labels = ct.labels.clone().unwrap_or_default();
-    crate::format::labeled_row(
+    let mut row = crate::format::labeled_row(
         &[
             ("ID", short.to_string()),
             ("Image", ct.image.clone()),
@@ -398,6 +420,8 @@ fn ps_row(ct: &Summary, no_trunc: bool, size: bool, now: i64) -> crate::template
             ("Names", names.join(",")),
             ("Labels", crate::format::labels_column(Some(&labels))),
             ("Size", size_col),
+            ("Mounts", mounts.join(",")),
+            ("LocalVolumes", local_volumes.to_string()),
             (
                 "Networks",
                 ct.network_settings
@@ -409,7 +433,12 @@ fn ps_row(ct: &Summary, no_trunc: bool, size: bool, now: i64) -> crate::template
             ),
         ],
         labels,
-    )
+    );
+    // The image's platform: not reported by the daemon (Docker's is then nil).
+    if let crate::template::Value::Context(fields) = &mut row {
+        fields.push(("Platform".into(), crate::template::Value::Nil));
+    }
+    row
 }
 
 fn ps_header() -> crate::template::Value {
@@ -425,7 +454,10 @@ fn ps_header() -> crate::template::Value {
         ("Names", "NAMES"),
         ("Labels", "LABELS"),
         ("Size", "SIZE"),
+        ("Mounts", "MOUNTS"),
+        ("LocalVolumes", "LOCAL VOLUMES"),
         ("Networks", "NETWORKS"),
+        ("Platform", "PLATFORM"),
     ])
 }
 
@@ -444,7 +476,7 @@ pub fn ps(host: &Host, c: &PsCmd, out: &mut dyn Write) -> Result {
         // there is the command's), and showing `.Size` asks the daemon for sizes.
         let fmt = crate::format::parse(source, &default_table)
             .map_err(|e| CliError::Message(format!("failed to parse template: {e}")))?;
-        let probe = ps_row(&Summary::default(), c.no_trunc, false, 0);
+        let probe = ps_row(&Summary::default(), c.no_trunc, 0);
         let (r, used) = fmt.template().execute_tracking(&probe);
         r.map_err(|e| TemplateUse::Ps.error(e))?;
         size |= used.iter().any(|f| f == "Size");
@@ -475,10 +507,7 @@ pub fn ps(host: &Host, c: &PsCmd, out: &mut dyn Write) -> Result {
         return Ok(());
     };
     let now = berth_image::timeutil::now().0;
-    let rows: Vec<_> = list
-        .iter()
-        .map(|ct| ps_row(ct, c.no_trunc, size, now))
-        .collect();
+    let rows: Vec<_> = list.iter().map(|ct| ps_row(ct, c.no_trunc, now)).collect();
     let text = fmt
         .render(&ps_header(), &rows)
         .map_err(|e| TemplateUse::Ps.error(e))?;

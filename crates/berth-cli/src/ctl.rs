@@ -520,6 +520,18 @@ pub fn export(host: &Host, c: &ExportCmd, out: &mut dyn Write) -> Result {
             out.flush()?;
         }
         Some(p) => {
+            // As the docker CLI: the output's directory must exist before anything is asked.
+            let dir = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            if let Err(e) = std::fs::metadata(dir) {
+                return Err(CliError::Message(format!(
+                    "failed to export container: invalid output path: stat {}: {}",
+                    dir.display(),
+                    crate::commands::io_msg(&e)
+                )));
+            }
             let mut r = api::stream(host, &path)?;
             crate::commands::write_file_atomically(p, "export", "export container", |w| {
                 std::io::copy(&mut r, w)?;

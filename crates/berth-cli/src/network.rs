@@ -597,24 +597,76 @@ pub fn port(host: &Host, c: &PortCmd, out: &mut dyn Write) -> Result {
     Ok(())
 }
 
-/// The PORTS column of `ps`: `0.0.0.0:8080->80/tcp, 81/tcp`.
+/// `host:port`, with brackets around an IPv6 host (Go's `net.JoinHostPort`).
+fn join_host_port(host: &str, port: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// The PORTS column of `ps`, as Docker's `DisplayablePorts`: ports sorted, consecutive ones
+/// grouped into ranges (`80-81/tcp`, `0.0.0.0:80-81->80-81/tcp` when published on the same
+/// numbers), then the other published ports (`0.0.0.0:8080->80/tcp`).
 pub fn ports_column(ports: &[Port]) -> String {
-    let mut v: Vec<String> = ports
-        .iter()
-        .map(|p| {
-            let ty = if p.kind.is_empty() { "tcp" } else { &p.kind };
-            match p.public_port {
-                Some(public) => format!(
-                    "{}:{public}->{}/{ty}",
-                    p.ip.as_deref().unwrap_or("0.0.0.0"),
-                    p.private_port
-                ),
-                None => format!("{}/{ty}", p.private_port),
+    let mut ports: Vec<&Port> = ports.iter().collect();
+    ports.sort_by(|a, b| {
+        a.private_port
+            .cmp(&b.private_port)
+            .then_with(|| a.ip.cmp(&b.ip))
+            .then_with(|| a.public_port.cmp(&b.public_port))
+            .then_with(|| a.kind.cmp(&b.kind))
+    });
+    // (key, first, last) in order of appearance; a key is `type` or `ip/type`.
+    let mut groups: Vec<(String, u16, u16)> = Vec::new();
+    let mut result = Vec::new();
+    let mut mappings = Vec::new();
+    for p in ports {
+        let current = p.private_port;
+        let mut key = p.kind.clone();
+        if let Some(ip) = p.ip.as_deref().filter(|ip| !ip.is_empty()) {
+            let public = p.public_port.unwrap_or(0);
+            if public != current {
+                mappings.push(format!(
+                    "{}->{current}/{}",
+                    join_host_port(ip, &public.to_string()),
+                    p.kind
+                ));
+                continue;
             }
-        })
-        .collect();
-    v.sort();
-    v.join(", ")
+            key = format!("{ip}/{}", p.kind);
+        }
+        match groups.iter_mut().find(|(k, _, _)| *k == key) {
+            None => groups.push((key, current, current)),
+            Some(g) if u32::from(current) == u32::from(g.2) + 1 => g.2 = current,
+            Some(g) => {
+                result.push(port_group(&g.0, g.1, g.2));
+                *g = (key, current, current);
+            }
+        }
+    }
+    for (k, first, last) in &groups {
+        result.push(port_group(k, *first, *last));
+    }
+    result.extend(mappings);
+    result.join(", ")
+}
+
+/// Docker's `formGroup`: `80/tcp`, `80-81/tcp`, `0.0.0.0:80->80/tcp`.
+fn port_group(key: &str, first: u16, last: u16) -> String {
+    let (ip, kind) = match key.rsplit_once('/') {
+        Some((ip, kind)) => (ip, kind),
+        None => ("", key),
+    };
+    let mut group = first.to_string();
+    if first != last {
+        group = format!("{group}-{last}");
+    }
+    if !ip.is_empty() {
+        group = format!("{}->{group}", join_host_port(ip, &group));
+    }
+    format!("{group}/{kind}")
 }
 
 #[cfg(test)]
@@ -702,6 +754,19 @@ mod tests {
             r#"[{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"}, {"PrivatePort": 53, "Type": "udp"}]"#,
         )
         .unwrap();
-        assert_eq!(ports_column(&v), "0.0.0.0:8080->80/tcp, 53/udp");
+        // Docker's order: grouped ports first, then the ports published on other numbers.
+        assert_eq!(ports_column(&v), "53/udp, 0.0.0.0:8080->80/tcp");
+        let v: Vec<Port> = berth_api::from_str(
+            r#"[{"PrivatePort": 81, "Type": "tcp"}, {"PrivatePort": 80, "Type": "tcp"},
+                {"PrivatePort": 83, "Type": "tcp"},
+                {"IP": "0.0.0.0", "PrivatePort": 90, "PublicPort": 90, "Type": "tcp"},
+                {"IP": "0.0.0.0", "PrivatePort": 91, "PublicPort": 91, "Type": "tcp"},
+                {"IP": "::", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            ports_column(&v),
+            "80-81/tcp, 83/tcp, 0.0.0.0:90-91->90-91/tcp, [::]:8080->80/tcp"
+        );
     }
 }

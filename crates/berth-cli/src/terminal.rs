@@ -295,6 +295,15 @@ impl SignalProxy {
         let handle = signals.handle();
         let host = host.clone();
         let id = id.to_string();
+        // Standard error of its own: the main thread may hold the lock of `Stderr`.
+        let mut stderr = {
+            use std::os::fd::AsFd;
+            std::io::stderr()
+                .as_fd()
+                .try_clone_to_owned()
+                .map(std::fs::File::from)
+                .ok()
+        };
         let thread = std::thread::spawn(move || {
             let mut interrupts = 0;
             for sig in signals.forever() {
@@ -307,7 +316,9 @@ impl SignalProxy {
                 if sig == signal_hook::consts::SIGINT || sig == signal_hook::consts::SIGTERM {
                     interrupts += 1;
                     if interrupts >= 3 {
-                        eprintln!("got 3 SIGTERM/SIGINTs, forcefully exiting");
+                        if let Some(e) = stderr.as_mut() {
+                            let _ = e.write_all(b"got 3 SIGTERM/SIGINTs, forcefully exiting\n");
+                        }
                         std::process::exit(1);
                     }
                 }

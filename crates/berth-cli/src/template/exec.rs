@@ -335,6 +335,14 @@ impl State {
         match name {
             "json" => {
                 want(1)?;
+                // A row's JSON evaluates every field (Docker's MarshalJSON calls them all).
+                if let Value::Context(fields) = &args[0] {
+                    for (k, _) in fields {
+                        if !self.used.contains(k) {
+                            self.used.push(k.clone());
+                        }
+                    }
+                }
                 Ok(Value::Str(args[0].to_json()))
             }
             "upper" => {
