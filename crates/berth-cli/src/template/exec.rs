@@ -50,11 +50,17 @@ fn field_raw(v: &Value, name: &str) -> Result<Value, TemplateError> {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
             .ok_or_else(|| TemplateError(format!("template: :1: executing \"\" at <.{name}>: can't evaluate field {name} in type struct"))),
-        Value::Map(fields) | Value::Context(fields) => Ok(fields
+        Value::Map(fields) => Ok(fields
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
             .unwrap_or(Value::NoValue)),
+        // A row is a struct in Docker's CLI: a field it does not have is an error.
+        Value::Context(fields) => fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| TemplateError(format!("template: :1: executing \"\" at <.{name}>: can't evaluate field {name} in type *formatter.Context"))),
         Value::NilMap | Value::NoValue => Ok(Value::NoValue),
         Value::Nil => err(format!(":1: executing \"\" at <.{name}>: nil pointer evaluating interface {{}}.{name}")),
         other => err(format!(
