@@ -30,14 +30,17 @@ pub enum PullPolicy {
     Never,
 }
 
-fn parse_pull_policy(s: &str) -> Result<PullPolicy, String> {
+/// A `--pull` value that is none of Docker's.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid pull option: '{0}': must be one of \"always\", \"missing\" or \"never\"")]
+pub struct BadPullPolicy(String);
+
+fn parse_pull_policy(s: &str) -> Result<PullPolicy, BadPullPolicy> {
     match s {
         "always" => Ok(PullPolicy::Always),
         "missing" => Ok(PullPolicy::Missing),
         "never" => Ok(PullPolicy::Never),
-        other => Err(format!(
-            "invalid pull option: '{other}': must be one of \"always\", \"missing\" or \"never\""
-        )),
+        other => Err(BadPullPolicy(other.to_string())),
     }
 }
 

@@ -311,6 +311,35 @@ pub struct InspectCmd {
     names: Vec<String>,
 }
 
+/// `inspect` of objects by name through one route each (`path_of(name)`), printed as the
+/// docker CLI does; a name that fails is reported and the command exits 1 at the end.
+pub fn inspect_each(
+    host: &Host,
+    names: &[String],
+    path_of: impl Fn(&str) -> String,
+    format: Option<&str>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result {
+    let t = crate::commands::inspect_template(format)?;
+    let mut docs = Vec::new();
+    let mut failed = false;
+    for n in names {
+        match api::request(host, "GET", &path_of(n), None) {
+            Ok(r) => docs.push(String::from_utf8_lossy(&r.body).into_owned()),
+            Err(e) => {
+                failed = true;
+                let _ = writeln!(err, "{}", CliError::from(e));
+            }
+        }
+    }
+    crate::commands::print_inspect(&docs, t.as_ref(), out)?;
+    if failed {
+        return Err(CliError::Exit(1));
+    }
+    Ok(())
+}
+
 /// `inspect` (`--type container|image`, both when not given) and `container inspect`
 /// (`only`: `container`).
 pub fn inspect(

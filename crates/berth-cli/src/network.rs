@@ -12,7 +12,7 @@ use berth_api::network::{
 };
 use clap::{Args, Subcommand};
 
-use crate::api::{self, enc, json, ApiError, Host};
+use crate::api::{enc, json, ApiError, Host};
 use crate::error::{CliError, Result};
 use crate::format;
 
@@ -463,25 +463,14 @@ pub fn network(
             out.write_all(f.render_list(&header, &rows)?.as_bytes())?;
             Ok(())
         }
-        NetworkCommand::Inspect(c) => {
-            let t = crate::commands::inspect_template(c.format.as_deref())?;
-            let mut docs = Vec::new();
-            let mut failed = false;
-            for n in &c.networks {
-                match api::request(host, "GET", &format!("/networks/{}", enc(n)), None) {
-                    Ok(r) => docs.push(String::from_utf8_lossy(&r.body).into_owned()),
-                    Err(e) => {
-                        failed = true;
-                        let _ = writeln!(err, "{}", CliError::from(e));
-                    }
-                }
-            }
-            crate::commands::print_inspect(&docs, t.as_ref(), out)?;
-            if failed {
-                return Err(CliError::Exit(1));
-            }
-            Ok(())
-        }
+        NetworkCommand::Inspect(c) => crate::ctl::inspect_each(
+            host,
+            &c.networks,
+            |n| format!("/networks/{}", enc(n)),
+            c.format.as_deref(),
+            out,
+            err,
+        ),
         NetworkCommand::Rm(c) => {
             let mut failed = false;
             for n in &c.networks {

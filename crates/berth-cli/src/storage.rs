@@ -12,7 +12,7 @@ use berth_api::volume::{CreateOptions, ListResponse, PruneReport, Volume};
 use berth_util::units::parse_ram_bytes;
 use clap::{Args, Subcommand};
 
-use crate::api::{self, enc, json, Host};
+use crate::api::{enc, json, Host};
 use crate::error::{CliError, Result};
 use crate::format;
 
@@ -356,25 +356,14 @@ pub fn volume(
             out.write_all(f.render_list(&header, &rows)?.as_bytes())?;
             Ok(())
         }
-        VolumeCommand::Inspect(c) => {
-            let t = crate::commands::inspect_template(c.format.as_deref())?;
-            let mut docs = Vec::new();
-            let mut failed = false;
-            for n in &c.names {
-                match api::request(host, "GET", &format!("/volumes/{}", enc(n)), None) {
-                    Ok(r) => docs.push(String::from_utf8_lossy(&r.body).into_owned()),
-                    Err(e) => {
-                        failed = true;
-                        let _ = writeln!(err, "{}", CliError::from(e));
-                    }
-                }
-            }
-            crate::commands::print_inspect(&docs, t.as_ref(), out)?;
-            if failed {
-                return Err(CliError::Exit(1));
-            }
-            Ok(())
-        }
+        VolumeCommand::Inspect(c) => crate::ctl::inspect_each(
+            host,
+            &c.names,
+            |n| format!("/volumes/{}", enc(n)),
+            c.format.as_deref(),
+            out,
+            err,
+        ),
         VolumeCommand::Rm(c) => {
             let mut failed = false;
             for n in &c.names {

@@ -24,37 +24,32 @@ impl Method {
         }
     }
 
-    /// Calls the method.
+    /// Calls the method (both take one string: a label's name).
     pub fn call(&self, args: &[Value]) -> Result<Value, super::TemplateError> {
-        match self {
-            Method::HeaderLabel => match args {
-                [Value::Str(k)] => Ok(Value::Str(
-                    k.rsplit('.')
-                        .next()
-                        .unwrap_or_default()
-                        .replace(['-', '_'], " "),
-                )),
-                [other] => super::err(format!(
+        let name = match args {
+            [Value::Str(k)] => k,
+            [other] => {
+                return super::err(format!(
                     ":1: wrong type for value; expected string; got {}",
                     other.type_name()
-                )),
-                _ => super::err(format!(
-                    ":1: wrong number of args for Label: want 1 got {}",
+                ))
+            }
+            _ => {
+                return super::err(format!(
+                    ":1: wrong number of args for {}: want 1 got {}",
+                    self.name(),
                     args.len()
-                )),
-            },
-            Method::Label(labels) => match args {
-                [Value::Str(k)] => Ok(Value::Str(labels.get(k).cloned().unwrap_or_default())),
-                [other] => super::err(format!(
-                    ":1: wrong type for value; expected string; got {}",
-                    other.type_name()
-                )),
-                _ => super::err(format!(
-                    ":1: wrong number of args for Label: want 1 got {}",
-                    args.len()
-                )),
-            },
-        }
+                ))
+            }
+        };
+        Ok(Value::Str(match self {
+            Method::HeaderLabel => name
+                .rsplit('.')
+                .next()
+                .unwrap_or_default()
+                .replace(['-', '_'], " "),
+            Method::Label(labels) => labels.get(name).cloned().unwrap_or_default(),
+        }))
     }
 }
 
