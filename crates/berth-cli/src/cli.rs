@@ -721,7 +721,16 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
         } => commands::tag(b, &c.source, &c.target),
         Command::Image {
             command: ImageCommand::Inspect(c),
-        } => commands::inspect(b, &c.images, c.format.as_deref(), out, err),
+        } => {
+            // Through the daemon the docker CLI prints its answer as it is; a data root's
+            // documents are encoded as dockerd's Go encoder would.
+            let json = if cli.data_root.is_some() {
+                commands::InspectJson::GoEncoded
+            } else {
+                commands::InspectJson::Raw
+            };
+            commands::inspect(b, &c.images, c.format.as_deref(), json, out, err)
+        }
         Command::History(c)
         | Command::Image {
             command: ImageCommand::History(c),

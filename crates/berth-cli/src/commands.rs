@@ -296,63 +296,98 @@ pub fn inspect_value(raw: &str) -> Value {
     v
 }
 
-/// Indents JSON with 4 spaces and escapes `<`, `>`, `&` as Go's API encoder does.
-pub fn docker_json_indent(raw_docs: &[String]) -> String {
-    // Keep field order: re-indent the raw text instead of re-serialising maps.
-    let mut s = String::from("[");
+/// Go's `json.Indent` with 4 spaces over a list of documents (`[doc, …]`): the text of every
+/// string and number is kept as it came (the docker CLI prints the daemon's JSON this way),
+/// empty objects and arrays stay `{}` and `[]`.
+pub fn json_indent(raw_docs: &[String]) -> String {
+    let mut src = String::from("[");
     for (i, raw) in raw_docs.iter().enumerate() {
         if i > 0 {
-            s.push(',');
+            src.push(',');
         }
-        s.push_str(raw);
+        src.push_str(raw.trim());
     }
-    s.push(']');
-    let v: Value = Value::from_json_str(&s).unwrap_or(Value::List(Vec::new()));
-    let mut out = String::new();
-    write_indented(&v, 0, &mut out);
-    crate::template::value::html_escape_json(&out)
+    src.push(']');
+    let pad = |out: &mut String, d: usize| {
+        out.push('\n');
+        for _ in 0..d {
+            out.push_str("    ");
+        }
+    };
+    let mut out = String::with_capacity(src.len() * 2);
+    let mut depth = 0usize;
+    let mut chars = src.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                out.push('"');
+                let mut escaped = false;
+                for c in chars.by_ref() {
+                    out.push(c);
+                    if escaped {
+                        escaped = false;
+                    } else if c == '\\' {
+                        escaped = true;
+                    } else if c == '"' {
+                        break;
+                    }
+                }
+            }
+            '{' | '[' => {
+                while chars.peek().is_some_and(|c| c.is_ascii_whitespace()) {
+                    chars.next();
+                }
+                let close = if c == '{' { '}' } else { ']' };
+                out.push(c);
+                if chars.peek() == Some(&close) {
+                    chars.next();
+                    out.push(close);
+                } else {
+                    depth += 1;
+                    pad(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                pad(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(',');
+                pad(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_ascii_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
-fn write_indented(v: &Value, depth: usize, out: &mut String) {
-    let pad = |d: usize| "    ".repeat(d);
-    match v {
-        Value::List(items) if !items.is_empty() => {
-            out.push_str("[\n");
-            for (i, x) in items.iter().enumerate() {
-                out.push_str(&pad(depth + 1));
-                write_indented(x, depth + 1, out);
-                if i + 1 < items.len() {
-                    out.push(',');
-                }
-                out.push('\n');
-            }
-            out.push_str(&pad(depth));
-            out.push(']');
-        }
-        Value::Struct(fields) | Value::Map(fields) if !fields.is_empty() => {
-            out.push_str("{\n");
-            for (i, (k, x)) in fields.iter().enumerate() {
-                out.push_str(&pad(depth + 1));
-                crate::template::write_json_string(out, k);
-                out.push_str(": ");
-                write_indented(x, depth + 1, out);
-                if i + 1 < fields.len() {
-                    out.push(',');
-                }
-                out.push('\n');
-            }
-            out.push_str(&pad(depth));
-            out.push('}');
-        }
-        Value::List(_) => out.push_str("[]"),
-        Value::Struct(_) | Value::Map(_) => out.push_str("{}"),
-        other => out.push_str(&other.to_json()),
-    }
+/// [`json_indent`], with `<`, `>`, `&` escaped as Go's encoder writes them (what dockerd sends,
+/// and what the docker CLI prints for documents it re-encodes itself, such as volumes).
+pub fn docker_json_indent(raw_docs: &[String]) -> String {
+    crate::template::value::html_escape_json(&json_indent(raw_docs))
 }
 
-/// Prints inspect documents (raw JSON from the daemon) as the docker CLI does: indented JSON
-/// in a list, or one line per document through a template (`t`).
-pub fn print_inspect(docs: &[String], t: Option<&Template>, out: &mut dyn Write) -> Result {
+/// How inspect documents are printed without a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InspectJson {
+    /// The daemon's JSON as it came, re-indented (containers, images and networks: the docker
+    /// CLI prints the raw answer).
+    Raw,
+    /// Re-encoded as Go encodes (volumes, and images of a data root without a daemon).
+    GoEncoded,
+}
+
+/// Prints inspect documents as the docker CLI does: indented JSON in a list, or one line per
+/// document through a template (`t`).
+pub fn print_inspect(
+    docs: &[String],
+    t: Option<&Template>,
+    json: InspectJson,
+    out: &mut dyn Write,
+) -> Result {
     match t {
         Some(t) => {
             for d in docs {
@@ -360,7 +395,10 @@ pub fn print_inspect(docs: &[String], t: Option<&Template>, out: &mut dyn Write)
                 writeln!(out, "{s}")?;
             }
         }
-        None => writeln!(out, "{}", docker_json_indent(docs))?,
+        None => match json {
+            InspectJson::Raw => writeln!(out, "{}", json_indent(docs))?,
+            InspectJson::GoEncoded => writeln!(out, "{}", docker_json_indent(docs))?,
+        },
     }
     Ok(())
 }
@@ -373,11 +411,12 @@ pub fn inspect_template(fmt: Option<&str>) -> Result<Option<Template>> {
     }
 }
 
-/// `berth image inspect`.
+/// `berth image inspect` (`json`: how the documents print, see [`InspectJson`]).
 pub fn inspect(
     b: &dyn ImageBackend,
     names: &[String],
     fmt: Option<&str>,
+    json: InspectJson,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result {
@@ -393,7 +432,7 @@ pub fn inspect(
             Err(e) => errors.push(CliError::Daemon(e).to_string()),
         }
     }
-    print_inspect(&docs, tmpl.as_ref(), out)?;
+    print_inspect(&docs, tmpl.as_ref(), json, out)?;
     if errors.is_empty() {
         return Ok(());
     }
@@ -938,6 +977,12 @@ mod tests {
             "[\n    {\n        \"Id\": \"x\",\n        \"Cmd\": [\n            \"a \\u0026\\u0026 b\"\n        ],\n        \"Empty\": [],\n        \"Obj\": {}\n    }\n]"
         );
         assert_eq!(docker_json_indent(&[]), "[]");
+        // The raw form keeps every string as it came (escapes included) and spaces out.
+        let raw = "{ \"A\" : \"<\\\"x\\u00e9, :{}\" , \"N\": [1.50e3, null,true] }".to_string();
+        assert_eq!(
+            json_indent(&[raw.clone(), raw]),
+            "[\n    {\n        \"A\": \"<\\\"x\\u00e9, :{}\",\n        \"N\": [\n            1.50e3,\n            null,\n            true\n        ]\n    },\n    {\n        \"A\": \"<\\\"x\\u00e9, :{}\",\n        \"N\": [\n            1.50e3,\n            null,\n            true\n        ]\n    }\n]"
+        );
     }
 }
 

@@ -312,11 +312,15 @@ pub struct InspectCmd {
 }
 
 /// `inspect` of objects by name through one route each (`path_of(name)`), printed as the
-/// docker CLI does; a name that fails is reported and the command exits 1 at the end.
+/// docker CLI does (`json`; `reencode` maps each answer, e.g. through the typed model the
+/// docker CLI decodes it into); a name that fails is reported and the command exits 1 at the
+/// end.
 pub fn inspect_each(
     host: &Host,
     names: &[String],
     path_of: impl Fn(&str) -> String,
+    reencode: impl Fn(String) -> String,
+    json: crate::commands::InspectJson,
     format: Option<&str>,
     out: &mut dyn Write,
     err: &mut dyn Write,
@@ -326,14 +330,14 @@ pub fn inspect_each(
     let mut failed = false;
     for n in names {
         match api::request(host, "GET", &path_of(n), None) {
-            Ok(r) => docs.push(String::from_utf8_lossy(&r.body).into_owned()),
+            Ok(r) => docs.push(reencode(String::from_utf8_lossy(&r.body).into_owned())),
             Err(e) => {
                 failed = true;
                 let _ = writeln!(err, "{}", CliError::from(e));
             }
         }
     }
-    crate::commands::print_inspect(&docs, t.as_ref(), out)?;
+    crate::commands::print_inspect(&docs, t.as_ref(), json, out)?;
     if failed {
         return Err(CliError::Exit(1));
     }
@@ -381,7 +385,7 @@ pub fn inspect(
             }
         }
     }
-    crate::commands::print_inspect(&docs, t.as_ref(), out)?;
+    crate::commands::print_inspect(&docs, t.as_ref(), crate::commands::InspectJson::Raw, out)?;
     if failed {
         return Err(CliError::Exit(1));
     }

@@ -467,6 +467,8 @@ pub fn network(
             host,
             &c.networks,
             |n| format!("/networks/{}", enc(n)),
+            |raw| raw,
+            crate::commands::InspectJson::Raw,
             c.format.as_deref(),
             out,
             err,

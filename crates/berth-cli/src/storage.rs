@@ -360,6 +360,12 @@ pub fn volume(
             host,
             &c.names,
             |n| format!("/volumes/{}", enc(n)),
+            // The docker CLI decodes a volume and encodes it again (its fields, Go's escapes).
+            |raw| match berth_api::from_str::<Volume>(&raw) {
+                Ok(v) => String::from_utf8(json(&v)).unwrap_or(raw),
+                Err(_) => raw,
+            },
+            crate::commands::InspectJson::GoEncoded,
             c.format.as_deref(),
             out,
             err,

@@ -179,6 +179,18 @@ fn format_functions_and_label_methods_like_docker() {
     d.docker(&["volume", "create", "--label", "com.example.team=db", "va"])
         .ok();
     d.docker(&["volume", "create", "vb"]).ok();
+    d.docker(&[
+        "create",
+        "--name",
+        "fh",
+        "-l",
+        "html=<a&b>",
+        "busybox",
+        "sh",
+        "-c",
+        "true && echo '<x>'",
+    ])
+    .ok();
     d.docker(&["network", "create", "--label", "com.example.team=db", "na"])
         .ok();
     for f in [
@@ -250,6 +262,23 @@ fn format_functions_and_label_methods_like_docker() {
     ] {
         same(&d, &["images", "--format", f]);
     }
+    // inspect prints the daemon's JSON as the docker CLI does (volumes re-encoded as Go does).
+    for args in [
+        &["inspect", "fa", "fh"][..],
+        &["container", "inspect", "fh"],
+        &["image", "inspect", "busybox"],
+        &["volume", "inspect", "va", "vb"],
+        &["network", "inspect", "na"],
+        &[
+            "inspect",
+            "-f",
+            "{{.Config.Labels}} {{json .Config.Cmd}} {{.Args}}",
+            "fh",
+        ],
+        &["volume", "inspect", "-f", "{{.Labels}} {{json .}}", "va"],
+    ] {
+        same(&d, args);
+    }
     // Images' `.Label` is Berth's (the docker CLI has no labels in image rows).
     let ctx = d.path("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
@@ -270,7 +299,7 @@ fn format_functions_and_label_methods_like_docker() {
         .ok()
         .stdout;
     assert_eq!(out, "labeled img\n");
-    d.docker(&["rm", "-f", "fa", "fb"]).ok();
+    d.docker(&["rm", "-f", "fa", "fb", "fh"]).ok();
     d.docker(&["volume", "rm", "va", "vb"]).ok();
     d.docker(&["network", "rm", "na"]).ok();
     finish(d);
