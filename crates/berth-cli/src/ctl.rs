@@ -312,16 +312,15 @@ pub struct InspectCmd {
 }
 
 /// `inspect` of objects by name through one route each (`path_of(name)`), printed as the
-/// docker CLI does (`json`; `reencode` maps each answer, e.g. through the typed model the
-/// docker CLI decodes it into); a name that fails is reported and the command exits 1 at the
-/// end.
+/// docker CLI does (`--format`, and how the JSON prints; `reencode` maps each answer, e.g.
+/// through the typed model the docker CLI decodes it into); a name that fails is reported and
+/// the command exits 1 at the end.
 pub fn inspect_each(
     host: &Host,
     names: &[String],
     path_of: impl Fn(&str) -> String,
     reencode: impl Fn(String) -> String,
-    json: crate::commands::InspectJson,
-    format: Option<&str>,
+    (format, json): (Option<&str>, crate::commands::InspectJson),
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result {
