@@ -183,10 +183,16 @@ pub struct Actor {
 }
 
 /// One event of `GET /events` (with the legacy `status`, `id`, `from` of containers and
-/// images).
+/// images), fields in the order of Docker's `events.Message` (how clients print it).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EventMessage {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
     #[serde(rename = "Type")]
     pub kind: String,
     #[serde(rename = "Action")]
@@ -197,12 +203,6 @@ pub struct EventMessage {
     pub time: i64,
     #[serde(rename = "timeNano")]
     pub time_nano: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
 }
 
 /// `GET /system/df`.

@@ -300,7 +300,8 @@ pub struct EventsCmd {
 /// An event as `docker events` prints it without a format.
 fn event_line(v: &EventMessage) -> String {
     let ns = v.time_nano;
-    let t = berth_image::timeutil::format_rfc3339_nano(
+    // Docker's `RFC3339NanoFixed`: always nine digits.
+    let t = berth_image::timeutil::format_rfc3339_nano9(
         ns.div_euclid(1_000_000_000),
         ns.rem_euclid(1_000_000_000) as u32,
     );
@@ -661,5 +662,10 @@ mod tests {
             event_line(&e),
             "1970-01-01T00:00:01.000000005Z container start abc (image=busybox, name=x)"
         );
+        let e = EventMessage {
+            time_nano: 1_500_000_000,
+            ..e
+        };
+        assert!(event_line(&e).starts_with("1970-01-01T00:00:01.500000000Z "));
     }
 }

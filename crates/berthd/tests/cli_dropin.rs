@@ -279,6 +279,26 @@ fn format_functions_and_label_methods_like_docker() {
     ] {
         same(&d, args);
     }
+    // events, printed and through templates (Docker's field order for `json`).
+    let until = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1)
+    .to_string();
+    std::thread::sleep(Duration::from_millis(1100));
+    for f in [
+        None,
+        Some("{{json .}}"),
+        Some("{{.Type}} {{.Action}} {{.Actor.Attributes.name}}"),
+    ] {
+        let mut args = vec!["events", "--since", "0", "--until", until.as_str()];
+        if let Some(f) = f {
+            args.extend(["--format", f]);
+        }
+        let r = same(&d, &args);
+        assert!(r.stdout.contains("fh"), "{}", r.stdout);
+    }
     // Images' `.Label` is Berth's (the docker CLI has no labels in image rows).
     let ctx = d.path("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
