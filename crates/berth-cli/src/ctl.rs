@@ -412,7 +412,8 @@ pub fn top(host: &Host, c: &TopCmd, out: &mut dyn Write) -> Result {
         text.push_str(&row.join("\t"));
         text.push('\n');
     }
-    out.write_all(crate::tabwriter::docker_table(&text).as_bytes())?;
+    // The docker CLI's `top` table is wider than its lists' (minimum cell width 20).
+    out.write_all(crate::tabwriter::align(&text, 20, 3).as_bytes())?;
     Ok(())
 }
 

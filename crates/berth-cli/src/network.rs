@@ -501,6 +501,7 @@ pub fn network(
                 for d in deleted {
                     writeln!(out, "{d}")?;
                 }
+                writeln!(out)?;
             }
             Ok(())
         }

@@ -726,5 +726,36 @@ fn system_df_counts_like_docker() {
     );
     d.docker(&["rm", "-f", "dfa", "dfc"]).ok();
     d.docker(&["volume", "rm", "used", "unused"]).ok();
+    // Prunes print what they removed as the docker CLI does (container IDs differ between the
+    // two runs: they are replaced by a placeholder).
+    let mut outs = Vec::new();
+    for cli in ["docker", "berth"] {
+        let run = |args: &[&str]| {
+            if cli == "docker" {
+                d.docker(args)
+            } else {
+                d.berth(args)
+            }
+        };
+        d.docker(&["network", "create", "pn"]).ok();
+        d.docker(&["volume", "create", "pv"]).ok();
+        let id = d.docker(&["create", "busybox", "true"]).ok().stdout;
+        let mut text = String::new();
+        for args in [
+            &["network", "prune", "-f"][..],
+            &["volume", "prune", "-a", "-f"],
+            &["container", "prune", "-f"],
+            &["network", "prune", "-f"],
+        ] {
+            text.push_str(&run(args).ok().stdout.replace(id.trim(), "<id>"));
+        }
+        outs.push(text);
+    }
+    assert_eq!(outs[1], outs[0]);
+    assert!(
+        outs[1].contains("Deleted Networks:\npn\n\n") && outs[1].contains("Deleted Volumes:\npv\n"),
+        "{}",
+        outs[1]
+    );
     finish(d);
 }
