@@ -478,9 +478,6 @@ pub struct CommitCmd {
     /// Pause container during commit
     #[arg(short = 'p', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pause: bool,
-    /// Do not pause the container during commit (the same as `--pause=false`)
-    #[arg(long)]
-    no_pause: bool,
     /// The container
     container: String,
     /// [REPOSITORY[:TAG]]
@@ -512,10 +509,7 @@ fn commit_query(c: &CommitCmd) -> Result<String> {
     for ch in &c.change {
         q.push(("changes", ch.clone()));
     }
-    q.push((
-        "pause",
-        if c.pause && !c.no_pause { "1" } else { "0" }.into(),
-    ));
+    q.push(("pause", if c.pause { "1" } else { "0" }.into()));
     Ok(query(&q))
 }
 
