@@ -364,16 +364,20 @@ pub struct PsCmd {
 const PS_TABLE: &str =
     "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
 
+/// An ID as lists show it: its first 12 characters unless `--no-trunc`.
+pub fn short_id(id: &str, no_trunc: bool) -> String {
+    if no_trunc {
+        id.to_string()
+    } else {
+        id.chars().take(12).collect()
+    }
+}
+
 /// The `ps` row of a container (Docker's `ContainerContext`; `no_trunc` is `--no-trunc`).
 fn ps_row(ct: &Summary, no_trunc: bool, now: i64) -> crate::template::Value {
     use crate::commands::ellipsis;
     let trunc = !no_trunc;
-    let id = &ct.id;
-    let short = if trunc {
-        &id[..id.len().min(12)]
-    } else {
-        id.as_str()
-    };
+    let short = short_id(&ct.id, no_trunc);
     let cmd = crate::template::value::go_quote(&if trunc {
         ellipsis(&ct.command, 20)
     } else {
@@ -409,7 +413,7 @@ fn ps_row(ct: &Summary, no_trunc: bool, now: i64) -> crate::template::Value {
     let labels = ct.labels.clone().unwrap_or_default();
     let mut row = crate::format::labeled_row(
         &[
-            ("ID", short.to_string()),
+            ("ID", short),
             ("Image", ct.image.clone()),
             ("Command", cmd),
             (
@@ -499,13 +503,7 @@ pub fn ps(host: &Host, c: &PsCmd, out: &mut dyn Write) -> Result {
     let list: Vec<Summary> = host.get(&format!("/containers/json{}", api::query(&q)))?;
     let Some(fmt) = fmt else {
         for ct in &list {
-            let id = &ct.id;
-            let short = if c.no_trunc {
-                id
-            } else {
-                &id[..id.len().min(12)]
-            };
-            writeln!(out, "{short}")?;
+            writeln!(out, "{}", short_id(&ct.id, c.no_trunc))?;
         }
         return Ok(());
     };

@@ -364,11 +364,7 @@ const NETWORKS_TABLE: &str = "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}"
 
 /// The `network ls` row of a network (Docker's `networkContext`).
 fn network_row(n: &Inspect, no_trunc: bool) -> crate::template::Value {
-    let id = if no_trunc {
-        n.id.clone()
-    } else {
-        n.id.chars().take(12).collect()
-    };
+    let id = crate::containers::short_id(&n.id, no_trunc);
     let created = berth_util::time::parse_rfc3339(&n.created)
         .map(|(s, ns)| crate::units::go_time_string(s, ns))
         .unwrap_or_default();
@@ -438,12 +434,7 @@ pub fn network(
             list.sort_by(|a, b| crate::units::natural_cmp(&a.name, &b.name));
             if c.quiet {
                 for n in &list {
-                    let id: String = if c.no_trunc {
-                        n.id.clone()
-                    } else {
-                        n.id.chars().take(12).collect()
-                    };
-                    writeln!(out, "{id}")?;
+                    writeln!(out, "{}", crate::containers::short_id(&n.id, c.no_trunc))?;
                 }
                 return Ok(());
             }

@@ -211,7 +211,7 @@ fn stats_row(v: &StatsResponse, no_trunc: bool) -> crate::template::Value {
             _ => {}
         }
     }
-    let id: String = v.id.chars().take(if no_trunc { 64 } else { 12 }).collect();
+    let id = crate::containers::short_id(&v.id, no_trunc);
     let hs = |x: f64| crate::units::human_size_with_precision(x, 3);
     format::row(&[
         ("Container", id.clone()),
