@@ -85,7 +85,7 @@ docker container stop s2
 docker container rm s2
 docker container create --name s3 busybox echo created >/dev/null
 docker container start -a s3
-docker container run -d --name s4 busybox sh -c 'sleep 1; echo attached; exit 3' >/dev/null
+docker container run -d --name s4 busybox sh -c 'sleep 3; echo attached; exit 3' >/dev/null
 docker container attach s4 || echo "attach exit $?"
 docker container prune -f >/dev/null
 docker container ls -a -q | wc -l
