@@ -183,10 +183,16 @@ pub struct Actor {
 }
 
 /// One event of `GET /events` (with the legacy `status`, `id`, `from` of containers and
-/// images).
+/// images), fields in the order of Docker's `events.Message` (how clients print it).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EventMessage {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
     #[serde(rename = "Type")]
     pub kind: String,
     #[serde(rename = "Action")]
@@ -197,12 +203,6 @@ pub struct EventMessage {
     pub time: i64,
     #[serde(rename = "timeNano")]
     pub time_nano: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
 }
 
 /// `GET /system/df`.
@@ -214,4 +214,30 @@ pub struct DiskUsage {
     pub containers: Vec<crate::container::Summary>,
     pub volumes: Vec<crate::volume::Volume>,
     pub build_cache: Vec<serde_json::Value>,
+}
+
+/// One record of the build cache (`BuildCache` of `GET /system/df`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct BuildCacheRecord {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub parents: Option<Vec<String>>,
+    #[serde(rename = "Type")]
+    pub kind: String,
+    pub description: String,
+    pub in_use: bool,
+    pub shared: bool,
+    pub size: i64,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub usage_count: i64,
+}
+
+/// `POST /build/prune`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct BuildCachePruneReport {
+    pub caches_deleted: Option<Vec<String>>,
+    pub space_reclaimed: u64,
 }

@@ -1,8 +1,18 @@
 //! A small blocking client of the Docker Engine API that `berthd` serves on a unix socket: plain
-//! HTTP/1.1 requests (one connection each) and the hijacked stream of `attach`.
+//! HTTP/1.1 requests (one connection each), streamed bodies both ways (chunked), and the
+//! hijacked streams of `attach` and `exec`.
+//!
+//! Bodies are typed: requests are `berth_api` models serialised with [`json`], responses are
+//! decoded into models with Go's rules ([`Response::decode`], [`Host::get`], [`Host::post`]).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// The API version every request names (`/v1.44/…`).
+pub const API_VERSION: &str = "1.44";
 
 /// Where the daemon listens: `-H`/`BERTH_HOST` (`unix:///path` or a path).
 #[derive(Debug, Clone)]
@@ -11,7 +21,7 @@ pub struct Host {
 }
 
 impl Host {
-    pub fn parse(s: &str) -> Result<Host, String> {
+    pub fn parse(s: &str) -> Result<Host, ApiError> {
         if let Some(p) = s.strip_prefix("unix://") {
             return Ok(Host {
                 path: p.to_string(),
@@ -22,9 +32,7 @@ impl Host {
                 path: s.to_string(),
             });
         }
-        Err(format!(
-            "unsupported daemon address {s:?}: use unix:///path/to/berth.sock"
-        ))
+        Err(ApiError::Address(s.to_string()))
     }
 
     pub fn connect(&self) -> Result<UnixStream, ApiError> {
@@ -33,10 +41,37 @@ impl Host {
             source: e,
         })
     }
+
+    /// `GET path`, the answer decoded into `T`.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        request(self, "GET", path, None)?.decode()
+    }
+
+    /// `POST path` with an optional JSON body, the answer decoded into `T`.
+    pub fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<T, ApiError> {
+        request(self, "POST", path, body)?.decode()
+    }
+
+    /// A request whose answer has no body the caller needs.
+    pub fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<(), ApiError> {
+        request(self, method, path, body).map(drop)
+    }
+}
+
+/// A request body: the model as JSON.
+pub fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serialising the API models cannot fail (string keys, no non-finite floats).
+    serde_json::to_vec(v).unwrap_or_default()
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    #[error("unsupported daemon address {0:?}: use unix:///path/to/berth.sock")]
+    Address(String),
     #[error(
         "Cannot connect to the Berth daemon at unix://{path}. Is berthd running? Start it with `berthd` (or point -H / BERTH_HOST at its socket): {source}"
     )]
@@ -48,44 +83,54 @@ pub enum ApiError {
     Io(#[from] std::io::Error),
     #[error("malformed response from the daemon: {0}")]
     Protocol(String),
+    #[error("malformed response from the daemon: {0}")]
+    Decode(#[from] berth_api::DecodeError),
     /// An error reply: the daemon's `message`.
     #[error("{message}")]
     Status { code: u16, message: String },
 }
 
+/// A whole response.
 pub struct Response {
     pub code: u16,
     pub body: Vec<u8>,
 }
 
 impl Response {
-    pub fn json(&self) -> Result<serde_json::Value, ApiError> {
-        serde_json::from_slice(&self.body).map_err(|e| ApiError::Protocol(e.to_string()))
+    /// The body decoded into a model, with Go's rules (an empty body is `{}`).
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        Ok(berth_api::from_slice(&self.body)?)
     }
 }
 
-fn write_request(
-    stream: &mut UnixStream,
-    method: &str,
-    path: &str,
-    body: Option<&serde_json::Value>,
-    extra: &str,
-) -> Result<(), ApiError> {
-    let data = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut req = format!(
-        "{method} /v1.44{path} HTTP/1.1\r\nHost: berth\r\nUser-Agent: berth-cli\r\n{extra}"
-    );
-    if body.is_some() {
-        req.push_str("Content-Type: application/json\r\n");
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n", data.len()));
-    stream.write_all(req.as_bytes())?;
-    stream.write_all(data.as_bytes())?;
-    Ok(())
+/// Decodes a JSON text (a line of a stream) into a model.
+pub fn decode_str<T: DeserializeOwned>(s: &str) -> Result<T, ApiError> {
+    Ok(berth_api::from_str(s)?)
 }
 
-/// Reads the status line and headers; returns the status and the headers (lower-cased names).
-pub fn read_head(r: &mut impl BufRead) -> Result<(u16, Vec<(String, String)>), ApiError> {
+/// The status line and headers of a response (names lower-cased).
+pub struct Head {
+    pub code: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Head {
+    /// A header's value.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn chunked(&self) -> bool {
+        self.get("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    }
+}
+
+/// Reads the status line and headers.
+pub fn read_head(r: &mut impl BufRead) -> Result<Head, ApiError> {
     let mut line = String::new();
     r.read_line(&mut line)?;
     let code: u16 = line
@@ -109,53 +154,77 @@ pub fn read_head(r: &mut impl BufRead) -> Result<(u16, Vec<(String, String)>), A
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
-    Ok((code, headers))
+    Ok(Head { code, headers })
 }
 
-fn read_body(r: &mut impl BufRead, headers: &[(String, String)]) -> Result<Vec<u8>, ApiError> {
-    let get = |k: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    };
-    let mut body = Vec::new();
-    if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        loop {
-            let mut size = String::new();
-            r.read_line(&mut size)?;
-            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
-                .map_err(|_| ApiError::Protocol(format!("bad chunk size {size:?}")))?;
-            if n == 0 {
-                let mut crlf = String::new();
-                let _ = r.read_line(&mut crlf);
-                break;
-            }
-            let start = body.len();
-            body.resize(start + n, 0);
-            r.read_exact(&mut body[start..])?;
-            let mut crlf = [0u8; 2];
-            r.read_exact(&mut crlf)?;
-        }
-    } else if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
-        body.resize(len, 0);
-        r.read_exact(&mut body)?;
-    } else {
-        r.read_to_end(&mut body)?;
-    }
-    Ok(body)
-}
-
-fn error_of(code: u16, body: &[u8]) -> ApiError {
-    let message = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.get("message")
-                .and_then(|m| m.as_str())
-                .map(str::to_string)
+/// The body of a response as a stream: de-chunked, or limited to its `Content-Length`.
+pub fn body_reader<R: BufRead + Send + 'static>(r: R, head: &Head) -> Box<dyn Read + Send> {
+    if head.chunked() {
+        Box::new(Chunked {
+            r,
+            left: 0,
+            done: false,
         })
+    } else if let Some(n) = head
+        .get("content-length")
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Box::new(r.take(n))
+    } else {
+        Box::new(r)
+    }
+}
+
+/// Reads an error reply's body into [`ApiError::Status`].
+fn error_from(code: u16, mut body: impl Read) -> ApiError {
+    let mut b = Vec::new();
+    let _ = body.read_to_end(&mut b);
+    error_of(code, &b)
+}
+
+/// The error of a reply: the daemon's `{"message": …}`, or the body's text.
+pub fn error_of(code: u16, body: &[u8]) -> ApiError {
+    let message = berth_api::from_slice::<berth_api::ErrorResponse>(body)
+        .ok()
+        .map(|e| e.message)
+        .filter(|m| !m.is_empty())
         .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
     ApiError::Status { code, message }
+}
+
+/// Writes a request head (`extra`: more header lines, each ending in CRLF).
+pub fn write_head(
+    w: &mut impl Write,
+    method: &str,
+    path: &str,
+    extra: &str,
+) -> Result<(), ApiError> {
+    write!(
+        w,
+        "{method} /v{API_VERSION}{path} HTTP/1.1\r\nHost: berth\r\nUser-Agent: berth-cli/{}\r\n{extra}\r\n",
+        env!("CARGO_PKG_VERSION")
+    )?;
+    Ok(())
+}
+
+fn write_request(
+    stream: &mut UnixStream,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    extra: &str,
+) -> Result<(), ApiError> {
+    let data = body.unwrap_or_default();
+    let mut headers = extra.to_string();
+    if body.is_some() {
+        headers.push_str("Content-Type: application/json\r\n");
+    }
+    headers.push_str(&format!("Content-Length: {}\r\n", data.len()));
+    let mut buf = Vec::with_capacity(256 + data.len());
+    write_head(&mut buf, method, path, &headers)?;
+    buf.extend_from_slice(data);
+    stream.write_all(&buf)?;
+    Ok(())
 }
 
 /// One request; a status of 400 or more becomes [`ApiError::Status`].
@@ -163,7 +232,7 @@ pub fn request(
     host: &Host,
     method: &str,
     path: &str,
-    body: Option<&serde_json::Value>,
+    body: Option<&[u8]>,
 ) -> Result<Response, ApiError> {
     begin(host, method, path, body)?.finish()
 }
@@ -174,8 +243,7 @@ pub fn request(
 /// for.
 pub struct Pending {
     r: BufReader<UnixStream>,
-    code: u16,
-    headers: Vec<(String, String)>,
+    head: Head,
 }
 
 /// Sends a request and reads the response's head (an error status reads the body too).
@@ -183,27 +251,25 @@ pub fn begin(
     host: &Host,
     method: &str,
     path: &str,
-    body: Option<&serde_json::Value>,
+    body: Option<&[u8]>,
 ) -> Result<Pending, ApiError> {
     let mut s = host.connect()?;
     write_request(&mut s, method, path, body, "Connection: close\r\n")?;
     let mut r = BufReader::new(s);
-    let (code, headers) = read_head(&mut r)?;
-    if code >= 400 {
-        let body = read_body(&mut r, &headers)?;
-        return Err(error_of(code, &body));
+    let head = read_head(&mut r)?;
+    if head.code >= 400 {
+        return Err(error_from(head.code, body_reader(r, &head)));
     }
-    Ok(Pending { r, code, headers })
+    Ok(Pending { r, head })
 }
 
 impl Pending {
     /// Reads the body.
-    pub fn finish(mut self) -> Result<Response, ApiError> {
-        let body = read_body(&mut self.r, &self.headers)?;
-        Ok(Response {
-            code: self.code,
-            body,
-        })
+    pub fn finish(self) -> Result<Response, ApiError> {
+        let code = self.head.code;
+        let mut body = Vec::new();
+        body_reader(self.r, &self.head).read_to_end(&mut body)?;
+        Ok(Response { code, body })
     }
 }
 
@@ -224,7 +290,7 @@ pub fn attach(host: &Host, id: &str, stdin: bool) -> Result<BufReader<UnixStream
 pub fn hijack(
     host: &Host,
     path: &str,
-    body: Option<&serde_json::Value>,
+    body: Option<&[u8]>,
 ) -> Result<BufReader<UnixStream>, ApiError> {
     let mut s = host.connect()?;
     write_request(
@@ -235,89 +301,117 @@ pub fn hijack(
         "Connection: Upgrade\r\nUpgrade: tcp\r\n",
     )?;
     let mut r = BufReader::new(s);
-    let (code, headers) = read_head(&mut r)?;
-    if code >= 400 {
-        let body = read_body(&mut r, &headers)?;
-        return Err(error_of(code, &body));
+    let head = read_head(&mut r)?;
+    if head.code >= 400 {
+        return Err(error_from(head.code, body_reader(r, &head)));
     }
-    if code != 101 && code != 200 {
-        return Err(ApiError::Protocol(format!("upgrade answered {code}")));
+    if head.code != 101 && head.code != 200 {
+        return Err(ApiError::Protocol(format!(
+            "upgrade answered {}",
+            head.code
+        )));
     }
     Ok(r)
 }
 
-/// A POST with an optional streamed (chunked) body; the response body as a stream.
-pub fn post_stream(
+/// Writes a body with HTTP chunked encoding (each write one chunk; finish with
+/// [`ChunkedWriter::finish`]).
+pub struct ChunkedWriter<W: Write>(pub W);
+
+impl<W: Write> ChunkedWriter<W> {
+    /// The last, empty chunk.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        self.0.write_all(b"0\r\n\r\n")?;
+        self.0.flush()?;
+        Ok(self.0)
+    }
+}
+
+impl<W: Write> Write for ChunkedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        write!(self.0, "{:x}\r\n", buf.len())?;
+        self.0.write_all(buf)?;
+        self.0.write_all(b"\r\n")?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// A request with a body streamed (chunked) from `body` (`content_type` names it; `extra`:
+/// more header lines); the response body as a stream.
+pub fn send_stream(
     host: &Host,
+    method: &str,
     path: &str,
-    body: Option<Box<dyn Read + Send>>,
+    body: Option<(&str, &mut dyn Read)>,
+    extra: &str,
 ) -> Result<Box<dyn Read + Send>, ApiError> {
     let mut s = host.connect()?;
     match body {
-        None => write_request(&mut s, "POST", path, None, "Connection: close\r\n")?,
-        Some(mut r) => {
-            let head = format!(
-                "POST /v1.44{path} HTTP/1.1\r\nHost: berth\r\nUser-Agent: berth-cli/{}\r\nConnection: close\r\nContent-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n\r\n",
-                env!("CARGO_PKG_VERSION")
-            );
-            s.write_all(head.as_bytes())?;
+        None => write_request(
+            &mut s,
+            method,
+            path,
+            None,
+            &format!("Connection: close\r\n{extra}"),
+        )?,
+        Some((content_type, r)) => {
+            let mut w = std::io::BufWriter::with_capacity(256 * 1024, &mut s);
+            write_head(
+                &mut w,
+                method,
+                path,
+                &format!(
+                    "Connection: close\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n{extra}"
+                ),
+            )?;
+            let mut cw = ChunkedWriter(w);
             let mut buf = vec![0u8; 256 * 1024];
             loop {
                 let n = r.read(&mut buf)?;
                 if n == 0 {
                     break;
                 }
-                write!(s, "{n:x}\r\n")?;
-                s.write_all(&buf[..n])?;
-                s.write_all(b"\r\n")?;
+                cw.write_all(&buf[..n])?;
             }
-            s.write_all(b"0\r\n\r\n")?;
+            cw.finish()?;
         }
     }
     let mut r = BufReader::new(s);
-    let (code, headers) = read_head(&mut r)?;
-    if code >= 400 {
-        let body = read_body(&mut r, &headers)?;
-        return Err(error_of(code, &body));
+    let head = read_head(&mut r)?;
+    let body = body_reader(r, &head);
+    if head.code >= 400 {
+        return Err(error_from(head.code, body));
     }
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    if chunked {
-        Ok(Box::new(Chunked {
-            r,
-            left: 0,
-            done: false,
-        }))
-    } else {
-        Ok(Box::new(r))
-    }
+    Ok(body)
+}
+
+/// A POST with an optional streamed tar body; the response body as a stream.
+pub fn post_stream(
+    host: &Host,
+    path: &str,
+    body: Option<&mut dyn Read>,
+) -> Result<Box<dyn Read + Send>, ApiError> {
+    send_stream(
+        host,
+        "POST",
+        path,
+        body.map(|b| ("application/x-tar", b)),
+        "",
+    )
 }
 
 /// A streamed response (`logs -f`, `events`, `stats`): the reader after the head, de-chunked.
 pub fn stream(host: &Host, path: &str) -> Result<Box<dyn Read + Send>, ApiError> {
-    let mut s = host.connect()?;
-    write_request(&mut s, "GET", path, None, "Connection: close\r\n")?;
-    let mut r = BufReader::new(s);
-    let (code, headers) = read_head(&mut r)?;
-    if code >= 400 {
-        let body = read_body(&mut r, &headers)?;
-        return Err(error_of(code, &body));
-    }
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    if chunked {
-        Ok(Box::new(Chunked {
-            r,
-            left: 0,
-            done: false,
-        }))
-    } else {
-        Ok(Box::new(r))
-    }
+    send_stream(host, "GET", path, None, "")
 }
 
+/// Decodes a chunked body as it arrives.
 struct Chunked<R> {
     r: R,
     left: usize,
@@ -326,7 +420,7 @@ struct Chunked<R> {
 
 impl<R: BufRead> Read for Chunked<R> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.done {
+        if self.done || out.is_empty() {
             return Ok(0);
         }
         if self.left == 0 {
@@ -343,7 +437,7 @@ impl<R: BufRead> Read for Chunked<R> {
                 }
             }
             let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16)
-                .map_err(|_| std::io::Error::other("bad chunk size"))?;
+                .map_err(|_| std::io::Error::other(format!("bad chunk size {line:?}")))?;
             if size == 0 {
                 self.done = true;
                 return Ok(0);
@@ -353,7 +447,10 @@ impl<R: BufRead> Read for Chunked<R> {
         let n = out.len().min(self.left);
         let n = self.r.read(&mut out[..n])?;
         if n == 0 {
-            self.done = true;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed in a chunk",
+            ));
         }
         self.left -= n;
         Ok(n)
@@ -398,6 +495,18 @@ pub fn enc(s: &str) -> String {
     o
 }
 
+/// A query string from (name, value) pairs (values percent-encoded): `?a=1&b=x` or "".
+pub fn query(pairs: &[(&str, String)]) -> String {
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", enc(v)))
+        .collect();
+    format!("?{}", parts.join("&"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,9 +525,11 @@ mod tests {
     fn chunked_and_frames() {
         let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
         let mut r = BufReader::new(&raw[..]);
-        let (code, h) = read_head(&mut r).unwrap();
-        assert_eq!(code, 200);
-        assert_eq!(read_body(&mut r, &h).unwrap(), b"abcde");
+        let head = read_head(&mut r).unwrap();
+        assert_eq!(head.code, 200);
+        let mut body = Vec::new();
+        body_reader(r, &head).read_to_end(&mut body).unwrap();
+        assert_eq!(body, b"abcde");
         let mut frames = Vec::new();
         frames.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 3]);
         frames.extend_from_slice(b"out");
@@ -428,5 +539,43 @@ mod tests {
         demux(&mut &frames[..], &mut o, &mut e).unwrap();
         assert_eq!((o.as_slice(), e.as_slice()), (&b"out"[..], &b"err"[..]));
         assert_eq!(enc("a b/c"), "a%20b%2Fc");
+        assert_eq!(
+            query(&[("a", "1".into()), ("b", "x y".into())]),
+            "?a=1&b=x%20y"
+        );
+        assert_eq!(query(&[]), "");
+    }
+
+    #[test]
+    fn chunked_writer_round_trip() {
+        let mut w = ChunkedWriter(Vec::new());
+        w.write_all(b"hello").unwrap();
+        w.write_all(b"").unwrap();
+        w.write_all(b"!").unwrap();
+        let wire = w.finish().unwrap();
+        assert_eq!(wire, b"5\r\nhello\r\n1\r\n!\r\n0\r\n\r\n");
+        let head = Head {
+            code: 200,
+            headers: vec![("transfer-encoding".into(), "chunked".into())],
+        };
+        let mut out = Vec::new();
+        body_reader(std::io::Cursor::new(wire), &head)
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, b"hello!");
+    }
+
+    #[test]
+    fn errors_carry_the_daemon_message() {
+        match error_of(404, br#"{"message":"No such container: x"}"#) {
+            ApiError::Status { code, message } => {
+                assert_eq!((code, message.as_str()), (404, "No such container: x"))
+            }
+            other => panic!("{other:?}"),
+        }
+        match error_of(500, b"plain text\n") {
+            ApiError::Status { message, .. } => assert_eq!(message, "plain text"),
+            other => panic!("{other:?}"),
+        }
     }
 }

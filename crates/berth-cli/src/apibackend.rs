@@ -4,6 +4,10 @@
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 
+use berth_api::image::{AuthConfig, InspectImage, PruneReport as ImagePrune};
+use berth_api::message::JsonMessage;
+use berth_api::system::DiskUsage as ApiDiskUsage;
+use berth_api::Filters;
 use berth_image::archive::{ImportOptions, ImportSource, LoadReport, LoadedImage};
 use berth_image::image_store::{
     DeleteItem, DiskUsage, HistoryItem, ImageId, ImageSummary, ImageUsage, ListOptions, PruneReport,
@@ -12,9 +16,9 @@ use berth_image::manifest::Platform;
 use berth_image::{Digest, Reference};
 use berth_registry::images::{BackendError, ErrorKind, ImageBackend, PullOutcome};
 use berth_registry::{ImageEvent, LayerEvent, Progress, PushedManifest};
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
 
-use crate::api::{self, enc, ApiError, Host};
+use crate::api::{self, enc, json, ApiError, Host};
 
 /// The daemon's image routes.
 pub struct ApiBackend {
@@ -59,23 +63,9 @@ fn short_digest(id: &str) -> Digest {
     Digest::from_hex(&hex[..64]).unwrap_or_else(|_| Digest::of_bytes(id.as_bytes()))
 }
 
-fn filters_json(f: &[(String, String)]) -> String {
-    let mut m = serde_json::Map::new();
-    for (k, v) in f {
-        m.entry(k.clone())
-            .or_insert_with(|| json!({}))
-            .as_object_mut()
-            .expect("object")
-            .insert(v.clone(), json!(true));
-    }
-    Value::Object(m).to_string()
-}
-
 impl ApiBackend {
-    fn get(&self, path: &str) -> Result<Value, BackendError> {
-        api::request(&self.host, "GET", path, None)
-            .and_then(|r| r.json())
-            .map_err(err)
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, BackendError> {
+        self.host.get(path).map_err(err)
     }
 
     /// Reads Docker's JSON progress lines, handing them to `progress`; returns the `status`
@@ -91,8 +81,8 @@ impl ApiBackend {
             if line.trim().is_empty() {
                 continue;
             }
-            let v: Value = serde_json::from_str(&line).map_err(internal)?;
-            if let Some(e) = v["error"].as_str() {
+            let v: JsonMessage = api::decode_str(&line).map_err(internal)?;
+            if let Some(e) = &v.error {
                 return Err(BackendError {
                     kind: if e.contains("not found") || e.contains("unknown") {
                         ErrorKind::NotFound
@@ -102,10 +92,11 @@ impl ApiBackend {
                     message: e.to_string(),
                 });
             }
-            let status = v["status"].as_str().unwrap_or("");
-            let id = v["id"].as_str().unwrap_or("");
-            let cur = v["progressDetail"]["current"].as_u64().unwrap_or(0);
-            let total = v["progressDetail"]["total"].as_u64().unwrap_or(0);
+            let status = v.status.as_deref().unwrap_or("");
+            let id = v.id.as_deref().unwrap_or("");
+            let detail = v.progress_detail.clone().unwrap_or_default();
+            let cur = detail.current.unwrap_or(0);
+            let total = detail.total.unwrap_or(0);
             if let Some(repo) = status.strip_prefix("Pulling from ") {
                 progress.image(&ImageEvent::PullingFrom {
                     tag: id.to_string(),
@@ -183,7 +174,7 @@ impl ApiBackend {
     fn post_stream(
         &self,
         path: &str,
-        body: Option<Box<dyn Read + Send>>,
+        body: Option<&mut dyn Read>,
     ) -> Result<Box<dyn Read + Send>, BackendError> {
         api::post_stream(&self.host, path, body).map_err(err)
     }
@@ -191,38 +182,12 @@ impl ApiBackend {
 
 impl ImageBackend for ApiBackend {
     fn list(&self, opts: &ListOptions) -> Result<Vec<ImageSummary>, BackendError> {
-        let v = self.get(&format!(
+        let filters = crate::filters::to_json(&Filters(opts.filters.clone()));
+        self.get(&format!(
             "/images/json?all={}&filters={}",
             opts.all as u8,
-            enc(&filters_json(&opts.filters))
-        ))?;
-        let mut out = Vec::new();
-        for i in v.as_array().into_iter().flatten() {
-            let strs = |k: &str| -> Vec<String> {
-                i[k].as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect()
-            };
-            out.push(ImageSummary {
-                id: i["Id"].as_str().unwrap_or_default().to_string(),
-                parent_id: i["ParentId"].as_str().unwrap_or_default().to_string(),
-                repo_tags: strs("RepoTags"),
-                repo_digests: strs("RepoDigests"),
-                created: i["Created"].as_i64().unwrap_or(0),
-                size: i["Size"].as_i64().unwrap_or(0),
-                shared_size: i["SharedSize"].as_i64().unwrap_or(-1),
-                labels: i["Labels"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                    .collect(),
-                containers: i["Containers"].as_i64().unwrap_or(-1),
-            });
-        }
-        Ok(out)
+            enc(&filters)
+        ))
     }
 
     fn inspect_raw(&self, name: &str) -> Result<String, BackendError> {
@@ -232,49 +197,31 @@ impl ImageBackend for ApiBackend {
     }
 
     fn history(&self, name: &str) -> Result<Vec<HistoryItem>, BackendError> {
-        let v = self.get(&format!("/images/{name}/history"))?;
-        Ok(v.as_array()
-            .into_iter()
-            .flatten()
-            .map(|h| HistoryItem {
-                id: h["Id"].as_str().unwrap_or_default().to_string(),
-                created: h["Created"].as_i64().unwrap_or(0),
-                created_by: h["CreatedBy"].as_str().unwrap_or_default().to_string(),
-                tags: h["Tags"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect(),
-                size: h["Size"].as_i64().unwrap_or(0),
-                comment: h["Comment"].as_str().unwrap_or_default().to_string(),
-            })
-            .collect())
+        self.get(&format!("/images/{name}/history"))
     }
 
     fn tag(&self, source: &str, target: &Reference) -> Result<(), BackendError> {
         let repo = target.name();
         let tag = target.tag().unwrap_or("latest");
-        api::request(
-            &self.host,
-            "POST",
-            &format!("/images/{source}/tag?repo={}&tag={}", enc(&repo), enc(tag)),
-            None,
-        )
-        .map_err(err)?;
-        Ok(())
+        self.host
+            .call(
+                "POST",
+                &format!("/images/{source}/tag?repo={}&tag={}", enc(&repo), enc(tag)),
+                None,
+            )
+            .map_err(err)
     }
 
     fn remove(&self, name: &str, force: bool) -> Result<Vec<DeleteItem>, BackendError> {
-        let v = api::request(
+        let r = api::request(
             &self.host,
             "DELETE",
             &format!("/images/{name}?force={}", force as u8),
             None,
         )
-        .and_then(|r| r.json())
         .map_err(err)?;
-        Ok(delete_items(&v))
+        let items: Option<Vec<DeleteItem>> = r.decode().map_err(internal)?;
+        Ok(items.unwrap_or_default())
     }
 
     fn save(&self, names: &[String], out: &mut dyn Write) -> Result<(), BackendError> {
@@ -291,26 +238,25 @@ impl ImageBackend for ApiBackend {
         std::io::copy(input, &mut tmp).map_err(internal)?;
         use std::io::Seek;
         tmp.rewind().map_err(internal)?;
-        let r = self.post_stream("/images/load?quiet=1", Some(Box::new(tmp)))?;
+        let r = self.post_stream("/images/load?quiet=1", Some(&mut tmp))?;
         let mut images: Vec<LoadedImage> = Vec::new();
         for line in std::io::BufReader::new(r).lines() {
             let line = line.map_err(internal)?;
-            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            let Ok(v) = api::decode_str::<JsonMessage>(&line) else {
                 continue;
             };
-            if let Some(e) = v["error"].as_str() {
+            if let Some(e) = v.error {
                 return Err(BackendError {
                     kind: ErrorKind::InvalidArgument,
-                    message: e.to_string(),
+                    message: e,
                 });
             }
-            let s = v["stream"].as_str().unwrap_or("").trim();
+            let s = v.stream.as_deref().unwrap_or("").trim();
             if let Some(t) = s.strip_prefix("Loaded image: ") {
                 let id = self
-                    .get(&format!("/images/{t}/json"))
+                    .get::<InspectImage>(&format!("/images/{t}/json"))
                     .ok()
-                    .and_then(|i| i["Id"].as_str().map(str::to_string))
-                    .and_then(|i| Digest::parse(&i).ok());
+                    .and_then(|i| Digest::parse(&i.id).ok());
                 if let Some(id) = id {
                     match images.iter_mut().find(|i| i.id == id) {
                         Some(i) => i.tags.push(t.to_string()),
@@ -374,7 +320,7 @@ impl ImageBackend for ApiBackend {
         if let Some(p) = &opts.platform {
             q.push_str(&format!("&platform={}", enc(&p.to_string())));
         }
-        let r = self.post_stream(&q, Some(Box::new(tmp)))?;
+        let r = self.post_stream(&q, Some(&mut tmp))?;
         let lines = self.progress_stream(r, &berth_registry::NoProgress)?;
         let id = lines
             .iter()
@@ -389,28 +335,29 @@ impl ImageBackend for ApiBackend {
         } else {
             String::new()
         };
-        let v = api::request(&self.host, "POST", &format!("/images/prune{f}"), None)
-            .and_then(|r| r.json())
+        let v: ImagePrune = self
+            .host
+            .post(&format!("/images/prune{f}"), None)
             .map_err(err)?;
         Ok(PruneReport {
-            deleted: delete_items(&v["ImagesDeleted"]),
-            space_reclaimed: v["SpaceReclaimed"].as_u64().unwrap_or(0),
+            deleted: v.images_deleted.unwrap_or_default(),
+            space_reclaimed: v.space_reclaimed,
         })
     }
 
     fn disk_usage(&self) -> Result<DiskUsage, BackendError> {
-        let v = self.get("/system/df")?;
+        let v: ApiDiskUsage = self.get("/system/df")?;
         let mut images = Vec::new();
-        for i in v["Images"].as_array().into_iter().flatten() {
+        for i in &v.images {
             images.push(ImageUsage {
-                id: digest(i["Id"].as_str().unwrap_or_default())?,
-                size: i["Size"].as_u64().unwrap_or(0),
-                shared_size: i["SharedSize"].as_u64().unwrap_or(0),
-                in_use: i["Containers"].as_i64().unwrap_or(0) > 0,
+                id: digest(&i.id)?,
+                size: i.size.max(0) as u64,
+                shared_size: i.shared_size.max(0) as u64,
+                in_use: i.containers > 0,
             });
         }
         Ok(DiskUsage {
-            layers_size: v["LayersSize"].as_u64().unwrap_or(0),
+            layers_size: v.layers_size.max(0) as u64,
             images,
         })
     }
@@ -431,13 +378,11 @@ impl ImageBackend for ApiBackend {
         let r = self.post_stream(&q, None)?;
         let lines = self.progress_stream(r, progress)?;
         let updated = lines.iter().any(|l| l.contains("Downloaded newer image"));
-        let info = self.get(&format!("/images/{reference}/json"))?;
-        let id = digest(info["Id"].as_str().unwrap_or_default())?;
-        let repo_digest = info["RepoDigests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|d| d.as_str())
+        let info: InspectImage = self.get(&format!("/images/{reference}/json"))?;
+        let id = digest(&info.id)?;
+        let repo_digest = info
+            .repo_digests
+            .iter()
             .find_map(|d| {
                 let (name, dg) = d.split_once('@')?;
                 (Reference::parse_normalized(name).ok()?.name() == reference.name())
@@ -445,10 +390,17 @@ impl ImageBackend for ApiBackend {
                     .flatten()
             })
             .unwrap_or_else(|| id.clone());
+        let or = |s: &str, d: &'static str| {
+            if s.is_empty() {
+                d.to_string()
+            } else {
+                s.to_string()
+            }
+        };
         let platform = Platform::parse(&format!(
             "{}/{}",
-            info["Os"].as_str().unwrap_or("linux"),
-            info["Architecture"].as_str().unwrap_or("amd64")
+            or(&info.os, "linux"),
+            or(&info.architecture, "amd64")
         ))
         .unwrap_or_else(|_| Platform::host());
         Ok(PullOutcome {
@@ -519,13 +471,15 @@ impl ImageBackend for ApiBackend {
 
     fn login(&self, server: &str, username: &str, password: &str) -> Result<(), BackendError> {
         // Checked by the daemon, stored by the client (as Docker's CLI does).
-        api::request(
-            &self.host,
-            "POST",
-            "/auth",
-            Some(&json!({"serveraddress": server, "username": username, "password": password})),
-        )
-        .map_err(err)?;
+        let auth = AuthConfig {
+            serveraddress: server.to_string(),
+            username: username.to_string(),
+            password: password.to_string(),
+            ..Default::default()
+        };
+        self.host
+            .call("POST", "/auth", Some(&json(&auth)))
+            .map_err(err)?;
         berth_registry::CredentialStore::default_location()
             .set(
                 server,
@@ -545,20 +499,4 @@ impl ImageBackend for ApiBackend {
             .path()
             .to_path_buf()
     }
-}
-
-fn delete_items(v: &Value) -> Vec<DeleteItem> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|it| {
-            if let Some(u) = it["Untagged"].as_str() {
-                Some(DeleteItem::Untagged(u.to_string()))
-            } else {
-                it["Deleted"]
-                    .as_str()
-                    .map(|d| DeleteItem::Deleted(d.to_string()))
-            }
-        })
-        .collect()
 }

@@ -9,10 +9,13 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
+use berth_api::image::BuildResult;
+use berth_api::message::JsonMessage;
+use berth_api::system::BuildCachePruneReport;
 use clap::{Args, Subcommand};
 
-use crate::api::{self, ApiError, Host};
-use crate::commands::CliError;
+use crate::api::{self, Host};
+use crate::error::CliError;
 
 /// `build` flags.
 #[derive(Debug, Args)]
@@ -201,7 +204,16 @@ struct GitContext {
     path: PathBuf,
 }
 
-fn git(args: &[&str], dir: Option<&Path>) -> Result<(), String> {
+/// A git command that could not run or failed.
+#[derive(Debug, thiserror::Error)]
+enum GitError {
+    #[error("running git: {0} (is git installed?)")]
+    Spawn(std::io::Error),
+    #[error("git {command}: {stderr}")]
+    Failed { command: String, stderr: String },
+}
+
+fn git(args: &[&str], dir: Option<&Path>) -> Result<(), GitError> {
     let mut cmd = std::process::Command::new("git");
     if let Some(d) = dir {
         cmd.current_dir(d);
@@ -211,15 +223,14 @@ fn git(args: &[&str], dir: Option<&Path>) -> Result<(), String> {
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| format!("running git: {e} (is git installed?)"))?;
+        .map_err(GitError::Spawn)?;
     if o.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "git {}: {}",
-            args.first().copied().unwrap_or(""),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))
+        Err(GitError::Failed {
+            command: args.first().copied().unwrap_or("").to_string(),
+            stderr: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        })
     }
 }
 
@@ -238,7 +249,7 @@ fn git_context(spec: &str) -> Result<GitContext, CliError> {
     let url = url
         .strip_prefix("github.com/")
         .map_or(url.to_string(), |r| format!("https://github.com/{r}"));
-    let fail = |e: String| {
+    let fail = |e: &dyn std::fmt::Display| {
         msg(format!(
             "unable to prepare context: unable to 'git clone' to temporary context directory: {e}"
         ))
@@ -246,11 +257,11 @@ fn git_context(spec: &str) -> Result<GitContext, CliError> {
     let dir = tempfile::Builder::new()
         .prefix("berth-build-git-")
         .tempdir()
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| fail(&e))?;
     let root = dir.path().join("src");
     let rs = root.to_string_lossy().into_owned();
-    git(&["init", "-q", &rs], None).map_err(fail)?;
-    git(&["remote", "add", "origin", &url], Some(&root)).map_err(fail)?;
+    git(&["init", "-q", &rs], None).map_err(|e| fail(&e))?;
+    git(&["remote", "add", "origin", &url], Some(&root)).map_err(|e| fail(&e))?;
     let want = if reference.is_empty() {
         "HEAD"
     } else {
@@ -261,11 +272,11 @@ fn git_context(spec: &str) -> Result<GitContext, CliError> {
         Some(&root),
     );
     if shallow.is_ok() {
-        git(&["checkout", "-q", "FETCH_HEAD"], Some(&root)).map_err(fail)?;
+        git(&["checkout", "-q", "FETCH_HEAD"], Some(&root)).map_err(|e| fail(&e))?;
     } else {
-        git(&["fetch", "-q", "origin"], Some(&root)).map_err(fail)?;
+        git(&["fetch", "-q", "origin"], Some(&root)).map_err(|e| fail(&e))?;
         git(&["checkout", "-q", want], Some(&root)).map_err(|e| {
-            fail(format!(
+            fail(&format!(
                 "{e}{}",
                 shallow.err().map(|s| format!(" ({s})")).unwrap_or_default()
             ))
@@ -283,20 +294,20 @@ fn git_context(spec: &str) -> Result<GitContext, CliError> {
             ],
             Some(&root),
         )
-        .map_err(fail)?;
+        .map_err(|e| fail(&e))?;
     }
     let rel = subdir.trim_matches('/');
     let path = if rel.is_empty() {
         root.clone()
     } else {
-        let canon_root = root.canonicalize().map_err(|e| fail(e.to_string()))?;
+        let canon_root = root.canonicalize().map_err(|e| fail(&e))?;
         let p = root.join(rel).canonicalize().map_err(|_| {
-            fail(format!(
+            fail(&format!(
                 "subdirectory {rel:?} not found in {url}#{reference}"
             ))
         })?;
         if !p.starts_with(&canon_root) || !p.is_dir() {
-            return Err(fail(format!(
+            return Err(fail(&format!(
                 "subdirectory {rel:?} is not a directory inside the repository"
             )));
         }
@@ -487,47 +498,6 @@ fn env_secret(id: &str, var: &str) -> Result<Vec<u8>, CliError> {
         })
 }
 
-/// Decodes a chunked body as it arrives.
-struct Chunked<R> {
-    r: R,
-    left: usize,
-    done: bool,
-    chunked: bool,
-}
-
-impl<R: BufRead> Read for Chunked<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if !self.chunked {
-            return self.r.read(buf);
-        }
-        if self.done {
-            return Ok(0);
-        }
-        if self.left == 0 {
-            let mut line = String::new();
-            self.r.read_line(&mut line)?;
-            if line.trim().is_empty() {
-                line.clear();
-                self.r.read_line(&mut line)?;
-            }
-            let n = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| std::io::Error::other(format!("bad chunk size {line:?}")))?;
-            if n == 0 {
-                self.done = true;
-                return Ok(0);
-            }
-            self.left = n;
-        }
-        let k = buf.len().min(self.left);
-        let n = self.r.read(&mut buf[..k])?;
-        if n == 0 {
-            return Err(std::io::Error::other("connection closed in a chunk"));
-        }
-        self.left -= n;
-        Ok(n)
-    }
-}
-
 /// `berth build`.
 pub fn build(
     host: &Host,
@@ -557,35 +527,17 @@ pub fn build(
     let secrets = secrets_header(&c.secrets)?;
     let (tar, dockerfile) = context_tar(c)?;
     let q = query(c, &dockerfile)?;
-    let mut s = host.connect().map_err(|e| msg(e.to_string()))?;
-    let head = format!(
-        "POST /v1.44/build?{q} HTTP/1.1\r\nHost: berth\r\nUser-Agent: berth-cli\r\nContent-Type: application/x-tar\r\nConnection: close\r\n{secrets}Content-Length: {}\r\n\r\n",
-        tar.len()
-    );
     let io = |e: std::io::Error| msg(format!("talking to the daemon: {e}"));
-    s.write_all(head.as_bytes()).map_err(io)?;
-    s.write_all(&tar).map_err(io)?;
+    let mut ctx: &[u8] = &tar;
+    let r = api::send_stream(
+        host,
+        "POST",
+        &format!("/build?{q}"),
+        Some(("application/x-tar", &mut ctx)),
+        &secrets,
+    )?;
     drop(tar);
-    let mut r = BufReader::new(s);
-    let (code, headers) = api::read_head(&mut r).map_err(|e| msg(e.to_string()))?;
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let mut body = BufReader::new(Chunked {
-        r,
-        left: 0,
-        done: false,
-        chunked,
-    });
-    if code >= 400 {
-        let mut b = Vec::new();
-        let _ = body.read_to_end(&mut b);
-        let m = serde_json::from_slice::<serde_json::Value>(&b)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_string))
-            .unwrap_or_else(|| String::from_utf8_lossy(&b).into_owned());
-        return Err(msg(format!("Error response from daemon: {m}")));
-    }
+    let mut body = BufReader::new(r);
     let mut id: Option<String> = None;
     let mut line = Vec::new();
     loop {
@@ -599,28 +551,29 @@ pub fn build(
         if t.is_empty() {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(t)
+        let v: JsonMessage = api::decode_str(t)
             .map_err(|e| msg(format!("malformed message from the daemon: {e}: {t}")))?;
-        if let Some(e) = v.get("error") {
-            let m = v["errorDetail"]["message"]
-                .as_str()
-                .or(e.as_str())
-                .unwrap_or("build failed");
-            let code = v["errorDetail"]["code"]
-                .as_i64()
-                .filter(|c| *c != 0)
-                .unwrap_or(1);
+        if let Some(e) = &v.error {
+            let detail = v.error_detail.clone().unwrap_or_default();
+            let m = if detail.message.is_empty() {
+                e.as_str()
+            } else {
+                detail.message.as_str()
+            };
+            let m = if m.is_empty() { "build failed" } else { m };
+            let code = detail.code.filter(|c| *c != 0).unwrap_or(1);
             let _ = out.flush();
             let _ = writeln!(err, "{m}");
             return Err(CliError::Exit(code as i32));
         }
-        if let Some(a) = v.get("aux") {
-            if let Some(i) = a["ID"].as_str() {
-                id = Some(i.to_string());
+        if let Some(a) = v.aux {
+            let r: BuildResult = berth_api::from_value(a).map_err(|e| msg(e.to_string()))?;
+            if !r.id.is_empty() {
+                id = Some(r.id);
             }
             continue;
         }
-        if let Some(s) = v["stream"].as_str() {
+        if let Some(s) = &v.stream {
             if !c.quiet {
                 out.write_all(s.as_bytes()).map_err(io)?;
                 out.flush().map_err(io)?;
@@ -647,23 +600,19 @@ pub fn builder(host: &Host, c: &BuilderCommand, out: &mut dyn Write) -> Result<(
                 "/build/prune"
             };
             let _ = p.force;
-            let r = api::request(host, "POST", path, None).map_err(|e| match e {
-                ApiError::Status { message, .. } => {
-                    msg(format!("Error response from daemon: {message}"))
-                }
-                e => msg(e.to_string()),
-            })?;
-            let v = r.json().map_err(|e| msg(e.to_string()))?;
-            let ids = v["CachesDeleted"].as_array().cloned().unwrap_or_default();
-            let io = |e: std::io::Error| msg(e.to_string());
+            let v: BuildCachePruneReport = host.post(path, None)?;
+            let ids = v.caches_deleted.unwrap_or_default();
             if !ids.is_empty() {
-                writeln!(out, "ID\tRECLAIMABLE\tSIZE\tLAST ACCESSED").map_err(io)?;
+                writeln!(out, "ID\tRECLAIMABLE\tSIZE\tLAST ACCESSED")?;
                 for i in &ids {
-                    writeln!(out, "{}", i.as_str().unwrap_or("")).map_err(io)?;
+                    writeln!(out, "{i}")?;
                 }
             }
-            let n = v["SpaceReclaimed"].as_u64().unwrap_or(0);
-            writeln!(out, "Total:\t{}", crate::units::human_size(n as f64)).map_err(io)?;
+            writeln!(
+                out,
+                "Total:\t{}",
+                crate::units::human_size(v.space_reclaimed as f64)
+            )?;
             Ok(())
         }
     }

@@ -6,9 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::backend::{ImageBackend, LocalBackend};
-use crate::commands::{
-    self, CliError, HistoryOptions, ImagesOptions, ImportArgs, LoginArgs, PullArgs,
-};
+use crate::commands::{self, HistoryOptions, ImagesOptions, ImportArgs, LoginArgs, PullArgs};
+use crate::error::CliError;
 
 /// The `berth` command line.
 #[derive(Debug, Parser)]
@@ -109,10 +108,14 @@ pub enum Command {
     Unpause(crate::ctl::NamesCmd),
     /// Update configuration of one or more containers
     Update(crate::ctl::UpdateCmd),
+    /// Create a new image from a container's changes
+    Commit(crate::ctl::CommitCmd),
+    /// Export a container's filesystem as a tar archive
+    Export(crate::ctl::ExportCmd),
     /// Display a live stream of container(s) resource usage statistics
-    Stats(crate::ctl::StatsCmd),
+    Stats(crate::system::StatsCmd),
     /// Get real time events from the server
-    Events(crate::ctl::EventsCmd),
+    Events(crate::system::EventsCmd),
     /// Manage containers
     Container {
         /// The container command.
@@ -130,9 +133,9 @@ pub enum Command {
     /// Block until one or more containers stop, then print their exit codes
     Wait(crate::containers::WaitCmd),
     /// Show the Berth version information
-    Version(crate::containers::FormatCmd),
+    Version(crate::system::FormatCmd),
     /// Display system-wide information
-    Info(crate::containers::FormatCmd),
+    Info(crate::system::FormatCmd),
     /// Manage networks
     Network {
         /// The network command.
@@ -162,7 +165,7 @@ pub enum Command {
         command: crate::storage::VolumeCommand,
     },
     /// Copy files/folders between a container and the local filesystem
-    Cp(crate::storage::CpCmd),
+    Cp(crate::cp::CpCmd),
     /// Manage Berth
     System {
         /// The system command.
@@ -171,58 +174,105 @@ pub enum Command {
     },
 }
 
-/// `image` subcommands.
+/// `image` subcommands (Docker's `docker image …`).
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
+    /// Build an image from a Dockerfile
+    Build(crate::build::BuildCmd),
+    /// Show the history of an image
+    History(HistoryCmd),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(ImportCmd),
+    /// Display detailed information on one or more images
+    Inspect(InspectCmd),
+    /// Load an image from a tar archive or STDIN
+    Load(LoadCmd),
     /// List images
     #[command(visible_alias = "list")]
     Ls(ImagesCmd),
-    /// Display detailed information on one or more images
-    Inspect(InspectCmd),
-    /// Remove one or more images
-    #[command(visible_alias = "remove")]
-    Rm(RmiCmd),
-    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
-    Tag(TagCmd),
-    /// Show the history of an image
-    History(HistoryCmd),
-    /// Save one or more images to a tar archive
-    Save(SaveCmd),
-    /// Load an image from a tar archive or STDIN
-    Load(LoadCmd),
-    /// Import the contents from a tarball to create a filesystem image
-    Import(ImportCmd),
     /// Remove unused images
     Prune(PruneCmd),
     /// Download an image from a registry
     Pull(PullCmd),
     /// Upload an image to a registry
     Push(PushCmd),
+    /// Remove one or more images
+    #[command(visible_alias = "remove")]
+    Rm(RmiCmd),
+    /// Save one or more images to a tar archive
+    Save(SaveCmd),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(TagCmd),
 }
 
-/// `container` subcommands.
+/// `container` subcommands (Docker's `docker container …`).
 #[derive(Debug, Subcommand)]
 pub enum ContainerCommand {
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(crate::ctl::AttachCmd),
+    /// Create a new image from a container's changes
+    Commit(crate::ctl::CommitCmd),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(crate::cp::CpCmd),
+    /// Create a new container
+    Create(crate::containers::RunCmd),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(crate::ctl::DiffCmd),
+    /// Execute a command in a running container
+    Exec(crate::ctl::ExecCmd),
+    /// Export a container's filesystem as a tar archive
+    Export(crate::ctl::ExportCmd),
+    /// Display detailed information on one or more containers
+    Inspect(crate::ctl::InspectCmd),
+    /// Kill one or more running containers
+    Kill(crate::ctl::KillCmd),
+    /// Fetch the logs of a container
+    Logs(crate::containers::LogsCmd),
     /// List containers
     #[command(visible_alias = "list", visible_alias = "ps")]
     Ls(crate::containers::PsCmd),
-    /// Display detailed information on one or more containers
-    Inspect(crate::ctl::InspectCmd),
+    /// Pause all processes within one or more containers
+    Pause(crate::ctl::NamesCmd),
+    /// List port mappings or a specific mapping for the container
+    Port(crate::network::PortCmd),
     /// Remove all stopped containers
-    Prune(crate::ctl::PruneCmd),
+    Prune(crate::system::PruneCmd),
+    /// Rename a container
+    Rename(crate::ctl::RenameCmd),
+    /// Restart one or more containers
+    Restart(crate::ctl::RestartCmd),
+    /// Remove one or more containers
+    #[command(visible_alias = "remove")]
+    Rm(crate::containers::RmCmd),
+    /// Create and run a new container from an image
+    Run(crate::containers::RunCmd),
+    /// Start one or more stopped containers
+    Start(crate::ctl::StartCmd),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(crate::system::StatsCmd),
+    /// Stop one or more running containers
+    Stop(crate::containers::StopCmd),
+    /// Display the running processes of a container
+    Top(crate::ctl::TopCmd),
+    /// Unpause all processes within one or more containers
+    Unpause(crate::ctl::NamesCmd),
+    /// Update configuration of one or more containers
+    Update(crate::ctl::UpdateCmd),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(crate::containers::WaitCmd),
 }
 
 /// `system` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum SystemCommand {
     /// Show disk usage
-    Df(DfCmd),
+    Df(crate::system::DfCmd),
     /// Remove unused data
-    Prune(crate::ctl::PruneCmd),
+    Prune(crate::system::PruneCmd),
     /// Get real time events from the server
-    Events(crate::ctl::EventsCmd),
+    Events(crate::system::EventsCmd),
     /// Display system-wide information
-    Info(crate::containers::FormatCmd),
+    Info(crate::system::FormatCmd),
 }
 
 /// `images` flags.
@@ -406,14 +456,6 @@ pub struct PruneCmd {
     force: bool,
 }
 
-/// `system df` flags.
-#[derive(Debug, Args)]
-pub struct DfCmd {
-    /// Format output using a custom template
-    #[arg(long)]
-    format: Option<String>,
-}
-
 /// Runs the CLI with `args`; returns the exit status.
 pub fn run<I, T>(args: I) -> i32
 where
@@ -463,7 +505,7 @@ where
 
 fn backend(cli: &Cli) -> Result<Box<dyn ImageBackend>, CliError> {
     let Some(root) = &cli.data_root else {
-        let host = crate::api::Host::parse(&cli.host).map_err(CliError::Usage)?;
+        let host = host(cli)?;
         return Ok(Box::new(crate::apibackend::ApiBackend { host }));
     };
     let registry = berth_registry::RegistryConfig {
@@ -497,87 +539,165 @@ fn images_opts(c: &ImagesCmd) -> ImagesOptions {
     }
 }
 
+fn host(cli: &Cli) -> Result<crate::api::Host, CliError> {
+    crate::api::Host::parse(&cli.host).map_err(|e| CliError::Usage(e.to_string()))
+}
+
+/// Whether a command works on images through [`ImageBackend`] (the daemon, or a data root
+/// with `--data-root`); the others need the daemon.
+fn is_image_command(cli: &Cli) -> bool {
+    match &cli.command {
+        Command::Images(_)
+        | Command::Rmi(_)
+        | Command::Tag(_)
+        | Command::History(_)
+        | Command::Save(_)
+        | Command::Load(_)
+        | Command::Import(_)
+        | Command::Pull(_)
+        | Command::Push(_)
+        | Command::Login(_)
+        | Command::Logout(_) => true,
+        Command::Image { command } => !matches!(command, ImageCommand::Build(_)),
+        // With a data root, `system df` shows its images.
+        Command::System {
+            command: SystemCommand::Df(_),
+        } => cli.data_root.is_some(),
+        _ => false,
+    }
+}
+
 fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CliError> {
     use crate::containers as ct;
+    use crate::ctl;
+    use crate::system;
+    use ContainerCommand as C;
     if let Command::Registry { command } = &cli.command {
         return crate::registry_server::run(command, out);
     }
-    let daemon_cmd = !matches!(
-        cli.command,
-        Command::Images(_)
-            | Command::Image { .. }
-            | Command::Rmi(_)
-            | Command::Tag(_)
-            | Command::History(_)
-            | Command::Save(_)
-            | Command::Load(_)
-            | Command::Import(_)
-            | Command::Pull(_)
-            | Command::Push(_)
-            | Command::Login(_)
-            | Command::Logout(_)
-            | Command::System {
-                command: SystemCommand::Df(_)
-            }
-    );
-    if daemon_cmd {
-        let host = crate::api::Host::parse(&cli.host).map_err(CliError::Usage)?;
+    if !is_image_command(cli) {
+        let host = host(cli)?;
         let code = |r: Result<i32, CliError>| match r? {
             0 => Ok(()),
             code => Err(CliError::Exit(code)),
         };
+        // Standard input is locked only by the commands that read answers from it: the
+        // interactive ones read it from a thread of their own.
+        let input = || io::stdin().lock();
         return match &cli.command {
-            Command::Run(c) => code(ct::run(&host, c, out, err)),
-            Command::Create(c) => code(ct::create(&host, c, out, err)),
-            Command::Start(c) => code(crate::ctl::start(&host, c, out, err)),
-            Command::Exec(c) => code(crate::ctl::exec(&host, c, err)),
-            Command::Attach(c) => code(crate::ctl::attach(&host, c)),
-            Command::Restart(c) => crate::ctl::restart(&host, c, out, err),
-            Command::Kill(c) => crate::ctl::kill(&host, c, out, err),
-            Command::Inspect(c)
+            Command::Run(c) | Command::Container { command: C::Run(c) } => {
+                code(ct::run(&host, c, out, err))
+            }
+            Command::Create(c)
             | Command::Container {
-                command: ContainerCommand::Inspect(c),
-            } => crate::ctl::inspect(&host, c, out, err),
-            Command::Top(c) => crate::ctl::top(&host, c, out),
-            Command::Rename(c) => crate::ctl::rename(&host, c),
-            Command::Diff(c) => crate::ctl::diff(&host, c, out),
-            Command::Pause(c) => crate::ctl::simple_post(&host, "pause", c, out, err),
-            Command::Unpause(c) => crate::ctl::simple_post(&host, "unpause", c, out, err),
-            Command::Update(c) => crate::ctl::update(&host, c, out, err),
-            Command::Stats(c) => crate::ctl::stats(&host, c, out),
+                command: C::Create(c),
+            } => code(ct::create(&host, c, out, err)),
+            Command::Start(c)
+            | Command::Container {
+                command: C::Start(c),
+            } => code(ctl::start(&host, c, out, err)),
+            Command::Exec(c)
+            | Command::Container {
+                command: C::Exec(c),
+            } => code(ctl::exec(&host, c, err)),
+            Command::Attach(c)
+            | Command::Container {
+                command: C::Attach(c),
+            } => code(ctl::attach(&host, c)),
+            Command::Restart(c)
+            | Command::Container {
+                command: C::Restart(c),
+            } => ctl::restart(&host, c, out, err),
+            Command::Kill(c)
+            | Command::Container {
+                command: C::Kill(c),
+            } => ctl::kill(&host, c, out, err),
+            Command::Inspect(c) => ctl::inspect(&host, c, None, out, err),
+            Command::Container {
+                command: C::Inspect(c),
+            } => ctl::inspect(&host, c, Some("container"), out, err),
+            Command::Top(c) | Command::Container { command: C::Top(c) } => ctl::top(&host, c, out),
+            Command::Rename(c)
+            | Command::Container {
+                command: C::Rename(c),
+            } => ctl::rename(&host, c),
+            Command::Diff(c)
+            | Command::Container {
+                command: C::Diff(c),
+            } => ctl::diff(&host, c, out),
+            Command::Pause(c)
+            | Command::Container {
+                command: C::Pause(c),
+            } => ctl::simple_post(&host, "pause", c, out, err),
+            Command::Unpause(c)
+            | Command::Container {
+                command: C::Unpause(c),
+            } => ctl::simple_post(&host, "unpause", c, out, err),
+            Command::Update(c)
+            | Command::Container {
+                command: C::Update(c),
+            } => ctl::update(&host, c, out, err),
+            Command::Commit(c)
+            | Command::Container {
+                command: C::Commit(c),
+            } => ctl::commit(&host, c, out),
+            Command::Export(c)
+            | Command::Container {
+                command: C::Export(c),
+            } => ctl::export(&host, c, out),
+            Command::Stats(c)
+            | Command::Container {
+                command: C::Stats(c),
+            } => system::stats(&host, c, out),
             Command::Events(c)
             | Command::System {
                 command: SystemCommand::Events(c),
-            } => crate::ctl::events(&host, c, out),
+            } => system::events(&host, c, out),
             Command::Container {
-                command: ContainerCommand::Prune(c),
-            } => crate::ctl::container_prune(&host, c, out),
+                command: C::Prune(c),
+            } => system::container_prune(&host, c, &mut input(), out),
             Command::System {
                 command: SystemCommand::Prune(c),
-            } => crate::ctl::system_prune(&host, c, out),
-            Command::Ps(c)
+            } => system::system_prune(&host, c, &mut input(), out),
+            Command::System {
+                command: SystemCommand::Df(c),
+            } => system::df(&host, c, out),
+            Command::Ps(c) | Command::Container { command: C::Ls(c) } => ct::ps(&host, c, out),
+            Command::Logs(c)
             | Command::Container {
-                command: ContainerCommand::Ls(c),
-            } => ct::ps(&host, c, out),
-            Command::Logs(c) => ct::logs(&host, c, out, err),
-            Command::Stop(c) => ct::stop(&host, c, out, err),
-            Command::Rm(c) => ct::rm(&host, c, out, err),
-            Command::Wait(c) => ct::wait(&host, c, out, err),
-            Command::Version(c) => ct::version(&host, c, out, err),
+                command: C::Logs(c),
+            } => ct::logs(&host, c, out, err),
+            Command::Stop(c)
+            | Command::Container {
+                command: C::Stop(c),
+            } => ct::stop(&host, c, out, err),
+            Command::Rm(c) | Command::Container { command: C::Rm(c) } => ct::rm(&host, c, out, err),
+            Command::Wait(c)
+            | Command::Container {
+                command: C::Wait(c),
+            } => ct::wait(&host, c, out, err),
+            Command::Version(c) => system::version(&host, c, out, err),
             Command::Info(c)
             | Command::System {
                 command: SystemCommand::Info(c),
-            } => ct::info(&host, c, out),
+            } => system::info(&host, c, out),
             Command::Network { command } => crate::network::network(&host, command, out, err),
-            Command::Port(c) => crate::network::port(&host, c, out),
-            Command::Build(c) => crate::build::build(&host, c, out, err),
+            Command::Port(c)
+            | Command::Container {
+                command: C::Port(c),
+            } => crate::network::port(&host, c, out),
+            Command::Build(c)
+            | Command::Image {
+                command: ImageCommand::Build(c),
+            } => crate::build::build(&host, c, out, err),
             Command::Builder { command } => crate::build::builder(&host, command, out),
             Command::Volume { command } => {
-                let stdin = io::stdin();
-                let mut input = stdin.lock();
-                crate::storage::volume(&host, command, out, err, &mut input)
+                crate::storage::volume(&host, command, out, err, &mut input())
             }
-            Command::Cp(c) => crate::storage::cp(&host, c, out, err),
+            Command::Cp(c) | Command::Container { command: C::Cp(c) } => {
+                crate::cp::cp(&host, c, out, err)
+            }
+            // Image commands are handled below.
             _ => Ok(()),
         };
     }
@@ -601,7 +721,16 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
         } => commands::tag(b, &c.source, &c.target),
         Command::Image {
             command: ImageCommand::Inspect(c),
-        } => commands::inspect(b, &c.images, c.format.as_deref(), out, err),
+        } => {
+            // Through the daemon the docker CLI prints its answer as it is; a data root's
+            // documents are encoded as dockerd's Go encoder would.
+            let json = if cli.data_root.is_some() {
+                commands::InspectJson::GoEncoded
+            } else {
+                commands::InspectJson::Raw
+            };
+            commands::inspect(b, &c.images, c.format.as_deref(), json, out, err)
+        }
         Command::History(c)
         | Command::Image {
             command: ImageCommand::History(c),

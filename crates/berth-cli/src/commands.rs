@@ -12,61 +12,11 @@ use berth_image::manifest::Platform;
 use berth_image::{timeutil, Reference};
 
 use crate::backend::{BackendError, ErrorKind, ImageBackend};
-use crate::format::{self, row};
+use crate::format::{self, row, TemplateUse};
 use crate::template::{Template, Value};
 use crate::units;
 
-/// A command failure, reported the way the docker CLI reports it.
-#[derive(Debug)]
-pub enum CliError {
-    /// Bad usage (exit 125).
-    Usage(String),
-    /// An engine error: `Error response from daemon: …` (exit 1).
-    Daemon(BackendError),
-    /// A message printed as is (exit 1).
-    Message(String),
-    /// Errors already printed; exit with this status.
-    Exit(i32),
-}
-
-impl CliError {
-    /// The exit status.
-    pub fn status(&self) -> i32 {
-        match self {
-            CliError::Usage(_) => 125,
-            CliError::Daemon(_) | CliError::Message(_) => 1,
-            CliError::Exit(n) => *n,
-        }
-    }
-}
-
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CliError::Usage(m) | CliError::Message(m) => f.write_str(m),
-            CliError::Daemon(e) => write!(f, "Error response from daemon: {e}"),
-            CliError::Exit(_) => Ok(()),
-        }
-    }
-}
-
-impl From<BackendError> for CliError {
-    fn from(e: BackendError) -> Self {
-        CliError::Daemon(e)
-    }
-}
-
-impl From<io::Error> for CliError {
-    fn from(e: io::Error) -> Self {
-        CliError::Message(format!("Error: {e}"))
-    }
-}
-
-impl From<crate::template::TemplateError> for CliError {
-    fn from(e: crate::template::TemplateError) -> Self {
-        CliError::Message(format!("Error: {e}"))
-    }
-}
+pub use crate::error::CliError;
 
 type Result<T = ()> = std::result::Result<T, CliError>;
 
@@ -80,7 +30,7 @@ fn truncate_id(id: &str) -> String {
 }
 
 /// Docker's `formatter.Ellipsis` for ASCII-width text.
-fn ellipsis(s: &str, max: usize) -> String {
+pub(crate) fn ellipsis(s: &str, max: usize) -> String {
     let n = s.chars().count();
     if n <= max {
         return s.to_string();
@@ -118,18 +68,6 @@ pub struct ImagesOptions {
 const IMAGES_TABLE: &str = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
 const IMAGES_TABLE_DIGESTS: &str =
     "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
-
-fn parse_filters(filters: &[String]) -> Result<Vec<(String, String)>> {
-    filters
-        .iter()
-        .map(|f| match f.split_once('=') {
-            Some((k, v)) => Ok((k.trim().to_ascii_lowercase(), v.to_string())),
-            None => Err(CliError::Message(format!(
-                "invalid argument \"{f}\" for \"-f, --filter\" flag: bad format of filter (expected name=value)"
-            ))),
-        })
-        .collect()
-}
 
 fn image_rows(s: &ImageSummary, digests: bool) -> Vec<(String, String, String)> {
     let dangling = (s.repo_tags.is_empty() && s.repo_digests.is_empty())
@@ -187,7 +125,7 @@ fn image_rows(s: &ImageSummary, digests: bool) -> Vec<(String, String, String)> 
 
 /// `berth images`.
 pub fn images(b: &dyn ImageBackend, o: &ImagesOptions, out: &mut dyn Write) -> Result {
-    let mut filters = parse_filters(&o.filters)?;
+    let mut filters = crate::filters::parse(&o.filters)?.0;
     if let Some(r) = &o.reference {
         filters.push(("reference".into(), r.clone()));
     }
@@ -208,19 +146,19 @@ pub fn images(b: &dyn ImageBackend, o: &ImagesOptions, out: &mut dyn Write) -> R
     } else {
         source
     };
-    let fmt = format::parse(&source, table_default)?;
-    let header = row(&[
-        ("Containers", "CONTAINERS".into()),
-        ("CreatedAt", "CREATED AT".into()),
-        ("CreatedSince", "CREATED".into()),
-        ("Digest", "DIGEST".into()),
-        ("ID", "IMAGE ID".into()),
-        ("Repository", "REPOSITORY".into()),
-        ("SharedSize", "SHARED SIZE".into()),
-        ("Size", "SIZE".into()),
-        ("Tag", "TAG".into()),
-        ("UniqueSize", "UNIQUE SIZE".into()),
-        ("VirtualSize", "VIRTUAL SIZE".into()),
+    let fmt = format::parse_list(&source, table_default)?;
+    let header = format::header(&[
+        ("Containers", "CONTAINERS"),
+        ("CreatedAt", "CREATED AT"),
+        ("CreatedSince", "CREATED"),
+        ("Digest", "DIGEST"),
+        ("ID", "IMAGE ID"),
+        ("Repository", "REPOSITORY"),
+        ("SharedSize", "SHARED SIZE"),
+        ("Size", "SIZE"),
+        ("Tag", "TAG"),
+        ("UniqueSize", "UNIQUE SIZE"),
+        ("VirtualSize", "VIRTUAL SIZE"),
     ]);
     let now = now();
     let mut rows = Vec::new();
@@ -233,25 +171,27 @@ pub fn images(b: &dyn ImageBackend, o: &ImagesOptions, out: &mut dyn Write) -> R
             };
             let na =
                 |n: i64, f: &dyn Fn(i64) -> String| if n < 0 { "N/A".to_string() } else { f(n) };
-            rows.push(row(&[
-                ("Containers", na(s.containers, &|n| n.to_string())),
-                ("CreatedAt", timeutil::format_go_string_utc(s.created)),
-                ("CreatedSince", units::since(s.created, now)),
-                ("Digest", digest),
-                ("ID", id),
-                ("Repository", repo),
-                ("SharedSize", na(s.shared_size, &units::image_size)),
-                ("Size", units::image_size(s.size)),
-                ("Tag", tag),
-                (
-                    "UniqueSize",
-                    na(s.shared_size, &|sh| units::image_size(s.size - sh)),
-                ),
-                ("VirtualSize", units::image_size(s.size)),
-            ]));
+            let human = |n: i64| units::human_size(n as f64);
+            // `.Label` is Berth's: Docker's image rows have no labels.
+            rows.push(format::labeled_row(
+                &[
+                    ("Containers", na(s.containers, &|n| n.to_string())),
+                    ("CreatedAt", timeutil::format_go_string_utc(s.created)),
+                    ("CreatedSince", units::since(s.created, now)),
+                    ("Digest", digest),
+                    ("ID", id),
+                    ("Repository", repo),
+                    ("SharedSize", na(s.shared_size, &human)),
+                    ("Size", units::image_size(s.size)),
+                    ("Tag", tag),
+                    ("UniqueSize", na(s.shared_size, &|sh| human(s.size - sh))),
+                    ("VirtualSize", human(s.size)),
+                ],
+                s.labels.clone(),
+            ));
         }
     }
-    out.write_all(fmt.render(&header, &rows)?.as_bytes())?;
+    out.write_all(fmt.render_list(&header, &rows)?.as_bytes())?;
     Ok(())
 }
 
@@ -310,7 +250,8 @@ pub fn tag(b: &dyn ImageBackend, source: &str, target: &str) -> Result {
 // ---------------------------------------------------------------------------------------------
 // inspect
 
-/// Builds the template value of an inspect document, with Go's types for nil slices / maps.
+/// Builds the template value of an inspect document (image, container, volume, network), with
+/// Go's types for nil slices / maps where Docker's typed documents have them.
 pub fn inspect_value(raw: &str) -> Value {
     let mut v = Value::from_json_str(raw).unwrap_or(Value::Nil);
     for p in [
@@ -322,6 +263,18 @@ pub fn inspect_value(raw: &str) -> Value {
         "Config.OnBuild",
         "Config.Shell",
         "RootFS.Layers",
+        "Args",
+        "Mounts",
+        "HostConfig.Binds",
+        "HostConfig.CapAdd",
+        "HostConfig.CapDrop",
+        "HostConfig.Dns",
+        "HostConfig.DnsOptions",
+        "HostConfig.DnsSearch",
+        "HostConfig.ExtraHosts",
+        "HostConfig.Links",
+        "HostConfig.SecurityOpt",
+        "HostConfig.VolumesFrom",
     ] {
         v.mark_list(p);
     }
@@ -330,80 +283,144 @@ pub fn inspect_value(raw: &str) -> Value {
         "Config.Volumes",
         "Config.ExposedPorts",
         "GraphDriver.Data",
+        "HostConfig.PortBindings",
+        "HostConfig.LogConfig.Config",
+        "NetworkSettings.Ports",
+        "NetworkSettings.Networks",
+        "Labels",
+        "Options",
+        "Containers",
     ] {
         v.mark_map(p);
     }
     v
 }
 
-/// Indents JSON with 4 spaces and escapes `<`, `>`, `&` as Go's API encoder does.
-pub fn docker_json_indent(raw_docs: &[String]) -> String {
-    // Keep field order: re-indent the raw text instead of re-serialising maps.
-    let mut s = String::from("[");
+/// Go's `json.Indent` with 4 spaces over a list of documents (`[doc, …]`): the text of every
+/// string and number is kept as it came (the docker CLI prints the daemon's JSON this way),
+/// empty objects and arrays stay `{}` and `[]`.
+pub fn json_indent(raw_docs: &[String]) -> String {
+    let mut src = String::from("[");
     for (i, raw) in raw_docs.iter().enumerate() {
         if i > 0 {
-            s.push(',');
+            src.push(',');
         }
-        s.push_str(raw);
+        src.push_str(raw.trim());
     }
-    s.push(']');
-    let v: Value = Value::from_json_str(&s).unwrap_or(Value::List(Vec::new()));
-    let mut out = String::new();
-    write_indented(&v, 0, &mut out);
-    out.replace('<', "\\u003c")
-        .replace('>', "\\u003e")
-        .replace('&', "\\u0026")
+    src.push(']');
+    let pad = |out: &mut String, d: usize| {
+        out.push('\n');
+        for _ in 0..d {
+            out.push_str("    ");
+        }
+    };
+    let mut out = String::with_capacity(src.len() * 2);
+    let mut depth = 0usize;
+    let mut chars = src.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                out.push('"');
+                let mut escaped = false;
+                for c in chars.by_ref() {
+                    out.push(c);
+                    if escaped {
+                        escaped = false;
+                    } else if c == '\\' {
+                        escaped = true;
+                    } else if c == '"' {
+                        break;
+                    }
+                }
+            }
+            '{' | '[' => {
+                while chars.peek().is_some_and(|c| c.is_ascii_whitespace()) {
+                    chars.next();
+                }
+                let close = if c == '{' { '}' } else { ']' };
+                out.push(c);
+                if chars.peek() == Some(&close) {
+                    chars.next();
+                    out.push(close);
+                } else {
+                    depth += 1;
+                    pad(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                pad(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(',');
+                pad(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_ascii_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
-fn write_indented(v: &Value, depth: usize, out: &mut String) {
-    let pad = |d: usize| "    ".repeat(d);
-    match v {
-        Value::List(items) if !items.is_empty() => {
-            out.push_str("[\n");
-            for (i, x) in items.iter().enumerate() {
-                out.push_str(&pad(depth + 1));
-                write_indented(x, depth + 1, out);
-                if i + 1 < items.len() {
-                    out.push(',');
-                }
-                out.push('\n');
+/// [`json_indent`], with `<`, `>`, `&` escaped as Go's encoder writes them (what dockerd sends,
+/// and what the docker CLI prints for documents it re-encodes itself, such as volumes).
+pub fn docker_json_indent(raw_docs: &[String]) -> String {
+    crate::template::value::html_escape_json(&json_indent(raw_docs))
+}
+
+/// How inspect documents are printed without a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InspectJson {
+    /// The daemon's JSON as it came, re-indented (containers, images and networks: the docker
+    /// CLI prints the raw answer).
+    Raw,
+    /// Re-encoded as Go encodes (volumes, and images of a data root without a daemon).
+    GoEncoded,
+}
+
+/// Prints inspect documents as the docker CLI does: indented JSON in a list, or one line per
+/// document through a template (`t`).
+pub fn print_inspect(
+    docs: &[String],
+    t: Option<&Template>,
+    json: InspectJson,
+    out: &mut dyn Write,
+) -> Result {
+    match t {
+        Some(t) => {
+            for d in docs {
+                let s = format::render_value(t, &inspect_value(d), TemplateUse::Inspect)?;
+                writeln!(out, "{s}")?;
             }
-            out.push_str(&pad(depth));
-            out.push(']');
         }
-        Value::Struct(fields) | Value::Map(fields) if !fields.is_empty() => {
-            out.push_str("{\n");
-            for (i, (k, x)) in fields.iter().enumerate() {
-                out.push_str(&pad(depth + 1));
-                crate::template::write_json_string(out, k);
-                out.push_str(": ");
-                write_indented(x, depth + 1, out);
-                if i + 1 < fields.len() {
-                    out.push(',');
-                }
-                out.push('\n');
-            }
-            out.push_str(&pad(depth));
-            out.push('}');
-        }
-        Value::List(_) => out.push_str("[]"),
-        Value::Struct(_) | Value::Map(_) => out.push_str("{}"),
-        other => out.push_str(&other.to_json()),
+        None => match json {
+            InspectJson::Raw => writeln!(out, "{}", json_indent(docs))?,
+            InspectJson::GoEncoded => writeln!(out, "{}", docker_json_indent(docs))?,
+        },
+    }
+    Ok(())
+}
+
+/// The template of an inspect command's `--format` (none for `json` or no format).
+pub fn inspect_template(fmt: Option<&str>) -> Result<Option<Template>> {
+    match fmt {
+        Some(f) if !f.is_empty() && f != "json" => Ok(Some(TemplateUse::Inspect.parse(f)?)),
+        _ => Ok(None),
     }
 }
 
-/// `berth image inspect`.
+/// `berth image inspect` (`json`: how the documents print, see [`InspectJson`]).
 pub fn inspect(
     b: &dyn ImageBackend,
     names: &[String],
     fmt: Option<&str>,
+    json: InspectJson,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result {
-    let tmpl = match fmt {
-        Some(f) if !f.is_empty() && f != "json" => Some(Template::parse(f)?),
-        _ => None,
-    };
+    let tmpl = inspect_template(fmt)?;
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     for n in names {
@@ -415,15 +432,7 @@ pub fn inspect(
             Err(e) => errors.push(CliError::Daemon(e).to_string()),
         }
     }
-    match &tmpl {
-        Some(t) => {
-            for d in &docs {
-                let s = t.execute(&inspect_value(d))?;
-                writeln!(out, "{s}")?;
-            }
-        }
-        None => writeln!(out, "{}", docker_json_indent(&docs))?,
-    }
+    print_inspect(&docs, tmpl.as_ref(), json, out)?;
     if errors.is_empty() {
         return Ok(());
     }
@@ -467,14 +476,14 @@ pub fn history(
     } else {
         source
     };
-    let fmt = format::parse(&source, HISTORY_TABLE)?;
-    let header = row(&[
-        ("Comment", "COMMENT".into()),
-        ("CreatedAt", "CREATED AT".into()),
-        ("CreatedBy", "CREATED BY".into()),
-        ("CreatedSince", "CREATED".into()),
-        ("ID", "IMAGE".into()),
-        ("Size", "SIZE".into()),
+    let fmt = format::parse_list(&source, HISTORY_TABLE)?;
+    let header = format::header(&[
+        ("Comment", "COMMENT"),
+        ("CreatedAt", "CREATED AT"),
+        ("CreatedBy", "CREATED BY"),
+        ("CreatedSince", "CREATED"),
+        ("ID", "IMAGE"),
+        ("Size", "SIZE"),
     ]);
     let now = now();
     let rows: Vec<Value> = items
@@ -511,12 +520,39 @@ pub fn history(
             ])
         })
         .collect();
-    out.write_all(fmt.render(&header, &rows)?.as_bytes())?;
+    out.write_all(fmt.render_list(&header, &rows)?.as_bytes())?;
     Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
 // save, load, import
+
+/// Writes a file whole or not at all: into a temporary file beside it (`.berth-<tag>-…`),
+/// synced, then renamed over `p`. `what` names the operation in errors (`save image`).
+pub fn write_file_atomically(
+    p: &Path,
+    tag: &str,
+    what: &str,
+    produce: impl FnOnce(&mut dyn Write) -> Result,
+) -> Result {
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".berth-{tag}-"))
+        .tempfile_in(&dir)
+        .map_err(|e| CliError::Message(format!("Error: failed to {what}: {e}")))?;
+    {
+        let mut w = io::BufWriter::new(tmp.as_file_mut());
+        produce(&mut w)?;
+        w.flush()?;
+    }
+    tmp.as_file().sync_all()?;
+    tmp.persist(p)
+        .map_err(|e| CliError::Message(format!("Error: failed to {what}: {}", e.error)))?;
+    Ok(())
+}
 
 /// `berth save`: to `-o FILE` (written atomically) or stdout (refused on a terminal).
 pub fn save(b: &dyn ImageBackend, names: &[String], output: Option<&Path>) -> Result {
@@ -526,26 +562,7 @@ pub fn save(b: &dyn ImageBackend, names: &[String], output: Option<&Path>) -> Re
         ));
     }
     match output {
-        Some(p) => {
-            let dir = match p.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            let mut tmp = tempfile::Builder::new()
-                .prefix(".berth-save-")
-                .tempfile_in(&dir)
-                .map_err(|e| CliError::Message(format!("Error: failed to save image: {e}")))?;
-            {
-                let mut w = io::BufWriter::new(tmp.as_file_mut());
-                b.save(names, &mut w)?;
-                w.flush()?;
-            }
-            tmp.as_file().sync_all()?;
-            tmp.persist(p).map_err(|e| {
-                CliError::Message(format!("Error: failed to save image: {}", e.error))
-            })?;
-            Ok(())
-        }
+        Some(p) => write_file_atomically(p, "save", "save image", |w| Ok(b.save(names, w)?)),
         None => {
             let stdout = io::stdout();
             if stdout.is_terminal() {
@@ -667,7 +684,8 @@ pub fn import(b: &dyn ImageBackend, a: &ImportArgs, out: &mut dyn Write) -> Resu
     Ok(())
 }
 
-fn io_msg(e: &io::Error) -> String {
+/// An I/O error as Go words it (`no such file or directory`).
+pub fn io_msg(e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::NotFound => "no such file or directory".into(),
         io::ErrorKind::PermissionDenied => "permission denied".into(),
@@ -722,48 +740,93 @@ pub fn prune(
 
 const DF_TABLE: &str = "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}";
 
-/// `berth system df` (images; the other rows are zero until containers, volumes and the build
-/// cache exist).
+/// One row of `system df`: a kind of object, counted as the docker CLI counts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DfRow {
+    /// `Images`, `Containers`, `Local Volumes`, `Build Cache`.
+    pub kind: &'static str,
+    pub total: usize,
+    pub active: usize,
+    /// Bytes.
+    pub size: i64,
+    /// Bytes that pruning would free.
+    pub reclaimable: i64,
+    /// Whether the reclaimable share is shown as a percentage (not for the build cache).
+    pub percent: bool,
+}
+
+impl DfRow {
+    /// A kind with nothing in it.
+    pub fn empty(kind: &'static str) -> DfRow {
+        DfRow {
+            kind,
+            total: 0,
+            active: 0,
+            size: 0,
+            reclaimable: 0,
+            percent: true,
+        }
+    }
+}
+
+/// Renders `system df` (`--format`, or Docker's table).
+pub fn render_df(rows: &[DfRow], format_src: Option<&str>, out: &mut dyn Write) -> Result {
+    let fmt = format::parse_list(format_src.unwrap_or("table"), DF_TABLE)?;
+    let header = format::header(&[
+        ("Type", "TYPE"),
+        ("TotalCount", "TOTAL"),
+        ("Active", "ACTIVE"),
+        ("Size", "SIZE"),
+        ("Reclaimable", "RECLAIMABLE"),
+    ]);
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let reclaimable = match (r.reclaimable * 100).checked_div(r.size) {
+                Some(pct) if r.percent && r.size > 0 => {
+                    format!("{} ({pct}%)", units::human_size(r.reclaimable as f64))
+                }
+                _ => units::human_size(r.reclaimable as f64),
+            };
+            row(&[
+                ("Type", r.kind.into()),
+                ("TotalCount", r.total.to_string()),
+                ("Active", r.active.to_string()),
+                ("Size", units::human_size(r.size as f64)),
+                ("Reclaimable", reclaimable),
+            ])
+        })
+        .collect();
+    out.write_all(fmt.render_list(&header, &rows)?.as_bytes())?;
+    Ok(())
+}
+
+/// `berth --data-root … system df`: the images of the data root (containers, volumes and the
+/// build cache are the daemon's, see `system::df`).
 pub fn system_df(b: &dyn ImageBackend, format_src: Option<&str>, out: &mut dyn Write) -> Result {
     let du = b.disk_usage()?;
-    let total = du.layers_size;
-    let reclaimable = du.reclaimable();
-    let active = du.images.iter().filter(|i| i.in_use).count();
-    let images_reclaimable = match (reclaimable * 100).checked_div(total) {
-        Some(pct) => format!("{} ({pct}%)", units::human_size(reclaimable as f64)),
-        None => units::human_size(reclaimable as f64),
+    let images = DfRow {
+        kind: "Images",
+        total: du.images.len(),
+        active: du.images.iter().filter(|i| i.in_use).count(),
+        size: du.layers_size as i64,
+        reclaimable: du.reclaimable() as i64,
+        percent: true,
     };
-    let fmt = format::parse(format_src.unwrap_or("table"), DF_TABLE)?;
-    let header = row(&[
-        ("Type", "TYPE".into()),
-        ("TotalCount", "TOTAL".into()),
-        ("Active", "ACTIVE".into()),
-        ("Size", "SIZE".into()),
-        ("Reclaimable", "RECLAIMABLE".into()),
-    ]);
-    let zero = |t: &str| {
-        row(&[
-            ("Type", t.into()),
-            ("TotalCount", "0".into()),
-            ("Active", "0".into()),
-            ("Size", "0B".into()),
-            ("Reclaimable", "0B".into()),
-        ])
+    let build = DfRow {
+        percent: false,
+        ..DfRow::empty("Build Cache")
     };
-    let rows = vec![
-        row(&[
-            ("Type", "Images".into()),
-            ("TotalCount", du.images.len().to_string()),
-            ("Active", active.to_string()),
-            ("Size", units::human_size(total as f64)),
-            ("Reclaimable", images_reclaimable),
-        ]),
-        zero("Containers"),
-        zero("Local Volumes"),
-        zero("Build Cache"),
-    ];
-    out.write_all(fmt.render(&header, &rows)?.as_bytes())?;
-    Ok(())
+    render_df(
+        &[
+            images,
+            DfRow::empty("Containers"),
+            DfRow::empty("Local Volumes"),
+            build,
+        ],
+        format_src,
+        out,
+    )
 }
 
 /// Reads all of stdin (helper for tests of commands that take input).
@@ -914,6 +977,12 @@ mod tests {
             "[\n    {\n        \"Id\": \"x\",\n        \"Cmd\": [\n            \"a \\u0026\\u0026 b\"\n        ],\n        \"Empty\": [],\n        \"Obj\": {}\n    }\n]"
         );
         assert_eq!(docker_json_indent(&[]), "[]");
+        // The raw form keeps every string as it came (escapes included) and spaces out.
+        let raw = "{ \"A\" : \"<\\\"x\\u00e9, :{}\" , \"N\": [1.50e3, null,true] }".to_string();
+        assert_eq!(
+            json_indent(&[raw.clone(), raw]),
+            "[\n    {\n        \"A\": \"<\\\"x\\u00e9, :{}\",\n        \"N\": [\n            1.50e3,\n            null,\n            true\n        ]\n    },\n    {\n        \"A\": \"<\\\"x\\u00e9, :{}\",\n        \"N\": [\n            1.50e3,\n            null,\n            true\n        ]\n    }\n]"
+        );
     }
 }
 
@@ -1047,10 +1116,27 @@ impl berth_registry::Progress for TtyProgress {
     }
 }
 
-fn line_progress(quiet: bool, out: Box<dyn Write + Send>) -> Box<dyn berth_registry::Progress> {
+/// Where a pull's progress goes (a terminal gets Docker's bars).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressTarget {
+    /// Standard output (`pull`, `push`).
+    Stdout,
+    /// Standard error (the pull of `run` and `create`).
+    Stderr,
+}
+
+fn line_progress(
+    quiet: bool,
+    out: Box<dyn Write + Send>,
+    target: ProgressTarget,
+) -> Box<dyn berth_registry::Progress> {
+    let tty = match target {
+        ProgressTarget::Stdout => io::stdout().is_terminal(),
+        ProgressTarget::Stderr => io::stderr().is_terminal(),
+    };
     if quiet {
         Box::new(berth_registry::NoProgress)
-    } else if io::stdout().is_terminal() {
+    } else if tty {
         Box::new(TtyProgress::new(out))
     } else {
         Box::new(LineProgress(berth_registry::PlainProgress::new(out)))
@@ -1064,6 +1150,60 @@ fn parse_pull_reference(name: &str) -> Result<Reference> {
 
 /// `berth pull`. Per-layer progress goes to `progress_out` (standard output, written from
 /// the download threads); the rest to `out`.
+fn parse_platform(p: Option<&str>) -> Result<Platform> {
+    match p {
+        Some(p) => Platform::parse(p).map_err(|e| {
+            CliError::Daemon(BackendError {
+                kind: ErrorKind::InvalidArgument,
+                message: e.to_string(),
+            })
+        }),
+        None => Ok(Platform::host()),
+    }
+}
+
+/// Pulls a reference that has a tag or a digest: the progress to `progress_out` (per
+/// `target`), then Docker's `Status: …` line to `out` (unless `quiet`).
+pub fn pull_reference(
+    b: &dyn ImageBackend,
+    reference: &Reference,
+    platform_arg: Option<&str>,
+    quiet: bool,
+    out: &mut dyn Write,
+    progress_out: Box<dyn Write + Send>,
+    target: ProgressTarget,
+) -> Result {
+    let platform = parse_platform(platform_arg)?;
+    out.flush()?;
+    let progress = line_progress(quiet, progress_out, target);
+    let outcome = b.pull(reference, &platform, progress.as_ref())?;
+    drop(progress);
+    if platform_arg.is_some() {
+        let want = platform.clone().normalize();
+        let got = &outcome.platform;
+        if want.os != got.os
+            || want.architecture != got.architecture
+            || (want.variant.is_some() && want.variant != got.variant)
+        {
+            return Err(CliError::Daemon(BackendError {
+                kind: ErrorKind::NotFound,
+                message: format!(
+                    "image with reference {reference} was found but does not match the specified platform: wanted {want}, actual: {got}"
+                ),
+            }));
+        }
+    }
+    if !quiet {
+        let status = if outcome.updated {
+            "Downloaded newer image for"
+        } else {
+            "Image is up to date for"
+        };
+        writeln!(out, "Status: {status} {}", reference.familiar_string())?;
+    }
+    Ok(())
+}
+
 pub fn pull(
     b: &dyn ImageBackend,
     a: &PullArgs,
@@ -1071,15 +1211,7 @@ pub fn pull(
     progress_out: Box<dyn Write + Send>,
 ) -> Result {
     let mut reference = parse_pull_reference(&a.name)?;
-    let platform = match &a.platform {
-        Some(p) => Platform::parse(p).map_err(|e| {
-            CliError::Daemon(BackendError {
-                kind: ErrorKind::InvalidArgument,
-                message: e.to_string(),
-            })
-        })?,
-        None => Platform::host(),
-    };
+    let platform = parse_platform(a.platform.as_deref())?;
     if a.all_tags {
         if reference.tag().is_some() || reference.digest().is_some() {
             return Err(CliError::Message(
@@ -1087,7 +1219,7 @@ pub fn pull(
             ));
         }
         out.flush()?;
-        let progress = line_progress(a.quiet, progress_out);
+        let progress = line_progress(a.quiet, progress_out, ProgressTarget::Stdout);
         let updated = b.pull_all_tags(&reference, &platform, progress.as_ref())?;
         drop(progress);
         if !a.quiet {
@@ -1113,33 +1245,15 @@ pub fn pull(
             )?;
         }
     }
-    out.flush()?;
-    let progress = line_progress(a.quiet, progress_out);
-    let outcome = b.pull(&reference, &platform, progress.as_ref())?;
-    drop(progress);
-    if a.platform.is_some() {
-        let want = platform.clone().normalize();
-        let got = &outcome.platform;
-        if want.os != got.os
-            || want.architecture != got.architecture
-            || (want.variant.is_some() && want.variant != got.variant)
-        {
-            return Err(CliError::Daemon(BackendError {
-                kind: ErrorKind::NotFound,
-                message: format!(
-                    "image with reference {reference} was found but does not match the specified platform: wanted {want}, actual: {got}"
-                ),
-            }));
-        }
-    }
-    if !a.quiet {
-        let status = if outcome.updated {
-            "Downloaded newer image for"
-        } else {
-            "Image is up to date for"
-        };
-        writeln!(out, "Status: {status} {}", reference.familiar_string())?;
-    }
+    pull_reference(
+        b,
+        &reference,
+        a.platform.as_deref(),
+        a.quiet,
+        out,
+        progress_out,
+        ProgressTarget::Stdout,
+    )?;
     writeln!(out, "{reference}")?;
     Ok(())
 }
@@ -1171,7 +1285,7 @@ pub fn push(
         }
     }
     out.flush()?;
-    let progress = line_progress(quiet, progress_out);
+    let progress = line_progress(quiet, progress_out, ProgressTarget::Stdout);
     b.push(&reference, progress.as_ref())?;
     if quiet {
         writeln!(out, "{reference}")?;

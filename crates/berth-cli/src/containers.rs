@@ -1,24 +1,50 @@
-//! Container commands over the daemon's Engine API: `run`, `ps`, `logs`, `stop`, `rm`, `wait`.
+//! Container commands over the daemon's Engine API: `run` and `create` (the typed create
+//! request from the flags, pulling a missing image, forwarding signals), `ps`, `logs`,
+//! `stop`, `rm`, `wait`.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
+use berth_api::container::{
+    Config, CreateRequest, CreateResponse, HostConfig, Summary, WaitResponse,
+};
+use berth_image::Reference;
 use clap::Args;
-use serde_json::{json, Value};
 
-use crate::api::{self, enc, ApiError, Host};
-use crate::commands::CliError;
+use crate::api::{self, enc, json, ApiError, Host};
+use crate::error::{CliError, Result};
+use crate::format::TemplateUse;
+use crate::terminal::{
+    interactive, join_wait, parse_detach_keys, spawn_wait, term_size, SignalProxy,
+};
 
-/// A daemon error as the CLI prints it (`Error response from daemon: …`).
-pub(crate) fn daemon(e: ApiError) -> CliError {
-    match e {
-        ApiError::Status { message, .. } => {
-            CliError::Message(format!("Error response from daemon: {message}"))
-        }
-        other => CliError::Message(other.to_string()),
+/// `--pull`: when `run` and `create` pull the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Always pull before creating.
+    Always,
+    /// Pull when the image is not there (the default).
+    #[default]
+    Missing,
+    /// Never pull.
+    Never,
+}
+
+/// A `--pull` value that is none of Docker's.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid pull option: '{0}': must be one of \"always\", \"missing\" or \"never\"")]
+pub struct BadPullPolicy(String);
+
+fn parse_pull_policy(s: &str) -> Result<PullPolicy, BadPullPolicy> {
+    match s {
+        "always" => Ok(PullPolicy::Always),
+        "missing" => Ok(PullPolicy::Missing),
+        "never" => Ok(PullPolicy::Never),
+        other => Err(BadPullPolicy(other.to_string())),
     }
 }
 
-/// `run` flags (the subset the daemon honours so far).
+/// `run` / `create` flags.
 #[derive(Debug, Args)]
 pub struct RunCmd {
     /// Automatically remove the container when it exits
@@ -51,6 +77,18 @@ pub struct RunCmd {
     /// Override the key sequence for detaching a container
     #[arg(long, default_value = "")]
     detach_keys: String,
+    /// Pull image before running ("always", "missing", "never")
+    #[arg(long, default_value = "missing", value_parser = parse_pull_policy)]
+    pull: PullPolicy,
+    /// Set platform if server is multi-platform capable
+    #[arg(long)]
+    platform: Option<String>,
+    /// Suppress the pull output
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Proxy received signals to the process
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    sig_proxy: bool,
     /// Volumes, binds, tmpfs (crate::storage)
     #[command(flatten)]
     storage: crate::storage::StorageFlags,
@@ -59,99 +97,167 @@ pub struct RunCmd {
     net: Box<crate::network::NetworkFlags>,
     /// Docker's other create flags.
     #[command(flatten)]
-    pub opts: crate::ctl::CreateFlags,
-    /// The image
-    image: String,
-    /// The command and its arguments
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<String>,
+    pub opts: crate::opts::CreateFlags,
+    /// The image, then the command and its arguments (everything after the image is the
+    /// command's, as Docker parses it: `run busybox -c x` runs `-c x`)
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        value_name = "IMAGE [COMMAND] [ARG...]"
+    )]
+    args: Vec<String>,
 }
 
-fn create_body(c: &RunCmd) -> Result<Value, CliError> {
-    let labels: serde_json::Map<String, Value> = c
-        .label
-        .iter()
+impl RunCmd {
+    /// The image.
+    pub fn image(&self) -> &str {
+        &self.args[0]
+    }
+
+    /// The command and its arguments (empty: the image's).
+    pub fn command(&self) -> &[String] {
+        &self.args[1..]
+    }
+}
+
+/// Labels from `KEY=VALUE` flags (`KEY` alone is an empty value).
+pub fn label_map(list: &[String]) -> BTreeMap<String, String> {
+    list.iter()
         .map(|l| {
             let (k, v) = l.split_once('=').unwrap_or((l, ""));
-            (k.to_string(), Value::String(v.to_string()))
+            (k.to_string(), v.to_string())
         })
-        .collect();
-    let mut body = json!({
-        "Image": c.image,
-        "Env": c.env,
-        "Labels": labels,
-        "AttachStdout": !c.detach,
-        "AttachStderr": !c.detach,
-        "HostConfig": {"AutoRemove": c.rm},
-    });
-    if !c.command.is_empty() {
-        body["Cmd"] = json!(c.command);
-    }
-    c.storage.apply(&mut body)?;
-    if let Some(w) = &c.workdir {
-        body["WorkingDir"] = json!(w);
-    }
-    if let Some(u) = &c.user {
-        body["User"] = json!(u);
-    }
-    if let Some(e) = &c.entrypoint {
-        body["Entrypoint"] = json!([e]);
-    }
-    if let Some(n) = &c.network {
-        body["HostConfig"]["NetworkMode"] = json!(n);
-    }
-    c.net.apply(&mut body, c.network.as_deref())?;
-    c.opts.apply(&mut body)?;
-    Ok(body)
+        .collect()
 }
 
-/// Creates the container; errors are printed as Docker's and exit 125.
-fn create_container(host: &Host, c: &RunCmd, err: &mut dyn Write) -> Result<String, CliError> {
-    let body = match create_body(c) {
-        Ok(b) => b,
-        Err(CliError::Usage(m)) => {
-            let _ = writeln!(err, "berth: {m}");
-            return Err(CliError::Exit(125));
-        }
-        Err(e) => return Err(e),
-    };
-    let path = match &c.name {
-        Some(n) => format!("/containers/create?name={}", enc(n)),
-        None => "/containers/create".to_string(),
-    };
-    let created = api::request(host, "POST", &path, Some(&body)).map_err(|e| match e {
-        ApiError::Status { code: 404, message } if message.contains("image") => CliError::Exit({
-            let _ = writeln!(err, "Unable to find image '{}' locally", c.image);
-            let _ = writeln!(err, "berth: Error response from daemon: {message}.");
-            125
+/// The create request of the flags.
+fn create_request(c: &RunCmd) -> Result<CreateRequest> {
+    let mut req = CreateRequest {
+        config: Config {
+            image: c.image().to_string(),
+            env: Some(c.env.clone()),
+            labels: Some(label_map(&c.label)),
+            attach_stdout: !c.detach,
+            attach_stderr: !c.detach,
+            cmd: (!c.command().is_empty()).then(|| c.command().to_vec()),
+            working_dir: c.workdir.clone().unwrap_or_default(),
+            user: c.user.clone().unwrap_or_default(),
+            entrypoint: c.entrypoint.as_ref().map(|e| vec![e.clone()]),
+            ..Default::default()
+        },
+        host_config: Some(HostConfig {
+            auto_remove: c.rm,
+            network_mode: c.network.clone().unwrap_or_default(),
+            ..Default::default()
         }),
-        e => CliError::Exit({
-            let _ = writeln!(err, "berth: {}", daemon(e));
-            125
-        }),
-    })?;
-    let v = created.json().map_err(daemon)?;
-    for warning in v["Warnings"].as_array().into_iter().flatten() {
-        let _ = writeln!(err, "WARNING: {}", warning.as_str().unwrap_or_default());
+        networking_config: None,
+    };
+    c.storage.apply(&mut req)?;
+    c.net.apply(&mut req, c.network.as_deref())?;
+    c.opts.apply(&mut req)?;
+    Ok(req)
+}
+
+/// The image named as Docker's CLI names it in "Unable to find image" (`busybox:latest`);
+/// `None` for an image ID.
+fn named_image(image: &str) -> Option<Reference> {
+    let r = Reference::parse_normalized(image).ok()?;
+    if r.tag().is_some() || r.digest().is_some() {
+        return Some(r);
     }
-    Ok(v["Id"].as_str().unwrap_or_default().to_string())
+    r.with_tag(berth_image::reference::DEFAULT_TAG).ok()
+}
+
+/// Pulls `reference` for `run`/`create`: the progress on standard error (nothing with `-q`),
+/// as the docker CLI shows it.
+fn pull_for_create(host: &Host, c: &RunCmd, reference: &Reference, err: &mut dyn Write) -> Result {
+    let backend = crate::apibackend::ApiBackend { host: host.clone() };
+    let mut sink = std::io::sink();
+    let out: &mut dyn Write = if c.quiet { &mut sink } else { err };
+    crate::commands::pull_reference(
+        &backend,
+        reference,
+        c.platform.as_deref(),
+        c.quiet,
+        out,
+        Box::new(std::io::stderr()),
+        crate::commands::ProgressTarget::Stderr,
+    )
+    // The docker CLI shows a pull's failure as the stream's error (no "Error response").
+    .map_err(|e| match e {
+        CliError::Daemon(b) => CliError::Message(b.message),
+        other => other,
+    })
+}
+
+/// Creates the container (pulling its image as `--pull` says); errors are printed as
+/// Docker's and exit 125.
+fn create_container(host: &Host, c: &RunCmd, err: &mut dyn Write) -> Result<String> {
+    let fail = |err: &mut dyn Write, e: CliError| {
+        let _ = writeln!(err, "berth: {e}");
+        CliError::Exit(125)
+    };
+    let req = create_request(c).map_err(|e| fail(err, e))?;
+    let body = json(&req);
+    let mut path = "/containers/create".to_string();
+    let mut q = Vec::new();
+    if let Some(n) = &c.name {
+        q.push(("name", n.clone()));
+    }
+    if let Some(p) = &c.platform {
+        q.push(("platform", p.clone()));
+    }
+    path.push_str(&api::query(&q));
+    let named = named_image(c.image());
+    if c.pull == PullPolicy::Always {
+        if let Some(r) = &named {
+            pull_for_create(host, c, r, err).map_err(|e| fail(err, e))?;
+        }
+    }
+    let created: CreateResponse = match host.post(&path, Some(&body)) {
+        Ok(r) => r,
+        Err(ApiError::Status { code: 404, message })
+            if message.contains("image") && c.pull == PullPolicy::Missing && named.is_some() =>
+        {
+            let r = named.as_ref().expect("checked");
+            if !c.quiet {
+                let _ = writeln!(
+                    err,
+                    "Unable to find image '{}' locally",
+                    r.familiar_string()
+                );
+            }
+            // A failed pull names the missing image and why it could not be pulled.
+            pull_for_create(host, c, r, err).map_err(|e| {
+                let why = e.to_string();
+                fail(
+                    err,
+                    CliError::Message(format!(
+                        "Error response from daemon: {message} (pulling it: {why})"
+                    )),
+                )
+            })?;
+            host.post(&path, Some(&body))
+                .map_err(|e| fail(err, e.into()))?
+        }
+        Err(e) => return Err(fail(err, e.into())),
+    };
+    for warning in &created.warnings {
+        let _ = writeln!(err, "WARNING: {warning}");
+    }
+    Ok(created.id)
 }
 
 /// `create`: prints the new container's ID.
-pub fn create(
-    host: &Host,
-    c: &RunCmd,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> Result<i32, CliError> {
+pub fn create(host: &Host, c: &RunCmd, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32> {
     let id = create_container(host, c, err)?;
-    writeln!(out, "{id}").map_err(|e| CliError::Message(e.to_string()))?;
+    writeln!(out, "{id}")?;
     Ok(0)
 }
 
 /// The exit status for a container that failed to start (Docker's 126/127/125).
 fn start_failure(err: &mut dyn Write, e: ApiError) -> i32 {
-    let msg = daemon(e).to_string();
+    let msg = CliError::from(e).to_string();
     let _ = writeln!(err, "berth: {msg}");
     let lower = msg.to_ascii_lowercase();
     if lower.contains("not found") || lower.contains("no such file") {
@@ -164,71 +270,65 @@ fn start_failure(err: &mut dyn Write, e: ApiError) -> i32 {
 }
 
 /// `run`: create, attach (unless detached), start, wait; exits with the container's status.
-pub fn run(
-    host: &Host,
-    c: &RunCmd,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> Result<i32, CliError> {
+/// Without a terminal, the signals the CLI receives go to the container (`--sig-proxy`).
+pub fn run(host: &Host, c: &RunCmd, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32> {
     let id = create_container(host, c, err)?;
+    let start = format!("/containers/{id}/start");
     if c.detach {
-        if let Err(e) = api::request(host, "POST", &format!("/containers/{id}/start"), None) {
+        if let Err(e) = host.call("POST", &start, None) {
             return Ok(start_failure(err, e));
         }
-        writeln!(out, "{id}").map_err(|e| CliError::Message(e.to_string()))?;
+        writeln!(out, "{id}")?;
         return Ok(0);
     }
     let condition = if c.rm { "removed" } else { "next-exit" };
-    if c.opts.interactive || c.opts.tty {
-        let keys = crate::ctl::parse_detach_keys(&c.detach_keys)?;
-        let stream = api::hijack(
-            host,
-            &format!(
-                "/containers/{id}/attach?stream=1&stdout=1&stderr=1&stdin={}",
-                c.opts.interactive as u8
-            ),
-            None,
-        )
-        .map_err(daemon)?;
-        let waiter = crate::ctl::spawn_wait(host, &id, condition);
-        if let Err(e) = api::request(host, "POST", &format!("/containers/{id}/start"), None) {
+    let tty = c.opts.tty;
+    // Forwarding starts before the start, as Docker's: a signal right after it is not lost.
+    let _proxy = if c.sig_proxy && !tty {
+        Some(SignalProxy::start(host, &id)?)
+    } else {
+        None
+    };
+    if c.opts.interactive || tty {
+        let keys = parse_detach_keys(&c.detach_keys)?;
+        let stream = api::attach(host, &id, c.opts.interactive)?;
+        let waiter = spawn_wait(host, &id, condition);
+        if let Err(e) = host.call("POST", &start, None) {
             return Ok(start_failure(err, e));
         }
-        if c.opts.tty {
-            if let Some((h, w)) = crate::ctl::term_size() {
-                let _ = api::request(
-                    host,
+        if tty {
+            if let Some((h, w)) = term_size() {
+                let _ = host.call(
                     "POST",
                     &format!("/containers/{id}/resize?h={h}&w={w}"),
                     None,
                 );
             }
         }
-        let detached = crate::ctl::interactive(
+        let detached = interactive(
             host,
             stream,
-            c.opts.tty,
+            tty,
             c.opts.interactive,
-            c.opts.tty.then(|| format!("/containers/{id}/resize")),
+            tty.then(|| format!("/containers/{id}/resize")),
             &keys,
         )?;
         if detached {
             return Ok(0);
         }
-        return Ok(crate::ctl::join_wait(waiter));
+        return Ok(join_wait(waiter));
     }
     // Attach before start so no output is lost; wait in the background from before the start
     // too, so a container removed at exit (--rm) is still waited for.
-    let mut stream = api::attach(host, &id, false).map_err(daemon)?;
-    let waiter = crate::ctl::spawn_wait(host, &id, condition);
-    if let Err(e) = api::request(host, "POST", &format!("/containers/{id}/start"), None) {
+    let mut stream = api::attach(host, &id, false)?;
+    let waiter = spawn_wait(host, &id, condition);
+    if let Err(e) = host.call("POST", &start, None) {
         return Ok(start_failure(err, e));
     }
-    api::demux(&mut stream, out, err).map_err(daemon)?;
+    api::demux(&mut stream, out, err)?;
     let code = waiter
         .join()
-        .map_err(|_| CliError::Message("wait thread panicked".into()))?
-        .map_err(daemon)?;
+        .map_err(|_| CliError::Message("wait thread panicked".into()))??;
     Ok(code as i32)
 }
 
@@ -264,132 +364,155 @@ pub struct PsCmd {
 const PS_TABLE: &str =
     "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
 
-pub fn ps(host: &Host, c: &PsCmd, out: &mut dyn Write) -> Result<(), CliError> {
-    let mut query = format!("all={}", c.all as u8);
-    let limit = if c.latest { 1 } else { c.last };
-    if limit > 0 {
-        query.push_str(&format!("&limit={limit}"));
+/// An ID as lists show it: its first 12 characters unless `--no-trunc`.
+pub fn short_id(id: &str, no_trunc: bool) -> String {
+    if no_trunc {
+        id.to_string()
+    } else {
+        id.chars().take(12).collect()
     }
-    if c.size {
-        query.push_str("&size=1");
-    }
-    if !c.filter.is_empty() {
-        query.push_str(&format!(
-            "&filters={}",
-            api::enc(&crate::ctl::filters_json(&c.filter)?)
-        ));
-    }
-    let list = api::request(host, "GET", &format!("/containers/json?{query}"), None)
-        .map_err(daemon)?
-        .json()
-        .map_err(daemon)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let w = |e: std::io::Error| CliError::Message(e.to_string());
-    let mut rows = Vec::new();
-    for ct in list.as_array().into_iter().flatten() {
-        let id = ct["Id"].as_str().unwrap_or_default();
-        let short = if c.no_trunc {
-            id
-        } else {
-            &id[..id.len().min(12)]
-        };
-        if c.quiet {
-            writeln!(out, "{short}").map_err(w)?;
-            continue;
-        }
-        let mut cmd = format!("\"{}\"", ct["Command"].as_str().unwrap_or_default());
-        if !c.no_trunc && cmd.chars().count() > 22 {
-            cmd = format!("{}…\"", cmd.chars().take(20).collect::<String>());
-        }
-        let names: Vec<&str> = ct["Names"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|n| n.as_str())
-            .map(|n| n.trim_start_matches('/'))
-            .collect();
-        let labels: Vec<String> = ct["Labels"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-            .collect();
-        let size = if c.size {
-            let rw = ct["SizeRw"].as_f64().unwrap_or(0.0);
-            let root = ct["SizeRootFs"].as_f64().unwrap_or(0.0);
-            format!(
-                "{} (virtual {})",
-                crate::units::human_size_with_precision(rw, 3),
-                crate::units::human_size_with_precision(root, 3)
-            )
-        } else {
-            String::new()
-        };
-        let created = ct["Created"].as_i64().unwrap_or(now);
-        rows.push(crate::format::row(&[
-            ("ID", short.to_string()),
-            (
-                "Image",
-                ct["Image"].as_str().unwrap_or_default().to_string(),
-            ),
+}
+
+/// The `ps` row of a container (Docker's `ContainerContext`; `no_trunc` is `--no-trunc`).
+fn ps_row(ct: &Summary, no_trunc: bool, now: i64) -> crate::template::Value {
+    use crate::commands::ellipsis;
+    let trunc = !no_trunc;
+    let short = short_id(&ct.id, no_trunc);
+    let cmd = crate::template::value::go_quote(&if trunc {
+        ellipsis(&ct.command, 20)
+    } else {
+        ct.command.clone()
+    });
+    let names: Vec<&str> = ct.names.iter().map(|n| n.trim_start_matches('/')).collect();
+    // Docker's `Size()`: the writable layer, and the virtual size when known.
+    let rw = crate::units::human_size_with_precision(ct.size_rw.unwrap_or(0) as f64, 3);
+    let size_col = match ct.size_root_fs.unwrap_or(0) {
+        root if root > 0 => format!(
+            "{rw} (virtual {})",
+            crate::units::human_size_with_precision(root as f64, 3)
+        ),
+        _ => rw,
+    };
+    let mounts: Vec<String> = ct
+        .mounts
+        .iter()
+        .map(|m| {
+            let name = if m.name.is_empty() {
+                &m.source
+            } else {
+                &m.name
+            };
+            if trunc {
+                ellipsis(name, 15)
+            } else {
+                name.clone()
+            }
+        })
+        .collect();
+    let local_volumes = ct.mounts.iter().filter(|m| m.driver == "local").count();
+    let labels = ct.labels.clone().unwrap_or_default();
+    let mut row = crate::format::labeled_row(
+        &[
+            ("ID", short),
+            ("Image", ct.image.clone()),
             ("Command", cmd),
             (
                 "CreatedAt",
-                berth_image::timeutil::format_go_string_utc(created),
+                berth_image::timeutil::format_go_string_utc(ct.created),
             ),
-            ("RunningFor", crate::units::since(created, now)),
-            (
-                "Status",
-                ct["Status"].as_str().unwrap_or_default().to_string(),
-            ),
-            (
-                "State",
-                ct["State"].as_str().unwrap_or_default().to_string(),
-            ),
-            ("Ports", crate::network::ports_column(&ct["Ports"])),
+            ("RunningFor", crate::units::since(ct.created, now)),
+            ("Status", ct.status.clone()),
+            ("State", ct.state.clone()),
+            ("Ports", crate::network::ports_column(&ct.ports)),
             ("Names", names.join(",")),
-            ("Labels", labels.join(",")),
-            ("Size", size),
+            ("Labels", crate::format::labels_column(Some(&labels))),
+            ("Size", size_col),
+            ("Mounts", mounts.join(",")),
+            ("LocalVolumes", local_volumes.to_string()),
             (
                 "Networks",
-                ct["NetworkSettings"]["Networks"]
-                    .as_object()
-                    .map(|m| m.keys().cloned().collect::<Vec<_>>().join(","))
-                    .unwrap_or_default(),
+                ct.network_settings
+                    .networks
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(","),
             ),
-        ]));
+        ],
+        labels,
+    );
+    // The image's platform: not reported by the daemon (Docker's is then nil).
+    if let crate::template::Value::Context(fields) = &mut row {
+        fields.push(("Platform".into(), crate::template::Value::Nil));
     }
-    if c.quiet {
-        return Ok(());
-    }
+    row
+}
+
+fn ps_header() -> crate::template::Value {
+    crate::format::header(&[
+        ("ID", "CONTAINER ID"),
+        ("Image", "IMAGE"),
+        ("Command", "COMMAND"),
+        ("CreatedAt", "CREATED AT"),
+        ("RunningFor", "CREATED"),
+        ("Status", "STATUS"),
+        ("State", "STATE"),
+        ("Ports", "PORTS"),
+        ("Names", "NAMES"),
+        ("Labels", "LABELS"),
+        ("Size", "SIZE"),
+        ("Mounts", "MOUNTS"),
+        ("LocalVolumes", "LOCAL VOLUMES"),
+        ("Networks", "NETWORKS"),
+        ("Platform", "PLATFORM"),
+    ])
+}
+
+pub fn ps(host: &Host, c: &PsCmd, out: &mut dyn Write) -> Result {
+    let mut size = c.size;
+    let source = c.format.as_deref().unwrap_or("table");
     let default_table = if c.size {
         format!("{PS_TABLE}\t{{{{.Size}}}}")
     } else {
         PS_TABLE.to_string()
     };
-    let fmt = crate::format::parse(c.format.as_deref().unwrap_or("table"), &default_table)
-        .map_err(|e| CliError::Usage(format!("template parsing error: {}", e.0)))?;
-    let header = crate::format::row(&[
-        ("ID", "CONTAINER ID".into()),
-        ("Image", "IMAGE".into()),
-        ("Command", "COMMAND".into()),
-        ("CreatedAt", "CREATED AT".into()),
-        ("RunningFor", "CREATED".into()),
-        ("Status", "STATUS".into()),
-        ("State", "STATE".into()),
-        ("Ports", "PORTS".into()),
-        ("Names", "NAMES".into()),
-        ("Labels", "LABELS".into()),
-        ("Size", "SIZE".into()),
-        ("Networks", "NETWORKS".into()),
-    ]);
+    let fmt = if c.quiet {
+        None
+    } else {
+        // As the docker CLI: the template runs once on an empty container first (an error
+        // there is the command's), and showing `.Size` asks the daemon for sizes.
+        let fmt = crate::format::parse(source, &default_table)
+            .map_err(|e| CliError::Message(format!("failed to parse template: {e}")))?;
+        let probe = ps_row(&Summary::default(), c.no_trunc, 0);
+        let (r, used) = fmt.template().execute_tracking(&probe);
+        r.map_err(|e| TemplateUse::Ps.error(e))?;
+        size |= used.iter().any(|f| f == "Size");
+        Some(fmt)
+    };
+    let mut q: Vec<(&str, String)> = vec![("all", (c.all as u8).to_string())];
+    let limit = if c.latest { 1 } else { c.last };
+    if limit > 0 {
+        q.push(("limit", limit.to_string()));
+    }
+    if size {
+        q.push(("size", "1".into()));
+    }
+    if !c.filter.is_empty() {
+        q.push(("filters", crate::filters::json(&c.filter)?));
+    }
+    let list: Vec<Summary> = host.get(&format!("/containers/json{}", api::query(&q)))?;
+    let Some(fmt) = fmt else {
+        for ct in &list {
+            writeln!(out, "{}", short_id(&ct.id, c.no_trunc))?;
+        }
+        return Ok(());
+    };
+    let now = berth_image::timeutil::now().0;
+    let rows: Vec<_> = list.iter().map(|ct| ps_row(ct, c.no_trunc, now)).collect();
     let text = fmt
-        .render(&header, &rows)
-        .map_err(|e| CliError::Message(format!("template: {}", e.0)))?;
-    out.write_all(text.as_bytes()).map_err(w)?;
+        .render(&ps_header(), &rows)
+        .map_err(|e| TemplateUse::Ps.error(e))?;
+    out.write_all(text.as_bytes())?;
     Ok(())
 }
 
@@ -409,12 +532,7 @@ pub struct LogsCmd {
     container: String,
 }
 
-pub fn logs(
-    host: &Host,
-    c: &LogsCmd,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> Result<(), CliError> {
+pub fn logs(host: &Host, c: &LogsCmd, out: &mut dyn Write, err: &mut dyn Write) -> Result {
     let path = format!(
         "/containers/{}/logs?stdout=1&stderr=1&follow={}&timestamps={}&tail={}",
         enc(&c.container),
@@ -422,20 +540,13 @@ pub fn logs(
         c.timestamps as u8,
         enc(&c.tail)
     );
-    let info = api::request(
-        host,
-        "GET",
-        &format!("/containers/{}/json", enc(&c.container)),
-        None,
-    )
-    .and_then(|r| r.json())
-    .map_err(daemon)?;
-    let mut r = api::stream(host, &path).map_err(daemon)?;
-    if info["Config"]["Tty"].as_bool() == Some(true) {
-        std::io::copy(&mut r, out).map_err(|e| CliError::Message(e.to_string()))?;
+    let info = crate::ctl::inspect_container(host, &c.container)?;
+    let mut r = api::stream(host, &path)?;
+    if info.config.tty {
+        std::io::copy(&mut r, out)?;
         return Ok(());
     }
-    api::demux(&mut r, out, err).map_err(daemon)
+    Ok(api::demux(&mut r, out, err)?)
 }
 
 /// `stop` flags.
@@ -444,23 +555,26 @@ pub struct StopCmd {
     /// Seconds to wait before killing the container
     #[arg(short = 't', long = "time")]
     time: Option<i64>,
+    /// Signal to send to the container
+    #[arg(short = 's', long)]
+    signal: Option<String>,
     /// The containers
     #[arg(required = true)]
     containers: Vec<String>,
 }
 
-pub fn stop(
-    host: &Host,
-    c: &StopCmd,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> Result<(), CliError> {
+pub fn stop(host: &Host, c: &StopCmd, out: &mut dyn Write, err: &mut dyn Write) -> Result {
+    let mut q = Vec::new();
+    if let Some(t) = c.time {
+        q.push(("t", t.to_string()));
+    }
+    if let Some(s) = &c.signal {
+        q.push(("signal", s.clone()));
+    }
+    let q = api::query(&q);
     each(&c.containers, out, err, |name| {
-        let mut path = format!("/containers/{}/stop", enc(name));
-        if let Some(t) = c.time {
-            path.push_str(&format!("?t={t}"));
-        }
-        api::request(host, "POST", &path, None).map(|_| name.to_string())
+        host.call("POST", &format!("/containers/{}/stop{q}", enc(name)), None)
+            .map(|_| name.to_string())
     })
 }
 
@@ -473,25 +587,24 @@ pub struct RmCmd {
     /// Remove anonymous volumes associated with the container
     #[arg(short = 'v', long)]
     volumes: bool,
+    /// Remove the specified link
+    #[arg(short = 'l', long)]
+    link: bool,
     /// The containers
     #[arg(required = true)]
     containers: Vec<String>,
 }
 
-pub fn rm(
-    host: &Host,
-    c: &RmCmd,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> Result<(), CliError> {
+pub fn rm(host: &Host, c: &RmCmd, out: &mut dyn Write, err: &mut dyn Write) -> Result {
     each(&c.containers, out, err, |name| {
         let path = format!(
-            "/containers/{}?force={}&v={}",
+            "/containers/{}?force={}&v={}&link={}",
             enc(name),
             c.force as u8,
-            c.volumes as u8
+            c.volumes as u8,
+            c.link as u8
         );
-        api::request(host, "DELETE", &path, None).map(|_| name.to_string())
+        host.call("DELETE", &path, None).map(|_| name.to_string())
     })
 }
 
@@ -503,21 +616,10 @@ pub struct WaitCmd {
     containers: Vec<String>,
 }
 
-pub fn wait(
-    host: &Host,
-    c: &WaitCmd,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> Result<(), CliError> {
+pub fn wait(host: &Host, c: &WaitCmd, out: &mut dyn Write, err: &mut dyn Write) -> Result {
     each(&c.containers, out, err, |name| {
-        let v = api::request(
-            host,
-            "POST",
-            &format!("/containers/{}/wait", enc(name)),
-            None,
-        )?
-        .json()?;
-        Ok(v["StatusCode"].as_i64().unwrap_or(-1).to_string())
+        let w: WaitResponse = host.post(&format!("/containers/{}/wait", enc(name)), None)?;
+        Ok(w.status_code.to_string())
     })
 }
 
@@ -528,7 +630,7 @@ pub(crate) fn each(
     out: &mut dyn Write,
     err: &mut dyn Write,
     op: impl Fn(&str) -> Result<String, ApiError>,
-) -> Result<(), CliError> {
+) -> Result {
     let mut failed = false;
     for name in names {
         match op(name) {
@@ -537,7 +639,7 @@ pub(crate) fn each(
             }
             Err(e) => {
                 failed = true;
-                let _ = writeln!(err, "{}", daemon(e));
+                let _ = writeln!(err, "{}", CliError::from(e));
             }
         }
     }
@@ -547,111 +649,93 @@ pub(crate) fn each(
     Ok(())
 }
 
-/// `version` / `info` flags.
-#[derive(Debug, Args)]
-pub struct FormatCmd {
-    /// Format output using a custom template
-    #[arg(short = 'f', long)]
-    format: Option<String>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
 
-fn templated(format: &str, v: &Value, out: &mut dyn Write) -> Result<(), CliError> {
-    let t = crate::template::Template::parse(format)
-        .map_err(|e| CliError::Usage(format!("template parsing error: {}", e.0)))?;
-    let data = crate::template::Value::from_json_str(&v.to_string())
-        .map_err(|e| CliError::Message(format!("template: {e}")))?;
-    let s = t
-        .execute(&data)
-        .map_err(|e| CliError::Message(format!("template: {}", e.0)))?;
-    writeln!(out, "{s}").map_err(|e| CliError::Message(e.to_string()))
-}
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        c: RunCmd,
+    }
 
-/// `version`: the client, then the daemon's `/version` (like `docker version`).
-pub fn version(
-    host: &Host,
-    c: &FormatCmd,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> Result<(), CliError> {
-    let client = json!({
-        "Version": env!("CARGO_PKG_VERSION"),
-        "ApiVersion": "1.44",
-        "Os": std::env::consts::OS,
-        "Arch": match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", a => a },
-    });
-    let server = api::request(host, "GET", "/version", None).and_then(|r| r.json());
-    if let Some(f) = &c.format {
-        let server = server.as_ref().cloned().unwrap_or(Value::Null);
-        return templated(f, &json!({"Client": client, "Server": server}), out);
+    fn run_of(args: &[&str]) -> RunCmd {
+        let mut v = vec!["t"];
+        v.extend_from_slice(args);
+        T::try_parse_from(v).unwrap().c
     }
-    let w = |e: std::io::Error| CliError::Message(e.to_string());
-    writeln!(
-        out,
-        "Client:\n Version:           {}\n API version:       {}\n OS/Arch:           {}/{}\n",
-        client["Version"].as_str().unwrap_or_default(),
-        client["ApiVersion"].as_str().unwrap_or_default(),
-        client["Os"].as_str().unwrap_or_default(),
-        client["Arch"].as_str().unwrap_or_default()
-    )
-    .map_err(w)?;
-    match server {
-        Ok(s) => {
-            writeln!(
-                out,
-                "Server: {}\n Engine:\n  Version:          {}\n  API version:      {} (minimum version {})\n  OS/Arch:          {}/{}\n  Kernel:           {}",
-                s["Platform"]["Name"].as_str().unwrap_or("Berth Engine"),
-                s["Version"].as_str().unwrap_or_default(),
-                s["ApiVersion"].as_str().unwrap_or_default(),
-                s["MinAPIVersion"].as_str().unwrap_or_default(),
-                s["Os"].as_str().unwrap_or_default(),
-                s["Arch"].as_str().unwrap_or_default(),
-                s["KernelVersion"].as_str().unwrap_or_default()
-            )
-            .map_err(w)?;
-            Ok(())
-        }
-        Err(e) => {
-            let _ = writeln!(err, "{}", daemon(e));
-            Err(CliError::Exit(1))
-        }
-    }
-}
 
-/// `info`: the daemon's `/info`, the lines `docker info` prints for a Berth daemon.
-pub fn info(host: &Host, c: &FormatCmd, out: &mut dyn Write) -> Result<(), CliError> {
-    let v = api::request(host, "GET", "/info", None)
-        .and_then(|r| r.json())
-        .map_err(daemon)?;
-    if let Some(f) = &c.format {
-        return templated(f, &v, out);
+    #[test]
+    fn run_flags_to_the_create_request() {
+        let c = run_of(&[
+            "--rm",
+            "--name",
+            "x",
+            "-e",
+            "A=1",
+            "-l",
+            "k=v",
+            "-l",
+            "bare",
+            "-w",
+            "/w",
+            "-u",
+            "nobody",
+            "--network",
+            "none",
+            "--entrypoint",
+            "/bin/sh",
+            "-v",
+            "/anon",
+            "-p",
+            "8080:80",
+            "-m",
+            "64m",
+            "busybox",
+            "-c",
+            "echo hi",
+        ]);
+        let r = create_request(&c).unwrap();
+        assert_eq!(r.config.image, "busybox");
+        assert_eq!(r.config.cmd.as_deref().unwrap(), ["-c", "echo hi"]);
+        assert_eq!(r.config.entrypoint.as_deref().unwrap(), ["/bin/sh"]);
+        assert_eq!(r.config.env.as_deref().unwrap(), ["A=1"]);
+        let labels = r.config.labels.as_ref().unwrap();
+        assert_eq!((labels["k"].as_str(), labels["bare"].as_str()), ("v", ""));
+        assert_eq!(
+            (r.config.working_dir.as_str(), r.config.user.as_str()),
+            ("/w", "nobody")
+        );
+        assert!(r.config.attach_stdout && r.config.attach_stderr);
+        let hc = r.host_config.as_ref().unwrap();
+        assert!(hc.auto_remove);
+        assert_eq!(hc.network_mode, "none");
+        assert_eq!(hc.memory, 64 << 20);
+        assert!(hc.port_bindings.as_ref().unwrap().contains_key("80/tcp"));
+        assert!(r.config.volumes.as_ref().unwrap().contains_key("/anon"));
+        assert_eq!(c.pull, PullPolicy::Missing);
+        assert!(c.sig_proxy);
+        // No command: the image's (null, not []).
+        let r = create_request(&run_of(&["-d", "busybox"])).unwrap();
+        assert_eq!(r.config.cmd, None);
+        assert!(!r.config.attach_stdout);
     }
-    let s = |k: &str| match &v[k] {
-        Value::String(x) => x.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    };
-    let text = format!(
-        "Server:\n Containers: {}\n  Running: {}\n  Paused: {}\n  Stopped: {}\n Images: {}\n Server Version: {}\n Storage Driver: {}\n Logging Driver: {}\n Cgroup Driver: {}\n Cgroup Version: {}\n Kernel Version: {}\n Operating System: {}\n OSType: {}\n Architecture: {}\n CPUs: {}\n Total Memory: {}\n Name: {}\n ID: {}\n Docker Root Dir: {}\n",
-        s("Containers"),
-        s("ContainersRunning"),
-        s("ContainersPaused"),
-        s("ContainersStopped"),
-        s("Images"),
-        s("ServerVersion"),
-        s("Driver"),
-        s("LoggingDriver"),
-        s("CgroupDriver"),
-        s("CgroupVersion"),
-        s("KernelVersion"),
-        s("OperatingSystem"),
-        s("OSType"),
-        s("Architecture"),
-        s("NCPU"),
-        crate::units::human_size_with_precision(v["MemTotal"].as_f64().unwrap_or(0.0), 4),
-        s("Name"),
-        s("ID"),
-        s("DockerRootDir"),
-    );
-    out.write_all(text.as_bytes())
-        .map_err(|e| CliError::Message(e.to_string()))
+
+    #[test]
+    fn pull_and_sig_proxy_flags() {
+        assert_eq!(run_of(&["--pull", "never", "b"]).pull, PullPolicy::Never);
+        assert_eq!(run_of(&["--pull=always", "b"]).pull, PullPolicy::Always);
+        assert!(T::try_parse_from(["t", "--pull", "sometimes", "b"]).is_err());
+        assert!(!run_of(&["--sig-proxy=false", "b"]).sig_proxy);
+        assert_eq!(
+            named_image("busybox").unwrap().familiar_string(),
+            "busybox:latest"
+        );
+        assert_eq!(
+            named_image("example.com/a/b:1").unwrap().familiar_string(),
+            "example.com/a/b:1"
+        );
+        assert!(named_image("Not Valid").is_none());
+    }
 }

@@ -2,12 +2,21 @@
 //! templates. Kept as a library so that the template engine and formatting helpers can be
 //! reused by later commands and tested on their own.
 //!
-//! - [`cli`]: argument parsing (Docker's names and flags) and dispatch; [`cli::run`].
-//! - [`backend`]: what the commands ask of the engine ([`backend::ImageBackend`]); today the
-//!   daemonless [`backend::LocalBackend`], later an Engine API client.
-//! - [`commands`]: the commands and their Docker output.
-//! - [`template`]: a Go `text/template` subset for `--format`.
-//! - [`format`], [`tabwriter`], [`units`]: Docker's tables, human sizes and durations.
+//! - [`cli`]: argument parsing (Docker's names and flags, `container …` and `image …`
+//!   included) and dispatch; [`cli::run`].
+//! - [`api`]: the Engine API client (typed `berth_api` models both ways).
+//! - [`backend`]: what the image commands ask of the engine ([`backend::ImageBackend`]): the
+//!   daemon ([`apibackend`]) or, with `--data-root`, a data root directly.
+//! - Commands: [`commands`] (images), [`containers`] (`run`, `create`, `ps`, `logs`, `stop`,
+//!   `rm`, `wait`), [`ctl`] (other container commands), [`system`] (`version`, `info`,
+//!   `events`, `stats`, `df`, prunes), [`network`], [`storage`] (volumes), [`cp`], [`build`],
+//!   [`registry_server`].
+//! - Flags that make the create request: [`opts`] (resources, security, health …),
+//!   [`storage::StorageFlags`], [`network::NetworkFlags`].
+//! - [`terminal`]: raw terminals, detach keys, attached sessions, signal forwarding.
+//! - [`template`]: Go's `text/template` for `--format`; [`format`], [`tabwriter`], [`units`]:
+//!   Docker's tables, human sizes and durations; [`filters`]: `--filter` flags.
+//! - [`error`]: [`error::CliError`] and Docker's exit statuses.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -17,11 +26,17 @@ pub mod build;
 pub mod cli;
 pub mod commands;
 pub mod containers;
+pub mod cp;
 pub mod ctl;
+pub mod error;
+pub mod filters;
 pub mod format;
 pub mod network;
+pub mod opts;
 pub mod registry_server;
 pub mod storage;
+pub mod system;
 pub mod tabwriter;
 pub mod template;
+pub mod terminal;
 pub mod units;

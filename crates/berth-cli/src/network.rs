@@ -1,19 +1,20 @@
 //! Networking commands over the Engine API: `network create|ls|inspect|rm|prune|connect|
 //! disconnect`, `port`, and the networking flags of `run` ([`NetworkFlags`]).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
+use berth_api::container::{CreateRequest, Port, PortBinding};
+use berth_api::go::Empty;
+use berth_api::network::{
+    ConnectRequest, CreateRequest as NetworkCreate, CreateResponse, DisconnectRequest,
+    EndpointIpamConfig, EndpointSettings, Inspect, Ipam, IpamConfig, NetworkingConfig, PruneReport,
+};
 use clap::{Args, Subcommand};
-use serde_json::{json, Map, Value};
 
-use crate::api::{self, enc, ApiError, Host};
-use crate::commands::CliError;
-
-use crate::containers::daemon;
-
-fn w(e: std::io::Error) -> CliError {
-    CliError::Message(e.to_string())
-}
+use crate::api::{enc, json, ApiError, Host};
+use crate::error::{CliError, Result};
+use crate::format;
 
 /// The networking flags of `run` (`-h` is the hostname, as in docker; help is `--help`).
 #[derive(Debug, Args, Default)]
@@ -58,45 +59,46 @@ pub struct NetworkFlags {
 }
 
 /// One `-p` value, expanded: (container port key, host ip, host port).
-pub fn parse_publish(spec: &str) -> Result<Vec<(String, String, String)>, String> {
+pub fn parse_publish(spec: &str) -> Result<Vec<(String, String, String)>> {
+    let bad = |m: String| CliError::Usage(m);
     let (rest, proto) = match spec.rsplit_once('/') {
         Some((r, p)) => (r, p.to_ascii_lowercase()),
         None => (spec, "tcp".to_string()),
     };
     if proto != "tcp" && proto != "udp" {
-        return Err(format!("invalid proto: {proto}"));
+        return Err(bad(format!("invalid proto: {proto}")));
     }
     // An IPv6 host address is in brackets.
     let (ip, rest) = if let Some(r) = rest.strip_prefix('[') {
         let (ip, after) = r
             .split_once(']')
-            .ok_or_else(|| format!("invalid IP address in {spec}"))?;
+            .ok_or_else(|| bad(format!("invalid IP address in {spec}")))?;
         (ip.to_string(), after.strip_prefix(':').unwrap_or(after))
     } else {
         let parts: Vec<&str> = rest.split(':').collect();
         match parts.len() {
             1 | 2 => (String::new(), rest),
             3 => (parts[0].to_string(), &rest[parts[0].len() + 1..]),
-            _ => return Err(format!("invalid port format: {spec}")),
+            _ => return Err(bad(format!("invalid port format: {spec}"))),
         }
     };
     if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err() {
-        return Err(format!("invalid IP address: {ip}"));
+        return Err(bad(format!("invalid IP address: {ip}")));
     }
     let (host, cport) = match rest.split_once(':') {
         Some((h, c)) => (h, c),
         None => ("", rest),
     };
-    let range = |s: &str| -> Result<(u16, u16), String> {
+    let range = |s: &str| -> Result<(u16, u16)> {
         let (a, b) = s.split_once('-').unwrap_or((s, s));
         let a: u16 = a
             .parse()
-            .map_err(|_| format!("invalid containerPort: {s}"))?;
+            .map_err(|_| bad(format!("invalid containerPort: {s}")))?;
         let b: u16 = b
             .parse()
-            .map_err(|_| format!("invalid containerPort: {s}"))?;
+            .map_err(|_| bad(format!("invalid containerPort: {s}")))?;
         if a == 0 || a > b {
-            return Err(format!("invalid port range: {s}"));
+            return Err(bad(format!("invalid port range: {s}")));
         }
         Ok((a, b))
     };
@@ -108,7 +110,7 @@ pub fn parse_publish(spec: &str) -> Result<Vec<(String, String, String)>, String
         }
         return Ok(out);
     }
-    let (h0, h1) = range(host).map_err(|_| format!("invalid hostPort: {host}"))?;
+    let (h0, h1) = range(host).map_err(|_| bad(format!("invalid hostPort: {host}")))?;
     if c0 == c1 {
         // One container port, maybe a range of host ports to choose from.
         let hp = if h0 == h1 {
@@ -120,9 +122,9 @@ pub fn parse_publish(spec: &str) -> Result<Vec<(String, String, String)>, String
         return Ok(out);
     }
     if h1 - h0 != c1 - c0 {
-        return Err(format!(
+        return Err(bad(format!(
             "invalid ranges specified for container and host Ports: {cport} and {host}"
-        ));
+        )));
     }
     for i in 0..=(c1 - c0) {
         out.push((
@@ -135,18 +137,21 @@ pub fn parse_publish(spec: &str) -> Result<Vec<(String, String, String)>, String
 }
 
 impl NetworkFlags {
-    /// Adds the flags to a container create body (`network` is `--network`).
-    pub fn apply(&self, body: &mut Value, network: Option<&str>) -> Result<(), CliError> {
-        let usage = CliError::Usage;
-        let mut bindings: Map<String, Value> = Map::new();
-        let mut exposed: Map<String, Value> = Map::new();
+    /// Adds the flags to a create request (`network` is `--network`).
+    pub fn apply(&self, req: &mut CreateRequest, network: Option<&str>) -> Result {
+        let mut bindings: BTreeMap<String, Option<Vec<PortBinding>>> = BTreeMap::new();
+        let mut exposed: BTreeMap<String, Empty> = BTreeMap::new();
         for p in &self.publish {
-            for (key, ip, hp) in parse_publish(p).map_err(usage)? {
-                exposed.insert(key.clone(), json!({}));
-                let e = bindings.entry(key).or_insert(json!([]));
-                if let Some(a) = e.as_array_mut() {
-                    a.push(json!({"HostIp": ip, "HostPort": hp}));
-                }
+            for (key, ip, hp) in parse_publish(p)? {
+                exposed.insert(key.clone(), Empty {});
+                bindings
+                    .entry(key)
+                    .or_insert_with(|| Some(Vec::new()))
+                    .get_or_insert_with(Vec::new)
+                    .push(PortBinding {
+                        host_ip: ip,
+                        host_port: hp,
+                    });
             }
         }
         for e in &self.expose {
@@ -155,50 +160,54 @@ impl NetworkFlags {
             match (a.parse::<u16>(), b.parse::<u16>()) {
                 (Ok(a), Ok(b)) if a > 0 && a <= b => {
                     for x in a..=b {
-                        exposed.insert(format!("{x}/{proto}"), json!({}));
+                        exposed.insert(format!("{x}/{proto}"), Empty {});
                     }
                 }
-                _ => return Err(usage(format!("invalid range format for --expose: {e}"))),
+                _ => {
+                    return Err(CliError::Usage(format!(
+                        "invalid range format for --expose: {e}"
+                    )))
+                }
             }
         }
-        let hc = &mut body["HostConfig"];
+        let hc = req.host_config.get_or_insert_with(Default::default);
         if !bindings.is_empty() {
-            hc["PortBindings"] = Value::Object(bindings);
+            hc.port_bindings = Some(bindings);
         }
-        if self.publish_all {
-            hc["PublishAllPorts"] = json!(true);
+        hc.publish_all_ports |= self.publish_all;
+        let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        if let Some(d) = list(&self.dns) {
+            hc.dns = Some(d);
         }
-        if !self.dns.is_empty() {
-            hc["Dns"] = json!(self.dns);
+        if let Some(d) = list(&self.dns_search) {
+            hc.dns_search = Some(d);
         }
-        if !self.dns_search.is_empty() {
-            hc["DnsSearch"] = json!(self.dns_search);
+        if let Some(d) = list(&self.dns_option) {
+            hc.dns_options = Some(d);
         }
-        if !self.dns_option.is_empty() {
-            hc["DnsOptions"] = json!(self.dns_option);
-        }
-        if !self.add_host.is_empty() {
-            hc["ExtraHosts"] = json!(self.add_host);
+        if let Some(d) = list(&self.add_host) {
+            hc.extra_hosts = Some(d);
         }
         if !exposed.is_empty() {
-            body["ExposedPorts"] = Value::Object(exposed);
+            req.config.exposed_ports = Some(exposed);
         }
         if let Some(h) = &self.hostname {
-            body["Hostname"] = json!(h);
+            req.config.hostname = h.clone();
         }
-        let mut ep = json!({});
-        if let Some(ip) = &self.ip {
-            ep["IPAMConfig"] = json!({"IPv4Address": ip});
-        }
-        if let Some(m) = &self.mac_address {
-            ep["MacAddress"] = json!(m);
-        }
-        if !self.network_alias.is_empty() {
-            ep["Aliases"] = json!(self.network_alias);
-        }
-        if ep.as_object().is_some_and(|o| !o.is_empty()) {
-            let key = network.unwrap_or("default");
-            body["NetworkingConfig"] = json!({"EndpointsConfig": {key: ep}});
+        let ep = EndpointSettings {
+            ipam_config: self.ip.as_ref().map(|ip| EndpointIpamConfig {
+                ipv4_address: ip.clone(),
+                ..Default::default()
+            }),
+            mac_address: self.mac_address.clone().unwrap_or_default(),
+            aliases: list(&self.network_alias),
+            ..Default::default()
+        };
+        if ep != EndpointSettings::default() {
+            let key = network.unwrap_or("default").to_string();
+            req.networking_config = Some(NetworkingConfig {
+                endpoints_config: Some([(key, ep)].into()),
+            });
         }
         Ok(())
     }
@@ -338,28 +347,41 @@ pub struct PortCmd {
     private_port: Option<String>,
 }
 
-fn filters_query(f: &[String]) -> String {
+/// `?filters=…` for filter flags ("" without any).
+fn filters_query(f: &[String]) -> Result<String> {
     if f.is_empty() {
-        return String::new();
+        return Ok(String::new());
     }
-    let mut m: Map<String, Value> = Map::new();
-    for x in f {
-        let (k, v) = x.split_once('=').unwrap_or((x, ""));
-        let e = m.entry(k.to_string()).or_insert(json!({}));
-        e[v] = json!(true);
-    }
-    format!("?filters={}", enc(&Value::Object(m).to_string()))
+    Ok(format!("?filters={}", enc(&crate::filters::json(f)?)))
 }
 
-fn templated(format: &str, v: &Value, out: &mut dyn Write) -> Result<(), CliError> {
-    let t = crate::template::Template::parse(format)
-        .map_err(|e| CliError::Usage(format!("template parsing error: {}", e.0)))?;
-    let data = crate::template::Value::from_json_str(&v.to_string())
-        .map_err(|e| CliError::Message(format!("template: {e}")))?;
-    let s = t
-        .execute(&data)
-        .map_err(|e| CliError::Message(format!("template: {}", e.0)))?;
-    writeln!(out, "{s}").map_err(w)
+/// `key=value` flags into a map (`--label`, `--opt`; `key` alone is an empty value).
+fn kv(v: &[String]) -> BTreeMap<String, String> {
+    crate::containers::label_map(v)
+}
+
+const NETWORKS_TABLE: &str = "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}";
+
+/// The `network ls` row of a network (Docker's `networkContext`).
+fn network_row(n: &Inspect, no_trunc: bool) -> crate::template::Value {
+    let id = crate::containers::short_id(&n.id, no_trunc);
+    let created = berth_util::time::parse_rfc3339(&n.created)
+        .map(|(s, ns)| crate::units::go_time_string(s, ns))
+        .unwrap_or_default();
+    format::labeled_row(
+        &[
+            ("ID", id),
+            ("Name", n.name.clone()),
+            ("Driver", n.driver.clone()),
+            ("Scope", n.scope.clone()),
+            ("IPv4", n.enable_ipv4.to_string()),
+            ("IPv6", n.enable_ipv6.to_string()),
+            ("Internal", n.internal.to_string()),
+            ("Labels", format::labels_column(Some(&n.labels))),
+            ("CreatedAt", created),
+        ],
+        n.labels.clone(),
+    )
 }
 
 /// Runs a `network` subcommand.
@@ -368,126 +390,88 @@ pub fn network(
     cmd: &NetworkCommand,
     out: &mut dyn Write,
     err: &mut dyn Write,
-) -> Result<(), CliError> {
+) -> Result {
     match cmd {
         NetworkCommand::Create(c) => {
-            let kv = |v: &[String]| -> Map<String, Value> {
-                v.iter()
-                    .map(|x| {
-                        let (k, v) = x.split_once('=').unwrap_or((x, ""));
-                        (k.to_string(), json!(v))
-                    })
-                    .collect()
-            };
-            let mut cfg = Vec::new();
-            for (i, s) in c.subnet.iter().enumerate() {
-                let mut e = json!({"Subnet": s});
-                if let Some(g) = c.gateway.get(i) {
-                    e["Gateway"] = json!(g);
-                }
-                if let Some(r) = c.ip_range.get(i) {
-                    e["IPRange"] = json!(r);
-                }
-                cfg.push(e);
-            }
             if c.subnet.is_empty() && (!c.gateway.is_empty() || !c.ip_range.is_empty()) {
                 return Err(CliError::Usage(
                     "berth: gateway and ip-range require a subnet".into(),
                 ));
             }
-            let body = json!({
-                "Name": c.name,
-                "Driver": c.driver,
-                "Internal": c.internal,
-                "Attachable": c.attachable,
-                "EnableIPv6": c.ipv6,
-                "IPAM": {"Driver": "default", "Config": cfg},
-                "Options": kv(&c.opt),
-                "Labels": kv(&c.label),
-            });
-            let r = api::request(host, "POST", "/networks/create", Some(&body))
-                .map_err(daemon)?
-                .json()
-                .map_err(daemon)?;
-            writeln!(out, "{}", r["Id"].as_str().unwrap_or_default()).map_err(w)
+            let config = c
+                .subnet
+                .iter()
+                .enumerate()
+                .map(|(i, s)| IpamConfig {
+                    subnet: s.clone(),
+                    gateway: c.gateway.get(i).cloned().unwrap_or_default(),
+                    ip_range: c.ip_range.get(i).cloned().unwrap_or_default(),
+                    auxiliary_addresses: None,
+                })
+                .collect();
+            let body = NetworkCreate {
+                name: c.name.clone(),
+                driver: c.driver.clone(),
+                internal: c.internal,
+                attachable: c.attachable,
+                enable_ipv6: c.ipv6,
+                ipam: Some(Ipam {
+                    driver: "default".into(),
+                    options: None,
+                    config: Some(config),
+                }),
+                options: Some(kv(&c.opt)),
+                labels: Some(kv(&c.label)),
+                ..Default::default()
+            };
+            let r: CreateResponse = host.post("/networks/create", Some(&json(&body)))?;
+            writeln!(out, "{}", r.id)?;
+            Ok(())
         }
         NetworkCommand::Ls(c) => {
-            let list = api::request(
-                host,
-                "GET",
-                &format!("/networks{}", filters_query(&c.filter)),
-                None,
-            )
-            .map_err(daemon)?
-            .json()
-            .map_err(daemon)?;
-            let mut text = String::from("NETWORK ID\tNAME\tDRIVER\tSCOPE\n");
-            for n in list.as_array().into_iter().flatten() {
-                let id = n["Id"].as_str().unwrap_or_default();
-                let short = if c.no_trunc {
-                    id
-                } else {
-                    &id[..id.len().min(12)]
-                };
-                if c.quiet {
-                    writeln!(out, "{short}").map_err(w)?;
-                    continue;
+            let mut list: Vec<Inspect> =
+                host.get(&format!("/networks{}", filters_query(&c.filter)?))?;
+            list.sort_by(|a, b| crate::units::natural_cmp(&a.name, &b.name));
+            if c.quiet {
+                for n in &list {
+                    writeln!(out, "{}", crate::containers::short_id(&n.id, c.no_trunc))?;
                 }
-                if let Some(f) = &c.format {
-                    let mut v = n.clone();
-                    v["ID"] = json!(short);
-                    templated(f, &v, out)?;
-                    continue;
-                }
-                text.push_str(&format!(
-                    "{short}\t{}\t{}\t{}\n",
-                    n["Name"].as_str().unwrap_or_default(),
-                    n["Driver"].as_str().unwrap_or_default(),
-                    n["Scope"].as_str().unwrap_or_default()
-                ));
+                return Ok(());
             }
-            if !c.quiet && c.format.is_none() {
-                out.write_all(crate::tabwriter::docker_table(&text).as_bytes())
-                    .map_err(w)?;
-            }
+            let f = format::parse_list(c.format.as_deref().unwrap_or("table"), NETWORKS_TABLE)?;
+            let header = format::header(&[
+                ("ID", "NETWORK ID"),
+                ("Name", "NAME"),
+                ("Driver", "DRIVER"),
+                ("Scope", "SCOPE"),
+                ("IPv4", "IPV4"),
+                ("IPv6", "IPV6"),
+                ("Internal", "INTERNAL"),
+                ("Labels", "LABELS"),
+                ("CreatedAt", "CREATED AT"),
+            ]);
+            let rows: Vec<_> = list.iter().map(|n| network_row(n, c.no_trunc)).collect();
+            out.write_all(f.render_list(&header, &rows)?.as_bytes())?;
             Ok(())
         }
-        NetworkCommand::Inspect(c) => {
-            let mut all = Vec::new();
-            let mut failed = false;
-            for n in &c.networks {
-                match api::request(host, "GET", &format!("/networks/{}", enc(n)), None)
-                    .and_then(|r| r.json())
-                {
-                    Ok(v) => match &c.format {
-                        Some(f) => templated(f, &v, out)?,
-                        None => all.push(v),
-                    },
-                    Err(e) => {
-                        failed = true;
-                        let _ = writeln!(err, "{}", daemon(e));
-                    }
-                }
-            }
-            if c.format.is_none() {
-                let s = serde_json::to_string_pretty(&Value::Array(all))
-                    .map_err(|e| CliError::Message(e.to_string()))?;
-                writeln!(out, "{s}").map_err(w)?;
-            }
-            if failed {
-                return Err(CliError::Exit(1));
-            }
-            Ok(())
-        }
+        NetworkCommand::Inspect(c) => crate::ctl::inspect_each(
+            host,
+            &c.networks,
+            |n| format!("/networks/{}", enc(n)),
+            |raw| raw,
+            (c.format.as_deref(), crate::commands::InspectJson::Raw),
+            out,
+            err,
+        ),
         NetworkCommand::Rm(c) => {
             let mut failed = false;
             for n in &c.networks {
-                match api::request(host, "DELETE", &format!("/networks/{}", enc(n)), None) {
-                    Ok(_) => writeln!(out, "{n}").map_err(w)?,
+                match host.call("DELETE", &format!("/networks/{}", enc(n)), None) {
+                    Ok(()) => writeln!(out, "{n}")?,
                     Err(ApiError::Status { code: 404, .. }) if c.force => {}
                     Err(e) => {
                         failed = true;
-                        let _ = writeln!(err, "{}", daemon(e));
+                        let _ = writeln!(err, "{}", CliError::from(e));
                     }
                 }
             }
@@ -497,77 +481,58 @@ pub fn network(
             Ok(())
         }
         NetworkCommand::Prune(c) => {
-            let r = api::request(
-                host,
-                "POST",
-                &format!("/networks/prune{}", filters_query(&c.filter)),
-                None,
-            )
-            .map_err(daemon)?
-            .json()
-            .map_err(daemon)?;
             let _ = c.force;
-            let deleted: Vec<&str> = r["NetworksDeleted"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|x| x.as_str())
-                .collect();
+            let r: PruneReport = host.post(
+                &format!("/networks/prune{}", filters_query(&c.filter)?),
+                None,
+            )?;
+            let deleted = r.networks_deleted.unwrap_or_default();
             if !deleted.is_empty() {
-                writeln!(out, "Deleted Networks:").map_err(w)?;
+                writeln!(out, "Deleted Networks:")?;
                 for d in deleted {
-                    writeln!(out, "{d}").map_err(w)?;
+                    writeln!(out, "{d}")?;
                 }
+                writeln!(out)?;
             }
             Ok(())
         }
         NetworkCommand::Connect(c) => {
-            let mut ep = json!({});
-            if !c.alias.is_empty() {
-                ep["Aliases"] = json!(c.alias);
-            }
-            if let Some(ip) = &c.ip {
-                ep["IPAMConfig"] = json!({"IPv4Address": ip});
-            }
-            let body = json!({"Container": c.container, "EndpointConfig": ep});
-            api::request(
-                host,
+            let body = ConnectRequest {
+                container: c.container.clone(),
+                endpoint_config: Some(EndpointSettings {
+                    aliases: (!c.alias.is_empty()).then(|| c.alias.clone()),
+                    ipam_config: c.ip.as_ref().map(|ip| EndpointIpamConfig {
+                        ipv4_address: ip.clone(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            };
+            host.call(
                 "POST",
                 &format!("/networks/{}/connect", enc(&c.network)),
-                Some(&body),
-            )
-            .map_err(daemon)?;
+                Some(&json(&body)),
+            )?;
             Ok(())
         }
         NetworkCommand::Disconnect(c) => {
-            let body = json!({"Container": c.container, "Force": c.force});
-            api::request(
-                host,
+            let body = DisconnectRequest {
+                container: c.container.clone(),
+                force: c.force,
+            };
+            host.call(
                 "POST",
                 &format!("/networks/{}/disconnect", enc(&c.network)),
-                Some(&body),
-            )
-            .map_err(daemon)?;
+                Some(&json(&body)),
+            )?;
             Ok(())
         }
     }
 }
 
 /// `port`: the published ports of a container, from inspect (as the docker CLI does).
-pub fn port(host: &Host, c: &PortCmd, out: &mut dyn Write) -> Result<(), CliError> {
-    let v = api::request(
-        host,
-        "GET",
-        &format!("/containers/{}/json", enc(&c.container)),
-        None,
-    )
-    .map_err(daemon)?
-    .json()
-    .map_err(daemon)?;
-    let ports = v["NetworkSettings"]["Ports"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
+pub fn port(host: &Host, c: &PortCmd, out: &mut dyn Write) -> Result {
+    let v = crate::ctl::inspect_container(host, &c.container)?;
     let want = c.private_port.as_ref().map(|p| {
         if p.contains('/') {
             p.clone()
@@ -576,13 +541,17 @@ pub fn port(host: &Host, c: &PortCmd, out: &mut dyn Write) -> Result<(), CliErro
         }
     });
     let mut lines = Vec::new();
-    for (k, binds) in &ports {
+    for (k, binds) in &v.network_settings.ports {
         if want.as_ref().is_some_and(|w| w != k) {
             continue;
         }
-        for b in binds.as_array().into_iter().flatten() {
-            let ip = b["HostIp"].as_str().unwrap_or("0.0.0.0");
-            let hp = b["HostPort"].as_str().unwrap_or("");
+        for b in binds.iter().flatten() {
+            let ip = if b.host_ip.is_empty() {
+                "0.0.0.0"
+            } else {
+                &b.host_ip
+            };
+            let hp = &b.host_port;
             let addr = if ip.contains(':') {
                 format!("[{ip}]:{hp}")
             } else {
@@ -605,31 +574,81 @@ pub fn port(host: &Host, c: &PortCmd, out: &mut dyn Write) -> Result<(), CliErro
     }
     lines.sort();
     for l in lines {
-        writeln!(out, "{l}").map_err(w)?;
+        writeln!(out, "{l}")?;
     }
     Ok(())
 }
 
-/// The PORTS column of `ps`: `0.0.0.0:8080->80/tcp, 81/tcp`.
-pub fn ports_column(ports: &Value) -> String {
-    let mut v: Vec<String> = ports
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            let private = p["PrivatePort"].as_u64().unwrap_or(0);
-            let ty = p["Type"].as_str().unwrap_or("tcp");
-            match p["PublicPort"].as_u64() {
-                Some(public) => format!(
-                    "{}:{public}->{private}/{ty}",
-                    p["IP"].as_str().unwrap_or("0.0.0.0")
-                ),
-                None => format!("{private}/{ty}"),
+/// `host:port`, with brackets around an IPv6 host (Go's `net.JoinHostPort`).
+fn join_host_port(host: &str, port: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// The PORTS column of `ps`, as Docker's `DisplayablePorts`: ports sorted, consecutive ones
+/// grouped into ranges (`80-81/tcp`, `0.0.0.0:80-81->80-81/tcp` when published on the same
+/// numbers), then the other published ports (`0.0.0.0:8080->80/tcp`).
+pub fn ports_column(ports: &[Port]) -> String {
+    let mut ports: Vec<&Port> = ports.iter().collect();
+    ports.sort_by(|a, b| {
+        a.private_port
+            .cmp(&b.private_port)
+            .then_with(|| a.ip.cmp(&b.ip))
+            .then_with(|| a.public_port.cmp(&b.public_port))
+            .then_with(|| a.kind.cmp(&b.kind))
+    });
+    // (key, first, last) in order of appearance; a key is `type` or `ip/type`.
+    let mut groups: Vec<(String, u16, u16)> = Vec::new();
+    let mut result = Vec::new();
+    let mut mappings = Vec::new();
+    for p in ports {
+        let current = p.private_port;
+        let mut key = p.kind.clone();
+        if let Some(ip) = p.ip.as_deref().filter(|ip| !ip.is_empty()) {
+            let public = p.public_port.unwrap_or(0);
+            if public != current {
+                mappings.push(format!(
+                    "{}->{current}/{}",
+                    join_host_port(ip, &public.to_string()),
+                    p.kind
+                ));
+                continue;
             }
-        })
-        .collect();
-    v.sort();
-    v.join(", ")
+            key = format!("{ip}/{}", p.kind);
+        }
+        match groups.iter_mut().find(|(k, _, _)| *k == key) {
+            None => groups.push((key, current, current)),
+            Some(g) if u32::from(current) == u32::from(g.2) + 1 => g.2 = current,
+            Some(g) => {
+                result.push(port_group(&g.0, g.1, g.2));
+                *g = (key, current, current);
+            }
+        }
+    }
+    for (k, first, last) in &groups {
+        result.push(port_group(k, *first, *last));
+    }
+    result.extend(mappings);
+    result.join(", ")
+}
+
+/// Docker's `formGroup`: `80/tcp`, `80-81/tcp`, `0.0.0.0:80->80/tcp`.
+fn port_group(key: &str, first: u16, last: u16) -> String {
+    let (ip, kind) = match key.rsplit_once('/') {
+        Some((ip, kind)) => (ip, kind),
+        None => ("", key),
+    };
+    let mut group = first.to_string();
+    if first != last {
+        group = format!("{group}-{last}");
+    }
+    if !ip.is_empty() {
+        group = format!("{}->{group}", join_host_port(ip, &group));
+    }
+    format!("{group}/{kind}")
 }
 
 #[cfg(test)]
@@ -662,7 +681,7 @@ mod tests {
     }
 
     #[test]
-    fn flags_become_the_create_body() {
+    fn flags_become_the_create_request() {
         let f = NetworkFlags {
             publish: vec!["127.0.0.1:8080:80".into()],
             publish_all: true,
@@ -673,23 +692,63 @@ mod tests {
             hostname: Some("box".into()),
             ..Default::default()
         };
-        let mut body = json!({"HostConfig": {}});
-        f.apply(&mut body, Some("mynet")).unwrap();
+        let mut req = CreateRequest::default();
+        f.apply(&mut req, Some("mynet")).unwrap();
+        let hc = req.host_config.as_ref().unwrap();
         assert_eq!(
-            body["HostConfig"]["PortBindings"],
-            json!({"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]})
+            hc.port_bindings,
+            Some(
+                [(
+                    "80/tcp".to_string(),
+                    Some(vec![PortBinding {
+                        host_ip: "127.0.0.1".into(),
+                        host_port: "8080".into()
+                    }])
+                )]
+                .into()
+            )
         );
-        assert_eq!(body["HostConfig"]["PublishAllPorts"], json!(true));
-        assert_eq!(body["Hostname"], json!("box"));
+        assert!(hc.publish_all_ports);
+        assert_eq!(hc.dns.as_deref().unwrap(), ["10.0.0.1"]);
+        assert_eq!(hc.extra_hosts.as_deref().unwrap(), ["a:1.2.3.4"]);
+        assert_eq!(req.config.hostname, "box");
         assert_eq!(
-            body["NetworkingConfig"]["EndpointsConfig"]["mynet"],
-            json!({"IPAMConfig": {"IPv4Address": "10.1.0.9"}, "Aliases": ["web"]})
+            req.config.exposed_ports,
+            Some([("80/tcp".to_string(), Empty {})].into())
+        );
+        let ep = &req.networking_config.unwrap().endpoints_config.unwrap()["mynet"];
+        assert_eq!(
+            ep,
+            &EndpointSettings {
+                ipam_config: Some(EndpointIpamConfig {
+                    ipv4_address: "10.1.0.9".into(),
+                    ..Default::default()
+                }),
+                aliases: Some(vec!["web".into()]),
+                ..Default::default()
+            }
         );
     }
 
     #[test]
     fn ps_ports_column() {
-        let v = json!([{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"}, {"PrivatePort": 53, "Type": "udp"}]);
-        assert_eq!(ports_column(&v), "0.0.0.0:8080->80/tcp, 53/udp");
+        let v: Vec<Port> = berth_api::from_str(
+            r#"[{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"}, {"PrivatePort": 53, "Type": "udp"}]"#,
+        )
+        .unwrap();
+        // Docker's order: grouped ports first, then the ports published on other numbers.
+        assert_eq!(ports_column(&v), "53/udp, 0.0.0.0:8080->80/tcp");
+        let v: Vec<Port> = berth_api::from_str(
+            r#"[{"PrivatePort": 81, "Type": "tcp"}, {"PrivatePort": 80, "Type": "tcp"},
+                {"PrivatePort": 83, "Type": "tcp"},
+                {"IP": "0.0.0.0", "PrivatePort": 90, "PublicPort": 90, "Type": "tcp"},
+                {"IP": "0.0.0.0", "PrivatePort": 91, "PublicPort": 91, "Type": "tcp"},
+                {"IP": "::", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            ports_column(&v),
+            "80-81/tcp, 83/tcp, 0.0.0.0:90-91->90-91/tcp, [::]:8080->80/tcp"
+        );
     }
 }

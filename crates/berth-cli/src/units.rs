@@ -68,6 +68,75 @@ pub fn since(created: i64, now: i64) -> String {
     format!("{} ago", human_duration((now - created) as f64))
 }
 
+/// Go's `time.Time.String()` of a UTC time with nanoseconds:
+/// `2024-01-02 03:04:05.123456789 +0000 UTC` (the fraction without trailing zeros).
+pub fn go_time_string(secs: i64, nanos: u32) -> String {
+    let base = berth_image::timeutil::format_go_string_utc(secs);
+    if nanos == 0 {
+        return base;
+    }
+    let frac = format!("{nanos:09}");
+    let frac = frac.trim_end_matches('0');
+    match base.split_once(' ') {
+        Some((date, rest)) => match rest.split_once(' ') {
+            Some((time, zone)) => format!("{date} {time}.{frac} {zone}"),
+            None => base,
+        },
+        None => base,
+    }
+}
+
+/// Natural order (`sortorder.NaturalLess`): runs of digits compare as numbers and sort before
+/// other characters.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let (da, db) = (a[i].is_ascii_digit(), b[j].is_ascii_digit());
+        if da != db {
+            // Digits sort before other characters.
+            return if da {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            };
+        }
+        if da {
+            let (si, sj) = (i, j);
+            while i < a.len() && a[i].is_ascii_digit() {
+                i += 1;
+            }
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            let na = std::str::from_utf8(&a[si..i])
+                .unwrap_or("")
+                .trim_start_matches('0');
+            let nb = std::str::from_utf8(&b[sj..j])
+                .unwrap_or("")
+                .trim_start_matches('0');
+            let o = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
+            if o != Ordering::Equal {
+                return o;
+            }
+            // Equal values: fewer leading zeros first.
+            let o = (i - si).cmp(&(j - sj));
+            if o != Ordering::Equal {
+                return o;
+            }
+        } else {
+            let o = a[i].cmp(&b[j]);
+            if o != Ordering::Equal {
+                return o;
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (a.len() - i).cmp(&(b.len() - j))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +173,17 @@ mod tests {
         assert_eq!(human_duration(86400.0 * 70.0), "2 months");
         assert_eq!(human_duration(86400.0 * 365.0 * 3.0), "3 years");
         assert_eq!(since(0, 86400 * 3), "3 days ago");
+    }
+
+    #[test]
+    fn go_times_and_natural_order() {
+        assert_eq!(
+            go_time_string(0, 883_255_650),
+            "1970-01-01 00:00:00.88325565 +0000 UTC"
+        );
+        assert_eq!(go_time_string(86400, 0), "1970-01-02 00:00:00 +0000 UTC");
+        let mut v = vec!["v10", "v9", "a", "v1", "v01", "v-1", "1"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(v, vec!["1", "a", "v1", "v01", "v9", "v10", "v-1"]);
     }
 }

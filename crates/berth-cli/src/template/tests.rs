@@ -1,0 +1,227 @@
+//! Tests of the template engine.
+
+use super::*;
+
+fn data() -> Value {
+    let mut v = Value::from_json_str(
+        r#"{"Id":"sha256:abc","RepoTags":["busybox:latest","busybox:1"],"Size":4261550,
+            "Config":{"Cmd":["sh"],"Entrypoint":null,"Env":["PATH=/bin","A=b"],"Labels":{"z":"1","a":"2"},"Volumes":null,"OnBuild":null},
+            "Os":"linux","Empty":"","Ratio":0.5,"Parent":""}"#,
+    )
+    .unwrap();
+    v.mark_map("Config.Labels");
+    v.mark_map("Config.Volumes");
+    v.mark_list("Config.Entrypoint");
+    v.mark_list("Config.OnBuild");
+    v
+}
+
+fn run(t: &str) -> String {
+    Template::parse(t).unwrap().execute(&data()).unwrap()
+}
+
+fn run_err(t: &str) -> String {
+    match Template::parse(t) {
+        Err(e) => e.0,
+        Ok(tp) => tp.execute(&data()).unwrap_err().0,
+    }
+}
+
+#[test]
+fn fields_and_printing() {
+    assert_eq!(run("{{.Id}}"), "sha256:abc");
+    assert_eq!(run("{{.Config.Cmd}}"), "[sh]");
+    assert_eq!(run("{{.Config.Entrypoint}}"), "[]");
+    assert_eq!(run("{{.Config.Volumes}}"), "map[]");
+    assert_eq!(run("{{.Config.Labels}}"), "map[a:2 z:1]");
+    assert_eq!(run("{{.Size}}"), "4261550");
+    assert_eq!(run("{{.Ratio}}"), "0.5");
+    assert_eq!(run("id={{ .Id }}!"), "id=sha256:abc!");
+    assert_eq!(run("{{.Config.Labels.a}}"), "2");
+    assert_eq!(run("{{.Config.Labels.nope}}"), "<no value>");
+    assert!(run("{{.}}").starts_with("{sha256:abc [busybox:latest busybox:1] 4261550 {[sh] [] "));
+    assert!(run_err("{{.Nope}}").contains("can't evaluate field Nope"));
+}
+
+#[test]
+fn functions() {
+    assert_eq!(run("{{json .Config.Cmd}}"), r#"["sh"]"#);
+    assert_eq!(run("{{json .Config.Entrypoint}}"), "null");
+    assert_eq!(run("{{json .Config.Labels}}"), r#"{"a":"2","z":"1"}"#);
+    assert_eq!(
+        run("{{json .Config}}"),
+        r#"{"Cmd":["sh"],"Entrypoint":null,"Env":["PATH=/bin","A=b"],"Labels":{"a":"2","z":"1"},"Volumes":null,"OnBuild":null}"#
+    );
+    assert_eq!(run("{{index .RepoTags 0}}"), "busybox:latest");
+    assert_eq!(run("{{index .Config.Labels \"z\"}}"), "1");
+    assert_eq!(
+        run("{{join .RepoTags \", \"}}"),
+        "busybox:latest, busybox:1"
+    );
+    assert_eq!(run("{{len .RepoTags}}"), "2");
+    assert_eq!(run("{{len .Config.Entrypoint}}"), "0");
+    assert_eq!(run("{{upper .Os}} {{lower \"ABC\"}}"), "LINUX abc");
+    assert_eq!(run("{{.Os | upper}}"), "LINUX");
+    assert_eq!(run(r#"{{printf "%s-%d" .Os .Size}}"#), "linux-4261550");
+    assert_eq!(
+        run(r#"{{printf "%-8s|%5d|%05d|%q" .Os 42 42 .Os}}"#),
+        "linux   |   42|00042|\"linux\""
+    );
+    assert_eq!(run(r#"{{printf "%.3s" .Id}}"#), "sha");
+    assert_eq!(run(r#"{{.Id | printf "%.9s"}}"#), "sha256:ab");
+    assert_eq!(run("{{title \"hello world\"}}"), "Hello World");
+    assert_eq!(run("{{truncate .Id 6}}"), "sha256");
+    assert_eq!(run("{{split \"a:b\" \":\"}}"), "[a b]");
+    assert_eq!(run("{{(index .RepoTags 1)}}"), "busybox:1");
+    assert_eq!(
+        run("{{eq .Os \"linux\"}} {{ne .Os \"linux\"}} {{lt 1 2}}"),
+        "true false true"
+    );
+    assert_eq!(
+        run("{{and .Os .Empty}}|{{or .Empty .Os}}|{{not .Empty}}"),
+        "|linux|true"
+    );
+    assert!(run_err("{{index .RepoTags 5}}").contains("index out of range: 5"));
+    assert!(run_err("{{nosuch .Id}}").contains("function \"nosuch\" not defined"));
+}
+
+#[test]
+fn control_flow() {
+    assert_eq!(
+        run("{{range .RepoTags}}[{{.}}]{{end}}"),
+        "[busybox:latest][busybox:1]"
+    );
+    assert_eq!(
+        run("{{range $i, $t := .RepoTags}}{{$i}}={{$t}} {{end}}"),
+        "0=busybox:latest 1=busybox:1 "
+    );
+    assert_eq!(
+        run("{{range $k, $v := .Config.Labels}}{{$k}}={{$v}};{{end}}"),
+        "a=2;z=1;"
+    );
+    assert_eq!(
+        run("{{range .Config.Entrypoint}}x{{else}}none{{end}}"),
+        "none"
+    );
+    assert_eq!(run("{{if .Parent}}p{{else}}no parent{{end}}"), "no parent");
+    assert_eq!(run("{{if .Empty}}a{{else if .Os}}b{{else}}c{{end}}"), "b");
+    assert_eq!(run("{{with .Config}}{{.Cmd}}{{end}}"), "[sh]");
+    assert_eq!(run("{{$x := .Os}}{{$x}}-{{$.Id}}"), "linux-sha256:abc");
+    assert_eq!(run("{{range .RepoTags}}{{$.Os}} {{end}}"), "linux linux ");
+    assert_eq!(run("a {{- \"b\" -}} c"), "abc");
+    assert_eq!(run("a{{/* comment */}}b"), "ab");
+    assert_eq!(
+        run("{{if and .Os (eq (len .RepoTags) 2)}}yes{{end}}"),
+        "yes"
+    );
+    assert!(run_err("{{if .Os}}").contains("unexpected EOF"));
+    assert!(run_err("{{end}}").contains("unexpected {{end}}"));
+    assert!(run_err("{{.Os").contains("unclosed action"));
+}
+
+#[test]
+fn header_mode() {
+    let h = Value::from_json_str(r#"{"ID":"IMAGE ID","Repository":"REPOSITORY"}"#).unwrap();
+    let t = Template::parse("{{.Repository}}\t{{.ID | lower}}\t{{json .}}").unwrap();
+    assert_eq!(t.execute_header(&h), "REPOSITORY\tIMAGE ID\t");
+}
+
+#[test]
+fn go_floats() {
+    assert_eq!(go_float_v(1e6), "1e+06");
+    assert_eq!(go_float_v(123456.0), "123456");
+    assert_eq!(go_float_v(0.5), "0.5");
+    assert_eq!(go_float_v(1e21), "1e+21");
+    assert_eq!(go_float_v(1e20), "1e+20");
+    assert_eq!(go_float_v(1234567.0), "1.234567e+06");
+    assert_eq!(go_float_g(4.26155, 3), "4.26");
+    assert_eq!(go_float_g(999.9, 3), "1e+03");
+    assert_eq!(go_float_g(100.0, 3), "100");
+    assert_eq!(go_float_g(1.0, 4), "1");
+    assert_eq!(go_float_g(12.5, 3), "12.5");
+    assert_eq!(go_float_json(1e21), "1e+21");
+    assert_eq!(go_float_json(0.000001), "0.000001");
+}
+
+fn row_with_labels() -> Value {
+    let labels: std::collections::BTreeMap<String, String> =
+        [("com.x".to_string(), "1".to_string())].into();
+    Value::Map(vec![
+        ("Names".into(), Value::Str("web".into())),
+        ("Labels".into(), Value::Str("com.x=1".into())),
+        ("Label".into(), Value::Method(Method::Label(labels))),
+    ])
+}
+
+#[test]
+fn label_method() {
+    let r = row_with_labels();
+    let run = |t: &str| Template::parse(t).unwrap().execute(&r);
+    assert_eq!(run(r#"{{.Label "com.x"}}"#).unwrap(), "1");
+    assert_eq!(run(r#"{{.Label "nope"}}|"#).unwrap(), "|");
+    assert_eq!(run(r#"{{"com.x" | .Label}}"#).unwrap(), "1");
+    assert_eq!(run(r#"{{$.Label "com.x"}}"#).unwrap(), "1");
+    assert_eq!(
+        run(r#"{{if eq (.Label "com.x") "1"}}yes{{end}}"#).unwrap(),
+        "yes"
+    );
+    assert!(run("{{.Label}}")
+        .unwrap_err()
+        .0
+        .contains("wrong number of args for Label"));
+    assert!(run(r#"{{.Names "x"}}"#)
+        .unwrap_err()
+        .0
+        .contains("non-function"));
+    // Methods are not fields: json and printing leave them out (Docker's MarshalJSON).
+    assert_eq!(
+        run("{{json .}}").unwrap(),
+        r#"{"Labels":"com.x=1","Names":"web"}"#
+    );
+    assert_eq!(run("{{.}}").unwrap(), "map[Labels:com.x=1 Names:web]");
+    // An error in a header ends it where it happened, as Docker's does.
+    let h = crate::format::row(&[("Names", "NAMES".into())]);
+    let t = Template::parse("{{.Names}}\t{{.Label \"com.x\"}}\tmore").unwrap();
+    assert_eq!(t.execute_header(&h), "NAMES\t");
+}
+
+#[test]
+fn go_builtins_and_docker_functions() {
+    assert_eq!(run("{{slice .Id 0 6}}"), "sha256");
+    assert_eq!(run("{{slice .Id 7}}"), "abc");
+    assert_eq!(run("{{slice .RepoTags 1}}"), "[busybox:1]");
+    assert_eq!(run("{{slice .RepoTags 0 1}}"), "[busybox:latest]");
+    assert!(run_err("{{slice .Id 3 1}}").contains("invalid slice index"));
+    assert!(run_err("{{slice .Id 0 99}}").contains("index out of range"));
+    assert!(run_err("{{slice .Id 0 1 2}}").contains("3-index slice a string"));
+    assert_eq!(
+        run(r#"{{html "<b>&'\"</b>"}}"#),
+        "&lt;b&gt;&amp;&#39;&#34;&lt;/b&gt;"
+    );
+    assert_eq!(run(r#"{{js "it's <x>"}}"#), "it\\'s \\u003Cx\\u003E");
+    assert_eq!(run(r#"{{urlquery "a b&c"}}"#), "a+b%26c");
+    assert_eq!(run(r#"{{print "a" 1 2 "b"}}"#), "a1 2b");
+    assert_eq!(run(r#"{{println "a" 1}}"#), "a 1\n");
+    assert!(run_err("{{call .Id}}").contains("non-function of type string"));
+    assert_eq!(run(r#"{{pad "x" 1 2}}|{{pad .Empty 3 3}}|"#), " x  ||");
+    assert_eq!(
+        run(r#"{{truncate "abc" 5}}{{truncate "abcdef" 2}}"#),
+        "abcab"
+    );
+    assert_eq!(run(r#"{{title "don't stop_me now"}}"#), "Don'T Stop_me Now");
+    assert_eq!(run(r#"{{join (split "a,b" ",") "+"}}"#), "a+b");
+    assert!(run_err("{{upper .Size}}").contains("expected string; got int"));
+}
+
+#[test]
+fn header_functions_pass_the_column_name() {
+    let h = crate::format::row(&[("Names", "NAMES".into()), ("ID", "CONTAINER ID".into())]);
+    let t = Template::parse(
+        "{{json .Names}}|{{lower .ID}}|{{truncate .ID 3}}|{{split .ID \" \"}}|{{pad .Names 1 1}}|",
+    )
+    .unwrap();
+    assert_eq!(
+        t.execute_header(&h),
+        "NAMES|CONTAINER ID|CONTAINER ID|CONTAINER ID| NAMES |"
+    );
+}
