@@ -91,6 +91,16 @@ pub struct BuildOptions {
     /// Build secrets by id (`RUN --mount=type=secret`): mounted for the RUN steps that ask
     /// for them, never written to a layer, a cache record or a cache key.
     pub secrets: BTreeMap<String, Secret>,
+    /// Stages (lower-case names) whose steps ignore the cache (`--no-cache-filter`).
+    pub no_cache_stages: BTreeSet<String>,
+    /// Named contexts that are images (`--build-context NAME=docker-image://REF`): `FROM
+    /// NAME`, `COPY --from=NAME` and `RUN --mount=from=NAME` use REF instead.
+    pub image_contexts: BTreeMap<String, String>,
+    /// SSH agent sockets by id (`RUN --mount=type=ssh,id=ID`), bind-mounted into the step
+    /// with `SSH_AUTH_SOCK` pointing at them.
+    pub ssh: BTreeMap<String, PathBuf>,
+    /// `Output` events instead of `Stream` for containers' output (see [`Event::Output`]).
+    pub output_events: bool,
 }
 
 /// A secret's bytes (never shown by `Debug`).
@@ -114,6 +124,36 @@ pub enum Event {
     Stream(String),
     /// An `aux` object.
     Aux(Value),
+    /// Output of a step's container (a line, or what was read at its end): the classic API
+    /// streams it like the rest; BuildKit clients show it as the step's log.
+    Output(String),
+    /// A step's life cycle, for clients that show steps rather than text (BuildKit's).
+    Step(StepEvent),
+}
+
+/// A step's life cycle (see [`Event::Step`]). Steps are numbered in build order (1-based,
+/// as in `Step N/M`); a step ends with `Done` unless the build fails in it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepEvent {
+    Start {
+        number: usize,
+        /// The stage's name, or `stage-N` (N counted from 0 in the file) when it has none.
+        stage: String,
+        /// Position of the step in its stage (the FROM is 1) and the stage's step count.
+        position: usize,
+        stage_steps: usize,
+        /// The instruction as written.
+        text: String,
+        /// Its line in the Dockerfile.
+        line: usize,
+    },
+    /// The step's result came from the cache.
+    Cached {
+        number: usize,
+    },
+    Done {
+        number: usize,
+    },
 }
 
 /// The result of a build.
@@ -370,6 +410,8 @@ struct StageCtx {
     cmd_set: bool,
     /// Content of the stage for COPY --from: its final state.
     index: usize,
+    /// The stage's steps ignore the cache.
+    no_cache: bool,
 }
 
 /// A closure run on a mounted root file system.
@@ -410,6 +452,11 @@ enum RunMount {
         dst: String,
         size: Option<u64>,
     },
+    /// An SSH agent socket, with `SSH_AUTH_SOCK` set to `dst`.
+    Ssh {
+        socket: PathBuf,
+        dst: String,
+    },
     /// A build secret: a read-only file at `dst` and/or an environment variable.
     Secret {
         data: Secret,
@@ -442,6 +489,8 @@ struct Run<'a, 'b, 's> {
     /// Cache records of the steps, written once their blobs are published (a record never
     /// names a blob that a power failure could lose).
     pending_records: Vec<(PathBuf, CacheRecord)>,
+    /// SSH mounts made so far (their default targets are numbered).
+    ssh_mounts: usize,
 }
 
 /// What a stage built on a thread of its own hands back.
@@ -601,6 +650,7 @@ impl<'a> Builder<'a> {
             cache_sources: &cache_sources,
             pending_blobs: Vec::new(),
             pending_records: Vec::new(),
+            ssh_mounts: 0,
         };
         let res = r.run();
         if res.is_err() {
@@ -843,6 +893,7 @@ impl Run<'_, '_, '_> {
                 cache_sources: sources,
                 pending_blobs: Vec::new(),
                 pending_records: Vec::new(),
+                ssh_mounts: 0,
             };
             let r = w.build_stage(i, &stages[i], meta);
             out.finish(pos, r.is_ok());
@@ -1071,10 +1122,32 @@ impl Run<'_, '_, '_> {
         Ok(name)
     }
 
-    fn step_header(&mut self, inst: &Instruction) -> Result<()> {
+    fn step_header(
+        &mut self,
+        inst: &Instruction,
+        stage: &str,
+        position: usize,
+        stage_steps: usize,
+    ) -> Result<()> {
         self.step += 1;
+        self.step_event(StepEvent::Start {
+            number: self.step,
+            stage: stage.to_string(),
+            position,
+            stage_steps,
+            text: inst.original.clone(),
+            line: inst.line,
+        })?;
         let text = format!("Step {}/{} : {}\n", self.step, self.total, inst.original);
         self.say(text)
+    }
+
+    fn step_event(&mut self, ev: StepEvent) -> Result<()> {
+        if (self.sink)(Event::Step(ev)) {
+            Ok(())
+        } else {
+            Err(BuildError::Cancelled)
+        }
     }
 
     fn build_stage(
@@ -1085,7 +1158,10 @@ impl Run<'_, '_, '_> {
     ) -> Result<State> {
         let from = &st.from;
         from.check_flags(&["platform"]).map_err(BuildError::Parse)?;
-        self.step_header(from)?;
+        let stage_name = st.name.clone().unwrap_or_else(|| format!("stage-{index}"));
+        let stage_steps = st.insts.len() + 1;
+        self.step_header(from, &stage_name, 1, stage_steps)?;
+        let from_step = self.step;
         let scope = Scope {
             env: &[],
             args: meta,
@@ -1106,11 +1182,17 @@ impl Run<'_, '_, '_> {
             self.image_state(&name, from.line, true)?
         };
         self.say(format!(" ---> {}\n", short(&state.id)))?;
+        self.step_event(StepEvent::Done { number: from_step })?;
+        let no_cache = st
+            .name
+            .as_ref()
+            .is_some_and(|n| self.opts.no_cache_stages.contains(n));
         let mut ctx = StageCtx {
             state,
             args: BTreeMap::new(),
             cmd_set: false,
             index,
+            no_cache,
         };
         let _ = &st.name;
         // ONBUILD triggers of the base image.
@@ -1143,9 +1225,11 @@ impl Run<'_, '_, '_> {
                 }
             }
         }
-        for inst in &st.insts {
-            self.step_header(inst)?;
+        for (i, inst) in st.insts.iter().enumerate() {
+            self.step_header(inst, &stage_name, i + 2, stage_steps)?;
+            let number = self.step;
             self.dispatch(&mut ctx, inst, meta)?;
+            self.step_event(StepEvent::Done { number })?;
         }
         Ok(ctx.state)
     }
@@ -1154,6 +1238,12 @@ impl Run<'_, '_, '_> {
     /// first; pulled when missing locally, as Docker's builder does.
     fn image_state(&mut self, name: &str, line: usize, from: bool) -> Result<State> {
         let store = self.b.store;
+        // A named context replaces the image of that name.
+        let name = match self.opts.image_contexts.get(name) {
+            Some(r) => r.clone(),
+            None => name.to_string(),
+        };
+        let name = name.as_str();
         let pull = |r: &mut Self| -> Result<()> {
             let Some(puller) = r.b.puller else {
                 return Err(err_at(
@@ -1839,9 +1929,37 @@ impl Run<'_, '_, '_> {
                     key,
                 ))
             }
+            "ssh" => {
+                let id = kv
+                    .get("id")
+                    .cloned()
+                    .filter(|i| !i.is_empty())
+                    .unwrap_or_else(|| "default".into());
+                let dst = target.unwrap_or_else(|| {
+                    let n = self.ssh_mounts;
+                    format!("/run/buildkit/ssh_agent.{n}")
+                });
+                self.ssh_mounts += 1;
+                let Some(socket) = self.opts.ssh.get(&id) else {
+                    if kv.get("required").is_some_and(|v| v == "true") {
+                        return Err(err_at(
+                            line,
+                            format!("no SSH key {id:?} forwarded from the client (pass it with --ssh {id}=…)"),
+                        ));
+                    }
+                    return Ok((None, key));
+                };
+                Ok((
+                    Some(RunMount::Ssh {
+                        socket: socket.clone(),
+                        dst,
+                    }),
+                    key,
+                ))
+            }
             other => Err(err_at(
                 line,
-                format!("--mount type={other} is not supported (bind, cache, tmpfs, secret)"),
+                format!("--mount type={other} is not supported (bind, cache, tmpfs, secret, ssh)"),
             )),
         }
     }
@@ -2098,7 +2216,7 @@ impl Run<'_, '_, '_> {
         let rec_path = cache_dir(store)
             .join("steps")
             .join(format!("{}.json", key.hex()));
-        if !self.opts.no_cache {
+        if !self.opts.no_cache && !ctx.no_cache {
             let hit = load_cached(store, &rec_path).or_else(|| {
                 let st = from_cache_sources(self.cache_sources, &ctx.state, &created_by, &cc)?;
                 // Recorded locally too: the next build finds it without --cache-from.
@@ -2111,6 +2229,7 @@ impl Run<'_, '_, '_> {
                 Some(st)
             });
             if let Some(st) = hit {
+                self.step_event(StepEvent::Cached { number: self.step })?;
                 self.say(" ---> Using cache\n")?;
                 self.say(format!(" ---> {}\n", short(&st.id)))?;
                 ctx.state = st;
@@ -2317,6 +2436,11 @@ impl Run<'_, '_, '_> {
                         mounts.push(json!({"destination": dst, "type": "bind", "source": f, "options": ["bind", "ro", "rprivate", "nosuid", "nodev", "noexec"]}));
                     }
                 }
+                RunMount::Ssh { socket, dst } => {
+                    dests.push(dst.clone());
+                    env_extra.push(format!("SSH_AUTH_SOCK={dst}"));
+                    mounts.push(json!({"destination": dst, "type": "bind", "source": socket, "options": ["bind", "rprivate", "nosuid", "nodev", "noexec"]}));
+                }
                 RunMount::Tmpfs { dst, size } => {
                     dests.push(dst.clone());
                     let mut o = vec!["nosuid".to_string(), "nodev".to_string()];
@@ -2384,7 +2508,13 @@ impl Run<'_, '_, '_> {
             match r.read_until(b'\n', &mut buf) {
                 Ok(0) => break,
                 Ok(_) => {
-                    if !(self.sink)(Event::Stream(String::from_utf8_lossy(&buf).into_owned())) {
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    let ev = if self.opts.output_events {
+                        Event::Output(text)
+                    } else {
+                        Event::Stream(text)
+                    };
+                    if !(self.sink)(ev) {
                         cancelled = true;
                         let _ = Command::new(&self.b.runtime)
                             .arg("--root")

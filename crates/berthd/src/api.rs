@@ -111,6 +111,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/containers/{id}/attach", post(container_attach))
         .route("/containers/{id}", delete(container_delete))
         .merge(crate::build::routes()) // issue 4: Dockerfile builds
+        .merge(crate::buildkit::routes()) // issue 15: BuildKit API for buildx
         .merge(crate::volumes::routes())
         .merge(crate::archive::routes())
         .route(
@@ -175,7 +176,8 @@ async fn ping() -> Response {
     h.insert("Api-Version", HeaderValue::from_static(API_VERSION));
     h.insert("Ostype", HeaderValue::from_static("linux"));
     h.insert("Docker-Experimental", HeaderValue::from_static("false"));
-    h.insert("Builder-Version", HeaderValue::from_static("1"));
+    // BuildKit (`/grpc`, `/session`): the docker CLI hands builds to buildx.
+    h.insert("Builder-Version", HeaderValue::from_static("2"));
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache, no-store, must-revalidate"),

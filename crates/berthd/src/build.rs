@@ -280,7 +280,8 @@ async fn build_inner(
                         let _ = s;
                         return !tx2.is_closed();
                     }
-                    Event::Stream(s) => json!({ "stream": s }),
+                    Event::Stream(s) | Event::Output(s) => json!({ "stream": s }),
+                    Event::Step(_) => return !tx2.is_closed(),
                     Event::Aux(a) => {
                         if quiet {
                             if let Some(id) = a.get("ID").and_then(Value::as_str) {

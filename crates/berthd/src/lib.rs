@@ -11,6 +11,7 @@ pub mod api;
 pub mod api_ext;
 pub mod archive;
 pub mod build;
+pub mod buildkit;
 pub mod engine;
 pub mod events;
 pub mod exec;
