@@ -29,7 +29,7 @@ pub struct ServeCmd {
     /// Storage root
     #[arg(long)]
     root: PathBuf,
-    /// JSON configuration: users, permissions, limits (without it the registry is open)
+    /// JSON configuration: users, permissions, admins, limits (without it the registry is open)
     #[arg(long)]
     config: Option<PathBuf>,
     /// PEM certificate chain (with --tls-key: serve HTTPS)

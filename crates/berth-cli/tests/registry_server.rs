@@ -200,7 +200,39 @@ fn read_resp(s: TcpStream, head: bool) -> Resp {
 }
 
 fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    http_on(s, port, method, path, headers, body)
+}
+
+/// [`http`] from another loopback address (`127.0.0.2`, …): another client to the server.
+fn http_from(
+    src: [u8; 4],
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    sock.bind(&SockAddr::from(std::net::SocketAddr::from((src, 0))))
+        .unwrap();
+    sock.connect(&SockAddr::from(std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        port,
+    ))))
+    .unwrap();
+    http_on(sock.into(), port, method, path, headers, body)
+}
+
+fn http_on(
+    mut s: TcpStream,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut req =
         format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
@@ -851,7 +883,7 @@ fn auth_tokens_permissions_and_denials() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = write_config(tmp.path(), serde_json::json!({}));
+    let cfg = write_config(tmp.path(), serde_json::json!({"admins": ["alice"]}));
     let s = Server::start(&tmp.path().join("root"), Some(&cfg));
     let p = s.port;
     let alice = basic("alice", rc::PASS);
@@ -1085,7 +1117,17 @@ fn auth_tokens_permissions_and_denials() {
         String::from_utf8(http(p, "GET", "/ui/", &[("Authorization", &alice)], b"").body).unwrap();
     assert!(ui.contains("alice/app"), "{ui}");
     assert_eq!(get(p, "/ui/login").status, 401);
-    let perms = String::from_utf8(get(p, "/ui/permissions").body).unwrap();
+    let perms = String::from_utf8(
+        http(
+            p,
+            "GET",
+            "/ui/permissions",
+            &[("Authorization", &alice)],
+            b"",
+        )
+        .body,
+    )
+    .unwrap();
     assert!(
         perms.contains("<td>alice/app</td>") && perms.contains("pull, push, delete"),
         "{perms}"
@@ -2013,4 +2055,656 @@ fn open_upload_sessions_are_capped() {
     assert_eq!(r.status, 204, "{r:?}");
     let r = http(p, "POST", "/v2/cap/blobs/uploads/", &[], b"");
     assert_eq!(r.status, 202, "{r:?}");
+}
+
+/// The lines of a server's audit log.
+fn audit_lines(s: &Server) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(s.root.join("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The permissions page lists every rule, user and repository: only administrators see it.
+/// Anonymous visitors get a challenge (as `/v2/_catalog` gives them), other users 403.
+#[test]
+fn ui_permissions_only_for_admins() {
+    if skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(tmp.path(), serde_json::json!({"admins": ["alice"]}));
+    let s = Server::start(&tmp.path().join("root"), Some(&cfg));
+    let p = s.port;
+    let alice = basic("alice", rc::PASS);
+    let bob = basic("bob", rc::PASS);
+    put_blob(
+        p,
+        "alice/secret-project",
+        b"x",
+        &[("Authorization", &alice)],
+    );
+    let leaks = |body: &[u8]| {
+        let b = String::from_utf8_lossy(body);
+        b.contains("secret-project") || b.contains("bob") || b.contains("alice/*")
+    };
+
+    assert_eq!(get(p, "/v2/_catalog").status, 401);
+    let r = get(p, "/ui/permissions");
+    assert_eq!(r.status, 401, "{r:?}");
+    assert!(
+        r.h("www-authenticate").unwrap().starts_with("Basic realm="),
+        "{r:?}"
+    );
+    assert!(!leaks(&r.body), "{r:?}");
+    let r = http(p, "GET", "/ui/permissions", &[("Authorization", &bob)], b"");
+    assert_eq!(r.status, 403, "{r:?}");
+    assert!(!leaks(&r.body), "{r:?}");
+    let (_, j) = token(p, Some(&bob), "repository:alice/secret-project:pull");
+    let bearer = format!("Bearer {}", j["token"].as_str().unwrap());
+    let r = http(
+        p,
+        "GET",
+        "/ui/permissions",
+        &[("Authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(r.status, 403, "{r:?}");
+    let r = http(
+        p,
+        "GET",
+        "/ui/permissions",
+        &[("Authorization", &basic("alice", "wrong"))],
+        b"",
+    );
+    assert_eq!(r.status, 401, "{r:?}");
+    assert!(!leaks(&r.body));
+    // The administrator sees rules, users and repositories.
+    let r = http(
+        p,
+        "GET",
+        "/ui/permissions",
+        &[("Authorization", &alice)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let page = String::from_utf8(r.body).unwrap();
+    assert!(
+        page.contains("<td>alice/secret-project</td>")
+            && page.contains("<th>bob</th>")
+            && page.contains("<code>alice/*</code>"),
+        "{page}"
+    );
+    // Only administrators are shown the link.
+    let link = "href=\"/ui/permissions\"";
+    let ui = |auth: Option<&str>| {
+        let h: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+        String::from_utf8(http(p, "GET", "/ui/", &h, b"").body).unwrap()
+    };
+    assert!(ui(Some(&alice)).contains(link));
+    assert!(!ui(Some(&bob)).contains(link));
+    assert!(!ui(None).contains(link));
+    // The refusals are in the audit log.
+    let denied: Vec<(Option<String>, u64)> = audit_lines(&s)
+        .iter()
+        .filter(|v| v["action"] == "deny" && v["kind"] == "ui")
+        .map(|v| {
+            assert_eq!(v["reference"], "/ui/permissions");
+            (
+                v["user"].as_str().map(str::to_string),
+                v["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        denied,
+        [
+            (None, 401),
+            (Some("bob".to_string()), 403),
+            (Some("bob".to_string()), 403)
+        ]
+    );
+}
+
+/// Open upload sessions are limited per identity (a signed-in user, or the client address of
+/// anonymous requests): one client filling its quota does not stop anyone else's pushes.
+#[test]
+fn open_uploads_are_limited_per_identity() {
+    if skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        tmp.path(),
+        serde_json::json!({
+            "access": [
+                {"repository": "*", "users": ["*"], "actions": ["*"]},
+                {"repository": "anon/*", "users": ["anonymous"], "actions": ["*"]},
+            ],
+            "limits": {"max_open_uploads": 20, "max_open_uploads_per_user": 2},
+        }),
+    );
+    let s = Server::start(&tmp.path().join("root"), Some(&cfg));
+    let p = s.port;
+    let alice = basic("alice", rc::PASS);
+    let bob = basic("bob", rc::PASS);
+    let count = || std::fs::read_dir(s.root.join("uploads")).unwrap().count();
+    let open = |auth: &str| {
+        http(
+            p,
+            "POST",
+            "/v2/up/x/blobs/uploads/",
+            &[("Authorization", auth)],
+            b"",
+        )
+    };
+    let mut mine = Vec::new();
+    for _ in 0..2 {
+        let r = open(&alice);
+        assert_eq!(r.status, 202, "{r:?}");
+        mine.push(r.h("location").unwrap().to_string());
+    }
+    let r = open(&alice);
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (429, "TOOMANYREQUESTS"),
+        "{r:?}"
+    );
+    assert!(r.h("retry-after").is_some(), "{r:?}");
+    assert!(r.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("this client"));
+    // A monolithic upload is a session too; a token for alice counts as alice.
+    let data = b"monolithic";
+    let r = http(
+        p,
+        "POST",
+        &format!("/v2/up/x/blobs/uploads/?digest={}", Digest::of_bytes(data)),
+        &[("Authorization", &alice)],
+        data,
+    );
+    assert_eq!(r.status, 429, "{r:?}");
+    let (_, j) = token(p, Some(&alice), "repository:up/x:pull,push");
+    let r = open(&format!("Bearer {}", j["token"].as_str().unwrap()));
+    assert_eq!(r.status, 429, "{r:?}");
+    assert_eq!(count(), 2);
+    // Others are not affected.
+    let r = open(&bob);
+    assert_eq!(r.status, 202, "{r:?}");
+    put_blob(p, "up/y", b"bob's layer", &[("Authorization", &bob)]);
+    // Anonymous clients: counted per address.
+    let anon = |src: [u8; 4]| http_from(src, p, "POST", "/v2/anon/x/blobs/uploads/", &[], b"");
+    for _ in 0..2 {
+        assert_eq!(anon([127, 0, 0, 1]).status, 202);
+    }
+    assert_eq!(anon([127, 0, 0, 1]).status, 429);
+    assert_eq!(anon([127, 0, 0, 2]).status, 202);
+    // Finishing or cancelling frees a place.
+    let r = http(p, "DELETE", &mine[0], &[("Authorization", &alice)], b"");
+    assert_eq!(r.status, 204, "{r:?}");
+    let r = http(
+        p,
+        "PUT",
+        &format!("{}?digest={}", mine[1], Digest::of_bytes(b"")),
+        &[("Authorization", &alice)],
+        b"",
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    for _ in 0..2 {
+        assert_eq!(open(&alice).status, 202);
+    }
+    assert_eq!(open(&alice).status, 429);
+}
+
+/// An upload session that receives nothing for the idle timeout is removed with its data, and
+/// its place in the quota is free again; sessions that keep receiving data stay.
+#[test]
+fn idle_upload_sessions_expire() {
+    if skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.json");
+    std::fs::write(
+        &cfg,
+        serde_json::to_vec(&serde_json::json!({
+            "access": [{"repository": "*", "users": ["anonymous"], "actions": ["*"]}],
+            "limits": {"max_open_uploads_per_user": 2, "upload_idle_timeout_seconds": 2},
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let s = Server::start(&tmp.path().join("root"), Some(&cfg));
+    let p = s.port;
+    let start = |n: usize| {
+        let r = http(p, "POST", "/v2/idle/x/blobs/uploads/", &[], b"");
+        assert_eq!(r.status, 202, "session {n}: {r:?}");
+        r.h("location").unwrap().to_string()
+    };
+    let idle = start(0);
+    let busy = start(1);
+    let idle_id = idle.rsplit('/').next().unwrap().to_string();
+    assert!(s.root.join("uploads").join(&idle_id).join("data").exists());
+    http(p, "PATCH", &idle, &[], b"some data");
+    assert_eq!(
+        http(p, "POST", "/v2/idle/x/blobs/uploads/", &[], b"").status,
+        429
+    );
+    // `busy` receives a piece every half second; `idle` nothing.
+    let mut body = Vec::new();
+    let t0 = Instant::now();
+    let mut gone_after = None;
+    while t0.elapsed() < Duration::from_secs(15) {
+        let piece = format!("piece {}\n", body.len());
+        let r = http(
+            p,
+            "PATCH",
+            &busy,
+            &[(
+                "Content-Range",
+                &format!("{}-{}", body.len(), body.len() + piece.len() - 1),
+            )],
+            piece.as_bytes(),
+        );
+        assert_eq!(r.status, 202, "the busy session expired: {r:?}");
+        body.extend_from_slice(piece.as_bytes());
+        let r = get(p, &idle);
+        if r.status == 404 {
+            assert_eq!(r.code(), "BLOB_UPLOAD_UNKNOWN");
+            gone_after = Some(t0.elapsed());
+            break;
+        }
+        assert_eq!(r.status, 204, "{r:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let gone_after = gone_after.expect("the idle session was not removed within 15 s");
+    assert!(gone_after >= Duration::from_secs(1), "{gone_after:?}");
+    assert!(
+        !s.root.join("uploads").join(&idle_id).exists(),
+        "its data stayed"
+    );
+    // Its place is free; the busy one is intact and can be finished.
+    start(2);
+    let r = http(
+        p,
+        "PUT",
+        &format!("{busy}?digest={}", Digest::of_bytes(&body)),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let expired: Vec<serde_json::Value> = audit_lines(&s)
+        .into_iter()
+        .filter(|v| v["action"] == "expire")
+        .collect();
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!(expired[0]["kind"], "upload");
+    assert_eq!(expired[0]["reference"], idle_id.as_str());
+    assert_eq!(expired[0]["repository"], "idle/x");
+}
+
+/// CPU time (user + system) a process used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which may contain spaces) in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis((f[11] + f[12]) * 1000 / hz)
+}
+
+/// Failed sign-ins are limited per client address (token bucket): past the allowance,
+/// password checks get 429 with `Retry-After` and bcrypt does not run (measured as the
+/// server's CPU time); successful sign-ins cost nothing, cached credentials and tokens keep
+/// working, other clients are not affected.
+#[test]
+fn failed_sign_ins_are_rate_limited_per_client() {
+    if skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // A costly hash for the flood, so that bcrypt runs show in the CPU time.
+    let costly = bcrypt::hash("carol's password", 10).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(write_config(
+            tmp.path(),
+            serde_json::json!({
+                "limits": {"auth_failures_burst": 5, "auth_failures_per_minute": 1},
+            }),
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    cfg["users"]["carol"] = serde_json::json!({ "password_hash": costly });
+    let cfg_path = tmp.path().join("config.json");
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let s = Server::start(&tmp.path().join("root"), Some(&cfg_path));
+    let p = s.port;
+    let pid = s.child.id();
+    let alice = basic("alice", rc::PASS);
+    let bob = basic("bob", rc::PASS);
+    let wrong = basic("carol", "guess");
+    let v2 = |auth: &str| http(p, "GET", "/v2/", &[("Authorization", auth)], b"");
+
+    // Successes never count.
+    for _ in 0..20 {
+        assert_eq!(v2(&alice).status, 200);
+    }
+    let (st, j) = token(p, Some(&alice), "repository:alice/app:pull");
+    assert_eq!(st, 200);
+    let alice_token = format!("Bearer {}", j["token"].as_str().unwrap());
+    // The allowance: five failures, each checked with bcrypt.
+    let cpu0 = cpu_time(pid);
+    for _ in 0..5 {
+        let r = v2(&wrong);
+        assert_eq!((r.status, r.code().as_str()), (401, "UNAUTHORIZED"));
+    }
+    let with_bcrypt = cpu_time(pid) - cpu0;
+    // Then 429 with Retry-After, on every route that checks passwords, without bcrypt.
+    let cpu1 = cpu_time(pid);
+    for i in 0..50 {
+        let r = match i % 3 {
+            0 => v2(&wrong),
+            1 => http(
+                p,
+                "GET",
+                "/v2/alice/app/tags/list",
+                &[("Authorization", &basic("nobody", "x"))],
+                b"",
+            ),
+            _ => {
+                let r = http(
+                    p,
+                    "GET",
+                    "/token?service=berth-registry&scope=repository:alice/app:pull",
+                    &[("Authorization", &wrong)],
+                    b"",
+                );
+                assert_eq!(r.json()["error"], "too_many_requests", "{r:?}");
+                r
+            }
+        };
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (429, "TOOMANYREQUESTS"),
+            "{r:?}"
+        );
+        let wait: u64 = r.h("retry-after").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&wait), "{r:?}");
+    }
+    let limited = cpu_time(pid) - cpu1;
+    let form = "grant_type=password&username=carol&password=guess&service=berth-registry";
+    let r = http(
+        p,
+        "POST",
+        "/token",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        form.as_bytes(),
+    );
+    assert_eq!(r.status, 429, "{r:?}");
+    let r = http(p, "GET", "/ui/", &[("Authorization", &wrong)], b"");
+    assert_eq!(r.status, 429, "{r:?}");
+    eprintln!(
+        "server CPU: 5 failed sign-ins (bcrypt cost 10) {with_bcrypt:?}, 50 refused over the limit {limited:?}"
+    );
+    assert!(
+        limited < with_bcrypt,
+        "50 refused attempts cost {limited:?}, 5 checked ones {with_bcrypt:?}: bcrypt ran"
+    );
+    // Cached credentials and tokens still work; an uncached password waits like a wrong one.
+    assert_eq!(v2(&alice).status, 200);
+    assert_eq!(
+        http(
+            p,
+            "GET",
+            "/v2/alice/app/tags/list",
+            &[("Authorization", &alice_token)],
+            b""
+        )
+        .status,
+        404
+    );
+    assert_eq!(v2(&bob).status, 429);
+    // Another client is not affected.
+    let from2 = |auth: &str| {
+        http_from(
+            [127, 0, 0, 2],
+            p,
+            "GET",
+            "/v2/",
+            &[("Authorization", auth)],
+            b"",
+        )
+    };
+    assert_eq!(from2(&wrong).status, 401);
+    assert_eq!(from2(&bob).status, 200);
+    // Audit: the failures that were checked, not the refusals.
+    let denied = audit_lines(&s)
+        .iter()
+        .filter(|v| v["action"] == "deny" && v["kind"] == "credentials")
+        .map(|v| {
+            (
+                v["user"].as_str().unwrap_or("").to_string(),
+                v["remote"]
+                    .as_str()
+                    .unwrap()
+                    .split(':')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect::<Vec<_>>();
+    let mut want = vec![("carol".to_string(), "127.0.0.1".to_string()); 5];
+    want.push(("carol".to_string(), "127.0.0.2".to_string()));
+    assert_eq!(denied, want);
+}
+
+/// The audit log records denials (401/403, with the scope asked for), tokens issued (with
+/// what they grant) and deletions of tags, manifests, blobs and upload sessions, in the same
+/// line format as pushes and pulls.
+#[test]
+fn audit_log_records_denials_tokens_and_deletions() {
+    if skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(tmp.path(), serde_json::json!({}));
+    let s = Server::start(&tmp.path().join("root"), Some(&cfg));
+    let p = s.port;
+    let alice = basic("alice", rc::PASS);
+    let bob = basic("bob", rc::PASS);
+    let auth = [("Authorization", alice.as_str())];
+
+    // An image of alice's, to delete later.
+    let cfg_blob = br#"{"architecture":"amd64","os":"linux"}"#;
+    let layer = pseudo_random(5, 1000);
+    let cd = put_blob(p, "alice/app", cfg_blob, &auth);
+    let ld = put_blob(p, "alice/app", &layer, &auth);
+    let man = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": mt::OCI_MANIFEST,
+        "config": {"mediaType": mt::OCI_CONFIG, "digest": cd.to_string(), "size": cfg_blob.len()},
+        "layers": [{"mediaType": mt::OCI_LAYER, "digest": ld.to_string(), "size": layer.len()}],
+    }))
+    .unwrap();
+    let r = http(
+        p,
+        "PUT",
+        "/v2/alice/app/manifests/v1",
+        &[
+            ("Authorization", &alice),
+            ("Content-Type", mt::OCI_MANIFEST),
+        ],
+        &man,
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let md = Digest::of_bytes(&man);
+
+    // Denials.
+    assert_eq!(get(p, "/v2/alice/app/manifests/v1").status, 401);
+    let r = http(
+        p,
+        "DELETE",
+        &format!("/v2/alice/app/manifests/{md}"),
+        &[("Authorization", &bob)],
+        b"",
+    );
+    assert_eq!(r.status, 403);
+    assert_eq!(v2_status(p, &basic("alice", "wrong")), 401);
+    assert_eq!(v2_status(p, "Bearer not.a.token"), 401);
+    assert_eq!(get(p, "/v2/_catalog").status, 401);
+    // Tokens.
+    let (st, _) = token(p, Some(&alice), "repository:alice/app:pull,push");
+    assert_eq!(st, 200);
+    let (st, _) = token(
+        p,
+        Some(&bob),
+        "repository:alice/app:pull,push&scope=registry:catalog:*",
+    );
+    assert_eq!(st, 200);
+    // Deletions.
+    let r = http(p, "POST", "/v2/alice/app/blobs/uploads/", &auth, b"");
+    let upload = r.h("location").unwrap().to_string();
+    let upload_id = upload.rsplit('/').next().unwrap().to_string();
+    assert_eq!(http(p, "DELETE", &upload, &auth, b"").status, 204);
+    assert_eq!(
+        http(p, "DELETE", "/v2/alice/app/manifests/v1", &auth, b"").status,
+        202
+    );
+    assert_eq!(
+        http(
+            p,
+            "DELETE",
+            &format!("/v2/alice/app/manifests/{md}"),
+            &auth,
+            b""
+        )
+        .status,
+        202
+    );
+    assert_eq!(
+        http(
+            p,
+            "DELETE",
+            &format!("/v2/alice/app/blobs/{ld}"),
+            &auth,
+            b""
+        )
+        .status,
+        202
+    );
+
+    let lines = audit_lines(&s);
+    for v in &lines {
+        for k in [
+            "time",
+            "user",
+            "remote",
+            "action",
+            "kind",
+            "repository",
+            "reference",
+            "digest",
+        ] {
+            assert!(v.get(k).is_some(), "{k} missing: {v}");
+        }
+        assert!(
+            v["remote"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{v}"
+        );
+    }
+    let find = |f: &dyn Fn(&serde_json::Value) -> bool| -> Vec<&serde_json::Value> {
+        lines.iter().filter(|v| f(v)).collect()
+    };
+    let deny = |kind: &str| find(&|v| v["action"] == "deny" && v["kind"] == kind);
+    let repo = deny("repository");
+    assert_eq!(repo.len(), 2, "{repo:?}");
+    assert_eq!(
+        (
+            &repo[0]["user"],
+            &repo[0]["status"],
+            &repo[0]["scope"],
+            &repo[0]["repository"]
+        ),
+        (
+            &serde_json::Value::Null,
+            &serde_json::json!(401),
+            &serde_json::json!("repository:alice/app:pull"),
+            &serde_json::json!("alice/app")
+        )
+    );
+    assert_eq!(
+        (&repo[1]["user"], &repo[1]["status"], &repo[1]["scope"]),
+        (
+            &serde_json::json!("bob"),
+            &serde_json::json!(403),
+            &serde_json::json!("repository:alice/app:delete")
+        )
+    );
+    let creds = deny("credentials");
+    assert_eq!(creds.len(), 2, "{creds:?}");
+    assert_eq!(
+        (&creds[0]["user"], &creds[0]["status"]),
+        (&serde_json::json!("alice"), &serde_json::json!(401))
+    );
+    assert_eq!(creds[1]["user"], serde_json::Value::Null);
+    let cat = deny("catalog");
+    assert_eq!(cat.len(), 1);
+    assert_eq!(cat[0]["scope"], "registry:catalog:*");
+    let tokens = find(&|v| v["action"] == "token");
+    assert_eq!(tokens.len(), 2, "{tokens:?}");
+    assert_eq!(
+        (&tokens[0]["user"], &tokens[0]["scope"]),
+        (
+            &serde_json::json!("alice"),
+            &serde_json::json!("repository:alice/app:pull,push")
+        )
+    );
+    assert_eq!(
+        (&tokens[1]["user"], &tokens[1]["scope"]),
+        (
+            &serde_json::json!("bob"),
+            &serde_json::json!("repository:alice/app:pull registry:catalog:*")
+        )
+    );
+    assert!(tokens.iter().all(|v| v.get("status").is_none()));
+    let deleted: Vec<(String, String, String)> = find(&|v| v["action"] == "delete")
+        .iter()
+        .map(|v| {
+            assert_eq!(v["user"], "alice");
+            (
+                v["kind"].as_str().unwrap().to_string(),
+                v["reference"].as_str().unwrap_or("").to_string(),
+                v["digest"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        deleted,
+        [
+            ("upload".to_string(), upload_id, String::new()),
+            ("tag".to_string(), "v1".to_string(), String::new()),
+            ("manifest".to_string(), md.to_string(), md.to_string()),
+            ("blob".to_string(), String::new(), ld.to_string()),
+        ]
+    );
+    // Pushes are still there, in the same format.
+    assert_eq!(
+        find(&|v| v["action"] == "push" && v["kind"] == "blob").len(),
+        2
+    );
+    assert_eq!(
+        find(&|v| v["action"] == "push" && v["kind"] == "manifest").len(),
+        1
+    );
+}
+
+fn v2_status(port: u16, auth: &str) -> u16 {
+    http(port, "GET", "/v2/", &[("Authorization", auth)], b"").status
 }

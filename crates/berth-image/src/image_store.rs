@@ -31,6 +31,11 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
+pub use berth_api::image::{
+    DeleteItem, GraphDriver, HistoryItem, ImageSummary, InspectConfig, InspectImage,
+    InspectMetadata, InspectRootFs,
+};
+
 use crate::digest::Digest;
 use crate::fsutil;
 use crate::layer::Compression;
@@ -250,15 +255,6 @@ pub struct Registered {
     pub moved_tags: Vec<(Reference, ImageId)>,
 }
 
-/// One line of a deletion report, as Docker's `ImageDeleteResponseItem`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DeleteItem {
-    /// A reference was removed (familiar string).
-    Untagged(String),
-    /// An image or layer was deleted (`sha256:…`).
-    Deleted(String),
-}
-
 /// The result of [`ImageStore::prune`].
 #[derive(Debug, Clone, Default)]
 pub struct PruneReport {
@@ -266,48 +262,6 @@ pub struct PruneReport {
     pub deleted: Vec<DeleteItem>,
     /// Bytes reclaimed (content size of deleted layers).
     pub space_reclaimed: u64,
-}
-
-/// Docker's `ImageSummary` (the `images` list entry).
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ImageSummary {
-    /// Image ID (`sha256:…`).
-    pub id: String,
-    /// Parent image ID or "".
-    pub parent_id: String,
-    /// Familiar tags; `["<none>:<none>"]` for an untagged image shown with `-a`.
-    pub repo_tags: Vec<String>,
-    /// Familiar digest references.
-    pub repo_digests: Vec<String>,
-    /// Creation time, seconds since the epoch.
-    pub created: i64,
-    /// Size in bytes.
-    pub size: i64,
-    /// Size shared with other images (-1 when not computed).
-    pub shared_size: i64,
-    /// Labels from the config.
-    pub labels: BTreeMap<String, String>,
-    /// Containers using it (-1 when not computed).
-    pub containers: i64,
-}
-
-/// Docker's image history item.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct HistoryItem {
-    /// The image ID for the top entry, `<missing>` otherwise.
-    pub id: String,
-    /// Creation time, seconds since the epoch.
-    pub created: i64,
-    /// The command that created the step.
-    pub created_by: String,
-    /// Tags (top entry only).
-    pub tags: Vec<String>,
-    /// The layer's size (0 for empty layers).
-    pub size: i64,
-    /// Comment.
-    pub comment: String,
 }
 
 /// Per-image disk usage.
@@ -1267,6 +1221,7 @@ impl ImageStore {
                 .unwrap_or_default()
                 .to_string(),
             created,
+            container_config: None,
             docker_version: str_extra("docker_version"),
             author: cfg.author.clone().unwrap_or_default(),
             config,
@@ -1624,134 +1579,6 @@ pub fn synthesize_manifest(config: &[u8], layers: &[Descriptor]) -> Vec<u8> {
         annotations: None,
     };
     serde_json::to_vec(&m).unwrap_or_default()
-}
-
-/// Docker's `ContainerConfig` as `image inspect` shows it (field order as Docker's).
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct InspectConfig {
-    /// Always "".
-    pub hostname: String,
-    /// Always "".
-    pub domainname: String,
-    /// `user[:group]`.
-    pub user: String,
-    /// Always false.
-    pub attach_stdin: bool,
-    /// Always false.
-    pub attach_stdout: bool,
-    /// Always false.
-    pub attach_stderr: bool,
-    /// Exposed ports.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
-    /// Always false.
-    pub tty: bool,
-    /// Always false.
-    pub open_stdin: bool,
-    /// Always false.
-    pub stdin_once: bool,
-    /// Environment.
-    pub env: Option<Vec<String>>,
-    /// Command.
-    pub cmd: Option<Vec<String>>,
-    /// Health check.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub healthcheck: Option<serde_json::Value>,
-    /// Windows-only flag.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub args_escaped: Option<bool>,
-    /// Always "".
-    pub image: String,
-    /// Volumes.
-    pub volumes: Option<BTreeMap<String, serde_json::Value>>,
-    /// Working directory.
-    pub working_dir: String,
-    /// Entrypoint.
-    pub entrypoint: Option<Vec<String>>,
-    /// ONBUILD triggers.
-    pub on_build: Option<serde_json::Value>,
-    /// Labels.
-    pub labels: Option<BTreeMap<String, String>>,
-    /// Stop signal.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stop_signal: Option<String>,
-    /// Shell.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub shell: Option<serde_json::Value>,
-}
-
-/// `GraphDriver`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct GraphDriver {
-    /// Driver name.
-    pub name: String,
-    /// Driver data (directories).
-    pub data: BTreeMap<String, String>,
-}
-
-/// `RootFS`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct InspectRootFs {
-    /// `layers`.
-    #[serde(rename = "Type")]
-    pub kind: String,
-    /// DiffIDs.
-    pub layers: Vec<String>,
-}
-
-/// `Metadata`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct InspectMetadata {
-    /// When a tag last changed.
-    pub last_tag_time: String,
-}
-
-/// Docker's `image inspect` response.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct InspectImage {
-    /// `sha256:…`.
-    #[serde(rename = "Id")]
-    pub id: String,
-    /// Familiar tags.
-    pub repo_tags: Vec<String>,
-    /// Familiar digest references.
-    pub repo_digests: Vec<String>,
-    /// Parent image ID or "".
-    pub parent: String,
-    /// The config's comment.
-    pub comment: String,
-    /// RFC 3339 creation time.
-    pub created: String,
-    /// The config's docker_version.
-    pub docker_version: String,
-    /// Author.
-    pub author: String,
-    /// Container defaults.
-    pub config: InspectConfig,
-    /// Architecture.
-    pub architecture: String,
-    /// CPU variant.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-    /// OS.
-    pub os: String,
-    /// OS version.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub os_version: Option<String>,
-    /// Size in bytes.
-    pub size: i64,
-    /// Storage driver.
-    pub graph_driver: GraphDriver,
-    /// Layers.
-    #[serde(rename = "RootFS")]
-    pub root_fs: InspectRootFs,
-    /// Tag metadata.
-    pub metadata: InspectMetadata,
 }
 
 #[cfg(test)]

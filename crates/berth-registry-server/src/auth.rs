@@ -12,7 +12,9 @@
 //! what its subject may still do under the current configuration.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::ServerError;
+use crate::ratelimit::Limiter;
 
 /// An action on a repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -80,8 +83,19 @@ pub struct Limits {
     /// Uploads receiving data at the same time; more get 429 TOOMANYREQUESTS.
     pub max_concurrent_uploads: usize,
     /// Upload sessions open at the same time (started, neither finished nor cancelled nor
-    /// collected as stale by gc); starting another gets 429 TOOMANYREQUESTS.
+    /// expired); starting another gets 429 TOOMANYREQUESTS.
     pub max_open_uploads: usize,
+    /// Upload sessions one identity may have open: a signed-in user, or for anonymous
+    /// requests the client's address (its /64 for IPv6); more get 429 TOOMANYREQUESTS.
+    pub max_open_uploads_per_user: usize,
+    /// Seconds an upload session may go without receiving data before it is removed (with
+    /// its data); no request may be working on it at that moment.
+    pub upload_idle_timeout_seconds: u64,
+    /// Failed sign-ins (wrong password, unknown user) a client may make in a row; after that
+    /// its password checks get 429 TOOMANYREQUESTS with `Retry-After`, without running bcrypt.
+    pub auth_failures_burst: u32,
+    /// Failed sign-ins a client regains per minute.
+    pub auth_failures_per_minute: u32,
     /// Seconds to read a request's headers, and the longest pause between two pieces of a
     /// request body.
     pub idle_timeout_seconds: u64,
@@ -96,6 +110,10 @@ impl Default for Limits {
             max_manifest_bytes: 4 << 20,
             max_concurrent_uploads: 64,
             max_open_uploads: 1024,
+            max_open_uploads_per_user: 64,
+            upload_idle_timeout_seconds: 3600,
+            auth_failures_burst: 10,
+            auth_failures_per_minute: 6,
             idle_timeout_seconds: 60,
             request_timeout_seconds: 120,
         }
@@ -110,6 +128,10 @@ pub struct Config {
     pub users: BTreeMap<String, UserConfig>,
     #[serde(default)]
     pub access: Vec<AccessRule>,
+    /// Users who may see the permissions page (`/ui/permissions`: every rule, user and
+    /// repository).
+    #[serde(default)]
+    pub admins: Vec<String>,
     /// The `service` of tokens and challenges (default `berth-registry`).
     #[serde(default)]
     pub service: Option<String>,
@@ -132,12 +154,19 @@ pub struct Config {
 impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ServerError> {
-        let err = |msg: String| ServerError::Config {
+        let err = |msg: String| ServerError::ConfigInvalid {
             path: path.to_path_buf(),
             msg,
         };
-        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let c: Config = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
+        let bytes = std::fs::read(path).map_err(|source| ServerError::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let c: Config =
+            serde_json::from_slice(&bytes).map_err(|source| ServerError::ConfigParse {
+                path: path.to_path_buf(),
+                source,
+            })?;
         for (u, uc) in &c.users {
             if u.is_empty() || u == "*" || u == "anonymous" || u.contains(':') {
                 return Err(err(format!("invalid user name {u:?}")));
@@ -146,6 +175,11 @@ impl Config {
                 return Err(err(format!(
                     "user {u}: password_hash must be a bcrypt hash"
                 )));
+            }
+        }
+        for u in &c.admins {
+            if !c.users.contains_key(u) {
+                return Err(err(format!("admins: unknown user {u:?}")));
             }
         }
         for (i, r) in c.access.iter().enumerate() {
@@ -223,6 +257,19 @@ pub struct Auth {
     ttl: u64,
     /// Recently verified basic credentials: user -> (sha256 of password, when).
     cache: Mutex<HashMap<String, ([u8; 32], Instant)>>,
+    /// Failed sign-ins by client.
+    failures: Limiter,
+    /// bcrypt verifications run so far.
+    bcrypt_runs: AtomicU64,
+}
+
+/// The outcome of a password check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordCheck {
+    Valid,
+    Invalid,
+    /// The client failed too often: not checked; try again after this long.
+    Limited(Duration),
 }
 
 const CACHE_FOR: Duration = Duration::from_secs(300);
@@ -246,12 +293,18 @@ impl Auth {
         } else {
             Vec::new()
         };
+        let limits = config
+            .as_ref()
+            .map(|c| c.limits.clone())
+            .unwrap_or_default();
         Ok(Auth {
             config,
             service,
             key,
             ttl,
             cache: Mutex::new(HashMap::new()),
+            failures: Limiter::new(limits.auth_failures_burst, limits.auth_failures_per_minute),
+            bcrypt_runs: AtomicU64::new(0),
         })
     }
 
@@ -297,27 +350,51 @@ impl Auth {
         }
     }
 
-    /// Checks a user's password (bcrypt; successes cached for a few minutes).
-    pub fn check_password(&self, user: &str, password: &str) -> bool {
-        let Some(c) = &self.config else { return false };
-        let Some(u) = c.users.get(user) else {
-            return false;
+    /// Is `id` an administrator (may see every rule, user and repository)? Only users signed
+    /// in with their password and listed in `admins`; everyone in an open registry.
+    pub fn is_admin(&self, id: &Identity) -> bool {
+        match (&self.config, id) {
+            (None, _) => true,
+            (Some(c), Identity::User(u)) => c.admins.iter().any(|a| a == u),
+            _ => false,
+        }
+    }
+
+    /// Checks a user's password for a request from `client` (bcrypt; successes cached for a
+    /// few minutes). Failures are counted per client; a client over its limit gets
+    /// [`PasswordCheck::Limited`] and bcrypt does not run.
+    pub fn check_password(&self, client: IpAddr, user: &str, password: &str) -> PasswordCheck {
+        let Some(c) = &self.config else {
+            return PasswordCheck::Invalid;
         };
         let ph: [u8; 32] = Sha256::digest(password.as_bytes()).into();
         {
             let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((h, at)) = cache.get(user) {
                 if ct_eq(h, &ph) && at.elapsed() < CACHE_FOR {
-                    return true;
+                    return PasswordCheck::Valid;
                 }
             }
         }
-        let ok = bcrypt::verify(password, &u.password_hash).unwrap_or(false);
-        if ok {
-            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            cache.insert(user.to_string(), (ph, Instant::now()));
+        if let Err(wait) = self.failures.take(client) {
+            return PasswordCheck::Limited(wait);
         }
-        ok
+        let ok = c.users.get(user).is_some_and(|u| {
+            self.bcrypt_runs.fetch_add(1, Ordering::Relaxed);
+            bcrypt::verify(password, &u.password_hash).unwrap_or(false)
+        });
+        if !ok {
+            return PasswordCheck::Invalid;
+        }
+        self.failures.give_back(client);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.insert(user.to_string(), (ph, Instant::now()));
+        PasswordCheck::Valid
+    }
+
+    /// How many bcrypt verifications ran since the start.
+    pub fn bcrypt_runs(&self) -> u64 {
+        self.bcrypt_runs.load(Ordering::Relaxed)
     }
 
     pub fn ttl(&self) -> u64 {
@@ -344,7 +421,7 @@ impl Auth {
         let claims = serde_json::json!({
             "iss": self.service, "aud": self.service, "sub": sub.unwrap_or(""),
             "iat": now, "nbf": now.saturating_sub(10), "exp": now + self.ttl,
-            "jti": crate::storage::random_id(), "access": access,
+            "jti": berth_util::id::random_hex(16), "access": access,
         });
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let signing = format!(
@@ -411,30 +488,54 @@ impl Auth {
     }
 }
 
+/// Reads the token signing key, creating it (32 random bytes, mode 0600) when missing. The new
+/// key is written to a temporary file and linked into place, so that a crash never leaves a
+/// short key behind and two servers starting at once agree on one key.
 fn load_or_create_key(path: &Path) -> Result<Vec<u8>, ServerError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let key_err = |source| ServerError::TokenKey {
+        path: path.to_path_buf(),
+        source,
+    };
     match std::fs::read(path) {
         Ok(k) if k.len() >= 32 => return Ok(k),
         Ok(_) => {
-            return Err(ServerError::Config {
+            return Err(ServerError::TokenKeyShort {
                 path: path.to_path_buf(),
-                msg: "token key shorter than 32 bytes".into(),
             })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(key_err(e)),
     }
     let mut k = vec![0u8; 32];
-    getrandom::getrandom(&mut k).map_err(|e| ServerError::Tls(format!("random key: {e}")))?;
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(&k)?;
-    f.sync_all()?;
-    Ok(k)
+    berth_util::id::fill_random(&mut k).map_err(ServerError::Random)?;
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp_name);
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&k)?;
+        f.sync_all()?;
+        std::fs::hard_link(&tmp, path)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                berth_util::fs::fsync_dir(dir).map_err(key_err)?;
+            }
+            Ok(k)
+        }
+        // Another server created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_key(path),
+        Err(e) => Err(key_err(e)),
+    }
 }
 
 /// HMAC-SHA256 (RFC 2104).
@@ -524,10 +625,14 @@ mod tests {
         }))
         .unwrap();
         let a = Auth::new(Some(cfg), dir.path()).unwrap();
-        assert!(a.check_password("alice", "pw"));
-        assert!(a.check_password("alice", "pw"));
-        assert!(!a.check_password("alice", "nope"));
-        assert!(!a.check_password("carol", "pw"));
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(a.check_password(ip, "alice", "pw"), PasswordCheck::Valid);
+        assert_eq!(a.check_password(ip, "alice", "pw"), PasswordCheck::Valid);
+        assert_eq!(
+            a.check_password(ip, "alice", "nope"),
+            PasswordCheck::Invalid
+        );
+        assert_eq!(a.check_password(ip, "carol", "pw"), PasswordCheck::Invalid);
         let alice = Identity::User("alice".into());
         let bob = Identity::User("bob".into());
         assert!(a.permits(&alice, "alice/x", Action::Delete));
@@ -554,5 +659,51 @@ mod tests {
         let forged = format!("{}.{}.{}", parts[0], other, parts[2]);
         assert!(a.verify(&forged, 1001).is_none());
         assert!(a.verify("a.b", 1001).is_none());
+    }
+
+    #[test]
+    fn failed_sign_ins_are_limited_per_client_before_bcrypt() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let cfg: Config = serde_json::from_value(serde_json::json!({
+            "users": {"alice": {"password_hash": hash}, "bob": {"password_hash": hash}},
+            "limits": {"auth_failures_burst": 3, "auth_failures_per_minute": 0},
+        }))
+        .unwrap();
+        let a = Auth::new(Some(cfg), dir.path()).unwrap();
+        let (x, y) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        // Successes cost nothing: many in a row, then the full allowance of failures.
+        for _ in 0..5 {
+            assert_eq!(a.check_password(x, "alice", "pw"), PasswordCheck::Valid);
+        }
+        assert_eq!(a.bcrypt_runs(), 1, "later successes come from the cache");
+        for _ in 0..3 {
+            assert_eq!(a.check_password(x, "alice", "bad"), PasswordCheck::Invalid);
+        }
+        // An unknown user is a failure too (no bcrypt to run).
+        let runs = a.bcrypt_runs();
+        assert_eq!(runs, 4);
+        for _ in 0..50 {
+            assert!(matches!(
+                a.check_password(x, "alice", "bad"),
+                PasswordCheck::Limited(_)
+            ));
+            assert!(matches!(
+                a.check_password(x, "nobody", "bad"),
+                PasswordCheck::Limited(_)
+            ));
+        }
+        assert_eq!(a.bcrypt_runs(), runs, "bcrypt ran for a limited client");
+        // Cached credentials still work; uncached ones wait (bcrypt does not run for them).
+        assert_eq!(a.check_password(x, "alice", "pw"), PasswordCheck::Valid);
+        assert!(matches!(
+            a.check_password(x, "bob", "pw"),
+            PasswordCheck::Limited(_)
+        ));
+        assert_eq!(a.bcrypt_runs(), runs);
+        // Another client is not affected.
+        assert_eq!(a.check_password(y, "bob", "bad"), PasswordCheck::Invalid);
+        assert_eq!(a.check_password(y, "nobody", "bad"), PasswordCheck::Invalid);
+        assert_eq!(a.check_password(y, "bob", "pw"), PasswordCheck::Valid);
     }
 }

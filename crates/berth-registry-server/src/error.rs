@@ -1,5 +1,7 @@
 //! Errors: the distribution spec's JSON error bodies, and the library's own error type.
 
+use std::path::PathBuf;
+
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -157,33 +159,68 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Errors of the storage layer and of starting the server.
+/// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
-        path: std::path::PathBuf,
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("corrupt metadata {path}: {msg}")]
+    #[error("corrupt metadata {path}: {source}")]
     Corrupt {
-        path: std::path::PathBuf,
-        msg: String,
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
     },
 }
 
 /// Errors of configuration and serving.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("config {path}: {msg}")]
-    Config {
-        path: std::path::PathBuf,
-        msg: String,
+    #[error("config {path}: {source}")]
+    ConfigRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
+    #[error("config {path}: {source}")]
+    ConfigParse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A configuration that parses but does not make sense (the message says why).
+    #[error("config {path}: {msg}")]
+    ConfigInvalid { path: PathBuf, msg: String },
+    #[error("audit log {path}: {source}")]
+    AuditLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("token key {path}: {source}")]
+    TokenKey {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("token key {path}: shorter than 32 bytes")]
+    TokenKeyShort { path: PathBuf },
+    #[error("random bytes: {0}")]
+    Random(#[source] std::io::Error),
+    #[error("TLS {path}: {source}")]
+    TlsPem {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("TLS {path}: no certificate")]
+    TlsNoCertificate { path: PathBuf },
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(#[source] rustls::Error),
     #[error("listen on {addr}: {source}")]
     Listen {
         addr: String,

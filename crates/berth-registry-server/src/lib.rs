@@ -6,7 +6,9 @@
 //! - [`storage`]: content-addressed blobs shared by all repositories, uploads that become
 //!   blobs only when verified, per-repository metadata written crash-safely.
 //! - [`auth`]: users, per-repository glob permissions, HMAC-signed JWT bearer tokens.
-//! - [`audit`]: JSON-lines log of pushes, pulls and deletions.
+//! - [`audit`]: JSON-lines log of pushes, pulls, deletions, denials and tokens issued.
+//! - [`sessions`]: open upload sessions, their per-identity quota and idle expiry.
+//! - [`ratelimit`]: per-client token buckets for failed sign-ins.
 //! - [`ui`]: server-rendered HTML at `/ui/`.
 //! - [`gc`]: mark and sweep, safe while serving.
 //!
@@ -23,8 +25,11 @@
 //!   "service": "berth-registry",
 //!   "token_ttl_seconds": 300,
 //!   "audit_log": "/var/log/berth-registry-audit.log",
+//!   "admins": ["alice"],
 //!   "limits": { "max_upload_bytes": 21474836480, "max_manifest_bytes": 4194304,
 //!               "max_concurrent_uploads": 64, "max_open_uploads": 1024,
+//!               "max_open_uploads_per_user": 64, "upload_idle_timeout_seconds": 3600,
+//!               "auth_failures_burst": 10, "auth_failures_per_minute": 6,
 //!               "idle_timeout_seconds": 60,
 //!               "request_timeout_seconds": 120 }
 //! }
@@ -37,6 +42,8 @@ pub mod error;
 pub mod gc;
 pub mod manifest;
 pub mod names;
+pub mod ratelimit;
+pub mod sessions;
 pub mod storage;
 pub mod ui;
 
@@ -83,9 +90,9 @@ pub fn state(opts: &ServeOptions) -> Result<Arc<api::AppState>, ServerError> {
         .as_ref()
         .and_then(|c| c.audit_log.clone())
         .unwrap_or_else(|| opts.root.join("audit.log"));
-    let audit = audit::Audit::open(&audit_path).map_err(|e| ServerError::Config {
+    let audit = audit::Audit::open(&audit_path).map_err(|source| ServerError::AuditLog {
         path: audit_path.clone(),
-        msg: e.to_string(),
+        source,
     })?;
     let auth = auth::Auth::new(config, &opts.root)?;
     Ok(Arc::new(api::AppState::new(
@@ -126,25 +133,25 @@ pub fn tls_acceptor(
 ) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
     use rustls_pki_types::pem::PemObject as _;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let pem_err = |path: &PathBuf| {
+        let path = path.clone();
+        move |source| ServerError::TlsPem { path, source }
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", cert.display())))?
+        .map_err(pem_err(cert))?
         .collect::<Result<_, _>>()
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", cert.display())))?;
+        .map_err(pem_err(cert))?;
     if certs.is_empty() {
-        return Err(ServerError::Tls(format!(
-            "{}: no certificate",
-            cert.display()
-        )));
+        return Err(ServerError::TlsNoCertificate { path: cert.clone() });
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", key.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(pem_err(key))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .map_err(ServerError::Tls)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| ServerError::Tls(e.to_string()))?;
+        .map_err(ServerError::Tls)?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
@@ -157,6 +164,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let idle = Duration::from_secs(state.limits.idle_timeout_seconds.max(1));
+    let sweeper = tokio::spawn(sweep_idle_uploads(state.clone()));
     let app = router(state);
     tokio::pin!(shutdown);
     loop {
@@ -194,6 +202,27 @@ pub async fn serve(
                 }
             }
         });
+    }
+    sweeper.abort();
+}
+
+/// Removes idle upload sessions every quarter of the idle timeout (between 1 s and 1 min);
+/// never returns. A timeout of 0 turns expiry off.
+async fn sweep_idle_uploads(state: Arc<api::AppState>) {
+    let timeout = state.limits.upload_idle_timeout_seconds;
+    if timeout == 0 {
+        return;
+    }
+    let every =
+        (Duration::from_secs(timeout) / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let st = state.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || st.expire_idle_uploads()).await {
+            tracing::error!(error = %e, "expiring idle uploads failed");
+        }
     }
 }
 

@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use berth_image::fsutil::{atomic_write, fsync_dir};
 use berth_image::Digest;
+use berth_util::fs::{atomic_write, fsync_dir};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -83,6 +83,9 @@ pub struct RepoMeta {
 pub struct UploadInfo {
     pub repository: String,
     pub started: u64,
+    /// Who opened it (`user:<name>` or `addr:<client>`), for per-identity quotas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// The store.
@@ -98,19 +101,16 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// A random hex id of 16 bytes.
-pub fn random_id() -> String {
-    let mut b = [0u8; 16];
-    if getrandom::getrandom(&mut b).is_err() {
-        // Never expected on Linux; fall back to time and pid, still unique per process.
-        let n = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        b.copy_from_slice(&(n ^ ((std::process::id() as u128) << 64)).to_le_bytes());
-    }
-    hex::encode(b)
+/// A file time in seconds since the epoch.
+fn secs(t: io::Result<SystemTime>) -> Option<u64> {
+    t.ok()?
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
 }
+
+/// Upload ids: random, 16 bytes as 32 hex characters.
+pub const UPLOAD_ID_BYTES: usize = 16;
 
 impl Store {
     /// Opens (creating) a store at `root`.
@@ -212,10 +212,7 @@ impl Store {
         match fs::read(&p) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
-                .map_err(|e| StoreError::Corrupt {
-                    path: p,
-                    msg: e.to_string(),
-                }),
+                .map_err(|source| StoreError::Corrupt { path: p, source }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("read", &p)(e)),
         }
@@ -255,9 +252,9 @@ impl Store {
                 let p = self.meta_path(name);
                 let dir = p.parent().expect("meta path has a parent");
                 fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-                let bytes = serde_json::to_vec(&m).map_err(|e| StoreError::Corrupt {
+                let bytes = serde_json::to_vec(&m).map_err(|source| StoreError::Corrupt {
                     path: p.clone(),
-                    msg: e.to_string(),
+                    source,
                 })?;
                 atomic_write(&p, &bytes).map_err(io_err("write", &p))?;
             }
@@ -304,33 +301,41 @@ impl Store {
         self.upload_dir(id).join("data")
     }
 
-    /// Starts an upload for `repository`; returns its id.
-    pub fn new_upload(&self, repository: &str) -> Result<String, StoreError> {
-        let id = random_id();
-        let dir = self.upload_dir(&id);
+    /// Creates upload `id` (fresh, [`UPLOAD_ID_BYTES`] random bytes in hex) for `repository`,
+    /// opened by `owner`.
+    pub fn create_upload(&self, id: &str, repository: &str, owner: &str) -> Result<(), StoreError> {
+        let dir = self.upload_dir(id);
         fs::create_dir(&dir).map_err(io_err("create", &dir))?;
         let data = dir.join("data");
         File::create(&data).map_err(io_err("create", &data))?;
-        let info = serde_json::to_vec(&UploadInfo {
+        let info = UploadInfo {
             repository: repository.to_string(),
             started: now_secs(),
-        })
-        .unwrap_or_default();
+            owner: Some(owner.to_string()),
+        };
         let ip = dir.join("info.json");
-        atomic_write(&ip, &info).map_err(io_err("write", &ip))?;
-        Ok(id)
+        let bytes = serde_json::to_vec(&info).map_err(|source| StoreError::Corrupt {
+            path: ip.clone(),
+            source,
+        })?;
+        atomic_write(&ip, &bytes).map_err(io_err("write", &ip))?;
+        Ok(())
     }
 
-    /// The number of open upload sessions.
-    pub fn open_uploads(&self) -> usize {
+    /// The ids of the uploads on disk.
+    pub fn upload_ids(&self) -> Vec<String> {
         fs::read_dir(self.root.join("uploads"))
-            .map(|rd| rd.count())
-            .unwrap_or(0)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// An upload's info and current size; `None` when unknown. `id` must be a hex id.
     pub fn upload(&self, id: &str) -> Option<(UploadInfo, u64)> {
-        if id.len() != 32 || !id.bytes().all(|c| c.is_ascii_hexdigit()) {
+        if id.len() != 2 * UPLOAD_ID_BYTES || !id.bytes().all(|c| c.is_ascii_hexdigit()) {
             return None;
         }
         let dir = self.upload_dir(id);
@@ -379,29 +384,29 @@ impl Store {
         Ok(size)
     }
 
-    /// Ids of uploads started before `older_than` (seconds since the epoch).
+    /// When an upload was last active (seconds since the epoch): the latest of its start, its
+    /// data's last write and its directory's last change (a session being created has no
+    /// files yet). `None` when it does not exist.
+    pub fn upload_last_activity(&self, id: &str) -> Option<u64> {
+        let dir = self.upload_dir(id);
+        let created = secs(fs::symlink_metadata(&dir).ok()?.modified());
+        let started = fs::read(dir.join("info.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<UploadInfo>(&b).ok())
+            .map(|i| i.started);
+        let written = secs(fs::metadata(dir.join("data")).and_then(|m| m.modified()));
+        Some(started.max(written).max(created).unwrap_or(0))
+    }
+
+    /// Ids of uploads last active before `older_than` (seconds since the epoch).
     pub fn stale_uploads(&self, older_than: u64) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Ok(rd) = fs::read_dir(self.root.join("uploads")) {
-            for e in rd.flatten() {
-                let id = e.file_name().to_string_lossy().to_string();
-                let dir = e.path();
-                let started = fs::read(dir.join("info.json"))
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<UploadInfo>(&b).ok())
-                    .map(|i| i.started);
-                let mtime = fs::metadata(dir.join("data"))
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-                    .map(|d| d.as_secs());
-                let last = started.max(mtime).unwrap_or(0);
-                if last < older_than {
-                    out.push(id);
-                }
-            }
-        }
-        out
+        self.upload_ids()
+            .into_iter()
+            .filter(|id| {
+                self.upload_last_activity(id)
+                    .is_some_and(|last| last < older_than)
+            })
+            .collect()
     }
 }
 

@@ -6,14 +6,16 @@
 //! what they may pull; `/ui/login` asks the browser for basic credentials.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use berth_image::Digest;
 
-use crate::api::{host_of, identify_async, St};
-use crate::auth::{Action, Identity};
+use crate::api::{host_of, identify_async, Remote, St};
+use crate::audit;
+use crate::auth::{Action, Auth, Identity};
 use crate::names::{parse_digest, valid_name};
 
 /// Escapes text for HTML content and attribute values.
@@ -48,18 +50,23 @@ pub fn human(n: u64) -> String {
     }
 }
 
-fn page(title: &str, who: &Identity, auth: bool, body: &str) -> Response {
+fn page(auth: &Auth, title: &str, who: &Identity, body: &str) -> Response {
     let user = match who.user() {
         Some(u) => format!("signed in as <b>{}</b>", esc(u)),
-        None if auth => "anonymous — <a href=\"/ui/login\">sign in</a>".to_string(),
+        None if auth.enabled() => "anonymous — <a href=\"/ui/login\">sign in</a>".to_string(),
         None => "open registry (no access control)".to_string(),
+    };
+    let perms = if auth.is_admin(who) {
+        "<a href=\"/ui/permissions\">Permissions</a>"
+    } else {
+        ""
     };
     let html = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t} — Berth registry</title>\
 <style>body{{font-family:sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:1em 0}}\
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}th{{background:#eee}}code{{font-size:90%}}\
 nav a{{margin-right:1em}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head>\
-<body><nav><a href=\"/ui/\">Repositories</a><a href=\"/ui/permissions\">Permissions</a> <small>{user}</small></nav>\
+<body><nav><a href=\"/ui/\">Repositories</a>{perms} <small>{user}</small></nav>\
 <h1>{t}</h1>\n{body}\n</body></html>\n",
         t = esc(title)
     );
@@ -100,10 +107,43 @@ fn basic_challenge() -> Response {
     r
 }
 
-/// The visitor; `None` for wrong credentials.
-async fn who(st: &St, headers: &axum::http::HeaderMap) -> Option<Identity> {
+fn forbidden(msg: &str) -> Response {
+    let mut r = (
+        StatusCode::FORBIDDEN,
+        format!(
+            "<!DOCTYPE html><html><body><h1>Forbidden</h1><p>{}</p></body></html>",
+            esc(msg)
+        ),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
+}
+
+fn remote_of(req: &Request) -> Option<SocketAddr> {
+    req.extensions().get::<Remote>().map(|r| r.0)
+}
+
+/// The visitor; `Err` is the answer to wrong credentials (a basic challenge) or to a client
+/// that failed too often (429 with `Retry-After`).
+async fn who(
+    st: &St,
+    headers: &HeaderMap,
+    remote: Option<SocketAddr>,
+) -> Result<Identity, Response> {
     let host = host_of(headers);
-    identify_async(st, headers, &host).await.ok()
+    identify_async(st, headers, &host, remote)
+        .await
+        .map_err(|e| {
+            if e.status == StatusCode::TOO_MANY_REQUESTS {
+                e.into_response()
+            } else {
+                basic_challenge()
+            }
+        })
 }
 
 /// `/ui` -> `/ui/`.
@@ -113,8 +153,9 @@ pub async fn redirect() -> Redirect {
 
 /// `/ui/`: the repositories the visitor may pull.
 pub async fn index(State(st): State<St>, req: Request) -> Response {
-    let Some(id) = who(&st, req.headers()).await else {
-        return basic_challenge();
+    let id = match who(&st, req.headers(), remote_of(&req)).await {
+        Ok(id) => id,
+        Err(r) => return r,
     };
     let st2 = st.clone();
     let repos = match tokio::task::spawn_blocking(move || {
@@ -150,23 +191,42 @@ pub async fn index(State(st): State<St>, req: Request) -> Response {
     if n == 0 {
         b.push_str("<p>No repositories visible.</p>");
     }
-    page("Repositories", &id, st.auth.enabled(), &b)
+    page(&st.auth, "Repositories", &id, &b)
 }
 
 /// `/ui/login`: asks for basic credentials until valid ones come.
 pub async fn login(State(st): State<St>, req: Request) -> Response {
-    match who(&st, req.headers()).await {
-        Some(Identity::Anonymous) if st.auth.enabled() => basic_challenge(),
-        Some(_) => Redirect::to("/ui/").into_response(),
-        None => basic_challenge(),
+    match who(&st, req.headers(), remote_of(&req)).await {
+        Ok(Identity::Anonymous) if st.auth.enabled() => basic_challenge(),
+        Ok(_) => Redirect::to("/ui/").into_response(),
+        Err(r) => r,
     }
 }
 
-/// `/ui/permissions`.
+/// `/ui/permissions`: every rule, user and repository, so for administrators only (anyone in
+/// an open registry): anonymous visitors get a basic challenge, other users 403; both logged.
 pub async fn permissions(State(st): State<St>, req: Request) -> Response {
-    let Some(id) = who(&st, req.headers()).await else {
-        return basic_challenge();
+    let id = match who(&st, req.headers(), remote_of(&req)).await {
+        Ok(id) => id,
+        Err(r) => return r,
     };
+    if !st.auth.is_admin(&id) {
+        let r = if id.user().is_none() {
+            basic_challenge()
+        } else {
+            forbidden("The permissions page is for administrators (\"admins\" in the configuration), signed in with their password.")
+        };
+        st.audit.log(&audit::Entry {
+            user: id.user(),
+            remote: remote_of(&req),
+            action: "deny",
+            kind: "ui",
+            reference: Some("/ui/permissions"),
+            status: Some(r.status().as_u16()),
+            ..Default::default()
+        });
+        return r;
+    }
     let mut b = String::new();
     match &st.auth.config {
         None => {
@@ -217,13 +277,14 @@ pub async fn permissions(State(st): State<St>, req: Request) -> Response {
             b.push_str("</table>");
         }
     }
-    page("Permissions", &id, st.auth.enabled(), &b)
+    page(&st.auth, "Permissions", &id, &b)
 }
 
 /// `/ui/repo/<name>` and `/ui/repo/<name>/manifest/<digest>`.
 pub async fn repo(State(st): State<St>, req: Request) -> Response {
-    let Some(id) = who(&st, req.headers()).await else {
-        return basic_challenge();
+    let id = match who(&st, req.headers(), remote_of(&req)).await {
+        Ok(id) => id,
+        Err(r) => return r,
     };
     let path = req.uri().path().to_string();
     let rest = path.strip_prefix("/ui/repo/").unwrap_or("");
@@ -319,7 +380,7 @@ async fn repo_page(
         "<p>Pull: <code>docker pull {}/{n}:TAG</code></p>",
         esc(host)
     );
-    page(name, id, st.auth.enabled(), &b)
+    page(&st.auth, name, id, &b)
 }
 
 async fn manifest_page(
@@ -424,9 +485,9 @@ async fn manifest_page(
         esc(&pretty)
     );
     page(
+        &st.auth,
         &format!("{name}@{}", &ds[..19.min(ds.len())]),
         id,
-        st.auth.enabled(),
         &b,
     )
 }

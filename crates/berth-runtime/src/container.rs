@@ -1,12 +1,20 @@
 //! The runtime's operations on containers (`create`, `start`, `run`, `exec`, `kill`, `delete`,
 //! `state`, `pause`, `resume`, `ps`, `update`, `list`), as a library the CLI calls.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use berth_cgroups::{Cgroup, Hierarchy};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 
+use crate::capabilities::{self, CapSets, Held};
 use crate::init::{self, InitConfig};
 use crate::seccomp;
 use crate::spec::{NamespaceType, Process, Spec, SpecError};
@@ -36,10 +44,14 @@ pub enum RuntimeError {
     BadStatus {
         id: String,
         status: Status,
-        message: String,
+        message: &'static str,
     },
+    #[error("container {0} has no cgroup")]
+    NoCgroup(String),
+    #[error("container {0}: its init exited during setup")]
+    InitExited(String),
     #[error("{0}")]
-    Usage(String),
+    Usage(&'static str),
 }
 
 fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
@@ -91,11 +103,8 @@ struct CreateGuard {
 impl Drop for CreateGuard {
     fn drop(&mut self) {
         for &pid in &self.pids {
-            // SAFETY: kill/waitpid with plain integers.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
-            }
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
         }
         if let Some(cg) = &self.cgroup {
             kill_cgroup(cg);
@@ -112,8 +121,7 @@ impl Drop for CreateGuard {
 fn kill_cgroup(cg: &Cgroup) {
     let frozen = cg.is_frozen().unwrap_or(false);
     for pid in cg.pids().unwrap_or_default() {
-        // SAFETY: kill with plain integers.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
     if frozen {
         let _ = cg.thaw();
@@ -157,49 +165,47 @@ fn warn_ignored(spec: &Spec) {
 
 /// The spec's resources plus, as runc adds them, device rules that let the container use the
 /// default devices and its `linux.devices` (whatever deny rules the spec starts with).
-fn effective_resources(spec: &Spec) -> Result<Option<crate::spec::LinuxResources>> {
-    let Some(r) = &spec.linux().resources else {
-        return Ok(None);
+fn effective_resources(spec: &Spec) -> Option<crate::spec::LinuxResources> {
+    use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
+    let mut r = spec.linux().resources.clone()?;
+    let Some(mut rules) = r.devices().clone().filter(|d| !d.is_empty()) else {
+        return Some(r);
     };
-    let mut v =
-        serde_json::to_value(r).map_err(|e| RuntimeError::Usage(format!("resources: {e}")))?;
-    let has_rules = v
-        .get("devices")
-        .and_then(|d| d.as_array())
-        .is_some_and(|a| !a.is_empty());
-    if has_rules {
-        let mut extra = vec![
-            serde_json::json!({"allow": true, "type": "c", "access": "m"}),
-            serde_json::json!({"allow": true, "type": "b", "access": "m"}),
-        ];
-        for (maj, min) in [
-            (1, 3),
-            (1, 5),
-            (1, 7),
-            (1, 8),
-            (1, 9),
-            (5, 0),
-            (5, 1),
-            (5, 2),
-            (10, 200),
-        ] {
-            extra.push(serde_json::json!({"allow": true, "type": "c", "major": maj, "minor": min, "access": "rwm"}));
-        }
-        extra.push(serde_json::json!({"allow": true, "type": "c", "major": 136, "access": "rwm"}));
-        for d in &spec.linux().devices {
-            let t = if d.typ == "u" { "c" } else { d.typ.as_str() };
-            if t == "p" {
-                continue;
-            }
-            extra.push(serde_json::json!({"allow": true, "type": t, "major": d.major, "minor": d.minor, "access": "rwm"}));
-        }
-        if let Some(a) = v.get_mut("devices").and_then(|d| d.as_array_mut()) {
-            a.extend(extra);
-        }
+    let allow = |typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut d = LinuxDeviceCgroup::default();
+        d.set_allow(true)
+            .set_typ(Some(typ))
+            .set_major(major)
+            .set_minor(minor)
+            .set_access(Some(access.to_string()));
+        d
+    };
+    rules.push(allow(LinuxDeviceType::C, None, None, "m"));
+    rules.push(allow(LinuxDeviceType::B, None, None, "m"));
+    for (maj, min) in [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+        (10, 200),
+    ] {
+        rules.push(allow(LinuxDeviceType::C, Some(maj), Some(min), "rwm"));
     }
-    serde_json::from_value(v)
-        .map(Some)
-        .map_err(|e| RuntimeError::Usage(format!("resources: {e}")))
+    rules.push(allow(LinuxDeviceType::C, Some(136), None, "rwm"));
+    for d in &spec.linux().devices {
+        let typ = match d.typ.as_str() {
+            "c" | "u" => LinuxDeviceType::C,
+            "b" => LinuxDeviceType::B,
+            _ => continue,
+        };
+        rules.push(allow(typ, Some(d.major), Some(d.minor), "rwm"));
+    }
+    r.set_devices(Some(rules));
+    Some(r)
 }
 
 fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
@@ -235,57 +241,72 @@ fn console_endpoints(
 }
 
 fn mkfifo(path: &Path) -> Result<OwnedFd> {
-    let c = util::cstring(path).map_err(io("exec fifo"))?;
-    // SAFETY: valid path string.
-    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } < 0 {
-        return Err(io("create exec fifo")(std::io::Error::last_os_error()));
-    }
-    // SAFETY: valid path string.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io("open exec fifo")(std::io::Error::last_os_error()));
-    }
-    // SAFETY: new descriptor owned here.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(|e| io("create exec fifo")(e.into()))?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io("open exec fifo"))?;
+    Ok(f.into())
 }
 
 /// Blocks until the read end of the fifo behind `fd` (a writer) has no reader left.
 fn wait_no_reader(fd: &OwnedFd) {
     loop {
-        let mut p = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: 0,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut p, 1, -1) };
-        if rc < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-            continue;
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::empty())];
+        match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+            Err(Errno::EINTR) => continue,
+            Err(_) => return,
+            Ok(_) => {}
         }
-        if rc < 0 || p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+        let gone = PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL;
+        if fds[0].revents().is_none_or(|r| r.intersects(gone)) {
             return;
         }
     }
 }
 
-fn fork() -> Result<i32> {
-    // SAFETY: the runtime is single-threaded; the child only runs our init code.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(io("fork")(std::io::Error::last_os_error()));
+/// The init's own error when it reported one: a failure of the runtime's side of the
+/// handshake (writing to an init that exited, moving it into its cgroup) is its consequence.
+fn init_error_first(chan: &sync::Channel, e: RuntimeError) -> RuntimeError {
+    if matches!(e, RuntimeError::Sync(SyncError::Remote { .. })) {
+        return e;
     }
-    Ok(pid)
+    match chan.pending_error() {
+        Some(remote) => remote.into(),
+        None => e,
+    }
+}
+
+fn fork() -> Result<nix::unistd::ForkResult> {
+    // SAFETY: the runtime is single-threaded; the child only runs our init code and exits
+    // with _exit.
+    unsafe { nix::unistd::fork() }.map_err(|e| io("fork")(e.into()))
 }
 
 fn reap(pid: i32) {
-    let mut st = 0;
-    // SAFETY: waitpid on our own child.
-    unsafe { libc::waitpid(pid, &mut st, 0) };
+    let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+}
+
+fn set_child_subreaper() {
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!("PR_SET_CHILD_SUBREAPER: {e}");
+    }
+}
+
+/// The capabilities the process gets, with a warning for each one it cannot be given (see
+/// `capabilities`): decided here, where the caller sees the warning, before anything runs.
+fn grant_capabilities(process: &Process, in_user_ns: bool) -> Result<Option<CapSets>> {
+    let Some(requested) = &process.capabilities else {
+        return Ok(None);
+    };
+    let held = Held::current(in_user_ns).map_err(io("read the runtime's capabilities"))?;
+    let (sets, dropped) = capabilities::resolve(requested, &held)?;
+    for d in dropped {
+        tracing::warn!("{d}");
+    }
+    Ok(Some(sets))
 }
 
 impl Runtime {
@@ -311,18 +332,12 @@ impl Runtime {
         })?;
         let spec = Spec::load(&bundle)?;
         validate::validate(&spec, &bundle)?;
-        if !spec.mounts.is_empty() && !spec.has_namespace(NamespaceType::Mount) {
-            return Err(SpecError::Invalid {
-                field: "mounts".into(),
-                message: "mounts need a mount namespace".into(),
-            }
-            .into());
-        }
         let process = spec.process.clone().unwrap_or_default();
         warn_ignored(&spec);
+        let caps = grant_capabilities(&process, spec.has_namespace(NamespaceType::User))?;
         if process.terminal && opts.console_socket.is_none() && !foreground {
             return Err(RuntimeError::Usage(
-                "a terminal needs --console-socket when the runtime detaches".into(),
+                "a terminal needs --console-socket when the runtime detaches",
             ));
         }
         let filter = spec
@@ -350,7 +365,7 @@ impl Runtime {
         let cg = Cgroup::new(&hier, spec.linux().cgroups_path.as_deref(), &opts.id)?;
         cg.create()?;
         guard.cgroup = Some(cg.clone());
-        if let Some(r) = effective_resources(&spec)? {
+        if let Some(r) = effective_resources(&spec) {
             cg.apply(&r)?;
         }
         let exec_fifo = if foreground {
@@ -373,17 +388,20 @@ impl Runtime {
             seccomp: filter,
             join: Vec::new(),
             no_pivot: opts.no_pivot,
+            cgroup_mounts: Some(cg.mount_sources()),
+            caps,
         };
         if foreground {
             // The init is re-parented to us when stage 1 exits, so we can wait for it.
-            // SAFETY: prctl with integer arguments.
-            unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+            set_child_subreaper();
         }
-        let stage1 = fork()?;
-        if stage1 == 0 {
-            drop(parent);
-            init::create_stage1(&cfg, &child)
-        }
+        let stage1 = match fork()? {
+            nix::unistd::ForkResult::Child => {
+                drop(parent);
+                init::create_stage1(&cfg, &child)
+            }
+            nix::unistd::ForkResult::Parent { child: pid } => pid.as_raw(),
+        };
         drop(child);
         drop(cfg.console_socket);
         guard.pids.push(stage1);
@@ -399,41 +417,45 @@ impl Runtime {
             cgroup: Some(cg.clone()),
             config: spec.clone(),
         };
-        loop {
-            match parent.recv()? {
-                Msg::MapRequest { pid } => {
-                    write_id_maps(pid, &spec)?;
-                    parent.send(&Msg::MapDone)?;
-                }
-                Msg::InitPid { pid } => {
-                    state.pid = pid;
-                    if pid != stage1 {
-                        guard.pids.insert(0, pid);
+        let handshake = (|| -> Result<()> {
+            loop {
+                match parent.recv()? {
+                    Msg::MapRequest { pid } => {
+                        write_id_maps(pid, &spec)?;
+                        parent.send(&Msg::MapDone)?;
                     }
-                    // The init sets up its mounts meanwhile; it waits for "Go" before it needs
-                    // the cgroup.
-                    cg.add_task(pid)?;
-                    parent.send(&Msg::Go)?;
-                }
-                Msg::RuntimeHooks => {
-                    let h = spec.hooks();
-                    let st = state.hook_state(Status::Creating);
-                    hooks::run_hooks("prestart", &h.prestart, &st)?;
-                    hooks::run_hooks("createRuntime", &h.create_runtime, &st)?;
-                    parent.send(&Msg::HooksDone {
-                        state: state.hook_state(Status::Created),
-                    })?;
-                }
-                Msg::Ready => break,
-                other => {
-                    return Err(SyncError::Unexpected {
-                        expected: "Ready",
-                        got: other,
+                    Msg::InitPid { pid } => {
+                        state.pid = pid;
+                        if pid != stage1 {
+                            guard.pids.insert(0, pid);
+                        }
+                        // The init sets up its mounts meanwhile; it waits for "Go" before it needs
+                        // the cgroup.
+                        cg.add_task(pid)?;
+                        parent.send(&Msg::Go)?;
                     }
-                    .into());
+                    Msg::RuntimeHooks => {
+                        let h = spec.hooks();
+                        let st = state.hook_state(Status::Creating);
+                        hooks::run_hooks("prestart", &h.prestart, &st)?;
+                        hooks::run_hooks("createRuntime", &h.create_runtime, &st)?;
+                        parent.send(&Msg::HooksDone {
+                            state: state.hook_state(Status::Created),
+                        })?;
+                    }
+                    Msg::Ready => break,
+                    other => {
+                        return Err(SyncError::Unexpected {
+                            expected: "Ready",
+                            got: other,
+                        }
+                        .into());
+                    }
                 }
             }
-        }
+            Ok(())
+        })();
+        handshake.map_err(|e| init_error_first(&parent, e))?;
         if state.pid != stage1 {
             reap(stage1);
         }
@@ -443,13 +465,12 @@ impl Runtime {
             // failed, which the caller learns from the exit status).
             let _ = parent.recv();
         }
-        let (start, _) = util::proc_start_time(state.pid).ok_or_else(|| {
-            RuntimeError::Usage(format!("container {} init exited during setup", opts.id))
-        })?;
+        let (start, _) = util::proc_start_time(state.pid)
+            .ok_or_else(|| RuntimeError::InitExited(opts.id.clone()))?;
         state.pid_start = start;
         state.save(&self.root)?;
         if let Some(p) = &opts.pid_file {
-            util::atomic_write(p, state.pid.to_string().as_bytes())
+            berth_util::fs::replace_file_nosync(p, state.pid.to_string().as_bytes())
                 .map_err(io(format!("pid file {}", p.display())))?;
         }
         let master = match local_console {
@@ -469,49 +490,31 @@ impl Runtime {
             return Err(RuntimeError::BadStatus {
                 id: id.into(),
                 status,
-                message: "cannot start a container that is not created".into(),
+                message: "cannot start a container that is not created",
             });
         }
         let fifo = ContainerState::fifo_path(&self.root, id);
-        let c = util::cstring(&fifo).map_err(io("exec fifo"))?;
-        // SAFETY: valid path string.
-        let fd = unsafe {
-            libc::open(
-                c.as_ptr(),
-                libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io("open exec fifo (is the container's init alive?)")(
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: new descriptor owned here.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: one-byte buffer.
-        if unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {
-            return Err(io("signal the container to start")(
-                std::io::Error::last_os_error(),
-            ));
-        }
+        let mut fd = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .map_err(io("open exec fifo (is the container's init alive?)"))?;
+        fd.write_all(b"0")
+            .map_err(io("signal the container to start"))?;
         let _ = std::fs::remove_file(&fifo);
         if !st.config.hooks().poststart.is_empty() {
             // poststart hooks run after the user's process is executed. The init holds the
             // fifo's read end close-on-exec (after any startContainer hooks), so the writer sees
             // POLLERR once no reader is left.
-            wait_no_reader(&fd);
+            wait_no_reader(&fd.into());
         }
-        drop(fd);
         self.poststart(&st);
         Ok(())
     }
 
     fn poststart(&self, st: &ContainerState) {
         let h = st.config.hooks();
-        if let Err(e) = hooks::run_hooks("poststart", &h.poststart, &st.hook_state(Status::Running))
-        {
-            tracing::warn!("{e}");
-        }
+        hooks::run_hooks_warn("poststart", &h.poststart, &st.hook_state(Status::Running));
     }
 
     /// `run`: create and start; returns what the caller waits for (unless detached).
@@ -543,14 +546,13 @@ impl Runtime {
             return Err(RuntimeError::BadStatus {
                 id: id.into(),
                 status,
-                message: "container not running".into(),
+                message: "container not running",
             });
         }
         if all {
             if let Some(cg) = &st.cgroup {
                 for pid in cg.pids()? {
-                    // SAFETY: kill with plain integers.
-                    unsafe { libc::kill(pid, sig) };
+                    let _ = kill_raw(pid, sig);
                 }
                 if sig == libc::SIGKILL && status == Status::Paused {
                     let _ = cg.thaw();
@@ -577,7 +579,7 @@ impl Runtime {
                 return Err(RuntimeError::BadStatus {
                     id: id.into(),
                     status,
-                    message: "cannot delete a container that is not stopped (use --force)".into(),
+                    message: "cannot delete a container that is not stopped (use --force)",
                 })
             }
         }
@@ -590,9 +592,7 @@ impl Runtime {
             cg.destroy()?;
         }
         let h = st.config.hooks();
-        if let Err(e) = hooks::run_hooks("poststop", &h.poststop, &st.hook_state(Status::Stopped)) {
-            tracing::warn!("{e}");
-        }
+        hooks::run_hooks_warn("poststop", &h.poststop, &st.hook_state(Status::Stopped));
         std::fs::remove_dir_all(ContainerState::dir(&self.root, id))
             .map_err(io(format!("remove state of {id}")))?;
         Ok(())
@@ -605,12 +605,12 @@ impl Runtime {
             return Err(RuntimeError::BadStatus {
                 id: id.into(),
                 status,
-                message: "cannot pause a container that is not running".into(),
+                message: "cannot pause a container that is not running",
             });
         }
         st.cgroup
             .as_ref()
-            .ok_or_else(|| RuntimeError::Usage("container has no cgroup".into()))?
+            .ok_or_else(|| RuntimeError::NoCgroup(id.into()))?
             .freeze()?;
         Ok(())
     }
@@ -622,12 +622,12 @@ impl Runtime {
             return Err(RuntimeError::BadStatus {
                 id: id.into(),
                 status,
-                message: "cannot resume a container that is not paused".into(),
+                message: "cannot resume a container that is not paused",
             });
         }
         st.cgroup
             .as_ref()
-            .ok_or_else(|| RuntimeError::Usage("container has no cgroup".into()))?
+            .ok_or_else(|| RuntimeError::NoCgroup(id.into()))?
             .thaw()?;
         Ok(())
     }
@@ -659,13 +659,13 @@ impl Runtime {
             return Err(RuntimeError::BadStatus {
                 id: id.into(),
                 status,
-                message: "cannot update a stopped container".into(),
+                message: "cannot update a stopped container",
             });
         }
         let cg = st
             .cgroup
             .clone()
-            .ok_or_else(|| RuntimeError::Usage("container has no cgroup".into()))?;
+            .ok_or_else(|| RuntimeError::NoCgroup(id.into()))?;
         cg.apply(res)?;
         if let Some(l) = st.config.linux.as_mut() {
             l.resources = Some(res.clone());
@@ -676,9 +676,7 @@ impl Runtime {
 
     pub fn stats(&self, id: &str) -> Result<berth_cgroups::Stats> {
         let st = self.load(id)?;
-        let cg = st
-            .cgroup
-            .ok_or_else(|| RuntimeError::Usage("container has no cgroup".into()))?;
+        let cg = st.cgroup.ok_or_else(|| RuntimeError::NoCgroup(id.into()))?;
         Ok(cg.stats()?)
     }
 
@@ -690,13 +688,13 @@ impl Runtime {
             return Err(RuntimeError::BadStatus {
                 id: opts.id.clone(),
                 status,
-                message: "cannot exec in a container that is not running".into(),
+                message: "cannot exec in a container that is not running",
             });
         }
         validate::validate_process(&opts.process, "process")?;
         if opts.process.terminal && opts.detach && opts.console_socket.is_none() {
             return Err(RuntimeError::Usage(
-                "a terminal needs --console-socket with --detach".into(),
+                "a terminal needs --console-socket with --detach",
             ));
         }
         let filter = st
@@ -724,9 +722,11 @@ impl Runtime {
             return Err(RuntimeError::BadStatus {
                 id: opts.id.clone(),
                 status: Status::Stopped,
-                message: "the container exited".into(),
+                message: "the container exited",
             });
         }
+        let in_user_ns = join.iter().any(|(t, _)| *t == NamespaceType::User);
+        let caps = grant_capabilities(&opts.process, in_user_ns)?;
         let (console_socket, local_console) =
             console_endpoints(opts.process.terminal, opts.console_socket.as_deref())?;
         let (parent, child) = sync::pair().map_err(io("sync socket"))?;
@@ -741,16 +741,19 @@ impl Runtime {
             seccomp: filter,
             join,
             no_pivot: false,
+            cgroup_mounts: None,
+            caps,
         };
         if !opts.detach {
-            // SAFETY: prctl with integer arguments.
-            unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+            set_child_subreaper();
         }
-        let stage1 = fork()?;
-        if stage1 == 0 {
-            drop(parent);
-            init::exec_stage1(&cfg, &child)
-        }
+        let stage1 = match fork()? {
+            nix::unistd::ForkResult::Child => {
+                drop(parent);
+                init::exec_stage1(&cfg, &child)
+            }
+            nix::unistd::ForkResult::Parent { child: pid } => pid.as_raw(),
+        };
         drop(child);
         drop(cfg.console_socket);
         drop(cfg.join);
@@ -760,29 +763,33 @@ impl Runtime {
             pids: vec![stage1],
         };
         let mut pid = 0;
-        loop {
-            match parent.recv()? {
-                Msg::InitPid { pid: p } => {
-                    pid = p;
-                    guard.pids.insert(0, p);
-                    if let Some(cg) = &st.cgroup {
-                        cg.add_task(p)?;
+        let handshake = (|| -> Result<()> {
+            loop {
+                match parent.recv()? {
+                    Msg::InitPid { pid: p } => {
+                        pid = p;
+                        guard.pids.insert(0, p);
+                        if let Some(cg) = &st.cgroup {
+                            cg.add_task(p)?;
+                        }
+                        parent.send(&Msg::Go)?;
                     }
-                    parent.send(&Msg::Go)?;
-                }
-                Msg::Ready => break,
-                other => {
-                    return Err(SyncError::Unexpected {
-                        expected: "Ready",
-                        got: other,
+                    Msg::Ready => break,
+                    other => {
+                        return Err(SyncError::Unexpected {
+                            expected: "Ready",
+                            got: other,
+                        }
+                        .into())
                     }
-                    .into())
                 }
             }
-        }
+            Ok(())
+        })();
+        handshake.map_err(|e| init_error_first(&parent, e))?;
         reap(stage1);
         if let Some(p) = &opts.pid_file {
-            util::atomic_write(p, pid.to_string().as_bytes())
+            berth_util::fs::replace_file_nosync(p, pid.to_string().as_bytes())
                 .map_err(io(format!("pid file {}", p.display())))?;
         }
         let master = match local_console {
@@ -794,28 +801,35 @@ impl Runtime {
     }
 }
 
+/// `kill(pid, sig)` for any signal number, real-time ones included (which nix's and rustix's
+/// safe signal types do not cover).
+fn kill_raw(pid: i32, sig: i32) -> std::io::Result<()> {
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    if unsafe { libc::kill(pid, sig) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A pidfd of `pid`, if it (still) runs with start time `start`: the descriptor pins the
+/// process, so a signal sent through it cannot hit a later process that reused the pid.
+fn pidfd_of(pid: i32, start: u64) -> Option<OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(pid)?;
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()?;
+    util::pid_alive(pid.as_raw_nonzero().get(), start).then_some(fd)
+}
+
 fn signal_init(st: &ContainerState, sig: i32) -> Result<()> {
-    // A pidfd pins the process: after checking its start time, the signal cannot hit a new
-    // process that reused the pid.
-    // SAFETY: pidfd_open with plain integers.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, st.pid, 0) };
-    if fd < 0 {
+    let Some(fd) = pidfd_of(st.pid, st.pid_start) else {
         return Err(RuntimeError::BadStatus {
             id: st.id.clone(),
             status: Status::Stopped,
-            message: "container not running".into(),
+            message: "container not running",
         });
-    }
-    // SAFETY: new descriptor owned here.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    if !st.init_alive() {
-        return Err(RuntimeError::BadStatus {
-            id: st.id.clone(),
-            status: Status::Stopped,
-            message: "container not running".into(),
-        });
-    }
-    // SAFETY: pidfd_send_signal on our pidfd with no siginfo.
+    };
+    // SAFETY: pidfd_send_signal(2) with our pidfd, a signal number and no siginfo (null); it
+    // reads no memory of ours. (rustix's wrapper takes only signals of its safe type, which
+    // leaves out real-time signals.)
     let rc = unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
@@ -835,24 +849,13 @@ fn signal_init(st: &ContainerState, sig: i32) -> Result<()> {
 
 /// Waits up to `ms` milliseconds for `pid` (with this start time) to exit.
 pub fn wait_exit(pid: i32, start: u64, ms: u64) -> bool {
-    // SAFETY: pidfd_open with plain integers.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
+    let Some(fd) = pidfd_of(pid, start) else {
         return true;
-    }
-    // SAFETY: new descriptor owned here.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    if !util::pid_alive(pid, start) {
-        return true;
-    }
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
     };
-    // SAFETY: one valid pollfd.
-    let rc = unsafe { libc::poll(&mut p, 1, ms as i32) };
-    rc > 0 || !util::pid_alive(pid, start)
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+    let ready = nix::poll::poll(&mut fds, timeout).unwrap_or(0);
+    ready > 0 || !util::pid_alive(pid, start)
 }
 
 /// Waits for a foreground process (our child or re-parented to us as subreaper), forwarding
@@ -892,8 +895,8 @@ pub fn wait_foreground(fg: &Foreground) -> i32 {
                     &raw,
                 );
             }
-            if let Some((r, c)) = console::get_size(0) {
-                let _ = console::set_size(m.as_raw_fd(), r, c);
+            if let Some((r, c)) = console::get_size(std::io::stdin()) {
+                let _ = console::set_size(m, r, c);
             }
             saved
         }
@@ -903,43 +906,38 @@ pub fn wait_foreground(fg: &Foreground) -> i32 {
     let mut stdin_open = fg.master.is_some();
     let mut master_open = fg.master.is_some();
     let mut buf = [0u8; 16384];
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
     // Reap first in case it already exited.
     code = code.or_else(|| reap_nohang(fg.pid));
     while code.is_none() || master_open {
-        let mfd = fg
-            .master
-            .as_ref()
-            .map(|m| m.as_raw_fd())
-            .filter(|_| master_open)
-            .unwrap_or(-1);
-        let mut fds = [
-            libc::pollfd {
-                fd: sfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: mfd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: if stdin_open && mfd >= 0 { 0 } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // With the process gone, drain the terminal without blocking forever.
-        let timeout = if code.is_some() { 100 } else { -1 };
-        // SAFETY: fds is a valid array of three pollfd.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 3, timeout) };
-        if rc < 0 {
-            continue;
+        let master = fg.master.as_ref().filter(|_| master_open);
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        if let Some(m) = master {
+            fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+            if stdin_open {
+                fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+            }
         }
-        if rc == 0 && code.is_some() {
+        // With the process gone, drain the terminal without blocking forever.
+        let timeout = if code.is_some() {
+            PollTimeout::from(100u8)
+        } else {
+            PollTimeout::NONE
+        };
+        let n = match nix::poll::poll(&mut fds, timeout) {
+            Ok(n) => n,
+            Err(_) => continue,
+        };
+        if n == 0 && code.is_some() {
             break;
         }
-        if fds[0].revents & libc::POLLIN != 0 {
+        let revents: Vec<PollFlags> = fds
+            .iter()
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+            .collect();
+        drop(fds);
+        if revents[0].contains(PollFlags::POLLIN) {
             while let Ok(Some(si)) = sfd.read_signal() {
                 let sig = si.ssi_signo as i32;
                 if sig == libc::SIGCHLD {
@@ -947,32 +945,36 @@ pub fn wait_foreground(fg: &Foreground) -> i32 {
                         code = Some(c);
                     }
                 } else if sig == libc::SIGWINCH {
-                    if let (Some(m), Some((r, c))) = (&fg.master, console::get_size(0)) {
-                        let _ = console::set_size(m.as_raw_fd(), r, c);
+                    if let (Some(m), Some((r, c))) = (&fg.master, console::get_size(&stdin)) {
+                        let _ = console::set_size(m, r, c);
                     }
                 } else {
-                    // SAFETY: kill with plain integers.
-                    unsafe { libc::kill(fg.pid, sig) };
+                    let _ = kill_raw(fg.pid, sig);
                 }
             }
         }
-        if mfd >= 0 && fds[1].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-            // SAFETY: buf is writable for its length.
-            let n = unsafe { libc::read(mfd, buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                master_open = false;
-            } else {
-                let _ = console::write_all(1, &buf[..n as usize]);
+        let Some(m) = master else { continue };
+        let readable = PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR;
+        if revents.get(1).is_some_and(|r| r.intersects(readable)) {
+            match nix::unistd::read(m, &mut buf) {
+                Ok(0) | Err(_) => master_open = false,
+                Ok(n) => {
+                    let _ = console::write_all(&stdout, &buf[..n]);
+                }
             }
         }
-        if fds[2].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
-            // SAFETY: buf is writable for its length.
-            let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                stdin_open = false;
-                let _ = console::write_all(mfd, &[4]);
-            } else {
-                let _ = console::write_all(mfd, &buf[..n as usize]);
+        if revents
+            .get(2)
+            .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP))
+        {
+            match nix::unistd::read(&stdin, &mut buf) {
+                Ok(0) | Err(_) => {
+                    stdin_open = false;
+                    let _ = console::write_all(m, &[4]);
+                }
+                Ok(n) => {
+                    let _ = console::write_all(m, &buf[..n]);
+                }
             }
         }
     }
@@ -984,13 +986,11 @@ pub fn wait_foreground(fg: &Foreground) -> i32 {
     code.unwrap_or(255)
 }
 
-fn decode_status(st: i32) -> i32 {
-    if libc::WIFEXITED(st) {
-        libc::WEXITSTATUS(st)
-    } else if libc::WIFSIGNALED(st) {
-        128 + libc::WTERMSIG(st)
-    } else {
-        255
+fn exit_code(st: WaitStatus) -> i32 {
+    match st {
+        WaitStatus::Exited(_, code) => code,
+        WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+        _ => 255,
     }
 }
 
@@ -998,14 +998,13 @@ fn decode_status(st: i32) -> i32 {
 fn reap_nohang(pid: i32) -> Option<i32> {
     let mut result = None;
     loop {
-        let mut st = 0;
-        // SAFETY: waitpid with a valid status pointer.
-        let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
-        if r <= 0 {
-            break;
-        }
-        if r == pid {
-            result = Some(decode_status(st));
+        match nix::sys::wait::waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => break,
+            Ok(st) => {
+                if st.pid() == Some(Pid::from_raw(pid)) {
+                    result = Some(exit_code(st));
+                }
+            }
         }
     }
     result
@@ -1013,14 +1012,11 @@ fn reap_nohang(pid: i32) -> Option<i32> {
 
 fn wait_plain(pid: i32) -> i32 {
     loop {
-        let mut st = 0;
-        // SAFETY: waitpid with a valid status pointer.
-        let r = unsafe { libc::waitpid(-1, &mut st, 0) };
-        if r < 0 {
-            return 255;
-        }
-        if r == pid {
-            return decode_status(st);
+        match nix::sys::wait::waitpid(None, None) {
+            Err(Errno::EINTR) => continue,
+            Err(_) => return 255,
+            Ok(st) if st.pid() == Some(Pid::from_raw(pid)) => return exit_code(st),
+            Ok(_) => {}
         }
     }
 }

@@ -1,5 +1,7 @@
 //! OCI hooks: each runs with the container's state JSON on stdin, in order, with an optional
-//! timeout; a failing hook fails the operation (except poststop, whose failures are logged).
+//! timeout. A failing hook fails the operation, except poststart and poststop hooks: the
+//! container already runs (or is gone), so a failure is a warning and the hooks after it still
+//! run ([`run_hooks_warn`]), as the runtime spec asks.
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -36,6 +38,19 @@ pub fn run_hooks(kind: &'static str, hooks: &[Hook], state_json: &str) -> Result
         run_hook(kind, h, state_json)?;
     }
     Ok(())
+}
+
+/// Runs every hook of `hooks` even when some fail; each failure is logged as a warning and
+/// returned.
+pub fn run_hooks_warn(kind: &'static str, hooks: &[Hook], state_json: &str) -> Vec<HookError> {
+    let mut failed = Vec::new();
+    for h in hooks {
+        if let Err(e) = run_hook(kind, h, state_json) {
+            tracing::warn!("{e}");
+            failed.push(e);
+        }
+    }
+    failed
 }
 
 pub fn run_hook(kind: &'static str, h: &Hook, state_json: &str) -> Result<(), HookError> {

@@ -5,12 +5,17 @@
 //! namespaces; stage 1 forks stage 2 (so that a new pid namespace applies) and exits; stage 2 is
 //! the container's init (or the exec'd process) and execs the user's program.
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::unistd::{Gid, Uid};
+use rustix::thread::{CapabilitySet, CapabilitySets};
+
+use crate::capabilities::{self, CapSets};
 use crate::console;
 use crate::hooks;
 use crate::mounts::{self, RootfsContext};
@@ -33,24 +38,37 @@ pub enum InitError {
     Seccomp(#[from] seccomp::SeccompError),
     #[error("{op}: {source}")]
     Sys { op: String, source: std::io::Error },
-    #[error("{0}")]
-    Other(String),
+    #[error("cannot set {typ} to soft={soft} hard={hard}: {source} (a hard limit cannot be raised here)")]
+    Rlimit {
+        typ: String,
+        soft: u64,
+        hard: u64,
+        source: std::io::Error,
+    },
+    #[error("unknown rlimit {0}")]
+    UnknownRlimit(String),
+    #[error("exec: {prog:?}: {reason}")]
+    Executable { prog: String, reason: String },
+    #[error("exec {prog:?}: {source}")]
+    Exec {
+        prog: String,
+        source: std::io::Error,
+    },
+    #[error("a terminal was requested without a console socket")]
+    NoConsoleSocket,
 }
 
-fn sys(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> InitError {
+fn sys(op: impl Into<String>) -> impl FnOnce(Errno) -> InitError {
+    let op = op.into();
+    move |e| InitError::Sys {
+        op,
+        source: e.into(),
+    }
+}
+
+fn sys_io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> InitError {
     let op = op.into();
     move |source| InitError::Sys { op, source }
-}
-
-fn check(rc: libc::c_int, op: impl Into<String>) -> Result<(), InitError> {
-    if rc < 0 {
-        Err(InitError::Sys {
-            op: op.into(),
-            source: std::io::Error::last_os_error(),
-        })
-    } else {
-        Ok(())
-    }
 }
 
 /// What the forked children need; built by the runtime before `fork`, so the children simply
@@ -68,18 +86,16 @@ pub struct InitConfig<'a> {
     /// `exec`: the namespaces to join, opened by the runtime (type, descriptor).
     pub join: Vec<(NamespaceType, OwnedFd)>,
     pub no_pivot: bool,
+    /// The container's cgroup directories (`create`), shown at its `cgroup` mounts.
+    pub cgroup_mounts: Option<berth_cgroups::MountSources>,
+    /// The capabilities the process gets (decided by the runtime, see `capabilities`); `None`
+    /// leaves them as they are.
+    pub caps: Option<CapSets>,
 }
 
-fn fork() -> Result<libc::pid_t, InitError> {
+fn fork() -> Result<nix::unistd::ForkResult, InitError> {
     // SAFETY: the runtime is single-threaded, so the child may keep running Rust code.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(InitError::Sys {
-            op: "fork".into(),
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    Ok(pid)
+    unsafe { nix::unistd::fork() }.map_err(sys("fork"))
 }
 
 fn exit_now(code: i32) -> ! {
@@ -88,23 +104,46 @@ fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn setns_fd(fd: i32, flag: libc::c_int, what: &str) -> Result<(), InitError> {
-    // SAFETY: setns on a descriptor we own.
-    check(
-        unsafe { libc::setns(fd, flag) },
-        format!("join {what} namespace"),
-    )
+fn clone_flags(typ: NamespaceType) -> CloneFlags {
+    CloneFlags::from_bits_retain(typ.clone_flag())
+}
+
+fn setns_fd(fd: BorrowedFd<'_>, typ: NamespaceType, what: &str) -> Result<(), InitError> {
+    nix::sched::setns(fd, clone_flags(typ)).map_err(sys(format!("join {what} namespace")))
 }
 
 fn setns_path(path: &Path, typ: NamespaceType) -> Result<(), InitError> {
-    let f = std::fs::File::open(path).map_err(sys(format!("open namespace {}", path.display())))?;
-    setns_fd(f.as_raw_fd(), typ.clone_flag(), typ.proc_name())
+    let f =
+        std::fs::File::open(path).map_err(sys_io(format!("open namespace {}", path.display())))?;
+    setns_fd(f.as_fd(), typ, typ.proc_name())
 }
 
+fn set_not_dumpable() {
+    // Not dumpable: other processes cannot open our /proc/<pid>/exe or memory.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::debug!("PR_SET_DUMPABLE: {e}");
+    }
+}
+
+/// Sends the error to the runtime, which shows it to its caller (the init exits next).
 fn report(chan: &Channel, err: &InitError) {
     let _ = chan.send(&Msg::Error {
         message: err.to_string(),
+        errno: root_errno(err),
     });
+}
+
+/// The system error at the root of `err`, if any.
+fn root_errno(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur = Some(err);
+    let mut found = None;
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            found = io.raw_os_error().or(found);
+        }
+        cur = e.source();
+    }
+    found
 }
 
 /// Stage 1 of `create`/`run`. Never returns.
@@ -119,9 +158,7 @@ pub fn create_stage1(cfg: &InitConfig, chan: &Channel) -> ! {
 }
 
 fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError> {
-    // Not dumpable: other processes cannot open our /proc/<pid>/exe or memory.
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    set_not_dumpable();
     let spec = cfg.spec;
     let mut in_user_ns = false;
     if let Some(ns) = spec.namespace(NamespaceType::User) {
@@ -129,14 +166,10 @@ fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError
         match &ns.path {
             Some(p) => setns_path(p, NamespaceType::User)?,
             None => {
-                // SAFETY: unshare with a namespace flag.
-                check(
-                    unsafe { libc::unshare(libc::CLONE_NEWUSER) },
-                    "create user namespace",
-                )?;
-                // SAFETY: getpid cannot fail.
+                nix::sched::unshare(CloneFlags::CLONE_NEWUSER)
+                    .map_err(sys("create user namespace"))?;
                 chan.send(&Msg::MapRequest {
-                    pid: unsafe { libc::getpid() },
+                    pid: nix::unistd::getpid().as_raw(),
                 })?;
                 chan.expect("MapDone", |m| *m == Msg::MapDone)?;
             }
@@ -147,10 +180,10 @@ fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError
     // private one, see protect.rs).
     if !spec.has_namespace(NamespaceType::Mount) {
         if let Some(fd) = crate::protect::host_mount_ns() {
-            setns_fd(fd, libc::CLONE_NEWNS, "host mount")?;
+            setns_fd(fd, NamespaceType::Mount, "host mount")?;
         }
     }
-    let mut flags = 0;
+    let mut flags = CloneFlags::empty();
     let order = [
         NamespaceType::Ipc,
         NamespaceType::Uts,
@@ -166,15 +199,14 @@ fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError
                 Some(p) => setns_path(p, typ)?,
                 // A new cgroup namespace is made by the init once it is in its cgroup.
                 None if typ == NamespaceType::Cgroup => {}
-                None => flags |= typ.clone_flag(),
+                None => flags |= clone_flags(typ),
             }
         }
     }
-    if flags != 0 {
-        // SAFETY: unshare with namespace flags.
-        check(unsafe { libc::unshare(flags) }, "create namespaces")?;
+    if !flags.is_empty() {
+        nix::sched::unshare(flags).map_err(sys("create namespaces"))?;
     }
-    if flags & NamespaceType::Time.clone_flag() != 0 {
+    if flags.contains(clone_flags(NamespaceType::Time)) {
         if let Some(offsets) = spec
             .linux()
             .time_offsets
@@ -189,7 +221,7 @@ fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError
                 text.push_str(&format!("{clock} {secs} {nanos}\n"));
             }
             std::fs::write("/proc/self/timens_offsets", text)
-                .map_err(sys("write timens_offsets"))?;
+                .map_err(sys_io("write timens_offsets"))?;
         }
     }
     let needs_fork = spec.has_namespace(NamespaceType::Pid)
@@ -197,16 +229,18 @@ fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError
             .namespace(NamespaceType::Time)
             .is_some_and(|n| n.path.is_none());
     if needs_fork {
-        let pid = fork()?;
-        if pid == 0 {
-            init_stage2(cfg, chan, in_user_ns)
+        match fork()? {
+            nix::unistd::ForkResult::Child => init_stage2(cfg, chan, in_user_ns),
+            nix::unistd::ForkResult::Parent { child } => {
+                chan.send(&Msg::InitPid {
+                    pid: child.as_raw(),
+                })?;
+                Ok(())
+            }
         }
-        chan.send(&Msg::InitPid { pid })?;
-        Ok(())
     } else {
-        // SAFETY: getpid cannot fail.
         chan.send(&Msg::InitPid {
-            pid: unsafe { libc::getpid() },
+            pid: nix::unistd::getpid().as_raw(),
         })?;
         init_stage2(cfg, chan, in_user_ns)
     }
@@ -214,21 +248,22 @@ fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError
 
 /// In a new user namespace, become its root (when 0 is mapped) so that setup has every capability.
 fn become_ns_root() {
-    // SAFETY: plain credential syscalls; failure (0 unmapped) leaves credentials unchanged.
-    unsafe {
-        libc::setresgid(0, 0, 0);
-        libc::setresuid(0, 0, 0);
-    }
+    // Failure (0 unmapped) leaves the credentials unchanged.
+    let root_gid = Gid::from_raw(0);
+    let root_uid = Uid::from_raw(0);
+    let _ = nix::unistd::setresgid(root_gid, root_gid, root_gid);
+    let _ = nix::unistd::setresuid(root_uid, root_uid, root_uid);
 }
 
 /// Stage 2: the container's init. Never returns.
 fn init_stage2(cfg: &InitConfig, chan: &Channel, in_user_ns: bool) -> ! {
-    match init_stage2_inner(cfg, chan, in_user_ns) {
+    let mut ready = false;
+    match init_stage2_inner(cfg, chan, in_user_ns, &mut ready) {
         Ok(never) => match never {},
         Err(e) => {
             report(chan, &e);
             // After Ready the runtime is gone: the error goes to the container's stderr.
-            if READY.load(std::sync::atomic::Ordering::Relaxed) {
+            if ready {
                 eprintln!("berth-runtime init: {e}");
             }
             exit_now(127)
@@ -238,33 +273,35 @@ fn init_stage2(cfg: &InitConfig, chan: &Channel, in_user_ns: bool) -> ! {
 
 enum Never {}
 
-static READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 fn init_stage2_inner(
     cfg: &InitConfig,
     chan: &Channel,
     in_user_ns: bool,
+    ready: &mut bool,
 ) -> Result<Never, InitError> {
     let spec = cfg.spec;
     let linux = spec.linux();
-    // SAFETY: setsid has no memory-safety preconditions; failure (already a leader) is harmless.
-    unsafe { libc::setsid() };
+    // Failure (already a session leader) is harmless.
+    let _ = nix::unistd::setsid();
     let has_mnt = spec.has_namespace(NamespaceType::Mount);
     // The runtime moves us into the container's cgroup while we set up the mounts (on cgroup v1 a
     // move waits for an RCU grace period, which would otherwise add to the start-up time). We
-    // wait for it before the first cgroup mount, or after the mounts at the latest, and only then
-    // make the cgroup namespace (rooted at the container's cgroup).
+    // wait for it before the first fresh cgroup mount, or after the mounts at the latest, and
+    // only then make the cgroup namespace (rooted at the container's cgroup).
     let new_cgroup_ns = spec
         .namespace(NamespaceType::Cgroup)
         .is_some_and(|n| n.path.is_none());
-    let join = || -> std::io::Result<()> {
+    let join = || -> Result<(), mounts::MountError> {
         chan.expect("Go", |m| *m == Msg::Go)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            .map_err(|e| mounts::MountError::CgroupJoin(Box::new(e)))?;
         if new_cgroup_ns {
-            // SAFETY: unshare with a namespace flag.
-            if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| {
+                mounts::MountError::Path {
+                    op: "create cgroup namespace",
+                    path: String::new(),
+                    source: e.into(),
+                }
+            })?;
         }
         Ok(())
     };
@@ -276,38 +313,29 @@ fn init_stage2_inner(
             bundle: cfg.bundle,
             rootfs: cfg.rootfs.clone(),
             in_user_ns,
-            new_cgroup_ns: spec
-                .namespace(NamespaceType::Cgroup)
-                .is_some_and(|n| n.path.is_none()),
+            cgroupns: spec.has_namespace(NamespaceType::Cgroup),
             new_net_ns: spec.has_namespace(NamespaceType::Network),
-            cgroup_paths: if spec.has_namespace(NamespaceType::Cgroup) {
-                Vec::new()
-            } else {
-                mounts::own_cgroup_paths()
-            },
+            cgroups: cfg.cgroup_mounts.as_ref(),
         };
         let _root = mounts::prepare_rootfs(&ctx)?;
     }
     cgroup_join.ensure()?;
     let h = spec.hooks();
+    let mut start_state = String::new();
     if !h.prestart.is_empty() || !h.create_runtime.is_empty() || !h.create_container.is_empty() {
         chan.send(&Msg::RuntimeHooks)?;
-        let state = match chan.expect("HooksDone", |m| matches!(m, Msg::HooksDone { .. }))? {
-            Msg::HooksDone { state } => state,
-            _ => String::new(),
-        };
-        hooks::run_hooks("createContainer", &h.create_container, &state)?;
-        run_after_start_hooks_state(state);
+        if let Msg::HooksDone { state } =
+            chan.expect("HooksDone", |m| matches!(m, Msg::HooksDone { .. }))?
+        {
+            start_state = state;
+        }
+        hooks::run_hooks("createContainer", &h.create_container, &start_state)?;
     }
     if has_mnt && !cfg.no_pivot {
         mounts::pivot_root(&cfg.rootfs)?;
     } else {
-        let c = cstring(&cfg.rootfs).map_err(sys("rootfs path"))?;
-        // SAFETY: valid path strings.
-        check(unsafe { libc::chroot(c.as_ptr()) }, "chroot")?;
-        let slash = cstring("/").map_err(sys("chdir"))?;
-        // SAFETY: valid path string.
-        check(unsafe { libc::chdir(slash.as_ptr()) }, "chdir /")?;
+        nix::unistd::chroot(&cfg.rootfs).map_err(sys("chroot"))?;
+        std::env::set_current_dir("/").map_err(sys_io("chdir /"))?;
     }
     if cfg.process.terminal {
         setup_terminal(cfg, true)?;
@@ -315,51 +343,29 @@ fn init_stage2_inner(
     // Before /proc/sys becomes read-only.
     for (k, v) in &linux.sysctl {
         let path = format!("/proc/sys/{}", k.replace('.', "/"));
-        std::fs::write(&path, v).map_err(sys(format!("sysctl {k}={v}")))?;
+        std::fs::write(&path, v).map_err(sys_io(format!("sysctl {k}={v}")))?;
     }
     if has_mnt {
         mounts::finish_rootfs(spec, in_user_ns)?;
     }
     if let Some(hn) = spec.hostname.as_deref().filter(|h| !h.is_empty()) {
-        nix::unistd::sethostname(hn).map_err(|e| InitError::Sys {
-            op: "sethostname".into(),
-            source: e.into(),
-        })?;
+        nix::unistd::sethostname(hn).map_err(sys("sethostname"))?;
     }
     if let Some(dn) = spec.domainname.as_deref().filter(|h| !h.is_empty()) {
-        let c = cstring(dn).map_err(sys("domainname"))?;
-        // SAFETY: valid buffer and length.
-        check(
-            unsafe { libc::setdomainname(c.as_ptr(), dn.len()) },
-            "setdomainname",
-        )?;
+        rustix::system::setdomainname(dn.as_bytes())
+            .map_err(|e| sys_io("setdomainname")(e.into()))?;
     }
     prepare_process(cfg.process)?;
     let exe = find_executable(cfg.process)?;
     chan.send(&Msg::Ready)?;
-    READY.store(true, std::sync::atomic::Ordering::Relaxed);
+    *ready = true;
     if let Some(fifo) = &cfg.exec_fifo {
         wait_for_start(fifo)?;
     }
     if !h.start_container.is_empty() {
-        let state = START_STATE.with(|s| s.borrow().clone());
-        hooks::run_hooks("startContainer", &h.start_container, &state)?;
+        hooks::run_hooks("startContainer", &h.start_container, &start_state)?;
     }
-    finalize_and_exec(
-        cfg.process,
-        cfg.seccomp.as_ref(),
-        cfg.preserve_fds,
-        in_user_ns,
-        &exe,
-    )
-}
-
-thread_local! {
-    static START_STATE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-}
-
-fn run_after_start_hooks_state(state: String) {
-    START_STATE.with(|s| *s.borrow_mut() = state);
+    finalize_and_exec(cfg, in_user_ns, &exe)
 }
 
 fn setup_terminal(cfg: &InitConfig, bind_console: bool) -> Result<(), InitError> {
@@ -368,7 +374,7 @@ fn setup_terminal(cfg: &InitConfig, bind_console: bool) -> Result<(), InitError>
     if bind_console {
         // /dev/console is the pty, as in runc.
         if let Ok(root) = std::fs::File::open("/") {
-            if let Ok(t) = crate::util::touch_in_root(root.as_raw_fd(), Path::new("/dev/console")) {
+            if let Ok(t) = berth_util::root::touch_in_root(&root, Path::new("/dev/console")) {
                 let _ = mounts::sys_mount(
                     Some(&pty.slave_name),
                     &crate::util::fd_path(&t),
@@ -379,40 +385,32 @@ fn setup_terminal(cfg: &InitConfig, bind_console: bool) -> Result<(), InitError>
             }
         }
     }
-    let sock = cfg.console_socket.as_ref().ok_or_else(|| {
-        InitError::Other("a terminal was requested without a console socket".into())
-    })?;
-    console::send_fd(sock, pty.master.as_raw_fd(), &pty.slave_name)?;
+    let sock = cfg
+        .console_socket
+        .as_ref()
+        .ok_or(InitError::NoConsoleSocket)?;
+    console::send_fd(sock, pty.master.as_fd(), &pty.slave_name)?;
     drop(pty.master);
-    console::attach_stdio(pty.slave.as_raw_fd())?;
+    console::attach_stdio(pty.slave)?;
     Ok(())
 }
 
 fn wait_for_start(fifo: &OwnedFd) -> Result<(), InitError> {
-    let fd = fifo.as_raw_fd();
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
     loop {
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut p, 1, -1) };
-        if rc < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(sys("wait for start")(std::io::Error::last_os_error()));
+        let mut fds = [PollFd::new(fifo.as_fd(), PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(sys("wait for start")(e)),
+            Ok(_) => {}
         }
         let mut b = [0u8; 1];
-        // SAFETY: one-byte buffer.
-        let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) };
-        if n == 1 {
-            return Ok(());
-        }
-        if n == 0 {
+        match nix::unistd::read(fifo, &mut b) {
+            Ok(1) => return Ok(()),
             // A writer opened and closed without writing: keep waiting.
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            Err(Errno::EINTR | Errno::EAGAIN) => {}
+            Err(e) => return Err(sys("wait for start")(e)),
         }
     }
 }
@@ -422,32 +420,26 @@ fn wait_for_start(fifo: &OwnedFd) -> Result<(), InitError> {
 fn prepare_process(p: &Process) -> Result<(), InitError> {
     if let Some(adj) = p.oom_score_adj {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .map_err(sys("set oom_score_adj"))?;
+            .map_err(sys_io("set oom_score_adj"))?;
     }
     for r in &p.rlimits {
         let res = crate::validate::rlimit_resource(&r.typ)
-            .ok_or_else(|| InitError::Other(format!("unknown rlimit {}", r.typ)))?;
-        let lim = libc::rlimit {
-            rlim_cur: r.soft,
-            rlim_max: r.hard,
-        };
-        // SAFETY: valid rlimit struct.
-        if unsafe { libc::setrlimit(res, &lim) } < 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(InitError::Other(format!(
-                "cannot set {} to soft={} hard={}: {e} (a hard limit cannot be raised here)",
-                r.typ, r.soft, r.hard
-            )));
-        }
+            .ok_or_else(|| InitError::UnknownRlimit(r.typ.clone()))?;
+        nix::sys::resource::setrlimit(res, r.soft, r.hard).map_err(|e| InitError::Rlimit {
+            typ: r.typ.clone(),
+            soft: r.soft,
+            hard: r.hard,
+            source: e.into(),
+        })?;
     }
     let cwd = &p.cwd;
     if std::fs::metadata(cwd).is_err() {
-        std::fs::create_dir_all(cwd).map_err(sys(format!("create cwd {}", cwd.display())))?;
+        std::fs::create_dir_all(cwd).map_err(sys_io(format!("create cwd {}", cwd.display())))?;
         if p.user.uid != 0 {
             let _ = std::os::unix::fs::chown(cwd, Some(p.user.uid), Some(p.user.gid));
         }
     }
-    std::env::set_current_dir(cwd).map_err(sys(format!("chdir to cwd {}", cwd.display())))?;
+    std::env::set_current_dir(cwd).map_err(sys_io(format!("chdir to cwd {}", cwd.display())))?;
     Ok(())
 }
 
@@ -463,11 +455,12 @@ fn find_executable(p: &Process) -> Result<CString, InitError> {
     };
     if prog.contains('/') {
         if is_exec(Path::new(prog)) {
-            return cstring(prog).map_err(sys("program"));
+            return cstring(prog).map_err(sys_io("program"));
         }
-        return Err(InitError::Other(format!(
-            "exec: {prog:?}: stat {prog}: no such file or directory or not executable"
-        )));
+        return Err(InitError::Executable {
+            prog: prog.clone(),
+            reason: format!("stat {prog}: no such file or directory or not executable"),
+        });
     }
     let path = p
         .env
@@ -478,181 +471,99 @@ fn find_executable(p: &Process) -> Result<CString, InitError> {
         let dir = if dir.is_empty() { "." } else { dir };
         let cand = Path::new(dir).join(prog);
         if is_exec(&cand) {
-            return cstring(&cand).map_err(sys("program"));
+            return cstring(&cand).map_err(sys_io("program"));
         }
     }
-    Err(InitError::Other(format!(
-        "exec: {prog:?}: executable file not found in $PATH"
-    )))
+    Err(InitError::Executable {
+        prog: prog.clone(),
+        reason: "executable file not found in $PATH".into(),
+    })
 }
 
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-fn cap_mask(list: &Option<Vec<String>>) -> Result<u64, InitError> {
-    let mut m = 0u64;
-    for c in list.iter().flatten() {
-        let cap = caps::Capability::from_str(c)
-            .map_err(|_| InitError::Other(format!("unknown capability {c}")))?;
-        m |= 1u64 << cap.index();
-    }
-    Ok(m)
-}
-
-fn last_cap() -> u8 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40)
+fn capability(cap: u8) -> CapabilitySet {
+    CapabilitySet::from_bits_retain(1u64 << cap)
 }
 
 /// Credentials, capabilities, no_new_privs, seccomp, descriptors, then `execve`.
 fn finalize_and_exec(
-    p: &Process,
-    filter: Option<&CompiledFilter>,
-    preserve_fds: i32,
+    cfg: &InitConfig,
     in_user_ns: bool,
     exe: &CString,
 ) -> Result<Never, InitError> {
+    let p = cfg.process;
+    let filter = cfg.seccomp.as_ref();
     // Without no_new_privs the filter must be loaded while we still hold CAP_SYS_ADMIN.
     if let Some(f) = filter {
         if !p.no_new_privileges {
             seccomp::load(f)?;
         }
     }
-    let caps_cfg = p.capabilities.as_ref();
-    if let Some(c) = caps_cfg {
-        let bounding = cap_mask(&c.bounding)?;
-        for cap in 0..=last_cap() {
-            if bounding & (1u64 << cap) == 0 {
-                // SAFETY: prctl with integer arguments.
-                let rc =
-                    unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-                if rc < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
-                    return Err(sys(format!("drop capability {cap} from the bounding set"))(
-                        std::io::Error::last_os_error(),
-                    ));
+    if let Some(c) = &cfg.caps {
+        for cap in 0..=capabilities::last_cap() {
+            if c.bounding & (1u64 << cap) == 0 {
+                match rustix::thread::remove_capability_from_bounding_set(capability(cap)) {
+                    Ok(()) | Err(rustix::io::Errno::INVAL) => {}
+                    Err(e) => {
+                        return Err(sys_io(format!(
+                            "drop capability {cap} from the bounding set"
+                        ))(e.into()))
+                    }
                 }
             }
         }
     }
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+    rustix::thread::set_keep_capabilities(true).map_err(|e| sys_io("PR_SET_KEEPCAPS")(e.into()))?;
     let u = &p.user;
-    let groups: Vec<libc::gid_t> = u.additional_gids.clone();
-    // SAFETY: valid pointer and length.
-    let rc = unsafe { libc::setgroups(groups.len(), groups.as_ptr()) };
-    if rc < 0 {
-        let e = std::io::Error::last_os_error();
+    let groups: Vec<Gid> = u
+        .additional_gids
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    if let Err(e) = nix::unistd::setgroups(&groups) {
         // In a user namespace with setgroups denied, only an empty list is meaningful.
         if !(in_user_ns && groups.is_empty()) {
             return Err(sys("setgroups")(e));
         }
     }
-    // SAFETY: plain credential syscalls.
-    check(
-        unsafe { libc::setresgid(u.gid, u.gid, u.gid) },
-        format!("setgid {}", u.gid),
-    )?;
-    // SAFETY: plain credential syscalls.
-    check(
-        unsafe { libc::setresuid(u.uid, u.uid, u.uid) },
-        format!("setuid {}", u.uid),
-    )?;
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
-    if let Some(c) = caps_cfg {
-        let eff = cap_mask(&c.effective)?;
-        let perm = cap_mask(&c.permitted)?;
-        let inh = cap_mask(&c.inheritable)?;
-        let mut hdr = CapHeader {
-            version: 0x20080522,
-            pid: 0,
+    let gid = Gid::from_raw(u.gid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(sys(format!("setgid {}", u.gid)))?;
+    let uid = Uid::from_raw(u.uid);
+    nix::unistd::setresuid(uid, uid, uid).map_err(sys(format!("setuid {}", u.uid)))?;
+    rustix::thread::set_keep_capabilities(false)
+        .map_err(|e| sys_io("PR_SET_KEEPCAPS")(e.into()))?;
+    if let Some(c) = &cfg.caps {
+        let sets = CapabilitySets {
+            effective: CapabilitySet::from_bits_retain(c.effective),
+            permitted: CapabilitySet::from_bits_retain(c.permitted),
+            inheritable: CapabilitySet::from_bits_retain(c.inheritable),
         };
-        let data = [
-            CapData {
-                effective: eff as u32,
-                permitted: perm as u32,
-                inheritable: inh as u32,
-            },
-            CapData {
-                effective: (eff >> 32) as u32,
-                permitted: (perm >> 32) as u32,
-                inheritable: (inh >> 32) as u32,
-            },
-        ];
-        // SAFETY: header and two data structs as capset(2) version 3 expects.
-        let rc =
-            unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
-        if rc < 0 {
-            let err = std::io::Error::last_os_error();
-            let held = caps::read(None, caps::CapSet::Bounding).unwrap_or_default();
-            let missing: Vec<String> = caps::all()
-                .into_iter()
-                .filter(|c| (perm | eff) & (1u64 << c.index()) != 0 && !held.contains(c))
-                .map(|c| c.to_string())
-                .collect();
-            if !missing.is_empty() {
-                return Err(InitError::Other(format!(
-                    "capset: {err}: the runtime itself does not hold {}",
-                    missing.join(", ")
-                )));
-            }
-            return Err(sys("capset")(err));
-        }
-        let amb = cap_mask(&c.ambient)?;
-        for cap in 0..64u64 {
-            if amb & (1 << cap) != 0 {
-                // SAFETY: prctl with integer arguments.
-                let rc = unsafe {
-                    libc::prctl(
-                        libc::PR_CAP_AMBIENT,
-                        libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
-                        cap as libc::c_ulong,
-                        0,
-                        0,
-                    )
-                };
-                if rc < 0 {
-                    return Err(sys(format!("raise ambient capability {cap}"))(
-                        std::io::Error::last_os_error(),
-                    ));
-                }
+        rustix::thread::set_capabilities(None, sets).map_err(|e| sys_io("capset")(e.into()))?;
+        for cap in 0..64u8 {
+            if c.ambient & (1u64 << cap) != 0 {
+                rustix::thread::configure_capability_in_ambient_set(capability(cap), true)
+                    .map_err(|e| sys_io(format!("raise ambient capability {cap}"))(e.into()))?;
             }
         }
     }
-    // SAFETY: umask cannot fail.
-    unsafe { libc::umask(u.umask.unwrap_or(0o022) as libc::mode_t) };
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
+        u.umask.unwrap_or(0o022),
+    ));
     if p.no_new_privileges {
-        // SAFETY: prctl with integer arguments.
-        check(
-            unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
-            "set no_new_privs",
-        )?;
+        nix::sys::prctl::set_no_new_privs().map_err(sys("set no_new_privs"))?;
         if let Some(f) = filter {
             seccomp::load(f)?;
         }
     }
     // No descriptor of the runtime survives exec, except stdio and the preserved ones.
-    let first = 3 + preserve_fds.max(0) as u32;
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags.
+    let first = 3 + cfg.preserve_fds.max(0) as u32;
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC closes nothing, it only marks descriptors
+    // close-on-exec; no Rust object's descriptor becomes invalid before the exec.
     unsafe {
         libc::syscall(
             libc::SYS_close_range,
             first,
             u32::MAX,
-            4u32, /* CLOSE_RANGE_CLOEXEC */
+            libc::CLOSE_RANGE_CLOEXEC,
         )
     };
     reset_signals();
@@ -661,27 +572,28 @@ fn finalize_and_exec(
         .iter()
         .map(cstring)
         .collect::<Result<_, _>>()
-        .map_err(sys("args"))?;
+        .map_err(sys_io("args"))?;
     let mut env: Vec<CString> = p
         .env
         .iter()
         .map(cstring)
         .collect::<Result<_, _>>()
-        .map_err(sys("env"))?;
+        .map_err(sys_io("env"))?;
     if !p.env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(cstring(format!("HOME={}", home_of(u.uid))).map_err(sys("env"))?);
+        env.push(cstring(format!("HOME={}", home_of(u.uid))).map_err(sys_io("env"))?);
     }
-    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = env.iter().map(|a| a.as_ptr()).collect();
-    envp.push(std::ptr::null());
-    // SAFETY: argv and envp are NULL-terminated arrays of valid C strings that live until execve.
-    unsafe { libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-    Err(InitError::Other(format!(
-        "exec {:?}: {}",
-        p.args[0],
-        std::io::Error::last_os_error()
-    )))
+    let err = match nix::unistd::execve::<&CStr, &CStr>(
+        exe,
+        &args.iter().map(CString::as_c_str).collect::<Vec<_>>(),
+        &env.iter().map(CString::as_c_str).collect::<Vec<_>>(),
+    ) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    };
+    Err(InitError::Exec {
+        prog: p.args[0].clone(),
+        source: err.into(),
+    })
 }
 
 /// Default dispositions and an empty mask for the user's process: ignored signals survive
@@ -689,12 +601,11 @@ fn finalize_and_exec(
 /// including glibc's internal 32 and 33, which only the raw syscall can reset.
 fn reset_signals() {
     berth_util::signal::reset_dispositions();
-    // SAFETY: an empty, initialised sigset.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-    }
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
 }
 
 /// The home directory of `uid` from the container's /etc/passwd, or `/`.
@@ -713,35 +624,40 @@ fn home_of(uid: u32) -> String {
 /// Stage 1 of `exec`: join the container's namespaces, fork into its pid namespace. Never returns.
 pub fn exec_stage1(cfg: &InitConfig, chan: &Channel) -> ! {
     let res = (|| -> Result<(), InitError> {
-        // SAFETY: prctl with integer arguments.
-        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+        set_not_dumpable();
         let mut in_user_ns = false;
         // User namespace first: it grants the capabilities needed to join the others.
         for (typ, fd) in cfg.join.iter().filter(|(t, _)| *t == NamespaceType::User) {
-            setns_fd(fd.as_raw_fd(), typ.clone_flag(), typ.proc_name())?;
+            setns_fd(fd.as_fd(), *typ, typ.proc_name())?;
             in_user_ns = true;
         }
         for (typ, fd) in cfg.join.iter().filter(|(t, _)| *t != NamespaceType::User) {
-            setns_fd(fd.as_raw_fd(), typ.clone_flag(), typ.proc_name())?;
+            setns_fd(fd.as_fd(), *typ, typ.proc_name())?;
         }
         if in_user_ns {
             become_ns_root();
         }
-        let pid = fork()?;
-        if pid == 0 {
-            match exec_stage2(cfg, chan, in_user_ns) {
-                Ok(never) => match never {},
-                Err(e) => {
-                    report(chan, &e);
-                    if READY.load(std::sync::atomic::Ordering::Relaxed) {
-                        eprintln!("berth-runtime exec: {e}");
+        match fork()? {
+            nix::unistd::ForkResult::Child => {
+                let mut ready = false;
+                match exec_stage2(cfg, chan, in_user_ns, &mut ready) {
+                    Ok(never) => match never {},
+                    Err(e) => {
+                        report(chan, &e);
+                        if ready {
+                            eprintln!("berth-runtime exec: {e}");
+                        }
+                        exit_now(127)
                     }
-                    exit_now(127)
                 }
             }
+            nix::unistd::ForkResult::Parent { child } => {
+                chan.send(&Msg::InitPid {
+                    pid: child.as_raw(),
+                })?;
+                Ok(())
+            }
         }
-        chan.send(&Msg::InitPid { pid })?;
-        Ok(())
     })();
     match res {
         Ok(()) => exit_now(0),
@@ -752,23 +668,21 @@ pub fn exec_stage1(cfg: &InitConfig, chan: &Channel) -> ! {
     }
 }
 
-fn exec_stage2(cfg: &InitConfig, chan: &Channel, in_user_ns: bool) -> Result<Never, InitError> {
+fn exec_stage2(
+    cfg: &InitConfig,
+    chan: &Channel,
+    in_user_ns: bool,
+    ready: &mut bool,
+) -> Result<Never, InitError> {
     // The runtime puts us in the container's cgroup before anything runs.
     chan.expect("Go", |m| *m == Msg::Go)?;
-    // SAFETY: setsid has no preconditions.
-    unsafe { libc::setsid() };
+    let _ = nix::unistd::setsid();
     if cfg.process.terminal {
         setup_terminal(cfg, false)?;
     }
     prepare_process(cfg.process)?;
     let exe = find_executable(cfg.process)?;
     chan.send(&Msg::Ready)?;
-    READY.store(true, std::sync::atomic::Ordering::Relaxed);
-    finalize_and_exec(
-        cfg.process,
-        cfg.seccomp.as_ref(),
-        cfg.preserve_fds,
-        in_user_ns,
-        &exe,
-    )
+    *ready = true;
+    finalize_and_exec(cfg, in_user_ns, &exe)
 }

@@ -4,6 +4,10 @@
 //! namespaces, cgroups (through `berth-cgroups`), `pivot_root`, capabilities, seccomp and
 //! rlimits. The `berth-runtime` binary exposes it with runc's command line.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod capabilities;
+pub mod cgroupfs;
 pub mod console;
 pub mod container;
 pub mod defaults;

@@ -328,24 +328,13 @@ pub fn parse_signal(s: &str) -> anyhow::Result<i32> {
         .map_err(|_| anyhow::anyhow!("unknown signal {s:?}"))
 }
 
+/// A memory size as runc's `update` takes it: `-1` (unlimited) or go-units `RAMInBytes`.
 fn parse_bytes(s: &str) -> anyhow::Result<i64> {
     let s = s.trim();
     if s == "-1" {
         return Ok(-1);
     }
-    let lower = s.to_ascii_lowercase();
-    let (num, mult) = match lower.trim_end_matches('b').chars().last() {
-        Some('k') => (&lower[..lower.trim_end_matches('b').len() - 1], 1i64 << 10),
-        Some('m') => (&lower[..lower.trim_end_matches('b').len() - 1], 1 << 20),
-        Some('g') => (&lower[..lower.trim_end_matches('b').len() - 1], 1 << 30),
-        Some('t') => (&lower[..lower.trim_end_matches('b').len() - 1], 1 << 40),
-        _ => (lower.trim_end_matches('b'), 1),
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .with_context(|| format!("invalid size {s:?}"))?;
-    Ok((v * mult as f64) as i64)
+    Ok(berth_util::units::parse_ram_bytes(s)?)
 }
 
 fn run(cli: &Cli) -> anyhow::Result<u8> {
@@ -710,21 +699,10 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// `events --interval`: Go's `time.ParseDuration` (as runc), at least a millisecond.
 fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: f64 = num
-        .parse()
-        .with_context(|| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        _ => bail!("invalid duration unit in {s:?}"),
-    };
-    Ok(std::time::Duration::from_secs_f64(secs.max(0.001)))
+    let nanos = berth_util::units::parse_duration(s)?;
+    Ok(std::time::Duration::from_nanos(nanos.max(1_000_000) as u64))
 }
 
 fn features() -> serde_json::Value {

@@ -5,12 +5,17 @@
 //! through its `/proc/self/fd/N` magic link, so a symlink in the image cannot redirect a mount
 //! onto the host.
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use nix::mount::MsFlags;
+use rustix::fs::{AtFlags, Mode};
+
+use crate::cgroupfs;
 use crate::spec::{Mount, Spec};
-use crate::util::{cstring, fd_path, mkdir_all_in_root, open_in_root, touch_in_root};
+use berth_util::root::{mkdir_all_in_root, open_in_root, touch_in_root};
+
+use crate::util::fd_path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
@@ -26,6 +31,10 @@ pub enum MountError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cgroup mount on {dest}: {message}")]
+    Cgroup { dest: String, message: String },
+    #[error("waiting to be moved into the container's cgroup: {0}")]
+    CgroupJoin(Box<crate::sync::SyncError>),
     #[error("mounts[{index}]: {source}")]
     InMount {
         index: usize,
@@ -156,6 +165,7 @@ fn rec_attr(o: &str) -> Option<(bool, u64)> {
     })
 }
 
+/// `mount(2)`; `data` empty is no data.
 pub fn sys_mount(
     src: Option<&str>,
     target: &str,
@@ -163,24 +173,8 @@ pub fn sys_mount(
     flags: libc::c_ulong,
     data: Option<&str>,
 ) -> std::io::Result<()> {
-    let src = src.map(cstring).transpose()?;
-    let target_c = cstring(target)?;
-    let fstype = fstype.map(cstring).transpose()?;
-    let data = data.filter(|d| !d.is_empty()).map(cstring).transpose()?;
-    let p = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-    // SAFETY: every pointer is either null or a valid NUL-terminated string that outlives the call.
-    let rc = unsafe {
-        libc::mount(
-            p(&src),
-            target_c.as_ptr(),
-            p(&fstype),
-            flags,
-            p(&data).cast(),
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let data = data.filter(|d| !d.is_empty());
+    nix::mount::mount(src, target, fstype, MsFlags::from_bits_retain(flags), data)?;
     Ok(())
 }
 
@@ -198,8 +192,9 @@ fn mount_setattr_rec(target: &str, set: u64, clr: u64) -> std::io::Result<()> {
         propagation: 0,
         userns_fd: 0,
     };
-    let c = cstring(target)?;
-    // SAFETY: valid path string and attribute struct living across the call.
+    let c = crate::util::cstring(target)?;
+    // SAFETY: `c` is a NUL-terminated path and `attr` a `struct mount_attr` of the size passed;
+    // both live across the call, which only reads them (no wrapper in nix or rustix).
     let rc = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
@@ -218,95 +213,35 @@ fn mount_setattr_rec(target: &str, set: u64, clr: u64) -> std::io::Result<()> {
 
 /// Flags the kernel locks on a mount inherited across a user namespace; a remount must keep them.
 fn locked_flags(target: &str) -> libc::c_ulong {
-    let Ok(c) = cstring(target) else { return 0 };
-    // SAFETY: zeroed statvfs is a valid output buffer.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path and output pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+    use nix::sys::statvfs::FsFlags;
+    let Ok(st) = nix::sys::statvfs::statvfs(target) else {
         return 0;
-    }
+    };
     let mut f = 0;
     for (st_flag, ms) in [
-        (libc::ST_NOSUID, libc::MS_NOSUID),
-        (libc::ST_NODEV, libc::MS_NODEV),
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_NOATIME, libc::MS_NOATIME),
-        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
-        (libc::ST_RDONLY, libc::MS_RDONLY),
+        (FsFlags::ST_NOSUID, libc::MS_NOSUID),
+        (FsFlags::ST_NODEV, libc::MS_NODEV),
+        (FsFlags::ST_NOEXEC, libc::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, libc::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, libc::MS_RELATIME),
+        (FsFlags::ST_RDONLY, libc::MS_RDONLY),
     ] {
-        if st.f_flag & st_flag != 0 {
+        if st.flags().contains(st_flag) {
             f |= ms;
         }
     }
     f
 }
 
-/// A v1 or v2 cgroup hierarchy mounted on the host, from `/proc/self/mountinfo`.
-#[derive(Debug, Clone)]
-pub struct CgroupMount {
-    pub mount_point: PathBuf,
-    pub root: String,
-    /// `None` for cgroup2; the comma-separated controllers (or `name=...`) for v1.
-    pub options: Option<String>,
-}
-
-pub fn host_cgroup_mounts() -> Vec<CgroupMount> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let pre: Vec<&str> = pre.split(' ').collect();
-        let post: Vec<&str> = post.split(' ').collect();
-        if pre.len() < 5 || post.len() < 3 {
-            continue;
-        }
-        let fstype = post[0];
-        if fstype != "cgroup" && fstype != "cgroup2" {
-            continue;
-        }
-        let options = if fstype == "cgroup" {
-            let opts: Vec<&str> = post[2]
-                .split(',')
-                .filter(|o| {
-                    !matches!(*o, "rw" | "ro")
-                        && !o.starts_with("release_agent")
-                        && *o != "clone_children"
-                        && *o != "noprefix"
-                        && *o != "xattr"
-                        && *o != "cpuset_v2_mode"
-                })
-                .collect();
-            Some(opts.join(","))
-        } else {
-            None
-        };
-        out.push(CgroupMount {
-            mount_point: PathBuf::from(unescape(pre[4])),
-            root: unescape(pre[3]),
-            options,
-        });
-    }
-    out
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
-}
-
 /// Waits, once, until the init is in its cgroup (and has its cgroup namespace).
 pub struct CgroupJoin<'a> {
     done: std::cell::Cell<bool>,
-    f: &'a dyn Fn() -> std::io::Result<()>,
+    f: &'a dyn Fn() -> Result<(), MountError>,
 }
 
 impl<'a> CgroupJoin<'a> {
-    pub fn new(f: &'a dyn Fn() -> std::io::Result<()>) -> Self {
+    pub fn new(f: &'a dyn Fn() -> Result<(), MountError>) -> Self {
         CgroupJoin {
             done: std::cell::Cell::new(false),
             f,
@@ -315,11 +250,7 @@ impl<'a> CgroupJoin<'a> {
 
     pub fn ensure(&self) -> Result<(), MountError> {
         if !self.done.get() {
-            (self.f)().map_err(|source| MountError::Path {
-                op: "join the container's cgroup",
-                path: String::new(),
-                source,
-            })?;
+            (self.f)()?;
             self.done.set(true);
         }
         Ok(())
@@ -333,10 +264,11 @@ pub struct RootfsContext<'a> {
     pub bundle: &'a Path,
     pub rootfs: PathBuf,
     pub in_user_ns: bool,
-    pub new_cgroup_ns: bool,
+    /// The container has a cgroup namespace (new, made once the init is in its cgroup, or joined).
+    pub cgroupns: bool,
     pub new_net_ns: bool,
-    /// The container's cgroup path per host hierarchy mount point (used without a cgroup ns).
-    pub cgroup_paths: Vec<(PathBuf, PathBuf)>,
+    /// The container's cgroup directories, for `cgroup` mounts (see `cgroupfs`).
+    pub cgroups: Option<&'a berth_cgroups::MountSources>,
 }
 
 /// Part one, before `pivot_root`: propagation, the rootfs bind, every mount, devices.
@@ -347,8 +279,9 @@ pub fn prepare_rootfs(ctx: &RootfsContext) -> Result<OwnedFd, MountError> {
         .as_deref()
         .and_then(propagation_flag)
         .unwrap_or(libc::MS_SLAVE | libc::MS_REC);
-    // Shared propagation is restored after pivot_root (pivot_root refuses shared mounts).
-    let setup_prop = if prop & libc::MS_SHARED != 0 {
+    // Shared and unbindable propagation are applied after pivot_root (`finish_rootfs`):
+    // pivot_root refuses shared mounts, and the rootfs cannot be bound from an unbindable one.
+    let setup_prop = if prop & (libc::MS_SHARED | libc::MS_UNBINDABLE) != 0 {
         libc::MS_SLAVE | libc::MS_REC
     } else {
         prop
@@ -378,7 +311,7 @@ pub fn prepare_rootfs(ctx: &RootfsContext) -> Result<OwnedFd, MountError> {
 
     let mut dev_is_tmpfs = false;
     for (i, m) in ctx.spec.mounts.iter().enumerate() {
-        mount_one(ctx, root_fd.as_raw_fd(), m).map_err(|e| MountError::InMount {
+        mount_one(ctx, root_fd.as_fd(), m).map_err(|e| MountError::InMount {
             index: i,
             source: Box::new(e),
         })?;
@@ -387,16 +320,16 @@ pub fn prepare_rootfs(ctx: &RootfsContext) -> Result<OwnedFd, MountError> {
         }
     }
     if dev_is_tmpfs {
-        create_default_devices(ctx, root_fd.as_raw_fd())?;
+        create_default_devices(ctx, root_fd.as_fd())?;
     }
-    create_spec_devices(ctx, root_fd.as_raw_fd())?;
+    create_spec_devices(ctx, root_fd.as_fd())?;
     if dev_is_tmpfs {
-        dev_symlinks(root_fd.as_raw_fd(), &ctx.rootfs)?;
+        dev_symlinks(root_fd.as_fd(), &ctx.rootfs)?;
     }
     Ok(root_fd)
 }
 
-fn mount_one(ctx: &RootfsContext, root: i32, m: &Mount) -> Result<(), MountError> {
+fn mount_one(ctx: &RootfsContext, root: BorrowedFd<'_>, m: &Mount) -> Result<(), MountError> {
     let typ = m.typ.as_deref().unwrap_or("");
     let opts = parse_options(&m.options);
     let is_bind = opts.bind || typ == "bind" || typ == "rbind";
@@ -465,8 +398,17 @@ fn mount_one(ctx: &RootfsContext, root: i32, m: &Mount) -> Result<(), MountError
     let tpath = fd_path(&target);
     match typ {
         "cgroup" | "cgroup2" => {
-            ctx.cgroup_join.ensure()?;
-            mount_cgroups(ctx, root, dest, &tpath, flags, typ)?
+            let sources = ctx.cgroups.ok_or_else(|| MountError::Cgroup {
+                dest: dest_s.clone(),
+                message: "the container has no cgroup".into(),
+            })?;
+            let steps = cgroupfs::plan(sources, dest, typ, ctx.cgroupns)?;
+            if ctx.cgroupns {
+                // A fresh mount shows the cgroup namespace's root: the init must be in its
+                // cgroup and namespace first. Binds need neither.
+                ctx.cgroup_join.ensure()?;
+            }
+            cgroupfs::apply(root, &steps, flags)?
         }
         "sysfs" if ctx.in_user_ns && !ctx.new_net_ns => {
             // sysfs cannot be mounted in a user namespace without its own network namespace.
@@ -540,137 +482,6 @@ fn apply_attributes(opts: &ParsedOptions, tpath: &str, dest: &str) -> Result<(),
     Ok(())
 }
 
-fn mount_cgroups(
-    ctx: &RootfsContext,
-    root: i32,
-    dest: &Path,
-    tpath: &str,
-    flags: libc::c_ulong,
-    typ: &str,
-) -> Result<(), MountError> {
-    let dest_s = dest.display().to_string();
-    let err = |what: String, source| MountError::Mount {
-        what,
-        dest: dest_s.clone(),
-        source,
-    };
-    let hosts = host_cgroup_mounts();
-    let unified_only = hosts.iter().all(|h| h.options.is_none());
-    if typ == "cgroup2" || unified_only {
-        if ctx.new_cgroup_ns {
-            sys_mount(Some("cgroup2"), tpath, Some("cgroup2"), flags, None)
-                .map_err(|e| err("cgroup2".into(), e))?;
-        } else if let Some((_, p)) = ctx.cgroup_paths.iter().find(|(mp, _)| {
-            hosts
-                .iter()
-                .any(|h| h.options.is_none() && &h.mount_point == mp)
-        }) {
-            sys_mount(
-                Some(&p.to_string_lossy()),
-                tpath,
-                None,
-                libc::MS_BIND | libc::MS_REC,
-                None,
-            )
-            .map_err(|e| err("cgroup2 bind".into(), e))?;
-            if flags & libc::MS_RDONLY != 0 {
-                sys_mount(
-                    None,
-                    tpath,
-                    None,
-                    libc::MS_BIND | libc::MS_REMOUNT | flags,
-                    None,
-                )
-                .map_err(|e| err("cgroup2 remount".into(), e))?;
-            }
-        }
-        return Ok(());
-    }
-    // v1 or hybrid: a tmpfs holding one directory per hierarchy, as Docker shows it.
-    sys_mount(
-        Some("tmpfs"),
-        tpath,
-        Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        Some("mode=755"),
-    )
-    .map_err(|e| err("cgroup tmpfs".into(), e))?;
-    let sub_flags = (flags | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) & !libc::MS_RDONLY;
-    for h in &hosts {
-        let name = match &h.options {
-            Some(o) => o.trim_start_matches("name=").to_string(),
-            None => "unified".to_string(),
-        };
-        if name.is_empty() {
-            continue;
-        }
-        let sub = dest.join(&name);
-        let sfd =
-            mkdir_all_in_root(root, &sub, 0o755).map_err(path_err("create cgroup dir", &sub))?;
-        let spath = fd_path(&sfd);
-        let mut done = false;
-        if ctx.new_cgroup_ns {
-            let res = match &h.options {
-                Some(o) => sys_mount(Some("cgroup"), &spath, Some("cgroup"), sub_flags, Some(o)),
-                None => sys_mount(Some("cgroup2"), &spath, Some("cgroup2"), sub_flags, None),
-            };
-            done = res.is_ok();
-        }
-        if !done {
-            if let Some((_, p)) = ctx.cgroup_paths.iter().find(|(mp, _)| mp == &h.mount_point) {
-                sys_mount(
-                    Some(&p.to_string_lossy()),
-                    &spath,
-                    None,
-                    libc::MS_BIND | libc::MS_REC,
-                    None,
-                )
-                .map_err(|e| err(format!("cgroup bind {}", p.display()), e))?;
-            }
-        }
-        if flags & libc::MS_RDONLY != 0 {
-            let sfd = open_in_root(root, &sub, libc::O_PATH)
-                .map_err(path_err("open cgroup dir", &sub))?;
-            let spath = fd_path(&sfd);
-            let _ = sys_mount(
-                None,
-                &spath,
-                None,
-                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | sub_flags,
-                None,
-            );
-        }
-        // cpu,cpuacct co-mounted: links named after each controller, as Docker creates them.
-        if name.contains(',') {
-            for part in name.split(',') {
-                let link = dest.join(part);
-                if let Ok(pfd) = open_in_root(root, dest, libc::O_PATH | libc::O_DIRECTORY) {
-                    let (Ok(t), Ok(l)) = (cstring(&name), cstring(part)) else {
-                        continue;
-                    };
-                    // SAFETY: valid strings and directory descriptor.
-                    unsafe { libc::symlinkat(t.as_ptr(), pfd.as_raw_fd(), l.as_ptr()) };
-                    let _ = link;
-                }
-            }
-        }
-    }
-    if flags & libc::MS_RDONLY != 0 {
-        let t =
-            open_in_root(root, dest, libc::O_PATH).map_err(path_err("open cgroup mount", dest))?;
-        let tpath = &fd_path(&t);
-        sys_mount(
-            None,
-            tpath,
-            None,
-            libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            Some("mode=755"),
-        )
-        .map_err(|e| err("cgroup tmpfs remount".into(), e))?;
-    }
-    Ok(())
-}
-
 const DEFAULT_DEVICES: &[(&str, u32, u32)] = &[
     ("/dev/null", 1, 3),
     ("/dev/zero", 1, 5),
@@ -690,7 +501,11 @@ struct DeviceNode<'a> {
     gid: u32,
 }
 
-fn make_device(ctx: &RootfsContext, root: i32, dev: &DeviceNode) -> Result<(), MountError> {
+fn make_device(
+    ctx: &RootfsContext,
+    root: BorrowedFd<'_>,
+    dev: &DeviceNode,
+) -> Result<(), MountError> {
     let DeviceNode {
         path,
         kind,
@@ -735,35 +550,39 @@ fn make_device(ctx: &RootfsContext, root: i32, dev: &DeviceNode) -> Result<(), M
     let pdir = open_in_root(root, parent, libc::O_DIRECTORY | libc::O_RDONLY)
         .map_err(path_err("open device dir", parent))?;
     drop(pfd);
-    let c = cstring(&name).map_err(path_err("device name", path))?;
-    // SAFETY: valid directory descriptor and name.
-    unsafe { libc::unlinkat(pdir.as_raw_fd(), c.as_ptr(), 0) };
-    let dev = libc::makedev(major, minor);
-    // SAFETY: valid directory descriptor and name.
-    let rc = unsafe { libc::mknodat(pdir.as_raw_fd(), c.as_ptr(), kind | (mode & 0o7777), dev) };
-    if rc < 0 {
-        return Err(MountError::Path {
-            op: "mknod",
-            path: path.display().to_string(),
-            source: std::io::Error::last_os_error(),
-        });
-    }
+    let _ = rustix::fs::unlinkat(&pdir, &name, AtFlags::empty());
+    let dev = rustix::fs::makedev(major, minor);
+    let file_type = rustix::fs::FileType::from_raw_mode(kind);
+    rustix::fs::mknodat(
+        &pdir,
+        &name,
+        file_type,
+        Mode::from_raw_mode(mode & 0o7777),
+        dev,
+    )
+    .map_err(|e| MountError::Path {
+        op: "mknod",
+        path: path.display().to_string(),
+        source: e.into(),
+    })?;
     // mknod is subject to the umask: set the exact mode and owner.
-    // SAFETY: valid directory descriptor and name.
-    unsafe {
-        libc::fchmodat(pdir.as_raw_fd(), c.as_ptr(), mode & 0o7777, 0);
-        libc::fchownat(
-            pdir.as_raw_fd(),
-            c.as_ptr(),
-            uid,
-            gid,
-            libc::AT_SYMLINK_NOFOLLOW,
-        );
-    }
+    let _ = rustix::fs::chmodat(
+        &pdir,
+        &name,
+        Mode::from_raw_mode(mode & 0o7777),
+        AtFlags::empty(),
+    );
+    let _ = rustix::fs::chownat(
+        &pdir,
+        &name,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    );
     Ok(())
 }
 
-fn create_default_devices(ctx: &RootfsContext, root: i32) -> Result<(), MountError> {
+fn create_default_devices(ctx: &RootfsContext, root: BorrowedFd<'_>) -> Result<(), MountError> {
     for (p, maj, min) in DEFAULT_DEVICES {
         let node = DeviceNode {
             path: Path::new(p),
@@ -779,7 +598,7 @@ fn create_default_devices(ctx: &RootfsContext, root: i32) -> Result<(), MountErr
     Ok(())
 }
 
-fn create_spec_devices(ctx: &RootfsContext, root: i32) -> Result<(), MountError> {
+fn create_spec_devices(ctx: &RootfsContext, root: BorrowedFd<'_>) -> Result<(), MountError> {
     for d in &ctx.spec.linux().devices {
         let kind = match d.typ.as_str() {
             "c" | "u" => libc::S_IFCHR,
@@ -801,7 +620,7 @@ fn create_spec_devices(ctx: &RootfsContext, root: i32) -> Result<(), MountError>
     Ok(())
 }
 
-fn dev_symlinks(root: i32, rootfs: &Path) -> Result<(), MountError> {
+fn dev_symlinks(root: BorrowedFd<'_>, rootfs: &Path) -> Result<(), MountError> {
     let dev = open_in_root(root, Path::new("/dev"), libc::O_DIRECTORY | libc::O_RDONLY)
         .map_err(path_err("open /dev", rootfs.join("dev")))?;
     let mut links = vec![
@@ -816,24 +635,17 @@ fn dev_symlinks(root: i32, rootfs: &Path) -> Result<(), MountError> {
     // /dev/ptmx points at the container's own devpts instance.
     links.push(("pts/ptmx", "ptmx"));
     for (target, name) in links {
-        let (t, n) = (
-            cstring(target).map_err(path_err("symlink", name))?,
-            cstring(name).map_err(path_err("symlink", name))?,
-        );
         if name == "ptmx" {
-            // SAFETY: valid directory descriptor and name.
-            unsafe { libc::unlinkat(dev.as_raw_fd(), n.as_ptr(), 0) };
+            let _ = rustix::fs::unlinkat(&dev, name, AtFlags::empty());
         }
-        // SAFETY: valid strings and directory descriptor.
-        let rc = unsafe { libc::symlinkat(t.as_ptr(), dev.as_raw_fd(), n.as_ptr()) };
-        if rc < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EEXIST) {
+        match rustix::fs::symlinkat(target, &dev, name) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => {
                 return Err(MountError::Path {
                     op: "symlink",
                     path: format!("/dev/{name}"),
-                    source: e,
-                });
+                    source: e.into(),
+                })
             }
         }
     }
@@ -845,28 +657,18 @@ pub fn pivot_root(rootfs: &Path) -> Result<(), MountError> {
     let perr = |op: &'static str| path_err(op, rootfs);
     let old = std::fs::File::open("/").map_err(perr("open /"))?;
     let new = std::fs::File::open(rootfs).map_err(perr("open rootfs"))?;
-    // SAFETY: fchdir on a valid descriptor.
-    if unsafe { libc::fchdir(new.as_raw_fd()) } < 0 {
-        return Err(perr("chdir")(std::io::Error::last_os_error()));
-    }
-    let dot = cstring(".").map_err(perr("pivot_root"))?;
-    // SAFETY: pivot_root(".", ".") stacks the old root under the new one; valid strings.
-    if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } < 0 {
-        return Err(perr("pivot_root")(std::io::Error::last_os_error()));
-    }
+    let errno = |op: &'static str| move |e: nix::Error| perr(op)(e.into());
+    nix::unistd::fchdir(&new).map_err(errno("chdir"))?;
+    // pivot_root(".", ".") stacks the old root under the new one.
+    nix::unistd::pivot_root(".", ".").map_err(errno("pivot_root"))?;
     // The old root is now mounted on top of "."; make it private so unmounting does not
     // propagate to the host, then detach it.
-    // SAFETY: fchdir on a valid descriptor.
-    unsafe { libc::fchdir(old.as_raw_fd()) };
+    nix::unistd::fchdir(&old).map_err(errno("chdir to the old root"))?;
     sys_mount(None, ".", None, libc::MS_SLAVE | libc::MS_REC, None)
         .map_err(perr("make old root slave"))?;
-    // SAFETY: valid string.
-    if unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) } < 0 {
-        return Err(perr("unmount old root")(std::io::Error::last_os_error()));
-    }
-    let slash = cstring("/").map_err(perr("chdir"))?;
-    // SAFETY: valid string.
-    unsafe { libc::chdir(slash.as_ptr()) };
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
+        .map_err(errno("unmount old root"))?;
+    std::env::set_current_dir("/").map_err(perr("chdir"))?;
     Ok(())
 }
 
@@ -899,7 +701,7 @@ pub fn finish_rootfs(spec: &Spec, in_user_ns: bool) -> Result<(), MountError> {
         .as_deref()
         .and_then(propagation_flag)
     {
-        if p & libc::MS_SHARED != 0 {
+        if p & (libc::MS_SHARED | libc::MS_UNBINDABLE) != 0 {
             sys_mount(None, "/", None, p, None).map_err(|source| MountError::Mount {
                 what: "propagation".into(),
                 dest: "/".into(),
@@ -964,40 +766,6 @@ fn mask_path(p: &str) -> Result<(), MountError> {
     }
 }
 
-/// The calling process's cgroup directory in every host hierarchy (mount point, directory), for
-/// bind-mounting into a container that has no cgroup namespace.
-pub fn own_cgroup_paths() -> Vec<(PathBuf, PathBuf)> {
-    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let mut out = Vec::new();
-    for h in host_cgroup_mounts() {
-        for line in text.lines() {
-            let mut parts = line.splitn(3, ':');
-            let (Some(_), Some(ctrl), Some(path)) = (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            let matches = match &h.options {
-                None => ctrl.is_empty(),
-                Some(o) => {
-                    let mut a: Vec<&str> = o.split(',').collect();
-                    let mut b: Vec<&str> = ctrl.split(',').collect();
-                    a.sort_unstable();
-                    b.sort_unstable();
-                    a == b
-                }
-            };
-            if matches {
-                let rel = path
-                    .strip_prefix(h.root.as_str())
-                    .unwrap_or(path)
-                    .trim_start_matches('/');
-                out.push((h.mount_point.clone(), h.mount_point.join(rel)));
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1019,11 +787,5 @@ mod tests {
         let p = parse_options(&["ro".into(), "rw".into()]);
         assert_eq!(p.flags, 0);
         assert_eq!(p.cleared, libc::MS_RDONLY);
-    }
-
-    #[test]
-    fn cgroup_mounts_found() {
-        // Every Linux machine running these tests has at least one cgroup hierarchy.
-        assert!(!host_cgroup_mounts().is_empty());
     }
 }

@@ -15,43 +15,54 @@
 //! A binary already on a read-only mount, or a sealed memfd (e.g. handed over by berthd), needs
 //! neither.
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 
-const SEALS: libc::c_int =
-    libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+use nix::sched::CloneFlags;
+use rustix::fs::SealFlags;
+use rustix::io::FdFlags;
+
+const SEALS: SealFlags = SealFlags::SEAL
+    .union(SealFlags::SHRINK)
+    .union(SealFlags::GROW)
+    .union(SealFlags::WRITE);
 const HOST_MNTNS_ENV: &str = "BERTH_HOST_MNTNS_FD";
 const REEXEC_ENV: &str = "BERTH_REEXEC";
 
 static HOST_MNTNS: OnceLock<Option<OwnedFd>> = OnceLock::new();
 
 /// The host's mount namespace when the runtime runs in its private one (see module docs).
-pub fn host_mount_ns() -> Option<RawFd> {
+pub fn host_mount_ns() -> Option<BorrowedFd<'static>> {
     HOST_MNTNS
         .get_or_init(take_host_mntns_from_env)
         .as_ref()
-        .map(|f| f.as_raw_fd())
+        .map(|f| f.as_fd())
 }
 
 fn take_host_mntns_from_env() -> Option<OwnedFd> {
     let fd: RawFd = std::env::var(HOST_MNTNS_ENV).ok()?.parse().ok()?;
-    // SAFETY: the variable is set only by our own re-exec, and names a descriptor it left open
-    // for us; we take ownership and mark it close-on-exec.
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the variable is set only by our own re-exec (`reexec_readonly_bind`), and names
+    // the descriptor it left open across the exec for us; `init_after_reexec` takes it first
+    // thing in `main`, before anything else can own or close it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: fcntl on a valid descriptor.
-    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    if let Err(e) = rustix::io::fcntl_setfd(&fd, FdFlags::CLOEXEC) {
+        tracing::debug!("{HOST_MNTNS_ENV}: {e}");
+        return None;
+    }
     Some(fd)
 }
 
 /// Call first thing in `main`: consumes the variables of our own re-exec.
 pub fn init_after_reexec() {
     let _ = host_mount_ns();
-    // SAFETY: single-threaded at this point of main.
-    unsafe {
-        std::env::remove_var(HOST_MNTNS_ENV);
-        std::env::remove_var(REEXEC_ENV);
-    }
+    // The process is single-threaded at this point of main: nothing reads the environment
+    // concurrently.
+    std::env::remove_var(HOST_MNTNS_ENV);
+    std::env::remove_var(REEXEC_ENV);
 }
 
 /// True when our executable is already a sealed memfd or lives on a read-only mount.
@@ -59,15 +70,11 @@ pub fn is_protected() -> bool {
     let Ok(f) = std::fs::File::open("/proc/self/exe") else {
         return false;
     };
-    // SAFETY: fcntl on a valid descriptor.
-    let seals = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GET_SEALS) };
-    if seals >= 0 && seals & SEALS == SEALS {
+    if rustix::fs::fcntl_get_seals(&f).is_ok_and(|s| s.contains(SEALS)) {
         return true;
     }
-    // SAFETY: zeroed statvfs is a valid output buffer.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor and output pointer.
-    unsafe { libc::fstatvfs(f.as_raw_fd(), &mut st) == 0 && st.f_flag & libc::ST_RDONLY != 0 }
+    rustix::fs::fstatvfs(&f)
+        .is_ok_and(|st| st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
 }
 
 /// Re-executes the current process from a protected view of its executable. Returns only on
@@ -106,10 +113,8 @@ fn argv_envp(extra: &[(String, String)]) -> (Vec<CString>, Vec<CString>) {
     (args, env)
 }
 
-fn ptrs(v: &[CString]) -> Vec<*const libc::c_char> {
-    let mut p: Vec<*const libc::c_char> = v.iter().map(|a| a.as_ptr()).collect();
-    p.push(std::ptr::null());
-    p
+fn cstrs(v: &[CString]) -> Vec<&CStr> {
+    v.iter().map(CString::as_c_str).collect()
 }
 
 fn reexec_readonly_bind() -> std::io::Result<Never> {
@@ -118,13 +123,10 @@ fn reexec_readonly_bind() -> std::io::Result<Never> {
         return Err(std::io::Error::other("executable was deleted"));
     }
     let host = std::fs::File::open("/proc/self/ns/mnt")?;
-    // SAFETY: unshare with a namespace flag in a single-threaded process.
-    if unsafe { libc::unshare(libc::CLONE_NEWNS) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS)?;
     let restore = |e: std::io::Error| {
-        // SAFETY: back to the host's namespace on failure.
-        unsafe { libc::setns(host.as_raw_fd(), libc::CLONE_NEWNS) };
+        // Back to the host's namespace on failure.
+        let _ = nix::sched::setns(&host, CloneFlags::CLONE_NEWNS);
         e
     };
     let exe_s = exe.to_string_lossy().into_owned();
@@ -140,18 +142,19 @@ fn reexec_readonly_bind() -> std::io::Result<Never> {
     )
     .map_err(restore)?;
     // The host namespace descriptor survives exec for the new image to take.
-    // SAFETY: fcntl on a valid descriptor.
-    unsafe { libc::fcntl(host.as_raw_fd(), libc::F_SETFD, 0) };
+    rustix::io::fcntl_setfd(&host, FdFlags::empty()).map_err(|e| restore(e.into()))?;
+    use std::os::fd::AsRawFd;
     let extra = [
         (HOST_MNTNS_ENV.to_string(), host.as_raw_fd().to_string()),
         (REEXEC_ENV.to_string(), "1".to_string()),
     ];
     let (args, env) = argv_envp(&extra);
     let path = CString::new(exe_s.as_bytes()).map_err(std::io::Error::other)?;
-    let (argv, envp) = (ptrs(&args), ptrs(&env));
-    // SAFETY: NULL-terminated arrays of valid C strings that outlive the call.
-    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-    Err(restore(std::io::Error::last_os_error()))
+    let err = match nix::unistd::execve(&path, &cstrs(&args), &cstrs(&env)) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    };
+    Err(restore(err.into()))
 }
 
 /// Re-executes the current process from a sealed memfd copy of its executable. Returns only on
@@ -160,10 +163,10 @@ pub fn reexec_sealed() -> std::io::Error {
     match make_sealed_copy() {
         Ok(fd) => {
             let (args, env) = argv_envp(&[(REEXEC_ENV.to_string(), "1".to_string())]);
-            let (argv, envp) = (ptrs(&args), ptrs(&env));
-            // SAFETY: NULL-terminated arrays of valid C strings; fd is a sealed executable memfd.
-            unsafe { libc::fexecve(fd.as_raw_fd(), argv.as_ptr(), envp.as_ptr()) };
-            std::io::Error::last_os_error()
+            match nix::unistd::fexecve(&fd, &cstrs(&args), &cstrs(&env)) {
+                Err(e) => e.into(),
+                Ok(never) => match never {},
+            }
         }
         Err(e) => e,
     }
@@ -177,44 +180,56 @@ fn make_sealed_copy() -> std::io::Result<OwnedFd> {
 /// from it (`/proc/self/fd/N`) is protected from the start and needs no re-execution: berthd
 /// makes one copy when it starts and hands it to every shim.
 pub fn sealed_copy_of(path: &std::path::Path) -> std::io::Result<OwnedFd> {
-    let src = std::fs::File::open(path)?;
-    let len = src.metadata()?.len();
-    let name = c"berth-runtime";
-    // SAFETY: valid name string; flags are constants.
-    let fd = unsafe {
-        libc::memfd_create(
-            name.as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | libc::MFD_EXEC,
-        )
-    };
-    let fd = if fd < 0 {
+    use rustix::fs::MemfdFlags;
+    let mut src = std::fs::File::open(path)?;
+    let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    let mem = match rustix::fs::memfd_create("berth-runtime", flags | MemfdFlags::EXEC) {
+        Ok(fd) => fd,
         // Kernels before 6.3 do not know MFD_EXEC.
-        // SAFETY: as above.
-        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) }
-    } else {
-        fd
+        Err(rustix::io::Errno::INVAL) => rustix::fs::memfd_create("berth-runtime", flags)?,
+        Err(e) => return Err(e.into()),
     };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: new descriptor owned here.
-    let mem = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut left = len as usize;
-    while left > 0 {
-        // SAFETY: sendfile between two valid descriptors with a null offset.
-        let n =
-            unsafe { libc::sendfile(mem.as_raw_fd(), src.as_raw_fd(), std::ptr::null_mut(), left) };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if n == 0 {
-            break;
-        }
-        left -= n as usize;
-    }
-    // SAFETY: fcntl on a valid descriptor.
-    if unsafe { libc::fcntl(mem.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let mut dst = std::fs::File::from(mem);
+    // std's copy uses copy_file_range/sendfile between the two descriptors.
+    std::io::copy(&mut src, &mut dst)?;
+    let mem = OwnedFd::from(dst);
+    rustix::fs::fcntl_add_seals(&mem, SEALS)?;
     Ok(mem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn sealed_copy_is_identical_sealed_and_executable() {
+        let src = std::fs::read("/proc/self/exe").unwrap();
+        let fd = sealed_copy_of(std::path::Path::new("/proc/self/exe")).unwrap();
+        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        assert_eq!(std::fs::read(&path).unwrap(), src);
+        assert!(rustix::fs::fcntl_get_seals(&fd).unwrap().contains(SEALS));
+        // No writer can change it, not even through a new open of the same file.
+        use std::io::Write;
+        let mut w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let err = w.write_all(b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+        assert_eq!(w.set_len(1).unwrap_err().raw_os_error(), Some(libc::EPERM));
+        drop(w); // an open writer makes exec fail with ETXTBSY
+                 // It runs (this test binary, listing its tests).
+        let out = std::process::Command::new(&path)
+            .args([
+                "--list",
+                "--exact",
+                "protect::tests::sealed_copy_is_identical_sealed_and_executable",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("sealed_copy_is_identical"));
+    }
 }

@@ -12,10 +12,19 @@ use crate::spec::{invalid, Seccomp, SpecError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
-    #[error("seccomp: {0}")]
-    Build(String),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("seccomp: {op}: {source}")]
+    Libseccomp {
+        op: &'static str,
+        source: libseccomp::error::SeccompError,
+    },
+    #[error("seccomp: exporting the program: {0}")]
+    Export(#[source] std::io::Error),
+    #[error("seccomp: malformed BPF program of {len} bytes")]
+    Malformed { len: usize },
     #[error("seccomp: loading the filter failed: {0}")]
-    Load(std::io::Error),
+    Load(#[source] std::io::Error),
 }
 
 /// A filter ready to load: BPF instructions plus `SECCOMP_FILTER_FLAG_*` flags.
@@ -149,28 +158,28 @@ pub fn validate(s: &Seccomp) -> Result<(), SpecError> {
     Ok(())
 }
 
-fn build_err(e: impl std::fmt::Display) -> SeccompError {
-    SeccompError::Build(e.to_string())
+fn lib_err(op: &'static str) -> impl FnOnce(libseccomp::error::SeccompError) -> SeccompError {
+    move |source| SeccompError::Libseccomp { op, source }
 }
 
 /// Builds the filter; syscall names unknown to libseccomp are skipped (as runc does), since
 /// profiles list syscalls of newer kernels.
 pub fn compile(s: &Seccomp) -> Result<CompiledFilter, SeccompError> {
-    validate(s).map_err(build_err)?;
-    let default = parse_action(&s.default_action, s.default_errno_ret, "").map_err(build_err)?;
-    let mut ctx = ScmpFilterContext::new(default).map_err(build_err)?;
+    validate(s)?;
+    let default = parse_action(&s.default_action, s.default_errno_ret, "")?;
+    let mut ctx = ScmpFilterContext::new(default).map_err(lib_err("new filter"))?;
     // The kernel's NNP handling is ours, not libseccomp's.
-    ctx.set_ctl_nnp(false).map_err(build_err)?;
+    ctx.set_ctl_nnp(false).map_err(lib_err("set_ctl_nnp"))?;
     for a in &s.architectures {
-        let arch = parse_arch(a, "").map_err(build_err)?;
+        let arch = parse_arch(a, "")?;
         if arch == ScmpArch::native() {
             continue;
         }
         // Architectures the kernel cannot run are harmless to add.
-        ctx.add_arch(arch).map_err(build_err)?;
+        ctx.add_arch(arch).map_err(lib_err("add_arch"))?;
     }
     for sc in &s.syscalls {
-        let action = parse_action(&sc.action, sc.errno_ret, "").map_err(build_err)?;
+        let action = parse_action(&sc.action, sc.errno_ret, "")?;
         if action == default {
             continue; // libseccomp refuses rules equal to the default action
         }
@@ -184,7 +193,7 @@ pub fn compile(s: &Seccomp) -> Result<CompiledFilter, SeccompError> {
             };
             let mut conds = Vec::with_capacity(sc.args.len());
             for a in &sc.args {
-                let op = parse_op(&a.op, a.value, "").map_err(build_err)?;
+                let op = parse_op(&a.op, a.value, "")?;
                 let datum = if matches!(op, ScmpCompareOp::MaskedEqual(_)) {
                     a.value_two
                 } else {
@@ -196,15 +205,15 @@ pub fn compile(s: &Seccomp) -> Result<CompiledFilter, SeccompError> {
             // becomes one rule per condition.
             let same_index = conds.len() > 1 && sc.args.iter().all(|a| a.index == sc.args[0].index);
             if conds.is_empty() {
-                ctx.add_rule(action, call).map_err(build_err)?;
+                ctx.add_rule(action, call).map_err(lib_err("add_rule"))?;
             } else if same_index {
                 for c in &conds {
                     ctx.add_rule_conditional(action, call, std::slice::from_ref(c))
-                        .map_err(build_err)?;
+                        .map_err(lib_err("add_rule"))?;
                 }
             } else {
                 ctx.add_rule_conditional(action, call, &conds)
-                    .map_err(build_err)?;
+                    .map_err(lib_err("add_rule"))?;
             }
         }
     }
@@ -249,7 +258,7 @@ pub fn compile_cached(s: &Seccomp, dir: &std::path::Path) -> Result<CompiledFilt
     let path = dir.join(format!("{key}.bpf"));
     if let Ok(bpf) = std::fs::read(&path) {
         if !bpf.is_empty() && bpf.len() % 8 == 0 {
-            validate(s).map_err(build_err)?;
+            validate(s)?;
             let mut flags = 0;
             for f in &s.flags {
                 flags |= parse_flag(f).unwrap_or(0);
@@ -274,34 +283,30 @@ const CACHE_FORMAT: u32 = 1;
 /// libseccomp 2.5 (Debian 12) has no in-memory export: export into a memfd and read it back.
 fn export(ctx: &ScmpFilterContext) -> Result<Vec<u8>, SeccompError> {
     use std::io::{Read, Seek};
-    use std::os::fd::FromRawFd;
-    // SAFETY: valid name string; flags are constants.
-    let fd = unsafe { libc::memfd_create(c"seccomp".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(SeccompError::Build(format!(
-            "memfd: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    // SAFETY: new descriptor owned here.
-    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
-    ctx.export_bpf(&f).map_err(build_err)?;
+    let fd = rustix::fs::memfd_create("seccomp", rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|e| SeccompError::Export(e.into()))?;
+    let mut f = std::fs::File::from(fd);
+    ctx.export_bpf(&f).map_err(lib_err("export_bpf"))?;
     let mut out = Vec::new();
-    f.rewind().map_err(build_err)?;
-    f.read_to_end(&mut out).map_err(build_err)?;
+    f.rewind().map_err(SeccompError::Export)?;
+    f.read_to_end(&mut out).map_err(SeccompError::Export)?;
     Ok(out)
 }
 
 /// Loads a compiled filter into the calling thread (`seccomp(SECCOMP_SET_MODE_FILTER)`).
 pub fn load(filter: &CompiledFilter) -> Result<(), SeccompError> {
     if filter.bpf.len() % 8 != 0 || filter.bpf.is_empty() {
-        return Err(SeccompError::Build("malformed BPF program".into()));
+        return Err(SeccompError::Malformed {
+            len: filter.bpf.len(),
+        });
     }
     let prog = libc::sock_fprog {
         len: (filter.bpf.len() / 8) as u16,
         filter: filter.bpf.as_ptr() as *mut libc::sock_filter,
     };
-    // SAFETY: `prog` points at `filter.bpf`, which outlives the call; the kernel copies the program.
+    // SAFETY: `prog` points at `filter.bpf` (a whole number of 8-byte `sock_filter`s, checked
+    // above), which outlives the call; the kernel copies the program. Neither nix nor rustix
+    // wraps seccomp(2).
     let rc = unsafe {
         libc::syscall(
             libc::SYS_seccomp,

@@ -18,11 +18,11 @@ pub enum SpecError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {field}: {message}")]
+    #[error("{path}: {field}: {source}")]
     Parse {
         path: PathBuf,
         field: String,
-        message: String,
+        source: serde_json::Error,
     },
     #[error("config.json: {field}: {message}")]
     Invalid { field: String, message: String },
@@ -366,7 +366,7 @@ impl Spec {
         serde_path_to_error::deserialize(de).map_err(|e| SpecError::Parse {
             path: path.to_path_buf(),
             field: e.path().to_string(),
-            message: e.inner().to_string(),
+            source: e.into_inner(),
         })
     }
 

@@ -16,8 +16,11 @@ pub enum StateError {
     Exists(String),
     #[error("state of container {id}: {source}")]
     Io { id: String, source: std::io::Error },
-    #[error("state of container {id} is corrupt: {message}")]
-    Corrupt { id: String, message: String },
+    #[error("state of container {id} is corrupt: {source}")]
+    Corrupt {
+        id: String,
+        source: serde_json::Error,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,23 +99,25 @@ impl ContainerState {
                 })
             }
         };
-        serde_json::from_slice(&data).map_err(|e| StateError::Corrupt {
+        serde_json::from_slice(&data).map_err(|source| StateError::Corrupt {
             id: id.to_string(),
-            message: e.to_string(),
+            source,
         })
     }
 
+    /// Replaces `state.json` atomically (a reader never sees a mix), without fsync: the state
+    /// describes processes and lives in a tmpfs (`/run`), so it never outlives a reboot and
+    /// durability against power loss would only cost milliseconds per container.
     pub fn save(&self, root: &Path) -> Result<(), StateError> {
-        let data = serde_json::to_vec(self).map_err(|e| StateError::Corrupt {
+        let data = serde_json::to_vec(self).map_err(|source| StateError::Corrupt {
             id: self.id.clone(),
-            message: e.to_string(),
+            source,
         })?;
-        crate::util::atomic_write(&Self::dir(root, &self.id).join("state.json"), &data).map_err(
-            |source| StateError::Io {
+        berth_util::fs::replace_file_nosync(&Self::dir(root, &self.id).join("state.json"), &data)
+            .map_err(|source| StateError::Io {
                 id: self.id.clone(),
                 source,
-            },
-        )
+            })
     }
 
     pub fn fifo_path(root: &Path, id: &str) -> PathBuf {

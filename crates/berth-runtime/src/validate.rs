@@ -40,26 +40,28 @@ const KNOWN_FS: &[&str] = &[
     "pstore",
 ];
 
-pub const RLIMITS: &[(&str, libc::__rlimit_resource_t)] = &[
-    ("RLIMIT_CPU", libc::RLIMIT_CPU),
-    ("RLIMIT_FSIZE", libc::RLIMIT_FSIZE),
-    ("RLIMIT_DATA", libc::RLIMIT_DATA),
-    ("RLIMIT_STACK", libc::RLIMIT_STACK),
-    ("RLIMIT_CORE", libc::RLIMIT_CORE),
-    ("RLIMIT_RSS", libc::RLIMIT_RSS),
-    ("RLIMIT_NPROC", libc::RLIMIT_NPROC),
-    ("RLIMIT_NOFILE", libc::RLIMIT_NOFILE),
-    ("RLIMIT_MEMLOCK", libc::RLIMIT_MEMLOCK),
-    ("RLIMIT_AS", libc::RLIMIT_AS),
-    ("RLIMIT_LOCKS", libc::RLIMIT_LOCKS),
-    ("RLIMIT_SIGPENDING", libc::RLIMIT_SIGPENDING),
-    ("RLIMIT_MSGQUEUE", libc::RLIMIT_MSGQUEUE),
-    ("RLIMIT_NICE", libc::RLIMIT_NICE),
-    ("RLIMIT_RTPRIO", libc::RLIMIT_RTPRIO),
-    ("RLIMIT_RTTIME", libc::RLIMIT_RTTIME),
+use nix::sys::resource::Resource;
+
+pub const RLIMITS: &[(&str, Resource)] = &[
+    ("RLIMIT_CPU", Resource::RLIMIT_CPU),
+    ("RLIMIT_FSIZE", Resource::RLIMIT_FSIZE),
+    ("RLIMIT_DATA", Resource::RLIMIT_DATA),
+    ("RLIMIT_STACK", Resource::RLIMIT_STACK),
+    ("RLIMIT_CORE", Resource::RLIMIT_CORE),
+    ("RLIMIT_RSS", Resource::RLIMIT_RSS),
+    ("RLIMIT_NPROC", Resource::RLIMIT_NPROC),
+    ("RLIMIT_NOFILE", Resource::RLIMIT_NOFILE),
+    ("RLIMIT_MEMLOCK", Resource::RLIMIT_MEMLOCK),
+    ("RLIMIT_AS", Resource::RLIMIT_AS),
+    ("RLIMIT_LOCKS", Resource::RLIMIT_LOCKS),
+    ("RLIMIT_SIGPENDING", Resource::RLIMIT_SIGPENDING),
+    ("RLIMIT_MSGQUEUE", Resource::RLIMIT_MSGQUEUE),
+    ("RLIMIT_NICE", Resource::RLIMIT_NICE),
+    ("RLIMIT_RTPRIO", Resource::RLIMIT_RTPRIO),
+    ("RLIMIT_RTTIME", Resource::RLIMIT_RTTIME),
 ];
 
-pub fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
+pub fn rlimit_resource(name: &str) -> Option<Resource> {
     RLIMITS.iter().find(|(n, _)| *n == name).map(|(_, r)| *r)
 }
 
@@ -207,7 +209,17 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
         ));
     }
 
-    // Mounts.
+    // Mounts. Without a mount namespace runc makes them in the host's namespace, where they
+    // outlive the container and every host process sees them (a proc or tmpfs over a host
+    // directory the bundle names): refused.
+    if !spec.mounts.is_empty() && !spec.has_namespace(NamespaceType::Mount) {
+        return Err(invalid(
+            "mounts",
+            "without a mount namespace (no \"mount\" in linux.namespaces) the mounts would be \
+             made in the host's mount namespace, outlive the container and be seen by every \
+             host process; add a mount namespace or remove the mounts",
+        ));
+    }
     for (i, m) in spec.mounts.iter().enumerate() {
         if !m.destination.is_absolute() {
             return Err(invalid(

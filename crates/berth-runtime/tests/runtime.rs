@@ -651,20 +651,16 @@ fn rlimit_that_cannot_be_raised_is_a_clear_error() {
     let env = TestEnv::new();
     let id = unique("rlimit");
     let mut b = env.bundle(&id, &["sh", "-c", "ulimit -n"]);
-    let mut cur = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid output pointer.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) };
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
     b.config["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200}]);
     let (code, out, err) = run_fg(&env, &b, &id);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "100");
     let id2 = unique("rlimit2");
     let mut b = env.bundle(&id2, &["true"]);
-    let too_high = cur.rlim_max.saturating_add(1);
-    if cur.rlim_max == libc::RLIM_INFINITY {
+    let too_high = hard.saturating_add(1);
+    if hard == libc::RLIM_INFINITY {
         return;
     }
     b.config["process"]["rlimits"] =
@@ -1305,4 +1301,336 @@ fn exec_with_a_process_file_detached() {
         .map(|s| !s.contains(") Z"))
         .unwrap_or(false);
     assert!(!alive, "exec'd process survived delete --force");
+}
+
+/// The host's v1 memory hierarchy, if any (else the host is pure cgroup v2).
+fn host_has_v1_memory() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| {
+            l.contains(" - cgroup ") && l.split(' ').any(|o| o.split(',').any(|x| x == "memory"))
+        })
+}
+
+/// Issue #16 (4): a container sees its own cgroup, not the runtime's (nor the host's tree),
+/// with and without a cgroup namespace.
+#[test]
+fn cgroup_mount_shows_the_containers_own_cgroup() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let v1 = host_has_v1_memory();
+    let script = if v1 {
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; cat /sys/fs/cgroup/pids/pids.max; \
+         ls /sys/fs/cgroup/pids | grep -c '^pids.max$'; \
+         awk '$5 == \"/sys/fs/cgroup/memory\" {print \"root=\" $4}' /proc/self/mountinfo; \
+         wc -l < /sys/fs/cgroup/pids/cgroup.procs"
+    } else {
+        "cat /sys/fs/cgroup/memory.max; cat /sys/fs/cgroup/pids.max; \
+         ls /sys/fs/cgroup | grep -c '^pids.max$'; \
+         awk '$5 == \"/sys/fs/cgroup\" {print \"root=\" $4}' /proc/self/mountinfo; \
+         wc -l < /sys/fs/cgroup/cgroup.procs"
+    };
+    for cgroupns in [false, true] {
+        let id = unique(if cgroupns { "cgns" } else { "nocgns" });
+        let mut b = env.bundle(&id, &["sh", "-c", script]);
+        b.config["linux"]["resources"]["memory"] = json!({"limit": 64 << 20});
+        b.config["linux"]["resources"]["pids"] = json!({"limit": 50});
+        let ns = b.config["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "cgroup");
+        if cgroupns {
+            ns.push(json!({"type": "cgroup"}));
+        }
+        let (code, out, err) = run_fg(&env, &b, &id);
+        assert_eq!(code, 0, "cgroupns={cgroupns}: {out} {err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0], "67108864",
+            "cgroupns={cgroupns}: the memory limit: {out}"
+        );
+        assert_eq!(lines[1], "50", "cgroupns={cgroupns}: the pids limit: {out}");
+        // The container's own directory: a leaf with its limit files, holding only its own
+        // processes (sh, wc, and the command substitution's children at most).
+        assert_eq!(lines[2], "1", "{out}");
+        let want_root = if cgroupns {
+            "root=/".to_string()
+        } else {
+            format!("root={}/{id}", env.cgroup_parent)
+        };
+        assert_eq!(lines[3], want_root, "cgroupns={cgroupns}: {out}");
+        let procs: usize = lines[4].trim().parse().unwrap();
+        assert!(
+            (1..=3).contains(&procs),
+            "cgroupns={cgroupns}: {procs} processes: {out}"
+        );
+    }
+}
+
+/// Issue #16 (10): a failing poststart or poststop hook is a warning; the hooks after it run.
+#[test]
+fn failing_poststart_and_poststop_hooks_do_not_skip_the_rest() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let log = env.dir.path().join("after-failure.log");
+    let hooks = |log: &std::path::Path| {
+        let append = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {name} >> {}", log.display())]});
+        json!({
+            "poststart": [{"path": "/bin/false"}, append("poststart-2")],
+            "poststop": [{"path": "/bin/sh", "args": ["sh", "-c", "exit 3"]}, append("poststop-2")]
+        })
+    };
+    // Foreground run.
+    let id = unique("hookwarn");
+    let mut b = env.bundle(&id, &["true"]);
+    b.config["hooks"] = hooks(&log);
+    let (code, _, err) = run_fg(&env, &b, &id);
+    assert_eq!(code, 0, "{err}");
+    let got = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(got, "poststart-2\npoststop-2\n", "stderr: {err}");
+    assert!(err.contains("poststart hook /bin/false failed"), "{err}");
+    assert!(
+        err.contains("poststop hook /bin/sh failed: exit status: 3"),
+        "{err}"
+    );
+
+    // create, start, delete: start and delete succeed and run every hook.
+    std::fs::remove_file(&log).unwrap();
+    let id = unique("hookwarn2");
+    let mut b = env.bundle(&id, &["sleep", "1000"]);
+    b.config["hooks"] = hooks(&log);
+    b.write();
+    env.ok(&["create", "--bundle", b.p(), &id]);
+    let out = env.run(&["start", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("poststart hook /bin/false failed"));
+    env.ok(&["delete", "--force", &id]);
+    let got = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(got, "poststart-2\npoststop-2\n");
+}
+
+/// Issue #16 (11): `rootfsPropagation` unbindable (like shared) is applied once the rootfs is
+/// in place; applied first, the rootfs bind failed with EINVAL.
+#[test]
+fn rootfs_propagation_unbindable_and_shared() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    for (prop, want) in [
+        ("unbindable", "unbindable"),
+        ("runbindable", "unbindable"),
+        ("shared", "shared:"),
+        ("rshared", "shared:"),
+    ] {
+        let id = unique("prop");
+        let mut b = env.bundle(&id, &["awk", "$5 == \"/\"", "/proc/self/mountinfo"]);
+        b.config["linux"]["rootfsPropagation"] = json!(prop);
+        let (code, out, err) = run_fg(&env, &b, &id);
+        assert_eq!(code, 0, "{prop}: {err}");
+        assert!(out.contains(want), "{prop}: root mount {out:?}");
+    }
+}
+
+/// Issue #16 (12): an error of the init before it is in its cgroup reaches the caller (it was
+/// lost behind "sync socket: Broken pipe" when the runtime's write to the exited init failed).
+#[test]
+fn init_errors_before_the_cgroup_step_are_reported() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    // A failing mount, first of all (the race with the runtime's cgroup step is lost most of
+    // the time: several rounds make it certain to show).
+    for round in 0..6 {
+        let id = unique("earlyerr");
+        let mut b = env.bundle(&id, &["true"]);
+        b.config["mounts"].as_array_mut().unwrap().insert(
+            0,
+            json!({"destination": "/mnt", "type": "tmpfs", "source": "tmpfs", "options": ["size=bogus"]}),
+        );
+        b.write();
+        let out = env.run(&["create", "--bundle", b.p(), &id]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "round {round}");
+        assert!(
+            err.contains("mounts[0]: mount tmpfs (tmpfs) on /mnt: Invalid argument"),
+            "round {round}: {err}"
+        );
+        assert!(!env.root.join(&id).exists(), "state left behind");
+    }
+    // EACCES in a user namespace: the init (root in the namespace, 100000 outside) cannot
+    // reach a rootfs in a directory only the host's root may enter.
+    for round in 0..3 {
+        let id = unique("usernsacc");
+        let mut b = env.bundle(&id, &["true"]);
+        let ns = b.config["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.push(json!({"type": "user"}));
+        ns.retain(|n| n["type"] != "cgroup");
+        b.config["linux"]["uidMappings"] =
+            json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        b.config["linux"]["gidMappings"] =
+            json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        b.config["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| m["type"] != "cgroup");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&b.path, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let (code, _, err) = run_fg(&env, &b, &id);
+        assert_ne!(code, 0, "round {round}");
+        assert!(
+            err.contains("rootfs bind") && err.contains("Permission denied"),
+            "round {round}: {err}"
+        );
+    }
+}
+
+/// The bits of `Cap*` lines of a /proc/<pid>/status text, by name (`CapEff` → mask).
+fn cap_masks(status: &str) -> std::collections::HashMap<String, u64> {
+    status
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.starts_with("Cap")
+                .then(|| (k.to_string(), u64::from_str_radix(v.trim(), 16).unwrap()))
+        })
+        .collect()
+}
+
+/// Issue #16 (13): capabilities that cannot be granted are dropped with a warning at create,
+/// before anything runs: the container runs (it died after `start` returned 0).
+#[test]
+fn ungrantable_capabilities_are_dropped_with_a_warning() {
+    if skip() {
+        return;
+    }
+    const KILL: u64 = 1 << 5;
+    const NET_BIND: u64 = 1 << 10;
+    const AUDIT_WRITE: u64 = 1 << 29;
+    let env = TestEnv::new();
+    let out_dir = env.dir.path().join("capout");
+    std::fs::create_dir_all(&out_dir).unwrap();
+
+    // `runc spec`'s default: ambient capabilities that are not inheritable, through create and
+    // start (the process's view written to a bind-mounted file).
+    let id = unique("ambient");
+    let mut b = env.bundle(
+        &id,
+        &["sh", "-c", "grep Cap /proc/self/status > /out/status"],
+    );
+    let three = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+    b.config["process"]["capabilities"] = json!({
+        "bounding": three, "effective": three, "permitted": three, "ambient": three
+    });
+    b.config["mounts"].as_array_mut().unwrap().push(
+        json!({"destination": "/out", "type": "bind", "source": out_dir, "options": ["rbind", "rw"]}),
+    );
+    b.write();
+    let out = env.run(&["create", "--bundle", b.p(), &id]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("process.capabilities.ambient: CAP_KILL, CAP_NET_BIND_SERVICE, CAP_AUDIT_WRITE not granted: an ambient capability must also be permitted and inheritable"),
+        "{err}"
+    );
+    env.ok(&["start", &id]);
+    let st = env.pid(&id);
+    assert!(
+        wait_for(|| out_dir.join("status").exists()),
+        "the container did not run"
+    );
+    let _ = st;
+    let masks = cap_masks(&std::fs::read_to_string(out_dir.join("status")).unwrap());
+    assert_eq!(masks["CapPrm"], KILL | NET_BIND | AUDIT_WRITE, "{masks:?}");
+    assert_eq!(masks["CapAmb"], 0, "{masks:?}");
+    env.ok(&["delete", "--force", &id]);
+
+    // A capability the runtime itself does not hold: here its bounding set lacks CAP_SYS_TIME.
+    let id = unique("nosystime");
+    let mut b = env.bundle(&id, &["grep", "Cap", "/proc/self/status"]);
+    let two = json!(["CAP_SYS_TIME", "CAP_KILL"]);
+    b.config["process"]["capabilities"] = json!({
+        "bounding": two, "effective": two, "permitted": two, "inheritable": two, "ambient": two
+    });
+    b.write();
+    let mut cmd = env.rt();
+    cmd.args(["run", "--bundle", b.p(), &id]);
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which
+    // is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_CAPBSET_DROP, 25 /* CAP_SYS_TIME */, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = env.output_of(cmd);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for set in [
+        "bounding",
+        "permitted",
+        "effective",
+        "inheritable",
+        "ambient",
+    ] {
+        assert!(
+            err.contains(&format!(
+                "process.capabilities.{set}: CAP_SYS_TIME not granted"
+            )),
+            "{set}: {err}"
+        );
+    }
+    let masks = cap_masks(&String::from_utf8_lossy(&out.stdout));
+    for set in ["CapBnd", "CapPrm", "CapEff", "CapInh", "CapAmb"] {
+        assert_eq!(masks[set], KILL, "{set}: {masks:?}");
+    }
+    assert_eq!(masks.len(), 5);
+}
+
+/// Polls `f` for up to 5 s.
+fn wait_for(f: impl Fn() -> bool) -> bool {
+    for _ in 0..500 {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
+/// Issue #16 (14): mounts without a mount namespace are refused, saying why (runc makes them
+/// in the host's namespace, where they outlive the container).
+#[test]
+fn mounts_without_a_mount_namespace_are_refused_with_the_reason() {
+    if skip() {
+        return;
+    }
+    let env = TestEnv::new();
+    let id = unique("nomntns");
+    let mut b = env.bundle(&id, &["true"]);
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "mount");
+    b.write();
+    let out = env.run(&["create", "--bundle", b.p(), &id]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("config.json: mounts: without a mount namespace")
+            && err.contains("the host's mount namespace, outlive the container"),
+        "{err}"
+    );
+    assert!(!env.root.join(&id).exists(), "state left behind");
 }

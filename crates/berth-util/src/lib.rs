@@ -1,10 +1,20 @@
-//! Small pieces shared by Berth's crates; it depends on `libc` alone, so that the static
-//! shim can link it without growing.
+//! Small pieces shared by Berth's crates; it depends on `libc` (and `thiserror`, a macro)
+//! alone, so that the static shim can link it without growing.
 //!
 //! - [`time`]: RFC 3339 parsing and formatting (Go's `RFC3339Nano`, runc's nine digits).
-//! - [`fs`]: replacing a file's content atomically (without fsync, for run-time state).
+//! - [`fs`]: replacing a file's content atomically, durably ([`fs::atomic_write`]) or not
+//!   ([`fs::replace_file_nosync`], for run-time state).
+//! - [`id`]: random hex identifiers ([`id::new_id`]: 64 hex characters).
+//! - [`units`]: Docker's sizes (`RAMInBytes`, `FromHumanSize`) and Go's durations.
+//! - [`root`]: the confined-path resolver (`openat2(RESOLVE_IN_ROOT)` with a user-space
+//!   fallback): [`root::open_in_root`], [`root::mkdir_all_in_root`], [`root::touch_in_root`].
+//! - [`runtime`]: the client of a runc-compatible runtime binary ([`runtime::Runtime`]).
 //! - [`signal`]: resetting every signal disposition before `execve`.
 
 pub mod fs;
+pub mod id;
+pub mod root;
+pub mod runtime;
 pub mod signal;
 pub mod time;
+pub mod units;

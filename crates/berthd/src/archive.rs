@@ -210,7 +210,7 @@ fn stopped_root<T>(
             .map_err(|e| ioe("mounting the container's filesystem", e))?;
         let root = std::fs::File::open(&dir).map_err(|e| ioe("opening the root", e))?;
         for (m, src) in sources {
-            bind_in_root(root.as_raw_fd(), m, src)?;
+            bind_in_root(root.as_fd(), m, src)?;
         }
         // Re-open: the descriptor must see the mounts made below the root.
         let root = std::fs::File::open(&dir).map_err(|e| ioe("opening the root", e))?;
@@ -224,8 +224,9 @@ fn stopped_root<T>(
     res
 }
 
-fn bind_in_root(root: i32, m: &mounts::MountPoint, src: &Path) -> Result<()> {
-    use berth_runtime::util::{fd_path, mkdir_all_in_root, touch_in_root};
+fn bind_in_root(root: BorrowedFd<'_>, m: &mounts::MountPoint, src: &Path) -> Result<()> {
+    use berth_runtime::util::fd_path;
+    use berth_util::root::{mkdir_all_in_root, touch_in_root};
     // A volume subpath: resolved inside the volume on a descriptor (opened in this thread's
     // mount namespace, as bind mounts need), bound through it.
     let pinned = if m.subpath.is_empty() {
@@ -292,7 +293,7 @@ struct Target {
 }
 
 fn open_in_root(root: BorrowedFd<'_>, path: &str, flags: i32) -> io::Result<OwnedFd> {
-    berth_runtime::util::open_in_root(root.as_raw_fd(), Path::new(path), flags)
+    berth_util::root::open_in_root(root, Path::new(path), flags)
 }
 
 fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {

@@ -589,16 +589,14 @@ pub fn setup(engine: &Engine, id: &str, rootfs: &Path) -> Result<Vec<Value>> {
 /// Opens `m.subpath` inside the volume directory `data` (`openat2(RESOLVE_IN_ROOT)`: symlinks
 /// and `..` in the volume cannot leave it). The descriptor, not a path, names the target.
 pub fn open_subpath(m: &MountPoint, data: &Path) -> Result<std::os::fd::OwnedFd> {
-    use std::os::fd::AsRawFd;
     let root = std::fs::File::open(data)
         .map_err(|e| EngineError::Internal(format!("opening volume {}: {e}", m.name)))?;
-    berth_runtime::util::open_in_root(root.as_raw_fd(), Path::new(&m.subpath), libc::O_PATH)
-        .map_err(|e| {
-            bad(format!(
-                "cannot access path {} in volume {}: {e}",
-                m.subpath, m.name
-            ))
-        })
+    berth_util::root::open_in_root(&root, Path::new(&m.subpath), libc::O_PATH).map_err(|e| {
+        bad(format!(
+            "cannot access path {} in volume {}: {e}",
+            m.subpath, m.name
+        ))
+    })
 }
 
 fn subpaths_dir(engine: &Engine, id: &str) -> PathBuf {
@@ -680,13 +678,12 @@ fn unstage_subpaths(engine: &Engine, id: &str) {
 /// the image, its content (ownership, modes, times, xattrs, hard links) is copied into the
 /// volume. `dest` is resolved inside the rootfs with `openat2(RESOLVE_IN_ROOT)`.
 pub fn copy_up(rootfs: &Path, dest: &str, data: &Path) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
     if std::fs::read_dir(data)?.next().is_some() {
         return Ok(());
     }
     let root = std::fs::File::open(rootfs)?;
-    let src = match berth_runtime::util::open_in_root(
-        root.as_raw_fd(),
+    let src = match berth_util::root::open_in_root(
+        &root,
         Path::new(dest),
         libc::O_RDONLY | libc::O_DIRECTORY,
     ) {

@@ -13,8 +13,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_berth-runtime");
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 pub fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 /// Skips (returns true) when not root or busybox is missing, printing why.
@@ -116,14 +115,19 @@ impl TestEnv {
     /// Runs the runtime with stdout/stderr in files: a created container's init inherits them,
     /// so waiting for pipes to close would wait for the container.
     pub fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = self.rt();
+        cmd.args(args);
+        self.output_of(cmd)
+    }
+
+    /// Runs `cmd` (a runtime command) as [`TestEnv::run`] does.
+    pub fn output_of(&self, mut cmd: Command) -> Output {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let (o, e) = (
             self.dir.path().join(format!("out{n}")),
             self.dir.path().join(format!("err{n}")),
         );
-        let status = self
-            .rt()
-            .args(args)
+        let status = cmd
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&o).unwrap())
             .stderr(std::fs::File::create(&e).unwrap())

@@ -1,0 +1,109 @@
+//! The `filters` query parameter: `{"key":["v",…]}` or `{"key":{"v":true}}`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// Filters as (key, value) pairs, keys in order, values in the order given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filters(pub Vec<(String, String)>);
+
+struct Values(Vec<String>);
+
+impl<'de> Deserialize<'de> for Values {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Values;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of strings or an object of booleans")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Values, A::Error> {
+                let mut v = Vec::new();
+                while let Some(s) = a.next_element::<String>()? {
+                    v.push(s);
+                }
+                Ok(Values(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Values, A::Error> {
+                let mut v = Vec::new();
+                while let Some((k, _)) = a.next_entry::<String, bool>()? {
+                    v.push(k);
+                }
+                Ok(Values(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Filters {
+    /// Parses the query parameter (`""` is no filter).
+    pub fn parse(s: &str) -> Result<Filters, crate::DecodeError> {
+        if s.trim().is_empty() {
+            return Ok(Filters::default());
+        }
+        let m: BTreeMap<String, Values> = crate::from_str(s)?;
+        Ok(Filters(
+            m.into_iter()
+                .flat_map(|(k, vs)| vs.0.into_iter().map(move |v| (k.clone(), v)))
+                .collect(),
+        ))
+    }
+
+    /// The values given for `key`.
+    pub fn get<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether any value is given for `key`.
+    pub fn has(&self, key: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == key)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Filters {
+    /// As `{"key": ["v", …]}` (what clients send).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (k, v) in &self.0 {
+            m.entry(k).or_default().push(v);
+        }
+        m.serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_shapes() {
+        let f = Filters::parse(r#"{"label":["a=1","b"],"dangling":{"true":true}}"#).unwrap();
+        assert_eq!(
+            f.0,
+            vec![
+                ("dangling".to_string(), "true".to_string()),
+                ("label".into(), "a=1".into()),
+                ("label".into(), "b".into())
+            ]
+        );
+        assert_eq!(f.get("label").collect::<Vec<_>>(), vec!["a=1", "b"]);
+        assert!(Filters::parse("").unwrap().is_empty());
+        assert!(Filters::parse("[1]").is_err());
+        assert!(Filters::parse(r#"{"a":"b"}"#).is_err());
+        assert_eq!(
+            serde_json::to_string(&f).unwrap(),
+            r#"{"dangling":["true"],"label":["a=1","b"]}"#
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! System: version, info, events, disk usage.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `Platform` of the version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Platform {
+    pub name: String,
+}
+
+/// `Details` of the engine component.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct ComponentDetails {
+    pub api_version: String,
+    #[serde(rename = "MinAPIVersion")]
+    pub min_api_version: String,
+    pub git_commit: String,
+    pub go_version: String,
+    pub os: String,
+    pub arch: String,
+    pub kernel_version: String,
+    pub experimental: String,
+    pub build_time: String,
+}
+
+/// One component of the version (`Engine`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Component {
+    pub name: String,
+    pub version: String,
+    pub details: ComponentDetails,
+}
+
+/// `GET /version`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Version {
+    pub platform: Platform,
+    pub components: Vec<Component>,
+    pub version: String,
+    pub api_version: String,
+    #[serde(rename = "MinAPIVersion")]
+    pub min_api_version: String,
+    pub git_commit: String,
+    pub go_version: String,
+    pub os: String,
+    pub arch: String,
+    pub kernel_version: String,
+    pub build_time: String,
+}
+
+/// `Plugins` of the info.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct PluginsInfo {
+    pub volume: Vec<String>,
+    pub network: Vec<String>,
+    pub authorization: Option<Vec<String>>,
+    pub log: Vec<String>,
+}
+
+/// `RegistryConfig` of the info.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct RegistryConfig {
+    pub index_configs: BTreeMap<String, serde_json::Value>,
+    #[serde(rename = "InsecureRegistryCIDRs")]
+    pub insecure_registry_cidrs: Vec<String>,
+    pub mirrors: Vec<String>,
+}
+
+/// A runtime of the info (`{"path": …}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Runtime {
+    pub path: String,
+}
+
+/// `Swarm` of the info (always inactive).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct SwarmInfo {
+    #[serde(rename = "NodeID")]
+    pub node_id: String,
+    pub node_addr: String,
+    pub local_node_state: String,
+    pub control_available: bool,
+    pub error: String,
+    pub remote_managers: Option<Vec<serde_json::Value>>,
+}
+
+/// A component commit (`{"ID": …}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Commit {
+    #[serde(rename = "ID")]
+    pub id: String,
+}
+
+/// `GET /info`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Info {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub containers: i64,
+    pub containers_running: i64,
+    pub containers_paused: i64,
+    pub containers_stopped: i64,
+    pub images: i64,
+    pub driver: String,
+    pub driver_status: Vec<[String; 2]>,
+    pub plugins: PluginsInfo,
+    pub memory_limit: bool,
+    pub swap_limit: bool,
+    pub cpu_cfs_period: bool,
+    pub cpu_cfs_quota: bool,
+    #[serde(rename = "CPUShares")]
+    pub cpu_shares: bool,
+    #[serde(rename = "CPUSet")]
+    pub cpu_set: bool,
+    pub pids_limit: bool,
+    #[serde(rename = "IPv4Forwarding")]
+    pub ipv4_forwarding: bool,
+    pub debug: bool,
+    #[serde(rename = "NFd")]
+    pub nfd: i64,
+    pub oom_kill_disable: bool,
+    #[serde(rename = "NGoroutines")]
+    pub ngoroutines: i64,
+    pub system_time: String,
+    pub logging_driver: String,
+    pub cgroup_driver: String,
+    pub cgroup_version: String,
+    pub n_events_listener: i64,
+    pub kernel_version: String,
+    pub operating_system: String,
+    #[serde(rename = "OSVersion")]
+    pub os_version: String,
+    #[serde(rename = "OSType")]
+    pub os_type: String,
+    pub architecture: String,
+    pub index_server_address: String,
+    pub registry_config: RegistryConfig,
+    #[serde(rename = "NCPU")]
+    pub ncpu: i64,
+    pub mem_total: i64,
+    pub generic_resources: Option<Vec<serde_json::Value>>,
+    pub docker_root_dir: String,
+    pub http_proxy: String,
+    pub https_proxy: String,
+    pub no_proxy: String,
+    pub name: String,
+    pub labels: Vec<String>,
+    pub experimental_build: bool,
+    pub server_version: String,
+    pub runtimes: BTreeMap<String, Runtime>,
+    pub default_runtime: String,
+    pub swarm: SwarmInfo,
+    pub live_restore_enabled: bool,
+    pub isolation: String,
+    pub init_binary: String,
+    pub containerd_commit: Commit,
+    pub runc_commit: Commit,
+    pub init_commit: Commit,
+    pub security_options: Vec<String>,
+    pub warnings: Option<Vec<String>>,
+}
+
+/// The object of an event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Actor {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "Attributes")]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// One event of `GET /events` (with the legacy `status`, `id`, `from` of containers and
+/// images).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EventMessage {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    #[serde(rename = "Action")]
+    pub action: String,
+    #[serde(rename = "Actor")]
+    pub actor: Actor,
+    pub scope: String,
+    pub time: i64,
+    #[serde(rename = "timeNano")]
+    pub time_nano: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+/// `GET /system/df`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct DiskUsage {
+    pub layers_size: i64,
+    pub images: Vec<crate::image::ImageSummary>,
+    pub containers: Vec<crate::container::Summary>,
+    pub volumes: Vec<crate::volume::Volume>,
+    pub build_cache: Vec<serde_json::Value>,
+}
