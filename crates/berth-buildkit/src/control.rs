@@ -272,6 +272,25 @@ impl ControlApi {
             });
         }
         crate::export::check(&exporters)?;
+        let cache = req.cache.clone().unwrap_or_default();
+        let mut cache_exports = crate::cache_io::from_proto(&cache.exports);
+        if !cache.export_ref_deprecated.is_empty() {
+            let mut attrs = cache.export_attrs_deprecated.clone();
+            attrs.insert("ref".into(), cache.export_ref_deprecated.clone());
+            cache_exports.push(crate::cache_io::CacheEntry {
+                kind: "registry".into(),
+                attrs,
+            });
+        }
+        crate::cache_io::check(&cache_exports, true)?;
+        let mut cache_imports = crate::cache_io::from_proto(&cache.imports);
+        for r in &cache.import_refs_deprecated {
+            cache_imports.push(crate::cache_io::CacheEntry {
+                kind: "registry".into(),
+                attrs: [("ref".to_string(), r.clone())].into_iter().collect(),
+            });
+        }
+        crate::cache_io::check(&cache_imports, false)?;
         if req.definition.as_ref().is_some_and(|d| !d.def.is_empty()) {
             return Err(SolveError::new(
                 tonic::Code::Unimplemented,
@@ -336,6 +355,7 @@ impl ControlApi {
                 progress: progress.clone(),
                 tags: crate::export::store_names(&exporters)?,
                 cancel: cancel_rx.clone(),
+                cache_imports: cache_imports.clone(),
             };
             let fut = frontend::dockerfile(bk, run);
             tokio::select! {
@@ -381,7 +401,7 @@ impl ControlApi {
             }
             return Ok(HashMap::new());
         };
-        crate::export::run(
+        let resp = crate::export::run(
             bk,
             &req.r#ref,
             &exporters,
@@ -389,7 +409,17 @@ impl ControlApi {
             session.as_ref(),
             &progress,
         )
-        .await
+        .await?;
+        crate::cache_io::export(
+            bk,
+            session.as_ref(),
+            &req.r#ref,
+            &cache_exports,
+            &result,
+            &progress,
+        )
+        .await?;
+        Ok(resp)
     }
 }
 
@@ -429,10 +459,11 @@ impl ctl::control_server::Control for ControlApi {
     ) -> Result<Response<ctl::SolveResponse>, Status> {
         let req = req.into_inner();
         tracing::debug!(
-            "solve {} frontend {:?} exporters {:?}",
+            "solve {} frontend {:?} exporters {:?} cache {:?}",
             req.r#ref,
             req.frontend,
-            req.exporters
+            req.exporters,
+            req.cache
         );
         match self.solve_inner(req).await {
             Ok(r) => Ok(Response::new(ctl::SolveResponse {
@@ -583,6 +614,15 @@ impl gw::llb_bridge_server::LlbBridge for Gateway {
             progress: job.progress.clone(),
             tags: crate::export::store_names(&job.exporters).map_err(|e| e.to_status())?,
             cancel: job.cancel.clone(),
+            cache_imports: crate::cache_io::from_proto(
+                &r.cache_imports
+                    .iter()
+                    .map(|e| ctl::CacheOptionsEntry {
+                        r#type: e.r#type.clone(),
+                        attrs: e.attrs.clone(),
+                    })
+                    .collect::<Vec<_>>(),
+            ),
         };
         let built = tokio::select! {
             r = frontend::dockerfile(&self.0, run) => r.map_err(|e| e.to_status())?,

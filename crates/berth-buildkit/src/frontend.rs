@@ -36,6 +36,8 @@ pub struct FrontendRun {
     pub tags: Vec<Reference>,
     /// Set when the client went away: the build stops at its next step or output line.
     pub cancel: tokio::sync::watch::Receiver<bool>,
+    /// Cache sources (besides the `cache-imports` attribute).
+    pub cache_imports: Vec<crate::cache_io::CacheEntry>,
 }
 
 fn bad(msg: impl Into<String>) -> SolveError {
@@ -538,6 +540,16 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
     for (id, p) in &_ssh.sockets {
         opts.ssh.insert(id.clone(), p.clone());
     }
+    // Cache sources: pulled, then used to seed the step cache.
+    let mut imports = run.cache_imports.clone();
+    for e in crate::cache_io::from_attr(attrs)? {
+        if !imports.contains(&e) {
+            imports.push(e);
+        }
+    }
+    crate::cache_io::check(&imports, false)?;
+    opts.cache_from =
+        crate::cache_io::import(bk, session, &run.solve_id, &imports, &progress).await;
     opts.dockerfile = dockerfile.clone();
     opts.context = ctx_dir;
     opts.tags = run.tags.clone();

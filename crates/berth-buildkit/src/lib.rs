@@ -12,6 +12,7 @@
 //! The daemon provides the image store, the runtime and registry access through [`Backend`].
 
 pub mod cache;
+pub mod cache_io;
 pub mod conn;
 pub mod control;
 pub mod errors;
