@@ -31,6 +31,9 @@ use crate::BuildKit;
 /// How long a solve waits for its session to connect, and gateway calls for their solve.
 const ATTACH_WAIT: Duration = Duration::from_secs(15);
 
+/// What the client's `Return` gave: a result ref (or none), or its build function's error.
+type Returned = Result<Option<String>, SolveError>;
+
 /// A control solve in progress.
 pub struct Job {
     pub id: String,
@@ -41,7 +44,7 @@ pub struct Job {
     /// Results of gateway solves, by the ref ID handed to the client.
     results: Mutex<HashMap<String, BuildResult>>,
     /// The client's `Return`.
-    returned: Mutex<Option<oneshot::Sender<Result<Option<String>, SolveError>>>>,
+    returned: Mutex<Option<oneshot::Sender<Returned>>>,
     cancel: watch::Receiver<bool>,
 }
 
@@ -447,7 +450,7 @@ impl ctl::control_server::Control for ControlApi {
         let records = tokio::task::spawn_blocking(move || crate::cache::prune(&store, &req))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::internal(e))?;
+            .map_err(Status::internal)?;
         Ok(Response::new(Box::pin(tokio_stream::iter(
             records.into_iter().map(Ok),
         ))))

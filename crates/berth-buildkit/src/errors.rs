@@ -55,7 +55,7 @@ pub struct SourceLocation {
 pub struct SolveError {
     pub code: tonic::Code,
     pub message: String,
-    pub source: Option<SourceLocation>,
+    pub source: Option<Box<SourceLocation>>,
     pub vertex: Option<String>,
     /// Details passed through as they came (a client's `Return` error).
     pub raw_details: Vec<prost_types::Any>,
@@ -167,11 +167,11 @@ mod tests {
         let e = SolveError {
             code: tonic::Code::Unknown,
             message: "boom".into(),
-            source: Some(SourceLocation {
+            source: Some(Box::new(SourceLocation {
                 filename: "Dockerfile".into(),
                 data: b"FROM x\nRUN false\n".to_vec(),
                 line: 2,
-            }),
+            })),
             vertex: None,
             raw_details: vec![],
         };

@@ -429,7 +429,7 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
             tonic::Code::InvalidArgument,
             format!("dockerfile parse error on line {}: {}", e.line, e.message),
         );
-        se.source = Some(source(e.line));
+        se.source = Some(Box::new(source(e.line)));
         se
     })?;
     // .dockerignore: the Dockerfile's own (`NAME.dockerignore`), else the context's.
@@ -632,7 +632,7 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
                 steps.cancel_rest();
                 let mut se = SolveError::unknown(msg);
                 se.vertex = vertex;
-                se.source = line.map(&source);
+                se.source = line.map(|l| Box::new(source(l)));
                 Err(se)
             }
         }
