@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::common::GraphDriver;
+pub use crate::common::GraphDriver;
 use crate::go::{is_empty_map, is_empty_vec, is_false, is_zero, strslice, Set};
 use crate::mount::Mount;
 use crate::network::{EndpointSettings, NetworkingConfig};
@@ -550,6 +550,7 @@ pub struct NetworkSettings {
     pub link_local_ipv6_address: String,
     #[serde(rename = "LinkLocalIPv6PrefixLen")]
     pub link_local_ipv6_prefix_len: i64,
+    #[serde(rename = "SecondaryIPAddresses")]
     pub secondary_ip_addresses: Option<Vec<serde_json::Value>>,
     #[serde(rename = "SecondaryIPv6Addresses")]
     pub secondary_ipv6_addresses: Option<Vec<serde_json::Value>>,
@@ -650,6 +651,19 @@ pub struct Summary {
     pub host_config: SummaryHostConfig,
     pub network_settings: SummaryNetworkSettings,
     pub mounts: Vec<MountPoint>,
+}
+
+/// A path in a container (`X-Docker-Container-Path-Stat` of the archive routes, base64 JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PathStat {
+    pub name: String,
+    pub size: i64,
+    /// Go's `os.FileMode` bits.
+    pub mode: u32,
+    /// RFC 3339.
+    pub mtime: String,
+    pub link_target: String,
 }
 
 #[cfg(test)]

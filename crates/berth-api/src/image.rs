@@ -187,3 +187,11 @@ pub struct PushResult {
     pub digest: String,
     pub size: u64,
 }
+
+/// `aux` of a build's last message: the built image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BuildResult {
+    #[serde(rename = "ID")]
+    pub id: String,
+}

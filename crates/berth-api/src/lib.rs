@@ -23,6 +23,7 @@ pub mod image;
 pub mod message;
 pub mod mount;
 pub mod network;
+pub mod stats;
 pub mod system;
 pub mod version;
 pub mod volume;

@@ -6,10 +6,55 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+/// A file-system operation that failed, with what was being done and where.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// A system call failed on a path.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// Where.
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Symlinks that loop (or nest more than 255 deep) while resolving a path in a root.
+    #[error("too many symlinks resolving {0}")]
+    SymlinkLoop(String),
+    /// A directory to create is a file (inside the root).
+    #[error("cannot create directory {0}: a file is in the way")]
+    NotADirectory(String),
+    /// A file would replace a directory.
+    #[error("cannot overwrite directory {} with a file", .0.display())]
+    IsADirectory(PathBuf),
+}
+
+/// `map_err` for an I/O error on `path`.
+pub(crate) fn io_at<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> FsError + 'a {
+    move |source| FsError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `user[:group]` not found in the root's `/etc/passwd` or `/etc/group` (Docker's words).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("unable to find user {0}: no matching entries in passwd file")]
+    User(String),
+    #[error("unable to find group {0}: no matching entries in group file")]
+    Group(String),
+}
+
 /// Resolves `path` (absolute inside the container) against `root`, following symlinks as if
 /// `root` were `/` (Docker's `FollowSymlinkInScope`). The last component is resolved too
 /// when `follow_last`.
-pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> io::Result<PathBuf> {
+pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> Result<PathBuf, FsError> {
     let mut todo: Vec<String> = Path::new(path)
         .components()
         .filter_map(|c| match c {
@@ -38,11 +83,9 @@ pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> io::Result
             Ok(m) if m.file_type().is_symlink() => {
                 links += 1;
                 if links > 255 {
-                    return Err(io::Error::other(format!(
-                        "too many symlinks resolving {path}"
-                    )));
+                    return Err(FsError::SymlinkLoop(path.to_string()));
                 }
-                let target = fs::read_link(&p)?;
+                let target = fs::read_link(&p).map_err(io_at("reading symlink", &p))?;
                 let t = target.to_string_lossy().into_owned();
                 if t.starts_with('/') {
                     cur.clear();
@@ -65,7 +108,7 @@ pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> io::Result
 
 /// Creates `path` (inside `root`) and missing parents, new directories owned by `owner` with
 /// mode 0755. Returns whether anything was created.
-pub fn mkdir_all(root: &Path, path: &str, owner: Option<(u32, u32)>) -> io::Result<bool> {
+pub fn mkdir_all(root: &Path, path: &str, owner: Option<(u32, u32)>) -> Result<bool, FsError> {
     let mut created = false;
     let mut acc = String::new();
     for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
@@ -74,20 +117,18 @@ pub fn mkdir_all(root: &Path, path: &str, owner: Option<(u32, u32)>) -> io::Resu
         let p = resolve_in_root(root, &acc, true)?;
         match fs::symlink_metadata(&p) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(io::Error::other(format!(
-                    "cannot create directory {acc}: a file is in the way"
-                )))
-            }
+            Ok(_) => return Err(FsError::NotADirectory(acc)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(&p)?;
-                fs::set_permissions(&p, fs::Permissions::from_mode(0o755))?;
+                fs::create_dir(&p).map_err(io_at("creating directory", &p))?;
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o755))
+                    .map_err(io_at("setting the mode of", &p))?;
                 if let Some((u, g)) = owner {
-                    std::os::unix::fs::lchown(&p, Some(u), Some(g))?;
+                    std::os::unix::fs::lchown(&p, Some(u), Some(g))
+                        .map_err(io_at("setting the owner of", &p))?;
                 }
                 created = true;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(io_at("inspecting", &p)(e)),
         }
     }
     Ok(created)
@@ -104,19 +145,20 @@ pub struct CopyAttrs {
     pub keep_owner: bool,
 }
 
-fn set_attrs(dst: &Path, src_meta: &fs::Metadata, a: &CopyAttrs) -> io::Result<()> {
+fn set_attrs(dst: &Path, src_meta: &fs::Metadata, a: &CopyAttrs) -> Result<(), FsError> {
     let (u, g) = match a.owner {
         Some(o) => o,
         None if a.keep_owner => (src_meta.uid(), src_meta.gid()),
         None => (0, 0),
     };
-    std::os::unix::fs::lchown(dst, Some(u), Some(g))?;
+    std::os::unix::fs::lchown(dst, Some(u), Some(g)).map_err(io_at("setting the owner of", dst))?;
     if !src_meta.file_type().is_symlink() {
         let mode = match a.mode {
             Some(m) => m,
             None => src_meta.mode() & 0o7777,
         };
-        fs::set_permissions(dst, fs::Permissions::from_mode(mode))?;
+        fs::set_permissions(dst, fs::Permissions::from_mode(mode))
+            .map_err(io_at("setting the mode of", dst))?;
     }
     let atime = rustix::fs::Timespec {
         tv_sec: src_meta.atime(),
@@ -135,35 +177,34 @@ fn set_attrs(dst: &Path, src_meta: &fs::Metadata, a: &CopyAttrs) -> io::Result<(
         },
         rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
     )
-    .map_err(io::Error::from)
+    .map_err(|e| io_at("setting the times of", dst)(e.into()))
 }
 
 /// Copies one entry (file, symlink, or directory tree) from `src` (host path) to `dst`
 /// (already resolved inside the target root; its parent exists).
-pub fn copy_entry(src: &Path, dst: &Path, a: &CopyAttrs) -> io::Result<()> {
-    let m = fs::symlink_metadata(src)?;
+pub fn copy_entry(src: &Path, dst: &Path, a: &CopyAttrs) -> Result<(), FsError> {
+    let m = fs::symlink_metadata(src).map_err(io_at("inspecting", src))?;
     let ft = m.file_type();
     if ft.is_dir() {
         match fs::symlink_metadata(dst) {
             Ok(d) if d.is_dir() => {}
             Ok(_) => {
-                fs::remove_file(dst)?;
-                fs::create_dir(dst)?;
+                fs::remove_file(dst).map_err(io_at("removing", dst))?;
+                fs::create_dir(dst).map_err(io_at("creating directory", dst))?;
             }
-            Err(_) => fs::create_dir(dst)?,
+            Err(_) => fs::create_dir(dst).map_err(io_at("creating directory", dst))?,
         }
-        let mut names: Vec<_> = fs::read_dir(src)?.collect::<io::Result<Vec<_>>>()?;
-        names.sort_by_key(|e| e.file_name());
-        for e in names {
+        for e in sorted_entries(src)? {
             copy_entry(&e.path(), &dst.join(e.file_name()), a)?;
         }
         set_attrs(dst, &m, a)
     } else {
         replace_with(dst)?;
         if ft.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(src)?, dst)?;
+            let target = fs::read_link(src).map_err(io_at("reading symlink", src))?;
+            std::os::unix::fs::symlink(target, dst).map_err(io_at("creating symlink", dst))?;
         } else if ft.is_file() {
-            fs::copy(src, dst)?;
+            fs::copy(src, dst).map_err(io_at("copying to", dst))?;
         } else {
             // Devices, fifos, sockets: Docker copies them as they are.
             let mode = m.mode();
@@ -174,44 +215,56 @@ pub fn copy_entry(src: &Path, dst: &Path, a: &CopyAttrs) -> io::Result<()> {
                 rustix::fs::Mode::from_raw_mode(mode & 0o7777),
                 m.rdev(),
             )
-            .map_err(io::Error::from)?;
+            .map_err(|e| io_at("creating device node", dst)(e.into()))?;
         }
         set_attrs(dst, &m, a)
     }
 }
 
+/// A directory's entries, sorted by name.
+pub fn sorted_entries(dir: &Path) -> Result<Vec<fs::DirEntry>, FsError> {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .and_then(|rd| rd.collect::<io::Result<Vec<_>>>())
+        .map_err(io_at("reading directory", dir))?;
+    names.sort_by_key(|e| e.file_name());
+    Ok(names)
+}
+
 /// Applies owner, mode and times of `src` to an existing `dst`.
-pub fn copy_entry_attrs_only(src: &Path, dst: &Path, a: &CopyAttrs) -> io::Result<()> {
-    let m = fs::symlink_metadata(src)?;
+pub fn copy_entry_attrs_only(src: &Path, dst: &Path, a: &CopyAttrs) -> Result<(), FsError> {
+    let m = fs::symlink_metadata(src).map_err(io_at("inspecting", src))?;
     set_attrs(dst, &m, a)
 }
 
 /// Removes whatever non-directory is at `dst` (directories in the way are an error).
-fn replace_with(dst: &Path) -> io::Result<()> {
+fn replace_with(dst: &Path) -> Result<(), FsError> {
     match fs::symlink_metadata(dst) {
-        Ok(d) if d.is_dir() => Err(io::Error::other(format!(
-            "cannot overwrite directory {} with a file",
-            dst.display()
-        ))),
-        Ok(_) => fs::remove_file(dst),
+        Ok(d) if d.is_dir() => Err(FsError::IsADirectory(dst.to_path_buf())),
+        Ok(_) => fs::remove_file(dst).map_err(io_at("removing", dst)),
         Err(_) => Ok(()),
     }
 }
 
 /// Writes `data` as a regular file.
-pub fn write_file(dst: &Path, data: &[u8], a: &CopyAttrs, default_mode: u32) -> io::Result<()> {
+pub fn write_file(
+    dst: &Path,
+    data: &[u8],
+    a: &CopyAttrs,
+    default_mode: u32,
+) -> Result<(), FsError> {
     replace_with(dst)?;
-    fs::write(dst, data)?;
+    fs::write(dst, data).map_err(io_at("writing", dst))?;
     let (u, g) = a.owner.unwrap_or((0, 0));
-    std::os::unix::fs::lchown(dst, Some(u), Some(g))?;
+    std::os::unix::fs::lchown(dst, Some(u), Some(g)).map_err(io_at("setting the owner of", dst))?;
     fs::set_permissions(
         dst,
         fs::Permissions::from_mode(a.mode.unwrap_or(default_mode)),
     )
+    .map_err(io_at("setting the mode of", dst))
 }
 
 /// Resolves Docker's `user[:group]` against a root's `/etc/passwd` and `/etc/group`.
-pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32), String> {
+pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32), UserError> {
     if user.is_empty() {
         return Ok((0, 0));
     }
@@ -238,11 +291,7 @@ pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32), String> {
     } else {
         match entry(u, false) {
             Some((Some(a), Some(b))) => (a, b),
-            _ => {
-                return Err(format!(
-                    "unable to find user {u}: no matching entries in passwd file"
-                ))
-            }
+            _ => return Err(UserError::User(u.to_string())),
         }
     };
     if let Some(g) = g {
@@ -254,9 +303,7 @@ pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32), String> {
                 .map(|l| l.split(':').collect::<Vec<_>>())
                 .find(|f| f.len() > 2 && f[0] == g)
                 .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| {
-                    format!("unable to find group {g}: no matching entries in group file")
-                })?
+                .ok_or_else(|| UserError::Group(g.to_string()))?
         };
     }
     Ok((uid, gid))

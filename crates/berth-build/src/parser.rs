@@ -1,5 +1,6 @@
 //! Dockerfile syntax: parser directives, comments, line continuations, heredocs, flags and
-//! the exec/shell forms. Evaluation (variable expansion, stages) lives in [`crate::builder`].
+//! the exec/shell forms. Each [`Node`] becomes a typed instruction (flags parsed) in
+//! `builder::instructions`; evaluation (variable expansion, stages) lives in `builder`.
 //!
 //! The rules follow moby/buildkit's `frontend/dockerfile/parser`:
 //! - directives (`# syntax=`, `# escape=`, `# check=`) only before the first comment, blank
@@ -40,9 +41,9 @@ pub struct Heredoc {
     pub chomp: bool,
 }
 
-/// One instruction as written.
+/// One instruction as written (moby's parser node).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Instruction {
+pub struct Node {
     /// Upper-case keyword (`RUN`).
     pub keyword: String,
     /// `--name=value` flags (value empty for bare `--name`), in order.
@@ -59,7 +60,7 @@ pub struct Instruction {
     pub heredocs: Vec<Heredoc>,
 }
 
-impl Instruction {
+impl Node {
     /// The value of a flag (last one wins), if given.
     pub fn flag(&self, name: &str) -> Option<&str> {
         self.flags
@@ -92,7 +93,7 @@ impl Instruction {
     }
 }
 
-impl fmt::Display for Instruction {
+impl fmt::Display for Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.original)
     }
@@ -103,7 +104,8 @@ impl fmt::Display for Instruction {
 pub struct Dockerfile {
     /// The escape character.
     pub escape: char,
-    pub instructions: Vec<Instruction>,
+    /// The instructions as written, in file order.
+    pub nodes: Vec<Node>,
     /// Warnings (empty continuation lines, …).
     pub warnings: Vec<String>,
 }
@@ -194,7 +196,7 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
     }
     let mut out = Dockerfile {
         escape,
-        instructions: Vec::new(),
+        nodes: Vec::new(),
         warnings: Vec::new(),
     };
     while i < lines.len() {
@@ -301,7 +303,7 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
             ));
         }
         let end_line = if heredocs.is_empty() { end + 1 } else { i };
-        out.instructions.push(Instruction {
+        out.nodes.push(Node {
             original: format!("{kw_raw} {rest}").trim_end().to_string(),
             keyword,
             flags,
@@ -458,21 +460,18 @@ mod tests {
     fn basics() {
         let df = parse("# syntax=docker/dockerfile:1\n# escape=`\nFROM busybox AS b\nRUN echo a `\n  # comment\n  b\n\nrun [\"ls\"]\n").unwrap();
         assert_eq!(df.escape, '`');
-        assert_eq!(df.instructions.len(), 3);
-        assert_eq!(df.instructions[1].args, "echo a   b");
-        assert_eq!(df.instructions[1].line, 4);
-        assert_eq!(df.instructions[2].keyword, "RUN");
-        assert_eq!(
-            json_array(&df.instructions[2].args),
-            Some(vec!["ls".into()])
-        );
+        assert_eq!(df.nodes.len(), 3);
+        assert_eq!(df.nodes[1].args, "echo a   b");
+        assert_eq!(df.nodes[1].line, 4);
+        assert_eq!(df.nodes[2].keyword, "RUN");
+        assert_eq!(json_array(&df.nodes[2].args), Some(vec!["ls".into()]));
     }
 
     #[test]
     fn directives_only_at_top() {
         let df = parse("FROM x\n# escape=`\nRUN a \\\n b\n").unwrap();
         assert_eq!(df.escape, '\\');
-        assert_eq!(df.instructions[1].args, "a  b");
+        assert_eq!(df.nodes[1].args, "a  b");
         assert!(parse("# escape=x\nFROM a").is_err());
     }
 
@@ -481,26 +480,23 @@ mod tests {
         let df =
             parse("COPY --from=build --chown=1:2 a b\nRUN --mount=type=cache,target=/x echo\n")
                 .unwrap();
-        assert_eq!(df.instructions[0].flag("from"), Some("build"));
-        assert_eq!(df.instructions[0].flag("chown"), Some("1:2"));
-        assert_eq!(df.instructions[0].args, "a b");
-        assert_eq!(
-            df.instructions[1].flag("mount"),
-            Some("type=cache,target=/x")
-        );
+        assert_eq!(df.nodes[0].flag("from"), Some("build"));
+        assert_eq!(df.nodes[0].flag("chown"), Some("1:2"));
+        assert_eq!(df.nodes[0].args, "a b");
+        assert_eq!(df.nodes[1].flag("mount"), Some("type=cache,target=/x"));
     }
 
     #[test]
     fn heredocs() {
         let df = parse("FROM a\nRUN <<EOF\necho hi\necho there\nEOF\nCOPY <<-\"X\" /f\n\tline $A\n\tX\nRUN cat <<A <<B\n1\nA\n2\nB\n").unwrap();
-        let r = &df.instructions[1];
+        let r = &df.nodes[1];
         assert_eq!(r.heredocs[0].content, "echo hi\necho there\n");
         assert!(r.heredocs[0].expand);
-        let c = &df.instructions[2];
+        let c = &df.nodes[2];
         assert_eq!(c.heredocs[0].content, "line $A\n");
         assert!(!c.heredocs[0].expand);
-        assert_eq!(df.instructions[3].heredocs.len(), 2);
-        assert_eq!(df.instructions[3].heredocs[1].content, "2\n");
+        assert_eq!(df.nodes[3].heredocs.len(), 2);
+        assert_eq!(df.nodes[3].heredocs[1].content, "2\n");
         let e = parse("FROM a\nRUN <<EOF\necho\n").unwrap_err();
         assert_eq!(e.line, 2);
     }

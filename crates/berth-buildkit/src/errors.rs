@@ -134,17 +134,9 @@ impl From<tonic::Status> for SolveError {
     }
 }
 
-/// BuildKit's wording of a failing RUN: `process "…" did not complete successfully: exit
-/// code: N`, from berth-build's `The command '…' returned a non-zero code: N`.
-pub fn run_failure_message(message: &str, code: i32) -> String {
-    let cmd = message
-        .strip_prefix("The command '")
-        .and_then(|r| r.rsplit_once("' returned a non-zero code"))
-        .map(|(c, _)| c);
-    match cmd {
-        Some(c) => format!("process \"{c}\" did not complete successfully: exit code: {code}"),
-        None => format!("{message}: exit code: {code}"),
-    }
+/// BuildKit's wording of a failing RUN.
+pub fn run_failure_message(command: &str, code: i32) -> String {
+    format!("process \"{command}\" did not complete successfully: exit code: {code}")
 }
 
 #[cfg(test)]

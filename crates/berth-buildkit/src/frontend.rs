@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use berth_build::builder::StepError;
 use berth_build::{BuildError, BuildOptions, Builder, Event, StepEvent};
 use berth_image::{Digest, Reference};
 
@@ -81,7 +82,7 @@ pub fn check_syntax(dockerfile: &str) -> Result<(), SolveError> {
 fn mount_ids(df: &berth_build::parser::Dockerfile) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut secrets = BTreeSet::new();
     let mut ssh = BTreeSet::new();
-    for inst in df.instructions.iter().filter(|i| i.keyword == "RUN") {
+    for inst in df.nodes.iter().filter(|i| i.keyword == "RUN") {
         for m in inst.flag_all("mount") {
             let kv: BTreeMap<String, String> = m
                 .split(',')
@@ -554,12 +555,7 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
     opts.context = ctx_dir;
     opts.tags = run.tags.clone();
     opts.output_events = true;
-    let multi_stage = parsed
-        .instructions
-        .iter()
-        .filter(|i| i.keyword == "FROM")
-        .count()
-        > 1;
+    let multi_stage = parsed.nodes.iter().filter(|i| i.keyword == "FROM").count() > 1;
     // The build, on a blocking thread.
     let backend = bk.backend().clone();
     let handle = tokio::runtime::Handle::current();
@@ -575,7 +571,7 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
             if r.is_ok() {
                 backend.image_event("pull", name);
             }
-            r
+            r.map_err(berth_build::builder::PullError::from)
         };
         let b = Builder {
             store: &store,
@@ -621,16 +617,15 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
                 let (line, msg) = match &e {
                     BuildError::Step {
                         line,
-                        message,
-                        code: Some(c),
-                    } => (Some(*line), run_failure_message(message, *c)),
-                    BuildError::Step { line, message, .. } => (Some(*line), message.clone()),
+                        source: StepError::Failed { command, code },
+                    } => (Some(*line), run_failure_message(command, *code)),
+                    BuildError::Step { line, source } => (Some(*line), source.to_string()),
                     BuildError::Parse(p) => (Some(p.line), p.message.clone()),
                     other => (None, other.to_string()),
                 };
                 let vertex = steps.fail(line, &msg);
                 steps.cancel_rest();
-                let mut se = SolveError::unknown(msg);
+                let mut se = SolveError::unknown(msg.clone());
                 se.vertex = vertex;
                 se.source = line.map(|l| Box::new(source(l)));
                 Err(se)

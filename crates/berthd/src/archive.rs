@@ -26,18 +26,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Path as AxPath, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use axum::body::Bytes;
+use axum::http::StatusCode;
 use futures_util::StreamExt;
-use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::{ApiError, AppState};
-use crate::engine::{Container, Engine};
+use crate::engine::{Container, Engine, EngineError};
 use crate::mounts;
 
 /// Errors of archive operations (with Docker's status codes).
@@ -47,23 +41,46 @@ pub enum ArchiveError {
     NotFound(String, String),
     #[error("{0}")]
     Bad(String),
+    /// Writing into a read-only root filesystem.
     #[error("{0}")]
-    Io(String),
+    Forbidden(String),
+    /// `op` failed.
+    #[error("{op}: {source}")]
+    Io {
+        op: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Engine(Box<EngineError>),
+    #[error("archive thread panicked")]
+    Panicked,
 }
 
-impl From<ArchiveError> for ApiError {
-    fn from(e: ArchiveError) -> Self {
-        let code = match e {
-            ArchiveError::NotFound(..) => StatusCode::NOT_FOUND,
-            ArchiveError::Bad(_) => StatusCode::BAD_REQUEST,
-            ArchiveError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError(code, e.to_string())
+impl From<EngineError> for ArchiveError {
+    fn from(e: EngineError) -> Self {
+        ArchiveError::Engine(Box::new(e))
     }
 }
 
-fn ioe(ctx: &str, e: impl std::fmt::Display) -> ArchiveError {
-    ArchiveError::Io(format!("{ctx}: {e}"))
+impl ArchiveError {
+    /// Docker's status code for the error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ArchiveError::NotFound(..) => StatusCode::NOT_FOUND,
+            ArchiveError::Bad(_) => StatusCode::BAD_REQUEST,
+            ArchiveError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ArchiveError::Engine(e) => e.status(),
+            ArchiveError::Io { .. } | ArchiveError::Panicked => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+fn ioe(op: &str, source: io::Error) -> ArchiveError {
+    ArchiveError::Io {
+        op: op.to_string(),
+        source,
+    }
 }
 
 type Result<T> = std::result::Result<T, ArchiveError>;
@@ -98,7 +115,7 @@ fn with_root<T: Send + 'static>(
         // Volumes with mount options are mounted in the host namespace first (refcounted).
         let user = format!("archive-{}", crate::util::random_hex(8));
         let points = if with_mounts {
-            let mut p = mounts::load(&engine, &c.id);
+            let mut p = engine.mounts.load(&c.id);
             p.retain(|m| m.typ != "tmpfs");
             p.sort_by_key(|m| m.destination.split('/').filter(|s| !s.is_empty()).count());
             p
@@ -108,8 +125,7 @@ fn with_root<T: Send + 'static>(
         let mut sources = Vec::new();
         let res = (|| {
             for m in &points {
-                let src = mounts::host_source(&engine, m, &user)
-                    .map_err(|e| ArchiveError::Io(e.to_string()))?;
+                let src = engine.mounts.host_source(m, &user)?;
                 sources.push((m.clone(), src));
             }
             stopped_root(&engine, &c, &sources, f)
@@ -202,12 +218,8 @@ fn stopped_root<T>(
         .join(format!("archive-{}", crate::util::random_hex(6)));
     std::fs::create_dir_all(&dir).map_err(|e| ioe("creating a mount point", e))?;
     let res = (|| {
-        let sn = engine
-            .images
-            .snapshotter()
-            .map_err(|e| ioe("snapshotter", e))?;
-        sn.mount_container(&c.id, &dir)
-            .map_err(|e| ioe("mounting the container's filesystem", e))?;
+        let sn = engine.images.snapshotter().map_err(EngineError::from)?;
+        sn.mount_container(&c.id, &dir).map_err(EngineError::from)?;
         let root = std::fs::File::open(&dir).map_err(|e| ioe("opening the root", e))?;
         for (m, src) in sources {
             bind_in_root(root.as_fd(), m, src)?;
@@ -429,20 +441,8 @@ pub fn go_file_mode(mode: u32) -> u32 {
 
 /// Standard base64 with padding.
 pub fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for ch in data.chunks(3) {
-        let b = [ch[0], *ch.get(1).unwrap_or(&0), *ch.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= ch.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 fn base_name(path: &str) -> String {
@@ -461,15 +461,14 @@ fn stat_header(root: BorrowedFd<'_>, path: &str, t: &Target) -> String {
     } else {
         String::new()
     };
-    let mtime = crate::util::format_rfc3339_nano(t.st.st_mtime, t.st.st_mtime_nsec as u32);
-    let v = json!({
-        "name": base_name(path),
-        "size": t.st.st_size,
-        "mode": go_file_mode(mode),
-        "mtime": mtime,
-        "linkTarget": link,
-    });
-    base64(v.to_string().as_bytes())
+    let stat = berth_api::container::PathStat {
+        name: base_name(path),
+        size: t.st.st_size,
+        mode: go_file_mode(mode),
+        mtime: crate::util::format_rfc3339_nano(t.st.st_mtime, t.st.st_mtime_nsec as u32),
+        link_target: link,
+    };
+    base64(&serde_json::to_vec(&stat).unwrap_or_default())
 }
 
 fn not_found_or(e: io::Error, path: &str, id: &str) -> ArchiveError {
@@ -619,97 +618,37 @@ impl<W: Write> TarWalker<W> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// routes
-
-type St = State<Arc<AppState>>;
-type Q = Query<HashMap<String, String>>;
-
-/// Archive routes.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route(
-            "/containers/{id}/archive",
-            get(get_archive).head(head_archive).put(put_archive),
-        )
-        .route("/containers/{id}/export", get(export))
-}
-
-fn path_param(q: &HashMap<String, String>) -> std::result::Result<String, ApiError> {
-    match q.get("path").filter(|p| !p.is_empty()) {
-        Some(p) => Ok(if p.starts_with('/') {
-            p.clone()
-        } else {
-            format!("/{p}")
-        }),
-        None => Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "bad parameter: path cannot be empty".into(),
-        )),
-    }
-}
-
-fn qbool(q: &HashMap<String, String>, k: &str) -> bool {
-    matches!(q.get(k).map(String::as_str), Some("1" | "true" | "True"))
-}
+// the operations (`HEAD`/`GET`/`PUT /containers/{id}/archive`, `GET /containers/{id}/export`)
 
 async fn join<T: Send + 'static>(h: std::thread::JoinHandle<Result<T>>) -> Result<T> {
     tokio::task::spawn_blocking(move || h.join())
         .await
-        .map_err(|e| ioe("archive task", e))?
-        .map_err(|_| ArchiveError::Io("archive thread panicked".into()))?
+        .map_err(EngineError::from)?
+        .map_err(|_| ArchiveError::Panicked)?
 }
 
-async fn head_archive(
-    State(s): St,
-    AxPath(id): AxPath<String>,
-    Query(q): Q,
-) -> std::result::Result<Response, ApiError> {
-    let path = path_param(&q)?;
-    let c = s.engine.get(&id)?;
+/// The stat header (`X-Docker-Container-Path-Stat`) of `path` in the container.
+pub async fn stat(engine: Arc<Engine>, c: Container, path: String) -> Result<String> {
     let cid = c.id.clone();
-    let p2 = path.clone();
-    let stat = join(with_root(s.engine.clone(), c, true, move |root| {
-        let t = resolve(root, &p2).map_err(|e| not_found_or(e, &p2, &cid))?;
-        Ok(stat_header(root, &p2, &t))
+    join(with_root(engine, c, true, move |root| {
+        let t = resolve(root, &path).map_err(|e| not_found_or(e, &path, &cid))?;
+        Ok(stat_header(root, &path, &t))
     }))
-    .await?;
-    let mut r = StatusCode::OK.into_response();
-    r.headers_mut().insert(
-        "X-Docker-Container-Path-Stat",
-        HeaderValue::from_str(&stat).unwrap_or(HeaderValue::from_static("")),
-    );
-    Ok(r)
+    .await
 }
 
-async fn get_archive(
-    State(s): St,
-    AxPath(id): AxPath<String>,
-    Query(q): Q,
-) -> std::result::Result<Response, ApiError> {
-    let path = path_param(&q)?;
-    let c = s.engine.get(&id)?;
-    stream_tar(s, c, path, true).await
-}
-
-async fn export(
-    State(s): St,
-    AxPath(id): AxPath<String>,
-) -> std::result::Result<Response, ApiError> {
-    let c = s.engine.get(&id)?;
-    stream_tar(s, c, "/".into(), false).await
-}
-
-/// Streams the tar of `path` (or the whole root filesystem for export).
-async fn stream_tar(
-    s: Arc<AppState>,
+/// The tar of `path` (`archive`), or of the whole root filesystem (export): the stat header
+/// of `path` and the stream, which a thread of its own writes.
+pub async fn tar(
+    engine: Arc<Engine>,
     c: Container,
     path: String,
     archive: bool,
-) -> std::result::Result<Response, ApiError> {
+) -> Result<(String, mpsc::Receiver<Bytes>)> {
     let (tx, rx) = mpsc::channel::<Bytes>(8);
     let (stat_tx, stat_rx) = oneshot::channel::<Result<String>>();
     let cid = c.id.clone();
-    let h = with_root(s.engine.clone(), c, archive, move |root| {
+    let h = with_root(engine, c, archive, move |root| {
         let t = match resolve(root, &path) {
             Ok(t) => t,
             Err(e) => {
@@ -752,37 +691,16 @@ async fn stream_tar(
         }
         // The root could not be set up: the thread's error says why.
         Err(_) => {
-            return Err(match join(h).await {
-                Err(e) => e.into(),
-                Ok(()) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, "archive failed".into()),
-            })
+            join(h).await?;
+            return Err(ArchiveError::Panicked);
         }
     };
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
-    });
-    let mut r = (
-        [(header::CONTENT_TYPE, "application/x-tar")],
-        Body::from_stream(body),
-    )
-        .into_response();
-    if archive {
-        r.headers_mut().insert(
-            "X-Docker-Container-Path-Stat",
-            HeaderValue::from_str(&stat).unwrap_or(HeaderValue::from_static("")),
-        );
-    }
-    Ok(r)
+    Ok((stat, rx))
 }
 
 /// The uid/gid of the container's `User` (resolved in its passwd/group), `None` without one.
-async fn copy_owner(
-    engine: &Arc<Engine>,
-    c: &Container,
-) -> std::result::Result<Option<(u32, u32)>, ApiError> {
-    let user = c.config["User"].as_str().unwrap_or("").to_string();
+async fn copy_owner(engine: &Arc<Engine>, c: &Container) -> Result<Option<(u32, u32)>> {
+    let user = c.config.user.clone();
     if user.is_empty() {
         return Ok(None);
     }
@@ -832,31 +750,42 @@ impl Read for ChanReader {
     }
 }
 
-async fn put_archive(
-    State(s): St,
-    AxPath(id): AxPath<String>,
-    Query(q): Q,
-    body: Body,
-) -> std::result::Result<Response, ApiError> {
-    let path = path_param(&q)?;
-    let no_overwrite = qbool(&q, "noOverwriteDirNonDir");
-    let c = s.engine.get(&id)?;
-    // `copyUIDGID` with a container user: everything belongs to that user (Docker).
-    let owner = if qbool(&q, "copyUIDGID") {
-        copy_owner(&s.engine, &c).await?
+/// How an upload is extracted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PutOptions {
+    /// `noOverwriteDirNonDir`: a directory never replaces a non-directory or the reverse.
+    pub no_overwrite_dir_non_dir: bool,
+    /// `copyUIDGID`: with a container user, everything belongs to that user (Docker).
+    pub copy_uid_gid: bool,
+}
+
+/// Extracts a tar (the body's chunks) into the directory `path` of the container.
+pub async fn put<S, E>(
+    engine: Arc<Engine>,
+    c: Container,
+    path: String,
+    opts: PutOptions,
+    mut body: S,
+) -> Result<()>
+where
+    S: futures_util::Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let no_overwrite = opts.no_overwrite_dir_non_dir;
+    let owner = if opts.copy_uid_gid {
+        copy_owner(&engine, &c).await?
     } else {
         None
     };
-    if c.host_config["ReadonlyRootfs"].as_bool().unwrap_or(false) {
+    if c.host_config.readonly_rootfs {
         // Docker refuses writes into a read-only root filesystem.
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
+        return Err(ArchiveError::Forbidden(
             "container rootfs is marked read-only".into(),
         ));
     }
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(8);
     let cid = c.id.clone();
-    let h = with_root(s.engine.clone(), c, true, move |root| {
+    let h = with_root(engine, c, true, move |root| {
         let dir = open_in_root(root, &path, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|e| {
             if e.raw_os_error() == Some(libc::ENOTDIR) {
                 ArchiveError::Bad("extraction point is not a directory".into())
@@ -884,8 +813,7 @@ async fn put_archive(
         })?;
         Ok(())
     });
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
+    while let Some(chunk) = body.next().await {
         let item = chunk.map_err(io::Error::other);
         let failed = item.is_err();
         if tx.send(item).await.is_err() || failed {
@@ -893,8 +821,7 @@ async fn put_archive(
         }
     }
     drop(tx);
-    join(h).await?;
-    Ok(StatusCode::OK.into_response())
+    join(h).await
 }
 
 #[cfg(test)]

@@ -16,8 +16,8 @@ use berth_image::Reference;
 use berth_registry::images::{ImageBackend, LocalBackend};
 use berth_registry::{CredentialStore, Credentials};
 
-use crate::api::{ApiError, AppState};
 use crate::engine::Engine;
+use crate::http::{ApiError, AppState};
 
 /// The routes of the BuildKit API.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -56,10 +56,9 @@ fn wants_h2c(req: &Request) -> Result<(), ApiError> {
     if up.eq_ignore_ascii_case("h2c") {
         Ok(())
     } else {
-        Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("this endpoint needs an upgrade to h2c (got {up:?})"),
-        ))
+        Err(ApiError::bad(format!(
+            "this endpoint needs an upgrade to h2c (got {up:?})"
+        )))
     }
 }
 
@@ -82,7 +81,7 @@ async fn session(State(s): State<Arc<AppState>>, mut req: Request) -> Response {
     }
     let info = match berth_buildkit::session::SessionInfo::from_headers(req.headers()) {
         Ok(i) => i,
-        Err(e) => return ApiError(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(e) => return ApiError::bad(e.to_string()).into_response(),
     };
     let bk = buildkit(&s.engine);
     let on_upgrade = hyper::upgrade::on(&mut req);

@@ -1,10 +1,11 @@
 //! The daemon's event bus (`GET /events`): every state change of containers, images,
 //! networks and volumes, in Docker's JSON shape, with a short history for `since`.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
-use serde_json::{json, Value};
+use berth_api::system::{Actor, EventMessage};
+use berth_api::Filters;
 use tokio::sync::broadcast;
 
 /// How many past events `since` can replay.
@@ -16,48 +17,43 @@ pub struct Event {
     pub typ: String,
     pub action: String,
     pub id: String,
-    pub attributes: serde_json::Map<String, Value>,
+    pub attributes: BTreeMap<String, String>,
     /// Nanoseconds since the epoch.
     pub time_nano: i64,
 }
 
 impl Event {
-    /// Docker's JSON (with the legacy `status`, `id`, `from` keys for containers and images).
-    pub fn to_json(&self) -> Value {
-        let mut v = json!({
-            "Type": self.typ,
-            "Action": self.action,
-            "Actor": {"ID": self.id, "Attributes": self.attributes},
-            "scope": "local",
-            "time": self.time_nano / 1_000_000_000,
-            "timeNano": self.time_nano,
-        });
-        if self.typ == "container" || self.typ == "image" {
-            v["status"] = json!(self.action);
-            v["id"] = json!(self.id);
-            if let Some(img) = self.attributes.get("image") {
-                v["from"] = img.clone();
-            }
+    /// Docker's shape (with the legacy `status`, `id`, `from` of containers and images).
+    pub fn to_message(&self) -> EventMessage {
+        let legacy = self.typ == "container" || self.typ == "image";
+        EventMessage {
+            kind: self.typ.clone(),
+            action: self.action.clone(),
+            actor: Actor {
+                id: self.id.clone(),
+                attributes: self.attributes.clone(),
+            },
+            scope: "local".into(),
+            time: self.time_nano / 1_000_000_000,
+            time_nano: self.time_nano,
+            status: legacy.then(|| self.action.clone()),
+            id: legacy.then(|| self.id.clone()),
+            from: self.attributes.get("image").filter(|_| legacy).cloned(),
         }
-        v
     }
 
     /// Whether the event passes Docker's `filters` (`type`, `event`, `container`, `image`,
     /// `label`, `network`, `volume`, `scope`): keys are ANDed, values of one key ORed.
-    pub fn matches(&self, filters: &[(String, String)]) -> bool {
-        let mut keys: Vec<&str> = filters.iter().map(|(k, _)| k.as_str()).collect();
+    pub fn matches(&self, filters: &Filters) -> bool {
+        let mut keys: Vec<&str> = filters.0.iter().map(|(k, _)| k.as_str()).collect();
         keys.sort();
         keys.dedup();
-        keys.into_iter().all(|key| {
-            filters
-                .iter()
-                .filter(|(k, _)| k == key)
-                .any(|(_, v)| self.matches_one(key, v))
-        })
+        keys.into_iter()
+            .all(|key| filters.get(key).any(|v| self.matches_one(key, v)))
     }
 
     fn matches_one(&self, key: &str, v: &str) -> bool {
-        let attr = |k: &str| self.attributes.get(k).and_then(Value::as_str).unwrap_or("");
+        let attr = |k: &str| self.attributes.get(k).map(String::as_str).unwrap_or("");
         match key {
             "type" => self.typ == v,
             "event" => {
@@ -100,13 +96,7 @@ impl Default for Bus {
 
 impl Bus {
     /// Publishes an event now.
-    pub fn emit(
-        &self,
-        typ: &str,
-        action: &str,
-        id: &str,
-        attributes: serde_json::Map<String, Value>,
-    ) {
+    pub fn emit(&self, typ: &str, action: &str, id: &str, attributes: BTreeMap<String, String>) {
         let (s, ns) = berth_image::timeutil::now();
         let ev = Event {
             typ: typ.into(),
@@ -183,12 +173,15 @@ pub fn parse_time(s: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
-    fn ev(typ: &str, action: &str, id: &str, attrs: Value) -> Event {
+    fn ev(typ: &str, action: &str, id: &str, attrs: &[(&str, &str)]) -> Event {
         Event {
             typ: typ.into(),
             action: action.into(),
             id: id.into(),
-            attributes: attrs.as_object().cloned().unwrap_or_default(),
+            attributes: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             time_nano: 5,
         }
     }
@@ -199,12 +192,14 @@ mod tests {
             "container",
             "start",
             "abcdef",
-            json!({"name": "web", "image": "busybox", "tier": "x"}),
+            &[("name", "web"), ("image", "busybox"), ("tier", "x")],
         );
-        let f = |v: &[(&str, &str)]| -> Vec<(String, String)> {
-            v.iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect()
+        let f = |v: &[(&str, &str)]| {
+            Filters(
+                v.iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect(),
+            )
         };
         assert!(e.matches(&f(&[])));
         assert!(e.matches(&f(&[("type", "container"), ("event", "start")])));
@@ -215,10 +210,12 @@ mod tests {
         assert!(e.matches(&f(&[("label", "tier=x")])));
         assert!(!e.matches(&f(&[("label", "tier=y")])));
         assert!(e.matches(&f(&[("image", "busybox")])));
-        let j = e.to_json();
+        let j = serde_json::to_value(e.to_message()).unwrap();
         assert_eq!(j["status"], "start");
         assert_eq!(j["from"], "busybox");
         assert_eq!(j["Actor"]["Attributes"]["name"], "web");
+        let n = serde_json::to_value(ev("network", "create", "n1", &[]).to_message()).unwrap();
+        assert!(n.get("status").is_none() && n.get("from").is_none());
     }
 
     #[test]

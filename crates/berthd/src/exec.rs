@@ -4,12 +4,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use serde_json::{json, Value};
+use berth_api::exec::{CreateRequest, Inspect, ProcessConfig};
+use berth_runtime::spec::{Process, User};
+use berth_shim::protocol::Request;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use crate::engine::{Container, Engine, EngineError, Result};
-use crate::{shimio, spec, util};
+use crate::shimio::{self, ExitFrame};
+use crate::{spec, util};
 
 /// One exec instance (`/exec/{id}/json`).
 #[derive(Debug, Clone)]
@@ -34,26 +37,26 @@ pub struct ExecRec {
 
 impl ExecRec {
     /// Docker's `ExecInspect`.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "ID": self.id,
-            "Running": self.running,
-            "ExitCode": self.exit_code,
-            "ProcessConfig": {
-                "tty": self.tty,
-                "entrypoint": self.args.first().cloned().unwrap_or_default(),
-                "arguments": self.args.iter().skip(1).collect::<Vec<_>>(),
-                "privileged": self.privileged,
-                "user": self.user,
+    pub fn to_inspect(&self) -> Inspect {
+        Inspect {
+            id: self.id.clone(),
+            running: self.running,
+            exit_code: self.exit_code,
+            process_config: ProcessConfig {
+                tty: self.tty,
+                entrypoint: self.args.first().cloned().unwrap_or_default(),
+                arguments: self.args.iter().skip(1).cloned().collect(),
+                privileged: self.privileged,
+                user: self.user.clone(),
             },
-            "OpenStdin": self.stdin,
-            "OpenStderr": self.stderr,
-            "OpenStdout": self.stdout,
-            "CanRemove": false,
-            "ContainerID": self.container_id,
-            "DetachKeys": self.detach_keys,
-            "Pid": self.pid,
-        })
+            open_stdin: self.stdin,
+            open_stderr: self.stderr,
+            open_stdout: self.stdout,
+            can_remove: false,
+            container_id: self.container_id.clone(),
+            detach_keys: self.detach_keys.clone(),
+            pid: self.pid,
+        }
     }
 }
 
@@ -91,24 +94,6 @@ impl Execs {
     }
 }
 
-fn strings(v: &Value, field: &str) -> Result<Vec<String>> {
-    match v {
-        Value::Null => Ok(vec![]),
-        Value::String(s) => Ok(vec![s.clone()]),
-        Value::Array(a) => a
-            .iter()
-            .map(|x| {
-                x.as_str().map(str::to_string).ok_or_else(|| {
-                    EngineError::BadRequest(format!("{field} must be a list of strings"))
-                })
-            })
-            .collect(),
-        _ => Err(EngineError::BadRequest(format!(
-            "{field} must be a list of strings"
-        ))),
-    }
-}
-
 impl Engine {
     fn running_container(&self, name_or_id: &str) -> Result<Container> {
         let c = self.get(name_or_id)?;
@@ -128,27 +113,26 @@ impl Engine {
     }
 
     /// `POST /containers/{id}/exec`.
-    pub fn exec_create(&self, name_or_id: &str, body: &Value) -> Result<String> {
+    pub fn exec_create(&self, name_or_id: &str, req: &CreateRequest) -> Result<String> {
         let c = self.running_container(name_or_id)?;
-        let args = strings(&body["Cmd"], "Cmd")?;
+        let args = req.cmd.clone().unwrap_or_default();
         if args.is_empty() {
             return Err(EngineError::BadRequest("No exec command specified".into()));
         }
-        let env = strings(&body["Env"], "Env")?;
         let id = util::new_id();
         let rec = ExecRec {
             id: id.clone(),
             container_id: c.id.clone(),
             args,
-            env,
-            user: body["User"].as_str().unwrap_or("").to_string(),
-            workdir: body["WorkingDir"].as_str().unwrap_or("").to_string(),
-            privileged: body["Privileged"].as_bool().unwrap_or(false),
-            tty: body["Tty"].as_bool().unwrap_or(false),
-            stdin: body["AttachStdin"].as_bool().unwrap_or(false),
-            stdout: body["AttachStdout"].as_bool().unwrap_or(false),
-            stderr: body["AttachStderr"].as_bool().unwrap_or(false),
-            detach_keys: body["DetachKeys"].as_str().unwrap_or("").to_string(),
+            env: req.env.clone().unwrap_or_default(),
+            user: req.user.clone(),
+            workdir: req.working_dir.clone(),
+            privileged: req.privileged,
+            tty: req.tty,
+            stdin: req.attach_stdin,
+            stdout: req.attach_stdout,
+            stderr: req.attach_stderr,
+            detach_keys: req.detach_keys.clone(),
             running: false,
             started: false,
             exit_code: None,
@@ -161,22 +145,15 @@ impl Engine {
     }
 
     /// The OCI `process` of an exec: the container's settings with the exec's overrides.
-    fn exec_process(&self, c: &Container, x: &ExecRec) -> Result<Value> {
+    fn exec_process(&self, c: &Container, x: &ExecRec) -> Result<Process> {
         let user = if x.user.is_empty() {
-            c.config["User"].as_str().unwrap_or("").to_string()
+            &c.config.user
         } else {
-            x.user.clone()
+            &x.user
         };
         let (uid, gid) =
-            spec::resolve_user(&self.rootfs(&c.id), &user).map_err(EngineError::BadRequest)?;
-        let mut env: Vec<String> = c.config["Env"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+            spec::resolve_user(&self.rootfs(&c.id), user).map_err(EngineError::BadRequest)?;
+        let mut env: Vec<String> = c.config.env.clone().unwrap_or_default();
         for e in &x.env {
             let key = e.split('=').next().unwrap_or("");
             env.retain(|v| v.split('=').next() != Some(key));
@@ -185,40 +162,40 @@ impl Engine {
         if x.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
             env.push("TERM=xterm".into());
         }
-        let cwd = if !x.workdir.is_empty() {
-            x.workdir.clone()
-        } else {
-            match c.config["WorkingDir"].as_str() {
-                Some(w) if !w.is_empty() => w.to_string(),
-                _ => "/".into(),
-            }
-        };
-        let privileged = x.privileged || c.host_config["Privileged"].as_bool().unwrap_or(false);
-        let caps = crate::hostconfig::capabilities(&c.host_config, privileged)
-            .map_err(EngineError::BadRequest)?;
-        let gids = crate::hostconfig::group_add(&self.rootfs(&c.id), &c.host_config)
-            .map_err(EngineError::BadRequest)?;
-        let mut user = json!({"uid": uid, "gid": gid});
-        if !gids.is_empty() {
-            user["additionalGids"] = json!(gids);
-        }
-        Ok(json!({
-            "terminal": x.tty,
-            "user": user,
-            "args": x.args,
-            "env": env,
-            "cwd": cwd,
-            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "noNewPrivileges": crate::hostconfig::no_new_privileges(&c.host_config),
-        }))
+        let cwd = [&x.workdir, &c.config.working_dir]
+            .into_iter()
+            .find(|w| !w.is_empty())
+            .map(String::as_str)
+            .unwrap_or("/");
+        let privileged = x.privileged || c.host_config.privileged;
+        let caps = crate::hostconfig::capabilities(&c.host_config, privileged)?;
+        let gids = crate::hostconfig::group_add(&self.rootfs(&c.id), &c.host_config)?;
+        Ok(Process {
+            terminal: x.tty,
+            user: User {
+                uid,
+                gid,
+                additional_gids: gids,
+                ..Default::default()
+            },
+            args: x.args.clone(),
+            env,
+            cwd: cwd.into(),
+            capabilities: Some(crate::hostconfig::oci_capabilities(&caps)),
+            no_new_privileges: crate::hostconfig::no_new_privileges(&c.host_config),
+            ..Default::default()
+        })
+    }
+
+    fn exec_rec(&self, exec_id: &str) -> Result<ExecRec> {
+        self.execs
+            .get(exec_id)
+            .ok_or_else(|| EngineError::ExecNotFound(exec_id.to_string()))
     }
 
     /// The checks of `exec start` that come before the stream is hijacked.
     pub fn exec_check(&self, exec_id: &str) -> Result<ExecRec> {
-        let x = self
-            .execs
-            .get(exec_id)
-            .ok_or_else(|| EngineError::NotFound(format!("No such exec instance: {exec_id}")))?;
+        let x = self.exec_rec(exec_id)?;
         if x.started {
             return Err(EngineError::Conflict(format!(
                 "Error: Exec command {exec_id} has already run"
@@ -231,10 +208,7 @@ impl Engine {
     /// `POST /exec/{id}/start`: runs the process; returns the shim's stream (framed, ending
     /// with an exit frame) unless detached.
     pub async fn exec_start(self: &Arc<Self>, exec_id: &str) -> Result<(ExecRec, UnixStream)> {
-        let x = self
-            .execs
-            .get(exec_id)
-            .ok_or_else(|| EngineError::NotFound(format!("No such exec instance: {exec_id}")))?;
+        let x = self.exec_rec(exec_id)?;
         if x.started {
             return Err(EngineError::Conflict(format!(
                 "Error: Exec command {exec_id} has already run"
@@ -243,14 +217,23 @@ impl Engine {
         let c = self.running_container(&x.container_id)?;
         let process = self.exec_process(&c, &x)?;
         self.execs.update(exec_id, |r| r.started = true);
-        let socket = self.shim_dir(&c.id).join("shim.sock");
-        let mut s = shimio::connect(&socket).await.map_err(|e| {
-            EngineError::Internal(format!("connecting to the container's shim: {e}"))
-        })?;
+        let mut s = shimio::connect(&self.shim_socket(&c.id))
+            .await
+            .map_err(EngineError::sys("connecting to the container's shim"))?;
         let short: String = exec_id.chars().take(32).collect();
+        let process = serde_json::to_value(&process)
+            .map_err(|e| EngineError::Internal(format!("encoding the exec's process: {e}")))?;
         let reply = shimio::call_on(
             &mut s,
-            &json!({"op": "exec", "exec_id": short, "process": process, "tty": x.tty, "stdin": x.stdin}),
+            &Request::Exec {
+                exec_id: Some(short),
+                process: Some(process),
+                args: None,
+                env: vec![],
+                cwd: None,
+                tty: x.tty,
+                stdin: x.stdin,
+            },
         )
         .await;
         let reply = match reply {
@@ -268,7 +251,7 @@ impl Engine {
                 )));
             }
         };
-        let pid = reply["pid"].as_i64().unwrap_or(0);
+        let pid = reply.pid.unwrap_or(0);
         self.execs.update(exec_id, |r| {
             r.running = true;
             r.pid = pid;
@@ -297,32 +280,24 @@ impl Engine {
 
     /// `POST /exec/{id}/resize`.
     pub async fn exec_resize(&self, exec_id: &str, rows: u16, cols: u16) -> Result<()> {
-        let x = self
-            .execs
-            .get(exec_id)
-            .ok_or_else(|| EngineError::NotFound(format!("No such exec instance: {exec_id}")))?;
-        let socket = self.shim_dir(&x.container_id).join("shim.sock");
+        let x = self.exec_rec(exec_id)?;
         let short: String = exec_id.chars().take(32).collect();
         shimio::call(
-            &socket,
-            json!({"op": "resize", "rows": rows, "cols": cols, "exec_id": short}),
+            &self.shim_socket(&x.container_id),
+            Request::Resize {
+                rows,
+                cols,
+                exec_id: Some(short),
+            },
         )
         .await
         .map(drop)
         .map_err(|e| EngineError::BadRequest(e.to_string()))
     }
 
-    /// Running exec ids of a container (inspect's `ExecIDs`).
-    pub fn execs_of(&self, cid: &str) -> Vec<String> {
-        self.execs.of_container(cid)
-    }
-
     /// `GET /exec/{id}/json`.
-    pub fn exec_inspect(&self, exec_id: &str) -> Result<Value> {
-        self.execs
-            .get(exec_id)
-            .map(|x| x.to_json())
-            .ok_or_else(|| EngineError::NotFound(format!("No such exec instance: {exec_id}")))
+    pub fn exec_inspect(&self, exec_id: &str) -> Result<Inspect> {
+        Ok(self.exec_rec(exec_id)?.to_inspect())
     }
 
     /// Runs a command in a container to completion, collecting up to `limit` bytes of output
@@ -335,12 +310,17 @@ impl Engine {
     ) -> Result<(i64, String)> {
         let id = self.exec_create(
             cid,
-            &json!({"Cmd": args, "AttachStdout": true, "AttachStderr": true}),
+            &CreateRequest {
+                cmd: Some(args),
+                attach_stdout: true,
+                attach_stderr: true,
+                ..Default::default()
+            },
         )?;
         let (_, s) = self.exec_start(&id).await?;
         let (mut r, _w) = s.into_split();
         let mut out = Vec::new();
-        let code = pump_frames(&mut r, false, |_, data| {
+        let code = pump_frames(&mut r, |_, data| {
             if out.len() < limit {
                 out.extend_from_slice(&data[..data.len().min(limit - out.len())]);
             }
@@ -357,7 +337,6 @@ impl Engine {
 /// exit frame; returns its exit code (`None` when the stream ended without one).
 pub async fn pump_frames<R: AsyncRead + Unpin>(
     r: &mut R,
-    _tty: bool,
     mut f: impl FnMut(u8, &[u8]),
 ) -> Option<i64> {
     let mut hdr = [0u8; 8];
@@ -372,8 +351,7 @@ pub async fn pump_frames<R: AsyncRead + Unpin>(
             return None;
         }
         if hdr[0] == berth_shim::protocol::EXIT {
-            let v: Value = serde_json::from_slice(&buf).unwrap_or(Value::Null);
-            return Some(v["exit_code"].as_i64().unwrap_or(-1));
+            return Some(ExitFrame::code(&buf));
         }
         f(hdr[0], &buf);
     }
@@ -399,8 +377,7 @@ pub async fn relay_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             return None;
         }
         if hdr[0] == berth_shim::protocol::EXIT {
-            let v: Value = serde_json::from_slice(&buf).unwrap_or(Value::Null);
-            return Some(v["exit_code"].as_i64().unwrap_or(-1));
+            return Some(ExitFrame::code(&buf));
         }
         if !client_ok {
             continue;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use berth_api::container::{Health, HealthcheckResult};
 
 use crate::engine::Engine;
 use crate::util;
@@ -15,26 +15,12 @@ const DEFAULT_START_INTERVAL: Duration = Duration::from_secs(5);
 const MAX_LOG: usize = 5;
 const MAX_OUTPUT: usize = 4096;
 
-fn dur(v: &Value, default: Duration) -> Duration {
-    match v.as_i64() {
-        Some(n) if n > 0 => Duration::from_nanos(n as u64),
-        _ => default,
-    }
-}
-
-/// The command of a health check test (`CMD …` or `CMD-SHELL …`); `None` for `NONE`/empty.
-pub fn command(test: &Value) -> Option<Vec<String>> {
-    let t: Vec<String> = test
-        .as_array()?
-        .iter()
-        .filter_map(|x| x.as_str().map(str::to_string))
-        .collect();
-    match t.first().map(String::as_str) {
-        Some("CMD") if t.len() > 1 => Some(t[1..].to_vec()),
-        Some("CMD-SHELL") if t.len() > 1 => {
-            Some(vec!["/bin/sh".into(), "-c".into(), t[1..].join(" ")])
-        }
-        _ => None,
+/// A health check duration (nanoseconds; zero or negative means the default).
+fn dur(n: i64, default: Duration) -> Duration {
+    if n > 0 {
+        Duration::from_nanos(n as u64)
+    } else {
+        default
     }
 }
 
@@ -42,15 +28,17 @@ impl Engine {
     /// Starts the health-check loop of a running container (no-op without a check).
     pub fn spawn_health_checks(self: &Arc<Self>, id: &str) {
         let Ok(c) = self.get(id) else { return };
-        let hc = c.config["Healthcheck"].clone();
-        let Some(cmd) = command(&hc["Test"]) else {
+        let Some(hc) = c.config.healthcheck.clone() else {
             return;
         };
-        let interval = dur(&hc["Interval"], DEFAULT_INTERVAL);
-        let timeout = dur(&hc["Timeout"], DEFAULT_TIMEOUT);
-        let start_period = dur(&hc["StartPeriod"], Duration::ZERO);
-        let start_interval = dur(&hc["StartInterval"], DEFAULT_START_INTERVAL);
-        let retries = hc["Retries"].as_i64().filter(|r| *r > 0).unwrap_or(3);
+        let Some(cmd) = hc.command() else {
+            return;
+        };
+        let interval = dur(hc.interval, DEFAULT_INTERVAL);
+        let timeout = dur(hc.timeout, DEFAULT_TIMEOUT);
+        let start_period = dur(hc.start_period, Duration::ZERO);
+        let start_interval = dur(hc.start_interval, DEFAULT_START_INTERVAL);
+        let retries = Some(hc.retries).filter(|r| *r > 0).unwrap_or(3);
         let started_at = c.state.started_at.clone();
         let me = self.clone();
         let id = c.id.clone();
@@ -58,7 +46,7 @@ impl Engine {
             let began = std::time::Instant::now();
             loop {
                 let in_start = began.elapsed() < start_period;
-                let wait = if in_start && !hc["StartInterval"].is_null() {
+                let wait = if in_start && hc.start_interval > 0 {
                     start_interval
                 } else {
                     interval
@@ -108,28 +96,30 @@ impl Engine {
             if !r.state.running || r.state.started_at != started_at {
                 return;
             }
-            let mut h =
-                r.state.health.clone().unwrap_or_else(
-                    || json!({"Status": "starting", "FailingStreak": 0, "Log": []}),
-                );
-            let old = h["Status"].as_str().unwrap_or("").to_string();
-            let mut log: Vec<Value> = h["Log"].as_array().cloned().unwrap_or_default();
-            log.push(json!({"Start": start, "End": util::now_rfc3339_nano(), "ExitCode": code, "Output": output}));
-            if log.len() > MAX_LOG {
-                log.drain(..log.len() - MAX_LOG);
+            let mut h = r.state.health.clone().unwrap_or_else(|| Health {
+                status: "starting".into(),
+                ..Default::default()
+            });
+            let old = h.status.clone();
+            h.log.push(HealthcheckResult {
+                start: start.to_string(),
+                end: util::now_rfc3339_nano(),
+                exit_code: code,
+                output,
+            });
+            if h.log.len() > MAX_LOG {
+                h.log.drain(..h.log.len() - MAX_LOG);
             }
-            h["Log"] = json!(log);
             if code == 0 {
-                h["Status"] = json!("healthy");
-                h["FailingStreak"] = json!(0);
+                h.status = "healthy".into();
+                h.failing_streak = 0;
             } else if !in_start {
-                let streak = h["FailingStreak"].as_i64().unwrap_or(0) + 1;
-                h["FailingStreak"] = json!(streak);
-                if streak >= retries {
-                    h["Status"] = json!("unhealthy");
+                h.failing_streak += 1;
+                if h.failing_streak >= retries {
+                    h.status = "unhealthy".into();
                 }
             }
-            let new = h["Status"].as_str().unwrap_or("").to_string();
+            let new = h.status.clone();
             r.state.health = Some(h);
             if let Err(err) = self.persist(&r) {
                 tracing::warn!("persisting {id}: {err}");
@@ -146,16 +136,24 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use berth_api::container::HealthConfig;
+
+    fn command(test: Option<&[&str]>) -> Option<Vec<String>> {
+        HealthConfig {
+            test: test.map(|t| t.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        }
+        .command()
+    }
 
     #[test]
     fn commands() {
         assert_eq!(
-            command(&json!(["CMD-SHELL", "test -f /x"])).unwrap(),
+            command(Some(&["CMD-SHELL", "test -f /x"])).unwrap(),
             vec!["/bin/sh", "-c", "test -f /x"]
         );
-        assert_eq!(command(&json!(["CMD", "true"])).unwrap(), vec!["true"]);
-        assert!(command(&json!(["NONE"])).is_none());
-        assert!(command(&Value::Null).is_none());
+        assert_eq!(command(Some(&["CMD", "true"])).unwrap(), vec!["true"]);
+        assert!(command(Some(&["NONE"])).is_none());
+        assert!(command(None).is_none());
     }
 }

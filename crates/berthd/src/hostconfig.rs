@@ -1,14 +1,66 @@
-//! Docker's `HostConfig` (security, resources, namespaces) turned into the OCI bundle.
+//! Docker's `HostConfig` (security, resources, namespaces) applied to the container's OCI spec.
 //!
-//! [`check`] runs at create time and refuses what Berth cannot honour, naming the field;
-//! [`apply`] edits the `config.json` value at start time.
+//! [`check`] runs at create time and refuses what Berth cannot honour, naming the field and
+//! using Docker's messages; [`apply`] edits the runtime's typed [`Spec`] at start time;
+//! [`resources`] gives the cgroup limits (also for `update`).
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
+use berth_api::container::{HostConfig, Resources, Ulimit};
+use berth_runtime::spec::{
+    Capabilities, Device, LinuxResources, Mount, Namespace, NamespaceType, Rlimit, Seccomp,
+    SeccompArg, Spec, Syscall,
+};
+use oci_spec::runtime::{
+    LinuxBlockIo, LinuxCpu, LinuxDeviceCgroup, LinuxDeviceType, LinuxMemory, LinuxPids,
+    LinuxThrottleDeviceBuilder, LinuxWeightDeviceBuilder,
+};
+use serde::Deserialize;
 
+use crate::engine::Peers;
 use crate::spec::DEFAULT_CAPS;
+
+/// A `HostConfig` Berth cannot honour, or a device or group it cannot find (400s).
+#[derive(Debug, thiserror::Error)]
+pub enum HostConfigError {
+    /// Docker's message for an invalid setting.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("unknown capability: {0:?}")]
+    UnknownCapability(String),
+    #[error("Unable to find group {0}: no matching entries in group file")]
+    UnknownGroup(String),
+    #[error("error gathering device information while adding custom device {path:?}: {source}")]
+    DeviceInfo {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Device {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a device", path.display())]
+    NotADevice { path: PathBuf },
+    #[error("decoding seccomp profile failed: {0}")]
+    Seccomp(#[source] berth_api::DecodeError),
+    #[error("invalid device cgroup rule {0:?}")]
+    DeviceRule(String),
+    #[error("invalid ulimit type: {0}")]
+    Ulimit(String),
+    /// `container:<x>` modes whose container cannot be joined.
+    #[error("{0}")]
+    Peer(String),
+}
+
+type Result<T, E = HostConfigError> = std::result::Result<T, E>;
+
+fn invalid(m: impl Into<String>) -> HostConfigError {
+    HostConfigError::Invalid(m.into())
+}
 
 /// Every capability the daemon itself holds in its bounding set (for `--privileged` and
 /// `--cap-add ALL`; a capability we lack could never be granted).
@@ -28,37 +80,22 @@ fn norm_cap(c: &str) -> String {
     }
 }
 
-fn str_list(v: &Value) -> Vec<String> {
-    match v {
-        Value::Array(a) => a
-            .iter()
-            .filter_map(|x| x.as_str().map(str::to_string))
-            .collect(),
-        Value::String(s) if !s.is_empty() => vec![s.clone()],
-        _ => vec![],
-    }
+fn list(v: &Option<Vec<String>>) -> &[String] {
+    v.as_deref().unwrap_or_default()
 }
 
 /// The capability set of the container's processes: Docker's defaults with `CapAdd`/`CapDrop`
 /// (names with or without `CAP_`, any case, `ALL`), or every capability when privileged.
-pub fn capabilities(hc: &Value, privileged: bool) -> Result<Vec<String>, String> {
+pub fn capabilities(hc: &HostConfig, privileged: bool) -> Result<Vec<String>> {
     let all = all_caps();
     if privileged {
         return Ok(all);
     }
     let known = |c: &str| c == "ALL" || all.iter().any(|a| a == c);
-    let add: Vec<String> = str_list(&hc["CapAdd"])
-        .iter()
-        .map(|c| norm_cap(c))
-        .collect();
-    let drop: Vec<String> = str_list(&hc["CapDrop"])
-        .iter()
-        .map(|c| norm_cap(c))
-        .collect();
-    for c in add.iter().chain(drop.iter()) {
-        if !known(c) {
-            return Err(format!("unknown capability: {c:?}"));
-        }
+    let add: Vec<String> = list(&hc.cap_add).iter().map(|c| norm_cap(c)).collect();
+    let drop: Vec<String> = list(&hc.cap_drop).iter().map(|c| norm_cap(c)).collect();
+    if let Some(c) = add.iter().chain(drop.iter()).find(|c| !known(c)) {
+        return Err(HostConfigError::UnknownCapability(c.clone()));
     }
     let mut set: Vec<String> = if add.iter().any(|c| c == "ALL") {
         all.clone()
@@ -77,9 +114,20 @@ pub fn capabilities(hc: &Value, privileged: bool) -> Result<Vec<String>, String>
     Ok(set)
 }
 
+/// The OCI capabilities of a process holding `caps`.
+pub fn oci_capabilities(caps: &[String]) -> Capabilities {
+    Capabilities {
+        bounding: Some(caps.to_vec()),
+        effective: Some(caps.to_vec()),
+        permitted: Some(caps.to_vec()),
+        inheritable: None,
+        ambient: None,
+    }
+}
+
 /// Whether `--security-opt no-new-privileges` is set.
-pub fn no_new_privileges(hc: &Value) -> bool {
-    str_list(&hc["SecurityOpt"]).iter().any(|o| {
+pub fn no_new_privileges(hc: &HostConfig) -> bool {
+    list(&hc.security_opt).iter().any(|o| {
         matches!(
             o.as_str(),
             "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true"
@@ -88,8 +136,8 @@ pub fn no_new_privileges(hc: &Value) -> bool {
 }
 
 /// `GroupAdd` (names or numbers) resolved against the container's `/etc/group`.
-pub fn group_add(rootfs: &Path, hc: &Value) -> Result<Vec<u32>, String> {
-    let groups = str_list(&hc["GroupAdd"]);
+pub fn group_add(rootfs: &Path, hc: &HostConfig) -> Result<Vec<u32>> {
+    let groups = list(&hc.group_add);
     if groups.is_empty() {
         return Ok(vec![]);
     }
@@ -105,15 +153,9 @@ pub fn group_add(rootfs: &Path, hc: &Value) -> Result<Vec<u32>, String> {
                 .map(|l| l.split(':').collect::<Vec<_>>())
                 .find(|f| f.len() > 2 && f[0] == g)
                 .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| {
-                    format!("Unable to find group {g}: no matching entries in group file")
-                })
+                .ok_or_else(|| HostConfigError::UnknownGroup(g.clone()))
         })
         .collect()
-}
-
-fn num(hc: &Value, k: &str) -> i64 {
-    hc[k].as_i64().unwrap_or(0)
 }
 
 const NAMESPACED_SYSCTL_PREFIXES: &[&str] = &[
@@ -130,165 +172,191 @@ const NAMESPACED_SYSCTL_PREFIXES: &[&str] = &[
 ];
 
 /// Create-time checks of `HostConfig` (Docker's messages where it has them). Returns warnings.
-pub fn check(hc: &Value, ncpus: usize) -> Result<Vec<String>, String> {
+pub fn check(hc: &HostConfig, ncpus: usize) -> Result<Vec<String>> {
     let mut warnings = Vec::new();
-    let privileged = hc["Privileged"].as_bool().unwrap_or(false);
-    capabilities(hc, privileged)?;
-    for o in str_list(&hc["SecurityOpt"]) {
-        let (k, v) = o
-            .split_once(['=', ':'])
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .unwrap_or((o.clone(), String::new()));
-        match k.as_str() {
-            "no-new-privileges" if matches!(v.as_str(), "" | "true" | "false") => {}
+    capabilities(hc, hc.privileged)?;
+    for o in list(&hc.security_opt) {
+        let (k, v) = o.split_once(['=', ':']).unwrap_or((o.as_str(), ""));
+        match k {
+            "no-new-privileges" if matches!(v, "" | "true" | "false") => {}
             "seccomp" if v == "unconfined" => {}
             "seccomp" => {
-                let prof: Value = serde_json::from_str(&v)
-                    .map_err(|e| format!("decoding seccomp profile failed: {e}"))?;
-                if !prof.is_object() {
-                    return Err("decoding seccomp profile failed: not an object".into());
-                }
+                DockerSeccomp::parse(v)?;
             }
             "apparmor" | "label" => warnings.push(format!(
                 "security option {o:?} ignored: no LSM is in use on this host"
             )),
-            _ => return Err(format!("invalid --security-opt: {o:?}")),
+            _ => return Err(invalid(format!("invalid --security-opt: {o:?}"))),
         }
     }
-    let mem = num(hc, "Memory");
-    if mem != 0 && mem < 6 * 1024 * 1024 {
-        return Err("Minimum memory limit allowed is 6MB".into());
+    check_resources(&hc.resources(), ncpus)?;
+    if let Some(o) = Some(hc.oom_score_adj).filter(|o| !(-1000..=1000).contains(o)) {
+        return Err(invalid(format!(
+            "Invalid value {o}, range for oom score adj is [-1000, 1000]"
+        )));
     }
-    let swap = num(hc, "MemorySwap");
-    if swap > 0 && mem == 0 {
-        return Err(
-            "You should always set the Memory limit when using Memoryswap limit, see usage".into(),
-        );
-    }
-    if swap > 0 && swap < mem {
-        return Err(
-            "Minimum memoryswap limit should be larger than memory limit, see usage".into(),
-        );
-    }
-    let res = num(hc, "MemoryReservation");
-    if mem > 0 && res > mem {
-        return Err(
-            "Minimum memory limit can not be less than memory reservation limit, see usage".into(),
-        );
-    }
-    if let Some(sw) = hc["MemorySwappiness"].as_i64() {
-        if !(-1..=100).contains(&sw) {
-            return Err(format!(
-                "Invalid value: {sw}, valid memory swappiness range is 0-100"
-            ));
+    let host_net = hc.network_mode == "host";
+    for k in hc.sysctls.iter().flat_map(|m| m.keys()) {
+        let ok = NAMESPACED_SYSCTL_PREFIXES
+            .iter()
+            .any(|p| k == p.trim_end_matches('.') || k.starts_with(p));
+        if !ok || (host_net && k.starts_with("net.")) {
+            return Err(invalid(format!("sysctl {k:?} is not allowed")));
         }
     }
-    let nano = num(hc, "NanoCpus");
-    if nano != 0 {
-        if num(hc, "CpuQuota") != 0 || num(hc, "CpuPeriod") != 0 {
-            return Err("Conflicting options: Nano CPUs and CPU Period cannot both be set".into());
-        }
-        if nano < 0 || nano > ncpus as i64 * 1_000_000_000 {
-            return Err(format!(
-                "Range of CPUs is from 0.01 to {ncpus}.00, as there are only {ncpus} CPUs available"
-            ));
-        }
-    }
-    let period = num(hc, "CpuPeriod");
-    if period != 0 && !(1000..=1_000_000).contains(&period) {
-        return Err(
-            "CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)"
-                .into(),
-        );
-    }
-    let quota = num(hc, "CpuQuota");
-    if quota > 0 && quota < 1000 {
-        return Err("CPU cfs quota can not be less than 1ms (i.e. 1000)".into());
-    }
-    let w = num(hc, "BlkioWeight");
-    if w != 0 && !(10..=1000).contains(&w) {
-        return Err("Range of blkio weight is from 10 to 1000".into());
-    }
-    if let Some(o) = hc["OomScoreAdj"].as_i64() {
-        if !(-1000..=1000).contains(&o) {
-            return Err(format!(
-                "Invalid value {o}, range for oom score adj is [-1000, 1000]"
-            ));
-        }
-    }
-    for u in hc["Ulimits"].as_array().into_iter().flatten() {
-        let name = u["Name"].as_str().unwrap_or("");
-        rlimit_type(name).ok_or_else(|| format!("invalid ulimit type: {name}"))?;
-        if u["Soft"].as_i64().unwrap_or(0) > u["Hard"].as_i64().unwrap_or(0) {
-            return Err(format!(
-                "ulimit soft limit must be less than or equal to hard limit: {name}"
-            ));
-        }
-    }
-    let host_net = hc["NetworkMode"].as_str() == Some("host");
-    if let Some(m) = hc["Sysctls"].as_object() {
-        for k in m.keys() {
-            let ok = NAMESPACED_SYSCTL_PREFIXES
-                .iter()
-                .any(|p| k == p.trim_end_matches('.') || k.starts_with(p));
-            if !ok || (host_net && k.starts_with("net.")) {
-                return Err(format!("sysctl {k:?} is not allowed"));
-            }
-        }
-    }
-    for k in [
-        "PidMode",
-        "IpcMode",
-        "UTSMode",
-        "UsernsMode",
-        "CgroupnsMode",
+    let container = |v: &str| v.starts_with("container:");
+    for (k, v, ok) in [
+        (
+            "PidMode",
+            &hc.pid_mode,
+            matches!(hc.pid_mode.as_str(), "" | "host") || container(&hc.pid_mode),
+        ),
+        (
+            "IpcMode",
+            &hc.ipc_mode,
+            matches!(
+                hc.ipc_mode.as_str(),
+                "" | "private" | "shareable" | "host" | "none"
+            ) || container(&hc.ipc_mode),
+        ),
+        (
+            "UTSMode",
+            &hc.uts_mode,
+            matches!(hc.uts_mode.as_str(), "" | "host"),
+        ),
+        (
+            "UsernsMode",
+            &hc.userns_mode,
+            matches!(hc.userns_mode.as_str(), "" | "host"),
+        ),
+        (
+            "CgroupnsMode",
+            &hc.cgroupns_mode,
+            matches!(hc.cgroupns_mode.as_str(), "" | "private" | "host"),
+        ),
     ] {
-        let v = hc[k].as_str().unwrap_or("");
-        let ok = match k {
-            "PidMode" => v.is_empty() || v == "host" || v.starts_with("container:"),
-            "IpcMode" => {
-                matches!(v, "" | "private" | "shareable" | "host" | "none")
-                    || v.starts_with("container:")
-            }
-            "UTSMode" => matches!(v, "" | "host"),
-            "UsernsMode" => matches!(v, "" | "host"),
-            _ => matches!(v, "" | "private" | "host"),
-        };
         if !ok {
-            return Err(format!("HostConfig.{k} {v:?} is not supported"));
+            return Err(invalid(format!("HostConfig.{k} {v:?} is not supported")));
         }
     }
-    match hc["Runtime"].as_str().unwrap_or("") {
+    match hc.runtime.as_str() {
         "" | "runc" | "berth-runtime" | "berth" => {}
-        r => return Err(format!("unknown or invalid runtime name: {r}")),
-    }
-    for d in hc["Devices"].as_array().into_iter().flatten() {
-        let p = d["PathOnHost"].as_str().unwrap_or("");
-        std::fs::metadata(p).map_err(|e| {
-            format!("error gathering device information while adding custom device {p:?}: {e}")
-        })?;
-        let perms = d["CgroupPermissions"].as_str().unwrap_or("rwm");
-        if perms.is_empty() || !perms.chars().all(|c| "rwm".contains(c)) {
-            return Err(format!("invalid device cgroup permissions: {perms:?}"));
-        }
-    }
-    for k in [
-        "BlkioDeviceReadBps",
-        "BlkioDeviceWriteBps",
-        "BlkioDeviceReadIOps",
-        "BlkioDeviceWriteIOps",
-        "BlkioWeightDevice",
-    ] {
-        for d in hc[k].as_array().into_iter().flatten() {
-            let p = d["Path"].as_str().unwrap_or("");
-            dev_numbers(Path::new(p))?;
-        }
+        r => return Err(invalid(format!("unknown or invalid runtime name: {r}"))),
     }
     Ok(warnings)
 }
 
-fn rlimit_type(name: &str) -> Option<&'static str> {
-    Some(match name {
+/// The checks of the resource fields (create and update).
+pub fn check_resources(r: &Resources, ncpus: usize) -> Result<()> {
+    let mem = r.memory;
+    if mem != 0 && mem < 6 * 1024 * 1024 {
+        return Err(invalid("Minimum memory limit allowed is 6MB"));
+    }
+    let swap = r.memory_swap;
+    if swap > 0 && mem == 0 {
+        return Err(invalid(
+            "You should always set the Memory limit when using Memoryswap limit, see usage",
+        ));
+    }
+    if swap > 0 && swap < mem {
+        return Err(invalid(
+            "Minimum memoryswap limit should be larger than memory limit, see usage",
+        ));
+    }
+    if mem > 0 && r.memory_reservation > mem {
+        return Err(invalid(
+            "Minimum memory limit can not be less than memory reservation limit, see usage",
+        ));
+    }
+    if let Some(sw) = r.memory_swappiness.filter(|s| !(-1..=100).contains(s)) {
+        return Err(invalid(format!(
+            "Invalid value: {sw}, valid memory swappiness range is 0-100"
+        )));
+    }
+    let nano = r.nano_cpus;
+    if nano != 0 {
+        if r.cpu_quota != 0 || r.cpu_period != 0 {
+            return Err(invalid(
+                "Conflicting options: Nano CPUs and CPU Period cannot both be set",
+            ));
+        }
+        if nano < 0 || nano > ncpus as i64 * 1_000_000_000 {
+            return Err(invalid(format!(
+                "Range of CPUs is from 0.01 to {ncpus}.00, as there are only {ncpus} CPUs available"
+            )));
+        }
+    }
+    if r.cpu_period != 0 && !(1000..=1_000_000).contains(&r.cpu_period) {
+        return Err(invalid(
+            "CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)",
+        ));
+    }
+    if r.cpu_quota > 0 && r.cpu_quota < 1000 {
+        return Err(invalid(
+            "CPU cfs quota can not be less than 1ms (i.e. 1000)",
+        ));
+    }
+    if r.blkio_weight != 0 && !(10..=1000).contains(&r.blkio_weight) {
+        return Err(invalid("Range of blkio weight is from 10 to 1000"));
+    }
+    for u in r.ulimits.iter().flatten() {
+        rlimit_type(&u.name)?;
+        if u.soft > u.hard {
+            return Err(invalid(format!(
+                "ulimit soft limit must be less than or equal to hard limit: {}",
+                u.name
+            )));
+        }
+    }
+    for d in r.devices.iter().flatten() {
+        let p = &d.path_on_host;
+        std::fs::metadata(p).map_err(|source| HostConfigError::DeviceInfo {
+            path: p.clone(),
+            source,
+        })?;
+        let perms = if d.cgroup_permissions.is_empty() {
+            "rwm"
+        } else {
+            &d.cgroup_permissions
+        };
+        if !perms.chars().all(|c| "rwm".contains(c)) {
+            return Err(invalid(format!(
+                "invalid device cgroup permissions: {perms:?}"
+            )));
+        }
+    }
+    for d in throttle_lists(r).into_iter().flat_map(|(_, l)| l) {
+        dev_numbers(Path::new(&d.path))?;
+    }
+    for d in r.blkio_weight_device.iter().flatten() {
+        dev_numbers(Path::new(&d.path))?;
+    }
+    Ok(())
+}
+
+fn throttle_lists(r: &Resources) -> [(&'static str, &[berth_api::container::ThrottleDevice]); 4] {
+    [
+        (
+            "read_bps",
+            r.blkio_device_read_bps.as_deref().unwrap_or_default(),
+        ),
+        (
+            "write_bps",
+            r.blkio_device_write_bps.as_deref().unwrap_or_default(),
+        ),
+        (
+            "read_iops",
+            r.blkio_device_read_iops.as_deref().unwrap_or_default(),
+        ),
+        (
+            "write_iops",
+            r.blkio_device_write_iops.as_deref().unwrap_or_default(),
+        ),
+    ]
+}
+
+fn rlimit_type(name: &str) -> Result<&'static str> {
+    Ok(match name {
         "core" => "RLIMIT_CORE",
         "cpu" => "RLIMIT_CPU",
         "data" => "RLIMIT_DATA",
@@ -305,127 +373,175 @@ fn rlimit_type(name: &str) -> Option<&'static str> {
         "sigpending" => "RLIMIT_SIGPENDING",
         "stack" => "RLIMIT_STACK",
         "as" => "RLIMIT_AS",
-        _ => return None,
+        _ => return Err(HostConfigError::Ulimit(name.to_string())),
     })
 }
 
-fn dev_numbers(p: &Path) -> Result<(u64, u64, char), String> {
-    let md = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+fn dev_numbers(p: &Path) -> Result<(i64, i64, LinuxDeviceType)> {
+    let md = std::fs::metadata(p).map_err(|source| HostConfigError::Device {
+        path: p.to_path_buf(),
+        source,
+    })?;
     let ft = md.file_type();
     let t = if ft.is_block_device() {
-        'b'
+        LinuxDeviceType::B
     } else if ft.is_char_device() {
-        'c'
+        LinuxDeviceType::C
     } else {
-        return Err(format!("{} is not a device", p.display()));
+        return Err(HostConfigError::NotADevice {
+            path: p.to_path_buf(),
+        });
     };
     let rdev = md.rdev();
-    Ok((libc::major(rdev) as u64, libc::minor(rdev) as u64, t))
+    Ok((libc::major(rdev) as i64, libc::minor(rdev) as i64, t))
 }
 
-/// The OCI `linux.resources` of Docker's resource fields.
-pub fn resources(hc: &Value) -> Result<Value, String> {
-    let mut r = serde_json::Map::new();
-    let mut mem = serde_json::Map::new();
-    let limit = num(hc, "Memory");
-    if limit > 0 {
-        mem.insert("limit".into(), json!(limit));
-        let swap = num(hc, "MemorySwap");
+fn type_letter(t: LinuxDeviceType) -> &'static str {
+    match t {
+        LinuxDeviceType::B => "b",
+        LinuxDeviceType::C => "c",
+        LinuxDeviceType::U => "u",
+        LinuxDeviceType::P => "p",
+        LinuxDeviceType::A => "a",
+    }
+}
+
+/// Whether this host can limit swap (v1 `memsw` or v2 `swap.max`).
+fn swap_accounting() -> bool {
+    Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
+        || Path::new("/sys/fs/cgroup/memory.swap.max").exists()
+}
+
+/// The OCI `linux.resources` of Docker's resource fields (devices excepted).
+pub fn resources(r: &Resources) -> Result<LinuxResources> {
+    let mut out = LinuxResources::default();
+    let mut mem = LinuxMemory::default();
+    let mut any_mem = false;
+    if r.memory > 0 {
+        mem.set_limit(Some(r.memory));
         // Docker: unset swap = twice the memory; -1 = unlimited.
-        let swap = match swap {
-            0 => limit * 2,
+        let swap = match r.memory_swap {
+            0 => r.memory * 2,
             s => s,
         };
-        if Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
-            || Path::new("/sys/fs/cgroup/memory.swap.max").exists()
-        {
-            mem.insert("swap".into(), json!(swap));
+        if swap_accounting() {
+            mem.set_swap(Some(swap));
         }
+        any_mem = true;
     }
-    if num(hc, "MemoryReservation") > 0 {
-        mem.insert("reservation".into(), json!(num(hc, "MemoryReservation")));
+    if r.memory_reservation > 0 {
+        mem.set_reservation(Some(r.memory_reservation));
+        any_mem = true;
     }
-    if let Some(sw) = hc["MemorySwappiness"].as_i64().filter(|s| *s >= 0) {
-        mem.insert("swappiness".into(), json!(sw));
+    if let Some(sw) = r.memory_swappiness.filter(|s| *s >= 0) {
+        mem.set_swappiness(Some(sw as u64));
+        any_mem = true;
     }
-    if hc["OomKillDisable"].as_bool() == Some(true) {
-        mem.insert("disableOOMKiller".into(), json!(true));
+    if r.oom_kill_disable == Some(true) {
+        mem.set_disable_oom_killer(Some(true));
+        any_mem = true;
     }
-    if !mem.is_empty() {
-        r.insert("memory".into(), Value::Object(mem));
+    if any_mem {
+        out.set_memory(Some(mem));
     }
-    let mut cpu = serde_json::Map::new();
-    let nano = num(hc, "NanoCpus");
-    if nano > 0 {
-        cpu.insert("period".into(), json!(100_000));
-        cpu.insert("quota".into(), json!(nano * 100_000 / 1_000_000_000));
+    let mut cpu = LinuxCpu::default();
+    let mut any_cpu = false;
+    if r.nano_cpus > 0 {
+        cpu.set_period(Some(100_000));
+        cpu.set_quota(Some(r.nano_cpus * 100_000 / 1_000_000_000));
+        any_cpu = true;
     }
-    if num(hc, "CpuPeriod") > 0 {
-        cpu.insert("period".into(), json!(num(hc, "CpuPeriod")));
+    if r.cpu_period > 0 {
+        cpu.set_period(Some(r.cpu_period as u64));
+        any_cpu = true;
     }
-    if num(hc, "CpuQuota") != 0 {
-        cpu.insert("quota".into(), json!(num(hc, "CpuQuota")));
+    if r.cpu_quota != 0 {
+        cpu.set_quota(Some(r.cpu_quota));
+        any_cpu = true;
     }
-    if num(hc, "CpuShares") > 0 {
-        cpu.insert("shares".into(), json!(num(hc, "CpuShares")));
+    if r.cpu_shares > 0 {
+        cpu.set_shares(Some(r.cpu_shares as u64));
+        any_cpu = true;
     }
-    if num(hc, "CpuRealtimePeriod") > 0 {
-        cpu.insert("realtimePeriod".into(), json!(num(hc, "CpuRealtimePeriod")));
+    if r.cpu_realtime_period > 0 {
+        cpu.set_realtime_period(Some(r.cpu_realtime_period as u64));
+        any_cpu = true;
     }
-    if num(hc, "CpuRealtimeRuntime") > 0 {
-        cpu.insert(
-            "realtimeRuntime".into(),
-            json!(num(hc, "CpuRealtimeRuntime")),
-        );
+    if r.cpu_realtime_runtime > 0 {
+        cpu.set_realtime_runtime(Some(r.cpu_realtime_runtime));
+        any_cpu = true;
     }
-    for (k, o) in [("CpusetCpus", "cpus"), ("CpusetMems", "mems")] {
-        if let Some(s) = hc[k].as_str().filter(|s| !s.is_empty()) {
-            cpu.insert(o.into(), json!(s));
-        }
+    if !r.cpuset_cpus.is_empty() {
+        cpu.set_cpus(Some(r.cpuset_cpus.clone()));
+        any_cpu = true;
     }
-    if !cpu.is_empty() {
-        r.insert("cpu".into(), Value::Object(cpu));
+    if !r.cpuset_mems.is_empty() {
+        cpu.set_mems(Some(r.cpuset_mems.clone()));
+        any_cpu = true;
     }
-    if num(hc, "PidsLimit") > 0 {
-        r.insert("pids".into(), json!({"limit": num(hc, "PidsLimit")}));
+    if any_cpu {
+        out.set_cpu(Some(cpu));
     }
-    let mut bio = serde_json::Map::new();
-    if num(hc, "BlkioWeight") > 0 {
-        bio.insert("weight".into(), json!(num(hc, "BlkioWeight")));
+    if let Some(l) = r.pids_limit.filter(|l| *l > 0) {
+        let mut p = LinuxPids::default();
+        p.set_limit(l);
+        out.set_pids(Some(p));
+    }
+    let mut bio = LinuxBlockIo::default();
+    let mut any_bio = false;
+    if r.blkio_weight > 0 {
+        bio.set_weight(Some(r.blkio_weight));
+        any_bio = true;
     }
     let mut wd = Vec::new();
-    for d in hc["BlkioWeightDevice"].as_array().into_iter().flatten() {
-        let (ma, mi, _) = dev_numbers(Path::new(d["Path"].as_str().unwrap_or("")))?;
-        wd.push(json!({"major": ma, "minor": mi, "weight": d["Weight"].as_i64().unwrap_or(0)}));
+    for d in r.blkio_weight_device.iter().flatten() {
+        let (ma, mi, _) = dev_numbers(Path::new(&d.path))?;
+        wd.push(
+            LinuxWeightDeviceBuilder::default()
+                .major(ma)
+                .minor(mi)
+                .weight(d.weight)
+                .build()
+                .map_err(|e| invalid(format!("blkio weight device {}: {e}", d.path)))?,
+        );
     }
     if !wd.is_empty() {
-        bio.insert("weightDevice".into(), json!(wd));
+        bio.set_weight_device(Some(wd));
+        any_bio = true;
     }
-    for (k, o) in [
-        ("BlkioDeviceReadBps", "throttleReadBpsDevice"),
-        ("BlkioDeviceWriteBps", "throttleWriteBpsDevice"),
-        ("BlkioDeviceReadIOps", "throttleReadIOPSDevice"),
-        ("BlkioDeviceWriteIOps", "throttleWriteIOPSDevice"),
-    ] {
+    for (which, devs) in throttle_lists(r) {
         let mut v = Vec::new();
-        for d in hc[k].as_array().into_iter().flatten() {
-            let (ma, mi, _) = dev_numbers(Path::new(d["Path"].as_str().unwrap_or("")))?;
-            v.push(json!({"major": ma, "minor": mi, "rate": d["Rate"].as_u64().unwrap_or(0)}));
+        for d in devs {
+            let (ma, mi, _) = dev_numbers(Path::new(&d.path))?;
+            v.push(
+                LinuxThrottleDeviceBuilder::default()
+                    .major(ma)
+                    .minor(mi)
+                    .rate(d.rate)
+                    .build()
+                    .map_err(|e| invalid(format!("blkio device {}: {e}", d.path)))?,
+            );
         }
-        if !v.is_empty() {
-            bio.insert(o.into(), json!(v));
+        if v.is_empty() {
+            continue;
         }
+        any_bio = true;
+        match which {
+            "read_bps" => bio.set_throttle_read_bps_device(Some(v)),
+            "write_bps" => bio.set_throttle_write_bps_device(Some(v)),
+            "read_iops" => bio.set_throttle_read_iops_device(Some(v)),
+            _ => bio.set_throttle_write_iops_device(Some(v)),
+        };
     }
-    if !bio.is_empty() {
-        r.insert("blockIO".into(), Value::Object(bio));
+    if any_bio {
+        out.set_block_io(Some(bio));
     }
-    Ok(Value::Object(r))
+    Ok(out)
 }
 
 /// Host devices for `--privileged` (every char/block device under `/dev`, as Docker).
-fn host_devices() -> Vec<(String, u64, u64, char, u32)> {
-    let mut out = Vec::new();
-    fn walk(dir: &Path, out: &mut Vec<(String, u64, u64, char, u32)>, depth: u32) {
+fn host_devices() -> Vec<Device> {
+    fn walk(dir: &Path, out: &mut Vec<Device>, depth: u32) {
         let Ok(rd) = std::fs::read_dir(dir) else {
             return;
         };
@@ -443,9 +559,9 @@ fn host_devices() -> Vec<(String, u64, u64, char, u32)> {
                 continue;
             }
             let t = if ft.is_char_device() {
-                'c'
+                "c"
             } else if ft.is_block_device() {
-                'b'
+                "b"
             } else {
                 continue;
             };
@@ -453,265 +569,380 @@ fn host_devices() -> Vec<(String, u64, u64, char, u32)> {
                 continue;
             }
             let rdev = md.rdev();
-            out.push((
-                p.display().to_string(),
-                libc::major(rdev) as u64,
-                libc::minor(rdev) as u64,
-                t,
-                md.mode() & 0o7777,
-            ));
+            out.push(Device {
+                path: p,
+                typ: t.into(),
+                major: libc::major(rdev) as i64,
+                minor: libc::minor(rdev) as i64,
+                file_mode: Some(md.mode() & 0o7777),
+                uid: Some(0),
+                gid: Some(0),
+            });
         }
     }
+    let mut out = Vec::new();
     walk(Path::new("/dev"), &mut out, 0);
     out
 }
 
-/// How to find another container's namespaces (`container:<name>` modes).
-pub trait Peers {
-    /// The init pid of a running container.
-    fn pid_of(&self, name_or_id: &str) -> Result<i64, String>;
+/// The init pid of the running container a `container:<name>` mode names.
+fn peer_pid(peers: &dyn Peers, name_or_id: &str) -> Result<i64> {
+    let id = peers
+        .id_of(name_or_id)
+        .map_err(|e| HostConfigError::Peer(e.to_string()))?;
+    peers
+        .running(&id)
+        .map(|(_, pid)| pid)
+        .filter(|pid| *pid > 0)
+        .ok_or_else(|| {
+            HostConfigError::Peer(format!(
+                "cannot join the namespaces of container {id}: it is not running"
+            ))
+        })
 }
 
-fn set_ns(spec: &mut Value, typ: &str, path: Option<String>, keep: bool) {
-    let ns = spec["linux"]["namespaces"]
-        .as_array_mut()
-        .expect("namespaces");
-    ns.retain(|n| n["type"] != typ);
+/// Keeps, replaces (`path`) or removes (`keep = false`) a namespace of the spec.
+pub fn set_ns(spec: &mut Spec, typ: NamespaceType, path: Option<PathBuf>, keep: bool) {
+    let ns = &mut linux(spec).namespaces;
+    ns.retain(|n| n.typ != typ);
     if keep {
-        match path {
-            Some(p) => ns.push(json!({"type": typ, "path": p})),
-            None => ns.push(json!({"type": typ})),
-        }
+        ns.push(Namespace { typ, path });
     }
 }
 
-/// Applies `HostConfig` to the bundle's `config.json` value.
-pub fn apply(spec: &mut Value, hc: &Value, peers: &dyn Peers) -> Result<(), String> {
-    let privileged = hc["Privileged"].as_bool().unwrap_or(false);
+fn linux(spec: &mut Spec) -> &mut berth_runtime::spec::Linux {
+    spec.linux.get_or_insert_with(Default::default)
+}
+
+fn resources_of(spec: &mut Spec) -> &mut LinuxResources {
+    linux(spec).resources.get_or_insert_with(Default::default)
+}
+
+fn device_rules(spec: &mut Spec) -> &mut Vec<LinuxDeviceCgroup> {
+    resources_of(spec)
+        .devices_mut()
+        .get_or_insert_with(Vec::new)
+}
+
+fn allow_rule(
+    typ: Option<LinuxDeviceType>,
+    major: Option<i64>,
+    minor: Option<i64>,
+    access: &str,
+) -> LinuxDeviceCgroup {
+    let mut r = LinuxDeviceCgroup::default();
+    r.set_allow(true);
+    r.set_typ(typ);
+    r.set_major(major);
+    r.set_minor(minor);
+    r.set_access(Some(access.to_string()));
+    r
+}
+
+fn bind(dest: &str, source: impl Into<PathBuf>, options: &[&str]) -> Mount {
+    Mount {
+        destination: dest.into(),
+        typ: Some("bind".into()),
+        source: Some(source.into()),
+        options: options.iter().map(|o| o.to_string()).collect(),
+        uid_mappings: vec![],
+        gid_mappings: vec![],
+    }
+}
+
+/// Applies `HostConfig` to the container's spec.
+pub fn apply(spec: &mut Spec, hc: &HostConfig, peers: &dyn Peers) -> Result<()> {
+    let privileged = hc.privileged;
     let caps = capabilities(hc, privileged)?;
-    spec["process"]["capabilities"] =
-        json!({"bounding": caps, "effective": caps, "permitted": caps});
-    spec["process"]["noNewPrivileges"] = json!(no_new_privileges(hc));
-    if let Some(o) = hc["OomScoreAdj"].as_i64() {
-        spec["process"]["oomScoreAdj"] = json!(o);
+    let process = spec.process.get_or_insert_with(Default::default);
+    process.capabilities = Some(oci_capabilities(&caps));
+    process.no_new_privileges = no_new_privileges(hc);
+    if hc.oom_score_adj != 0 {
+        process.oom_score_adj = Some(hc.oom_score_adj as i32);
     }
     // seccomp: the default profile for the final capability set, a given one, or none.
-    // `spec::build` already holds the profile for the default capabilities: recompute only
+    // The default spec already holds the profile for the default capabilities: recompute only
     // when the set differs (it is on every container start).
     let default_set = caps.len() == DEFAULT_CAPS.len()
         && DEFAULT_CAPS.iter().all(|c| caps.iter().any(|x| x == c));
-    let mut seccomp = if default_set && spec["linux"]["seccomp"].is_object() {
-        spec["linux"]["seccomp"].take()
-    } else {
-        serde_json::to_value(berth_runtime::profiles::default_seccomp(&caps)).unwrap_or(Value::Null)
+    let mut seccomp = match linux(spec).seccomp.take() {
+        Some(s) if default_set => Some(s),
+        _ => Some(berth_runtime::profiles::default_seccomp(&caps)),
     };
-    for o in str_list(&hc["SecurityOpt"]) {
+    for o in list(&hc.security_opt) {
         if let Some(v) = o
             .strip_prefix("seccomp=")
             .or_else(|| o.strip_prefix("seccomp:"))
         {
             seccomp = if v == "unconfined" {
-                Value::Null
+                None
             } else {
-                docker_seccomp_to_oci(&serde_json::from_str(v).map_err(|e| e.to_string())?)
+                Some(DockerSeccomp::parse(v)?.into_oci())
             };
         }
     }
     if privileged {
-        seccomp = Value::Null;
+        seccomp = None;
     }
-    if seccomp.is_null() {
-        spec["linux"].as_object_mut().unwrap().remove("seccomp");
-    } else {
-        spec["linux"]["seccomp"] = seccomp;
-    }
+    linux(spec).seccomp = seccomp;
     if privileged {
-        spec["linux"]["maskedPaths"] = json!([]);
-        spec["linux"]["readonlyPaths"] = json!([]);
-        for m in spec["mounts"].as_array_mut().unwrap() {
-            if m["destination"] == "/sys" || m["destination"] == "/sys/fs/cgroup" {
-                if let Some(opts) = m["options"].as_array_mut() {
-                    opts.retain(|o| o != "ro");
-                    opts.push(json!("rw"));
-                }
+        linux(spec).masked_paths.clear();
+        linux(spec).readonly_paths.clear();
+        for m in spec.mounts.iter_mut() {
+            if m.destination == Path::new("/sys") || m.destination == Path::new("/sys/fs/cgroup") {
+                m.options.retain(|o| o != "ro");
+                m.options.push("rw".into());
             }
         }
-        let mut devs = Vec::new();
-        for (p, ma, mi, t, mode) in host_devices() {
-            devs.push(json!({"path": p, "type": t.to_string(), "major": ma, "minor": mi, "fileMode": mode, "uid": 0, "gid": 0}));
-        }
-        spec["linux"]["devices"] = json!(devs);
-        spec["linux"]["resources"]["devices"] = json!([{"allow": true, "access": "rwm"}]);
+        linux(spec).devices = host_devices();
+        *device_rules(spec) = vec![allow_rule(None, None, None, "rwm")];
     } else {
-        if let Some(m) = hc["MaskedPaths"].as_array() {
-            spec["linux"]["maskedPaths"] = json!(m);
+        if let Some(m) = &hc.masked_paths {
+            linux(spec).masked_paths.clone_from(m);
         }
-        if let Some(m) = hc["ReadonlyPaths"].as_array() {
-            spec["linux"]["readonlyPaths"] = json!(m);
+        if let Some(m) = &hc.readonly_paths {
+            linux(spec).readonly_paths.clone_from(m);
         }
     }
-    // Devices.
-    for d in hc["Devices"].as_array().into_iter().flatten() {
-        let host = d["PathOnHost"].as_str().unwrap_or("");
-        let inside = d["PathInContainer"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .unwrap_or(host);
-        let perms = d["CgroupPermissions"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .unwrap_or("rwm");
+    for d in hc.devices.iter().flatten() {
+        let host = &d.path_on_host;
+        let inside = if d.path_in_container.is_empty() {
+            host
+        } else {
+            &d.path_in_container
+        };
+        let perms = if d.cgroup_permissions.is_empty() {
+            "rwm"
+        } else {
+            &d.cgroup_permissions
+        };
         let (ma, mi, t) = dev_numbers(Path::new(host))?;
         let mode = std::fs::metadata(host)
             .map(|m| m.mode() & 0o7777)
             .unwrap_or(0o666);
-        if !spec["linux"]["devices"].is_array() {
-            spec["linux"]["devices"] = json!([]);
-        }
-        spec["linux"]["devices"].as_array_mut().unwrap().push(json!({"path": inside, "type": t.to_string(), "major": ma, "minor": mi, "fileMode": mode, "uid": 0, "gid": 0}));
-        spec["linux"]["resources"]["devices"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"allow": true, "type": t.to_string(), "major": ma, "minor": mi, "access": perms}));
+        linux(spec).devices.push(Device {
+            path: inside.into(),
+            typ: type_letter(t).into(),
+            major: ma,
+            minor: mi,
+            file_mode: Some(mode),
+            uid: Some(0),
+            gid: Some(0),
+        });
+        device_rules(spec).push(allow_rule(Some(t), Some(ma), Some(mi), perms));
     }
-    for rule in str_list(&hc["DeviceCgroupRules"]) {
+    for rule in list(&hc.device_cgroup_rules) {
         // "c 1:3 mr", "a *:* rwm"
+        let bad = || HostConfigError::DeviceRule(rule.clone());
         let f: Vec<&str> = rule.split_whitespace().collect();
-        if f.len() != 3 {
-            return Err(format!("invalid device cgroup rule {rule:?}"));
-        }
-        let (ma, mi) = f[1]
-            .split_once(':')
-            .ok_or_else(|| format!("invalid device cgroup rule {rule:?}"))?;
-        let n = |s: &str| -> Result<Value, String> {
+        let [t, nums, access] = f[..] else {
+            return Err(bad());
+        };
+        let t = match t {
+            "a" => LinuxDeviceType::A,
+            "b" => LinuxDeviceType::B,
+            "c" => LinuxDeviceType::C,
+            _ => return Err(bad()),
+        };
+        let (ma, mi) = nums.split_once(':').ok_or_else(bad)?;
+        let n = |s: &str| -> Result<Option<i64>> {
             if s == "*" {
-                Ok(Value::Null)
+                Ok(None)
             } else {
-                s.parse::<i64>()
-                    .map(|v| json!(v))
-                    .map_err(|_| format!("invalid device cgroup rule {rule:?}"))
+                s.parse::<i64>().map(Some).map_err(|_| bad())
             }
         };
-        let mut r = json!({"allow": true, "type": f[0], "access": f[2]});
-        if !n(ma)?.is_null() {
-            r["major"] = n(ma)?;
-        }
-        if !n(mi)?.is_null() {
-            r["minor"] = n(mi)?;
-        }
-        spec["linux"]["resources"]["devices"]
-            .as_array_mut()
-            .unwrap()
-            .push(r);
+        device_rules(spec).push(allow_rule(Some(t), n(ma)?, n(mi)?, access));
     }
-    // Resources.
-    if let Value::Object(res) = resources(hc)? {
-        for (k, v) in res {
-            spec["linux"]["resources"][k] = v;
-        }
+    let res = resources(&hc.resources())?;
+    let target = resources_of(spec);
+    if let Some(m) = res.memory() {
+        target.set_memory(Some(*m));
     }
-    if hc["ReadonlyRootfs"].as_bool() == Some(true) {
-        spec["root"]["readonly"] = json!(true);
+    if let Some(c) = res.cpu() {
+        target.set_cpu(Some(c.clone()));
     }
-    let mut rl = Vec::new();
-    for u in hc["Ulimits"].as_array().into_iter().flatten() {
-        let name = u["Name"].as_str().unwrap_or("");
-        let t = rlimit_type(name).ok_or_else(|| format!("invalid ulimit type: {name}"))?;
-        rl.push(json!({"type": t, "soft": u["Soft"].as_u64().unwrap_or(0), "hard": u["Hard"].as_u64().unwrap_or(0)}));
+    if let Some(p) = res.pids() {
+        target.set_pids(Some(*p));
     }
-    if !rl.is_empty() {
-        spec["process"]["rlimits"] = json!(rl);
+    if let Some(b) = res.block_io() {
+        target.set_block_io(Some(b.clone()));
     }
-    if let Some(m) = hc["Sysctls"].as_object().filter(|m| !m.is_empty()) {
-        spec["linux"]["sysctl"] = json!(m);
+    if hc.readonly_rootfs {
+        spec.root.get_or_insert_with(Default::default).readonly = true;
     }
-    let shm = num(hc, "ShmSize");
+    let rlimits = hc
+        .ulimits
+        .iter()
+        .flatten()
+        .map(|u: &Ulimit| {
+            Ok(Rlimit {
+                typ: rlimit_type(&u.name)?.into(),
+                soft: u.soft.max(0) as u64,
+                hard: u.hard.max(0) as u64,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if !rlimits.is_empty() {
+        spec.process.get_or_insert_with(Default::default).rlimits = rlimits;
+    }
+    if let Some(m) = hc.sysctls.as_ref().filter(|m| !m.is_empty()) {
+        linux(spec).sysctl = m.clone();
+    }
     // Namespaces.
-    let pid_mode = hc["PidMode"].as_str().unwrap_or("");
-    if pid_mode == "host" {
-        set_ns(spec, "pid", None, false);
-    } else if let Some(c) = pid_mode.strip_prefix("container:") {
-        let pid = peers.pid_of(c)?;
-        set_ns(spec, "pid", Some(format!("/proc/{pid}/ns/pid")), true);
+    if hc.pid_mode == "host" {
+        set_ns(spec, NamespaceType::Pid, None, false);
+    } else if let Some(c) = hc.pid_mode.strip_prefix("container:") {
+        let pid = peer_pid(peers, c)?;
+        set_ns(
+            spec,
+            NamespaceType::Pid,
+            Some(format!("/proc/{pid}/ns/pid").into()),
+            true,
+        );
     }
-    let ipc = hc["IpcMode"].as_str().unwrap_or("");
-    let mounts = spec["mounts"].as_array_mut().unwrap();
+    let ipc = hc.ipc_mode.as_str();
+    let shm = hc.shm_size;
+    let is = |m: &Mount, d: &str| m.destination == Path::new(d);
+    let opts = ["rbind", "nosuid", "noexec", "nodev"];
     if ipc == "host" {
-        mounts.retain(|m| m["destination"] != "/dev/shm" && m["destination"] != "/dev/mqueue");
-        mounts.push(json!({"destination": "/dev/shm", "type": "bind", "source": "/dev/shm", "options": ["rbind", "nosuid", "noexec", "nodev"]}));
-        mounts.push(json!({"destination": "/dev/mqueue", "type": "bind", "source": "/dev/mqueue", "options": ["rbind", "nosuid", "noexec", "nodev"]}));
-        set_ns(spec, "ipc", None, false);
+        spec.mounts
+            .retain(|m| !is(m, "/dev/shm") && !is(m, "/dev/mqueue"));
+        spec.mounts.push(bind("/dev/shm", "/dev/shm", &opts));
+        spec.mounts.push(bind("/dev/mqueue", "/dev/mqueue", &opts));
+        set_ns(spec, NamespaceType::Ipc, None, false);
     } else if let Some(c) = ipc.strip_prefix("container:") {
-        let pid = peers.pid_of(c)?;
-        mounts.retain(|m| m["destination"] != "/dev/shm");
-        mounts.push(json!({"destination": "/dev/shm", "type": "bind", "source": format!("/proc/{pid}/root/dev/shm"), "options": ["rbind", "nosuid", "noexec", "nodev"]}));
-        set_ns(spec, "ipc", Some(format!("/proc/{pid}/ns/ipc")), true);
+        let pid = peer_pid(peers, c)?;
+        spec.mounts.retain(|m| !is(m, "/dev/shm"));
+        spec.mounts
+            .push(bind("/dev/shm", format!("/proc/{pid}/root/dev/shm"), &opts));
+        set_ns(
+            spec,
+            NamespaceType::Ipc,
+            Some(format!("/proc/{pid}/ns/ipc").into()),
+            true,
+        );
     } else if ipc == "none" {
-        mounts.retain(|m| m["destination"] != "/dev/shm");
+        spec.mounts.retain(|m| !is(m, "/dev/shm"));
     } else if shm > 0 {
-        for m in mounts.iter_mut() {
-            if m["destination"] == "/dev/shm" {
-                m["options"] = json!([
-                    "nosuid",
-                    "noexec",
-                    "nodev",
-                    "mode=1777",
-                    format!("size={}k", (shm + 1023) / 1024)
-                ]);
-            }
+        for m in spec.mounts.iter_mut().filter(|m| is(m, "/dev/shm")) {
+            m.options = vec![
+                "nosuid".into(),
+                "noexec".into(),
+                "nodev".into(),
+                "mode=1777".into(),
+                format!("size={}k", (shm + 1023) / 1024),
+            ];
         }
     }
-    if hc["UTSMode"].as_str() == Some("host") {
-        set_ns(spec, "uts", None, false);
-        spec.as_object_mut().unwrap().remove("hostname");
+    if hc.uts_mode == "host" {
+        set_ns(spec, NamespaceType::Uts, None, false);
+        spec.hostname = None;
     }
-    if hc["CgroupnsMode"].as_str() == Some("private") {
-        set_ns(spec, "cgroup", None, true);
+    if hc.cgroupns_mode == "private" {
+        set_ns(spec, NamespaceType::Cgroup, None, true);
     }
     Ok(())
 }
 
-/// Docker's seccomp profile format (`defaultAction`, `syscalls[].names`, `archMap`...) is a
-/// superset of the OCI one: keep the OCI keys and drop the rest (`archMap`, `includes`...).
-fn docker_seccomp_to_oci(p: &Value) -> Value {
-    let mut out = json!({
-        "defaultAction": p["defaultAction"].as_str().unwrap_or("SCMP_ACT_ERRNO"),
-    });
-    if let Some(e) = p["defaultErrnoRet"].as_u64() {
-        out["defaultErrnoRet"] = json!(e);
+/// Docker's seccomp profile format (`defaultAction`, `syscalls[].names`, `archMap`...), a
+/// superset of the OCI one: the OCI keys are kept, the rest (`archMap`, `includes`...) used
+/// or dropped.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct DockerSeccomp {
+    default_action: String,
+    default_errno_ret: Option<u32>,
+    architectures: Vec<String>,
+    arch_map: Vec<ArchMap>,
+    syscalls: Vec<DockerSyscall>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct ArchMap {
+    architecture: String,
+    sub_architectures: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct DockerSyscall {
+    names: Vec<String>,
+    name: String,
+    action: String,
+    args: Vec<DockerArg>,
+    errno_ret: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct DockerArg {
+    index: u32,
+    value: u64,
+    value_two: u64,
+    op: String,
+}
+
+impl DockerSeccomp {
+    fn parse(json: &str) -> Result<DockerSeccomp> {
+        let v: serde_json::Value = berth_api::from_str(json).map_err(HostConfigError::Seccomp)?;
+        if !v.is_object() {
+            return Err(invalid("decoding seccomp profile failed: not an object"));
+        }
+        berth_api::from_value(v).map_err(HostConfigError::Seccomp)
     }
-    let mut arches: Vec<Value> = p["architectures"].as_array().cloned().unwrap_or_default();
-    if arches.is_empty() {
-        for m in p["archMap"].as_array().into_iter().flatten() {
-            if m["architecture"] == "SCMP_ARCH_X86_64" {
-                arches.push(m["architecture"].clone());
-                arches.extend(
-                    m["subArchitectures"]
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default(),
-                );
+
+    fn into_oci(self) -> Seccomp {
+        let mut arches = self.architectures;
+        if arches.is_empty() {
+            for m in self
+                .arch_map
+                .into_iter()
+                .filter(|m| m.architecture == "SCMP_ARCH_X86_64")
+            {
+                arches.push(m.architecture);
+                arches.extend(m.sub_architectures);
             }
         }
+        Seccomp {
+            default_action: if self.default_action.is_empty() {
+                "SCMP_ACT_ERRNO".into()
+            } else {
+                self.default_action
+            },
+            default_errno_ret: self.default_errno_ret,
+            architectures: arches,
+            flags: vec![],
+            listener_path: None,
+            listener_metadata: None,
+            syscalls: self
+                .syscalls
+                .into_iter()
+                .map(|s| {
+                    let mut names = s.names;
+                    if !s.name.is_empty() {
+                        names.push(s.name);
+                    }
+                    Syscall {
+                        names,
+                        action: s.action,
+                        errno_ret: s.errno_ret,
+                        args: s
+                            .args
+                            .into_iter()
+                            .map(|a| SeccompArg {
+                                index: a.index,
+                                value: a.value,
+                                value_two: a.value_two,
+                                op: a.op,
+                            })
+                            .collect(),
+                    }
+                })
+                .collect(),
+        }
     }
-    out["architectures"] = json!(arches);
-    let mut sys = Vec::new();
-    for s in p["syscalls"].as_array().into_iter().flatten() {
-        let mut names: Vec<Value> = s["names"].as_array().cloned().unwrap_or_default();
-        if let Some(n) = s["name"].as_str() {
-            names.push(json!(n));
-        }
-        let mut e = json!({"names": names, "action": s["action"]});
-        if !s["args"].is_null() {
-            e["args"] = s["args"].clone();
-        }
-        if let Some(r) = s["errnoRet"].as_u64() {
-            e["errnoRet"] = json!(r);
-        }
-        sys.push(e);
-    }
-    out["syscalls"] = json!(sys);
-    out
 }
 
 #[cfg(test)]
@@ -720,63 +951,85 @@ mod tests {
 
     struct NoPeers;
     impl Peers for NoPeers {
-        fn pid_of(&self, n: &str) -> Result<i64, String> {
-            Err(format!("no {n}"))
+        fn running(&self, _: &str) -> Option<(String, i64)> {
+            None
         }
+        fn id_of(&self, n: &str) -> crate::error::Result<String> {
+            Err(crate::error::EngineError::NotFound(n.into()))
+        }
+    }
+
+    fn hc(v: serde_json::Value) -> HostConfig {
+        berth_api::from_value(v).unwrap()
     }
 
     #[test]
     fn caps() {
         let c = capabilities(
-            &json!({"CapAdd": ["sys_admin"], "CapDrop": ["CAP_CHOWN", "net_raw"]}),
+            &hc(serde_json::json!({"CapAdd": ["sys_admin"], "CapDrop": ["CAP_CHOWN", "net_raw"]})),
             false,
         )
         .unwrap();
         assert!(c.contains(&"CAP_SYS_ADMIN".to_string()));
         assert!(!c.contains(&"CAP_CHOWN".to_string()));
         assert!(!c.contains(&"CAP_NET_RAW".to_string()));
-        let c = capabilities(&json!({"CapDrop": ["ALL"], "CapAdd": ["KILL"]}), false).unwrap();
+        let c = capabilities(
+            &hc(serde_json::json!({"CapDrop": ["ALL"], "CapAdd": ["KILL"]})),
+            false,
+        )
+        .unwrap();
         assert_eq!(c, vec!["CAP_KILL".to_string()]);
-        assert!(capabilities(&json!({"CapAdd": ["BOGUS"]}), false).is_err());
-        assert!(capabilities(&json!({}), true).unwrap().len() > 30);
+        assert!(capabilities(&hc(serde_json::json!({"CapAdd": ["BOGUS"]})), false).is_err());
+        assert!(capabilities(&HostConfig::default(), true).unwrap().len() > 30);
     }
 
     #[test]
     fn checks() {
-        assert!(check(&json!({"Memory": 1024}), 2)
-            .unwrap_err()
-            .contains("6MB"));
-        assert!(check(&json!({"NanoCpus": 3_000_000_000i64}), 2)
-            .unwrap_err()
-            .contains("only 2 CPUs"));
-        assert!(check(&json!({"SecurityOpt": ["bogus"]}), 2).is_err());
-        assert!(check(&json!({"Sysctls": {"kernel.hostname": "x"}}), 2).is_err());
-        assert!(check(&json!({"Sysctls": {"net.ipv4.ip_forward": "1"}}), 2).is_ok());
+        let err = |v| check(&hc(v), 2).unwrap_err().to_string();
+        assert!(err(serde_json::json!({"Memory": 1024})).contains("6MB"));
+        assert!(err(serde_json::json!({"NanoCpus": 3_000_000_000i64})).contains("only 2 CPUs"));
+        assert!(check(&hc(serde_json::json!({"SecurityOpt": ["bogus"]})), 2).is_err());
         assert!(check(
-            &json!({"Ulimits": [{"Name": "nofile", "Soft": 10, "Hard": 5}]}),
+            &hc(serde_json::json!({"Sysctls": {"kernel.hostname": "x"}})),
             2
         )
         .is_err());
         assert!(check(
-            &json!({"Memory": 8388608, "SecurityOpt": ["no-new-privileges"]}),
+            &hc(serde_json::json!({"Sysctls": {"net.ipv4.ip_forward": "1"}})),
             2
         )
         .is_ok());
+        assert!(check(
+            &hc(serde_json::json!({"Ulimits": [{"Name": "nofile", "Soft": 10, "Hard": 5}]})),
+            2
+        )
+        .is_err());
+        assert!(check(
+            &hc(serde_json::json!({"Memory": 8388608, "SecurityOpt": ["no-new-privileges"]})),
+            2
+        )
+        .is_ok());
+        assert!(err(serde_json::json!({"SecurityOpt": ["seccomp={"]})).contains("seccomp"));
     }
 
     #[test]
     fn resource_mapping() {
-        let r = resources(&json!({"Memory": 10485760, "MemorySwap": -1, "NanoCpus": 500000000, "PidsLimit": 20, "CpuShares": 512})).unwrap();
-        assert_eq!(r["memory"]["limit"], 10485760);
-        assert_eq!(r["cpu"]["quota"], 50000);
-        assert_eq!(r["cpu"]["period"], 100000);
-        assert_eq!(r["cpu"]["shares"], 512);
-        assert_eq!(r["pids"]["limit"], 20);
+        let r = resources(
+            &hc(serde_json::json!({"Memory": 10485760, "MemorySwap": -1, "NanoCpus": 500000000, "PidsLimit": 20, "CpuShares": 512}))
+                .resources(),
+        )
+        .unwrap();
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["memory"]["limit"], 10485760);
+        assert_eq!(v["cpu"]["quota"], 50000);
+        assert_eq!(v["cpu"]["period"], 100000);
+        assert_eq!(v["cpu"]["shares"], 512);
+        assert_eq!(v["pids"]["limit"], 20);
+        assert!(v.get("blockIO").is_none());
     }
 
-    #[test]
-    fn apply_privileged_and_modes() {
-        let mut s = crate::spec::build(&crate::spec::DefaultSpec {
+    fn spec() -> Spec {
+        crate::spec::build(&crate::spec::DefaultSpec {
             args: &["sh".into()],
             env: &[],
             cwd: "/",
@@ -789,18 +1042,76 @@ mod tests {
             cgroups_path: "/x/y".into(),
             cgroup_mount: true,
             mounts: vec![],
-        });
+        })
+    }
+
+    #[test]
+    fn apply_privileged_and_modes() {
+        let mut s = spec();
         apply(
             &mut s,
-            &json!({"Privileged": true, "PidMode": "host", "ReadonlyRootfs": true, "Ulimits": [{"Name": "nofile", "Soft": 100, "Hard": 200}]}),
+            &hc(serde_json::json!({"Privileged": true, "PidMode": "host", "ReadonlyRootfs": true, "Ulimits": [{"Name": "nofile", "Soft": 100, "Hard": 200}]})),
             &NoPeers,
         )
         .unwrap();
-        assert!(s["linux"]["seccomp"].is_null());
-        assert_eq!(s["root"]["readonly"], true);
-        assert!(!s["linux"]["namespaces"].to_string().contains("\"pid\""));
-        assert_eq!(s["process"]["rlimits"][0]["type"], "RLIMIT_NOFILE");
-        assert_eq!(s["linux"]["resources"]["devices"][0]["allow"], true);
-        assert!(apply(&mut s, &json!({"PidMode": "container:x"}), &NoPeers).is_err());
+        let v = serde_json::to_value(&s).unwrap();
+        assert!(v["linux"]["seccomp"].is_null());
+        assert_eq!(v["root"]["readonly"], true);
+        assert!(!v["linux"]["namespaces"].to_string().contains("\"pid\""));
+        assert_eq!(v["process"]["rlimits"][0]["type"], "RLIMIT_NOFILE");
+        assert_eq!(v["linux"]["resources"]["devices"][0]["allow"], true);
+        assert!(apply(
+            &mut s,
+            &hc(serde_json::json!({"PidMode": "container:x"})),
+            &NoPeers
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn apply_rules_seccomp_and_shm() {
+        let mut s = spec();
+        apply(
+            &mut s,
+            &hc(serde_json::json!({
+                "DeviceCgroupRules": ["c 1:3 mr", "a *:* rwm"],
+                "ShmSize": 1048576,
+                "CapAdd": ["SYS_ADMIN"],
+                "SecurityOpt": ["seccomp={\"defaultAction\":\"SCMP_ACT_ALLOW\",\"archMap\":[{\"architecture\":\"SCMP_ARCH_X86_64\",\"subArchitectures\":[\"SCMP_ARCH_X86\"]}],\"syscalls\":[{\"name\":\"mkdir\",\"action\":\"SCMP_ACT_ERRNO\"}]}"],
+                "OomScoreAdj": 100,
+                "Sysctls": {"net.ipv4.ip_forward": "1"},
+            })),
+            &NoPeers,
+        )
+        .unwrap();
+        let v = serde_json::to_value(&s).unwrap();
+        let rules = v["linux"]["resources"]["devices"].as_array().unwrap();
+        assert_eq!(rules[0]["allow"], false, "the default deny stays first");
+        assert_eq!(rules[1]["type"], "c");
+        assert_eq!(rules[1]["major"], 1);
+        assert_eq!(rules[1]["access"], "mr");
+        assert!(rules[2].get("major").is_none(), "* is any major");
+        let shm = s
+            .mounts
+            .iter()
+            .find(|m| m.destination == Path::new("/dev/shm"))
+            .unwrap();
+        assert!(shm.options.contains(&"size=1024k".to_string()));
+        let sc = &v["linux"]["seccomp"];
+        assert_eq!(sc["defaultAction"], "SCMP_ACT_ALLOW");
+        assert_eq!(sc["architectures"][1], "SCMP_ARCH_X86");
+        assert_eq!(sc["syscalls"][0]["names"][0], "mkdir");
+        assert_eq!(v["process"]["oomScoreAdj"], 100);
+        assert_eq!(v["linux"]["sysctl"]["net.ipv4.ip_forward"], "1");
+        assert!(v["process"]["capabilities"]["bounding"]
+            .to_string()
+            .contains("CAP_SYS_ADMIN"));
+        let mut s = spec();
+        assert!(apply(
+            &mut s,
+            &hc(serde_json::json!({"DeviceCgroupRules": ["x 1:3 r"]})),
+            &NoPeers
+        )
+        .is_err());
     }
 }

@@ -1,29 +1,31 @@
-#![recursion_limit = "256"]
-//! `berthd`: Berth's daemon. Serves the Docker Engine API (v1.44) on a unix socket.
+//! `berthd`: Berth's daemon. Serves the Docker Engine API (v1.24–1.44) on a unix socket.
 //!
-//! - [`api`]: routes, thin handlers, errors as `{"message": …}`.
-//! - [`engine`]: containers (state on disk, shims, reattach) — extended later by exec, attach,
-//!   restart policies and networks.
-//! - [`spec`]: the OCI bundle with Docker's defaults; [`logs`]: the json-file reader;
-//!   [`shimio`]: async client of a shim's control socket.
+//! - Routes are in [`http`], by area (system, containers, exec, images, build, networks,
+//!   volumes): decode with berth-api's models, call the domain, encode; one error type.
+//! - Containers are in [`engine`] (records on disk, the life cycle, shims, reattach,
+//!   operations), with the `Participant` interface through which [`network`] and
+//!   [`mounts`] take part in a container's life.
+//! - Domains: [`network`], [`mounts`] and [`volumes`], [`exec`], [`images`], [`build`],
+//!   [`archive`] (`docker cp`), [`events`], [`health`], [`logs`].
+//! - [`hostconfig`] applies `HostConfig` to the runtime's typed OCI spec ([`spec`]);
+//!   [`shimio`] is an async client of a shim's control socket.
 
-pub mod api;
-pub mod api_ext;
 pub mod archive;
 pub mod build;
 pub mod buildkit;
 pub mod engine;
+pub mod error;
 pub mod events;
 pub mod exec;
 pub mod health;
 pub mod hostconfig;
-pub mod images_api;
+pub mod http;
+pub mod images;
 pub mod listen;
 pub mod logs;
 pub mod mounts;
 pub mod names;
 pub mod network;
-pub mod ops;
 pub mod shimio;
 pub mod spec;
 pub mod sysinfo;

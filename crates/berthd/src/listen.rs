@@ -9,6 +9,30 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+/// A listener that cannot be set up (the flag or file at fault named).
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("invalid host {host}: {reason}")]
+    Host { host: String, reason: String },
+    /// A TLS flag is missing.
+    #[error("{0}")]
+    Missing(&'static str),
+    #[error("reading {}: {source}", path.display())]
+    Pem {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{what}: {source}")]
+    Tls {
+        what: String,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
 /// One `-H` address.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Endpoint {
@@ -18,7 +42,11 @@ pub enum Endpoint {
 
 /// Parses `unix:///path`, `/path`, `tcp://host:port` (port 2376 by default with TLS, 2375
 /// without, as dockerd).
-pub fn parse_host(s: &str, tls: bool) -> Result<Endpoint, String> {
+pub fn parse_host(s: &str, tls: bool) -> Result<Endpoint, ListenError> {
+    let bad = |reason: String| ListenError::Host {
+        host: s.to_string(),
+        reason,
+    };
     if let Some(p) = s.strip_prefix("unix://") {
         return Ok(Endpoint::Unix(PathBuf::from(p)));
     }
@@ -38,14 +66,12 @@ pub fn parse_host(s: &str, tls: bool) -> Result<Endpoint, String> {
             a
         };
         return std::net::ToSocketAddrs::to_socket_addrs(&a)
-            .map_err(|e| format!("invalid host {s}: {e}"))?
+            .map_err(|e| bad(e.to_string()))?
             .next()
             .map(Endpoint::Tcp)
-            .ok_or_else(|| format!("invalid host {s}"));
+            .ok_or_else(|| bad("no address".into()));
     }
-    Err(format!(
-        "invalid host {s}: use unix:///path or tcp://host:port"
-    ))
+    Err(bad("use unix:///path or tcp://host:port".into()))
 }
 
 /// TLS settings (dockerd's flags).
@@ -58,47 +84,54 @@ pub struct TlsFiles {
     pub verify: bool,
 }
 
-fn certs(p: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+fn pem(path: &Path) -> impl Fn(rustls::pki_types::pem::Error) -> ListenError + '_ {
+    move |source| ListenError::Pem {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn certs(p: &Path) -> Result<Vec<CertificateDer<'static>>, ListenError> {
     CertificateDer::pem_file_iter(p)
-        .map_err(|e| format!("reading {}: {e}", p.display()))?
+        .map_err(pem(p))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("reading {}: {e}", p.display()))
+        .map_err(pem(p))
 }
 
 /// The rustls server configuration for `files`.
-pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, String> {
-    let cert = files
-        .cert
-        .as_ref()
-        .ok_or("--tlscert is required for a TLS listener")?;
-    let key = files
-        .key
-        .as_ref()
-        .ok_or("--tlskey is required for a TLS listener")?;
+pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, ListenError> {
+    let tls = |what: String| move |source| ListenError::Tls { what, source };
+    let cert = files.cert.as_ref().ok_or(ListenError::Missing(
+        "--tlscert is required for a TLS listener",
+    ))?;
+    let key = files.key.as_ref().ok_or(ListenError::Missing(
+        "--tlskey is required for a TLS listener",
+    ))?;
     let chain = certs(cert)?;
-    let key =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("reading {}: {e}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(pem(key))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .map_err(tls("protocol versions".into()))?;
     let builder = if files.verify {
-        let ca = files.ca.as_ref().ok_or("--tlsverify needs --tlscacert")?;
+        let ca = files
+            .ca
+            .as_ref()
+            .ok_or(ListenError::Missing("--tlsverify needs --tlscacert"))?;
         let mut roots = rustls::RootCertStore::empty();
         for c in certs(ca)? {
-            roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
+            roots.add(c).map_err(tls(ca.display().to_string()))?;
         }
         let verifier =
             rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| e.to_string())?;
+                .build()?;
         builder.with_client_cert_verifier(verifier)
     } else {
         builder.with_no_client_auth()
     };
     let mut cfg = builder
         .with_single_cert(chain, key)
-        .map_err(|e| format!("the TLS certificate and key: {e}"))?;
+        .map_err(tls("the TLS certificate and key".into()))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

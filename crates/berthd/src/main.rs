@@ -9,8 +9,8 @@ use axum::ServiceExt;
 use clap::Parser;
 use tower::Layer;
 
-use berthd::api::{self, AppState};
 use berthd::engine::{Engine, EngineConfig};
+use berthd::http::{self, AppState};
 use berthd::listen;
 
 #[derive(Parser, Debug)]
@@ -154,21 +154,18 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut unix_socks = Vec::new();
     let mut tcp_addrs = Vec::new();
     for h in &hosts {
-        match listen::parse_host(h, use_tls).map_err(anyhow::Error::msg)? {
+        match listen::parse_host(h, use_tls)? {
             listen::Endpoint::Unix(p) => unix_socks.push(p),
             listen::Endpoint::Tcp(a) => tcp_addrs.push(a),
         }
     }
     let tls_config = if use_tls {
-        Some(
-            listen::server_config(&listen::TlsFiles {
-                cert: args.tlscert.clone(),
-                key: args.tlskey.clone(),
-                ca: args.tlscacert.clone(),
-                verify: args.tlsverify,
-            })
-            .map_err(anyhow::Error::msg)?,
-        )
+        Some(listen::server_config(&listen::TlsFiles {
+            cert: args.tlscert.clone(),
+            key: args.tlskey.clone(),
+            ca: args.tlscacert.clone(),
+            verify: args.tlsverify,
+        })?)
     } else {
         if !tcp_addrs.is_empty() && args.tls != Some(false) {
             bail!("refusing to listen on TCP without TLS (anyone who connects would be root on this host): give --tlsverify with --tlscacert/--tlscert/--tlskey, or --tls=false to do it anyway");
@@ -220,8 +217,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             engine: engine.clone(),
             info,
         });
-        let app = api::router(state);
-        let app = tower::util::MapRequestLayer::new(api::strip_version).layer(app);
+        let app = http::router(state);
+        let app = tower::util::MapRequestLayer::new(http::strip_version).layer(app);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
         for sock in &unix_socks {

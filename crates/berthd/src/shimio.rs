@@ -1,10 +1,58 @@
-//! An async client for a shim's line-JSON control socket.
+//! An async client of a shim's line-JSON control socket, speaking berth-shim's typed
+//! [`Request`]s.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use berth_shim::protocol::Request;
+use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
+
+/// A shim's reply (`{"ok": true, …}`; the fields a request's reply carries).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Reply {
+    pub ok: bool,
+    pub error: Option<String>,
+    /// `wait`: the exit status.
+    pub exit_code: Option<i64>,
+    /// `wait`: when it exited.
+    pub finished_at: Option<String>,
+    /// `exec`: the process's pid.
+    pub pid: Option<i64>,
+}
+
+/// What the `berth-shim` starter prints once the container is created.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct StartReport {
+    /// The shim's pid.
+    pub pid: i64,
+    /// The container's init.
+    pub init_pid: i64,
+    /// The shim's control socket.
+    pub socket: PathBuf,
+}
+
+/// The payload of an exec stream's exit frame.
+#[derive(Debug, Deserialize)]
+pub struct ExitFrame {
+    #[serde(default = "minus_one")]
+    pub exit_code: i64,
+}
+
+fn minus_one() -> i64 {
+    -1
+}
+
+impl ExitFrame {
+    /// The exit code of a frame's payload (-1 when unreadable).
+    pub fn code(payload: &[u8]) -> i64 {
+        serde_json::from_slice::<ExitFrame>(payload)
+            .map(|f| f.exit_code)
+            .unwrap_or(-1)
+    }
+}
 
 /// Connects to a shim socket (long paths work through `/proc/self/fd`).
 pub async fn connect(socket: &Path) -> std::io::Result<UnixStream> {
@@ -17,7 +65,7 @@ pub async fn connect(socket: &Path) -> std::io::Result<UnixStream> {
 }
 
 /// Sends one request on a connection and reads one reply line.
-pub async fn call_on(stream: &mut UnixStream, req: &Value) -> std::io::Result<Value> {
+pub async fn call_on(stream: &mut UnixStream, req: &Request) -> std::io::Result<Reply> {
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
     stream.write_all(&line).await?;
@@ -31,21 +79,18 @@ pub async fn call_on(stream: &mut UnixStream, req: &Value) -> std::io::Result<Va
             "shim closed the connection",
         ));
     }
-    let v: Value = serde_json::from_slice(&buf).map_err(std::io::Error::other)?;
-    if v.get("ok").and_then(Value::as_bool) == Some(true) {
-        Ok(v)
+    let reply: Reply = serde_json::from_slice(&buf).map_err(std::io::Error::other)?;
+    if reply.ok {
+        Ok(reply)
     } else {
         Err(std::io::Error::other(
-            v.get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("shim error")
-                .to_string(),
+            reply.error.unwrap_or_else(|| "shim error".to_string()),
         ))
     }
 }
 
 /// Connects, sends one request, returns the reply.
-pub async fn call(socket: &Path, req: Value) -> std::io::Result<Value> {
+pub async fn call(socket: &Path, req: Request) -> std::io::Result<Reply> {
     let mut s = connect(socket).await?;
     call_on(&mut s, &req).await
 }

@@ -1,28 +1,41 @@
-//! The OCI bundle (`config.json`) for a container: Docker's defaults.
+//! The OCI bundle (`config.json`) of a container: the runtime's typed [`Spec`] with Docker's
+//! defaults.
 
-use serde_json::{json, Value};
+use berth_runtime::spec::{Mount, Spec};
 
 /// Docker's defaults, shared with the runtime's `profiles` module.
 pub use berth_runtime::profiles::{
     DEFAULT_CAPABILITIES as DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS,
 };
 
-/// The `config.json` value with Docker's defaults (the root is `rootfs` next to it); berthd's
-/// containers set `cgroup_mount` and put [`etc_mounts`] before their volumes.
-pub use berth_runtime::profiles::{default_spec as build, DefaultSpec};
+pub use berth_runtime::profiles::DefaultSpec;
+
+/// The spec with Docker's defaults (the root is `rootfs` next to it); berthd's containers set
+/// `cgroup_mount` and add [`etc_mounts`] and their volumes after Docker's mounts.
+pub fn build(i: &DefaultSpec<'_>) -> Spec {
+    serde_json::from_value(berth_runtime::profiles::default_spec(i))
+        .expect("the runtime's default spec is a valid Spec")
+}
 
 /// Bind mounts (read-write) of the files berthd writes for a container: (host, container).
-pub fn etc_mounts(files: &[(String, String)]) -> Vec<Value> {
+pub fn etc_mounts(files: &[(String, String)]) -> Vec<Mount> {
     files
         .iter()
-        .map(|(src, dst)| json!({"destination": dst, "type": "bind", "source": src, "options": ["rbind", "rprivate"]}))
+        .map(|(src, dst)| Mount {
+            destination: dst.into(),
+            typ: Some("bind".into()),
+            source: Some(src.into()),
+            options: vec!["rbind".into(), "rprivate".into()],
+            uid_mappings: vec![],
+            gid_mappings: vec![],
+        })
         .collect()
 }
 
 /// Resolves Docker's `user[:group]` against the container's `/etc/passwd` and `/etc/group`,
 /// read inside the root (a symlinked `/etc/passwd` never reaches the host's files).
 pub fn resolve_user(rootfs: &std::path::Path, user: &str) -> Result<(u32, u32), String> {
-    berth_build::fsops::resolve_user(rootfs, user)
+    berth_build::fsops::resolve_user(rootfs, user).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -31,7 +44,7 @@ mod tests {
 
     #[test]
     fn spec_has_docker_defaults() {
-        let v = build(&DefaultSpec {
+        let mut s = build(&DefaultSpec {
             args: &["sh".into()],
             env: &["PATH=/bin".into()],
             cwd: "",
@@ -43,8 +56,11 @@ mod tests {
             host_network: true,
             cgroups_path: "/berth/x".into(),
             cgroup_mount: true,
-            mounts: etc_mounts(&[("/h/hosts".into(), "/etc/hosts".into())]),
+            mounts: vec![],
         });
+        s.mounts
+            .extend(etc_mounts(&[("/h/hosts".into(), "/etc/hosts".into())]));
+        let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["process"]["cwd"], "/");
         assert_eq!(
             v["process"]["capabilities"]["bounding"]
@@ -57,6 +73,44 @@ mod tests {
         let mounts = v["mounts"].as_array().unwrap();
         assert!(mounts.iter().any(|m| m["destination"] == "/sys/fs/cgroup"));
         assert_eq!(mounts.last().unwrap()["source"], "/h/hosts");
+        assert_eq!(mounts.last().unwrap()["type"], "bind");
+    }
+
+    /// The typed spec keeps everything the runtime's default JSON holds.
+    #[test]
+    fn typed_spec_round_trips_the_default() {
+        let i = DefaultSpec {
+            args: &["sh".into()],
+            env: &[],
+            cwd: "/w",
+            uid: 5,
+            gid: 6,
+            additional_gids: &[7],
+            tty: true,
+            hostname: "h",
+            host_network: false,
+            cgroups_path: "/b/x".into(),
+            cgroup_mount: true,
+            mounts: vec![],
+        };
+        let raw = berth_runtime::profiles::default_spec(&i);
+        let typed = serde_json::to_value(build(&i)).unwrap();
+        fn same(a: &serde_json::Value, b: &serde_json::Value, path: &str) {
+            match a {
+                serde_json::Value::Object(o) => {
+                    for (k, v) in o {
+                        same(v, &b[k.as_str()], &format!("{path}.{k}"));
+                    }
+                }
+                serde_json::Value::Array(x) => {
+                    for (n, v) in x.iter().enumerate() {
+                        same(v, &b[n], &format!("{path}[{n}]"));
+                    }
+                }
+                _ => assert_eq!(a, b, "{path}"),
+            }
+        }
+        same(&raw, &typed, "");
     }
 
     #[test]

@@ -12,17 +12,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use axum::extract::{Path as AxPath, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
+use axum::http::StatusCode;
+use berth_api::Filters;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
-use crate::api::{ApiError, AppState};
 use crate::util;
 
 /// Errors of the volume store, with Docker's status codes.
@@ -34,8 +29,13 @@ pub enum VolumeError {
     InUse(String),
     #[error("{0}")]
     Invalid(String),
-    #[error("{0}")]
-    Io(String),
+    /// An operation on the volume's files failed (`op` names it and the volume).
+    #[error("{op}: {source}")]
+    Io {
+        op: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl VolumeError {
@@ -44,19 +44,16 @@ impl VolumeError {
             VolumeError::NotFound(_) => StatusCode::NOT_FOUND,
             VolumeError::InUse(_) => StatusCode::CONFLICT,
             VolumeError::Invalid(_) => StatusCode::BAD_REQUEST,
-            VolumeError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            VolumeError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
 
-impl From<VolumeError> for ApiError {
-    fn from(e: VolumeError) -> Self {
-        ApiError(e.status(), e.to_string())
+fn io(op: &str, source: std::io::Error) -> VolumeError {
+    VolumeError::Io {
+        op: op.to_string(),
+        source,
     }
-}
-
-fn io(ctx: &str, e: impl std::fmt::Display) -> VolumeError {
-    VolumeError::Io(format!("{ctx}: {e}"))
 }
 
 pub type Result<T> = std::result::Result<T, VolumeError>;
@@ -380,40 +377,11 @@ impl VolumeStore {
             .collect()
     }
 
-    /// Docker's volume JSON.
-    pub fn to_json(&self, v: &Volume) -> Value {
-        let opts: Value = if v.options.is_empty() {
-            Value::Null
-        } else {
-            json!(v.options)
-        };
-        let labels: Value = if v.labels.is_empty() && !v.anonymous {
-            Value::Null
-        } else {
-            let mut l = v.labels.clone();
-            if v.anonymous {
-                l.insert("com.docker.volume.anonymous".into(), String::new());
-            }
-            json!(l)
-        };
-        json!({
-            "CreatedAt": v.created_at,
-            "Driver": v.driver,
-            "Labels": labels,
-            "Mountpoint": self.data_path(&v.name),
-            "Name": v.name,
-            "Options": opts,
-            "Scope": "local",
-        })
-    }
-
     /// `POST /volumes/prune`: removes unused volumes matching the filters (anonymous ones only
     /// unless `all=true`). Returns (names, bytes reclaimed).
-    pub fn prune(&self, filters: &[(String, String)]) -> Result<(Vec<String>, u64)> {
-        let all = filters
-            .iter()
-            .any(|(k, v)| k == "all" && matches!(v.as_str(), "1" | "true"));
-        for (k, _) in filters {
+    pub fn prune(&self, filters: &Filters) -> Result<(Vec<String>, u64)> {
+        let all = filters.get("all").any(|v| matches!(v, "1" | "true"));
+        for (k, _) in &filters.0 {
             if !matches!(k.as_str(), "all" | "label" | "label!") {
                 return Err(VolumeError::Invalid(format!("invalid filter '{k}'")));
             }
@@ -445,12 +413,12 @@ impl VolumeStore {
     }
 }
 
-fn label_filters_match(v: &Volume, filters: &[(String, String)]) -> bool {
+fn label_filters_match(v: &Volume, filters: &Filters) -> bool {
     let has = |spec: &str| match spec.split_once('=') {
         Some((k, val)) => v.labels.get(k).map(String::as_str) == Some(val),
         None => v.labels.contains_key(spec),
     };
-    filters.iter().all(|(k, val)| match k.as_str() {
+    filters.0.iter().all(|(k, val)| match k.as_str() {
         "label" => has(val),
         "label!" => !has(val),
         _ => true,
@@ -617,174 +585,76 @@ pub fn mount_opts(opts: &BTreeMap<String, String>, target: &Path) -> std::io::Re
     Ok(())
 }
 
-// ---------------------------------------------------------------------------------------------
-// routes
-
-type St = State<Arc<AppState>>;
-type Q = Query<HashMap<String, String>>;
-
-fn json_resp(status: StatusCode, v: Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        v.to_string(),
-    )
-        .into_response()
-}
-
-fn filters_of(q: &HashMap<String, String>) -> std::result::Result<Vec<(String, String)>, ApiError> {
-    let Some(f) = q.get("filters").filter(|s| !s.is_empty()) else {
-        return Ok(vec![]);
-    };
-    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
-    let v: Value = serde_json::from_str(f).map_err(|e| bad(format!("invalid filter: {e}")))?;
-    let mut out = Vec::new();
-    for (k, vals) in v.as_object().ok_or_else(|| bad("invalid filter".into()))? {
-        match vals {
-            Value::Array(a) => a
-                .iter()
-                .filter_map(Value::as_str)
-                .for_each(|s| out.push((k.clone(), s.to_string()))),
-            Value::Object(o) => o.keys().for_each(|s| out.push((k.clone(), s.clone()))),
-            _ => return Err(bad("invalid filter".into())),
+impl VolumeStore {
+    /// Docker's shape of a volume.
+    pub fn to_api(&self, v: &Volume) -> berth_api::volume::Volume {
+        let mut labels = v.labels.clone();
+        if v.anonymous {
+            labels.insert("com.docker.volume.anonymous".into(), String::new());
+        }
+        berth_api::volume::Volume {
+            created_at: v.created_at.clone(),
+            driver: v.driver.clone(),
+            labels: (!labels.is_empty()).then_some(labels),
+            mountpoint: self.data_path(&v.name).display().to_string(),
+            name: v.name.clone(),
+            options: (!v.options.is_empty()).then(|| v.options.clone()),
+            scope: "local".into(),
+            usage_data: None,
         }
     }
-    Ok(out)
-}
 
-/// `/volumes` routes.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/volumes", get(list))
-        .route("/volumes/create", post(create))
-        .route("/volumes/prune", post(prune))
-        .route("/volumes/{name}", get(inspect).delete(remove))
-}
-
-async fn list(State(s): St, Query(q): Q) -> std::result::Result<Response, ApiError> {
-    let filters = filters_of(&q)?;
-    let vs = &s.engine.volumes;
-    let mut out = Vec::new();
-    for v in vs.list() {
-        let users = vs.users(&v.name);
-        let keep = filters.iter().all(|(k, val)| match k.as_str() {
-            "name" => v.name.contains(val.as_str()),
-            "driver" => &v.driver == val,
-            "dangling" => {
-                let want = matches!(val.as_str(), "1" | "true");
-                users.is_empty() == want
-            }
-            "label" | "label!" => label_filters_match(&v, &[(k.clone(), val.clone())]),
-            _ => true,
-        });
-        for (k, _) in &filters {
-            if !matches!(
+    /// `GET /volumes` (filters: name, driver, dangling, label, label!).
+    pub fn list_api(&self, filters: &Filters) -> Result<Vec<berth_api::volume::Volume>> {
+        if let Some((k, _)) = filters.0.iter().find(|(k, _)| {
+            !matches!(
                 k.as_str(),
                 "name" | "driver" | "dangling" | "label" | "label!"
-            ) {
-                return Err(ApiError(
-                    StatusCode::BAD_REQUEST,
-                    format!("invalid filter '{k}'"),
-                ));
-            }
+            )
+        }) {
+            return Err(VolumeError::Invalid(format!("invalid filter '{k}'")));
         }
-        if keep {
-            out.push(vs.to_json(&v));
-        }
+        Ok(self
+            .list()
+            .iter()
+            .filter(|v| {
+                let users = self.users(&v.name);
+                filters.0.iter().all(|(k, val)| match k.as_str() {
+                    "name" => v.name.contains(val.as_str()),
+                    "driver" => &v.driver == val,
+                    "dangling" => users.is_empty() == matches!(val.as_str(), "1" | "true"),
+                    "label" | "label!" => {
+                        label_filters_match(v, &Filters(vec![(k.clone(), val.clone())]))
+                    }
+                    _ => true,
+                })
+            })
+            .map(|v| self.to_api(v))
+            .collect())
     }
-    Ok(json_resp(
-        StatusCode::OK,
-        json!({"Volumes": out, "Warnings": null}),
-    ))
-}
 
-fn str_map(v: &Value) -> BTreeMap<String, String> {
-    v.as_object()
-        .map(|o| {
-            o.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-async fn create(State(s): St, body: axum::body::Bytes) -> std::result::Result<Response, ApiError> {
-    let b: Value = if body.is_empty() {
-        json!({})
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))?
-    };
-    let engine = s.engine.clone();
-    let v = tokio::task::spawn_blocking(move || {
-        engine.volumes.create(
-            b["Name"].as_str(),
-            b["Driver"].as_str().unwrap_or(""),
-            str_map(&b["Labels"]),
-            str_map(&b["DriverOpts"]),
-            false,
-        )
-    })
-    .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    Ok(json_resp(StatusCode::CREATED, s.engine.volumes.to_json(&v)))
-}
-
-async fn inspect(
-    State(s): St,
-    AxPath(name): AxPath<String>,
-) -> std::result::Result<Response, ApiError> {
-    let v = s.engine.volumes.get(&name)?;
-    Ok(json_resp(StatusCode::OK, s.engine.volumes.to_json(&v)))
-}
-
-async fn remove(
-    State(s): St,
-    AxPath(name): AxPath<String>,
-    Query(q): Q,
-) -> std::result::Result<Response, ApiError> {
-    let force = matches!(q.get("force").map(String::as_str), Some("1" | "true"));
-    let engine = s.engine.clone();
-    tokio::task::spawn_blocking(move || engine.volumes.remove(&name, force))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-async fn prune(State(s): St, Query(q): Q) -> std::result::Result<Response, ApiError> {
-    let filters = filters_of(&q)?;
-    let engine = s.engine.clone();
-    let (names, space) = tokio::task::spawn_blocking(move || engine.volumes.prune(&filters))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    Ok(json_resp(
-        StatusCode::OK,
-        json!({"VolumesDeleted": names, "SpaceReclaimed": space}),
-    ))
-}
-
-/// The volumes part of `GET /system/df` (Docker's shape; `verbose` adds nothing more for
-/// volumes, the CLI's `-v` shows the same entries).
-pub fn df_json(store: &VolumeStore) -> Value {
-    let usage: HashMap<String, VolumeUsage> = store
-        .usage()
-        .into_iter()
-        .map(|u| (u.name.clone(), u))
-        .collect();
-    let vols: Vec<Value> = store
-        .list()
-        .iter()
-        .map(|v| {
-            let mut j = store.to_json(v);
-            let u = usage.get(&v.name);
-            j["UsageData"] = json!({
-                "Size": u.map(|u| u.size as i64).unwrap_or(-1),
-                "RefCount": u.map(|u| u.ref_count as i64).unwrap_or(0),
-            });
-            j
-        })
-        .collect();
-    Value::Array(vols)
+    /// The volumes part of `GET /system/df` (`verbose` adds nothing more for volumes, the
+    /// CLI's `-v` shows the same entries).
+    pub fn df(&self) -> Vec<berth_api::volume::Volume> {
+        let usage: HashMap<String, VolumeUsage> = self
+            .usage()
+            .into_iter()
+            .map(|u| (u.name.clone(), u))
+            .collect();
+        self.list()
+            .iter()
+            .map(|v| {
+                let u = usage.get(&v.name);
+                berth_api::volume::Volume {
+                    usage_data: Some(berth_api::volume::UsageData {
+                        size: u.map(|u| u.size as i64).unwrap_or(-1),
+                        ref_count: u.map(|u| u.ref_count as i64).unwrap_or(0),
+                    }),
+                    ..self.to_api(v)
+                }
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -184,6 +184,23 @@ impl Norm {
                 if key == "HostPort" && !s.is_empty() {
                     return json!("<port>");
                 }
+                if key == "Status" {
+                    // `Up 2 seconds`, `Exited (0) Less than a second ago`: the time varies.
+                    for p in ["Up ", "Exited (", "Restarting ("] {
+                        if let Some(rest) = s.strip_prefix(p) {
+                            let kept = match rest.split_once(") ") {
+                                Some((code, _)) if p != "Up " => format!("{p}{code}) "),
+                                _ => p.to_string(),
+                            };
+                            // A health or pause note after the duration stays.
+                            let note = match rest.rfind(" (") {
+                                Some(i) if p == "Up " => &rest[i..],
+                                _ => "",
+                            };
+                            return json!(format!("{kept}<duration>{note}"));
+                        }
+                    }
+                }
                 json!(self.string(s))
             }
             Value::Number(n) if VOLATILE_NUM.contains(&key) && n.as_f64() != Some(0.0) => {

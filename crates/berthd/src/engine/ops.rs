@@ -1,36 +1,86 @@
 //! Container operations beyond the life cycle: rename, restart, pause/unpause, resize, update,
 //! top, stats, prune, changes.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use serde_json::{json, Value};
+use berth_api::container::{ChangeItem, PruneReport, TopResponse, UpdateConfig};
+use berth_api::stats::{
+    BlkioStatEntry, BlkioStats, CpuStats, CpuUsage, MemoryStats, NetworkStats, PidsStats,
+    StatsResponse, ThrottlingData,
+};
+use berth_api::Filters;
+use berth_shim::protocol::Request;
 
-use crate::engine::{Container, Engine, EngineError, Result};
+use super::{Container, Engine, EngineError, Result};
 use crate::{names, shimio, util};
-
-fn internal(e: impl std::fmt::Display) -> EngineError {
-    EngineError::Internal(e.to_string())
-}
 
 /// The host's cgroup hierarchy (detected once).
 pub fn hierarchy() -> Result<&'static berth_cgroups::Hierarchy> {
-    static H: OnceLock<std::result::Result<berth_cgroups::Hierarchy, String>> = OnceLock::new();
-    H.get_or_init(|| berth_cgroups::Hierarchy::detect().map_err(|e| e.to_string()))
+    static H: OnceLock<berth_cgroups::Result<berth_cgroups::Hierarchy>> = OnceLock::new();
+    H.get_or_init(berth_cgroups::Hierarchy::detect)
         .as_ref()
         .map_err(|e| EngineError::Internal(format!("detecting cgroups: {e}")))
 }
 
-impl Engine {
-    fn runtime_cmd(&self) -> std::process::Command {
-        let mut c = std::process::Command::new(&self.cfg.runtime);
-        c.arg("--root").arg(self.cfg.exec_root.join("runtime"));
-        c
-    }
+/// Copies each resource an update sets (non-zero, non-null) into the container's, and says
+/// which were set (dockerd's `UpdateContainer`, over the fields Berth applies).
+macro_rules! merge_set {
+    ($dst:expr, $src:expr, $changed:expr; $($f:ident),* $(,)?) => {$(
+        if !is_unset(&$src.$f) {
+            $dst.$f = $src.$f.clone();
+            $changed.push(stringify!($f));
+        }
+    )*};
+}
 
+/// Whether an update leaves a field alone (Docker: zero numbers, empty strings and lists,
+/// `null`).
+trait Unset {
+    fn unset(&self) -> bool;
+}
+impl Unset for i64 {
+    fn unset(&self) -> bool {
+        *self == 0
+    }
+}
+impl Unset for u16 {
+    fn unset(&self) -> bool {
+        *self == 0
+    }
+}
+impl Unset for String {
+    fn unset(&self) -> bool {
+        self.is_empty()
+    }
+}
+impl<T> Unset for Option<Vec<T>> {
+    fn unset(&self) -> bool {
+        self.as_ref().is_none_or(Vec::is_empty)
+    }
+}
+impl Unset for Option<i64> {
+    fn unset(&self) -> bool {
+        self.is_none_or(|v| v == 0)
+    }
+}
+impl Unset for Option<bool> {
+    fn unset(&self) -> bool {
+        self.is_none()
+    }
+}
+fn is_unset(v: &impl Unset) -> bool {
+    v.unset()
+}
+
+impl Engine {
+    /// Runs `berth-runtime --root <exec-root>/runtime ARGS`, with `stdin` written to it.
     async fn runtime_call(&self, args: Vec<String>, stdin: Option<Vec<u8>>) -> Result<()> {
-        let mut cmd = self.runtime_cmd();
-        cmd.args(&args)
+        let mut cmd = std::process::Command::new(&self.cfg.runtime);
+        cmd.arg("--root")
+            .arg(self.cfg.exec_root.join("runtime"))
+            .args(&args)
             .stdin(if stdin.is_some() {
                 std::process::Stdio::piped()
             } else {
@@ -48,9 +98,8 @@ impl Engine {
             }
             child.wait_with_output()
         })
-        .await
-        .map_err(internal)?
-        .map_err(|e| internal(format!("running the runtime: {e}")))?;
+        .await?
+        .map_err(EngineError::sys("running the runtime"))?;
         if out.status.success() {
             Ok(())
         } else {
@@ -84,7 +133,29 @@ impl Engine {
                 "Invalid container name ({new}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
             )));
         }
-        let (old, c) = self.rename_record(name_or_id, &format!("/{new}"))?;
+        let full = format!("/{new}");
+        let e = self.lookup(name_or_id)?;
+        let (old, c) = {
+            let map = self.map.lock().unwrap();
+            let my_id = e.rec.lock().unwrap().id.clone();
+            for (id, other) in map.iter().filter(|(id, _)| **id != my_id) {
+                let o = other.rec.lock().unwrap();
+                if o.name == full {
+                    return Err(EngineError::Conflict(format!(
+                        "Conflict. The container name \"{full}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name."
+                    )));
+                }
+            }
+            let mut r = e.rec.lock().unwrap();
+            if r.name == full {
+                return Err(EngineError::Conflict(
+                    "Renaming a container with the same name as its current name".into(),
+                ));
+            }
+            let old = std::mem::replace(&mut r.name, full);
+            self.persist(&r)?;
+            (old, r.clone())
+        };
         self.container_event(&c, "rename", &[("oldName", old.as_str())]);
         Ok(())
     }
@@ -134,110 +205,79 @@ impl Engine {
     /// `POST /containers/{id}/resize`.
     pub async fn resize(&self, name_or_id: &str, rows: u16, cols: u16) -> Result<()> {
         let c = self.running(name_or_id)?;
-        let socket = self.shim_dir(&c.id).join("shim.sock");
-        shimio::call(&socket, json!({"op": "resize", "rows": rows, "cols": cols}))
-            .await
-            .map(drop)
-            .map_err(|e| EngineError::BadRequest(e.to_string()))
+        shimio::call(
+            &self.shim_socket(&c.id),
+            Request::Resize {
+                rows,
+                cols,
+                exec_id: None,
+            },
+        )
+        .await
+        .map(drop)
+        .map_err(|e| EngineError::BadRequest(e.to_string()))
     }
 
     /// `POST /containers/{id}/update`: resources and the restart policy; running containers
-    /// get the new limits at once (a limit the kernel refuses is an error and nothing changes).
-    pub async fn update(&self, name_or_id: &str, body: &Value) -> Result<Vec<String>> {
-        let Some(obj) = body.as_object() else {
+    /// get the new limits at once (a limit the kernel refuses is an error and nothing
+    /// changes).
+    pub async fn update(&self, name_or_id: &str, upd: &UpdateConfig) -> Result<Vec<String>> {
+        if !upd.cgroup_parent.is_empty() {
             return Err(EngineError::BadRequest(
-                "update body must be an object".into(),
+                "CgroupParent cannot be updated".into(),
             ));
-        };
+        }
+        if upd.kernel_memory != 0 {
+            return Err(EngineError::BadRequest(
+                "KernelMemory cannot be updated".into(),
+            ));
+        }
         let e = self.lookup(name_or_id)?;
         let _op = e.op.lock().await;
         let c = e.rec.lock().unwrap().clone();
         let mut hc = c.host_config.clone();
-        const KEYS: &[&str] = &[
-            "CpuShares",
-            "Memory",
-            "CgroupParent",
-            "BlkioWeight",
-            "BlkioWeightDevice",
-            "BlkioDeviceReadBps",
-            "BlkioDeviceWriteBps",
-            "BlkioDeviceReadIOps",
-            "BlkioDeviceWriteIOps",
-            "CpuPeriod",
-            "CpuQuota",
-            "CpuRealtimePeriod",
-            "CpuRealtimeRuntime",
-            "CpusetCpus",
-            "CpusetMems",
-            "MemoryReservation",
-            "MemorySwap",
-            "MemorySwappiness",
-            "NanoCpus",
-            "OomKillDisable",
-            "PidsLimit",
-            "KernelMemory",
-        ];
-        let mut changed = serde_json::Map::new();
-        for (k, v) in obj {
-            if k == "RestartPolicy" {
-                if v.is_object() {
-                    hc["RestartPolicy"] = v.clone();
-                }
-                continue;
-            }
-            if !KEYS.contains(&k.as_str()) {
-                continue;
-            }
-            let zero = match v {
-                Value::Null => true,
-                Value::Number(n) => n.as_f64() == Some(0.0),
-                Value::String(s) => s.is_empty(),
-                Value::Array(a) => a.is_empty(),
-                _ => false,
-            };
-            if zero {
-                continue;
-            }
-            if k == "CgroupParent" || k == "KernelMemory" {
-                return Err(EngineError::BadRequest(format!("{k} cannot be updated")));
-            }
-            hc[k] = v.clone();
-            changed.insert(k.clone(), v.clone());
-        }
+        let mut changed: Vec<&str> = Vec::new();
+        merge_set!(hc, upd, changed;
+            cpu_shares, memory, blkio_weight, blkio_weight_device, blkio_device_read_bps,
+            blkio_device_write_bps, blkio_device_read_iops, blkio_device_write_iops, cpu_period,
+            cpu_quota, cpu_realtime_period, cpu_realtime_runtime, cpuset_cpus, cpuset_mems,
+            memory_reservation, memory_swap, memory_swappiness, nano_cpus, oom_kill_disable,
+            pids_limit,
+        );
+        let set = |f: &str| changed.contains(&f);
         // Memory raised above the old swap limit: Docker raises swap with it.
-        if changed.contains_key("Memory") && !changed.contains_key("MemorySwap") {
-            let mem = hc["Memory"].as_i64().unwrap_or(0);
-            let swap = hc["MemorySwap"].as_i64().unwrap_or(0);
-            if swap > 0 && swap < mem {
-                hc["MemorySwap"] = json!(mem * 2);
-                changed.insert("MemorySwap".into(), hc["MemorySwap"].clone());
+        if set("memory") && !set("memory_swap") && hc.memory_swap > 0 && hc.memory_swap < hc.memory
+        {
+            hc.memory_swap = hc.memory * 2;
+        }
+        if set("nano_cpus") {
+            hc.cpu_quota = 0;
+            hc.cpu_period = 0;
+        }
+        if set("cpu_quota") || set("cpu_period") {
+            hc.nano_cpus = 0;
+        }
+        if !upd.restart_policy.name.is_empty() {
+            if c.auto_remove() && !upd.restart_policy.is_none() {
+                return Err(EngineError::BadRequest(
+                    "Restart policy cannot be updated because AutoRemove is enabled for the container"
+                        .into(),
+                ));
             }
-        }
-        if changed.contains_key("NanoCpus") {
-            hc["CpuQuota"] = json!(0);
-            hc["CpuPeriod"] = json!(0);
-        }
-        if changed.contains_key("CpuQuota") || changed.contains_key("CpuPeriod") {
-            hc["NanoCpus"] = json!(0);
+            hc.restart_policy = upd.restart_policy.clone();
         }
         let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let warnings = crate::hostconfig::check(&hc, ncpus).map_err(EngineError::BadRequest)?;
-        let policy = hc["RestartPolicy"]["Name"].as_str().unwrap_or("");
-        if c.auto_remove() && !matches!(policy, "" | "no") {
-            return Err(EngineError::BadRequest(
-                "Restart policy cannot be updated because AutoRemove is enabled for the container"
-                    .into(),
-            ));
-        }
+        let warnings = crate::hostconfig::check(&hc, ncpus)?;
         if c.state.running && !changed.is_empty() {
             // The full resource set, so the runtime writes every limit consistently.
-            let mut res = crate::hostconfig::resources(&hc).map_err(EngineError::BadRequest)?;
-            if let Some(m) = res.get_mut("memory") {
-                if hc["MemorySwap"].as_i64() == Some(-1) {
-                    m["swap"] = json!(-1);
+            let mut res = crate::hostconfig::resources(&hc.resources())?;
+            if hc.memory_swap == -1 {
+                if let Some(m) = res.memory_mut() {
+                    m.set_swap(Some(-1));
                 }
             }
-            let data = serde_json::to_vec(&res).map_err(internal)?;
+            let data = serde_json::to_vec(&res)
+                .map_err(|e| EngineError::Internal(format!("encoding resources: {e}")))?;
             self.runtime_call(
                 vec!["update".into(), "-r".into(), "-".into(), c.id.clone()],
                 Some(data),
@@ -262,21 +302,28 @@ impl Engine {
 
     fn cgroup_of(&self, c: &Container) -> Result<berth_cgroups::Cgroup> {
         let h = hierarchy()?;
-        berth_cgroups::Cgroup::open_existing(h, Some(&self.cgroups_path(c)), &c.id)
-            .map_err(|e| internal(format!("the cgroup of {}: {e}", c.id)))
+        berth_cgroups::Cgroup::open_existing(h, Some(&self.cgroups_path(c)), &c.id).map_err(
+            |source| EngineError::Cgroup {
+                what: format!("the cgroup of {}", c.id),
+                source,
+            },
+        )
     }
 
     /// The host pids of a running container's processes.
     pub fn pids(&self, name_or_id: &str) -> Result<Vec<i32>> {
         let c = self.running(name_or_id)?;
         let cg = self.cgroup_of(&c)?;
-        let mut p = cg.pids().map_err(internal)?;
+        let mut p = cg.pids().map_err(|source| EngineError::Cgroup {
+            what: format!("the processes of {}", c.id),
+            source,
+        })?;
         p.sort();
         Ok(p)
     }
 
     /// `GET /containers/{id}/top`: the host's `ps` for the container's processes.
-    pub async fn top(&self, name_or_id: &str, ps_args: &str) -> Result<Value> {
+    pub async fn top(&self, name_or_id: &str, ps_args: &str) -> Result<TopResponse> {
         let pids = self.pids(name_or_id)?;
         let args: Vec<String> = if ps_args.is_empty() {
             vec!["-ef".into()]
@@ -287,9 +334,9 @@ impl Engine {
             .args(&args)
             .output()
             .await
-            .map_err(|e| internal(format!("running ps: {e}")))?;
+            .map_err(EngineError::sys("running ps"))?;
         if !out.status.success() {
-            return Err(internal(format!(
+            return Err(EngineError::Internal(format!(
                 "ps: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
@@ -297,108 +344,104 @@ impl Engine {
         parse_ps(&String::from_utf8_lossy(&out.stdout), &pids)
     }
 
-    /// One stats sample in Docker's JSON (`GET /containers/{id}/stats`).
-    pub fn stats_sample(&self, name_or_id: &str) -> Result<Value> {
+    /// One stats sample in Docker's shape (`GET /containers/{id}/stats`).
+    pub fn stats_sample(&self, name_or_id: &str) -> Result<StatsResponse> {
         let c = self.get(name_or_id)?;
-        let now = util::now_rfc3339_nano();
         if !c.state.running {
-            return Ok(json!({
-                "read": util::ZERO_TIME, "preread": util::ZERO_TIME, "name": c.name, "id": c.id,
-                "pids_stats": {}, "blkio_stats": {}, "num_procs": 0, "storage_stats": {},
-                "cpu_stats": {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0}, "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}},
-                "precpu_stats": {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0}, "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}},
-                "memory_stats": {},
-            }));
+            return Ok(StatsResponse {
+                read: util::ZERO_TIME.into(),
+                preread: util::ZERO_TIME.into(),
+                name: c.name,
+                id: c.id,
+                ..Default::default()
+            });
         }
+        let now = util::now_rfc3339_nano();
         let cg = self.cgroup_of(&c)?;
-        let s = cg.usage_stats().map_err(internal)?;
-        let ncpus = online_cpus();
+        let s = cg.usage_stats().map_err(|source| EngineError::Cgroup {
+            what: format!("the statistics of {}", c.id),
+            source,
+        })?;
         let mem_total = host_mem_total();
         let limit = if s.memory.usage.limit == 0 || s.memory.usage.limit > mem_total {
             mem_total
         } else {
             s.memory.usage.limit
         };
-        let blk = |v: &[berth_cgroups::stats::BlkioEntry]| -> Value {
-            json!(v
-                .iter()
-                .map(|e| json!({"major": e.major, "minor": e.minor, "op": e.op, "value": e.value}))
-                .collect::<Vec<_>>())
+        let blk = |v: &[berth_cgroups::stats::BlkioEntry]| {
+            Some(
+                v.iter()
+                    .map(|e| BlkioStatEntry {
+                        major: e.major,
+                        minor: e.minor,
+                        op: e.op.clone(),
+                        value: e.value,
+                    })
+                    .collect(),
+            )
         };
-        let mut raw = serde_json::Map::new();
-        for (k, v) in &s.memory.raw {
-            raw.insert(k.clone(), json!(v));
-        }
-        let mut v = json!({
-            "read": now,
-            "preread": util::ZERO_TIME,
-            "name": c.name,
-            "id": c.id,
-            "pids_stats": {"current": s.pids.current, "limit": if s.pids.limit == 0 { Value::Null } else { json!(s.pids.limit) }},
-            "blkio_stats": {
-                "io_service_bytes_recursive": blk(&s.blkio.io_service_bytes_recursive),
-                "io_serviced_recursive": blk(&s.blkio.io_serviced_recursive),
-                "io_queue_recursive": null, "io_service_time_recursive": null,
-                "io_wait_time_recursive": null, "io_merged_recursive": null,
-                "io_time_recursive": null, "sectors_recursive": null,
+        Ok(StatsResponse {
+            read: now,
+            preread: util::ZERO_TIME.into(),
+            pids_stats: PidsStats {
+                current: s.pids.current,
+                limit: s.pids.limit,
             },
-            "num_procs": 0,
-            "storage_stats": {},
-            "cpu_stats": {
-                "cpu_usage": {
-                    "total_usage": s.cpu.usage.total,
-                    "percpu_usage": s.cpu.usage.percpu,
-                    "usage_in_kernelmode": s.cpu.usage.kernel,
-                    "usage_in_usermode": s.cpu.usage.user,
+            blkio_stats: BlkioStats {
+                io_service_bytes_recursive: blk(&s.blkio.io_service_bytes_recursive),
+                io_serviced_recursive: blk(&s.blkio.io_serviced_recursive),
+                ..Default::default()
+            },
+            cpu_stats: CpuStats {
+                cpu_usage: CpuUsage {
+                    total_usage: s.cpu.usage.total,
+                    percpu_usage: Some(s.cpu.usage.percpu.clone()),
+                    usage_in_kernelmode: s.cpu.usage.kernel,
+                    usage_in_usermode: s.cpu.usage.user,
                 },
-                "system_cpu_usage": system_cpu_usage(),
-                "online_cpus": ncpus,
-                "throttling_data": {
-                    "periods": s.cpu.throttling.periods,
-                    "throttled_periods": s.cpu.throttling.throttled_periods,
-                    "throttled_time": s.cpu.throttling.throttled_time,
+                system_cpu_usage: system_cpu_usage(),
+                online_cpus: online_cpus(),
+                throttling_data: ThrottlingData {
+                    periods: s.cpu.throttling.periods,
+                    throttled_periods: s.cpu.throttling.throttled_periods,
+                    throttled_time: s.cpu.throttling.throttled_time,
                 },
             },
-            "precpu_stats": {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0}, "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}},
-            "memory_stats": {
-                "usage": s.memory.usage.usage,
-                "max_usage": s.memory.usage.max,
-                "failcnt": s.memory.usage.failcnt,
-                "stats": raw,
-                "limit": limit,
+            memory_stats: MemoryStats {
+                usage: s.memory.usage.usage,
+                max_usage: s.memory.usage.max,
+                stats: s.memory.raw.clone(),
+                failcnt: s.memory.usage.failcnt,
+                limit,
             },
-        });
-        // No interfaces but `lo` without a network (and /proc/<pid>/net/dev is costly).
-        if c.host_config["NetworkMode"].as_str() != Some("none") {
-            if let Some(n) = net_dev(c.state.pid) {
-                v["networks"] = n;
-            }
-        }
-        Ok(v)
+            // No interfaces but `lo` without a network (and /proc/<pid>/net/dev is costly).
+            networks: if c.host_config.network_mode == "none" {
+                None
+            } else {
+                net_dev(c.state.pid)
+            },
+            name: c.name,
+            id: c.id,
+            ..Default::default()
+        })
     }
 
     /// `POST /containers/prune`: removes stopped containers (label / until filters).
-    pub async fn prune(self: &Arc<Self>, filters: &[(String, String)]) -> Result<Value> {
+    pub async fn prune(self: &Arc<Self>, filters: &Filters) -> Result<PruneReport> {
         let mut deleted = Vec::new();
         let mut reclaimed = 0u64;
         let until = filters
-            .iter()
-            .find(|(k, _)| k == "until")
-            .and_then(|(_, v)| crate::events::parse_time(v))
+            .get("until")
+            .next()
+            .and_then(crate::events::parse_time)
             .map(|n| n / 1_000_000_000);
         for c in self.list() {
             if c.state.running || c.state.restarting {
                 continue;
             }
-            let labels_ok = filters.iter().all(|(k, v)| match k.as_str() {
-                "label" => match v.split_once('=') {
-                    Some((lk, lv)) => c.config["Labels"][lk].as_str() == Some(lv),
-                    None => !c.config["Labels"][v.as_str()].is_null(),
-                },
-                "label!" => match v.split_once('=') {
-                    Some((lk, lv)) => c.config["Labels"][lk].as_str() != Some(lv),
-                    None => c.config["Labels"][v.as_str()].is_null(),
-                },
+            let labels_ok = filters.0.iter().all(|(k, v)| match k.as_str() {
+                "label" => c.matches_label(v),
+                "label!" => !c.matches_label(v),
                 _ => true,
             });
             if !labels_ok || until.is_some_and(|u| util::unix_secs(&c.created) >= u) {
@@ -417,28 +460,29 @@ impl Engine {
                     .unwrap_or(0),
                 None => 0,
             };
-            if self.remove(&c.id, false).await.is_ok() {
+            if self.remove(&c.id, false, false).await.is_ok() {
                 deleted.push(c.id);
                 reclaimed += size;
             }
         }
         self.bus.emit("container", "prune", "", Default::default());
-        Ok(
-            json!({"ContainersDeleted": if deleted.is_empty() { Value::Null } else { json!(deleted) }, "SpaceReclaimed": reclaimed}),
-        )
+        Ok(PruneReport {
+            containers_deleted: (!deleted.is_empty()).then_some(deleted),
+            space_reclaimed: reclaimed,
+        })
     }
 
     /// `GET /containers/{id}/changes`: the container's writable layer against its image.
-    pub fn changes(&self, name_or_id: &str) -> Result<Value> {
+    pub fn changes(&self, name_or_id: &str) -> Result<Vec<ChangeItem>> {
         let c = self.get(name_or_id)?;
-        let sn = self.images.snapshotter().map_err(internal)?;
+        let sn = self.images.snapshotter()?;
         let Some(upper) = sn.container_upper(&c.id) else {
             return Err(EngineError::BadRequest(format!(
                 "changes are not available for the {} driver",
                 sn.driver()
             )));
         };
-        let lowers = sn.container_lowers(&c.id).map_err(internal)?;
+        let lowers = sn.container_lowers(&c.id)?;
         let mut out = Vec::new();
         walk_changes(&upper, Path::new("/"), &lowers, &mut out);
         // Docker skips the files it manages itself.
@@ -449,10 +493,10 @@ impl Engine {
             )
         });
         out.sort();
-        Ok(json!(out
+        Ok(out
             .into_iter()
-            .map(|(p, k)| json!({"Path": p, "Kind": k}))
-            .collect::<Vec<_>>()))
+            .map(|(path, kind)| ChangeItem { path, kind })
+            .collect())
     }
 }
 
@@ -530,7 +574,7 @@ fn xattr_opaque(p: &Path) -> bool {
 }
 
 /// Parses `ps` output, keeping the rows of `pids` (Docker's `top` response).
-pub fn parse_ps(out: &str, pids: &[i32]) -> Result<Value> {
+pub fn parse_ps(out: &str, pids: &[i32]) -> Result<TopResponse> {
     let mut lines = out.lines();
     let header = lines.next().unwrap_or("");
     let titles: Vec<&str> = header.split_whitespace().collect();
@@ -558,7 +602,10 @@ pub fn parse_ps(out: &str, pids: &[i32]) -> Result<Value> {
         row.push(f[titles.len() - 1..].join(" "));
         procs.push(row);
     }
-    Ok(json!({"Titles": titles, "Processes": procs}))
+    Ok(TopResponse {
+        titles: titles.iter().map(|t| t.to_string()).collect(),
+        processes: procs,
+    })
 }
 
 /// Online CPUs of the host (read once).
@@ -611,12 +658,12 @@ pub fn system_cpu_usage() -> u64 {
 }
 
 /// Per-interface counters of a container's network namespace (without `lo`).
-fn net_dev(pid: i64) -> Option<Value> {
+fn net_dev(pid: i64) -> Option<BTreeMap<String, NetworkStats>> {
     if pid <= 0 {
         return None;
     }
     let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).ok()?;
-    let mut m = serde_json::Map::new();
+    let mut m = BTreeMap::new();
     for l in text.lines().skip(2) {
         let Some((name, rest)) = l.split_once(':') else {
             continue;
@@ -634,11 +681,19 @@ fn net_dev(pid: i64) -> Option<Value> {
         }
         m.insert(
             name.to_string(),
-            json!({"rx_bytes": f[0], "rx_packets": f[1], "rx_errors": f[2], "rx_dropped": f[3],
-                   "tx_bytes": f[8], "tx_packets": f[9], "tx_errors": f[10], "tx_dropped": f[11]}),
+            NetworkStats {
+                rx_bytes: f[0],
+                rx_packets: f[1],
+                rx_errors: f[2],
+                rx_dropped: f[3],
+                tx_bytes: f[8],
+                tx_packets: f[9],
+                tx_errors: f[10],
+                tx_dropped: f[11],
+            },
         );
     }
-    (!m.is_empty()).then_some(Value::Object(m))
+    (!m.is_empty()).then_some(m)
 }
 
 #[cfg(test)]
@@ -649,9 +704,9 @@ mod tests {
     fn ps_rows() {
         let out = "UID          PID    PPID  C STIME TTY          TIME CMD\nroot           1       0  0 10:00 ?        00:00:00 /sbin/init\nroot          42       1  0 10:00 ?        00:00:00 sleep 100 now\n";
         let v = parse_ps(out, &[42]).unwrap();
-        assert_eq!(v["Titles"][1], "PID");
-        assert_eq!(v["Processes"].as_array().unwrap().len(), 1);
-        assert_eq!(v["Processes"][0][7], "sleep 100 now");
+        assert_eq!(v.titles[1], "PID");
+        assert_eq!(v.processes.len(), 1);
+        assert_eq!(v.processes[0][7], "sleep 100 now");
         assert!(parse_ps("A B\n", &[1]).is_err());
     }
 }

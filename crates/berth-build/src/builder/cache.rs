@@ -1,0 +1,353 @@
+//! The step cache: records, keys, `--cache-from` images, the blobs and records a build
+//! publishes at its end, `builder prune` and the clean-up after a crashed daemon.
+//!
+//! A step's key is `sha256(parent state ID, cache text)`; its record is
+//! `<data-root>/buildcache/steps/<key>.json` (config bytes + layer records). A hit needs its
+//! layer blobs to still exist: a pruned blob is a miss, never a wrong hit.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use berth_image::image_store::{ImageStore, LayerRecord};
+use berth_image::manifest::{ContainerConfig, ImageConfig};
+use berth_image::store::PendingBlob;
+use berth_image::Digest;
+use serde::{Deserialize, Serialize};
+
+use super::error::{self, io_at, Result};
+use super::state::State;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct CacheRecord {
+    config: String,
+    layers: Vec<LayerRecord>,
+}
+
+impl CacheRecord {
+    /// The record of `state`, whose config encodes as `config` (the bytes of its ID; JSON,
+    /// so UTF-8).
+    pub fn new(config: &[u8], state: &State) -> CacheRecord {
+        CacheRecord {
+            config: String::from_utf8_lossy(config).into_owned(),
+            layers: state.layers.clone(),
+        }
+    }
+}
+
+/// The build cache directory.
+pub fn cache_dir(store: &ImageStore) -> PathBuf {
+    store.root().join("buildcache")
+}
+
+/// Where the record of a step made from `parent` by `text` lives.
+pub(crate) fn record_path(store: &ImageStore, parent: &Digest, text: &str) -> PathBuf {
+    let key = Digest::of_bytes(format!("berth-build-cache-v1\n{parent}\n{text}").as_bytes());
+    cache_dir(store)
+        .join("steps")
+        .join(format!("{}.json", key.hex()))
+}
+
+/// The directory of a `RUN --mount=type=cache` with this id.
+pub(crate) fn mount_dir(store: &ImageStore, id: &str) -> PathBuf {
+    cache_dir(store)
+        .join("mounts")
+        .join(Digest::of_bytes(id.as_bytes()).hex())
+}
+
+/// The state a record names, if it parses and its blobs all exist.
+pub(crate) fn load(store: &ImageStore, p: &Path) -> Option<State> {
+    let rec: CacheRecord = berth_image::fsutil::read_json(p).ok()?;
+    let config = ImageConfig::parse(rec.config.as_bytes()).ok()?;
+    if config.rootfs.diff_ids.len() != rec.layers.len() {
+        return None;
+    }
+    for (l, d) in rec.layers.iter().zip(&config.rootfs.diff_ids) {
+        if &l.diff_id != d || !store.blobs().exists(&l.digest) {
+            return None;
+        }
+    }
+    Some(State {
+        id: Digest::of_bytes(rec.config.as_bytes()),
+        config,
+        layers: rec.layers,
+    })
+}
+
+/// Writes a cache record: temp file + rename, without fsync. A record lost or torn by a
+/// power failure reads as a miss (it must parse, and its blobs must exist), never as a hit.
+pub(crate) fn write_record(p: &Path, rec: &CacheRecord) -> io::Result<()> {
+    if let Some(dir) = p.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    // A name of its own: two builds may write the same record at once.
+    let tmp = p.with_extension(format!("tmp-{}", &super::new_id()[..8]));
+    fs::write(&tmp, serde_json::to_vec(rec).map_err(io::Error::other)?)?;
+    fs::rename(&tmp, p).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
+/// A `--cache-from` image.
+pub(crate) struct CacheSource {
+    pub config: ImageConfig,
+    pub layers: Vec<LayerRecord>,
+}
+
+/// A step taken from a `--cache-from` image, as Docker's classic builder does: an image
+/// whose history and layers start with the parent state's, and whose next history entry
+/// was made by the same instruction (`created_by`), gives that entry (and its layer) on top
+/// of the parent with the config the step computes.
+pub(crate) fn from_cache_sources(
+    sources: &[CacheSource],
+    parent: &State,
+    created_by: &str,
+    cc: &ContainerConfig,
+) -> Option<State> {
+    let ph = &parent.config.history;
+    let pd = &parent.config.rootfs.diff_ids;
+    for src in sources {
+        let h = &src.config.history;
+        let d = &src.config.rootfs.diff_ids;
+        if h.len() <= ph.len() || d.len() < pd.len() || h[..ph.len()] != ph[..] {
+            continue;
+        }
+        if d[..pd.len()] != pd[..] || src.layers.len() != d.len() {
+            continue;
+        }
+        let next = &h[ph.len()];
+        if next.created_by.as_deref() != Some(created_by) {
+            continue;
+        }
+        let mut config = parent.config.clone();
+        let mut layers = parent.layers.clone();
+        if !next.empty_layer {
+            let Some(l) = src.layers.get(pd.len()) else {
+                continue;
+            };
+            if l.diff_id != d[pd.len()] {
+                continue;
+            }
+            config.rootfs.diff_ids.push(l.diff_id.clone());
+            layers.push(l.clone());
+        }
+        config.created = next.created.clone();
+        config.config = Some(cc.clone());
+        config.history.push(next.clone());
+        return State::new(config, layers).ok().map(|(s, _)| s);
+    }
+    None
+}
+
+/// What a build's steps made that becomes durable at its end: layer (and config, manifest)
+/// blobs, then the steps' cache records (a record never names a blob that a power failure
+/// could lose).
+#[derive(Default)]
+pub(crate) struct Pending {
+    blobs: Vec<PendingBlob>,
+    records: Vec<(PathBuf, CacheRecord)>,
+}
+
+impl Pending {
+    pub fn blob(&mut self, blob: PendingBlob) {
+        self.blobs.push(blob);
+    }
+
+    pub fn record(&mut self, path: PathBuf, rec: CacheRecord) {
+        self.records.push((path, rec));
+    }
+
+    /// Adds `bytes` as a blob.
+    pub fn bytes(&mut self, store: &ImageStore, bytes: &[u8]) -> Result<()> {
+        let mut w = store
+            .blobs()
+            .writer()
+            .map_err(error::blobs("writing a blob"))?;
+        let path = store.blobs().root().join("ingest");
+        w.write_all(bytes)
+            .map_err(io_at("writing a blob in", &path))?;
+        self.blobs
+            .push(w.finish_pending().map_err(error::blobs("writing a blob"))?);
+        Ok(())
+    }
+
+    pub fn extend(&mut self, other: Pending) {
+        self.blobs.extend(other.blobs);
+        self.records.extend(other.records);
+    }
+
+    /// Publishes the blobs (fsynced at once), then writes the records.
+    pub fn publish(&mut self, store: &ImageStore) -> Result<()> {
+        let t0 = std::time::Instant::now();
+        let n = self.blobs.len();
+        store
+            .blobs()
+            .publish(std::mem::take(&mut self.blobs))
+            .map_err(error::blobs("writing layers"))?;
+        for (p, rec) in std::mem::take(&mut self.records) {
+            write_record(&p, &rec).map_err(io_at("writing the cache record", &p))?;
+        }
+        tracing::debug!("{n} layer blobs published in {:?}", t0.elapsed());
+        Ok(())
+    }
+}
+
+/// Removes work directories (and their mounts) that builds of a daemon which is no longer
+/// running left in the data root's `tmp` (a crash mid-step).
+pub fn cleanup_stale(store: &ImageStore) {
+    // Layer blobs a crashed build left pending in ingest/ (named `<pid>-…`).
+    if let Ok(rd) = fs::read_dir(store.blobs().root().join("ingest")) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if pid_gone(name.split('-').next()) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    let Ok(tmp) = store.tmp_dir() else { return };
+    let Ok(rd) = fs::read_dir(&tmp) else { return };
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name
+            .strip_prefix("build-")
+            .or_else(|| name.strip_prefix("from-"))
+        else {
+            continue;
+        };
+        if !pid_gone(rest.split('-').next()) {
+            continue;
+        }
+        let dir = e.path();
+        let prefix = dir.to_string_lossy().into_owned();
+        let mut mounts: Vec<&str> = mountinfo
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = berth_image::snapshot::unmount(Path::new(m));
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
+
+/// Whether `pid` names a process that is neither this one nor running.
+fn pid_gone(pid: Option<&str>) -> bool {
+    let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// What `builder prune` removed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    #[serde(rename = "CachesDeleted")]
+    pub caches_deleted: Vec<String>,
+    #[serde(rename = "SpaceReclaimed")]
+    pub space_reclaimed: u64,
+}
+
+/// Removes the build cache (step records and cache mounts) and the layers only it used.
+pub fn prune(store: &ImageStore) -> Result<PruneReport> {
+    let dir = cache_dir(store);
+    let mut report = PruneReport::default();
+    let mut sizes: BTreeMap<Digest, u64> = BTreeMap::new();
+    let steps = dir.join("steps");
+    if let Ok(rd) = fs::read_dir(&steps) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if let Ok(rec) = berth_image::fsutil::read_json::<CacheRecord>(&p) {
+                for l in rec.layers {
+                    sizes.insert(l.digest, l.size);
+                }
+            }
+            if fs::remove_file(&p).is_ok() {
+                if let Some(n) = p.file_stem() {
+                    report.caches_deleted.push(n.to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    let mounts = dir.join("mounts");
+    if mounts.exists() {
+        report.space_reclaimed += dir_size(&mounts);
+        let _ = berth_image::snapshot::remove_tree(&mounts);
+    }
+    store.gc().map_err(error::store("removing unused layers"))?;
+    for (d, s) in sizes {
+        if !store.blobs().exists(&d) {
+            report.space_reclaimed += s;
+        }
+    }
+    report.caches_deleted.sort();
+    Ok(report)
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let mut n = 0;
+    if let Ok(rd) = fs::read_dir(p) {
+        for e in rd.flatten() {
+            if let Ok(m) = e.metadata() {
+                if m.is_dir() {
+                    n += dir_size(&e.path());
+                } else {
+                    n += m.len();
+                }
+            }
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_image::manifest::History;
+
+    #[test]
+    fn cache_from_matches_history_prefix_and_instruction() {
+        let base = State::scratch();
+        let hist = |by: &str, empty: bool| History {
+            created: Some("2020-01-01T00:00:00Z".into()),
+            created_by: Some(by.into()),
+            author: None,
+            comment: None,
+            empty_layer: empty,
+        };
+        let layer = |n: &str| LayerRecord {
+            digest: Digest::of_bytes(format!("blob{n}").as_bytes()),
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            size: 1,
+            diff_id: Digest::of_bytes(format!("diff{n}").as_bytes()),
+            unpacked_size: 1,
+        };
+        let mut cfg = base.config.clone();
+        cfg.history = vec![hist("RUN a", false), hist("ENV X=1", true)];
+        cfg.rootfs.diff_ids = vec![layer("a").diff_id];
+        let src = CacheSource {
+            config: cfg,
+            layers: vec![layer("a")],
+        };
+        let cc = ContainerConfig::default();
+        let sources = std::slice::from_ref(&src);
+        // First step: the layer and the entry are taken.
+        let s1 = from_cache_sources(sources, &base, "RUN a", &cc).unwrap();
+        assert_eq!(s1.layers, vec![layer("a")]);
+        assert_eq!(s1.config.history.len(), 1);
+        assert_eq!(s1.config.created.as_deref(), Some("2020-01-01T00:00:00Z"));
+        // Second step on top of the first: an empty-layer entry.
+        let s2 = from_cache_sources(sources, &s1, "ENV X=1", &cc).unwrap();
+        assert_eq!(s2.layers.len(), 1);
+        assert_eq!(s2.config.history.len(), 2);
+        // Another instruction, another parent, or past the end: no match.
+        assert!(from_cache_sources(sources, &base, "RUN b", &cc).is_none());
+        assert!(from_cache_sources(sources, &s2, "CMD x", &cc).is_none());
+        let mut other = s1.clone();
+        other.config.history[0].created_by = Some("RUN other".into());
+        assert!(from_cache_sources(sources, &other, "ENV X=1", &cc).is_none());
+    }
+}

@@ -1,0 +1,235 @@
+//! A step's outcome: the cache lookup, the container that changes files (copying into it or
+//! running RUN), its layer, the new state; and at the end, the image registered with its tags.
+
+use std::path::Path;
+
+use berth_image::image_store::{LayerInput, LayerRecord, RegisterRequest};
+use berth_image::manifest::{ContainerConfig, Descriptor, History};
+use berth_image::Digest;
+
+use super::cache::{self, CacheRecord};
+use super::container::{self, ContainerGuard};
+use super::error::{self, BuildError, Result};
+use super::run::RunSpec;
+use super::state::{short, State};
+use super::steps::StageCtx;
+use super::{Built, Eval, Event};
+
+/// A closure run on a mounted root file system; returns false when nothing changed and no
+/// layer is wanted (WORKDIR of an existing directory).
+pub(super) type FilesFn<'f> = Box<dyn FnOnce(&Path) -> Result<bool> + 'f>;
+
+/// What a step does to the file system.
+pub(super) enum FsOp<'f> {
+    None,
+    Files(FilesFn<'f>),
+    Run(RunSpec),
+}
+
+impl Eval<'_, '_, '_> {
+    /// Runs one step (or reuses it from the cache) and moves the stage to its result.
+    pub(super) fn commit(
+        &mut self,
+        ctx: &mut StageCtx,
+        line: usize,
+        created_by: String,
+        cache_text: String,
+        cc: ContainerConfig,
+        op: FsOp<'_>,
+    ) -> Result<()> {
+        let store = self.b.store;
+        let rec_path = cache::record_path(store, &ctx.state.id, &cache_text);
+        if !self.opts.no_cache && !ctx.no_cache {
+            let hit = cache::load(store, &rec_path).or_else(|| {
+                let st =
+                    cache::from_cache_sources(self.cache_sources, &ctx.state, &created_by, &cc)?;
+                // Recorded locally too: the next build finds it without --cache-from.
+                let bytes = serde_json::to_vec(&st.config).ok()?;
+                let _ = cache::write_record(&rec_path, &CacheRecord::new(&bytes, &st));
+                Some(st)
+            });
+            if let Some(st) = hit {
+                self.step_event(super::StepEvent::Cached { number: self.step })?;
+                self.say(" ---> Using cache\n")?;
+                self.say(format!(" ---> {}\n", short(&st.id)))?;
+                ctx.state = st;
+                return Ok(());
+            }
+        }
+        let layer = match op {
+            FsOp::None => None,
+            FsOp::Files(f) => self.in_container(ctx, line, None, f)?,
+            FsOp::Run(spec) => self.in_container(ctx, line, Some(spec), Box::new(|_| Ok(true)))?,
+        };
+        let mut config = ctx.state.config.clone();
+        let now = berth_image::timeutil::now_rfc3339_nano();
+        config.created = Some(now.clone());
+        config.config = Some(cc);
+        let mut layers = ctx.state.layers.clone();
+        let empty = layer.is_none();
+        if let Some(l) = layer {
+            config.rootfs.diff_ids.push(l.diff_id.clone());
+            layers.push(l);
+        }
+        config.history.push(History {
+            created: Some(now),
+            created_by: Some(created_by),
+            author: config.author.clone(),
+            comment: None,
+            empty_layer: empty,
+        });
+        let (state, bytes) = State::new(config, layers)?;
+        self.pending
+            .record(rec_path, CacheRecord::new(&bytes, &state));
+        self.say(format!(" ---> {}\n", short(&state.id)))?;
+        ctx.state = state;
+        Ok(())
+    }
+
+    /// Prepares a container on the stage's layers, mounts it, runs `spec` (or `files`),
+    /// and turns its changes into a layer. `None` when nothing changed and `files` asked
+    /// for no layer.
+    fn in_container(
+        &mut self,
+        ctx: &StageCtx,
+        line: usize,
+        spec: Option<RunSpec>,
+        files: FilesFn<'_>,
+    ) -> Result<Option<LayerRecord>> {
+        let store = self.b.store;
+        let t0 = std::time::Instant::now();
+        let mut guard = ContainerGuard::new(store, "build")?;
+        let work = guard.work.clone();
+        let rootfs = container::mount_layers(store, &ctx.state.layers, &work, &mut guard)?;
+        let t_mounted = t0.elapsed();
+        let ran = spec.is_some();
+        let want_layer = match spec {
+            Some(spec) => {
+                self.say(format!(" ---> Running in {}\n", guard.short_id()))?;
+                self.run_container(&mut guard, &rootfs, spec, line)?;
+                true
+            }
+            None => files(&rootfs)?,
+        };
+        let t_ran = t0.elapsed();
+        guard.unmount_all();
+        let upper = guard.work.join("upper");
+        if !want_layer && dir_is_empty(&upper) {
+            return Ok(None);
+        }
+        let (written, pending) = crate::diff::write_layer_pending(store.blobs(), &upper)
+            .map_err(error::io_at("writing the layer of", &upper))?;
+        self.pending.blob(pending);
+        let t_written = t0.elapsed();
+        let snap = store
+            .snapshotter()
+            .map_err(error::store("opening the snapshotter"))?;
+        let parent = container::chain_top(&ctx.state.layers);
+        let committed = snap
+            .commit_upper_dir(
+                parent.as_ref(),
+                &written.record.diff_id,
+                written.tar_size,
+                &upper,
+            )
+            .map_err(error::snapshot("committing the step's changes"))?;
+        if committed.is_none() {
+            return Err(BuildError::Unsupported(
+                "snapshotter cannot commit build changes",
+            ));
+        }
+        tracing::debug!(
+            "step on line {line}: mounted {t_mounted:?}, ran {t_ran:?}, layer written {t_written:?}, committed {:?}",
+            t0.elapsed()
+        );
+        if ran {
+            self.say(format!(
+                " ---> Removed intermediate container {}\n",
+                guard.short_id()
+            ))?;
+        }
+        Ok(Some(written.record))
+    }
+
+    /// Registers the final state as an image with the tags (its blobs published first).
+    pub(super) fn register(&mut self, fin: &State) -> Result<Built> {
+        let store = self.b.store;
+        let t0 = std::time::Instant::now();
+        let config = serde_json::to_vec(&fin.config)?;
+        let id = Digest::of_bytes(&config);
+        let descs: Vec<Descriptor> = fin
+            .layers
+            .iter()
+            .map(|l| Descriptor {
+                media_type: l.media_type.clone(),
+                digest: l.digest.clone(),
+                size: l.size,
+                urls: None,
+                annotations: None,
+                platform: None,
+                artifact_type: None,
+            })
+            .collect();
+        store
+            .unpack(&fin.layers)
+            .map_err(error::store("unpacking the image's layers"))?;
+        // A rebuild that changes nothing: the image and its tags are in place already.
+        let unchanged = store.get(&id).is_ok()
+            && self.opts.tags.iter().all(|t| {
+                store
+                    .resolve(&t.to_string())
+                    .is_ok_and(|r| r.image.id == id && r.reference.is_some())
+            });
+        if unchanged {
+            self.pending.publish(store)?;
+            return self.finish_build(id);
+        }
+        let manifest = berth_image::image_store::synthesize_manifest(&config, &descs);
+        // The config and manifest blobs become durable with the layers, in one round.
+        self.pending.bytes(store, &config)?;
+        self.pending.bytes(store, &manifest)?;
+        self.pending.publish(store)?;
+        let reg = store
+            .register(RegisterRequest {
+                manifest,
+                config,
+                layers: fin
+                    .layers
+                    .iter()
+                    .zip(&descs)
+                    .map(|(l, d)| LayerInput {
+                        descriptor: d.clone(),
+                        diff_id: l.diff_id.clone(),
+                        unpacked_size: Some(l.unpacked_size),
+                    })
+                    .collect(),
+                tags: self.opts.tags.clone(),
+                ..Default::default()
+            })
+            .map_err(error::store("registering the image"))?;
+        tracing::debug!("image registered in {:?}", t0.elapsed());
+        self.finish_build(reg.id)
+    }
+
+    fn finish_build(&mut self, id: Digest) -> Result<Built> {
+        let mut aux = serde_json::Map::new();
+        aux.insert("ID".into(), id.to_string().into());
+        if !(self.sink)(Event::Aux(aux.into())) {
+            return Err(BuildError::Cancelled);
+        }
+        self.say(format!("Successfully built {}\n", short(&id)))?;
+        let mut tags = Vec::new();
+        for t in &self.opts.tags {
+            let f = t.familiar_string();
+            self.say(format!("Successfully tagged {f}\n"))?;
+            tags.push(f);
+        }
+        Ok(Built { id, tags })
+    }
+}
+
+fn dir_is_empty(p: &Path) -> bool {
+    std::fs::read_dir(p)
+        .map(|mut r| r.next().is_none())
+        .unwrap_or(true)
+}

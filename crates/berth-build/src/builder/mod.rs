@@ -1,0 +1,390 @@
+//! The Dockerfile evaluator: stages, instructions, the step cache, and the containers that
+//! run `RUN` steps.
+//!
+//! Every step starts from a *state* (an image config plus its layers) whose identity is the
+//! digest of its config. A step's cache key is `sha256(parent state id, the step's cache
+//! text)`, where the cache text is the instruction after expansion, plus, for `RUN`, the
+//! build args in scope and the mounts, and for `COPY`/`ADD` a hash of the copied files'
+//! paths, types, modes, sizes and contents (not owners and not times: `COPY` sets owners
+//! itself, and Docker ignores times too). A hit reuses the recorded state (its layer blobs
+//! must still exist). Records live under `<data-root>/buildcache/` and survive restarts.
+//!
+//! Steps that change files (RUN, COPY, ADD, WORKDIR creating a directory) run on an overlay
+//! mount of the parent's layers with a fresh upper directory; afterwards the upper directory
+//! is archived into a gzip layer and then *renamed* into the layer snapshot (no unpacking).
+//!
+//! Modules: [`instructions`] (the typed instructions, flags parsed once), `schedule`
+//! (stages, their dependencies and threads, output in file order), `steps` (one function
+//! per metadata instruction), `run` (RUN: its OCI spec and the runtime), `copy` (COPY/ADD),
+//! `commit` (a step's cache lookup, container and layer; the final image), `container`
+//! (overlay mounts of a state), `cache` (records, keys, publication, prune), `state`.
+
+mod cache;
+mod commit;
+mod container;
+mod copy;
+mod error;
+pub(crate) mod instructions;
+mod run;
+mod schedule;
+mod state;
+mod steps;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+
+use berth_image::image_store::ImageStore;
+use berth_image::{Digest, Reference};
+use serde_json::Value;
+
+pub use cache::{cache_dir, cleanup_stale, prune, PruneReport};
+pub use error::{BuildError, StepError};
+pub use state::PlatformError;
+
+use cache::{CacheSource, Pending};
+use error::Result;
+use state::State;
+
+/// What to build.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// The Dockerfile's text.
+    pub dockerfile: String,
+    /// The extracted context directory.
+    pub context: PathBuf,
+    pub tags: Vec<Reference>,
+    /// `--build-arg` (a `None` value: take it from the environment, which the client did).
+    pub build_args: BTreeMap<String, Option<String>>,
+    pub target: Option<String>,
+    pub no_cache: bool,
+    pub pull: bool,
+    pub labels: BTreeMap<String, String>,
+    pub cache_from: Vec<String>,
+    /// `host` (default here), `none`, or `default`/`bridge` (treated as host: the builder
+    /// has no bridge of its own).
+    pub network: Option<String>,
+    pub platform: Option<String>,
+    /// Build secrets by id (`RUN --mount=type=secret`): mounted for the RUN steps that ask
+    /// for them, never written to a layer, a cache record or a cache key.
+    pub secrets: BTreeMap<String, Secret>,
+    /// Stages (lower-case names) whose steps ignore the cache (`--no-cache-filter`).
+    pub no_cache_stages: std::collections::BTreeSet<String>,
+    /// Named contexts that are images (`--build-context NAME=docker-image://REF`): `FROM
+    /// NAME`, `COPY --from=NAME` and `RUN --mount=from=NAME` use REF instead.
+    pub image_contexts: BTreeMap<String, String>,
+    /// SSH agent sockets by id (`RUN --mount=type=ssh,id=ID`), bind-mounted into the step
+    /// with `SSH_AUTH_SOCK` pointing at them.
+    pub ssh: BTreeMap<String, std::path::PathBuf>,
+    /// `Output` events instead of `Stream` for containers' output (see [`Event::Output`]).
+    pub output_events: bool,
+}
+
+/// A secret's bytes (never shown by `Debug`).
+#[derive(Clone, Default)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// Why a pull failed (the puller's own error).
+pub type PullError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Pulls an image reference into the store (`--pull`, or a base image missing locally);
+/// returns a status line for the client (`Status: Downloaded newer image for …`).
+pub type Puller<'p> = dyn Fn(&str) -> Result<String, PullError> + Sync + 'p;
+
+/// Progress for the client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Text for the `stream` field.
+    Stream(String),
+    /// An `aux` object.
+    Aux(Value),
+    /// Output of a step's container (a line, or what was read at its end): the classic API
+    /// streams it like the rest; BuildKit clients show it as the step's log.
+    Output(String),
+    /// A step's life cycle, for clients that show steps rather than text (BuildKit's).
+    Step(StepEvent),
+}
+
+/// A step's life cycle (see [`Event::Step`]). Steps are numbered in build order (1-based,
+/// as in `Step N/M`); a step ends with `Done` unless the build fails in it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepEvent {
+    Start {
+        number: usize,
+        /// The stage's name, or `stage-N` (N counted from 0 in the file) when it has none.
+        stage: String,
+        /// Position of the step in its stage (the FROM is 1) and the stage's step count.
+        position: usize,
+        stage_steps: usize,
+        /// The instruction as written.
+        text: String,
+        /// Its line in the Dockerfile.
+        line: usize,
+    },
+    /// The step's result came from the cache.
+    Cached {
+        number: usize,
+    },
+    Done {
+        number: usize,
+    },
+}
+
+/// The result of a build.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub id: Digest,
+    pub tags: Vec<String>,
+}
+
+/// Where the builder runs things.
+pub struct Builder<'a> {
+    pub store: &'a ImageStore,
+    /// The runc-compatible runtime binary.
+    pub runtime: PathBuf,
+    /// The runtime's `--root`.
+    pub runtime_root: PathBuf,
+    /// Cgroup parent for RUN containers.
+    pub cgroup_parent: String,
+    /// Pulls base images from registries; `None`: nothing is pulled.
+    pub puller: Option<&'a Puller<'a>>,
+}
+
+/// Progress sink: returns false when the client went away.
+pub type Sink<'s> = dyn FnMut(Event) -> bool + Send + 's;
+
+impl Builder<'_> {
+    /// Runs a build, reporting progress to `sink`.
+    pub fn build(&self, opts: &BuildOptions, sink: &mut Sink<'_>) -> Result<Built> {
+        if let Some(p) = opts.platform.as_deref().filter(|p| !p.is_empty()) {
+            state::check_platform(p)?;
+        }
+        let df = crate::parser::parse(&opts.dockerfile)?;
+        for w in &df.warnings {
+            sink(Event::Stream(format!("{w}\n")));
+        }
+        let cache_sources = self.cache_sources(opts, sink);
+        let plan = schedule::Plan::new(&df, opts)?;
+        let mut e = Eval {
+            b: self,
+            opts,
+            escape: df.escape,
+            sink,
+            step: 0,
+            total: plan.total_steps(),
+            used_args: plan.used_args.clone(),
+            stage_states: vec![None; plan.stages.len()],
+            stage_names: &plan.names,
+            cache_sources: &cache_sources,
+            pending: Pending::default(),
+        };
+        let res = e.build(&plan);
+        if res.is_err() {
+            // Keep the steps that did succeed in the cache.
+            if let Err(err) = e.pending.publish(self.store) {
+                tracing::warn!("build cache: {err}");
+            }
+        }
+        res
+    }
+
+    /// The `--cache-from` images found locally (Docker warns about the others and goes on).
+    fn cache_sources(&self, opts: &BuildOptions, sink: &mut Sink<'_>) -> Vec<CacheSource> {
+        let mut out = Vec::new();
+        for name in opts.cache_from.iter().filter(|n| !n.is_empty()) {
+            let found = self.store.resolve(name).and_then(|r| {
+                let config = self.store.config(&r.image.id)?;
+                Ok(CacheSource {
+                    config,
+                    layers: r.image.layers.clone(),
+                })
+            });
+            match found {
+                Ok(c) => out.push(c),
+                Err(e) => {
+                    sink(Event::Stream(format!(
+                        "[Warning] --cache-from {name}: not used: {e}\n"
+                    )));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A build being evaluated: the whole build, or one stage on its thread.
+struct Eval<'a, 'b, 's> {
+    b: &'b Builder<'a>,
+    opts: &'b BuildOptions,
+    escape: char,
+    sink: &'b mut Sink<'s>,
+    /// The last step number printed.
+    step: usize,
+    total: usize,
+    used_args: BTreeSet<String>,
+    /// The stages built so far, by index.
+    stage_states: Vec<Option<State>>,
+    stage_names: &'b HashMap<String, usize>,
+    cache_sources: &'b [CacheSource],
+    /// What becomes durable at the end of the build.
+    pending: Pending,
+}
+
+impl Eval<'_, '_, '_> {
+    /// Sends a line to the client; `Cancelled` when it went away.
+    fn say(&mut self, s: impl Into<String>) -> Result<()> {
+        if (self.sink)(Event::Stream(s.into())) {
+            Ok(())
+        } else {
+            Err(BuildError::Cancelled)
+        }
+    }
+
+    fn step_event(&mut self, ev: StepEvent) -> Result<()> {
+        if (self.sink)(Event::Step(ev)) {
+            Ok(())
+        } else {
+            Err(BuildError::Cancelled)
+        }
+    }
+
+    /// An image as a state: with `--pull` (for `FROM`) re-resolved against its registry
+    /// first; pulled when missing locally, as Docker's builder does.
+    fn image_state(&mut self, name: &str, line: usize, from: bool) -> Result<State> {
+        let store = self.b.store;
+        // A named context replaces the image of that name.
+        let name = match self.opts.image_contexts.get(name) {
+            Some(r) => r.clone(),
+            None => name.to_string(),
+        };
+        let name = name.as_str();
+        let pull = |e: &mut Self| -> Result<()> {
+            let Some(puller) = e.b.puller else {
+                return Err(error::invalid(
+                    line,
+                    format!("pull access denied for {name}: image not found locally and this builder cannot pull"),
+                ));
+            };
+            e.say(format!("Pulling {name}\n"))?;
+            let status = puller(name).map_err(|source| {
+                error::at(
+                    line,
+                    StepError::Pull {
+                        image: name.to_string(),
+                        source,
+                    },
+                )
+            })?;
+            e.say(format!("{status}\n"))
+        };
+        if self.opts.pull && from {
+            pull(self)?;
+        }
+        let res = match store.resolve(name) {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() && !(self.opts.pull && from) => {
+                pull(self)?;
+                store
+                    .resolve(name)
+                    .map_err(error::store("resolving a pulled image"))?
+            }
+            Err(e) if e.is_not_found() => {
+                return Err(error::invalid(
+                    line,
+                    format!("pull access denied for {name}: image not found"),
+                ))
+            }
+            Err(e) => return Err(error::store("resolving an image")(e)),
+        };
+        let config = store
+            .config(&res.image.id)
+            .map_err(error::store("reading an image config"))?;
+        Ok(State {
+            config,
+            layers: res.image.layers.clone(),
+            id: res.image.id.clone(),
+        })
+    }
+
+    /// The state of `name` for `COPY --from` or `RUN --mount=from=`: an earlier stage (by
+    /// name or index), else an image.
+    fn source_state(&mut self, name: &str, current: usize, line: usize) -> Result<State> {
+        match schedule::stage_ref(self.stage_names, name, current) {
+            Some(j) => self.stage_states[j]
+                .clone()
+                .ok_or(BuildError::Internal("stage not built")),
+            None => self.image_state(name, line, false),
+        }
+    }
+}
+
+/// A new random ID (64 hex digits).
+fn new_id() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    let mut ok = false;
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        ok = f.read_exact(&mut b).is_ok();
+    }
+    if !ok {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        return Digest::of_bytes(format!("{t}{}", std::process::id()).as_bytes())
+            .hex()
+            .to_string();
+    }
+    hex::encode(b)
+}
+
+/// Go durations (`1m30s`, `500ms`, `1.5h`) in nanoseconds.
+fn parse_duration(s: &str) -> Option<i64> {
+    if s == "0" {
+        return Some(0);
+    }
+    let mut total = 0f64;
+    let b = s.as_bytes();
+    let mut i = 0;
+    if b.is_empty() {
+        return None;
+    }
+    while i < b.len() {
+        let st = i;
+        while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.') {
+            i += 1;
+        }
+        let n: f64 = s[st..i].parse().ok()?;
+        let us = i;
+        while i < b.len() && !(b[i].is_ascii_digit() || b[i] == b'.') {
+            i += 1;
+        }
+        let mult = match &s[us..i] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total += n * mult;
+    }
+    Some(total as i64)
+}
+
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let (n, m) = match s.chars().last()? {
+        'k' => (&s[..s.len() - 1], 1u64 << 10),
+        'm' => (&s[..s.len() - 1], 1 << 20),
+        'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s.as_str(), 1),
+    };
+    n.parse::<u64>().ok().map(|x| x * m)
+}

@@ -1,0 +1,419 @@
+//! `POST /containers/create`: the request checked, merged with the image's config by
+//! dockerd's rules, the record written and the participants' parts reserved.
+
+use std::collections::BTreeMap;
+
+use berth_api::container::{Config, CreateRequest, HealthConfig, HostConfig, LogConfig};
+use berth_api::go::Set;
+use berth_image::manifest::ContainerConfig;
+
+use super::{Container, CreateInput, Engine, EngineError, Result};
+use crate::names;
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Refuses options Berth cannot honour yet (never dropped silently), and invalid policies.
+fn validate(config: &Config, hc: &HostConfig) -> Result<()> {
+    let unsupported = |what: &str| {
+        Err(EngineError::BadRequest(format!(
+            "{what} is not supported by berth yet"
+        )))
+    };
+    // NetworkMode, ports, DNS and extra hosts are checked by the network participant.
+    if hc.links.as_ref().is_some_and(|l| !l.is_empty()) {
+        return unsupported("HostConfig.Links");
+    }
+    if !hc.volume_driver.is_empty() {
+        return unsupported("HostConfig.VolumeDriver");
+    }
+    if hc.device_requests.as_ref().is_some_and(|d| !d.is_empty()) {
+        return unsupported("HostConfig.DeviceRequests");
+    }
+    let rp = &hc.restart_policy;
+    match rp.name.as_str() {
+        "" | "no" | "always" | "unless-stopped" => {
+            if rp.maximum_retry_count != 0 {
+                return Err(EngineError::BadRequest(
+                    "maximum retry count cannot be used with restart policy 'always' or 'unless-stopped' or 'no'".into(),
+                ));
+            }
+        }
+        "on-failure" => {
+            if rp.maximum_retry_count < 0 {
+                return Err(EngineError::BadRequest(
+                    "maximum retry count cannot be negative".into(),
+                ));
+            }
+        }
+        other => {
+            return Err(EngineError::BadRequest(format!(
+                "invalid restart policy: unknown policy '{other}'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'"
+            )))
+        }
+    }
+    if hc.auto_remove && !rp.is_none() {
+        return Err(EngineError::BadRequest(
+            "can't create 'AutoRemove' container with restart policy".into(),
+        ));
+    }
+    match hc.log_config.kind.as_str() {
+        "" | "json-file" => {}
+        other => return unsupported(&format!("HostConfig.LogConfig.Type {other:?}")),
+    }
+    if let Some(t) = config.healthcheck.as_ref().and_then(|h| h.test.as_ref()) {
+        match t.first().map(String::as_str) {
+            None | Some("NONE" | "CMD" | "CMD-SHELL") => {}
+            Some(other) => {
+                return Err(EngineError::BadRequest(format!(
+                    "invalid health check test: unknown type {other:?}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The image's health check (kept verbatim in the image config).
+fn image_healthcheck(ic: &ContainerConfig) -> Option<HealthConfig> {
+    let v = ic.extra.get("Healthcheck")?.clone();
+    match berth_api::from_value(v) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!("ignoring the image's health check: {e}");
+            None
+        }
+    }
+}
+
+/// Dockerd's merge of a create request's `Config` with the image's (`daemon/commit.go`):
+/// empty values take the image's (`User ""`, `WorkingDir ""`, no `Env`…), labels and exposed
+/// ports and volumes are unions, `Entrypoint` `null` inherits the image's while `[]` and
+/// `[""]` mean none, and `Cmd` is inherited only without an entrypoint of the request.
+pub fn merge_image_config(c: &mut Config, ic: &ContainerConfig) -> Result<()> {
+    if c.user.is_empty() {
+        c.user = ic.user.clone().unwrap_or_default();
+    }
+    let image_env = ic.env.clone().unwrap_or_default();
+    match c.env.as_mut().filter(|e| !e.is_empty()) {
+        None => c.env = Some(image_env),
+        Some(env) => {
+            for ie in image_env {
+                let key = ie.split('=').next().unwrap_or("");
+                if !env.iter().any(|e| e.split('=').next() == Some(key)) {
+                    env.push(ie);
+                }
+            }
+        }
+    }
+    let labels = c.labels.get_or_insert_with(BTreeMap::new);
+    for (k, v) in ic.labels.iter().flatten() {
+        labels.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    if c.entrypoint.as_ref().is_none_or(Vec::is_empty) {
+        if c.cmd.as_ref().is_none_or(Vec::is_empty) {
+            c.cmd.clone_from(&ic.cmd);
+        }
+        if c.entrypoint.is_none() {
+            c.entrypoint.clone_from(&ic.entrypoint);
+        }
+    }
+    if let Some(ih) = image_healthcheck(ic) {
+        match c.healthcheck.as_mut() {
+            None => c.healthcheck = Some(ih),
+            Some(h) => h.merge_image(&ih),
+        }
+    }
+    if c.working_dir.is_empty() {
+        c.working_dir = ic.working_dir.clone().unwrap_or_default();
+    }
+    if c.stop_signal.is_empty() {
+        c.stop_signal = ic.stop_signal.clone().unwrap_or_default();
+    }
+    // Reset the entrypoint if it is [""].
+    if c.entrypoint.as_deref() == Some(&[String::new()][..]) {
+        c.entrypoint = None;
+    }
+    let ep = c.entrypoint.as_deref().unwrap_or_default();
+    let cmd = c.cmd.as_deref().unwrap_or_default();
+    if ep.is_empty() && cmd.is_empty() {
+        return Err(EngineError::BadRequest("no command specified".into()));
+    }
+    // Berth keeps a PATH in the container's environment (the image's, or the default).
+    let env = c.env.get_or_insert_with(Vec::new);
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, DEFAULT_PATH.into());
+    }
+    Ok(())
+}
+
+/// `Config.Volumes`: the request's and the image's (`None` when there are none).
+fn merged_volumes(
+    request: Option<&Set>,
+    image: Option<&BTreeMap<String, serde_json::Value>>,
+) -> Option<Set> {
+    let m: Set = image
+        .into_iter()
+        .flat_map(BTreeMap::keys)
+        .chain(request.into_iter().flat_map(Set::keys))
+        .map(|k| (k.clone(), Default::default()))
+        .collect();
+    (!m.is_empty()).then_some(m)
+}
+
+impl Engine {
+    /// Creates a container from Docker's create request.
+    pub fn create(&self, name: Option<&str>, req: CreateRequest) -> Result<(String, Vec<String>)> {
+        let CreateRequest {
+            mut config,
+            host_config,
+            networking_config,
+        } = req;
+        let image_name = config.image.clone();
+        if image_name.is_empty() {
+            return Err(EngineError::BadRequest("no image specified".into()));
+        }
+        let mut hc = host_config.unwrap_or_default();
+        validate(&config, &hc)?;
+        let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let warnings = crate::hostconfig::check(&hc, ncpus)?;
+        let resolved = self.images.resolve(&image_name).map_err(|e| {
+            if e.is_not_found() {
+                EngineError::ImageNotFound(image_name.clone())
+            } else {
+                EngineError::BadRequest(e.to_string())
+            }
+        })?;
+        let icfg = self.images.config(&resolved.image.id)?;
+        let ic = icfg.config.clone().unwrap_or_default();
+        let request_volumes = config.volumes.take();
+        config.exposed_ports = crate::network::ports::exposed_ports(
+            ic.exposed_ports.iter().flat_map(|m| m.keys()),
+            config.exposed_ports.as_ref(),
+            &hc,
+        );
+        config.volumes = merged_volumes(request_volumes.as_ref(), ic.volumes.as_ref());
+        merge_image_config(&mut config, &ic)?;
+        let ep = config.entrypoint.clone().unwrap_or_default();
+        let cmd = config.cmd.clone().unwrap_or_default();
+        let mut argv: Vec<String> = ep.into_iter().chain(cmd.iter().cloned()).collect();
+        let path = argv.remove(0);
+        if cmd.is_empty() {
+            config.cmd = None;
+        }
+        let id = crate::util::new_id();
+        let name = match name.filter(|n| !n.is_empty()) {
+            Some(n) => {
+                let n = n.strip_prefix('/').unwrap_or(n);
+                if !names::valid(n) {
+                    return Err(EngineError::BadRequest(format!(
+                        "Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                    )));
+                }
+                n.to_string()
+            }
+            None => {
+                let mut retry = 0;
+                loop {
+                    let n = names::generate(retry);
+                    if self.lookup(&n).is_err() {
+                        break n;
+                    }
+                    retry += 1;
+                }
+            }
+        };
+        if config.hostname.is_empty() {
+            config.hostname = id[..12].to_string();
+        }
+        config.hostname = config.hostname.chars().take(64).collect();
+        config.image = image_name;
+        if hc.network_mode.is_empty() {
+            hc.network_mode = "default".into();
+        }
+        if hc.log_config.kind.is_empty() {
+            hc.log_config = LogConfig {
+                kind: "json-file".into(),
+                config: Some(BTreeMap::new()),
+            };
+        }
+        let mut container = Container {
+            id: id.clone(),
+            name: format!("/{name}"),
+            created: crate::util::now_rfc3339_nano(),
+            path,
+            args: argv,
+            image: resolved.image.id.to_string(),
+            config,
+            host_config: hc,
+            log_path: self
+                .data_dir(&id)
+                .join(format!("{id}-json.log"))
+                .display()
+                .to_string(),
+            warnings: warnings.clone(),
+            ..Default::default()
+        };
+        // Reserve the name under the map lock.
+        {
+            let map = self.map.lock().unwrap();
+            if let Some(e) = map
+                .values()
+                .find(|e| e.rec.lock().unwrap().name == container.name)
+            {
+                return Err(EngineError::Conflict(format!(
+                    "Conflict. The container name \"{}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
+                    container.name,
+                    e.rec.lock().unwrap().id
+                )));
+            }
+        }
+        let dir = self.data_dir(&id);
+        std::fs::create_dir_all(&dir).map_err(EngineError::io("creating", &dir))?;
+        let snap = (|| -> Result<String> {
+            let sn = self.images.snapshotter()?;
+            let top = resolved.image.chain_ids().last().cloned();
+            sn.prepare_container(&id, top.as_ref())?;
+            Ok(sn.driver().to_string())
+        })();
+        match snap {
+            Ok(d) => container.driver = d,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        }
+        // Volumes and mounts, then networking: each participant reserves its part.
+        let input = CreateInput {
+            networking: networking_config.as_ref(),
+            volumes: request_volumes.as_ref(),
+            image_volumes: ic.volumes.as_ref(),
+        };
+        let parts = self.participants();
+        let mut done = 0;
+        let mut created = Ok(());
+        for p in parts {
+            created = p.create(&container, input, self);
+            if created.is_err() {
+                break;
+            }
+            done += 1;
+        }
+        let created = created.and_then(|_| self.persist(&container));
+        if let Err(e) = created {
+            for p in parts[..done].iter().rev() {
+                p.remove(&id, true);
+            }
+            if let Ok(sn) = self.images.snapshotter() {
+                let _ = sn.remove_container(&id);
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        self.container_event(&container, "create", &[]);
+        self.insert(container);
+        Ok((id, warnings))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(v: serde_json::Value) -> ContainerConfig {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn config(v: serde_json::Value) -> Config {
+        berth_api::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn empty_values_take_the_images() {
+        let ic = image(serde_json::json!({
+            "User": "appuser", "WorkingDir": "/app", "Env": ["A=image", "B=image"],
+            "Entrypoint": ["/entry"], "Cmd": ["serve"], "Labels": {"l": "image", "m": "image"},
+            "StopSignal": "SIGINT",
+            "Healthcheck": {"Test": ["CMD", "check"], "Interval": 5, "Retries": 3},
+        }));
+        // What the docker CLI sends for `docker run IMAGE id`.
+        let mut c = config(serde_json::json!({
+            "User": "", "WorkingDir": "", "Env": ["B=user", "C=user"], "Cmd": ["id"],
+            "Entrypoint": null, "Labels": {"l": "user"},
+            "Healthcheck": {"Interval": 7},
+        }));
+        merge_image_config(&mut c, &ic).unwrap();
+        assert_eq!(c.user, "appuser");
+        assert_eq!(c.working_dir, "/app");
+        assert_eq!(
+            c.env.unwrap(),
+            vec![DEFAULT_PATH, "B=user", "C=user", "A=image"],
+            "the request's env first, then the image's that it does not set"
+        );
+        assert_eq!(c.entrypoint.unwrap(), vec!["/entry"]);
+        assert_eq!(c.cmd.unwrap(), vec!["id"]);
+        let l = c.labels.unwrap();
+        assert_eq!((l["l"].as_str(), l["m"].as_str()), ("user", "image"));
+        assert_eq!(c.stop_signal, "SIGINT");
+        let h = c.healthcheck.unwrap();
+        assert_eq!((h.interval, h.retries), (7, 3));
+        assert_eq!(h.test.unwrap(), vec!["CMD", "check"]);
+        // A user given explicitly wins.
+        let mut c = config(serde_json::json!({"User": "0", "Cmd": ["id"]}));
+        merge_image_config(&mut c, &ic).unwrap();
+        assert_eq!(c.user, "0");
+    }
+
+    #[test]
+    fn entrypoint_and_cmd_rules() {
+        let ic = image(serde_json::json!({"Entrypoint": ["/entry"], "Cmd": ["serve"]}));
+        let merged = |v: serde_json::Value| {
+            let mut c = config(v);
+            merge_image_config(&mut c, &ic).map(|_| (c.entrypoint, c.cmd))
+        };
+        let s = |v: &[&str]| Some(v.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        // null: the image's entrypoint and command.
+        assert_eq!(
+            merged(serde_json::json!({})).unwrap(),
+            (s(&["/entry"]), s(&["serve"]))
+        );
+        // [] : no entrypoint, the image's command.
+        assert_eq!(
+            merged(serde_json::json!({"Entrypoint": []})).unwrap(),
+            (s(&[]), s(&["serve"]))
+        );
+        // [""] with a command: no entrypoint, that command.
+        assert_eq!(
+            merged(serde_json::json!({"Entrypoint": [""], "Cmd": ["ls"]})).unwrap(),
+            (None, s(&["ls"]))
+        );
+        // [""] alone: nothing to run.
+        assert!(merged(serde_json::json!({"Entrypoint": [""]})).is_err());
+        // An entrypoint of the request: the image's command is not inherited.
+        assert_eq!(
+            merged(serde_json::json!({"Entrypoint": ["/other"]})).unwrap(),
+            (s(&["/other"]), None)
+        );
+        // A string is a one-element list.
+        assert_eq!(
+            merged(serde_json::json!({"Cmd": "ls"})).unwrap(),
+            (s(&["/entry"]), s(&["ls"]))
+        );
+    }
+
+    #[test]
+    fn unsupported_options_name_the_field() {
+        let hc: HostConfig = berth_api::from_value(serde_json::json!({"Links": ["a:b"]})).unwrap();
+        let e = validate(&Config::default(), &hc).unwrap_err();
+        assert!(e.to_string().contains("HostConfig.Links"));
+        let hc: HostConfig = berth_api::from_value(
+            serde_json::json!({"NetworkMode": "none", "PidsLimit": 0, "Binds": null}),
+        )
+        .unwrap();
+        assert!(validate(&Config::default(), &hc).is_ok());
+        let hc: HostConfig = berth_api::from_value(
+            serde_json::json!({"AutoRemove": true, "RestartPolicy": {"Name": "always"}}),
+        )
+        .unwrap();
+        assert!(validate(&Config::default(), &hc).is_err());
+    }
+}

@@ -1,0 +1,816 @@
+//! A container's life: start (the bundle and the shim), the monitor and exit, restart
+//! policies, stop/kill/wait, remove, attach, and reattaching after a daemon restart.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_api::container::{Health, State};
+use berth_runtime::spec::NamespaceType;
+use berth_shim::protocol::{Request, Signal};
+use tokio::net::UnixStream;
+use tokio::sync::{oneshot, watch};
+
+use super::{
+    Bundle, Container, Engine, EngineError, Entry, Events, PendingAttach, Result, WaitCondition,
+    REMOVING,
+};
+use crate::shimio::{self, StartReport};
+use crate::{spec, util};
+
+impl Engine {
+    /// Reattaches to the shims of running containers and applies restart policies (call
+    /// inside the runtime, once at start).
+    pub fn reattach(self: &Arc<Self>) {
+        // Networking: forget endpoints of vanished containers, re-adopt running ones.
+        self.net.adopt(&self.list());
+        let running: Vec<String> = self
+            .list()
+            .into_iter()
+            .filter(|c| c.state.running)
+            .map(|c| c.id)
+            .collect();
+        for id in running {
+            tracing::info!("reattaching to container {id}");
+            let me = self.clone();
+            let id2 = id.clone();
+            tokio::spawn(async move { me.monitor(id2).await });
+            self.spawn_health_checks(&id);
+        }
+        // Restart policies on daemon start: `always`, and `unless-stopped` unless stopped by hand.
+        let to_start: Vec<String> = self
+            .list()
+            .into_iter()
+            .filter(|c| !c.state.running)
+            .filter(|c| match c.host_config.restart_policy.name.as_str() {
+                "always" => true,
+                "unless-stopped" => !c.manually_stopped,
+                "on-failure" => c.state.restarting,
+                _ => false,
+            })
+            .map(|c| c.id)
+            .collect();
+        for id in to_start {
+            tracing::info!("starting container {id} (restart policy)");
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Ok(e) = me.lookup(&id) {
+                    let mut r = e.rec.lock().unwrap();
+                    r.state.restarting = true;
+                    r.manually_stopped = false;
+                }
+                me.policy_restart(&id).await;
+            });
+        }
+    }
+
+    /// Starts a created or exited container.
+    pub async fn start(self: &Arc<Self>, name_or_id: &str) -> Result<()> {
+        self.start_inner(name_or_id, false).await
+    }
+
+    /// Boxed: it is reached again from the restart policy (through `on_exit`).
+    fn start_inner<'a>(
+        self: &'a Arc<Self>,
+        name_or_id: &'a str,
+        by_policy: bool,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+        Box::pin(self.start_inner_impl(name_or_id, by_policy))
+    }
+
+    async fn start_inner_impl(self: &Arc<Self>, name_or_id: &str, by_policy: bool) -> Result<()> {
+        let e = self.lookup(name_or_id)?;
+        let op = e.op.lock().await;
+        let c = e.rec.lock().unwrap().clone();
+        if c.state.running {
+            return Err(EngineError::NotModified);
+        }
+        if by_policy && (c.manually_stopped || !c.state.restarting) {
+            return Ok(());
+        }
+        let id = c.id.clone();
+        let me = self.clone();
+        let c2 = c.clone();
+        let launched = tokio::task::spawn_blocking(move || me.launch(&c2))
+            .await
+            .map_err(EngineError::from)
+            .and_then(|r| r);
+        let out = match launched {
+            Ok(out) => out,
+            Err(err) => {
+                drop(op);
+                self.start_failed(&e, &err).await;
+                return Err(err);
+            }
+        };
+        // Attach clients that were waiting for the start.
+        let pending: Vec<PendingAttach> = std::mem::take(&mut *e.pending.lock().unwrap());
+        for p in pending {
+            let r = attach_shim(&out.socket, p.stdin, p.stdout, p.stderr, c.closes_stdin()).await;
+            let _ = p.tx.send(r);
+        }
+        if let Err(err) = shimio::call(&out.socket, Request::Start).await {
+            let _ = shimio::call(&out.socket, Request::Shutdown { force: true }).await;
+            let _ = berth_image::snapshot::unmount(&self.rootfs(&id));
+            let err =
+                EngineError::BadRequest(format!("failed to create task for container: {err}"));
+            drop(op);
+            self.start_failed(&e, &err).await;
+            return Err(err);
+        }
+        {
+            let mut r = e.rec.lock().unwrap();
+            let health = r
+                .config
+                .healthcheck
+                .as_ref()
+                .and_then(|h| h.test.as_ref())
+                .filter(|t| !t.is_empty() && t[0] != "NONE")
+                .map(|_| Health {
+                    status: "starting".into(),
+                    failing_streak: 0,
+                    log: vec![],
+                });
+            r.state = State {
+                status: "running".into(),
+                running: true,
+                pid: out.init_pid,
+                started_at: util::now_rfc3339_nano(),
+                finished_at: r.state.finished_at.clone(),
+                health,
+                ..State::default()
+            };
+            r.shim_pid = out.pid;
+            r.manually_stopped = false;
+            self.persist_state(&r)?;
+            self.container_event(&r, "start", &[]);
+        }
+        self.spawn_health_checks(&id);
+        let me = self.clone();
+        tokio::spawn(async move { me.monitor(id).await });
+        Ok(())
+    }
+
+    /// Records a failed start as Docker does (exit code 127/126/128, `State.Error`), ends
+    /// waiting attach clients and waiters, and honours `AutoRemove`.
+    async fn start_failed(self: &Arc<Self>, e: &Entry, err: &EngineError) {
+        let msg = err.to_string();
+        let code = if msg.contains("not found") || msg.contains("No such file") {
+            127
+        } else if msg.contains("ermission denied") {
+            126
+        } else {
+            128
+        };
+        e.pending.lock().unwrap().clear();
+        let id = e.rec.lock().unwrap().id.clone();
+        for p in self.participants() {
+            p.exit(&id);
+        }
+        let auto_remove = {
+            let mut r = e.rec.lock().unwrap();
+            r.state.error = msg;
+            r.state.exit_code = code;
+            if let Err(err) = self.persist_state(&r) {
+                tracing::warn!("persisting {}: {err}", r.id);
+            }
+            r.auto_remove()
+        };
+        e.events.send_modify(|ev| {
+            ev.exits += 1;
+            ev.last_exit = code;
+        });
+        if auto_remove {
+            if let Err(err) = self.remove(&id, true, false).await {
+                tracing::warn!("auto-removing {id}: {err}");
+            }
+        }
+    }
+
+    /// Mounts the rootfs, writes the bundle, starts the shim (blocking). Returns its report.
+    fn launch(&self, c: &Container) -> Result<StartReport> {
+        let id = &c.id;
+        let exec_dir = self.exec_dir(id);
+        let rootfs = self.rootfs(id);
+        let shim_dir = self.shim_dir(id);
+        let _ = berth_image::snapshot::unmount(&rootfs);
+        if shim_dir.exists() {
+            std::fs::remove_dir_all(&shim_dir).map_err(EngineError::io("removing", &shim_dir))?;
+        }
+        for d in [&rootfs, &shim_dir] {
+            std::fs::create_dir_all(d).map_err(EngineError::io("creating", d))?;
+        }
+        let sn = self.images.snapshotter()?;
+        sn.mount_container_transient(id, &rootfs, c.auto_remove())?;
+        let unmount = |e: EngineError| {
+            let _ = berth_image::snapshot::unmount(&rootfs);
+            e
+        };
+        let (uid, gid) = spec::resolve_user(&rootfs, &c.config.user)
+            .map_err(|e| unmount(EngineError::BadRequest(e)))?;
+        let hostname = if c.config.hostname.is_empty() {
+            id[..12].to_string()
+        } else {
+            c.config.hostname.clone()
+        };
+        let dd = self.data_dir(id);
+        let write = |name: &str, content: &str| -> Result<(String, String)> {
+            let p = dd.join(name);
+            std::fs::write(&p, content).map_err(EngineError::io("writing", &p))?;
+            Ok((p.display().to_string(), String::new()))
+        };
+        let mut etc = Vec::new();
+        let (hn, _) = write("hostname", &format!("{hostname}\n")).map_err(unmount)?;
+        etc.push((hn, "/etc/hostname".to_string()));
+        let init = c.host_config.init == Some(true);
+        if init && !self.cfg.init.is_file() {
+            return Err(unmount(EngineError::BadRequest(format!(
+                "--init: the init binary {} does not exist (give berthd --init-path)",
+                self.cfg.init.display()
+            ))));
+        }
+        let gids =
+            crate::hostconfig::group_add(&rootfs, &c.host_config).map_err(|e| unmount(e.into()))?;
+        // The participants' parts: /etc/hosts, resolv.conf and the namespace to join
+        // (networking), volumes, binds and tmpfs (mounts).
+        let mut bundle = Bundle {
+            rootfs: rootfs.clone(),
+            hostname: hostname.clone(),
+            ..Default::default()
+        };
+        let parts = self.participants();
+        for (i, p) in parts.iter().enumerate() {
+            if let Err(e) = p.prepare(c, &mut bundle, self) {
+                for q in parts[..i].iter().rev() {
+                    q.exit(id);
+                }
+                return Err(unmount(e));
+            }
+        }
+        let fail = |e: EngineError| {
+            for p in parts.iter().rev() {
+                p.exit(id);
+            }
+            unmount(e)
+        };
+        for (dest, content) in &bundle.files {
+            let name = dest.trim_start_matches("/etc/");
+            let (p, _) = write(name, content).map_err(fail)?;
+            etc.push((p, dest.to_string()));
+        }
+        let mut env: Vec<String> = c.config.env.clone().unwrap_or_default();
+        if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+            env.insert(1.min(env.len()), format!("HOSTNAME={hostname}"));
+        }
+        if c.tty() && !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm".into());
+        }
+        let mut args = if init {
+            vec![
+                "/sbin/docker-init".to_string(),
+                "--".to_string(),
+                c.path.clone(),
+            ]
+        } else {
+            vec![c.path.clone()]
+        };
+        args.extend(c.args.iter().cloned());
+        let cwd = if c.config.working_dir.is_empty() {
+            "/"
+        } else {
+            c.config.working_dir.as_str()
+        };
+        let mut cfg = spec::build(&spec::DefaultSpec {
+            args: &args,
+            env: &env,
+            cwd,
+            uid,
+            gid,
+            additional_gids: &gids,
+            tty: c.tty(),
+            hostname: &hostname,
+            host_network: c.network_mode() == "host",
+            cgroups_path: self.cgroups_path(c),
+            cgroup_mount: true,
+            mounts: vec![],
+        });
+        cfg.mounts.extend(spec::etc_mounts(&etc));
+        cfg.mounts.append(&mut bundle.mounts);
+        crate::hostconfig::apply(&mut cfg, &c.host_config, self).map_err(|e| fail(e.into()))?;
+        if init {
+            cfg.mounts.push(berth_runtime::spec::Mount {
+                destination: "/sbin/docker-init".into(),
+                typ: Some("bind".into()),
+                source: Some(self.cfg.init.clone()),
+                options: ["rbind", "ro", "nosuid", "nodev"]
+                    .iter()
+                    .map(|o| o.to_string())
+                    .collect(),
+                uid_mappings: vec![],
+                gid_mappings: vec![],
+            });
+        }
+        if let Some(p) = &bundle.netns {
+            crate::hostconfig::set_ns(&mut cfg, NamespaceType::Network, Some(p.clone()), true);
+        }
+        let config_json = exec_dir.join("config.json");
+        util::replace_json(&config_json, &cfg)
+            .map_err(|e| fail(EngineError::io("writing", &config_json)(e)))?;
+        let mut cmd = std::process::Command::new(&self.cfg.shim);
+        cmd.arg("--id")
+            .arg(id)
+            .arg("--bundle")
+            .arg(&exec_dir)
+            .arg("--state-dir")
+            .arg(&shim_dir)
+            .arg("--runtime")
+            .arg(&self.cfg.runtime)
+            .arg("--runtime-root")
+            .arg(self.cfg.exec_root.join("runtime"))
+            .arg("--log-path")
+            .arg(&c.log_path);
+        if c.tty() {
+            cmd.arg("--tty");
+        }
+        if c.config.open_stdin {
+            cmd.arg("--stdin");
+        }
+        // Berth's specs have no poststart hooks, the only thing `runtime start` adds to the
+        // write into the exec fifo: the shim saves an exec of the runtime per start.
+        if cfg.hooks.as_ref().is_none_or(|h| h.poststart.is_empty()) {
+            cmd.arg("--direct-start");
+        }
+        if let Some(fd) = &self.runtime_copy {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let fd = fd.as_raw_fd();
+            cmd.arg("--runtime-fd").arg("3");
+            // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let rc = if fd == 3 {
+                        libc::fcntl(3, libc::F_SETFD, 0)
+                    } else {
+                        libc::dup2(fd, 3)
+                    };
+                    if rc < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        cmd.stdin(std::process::Stdio::null());
+        let out = cmd.output().map_err(|e| {
+            fail(EngineError::sys(format!(
+                "starting {}",
+                self.cfg.shim.display()
+            ))(e))
+        })?;
+        if !out.status.success() {
+            let msg = String::from_utf8_lossy(&out.stdout).trim().to_string()
+                + String::from_utf8_lossy(&out.stderr).trim();
+            return Err(fail(EngineError::BadRequest(format!(
+                "failed to create task for container: {msg}"
+            ))));
+        }
+        let line = String::from_utf8_lossy(&out.stdout);
+        let report: StartReport = serde_json::from_str(line.trim()).map_err(|e| {
+            fail(EngineError::Internal(format!(
+                "bad shim report {line:?}: {e}"
+            )))
+        })?;
+        // The container exists (its init waits for `start`): the participants' parts that
+        // need its namespaces (loopback, veths, published ports, DNS).
+        for p in parts {
+            if let Err(e) = p.start(c, report.init_pid) {
+                if let Ok(mut c) = berth_shim::client::Client::connect(&shim_dir.join("shim.sock"))
+                {
+                    let _ = c.shutdown(true);
+                }
+                return Err(fail(e));
+            }
+        }
+        Ok(report)
+    }
+
+    /// Waits on a running container's shim and records its exit.
+    async fn monitor(self: Arc<Self>, id: String) {
+        let res = shimio::call(&self.shim_socket(&id), Request::Wait { exec_id: None }).await;
+        let (code, finished, error) = match res {
+            Ok(v) => (
+                v.exit_code.unwrap_or(255),
+                v.finished_at.unwrap_or_else(util::now_rfc3339_nano),
+                String::new(),
+            ),
+            Err(e) => match util::read_json::<berth_shim::protocol::ExitRecord>(
+                &self.shim_dir(&id).join("exit.json"),
+            ) {
+                Ok(x) => (i64::from(x.exit_code), x.finished_at, String::new()),
+                Err(_) => (
+                    255,
+                    util::now_rfc3339_nano(),
+                    format!("lost the container's shim: {e}"),
+                ),
+            },
+        };
+        self.on_exit(&id, code, finished, error).await;
+    }
+
+    async fn on_exit(self: &Arc<Self>, id: &str, code: i64, finished: String, error: String) {
+        let Ok(e) = self.lookup(id) else { return };
+        // Read before the shim deletes the container (and its cgroup).
+        let oom = {
+            let r = e.rec.lock().unwrap().clone();
+            super::oom_killed(&self.cgroups_path(&r))
+        };
+        let (auto_remove, restart, snapshot) = {
+            let mut r = e.rec.lock().unwrap();
+            let ran_secs = util::now_secs() - util::unix_secs(&r.state.started_at);
+            r.state.running = false;
+            r.state.paused = false;
+            r.state.status = "exited".into();
+            r.state.pid = 0;
+            r.state.exit_code = code;
+            r.state.finished_at = finished;
+            r.state.error = error;
+            r.state.oom_killed = oom;
+            if let Some(h) = r.state.health.as_mut() {
+                h.status = "unhealthy".into();
+            }
+            r.shim_pid = 0;
+            let policy = &r.host_config.restart_policy;
+            let restart = !r.manually_stopped
+                && match policy.name.as_str() {
+                    "always" | "unless-stopped" => true,
+                    "on-failure" => {
+                        code != 0
+                            && (policy.maximum_retry_count == 0
+                                || r.restart_count < policy.maximum_retry_count)
+                    }
+                    _ => false,
+                };
+            if restart {
+                r.state.restarting = true;
+                r.state.status = "restarting".into();
+                // Docker's back-off: 100 ms doubling, reset after 10 s of running, at most 1 min.
+                let prev = e.backoff_ms.load(Ordering::Relaxed);
+                let next = if ran_secs >= 10 || prev == 0 {
+                    100
+                } else {
+                    (prev * 2).min(60_000)
+                };
+                e.backoff_ms.store(next, Ordering::Relaxed);
+            }
+            if let Err(err) = self.persist_state(&r) {
+                tracing::warn!("persisting {id}: {err}");
+            }
+            (r.auto_remove(), restart, r.clone())
+        };
+        // The shim deletes the container from the runtime (its cgroup, state) and exits. For a
+        // container removed at exit that happens in the background with the rest of its
+        // cleanup (see `clean_storage`), off the path of `run --rm`.
+        if !auto_remove || restart {
+            let _ = shimio::call(&self.shim_socket(id), Request::Shutdown { force: true }).await;
+        }
+        let _ = berth_image::snapshot::unmount(&self.rootfs(id));
+        // The participants: volumes, then networking (proxies, DNS, host veths, port rules).
+        let me = self.clone();
+        let id2 = id.to_string();
+        let _ = tokio::task::spawn_blocking(move || {
+            for p in me.participants() {
+                p.exit(&id2);
+            }
+        })
+        .await;
+        if oom {
+            self.container_event(&snapshot, "oom", &[]);
+        }
+        self.container_event(&snapshot, "die", &[("exitCode", &code.to_string())]);
+        e.events.send_modify(|ev| {
+            ev.exits += 1;
+            ev.last_exit = code;
+        });
+        if restart {
+            let delay = e.backoff_ms.load(Ordering::Relaxed);
+            let me = self.clone();
+            let id = id.to_string();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                me.policy_restart(&id).await;
+            });
+        } else if auto_remove {
+            let me = self.clone();
+            let id = id.to_string();
+            tokio::spawn(async move {
+                if let Err(err) = me.remove(&id, true, false).await {
+                    tracing::warn!("auto-removing {id}: {err}");
+                }
+            });
+        }
+    }
+
+    /// A restart decided by the restart policy (unless stopped or removed meanwhile).
+    async fn policy_restart(self: &Arc<Self>, id: &str) {
+        let Ok(e) = self.lookup(id) else { return };
+        {
+            let mut r = e.rec.lock().unwrap();
+            if !r.state.restarting || r.manually_stopped || r.state.running {
+                return;
+            }
+            r.restart_count += 1;
+        }
+        if let Err(err) = self.start_inner(id, true).await {
+            tracing::warn!("restarting {id}: {err}");
+            let mut r = e.rec.lock().unwrap();
+            r.state.restarting = false;
+            r.state.status = "exited".into();
+            let _ = self.persist_state(&r);
+        }
+    }
+
+    pub(crate) async fn signal(&self, id: &str, sig: i32) -> Result<()> {
+        shimio::call(
+            &self.shim_socket(id),
+            Request::Kill {
+                signal: Signal::Number(sig),
+                all: false,
+                exec_id: None,
+            },
+        )
+        .await
+        .map(drop)
+        .map_err(EngineError::sys(format!("signalling container {id}")))
+    }
+
+    /// `kill`: sends a signal to a running container.
+    pub async fn kill(&self, name_or_id: &str, signal: Option<&str>) -> Result<()> {
+        let e = self.lookup(name_or_id)?;
+        let c = e.rec.lock().unwrap().clone();
+        let sig = match signal.filter(|s| !s.is_empty()) {
+            Some(s) => berth_shim::protocol::signal_by_name(s)
+                .ok_or_else(|| EngineError::BadRequest(format!("Invalid signal: {s}")))?,
+            None => libc::SIGKILL,
+        };
+        if !c.state.running {
+            return Err(EngineError::Conflict(format!(
+                "Container {} is not running",
+                c.id
+            )));
+        }
+        self.container_event(&c, "kill", &[("signal", &sig.to_string())]);
+        self.signal(&c.id, sig).await
+    }
+
+    /// `stop`: the stop signal, `t` seconds, then SIGKILL.
+    pub async fn stop(&self, name_or_id: &str, t: Option<i64>, signal: Option<&str>) -> Result<()> {
+        let e = self.lookup(name_or_id)?;
+        let _op = e.op.lock().await;
+        let was_restarting = {
+            let mut r = e.rec.lock().unwrap();
+            r.manually_stopped = true;
+            let was = r.state.restarting;
+            if was && !r.state.running {
+                r.state.restarting = false;
+                r.state.status = "exited".into();
+            }
+            self.persist(&r)?;
+            was && !r.state.running
+        };
+        if was_restarting {
+            return Ok(());
+        }
+        let res = self.stop_entry(&e, t, signal).await;
+        if res.is_ok() {
+            let c = e.rec.lock().unwrap().clone();
+            self.container_event(&c, "stop", &[]);
+        }
+        res
+    }
+
+    async fn stop_entry(&self, e: &Entry, t: Option<i64>, signal: Option<&str>) -> Result<()> {
+        let mut rx = e.events.subscribe();
+        let c = e.rec.lock().unwrap().clone();
+        if !c.state.running {
+            return Err(EngineError::NotModified);
+        }
+        let sig_name = signal
+            .filter(|s| !s.is_empty())
+            .or(Some(c.config.stop_signal.as_str()).filter(|s| !s.is_empty()))
+            .unwrap_or("SIGTERM");
+        let sig = berth_shim::protocol::signal_by_name(sig_name)
+            .ok_or_else(|| EngineError::BadRequest(format!("Invalid signal: {sig_name}")))?;
+        let t = t.or(c.config.stop_timeout).unwrap_or(10);
+        let seen = rx.borrow_and_update().exits;
+        if sig != libc::SIGKILL {
+            let _ = self.signal(&c.id, sig).await;
+            let wait = wait_exit(&mut rx, seen);
+            if t < 0 {
+                wait.await;
+                return Ok(());
+            }
+            if tokio::time::timeout(Duration::from_secs(t as u64), wait)
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+        let _ = self.signal(&c.id, libc::SIGKILL).await;
+        tokio::time::timeout(Duration::from_secs(30), wait_exit(&mut rx, seen))
+            .await
+            .map_err(|_| EngineError::Internal("the container did not exit after SIGKILL".into()))
+    }
+
+    /// `wait`: checks the container now; the returned future gives the exit code.
+    pub fn wait(
+        &self,
+        name_or_id: &str,
+        cond: WaitCondition,
+    ) -> Result<impl std::future::Future<Output = i64> + Send + 'static> {
+        let e = self.lookup(name_or_id)?;
+        let mut rx = e.events.subscribe();
+        let seen = rx.borrow_and_update().exits;
+        let (running, code) = {
+            let r = e.rec.lock().unwrap();
+            (r.state.running, r.state.exit_code)
+        };
+        Ok(async move {
+            match cond {
+                WaitCondition::NotRunning if !running => code,
+                WaitCondition::NotRunning | WaitCondition::NextExit => {
+                    wait_exit(&mut rx, seen).await;
+                    let v = rx.borrow().last_exit;
+                    v
+                }
+                WaitCondition::Removed => {
+                    let mut last = code;
+                    loop {
+                        {
+                            let ev = rx.borrow_and_update();
+                            if ev.exits > seen {
+                                last = ev.last_exit;
+                            }
+                            if ev.removed {
+                                return last;
+                            }
+                        }
+                        if rx.changed().await.is_err() {
+                            return last;
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// `DELETE /containers/{id}`; `volumes` (`v=1`) removes its anonymous volumes too (as
+    /// `AutoRemove` does).
+    pub async fn remove(
+        self: &Arc<Self>,
+        name_or_id: &str,
+        force: bool,
+        volumes: bool,
+    ) -> Result<()> {
+        let e = self.lookup(name_or_id)?;
+        let _op = e.op.lock().await;
+        let id = e.rec.lock().unwrap().id.clone();
+        if !self.map.lock().unwrap().contains_key(&id) {
+            return Err(EngineError::NotFound(name_or_id.to_string()));
+        }
+        if e.rec.lock().unwrap().state.running {
+            if !force {
+                return Err(EngineError::Conflict(format!(
+                    "cannot remove container \"{}\": container is running: stop the container before removing or force remove",
+                    e.rec.lock().unwrap().name
+                )));
+            }
+            match self.stop_entry(&e, Some(0), Some("SIGKILL")).await {
+                Ok(()) | Err(EngineError::NotModified) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        let volumes = volumes || e.rec.lock().unwrap().auto_remove();
+        let me = self.clone();
+        let id2 = id.clone();
+        // The removal is committed by one rename of the container's directory: from then on a
+        // restarted daemon no longer has the container, and finishes the cleanup of what is
+        // left. The storage (unmount, writable layer, directories) is cleaned in the
+        // background, so that `run --rm` and `rm` return without waiting for the file system;
+        // operations that need it gone (image removal, prune, shutdown) wait with `settle`.
+        let trash = tokio::task::spawn_blocking(move || {
+            // The participants release what the container kept (addresses, volume
+            // references, anonymous volumes).
+            for p in me.participants() {
+                p.remove(&id2, volumes);
+            }
+            let trash = me
+                .cfg
+                .data_root
+                .join("containers")
+                .join(format!("{REMOVING}{id2}"));
+            let dir = me.data_dir(&id2);
+            std::fs::rename(&dir, &trash)
+                .map(|_| trash)
+                .map_err(EngineError::io("removing the container's directory", dir))
+        })
+        .await??;
+        self.cleanups.send_modify(|n| *n += 1);
+        let me = self.clone();
+        let id2 = id.clone();
+        tokio::task::spawn_blocking(move || {
+            me.clean_storage(&id2, &trash);
+            me.cleanups.send_modify(|n| *n -= 1);
+        });
+        self.map.lock().unwrap().remove(&id);
+        e.pending.lock().unwrap().clear();
+        self.execs.forget_container(&id);
+        let c = e.rec.lock().unwrap().clone();
+        self.container_event(&c, "destroy", &[]);
+        e.events.send_modify(|ev| ev.removed = true);
+        Ok(())
+    }
+
+    /// Unmounts and deletes the storage of a removed container (`trash` is its renamed data
+    /// directory).
+    pub(super) fn clean_storage(&self, id: &str, trash: &Path) {
+        // A shim still there (a container removed at exit, see `on_exit`) deletes the
+        // container from the runtime and exits.
+        if let Ok(mut c) = berth_shim::client::Client::connect(&self.shim_socket(id)) {
+            let _ = c.set_timeout(Some(Duration::from_secs(20)));
+            let _ = c.shutdown(true);
+        }
+        let _ = berth_image::snapshot::unmount(&self.rootfs(id));
+        if let Ok(sn) = self.images.snapshotter() {
+            match sn.remove_container(id) {
+                Ok(()) | Err(berth_image::snapshot::SnapshotError::ContainerNotFound(_)) => {}
+                Err(err) => tracing::warn!("removing snapshot of {id}: {err}"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.exec_dir(id));
+        if let Err(e) = std::fs::remove_dir_all(trash) {
+            tracing::warn!("removing {}: {e}", trash.display());
+        }
+    }
+
+    /// Attach: a stream from the shim now (running) or once the container starts.
+    pub fn attach(
+        &self,
+        name_or_id: &str,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    ) -> Result<(bool, oneshot::Receiver<std::io::Result<UnixStream>>)> {
+        let e = self.lookup(name_or_id)?;
+        let (tx, rx) = oneshot::channel();
+        let c = e.rec.lock().unwrap().clone();
+        if c.state.running {
+            let socket = self.shim_socket(&c.id);
+            let close = c.closes_stdin();
+            tokio::spawn(async move {
+                let _ = tx.send(attach_shim(&socket, stdin, stdout, stderr, close).await);
+            });
+        } else {
+            e.pending.lock().unwrap().push(PendingAttach {
+                stdin,
+                stdout,
+                stderr,
+                tx,
+            });
+        }
+        Ok((c.tty(), rx))
+    }
+}
+
+async fn wait_exit(rx: &mut watch::Receiver<Events>, seen: u64) {
+    loop {
+        if rx.borrow_and_update().exits > seen || rx.borrow().removed {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn attach_shim(
+    socket: &Path,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    close_stdin: bool,
+) -> std::io::Result<UnixStream> {
+    let mut s = shimio::connect(socket).await?;
+    shimio::call_on(
+        &mut s,
+        &Request::Attach {
+            stdin,
+            stdout,
+            stderr,
+            close_stdin,
+        },
+    )
+    .await?;
+    Ok(s)
+}

@@ -1,0 +1,139 @@
+//! Exec routes: create, start (hijacked, plain or detached), resize, inspect.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Query, Request};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use berth_api::common::IdResponse;
+use berth_api::exec::{CreateRequest, StartRequest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{
+    decode, dims, json, json_status, stream, stream_type, upgrade_response, ApiError, AppState, Id,
+    St, Q, R,
+};
+use crate::exec;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/containers/{id}/exec", post(create))
+        .route("/exec/{id}/start", post(start))
+        .route("/exec/{id}/resize", post(resize))
+        .route("/exec/{id}/json", get(inspect))
+}
+
+async fn create(s: St, id: Id, body: Bytes) -> R {
+    let req: CreateRequest = decode(&body)?;
+    let eid = s.engine.exec_create(&id, &req)?;
+    Ok(json_status(StatusCode::CREATED, &IdResponse { id: eid }))
+}
+
+async fn start(s: St, id: Id, mut req: Request) -> R {
+    let upgrade = req.headers().contains_key(header::UPGRADE);
+    let body = axum::body::to_bytes(std::mem::take(req.body_mut()), 1 << 20)
+        .await
+        .map_err(|e| ApiError::bad(format!("reading the body: {e}")))?;
+    let start: StartRequest = decode(&body)?;
+    let engine = s.engine.clone();
+    let x = engine.exec_check(&id)?;
+    let tty = x.tty;
+    let ct = stream_type(tty);
+    let size = start.console_size.map(|[h, w]| (h as u16, w as u16));
+    if start.detach || !upgrade {
+        let (_, shim) = engine.exec_start(&id).await?;
+        if let Some((r, c)) = size {
+            let _ = engine.exec_resize(&id, r, c).await;
+        }
+        let (mut sr, mut sw) = shim.into_split();
+        let _ = sw.shutdown().await;
+        if start.detach {
+            tokio::spawn(async move {
+                let code = exec::pump_frames(&mut sr, |_, _| {}).await;
+                engine.exec_exited(&id, code.unwrap_or(-1));
+            });
+            return Ok(StatusCode::OK.into_response());
+        }
+        // A plain request: the output as the body, no stdin.
+        let (mut w, mut r) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let code = exec::relay_to_client(&mut sr, &mut w, tty).await;
+            engine.exec_exited(&id, code.unwrap_or(-1));
+        });
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match r.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        return Ok(stream(ct, rx));
+    }
+    // Hijack first (as Docker): a failure to start is written into the stream, and the client
+    // reads the exit code (126/127) from the exec's inspect.
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let stdin = x.stdin;
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let client = hyper_util::rt::TokioIo::new(upgraded);
+        let (mut cr, mut cw) = tokio::io::split(client);
+        let shim = match engine.exec_start(&id).await {
+            Ok((_, shim)) => shim,
+            Err(e) => {
+                let msg = format!("{e}\r\n");
+                if tty {
+                    let _ = cw.write_all(msg.as_bytes()).await;
+                } else {
+                    let hdr = berth_shim::protocol::frame_header(1, msg.len());
+                    let _ = cw.write_all(&hdr).await;
+                    let _ = cw.write_all(msg.as_bytes()).await;
+                }
+                let _ = cw.shutdown().await;
+                return;
+            }
+        };
+        if let Some((r, c)) = size {
+            let _ = engine.exec_resize(&id, r, c).await;
+        }
+        let (mut sr, mut sw) = shim.into_split();
+        let to_shim = async move {
+            if stdin {
+                let _ = tokio::io::copy(&mut cr, &mut sw).await;
+            }
+            let _ = sw.shutdown().await;
+            std::future::pending::<()>().await
+        };
+        let to_client = async {
+            let code = exec::relay_to_client(&mut sr, &mut cw, tty).await;
+            engine.exec_exited(&id, code.unwrap_or(-1));
+            let _ = cw.shutdown().await;
+        };
+        tokio::select! {
+            _ = to_client => {}
+            _ = to_shim => {}
+        }
+    });
+    Ok(upgrade_response(ct))
+}
+
+async fn resize(s: St, id: Id, Query(q): Q) -> R {
+    let (h, w) = dims(&q)?;
+    s.engine.exec_resize(&id, h, w).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn inspect(s: St, id: Id) -> R {
+    Ok(json(&s.engine.exec_inspect(&id)?))
+}

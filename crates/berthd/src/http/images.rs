@@ -1,0 +1,309 @@
+//! Image routes: pull/import (`/images/create`), push, tag, remove, inspect, history,
+//! save/load, prune, search (refused), `/auth`.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, RawQuery, Request};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use berth_api::image::AuthConfig;
+use berth_api::ApiVersion;
+use berth_image::manifest::Platform;
+use berth_image::Reference;
+
+use super::{
+    blocking, decode, filters, json, qbool, qstr, query_pairs, stream, ApiError, AppState, St, Q, R,
+};
+use crate::engine::EngineError;
+use crate::images;
+
+pub use crate::images::in_use_fn;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/images/json", get(list))
+        .route("/images/create", post(create))
+        .route("/images/load", post(load))
+        .route("/images/prune", post(prune))
+        .route("/images/search", get(search))
+        .route("/images/get", get(save_many))
+        .route(
+            "/images/{*rest}",
+            get(image_get).post(image_post).delete(image_delete),
+        )
+        .route("/auth", post(auth))
+}
+
+fn reference(s: &str) -> Result<Reference, ApiError> {
+    Reference::parse_normalized(s).map_err(|e| ApiError::bad(e.to_string()))
+}
+
+/// A reference with `latest` when it has neither tag nor digest.
+fn tagged(r: Reference) -> Result<Reference, ApiError> {
+    if r.tag().is_none() && r.digest().is_none() {
+        r.with_tag(berth_image::reference::DEFAULT_TAG)
+            .map_err(|e| ApiError::bad(e.to_string()))
+    } else {
+        Ok(r)
+    }
+}
+
+fn platform(q: &HashMap<String, String>) -> Result<Option<Platform>, ApiError> {
+    qstr(q, "platform")
+        .map(|p| Platform::parse(p).map_err(|e| ApiError::bad(e.to_string())))
+        .transpose()
+}
+
+fn auth_header(headers: &HeaderMap) -> Option<&str> {
+    headers.get("X-Registry-Auth").and_then(|v| v.to_str().ok())
+}
+
+async fn list(s: St, Query(q): Q) -> R {
+    let opts = berth_image::image_store::ListOptions {
+        all: qbool(&q, "all"),
+        filters: filters(&q)?.0,
+    };
+    let engine = s.engine.clone();
+    let list = blocking(move || {
+        engine
+            .images
+            .list_summaries(&opts)
+            .map_err(|e| EngineError::bad(e.to_string()))
+    })
+    .await?;
+    Ok(json(&list))
+}
+
+async fn create(s: St, Query(q): Q, headers: HeaderMap, req: Request) -> R {
+    if let Some(src) = qstr(&q, "fromSrc") {
+        return import(s.0, q.clone(), src.to_string(), req).await;
+    }
+    let Some(from) = qstr(&q, "fromImage") else {
+        return Err(ApiError::bad("fromImage or fromSrc is required"));
+    };
+    let tag = qstr(&q, "tag");
+    let name = match tag {
+        Some(t) if t.starts_with("sha256:") => format!("{from}@{t}"),
+        Some(t) => format!("{from}:{t}"),
+        None => from.to_string(),
+    };
+    let r = reference(&name)?;
+    let platform = platform(&q)?.unwrap_or_else(Platform::host);
+    // A bare repository and no `tag`: every tag (Docker's CLI sends `pull -a` this way;
+    // without `-a` it always sends `tag`).
+    let all_tags = tag.is_none() && r.tag().is_none() && r.digest().is_none();
+    let r = if all_tags { r } else { tagged(r)? };
+    let (cfg, guard) = images::registry_config(&s.engine, auth_header(&headers), r.domain())?;
+    let rx = images::pull(s.engine.clone(), r, all_tags, platform, cfg, guard);
+    Ok(stream("application/json", rx))
+}
+
+async fn import(s: Arc<AppState>, q: HashMap<String, String>, src: String, req: Request) -> R {
+    if src != "-" {
+        return Err(ApiError::bad(
+            "import from a URL is not supported: send the archive in the body",
+        ));
+    }
+    let changes: Vec<String> = q
+        .get("changes")
+        .map(|c| {
+            // docker-py/CLI send `changes` repeated; axum's map keeps the last: accept JSON too.
+            serde_json::from_str::<Vec<String>>(c).unwrap_or_else(|_| vec![c.clone()])
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| !c.is_empty())
+        .collect();
+    let tag = match qstr(&q, "repo") {
+        Some(r) => Some(reference(&match qstr(&q, "tag") {
+            Some(t) => format!("{r}:{t}"),
+            None => r.to_string(),
+        })?),
+        None => None,
+    };
+    let opts = berth_image::archive::ImportOptions {
+        changes,
+        message: qstr(&q, "message").map(str::to_string),
+        source_name: "-".into(),
+        tag,
+        platform: platform(&q)?,
+    };
+    let rx = images::import(s.engine.clone(), opts, body_reader(req));
+    Ok(stream("application/json", rx))
+}
+
+/// A blocking reader over a request body (fed from the async side through a channel).
+fn body_reader(req: Request) -> impl Read + Send + 'static {
+    use futures_util::StreamExt;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Bytes>>(16);
+    let mut stream = req.into_body().into_data_stream();
+    tokio::spawn(async move {
+        while let Some(chunk) = stream.next().await {
+            let item = chunk.map_err(std::io::Error::other);
+            let stop = item.is_err();
+            let tx2 = tx.clone();
+            if tokio::task::spawn_blocking(move || tx2.send(item))
+                .await
+                .map(|r| r.is_err())
+                .unwrap_or(true)
+                || stop
+            {
+                return;
+            }
+        }
+    });
+    ChannelReader {
+        rx,
+        buf: Bytes::new(),
+    }
+}
+
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    buf: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.buf.is_empty() {
+            match self.rx.recv() {
+                Ok(Ok(b)) => self.buf = b,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf[..n]);
+        self.buf = self.buf.slice(n..);
+        Ok(n)
+    }
+}
+
+async fn load(s: St, req: Request) -> R {
+    let rx = images::load(s.engine.clone(), body_reader(req));
+    Ok(stream("application/json", rx))
+}
+
+async fn prune(s: St, Query(q): Q) -> R {
+    // Removed containers' writable layers go before images (and their sizes) are looked at.
+    s.engine.settle().await;
+    let all = filters(&q)?
+        .get("dangling")
+        .any(|v| matches!(v, "false" | "0"));
+    let engine = s.engine.clone();
+    Ok(json(&blocking(move || images::prune(&engine, all)).await?))
+}
+
+async fn search() -> R {
+    Err(ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "search is not supported: Berth has no index service to search (use the registry's catalog)",
+    ))
+}
+
+async fn save_many(s: St, RawQuery(q): RawQuery) -> R {
+    // `names` is repeated: the raw query keeps every one.
+    let names: Vec<String> = query_pairs(q.as_deref())
+        .into_iter()
+        .filter(|(k, _)| k == "names")
+        .map(|(_, v)| v)
+        .collect();
+    Ok(stream(
+        "application/x-tar",
+        images::save(s.engine.clone(), names)?,
+    ))
+}
+
+/// Splits `/images/{name}/{op}` where the name may contain slashes.
+fn split_op<'a>(rest: &'a str, ops: &[&'static str]) -> (&'a str, Option<&'static str>) {
+    for op in ops {
+        if let Some(name) = rest.strip_suffix(&format!("/{op}")) {
+            return (name, Some(*op));
+        }
+    }
+    (rest, None)
+}
+
+async fn image_get(s: St, Extension(v): Extension<ApiVersion>, Path(rest): Path<String>) -> R {
+    let (name, op) = split_op(&rest, &["json", "history", "get"]);
+    let name = name.to_string();
+    let engine = s.engine.clone();
+    match op {
+        Some("json") => Ok(json(
+            &blocking(move || images::inspect(&engine, &name, v)).await?,
+        )),
+        Some("history") => Ok(json(
+            &blocking(move || images::history(&engine, &name)).await?,
+        )),
+        Some("get") => Ok(stream(
+            "application/x-tar",
+            images::save(engine, vec![name])?,
+        )),
+        _ => Err(ApiError::not_found("page not found")),
+    }
+}
+
+async fn image_post(s: St, Path(rest): Path<String>, Query(q): Q, headers: HeaderMap) -> R {
+    let (name, op) = split_op(&rest, &["push", "tag"]);
+    let name = name.to_string();
+    match op {
+        Some("tag") => {
+            let repo = q.get("repo").cloned().unwrap_or_default();
+            if repo.is_empty() {
+                return Err(ApiError::bad(
+                    "repository name must have at least one component",
+                ));
+            }
+            let full = match qstr(&q, "tag") {
+                Some(t) => format!("{repo}:{t}"),
+                None => repo,
+            };
+            let target = reference(&full)?;
+            let engine = s.engine.clone();
+            blocking(move || images::tag(&engine, &name, &target)).await?;
+            Ok((StatusCode::CREATED, "").into_response())
+        }
+        Some("push") => {
+            let full = match qstr(&q, "tag") {
+                Some(t) => format!("{name}:{t}"),
+                None => name,
+            };
+            let r = tagged(reference(&full)?)?;
+            // Unknown image: a 404 before the stream starts, as Docker.
+            s.engine.images.resolve(&r.to_string()).map_err(|_| {
+                ApiError::not_found(format!(
+                    "An image does not exist locally with the tag: {}",
+                    r.familiar_name()
+                ))
+            })?;
+            let (cfg, guard) =
+                images::registry_config(&s.engine, auth_header(&headers), r.domain())?;
+            Ok(stream(
+                "application/json",
+                images::push(s.engine.clone(), r, cfg, guard),
+            ))
+        }
+        _ => Err(ApiError::not_found("page not found")),
+    }
+}
+
+async fn image_delete(s: St, Path(name): Path<String>, Query(q): Q) -> R {
+    // Removed containers' writable layers go before images (and their sizes) are looked at.
+    s.engine.settle().await;
+    let force = qbool(&q, "force");
+    let engine = s.engine.clone();
+    Ok(json(
+        &blocking(move || images::remove(&engine, &name, force)).await?,
+    ))
+}
+
+async fn auth(s: St, body: Bytes) -> R {
+    let a: AuthConfig = decode(&body)?;
+    let engine = s.engine.clone();
+    Ok(json(&blocking(move || images::login(&engine, &a)).await?))
+}

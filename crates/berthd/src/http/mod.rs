@@ -1,0 +1,373 @@
+//! The Engine API's routes: each handler decodes (berth-api's models, dockerd's rules), calls
+//! the domain, and encodes. One error type, [`ApiError`], maps the domain's errors to status
+//! codes; a body that does not decode is a 400 naming the field.
+//!
+//! A [`strip_version`] layer in front of the router removes the `/v1.NN` prefix and gives
+//! each request its [`ApiVersion`] (an extension; the current one without a prefix).
+
+pub mod build;
+pub mod containers;
+pub mod exec;
+pub mod images;
+pub mod networks;
+pub mod system;
+pub mod volumes;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use berth_api::{ApiVersion, DecodeError, ErrorResponse, Filters};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::engine::{Engine, EngineError};
+use crate::sysinfo;
+
+/// Shared state of the handlers.
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub info: sysinfo::Static,
+}
+
+pub(crate) type St = State<Arc<AppState>>;
+pub(crate) type Q = Query<HashMap<String, String>>;
+pub(crate) type Id = Path<String>;
+pub(crate) type R = Result<Response, ApiError>;
+
+/// An API error: `{"message": …}` with a status code.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// A 400.
+    pub fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status == StatusCode::NOT_MODIFIED {
+            return StatusCode::NOT_MODIFIED.into_response();
+        }
+        json_status(
+            self.status,
+            &ErrorResponse {
+                message: self.message,
+            },
+        )
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        ApiError::new(e.status(), e.to_string())
+    }
+}
+
+impl From<DecodeError> for ApiError {
+    fn from(e: DecodeError) -> Self {
+        ApiError::bad(e.to_string())
+    }
+}
+
+impl From<crate::volumes::VolumeError> for ApiError {
+    fn from(e: crate::volumes::VolumeError) -> Self {
+        ApiError::new(e.status(), e.to_string())
+    }
+}
+
+impl From<crate::archive::ArchiveError> for ApiError {
+    fn from(e: crate::archive::ArchiveError) -> Self {
+        ApiError::new(e.status(), e.to_string())
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        EngineError::from(e).into()
+    }
+}
+
+/// A JSON response (200).
+pub(crate) fn json<T: Serialize>(v: &T) -> Response {
+    json_status(StatusCode::OK, v)
+}
+
+/// A JSON response with a status.
+pub(crate) fn json_status<T: Serialize>(status: StatusCode, v: &T) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the response: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+/// A JSON line of a streamed response.
+pub(crate) fn json_line<T: Serialize>(v: &T) -> Bytes {
+    let mut b = serde_json::to_vec(v).unwrap_or_default();
+    b.push(b'\n');
+    Bytes::from(b)
+}
+
+/// A response streaming what a channel receives.
+pub(crate) fn stream(
+    content_type: &'static str,
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+) -> Response {
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// The `101 Switching Protocols` answer of a hijacked stream (attach, exec).
+pub(crate) fn upgrade_response(content_type: &'static str) -> Response {
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONNECTION, "Upgrade"),
+            (header::UPGRADE, "tcp"),
+        ],
+    )
+        .into_response()
+}
+
+/// The content type of a container's or exec's stream.
+pub(crate) fn stream_type(tty: bool) -> &'static str {
+    if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    }
+}
+
+/// `204 No Content`.
+pub(crate) fn no_content() -> R {
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Decodes a JSON body with dockerd's rules (an empty body is `{}`).
+pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    Ok(berth_api::from_slice(body)?)
+}
+
+/// Docker's boolean query parameters.
+pub(crate) fn qbool(q: &HashMap<String, String>, k: &str) -> bool {
+    matches!(
+        q.get(k).map(String::as_str),
+        Some("1" | "true" | "True" | "yes")
+    )
+}
+
+/// A non-empty query parameter.
+pub(crate) fn qstr<'a>(q: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
+    q.get(k).map(String::as_str).filter(|v| !v.is_empty())
+}
+
+/// The `filters` query parameter.
+pub(crate) fn filters(q: &HashMap<String, String>) -> Result<Filters, ApiError> {
+    Filters::parse(q.get("filters").map(String::as_str).unwrap_or(""))
+        .map_err(|e| ApiError::bad(format!("invalid filter: {}", e.message)))
+}
+
+/// `t` (seconds) of stop and restart.
+pub(crate) fn timeout(q: &HashMap<String, String>) -> Result<Option<i64>, ApiError> {
+    qstr(q, "t")
+        .map(|t| {
+            t.parse::<i64>()
+                .map_err(|_| ApiError::bad(format!("invalid value for t: {t}")))
+        })
+        .transpose()
+}
+
+/// `h`/`w` of the resize routes.
+pub(crate) fn dims(q: &HashMap<String, String>) -> Result<(u16, u16), ApiError> {
+    let p = |k: &str| -> Result<u16, ApiError> {
+        q.get(k)
+            .ok_or_else(|| ApiError::bad(format!("missing {k}")))?
+            .parse::<u16>()
+            .map_err(|_| ApiError::bad(format!("invalid {k}")))
+    };
+    Ok((p("h")?, p("w")?))
+}
+
+/// Decodes `%XX` and `+` of a query component.
+pub(crate) fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Query pairs in order, repeated keys kept (`t` of a build, `names` of a save).
+pub(crate) fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+/// Runs blocking domain work off the async runtime.
+pub(crate) async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await?.map_err(Into::into)
+}
+
+/// The router (paths without the version prefix; see [`strip_version`]).
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .merge(system::routes())
+        .merge(containers::routes())
+        .merge(exec::routes())
+        .merge(images::routes())
+        .merge(build::routes())
+        .merge(crate::buildkit::routes()) // issue 15: BuildKit API for buildx
+        .merge(networks::routes())
+        .merge(volumes::routes())
+        .route(
+            "/_badversion/{v}",
+            get(bad_version)
+                .post(bad_version)
+                .delete(bad_version)
+                .head(bad_version)
+                .put(bad_version),
+        )
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Rewrites `/v1.NN/…` to `/…` and records the request's [`ApiVersion`]; unsupported
+/// versions go to a route that answers 400.
+pub fn strip_version(mut req: Request) -> Request {
+    let mut version = ApiVersion::CURRENT;
+    let path = req.uri().path().to_string();
+    if let Some((ver, tail)) = path
+        .strip_prefix("/v")
+        .and_then(|rest| rest.split_once('/'))
+    {
+        if let Ok(v) = ver.parse::<ApiVersion>() {
+            let new_path = if v.major == 1 && (ApiVersion::MIN..=ApiVersion::CURRENT).contains(&v) {
+                version = v;
+                format!("/{tail}")
+            } else {
+                format!("/_badversion/{ver}")
+            };
+            let pq = match req.uri().query() {
+                Some(q) => format!("{new_path}?{q}"),
+                None => new_path,
+            };
+            if let Ok(u) = pq.parse::<Uri>() {
+                *req.uri_mut() = u;
+            }
+        }
+    }
+    req.extensions_mut().insert(version);
+    req
+}
+
+async fn bad_version(Path(v): Path<String>) -> ApiError {
+    let too_old = v.parse::<ApiVersion>().is_ok_and(|v| v < ApiVersion::MIN);
+    if too_old {
+        ApiError::bad(format!("client version {v} is too old. Minimum supported API version is {}, please upgrade your client to a newer version", ApiVersion::MIN))
+    } else {
+        ApiError::bad(format!(
+            "client version {v} is too new. Maximum supported API version is {}",
+            ApiVersion::CURRENT
+        ))
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("page not found")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_stripped_and_recorded() {
+        let req = |p: &str| {
+            let r = strip_version(Request::builder().uri(p).body(Body::empty()).unwrap());
+            (
+                r.uri().to_string(),
+                *r.extensions().get::<ApiVersion>().unwrap(),
+            )
+        };
+        assert_eq!(
+            req("/v1.41/containers/json?all=1"),
+            ("/containers/json?all=1".to_string(), ApiVersion::new(1, 41))
+        );
+        assert_eq!(req("/_ping"), ("/_ping".to_string(), ApiVersion::CURRENT));
+        assert_eq!(req("/v1.12/version").0, "/_badversion/1.12");
+        assert_eq!(req("/v1.99/version").0, "/_badversion/1.99");
+        assert_eq!(req("/v2.0/version").0, "/_badversion/2.0");
+        assert_eq!(req("/volumes/v1.2/x").0, "/volumes/v1.2/x");
+    }
+
+    #[test]
+    fn queries() {
+        assert_eq!(percent_decode("a+b%2"), "a b%2");
+        assert_eq!(percent_decode("%41%zz%é"), "A%zz%é");
+        assert_eq!(
+            query_pairs(Some("names=a%3A1&names=b&x")),
+            vec![
+                ("names".to_string(), "a:1".to_string()),
+                ("names".into(), "b".into()),
+                ("x".into(), "".into())
+            ]
+        );
+    }
+}

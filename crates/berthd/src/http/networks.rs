@@ -1,0 +1,75 @@
+//! Network routes: list, inspect, create, remove, prune, connect, disconnect.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::Query;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use berth_api::network::{
+    ConnectRequest, CreateRequest, CreateResponse, DisconnectRequest, PruneReport,
+};
+
+use super::{blocking, decode, filters, json, json_status, no_content, AppState, Id, St, Q, R};
+
+/// The network routes.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/networks", get(list))
+        .route("/networks/create", post(create))
+        .route("/networks/prune", post(prune))
+        .route("/networks/{id}", get(inspect).delete(remove))
+        .route("/networks/{id}/connect", post(connect))
+        .route("/networks/{id}/disconnect", post(disconnect))
+}
+
+async fn list(s: St, Query(q): Q) -> R {
+    Ok(json(&s.engine.net.list_networks(&filters(&q)?)))
+}
+
+async fn inspect(s: St, id: Id) -> R {
+    Ok(json(&s.engine.net.inspect_network(&id)?))
+}
+
+async fn create(s: St, body: Bytes) -> R {
+    let req: CreateRequest = decode(&body)?;
+    let net = s.engine.net.clone();
+    let (id, warning) = blocking(move || net.create_network(&req)).await?;
+    Ok(json_status(
+        StatusCode::CREATED,
+        &CreateResponse { id, warning },
+    ))
+}
+
+async fn remove(s: St, id: Id) -> R {
+    let net = s.engine.net.clone();
+    blocking(move || net.remove_network(&id)).await?;
+    no_content()
+}
+
+async fn prune(s: St, Query(q): Q) -> R {
+    let f = filters(&q)?;
+    let net = s.engine.net.clone();
+    let deleted = blocking(move || Ok::<_, super::ApiError>(net.prune(&f))).await?;
+    Ok(json(&PruneReport {
+        networks_deleted: Some(deleted),
+    }))
+}
+
+async fn connect(s: St, id: Id, body: Bytes) -> R {
+    let req: ConnectRequest = decode(&body)?;
+    let c = s.engine.get(&req.container)?;
+    let net = s.engine.net.clone();
+    blocking(move || net.connect(&c, &id, req.endpoint_config.as_ref())).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn disconnect(s: St, id: Id, body: Bytes) -> R {
+    let req: DisconnectRequest = decode(&body)?;
+    let c = s.engine.get(&req.container)?;
+    let net = s.engine.net.clone();
+    blocking(move || net.disconnect(&c, &id)).await?;
+    Ok(StatusCode::OK.into_response())
+}

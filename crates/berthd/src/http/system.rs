@@ -1,0 +1,283 @@
+//! System routes: `_ping`, `version`, `info`, `events`, `system/df`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::Query;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use berth_api::system::{
+    Commit, Component, ComponentDetails, DiskUsage, Info, Platform, PluginsInfo, RegistryConfig,
+    Runtime, SwarmInfo, Version,
+};
+use berth_api::ApiVersion;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{blocking, filters, json, json_line, qstr, stream, ApiError, AppState, St, Q, R};
+use crate::events::Event;
+use crate::{sysinfo, util};
+
+pub fn routes() -> axum::Router<Arc<AppState>> {
+    Router::new()
+        .route("/_ping", get(ping).head(ping))
+        .route("/version", get(version))
+        .route("/info", get(info))
+        .route("/events", get(events))
+        .route("/system/df", get(system_df))
+}
+
+async fn ping() -> Response {
+    let mut r = ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "OK").into_response();
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&ApiVersion::CURRENT.to_string()) {
+        h.insert("Api-Version", v);
+    }
+    h.insert("Ostype", HeaderValue::from_static("linux"));
+    h.insert("Docker-Experimental", HeaderValue::from_static("false"));
+    // BuildKit (`/grpc`, `/session`): the docker CLI hands builds to buildx.
+    h.insert("Builder-Version", HeaderValue::from_static("2"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    r
+}
+
+async fn version(s: St) -> Response {
+    let i = &s.info;
+    let ver = env!("CARGO_PKG_VERSION");
+    let api = ApiVersion::CURRENT.to_string();
+    let min = ApiVersion::MIN.to_string();
+    json(&Version {
+        platform: Platform {
+            name: "Berth Engine".into(),
+        },
+        components: vec![Component {
+            name: "Engine".into(),
+            version: ver.into(),
+            details: ComponentDetails {
+                api_version: api.clone(),
+                min_api_version: min.clone(),
+                git_commit: String::new(),
+                go_version: i.rustc.clone(),
+                os: "linux".into(),
+                arch: i.arch.clone(),
+                kernel_version: i.kernel.clone(),
+                experimental: "false".into(),
+                build_time: String::new(),
+            },
+        }],
+        version: ver.into(),
+        api_version: api,
+        min_api_version: min,
+        git_commit: String::new(),
+        go_version: i.rustc.clone(),
+        os: "linux".into(),
+        arch: i.arch.clone(),
+        kernel_version: i.kernel.clone(),
+        build_time: String::new(),
+    })
+}
+
+async fn info(s: St) -> Response {
+    let e = &s.engine;
+    let i = &s.info;
+    let (total, running, stopped) = e.counts();
+    let images = e.images.list().map(|l| l.len()).unwrap_or(0);
+    let driver = e
+        .images
+        .snapshotter()
+        .map(|s| s.driver().to_string())
+        .unwrap_or_default();
+    let strs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    json(&Info {
+        id: i.id.clone(),
+        containers: total as i64,
+        containers_running: running as i64,
+        containers_paused: 0,
+        containers_stopped: stopped as i64,
+        images: images as i64,
+        driver,
+        driver_status: vec![],
+        plugins: PluginsInfo {
+            volume: vec![],
+            network: strs(&["host", "null"]),
+            authorization: None,
+            log: strs(&["json-file"]),
+        },
+        memory_limit: true,
+        swap_limit: false,
+        cpu_cfs_period: true,
+        cpu_cfs_quota: true,
+        cpu_shares: true,
+        cpu_set: true,
+        pids_limit: true,
+        ipv4_forwarding: false,
+        debug: false,
+        nfd: sysinfo::nfd() as i64,
+        oom_kill_disable: false,
+        ngoroutines: 0,
+        system_time: util::now_rfc3339_nano(),
+        logging_driver: "json-file".into(),
+        cgroup_driver: "cgroupfs".into(),
+        cgroup_version: i.cgroup_version.clone(),
+        n_events_listener: 0,
+        kernel_version: i.kernel.clone(),
+        operating_system: i.os.clone(),
+        os_version: i.os_version.clone(),
+        os_type: "linux".into(),
+        architecture: i.arch_uname.clone(),
+        index_server_address: "https://index.docker.io/v1/".into(),
+        registry_config: RegistryConfig {
+            index_configs: Default::default(),
+            insecure_registry_cidrs: strs(&["127.0.0.0/8"]),
+            mirrors: vec![],
+        },
+        ncpu: i.ncpu,
+        mem_total: i.mem_total,
+        generic_resources: None,
+        docker_root_dir: e.cfg.data_root.display().to_string(),
+        http_proxy: String::new(),
+        https_proxy: String::new(),
+        no_proxy: String::new(),
+        name: i.hostname.clone(),
+        labels: vec![],
+        experimental_build: false,
+        server_version: env!("CARGO_PKG_VERSION").into(),
+        runtimes: [(
+            "berth-runtime".to_string(),
+            Runtime {
+                path: e.cfg.runtime.display().to_string(),
+            },
+        )]
+        .into(),
+        default_runtime: "berth-runtime".into(),
+        swarm: SwarmInfo {
+            local_node_state: "inactive".into(),
+            ..Default::default()
+        },
+        live_restore_enabled: true,
+        isolation: String::new(),
+        init_binary: String::new(),
+        containerd_commit: Commit::default(),
+        runc_commit: Commit::default(),
+        init_commit: Commit::default(),
+        security_options: strs(&["name=cgroupns"]),
+        warnings: None,
+    })
+}
+
+async fn events(s: St, Query(q): Q) -> R {
+    let filters = filters(&q)?;
+    let time = |k: &str| -> Result<Option<i64>, ApiError> {
+        qstr(&q, k)
+            .map(|v| {
+                crate::events::parse_time(v)
+                    .ok_or_else(|| ApiError::bad(format!("invalid {k}: {v}")))
+            })
+            .transpose()
+    };
+    let since = time("since")?;
+    let until = time("until")?;
+    let (past, mut rx) = s.engine.bus.subscribe(since);
+    let (tx, out) = tokio::sync::mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        let line = |e: &Event| json_line(&e.to_message());
+        for e in past {
+            if until.is_some_and(|u| e.time_nano > u) {
+                return;
+            }
+            if e.matches(&filters) && tx.send(line(&e)).await.is_err() {
+                return;
+            }
+        }
+        let deadline = until.map(|u| {
+            let (ns, nn) = berth_image::timeutil::now();
+            let now = ns * 1_000_000_000 + i64::from(nn);
+            tokio::time::Instant::now() + Duration::from_nanos((u - now).max(0) as u64)
+        });
+        loop {
+            // `None`: the bus closed; `Some(None)`: this subscriber lagged (events lost).
+            let next = async {
+                match rx.recv().await {
+                    Ok(e) => Some(Some(e)),
+                    Err(RecvError::Lagged(_)) => Some(None),
+                    Err(RecvError::Closed) => None,
+                }
+            };
+            let ev = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, next).await {
+                    Ok(e) => e,
+                    Err(_) => return,
+                },
+                None => tokio::select! {
+                    e = next => e,
+                    _ = tx.closed() => return,
+                },
+            };
+            let Some(ev) = ev else { return };
+            let Some(e) = ev else { continue };
+            if e.matches(&filters) && tx.send(line(&e)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(stream("application/json", out))
+}
+
+async fn system_df(s: St) -> R {
+    // Removed containers' writable layers go before images (and their sizes) are looked at.
+    s.engine.settle().await;
+    let s2 = s.clone();
+    let du = blocking(move || -> Result<DiskUsage, ApiError> {
+        let engine = &s2.engine;
+        let in_use = super::images::in_use_fn(engine);
+        let du = engine
+            .images
+            .disk_usage(&in_use)
+            .map_err(crate::engine::EngineError::from)?;
+        let summaries = engine
+            .images
+            .list_summaries(&Default::default())
+            .map_err(crate::engine::EngineError::from)?;
+        let containers = engine.list();
+        let images = summaries
+            .into_iter()
+            .map(|mut i| {
+                let u = du.images.iter().find(|u| u.id.to_string() == i.id);
+                i.shared_size = u.map(|u| u.shared_size as i64).unwrap_or(0);
+                i.containers = containers.iter().filter(|c| c.image == i.id).count() as i64;
+                i
+            })
+            .collect();
+        let cs = containers
+            .iter()
+            .map(|c| {
+                let rw = engine
+                    .images
+                    .snapshotter()
+                    .ok()
+                    .and_then(|sn| sn.container_upper(&c.id))
+                    .map(|p| crate::volumes::dir_size(&p))
+                    .unwrap_or(0);
+                let mut summary = engine.summary(c);
+                summary.size_rw = Some(rw as i64);
+                summary.size_root_fs = Some(0);
+                summary
+            })
+            .collect();
+        Ok(DiskUsage {
+            layers_size: du.layers_size as i64,
+            images,
+            containers: cs,
+            volumes: engine.volumes.df(),
+            build_cache: vec![],
+        })
+    })
+    .await?;
+    Ok(json(&du))
+}

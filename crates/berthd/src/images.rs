@@ -1,0 +1,464 @@
+//! Images: pulls and pushes with Docker's JSON progress stream, load, import, save, tag,
+//! removal, prune, inspect and history, registry login; all over the engine's one
+//! [`ImageStore`] through `berth_registry::images::LocalBackend`.
+//!
+//! Streamed operations run on a blocking thread and send [`JsonMessage`] lines through an
+//! unbounded std channel (the registry client calls back from its own runtime's threads,
+//! where blocking on the response is not allowed) to a forwarder.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use base64::Engine as _;
+use berth_api::image::{AuthConfig, AuthResponse, DeleteItem, InspectImage, PushResult};
+use berth_api::message::{JsonMessage, ProgressDetail};
+use berth_api::ApiVersion;
+use berth_image::image_store::{ImageId, ImageStore};
+use berth_image::manifest::Platform;
+use berth_image::{Digest, Reference};
+use berth_registry::images::{BackendError, ImageBackend, LocalBackend};
+use berth_registry::{CredentialStore, Credentials, ImageEvent, LayerEvent, RegistryConfig};
+use tokio::sync::mpsc;
+
+use crate::engine::{Engine, EngineError, Result};
+
+/// Why a streamed job failed (its message ends the stream as `errorDetail`).
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// A registry operation (Docker's message).
+    #[error("{0}")]
+    Registry(String),
+    #[error(transparent)]
+    Archive(#[from] berth_image::archive::ArchiveError),
+}
+
+impl From<BackendError> for JobError {
+    fn from(e: BackendError) -> Self {
+        JobError::Registry(e.message)
+    }
+}
+
+/// Registry settings for one operation: the daemon's, with the credentials of an
+/// `X-Registry-Auth` header written to a private temporary `config.json` that lives as long
+/// as the returned guard.
+pub fn registry_config(
+    engine: &Engine,
+    auth: Option<&str>,
+    registry: &str,
+) -> Result<(RegistryConfig, Option<tempfile::TempDir>)> {
+    let mut cfg = engine.registry_config.clone();
+    let Some(h) = auth.filter(|v| !v.is_empty()) else {
+        return Ok((cfg, None));
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(h.trim_end_matches('='))
+        .or_else(|_| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h.trim_end_matches('='))
+        })
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(h))
+        .map_err(|_| EngineError::bad("invalid X-Registry-Auth header: not base64"))?;
+    let a: AuthConfig = berth_api::from_slice(&raw)
+        .map_err(|e| EngineError::bad(format!("invalid X-Registry-Auth header: {e}")))?;
+    if a.username.is_empty() && a.password.is_empty() {
+        return Ok((cfg, None));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("berthd-auth")
+        .tempdir()
+        .map_err(EngineError::io("creating", std::env::temp_dir()))?;
+    let store = CredentialStore::at(dir.path().join("config.json"));
+    store
+        .set(registry, &Credentials::new(&a.username, &a.password))
+        .map_err(|e| EngineError::Internal(format!("storing the credentials: {e}")))?;
+    cfg.credentials = store;
+    Ok((cfg, Some(dir)))
+}
+
+/// Docker's JSON progress lines, sent as they happen.
+pub struct JsonProgress {
+    tx: Mutex<std::sync::mpsc::Sender<Bytes>>,
+    last: Mutex<HashMap<Digest, String>>,
+}
+
+impl JsonProgress {
+    fn send(&self, m: &JsonMessage) {
+        let _ = self.tx.lock().unwrap().send(Bytes::from(m.to_line()));
+    }
+}
+
+fn bar(current: u64, total: u64) -> String {
+    let width = 50u64;
+    let filled = (current.min(total) * width).checked_div(total).unwrap_or(0) as usize;
+    let mut b = "=".repeat(filled);
+    if filled < width as usize {
+        b.push('>');
+    }
+    let human = |n: u64| -> String {
+        if n >= 1 << 20 {
+            format!("{:.1}MB", n as f64 / 1e6)
+        } else {
+            format!("{:.1}kB", n as f64 / 1e3)
+        }
+    };
+    format!(
+        "[{:<50}] {}/{}",
+        b.chars().take(50).collect::<String>(),
+        human(current),
+        human(total)
+    )
+}
+
+impl berth_registry::Progress for JsonProgress {
+    fn image(&self, event: &ImageEvent) {
+        let m = match event {
+            ImageEvent::PullingFrom { tag, repository } => JsonMessage {
+                id: Some(tag.clone()),
+                ..JsonMessage::status(format!("Pulling from {repository}"))
+            },
+            ImageEvent::Resolved { digest } => JsonMessage::status(format!("Digest: {digest}")),
+            ImageEvent::PushingTo { repository } => {
+                JsonMessage::status(format!("The push refers to repository [{repository}]"))
+            }
+            ImageEvent::Pushed { tag, digest, size } => {
+                // Docker sends the status line, then the `aux` record on its own (clients
+                // that see `aux` hand it to a callback and print nothing).
+                self.send(&JsonMessage::status(format!(
+                    "{tag}: digest: {digest} size: {size}"
+                )));
+                JsonMessage {
+                    progress_detail: Some(ProgressDetail::default()),
+                    ..JsonMessage::aux(PushResult {
+                        tag: tag.clone(),
+                        digest: digest.to_string(),
+                        size: *size,
+                    })
+                }
+            }
+        };
+        self.send(&m);
+    }
+
+    fn layer(&self, digest: &Digest, event: &LayerEvent) {
+        let id: String = digest.hex().chars().take(12).collect();
+        let status = event.status();
+        let (detail, progress) = match event {
+            LayerEvent::Downloading { current, total }
+            | LayerEvent::Extracting { current, total }
+            | LayerEvent::Pushing { current, total } => (
+                ProgressDetail {
+                    current: Some(*current),
+                    total: Some(*total),
+                },
+                Some(bar(*current, *total)),
+            ),
+            _ => (ProgressDetail::default(), None),
+        };
+        if progress.is_none() {
+            let mut last = self.last.lock().unwrap();
+            if last.get(digest) == Some(&status) {
+                return;
+            }
+            last.insert(digest.clone(), status.clone());
+        }
+        self.send(&JsonMessage {
+            progress_detail: Some(detail),
+            progress,
+            id: Some(id),
+            ..JsonMessage::status(status)
+        });
+    }
+}
+
+/// Runs `work` on a blocking thread, streaming its JSON lines; its error becomes Docker's
+/// `errorDetail` line.
+pub fn job(
+    work: impl FnOnce(&JsonProgress) -> std::result::Result<Vec<JsonMessage>, JobError> + Send + 'static,
+) -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let (stx, srx) = std::sync::mpsc::channel::<Bytes>();
+    tokio::task::spawn_blocking(move || {
+        while let Ok(b) = srx.recv() {
+            if tx.blocking_send(b).is_err() {
+                return;
+            }
+        }
+    });
+    tokio::task::spawn_blocking(move || {
+        let p = JsonProgress {
+            tx: Mutex::new(stx),
+            last: Mutex::new(HashMap::new()),
+        };
+        match work(&p) {
+            Ok(lines) => lines.iter().for_each(|l| p.send(l)),
+            Err(e) => p.send(&JsonMessage::error(e.to_string(), None)),
+        }
+    });
+    rx
+}
+
+/// The status line that ends a pull.
+fn pulled(name: &str, updated: bool) -> String {
+    if updated {
+        format!("Status: Downloaded newer image for {name}")
+    } else {
+        format!("Status: Image is up to date for {name}")
+    }
+}
+
+/// Pulls one image (a tag or digest) into the store; returns the final status line.
+pub fn pull_one(
+    engine: &Engine,
+    reference: &Reference,
+    platform: &Platform,
+    cfg: RegistryConfig,
+    progress: &dyn berth_registry::Progress,
+) -> std::result::Result<String, BackendError> {
+    let b = LocalBackend::with_store(engine.images.clone()).with_registry_config(cfg);
+    let out = b.pull(reference, platform, progress)?;
+    let fam = reference.familiar_string();
+    engine.image_event("pull", &fam);
+    Ok(pulled(&fam, out.updated))
+}
+
+/// `POST /images/create?fromImage=…`: one tag or digest, or with `all_tags` every tag of
+/// the repository (each with its own `Pulling from` … `Digest:` block, then one status line
+/// for the repository, as Docker).
+pub fn pull(
+    engine: Arc<Engine>,
+    reference: Reference,
+    all_tags: bool,
+    platform: Platform,
+    cfg: RegistryConfig,
+    guard: Option<tempfile::TempDir>,
+) -> mpsc::Receiver<Bytes> {
+    job(move |p| {
+        let _guard = guard;
+        let status = if all_tags {
+            let b = LocalBackend::with_store(engine.images.clone()).with_registry_config(cfg);
+            let updated = b.pull_all_tags(&reference, &platform, p)?;
+            let fam = reference.familiar_name();
+            engine.image_event("pull", &fam);
+            pulled(&fam, updated)
+        } else {
+            pull_one(&engine, &reference, &platform, cfg, p)?
+        };
+        Ok(vec![JsonMessage::status(status)])
+    })
+}
+
+/// `POST /images/{name}/push`.
+pub fn push(
+    engine: Arc<Engine>,
+    reference: Reference,
+    cfg: RegistryConfig,
+    guard: Option<tempfile::TempDir>,
+) -> mpsc::Receiver<Bytes> {
+    job(move |p| {
+        let _guard = guard;
+        let b = LocalBackend::with_store(engine.images.clone()).with_registry_config(cfg);
+        b.push(&reference, p)?;
+        engine.image_event("push", &reference.familiar_string());
+        Ok(vec![])
+    })
+}
+
+/// `POST /images/create?fromSrc=-`: a root file system tar as a one-layer image.
+pub fn import(
+    engine: Arc<Engine>,
+    opts: berth_image::archive::ImportOptions,
+    reader: impl Read + Send + 'static,
+) -> mpsc::Receiver<Bytes> {
+    job(move |_| {
+        let id = berth_image::archive::import(
+            &engine.images,
+            berth_image::archive::ImportSource::Tar(Box::new(reader)),
+            &opts,
+        )?;
+        engine.image_event("import", &id.to_string());
+        Ok(vec![JsonMessage::status(id.to_string())])
+    })
+}
+
+/// `POST /images/load`.
+pub fn load(engine: Arc<Engine>, reader: impl Read + Send + 'static) -> mpsc::Receiver<Bytes> {
+    job(move |_| {
+        let report = berth_image::archive::load(&engine.images, reader)?;
+        let mut lines = Vec::new();
+        for img in report.images {
+            for (t, old) in &img.moved {
+                lines.push(JsonMessage::stream(format!("The image {t} already exists, renaming the old one with ID {old} to empty string\n")));
+            }
+            if img.tags.is_empty() {
+                lines.push(JsonMessage::stream(format!(
+                    "Loaded image ID: {}\n",
+                    img.id
+                )));
+            }
+            for t in &img.tags {
+                lines.push(JsonMessage::stream(format!("Loaded image: {t}\n")));
+            }
+            engine.image_event("load", &img.id.to_string());
+        }
+        Ok(lines)
+    })
+}
+
+/// `GET /images/get` and `/images/{name}/get`: the archive, written by a blocking thread.
+/// Unknown names are a 404 before anything is sent.
+pub fn save(engine: Arc<Engine>, names: Vec<String>) -> Result<mpsc::Receiver<Bytes>> {
+    if names.is_empty() {
+        return Err(EngineError::bad("no images given"));
+    }
+    for n in &names {
+        engine
+            .images
+            .resolve(n)
+            .map_err(|e| EngineError::Missing(e.to_string()))?;
+    }
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    tokio::task::spawn_blocking(move || {
+        struct W(mpsc::Sender<Bytes>);
+        impl std::io::Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .blocking_send(Bytes::copy_from_slice(b))
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client gone")
+                    })?;
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let w = std::io::BufWriter::with_capacity(256 * 1024, W(tx));
+        if let Err(e) = berth_image::archive::save(&engine.images, &names, w) {
+            tracing::warn!("image save: {e}");
+        }
+    });
+    Ok(rx)
+}
+
+/// Which images containers use (removal and prune keep them).
+pub fn in_use_fn(engine: &Engine) -> impl Fn(&ImageId) -> bool {
+    let used: Vec<String> = engine.list().into_iter().map(|c| c.image).collect();
+    move |id: &ImageId| used.iter().any(|u| *u == id.to_string())
+}
+
+/// An image that does not resolve is a 404 `No such image`.
+fn resolve(images: &ImageStore, name: &str) -> Result<berth_image::image_store::Resolved> {
+    images.resolve(name).map_err(|e| {
+        if e.is_not_found() {
+            EngineError::ImageNotFound(name.to_string())
+        } else {
+            EngineError::BadRequest(e.to_string())
+        }
+    })
+}
+
+/// `GET /images/{name}/json`; `ContainerConfig` below API 1.45 (the image config's
+/// `container_config`, or an empty config as dockerd shows for images built without one).
+pub fn inspect(engine: &Engine, name: &str, version: ApiVersion) -> Result<InspectImage> {
+    let r = resolve(&engine.images, name)?;
+    let mut i = engine.images.inspect(&r.image.id)?;
+    if version.image_inspect_has_container_config() {
+        let cfg = engine.images.config(&r.image.id)?;
+        let cc = cfg
+            .extra
+            .get("container_config")
+            .and_then(|v| berth_api::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        i.container_config = Some(cc);
+    }
+    Ok(i)
+}
+
+/// `GET /images/{name}/history`.
+pub fn history(engine: &Engine, name: &str) -> Result<Vec<berth_api::image::HistoryItem>> {
+    let r = resolve(&engine.images, name)?;
+    Ok(engine.images.history(&r.image.id)?)
+}
+
+/// `POST /images/{name}/tag`.
+pub fn tag(engine: &Engine, name: &str, target: &Reference) -> Result<()> {
+    engine.images.tag(name, target).map_err(|e| {
+        if e.is_not_found() {
+            EngineError::Missing(e.to_string())
+        } else {
+            EngineError::BadRequest(e.to_string())
+        }
+    })?;
+    engine.image_event("tag", &target.familiar_string());
+    Ok(())
+}
+
+/// `DELETE /images/{name}`: Docker's rules (a container using the image blocks removing
+/// its last reference unless forced).
+pub fn remove(engine: &Engine, name: &str, force: bool) -> Result<Vec<DeleteItem>> {
+    let in_use = in_use_fn(engine);
+    if !force {
+        if let Ok(r) = engine.images.resolve(name) {
+            let id = r.image.id.to_string();
+            if let Some(c) = engine.list().into_iter().find(|c| c.image == id) {
+                let short: String = c.id.chars().take(12).collect();
+                let img: String = id.trim_start_matches("sha256:").chars().take(12).collect();
+                return Err(EngineError::Conflict(format!(
+                    "conflict: unable to remove repository reference \"{name}\" (must force) - container {short} is using its referenced image {img}"
+                )));
+            }
+        }
+    }
+    let items = engine.images.remove(name, force, &in_use).map_err(|e| {
+        if e.is_not_found() {
+            EngineError::Missing(e.to_string())
+        } else if matches!(e, berth_image::image_store::ImageStoreError::Conflict(_)) {
+            EngineError::Conflict(e.to_string())
+        } else {
+            EngineError::BadRequest(e.to_string())
+        }
+    })?;
+    for it in &items {
+        match it {
+            DeleteItem::Untagged(t) => engine.image_event("untag", t),
+            DeleteItem::Deleted(i) => engine.image_event("delete", i),
+        }
+    }
+    Ok(items)
+}
+
+/// `POST /images/prune` (`dangling=false`: every unused image).
+pub fn prune(engine: &Engine, all: bool) -> Result<berth_api::image::PruneReport> {
+    let in_use = in_use_fn(engine);
+    let report = engine
+        .images
+        .prune(all, &in_use)
+        .map_err(|e| EngineError::BadRequest(e.to_string()))?;
+    Ok(berth_api::image::PruneReport {
+        images_deleted: (!report.deleted.is_empty()).then_some(report.deleted),
+        space_reclaimed: report.space_reclaimed,
+    })
+}
+
+/// `POST /auth`: logs in to a registry with the given credentials (kept nowhere).
+pub fn login(engine: &Engine, a: &AuthConfig) -> Result<AuthResponse> {
+    let server = if a.serveraddress.is_empty() {
+        "docker.io"
+    } else {
+        &a.serveraddress
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("berthd-login")
+        .tempdir()
+        .map_err(EngineError::io("creating", std::env::temp_dir()))?;
+    let mut cfg = engine.registry_config.clone();
+    cfg.credentials = CredentialStore::at(dir.path().join("config.json"));
+    berth_registry::Client::new(cfg)
+        .and_then(|c| c.login(server, &a.username, &a.password))
+        .map_err(|e| EngineError::Unauthorized(e.to_string()))?;
+    Ok(AuthResponse {
+        status: "Login Succeeded".into(),
+        identity_token: String::new(),
+    })
+}

@@ -1,0 +1,763 @@
+//! A container's endpoints: allocated at create (addresses kept until removal), set up after
+//! the runtime created the container (veths, published ports, embedded DNS), torn down at
+//! exit, released at removal; `network connect`/`disconnect`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use berth_api::network::{EndpointSettings, NetworkingConfig};
+use berth_network::dns::{self, Answer, DnsServer};
+use berth_network::etc::{self, DnsOverrides};
+use berth_network::netlink::{self, Netns, VethSpec};
+use berth_network::{Ipv4Net, Ipv6Net};
+
+use super::manager::{Manager, Running};
+use super::ports::{bind_port, wanted_ports, WantPort};
+use super::state::{CNet, Endpoint, NetState, Network, PortMap};
+use crate::engine::{Container, Peers};
+use crate::error::{EngineError, Result};
+use crate::util;
+
+fn bad(m: impl Into<String>) -> EngineError {
+    EngineError::BadRequest(m.into())
+}
+
+/// What `prepare` gives the bundle: `/etc/hosts` and `resolv.conf`, and the network
+/// namespace to join (`container:<x>`).
+pub struct Plan {
+    pub hosts: String,
+    pub resolv: String,
+    pub netns_path: Option<PathBuf>,
+}
+
+fn parse_opt<T: std::str::FromStr>(s: &str, what: &str) -> Result<Option<T>> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|_| bad(format!("invalid {what} address: {s}")))
+}
+
+impl Manager {
+    /// Creates an endpoint of `cid` on `net` (address allocated), without persisting.
+    fn new_endpoint(
+        st: &NetState,
+        cid: &str,
+        net: &Network,
+        cfg: Option<&EndpointSettings>,
+        ifname: String,
+        mac: Option<&str>,
+    ) -> Result<Endpoint> {
+        if net.driver != "bridge" {
+            return Err(bad(format!(
+                "container cannot be connected to network {} (driver {})",
+                net.name, net.driver
+            )));
+        }
+        let pool = net
+            .pool
+            .as_ref()
+            .ok_or_else(|| EngineError::Internal(format!("network {} has no pool", net.name)))?;
+        let ipam = cfg.and_then(|c| c.ipam_config.clone()).unwrap_or_default();
+        let requested: Option<Ipv4Addr> = parse_opt(&ipam.ipv4_address, "IPv4")?;
+        if requested.is_some() && net.builtin {
+            return Err(bad(
+                "user specified IP address is supported on user defined networks only",
+            ));
+        }
+        let used: std::collections::BTreeSet<Ipv4Addr> =
+            st.endpoints_on(&net.id).map(|e| e.ip).collect();
+        let ip = pool.allocate(&used, requested)?;
+        let requested6: Option<Ipv6Addr> = parse_opt(&ipam.ipv6_address, "IPv6")?;
+        let ip6 = match (&net.pool6, requested6) {
+            (Some(p6), r) => {
+                let used6 = st.endpoints_on(&net.id).filter_map(|e| e.ip6).collect();
+                Some(p6.allocate(&used6, r)?)
+            }
+            (None, Some(_)) => {
+                return Err(bad(format!(
+                    "invalid IPv6 address: network {} has no IPv6 (created without --ipv6)",
+                    net.name
+                )))
+            }
+            (None, None) => None,
+        };
+        let mac = mac.filter(|m| !m.is_empty()).or_else(|| {
+            cfg.map(|c| c.mac_address.as_str())
+                .filter(|m| !m.is_empty())
+        });
+        let mac = match mac {
+            Some(m) => {
+                let parsed =
+                    etc::parse_mac(m).ok_or_else(|| bad(format!("invalid MAC address: {m}")))?;
+                etc::mac_string(&parsed)
+            }
+            None => etc::mac_string(&etc::mac_for(ip)),
+        };
+        let mut aliases = cfg.and_then(|c| c.aliases.clone()).unwrap_or_default();
+        aliases.dedup();
+        if net.builtin && !aliases.is_empty() {
+            return Err(bad(
+                "network-scoped alias is supported only for containers in user defined networks",
+            ));
+        }
+        Ok(Endpoint {
+            network: net.id.clone(),
+            endpoint_id: util::new_id(),
+            ip,
+            mac,
+            aliases,
+            requested_ip: requested,
+            ip6,
+            requested_ip6: requested6,
+            host_veth: format!("vb{}{}", &cid[..6], &net.id[..5]),
+            ifname,
+        })
+    }
+
+    /// Container create: validates the network settings and creates the endpoints.
+    pub fn on_create(&self, c: &Container, nc: Option<&NetworkingConfig>) -> Result<()> {
+        let hc = &c.host_config;
+        super::ports::parse_port_bindings(hc.port_bindings.as_ref())?;
+        for d in hc.dns.iter().flatten() {
+            d.parse::<IpAddr>()
+                .map_err(|_| bad(format!("invalid DNS server address: {d}")))?;
+        }
+        self.extra_hosts(c)?;
+        let mode = c.network_mode();
+        let eps = nc.and_then(|n| n.endpoints_config.as_ref());
+        let mut st = self.state.lock().unwrap();
+        let mut wanted: Vec<(String, Option<EndpointSettings>)> = Vec::new();
+        match mode {
+            "host" | "none" => {
+                if eps.is_some_and(|o| o.keys().any(|k| k != mode)) {
+                    return Err(bad(
+                        "container sharing network namespace with another container or host cannot be connected to any other network",
+                    ));
+                }
+            }
+            m if m.starts_with("container:") => {
+                if !hc.port_bindings.as_ref().is_none_or(|o| o.is_empty()) || hc.publish_all_ports {
+                    return Err(bad(
+                        "conflicting options: port publishing and the container type network mode",
+                    ));
+                }
+            }
+            m => {
+                let key = if m == "default" { "bridge" } else { m };
+                // A 404 here would make clients try to pull the image.
+                let net = st.find(key).map_err(|e| match e {
+                    EngineError::Missing(m) => EngineError::BadRequest(m),
+                    e => e,
+                })?;
+                let cfg = eps.and_then(|e| {
+                    e.get(m)
+                        .or_else(|| e.get(&net.name))
+                        .or_else(|| e.get(&net.id))
+                        .cloned()
+                });
+                wanted.push((net.id.clone(), cfg));
+                for (k, v) in eps.into_iter().flatten() {
+                    let k = if k == "default" { "bridge" } else { k.as_str() };
+                    let n = st.find(k)?;
+                    if !wanted.iter().any(|(id, _)| id == &n.id) {
+                        wanted.push((n.id.clone(), Some(v.clone())));
+                    }
+                }
+            }
+        }
+        if wanted.is_empty() {
+            // `none`, `host`, `container:`: no endpoint, nothing to record (or to sync to disk).
+            return Ok(());
+        }
+        let mut cn = CNet {
+            name: c.short_name().to_string(),
+            ..CNet::default()
+        };
+        for (i, (nid, cfg)) in wanted.iter().enumerate() {
+            let net = st.networks[nid].clone();
+            let mac = (i == 0).then_some(c.config.mac_address.as_str());
+            let ep = Self::new_endpoint(&st, &c.id, &net, cfg.as_ref(), format!("eth{i}"), mac)?;
+            // Reserve within this create too.
+            st.containers
+                .entry(c.id.clone())
+                .or_default()
+                .endpoints
+                .push(ep.clone());
+            cn.endpoints.push(ep);
+        }
+        st.containers.insert(c.id.clone(), cn);
+        self.file.save_soon(&st)
+    }
+
+    /// `ExtraHosts` as (name, address), `host-gateway` resolved.
+    fn extra_hosts(&self, c: &Container) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for s in c.host_config.extra_hosts.iter().flatten() {
+            let (name, ip) = s
+                .split_once('=')
+                .or_else(|| s.split_once(':'))
+                .ok_or_else(|| bad(format!("invalid extra host: {s}")))?;
+            let ip = if ip == "host-gateway" {
+                self.default_gateway()
+                    .map(|g| g.to_string())
+                    .ok_or_else(|| bad("host-gateway: the default bridge has no gateway"))?
+            } else {
+                let t = ip.trim_start_matches('[').trim_end_matches(']');
+                t.parse::<IpAddr>()
+                    .map_err(|_| bad(format!("invalid IP address in add-host: {ip:?}")))?;
+                t.to_string()
+            };
+            out.push((name.to_string(), ip));
+        }
+        Ok(out)
+    }
+
+    /// Start (blocking): the hosts and resolv.conf bodies and the namespace to join.
+    pub fn prepare(&self, c: &Container, hostname: &str, peers: &dyn Peers) -> Result<Plan> {
+        let mode = c.network_mode();
+        let hc = &c.host_config;
+        let strs = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
+        let overrides = DnsOverrides {
+            servers: hc
+                .dns
+                .iter()
+                .flatten()
+                .filter_map(|s| s.parse().ok())
+                .collect(),
+            search: strs(&hc.dns_search),
+            options: strs(&hc.dns_options),
+        };
+        let extra = self.extra_hosts(c)?;
+        if let Some(x) = mode.strip_prefix("container:") {
+            let (oid, pid) = peers.running(x).ok_or_else(|| {
+                EngineError::Conflict(format!(
+                    "cannot join network namespace of container {x}: it is not running"
+                ))
+            })?;
+            if oid == c.id {
+                return Err(bad("cannot join own network namespace"));
+            }
+            let st = self.state.lock().unwrap();
+            let other = st.containers.get(&oid);
+            let own = other
+                .and_then(|o| o.endpoints.first())
+                .map(|e| e.own_hosts(hostname))
+                .unwrap_or_default();
+            let embedded = other.is_some_and(|o| st.any_dns(&o.endpoints));
+            drop(st);
+            let (resolv, _) = etc::resolv_conf(&self.host_resolv, &overrides, embedded);
+            return Ok(Plan {
+                hosts: etc::hosts(&extra, &own),
+                resolv,
+                netns_path: Some(format!("/proc/{pid}/ns/net").into()),
+            });
+        }
+        if mode == "host" {
+            let mut hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+            for (n, ip) in &extra {
+                hosts += &format!("{ip}\t{n}\n");
+            }
+            let (resolv, _) = etc::resolv_conf(&self.host_resolv, &overrides, false);
+            let unchanged = overrides.servers.is_empty()
+                && overrides.search.is_empty()
+                && overrides.options.is_empty();
+            return Ok(Plan {
+                hosts,
+                resolv: if unchanged {
+                    std::fs::read_to_string("/etc/resolv.conf").unwrap_or(resolv)
+                } else {
+                    resolv
+                },
+                netns_path: None,
+            });
+        }
+        let known = self.state.lock().unwrap().containers.contains_key(&c.id);
+        // (`none` containers have no endpoints and are not recorded at all.)
+        if !known && mode != "none" {
+            // Only after a power loss took the endpoints written at create: allocate again
+            // (requested addresses and aliases were in the lost record).
+            tracing::warn!(
+                "container {}: network endpoints missing from the state, allocating again",
+                &c.id[..12]
+            );
+            self.on_create(c, None)?;
+        }
+        let mut st = self.state.lock().unwrap();
+        let cn = st.containers.entry(c.id.clone()).or_default();
+        let own = cn
+            .endpoints
+            .first()
+            .map(|e| e.own_hosts(hostname))
+            .unwrap_or_default();
+        let eps = cn.endpoints.clone();
+        let embedded = st.any_dns(&eps);
+        let (resolv, upstream) = etc::resolv_conf(&self.host_resolv, &overrides, embedded);
+        if let Some(cn) = st.containers.get_mut(&c.id) {
+            cn.upstream = upstream;
+        }
+        let hosts = if mode == "none" {
+            etc::hosts(
+                &extra,
+                &[(IpAddr::V4(Ipv4Addr::LOCALHOST), vec![hostname.to_string()])],
+            )
+        } else {
+            etc::hosts(&extra, &own)
+        };
+        Ok(Plan {
+            hosts,
+            resolv,
+            netns_path: None,
+        })
+    }
+
+    /// After `berth-runtime create` (the init waits for `start`): loopback, veths, published
+    /// ports, DNS. On error everything done here is undone.
+    pub fn attach(&self, c: &Container, pid: i64) -> Result<()> {
+        let mode = c.network_mode();
+        if mode == "host" || mode.starts_with("container:") {
+            return Ok(());
+        }
+        let ns = Netns::of_pid(pid as u32);
+        let has_endpoints = {
+            let st = self.state.lock().unwrap();
+            st.containers
+                .get(&c.id)
+                .is_some_and(|x| !x.endpoints.is_empty())
+        };
+        if mode == "none" || !has_endpoints {
+            // (With endpoints, `lo` comes up in the same pass as the veths.)
+            return netlink::loopback_up(&ns)
+                .map_err(EngineError::netlink("setting up the loopback interface"));
+        }
+        let t0 = std::time::Instant::now();
+        let res = self.attach_inner(c, &ns);
+        tracing::debug!("network attach of {} took {:?}", &c.id[..12], t0.elapsed());
+        if res.is_err() {
+            self.on_exit(&c.id);
+            self.delete_veths_by_name(&c.id);
+        }
+        res
+    }
+
+    fn attach_inner(&self, c: &Container, ns: &Netns) -> Result<()> {
+        let (eps, nets) = {
+            let st = self.state.lock().unwrap();
+            let eps = st
+                .containers
+                .get(&c.id)
+                .map(|x| x.endpoints.clone())
+                .unwrap_or_default();
+            let nets: Vec<Network> = eps
+                .iter()
+                .filter_map(|e| st.networks.get(&e.network).cloned())
+                .collect();
+            (eps, nets)
+        };
+        let specs = eps
+            .iter()
+            .zip(nets.iter())
+            .enumerate()
+            .map(|(i, (ep, net))| veth_spec(ep, net, i == 0))
+            .collect::<Result<Vec<_>>>()?;
+        let names: Vec<&str> = nets.iter().map(|n| n.name.as_str()).collect();
+        let links = netlink::attach_all(ns, &specs).map_err(EngineError::netlink(format!(
+            "attaching to network {}",
+            names.join(", ")
+        )))?;
+        // Published ports: bind now (conflicts fail the start), then DNAT. With an IPv6
+        // address, a port published on every address is bound on [::] too.
+        let mut proxies = Vec::new();
+        let mut maps = Vec::new();
+        // Binds a port (its proxy forwards to `target`) and records it.
+        let mut publish = |w: &WantPort, target: IpAddr| -> Result<u16> {
+            let (bound, port) = bind_port(w)?;
+            let proxy = bound
+                .serve(SocketAddr::new(target, w.container_port))
+                .map_err(EngineError::sys("serving a port"))?;
+            proxies.push(proxy);
+            maps.push(PortMap {
+                proto: w.proto.clone(),
+                host_ip: w.host_ip.clone(),
+                host_port: port,
+                container_port: w.container_port,
+            });
+            Ok(port)
+        };
+        if let Some(primary) = eps.first() {
+            for want in wanted_ports(c)? {
+                let host = want.host_ip.parse::<IpAddr>().ok();
+                if host.is_some_and(|ip| ip.is_ipv6() && ip.is_unspecified())
+                    && primary.ip6.is_none()
+                {
+                    continue;
+                }
+                let port = publish(&want, primary.target_ip(&want.host_ip))?;
+                if let (Some(ip6), true) = (primary.ip6, want.host_ip.is_empty()) {
+                    let w6 = WantPort {
+                        host_ip: "::".into(),
+                        host_port: port.to_string(),
+                        ..want.clone()
+                    };
+                    publish(&w6, IpAddr::V6(ip6))?;
+                }
+            }
+        }
+        let dns = if nets.iter().any(Network::dns) {
+            Some(self.dns_server(&c.id, ns)?)
+        } else {
+            None
+        };
+        if !maps.is_empty() {
+            let mut st = self.state.lock().unwrap();
+            if let Some(cn) = st.containers.get_mut(&c.id) {
+                cn.ports = maps;
+            }
+            self.file.save(&st)?;
+            self.apply_firewall(&st)?;
+        }
+        self.running.lock().unwrap().insert(
+            c.id.clone(),
+            Running {
+                proxies,
+                dns,
+                links: Some(links),
+            },
+        );
+        Ok(())
+    }
+
+    fn plug(&self, ns: &Netns, ep: &Endpoint, net: &Network, primary: bool) -> Result<u32> {
+        let spec = veth_spec(ep, net, primary)?;
+        netlink::attach_veth(ns, &spec).map_err(EngineError::netlink(format!(
+            "attaching to network {}",
+            net.name
+        )))
+    }
+
+    fn dns_server(&self, cid: &str, ns: &Netns) -> Result<DnsServer> {
+        let me = self.me.clone();
+        let cid2 = cid.to_string();
+        let lookup: dns::Lookup = Arc::new(move |name: &str| match me.upgrade() {
+            Some(m) => m.resolve(&cid2, name),
+            None => Answer::Forward(vec![]),
+        });
+        dns::serve_in(ns, lookup).map_err(EngineError::sys("starting the embedded DNS server"))
+    }
+
+    /// A name as seen from container `cid`.
+    fn resolve(&self, cid: &str, name: &str) -> Answer {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let st = self.state.lock().unwrap();
+        let Some(me) = st.containers.get(cid) else {
+            return Answer::Forward(vec![]);
+        };
+        let mut ips = Vec::new();
+        for ep in &me.endpoints {
+            let Some(net) = st.networks.get(&ep.network).filter(|n| n.dns()) else {
+                continue;
+            };
+            for (oid, other) in &st.containers {
+                let oname = other.name.to_ascii_lowercase();
+                for oe in other.endpoints.iter().filter(|e| e.network == ep.network) {
+                    let hit = oname == name
+                        || oe.aliases.iter().any(|a| a.to_ascii_lowercase() == name)
+                        || (name.len() == 12 && oid.starts_with(&name))
+                        || name == format!("{oname}.{}", net.name.to_ascii_lowercase());
+                    if hit {
+                        for ip in std::iter::once(IpAddr::V4(oe.ip)).chain(oe.ip6.map(IpAddr::V6)) {
+                            if !ips.contains(&ip) {
+                                ips.push(ip);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !ips.is_empty() {
+            return Answer::Local(ips);
+        }
+        Answer::Forward(
+            me.upstream
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, 53))
+                .collect(),
+        )
+    }
+
+    /// The container stopped: proxies, DNS, port rules and host veths go away.
+    ///
+    /// The host ends are deleted on a thread of their own, by the indexes recorded when they
+    /// were created: the container's namespace is gone (the kernel removes the pairs with it
+    /// anyway), nothing waits on a link deletion (an RTNL round with RCU grace periods), and
+    /// an index is never that of a link created since, so a restart that plugs a veth of the
+    /// same name at once is never hit. Containers adopted after a daemon restart (indexes
+    /// unknown) are cleaned up by name, synchronously.
+    pub fn on_exit(&self, cid: &str) {
+        let run = self.running.lock().unwrap().remove(cid);
+        let Some(run) = run else {
+            // Not attached by this daemon (or already torn down): only stale port records.
+            self.clear_ports(cid);
+            return;
+        };
+        let links = run.links.clone();
+        drop(run);
+        self.clear_ports(cid);
+        match links {
+            Some(idx) if !idx.is_empty() => {
+                let spawned = std::thread::Builder::new()
+                    .name("berth-net-teardown".into())
+                    .spawn(move || {
+                        for i in idx {
+                            if let Err(e) = netlink::delete_link_index(i) {
+                                tracing::warn!("deleting link {i}: {e}");
+                            }
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!("veth teardown thread: {e}");
+                }
+            }
+            Some(_) => {}
+            None => self.delete_veths_by_name(cid),
+        }
+    }
+
+    /// Deletes the host ends of a container's veths by name (synchronously).
+    fn delete_veths_by_name(&self, cid: &str) {
+        let names: Vec<String> = {
+            let st = self.state.lock().unwrap();
+            st.containers
+                .get(cid)
+                .map(|cn| cn.endpoints.iter().map(|e| e.host_veth.clone()).collect())
+                .unwrap_or_default()
+        };
+        for n in names {
+            if let Err(e) = netlink::delete_link(&n) {
+                tracing::warn!("deleting {n}: {e}");
+            }
+        }
+    }
+
+    /// Forgets the published ports of a stopped container (state and rules).
+    fn clear_ports(&self, cid: &str) {
+        let mut st = self.state.lock().unwrap();
+        let Some(cn) = st.containers.get_mut(cid) else {
+            return;
+        };
+        if cn.ports.is_empty() {
+            return;
+        }
+        cn.ports.clear();
+        self.save_and_apply_logged(&st);
+    }
+
+    /// The container was removed: its addresses are released.
+    pub fn on_remove(&self, cid: &str) {
+        self.on_exit(cid);
+        let mut st = self.state.lock().unwrap();
+        // Containers without endpoints were never saved (see `on_create`).
+        if st
+            .containers
+            .remove(cid)
+            .is_some_and(|cn| !cn.endpoints.is_empty())
+        {
+            if let Err(e) = self.file.save_soon(&st) {
+                tracing::warn!("saving network state: {e}");
+            }
+        }
+    }
+
+    /// Daemon start: forget endpoints of containers that no longer exist, clear ports of
+    /// stopped ones, and re-adopt running ones (proxies on the same host ports, DNS servers).
+    pub fn adopt(&self, containers: &[Container]) {
+        let known: HashMap<&str, &Container> =
+            containers.iter().map(|c| (c.id.as_str(), c)).collect();
+        let running: Vec<(String, i64, Vec<PortMap>, Vec<Endpoint>)> = {
+            let mut st = self.state.lock().unwrap();
+            st.containers
+                .retain(|id, _| known.contains_key(id.as_str()));
+            for (id, cn) in st.containers.iter_mut() {
+                if !known[id.as_str()].state.running {
+                    cn.ports.clear();
+                }
+            }
+            self.save_and_apply_logged(&st);
+            st.containers
+                .iter()
+                .filter(|(id, _)| known[id.as_str()].state.running)
+                .map(|(id, cn)| {
+                    (
+                        id.clone(),
+                        known[id.as_str()].state.pid,
+                        cn.ports.clone(),
+                        cn.endpoints.clone(),
+                    )
+                })
+                .collect()
+        };
+        for (id, pid, ports, eps) in running {
+            let ns = Netns::of_pid(pid as u32);
+            if !ns.0.exists() {
+                continue;
+            }
+            let mut proxies = Vec::new();
+            if let Some(primary) = eps.first() {
+                for p in &ports {
+                    let want = WantPort {
+                        proto: p.proto.clone(),
+                        host_ip: p.host_ip.clone(),
+                        host_port: p.host_port.to_string(),
+                        container_port: p.container_port,
+                    };
+                    let target = SocketAddr::new(primary.target_ip(&p.host_ip), p.container_port);
+                    match bind_port(&want).and_then(|(b, _)| {
+                        b.serve(target).map_err(EngineError::sys("serving a port"))
+                    }) {
+                        Ok(px) => proxies.push(px),
+                        Err(e) => tracing::warn!("re-publishing port {} of {id}: {e}", p.host_port),
+                    }
+                }
+            }
+            let dns = if self.state.lock().unwrap().any_dns(&eps) {
+                match self.dns_server(&id, &ns) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        tracing::warn!("DNS for {id}: {e}");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            self.running.lock().unwrap().insert(
+                id,
+                Running {
+                    proxies,
+                    dns,
+                    links: None,
+                },
+            );
+        }
+    }
+
+    /// `network connect`: a new endpoint; plugged in now when the container runs.
+    pub fn connect(&self, c: &Container, key: &str, cfg: Option<&EndpointSettings>) -> Result<()> {
+        let mode = c.network_mode();
+        if mode == "host" || mode == "none" || mode.starts_with("container:") {
+            return Err(bad("container sharing network namespace with another container or host cannot be connected to any other network"));
+        }
+        let (ep, net, primary) = {
+            let mut st = self.state.lock().unwrap();
+            let net = st.find(key)?.clone();
+            let cn = st.containers.get(&c.id).cloned().unwrap_or_default();
+            if cn.endpoints.iter().any(|e| e.network == net.id) {
+                return Err(EngineError::Forbidden(format!(
+                    "endpoint with name {} already exists in network {}",
+                    c.short_name(),
+                    net.name
+                )));
+            }
+            let mut n = 0;
+            while cn.endpoints.iter().any(|e| e.ifname == format!("eth{n}")) {
+                n += 1;
+            }
+            let ep = Self::new_endpoint(&st, &c.id, &net, cfg, format!("eth{n}"), None)?;
+            let primary = cn.endpoints.is_empty();
+            let e = st.containers.entry(c.id.clone()).or_default();
+            e.name = c.short_name().to_string();
+            e.endpoints.push(ep.clone());
+            self.file.save(&st)?;
+            (ep, net, primary)
+        };
+        if c.state.running {
+            let ns = Netns::of_pid(c.state.pid as u32);
+            match self.plug(&ns, &ep, &net, primary) {
+                Ok(idx) => {
+                    let mut run = self.running.lock().unwrap();
+                    if let Some(Some(links)) = run.get_mut(&c.id).map(|r| r.links.as_mut()) {
+                        links.push(idx);
+                    }
+                }
+                Err(e) => {
+                    self.drop_endpoint(&c.id, &net.id);
+                    return Err(e);
+                }
+            }
+            if net.dns() {
+                let mut run = self.running.lock().unwrap();
+                if let Some(r) = run.get_mut(&c.id) {
+                    if r.dns.is_none() {
+                        r.dns = Some(self.dns_server(&c.id, &ns)?);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn drop_endpoint(&self, cid: &str, nid: &str) {
+        let mut st = self.state.lock().unwrap();
+        if let Some(cn) = st.containers.get_mut(cid) {
+            cn.endpoints.retain(|e| e.network != nid);
+        }
+        let _ = self.file.save(&st);
+    }
+
+    /// `network disconnect`.
+    pub fn disconnect(&self, c: &Container, key: &str) -> Result<()> {
+        let ep = {
+            let st = self.state.lock().unwrap();
+            let net = st.find(key)?;
+            st.containers
+                .get(&c.id)
+                .and_then(|cn| cn.endpoints.iter().find(|e| e.network == net.id).cloned())
+                .ok_or_else(|| {
+                    EngineError::Forbidden(format!(
+                        "container {} is not connected to network {}",
+                        c.id, net.name
+                    ))
+                })?
+        };
+        if c.state.running {
+            netlink::delete_link(&ep.host_veth)
+                .map_err(EngineError::netlink(format!("removing {}", ep.host_veth)))?;
+        }
+        self.drop_endpoint(&c.id, &ep.network);
+        let st = self.state.lock().unwrap();
+        self.apply_firewall(&st)
+    }
+}
+
+/// The interface an endpoint gets in the container's namespace.
+fn veth_spec(ep: &Endpoint, net: &Network, primary: bool) -> Result<VethSpec> {
+    let pool = net
+        .pool
+        .as_ref()
+        .ok_or_else(|| EngineError::Internal(format!("network {} has no pool", net.name)))?;
+    let mac = etc::parse_mac(&ep.mac).unwrap_or_else(|| etc::mac_for(ep.ip));
+    let routed = primary && !net.internal;
+    Ok(VethSpec {
+        host_name: ep.host_veth.clone(),
+        bridge: net.bridge.clone(),
+        ifname: ep.ifname.clone(),
+        mac,
+        address: Ipv4Net::new(ep.ip, pool.subnet.prefix),
+        gateway: routed.then_some(pool.gateway),
+        address6: match (&net.pool6, ep.ip6) {
+            (Some(p6), Some(a)) => Some(Ipv6Net::new(a, p6.subnet.prefix)),
+            _ => None,
+        },
+        gateway6: match (&net.pool6, ep.ip6) {
+            (Some(p6), Some(_)) if routed => Some(p6.gateway),
+            _ => None,
+        },
+        mtu: net
+            .options
+            .get("com.docker.network.driver.mtu")
+            .and_then(|m| m.parse().ok()),
+    })
+}

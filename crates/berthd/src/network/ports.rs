@@ -1,0 +1,215 @@
+//! Published ports: `PortBindings` and `PublishAllPorts` checked and resolved, host ports
+//! bound (a conflict fails the start), `ExposedPorts` merged.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use berth_api::container::{HostConfig, PortBinding, PortMap};
+use berth_api::go::Set;
+use berth_network::firewall::Proto;
+use berth_network::proxy;
+
+use crate::engine::Container;
+use crate::error::{EngineError, Result};
+
+fn bad(m: impl Into<String>) -> EngineError {
+    EngineError::BadRequest(m.into())
+}
+
+/// One requested published port.
+#[derive(Debug, Clone)]
+pub struct WantPort {
+    pub proto: String,
+    pub host_ip: String,
+    /// `""` (random), `"8080"` or a range `"8000-8010"`.
+    pub host_port: String,
+    pub container_port: u16,
+}
+
+/// `80/tcp` → (80, `tcp`); tcp and udp only.
+pub fn parse_port_key(k: &str) -> Result<(u16, String)> {
+    let (p, proto) = k.split_once('/').unwrap_or((k, "tcp"));
+    let proto = proto.to_ascii_lowercase();
+    if proto != "tcp" && proto != "udp" {
+        return Err(bad(format!(
+            "invalid proto: {proto} (tcp and udp are supported)"
+        )));
+    }
+    let port: u16 = p
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| bad(format!("invalid port specification: {k:?}")))?;
+    Ok((port, proto))
+}
+
+/// `PortBindings` checked and flattened (a port without bindings gets a random one).
+pub fn parse_port_bindings(bindings: Option<&PortMap>) -> Result<Vec<WantPort>> {
+    let mut out = Vec::new();
+    for (k, v) in bindings.into_iter().flatten() {
+        let (port, proto) = parse_port_key(k)?;
+        let any = [PortBinding::default()];
+        let binds = match v.as_deref() {
+            Some(b) if !b.is_empty() => b,
+            _ => &any[..],
+        };
+        for b in binds {
+            if !b.host_ip.is_empty() && b.host_ip.parse::<IpAddr>().is_err() {
+                return Err(bad(format!("invalid host IP: {}", b.host_ip)));
+            }
+            let hp = &b.host_port;
+            if !hp.is_empty() {
+                let ok = match hp.split_once('-') {
+                    Some((a, b)) => {
+                        matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= b)
+                    }
+                    None => hp.parse::<u16>().is_ok(),
+                };
+                if !ok {
+                    return Err(bad(format!("invalid hostPort: {hp}")));
+                }
+            }
+            out.push(WantPort {
+                proto: proto.clone(),
+                host_ip: b.host_ip.clone(),
+                host_port: hp.clone(),
+                container_port: port,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `PortBindings` plus, with `PublishAllPorts`, every exposed port not bound explicitly.
+pub fn wanted_ports(c: &Container) -> Result<Vec<WantPort>> {
+    let mut v = parse_port_bindings(c.host_config.port_bindings.as_ref())?;
+    if c.host_config.publish_all_ports {
+        for k in c.config.exposed_ports.iter().flat_map(|m| m.keys()) {
+            let (port, proto) = parse_port_key(k)?;
+            if !v
+                .iter()
+                .any(|w| w.container_port == port && w.proto == proto)
+            {
+                v.push(WantPort {
+                    proto,
+                    host_ip: String::new(),
+                    host_port: String::new(),
+                    container_port: port,
+                });
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// Binds a wanted port (the first free one of a range); returns the socket and its port.
+pub fn bind_port(w: &WantPort) -> Result<(proxy::Bound, u16)> {
+    let ip: IpAddr = if w.host_ip.is_empty() {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        w.host_ip
+            .parse()
+            .map_err(|_| bad(format!("invalid host IP: {}", w.host_ip)))?
+    };
+    let proto = if w.proto == "udp" {
+        Proto::Udp
+    } else {
+        Proto::Tcp
+    };
+    let range: Vec<u16> = match w.host_port.split_once('-') {
+        Some((a, b)) => {
+            let (a, b): (u16, u16) = (a.parse().unwrap_or(0), b.parse().unwrap_or(0));
+            (a..=b).collect()
+        }
+        None if w.host_port.is_empty() => vec![0],
+        None => vec![w.host_port.parse().unwrap_or(0)],
+    };
+    let mut last = None;
+    for p in range {
+        match proxy::bind(proto, SocketAddr::new(ip, p)) {
+            Ok(b) => {
+                let port = b
+                    .local_addr()
+                    .map_err(EngineError::sys("reading a bound port"))?
+                    .port();
+                return Ok((b, port));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let e = last
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| "no port".into());
+    Err(EngineError::Internal(format!(
+        "driver failed programming external connectivity on endpoint: {e}"
+    )))
+}
+
+/// `80` → `80/tcp`.
+fn with_proto(k: &str) -> String {
+    if k.contains('/') {
+        k.to_string()
+    } else {
+        format!("{k}/tcp")
+    }
+}
+
+/// `Config.ExposedPorts` of a new container: the image's, the request's and the published
+/// ones (`None` when there are none).
+pub fn exposed_ports<'a>(
+    image: impl IntoIterator<Item = &'a String>,
+    request: Option<&'a Set>,
+    hc: &'a HostConfig,
+) -> Option<Set> {
+    let m: Set = image
+        .into_iter()
+        .chain(request.into_iter().flat_map(|r| r.keys()))
+        .chain(hc.port_bindings.iter().flat_map(|p| p.keys()))
+        .map(|k| (with_proto(k), Default::default()))
+        .collect();
+    (!m.is_empty()).then_some(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bindings(v: serde_json::Value) -> PortMap {
+        berth_api::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn port_bindings_parse_and_validate() {
+        let pb = bindings(
+            serde_json::json!({"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}], "53/udp": [{"HostPort": "5300-5310"}], "81": null}),
+        );
+        let v = parse_port_bindings(Some(&pb)).unwrap();
+        assert_eq!(v.len(), 3);
+        for bad in [
+            serde_json::json!({"80/sctp": []}),
+            serde_json::json!({"x/tcp": []}),
+            serde_json::json!({"80/tcp": [{"HostPort": "9-1"}]}),
+            serde_json::json!({"80/tcp": [{"HostIp": "nope"}]}),
+        ] {
+            assert!(
+                parse_port_bindings(Some(&bindings(bad.clone()))).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn exposed_ports_merge() {
+        let req: Set = [("53/udp".to_string(), Default::default())].into();
+        let hc: HostConfig =
+            berth_api::from_value(serde_json::json!({"PortBindings": {"8080": null}})).unwrap();
+        let v = exposed_ports(&vec!["80".to_string()], Some(&req), &hc).unwrap();
+        assert_eq!(
+            v.keys().collect::<Vec<_>>(),
+            vec!["53/udp", "80/tcp", "8080/tcp"]
+        );
+        assert_eq!(
+            exposed_ports(&Vec::new(), None, &HostConfig::default()),
+            None
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! The network state file (`<data-root>/network/state.json`): networks and, per container,
+//! its endpoints and published ports. Written whole and atomically after every change.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+
+use berth_network::ipam::{Pool, Pool6};
+use berth_network::Ipv6Net;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, Result};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    /// `bridge`, `host` or `null`.
+    pub driver: String,
+    pub created: String,
+    #[serde(default)]
+    pub bridge: String,
+    #[serde(default)]
+    pub pool: Option<Pool>,
+    /// The IPv6 pool of a network created with `--ipv6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool6: Option<Pool6>,
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub attachable: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// Predefined (`bridge`, `host`, `none`).
+    #[serde(default)]
+    pub builtin: bool,
+}
+
+impl Network {
+    /// Embedded DNS (user-defined bridge networks only, as Docker).
+    pub fn dns(&self) -> bool {
+        !self.builtin && self.driver == "bridge"
+    }
+
+    /// The bridge's IPv6 gateway address with the subnet's prefix.
+    pub fn gw6(&self) -> Option<Ipv6Net> {
+        self.pool6
+            .as_ref()
+            .map(|p| Ipv6Net::new(p.gateway, p.subnet.prefix))
+    }
+
+    /// Docker's `label` filter.
+    pub fn matches_label(&self, spec: &str) -> bool {
+        match spec.split_once('=') {
+            Some((k, v)) => self.labels.get(k).map(String::as_str) == Some(v),
+            None => self.labels.contains_key(spec),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub network: String,
+    pub endpoint_id: String,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// `IPAMConfig.IPv4Address` as requested.
+    #[serde(default)]
+    pub requested_ip: Option<Ipv4Addr>,
+    /// The IPv6 address on networks with `--ipv6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
+    /// `IPAMConfig.IPv6Address` as requested (`--ip6`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_ip6: Option<Ipv6Addr>,
+    pub ifname: String,
+    pub host_veth: String,
+}
+
+impl Endpoint {
+    /// Where a published port bound on `host_ip` forwards: the container's IPv6 address for
+    /// an IPv6 binding when it has one, else its IPv4 address.
+    pub fn target_ip(&self, host_ip: &str) -> IpAddr {
+        match (host_ip.parse::<IpAddr>(), self.ip6) {
+            (Ok(IpAddr::V6(_)), Some(a)) => IpAddr::V6(a),
+            _ => IpAddr::V4(self.ip),
+        }
+    }
+
+    /// The container's own `/etc/hosts` lines: its IPv4 and (with `--ipv6`) IPv6 address.
+    pub fn own_hosts(&self, hostname: &str) -> Vec<(IpAddr, Vec<String>)> {
+        std::iter::once(IpAddr::V4(self.ip))
+            .chain(self.ip6.map(IpAddr::V6))
+            .map(|ip| (ip, vec![hostname.to_string()]))
+            .collect()
+    }
+}
+
+/// A port a running container publishes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PortMap {
+    pub proto: String,
+    pub host_ip: String,
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
+/// One container's networking.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CNet {
+    pub name: String,
+    /// The first is the primary network (default route, published ports).
+    pub endpoints: Vec<Endpoint>,
+    /// Published while running.
+    #[serde(default)]
+    pub ports: Vec<PortMap>,
+    /// Servers the embedded DNS forwards to.
+    #[serde(default)]
+    pub upstream: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NetState {
+    pub networks: BTreeMap<String, Network>,
+    pub containers: BTreeMap<String, CNet>,
+}
+
+impl NetState {
+    /// Looks a network up by full id, name, or id prefix.
+    pub fn find(&self, key: &str) -> Result<&Network> {
+        if let Some(n) = self.networks.get(key) {
+            return Ok(n);
+        }
+        if let Some(n) = self.networks.values().find(|n| n.name == key) {
+            return Ok(n);
+        }
+        let hits: Vec<&Network> = self
+            .networks
+            .values()
+            .filter(|n| !key.is_empty() && n.id.starts_with(key))
+            .collect();
+        match hits.len() {
+            1 => Ok(hits[0]),
+            0 => Err(EngineError::Missing(format!("network {key} not found"))),
+            _ => Err(EngineError::BadRequest(format!(
+                "network {key} is ambiguous ({} matches found based on ID prefix)",
+                hits.len()
+            ))),
+        }
+    }
+
+    /// The predefined network `name` (`bridge`, `host`, `none`).
+    pub fn builtin(&self, name: &str) -> Option<&Network> {
+        self.networks.values().find(|n| n.builtin && n.name == name)
+    }
+
+    /// Whether a container has an endpoint on network `id`.
+    pub fn in_use(&self, id: &str) -> bool {
+        self.containers
+            .values()
+            .any(|c| c.endpoints.iter().any(|e| e.network == id))
+    }
+
+    /// The endpoints of every container on network `net`.
+    pub fn endpoints_on<'a>(&'a self, net: &'a str) -> impl Iterator<Item = &'a Endpoint> + 'a {
+        self.containers
+            .values()
+            .flat_map(|c| c.endpoints.iter())
+            .filter(move |e| e.network == net)
+    }
+
+    /// Whether any endpoint of these is on a network with embedded DNS.
+    pub fn any_dns(&self, eps: &[Endpoint]) -> bool {
+        eps.iter()
+            .any(|e| self.networks.get(&e.network).is_some_and(Network::dns))
+    }
+}
+
+/// The state file: synchronous durable writes, and quick ones made durable by a flusher.
+pub struct StateFile {
+    path: PathBuf,
+    flusher: Arc<Flusher>,
+}
+
+impl StateFile {
+    pub fn open(path: PathBuf) -> StateFile {
+        StateFile {
+            flusher: Flusher::start(path.clone()),
+            path,
+        }
+    }
+
+    /// Reads the state (empty when there is none yet).
+    pub fn read(&self) -> Result<NetState> {
+        if !self.path.exists() {
+            return Ok(NetState::default());
+        }
+        crate::util::read_json(&self.path).map_err(EngineError::io("reading", &self.path))
+    }
+
+    /// Writes the state durably (fsync of the file and its directory).
+    pub fn save(&self, st: &NetState) -> Result<()> {
+        crate::util::write_json_atomic(&self.path, st)
+            .map_err(EngineError::io("writing", &self.path))
+    }
+
+    /// Writes the state atomically (a new file renamed over the old one, so a daemon crash
+    /// leaves the old or the new state) without waiting for the disk; the flusher makes it
+    /// durable shortly after. Used for container endpoints (create, removal): after a power
+    /// loss a lost endpoint is allocated again at start and a lost removal is dropped by
+    /// `adopt`.
+    pub fn save_soon(&self, st: &NetState) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(st)
+            .map_err(|e| EngineError::Internal(format!("encoding the network state: {e}")))?;
+        berth_util::fs::replace_file_nosync(&self.path, &bytes)
+            .map_err(EngineError::io("writing", &self.path))?;
+        self.flusher.kick();
+        Ok(())
+    }
+}
+
+/// Makes the state file durable (fsync of the file and its directory) on a thread of its own:
+/// the container run path writes the state without waiting for the disk (an fsync costs
+/// 1–20 ms here), and a burst of writes is made durable once (after a 100 ms pause, at most
+/// a second after the first).
+struct Flusher {
+    dirty: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Flusher {
+    fn start(path: PathBuf) -> Arc<Flusher> {
+        let f = Arc::new(Flusher {
+            dirty: Mutex::new(false),
+            cv: Condvar::new(),
+        });
+        let weak = Arc::downgrade(&f);
+        let _ = std::thread::Builder::new()
+            .name("berth-net-flush".into())
+            .spawn(move || loop {
+                let Some(f) = weak.upgrade() else { return };
+                {
+                    let mut d = f.dirty.lock().unwrap();
+                    while !*d {
+                        d = f.cv.wait(d).unwrap();
+                    }
+                    // Coalesce a burst (a loop of `run --rm` writes twice per container):
+                    // flush once the writes pause for 100 ms, or after at most a second.
+                    let start = std::time::Instant::now();
+                    while start.elapsed() < std::time::Duration::from_secs(1) {
+                        *d = false;
+                        d =
+                            f.cv.wait_timeout(d, std::time::Duration::from_millis(100))
+                                .unwrap()
+                                .0;
+                        if !*d {
+                            break;
+                        }
+                    }
+                    *d = false;
+                }
+                drop(f);
+                let sync = |p: &Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+                if let Err(e) =
+                    sync(&path).and_then(|_| sync(path.parent().unwrap_or(Path::new("/"))))
+                {
+                    tracing::warn!("syncing {}: {e}", path.display());
+                }
+            });
+        f
+    }
+
+    fn kick(&self) {
+        *self.dirty.lock().unwrap() = true;
+        self.cv.notify_one();
+    }
+}
