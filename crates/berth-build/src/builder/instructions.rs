@@ -734,8 +734,32 @@ mod tests {
         );
         assert_eq!(
             err("RUN --mount=type=nfs,target=/x true"),
-            "Dockerfile line 2: --mount type=nfs is not supported (bind, cache, tmpfs, secret)"
+            "Dockerfile line 2: --mount type=nfs is not supported (bind, cache, tmpfs, secret, ssh)"
         );
+        // ssh mounts: the agent id defaults to `default`, the target to BuildKit's path.
+        match MountSpec::parse("type=ssh", 2).unwrap().kind {
+            MountKind::Ssh {
+                id,
+                target,
+                required,
+            } => {
+                assert_eq!(id, "default");
+                assert_eq!(target, "/run/buildkit/ssh_agent.0");
+                assert!(!required);
+            }
+            _ => panic!("not an ssh mount"),
+        }
+        match MountSpec::parse("type=ssh,id=gh,target=/s,required=true", 2)
+            .unwrap()
+            .kind
+        {
+            MountKind::Ssh {
+                id,
+                target,
+                required,
+            } => assert!(id == "gh" && target == "/s" && required),
+            _ => panic!("not an ssh mount"),
+        }
         assert_eq!(
             err("RUN --mount=type=cache true"),
             "Dockerfile line 2: --mount=type=cache needs a target"
