@@ -12,4 +12,4 @@ pub mod parser;
 pub mod shell;
 
 #[cfg(feature = "executor")]
-pub use builder::{BuildError, BuildOptions, Builder, Built, Event};
+pub use builder::{BuildError, BuildOptions, Builder, Built, Event, StepEvent};

@@ -119,7 +119,8 @@ pub fn start(
             let mut sink = move |ev: Event| -> bool {
                 let m = match ev {
                     Event::Stream(_) if quiet => return !tx2.is_closed(),
-                    Event::Stream(s) => JsonMessage::stream(s),
+                    Event::Stream(s) | Event::Output(s) => JsonMessage::stream(s),
+                    Event::Step(_) => return !tx2.is_closed(),
                     Event::Aux(a) => {
                         let built = berth_api::from_value::<BuildResult>(a.clone())
                             .ok()

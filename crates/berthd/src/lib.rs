@@ -12,6 +12,7 @@
 
 pub mod archive;
 pub mod build;
+pub mod buildkit;
 pub mod engine;
 pub mod error;
 pub mod events;

@@ -39,7 +39,7 @@ impl Eval<'_, '_, '_> {
     ) -> Result<()> {
         let store = self.b.store;
         let rec_path = cache::record_path(store, &ctx.state.id, &cache_text);
-        if !self.opts.no_cache {
+        if !self.opts.no_cache && !ctx.no_cache {
             let hit = cache::load(store, &rec_path).or_else(|| {
                 let st =
                     cache::from_cache_sources(self.cache_sources, &ctx.state, &created_by, &cc)?;
@@ -49,6 +49,7 @@ impl Eval<'_, '_, '_> {
                 Some(st)
             });
             if let Some(st) = hit {
+                self.step_event(super::StepEvent::Cached { number: self.step })?;
                 self.say(" ---> Using cache\n")?;
                 self.say(format!(" ---> {}\n", short(&st.id)))?;
                 ctx.state = st;

@@ -215,6 +215,12 @@ pub(crate) enum MountKind {
         target: String,
         size: Option<u64>,
     },
+    /// An SSH agent socket (`SSH_AUTH_SOCK` points at `target`).
+    Ssh {
+        id: String,
+        target: String,
+        required: bool,
+    },
     /// A build secret as a read-only file (`target`) and/or an environment variable.
     Secret {
         id: String,
@@ -317,10 +323,23 @@ impl MountSpec {
                     gid: num("gid", 10)?.unwrap_or(0),
                 }
             }
+            "ssh" => MountKind::Ssh {
+                id: kv
+                    .get("id")
+                    .cloned()
+                    .filter(|i| !i.is_empty())
+                    .unwrap_or_else(|| "default".into()),
+                target: target
+                    .clone()
+                    .unwrap_or_else(|| "/run/buildkit/ssh_agent.0".into()),
+                required: kv.get("required").is_some_and(|v| v == "true"),
+            },
             other => {
                 return Err(invalid(
                     line,
-                    format!("--mount type={other} is not supported (bind, cache, tmpfs, secret)"),
+                    format!(
+                        "--mount type={other} is not supported (bind, cache, tmpfs, secret, ssh)"
+                    ),
                 ))
             }
         };
@@ -716,8 +735,32 @@ mod tests {
         );
         assert_eq!(
             err("RUN --mount=type=nfs,target=/x true"),
-            "Dockerfile line 2: --mount type=nfs is not supported (bind, cache, tmpfs, secret)"
+            "Dockerfile line 2: --mount type=nfs is not supported (bind, cache, tmpfs, secret, ssh)"
         );
+        // ssh mounts: the agent id defaults to `default`, the target to BuildKit's path.
+        match MountSpec::parse("type=ssh", 2).unwrap().kind {
+            MountKind::Ssh {
+                id,
+                target,
+                required,
+            } => {
+                assert_eq!(id, "default");
+                assert_eq!(target, "/run/buildkit/ssh_agent.0");
+                assert!(!required);
+            }
+            _ => panic!("not an ssh mount"),
+        }
+        match MountSpec::parse("type=ssh,id=gh,target=/s,required=true", 2)
+            .unwrap()
+            .kind
+        {
+            MountKind::Ssh {
+                id,
+                target,
+                required,
+            } => assert!(id == "gh" && target == "/s" && required),
+            _ => panic!("not an ssh mount"),
+        }
         assert_eq!(
             err("RUN --mount=type=cache true"),
             "Dockerfile line 2: --mount=type=cache needs a target"

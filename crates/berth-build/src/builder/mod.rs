@@ -67,6 +67,16 @@ pub struct BuildOptions {
     /// Build secrets by id (`RUN --mount=type=secret`): mounted for the RUN steps that ask
     /// for them, never written to a layer, a cache record or a cache key.
     pub secrets: BTreeMap<String, Secret>,
+    /// Stages (lower-case names) whose steps ignore the cache (`--no-cache-filter`).
+    pub no_cache_stages: std::collections::BTreeSet<String>,
+    /// Named contexts that are images (`--build-context NAME=docker-image://REF`): `FROM
+    /// NAME`, `COPY --from=NAME` and `RUN --mount=from=NAME` use REF instead.
+    pub image_contexts: BTreeMap<String, String>,
+    /// SSH agent sockets by id (`RUN --mount=type=ssh,id=ID`), bind-mounted into the step
+    /// with `SSH_AUTH_SOCK` pointing at them.
+    pub ssh: BTreeMap<String, std::path::PathBuf>,
+    /// `Output` events instead of `Stream` for containers' output (see [`Event::Output`]).
+    pub output_events: bool,
 }
 
 /// A secret's bytes (never shown by `Debug`).
@@ -93,6 +103,36 @@ pub enum Event {
     Stream(String),
     /// An `aux` object.
     Aux(Value),
+    /// Output of a step's container (a line, or what was read at its end): the classic API
+    /// streams it like the rest; BuildKit clients show it as the step's log.
+    Output(String),
+    /// A step's life cycle, for clients that show steps rather than text (BuildKit's).
+    Step(StepEvent),
+}
+
+/// A step's life cycle (see [`Event::Step`]). Steps are numbered in build order (1-based,
+/// as in `Step N/M`); a step ends with `Done` unless the build fails in it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepEvent {
+    Start {
+        number: usize,
+        /// The stage's name, or `stage-N` (N counted from 0 in the file) when it has none.
+        stage: String,
+        /// Position of the step in its stage (the FROM is 1) and the stage's step count.
+        position: usize,
+        stage_steps: usize,
+        /// The instruction as written.
+        text: String,
+        /// Its line in the Dockerfile.
+        line: usize,
+    },
+    /// The step's result came from the cache.
+    Cached {
+        number: usize,
+    },
+    Done {
+        number: usize,
+    },
 }
 
 /// The result of a build.
@@ -205,10 +245,24 @@ impl Eval<'_, '_, '_> {
         }
     }
 
+    fn step_event(&mut self, ev: StepEvent) -> Result<()> {
+        if (self.sink)(Event::Step(ev)) {
+            Ok(())
+        } else {
+            Err(BuildError::Cancelled)
+        }
+    }
+
     /// An image as a state: with `--pull` (for `FROM`) re-resolved against its registry
     /// first; pulled when missing locally, as Docker's builder does.
     fn image_state(&mut self, name: &str, line: usize, from: bool) -> Result<State> {
         let store = self.b.store;
+        // A named context replaces the image of that name.
+        let name = match self.opts.image_contexts.get(name) {
+            Some(r) => r.clone(),
+            None => name.to_string(),
+        };
+        let name = name.as_str();
         let pull = |e: &mut Self| -> Result<()> {
             let Some(puller) = e.b.puller else {
                 return Err(error::invalid(

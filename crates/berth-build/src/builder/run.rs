@@ -55,6 +55,11 @@ enum RunMount {
         dst: String,
         size: Option<u64>,
     },
+    /// An SSH agent socket, with `SSH_AUTH_SOCK` set to `dst`.
+    Ssh {
+        socket: PathBuf,
+        dst: String,
+    },
     /// A build secret: a read-only file at `dst` and/or an environment variable.
     Secret {
         data: Secret,
@@ -181,6 +186,26 @@ impl Eval<'_, '_, '_> {
                 };
                 Ok((Some(m), key))
             }
+            MountKind::Ssh {
+                id,
+                target,
+                required,
+            } => match self.opts.ssh.get(id) {
+                Some(socket) => Ok((
+                    Some(RunMount::Ssh {
+                        socket: socket.clone(),
+                        dst: target.clone(),
+                    }),
+                    key,
+                )),
+                None if *required => Err(invalid(
+                    line,
+                    format!(
+                        "no SSH key {id:?} forwarded from the client (pass it with --ssh {id}=…)"
+                    ),
+                )),
+                None => Ok((None, key)),
+            },
             MountKind::Tmpfs { target, size } => Ok((
                 Some(RunMount::Tmpfs {
                     dst: target.clone(),
@@ -324,6 +349,15 @@ impl Eval<'_, '_, '_> {
                         ));
                     }
                 }
+                RunMount::Ssh { socket, dst } => {
+                    dests.push(dst.clone());
+                    env.push(format!("SSH_AUTH_SOCK={dst}"));
+                    mounts.push(bind(
+                        dst,
+                        socket.clone(),
+                        &["bind", "rprivate", "nosuid", "nodev", "noexec"],
+                    ));
+                }
                 RunMount::Tmpfs { dst, size } => {
                     dests.push(dst.clone());
                     let mut options = vec!["nosuid".to_string(), "nodev".to_string()];
@@ -389,7 +423,12 @@ impl Eval<'_, '_, '_> {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
                         let line = String::from_utf8_lossy(&buf).into_owned();
-                        if !(self.sink)(Event::Stream(line)) && !cancelled {
+                        let ev = if self.opts.output_events {
+                            Event::Output(line)
+                        } else {
+                            Event::Stream(line)
+                        };
+                        if !(self.sink)(ev) && !cancelled {
                             cancelled = true;
                             if let Some(c) = &guard.runtime {
                                 c.kill();

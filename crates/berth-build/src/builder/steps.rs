@@ -24,6 +24,8 @@ pub(super) struct StageCtx {
     pub cmd_set: bool,
     /// The stage's index.
     pub index: usize,
+    /// The stage's steps ignore the cache (`--no-cache-filter`).
+    pub no_cache: bool,
 }
 
 /// Expansion of an instruction's words in a scope, errors at its line.
@@ -76,8 +78,22 @@ pub(super) fn arg_values(
 }
 
 impl Eval<'_, '_, '_> {
-    fn step_header(&mut self, step: &Step) -> Result<()> {
+    fn step_header(
+        &mut self,
+        step: &Step,
+        stage: &str,
+        position: usize,
+        stage_steps: usize,
+    ) -> Result<()> {
         self.step += 1;
+        self.step_event(super::StepEvent::Start {
+            number: self.step,
+            stage: stage.to_string(),
+            position,
+            stage_steps,
+            text: step.original.clone(),
+            line: step.line,
+        })?;
         let text = format!("Step {}/{} : {}\n", self.step, self.total, step.original);
         self.say(text)
     }
@@ -86,7 +102,15 @@ impl Eval<'_, '_, '_> {
     pub(super) fn build_stage(&mut self, index: usize, st: &Stage, meta: &Args) -> Result<State> {
         let from = &st.from;
         let line = from.line;
-        self.step_header(from)?;
+        let own_name = self
+            .stage_names
+            .iter()
+            .find(|(_, &i)| i == index)
+            .map(|(n, _)| n.clone());
+        let stage_name = own_name.clone().unwrap_or_else(|| format!("stage-{index}"));
+        let stage_steps = st.insts.len() + 1;
+        self.step_header(from, &stage_name, 1, stage_steps)?;
+        let from_step = self.step;
         let scope = Scope {
             env: &[],
             args: meta,
@@ -106,16 +130,21 @@ impl Eval<'_, '_, '_> {
             self.image_state(&name, line, true)?
         };
         self.say(format!(" ---> {}\n", short(&state.id)))?;
+        self.step_event(super::StepEvent::Done { number: from_step })?;
+        let no_cache = own_name.is_some_and(|n| self.opts.no_cache_stages.contains(&n));
         let mut ctx = StageCtx {
             state,
             args: Args::new(),
             cmd_set: false,
             index,
+            no_cache,
         };
         self.triggers(&mut ctx, line, meta)?;
-        for step in &st.insts {
-            self.step_header(step)?;
+        for (i, step) in st.insts.iter().enumerate() {
+            self.step_header(step, &stage_name, i + 2, stage_steps)?;
+            let number = self.step;
             self.dispatch(&mut ctx, step, meta)?;
+            self.step_event(super::StepEvent::Done { number })?;
         }
         Ok(ctx.state)
     }

@@ -41,7 +41,7 @@ mod spool;
 
 pub use import::{apply_changes, import, ImportOptions, ImportSource};
 pub use load::{load, LoadReport, LoadedImage};
-pub use save::save;
+pub use save::{save, save_as};
 pub use spool::EntryProblem;
 
 /// Errors from archive operations.

@@ -44,6 +44,25 @@ pub fn save(store: &ImageStore, names: &[String], out: impl Write) -> Result<()>
         add(res.image.id.clone(), tag);
     }
 
+    write_archive(store, &images, out)
+}
+
+/// Writes the image `id` as a save archive naming it `tags` (which the store need not have:
+/// BuildKit's docker and oci exporters name what they export).
+pub fn save_as(
+    store: &ImageStore,
+    id: &ImageId,
+    tags: &[Reference],
+    out: impl Write,
+) -> Result<()> {
+    write_archive(store, &[(id.clone(), tags.to_vec())], out)
+}
+
+fn write_archive(
+    store: &ImageStore,
+    images: &[(ImageId, Vec<Reference>)],
+    out: impl Write,
+) -> Result<()> {
     let mut b = tar::Builder::new(out);
     let mut written_blobs = BTreeSet::new();
     let mut index_entries = Vec::new();
@@ -51,7 +70,7 @@ pub fn save(store: &ImageStore, names: &[String], out: impl Write) -> Result<()>
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     add_dir(&mut b, "blobs/")?;
     add_dir(&mut b, "blobs/sha256/")?;
-    for (id, tags) in &images {
+    for (id, tags) in images {
         let rec = store.get(id)?;
         let config_bytes = store.config_bytes(id)?;
         let mut layer_descs = Vec::new();

@@ -324,6 +324,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(exec::routes())
         .merge(images::routes())
         .merge(build::routes())
+        .merge(crate::buildkit::routes()) // issue 15: BuildKit API for buildx
         .merge(networks::routes())
         .merge(volumes::routes())
         .route(

@@ -37,7 +37,8 @@ async fn ping() -> Response {
     }
     h.insert("Ostype", HeaderValue::from_static("linux"));
     h.insert("Docker-Experimental", HeaderValue::from_static("false"));
-    h.insert("Builder-Version", HeaderValue::from_static("1"));
+    // BuildKit (`/grpc`, `/session`): the docker CLI hands builds to buildx.
+    h.insert("Builder-Version", HeaderValue::from_static("2"));
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache, no-store, must-revalidate"),

@@ -1,0 +1,695 @@
+//! The `dockerfile.v0` frontend on Berth's builder: the Dockerfile and the context come from
+//! the client's session (file sync), options from the frontend attributes buildx sets
+//! (`filename`, `target`, `build-arg:*`, `label:*`, `no-cache`, `image-resolve-mode`,
+//! `context:*`, …), progress goes to the solve's `Status` stream as vertexes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_build::builder::StepError;
+use berth_build::{BuildError, BuildOptions, Builder, Event, StepEvent};
+use berth_image::{Digest, Reference};
+
+use crate::errors::{run_failure_message, SolveError, SourceLocation};
+use crate::filesync::{receive_dir, SyncRequest};
+use crate::progress::{vertex_digest, Progress, VertexRun};
+use crate::session::Session;
+use crate::{BuildKit, RegistryAuth};
+
+/// A built image.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    pub image_id: Digest,
+    /// The image config as stored.
+    pub config: Vec<u8>,
+    /// Names the image was given (fully qualified).
+    pub tags: Vec<String>,
+}
+
+/// What a frontend run needs.
+pub struct FrontendRun {
+    pub solve_id: String,
+    pub attrs: HashMap<String, String>,
+    pub session: Arc<Session>,
+    pub progress: Arc<Progress>,
+    /// Names for the image (the image exporter's `name`).
+    pub tags: Vec<Reference>,
+    /// Set when the client went away: the build stops at its next step or output line.
+    pub cancel: tokio::sync::watch::Receiver<bool>,
+    /// Cache sources (besides the `cache-imports` attribute).
+    pub cache_imports: Vec<crate::cache_io::CacheEntry>,
+}
+
+fn bad(msg: impl Into<String>) -> SolveError {
+    SolveError::new(tonic::Code::InvalidArgument, msg)
+}
+
+/// `# syntax=` names the frontend image. Only the standard Dockerfile frontend is accepted
+/// (it is built in); any other would have to be pulled and run.
+pub fn check_syntax(dockerfile: &str) -> Result<(), SolveError> {
+    for line in dockerfile.lines() {
+        let l = line.trim();
+        if l.is_empty() {
+            continue;
+        }
+        let Some(rest) = l.strip_prefix('#') else {
+            break;
+        };
+        let Some((k, v)) = rest.split_once('=') else {
+            break;
+        };
+        if !k.trim().eq_ignore_ascii_case("syntax") {
+            continue;
+        }
+        let v = v.trim();
+        let name = v.split(['@']).next().unwrap_or(v);
+        let repo = name.rsplit_once(':').map(|(r, _)| r).unwrap_or(name);
+        let repo = repo
+            .trim_start_matches("docker.io/")
+            .trim_start_matches("index.docker.io/");
+        if repo == "docker/dockerfile" || repo == "docker/dockerfile-upstream" {
+            return Ok(());
+        }
+        return Err(bad(format!(
+            "unsupported frontend {v:?} (# syntax): Berth builds with its built-in Dockerfile frontend (docker/dockerfile) and runs no other frontend image"
+        )));
+    }
+    Ok(())
+}
+
+/// The secret and ssh ids the Dockerfile's RUN mounts use.
+fn mount_ids(df: &berth_build::parser::Dockerfile) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut secrets = BTreeSet::new();
+    let mut ssh = BTreeSet::new();
+    for inst in df.nodes.iter().filter(|i| i.keyword == "RUN") {
+        for m in inst.flag_all("mount") {
+            let kv: BTreeMap<String, String> = m
+                .split(',')
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, "true"));
+                    (k.trim().to_ascii_lowercase(), v.trim().to_string())
+                })
+                .collect();
+            match kv.get("type").map(String::as_str) {
+                Some("secret") => {
+                    let id = kv.get("id").cloned().or_else(|| {
+                        kv.get("target")
+                            .or_else(|| kv.get("dst"))
+                            .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
+                    });
+                    if let Some(id) = id.filter(|i| !i.is_empty()) {
+                        secrets.insert(id);
+                    }
+                }
+                Some("ssh") => {
+                    ssh.insert(
+                        kv.get("id")
+                            .cloned()
+                            .filter(|i| !i.is_empty())
+                            .unwrap_or_else(|| "default".into()),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    (secrets, ssh)
+}
+
+/// The build's work directory: contexts go to tmpfs when there is one (thousands of small
+/// files created and removed cost more on a journaling file system than the build).
+fn work_dir(bk: &BuildKit) -> Result<tempfile::TempDir, SolveError> {
+    let prefix = format!("berth-bk-{}-", std::process::id());
+    if Path::new("/dev/shm").is_dir() {
+        if let Ok(d) = tempfile::Builder::new()
+            .prefix(&prefix)
+            .tempdir_in("/dev/shm")
+        {
+            return Ok(d);
+        }
+    }
+    let tmp = bk
+        .backend()
+        .store()
+        .tmp_dir()
+        .map_err(|e| SolveError::unknown(e.to_string()))?;
+    tempfile::Builder::new()
+        .prefix(&prefix)
+        .tempdir_in(tmp)
+        .map_err(|e| SolveError::unknown(e.to_string()))
+}
+
+/// Removes work directories that daemons no longer running left in /dev/shm.
+pub fn cleanup_stale() {
+    let Ok(rd) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("berth-bk-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// The registry host BuildKit asks credentials for (`docker.io` is served by
+/// `registry-1.docker.io`).
+pub fn auth_host(reference: &str) -> Option<String> {
+    let r = Reference::parse_normalized(reference).ok()?;
+    let d = r.domain();
+    Some(if d == "docker.io" {
+        "registry-1.docker.io".to_string()
+    } else {
+        d.to_string()
+    })
+}
+
+/// The client's credentials for the registry of `reference`, if it has any.
+pub async fn session_auth(session: &Session, reference: &str) -> Option<RegistryAuth> {
+    use crate::proto::moby::filesync::v1::{auth_client::AuthClient, CredentialsRequest};
+    if !session.supports("/moby.filesync.v1.Auth/Credentials") {
+        return None;
+    }
+    let host = auth_host(reference)?;
+    let mut c = AuthClient::with_origin(session.channel(), crate::conn::H2Channel::origin());
+    let r = c
+        .credentials(CredentialsRequest { host: host.clone() })
+        .await
+        .ok()?
+        .into_inner();
+    if r.username.is_empty() && r.secret.is_empty() {
+        return None;
+    }
+    Some(RegistryAuth {
+        host,
+        username: r.username,
+        secret: r.secret,
+    })
+}
+
+async fn get_secret(session: &Session, id: &str) -> Result<Option<Vec<u8>>, SolveError> {
+    use crate::proto::moby::buildkit::secrets::v1::{
+        secrets_client::SecretsClient, GetSecretRequest,
+    };
+    if !session.supports("/moby.buildkit.secrets.v1.Secrets/GetSecret") {
+        return Ok(None);
+    }
+    let mut c = SecretsClient::with_origin(session.channel(), crate::conn::H2Channel::origin());
+    match c
+        .get_secret(GetSecretRequest {
+            id: id.to_string(),
+            annotations: Default::default(),
+        })
+        .await
+    {
+        Ok(r) => Ok(Some(r.into_inner().data)),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+        Err(s) => Err(SolveError::unknown(format!("secret {id}: {}", s.message()))),
+    }
+}
+
+/// Options from the frontend attributes.
+fn options(attrs: &HashMap<String, String>) -> Result<BuildOptions, SolveError> {
+    let mut o = BuildOptions::default();
+    for (k, v) in attrs {
+        if let Some(a) = k.strip_prefix("build-arg:") {
+            o.build_args.insert(a.to_string(), Some(v.clone()));
+        } else if let Some(l) = k.strip_prefix("label:") {
+            o.labels.insert(l.to_string(), v.clone());
+        }
+    }
+    o.target = attrs.get("target").cloned().filter(|t| !t.is_empty());
+    if let Some(nc) = attrs.get("no-cache") {
+        if nc.is_empty() {
+            o.no_cache = true;
+        } else {
+            o.no_cache_stages = nc
+                .split(',')
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+    }
+    o.pull = attrs.get("image-resolve-mode").is_some_and(|m| m == "pull");
+    o.network = attrs
+        .get("force-network-mode")
+        .cloned()
+        .filter(|s| !s.is_empty());
+    if let Some(p) = attrs.get("platform").filter(|p| !p.is_empty()) {
+        if p.contains(',') {
+            return Err(bad(format!(
+                "multi-platform builds are not supported ({p}): Berth builds for the host platform only"
+            )));
+        }
+        o.platform = Some(p.clone());
+    }
+    for (k, v) in attrs {
+        let Some(name) = k.strip_prefix("context:") else {
+            continue;
+        };
+        if let Some(r) = v.strip_prefix("docker-image://") {
+            o.image_contexts.insert(name.to_string(), r.to_string());
+        } else if !v.starts_with("local:") {
+            return Err(bad(format!(
+                "named context {name}={v} is not supported (local directories and docker-image:// references are)"
+            )));
+        }
+    }
+    Ok(o)
+}
+
+/// The vertex of each step, and which one is receiving output.
+struct StepVertices<'p> {
+    progress: &'p Progress,
+    solve_id: String,
+    multi_stage: bool,
+    open: BTreeMap<usize, (VertexRun<'p>, usize)>,
+    current: Option<usize>,
+}
+
+impl<'p> StepVertices<'p> {
+    fn event(&mut self, ev: Event) {
+        match ev {
+            Event::Step(StepEvent::Start {
+                number,
+                stage,
+                position,
+                stage_steps,
+                text,
+                line,
+            }) => {
+                let name = if self.multi_stage {
+                    format!("[{stage} {position}/{stage_steps}] {text}")
+                } else {
+                    format!("[{position}/{stage_steps}] {text}")
+                };
+                let d = vertex_digest(&self.solve_id, &name, number);
+                self.open
+                    .insert(number, (VertexRun::start(self.progress, d, name), line));
+                self.current = Some(number);
+            }
+            Event::Step(StepEvent::Cached { number }) => {
+                if let Some((v, _)) = self.open.remove(&number) {
+                    v.cached();
+                }
+            }
+            Event::Step(StepEvent::Done { number }) => {
+                if let Some((v, _)) = self.open.remove(&number) {
+                    v.done();
+                }
+            }
+            Event::Output(s) => {
+                if let Some((v, _)) = self.current.and_then(|c| self.open.get(&c)) {
+                    v.log(1, s.into_bytes());
+                }
+            }
+            Event::Stream(s) => {
+                // The classic builder's own lines are not shown, but pulls and warnings are.
+                let t = s.trim_start();
+                if t.starts_with("[Warning]")
+                    || t.starts_with("Pulling ")
+                    || t.starts_with("Status: ")
+                {
+                    if let Some((v, _)) = self.current.and_then(|c| self.open.get(&c)) {
+                        v.log(2, s.into_bytes());
+                    }
+                }
+            }
+            Event::Aux(_) => {}
+        }
+    }
+
+    /// Fails the step the error names (by line), or the current one; its digest.
+    fn fail(&mut self, line: Option<usize>, msg: &str) -> Option<String> {
+        let n = line
+            .and_then(|l| {
+                self.open
+                    .iter()
+                    .find(|(_, (_, vl))| *vl == l)
+                    .map(|(n, _)| *n)
+            })
+            .or(self.current)?;
+        let (v, _) = self.open.remove(&n)?;
+        let d = v.digest().to_string();
+        v.fail(msg);
+        Some(d)
+    }
+
+    /// Steps still open when the build stopped (cancelled): marked as such.
+    fn cancel_rest(&mut self) {
+        for (_, (v, _)) in std::mem::take(&mut self.open) {
+            v.fail("context canceled");
+        }
+    }
+}
+
+/// Runs the Dockerfile build of `run`; the image is registered (and named `run.tags`).
+pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildResult, SolveError> {
+    let attrs = &run.attrs;
+    let session = &run.session;
+    let progress = run.progress.clone();
+    let work = work_dir(bk)?;
+    let filename = attrs
+        .get("filename")
+        .cloned()
+        .filter(|f| !f.is_empty())
+        .unwrap_or_else(|| "Dockerfile".into());
+    if filename.contains('/') || filename == ".." || filename == "." {
+        return Err(bad(format!("invalid Dockerfile name {filename:?}")));
+    }
+    let df_key = attrs
+        .get("dockerfilekey")
+        .cloned()
+        .unwrap_or_else(|| "dockerfile".into());
+    let ctx_key = attrs
+        .get("contextkey")
+        .cloned()
+        .unwrap_or_else(|| "context".into());
+    if let Some(c) = attrs.get("context").filter(|c| !c.is_empty()) {
+        return Err(bad(format!(
+            "remote build contexts are not supported ({c}): build from a local directory"
+        )));
+    }
+    let sync_err = |what: &str| {
+        let what = what.to_string();
+        move |e: crate::filesync::SyncError| SolveError::unknown(format!("{what}: {e}"))
+    };
+    // The Dockerfile.
+    let v = VertexRun::start(
+        &progress,
+        vertex_digest(&run.solve_id, "dockerfile", 0),
+        format!("[internal] load build definition from {filename}"),
+    );
+    let df_dir = work.path().join("dockerfile");
+    std::fs::create_dir(&df_dir).map_err(|e| SolveError::unknown(e.to_string()))?;
+    let r = receive_dir(
+        session.channel(),
+        &SyncRequest {
+            dir_name: df_key,
+            include_patterns: vec![filename.clone(), format!("{filename}.dockerignore")],
+            ..Default::default()
+        },
+        &df_dir,
+    )
+    .await;
+    if let Err(e) = r {
+        let e = sync_err("loading the Dockerfile")(e);
+        v.fail(&e.message);
+        return Err(e);
+    }
+    let text = match std::fs::read(df_dir.join(&filename)) {
+        Ok(t) => t,
+        Err(_) => {
+            let e = bad(format!(
+                "failed to read dockerfile: open {filename}: no such file or directory"
+            ));
+            v.fail(&e.message);
+            return Err(e);
+        }
+    };
+    v.log(2, format!("transferring dockerfile: {}B\n", text.len()));
+    v.done();
+    let dockerfile = String::from_utf8_lossy(&text).into_owned();
+    let (src_name, src_data) = (filename.clone(), text.clone());
+    let source = move |line: usize| SourceLocation {
+        filename: src_name.clone(),
+        data: src_data.clone(),
+        line,
+    };
+    check_syntax(&dockerfile)?;
+    let parsed = berth_build::parser::parse(&dockerfile).map_err(|e| {
+        let mut se = SolveError::new(
+            tonic::Code::InvalidArgument,
+            format!("dockerfile parse error on line {}: {}", e.line, e.message),
+        );
+        se.source = Some(Box::new(source(e.line)));
+        se
+    })?;
+    // .dockerignore: the Dockerfile's own (`NAME.dockerignore`), else the context's.
+    let v = VertexRun::start(
+        &progress,
+        vertex_digest(&run.solve_id, "dockerignore", 0),
+        "[internal] load .dockerignore",
+    );
+    let own = df_dir.join(format!("{filename}.dockerignore"));
+    let ignore_text = if own.is_file() {
+        std::fs::read_to_string(&own).unwrap_or_default()
+    } else {
+        let d = work.path().join("ignore");
+        std::fs::create_dir(&d).map_err(|e| SolveError::unknown(e.to_string()))?;
+        receive_dir(
+            session.channel(),
+            &SyncRequest {
+                dir_name: ctx_key.clone(),
+                include_patterns: vec![".dockerignore".into()],
+                ..Default::default()
+            },
+            &d,
+        )
+        .await
+        .map_err(sync_err("loading .dockerignore"))?;
+        std::fs::read_to_string(d.join(".dockerignore")).unwrap_or_default()
+    };
+    v.done();
+    let ignore = berth_build::dockerignore::IgnoreFile::parse(&ignore_text);
+    let excludes: Vec<String> = ignore
+        .patterns
+        .iter()
+        .map(|p| {
+            if p.exclusion {
+                format!("!{}", p.text)
+            } else {
+                p.text.clone()
+            }
+        })
+        .collect();
+    // The context.
+    let v = VertexRun::start(
+        &progress,
+        vertex_digest(&run.solve_id, "context", 0),
+        "[internal] load build context",
+    );
+    let ctx_dir = work.path().join("context");
+    std::fs::create_dir(&ctx_dir).map_err(|e| SolveError::unknown(e.to_string()))?;
+    let n = match receive_dir(
+        session.channel(),
+        &SyncRequest {
+            dir_name: ctx_key,
+            exclude_patterns: excludes,
+            ..Default::default()
+        },
+        &ctx_dir,
+    )
+    .await
+    {
+        Ok(n) => n,
+        Err(e) => {
+            let e = sync_err("loading the build context")(e);
+            v.fail(&e.message);
+            return Err(e);
+        }
+    };
+    v.log(2, format!("transferring context: {n} entries\n"));
+    v.done();
+    let mut opts = options(attrs)?;
+    // Local named contexts.
+    let mut local_contexts: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for (k, val) in attrs {
+        if let (Some(name), Some(dir)) = (k.strip_prefix("context:"), val.strip_prefix("local:")) {
+            let d = work.path().join(format!("named-{}", local_contexts.len()));
+            std::fs::create_dir(&d).map_err(|e| SolveError::unknown(e.to_string()))?;
+            let v = VertexRun::start(
+                &progress,
+                vertex_digest(&run.solve_id, &format!("named:{name}"), 0),
+                format!("[context {name}] load from client"),
+            );
+            receive_dir(
+                session.channel(),
+                &SyncRequest {
+                    dir_name: dir.to_string(),
+                    ..Default::default()
+                },
+                &d,
+            )
+            .await
+            .map_err(sync_err(&format!("loading context {name}")))?;
+            v.done();
+            local_contexts.insert(name.to_string(), d);
+        }
+    }
+    if let Some((name, _)) = local_contexts.iter().next() {
+        return Err(bad(format!(
+            "named context {name}: local directories as named contexts are not supported yet"
+        )));
+    }
+    // Secrets the RUN mounts ask for.
+    let (secret_ids, ssh_ids) = mount_ids(&parsed);
+    for id in secret_ids {
+        if let Some(data) = get_secret(session, &id).await? {
+            opts.secrets.insert(id, berth_build::builder::Secret(data));
+        }
+    }
+    let _ssh = crate::ssh::forwarders(session, &ssh_ids, work.path()).await?;
+    for (id, p) in &_ssh.sockets {
+        opts.ssh.insert(id.clone(), p.clone());
+    }
+    // Cache sources: pulled, then used to seed the step cache.
+    let mut imports = run.cache_imports.clone();
+    for e in crate::cache_io::from_attr(attrs)? {
+        if !imports.contains(&e) {
+            imports.push(e);
+        }
+    }
+    crate::cache_io::check(&imports, false)?;
+    opts.cache_from =
+        crate::cache_io::import(bk, session, &run.solve_id, &imports, &progress).await;
+    opts.dockerfile = dockerfile.clone();
+    opts.context = ctx_dir;
+    opts.tags = run.tags.clone();
+    opts.output_events = true;
+    let multi_stage = parsed.nodes.iter().filter(|i| i.keyword == "FROM").count() > 1;
+    // The build, on a blocking thread.
+    let backend = bk.backend().clone();
+    let handle = tokio::runtime::Handle::current();
+    let session2 = session.clone();
+    let solve_id = run.solve_id.clone();
+    let cancel = run.cancel.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let store = backend.store();
+        berth_build::builder::cleanup_stale(&store);
+        let puller = |name: &str| {
+            let auth = handle.block_on(session_auth(&session2, name));
+            let r = backend.pull(name, auth.as_ref());
+            if r.is_ok() {
+                backend.image_event("pull", name);
+            }
+            r.map_err(berth_build::builder::PullError::from)
+        };
+        let b = Builder {
+            store: &store,
+            runtime: backend.runtime(),
+            runtime_root: backend.runtime_root(),
+            cgroup_parent: backend.cgroup_parent(),
+            puller: Some(&puller),
+        };
+        let mut steps = StepVertices {
+            progress: &progress,
+            solve_id,
+            multi_stage,
+            open: BTreeMap::new(),
+            current: None,
+        };
+        let mut sink = |ev: Event| -> bool {
+            if *cancel.borrow() {
+                return false;
+            }
+            steps.event(ev);
+            true
+        };
+        let r = b.build(&opts, &mut sink);
+        match r {
+            Ok(built) => {
+                let config = store
+                    .config_bytes(&built.id)
+                    .map_err(|e| SolveError::unknown(e.to_string()))?;
+                for t in &built.tags {
+                    backend.image_event("tag", t);
+                }
+                Ok(BuildResult {
+                    image_id: built.id,
+                    config,
+                    tags: opts.tags.iter().map(|t| t.to_string()).collect(),
+                })
+            }
+            Err(BuildError::Cancelled) => {
+                steps.cancel_rest();
+                Err(SolveError::new(tonic::Code::Cancelled, "context canceled"))
+            }
+            Err(e) => {
+                let (line, msg) = match &e {
+                    BuildError::Step {
+                        line,
+                        source: StepError::Failed { command, code },
+                    } => (Some(*line), run_failure_message(command, *code)),
+                    BuildError::Step { line, source } => (Some(*line), source.to_string()),
+                    BuildError::Parse(p) => (Some(p.line), p.message.clone()),
+                    other => (None, other.to_string()),
+                };
+                let vertex = steps.fail(line, &msg);
+                steps.cancel_rest();
+                let mut se = SolveError::unknown(msg.clone());
+                se.vertex = vertex;
+                se.source = line.map(|l| Box::new(source(l)));
+                Err(se)
+            }
+        }
+    })
+    .await
+    .map_err(|e| SolveError::unknown(format!("build thread: {e}")))?;
+    drop(work);
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_lines() {
+        assert!(check_syntax("# syntax=docker/dockerfile:1\nFROM x\n").is_ok());
+        assert!(check_syntax("#syntax=docker.io/docker/dockerfile:1.7-labs\nFROM x\n").is_ok());
+        assert!(
+            check_syntax("# escape=`\n# syntax = docker/dockerfile@sha256:abc\nFROM x").is_ok()
+        );
+        assert!(check_syntax("FROM x\n# syntax=other/frontend\n").is_ok());
+        let e = check_syntax("# syntax=tonistiigi/frontend:1\nFROM x\n").unwrap_err();
+        assert!(e.message.contains("unsupported frontend"), "{}", e.message);
+    }
+
+    #[test]
+    fn attrs_to_options() {
+        let mut a = HashMap::new();
+        a.insert("build-arg:A".to_string(), "1".to_string());
+        a.insert("label:l".to_string(), "v".to_string());
+        a.insert("no-cache".to_string(), "Build,test".to_string());
+        a.insert("image-resolve-mode".to_string(), "pull".to_string());
+        a.insert(
+            "context:base".to_string(),
+            "docker-image://busybox:1".to_string(),
+        );
+        let o = options(&a).unwrap();
+        assert_eq!(o.build_args.get("A"), Some(&Some("1".into())));
+        assert_eq!(o.labels.get("l").map(String::as_str), Some("v"));
+        assert!(!o.no_cache && o.no_cache_stages.contains("build") && o.pull);
+        assert_eq!(
+            o.image_contexts.get("base").map(String::as_str),
+            Some("busybox:1")
+        );
+        a.insert("no-cache".to_string(), String::new());
+        assert!(options(&a).unwrap().no_cache);
+        a.insert(
+            "platform".to_string(),
+            "linux/amd64,linux/arm64".to_string(),
+        );
+        assert!(options(&a).is_err());
+    }
+
+    #[test]
+    fn secret_and_ssh_ids() {
+        let df = berth_build::parser::parse(
+            "FROM x\nRUN --mount=type=secret,id=tok --mount=type=secret,target=/run/secrets/aws cat\nRUN --mount=type=ssh true\nRUN --mount=type=ssh,id=gh true\n",
+        )
+        .unwrap();
+        let (s, h) = mount_ids(&df);
+        assert_eq!(s.into_iter().collect::<Vec<_>>(), ["aws", "tok"]);
+        assert_eq!(h.into_iter().collect::<Vec<_>>(), ["default", "gh"]);
+    }
+}

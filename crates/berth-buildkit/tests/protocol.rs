@@ -1,0 +1,388 @@
+//! BuildKit's protocol end to end with a client of our own (runs everywhere, no buildx, no
+//! root): a session that serves file sync over HTTP/2, a control `Solve` with the
+//! `dockerfile.v0` frontend, the `Status` stream, the image in the store; and the file sync
+//! receiver refusing paths that would leave its directory.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use berth_buildkit::conn::H2Channel;
+use berth_buildkit::filesync::{gomode, receive_dir, walk, SyncRequest};
+use berth_buildkit::proto::fsutil::types::{packet::PacketType, Packet, Stat};
+use berth_buildkit::proto::moby::buildkit::v1 as ctl;
+use berth_buildkit::proto::moby::filesync::v1::file_sync_server::{FileSync, FileSyncServer};
+use berth_buildkit::session::SessionInfo;
+use berth_buildkit::{Backend, BuildKit, RegistryAuth};
+use berth_image::image_store::ImageStore;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+
+struct TestBackend {
+    store: Arc<ImageStore>,
+}
+
+impl Backend for TestBackend {
+    fn store(&self) -> Arc<ImageStore> {
+        self.store.clone()
+    }
+    fn runtime(&self) -> PathBuf {
+        PathBuf::from("/nonexistent/runtime")
+    }
+    fn runtime_root(&self) -> PathBuf {
+        PathBuf::from("/nonexistent/root")
+    }
+    fn cgroup_parent(&self) -> String {
+        "/berth-protocol-test".into()
+    }
+    fn pull(&self, name: &str, _: Option<&RegistryAuth>) -> Result<String, String> {
+        Err(format!("no registry in this test ({name})"))
+    }
+    fn push(&self, name: &str, _: Option<&RegistryAuth>) -> Result<String, String> {
+        Err(format!("no registry in this test ({name})"))
+    }
+    fn image_event(&self, _: &str, _: &str) {}
+    fn version(&self) -> String {
+        "test".into()
+    }
+}
+
+/// What the test's file sync server sends: a directory (by walking it), or raw stats with
+/// file contents by path.
+#[derive(Clone)]
+enum Source {
+    Dir(HashMap<String, PathBuf>),
+    Raw(Vec<(Stat, Vec<u8>)>),
+}
+
+#[derive(Clone)]
+struct Fs(Source);
+
+type PacketStream = Pin<Box<dyn Stream<Item = Result<Packet, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl FileSync for Fs {
+    type DiffCopyStream = PacketStream;
+
+    /// fsutil's sender: stats, then the data of each requested file, then FIN.
+    async fn diff_copy(
+        &self,
+        req: tonic::Request<tonic::Streaming<Packet>>,
+    ) -> Result<tonic::Response<Self::DiffCopyStream>, tonic::Status> {
+        let dir = req
+            .metadata()
+            .get("dir-name")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let includes: Vec<String> = req
+            .metadata()
+            .get_all("include-patterns")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect();
+        let entries: Vec<(Stat, Vec<u8>)> = match &self.0 {
+            Source::Dir(dirs) => {
+                let root = dirs
+                    .get(&dir)
+                    .ok_or_else(|| tonic::Status::not_found(format!("no dir {dir}")))?;
+                walk(root)
+                    .unwrap()
+                    .into_iter()
+                    .filter(|(_, st)| includes.is_empty() || includes.contains(&st.path))
+                    .map(|(host, st)| {
+                        let data = if st.mode & gomode::TYPE == 0 {
+                            std::fs::read(host).unwrap()
+                        } else {
+                            vec![]
+                        };
+                        (st, data)
+                    })
+                    .collect()
+            }
+            Source::Raw(list) => list.clone(),
+        };
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            for (st, _) in &entries {
+                let _ = tx
+                    .send(Ok(Packet {
+                        r#type: PacketType::PacketStat as i32,
+                        stat: Some(st.clone()),
+                        ..Default::default()
+                    }))
+                    .await;
+            }
+            let _ = tx
+                .send(Ok(Packet {
+                    r#type: PacketType::PacketStat as i32,
+                    ..Default::default()
+                }))
+                .await;
+            while let Some(Ok(p)) = inbound.next().await {
+                if p.r#type == PacketType::PacketReq as i32 {
+                    let data = entries[p.id as usize].1.clone();
+                    if !data.is_empty() {
+                        let _ = tx
+                            .send(Ok(Packet {
+                                r#type: PacketType::PacketData as i32,
+                                id: p.id,
+                                data,
+                                ..Default::default()
+                            }))
+                            .await;
+                    }
+                    let _ = tx
+                        .send(Ok(Packet {
+                            r#type: PacketType::PacketData as i32,
+                            id: p.id,
+                            ..Default::default()
+                        }))
+                        .await;
+                } else if p.r#type == PacketType::PacketFin as i32 {
+                    let _ = tx
+                        .send(Ok(Packet {
+                            r#type: PacketType::PacketFin as i32,
+                            ..Default::default()
+                        }))
+                        .await;
+                    break;
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// A session served by `fs` on one end of an in-memory pipe, the daemon on the other.
+async fn session(bk: &Arc<BuildKit>, id: &str, fs: Fs) {
+    let (client, daemon) = tokio::io::duplex(1 << 20);
+    let routes = tonic::service::Routes::new(FileSyncServer::new(fs));
+    tokio::spawn(async move {
+        let _ = berth_buildkit::conn::serve(client, routes).await;
+    });
+    let info = SessionInfo {
+        id: id.into(),
+        name: "test".into(),
+        shared_key: String::new(),
+        methods: ["/moby.filesync.v1.FileSync/DiffCopy".to_string()]
+            .into_iter()
+            .collect(),
+    };
+    tokio::spawn(bk.clone().serve_session(info, daemon));
+}
+
+/// A control client on a new `/grpc` connection.
+async fn control(bk: &Arc<BuildKit>) -> ctl::control_client::ControlClient<H2Channel> {
+    let (client, daemon) = tokio::io::duplex(1 << 20);
+    tokio::spawn(bk.clone().serve_grpc(daemon));
+    let (ch, _closed) = H2Channel::connect(client).await.unwrap();
+    ctl::control_client::ControlClient::with_origin(ch, H2Channel::origin())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn solve_a_dockerfile_through_a_session_and_read_its_status() {
+    let data = tempfile::tempdir().unwrap();
+    let store = Arc::new(ImageStore::open(data.path().join("data")).unwrap());
+    let bk = BuildKit::new(Arc::new(TestBackend {
+        store: store.clone(),
+    }));
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nARG V=1\nENV A=$V\nLABEL from=protocol\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.path().join("ignored"), "x").unwrap();
+    let dirs: HashMap<String, PathBuf> = [
+        ("context".to_string(), ctx.path().to_path_buf()),
+        ("dockerfile".to_string(), ctx.path().to_path_buf()),
+    ]
+    .into_iter()
+    .collect();
+    session(&bk, "sess-1", Fs(Source::Dir(dirs))).await;
+    let mut c = control(&bk).await;
+    // Workers and version.
+    let w = c
+        .list_workers(ctl::ListWorkersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(w.record.len(), 1);
+    assert!(!w.record[0].platforms.is_empty());
+    // Status first (as clients do, concurrently with the solve).
+    let mut status = c
+        .status(ctl::StatusRequest {
+            r#ref: "solve-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let collect = tokio::spawn(async move {
+        let mut names = Vec::new();
+        let mut done = 0;
+        while let Some(Ok(r)) = status.next().await {
+            for v in r.vertexes {
+                if v.completed.is_some() {
+                    done += 1;
+                } else {
+                    names.push(v.name);
+                }
+            }
+        }
+        (names, done)
+    });
+    let mut attrs = HashMap::new();
+    attrs.insert("build-arg:V".to_string(), "7".to_string());
+    let resp = c
+        .solve(ctl::SolveRequest {
+            r#ref: "solve-1".into(),
+            session: "sess-1".into(),
+            frontend: "dockerfile.v0".into(),
+            frontend_attrs: attrs,
+            exporters: vec![ctl::Exporter {
+                r#type: "moby".into(),
+                attrs: [("name".to_string(), "proto:test".to_string())]
+                    .into_iter()
+                    .collect(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let id = resp.exporter_response["containerimage.config.digest"].clone();
+    assert!(id.starts_with("sha256:"), "{resp:?}");
+    assert_eq!(
+        resp.exporter_response["image.name"],
+        "docker.io/library/proto:test"
+    );
+    let r = store.resolve("proto:test").unwrap();
+    assert_eq!(r.image.id.to_string(), id);
+    let cfg = store.config(&r.image.id).unwrap();
+    let cc = cfg.config.unwrap();
+    assert!(cc.env.unwrap().contains(&"A=7".to_string()));
+    assert_eq!(cc.labels.unwrap()["from"], "protocol");
+    let (names, done) = tokio::time::timeout(std::time::Duration::from_secs(60), collect)
+        .await
+        .unwrap()
+        .unwrap();
+    for want in [
+        "[internal] load build definition from Dockerfile",
+        "[internal] load build context",
+        "[3/4] ENV A=$V",
+        "exporting to image",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    assert!(done >= names.len(), "{done} of {names:?} completed");
+    // A solve naming a session that never connects fails (after waiting for it).
+    let e = c
+        .solve(ctl::SolveRequest {
+            r#ref: "solve-2".into(),
+            session: "no-such-session".into(),
+            frontend: "nope.v0".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented, "{e:?}");
+}
+
+fn stat(path: &str, mode: u32, linkname: &str) -> Stat {
+    Stat {
+        path: path.into(),
+        mode,
+        linkname: linkname.into(),
+        ..Default::default()
+    }
+}
+
+async fn receive_raw(list: Vec<(Stat, Vec<u8>)>, dest: &Path) -> Result<usize, String> {
+    let data = tempfile::tempdir().unwrap();
+    let store = Arc::new(ImageStore::open(data.path().join("data")).unwrap());
+    let bk = BuildKit::new(Arc::new(TestBackend { store }));
+    let id = format!("raw-{}", dest.display());
+    session(&bk, &id, Fs(Source::Raw(list))).await;
+    let s = bk
+        .sessions()
+        .get(&id, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    receive_dir(
+        s.channel(),
+        &SyncRequest {
+            dir_name: "x".into(),
+            ..Default::default()
+        },
+        dest,
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sync_writes_only_inside_its_directory() {
+    let outside = tempfile::tempdir().unwrap();
+    let out = outside.path().to_string_lossy().into_owned();
+    // A good transfer: a directory, a file, a symlink, a hard link.
+    let dest = tempfile::tempdir().unwrap();
+    let n = receive_raw(
+        vec![
+            (stat("d", gomode::DIR | 0o755, ""), vec![]),
+            (stat("d/f", 0o640, ""), b"content".to_vec()),
+            (stat("d/l", gomode::SYMLINK | 0o777, "f"), vec![]),
+            (stat("d/h", 0o640, "d/f"), vec![]),
+        ],
+        dest.path(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 4);
+    assert_eq!(std::fs::read(dest.path().join("d/f")).unwrap(), b"content");
+    assert_eq!(std::fs::read(dest.path().join("d/h")).unwrap(), b"content");
+    assert_eq!(
+        std::fs::read_link(dest.path().join("d/l")).unwrap(),
+        Path::new("f")
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dest.path().join("d/f"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640);
+    // Escapes: a parent path, an absolute path, a file through a symlink it sent, a hard
+    // link to a file outside, an entry whose parent was never sent.
+    let evil: Vec<Vec<(Stat, Vec<u8>)>> = vec![
+        vec![(stat("../escape", 0o644, ""), b"x".to_vec())],
+        vec![(stat(&format!("{out}/abs"), 0o644, ""), b"x".to_vec())],
+        vec![
+            (stat("link", gomode::SYMLINK | 0o777, &out), vec![]),
+            (stat("link/through", 0o644, ""), b"x".to_vec()),
+        ],
+        vec![(stat("hl", 0o644, &format!("{out}/target")), vec![])],
+        vec![(stat("nodir/file", 0o644, ""), b"x".to_vec())],
+    ];
+    std::fs::write(outside.path().join("target"), "t").unwrap();
+    for list in evil {
+        let dest = tempfile::tempdir().unwrap();
+        let what = format!(
+            "{:?}",
+            list.iter().map(|(s, _)| &s.path).collect::<Vec<_>>()
+        );
+        let r = receive_raw(list, dest.path()).await;
+        assert!(r.is_err(), "{what} was accepted");
+        let left: Vec<_> = std::fs::read_dir(outside.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("target")],
+            "{what}: {left:?}"
+        );
+    }
+}

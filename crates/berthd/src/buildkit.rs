@@ -1,0 +1,189 @@
+//! BuildKit's API for buildx's `docker` driver (`berth-buildkit`): the `POST /grpc` and
+//! `POST /session` hijacks, and the engine as the builder's backend (image store, runtime,
+//! registry access with the session's credentials).
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use berth_buildkit::{Backend, BuildKit, RegistryAuth};
+use berth_image::Reference;
+use berth_registry::images::{ImageBackend, LocalBackend};
+use berth_registry::{CredentialStore, Credentials};
+
+use crate::engine::Engine;
+use crate::http::{ApiError, AppState};
+
+/// The routes of the BuildKit API.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/grpc", post(grpc))
+        .route("/session", post(session))
+}
+
+static BUILDKIT: OnceLock<Arc<BuildKit>> = OnceLock::new();
+
+/// The daemon's one BuildKit service.
+fn buildkit(engine: &Arc<Engine>) -> Arc<BuildKit> {
+    BUILDKIT
+        .get_or_init(|| {
+            berth_buildkit::frontend::cleanup_stale();
+            BuildKit::new(Arc::new(EngineBackend(engine.clone())))
+        })
+        .clone()
+}
+
+fn upgrade_response(proto: &str) -> Response {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, proto)
+        .body(Body::empty())
+        .unwrap_or_default()
+}
+
+fn wants_h2c(req: &Request) -> Result<(), ApiError> {
+    let up = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if up.eq_ignore_ascii_case("h2c") {
+        Ok(())
+    } else {
+        Err(ApiError::bad(format!(
+            "this endpoint needs an upgrade to h2c (got {up:?})"
+        )))
+    }
+}
+
+async fn grpc(State(s): State<Arc<AppState>>, mut req: Request) -> Response {
+    if let Err(e) = wants_h2c(&req) {
+        return e.into_response();
+    }
+    let bk = buildkit(&s.engine);
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(up) = on_upgrade.await else { return };
+        bk.serve_grpc(hyper_util::rt::TokioIo::new(up)).await;
+    });
+    upgrade_response("h2c")
+}
+
+async fn session(State(s): State<Arc<AppState>>, mut req: Request) -> Response {
+    if let Err(e) = wants_h2c(&req) {
+        return e.into_response();
+    }
+    let info = match berth_buildkit::session::SessionInfo::from_headers(req.headers()) {
+        Ok(i) => i,
+        Err(e) => return ApiError::bad(e.to_string()).into_response(),
+    };
+    let bk = buildkit(&s.engine);
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(up) = on_upgrade.await else { return };
+        bk.serve_session(info, hyper_util::rt::TokioIo::new(up))
+            .await;
+    });
+    upgrade_response("h2c")
+}
+
+/// The engine as the builder's backend.
+struct EngineBackend(Arc<Engine>);
+
+impl EngineBackend {
+    /// The daemon's registry settings, with the session's credentials for `r`'s registry in
+    /// a private temporary credential file (kept as long as the returned directory).
+    fn registry(
+        &self,
+        r: &Reference,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<(LocalBackend, Option<tempfile::TempDir>), String> {
+        let mut cfg = self.0.registry_config.clone();
+        let mut dir = None;
+        if let Some(a) = auth {
+            let d = tempfile::Builder::new()
+                .prefix("berthd-auth")
+                .tempdir()
+                .map_err(|e| e.to_string())?;
+            let store = CredentialStore::at(d.path().join("config.json"));
+            store
+                .set(r.domain(), &Credentials::new(&a.username, &a.secret))
+                .map_err(|e| e.to_string())?;
+            cfg.credentials = store;
+            dir = Some(d);
+        }
+        Ok((
+            LocalBackend::with_store(self.0.images.clone()).with_registry_config(cfg),
+            dir,
+        ))
+    }
+}
+
+fn normalized(name: &str) -> Result<Reference, String> {
+    let r = Reference::parse_normalized(name).map_err(|e| e.to_string())?;
+    if r.tag().is_none() && r.digest().is_none() {
+        r.with_tag(berth_image::reference::DEFAULT_TAG)
+            .map_err(|e| e.to_string())
+    } else {
+        Ok(r)
+    }
+}
+
+impl Backend for EngineBackend {
+    fn store(&self) -> Arc<berth_image::image_store::ImageStore> {
+        self.0.images.clone()
+    }
+
+    fn runtime(&self) -> PathBuf {
+        self.0.runtime_exe()
+    }
+
+    fn runtime_root(&self) -> PathBuf {
+        self.0.cfg.exec_root.join("build-runtime")
+    }
+
+    fn cgroup_parent(&self) -> String {
+        self.0.cfg.cgroup_parent.clone()
+    }
+
+    fn pull(&self, name: &str, auth: Option<&RegistryAuth>) -> Result<String, String> {
+        let r = normalized(name)?;
+        let (b, _creds) = self.registry(&r, auth)?;
+        let out = b
+            .pull(
+                &r,
+                &berth_image::manifest::Platform::host(),
+                &berth_registry::NoProgress,
+            )
+            .map_err(|e| e.message)?;
+        let fam = r.familiar_string();
+        Ok(if out.updated {
+            format!("Status: Downloaded newer image for {fam}")
+        } else {
+            format!("Status: Image is up to date for {fam}")
+        })
+    }
+
+    fn push(&self, name: &str, auth: Option<&RegistryAuth>) -> Result<String, String> {
+        let r = normalized(name)?;
+        let (b, _creds) = self.registry(&r, auth)?;
+        let out = b
+            .push(&r, &berth_registry::NoProgress)
+            .map_err(|e| e.message)?;
+        Ok(out.digest.to_string())
+    }
+
+    fn image_event(&self, action: &str, name: &str) {
+        self.0.image_event(action, name);
+    }
+
+    fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_string()
+    }
+}

@@ -1,0 +1,606 @@
+//! buildx (BuildKit's client, the docker CLI's default builder) against berthd's BuildKit
+//! API: `docker build` with no environment variable, `docker buildx` with each exporter,
+//! secrets, ssh, named contexts, failures, a dropped session, and `docker compose build`.
+//! Skipped with a message when buildx is not installed (~/.docker/cli-plugins).
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn plugins() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME").map(PathBuf::from)?;
+    let dir = home.join(".docker/cli-plugins");
+    dir.join("docker-buildx").exists().then_some(dir)
+}
+
+/// A daemon whose docker config has the user's CLI plugins; `None` (after a skip line)
+/// without buildx.
+fn daemon() -> Option<Daemon> {
+    let Some(p) = plugins() else {
+        eprintln!("skipped: buildx not installed (~/.docker/cli-plugins/docker-buildx)");
+        return None;
+    };
+    let d = Daemon::new();
+    std::os::unix::fs::symlink(&p, d.path("docker-config/cli-plugins")).unwrap();
+    Some(d)
+}
+
+fn docker_in(d: &Daemon, dir: &Path, args: &[&str]) -> Run {
+    let o = Command::new("docker")
+        .args(args)
+        .current_dir(dir)
+        .env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
+        .env("DOCKER_CONFIG", d.path("docker-config"))
+        .env_remove("DOCKER_BUILDKIT")
+        .env_remove("BUILDKIT_PROGRESS")
+        .env_remove("DOCKER_CONTEXT")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    run_output(o)
+}
+
+fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (p, c) in files {
+        let f = dir.path().join(p);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, c).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn buildx_ls_and_inspect_show_the_default_builder() {
+    let Some(d) = daemon() else { return };
+    let ping = d.http("GET", "/_ping", None).unwrap();
+    assert!(
+        ping.to_ascii_lowercase().contains("builder-version: 2"),
+        "{ping}"
+    );
+    let ls = d.docker(&["buildx", "ls"]).ok().stdout;
+    assert!(ls.contains("default") && ls.contains("running"), "{ls}");
+    assert!(ls.contains("linux/"), "{ls}");
+    let i = d.docker(&["buildx", "inspect"]).ok().stdout;
+    assert!(
+        i.contains("Driver: docker") && i.contains("Status:") && i.contains("running"),
+        "{i}"
+    );
+    assert!(
+        i.contains("org.mobyproject.buildkit.worker.executor"),
+        "{i}"
+    );
+    finish(d);
+}
+
+#[test]
+fn docker_build_goes_through_buildx_and_caches() {
+    let Some(d) = daemon() else { return };
+    let mut files: Vec<(String, String)> = (0..20)
+        .map(|i| (format!("files/f{i}.txt"), format!("file {i}\n")))
+        .collect();
+    files.push((
+        "Dockerfile".into(),
+        "FROM busybox\nARG WHO=nobody\nRUN echo hello-$WHO > /hello\nWORKDIR /app\nCOPY files/ ./files/\nRUN ls files | wc -l > /count\nLABEL from=dockerfile\nCMD [\"cat\", \"/hello\", \"/count\"]\n".into(),
+    ));
+    files.push((".dockerignore".into(), "files/f1*\n".into()));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let ctx = context(&refs);
+    let iid = d.path("iid");
+    let md = d.path("md.json");
+    let r = docker_in(
+        &d,
+        ctx.path(),
+        &[
+            "build",
+            "--progress=plain",
+            "-t",
+            "bk:one",
+            "--build-arg",
+            "WHO=berth",
+            "--label",
+            "cli=label",
+            "--iidfile",
+            iid.to_str().unwrap(),
+            "--metadata-file",
+            md.to_str().unwrap(),
+            ".",
+        ],
+    )
+    .ok();
+    // buildx's progress: the steps as vertexes, the RUN's output, the export.
+    assert!(
+        r.stderr.contains("[internal] load build context"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("RUN echo hello-$WHO > /hello"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("naming to docker.io/library/bk:one"),
+        "{}",
+        r.stderr
+    );
+    let id = std::fs::read_to_string(&iid).unwrap();
+    assert!(id.starts_with("sha256:"), "{id}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&md).unwrap()).unwrap();
+    assert_eq!(meta["containerimage.config.digest"], id.as_str());
+    assert_eq!(meta["image.name"], "docker.io/library/bk:one");
+    let out = d.docker(&["run", "--rm", "bk:one"]).ok().stdout;
+    // 20 files, 11 of them (f1, f10..f19) excluded by .dockerignore.
+    assert_eq!(out, "hello-berth\n9\n");
+    let labels = d
+        .docker(&[
+            "inspect",
+            "-f",
+            "{{.Config.Labels.from}} {{.Config.Labels.cli}}",
+            "bk:one",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(labels.trim(), "dockerfile label");
+    // The same build again: every step from the cache, the same image.
+    let r = docker_in(
+        &d,
+        ctx.path(),
+        &[
+            "build",
+            "--progress=plain",
+            "-t",
+            "bk:one",
+            "--build-arg",
+            "WHO=berth",
+            "--label",
+            "cli=label",
+            "--iidfile",
+            iid.to_str().unwrap(),
+            ".",
+        ],
+    )
+    .ok();
+    assert!(r.stderr.contains("CACHED"), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), id);
+    // --no-cache runs the steps again.
+    let r = docker_in(
+        &d,
+        ctx.path(),
+        &[
+            "build",
+            "--progress=plain",
+            "--no-cache",
+            "-t",
+            "bk:two",
+            ".",
+        ],
+    )
+    .ok();
+    assert!(!r.stderr.contains("CACHED"), "{}", r.stderr);
+    finish(d);
+}
+
+#[test]
+fn failing_step_shows_the_step_its_output_and_the_code() {
+    let Some(d) = daemon() else { return };
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN echo before-failing && exit 3\nRUN echo never\n",
+    )]);
+    let r = docker_in(
+        &d,
+        ctx.path(),
+        &["build", "--progress=plain", "-t", "bk:bad", "."],
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("before-failing"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "process \"/bin/sh -c echo before-failing && exit 3\" did not complete successfully: exit code: 3"
+        ),
+        "{}",
+        r.stderr
+    );
+    // The Dockerfile snippet with the failing line.
+    assert!(
+        r.stderr.contains(">>> RUN echo before-failing && exit 3"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("echo never\n#"), "{}", r.stderr);
+    assert!(d.docker(&["image", "inspect", "bk:bad"]).code != 0);
+    // A Dockerfile error names its line.
+    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN true\nNOPE x\n")]);
+    let r = docker_in(&d, ctx.path(), &["build", "."]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("NOPE"), "{}", r.stderr);
+    assert!(r.stderr.contains(":3"), "{}", r.stderr);
+    // Only the standard frontend is accepted in a syntax line.
+    let ctx = context(&[("Dockerfile", "# syntax=example/frontend:1\nFROM busybox\n")]);
+    let r = docker_in(&d, ctx.path(), &["build", "."]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("unsupported frontend"), "{}", r.stderr);
+    let ctx = context(&[(
+        "Dockerfile",
+        "# syntax=docker/dockerfile:1\nFROM busybox\nRUN true\n",
+    )]);
+    docker_in(&d, ctx.path(), &["build", "-q", "."]).ok();
+    finish(d);
+}
+
+#[test]
+fn exporters_local_tar_docker_oci() {
+    let Some(d) = daemon() else { return };
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN mkdir -p /out && echo exported > /out/file && ln -s file /out/link\n",
+    )]);
+    let out = d.path("local");
+    docker_in(
+        &d,
+        ctx.path(),
+        &[
+            "buildx",
+            "build",
+            "-q",
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+            ".",
+        ],
+    )
+    .ok();
+    assert_eq!(
+        std::fs::read_to_string(out.join("out/file")).unwrap(),
+        "exported\n"
+    );
+    assert_eq!(
+        std::fs::read_link(out.join("out/link")).unwrap(),
+        Path::new("file")
+    );
+    assert!(out.join("bin/busybox").is_file());
+    let tar = d.path("fs.tar");
+    docker_in(
+        &d,
+        ctx.path(),
+        &[
+            "buildx",
+            "build",
+            "-q",
+            "-o",
+            &format!("type=tar,dest={}", tar.display()),
+            ".",
+        ],
+    )
+    .ok();
+    let list = Command::new("tar").arg("tf").arg(&tar).output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.lines()
+            .any(|l| l.trim_start_matches("./") == "out/file"),
+        "{list}"
+    );
+    let img = d.path("img.tar");
+    docker_in(
+        &d,
+        ctx.path(),
+        &[
+            "buildx",
+            "build",
+            "-q",
+            "-t",
+            "bk:archived",
+            "-o",
+            &format!("type=docker,dest={}", img.display()),
+            ".",
+        ],
+    )
+    .ok();
+    let load = d.docker(&["load", "-i", img.to_str().unwrap()]).ok().stdout;
+    assert!(load.contains("bk:archived"), "{load}");
+    let out = d
+        .docker(&["run", "--rm", "bk:archived", "cat", "/out/file"])
+        .ok()
+        .stdout;
+    assert_eq!(out, "exported\n");
+    let oci = d.path("oci.tar");
+    docker_in(
+        &d,
+        ctx.path(),
+        &[
+            "buildx",
+            "build",
+            "-q",
+            "-o",
+            &format!("type=oci,dest={}", oci.display()),
+            ".",
+        ],
+    )
+    .ok();
+    let list = Command::new("tar").arg("tf").arg(&oci).output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.contains("index.json") && list.contains("oci-layout"),
+        "{list}"
+    );
+    finish(d);
+}
+
+#[test]
+fn push_to_a_registry() {
+    let Some(d) = daemon() else { return };
+    let reg = DockerRegistry::start();
+    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN echo pushed > /p\n")]);
+    let name = format!("127.0.0.1:{}/bk/pushed:1", reg.port);
+    docker_in(
+        &d,
+        ctx.path(),
+        &["buildx", "build", "-q", "--push", "-t", &name, "."],
+    )
+    .ok();
+    let name2 = format!("127.0.0.1:{}/bk/pushed:2", reg.port);
+    docker_in(
+        &d,
+        ctx.path(),
+        &[
+            "buildx",
+            "build",
+            "-q",
+            "-o",
+            &format!("type=image,name={name2},push=true"),
+            ".",
+        ],
+    )
+    .ok();
+    d.docker(&["rmi", &name, &name2]).ok();
+    d.docker(&["pull", &name2]).ok();
+    assert_eq!(
+        d.docker(&["run", "--rm", &name2, "cat", "/p"]).ok().stdout,
+        "pushed\n"
+    );
+    finish(d);
+}
+
+#[test]
+fn secrets_ssh_target_named_contexts_and_no_cache_filter() {
+    let Some(d) = daemon() else { return };
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox AS base\nRUN echo base > /base\n\
+             FROM base AS build\nRUN --mount=type=secret,id=tok cat /run/secrets/tok > /seen\n\
+             RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo ssh-ok > /ssh\n\
+             FROM mybase AS other\nRUN echo other > /other\n",
+    )]);
+    let secret = d.path("tok");
+    std::fs::write(&secret, "s3cr3t-value").unwrap();
+    // An ssh agent of our own (killed at the end).
+    let agent_dir = tempfile::tempdir().unwrap();
+    let sock = agent_dir.path().join("agent.sock");
+    let mut agent = Command::new("ssh-agent")
+        .args(["-D", "-a"])
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = docker_in(
+        &d,
+        ctx.path(),
+        &[
+            "buildx",
+            "build",
+            "--progress=plain",
+            "--target",
+            "build",
+            "-t",
+            "bk:secret",
+            "--secret",
+            &format!("id=tok,src={}", secret.display()),
+            "--ssh",
+            &format!("default={}", sock.display()),
+            ".",
+        ],
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let r = r.ok();
+    assert!(
+        !r.stderr.contains("echo other"),
+        "the target's unused stage ran: {}",
+        r.stderr
+    );
+    let seen = d
+        .docker(&["run", "--rm", "bk:secret", "cat", "/seen", "/ssh", "/base"])
+        .ok()
+        .stdout;
+    assert_eq!(seen, "s3cr3t-valuessh-ok\nbase\n");
+    // The secret is in no layer.
+    let hist = d
+        .docker(&["history", "--no-trunc", "bk:secret"])
+        .ok()
+        .stdout;
+    assert!(!hist.contains("s3cr3t"), "{hist}");
+    // A named context replaces an image; --no-cache-filter reruns one stage only.
+    d.docker(&["tag", "busybox", "bk:named-base"]).ok();
+    let r = docker_in(
+        &d,
+        ctx.path(),
+        &[
+            "buildx",
+            "build",
+            "--progress=plain",
+            "--target",
+            "other",
+            "--build-context",
+            "mybase=docker-image://bk:named-base",
+            "-t",
+            "bk:other",
+            ".",
+        ],
+    )
+    .ok();
+    assert!(r.stderr.contains("echo other"), "{}", r.stderr);
+    assert_eq!(
+        d.docker(&["run", "--rm", "bk:other", "cat", "/other"])
+            .ok()
+            .stdout,
+        "other\n"
+    );
+    let r = docker_in(
+        &d,
+        ctx.path(),
+        &[
+            "buildx",
+            "build",
+            "--progress=plain",
+            "--target",
+            "other",
+            "--build-context",
+            "mybase=docker-image://bk:named-base",
+            "--no-cache-filter",
+            "other",
+            "-t",
+            "bk:other",
+            ".",
+        ],
+    )
+    .ok();
+    let run_line = r
+        .stderr
+        .lines()
+        .skip_while(|l| !l.contains("RUN echo other"))
+        .nth(1)
+        .unwrap_or("");
+    assert!(!run_line.contains("CACHED"), "{}", r.stderr);
+    finish(d);
+}
+
+/// Rows of `buildx du` (lines starting with a record ID).
+fn records(du: &str) -> usize {
+    du.lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|w| w.len() >= 25 && w.chars().all(|c| c.is_ascii_alphanumeric()))
+        })
+        .count()
+}
+
+#[test]
+fn buildx_du_and_prune() {
+    let Some(d) = daemon() else { return };
+    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN echo cached > /c\n")]);
+    docker_in(&d, ctx.path(), &["build", "-q", "."]).ok();
+    let du = d.docker(&["buildx", "du"]).ok().stdout;
+    assert!(du.contains("Total:"), "{du}");
+    let steps = std::fs::read_dir(d.path("data/buildcache/steps"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    assert!(records(&du) >= 1, "{du} ({steps} step records)");
+    let pr = d.docker(&["buildx", "prune", "-f", "-a"]).ok();
+    assert!(pr.stdout.contains("Total:"), "{}", pr.stdout);
+    let du = d.docker(&["buildx", "du"]).ok().stdout;
+    assert_eq!(records(&du), 0, "{du}");
+    finish(d);
+}
+
+#[test]
+fn a_dropped_session_ends_the_build_cleanly() {
+    let Some(d) = daemon() else { return };
+    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN echo started && sleep 60\n")]);
+    let mut child = Command::new("docker")
+        .args(["build", "--progress=plain", "-t", "bk:dropped", "."])
+        .current_dir(ctx.path())
+        .env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
+        .env("DOCKER_CONFIG", d.path("docker-config"))
+        .env_remove("DOCKER_BUILDKIT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the step to run (its build container's cgroup appears), then kill the client.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let cg = d.cgroup_parent.trim_start_matches('/').to_string();
+    let running = || {
+        std::fs::read_dir("/sys/fs/cgroup/pids")
+            .ok()
+            .and_then(|_| std::fs::read_dir(Path::new("/sys/fs/cgroup/pids").join(&cg)).ok())
+            .is_some_and(|mut r| {
+                r.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("build-")))
+            })
+    };
+    while !running() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // The daemon stops the step: no mounts or containers of the build stay.
+    let data = d.path("data").to_string_lossy().into_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let left = mounts
+            .lines()
+            .any(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&data)));
+        if !left && !running() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the build kept running after its client went away"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(d.docker(&["image", "inspect", "bk:dropped"]).code != 0);
+    finish(d);
+}
+
+#[test]
+fn compose_build_and_up_without_docker_buildkit() {
+    let Some(d) = daemon() else { return };
+    let p = plugins().unwrap();
+    if !p.join("docker-compose").exists() {
+        eprintln!("skipped: compose v2 not installed (~/.docker/cli-plugins/docker-compose)");
+        return;
+    }
+    let dir = context(&[
+        ("a/Dockerfile", "FROM busybox\nRUN echo from-a > /a\nCMD [\"cat\", \"/a\"]\n"),
+        ("b/Dockerfile", "FROM busybox\nARG X=1\nRUN echo from-b$X > /b\nCMD [\"cat\", \"/b\"]\n"),
+        (
+            "compose.yaml",
+            "services:\n  a:\n    build: ./a\n    image: bkc-a\n  b:\n    build:\n      context: ./b\n      args:\n        X: \"7\"\n    image: bkc-b\n",
+        ),
+    ]);
+    let r = docker_in(&d, dir.path(), &["compose", "-p", "bkc", "build"]).ok();
+    assert!(
+        r.stderr.contains("Built") || r.stdout.contains("Built"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+    assert_eq!(d.docker(&["run", "--rm", "bkc-b"]).ok().stdout, "from-b7\n");
+    std::fs::write(
+        dir.path().join("a/Dockerfile"),
+        "FROM busybox\nRUN echo from-a2 > /a\nCMD [\"cat\", \"/a\"]\n",
+    )
+    .unwrap();
+    let r = docker_in(&d, dir.path(), &["compose", "-p", "bkc", "up", "--build"]).ok();
+    assert!(
+        r.stdout.contains("from-a2") && r.stdout.contains("from-b7"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+    docker_in(&d, dir.path(), &["compose", "-p", "bkc", "down"]).ok();
+    finish(d);
+}
