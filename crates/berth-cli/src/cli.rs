@@ -35,15 +35,9 @@ pub struct Cli {
     )]
     pub insecure_registries: Vec<String>,
 
-    /// Daemon socket to connect to (`unix:///path`)
-    #[arg(
-        short = 'H',
-        long = "host",
-        env = "BERTH_HOST",
-        default_value = "unix:///run/berth/berth.sock",
-        value_name = "HOST"
-    )]
-    pub host: String,
+    /// Where the daemon is: `-H`, TLS flags (see `endpoint`).
+    #[command(flatten)]
+    pub connection: crate::endpoint::ConnectionArgs,
 
     /// The command.
     #[command(subcommand)]
@@ -463,7 +457,8 @@ where
 
 fn backend(cli: &Cli) -> Result<Box<dyn ImageBackend>, CliError> {
     let Some(root) = &cli.data_root else {
-        let host = crate::api::Host::parse(&cli.host).map_err(CliError::Usage)?;
+        let host = crate::api::Host::resolve(&cli.connection, &crate::endpoint::ProcessEnv)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
         return Ok(Box::new(crate::apibackend::ApiBackend { host }));
     };
     let registry = berth_registry::RegistryConfig {
@@ -521,7 +516,8 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             }
     );
     if daemon_cmd {
-        let host = crate::api::Host::parse(&cli.host).map_err(CliError::Usage)?;
+        let host = crate::api::Host::resolve(&cli.connection, &crate::endpoint::ProcessEnv)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
         let code = |r: Result<i32, CliError>| match r? {
             0 => Ok(()),
             code => Err(CliError::Exit(code)),

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod commands;
 pub mod containers;
 pub mod ctl;
+pub mod endpoint;
 pub mod format;
 pub mod network;
 pub mod registry_server;

@@ -659,10 +659,7 @@ fn parse_stat(h: &Head) -> PathStat {
 }
 
 fn connect(host: &Host) -> Result<UnixStream, ApiError> {
-    UnixStream::connect(&host.path).map_err(|e| ApiError::Connect {
-        path: host.path.clone(),
-        source: e,
-    })
+    host.connect()
 }
 
 /// `HEAD /containers/{id}/archive`: the stat of a path (`None` when it does not exist).

@@ -12,6 +12,7 @@
 
 pub mod archive;
 pub mod build;
+pub mod config;
 pub mod engine;
 pub mod error;
 pub mod events;
@@ -26,7 +27,9 @@ pub mod mounts;
 pub mod names;
 pub mod network;
 pub mod shimio;
+pub mod sockets;
 pub mod spec;
 pub mod sysinfo;
+pub mod systemd;
 pub mod util;
 pub mod volumes;
