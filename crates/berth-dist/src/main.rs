@@ -201,7 +201,8 @@ mod tests {
         assert!(page
             .contains("registry\\-mirrors\\fR (flag \\fB\\-\\-registry\\-mirror\\fR; reloadable)"));
         assert!(n > 50, "{n} files");
-        // Every page is valid roff for man(1) when groff is there.
+        // Every page is valid roff for man(1) (groff -k: preconv, as man runs it) when groff
+        // is there.
         if std::process::Command::new("groff")
             .arg("--version")
             .output()
@@ -213,7 +214,7 @@ mod tests {
                 "man/man1/berth-run.1",
             ] {
                 let o = std::process::Command::new("groff")
-                    .args(["-man", "-Tutf8", "-ww", "-z"])
+                    .args(["-k", "-man", "-Tutf8", "-ww", "-z"])
                     .arg(dir.path().join(p))
                     .output()
                     .unwrap();
