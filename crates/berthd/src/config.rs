@@ -462,7 +462,7 @@ impl FileConfig {
 
     /// Parses a configuration file's text.
     pub fn parse(text: &str) -> Result<FileConfig, FileProblem> {
-        // As dockerd: a UTF-8 byte order mark is dropped, an empty file is no options.
+        // A UTF-8 byte order mark is dropped (as dockerd does); an empty file is no options.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         if text.trim().is_empty() {
             return Ok(FileConfig::default());

@@ -29,6 +29,9 @@ pub enum ActivationError {
     BadPid(String),
 }
 
+/// A passed descriptor and its name (`LISTEN_FDNAMES`).
+pub type NamedFd = (RawFd, Option<String>);
+
 /// The descriptors (and names) that `LISTEN_*` give to process `my_pid`: `None` when they are
 /// meant for another process or absent.
 pub fn parse_listen_env(
@@ -36,7 +39,7 @@ pub fn parse_listen_env(
     fds: Option<&str>,
     names: Option<&str>,
     my_pid: u32,
-) -> Result<Option<Vec<(RawFd, Option<String>)>>, ActivationError> {
+) -> Result<Option<Vec<NamedFd>>, ActivationError> {
     let (Some(pid), Some(fds)) = (pid, fds) else {
         return Ok(None);
     };

@@ -150,7 +150,7 @@ fn config_file_validation() {
         "{}",
         r.stderr
     );
-    // An empty file is no options, as dockerd's.
+    // An empty file is no options.
     std::fs::write(&f, "").unwrap();
     validate(&f, &[]).ok();
 }
@@ -331,7 +331,7 @@ fn socket_activation_notify_and_reload() {
     // warning, then READY=1.
     std::fs::write(
         d.dir.path().join("daemon.json"),
-        r#"{"labels": ["stage=two"], "debug": true, "cgroup-parent": "/elsewhere"}"#,
+        r#"{"labels": ["stage=two"], "debug": true, "shim": "/nonexistent/berth-shim"}"#,
     )
     .unwrap();
     // SAFETY: kill(2) on our child's pid.
@@ -344,7 +344,10 @@ fn socket_activation_notify_and_reload() {
     let m = d.message();
     assert!(m.starts_with("READY=1\n"), "{m}");
     let log = d.log();
-    assert!(log.contains("cgroup-parent: \"/berth-test-sa-"), "{log}");
+    assert!(
+        log.contains("shim: null -> \"/nonexistent/berth-shim\""),
+        "{log}"
+    );
     assert!(log.contains("needs a restart of berthd"), "{log}");
     assert!(
         log.contains("debug: false -> true")
@@ -509,9 +512,10 @@ fn docker_compat_refuses_a_running_dockerd() {
     ];
     // dockerd without networking or iptables changes, on roots of its own.
     let script = r#"
+echo '{}' >"$WORK/dockerd.json"
 dockerd -H unix:///var/run/docker.sock --data-root "$WORK/docker" --exec-root "$WORK/dexec" \
   --pidfile "$WORK/dockerd.pid" --bridge none --iptables=false --ip6tables=false \
-  --containerd-namespace berth-test --config-file /dev/null >"$WORK/dockerd.log" 2>&1 &
+  --containerd-namespace berth-test --config-file "$WORK/dockerd.json" >"$WORK/dockerd.log" 2>&1 &
 dockerd=$!
 trap 'kill $dockerd; wait $dockerd 2>/dev/null || true' EXIT
 for _ in $(seq 300); do docker version >/dev/null 2>&1 && break; sleep 0.1; done
