@@ -32,7 +32,7 @@ pub fn num_to_v2(value: i64) -> Option<String> {
 /// OCI `memory.swap` is memory+swap (v1 memsw). v2 `memory.swap.max` is swap alone: `swap - limit`.
 ///
 /// Returns the v2 value: 0 = don't write, -1 = `max`. Mirrors runc's `ConvertMemorySwapToCgroupV2Value`.
-pub fn memory_swap_to_v2(memory_swap: i64, memory: i64) -> Result<i64, String> {
+pub fn memory_swap_to_v2(memory_swap: i64, memory: i64) -> Result<i64, SwapError> {
     // Unlimited memory and no explicit swap: unlimited swap too, as v1 would behave.
     if memory == -1 && memory_swap == 0 {
         return Ok(-1);
@@ -41,17 +41,29 @@ pub fn memory_swap_to_v2(memory_swap: i64, memory: i64) -> Result<i64, String> {
         return Ok(memory_swap);
     }
     if memory == 0 || memory == -1 {
-        return Err("unable to set swap limit without memory limit".to_string());
+        return Err(SwapError::NoMemoryLimit);
     }
     if memory < 0 {
-        return Err(format!("invalid memory value: {memory}"));
+        return Err(SwapError::InvalidMemory(memory));
     }
     if memory_swap < memory {
-        return Err(format!(
-            "memory+swap limit ({memory_swap}) should be >= memory limit ({memory})"
-        ));
+        return Err(SwapError::BelowMemory {
+            swap: memory_swap,
+            memory,
+        });
     }
     Ok(memory_swap - memory)
+}
+
+/// Why a memory+swap limit has no cgroup v2 equivalent (runc's messages).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SwapError {
+    #[error("unable to set swap limit without memory limit")]
+    NoMemoryLimit,
+    #[error("invalid memory value: {0}")]
+    InvalidMemory(i64),
+    #[error("memory+swap limit ({swap}) should be >= memory limit ({memory})")]
+    BelowMemory { swap: i64, memory: i64 },
 }
 
 /// `pids.limit` as a file value: `<= 0` means unlimited (`max`).
@@ -110,6 +122,12 @@ mod tests {
         assert!(memory_swap_to_v2(50, 100).is_err());
         assert!(memory_swap_to_v2(50, 0).is_err());
         assert!(memory_swap_to_v2(50, -5).is_err());
+        assert_eq!(
+            memory_swap_to_v2(50, 100).unwrap_err().to_string(),
+            "memory+swap limit (50) should be >= memory limit (100)"
+        );
+        assert_eq!(memory_swap_to_v2(50, 0), Err(SwapError::NoMemoryLimit));
+        assert_eq!(memory_swap_to_v2(50, -5), Err(SwapError::InvalidMemory(-5)));
     }
 
     #[test]

@@ -207,7 +207,7 @@ fn apply_memory(files: &Files, dir: &Path, m: &LinuxMemory) -> Result<()> {
         convert::memory_swap_to_v2(swap, limit).map_err(|reason| CgroupError::InvalidValue {
             path: dir.join("memory.swap.max"),
             value: swap.to_string(),
-            reason,
+            reason: reason.to_string(),
         })?;
     let swap_str = match convert::num_to_v2(swap_v2) {
         // memory == swap: no swap at all.

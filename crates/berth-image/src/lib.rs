@@ -14,6 +14,23 @@
 //! - [`gzip`]: the gzip decoder every layer path uses.
 #![forbid(unsafe_code)]
 
+/// Defines `fn $name(op, path) -> impl FnOnce(io::Error) -> $err`: the `map_err` helper of an
+/// error type whose `Io { op, path, source }` variant names what failed where.
+macro_rules! io_error_fn {
+    ($name:ident, $err:ident) => {
+        fn $name<'a>(
+            op: &'static str,
+            path: &'a std::path::Path,
+        ) -> impl FnOnce(std::io::Error) -> $err + 'a {
+            move |source| $err::Io {
+                op,
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    };
+}
+
 pub mod archive;
 pub mod digest;
 pub mod fsutil;

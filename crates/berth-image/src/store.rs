@@ -44,13 +44,7 @@ pub enum StoreError {
     NotFound(Digest),
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
+io_error_fn!(io_err, StoreError);
 
 /// The blob store.
 #[derive(Debug, Clone)]

@@ -6,6 +6,9 @@
 
 use std::ffi::CString;
 
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+use rustix::process::WaitOptions;
+
 fn die(msg: &str) -> ! {
     eprintln!("berth-init: {msg}");
     std::process::exit(127)
@@ -26,23 +29,21 @@ fn main() {
     let mut argv: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
     argv.push(std::ptr::null());
 
-    // SAFETY: a zeroed sigset is valid input for sigfillset, which initialises it.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `all` is a valid sigset_t; blocking signals has no memory effects.
-    unsafe {
-        libc::sigfillset(&mut all);
-        libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+    let all = SigSet::all();
+    if sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), None).is_err() {
+        die("sigprocmask failed");
     }
     // SAFETY: fork in a single-threaded process; the child only calls async-signal-safe
-    // functions (sigprocmask, setpgid, execvp, write, _exit) before exec.
+    // functions (sigprocmask, execvp, write, _exit) before exec.
     let child = unsafe { libc::fork() };
     if child < 0 {
         die("fork failed");
     }
     if child == 0 {
-        // SAFETY: see above; argv is NUL-terminated and outlives the call.
+        let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&all), None);
+        // SAFETY: argv is a NUL-terminated array of NUL-terminated strings that outlives the
+        // call; write and _exit take plain buffers and integers (async-signal-safe).
         unsafe {
-            libc::sigprocmask(libc::SIG_UNBLOCK, &all, std::ptr::null_mut());
             libc::execvp(argv[0], argv.as_ptr());
             let msg = b"berth-init: exec failed\n";
             libc::write(2, msg.as_ptr().cast(), msg.len());
@@ -56,29 +57,25 @@ fn main() {
     loop {
         // SAFETY: a zeroed siginfo_t is a valid output buffer for sigwaitinfo.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `all` and `info` are valid; waits for one of the blocked signals.
-        let sig = unsafe { libc::sigwaitinfo(&all, &mut info) };
+        // SAFETY: `all` and `info` are valid; waits for one of the blocked signals (nix's
+        // `SigSet::wait` cannot return real-time signals, which must be forwarded too).
+        let sig = unsafe { libc::sigwaitinfo(all.as_ref(), &mut info) };
         if sig < 0 {
             continue;
         }
         if sig != libc::SIGCHLD {
-            // SAFETY: kill(2) has no memory effects.
+            // SAFETY: kill(2) takes integers and has no memory effects (any signal number,
+            // real-time ones included, which nix's `Signal` cannot name).
             unsafe { libc::kill(child, sig) };
             continue;
         }
         // Reap every zombie; stop when our child is gone.
-        loop {
-            let mut status = 0;
-            // SAFETY: waitpid writes the status into a valid integer.
-            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-            if pid <= 0 {
-                break;
-            }
-            if pid == child {
-                let code = if libc::WIFEXITED(status) {
-                    libc::WEXITSTATUS(status)
-                } else if libc::WIFSIGNALED(status) {
-                    128 + libc::WTERMSIG(status)
+        while let Ok(Some((pid, status))) = rustix::process::wait(WaitOptions::NOHANG) {
+            if pid.as_raw_nonzero().get() == child {
+                let code = if let Some(code) = status.exit_status() {
+                    code
+                } else if let Some(sig) = status.terminating_signal() {
+                    128 + sig
                 } else {
                     1
                 };

@@ -645,46 +645,60 @@ mod tests {
         nft.clear().unwrap();
     }
 
-    #[test]
-    fn iptables_applies_and_clears_its_own_chains() {
+    /// Runs `f` in a network namespace of its own (held by an `unshare -n sleep` process that
+    /// is killed afterwards, on failure too), so that the host's iptables are never touched;
+    /// `None`, printing why, without iptables.
+    fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
         let have = Command::new("iptables-restore")
             .arg("--version")
             .output()
             .is_ok_and(|o| o.status.success());
         if !have {
-            return;
+            eprintln!("skipped: needs iptables-restore");
+            return None;
         }
-        // In a namespace of our own: the host's iptables are never touched by this test.
-        let mut holder = Command::new("unshare")
-            .args(["-n", "sleep", "60"])
-            .spawn()
-            .unwrap();
+        struct Holder(std::process::Child);
+        impl Drop for Holder {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let holder = Holder(
+            Command::new("unshare")
+                .args(["-n", "sleep", "60"])
+                .spawn()
+                .unwrap(),
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
-        let ns = crate::netlink::Netns::of_pid(holder.id());
-        let (nat, after) = ns
-            .run(|| {
-                let ipt = Iptables::new("BERTH-UT");
-                ipt.apply(&rules()).unwrap();
-                ipt.apply(&rules()).unwrap();
-                let nat = Command::new("sh")
-                    .arg("-c")
-                    .arg("iptables -w -t nat -S; ip6tables -w -t nat -S")
-                    .output()
-                    .unwrap();
-                ipt.clear().unwrap();
-                let all = Command::new("sh")
+        let ns = crate::netlink::Netns::of_pid(holder.0.id());
+        Some(ns.run(f).unwrap())
+    }
+
+    #[test]
+    fn iptables_applies_and_clears_its_own_chains() {
+        let Some((nat, after)) = in_private_netns(|| {
+            let ipt = Iptables::new("BERTH-UT");
+            ipt.apply(&rules()).unwrap();
+            ipt.apply(&rules()).unwrap();
+            let nat = Command::new("sh")
+                .arg("-c")
+                .arg("iptables -w -t nat -S; ip6tables -w -t nat -S")
+                .output()
+                .unwrap();
+            ipt.clear().unwrap();
+            let all = Command::new("sh")
                     .arg("-c")
                     .arg("iptables -w -S; iptables -w -t nat -S; ip6tables -w -S; ip6tables -w -t nat -S")
                     .output()
                     .unwrap();
-                (
-                    String::from_utf8_lossy(&nat.stdout).into_owned(),
-                    String::from_utf8_lossy(&all.stdout).into_owned(),
-                )
-            })
-            .unwrap();
-        let _ = holder.kill();
-        let _ = holder.wait();
+            (
+                String::from_utf8_lossy(&nat.stdout).into_owned(),
+                String::from_utf8_lossy(&all.stdout).into_owned(),
+            )
+        }) else {
+            return;
+        };
         assert!(
             nat.lines()
                 .any(|l| l.starts_with("-A BERTH-UT-PRE ! -i bra")
@@ -708,71 +722,55 @@ mod tests {
 
     #[test]
     fn forward_accept_only_under_a_drop_policy_in_a_private_namespace() {
-        let have = Command::new("iptables-restore")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !have {
-            return;
-        }
-        // A namespace of our own: its iptables are not the host's.
-        let mut holder = Command::new("unshare")
-            .args(["-n", "sleep", "60"])
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let ns = crate::netlink::Netns::of_pid(holder.id());
-        let out = ns
-            .run(|| {
-                let ipt = |args: &[&str]| {
-                    let o = Command::new("iptables")
-                        .arg("-w")
-                        .args(args)
-                        .output()
-                        .unwrap();
-                    String::from_utf8_lossy(&o.stdout).into_owned()
-                };
-                let ip6t = |args: &[&str]| {
-                    let o = Command::new("ip6tables")
-                        .arg("-w")
-                        .args(args)
-                        .output()
-                        .unwrap();
-                    String::from_utf8_lossy(&o.stdout).into_owned()
-                };
-                let bridges = vec!["bra".to_string()];
-                let r1 = forward_accept("BERTH-T", &bridges).unwrap();
-                ipt(&["-P", "FORWARD", "DROP"]);
-                let r2 = forward_accept("BERTH-T", &bridges).unwrap();
-                let r3 = forward_accept("BERTH-T", &bridges).unwrap();
-                let rules = ipt(&["-S"]);
-                ipt(&["-P", "FORWARD", "ACCEPT"]);
-                let r4 = forward_accept("BERTH-T", &bridges).unwrap();
-                let after = ipt(&["-S"]);
-                // IPv6: the same, in ip6tables, independently of the IPv4 policy.
-                ip6t(&["-P", "FORWARD", "DROP"]);
-                let v6 = forward_accept6("BERTH-T", &bridges).unwrap();
-                let rules6 = ip6t(&["-S"]);
-                ip6t(&["-P", "FORWARD", "ACCEPT"]);
-                let v6_off = forward_accept6("BERTH-T", &bridges).unwrap();
-                let after6 = ip6t(&["-S"]);
-                let have6 = Command::new("ip6tables-restore")
-                    .arg("--version")
+        let Some(out) = in_private_netns(|| {
+            let ipt = |args: &[&str]| {
+                let o = Command::new("iptables")
+                    .arg("-w")
+                    .args(args)
                     .output()
-                    .is_ok_and(|o| o.status.success());
-                assert_eq!(v6, have6);
-                if have6 {
-                    assert!(
-                        rules6.contains("-A BERTH-T-ACCEPT -i bra -j ACCEPT"),
-                        "{rules6}"
-                    );
-                    assert!(!v6_off && !after6.contains("BERTH-T"), "{after6}");
-                }
-                (r1, r2, r3, r4, rules, after)
-            })
-            .unwrap();
-        let _ = holder.kill();
-        let _ = holder.wait();
+                    .unwrap();
+                String::from_utf8_lossy(&o.stdout).into_owned()
+            };
+            let ip6t = |args: &[&str]| {
+                let o = Command::new("ip6tables")
+                    .arg("-w")
+                    .args(args)
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&o.stdout).into_owned()
+            };
+            let bridges = vec!["bra".to_string()];
+            let r1 = forward_accept("BERTH-T", &bridges).unwrap();
+            ipt(&["-P", "FORWARD", "DROP"]);
+            let r2 = forward_accept("BERTH-T", &bridges).unwrap();
+            let r3 = forward_accept("BERTH-T", &bridges).unwrap();
+            let rules = ipt(&["-S"]);
+            ipt(&["-P", "FORWARD", "ACCEPT"]);
+            let r4 = forward_accept("BERTH-T", &bridges).unwrap();
+            let after = ipt(&["-S"]);
+            // IPv6: the same, in ip6tables, independently of the IPv4 policy.
+            ip6t(&["-P", "FORWARD", "DROP"]);
+            let v6 = forward_accept6("BERTH-T", &bridges).unwrap();
+            let rules6 = ip6t(&["-S"]);
+            ip6t(&["-P", "FORWARD", "ACCEPT"]);
+            let v6_off = forward_accept6("BERTH-T", &bridges).unwrap();
+            let after6 = ip6t(&["-S"]);
+            let have6 = Command::new("ip6tables-restore")
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            assert_eq!(v6, have6);
+            if have6 {
+                assert!(
+                    rules6.contains("-A BERTH-T-ACCEPT -i bra -j ACCEPT"),
+                    "{rules6}"
+                );
+                assert!(!v6_off && !after6.contains("BERTH-T"), "{after6}");
+            }
+            (r1, r2, r3, r4, rules, after)
+        }) else {
+            return;
+        };
         let (r1, r2, r3, r4, rules, after) = out;
         assert!(!r1 && r2 && r3 && !r4);
         assert!(

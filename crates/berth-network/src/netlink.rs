@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use futures_util::stream::TryStreamExt;
@@ -226,11 +226,9 @@ impl Netns {
         std::thread::Builder::new()
             .name("berth-netns".into())
             .spawn(move || {
-                // SAFETY: setns(2) on a descriptor we own, for this thread only (CLONE_NEWNET
-                // changes the calling thread's namespace; the thread ends after `f`).
-                if unsafe { libc::setns(file.as_fd().as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                // CLONE_NEWNET changes the calling thread's namespace only; the thread ends
+                // after `f`.
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
                 Ok(f())
             })?
             .join()

@@ -13,9 +13,7 @@
 //! keys written with a scheme or a trailing `/v2/` (`https://host`, `http://host/v1/`), as
 //! Docker does. Credential helpers (`credsStore`, `credHelpers`) are not run.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -146,36 +144,10 @@ impl CredentialStore {
             _ => PathBuf::from("."),
         };
         fs::create_dir_all(&dir).map_err(|e| self.err(e))?;
-        let bytes =
+        let mut bytes =
             serde_json::to_vec_pretty(&Value::Object(doc.clone())).map_err(|e| self.err(e))?;
-        let name = self
-            .path
-            .file_name()
-            .ok_or_else(|| self.err("no file name"))?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".tmp-{}", std::process::id()));
-        let tmp = dir.join(tmp_name);
-        let res = (|| -> std::io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&tmp)?;
-            f.write_all(&bytes)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            drop(f);
-            fs::rename(&tmp, &self.path)?;
-            fs::File::open(&dir)?.sync_all()
-        })();
-        if let Err(e) = res {
-            let _ = fs::remove_file(&tmp);
-            return Err(self.err(e));
-        }
-        Ok(())
+        bytes.push(b'\n');
+        berth_util::fs::atomic_write_mode(&self.path, &bytes, 0o600).map_err(|e| self.err(e))
     }
 
     /// The credentials stored for `registry` (a reference domain such as `docker.io` or

@@ -89,7 +89,19 @@ struct FeedState {
     file: Option<std::sync::Arc<File>>,
     written: u64,
     /// `Some(Ok)` once the whole blob is verified; `Some(Err)` when the download failed.
-    done: Option<std::result::Result<(), String>>,
+    done: Option<std::result::Result<(), FeedError>>,
+}
+
+/// Why a layer's file will not grow to its verified end (what its reader reports; the
+/// download's own error goes to the pull's caller).
+#[derive(Debug, Clone, thiserror::Error)]
+enum FeedError {
+    /// The download failed (its error's message).
+    #[error("{0}")]
+    Download(String),
+    /// The pull stopped before this layer was downloaded.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl Feed {
@@ -106,7 +118,7 @@ impl Feed {
         self.lock().written = written;
         self.cond.notify_all();
     }
-    fn finish(&self, r: std::result::Result<(), String>) {
+    fn finish(&self, r: std::result::Result<(), FeedError>) {
         let mut s = self.lock();
         if s.done.is_none() {
             s.done = Some(r);
@@ -151,7 +163,7 @@ impl Read for FeedReader<'_> {
                         self.verified_eof = true;
                         return Ok(0);
                     }
-                    Some(Err(msg)) => return Err(io::Error::other(msg.clone())),
+                    Some(Err(e)) => return Err(io::Error::other(e.clone())),
                     _ => {}
                 }
                 s = self.feed.cond.wait(s).unwrap_or_else(|e| e.into_inner());
@@ -403,7 +415,7 @@ impl Client {
                         async move {
                             let r = download(ctx, desc, feed).await;
                             if let Err(e) = &r {
-                                feed.finish(Err(e.to_string()));
+                                feed.finish(Err(FeedError::Download(e.to_string())));
                                 // Nothing worth resuming: do not leave an empty file.
                                 let p = partial_dir(ctx.store).join(desc.digest.hex());
                                 if std::fs::metadata(&p).is_ok_and(|m| m.len() == 0) {
@@ -421,7 +433,7 @@ impl Client {
             );
             // Nothing may be left waiting.
             for f in &feeds {
-                f.finish(Err("cancelled".into()));
+                f.finish(Err(FeedError::Cancelled));
             }
             let up = unpacker
                 .join()
@@ -961,7 +973,7 @@ mod tests {
         // A failed download is an error, not EOF.
         let feed = Feed::default();
         feed.set_file(f.clone(), 3);
-        feed.finish(Err("digest mismatch".into()));
+        feed.finish(Err(FeedError::Download("digest mismatch".into())));
         let mut r = FeedReader {
             feed: &feed,
             pos: 0,

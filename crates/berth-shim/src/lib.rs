@@ -10,6 +10,7 @@
 //! `console.sock` (tty), `exec-ID.json`/`exec-ID.pid` (while an exec runs).
 
 pub mod client;
+pub mod error;
 pub mod jsonlog;
 pub mod protocol;
 pub mod server;

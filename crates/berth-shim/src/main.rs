@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use berth_shim::jsonlog::{DEFAULT_MAX_FILE, DEFAULT_MAX_SIZE};
 use berth_shim::Config;
+use berth_util::units::{parse_ram_bytes, UnitsError};
 
 const USAGE: &str = "\
 usage: berth-shim --id ID --bundle DIR --state-dir DIR [options]
@@ -31,22 +32,45 @@ options:
                         only for bundles without poststart hooks, which `start` would run
 ";
 
-fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim().to_ascii_lowercase();
-    let s = s.strip_suffix('b').unwrap_or(&s);
-    let (num, mult) = match s.chars().last()? {
-        'k' => (&s[..s.len() - 1], 1u64 << 10),
-        'm' => (&s[..s.len() - 1], 1 << 20),
-        'g' => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    if num == "-1" {
-        return Some(0);
+/// `--log-max-size`: go-units `RAMInBytes` (`10m` = 10 MiB); `-1`, Docker's "no limit", is
+/// 0 (never rotate).
+fn parse_size(s: &str) -> Result<u64, UnitsError> {
+    let s = s.trim();
+    if s == "-1" {
+        return Ok(0);
     }
-    num.parse::<u64>().ok().map(|n| n * mult)
+    parse_ram_bytes(s).map(|n| n as u64)
 }
 
-fn parse(args: Vec<String>) -> Result<Config, String> {
+/// A command line the shim cannot run with.
+#[derive(Debug, thiserror::Error)]
+enum ArgsError {
+    /// `--help`: print the usage, succeed.
+    #[error("help")]
+    Help,
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("{0} needs a value")]
+    NeedsValue(String),
+    #[error("invalid {flag} {value:?}")]
+    Invalid { flag: &'static str, value: String },
+    #[error("invalid --log-max-size {value:?}: {source}")]
+    Size {
+        value: String,
+        #[source]
+        source: UnitsError,
+    },
+    #[error("--runtime-fd {fd}: {source}")]
+    RuntimeFd {
+        fd: i32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unknown argument {0:?}")]
+    Unknown(String),
+}
+
+fn parse(args: Vec<String>) -> Result<Config, ArgsError> {
     let mut id = None;
     let mut bundle = None;
     let mut state_dir = None;
@@ -67,7 +91,7 @@ fn parse(args: Vec<String>) -> Result<Config, String> {
             inline
                 .clone()
                 .or_else(|| it.next())
-                .ok_or(format!("{name} needs a value"))
+                .ok_or_else(|| ArgsError::NeedsValue(name.to_string()))
         };
         match flag.as_str() {
             "--id" => id = Some(value("--id")?),
@@ -78,7 +102,7 @@ fn parse(args: Vec<String>) -> Result<Config, String> {
             "--log-path" => log_path = Some(PathBuf::from(value("--log-path")?)),
             "--log-max-size" => {
                 let v = value("--log-max-size")?;
-                max_size = parse_size(&v).ok_or(format!("invalid --log-max-size {v:?}"))?;
+                max_size = parse_size(&v).map_err(|source| ArgsError::Size { value: v, source })?;
             }
             "--log-max-file" => {
                 let v = value("--log-max-file")?;
@@ -86,7 +110,10 @@ fn parse(args: Vec<String>) -> Result<Config, String> {
                     .parse()
                     .ok()
                     .filter(|n| *n >= 1)
-                    .ok_or(format!("invalid --log-max-file {v:?}"))?;
+                    .ok_or(ArgsError::Invalid {
+                        flag: "--log-max-file",
+                        value: v,
+                    })?;
             }
             "--tty" => tty = true,
             "--stdin" => stdin = true,
@@ -97,32 +124,29 @@ fn parse(args: Vec<String>) -> Result<Config, String> {
                     v.parse()
                         .ok()
                         .filter(|n| *n > 2)
-                        .ok_or(format!("invalid --runtime-fd {v:?}"))?,
+                        .ok_or(ArgsError::Invalid {
+                            flag: "--runtime-fd",
+                            value: v,
+                        })?,
                 );
             }
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
+            "-h" | "--help" => return Err(ArgsError::Help),
+            other => return Err(ArgsError::Unknown(other.to_string())),
         }
     }
-    let id = id.ok_or("--id is required")?;
-    let state_dir = state_dir.ok_or("--state-dir is required")?;
+    let id = id.ok_or(ArgsError::Missing("--id"))?;
+    let state_dir = state_dir.ok_or(ArgsError::Missing("--state-dir"))?;
     if let Some(fd) = runtime_fd {
         // Kept for the shim's lifetime, never inherited by what it runs (an ELF binary is
         // executed through /proc/self/fd/N even when N is close-on-exec).
-        // SAFETY: fcntl on a descriptor number; an invalid one fails with EBADF.
-        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
-            return Err(format!(
-                "--runtime-fd {fd}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+        berth_shim::sys::set_cloexec(fd).map_err(|source| ArgsError::RuntimeFd { fd, source })?;
         runtime = PathBuf::from(format!("/proc/self/fd/{fd}"));
     }
     let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
     let state_dir = abs(state_dir);
     Ok(Config {
         log_path: abs(log_path.unwrap_or_else(|| state_dir.join(format!("{id}-json.log")))),
-        bundle: abs(bundle.ok_or("--bundle is required")?),
+        bundle: abs(bundle.ok_or(ArgsError::Missing("--bundle"))?),
         runtime: if runtime.components().count() > 1 {
             abs(runtime)
         } else {
@@ -142,7 +166,7 @@ fn parse(args: Vec<String>) -> Result<Config, String> {
 fn main() -> ExitCode {
     match parse(std::env::args().skip(1).collect()) {
         Ok(cfg) => ExitCode::from(berth_shim::server::launch(cfg) as u8),
-        Err(e) if e.is_empty() => {
+        Err(ArgsError::Help) => {
             print!("{USAGE}");
             ExitCode::SUCCESS
         }
@@ -159,12 +183,13 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size("10m"), Some(10 << 20));
-        assert_eq!(parse_size("512k"), Some(512 << 10));
-        assert_eq!(parse_size("100"), Some(100));
-        assert_eq!(parse_size("1GB"), Some(1 << 30));
-        assert_eq!(parse_size("-1"), Some(0));
-        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size("10m"), Ok(10 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert_eq!(parse_size("1GB"), Ok(1 << 30));
+        assert_eq!(parse_size("-1"), Ok(0));
+        assert!(parse_size("x").is_err());
+        assert_eq!(parse_size(" 1.5k "), Ok(1536));
     }
 
     #[test]
@@ -178,6 +203,22 @@ mod tests {
         .unwrap();
         assert_eq!(c.log_path, PathBuf::from("/s/c1-json.log"));
         assert_eq!((c.log_max_size, c.log_max_file, c.tty), (1024, 2, true));
-        assert!(parse(vec!["--id".into()]).is_err());
+        assert!(matches!(
+            parse(vec!["--id".into()]),
+            Err(ArgsError::NeedsValue(_))
+        ));
+        assert!(matches!(
+            parse(vec!["--id".into(), "c1".into()]),
+            Err(ArgsError::Missing("--state-dir"))
+        ));
+        assert!(matches!(
+            parse(vec!["--log-max-size=1x".into()]),
+            Err(ArgsError::Size { .. })
+        ));
+        assert!(matches!(parse(vec!["--help".into()]), Err(ArgsError::Help)));
+        assert!(matches!(
+            parse(vec!["--nope".into()]),
+            Err(ArgsError::Unknown(_))
+        ));
     }
 }

@@ -1,10 +1,17 @@
-//! Thin wrappers over the few system calls the shim needs (libc only, to keep the binary small).
+//! Thin wrappers over the few system calls the shim needs: rustix's safe ones where it has
+//! them (its raw Linux syscalls add nothing to the static binary's libc), libc for the rest
+//! (`fork`, `_exit`, signal masks and `signalfd`, `poll` over raw descriptors, and `kill` with
+//! any signal number, real-time ones included).
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
+
+use rustix::fs::OFlags;
+use rustix::io::Errno;
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendFlags};
+use rustix::process::{Pid, WaitOptions};
 
 fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 {
@@ -16,82 +23,58 @@ fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
 
 /// A close-on-exec pipe: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: fds is a valid array of two ints for pipe2 to fill.
-    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: pipe2 succeeded: both descriptors are new and owned by us alone.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
-pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
-    // SAFETY: F_GETFL on a descriptor we hold.
-    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
-    let flags = if on {
-        flags | libc::O_NONBLOCK
-    } else {
-        flags & !libc::O_NONBLOCK
-    };
-    // SAFETY: F_SETFL with integer flags.
-    cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) })?;
+/// Sets `FD_CLOEXEC` on the descriptor number `fd` (an invalid one fails with EBADF).
+pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl(F_SETFD) takes an integer argument and touches no memory; `fd` is only a
+    // number here (it may not be open), which is why no borrowed descriptor is made of it.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
     Ok(())
 }
 
-/// `read(2)`; `Ok(0)` is end of file. EIO (a pty whose slave side is gone) also reads as EOF.
-pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+pub fn set_nonblocking(fd: impl AsFd, on: bool) -> io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(&fd)?;
+    let flags = if on {
+        flags | OFlags::NONBLOCK
+    } else {
+        flags - OFlags::NONBLOCK
+    };
+    Ok(rustix::fs::fcntl_setfl(&fd, flags)?)
+}
+
+/// Retries a call interrupted by a signal.
+fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
     loop {
-        // SAFETY: buf is valid for writes of its length.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            return Ok(n as usize);
+        match f() {
+            Err(Errno::INTR) => continue,
+            r => return Ok(r?),
         }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EIO) => return Ok(0),
-            _ => return Err(e),
-        }
+    }
+}
+
+/// `read(2)`; `Ok(0)` is end of file. EIO (a pty whose slave side is gone) also reads as EOF.
+pub fn read(fd: impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
+    match retry(|| rustix::io::read(&fd, &mut *buf)) {
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(0),
+        r => r,
     }
 }
 
 /// `write(2)` (sockets get MSG_NOSIGNAL through `send`).
-pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    loop {
-        // SAFETY: buf is valid for reads of its length.
-        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINTR) {
-            return Err(e);
-        }
-    }
+pub fn write(fd: impl AsFd, buf: &[u8]) -> io::Result<usize> {
+    retry(|| rustix::io::write(&fd, buf))
 }
 
-pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    loop {
-        // SAFETY: buf is valid for reads of its length.
-        let n = unsafe {
-            libc::send(
-                fd,
-                buf.as_ptr().cast(),
-                buf.len(),
-                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINTR) {
-            return Err(e);
-        }
-    }
+/// `send(2)` without SIGPIPE and without blocking.
+pub fn send(fd: impl AsFd, buf: &[u8]) -> io::Result<usize> {
+    retry(|| rustix::net::send(&fd, buf, SendFlags::NOSIGNAL | SendFlags::DONTWAIT))
 }
 
-pub fn write_all_blocking(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+pub fn write_all_blocking(fd: impl AsFd, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
-        let n = write(fd, buf)?;
+        let n = write(&fd, buf)?;
         buf = &buf[n..];
     }
     Ok(())
@@ -108,8 +91,7 @@ pub fn fork() -> io::Result<libc::pid_t> {
 }
 
 pub fn setsid() -> io::Result<()> {
-    // SAFETY: setsid has no arguments.
-    cvt(unsafe { libc::setsid() })?;
+    rustix::process::setsid()?;
     Ok(())
 }
 
@@ -120,23 +102,14 @@ pub fn exit_now(code: i32) -> ! {
 }
 
 pub fn set_child_subreaper() -> io::Result<()> {
-    // SAFETY: prctl with integer arguments.
-    cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })?;
-    Ok(())
+    Ok(rustix::process::set_child_subreaper(Some(
+        rustix::process::getpid(),
+    ))?)
 }
 
-/// Makes `fd` the descriptor `target` (for stdio redirection).
-pub fn dup2(fd: RawFd, target: RawFd) -> io::Result<()> {
-    // SAFETY: dup2 on descriptors we hold; target is replaced atomically.
-    cvt(unsafe { libc::dup2(fd, target) })?;
-    Ok(())
-}
-
-pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor that we then own.
-    let n = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) })?;
-    // SAFETY: n is a new descriptor owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+/// A new close-on-exec descriptor (numbered 3 or above) for the same open file.
+pub fn dup(fd: impl AsFd) -> io::Result<OwnedFd> {
+    Ok(rustix::io::fcntl_dupfd_cloexec(fd, 3)?)
 }
 
 /// Exit status of a `waitpid` status word: the code, or 128+signal when killed.
@@ -152,38 +125,24 @@ pub fn exit_code(status: libc::c_int) -> i32 {
 
 /// Reaps one exited child without blocking: `Some((pid, exit code))`, `None` when none is ready.
 pub fn reap_any() -> Option<(libc::pid_t, i32)> {
-    let mut status = 0;
-    loop {
-        // SAFETY: status is a valid out pointer.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid > 0 {
-            return Some((pid, exit_code(status)));
-        }
-        if pid < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            continue;
-        }
-        return None;
+    match retry(|| rustix::process::wait(WaitOptions::NOHANG)) {
+        Ok(Some((pid, status))) => Some((pid.as_raw_nonzero().get(), exit_code(status.as_raw()))),
+        _ => None,
     }
 }
 
 /// Blocks until `pid` (a child) exits; returns its exit code.
 pub fn wait_pid(pid: libc::pid_t) -> io::Result<i32> {
-    let mut status = 0;
-    loop {
-        // SAFETY: status is a valid out pointer.
-        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if rc == pid {
-            return Ok(exit_code(status));
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINTR) {
-            return Err(e);
-        }
+    let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::from_raw_os_error(libc::ECHILD))?;
+    match retry(|| rustix::process::waitpid(Some(pid), WaitOptions::empty()))? {
+        Some((_, status)) => Ok(exit_code(status.as_raw())),
+        None => Err(io::Error::from_raw_os_error(libc::ECHILD)),
     }
 }
 
+/// `kill(2)` with any signal number (rustix's `Signal` needs `unsafe` for real-time ones).
 pub fn kill(pid: libc::pid_t, sig: i32) -> io::Result<()> {
-    // SAFETY: kill with integer arguments.
+    // SAFETY: kill takes integers and touches no memory of this process.
     cvt(unsafe { libc::kill(pid, sig) })?;
     Ok(())
 }
@@ -211,31 +170,16 @@ pub fn signalfd(signals: &[i32]) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Resets every signal's disposition to the default (see `berth_util::signal`).
-pub fn reset_signal_dispositions() {
-    berth_util::signal::reset_dispositions();
-}
-
 /// Reads every pending signal from a signalfd; returns their numbers.
 pub fn drain_signalfd(fd: &OwnedFd) -> Vec<i32> {
+    const SIZE: usize = std::mem::size_of::<libc::signalfd_siginfo>();
     let mut out = Vec::new();
-    loop {
-        // SAFETY: signalfd_siginfo is plain data; zeroed is a valid buffer.
-        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-        let sz = std::mem::size_of::<libc::signalfd_siginfo>();
-        // SAFETY: info is writable for sz bytes.
-        let n = unsafe {
-            libc::read(
-                fd.as_raw_fd(),
-                (&mut info as *mut libc::signalfd_siginfo).cast(),
-                sz,
-            )
-        };
-        if n as usize != sz {
-            return out;
-        }
-        out.push(info.ssi_signo as i32);
+    let mut buf = [0u8; SIZE];
+    // Each read returns whole `signalfd_siginfo` records, whose first field is `ssi_signo`.
+    while let Ok(SIZE) = read(fd, &mut buf) {
+        out.push(u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as i32);
     }
+    out
 }
 
 pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
@@ -251,45 +195,34 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
     Ok(rc as usize)
 }
 
-pub fn set_winsize(fd: RawFd, rows: u16, cols: u16) -> io::Result<()> {
-    let ws = libc::winsize {
+pub fn set_winsize(fd: impl AsFd, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = rustix::termios::Winsize {
         ws_row: rows,
         ws_col: cols,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    // SAFETY: TIOCSWINSZ reads a winsize struct that outlives the call.
-    cvt(unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) })?;
-    Ok(())
+    Ok(rustix::termios::tcsetwinsize(fd, ws)?)
 }
 
 /// Receives one descriptor sent with SCM_RIGHTS (the pty master from the runtime).
-pub fn recv_fd(sock: RawFd) -> io::Result<OwnedFd> {
+pub fn recv_fd(sock: impl AsFd) -> io::Result<OwnedFd> {
     let mut buf = [0u8; 256];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // Space for one cmsghdr carrying one int, aligned for cmsghdr.
-    let mut cbuf = [0u64; 8];
-    // SAFETY: msghdr is plain data; zeroed is valid before the fields are set.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&cbuf);
-    // SAFETY: msg points at valid buffers that outlive the call.
-    let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel filled msg; CMSG_FIRSTHDR/CMSG_DATA walk inside msg_control.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        if !c.is_null() && (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS
-        {
-            let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int);
-            return Ok(OwnedFd::from_raw_fd(fd));
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    retry(|| {
+        rustix::net::recvmsg(
+            &sock,
+            &mut [io::IoSliceMut::new(&mut buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        )
+    })?;
+    for msg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(mut fds) = msg {
+            if let Some(fd) = fds.next() {
+                return Ok(fd);
+            }
         }
     }
     Err(io::Error::new(
@@ -298,19 +231,14 @@ pub fn recv_fd(sock: RawFd) -> io::Result<OwnedFd> {
     ))
 }
 
-pub fn cstr(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
-}
-
 /// Redirects stdin and stdout to /dev/null and stderr to `err` (or /dev/null).
 pub fn redirect_stdio(err: Option<&Path>) -> io::Result<()> {
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null")?;
-    dup2(null.as_raw_fd(), 0)?;
-    dup2(null.as_raw_fd(), 1)?;
+    rustix::stdio::dup2_stdin(&null)?;
+    rustix::stdio::dup2_stdout(&null)?;
     match err.and_then(|p| {
         std::fs::OpenOptions::new()
             .create(true)
@@ -318,27 +246,10 @@ pub fn redirect_stdio(err: Option<&Path>) -> io::Result<()> {
             .open(p)
             .ok()
     }) {
-        Some(f) => dup2(f.as_raw_fd(), 2),
-        None => dup2(null.as_raw_fd(), 2),
+        Some(f) => rustix::stdio::dup2_stderr(&f)?,
+        None => rustix::stdio::dup2_stderr(&null)?,
     }
-}
-
-/// Writes `data` to `path` atomically: temp file, then rename. No fsync: the shim's state lives
-/// under the exec root (a tmpfs such as `/run` in a normal setup), describes processes that a
-/// reboot ends anyway, and only has to survive the death of processes (the daemon's, the
-/// shim's), which a rename already guarantees.
-pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
-    berth_util::fs::replace_file_nosync(path, data)
-}
-
-/// The current time as RFC 3339 with nanoseconds, UTC.
-pub fn now_rfc3339() -> String {
-    berth_util::time::now_rfc3339_nano9()
-}
-
-/// `secs.nanos` since the epoch as RFC 3339 with all nine fraction digits, UTC.
-pub fn rfc3339(secs: i64, nanos: u32) -> String {
-    berth_util::time::format_rfc3339_nano9(secs, nanos)
+    Ok(())
 }
 
 /// VmRSS of `pid` in KiB, from /proc/PID/status.
@@ -374,16 +285,6 @@ pub fn write_exec_fifo(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_formats() {
-        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(
-            rfc3339(1_709_251_199, 123_456_789),
-            "2024-02-29T23:59:59.123456789Z"
-        );
-        assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.000000005Z");
-    }
 
     #[test]
     fn exit_codes() {

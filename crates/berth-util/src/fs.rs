@@ -17,7 +17,12 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 /// old content or the new one, never a mix; once this returns, the new content survives a
 /// power loss. For metadata under the data root.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_and_rename(path, bytes, true)
+    write_and_rename(path, bytes, 0o644, true)
+}
+
+/// [`atomic_write`] with the file's mode (before the umask): 0600 for secrets.
+pub fn atomic_write_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_and_rename(path, bytes, mode, true)
 }
 
 /// Replaces `path`'s content by writing a temporary file next to it and renaming it over, so
@@ -27,13 +32,13 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// and only has to survive the death of processes, which the rename guarantees; durability
 /// against power loss would buy nothing and cost milliseconds.
 pub fn replace_file_nosync(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_and_rename(path, bytes, false)
+    write_and_rename(path, bytes, 0o644, false)
 }
 
 /// The temporary file is `.<name>.tmp-<pid>-<n>` next to `path` (unique across the threads
-/// and processes writing the same file), created exclusively with mode 0644 and removed again
+/// and processes writing the same file), created exclusively with `mode` and removed again
 /// when anything fails.
-fn write_and_rename(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+fn write_and_rename(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -50,7 +55,7 @@ fn write_and_rename(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> 
         match OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o644)
+            .mode(mode)
             .custom_flags(libc::O_CLOEXEC)
             .open(&tmp)
         {
@@ -77,11 +82,17 @@ fn write_and_rename(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> 
     res
 }
 
-/// A process-wide counter, for temporary names unique across threads.
+/// A number for temporary names: distinct for every call in a process (a counter in the high
+/// 32 bits), and unlikely to repeat a name that a process with the same pid left before a
+/// reboot (the clock's nanoseconds in the low bits).
 pub fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()))
+        .unwrap_or(0);
+    (NEXT.fetch_add(1, Ordering::Relaxed) << 32) ^ nanos
 }
 
 #[cfg(test)]
@@ -122,6 +133,12 @@ mod tests {
             0o644
         );
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
+        atomic_write_mode(&p, b"secret", 0o600).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"secret");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -140,15 +157,11 @@ mod tests {
     }
 
     #[test]
-    fn stale_temporaries_are_skipped() {
-        let d = scratch("stale");
-        let n = unique();
-        for i in n + 1..=n + 50 {
-            std::fs::write(d.join(format!(".f.tmp-{}-{i}", std::process::id())), b"old").unwrap();
+    fn unique_numbers_do_not_repeat() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            assert!(seen.insert(unique()));
         }
-        atomic_write(&d.join("f"), b"new").unwrap();
-        assert_eq!(std::fs::read(d.join("f")).unwrap(), b"new");
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

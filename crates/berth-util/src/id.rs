@@ -7,21 +7,13 @@ use std::io::Read;
 pub fn fill_random(buf: &mut [u8]) -> std::io::Result<()> {
     let mut done = 0;
     while done < buf.len() {
-        let rest = &mut buf[done..];
-        // SAFETY: getrandom writes at most `rest.len()` bytes into `rest`, which is valid for
-        // writes of that length.
-        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        if n >= 0 {
-            done += n as usize;
-            continue;
-        }
-        let err = std::io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::ENOSYS) | Some(libc::EPERM) => {
-                return std::fs::File::open("/dev/urandom")?.read_exact(rest);
+        match rustix::rand::getrandom(&mut buf[done..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+                return std::fs::File::open("/dev/urandom")?.read_exact(&mut buf[done..]);
             }
-            _ => return Err(err),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
-//! Small pieces shared by Berth's crates; it depends on `libc` (and `thiserror`, a macro)
-//! alone, so that the static shim can link it without growing.
+//! Small pieces shared by Berth's crates; it depends on `libc` and `rustix` (raw system
+//! calls) and `thiserror` (a macro) alone, so that the static shim can link it without
+//! growing.
 //!
 //! - [`time`]: RFC 3339 parsing and formatting (Go's `RFC3339Nano`, runc's nine digits).
 //! - [`fs`]: replacing a file's content atomically, durably ([`fs::atomic_write`]) or not

@@ -10,26 +10,16 @@
 //! going back to the previous directory descriptor and never above the root, at most 40
 //! symlinks per resolution (the kernel's limit, `ELOOP` beyond).
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use rustix::fs::{self as rfs, FileType, Mode, OFlags, ResolveFlags};
+
 /// The kernel's limit of symlinks followed in one resolution (`MAXSYMLINKS`).
 pub const MAX_SYMLINKS: u32 = 40;
-
-const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-const RESOLVE_IN_ROOT: u64 = 0x10;
-
-/// `struct open_how` of `openat2(2)`.
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
 
 /// How paths are resolved: by the kernel, or by the walk in user space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,8 +39,7 @@ pub fn resolver() -> Resolver {
         1 => Resolver::Openat2,
         2 => Resolver::Walk,
         _ => {
-            let root = CString::new("/").expect("no NUL");
-            let works = match openat2(libc::AT_FDCWD, &root, libc::O_PATH, 0) {
+            let works = match openat2(rfs::CWD, b"/", libc::O_PATH) {
                 Ok(_) => true,
                 Err(e) => !matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)),
             };
@@ -64,85 +53,32 @@ pub fn resolver() -> Resolver {
     }
 }
 
-fn cstring(p: &[u8]) -> io::Result<CString> {
-    CString::new(p)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+fn oflags(flags: libc::c_int) -> OFlags {
+    OFlags::from_bits_retain(flags as u32) | OFlags::CLOEXEC
 }
 
-fn openat2(dirfd: RawFd, path: &CString, flags: libc::c_int, resolve: u64) -> io::Result<OwnedFd> {
-    let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve,
-    };
-    // SAFETY: `path` is a NUL-terminated string and `how` a properly laid out `open_how`,
-    // both alive across the call; the size passed is the structure's.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dirfd,
-            path.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+fn openat2(dirfd: BorrowedFd<'_>, path: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+    Ok(rfs::openat2(
+        dirfd,
+        path,
+        oflags(flags),
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )?)
 }
 
-fn openat(
-    dirfd: RawFd,
-    name: &[u8],
-    flags: libc::c_int,
-    mode: libc::mode_t,
-) -> io::Result<OwnedFd> {
-    let c = cstring(name)?;
-    // SAFETY: `c` is a NUL-terminated string alive across the call.
-    let fd = unsafe { libc::openat(dirfd, c.as_ptr(), flags | libc::O_CLOEXEC, mode) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+fn openat(dirfd: BorrowedFd<'_>, name: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+    Ok(rfs::openat(dirfd, name, oflags(flags), Mode::empty())?)
 }
 
-fn fstat_mode(fd: BorrowedFd<'_>) -> io::Result<libc::mode_t> {
-    // SAFETY: all-zero bytes are a valid `stat` (plain integers).
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `fd` is an open descriptor and `st` a valid, writable `stat`.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st.st_mode & libc::S_IFMT)
+fn file_type(fd: BorrowedFd<'_>) -> io::Result<FileType> {
+    Ok(FileType::from_raw_mode(rfs::fstat(fd)?.st_mode))
 }
 
-/// The target of the symlink open as `fd` (an `O_PATH | O_NOFOLLOW` descriptor).
+/// The target of the symlink open as `fd` (an `O_PATH | O_NOFOLLOW` descriptor; the empty
+/// path names it).
 fn readlink_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; 256];
-    loop {
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes; the empty path names the
-        // symlink `fd` itself (readlinkat accepts an O_PATH descriptor of a symlink).
-        let n = unsafe {
-            libc::readlinkat(
-                fd.as_raw_fd(),
-                c"".as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        if n < buf.len() {
-            buf.truncate(n);
-            return Ok(buf);
-        }
-        buf.resize(buf.len() * 2, 0);
-    }
+    Ok(rfs::readlinkat(fd, c"", Vec::new())?.into_bytes())
 }
 
 fn errno(e: libc::c_int) -> io::Error {
@@ -191,15 +127,9 @@ pub fn open_in_root_with(
     let rel = relative(path);
     match how {
         Resolver::Openat2 => {
-            let c = cstring(rel)?;
             let mut tries = 0;
             let res = loop {
-                match openat2(
-                    root.as_raw_fd(),
-                    &c,
-                    flags,
-                    RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-                ) {
+                match openat2(root, rel, flags) {
                     // A rename or mount raced with a `..`: the kernel asks for a retry.
                     Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && tries < 32 => tries += 1,
                     r => break r,
@@ -222,7 +152,7 @@ pub fn open_in_root_with(
 fn walk(root: BorrowedFd<'_>, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
     let dir_flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
     // The directories walked through, the root first: `..` pops back to the previous one.
-    let mut stack: Vec<OwnedFd> = vec![openat(root.as_raw_fd(), b".", dir_flags, 0)?];
+    let mut stack: Vec<OwnedFd> = vec![openat(root, b".", dir_flags)?];
     // Components still to resolve, in reverse order (a symlink's target is pushed on top).
     let mut todo: Vec<Vec<u8>> = Vec::new();
     let push_path = |todo: &mut Vec<Vec<u8>>, p: &[u8]| {
@@ -239,14 +169,11 @@ fn walk(root: BorrowedFd<'_>, rel: &[u8], flags: libc::c_int) -> io::Result<Owne
     // The final open: the last directory itself ("/", ".", a trailing "..").
     let finish_dir = |stack: &Vec<OwnedFd>| {
         let cur = stack.last().expect("the root stays on the stack");
-        openat(cur.as_raw_fd(), b".", flags & !libc::O_NOFOLLOW, 0)
+        openat(cur.as_fd(), b".", flags & !libc::O_NOFOLLOW)
     };
     while let Some(name) = todo.pop() {
         let last = todo.is_empty();
-        let cur = stack
-            .last()
-            .expect("the root stays on the stack")
-            .as_raw_fd();
+        let cur = stack.last().expect("the root stays on the stack").as_fd();
         match name.as_slice() {
             b"." => {
                 if last {
@@ -268,11 +195,11 @@ fn walk(root: BorrowedFd<'_>, rel: &[u8], flags: libc::c_int) -> io::Result<Owne
         if last && flags & libc::O_NOFOLLOW != 0 {
             // Not followed: the kernel opens the name itself (ELOOP for a symlink unless
             // O_PATH, which opens the link).
-            return openat(cur, &name, flags, 0);
+            return openat(cur, &name, flags);
         }
-        let fd = openat(cur, &name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-        let kind = fstat_mode(fd.as_fd())?;
-        if kind == libc::S_IFLNK {
+        let fd = openat(cur, &name, libc::O_PATH | libc::O_NOFOLLOW)?;
+        let kind = file_type(fd.as_fd())?;
+        if kind == FileType::Symlink {
             links += 1;
             if links > MAX_SYMLINKS {
                 return Err(errno(libc::ELOOP));
@@ -294,13 +221,13 @@ fn walk(root: BorrowedFd<'_>, rel: &[u8], flags: libc::c_int) -> io::Result<Owne
         if last {
             // Reopened with the caller's flags; O_NOFOLLOW keeps a symlink swapped in since
             // the check from being followed (the open fails instead).
-            return openat(cur, &name, flags | libc::O_NOFOLLOW, 0);
+            return openat(cur, &name, flags | libc::O_NOFOLLOW);
         }
-        if kind != libc::S_IFDIR {
+        if kind != FileType::Directory {
             return Err(errno(libc::ENOTDIR));
         }
         // Reopened as a directory without following: a swapped-in symlink fails here too.
-        stack.push(openat(cur, &name, dir_flags, 0)?);
+        stack.push(openat(cur, &name, dir_flags)?);
     }
     finish_dir(&stack)
 }
@@ -340,14 +267,9 @@ fn mkdir_all_with(
         match open_in_root_with(how, root, &cur, dir) {
             Ok(fd) => dirfd = fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                let c = cstring(name.as_bytes())?;
-                // SAFETY: `dirfd` is an open directory descriptor and `c` a valid C string.
-                let rc = unsafe { libc::mkdirat(dirfd.as_raw_fd(), c.as_ptr(), mode) };
-                if rc < 0 {
-                    let err = io::Error::last_os_error();
-                    if err.raw_os_error() != Some(libc::EEXIST) {
-                        return Err(err);
-                    }
+                match rfs::mkdirat(&dirfd, name, Mode::from_raw_mode(mode)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(e.into()),
                 }
                 dirfd = open_in_root_with(how, root, &cur, dir)?;
             }
@@ -374,14 +296,10 @@ fn touch_with(how: Resolver, root: BorrowedFd<'_>, path: &Path) -> io::Result<Ow
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
     let pfd = mkdir_all_with(how, root, parent, 0o755)?;
-    let c = cstring(name.as_bytes())?;
-    // SAFETY: `pfd` is an O_PATH directory descriptor usable with mknodat; `c` is valid.
-    let rc = unsafe { libc::mknodat(pfd.as_raw_fd(), c.as_ptr(), libc::S_IFREG | 0o644, 0) };
-    if rc < 0 {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EEXIST) {
-            return Err(err);
-        }
+    let mode = Mode::from_raw_mode(0o644);
+    match rfs::mknodat(&pfd, name, FileType::RegularFile, mode, 0) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(e.into()),
     }
     open_in_root_with(how, root, path, libc::O_PATH)
 }
@@ -551,7 +469,7 @@ mod tests {
                 libc::O_PATH | libc::O_NOFOLLOW,
             )
             .unwrap();
-            assert_eq!(fstat_mode(fd.as_fd()).unwrap(), libc::S_IFLNK, "{how:?}");
+            assert_eq!(file_type(fd.as_fd()).unwrap(), FileType::Symlink, "{how:?}");
             assert_eq!(readlink_fd(fd.as_fd()).unwrap(), b"/");
             assert_eq!(
                 code(open_in_root_with(
@@ -571,7 +489,7 @@ mod tests {
                 libc::O_PATH | libc::O_NOFOLLOW,
             )
             .unwrap();
-            assert_eq!(fstat_mode(fd.as_fd()).unwrap(), libc::S_IFREG);
+            assert_eq!(file_type(fd.as_fd()).unwrap(), FileType::RegularFile);
             assert!(open_in_root_with(how, rfd.as_fd(), Path::new("/x"), libc::O_CREAT).is_err());
         }
     }
@@ -579,13 +497,7 @@ mod tests {
     #[test]
     fn the_root_itself_and_directories() {
         let (_g, root, rfd) = fixture("dirs");
-        let ino = |fd: &OwnedFd| {
-            // SAFETY: zeroed bytes are a valid `stat`.
-            let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            // SAFETY: valid descriptor and writable `stat`.
-            assert_eq!(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }, 0);
-            st.st_ino
-        };
+        let ino = |fd: &OwnedFd| rfs::fstat(fd).unwrap().st_ino;
         let root_ino = {
             use std::os::unix::fs::MetadataExt;
             std::fs::metadata(&root).unwrap().ino()
@@ -672,10 +584,7 @@ mod tests {
         let ident = |r: io::Result<OwnedFd>| -> Result<(u64, u64), i32> {
             match r {
                 Ok(fd) => {
-                    // SAFETY: zeroed bytes are a valid `stat`.
-                    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-                    // SAFETY: valid descriptor and writable `stat`.
-                    assert_eq!(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }, 0);
+                    let st = rfs::fstat(&fd).unwrap();
                     Ok((st.st_dev, st.st_ino))
                 }
                 Err(e) => Err(e.raw_os_error().unwrap_or(-1)),

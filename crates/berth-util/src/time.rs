@@ -195,6 +195,16 @@ mod tests {
             format_rfc3339_nano9(-1, 0),
             "1969-12-31T23:59:59.000000000Z"
         );
+        // The shim's and the runtime's forms (moved from their tests).
+        assert_eq!(format_rfc3339_nano9(0, 0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            format_rfc3339_nano9(1_709_251_199, 123_456_789),
+            "2024-02-29T23:59:59.123456789Z"
+        );
+        assert_eq!(
+            format_rfc3339_nano9(951_782_400, 5),
+            "2000-02-29T00:00:00.000000005Z"
+        );
         assert_eq!(
             format_go_string_utc(1727386302),
             "2024-09-26 21:31:42 +0000 UTC"

@@ -1,0 +1,203 @@
+//! `docker save`: images as an archive that both Docker and OCI tools load.
+
+use super::*;
+
+/// Writes the images named by `names` (references, IDs or ID prefixes; a repository name
+/// without a tag saves all of its tags) as a Docker 25+ save archive to `out`.
+pub fn save(store: &ImageStore, names: &[String], out: impl Write) -> Result<()> {
+    // image ID -> tags to save with it (familiar strings), in argument order.
+    let mut images: Vec<(ImageId, Vec<Reference>)> = Vec::new();
+    let mut add = |id: ImageId, tag: Option<Reference>| {
+        let pos = match images.iter().position(|(i, _)| *i == id) {
+            Some(p) => p,
+            None => {
+                images.push((id, Vec::new()));
+                images.len() - 1
+            }
+        };
+        if let Some(t) = tag {
+            if !images[pos].1.contains(&t) {
+                images[pos].1.push(t);
+            }
+        }
+    };
+    for n in names {
+        // A bare repository name saves every tag of it.
+        if let Ok(r) = Reference::parse_normalized(n) {
+            if r.tag().is_none() && r.digest().is_none() {
+                let mut found = false;
+                for rec in store.list()? {
+                    for t in rec.references() {
+                        if t.name() == r.name() && t.tag().is_some() && t.digest().is_none() {
+                            add(rec.id.clone(), Some(t));
+                            found = true;
+                        }
+                    }
+                }
+                if found {
+                    continue;
+                }
+            }
+        }
+        let res = store.resolve(n)?;
+        let tag = res.reference.filter(|r| r.digest().is_none());
+        add(res.image.id.clone(), tag);
+    }
+
+    let mut b = tar::Builder::new(out);
+    let mut written_blobs = BTreeSet::new();
+    let mut index_entries = Vec::new();
+    let mut manifest_json = Vec::new();
+    let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    add_dir(&mut b, "blobs/")?;
+    add_dir(&mut b, "blobs/sha256/")?;
+    for (id, tags) in &images {
+        let rec = store.get(id)?;
+        let config_bytes = store.config_bytes(id)?;
+        let mut layer_descs = Vec::new();
+        for l in &rec.layers {
+            let path = format!("blobs/sha256/{}", l.diff_id.hex());
+            let size = if l.digest == l.diff_id {
+                let size = store.blobs().size(&l.digest)?;
+                if written_blobs.insert(l.diff_id.clone()) {
+                    let f = store.blobs().open_blob(&l.digest)?;
+                    add_file(&mut b, &path, size, f)?;
+                }
+                size
+            } else {
+                // A compressed blob: decompress into a scratch file to know its size.
+                let tmp = tempfile::tempfile_in(store.tmp_dir()?).map_err(ArchiveError::Read)?;
+                let mut w = io::BufWriter::new(tmp);
+                let blob = store.blobs().open_blob(&l.digest)?;
+                let mut hr = HashingReader::new(decompress(blob).map_err(ArchiveError::Read)?);
+                let size = io::copy(&mut hr, &mut w).map_err(ArchiveError::Read)?;
+                let (h, _) = hr.into_parts();
+                let d = h.finish();
+                if d != l.diff_id {
+                    return Err(ArchiveError::DigestMismatch {
+                        what: format!("stored layer {}", l.digest),
+                        expected: l.diff_id.to_string(),
+                        actual: d.to_string(),
+                    });
+                }
+                if written_blobs.insert(l.diff_id.clone()) {
+                    let mut tmp = w
+                        .into_inner()
+                        .map_err(|e| ArchiveError::Read(e.into_error()))?;
+                    io::Seek::seek(&mut tmp, io::SeekFrom::Start(0)).map_err(ArchiveError::Read)?;
+                    add_file(&mut b, &path, size, tmp)?;
+                }
+                size
+            };
+            layer_descs.push(descriptor(mt::OCI_LAYER, &l.diff_id, size));
+        }
+        let cpath = format!("blobs/sha256/{}", id.hex());
+        if written_blobs.insert(id.clone()) {
+            add_file(&mut b, &cpath, config_bytes.len() as u64, &config_bytes[..])?;
+        }
+        let manifest = synthesize_manifest(&config_bytes, &layer_descs);
+        let mdigest = Digest::of_bytes(&manifest);
+        if written_blobs.insert(mdigest.clone()) {
+            add_file(
+                &mut b,
+                &format!("blobs/sha256/{}", mdigest.hex()),
+                manifest.len() as u64,
+                &manifest[..],
+            )?;
+        }
+        let mut mdesc = descriptor(mt::OCI_MANIFEST, &mdigest, manifest.len() as u64);
+        if tags.is_empty() {
+            index_entries.push(mdesc.clone());
+        }
+        for t in tags {
+            let mut a = BTreeMap::new();
+            a.insert("io.containerd.image.name".to_string(), t.to_string());
+            a.insert(
+                "org.opencontainers.image.ref.name".to_string(),
+                t.tag().unwrap_or("latest").to_string(),
+            );
+            mdesc.annotations = Some(a);
+            index_entries.push(mdesc.clone());
+            if let Some(top) = rec.layers.last() {
+                repositories.entry(t.familiar_name()).or_default().insert(
+                    t.tag().unwrap_or("latest").to_string(),
+                    top.diff_id.hex().to_string(),
+                );
+            }
+        }
+        manifest_json.push(DockerManifestEntry {
+            config: cpath,
+            repo_tags: if tags.is_empty() {
+                None
+            } else {
+                Some(tags.iter().map(|t| t.familiar_string()).collect())
+            },
+            layers: layer_descs
+                .iter()
+                .map(|d| format!("blobs/sha256/{}", d.digest.hex()))
+                .collect(),
+        });
+    }
+    let index = ImageIndex {
+        schema_version: 2,
+        media_type: Some(mt::OCI_INDEX.to_string()),
+        artifact_type: None,
+        manifests: index_entries,
+        subject: None,
+        annotations: None,
+    };
+    add_file_bytes(&mut b, "index.json", &to_json(&index)?)?;
+    add_file_bytes(&mut b, "manifest.json", &to_json(&manifest_json)?)?;
+    add_file_bytes(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    if !repositories.is_empty() {
+        add_file_bytes(&mut b, "repositories", &to_json(&repositories)?)?;
+    }
+    let mut out = b.into_inner().map_err(ArchiveError::Read)?;
+    out.flush().map_err(ArchiveError::Read)?;
+    Ok(())
+}
+
+pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| ArchiveError::Invalid(e.to_string()))
+}
+
+pub(super) fn header(
+    path: &str,
+    size: u64,
+    kind: tar::EntryType,
+    mode: u32,
+) -> Result<tar::Header> {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(path).map_err(ArchiveError::Read)?;
+    h.set_size(size);
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    Ok(h)
+}
+
+pub(super) fn add_dir<W: Write>(b: &mut tar::Builder<W>, path: &str) -> Result<()> {
+    let h = header(path, 0, tar::EntryType::Directory, 0o755)?;
+    b.append(&h, io::empty()).map_err(ArchiveError::Read)
+}
+
+pub(super) fn add_file<W: Write>(
+    b: &mut tar::Builder<W>,
+    path: &str,
+    size: u64,
+    data: impl Read,
+) -> Result<()> {
+    let h = header(path, size, tar::EntryType::Regular, 0o644)?;
+    b.append(&h, data).map_err(ArchiveError::Read)
+}
+
+pub(super) fn add_file_bytes<W: Write>(
+    b: &mut tar::Builder<W>,
+    path: &str,
+    data: &[u8],
+) -> Result<()> {
+    add_file(b, path, data.len() as u64, data)
+}

@@ -1,0 +1,199 @@
+//! Names: resolving a name, reference or ID to an image; tags added and removed under
+//! Docker's rules.
+
+use super::*;
+
+impl ImageStore {
+    /// Resolves a name or ID the way Docker does: a full or familiar reference (`latest`
+    /// added), `name@digest`, a `sha256:` ID, or a unique ID prefix (with or without
+    /// `sha256:`).
+    pub fn resolve(&self, name_or_id: &str) -> Result<Resolved> {
+        let idx = self.read_index()?;
+        resolve_in(&idx, name_or_id)
+    }
+
+    /// Points `target` at the image `source` names (moving it from another image).
+    pub fn tag(&self, source: &str, target: &Reference) -> Result<Registered> {
+        if target.digest().is_some() {
+            return Err(ImageStoreError::InvalidArgument(
+                "refusing to create a tag with a digest reference".into(),
+            ));
+        }
+        let target = if target.tag().is_none() {
+            target.with_tag(crate::reference::DEFAULT_TAG)?
+        } else {
+            target.clone()
+        };
+        let _g = self.lock()?;
+        let mut idx = self.read_index()?;
+        let id = resolve_in(&idx, source)?.image.id;
+        let moved = set_tags(&mut idx, &id, std::slice::from_ref(&target), &[]);
+        self.write_index(&idx)?;
+        Ok(Registered {
+            id,
+            new: false,
+            moved_tags: moved,
+        })
+    }
+
+    /// Removes one tag or digest reference; returns the image it pointed at.
+    pub fn untag(&self, r: &Reference) -> Result<ImageId> {
+        let _g = self.lock()?;
+        let mut idx = self.read_index()?;
+        let id = untag_in(&mut idx, r)?;
+        self.write_index(&idx)?;
+        Ok(id)
+    }
+}
+
+pub(super) fn resolve_in(idx: &Index, s: &str) -> Result<Resolved> {
+    let by_id = |hex: &str| {
+        idx.images.get(hex).map(|r| Resolved {
+            image: r.clone(),
+            reference: None,
+        })
+    };
+    if let Some(hex) = s.strip_prefix("sha256:") {
+        if hex.len() == 64 {
+            return by_id(hex).ok_or_else(|| ImageStoreError::NotFound(s.to_string()));
+        }
+    }
+    let mut not_found = s.to_string();
+    match Reference::parse_normalized(s) {
+        Ok(r) => {
+            let r = if r.tag().is_none() && r.digest().is_none() {
+                r.with_tag(crate::reference::DEFAULT_TAG)?
+            } else {
+                r
+            };
+            if let Some(img) = find_by_reference(idx, &r) {
+                return Ok(Resolved {
+                    image: img.clone(),
+                    reference: Some(r),
+                });
+            }
+            not_found = r.familiar_string();
+        }
+        Err(e) => {
+            if !is_id_prefix(s) {
+                return Err(e.into());
+            }
+        }
+    }
+    if is_id_prefix(s) {
+        let prefix = s.strip_prefix("sha256:").unwrap_or(s);
+        let mut hits = idx
+            .images
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix));
+        if let Some((_, first)) = hits.next() {
+            if hits.next().is_some() {
+                return Err(ImageStoreError::Ambiguous(prefix.to_string()));
+            }
+            return Ok(Resolved {
+                image: first.clone(),
+                reference: None,
+            });
+        }
+    }
+    Err(ImageStoreError::NotFound(not_found))
+}
+
+pub(super) fn is_id_prefix(s: &str) -> bool {
+    let p = s.strip_prefix("sha256:").unwrap_or(s);
+    !p.is_empty() && p.len() <= 64 && p.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+pub(super) fn find_by_reference<'a>(idx: &'a Index, r: &Reference) -> Option<&'a ImageRecord> {
+    let full = r.to_string();
+    if let Some(d) = r.digest() {
+        // name@digest (a tag alongside is ignored, as Docker does).
+        let canon = r.repository().with_digest(d.clone()).to_string();
+        if let Some(i) = idx
+            .images
+            .values()
+            .find(|i| i.repo_digests.contains(&canon))
+        {
+            return Some(i);
+        }
+        // A manifest digest we know for an image of that repository.
+        return idx.images.values().find(|i| {
+            i.manifests.contains(d) && i.references().iter().any(|x| x.name() == r.name())
+        });
+    }
+    idx.images.values().find(|i| i.repo_tags.contains(&full))
+}
+
+/// Points tags and digest references at `id`, moving them from other images; returns the
+/// moved tags with their previous images.
+pub(super) fn set_tags(
+    idx: &mut Index,
+    id: &ImageId,
+    tags: &[Reference],
+    digests: &[Reference],
+) -> Vec<(Reference, ImageId)> {
+    let mut moved = Vec::new();
+    let now = timeutil::now_rfc3339_nano();
+    for (r, is_tag) in tags
+        .iter()
+        .map(|t| (t, true))
+        .chain(digests.iter().map(|d| (d, false)))
+    {
+        let s = r.to_string();
+        for other in idx.images.values_mut() {
+            if &other.id == id {
+                continue;
+            }
+            let list = if is_tag {
+                &mut other.repo_tags
+            } else {
+                &mut other.repo_digests
+            };
+            if let Some(pos) = list.iter().position(|x| *x == s) {
+                list.remove(pos);
+                if is_tag {
+                    moved.push((r.clone(), other.id.clone()));
+                }
+            }
+        }
+        if let Some(rec) = idx.images.get_mut(id.hex()) {
+            let list = if is_tag {
+                &mut rec.repo_tags
+            } else {
+                &mut rec.repo_digests
+            };
+            if !list.contains(&s) {
+                list.push(s);
+                list.sort();
+            }
+            if is_tag {
+                rec.last_tag_time = Some(now.clone());
+            }
+        }
+    }
+    moved
+}
+
+pub(super) fn untag_in(idx: &mut Index, r: &Reference) -> Result<ImageId> {
+    let r = if r.tag().is_none() && r.digest().is_none() {
+        r.with_tag(crate::reference::DEFAULT_TAG)?
+    } else {
+        r.clone()
+    };
+    let (s, is_digest) = match r.digest() {
+        Some(d) => (r.repository().with_digest(d.clone()).to_string(), true),
+        None => (r.to_string(), false),
+    };
+    for rec in idx.images.values_mut() {
+        let list = if is_digest {
+            &mut rec.repo_digests
+        } else {
+            &mut rec.repo_tags
+        };
+        if let Some(pos) = list.iter().position(|x| *x == s) {
+            list.remove(pos);
+            return Ok(rec.id.clone());
+        }
+    }
+    Err(ImageStoreError::NotFound(r.familiar_string()))
+}

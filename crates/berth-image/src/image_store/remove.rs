@@ -1,0 +1,268 @@
+//! Removal: `rmi` under Docker's rules, prune, and the garbage collection of blobs and
+//! snapshots that no image references any more.
+
+use super::*;
+
+impl ImageStore {
+    /// Removes an image or a reference to it, following Docker's `rmi` rules:
+    ///
+    /// - by name: the reference is removed (`Untagged`); if other references remain, that is
+    ///   all. Refused without `force` when it is the last reference and a container uses it.
+    /// - by ID: refused without `force` when the image is referenced in several repositories
+    ///   (or by more than one tag); otherwise its references are removed.
+    /// - then the image is deleted unless a container uses it (without `force`), together
+    ///   with the blobs and snapshots that no other image uses.
+    pub fn remove(
+        &self,
+        name_or_id: &str,
+        force: bool,
+        in_use: &dyn Fn(&ImageId) -> bool,
+    ) -> Result<Vec<DeleteItem>> {
+        let _g = self.lock()?;
+        let mut idx = self.read_index()?;
+        let resolved = resolve_in(&idx, name_or_id)?;
+        let id = resolved.image.id.clone();
+        let mut records = Vec::new();
+        let refs = resolved.image.references();
+        match &resolved.reference {
+            Some(r) => {
+                if !force && is_single_reference(&refs) && in_use(&id) {
+                    return Err(ImageStoreError::Conflict(format!(
+                        "conflict: unable to remove repository reference {:?} (must force) - container is using its referenced image {}",
+                        name_or_id,
+                        id.short()
+                    )));
+                }
+                untag_in(&mut idx, r)?;
+                records.push(DeleteItem::Untagged(r.familiar_string()));
+                // The last tag of a repository gone: drop its digest references too.
+                if r.digest().is_none() {
+                    let rec = &idx.images[id.hex()];
+                    let same_repo_tag = rec.repo_tags.iter().any(|t| {
+                        Reference::parse_normalized(t).is_ok_and(|t| t.name() == r.name())
+                    });
+                    if !same_repo_tag {
+                        let digests: Vec<String> = rec
+                            .repo_digests
+                            .iter()
+                            .filter(|d| {
+                                Reference::parse_normalized(d).is_ok_and(|d| d.name() == r.name())
+                            })
+                            .cloned()
+                            .collect();
+                        for d in digests {
+                            let dr = Reference::parse_normalized(&d)?;
+                            untag_in(&mut idx, &dr)?;
+                            records.push(DeleteItem::Untagged(dr.familiar_string()));
+                        }
+                    }
+                }
+                let rec = &idx.images[id.hex()];
+                if !rec.repo_tags.is_empty() || !rec.repo_digests.is_empty() {
+                    self.write_index(&idx)?;
+                    return Ok(records);
+                }
+            }
+            None => {
+                if is_single_reference(&refs) {
+                    if !force && in_use(&id) {
+                        return Err(conflict_in_use(&id));
+                    }
+                    for r in &refs {
+                        untag_in(&mut idx, r)?;
+                        records.push(DeleteItem::Untagged(r.familiar_string()));
+                    }
+                }
+            }
+        }
+        // imageDeleteHelper
+        let rec = idx.images[id.hex()].clone();
+        if !force {
+            if in_use(&id) {
+                return Err(conflict_in_use(&id));
+            }
+            if !rec.repo_tags.is_empty() || !rec.repo_digests.is_empty() {
+                return Err(ImageStoreError::Conflict(format!(
+                    "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
+                    id.short()
+                )));
+            }
+            if idx.images.values().any(|i| i.parent.as_ref() == Some(&id)) {
+                return Err(ImageStoreError::Conflict(format!(
+                    "conflict: unable to delete {} (must be forced) - image has dependent child images",
+                    id.short()
+                )));
+            }
+        }
+        for r in rec.references() {
+            untag_in(&mut idx, &r)?;
+            records.push(DeleteItem::Untagged(r.familiar_string()));
+        }
+        idx.images.remove(id.hex());
+        for child in idx.images.values_mut() {
+            if child.parent.as_ref() == Some(&id) {
+                child.parent = None;
+            }
+        }
+        self.write_index(&idx)?;
+        records.push(DeleteItem::Deleted(id.to_string()));
+        let (deleted_layers, _) = self.delete_content(&idx, &rec)?;
+        records.extend(
+            deleted_layers
+                .into_iter()
+                .map(|c| DeleteItem::Deleted(c.to_string())),
+        );
+        Ok(records)
+    }
+
+    /// Deletes the blobs and snapshots of `rec` that no image in `idx` uses. Returns the
+    /// deleted chain IDs (top first) and the content size of their layers.
+    pub(super) fn delete_content(
+        &self,
+        idx: &Index,
+        rec: &ImageRecord,
+    ) -> Result<(Vec<Digest>, u64)> {
+        let mut used_blobs = BTreeSet::new();
+        let mut used_chains = BTreeSet::new();
+        for i in idx.images.values() {
+            used_blobs.extend(i.blobs());
+            used_chains.extend(i.chain_ids());
+        }
+        for b in rec.blobs() {
+            if !used_blobs.contains(&b) {
+                self.blobs.delete(&b)?;
+            }
+        }
+        let mut deleted = Vec::new();
+        let mut reclaimed = 0;
+        let chains = rec.chain_ids();
+        let snap = self.recorded_snapshotter(idx)?;
+        for (chain, layer) in chains.iter().zip(&rec.layers).rev() {
+            if used_chains.contains(chain) {
+                // A lower snapshot still in use: everything below is in use too.
+                break;
+            }
+            reclaimed += layer.unpacked_size;
+            deleted.push(chain.clone());
+            if let Some(s) = snap {
+                if s.exists(chain) {
+                    match s.remove(chain) {
+                        Ok(()) | Err(SnapshotError::NotFound(_)) => {}
+                        // Used by a container or another snapshot: keep it.
+                        Err(SnapshotError::InUse { .. }) => break,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Ok((deleted, reclaimed))
+    }
+
+    /// Removes dangling images (no references at all, no children), or with `all` every image
+    /// no container uses. Images used by containers are kept.
+    pub fn prune(&self, all: bool, in_use: &dyn Fn(&ImageId) -> bool) -> Result<PruneReport> {
+        let mut report = PruneReport::default();
+        loop {
+            let _g = self.lock()?;
+            let mut idx = self.read_index()?;
+            let parents: BTreeSet<Digest> = idx
+                .images
+                .values()
+                .filter_map(|i| i.parent.clone())
+                .collect();
+            let victim = idx
+                .images
+                .values()
+                .find(|i| {
+                    !in_use(&i.id)
+                        && !parents.contains(&i.id)
+                        && (all || (i.repo_tags.is_empty() && i.repo_digests.is_empty()))
+                })
+                .cloned();
+            let Some(rec) = victim else { break };
+            for r in rec.references() {
+                untag_in(&mut idx, &r)?;
+                report
+                    .deleted
+                    .push(DeleteItem::Untagged(r.familiar_string()));
+            }
+            idx.images.remove(rec.id.hex());
+            self.write_index(&idx)?;
+            report.deleted.push(DeleteItem::Deleted(rec.id.to_string()));
+            let (layers, reclaimed) = self.delete_content(&idx, &rec)?;
+            report.deleted.extend(
+                layers
+                    .into_iter()
+                    .map(|c| DeleteItem::Deleted(c.to_string())),
+            );
+            report.space_reclaimed += reclaimed;
+        }
+        Ok(report)
+    }
+
+    /// Deletes blobs and snapshots no image references (leftovers of crashes or failed
+    /// loads). Only safe when no other process is adding images.
+    pub fn gc(&self) -> Result<usize> {
+        let _g = self.lock()?;
+        let idx = self.read_index()?;
+        let mut used_blobs = BTreeSet::new();
+        let mut used_chains = BTreeSet::new();
+        for i in idx.images.values() {
+            used_blobs.extend(i.blobs());
+            used_chains.extend(i.chain_ids());
+        }
+        let mut n = 0;
+        for b in self.blobs.list()? {
+            if !used_blobs.contains(&b) && self.blobs.delete(&b)? {
+                n += 1;
+            }
+        }
+        if let Some(snap) = self.recorded_snapshotter(&idx)? {
+            // Remove unused snapshots children first: repeat until nothing more goes.
+            loop {
+                let mut removed = false;
+                for s in snap.list()? {
+                    if !used_chains.contains(&s.chain_id) && snap.remove(&s.chain_id).is_ok() {
+                        removed = true;
+                        n += 1;
+                    }
+                }
+                if !removed {
+                    break;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Removes blobs from `candidates` that no image references (cleanup after a failed load
+    /// that wrote them).
+    pub fn discard_unreferenced(&self, candidates: &[Digest]) -> Result<()> {
+        let _g = self.lock()?;
+        let idx = self.read_index()?;
+        let used: BTreeSet<Digest> = idx.images.values().flat_map(|i| i.blobs()).collect();
+        for c in candidates {
+            if !used.contains(c) {
+                self.blobs.delete(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn conflict_in_use(id: &ImageId) -> ImageStoreError {
+    ImageStoreError::Conflict(format!(
+        "conflict: unable to delete {} (must be forced) - image is being used by a container",
+        id.short()
+    ))
+}
+
+/// At most one tag, and every reference in one repository (moby's `isSingleReference`).
+pub(super) fn is_single_reference(refs: &[Reference]) -> bool {
+    let tags = refs.iter().filter(|r| r.digest().is_none()).count();
+    if tags > 1 {
+        return false;
+    }
+    let names: BTreeSet<String> = refs.iter().map(|r| r.name()).collect();
+    names.len() <= 1
+}

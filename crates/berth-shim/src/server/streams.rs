@@ -1,0 +1,288 @@
+//! Data paths: process output to the json-file log and to attached clients, client input to
+//! process stdin, and the client connections themselves.
+
+use std::io::{self, Read};
+
+use serde_json::Value;
+
+use super::{log_line, now_rfc3339, Conn, Mode, Shim, Target, MAX_CLIENT_BUFFER};
+use crate::protocol::{self, STDERR, STDOUT};
+use crate::sys;
+
+impl Shim {
+    pub(super) fn on_accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((sock, _)) => {
+                    let _ = sock.set_nonblocking(true);
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.conns.insert(
+                        id,
+                        Conn {
+                            sock,
+                            rbuf: Vec::new(),
+                            wbuf: Vec::new(),
+                            mode: Mode::Control,
+                            read_closed: false,
+                            close_after_flush: false,
+                        },
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log_line(&format!("accept: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_output(&mut self, oid: u64) {
+        let Some(o) = self.outputs.get(&oid) else {
+            return;
+        };
+        let mut buf = std::mem::take(&mut self.buf);
+        let res = sys::read(&o.fd, &mut buf);
+        let (target, stream) = (o.target.clone(), o.stream);
+        match res {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Ok(0) | Err(_) => {
+                self.outputs.remove(&oid);
+                if target == Target::Init {
+                    self.log_flush(stream);
+                }
+                if let Some(p) = self.proc_mut(&target) {
+                    p.open_outputs = p.open_outputs.saturating_sub(1);
+                }
+                self.maybe_finish(&target);
+            }
+            Ok(n) => {
+                let data = &buf[..n];
+                if target == Target::Init {
+                    self.log_data(stream, data);
+                }
+                self.broadcast(&target, stream, data);
+            }
+        }
+        self.buf = buf;
+    }
+
+    pub(super) fn log_data(&mut self, stream: u8, data: &[u8]) {
+        let Some(log) = self.log.as_mut() else { return };
+        let name = if stream == STDERR { "stderr" } else { "stdout" };
+        let time = now_rfc3339();
+        let mut failed = None;
+        self.splitters[(stream == STDERR) as usize].push(data, |e| {
+            if let Err(err) = log.write_entry(name, e, &time) {
+                failed = Some(err);
+            }
+        });
+        match failed {
+            Some(e) if !self.log_failing => {
+                log_line(&format!("log write (further failures not reported): {e}"));
+                self.log_failing = true;
+            }
+            Some(_) => {}
+            None => self.log_failing = false,
+        }
+    }
+
+    pub(super) fn log_flush(&mut self, stream: u8) {
+        let Some(log) = self.log.as_mut() else { return };
+        let name = if stream == STDERR { "stderr" } else { "stdout" };
+        let time = now_rfc3339();
+        self.splitters[(stream == STDERR) as usize].finish(|e| {
+            let _ = log.write_entry(name, e, &time);
+        });
+    }
+
+    pub(super) fn broadcast(&mut self, target: &Target, stream: u8, data: &[u8]) {
+        let mut full = Vec::new();
+        for (id, c) in self.conns.iter_mut() {
+            let Mode::Stream {
+                target: t,
+                stdout,
+                stderr,
+                framed,
+                ..
+            } = &c.mode
+            else {
+                continue;
+            };
+            if t != target || c.close_after_flush {
+                continue;
+            }
+            if (stream == STDOUT && !stdout) || (stream == STDERR && !stderr) {
+                continue;
+            }
+            if *framed {
+                protocol::push_frame(&mut c.wbuf, stream, data);
+            } else {
+                c.wbuf.extend_from_slice(data);
+            }
+            if c.wbuf.len() > MAX_CLIENT_BUFFER {
+                full.push(*id);
+            }
+        }
+        for id in full {
+            log_line("dropping a client that does not read its stream");
+            self.drop_conn(id);
+        }
+        let ids: Vec<u64> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.try_flush(id);
+        }
+    }
+
+    /// Writes what a connection has buffered; closes it when done and asked to.
+    pub(super) fn try_flush(&mut self, id: u64) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        while !c.wbuf.is_empty() {
+            match sys::send(&c.sock, &c.wbuf) {
+                Ok(n) => {
+                    c.wbuf.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.drop_conn(id);
+                    return;
+                }
+            }
+        }
+        if c.close_after_flush {
+            self.drop_conn(id);
+        }
+    }
+
+    pub(super) fn drop_conn(&mut self, id: u64) {
+        let Some(c) = self.conns.remove(&id) else {
+            return;
+        };
+        if !c.read_closed {
+            self.stream_input_closed(&c.mode);
+        }
+    }
+
+    /// A stream client stopped sending: close the process's stdin if it asked for that.
+    pub(super) fn stream_input_closed(&mut self, mode: &Mode) {
+        if let Mode::Stream {
+            target,
+            stdin: true,
+            close_stdin: true,
+            ..
+        } = mode
+        {
+            let t = target.clone();
+            if let Some(s) = self.proc_mut(&t).and_then(|p| p.stdin.as_mut()) {
+                s.close_pending = true;
+            }
+            self.flush_sink(&t);
+        }
+    }
+
+    pub(super) fn flush_sink(&mut self, t: &Target) {
+        let Some(p) = self.proc_mut(t) else { return };
+        let Some(s) = p.stdin.as_mut() else { return };
+        while !s.buf.is_empty() {
+            match sys::write(&s.fd, &s.buf) {
+                Ok(n) => {
+                    s.buf.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    p.stdin = None;
+                    return;
+                }
+            }
+        }
+        if s.close_pending {
+            if s.tty {
+                // A pty cannot be half-closed: end the input with ^D, as a terminal does.
+                let _ = sys::write(&s.fd, &[4]);
+            }
+            p.stdin = None;
+        }
+    }
+
+    pub(super) fn on_conn(&mut self, id: u64, rev: i16) {
+        if rev & libc::POLLOUT != 0 {
+            self.try_flush(id);
+        }
+        if rev & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            self.read_conn(id);
+        }
+        if rev & (libc::POLLHUP | libc::POLLERR) != 0 {
+            // The peer closed both directions: nothing more can be delivered.
+            self.drop_conn(id);
+        }
+    }
+
+    pub(super) fn read_conn(&mut self, id: u64) {
+        let mut buf = std::mem::take(&mut self.buf);
+        for _ in 0..8 {
+            let Some(c) = self.conns.get_mut(&id) else {
+                break;
+            };
+            if c.read_closed {
+                break;
+            }
+            let n = match (&c.sock).read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.drop_conn(id);
+                    break;
+                }
+            };
+            if n == 0 {
+                c.read_closed = true;
+                let mode = c.mode.clone();
+                match mode {
+                    Mode::Control => {
+                        c.close_after_flush = true;
+                        self.try_flush(id);
+                    }
+                    Mode::Waiting(_) => {}
+                    m @ Mode::Stream { .. } => self.stream_input_closed(&m),
+                }
+                break;
+            }
+            let data = &buf[..n];
+            match &c.mode {
+                Mode::Stream { target, stdin, .. } => {
+                    let (t, stdin) = (target.clone(), *stdin);
+                    if stdin {
+                        self.feed_stdin(&t, data);
+                    }
+                }
+                _ => {
+                    c.rbuf.extend_from_slice(data);
+                    self.process_lines(id);
+                }
+            }
+        }
+        self.buf = buf;
+    }
+
+    pub(super) fn feed_stdin(&mut self, t: &Target, data: &[u8]) {
+        if let Some(s) = self.proc_mut(t).and_then(|p| p.stdin.as_mut()) {
+            if !s.close_pending {
+                s.buf.extend_from_slice(data);
+            }
+        }
+        self.flush_sink(t);
+    }
+
+    pub(super) fn reply(&mut self, id: u64, v: &Value) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            let _ = serde_json::to_writer(&mut c.wbuf, v);
+            c.wbuf.push(b'\n');
+        }
+        self.try_flush(id);
+    }
+}
