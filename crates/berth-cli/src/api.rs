@@ -14,30 +14,36 @@ use serde::Serialize;
 /// The API version every request names (`/v1.44/…`).
 pub const API_VERSION: &str = "1.44";
 
-/// Where the daemon listens: `-H`/`BERTH_HOST` (`unix:///path` or a path).
+/// Where the daemon listens (see [`crate::endpoint`]: `-H`, `BERTH_HOST`, `DOCKER_HOST`, the
+/// default socket; unix sockets and TCP with TLS).
 #[derive(Debug, Clone)]
 pub struct Host {
-    pub path: String,
+    pub endpoint: crate::endpoint::Endpoint,
 }
 
 impl Host {
+    /// A host from an address alone (`unix:///path`, a path, or plain `tcp://host:port`).
     pub fn parse(s: &str) -> Result<Host, ApiError> {
-        if let Some(p) = s.strip_prefix("unix://") {
-            return Ok(Host {
-                path: p.to_string(),
-            });
-        }
-        if s.starts_with('/') {
-            return Ok(Host {
-                path: s.to_string(),
-            });
-        }
-        Err(ApiError::Address(s.to_string()))
+        let args = crate::endpoint::ConnectionArgs {
+            host: Some(s.to_string()),
+            ..Default::default()
+        };
+        Ok(Self::resolve(&args, &crate::endpoint::ProcessEnv)?)
+    }
+
+    /// The host the connection flags and the environment name.
+    pub fn resolve(
+        args: &crate::endpoint::ConnectionArgs,
+        env: &dyn crate::endpoint::Env,
+    ) -> Result<Host, crate::endpoint::EndpointError> {
+        Ok(Host {
+            endpoint: crate::endpoint::resolve(args, env)?,
+        })
     }
 
     pub fn connect(&self) -> Result<UnixStream, ApiError> {
-        UnixStream::connect(&self.path).map_err(|e| ApiError::Connect {
-            path: self.path.clone(),
+        self.endpoint.connect().map_err(|e| ApiError::Connect {
+            path: self.endpoint.to_string(),
             source: e,
         })
     }
@@ -70,10 +76,10 @@ pub fn json<T: Serialize>(v: &T) -> Vec<u8> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("unsupported daemon address {0:?}: use unix:///path/to/berth.sock")]
-    Address(String),
+    #[error(transparent)]
+    Address(#[from] crate::endpoint::EndpointError),
     #[error(
-        "Cannot connect to the Berth daemon at unix://{path}. Is berthd running? Start it with `berthd` (or point -H / BERTH_HOST at its socket): {source}"
+        "Cannot connect to the Berth daemon at {path}. Is berthd running? Start it with `service berthd start` or `berthd` (or point -H / BERTH_HOST at its socket): {source}"
     )]
     Connect {
         path: String,
@@ -514,11 +520,25 @@ mod tests {
     #[test]
     fn hosts() {
         assert_eq!(
-            Host::parse("unix:///run/b.sock").unwrap().path,
-            "/run/b.sock"
+            Host::parse("unix:///run/b.sock")
+                .unwrap()
+                .endpoint
+                .to_string(),
+            "unix:///run/b.sock"
         );
-        assert_eq!(Host::parse("/x.sock").unwrap().path, "/x.sock");
-        assert!(Host::parse("tcp://1.2.3.4:2375").is_err());
+        assert_eq!(
+            Host::parse("/x.sock").unwrap().endpoint.to_string(),
+            "unix:///x.sock"
+        );
+        // TCP is a daemon address too (TLS settings: see `endpoint`).
+        assert_eq!(
+            Host::parse("tcp://1.2.3.4:2375")
+                .unwrap()
+                .endpoint
+                .to_string(),
+            "tcp://1.2.3.4:2375"
+        );
+        assert!(Host::parse("ssh://1.2.3.4").is_err());
     }
 
     #[test]

@@ -34,15 +34,9 @@ pub struct Cli {
     )]
     pub insecure_registries: Vec<String>,
 
-    /// Daemon socket to connect to (`unix:///path`)
-    #[arg(
-        short = 'H',
-        long = "host",
-        env = "BERTH_HOST",
-        default_value = "unix:///run/berth/berth.sock",
-        value_name = "HOST"
-    )]
-    pub host: String,
+    /// Where the daemon is: `-H`, TLS flags (see `endpoint`).
+    #[command(flatten)]
+    pub connection: crate::endpoint::ConnectionArgs,
 
     /// The command.
     #[command(subcommand)]
@@ -540,7 +534,8 @@ fn images_opts(c: &ImagesCmd) -> ImagesOptions {
 }
 
 fn host(cli: &Cli) -> Result<crate::api::Host, CliError> {
-    crate::api::Host::parse(&cli.host).map_err(|e| CliError::Usage(e.to_string()))
+    crate::api::Host::resolve(&cli.connection, &crate::endpoint::ProcessEnv)
+        .map_err(|e| CliError::Usage(e.to_string()))
 }
 
 /// Whether a command works on images through [`ImageBackend`] (the daemon, or a data root

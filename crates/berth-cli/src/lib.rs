@@ -28,6 +28,7 @@ pub mod commands;
 pub mod containers;
 pub mod cp;
 pub mod ctl;
+pub mod endpoint;
 pub mod error;
 pub mod filters;
 pub mod format;

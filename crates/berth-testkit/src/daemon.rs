@@ -107,6 +107,8 @@ impl Daemon {
             d.bridge = Some(bridge);
         }
         std::fs::create_dir_all(d.path("docker-config")).unwrap();
+        // A configuration file of its own: an installed /etc/berth/daemon.json stays out.
+        std::fs::write(d.path("daemon.json"), "{}").unwrap();
         // Seed busybox:latest through the berth CLI into the same data root.
         let tar = d.path("rootfs.tar");
         busybox_tar(&tar);
@@ -142,7 +144,9 @@ impl Daemon {
     /// The daemon's command line (not started).
     pub fn daemon_cmd(&self) -> Command {
         let mut c = Command::new(bin_dir().join("berthd"));
-        c.arg("-H")
+        c.arg("--config-file")
+            .arg(self.path("daemon.json"))
+            .arg("-H")
             .arg(self.host())
             .arg("--data-root")
             .arg(self.path("data"))

@@ -175,7 +175,7 @@ fn pull_base(engine: &Engine, name: &str) -> std::result::Result<String, JobErro
         engine,
         &r,
         &berth_image::manifest::Platform::host(),
-        engine.registry_config.clone(),
+        engine.registry_config(),
         &berth_registry::NoProgress,
     )?)
 }

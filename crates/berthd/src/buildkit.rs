@@ -104,7 +104,7 @@ impl EngineBackend {
         r: &Reference,
         auth: Option<&RegistryAuth>,
     ) -> Result<(LocalBackend, Option<tempfile::TempDir>), String> {
-        let mut cfg = self.0.registry_config.clone();
+        let mut cfg = self.0.registry_config();
         let mut dir = None;
         if let Some(a) = auth {
             let d = tempfile::Builder::new()

@@ -50,7 +50,7 @@ pub fn registry_config(
     auth: Option<&str>,
     registry: &str,
 ) -> Result<(RegistryConfig, Option<tempfile::TempDir>)> {
-    let mut cfg = engine.registry_config.clone();
+    let mut cfg = engine.registry_config();
     let Some(h) = auth.filter(|v| !v.is_empty()) else {
         return Ok((cfg, None));
     };
@@ -458,7 +458,7 @@ pub fn login(engine: &Engine, a: &AuthConfig) -> Result<AuthResponse> {
         .prefix("berthd-login")
         .tempdir()
         .map_err(EngineError::io("creating", std::env::temp_dir()))?;
-    let mut cfg = engine.registry_config.clone();
+    let mut cfg = engine.registry_config();
     cfg.credentials = CredentialStore::at(dir.path().join("config.json"));
     berth_registry::Client::new(cfg)
         .and_then(|c| c.login(server, &a.username, &a.password))

@@ -13,6 +13,7 @@
 pub mod archive;
 pub mod build;
 pub mod buildkit;
+pub mod config;
 pub mod engine;
 pub mod error;
 pub mod events;
@@ -27,7 +28,9 @@ pub mod mounts;
 pub mod names;
 pub mod network;
 pub mod shimio;
+pub mod sockets;
 pub mod spec;
 pub mod sysinfo;
+pub mod systemd;
 pub mod util;
 pub mod volumes;

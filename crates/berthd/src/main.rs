@@ -1,6 +1,6 @@
 //! `berthd`: the daemon binary.
 
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -8,87 +8,24 @@ use anyhow::{bail, Context};
 use axum::ServiceExt;
 use clap::Parser;
 use tower::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
+use berthd::config::{self, DaemonConfig, Flags};
 use berthd::engine::{Engine, EngineConfig};
 use berthd::http::{self, AppState};
 use berthd::listen;
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "berthd",
-    version,
-    about = "Berth daemon: the Docker Engine API on a unix socket"
-)]
-struct Args {
-    /// Address to listen on (`unix:///path` or `tcp://host:port`); repeatable.
-    #[arg(short = 'H', long = "host")]
-    host: Vec<String>,
-    /// Use TLS on TCP listeners (implied by --tlsverify); `--tls=false` allows plain TCP.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    tls: Option<bool>,
-    /// Use TLS and require client certificates signed by --tlscacert.
-    #[arg(long)]
-    tlsverify: bool,
-    /// CA certificate(s) trusted for client certificates.
-    #[arg(long)]
-    tlscacert: Option<PathBuf>,
-    /// The server's TLS certificate (chain).
-    #[arg(long)]
-    tlscert: Option<PathBuf>,
-    /// The server's TLS key.
-    #[arg(long)]
-    tlskey: Option<PathBuf>,
-    /// Root of persistent state.
-    #[arg(long, default_value = "/var/lib/berth")]
-    data_root: PathBuf,
-    /// Root of run-time state.
-    #[arg(long, default_value = "/run/berth")]
-    exec_root: PathBuf,
-    /// Pid file (default EXEC_ROOT/berthd.pid).
-    #[arg(short = 'p', long)]
-    pidfile: Option<PathBuf>,
-    /// Parent cgroup of containers.
-    #[arg(long, default_value = "/berth")]
-    cgroup_parent: String,
-    /// A registry reachable over plain http (besides loopback ones); repeatable.
-    #[arg(long = "insecure-registry")]
-    insecure_registries: Vec<String>,
-    /// The shim binary (default: next to berthd, else `berth-shim` on PATH).
-    #[arg(long)]
-    shim: Option<PathBuf>,
-    /// The init of `--init` containers, a static binary (default: `berth-init` next to
-    /// berthd or on PATH; dockerd's `--init-path`).
-    #[arg(long = "init-path")]
-    init_path: Option<PathBuf>,
-    /// The OCI runtime binary (default: next to berthd, else `berth-runtime` on PATH).
-    #[arg(long)]
-    runtime: Option<PathBuf>,
-    /// Log level (error, warn, info, debug).
-    #[arg(short = 'l', long, default_value = "info")]
-    log_level: String,
-    /// Debug logging.
-    #[arg(short = 'D', long)]
-    debug: bool,
-    /// The default bridge network's interface.
-    #[arg(short = 'b', long, env = "BERTHD_BRIDGE", default_value = "berth0")]
-    bridge: String,
-    /// The default bridge's address and prefix (e.g. 172.17.0.1/16); chosen when absent.
-    #[arg(long, env = "BERTHD_BIP")]
-    bip: Option<berth_network::Ipv4Net>,
-    /// Where default-bridge containers get their addresses (inside --bip's subnet).
-    #[arg(long, env = "BERTHD_FIXED_CIDR")]
-    fixed_cidr: Option<berth_network::Ipv4Net>,
-    /// Firewall backend: auto, nftables, iptables, none.
-    #[arg(long, env = "BERTHD_FIREWALL", default_value = "auto")]
-    firewall_backend: String,
-}
+use berthd::sockets::{self, Passed};
+use berthd::systemd::{self, Notify};
 
 fn find_bin(name: &str) -> PathBuf {
     if let Ok(exe) = std::env::current_exe() {
         if let Some(dir) = exe.parent() {
-            let p = dir.join(name);
-            if p.exists() {
-                return p;
+            // Next to berthd, or in the package's helper directory (/usr/libexec/berth).
+            for p in [dir.join(name), dir.join("../libexec/berth").join(name)] {
+                if p.exists() {
+                    return p;
+                }
             }
         }
     }
@@ -124,87 +61,214 @@ fn lock_data_root(root: &Path) -> anyhow::Result<std::fs::File> {
 }
 
 fn main() {
-    let args = Args::parse();
-    if let Err(e) = run(args) {
+    // systemd's variables are read and removed before any thread starts.
+    let env = match systemd::take_environment() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("berthd: {e}");
+            std::process::exit(1);
+        }
+    };
+    let flags = Flags::parse();
+    let cfg = config::load(&flags).and_then(|c| plan(&c).map(|p| (c, p)));
+    let (cfg, plan) = match cfg {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("berthd: {e}");
+            std::process::exit(1);
+        }
+    };
+    if flags.validate {
+        // dockerd's answer.
+        eprintln!("configuration OK");
+        return;
+    }
+    if let Err(e) = run(flags, cfg, plan, env) {
         eprintln!("berthd: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
-    let level = if args.debug {
-        "debug"
-    } else {
-        args.log_level.as_str()
+/// Where the API is served, checked before anything starts.
+struct Plan {
+    unix: Vec<PathBuf>,
+    tcp: Vec<std::net::SocketAddr>,
+    /// `fd://…` selections.
+    fds: Vec<String>,
+}
+
+fn plan(cfg: &DaemonConfig) -> Result<Plan, config::ConfigError> {
+    let bad = |message: String| config::ConfigError::Invalid {
+        option: "hosts".into(),
+        message,
     };
-    tracing_subscriber::fmt()
-        .with_max_level(
-            level
-                .parse::<tracing::Level>()
-                .unwrap_or(tracing::Level::INFO),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let use_tls = args.tlsverify || args.tls.unwrap_or(false);
-    let hosts = if args.host.is_empty() {
-        vec!["unix:///run/berth/berth.sock".to_string()]
-    } else {
-        args.host.clone()
+    let use_tls = cfg.tlsverify || cfg.tls.unwrap_or(false);
+    let mut p = Plan {
+        unix: Vec::new(),
+        tcp: Vec::new(),
+        fds: Vec::new(),
     };
-    let mut unix_socks = Vec::new();
-    let mut tcp_addrs = Vec::new();
-    for h in &hosts {
-        match listen::parse_host(h, use_tls)? {
-            listen::Endpoint::Unix(p) => unix_socks.push(p),
-            listen::Endpoint::Tcp(a) => tcp_addrs.push(a),
+    for h in &cfg.hosts {
+        if let Some(spec) = h.strip_prefix("fd://") {
+            p.fds.push(spec.to_string());
+            continue;
+        }
+        match listen::parse_host(h, use_tls).map_err(|e| bad(e.to_string()))? {
+            listen::Endpoint::Unix(path) => p.unix.push(path),
+            listen::Endpoint::Tcp(a) => p.tcp.push(a),
         }
     }
+    if !use_tls && !p.tcp.is_empty() && cfg.tls != Some(false) {
+        return Err(bad("refusing to listen on TCP without TLS (anyone who connects would be root on this host): give --tlsverify with --tlscacert/--tlscert/--tlskey, or --tls=false to do it anyway".into()));
+    }
+    if cfg.docker_compat {
+        p.unix.push(PathBuf::from(config::DOCKER_SOCKET));
+    }
+    Ok(p)
+}
+
+type LevelHandle = tracing_subscriber::reload::Handle<
+    tracing::level_filters::LevelFilter,
+    tracing_subscriber::Registry,
+>;
+
+fn init_logging(cfg: &DaemonConfig) -> LevelHandle {
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(
+        tracing::level_filters::LevelFilter::from_level(cfg.level()),
+    );
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
+    handle
+}
+
+/// Reads the configuration again (SIGHUP): applies what may change while running and logs
+/// every change; a file that does not load leaves everything as it was.
+fn reload(flags: &Flags, current: &mut DaemonConfig, level: &LevelHandle, engine: &Engine) {
+    let (path, _) = config::config_path(flags);
+    let new = match config::load(flags) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!("reload failed, the configuration is unchanged: {e}");
+            return;
+        }
+    };
+    let changes = current.changes(&new);
+    if changes.is_empty() {
+        tracing::info!("reloaded {}: nothing changed", path.display());
+        return;
+    }
+    let (apply, later): (Vec<_>, Vec<_>) = changes.into_iter().partition(|c| c.reloadable);
+    for c in &later {
+        tracing::warn!("{c}: needs a restart of berthd (kept the running value)");
+    }
+    if !apply.is_empty() {
+        *current = current.with_reloadable_from(&new);
+        engine.reconfigure(&current.live());
+        let _ =
+            level.modify(|f| *f = tracing::level_filters::LevelFilter::from_level(current.level()));
+        let list: Vec<String> = apply.iter().map(|c| c.to_string()).collect();
+        tracing::info!("reloaded {}: {}", path.display(), list.join("; "));
+    }
+}
+
+fn run(
+    flags: Flags,
+    cfg: DaemonConfig,
+    plan: Plan,
+    env: systemd::Environment,
+) -> anyhow::Result<()> {
+    let level = init_logging(&cfg);
+    let notify = Notify(env.notify);
+    let mut passed_fds = env.listen_fds;
+    if !cfg.live_restore {
+        tracing::warn!(
+            "live-restore is always on in Berth: containers keep running when the daemon stops"
+        );
+    }
+    let use_tls = cfg.tlsverify || cfg.tls.unwrap_or(false);
     let tls_config = if use_tls {
         Some(listen::server_config(&listen::TlsFiles {
-            cert: args.tlscert.clone(),
-            key: args.tlskey.clone(),
-            ca: args.tlscacert.clone(),
-            verify: args.tlsverify,
+            cert: cfg.tlscert.clone(),
+            key: cfg.tlskey.clone(),
+            ca: cfg.tlscacert.clone(),
+            verify: cfg.tlsverify,
         })?)
     } else {
-        if !tcp_addrs.is_empty() && args.tls != Some(false) {
-            bail!("refusing to listen on TCP without TLS (anyone who connects would be root on this host): give --tlsverify with --tlscacert/--tlscert/--tlskey, or --tls=false to do it anyway");
-        }
         None
     };
-    std::fs::create_dir_all(&args.data_root)?;
-    std::fs::create_dir_all(&args.exec_root)?;
-    let _lock = lock_data_root(&args.data_root)?;
-    let pidfile = args
-        .pidfile
-        .clone()
-        .unwrap_or_else(|| args.exec_root.join("berthd.pid"));
-    berth_image::fsutil::atomic_write(&pidfile, format!("{}", std::process::id()).as_bytes())
-        .with_context(|| format!("writing {}", pidfile.display()))?;
+    std::fs::create_dir_all(&cfg.data_root)?;
+    std::fs::create_dir_all(&cfg.exec_root)?;
+    let _lock = lock_data_root(&cfg.data_root)?;
+    berth_image::fsutil::atomic_write(&cfg.pidfile, format!("{}", std::process::id()).as_bytes())
+        .with_context(|| format!("writing {}", cfg.pidfile.display()))?;
 
-    let cfg = EngineConfig {
-        data_root: args.data_root.clone(),
-        exec_root: args.exec_root.clone(),
-        shim: args.shim.clone().unwrap_or_else(|| find_bin("berth-shim")),
-        runtime: args
+    // Sockets first: a refusal (Docker's socket taken) stops the start before anything runs.
+    let gid = sockets::socket_group(&cfg.group, flags.group.is_some())?;
+    let mut unix_listeners = Vec::new();
+    for path in &plan.unix {
+        let hint = if path == Path::new(config::DOCKER_SOCKET) {
+            "; stop Docker (systemctl stop docker.socket docker.service) or turn docker-compat off"
+        } else {
+            ""
+        };
+        unix_listeners.push((sockets::bind_unix(path, gid, hint)?, Some(path.clone())));
+    }
+    let mut tcp_listeners = Vec::new();
+    for spec in &plan.fds {
+        for p in sockets::take_passed(spec, &mut passed_fds)? {
+            tracing::info!("API listening on {}", p.describe());
+            match p {
+                Passed::Unix(l) => unix_listeners.push((l, None)),
+                Passed::Tcp(l) => {
+                    if tls_config.is_none() && cfg.tls != Some(false) {
+                        bail!("refusing to serve a TCP socket passed by systemd without TLS: give --tlsverify with --tlscacert/--tlscert/--tlskey, or --tls=false");
+                    }
+                    tcp_listeners.push(l)
+                }
+            }
+        }
+    }
+    for addr in &plan.tcp {
+        let l = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+        l.set_nonblocking(true)?;
+        tracing::info!(
+            "API listening on tcp://{addr}{}",
+            if tls_config.is_some() {
+                " (TLS)"
+            } else {
+                " (no TLS!)"
+            }
+        );
+        tcp_listeners.push(l);
+    }
+
+    let engine_cfg = EngineConfig {
+        data_root: cfg.data_root.clone(),
+        exec_root: cfg.exec_root.clone(),
+        shim: cfg.shim.clone().unwrap_or_else(|| find_bin("berth-shim")),
+        runtime: cfg
             .runtime
             .clone()
             .unwrap_or_else(|| find_bin("berth-runtime")),
-        cgroup_parent: args.cgroup_parent.clone(),
+        cgroup_parent: cfg.cgroup_parent.clone(),
         network: berthd::network::NetOptions {
-            bridge: args.bridge.clone(),
-            bip: args.bip,
-            fixed_cidr: args.fixed_cidr,
-            firewall: args.firewall_backend.clone(),
+            bridge: cfg.bridge.clone(),
+            bip: cfg.bip,
+            fixed_cidr: cfg.fixed_cidr,
+            firewall: cfg.firewall_backend.clone(),
+            address_pools: cfg.subnet_candidates().unwrap_or_default(),
         },
-        insecure_registries: args.insecure_registries.clone(),
-        init: args
+        insecure_registries: cfg.insecure_registries.clone(),
+        init: cfg
             .init_path
             .clone()
             .unwrap_or_else(|| find_bin("berth-init")),
     };
-    let engine = Engine::open(cfg)?;
-    let info = berthd::sysinfo::Static::read(&args.data_root);
+    let engine = Engine::open(engine_cfg)?;
+    engine.reconfigure(&cfg.live());
+    let info = berthd::sysinfo::Static::read(&cfg.data_root);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -221,15 +285,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         let app = tower::util::MapRequestLayer::new(http::strip_version).layer(app);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
-        for sock in &unix_socks {
-            if let Some(d) = sock.parent() {
-                std::fs::create_dir_all(d)?;
+        let mut created = Vec::new();
+        for (l, path) in unix_listeners {
+            let listener = tokio::net::UnixListener::from_std(l)?;
+            if let Some(p) = path {
+                tracing::info!("API listening on {}", p.display());
+                created.push(p);
             }
-            let _ = std::fs::remove_file(sock);
-            let listener = tokio::net::UnixListener::bind(sock)
-                .with_context(|| format!("binding {}", sock.display()))?;
-            std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o660))?;
-            tracing::info!("API listening on {}", sock.display());
             let mut rx = stop_rx.clone();
             let app = app.clone();
             tasks.push(tokio::spawn(async move {
@@ -240,14 +302,8 @@ fn run(args: Args) -> anyhow::Result<()> {
                     .await;
             }));
         }
-        for addr in &tcp_addrs {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding {addr}"))?;
-            tracing::info!(
-                "API listening on tcp://{addr}{}",
-                if tls_config.is_some() { " (TLS)" } else { " (no TLS!)" }
-            );
+        for l in tcp_listeners {
+            let listener = tokio::net::TcpListener::from_std(l)?;
             tasks.push(tokio::spawn(listen::serve_tcp(
                 listener,
                 tls_config.clone(),
@@ -255,12 +311,23 @@ fn run(args: Args) -> anyhow::Result<()> {
                 stop_rx.clone(),
             )));
         }
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        notify.ready("serving the Engine API");
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut current = cfg;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = hup.recv() => {
+                    notify.reloading();
+                    reload(&flags, &mut current, &level, &engine);
+                    notify.ready("serving the Engine API");
+                }
+            }
         }
+        notify.stopping();
         tracing::info!("shutting down (containers keep running)");
         let _ = stop_tx.send(true);
         for t in tasks {
@@ -268,10 +335,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         // Storage cleanups of removed containers finish before the daemon exits.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(30), engine.settle()).await;
-        for sock in &unix_socks {
+        for sock in &created {
             let _ = std::fs::remove_file(sock);
         }
-        let _ = std::fs::remove_file(&pidfile);
+        let _ = std::fs::remove_file(&current.pidfile);
         anyhow::Ok(())
     })
 }

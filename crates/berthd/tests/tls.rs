@@ -2,9 +2,12 @@
 //! docker CLI; plain TCP is refused unless asked for.
 
 mod common;
+
 use common::*;
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
+use std::process::Stdio;
 
 /// `openssl <words>` in `dir` (words without spaces).
 fn openssl(dir: &Path, words: &str) {
@@ -103,6 +106,91 @@ fn tcp_with_tls_and_client_certificates() {
     )
     .ok();
     assert_eq!(r.stdout, "over tls\n");
+    // The berth CLI the same way: DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH (the
+    // certificates' default names), then BERTH_HOST and the flags; attach and stdin over TLS.
+    let berth_tcp = |envs: &[(&str, String)], args: &[&str], stdin: Option<&str>| {
+        let mut cmd = Command::new(bin_dir().join("berth"));
+        cmd.args(args);
+        for k in [
+            "BERTH_HOST",
+            "DOCKER_HOST",
+            "DOCKER_TLS_VERIFY",
+            "DOCKER_CERT_PATH",
+            "BERTH_TLS_VERIFY",
+            "BERTH_CERT_PATH",
+        ] {
+            cmd.env_remove(k);
+        }
+        cmd.envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("HOME", certs.path().join("home"));
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        run_output(child.wait_with_output().unwrap())
+    };
+    let docker_env = vec![
+        ("DOCKER_HOST", format!("tcp://127.0.0.1:{port}")),
+        ("DOCKER_TLS_VERIFY", "1".to_string()),
+        ("DOCKER_CERT_PATH", certs.path().display().to_string()),
+    ];
+    let r = berth_tcp(
+        &docker_env,
+        &["run", "--rm", "busybox", "echo", "berth over tls"],
+        None,
+    )
+    .ok();
+    assert_eq!(r.stdout, "berth over tls\n");
+    let r = berth_tcp(
+        &docker_env,
+        &["run", "--rm", "-i", "busybox", "cat"],
+        Some("typed\n"),
+    )
+    .ok();
+    assert_eq!(r.stdout, "typed\n");
+    let flags = [
+        "-H".to_string(),
+        format!("tcp://127.0.0.1:{port}"),
+        "--tlsverify".into(),
+        "--tlscacert".into(),
+        c("ca.pem"),
+        "--tlscert".into(),
+        c("cert.pem"),
+        "--tlskey".into(),
+        c("key.pem"),
+        "ps".into(),
+        "-a".into(),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    berth_tcp(&[], &flags, None).ok();
+    // Without the client certificate: refused; without TLS: no answer from a TLS port.
+    let r = berth_tcp(
+        &[("BERTH_HOST", format!("tcp://127.0.0.1:{port}"))],
+        &[
+            "--tlsverify",
+            "--tlscacert",
+            &c("ca.pem"),
+            "--tlscert",
+            "/nonexistent.pem",
+            "ps",
+        ],
+        None,
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("/nonexistent.pem"), "{}", r.stderr);
+    let r = berth_tcp(
+        &[("BERTH_HOST", format!("tcp://127.0.0.1:{port}"))],
+        &["ps"],
+        None,
+    );
+    assert_ne!(r.code, 0, "{}", r.stdout);
     // Without a client certificate (or without TLS) the daemon does not answer.
     let nocert = tempfile::tempdir().unwrap();
     std::fs::copy(certs.path().join("ca.pem"), nocert.path().join("ca.pem")).unwrap();
@@ -124,6 +212,8 @@ fn tcp_with_tls_and_client_certificates() {
     // Plain TCP without --tls=false: refused at start-up with a clear message.
     let o = Command::new(bin_dir().join("berthd"))
         .args([
+            "--config-file",
+            "/dev/null",
             "-H",
             &format!("tcp://127.0.0.1:{}", free_port()),
             "--data-root",

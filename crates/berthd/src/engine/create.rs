@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use berth_api::container::{Config, CreateRequest, HealthConfig, HostConfig, LogConfig};
+use berth_api::container::{Config, CreateRequest, HealthConfig, HostConfig};
 use berth_api::go::Set;
 use berth_image::manifest::ContainerConfig;
 
@@ -230,12 +230,10 @@ impl Engine {
         if hc.network_mode.is_empty() {
             hc.network_mode = "default".into();
         }
-        if hc.log_config.kind.is_empty() {
-            hc.log_config = LogConfig {
-                kind: "json-file".into(),
-                config: Some(BTreeMap::new()),
-            };
-        }
+        self.live()
+            .defaults
+            .merge_log_config(&mut hc.log_config)
+            .map_err(EngineError::BadRequest)?;
         let mut container = Container {
             id: id.clone(),
             name: format!("/{name}"),

@@ -85,8 +85,10 @@ pub struct Engine {
     /// The event bus (`GET /events`).
     pub bus: crate::events::Bus,
     pub(crate) execs: crate::exec::Execs,
-    /// Settings of registry operations (pull, push, login).
-    pub registry_config: berth_registry::RegistryConfig,
+    /// Settings of registry operations (pull, push, login) before [`Engine::live`]'s.
+    registry_base: berth_registry::RegistryConfig,
+    /// What a configuration reload changes (see [`Engine::reconfigure`]).
+    live: std::sync::RwLock<crate::config::Live>,
     /// Storage cleanups of removed containers still running in the background.
     cleanups: watch::Sender<usize>,
     /// A sealed memfd copy of the runtime, handed to every shim (`--runtime-fd`): a runtime
@@ -107,6 +109,23 @@ pub enum WaitCondition {
 }
 
 impl Engine {
+    /// Replaces the settings a configuration reload changes.
+    pub fn reconfigure(&self, live: &crate::config::Live) {
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = live.clone();
+    }
+
+    /// The settings a configuration reload changes, as they are now.
+    pub fn live(&self) -> crate::config::Live {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Settings of registry operations (pull, push, login).
+    pub fn registry_config(&self) -> berth_registry::RegistryConfig {
+        let mut cfg = self.registry_base.clone();
+        self.live().apply_registry(&mut cfg);
+        cfg
+    }
+
     /// Opens the engine and loads existing containers (see [`Engine::reattach`]).
     pub fn open(cfg: EngineConfig) -> Result<Arc<Self>> {
         for d in [
@@ -137,10 +156,11 @@ impl Engine {
             }
         };
         let engine = Arc::new(Engine {
-            registry_config: berth_registry::RegistryConfig {
+            registry_base: berth_registry::RegistryConfig::default(),
+            live: std::sync::RwLock::new(crate::config::Live {
                 insecure_registries: cfg.insecure_registries.clone(),
                 ..Default::default()
-            },
+            }),
             cfg,
             images,
             volumes,

@@ -223,7 +223,9 @@ impl Engine {
         let mut etc = Vec::new();
         let (hn, _) = write("hostname", &format!("{hostname}\n")).map_err(unmount)?;
         etc.push((hn, "/etc/hostname".to_string()));
-        let init = c.host_config.init == Some(true);
+        // The daemon's defaults (default-ulimits, init) as they are at this start.
+        let start_hc = self.live().defaults.for_start(&c.host_config);
+        let init = start_hc.init == Some(true);
         if init && !self.cfg.init.is_file() {
             return Err(unmount(EngineError::BadRequest(format!(
                 "--init: the init binary {} does not exist (give berthd --init-path)",
@@ -297,7 +299,7 @@ impl Engine {
         });
         cfg.mounts.extend(spec::etc_mounts(&etc));
         cfg.mounts.append(&mut bundle.mounts);
-        crate::hostconfig::apply(&mut cfg, &c.host_config, self).map_err(|e| fail(e.into()))?;
+        crate::hostconfig::apply(&mut cfg, &start_hc, self).map_err(|e| fail(e.into()))?;
         if init {
             cfg.mounts.push(berth_runtime::spec::Mount {
                 destination: "/sbin/docker-init".into(),
@@ -330,6 +332,14 @@ impl Engine {
             .arg(self.cfg.exec_root.join("runtime"))
             .arg("--log-path")
             .arg(&c.log_path);
+        let (max_size, max_file) =
+            crate::config::log_rotation(c.host_config.log_config.config.as_ref());
+        if let Some(n) = max_size {
+            cmd.arg("--log-max-size").arg(n.to_string());
+        }
+        if let Some(n) = max_file {
+            cmd.arg("--log-max-file").arg(n.to_string());
+        }
         if c.tty() {
             cmd.arg("--tty");
         }

@@ -94,6 +94,7 @@ async fn info(s: St) -> Response {
         .map(|s| s.driver().to_string())
         .unwrap_or_default();
     let strs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let live = e.live();
     json(&Info {
         id: i.id.clone(),
         containers: total as i64,
@@ -122,7 +123,7 @@ async fn info(s: St) -> Response {
         oom_kill_disable: false,
         ngoroutines: 0,
         system_time: util::now_rfc3339_nano(),
-        logging_driver: "json-file".into(),
+        logging_driver: live.defaults.log_driver.clone(),
         cgroup_driver: "cgroupfs".into(),
         cgroup_version: i.cgroup_version.clone(),
         n_events_listener: 0,
@@ -135,7 +136,11 @@ async fn info(s: St) -> Response {
         registry_config: RegistryConfig {
             index_configs: Default::default(),
             insecure_registry_cidrs: strs(&["127.0.0.0/8"]),
-            mirrors: vec![],
+            mirrors: live
+                .registry_mirrors
+                .iter()
+                .map(|m| format!("{m}/"))
+                .collect(),
         },
         ncpu: i.ncpu,
         mem_total: i.mem_total,
@@ -145,7 +150,7 @@ async fn info(s: St) -> Response {
         https_proxy: String::new(),
         no_proxy: String::new(),
         name: i.hostname.clone(),
-        labels: vec![],
+        labels: live.labels.clone(),
         experimental_build: false,
         server_version: env!("CARGO_PKG_VERSION").into(),
         runtimes: [(

@@ -30,6 +30,9 @@ pub struct NetOptions {
     pub fixed_cidr: Option<Ipv4Net>,
     /// `nftables`, `iptables` or `auto`.
     pub firewall: String,
+    /// Subnets new networks are picked from, in order (`default-address-pools`); empty:
+    /// Docker's defaults.
+    pub address_pools: Vec<Ipv4Net>,
 }
 
 impl Default for NetOptions {
@@ -39,11 +42,21 @@ impl Default for NetOptions {
             bip: None,
             fixed_cidr: None,
             firewall: "auto".into(),
+            address_pools: Vec::new(),
         }
     }
 }
 
 impl NetOptions {
+    /// The subnets a network without one is given the first free of.
+    pub fn subnet_candidates(&self) -> Vec<Ipv4Net> {
+        if self.address_pools.is_empty() {
+            ipam::default_candidates()
+        } else {
+            self.address_pools.clone()
+        }
+    }
+
     /// Berth's nftables table / iptables chain prefix: `berth` for the default bridge name,
     /// else derived from it (so daemons with different bridges never share rules).
     pub fn table(&self) -> String {
@@ -150,7 +163,7 @@ impl Manager {
                                 .filter(|n| n.id != def_id)
                                 .filter_map(|n| n.pool.as_ref().map(|p| p.subnet)),
                         );
-                        let subnet = ipam::pick_subnet(&ipam::default_candidates(), &taken)?;
+                        let subnet = ipam::pick_subnet(&opts.subnet_candidates(), &taken)?;
                         Pool::new(subnet, None, opts.fixed_cidr)?
                     }
                 },
@@ -366,7 +379,7 @@ impl Manager {
         let free_subnet = || -> Result<Ipv4Net> {
             let mut taken = host_taken();
             taken.extend(others.iter().copied());
-            Ok(ipam::pick_subnet(&ipam::default_candidates(), &taken)?)
+            Ok(ipam::pick_subnet(&self.opts.subnet_candidates(), &taken)?)
         };
         let pool = match v4.first() {
             Some(c) => {
