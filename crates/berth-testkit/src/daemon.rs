@@ -56,6 +56,9 @@ pub struct Daemon {
     /// The daemon's own default bridge (removed with its nft table at cleanup); `None` when
     /// the test chose one through `BERTHD_BRIDGE`.
     pub bridge: Option<String>,
+    /// Environment variables of the daemon's process (e.g. `BERTHD_FAILPOINTS`), taken at
+    /// each [`Daemon::start`].
+    pub env: Vec<(String, String)>,
     /// Checks, after cleanup, that nothing carrying this daemon's names stays.
     pub leaks: LeakGuard,
     cleaned: bool,
@@ -87,6 +90,7 @@ impl Daemon {
             child: None,
             cgroup_parent,
             extra_args: extra.to_vec(),
+            env: Vec::new(),
             bridge: None,
             cleaned: false,
         };
@@ -157,6 +161,7 @@ impl Daemon {
             .arg("--init-path")
             .arg(bin_dir().join("berth-init.static"))
             .args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         c
     }

@@ -280,7 +280,10 @@ async fn system_df(s: St) -> R {
             images,
             containers: cs,
             volumes: engine.volumes.df(),
-            build_cache: vec![],
+            build_cache: crate::leftovers::records(&engine.images)
+                .iter()
+                .filter_map(|r| serde_json::to_value(r).ok())
+                .collect(),
         })
     })
     .await?;

@@ -676,6 +676,7 @@ impl Manager {
             let ns = Netns::of_pid(c.state.pid as u32);
             match self.plug(&ns, &ep, &net, primary) {
                 Ok(idx) => {
+                    crate::failpoint::hit("network.connect");
                     let mut run = self.running.lock().unwrap();
                     if let Some(Some(links)) = run.get_mut(&c.id).map(|r| r.links.as_mut()) {
                         links.push(idx);
