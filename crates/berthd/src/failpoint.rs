@@ -21,6 +21,7 @@ pub const NAMES: &[&str] = &[
     "start.shim",
     "start.started",
     "stop.signalled",
+    "exit.recorded",
     "remove.participants",
     "remove.renamed",
     "pull.layer",

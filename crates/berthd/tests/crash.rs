@@ -159,7 +159,10 @@ fn dead_shim_kills_and_deletes_its_container() {
         d.inspect("{{json .State}}", "plain")
     );
     wait_for("the init of the shimless container killed", || !alive(init));
-    assert!(!d.path(&format!("exec/runtime/{plain}")).exists());
+    wait_for(
+        "the runtime's state of the shimless container deleted",
+        || !d.path(&format!("exec/runtime/{plain}")).exists(),
+    );
     // `start` creates it again (no "already exists").
     d.docker_line("start plain", &[]).ok();
     assert_eq!(d.inspect("{{.State.Running}}", "plain"), "true\n");
@@ -314,6 +317,28 @@ fn crash_stop_signalled() {
     d.docker_line("stop ctr", &[]).ok();
     assert_no_orphans(&d, "after the restart");
     d.docker_line("start ctr", &[]).ok();
+    d.docker_line("rm -f ctr", &[]).ok();
+    assert_no_orphans(&d, "after rm");
+    finish(d);
+}
+
+/// A container's exit recorded, its teardown (shim, rootfs, cgroups, runtime state)
+/// interrupted: finished at the restart; the container starts again.
+#[test]
+fn crash_exit_recorded() {
+    require_root!();
+    let mut d = Daemon::new();
+    arm(&mut d, "exit.recorded");
+    d.docker_line("run -d --name ctr busybox sh -c", &["sleep 1; exit 3"])
+        .ok();
+    crashed(&mut d, "exit.recorded");
+    assert_eq!(
+        d.inspect("{{.State.Status}} {{.State.ExitCode}}", "ctr"),
+        "exited 3\n"
+    );
+    assert_no_orphans(&d, "after the restart");
+    d.docker_line("start ctr", &[]).ok();
+    assert_eq!(d.docker_out("wait ctr", &[]), "3\n");
     d.docker_line("rm -f ctr", &[]).ok();
     assert_no_orphans(&d, "after rm");
     finish(d);

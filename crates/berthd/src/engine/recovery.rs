@@ -14,9 +14,11 @@
 //!   blocked on its start fifo, its cgroups, its state), or the runtime's state directly
 //!   when the shim is gone, the rootfs mount and the participants' run-time parts. The
 //!   container is left as it was before the start, and can be started or removed.
+//! - `exit`: the record was marked exited, then the shim, rootfs and participants' parts
+//!   are torn down; a crash in between leaves them: they go as for `start`.
 //!
 //! Create intents are durable (`atomic_write`: a power loss between the snapshot and the
-//! record must not leave an orphan); start intents only need to outlive the process
+//! record must not leave an orphan); start and exit intents only need to outlive the process
 //! (`replace_file_nosync`), since after a power loss no container, shim or mount is left.
 
 use std::path::{Path, PathBuf};
@@ -33,6 +35,7 @@ use super::{Engine, EngineError, Result};
 pub(crate) enum Op {
     Create,
     Start,
+    Exit,
 }
 
 impl Op {
@@ -40,6 +43,7 @@ impl Op {
         match self {
             Op::Create => "create",
             Op::Start => "start",
+            Op::Exit => "exit",
         }
     }
 }
@@ -81,7 +85,7 @@ impl Engine {
         .map_err(|e| EngineError::Internal(format!("encoding an intent: {e}")))?;
         let write = |p: &Path| match op {
             Op::Create => berth_util::fs::atomic_write(p, &bytes),
-            Op::Start => berth_util::fs::replace_file_nosync(p, &bytes),
+            Op::Start | Op::Exit => berth_util::fs::replace_file_nosync(p, &bytes),
         };
         if let Err(e) = write(&path) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -117,7 +121,7 @@ impl Engine {
         for (path, r) in intents {
             match r.op {
                 Op::Create => self.recover_create(&r.id),
-                Op::Start => self.recover_start(&r.id),
+                Op::Start | Op::Exit => self.recover_task(&r.id),
             }
             if let Err(e) = std::fs::remove_file(&path) {
                 tracing::warn!("removing the intent {}: {e}", path.display());
@@ -144,7 +148,7 @@ impl Engine {
         }
     }
 
-    fn recover_start(&self, id: &str) {
+    fn recover_task(&self, id: &str) {
         let running = match self.lookup(id) {
             Ok(e) => e.rec.lock().unwrap().state.running,
             // Removed meanwhile (its removal cleans up what is left).
@@ -153,7 +157,7 @@ impl Engine {
         if running {
             return;
         }
-        tracing::info!("undoing the interrupted start of container {id}");
+        tracing::info!("undoing the interrupted start or exit of container {id}");
         self.discard_task(id);
         for p in self.participants().iter().rev() {
             p.exit(id);

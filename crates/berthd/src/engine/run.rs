@@ -447,6 +447,12 @@ impl Engine {
     ) {
         let Ok(e) = self.lookup(id) else { return };
         let teardown = e.teardown.lock().await;
+        // The record says exited before the shim, rootfs and participants are torn down:
+        // a crash in between is finished at the next daemon start (see `recovery`).
+        let intent = self.intent(super::recovery::Op::Exit, id);
+        if let Err(err) = &intent {
+            tracing::warn!("{id}: {err}");
+        }
         // Read before the shim deletes the container (and its cgroup).
         let oom = {
             let r = e.rec.lock().unwrap().clone();
@@ -495,6 +501,7 @@ impl Engine {
             }
             (r.auto_remove(), restart, r.clone())
         };
+        crate::failpoint::hit("exit.recorded");
         // The shim deletes the container from the runtime (its cgroup, state) and exits. For a
         // container removed at exit that happens in the background with the rest of its
         // cleanup (see `clean_storage`), off the path of `run --rm`.
@@ -519,6 +526,7 @@ impl Engine {
             }
         })
         .await;
+        drop(intent);
         drop(teardown);
         if oom {
             self.container_event(&snapshot, "oom", &[]);
