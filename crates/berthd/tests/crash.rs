@@ -519,3 +519,47 @@ fn crash_leftovers_removed_at_start_counted_and_pruned() {
     assert!(r.status.success(), "{r:?}");
     finish(d);
 }
+
+/// The last line of an HTTP server's answer at `addr` (empty when nothing answers).
+fn answer(addr: &str) -> String {
+    use std::io::Read;
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.lines().last().unwrap_or_default().to_string()
+}
+
+/// Item 5: a published port keeps answering while berthd is down (its proxy is a process
+/// of its own) and after the restart (the new daemon adopts the proxy, the port stays the
+/// same); removing the container ends the proxy.
+#[test]
+fn published_port_answers_while_the_daemon_is_down() {
+    require_root!();
+    let mut d = Daemon::new();
+    d.docker_line(
+        "run -d --name web -p 127.0.0.1::8080 busybox sh -c",
+        &["mkdir /w && echo hello > /w/index.html && exec httpd -f -p 8080 -h /w"],
+    )
+    .ok();
+    let addr = d.docker_out("port web 8080/tcp", &[]).trim().to_string();
+    wait_for("the published port", || answer(&addr) == "hello");
+    d.kill9();
+    assert_eq!(answer(&addr), "hello", "while the daemon is down");
+    assert_eq!(answer(&addr), "hello", "while the daemon is down");
+    d.start();
+    assert_eq!(d.docker_out("port web 8080/tcp", &[]).trim(), addr);
+    wait_for("the port after the restart", || answer(&addr) == "hello");
+    d.restart();
+    wait_for("the port after a second restart", || {
+        answer(&addr) == "hello"
+    });
+    d.docker_line("rm -f web", &[]).ok();
+    assert_no_orphans(&d, "after rm");
+    assert_eq!(answer(&addr), "");
+    finish(d);
+}
