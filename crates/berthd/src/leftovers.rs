@@ -2,7 +2,9 @@
 //! of a build (`tmp/build-ctx-<pid>-…`), the work directories of build steps with their
 //! overlay mounts (`tmp/build-<pid>-…`, `tmp/from-<pid>-…`) and their pending layer blobs
 //! (`ingest/<pid>-…`), all of a daemon that is gone, and partial downloads
-//! (`partial/<hex>`) that no pull holds (a pull locks its file while it writes it).
+//! (`partial/<hex>`) that no pull holds (a pull locks its file while it writes it). At
+//! daemon start also the build step containers such a build left running
+//! ([`remove_build_containers`]).
 //!
 //! Removed at daemon start and by `POST /build/prune` (which `system prune` runs); `system
 //! df` counts them as build cache records of type `crash-leftover`, which is what prune
@@ -118,6 +120,26 @@ pub fn remove(store: &ImageStore) -> Vec<Leftover> {
         tracing::info!("removed {} crash leftovers", removed.len());
     }
     removed
+}
+
+/// Deletes, through the runtime (`delete --force`: processes, cgroups, state), the build
+/// step containers whose state is in `root` (the builders' runtime root): at daemon start
+/// they belong to builds of a daemon that crashed. The directory is made again by the next
+/// build.
+pub fn remove_build_containers(runtime: &Path, root: &Path) {
+    let rt = berth_util::runtime::Runtime::new(runtime, root);
+    for (id, _) in entries(root) {
+        // `@…`: the runtime's own (its seccomp cache).
+        if id.starts_with('@') {
+            continue;
+        }
+        tracing::info!("deleting the build step container {id} of a crashed build");
+        match rt.call(rt.delete(&id, true), None) {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => tracing::warn!("deleting the build step container {id}: {e}"),
+        }
+    }
 }
 
 /// `system df`'s build cache records of the leftovers.

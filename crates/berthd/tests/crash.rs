@@ -471,8 +471,8 @@ fn build_leftovers(d: &Daemon) -> Vec<String> {
 }
 
 /// Item 7: a build killed with the daemon in the middle of a RUN step leaves its spooled
-/// context (`tmp/build-ctx-*`), the step's work directory and its overlay mount; the next
-/// daemon start removes them. Leftovers seen by a running daemon (the same context, put
+/// context (`tmp/build-ctx-*`), the step's work directory and its overlay mount, and the
+/// step's container; the next daemon start removes them. Leftovers seen by a running daemon (the same context, put
 /// back after the start) are counted by `system df` and removed by `system prune`.
 #[test]
 fn crash_leftovers_removed_at_start_counted_and_pruned() {
@@ -480,7 +480,7 @@ fn crash_leftovers_removed_at_start_counted_and_pruned() {
     let mut d = Daemon::new();
     let ctx = d.path("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN sleep 3\n").unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN sleep 60\n").unwrap();
     let mut build = d
         .docker_cmd(&["build", "-t", "crashed", &ctx.display().to_string()])
         .env("DOCKER_BUILDKIT", "0")
@@ -489,7 +489,13 @@ fn crash_leftovers_removed_at_start_counted_and_pruned() {
         .spawn()
         .unwrap();
     let tmp = d.path("data/tmp");
-    wait_for("a build step's mount", || !mounts_below(&tmp).is_empty());
+    let steps = d.path("exec/build-runtime");
+    wait_for("a build step's container", || {
+        !mounts_below(&tmp).is_empty()
+            && entries(&steps)
+                .iter()
+                .any(|e| !e.starts_with('@') && steps.join(e).join("state.json").exists())
+    });
     d.kill9();
     let _ = build.kill();
     let _ = build.wait();
@@ -501,6 +507,15 @@ fn crash_leftovers_removed_at_start_counted_and_pruned() {
     d.start();
     assert_eq!(build_leftovers(&d), Vec::<String>::new());
     assert_eq!(mounts_below(&tmp), Vec::<String>::new());
+    // The step's container (its process, cgroups, runtime state) went too.
+    assert_no_orphans(&d, "after the restart");
+    assert_eq!(
+        entries(&d.path("exec/build-runtime"))
+            .iter()
+            .filter(|e| !e.starts_with('@'))
+            .count(),
+        0
+    );
     // A leftover the running daemon finds: counted, then pruned.
     std::fs::rename(&aside, tmp.join(spool)).unwrap();
     let df = d.docker_out("system df --format", &["{{.Type}} {{.TotalCount}}"]);

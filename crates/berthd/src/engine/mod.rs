@@ -142,6 +142,10 @@ impl Engine {
         }
         let images = Arc::new(ImageStore::open(&cfg.data_root)?);
         // What crashed builds and pulls left (see `leftovers`).
+        crate::leftovers::remove_build_containers(
+            &cfg.runtime,
+            &cfg.exec_root.join("build-runtime"),
+        );
         crate::leftovers::remove(&images);
         let vdir = cfg.data_root.join("volumes");
         let volumes = Arc::new(
