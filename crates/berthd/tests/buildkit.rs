@@ -846,6 +846,16 @@ fn a_dropped_session_ends_the_build_cleanly() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(d.docker(&["image", "inspect", "bk:dropped"]).code != 0);
+    // No writable layer of the step's container, no half-written blob.
+    let entries = |p: &str| -> Vec<String> {
+        std::fs::read_dir(d.path(p))
+            .unwrap_or_else(|e| panic!("{p}: {e}"))
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(entries("data/snapshotter/containers"), Vec::<String>::new());
+    assert_eq!(entries("data/ingest"), Vec::<String>::new());
     finish(d);
 }
 

@@ -420,6 +420,8 @@ impl Eval<'_, '_, '_> {
             let mut r = io::BufReader::new(reader);
             let mut buf = Vec::new();
             let mut cancelled = false;
+            let mut last_kill: Option<std::time::Instant> = None;
+            const KILL_AGAIN: std::time::Duration = std::time::Duration::from_secs(1);
             loop {
                 let go_on = match r.read_until(b'\n', &mut buf) {
                     Ok(0) => break,
@@ -445,8 +447,11 @@ impl Eval<'_, '_, '_> {
                     }
                     Err(_) => break,
                 };
-                if !go_on && !cancelled {
+                // Killed again each second until the step ends: a kill that came while the
+                // runtime was still creating the container had nothing to signal yet.
+                if !go_on && last_kill.is_none_or(|t| t.elapsed() >= KILL_AGAIN) {
                     cancelled = true;
+                    last_kill = Some(std::time::Instant::now());
                     if let Some(c) = &guard.runtime {
                         c.kill();
                     }
