@@ -99,7 +99,7 @@ async fn create(s: St, Query(q): Q, headers: HeaderMap, req: Request) -> R {
     let all_tags = tag.is_none() && r.tag().is_none() && r.digest().is_none();
     let r = if all_tags { r } else { tagged(r)? };
     let (cfg, guard) = images::registry_config(&s.engine, auth_header(&headers), r.domain())?;
-    let rx = images::pull(s.engine.clone(), r, all_tags, platform, cfg, guard);
+    let rx = images::pull(s.engine.clone(), r, all_tags, platform, cfg, guard).await?;
     Ok(stream("application/json", rx))
 }
 
