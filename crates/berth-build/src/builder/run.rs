@@ -469,13 +469,15 @@ impl Eval<'_, '_, '_> {
             }
             drop(tx);
             let mut cancelled = false;
-            for (is_err, line) in rx {
-                let ev = if self.opts.output_events {
-                    Event::Output(line)
-                } else if is_err {
-                    Event::Stream(format!("\x1b[91m{line}\x1b[0m"))
-                } else {
-                    Event::Stream(line)
+            loop {
+                // A timeout, so that a client that went away is noticed while a step runs
+                // quietly (the sink answers `Event::Idle` with whether to go on).
+                let ev = match rx.recv_timeout(std::time::Duration::from_millis(250)) {
+                    Ok((_, line)) if self.opts.output_events => Event::Output(line),
+                    Ok((true, line)) => Event::Stream(format!("\x1b[91m{line}\x1b[0m")),
+                    Ok((false, line)) => Event::Stream(line),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Event::Idle,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 };
                 if !(self.sink)(ev) && !cancelled {
                     cancelled = true;
