@@ -218,14 +218,22 @@ pub fn job(
 pub async fn job_or_error(
     work: impl FnOnce(&JsonProgress) -> std::result::Result<Vec<JsonMessage>, JobError> + Send + 'static,
 ) -> Result<mpsc::Receiver<Bytes>> {
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-    let (early_tx, early_rx) = tokio::sync::oneshot::channel();
+    let (started_tx, mut started_rx) = tokio::sync::oneshot::channel();
+    let (early_tx, mut early_rx) = tokio::sync::oneshot::channel::<JobError>();
     let rx = spawn_job(work, Some((started_tx, early_tx)));
     tokio::select! {
-        _ = started_rx => Ok(rx),
-        e = early_rx => match e {
+        biased;
+        e = &mut early_rx => match e {
             Ok(e) => Err(e.into()),
             Err(_) => Ok(rx),
+        },
+        s = &mut started_rx => match s {
+            Ok(()) => Ok(rx),
+            // Dropped unsent: the job failed first, its error is on the other channel.
+            Err(_) => match early_rx.await {
+                Ok(e) => Err(e.into()),
+                Err(_) => Ok(rx),
+            },
         },
     }
 }
@@ -262,13 +270,15 @@ fn spawn_job(
         match work(&p) {
             Ok(lines) => lines.iter().for_each(|l| p.send(l)),
             Err(e) => {
-                let nothing_sent = p.started.lock().unwrap().take().is_some();
+                // (The `started` sender is dropped only after the early error is sent.)
+                let started = p.started.lock().unwrap().take();
                 match early_err {
-                    Some(tx) if nothing_sent => {
+                    Some(tx) if started.is_some() => {
                         let _ = tx.send(e);
                     }
                     _ => p.send(&JsonMessage::error(e.to_string(), None)),
                 }
+                drop(started);
             }
         }
     });
