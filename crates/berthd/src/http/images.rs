@@ -87,11 +87,13 @@ async fn create(
     req: Request,
 ) -> R {
     if let Some(src) = qstr(&q, "fromSrc") {
-        // Repeated `changes=` (the docker CLI, docker-py): every one, as Go reads them.
+        // Repeated `changes=` (the docker CLI, docker-py): every one, as Go reads them; a
+        // JSON array (the berth CLI's form) gives its elements.
         let changes = query_pairs(raw.as_deref())
             .into_iter()
             .filter(|(k, v)| k == "changes" && !v.is_empty())
-            .map(|(_, v)| v)
+            .flat_map(|(_, v)| serde_json::from_str::<Vec<String>>(&v).unwrap_or_else(|_| vec![v]))
+            .filter(|c| !c.is_empty())
             .collect();
         return import(s.0, q.clone(), changes, src.to_string(), req).await;
     }

@@ -119,7 +119,7 @@ fn new_network(name: &str, driver: &str, builtin: bool) -> Network {
         attachable: false,
         labels: BTreeMap::new(),
         options: BTreeMap::new(),
-        ipam_options: BTreeMap::new(),
+        ipam_options: None,
         aux_addresses: BTreeMap::new(),
         builtin,
     }
@@ -488,11 +488,7 @@ impl Manager {
             attachable: req.attachable,
             labels,
             options,
-            ipam_options: req
-                .ipam
-                .as_ref()
-                .and_then(|i| i.options.clone())
-                .unwrap_or_default(),
+            ipam_options: req.ipam.as_ref().and_then(|i| i.options.clone()),
             aux_addresses: v4
                 .first()
                 .and_then(|c| c.auxiliary_addresses.clone())

@@ -207,7 +207,7 @@ impl Manager {
             ipam: Ipam {
                 driver: "default".into(),
                 // dockerd: `null` unless options were given.
-                options: (!n.ipam_options.is_empty()).then(|| n.ipam_options.clone()),
+                options: n.ipam_options.clone(),
                 config: Some(config),
             },
             internal: n.internal,

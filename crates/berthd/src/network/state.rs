@@ -34,9 +34,10 @@ pub struct Network {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub options: BTreeMap<String, String>,
-    /// `IPAM.Options` as given at create.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub ipam_options: BTreeMap<String, String>,
+    /// `IPAM.Options` as given at create (`None`: not given, shown as `null` as dockerd does;
+    /// the docker CLI sends an empty map, shown as `{}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipam_options: Option<BTreeMap<String, String>>,
     /// `IPAM.Config[].AuxiliaryAddresses` of the IPv4 subnet, as given.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub aux_addresses: BTreeMap<String, String>,
