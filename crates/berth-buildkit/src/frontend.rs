@@ -243,6 +243,17 @@ fn options(attrs: &HashMap<String, String>) -> Result<BuildOptions, SolveError> 
         .get("force-network-mode")
         .cloned()
         .filter(|s| !s.is_empty());
+    // `--add-host`: `name=ip` entries separated by commas.
+    o.extra_hosts = attrs
+        .get("add-hosts")
+        .map(|h| {
+            h.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
     if let Some(p) = attrs.get("platform").filter(|p| !p.is_empty()) {
         if p.contains(',') {
             return Err(bad(format!(
@@ -600,6 +611,7 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
             runtime_root: backend.runtime_root(),
             cgroup_parent: backend.cgroup_parent(),
             puller: Some(&puller),
+            networks: backend.run_networks(),
         };
         let mut steps = StepVertices {
             progress: &progress,

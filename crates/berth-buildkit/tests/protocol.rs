@@ -49,6 +49,9 @@ impl Backend for TestBackend {
         Err(format!("no registry in this test ({name})"))
     }
     fn image_event(&self, _: &str, _: &str) {}
+    fn run_networks(&self) -> Option<&dyn berth_build::builder::RunNetworks> {
+        None
+    }
     fn version(&self) -> String {
         "test".into()
     }

@@ -23,9 +23,8 @@ fn validate(config: &Config, hc: &HostConfig) -> Result<()> {
     if hc.links.as_ref().is_some_and(|l| !l.is_empty()) {
         return unsupported("HostConfig.Links");
     }
-    if !hc.volume_driver.is_empty() {
-        return unsupported("HostConfig.VolumeDriver");
-    }
+    // `VolumeDriver`: checked when the container's volumes are created (the mounts
+    // participant), as dockerd looks the plugin up only then.
     if hc.device_requests.as_ref().is_some_and(|d| !d.is_empty()) {
         return unsupported("HostConfig.DeviceRequests");
     }
