@@ -29,7 +29,7 @@ pub struct Context {
 pub fn context_dir(engine: &Engine) -> Result<Context> {
     let tmp = engine.images.tmp_dir()?;
     let work = tempfile::Builder::new()
-        .prefix("build-ctx-")
+        .prefix(&crate::leftovers::context_prefix())
         .tempdir_in(&tmp)
         .map_err(EngineError::io("creating a directory in", &tmp))?;
     Ok(Context {
@@ -280,7 +280,21 @@ fn cleanup_stale_shm() {
 pub async fn prune(engine: Arc<Engine>) -> Result<berth_build::builder::PruneReport> {
     engine.settle().await;
     let e = engine.clone();
-    tokio::task::spawn_blocking(move || berth_build::builder::prune(&e.images))
-        .await?
-        .map_err(EngineError::from)
+    tokio::task::spawn_blocking(move || {
+        let mut report = berth_build::builder::prune(&e.images)?;
+        // What crashed builds and pulls left (see `leftovers`).
+        for l in crate::leftovers::remove(&e.images) {
+            report.caches_deleted.push(
+                l.path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            report.space_reclaimed += l.size;
+        }
+        Ok::<_, berth_build::builder::BuildError>(report)
+    })
+    .await?
+    .map_err(EngineError::from)
 }

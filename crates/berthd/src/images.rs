@@ -174,6 +174,9 @@ impl berth_registry::Progress for JsonProgress {
     }
 
     fn layer(&self, digest: &Digest, event: &LayerEvent) {
+        if matches!(event, LayerEvent::Downloading { current, .. } if *current > 0) {
+            crate::failpoint::hit("pull.layer");
+        }
         let id: String = digest.hex().chars().take(12).collect();
         let status = event.status();
         let (detail, progress) = match event {

@@ -260,6 +260,7 @@ impl VolumeStore {
             )?;
             util::write_json_atomic(&tmp.join("opts.json"), &v)?;
             berth_image::fsutil::fsync_dir(&tmp)?;
+            crate::failpoint::hit("volume.create");
             std::fs::rename(&tmp, self.dir(&name))?;
             berth_image::fsutil::fsync_dir(&self.root)
         })();
@@ -323,6 +324,7 @@ impl VolumeStore {
         let trash = self.root.join(format!(".trash-{}", util::random_hex(8)));
         std::fs::rename(&dir, &trash).map_err(|e| io(&format!("remove {name}"), e))?;
         let _ = berth_image::fsutil::fsync_dir(&self.root);
+        crate::failpoint::hit("volume.remove");
         g.vols.remove(name);
         g.active.remove(name);
         drop(g);

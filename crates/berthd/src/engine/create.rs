@@ -264,8 +264,11 @@ impl Engine {
                 )));
             }
         }
+        // Undone at the next daemon start if a crash interrupts what follows.
+        let _intent = self.intent(super::recovery::Op::Create, &id)?;
         let dir = self.data_dir(&id);
         std::fs::create_dir_all(&dir).map_err(EngineError::io("creating", &dir))?;
+        crate::failpoint::hit("create.dir");
         let snap = (|| -> Result<String> {
             let sn = self.images.snapshotter()?;
             let top = resolved.image.chain_ids().last().cloned();
@@ -279,6 +282,7 @@ impl Engine {
                 return Err(e);
             }
         }
+        crate::failpoint::hit("create.snapshot");
         // Volumes and mounts, then networking: each participant reserves its part.
         let input = CreateInput {
             networking: networking_config.as_ref(),
@@ -294,6 +298,9 @@ impl Engine {
                 break;
             }
             done += 1;
+        }
+        if created.is_ok() {
+            crate::failpoint::hit("create.participants");
         }
         let created = created.and_then(|_| self.persist(&container));
         if let Err(e) = created {

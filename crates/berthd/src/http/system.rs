@@ -280,7 +280,13 @@ async fn system_df(s: St) -> R {
             images,
             containers: cs,
             volumes: engine.volumes.df(),
-            build_cache: build_cache(&engine.images),
+            // The build cache's records, and what crashed operations left (counted until
+            // the next daemon start or `system prune` removes it).
+            build_cache: {
+                let mut v = build_cache(&engine.images);
+                v.extend(crate::leftovers::records(&engine.images));
+                v
+            },
         })
     })
     .await?;

@@ -4,13 +4,14 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use berth_api::network::{EndpointSettings, NetworkingConfig};
 use berth_network::dns::{self, Answer, DnsServer};
 use berth_network::etc::{self, DnsOverrides};
 use berth_network::netlink::{self, Netns, VethSpec};
+use berth_network::proxy;
 use berth_network::{Ipv4Net, Ipv6Net};
 
 use super::manager::{Manager, Running};
@@ -376,9 +377,14 @@ impl Manager {
         // Binds a port (its proxy forwards to `target`) and records it.
         let mut publish = |w: &WantPort, target: IpAddr| -> Result<u16> {
             let (bound, port) = bind_port(w)?;
+            let tags = self.proxy_tags(&c.id, &w.proto, &w.host_ip, port);
             let proxy = bound
-                .serve(SocketAddr::new(target, w.container_port))
-                .map_err(EngineError::sys("serving a port"))?;
+                .spawn_process(
+                    Path::new("/proc/self/exe"),
+                    SocketAddr::new(target, w.container_port),
+                    &tags,
+                )
+                .map_err(EngineError::sys("starting a port's proxy"))?;
             proxies.push(proxy);
             maps.push(PortMap {
                 proto: w.proto.clone(),
@@ -595,9 +601,29 @@ impl Manager {
         }
     }
 
+    /// What identifies the proxy process of a published port: this daemon's network state,
+    /// the container, the host side.
+    fn proxy_tags(&self, id: &str, proto: &str, host_ip: &str, port: u16) -> Vec<String> {
+        vec![
+            format!("--state={}", self.file.path().display()),
+            format!("--container={id}"),
+            format!("--host={proto}/{host_ip}/{port}"),
+        ]
+    }
+
     /// Daemon start: forget endpoints of containers that no longer exist, clear ports of
     /// stopped ones, and re-adopt running ones (proxies on the same host ports, DNS servers).
     pub fn adopt(&self, containers: &[Container]) {
+        // Proxy processes of containers that are not running (any more) go.
+        let state_tag = format!("--state={}", self.file.path().display());
+        for (pid, args) in proxy::find_processes(std::slice::from_ref(&state_tag)) {
+            let running = containers
+                .iter()
+                .any(|c| c.state.running && args.contains(&format!("--container={}", c.id)));
+            if !running {
+                drop(proxy::Proxy::adopt(pid));
+            }
+        }
         let known: HashMap<&str, &Container> =
             containers.iter().map(|c| (c.id.as_str(), c)).collect();
         let running: Vec<(String, i64, Vec<PortMap>, Vec<Endpoint>)> = {
@@ -638,8 +664,15 @@ impl Manager {
                         container_port: p.container_port,
                     };
                     let target = SocketAddr::new(primary.target_ip(&p.host_ip), p.container_port);
+                    // The proxy process that kept the port while no daemon ran, else a new one.
+                    let tags = self.proxy_tags(&id, &p.proto, &p.host_ip, p.host_port);
+                    if let Some((pid, _)) = proxy::find_processes(&tags).first() {
+                        proxies.push(proxy::Proxy::adopt(*pid));
+                        continue;
+                    }
                     match bind_port(&want).and_then(|(b, _)| {
-                        b.serve(target).map_err(EngineError::sys("serving a port"))
+                        b.spawn_process(Path::new("/proc/self/exe"), target, &tags)
+                            .map_err(EngineError::sys("starting a port's proxy"))
                     }) {
                         Ok(px) => proxies.push(px),
                         Err(e) => tracing::warn!("re-publishing port {} of {id}: {e}", p.host_port),
@@ -701,6 +734,7 @@ impl Manager {
             let ns = Netns::of_pid(c.state.pid as u32);
             match self.plug(&ns, &ep, &net, primary) {
                 Ok(idx) => {
+                    crate::failpoint::hit("network.connect");
                     let mut run = self.running.lock().unwrap();
                     if let Some(Some(links)) = run.get_mut(&c.id).map(|r| r.links.as_mut()) {
                         links.push(idx);

@@ -205,6 +205,11 @@ pub struct StateFile {
 }
 
 impl StateFile {
+    /// The file's path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     pub fn open(path: PathBuf) -> StateFile {
         StateFile {
             flusher: Flusher::start(path.clone()),
