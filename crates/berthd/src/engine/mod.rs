@@ -13,6 +13,7 @@
 
 pub mod create;
 pub mod lifecycle;
+pub mod links;
 pub mod ops;
 pub mod record;
 pub mod render;
