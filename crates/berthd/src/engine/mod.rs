@@ -14,6 +14,7 @@
 
 pub mod create;
 pub mod lifecycle;
+pub mod links;
 pub mod ops;
 pub mod record;
 pub(crate) mod recovery;
