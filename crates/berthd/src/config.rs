@@ -35,9 +35,6 @@ pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// The group owning the API sockets (as dockerd's `docker`).
 pub const DEFAULT_GROUP: &str = "berth";
 
-/// Log drivers containers may use.
-pub const LOG_DRIVERS: &[&str] = &["json-file"];
-
 /// berthd's command line.
 #[derive(Parser, Debug, Clone, Default)]
 #[command(
@@ -779,31 +776,10 @@ fn check_ulimit(u: &Ulimit) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks the options of the `json-file` driver (`max-size`, `max-file`), as dockerd's
-/// validator does.
+/// Checks a log driver and its options, as dockerd's validators do (see
+/// [`crate::logs::check_opts`]).
 pub fn check_log_opts(driver: &str, opts: &BTreeMap<String, String>) -> Result<(), String> {
-    if !LOG_DRIVERS.contains(&driver) {
-        return Err(format!(
-            "log driver {driver:?} is not supported (supported: {})",
-            LOG_DRIVERS.join(", ")
-        ));
-    }
-    for (k, v) in opts {
-        match k.as_str() {
-            "max-size" => {
-                let n = berth_util::units::parse_ram_bytes(v).map_err(|e| e.to_string())?;
-                if n < 0 {
-                    return Err(format!("invalid max-size {v:?}"));
-                }
-            }
-            "max-file" => match v.parse::<u32>() {
-                Ok(n) if n >= 1 => {}
-                _ => return Err(format!("max-file cannot be less than 1: {v:?}")),
-            },
-            other => return Err(format!("unknown log opt '{other}' for {driver} log driver")),
-        }
-    }
-    Ok(())
+    crate::logs::check_opts(driver, opts)
 }
 
 /// Checks a registry mirror as dockerd's `ValidateMirror`: an http(s) URL without a path,

@@ -14,6 +14,7 @@
 
 pub mod create;
 pub mod lifecycle;
+pub mod links;
 pub mod ops;
 pub mod record;
 pub(crate) mod recovery;
@@ -184,6 +185,8 @@ impl Engine {
             cleanups: watch::channel(0).0,
             runtime_copy,
         });
+        engine.volumes.set_events(engine.bus.clone());
+        engine.net.set_events(engine.bus.clone());
         let dir = engine.cfg.data_root.join("containers");
         for ent in std::fs::read_dir(&dir).map_err(EngineError::io("reading", &dir))? {
             let ent = ent.map_err(EngineError::io("reading", &dir))?;

@@ -162,9 +162,14 @@ impl Engine {
     /// waiting attach clients and waiters, and honours `AutoRemove`.
     async fn start_failed(self: &Arc<Self>, e: &Entry, err: &EngineError) {
         let msg = err.to_string();
-        let code = if msg.contains("not found") || msg.contains("No such file") {
+        // The docker CLI's reading of the same words (`toStatusError`).
+        let code = if msg.contains("executable file not found")
+            || msg.contains("no such file or directory")
+            || msg.contains("not found")
+            || msg.contains("No such file")
+        {
             127
-        } else if msg.contains("ermission denied") {
+        } else if msg.contains("ermission denied") || msg.contains("is a directory") {
             126
         } else {
             128
@@ -262,12 +267,28 @@ impl Engine {
             }
             unmount(e)
         };
+        // Legacy links: the children's addresses and environment.
+        let (link_env, link_hosts) = self.link_setup(c).map_err(fail)?;
+        if !link_hosts.is_empty() {
+            if let Some((_, hosts)) = bundle.files.iter_mut().find(|(d, _)| *d == "/etc/hosts") {
+                for l in &link_hosts {
+                    hosts.push_str(l);
+                    hosts.push('\n');
+                }
+            }
+        }
         for (dest, content) in &bundle.files {
             let name = dest.trim_start_matches("/etc/");
             let (p, _) = write(name, content).map_err(fail)?;
             etc.push((p, dest.to_string()));
         }
-        let mut env: Vec<String> = c.config.env.clone().unwrap_or_default();
+        // dockerd's order: the links' variables, then the container's own (which win).
+        let mut env: Vec<String> = link_env;
+        for v in c.config.env.iter().flatten() {
+            let key = v.split('=').next().unwrap_or("");
+            env.retain(|e| e.split('=').next() != Some(key));
+            env.push(v.clone());
+        }
         if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
             env.insert(1.min(env.len()), format!("HOSTNAME={hostname}"));
         }
@@ -338,14 +359,7 @@ impl Engine {
             .arg(self.cfg.exec_root.join("runtime"))
             .arg("--log-path")
             .arg(&c.log_path);
-        let (max_size, max_file) =
-            crate::config::log_rotation(c.host_config.log_config.config.as_ref());
-        if let Some(n) = max_size {
-            cmd.arg("--log-max-size").arg(n.to_string());
-        }
-        if let Some(n) = max_file {
-            cmd.arg("--log-max-file").arg(n.to_string());
-        }
+        cmd.args(crate::logs::shim_args(c));
         if c.tty() {
             cmd.arg("--tty");
         }
@@ -588,23 +602,54 @@ impl Engine {
         .map_err(EngineError::sys(format!("signalling container {id}")))
     }
 
-    /// `kill`: sends a signal to a running container.
+    /// `kill`: sends a signal to a running container, as dockerd's `ContainerKill`: the
+    /// container's stop signal (or any signal when it has none, and SIGKILL always) means it
+    /// stays down (no restart policy, `unless-stopped` stopped by hand); SIGKILL (the default)
+    /// returns once the exit is recorded.
     pub async fn kill(&self, name_or_id: &str, signal: Option<&str>) -> Result<()> {
         let e = self.lookup(name_or_id)?;
-        let c = e.rec.lock().unwrap().clone();
         let sig = match signal.filter(|s| !s.is_empty()) {
             Some(s) => berth_shim::protocol::signal_by_name(s)
                 .ok_or_else(|| EngineError::BadRequest(format!("Invalid signal: {s}")))?,
             None => libc::SIGKILL,
         };
+        let mut rx = e.events.subscribe();
+        let seen = rx.borrow_and_update().exits;
+        let c = {
+            let mut r = e.rec.lock().unwrap();
+            if !r.state.running && !r.state.restarting {
+                return Err(EngineError::Conflict(format!(
+                    "Container {} is not running",
+                    r.id
+                )));
+            }
+            let stop_signal = berth_shim::protocol::signal_by_name(&r.config.stop_signal);
+            if sig == libc::SIGKILL || stop_signal.is_none_or(|s| s == sig) {
+                r.manually_stopped = true;
+                if r.state.restarting && !r.state.running {
+                    // Between two runs: the pending restart is called off.
+                    r.state.restarting = false;
+                    r.state.status = "exited".into();
+                }
+                self.persist_state(&r)?;
+            }
+            r.clone()
+        };
         if !c.state.running {
-            return Err(EngineError::Conflict(format!(
-                "Container {} is not running",
-                c.id
-            )));
+            return Ok(());
         }
+        self.signal(&c.id, sig).await?;
         self.container_event(&c, "kill", &[("signal", &sig.to_string())]);
-        self.signal(&c.id, sig).await
+        if sig == libc::SIGKILL {
+            tokio::time::timeout(Duration::from_secs(10), wait_exit(&mut rx, seen))
+                .await
+                .map_err(|_| {
+                    EngineError::Internal(
+                        "tried to kill container, but did not receive an exit event".into(),
+                    )
+                })?;
+        }
+        Ok(())
     }
 
     /// `stop`: the stop signal, `t` seconds, then SIGKILL.
@@ -724,13 +769,33 @@ impl Engine {
         if !self.map.lock().unwrap().contains_key(&id) {
             return Err(EngineError::NotFound(name_or_id.to_string()));
         }
-        if e.rec.lock().unwrap().state.running {
-            if !force {
+        {
+            // dockerd counts a container between two runs of its restart policy as running.
+            let mut r = e.rec.lock().unwrap();
+            if (r.state.running || r.state.restarting) && !force {
+                let what = if r.state.paused {
+                    return Err(EngineError::Conflict(format!(
+                        "cannot remove container \"{}\": container is paused and must be unpaused first",
+                        r.name
+                    )));
+                } else if r.state.restarting {
+                    "restarting"
+                } else {
+                    "running"
+                };
                 return Err(EngineError::Conflict(format!(
-                    "cannot remove container \"{}\": container is running: stop the container before removing or force remove",
-                    e.rec.lock().unwrap().name
+                    "cannot remove container \"{}\": container is {what}: stop the container before removing or force remove",
+                    r.name
                 )));
             }
+            if r.state.restarting {
+                r.manually_stopped = true;
+                if !r.state.running {
+                    r.state.restarting = false;
+                }
+            }
+        }
+        if e.rec.lock().unwrap().state.running {
             match self.stop_entry(&e, Some(0), Some("SIGKILL")).await {
                 Ok(()) | Err(EngineError::NotModified) => {}
                 Err(err) => return Err(err),
