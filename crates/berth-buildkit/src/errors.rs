@@ -146,10 +146,7 @@ mod tests {
     #[test]
     fn run_failure_wording() {
         assert_eq!(
-            run_failure_message(
-                "The command '/bin/sh -c exit 3' returned a non-zero code: 3",
-                3
-            ),
+            run_failure_message("/bin/sh -c exit 3", 3),
             "process \"/bin/sh -c exit 3\" did not complete successfully: exit code: 3"
         );
     }

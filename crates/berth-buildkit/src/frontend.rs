@@ -323,7 +323,7 @@ impl<'p> StepVertices<'p> {
                     }
                 }
             }
-            Event::Aux(_) => {}
+            Event::Aux(_) | Event::Idle => {}
         }
     }
 

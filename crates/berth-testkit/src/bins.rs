@@ -57,6 +57,11 @@ pub fn cargo() -> Command {
     cmd
 }
 
+/// The packages whose binaries the tests run, built as one set: the set `scripts/test`
+/// builds before the tests (another set can unify dependencies' features differently, and a
+/// cargo run inside a test would then rebuild half the dependency graph).
+pub const BINARIES: &[&str] = &["berth-shim", "berth-runtime", "berth-cli", "berthd"];
+
 /// Builds these packages' binaries (debug) into the running test's target directory: once
 /// per process and set of packages, and once per nextest run (`NEXTEST_RUN_ID`, recorded in a
 /// stamp file under a lock, so the test processes of one run do not each call cargo).
@@ -104,7 +109,11 @@ pub fn workspace_bin(env_var: &str, package: &str, bin: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(env_var) {
         return PathBuf::from(p);
     }
-    build(&[package]);
+    if BINARIES.contains(&package) {
+        build(BINARIES);
+    } else {
+        build(&[package]);
+    }
     let p = profile_dir().join(bin);
     assert!(p.exists(), "no {bin} at {}", p.display());
     p

@@ -22,7 +22,7 @@ pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         // The same feature unification as berthd's test build: no rebuild ping-pong.
-        crate::bins::build(&["berth-shim", "berth-runtime", "berth-cli", "berthd"]);
+        crate::bins::build(crate::bins::BINARIES);
         let dir = crate::bins::profile_dir();
         let mut bash = Command::new("bash");
         let o = crate::bins::without_cargo_env(&mut bash)

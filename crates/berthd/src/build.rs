@@ -120,7 +120,7 @@ pub fn start(
                 let m = match ev {
                     Event::Stream(_) if quiet => return !tx2.is_closed(),
                     Event::Stream(s) | Event::Output(s) => JsonMessage::stream(s),
-                    Event::Step(_) => return !tx2.is_closed(),
+                    Event::Step(_) | Event::Idle => return !tx2.is_closed(),
                     Event::Aux(a) => {
                         let built = berth_api::from_value::<BuildResult>(a.clone())
                             .ok()

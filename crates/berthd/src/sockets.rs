@@ -73,20 +73,32 @@ pub fn socket_group(name: &str, explicit: bool) -> Result<Option<u32>, SocketErr
 /// when the listener is in another network namespace, a connection that succeeds.
 pub fn listener_of(path: &Path) -> Option<String> {
     let meta = std::fs::metadata(path).ok()?;
-    if let Some(inode) = listening_inode(&meta) {
-        return Some(match holder_of(inode) {
-            Some((pid, comm)) => format!("{comm} (pid {pid})"),
-            None => "another process".to_string(),
-        });
+    // `/proc/net/unix` lists sockets by the path they were bound at, in whatever mount
+    // namespace that was: a candidate counts only when its holder sees our file there.
+    for inode in listening_inodes(path, &meta) {
+        if let Some((pid, comm)) = holder_of(inode) {
+            let theirs = Path::new("/proc")
+                .join(pid.to_string())
+                .join("root")
+                .join(path.strip_prefix("/").unwrap_or(path));
+            // (The path as we name it; a holder that bound it under another name of the same
+            // file, e.g. /var/run for /run, resolves the same through its root.)
+            if std::fs::metadata(&theirs)
+                .is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino())
+            {
+                return Some(format!("{comm} (pid {pid})"));
+            }
+        }
     }
     UnixStream::connect(path)
         .ok()
-        .map(|_| "another process (in another network namespace)".to_string())
+        .map(|_| "another process".to_string())
 }
 
-/// The socket inode of a listening unix socket bound at the file `meta` describes.
-fn listening_inode(meta: &std::fs::Metadata) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/net/unix").ok()?;
+/// The socket inodes of the listening unix sockets bound at `path` (in any mount namespace).
+fn listening_inodes(path: &Path, meta: &std::fs::Metadata) -> Vec<u64> {
+    let text = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    let mut v = Vec::new();
     for line in text.lines().skip(1) {
         // Num RefCount Protocol Flags Type St Inode Path
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -94,16 +106,16 @@ fn listening_inode(meta: &std::fs::Metadata) -> Option<u64> {
             continue;
         }
         let listening = u32::from_str_radix(f[3], 16).is_ok_and(|fl| fl & 0x0001_0000 != 0);
-        if !listening || f[7].starts_with('@') {
-            continue;
-        }
-        let same =
-            std::fs::metadata(f[7]).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino());
-        if same {
-            return f[6].parse().ok();
+        let named = Path::new(f[7]) == path
+            || std::fs::metadata(f[7])
+                .is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino());
+        if listening && named {
+            if let Ok(i) = f[6].parse() {
+                v.push(i);
+            }
         }
     }
-    None
+    v
 }
 
 /// A process holding socket `inode` open.

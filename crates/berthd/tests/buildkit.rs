@@ -5,6 +5,7 @@
 
 mod common;
 use common::*;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -526,6 +527,7 @@ fn a_dropped_session_ends_the_build_cleanly() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .unwrap();
     // Wait for the step to run (its build container's cgroup appears), then kill the client.
@@ -542,7 +544,10 @@ fn a_dropped_session_ends_the_build_cleanly() {
     while !running() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = child.kill();
+    // The client goes away as a closed terminal takes it: the CLI and its buildx plugin.
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status();
     let _ = child.wait();
     // The daemon stops the step: no mounts or containers of the build stay.
     let data = d.path("data").to_string_lossy().into_owned();

@@ -538,10 +538,17 @@ fn berth_ps_format_filter_last_like_docker() {
     let same = |args: &[&str]| {
         let mut full = vec!["ps"];
         full.extend_from_slice(args);
-        let theirs = d.docker(&full).ok().stdout;
-        let ours = d.berth(&full).ok().stdout;
-        assert_eq!(ours, theirs, "ps {args:?}");
-        ours
+        // ("Up N seconds" can tick between the two calls: asked again then.)
+        let mut tries = 0;
+        loop {
+            let theirs = d.docker(&full).ok().stdout;
+            let ours = d.berth(&full).ok().stdout;
+            tries += 1;
+            if ours == theirs || tries == 3 {
+                assert_eq!(ours, theirs, "ps {args:?}");
+                break ours;
+            }
+        }
     };
     let out = same(&[
         "-a",

@@ -313,7 +313,7 @@ fn api_responses_match_the_golden_files() {
         "POST",
         "/networks/create",
         Some(
-            &json!({"Name": "goldnet", "Labels": {"tier": "gold"}, "Options": {"com.docker.network.driver.mtu": "1400"}}),
+            &json!({"Name": "goldnet", "Labels": {"tier": "gold"}, "Options": {"com.docker.network.driver.mtu": "1400"}, "IPAM": {"Config": [{"Subnet": "10.213.77.0/24"}]}}),
         ),
     );
     rec.add("network_create", &r);

@@ -108,6 +108,9 @@ pub enum Event {
     Output(String),
     /// A step's life cycle, for clients that show steps rather than text (BuildKit's).
     Step(StepEvent),
+    /// Nothing new while a step runs quietly: the sink's answer says whether the build
+    /// goes on (false when its client went away).
+    Idle,
 }
 
 /// A step's life cycle (see [`Event::Step`]). Steps are numbered in build order (1-based,

@@ -414,26 +414,41 @@ impl Eval<'_, '_, '_> {
             .map_err(io_at("starting the runtime", &self.b.runtime))?;
         let status = {
             guard.runtime = Some(c);
+            // A read timeout, so that a client that went away is noticed while a step runs
+            // quietly (the sink answers `Event::Idle` with whether to go on).
+            let _ = reader.set_read_timeout(Some(std::time::Duration::from_millis(250)));
             let mut r = io::BufReader::new(reader);
             let mut buf = Vec::new();
             let mut cancelled = false;
             loop {
-                buf.clear();
-                match r.read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => break,
+                let go_on = match r.read_until(b'\n', &mut buf) {
+                    Ok(0) => break,
                     Ok(_) => {
                         let line = String::from_utf8_lossy(&buf).into_owned();
-                        let ev = if self.opts.output_events {
+                        buf.clear();
+                        (self.sink)(if self.opts.output_events {
                             Event::Output(line)
                         } else {
                             Event::Stream(line)
-                        };
-                        if !(self.sink)(ev) && !cancelled {
-                            cancelled = true;
-                            if let Some(c) = &guard.runtime {
-                                c.kill();
-                            }
-                        }
+                        })
+                    }
+                    // (A partial line stays in `buf` for the next read.)
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock
+                                | io::ErrorKind::TimedOut
+                                | io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        (self.sink)(Event::Idle)
+                    }
+                    Err(_) => break,
+                };
+                if !go_on && !cancelled {
+                    cancelled = true;
+                    if let Some(c) = &guard.runtime {
+                        c.kill();
                     }
                 }
             }
