@@ -43,7 +43,7 @@ pub const LOG_DRIVERS: &[&str] = &["json-file"];
 #[command(
     name = "berthd",
     version,
-    about = "Berth daemon: the Docker Engine API on a unix socket",
+    about = "Berth daemon: the Docker Engine API on unix sockets and TCP with TLS",
     long_about = "Berth daemon: serves the Docker Engine API (unix sockets, TCP with TLS, \
                   systemd socket activation with -H fd://). Options may also be set in the \
                   configuration file (--config-file, default /etc/berth/daemon.json) under \
