@@ -15,6 +15,7 @@
 pub mod common;
 pub mod container;
 pub mod decode;
+pub mod detach;
 pub mod error;
 pub mod exec;
 pub mod filters;

@@ -457,9 +457,16 @@ fn find_executable(p: &Process) -> Result<CString, InitError> {
         if is_exec(Path::new(prog)) {
             return cstring(prog).map_err(sys_io("program"));
         }
+        // Go's `exec.LookPath` (runc's): a missing file is stat's error, anything else that
+        // cannot run (not executable, a directory) is a permission error. Clients read the
+        // exit status from these words (127, 126).
+        let reason = match std::fs::metadata(prog) {
+            Err(e) => format!("stat {prog}: {}", go_errno_text(&e)),
+            Ok(_) => "permission denied".to_string(),
+        };
         return Err(InitError::Executable {
             prog: prog.clone(),
-            reason: format!("stat {prog}: no such file or directory or not executable"),
+            reason,
         });
     }
     let path = p
@@ -478,6 +485,17 @@ fn find_executable(p: &Process) -> Result<CString, InitError> {
         prog: prog.clone(),
         reason: "executable file not found in $PATH".into(),
     })
+}
+
+/// An I/O error's text as Go prints an errno (`no such file or directory`).
+fn go_errno_text(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => "no such file or directory".into(),
+        Some(libc::ENOTDIR) => "not a directory".into(),
+        Some(libc::EACCES) => "permission denied".into(),
+        Some(libc::ELOOP) => "too many levels of symbolic links".into(),
+        _ => e.to_string(),
+    }
 }
 
 fn capability(cap: u8) -> CapabilitySet {

@@ -9,7 +9,9 @@
 //! Rotation (on by default here, unlike Docker): before a write, when the file has reached
 //! `max_size`, `ID-json.log.(N-2)` → `.(N-1)`, …, `ID-json.log` → `.1`, and a new file is
 //! started, so there are never more than `max_file` files. `max_file == 1` truncates instead.
-//! `max_size == 0` disables rotation.
+//! `max_size == 0` disables rotation. With `compress` (`--log-opt compress=true`, and the
+//! `local` driver's default) rotated files are gzipped as Docker's: `ID-json.log.1.gz`, ….
+//! `attrs` (the `labels`, `env` and `tag` options) go into every entry as Docker's `attrs`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -24,6 +26,9 @@ pub struct JsonLog {
     size: u64,
     max_size: u64,
     max_file: u32,
+    compress: bool,
+    /// A JSON object written as each entry's `attrs`.
+    attrs: Option<String>,
 }
 
 impl JsonLog {
@@ -36,7 +41,33 @@ impl JsonLog {
             size,
             max_size,
             max_file: max_file.max(1),
+            compress: false,
+            attrs: None,
         })
+    }
+
+    /// Gzips rotated files.
+    pub fn with_compress(mut self, compress: bool) -> Self {
+        self.compress = compress;
+        self
+    }
+
+    /// Adds `attrs` (a JSON object) to every entry.
+    pub fn with_attrs(mut self, attrs: Option<String>) -> Self {
+        self.attrs = attrs.filter(|a| !a.is_empty() && a != "{}");
+        self
+    }
+
+    /// The name of a rotated file as it is kept (`.n`, or `.n.gz` when compressed).
+    fn kept(&self, n: u32) -> PathBuf {
+        let p = Self::rotated(&self.path, n);
+        if self.compress {
+            let mut s = p.into_os_string();
+            s.push(".gz");
+            PathBuf::from(s)
+        } else {
+            p
+        }
     }
 
     /// The file name of rotated file number `n` (`ID-json.log.n`).
@@ -53,15 +84,16 @@ impl JsonLog {
             return Ok(());
         }
         for n in (1..self.max_file - 1).rev() {
-            match std::fs::rename(
-                Self::rotated(&self.path, n),
-                Self::rotated(&self.path, n + 1),
-            ) {
+            match std::fs::rename(self.kept(n), self.kept(n + 1)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
         }
-        std::fs::rename(&self.path, Self::rotated(&self.path, 1))?;
+        let first = Self::rotated(&self.path, 1);
+        std::fs::rename(&self.path, &first)?;
+        if self.compress {
+            gzip_file(&first, &self.kept(1))?;
+        }
         self.file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -81,13 +113,32 @@ impl JsonLog {
         serde_json::to_writer(&mut line, &*text).map_err(io::Error::other)?;
         line.extend_from_slice(b",\"stream\":\"");
         line.extend_from_slice(stream.as_bytes());
-        line.extend_from_slice(b"\",\"time\":\"");
+        line.push(b'"');
+        if let Some(a) = &self.attrs {
+            line.extend_from_slice(b",\"attrs\":");
+            line.extend_from_slice(a.as_bytes());
+        }
+        line.extend_from_slice(b",\"time\":\"");
         line.extend_from_slice(time.as_bytes());
         line.extend_from_slice(b"\"}\n");
         self.file.write_all(&line)?;
         self.size += line.len() as u64;
         Ok(())
     }
+}
+
+/// Gzips `from` into `to` (through a temporary name), then removes `from`.
+fn gzip_file(from: &Path, to: &Path) -> io::Result<()> {
+    let mut tmp = to.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut src = File::open(from)?;
+    let mut enc =
+        flate2::write::GzEncoder::new(File::create(&tmp)?, flate2::Compression::default());
+    io::copy(&mut src, &mut enc)?;
+    enc.finish()?;
+    std::fs::rename(&tmp, to)?;
+    std::fs::remove_file(from)
 }
 
 /// Splits one stream's output into log entries: whole lines, then any partial remainder.
@@ -207,6 +258,33 @@ mod tests {
         assert!(last.contains("line 99\\n"), "{last}");
         let v: serde_json::Value = serde_json::from_str(last.lines().next().unwrap()).unwrap();
         assert_eq!(v["stream"], "stdout");
+    }
+
+    #[test]
+    fn compressed_rotation_and_attrs() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c-json.log");
+        let mut log = JsonLog::open(&p, 10, 3)
+            .unwrap()
+            .with_compress(true)
+            .with_attrs(Some(r#"{"tag":"t1"}"#.into()));
+        for i in 0..5 {
+            log.write_entry("stdout", format!("line {i}\n").as_bytes(), "T")
+                .unwrap();
+        }
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["c-json.log", "c-json.log.1.gz", "c-json.log.2.gz"]);
+        let mut text = String::new();
+        let gz = std::fs::File::open(dir.path().join("c-json.log.1.gz")).unwrap();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(gz), &mut text).unwrap();
+        assert_eq!(
+            text,
+            "{\"log\":\"line 3\\n\",\"stream\":\"stdout\",\"attrs\":{\"tag\":\"t1\"},\"time\":\"T\"}\n"
+        );
     }
 
     #[test]

@@ -25,6 +25,9 @@ options:
   --log-path FILE       json-file log [STATE_DIR/ID-json.log]
   --log-max-size SIZE   rotate at this size (k, m, g suffixes; 0 = never) [10m]
   --log-max-file N      keep at most N log files [3]
+  --log-compress        gzip rotated log files (ID-json.log.1.gz, …)
+  --log-attrs JSON      a JSON object added to every log entry as its attrs
+  --no-log              write no log (the `none` logging driver)
   --tty                 give the container a pty (process.terminal must be true)
   --stdin               keep the container's stdin open for attach clients
   --direct-start        start the container by writing its exec fifo (ROOT/ID/exec.fifo, the
@@ -80,6 +83,7 @@ fn parse(args: Vec<String>) -> Result<Config, ArgsError> {
     let mut max_size = DEFAULT_MAX_SIZE;
     let mut max_file = DEFAULT_MAX_FILE;
     let (mut tty, mut stdin, mut direct_start) = (false, false, false);
+    let (mut log_compress, mut log_disabled, mut log_attrs) = (false, false, None);
     let mut runtime_fd: Option<i32> = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -114,6 +118,21 @@ fn parse(args: Vec<String>) -> Result<Config, ArgsError> {
                         flag: "--log-max-file",
                         value: v,
                     })?;
+            }
+            "--log-compress" => log_compress = true,
+            "--no-log" => log_disabled = true,
+            "--log-attrs" => {
+                let v = value("--log-attrs")?;
+                if !v.trim_start().starts_with('{')
+                    || serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&v)
+                        .is_err()
+                {
+                    return Err(ArgsError::Invalid {
+                        flag: "--log-attrs",
+                        value: v,
+                    });
+                }
+                log_attrs = Some(v);
             }
             "--tty" => tty = true,
             "--stdin" => stdin = true,
@@ -157,6 +176,9 @@ fn parse(args: Vec<String>) -> Result<Config, ArgsError> {
         state_dir,
         log_max_size: max_size,
         log_max_file: max_file,
+        log_compress,
+        log_attrs,
+        log_disabled,
         tty,
         stdin,
         direct_start,

@@ -35,9 +35,6 @@ pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// The group owning the API sockets (as dockerd's `docker`).
 pub const DEFAULT_GROUP: &str = "berth";
 
-/// Log drivers containers may use.
-pub const LOG_DRIVERS: &[&str] = &["json-file"];
-
 /// berthd's command line.
 #[derive(Parser, Debug, Clone, Default)]
 #[command(
@@ -423,16 +420,9 @@ pub enum ValueError {
     UlimitType(String),
     #[error("ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}")]
     UlimitOrder { soft: i64, hard: i64 },
-    #[error("log driver {driver:?} is not supported (supported: {})", LOG_DRIVERS.join(", "))]
-    LogDriver { driver: String },
-    #[error(transparent)]
-    Size(#[from] berth_util::units::UnitsError),
-    #[error("invalid max-size {0:?}")]
-    MaxSize(String),
-    #[error("max-file cannot be less than 1: {0:?}")]
-    MaxFile(String),
-    #[error("unknown log opt '{opt}' for {driver} log driver")]
-    LogOpt { opt: String, driver: String },
+    /// A log driver or option refused (dockerd's text, from [`crate::logs::check_opts`]).
+    #[error("{0}")]
+    LogOpts(String),
     #[error("invalid mirror: {0:?} is not a URL (https://host[:port])")]
     MirrorNotUrl(String),
     #[error("invalid mirror: unsupported scheme {scheme:?} in {mirror:?}")]
@@ -873,35 +863,10 @@ fn check_ulimit(u: &Ulimit) -> Result<(), ValueError> {
     Ok(())
 }
 
-/// Checks the options of the `json-file` driver (`max-size`, `max-file`), as dockerd's
-/// validator does.
+/// Checks a log driver and its options, as dockerd's validators do (see
+/// [`crate::logs::check_opts`]).
 pub fn check_log_opts(driver: &str, opts: &BTreeMap<String, String>) -> Result<(), ValueError> {
-    if !LOG_DRIVERS.contains(&driver) {
-        return Err(ValueError::LogDriver {
-            driver: driver.to_string(),
-        });
-    }
-    for (k, v) in opts {
-        match k.as_str() {
-            "max-size" => {
-                let n = berth_util::units::parse_ram_bytes(v)?;
-                if n < 0 {
-                    return Err(ValueError::MaxSize(v.clone()));
-                }
-            }
-            "max-file" => match v.parse::<u32>() {
-                Ok(n) if n >= 1 => {}
-                _ => return Err(ValueError::MaxFile(v.clone())),
-            },
-            other => {
-                return Err(ValueError::LogOpt {
-                    opt: other.to_string(),
-                    driver: driver.to_string(),
-                })
-            }
-        }
-    }
-    Ok(())
+    crate::logs::check_opts(driver, opts).map_err(ValueError::LogOpts)
 }
 
 /// Checks a registry mirror as dockerd's `ValidateMirror`: an http(s) URL without a path,

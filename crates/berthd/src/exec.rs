@@ -119,6 +119,12 @@ impl Engine {
         if args.is_empty() {
             return Err(EngineError::BadRequest("No exec command specified".into()));
         }
+        if !req.detach_keys.is_empty() && berth_api::detach::parse(&req.detach_keys).is_err() {
+            return Err(EngineError::BadRequest(format!(
+                "Invalid escape keys ({}) provided",
+                req.detach_keys
+            )));
+        }
         let id = util::new_id();
         let rec = ExecRec {
             id: id.clone(),
@@ -277,6 +283,15 @@ impl Engine {
         }
     }
 
+    /// An exec's client detached (its process keeps running).
+    pub fn exec_detached(&self, exec_id: &str) {
+        if let Some(x) = self.execs.get(exec_id) {
+            if let Ok(c) = self.get(&x.container_id) {
+                self.container_event(&c, "exec_detach", &[("execID", exec_id)]);
+            }
+        }
+    }
+
     /// `POST /exec/{id}/resize`.
     pub async fn exec_resize(&self, exec_id: &str, rows: u16, cols: u16) -> Result<()> {
         let x = self.exec_rec(exec_id)?;
@@ -333,9 +348,11 @@ impl Engine {
 }
 
 /// The reader of a shim's framed exec stream (Docker's 8-byte headers; a last frame of
-/// stream [`berth_shim::protocol::EXIT`] carries the exit code).
+/// stream [`berth_shim::protocol::EXIT`] carries the exit code). [`Frames::next`] is
+/// cancel-safe: what a cancelled call read stays buffered for the next one.
 struct Frames<'r, R> {
     r: &'r mut R,
+    pending: Vec<u8>,
     hdr: [u8; 8],
     buf: Vec<u8>,
 }
@@ -344,6 +361,7 @@ impl<'r, R: AsyncRead + Unpin> Frames<'r, R> {
     fn new(r: &'r mut R) -> Self {
         Frames {
             r,
+            pending: Vec::new(),
             hdr: [0; 8],
             buf: Vec::new(),
         }
@@ -352,14 +370,27 @@ impl<'r, R: AsyncRead + Unpin> Frames<'r, R> {
     /// Reads the next data frame into `hdr`/`buf`; at the end of the stream, `Err` with the
     /// exit code (`None` when the stream ended without one).
     async fn next(&mut self) -> Result<(), Option<i64>> {
-        self.r.read_exact(&mut self.hdr).await.map_err(|_| None)?;
-        let len = u32::from_be_bytes([self.hdr[4], self.hdr[5], self.hdr[6], self.hdr[7]]);
-        self.buf.resize(len as usize, 0);
-        self.r.read_exact(&mut self.buf).await.map_err(|_| None)?;
-        if self.hdr[0] == berth_shim::protocol::EXIT {
-            return Err(Some(ExitFrame::code(&self.buf)));
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            if self.pending.len() >= 8 {
+                let p = &self.pending;
+                let len = u32::from_be_bytes([p[4], p[5], p[6], p[7]]) as usize;
+                if p.len() >= 8 + len {
+                    self.hdr.copy_from_slice(&p[..8]);
+                    self.buf.clear();
+                    self.buf.extend_from_slice(&p[8..8 + len]);
+                    self.pending.drain(..8 + len);
+                    if self.hdr[0] == berth_shim::protocol::EXIT {
+                        return Err(Some(ExitFrame::code(&self.buf)));
+                    }
+                    return Ok(());
+                }
+            }
+            match self.r.read(&mut chunk).await {
+                Ok(0) | Err(_) => return Err(None),
+                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
+            }
         }
-        Ok(())
     }
 }
 
@@ -379,21 +410,35 @@ pub async fn pump_frames<R: AsyncRead + Unpin>(
 }
 
 /// Copies the shim's exec stream to a client: raw payloads with a tty, Docker's multiplexed
-/// frames without. Returns the exit code.
+/// frames without. Once `detach` resolves (the client typed its detach keys) the client is
+/// closed and the rest of the stream drained. Returns the exit code.
 pub async fn relay_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     r: &mut R,
-    w: &mut W,
+    w: W,
     tty: bool,
+    detach: impl std::future::Future<Output = ()>,
 ) -> Option<i64> {
     let mut frames = Frames::new(r);
-    let mut client_ok = true;
+    let mut client = Some(w);
+    let mut detach = std::pin::pin!(detach);
     loop {
-        if let Err(code) = frames.next().await {
+        let next = if client.is_some() {
+            tokio::select! {
+                n = frames.next() => n,
+                _ = &mut detach => {
+                    if let Some(mut w) = client.take() {
+                        let _ = w.shutdown().await;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            frames.next().await
+        };
+        if let Err(code) = next {
             return code;
         }
-        if !client_ok {
-            continue;
-        }
+        let Some(w) = client.as_mut() else { continue };
         let res = if tty {
             w.write_all(&frames.buf).await
         } else {
@@ -404,7 +449,7 @@ pub async fn relay_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         };
         if res.is_err() || w.flush().await.is_err() {
             // Keep draining so the exit code is still recorded.
-            client_ok = false;
+            client = None;
         }
     }
 }

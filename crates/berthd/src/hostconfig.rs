@@ -243,7 +243,8 @@ pub fn check(hc: &HostConfig, ncpus: usize) -> Result<Vec<String>> {
         }
     }
     match hc.runtime.as_str() {
-        "" | "runc" | "berth-runtime" | "berth" => {}
+        // Berth's runtime serves as dockerd's `runc` (and its containerd shim's name).
+        "" | "runc" | "io.containerd.runc.v2" | "berth-runtime" | "berth" => {}
         r => return Err(invalid(format!("unknown or invalid runtime name: {r}"))),
     }
     Ok(warnings)

@@ -1,5 +1,11 @@
-//! `GET /containers/{id}/logs`: reads the shim's json-file log.
+//! Logging drivers and `GET /containers/{id}/logs`.
+//!
+//! Drivers: `json-file` (the shim's log, rotated; `compress` gzips rotated files; `labels`,
+//! `env` and `tag` become each entry's `attrs`), `local` (the same files with the `local`
+//! driver's defaults: 20 MB, 5 files, compressed), `none` (no log; `logs` refuses as dockerd).
+//! Options are checked as dockerd's validators do, with their wording.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -9,7 +15,207 @@ use bytes::Bytes;
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
-use crate::engine::Events;
+use crate::engine::{Container, Events};
+
+/// Log drivers containers may use.
+pub const DRIVERS: &[&str] = &["json-file", "local", "none"];
+
+/// The options every file driver takes besides its own (Docker's common attributes).
+const ATTR_OPTS: &[&str] = &["labels", "env", "tag"];
+
+/// Checks a log driver and its options as dockerd's `ValidateLogOpts` and the driver's own
+/// checks do; the error is dockerd's text.
+pub fn check_opts(driver: &str, opts: &BTreeMap<String, String>) -> Result<(), String> {
+    if driver == "none" {
+        return Ok(());
+    }
+    let mode = opts.get("mode").map(String::as_str).unwrap_or("");
+    if !matches!(mode, "" | "blocking" | "non-blocking") {
+        return Err(format!("logger: logging mode not supported: {mode}"));
+    }
+    if let Some(v) = opts.get("max-buffer-size") {
+        if mode != "non-blocking" {
+            return Err(
+                "logger: max-buffer-size option is only supported with 'mode=non-blocking'".into(),
+            );
+        }
+        berth_util::units::parse_ram_bytes(v)
+            .map_err(|e| format!("error parsing option max-buffer-size: {e}"))?;
+    }
+    if !DRIVERS.contains(&driver) {
+        return Err(format!(
+            "logger: no log driver named '{driver}' is registered"
+        ));
+    }
+    for k in opts.keys() {
+        let known = matches!(
+            k.as_str(),
+            "mode" | "max-buffer-size" | "max-size" | "max-file" | "compress"
+        ) || ATTR_OPTS.contains(&k.as_str());
+        if !known {
+            return Err(if driver == "local" {
+                format!("unknown log opt '{k}' for log driver local")
+            } else {
+                format!("unknown log opt '{k}' for {driver} log driver")
+            });
+        }
+    }
+    let r = Rotation::of(driver, opts)?;
+    if r.compress && r.max_file < 2 {
+        return Err(if driver == "local" {
+            "compression cannot be enabled when max file count is 1".into()
+        } else {
+            "compress cannot be true when max-file is less than 2 or max-size is not set".into()
+        });
+    }
+    Ok(())
+}
+
+/// A file driver's rotation (the options over the driver's defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// Bytes; 0 never rotates.
+    pub max_size: u64,
+    pub max_file: u32,
+    pub compress: bool,
+}
+
+impl Rotation {
+    /// The rotation of `driver` with `opts`.
+    pub fn of(driver: &str, opts: &BTreeMap<String, String>) -> Result<Rotation, String> {
+        let local = driver == "local";
+        let mut r = if local {
+            Rotation {
+                max_size: 20 << 20,
+                max_file: 5,
+                compress: true,
+            }
+        } else {
+            Rotation {
+                max_size: berth_shim::jsonlog::DEFAULT_MAX_SIZE,
+                max_file: berth_shim::jsonlog::DEFAULT_MAX_FILE,
+                compress: false,
+            }
+        };
+        if let Some(v) = opts.get("max-size") {
+            let n = berth_util::units::parse_ram_bytes(v).map_err(|e| e.to_string())?;
+            if n < 0 && (local || v.trim() != "-1") {
+                return Err(if local {
+                    "max-size must not be negative".into()
+                } else {
+                    format!("invalid max-size {v:?}")
+                });
+            }
+            r.max_size = n.max(0) as u64;
+        }
+        if let Some(v) = opts.get("max-file") {
+            r.max_file = match v.parse::<i64>() {
+                Ok(n) if n >= 1 => n.min(i64::from(u32::MAX)) as u32,
+                Ok(n) if local && n >= 0 => 1,
+                Ok(_) if local => return Err("max-file must not be negative".into()),
+                _ => return Err(format!("max-file cannot be less than 1: {v:?}")),
+            };
+        }
+        if let Some(v) = opts.get("compress") {
+            r.compress = go_bool(v)
+                .ok_or_else(|| format!("strconv.ParseBool: parsing {v:?}: invalid syntax"))?;
+        }
+        Ok(r)
+    }
+}
+
+/// Go's `strconv.ParseBool`.
+fn go_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// A container's log `attrs` (dockerd's `ExtraAttributes` and `tag`), as a JSON object;
+/// `None` without any.
+pub fn attrs(c: &Container) -> Option<String> {
+    let opts = c.host_config.log_config.config.clone().unwrap_or_default();
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(labels) = opts.get("labels").filter(|l| !l.is_empty()) {
+        let have = c.config.labels.clone().unwrap_or_default();
+        for l in labels.split(',') {
+            if let Some(v) = have.get(l) {
+                out.insert(l.to_string(), v.clone());
+            }
+        }
+    }
+    if let Some(env) = opts.get("env").filter(|e| !e.is_empty()) {
+        let vars: BTreeMap<&str, &str> = c
+            .config
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|e| e.split_once('='))
+            .collect();
+        for k in env.split(',') {
+            if let Some(v) = vars.get(k) {
+                out.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+    if let Some(t) = opts.get("tag").filter(|t| !t.is_empty()) {
+        out.insert("tag".into(), log_tag(c, t));
+    }
+    (!out.is_empty()).then(|| serde_json::to_string(&out).unwrap_or_default())
+}
+
+/// dockerd's log tag template with its fields (`{{.ID}}`, `{{.FullID}}`, `{{.Name}}`,
+/// `{{.ImageID}}`, `{{.ImageFullID}}`, `{{.ImageName}}`, `{{.DaemonName}}`, `{{.Hostname}}`);
+/// other text is kept.
+fn log_tag(c: &Container, template: &str) -> String {
+    let image_hex = c.image.strip_prefix("sha256:").unwrap_or(&c.image);
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let fields = [
+        ("ID", c.id.chars().take(12).collect::<String>()),
+        ("FullID", c.id.clone()),
+        ("Name", c.short_name().to_string()),
+        ("ImageID", image_hex.chars().take(12).collect()),
+        ("ImageFullID", c.image.clone()),
+        ("ImageName", c.config.image.clone()),
+        ("DaemonName", "docker".to_string()),
+        ("Hostname", hostname.trim().to_string()),
+    ];
+    let mut out = template.to_string();
+    for (k, v) in fields {
+        for form in [format!("{{{{.{k}}}}}"), format!("{{{{ .{k} }}}}")] {
+            out = out.replace(&form, &v);
+        }
+    }
+    out
+}
+
+/// The shim's arguments for a container's log driver.
+pub fn shim_args(c: &Container) -> Vec<String> {
+    let lc = &c.host_config.log_config;
+    if lc.kind == "none" {
+        return vec!["--no-log".into()];
+    }
+    let opts = lc.config.clone().unwrap_or_default();
+    let Ok(r) = Rotation::of(&lc.kind, &opts) else {
+        return vec![];
+    };
+    let mut args = vec![
+        "--log-max-size".to_string(),
+        r.max_size.to_string(),
+        "--log-max-file".to_string(),
+        r.max_file.to_string(),
+    ];
+    if r.compress {
+        args.push("--log-compress".into());
+    }
+    if let Some(a) = attrs(c) {
+        args.push("--log-attrs".into());
+        args.push(a);
+    }
+    args
+}
 
 /// Options of a logs request.
 #[derive(Debug, Clone, Default)]
@@ -24,6 +230,8 @@ pub struct LogOptions {
     pub until: Option<i64>,
     /// Multiplexed 8-byte frames (no tty).
     pub framed: bool,
+    /// Each line's `attrs` first (`k=v,k2=v2 `).
+    pub details: bool,
 }
 
 #[derive(Deserialize)]
@@ -31,6 +239,8 @@ struct Entry {
     log: String,
     stream: String,
     time: String,
+    #[serde(default)]
+    attrs: BTreeMap<String, String>,
 }
 
 fn format_entry(line: &str, o: &LogOptions) -> Option<Vec<u8>> {
@@ -53,6 +263,15 @@ fn format_entry(line: &str, o: &LogOptions) -> Option<Vec<u8>> {
         payload.extend_from_slice(e.time.as_bytes());
         payload.push(b' ');
     }
+    if o.details {
+        let attrs: Vec<String> = e
+            .attrs
+            .iter()
+            .map(|(k, v)| format!("{}={}", query_escape(k), query_escape(v)))
+            .collect();
+        payload.extend_from_slice(attrs.join(",").as_bytes());
+        payload.push(b' ');
+    }
     payload.extend_from_slice(e.log.as_bytes());
     if !o.framed {
         return Some(payload);
@@ -63,13 +282,32 @@ fn format_entry(line: &str, o: &LogOptions) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The log files, oldest first.
+/// Go's `url.QueryEscape`.
+fn query_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            b => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// The log files, oldest first (rotated ones may be gzipped: `.N.gz`).
 fn files(path: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();
     for n in (1..100).rev() {
-        let p = PathBuf::from(format!("{}.{n}", path.display()));
-        if p.exists() {
-            v.push(p);
+        for p in [
+            PathBuf::from(format!("{}.{n}.gz", path.display())),
+            PathBuf::from(format!("{}.{n}", path.display())),
+        ] {
+            if p.exists() {
+                v.push(p);
+            }
         }
     }
     v.push(path.to_path_buf());
@@ -104,7 +342,12 @@ pub fn stream(
         let Ok(file) = opened else {
             continue;
         };
-        let mut r = BufReader::new(file);
+        let gz = f.extension().is_some_and(|e| e == "gz");
+        let mut r: BufReader<Box<dyn Read>> = if gz {
+            BufReader::new(Box::new(flate2::read::GzDecoder::new(file)))
+        } else {
+            BufReader::new(Box::new(file))
+        };
         let mut line = String::new();
         let mut consumed = 0u64;
         loop {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use berth_shim::protocol::Request;
 use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 /// A shim's reply (`{"ok": true, …}`; the fields a request's reply carries).
@@ -93,4 +93,45 @@ pub async fn call_on(stream: &mut UnixStream, req: &Request) -> std::io::Result<
 pub async fn call(socket: &Path, req: Request) -> std::io::Result<Reply> {
     let mut s = connect(socket).await?;
     call_on(&mut s, &req).await
+}
+
+/// Copies an attach or exec client's input to the shim; with `keys` (a tty session, as
+/// dockerd) through Docker's escape proxy, stopping at the detach sequence. Returns whether the
+/// client detached (else its input ended).
+pub async fn copy_input<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    r: &mut R,
+    w: &mut W,
+    keys: Option<Vec<u8>>,
+) -> bool {
+    let mut proxy = keys.map(berth_api::detach::EscapeProxy::new);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut out = Vec::with_capacity(buf.len());
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        out.clear();
+        let detached = match proxy.as_mut() {
+            Some(p) => p.feed(&buf[..n], &mut out),
+            None => {
+                out.extend_from_slice(&buf[..n]);
+                false
+            }
+        };
+        if !out.is_empty() && w.write_all(&out).await.is_err() {
+            return false;
+        }
+        if detached {
+            return true;
+        }
+    }
+}
+
+/// The detach keys of an attach or exec (`detachKeys`; empty: ctrl-p, ctrl-q), or dockerd's
+/// error for keys it cannot parse.
+pub fn detach_keys(spec: &str) -> Result<Vec<u8>, crate::engine::EngineError> {
+    berth_api::detach::parse(spec).map_err(|_| {
+        crate::engine::EngineError::BadRequest(format!("Invalid detach keys ({spec}) provided"))
+    })
 }

@@ -39,6 +39,12 @@ pub struct Config {
     pub log_path: PathBuf,
     pub log_max_size: u64,
     pub log_max_file: u32,
+    /// Gzip rotated log files.
+    pub log_compress: bool,
+    /// A JSON object added to every log entry (`attrs`).
+    pub log_attrs: Option<String>,
+    /// No log at all (the `none` driver).
+    pub log_disabled: bool,
     pub tty: bool,
     pub stdin: bool,
     /// Start by writing the runtime's exec fifo (see the binary's `--help`).
@@ -329,8 +335,16 @@ impl Shim {
             }
             let _ = std::fs::remove_file(&sock);
         }
-        let log = JsonLog::open(&cfg.log_path, cfg.log_max_size, cfg.log_max_file)
-            .map_err(file("log", &cfg.log_path))?;
+        let log = if cfg.log_disabled {
+            None
+        } else {
+            Some(
+                JsonLog::open(&cfg.log_path, cfg.log_max_size, cfg.log_max_file)
+                    .map_err(file("log", &cfg.log_path))?
+                    .with_compress(cfg.log_compress)
+                    .with_attrs(cfg.log_attrs.clone()),
+            )
+        };
         let listener = bind_path(&sock).map_err(file("bind", &sock))?;
         let rt = Runtime {
             log: Some(cfg.state_dir.join("runtime.log")),
@@ -349,7 +363,7 @@ impl Shim {
             init: Proc::new(0, cfg.tty),
             execs: BTreeMap::new(),
             done_execs: VecDeque::new(),
-            log: Some(log),
+            log,
             log_failing: false,
             splitters: Default::default(),
             buf: vec![0u8; READ_BUF],

@@ -19,29 +19,33 @@ fn validate(config: &Config, hc: &HostConfig) -> Result<()> {
             "{what} is not supported by berth yet"
         )))
     };
-    // NetworkMode, ports, DNS and extra hosts are checked by the network participant.
-    if hc.links.as_ref().is_some_and(|l| !l.is_empty()) {
-        return unsupported("HostConfig.Links");
-    }
-    if !hc.volume_driver.is_empty() {
-        return unsupported("HostConfig.VolumeDriver");
-    }
+    // NetworkMode, ports, DNS and extra hosts are checked by the network participant; links
+    // when the container is made (they name other containers). `VolumeDriver`: checked when
+    // the container's volumes are created (the mounts participant), as dockerd looks the
+    // plugin up only then.
     if hc.device_requests.as_ref().is_some_and(|d| !d.is_empty()) {
         return unsupported("HostConfig.DeviceRequests");
     }
+    // dockerd's `ValidateRestartPolicy` (an empty name takes any count, as before v25).
     let rp = &hc.restart_policy;
     match rp.name.as_str() {
-        "" | "no" | "always" | "unless-stopped" => {
+        "" => {}
+        "no" | "always" | "unless-stopped" => {
             if rp.maximum_retry_count != 0 {
-                return Err(EngineError::BadRequest(
-                    "maximum retry count cannot be used with restart policy 'always' or 'unless-stopped' or 'no'".into(),
-                ));
+                let negative = if rp.maximum_retry_count < 0 {
+                    " and cannot be negative"
+                } else {
+                    ""
+                };
+                return Err(EngineError::BadRequest(format!(
+                    "invalid restart policy: maximum retry count can only be used with 'on-failure'{negative}"
+                )));
             }
         }
         "on-failure" => {
             if rp.maximum_retry_count < 0 {
                 return Err(EngineError::BadRequest(
-                    "maximum retry count cannot be negative".into(),
+                    "invalid restart policy: maximum retry count cannot be negative".into(),
                 ));
             }
         }
@@ -55,10 +59,6 @@ fn validate(config: &Config, hc: &HostConfig) -> Result<()> {
         return Err(EngineError::BadRequest(
             "can't create 'AutoRemove' container with restart policy".into(),
         ));
-    }
-    match hc.log_config.kind.as_str() {
-        "" | "json-file" => {}
-        other => return unsupported(&format!("HostConfig.LogConfig.Type {other:?}")),
     }
     if let Some(t) = config.healthcheck.as_ref().and_then(|h| h.test.as_ref()) {
         match t.first().map(String::as_str) {
@@ -251,6 +251,7 @@ impl Engine {
             warnings: warnings.clone(),
             ..Default::default()
         };
+        container.links = self.resolve_links(&container)?;
         // Reserve the name under the map lock.
         {
             let map = self.map.lock().unwrap();
@@ -265,8 +266,11 @@ impl Engine {
                 )));
             }
         }
+        // Undone at the next daemon start if a crash interrupts what follows.
+        let _intent = self.intent(super::recovery::Op::Create, &id)?;
         let dir = self.data_dir(&id);
         std::fs::create_dir_all(&dir).map_err(EngineError::io("creating", &dir))?;
+        crate::failpoint::hit("create.dir");
         let snap = (|| -> Result<String> {
             let sn = self.images.snapshotter()?;
             let top = resolved.image.chain_ids().last().cloned();
@@ -280,6 +284,7 @@ impl Engine {
                 return Err(e);
             }
         }
+        crate::failpoint::hit("create.snapshot");
         // Volumes and mounts, then networking: each participant reserves its part.
         let input = CreateInput {
             networking: networking_config.as_ref(),
@@ -295,6 +300,9 @@ impl Engine {
                 break;
             }
             done += 1;
+        }
+        if created.is_ok() {
+            crate::failpoint::hit("create.participants");
         }
         let created = created.and_then(|_| self.persist(&container));
         if let Err(e) = created {
@@ -400,9 +408,10 @@ mod tests {
 
     #[test]
     fn unsupported_options_name_the_field() {
-        let hc: HostConfig = berth_api::from_value(serde_json::json!({"Links": ["a:b"]})).unwrap();
+        let hc: HostConfig =
+            berth_api::from_value(serde_json::json!({"DeviceRequests": [{"Count": 1}]})).unwrap();
         let e = validate(&Config::default(), &hc).unwrap_err();
-        assert!(e.to_string().contains("HostConfig.Links"));
+        assert!(e.to_string().contains("HostConfig.DeviceRequests"));
         let hc: HostConfig = berth_api::from_value(
             serde_json::json!({"NetworkMode": "none", "PidsLimit": 0, "Binds": null}),
         )

@@ -464,19 +464,48 @@ impl Engine {
         let lowers = sn.container_lowers(&c.id)?;
         let mut out = Vec::new();
         walk_changes(&upper, Path::new("/"), &lowers, &mut out);
-        // Docker skips the files it manages itself.
-        out.retain(|(p, _)| {
-            !matches!(
-                p.as_str(),
-                "/etc/hostname" | "/etc/hosts" | "/etc/resolv.conf"
-            )
-        });
+        hide_mount_points(&mut out);
         out.sort();
         Ok(out
             .into_iter()
             .map(|(path, kind)| ChangeItem { path, kind })
             .collect())
     }
+}
+
+/// What dockerd's init layer holds (the mount points the runtime needs, the files the daemon
+/// binds): below the writable layer there, so never a change; here created in the writable
+/// layer when the image lacks them.
+const INIT_LAYER: &[&str] = &[
+    "/dev",
+    "/proc",
+    "/sys",
+    "/.dockerenv",
+    "/etc/hosts",
+    "/etc/hostname",
+    "/etc/resolv.conf",
+    "/etc/mtab",
+];
+
+/// Drops the init layer's paths (and what is below `/dev`, `/proc`, `/sys`) from a change
+/// list, and their parent directories when nothing else in them changed.
+fn hide_mount_points(out: &mut Vec<(String, u8)>) {
+    let hidden = |p: &str| {
+        INIT_LAYER.iter().any(|m| {
+            p == *m || (matches!(*m, "/dev" | "/proc" | "/sys") && p.starts_with(&format!("{m}/")))
+        })
+    };
+    let had: Vec<String> = out
+        .iter()
+        .filter(|(p, _)| hidden(p))
+        .map(|(p, _)| p.clone())
+        .collect();
+    out.retain(|(p, _)| !hidden(p));
+    let under = |dir: &str, p: &str| p.strip_prefix(dir).is_some_and(|r| r.starts_with('/'));
+    let kept: Vec<String> = out.iter().map(|(p, _)| p.clone()).collect();
+    out.retain(|(p, kind)| {
+        *kind != 0 || !had.iter().any(|h| under(p, h)) || kept.iter().any(|k| under(p, k))
+    });
 }
 
 fn exists_in(lowers: &[PathBuf], rel: &Path) -> bool {
@@ -678,6 +707,37 @@ fn net_dev(pid: i64) -> Option<BTreeMap<String, NetworkStats>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_points_are_no_changes() {
+        let mut v: Vec<(String, u8)> = [
+            ("/dev", 1),
+            ("/dev/pts", 1),
+            ("/proc", 1),
+            ("/sys", 1),
+            ("/etc", 0),
+            ("/etc/hosts", 1),
+            ("/etc/resolv.conf", 1),
+            ("/tmp", 0),
+            ("/tmp/x", 1),
+            ("/devices", 1),
+            ("/test", 1),
+        ]
+        .into_iter()
+        .map(|(p, k)| (p.to_string(), k))
+        .collect();
+        hide_mount_points(&mut v);
+        let paths: Vec<&str> = v.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["/tmp", "/tmp/x", "/devices", "/test"]);
+        // A directory with a change of its own stays.
+        let mut v = vec![
+            ("/etc".to_string(), 0),
+            ("/etc/hosts".to_string(), 1),
+            ("/etc/passwd".to_string(), 0),
+        ];
+        hide_mount_points(&mut v);
+        assert_eq!(v, [("/etc".to_string(), 0), ("/etc/passwd".to_string(), 0)]);
+    }
 
     #[test]
     fn ps_rows() {

@@ -36,6 +36,9 @@ pub struct Container {
     /// Warnings given at create time.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Legacy links to other containers (see [`super::links`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<super::links::Link>,
 }
 
 impl Container {

@@ -1,7 +1,7 @@
 //! Containers in Docker's shapes: inspect and the list (also `system df`'s entries).
 
 use berth_api::container::{
-    GraphDriver, HostConfig, InspectResponse, RestartPolicy, Summary, SummaryHostConfig,
+    GraphDriver, HostConfig, InspectResponse, RestartPolicy, State, Summary, SummaryHostConfig,
 };
 use berth_api::Filters;
 
@@ -10,6 +10,10 @@ use crate::util;
 
 /// Docker's default `/dev/shm` size, shown for containers that did not set one.
 const DEFAULT_SHM_SIZE: i64 = 64 << 20;
+
+/// The name Berth's runtime serves under: dockerd's default runtime, which clients expect
+/// (`HostConfig.Runtime`, `docker info`); the binary stays `berth-runtime`.
+pub const DEFAULT_RUNTIME: &str = "runc";
 
 /// `HostConfig` as inspect shows it: dockerd's defaults where the record has none.
 fn host_config_view(hc: &HostConfig) -> HostConfig {
@@ -29,7 +33,7 @@ fn host_config_view(hc: &HostConfig) -> HostConfig {
         hc.shm_size = DEFAULT_SHM_SIZE;
     }
     if hc.runtime.is_empty() {
-        hc.runtime = "berth-runtime".into();
+        hc.runtime = DEFAULT_RUNTIME.into();
     }
     hc
 }
@@ -61,6 +65,17 @@ fn status_text(c: &Container) -> String {
     }
 }
 
+/// The state as dockerd shows it: a container its restart policy is about to start again
+/// counts as running (`Running` and `Restarting`, no pid).
+fn state_view(s: &State) -> State {
+    let mut s = s.clone();
+    if s.restarting {
+        s.running = true;
+        s.pid = 0;
+    }
+    s
+}
+
 impl Engine {
     /// `GET /containers/{id}/json`.
     pub fn inspect(&self, name_or_id: &str) -> Result<InspectResponse> {
@@ -73,7 +88,7 @@ impl Engine {
             created: c.created.clone(),
             path: c.path.clone(),
             args: c.args.clone(),
-            state: c.state.clone(),
+            state: state_view(&c.state),
             image: c.image.clone(),
             resolv_conf_path: path("resolv.conf"),
             hostname_path: path("hostname"),
@@ -87,7 +102,10 @@ impl Engine {
             process_label: String::new(),
             app_armor_profile: String::new(),
             exec_ids: (!exec_ids.is_empty()).then_some(exec_ids),
-            host_config: host_config_view(&c.host_config),
+            host_config: HostConfig {
+                links: self.links_view(&c),
+                ..host_config_view(&c.host_config)
+            },
             graph_driver: GraphDriver {
                 name: c.driver.clone(),
                 data: [(
@@ -130,12 +148,18 @@ impl Engine {
     /// `limit`, filtered by Docker's `id`, `name`, `status`, `label`, `exited`.
     pub fn summaries(&self, all: bool, limit: Option<usize>, filters: &Filters) -> Vec<Summary> {
         let mut list = self.list();
+        // Other containers' links name a container too (`/<parent>/<alias>`).
+        let linked: Vec<Container> = list
+            .iter()
+            .filter(|c| !c.links.is_empty())
+            .cloned()
+            .collect();
         if let Some(n) = limit {
             list.truncate(n);
         }
         let has_status = filters.has("status");
         list.iter()
-            .filter(|c| all || c.state.running || has_status)
+            .filter(|c| all || c.state.running || c.state.restarting || has_status)
             .filter(|c| {
                 filters.0.iter().all(|(k, v)| match k.as_str() {
                     "id" => c.id.starts_with(v.as_str()),
@@ -146,7 +170,11 @@ impl Engine {
                     _ => true,
                 })
             })
-            .map(|c| self.summary(c))
+            .map(|c| {
+                let mut s = self.summary(c);
+                s.names.extend(self.link_names(&linked, &c.id));
+                s
+            })
             .collect()
     }
 }

@@ -82,6 +82,8 @@ impl Engine {
     async fn start_inner_impl(self: &Arc<Self>, name_or_id: &str, by_policy: bool) -> Result<()> {
         let e = self.lookup(name_or_id)?;
         let op = e.op.lock().await;
+        // The last exit's teardown finishes first.
+        drop(e.teardown.lock().await);
         let c = e.rec.lock().unwrap().clone();
         if c.state.running {
             return Err(EngineError::NotModified);
@@ -90,6 +92,8 @@ impl Engine {
             return Ok(());
         }
         let id = c.id.clone();
+        // Undone at the next daemon start if a crash interrupts the start (see `recovery`).
+        let _intent = self.intent(super::recovery::Op::Start, &id)?;
         let me = self.clone();
         let c2 = c.clone();
         let launched = tokio::task::spawn_blocking(move || me.launch(&c2))
@@ -104,6 +108,7 @@ impl Engine {
                 return Err(err);
             }
         };
+        crate::failpoint::hit("start.shim");
         // Attach clients that were waiting for the start.
         let pending: Vec<PendingAttach> = std::mem::take(&mut *e.pending.lock().unwrap());
         for p in pending {
@@ -119,6 +124,7 @@ impl Engine {
             self.start_failed(&e, &err).await;
             return Err(err);
         }
+        crate::failpoint::hit("start.started");
         {
             let mut r = e.rec.lock().unwrap();
             let health = r
@@ -156,9 +162,14 @@ impl Engine {
     /// waiting attach clients and waiters, and honours `AutoRemove`.
     async fn start_failed(self: &Arc<Self>, e: &Entry, err: &EngineError) {
         let msg = err.to_string();
-        let code = if msg.contains("not found") || msg.contains("No such file") {
+        // The docker CLI's reading of the same words (`toStatusError`).
+        let code = if msg.contains("executable file not found")
+            || msg.contains("no such file or directory")
+            || msg.contains("not found")
+            || msg.contains("No such file")
+        {
             127
-        } else if msg.contains("ermission denied") {
+        } else if msg.contains("ermission denied") || msg.contains("is a directory") {
             126
         } else {
             128
@@ -194,15 +205,15 @@ impl Engine {
         let exec_dir = self.exec_dir(id);
         let rootfs = self.rootfs(id);
         let shim_dir = self.shim_dir(id);
-        let _ = berth_image::snapshot::unmount(&rootfs);
-        if shim_dir.exists() {
-            std::fs::remove_dir_all(&shim_dir).map_err(EngineError::io("removing", &shim_dir))?;
-        }
+        // What an earlier run left (a shim or the runtime's state of a container whose start
+        // or shim a crash cut short) would make the runtime's `create` fail.
+        self.discard_task(id);
         for d in [&rootfs, &shim_dir] {
             std::fs::create_dir_all(d).map_err(EngineError::io("creating", d))?;
         }
         let sn = self.images.snapshotter()?;
         sn.mount_container_transient(id, &rootfs, c.auto_remove())?;
+        crate::failpoint::hit("start.mounted");
         let unmount = |e: EngineError| {
             let _ = berth_image::snapshot::unmount(&rootfs);
             e
@@ -256,12 +267,28 @@ impl Engine {
             }
             unmount(e)
         };
+        // Legacy links: the children's addresses and environment.
+        let (link_env, link_hosts) = self.link_setup(c).map_err(fail)?;
+        if !link_hosts.is_empty() {
+            if let Some((_, hosts)) = bundle.files.iter_mut().find(|(d, _)| *d == "/etc/hosts") {
+                for l in &link_hosts {
+                    hosts.push_str(l);
+                    hosts.push('\n');
+                }
+            }
+        }
         for (dest, content) in &bundle.files {
             let name = dest.trim_start_matches("/etc/");
             let (p, _) = write(name, content).map_err(fail)?;
             etc.push((p, dest.to_string()));
         }
-        let mut env: Vec<String> = c.config.env.clone().unwrap_or_default();
+        // dockerd's order: the links' variables, then the container's own (which win).
+        let mut env: Vec<String> = link_env;
+        for v in c.config.env.iter().flatten() {
+            let key = v.split('=').next().unwrap_or("");
+            env.retain(|e| e.split('=').next() != Some(key));
+            env.push(v.clone());
+        }
         if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
             env.insert(1.min(env.len()), format!("HOSTNAME={hostname}"));
         }
@@ -332,14 +359,7 @@ impl Engine {
             .arg(self.cfg.exec_root.join("runtime"))
             .arg("--log-path")
             .arg(&c.log_path);
-        let (max_size, max_file) =
-            crate::config::log_rotation(c.host_config.log_config.config.as_ref());
-        if let Some(n) = max_size {
-            cmd.arg("--log-max-size").arg(n.to_string());
-        }
-        if let Some(n) = max_file {
-            cmd.arg("--log-max-file").arg(n.to_string());
-        }
+        cmd.args(crate::logs::shim_args(c));
         if c.tty() {
             cmd.arg("--tty");
         }
@@ -408,6 +428,7 @@ impl Engine {
     /// Waits on a running container's shim and records its exit.
     async fn monitor(self: Arc<Self>, id: String) {
         let res = shimio::call(&self.shim_socket(&id), Request::Wait { exec_id: None }).await;
+        let lost = res.is_err();
         let (code, finished, error) = match res {
             Ok(v) => (
                 v.exit_code.unwrap_or(255),
@@ -425,11 +446,27 @@ impl Engine {
                 ),
             },
         };
-        self.on_exit(&id, code, finished, error).await;
+        self.on_exit(&id, code, finished, error, lost).await;
     }
 
-    async fn on_exit(self: &Arc<Self>, id: &str, code: i64, finished: String, error: String) {
+    /// Records an exit and applies the restart policy; `lost_shim`: the shim died (it
+    /// neither reported the exit nor will it delete the container from the runtime).
+    async fn on_exit(
+        self: &Arc<Self>,
+        id: &str,
+        code: i64,
+        finished: String,
+        error: String,
+        lost_shim: bool,
+    ) {
         let Ok(e) = self.lookup(id) else { return };
+        let teardown = e.teardown.lock().await;
+        // The record says exited before the shim, rootfs and participants are torn down:
+        // a crash in between is finished at the next daemon start (see `recovery`).
+        let intent = self.intent(super::recovery::Op::Exit, id);
+        if let Err(err) = &intent {
+            tracing::warn!("{id}: {err}");
+        }
         // Read before the shim deletes the container (and its cgroup).
         let oom = {
             let r = e.rec.lock().unwrap().clone();
@@ -478,10 +515,19 @@ impl Engine {
             }
             (r.auto_remove(), restart, r.clone())
         };
+        crate::failpoint::hit("exit.recorded");
         // The shim deletes the container from the runtime (its cgroup, state) and exits. For a
         // container removed at exit that happens in the background with the rest of its
         // cleanup (see `clean_storage`), off the path of `run --rm`.
-        if !auto_remove || restart {
+        if lost_shim {
+            // As containerd does when a shim dies: kill what it monitored and delete it from
+            // the runtime (processes, cgroups, state), so that nothing is orphaned and a
+            // restart can create the container again.
+            tracing::warn!("container {id} lost its shim: deleting it from the runtime");
+            let me = self.clone();
+            let id2 = id.to_string();
+            let _ = tokio::task::spawn_blocking(move || me.discard_task(&id2)).await;
+        } else if !auto_remove || restart {
             let _ = shimio::call(&self.shim_socket(id), Request::Shutdown { force: true }).await;
         }
         let _ = berth_image::snapshot::unmount(&self.rootfs(id));
@@ -494,6 +540,8 @@ impl Engine {
             }
         })
         .await;
+        drop(intent);
+        drop(teardown);
         if oom {
             self.container_event(&snapshot, "oom", &[]);
         }
@@ -554,23 +602,54 @@ impl Engine {
         .map_err(EngineError::sys(format!("signalling container {id}")))
     }
 
-    /// `kill`: sends a signal to a running container.
+    /// `kill`: sends a signal to a running container, as dockerd's `ContainerKill`: the
+    /// container's stop signal (or any signal when it has none, and SIGKILL always) means it
+    /// stays down (no restart policy, `unless-stopped` stopped by hand); SIGKILL (the default)
+    /// returns once the exit is recorded.
     pub async fn kill(&self, name_or_id: &str, signal: Option<&str>) -> Result<()> {
         let e = self.lookup(name_or_id)?;
-        let c = e.rec.lock().unwrap().clone();
         let sig = match signal.filter(|s| !s.is_empty()) {
             Some(s) => berth_shim::protocol::signal_by_name(s)
                 .ok_or_else(|| EngineError::BadRequest(format!("Invalid signal: {s}")))?,
             None => libc::SIGKILL,
         };
+        let mut rx = e.events.subscribe();
+        let seen = rx.borrow_and_update().exits;
+        let c = {
+            let mut r = e.rec.lock().unwrap();
+            if !r.state.running && !r.state.restarting {
+                return Err(EngineError::Conflict(format!(
+                    "Container {} is not running",
+                    r.id
+                )));
+            }
+            let stop_signal = berth_shim::protocol::signal_by_name(&r.config.stop_signal);
+            if sig == libc::SIGKILL || stop_signal.is_none_or(|s| s == sig) {
+                r.manually_stopped = true;
+                if r.state.restarting && !r.state.running {
+                    // Between two runs: the pending restart is called off.
+                    r.state.restarting = false;
+                    r.state.status = "exited".into();
+                }
+                self.persist_state(&r)?;
+            }
+            r.clone()
+        };
         if !c.state.running {
-            return Err(EngineError::Conflict(format!(
-                "Container {} is not running",
-                c.id
-            )));
+            return Ok(());
         }
+        self.signal(&c.id, sig).await?;
         self.container_event(&c, "kill", &[("signal", &sig.to_string())]);
-        self.signal(&c.id, sig).await
+        if sig == libc::SIGKILL {
+            tokio::time::timeout(Duration::from_secs(10), wait_exit(&mut rx, seen))
+                .await
+                .map_err(|_| {
+                    EngineError::Internal(
+                        "tried to kill container, but did not receive an exit event".into(),
+                    )
+                })?;
+        }
+        Ok(())
     }
 
     /// `stop`: the stop signal, `t` seconds, then SIGKILL.
@@ -615,6 +694,7 @@ impl Engine {
         let seen = rx.borrow_and_update().exits;
         if sig != libc::SIGKILL {
             let _ = self.signal(&c.id, sig).await;
+            crate::failpoint::hit("stop.signalled");
             let wait = wait_exit(&mut rx, seen);
             if t < 0 {
                 wait.await;
@@ -689,13 +769,33 @@ impl Engine {
         if !self.map.lock().unwrap().contains_key(&id) {
             return Err(EngineError::NotFound(name_or_id.to_string()));
         }
-        if e.rec.lock().unwrap().state.running {
-            if !force {
+        {
+            // dockerd counts a container between two runs of its restart policy as running.
+            let mut r = e.rec.lock().unwrap();
+            if (r.state.running || r.state.restarting) && !force {
+                let what = if r.state.paused {
+                    return Err(EngineError::Conflict(format!(
+                        "cannot remove container \"{}\": container is paused and must be unpaused first",
+                        r.name
+                    )));
+                } else if r.state.restarting {
+                    "restarting"
+                } else {
+                    "running"
+                };
                 return Err(EngineError::Conflict(format!(
-                    "cannot remove container \"{}\": container is running: stop the container before removing or force remove",
-                    e.rec.lock().unwrap().name
+                    "cannot remove container \"{}\": container is {what}: stop the container before removing or force remove",
+                    r.name
                 )));
             }
+            if r.state.restarting {
+                r.manually_stopped = true;
+                if !r.state.running {
+                    r.state.restarting = false;
+                }
+            }
+        }
+        if e.rec.lock().unwrap().state.running {
             match self.stop_entry(&e, Some(0), Some("SIGKILL")).await {
                 Ok(()) | Err(EngineError::NotModified) => {}
                 Err(err) => return Err(err),
@@ -715,6 +815,7 @@ impl Engine {
             for p in me.participants() {
                 p.remove(&id2, volumes);
             }
+            crate::failpoint::hit("remove.participants");
             let trash = me
                 .cfg
                 .data_root
@@ -726,6 +827,7 @@ impl Engine {
                 .map_err(EngineError::io("removing the container's directory", dir))
         })
         .await??;
+        crate::failpoint::hit("remove.renamed");
         self.cleanups.send_modify(|n| *n += 1);
         let me = self.clone();
         let id2 = id.clone();
@@ -747,17 +849,9 @@ impl Engine {
     pub(super) fn clean_storage(&self, id: &str, trash: &Path) {
         // A shim still there (a container removed at exit, see `on_exit`) deletes the
         // container from the runtime and exits.
-        if let Ok(mut c) = berth_shim::client::Client::connect(&self.shim_socket(id)) {
-            let _ = c.set_timeout(Some(Duration::from_secs(20)));
-            let _ = c.shutdown(true);
-        }
-        let _ = berth_image::snapshot::unmount(&self.rootfs(id));
-        if let Ok(sn) = self.images.snapshotter() {
-            match sn.remove_container(id) {
-                Ok(()) | Err(berth_image::snapshot::SnapshotError::ContainerNotFound(_)) => {}
-                Err(err) => tracing::warn!("removing snapshot of {id}: {err}"),
-            }
-        }
+        // A shim gone with the runtime's state still there (a crash) is handled too.
+        self.discard_task(id);
+        self.remove_snapshot(id);
         let _ = std::fs::remove_dir_all(self.exec_dir(id));
         if let Err(e) = std::fs::remove_dir_all(trash) {
             tracing::warn!("removing {}: {e}", trash.display());

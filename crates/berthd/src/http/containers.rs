@@ -37,6 +37,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/containers/{id}/logs", get(container_logs))
         .route("/containers/{id}/attach", post(attach))
         .route("/containers/{id}", delete(remove))
+        // A legacy link's name, `/<parent>/<alias>` (`DELETE …?link=1`).
+        .route("/containers/{id}/{alias}", delete(remove_link))
         .route("/containers/{id}/top", get(top))
         .route("/containers/{id}/rename", post(rename))
         .route("/containers/{id}/restart", post(restart))
@@ -151,6 +153,8 @@ struct LogsQuery {
     tail: String,
     since: String,
     until: String,
+    #[serde(deserialize_with = "flag")]
+    details: bool,
 }
 
 /// `since`/`until` of logs: seconds (a fraction is ignored); 0 means none.
@@ -163,6 +167,12 @@ fn log_time(t: &str) -> Option<i64> {
 
 async fn container_logs(s: St, id: Id, Params(q): Params<LogsQuery>) -> R {
     let c = s.engine.get(&id)?;
+    if c.host_config.log_config.kind == "none" {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "configured logging driver does not support reading",
+        ));
+    }
     let o = logs::LogOptions {
         stdout: q.stdout,
         stderr: q.stderr,
@@ -172,6 +182,7 @@ async fn container_logs(s: St, id: Id, Params(q): Params<LogsQuery>) -> R {
         since: log_time(&q.since),
         until: log_time(&q.until),
         framed: !c.tty(),
+        details: q.details,
     };
     if !o.stdout && !o.stderr {
         return Err(ApiError::bad(
@@ -206,6 +217,8 @@ struct AttachQuery {
     logs: bool,
     #[serde(deserialize_with = "flag")]
     stream: bool,
+    #[serde(rename = "detachKeys")]
+    detach_keys: String,
 }
 
 async fn attach(s: St, id: Id, Params(q): Params<AttachQuery>, mut req: Request) -> R {
@@ -216,6 +229,9 @@ async fn attach(s: St, id: Id, Params(q): Params<AttachQuery>, mut req: Request)
         ..
     } = q;
     let c = s.engine.get(&id)?;
+    // A tty session's input goes through the detach keys (dockerd's escape proxy).
+    let keys = crate::shimio::detach_keys(&q.detach_keys)?;
+    let keys = c.tty().then_some(keys);
     // `logs=1`: what the container wrote so far comes first (in the attach stream's framing).
     let replay = if q.logs && (stdout || stderr) {
         let o = logs::LogOptions {
@@ -257,6 +273,7 @@ async fn attach(s: St, id: Id, Params(q): Params<AttachQuery>, mut req: Request)
     }
     let (_, shim_rx) = s.engine.attach(&id, stdin, stdout, stderr)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let engine = s.engine.clone();
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else {
             return;
@@ -274,14 +291,21 @@ async fn attach(s: St, id: Id, Params(q): Params<AttachQuery>, mut req: Request)
         };
         let to_shim = async {
             if stdin {
-                let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                if crate::shimio::copy_input(&mut cr, &mut sw, keys).await {
+                    // Detached: the session ends, the container keeps running.
+                    return;
+                }
                 let _ = sw.shutdown().await;
             }
             std::future::pending::<()>().await
         };
         tokio::select! {
             _ = to_client => {}
-            _ = to_shim => {}
+            _ = to_shim => {
+                if let Ok(c) = engine.get(&c.id) {
+                    engine.container_event(&c, "detach", &[]);
+                }
+            }
         }
     });
     Ok(upgrade_response(ct))
@@ -300,10 +324,27 @@ struct RemoveQuery {
 
 async fn remove(s: St, id: Id, Params(q): Params<RemoveQuery>) -> R {
     if q.link {
-        return Err(ApiError::bad("links are not supported"));
+        // `/<parent>/<alias>`: only the link goes.
+        s.engine.remove_link(&id)?;
+        return no_content();
     }
     // `v=1`: anonymous volumes go with the container.
     s.engine.remove(&id, q.force, q.v).await?;
+    no_content()
+}
+
+/// `DELETE /containers/<parent>/<alias>?link=1`.
+async fn remove_link(
+    s: St,
+    axum::extract::Path((parent, alias)): axum::extract::Path<(String, String)>,
+    Params(q): Params<RemoveQuery>,
+) -> R {
+    let name = format!("{parent}/{alias}");
+    if !q.link {
+        // Not a container's name: dockerd's lookup fails.
+        return Err(crate::engine::EngineError::NotFound(name).into());
+    }
+    s.engine.remove_link(&name)?;
     no_content()
 }
 

@@ -40,7 +40,9 @@ async fn start(s: St, id: Id, mut req: Request) -> R {
     let start: StartRequest = decode(&body)?;
     let engine = s.engine.clone();
     let x = engine.exec_check(&id)?;
-    let tty = x.tty;
+    // The output's framing follows the start request's `Tty` (dockerd), the process's
+    // terminal the create request's.
+    let tty = start.tty;
     let ct = stream_type(tty);
     let size = start.console_size.map(|[h, w]| (h as u16, w as u16));
     if start.detach || !upgrade {
@@ -60,7 +62,7 @@ async fn start(s: St, id: Id, mut req: Request) -> R {
         // A plain request: the output as the body, no stdin.
         let (mut w, mut r) = tokio::io::duplex(64 * 1024);
         tokio::spawn(async move {
-            let code = exec::relay_to_client(&mut sr, &mut w, tty).await;
+            let code = exec::relay_to_client(&mut sr, &mut w, tty, std::future::pending()).await;
             engine.exec_exited(&id, code.unwrap_or(-1));
         });
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
@@ -83,6 +85,11 @@ async fn start(s: St, id: Id, mut req: Request) -> R {
     // reads the exit code (126/127) from the exec's inspect.
     let on_upgrade = hyper::upgrade::on(&mut req);
     let stdin = x.stdin;
+    // A tty exec's input goes through its detach keys (checked at create).
+    let keys = x
+        .tty
+        .then(|| crate::shimio::detach_keys(&x.detach_keys).ok())
+        .flatten();
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else {
             return;
@@ -108,17 +115,30 @@ async fn start(s: St, id: Id, mut req: Request) -> R {
             let _ = engine.exec_resize(&id, r, c).await;
         }
         let (mut sr, mut sw) = shim.into_split();
+        let (detach_tx, detach_rx) = tokio::sync::oneshot::channel::<()>();
+        let (e3, id3) = (engine.clone(), id.clone());
         let to_shim = async move {
-            if stdin {
-                let _ = tokio::io::copy(&mut cr, &mut sw).await;
+            if stdin && crate::shimio::copy_input(&mut cr, &mut sw, keys).await {
+                // Detached: the client goes, the process keeps running (and its input
+                // open); the stream is drained for its exit code.
+                drop(cr);
+                let _ = detach_tx.send(());
+                e3.exec_detached(&id3);
+                return std::future::pending::<()>().await;
             }
             let _ = sw.shutdown().await;
             std::future::pending::<()>().await
         };
-        let to_client = async {
-            let code = exec::relay_to_client(&mut sr, &mut cw, tty).await;
-            engine.exec_exited(&id, code.unwrap_or(-1));
-            let _ = cw.shutdown().await;
+        let detached = async {
+            if detach_rx.await.is_err() {
+                std::future::pending::<()>().await
+            }
+        };
+        let e2 = engine.clone();
+        let id2 = id.clone();
+        let to_client = async move {
+            let code = exec::relay_to_client(&mut sr, cw, tty, detached).await;
+            e2.exec_exited(&id2, code.unwrap_or(-1));
         };
         tokio::select! {
             _ = to_client => {}

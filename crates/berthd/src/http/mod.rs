@@ -336,6 +336,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .put(bad_version),
         )
         .fallback(not_found)
+        // dockerd's router answers a known path with another method as an unknown one.
+        .method_not_allowed_fallback(not_found)
         .with_state(state)
 }
 
@@ -380,7 +382,7 @@ async fn bad_version(Path(v): Path<String>) -> ApiError {
     }
 }
 
-async fn not_found() -> ApiError {
+pub(crate) async fn not_found() -> ApiError {
     ApiError::not_found("page not found")
 }
 

@@ -1,17 +1,19 @@
-//! System routes: `_ping`, `version`, `info`, `events`, `system/df`.
+//! System routes: `_ping`, `version`, `info`, `events`, `system/df`; the swarm routes as a
+//! dockerd outside any swarm answers them, and the plugin routes as one without plugins.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::Query;
+use axum::http::StatusCode;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use berth_api::system::{
-    Commit, Component, ComponentDetails, DiskUsage, Info, Platform, PluginsInfo, RegistryConfig,
-    Runtime, SwarmInfo, Version,
+    BuildCacheRecord, Commit, Component, ComponentDetails, DiskUsage, Info, Platform, PluginsInfo,
+    RegistryConfig, Runtime, SwarmInfo, Version,
 };
 use berth_api::ApiVersion;
 use tokio::sync::broadcast::error::RecvError;
@@ -27,6 +29,115 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
         .route("/info", get(info))
         .route("/events", get(events))
         .route("/system/df", get(system_df))
+        .merge(swarm_routes())
+        .merge(plugin_routes())
+}
+
+/// dockerd's answer to a cluster route on a node that is in no swarm (`errNoManager`).
+const NO_MANAGER: &str = "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again.";
+
+async fn no_manager() -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, NO_MANAGER)
+}
+
+/// `POST /swarm/leave` outside a swarm (dockerd's `errNoSwarm`; clients that tidy up with
+/// `force` accept it).
+async fn no_swarm() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "This node is not part of a swarm",
+    )
+}
+
+/// `swarm init`/`join`: what would make this node a swarm member.
+async fn swarm_unsupported() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "swarm mode is not implemented by Berth: this node cannot init or join a swarm",
+    )
+}
+
+/// The cluster routes (swarm, services, nodes, tasks, secrets, configs) of a node that is not
+/// in a swarm.
+fn swarm_routes() -> axum::Router<Arc<AppState>> {
+    Router::new()
+        .route("/swarm/init", post(swarm_unsupported))
+        .route("/swarm/join", post(swarm_unsupported))
+        .route("/swarm/leave", post(no_swarm))
+        .route("/swarm", get(no_manager))
+        .route("/swarm/unlockkey", get(no_manager))
+        .route("/swarm/update", post(no_manager))
+        .route("/swarm/unlock", post(no_manager))
+        .route("/services", get(no_manager))
+        .route("/services/create", post(no_manager))
+        .route("/services/{id}", get(no_manager).delete(no_manager))
+        .route("/services/{id}/update", post(no_manager))
+        .route("/services/{id}/logs", get(no_manager))
+        .route("/nodes", get(no_manager))
+        .route("/nodes/{id}", get(no_manager).delete(no_manager))
+        .route("/nodes/{id}/update", post(no_manager))
+        .route("/tasks", get(no_manager))
+        .route("/tasks/{id}", get(no_manager))
+        .route("/tasks/{id}/logs", get(no_manager))
+        .route("/secrets", get(no_manager))
+        .route("/secrets/create", post(no_manager))
+        .route("/secrets/{id}", get(no_manager).delete(no_manager))
+        .route("/secrets/{id}/update", post(no_manager))
+        .route("/configs", get(no_manager))
+        .route("/configs/create", post(no_manager))
+        .route("/configs/{id}", get(no_manager).delete(no_manager))
+        .route("/configs/{id}/update", post(no_manager))
+}
+
+/// `GET /plugins`: no managed plugins (the filters must still be valid).
+async fn plugins(Query(q): Q) -> R {
+    filters(&q)?;
+    Ok(json(&Vec::<berth_api::go::Empty>::new()))
+}
+
+/// A named plugin: none exists (dockerd's `errNotFound`); a path that is no plugin route is
+/// dockerd's 404.
+async fn plugin_not_found(
+    method: axum::http::Method,
+    axum::extract::Path(path): axum::extract::Path<String>,
+) -> ApiError {
+    let name = if method == axum::http::Method::DELETE {
+        Some(path.as_str())
+    } else if method == axum::http::Method::GET {
+        path.strip_suffix("/json")
+    } else {
+        ["/enable", "/disable", "/push", "/upgrade", "/set"]
+            .iter()
+            .find_map(|s| path.strip_suffix(s))
+    };
+    match name {
+        Some(name) if !name.is_empty() => ApiError::not_found(format!("plugin {name:?} not found")),
+        _ => super::not_found().await,
+    }
+}
+
+/// Installing or creating a plugin.
+async fn plugins_unsupported() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "managed plugins are not implemented by Berth",
+    )
+}
+
+/// The plugin routes of a daemon with no plugins (names may hold slashes, as dockerd's
+/// `{name:.*}`).
+fn plugin_routes() -> axum::Router<Arc<AppState>> {
+    Router::new()
+        .route("/plugins", get(plugins))
+        .route("/plugins/privileges", get(plugins_unsupported))
+        .route("/plugins/pull", post(plugins_unsupported))
+        .route("/plugins/create", post(plugins_unsupported))
+        .route(
+            "/plugins/{*name}",
+            get(plugin_not_found)
+                .delete(plugin_not_found)
+                .post(plugin_not_found),
+        )
 }
 
 async fn ping() -> Response {
@@ -108,7 +219,7 @@ async fn info(s: St) -> Response {
             volume: vec![],
             network: strs(&["host", "null"]),
             authorization: None,
-            log: strs(&["json-file"]),
+            log: strs(crate::logs::DRIVERS),
         },
         memory_limit: true,
         swap_limit: false,
@@ -154,13 +265,13 @@ async fn info(s: St) -> Response {
         experimental_build: false,
         server_version: env!("CARGO_PKG_VERSION").into(),
         runtimes: [(
-            "berth-runtime".to_string(),
+            crate::engine::render::DEFAULT_RUNTIME.to_string(),
             Runtime {
                 path: e.cfg.runtime.display().to_string(),
             },
         )]
         .into(),
-        default_runtime: "berth-runtime".into(),
+        default_runtime: crate::engine::render::DEFAULT_RUNTIME.into(),
         swarm: SwarmInfo {
             local_node_state: "inactive".into(),
             ..Default::default()
@@ -280,9 +391,39 @@ async fn system_df(s: St) -> R {
             images,
             containers: cs,
             volumes: engine.volumes.df(),
-            build_cache: vec![],
+            // The build cache's records, and what crashed operations left (counted until
+            // the next daemon start or `system prune` removes it).
+            build_cache: {
+                let mut v = build_cache(&engine.images);
+                v.extend(crate::leftovers::records(&engine.images));
+                v
+            },
         })
     })
     .await?;
     Ok(json(&du))
+}
+
+/// The build cache's records (`system df`'s Build Cache): the builder's cached steps, as
+/// `buildx du` lists them.
+fn build_cache(store: &berth_image::image_store::ImageStore) -> Vec<BuildCacheRecord> {
+    use berth_util::time::format_rfc3339_nano as time;
+    berth_buildkit::cache::usage(store)
+        .into_iter()
+        .map(|r| BuildCacheRecord {
+            id: r.id,
+            parents: None,
+            kind: r.record_type,
+            description: r.description,
+            in_use: r.in_use,
+            shared: r.shared,
+            size: r.size,
+            created_at: r
+                .created_at
+                .map(|t| time(t.seconds, t.nanos as u32))
+                .unwrap_or_default(),
+            last_used_at: r.last_used_at.map(|t| time(t.seconds, t.nanos as u32)),
+            usage_count: r.usage_count,
+        })
+        .collect()
 }
