@@ -214,7 +214,8 @@ fn values_are_checked() {
     assert!(bad(r#"{"log-opts": {"max-file": "0"}}"#).contains("max-file cannot be less than 1"));
     assert!(bad(r#"{"log-opts": {"colour": "red"}}"#)
         .contains("unknown log opt 'colour' for json-file log driver"));
-    assert!(bad(r#"{"log-driver": "syslog"}"#).contains("not supported"));
+    assert!(bad(r#"{"log-driver": "syslog"}"#)
+        .contains("logger: no log driver named 'syslog' is registered"));
     assert!(bad(r#"{"registry-mirrors": ["mirror.example"]}"#).contains("not a URL"));
     assert!(bad(r#"{"registry-mirrors": ["https://m.example/v2/x"]}"#).contains("without a path"));
     assert!(bad(r#"{"log-level": "loud"}"#).contains("log-level"));
