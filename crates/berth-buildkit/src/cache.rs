@@ -56,9 +56,12 @@ pub fn usage(store: &ImageStore) -> Vec<UsageRecord> {
 }
 
 /// Removes the build cache; the records removed.
-pub fn prune(store: &ImageStore, _req: &PruneRequest) -> Result<Vec<UsageRecord>, String> {
+pub fn prune(
+    store: &ImageStore,
+    _req: &PruneRequest,
+) -> Result<Vec<UsageRecord>, berth_build::builder::BuildError> {
     let before = usage(store);
-    let report = berth_build::builder::prune(store).map_err(|e| e.to_string())?;
+    let report = berth_build::builder::prune(store)?;
     Ok(before
         .into_iter()
         .filter(|r| report.caches_deleted.contains(&r.id))

@@ -365,13 +365,13 @@ pub async fn export(
         let backend = bk.backend().clone();
         let id = result.image_id.to_string();
         let name = target.to_string();
-        let res = tokio::task::spawn_blocking(move || -> Result<String, String> {
+        let res = tokio::task::spawn_blocking(move || -> Result<String, crate::TransferError> {
             let store = backend.store();
             // Named for the push only, unless it already had that name.
             let had = store
                 .resolve(&name)
                 .is_ok_and(|x| x.image.id.to_string() == id && x.reference.is_some());
-            store.tag(&id, &target).map_err(|e| e.to_string())?;
+            store.tag(&id, &target)?;
             let pushed = backend.push(&name, auth.as_ref());
             if !had {
                 let _ = store.untag(&target);

@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use berth_image::image_store::ImageStoreError;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -453,7 +454,7 @@ impl ctl::control_server::Control for ControlApi {
         let records = tokio::task::spawn_blocking(move || crate::cache::prune(&store, &req))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(Status::internal)?;
+            .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(Box::pin(tokio_stream::iter(
             records.into_iter().map(Ok),
         ))))
@@ -554,11 +555,9 @@ impl gw::llb_bridge_server::LlbBridge for Gateway {
         let r = req.into_inner();
         let store = self.0.backend().store();
         let name = r.r#ref.clone();
-        let found = tokio::task::spawn_blocking(move || -> Result<(String, Vec<u8>), String> {
-            let res = store.resolve(&name).map_err(|e| e.to_string())?;
-            let cfg = store
-                .config_bytes(&res.image.id)
-                .map_err(|e| e.to_string())?;
+        let found = tokio::task::spawn_blocking(move || -> Result<_, ImageStoreError> {
+            let res = store.resolve(&name)?;
+            let cfg = store.config_bytes(&res.image.id)?;
             let d = res
                 .image
                 .manifests
@@ -569,7 +568,7 @@ impl gw::llb_bridge_server::LlbBridge for Gateway {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(Status::not_found)?;
+        .map_err(|e| Status::not_found(e.to_string()))?;
         Ok(Response::new(gw::ResolveImageConfigResponse {
             digest: found.0,
             config: found.1,

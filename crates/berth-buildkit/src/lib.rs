@@ -45,6 +45,28 @@ impl std::fmt::Debug for RegistryAuth {
     }
 }
 
+/// Why the daemon could not pull or push an image for a build. The text is the underlying
+/// error's, so clients see the registry's or the store's message.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// The name is not a valid image reference.
+    #[error(transparent)]
+    Reference(#[from] berth_image::reference::ReferenceError),
+    /// The image store refused (e.g. tagging the image to push).
+    #[error(transparent)]
+    Store(#[from] berth_image::image_store::ImageStoreError),
+    /// The session's credentials for `registry` could not be staged for the transfer.
+    #[error("staging credentials for {registry}: {source}")]
+    Credentials {
+        registry: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The registry transfer failed.
+    #[error(transparent)]
+    Registry(Box<dyn std::error::Error + Send + Sync>),
+}
+
 /// What the daemon provides.
 pub trait Backend: Send + Sync + 'static {
     /// The image store builds read and write.
@@ -57,9 +79,9 @@ pub trait Backend: Send + Sync + 'static {
     fn cgroup_parent(&self) -> String;
     /// Pulls `name` into the store (with `auth` when the client gave credentials for its
     /// registry); a status line for the client.
-    fn pull(&self, name: &str, auth: Option<&RegistryAuth>) -> Result<String, String>;
+    fn pull(&self, name: &str, auth: Option<&RegistryAuth>) -> Result<String, TransferError>;
     /// Pushes the local image `name` to its registry; the pushed manifest's digest.
-    fn push(&self, name: &str, auth: Option<&RegistryAuth>) -> Result<String, String>;
+    fn push(&self, name: &str, auth: Option<&RegistryAuth>) -> Result<String, TransferError>;
     /// Records an image event (`tag`, `pull`, `push`) for `docker events`.
     fn image_event(&self, action: &str, name: &str);
     /// The daemon's networks for RUN steps (the default bridge, user networks by

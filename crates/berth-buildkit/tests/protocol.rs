@@ -19,7 +19,7 @@ use berth_buildkit::proto::fsutil::types::{packet::PacketType, Packet, Stat};
 use berth_buildkit::proto::moby::buildkit::v1 as ctl;
 use berth_buildkit::proto::moby::filesync::v1::file_sync_server::{FileSync, FileSyncServer};
 use berth_buildkit::session::SessionInfo;
-use berth_buildkit::{Backend, BuildKit, RegistryAuth};
+use berth_buildkit::{Backend, BuildKit, RegistryAuth, TransferError};
 use berth_image::image_store::ImageStore;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -42,11 +42,15 @@ impl Backend for TestBackend {
     fn cgroup_parent(&self) -> String {
         "/berth-protocol-test".into()
     }
-    fn pull(&self, name: &str, _: Option<&RegistryAuth>) -> Result<String, String> {
-        Err(format!("no registry in this test ({name})"))
+    fn pull(&self, name: &str, _: Option<&RegistryAuth>) -> Result<String, TransferError> {
+        Err(TransferError::Registry(
+            format!("no registry in this test ({name})").into(),
+        ))
     }
-    fn push(&self, name: &str, _: Option<&RegistryAuth>) -> Result<String, String> {
-        Err(format!("no registry in this test ({name})"))
+    fn push(&self, name: &str, _: Option<&RegistryAuth>) -> Result<String, TransferError> {
+        Err(TransferError::Registry(
+            format!("no registry in this test ({name})").into(),
+        ))
     }
     fn image_event(&self, _: &str, _: &str) {}
     fn run_networks(&self) -> Option<&dyn berth_build::builder::RunNetworks> {

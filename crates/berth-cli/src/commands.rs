@@ -704,32 +704,16 @@ pub fn prune(
     input: &mut dyn BufRead,
     out: &mut dyn Write,
 ) -> Result {
-    if !force {
-        let warning = if all {
-            "WARNING! This will remove all images without at least one container associated to them."
-        } else {
-            "WARNING! This will remove all dangling images."
-        };
-        write!(out, "{warning}\nAre you sure you want to continue? [y/N] ")?;
-        out.flush()?;
-        let mut line = String::new();
-        input.read_line(&mut line)?;
-        let a = line.trim().to_ascii_lowercase();
-        if a != "y" && a != "yes" {
-            return Ok(());
-        }
+    let warning = if all {
+        "WARNING! This will remove all images without at least one container associated to them."
+    } else {
+        "WARNING! This will remove all dangling images."
+    };
+    if !crate::system::confirm(warning, force, input, out)? {
+        return Ok(());
     }
     let report = b.prune(all)?;
-    if !report.deleted.is_empty() {
-        let mut s = String::from("Deleted Images:\n");
-        for d in &report.deleted {
-            match d {
-                DeleteItem::Untagged(x) => s.push_str(&format!("untagged: {x}\n")),
-                DeleteItem::Deleted(x) => s.push_str(&format!("deleted: {x}\n")),
-            }
-        }
-        writeln!(out, "{s}")?;
-    }
+    crate::system::print_deleted_images(out, &report.deleted)?;
     writeln!(
         out,
         "Total reclaimed space: {}",

@@ -631,11 +631,23 @@ pub(crate) fn each(
     err: &mut dyn Write,
     op: impl Fn(&str) -> Result<String, ApiError>,
 ) -> Result {
+    each_maybe(names, out, err, |name| op(name).map(Some))
+}
+
+/// [`each`] where a success may print nothing (`None`).
+pub(crate) fn each_maybe(
+    names: &[String],
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    op: impl Fn(&str) -> Result<Option<String>, ApiError>,
+) -> Result {
     let mut failed = false;
     for name in names {
         match op(name) {
             Ok(line) => {
-                let _ = writeln!(out, "{line}");
+                if let Some(line) = line {
+                    let _ = writeln!(out, "{line}");
+                }
             }
             Err(e) => {
                 failed = true;

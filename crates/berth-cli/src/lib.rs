@@ -4,7 +4,8 @@
 //!
 //! - [`cli`]: argument parsing (Docker's names and flags, `container …` and `image …`
 //!   included) and dispatch; [`cli::run`].
-//! - [`api`]: the Engine API client (typed `berth_api` models both ways).
+//! - [`api`]: the Engine API client (typed `berth_api` models both ways) over a unix socket
+//!   or TCP with TLS; [`endpoint`]: which daemon (`-H`, `BERTH_HOST`/`DOCKER_HOST`, TLS files).
 //! - [`backend`]: what the image commands ask of the engine ([`backend::ImageBackend`]): the
 //!   daemon ([`apibackend`]) or, with `--data-root`, a data root directly.
 //! - Commands: [`commands`] (images), [`containers`] (`run`, `create`, `ps`, `logs`, `stop`,

@@ -464,21 +464,13 @@ pub fn network(
             err,
         ),
         NetworkCommand::Rm(c) => {
-            let mut failed = false;
-            for n in &c.networks {
+            crate::containers::each_maybe(&c.networks, out, err, |n| {
                 match host.call("DELETE", &format!("/networks/{}", enc(n)), None) {
-                    Ok(()) => writeln!(out, "{n}")?,
-                    Err(ApiError::Status { code: 404, .. }) if c.force => {}
-                    Err(e) => {
-                        failed = true;
-                        let _ = writeln!(err, "{}", CliError::from(e));
-                    }
+                    Ok(()) => Ok(Some(n.to_string())),
+                    Err(ApiError::Status { code: 404, .. }) if c.force => Ok(None),
+                    Err(e) => Err(e),
                 }
-            }
-            if failed {
-                return Err(CliError::Exit(1));
-            }
-            Ok(())
+            })
         }
         NetworkCommand::Prune(c) => {
             let _ = c.force;
@@ -486,15 +478,11 @@ pub fn network(
                 &format!("/networks/prune{}", filters_query(&c.filter)?),
                 None,
             )?;
-            let deleted = r.networks_deleted.unwrap_or_default();
-            if !deleted.is_empty() {
-                writeln!(out, "Deleted Networks:")?;
-                for d in deleted {
-                    writeln!(out, "{d}")?;
-                }
-                writeln!(out)?;
-            }
-            Ok(())
+            crate::system::print_deleted(
+                out,
+                "Deleted Networks:",
+                &r.networks_deleted.unwrap_or_default(),
+            )
         }
         NetworkCommand::Connect(c) => {
             let body = ConnectRequest {

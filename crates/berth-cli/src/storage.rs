@@ -369,23 +369,10 @@ pub fn volume(
             out,
             err,
         ),
-        VolumeCommand::Rm(c) => {
-            let mut failed = false;
-            for n in &c.names {
-                let p = format!("/volumes/{}?force={}", enc(n), c.force as u8);
-                match host.call("DELETE", &p, None) {
-                    Ok(()) => writeln!(out, "{n}")?,
-                    Err(e) => {
-                        failed = true;
-                        let _ = writeln!(err, "{}", CliError::from(e));
-                    }
-                }
-            }
-            if failed {
-                return Err(CliError::Exit(1));
-            }
-            Ok(())
-        }
+        VolumeCommand::Rm(c) => crate::containers::each(&c.names, out, err, |n| {
+            let p = format!("/volumes/{}?force={}", enc(n), c.force as u8);
+            host.call("DELETE", &p, None).map(|()| n.to_string())
+        }),
         VolumeCommand::Prune(c) => {
             let what = if c.all {
                 "all volumes not used by at least one container"
@@ -403,13 +390,7 @@ pub fn volume(
             let extra: Vec<(&str, &str)> = if c.all { vec![("all", "true")] } else { vec![] };
             let q = filters_query(&c.filter, &extra)?;
             let v: PruneReport = host.post(&format!("/volumes/prune{q}"), None)?;
-            if !v.volumes_deleted.is_empty() {
-                writeln!(out, "Deleted Volumes:")?;
-                for n in &v.volumes_deleted {
-                    writeln!(out, "{n}")?;
-                }
-                writeln!(out)?;
-            }
+            crate::system::print_deleted(out, "Deleted Volumes:", &v.volumes_deleted)?;
             writeln!(
                 out,
                 "Total reclaimed space: {}",

@@ -381,11 +381,15 @@ pub fn confirm(
     out.flush()?;
     let mut line = String::new();
     input.read_line(&mut line)?;
-    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+    // As the docker CLI: "y" or "yes", in any case.
+    Ok(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }
 
 /// Prints a prune's list (`Deleted Containers:` …) when it is not empty.
-fn print_deleted(out: &mut dyn Write, title: &str, items: &[String]) -> Result {
+pub(crate) fn print_deleted(out: &mut dyn Write, title: &str, items: &[String]) -> Result {
     if items.is_empty() {
         return Ok(());
     }
@@ -395,6 +399,18 @@ fn print_deleted(out: &mut dyn Write, title: &str, items: &[String]) -> Result {
     }
     writeln!(out)?;
     Ok(())
+}
+
+/// Prints an image prune's `Deleted Images:` list (`untagged: …`, `deleted: …`).
+pub(crate) fn print_deleted_images(out: &mut dyn Write, items: &[DeleteItem]) -> Result {
+    let lines: Vec<String> = items
+        .iter()
+        .map(|d| match d {
+            DeleteItem::Untagged(u) => format!("untagged: {u}"),
+            DeleteItem::Deleted(d) => format!("deleted: {d}"),
+        })
+        .collect();
+    print_deleted(out, "Deleted Images:", &lines)
 }
 
 fn prune_containers(host: &Host, filters: &[String], out: &mut dyn Write) -> Result<u64> {
@@ -468,16 +484,7 @@ pub fn system_prune(
     };
     let v: ImagePrune = host.post(&format!("/images/prune{filters}"), None)?;
     total += v.space_reclaimed;
-    let deleted: Vec<String> = v
-        .images_deleted
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| match d {
-            DeleteItem::Untagged(u) => format!("untagged: {u}"),
-            DeleteItem::Deleted(d) => format!("deleted: {d}"),
-        })
-        .collect();
-    print_deleted(out, "Deleted Images:", &deleted)?;
+    print_deleted_images(out, &v.images_deleted.unwrap_or_default())?;
     // The build cache, as docker's system prune.
     let path = if c.all {
         "/build/prune?all=1"

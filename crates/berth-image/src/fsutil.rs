@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use berth_util::fs::{atomic_write, fsync_dir};
 
@@ -11,6 +11,20 @@ pub use berth_util::fs::{atomic_write, fsync_dir};
 /// must survive the death of a process but not of the machine (what a container is doing right
 /// now, files under the exec root).
 pub use berth_util::fs::replace_file_nosync as replace_file;
+
+/// An I/O error on a path, naming what was being done: `{op} {path}: {source}` (the `Io`
+/// variant of the blob store's, snapshotters', image store's and archives' errors).
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}: {source}")]
+pub struct PathIoError {
+    /// What was being done.
+    pub op: &'static str,
+    /// Where.
+    pub path: PathBuf,
+    /// The error.
+    #[source]
+    pub source: io::Error,
+}
 
 /// Serialises `value` as JSON and writes it with [`replace_file`] (atomic, not durable).
 pub fn replace_json<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {

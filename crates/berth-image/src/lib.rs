@@ -15,17 +15,19 @@
 #![forbid(unsafe_code)]
 
 /// Defines `fn $name(op, path) -> impl FnOnce(io::Error) -> $err`: the `map_err` helper of an
-/// error type whose `Io { op, path, source }` variant names what failed where.
+/// error type with an `Io(`[`fsutil::PathIoError`]`)` variant, naming what failed where.
 macro_rules! io_error_fn {
     ($name:ident, $err:ident) => {
         fn $name<'a>(
             op: &'static str,
             path: &'a std::path::Path,
         ) -> impl FnOnce(std::io::Error) -> $err + 'a {
-            move |source| $err::Io {
-                op,
-                path: path.to_path_buf(),
-                source,
+            move |source| {
+                $err::Io($crate::fsutil::PathIoError {
+                    op,
+                    path: path.to_path_buf(),
+                    source,
+                })
             }
         }
     };

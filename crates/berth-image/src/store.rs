@@ -12,21 +12,14 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, Hasher, VerifyError};
 use crate::fsutil;
+use crate::fsutil::PathIoError;
 
 /// Errors from the blob store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// An I/O error on a path.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     /// Reading the content failed.
     #[error("reading blob content: {0}")]
     Read(#[source] io::Error),
@@ -157,11 +150,11 @@ impl BlobStore {
             if e.kind() == io::ErrorKind::NotFound {
                 StoreError::NotFound(digest.clone())
             } else {
-                StoreError::Io {
+                StoreError::Io(PathIoError {
                     op: "open",
                     path: p,
                     source: e,
-                }
+                })
             }
         })
     }
@@ -191,11 +184,11 @@ impl BlobStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 Err(StoreError::NotFound(digest.clone()))
             }
-            Err(e) => Err(StoreError::Io {
+            Err(e) => Err(StoreError::Io(PathIoError {
                 op: "stat",
                 path: p,
                 source: e,
-            }),
+            })),
         }
     }
 
@@ -209,11 +202,11 @@ impl BlobStore {
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(StoreError::Io {
+            Err(e) => Err(StoreError::Io(PathIoError {
                 op: "remove",
                 path: p,
                 source: e,
-            }),
+            })),
         }
     }
 
@@ -269,10 +262,12 @@ impl BlobWriter {
                 return Err(StoreError::TooLarge { expected: limit });
             }
         }
-        let f = self.file.as_mut().ok_or_else(|| StoreError::Io {
-            op: "write",
-            path: self.path.clone(),
-            source: io::Error::other("writer already finished"),
+        let f = self.file.as_mut().ok_or_else(|| {
+            StoreError::Io(PathIoError {
+                op: "write",
+                path: self.path.clone(),
+                source: io::Error::other("writer already finished"),
+            })
         })?;
         f.write_all(data).map_err(io_err("write", &self.path))?;
         self.hasher.update(data);
@@ -286,10 +281,12 @@ impl BlobWriter {
         expected: Option<&Digest>,
         expected_size: Option<u64>,
     ) -> Result<Digest, StoreError> {
-        let file = self.file.take().ok_or_else(|| StoreError::Io {
-            op: "commit",
-            path: self.path.clone(),
-            source: io::Error::other("writer already finished"),
+        let file = self.file.take().ok_or_else(|| {
+            StoreError::Io(PathIoError {
+                op: "commit",
+                path: self.path.clone(),
+                source: io::Error::other("writer already finished"),
+            })
         })?;
         file.sync_all().map_err(io_err("fsync", &self.path))?;
         drop(file);
@@ -325,10 +322,12 @@ impl BlobWriter {
     /// it is removed). Lets a caller that writes several blobs in a row (build steps) pay for
     /// their fsyncs once, overlapped, instead of twice per blob.
     pub fn finish_pending(mut self) -> Result<PendingBlob, StoreError> {
-        let file = self.file.take().ok_or_else(|| StoreError::Io {
-            op: "commit",
-            path: self.path.clone(),
-            source: io::Error::other("writer already finished"),
+        let file = self.file.take().ok_or_else(|| {
+            StoreError::Io(PathIoError {
+                op: "commit",
+                path: self.path.clone(),
+                source: io::Error::other("writer already finished"),
+            })
         })?;
         let hasher = std::mem::take(&mut self.hasher);
         let size = hasher.count();
@@ -393,11 +392,11 @@ impl BlobStore {
             hs.into_iter()
                 .map(|h| {
                     h.join().unwrap_or_else(|_| {
-                        Err(StoreError::Io {
+                        Err(StoreError::Io(PathIoError {
                             op: "fsync",
                             path: PathBuf::new(),
                             source: io::Error::other("fsync thread panicked"),
-                        })
+                        }))
                     })
                 })
                 .collect()

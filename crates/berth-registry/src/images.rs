@@ -42,6 +42,8 @@ impl std::fmt::Display for BackendError {
     }
 }
 
+impl std::error::Error for BackendError {}
+
 impl From<ImageStoreError> for BackendError {
     fn from(e: ImageStoreError) -> Self {
         let kind = match &e {

@@ -11,7 +11,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use berth_buildkit::{Backend, BuildKit, RegistryAuth};
+use berth_buildkit::{Backend, BuildKit, RegistryAuth, TransferError};
 use berth_image::Reference;
 use berth_registry::images::{ImageBackend, LocalBackend};
 use berth_registry::{CredentialStore, Credentials};
@@ -103,18 +103,23 @@ impl EngineBackend {
         &self,
         r: &Reference,
         auth: Option<&RegistryAuth>,
-    ) -> Result<(LocalBackend, Option<tempfile::TempDir>), String> {
+    ) -> Result<(LocalBackend, Option<tempfile::TempDir>), TransferError> {
         let mut cfg = self.0.registry_config();
         let mut dir = None;
         if let Some(a) = auth {
+            let staging =
+                |source: Box<dyn std::error::Error + Send + Sync>| TransferError::Credentials {
+                    registry: r.domain().to_string(),
+                    source,
+                };
             let d = tempfile::Builder::new()
                 .prefix("berthd-auth")
                 .tempdir()
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| staging(e.into()))?;
             let store = CredentialStore::at(d.path().join("config.json"));
             store
                 .set(r.domain(), &Credentials::new(&a.username, &a.secret))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| staging(e.into()))?;
             cfg.credentials = store;
             dir = Some(d);
         }
@@ -125,11 +130,10 @@ impl EngineBackend {
     }
 }
 
-fn normalized(name: &str) -> Result<Reference, String> {
-    let r = Reference::parse_normalized(name).map_err(|e| e.to_string())?;
+fn normalized(name: &str) -> Result<Reference, TransferError> {
+    let r = Reference::parse_normalized(name)?;
     if r.tag().is_none() && r.digest().is_none() {
-        r.with_tag(berth_image::reference::DEFAULT_TAG)
-            .map_err(|e| e.to_string())
+        Ok(r.with_tag(berth_image::reference::DEFAULT_TAG)?)
     } else {
         Ok(r)
     }
@@ -152,7 +156,7 @@ impl Backend for EngineBackend {
         self.0.cfg.cgroup_parent.clone()
     }
 
-    fn pull(&self, name: &str, auth: Option<&RegistryAuth>) -> Result<String, String> {
+    fn pull(&self, name: &str, auth: Option<&RegistryAuth>) -> Result<String, TransferError> {
         let r = normalized(name)?;
         let (b, _creds) = self.registry(&r, auth)?;
         let out = b
@@ -161,7 +165,7 @@ impl Backend for EngineBackend {
                 &berth_image::manifest::Platform::host(),
                 &berth_registry::NoProgress,
             )
-            .map_err(|e| e.message)?;
+            .map_err(|e| TransferError::Registry(e.into()))?;
         let fam = r.familiar_string();
         Ok(if out.updated {
             format!("Status: Downloaded newer image for {fam}")
@@ -170,12 +174,12 @@ impl Backend for EngineBackend {
         })
     }
 
-    fn push(&self, name: &str, auth: Option<&RegistryAuth>) -> Result<String, String> {
+    fn push(&self, name: &str, auth: Option<&RegistryAuth>) -> Result<String, TransferError> {
         let r = normalized(name)?;
         let (b, _creds) = self.registry(&r, auth)?;
         let out = b
             .push(&r, &berth_registry::NoProgress)
-            .map_err(|e| e.message)?;
+            .map_err(|e| TransferError::Registry(e.into()))?;
         Ok(out.digest.to_string())
     }
 

@@ -40,7 +40,7 @@ pub const DEFAULT_GROUP: &str = "berth";
 #[command(
     name = "berthd",
     version,
-    about = "Berth daemon: the Docker Engine API on a unix socket",
+    about = "Berth daemon: the Docker Engine API on unix sockets and TCP with TLS",
     long_about = "Berth daemon: serves the Docker Engine API (unix sockets, TCP with TLS, \
                   systemd socket activation with -H fd://). Options may also be set in the \
                   configuration file (--config-file, default /etc/berth/daemon.json) under \
@@ -287,34 +287,33 @@ pub struct AddressPool {
 
 impl AddressPool {
     /// Parses the flag's `base=CIDR,size=N`.
-    pub fn parse_flag(s: &str) -> Result<AddressPool, String> {
+    pub fn parse_flag(s: &str) -> Result<AddressPool, ValueError> {
         let (mut base, mut size) = (None, None);
         for part in s.split(',') {
             match part.split_once('=') {
-                Some(("base", v)) => base = Some(v.parse::<Ipv4Net>().map_err(|e| e.to_string())?),
+                Some(("base", v)) => base = Some(v.parse::<Ipv4Net>()?),
                 Some(("size", v)) => {
                     size = Some(
                         v.parse::<u8>()
-                            .map_err(|_| format!("invalid size {v:?} in {s:?}"))?,
+                            .map_err(|source| ValueError::PoolSizeSyntax {
+                                size: v.to_string(),
+                                pool: s.to_string(),
+                                source,
+                            })?,
                     )
                 }
-                _ => return Err(format!("invalid address pool {s:?}: use base=CIDR,size=N")),
+                _ => return Err(ValueError::PoolSyntax(s.to_string())),
             }
         }
         match (base, size) {
             (Some(base), Some(size)) => AddressPool { base, size }.checked(),
-            _ => Err(format!(
-                "invalid address pool {s:?}: both base and size are needed"
-            )),
+            _ => Err(ValueError::PoolIncomplete(s.to_string())),
         }
     }
 
-    fn checked(self) -> Result<AddressPool, String> {
+    fn checked(self) -> Result<AddressPool, ValueError> {
         if self.size < self.base.prefix || self.size > 30 {
-            return Err(format!(
-                "invalid address pool {}: size {} must be between the base's prefix length {} and 30",
-                self.base, self.size, self.base.prefix
-            ));
+            return Err(ValueError::PoolSize(self));
         }
         Ok(AddressPool {
             base: self.base.network_net(),
@@ -377,25 +376,84 @@ pub struct FileConfig {
     pub present: BTreeMap<String, String>,
 }
 
-fn val<T: serde::de::DeserializeOwned>(raw: &RawValue) -> Result<T, String> {
-    serde_json::from_str(raw.get()).map_err(|e| {
-        // serde's "at line 1 column 5" is relative to the value: drop it.
-        let s = e.to_string();
-        match s.rfind(" at line ") {
-            Some(i) => s[..i].to_string(),
-            None => s,
-        }
-    })
+/// Why an option's value is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ValueError {
+    /// A JSON value of the wrong type or shape.
+    #[error("{}", without_position(.0))]
+    Json(#[source] serde_json::Error),
+    #[error(transparent)]
+    Cidr(#[from] berth_network::subnet::BadCidr),
+    #[error("invalid address pool {0:?}: use base=CIDR,size=N")]
+    PoolSyntax(String),
+    #[error("invalid size {size:?} in {pool:?}")]
+    PoolSizeSyntax {
+        size: String,
+        pool: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    #[error("invalid address pool {0:?}: both base and size are needed")]
+    PoolIncomplete(String),
+    #[error(
+        "invalid address pool {}: size {} must be between the base's prefix length {} and 30",
+        .0.base, .0.size, .0.base.prefix
+    )]
+    PoolSize(AddressPool),
+    /// A `default-ulimits` entry that does not decode.
+    #[error("{name}: {}", .source.message)]
+    UlimitDecode {
+        name: String,
+        #[source]
+        source: berth_api::decode::DecodeError,
+    },
+    #[error("invalid ulimit argument: {0}")]
+    UlimitSyntax(String),
+    #[error("invalid ulimit value {value:?} in {arg}")]
+    UlimitValue {
+        value: String,
+        arg: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    #[error("invalid ulimit type: {0}")]
+    UlimitType(String),
+    #[error("ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}")]
+    UlimitOrder { soft: i64, hard: i64 },
+    /// A log driver or option refused (dockerd's text, from [`crate::logs::check_opts`]).
+    #[error("{0}")]
+    LogOpts(String),
+    #[error("invalid mirror: {0:?} is not a URL (https://host[:port])")]
+    MirrorNotUrl(String),
+    #[error("invalid mirror: unsupported scheme {scheme:?} in {mirror:?}")]
+    MirrorScheme { scheme: String, mirror: String },
+    #[error(
+        "invalid mirror: {0:?} must be scheme://host[:port] without a path, query or credentials"
+    )]
+    MirrorPath(String),
 }
 
-fn cidr(raw: &RawValue) -> Result<Ipv4Net, String> {
+/// serde's message without its "at line 1 column 5", which is relative to the value.
+fn without_position(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+fn val<T: serde::de::DeserializeOwned>(raw: &RawValue) -> Result<T, ValueError> {
+    serde_json::from_str(raw.get()).map_err(ValueError::Json)
+}
+
+fn cidr(raw: &RawValue) -> Result<Ipv4Net, ValueError> {
     let s: String = val(raw)?;
-    s.parse::<Ipv4Net>().map_err(|e| e.to_string())
+    Ok(s.parse::<Ipv4Net>()?)
 }
 
 impl FileConfig {
     /// Sets `key` from its JSON value. `Ok(false)`: not a key of the file.
-    fn set(&mut self, key: &str, raw: &RawValue) -> Result<bool, String> {
+    fn set(&mut self, key: &str, raw: &RawValue) -> Result<bool, ValueError> {
         match key {
             "hosts" => self.hosts = Some(val(raw)?),
             "group" => self.group = Some(val(raw)?),
@@ -432,7 +490,7 @@ impl FileConfig {
                 let pools: Vec<Pool> = val(raw)?;
                 let mut out = Vec::new();
                 for p in pools {
-                    let base = p.base.parse::<Ipv4Net>().map_err(|e| e.to_string())?;
+                    let base = p.base.parse::<Ipv4Net>()?;
                     out.push(AddressPool { base, size: p.size }.checked()?);
                 }
                 self.default_address_pools = Some(out)
@@ -444,8 +502,12 @@ impl FileConfig {
                 let m: BTreeMap<String, serde_json::Value> = val(raw)?;
                 let mut out = BTreeMap::new();
                 for (name, v) in m {
-                    let u: Ulimit = berth_api::decode::from_value(v)
-                        .map_err(|e| format!("{name}: {}", e.message))?;
+                    let u: Ulimit = berth_api::decode::from_value(v).map_err(|source| {
+                        ValueError::UlimitDecode {
+                            name: name.clone(),
+                            source,
+                        }
+                    })?;
                     out.insert(name, u);
                 }
                 self.default_ulimits = Some(out)
@@ -499,11 +561,11 @@ impl FileConfig {
             match cfg.set(k, raw) {
                 Ok(true) => {}
                 Ok(false) => unreachable!("every key of OPTIONS is settable (tested)"),
-                Err(message) => {
+                Err(source) => {
                     return Err(FileProblem::Value {
                         key: k.clone(),
                         line,
-                        message,
+                        source: Box::new(source),
                     })
                 }
             }
@@ -528,7 +590,7 @@ fn compact(raw: &RawValue) -> String {
 }
 
 /// What is wrong with a configuration file.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum FileProblem {
     #[error("invalid JSON at line {line}, column {column}: {message}")]
     Syntax {
@@ -540,11 +602,12 @@ pub enum FileProblem {
     Unknown(Vec<String>),
     #[error("the following directives are dockerd options that berthd does not support: {}", .0.join(", "))]
     Unsupported(Vec<String>),
-    #[error("invalid value for {key:?} (line {line}): {message}")]
+    #[error("invalid value for {key:?} (line {line}): {source}")]
     Value {
         key: String,
         line: usize,
-        message: String,
+        #[source]
+        source: Box<ValueError>,
     },
     #[error("the following directives are specified both as a flag and in the configuration file: {}", .0.join(", "))]
     Conflicts(Vec<String>),
@@ -562,6 +625,12 @@ pub enum ConfigError {
     },
     #[error("invalid {option}: {message}")]
     Invalid { option: String, message: String },
+    #[error("invalid {option}: {source}")]
+    Value {
+        option: String,
+        #[source]
+        source: ValueError,
+    },
 }
 
 /// The merged configuration the daemon runs with.
@@ -640,16 +709,23 @@ pub fn load(flags: &Flags) -> Result<DaemonConfig, ConfigError> {
             problem: FileProblem::Conflicts(c),
         },
         MergeError::Invalid { option, message } => ConfigError::Invalid { option, message },
+        MergeError::Value { option, source } => ConfigError::Value { option, source },
     })
 }
 
 /// Why flags and file do not merge.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum MergeError {
     #[error("the following directives are specified both as a flag and in the configuration file: {}", .0.join(", "))]
     Conflicts(Vec<String>),
     #[error("invalid {option}: {message}")]
     Invalid { option: String, message: String },
+    #[error("invalid {option}: {source}")]
+    Value {
+        option: String,
+        #[source]
+        source: ValueError,
+    },
 }
 
 /// The flags' values of the options given on the command line, as text, by key.
@@ -710,6 +786,14 @@ fn invalid(option: &str, message: impl Into<String>) -> MergeError {
     }
 }
 
+/// `map_err` of a value check: the option it is for.
+fn bad_value(option: &'static str) -> impl FnOnce(ValueError) -> MergeError {
+    move |source| MergeError::Value {
+        option: option.to_string(),
+        source,
+    }
+}
+
 fn key_values(option: &str, items: &[String]) -> Result<BTreeMap<String, String>, MergeError> {
     let mut m = BTreeMap::new();
     for it in items {
@@ -722,13 +806,16 @@ fn key_values(option: &str, items: &[String]) -> Result<BTreeMap<String, String>
 }
 
 /// Parses `--default-ulimit NAME=SOFT[:HARD]` (Docker's `units.ParseUlimit`).
-pub fn parse_ulimit(s: &str) -> Result<Ulimit, String> {
+pub fn parse_ulimit(s: &str) -> Result<Ulimit, ValueError> {
     let (name, vals) = s
         .split_once('=')
-        .ok_or_else(|| format!("invalid ulimit argument: {s}"))?;
+        .ok_or_else(|| ValueError::UlimitSyntax(s.to_string()))?;
     let num = |v: &str| {
-        v.parse::<i64>()
-            .map_err(|_| format!("invalid ulimit value {v:?} in {s}"))
+        v.parse::<i64>().map_err(|source| ValueError::UlimitValue {
+            value: v.to_string(),
+            arg: s.to_string(),
+            source,
+        })
     };
     let (soft, hard) = match vals.split_once(':') {
         Some((a, b)) => (num(a)?, num(b)?),
@@ -763,41 +850,40 @@ const ULIMITS: &[&str] = &[
     "stack",
 ];
 
-fn check_ulimit(u: &Ulimit) -> Result<(), String> {
+fn check_ulimit(u: &Ulimit) -> Result<(), ValueError> {
     if !ULIMITS.contains(&u.name.as_str()) {
-        return Err(format!("invalid ulimit type: {}", u.name));
+        return Err(ValueError::UlimitType(u.name.clone()));
     }
     if u.soft > u.hard && u.hard >= 0 {
-        return Err(format!(
-            "ulimit soft limit must be less than or equal to hard limit: {} > {}",
-            u.soft, u.hard
-        ));
+        return Err(ValueError::UlimitOrder {
+            soft: u.soft,
+            hard: u.hard,
+        });
     }
     Ok(())
 }
 
 /// Checks a log driver and its options, as dockerd's validators do (see
 /// [`crate::logs::check_opts`]).
-pub fn check_log_opts(driver: &str, opts: &BTreeMap<String, String>) -> Result<(), String> {
-    crate::logs::check_opts(driver, opts)
+pub fn check_log_opts(driver: &str, opts: &BTreeMap<String, String>) -> Result<(), ValueError> {
+    crate::logs::check_opts(driver, opts).map_err(ValueError::LogOpts)
 }
 
 /// Checks a registry mirror as dockerd's `ValidateMirror`: an http(s) URL without a path,
 /// query or credentials. Returns it without a trailing slash.
-pub fn check_mirror(m: &str) -> Result<String, String> {
+pub fn check_mirror(m: &str) -> Result<String, ValueError> {
     let (scheme, rest) = m
         .split_once("://")
-        .ok_or_else(|| format!("invalid mirror: {m:?} is not a URL (https://host[:port])"))?;
+        .ok_or_else(|| ValueError::MirrorNotUrl(m.to_string()))?;
     if scheme != "http" && scheme != "https" {
-        return Err(format!(
-            "invalid mirror: unsupported scheme {scheme:?} in {m:?}"
-        ));
+        return Err(ValueError::MirrorScheme {
+            scheme: scheme.to_string(),
+            mirror: m.to_string(),
+        });
     }
     let rest = rest.trim_end_matches('/');
     if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
-        return Err(format!(
-            "invalid mirror: {m:?} must be scheme://host[:port] without a path, query or credentials"
-        ));
+        return Err(ValueError::MirrorPath(m.to_string()));
     }
     Ok(format!("{scheme}://{rest}"))
 }
@@ -849,7 +935,7 @@ pub fn merge(flags: &Flags, file: &FileConfig) -> Result<DaemonConfig, MergeErro
     let mut default_address_pools = Vec::new();
     for p in &flags.default_address_pools {
         default_address_pools
-            .push(AddressPool::parse_flag(p).map_err(|e| invalid("default-address-pool", e))?);
+            .push(AddressPool::parse_flag(p).map_err(bad_value("default-address-pool"))?);
     }
     if default_address_pools.is_empty() {
         default_address_pools = file.default_address_pools.clone().unwrap_or_default();
@@ -861,13 +947,13 @@ pub fn merge(flags: &Flags, file: &FileConfig) -> Result<DaemonConfig, MergeErro
     } else {
         key_values("log-opt", &flags.log_opts)?
     };
-    check_log_opts(&log_driver, &log_opts).map_err(|e| invalid("log-opts", e))?;
+    check_log_opts(&log_driver, &log_opts).map_err(bad_value("log-opts"))?;
     let default_ulimits = if flags.default_ulimits.is_empty() {
         file.default_ulimits.clone().unwrap_or_default()
     } else {
         let mut m = BTreeMap::new();
         for s in &flags.default_ulimits {
-            let u = parse_ulimit(s).map_err(|e| invalid("default-ulimit", e))?;
+            let u = parse_ulimit(s).map_err(bad_value("default-ulimit"))?;
             m.insert(u.name.clone(), u);
         }
         m
@@ -879,13 +965,13 @@ pub fn merge(flags: &Flags, file: &FileConfig) -> Result<DaemonConfig, MergeErro
                 format!("the key {name:?} names the ulimit {:?}", u.name),
             ));
         }
-        check_ulimit(u).map_err(|e| invalid("default-ulimits", e))?;
+        check_ulimit(u).map_err(bad_value("default-ulimits"))?;
     }
     let registry_mirrors = pick_list(&flags.registry_mirrors, &file.registry_mirrors)
         .iter()
         .map(|m| check_mirror(m))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid("registry-mirrors", e))?;
+        .map_err(bad_value("registry-mirrors"))?;
     let labels = pick_list(&flags.labels, &file.labels);
     for l in &labels {
         if !l.contains('=') {
@@ -1013,7 +1099,10 @@ impl ContainerDefaults {
     /// At create, as dockerd's `mergeAndVerifyLogConfig`: no log driver named = the default
     /// one; the default driver gets the default options it does not set; then the options
     /// are checked.
-    pub fn merge_log_config(&self, lc: &mut berth_api::container::LogConfig) -> Result<(), String> {
+    pub fn merge_log_config(
+        &self,
+        lc: &mut berth_api::container::LogConfig,
+    ) -> Result<(), ValueError> {
         if lc.kind.is_empty() {
             lc.kind = self.log_driver.clone();
         }
@@ -1174,342 +1263,4 @@ impl DaemonConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn flags(args: &[&str]) -> Flags {
-        let mut v = vec!["berthd"];
-        v.extend_from_slice(args);
-        Flags::try_parse_from(v).unwrap()
-    }
-
-    #[test]
-    fn every_option_is_a_flag_and_a_settable_key() {
-        let cmd = <Flags as clap::CommandFactory>::command();
-        for o in OPTIONS {
-            assert!(
-                cmd.get_arguments().any(|a| a.get_long() == Some(o.flag)),
-                "no flag --{} for {}",
-                o.flag,
-                o.key
-            );
-            // Every key is accepted by `set` (a value of the wrong type is an error, not
-            // "unknown").
-            let raw = RawValue::from_string("null".into()).unwrap();
-            let mut f = FileConfig::default();
-            let r = f.set(o.key, &raw);
-            assert!(r != Ok(false), "{} not settable", o.key);
-            assert!(!DOCKERD_ONLY.contains(&o.key));
-        }
-    }
-
-    #[test]
-    fn defaults() {
-        let c = merge(&flags(&[]), &FileConfig::default()).unwrap();
-        assert_eq!(c.hosts, vec![DEFAULT_HOST]);
-        assert_eq!(c.data_root, PathBuf::from("/var/lib/berth"));
-        assert_eq!(c.pidfile, PathBuf::from("/run/berth/berthd.pid"));
-        assert_eq!(c.group, "berth");
-        assert_eq!(c.log_driver, "json-file");
-        assert!(c.live_restore && !c.docker_compat && !c.init);
-        assert_eq!(c.level(), tracing::Level::INFO);
-        assert_eq!(c.subnet_candidates(), None);
-    }
-
-    #[test]
-    fn file_values_and_flags_merge() {
-        let text = r#"{
-            "data-root": "/srv/berth",
-            "exec-root": "/run/b2",
-            "registry-mirrors": ["https://mirror.example:5000/"],
-            "insecure-registries": ["reg.local:5000"],
-            "log-opts": {"max-size": "5m", "max-file": "2"},
-            "default-ulimits": {"nofile": {"Name": "nofile", "Soft": 1024, "Hard": 2048}},
-            "default-address-pools": [{"base": "10.123.0.0/16", "size": 24}],
-            "labels": ["env=test"],
-            "debug": true,
-            "live-restore": true,
-            "docker-compat": true,
-            "init": true,
-            "bip": "172.29.0.1/16",
-            "max-concurrent-downloads": 2
-        }"#;
-        let file = FileConfig::parse(text).unwrap();
-        let c = merge(
-            &flags(&["--bridge", "br-x", "-H", "unix:///tmp/x.sock"]),
-            &file,
-        )
-        .unwrap();
-        assert_eq!(c.data_root, PathBuf::from("/srv/berth"));
-        assert_eq!(c.pidfile, PathBuf::from("/run/b2/berthd.pid"));
-        assert_eq!(c.registry_mirrors, vec!["https://mirror.example:5000"]);
-        assert_eq!(c.log_opts.get("max-size").unwrap(), "5m");
-        assert_eq!(c.default_ulimits["nofile"].hard, 2048);
-        assert_eq!(c.bridge, "br-x");
-        assert_eq!(c.hosts, vec!["unix:///tmp/x.sock"]);
-        assert!(c.debug && c.docker_compat && c.init);
-        assert_eq!(c.level(), tracing::Level::DEBUG);
-        assert_eq!(c.max_concurrent_downloads, 2);
-        let cands = c.subnet_candidates().unwrap();
-        assert_eq!(cands.len(), 256);
-        assert_eq!(cands[0].to_string(), "10.123.0.0/24");
-        assert_eq!(cands[255].to_string(), "10.123.255.0/24");
-    }
-
-    #[test]
-    fn conflicts_name_both_values() {
-        let file =
-            FileConfig::parse(r#"{"hosts": ["tcp://127.0.0.1:2376"], "debug": false}"#).unwrap();
-        let e = merge(&flags(&["-H", "fd://", "-D"]), &file).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "the following directives are specified both as a flag and in the configuration file: \
-             debug: (from flag: true, from file: false), \
-             hosts: (from flag: [fd://], from file: [\"tcp://127.0.0.1:2376\"])"
-        );
-    }
-
-    #[test]
-    fn unknown_and_unsupported_keys() {
-        assert_eq!(
-            FileConfig::parse(r#"{"tls-verify": true, "data-root": "/x", "bogus": 1}"#)
-                .unwrap_err(),
-            FileProblem::Unknown(vec!["bogus".into(), "tls-verify".into()])
-        );
-        let e = FileConfig::parse(r#"{"storage-driver": "overlay2"}"#).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "the following directives are dockerd options that berthd does not support: storage-driver"
-        );
-    }
-
-    #[test]
-    fn bad_json_and_bad_values_name_the_line() {
-        let e =
-            FileConfig::parse("{\n  \"debug\": true,\n  \"bip\": \"172.30.0.1/16\"\n  \"x\": 1\n}")
-                .unwrap_err();
-        match e {
-            FileProblem::Syntax { line, .. } => assert_eq!(line, 4),
-            other => panic!("{other:?}"),
-        }
-        let e = FileConfig::parse("{\n  \"debug\": true,\n  \"data-root\": 5\n}").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "invalid value for \"data-root\" (line 3): invalid type: integer `5`, expected path string"
-        );
-        let e = FileConfig::parse("{\"bip\": \"300.1.1.1/16\"}").unwrap_err();
-        assert!(
-            matches!(e, FileProblem::Value { ref key, line: 1, .. } if key == "bip"),
-            "{e}"
-        );
-        let e = FileConfig::parse(
-            "{\"default-address-pools\": [{\"base\": \"10.0.0.0/16\", \"size\": 8}]}",
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("size 8 must be between"), "{e}");
-        let e = FileConfig::parse("{\"default-ulimits\": {\"nofile\": {\"Soft\": \"x\"}}}")
-            .unwrap_err();
-        assert!(e.to_string().contains("nofile: "), "{e}");
-    }
-
-    #[test]
-    fn container_defaults() {
-        use berth_api::container::{HostConfig, LogConfig};
-        let c = merge(
-            &flags(&[
-                "--log-opt",
-                "max-size=2m",
-                "--log-opt",
-                "max-file=4",
-                "--default-ulimit",
-                "nofile=100:200",
-                "--init",
-            ]),
-            &FileConfig::default(),
-        )
-        .unwrap();
-        let d = c.live().defaults;
-        // No driver named: the default one with its options.
-        let mut lc = LogConfig::default();
-        d.merge_log_config(&mut lc).unwrap();
-        assert_eq!(lc.kind, "json-file");
-        assert_eq!(log_rotation(lc.config.as_ref()), (Some(2 << 20), Some(4)));
-        // The container's own options win; the missing ones are the defaults.
-        let mut lc = LogConfig {
-            kind: "json-file".into(),
-            config: Some([("max-file".to_string(), "9".to_string())].into()),
-        };
-        d.merge_log_config(&mut lc).unwrap();
-        assert_eq!(log_rotation(lc.config.as_ref()), (Some(2 << 20), Some(9)));
-        let mut lc = LogConfig {
-            kind: String::new(),
-            config: Some([("max-file".to_string(), "0".to_string())].into()),
-        };
-        assert!(d
-            .merge_log_config(&mut lc)
-            .unwrap_err()
-            .contains("max-file"));
-        // Ulimits the container does not set, and the init unless it chose.
-        let hc: HostConfig = berth_api::from_str(
-            r#"{"Ulimits": [{"Name": "nproc", "Soft": 5, "Hard": 6}], "Init": false}"#,
-        )
-        .unwrap();
-        let s = d.for_start(&hc);
-        assert_eq!(s.ulimits.as_ref().unwrap().len(), 2);
-        assert_eq!(s.init, Some(false));
-        let s = d.for_start(&HostConfig::default());
-        assert_eq!(s.init, Some(true));
-        assert_eq!(s.ulimits.unwrap()[0].soft, 100);
-        // Registry settings.
-        let mut rc = berth_registry::RegistryConfig::default();
-        let mut live = c.live();
-        live.registry_mirrors = vec!["http://127.0.0.1:5001".into()];
-        live.apply_registry(&mut rc);
-        assert_eq!(rc.mirrors["docker.io"], vec!["http://127.0.0.1:5001"]);
-        live.registry_mirrors.clear();
-        live.apply_registry(&mut rc);
-        assert!(rc.mirrors.is_empty());
-    }
-
-    #[test]
-    fn empty_files_and_byte_order_marks() {
-        assert_eq!(FileConfig::parse("").unwrap(), FileConfig::default());
-        assert_eq!(FileConfig::parse(" \n").unwrap(), FileConfig::default());
-        let f = FileConfig::parse("\u{feff}{\"debug\": true}").unwrap();
-        assert_eq!(f.debug, Some(true));
-    }
-
-    #[test]
-    fn values_are_checked() {
-        let bad = |text: &str| {
-            merge(&flags(&[]), &FileConfig::parse(text).unwrap())
-                .unwrap_err()
-                .to_string()
-        };
-        assert!(
-            bad(r#"{"log-opts": {"max-file": "0"}}"#).contains("max-file cannot be less than 1")
-        );
-        assert!(bad(r#"{"log-opts": {"colour": "red"}}"#)
-            .contains("unknown log opt 'colour' for json-file log driver"));
-        assert!(bad(r#"{"log-driver": "syslog"}"#).contains("not supported"));
-        assert!(bad(r#"{"registry-mirrors": ["mirror.example"]}"#).contains("not a URL"));
-        assert!(
-            bad(r#"{"registry-mirrors": ["https://m.example/v2/x"]}"#).contains("without a path")
-        );
-        assert!(bad(r#"{"log-level": "loud"}"#).contains("log-level"));
-        assert!(bad(r#"{"firewall-backend": "pf"}"#).contains("firewall-backend"));
-        assert!(bad(
-            r#"{"default-ulimits": {"nofile": {"Name": "nofile", "Soft": 10, "Hard": 5}}}"#
-        )
-        .contains("soft limit"));
-        assert!(
-            bad(r#"{"default-ulimits": {"files": {"Name": "files", "Soft": 1, "Hard": 1}}}"#)
-                .contains("invalid ulimit type: files")
-        );
-        assert!(bad(r#"{"labels": ["nolabel"]}"#).contains("KEY=VALUE"));
-        assert!(bad(r#"{"max-concurrent-uploads": 0}"#).contains("at least 1"));
-        let e = merge(
-            &flags(&["--default-ulimit", "nofile=x"]),
-            &FileConfig::default(),
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("invalid ulimit value"), "{e}");
-        let e = merge(
-            &flags(&["--default-address-pool", "base=10.0.0.0/8"]),
-            &FileConfig::default(),
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("both base and size"), "{e}");
-    }
-
-    #[test]
-    fn flag_forms() {
-        let c = merge(
-            &flags(&[
-                "--default-ulimit",
-                "nproc=100",
-                "--default-ulimit",
-                "nofile=10:20",
-                "--log-opt",
-                "max-size=1m",
-                "--default-address-pool",
-                "base=10.9.0.0/16,size=20",
-                "--registry-mirror",
-                "http://127.0.0.1:5001",
-                "--tls=false",
-            ]),
-            &FileConfig::default(),
-        )
-        .unwrap();
-        assert_eq!(
-            c.default_ulimits["nproc"],
-            Ulimit {
-                name: "nproc".into(),
-                soft: 100,
-                hard: 100
-            }
-        );
-        assert_eq!(c.default_ulimits["nofile"].hard, 20);
-        assert_eq!(c.default_address_pools[0].size, 20);
-        assert_eq!(c.tls, Some(false));
-        assert_eq!(c.subnet_candidates().unwrap().len(), 16);
-    }
-
-    #[test]
-    fn changes_list_what_differs() {
-        let a = merge(&flags(&[]), &FileConfig::default()).unwrap();
-        let b = merge(
-            &flags(&[]),
-            &FileConfig::parse(r#"{"debug": true, "bip": "172.29.0.1/16"}"#).unwrap(),
-        )
-        .unwrap();
-        let ch = a.changes(&b);
-        assert_eq!(ch.len(), 2, "{ch:?}");
-        assert_eq!(ch[0].to_string(), "bip: null -> \"172.29.0.1/16\"");
-        assert!(!ch[0].reloadable);
-        assert_eq!(ch[1].key, "debug");
-        assert!(ch[1].reloadable);
-        assert!(a.changes(&a).is_empty());
-    }
-
-    #[test]
-    fn a_reload_takes_exactly_the_reloadable_options() {
-        let a = merge(&flags(&[]), &FileConfig::default()).unwrap();
-        // Every option different.
-        let text = r#"{
-            "hosts": ["unix:///tmp/b.sock"], "group": "g", "tls": true, "tlsverify": true,
-            "tlscacert": "/ca", "tlscert": "/c", "tlskey": "/k", "data-root": "/d",
-            "exec-root": "/e", "pidfile": "/p", "cgroup-parent": "/cg",
-            "insecure-registries": ["r:5000"], "registry-mirrors": ["https://m"],
-            "max-concurrent-downloads": 9, "max-concurrent-uploads": 9, "shim": "/s",
-            "init-path": "/i", "init": true, "runtime": "/r", "log-level": "warn",
-            "debug": true, "labels": ["a=b"], "bridge": "b1", "bip": "10.1.0.1/16",
-            "fixed-cidr": "10.1.0.0/24",
-            "default-address-pools": [{"base": "10.2.0.0/16", "size": 24}],
-            "firewall-backend": "none", "log-driver": "json-file",
-            "log-opts": {"max-size": "1m"},
-            "default-ulimits": {"nproc": {"Name": "nproc", "Soft": 1, "Hard": 1}},
-            "live-restore": false, "docker-compat": true
-        }"#;
-        let file = FileConfig::parse(text).unwrap();
-        assert_eq!(
-            file.present.len(),
-            OPTIONS.len(),
-            "the sample sets every option"
-        );
-        let b = merge(&flags(&[]), &file).unwrap();
-        let all = a.changes(&b);
-        // log-driver is the default already.
-        assert_eq!(all.len(), OPTIONS.len() - 1, "{all:?}");
-        let after = a.with_reloadable_from(&b);
-        let left: Vec<String> = after.changes(&b).into_iter().map(|c| c.key).collect();
-        let expected: Vec<String> = all
-            .iter()
-            .filter(|c| !c.reloadable)
-            .map(|c| c.key.clone())
-            .collect();
-        assert_eq!(left, expected);
-        assert!(expected.contains(&"data-root".to_string()));
-        assert!(!expected.contains(&"registry-mirrors".to_string()));
-    }
-}
+mod tests;

@@ -190,6 +190,9 @@ pub fn check(hc: &HostConfig, ncpus: usize) -> Result<Vec<String>> {
         }
     }
     check_resources(&hc.resources(), ncpus)?;
+    if hc.shm_size < 0 {
+        return Err(invalid("SHM size can not be less than 0"));
+    }
     if let Some(o) = Some(hc.oom_score_adj).filter(|o| !(-1000..=1000).contains(o)) {
         return Err(invalid(format!(
             "Invalid value {o}, range for oom score adj is [-1000, 1000]"
@@ -247,11 +250,20 @@ pub fn check(hc: &HostConfig, ncpus: usize) -> Result<Vec<String>> {
     Ok(warnings)
 }
 
+/// dockerd's smallest memory limit (and reservation): 6 MiB.
+const MIN_MEMORY: i64 = 6 * 1024 * 1024;
+
+/// The range of `cpu.shares` the kernel accepts; shares outside it are clamped.
+const CPU_SHARES: std::ops::RangeInclusive<i64> = 2..=262_144;
+
 /// The checks of the resource fields (create and update).
 pub fn check_resources(r: &Resources, ncpus: usize) -> Result<()> {
     let mem = r.memory;
-    if mem != 0 && mem < 6 * 1024 * 1024 {
+    if mem != 0 && mem < MIN_MEMORY {
         return Err(invalid("Minimum memory limit allowed is 6MB"));
+    }
+    if r.memory_reservation > 0 && r.memory_reservation < MIN_MEMORY {
+        return Err(invalid("Minimum memory reservation allowed is 6MB"));
     }
     let swap = r.memory_swap;
     if swap > 0 && mem == 0 {
@@ -297,17 +309,31 @@ pub fn check_resources(r: &Resources, ncpus: usize) -> Result<()> {
             "CPU cfs quota can not be less than 1ms (i.e. 1000)",
         ));
     }
+    if r.cpu_shares < 0 {
+        return Err(invalid(format!(
+            "invalid CPU shares ({}): value must be a positive integer",
+            r.cpu_shares
+        )));
+    }
+    check_cpuset(
+        &r.cpuset_cpus,
+        "cpus",
+        "CPUs",
+        "/sys/devices/system/cpu/online",
+        || format!("0-{}", ncpus.max(1) - 1),
+    )?;
+    check_cpuset(
+        &r.cpuset_mems,
+        "mems",
+        "memory nodes",
+        "/sys/devices/system/node/online",
+        || "0".to_string(),
+    )?;
     if r.blkio_weight != 0 && !(10..=1000).contains(&r.blkio_weight) {
         return Err(invalid("Range of blkio weight is from 10 to 1000"));
     }
     for u in r.ulimits.iter().flatten() {
-        rlimit_type(&u.name)?;
-        if u.soft > u.hard {
-            return Err(invalid(format!(
-                "ulimit soft limit must be less than or equal to hard limit: {}",
-                u.name
-            )));
-        }
+        check_ulimit(u)?;
     }
     for d in r.devices.iter().flatten() {
         let p = &d.path_on_host;
@@ -331,6 +357,105 @@ pub fn check_resources(r: &Resources, ncpus: usize) -> Result<()> {
     }
     for d in r.blkio_weight_device.iter().flatten() {
         dev_numbers(Path::new(&d.path))?;
+    }
+    Ok(())
+}
+
+/// A ulimit's value as the kernel's: a negative value (Docker's `-1`) is unlimited.
+fn rlimit_value(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(libc::RLIM_INFINITY)
+}
+
+/// A ulimit's name, order and, for `nofile`, the kernel's ceiling (`fs.nr_open`: no process
+/// may raise its open-file limit above it, so the container would fail to start).
+fn check_ulimit(u: &Ulimit) -> Result<()> {
+    rlimit_type(&u.name)?;
+    let (soft, hard) = (rlimit_value(u.soft), rlimit_value(u.hard));
+    if soft > hard {
+        return Err(invalid(format!(
+            "ulimit soft limit must be less than or equal to hard limit: {}",
+            u.name
+        )));
+    }
+    if u.name == "nofile" {
+        let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        if let Some(max) = nr_open.filter(|max| hard > *max) {
+            let shown = |v: i64| {
+                if v < 0 {
+                    format!("{v} (unlimited)")
+                } else {
+                    v.to_string()
+                }
+            };
+            return Err(invalid(format!(
+                "ulimit nofile={}:{}: the hard limit is above the kernel's maximum number of open files ({max}, fs.nr_open)",
+                shown(u.soft),
+                shown(u.hard)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Parses a cpuset list (`0-3,5`) as dockerd's `parsers.ParseUintList`; `None` when it is
+/// malformed. Ranges stay ranges (a huge one is not expanded).
+fn cpuset_ranges(list: &str) -> Option<Vec<(u32, u32)>> {
+    let num = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u32>().ok())
+            .flatten()
+    };
+    list.split(',')
+        .map(|part| match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                (a <= b).then_some((a, b))
+            }
+            None => num(part).map(|n| (n, n)),
+        })
+        .collect()
+}
+
+/// `CpusetCpus`/`CpusetMems`: the syntax, then every CPU (memory node) among the host's
+/// (`online`, a sysfs list; `fallback` when it cannot be read), with dockerd's messages.
+fn check_cpuset(
+    value: &str,
+    field: &str,
+    what: &str,
+    online: &str,
+    fallback: impl FnOnce() -> String,
+) -> Result<()> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    let Some(wanted) = cpuset_ranges(value) else {
+        return Err(invalid(format!(
+            "Invalid value {value} for cpuset {field}: invalid format: {value}"
+        )));
+    };
+    let available = std::fs::read_to_string(online)
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| cpuset_ranges(s).is_some())
+        .unwrap_or_else(fallback);
+    let have = cpuset_ranges(&available).unwrap_or_default();
+    let covered = |(a, b): (u32, u32)| {
+        // Each wanted range must lie within the union of the host's: walk it range by range.
+        let mut next = a;
+        while let Some(&(_, hb)) = have.iter().find(|(ha, hb)| *ha <= next && next <= *hb) {
+            if hb >= b {
+                return true;
+            }
+            next = hb + 1;
+        }
+        false
+    };
+    if !wanted.into_iter().all(covered) {
+        return Err(invalid(format!(
+            "Requested {what} are not available - requested {value}, available: {available}"
+        )));
     }
     Ok(())
 }
@@ -461,7 +586,15 @@ pub fn resources(r: &Resources) -> Result<LinuxResources> {
         any_cpu = true;
     }
     if r.cpu_shares > 0 {
-        cpu.set_shares(Some(r.cpu_shares as u64));
+        // As the kernel (v1) and runc (v2) do: outside 2..=262144 is clamped, not refused.
+        let shares = r.cpu_shares.clamp(*CPU_SHARES.start(), *CPU_SHARES.end());
+        if shares != r.cpu_shares {
+            tracing::info!(
+                "changing requested CpuShares of {} to the allowed {shares}",
+                r.cpu_shares
+            );
+        }
+        cpu.set_shares(Some(shares as u64));
         any_cpu = true;
     }
     if r.cpu_realtime_period > 0 {
@@ -779,8 +912,8 @@ pub fn apply(spec: &mut Spec, hc: &HostConfig, peers: &dyn Peers) -> Result<()> 
         .map(|u: &Ulimit| {
             Ok(Rlimit {
                 typ: rlimit_type(&u.name)?.into(),
-                soft: u.soft.max(0) as u64,
-                hard: u.hard.max(0) as u64,
+                soft: rlimit_value(u.soft),
+                hard: rlimit_value(u.hard),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -1114,5 +1247,38 @@ mod tests {
             &NoPeers
         )
         .is_err());
+    }
+
+    #[test]
+    fn cpuset_lists_parse_as_dockerd() {
+        for (list, want) in [
+            ("0", Some(vec![(0, 0)])),
+            ("0-3,5", Some(vec![(0, 3), (5, 5)])),
+            ("7,1-2", Some(vec![(7, 7), (1, 2)])),
+            ("", None),
+            ("3-1", None),
+            ("1-x", None),
+            ("-1", None),
+            ("+1", None),
+            ("0,,1", None),
+            ("0-", None),
+        ] {
+            assert_eq!(cpuset_ranges(list), want, "{list:?}");
+        }
+    }
+
+    #[test]
+    fn ulimits_minus_one_is_unlimited() {
+        assert_eq!(rlimit_value(-1), libc::RLIM_INFINITY);
+        assert_eq!(rlimit_value(0), 0);
+        assert_eq!(rlimit_value(1024), 1024);
+        let u = |soft, hard| Ulimit {
+            name: "core".into(),
+            soft,
+            hard,
+        };
+        assert!(check_ulimit(&u(5, -1)).is_ok());
+        assert!(check_ulimit(&u(-1, 5)).is_err());
+        assert!(check_ulimit(&u(-1, -1)).is_ok());
     }
 }

@@ -1,4 +1,6 @@
-//! `berthd`: Berth's daemon. Serves the Docker Engine API (v1.24–1.44) on a unix socket.
+//! `berthd`: Berth's daemon. Serves the Docker Engine API (v1.24–1.44) on unix sockets, TCP
+//! with TLS and sockets passed by systemd ([`listen`], [`sockets`], [`systemd`]); [`config`]
+//! merges the flags with `daemon.json`.
 //!
 //! - Routes are in [`http`], by area (system, containers, exec, images, build, networks,
 //!   volumes): decode with berth-api's models, call the domain, encode; one error type.
@@ -7,7 +9,8 @@
 //!   [`mounts`] take part in a container's life.
 //! - Domains: [`network`], [`mounts`] and [`volumes`], [`exec`], [`images`], [`build`],
 //!   [`archive`] (`docker cp`), [`events`], [`health`], [`logs`].
-//! - [`hostconfig`] applies `HostConfig` to the runtime's typed OCI spec ([`spec`]);
+//! - [`hostconfig`] checks `HostConfig` at create (dockerd's messages) and applies it to the
+//!   runtime's typed OCI spec ([`spec`]); [`buildkit`] serves BuildKit's API for buildx;
 //!   [`shimio`] is an async client of a shim's control socket.
 
 pub mod archive;

@@ -98,6 +98,18 @@ fn main() {
     }
 }
 
+/// dockerd's warning, at every start, for an API served over TCP without TLS (`--tls=false`).
+fn warn_plain_tcp(addr: &str) {
+    tracing::warn!(
+        "API is accessible on http://{addr} without encryption: anyone who can reach tcp://{addr} \
+         has root access on this host. Give --tlsverify with --tlscacert/--tlscert/--tlskey."
+    );
+    tracing::warn!(
+        "Binding to an IP address, even on localhost, can also give access to scripts run in a \
+         browser (tcp://{addr})."
+    );
+}
+
 /// Where the API is served, checked before anything starts.
 struct Plan {
     unix: Vec<PathBuf>,
@@ -231,8 +243,12 @@ fn run(
             match p {
                 Passed::Unix(l) => unix_listeners.push((l, None)),
                 Passed::Tcp(l) => {
-                    if tls_config.is_none() && cfg.tls != Some(false) {
-                        bail!("refusing to serve a TCP socket passed by systemd without TLS: give --tlsverify with --tlscacert/--tlscert/--tlskey, or --tls=false");
+                    if tls_config.is_none() {
+                        if cfg.tls != Some(false) {
+                            bail!("refusing to serve a TCP socket passed by systemd without TLS: give --tlsverify with --tlscacert/--tlscert/--tlskey, or --tls=false");
+                        }
+                        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                        warn_plain_tcp(&addr);
                     }
                     tcp_listeners.push(l)
                 }
@@ -242,14 +258,12 @@ fn run(
     for addr in &plan.tcp {
         let l = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
         l.set_nonblocking(true)?;
-        tracing::info!(
-            "API listening on tcp://{addr}{}",
-            if tls_config.is_some() {
-                " (TLS)"
-            } else {
-                " (no TLS!)"
-            }
-        );
+        if tls_config.is_some() {
+            tracing::info!("API listening on tcp://{addr} (TLS)");
+        } else {
+            tracing::info!("API listening on tcp://{addr} (no TLS!)");
+            warn_plain_tcp(&addr.to_string());
+        }
         tcp_listeners.push(l);
     }
 

@@ -100,15 +100,11 @@ pub struct VolumeStore {
     events: std::sync::OnceLock<crate::events::Bus>,
 }
 
-/// Docker's volume name rule.
-pub fn valid_name(n: &str) -> bool {
-    let b = n.as_bytes();
-    b.len() >= 2
-        && b[0].is_ascii_alphanumeric()
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
-}
+/// Docker's volume name rule (that of every user-given name).
+pub use crate::names::valid as valid_name;
+
+/// The longest volume name: one file name under the volumes' root.
+const MAX_NAME: usize = 255;
 
 const VALID_OPTS: [&str; 4] = ["type", "device", "o", "size"];
 
@@ -212,6 +208,13 @@ impl VolumeStore {
                 if !valid_name(n) {
                     return Err(VolumeError::Invalid(format!(
                         "create {n}: \"{n}\" includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, use absolute path"
+                    )));
+                }
+                if n.len() > MAX_NAME {
+                    return Err(VolumeError::Invalid(format!(
+                        "create {}…: volume name is too long ({} characters, at most {MAX_NAME})",
+                        &n[..32],
+                        n.len()
                     )));
                 }
                 n.to_string()

@@ -22,6 +22,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, HashingReader};
+use crate::fsutil::PathIoError;
 use crate::image_store::{
     decompress, layer_content_size, synthesize_manifest, tar_content_size, ImageId, ImageStore,
     ImageStoreError, LayerInput, LayerRecord, RegisterRequest,
@@ -82,16 +83,8 @@ pub enum ArchiveError {
     #[error("reading archive: {0}")]
     Read(#[source] io::Error),
     /// Writing failed.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// Where.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     /// The image store failed.
     #[error(transparent)]
     Image(#[from] ImageStoreError),

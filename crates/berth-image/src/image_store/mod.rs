@@ -53,6 +53,7 @@ pub use berth_api::image::{
 
 use crate::digest::Digest;
 use crate::fsutil;
+use crate::fsutil::PathIoError;
 use crate::layer::Compression;
 use crate::manifest::{
     self, media_types as mt, parse_manifest, Descriptor, ImageConfig, ImageManifest, Manifest,
@@ -94,16 +95,8 @@ pub enum ImageStoreError {
     #[error("{0}")]
     Manifest(#[from] ManifestError),
     /// I/O on a path.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// Where.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     /// Content referenced by an image is missing or inconsistent.
     #[error("invalid image: {0}")]
     Invalid(String),

@@ -15,6 +15,19 @@ fn tar_with(files: &[(&str, &[u8])]) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
+/// The OCI descriptor of a layer blob.
+fn layer_descriptor(digest: &Digest, blob: &[u8]) -> Descriptor {
+    Descriptor {
+        media_type: mt::OCI_LAYER.into(),
+        digest: digest.clone(),
+        size: blob.len() as u64,
+        urls: None,
+        annotations: None,
+        platform: None,
+        artifact_type: None,
+    }
+}
+
 /// Registers an image made of the given layer tars; returns its ID.
 fn add_image(s: &ImageStore, layers: &[Vec<u8>], tags: &[&str], label: &str) -> ImageId {
     let mut descs = Vec::new();
@@ -22,15 +35,7 @@ fn add_image(s: &ImageStore, layers: &[Vec<u8>], tags: &[&str], label: &str) -> 
     let mut diffs = Vec::new();
     for l in layers {
         let d = s.blobs().write_bytes(None, l).unwrap();
-        let desc = Descriptor {
-            media_type: mt::OCI_LAYER.into(),
-            digest: d.clone(),
-            size: l.len() as u64,
-            urls: None,
-            annotations: None,
-            platform: None,
-            artifact_type: None,
-        };
+        let desc = layer_descriptor(&d, l);
         descs.push(desc.clone());
         inputs.push(LayerInput {
             descriptor: desc,
@@ -290,15 +295,7 @@ fn register_rejects_inconsistent_input() {
     let (_d, s) = store();
     let l = tar_with(&[("a", b"1")]);
     let d = Digest::of_bytes(&l);
-    let desc = Descriptor {
-        media_type: mt::OCI_LAYER.into(),
-        digest: d.clone(),
-        size: l.len() as u64,
-        urls: None,
-        annotations: None,
-        platform: None,
-        artifact_type: None,
-    };
+    let desc = layer_descriptor(&d, &l);
     let config = format!(
         r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{d}"]}}}}"#
     );

@@ -243,11 +243,11 @@ impl Base {
             cur = info.parent.clone();
             out.push(info);
             if out.len() > 10_000 {
-                return Err(SnapshotError::Io {
+                return Err(SnapshotError::Io(PathIoError {
                     op: "walk chain",
                     path: self.snapshot_dir(top),
                     source: io::Error::other("snapshot parent cycle"),
-                });
+                }));
             }
         }
         Ok(out)

@@ -43,22 +43,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::fsutil;
+use crate::fsutil::PathIoError;
 use crate::layer::{self, ApplyMode, ApplyOptions, LayerError};
 
 /// Errors from snapshotters.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     /// I/O on a path.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// Where.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     /// Applying a layer failed.
     #[error("applying layer: {0}")]
     Layer(#[from] LayerError),

@@ -233,7 +233,7 @@ impl Engine {
         self.live()
             .defaults
             .merge_log_config(&mut hc.log_config)
-            .map_err(EngineError::BadRequest)?;
+            .map_err(|e| EngineError::BadRequest(e.to_string()))?;
         let mut container = Container {
             id: id.clone(),
             name: format!("/{name}"),
