@@ -1391,7 +1391,8 @@ mod tests {
         );
         assert!(bad(r#"{"log-opts": {"colour": "red"}}"#)
             .contains("unknown log opt 'colour' for json-file log driver"));
-        assert!(bad(r#"{"log-driver": "syslog"}"#).contains("not supported"));
+        assert!(bad(r#"{"log-driver": "syslog"}"#)
+            .contains("logger: no log driver named 'syslog' is registered"));
         assert!(bad(r#"{"registry-mirrors": ["mirror.example"]}"#).contains("not a URL"));
         assert!(
             bad(r#"{"registry-mirrors": ["https://m.example/v2/x"]}"#).contains("without a path")
