@@ -14,6 +14,7 @@
 pub mod cache;
 pub mod cache_io;
 pub mod conn;
+pub mod content;
 pub mod control;
 pub mod errors;
 pub mod export;
@@ -61,6 +62,9 @@ pub trait Backend: Send + Sync + 'static {
     fn push(&self, name: &str, auth: Option<&RegistryAuth>) -> Result<String, String>;
     /// Records an image event (`tag`, `pull`, `push`) for `docker events`.
     fn image_event(&self, action: &str, name: &str);
+    /// The daemon's networks for RUN steps (the default bridge, user networks by
+    /// `force-network-mode`); `None`: RUN steps not on `host` get loopback only.
+    fn run_networks(&self) -> Option<&dyn berth_build::builder::RunNetworks>;
     /// The daemon's version (shown as the builder's BuildKit version).
     fn version(&self) -> String;
 }

@@ -236,6 +236,20 @@ impl Netns {
     }
 }
 
+/// A new network namespace, held by the returned descriptor only (nothing is mounted: it
+/// lives as long as the descriptor and the processes that joined it).
+pub fn new_netns() -> std::io::Result<File> {
+    std::thread::Builder::new()
+        .name("berth-netns-new".into())
+        .spawn(|| {
+            // CLONE_NEWNET changes this thread's namespace only; the thread ends here.
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+            File::open("/proc/thread-self/ns/net")
+        })?
+        .join()
+        .map_err(|_| std::io::Error::other("netns thread panicked"))?
+}
+
 /// Brings `lo` up inside `ns`.
 pub fn loopback_up(ns: &Netns) -> Result<()> {
     ns.run(|| {

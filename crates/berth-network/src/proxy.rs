@@ -1,13 +1,19 @@
-//! The userland proxy of published ports (Docker's `docker-proxy`, in the daemon).
+//! The userland proxy of published ports (Docker's `docker-proxy`).
 //!
 //! Every published port is bound here first: the bind reserves the port (a conflict is a clear
 //! error at start), chooses random host ports for `-P`, and serves connections made from the
 //! host itself (127.0.0.1 and the host's own addresses), which never pass through PREROUTING
 //! DNAT. Traffic from other hosts is forwarded by DNAT before it reaches these sockets.
+//!
+//! A proxy runs either as a task of the daemon ([`Bound::serve`]) or as a process of its
+//! own holding the socket ([`Bound::spawn_process`], as `docker-proxy`): the process
+//! outlives a daemon that crashes or restarts, so published ports keep answering, and the
+//! next daemon adopts it ([`Proxy::adopt`]) by its command line ([`find_processes`]).
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -83,6 +89,54 @@ impl Bound {
         }
     }
 
+    /// Starts a proxy process forwarding to `target`: `exe` (an executable that calls
+    /// [`serve_process`] when its first argument is [`PROCESS_ARG`]) with the socket as its
+    /// descriptor 3, in a session of its own; `tags` (more arguments) identify it for
+    /// [`find_processes`].
+    pub fn spawn_process(
+        self,
+        exe: &Path,
+        target: SocketAddr,
+        tags: &[String],
+    ) -> io::Result<Proxy> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let (proto, fd) = match &self {
+            Bound::Tcp(l) => ("tcp", l.as_raw_fd()),
+            Bound::Udp(s) => ("udp", s.as_raw_fd()),
+        };
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg(PROCESS_ARG)
+            .arg(proto)
+            .arg(target.to_string())
+            .args(tags)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        // SAFETY: only async-signal-safe calls (dup2, fcntl, setsid) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let rc = if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, 3)
+                };
+                if rc < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        Ok(Proxy {
+            run: Run::Process {
+                pid: child.id() as i32,
+                child: Some(child),
+            },
+        })
+    }
+
     /// Starts forwarding to `target` on the current tokio runtime.
     pub fn serve(self, target: SocketAddr) -> io::Result<Proxy> {
         let task = match self {
@@ -95,19 +149,112 @@ impl Bound {
                 tokio::spawn(udp_loop(Arc::new(s), target))
             }
         };
-        Ok(Proxy { task })
+        Ok(Proxy {
+            run: Run::Task(task),
+        })
     }
 }
 
 /// A serving proxy; stops when dropped.
 pub struct Proxy {
-    task: JoinHandle<()>,
+    run: Run,
+}
+
+enum Run {
+    Task(JoinHandle<()>),
+    /// A proxy process: this daemon's child, or adopted from an earlier daemon.
+    Process {
+        pid: i32,
+        child: Option<std::process::Child>,
+    },
+}
+
+impl Proxy {
+    /// A proxy process an earlier daemon started (see [`find_processes`]).
+    pub fn adopt(pid: i32) -> Proxy {
+        Proxy {
+            run: Run::Process { pid, child: None },
+        }
+    }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.task.abort();
+        match &mut self.run {
+            Run::Task(t) => t.abort(),
+            Run::Process { pid, child } => {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                if let Some(c) = child {
+                    let _ = c.wait();
+                }
+            }
+        }
     }
+}
+
+/// The first argument of a proxy process's command line.
+pub const PROCESS_ARG: &str = "userland-proxy";
+
+/// Proxy processes whose command line carries every one of `tags` (after
+/// [`PROCESS_ARG`]): their pids and arguments after it.
+pub fn find_processes(tags: &[String]) -> Vec<(i32, Vec<String>)> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.get(1).map(String::as_str) != Some(PROCESS_ARG) {
+            continue;
+        }
+        let rest = args[2..].to_vec();
+        if tags.iter().all(|t| rest.contains(t)) {
+            out.push((pid, rest));
+        }
+    }
+    out
+}
+
+/// A proxy process's life: `args` are what follows [`PROCESS_ARG`] (`tcp|udp`, the target,
+/// tags); the socket is descriptor 3. Serves until killed.
+pub fn serve_process(args: &[String]) -> io::Result<()> {
+    use std::os::fd::FromRawFd;
+    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_string());
+    let (Some(proto), Some(target)) = (args.first(), args.get(1)) else {
+        return Err(bad("usage: userland-proxy tcp|udp TARGET [TAG…]"));
+    };
+    let target: SocketAddr = target.parse().map_err(|_| bad("bad target address"))?;
+    let bound = match proto.as_str() {
+        // SAFETY: descriptor 3 is the socket the daemon passed, owned by this process only.
+        "tcp" => Bound::Tcp(unsafe { std::net::TcpListener::from_raw_fd(3) }),
+        // SAFETY: as above.
+        "udp" => Bound::Udp(unsafe { std::net::UdpSocket::from_raw_fd(3) }),
+        _ => return Err(bad("the protocol is tcp or udp")),
+    };
+    match &bound {
+        Bound::Tcp(l) => l.set_nonblocking(true)?,
+        Bound::Udp(u) => u.set_nonblocking(true)?,
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let _proxy = bound.serve(target)?;
+        std::future::pending::<io::Result<()>>().await
+    })
 }
 
 async fn tcp_loop(l: TcpListener, target: SocketAddr) {

@@ -56,6 +56,9 @@ pub struct Daemon {
     /// The daemon's own default bridge (removed with its nft table at cleanup); `None` when
     /// the test chose one through `BERTHD_BRIDGE`.
     pub bridge: Option<String>,
+    /// Environment variables of the daemon's process (e.g. `BERTHD_FAILPOINTS`), taken at
+    /// each [`Daemon::start`].
+    pub env: Vec<(String, String)>,
     /// Checks, after cleanup, that nothing carrying this daemon's names stays.
     pub leaks: LeakGuard,
     cleaned: bool,
@@ -87,6 +90,7 @@ impl Daemon {
             child: None,
             cgroup_parent,
             extra_args: extra.to_vec(),
+            env: Vec::new(),
             bridge: None,
             cleaned: false,
         };
@@ -157,6 +161,7 @@ impl Daemon {
             .arg("--init-path")
             .arg(bin_dir().join("berth-init.static"))
             .args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         c
     }
@@ -317,6 +322,20 @@ impl Daemon {
                 }
                 if let Some(pid) = read_pid(&e.path().join("shim/shim.pid")) {
                     std::thread::sleep(Duration::from_millis(200));
+                    kill9(pid);
+                }
+            }
+        }
+        // Published ports' proxy processes (`berthd userland-proxy … --state=<data root>…`).
+        let marker = self.dir.path().display().to_string();
+        if let Ok(rd) = std::fs::read_dir("/proc") {
+            for e in rd.flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                    continue;
+                };
+                let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd);
+                if cmd.contains("\0userland-proxy\0") && cmd.contains(&marker) {
                     kill9(pid);
                 }
             }

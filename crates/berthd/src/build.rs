@@ -29,7 +29,7 @@ pub struct Context {
 pub fn context_dir(engine: &Engine) -> Result<Context> {
     let tmp = engine.images.tmp_dir()?;
     let work = tempfile::Builder::new()
-        .prefix("build-ctx-")
+        .prefix(&crate::leftovers::context_prefix())
         .tempdir_in(&tmp)
         .map_err(EngineError::io("creating a directory in", &tmp))?;
     Ok(Context {
@@ -42,16 +42,100 @@ fn line(m: &JsonMessage) -> Bytes {
     Bytes::from(m.to_line())
 }
 
-/// Runs a build of the spooled context on a blocking thread; its messages stream through
-/// the returned channel (`quiet`: only the image ID).
-pub fn start(
+/// Extracts the context and reads the Dockerfile (its text). As dockerd, a `.dockerignore`
+/// that lists the Dockerfile or itself removes them from the context once read.
+fn prepare(spool: &std::path::Path, ctx: &std::path::Path, dockerfile: &str) -> Result<String> {
+    use berth_build::BuildError;
+    std::fs::create_dir(ctx)
+        .map_err(|e| BuildError::io("creating the context directory", ctx, e))?;
+    let f =
+        std::fs::File::open(spool).map_err(|e| BuildError::io("opening the context", spool, e))?;
+    let empty = f.metadata().map(|m| m.len() == 0).unwrap_or(true);
+    if !empty {
+        berth_build::context::extract_context(f, ctx).map_err(|e| {
+            EngineError::bad(format!(
+                "invalid build context (expected a tar archive): {e}"
+            ))
+        })?;
+    }
+    let _ = std::fs::remove_file(spool);
+    let mut name = dockerfile.to_string();
+    let df_path =
+        berth_build::fsops::resolve_in_root(ctx, &name, true).map_err(BuildError::from)?;
+    let text = match std::fs::read(&df_path) {
+        Ok(t) => t,
+        Err(_) if dockerfile == "Dockerfile" => {
+            name = "dockerfile".into();
+            std::fs::read(ctx.join(&name)).map_err(|_| {
+                BuildError::Invalid(format!("Cannot locate specified Dockerfile: {dockerfile}"))
+            })?
+        }
+        Err(_) => {
+            return Err(BuildError::Invalid(format!(
+                "Cannot locate specified Dockerfile: {dockerfile}"
+            ))
+            .into())
+        }
+    };
+    if text.is_empty() {
+        return Err(EngineError::bad(format!(
+            "the Dockerfile ({dockerfile}) cannot be empty"
+        )));
+    }
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let parsed = berth_build::parser::parse(&text)
+        .map_err(|e| EngineError::bad(format!("failed to parse {dockerfile}: {e}")))?;
+    if parsed.nodes.is_empty() {
+        return Err(EngineError::bad("the Dockerfile has no instructions"));
+    }
+    remove_ignored_build_files(ctx, &name);
+    Ok(text)
+}
+
+/// dockerd's `removeDockerfile`: `.dockerignore` and the Dockerfile leave the context when
+/// `.dockerignore` matches them (or a parent of theirs).
+fn remove_ignored_build_files(ctx: &std::path::Path, dockerfile: &str) {
+    let ignore = match berth_build::dockerignore::IgnoreFile::load(ctx) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!("reading .dockerignore: {e}");
+            return;
+        }
+    };
+    for f in [".dockerignore", dockerfile] {
+        if !ignore.ignored(f) {
+            continue;
+        }
+        match berth_build::fsops::resolve_in_root(ctx, f, false) {
+            Ok(p) if p.starts_with(ctx) && p != ctx => {
+                let r = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+                if let Err(e) = r {
+                    tracing::warn!("removing {f} from the build context: {e}");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("removing {f} from the build context: {e}"),
+        }
+    }
+}
+
+/// Runs a build of the spooled context on a blocking thread. The context is extracted and
+/// the Dockerfile read and parsed first: a failure there is the request's error (an HTTP
+/// status, as dockerd answers before its first message); then the build's messages stream
+/// through the returned channel (`quiet`: only the image ID).
+pub async fn start(
     engine: Arc<Engine>,
     mut opts: BuildOptions,
     dockerfile: String,
     quiet: bool,
     ctx: Context,
-) -> mpsc::Receiver<Bytes> {
+) -> Result<mpsc::Receiver<Bytes>> {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<()>>();
     tokio::task::spawn_blocking(move || {
         let Context { work, spool } = ctx;
         let t0 = std::time::Instant::now();
@@ -73,39 +157,26 @@ pub fn start(
             Some(d) => d.path().join("ctx"),
             None => work.path().join("ctx"),
         };
-        let res = (|| -> Result<berth_build::Built, berth_build::BuildError> {
-            std::fs::create_dir(&ctx).map_err(|e| {
-                berth_build::BuildError::io("creating the context directory", &ctx, e)
-            })?;
-            let f = std::fs::File::open(&spool)
-                .map_err(|e| berth_build::BuildError::io("opening the context", &spool, e))?;
-            let empty = f.metadata().map(|m| m.len() == 0).unwrap_or(true);
-            if !empty {
-                berth_build::context::extract_context(f, &ctx).map_err(|e| {
-                    berth_build::BuildError::Invalid(format!(
-                        "invalid build context (expected a tar archive): {e}"
-                    ))
-                })?;
-            }
-            let _ = std::fs::remove_file(&spool);
-            tracing::debug!("build context extracted after {:?}", t0.elapsed());
-            let df_path = berth_build::fsops::resolve_in_root(&ctx, &dockerfile, true)?;
-            let text = match std::fs::read(&df_path) {
-                Ok(t) => t,
-                Err(_) if dockerfile == "Dockerfile" => std::fs::read(ctx.join("dockerfile"))
-                    .map_err(|_| {
-                        berth_build::BuildError::Invalid(format!(
-                            "Cannot locate specified Dockerfile: {dockerfile}"
-                        ))
-                    })?,
-                Err(_) => {
-                    return Err(berth_build::BuildError::Invalid(format!(
-                        "Cannot locate specified Dockerfile: {dockerfile}"
-                    )))
+        match prepare(&spool, &ctx, &dockerfile) {
+            Ok(text) => {
+                tracing::debug!("build context extracted after {:?}", t0.elapsed());
+                opts.dockerfile = text;
+                // Instructions, flags, stages and target are checked before the first
+                // message, as dockerd does: a bad Dockerfile is the request's error.
+                if let Err(e) = berth_build::builder::check(&opts) {
+                    let _ = ready_tx.send(Err(EngineError::bad(e.to_string())));
+                    return;
                 }
-            };
+                let _ = ready_tx.send(Ok(()));
+            }
+            Err(e) => {
+                tracing::info!("build refused: {e}");
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        }
+        let res = {
             berth_build::builder::cleanup_stale(&engine.images);
-            opts.dockerfile = String::from_utf8_lossy(&text).into_owned();
             opts.context = ctx.clone();
             let puller = |name: &str| pull_base(&engine, name).map_err(Into::into);
             let b = Builder {
@@ -114,6 +185,7 @@ pub fn start(
                 runtime_root: engine.cfg.exec_root.join("build-runtime"),
                 cgroup_parent: engine.cfg.cgroup_parent.clone(),
                 puller: Some(&puller),
+                networks: Some(&*engine.net),
             };
             let tx2 = tx.clone();
             let mut sink = move |ev: Event| -> bool {
@@ -142,7 +214,7 @@ pub fn start(
                 tx2.blocking_send(line(&m)).is_ok()
             };
             b.build(&opts, &mut sink)
-        })();
+        };
         if let Err(e) = res {
             let msg = e.to_string();
             tracing::info!("build failed: {msg}");
@@ -159,7 +231,11 @@ pub fn start(
             t0.elapsed() - t1
         );
     });
-    rx
+    match ready_rx.await {
+        Ok(Ok(())) => Ok(rx),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(EngineError::Internal("the build thread ended early".into())),
+    }
 }
 
 /// Pulls a base image (`--pull`, or missing locally) with the daemon's registry settings;
@@ -204,7 +280,21 @@ fn cleanup_stale_shm() {
 pub async fn prune(engine: Arc<Engine>) -> Result<berth_build::builder::PruneReport> {
     engine.settle().await;
     let e = engine.clone();
-    tokio::task::spawn_blocking(move || berth_build::builder::prune(&e.images))
-        .await?
-        .map_err(EngineError::from)
+    tokio::task::spawn_blocking(move || {
+        let mut report = berth_build::builder::prune(&e.images)?;
+        // What crashed builds and pulls left (see `leftovers`).
+        for l in crate::leftovers::remove(&e.images) {
+            report.caches_deleted.push(
+                l.path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            report.space_reclaimed += l.size;
+        }
+        Ok::<_, berth_build::builder::BuildError>(report)
+    })
+    .await?
+    .map_err(EngineError::from)
 }

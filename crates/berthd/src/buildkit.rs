@@ -183,6 +183,10 @@ impl Backend for EngineBackend {
         self.0.image_event(action, name);
     }
 
+    fn run_networks(&self) -> Option<&dyn berth_build::builder::RunNetworks> {
+        Some(&*self.0.net)
+    }
+
     fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").to_string()
     }

@@ -2,7 +2,7 @@
 //! networks and volumes, in Docker's JSON shape, with a short history for `since`.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use berth_api::system::{Actor, EventMessage};
 use berth_api::Filters;
@@ -79,17 +79,19 @@ impl Event {
     }
 }
 
-/// The bus: a broadcast channel plus a bounded history.
+/// The bus: a broadcast channel plus a bounded history. Clones publish to the same bus
+/// (networks and volumes hold one).
+#[derive(Clone)]
 pub struct Bus {
     tx: broadcast::Sender<Event>,
-    history: Mutex<VecDeque<Event>>,
+    history: Arc<Mutex<VecDeque<Event>>>,
 }
 
 impl Default for Bus {
     fn default() -> Self {
         Bus {
             tx: broadcast::channel(1024).0,
-            history: Mutex::new(VecDeque::with_capacity(64)),
+            history: Arc::new(Mutex::new(VecDeque::with_capacity(64))),
         }
     }
 }
@@ -114,6 +116,37 @@ impl Bus {
             h.push_back(ev.clone());
         }
         let _ = self.tx.send(ev);
+    }
+
+    /// A network event (`create`, `connect`, `disconnect`, `destroy`) with dockerd's
+    /// attributes: the network's `name` and `type` (driver), and `container` for
+    /// (dis)connections.
+    pub fn network(
+        &self,
+        action: &str,
+        id: &str,
+        name: &str,
+        driver: &str,
+        container: Option<&str>,
+    ) {
+        let mut a = BTreeMap::from([
+            ("name".to_string(), name.to_string()),
+            ("type".to_string(), driver.to_string()),
+        ]);
+        if let Some(c) = container {
+            a.insert("container".into(), c.to_string());
+        }
+        self.emit("network", action, id, a);
+    }
+
+    /// A volume event (`create`, `mount`, `unmount`, `destroy`) with dockerd's attributes
+    /// (`driver`, and `extra`: `container`, `destination`, `read/write`, `propagation`).
+    pub fn volume(&self, action: &str, name: &str, extra: &[(&str, &str)]) {
+        let mut a = BTreeMap::from([("driver".to_string(), "local".to_string())]);
+        for (k, v) in extra {
+            a.insert(k.to_string(), v.to_string());
+        }
+        self.emit("volume", action, name, a);
     }
 
     /// Past events since `since_nano` (inclusive) and a receiver for new ones, taken atomically

@@ -27,9 +27,9 @@ use crate::engine::{Engine, EngineError, Result};
 /// Why a streamed job failed (its message ends the stream as `errorDetail`).
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    /// A registry operation (Docker's message).
+    /// A registry operation (Docker's message and its category).
     #[error("{0}")]
-    Registry(String),
+    Registry(BackendError),
     #[error(transparent)]
     Archive(#[from] berth_image::archive::ArchiveError),
     #[error(transparent)]
@@ -38,7 +38,23 @@ pub enum JobError {
 
 impl From<BackendError> for JobError {
     fn from(e: BackendError) -> Self {
-        JobError::Registry(e.message)
+        JobError::Registry(e)
+    }
+}
+
+impl From<JobError> for EngineError {
+    fn from(e: JobError) -> Self {
+        use berth_registry::images::ErrorKind;
+        match e {
+            JobError::Registry(b) => match b.kind {
+                ErrorKind::NotFound => EngineError::Missing(b.message),
+                ErrorKind::Conflict => EngineError::Conflict(b.message),
+                ErrorKind::InvalidArgument => EngineError::BadRequest(b.message),
+                ErrorKind::Internal => EngineError::Internal(b.message),
+            },
+            JobError::Reference(e) => EngineError::BadRequest(e.to_string()),
+            JobError::Archive(e) => EngineError::Internal(e.to_string()),
+        }
     }
 }
 
@@ -82,11 +98,23 @@ pub fn registry_config(
 pub struct JsonProgress {
     tx: Mutex<std::sync::mpsc::Sender<Bytes>>,
     last: Mutex<HashMap<Digest, String>>,
+    /// Told when the first line goes out (see [`job_or_error`]).
+    started: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// `Pulling from …`, held until the next line: dockerd says it once the manifest is
+    /// resolved, so a refused pull sends nothing before its error.
+    pending: Mutex<Option<JsonMessage>>,
 }
 
 impl JsonProgress {
     fn send(&self, m: &JsonMessage) {
-        let _ = self.tx.lock().unwrap().send(Bytes::from(m.to_line()));
+        if let Some(s) = self.started.lock().unwrap().take() {
+            let _ = s.send(());
+        }
+        let tx = self.tx.lock().unwrap();
+        if let Some(p) = self.pending.lock().unwrap().take() {
+            let _ = tx.send(Bytes::from(p.to_line()));
+        }
+        let _ = tx.send(Bytes::from(m.to_line()));
     }
 }
 
@@ -115,10 +143,13 @@ fn bar(current: u64, total: u64) -> String {
 impl berth_registry::Progress for JsonProgress {
     fn image(&self, event: &ImageEvent) {
         let m = match event {
-            ImageEvent::PullingFrom { tag, repository } => JsonMessage {
-                id: Some(tag.clone()),
-                ..JsonMessage::status(format!("Pulling from {repository}"))
-            },
+            ImageEvent::PullingFrom { tag, repository } => {
+                *self.pending.lock().unwrap() = Some(JsonMessage {
+                    id: Some(tag.clone()),
+                    ..JsonMessage::status(format!("Pulling from {repository}"))
+                });
+                return;
+            }
             ImageEvent::Resolved { digest } => JsonMessage::status(format!("Digest: {digest}")),
             ImageEvent::PushingTo { repository } => {
                 JsonMessage::status(format!("The push refers to repository [{repository}]"))
@@ -143,6 +174,9 @@ impl berth_registry::Progress for JsonProgress {
     }
 
     fn layer(&self, digest: &Digest, event: &LayerEvent) {
+        if matches!(event, LayerEvent::Downloading { current, .. } if *current > 0) {
+            crate::failpoint::hit("pull.layer");
+        }
         let id: String = digest.hex().chars().take(12).collect();
         let status = event.status();
         let (detail, progress) = match event {
@@ -178,6 +212,44 @@ impl berth_registry::Progress for JsonProgress {
 pub fn job(
     work: impl FnOnce(&JsonProgress) -> std::result::Result<Vec<JsonMessage>, JobError> + Send + 'static,
 ) -> mpsc::Receiver<Bytes> {
+    spawn_job(work, None)
+}
+
+/// [`job`], but a failure before the first line is the request's error (an HTTP status with
+/// the message), as dockerd answers when nothing was streamed yet: the docker CLI then
+/// prints `Error response from daemon: …`.
+pub async fn job_or_error(
+    work: impl FnOnce(&JsonProgress) -> std::result::Result<Vec<JsonMessage>, JobError> + Send + 'static,
+) -> Result<mpsc::Receiver<Bytes>> {
+    let (started_tx, mut started_rx) = tokio::sync::oneshot::channel();
+    let (early_tx, mut early_rx) = tokio::sync::oneshot::channel::<JobError>();
+    let rx = spawn_job(work, Some((started_tx, early_tx)));
+    tokio::select! {
+        biased;
+        e = &mut early_rx => match e {
+            Ok(e) => Err(e.into()),
+            Err(_) => Ok(rx),
+        },
+        s = &mut started_rx => match s {
+            Ok(()) => Ok(rx),
+            // Dropped unsent: the job failed first, its error is on the other channel.
+            Err(_) => match early_rx.await {
+                Ok(e) => Err(e.into()),
+                Err(_) => Ok(rx),
+            },
+        },
+    }
+}
+
+type EarlyError = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::sync::oneshot::Sender<JobError>,
+);
+
+fn spawn_job(
+    work: impl FnOnce(&JsonProgress) -> std::result::Result<Vec<JsonMessage>, JobError> + Send + 'static,
+    early: Option<EarlyError>,
+) -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let (stx, srx) = std::sync::mpsc::channel::<Bytes>();
     tokio::task::spawn_blocking(move || {
@@ -187,14 +259,30 @@ pub fn job(
             }
         }
     });
+    let (started, early_err) = match early {
+        Some((s, e)) => (Some(s), Some(e)),
+        None => (None, None),
+    };
     tokio::task::spawn_blocking(move || {
         let p = JsonProgress {
             tx: Mutex::new(stx),
             last: Mutex::new(HashMap::new()),
+            started: Mutex::new(started),
+            pending: Mutex::new(None),
         };
         match work(&p) {
             Ok(lines) => lines.iter().for_each(|l| p.send(l)),
-            Err(e) => p.send(&JsonMessage::error(e.to_string(), None)),
+            Err(e) => {
+                // (The `started` sender is dropped only after the early error is sent.)
+                let started = p.started.lock().unwrap().take();
+                match early_err {
+                    Some(tx) if started.is_some() => {
+                        let _ = tx.send(e);
+                    }
+                    _ => p.send(&JsonMessage::error(e.to_string(), None)),
+                }
+                drop(started);
+            }
         }
     });
     rx
@@ -227,15 +315,15 @@ pub fn pull_one(
 /// `POST /images/create?fromImage=…`: one tag or digest, or with `all_tags` every tag of
 /// the repository (each with its own `Pulling from` … `Digest:` block, then one status line
 /// for the repository, as Docker).
-pub fn pull(
+pub async fn pull(
     engine: Arc<Engine>,
     reference: Reference,
     all_tags: bool,
     platform: Platform,
     cfg: RegistryConfig,
     guard: Option<tempfile::TempDir>,
-) -> mpsc::Receiver<Bytes> {
-    job(move |p| {
+) -> Result<mpsc::Receiver<Bytes>> {
+    job_or_error(move |p| {
         let _guard = guard;
         let status = if all_tags {
             let b = LocalBackend::with_store(engine.images.clone()).with_registry_config(cfg);
@@ -248,6 +336,7 @@ pub fn pull(
         };
         Ok(vec![JsonMessage::status(status)])
     })
+    .await
 }
 
 /// `POST /images/{name}/push`.

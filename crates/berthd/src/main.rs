@@ -61,6 +61,15 @@ fn lock_data_root(root: &Path) -> anyhow::Result<std::fs::File> {
 }
 
 fn main() {
+    // A published port's proxy process (see `berth_network::proxy`), started by a daemon.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(berth_network::proxy::PROCESS_ARG) {
+        if let Err(e) = berth_network::proxy::serve_process(&args[2..]) {
+            eprintln!("berthd userland-proxy: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     // systemd's variables are read and removed before any thread starts.
     let env = match systemd::take_environment() {
         Ok(e) => e,

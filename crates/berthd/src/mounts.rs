@@ -542,6 +542,10 @@ impl Mounts {
                             m.propagation.clone()
                         });
                         out.push(oci_mount(&m.destination, "bind", src, opts));
+                        if m.typ == "volume" {
+                            self.volumes
+                                .mounted(&m.name, id, &m.destination, m.rw, &m.propagation);
+                        }
                     }
                     _ => {}
                 }
@@ -708,6 +712,17 @@ fn oci_mount(dest: &str, typ: &str, source: impl Into<PathBuf>, options: Vec<Str
 impl Participant for Mounts {
     fn create(&self, c: &Container, input: CreateInput<'_>, peers: &dyn Peers) -> Result<()> {
         let planned = self.plan(&c.host_config, input, peers)?;
+        // A volume driver other than `local` is needed only for volumes to create.
+        let driver = c.host_config.volume_driver.as_str();
+        if !matches!(driver, "" | "local")
+            && planned
+                .iter()
+                .any(|m| m.typ == "volume" && (m.anonymous || self.volumes.get(&m.name).is_err()))
+        {
+            return Err(EngineError::bad(format!(
+                "error looking up volume plugin {driver}: plugin \"{driver}\" not found"
+            )));
+        }
         self.commit(&c.id, &planned)
     }
 

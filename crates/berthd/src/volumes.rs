@@ -88,12 +88,16 @@ struct Inner {
     refs: HashMap<String, BTreeSet<String>>,
     /// volume -> running users (containers or archive sessions) while it is mounted.
     active: HashMap<String, BTreeSet<String>>,
+    /// container -> the volumes its running instance mounts (`mount`/`unmount` events).
+    mounted: HashMap<String, Vec<String>>,
 }
 
 /// The volume store.
 pub struct VolumeStore {
     root: PathBuf,
     inner: Mutex<Inner>,
+    /// Where `create`, `mount`, `unmount` and `destroy` events go (set by the engine).
+    events: std::sync::OnceLock<crate::events::Bus>,
 }
 
 /// Docker's volume name rule.
@@ -134,7 +138,48 @@ impl VolumeStore {
                 vols,
                 ..Inner::default()
             }),
+            events: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Publishes volume events on `bus` from now on.
+    pub fn set_events(&self, bus: crate::events::Bus) {
+        let _ = self.events.set(bus);
+    }
+
+    fn event(&self, action: &str, name: &str, extra: &[(&str, &str)]) {
+        if let Some(b) = self.events.get() {
+            b.volume(action, name, extra);
+        }
+    }
+
+    /// A container's start mounts volume `name` at `destination` (the `mount` event; its
+    /// stop gives the `unmount` one, see [`VolumeStore::release`]).
+    pub fn mounted(
+        &self,
+        name: &str,
+        container: &str,
+        destination: &str,
+        rw: bool,
+        propagation: &str,
+    ) {
+        self.inner
+            .lock()
+            .unwrap()
+            .mounted
+            .entry(container.to_string())
+            .or_default()
+            .push(name.to_string());
+        self.event(
+            "mount",
+            name,
+            &[
+                ("container", container),
+                ("destination", destination),
+                ("propagation", propagation),
+                ("read/write", if rw { "true" } else { "false" }),
+            ],
+        );
     }
 
     /// `<root>/<name>`.
@@ -215,6 +260,7 @@ impl VolumeStore {
             )?;
             util::write_json_atomic(&tmp.join("opts.json"), &v)?;
             berth_image::fsutil::fsync_dir(&tmp)?;
+            crate::failpoint::hit("volume.create");
             std::fs::rename(&tmp, self.dir(&name))?;
             berth_image::fsutil::fsync_dir(&self.root)
         })();
@@ -222,7 +268,9 @@ impl VolumeStore {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(io(&format!("create {name}"), e));
         }
-        g.vols.insert(name, v.clone());
+        g.vols.insert(name.clone(), v.clone());
+        drop(g);
+        self.event("create", &name, &[]);
         Ok(v)
     }
 
@@ -276,12 +324,14 @@ impl VolumeStore {
         let trash = self.root.join(format!(".trash-{}", util::random_hex(8)));
         std::fs::rename(&dir, &trash).map_err(|e| io(&format!("remove {name}"), e))?;
         let _ = berth_image::fsutil::fsync_dir(&self.root);
+        crate::failpoint::hit("volume.remove");
         g.vols.remove(name);
         g.active.remove(name);
         drop(g);
         if let Err(e) = berth_image::snapshot::remove_tree(&trash) {
             tracing::warn!("removing {}: {e}", trash.display());
         }
+        self.event("destroy", name, &[]);
         Ok(())
     }
 
@@ -335,6 +385,7 @@ impl VolumeStore {
     /// `user` no longer needs its volumes: the last user of a mounted volume unmounts it.
     pub fn release(&self, user: &str) {
         let mut g = self.inner.lock().unwrap();
+        let unmounted = g.mounted.remove(user).unwrap_or_default();
         let mut emptied = Vec::new();
         for (name, users) in g.active.iter_mut() {
             if users.remove(user) && users.is_empty() {
@@ -346,6 +397,10 @@ impl VolumeStore {
             if let Err(e) = unmount_if_mounted(&self.data_path(&name)) {
                 tracing::warn!("unmounting volume {name}: {e}");
             }
+        }
+        drop(g);
+        for name in unmounted {
+            self.event("unmount", &name, &[("container", user)]);
         }
     }
 

@@ -40,7 +40,12 @@ impl Eval<'_, '_, '_> {
         let store = self.b.store;
         let rec_path = cache::record_path(store, &ctx.state.id, &cache_text);
         if !self.opts.no_cache && !ctx.no_cache {
-            let hit = cache::load(store, &rec_path).or_else(|| {
+            let local = if self.opts.cache_from_only {
+                None
+            } else {
+                cache::load(store, &rec_path)
+            };
+            let hit = local.or_else(|| {
                 let st =
                     cache::from_cache_sources(self.cache_sources, &ctx.state, &created_by, &cc)?;
                 // Recorded locally too: the next build finds it without --cache-from.

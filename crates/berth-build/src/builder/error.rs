@@ -131,6 +131,13 @@ pub enum StepError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A RUN step's network could not be set up (an unknown network, a netlink failure).
+    #[error("setting up network {network} for RUN: {source}")]
+    Network {
+        network: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// `ADD http://…`: the download failed.
     #[error("ADD {url}: {source}")]
     Download {

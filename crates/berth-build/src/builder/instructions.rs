@@ -163,10 +163,12 @@ impl Run {
     }
 }
 
-/// `RUN --network`.
+/// `RUN --network` (BuildKit's modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Network {
-    /// `default`, `host`, `bridge` (the builder has no bridge of its own): the host's.
+    /// `default`: the build's network (`--network`, else the default bridge).
+    Default,
+    /// The host's.
     Host,
     /// A network namespace with loopback only.
     None,
@@ -175,7 +177,8 @@ pub(crate) enum Network {
 impl Network {
     pub fn parse(s: &str, line: usize) -> Result<Network> {
         match s {
-            "default" | "host" | "bridge" | "" => Ok(Network::Host),
+            "default" | "" => Ok(Network::Default),
+            "host" => Ok(Network::Host),
             "none" => Ok(Network::None),
             other => Err(invalid(
                 line,

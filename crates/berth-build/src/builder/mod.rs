@@ -60,9 +60,14 @@ pub struct BuildOptions {
     pub pull: bool,
     pub labels: BTreeMap<String, String>,
     pub cache_from: Vec<String>,
-    /// `host` (default here), `none`, or `default`/`bridge` (treated as host: the builder
-    /// has no bridge of its own).
+    /// Docker's classic builder: with `cache_from` given, the local cache counts only
+    /// through those images (a step is a hit only as the next entry of one of them).
+    pub cache_from_only: bool,
+    /// RUN's network: `default`/`bridge` (the default bridge, as Docker's classic builder),
+    /// `host`, `none`, or a network's name or id (see [`RunNetworks`]).
     pub network: Option<String>,
+    /// `--add-host` entries (`name:ip` or `name=ip`) for RUN steps' `/etc/hosts`.
+    pub extra_hosts: Vec<String>,
     pub platform: Option<String>,
     /// Build secrets by id (`RUN --mount=type=secret`): mounted for the RUN steps that ask
     /// for them, never written to a layer, a cache record or a cache key.
@@ -95,6 +100,43 @@ pub type PullError = Box<dyn std::error::Error + Send + Sync>;
 /// Pulls an image reference into the store (`--pull`, or a base image missing locally);
 /// returns a status line for the client (`Status: Downloaded newer image for …`).
 pub type Puller<'p> = dyn Fn(&str) -> Result<String, PullError> + Sync + 'p;
+
+/// Why a RUN step's network could not be set up.
+pub type NetworkError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The network namespace of a RUN step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunNetns {
+    /// The host's (`--network host`, asked for).
+    Host,
+    /// A fresh one with only loopback (`--network none`).
+    New,
+    /// One the daemon set up (attached to a network): joined by path.
+    Join(PathBuf),
+}
+
+/// A RUN step's network: its namespace and the `/etc/hosts` and `/etc/resolv.conf` a
+/// container there gets. What the daemon set up is released when `guard` is dropped (after
+/// the step's container is gone).
+pub struct RunSandbox {
+    pub netns: RunNetns,
+    pub hosts: String,
+    pub resolv: String,
+    pub guard: Box<dyn Send>,
+}
+
+/// The daemon's networks, for RUN steps: a network namespace attached to `network` as a
+/// container's would be (`default`/`bridge`: the default bridge; `host`; `none`; a user
+/// network's name or id), with `extra_hosts` (`name:ip`) in its `/etc/hosts` and
+/// `hostname` as its own name.
+pub trait RunNetworks: Sync {
+    fn sandbox(
+        &self,
+        network: &str,
+        hostname: &str,
+        extra_hosts: &[String],
+    ) -> Result<RunSandbox, NetworkError>;
+}
 
 /// Progress for the client.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,10 +198,21 @@ pub struct Builder<'a> {
     pub cgroup_parent: String,
     /// Pulls base images from registries; `None`: nothing is pulled.
     pub puller: Option<&'a Puller<'a>>,
+    /// The daemon's networks for RUN steps; `None`: every RUN step not on `host` gets a
+    /// namespace with only loopback.
+    pub networks: Option<&'a dyn RunNetworks>,
 }
 
 /// Progress sink: returns false when the client went away.
 pub type Sink<'s> = dyn FnMut(Event) -> bool + Send + 's;
+
+/// Checks a build as dockerd does before its first message: the Dockerfile parses, its
+/// instructions and their flags are valid, the stages and the target exist.
+pub fn check(opts: &BuildOptions) -> Result<()> {
+    let df = crate::parser::parse(&opts.dockerfile)?;
+    schedule::Plan::new(&df, opts)?;
+    Ok(())
+}
 
 impl Builder<'_> {
     /// Runs a build, reporting progress to `sink`.

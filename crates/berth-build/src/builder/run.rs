@@ -20,7 +20,7 @@ use super::error::{at, invalid, BuildError, Result, StepError};
 use super::instructions::{MountKind, MountSpec, Network, Run};
 use super::state::{State, PROXY_ARGS};
 use super::steps::StageCtx;
-use super::{Eval, Event, Secret};
+use super::{Eval, Event, RunNetns, RunSandbox, Secret};
 use crate::dockerignore::IgnoreFile;
 use crate::fsops::{self, io_at};
 use crate::shell::Vars;
@@ -31,7 +31,8 @@ pub(super) struct RunSpec {
     env: Vec<String>,
     cwd: String,
     user: String,
-    host_network: bool,
+    /// `host`, `none`, `bridge` (the default) or a network's name or id.
+    network: String,
     mounts: Vec<RunMount>,
     /// The command as the failure message shows it.
     command: String,
@@ -117,10 +118,15 @@ impl Eval<'_, '_, '_> {
             )
         };
         let network = match r.network {
-            Some(n) => n,
-            None => Network::parse(self.opts.network.as_deref().unwrap_or("default"), line)?,
+            Some(Network::Host) => "host".to_string(),
+            Some(Network::None) => "none".to_string(),
+            Some(Network::Default) | None => match self.opts.network.as_deref() {
+                None | Some("" | "default") => "bridge".to_string(),
+                Some(n) => n.to_string(),
+            },
         };
-        let host_network = network == Network::Host;
+        // (As Docker's, the key does not name the network, only whether it is the host's.)
+        let host_network = network == "host";
         let mut mounts = Vec::new();
         let mut mount_keys = Vec::new();
         for spec in &r.mounts {
@@ -147,7 +153,7 @@ impl Eval<'_, '_, '_> {
                 workdir
             },
             user,
-            host_network,
+            network,
             mounts,
             command: r.command_text(),
         };
@@ -296,13 +302,33 @@ impl Eval<'_, '_, '_> {
         let mut dests: Vec<String> = vec!["/proc".into(), "/dev".into(), "/sys".into()];
         // After Docker's defaults (`berth_runtime::profiles::default_spec`).
         let mut mounts: Vec<Mount> = Vec::new();
-        for f in ["/etc/resolv.conf", "/etc/hosts"] {
-            let inside = fsops::resolve_in_root(rootfs, f, true)?;
-            if inside.is_file() && Path::new(f).is_file() {
-                let copy = bundle.join(f.trim_start_matches("/etc/"));
-                fs::copy(f, &copy).map_err(io_at("copying the host's", Path::new(f)))?;
-                mounts.push(bind(f, copy, &["rbind", "ro", "rprivate"]));
-            }
+        // The step's network (kept until its container is gone) and the files a container
+        // there gets.
+        let hostname = guard.short_id().to_string();
+        let sandbox = match self.b.networks {
+            Some(n) => n
+                .sandbox(&spec.network, &hostname, &self.opts.extra_hosts)
+                .map_err(|source| {
+                    at(
+                        line,
+                        StepError::Network {
+                            network: spec.network.clone(),
+                            source,
+                        },
+                    )
+                })?,
+            None => standalone_sandbox(&spec.network, &hostname, &self.opts.extra_hosts),
+        };
+        for (f, body) in [
+            ("hosts", sandbox.hosts.clone()),
+            ("resolv.conf", sandbox.resolv.clone()),
+            ("hostname", format!("{hostname}\n")),
+        ] {
+            let path = bundle.join(f);
+            fs::write(&path, body).map_err(io_at("writing", &path))?;
+            let dst = format!("/etc/{f}");
+            dests.push(dst.clone());
+            mounts.push(bind(dst, path, &["rbind", "rprivate"]));
         }
         let mut env = spec.env;
         for (n, m) in spec.mounts.iter().enumerate() {
@@ -380,7 +406,7 @@ impl Eval<'_, '_, '_> {
             runtime: Runtime::new(&self.b.runtime, &self.b.runtime_root),
             id: guard.id.clone(),
         };
-        let config = bundle_spec(
+        let mut config = bundle_spec(
             &berth_runtime::profiles::DefaultSpec {
                 args: &spec.args,
                 env: &env,
@@ -389,8 +415,8 @@ impl Eval<'_, '_, '_> {
                 gid,
                 additional_gids: &[],
                 tty: false,
-                hostname: guard.short_id(),
-                host_network: spec.host_network,
+                hostname: &hostname,
+                host_network: sandbox.netns == RunNetns::Host,
                 cgroups_path: format!(
                     "{}/build-{}",
                     self.b.cgroup_parent.trim_end_matches('/'),
@@ -401,52 +427,66 @@ impl Eval<'_, '_, '_> {
             },
             mounts,
         )?;
+        if let RunNetns::Join(path) = &sandbox.netns {
+            join_netns(&mut config, path)?;
+        }
         let config_path = bundle.join("config.json");
         fs::write(&config_path, serde_json::to_vec(&config)?)
             .map_err(io_at("writing", &config_path))?;
-        let (reader, writer) = std::os::unix::net::UnixStream::pair()
+        let (out_r, out_w) = std::os::unix::net::UnixStream::pair()
             .map_err(io_at("creating a socket pair for", &bundle))?;
-        let w2 = writer
-            .try_clone()
+        let (err_r, err_w) = std::os::unix::net::UnixStream::pair()
             .map_err(io_at("creating a socket pair for", &bundle))?;
         let mut child = c
-            .run(&bundle, writer.into(), w2.into())
+            .run(&bundle, out_w.into(), err_w.into())
             .map_err(io_at("starting the runtime", &self.b.runtime))?;
         let status = {
             guard.runtime = Some(c);
-            // A read timeout, so that a client that went away is noticed while a step runs
-            // quietly (the sink answers `Event::Idle` with whether to go on).
-            let _ = reader.set_read_timeout(Some(std::time::Duration::from_millis(250)));
-            let mut r = io::BufReader::new(reader);
-            let mut buf = Vec::new();
+            // Both streams read on threads of their own, lines handed over in order of
+            // arrival; stderr is marked as dockerd marks it (red, `\x1b[91m`…`\x1b[0m`).
+            let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
+            for (is_err, r) in [(false, out_r), (true, err_r)] {
+                let tx = tx.clone();
+                std::thread::Builder::new()
+                    .name("berth-build-out".into())
+                    .spawn(move || {
+                        let mut r = io::BufReader::new(r);
+                        let mut buf = Vec::new();
+                        loop {
+                            buf.clear();
+                            match r.read_until(b'\n', &mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(_) => {
+                                    let line = String::from_utf8_lossy(&buf).into_owned();
+                                    if tx.send((is_err, line)).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    })
+                    .map_err(io_at("starting an output reader for", &bundle))?;
+            }
+            drop(tx);
             let mut cancelled = false;
+            let mut last_kill: Option<std::time::Instant> = None;
+            const KILL_AGAIN: std::time::Duration = std::time::Duration::from_secs(1);
             loop {
-                let go_on = match r.read_until(b'\n', &mut buf) {
-                    Ok(0) => break,
-                    Ok(_) => {
-                        let line = String::from_utf8_lossy(&buf).into_owned();
-                        buf.clear();
-                        (self.sink)(if self.opts.output_events {
-                            Event::Output(line)
-                        } else {
-                            Event::Stream(line)
-                        })
-                    }
-                    // (A partial line stays in `buf` for the next read.)
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock
-                                | io::ErrorKind::TimedOut
-                                | io::ErrorKind::Interrupted
-                        ) =>
-                    {
-                        (self.sink)(Event::Idle)
-                    }
-                    Err(_) => break,
+                // A timeout, so that a client that went away is noticed while a step runs
+                // quietly (the sink answers `Event::Idle` with whether to go on).
+                let ev = match rx.recv_timeout(std::time::Duration::from_millis(250)) {
+                    Ok((_, line)) if self.opts.output_events => Event::Output(line),
+                    Ok((true, line)) => Event::Stream(format!("\x1b[91m{line}\x1b[0m")),
+                    Ok((false, line)) => Event::Stream(line),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Event::Idle,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 };
-                if !go_on && !cancelled {
+                let go_on = (self.sink)(ev);
+                // Killed again each second until the step ends: a kill that came while the
+                // runtime was still creating the container had nothing to signal yet.
+                if !go_on && last_kill.is_none_or(|t| t.elapsed() >= KILL_AGAIN) {
                     cancelled = true;
+                    last_kill = Some(std::time::Instant::now());
                     if let Some(c) = &guard.runtime {
                         c.kill();
                     }
@@ -465,6 +505,7 @@ impl Eval<'_, '_, '_> {
             status
         };
         remove_mount_points(rootfs, &dests, &created);
+        drop(sandbox);
         use std::os::unix::process::ExitStatusExt;
         let code = status
             .code()
@@ -479,6 +520,51 @@ impl Eval<'_, '_, '_> {
             ));
         }
         Ok(())
+    }
+}
+
+/// Joins the network namespace at `path` (set up by the daemon).
+fn join_netns(spec: &mut Spec, path: &Path) -> Result<()> {
+    let linux = spec.linux.as_mut().ok_or(BuildError::Internal(
+        "the default spec has no linux section",
+    ))?;
+    let ns = linux
+        .namespaces
+        .iter_mut()
+        .find(|n| n.typ == berth_runtime::spec::NamespaceType::Network)
+        .ok_or(BuildError::Internal(
+            "the default spec has no network namespace",
+        ))?;
+    ns.path = Some(path.to_path_buf());
+    Ok(())
+}
+
+/// A RUN step's network without a daemon's networks: the host's when asked for, else a
+/// namespace with only loopback.
+fn standalone_sandbox(network: &str, hostname: &str, extra_hosts: &[String]) -> RunSandbox {
+    let mut extra = String::new();
+    for h in extra_hosts {
+        if let Some((name, ip)) = h.split_once('=').or_else(|| h.split_once(':')) {
+            extra += &format!("{ip}\t{name}\n");
+        }
+    }
+    let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    if network == "host" {
+        let hosts = fs::read_to_string("/etc/hosts").unwrap_or_default();
+        return RunSandbox {
+            netns: RunNetns::Host,
+            hosts: hosts + &extra,
+            resolv,
+            guard: Box::new(()),
+        };
+    }
+    RunSandbox {
+        netns: RunNetns::New,
+        hosts: format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{extra}127.0.0.1\t{hostname}\n"
+        ),
+        resolv,
+        guard: Box::new(()),
     }
 }
 

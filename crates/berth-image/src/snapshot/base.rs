@@ -171,6 +171,16 @@ impl Base {
         if b.dropped > 0 {
             fsutil::fsync_dir(&sd).map_err(io_at("fsync", &sd))?;
         }
+        // Container directories without metadata: a creation or removal that a crash
+        // interrupted (the metadata is written last and removed first).
+        let cd = b.containers_dir();
+        for ent in fs::read_dir(&cd).map_err(io_at("read directory", &cd))? {
+            let ent = ent.map_err(io_at("read directory", &cd))?;
+            if !ent.path().join("meta.json").exists() {
+                tracing::info!(dir = %ent.path().display(), "removing an unfinished container snapshot");
+                remove_tree(&ent.path())?;
+            }
+        }
         Ok(b)
     }
 

@@ -21,9 +21,8 @@ fn validate(config: &Config, hc: &HostConfig) -> Result<()> {
     };
     // NetworkMode, ports, DNS and extra hosts are checked by the network participant; links
     // when the container is made (they name other containers).
-    if !hc.volume_driver.is_empty() {
-        return unsupported("HostConfig.VolumeDriver");
-    }
+    // `VolumeDriver`: checked when the container's volumes are created (the mounts
+    // participant), as dockerd looks the plugin up only then.
     if hc.device_requests.as_ref().is_some_and(|d| !d.is_empty()) {
         return unsupported("HostConfig.DeviceRequests");
     }
@@ -267,8 +266,11 @@ impl Engine {
                 )));
             }
         }
+        // Undone at the next daemon start if a crash interrupts what follows.
+        let _intent = self.intent(super::recovery::Op::Create, &id)?;
         let dir = self.data_dir(&id);
         std::fs::create_dir_all(&dir).map_err(EngineError::io("creating", &dir))?;
+        crate::failpoint::hit("create.dir");
         let snap = (|| -> Result<String> {
             let sn = self.images.snapshotter()?;
             let top = resolved.image.chain_ids().last().cloned();
@@ -282,6 +284,7 @@ impl Engine {
                 return Err(e);
             }
         }
+        crate::failpoint::hit("create.snapshot");
         // Volumes and mounts, then networking: each participant reserves its part.
         let input = CreateInput {
             networking: networking_config.as_ref(),
@@ -297,6 +300,9 @@ impl Engine {
                 break;
             }
             done += 1;
+        }
+        if created.is_ok() {
+            crate::failpoint::hit("create.participants");
         }
         let created = created.and_then(|_| self.persist(&container));
         if let Err(e) = created {

@@ -10,12 +10,14 @@
 //!   remove, attach.
 //! - [`ops`]: rename, restart, pause, resize, update, top, stats, prune, changes.
 //! - [`lifecycle`]: the interface through which networking and mounts take part.
+//! - [`recovery`]: intents of multi-step operations, finished or undone at daemon start.
 
 pub mod create;
 pub mod lifecycle;
 pub mod links;
 pub mod ops;
 pub mod record;
+pub(crate) mod recovery;
 pub mod render;
 pub mod run;
 
@@ -70,6 +72,10 @@ pub(crate) struct Entry {
     pub(crate) op: tokio::sync::Mutex<()>,
     /// The restart policy's current back-off.
     pub(crate) backoff_ms: std::sync::atomic::AtomicU64,
+    /// Held while an exit is torn down (shim, rootfs, participants), which may go on after
+    /// the record says exited: a start waits for it, so the teardown never hits the next
+    /// run's shim.
+    pub(crate) teardown: tokio::sync::Mutex<()>,
 }
 
 /// The container engine.
@@ -136,6 +142,8 @@ impl Engine {
             std::fs::create_dir_all(&d).map_err(EngineError::io("creating", &d))?;
         }
         let images = Arc::new(ImageStore::open(&cfg.data_root)?);
+        // What crashed builds and pulls left (see `leftovers`).
+        crate::leftovers::remove(&images);
         let vdir = cfg.data_root.join("volumes");
         let volumes = Arc::new(
             crate::volumes::VolumeStore::open(&vdir).map_err(EngineError::io("opening", &vdir))?,
@@ -173,6 +181,8 @@ impl Engine {
             cleanups: watch::channel(0).0,
             runtime_copy,
         });
+        engine.volumes.set_events(engine.bus.clone());
+        engine.net.set_events(engine.bus.clone());
         let dir = engine.cfg.data_root.join("containers");
         for ent in std::fs::read_dir(&dir).map_err(EngineError::io("reading", &dir))? {
             let ent = ent.map_err(EngineError::io("reading", &dir))?;
@@ -193,6 +203,8 @@ impl Engine {
             }
         }
         engine.mounts.load_refs(&engine.list());
+        // Operations a crash interrupted (see `recovery`).
+        engine.recover();
         Ok(engine)
     }
 
@@ -209,6 +221,7 @@ impl Engine {
             pending: Mutex::new(Vec::new()),
             op: tokio::sync::Mutex::new(()),
             backoff_ms: std::sync::atomic::AtomicU64::new(0),
+            teardown: tokio::sync::Mutex::new(()),
         });
         self.map.lock().unwrap().insert(id, e.clone());
         e

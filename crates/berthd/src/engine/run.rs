@@ -82,6 +82,8 @@ impl Engine {
     async fn start_inner_impl(self: &Arc<Self>, name_or_id: &str, by_policy: bool) -> Result<()> {
         let e = self.lookup(name_or_id)?;
         let op = e.op.lock().await;
+        // The last exit's teardown finishes first.
+        drop(e.teardown.lock().await);
         let c = e.rec.lock().unwrap().clone();
         if c.state.running {
             return Err(EngineError::NotModified);
@@ -90,6 +92,8 @@ impl Engine {
             return Ok(());
         }
         let id = c.id.clone();
+        // Undone at the next daemon start if a crash interrupts the start (see `recovery`).
+        let _intent = self.intent(super::recovery::Op::Start, &id)?;
         let me = self.clone();
         let c2 = c.clone();
         let launched = tokio::task::spawn_blocking(move || me.launch(&c2))
@@ -104,6 +108,7 @@ impl Engine {
                 return Err(err);
             }
         };
+        crate::failpoint::hit("start.shim");
         // Attach clients that were waiting for the start.
         let pending: Vec<PendingAttach> = std::mem::take(&mut *e.pending.lock().unwrap());
         for p in pending {
@@ -119,6 +124,7 @@ impl Engine {
             self.start_failed(&e, &err).await;
             return Err(err);
         }
+        crate::failpoint::hit("start.started");
         {
             let mut r = e.rec.lock().unwrap();
             let health = r
@@ -199,15 +205,15 @@ impl Engine {
         let exec_dir = self.exec_dir(id);
         let rootfs = self.rootfs(id);
         let shim_dir = self.shim_dir(id);
-        let _ = berth_image::snapshot::unmount(&rootfs);
-        if shim_dir.exists() {
-            std::fs::remove_dir_all(&shim_dir).map_err(EngineError::io("removing", &shim_dir))?;
-        }
+        // What an earlier run left (a shim or the runtime's state of a container whose start
+        // or shim a crash cut short) would make the runtime's `create` fail.
+        self.discard_task(id);
         for d in [&rootfs, &shim_dir] {
             std::fs::create_dir_all(d).map_err(EngineError::io("creating", d))?;
         }
         let sn = self.images.snapshotter()?;
         sn.mount_container_transient(id, &rootfs, c.auto_remove())?;
+        crate::failpoint::hit("start.mounted");
         let unmount = |e: EngineError| {
             let _ = berth_image::snapshot::unmount(&rootfs);
             e
@@ -422,6 +428,7 @@ impl Engine {
     /// Waits on a running container's shim and records its exit.
     async fn monitor(self: Arc<Self>, id: String) {
         let res = shimio::call(&self.shim_socket(&id), Request::Wait { exec_id: None }).await;
+        let lost = res.is_err();
         let (code, finished, error) = match res {
             Ok(v) => (
                 v.exit_code.unwrap_or(255),
@@ -439,11 +446,27 @@ impl Engine {
                 ),
             },
         };
-        self.on_exit(&id, code, finished, error).await;
+        self.on_exit(&id, code, finished, error, lost).await;
     }
 
-    async fn on_exit(self: &Arc<Self>, id: &str, code: i64, finished: String, error: String) {
+    /// Records an exit and applies the restart policy; `lost_shim`: the shim died (it
+    /// neither reported the exit nor will it delete the container from the runtime).
+    async fn on_exit(
+        self: &Arc<Self>,
+        id: &str,
+        code: i64,
+        finished: String,
+        error: String,
+        lost_shim: bool,
+    ) {
         let Ok(e) = self.lookup(id) else { return };
+        let teardown = e.teardown.lock().await;
+        // The record says exited before the shim, rootfs and participants are torn down:
+        // a crash in between is finished at the next daemon start (see `recovery`).
+        let intent = self.intent(super::recovery::Op::Exit, id);
+        if let Err(err) = &intent {
+            tracing::warn!("{id}: {err}");
+        }
         // Read before the shim deletes the container (and its cgroup).
         let oom = {
             let r = e.rec.lock().unwrap().clone();
@@ -492,10 +515,19 @@ impl Engine {
             }
             (r.auto_remove(), restart, r.clone())
         };
+        crate::failpoint::hit("exit.recorded");
         // The shim deletes the container from the runtime (its cgroup, state) and exits. For a
         // container removed at exit that happens in the background with the rest of its
         // cleanup (see `clean_storage`), off the path of `run --rm`.
-        if !auto_remove || restart {
+        if lost_shim {
+            // As containerd does when a shim dies: kill what it monitored and delete it from
+            // the runtime (processes, cgroups, state), so that nothing is orphaned and a
+            // restart can create the container again.
+            tracing::warn!("container {id} lost its shim: deleting it from the runtime");
+            let me = self.clone();
+            let id2 = id.to_string();
+            let _ = tokio::task::spawn_blocking(move || me.discard_task(&id2)).await;
+        } else if !auto_remove || restart {
             let _ = shimio::call(&self.shim_socket(id), Request::Shutdown { force: true }).await;
         }
         let _ = berth_image::snapshot::unmount(&self.rootfs(id));
@@ -508,6 +540,8 @@ impl Engine {
             }
         })
         .await;
+        drop(intent);
+        drop(teardown);
         if oom {
             self.container_event(&snapshot, "oom", &[]);
         }
@@ -660,6 +694,7 @@ impl Engine {
         let seen = rx.borrow_and_update().exits;
         if sig != libc::SIGKILL {
             let _ = self.signal(&c.id, sig).await;
+            crate::failpoint::hit("stop.signalled");
             let wait = wait_exit(&mut rx, seen);
             if t < 0 {
                 wait.await;
@@ -780,6 +815,7 @@ impl Engine {
             for p in me.participants() {
                 p.remove(&id2, volumes);
             }
+            crate::failpoint::hit("remove.participants");
             let trash = me
                 .cfg
                 .data_root
@@ -791,6 +827,7 @@ impl Engine {
                 .map_err(EngineError::io("removing the container's directory", dir))
         })
         .await??;
+        crate::failpoint::hit("remove.renamed");
         self.cleanups.send_modify(|n| *n += 1);
         let me = self.clone();
         let id2 = id.clone();
@@ -812,17 +849,9 @@ impl Engine {
     pub(super) fn clean_storage(&self, id: &str, trash: &Path) {
         // A shim still there (a container removed at exit, see `on_exit`) deletes the
         // container from the runtime and exits.
-        if let Ok(mut c) = berth_shim::client::Client::connect(&self.shim_socket(id)) {
-            let _ = c.set_timeout(Some(Duration::from_secs(20)));
-            let _ = c.shutdown(true);
-        }
-        let _ = berth_image::snapshot::unmount(&self.rootfs(id));
-        if let Ok(sn) = self.images.snapshotter() {
-            match sn.remove_container(id) {
-                Ok(()) | Err(berth_image::snapshot::SnapshotError::ContainerNotFound(_)) => {}
-                Err(err) => tracing::warn!("removing snapshot of {id}: {err}"),
-            }
-        }
+        // A shim gone with the runtime's state still there (a crash) is handled too.
+        self.discard_task(id);
+        self.remove_snapshot(id);
         let _ = std::fs::remove_dir_all(self.exec_dir(id));
         if let Err(e) = std::fs::remove_dir_all(trash) {
             tracing::warn!("removing {}: {e}", trash.display());

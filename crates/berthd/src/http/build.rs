@@ -30,7 +30,8 @@ fn truthy(v: Option<&String>) -> bool {
 }
 
 fn parse_options(pairs: &[(String, String)]) -> Result<(BuildOptions, String, bool), ApiError> {
-    let get = |k: &str| pairs.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v);
+    // As Go's `FormValue`: the first of repeated parameters.
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v);
     let mut o = BuildOptions::default();
     for (k, v) in pairs {
         if k == "t" && !v.is_empty() {
@@ -62,11 +63,19 @@ fn parse_options(pairs: &[(String, String)]) -> Result<(BuildOptions, String, bo
     if let Some(b) = get("cachefrom").filter(|s| !s.is_empty()) {
         o.cache_from =
             berth_api::from_str(b).map_err(|e| ApiError::bad(format!("invalid cachefrom: {e}")))?;
+        // dockerd's classic builder: the given images are the only cache.
+        o.cache_from_only = o.cache_from.iter().any(|c| !c.is_empty());
     }
     o.target = get("target").cloned().filter(|s| !s.is_empty());
     o.no_cache = truthy(get("nocache"));
     o.pull = truthy(get("pull"));
     o.network = get("networkmode").cloned().filter(|s| !s.is_empty());
+    // Repeated (docker-py, the docker CLI): every one.
+    o.extra_hosts = pairs
+        .iter()
+        .filter(|(k, v)| k == "extrahosts" && !v.is_empty())
+        .flat_map(|(_, v)| v.split(',').map(str::to_string))
+        .collect();
     o.platform = get("platform").cloned().filter(|s| !s.is_empty());
     if let Some(r) = get("remote").filter(|s| !s.is_empty()) {
         return Err(ApiError::bad(format!(
@@ -128,7 +137,7 @@ async fn start(s: St, RawQuery(q): RawQuery, headers: HeaderMap, body: Body) -> 
         }
         f.flush().await.map_err(io)?;
     }
-    let rx = build::start(s.engine.clone(), opts, dockerfile, quiet, ctx);
+    let rx = build::start(s.engine.clone(), opts, dockerfile, quiet, ctx).await?;
     Ok(stream("application/json", rx))
 }
 

@@ -79,9 +79,23 @@ async fn list(s: St, Query(q): Q) -> R {
     Ok(json(&list))
 }
 
-async fn create(s: St, Query(q): Q, headers: HeaderMap, req: Request) -> R {
+async fn create(
+    s: St,
+    Query(q): Q,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    req: Request,
+) -> R {
     if let Some(src) = qstr(&q, "fromSrc") {
-        return import(s.0, q.clone(), src.to_string(), req).await;
+        // Repeated `changes=` (the docker CLI, docker-py): every one, as Go reads them; a
+        // JSON array (the berth CLI's form) gives its elements.
+        let changes = query_pairs(raw.as_deref())
+            .into_iter()
+            .filter(|(k, v)| k == "changes" && !v.is_empty())
+            .flat_map(|(_, v)| serde_json::from_str::<Vec<String>>(&v).unwrap_or_else(|_| vec![v]))
+            .filter(|c| !c.is_empty())
+            .collect();
+        return import(s.0, q.clone(), changes, src.to_string(), req).await;
     }
     let Some(from) = qstr(&q, "fromImage") else {
         return Err(ApiError::bad("fromImage or fromSrc is required"));
@@ -99,26 +113,22 @@ async fn create(s: St, Query(q): Q, headers: HeaderMap, req: Request) -> R {
     let all_tags = tag.is_none() && r.tag().is_none() && r.digest().is_none();
     let r = if all_tags { r } else { tagged(r)? };
     let (cfg, guard) = images::registry_config(&s.engine, auth_header(&headers), r.domain())?;
-    let rx = images::pull(s.engine.clone(), r, all_tags, platform, cfg, guard);
+    let rx = images::pull(s.engine.clone(), r, all_tags, platform, cfg, guard).await?;
     Ok(stream("application/json", rx))
 }
 
-async fn import(s: Arc<AppState>, q: HashMap<String, String>, src: String, req: Request) -> R {
+async fn import(
+    s: Arc<AppState>,
+    q: HashMap<String, String>,
+    changes: Vec<String>,
+    src: String,
+    req: Request,
+) -> R {
     if src != "-" {
         return Err(ApiError::bad(
             "import from a URL is not supported: send the archive in the body",
         ));
     }
-    let changes: Vec<String> = q
-        .get("changes")
-        .map(|c| {
-            // docker-py/CLI send `changes` repeated; axum's map keeps the last: accept JSON too.
-            serde_json::from_str::<Vec<String>>(c).unwrap_or_else(|_| vec![c.clone()])
-        })
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| !c.is_empty())
-        .collect();
     let tag = match qstr(&q, "repo") {
         Some(r) => Some(reference(&match qstr(&q, "tag") {
             Some(t) => format!("{r}:{t}"),

@@ -34,13 +34,16 @@ async fn list(s: St, Query(q): Q) -> R {
 async fn create(s: St, body: Bytes) -> R {
     let o: CreateOptions = decode(&body)?;
     let engine = s.engine.clone();
+    // As dockerd's volume service: a volume created without a name is anonymous (so a
+    // `volume prune` of API 1.42+ removes it).
+    let anonymous = o.name.is_empty();
     let v = blocking(move || {
         engine.volumes.create(
             Some(o.name.as_str()),
             &o.driver,
             o.labels.unwrap_or_default(),
             o.driver_opts.unwrap_or_default(),
-            false,
+            anonymous,
         )
     })
     .await?;

@@ -4,13 +4,14 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use berth_api::network::{EndpointSettings, NetworkingConfig};
 use berth_network::dns::{self, Answer, DnsServer};
 use berth_network::etc::{self, DnsOverrides};
 use berth_network::netlink::{self, Netns, VethSpec};
+use berth_network::proxy;
 use berth_network::{Ipv4Net, Ipv6Net};
 
 use super::manager::{Manager, Running};
@@ -39,7 +40,7 @@ fn parse_opt<T: std::str::FromStr>(s: &str, what: &str) -> Result<Option<T>> {
 
 impl Manager {
     /// Creates an endpoint of `cid` on `net` (address allocated), without persisting.
-    fn new_endpoint(
+    pub(super) fn new_endpoint(
         st: &NetState,
         cid: &str,
         net: &Network,
@@ -100,6 +101,7 @@ impl Manager {
                 "network-scoped alias is supported only for containers in user defined networks",
             ));
         }
+        let links = cfg.and_then(|c| c.links.clone()).unwrap_or_default();
         Ok(Endpoint {
             network: net.id.clone(),
             endpoint_id: util::new_id(),
@@ -111,6 +113,9 @@ impl Manager {
             requested_ip6: requested6,
             host_veth: format!("vb{}{}", &cid[..6], &net.id[..5]),
             ifname,
+            links,
+            link_local_ips: ipam.link_local_ips.clone().unwrap_or_default(),
+            driver_opts: cfg.and_then(|c| c.driver_opts.clone()).unwrap_or_default(),
         })
     }
 
@@ -191,8 +196,13 @@ impl Manager {
 
     /// `ExtraHosts` as (name, address), `host-gateway` resolved.
     fn extra_hosts(&self, c: &Container) -> Result<Vec<(String, String)>> {
+        self.parse_extra_hosts(c.host_config.extra_hosts.as_deref().unwrap_or_default())
+    }
+
+    /// `name:ip` (or `name=ip`) entries as (name, address), `host-gateway` resolved.
+    pub(super) fn parse_extra_hosts(&self, list: &[String]) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
-        for s in c.host_config.extra_hosts.iter().flatten() {
+        for s in list {
             let (name, ip) = s
                 .split_once('=')
                 .or_else(|| s.split_once(':'))
@@ -218,18 +228,7 @@ impl Manager {
     /// Start (blocking): the hosts and resolv.conf bodies and the namespace to join.
     pub fn prepare(&self, c: &Container, hostname: &str, peers: &dyn Peers) -> Result<Plan> {
         let mode = c.network_mode();
-        let hc = &c.host_config;
-        let strs = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
-        let overrides = DnsOverrides {
-            servers: hc
-                .dns
-                .iter()
-                .flatten()
-                .filter_map(|s| s.parse().ok())
-                .collect(),
-            search: strs(&hc.dns_search),
-            options: strs(&hc.dns_options),
-        };
+        let overrides = dns_overrides(c);
         let extra = self.extra_hosts(c)?;
         if let Some(x) = mode.strip_prefix("container:") {
             let (oid, pid) = peers.running(x).ok_or_else(|| {
@@ -338,6 +337,10 @@ impl Manager {
         if res.is_err() {
             self.on_exit(&c.id);
             self.delete_veths_by_name(&c.id);
+        } else {
+            for net in self.networks_of(&c.id) {
+                self.event("connect", &net, Some(&c.id));
+            }
         }
         res
     }
@@ -374,9 +377,14 @@ impl Manager {
         // Binds a port (its proxy forwards to `target`) and records it.
         let mut publish = |w: &WantPort, target: IpAddr| -> Result<u16> {
             let (bound, port) = bind_port(w)?;
+            let tags = self.proxy_tags(&c.id, &w.proto, &w.host_ip, port);
             let proxy = bound
-                .serve(SocketAddr::new(target, w.container_port))
-                .map_err(EngineError::sys("serving a port"))?;
+                .spawn_process(
+                    Path::new("/proc/self/exe"),
+                    SocketAddr::new(target, w.container_port),
+                    &tags,
+                )
+                .map_err(EngineError::sys("starting a port's proxy"))?;
             proxies.push(proxy);
             maps.push(PortMap {
                 proto: w.proto.clone(),
@@ -437,7 +445,7 @@ impl Manager {
         )))
     }
 
-    fn dns_server(&self, cid: &str, ns: &Netns) -> Result<DnsServer> {
+    pub(super) fn dns_server(&self, cid: &str, ns: &Netns) -> Result<DnsServer> {
         let me = self.me.clone();
         let cid2 = cid.to_string();
         let lookup: dns::Lookup = Arc::new(move |name: &str| match me.upgrade() {
@@ -459,6 +467,12 @@ impl Manager {
             let Some(net) = st.networks.get(&ep.network).filter(|n| n.dns()) else {
                 continue;
             };
+            // An endpoint link's alias names its container, for this container only.
+            let linked = ep.links.iter().find_map(|l| {
+                let (target, alias) = l.split_once(':').unwrap_or((l, l));
+                (alias.to_ascii_lowercase() == name).then(|| target.to_ascii_lowercase())
+            });
+            let name = linked.unwrap_or_else(|| name.clone());
             for (oid, other) in &st.containers {
                 let oname = other.name.to_ascii_lowercase();
                 for oe in other.endpoints.iter().filter(|e| e.network == ep.network) {
@@ -502,6 +516,9 @@ impl Manager {
             self.clear_ports(cid);
             return;
         };
+        for net in self.networks_of(cid) {
+            self.event("disconnect", &net, Some(cid));
+        }
         let links = run.links.clone();
         drop(run);
         self.clear_ports(cid);
@@ -523,6 +540,20 @@ impl Manager {
             Some(_) => {}
             None => self.delete_veths_by_name(cid),
         }
+    }
+
+    /// The networks a container has endpoints on.
+    fn networks_of(&self, cid: &str) -> Vec<Network> {
+        let st = self.state.lock().unwrap();
+        st.containers
+            .get(cid)
+            .map(|cn| {
+                cn.endpoints
+                    .iter()
+                    .filter_map(|e| st.networks.get(&e.network).cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Deletes the host ends of a container's veths by name (synchronously).
@@ -570,9 +601,29 @@ impl Manager {
         }
     }
 
+    /// What identifies the proxy process of a published port: this daemon's network state,
+    /// the container, the host side.
+    fn proxy_tags(&self, id: &str, proto: &str, host_ip: &str, port: u16) -> Vec<String> {
+        vec![
+            format!("--state={}", self.file.path().display()),
+            format!("--container={id}"),
+            format!("--host={proto}/{host_ip}/{port}"),
+        ]
+    }
+
     /// Daemon start: forget endpoints of containers that no longer exist, clear ports of
     /// stopped ones, and re-adopt running ones (proxies on the same host ports, DNS servers).
     pub fn adopt(&self, containers: &[Container]) {
+        // Proxy processes of containers that are not running (any more) go.
+        let state_tag = format!("--state={}", self.file.path().display());
+        for (pid, args) in proxy::find_processes(std::slice::from_ref(&state_tag)) {
+            let running = containers
+                .iter()
+                .any(|c| c.state.running && args.contains(&format!("--container={}", c.id)));
+            if !running {
+                drop(proxy::Proxy::adopt(pid));
+            }
+        }
         let known: HashMap<&str, &Container> =
             containers.iter().map(|c| (c.id.as_str(), c)).collect();
         let running: Vec<(String, i64, Vec<PortMap>, Vec<Endpoint>)> = {
@@ -613,8 +664,15 @@ impl Manager {
                         container_port: p.container_port,
                     };
                     let target = SocketAddr::new(primary.target_ip(&p.host_ip), p.container_port);
+                    // The proxy process that kept the port while no daemon ran, else a new one.
+                    let tags = self.proxy_tags(&id, &p.proto, &p.host_ip, p.host_port);
+                    if let Some((pid, _)) = proxy::find_processes(&tags).first() {
+                        proxies.push(proxy::Proxy::adopt(*pid));
+                        continue;
+                    }
                     match bind_port(&want).and_then(|(b, _)| {
-                        b.serve(target).map_err(EngineError::sys("serving a port"))
+                        b.spawn_process(Path::new("/proc/self/exe"), target, &tags)
+                            .map_err(EngineError::sys("starting a port's proxy"))
                     }) {
                         Ok(px) => proxies.push(px),
                         Err(e) => tracing::warn!("re-publishing port {} of {id}: {e}", p.host_port),
@@ -676,6 +734,7 @@ impl Manager {
             let ns = Netns::of_pid(c.state.pid as u32);
             match self.plug(&ns, &ep, &net, primary) {
                 Ok(idx) => {
+                    crate::failpoint::hit("network.connect");
                     let mut run = self.running.lock().unwrap();
                     if let Some(Some(links)) = run.get_mut(&c.id).map(|r| r.links.as_mut()) {
                         links.push(idx);
@@ -687,15 +746,38 @@ impl Manager {
                 }
             }
             if net.dns() {
-                let mut run = self.running.lock().unwrap();
-                if let Some(r) = run.get_mut(&c.id) {
-                    if r.dns.is_none() {
-                        r.dns = Some(self.dns_server(&c.id, &ns)?);
+                let started = {
+                    let mut run = self.running.lock().unwrap();
+                    match run.get_mut(&c.id) {
+                        Some(r) if r.dns.is_none() => {
+                            r.dns = Some(self.dns_server(&c.id, &ns)?);
+                            true
+                        }
+                        _ => false,
                     }
+                };
+                if started {
+                    self.use_embedded_dns(c);
                 }
             }
+            self.event("connect", &net, Some(&c.id));
         }
         Ok(())
+    }
+
+    /// A running container just got the embedded DNS (`network connect` to a user network):
+    /// its `resolv.conf` now names it, the servers it named before become the upstream ones,
+    /// as Docker does.
+    fn use_embedded_dns(&self, c: &Container) {
+        let (resolv, upstream) = etc::resolv_conf(&self.host_resolv, &dns_overrides(c), true);
+        if let Some(cn) = self.state.lock().unwrap().containers.get_mut(&c.id) {
+            cn.upstream = upstream;
+        }
+        // The file is bound into the container: rewritten in place (same inode).
+        let p = self.containers_dir.join(&c.id).join("resolv.conf");
+        if let Err(e) = std::fs::write(&p, resolv) {
+            tracing::warn!("rewriting {}: {e}", p.display());
+        }
     }
 
     fn drop_endpoint(&self, cid: &str, nid: &str) {
@@ -724,6 +806,16 @@ impl Manager {
         if c.state.running {
             netlink::delete_link(&ep.host_veth)
                 .map_err(EngineError::netlink(format!("removing {}", ep.host_veth)))?;
+            let net = self
+                .state
+                .lock()
+                .unwrap()
+                .networks
+                .get(&ep.network)
+                .cloned();
+            if let Some(net) = net {
+                self.event("disconnect", &net, Some(&c.id));
+            }
         }
         self.drop_endpoint(&c.id, &ep.network);
         let st = self.state.lock().unwrap();
@@ -731,8 +823,23 @@ impl Manager {
     }
 }
 
+/// A container's `Dns`, `DnsSearch` and `DnsOptions`.
+fn dns_overrides(c: &Container) -> DnsOverrides {
+    let hc = &c.host_config;
+    DnsOverrides {
+        servers: hc
+            .dns
+            .iter()
+            .flatten()
+            .filter_map(|s| s.parse().ok())
+            .collect(),
+        search: hc.dns_search.clone().unwrap_or_default(),
+        options: hc.dns_options.clone().unwrap_or_default(),
+    }
+}
+
 /// The interface an endpoint gets in the container's namespace.
-fn veth_spec(ep: &Endpoint, net: &Network, primary: bool) -> Result<VethSpec> {
+pub(super) fn veth_spec(ep: &Endpoint, net: &Network, primary: bool) -> Result<VethSpec> {
     let pool = net
         .pool
         .as_ref()

@@ -99,6 +99,11 @@ pub struct Manager {
     /// (an `iptables` process), so it runs when Berth's bridges change (and at start), not
     /// for every published port.
     accept_for: Mutex<Option<(Vec<String>, Vec<String>)>>,
+    /// Where network events go (set by the engine).
+    events: std::sync::OnceLock<crate::events::Bus>,
+    /// `<data-root>/containers`: a running container's `resolv.conf` is rewritten there
+    /// when `network connect` gives it the embedded DNS.
+    pub(super) containers_dir: std::path::PathBuf,
 }
 
 fn new_network(name: &str, driver: &str, builtin: bool) -> Network {
@@ -114,6 +119,8 @@ fn new_network(name: &str, driver: &str, builtin: bool) -> Network {
         attachable: false,
         labels: BTreeMap::new(),
         options: BTreeMap::new(),
+        ipam_options: None,
+        aux_addresses: BTreeMap::new(),
         builtin,
     }
 }
@@ -199,6 +206,8 @@ impl Manager {
             host_resolv,
             me: me.clone(),
             accept_for: Mutex::new(None),
+            events: std::sync::OnceLock::new(),
+            containers_dir: data_root.join("containers"),
         });
         {
             let st = m.state.lock().unwrap();
@@ -206,6 +215,18 @@ impl Manager {
             m.apply_firewall(&st)?;
         }
         Ok(m)
+    }
+
+    /// Publishes network events on `bus` from now on.
+    pub fn set_events(&self, bus: crate::events::Bus) {
+        let _ = self.events.set(bus);
+    }
+
+    /// A network event (`create`, `destroy`; `connect`/`disconnect` with the container).
+    pub(super) fn event(&self, action: &str, net: &Network, container: Option<&str>) {
+        if let Some(b) = self.events.get() {
+            b.network(action, &net.id, &net.name, &net.driver, container);
+        }
     }
 
     /// The daemon's networking options.
@@ -320,8 +341,14 @@ impl Manager {
     pub fn create_network(&self, req: &CreateRequest) -> Result<(String, String)> {
         let bad = |m: String| EngineError::BadRequest(m);
         let name = req.name.clone();
-        if name.is_empty() || !crate::names::valid(&name) {
+        // dockerd accepts any name (spaces included) but an empty one.
+        if name.trim().is_empty() || name.chars().any(char::is_control) {
             return Err(bad(format!("invalid network name: {name:?}")));
+        }
+        if matches!(name.as_str(), "bridge" | "host" | "none") {
+            return Err(EngineError::Forbidden(format!(
+                "{name} is a pre-defined network and cannot be created"
+            )));
         }
         let driver = if req.driver.is_empty() {
             "bridge"
@@ -461,11 +488,17 @@ impl Manager {
             attachable: req.attachable,
             labels,
             options,
+            ipam_options: req.ipam.as_ref().and_then(|i| i.options.clone()),
+            aux_addresses: v4
+                .first()
+                .and_then(|c| c.auxiliary_addresses.clone())
+                .unwrap_or_default(),
             ..new_network(&name, "bridge", false)
         };
         // Recorded first: after a crash the next start creates the missing bridge, so no
         // bridge ever exists without its network.
         let gw6 = net.gw6();
+        let created = net.clone();
         st.networks.insert(id.clone(), net);
         let res = self.file.save(&st).and_then(|_| {
             if gw6.is_some() {
@@ -483,6 +516,8 @@ impl Manager {
             let _ = self.apply_firewall(&st);
             return Err(e);
         }
+        drop(st);
+        self.event("create", &created, None);
         Ok((id, String::new()))
     }
 
@@ -509,6 +544,8 @@ impl Manager {
         st.networks.remove(&n.id);
         self.file.save(&st)?;
         self.apply_firewall(&st)?;
+        drop(st);
+        self.event("destroy", &n, None);
         Ok(n.name)
     }
 

@@ -18,6 +18,7 @@ pub mod endpoints;
 pub mod manager;
 pub mod ports;
 pub mod render;
+pub mod sandbox;
 pub mod state;
 
 pub use endpoints::Plan;

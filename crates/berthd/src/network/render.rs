@@ -17,13 +17,13 @@ use crate::error::Result;
 
 /// `IPAMConfig` of an endpoint: the addresses that were requested.
 fn ipam_config(ep: &Endpoint) -> Option<EndpointIpamConfig> {
-    if ep.requested_ip.is_none() && ep.requested_ip6.is_none() {
+    if ep.requested_ip.is_none() && ep.requested_ip6.is_none() && ep.link_local_ips.is_empty() {
         return None;
     }
     Some(EndpointIpamConfig {
         ipv4_address: ep.requested_ip.map(|a| a.to_string()).unwrap_or_default(),
         ipv6_address: ep.requested_ip6.map(|a| a.to_string()).unwrap_or_default(),
-        link_local_ips: None,
+        link_local_ips: (!ep.link_local_ips.is_empty()).then(|| ep.link_local_ips.clone()),
     })
 }
 
@@ -40,10 +40,10 @@ fn endpoint_settings(c: &Container, ep: &Endpoint, net: &Network) -> EndpointSet
     });
     EndpointSettings {
         ipam_config: ipam_config(ep),
-        links: None,
+        links: (!ep.links.is_empty()).then(|| ep.links.clone()),
         aliases: (!ep.aliases.is_empty()).then(|| ep.aliases.clone()),
         mac_address: ep.mac.clone(),
-        driver_opts: None,
+        driver_opts: (!ep.driver_opts.is_empty()).then(|| ep.driver_opts.clone()),
         network_id: net.id.clone(),
         endpoint_id: ep.endpoint_id.clone(),
         gateway: pool.map(|p| p.gateway.to_string()).unwrap_or_default(),
@@ -186,7 +186,7 @@ impl Manager {
                 subnet: p.subnet.to_string(),
                 gateway: p.gateway.to_string(),
                 ip_range: p.ip_range.map(|r| r.to_string()).unwrap_or_default(),
-                auxiliary_addresses: None,
+                auxiliary_addresses: (!n.aux_addresses.is_empty()).then(|| n.aux_addresses.clone()),
             })
             .collect();
         if let Some(p6) = &n.pool6 {
@@ -206,7 +206,8 @@ impl Manager {
             enable_ipv6: n.pool6.is_some(),
             ipam: Ipam {
                 driver: "default".into(),
-                options: (!n.builtin).then(BTreeMap::new),
+                // dockerd: `null` unless options were given.
+                options: n.ipam_options.clone(),
                 config: Some(config),
             },
             internal: n.internal,

@@ -34,6 +34,13 @@ pub struct Network {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// `IPAM.Options` as given at create (`None`: not given, shown as `null` as dockerd does;
+    /// the docker CLI sends an empty map, shown as `{}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipam_options: Option<BTreeMap<String, String>>,
+    /// `IPAM.Config[].AuxiliaryAddresses` of the IPv4 subnet, as given.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aux_addresses: BTreeMap<String, String>,
     /// Predefined (`bridge`, `host`, `none`).
     #[serde(default)]
     pub builtin: bool,
@@ -80,6 +87,16 @@ pub struct Endpoint {
     pub requested_ip6: Option<Ipv6Addr>,
     pub ifname: String,
     pub host_veth: String,
+    /// Endpoint `Links` as given (`container:alias`): on a user network the alias resolves
+    /// to that container, for this container only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
+    /// `IPAMConfig.LinkLocalIPs` as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link_local_ips: Vec<String>,
+    /// `DriverOpts` as given.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub driver_opts: BTreeMap<String, String>,
 }
 
 impl Endpoint {
@@ -188,6 +205,11 @@ pub struct StateFile {
 }
 
 impl StateFile {
+    /// The file's path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     pub fn open(path: PathBuf) -> StateFile {
         StateFile {
             flusher: Flusher::start(path.clone()),

@@ -1,0 +1,204 @@
+//! Crash safety: an intent written before each multi-step operation on a container, and
+//! the pass at daemon start that finishes or undoes what a crash interrupted.
+//!
+//! An intent is `<data-root>/journal/<op>-<id>.json`, written before the operation's first
+//! step and removed when it ends, whether it succeeded or undid itself ([`Intent`]'s
+//! guard). A file that is still there at daemon start names an operation that a `kill -9`
+//! (or a power loss) cut short; [`Engine::recover`] then decides from what is on disk:
+//!
+//! - `create`: the record (`config.v2.json`, written last) exists: the create finished.
+//!   Otherwise it is undone: the participants' parts (anonymous volumes, addresses), the
+//!   writable snapshot, the container's directories.
+//! - `start`: the record says running: the start finished (the reattach pass adopts it).
+//!   Otherwise it is undone: the shim (which deletes the runtime's container: the init
+//!   blocked on its start fifo, its cgroups, its state), or the runtime's state directly
+//!   when the shim is gone, the rootfs mount and the participants' run-time parts. The
+//!   container is left as it was before the start, and can be started or removed.
+//! - `exit`: the record was marked exited, then the shim, rootfs and participants' parts
+//!   are torn down; a crash in between leaves them: they go as for `start`.
+//!
+//! Create intents are durable (`atomic_write`: a power loss between the snapshot and the
+//! record must not leave an orphan); start and exit intents only need to outlive the process
+//! (`replace_file_nosync`), since after a power loss no container, shim or mount is left.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_util::runtime::Runtime;
+use serde::{Deserialize, Serialize};
+
+use super::{Engine, EngineError, Result};
+
+/// What an intent is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Op {
+    Create,
+    Start,
+    Exit,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::Start => "start",
+            Op::Exit => "exit",
+        }
+    }
+}
+
+/// An intent's file.
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    op: Op,
+    id: String,
+}
+
+/// A written intent; dropping it marks the operation as ended (the file is removed).
+#[must_use = "the intent ends when this is dropped"]
+pub(crate) struct Intent {
+    path: PathBuf,
+}
+
+impl Drop for Intent {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!("removing the intent {}: {e}", self.path.display());
+        }
+    }
+}
+
+impl Engine {
+    fn journal_dir(&self) -> PathBuf {
+        self.cfg.data_root.join("journal")
+    }
+
+    /// Writes the intent of `op` on container `id` (see the module docs).
+    pub(crate) fn intent(&self, op: Op, id: &str) -> Result<Intent> {
+        let dir = self.journal_dir();
+        let path = dir.join(format!("{}-{id}.json", op.name()));
+        let bytes = serde_json::to_vec(&Record {
+            op,
+            id: id.to_string(),
+        })
+        .map_err(|e| EngineError::Internal(format!("encoding an intent: {e}")))?;
+        let write = |p: &Path| match op {
+            Op::Create => berth_util::fs::atomic_write(p, &bytes),
+            Op::Start | Op::Exit => berth_util::fs::replace_file_nosync(p, &bytes),
+        };
+        if let Err(e) = write(&path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(EngineError::io("writing", &path)(e));
+            }
+            std::fs::create_dir_all(&dir).map_err(EngineError::io("creating", &dir))?;
+            write(&path).map_err(EngineError::io("writing", &path))?;
+        }
+        Ok(Intent { path })
+    }
+
+    /// Finishes or undoes every operation whose intent a crash left (once, at daemon start,
+    /// after the records are loaded and before the reattach pass).
+    pub(crate) fn recover(&self) {
+        let dir = self.journal_dir();
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let mut intents: Vec<(PathBuf, Record)> = Vec::new();
+        for ent in rd.flatten() {
+            let path = ent.path();
+            match crate::util::read_json::<Record>(&path) {
+                Ok(r) if r.id.len() == 64 && r.id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    intents.push((path, r))
+                }
+                // A torn or foreign file: nothing can be decided from it.
+                _ => {
+                    tracing::warn!("removing the unreadable intent {}", path.display());
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        for (path, r) in intents {
+            match r.op {
+                Op::Create => self.recover_create(&r.id),
+                Op::Start | Op::Exit => self.recover_task(&r.id),
+            }
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!("removing the intent {}: {e}", path.display());
+            }
+        }
+    }
+
+    fn recover_create(&self, id: &str) {
+        if self.lookup(id).is_ok() {
+            return;
+        }
+        tracing::info!("undoing the interrupted creation of container {id}");
+        // The participants read what they reserved from the container's directory.
+        for p in self.participants().iter().rev() {
+            p.remove(id, true);
+        }
+        self.remove_snapshot(id);
+        let _ = std::fs::remove_dir_all(self.exec_dir(id));
+        let dir = self.data_dir(id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("removing {}: {e}", dir.display());
+            }
+        }
+    }
+
+    fn recover_task(&self, id: &str) {
+        let running = match self.lookup(id) {
+            Ok(e) => e.rec.lock().unwrap().state.running,
+            // Removed meanwhile (its removal cleans up what is left).
+            Err(_) => false,
+        };
+        if running {
+            return;
+        }
+        tracing::info!("undoing the interrupted start or exit of container {id}");
+        self.discard_task(id);
+        for p in self.participants().iter().rev() {
+            p.exit(id);
+        }
+    }
+
+    /// Removes a container's writable snapshot (a missing one is fine).
+    pub(crate) fn remove_snapshot(&self, id: &str) {
+        if let Ok(sn) = self.images.snapshotter() {
+            match sn.remove_container(id) {
+                Ok(()) | Err(berth_image::snapshot::SnapshotError::ContainerNotFound(_)) => {}
+                Err(err) => tracing::warn!("removing snapshot of {id}: {err}"),
+            }
+        }
+    }
+
+    /// Ends whatever the runtime still has of a container that is not (or no longer)
+    /// monitored, as containerd does when a shim dies: its shim if it answers (it kills the
+    /// container and deletes it from the runtime), else the runtime's `delete --force`
+    /// (kills every process in the container's cgroups, removes them and its state); then
+    /// the rootfs mount and the shim's directory. Blocking.
+    pub(crate) fn discard_task(&self, id: &str) {
+        if let Ok(mut c) = berth_shim::client::Client::connect(&self.shim_socket(id)) {
+            let _ = c.set_timeout(Some(Duration::from_secs(20)));
+            let _ = c.shutdown(true);
+        }
+        let rt = Runtime::new(&self.cfg.runtime, self.cfg.exec_root.join("runtime"));
+        // The state directory of runc-compatible runtimes is ROOT/ID.
+        if rt.root.join(id).exists() {
+            match rt.call(rt.delete(id, true), None) {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => tracing::warn!("deleting container {id} from the runtime: {e}"),
+            }
+        }
+        let _ = berth_image::snapshot::unmount(&self.rootfs(id));
+        let shim_dir = self.shim_dir(id);
+        if let Err(e) = std::fs::remove_dir_all(&shim_dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("removing {}: {e}", shim_dir.display());
+            }
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Crash leftovers in the data root that no operation owns any more: the spooled context
+//! of a build (`tmp/build-ctx-<pid>-…`), the work directories of build steps with their
+//! overlay mounts (`tmp/build-<pid>-…`, `tmp/from-<pid>-…`) and their pending layer blobs
+//! (`ingest/<pid>-…`), all of a daemon that is gone, and partial downloads
+//! (`partial/<hex>`) that no pull holds (a pull locks its file while it writes it).
+//!
+//! Removed at daemon start and by `POST /build/prune` (which `system prune` runs); `system
+//! df` counts them as build cache records of type `crash-leftover`, which is what prune
+//! reclaims. A partial download is kept while the daemon runs (a retried pull resumes
+//! it), not across a restart.
+
+use std::path::{Path, PathBuf};
+
+use berth_image::image_store::ImageStore;
+
+/// One leftover.
+#[derive(Debug, Clone)]
+pub struct Leftover {
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+/// The prefix of a build context's spool directory made by this process.
+pub fn context_prefix() -> String {
+    format!("build-ctx-{}-", std::process::id())
+}
+
+/// Whether the `<pid>` at the start of `rest` names a process that is neither this one nor
+/// running (a name without a pid, from an older daemon, counts as gone).
+fn owner_gone(rest: &str) -> bool {
+    match rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) {
+        Some(pid) => pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists(),
+        None => true,
+    }
+}
+
+/// Runs `f` on a partial download's file while holding its lock, if no pull holds it.
+fn with_unheld(path: &Path, f: impl FnOnce(&std::fs::File)) {
+    let Ok(file) = std::fs::File::open(path) else {
+        return;
+    };
+    if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
+        f(&file);
+    }
+}
+
+fn entries(dir: &Path) -> Vec<(String, PathBuf)> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The leftovers there are now.
+pub fn find(store: &ImageStore) -> Vec<Leftover> {
+    let mut out = Vec::new();
+    for (name, path) in entries(&store.root().join("tmp")) {
+        let rest = name
+            .strip_prefix("build-ctx-")
+            .or_else(|| name.strip_prefix("build-"))
+            .or_else(|| name.strip_prefix("from-"));
+        if rest.is_some_and(owner_gone) {
+            let size = crate::volumes::dir_size(&path);
+            out.push(Leftover { path, size });
+        }
+    }
+    let blobs = store.blobs().root().to_path_buf();
+    for (name, path) in entries(&blobs.join("ingest")) {
+        if name
+            .split('-')
+            .next()
+            .is_some_and(|p| p.parse::<u32>().is_ok())
+            && owner_gone(&name)
+        {
+            let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+            out.push(Leftover { path, size });
+        }
+    }
+    for (_, path) in entries(&blobs.join("partial")) {
+        with_unheld(&path.clone(), |f| {
+            let size = f.metadata().map_or(0, |m| m.len());
+            out.push(Leftover { path, size });
+        });
+    }
+    out
+}
+
+/// Removes the leftovers; what was removed, with its size.
+pub fn remove(store: &ImageStore) -> Vec<Leftover> {
+    let found = find(store);
+    // Build work directories: unmounted and removed by the builder's own sweep.
+    berth_build::builder::cleanup_stale(store);
+    let mut removed = Vec::new();
+    for l in found {
+        let res = if l.path.is_dir() {
+            std::fs::remove_dir_all(&l.path)
+        } else {
+            let mut r = Ok(());
+            if l.path.parent().and_then(Path::file_name) == Some("partial".as_ref()) {
+                // Under its lock: a pull that opens it meanwhile sees a new inode and
+                // starts over.
+                with_unheld(&l.path, |_| r = std::fs::remove_file(&l.path));
+            } else {
+                r = std::fs::remove_file(&l.path);
+            }
+            r
+        };
+        match res {
+            Ok(()) => removed.push(l),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => removed.push(l),
+            Err(e) => tracing::warn!("removing the leftover {}: {e}", l.path.display()),
+        }
+    }
+    if !removed.is_empty() {
+        tracing::info!("removed {} crash leftovers", removed.len());
+    }
+    removed
+}
+
+/// `system df`'s build cache records of the leftovers.
+pub fn records(store: &ImageStore) -> Vec<berth_api::system::BuildCacheRecord> {
+    find(store)
+        .into_iter()
+        .map(|l| {
+            let created = std::fs::symlink_metadata(&l.path)
+                .map(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    crate::util::format_rfc3339_nano(m.mtime(), m.mtime_nsec() as u32)
+                })
+                .unwrap_or_default();
+            let name = l
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            berth_api::system::BuildCacheRecord {
+                id: name,
+                parents: None,
+                kind: "crash-leftover".into(),
+                description: format!("crash leftover {}", l.path.display()),
+                in_use: false,
+                shared: false,
+                size: l.size as i64,
+                created_at: created.clone(),
+                last_used_at: Some(created),
+                usage_count: 0,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,232 @@
+//! The network of Dockerfile RUN steps (issue 16, item 1): never the host's unless asked for.
+//! A RUN step gets a network namespace of its own on the default bridge (Docker's classic
+//! builder), on the network the build names (`--network NAME|ID`) or loopback only
+//! (`none`); `--network host` alone shares the host's. Checked through the docker CLI's
+//! classic builder (`DOCKER_BUILDKIT=0`, `POST /build`) and through buildx (BuildKit's API),
+//! which share berth-build's executor.
+mod common;
+
+use berth_testkit::unique_name;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// An HTTP server on the host's 127.0.0.1 that answers `host-secret` (stopped on drop).
+struct HostService {
+    port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl HostService {
+    fn start() -> HostService {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        std::thread::spawn(move || {
+            while !s2.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        c.set_nonblocking(false).unwrap();
+                        let mut buf = [0u8; 1024];
+                        let _ = c.read(&mut buf);
+                        let _ = c
+                            .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 11\r\n\r\nhost-secret");
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        });
+        HostService { port, stop }
+    }
+}
+
+impl Drop for HostService {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn host_netns() -> String {
+    std::fs::read_link("/proc/self/ns/net")
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+/// A Dockerfile whose RUN records its namespace, whether the host's 127.0.0.1 service
+/// answers, and its /etc files.
+fn probe_dockerfile(port: u16) -> String {
+    format!(
+        "FROM busybox\n\
+         RUN readlink /proc/self/ns/net > /ns && \
+         ((echo GET | nc -w 3 127.0.0.1 {port} | grep -o host-secret) || echo unreachable) > /reach && \
+         cat /etc/hosts > /hosts-file && cat /etc/hostname > /hostname-file && \
+         cat /etc/resolv.conf > /resolv-file\n"
+    )
+}
+
+fn context(d: &Daemon, name: &str, dockerfile: &str) -> PathBuf {
+    let dir = d.path(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+    dir
+}
+
+/// The docker CLI's classic builder (`POST /build`).
+fn classic_build(d: &Daemon, dir: &Path, args: &[&str]) -> Run {
+    let o = d
+        .docker_cmd(&[&["build", "--no-cache"], args, &[dir.to_str().unwrap()]].concat())
+        .env("DOCKER_BUILDKIT", "0")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    run_output(o)
+}
+
+fn cat(d: &Daemon, image: &str, file: &str) -> String {
+    d.docker_out("run --rm", &[image, "cat", file])
+}
+
+#[test]
+fn run_steps_get_their_own_network_namespace() {
+    require_root!();
+    let d = Daemon::new();
+    let svc = HostService::start();
+    let host = host_netns();
+    let dir = context(&d, "c", &probe_dockerfile(svc.port));
+
+    // Default: the default bridge, a namespace of its own, the host's loopback unreachable.
+    classic_build(
+        &d,
+        &dir,
+        &["-t", "net:default", "--add-host", "extra.test:10.1.2.3"],
+    )
+    .ok();
+    let ns = cat(&d, "net:default", "/ns");
+    assert!(ns.starts_with("net:["), "{ns}");
+    assert_ne!(
+        ns.trim(),
+        host,
+        "a RUN step shares the host's network namespace"
+    );
+    assert_eq!(cat(&d, "net:default", "/reach").trim(), "unreachable");
+    let hosts = cat(&d, "net:default", "/hosts-file");
+    assert!(hosts.contains("10.1.2.3\textra.test"), "{hosts}");
+    let hostname = cat(&d, "net:default", "/hostname-file");
+    assert_eq!(hostname.trim().len(), 12, "{hostname}");
+    // The step's own address on the bridge is in its /etc/hosts with its name.
+    assert!(
+        hosts
+            .lines()
+            .any(|l| l.starts_with("10.") && l.ends_with(hostname.trim())),
+        "{hosts}"
+    );
+    assert!(cat(&d, "net:default", "/resolv-file").contains("nameserver"));
+    // The mount points of /etc/hosts & co. are not part of the image: the run's are.
+    let etc = d.docker_out("run --rm net:default cat /etc/hostname", &[]);
+    assert_ne!(etc.trim(), hostname.trim());
+
+    // `--network host`: only when asked for.
+    classic_build(&d, &dir, &["-t", "net:host", "--network", "host"]).ok();
+    assert_eq!(cat(&d, "net:host", "/ns").trim(), host);
+    assert_eq!(cat(&d, "net:host", "/reach").trim(), "host-secret");
+
+    // `none`: loopback only; a step that needs the network fails.
+    classic_build(&d, &dir, &["-t", "net:none", "--network", "none"]).ok();
+    assert_ne!(cat(&d, "net:none", "/ns").trim(), host);
+    assert_eq!(cat(&d, "net:none", "/reach").trim(), "unreachable");
+    let gw = d.inspect("{{(index .IPAM.Config 0).Gateway}}", "bridge");
+    let ping = context(
+        &d,
+        "ping",
+        &format!("FROM busybox\nRUN ping -c1 -W2 {}\n", gw.trim()),
+    );
+    classic_build(&d, &ping, &["--network", "none"]).fails_with("returned a non-zero code");
+    classic_build(&d, &ping, &[]).ok();
+
+    // A user network by name and by id: its containers are reachable by name (embedded DNS).
+    let net = unique_name("bnet");
+    let id = d.docker_out("network create", &[&net]).trim().to_string();
+    d.docker_out(
+        "run -d --name",
+        &[
+            &format!("{net}-t"),
+            "--network",
+            &net,
+            "--network-alias",
+            "pingtarget.test",
+            "busybox",
+            "sleep",
+            "60",
+        ],
+    );
+    let by_name = context(
+        &d,
+        "byname",
+        "FROM busybox\nRUN ping -c1 -W2 pingtarget.test\n",
+    );
+    classic_build(&d, &by_name, &["--network", &net]).ok();
+    classic_build(&d, &by_name, &["--network", &id[..12]]).ok();
+    // Not on the default bridge.
+    classic_build(&d, &by_name, &[]).fails_with("returned a non-zero code");
+    classic_build(&d, &by_name, &["--network", "no-such-network"]).fails_with("no-such-network");
+    d.docker_out("rm -f", &[&format!("{net}-t")]);
+    // The build's endpoints are gone: the network can be removed.
+    d.docker_out("network rm", &[&net]);
+    drop(svc);
+    d.finish();
+}
+
+fn plugins() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME").map(PathBuf::from)?;
+    let dir = home.join(".docker/cli-plugins");
+    dir.join("docker-buildx").exists().then_some(dir)
+}
+
+#[test]
+fn buildkit_run_steps_get_their_own_network_namespace() {
+    require_root!();
+    let Some(p) = plugins() else {
+        eprintln!("skipped: buildx not installed (~/.docker/cli-plugins/docker-buildx)");
+        return;
+    };
+    let d = Daemon::new();
+    std::os::unix::fs::symlink(&p, d.path("docker-config/cli-plugins")).unwrap();
+    let svc = HostService::start();
+    let host = host_netns();
+    let dir = context(&d, "c", &probe_dockerfile(svc.port));
+    let build = |args: &[&str]| {
+        let o = Command::new("docker")
+            .args(
+                [
+                    &["buildx", "build", "--no-cache", "--load"],
+                    args,
+                    &[dir.to_str().unwrap()],
+                ]
+                .concat(),
+            )
+            .env("DOCKER_HOST", d.host())
+            .env("DOCKER_CONFIG", d.path("docker-config"))
+            .env_remove("DOCKER_BUILDKIT")
+            .env_remove("DOCKER_CONTEXT")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        run_output(o)
+    };
+    build(&["-t", "bk:default", "--add-host", "extra.test=10.1.2.3"]).ok();
+    assert_ne!(cat(&d, "bk:default", "/ns").trim(), host);
+    assert_eq!(cat(&d, "bk:default", "/reach").trim(), "unreachable");
+    assert!(cat(&d, "bk:default", "/hosts-file").contains("10.1.2.3\textra.test"));
+    build(&["-t", "bk:host", "--network", "host"]).ok();
+    assert_eq!(cat(&d, "bk:host", "/ns").trim(), host);
+    assert_eq!(cat(&d, "bk:host", "/reach").trim(), "host-secret");
+    drop(svc);
+    d.finish();
+}

@@ -1,0 +1,565 @@
+//! Crash safety: a container whose shim dies, and the crash matrix: berthd killed (by a
+//! failpoint, `BERTHD_FAILPOINTS`, see `berthd::failpoint`) at each step of create, start,
+//! stop, rm, pull, volume create/remove and network connect, then restarted: nothing lost,
+//! nothing orphaned (processes, cgroups, mounts, runtime state, directories, snapshots,
+//! volumes), the operation can be retried.
+
+mod common;
+use common::*;
+use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::time::Duration;
+
+#[track_caller]
+fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    berth_testkit::wait_for(what, Duration::from_secs(20), f)
+}
+
+fn ids(d: &Daemon, all: bool) -> BTreeSet<String> {
+    let args: &[&str] = if all {
+        &["ps", "-aq", "--no-trunc"]
+    } else {
+        &["ps", "-q", "--no-trunc"]
+    };
+    d.docker(args)
+        .ok()
+        .stdout
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `pid` runs (a zombie waiting for its new parent to reap it does not).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// What exists of the daemon's containers that its container list does not account for:
+/// processes (other than the daemon) in its cgroups or naming its directories and no
+/// running container, cgroups, mounts and runtime states of containers that are not
+/// running, directories and snapshots of containers it does not list, intents left over.
+fn orphans(d: &Daemon) -> Vec<String> {
+    let running = ids(d, false);
+    let all = ids(d, true);
+    let me = d.child.as_ref().map(|c| c.id()).unwrap_or(0);
+    let of_running = |s: &str| running.iter().any(|id| s.contains(id.as_str()));
+    let mut out = Vec::new();
+    for l in d.leaks.leaks_now() {
+        use berth_testkit::leak::LeakKind::*;
+        let keep = match l.kind {
+            Process => {
+                let pid: u32 = l.what.split(' ').next().unwrap().parse().unwrap();
+                let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+                pid == me || of_running(&l.what) || of_running(&cg)
+            }
+            Cgroup => {
+                l.what.trim_end_matches('/').ends_with(&d.cgroup_parent) || of_running(&l.what)
+            }
+            Mount => of_running(&l.what),
+            Link | NftTable => d
+                .bridge
+                .as_ref()
+                .is_some_and(|b| l.what.contains(b.as_str())),
+            Netns => of_running(&l.what),
+        };
+        if !keep {
+            out.push(l.to_string());
+        }
+    }
+    for (dir, allowed) in [
+        ("exec/runtime", &running),
+        ("exec/containers", &all),
+        ("data/containers", &all),
+        ("data/snapshotter/containers", &all),
+    ] {
+        for e in entries(&d.path(dir)) {
+            // `@…`: the runtime's own (its seccomp cache).
+            if !allowed.contains(&e) && !e.starts_with('@') {
+                out.push(format!("{dir}/{e}"));
+            }
+        }
+    }
+    for e in entries(&d.path("data/journal")) {
+        out.push(format!("data/journal/{e}"));
+    }
+    for e in entries(&d.path("data/volumes")) {
+        if e.starts_with(".tmp-") || e.starts_with(".trash-") {
+            out.push(format!("data/volumes/{e}"));
+        }
+    }
+    out
+}
+
+#[track_caller]
+fn assert_no_orphans(d: &Daemon, when: &str) {
+    let mut left = Vec::new();
+    let ok = wait_until(Duration::from_secs(10), || {
+        left = orphans(d);
+        left.is_empty()
+    });
+    assert!(
+        ok,
+        "{when}: orphans {left:#?}\n{}",
+        std::fs::read_to_string(d.path("berthd.log")).unwrap_or_default()
+    );
+}
+
+fn container_id(d: &Daemon, name: &str) -> String {
+    d.inspect("{{.Id}}", name).trim().to_string()
+}
+
+fn shim_pid(d: &Daemon, id: &str) -> i32 {
+    let p = d.path(&format!("exec/containers/{id}/shim/shim.pid"));
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Item 2: `kill -9` of a container's shim. berthd kills the container's processes and
+/// deletes it from the runtime (state, cgroups), records the exit, then applies the restart
+/// policy; `stop` and `rm -f` work afterwards and nothing is orphaned.
+#[test]
+fn dead_shim_kills_and_deletes_its_container() {
+    require_root!();
+    let d = Daemon::new();
+    d.docker_line("run -d --name plain busybox sleep 1000", &[])
+        .ok();
+    d.docker_line("run -d --name alw --restart always busybox sleep 1000", &[])
+        .ok();
+    let plain = container_id(&d, "plain");
+    let alw = container_id(&d, "alw");
+    // An exec'd process lives in the container's cgroups, not under the init.
+    d.docker_line("exec -d plain sleep 999", &[]).ok();
+    let init: i32 = d.inspect("{{.State.Pid}}", "plain").trim().parse().unwrap();
+
+    kill_pid(shim_pid(&d, &plain));
+    wait_for("the exit of a container whose shim died", || {
+        d.inspect("{{.State.Status}}", "plain") == "exited\n"
+    });
+    assert!(
+        d.inspect("{{.State.Error}}", "plain")
+            .contains("lost the container's shim"),
+        "{}",
+        d.inspect("{{json .State}}", "plain")
+    );
+    wait_for("the init of the shimless container killed", || !alive(init));
+    wait_for(
+        "the runtime's state of the shimless container deleted",
+        || !d.path(&format!("exec/runtime/{plain}")).exists(),
+    );
+    // `start` creates it again (no "already exists").
+    d.docker_line("start plain", &[]).ok();
+    assert_eq!(d.inspect("{{.State.Running}}", "plain"), "true\n");
+
+    let init: i32 = d.inspect("{{.State.Pid}}", "alw").trim().parse().unwrap();
+    kill_pid(shim_pid(&d, &alw));
+    wait_for(
+        "the restart of an `always` container whose shim died",
+        || {
+            let s = d
+                .docker(&[
+                    "inspect",
+                    "-f",
+                    "{{.State.Running}} {{.RestartCount}} {{.State.Pid}}",
+                    "alw",
+                ])
+                .stdout;
+            s.starts_with("true 1 ") && s.trim_end() != format!("true 1 {init}")
+        },
+    );
+    wait_for("the old init of `alw` killed", || !alive(init));
+    d.docker_line("stop -t 1 alw", &[]).ok();
+    d.docker_line("rm -f plain alw", &[]).ok();
+    assert_no_orphans(&d, "after rm");
+    finish(d);
+}
+
+fn kill_pid(pid: i32) {
+    // SAFETY: kill(2) of a process the test looked up.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+}
+
+/// Restarts the daemon with the failpoint `fp` armed.
+fn arm(d: &mut Daemon, fp: &str) {
+    d.kill9();
+    d.env = vec![("BERTHD_FAILPOINTS".into(), fp.into())];
+    d.start();
+}
+
+/// Waits until the armed daemon killed itself at its failpoint, then starts it unarmed.
+#[track_caller]
+fn crashed(d: &mut Daemon, fp: &str) {
+    let child = d.child.as_mut().unwrap();
+    let mut status = None;
+    wait_until(Duration::from_secs(20), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(
+        status.and_then(|s| s.signal()),
+        Some(libc::SIGKILL),
+        "failpoint {fp} not reached: {}",
+        std::fs::read_to_string(d.path("berthd.log")).unwrap_or_default()
+    );
+    d.child = None;
+    d.env.clear();
+    d.start();
+}
+
+/// A create interrupted at `fp`: after the restart no trace of it (directories, snapshot,
+/// anonymous volume), and the same create succeeds.
+fn create_crash(fp: &str) {
+    require_root!();
+    let mut d = Daemon::new();
+    arm(&mut d, fp);
+    let r = d.docker_line("create --name ctr -v /data busybox sleep 1000", &[]);
+    assert_ne!(r.code, 0, "{r:?}");
+    crashed(&mut d, fp);
+    assert!(ids(&d, true).is_empty());
+    assert_eq!(d.docker_out("volume ls -q", &[]), "");
+    assert_no_orphans(&d, "after the restart");
+    d.docker_line("create --name ctr -v /data busybox sleep 1000", &[])
+        .ok();
+    d.docker_line("start ctr", &[]).ok();
+    d.docker_line("rm -f -v ctr", &[]).ok();
+    assert_eq!(d.docker_out("volume ls -q", &[]), "");
+    assert_no_orphans(&d, "after rm");
+    finish(d);
+}
+
+#[test]
+fn crash_create_dir() {
+    create_crash("create.dir");
+}
+
+#[test]
+fn crash_create_snapshot() {
+    create_crash("create.snapshot");
+}
+
+#[test]
+fn crash_create_participants() {
+    create_crash("create.participants");
+}
+
+/// Item 3, a start interrupted at `fp` (before the shim, between the shim and the start,
+/// after the start): after the restart the container is not running and nothing of the
+/// attempt is left (shim, init blocked on the start fifo, runtime state, cgroups, mounts);
+/// `start` succeeds, and `rm -f` leaves nothing.
+fn start_crash(fp: &str) {
+    require_root!();
+    let mut d = Daemon::new();
+    d.docker_line("create --name ctr -p 127.0.0.1::80 busybox sleep 1000", &[])
+        .ok();
+    arm(&mut d, fp);
+    let r = d.docker_line("start ctr", &[]);
+    assert_ne!(r.code, 0, "{r:?}");
+    crashed(&mut d, fp);
+    assert_eq!(d.inspect("{{.State.Running}}", "ctr"), "false\n");
+    assert_no_orphans(&d, "after the restart");
+    d.docker_line("start ctr", &[]).ok();
+    assert_eq!(d.inspect("{{.State.Running}}", "ctr"), "true\n");
+    d.docker_line("exec ctr true", &[]).ok();
+    d.docker_line("rm -f ctr", &[]).ok();
+    assert_no_orphans(&d, "after rm");
+    finish(d);
+}
+
+#[test]
+fn crash_start_mounted() {
+    start_crash("start.mounted");
+}
+
+#[test]
+fn crash_start_between_shim_and_start() {
+    start_crash("start.shim");
+}
+
+#[test]
+fn crash_start_started() {
+    start_crash("start.started");
+}
+
+/// `stop` interrupted after the stop signal: the container's exit (while the daemon was
+/// down) is recorded at restart; stopping again works, and `rm` leaves nothing.
+#[test]
+fn crash_stop_signalled() {
+    require_root!();
+    let mut d = Daemon::new();
+    d.docker_line(
+        "run -d --name ctr busybox sh -c",
+        &["trap 'exit 7' TERM; sleep 1000 & wait"],
+    )
+    .ok();
+    arm(&mut d, "stop.signalled");
+    let r = d.docker_line("stop -t 30 ctr", &[]);
+    assert_ne!(r.code, 0, "{r:?}");
+    crashed(&mut d, "stop.signalled");
+    wait_for("the exit recorded", || {
+        d.inspect("{{.State.Status}} {{.State.ExitCode}}", "ctr") == "exited 7\n"
+    });
+    d.docker_line("stop ctr", &[]).ok();
+    assert_no_orphans(&d, "after the restart");
+    d.docker_line("start ctr", &[]).ok();
+    d.docker_line("rm -f ctr", &[]).ok();
+    assert_no_orphans(&d, "after rm");
+    finish(d);
+}
+
+/// A container's exit recorded, its teardown (shim, rootfs, cgroups, runtime state)
+/// interrupted: finished at the restart; the container starts again.
+#[test]
+fn crash_exit_recorded() {
+    require_root!();
+    let mut d = Daemon::new();
+    arm(&mut d, "exit.recorded");
+    d.docker_line("run -d --name ctr busybox sh -c", &["sleep 1; exit 3"])
+        .ok();
+    crashed(&mut d, "exit.recorded");
+    assert_eq!(
+        d.inspect("{{.State.Status}} {{.State.ExitCode}}", "ctr"),
+        "exited 3\n"
+    );
+    assert_no_orphans(&d, "after the restart");
+    d.docker_line("start ctr", &[]).ok();
+    assert_eq!(d.docker_out("wait ctr", &[]), "3\n");
+    d.docker_line("rm -f ctr", &[]).ok();
+    assert_no_orphans(&d, "after rm");
+    finish(d);
+}
+
+/// `rm -f -v` interrupted before or after its commit (the rename of its directory): the
+/// container is either still there and removable, or gone with everything it had.
+fn remove_crash(fp: &str) {
+    require_root!();
+    let mut d = Daemon::new();
+    d.docker_line("run -d --name ctr -v /data busybox sleep 1000", &[])
+        .ok();
+    arm(&mut d, fp);
+    let r = d.docker_line("rm -f -v ctr", &[]);
+    assert_ne!(r.code, 0, "{r:?}");
+    crashed(&mut d, fp);
+    if !ids(&d, true).is_empty() {
+        d.docker_line("rm -f -v ctr", &[]).ok();
+    }
+    assert!(ids(&d, true).is_empty());
+    assert_eq!(d.docker_out("volume ls -q", &[]), "");
+    assert_no_orphans(&d, "after rm");
+    d.docker_line("run -d --name ctr busybox sleep 1000", &[])
+        .ok();
+    d.docker_line("rm -f ctr", &[]).ok();
+    finish(d);
+}
+
+#[test]
+fn crash_remove_participants() {
+    remove_crash("remove.participants");
+}
+
+#[test]
+fn crash_remove_renamed() {
+    remove_crash("remove.renamed");
+}
+
+/// Volume create and remove interrupted: no half volume, the operation can be retried.
+#[test]
+fn crash_volume_create_and_remove() {
+    require_root!();
+    let mut d = Daemon::new();
+    arm(&mut d, "volume.create");
+    assert_ne!(d.docker_line("volume create v1", &[]).code, 0);
+    crashed(&mut d, "volume.create");
+    assert_eq!(d.docker_out("volume ls -q", &[]), "");
+    assert_no_orphans(&d, "after the create crash");
+    d.docker_line("volume create v1", &[]).ok();
+    arm(&mut d, "volume.remove");
+    assert_ne!(d.docker_line("volume rm v1", &[]).code, 0);
+    crashed(&mut d, "volume.remove");
+    assert_eq!(d.docker_out("volume ls -q", &[]), "");
+    assert_no_orphans(&d, "after the remove crash");
+    d.docker_line("volume create v1", &[]).ok();
+    d.docker_line("volume rm v1", &[]).ok();
+    finish(d);
+}
+
+/// `network connect` of a running container interrupted after its interface is plugged:
+/// after the restart the endpoint is there, disconnect and connect work, `rm -f` and
+/// `network rm` leave nothing.
+#[test]
+fn crash_network_connect() {
+    require_root!();
+    let mut d = Daemon::new();
+    let net = berth_testkit::unique_name("crashnet");
+    d.docker_line("network create", &[&net]).ok();
+    d.docker_line("run -d --name ctr busybox sleep 1000", &[])
+        .ok();
+    arm(&mut d, "network.connect");
+    assert_ne!(d.docker_line("network connect", &[&net, "ctr"]).code, 0);
+    crashed(&mut d, "network.connect");
+    assert_eq!(d.inspect("{{.State.Running}}", "ctr"), "true\n");
+    d.docker_line("network disconnect", &[&net, "ctr"]).ok();
+    d.docker_line("network connect", &[&net, "ctr"]).ok();
+    let ifs = d.docker_out("exec ctr ls /sys/class/net", &[]);
+    assert!(ifs.contains("eth1"), "{ifs}");
+    d.docker_line("rm -f ctr", &[]).ok();
+    d.docker_line("network rm", &[&net]).ok();
+    assert_no_orphans(&d, "after rm");
+    finish(d);
+}
+
+/// A pull interrupted while a layer downloads: after the restart its partial download is
+/// gone (item 7), no image or blob of it is half there, and the pull can be retried.
+#[test]
+fn crash_pull_layer() {
+    require_root!(DOCKER_REGISTRY);
+    let (reg, mut d) = registry_and_daemon();
+    let name = format!("127.0.0.1:{}/test/crash:v1", reg.port);
+    d.docker(&["tag", "busybox", &name]).ok();
+    d.docker(&["push", &name]).ok();
+    d.docker(&["rmi", &name]).ok();
+    d.docker(&["rmi", "busybox"]).ok();
+    let blobs = entries(&d.path("data/blobs/sha256")).len();
+    arm(&mut d, "pull.layer");
+    assert_ne!(d.docker(&["pull", &name]).code, 0);
+    crashed(&mut d, "pull.layer");
+    assert_eq!(entries(&d.path("data/partial")), Vec::<String>::new());
+    assert_eq!(d.docker_out("images -q", &[]), "");
+    d.docker(&["pull", &name]).ok();
+    assert_eq!(
+        d.docker(&["run", "--rm", &name, "echo", "ok"]).ok().stdout,
+        "ok\n"
+    );
+    d.docker(&["rmi", &name]).ok();
+    d.docker_line("image prune -af", &[]).ok();
+    assert_eq!(entries(&d.path("data/blobs/sha256")).len(), blobs);
+    assert_no_orphans(&d, "after the pull");
+    finish(d);
+}
+
+fn mounts_below(dir: &Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .map(String::from)
+        .collect()
+}
+
+fn build_leftovers(d: &Daemon) -> Vec<String> {
+    entries(&d.path("data/tmp"))
+        .into_iter()
+        .filter(|e| e.starts_with("build-"))
+        .collect()
+}
+
+/// Item 7: a build killed with the daemon in the middle of a RUN step leaves its spooled
+/// context (`tmp/build-ctx-*`), the step's work directory and its overlay mount; the next
+/// daemon start removes them. Leftovers seen by a running daemon (the same context, put
+/// back after the start) are counted by `system df` and removed by `system prune`.
+#[test]
+fn crash_leftovers_removed_at_start_counted_and_pruned() {
+    require_root!();
+    let mut d = Daemon::new();
+    let ctx = d.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN sleep 3\n").unwrap();
+    let mut build = d
+        .docker_cmd(&["build", "-t", "crashed", &ctx.display().to_string()])
+        .env("DOCKER_BUILDKIT", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let tmp = d.path("data/tmp");
+    wait_for("a build step's mount", || !mounts_below(&tmp).is_empty());
+    d.kill9();
+    let _ = build.kill();
+    let _ = build.wait();
+    let left = build_leftovers(&d);
+    assert!(left.iter().any(|e| e.starts_with("build-ctx-")), "{left:?}");
+    let aside = d.path("aside");
+    let spool = left.iter().find(|e| e.starts_with("build-ctx-")).unwrap();
+    std::fs::rename(tmp.join(spool), &aside).unwrap();
+    d.start();
+    assert_eq!(build_leftovers(&d), Vec::<String>::new());
+    assert_eq!(mounts_below(&tmp), Vec::<String>::new());
+    // A leftover the running daemon finds: counted, then pruned.
+    std::fs::rename(&aside, tmp.join(spool)).unwrap();
+    let df = d.docker_out("system df --format", &["{{.Type}} {{.TotalCount}}"]);
+    assert!(df.contains("Build Cache 1"), "{df}");
+    let out = d.docker_out("system prune -f", &[]);
+    assert_eq!(build_leftovers(&d), Vec::<String>::new(), "{out}");
+    let df = d.docker_out("system df --format", &["{{.Type}} {{.TotalCount}}"]);
+    assert!(df.contains("Build Cache 0"), "{df}");
+    // Builds work as before.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN true\n").unwrap();
+    let r = d
+        .docker_cmd(&["build", "-q", "-t", "crashed", &ctx.display().to_string()])
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{r:?}");
+    finish(d);
+}
+
+/// The last line of an HTTP server's answer at `addr` (empty when nothing answers).
+fn answer(addr: &str) -> String {
+    use std::io::Read;
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.lines().last().unwrap_or_default().to_string()
+}
+
+/// Item 5: a published port keeps answering while berthd is down (its proxy is a process
+/// of its own) and after the restart (the new daemon adopts the proxy, the port stays the
+/// same); removing the container ends the proxy.
+#[test]
+fn published_port_answers_while_the_daemon_is_down() {
+    require_root!();
+    let mut d = Daemon::new();
+    d.docker_line(
+        "run -d --name web -p 127.0.0.1::8080 busybox sh -c",
+        &["mkdir /w && echo hello > /w/index.html && exec httpd -f -p 8080 -h /w"],
+    )
+    .ok();
+    let addr = d.docker_out("port web 8080/tcp", &[]).trim().to_string();
+    wait_for("the published port", || answer(&addr) == "hello");
+    d.kill9();
+    assert_eq!(answer(&addr), "hello", "while the daemon is down");
+    assert_eq!(answer(&addr), "hello", "while the daemon is down");
+    d.start();
+    assert_eq!(d.docker_out("port web 8080/tcp", &[]).trim(), addr);
+    wait_for("the port after the restart", || answer(&addr) == "hello");
+    d.restart();
+    wait_for("the port after a second restart", || {
+        answer(&addr) == "hello"
+    });
+    d.docker_line("rm -f web", &[]).ok();
+    assert_no_orphans(&d, "after rm");
+    assert_eq!(answer(&addr), "");
+    finish(d);
+}

@@ -1,0 +1,324 @@
+//! Issue 14 through real clients: `POST /build` (docker CLI's classic builder, docker-py),
+//! images (import changes, inspect by API version, tags in use, refused pulls), networks
+//! (endpoint settings, IPAM, names, embedded DNS after connect, events) and volumes (prune
+//! by API version, events, `VolumeDriver`) as dockerd answers them.
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const VENV_PYTHON: &str = "/root/peers/venv/bin/python";
+
+/// docker-py (the venv's) running `script` against the daemon (`c` is the client); `None`
+/// after a skip line when the venv is missing.
+fn docker_py(d: &Daemon, script: &str) -> Option<Run> {
+    if !Path::new(VENV_PYTHON).exists() {
+        eprintln!("skipped: docker-py venv missing ({VENV_PYTHON})");
+        return None;
+    }
+    let full = format!(
+        "import docker, io, json, os, sys\nc = docker.APIClient(base_url=os.environ['DOCKER_HOST'], version='1.44')\n{script}\n"
+    );
+    let o = Command::new(VENV_PYTHON)
+        .arg("-c")
+        .arg(full)
+        .env("DOCKER_HOST", d.host())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Some(run_output(o))
+}
+
+fn context(d: &Daemon, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = d.path(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (p, c) in files {
+        std::fs::write(dir.join(p), c).unwrap();
+    }
+    dir
+}
+
+fn classic_build(d: &Daemon, dir: &Path, args: &[&str]) -> Run {
+    let o = d
+        .docker_cmd(&[&["build"], args, &[dir.to_str().unwrap()]].concat())
+        .env("DOCKER_BUILDKIT", "0")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    run_output(o)
+}
+
+/// The status line of a raw HTTP response.
+fn status_line(resp: &str) -> &str {
+    resp.lines().next().unwrap_or("")
+}
+
+#[test]
+fn build_api_behaves_as_dockerd() {
+    require_root!();
+    let d = Daemon::new();
+    // `.dockerignore` listing the Dockerfile and itself: both used, neither in the context.
+    let dir = context(
+        &d,
+        "ign",
+        &[
+            ("Dockerfile", "FROM busybox\nCOPY . /ctx\n"),
+            (".dockerignore", "Dockerfile\n.dockerignore\n"),
+            ("a.txt", "a"),
+        ],
+    );
+    classic_build(&d, &dir, &["-t", "ign:1"]).ok();
+    let ls = d.docker_out("run --rm ign:1 ls -A /ctx", &[]);
+    assert_eq!(ls.split_whitespace().collect::<Vec<_>>(), ["a.txt"], "{ls}");
+
+    // An empty or unparsable Dockerfile is the request's error, not a 200 with an error.
+    let empty = context(&d, "empty", &[("Dockerfile", "")]);
+    classic_build(&d, &empty, &[])
+        .fails_with("Error response from daemon: the Dockerfile (Dockerfile) cannot be empty");
+    let bad = context(
+        &d,
+        "bad",
+        &[("Dockerfile", "FROM busybox\nNOSUCHINSTRUCTION x\n")],
+    );
+    classic_build(&d, &bad, &[]).fails_with("Error response from daemon:");
+    let resp = d.http("POST", "/v1.44/build", Some("")).unwrap();
+    assert!(
+        status_line(&resp).contains(" 400") || status_line(&resp).contains(" 500"),
+        "{resp}"
+    );
+
+    let Some(r) = docker_py(
+        &d,
+        r#"
+# RUN output on stderr is marked as dockerd marks it.
+df = b'FROM busybox\nRUN sh -c ">&2 echo on-stderr; echo on-stdout"'
+lines = [x.get('stream') for x in c.build(fileobj=io.BytesIO(df), decode=True, nocache=True)]
+assert '\x1b[91mon-stderr\n\x1b[0m' in lines, lines
+assert 'on-stdout\n' in lines, lines
+# cache_from: the given images are the only cache (dockerd's classic builder).
+df = b'FROM busybox\nENV FOO=bar\nRUN touch baz\nRUN touch bax\n'
+for _ in c.build(fileobj=io.BytesIO(df), tag='cf1', decode=True): pass
+hits = lambda out: sum('Using cache' in x.get('stream', '') for x in out)
+assert hits(list(c.build(fileobj=io.BytesIO(df), tag='cf2', cache_from=['cf1'], decode=True))) == 3
+assert hits(list(c.build(fileobj=io.BytesIO(df), tag='cf3', cache_from=['nosuchtag'], decode=True))) == 0
+assert hits(list(c.build(fileobj=io.BytesIO(df), tag='cf4', decode=True))) == 3
+# extra_hosts reach RUN steps' /etc/hosts.
+df = b'FROM busybox\nRUN grep -q "127.0.0.1\textrahost.test" /etc/hosts && ping -c1 extrahost.test\n'
+out = list(c.build(fileobj=io.BytesIO(df), extra_hosts={'extrahost.test': '127.0.0.1'}, decode=True))
+assert not any('errorDetail' in x for x in out), out
+print('docker-py ok')
+"#,
+    ) else {
+        return d.finish();
+    };
+    assert!(r.ok().stdout.contains("docker-py ok"));
+
+    // Two `dockerfile=` parameters: the first wins (Go's `FormValue`).
+    let two = context(
+        &d,
+        "two",
+        &[
+            ("first.df", "FROM busybox\nLABEL which=first\n"),
+            ("second.df", "FROM busybox\nLABEL which=second\n"),
+        ],
+    );
+    let tar = d.path("two.tar");
+    Command::new("tar")
+        .arg("-C")
+        .arg(&two)
+        .arg("-cf")
+        .arg(&tar)
+        .args(["first.df", "second.df"])
+        .status()
+        .unwrap();
+    let o = Command::new("curl")
+        .args(["-s", "--unix-socket"])
+        .arg(d.sock())
+        .args([
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/x-tar",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", tar.display()))
+        .arg("http://x/v1.44/build?t=two:1&dockerfile=first.df&dockerfile=second.df")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(
+        d.inspect("{{.Config.Labels.which}}", "two:1").trim(),
+        "first"
+    );
+    d.finish();
+}
+
+#[test]
+fn networks_and_volumes_behave_as_dockerd() {
+    require_root!();
+    let d = Daemon::new();
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 1;
+    let net = berth_testkit::unique_name("dropnet");
+    let spaced = format!("{net} spaced");
+    let Some(r) = docker_py(
+        &d,
+        &format!(
+            r#"
+from docker.types import IPAMConfig, IPAMPool
+net = c.create_network({net:?}, ipam=IPAMConfig(driver='default', options={{'opt': 'v'}},
+    pool_configs=[IPAMPool(subnet='10.231.0.0/24', gateway='10.231.0.254', aux_addresses={{'a': '10.231.0.5'}})]))['Id']
+ipam = c.inspect_network(net)['IPAM']
+assert ipam['Options'] == {{'opt': 'v'}}, ipam
+assert ipam['Config'] == [{{'Subnet': '10.231.0.0/24', 'Gateway': '10.231.0.254', 'AuxiliaryAddresses': {{'a': '10.231.0.5'}}}}], ipam
+assert c.inspect_network('bridge')['IPAM']['Options'] is None
+# A name with spaces.
+sp = c.create_network({spaced:?})['Id']
+assert c.inspect_network({spaced:?})['Id'] == sp
+c.remove_network({spaced:?})
+# Endpoint settings kept and shown.
+up = c.create_container('busybox', 'sleep 60', name='upstream-x', host_config=c.create_host_config(network_mode={net:?}))
+c.start(up)
+ctr = c.create_container('busybox', 'sleep 60', host_config=c.create_host_config(network_mode={net:?}),
+    networking_config=c.create_networking_config({{{net:?}: c.create_endpoint_config(
+        aliases=['al1'], links=[('upstream-x', 'bar')], link_local_ips=['169.254.8.8'],
+        driver_opt={{'com.example.opt': 'on'}})}}))
+c.start(ctr)
+ep = c.inspect_container(ctr)['NetworkSettings']['Networks'][{net:?}]
+assert ep['Links'] == ['upstream-x:bar'], ep
+assert 'al1' in ep['Aliases'], ep
+assert ep['IPAMConfig']['LinkLocalIPs'] == ['169.254.8.8'], ep
+assert ep['DriverOpts'] == {{'com.example.opt': 'on'}}, ep
+# The link's alias resolves to its container, for this container.
+ex = c.exec_create(ctr, ['nslookup', 'bar'])
+out = c.exec_start(ex).decode()
+assert c.exec_inspect(ex)['ExitCode'] == 0, out
+# A container on the default bridge connected to a user network uses the embedded DNS.
+b = c.create_container('busybox', 'sleep 60')
+c.start(b)
+rd = lambda: c.exec_start(c.exec_create(b, ['cat', '/etc/resolv.conf'])).decode()
+assert '127.0.0.11' not in rd()
+c.connect_container_to_network(b, {net:?})
+assert 'nameserver 127.0.0.11' in rd(), rd()
+ex = c.exec_create(b, ['nslookup', 'upstream-x'])
+out = c.exec_start(ex).decode()
+assert c.exec_inspect(ex)['ExitCode'] == 0, out
+c.disconnect_container_from_network(b, {net:?})
+for x in (ctr, up, b): c.remove_container(x, force=True)
+c.remove_network(net)
+# Volumes: create, mount, unmount, destroy.
+v = c.create_volume('dropvol')
+vc = c.create_container('busybox', 'true', host_config=c.create_host_config(binds=['dropvol:/data']))
+c.start(vc); c.wait(vc); c.remove_container(vc)
+c.remove_volume('dropvol')
+print('docker-py ok')
+"#
+        ),
+    ) else {
+        return d.finish();
+    };
+    assert!(r.ok().stdout.contains("docker-py ok"));
+    // Events of networks and volumes, as dockerd sends them.
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
+    let ev = d.docker_out(
+        "events --format {{.Type}}:{{.Action}}:{{.Actor.Attributes.name}}",
+        &[
+            "--since",
+            &t0.to_string(),
+            "--until",
+            &until.to_string(),
+            "--filter",
+            "type=network",
+            "--filter",
+            "type=volume",
+        ],
+    );
+    for want in [
+        format!("network:create:{net}"),
+        format!("network:connect:{net}"),
+        format!("network:disconnect:{net}"),
+        format!("network:destroy:{net}"),
+        "volume:create:".to_string(),
+        "volume:mount:".to_string(),
+        "volume:unmount:".to_string(),
+        "volume:destroy:".to_string(),
+    ] {
+        assert!(
+            ev.lines().any(|l| l.starts_with(&want)),
+            "no {want} in {ev}"
+        );
+    }
+
+    // `volume prune` by API version: below 1.42 every unused volume, from 1.42 anonymous
+    // ones only unless all=true. A volume created without a name is anonymous.
+    d.docker_out("volume create named1", &[]);
+    let anon = d.docker_out("volume create", &[]).trim().to_string();
+    let r = d.post("/v1.44/volumes/prune", "");
+    assert!(r.contains(&anon) && !r.contains("named1"), "{r}");
+    let r = d.post("/v1.41/volumes/prune", "");
+    assert!(r.contains("named1"), "{r}");
+    // `VolumeDriver: local` accepted; another driver only refused when a volume needs it.
+    d.docker_out("run --rm --volume-driver local -v lv:/x busybox true", &[]);
+    d.docker_out("create --volume-driver foo busybox true", &[]);
+    d.docker_line("create --volume-driver foo -v fv:/x busybox true", &[])
+        .fails_with("plugin \"foo\" not found");
+    d.finish();
+}
+
+#[test]
+fn images_behave_as_dockerd() {
+    require_root!();
+    let d = Daemon::new();
+    // Import with several changes applies them all.
+    let tar = d.path("rootfs.tar");
+    let o = d
+        .docker_cmd(&[
+            "import",
+            "-c",
+            "USER foobar",
+            "-c",
+            "CMD [\"echo\"]",
+            "-c",
+            "ENV A=1",
+        ])
+        .arg(&tar)
+        .arg("imp:1")
+        .output()
+        .unwrap();
+    run_output(o).ok();
+    assert_eq!(
+        d.inspect(
+            "{{.Config.User}}|{{json .Config.Cmd}}|{{json .Config.Env}}",
+            "imp:1"
+        )
+        .trim(),
+        "foobar|[\"echo\"]|[\"A=1\"]"
+    );
+    // ContainerConfig below API 1.45 (compose 1.29's recreate reads it).
+    let old = d.http("GET", "/v1.44/images/imp:1/json", None).unwrap();
+    assert!(old.contains("\"ContainerConfig\""), "{old}");
+    let new = d.http("GET", "/v1.45/images/imp:1/json", None).unwrap();
+    assert!(!new.contains("\"ContainerConfig\""), "{new}");
+    // One of several tags of an image a container uses can be removed; the last cannot
+    // without force.
+    d.docker_out("tag imp:1 imp:2", &[]);
+    d.docker_out("create --name user1 imp:1", &[]);
+    d.docker_out("rmi imp:2", &[]);
+    d.docker_line("rmi imp:1", &[])
+        .fails_with("Error response from daemon:");
+    d.docker_out("rm user1", &[]);
+    // A pull the registry refuses is an HTTP error before any progress.
+    let port = free_port();
+    let r = d.docker_line("pull", &[&format!("127.0.0.1:{port}/nothing:here")]);
+    let r = r.fails_with("Error response from daemon:");
+    assert!(!r.stdout.contains("Pulling from"), "{}", r.stdout);
+    d.finish();
+}
