@@ -251,9 +251,11 @@ cmd = 'sh -c "echo hello out; sleep 0.3; echo hello err >&2"'
 
 # The output's framing follows the start request's Tty, the terminal the create request's.
 x = c.exec_create(ct, cmd, tty=True)
-assert c.exec_start(x) == b"hello out\r\nhello err\r\n"
+out = c.exec_start(x)
+assert out == b"hello out\r\nhello err\r\n", ("framed", out)
 x = c.exec_create(ct, cmd, tty=True)
-assert c.exec_start(x, tty=True) == b"hello out\r\nhello err\r\n"
+out = c.exec_start(x, tty=True)
+assert out == b"hello out\r\nhello err\r\n", ("raw", out)
 x = c.exec_create(ct, ["printf", "framed"], tty=True)
 sock = c.exec_start(x, socket=True)
 raw = getattr(sock, "_sock", sock)
@@ -264,7 +266,8 @@ stream, size = struct.unpack(">BxxxL", hdr)
 assert (stream, size) == (1, 6), hdr
 sock.close()
 x = c.exec_create(ct, cmd)
-assert c.exec_start(x, demux=True) == (b"hello out\n", b"hello err\n")
+out = c.exec_start(x, demux=True)
+assert out == (b"hello out\n", b"hello err\n"), ("demux", out)
 
 def detached(sock, keys):
     raw = getattr(sock, "_sock", sock)
@@ -285,8 +288,8 @@ def detached(sock, keys):
 # Attach: the default keys, the query's, the client's configuration.
 for params, keys in [({}, [b"\x10", b"\x11"]), ({"detachKeys": "ctrl-x,y"}, [b"\x18", b"y"])]:
     s = c.attach_socket(ct, params=dict(stdin=1, stdout=1, stream=1, **params))
-    assert detached(s, [b"echo\n"] + keys)
-    assert c.inspect_container(ct)["State"]["Running"]
+    assert detached(s, [b"echo\n"] + keys), params
+    assert c.inspect_container(ct)["State"]["Running"], params
 c._general_configs["detachKeys"] = "ctrl-p"
 s = c.attach_socket(ct, params={"stdin": 1, "stdout": 1, "stream": 1})
 assert detached(s, [b"\x10"])
