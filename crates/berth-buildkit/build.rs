@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/secrets.proto",
         "proto/sshforward.proto",
         "proto/upload.proto",
+        "proto/content.proto",
     ];
     for f in std::fs::read_dir("proto")? {
         println!("cargo:rerun-if-changed={}", f?.path().display());

@@ -213,7 +213,7 @@ pub struct DiskUsage {
     pub images: Vec<crate::image::ImageSummary>,
     pub containers: Vec<crate::container::Summary>,
     pub volumes: Vec<crate::volume::Volume>,
-    pub build_cache: Vec<serde_json::Value>,
+    pub build_cache: Vec<BuildCacheRecord>,
 }
 
 /// One record of the build cache (`BuildCache` of `GET /system/df`).

@@ -6,14 +6,25 @@
 //! - `type=inline` export: the built image is its own cache (nothing more to write);
 //! - `type=registry,ref=R` export: the built image is pushed to `R`;
 //! - `type=registry,ref=R` import: `R` is pulled and used as a cache source;
-//! - `type=local,src=DIR` import / `dest=DIR` export: the image as an OCI layout in `DIR`
-//!   are not supported (the client's content store is not served): a clear error.
-
+//! - `type=local,dest=DIR` export: the image (manifest, config, layers) written into the
+//!   client's content store for `DIR` (an OCI layout whose `index.json` the client writes
+//!   from the `cache.manifest` descriptor returned);
+//! - `type=local,src=DIR` import: the manifest the client found in `DIR` (the `digest`
+//!   attribute), its config and layers read back into Berth's store, used as a cache
+//!   source and removed again after the build.
+//!
+//! The layout holds an image manifest, not BuildKit's cache manifest list: a cache written
+//! by BuildKit is not understood here (a warning), nor one of Berth's by BuildKit.
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Deserialize;
 
+use berth_image::image_store::ImageId;
+use berth_image::manifest::Descriptor;
+use berth_image::Digest;
+
+use crate::content::{ClientStore, ContentError};
 use crate::errors::SolveError;
 use crate::frontend::{session_auth, BuildResult};
 use crate::progress::{vertex_digest, Progress, VertexRun};
@@ -81,11 +92,23 @@ pub fn check(entries: &[CacheEntry], export: bool) -> Result<(), SolveError> {
                 }
             }
             "inline" => {}
+            "local" => {
+                let key = if export { "dest" } else { "src" };
+                if e.attrs.get(key).is_none_or(|r| r.is_empty()) {
+                    return Err(SolveError::new(
+                        tonic::Code::InvalidArgument,
+                        format!(
+                            "local cache {} requires {key}",
+                            if export { "exporter" } else { "importer" }
+                        ),
+                    ));
+                }
+            }
             other => {
                 return Err(SolveError::new(
                     tonic::Code::Unimplemented,
                     format!(
-                        "cache {} type={other} is not supported by Berth (registry and inline are)",
+                        "cache {} type={other} is not supported by Berth (registry, local and inline are)",
                         if export { "export" } else { "import" }
                     ),
                 ))
@@ -95,52 +118,187 @@ pub fn check(entries: &[CacheEntry], export: bool) -> Result<(), SolveError> {
     Ok(())
 }
 
-/// Pulls the registry imports; the image names to seed the step cache with. A source that
-/// cannot be pulled is a warning on its vertex, not a failure (as BuildKit).
+/// What the cache imports gave the build.
+#[derive(Debug, Default)]
+pub struct Imported {
+    /// The images to seed the step cache with (names or IDs).
+    pub sources: Vec<String>,
+    /// Images registered only for this build (local imports), to remove after it.
+    pub temporary: Vec<ImageId>,
+}
+
+/// Pulls the registry imports and reads the local ones. A source that cannot be had is a
+/// warning on its vertex, not a failure (as BuildKit).
 pub async fn import(
     bk: &Arc<BuildKit>,
     session: &Arc<Session>,
     solve_id: &str,
     entries: &[CacheEntry],
     progress: &Progress,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    for (n, e) in entries
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.kind == "registry")
-    {
-        let Some(r) = e.attrs.get("ref") else {
-            continue;
-        };
-        let v = VertexRun::start(
-            progress,
-            vertex_digest(solve_id, "cache-import", n),
-            format!("importing cache manifest from {r}"),
-        );
-        let auth = session_auth(session, r).await;
-        let backend = bk.backend().clone();
-        let r2 = r.clone();
-        let pulled = tokio::task::spawn_blocking(move || backend.pull(&r2, auth.as_ref())).await;
-        match pulled {
-            Ok(Ok(status)) => {
-                v.log(2, format!("{status}\n"));
-                v.done();
-                out.push(r.clone());
+) -> Imported {
+    let mut out = Imported::default();
+    for (n, e) in entries.iter().enumerate() {
+        match e.kind.as_str() {
+            "registry" => {
+                if let Some(r) = e.attrs.get("ref") {
+                    if import_registry(bk, session, solve_id, n, r, progress).await {
+                        out.sources.push(r.clone());
+                    }
+                }
             }
-            Ok(Err(msg)) => {
-                v.log(2, format!("failed to import cache from {r}: {msg}\n"));
-                v.done();
+            "local" => {
+                let src = e.attrs.get("src").map(String::as_str).unwrap_or("");
+                let v = VertexRun::start(
+                    progress,
+                    vertex_digest(solve_id, "cache-import", n),
+                    format!("importing cache manifest from local:{src}"),
+                );
+                match import_local(bk, session, e).await {
+                    Ok((id, new)) => {
+                        v.done();
+                        out.sources.push(id.to_string());
+                        if new {
+                            out.temporary.push(id);
+                        }
+                    }
+                    Err(msg) => {
+                        v.log(
+                            2,
+                            format!("failed to import cache from local:{src}: {msg}\n"),
+                        );
+                        v.done();
+                    }
+                }
             }
-            Err(e) => {
-                v.fail(e.to_string());
-            }
+            _ => {}
         }
     }
     out
 }
 
-/// Exports the cache of `result` (registry: the image pushed to `ref`).
+/// Pulls the registry import `r`; whether it can be used.
+async fn import_registry(
+    bk: &Arc<BuildKit>,
+    session: &Arc<Session>,
+    solve_id: &str,
+    n: usize,
+    r: &str,
+    progress: &Progress,
+) -> bool {
+    let v = VertexRun::start(
+        progress,
+        vertex_digest(solve_id, "cache-import", n),
+        format!("importing cache manifest from {r}"),
+    );
+    let auth = session_auth(session, r).await;
+    let backend = bk.backend().clone();
+    let r2 = r.to_string();
+    let pulled = tokio::task::spawn_blocking(move || backend.pull(&r2, auth.as_ref())).await;
+    match pulled {
+        Ok(Ok(status)) => {
+            v.log(2, format!("{status}\n"));
+            v.done();
+            true
+        }
+        Ok(Err(msg)) => {
+            v.log(2, format!("failed to import cache from {r}: {msg}\n"));
+            v.done();
+            false
+        }
+        Err(e) => {
+            v.fail(e.to_string());
+            false
+        }
+    }
+}
+
+/// Why a local cache import could not be used.
+#[derive(Debug, thiserror::Error)]
+enum LocalImportError {
+    #[error("no manifest digest (the client found no index.json entry)")]
+    NoDigest,
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    #[error("{0}")]
+    Manifest(#[from] berth_image::manifest::ManifestError),
+    #[error("{0}: not an image manifest (a cache written by another builder?)")]
+    NotAnImage(String),
+    #[error("{0}")]
+    Store(#[from] berth_image::image_store::ImageStoreError),
+    #[error("{0}")]
+    Blob(#[from] berth_image::store::StoreError),
+    #[error("{0}")]
+    Thread(#[from] tokio::task::JoinError),
+}
+
+/// Reads the image of a local cache import into the store; its ID and whether it was new.
+async fn import_local(
+    bk: &Arc<BuildKit>,
+    session: &Arc<Session>,
+    e: &CacheEntry,
+) -> Result<(ImageId, bool), LocalImportError> {
+    use berth_image::image_store::{LayerInput, RegisterRequest};
+    use berth_image::manifest::{parse_manifest, ImageConfig, Manifest};
+    let src = e.attrs.get("src").cloned().unwrap_or_default();
+    let digest = e
+        .attrs
+        .get("digest")
+        .filter(|d| !d.is_empty())
+        .ok_or(LocalImportError::NoDigest)?;
+    let cs = ClientStore::new(session, &format!("local:{src}"), false)?;
+    let manifest = cs.read(digest).await?;
+    let m = match parse_manifest(None, &manifest)? {
+        Manifest::Image(_, m) => m,
+        Manifest::Index(..) => return Err(LocalImportError::NotAnImage(digest.clone())),
+    };
+    let config = cs.read(&m.config.digest.to_string()).await?;
+    let diff_ids = ImageConfig::parse(&config)?.rootfs.diff_ids;
+    let store = bk.backend().store();
+    let mut layers = Vec::new();
+    for (l, diff_id) in m.layers.iter().zip(diff_ids) {
+        if !store.blobs().exists(&l.digest) {
+            let tmp = tempfile::NamedTempFile::new_in(store.tmp_dir()?).map_err(|source| {
+                ContentError::Io {
+                    op: "creating",
+                    digest: l.digest.to_string(),
+                    source,
+                }
+            })?;
+            cs.read_to_file(&l.digest.to_string(), tmp.path()).await?;
+            let (store2, d, size) = (store.clone(), l.digest.clone(), l.size);
+            tokio::task::spawn_blocking(move || {
+                let f = tmp.reopen().map_err(|source| ContentError::Io {
+                    op: "reopening",
+                    digest: d.to_string(),
+                    source,
+                })?;
+                store2
+                    .blobs()
+                    .write_blob_sized(Some(&d), Some(size), f)
+                    .map_err(LocalImportError::from)
+            })
+            .await??;
+        }
+        layers.push(LayerInput {
+            descriptor: l.clone(),
+            diff_id,
+            unpacked_size: None,
+        });
+    }
+    let reg = tokio::task::spawn_blocking(move || {
+        store.register(RegisterRequest {
+            manifest,
+            config,
+            layers,
+            ..Default::default()
+        })
+    })
+    .await??;
+    Ok((reg.id, reg.new))
+}
+
+/// Exports the cache of `result` (registry: the image pushed to `ref`; local: the image
+/// written to the client's store); what the solve's response gains (`cache.manifest`).
 pub async fn export(
     bk: &Arc<BuildKit>,
     session: Option<&Arc<Session>>,
@@ -148,8 +306,37 @@ pub async fn export(
     entries: &[CacheEntry],
     result: &BuildResult,
     progress: &Progress,
-) -> Result<(), SolveError> {
+) -> Result<HashMap<String, String>, SolveError> {
+    let mut resp = HashMap::new();
     for (n, e) in entries.iter().enumerate() {
+        if e.kind == "local" {
+            let dest = e.attrs.get("dest").cloned().unwrap_or_default();
+            let v = VertexRun::start(
+                progress,
+                vertex_digest(solve_id, "cache-export", n),
+                "exporting cache to client directory",
+            );
+            let written = match session {
+                Some(s) => export_local(bk, s, &dest, result).await,
+                None => Err(LocalExportError::NoSession),
+            };
+            match written {
+                Ok(desc) => {
+                    v.status_done(format!("writing cache manifest {}", desc.digest));
+                    v.done();
+                    let json = serde_json::to_string(&desc)
+                        .map_err(|er| SolveError::unknown(er.to_string()))?;
+                    resp.insert("cache.manifest".to_string(), json);
+                }
+                Err(er) => {
+                    let err =
+                        SolveError::unknown(format!("failed to export cache to {dest}: {er}"));
+                    v.fail(&err.message);
+                    return Err(err);
+                }
+            }
+            continue;
+        }
         if e.kind != "registry" {
             continue;
         }
@@ -205,5 +392,64 @@ pub async fn export(
             }
         }
     }
-    Ok(())
+    Ok(resp)
+}
+
+/// Why a local cache export failed.
+#[derive(Debug, thiserror::Error)]
+enum LocalExportError {
+    #[error("the build has no client session")]
+    NoSession,
+    #[error("the image has no manifest")]
+    NoManifest,
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    #[error("{0}")]
+    Store(#[from] berth_image::image_store::ImageStoreError),
+    #[error("{0}")]
+    Blob(#[from] berth_image::store::StoreError),
+    #[error("{0}")]
+    Manifest(#[from] berth_image::manifest::ManifestError),
+}
+
+/// Writes the built image's blobs (layers, config, manifest) into the client's store for
+/// `dest`; the manifest's descriptor.
+async fn export_local(
+    bk: &Arc<BuildKit>,
+    session: &Arc<Session>,
+    dest: &str,
+    result: &BuildResult,
+) -> Result<Descriptor, LocalExportError> {
+    use berth_image::manifest::{media_types, parse_manifest, Manifest};
+    let cs = ClientStore::new(session, &format!("local:{dest}"), true)?;
+    let store = bk.backend().store();
+    let rec = store.get(&result.image_id)?;
+    let mdigest = rec.manifests.first().ok_or(LocalExportError::NoManifest)?;
+    let manifest = store.blobs().read_verified(mdigest)?;
+    let media_type = match parse_manifest(None, &manifest)? {
+        Manifest::Image(_, m) => m.media_type,
+        Manifest::Index(..) => None,
+    }
+    .unwrap_or_else(|| media_types::OCI_MANIFEST.to_string());
+    let blobs = store.blobs();
+    let mut all: Vec<(Digest, u64)> = rec
+        .layers
+        .iter()
+        .map(|l| (l.digest.clone(), l.size))
+        .collect();
+    all.push((rec.id.clone(), blobs.size(&rec.id)?));
+    all.push((mdigest.clone(), manifest.len() as u64));
+    for (d, size) in all {
+        cs.write_file(&d.to_string(), size, &blobs.blob_path(&d))
+            .await?;
+    }
+    Ok(Descriptor {
+        media_type,
+        digest: mdigest.clone(),
+        size: manifest.len() as u64,
+        urls: None,
+        annotations: None,
+        platform: None,
+        artifact_type: None,
+    })
 }

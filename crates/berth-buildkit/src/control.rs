@@ -413,15 +413,18 @@ impl ControlApi {
             &progress,
         )
         .await?;
-        crate::cache_io::export(
-            bk,
-            session.as_ref(),
-            &req.r#ref,
-            &cache_exports,
-            &result,
-            &progress,
-        )
-        .await?;
+        let mut resp = resp;
+        resp.extend(
+            crate::cache_io::export(
+                bk,
+                session.as_ref(),
+                &req.r#ref,
+                &cache_exports,
+                &result,
+                &progress,
+            )
+            .await?,
+        );
         Ok(resp)
     }
 }

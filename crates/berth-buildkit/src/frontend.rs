@@ -536,10 +536,30 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
             local_contexts.insert(name.to_string(), d);
         }
     }
-    if let Some((name, _)) = local_contexts.iter().next() {
-        return Err(bad(format!(
-            "named context {name}: local directories as named contexts are not supported yet"
-        )));
+    // Each local named context becomes an image of its files (what `FROM name` starts from,
+    // what `COPY --from=name` copies), removed from the store when the solve ends.
+    let mut dir_images = DirImages {
+        store: bk.backend().store(),
+        ids: Vec::new(),
+    };
+    for (name, dir) in local_contexts {
+        let store = dir_images.store.clone();
+        let source_name = format!("context {name}");
+        let id = tokio::task::spawn_blocking(move || {
+            berth_image::archive::import(
+                &store,
+                berth_image::archive::ImportSource::Directory(dir),
+                &berth_image::archive::ImportOptions {
+                    source_name,
+                    ..Default::default()
+                },
+            )
+        })
+        .await
+        .map_err(|e| SolveError::unknown(format!("context {name}: {e}")))?
+        .map_err(|e| SolveError::unknown(format!("context {name}: {e}")))?;
+        opts.image_contexts.insert(name, id.to_string());
+        dir_images.ids.push(id);
     }
     // Secrets the RUN mounts ask for.
     let (secret_ids, ssh_ids) = mount_ids(&parsed);
@@ -560,8 +580,9 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
         }
     }
     crate::cache_io::check(&imports, false)?;
-    opts.cache_from =
-        crate::cache_io::import(bk, session, &run.solve_id, &imports, &progress).await;
+    let imported = crate::cache_io::import(bk, session, &run.solve_id, &imports, &progress).await;
+    opts.cache_from = imported.sources;
+    dir_images.ids.extend(imported.temporary);
     opts.dockerfile = dockerfile.clone();
     opts.context = ctx_dir;
     opts.tags = run.tags.clone();
@@ -647,7 +668,37 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
     .await
     .map_err(|e| SolveError::unknown(format!("build thread: {e}")))?;
     drop(work);
+    // A build whose every step came from an imported cache image is that image.
+    if let Ok(r) = &res {
+        dir_images.ids.retain(|id| *id != r.image_id);
+    }
+    drop(dir_images);
     res
+}
+
+/// The images registered for one build only (local named contexts, local cache imports),
+/// removed when dropped (the built image keeps the layers it took from them).
+struct DirImages {
+    store: std::sync::Arc<berth_image::image_store::ImageStore>,
+    ids: Vec<berth_image::image_store::ImageId>,
+}
+
+impl Drop for DirImages {
+    fn drop(&mut self) {
+        for id in &self.ids {
+            // Named since (by another build): no longer this build's.
+            if self
+                .store
+                .get(id)
+                .is_ok_and(|r| !r.repo_tags.is_empty() || !r.repo_digests.is_empty())
+            {
+                continue;
+            }
+            if let Err(e) = self.store.remove(&id.to_string(), true, &|_| false) {
+                tracing::warn!("removing the build's temporary image {id}: {e}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 pub mod cache;
 pub mod cache_io;
 pub mod conn;
+pub mod content;
 pub mod control;
 pub mod errors;
 pub mod export;

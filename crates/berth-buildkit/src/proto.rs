@@ -9,6 +9,15 @@ pub mod fsutil {
 pub mod pb {
     tonic::include_proto!("pb");
 }
+pub mod containerd {
+    pub mod services {
+        pub mod content {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.content.v1");
+            }
+        }
+    }
+}
 pub mod google {
     pub mod rpc {
         tonic::include_proto!("google.rpc");

@@ -10,6 +10,11 @@ use std::sync::Arc;
 
 use berth_buildkit::conn::H2Channel;
 use berth_buildkit::filesync::{gomode, receive_dir, walk, SyncRequest};
+use berth_buildkit::proto::containerd::services::content::v1::{
+    content_server::{Content, ContentServer},
+    Info, InfoRequest, InfoResponse, ReadContentRequest, ReadContentResponse, WriteAction,
+    WriteContentRequest, WriteContentResponse,
+};
 use berth_buildkit::proto::fsutil::types::{packet::PacketType, Packet, Stat};
 use berth_buildkit::proto::moby::buildkit::v1 as ctl;
 use berth_buildkit::proto::moby::filesync::v1::file_sync_server::{FileSync, FileSyncServer};
@@ -162,8 +167,20 @@ impl FileSync for Fs {
 
 /// A session served by `fs` on one end of an in-memory pipe, the daemon on the other.
 async fn session(bk: &Arc<BuildKit>, id: &str, fs: Fs) {
+    session_with(bk, id, fs, None).await
+}
+
+/// The same, also serving a content store.
+async fn session_with(bk: &Arc<BuildKit>, id: &str, fs: Fs, content: Option<Blobs>) {
     let (client, daemon) = tokio::io::duplex(1 << 20);
-    let routes = tonic::service::Routes::new(FileSyncServer::new(fs));
+    let mut routes = tonic::service::Routes::new(FileSyncServer::new(fs));
+    let mut methods = vec!["/moby.filesync.v1.FileSync/DiffCopy".to_string()];
+    if let Some(c) = content {
+        routes = routes.add_service(ContentServer::new(c));
+        for m in ["Info", "Read", "Write"] {
+            methods.push(format!("/containerd.services.content.v1.Content/{m}"));
+        }
+    }
     tokio::spawn(async move {
         let _ = berth_buildkit::conn::serve(client, routes).await;
     });
@@ -171,11 +188,306 @@ async fn session(bk: &Arc<BuildKit>, id: &str, fs: Fs) {
         id: id.into(),
         name: "test".into(),
         shared_key: String::new(),
-        methods: ["/moby.filesync.v1.FileSync/DiffCopy".to_string()]
-            .into_iter()
-            .collect(),
+        methods: methods.into_iter().collect(),
     };
     tokio::spawn(bk.clone().serve_session(info, daemon));
+}
+
+/// A client's content store (containerd's API) in memory: blobs by digest, for the store
+/// `local:<dir>` only.
+#[derive(Clone, Default)]
+struct Blobs {
+    id: String,
+    map: Arc<std::sync::Mutex<HashMap<String, Vec<u8>>>>,
+}
+
+impl Blobs {
+    fn check(&self, md: &tonic::metadata::MetadataMap) -> Result<(), tonic::Status> {
+        let id = md
+            .get("buildkit-attachable-store-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if id == self.id {
+            Ok(())
+        } else {
+            Err(tonic::Status::not_found(format!("unknown store {id}")))
+        }
+    }
+
+    fn get(&self, d: &str) -> Option<Vec<u8>> {
+        self.map.lock().unwrap().get(d).cloned()
+    }
+}
+
+type ReadStream = Pin<Box<dyn Stream<Item = Result<ReadContentResponse, tonic::Status>> + Send>>;
+type WriteStream = Pin<Box<dyn Stream<Item = Result<WriteContentResponse, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Content for Blobs {
+    type ReadStream = ReadStream;
+    type WriteStream = WriteStream;
+
+    async fn info(
+        &self,
+        req: tonic::Request<InfoRequest>,
+    ) -> Result<tonic::Response<InfoResponse>, tonic::Status> {
+        self.check(req.metadata())?;
+        let d = req.into_inner().digest;
+        let data = self
+            .get(&d)
+            .ok_or_else(|| tonic::Status::not_found(d.clone()))?;
+        Ok(tonic::Response::new(InfoResponse {
+            info: Some(Info {
+                digest: d,
+                size: data.len() as i64,
+                ..Default::default()
+            }),
+        }))
+    }
+
+    async fn read(
+        &self,
+        req: tonic::Request<ReadContentRequest>,
+    ) -> Result<tonic::Response<ReadStream>, tonic::Status> {
+        self.check(req.metadata())?;
+        let d = req.into_inner().digest;
+        let data = self
+            .get(&d)
+            .ok_or_else(|| tonic::Status::not_found(d.clone()))?;
+        // In small pieces, as a real store sends them.
+        let chunks: Vec<Result<ReadContentResponse, tonic::Status>> = data
+            .chunks(100)
+            .enumerate()
+            .map(|(i, c)| {
+                Ok(ReadContentResponse {
+                    offset: (i * 100) as i64,
+                    data: c.to_vec(),
+                })
+            })
+            .collect();
+        Ok(tonic::Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    /// containerd's protocol: every message answered; COMMIT checks the digest and size.
+    async fn write(
+        &self,
+        req: tonic::Request<tonic::Streaming<WriteContentRequest>>,
+    ) -> Result<tonic::Response<WriteStream>, tonic::Status> {
+        self.check(req.metadata())?;
+        let mut inbound = req.into_inner();
+        let map = self.map.clone();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let mut expected = String::new();
+            while let Some(Ok(m)) = inbound.next().await {
+                if !m.expected.is_empty() {
+                    expected = m.expected.clone();
+                }
+                if map.lock().unwrap().contains_key(&expected) {
+                    let _ = tx
+                        .send(Err(tonic::Status::already_exists(expected.clone())))
+                        .await;
+                    return;
+                }
+                if m.action == WriteAction::Write as i32 {
+                    assert_eq!(m.offset as usize, buf.len(), "writes in order");
+                    buf.extend_from_slice(&m.data);
+                }
+                let commit = m.action == WriteAction::Commit as i32;
+                if commit {
+                    use sha2::Digest;
+                    let got = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&buf)));
+                    if got != expected || m.total as usize != buf.len() {
+                        let _ = tx
+                            .send(Err(tonic::Status::failed_precondition(format!(
+                                "got {got} ({} bytes), expected {expected} ({} bytes)",
+                                buf.len(),
+                                m.total
+                            ))))
+                            .await;
+                        return;
+                    }
+                    map.lock()
+                        .unwrap()
+                        .insert(expected.clone(), std::mem::take(&mut buf));
+                }
+                let _ = tx
+                    .send(Ok(WriteContentResponse {
+                        action: m.action,
+                        offset: buf.len() as i64,
+                        digest: expected.clone(),
+                        ..Default::default()
+                    }))
+                    .await;
+                if commit {
+                    return;
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cache_export_and_import_through_the_content_store() {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nENV A=1\nLABEL cached=yes\nCOPY f /f\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.path().join("f"), "some file content\n".repeat(50)).unwrap();
+    let dirs: HashMap<String, PathBuf> = [
+        ("context".to_string(), ctx.path().to_path_buf()),
+        ("dockerfile".to_string(), ctx.path().to_path_buf()),
+    ]
+    .into_iter()
+    .collect();
+    let blobs = Blobs {
+        id: "local:/cache/dir".into(),
+        ..Default::default()
+    };
+    let entry = |kind: &str, attrs: &[(&str, &str)]| ctl::CacheOptionsEntry {
+        r#type: kind.into(),
+        attrs: attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    // Export: the image's blobs in the client's store, the manifest's descriptor returned.
+    let data = tempfile::tempdir().unwrap();
+    let store = Arc::new(ImageStore::open(data.path().join("data")).unwrap());
+    let bk = BuildKit::new(Arc::new(TestBackend {
+        store: store.clone(),
+    }));
+    session_with(
+        &bk,
+        "sess-c1",
+        Fs(Source::Dir(dirs.clone())),
+        Some(blobs.clone()),
+    )
+    .await;
+    let mut c = control(&bk).await;
+    let resp = c
+        .solve(ctl::SolveRequest {
+            r#ref: "solve-c1".into(),
+            session: "sess-c1".into(),
+            frontend: "dockerfile.v0".into(),
+            cache: Some(ctl::CacheOptions {
+                exports: vec![entry("local", &[("dest", "/cache/dir")])],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let id = resp.exporter_response["containerimage.config.digest"].clone();
+    let desc: serde_json::Value =
+        serde_json::from_str(&resp.exporter_response["cache.manifest"]).unwrap();
+    let mdigest = desc["digest"].as_str().unwrap().to_string();
+    let manifest = blobs
+        .get(&mdigest)
+        .expect("the manifest in the client's store");
+    assert_eq!(desc["size"].as_u64().unwrap() as usize, manifest.len());
+    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    assert_eq!(m["config"]["digest"], id.as_str());
+    assert!(blobs.get(&id).is_some(), "the config");
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1);
+    assert!(blobs.get(layers[0]["digest"].as_str().unwrap()).is_some());
+    // Written again: the store has every blob (AlreadyExists), the export still succeeds.
+    session_with(
+        &bk,
+        "sess-c2",
+        Fs(Source::Dir(dirs.clone())),
+        Some(blobs.clone()),
+    )
+    .await;
+    c.solve(ctl::SolveRequest {
+        r#ref: "solve-c2".into(),
+        session: "sess-c2".into(),
+        frontend: "dockerfile.v0".into(),
+        cache: Some(ctl::CacheOptions {
+            exports: vec![entry("local", &[("dest", "/cache/dir")])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    // Import into a fresh daemon: every step from the cache, so the very same image (its
+    // config has the first build's creation times); the imported image itself is gone.
+    let data2 = tempfile::tempdir().unwrap();
+    let store2 = Arc::new(ImageStore::open(data2.path().join("data")).unwrap());
+    let bk2 = BuildKit::new(Arc::new(TestBackend {
+        store: store2.clone(),
+    }));
+    session_with(
+        &bk2,
+        "sess-c3",
+        Fs(Source::Dir(dirs.clone())),
+        Some(blobs.clone()),
+    )
+    .await;
+    let mut c2 = control(&bk2).await;
+    let solve = |r: &str, s: &str, imports| ctl::SolveRequest {
+        r#ref: r.into(),
+        session: s.into(),
+        frontend: "dockerfile.v0".into(),
+        exporters: vec![ctl::Exporter {
+            r#type: "moby".into(),
+            attrs: [("name".to_string(), "cached:1".to_string())]
+                .into_iter()
+                .collect(),
+        }],
+        cache: Some(ctl::CacheOptions {
+            imports,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let resp = c2
+        .solve(solve(
+            "solve-c3",
+            "sess-c3",
+            vec![entry(
+                "local",
+                &[("src", "/cache/dir"), ("digest", &mdigest)],
+            )],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.exporter_response["containerimage.config.digest"], id);
+    assert_eq!(store2.list().unwrap().len(), 1);
+    // Without the cache, the same Dockerfile is another image (new creation times).
+    let data3 = tempfile::tempdir().unwrap();
+    let store3 = Arc::new(ImageStore::open(data3.path().join("data")).unwrap());
+    let bk3 = BuildKit::new(Arc::new(TestBackend { store: store3 }));
+    session_with(&bk3, "sess-c4", Fs(Source::Dir(dirs)), Some(blobs.clone())).await;
+    let resp = control(&bk3)
+        .await
+        .solve(solve(
+            "solve-c4",
+            "sess-c4",
+            vec![entry(
+                "local",
+                &[
+                    ("src", "/cache/dir"),
+                    (
+                        "digest",
+                        "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                    ),
+                ],
+            )],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(resp.exporter_response["containerimage.config.digest"], id);
 }
 
 /// A control client on a new `/grpc` connection.

@@ -6,9 +6,7 @@ use std::io::{BufRead, Write};
 use berth_api::container::{PruneReport as ContainerPrune, Summary};
 use berth_api::image::{DeleteItem, PruneReport as ImagePrune};
 use berth_api::stats::StatsResponse;
-use berth_api::system::{
-    BuildCachePruneReport, BuildCacheRecord, DiskUsage, EventMessage, Info, Version,
-};
+use berth_api::system::{BuildCachePruneReport, DiskUsage, EventMessage, Info, Version};
 use berth_api::volume::PruneReport as VolumePrune;
 use clap::Args;
 use serde::Serialize;
@@ -562,12 +560,7 @@ pub fn df_rows(du: &DiskUsage) -> Result<Vec<DfRow>> {
             .sum(),
         percent: true,
     };
-    let records: Vec<BuildCacheRecord> = du
-        .build_cache
-        .iter()
-        .map(|r| berth_api::from_value(r.clone()))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(crate::api::ApiError::from)?;
+    let records = &du.build_cache;
     let build = DfRow {
         kind: "Build Cache",
         total: records.len(),

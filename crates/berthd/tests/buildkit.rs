@@ -507,10 +507,294 @@ fn buildx_du_and_prune() {
         .map(|r| r.count())
         .unwrap_or(0);
     assert!(records(&du) >= 1, "{du} ({steps} step records)");
+    // `docker system df` counts the same records.
+    let df = build_cache_count(&d);
+    assert_eq!(df, records(&du), "{du}");
     let pr = d.docker(&["buildx", "prune", "-f", "-a"]).ok();
     assert!(pr.stdout.contains("Total:"), "{}", pr.stdout);
     let du = d.docker(&["buildx", "du"]).ok().stdout;
     assert_eq!(records(&du), 0, "{du}");
+    assert_eq!(build_cache_count(&d), 0);
+    // `docker builder prune` (buildx's alias with the plugin installed) empties it too.
+    docker_in(&d, ctx.path(), &["build", "-q", "--no-cache", "."]).ok();
+    assert!(build_cache_count(&d) >= 1);
+    d.docker(&["builder", "prune", "-f", "-a"]).ok();
+    assert_eq!(build_cache_count(&d), 0);
+    finish(d);
+}
+
+/// The TOTAL of `docker system df`'s Build Cache row.
+fn build_cache_count(d: &Daemon) -> usize {
+    let df = d
+        .docker(&["system", "df", "--format", "{{.Type}}={{.TotalCount}}"])
+        .ok()
+        .stdout;
+    df.lines()
+        .find_map(|l| l.strip_prefix("Build Cache="))
+        .unwrap_or_else(|| panic!("no build cache row: {df}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Whether the RUN step that writes `marker` came from the cache.
+fn run_cached(stderr: &str, marker: &str) -> bool {
+    stderr
+        .lines()
+        .skip_while(|l| !(l.contains("RUN ") && l.contains(marker)))
+        .take(3)
+        .any(|l| l.contains("CACHED"))
+}
+
+/// Forgets every local trace of a build: its image and the step cache.
+fn forget(d: &Daemon, image: &str) {
+    d.docker(&["rmi", "-f", image]).ok();
+    d.docker(&["buildx", "prune", "-f", "-a"]).ok();
+}
+
+#[test]
+fn cache_export_and_import_registry_inline_local() {
+    let Some(d) = daemon() else { return };
+    let reg = DockerRegistry::start();
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN echo cache-me > /c && sleep 0.2\nRUN echo second > /s\n",
+    )]);
+    let build = |extra: &[&str]| {
+        let mut args = vec!["buildx", "build", "--progress=plain"];
+        args.extend_from_slice(extra);
+        args.push(".");
+        docker_in(&d, ctx.path(), &args).ok()
+    };
+    // The baseline: with no cache source, a forgotten build runs again.
+    build(&["-t", "bk:cache"]);
+    forget(&d, "bk:cache");
+    let r = build(&["-t", "bk:cache"]);
+    assert!(!run_cached(&r.stderr, "cache-me"), "{}", r.stderr);
+
+    // type=registry: exported to a ref, imported from it.
+    let cref = format!("127.0.0.1:{}/bk/cache:reg", reg.port);
+    let r = build(&[
+        "-t",
+        "bk:cache",
+        "--cache-to",
+        &format!("type=registry,ref={cref}"),
+    ]);
+    assert!(r.stderr.contains("exporting cache"), "{}", r.stderr);
+    forget(&d, "bk:cache");
+    let r = build(&[
+        "-t",
+        "bk:cache",
+        "--cache-from",
+        &format!("type=registry,ref={cref}"),
+    ]);
+    assert!(run_cached(&r.stderr, "cache-me"), "{}", r.stderr);
+    assert!(run_cached(&r.stderr, "second"), "{}", r.stderr);
+    assert_eq!(
+        d.docker(&["run", "--rm", "bk:cache", "cat", "/c", "/s"])
+            .ok()
+            .stdout,
+        "cache-me\nsecond\n"
+    );
+    d.docker(&["rmi", &cref]).ok();
+
+    // type=inline: the pushed image carries its cache; imported by its name.
+    let iref = format!("127.0.0.1:{}/bk/inline:1", reg.port);
+    build(&["-t", &iref, "--cache-to", "type=inline", "--push"]);
+    forget(&d, &iref);
+    let r = build(&["-t", "bk:cache", "--cache-from", &iref]);
+    assert!(run_cached(&r.stderr, "cache-me"), "{}", r.stderr);
+    d.docker(&["rmi", &iref]).ok();
+
+    // type=local: an OCI layout in the client's directory, written and read back.
+    let dir = d.path("cache-dir");
+    let r = build(&[
+        "-t",
+        "bk:cache",
+        "--cache-to",
+        &format!("type=local,dest={}", dir.display()),
+    ]);
+    assert!(r.stderr.contains("exporting cache"), "{}", r.stderr);
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    let manifest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hex = manifest.strip_prefix("sha256:").unwrap();
+    assert!(dir.join("blobs/sha256").join(hex).is_file(), "{index}");
+    forget(&d, "bk:cache");
+    let r = build(&[
+        "-t",
+        "bk:cache",
+        "--cache-from",
+        &format!("type=local,src={}", dir.display()),
+    ]);
+    assert!(run_cached(&r.stderr, "cache-me"), "{}", r.stderr);
+    assert_eq!(
+        d.docker(&["run", "--rm", "bk:cache", "cat", "/c"])
+            .ok()
+            .stdout,
+        "cache-me\n"
+    );
+    // A cache source that is not there: a warning, the build goes on.
+    let r = build(&[
+        "--no-cache",
+        "--cache-from",
+        &format!("type=registry,ref=127.0.0.1:{}/bk/none:1", reg.port),
+    ]);
+    assert!(!run_cached(&r.stderr, "cache-me"), "{}", r.stderr);
+    finish(d);
+}
+
+#[test]
+fn pull_load_platforms_and_local_named_contexts() {
+    let Some(d) = daemon() else { return };
+    let reg = DockerRegistry::start();
+    // --pull: the base is re-resolved against its registry.
+    let base = format!("127.0.0.1:{}/bk/base:1", reg.port);
+    d.docker(&["tag", "busybox", &base]).ok();
+    d.docker(&["push", &base]).ok();
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!("FROM {base}\nRUN cat /version 2>/dev/null || echo none\n"),
+    )]);
+    // A newer base in the registry (the local one stays old).
+    let newer = context(&[("Dockerfile", "FROM busybox\nRUN echo v2 > /version\n")]);
+    docker_in(&d, newer.path(), &["build", "-q", "-t", "bk:v2", "."]).ok();
+    d.docker(&["tag", "bk:v2", &base]).ok();
+    d.docker(&["push", &base]).ok();
+    d.docker(&["tag", "busybox", &base]).ok();
+    let r = docker_in(
+        &d,
+        ctx.path(),
+        &["build", "--progress=plain", "-t", "bk:p", "."],
+    )
+    .ok();
+    assert!(r.stderr.contains("none"), "{}", r.stderr);
+    let r = docker_in(
+        &d,
+        ctx.path(),
+        &["build", "--progress=plain", "--pull", "-t", "bk:p", "."],
+    )
+    .ok();
+    assert!(r.stderr.contains("v2"), "{}", r.stderr);
+    let id = d.inspect("{{.Id}}", &base);
+    assert_eq!(id, d.inspect("{{.Id}}", "bk:v2"));
+
+    // --load (the docker driver's default, also explicit).
+    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN echo loaded > /l\n")]);
+    docker_in(
+        &d,
+        ctx.path(),
+        &["buildx", "build", "-q", "--load", "-t", "bk:loaded", "."],
+    )
+    .ok();
+    assert_eq!(
+        d.docker(&["run", "--rm", "bk:loaded", "cat", "/l"])
+            .ok()
+            .stdout,
+        "loaded\n"
+    );
+
+    // Platforms: the host's builds; another is a clear error.
+    let host = format!("linux/{}", d.inspect("{{.Architecture}}", "busybox").trim());
+    docker_in(
+        &d,
+        ctx.path(),
+        &[
+            "buildx",
+            "build",
+            "-q",
+            "--platform",
+            &host,
+            "-t",
+            "bk:host",
+            ".",
+        ],
+    )
+    .ok();
+    let other = if host.ends_with("s390x") {
+        "linux/ppc64le"
+    } else {
+        "linux/s390x"
+    };
+    let r = docker_in(
+        &d,
+        ctx.path(),
+        &[
+            "buildx",
+            "build",
+            "-q",
+            "--platform",
+            other,
+            "-t",
+            "bk:other",
+            ".",
+        ],
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains(other), "{}", r.stderr);
+    assert!(d.docker(&["image", "inspect", "bk:other"]).code != 0);
+    let r = docker_in(
+        &d,
+        ctx.path(),
+        &[
+            "buildx",
+            "build",
+            "-q",
+            "--platform",
+            &format!("{host},{other}"),
+            ".",
+        ],
+    );
+    assert_ne!(r.code, 0);
+
+    // A local directory as a named context: FROM it, COPY --from it.
+    let dangling = || {
+        d.docker(&["images", "-q", "--filter", "dangling=true"])
+            .ok()
+            .stdout
+    };
+    let dangling_before = dangling();
+    let extra = context(&[("data/x.txt", "from-the-named-dir\n"), ("top", "t\n")]);
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nCOPY --from=assets data/x.txt /x.txt\nFROM assets AS raw\n\
+         FROM busybox\nCOPY --from=raw / /raw/\nCOPY --from=0 /x.txt /x.txt\n",
+    )]);
+    let r = docker_in(
+        &d,
+        ctx.path(),
+        &[
+            "buildx",
+            "build",
+            "--progress=plain",
+            "--build-context",
+            &format!("assets={}", extra.path().display()),
+            "-t",
+            "bk:named-dir",
+            ".",
+        ],
+    )
+    .ok();
+    assert!(r.stderr.contains("[context assets]"), "{}", r.stderr);
+    assert_eq!(
+        d.docker(&[
+            "run",
+            "--rm",
+            "bk:named-dir",
+            "cat",
+            "/x.txt",
+            "/raw/top",
+            "/raw/data/x.txt"
+        ])
+        .ok()
+        .stdout,
+        "from-the-named-dir\nt\nfrom-the-named-dir\n"
+    );
+    // The directory's image is not left in the store.
+    assert_eq!(dangling(), dangling_before);
     finish(d);
 }
 
@@ -567,6 +851,16 @@ fn a_dropped_session_ends_the_build_cleanly() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(d.docker(&["image", "inspect", "bk:dropped"]).code != 0);
+    // No writable layer of the step's container, no half-written blob.
+    let entries = |p: &str| -> Vec<String> {
+        std::fs::read_dir(d.path(p))
+            .unwrap_or_else(|e| panic!("{p}: {e}"))
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(entries("data/snapshotter/containers"), Vec::<String>::new());
+    assert_eq!(entries("data/ingest"), Vec::<String>::new());
     finish(d);
 }
 

@@ -469,6 +469,8 @@ impl Eval<'_, '_, '_> {
             }
             drop(tx);
             let mut cancelled = false;
+            let mut last_kill: Option<std::time::Instant> = None;
+            const KILL_AGAIN: std::time::Duration = std::time::Duration::from_secs(1);
             loop {
                 // A timeout, so that a client that went away is noticed while a step runs
                 // quietly (the sink answers `Event::Idle` with whether to go on).
@@ -479,8 +481,12 @@ impl Eval<'_, '_, '_> {
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Event::Idle,
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 };
-                if !(self.sink)(ev) && !cancelled {
+                let go_on = (self.sink)(ev);
+                // Killed again each second until the step ends: a kill that came while the
+                // runtime was still creating the container had nothing to signal yet.
+                if !go_on && last_kill.is_none_or(|t| t.elapsed() >= KILL_AGAIN) {
                     cancelled = true;
+                    last_kill = Some(std::time::Instant::now());
                     if let Some(c) = &guard.runtime {
                         c.kill();
                     }

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use berth_api::system::{
-    Commit, Component, ComponentDetails, DiskUsage, Info, Platform, PluginsInfo, RegistryConfig,
-    Runtime, SwarmInfo, Version,
+    BuildCacheRecord, Commit, Component, ComponentDetails, DiskUsage, Info, Platform, PluginsInfo,
+    RegistryConfig, Runtime, SwarmInfo, Version,
 };
 use berth_api::ApiVersion;
 use tokio::sync::broadcast::error::RecvError;
@@ -280,9 +280,33 @@ async fn system_df(s: St) -> R {
             images,
             containers: cs,
             volumes: engine.volumes.df(),
-            build_cache: vec![],
+            build_cache: build_cache(&engine.images),
         })
     })
     .await?;
     Ok(json(&du))
+}
+
+/// The build cache's records (`system df`'s Build Cache): the builder's cached steps, as
+/// `buildx du` lists them.
+fn build_cache(store: &berth_image::image_store::ImageStore) -> Vec<BuildCacheRecord> {
+    use berth_util::time::format_rfc3339_nano as time;
+    berth_buildkit::cache::usage(store)
+        .into_iter()
+        .map(|r| BuildCacheRecord {
+            id: r.id,
+            parents: None,
+            kind: r.record_type,
+            description: r.description,
+            in_use: r.in_use,
+            shared: r.shared,
+            size: r.size,
+            created_at: r
+                .created_at
+                .map(|t| time(t.seconds, t.nanos as u32))
+                .unwrap_or_default(),
+            last_used_at: r.last_used_at.map(|t| time(t.seconds, t.nanos as u32)),
+            usage_count: r.usage_count,
+        })
+        .collect()
 }
