@@ -341,7 +341,12 @@ pub fn events(host: &Host, c: &EventsCmd, out: &mut dyn Write) -> Result {
         }
         let v: EventMessage = api::decode_str(&line)?;
         let text = match &t {
-            Some(t) => format::render(t, &v, TemplateUse::List)?,
+            Some(t) => {
+                // `Actor.Attributes` is a Go map: a missing key is `<no value>`.
+                let mut val = crate::template::Value::from_serialize(&v);
+                val.mark_map("Actor.Attributes");
+                format::render_value(t, &val, TemplateUse::List)?
+            }
             None => event_line(&v),
         };
         writeln!(out, "{text}")?;

@@ -65,7 +65,10 @@ fn compose(d: &Daemon, v2: bool, dir: &Path, args: &[&str]) -> Run {
         .current_dir(dir)
         .env("DOCKER_HOST", d.host())
         .env("DOCKER_CONFIG", d.path("docker-config"))
-        .env("COMPOSE_INTERACTIVE_NO_CLI", "1")
+        // (compose v1's `run` through `docker start --attach`, its default: with
+        // COMPOSE_INTERACTIVE_NO_CLI it starts first and attaches after, which loses what the
+        // container prints at once, against dockerd too.)
+        .env_remove("COMPOSE_INTERACTIVE_NO_CLI")
         .env_remove("DOCKER_BUILDKIT")
         .env_remove("COMPOSE_DOCKER_CLI_BUILD")
         .env_remove("DOCKER_CONTEXT")
