@@ -30,10 +30,12 @@ pub struct WrittenLayer {
     pub tar_size: u64,
 }
 
-struct Walker<W: Write> {
+struct Walker<'s, W: Write> {
     b: tar::Builder<W>,
     content: u64,
     inodes: HashMap<(u64, u64), String>,
+    /// Entries left out, with what is below them (by path relative to the upper directory).
+    skip: &'s dyn Fn(&str) -> bool,
 }
 
 fn header(m: &fs::Metadata, kind: tar::EntryType) -> tar::Header {
@@ -47,7 +49,7 @@ fn header(m: &fs::Metadata, kind: tar::EntryType) -> tar::Header {
     h
 }
 
-impl<W: Write> Walker<W> {
+impl<W: Write> Walker<'_, W> {
     fn walk(&mut self, dir: &Path, rel: &str) -> io::Result<()> {
         let mut names: Vec<_> = fs::read_dir(dir)?.collect::<io::Result<Vec<_>>>()?;
         names.sort_by_key(|a| a.file_name());
@@ -60,6 +62,9 @@ impl<W: Write> Walker<W> {
             } else {
                 format!("{rel}/{name}")
             };
+            if (self.skip)(&r) {
+                continue;
+            }
             let m = fs::symlink_metadata(&path)?;
             let ft = m.file_type();
             if ft.is_char_device() && m.rdev() == 0 {
@@ -142,6 +147,16 @@ pub fn write_layer_pending(
     blobs: &BlobStore,
     upper: &Path,
 ) -> io::Result<(WrittenLayer, berth_image::store::PendingBlob)> {
+    write_layer_pending_filtered(blobs, upper, &|_| false)
+}
+
+/// [`write_layer_pending`] leaving out the entries `skip` names (paths relative to `upper`,
+/// without a leading `/`) and what is below them.
+pub fn write_layer_pending_filtered(
+    blobs: &BlobStore,
+    upper: &Path,
+    skip: &dyn Fn(&str) -> bool,
+) -> io::Result<(WrittenLayer, berth_image::store::PendingBlob)> {
     let w = blobs.writer().map_err(io::Error::other)?;
     let gz = flate2::write::GzEncoder::new(
         io::BufWriter::with_capacity(128 * 1024, w),
@@ -152,6 +167,7 @@ pub fn write_layer_pending(
         b: tar::Builder::new(hw),
         content: 0,
         inodes: HashMap::new(),
+        skip,
     };
     walker.b.mode(tar::HeaderMode::Complete);
     walker.walk(upper, "")?;
@@ -222,5 +238,28 @@ mod tests {
             write_layer(&store, empty.path()).unwrap().record.diff_id,
             empty_diff_id()
         );
+    }
+
+    #[test]
+    fn filtered_layers_leave_out_the_skipped_entries() {
+        let d = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(d.path().join("store")).unwrap();
+        let up = d.path().join("up");
+        fs::create_dir_all(up.join("proc/sub")).unwrap();
+        fs::create_dir_all(up.join("etc")).unwrap();
+        fs::write(up.join("etc/hosts"), b"").unwrap();
+        fs::write(up.join("etc/kept"), b"x").unwrap();
+        let (l, pending) =
+            write_layer_pending_filtered(&store, &up, &|r| r == "proc" || r == "etc/hosts")
+                .unwrap();
+        store.publish(vec![pending]).unwrap();
+        let f = store.open_blob(&l.record.digest).unwrap();
+        let mut a = tar::Archive::new(flate2::read::GzDecoder::new(f));
+        let names: Vec<String> = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, vec!["etc/", "etc/kept"]);
     }
 }

@@ -560,6 +560,40 @@ fn tar_entries(path: &std::path::Path) -> Vec<String> {
     v
 }
 
+/// The entries of the last layer of the (only) image of a `docker save` archive.
+fn last_layer_entries(path: &std::path::Path) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Saved {
+        #[serde(rename = "Layers")]
+        layers: Vec<String>,
+    }
+    let read = |name: &str| -> Vec<u8> {
+        let mut a = tar::Archive::new(std::fs::File::open(path).unwrap());
+        let mut e = a
+            .entries()
+            .unwrap()
+            .map(Result::unwrap)
+            .find(|e| e.path().unwrap().to_string_lossy() == name)
+            .unwrap_or_else(|| panic!("{name} not in the archive"));
+        let mut v = Vec::new();
+        e.read_to_end(&mut v).unwrap();
+        v
+    };
+    let saved: Vec<Saved> = serde_json::from_slice(&read("manifest.json")).unwrap();
+    let layer = read(saved[0].layers.last().unwrap());
+    let r: Box<dyn Read> = if layer.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(&layer[..]))
+    } else {
+        Box::new(&layer[..])
+    };
+    let entries = tar::Archive::new(r)
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    entries
+}
+
 #[test]
 fn commit_and_export_like_docker() {
     let d = Daemon::new();
@@ -599,17 +633,7 @@ fn commit_and_export_like_docker() {
     let r = d.berth(&["export", "-o", "/nonexistent-dir/x.tar", "ce"]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("invalid output path"), "{}", r.stderr);
-    // commit: through the Engine API's POST /commit, once berthd has it.
-    let probe = d
-        .http("POST", "/v1.44/commit?container=nosuch", None)
-        .unwrap();
-    if probe.contains("page not found") {
-        eprintln!(
-            "skipped: commit_and_export_like_docker (commit part): berthd has no POST /commit route yet"
-        );
-        finish(d);
-        return;
-    }
+    // commit: through the Engine API's POST /commit.
     for (cli, image) in [
         ("docker", "committed/docker:1"),
         ("berth", "committed/berth:1"),
@@ -654,6 +678,90 @@ fn commit_and_export_like_docker() {
     assert!(r.stdout.starts_with("sha256:"), "{}", r.stdout);
     let r = same(&d, &["commit", "nosuch"]);
     assert_eq!(r.code, 1);
+    // A running container is paused while committed (the default) and keeps running; the
+    // runtime's mount points are not in the new layer.
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "cr",
+        "busybox",
+        "sh",
+        "-c",
+        "echo live > /live; exec sleep 300",
+    ])
+    .ok();
+    wait_until("/live", || {
+        d.docker(&["exec", "cr", "cat", "/live"]).stdout == "live\n"
+    });
+    let r = d.berth(&["commit", "cr", "committed/running"]).ok();
+    assert!(r.stdout.starts_with("sha256:"), "{}", r.stdout);
+    let state = d
+        .docker(&["inspect", "-f", "{{.State.Status}}", "cr"])
+        .ok()
+        .stdout;
+    assert_eq!(state, "running\n");
+    let until = format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 1
+    );
+    let actions = d
+        .docker(&[
+            "events",
+            "--since",
+            "0",
+            "--until",
+            &until,
+            "--filter",
+            "container=cr",
+            "--format",
+            "{{.Action}}",
+        ])
+        .ok()
+        .stdout;
+    let actions: Vec<&str> = actions.lines().collect();
+    let at = |a: &str| actions.iter().position(|x| *x == a);
+    // Paused, committed, resumed (dockerd's order).
+    let order = [at("pause"), at("commit"), at("unpause")];
+    assert!(
+        order.iter().all(Option::is_some) && order.is_sorted(),
+        "{actions:?}"
+    );
+    assert_eq!(
+        d.docker(&["run", "--rm", "committed/running", "cat", "/live"])
+            .ok()
+            .stdout,
+        "live\n"
+    );
+    let layers = |image: &str| {
+        d.docker(&["image", "inspect", "-f", "{{len .RootFS.Layers}}", image])
+            .ok()
+            .stdout
+    };
+    let base: usize = layers("busybox").trim().parse().unwrap();
+    assert_eq!(layers("committed/running").trim(), (base + 1).to_string());
+    let saved = d.path("running.tar");
+    d.docker(&[
+        "image",
+        "save",
+        "-o",
+        saved.to_str().unwrap(),
+        "committed/running",
+    ])
+    .ok();
+    let new_layer = last_layer_entries(&saved);
+    assert!(new_layer.contains(&"live".to_string()), "{new_layer:?}");
+    assert!(
+        !new_layer
+            .iter()
+            .any(|e| e.starts_with("proc") || e.starts_with("dev") || e.starts_with("etc/hosts")),
+        "{new_layer:?}"
+    );
+    d.docker(&["rm", "-f", "cr"]).ok();
     finish(d);
 }
 

@@ -277,10 +277,13 @@ impl ImageStore {
                 .as_ref()
                 .map(|p| p.to_string())
                 .unwrap_or_default(),
+            // dockerd: the config's comment, else the last history entry's (a commit's).
             comment: cfg
                 .extra
                 .get("comment")
                 .and_then(|v| v.as_str())
+                .filter(|c| !c.is_empty())
+                .or_else(|| cfg.history.last().and_then(|h| h.comment.as_deref()))
                 .unwrap_or_default()
                 .to_string(),
             created,

@@ -9,9 +9,11 @@
 //! - [`run`]: start (the bundle, the shim), exit and restart policies, stop/kill/wait,
 //!   remove, attach.
 //! - [`ops`]: rename, restart, pause, resize, update, top, stats, prune, changes.
+//! - [`commit`]: an image from a container's changes (`POST /commit`).
 //! - [`lifecycle`]: the interface through which networking and mounts take part.
 //! - [`recovery`]: intents of multi-step operations, finished or undone at daemon start.
 
+pub mod commit;
 pub mod create;
 pub mod lifecycle;
 pub mod links;

@@ -476,7 +476,7 @@ impl Engine {
 /// What dockerd's init layer holds (the mount points the runtime needs, the files the daemon
 /// binds): below the writable layer there, so never a change; here created in the writable
 /// layer when the image lacks them.
-const INIT_LAYER: &[&str] = &[
+pub(crate) const INIT_LAYER: &[&str] = &[
     "/dev",
     "/proc",
     "/sys",
@@ -558,7 +558,7 @@ fn walk_added(dir: &Path, rel: &Path, out: &mut Vec<(String, u8)>) {
     }
 }
 
-fn xattr_opaque(p: &Path) -> bool {
+pub(super) fn xattr_opaque(p: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
         return false;

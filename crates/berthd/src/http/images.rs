@@ -1,5 +1,5 @@
 //! Image routes: pull/import (`/images/create`), push, tag, remove, inspect, history,
-//! save/load, prune, search (refused), `/auth`.
+//! save/load, prune, search (refused), `/auth`, `/commit` (an image from a container).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -17,7 +17,8 @@ use berth_image::manifest::Platform;
 use berth_image::Reference;
 
 use super::{
-    blocking, decode, filters, json, qbool, qstr, query_pairs, stream, ApiError, AppState, St, Q, R,
+    blocking, decode, filters, json, json_status, qbool, qstr, query_pairs, stream, ApiError,
+    AppState, St, Q, R,
 };
 use crate::engine::EngineError;
 use crate::images;
@@ -37,6 +38,66 @@ pub fn routes() -> Router<Arc<AppState>> {
             get(image_get).post(image_post).delete(image_delete),
         )
         .route("/auth", post(auth))
+        .route("/commit", post(commit))
+}
+
+/// Repeated `changes=` (the docker CLI, docker-py): every one, as Go reads them; a JSON
+/// array (the berth CLI's form) gives its elements.
+fn changes_param(raw: Option<&str>) -> Vec<String> {
+    query_pairs(raw)
+        .into_iter()
+        .filter(|(k, v)| k == "changes" && !v.is_empty())
+        .flat_map(|(_, v)| serde_json::from_str::<Vec<String>>(&v).unwrap_or_else(|_| vec![v]))
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+/// `POST /commit`: an image from a container's changes.
+async fn commit(s: St, Query(q): Q, RawQuery(raw): RawQuery, body: Bytes) -> R {
+    let Some(container) = qstr(&q, "container") else {
+        return Err(EngineError::NotFound(String::new()).into());
+    };
+    // dockerd's `RepoTagReference`: no repository, no tag.
+    let tag = match qstr(&q, "repo") {
+        None => None,
+        Some(repo) => {
+            let r = reference(repo)?;
+            if r.digest().is_some() {
+                return Err(ApiError::bad("cannot commit to digest reference"));
+            }
+            Some(match qstr(&q, "tag") {
+                Some(t) => r.with_tag(t).map_err(|e| ApiError::bad(e.to_string()))?,
+                None => tagged(r)?,
+            })
+        }
+    };
+    // An absent config (no body, `null`) takes the container's.
+    let config = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        decode::<Option<berth_api::container::Config>>(&body)?
+    };
+    // Docker's `BoolValueOrDefault(pause, true)`.
+    let pause = qstr(&q, "pause").is_none_or(|v| {
+        !matches!(
+            v.to_ascii_lowercase().as_str(),
+            "0" | "no" | "false" | "none"
+        )
+    });
+    let req = crate::engine::commit::CommitRequest {
+        container: container.to_string(),
+        tag,
+        author: qstr(&q, "author").unwrap_or_default().to_string(),
+        comment: qstr(&q, "comment").unwrap_or_default().to_string(),
+        pause,
+        changes: changes_param(raw.as_deref()),
+        config,
+    };
+    let id = s.engine.commit(req).await?;
+    Ok(json_status(
+        StatusCode::CREATED,
+        &berth_api::common::IdResponse { id },
+    ))
 }
 
 fn reference(s: &str) -> Result<Reference, ApiError> {
@@ -87,14 +148,7 @@ async fn create(
     req: Request,
 ) -> R {
     if let Some(src) = qstr(&q, "fromSrc") {
-        // Repeated `changes=` (the docker CLI, docker-py): every one, as Go reads them; a
-        // JSON array (the berth CLI's form) gives its elements.
-        let changes = query_pairs(raw.as_deref())
-            .into_iter()
-            .filter(|(k, v)| k == "changes" && !v.is_empty())
-            .flat_map(|(_, v)| serde_json::from_str::<Vec<String>>(&v).unwrap_or_else(|_| vec![v]))
-            .filter(|c| !c.is_empty())
-            .collect();
+        let changes = changes_param(raw.as_deref());
         return import(s.0, q.clone(), changes, src.to_string(), req).await;
     }
     let Some(from) = qstr(&q, "fromImage") else {

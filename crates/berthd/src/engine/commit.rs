@@ -1,0 +1,375 @@
+//! `POST /commit`: a new image from a container's changes (dockerd's
+//! `CreateImageFromContainer`): the container's image layers and one layer of its writable
+//! layer (without the mount points the runtime made), its config with the request's.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use berth_api::container::Config;
+use berth_image::image_store::{LayerInput, LayerRecord, RegisterRequest};
+use berth_image::manifest::{ContainerConfig, Descriptor, History, ImageConfig};
+use berth_image::{Digest, Reference};
+
+use super::ops::{xattr_opaque, INIT_LAYER};
+use super::{Container, Engine, EngineError, Result};
+
+/// What to commit and how.
+#[derive(Debug, Clone, Default)]
+pub struct CommitRequest {
+    /// The container (name or ID).
+    pub container: String,
+    /// The tag of the new image (none: untagged).
+    pub tag: Option<Reference>,
+    pub author: String,
+    pub comment: String,
+    /// Pause a running container while its changes are read.
+    pub pause: bool,
+    /// Dockerfile lines applied to the config (`ENV`, `CMD`, …).
+    pub changes: Vec<String>,
+    /// A config whose set fields win over the container's.
+    pub config: Option<Config>,
+}
+
+impl Engine {
+    /// Commits a container's changes as an image; returns its ID (`sha256:…`).
+    pub async fn commit(self: &Arc<Self>, req: CommitRequest) -> Result<String> {
+        let c = self.get(&req.container)?;
+        if c.state.dead {
+            return Err(EngineError::Conflict(format!(
+                "You cannot commit container {} which is Dead",
+                c.id
+            )));
+        }
+        let paused_here = req.pause && c.state.running && !c.state.paused;
+        if paused_here {
+            self.set_paused(&c.id, true).await?;
+        }
+        let engine = self.clone();
+        let (cid, tag, comment) = (c.id.clone(), req.tag.clone(), req.comment.clone());
+        let res = tokio::task::spawn_blocking(move || engine.commit_image(&c, req))
+            .await
+            .map_err(EngineError::from)
+            .and_then(|r| r);
+        if let Ok(id) = &res {
+            // Before the resume, as dockerd (whose resume is deferred).
+            let image_ref = tag.map(|t| t.familiar_string()).unwrap_or_default();
+            if let Ok(c) = self.get(&cid) {
+                let id = id.to_string();
+                self.container_event(
+                    &c,
+                    "commit",
+                    &[
+                        ("comment", comment.as_str()),
+                        ("imageID", id.as_str()),
+                        ("imageRef", image_ref.as_str()),
+                    ],
+                );
+            }
+        }
+        if paused_here {
+            if let Err(e) = self.set_paused(&cid, false).await {
+                tracing::warn!("resuming container {cid} after its commit: {e}");
+            }
+        }
+        Ok(res?.to_string())
+    }
+
+    /// Writes the layer, the config and registers the image (blocking).
+    fn commit_image(&self, c: &Container, req: CommitRequest) -> Result<Digest> {
+        let store = &self.images;
+        let sn = store.snapshotter()?;
+        let Some(upper) = sn.container_upper(&c.id) else {
+            return Err(EngineError::BadRequest(format!(
+                "commit is not available for the {} driver",
+                sn.driver()
+            )));
+        };
+        let parent_id = Digest::parse(&c.image)
+            .map_err(|e| EngineError::Internal(format!("container image {}: {e}", c.image)))?;
+        let parent = store.get(&parent_id)?;
+        let parent_config = store.config(&parent_id)?;
+        let config = commit_config(&req, &c.config)?;
+
+        let (written, pending) =
+            berth_build::diff::write_layer_pending_filtered(store.blobs(), &upper, &|r| {
+                init_layer_only(&upper, r)
+            })
+            .map_err(EngineError::io("writing the layer of", &upper))?;
+        let empty = written.record.diff_id == berth_build::diff::empty_diff_id();
+        let mut layers = parent.layers.clone();
+        let mut published = Vec::new();
+        if !empty {
+            published = store
+                .blobs()
+                .publish(vec![pending])
+                .map_err(|e| EngineError::Image(e.into()))?;
+            layers.push(written.record.clone());
+        }
+        let res = self.register_commit(c, &req, config, parent_config, &layers, empty);
+        if res.is_err() {
+            let _ = store.discard_unreferenced(&published);
+        }
+        res
+    }
+
+    fn register_commit(
+        &self,
+        c: &Container,
+        req: &CommitRequest,
+        config: ContainerConfig,
+        parent: ImageConfig,
+        layers: &[LayerRecord],
+        empty: bool,
+    ) -> Result<Digest> {
+        let store = &self.images;
+        let now = berth_image::timeutil::now_rfc3339_nano();
+        let author = Some(req.author.clone()).filter(|a| !a.is_empty());
+        let container_config = to_image_config(&c.config)?;
+        let mut img = parent;
+        for k in ["container", "container_config", "comment", "docker_version"] {
+            img.extra.remove(k);
+        }
+        img.extra.insert("container".into(), c.id.clone().into());
+        img.extra.insert(
+            "container_config".into(),
+            serde_json::to_value(&container_config).map_err(EngineError::encode("a config"))?,
+        );
+        img.extra.insert(
+            "docker_version".into(),
+            format!("berth-{}", env!("CARGO_PKG_VERSION")).into(),
+        );
+        img.created = Some(now.clone());
+        img.author = author.clone();
+        img.config = Some(config);
+        if let Some(l) = layers.last().filter(|_| !empty) {
+            img.rootfs.diff_ids.push(l.diff_id.clone());
+        }
+        img.history.push(History {
+            created: Some(now),
+            created_by: Some(c.config.cmd.clone().unwrap_or_default().join(" ")),
+            author,
+            comment: Some(req.comment.clone()).filter(|m| !m.is_empty()),
+            empty_layer: empty,
+        });
+        let config = serde_json::to_vec(&img).map_err(EngineError::encode("the image config"))?;
+        let descs: Vec<Descriptor> = layers
+            .iter()
+            .map(|l| Descriptor {
+                media_type: l.media_type.clone(),
+                digest: l.digest.clone(),
+                size: l.size,
+                urls: None,
+                annotations: None,
+                platform: None,
+                artifact_type: None,
+            })
+            .collect();
+        store.unpack(layers)?;
+        let manifest = berth_image::image_store::synthesize_manifest(&config, &descs);
+        let reg = store.register(RegisterRequest {
+            manifest,
+            config,
+            layers: layers
+                .iter()
+                .zip(&descs)
+                .map(|(l, d)| LayerInput {
+                    descriptor: d.clone(),
+                    diff_id: l.diff_id.clone(),
+                    unpacked_size: Some(l.unpacked_size),
+                })
+                .collect(),
+            tags: req.tag.iter().cloned().collect(),
+            ..Default::default()
+        })?;
+        Ok(reg.id)
+    }
+}
+
+/// Whether an entry of the writable layer (`r`, relative) is one of the init layer's mount
+/// points (or below `/dev`, `/proc`, `/sys`), or a directory holding only those: dockerd
+/// keeps them in a layer of their own, so they are never committed.
+fn init_layer_only(upper: &Path, r: &str) -> bool {
+    let abs = format!("/{r}");
+    if INIT_LAYER.contains(&abs.as_str()) {
+        return true;
+    }
+    let prefix = format!("{abs}/");
+    if !INIT_LAYER.iter().any(|m| m.starts_with(&prefix)) {
+        return false;
+    }
+    let dir = upper.join(r);
+    let Ok(md) = std::fs::symlink_metadata(&dir) else {
+        return false;
+    };
+    if !md.is_dir() || xattr_opaque(&dir) {
+        return false;
+    }
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return false;
+    };
+    let mut any = false;
+    for e in rd.flatten() {
+        any = true;
+        let name = e.file_name();
+        if !init_layer_only(upper, &format!("{r}/{}", name.to_string_lossy())) {
+            return false;
+        }
+    }
+    any
+}
+
+/// The new image's config: the request's (or the container's) with the changes applied,
+/// then completed from the container's (dockerd's `merge`).
+fn commit_config(req: &CommitRequest, container: &Config) -> Result<ContainerConfig> {
+    let base = req.config.as_ref().unwrap_or(container);
+    let changed = berth_image::archive::apply_changes(to_image_config(base)?, &req.changes)
+        .map_err(|e| EngineError::BadRequest(e.to_string()))?;
+    let mut user: Config = serde_json::to_value(&changed)
+        .and_then(serde_json::from_value)
+        .map_err(EngineError::encode("the committed config"))?;
+    merge(&mut user, container);
+    to_image_config(&user)
+}
+
+fn to_image_config(c: &Config) -> Result<ContainerConfig> {
+    serde_json::to_value(c)
+        .and_then(serde_json::from_value)
+        .map_err(EngineError::encode("the container config"))
+}
+
+fn env_key(e: &str) -> &str {
+    e.split_once('=').map_or(e, |(k, _)| k)
+}
+
+/// dockerd's `merge` (daemon/commit.go): what the user's config leaves empty comes from the
+/// container's.
+fn merge(user: &mut Config, image: &Config) {
+    if user.user.is_empty() {
+        user.user = image.user.clone();
+    }
+    match (&mut user.exposed_ports, &image.exposed_ports) {
+        (Some(u), Some(i)) if !u.is_empty() => {
+            for (k, v) in i {
+                u.entry(k.clone()).or_insert(*v);
+            }
+        }
+        (u, i) => {
+            if u.as_ref().is_none_or(|u| u.is_empty()) {
+                *u = i.clone();
+            }
+        }
+    }
+    match &mut user.env {
+        Some(u) if !u.is_empty() => {
+            for ie in image.env.iter().flatten() {
+                if !u.iter().any(|ue| env_key(ue) == env_key(ie)) {
+                    u.push(ie.clone());
+                }
+            }
+        }
+        u => *u = image.env.clone(),
+    }
+    let labels = user.labels.get_or_insert_with(Default::default);
+    for (k, v) in image.labels.iter().flatten() {
+        labels.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    if user.entrypoint.as_ref().is_none_or(Vec::is_empty) {
+        if user.cmd.as_ref().is_none_or(Vec::is_empty) {
+            user.cmd = image.cmd.clone();
+        }
+        if user.entrypoint.is_none() {
+            user.entrypoint = image.entrypoint.clone();
+        }
+    }
+    if let Some(ih) = &image.healthcheck {
+        match &mut user.healthcheck {
+            None => user.healthcheck = Some(ih.clone()),
+            Some(uh) => uh.merge_image(ih),
+        }
+    }
+    if user.working_dir.is_empty() {
+        user.working_dir = image.working_dir.clone();
+    }
+    match &mut user.volumes {
+        Some(u) if !u.is_empty() => {
+            for (k, v) in image.volumes.iter().flatten() {
+                u.insert(k.clone(), *v);
+            }
+        }
+        u => *u = image.volumes.clone(),
+    }
+    if user.stop_signal.is_empty() {
+        user.stop_signal = image.stop_signal.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(v: serde_json::Value) -> Config {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn merge_fills_what_the_user_left_empty() {
+        let image = cfg(serde_json::json!({
+            "User": "u", "Env": ["A=1", "B=2"], "Cmd": ["sh"], "WorkingDir": "/w",
+            "Labels": {"l": "1", "m": "2"}, "ExposedPorts": {"80/tcp": {}}, "StopSignal": "SIGINT"
+        }));
+        let mut user = cfg(serde_json::json!({
+            "Env": ["B=3"], "Labels": {"m": "9"}, "ExposedPorts": {"81/tcp": {}}
+        }));
+        merge(&mut user, &image);
+        assert_eq!(user.user, "u");
+        assert_eq!(user.env.unwrap(), vec!["B=3", "A=1"]);
+        assert_eq!(user.cmd.unwrap(), vec!["sh"]);
+        assert_eq!(user.working_dir, "/w");
+        let labels = user.labels.unwrap();
+        assert_eq!((labels["l"].as_str(), labels["m"].as_str()), ("1", "9"));
+        assert_eq!(user.exposed_ports.unwrap().len(), 2);
+        assert_eq!(user.stop_signal, "SIGINT");
+        // An entrypoint of the user's keeps the user's (empty) command.
+        let mut user = cfg(serde_json::json!({"Entrypoint": ["e"]}));
+        merge(&mut user, &image);
+        assert_eq!(user.cmd, None);
+    }
+
+    #[test]
+    fn changes_apply_over_the_container_config() {
+        let container = cfg(serde_json::json!({"Env": ["A=1"], "Cmd": ["sh"], "Image": "busybox"}));
+        let req = CommitRequest {
+            changes: vec!["ENV B=2".into(), "CMD [\"cat\", \"/f\"]".into()],
+            ..Default::default()
+        };
+        let c = commit_config(&req, &container).unwrap();
+        assert_eq!(c.env.unwrap(), vec!["A=1", "B=2"]);
+        assert_eq!(c.cmd.unwrap(), vec!["cat", "/f"]);
+        let bad = CommitRequest {
+            changes: vec!["RUN x".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            commit_config(&bad, &container),
+            Err(EngineError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn init_layer_paths_are_left_out() {
+        let d = tempfile::tempdir().unwrap();
+        let up = d.path();
+        std::fs::create_dir_all(up.join("etc")).unwrap();
+        std::fs::write(up.join("etc/hosts"), b"").unwrap();
+        std::fs::write(up.join("etc/resolv.conf"), b"").unwrap();
+        std::fs::create_dir_all(up.join("proc")).unwrap();
+        std::fs::create_dir_all(up.join("data")).unwrap();
+        assert!(init_layer_only(up, "etc"));
+        assert!(init_layer_only(up, "etc/hosts"));
+        assert!(init_layer_only(up, "proc"));
+        assert!(!init_layer_only(up, "data"));
+        std::fs::write(up.join("etc/passwd"), b"").unwrap();
+        assert!(!init_layer_only(up, "etc"));
+        assert!(!init_layer_only(up, "etc/passwd"));
+    }
+}
