@@ -673,6 +673,16 @@ fn commit_and_export_like_docker() {
             "data\n",
             "{cli}"
         );
+        // The container's image is the committed image's parent, as dockerd records it.
+        let parent = d
+            .docker(&["image", "inspect", "-f", "{{.Parent}}", image])
+            .ok()
+            .stdout;
+        let base = d
+            .docker(&["image", "inspect", "-f", "{{.Id}}", "busybox"])
+            .ok()
+            .stdout;
+        assert_eq!(parent, base, "{cli}");
     }
     let r = d.berth(&["commit", "--pause=false", "ce"]).ok();
     assert!(r.stdout.starts_with("sha256:"), "{}", r.stdout);

@@ -40,9 +40,16 @@ impl Engine {
                 c.id
             )));
         }
-        let paused_here = req.pause && c.state.running && !c.state.paused;
+        let mut paused_here = req.pause && c.state.running && !c.state.paused;
         if paused_here {
-            self.set_paused(&c.id, true).await?;
+            if let Err(e) = self.set_paused(&c.id, true).await {
+                // A container that exited after its state was read (its exit not recorded
+                // yet) has nothing to pause: it is committed as it is.
+                if !e.to_string().contains("not running") {
+                    return Err(e);
+                }
+                paused_here = false;
+            }
         }
         let engine = self.clone();
         let (cid, tag, comment) = (c.id.clone(), req.tag.clone(), req.comment.clone());
@@ -179,6 +186,8 @@ impl Engine {
                 })
                 .collect(),
             tags: req.tag.iter().cloned().collect(),
+            // The container's image is the new image's parent (inspect's `Parent`).
+            parent: Digest::parse(&c.image).ok(),
             ..Default::default()
         })?;
         Ok(reg.id)
