@@ -421,11 +421,7 @@ impl ImageBackend for LocalBackend {
             .layers
             .iter()
             .zip(&rec.layers)
-            .map(|(d, l)| LayerInput {
-                descriptor: d.clone(),
-                diff_id: l.diff_id.clone(),
-                unpacked_size: Some(l.unpacked_size),
-            })
+            .map(|(d, l)| l.input(d.clone()))
             .collect();
         self.store.register(RegisterRequest {
             manifest,

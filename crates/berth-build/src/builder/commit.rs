@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use berth_image::image_store::{LayerInput, LayerRecord, RegisterRequest};
+use berth_image::image_store::{LayerRecord, RegisterRequest};
 use berth_image::manifest::{ContainerConfig, Descriptor, History};
 use berth_image::Digest;
 
@@ -162,19 +162,7 @@ impl Eval<'_, '_, '_> {
         let t0 = std::time::Instant::now();
         let config = serde_json::to_vec(&fin.config)?;
         let id = Digest::of_bytes(&config);
-        let descs: Vec<Descriptor> = fin
-            .layers
-            .iter()
-            .map(|l| Descriptor {
-                media_type: l.media_type.clone(),
-                digest: l.digest.clone(),
-                size: l.size,
-                urls: None,
-                annotations: None,
-                platform: None,
-                artifact_type: None,
-            })
-            .collect();
+        let descs: Vec<Descriptor> = fin.layers.iter().map(LayerRecord::descriptor).collect();
         store
             .unpack(&fin.layers)
             .map_err(error::store("unpacking the image's layers"))?;
@@ -202,11 +190,7 @@ impl Eval<'_, '_, '_> {
                     .layers
                     .iter()
                     .zip(&descs)
-                    .map(|(l, d)| LayerInput {
-                        descriptor: d.clone(),
-                        diff_id: l.diff_id.clone(),
-                        unpacked_size: Some(l.unpacked_size),
-                    })
+                    .map(|(l, d)| l.input(d.clone()))
                     .collect(),
                 tags: self.opts.tags.clone(),
                 ..Default::default()

@@ -216,6 +216,30 @@ struct Index {
     images: BTreeMap<String, ImageRecord>,
 }
 
+impl LayerRecord {
+    /// The layer's descriptor in an image manifest.
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            media_type: self.media_type.clone(),
+            digest: self.digest.clone(),
+            size: self.size,
+            urls: None,
+            annotations: None,
+            platform: None,
+            artifact_type: None,
+        }
+    }
+
+    /// The layer as [`ImageStore::register`] takes it, listed in the manifest as `descriptor`.
+    pub fn input(&self, descriptor: Descriptor) -> LayerInput {
+        LayerInput {
+            descriptor,
+            diff_id: self.diff_id.clone(),
+            unpacked_size: Some(self.unpacked_size),
+        }
+    }
+}
+
 /// A layer to register: its blob descriptor and DiffID.
 #[derive(Debug, Clone)]
 pub struct LayerInput {

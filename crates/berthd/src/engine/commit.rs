@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use berth_api::container::Config;
-use berth_image::image_store::{LayerInput, LayerRecord, RegisterRequest};
+use berth_image::image_store::{LayerRecord, RegisterRequest};
 use berth_image::manifest::{ContainerConfig, Descriptor, History, ImageConfig};
 use berth_image::{Digest, Reference};
 
@@ -159,18 +159,7 @@ impl Engine {
             empty_layer: empty,
         });
         let config = serde_json::to_vec(&img).map_err(EngineError::encode("the image config"))?;
-        let descs: Vec<Descriptor> = layers
-            .iter()
-            .map(|l| Descriptor {
-                media_type: l.media_type.clone(),
-                digest: l.digest.clone(),
-                size: l.size,
-                urls: None,
-                annotations: None,
-                platform: None,
-                artifact_type: None,
-            })
-            .collect();
+        let descs: Vec<Descriptor> = layers.iter().map(LayerRecord::descriptor).collect();
         store.unpack(layers)?;
         let manifest = berth_image::image_store::synthesize_manifest(&config, &descs);
         let reg = store.register(RegisterRequest {
@@ -179,11 +168,7 @@ impl Engine {
             layers: layers
                 .iter()
                 .zip(&descs)
-                .map(|(l, d)| LayerInput {
-                    descriptor: d.clone(),
-                    diff_id: l.diff_id.clone(),
-                    unpacked_size: Some(l.unpacked_size),
-                })
+                .map(|(l, d)| l.input(d.clone()))
                 .collect(),
             tags: req.tag.iter().cloned().collect(),
             // The container's image is the new image's parent (inspect's `Parent`).
