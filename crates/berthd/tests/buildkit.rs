@@ -43,6 +43,13 @@ fn docker_in(d: &Daemon, dir: &Path, args: &[&str]) -> Run {
     run_output(o)
 }
 
+/// `docker buildx build ARGS` in `dir`.
+fn buildx_build(d: &Daemon, dir: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["buildx", "build"];
+    all.extend_from_slice(args);
+    docker_in(d, dir, &all)
+}
+
 fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for (p, c) in files {
@@ -244,12 +251,10 @@ fn exporters_local_tar_docker_oci() {
         "FROM busybox\nRUN mkdir -p /out && echo exported > /out/file && ln -s file /out/link\n",
     )]);
     let out = d.path("local");
-    docker_in(
+    buildx_build(
         &d,
         ctx.path(),
         &[
-            "buildx",
-            "build",
             "-q",
             "--output",
             &format!("type=local,dest={}", out.display()),
@@ -267,17 +272,10 @@ fn exporters_local_tar_docker_oci() {
     );
     assert!(out.join("bin/busybox").is_file());
     let tar = d.path("fs.tar");
-    docker_in(
+    buildx_build(
         &d,
         ctx.path(),
-        &[
-            "buildx",
-            "build",
-            "-q",
-            "-o",
-            &format!("type=tar,dest={}", tar.display()),
-            ".",
-        ],
+        &["-q", "-o", &format!("type=tar,dest={}", tar.display()), "."],
     )
     .ok();
     let list = Command::new("tar").arg("tf").arg(&tar).output().unwrap();
@@ -288,12 +286,10 @@ fn exporters_local_tar_docker_oci() {
         "{list}"
     );
     let img = d.path("img.tar");
-    docker_in(
+    buildx_build(
         &d,
         ctx.path(),
         &[
-            "buildx",
-            "build",
             "-q",
             "-t",
             "bk:archived",
@@ -311,17 +307,10 @@ fn exporters_local_tar_docker_oci() {
         .stdout;
     assert_eq!(out, "exported\n");
     let oci = d.path("oci.tar");
-    docker_in(
+    buildx_build(
         &d,
         ctx.path(),
-        &[
-            "buildx",
-            "build",
-            "-q",
-            "-o",
-            &format!("type=oci,dest={}", oci.display()),
-            ".",
-        ],
+        &["-q", "-o", &format!("type=oci,dest={}", oci.display()), "."],
     )
     .ok();
     let list = Command::new("tar").arg("tf").arg(&oci).output().unwrap();
@@ -339,19 +328,12 @@ fn push_to_a_registry() {
     let reg = DockerRegistry::start();
     let ctx = context(&[("Dockerfile", "FROM busybox\nRUN echo pushed > /p\n")]);
     let name = format!("127.0.0.1:{}/bk/pushed:1", reg.port);
-    docker_in(
-        &d,
-        ctx.path(),
-        &["buildx", "build", "-q", "--push", "-t", &name, "."],
-    )
-    .ok();
+    buildx_build(&d, ctx.path(), &["-q", "--push", "-t", &name, "."]).ok();
     let name2 = format!("127.0.0.1:{}/bk/pushed:2", reg.port);
-    docker_in(
+    buildx_build(
         &d,
         ctx.path(),
         &[
-            "buildx",
-            "build",
             "-q",
             "-o",
             &format!("type=image,name={name2},push=true"),
@@ -393,12 +375,10 @@ fn secrets_ssh_target_named_contexts_and_no_cache_filter() {
     while !sock.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let r = docker_in(
+    let r = buildx_build(
         &d,
         ctx.path(),
         &[
-            "buildx",
-            "build",
             "--progress=plain",
             "--target",
             "build",
@@ -432,12 +412,10 @@ fn secrets_ssh_target_named_contexts_and_no_cache_filter() {
     assert!(!hist.contains("s3cr3t"), "{hist}");
     // A named context replaces an image; --no-cache-filter reruns one stage only.
     d.docker(&["tag", "busybox", "bk:named-base"]).ok();
-    let r = docker_in(
+    let r = buildx_build(
         &d,
         ctx.path(),
         &[
-            "buildx",
-            "build",
             "--progress=plain",
             "--target",
             "other",
@@ -456,12 +434,10 @@ fn secrets_ssh_target_named_contexts_and_no_cache_filter() {
             .stdout,
         "other\n"
     );
-    let r = docker_in(
+    let r = buildx_build(
         &d,
         ctx.path(),
         &[
-            "buildx",
-            "build",
             "--progress=plain",
             "--target",
             "other",
@@ -684,12 +660,7 @@ fn pull_load_platforms_and_local_named_contexts() {
 
     // --load (the docker driver's default, also explicit).
     let ctx = context(&[("Dockerfile", "FROM busybox\nRUN echo loaded > /l\n")]);
-    docker_in(
-        &d,
-        ctx.path(),
-        &["buildx", "build", "-q", "--load", "-t", "bk:loaded", "."],
-    )
-    .ok();
+    buildx_build(&d, ctx.path(), &["-q", "--load", "-t", "bk:loaded", "."]).ok();
     assert_eq!(
         d.docker(&["run", "--rm", "bk:loaded", "cat", "/l"])
             .ok()
@@ -699,19 +670,10 @@ fn pull_load_platforms_and_local_named_contexts() {
 
     // Platforms: the host's builds; another is a clear error.
     let host = format!("linux/{}", d.inspect("{{.Architecture}}", "busybox").trim());
-    docker_in(
+    buildx_build(
         &d,
         ctx.path(),
-        &[
-            "buildx",
-            "build",
-            "-q",
-            "--platform",
-            &host,
-            "-t",
-            "bk:host",
-            ".",
-        ],
+        &["-q", "--platform", &host, "-t", "bk:host", "."],
     )
     .ok();
     let other = if host.ends_with("s390x") {
@@ -719,34 +681,18 @@ fn pull_load_platforms_and_local_named_contexts() {
     } else {
         "linux/s390x"
     };
-    let r = docker_in(
+    let r = buildx_build(
         &d,
         ctx.path(),
-        &[
-            "buildx",
-            "build",
-            "-q",
-            "--platform",
-            other,
-            "-t",
-            "bk:other",
-            ".",
-        ],
+        &["-q", "--platform", other, "-t", "bk:other", "."],
     );
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains(other), "{}", r.stderr);
     assert!(d.docker(&["image", "inspect", "bk:other"]).code != 0);
-    let r = docker_in(
+    let r = buildx_build(
         &d,
         ctx.path(),
-        &[
-            "buildx",
-            "build",
-            "-q",
-            "--platform",
-            &format!("{host},{other}"),
-            ".",
-        ],
+        &["-q", "--platform", &format!("{host},{other}"), "."],
     );
     assert_ne!(r.code, 0);
 
@@ -763,12 +709,10 @@ fn pull_load_platforms_and_local_named_contexts() {
         "FROM busybox\nCOPY --from=assets data/x.txt /x.txt\nFROM assets AS raw\n\
          FROM busybox\nCOPY --from=raw / /raw/\nCOPY --from=0 /x.txt /x.txt\n",
     )]);
-    let r = docker_in(
+    let r = buildx_build(
         &d,
         ctx.path(),
         &[
-            "buildx",
-            "build",
             "--progress=plain",
             "--build-context",
             &format!("assets={}", extra.path().display()),
