@@ -77,15 +77,7 @@ pub fn listener_of(path: &Path) -> Option<String> {
     // namespace that was: a candidate counts only when its holder sees our file there.
     for inode in listening_inodes(path, &meta) {
         if let Some((pid, comm)) = holder_of(inode) {
-            let theirs = Path::new("/proc")
-                .join(pid.to_string())
-                .join("root")
-                .join(path.strip_prefix("/").unwrap_or(path));
-            // (The path as we name it; a holder that bound it under another name of the same
-            // file, e.g. /var/run for /run, resolves the same through its root.)
-            if std::fs::metadata(&theirs)
-                .is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino())
-            {
+            if holder_sees(pid, path, &meta) {
                 return Some(format!("{comm} (pid {pid})"));
             }
         }
@@ -93,6 +85,30 @@ pub fn listener_of(path: &Path) -> Option<String> {
     UnixStream::connect(path)
         .ok()
         .map(|_| "another process".to_string())
+}
+
+/// Whether process `pid` sees the file `meta` describes at `path`. The path is resolved inside
+/// the holder's root (`RESOLVE_IN_ROOT`): through a plain `/proc/PID/root/...` an absolute
+/// symlink on the way (`/var/run` -> `/run`) would resolve in *our* root and find our own file.
+fn holder_sees(pid: u32, path: &Path, meta: &std::fs::Metadata) -> bool {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let Ok(root) = rustix::fs::open(
+        format!("/proc/{pid}/root"),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return false;
+    };
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    rustix::fs::openat2(
+        &root,
+        rel,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT,
+    )
+    .and_then(|fd| rustix::fs::fstat(&fd))
+    .is_ok_and(|st| st.st_dev == meta.dev() && st.st_ino == meta.ino())
 }
 
 /// The socket inodes of the listening unix sockets bound at `path` (in any mount namespace).
