@@ -1,6 +1,7 @@
 //! Berth's builder: the Dockerfile language (parser, variable expansion), `.dockerignore`,
 //! the evaluator with its step cache, and build-context handling.
 
+pub mod binfmt;
 #[cfg(feature = "executor")]
 pub mod builder;
 pub mod context;

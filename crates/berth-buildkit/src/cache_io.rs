@@ -193,7 +193,7 @@ async fn import_registry(
     let auth = session_auth(session, r).await;
     let backend = bk.backend().clone();
     let r2 = r.to_string();
-    let pulled = tokio::task::spawn_blocking(move || backend.pull(&r2, auth.as_ref())).await;
+    let pulled = tokio::task::spawn_blocking(move || backend.pull(&r2, None, auth.as_ref())).await;
     match pulled {
         Ok(Ok(status)) => {
             v.log(2, format!("{status}\n"));

@@ -597,9 +597,9 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
     let res = tokio::task::spawn_blocking(move || {
         let store = backend.store();
         berth_build::builder::cleanup_stale(&store);
-        let puller = |name: &str| {
+        let puller = |name: &str, platform: Option<&berth_image::manifest::Platform>| {
             let auth = handle.block_on(session_auth(&session2, name));
-            let r = backend.pull(name, auth.as_ref());
+            let r = backend.pull(name, platform, auth.as_ref());
             if r.is_ok() {
                 backend.image_event("pull", name);
             }

@@ -77,9 +77,14 @@ pub trait Backend: Send + Sync + 'static {
     fn runtime_root(&self) -> PathBuf;
     /// The cgroup parent of build containers.
     fn cgroup_parent(&self) -> String;
-    /// Pulls `name` into the store (with `auth` when the client gave credentials for its
-    /// registry); a status line for the client.
-    fn pull(&self, name: &str, auth: Option<&RegistryAuth>) -> Result<String, TransferError>;
+    /// Pulls `name` into the store for `platform` (`None`: the host's), with `auth` when
+    /// the client gave credentials for its registry; a status line for the client.
+    fn pull(
+        &self,
+        name: &str,
+        platform: Option<&berth_image::manifest::Platform>,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, TransferError>;
     /// Pushes the local image `name` to its registry; the pushed manifest's digest.
     fn push(&self, name: &str, auth: Option<&RegistryAuth>) -> Result<String, TransferError>;
     /// Records an image event (`tag`, `pull`, `push`) for `docker events`.

@@ -42,7 +42,12 @@ impl Backend for TestBackend {
     fn cgroup_parent(&self) -> String {
         "/berth-protocol-test".into()
     }
-    fn pull(&self, name: &str, _: Option<&RegistryAuth>) -> Result<String, TransferError> {
+    fn pull(
+        &self,
+        name: &str,
+        _: Option<&berth_image::manifest::Platform>,
+        _: Option<&RegistryAuth>,
+    ) -> Result<String, TransferError> {
         Err(TransferError::Registry(
             format!("no registry in this test ({name})").into(),
         ))

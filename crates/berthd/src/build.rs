@@ -178,7 +178,9 @@ pub async fn start(
         let res = {
             berth_build::builder::cleanup_stale(&engine.images);
             opts.context = ctx.clone();
-            let puller = |name: &str| pull_base(&engine, name).map_err(Into::into);
+            let puller = |name: &str, platform: Option<&berth_image::manifest::Platform>| {
+                pull_base(&engine, name, platform).map_err(Into::into)
+            };
             let b = Builder {
                 store: &engine.images,
                 runtime: engine.runtime_exe(),
@@ -240,7 +242,11 @@ pub async fn start(
 
 /// Pulls a base image (`--pull`, or missing locally) with the daemon's registry settings;
 /// the builder shows the returned status line.
-fn pull_base(engine: &Engine, name: &str) -> std::result::Result<String, JobError> {
+fn pull_base(
+    engine: &Engine,
+    name: &str,
+    platform: Option<&berth_image::manifest::Platform>,
+) -> std::result::Result<String, JobError> {
     let r = Reference::parse_normalized(name)?;
     let r = if r.tag().is_none() && r.digest().is_none() {
         r.with_tag(berth_image::reference::DEFAULT_TAG)?
@@ -250,7 +256,9 @@ fn pull_base(engine: &Engine, name: &str) -> std::result::Result<String, JobErro
     Ok(crate::images::pull_one(
         engine,
         &r,
-        &berth_image::manifest::Platform::host(),
+        &platform
+            .cloned()
+            .unwrap_or_else(berth_image::manifest::Platform::host),
         engine.registry_config(),
         &berth_registry::NoProgress,
     )?)

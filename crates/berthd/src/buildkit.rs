@@ -156,13 +156,20 @@ impl Backend for EngineBackend {
         self.0.cfg.cgroup_parent.clone()
     }
 
-    fn pull(&self, name: &str, auth: Option<&RegistryAuth>) -> Result<String, TransferError> {
+    fn pull(
+        &self,
+        name: &str,
+        platform: Option<&berth_image::manifest::Platform>,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, TransferError> {
         let r = normalized(name)?;
         let (b, _creds) = self.registry(&r, auth)?;
         let out = b
             .pull(
                 &r,
-                &berth_image::manifest::Platform::host(),
+                &platform
+                    .cloned()
+                    .unwrap_or_else(berth_image::manifest::Platform::host),
                 &berth_registry::NoProgress,
             )
             .map_err(|e| TransferError::Registry(e.into()))?;

@@ -311,7 +311,7 @@ mod tests {
 
     #[test]
     fn cache_from_matches_history_prefix_and_instruction() {
-        let base = State::scratch();
+        let base = State::scratch(&berth_image::manifest::Platform::host());
         let hist = |by: &str, empty: bool| History {
             created: Some("2020-01-01T00:00:00Z".into()),
             created_by: Some(by.into()),

@@ -34,6 +34,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use berth_image::image_store::ImageStore;
+use berth_image::manifest::Platform;
 use berth_image::{Digest, Reference};
 use serde_json::Value;
 
@@ -99,7 +100,8 @@ pub type PullError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Pulls an image reference into the store (`--pull`, or a base image missing locally);
 /// returns a status line for the client (`Status: Downloaded newer image for …`).
-pub type Puller<'p> = dyn Fn(&str) -> Result<String, PullError> + Sync + 'p;
+/// The platform is the one asked for (`--platform`, `FROM --platform`), `None`: the host's.
+pub type Puller<'p> = dyn Fn(&str, Option<&Platform>) -> Result<String, PullError> + Sync + 'p;
 
 /// Why a RUN step's network could not be set up.
 pub type NetworkError = Box<dyn std::error::Error + Send + Sync>;
@@ -217,9 +219,7 @@ pub fn check(opts: &BuildOptions) -> Result<()> {
 impl Builder<'_> {
     /// Runs a build, reporting progress to `sink`.
     pub fn build(&self, opts: &BuildOptions, sink: &mut Sink<'_>) -> Result<Built> {
-        if let Some(p) = opts.platform.as_deref().filter(|p| !p.is_empty()) {
-            state::check_platform(p)?;
-        }
+        let target = state::target_platform(opts.platform.as_deref())?;
         let df = crate::parser::parse(&opts.dockerfile)?;
         for w in &df.warnings {
             sink(Event::Stream(format!("{w}\n")));
@@ -238,6 +238,8 @@ impl Builder<'_> {
             stage_names: &plan.names,
             cache_sources: &cache_sources,
             pending: Pending::default(),
+            target,
+            runnable: HashMap::new(),
         };
         let res = e.build(&plan);
         if res.is_err() {
@@ -289,6 +291,11 @@ struct Eval<'a, 'b, 's> {
     cache_sources: &'b [CacheSource],
     /// What becomes durable at the end of the build.
     pending: Pending,
+    /// The platform built for (`--platform`, else the host's).
+    target: Platform,
+    /// How each platform's programs run here (looked up at its first RUN step).
+    runnable:
+        HashMap<String, std::result::Result<crate::binfmt::Execution, crate::binfmt::NotRunnable>>,
 }
 
 impl Eval<'_, '_, '_> {
@@ -310,8 +317,16 @@ impl Eval<'_, '_, '_> {
     }
 
     /// An image as a state: with `--pull` (for `FROM`) re-resolved against its registry
-    /// first; pulled when missing locally, as Docker's builder does.
-    fn image_state(&mut self, name: &str, line: usize, from: bool) -> Result<State> {
+    /// first; pulled when missing locally, as Docker's builder does. With a platform `want`
+    /// (asked for by `--platform` or `FROM --platform`), a local image of another platform
+    /// is pulled again for `want` (as dockerd's classic store, the name then holds that one).
+    fn image_state(
+        &mut self,
+        name: &str,
+        line: usize,
+        from: bool,
+        want: Option<&Platform>,
+    ) -> Result<State> {
         let store = self.b.store;
         // A named context replaces the image of that name.
         let name = match self.opts.image_contexts.get(name) {
@@ -326,8 +341,11 @@ impl Eval<'_, '_, '_> {
                     format!("pull access denied for {name}: image not found locally and this builder cannot pull"),
                 ));
             };
-            e.say(format!("Pulling {name}\n"))?;
-            let status = puller(name).map_err(|source| {
+            match want {
+                Some(p) => e.say(format!("Pulling {name} ({p})\n"))?,
+                None => e.say(format!("Pulling {name}\n"))?,
+            }
+            let status = puller(name, want).map_err(|source| {
                 error::at(
                     line,
                     StepError::Pull {
@@ -338,13 +356,16 @@ impl Eval<'_, '_, '_> {
             })?;
             e.say(format!("{status}\n"))
         };
+        let mut pulled = false;
         if self.opts.pull && from {
             pull(self)?;
+            pulled = true;
         }
-        let res = match store.resolve(name) {
+        let mut res = match store.resolve(name) {
             Ok(r) => r,
-            Err(e) if e.is_not_found() && !(self.opts.pull && from) => {
+            Err(e) if e.is_not_found() && !pulled => {
                 pull(self)?;
+                pulled = true;
                 store
                     .resolve(name)
                     .map_err(error::store("resolving a pulled image"))?
@@ -357,9 +378,29 @@ impl Eval<'_, '_, '_> {
             }
             Err(e) => return Err(error::store("resolving an image")(e)),
         };
-        let config = store
+        let mut config = store
             .config(&res.image.id)
             .map_err(error::store("reading an image config"))?;
+        if let Some(p) = want.filter(|p| !state::config_is(&config, p)) {
+            if !pulled {
+                pull(self)?;
+                res = store
+                    .resolve(name)
+                    .map_err(error::store("resolving a pulled image"))?;
+                config = store
+                    .config(&res.image.id)
+                    .map_err(error::store("reading an image config"))?;
+            }
+            if !state::config_is(&config, p) {
+                return Err(error::invalid(
+                    line,
+                    format!(
+                        "image {name} is for {}, not {p} (no manifest for {p} in its index)",
+                        config.platform()
+                    ),
+                ));
+            }
+        }
         Ok(State {
             config,
             layers: res.image.layers.clone(),
@@ -374,7 +415,7 @@ impl Eval<'_, '_, '_> {
             Some(j) => self.stage_states[j]
                 .clone()
                 .ok_or(BuildError::Internal("stage not built")),
-            None => self.image_state(name, line, false),
+            None => self.image_state(name, line, false, None),
         }
     }
 }

@@ -18,12 +18,14 @@ use super::container::{self, ContainerGuard};
 use super::copy::{context_rel, hash_paths};
 use super::error::{at, invalid, BuildError, Result, StepError};
 use super::instructions::{MountKind, MountSpec, Network, Run};
-use super::state::{State, PROXY_ARGS};
+use super::state::{PlatformError, State, PROXY_ARGS};
 use super::steps::StageCtx;
 use super::{Eval, Event, RunNetns, RunSandbox, Secret};
+use crate::binfmt;
 use crate::dockerignore::IgnoreFile;
 use crate::fsops::{self, io_at};
 use crate::shell::Vars;
+use berth_image::manifest::Platform;
 
 /// A RUN step, ready to run.
 pub(super) struct RunSpec {
@@ -36,6 +38,8 @@ pub(super) struct RunSpec {
     mounts: Vec<RunMount>,
     /// The command as the failure message shows it.
     command: String,
+    /// The platform of the step's image (its programs may need an emulator).
+    platform: Platform,
 }
 
 /// A `--mount` resolved for this step.
@@ -156,6 +160,7 @@ impl Eval<'_, '_, '_> {
             network,
             mounts,
             command: r.command_text(),
+            platform: ctx.state.config.platform().normalize(),
         };
         self.commit(ctx, line, created_by, cache_text, cc, FsOp::Run(spec))
     }
@@ -286,6 +291,31 @@ impl Eval<'_, '_, '_> {
         }
     }
 
+    /// How programs of `p` run: `Ok(None)` natively or through a handler the kernel holds
+    /// open (`F`), `Ok(Some(path))` through a handler whose interpreter must be at `path`.
+    fn emulator(&mut self, p: &Platform) -> std::result::Result<Option<PathBuf>, PlatformError> {
+        if p.architecture.is_empty() {
+            return Ok(None);
+        }
+        let key = p.to_string();
+        let how = self
+            .runnable
+            .entry(key.clone())
+            .or_insert_with(|| binfmt::execution(p))
+            .clone();
+        match how {
+            Ok(binfmt::Execution::Native) => Ok(None),
+            Ok(binfmt::Execution::Emulated(e)) => {
+                tracing::debug!(platform = %key, handler = %e.name, "RUN through binfmt_misc");
+                Ok((!e.fix_binary()).then_some(e.interpreter))
+            }
+            Err(source) => Err(PlatformError::NotRunnable {
+                platform: key,
+                source,
+            }),
+        }
+    }
+
     /// Runs a RUN step's container on `rootfs`, its output streamed to the client; fails
     /// with the command's exit code when it is not 0.
     pub(super) fn run_container(
@@ -329,6 +359,19 @@ impl Eval<'_, '_, '_> {
             let dst = format!("/etc/{f}");
             dests.push(dst.clone());
             mounts.push(bind(dst, path, &["rbind", "rprivate"]));
+        }
+        // A foreign platform's programs run through the host's binfmt_misc handler; one
+        // without the F flag finds its interpreter in the container, at its path.
+        if let Some(interp) = self.emulator(&spec.platform).map_err(|e| at(line, e))? {
+            let src =
+                fs::canonicalize(&interp).map_err(io_at("resolving the emulator", &interp))?;
+            let dst = interp.to_string_lossy().into_owned();
+            dests.push(dst.clone());
+            mounts.push(bind(
+                dst,
+                src,
+                &["bind", "ro", "rprivate", "nosuid", "nodev"],
+            ));
         }
         let mut env = spec.env;
         for (n, m) in spec.mounts.iter().enumerate() {

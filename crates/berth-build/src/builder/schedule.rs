@@ -54,7 +54,7 @@ impl Plan {
         let mut used_args = BTreeSet::new();
         let mut stages: Vec<Stage> = Vec::new();
         let mut names = HashMap::new();
-        let plat = platform_args();
+        let plat = platform_args(&super::state::target_platform(opts.platform.as_deref())?);
         for node in &df.nodes {
             let step = Step::parse(node, esc)?;
             match &step.inst {
@@ -249,6 +249,7 @@ impl Eval<'_, '_, '_> {
         let out = Out::new(&mut *self.sink, order.len());
         let (b, opts, escape, total) = (self.b, self.opts, self.escape, self.total);
         let (names, sources) = (self.stage_names, self.cache_sources);
+        let target = &self.target;
         let build_one = |pos: usize| -> (Result<State>, BTreeSet<String>, Pending) {
             let i = order[pos];
             let deps = &plan.deps[pos];
@@ -283,6 +284,8 @@ impl Eval<'_, '_, '_> {
                 stage_names: names,
                 cache_sources: sources,
                 pending: Pending::default(),
+                target: target.clone(),
+                runnable: HashMap::new(),
             };
             let r = w.build_stage(i, &plan.stages[i], &plan.meta);
             out.finish(pos, r.is_ok());

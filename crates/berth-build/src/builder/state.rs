@@ -51,9 +51,9 @@ impl State {
         self.extra_list("OnBuild").unwrap_or_default()
     }
 
-    /// The state `FROM scratch` starts from.
-    pub fn scratch() -> State {
-        let p = Platform::host();
+    /// The state `FROM scratch` starts from, for platform `p`.
+    pub fn scratch(p: &Platform) -> State {
+        let p = p.clone();
         let config = ImageConfig {
             created: None,
             author: None,
@@ -126,16 +126,16 @@ pub(crate) const PROXY_ARGS: &[&str] = &[
     "all_proxy",
 ];
 
-/// `BUILDPLATFORM`, `TARGETOS`, …: the host's platform (the only one built for).
-pub(crate) fn platform_args() -> BTreeMap<String, String> {
-    let p = Platform::host();
-    let plat = match &p.variant {
-        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-        None => format!("{}/{}", p.os, p.architecture),
-    };
+/// `BUILDPLATFORM`, `BUILDOS`, … (the host's) and `TARGETPLATFORM`, `TARGETOS`, … (the
+/// platform built for).
+pub(crate) fn platform_args(target: &Platform) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
-    for pre in ["BUILD", "TARGET"] {
-        m.insert(format!("{pre}PLATFORM"), plat.clone());
+    for (pre, p) in [("BUILD", &Platform::host()), ("TARGET", target)] {
+        let plat = match &p.variant {
+            Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+            None => format!("{}/{}", p.os, p.architecture),
+        };
+        m.insert(format!("{pre}PLATFORM"), plat);
         m.insert(format!("{pre}OS"), p.os.clone());
         m.insert(format!("{pre}ARCH"), p.architecture.clone());
         m.insert(
@@ -146,35 +146,47 @@ pub(crate) fn platform_args() -> BTreeMap<String, String> {
     m
 }
 
-/// A platform other than the host's.
+/// A platform the build cannot be for (or run steps of).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "platform {requested:?} is not supported: berth builds for the host platform ({host}) only"
-)]
-pub struct PlatformError {
-    pub requested: String,
-    /// `os/architecture`.
-    pub host: String,
+pub enum PlatformError {
+    #[error("invalid platform {0:?}: {1}")]
+    Invalid(String, String),
+    /// `a,b`: the classic builder builds one platform (multi-platform images come through
+    /// BuildKit's API, one build per platform).
+    #[error("{0:?}: one platform per build: a multi-platform image needs BuildKit (docker buildx build --platform a,b) and an exporter that stores an index (--push, type=oci or type=local)")]
+    Multiple(String),
+    /// A step has to run a program of a platform this host cannot run.
+    #[error("cannot run a program of platform {platform}: {source}")]
+    NotRunnable {
+        platform: String,
+        #[source]
+        source: crate::binfmt::NotRunnable,
+    },
 }
 
-/// Refuses a platform other than the host's.
-pub(crate) fn check_platform(p: &str) -> Result<(), PlatformError> {
-    let h = Platform::host();
-    let parts: Vec<&str> = p.split('/').collect();
-    let ok = match parts.as_slice() {
-        [os] => *os == h.os,
-        [os, arch] => *os == h.os && *arch == h.architecture,
-        [os, arch, v] => *os == h.os && *arch == h.architecture && Some(*v) == h.variant.as_deref(),
-        _ => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(PlatformError {
-            requested: p.to_string(),
-            host: format!("{}/{}", h.os, h.architecture),
-        })
+/// Parses a `--platform` or `FROM --platform` value (normalised).
+pub(crate) fn parse_platform(p: &str) -> Result<Platform, PlatformError> {
+    if p.contains(',') {
+        return Err(PlatformError::Multiple(p.to_string()));
     }
+    Platform::parse(p.trim()).map_err(|e| PlatformError::Invalid(p.to_string(), e.to_string()))
+}
+
+/// The platform a build is for: `--platform`, else the host's.
+pub(crate) fn target_platform(p: Option<&str>) -> Result<Platform, PlatformError> {
+    match p.map(str::trim).filter(|p| !p.is_empty()) {
+        Some(p) => parse_platform(p),
+        None => Ok(Platform::host()),
+    }
+}
+
+/// Whether an image's config is of platform `want` (normalised): its OS and architecture, and
+/// its variant when `want` names one.
+pub(crate) fn config_is(config: &ImageConfig, want: &Platform) -> bool {
+    let have = config.platform().normalize();
+    have.os == want.os
+        && have.architecture == want.architecture
+        && (want.variant.is_none() || have.variant == want.variant)
 }
 
 #[cfg(test)]
@@ -184,7 +196,32 @@ mod tests {
     #[test]
     fn platforms() {
         let h = Platform::host();
-        assert!(check_platform(&format!("{}/{}", h.os, h.architecture)).is_ok());
-        assert!(check_platform("linux/s390x").is_err() || h.architecture == "s390x");
+        assert_eq!(target_platform(None).unwrap(), h);
+        assert_eq!(
+            target_platform(Some("linux/aarch64")).unwrap().architecture,
+            "arm64"
+        );
+        assert!(matches!(
+            target_platform(Some("linux/amd64,linux/arm64")),
+            Err(PlatformError::Multiple(_))
+        ));
+        assert!(matches!(
+            target_platform(Some("linux//x")),
+            Err(PlatformError::Invalid(..))
+        ));
+        let args = platform_args(&Platform::parse("linux/arm/v7").unwrap());
+        assert_eq!(args["TARGETPLATFORM"], "linux/arm/v7");
+        assert_eq!(args["TARGETVARIANT"], "v7");
+        assert_eq!(args["BUILDARCH"], h.architecture);
+        let s = State::scratch(&Platform::parse("linux/arm64").unwrap());
+        assert!(config_is(
+            &s.config,
+            &Platform::parse("linux/arm64").unwrap()
+        ));
+        assert!(!config_is(
+            &s.config,
+            &Platform::parse("linux/amd64").unwrap()
+        ));
+        assert_ne!(s.id, State::scratch(&h).id);
     }
 }

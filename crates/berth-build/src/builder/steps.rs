@@ -11,7 +11,7 @@ use super::commit::FsOp;
 use super::error::{at, invalid, Result, StepError};
 use super::instructions::{CommandLine, Healthcheck, Instruction, Step, Volumes};
 use super::schedule::{self, Stage};
-use super::state::{check_platform, platform_args, short, Args, Scope, State};
+use super::state::{parse_platform, platform_args, short, Args, Scope, State};
 use super::Eval;
 use crate::{dockerignore, fsops, parser, shell};
 
@@ -115,19 +115,37 @@ impl Eval<'_, '_, '_> {
             env: &[],
             args: meta,
         };
+        // The platform asked for (`FROM --platform`, else `--platform`): the base image must
+        // be of it. With neither, the image is taken as it is (as Docker's classic builder).
+        let mut want = self
+            .opts
+            .platform
+            .as_deref()
+            .is_some_and(|p| !p.trim().is_empty())
+            .then(|| self.target.clone());
         if let Instruction::From(f) = &from.inst {
             if let Some(p) = &f.platform {
+                // The platform args are there without being declared (as BuildKit's).
+                let mut args: Args = platform_args(&self.target)
+                    .into_iter()
+                    .map(|(k, v)| (k, Some(v)))
+                    .collect();
+                args.extend(meta.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let scope = Scope {
+                    env: &[],
+                    args: &args,
+                };
                 let p = shell::expand_word(p, self.escape, &scope).map_err(|e| at(line, e))?;
-                check_platform(&p).map_err(|e| at(line, e))?;
+                want = Some(parse_platform(&p).map_err(|e| at(line, e))?);
             }
         }
         let name = schedule::base_image_name(st, &scope, self.escape)?;
         let state = if schedule::stage_ref(self.stage_names, &name, index).is_some() {
             self.source_state(&name, index, line)?
         } else if name == "scratch" {
-            State::scratch()
+            State::scratch(want.as_ref().unwrap_or(&self.target))
         } else {
-            self.image_state(&name, line, true)?
+            self.image_state(&name, line, true, want.as_ref())?
         };
         self.say(format!(" ---> {}\n", short(&state.id)))?;
         self.step_event(super::StepEvent::Done { number: from_step })?;
@@ -236,7 +254,7 @@ impl Eval<'_, '_, '_> {
             env: &[],
             args: &visible,
         };
-        let plat = platform_args();
+        let plat = platform_args(&self.target);
         let mut shown = Vec::new();
         for (k, v) in arg_values(defs, self.escape, &scope, line)? {
             let v = match self.opts.build_args.get(&k) {
