@@ -159,8 +159,10 @@ impl ElfMachine {
 pub enum Execution {
     /// The host's own architecture.
     Native,
-    /// Through a `binfmt_misc` handler.
-    Emulated(Entry),
+    /// Through `binfmt_misc`: the enabled entries that match (`F` ones first). Which one the
+    /// kernel uses depends on their registration order, which is not shown: every
+    /// interpreter of an entry without `F` must be reachable.
+    Emulated(Vec<Entry>),
 }
 
 /// Why a platform's programs cannot run here.
@@ -203,25 +205,28 @@ pub fn execution(p: &Platform) -> Result<Execution, NotRunnable> {
         Ok(e) => (e, String::new()),
         Err(e) => (Vec::new(), format!(" (reading {MOUNT_POINT}: {e})")),
     };
-    find(&entries, m).map(Execution::Emulated).ok_or_else(|| {
-        let h = Platform::host();
-        NotRunnable::NoHandler {
-            arch: p.architecture.clone(),
-            host: format!("{}/{}", h.os, h.architecture),
-            why,
-        }
-    })
+    let found = find(&entries, m);
+    (!found.is_empty())
+        .then_some(Execution::Emulated(found))
+        .ok_or_else(|| {
+            let h = Platform::host();
+            NotRunnable::NoHandler {
+                arch: p.architecture.clone(),
+                host: format!("{}/{}", h.os, h.architecture),
+                why,
+            }
+        })
 }
 
-/// The enabled entry for `m`'s executables (`F` entries first, then in name order).
-pub fn find(entries: &[Entry], m: ElfMachine) -> Option<Entry> {
+/// The enabled entries for `m`'s executables (`F` entries first, then in name order).
+pub fn find(entries: &[Entry], m: ElfMachine) -> Vec<Entry> {
     let (exec, dyn_) = (m.header(2), m.header(3));
     let mut found: Vec<&Entry> = entries
         .iter()
         .filter(|e| e.enabled && (e.matches(&exec) || e.matches(&dyn_)))
         .collect();
     found.sort_by_key(|e| (!e.fix_binary(), e.name.clone()));
-    found.first().map(|e| (*e).clone())
+    found.into_iter().cloned().collect()
 }
 
 /// The registered entries; `binfmt_misc` is mounted privately for the read when it is not
@@ -306,11 +311,15 @@ mod tests {
         assert!(!e.matches(&amd64.header(2)));
         let riscv = ElfMachine::of(&Platform::parse("linux/riscv64").unwrap()).unwrap();
         assert!(!e.matches(&riscv.header(2)));
-        assert_eq!(find(std::slice::from_ref(&e), arm64), Some(e.clone()));
-        assert_eq!(find(std::slice::from_ref(&e), riscv), None);
+        assert_eq!(find(std::slice::from_ref(&e), arm64), vec![e.clone()]);
+        assert!(find(std::slice::from_ref(&e), riscv).is_empty());
         let mut off = e.clone();
         off.enabled = false;
-        assert_eq!(find(&[off], arm64), None);
+        assert!(find(&[off], arm64).is_empty());
+        let mut nof = e.clone();
+        nof.name = "a-nof".into();
+        nof.flags = "P".into();
+        assert_eq!(find(&[nof.clone(), e.clone()], arm64), vec![e.clone(), nof]);
         // Extension entries and garbage are not magic entries.
         assert!(Entry::parse("x", "enabled\ninterpreter /x\nflags: \nextension .exe\n").is_none());
         assert!(Entry::parse("x", "enabled\ninterpreter /x\nmagic 7g\n").is_none());

@@ -454,7 +454,7 @@ impl ctl::control_server::Control for ControlApi {
         let records = tokio::task::spawn_blocking(move || crate::cache::prune(&store, &req))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| e.to_status())?;
         Ok(Response::new(Box::pin(tokio_stream::iter(
             records.into_iter().map(Ok),
         ))))

@@ -284,12 +284,16 @@ fn cleanup_stale_shm() {
     }
 }
 
-/// `POST /build/prune`: the build cache (after removed containers' layers are gone).
-pub async fn prune(engine: Arc<Engine>) -> Result<berth_build::builder::PruneReport> {
+/// `POST /build/prune`: the build cache steps `opts` selects (after removed containers'
+/// layers are gone).
+pub async fn prune(
+    engine: Arc<Engine>,
+    opts: berth_build::builder::PruneOptions,
+) -> Result<berth_build::builder::PruneReport> {
     engine.settle().await;
     let e = engine.clone();
     tokio::task::spawn_blocking(move || {
-        let mut report = berth_build::builder::prune(&e.images)?;
+        let mut report = berth_build::builder::prune_matching(&e.images, &opts)?;
         // What crashed builds and pulls left (see `leftovers`).
         for l in crate::leftovers::remove(&e.images) {
             report.caches_deleted.push(

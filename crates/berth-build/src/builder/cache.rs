@@ -252,29 +252,240 @@ pub struct PruneReport {
     pub space_reclaimed: u64,
 }
 
-/// Removes the build cache (step records and cache mounts) and the layers only it used.
-pub fn prune(store: &ImageStore) -> Result<PruneReport> {
-    let dir = cache_dir(store);
-    let mut report = PruneReport::default();
-    let mut sizes: BTreeMap<Digest, u64> = BTreeMap::new();
-    let steps = dir.join("steps");
-    if let Ok(rd) = fs::read_dir(&steps) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if let Ok(rec) = berth_image::fsutil::read_json::<CacheRecord>(&p) {
-                for l in rec.layers {
-                    sizes.insert(l.digest, l.size);
-                }
+/// A cached step, as `buildx du` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepInfo {
+    /// The step's key (hex).
+    pub id: String,
+    /// The bytes of the step's own layer (0 for a step without one).
+    pub size: u64,
+    pub created: std::time::SystemTime,
+    pub last_used: std::time::SystemTime,
+    /// The record shares its base layers with others.
+    pub shared: bool,
+}
+
+impl StepInfo {
+    /// BuildKit's record type (every step is a `regular` record).
+    pub const TYPE: &'static str = "regular";
+    /// BuildKit's description of a record.
+    pub const DESCRIPTION: &'static str = "berth build step";
+}
+
+/// The cached steps, by ID.
+pub fn steps(store: &ImageStore) -> Vec<StepInfo> {
+    let dir = cache_dir(store).join("steps");
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(&dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Some(id) = p.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        let Ok(rec) = berth_image::fsutil::read_json::<CacheRecord>(&p) else {
+            continue;
+        };
+        let Ok(meta) = e.metadata() else { continue };
+        let created = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+        let last_used = meta.accessed().unwrap_or(created).max(created);
+        out.push(StepInfo {
+            id,
+            size: rec.layers.last().map(|l| l.size).unwrap_or(0),
+            created,
+            last_used,
+            shared: rec.layers.len() > 1,
+        });
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
+}
+
+/// One condition of a prune filter (`key==value`, `key!=value`, `key~=pattern`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneFilter {
+    pub key: String,
+    pub op: FilterOp,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterOp {
+    Equal,
+    NotEqual,
+    /// Matches the pattern: a substring, `^` and `$` anchoring it.
+    Matches,
+}
+
+impl PruneFilter {
+    /// Parses BuildKit's filter strings (containerd's syntax, as buildx sends them:
+    /// `type==regular,id~=abc`; `key=value` is `key==value`; a bare key asks that the field
+    /// be set).
+    pub fn parse_all(filters: &[String]) -> std::result::Result<Vec<PruneFilter>, String> {
+        let mut out = Vec::new();
+        for part in filters.iter().flat_map(|f| f.split(',')) {
+            let part = part.trim();
+            if part.is_empty() {
+                continue;
             }
-            if fs::remove_file(&p).is_ok() {
-                if let Some(n) = p.file_stem() {
-                    report.caches_deleted.push(n.to_string_lossy().into_owned());
+            let (key, op, value) = if let Some((k, v)) = part.split_once("==") {
+                (k, FilterOp::Equal, v)
+            } else if let Some((k, v)) = part.split_once("!=") {
+                (k, FilterOp::NotEqual, v)
+            } else if let Some((k, v)) = part.split_once("~=") {
+                (k, FilterOp::Matches, v)
+            } else if let Some((k, v)) = part.split_once('=') {
+                (k, FilterOp::Equal, v)
+            } else {
+                (part, FilterOp::NotEqual, "")
+            };
+            let key = key.trim();
+            if key.is_empty()
+                || !key
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-')
+            {
+                return Err(format!("invalid filter {part:?}"));
+            }
+            out.push(PruneFilter {
+                key: key.to_string(),
+                op,
+                value: value.trim().trim_matches('"').to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether `step` matches (BuildKit's fields; an unknown field matches nothing).
+    pub fn matches(&self, step: &StepInfo) -> bool {
+        let field = match self.key.as_str() {
+            "id" => step.id.clone(),
+            "type" => StepInfo::TYPE.to_string(),
+            "description" => StepInfo::DESCRIPTION.to_string(),
+            "shared" => step.shared.to_string(),
+            "private" => (!step.shared).to_string(),
+            "inuse" | "mutable" => "false".to_string(),
+            _ => return false,
+        };
+        match self.op {
+            FilterOp::Equal => field == self.value,
+            FilterOp::NotEqual => field != self.value,
+            FilterOp::Matches => {
+                let (start, p) = match self.value.strip_prefix('^') {
+                    Some(p) => (true, p),
+                    None => (false, self.value.as_str()),
+                };
+                let (end, p) = match p.strip_suffix('$') {
+                    Some(p) => (true, p),
+                    None => (false, p),
+                };
+                match (start, end) {
+                    (true, true) => field == p,
+                    (true, false) => field.starts_with(p),
+                    (false, true) => field.ends_with(p),
+                    (false, false) => field.contains(p),
                 }
             }
         }
     }
+}
+
+/// What a prune removes: the steps every filter matches, except those used within
+/// `keep_duration` and, oldest used first, only until the cache is within its space limits
+/// (BuildKit's `--reserved-space`/`--keep-storage`, `--max-used-space`, `--min-free-space`;
+/// 0 = none). With no limit, every matching step.
+#[derive(Debug, Clone, Default)]
+pub struct PruneOptions {
+    pub filters: Vec<PruneFilter>,
+    pub keep_duration: Option<std::time::Duration>,
+    pub reserved_space: u64,
+    pub max_used_space: u64,
+    pub min_free_space: u64,
+}
+
+impl PruneOptions {
+    fn everything(&self) -> bool {
+        self.filters.is_empty()
+            && self.keep_duration.is_none()
+            && self.reserved_space == 0
+            && self.max_used_space == 0
+            && self.min_free_space == 0
+    }
+
+    /// The bytes the cache may keep (`None`: no limit, remove every candidate), as BuildKit
+    /// computes it from the used and free space.
+    fn keep_bytes(&self, used: u64, free: u64) -> Option<u64> {
+        if self.max_used_space == 0 && self.min_free_space == 0 {
+            return (self.reserved_space > 0).then_some(self.reserved_space);
+        }
+        let mut keep = self.max_used_space;
+        if self.min_free_space > free {
+            let excess = self.min_free_space - free;
+            let room = used.saturating_sub(excess);
+            keep = if keep == 0 { room } else { keep.min(room) };
+        }
+        Some(keep.max(self.reserved_space))
+    }
+
+    /// The IDs of `steps` to remove (`now`: the time `keep_duration` counts back from;
+    /// `free`: the free bytes of the cache's file system).
+    pub fn select(&self, steps: &[StepInfo], now: std::time::SystemTime, free: u64) -> Vec<String> {
+        let used: u64 = steps.iter().map(|s| s.size).sum();
+        let mut candidates: Vec<&StepInfo> = steps
+            .iter()
+            .filter(|s| self.filters.iter().all(|f| f.matches(s)))
+            .filter(|s| match self.keep_duration {
+                Some(d) => now.duration_since(s.last_used).is_ok_and(|age| age > d),
+                None => true,
+            })
+            .collect();
+        let Some(keep) = self.keep_bytes(used, free) else {
+            return candidates.into_iter().map(|s| s.id.clone()).collect();
+        };
+        candidates.sort_by(|a, b| (a.last_used, &a.id).cmp(&(b.last_used, &b.id)));
+        let mut total = used;
+        let mut out = Vec::new();
+        for s in candidates {
+            if total <= keep {
+                break;
+            }
+            total = total.saturating_sub(s.size);
+            out.push(s.id.clone());
+        }
+        out
+    }
+}
+
+/// Removes the build cache (step records and cache mounts) and the layers only it used.
+pub fn prune(store: &ImageStore) -> Result<PruneReport> {
+    prune_matching(store, &PruneOptions::default())
+}
+
+/// Removes the steps `opts` selects and the layers only they used; the cache mounts too
+/// when it removes everything.
+pub fn prune_matching(store: &ImageStore, opts: &PruneOptions) -> Result<PruneReport> {
+    let dir = cache_dir(store);
+    let mut report = PruneReport::default();
+    let mut sizes: BTreeMap<Digest, u64> = BTreeMap::new();
+    let steps_dir = dir.join("steps");
+    let free = rustix::fs::statvfs(&dir)
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .unwrap_or(u64::MAX);
+    let chosen = opts.select(&steps(store), std::time::SystemTime::now(), free);
+    for id in chosen {
+        let p = steps_dir.join(format!("{id}.json"));
+        if let Ok(rec) = berth_image::fsutil::read_json::<CacheRecord>(&p) {
+            for l in rec.layers {
+                sizes.insert(l.digest, l.size);
+            }
+        }
+        if fs::remove_file(&p).is_ok() {
+            report.caches_deleted.push(id);
+        }
+    }
     let mounts = dir.join("mounts");
-    if mounts.exists() {
+    if opts.everything() && mounts.exists() {
         report.space_reclaimed += dir_size(&mounts);
         let _ = berth_image::snapshot::remove_tree(&mounts);
     }
@@ -307,6 +518,75 @@ fn dir_size(p: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn step(id: &str, size: u64, age_s: u64, shared: bool) -> StepInfo {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000 - age_s);
+        StepInfo {
+            id: id.into(),
+            size,
+            created: t,
+            last_used: t,
+            shared,
+        }
+    }
+
+    #[test]
+    fn prune_selection() {
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let steps = vec![
+            step("aa11", 100, 3600 * 5, false),
+            step("bb22", 200, 3600 * 3, true),
+            step("cc33", 300, 60, false),
+        ];
+        let sel = |o: &PruneOptions| o.select(&steps, now, u64::MAX);
+        assert_eq!(sel(&PruneOptions::default()), ["aa11", "bb22", "cc33"]);
+        // until=2h: only what was not used for 2 hours.
+        let o = PruneOptions {
+            keep_duration: Some(std::time::Duration::from_secs(7200)),
+            ..Default::default()
+        };
+        assert_eq!(sel(&o), ["aa11", "bb22"]);
+        // keep-storage 450 bytes of 600: the oldest two go (100 + 200 brings it to 300).
+        let o = PruneOptions {
+            reserved_space: 450,
+            ..Default::default()
+        };
+        assert_eq!(sel(&o), ["aa11", "bb22"]);
+        let o = PruneOptions {
+            reserved_space: 500,
+            ..Default::default()
+        };
+        assert_eq!(sel(&o), ["aa11"]);
+        let o = PruneOptions {
+            reserved_space: 600,
+            ..Default::default()
+        };
+        assert!(sel(&o).is_empty());
+        // max-used-space, and min-free-space with 50 bytes free wanting 400: keep 250.
+        let o = PruneOptions {
+            max_used_space: 350,
+            ..Default::default()
+        };
+        assert_eq!(sel(&o), ["aa11", "bb22"]);
+        let o = PruneOptions {
+            min_free_space: 300,
+            ..Default::default()
+        };
+        assert_eq!(o.select(&steps, now, 50), ["aa11", "bb22"]);
+        // Filters: BuildKit's syntax as buildx sends it.
+        let f = |s: &str| PruneOptions {
+            filters: PruneFilter::parse_all(&[s.to_string()]).unwrap(),
+            ..Default::default()
+        };
+        assert_eq!(sel(&f("id~=bb")), ["bb22"]);
+        assert_eq!(sel(&f("id~=^cc")), ["cc33"]);
+        assert_eq!(sel(&f("type==regular,id~=a")), ["aa11"]);
+        assert!(sel(&f("type==exec.cachemount")).is_empty());
+        assert_eq!(sel(&f("shared==true")), ["bb22"]);
+        assert_eq!(sel(&f("private")), ["aa11", "bb22", "cc33"]);
+        assert!(sel(&f("nosuchfield==x")).is_empty());
+        assert!(PruneFilter::parse_all(&["==x".to_string()]).is_err());
+    }
     use berth_image::manifest::History;
 
     #[test]

@@ -291,11 +291,12 @@ impl Eval<'_, '_, '_> {
         }
     }
 
-    /// How programs of `p` run: `Ok(None)` natively or through a handler the kernel holds
-    /// open (`F`), `Ok(Some(path))` through a handler whose interpreter must be at `path`.
-    fn emulator(&mut self, p: &Platform) -> std::result::Result<Option<PathBuf>, PlatformError> {
+    /// How programs of `p` run: the interpreters that must be reachable at their paths in
+    /// the container (those of matching handlers without `F`; none when native or when
+    /// every handler's interpreter is held open by the kernel).
+    fn emulators(&mut self, p: &Platform) -> std::result::Result<Vec<PathBuf>, PlatformError> {
         if p.architecture.is_empty() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let key = p.to_string();
         let how = self
@@ -304,10 +305,18 @@ impl Eval<'_, '_, '_> {
             .or_insert_with(|| binfmt::execution(p))
             .clone();
         match how {
-            Ok(binfmt::Execution::Native) => Ok(None),
-            Ok(binfmt::Execution::Emulated(e)) => {
-                tracing::debug!(platform = %key, handler = %e.name, "RUN through binfmt_misc");
-                Ok((!e.fix_binary()).then_some(e.interpreter))
+            Ok(binfmt::Execution::Native) => Ok(Vec::new()),
+            Ok(binfmt::Execution::Emulated(found)) => {
+                let names: Vec<&str> = found.iter().map(|e| e.name.as_str()).collect();
+                tracing::debug!(platform = %key, handlers = ?names, "RUN through binfmt_misc");
+                let mut binds: Vec<PathBuf> = found
+                    .into_iter()
+                    .filter(|e| !e.fix_binary())
+                    .map(|e| e.interpreter)
+                    .collect();
+                binds.sort();
+                binds.dedup();
+                Ok(binds)
             }
             Err(source) => Err(PlatformError::NotRunnable {
                 platform: key,
@@ -362,7 +371,7 @@ impl Eval<'_, '_, '_> {
         }
         // A foreign platform's programs run through the host's binfmt_misc handler; one
         // without the F flag finds its interpreter in the container, at its path.
-        if let Some(interp) = self.emulator(&spec.platform).map_err(|e| at(line, e))? {
+        for interp in self.emulators(&spec.platform).map_err(|e| at(line, e))? {
             let src =
                 fs::canonicalize(&interp).map_err(io_at("resolving the emulator", &interp))?;
             let dst = interp.to_string_lossy().into_owned();

@@ -141,8 +141,67 @@ async fn start(s: St, RawQuery(q): RawQuery, headers: HeaderMap, body: Body) -> 
     Ok(stream("application/json", rx))
 }
 
-async fn prune(s: St) -> R {
-    Ok(json(&build::prune(s.engine.clone()).await?))
+/// `POST /build/prune`'s query: `filters` (`until`, `id`, `type`, …), `reserved-space` (or
+/// the older `keep-storage`), `max-used-space`, `min-free-space` in bytes.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct PruneQuery {
+    filters: String,
+    #[serde(rename = "keep-storage")]
+    keep_storage: String,
+    #[serde(rename = "reserved-space")]
+    reserved_space: String,
+    #[serde(rename = "max-used-space")]
+    max_used_space: String,
+    #[serde(rename = "min-free-space")]
+    min_free_space: String,
+}
+
+/// The prune options of a query, as dockerd turns them into BuildKit's: `until` (or
+/// `unused-for`) is the keep duration, `id` matches a part of the ID, other keys are equal.
+fn prune_options(q: &PruneQuery) -> Result<berth_build::builder::PruneOptions, ApiError> {
+    let f = super::parse_filters(&q.filters)?;
+    let mut opts = berth_build::builder::PruneOptions::default();
+    let mut strings = Vec::new();
+    for (k, v) in &f.0 {
+        match k.as_str() {
+            "until" | "unused-for" => {
+                let ns = berth_util::units::parse_duration(v)
+                    .ok()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .ok_or_else(|| {
+                        ApiError::bad(format!(
+                            "{k:?} filter expects a duration (e.g., '24h'): {v}"
+                        ))
+                    })?;
+                opts.keep_duration = Some(std::time::Duration::from_nanos(ns));
+            }
+            "id" => strings.push(format!("id~={v}")),
+            _ if k.ends_with('!') || k.ends_with('~') => strings.push(format!("{k}={v}")),
+            _ => strings.push(format!("{k}=={v}")),
+        }
+    }
+    opts.filters = berth_build::builder::PruneFilter::parse_all(&strings)
+        .map_err(|e| ApiError::bad(format!("invalid filter: {e}")))?;
+    let bytes = |name: &str, v: &str| -> Result<u64, ApiError> {
+        if v.is_empty() {
+            return Ok(0);
+        }
+        v.parse::<u64>()
+            .map_err(|_| ApiError::bad(format!("invalid value for {name}: {v}")))
+    };
+    opts.reserved_space = match bytes("reserved-space", &q.reserved_space)? {
+        0 => bytes("keep-storage", &q.keep_storage)?,
+        n => n,
+    };
+    opts.max_used_space = bytes("max-used-space", &q.max_used_space)?;
+    opts.min_free_space = bytes("min-free-space", &q.min_free_space)?;
+    Ok(opts)
+}
+
+async fn prune(s: St, super::Params(q): super::Params<PruneQuery>) -> R {
+    let opts = prune_options(&q)?;
+    Ok(json(&build::prune(s.engine.clone(), opts).await?))
 }
 
 #[cfg(test)]
@@ -161,5 +220,28 @@ mod tests {
         assert!(o.no_cache && q);
         assert_eq!(df, "Dockerfile");
         assert_eq!(super::super::percent_decode("a+b%2"), "a b%2");
+    }
+
+    #[test]
+    fn prune_query() {
+        let q = PruneQuery {
+            filters: r#"{"until":{"2h":true},"id":{"abc":true},"type":{"regular":true}}"#.into(),
+            keep_storage: "1000".into(),
+            ..Default::default()
+        };
+        let o = prune_options(&q).ok().unwrap();
+        assert_eq!(o.keep_duration, Some(std::time::Duration::from_secs(7200)));
+        assert_eq!(o.reserved_space, 1000);
+        assert_eq!(o.filters.len(), 2);
+        let bad = PruneQuery {
+            filters: r#"{"until":{"soon":true}}"#.into(),
+            ..Default::default()
+        };
+        assert!(prune_options(&bad).is_err());
+        let bad = PruneQuery {
+            max_used_space: "-1".into(),
+            ..Default::default()
+        };
+        assert!(prune_options(&bad).is_err());
     }
 }
