@@ -275,7 +275,8 @@ impl ControlApi {
                 attrs: req.exporter_attrs_deprecated.clone(),
             });
         }
-        crate::export::check(&exporters)?;
+        let multi = crate::frontend::platforms(&req.frontend_attrs)?.len() > 1;
+        crate::export::check(&exporters, multi)?;
         let cache = req.cache.clone().unwrap_or_default();
         let mut cache_exports = crate::cache_io::from_proto(&cache.exports);
         if !cache.export_ref_deprecated.is_empty() {
@@ -635,6 +636,53 @@ impl gw::llb_bridge_server::LlbBridge for Gateway {
         };
         let id = format!("berth-{}", built.image_id.hex());
         let mut metadata = HashMap::new();
+        if built.is_multi() {
+            // One ref per platform (as BuildKit's dockerfile frontend answers), each a
+            // result of its own, and `refs.platforms` naming them.
+            if !r.allow_result_return || !r.allow_result_array_ref {
+                return Err(Status::unimplemented(
+                    "a multi-platform result needs a client that takes result maps",
+                ));
+            }
+            let mut refs = HashMap::new();
+            let mut listed = Vec::new();
+            let mut results = job.results.lock().unwrap_or_else(|p| p.into_inner());
+            for p in &built.platforms {
+                let key = p.platform.to_string();
+                let pid = format!("berth-{}", p.image_id.hex());
+                metadata.insert(format!("containerimage.config/{key}"), p.config.clone());
+                refs.insert(
+                    key.clone(),
+                    gw::Ref {
+                        id: pid.clone(),
+                        def: None,
+                    },
+                );
+                listed.push(serde_json::json!({"id": key, "platform": p.platform}));
+                results.insert(
+                    pid,
+                    BuildResult {
+                        image_id: p.image_id.clone(),
+                        config: p.config.clone(),
+                        tags: Vec::new(),
+                        platforms: vec![p.clone()],
+                    },
+                );
+            }
+            drop(results);
+            metadata.insert(
+                "refs.platforms".to_string(),
+                serde_json::to_vec(&serde_json::json!({ "platforms": listed }))
+                    .map_err(|e| Status::internal(e.to_string()))?,
+            );
+            return Ok(Response::new(gw::SolveResponse {
+                r#ref: String::new(),
+                result: Some(gw::Result {
+                    result: Some(gw::result::Result::Refs(gw::RefMap { refs })),
+                    metadata,
+                }),
+            }));
+        }
         metadata.insert("containerimage.config".to_string(), built.config.clone());
         job.results
             .lock()
@@ -738,24 +786,57 @@ impl gw::llb_bridge_server::LlbBridge for Gateway {
     ) -> Result<Response<gw::ReturnResponse>, Status> {
         let job = self.job(&req).await?;
         let r = req.into_inner();
-        let multi = || {
-            Err(SolveError::unknown(
-                "multi-platform results are not supported",
-            ))
+        // Several refs: a multi-platform result, each ref one platform's (keyed by it).
+        let multi = |refs: Vec<(String, String)>| -> Result<Option<String>, SolveError> {
+            let mut results = job.results.lock().unwrap_or_else(|p| p.into_inner());
+            let mut platforms = Vec::new();
+            let mut keys: Vec<(String, String)> = refs;
+            keys.sort();
+            for (key, id) in &keys {
+                let one = results
+                    .get(id)
+                    .ok_or_else(|| SolveError::unknown(format!("unknown result ref {id}")))?;
+                let platform = berth_image::manifest::Platform::parse(key)
+                    .map_err(|e| SolveError::unknown(format!("result ref {key}: {e}")))?;
+                platforms.push(crate::frontend::PlatformImage {
+                    platform,
+                    image_id: one.image_id.clone(),
+                    config: one.config.clone(),
+                });
+            }
+            let first = platforms
+                .first()
+                .cloned()
+                .ok_or_else(|| SolveError::unknown("an empty result map"))?;
+            let id = format!("berth-index-{}", job.id);
+            results.insert(
+                id.clone(),
+                BuildResult {
+                    image_id: first.image_id,
+                    config: first.config,
+                    tags: Vec::new(),
+                    platforms,
+                },
+            );
+            Ok(Some(id))
         };
         let value = match (r.error, r.result) {
             (Some(e), _) if e.code != 0 => Err(SolveError::from_rpc(&e)),
             (_, Some(res)) => match res.result {
                 Some(gw::result::Result::Ref(x)) if !x.id.is_empty() => Ok(Some(x.id)),
                 Some(gw::result::Result::RefDeprecated(x)) if !x.is_empty() => Ok(Some(x)),
-                Some(gw::result::Result::Refs(m)) if m.refs.len() > 1 => multi(),
+                Some(gw::result::Result::Refs(m)) if m.refs.len() > 1 => {
+                    multi(m.refs.into_iter().map(|(k, r)| (k, r.id)).collect())
+                }
                 Some(gw::result::Result::Refs(m)) => Ok(m
                     .refs
                     .into_values()
                     .next()
                     .map(|x| x.id)
                     .filter(|x| !x.is_empty())),
-                Some(gw::result::Result::RefsDeprecated(m)) if m.refs.len() > 1 => multi(),
+                Some(gw::result::Result::RefsDeprecated(m)) if m.refs.len() > 1 => {
+                    multi(m.refs.into_iter().collect())
+                }
                 Some(gw::result::Result::RefsDeprecated(m)) => {
                     Ok(m.refs.into_values().next().filter(|x| !x.is_empty()))
                 }

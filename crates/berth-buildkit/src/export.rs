@@ -78,9 +78,26 @@ pub fn store_names(exporters: &[Exporter]) -> Result<Vec<Reference>, SolveError>
     Ok(out)
 }
 
-/// Refuses exporters Berth does not have, before anything is built.
-pub fn check(exporters: &[Exporter]) -> Result<(), SolveError> {
+/// Refuses exporters Berth does not have, before anything is built; for a multi-platform
+/// build (`multi`), those that cannot hold an image index: Berth's image store, as dockerd's
+/// classic store, keeps one image per name (`--load`, the docker driver's default), and a
+/// `docker` archive has no index.
+pub fn check(exporters: &[Exporter], multi: bool) -> Result<(), SolveError> {
     for e in exporters {
+        if multi
+            && ((is_image_exporter(&e.r#type) && !truthy(&e.attrs, "push")) || e.r#type == "docker")
+        {
+            return Err(SolveError::new(
+                tonic::Code::InvalidArgument,
+                format!(
+                    "a multi-platform image (an image index) cannot be exported to {}: Berth's image \
+                     store, as dockerd's without the containerd image store, holds one platform per \
+                     image; push it (--push), or export it with --output type=oci,dest=FILE or \
+                     type=local,dest=DIR, or build one platform at a time",
+                    if e.r#type == "docker" { "a docker archive" } else { "the image store" }
+                ),
+            ));
+        }
         match e.r#type.as_str() {
             "moby" | "image" | "local" | "tar" | "docker" | "oci" => {}
             other => {
@@ -155,8 +172,18 @@ pub async fn run(
                         };
                         let backend = bk.backend().clone();
                         let name2 = name.clone();
+                        let ids: Vec<berth_image::Digest> = result
+                            .platforms
+                            .iter()
+                            .map(|p| p.image_id.clone())
+                            .collect();
+                        let multi = result.is_multi();
                         let pushed = tokio::task::spawn_blocking(move || {
-                            backend.push(&name2, auth.as_ref())
+                            if multi {
+                                backend.push_index(&name2, &ids, auth.as_ref())
+                            } else {
+                                backend.push(&name2, auth.as_ref())
+                            }
                         })
                         .await
                         .map_err(unknown)?;
@@ -221,17 +248,30 @@ pub async fn run(
     Ok(resp)
 }
 
-/// The image's root file system, unpacked into a directory of `work`.
+/// The image's root file system, unpacked into `dir`; for a multi-platform result, each
+/// platform's in a directory of its own (`linux_arm64`, `linux_arm_v7`), as BuildKit splits
+/// them.
 fn unpack_rootfs(
     store: &berth_image::image_store::ImageStore,
     result: &BuildResult,
     dir: &Path,
 ) -> Result<(), SolveError> {
-    let rec = store.get(&result.image_id).map_err(unknown)?;
-    for l in &rec.layers {
-        let f = store.blobs().open_blob(&l.digest).map_err(unknown)?;
-        berth_image::layer::apply_layer(dir, std::io::BufReader::new(f), &Default::default())
-            .map_err(unknown)?;
+    let unpack = |id: &berth_image::Digest, dir: &Path| -> Result<(), SolveError> {
+        let rec = store.get(id).map_err(unknown)?;
+        for l in &rec.layers {
+            let f = store.blobs().open_blob(&l.digest).map_err(unknown)?;
+            berth_image::layer::apply_layer(dir, std::io::BufReader::new(f), &Default::default())
+                .map_err(unknown)?;
+        }
+        Ok(())
+    };
+    if !result.is_multi() {
+        return unpack(&result.image_id, dir);
+    }
+    for p in &result.platforms {
+        let sub = dir.join(p.platform.to_string().replace('/', "_"));
+        std::fs::create_dir(&sub).map_err(unknown)?;
+        unpack(&p.image_id, &sub)?;
     }
     Ok(())
 }
@@ -285,12 +325,25 @@ async fn export_archive(
     let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
     let store2 = store.clone();
     let id = result.image_id.clone();
+    let index: Vec<berth_image::Digest> = if result.is_multi() {
+        result
+            .platforms
+            .iter()
+            .map(|p| p.image_id.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let names: Vec<Reference> = names.to_vec();
     let writer = tokio::task::spawn_blocking(move || -> Result<(), SolveError> {
         // The names go into the archive; an image the store does not have under them is
-        // saved by ID and named in the archive only.
+        // saved by ID and named in the archive only. Several platforms: one image index.
         let mut w = ChannelWriter::new(tx);
-        berth_image::archive::save_as(&store2, &id, &names, &mut w).map_err(unknown)?;
+        if index.is_empty() {
+            berth_image::archive::save_as(&store2, &id, &names, &mut w).map_err(unknown)?;
+        } else {
+            berth_image::archive::save_index(&store2, &index, &names, &mut w).map_err(unknown)?;
+        }
         w.flush().map_err(unknown)?;
         Ok(())
     });

@@ -17,7 +17,7 @@ use crate::progress::{vertex_digest, Progress, VertexRun};
 use crate::session::Session;
 use crate::{BuildKit, RegistryAuth};
 
-/// A built image.
+/// A built image (the first platform's, for a multi-platform build).
 #[derive(Debug, Clone)]
 pub struct BuildResult {
     pub image_id: Digest,
@@ -25,6 +25,46 @@ pub struct BuildResult {
     pub config: Vec<u8>,
     /// Names the image was given (fully qualified).
     pub tags: Vec<String>,
+    /// A multi-platform build's images, one per platform, in the order asked for (empty
+    /// for a single-platform build).
+    pub platforms: Vec<PlatformImage>,
+}
+
+/// One platform's image of a multi-platform build (in the store, unnamed).
+#[derive(Debug, Clone)]
+pub struct PlatformImage {
+    pub platform: berth_image::manifest::Platform,
+    pub image_id: Digest,
+    pub config: Vec<u8>,
+}
+
+impl BuildResult {
+    /// Whether the result is an image index (several platforms).
+    pub fn is_multi(&self) -> bool {
+        self.platforms.len() > 1
+    }
+}
+
+/// The platforms of a `platform` attribute (`a,b`), normalised; empty when none is named.
+pub fn platforms(
+    attrs: &HashMap<String, String>,
+) -> Result<Vec<berth_image::manifest::Platform>, SolveError> {
+    let mut out: Vec<berth_image::manifest::Platform> = Vec::new();
+    for p in attrs
+        .get("platform")
+        .map(String::as_str)
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let p = berth_image::manifest::Platform::parse(p)
+            .map_err(|e| bad(format!("invalid platform {p:?}: {e}")))?;
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
 }
 
 /// What a frontend run needs.
@@ -254,13 +294,9 @@ fn options(attrs: &HashMap<String, String>) -> Result<BuildOptions, SolveError> 
                 .collect()
         })
         .unwrap_or_default();
-    if let Some(p) = attrs.get("platform").filter(|p| !p.is_empty()) {
-        if p.contains(',') {
-            return Err(bad(format!(
-                "multi-platform builds are not supported ({p}): Berth builds for the host platform only"
-            )));
-        }
-        o.platform = Some(p.clone());
+    // Several platforms: one build each (see `dockerfile`).
+    if let [p] = platforms(attrs)?.as_slice() {
+        o.platform = Some(p.to_string());
     }
     for (k, v) in attrs {
         let Some(name) = k.strip_prefix("context:") else {
@@ -282,6 +318,8 @@ struct StepVertices<'p> {
     progress: &'p Progress,
     solve_id: String,
     multi_stage: bool,
+    /// The platform being built, in a multi-platform build (named in each vertex).
+    platform: Option<String>,
     open: BTreeMap<usize, (VertexRun<'p>, usize)>,
     current: Option<usize>,
 }
@@ -297,11 +335,13 @@ impl<'p> StepVertices<'p> {
                 text,
                 line,
             }) => {
-                let name = if self.multi_stage {
-                    format!("[{stage} {position}/{stage_steps}] {text}")
-                } else {
-                    format!("[{position}/{stage_steps}] {text}")
+                let prefix = match (&self.platform, self.multi_stage) {
+                    (Some(p), true) => format!("{p} {stage} "),
+                    (Some(p), false) => format!("{p} "),
+                    (None, true) => format!("{stage} "),
+                    (None, false) => String::new(),
                 };
+                let name = format!("[{prefix}{position}/{stage_steps}] {text}");
                 let d = vertex_digest(&self.solve_id, &name, number);
                 self.open
                     .insert(number, (VertexRun::start(self.progress, d, name), line));
@@ -588,6 +628,10 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
     opts.tags = run.tags.clone();
     opts.output_events = true;
     let multi_stage = parsed.nodes.iter().filter(|i| i.keyword == "FROM").count() > 1;
+    let targets: Vec<Option<berth_image::manifest::Platform>> = match platforms(attrs)? {
+        p if p.len() > 1 => p.into_iter().map(Some).collect(),
+        _ => vec![None],
+    };
     // The build, on a blocking thread.
     let backend = bk.backend().clone();
     let handle = tokio::runtime::Handle::current();
@@ -617,18 +661,58 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
             progress: &progress,
             solve_id,
             multi_stage,
+            platform: None,
             open: BTreeMap::new(),
             current: None,
         };
-        let mut sink = |ev: Event| -> bool {
-            if *cancel.borrow() {
-                return false;
+        // A multi-platform build is one build per platform, its images unnamed.
+        let multi = targets.len() > 1;
+        let mut images: Vec<PlatformImage> = Vec::new();
+        let mut r = Err(BuildError::Internal("no platform to build"));
+        for t in &targets {
+            let mut o = opts.clone();
+            if multi {
+                o.platform = t.as_ref().map(|p| p.to_string());
+                o.tags.clear();
+                steps.platform = t.as_ref().map(|p| p.to_string());
             }
-            steps.event(ev);
-            true
-        };
-        let r = b.build(&opts, &mut sink);
+            let mut sink = |ev: Event| -> bool {
+                if *cancel.borrow() {
+                    return false;
+                }
+                steps.event(ev);
+                true
+            };
+            r = b.build(&o, &mut sink);
+            match (&r, t) {
+                (Ok(built), Some(p)) if multi => {
+                    let config = store
+                        .config_bytes(&built.id)
+                        .map_err(|e| SolveError::unknown(e.to_string()))?;
+                    images.push(PlatformImage {
+                        platform: p.clone(),
+                        image_id: built.id.clone(),
+                        config,
+                    });
+                }
+                (Ok(_), _) => {}
+                (Err(_), _) => break,
+            }
+        }
         match r {
+            Ok(built) if multi => {
+                let first = images
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| SolveError::unknown("a multi-platform build without images"))?;
+                let _ = built;
+                Ok(BuildResult {
+                    image_id: first.image_id,
+                    config: first.config,
+                    tags: Vec::new(),
+                    platforms: images,
+                })
+            }
             Ok(built) => {
                 let config = store
                     .config_bytes(&built.id)
@@ -640,6 +724,7 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
                     image_id: built.id,
                     config,
                     tags: opts.tags.iter().map(|t| t.to_string()).collect(),
+                    platforms: Vec::new(),
                 })
             }
             Err(BuildError::Cancelled) => {

@@ -87,6 +87,14 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<String, TransferError>;
     /// Pushes the local image `name` to its registry; the pushed manifest's digest.
     fn push(&self, name: &str, auth: Option<&RegistryAuth>) -> Result<String, TransferError>;
+    /// Pushes the images `ids` (one per platform, unnamed in the store) as one image index
+    /// named `name`; the index's digest.
+    fn push_index(
+        &self,
+        name: &str,
+        ids: &[berth_image::Digest],
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, TransferError>;
     /// Records an image event (`tag`, `pull`, `push`) for `docker events`.
     fn image_event(&self, action: &str, name: &str);
     /// The daemon's networks for RUN steps (the default bridge, user networks by

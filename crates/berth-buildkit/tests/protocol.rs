@@ -57,6 +57,16 @@ impl Backend for TestBackend {
             format!("no registry in this test ({name})").into(),
         ))
     }
+    fn push_index(
+        &self,
+        name: &str,
+        _: &[berth_image::Digest],
+        _: Option<&RegistryAuth>,
+    ) -> Result<String, TransferError> {
+        Err(TransferError::Registry(
+            format!("no registry in this test ({name})").into(),
+        ))
+    }
     fn image_event(&self, _: &str, _: &str) {}
     fn run_networks(&self) -> Option<&dyn berth_build::builder::RunNetworks> {
         None

@@ -104,6 +104,19 @@ impl EngineBackend {
         r: &Reference,
         auth: Option<&RegistryAuth>,
     ) -> Result<(LocalBackend, Option<tempfile::TempDir>), TransferError> {
+        let (cfg, dir) = self.registry_config(r, auth)?;
+        Ok((
+            LocalBackend::with_store(self.0.images.clone()).with_registry_config(cfg),
+            dir,
+        ))
+    }
+
+    /// [`registry`](Self::registry)'s settings alone.
+    fn registry_config(
+        &self,
+        r: &Reference,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<(berth_registry::RegistryConfig, Option<tempfile::TempDir>), TransferError> {
         let mut cfg = self.0.registry_config();
         let mut dir = None;
         if let Some(a) = auth {
@@ -123,10 +136,7 @@ impl EngineBackend {
             cfg.credentials = store;
             dir = Some(d);
         }
-        Ok((
-            LocalBackend::with_store(self.0.images.clone()).with_registry_config(cfg),
-            dir,
-        ))
+        Ok((cfg, dir))
     }
 }
 
@@ -188,6 +198,57 @@ impl Backend for EngineBackend {
             .push(&r, &berth_registry::NoProgress)
             .map_err(|e| TransferError::Registry(e.into()))?;
         Ok(out.digest.to_string())
+    }
+
+    fn push_index(
+        &self,
+        name: &str,
+        ids: &[berth_image::Digest],
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, TransferError> {
+        use berth_image::manifest::{parse_manifest, Descriptor, ImageIndex, Manifest};
+        let r = normalized(name)?;
+        let store = &self.0.images;
+        let mut manifests = Vec::new();
+        for id in ids {
+            let rec = store.get(id)?;
+            let config = store.config(id)?;
+            let found = rec.manifests.iter().find_map(|d| {
+                let bytes = store.blobs().read_verified(d).ok()?;
+                match parse_manifest(None, &bytes) {
+                    Ok(Manifest::Image(kind, _)) => Some((d.clone(), bytes.len(), kind)),
+                    _ => None,
+                }
+            });
+            let (digest, size, kind) = found.ok_or_else(|| {
+                TransferError::Registry(format!("no image manifest stored for {id}").into())
+            })?;
+            manifests.push(Descriptor {
+                media_type: kind.media_type().to_string(),
+                digest,
+                size: size as u64,
+                urls: None,
+                annotations: None,
+                platform: Some(config.platform()),
+                artifact_type: None,
+            });
+        }
+        let index = ImageIndex {
+            schema_version: 2,
+            media_type: Some(berth_image::manifest::media_types::OCI_INDEX.to_string()),
+            artifact_type: None,
+            manifests,
+            subject: None,
+            annotations: None,
+        };
+        let bytes = serde_json::to_vec(&index).map_err(|e| TransferError::Registry(e.into()))?;
+        let (cfg, _creds) = self.registry_config(&r, auth)?;
+        let client =
+            berth_registry::Client::new(cfg).map_err(|e| TransferError::Registry(e.into()))?;
+        let pushed = client
+            .push(&r, &bytes, store.blobs(), &berth_registry::NoProgress)
+            .map_err(|e| TransferError::Registry(e.into()))?;
+        Ok(pushed.digest.to_string())
     }
 
     fn image_event(&self, action: &str, name: &str) {

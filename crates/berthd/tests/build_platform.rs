@@ -425,6 +425,7 @@ fn arm64_builds_through_binfmt_legacy_and_buildx() {
         assert_eq!(d.inspect("{{.Architecture}}", "plat:bk").trim(), "arm64");
         let out = d.docker(&["run", "--rm", "plat:bk"]).ok().stdout;
         assert_eq!(out, "aarch64\narm64\n");
+        multi_platform_exports(&d, &reg, ctx.path());
     } else {
         berth_testkit::guard::skipped("buildx not installed: its half of this test");
     }
@@ -523,4 +524,86 @@ fn without_a_handler_the_error_says_what_to_install() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains("berth-binfmt-"), "{mounts}");
     finish(d);
+}
+
+/// `--platform HOST,linux/arm64` through buildx: an image index pushed to a registry and
+/// exported as an OCI archive, one directory per platform for `type=local`, and a clear
+/// error for the image store (one platform per name, as dockerd's classic store).
+fn multi_platform_exports(d: &Daemon, reg: &DockerRegistry, ctx: &Path) {
+    let h = Platform::host();
+    let host = format!("{}/{}", h.os, h.architecture);
+    let both = format!("{host},linux/arm64");
+    let r = buildx_build(d, ctx, &["--platform", &both, "-t", "plat:multi"]).unwrap();
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("cannot be exported to the image store"),
+        "{}",
+        r.stderr
+    );
+    // type=local: linux_amd64/ and linux_arm64/, each its platform's root.
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("type=local,dest={}", out.path().display());
+    buildx_build(d, ctx, &["--platform", &both, "--output", &dest])
+        .unwrap()
+        .ok();
+    let arch = |p: &str| std::fs::read_to_string(out.path().join(p).join("arch")).unwrap();
+    assert_eq!(
+        arch(&host.replace('/', "_")),
+        format!("{}\n", std::env::consts::ARCH)
+    );
+    assert_eq!(arch("linux_arm64"), "aarch64\n");
+    // type=oci: index.json names one image index of both platforms.
+    let file = out.path().join("multi.tar");
+    let dest = format!("type=oci,dest={}", file.display());
+    buildx_build(
+        d,
+        ctx,
+        &["--platform", &both, "-t", "plat:oci", "--output", &dest],
+    )
+    .unwrap()
+    .ok();
+    let mut files = std::collections::HashMap::new();
+    for e in tar::Archive::new(std::fs::File::open(&file).unwrap())
+        .entries()
+        .unwrap()
+    {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().display().to_string();
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut b).unwrap();
+        files.insert(name, b);
+    }
+    let top: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+    let entry = &top["manifests"][0];
+    assert_eq!(
+        entry["mediaType"], "application/vnd.oci.image.index.v1+json",
+        "{top}"
+    );
+    let digest = entry["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let index: serde_json::Value =
+        serde_json::from_slice(&files[&format!("blobs/sha256/{digest}")]).unwrap();
+    let mut archs: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap().to_string())
+        .collect();
+    archs.sort();
+    let mut want = vec![h.architecture.clone(), "arm64".to_string()];
+    want.sort();
+    assert_eq!(archs, want, "{index}");
+    // --push: the index in the registry; each platform pulls its own image.
+    let name = format!("{}/plat:multi", reg.host());
+    buildx_build(d, ctx, &["--platform", &both, "-t", &name, "--push"])
+        .unwrap()
+        .ok();
+    d.docker(&["pull", "--platform", "linux/arm64", &name]).ok();
+    assert_eq!(d.inspect("{{.Architecture}}", &name).trim(), "arm64");
+    let out = d.docker(&["run", "--rm", &name]).ok().stdout;
+    assert_eq!(out, "aarch64\narm64\n");
+    d.docker(&["pull", "--platform", &host, &name]).ok();
+    assert_eq!(d.inspect("{{.Architecture}}", &name).trim(), h.architecture);
 }

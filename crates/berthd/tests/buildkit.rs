@@ -461,15 +461,18 @@ fn secrets_ssh_target_named_contexts_and_no_cache_filter() {
     finish(d);
 }
 
-/// Rows of `buildx du` (lines starting with a record ID).
-fn records(du: &str) -> usize {
+/// The record IDs of `buildx du` (lines starting with one).
+fn record_ids(du: &str) -> Vec<String> {
     du.lines()
-        .filter(|l| {
-            l.split_whitespace()
-                .next()
-                .is_some_and(|w| w.len() >= 25 && w.chars().all(|c| c.is_ascii_alphanumeric()))
-        })
-        .count()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.len() >= 25 && w.chars().all(|c| c.is_ascii_alphanumeric()))
+        .map(|w| w.trim_end_matches('*').to_string())
+        .collect()
+}
+
+/// Rows of `buildx du`.
+fn records(du: &str) -> usize {
+    record_ids(du).len()
 }
 
 #[test]
@@ -486,6 +489,66 @@ fn buildx_du_and_prune() {
     // `docker system df` counts the same records.
     let df = build_cache_count(&d);
     assert_eq!(df, records(&du), "{du}");
+    // Filters and space limits: nothing fresh is older than a day, no record is a cache
+    // mount, the small cache fits in 1 GB; an ID filter removes that record only.
+    let ctx2 = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN echo one > /one\nRUN echo two > /two\n",
+    )]);
+    docker_in(&d, ctx2.path(), &["build", "-q", "."]).ok();
+    let before = record_ids(&d.docker(&["buildx", "du"]).ok().stdout);
+    assert!(before.len() >= 3, "{before:?}");
+    for args in [
+        &["--filter", "until=24h"][..],
+        &["--filter", "type=exec.cachemount"],
+        &["--keep-storage", "1gb"],
+        &["--reserved-space", "1gb"],
+    ] {
+        let mut all = vec!["buildx", "prune", "-f", "-a"];
+        all.extend_from_slice(args);
+        d.docker(&all).ok();
+        let now = record_ids(&d.docker(&["buildx", "du"]).ok().stdout);
+        assert_eq!(now, before, "{args:?}");
+    }
+    let victim = &before[0];
+    d.docker(&[
+        "buildx",
+        "prune",
+        "-f",
+        "-a",
+        "--filter",
+        &format!("id={}", &victim[..12]),
+    ])
+    .ok();
+    let now = record_ids(&d.docker(&["buildx", "du"]).ok().stdout);
+    assert_eq!(now.len(), before.len() - 1, "{now:?}");
+    assert!(!now.contains(victim), "{now:?}");
+    // One byte kept: every record with a layer goes (oldest first).
+    d.docker(&["buildx", "prune", "-f", "-a", "--keep-storage", "1"])
+        .ok();
+    let after = record_ids(&d.docker(&["buildx", "du"]).ok().stdout);
+    assert!(after.len() < now.len(), "{after:?}");
+    // The Engine API's /build/prune takes the same: a fresh cache outlives until=24h, a
+    // bad duration is a 400.
+    docker_in(&d, ctx2.path(), &["build", "-q", "--no-cache", "."]).ok();
+    let n = build_cache_count(&d);
+    let r = d
+        .http(
+            "POST",
+            "/build/prune?filters=%7B%22until%22%3A%7B%2224h%22%3Atrue%7D%7D",
+            None,
+        )
+        .unwrap();
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert_eq!(build_cache_count(&d), n);
+    let r = d
+        .http(
+            "POST",
+            "/build/prune?filters=%7B%22until%22%3A%7B%22soon%22%3Atrue%7D%7D",
+            None,
+        )
+        .unwrap();
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
     let pr = d.docker(&["buildx", "prune", "-f", "-a"]).ok();
     assert!(pr.stdout.contains("Total:"), "{}", pr.stdout);
     let du = d.docker(&["buildx", "du"]).ok().stdout;
@@ -668,7 +731,8 @@ fn pull_load_platforms_and_local_named_contexts() {
         "loaded\n"
     );
 
-    // Platforms: the host's builds; another is a clear error.
+    // Platforms: the host's builds; another needs its base image (pulling busybox for it
+    // fails here: no registry) and a binfmt_misc handler (tests/build_platform.rs).
     let host = format!("linux/{}", d.inspect("{{.Architecture}}", "busybox").trim());
     buildx_build(
         &d,
@@ -695,6 +759,11 @@ fn pull_load_platforms_and_local_named_contexts() {
         &["-q", "--platform", &format!("{host},{other}"), "."],
     );
     assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("cannot be exported to the image store"),
+        "{}",
+        r.stderr
+    );
 
     // A local directory as a named context: FROM it, COPY --from it.
     let dangling = || {

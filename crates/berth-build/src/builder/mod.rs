@@ -352,7 +352,10 @@ impl Eval<'_, '_, '_> {
                 error::at(
                     line,
                     StepError::Pull {
-                        image: name.to_string(),
+                        image: match want {
+                            Some(p) => format!("{name} ({p})"),
+                            None => name.to_string(),
+                        },
                         source,
                     },
                 )

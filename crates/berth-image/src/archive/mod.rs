@@ -42,7 +42,7 @@ mod spool;
 
 pub use import::{apply_changes, import, ImportOptions, ImportSource};
 pub use load::{load, LoadReport, LoadedImage};
-pub use save::{save, save_as};
+pub use save::{save, save_as, save_index};
 pub use spool::EntryProblem;
 
 /// Errors from archive operations.

@@ -44,7 +44,7 @@ pub fn save(store: &ImageStore, names: &[String], out: impl Write) -> Result<()>
         add(res.image.id.clone(), tag);
     }
 
-    write_archive(store, &images, out)
+    write_archive(store, &images, None, out)
 }
 
 /// Writes the image `id` as a save archive naming it `tags` (which the store need not have:
@@ -55,12 +55,28 @@ pub fn save_as(
     tags: &[Reference],
     out: impl Write,
 ) -> Result<()> {
-    write_archive(store, &[(id.clone(), tags.to_vec())], out)
+    write_archive(store, &[(id.clone(), tags.to_vec())], None, out)
 }
 
+/// Writes the images `ids` (one per platform) as one multi-platform image: `index.json`
+/// points at an OCI image index (named `tags`) whose manifests carry their platforms.
+pub fn save_index(
+    store: &ImageStore,
+    ids: &[ImageId],
+    tags: &[Reference],
+    out: impl Write,
+) -> Result<()> {
+    let images: Vec<(ImageId, Vec<Reference>)> =
+        ids.iter().map(|id| (id.clone(), Vec::new())).collect();
+    write_archive(store, &images, Some(tags), out)
+}
+
+/// `index_tags`: `Some` writes one image index of all the images (named by those tags)
+/// instead of one `index.json` entry per image.
 fn write_archive(
     store: &ImageStore,
     images: &[(ImageId, Vec<Reference>)],
+    index_tags: Option<&[Reference]>,
     out: impl Write,
 ) -> Result<()> {
     let mut b = tar::Builder::new(out);
@@ -125,6 +141,11 @@ fn write_archive(
             )?;
         }
         let mut mdesc = descriptor(mt::OCI_MANIFEST, &mdigest, manifest.len() as u64);
+        if index_tags.is_some() {
+            let config: ImageConfig = serde_json::from_slice(&config_bytes)
+                .map_err(|e| ArchiveError::Invalid(e.to_string()))?;
+            mdesc.platform = Some(config.platform());
+        }
         if tags.is_empty() {
             index_entries.push(mdesc.clone());
         }
@@ -156,6 +177,39 @@ fn write_archive(
                 .map(|d| format!("blobs/sha256/{}", d.digest.hex()))
                 .collect(),
         });
+    }
+    if let Some(tags) = index_tags {
+        let nested = ImageIndex {
+            schema_version: 2,
+            media_type: Some(mt::OCI_INDEX.to_string()),
+            artifact_type: None,
+            manifests: std::mem::take(&mut index_entries),
+            subject: None,
+            annotations: None,
+        };
+        let bytes = to_json(&nested)?;
+        let d = Digest::of_bytes(&bytes);
+        add_file(
+            &mut b,
+            &format!("blobs/sha256/{}", d.hex()),
+            bytes.len() as u64,
+            &bytes[..],
+        )?;
+        let desc = descriptor(mt::OCI_INDEX, &d, bytes.len() as u64);
+        if tags.is_empty() {
+            index_entries.push(desc.clone());
+        }
+        for t in tags {
+            let mut desc = desc.clone();
+            let mut a = BTreeMap::new();
+            a.insert("io.containerd.image.name".to_string(), t.to_string());
+            a.insert(
+                "org.opencontainers.image.ref.name".to_string(),
+                t.tag().unwrap_or("latest").to_string(),
+            );
+            desc.annotations = Some(a);
+            index_entries.push(desc);
+        }
     }
     let index = ImageIndex {
         schema_version: 2,
