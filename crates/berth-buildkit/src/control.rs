@@ -82,6 +82,22 @@ impl Jobs {
     }
 
     /// Ends a solve: its job goes; its progress stays a while for late `Status` calls.
+    /// Ends the progress of a solve that failed before it had a job (a refused exporter or
+    /// option): its `Status` subscribers, early or late, see the end. Another job of the
+    /// same ref keeps its progress.
+    fn end_refused(self: &Arc<Self>, id: &str) {
+        if self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
+        {
+            return;
+        }
+        self.progress(id);
+        self.remove(id);
+    }
+
     fn remove(self: &Arc<Self>, id: &str) {
         self.jobs
             .lock()
@@ -473,12 +489,14 @@ impl ctl::control_server::Control for ControlApi {
             req.exporters,
             req.cache
         );
+        let id = req.r#ref.clone();
         match self.solve_inner(req).await {
             Ok(r) => Ok(Response::new(ctl::SolveResponse {
                 exporter_response: r,
             })),
             Err(e) => {
                 tracing::info!("solve failed: {}", e.message);
+                self.0.jobs.end_refused(&id);
                 Err(e.to_status())
             }
         }

@@ -823,10 +823,21 @@ mod tests {
         );
         a.insert("no-cache".to_string(), String::new());
         assert!(options(&a).unwrap().no_cache);
+        // Several platforms are one build each: none is set on the options.
         a.insert(
             "platform".to_string(),
-            "linux/amd64,linux/arm64".to_string(),
+            "linux/amd64,linux/aarch64".to_string(),
         );
+        assert_eq!(options(&a).unwrap().platform, None);
+        let p = platforms(&a).unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[1].to_string(), "linux/arm64");
+        a.insert("platform".to_string(), "linux/arm64".to_string());
+        assert_eq!(
+            options(&a).unwrap().platform.as_deref(),
+            Some("linux/arm64")
+        );
+        a.insert("platform".to_string(), "linux//x".to_string());
         assert!(options(&a).is_err());
     }
 
