@@ -23,7 +23,7 @@ pub(super) type FilesFn<'f> = Box<dyn FnOnce(&Path) -> Result<bool> + 'f>;
 pub(super) enum FsOp<'f> {
     None,
     Files(FilesFn<'f>),
-    Run(RunSpec),
+    Run(Box<RunSpec>),
 }
 
 impl Eval<'_, '_, '_> {
@@ -64,7 +64,7 @@ impl Eval<'_, '_, '_> {
         let layer = match op {
             FsOp::None => None,
             FsOp::Files(f) => self.in_container(ctx, line, None, f)?,
-            FsOp::Run(spec) => self.in_container(ctx, line, Some(spec), Box::new(|_| Ok(true)))?,
+            FsOp::Run(spec) => self.in_container(ctx, line, Some(*spec), Box::new(|_| Ok(true)))?,
         };
         let mut config = ctx.state.config.clone();
         let now = berth_image::timeutil::now_rfc3339_nano();

@@ -162,7 +162,14 @@ impl Eval<'_, '_, '_> {
             command: r.command_text(),
             platform: ctx.state.config.platform().normalize(),
         };
-        self.commit(ctx, line, created_by, cache_text, cc, FsOp::Run(spec))
+        self.commit(
+            ctx,
+            line,
+            created_by,
+            cache_text,
+            cc,
+            FsOp::Run(Box::new(spec)),
+        )
     }
 
     /// A `--mount` for this step and its cache-key text (`None`: an optional secret that
