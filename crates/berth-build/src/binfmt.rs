@@ -218,6 +218,35 @@ pub fn execution(p: &Platform) -> Result<Execution, NotRunnable> {
         })
 }
 
+/// The platforms this host runs: its own first, then those a registered handler emulates
+/// (as BuildKit lists its worker's platforms).
+pub fn runnable_platforms() -> Vec<Platform> {
+    let mut out = vec![Platform::host()];
+    let entries = entries().unwrap_or_default();
+    for p in [
+        "linux/amd64",
+        "linux/arm64",
+        "linux/riscv64",
+        "linux/ppc64le",
+        "linux/s390x",
+        "linux/386",
+        "linux/mips64le",
+        "linux/mips64",
+        "linux/loong64",
+        "linux/arm/v7",
+        "linux/arm/v6",
+    ] {
+        let Ok(p) = Platform::parse(p) else { continue };
+        if is_native(&p) || out.contains(&p) {
+            continue;
+        }
+        if ElfMachine::of(&p).is_some_and(|m| !find(&entries, m).is_empty()) {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// The enabled entries for `m`'s executables (`F` entries first, then in name order).
 pub fn find(entries: &[Entry], m: ElfMachine) -> Vec<Entry> {
     let (exec, dyn_) = (m.header(2), m.header(3));

@@ -149,14 +149,33 @@ pub fn routes(bk: Arc<BuildKit>) -> tonic::service::Routes {
     tonic::service::Routes::new(c).add_service(g)
 }
 
-fn platform() -> pb::Platform {
-    let p = berth_image::manifest::Platform::host();
-    pb::Platform {
-        architecture: p.architecture,
-        os: p.os,
-        variant: p.variant.unwrap_or_default(),
-        ..Default::default()
-    }
+/// The platforms the worker builds: the host's, then those its binfmt_misc handlers run
+/// (read again after 10 s: every build asks).
+fn platforms() -> Vec<pb::Platform> {
+    type Seen = Option<(std::time::Instant, Vec<berth_image::manifest::Platform>)>;
+    static SEEN: std::sync::Mutex<Seen> = std::sync::Mutex::new(None);
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    let fresh = seen
+        .as_ref()
+        .filter(|(t, _)| t.elapsed() < Duration::from_secs(10))
+        .map(|(_, p)| p.clone());
+    let list = match fresh {
+        Some(p) => p,
+        None => {
+            let p = berth_build::binfmt::runnable_platforms();
+            *seen = Some((std::time::Instant::now(), p.clone()));
+            p
+        }
+    };
+    drop(seen);
+    list.into_iter()
+        .map(|p| pb::Platform {
+            architecture: p.architecture,
+            os: p.os,
+            variant: p.variant.unwrap_or_default(),
+            ..Default::default()
+        })
+        .collect()
 }
 
 fn worker(bk: &BuildKit) -> WorkerRecord {
@@ -186,7 +205,7 @@ fn worker(bk: &BuildKit) -> WorkerRecord {
     WorkerRecord {
         id: "berth".into(),
         labels,
-        platforms: vec![platform()],
+        platforms: platforms(),
         gc_policy: vec![GcPolicy {
             all: false,
             keep_duration: 48 * 3600 * 1_000_000_000,
