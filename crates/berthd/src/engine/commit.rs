@@ -11,6 +11,7 @@ use berth_image::manifest::{ContainerConfig, Descriptor, History, ImageConfig};
 use berth_image::{Digest, Reference};
 
 use super::ops::{xattr_opaque, INIT_LAYER};
+use super::recovery::Op;
 use super::{Container, Engine, EngineError, Result};
 
 /// What to commit and how.
@@ -41,6 +42,10 @@ impl Engine {
             )));
         }
         let mut paused_here = req.pause && c.state.running && !c.state.paused;
+        // Until the resume: a daemon that dies meanwhile resumes it at its next start.
+        let _intent = paused_here
+            .then(|| self.intent(Op::Commit, &c.id))
+            .transpose()?;
         if paused_here {
             if let Err(e) = self.set_paused(&c.id, true).await {
                 // A container that exited after its state was read (its exit not recorded
@@ -50,6 +55,7 @@ impl Engine {
                 }
                 paused_here = false;
             }
+            crate::failpoint::hit("commit.paused");
         }
         let engine = self.clone();
         let (cid, tag, comment) = (c.id.clone(), req.tag.clone(), req.comment.clone());
@@ -102,6 +108,7 @@ impl Engine {
                 init_layer_only(&upper, r)
             })
             .map_err(EngineError::io("writing the layer of", &upper))?;
+        crate::failpoint::hit("commit.layer");
         let empty = written.record.diff_id == berth_build::diff::empty_diff_id();
         let mut layers = parent.layers.clone();
         let mut published = Vec::new();
