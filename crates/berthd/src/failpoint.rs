@@ -31,6 +31,7 @@ pub const NAMES: &[&str] = &[
     "build.commit",
     "commit.paused",
     "commit.layer",
+    "commit.unpacked",
     "volume.create",
     "volume.remove",
     "network.connect",

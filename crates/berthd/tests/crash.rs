@@ -765,10 +765,11 @@ fn runtime_status(d: &Daemon, id: &str) -> String {
 }
 
 /// `docker commit` of a running container (paused while its changes are read) interrupted
-/// with the container paused (`commit.paused`) or its layer written but not published
-/// (`commit.layer`): after the restart the container runs again (resumed, in the runtime
-/// and in its record), no image, layer, blob or snapshot of the commit is left, and the
-/// commit retried succeeds and leaves the container running.
+/// with the container paused (`commit.paused`), its layer written but not published
+/// (`commit.layer`), or published and unpacked but no image registered
+/// (`commit.unpacked`): after the restart the container runs again (resumed, in the
+/// runtime and in its record), no image, layer, blob or snapshot of the commit is left, and
+/// the commit retried succeeds and leaves the container running.
 fn commit_crash(fp: &str) {
     require_root!();
     let mut d = Daemon::new();
@@ -816,4 +817,9 @@ fn crash_commit_paused() {
 #[test]
 fn crash_commit_layer() {
     commit_crash("commit.layer");
+}
+
+#[test]
+fn crash_commit_unpacked() {
+    commit_crash("commit.unpacked");
 }

@@ -168,6 +168,7 @@ impl Engine {
         let config = serde_json::to_vec(&img).map_err(EngineError::encode("the image config"))?;
         let descs: Vec<Descriptor> = layers.iter().map(LayerRecord::descriptor).collect();
         store.unpack(layers)?;
+        crate::failpoint::hit("commit.unpacked");
         let manifest = berth_image::image_store::synthesize_manifest(&config, &descs);
         let reg = store.register(RegisterRequest {
             manifest,
