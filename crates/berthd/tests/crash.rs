@@ -1,8 +1,9 @@
 //! Crash safety: a container whose shim dies, and the crash matrix: berthd killed (by a
 //! failpoint, `BERTHD_FAILPOINTS`, see `berthd::failpoint`) at each step of create, start,
-//! stop, rm, pull, volume create/remove and network connect, then restarted: nothing lost,
-//! nothing orphaned (processes, cgroups, mounts, runtime state, directories, snapshots,
-//! volumes), the operation can be retried.
+//! stop, rm, pull, push, build, commit, volume create/remove and network connect, then
+//! restarted: nothing lost, nothing orphaned (processes, cgroups, mounts, links, runtime
+//! state, directories, snapshots, blobs, volumes, temporary files), the operation can be
+//! retried.
 
 mod common;
 use common::*;
