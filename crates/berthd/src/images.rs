@@ -83,6 +83,23 @@ pub fn registry_config(
     if a.username.is_empty() && a.password.is_empty() {
         return Ok((cfg, None));
     }
+    let (store, dir) = private_credentials(
+        engine,
+        registry,
+        &Credentials::new(&a.username, &a.password),
+    )?;
+    cfg.credentials = store;
+    Ok((cfg, Some(dir)))
+}
+
+/// A credential store holding only `creds` for `registry`, in a private temporary
+/// directory of the exec root that lives as long as the returned guard (the next daemon
+/// start removes what a crash left: see `leftovers::auth_dir`).
+pub fn private_credentials(
+    engine: &Engine,
+    registry: &str,
+    creds: &Credentials,
+) -> Result<(CredentialStore, tempfile::TempDir)> {
     let parent = crate::leftovers::auth_dir(&engine.cfg.exec_root);
     std::fs::create_dir_all(&parent).map_err(EngineError::io("creating", &parent))?;
     let dir = tempfile::Builder::new()
@@ -91,10 +108,9 @@ pub fn registry_config(
         .map_err(EngineError::io("creating a directory in", &parent))?;
     let store = CredentialStore::at(dir.path().join("config.json"));
     store
-        .set(registry, &Credentials::new(&a.username, &a.password))
+        .set(registry, creds)
         .map_err(|e| EngineError::Internal(format!("storing the credentials: {e}")))?;
-    cfg.credentials = store;
-    Ok((cfg, Some(dir)))
+    Ok((store, dir))
 }
 
 /// Docker's JSON progress lines, sent as they happen.
