@@ -1,5 +1,7 @@
 //! Crash leftovers in the data root that no operation owns any more: the spooled context
-//! of a build (`tmp/build-ctx-<pid>-…`), the work directories of build steps with their
+//! of a build (`tmp/build-ctx-<pid>-…`; a BuildKit build's work directory,
+//! `tmp/berth-bk-<pid>-…`, when `/dev/shm` is not there), the work directories of build
+//! steps with their
 //! overlay mounts (`tmp/build-<pid>-…`, `tmp/from-<pid>-…`) and their pending layer blobs
 //! (`ingest/<pid>-…`), all of a daemon that is gone, and partial downloads
 //! (`partial/<hex>`) that no pull holds (a pull locks its file while it writes it). At
@@ -12,8 +14,8 @@
 //! it), not across a restart.
 //!
 //! Outside the data root, the daemon start also removes the private credentials files of
-//! pulls and pushes ([`auth_dir`]) and the build contexts extracted to `/dev/shm` of a
-//! daemon that is gone.
+//! pulls and pushes ([`auth_dir`]) and the build contexts extracted to `/dev/shm` (classic
+//! and BuildKit builds') of a daemon that is gone.
 
 use std::path::{Path, PathBuf};
 
@@ -97,7 +99,8 @@ pub fn find(store: &ImageStore) -> Vec<Leftover> {
         let rest = name
             .strip_prefix("build-ctx-")
             .or_else(|| name.strip_prefix("build-"))
-            .or_else(|| name.strip_prefix("from-"));
+            .or_else(|| name.strip_prefix("from-"))
+            .or_else(|| name.strip_prefix("berth-bk-"));
         if rest.is_some_and(owner_gone) {
             let size = crate::volumes::dir_size(&path);
             out.push(Leftover { path, size });

@@ -824,3 +824,77 @@ fn crash_commit_layer() {
 fn crash_commit_unpacked() {
     commit_crash("commit.unpacked");
 }
+
+/// A BuildKit build (buildx, the docker CLI's default builder) whose daemon is killed while
+/// a RUN step's container runs: after the restart its work directory (in `/dev/shm`, or the
+/// data root's `tmp/`) and the step's container, mounts and network are gone, nothing is
+/// lost, and the build retried succeeds.
+#[test]
+fn crash_buildx_run() {
+    require_root!();
+    let plugins = std::env::var_os("HOME")
+        .map(|h| Path::new(&h).join(".docker/cli-plugins"))
+        .filter(|p| p.join("docker-buildx").exists());
+    let Some(plugins) = plugins else {
+        berth_testkit::skipped("buildx not installed (~/.docker/cli-plugins/docker-buildx)");
+        return;
+    };
+    let mut d = Daemon::new();
+    std::os::unix::fs::symlink(&plugins, d.path("docker-config/cli-plugins")).unwrap();
+    let ctx = d.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nARG S=60\nRUN sleep $S && echo data > /f\n",
+    )
+    .unwrap();
+    let ctx = ctx.display().to_string();
+    let build = |d: &Daemon, args: &[&str]| {
+        let mut all = vec!["buildx", "build", "-t", "built:v1"];
+        all.extend_from_slice(args);
+        all.push(&ctx);
+        let mut c = d.docker_cmd(&all);
+        c.env_remove("DOCKER_BUILDKIT");
+        c
+    };
+    let before = stored(&d);
+    let pid = daemon_pid(&d);
+    let mut client = build(&d, &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let steps = d.path("exec/build-runtime");
+    wait_for("a build step's container", || {
+        entries(&steps)
+            .iter()
+            .any(|e| !e.starts_with('@') && steps.join(e).join("state.json").exists())
+    });
+    d.kill9();
+    let _ = client.kill();
+    let _ = client.wait();
+    d.start();
+    let work = format!("berth-bk-{pid}-");
+    let left: Vec<String> = entries(Path::new("/dev/shm"))
+        .into_iter()
+        .chain(entries(&d.path("data/tmp")))
+        .filter(|e| e.starts_with(&work))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "work directories");
+    assert_eq!(mounts_below(d.dir.path()), Vec::<String>::new());
+    assert_no_orphans(&d, "after the restart");
+    assert_eq!(stored(&d), before);
+    let r = build(&d, &["--build-arg", "S=0"]).output().unwrap();
+    assert!(r.status.success(), "{r:?}");
+    assert_eq!(
+        d.docker(&["run", "--rm", "built:v1", "cat", "/f"])
+            .ok()
+            .stdout,
+        "data\n"
+    );
+    d.docker_line("rmi built:v1", &[]).ok();
+    d.docker_line("builder prune -af", &[]).ok();
+    assert_eq!(stored(&d), before);
+    assert_no_orphans(&d, "after the build");
+    finish(d);
+}

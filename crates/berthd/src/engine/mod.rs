@@ -151,6 +151,7 @@ impl Engine {
         );
         crate::leftovers::remove(&images);
         crate::leftovers::remove_shm_contexts();
+        berth_buildkit::frontend::cleanup_stale();
         crate::leftovers::remove_auth_dirs(&cfg.exec_root);
         let vdir = cfg.data_root.join("volumes");
         let volumes = Arc::new(
