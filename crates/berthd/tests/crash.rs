@@ -765,13 +765,13 @@ fn runtime_status(d: &Daemon, id: &str) -> String {
     v["status"].as_str().unwrap_or_default().to_string()
 }
 
-/// `docker commit` of a running container (paused while its changes are read) interrupted
-/// with the container paused (`commit.paused`), its layer written but not published
-/// (`commit.layer`), or published and unpacked but no image registered
-/// (`commit.unpacked`): after the restart the container runs again (resumed, in the
+/// `docker commit` of a running container (paused while its changes are read, unless
+/// `pause` is false) interrupted with the container paused (`commit.paused`), its layer
+/// written but not published (`commit.layer`), or published and unpacked but no image
+/// registered (`commit.unpacked`): after the restart the container runs (resumed, in the
 /// runtime and in its record), no image, layer, blob or snapshot of the commit is left, and
 /// the commit retried succeeds and leaves the container running.
-fn commit_crash(fp: &str) {
+fn commit_crash(fp: &str, pause: bool) {
     require_root!();
     let mut d = Daemon::new();
     d.docker_line(
@@ -785,7 +785,12 @@ fn commit_crash(fp: &str) {
     });
     let before = stored(&d);
     arm(&mut d, fp);
-    assert_ne!(d.docker_line("commit ctr committed:v1", &[]).code, 0);
+    let pause = format!("--pause={pause}");
+    assert_ne!(
+        d.docker_line("commit", &[&pause, "ctr", "committed:v1"])
+            .code,
+        0
+    );
     crashed(&mut d, fp);
     assert_eq!(
         d.inspect("{{.State.Status}} {{.State.Paused}}", "ctr"),
@@ -812,17 +817,23 @@ fn commit_crash(fp: &str) {
 
 #[test]
 fn crash_commit_paused() {
-    commit_crash("commit.paused");
+    commit_crash("commit.paused", true);
 }
 
 #[test]
 fn crash_commit_layer() {
-    commit_crash("commit.layer");
+    commit_crash("commit.layer", true);
 }
 
 #[test]
 fn crash_commit_unpacked() {
-    commit_crash("commit.unpacked");
+    commit_crash("commit.unpacked", true);
+}
+
+/// The same, without the pause (`--pause=false`).
+#[test]
+fn crash_commit_unpacked_unpaused() {
+    commit_crash("commit.unpacked", false);
 }
 
 /// A BuildKit build (buildx, the docker CLI's default builder) whose daemon is killed while

@@ -42,9 +42,11 @@ impl Engine {
             )));
         }
         let mut paused_here = req.pause && c.state.running && !c.state.paused;
-        // Until the resume: a daemon that dies meanwhile resumes it at its next start.
-        let _intent = paused_here
-            .then(|| self.intent(Op::Commit, &c.id))
+        // What a crash leaves of the commit goes at the next start (`recovery`); a container
+        // it paused is resumed then.
+        let _commit = self.intent(Op::Commit, &crate::util::new_id())?;
+        let _pause = paused_here
+            .then(|| self.intent(Op::Pause, &c.id))
             .transpose()?;
         if paused_here {
             if let Err(e) = self.set_paused(&c.id, true).await {

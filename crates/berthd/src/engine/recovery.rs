@@ -16,16 +16,16 @@
 //!   container is left as it was before the start, and can be started or removed.
 //! - `exit`: the record was marked exited, then the shim, rootfs and participants' parts
 //!   are torn down; a crash in between leaves them: they go as for `start`.
-//! - `commit`: a commit paused the running container (written before the pause, removed
-//!   after the resume): it is resumed, and its record says running again. The layer the
-//!   commit was writing is a pending blob in `ingest/`, which the daemon start removes
-//!   with the other crash leftovers.
-//! - `build` (the id is the build's own): a build's steps commit their snapshots as they
-//!   go and publish their blobs, cache records and image at its end; what an interrupted
-//!   build committed is referenced by no image and no cache record. After a `build` or a
-//!   `commit` intent (whose layer may be published but not registered), the image store's
-//!   blobs and snapshots that neither an image nor the build cache references are removed
-//!   (once, whatever the number of intents).
+//! - `pause`: a commit paused the running container (written before the pause, removed
+//!   after the resume): it is resumed, and its record says running again.
+//! - `commit` (for the whole commit) and `build` (their ids are their own): a commit
+//!   writes its layer as a pending blob (in `ingest/`, which the daemon start removes with
+//!   the other crash leftovers), publishes and unpacks it, then registers the image; a
+//!   build's steps commit their snapshots as they go and publish their blobs, cache records
+//!   and image at its end. What an interrupted one made is referenced by no image and no
+//!   cache record: after such an intent, the image store's blobs and snapshots that neither
+//!   an image nor the build cache references are removed (once, whatever the number of
+//!   intents).
 //!
 //! Create intents are durable (`atomic_write`: a power loss between the snapshot and the
 //! record must not leave an orphan); the others only need to outlive the process
@@ -46,6 +46,7 @@ pub(crate) enum Op {
     Create,
     Start,
     Exit,
+    Pause,
     Commit,
     Build,
 }
@@ -56,6 +57,7 @@ impl Op {
             Op::Create => "create",
             Op::Start => "start",
             Op::Exit => "exit",
+            Op::Pause => "pause",
             Op::Commit => "commit",
             Op::Build => "build",
         }
@@ -99,7 +101,7 @@ impl Engine {
         .map_err(|e| EngineError::Internal(format!("encoding an intent: {e}")))?;
         let write = |p: &Path| match op {
             Op::Create => berth_util::fs::atomic_write(p, &bytes),
-            Op::Start | Op::Exit | Op::Commit | Op::Build => {
+            Op::Start | Op::Exit | Op::Pause | Op::Commit | Op::Build => {
                 berth_util::fs::replace_file_nosync(p, &bytes)
             }
         };
@@ -141,8 +143,8 @@ impl Engine {
             match r.op {
                 Op::Create => self.recover_create(&r.id),
                 Op::Start | Op::Exit => self.recover_task(&r.id),
-                Op::Commit => self.recover_commit(&r.id),
-                Op::Build => {}
+                Op::Pause => self.recover_pause(&r.id),
+                Op::Commit | Op::Build => {}
             }
         }
         if collect {
@@ -206,7 +208,7 @@ impl Engine {
     }
 
     /// Resumes a container that a commit paused (see the module docs).
-    fn recover_commit(&self, id: &str) {
+    fn recover_pause(&self, id: &str) {
         let Ok(e) = self.lookup(id) else {
             return;
         };
