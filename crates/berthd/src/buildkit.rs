@@ -16,6 +16,7 @@ use berth_image::Reference;
 use berth_registry::images::{ImageBackend, LocalBackend};
 use berth_registry::Credentials;
 
+use crate::engine::recovery::Op;
 use crate::engine::Engine;
 use crate::http::{ApiError, AppState};
 
@@ -66,9 +67,16 @@ async fn grpc(State(s): State<Arc<AppState>>, mut req: Request) -> Response {
     if let Err(e) = wants_h2c(&req) {
         return e.into_response();
     }
+    // The builds of this connection: what a crash leaves of them goes at the next start
+    // (`engine::recovery`).
+    let intent = match s.engine.intent(Op::Build, &crate::util::new_id()) {
+        Ok(i) => i,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     let bk = buildkit(&s.engine);
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
+        let _intent = intent;
         let Ok(up) = on_upgrade.await else { return };
         bk.serve_grpc(hyper_util::rt::TokioIo::new(up)).await;
     });

@@ -837,9 +837,10 @@ fn crash_commit_unpacked_unpaused() {
 }
 
 /// A BuildKit build (buildx, the docker CLI's default builder) whose daemon is killed while
-/// a RUN step's container runs: after the restart its work directory (in `/dev/shm`, or the
-/// data root's `tmp/`) and the step's container, mounts and network are gone, nothing is
-/// lost, and the build retried succeeds.
+/// a RUN step's container runs, the step before it committed (a snapshot no image or cache
+/// record references yet): after the restart its work directory (in `/dev/shm`, or the
+/// data root's `tmp/`), the step's container, mounts and network and the snapshot are
+/// gone, nothing is lost, and the build retried succeeds.
 #[test]
 fn crash_buildx_run() {
     require_root!();
@@ -856,7 +857,7 @@ fn crash_buildx_run() {
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
-        "FROM busybox\nARG S=60\nRUN sleep $S && echo data > /f\n",
+        "FROM busybox\nARG S=60\nRUN echo data > /f\nRUN sleep $S\n",
     )
     .unwrap();
     let ctx = ctx.display().to_string();
@@ -876,10 +877,12 @@ fn crash_buildx_run() {
         .spawn()
         .unwrap();
     let steps = d.path("exec/build-runtime");
-    wait_for("a build step's container", || {
-        entries(&steps)
-            .iter()
-            .any(|e| !e.starts_with('@') && steps.join(e).join("state.json").exists())
+    let snapshots = d.path("data/snapshotter/snapshots");
+    wait_for("the second RUN step's container", || {
+        berth_testkit::list_dir(&snapshots) != before.snapshots
+            && entries(&steps)
+                .iter()
+                .any(|e| !e.starts_with('@') && steps.join(e).join("state.json").exists())
     });
     d.kill9();
     let _ = client.kill();
