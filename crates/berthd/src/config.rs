@@ -675,7 +675,19 @@ pub struct DaemonConfig {
 pub fn config_path(flags: &Flags) -> (PathBuf, bool) {
     match &flags.config_file {
         Some(p) => (p.clone(), true),
-        None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        None => match user_defaults() {
+            Some(p) => (p.config_file, false),
+            None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        },
+    }
+}
+
+/// The defaults of a daemon run by an ordinary user (see `rootless`), `None` for root's.
+fn user_defaults() -> Option<crate::rootless::Paths> {
+    if crate::rootless::active() || crate::rootless::wanted() {
+        crate::rootless::Paths::from_env().ok()
+    } else {
+        None
     }
 }
 
@@ -912,10 +924,17 @@ pub fn merge(flags: &Flags, file: &FileConfig) -> Result<DaemonConfig, MergeErro
             flag.to_vec()
         }
     }
-    let exec_root = pick(&flags.exec_root, &file.exec_root).unwrap_or_else(|| "/run/berth".into());
+    let user = user_defaults();
+    let exec_root = pick(&flags.exec_root, &file.exec_root).unwrap_or_else(|| match &user {
+        Some(u) => u.exec_root.clone(),
+        None => "/run/berth".into(),
+    });
     let mut hosts = pick_list(&flags.hosts, &file.hosts);
     if hosts.is_empty() {
-        hosts.push(DEFAULT_HOST.to_string());
+        hosts.push(match &user {
+            Some(u) => u.host(),
+            None => DEFAULT_HOST.to_string(),
+        });
     }
     let log_level = pick(&flags.log_level, &file.log_level).unwrap_or_else(|| "info".into());
     if !["debug", "info", "warn", "error", "fatal"].contains(&log_level.as_str()) {
@@ -1005,8 +1024,10 @@ pub fn merge(flags: &Flags, file: &FileConfig) -> Result<DaemonConfig, MergeErro
         tlscacert: pick(&flags.tlscacert, &file.tlscacert),
         tlscert: pick(&flags.tlscert, &file.tlscert),
         tlskey: pick(&flags.tlskey, &file.tlskey),
-        data_root: pick(&flags.data_root, &file.data_root)
-            .unwrap_or_else(|| "/var/lib/berth".into()),
+        data_root: pick(&flags.data_root, &file.data_root).unwrap_or_else(|| match &user {
+            Some(u) => u.data_root.clone(),
+            None => "/var/lib/berth".into(),
+        }),
         pidfile: pick(&flags.pidfile, &file.pidfile)
             .unwrap_or_else(|| exec_root.join("berthd.pid")),
         exec_root,

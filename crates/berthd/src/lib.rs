@@ -32,6 +32,7 @@ pub mod logs;
 pub mod mounts;
 pub mod names;
 pub mod network;
+pub mod rootless;
 pub mod shimio;
 pub mod sockets;
 pub mod spec;

@@ -70,6 +70,14 @@ fn main() {
         }
         return;
     }
+    // An ordinary user's daemon lives in a user namespace of its own (see `rootless`): made
+    // before any thread starts; this process stays behind as its supervisor.
+    if berthd::rootless::wanted() && !flags_only_validate(&args) {
+        if let Err(e) = berthd::rootless::enter() {
+            eprintln!("berthd: {e}");
+            std::process::exit(1);
+        }
+    }
     // systemd's variables are read and removed before any thread starts.
     let env = match systemd::take_environment() {
         Ok(e) => e,
@@ -96,6 +104,16 @@ fn main() {
         eprintln!("berthd: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// `--validate`, `--help` or `--version`: nothing runs, no namespace is needed.
+fn flags_only_validate(args: &[String]) -> bool {
+    args.iter().skip(1).any(|a| {
+        matches!(
+            a.as_str(),
+            "--validate" | "--help" | "-h" | "--version" | "-v"
+        )
+    })
 }
 
 /// dockerd's warning, at every start, for an API served over TCP without TLS (`--tls=false`).
