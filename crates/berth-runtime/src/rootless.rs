@@ -32,16 +32,7 @@ pub enum RootlessError {
     NoRuntimeDir,
 }
 
-/// True when the process runs in a user namespace other than the initial one.
-pub fn running_in_userns() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| !is_initial_uid_map(&m))
-}
-
-/// The initial user namespace maps every id to itself: `0 0 4294967295`.
-fn is_initial_uid_map(map: &str) -> bool {
-    let fields: Vec<&str> = map.split_whitespace().collect();
-    fields == ["0", "0", "4294967295"]
-}
+pub use berth_util::userns::running_in_userns;
 
 /// Whether the runtime works rootless: runc's `--rootless` (`true`, `false`, or `auto`/absent:
 /// rootless when not root or inside a user namespace).
@@ -198,13 +189,6 @@ mod tests {
             host_id,
             size,
         }
-    }
-
-    #[test]
-    fn initial_namespace_map() {
-        assert!(is_initial_uid_map("         0          0 4294967295\n"));
-        assert!(!is_initial_uid_map("         0       1000          1\n"));
-        assert!(!is_initial_uid_map("0 1000 1\n1 100000 65536\n"));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //!   fallback): [`root::open_in_root`], [`root::mkdir_all_in_root`], [`root::touch_in_root`].
 //! - [`runtime`]: the client of a runc-compatible runtime binary ([`runtime::Runtime`]).
 //! - [`signal`]: resetting every signal disposition before `execve`.
+//! - [`userns`]: whether the process runs in a user namespace other than the initial one.
 
 pub mod fs;
 pub mod id;
@@ -19,3 +20,4 @@ pub mod runtime;
 pub mod signal;
 pub mod time;
 pub mod units;
+pub mod userns;

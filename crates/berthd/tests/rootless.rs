@@ -197,6 +197,32 @@ fn rootless_daemon_runs_containers_for_an_ordinary_user() {
         "{}",
         f.display()
     );
+    // Whiteouts and opaque directories through overlayfs in the user namespace (`userxattr`):
+    // a commit records them, a container of the new image sees them applied.
+    d.berth(&[
+        "run",
+        "--name",
+        "changer",
+        "busybox",
+        "sh",
+        "-c",
+        "rm /bin/cat && rm -rf /owners && mkdir /owners && echo new > /owners/only",
+    ])
+    .ok();
+    d.berth(&["commit", "changer", "changed:1"]).ok();
+    d.berth(&["rm", "changer"]).ok();
+    let out = d
+        .berth(&[
+            "run",
+            "--rm",
+            "changed:1",
+            "sh",
+            "-c",
+            "ls /owners; test -e /bin/cat || echo cat-gone",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(out, "only\ncat-gone\n");
     // The docker CLI on the same socket; a detached container, and no process of the user
     // holds a capability in the initial namespace meanwhile.
     let out = d
