@@ -223,6 +223,11 @@ fn rootless_daemon_runs_containers_for_an_ordinary_user() {
         .ok()
         .stdout;
     assert_eq!(out, "only\ncat-gone\n");
+    let info = d
+        .docker(&["info", "--format", "{{json .SecurityOptions}}"])
+        .ok()
+        .stdout;
+    assert!(info.contains("name=rootless"), "{info}");
     // The docker CLI on the same socket; a detached container, and no process of the user
     // holds a capability in the initial namespace meanwhile.
     let out = d
