@@ -101,7 +101,7 @@ fn image_tar() -> Vec<u8> {
         e.read_to_end(&mut data).unwrap();
         let path = e.path().unwrap().into_owned();
         match e.link_name().unwrap() {
-            Some(l) => b.append_link(&mut h, &path, l.into_owned()).unwrap(),
+            Some(l) => b.append_link(&mut h, &path, &l).unwrap(),
             None => b.append_data(&mut h, &path, &data[..]).unwrap(),
         }
     }

@@ -194,8 +194,12 @@ impl Manager {
                     .map_err(EngineError::netlink(format!("network {}", n.name)))?;
             }
         }
-        if rootless {
-        } else if let Err(e) = firewall::enable_ip_forward() {
+        let forward = if rootless {
+            Ok(())
+        } else {
+            firewall::enable_ip_forward()
+        };
+        if let Err(e) = forward {
             tracing::warn!("enabling IPv4 forwarding: {e}");
         }
         if st.networks.values().any(|n| n.pool6.is_some()) {
