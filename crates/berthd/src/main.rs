@@ -111,7 +111,7 @@ fn flags_only_validate(args: &[String]) -> bool {
     args.iter().skip(1).any(|a| {
         matches!(
             a.as_str(),
-            "--validate" | "--help" | "-h" | "--version" | "-v"
+            "--validate" | "--help" | "-h" | "--version" | "-V"
         )
     })
 }
