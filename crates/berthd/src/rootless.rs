@@ -8,6 +8,11 @@
 //! daemon's status. Containers, shims and the runtime run inside that namespace, so no process
 //! of the user ever holds a capability in the initial namespace.
 //!
+//! A later daemon of the same user joins that namespace (and the mount namespace) while a
+//! process of the earlier one still runs in it (its shims, its containers: live restore), as
+//! recorded in `$XDG_RUNTIME_DIR/berth/rootless-namespaces`; only a namespace's owner in its
+//! parent namespace may enter it, so a fresh sibling namespace could not reach them.
+//!
 //! Paths follow the XDG base directories: data root `$XDG_DATA_HOME/berth`
 //! (`~/.local/share/berth`), exec root `$XDG_RUNTIME_DIR/berth`, the API on
 //! `$XDG_RUNTIME_DIR/berth/berth.sock` (where the `berth` CLI of the same user looks when no
@@ -154,7 +159,26 @@ pub fn enter() -> Result<(), RootlessError> {
     let subuid = subids("/etc/subuid", &user, uid, uid)?;
     let subgid = subids("/etc/subgid", &user, gid, uid)?;
     // Checked here so that the error comes before anything starts.
-    Paths::from_env()?;
+    let paths = Paths::from_env()?;
+    let record = paths.exec_root.join(NS_RECORD);
+    // The namespace of an earlier daemon whose shims and containers still run: the new daemon
+    // joins it, so that it can still reach them (a sibling namespace could not enter theirs).
+    if let Some((userns, mntns)) = live_namespace(&record, uid) {
+        // SAFETY: called first thing in main, single-threaded: the child may run Rust code.
+        return match unsafe { nix::unistd::fork() }.map_err(errno("fork"))? {
+            nix::unistd::ForkResult::Child => {
+                nix::sched::setns(&userns, nix::sched::CloneFlags::CLONE_NEWUSER)
+                    .map_err(errno("join the user namespace of the running containers"))?;
+                nix::sched::setns(&mntns, nix::sched::CloneFlags::CLONE_NEWNS)
+                    .map_err(errno("join the mount namespace of the running containers"))?;
+                drop((userns, mntns));
+                become_root()?;
+                ACTIVE.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            nix::unistd::ForkResult::Parent { child } => std::process::exit(supervise(child)),
+        };
+    }
     let (to_child_r, to_child_w) = pipe()?;
     let (to_parent_r, to_parent_w) = pipe()?;
     // SAFETY: called first thing in main, single-threaded: the child may run Rust code.
@@ -162,7 +186,7 @@ pub fn enter() -> Result<(), RootlessError> {
         nix::unistd::ForkResult::Child => {
             drop(to_child_w);
             drop(to_parent_r);
-            child(to_child_r, to_parent_w)
+            child(to_child_r, to_parent_w, &record)
         }
         nix::unistd::ForkResult::Parent { child } => {
             drop(to_child_r);
@@ -237,7 +261,7 @@ fn run_map(tool: &'static str, path: &Path, args: &[String]) -> Result<(), Rootl
 
 /// The daemon's side: unshare the user namespace, wait for the maps, become its root, make a
 /// mount namespace of its own.
-fn child(from_parent: OwnedFd, to_parent: OwnedFd) -> Result<(), RootlessError> {
+fn child(from_parent: OwnedFd, to_parent: OwnedFd, record: &Path) -> Result<(), RootlessError> {
     // The daemon stops with its supervisor.
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
     let fail = |e: RootlessError| -> ! {
@@ -254,12 +278,7 @@ fn child(from_parent: OwnedFd, to_parent: OwnedFd) -> Result<(), RootlessError> 
         std::process::exit(1);
     }
     drop(from_parent);
-    let root_gid = nix::unistd::Gid::from_raw(0);
-    let root_uid = nix::unistd::Uid::from_raw(0);
-    nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(errno("setresgid 0"))?;
-    nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(errno("setresuid 0"))?;
-    // The user's supplementary groups are unmapped here (they would show as nogroup).
-    let _ = nix::unistd::setgroups(&[]);
+    become_root()?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .map_err(errno("create the mount namespace"))?;
     nix::mount::mount(
@@ -270,8 +289,80 @@ fn child(from_parent: OwnedFd, to_parent: OwnedFd) -> Result<(), RootlessError> 
         None::<&str>,
     )
     .map_err(errno("make / a slave mount"))?;
+    // Where a later daemon finds this namespace while anything still runs in it.
+    if let Err(e) = record_namespace(record) {
+        eprintln!(
+            "berthd: recording the namespace in {}: {e}",
+            record.display()
+        );
+    }
     ACTIVE.store(true, Ordering::Relaxed);
     Ok(())
+}
+
+/// Root of the (joined or new) namespace, without the user's supplementary groups (unmapped
+/// there, they would show as nogroup).
+fn become_root() -> Result<(), RootlessError> {
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(errno("setresgid 0"))?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(errno("setresuid 0"))?;
+    let _ = nix::unistd::setgroups(&[]);
+    Ok(())
+}
+
+/// The record of the daemon's namespaces, in the exec root.
+const NS_RECORD: &str = "rootless-namespaces";
+
+/// `dev:inode` of one of the process's namespaces.
+fn ns_key(pid: &str, ns: &str) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(format!("/proc/{pid}/ns/{ns}")).ok()?;
+    Some(format!("{}:{}", m.dev(), m.ino()))
+}
+
+fn record_namespace(record: &Path) -> std::io::Result<()> {
+    let (Some(user), Some(mnt)) = (ns_key("self", "user"), ns_key("self", "mnt")) else {
+        return Err(std::io::Error::other("cannot read /proc/self/ns"));
+    };
+    if let Some(dir) = record.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    berth_util::fs::replace_file_nosync(record, format!("{user} {mnt}\n").as_bytes())
+}
+
+/// The user and mount namespaces of the record, opened through a live process of `uid` in
+/// them (a shim or a container of the earlier daemon), if there is one.
+fn live_namespace(record: &Path, uid: u32) -> Option<(OwnedFd, OwnedFd)> {
+    let text = std::fs::read_to_string(record).ok()?;
+    let mut f = text.split_whitespace();
+    let (user, mnt) = (f.next()?.to_string(), f.next()?.to_string());
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if pid.parse::<u32>().is_err() {
+            continue;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let real_uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u32>().ok());
+        if real_uid != Some(uid)
+            || ns_key(&pid, "user").as_deref() != Some(&user)
+            || ns_key(&pid, "mnt").as_deref() != Some(&mnt)
+        {
+            continue;
+        }
+        let open = |ns: &str| std::fs::File::open(format!("/proc/{pid}/ns/{ns}")).ok();
+        if let (Some(u), Some(m)) = (open("user"), open("mnt")) {
+            // Still the same namespaces (the process may have exited and its pid been reused).
+            if ns_key(&pid, "user").as_deref() == Some(&user) {
+                return Some((u.into(), m.into()));
+            }
+        }
+    }
+    None
 }
 
 /// Waits for the daemon, forwarding the signals that stop or reload it; its exit status.

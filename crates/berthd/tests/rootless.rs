@@ -74,9 +74,14 @@ impl<'a> UserDaemon<'a> {
     }
 }
 
-impl Drop for UserDaemon<'_> {
-    fn drop(&mut self) {
-        let _ = self.berth(&["rm", "-f", "sleeper"]);
+impl UserDaemon<'_> {
+    /// Stops the daemon (SIGTERM to its supervisor, which forwards it); containers keep
+    /// running.
+    fn stop(&mut self) {
+        // Once reaped, its pid may be another process's.
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         let stopped = wait_until(Duration::from_secs(20), || {
@@ -87,6 +92,19 @@ impl Drop for UserDaemon<'_> {
             let _ = self.child.wait();
         }
     }
+}
+
+impl Drop for UserDaemon<'_> {
+    fn drop(&mut self) {
+        // (The user's remaining processes go with the TestUser.)
+        self.stop();
+    }
+}
+
+/// The `dev:inode` of a process's user namespace.
+fn userns_of(pid: &str) -> String {
+    let m = std::fs::metadata(format!("/proc/{pid}/ns/user")).unwrap();
+    format!("{}:{}", m.dev(), m.ino())
 }
 
 /// busybox plus files of several owners (ids the user's mapping covers).
@@ -291,4 +309,46 @@ fn rootless_daemon_names_what_is_missing() {
         err.contains("/etc/subuid") && err.contains(&user.name) && err.contains("usermod"),
         "{err}"
     );
+}
+
+#[test]
+fn restarted_rootless_daemon_joins_its_running_containers() {
+    require_root!(BUSYBOX, "newuidmap", "newgidmap");
+    let user = TestUser::create("bdj").expect("create the test user");
+    let mut d = UserDaemon::start(&user);
+    let tar = user.home.join("image.tar");
+    std::fs::write(&tar, image_tar()).unwrap();
+    user.chown_tree(&tar);
+    d.berth(&["import", tar.to_str().unwrap(), "busybox:latest"])
+        .ok();
+    d.berth(&["run", "-d", "--name", "keeps", "busybox", "sleep", "1000"])
+        .ok();
+    let pid = d
+        .berth(&["inspect", "--format", "{{.State.Pid}}", "keeps"])
+        .ok()
+        .stdout;
+    let ns = userns_of(pid.trim());
+    d.stop();
+    // The container outlived its daemon; the next daemon enters the same namespace and still
+    // execs into it and stops it.
+    assert_eq!(userns_of(pid.trim()), ns);
+    let d = UserDaemon::start(&user);
+    let daemons: Vec<i32> = user
+        .pids()
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "berthd")
+        })
+        .collect();
+    assert!(
+        daemons.iter().any(|p| userns_of(&p.to_string()) == ns),
+        "no berthd in the containers' namespace"
+    );
+    let out = d
+        .berth(&["exec", "keeps", "echo", "still-here"])
+        .ok()
+        .stdout;
+    assert_eq!(out, "still-here\n", "{}", d.log());
+    d.berth(&["rm", "-f", "keeps"]).ok();
+    assert_eq!(privileged_in_initial_ns(&user.pids()), Vec::<String>::new());
 }
