@@ -45,7 +45,11 @@ pub const DEFAULT_GROUP: &str = "berth";
                   systemd socket activation with -H fd://). Options may also be set in the \
                   configuration file (--config-file, default /etc/berth/daemon.json) under \
                   dockerd's key names; an option set in both places is an error. SIGHUP \
-                  reloads the file."
+                  reloads the file. Started by a user other than root, berthd is rootless: \
+                  it enters a user namespace mapped from /etc/subuid and /etc/subgid \
+                  (newuidmap/newgidmap), keeps its data in $XDG_DATA_HOME/berth and serves \
+                  unix://$XDG_RUNTIME_DIR/berth/berth.sock (configuration: \
+                  $XDG_CONFIG_HOME/berth/daemon.json)."
 )]
 pub struct Flags {
     /// The daemon's configuration file (JSON, dockerd's daemon.json keys).
@@ -76,10 +80,10 @@ pub struct Flags {
     /// The server's TLS key.
     #[arg(long, value_name = "FILE")]
     pub tlskey: Option<PathBuf>,
-    /// Root of persistent state [default: /var/lib/berth].
+    /// Root of persistent state [default: /var/lib/berth; rootless: $XDG_DATA_HOME/berth].
     #[arg(long, value_name = "DIR")]
     pub data_root: Option<PathBuf>,
-    /// Root of run-time state [default: /run/berth].
+    /// Root of run-time state [default: /run/berth; rootless: $XDG_RUNTIME_DIR/berth].
     #[arg(long, value_name = "DIR")]
     pub exec_root: Option<PathBuf>,
     /// Pid file [default: EXEC_ROOT/berthd.pid].
