@@ -66,7 +66,7 @@ pub fn registry_config(
     auth: Option<&str>,
     registry: &str,
 ) -> Result<(RegistryConfig, Option<tempfile::TempDir>)> {
-    let mut cfg = engine.registry_config();
+    let cfg = engine.registry_config();
     let Some(h) = auth.filter(|v| !v.is_empty()) else {
         return Ok((cfg, None));
     };
@@ -79,6 +79,16 @@ pub fn registry_config(
         .map_err(|_| EngineError::bad("invalid X-Registry-Auth header: not base64"))?;
     let a: AuthConfig = berth_api::from_slice(&raw)
         .map_err(|e| EngineError::bad(format!("invalid X-Registry-Auth header: {e}")))?;
+    with_credentials(cfg, &a, registry)
+}
+
+/// `cfg` with `a`'s user name and password for `registry` in a private temporary
+/// `config.json` that lives as long as the returned guard (unchanged without credentials).
+pub fn with_credentials(
+    mut cfg: RegistryConfig,
+    a: &AuthConfig,
+    registry: &str,
+) -> Result<(RegistryConfig, Option<tempfile::TempDir>)> {
     if a.username.is_empty() && a.password.is_empty() {
         return Ok((cfg, None));
     }

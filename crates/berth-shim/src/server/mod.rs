@@ -45,6 +45,8 @@ pub struct Config {
     pub log_attrs: Option<String>,
     /// No log at all (the `none` driver).
     pub log_disabled: bool,
+    /// Write the Kubernetes CRI log format instead of json-file (see [`crate::jsonlog`]).
+    pub log_cri: bool,
     pub tty: bool,
     pub stdin: bool,
     /// Start by writing the runtime's exec fifo (see the binary's `--help`).
@@ -342,7 +344,8 @@ impl Shim {
                 JsonLog::open(&cfg.log_path, cfg.log_max_size, cfg.log_max_file)
                     .map_err(file("log", &cfg.log_path))?
                     .with_compress(cfg.log_compress)
-                    .with_attrs(cfg.log_attrs.clone()),
+                    .with_attrs(cfg.log_attrs.clone())
+                    .with_cri_format(cfg.log_cri),
             )
         };
         let listener = bind_path(&sock).map_err(file("bind", &sock))?;
