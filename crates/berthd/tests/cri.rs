@@ -771,3 +771,177 @@ fn cri_pod_removed_while_running_releases_its_network() {
     });
     finish(d);
 }
+
+fn busybox_container(name: &str, script: &str) -> pb::ContainerConfig {
+    pb::ContainerConfig {
+        metadata: Some(pb::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(pb::ImageSpec {
+            image: "busybox".into(),
+            ..Default::default()
+        }),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        ..Default::default()
+    }
+}
+
+async fn run_container(
+    r: &mut Runtime,
+    sid: &str,
+    sandbox: &pb::PodSandboxConfig,
+    config: pb::ContainerConfig,
+) -> String {
+    let id = r
+        .create_container(pb::CreateContainerRequest {
+            pod_sandbox_id: sid.into(),
+            config: Some(config),
+            sandbox_config: Some(sandbox.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    r.start_container(pb::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    id
+}
+
+fn nat_rules() -> String {
+    let o = std::process::Command::new("iptables")
+        .args(["-t", "nat", "-S"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn cri_port_mapping_shared_pid_namespace_and_security_context() {
+    require_root!("iptables");
+    if !cni_available() {
+        return;
+    }
+    let net = CniNet::new(4);
+    let d = net.daemon();
+    let logs = d.path("pod-logs");
+    let uid = format!("uid-{}", berth_testkit::unique_id());
+    let port = free_port();
+    let gateway = format!("{}{}", net.subnet_prefix, 4 * 16 + 1);
+    rt().block_on(async {
+        let (mut r, _) = clients(&d).await;
+        let mut cfg = sandbox_config(&d, &uid, &logs);
+        cfg.port_mappings = vec![pb::PortMapping {
+            protocol: pb::Protocol::Tcp as i32,
+            container_port: 8080,
+            host_port: port as i32,
+            host_ip: String::new(),
+        }];
+        let linux = cfg.linux.get_or_insert_with(Default::default);
+        linux.security_context = Some(pb::LinuxSandboxSecurityContext {
+            namespace_options: Some(pb::NamespaceOption {
+                pid: pb::NamespaceMode::Pod as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let sid = r
+            .run_pod_sandbox(pb::RunPodSandboxRequest {
+                config: Some(cfg.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        let (_, ip) = sandbox_state(&mut r, &sid).await;
+        assert!(nat_rules().contains(&format!("--dport {port}")), "{}", nat_rules());
+
+        let mut web = busybox_container(
+            "web",
+            "mkdir -p /tmp/www && echo hello-from-the-pod > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+        );
+        web.linux = Some(pb::LinuxContainerConfig {
+            security_context: Some(pb::LinuxContainerSecurityContext {
+                namespace_options: Some(pb::NamespaceOption {
+                    pid: pb::NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let web = run_container(&mut r, &sid, &cfg, web).await;
+        let mut locked = busybox_container("locked", "exec sleep 1000");
+        locked.linux = Some(pb::LinuxContainerConfig {
+            security_context: Some(pb::LinuxContainerSecurityContext {
+                run_as_user: Some(pb::Int64Value { value: 1000 }),
+                run_as_group: Some(pb::Int64Value { value: 1000 }),
+                supplemental_groups: vec![2000],
+                readonly_rootfs: true,
+                capabilities: Some(pb::Capability {
+                    drop_capabilities: vec!["ALL".into()],
+                    ..Default::default()
+                }),
+                namespace_options: Some(pb::NamespaceOption {
+                    pid: pb::NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let locked = run_container(&mut r, &sid, &cfg, locked).await;
+
+        // The published port reaches the pod (DNAT of locally sent traffic to the host).
+        let body = {
+            let mut got = String::new();
+            for _ in 0..50 {
+                use std::io::{Read, Write};
+                if let Ok(mut s) = std::net::TcpStream::connect((gateway.as_str(), port)) {
+                    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+                    let _ = s.read_to_string(&mut got);
+                    if got.contains("hello-from-the-pod") {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            got
+        };
+        assert!(body.contains("hello-from-the-pod"), "{body:?} via {gateway}:{port} (pod {ip})");
+
+        // One PID namespace for the pod: the pause process is its PID 1.
+        let (out, _, _) = exec(&mut r, &locked, &["ps", "-o", "pid,comm"], 10).await;
+        assert!(
+            out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", "pause"]),
+            "{out}"
+        );
+        assert!(out.contains("httpd"), "{out}");
+        // The security context: user, groups, read-only root, no capabilities.
+        let (out, _, _) = exec(&mut r, &locked, &["id"], 10).await;
+        assert!(
+            out.starts_with("uid=1000 gid=1000") && out.contains("2000"),
+            "{out}"
+        );
+        let (_, err, code) = exec(&mut r, &locked, &["touch", "/x"], 10).await;
+        assert_ne!(code, 0, "{err}");
+        let (out, _, _) = exec(&mut r, &locked, &["grep", "CapEff", "/proc/self/status"], 10).await;
+        assert!(out.trim().ends_with("0000000000000000"), "{out}");
+        let (out, _, _) = exec(&mut r, &web, &["id", "-u"], 10).await;
+        assert_eq!(out.trim(), "0");
+
+        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: sid,
+        })
+        .await
+        .unwrap();
+        assert!(!nat_rules().contains(&format!("--dport {port}")), "{}", nat_rules());
+        assert!(!nat_rules().contains(&ip), "{}", nat_rules());
+        assert!(net.leases().is_empty());
+    });
+    finish(d);
+}

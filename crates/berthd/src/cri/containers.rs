@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use berth_api::container::{Config, CreateRequest, HostConfig};
+use berth_api::container::{Config, HostConfig};
 use berth_api::mount::{BindOptions, Mount};
 use berth_cri::proto as pb;
 use pb::NamespaceMode;
@@ -12,16 +12,8 @@ use tokio::io::AsyncReadExt;
 use tonic::Status;
 
 use super::store::{ContainerRecord, MountRecord, SandboxRecord};
-use super::{blocking, status, Cri, KIND_LABEL, SANDBOX_LABEL};
+use super::{hmap, map, status, Cri, KIND_LABEL, SANDBOX_LABEL};
 use crate::engine::{Container, EngineError};
-
-fn map(m: &HashMap<String, String>) -> BTreeMap<String, String> {
-    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-}
-
-fn hmap(m: &BTreeMap<String, String>) -> HashMap<String, String> {
-    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-}
 
 /// The engine's user string of a security context (`uid[:gid]` or `name[:gid]`).
 fn user_of(sc: &pb::LinuxContainerSecurityContext) -> String {
@@ -116,23 +108,7 @@ impl Cri {
             meta.name, sandbox.meta.name, sandbox.meta.namespace, sandbox.meta.uid, meta.attempt
         );
         let (cfg, hc) = engine_config(&sandbox, &config, &image.id.to_string());
-        let engine = self.engine.clone();
-        let (id, _) = blocking(move || {
-            engine
-                .create(
-                    Some(&name),
-                    CreateRequest {
-                        config: cfg,
-                        host_config: Some(hc),
-                        networking_config: None,
-                    },
-                )
-                .map_err(|e| match e {
-                    EngineError::Conflict(m) => Status::already_exists(m),
-                    e => status(e),
-                })
-        })
-        .await?;
+        let id = self.create_engine_container(name, cfg, hc).await?;
         let log_path = if config.log_path.is_empty() || sandbox.log_directory.is_empty() {
             String::new()
         } else {

@@ -69,6 +69,32 @@ impl Cri {
     }
 }
 
+impl Cri {
+    /// Creates the engine container of a sandbox or container; a name in use (the same pod
+    /// or container attempt) is `AlreadyExists`.
+    pub(crate) async fn create_engine_container(
+        &self,
+        name: String,
+        config: berth_api::container::Config,
+        host_config: berth_api::container::HostConfig,
+    ) -> Result<String, tonic::Status> {
+        let engine = self.engine.clone();
+        blocking(move || {
+            let req = berth_api::container::CreateRequest {
+                config,
+                host_config: Some(host_config),
+                networking_config: None,
+            };
+            match engine.create(Some(&name), req) {
+                Ok((id, _)) => Ok(id),
+                Err(EngineError::Conflict(m)) => Err(tonic::Status::already_exists(m)),
+                Err(e) => Err(status(e)),
+            }
+        })
+        .await
+    }
+}
+
 /// Serves the CRI on `listener` until `stop` changes.
 pub async fn serve(listener: UnixListener, cri: Arc<Cri>, mut stop: watch::Receiver<bool>) {
     let runtime = RuntimeServiceServer::new(service::Service(cri.clone()))
@@ -137,6 +163,19 @@ pub(crate) fn nanos(rfc3339: &str) -> i64 {
 pub(crate) fn now_nanos() -> i64 {
     let (s, n) = berth_util::time::now();
     s.saturating_mul(1_000_000_000).saturating_add(n as i64)
+}
+
+/// A protobuf map as a sorted map, and back.
+pub(crate) fn map(
+    m: &std::collections::HashMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+pub(crate) fn hmap(
+    m: &std::collections::BTreeMap<String, String>,
+) -> std::collections::HashMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// Whether `labels` has every pair of `selector` (the CRI's label filters).

@@ -3,14 +3,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use berth_api::container::{Config, CreateRequest, HostConfig};
+use berth_api::container::{Config, HostConfig};
 use berth_cri::cni::{Attachment, PortMapping};
 use berth_cri::proto as pb;
 use pb::NamespaceMode;
 use tonic::Status;
 
 use super::store::{Network, PodMeta, SandboxRecord};
-use super::{blocking, status, Cri, KIND_LABEL};
+use super::{blocking, hmap, map, status, Cri, KIND_LABEL};
 use crate::engine::EngineError;
 
 /// Berth's pause image: `berth-init` as `/pause`, made from the daemon's init binary at the
@@ -19,14 +19,6 @@ pub const PAUSE_IMAGE: &str = concat!("localhost/berth-pause:", env!("CARGO_PKG_
 
 /// The interface of the pod's network inside its namespace.
 const POD_IFNAME: &str = "eth0";
-
-fn map(m: &HashMap<String, String>) -> BTreeMap<String, String> {
-    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-}
-
-fn hmap(m: &BTreeMap<String, String>) -> HashMap<String, String> {
-    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-}
 
 /// `/etc/*` files and the directories the runtime mounts on, for the pause image's layer.
 fn pause_tar(init: &std::path::Path) -> std::io::Result<Vec<u8>> {
@@ -203,25 +195,8 @@ impl Cri {
             )])),
             ..Default::default()
         };
-        let engine = self.engine.clone();
-        let created = blocking(move || {
-            engine
-                .create(
-                    Some(&name),
-                    CreateRequest {
-                        config: cfg,
-                        host_config: Some(hc),
-                        networking_config: None,
-                    },
-                )
-                .map_err(|e| match e {
-                    EngineError::Conflict(m) => Status::already_exists(m),
-                    e => status(e),
-                })
-        })
-        .await;
-        let id = match created {
-            Ok((id, _)) => id,
+        let id = match self.create_engine_container(name, cfg, hc).await {
+            Ok(id) => id,
             Err(e) => {
                 unmount_shm(&shm);
                 return Err(e);
