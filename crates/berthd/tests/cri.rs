@@ -819,6 +819,51 @@ fn nat_rules() -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// The portmap plugin's shared chains (it leaves them after the last `DEL`), removed when no
+/// pod uses them any more.
+fn remove_idle_portmap_chains() {
+    if nat_rules().contains("-A CNI-HOSTPORT-DNAT") {
+        return;
+    }
+    let ipt = |args: &[&str]| {
+        let _ = std::process::Command::new("iptables")
+            .args(["-w", "-t", "nat"])
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status();
+    };
+    for hook in ["PREROUTING", "OUTPUT"] {
+        ipt(&[
+            "-D",
+            hook,
+            "-m",
+            "addrtype",
+            "--dst-type",
+            "LOCAL",
+            "-j",
+            "CNI-HOSTPORT-DNAT",
+        ]);
+    }
+    ipt(&[
+        "-D",
+        "POSTROUTING",
+        "-m",
+        "comment",
+        "--comment",
+        "CNI portfwd requiring masquerade",
+        "-j",
+        "CNI-HOSTPORT-MASQ",
+    ]);
+    for chain in [
+        "CNI-HOSTPORT-DNAT",
+        "CNI-HOSTPORT-MASQ",
+        "CNI-HOSTPORT-SETMARK",
+    ] {
+        ipt(&["-F", chain]);
+        ipt(&["-X", chain]);
+    }
+}
+
 #[test]
 fn cri_port_mapping_shared_pid_namespace_and_security_context() {
     require_root!("iptables");
@@ -943,5 +988,98 @@ fn cri_port_mapping_shared_pid_namespace_and_security_context() {
         assert!(!nat_rules().contains(&ip), "{}", nat_rules());
         assert!(net.leases().is_empty());
     });
+    remove_idle_portmap_chains();
+    assert!(!nat_rules().contains("CNI-HOSTPORT"), "{}", nat_rules());
+    finish(d);
+}
+
+const CRICTL: &str = "/root/peers/bin/crictl";
+
+#[test]
+fn crictl_runp_create_start_exec_logs_rmp() {
+    require_root!();
+    if !cni_available() {
+        return;
+    }
+    if !Path::new(CRICTL).exists() {
+        eprintln!("skipped: {CRICTL} is not installed");
+        return;
+    }
+    let net = CniNet::new(5);
+    let d = net.daemon();
+    let endpoint = format!("unix://{}", d.path("exec/cri.sock").display());
+    let crictl = |args: &[&str]| -> Run {
+        let o = std::process::Command::new(CRICTL)
+            .args([
+                "--runtime-endpoint",
+                &endpoint,
+                "--image-endpoint",
+                &endpoint,
+            ])
+            .args(["--timeout", "30s"])
+            .args(args)
+            .env("CRI_CONFIG_FILE", d.path("crictl.yaml"))
+            .output()
+            .unwrap();
+        run_output(o)
+    };
+    std::fs::write(d.path("crictl.yaml"), "").unwrap();
+    let uid = format!("uid-{}", berth_testkit::unique_id());
+    let pod = serde_json::json!({
+        "metadata": {"name": "crictl-pod", "namespace": "default", "uid": uid, "attempt": 1},
+        "hostname": "crictl-pod",
+        "log_directory": d.path("pod-logs"),
+        "linux": {"cgroup_parent": format!("{}/pod{uid}", d.cgroup_parent)}
+    });
+    let ctr = serde_json::json!({
+        "metadata": {"name": "hello"},
+        "image": {"image": "busybox"},
+        "command": ["sh", "-c", "echo hello from crictl; exec sleep 1000"],
+        "log_path": "hello.log"
+    });
+    std::fs::write(d.path("pod.json"), pod.to_string()).unwrap();
+    std::fs::write(d.path("ctr.json"), ctr.to_string()).unwrap();
+    let v = crictl(&["version"]).ok().stdout;
+    assert!(
+        v.contains("RuntimeName:  berth") && v.contains("RuntimeApiVersion:  v1"),
+        "{v}"
+    );
+    let pod_json = d.path("pod.json").display().to_string();
+    let ctr_json = d.path("ctr.json").display().to_string();
+    let sid = crictl(&["runp", &pod_json]).ok().stdout.trim().to_string();
+    let pods = crictl(&["pods", "-q"]).ok().stdout;
+    assert_eq!(pods.trim(), sid);
+    let cid = crictl(&["create", &sid, &ctr_json, &pod_json])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    crictl(&["start", &cid]).ok();
+    let out = crictl(&["exec", "-s", &cid, "hostname"]).ok().stdout;
+    assert_eq!(out.trim(), "crictl-pod");
+    assert!(
+        wait_until(Duration::from_secs(10), || crictl(&["logs", &cid])
+            .stdout
+            .contains("hello from crictl")),
+        "{:?}",
+        crictl(&["logs", &cid])
+    );
+    let ps = crictl(&["ps", "-q"]).ok().stdout;
+    assert_eq!(ps.trim(), cid);
+    let inspect = crictl(&["inspectp", &sid]).ok().stdout;
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v["status"]["state"], "SANDBOX_READY", "{v}");
+    assert!(
+        v["status"]["network"]["ip"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with(&net.subnet_prefix)),
+        "{v}"
+    );
+    let images = crictl(&["images"]).ok().stdout;
+    assert!(images.contains("docker.io/library/busybox"), "{images}");
+    crictl(&["rmp", "-f", &sid]).ok();
+    assert!(crictl(&["pods", "-q"]).ok().stdout.trim().is_empty());
+    assert!(crictl(&["ps", "-aq"]).ok().stdout.trim().is_empty());
+    assert!(net.leases().is_empty());
     finish(d);
 }
