@@ -122,6 +122,46 @@ impl Drop for CniNet {
     }
 }
 
+/// Removes every pod through the CRI when dropped (a failed test's too), so their networks
+/// are torn down by CNI before the daemon's cleanup removes the containers. Declared after
+/// the daemon, so dropped before it.
+struct RemovePods(PathBuf);
+
+impl Drop for RemovePods {
+    fn drop(&mut self) {
+        let sock = self.0.clone();
+        let Ok(rt) = tokio::runtime::Runtime::new() else {
+            return;
+        };
+        rt.block_on(async move {
+            let Ok(io) = tokio::net::UnixStream::connect(&sock).await else {
+                return;
+            };
+            let Ok((ch, _)) = H2Channel::connect(io).await else {
+                return;
+            };
+            let mut r = RuntimeServiceClient::with_origin(ch, H2Channel::origin());
+            let Ok(list) = r
+                .list_pod_sandbox(pb::ListPodSandboxRequest::default())
+                .await
+            else {
+                return;
+            };
+            for p in list.into_inner().items {
+                let _ = r
+                    .remove_pod_sandbox(pb::RemovePodSandboxRequest {
+                        pod_sandbox_id: p.id,
+                    })
+                    .await;
+            }
+        });
+    }
+}
+
+fn remove_pods(d: &Daemon) -> RemovePods {
+    RemovePods(d.path("exec/cri.sock"))
+}
+
 fn cni_available() -> bool {
     if Path::new(CNI_BIN).join("bridge").exists() && Path::new(CNI_BIN).join("host-local").exists()
     {
@@ -149,6 +189,7 @@ fn cri_version_status_runtime_config_and_images() {
     }
     let net = CniNet::new(1);
     let d = net.daemon();
+    let _pods = remove_pods(&d);
     rt().block_on(async {
         let (mut r, mut i) = clients(&d).await;
         let v = r
@@ -458,6 +499,7 @@ fn cri_pod_and_container_lifecycle_on_cni_across_a_restart() {
     }
     let net = CniNet::new(2);
     let mut d = net.daemon();
+    let _pods = remove_pods(&d);
     let logs = d.path("pod-logs");
     let uid = format!("uid-{}", berth_testkit::unique_id());
     let ready = pb::PodSandboxState::SandboxReady as i32;
@@ -731,6 +773,7 @@ fn cri_pod_removed_while_running_releases_its_network() {
     }
     let net = CniNet::new(3);
     let d = net.daemon();
+    let _pods = remove_pods(&d);
     let logs = d.path("pod-logs");
     let uid = format!("uid-{}", berth_testkit::unique_id());
     rt().block_on(async {
@@ -872,6 +915,7 @@ fn cri_port_mapping_shared_pid_namespace_and_security_context() {
     }
     let net = CniNet::new(4);
     let d = net.daemon();
+    let _pods = remove_pods(&d);
     let logs = d.path("pod-logs");
     let uid = format!("uid-{}", berth_testkit::unique_id());
     let port = free_port();
@@ -922,6 +966,11 @@ fn cri_port_mapping_shared_pid_namespace_and_security_context() {
         let web = run_container(&mut r, &sid, &cfg, web).await;
         let mut locked = busybox_container("locked", "exec sleep 1000");
         locked.linux = Some(pb::LinuxContainerConfig {
+            resources: Some(pb::LinuxContainerResources {
+                memory_limit_in_bytes: 64 << 20,
+                cpu_shares: 256,
+                ..Default::default()
+            }),
             security_context: Some(pb::LinuxContainerSecurityContext {
                 run_as_user: Some(pb::Int64Value { value: 1000 }),
                 run_as_group: Some(pb::Int64Value { value: 1000 }),
@@ -937,7 +986,6 @@ fn cri_port_mapping_shared_pid_namespace_and_security_context() {
                 }),
                 ..Default::default()
             }),
-            ..Default::default()
         });
         let locked = run_container(&mut r, &sid, &cfg, locked).await;
 
@@ -978,6 +1026,25 @@ fn cri_port_mapping_shared_pid_namespace_and_security_context() {
         assert!(out.trim().ends_with("0000000000000000"), "{out}");
         let (out, _, _) = exec(&mut r, &web, &["id", "-u"], 10).await;
         assert_eq!(out.trim(), "0");
+        // Resources: at create, then updated.
+        let limits = || {
+            d.inspect("{{.HostConfig.Memory}} {{.HostConfig.CpuShares}}", &locked)
+                .trim()
+                .to_string()
+        };
+        assert_eq!(limits(), format!("{} 256", 64 << 20));
+        r.update_container_resources(pb::UpdateContainerResourcesRequest {
+            container_id: locked.clone(),
+            linux: Some(pb::LinuxContainerResources {
+                memory_limit_in_bytes: 96 << 20,
+                cpu_shares: 512,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(limits(), format!("{} 512", 96 << 20));
 
         r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
             pod_sandbox_id: sid,
@@ -1007,6 +1074,7 @@ fn crictl_runp_create_start_exec_logs_rmp() {
     }
     let net = CniNet::new(5);
     let d = net.daemon();
+    let _pods = remove_pods(&d);
     let endpoint = format!("unix://{}", d.path("exec/cri.sock").display());
     let crictl = |args: &[&str]| -> Run {
         let o = std::process::Command::new(CRICTL)

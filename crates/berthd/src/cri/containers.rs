@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use berth_api::container::{Config, HostConfig};
+use berth_api::container::{Config, DeviceMapping, HostConfig, Resources, UpdateConfig};
 use berth_api::mount::{BindOptions, Mount};
 use berth_cri::proto as pb;
 use pb::NamespaceMode;
@@ -35,6 +35,20 @@ fn propagation(p: i32) -> &'static str {
         Ok(pb::MountPropagation::PropagationHostToContainer) => "rslave",
         Ok(pb::MountPropagation::PropagationBidirectional) => "rshared",
         _ => "rprivate",
+    }
+}
+
+/// The cgroup limits of a container's resources (the kubelet's cgroupfs values).
+fn resources(r: &pb::LinuxContainerResources) -> Resources {
+    Resources {
+        cpu_shares: r.cpu_shares,
+        cpu_period: r.cpu_period,
+        cpu_quota: r.cpu_quota,
+        memory: r.memory_limit_in_bytes,
+        memory_swap: r.memory_swap_limit_in_bytes,
+        cpuset_cpus: r.cpuset_cpus.clone(),
+        cpuset_mems: r.cpuset_mems.clone(),
+        ..Default::default()
     }
 }
 
@@ -321,6 +335,23 @@ impl Cri {
         })
     }
 
+    pub(crate) async fn update_container_resources(
+        &self,
+        req: pb::UpdateContainerResourcesRequest,
+    ) -> Result<(), Status> {
+        let (rec, _) = self.container(&req.container_id)?;
+        let Some(r) = req.linux else {
+            return Ok(());
+        };
+        let mut upd = UpdateConfig::default();
+        upd.set_resources(resources(&r));
+        self.engine
+            .update(&rec.id, &upd)
+            .await
+            .map(|_| ())
+            .map_err(status)
+    }
+
     pub(crate) async fn exec_sync(
         &self,
         req: pb::ExecSyncRequest,
@@ -445,7 +476,6 @@ fn engine_config(
             }
             _ => String::new(),
         },
-        cgroup_parent: sandbox.cgroup_parent.clone(),
         dns: some(&sandbox.dns_servers),
         dns_search: some(&sandbox.dns_searches),
         dns_options: some(&sandbox.dns_options),
@@ -482,6 +512,27 @@ fn engine_config(
     };
     // The CRI log is set after create (see `create_container`); none until then.
     hc.log_config.kind = "none".into();
+    let mut res = linux.resources.as_ref().map(resources).unwrap_or_default();
+    res.cgroup_parent = sandbox.cgroup_parent.clone();
+    res.devices = (!config.devices.is_empty()).then(|| {
+        config
+            .devices
+            .iter()
+            .map(|d| DeviceMapping {
+                path_on_host: d.host_path.clone(),
+                path_in_container: d.container_path.clone(),
+                cgroup_permissions: if d.permissions.is_empty() {
+                    "rwm".into()
+                } else {
+                    d.permissions.clone()
+                },
+            })
+            .collect()
+    });
+    hc.set_resources(res);
+    if let Some(r) = &linux.resources {
+        hc.oom_score_adj = r.oom_score_adj;
+    }
     let env: Vec<String> = config
         .envs
         .iter()
@@ -557,7 +608,13 @@ mod tests {
                     }),
                     ..Default::default()
                 }),
-                ..Default::default()
+                resources: Some(pb::LinuxContainerResources {
+                    memory_limit_in_bytes: 64 << 20,
+                    cpu_quota: 50000,
+                    cpu_period: 100000,
+                    cpu_shares: 512,
+                    ..Default::default()
+                }),
             }),
             mounts: vec![pb::Mount {
                 container_path: "/data".into(),
@@ -576,6 +633,10 @@ mod tests {
         assert_eq!(hc.ipc_mode, "container:sb");
         assert_eq!(hc.pid_mode, "container:sb");
         assert_eq!(hc.cgroup_parent, "/kubepods/podx");
+        assert_eq!(
+            (hc.memory, hc.cpu_quota, hc.cpu_shares),
+            (64 << 20, 50000, 512)
+        );
         assert!(hc.readonly_rootfs);
         assert_eq!(hc.security_opt, Some(vec!["no-new-privileges".to_string()]));
         let m = &hc.mounts.as_ref().unwrap()[0];

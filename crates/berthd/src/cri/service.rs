@@ -229,9 +229,10 @@ impl RuntimeService for Service {
 
     async fn update_container_resources(
         &self,
-        _: Request<pb::UpdateContainerResourcesRequest>,
+        req: Request<pb::UpdateContainerResourcesRequest>,
     ) -> Answer<pb::UpdateContainerResourcesResponse> {
-        Err(later("UpdateContainerResources"))
+        self.0.update_container_resources(req.into_inner()).await?;
+        Ok(Response::new(pb::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
