@@ -560,7 +560,11 @@ fn cri_pod_and_container_lifecycle_on_cni_across_a_restart() {
                 ..Default::default()
             }),
             command: vec!["sh".into(), "-c".into()],
-            args: vec!["echo hello $GREETING; echo oops >&2; exec sleep 1000".into()],
+            // What is written into /tmp/f is output too (for the log's rotation).
+            args: vec![
+                "echo hello $GREETING; echo oops >&2; mkfifo /tmp/f; while :; do cat /tmp/f; done"
+                    .into(),
+            ],
             envs: vec![pb::KeyValue {
                 key: "GREETING".into(),
                 value: b"pod".to_vec(),
@@ -663,6 +667,31 @@ fn cri_pod_and_container_lifecycle_on_cni_across_a_restart() {
                 ("stdout".into(), "F".into(), "hello pod".into())
             ]
         );
+
+        // The kubelet's rotation: rename, reopen, later output in the new file.
+        let rotated = logs.join("app/0.log.20260101-000000");
+        std::fs::rename(&log, &rotated).unwrap();
+        r.reopen_container_log(pb::ReopenContainerLogRequest {
+            container_id: cid.clone(),
+        })
+        .await
+        .unwrap();
+        exec(
+            &mut r,
+            &cid,
+            &["sh", "-c", "echo after-rotation > /tmp/f"],
+            10,
+        )
+        .await;
+        assert!(
+            wait_until(Duration::from_secs(10), || std::fs::read_to_string(&log)
+                .is_ok_and(|t| t.contains(" stdout F after-rotation"))),
+            "{:?}",
+            std::fs::read_to_string(&log)
+        );
+        assert!(!std::fs::read_to_string(&rotated)
+            .unwrap()
+            .contains("after-rotation"));
 
         let running = r
             .list_containers(pb::ListContainersRequest {

@@ -65,6 +65,16 @@ impl Config {
     }
 }
 
+/// Opens (appending, creating) the container's log as configured.
+fn open_log(cfg: &Config) -> io::Result<JsonLog> {
+    Ok(
+        JsonLog::open(&cfg.log_path, cfg.log_max_size, cfg.log_max_file)?
+            .with_compress(cfg.log_compress)
+            .with_attrs(cfg.log_attrs.clone())
+            .with_cri_format(cfg.log_cri),
+    )
+}
+
 /// Output kept for a client that does not read before it is dropped.
 const MAX_CLIENT_BUFFER: usize = 4 << 20;
 /// Input buffered for a process's stdin before clients stop being read.
@@ -340,13 +350,7 @@ impl Shim {
         let log = if cfg.log_disabled {
             None
         } else {
-            Some(
-                JsonLog::open(&cfg.log_path, cfg.log_max_size, cfg.log_max_file)
-                    .map_err(file("log", &cfg.log_path))?
-                    .with_compress(cfg.log_compress)
-                    .with_attrs(cfg.log_attrs.clone())
-                    .with_cri_format(cfg.log_cri),
-            )
+            Some(open_log(&cfg).map_err(file("log", &cfg.log_path))?)
         };
         let listener = bind_path(&sock).map_err(file("bind", &sock))?;
         let rt = Runtime {

@@ -352,6 +352,29 @@ impl Cri {
             .map_err(status)
     }
 
+    pub(crate) async fn reopen_container_log(&self, id: &str) -> Result<(), Status> {
+        let (rec, c) = self.container(id)?;
+        if !c.state.running {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        if rec.log_path.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "container {} has no log",
+                rec.id
+            )));
+        }
+        crate::shimio::call(
+            &self.engine.shim_socket(&rec.id),
+            berth_shim::protocol::Request::ReopenLog,
+        )
+        .await
+        .map(drop)
+        .map_err(|e| Status::internal(format!("reopening the log of {}: {e}", rec.id)))
+    }
+
     pub(crate) async fn exec_sync(
         &self,
         req: pb::ExecSyncRequest,

@@ -237,9 +237,12 @@ impl RuntimeService for Service {
 
     async fn reopen_container_log(
         &self,
-        _: Request<pb::ReopenContainerLogRequest>,
+        req: Request<pb::ReopenContainerLogRequest>,
     ) -> Answer<pb::ReopenContainerLogResponse> {
-        Err(later("ReopenContainerLog"))
+        self.0
+            .reopen_container_log(&req.into_inner().container_id)
+            .await?;
+        Ok(Response::new(pb::ReopenContainerLogResponse {}))
     }
 
     async fn container_stats(
