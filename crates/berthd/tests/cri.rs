@@ -1180,3 +1180,86 @@ fn crictl_runp_create_start_exec_logs_rmp() {
     assert!(net.leases().is_empty());
     finish(d);
 }
+
+#[test]
+fn cri_host_network_and_ipc_pod() {
+    require_root!();
+    if !cni_available() {
+        return;
+    }
+    let net = CniNet::new(6);
+    let d = net.daemon();
+    let _pods = remove_pods(&d);
+    let logs = d.path("pod-logs");
+    let uid = format!("uid-{}", berth_testkit::unique_id());
+    rt().block_on(async {
+        let (mut r, _) = clients(&d).await;
+        let mut cfg = sandbox_config(&d, &uid, &logs);
+        let linux = cfg.linux.get_or_insert_with(Default::default);
+        linux.sysctls.clear();
+        // The host's IPC needs its /dev/mqueue (missing in some containers running the tests).
+        let host_ipc = Path::new("/dev/mqueue").exists();
+        linux.security_context = Some(pb::LinuxSandboxSecurityContext {
+            namespace_options: Some(pb::NamespaceOption {
+                network: pb::NamespaceMode::Node as i32,
+                ipc: if host_ipc {
+                    pb::NamespaceMode::Node
+                } else {
+                    pb::NamespaceMode::Pod
+                } as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let sid = r
+            .run_pod_sandbox(pb::RunPodSandboxRequest {
+                config: Some(cfg.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        // No CNI for a host-network pod, and no address of its own.
+        assert_eq!(
+            sandbox_state(&mut r, &sid).await,
+            (pb::PodSandboxState::SandboxReady as i32, String::new())
+        );
+        assert!(net.leases().is_empty());
+        let c = run_container(
+            &mut r,
+            &sid,
+            &cfg,
+            busybox_container("host", "exec sleep 1000"),
+        )
+        .await;
+        let host_ns = |ns: &str| {
+            std::fs::read_link(format!("/proc/self/ns/{ns}"))
+                .unwrap()
+                .display()
+                .to_string()
+        };
+        for ns in ["net", "ipc"] {
+            let (out, _, _) = exec(
+                &mut r,
+                &c,
+                &["readlink", &format!("/proc/self/ns/{ns}")],
+                10,
+            )
+            .await;
+            assert_eq!(out.trim() == host_ns(ns), ns == "net" || host_ipc, "{ns}");
+        }
+        let (out, _, _) = exec(&mut r, &c, &["readlink", "/proc/self/ns/uts"], 10).await;
+        assert_ne!(
+            out.trim(),
+            host_ns("uts"),
+            "the UTS namespace stays the pod's"
+        );
+        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: sid,
+        })
+        .await
+        .unwrap();
+    });
+    finish(d);
+}

@@ -392,12 +392,12 @@ impl Cri {
     ) -> Result<pb::PodSandboxStatusResponse, Status> {
         let s = self.sandbox(&req.pod_sandbox_id)?;
         let ready = self.sandbox_ready(&s);
+        // A host-network pod has no address of its own (the kubelet uses the node's).
         let mut ips = s.ips.iter();
-        let network =
-            (s.network_mode != NamespaceMode::Node as i32).then(|| pb::PodSandboxNetworkStatus {
-                ip: ips.next().cloned().unwrap_or_default(),
-                additional_ips: ips.map(|ip| pb::PodIp { ip: ip.clone() }).collect(),
-            });
+        let network = Some(pb::PodSandboxNetworkStatus {
+            ip: ips.next().cloned().unwrap_or_default(),
+            additional_ips: ips.map(|ip| pb::PodIp { ip: ip.clone() }).collect(),
+        });
         let mut info = HashMap::new();
         if req.verbose {
             let c = self.engine.get(&s.id).ok();

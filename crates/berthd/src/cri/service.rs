@@ -266,6 +266,13 @@ impl RuntimeService for Service {
         Err(later("PodSandboxStats"))
     }
 
+    async fn get_container_events(
+        &self,
+        _: Request<pb::GetEventsRequest>,
+    ) -> Answer<tonic::codegen::BoxStream<pb::ContainerEventResponse>> {
+        Err(later("GetContainerEvents"))
+    }
+
     async fn list_pod_sandbox_stats(
         &self,
         _: Request<pb::ListPodSandboxStatsRequest>,
