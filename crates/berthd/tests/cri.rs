@@ -1174,6 +1174,19 @@ fn crictl_runp_create_start_exec_logs_rmp() {
     );
     let images = crictl(&["images"]).ok().stdout;
     assert!(images.contains("docker.io/library/busybox"), "{images}");
+    let pinned = crictl(&["images", "-o", "json"]).ok().stdout;
+    let v: serde_json::Value = serde_json::from_str(&pinned).unwrap();
+    let pause = v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| {
+            i["repoTags"][0]
+                .as_str()
+                .is_some_and(|t| t.contains("berth-pause"))
+        })
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(pause["pinned"], true, "{pause}");
     crictl(&["rmp", "-f", &sid]).ok();
     assert!(crictl(&["pods", "-q"]).ok().stdout.trim().is_empty());
     assert!(crictl(&["ps", "-aq"]).ok().stdout.trim().is_empty());

@@ -67,7 +67,8 @@ impl Cri {
                 image: rec.id.to_string(),
                 ..Default::default()
             }),
-            pinned: false,
+            // The pause image is the runtime's: the kubelet's image GC keeps it.
+            pinned: rec.repo_tags.iter().any(|t| t == super::pods::PAUSE_IMAGE),
         }
     }
 
