@@ -795,7 +795,7 @@ fn cri_pod_and_container_lifecycle_on_cni_across_a_restart() {
 }
 
 #[test]
-fn cri_pod_removed_while_running_releases_its_network() {
+fn cri_pods_removed_running_or_stopped_dead_release_their_network() {
     require_root!();
     if !cni_available() {
         return;
@@ -831,6 +831,41 @@ fn cri_pod_removed_while_running_releases_its_network() {
             .into_inner()
             .items;
         assert!(items.is_empty(), "{items:?}");
+        // A pod whose pause process died is NOTREADY; stopping it still releases its address.
+        let sid = r
+            .run_pod_sandbox(pb::RunPodSandboxRequest {
+                config: Some(sandbox_config(&d, &uid, &logs)),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        let pid: i32 = d.inspect("{{.State.Pid}}", &sid).trim().parse().unwrap();
+        assert!(pid > 0);
+        // SAFETY: kill(2) with a pid and a signal number.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        assert!(
+            wait_until(Duration::from_secs(10), || d
+                .inspect("{{.State.Running}}", &sid)
+                .trim()
+                == "false"),
+            "the pause process did not die"
+        );
+        let (state, _) = sandbox_state(&mut r, &sid).await;
+        assert_eq!(state, pb::PodSandboxState::SandboxNotready as i32);
+        assert_eq!(net.leases().len(), 1);
+        r.stop_pod_sandbox(pb::StopPodSandboxRequest {
+            pod_sandbox_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+        assert!(net.leases().is_empty(), "{:?}", net.leases());
+        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: sid,
+        })
+        .await
+        .unwrap();
         // An unknown runtime handler is refused, and leaves nothing.
         let e = r
             .run_pod_sandbox(pb::RunPodSandboxRequest {
