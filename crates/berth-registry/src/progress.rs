@@ -128,6 +128,9 @@ pub trait Progress: Send + Sync {
     fn image(&self, event: &ImageEvent);
     /// A per-layer event; `digest` names the blob.
     fn layer(&self, digest: &Digest, event: &LayerEvent);
+    /// Push: every blob of the manifest `digest` is in the registry and the manifest is put
+    /// next (clients show nothing for it; a daemon's crash tests stop there).
+    fn manifest_upload(&self, _digest: &Digest) {}
 }
 
 /// Ignores every event.

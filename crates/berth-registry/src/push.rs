@@ -190,6 +190,7 @@ impl Pusher<'_> {
                     }
                 }
             }
+            self.progress.manifest_upload(&Digest::of_bytes(bytes));
             self.put_manifest(bytes, &media_type, tag).await
         })
     }
@@ -366,6 +367,8 @@ impl Pusher<'_> {
                 .map_err(RegistryError::io("read", self.store.blob_path(digest)))?;
             Ok(buf)
         };
+        // The upload session is open: `Pushing` from 0, as dockerd shows it.
+        report(0);
         let cfg = &self.inner.config;
         let resp = if size <= cfg.monolithic_upload_limit {
             let body = bytes_of_file(&file, size)

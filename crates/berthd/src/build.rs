@@ -12,10 +12,11 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use berth_api::image::BuildResult;
 use berth_api::message::JsonMessage;
-use berth_build::{BuildOptions, Builder, Event};
+use berth_build::{BuildOptions, Builder, Event, StepEvent};
 use berth_image::Reference;
 use tokio::sync::mpsc;
 
+use crate::engine::recovery::Op;
 use crate::engine::{Engine, EngineError, Result};
 use crate::images::JobError;
 
@@ -136,7 +137,10 @@ pub async fn start(
 ) -> Result<mpsc::Receiver<Bytes>> {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<()>>();
+    // Until the build ends: what a crash left of it goes at the next start (`recovery`).
+    let intent = engine.intent(Op::Build, &crate::util::new_id())?;
     tokio::task::spawn_blocking(move || {
+        let _intent = intent;
         let Context { work, spool } = ctx;
         let t0 = std::time::Instant::now();
         // Small contexts go to tmpfs when there is one: creating and removing thousands of
@@ -146,10 +150,10 @@ pub async fn start(
             .unwrap_or(u64::MAX);
         let shm = (spool_len < 64 << 20)
             .then(|| {
-                cleanup_stale_shm();
+                crate::leftovers::remove_shm_contexts();
                 tempfile::Builder::new()
-                    .prefix(&format!("berth-build-ctx-{}-", std::process::id()))
-                    .tempdir_in("/dev/shm")
+                    .prefix(&crate::leftovers::shm_context_prefix())
+                    .tempdir_in(crate::leftovers::SHM)
                     .ok()
             })
             .flatten();
@@ -188,7 +192,21 @@ pub async fn start(
                 networks: Some(&*engine.net),
             };
             let tx2 = tx.clone();
+            // Whether a RUN step's container ran (the crash tests' failpoints).
+            let mut ran = false;
             let mut sink = move |ev: Event| -> bool {
+                match &ev {
+                    // A RUN step's container runs (its mounts, cgroups and network are up).
+                    Event::Idle => {
+                        ran = true;
+                        crate::failpoint::hit("build.run");
+                    }
+                    // Its changes are a layer (a snapshot; the blob not yet published).
+                    Event::Step(StepEvent::Done { .. }) if ran => {
+                        crate::failpoint::hit("build.commit")
+                    }
+                    _ => {}
+                }
                 let m = match ev {
                     Event::Stream(_) if quiet => return !tx2.is_closed(),
                     Event::Stream(s) | Event::Output(s) => JsonMessage::stream(s),
@@ -254,26 +272,6 @@ fn pull_base(engine: &Engine, name: &str) -> std::result::Result<String, JobErro
         engine.registry_config(),
         &berth_registry::NoProgress,
     )?)
-}
-
-/// Removes contexts that a daemon which is no longer running left in /dev/shm.
-fn cleanup_stale_shm() {
-    let Ok(rd) = std::fs::read_dir("/dev/shm") else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("berth-build-ctx-")
-            .and_then(|r| r.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
 }
 
 /// `POST /build/prune`: the build cache (after removed containers' layers are gone).

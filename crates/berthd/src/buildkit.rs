@@ -14,8 +14,9 @@ use axum::Router;
 use berth_buildkit::{Backend, BuildKit, RegistryAuth, TransferError};
 use berth_image::Reference;
 use berth_registry::images::{ImageBackend, LocalBackend};
-use berth_registry::{CredentialStore, Credentials};
+use berth_registry::Credentials;
 
+use crate::engine::recovery::Op;
 use crate::engine::Engine;
 use crate::http::{ApiError, AppState};
 
@@ -66,9 +67,16 @@ async fn grpc(State(s): State<Arc<AppState>>, mut req: Request) -> Response {
     if let Err(e) = wants_h2c(&req) {
         return e.into_response();
     }
+    // The builds of this connection: what a crash leaves of them goes at the next start
+    // (`engine::recovery`).
+    let intent = match s.engine.intent(Op::Build, &crate::util::new_id()) {
+        Ok(i) => i,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     let bk = buildkit(&s.engine);
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
+        let _intent = intent;
         let Ok(up) = on_upgrade.await else { return };
         bk.serve_grpc(hyper_util::rt::TokioIo::new(up)).await;
     });
@@ -98,7 +106,8 @@ struct EngineBackend(Arc<Engine>);
 
 impl EngineBackend {
     /// The daemon's registry settings, with the session's credentials for `r`'s registry in
-    /// a private temporary credential file (kept as long as the returned directory).
+    /// a private temporary credential file (kept as long as the returned directory; see
+    /// `images::private_credentials`).
     fn registry(
         &self,
         r: &Reference,
@@ -107,19 +116,15 @@ impl EngineBackend {
         let mut cfg = self.0.registry_config();
         let mut dir = None;
         if let Some(a) = auth {
-            let staging =
-                |source: Box<dyn std::error::Error + Send + Sync>| TransferError::Credentials {
-                    registry: r.domain().to_string(),
-                    source,
-                };
-            let d = tempfile::Builder::new()
-                .prefix("berthd-auth")
-                .tempdir()
-                .map_err(|e| staging(e.into()))?;
-            let store = CredentialStore::at(d.path().join("config.json"));
-            store
-                .set(r.domain(), &Credentials::new(&a.username, &a.secret))
-                .map_err(|e| staging(e.into()))?;
+            let (store, d) = crate::images::private_credentials(
+                &self.0,
+                r.domain(),
+                &Credentials::new(&a.username, &a.secret),
+            )
+            .map_err(|e| TransferError::Credentials {
+                registry: r.domain().to_string(),
+                source: Box::new(e),
+            })?;
             cfg.credentials = store;
             dir = Some(d);
         }

@@ -59,8 +59,9 @@ impl From<JobError> for EngineError {
 }
 
 /// Registry settings for one operation: the daemon's, with the credentials of an
-/// `X-Registry-Auth` header written to a private temporary `config.json` that lives as long
-/// as the returned guard.
+/// `X-Registry-Auth` header written to a private temporary `config.json` (in the exec root,
+/// where the next daemon start removes what a crash left: see `leftovers`) that lives as
+/// long as the returned guard.
 pub fn registry_config(
     engine: &Engine,
     auth: Option<&str>,
@@ -92,16 +93,34 @@ pub fn with_credentials(
     if a.username.is_empty() && a.password.is_empty() {
         return Ok((cfg, None));
     }
-    let dir = tempfile::Builder::new()
-        .prefix("berthd-auth")
-        .tempdir()
-        .map_err(EngineError::io("creating", std::env::temp_dir()))?;
-    let store = CredentialStore::at(dir.path().join("config.json"));
-    store
-        .set(registry, &Credentials::new(&a.username, &a.password))
-        .map_err(|e| EngineError::Internal(format!("storing the credentials: {e}")))?;
+    let (store, dir) = private_credentials(
+        engine,
+        registry,
+        &Credentials::new(&a.username, &a.password),
+    )?;
     cfg.credentials = store;
     Ok((cfg, Some(dir)))
+}
+
+/// A credential store holding only `creds` for `registry`, in a private temporary
+/// directory of the exec root that lives as long as the returned guard (the next daemon
+/// start removes what a crash left: see `leftovers::auth_dir`).
+pub fn private_credentials(
+    engine: &Engine,
+    registry: &str,
+    creds: &Credentials,
+) -> Result<(CredentialStore, tempfile::TempDir)> {
+    let parent = crate::leftovers::auth_dir(&engine.cfg.exec_root);
+    std::fs::create_dir_all(&parent).map_err(EngineError::io("creating", &parent))?;
+    let dir = tempfile::Builder::new()
+        .prefix("auth-")
+        .tempdir_in(&parent)
+        .map_err(EngineError::io("creating a directory in", &parent))?;
+    let store = CredentialStore::at(dir.path().join("config.json"));
+    store
+        .set(registry, creds)
+        .map_err(|e| EngineError::Internal(format!("storing the credentials: {e}")))?;
+    Ok((store, dir))
 }
 
 /// Docker's JSON progress lines, sent as they happen.
@@ -184,8 +203,13 @@ impl berth_registry::Progress for JsonProgress {
     }
 
     fn layer(&self, digest: &Digest, event: &LayerEvent) {
-        if matches!(event, LayerEvent::Downloading { current, .. } if *current > 0) {
-            crate::failpoint::hit("pull.layer");
+        match event {
+            LayerEvent::Downloading { current, .. } if *current > 0 => {
+                crate::failpoint::hit("pull.layer")
+            }
+            // The upload session is open, no byte sent yet.
+            LayerEvent::Pushing { current: 0, .. } => crate::failpoint::hit("push.blob"),
+            _ => {}
         }
         let id: String = digest.hex().chars().take(12).collect();
         let status = event.status();
@@ -214,6 +238,10 @@ impl berth_registry::Progress for JsonProgress {
             id: Some(id),
             ..JsonMessage::status(status)
         });
+    }
+
+    fn manifest_upload(&self, _digest: &Digest) {
+        crate::failpoint::hit("push.manifest");
     }
 }
 

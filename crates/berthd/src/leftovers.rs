@@ -1,5 +1,7 @@
 //! Crash leftovers in the data root that no operation owns any more: the spooled context
-//! of a build (`tmp/build-ctx-<pid>-…`), the work directories of build steps with their
+//! of a build (`tmp/build-ctx-<pid>-…`; a BuildKit build's work directory,
+//! `tmp/berth-bk-<pid>-…`, when `/dev/shm` is not there), the work directories of build
+//! steps with their
 //! overlay mounts (`tmp/build-<pid>-…`, `tmp/from-<pid>-…`) and their pending layer blobs
 //! (`ingest/<pid>-…`), all of a daemon that is gone, and partial downloads
 //! (`partial/<hex>`) that no pull holds (a pull locks its file while it writes it). At
@@ -10,6 +12,10 @@
 //! df` counts them as build cache records of type `crash-leftover`, which is what prune
 //! reclaims. A partial download is kept while the daemon runs (a retried pull resumes
 //! it), not across a restart.
+//!
+//! Outside the data root, the daemon start also removes the private credentials files of
+//! pulls and pushes ([`auth_dir`]) and the build contexts extracted to `/dev/shm` (classic
+//! and BuildKit builds') of a daemon that is gone.
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +31,36 @@ pub struct Leftover {
 /// The prefix of a build context's spool directory made by this process.
 pub fn context_prefix() -> String {
     format!("build-ctx-{}-", std::process::id())
+}
+
+/// Where small build contexts are extracted (tmpfs).
+pub const SHM: &str = "/dev/shm";
+
+/// The prefix of a build context extracted to [`SHM`] by this process.
+pub fn shm_context_prefix() -> String {
+    format!("berth-build-ctx-{}-", std::process::id())
+}
+
+/// Removes the build contexts in [`SHM`] of daemons that are gone (at daemon start and
+/// before each build; other daemons' live contexts stay).
+pub fn remove_shm_contexts() {
+    for (name, path) in entries(Path::new(SHM)) {
+        let Some(rest) = name.strip_prefix("berth-build-ctx-") else {
+            continue;
+        };
+        // Only names with a pid (the directory is shared with other programs).
+        if rest
+            .split('-')
+            .next()
+            .is_some_and(|p| p.parse::<u32>().is_ok())
+            && owner_gone(rest)
+        {
+            tracing::info!("removing the build context {name} of a crashed build");
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                tracing::warn!("removing {}: {e}", path.display());
+            }
+        }
+    }
 }
 
 /// Whether the `<pid>` at the start of `rest` names a process that is neither this one nor
@@ -63,7 +99,8 @@ pub fn find(store: &ImageStore) -> Vec<Leftover> {
         let rest = name
             .strip_prefix("build-ctx-")
             .or_else(|| name.strip_prefix("build-"))
-            .or_else(|| name.strip_prefix("from-"));
+            .or_else(|| name.strip_prefix("from-"))
+            .or_else(|| name.strip_prefix("berth-bk-"));
         if rest.is_some_and(owner_gone) {
             let size = crate::volumes::dir_size(&path);
             out.push(Leftover { path, size });
@@ -172,4 +209,22 @@ pub fn records(store: &ImageStore) -> Vec<berth_api::system::BuildCacheRecord> {
             }
         })
         .collect()
+}
+
+/// Where a pull or push keeps the credentials of its `X-Registry-Auth` header while it runs
+/// (a private directory each, removed when it ends; see `images::registry_config`).
+pub fn auth_dir(exec_root: &Path) -> PathBuf {
+    exec_root.join("auth")
+}
+
+/// Removes the credentials that pulls and pushes of a crashed daemon left (at daemon
+/// start, before any request runs).
+pub fn remove_auth_dirs(exec_root: &Path) {
+    let dir = auth_dir(exec_root);
+    for (name, path) in entries(&dir) {
+        tracing::info!("removing the credentials {name} of a crashed pull or push");
+        if let Err(e) = std::fs::remove_dir_all(&path) {
+            tracing::warn!("removing {}: {e}", path.display());
+        }
+    }
 }

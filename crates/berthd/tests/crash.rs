@@ -1,8 +1,9 @@
 //! Crash safety: a container whose shim dies, and the crash matrix: berthd killed (by a
 //! failpoint, `BERTHD_FAILPOINTS`, see `berthd::failpoint`) at each step of create, start,
-//! stop, rm, pull, volume create/remove and network connect, then restarted: nothing lost,
-//! nothing orphaned (processes, cgroups, mounts, runtime state, directories, snapshots,
-//! volumes), the operation can be retried.
+//! stop, rm, pull, push, build, commit, volume create/remove and network connect, then
+//! restarted: nothing lost, nothing orphaned (processes, cgroups, mounts, links, runtime
+//! state, directories, snapshots, blobs, volumes, temporary files), the operation can be
+//! retried.
 
 mod common;
 use common::*;
@@ -70,10 +71,15 @@ fn orphans(d: &Daemon) -> Vec<String> {
                 l.what.trim_end_matches('/').ends_with(&d.cgroup_parent) || of_running(&l.what)
             }
             Mount => of_running(&l.what),
-            Link | NftTable => d
-                .bridge
-                .as_ref()
-                .is_some_and(|b| l.what.contains(b.as_str())),
+            // A running container's host-side veth: `vb<id[..6]><network id[..5]>`.
+            Link | NftTable => {
+                d.bridge
+                    .as_ref()
+                    .is_some_and(|b| l.what.contains(b.as_str()))
+                    || running
+                        .iter()
+                        .any(|id| l.what.contains(&format!("vb{}", &id[..6])))
+            }
             Netns => of_running(&l.what),
         };
         if !keep {
@@ -95,6 +101,18 @@ fn orphans(d: &Daemon) -> Vec<String> {
     }
     for e in entries(&d.path("data/journal")) {
         out.push(format!("data/journal/{e}"));
+    }
+    // Pending blobs, the credentials of pulls and pushes, build work directories and
+    // build step containers: none outlives its operation.
+    for dir in ["data/blobs/ingest", "exec/auth", "exec/build-runtime"] {
+        for e in entries(&d.path(dir)) {
+            if !e.starts_with('@') {
+                out.push(format!("{dir}/{e}"));
+            }
+        }
+    }
+    for e in build_leftovers(d) {
+        out.push(format!("data/tmp/{e}"));
     }
     for e in entries(&d.path("data/volumes")) {
         if e.starts_with(".tmp-") || e.starts_with(".trash-") {
@@ -195,10 +213,13 @@ fn kill_pid(pid: i32) {
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
 }
 
-/// Restarts the daemon with the failpoint `fp` armed.
+const FAILPOINTS: &str = "BERTHD_FAILPOINTS";
+
+/// Restarts the daemon with the failpoint `fp` armed (its other variables kept).
 fn arm(d: &mut Daemon, fp: &str) {
     d.kill9();
-    d.env = vec![("BERTHD_FAILPOINTS".into(), fp.into())];
+    d.env.retain(|(k, _)| k != FAILPOINTS);
+    d.env.push((FAILPOINTS.into(), fp.into()));
     d.start();
 }
 
@@ -218,7 +239,7 @@ fn crashed(d: &mut Daemon, fp: &str) {
         std::fs::read_to_string(d.path("berthd.log")).unwrap_or_default()
     );
     d.child = None;
-    d.env.clear();
+    d.env.retain(|(k, _)| k != FAILPOINTS);
     d.start();
 }
 
@@ -466,7 +487,7 @@ fn mounts_below(dir: &Path) -> Vec<String> {
 fn build_leftovers(d: &Daemon) -> Vec<String> {
     entries(&d.path("data/tmp"))
         .into_iter()
-        .filter(|e| e.starts_with("build-"))
+        .filter(|e| e.starts_with("build-") || e.starts_with("from-"))
         .collect()
 }
 
@@ -576,5 +597,318 @@ fn published_port_answers_while_the_daemon_is_down() {
     d.docker_line("rm -f web", &[]).ok();
     assert_no_orphans(&d, "after rm");
     assert_eq!(answer(&addr), "");
+    finish(d);
+}
+
+/// What the daemon's image store holds (sorted): image IDs, blobs, snapshots.
+#[derive(Debug, PartialEq, Eq)]
+struct Stored {
+    images: Vec<String>,
+    blobs: Vec<String>,
+    snapshots: Vec<String>,
+}
+
+fn stored(d: &Daemon) -> Stored {
+    let mut images: Vec<String> = d
+        .docker_out("images -a -q --no-trunc", &[])
+        .lines()
+        .map(String::from)
+        .collect();
+    images.sort();
+    images.dedup();
+    Stored {
+        images,
+        blobs: berth_testkit::list_dir(&d.path("data/blobs/sha256")),
+        snapshots: berth_testkit::list_dir(&d.path("data/snapshotter/snapshots")),
+    }
+}
+
+/// The daemon's process id (to find what it named after itself).
+fn daemon_pid(d: &Daemon) -> u32 {
+    d.child.as_ref().map(|c| c.id()).unwrap()
+}
+
+/// A push interrupted with the upload session of a layer open (`push.blob`) or with every
+/// blob in the registry and its manifest not put (`push.manifest`), with credentials (an
+/// `X-Registry-Auth` header, which the daemon keeps in a private file while the push
+/// runs): after the restart the image is intact, nothing is left (the credentials file
+/// neither: it used to stay in the daemon's `$TMPDIR`), and the push retried succeeds; the
+/// registry then serves the image.
+fn push_crash(fp: &str) {
+    require_root!(DOCKER_REGISTRY);
+    let reg = DockerRegistry::with_htpasswd();
+    let mut d = Daemon::new();
+    let tmp = d.path("daemon-tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    d.env.push(("TMPDIR".into(), tmp.display().to_string()));
+    d.restart();
+    let host = reg.host();
+    use berth_testkit::registry::{PASS, USER};
+    d.docker(&["login", &host, "-u", USER, "-p", PASS]).ok();
+    let name = format!("{host}/test/crash-push:v1");
+    d.docker(&["tag", "busybox", &name]).ok();
+    let id = d.inspect("{{.Id}}", &name);
+    let before = stored(&d);
+    arm(&mut d, fp);
+    assert_ne!(d.docker(&["push", &name]).code, 0);
+    crashed(&mut d, fp);
+    assert_eq!(entries(&tmp), Vec::<String>::new(), "the daemon's $TMPDIR");
+    assert_eq!(d.inspect("{{.Id}}", &name), id);
+    assert_eq!(stored(&d), before);
+    assert_no_orphans(&d, "after the restart");
+    assert_eq!(
+        d.docker(&["run", "--rm", &name, "echo", "ok"]).ok().stdout,
+        "ok\n"
+    );
+    d.docker(&["push", &name]).ok();
+    assert_eq!(entries(&tmp), Vec::<String>::new(), "the daemon's $TMPDIR");
+    d.docker(&["rmi", &name]).ok();
+    d.docker(&["rmi", "busybox"]).ok();
+    d.docker(&["pull", &name]).ok();
+    assert_eq!(d.inspect("{{.Id}}", &name), id);
+    assert_eq!(
+        d.docker(&["run", "--rm", &name, "echo", "pulled"])
+            .ok()
+            .stdout,
+        "pulled\n"
+    );
+    assert_no_orphans(&d, "after the push and pull");
+    finish(d);
+}
+
+#[test]
+fn crash_push_blob() {
+    push_crash("push.blob");
+}
+
+#[test]
+fn crash_push_manifest() {
+    push_crash("push.manifest");
+}
+
+/// A legacy build (`DOCKER_BUILDKIT=0`) interrupted while a RUN step's container runs
+/// (`build.run`: its overlay mount, cgroups, network namespace and veth up) or once that
+/// step's changes are a snapshot and its layer a pending blob (`build.commit`): after the
+/// restart no step container, mount, work directory, spooled or extracted context
+/// (`/dev/shm` included), pending blob, snapshot or image of it is left, nothing that was
+/// there is lost, and the build retried succeeds.
+fn build_crash(fp: &str) {
+    require_root!();
+    let mut d = Daemon::new();
+    let ctx = d.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN sleep 1 && echo data > /f\nRUN cat /f\n",
+    )
+    .unwrap();
+    let ctx = ctx.display().to_string();
+    let build = |d: &Daemon| {
+        d.docker_cmd(&["build", "-t", "built:v1", &ctx])
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .unwrap()
+    };
+    let before = stored(&d);
+    arm(&mut d, fp);
+    let pid = daemon_pid(&d);
+    let r = build(&d);
+    assert!(!r.status.success(), "{r:?}");
+    crashed(&mut d, fp);
+    let shm = format!("berth-build-ctx-{pid}-");
+    assert_eq!(
+        entries(Path::new("/dev/shm"))
+            .into_iter()
+            .filter(|e| e.starts_with(&shm))
+            .collect::<Vec<_>>(),
+        Vec::<String>::new(),
+        "/dev/shm"
+    );
+    assert_eq!(mounts_below(d.dir.path()), Vec::<String>::new());
+    assert_no_orphans(&d, "after the restart");
+    assert_eq!(stored(&d), before);
+    let r = build(&d);
+    assert!(r.status.success(), "{r:?}");
+    assert_eq!(
+        d.docker(&["run", "--rm", "built:v1", "cat", "/f"])
+            .ok()
+            .stdout,
+        "data\n"
+    );
+    d.docker_line("rmi built:v1", &[]).ok();
+    d.docker_line("builder prune -af", &[]).ok();
+    assert_eq!(stored(&d), before);
+    assert_no_orphans(&d, "after the build");
+    finish(d);
+}
+
+#[test]
+fn crash_build_run() {
+    build_crash("build.run");
+}
+
+#[test]
+fn crash_build_commit() {
+    build_crash("build.commit");
+}
+
+/// The runtime's status of a container (`running`, `paused`, …).
+fn runtime_status(d: &Daemon, id: &str) -> String {
+    let o = std::process::Command::new(bin_dir().join("berth-runtime"))
+        .arg("--root")
+        .arg(d.path("exec/runtime"))
+        .args(["state", id])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    v["status"].as_str().unwrap_or_default().to_string()
+}
+
+/// `docker commit` of a running container (paused while its changes are read, unless
+/// `pause` is false) interrupted with the container paused (`commit.paused`), its layer
+/// written but not published (`commit.layer`), or published and unpacked but no image
+/// registered (`commit.unpacked`): after the restart the container runs (resumed, in the
+/// runtime and in its record), no image, layer, blob or snapshot of the commit is left, and
+/// the commit retried succeeds and leaves the container running.
+fn commit_crash(fp: &str, pause: bool) {
+    require_root!();
+    let mut d = Daemon::new();
+    d.docker_line(
+        "run -d --name ctr busybox sh -c",
+        &["echo data > /f; exec sleep 1000"],
+    )
+    .ok();
+    let id = container_id(&d, "ctr");
+    wait_for("the container's file", || {
+        d.docker(&["exec", "ctr", "cat", "/f"]).stdout == "data\n"
+    });
+    let before = stored(&d);
+    arm(&mut d, fp);
+    let pause = format!("--pause={pause}");
+    assert_ne!(
+        d.docker_line("commit", &[&pause, "ctr", "committed:v1"])
+            .code,
+        0
+    );
+    crashed(&mut d, fp);
+    assert_eq!(
+        d.inspect("{{.State.Status}} {{.State.Paused}}", "ctr"),
+        "running false\n"
+    );
+    assert_eq!(runtime_status(&d, &id), "running");
+    assert_eq!(stored(&d), before);
+    assert_no_orphans(&d, "after the restart");
+    assert_eq!(d.docker_out("exec ctr cat /f", &[]), "data\n");
+    d.docker_line("commit ctr committed:v1", &[]).ok();
+    assert_eq!(runtime_status(&d, &id), "running");
+    assert_eq!(
+        d.docker(&["run", "--rm", "committed:v1", "cat", "/f"])
+            .ok()
+            .stdout,
+        "data\n"
+    );
+    d.docker_line("rm -f ctr", &[]).ok();
+    d.docker_line("rmi committed:v1", &[]).ok();
+    assert_eq!(stored(&d), before);
+    assert_no_orphans(&d, "after rm");
+    finish(d);
+}
+
+#[test]
+fn crash_commit_paused() {
+    commit_crash("commit.paused", true);
+}
+
+#[test]
+fn crash_commit_layer() {
+    commit_crash("commit.layer", true);
+}
+
+#[test]
+fn crash_commit_unpacked() {
+    commit_crash("commit.unpacked", true);
+}
+
+/// The same, without the pause (`--pause=false`).
+#[test]
+fn crash_commit_unpacked_unpaused() {
+    commit_crash("commit.unpacked", false);
+}
+
+/// A BuildKit build (buildx, the docker CLI's default builder) whose daemon is killed while
+/// a RUN step's container runs, the step before it committed (a snapshot no image or cache
+/// record references yet): after the restart its work directory (in `/dev/shm`, or the
+/// data root's `tmp/`), the step's container, mounts and network and the snapshot are
+/// gone, nothing is lost, and the build retried succeeds.
+#[test]
+fn crash_buildx_run() {
+    require_root!();
+    let plugins = std::env::var_os("HOME")
+        .map(|h| Path::new(&h).join(".docker/cli-plugins"))
+        .filter(|p| p.join("docker-buildx").exists());
+    let Some(plugins) = plugins else {
+        berth_testkit::skipped("buildx not installed (~/.docker/cli-plugins/docker-buildx)");
+        return;
+    };
+    let mut d = Daemon::new();
+    std::os::unix::fs::symlink(&plugins, d.path("docker-config/cli-plugins")).unwrap();
+    let ctx = d.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nARG S=60\nRUN echo data > /f\nRUN sleep $S\n",
+    )
+    .unwrap();
+    let ctx = ctx.display().to_string();
+    let build = |d: &Daemon, args: &[&str]| {
+        let mut all = vec!["buildx", "build", "-t", "built:v1"];
+        all.extend_from_slice(args);
+        all.push(&ctx);
+        let mut c = d.docker_cmd(&all);
+        c.env_remove("DOCKER_BUILDKIT");
+        c
+    };
+    let before = stored(&d);
+    let pid = daemon_pid(&d);
+    let mut client = build(&d, &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let steps = d.path("exec/build-runtime");
+    let snapshots = d.path("data/snapshotter/snapshots");
+    wait_for("the second RUN step's container", || {
+        berth_testkit::list_dir(&snapshots) != before.snapshots
+            && entries(&steps)
+                .iter()
+                .any(|e| !e.starts_with('@') && steps.join(e).join("state.json").exists())
+    });
+    d.kill9();
+    let _ = client.kill();
+    let _ = client.wait();
+    d.start();
+    let work = format!("berth-bk-{pid}-");
+    let left: Vec<String> = entries(Path::new("/dev/shm"))
+        .into_iter()
+        .chain(entries(&d.path("data/tmp")))
+        .filter(|e| e.starts_with(&work))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "work directories");
+    assert_eq!(mounts_below(d.dir.path()), Vec::<String>::new());
+    assert_no_orphans(&d, "after the restart");
+    assert_eq!(stored(&d), before);
+    let r = build(&d, &["--build-arg", "S=0"]).output().unwrap();
+    assert!(r.status.success(), "{r:?}");
+    assert_eq!(
+        d.docker(&["run", "--rm", "built:v1", "cat", "/f"])
+            .ok()
+            .stdout,
+        "data\n"
+    );
+    d.docker_line("rmi built:v1", &[]).ok();
+    d.docker_line("builder prune -af", &[]).ok();
+    assert_eq!(stored(&d), before);
+    assert_no_orphans(&d, "after the build");
     finish(d);
 }

@@ -5,7 +5,7 @@
 //! `<data-root>/buildcache/steps/<key>.json` (config bytes + layer records). A hit needs its
 //! layer blobs to still exist: a pruned blob is a miss, never a wrong hit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -241,6 +241,26 @@ fn pid_gone(pid: Option<&str>) -> bool {
         return false;
     };
     pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The blobs and snapshots (chain IDs) that the step records reference: what a garbage
+/// collection of the image store keeps besides the images' (see
+/// [`ImageStore::gc_keeping`]).
+pub fn references(store: &ImageStore) -> (BTreeSet<Digest>, BTreeSet<Digest>) {
+    let (mut blobs, mut chains) = (BTreeSet::new(), BTreeSet::new());
+    let Ok(rd) = fs::read_dir(cache_dir(store).join("steps")) else {
+        return (blobs, chains);
+    };
+    for e in rd.flatten() {
+        let Ok(rec) = berth_image::fsutil::read_json::<CacheRecord>(&e.path()) else {
+            continue;
+        };
+        let diffs: Vec<Digest> = rec.layers.iter().map(|l| l.diff_id.clone()).collect();
+        chains.extend(berth_image::manifest::chain_ids(&diffs));
+        blobs.extend(rec.layers.into_iter().map(|l| l.digest));
+        blobs.insert(Digest::of_bytes(rec.config.as_bytes()));
+    }
+    (blobs, chains)
 }
 
 /// What `builder prune` removed.

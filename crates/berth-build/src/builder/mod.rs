@@ -37,7 +37,7 @@ use berth_image::image_store::ImageStore;
 use berth_image::{Digest, Reference};
 use serde_json::Value;
 
-pub use cache::{cache_dir, cleanup_stale, prune, PruneReport};
+pub use cache::{cache_dir, cleanup_stale, prune, references, PruneReport};
 pub use error::{BuildError, StepError};
 pub use state::PlatformError;
 

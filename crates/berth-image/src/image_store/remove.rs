@@ -203,10 +203,16 @@ impl ImageStore {
     /// Deletes blobs and snapshots no image references (leftovers of crashes or failed
     /// loads). Only safe when no other process is adding images.
     pub fn gc(&self) -> Result<usize> {
+        self.gc_keeping(&BTreeSet::new(), &BTreeSet::new())
+    }
+
+    /// [`gc`](Self::gc), keeping also the blobs `blobs` and the snapshots `chains` (what
+    /// another index references, such as the build cache's records).
+    pub fn gc_keeping(&self, blobs: &BTreeSet<Digest>, chains: &BTreeSet<Digest>) -> Result<usize> {
         let _g = self.lock()?;
         let idx = self.read_index()?;
-        let mut used_blobs = BTreeSet::new();
-        let mut used_chains = BTreeSet::new();
+        let mut used_blobs = blobs.clone();
+        let mut used_chains = chains.clone();
         for i in idx.images.values() {
             used_blobs.extend(i.blobs());
             used_chains.extend(i.chain_ids());

@@ -11,6 +11,7 @@ use berth_image::manifest::{ContainerConfig, Descriptor, History, ImageConfig};
 use berth_image::{Digest, Reference};
 
 use super::ops::{xattr_opaque, INIT_LAYER};
+use super::recovery::Op;
 use super::{Container, Engine, EngineError, Result};
 
 /// What to commit and how.
@@ -41,6 +42,12 @@ impl Engine {
             )));
         }
         let mut paused_here = req.pause && c.state.running && !c.state.paused;
+        // What a crash leaves of the commit goes at the next start (`recovery`); a container
+        // it paused is resumed then.
+        let _commit = self.intent(Op::Commit, &crate::util::new_id())?;
+        let _pause = paused_here
+            .then(|| self.intent(Op::Pause, &c.id))
+            .transpose()?;
         if paused_here {
             if let Err(e) = self.set_paused(&c.id, true).await {
                 // A container that exited after its state was read (its exit not recorded
@@ -50,6 +57,7 @@ impl Engine {
                 }
                 paused_here = false;
             }
+            crate::failpoint::hit("commit.paused");
         }
         let engine = self.clone();
         let (cid, tag, comment) = (c.id.clone(), req.tag.clone(), req.comment.clone());
@@ -102,6 +110,7 @@ impl Engine {
                 init_layer_only(&upper, r)
             })
             .map_err(EngineError::io("writing the layer of", &upper))?;
+        crate::failpoint::hit("commit.layer");
         let empty = written.record.diff_id == berth_build::diff::empty_diff_id();
         let mut layers = parent.layers.clone();
         let mut published = Vec::new();
@@ -161,6 +170,7 @@ impl Engine {
         let config = serde_json::to_vec(&img).map_err(EngineError::encode("the image config"))?;
         let descs: Vec<Descriptor> = layers.iter().map(LayerRecord::descriptor).collect();
         store.unpack(layers)?;
+        crate::failpoint::hit("commit.unpacked");
         let manifest = berth_image::image_store::synthesize_manifest(&config, &descs);
         let reg = store.register(RegisterRequest {
             manifest,

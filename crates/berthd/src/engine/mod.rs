@@ -150,6 +150,9 @@ impl Engine {
             &cfg.exec_root.join("build-runtime"),
         );
         crate::leftovers::remove(&images);
+        crate::leftovers::remove_shm_contexts();
+        berth_buildkit::frontend::cleanup_stale();
+        crate::leftovers::remove_auth_dirs(&cfg.exec_root);
         let vdir = cfg.data_root.join("volumes");
         let volumes = Arc::new(
             crate::volumes::VolumeStore::open(&vdir).map_err(EngineError::io("opening", &vdir))?,

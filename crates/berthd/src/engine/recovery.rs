@@ -16,9 +16,19 @@
 //!   container is left as it was before the start, and can be started or removed.
 //! - `exit`: the record was marked exited, then the shim, rootfs and participants' parts
 //!   are torn down; a crash in between leaves them: they go as for `start`.
+//! - `pause`: a commit paused the running container (written before the pause, removed
+//!   after the resume): it is resumed, and its record says running again.
+//! - `commit` (for the whole commit) and `build` (their ids are their own): a commit
+//!   writes its layer as a pending blob (in `ingest/`, which the daemon start removes with
+//!   the other crash leftovers), publishes and unpacks it, then registers the image; a
+//!   build's steps commit their snapshots as they go and publish their blobs, cache records
+//!   and image at its end. What an interrupted one made is referenced by no image and no
+//!   cache record: after such an intent, the image store's blobs and snapshots that neither
+//!   an image nor the build cache references are removed (once, whatever the number of
+//!   intents).
 //!
 //! Create intents are durable (`atomic_write`: a power loss between the snapshot and the
-//! record must not leave an orphan); start and exit intents only need to outlive the process
+//! record must not leave an orphan); the others only need to outlive the process
 //! (`replace_file_nosync`), since after a power loss no container, shim or mount is left.
 
 use std::path::{Path, PathBuf};
@@ -36,6 +46,9 @@ pub(crate) enum Op {
     Create,
     Start,
     Exit,
+    Pause,
+    Commit,
+    Build,
 }
 
 impl Op {
@@ -44,6 +57,9 @@ impl Op {
             Op::Create => "create",
             Op::Start => "start",
             Op::Exit => "exit",
+            Op::Pause => "pause",
+            Op::Commit => "commit",
+            Op::Build => "build",
         }
     }
 }
@@ -85,7 +101,9 @@ impl Engine {
         .map_err(|e| EngineError::Internal(format!("encoding an intent: {e}")))?;
         let write = |p: &Path| match op {
             Op::Create => berth_util::fs::atomic_write(p, &bytes),
-            Op::Start | Op::Exit => berth_util::fs::replace_file_nosync(p, &bytes),
+            Op::Start | Op::Exit | Op::Pause | Op::Commit | Op::Build => {
+                berth_util::fs::replace_file_nosync(p, &bytes)
+            }
         };
         if let Err(e) = write(&path) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -118,14 +136,39 @@ impl Engine {
                 }
             }
         }
-        for (path, r) in intents {
+        let collect = intents
+            .iter()
+            .any(|(_, r)| matches!(r.op, Op::Build | Op::Commit));
+        for (_, r) in &intents {
             match r.op {
                 Op::Create => self.recover_create(&r.id),
                 Op::Start | Op::Exit => self.recover_task(&r.id),
+                Op::Pause => self.recover_pause(&r.id),
+                Op::Commit | Op::Build => {}
             }
+        }
+        if collect {
+            self.collect_image_garbage();
+        }
+        for (path, _) in intents {
             if let Err(e) = std::fs::remove_file(&path) {
                 tracing::warn!("removing the intent {}: {e}", path.display());
             }
+        }
+    }
+
+    /// Removes the blobs and snapshots of an interrupted build or commit: those that no
+    /// image and no build cache record references (at daemon start, before any request).
+    fn collect_image_garbage(&self) {
+        let (blobs, chains) = berth_build::builder::references(&self.images);
+        match self.images.gc_keeping(&blobs, &chains) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!("removed {n} blobs and snapshots of an interrupted build or commit")
+            }
+            Err(e) => tracing::warn!(
+                "removing the blobs and snapshots of an interrupted build or commit: {e}"
+            ),
         }
     }
 
@@ -161,6 +204,31 @@ impl Engine {
         self.discard_task(id);
         for p in self.participants().iter().rev() {
             p.exit(id);
+        }
+    }
+
+    /// Resumes a container that a commit paused (see the module docs).
+    fn recover_pause(&self, id: &str) {
+        let Ok(e) = self.lookup(id) else {
+            return;
+        };
+        if !e.rec.lock().unwrap().state.running {
+            return;
+        }
+        tracing::info!("resuming container {id}, paused by an interrupted commit");
+        let rt = Runtime::new(&self.cfg.runtime, self.cfg.exec_root.join("runtime"));
+        // Not paused (the crash came before the pause) or gone meanwhile (the reattach pass
+        // records its exit): nothing to resume.
+        if let Err(err) = rt.call(rt.resume(id), None) {
+            tracing::info!("resuming container {id}: {err}");
+        }
+        let mut r = e.rec.lock().unwrap();
+        if r.state.paused {
+            r.state.paused = false;
+            r.state.status = "running".into();
+            if let Err(err) = self.persist(&r) {
+                tracing::warn!("recording the resume of container {id}: {err}");
+            }
         }
     }
 
