@@ -130,9 +130,8 @@ impl Cri {
         let auth = docker_auth(req.auth.as_ref())?;
         let engine = self.engine.clone();
         let id = blocking(move || {
-            let (cfg, _guard) =
-                crate::images::with_credentials(engine.registry_config(), &auth, r.domain())
-                    .map_err(super::status)?;
+            let (cfg, _guard) = crate::images::with_credentials(&engine, &auth, r.domain())
+                .map_err(super::status)?;
             crate::images::pull_one(
                 &engine,
                 &r,
