@@ -162,6 +162,18 @@ pub struct Flags {
     /// compose and docker-py work without DOCKER_HOST. Refused while a dockerd owns it.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub docker_compat: Option<bool>,
+    /// Serve the Kubernetes CRI (`runtime.v1`) for the kubelet [default: true]. Key `cri`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub cri: Option<bool>,
+    /// The CRI's unix socket [default: EXEC_ROOT/cri.sock, i.e. /run/berth/cri.sock].
+    #[arg(long, value_name = "PATH")]
+    pub cri_socket: Option<PathBuf>,
+    /// The CNI network configurations of pods [default: /etc/cni/net.d].
+    #[arg(long, value_name = "DIR")]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// The CNI plugin binaries [default: /usr/lib/cni].
+    #[arg(long, value_name = "DIR")]
+    pub cni_bin_dir: Option<PathBuf>,
 }
 
 /// One configuration option.
@@ -217,6 +229,10 @@ pub const OPTIONS: &[OptionInfo] = &[
     opt("default-ulimits", "default-ulimit", true),
     opt("live-restore", "live-restore", true),
     opt("docker-compat", "docker-compat", false),
+    opt("cri", "cri", false),
+    opt("cri-socket", "cri-socket", false),
+    opt("cni-conf-dir", "cni-conf-dir", false),
+    opt("cni-bin-dir", "cni-bin-dir", false),
 ];
 
 /// dockerd keys that Berth does not implement: named as such instead of "unknown".
@@ -376,6 +392,10 @@ pub struct FileConfig {
     pub default_ulimits: Option<BTreeMap<String, Ulimit>>,
     pub live_restore: Option<bool>,
     pub docker_compat: Option<bool>,
+    pub cri: Option<bool>,
+    pub cri_socket: Option<PathBuf>,
+    pub cni_conf_dir: Option<PathBuf>,
+    pub cni_bin_dir: Option<PathBuf>,
     /// The keys present, with the text of their values (for conflict messages).
     pub present: BTreeMap<String, String>,
 }
@@ -518,6 +538,10 @@ impl FileConfig {
             }
             "live-restore" => self.live_restore = Some(val(raw)?),
             "docker-compat" => self.docker_compat = Some(val(raw)?),
+            "cri" => self.cri = Some(val(raw)?),
+            "cri-socket" => self.cri_socket = Some(val(raw)?),
+            "cni-conf-dir" => self.cni_conf_dir = Some(val(raw)?),
+            "cni-bin-dir" => self.cni_bin_dir = Some(val(raw)?),
             _ => return Ok(false),
         }
         Ok(true)
@@ -673,6 +697,11 @@ pub struct DaemonConfig {
     pub default_ulimits: BTreeMap<String, Ulimit>,
     pub live_restore: bool,
     pub docker_compat: bool,
+    /// Serve the CRI (see `crate::cri`).
+    pub cri: bool,
+    pub cri_socket: PathBuf,
+    pub cni_conf_dir: PathBuf,
+    pub cni_bin_dir: PathBuf,
 }
 
 /// Where the configuration file is, and whether it must exist.
@@ -788,6 +817,10 @@ fn flags_given(f: &Flags) -> BTreeMap<&'static str, String> {
         ("default-ulimits", list(&f.default_ulimits)),
         ("live-restore", one(&f.live_restore)),
         ("docker-compat", one(&f.docker_compat)),
+        ("cri", one(&f.cri)),
+        ("cri-socket", path(&f.cri_socket)),
+        ("cni-conf-dir", path(&f.cni_conf_dir)),
+        ("cni-bin-dir", path(&f.cni_bin_dir)),
     ];
     pairs
         .into_iter()
@@ -1020,6 +1053,24 @@ pub fn merge(flags: &Flags, file: &FileConfig) -> Result<DaemonConfig, MergeErro
         return Err(invalid("cgroup-parent", "must not be empty"));
     }
     let live_restore = pick(&flags.live_restore, &file.live_restore).unwrap_or(true);
+    let cri_socket =
+        pick(&flags.cri_socket, &file.cri_socket).unwrap_or_else(|| exec_root.join("cri.sock"));
+    let cni_conf_dir =
+        pick(&flags.cni_conf_dir, &file.cni_conf_dir).unwrap_or_else(|| "/etc/cni/net.d".into());
+    let cni_bin_dir =
+        pick(&flags.cni_bin_dir, &file.cni_bin_dir).unwrap_or_else(|| "/usr/lib/cni".into());
+    for (key, p) in [
+        ("cri-socket", &cri_socket),
+        ("cni-conf-dir", &cni_conf_dir),
+        ("cni-bin-dir", &cni_bin_dir),
+    ] {
+        if !p.is_absolute() {
+            return Err(invalid(
+                key,
+                format!("{} is not an absolute path", p.display()),
+            ));
+        }
+    }
     Ok(DaemonConfig {
         hosts,
         group: pick(&flags.group, &file.group).unwrap_or_else(|| DEFAULT_GROUP.into()),
@@ -1057,6 +1108,10 @@ pub fn merge(flags: &Flags, file: &FileConfig) -> Result<DaemonConfig, MergeErro
         default_ulimits,
         live_restore,
         docker_compat: pick(&flags.docker_compat, &file.docker_compat).unwrap_or(false),
+        cri: pick(&flags.cri, &file.cri).unwrap_or(true),
+        cri_socket,
+        cni_conf_dir,
+        cni_bin_dir,
     })
 }
 

@@ -947,9 +947,16 @@ pub fn apply(spec: &mut Spec, hc: &HostConfig, peers: &dyn Peers) -> Result<()> 
         set_ns(spec, NamespaceType::Ipc, None, false);
     } else if let Some(c) = ipc.strip_prefix("container:") {
         let pid = peer_pid(peers, c)?;
-        spec.mounts.retain(|m| !is(m, "/dev/shm"));
-        spec.mounts
-            .push(bind("/dev/shm", format!("/proc/{pid}/root/dev/shm"), &opts));
+        // A /dev/shm bound from the host (a CRI pod's, shared by its containers) stays.
+        let bound = spec
+            .mounts
+            .iter()
+            .any(|m| is(m, "/dev/shm") && m.typ.as_deref() == Some("bind"));
+        if !bound {
+            spec.mounts.retain(|m| !is(m, "/dev/shm"));
+            spec.mounts
+                .push(bind("/dev/shm", format!("/proc/{pid}/root/dev/shm"), &opts));
+        }
         set_ns(
             spec,
             NamespaceType::Ipc,

@@ -17,6 +17,7 @@ pub mod archive;
 pub mod build;
 pub mod buildkit;
 pub mod config;
+pub mod cri;
 pub mod engine;
 pub mod error;
 pub mod events;

@@ -19,6 +19,9 @@ use crate::engine::{Container, Events};
 
 /// Log drivers containers may use.
 pub const DRIVERS: &[&str] = &["json-file", "local", "none"];
+/// The log of a CRI container: the CRI format at the kubelet's `log_path` (set by
+/// `berthd::cri`, never by a Docker API client).
+pub const CRI_DRIVER: &str = "cri";
 
 /// The options every file driver takes besides its own (Docker's common attributes).
 const ATTR_OPTS: &[&str] = &["labels", "env", "tag"];
@@ -196,6 +199,12 @@ pub fn shim_args(c: &Container) -> Vec<String> {
     let lc = &c.host_config.log_config;
     if lc.kind == "none" {
         return vec!["--no-log".into()];
+    }
+    if lc.kind == CRI_DRIVER {
+        // The kubelet rotates CRI logs itself (`ReopenContainerLog`).
+        return ["--log-format", "cri", "--log-max-size", "0"]
+            .map(String::from)
+            .to_vec();
     }
     let opts = lc.config.clone().unwrap_or_default();
     let Ok(r) = Rotation::of(&lc.kind, &opts) else {

@@ -307,6 +307,13 @@ fn run(
             .clone()
             .unwrap_or_else(|| find_bin("berth-init")),
     };
+    // The CRI's socket, bound with the others (a refusal stops the start).
+    let cri_listener = if cfg.cri {
+        // root only: whoever talks to it runs pods as root.
+        Some(sockets::bind_unix(&cfg.cri_socket, None, "")?)
+    } else {
+        None
+    };
     let engine = Engine::open(engine_cfg)?;
     engine.reconfigure(&cfg.live());
     let info = berthd::sysinfo::Static::read(&cfg.data_root);
@@ -316,6 +323,8 @@ fn run(
         .max_blocking_threads(64)
         .enable_all()
         .build()?;
+    let current_cri_socket = cfg.cri_socket.clone();
+    let cri_cni = (cfg.cni_conf_dir.clone(), cfg.cni_bin_dir.clone());
     rt.block_on(async move {
         engine.reattach();
         let state = Arc::new(AppState {
@@ -349,6 +358,23 @@ fn run(
                 listener,
                 tls_config.clone(),
                 app.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        if let Some(l) = cri_listener {
+            let listener = tokio::net::UnixListener::from_std(l)?;
+            tracing::info!("CRI listening on {}", current_cri_socket.display());
+            created.push(current_cri_socket.clone());
+            let cri = berthd::cri::Cri::new(
+                engine.clone(),
+                berth_cri::cni::CniConfig {
+                    conf_dir: cri_cni.0.clone(),
+                    bin_dir: cri_cni.1.clone(),
+                },
+            );
+            tasks.push(tokio::spawn(berthd::cri::serve(
+                listener,
+                cri,
                 stop_rx.clone(),
             )));
         }
