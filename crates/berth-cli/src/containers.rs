@@ -664,18 +664,9 @@ pub(crate) fn each_maybe(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct T {
-        #[command(flatten)]
-        c: RunCmd,
-    }
 
     fn run_of(args: &[&str]) -> RunCmd {
-        let mut v = vec!["t"];
-        v.extend_from_slice(args);
-        T::try_parse_from(v).unwrap().c
+        crate::parse_args(args)
     }
 
     #[test]
@@ -738,7 +729,7 @@ mod tests {
     fn pull_and_sig_proxy_flags() {
         assert_eq!(run_of(&["--pull", "never", "b"]).pull, PullPolicy::Never);
         assert_eq!(run_of(&["--pull=always", "b"]).pull, PullPolicy::Always);
-        assert!(T::try_parse_from(["t", "--pull", "sometimes", "b"]).is_err());
+        assert!(crate::try_parse_args::<RunCmd>(&["--pull", "sometimes", "b"]).is_err());
         assert!(!run_of(&["--sig-proxy=false", "b"]).sig_proxy);
         assert_eq!(
             named_image("busybox").unwrap().familiar_string(),

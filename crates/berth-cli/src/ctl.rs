@@ -572,18 +572,9 @@ pub fn export(host: &Host, c: &ExportCmd, out: &mut dyn Write) -> Result {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct T {
-        #[command(flatten)]
-        c: CommitCmd,
-    }
 
     fn commit_of(args: &[&str]) -> CommitCmd {
-        let mut v = vec!["t"];
-        v.extend_from_slice(args);
-        T::try_parse_from(v).unwrap().c
+        crate::parse_args(args)
     }
 
     #[test]

@@ -243,6 +243,19 @@ impl Daemon {
         c
     }
 
+    /// `docker build ARGS DIR` through the docker CLI's classic builder (`DOCKER_BUILDKIT=0`,
+    /// the Engine API's `POST /build`).
+    pub fn classic_build(&self, dir: &Path, args: &[&str]) -> Run {
+        let dir = dir.to_str().unwrap();
+        let o = self
+            .docker_cmd(&[&["build"], args, &[dir]].concat())
+            .env("DOCKER_BUILDKIT", "0")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        run_output(o)
+    }
+
     /// The `berth` CLI against this daemon.
     pub fn berth(&self, args: &[&str]) -> Run {
         let o = self.berth_cmd(args).stdin(Stdio::null()).output().unwrap();

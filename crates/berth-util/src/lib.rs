@@ -3,6 +3,7 @@
 //! growing.
 //!
 //! - [`time`]: RFC 3339 parsing and formatting (Go's `RFC3339Nano`, runc's nine digits).
+//! - [`fd`]: handing a descriptor to a child process ([`fd::inherit_as`]).
 //! - [`fs`]: replacing a file's content atomically, durably ([`fs::atomic_write`]) or not
 //!   ([`fs::replace_file_nosync`], for run-time state).
 //! - [`id`]: random hex identifiers ([`id::new_id`]: 64 hex characters).
@@ -12,6 +13,7 @@
 //! - [`runtime`]: the client of a runc-compatible runtime binary ([`runtime::Runtime`]).
 //! - [`signal`]: resetting every signal disposition before `execve`.
 
+pub mod fd;
 pub mod fs;
 pub mod id;
 pub mod root;

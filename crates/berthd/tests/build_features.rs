@@ -101,16 +101,9 @@ fn build_pull_re_resolves_base_images() {
     assert!(out.contains("Image is up to date"), "{out}");
     assert_eq!(cached_steps(&out), vec![(1, false), (2, true)], "{out}");
     // The docker CLI's --pull goes through the same path.
-    let r = Command::new("docker")
-        .args(["build", "--pull", "-q", "-t", "p:5", &dirs])
-        .env("DOCKER_BUILDKIT", "0")
-        .env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
-        .env("DOCKER_CONFIG", d.path("docker-config"))
-        .env_remove("DOCKER_CONTEXT")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let r = run_output(r).ok();
+    let r = d
+        .classic_build(Path::new(&dirs), &["--pull", "-q", "-t", "p:5"])
+        .ok();
     assert!(r.stdout.trim().starts_with("sha256:"), "{}", r.stdout);
     // A base that no registry serves: a clear error naming the line.
     let nowhere = ctx(
@@ -119,12 +112,7 @@ fn build_pull_re_resolves_base_images() {
         &[("Dockerfile", "FROM 127.0.0.1:1/none/here\nRUN true\n")],
     );
     let r = d.berth_line("build -t p:6", &[&nowhere.display().to_string()]);
-    assert_ne!(r.code, 0);
-    assert!(
-        r.stderr.contains("line 1: pulling 127.0.0.1:1/none/here"),
-        "{}",
-        r.stderr
-    );
+    r.fails_with("line 1: pulling 127.0.0.1:1/none/here");
     finish(d);
 }
 
@@ -188,16 +176,9 @@ fn build_cache_from_a_loaded_image() {
     assert_ne!(image_id(&out), id1);
     // The docker CLI's --cache-from (the legacy builder's cachefrom parameter).
     d.berth_line("builder prune -a -f", &[]).ok();
-    let r = Command::new("docker")
-        .args(["build", "--cache-from", "cf:1", "-t", "cf:5", &dirs])
-        .env("DOCKER_BUILDKIT", "0")
-        .env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
-        .env("DOCKER_CONFIG", d.path("docker-config"))
-        .env_remove("DOCKER_CONTEXT")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let r = run_output(r).ok();
+    let r = d
+        .classic_build(Path::new(&dirs), &["--cache-from", "cf:1", "-t", "cf:5"])
+        .ok();
     assert_eq!(image_id(&r.stdout), id1, "{}", r.stdout);
     finish(d);
 }
@@ -399,11 +380,9 @@ fn build_secrets_are_mounted_and_never_kept() {
     );
     // Bad --secret specs are refused by the CLI.
     let r = d.berth_line("build --secret src=/x", &[&dirs]);
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("id is required"), "{}", r.stderr);
+    r.fails_with("id is required");
     let r = d.berth_line("build --secret id=tok,src=/nonexistent/file", &[&dirs]);
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("/nonexistent/file"), "{}", r.stderr);
+    r.fails_with("/nonexistent/file");
     finish(d);
 }
 

@@ -80,13 +80,7 @@ fn context(d: &Daemon, name: &str, dockerfile: &str) -> PathBuf {
 
 /// The docker CLI's classic builder (`POST /build`).
 fn classic_build(d: &Daemon, dir: &Path, args: &[&str]) -> Run {
-    let o = d
-        .docker_cmd(&[&["build", "--no-cache"], args, &[dir.to_str().unwrap()]].concat())
-        .env("DOCKER_BUILDKIT", "0")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    run_output(o)
+    d.classic_build(dir, &[&["--no-cache"], args].concat())
 }
 
 fn cat(d: &Daemon, image: &str, file: &str) -> String {

@@ -559,11 +559,7 @@ fn api_responses_match_the_golden_files() {
     rec.add("volume_prune", &r);
     let r = request(&d, "POST", "/networks/prune", None);
     rec.add("network_prune", &r);
-    let until = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 1;
+    let until = berth_util::time::now().0 + 1;
     let r = request(&d, "GET", &format!("/events?since=0&until={until}"), None);
     rec.add("events", &r);
     let _ = net_id;

@@ -145,8 +145,7 @@ fn user_networks_dns_by_name_and_isolation() {
     n.create(&d, 1, "a", "", "neta");
     n.create(&d, 2, "b", "--label team=b", "netb");
     let dup = d.docker(&["network", "create", "neta"]);
-    assert_ne!(dup.code, 0);
-    assert!(dup.stderr.contains("already exists"), "{}", dup.stderr);
+    dup.fails_with("already exists");
 
     let web = httpd(&d, "--name web --network neta --network-alias www");
     let web = web.trim();
@@ -285,12 +284,7 @@ fn published_ports_loopback_and_dnat_from_a_remote_host() {
         "run --rm -p",
         &[&format!("127.0.0.1:{p_lo}:80"), "busybox", "true"],
     );
-    assert_ne!(c.code, 0);
-    assert!(
-        c.stderr.contains("port is already allocated"),
-        "{}",
-        c.stderr
-    );
+    c.fails_with("port is already allocated");
 
     let port = d.docker(&["port", "pub"]).ok().stdout;
     assert!(

@@ -90,12 +90,7 @@ fn config_file_validation() {
     // A flag given twice: named with both values.
     std::fs::write(&f, "{\n  \"data-root\": \"/srv/berth\"\n}\n").unwrap();
     let r = validate(&f, &["--data-root", "/other"]);
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stderr.contains("the following directives are specified both as a flag and in the configuration file: data-root: (from flag: /other, from file: \"/srv/berth\")"),
-        "{}",
-        r.stderr
-    );
+    r.failed_with(1, "the following directives are specified both as a flag and in the configuration file: data-root: (from flag: /other, from file: \"/srv/berth\")");
     // ... also through the flag's environment variable.
     std::fs::write(&f, r#"{"bridge": "br-file"}"#).unwrap();
     let o = Command::new(berthd())
