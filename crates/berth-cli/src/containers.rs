@@ -549,33 +549,58 @@ pub fn logs(host: &Host, c: &LogsCmd, out: &mut dyn Write, err: &mut dyn Write) 
     Ok(api::demux(&mut r, out, err)?)
 }
 
-/// `stop` flags.
+/// The flags of `stop` and `restart`.
 #[derive(Debug, Args)]
-pub struct StopCmd {
+pub struct StopFlags {
     /// Seconds to wait before killing the container
     #[arg(short = 't', long = "time")]
     time: Option<i64>,
     /// Signal to send to the container
     #[arg(short = 's', long)]
     signal: Option<String>,
+}
+
+impl StopFlags {
+    /// `POST /containers/NAME/ACTION` (`stop`, `restart`) with these flags, for each container.
+    pub fn post_each(
+        &self,
+        host: &Host,
+        action: &str,
+        containers: &[String],
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+    ) -> Result {
+        let mut q = Vec::new();
+        if let Some(t) = self.time {
+            q.push(("t", t.to_string()));
+        }
+        if let Some(s) = &self.signal {
+            q.push(("signal", s.clone()));
+        }
+        let q = api::query(&q);
+        each(containers, out, err, |name| {
+            host.call(
+                "POST",
+                &format!("/containers/{}/{action}{q}", enc(name)),
+                None,
+            )
+            .map(|_| name.to_string())
+        })
+    }
+}
+
+/// `stop` flags.
+#[derive(Debug, Args)]
+pub struct StopCmd {
+    #[command(flatten)]
+    flags: StopFlags,
     /// The containers
     #[arg(required = true)]
     containers: Vec<String>,
 }
 
 pub fn stop(host: &Host, c: &StopCmd, out: &mut dyn Write, err: &mut dyn Write) -> Result {
-    let mut q = Vec::new();
-    if let Some(t) = c.time {
-        q.push(("t", t.to_string()));
-    }
-    if let Some(s) = &c.signal {
-        q.push(("signal", s.clone()));
-    }
-    let q = api::query(&q);
-    each(&c.containers, out, err, |name| {
-        host.call("POST", &format!("/containers/{}/stop{q}", enc(name)), None)
-            .map(|_| name.to_string())
-    })
+    c.flags.post_each(host, "stop", &c.containers, out, err)
 }
 
 /// `rm` flags.

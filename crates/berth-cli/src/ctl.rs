@@ -78,29 +78,14 @@ pub fn start(host: &Host, c: &StartCmd, out: &mut dyn Write, err: &mut dyn Write
 /// `restart` flags.
 #[derive(Debug, Args)]
 pub struct RestartCmd {
-    /// Seconds to wait before killing the container
-    #[arg(short = 't', long = "time")]
-    time: Option<i64>,
-    /// Signal to send to the container
-    #[arg(short = 's', long)]
-    signal: Option<String>,
+    #[command(flatten)]
+    flags: crate::containers::StopFlags,
     #[arg(required = true)]
     containers: Vec<String>,
 }
 
 pub fn restart(host: &Host, c: &RestartCmd, out: &mut dyn Write, err: &mut dyn Write) -> Result {
-    let mut q = Vec::new();
-    if let Some(t) = c.time {
-        q.push(("t", t.to_string()));
-    }
-    if let Some(s) = &c.signal {
-        q.push(("signal", s.clone()));
-    }
-    let q = query(&q);
-    each(&c.containers, out, err, |n| {
-        host.call("POST", &format!("/containers/{}/restart{q}", enc(n)), None)
-            .map(|_| n.to_string())
-    })
+    c.flags.post_each(host, "restart", &c.containers, out, err)
 }
 
 /// `kill` flags.

@@ -11,6 +11,7 @@
 //! - [`root`]: the confined-path resolver (`openat2(RESOLVE_IN_ROOT)` with a user-space
 //!   fallback): [`root::open_in_root`], [`root::mkdir_all_in_root`], [`root::touch_in_root`].
 //! - [`runtime`]: the client of a runc-compatible runtime binary ([`runtime::Runtime`]).
+//! - [`url`]: percent-encoding ([`url::query_escape`], Go's `url.QueryEscape`).
 //! - [`signal`]: resetting every signal disposition before `execve`.
 
 pub mod fd;
@@ -21,3 +22,4 @@ pub mod runtime;
 pub mod signal;
 pub mod time;
 pub mod units;
+pub mod url;

@@ -5,17 +5,6 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 
-fn ctx(d: &Daemon, name: &str, files: &[(&str, &str)]) -> PathBuf {
-    let dir = d.path(name);
-    for (p, c) in files {
-        let f = dir.join(p);
-        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-        std::fs::write(f, c).unwrap();
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn docker_build(d: &Daemon, dir: &Path, extra: &[&str]) -> common::Run {
     d.classic_build(dir, extra)
 }
@@ -42,9 +31,7 @@ fn inspect(d: &Daemon, image: &str) -> serde_json::Value {
 fn docker_cli_builds_simple() {
     require_root!();
     let d = Daemon::new();
-    let dir = ctx(
-        &d,
-        "c1",
+    let dir = d.context("c1",
         &[
             ("Dockerfile", "FROM busybox\nRUN echo hello > /greeting && echo built\nWORKDIR /app\nCOPY a.txt .\nENV X=1\nCMD [\"cat\", \"/app/a.txt\"]\n"),
             ("a.txt", "content-a\n"),
@@ -250,9 +237,7 @@ fn image_id(out: &str) -> String {
 fn cache_invalidation_exact_steps() {
     require_root!();
     let mut d = Daemon::new();
-    let dir = ctx(
-        &d,
-        "cache",
+    let dir = d.context("cache",
         &[
             (
                 "Dockerfile",
@@ -338,9 +323,7 @@ fn cache_invalidation_exact_steps() {
 fn docker_cli_flags_and_errors() {
     require_root!();
     let d = Daemon::new();
-    let dir = ctx(
-        &d,
-        "flags",
+    let dir = d.context("flags",
         &[
             ("Dockerfile", "FROM busybox AS one\nRUN echo one > /one\nFROM one AS two\nRUN echo two > /two\nFROM busybox\nRUN echo three > /three\n"),
             ("other.Dockerfile", "FROM busybox\nLABEL from=other\n"),
@@ -474,8 +457,7 @@ fn docker_cli_flags_and_errors() {
 fn docker_py_builds() {
     require_root!();
     let d = Daemon::new();
-    let dir = ctx(
-        &d,
+    let dir = d.context(
         "py",
         &[
             (
@@ -520,16 +502,14 @@ print("ok", ids[0])
 fn onbuild_triggers_run_in_children() {
     require_root!();
     let d = Daemon::new();
-    let parent = ctx(
-        &d,
+    let parent = d.context(
         "onb-parent",
         &[(
             "Dockerfile",
             "FROM busybox\nONBUILD COPY marker.txt /marker\nONBUILD RUN echo child-ran > /child\n",
         )],
     );
-    let child = ctx(
-        &d,
+    let child = d.context(
         "onb-child",
         &[
             (
@@ -605,8 +585,7 @@ fn add_from_http_url_with_checksum() {
     let url = format!("http://127.0.0.1:{}/payload.txt", srv.1);
     let sum = "sha256:5f6d2c1b7f8e9ea5f1c4a2b1d0f7e9ca3b3c0a2f1b0e3d4c5a6b7c8d9e0f1a2b";
     let good = berth_image::Digest::of_bytes(b"downloaded\n").to_string();
-    let ok = ctx(
-        &d,
+    let ok = d.context(
         "url-ok",
         &[(
             "Dockerfile",
@@ -623,8 +602,7 @@ fn add_from_http_url_with_checksum() {
         ),
         "downloaded\ndownloaded\n600\n"
     );
-    let bad = ctx(
-        &d,
+    let bad = d.context(
         "url-bad",
         &[(
             "Dockerfile",

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 const VENV_PYTHON: &str = "/root/peers/venv/bin/python";
@@ -30,15 +30,6 @@ fn docker_py(d: &Daemon, script: &str) -> Option<Run> {
     Some(run_output(o))
 }
 
-fn context(d: &Daemon, name: &str, files: &[(&str, &str)]) -> PathBuf {
-    let dir = d.path(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    for (p, c) in files {
-        std::fs::write(dir.join(p), c).unwrap();
-    }
-    dir
-}
-
 /// The status line of a raw HTTP response.
 fn status_line(resp: &str) -> &str {
     resp.lines().next().unwrap_or("")
@@ -49,8 +40,7 @@ fn build_api_behaves_as_dockerd() {
     require_root!();
     let d = Daemon::new();
     // `.dockerignore` listing the Dockerfile and itself: both used, neither in the context.
-    let dir = context(
-        &d,
+    let dir = d.context(
         "ign",
         &[
             ("Dockerfile", "FROM busybox\nCOPY . /ctx\n"),
@@ -63,11 +53,10 @@ fn build_api_behaves_as_dockerd() {
     assert_eq!(ls.split_whitespace().collect::<Vec<_>>(), ["a.txt"], "{ls}");
 
     // An empty or unparsable Dockerfile is the request's error, not a 200 with an error.
-    let empty = context(&d, "empty", &[("Dockerfile", "")]);
+    let empty = d.context("empty", &[("Dockerfile", "")]);
     d.classic_build(&empty, &[])
         .fails_with("Error response from daemon: the Dockerfile (Dockerfile) cannot be empty");
-    let bad = context(
-        &d,
+    let bad = d.context(
         "bad",
         &[("Dockerfile", "FROM busybox\nNOSUCHINSTRUCTION x\n")],
     );
@@ -106,8 +95,7 @@ print('docker-py ok')
     assert!(r.ok().stdout.contains("docker-py ok"));
 
     // Two `dockerfile=` parameters: the first wins (Go's `FormValue`).
-    let two = context(
-        &d,
+    let two = d.context(
         "two",
         &[
             ("first.df", "FROM busybox\nLABEL which=first\n"),

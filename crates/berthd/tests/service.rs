@@ -230,17 +230,7 @@ fn socket_activation_notify_and_reload() {
     }
     let dir = tempfile::Builder::new().prefix("bsa").tempdir().unwrap();
     let p = |s: &str| dir.path().join(s);
-    let tar = p("rootfs.tar");
-    busybox_tar(&tar);
-    let o = Command::new(bin_dir().join("berth"))
-        .arg("--data-root")
-        .arg(p("data"))
-        .args(["import", "-c", "CMD [\"sh\"]"])
-        .arg(&tar)
-        .arg("busybox:latest")
-        .output()
-        .unwrap();
-    run_output(o).ok();
+    seed_busybox(&p("data"), &p("rootfs.tar"));
     let notify = UnixDatagram::bind(p("notify.sock")).unwrap();
     notify
         .set_read_timeout(Some(Duration::from_secs(30)))
