@@ -39,13 +39,9 @@ fn docker_cli_builds_simple() {
     );
     let r = docker_build(&d, &dir, &["-t", "simple:1"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("Step 1/6 : FROM busybox"), "{}", r.stdout);
-    assert!(r.stdout.contains("built"), "{}", r.stdout);
-    assert!(
-        r.stdout.contains("Successfully tagged simple:1"),
-        "{}",
-        r.stdout
-    );
+    r.stdout_contains("Step 1/6 : FROM busybox");
+    r.stdout_contains("built");
+    r.stdout_contains("Successfully tagged simple:1");
     let v = inspect(&d, "simple:1");
     assert_eq!(v["Config"]["WorkingDir"], "/app");
     assert_eq!(v["Config"]["Cmd"], serde_json::json!(["cat", "/app/a.txt"]));
@@ -310,7 +306,7 @@ fn cache_invalidation_exact_steps() {
     assert_eq!(rebuilt(&build(&d, &["--no-cache"])), vec![2, 3, 4, 5, 6, 7]);
     // builder prune empties the cache.
     let pr = d.berth(&["builder", "prune", "-f"]).ok();
-    assert!(pr.stdout.contains("Total"), "{}", pr.stdout);
+    pr.stdout_contains("Total");
     let pr = d.docker(&["builder", "prune", "-f"]);
     assert_eq!(pr.code, 0, "{}", pr.stderr);
     let o = build(&d, &[]);
@@ -385,11 +381,7 @@ fn docker_cli_flags_and_errors() {
     let r = docker_build(&d, &dir.join("fail"), &["-t", "failing"]);
     assert_eq!(r.code, 5, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("about-to-fail"));
-    assert!(
-        r.stderr.contains("returned a non-zero code: 5"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_contains("returned a non-zero code: 5");
     assert!(store(&d).resolve("failing").is_err());
     // A platform that is not the host's is refused.
     let r = docker_build(&d, &dir, &["--platform", "linux/s390x"]);
@@ -523,11 +515,7 @@ fn onbuild_triggers_run_in_children() {
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     let r = d.berth_line("build -t onbchild", &[child.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout.contains("# Executing 2 build triggers"),
-        "{}",
-        r.stdout
-    );
+    r.stdout_contains("# Executing 2 build triggers");
     assert_eq!(run_in(&d, "onbchild", "cat /both"), "marker\nchild-ran\n");
     let v = inspect(&d, "onbchild");
     assert!(v["config"]["OnBuild"].is_null(), "{}", v["config"]);

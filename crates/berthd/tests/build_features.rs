@@ -208,11 +208,7 @@ fn build_independent_stages_at_once() {
     );
     let r = d.berth_line("build -t par:2", &[&bad.display().to_string()]);
     assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stderr.contains("returned a non-zero code: 3"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_contains("returned a non-zero code: 3");
     finish(d);
 }
 

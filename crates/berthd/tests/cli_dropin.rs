@@ -292,7 +292,7 @@ fn format_functions_and_label_methods_like_docker() {
             args.extend(["--format", f]);
         }
         let r = same(&d, &args);
-        assert!(r.stdout.contains("fh"), "{}", r.stdout);
+        r.stdout_contains("fh");
     }
     // Images' `.Label` is Berth's (the docker CLI has no labels in image rows).
     let ctx = d.path("ctx");
@@ -379,12 +379,7 @@ fn run_and_create_pull_missing_images_like_docker() {
     }
     // --pull always: pulled although present; --pull never: not pulled although missing.
     let r = same(&d, &["run", "--rm", "--pull", "always", &name, "true"]);
-    assert!(
-        r.stderr
-            .contains(&format!("Status: Image is up to date for {name}")),
-        "{}",
-        r.stderr
-    );
+    r.stderr_contains(&format!("Status: Image is up to date for {name}"));
     d.docker(&["rmi", &name]).ok();
     let theirs = d.docker(&["run", "--rm", "--pull", "never", &name, "true"]);
     let ours = d.berth(&["run", "--rm", "--pull", "never", &name, "true"]);

@@ -181,7 +181,7 @@ fn kill_and_force_remove() {
     d.docker_line("kill -s TERM k1", &[]).ok();
     assert_eq!(d.docker(&["wait", "k1"]).ok().stdout, "143\n");
     let r = d.docker(&["kill", "k1"]);
-    assert!(r.stderr.contains("is not running"), "{}", r.stderr);
+    r.stderr_contains("is not running");
     d.docker(&["start", "k1"]).ok();
     assert_eq!(d.inspect("{{.State.Running}}", "k1"), "true\n");
     d.docker(&["rm", "-f", "k1"]).ok();
@@ -361,11 +361,7 @@ fn stdin_tty_follow_and_start_failure() {
     // A command that cannot run: 127, and --rm still removes the container.
     let r = d.docker_line("run --rm busybox nosuchcmd", &[]);
     assert_eq!(r.code, 127, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("executable file not found"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_contains("executable file not found");
     let ps = d.docker_out("ps -a --format", &["{{.Names}}"]);
     assert_eq!(ps, "f1\n");
     finish(d);

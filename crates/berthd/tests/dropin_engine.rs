@@ -96,11 +96,7 @@ fn unknown_swarm_and_plugin_routes_answer_as_dockerd() {
     let out = d.docker(&["plugin", "ls", "--format", "{{.Name}}"]).ok();
     assert_eq!(out.stdout, "");
     let r = d.docker(&["plugin", "inspect", "vieux/sshfs"]);
-    assert!(
-        r.stderr.contains(r#"plugin "vieux/sshfs" not found"#),
-        "{}",
-        r.stderr
-    );
+    r.stderr_contains(r#"plugin "vieux/sshfs" not found"#);
     // Clients that tidy up with leave_swarm(force=True) keep working.
     py_ok(
         &d,
@@ -133,11 +129,7 @@ fn runtime_kill_and_restart_policy_as_dockerd() {
     d.docker_line("create --name rt2 --runtime runc busybox true", &[])
         .ok();
     let r = d.docker_line("create --runtime nope busybox true", &[]);
-    assert!(
-        r.stderr.contains("unknown or invalid runtime name: nope"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_contains("unknown or invalid runtime name: nope");
     // kill (SIGKILL) returns once the exit is recorded: inspect shows it stopped, rm works.
     for i in 0..3 {
         let name = format!("k{i}");
@@ -466,11 +458,7 @@ fn links_diff_and_exit_codes_as_dockerd() {
     );
     assert_eq!(names.trim(), "db1,web1/my-db");
     let r = d.docker_line("run --rm --link nope:x busybox true", &[]);
-    assert!(
-        r.stderr.contains("could not get container for nope"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_contains("could not get container for nope");
     // docker-py: links through the API and `DELETE …?link=1`.
     py_ok(
         &d,

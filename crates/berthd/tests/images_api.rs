@@ -154,12 +154,7 @@ fn pull_all_tags_through_the_daemon() {
     }
     let r = d.docker(&["pull", "-a", &repo]).ok();
     for t in ["a", "b", "c"] {
-        assert!(
-            r.stdout
-                .contains(&format!("{t}: Pulling from test/alltags")),
-            "{}",
-            r.stdout
-        );
+        r.stdout_contains(&format!("{t}: Pulling from test/alltags"));
     }
     assert!(!r.stdout.contains("Using default tag"), "{}", r.stdout);
     assert_eq!(
@@ -196,12 +191,7 @@ fn pull_all_tags_through_the_daemon() {
     );
     // Again: up to date.
     let r = d.docker(&["pull", "-a", &repo]).ok();
-    assert!(
-        r.stdout
-            .contains(&format!("Status: Image is up to date for {repo}")),
-        "{}",
-        r.stdout
-    );
+    r.stdout_contains(&format!("Status: Image is up to date for {repo}"));
     // A tag with -a is refused by the CLI; the berth CLI refuses it the same way.
     let r = d.docker(&["pull", "-a", &format!("{repo}:a")]);
     assert_ne!(r.code, 0);
@@ -210,11 +200,7 @@ fn pull_all_tags_through_the_daemon() {
     // Without -a, a bare name still means `latest` (the CLI sends tag=latest): not found.
     let r = d.docker(&["pull", &repo]);
     assert_ne!(r.code, 0);
-    assert!(
-        r.stdout.contains("Using default tag: latest"),
-        "{}",
-        r.stdout
-    );
+    r.stdout_contains("Using default tag: latest");
     // The berth CLI's -a goes through the daemon the same way.
     for t in ["a", "b", "c"] {
         d.docker(&["rmi", &format!("{repo}:{t}")]).ok();
@@ -226,12 +212,8 @@ fn pull_all_tags_through_the_daemon() {
         "{}",
         r.stdout
     );
-    assert!(
-        r.stdout.contains(&format!(
-            "Status: Downloaded newer image for {repo}\n{repo}\n"
-        )),
-        "{}",
-        r.stdout
-    );
+    r.stdout_contains(&format!(
+        "Status: Downloaded newer image for {repo}\n{repo}\n"
+    ));
     finish(d);
 }

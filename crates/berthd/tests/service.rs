@@ -80,12 +80,7 @@ fn config_file_validation() {
     )
     .unwrap();
     let r = validate(&f, &[]);
-    assert!(
-        r.stderr
-            .contains("dockerd options that berthd does not support: storage-driver, userns-remap"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_contains("dockerd options that berthd does not support: storage-driver, userns-remap");
 
     // A flag given twice: named with both values.
     std::fs::write(&f, "{\n  \"data-root\": \"/srv/berth\"\n}\n").unwrap();
@@ -100,22 +95,12 @@ fn config_file_validation() {
         .output()
         .unwrap();
     let r = run_output(o);
-    assert!(
-        r.stderr
-            .contains("bridge: (from flag: br-env, from file: \"br-file\")"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_contains("bridge: (from flag: br-env, from file: \"br-file\")");
 
     // Bad JSON: the line and column.
     std::fs::write(&f, "{\n  \"debug\": true\n  \"bip\": \"10.1.0.1/16\"\n}\n").unwrap();
     let r = validate(&f, &[]);
-    assert!(
-        r.stderr
-            .contains("invalid JSON at line 3, column 3: expected `,` or `}`"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_contains("invalid JSON at line 3, column 3: expected `,` or `}`");
     // A value of the wrong type or out of range: its key and line.
     std::fs::write(
         &f,
@@ -123,10 +108,8 @@ fn config_file_validation() {
     )
     .unwrap();
     let r = validate(&f, &[]);
-    assert!(
-        r.stderr.contains("invalid value for \"max-concurrent-downloads\" (line 3): invalid type: string \"three\""),
-        "{}",
-        r.stderr
+    r.stderr_contains(
+        "invalid value for \"max-concurrent-downloads\" (line 3): invalid type: string \"three\"",
     );
     std::fs::write(&f, r#"{"log-opts": {"max-file": "0"}}"#).unwrap();
     assert!(validate(&f, &[])
@@ -461,18 +444,18 @@ docker info --format 'after-stale={{.ServerVersion}}'
         "stdout: {}\nstderr: {}\nlog: {log}",
         r.stdout, r.stderr
     );
-    assert!(r.stdout.contains("mode=660"), "{}", r.stdout);
-    assert!(r.stdout.contains("server="), "{}", r.stdout);
-    assert!(r.stdout.contains("compat-hi\n"), "{}", r.stdout);
+    r.stdout_contains("mode=660");
+    r.stdout_contains("server=");
+    r.stdout_contains("compat-hi\n");
     assert!(
         r.stdout
             .contains("refusing to listen on /var/run/docker.sock: berthd (pid "),
         "{}",
         r.stdout
     );
-    assert!(r.stdout.contains("turn docker-compat off"), "{}", r.stdout);
+    r.stdout_contains("turn docker-compat off");
     assert!(!r.stdout.contains("socket left behind"), "{}", r.stdout);
-    assert!(r.stdout.contains("after-stale="), "{}", r.stdout);
+    r.stdout_contains("after-stale=");
     assert!(
         log.contains("API listening on /var/run/docker.sock"),
         "{log}"
@@ -514,7 +497,7 @@ cat "$WORK/berthd.log"
 "#;
     let r = in_private_run(script, &envs);
     assert_eq!(r.code, 0, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("dockerd="), "{}", r.stdout);
+    r.stdout_contains("dockerd=");
     assert!(
         r.stdout
             .contains("refusing to listen on /var/run/docker.sock: dockerd (pid "),

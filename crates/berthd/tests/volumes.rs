@@ -123,7 +123,7 @@ fn volume_lifecycle_persistence_and_in_use() {
     d.kill9();
     d.start();
     let r = d.docker(&["volume", "rm", &v]);
-    assert!(r.stderr.contains("volume is in use"), "{}", r.stderr);
+    r.stderr_contains("volume is in use");
     d.docker(&["rm", "db1"]).ok();
     assert_eq!(
         d.docker_out(
@@ -318,8 +318,8 @@ fn binds_ro_tmpfs_and_mount_flag() {
         "{}",
         r.stdout
     );
-    assert!(r.stdout.contains("1770\n"), "{}", r.stdout);
-    assert!(r.stdout.contains("ro-ok"), "{}", r.stdout);
+    r.stdout_contains("1770\n");
+    r.stdout_contains("ro-ok");
     // A missing --mount bind source is an error; -v creates it.
     let r = d.docker_line(
         "run --rm --mount",
@@ -823,7 +823,7 @@ fn berth_cli_volumes_cp_and_run_flags() {
     d.berth(&["rm", "-v", "u1"]).ok();
     d.berth(&["volume", "rm", &v]).ok();
     let r = d.berth_line("volume prune -f -a", &[]).ok();
-    assert!(r.stdout.contains("Total reclaimed space"), "{}", r.stdout);
+    r.stdout_contains("Total reclaimed space");
     assert!(d
         .berth(&["volume", "ls", "-q"])
         .ok()
