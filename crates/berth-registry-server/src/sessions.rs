@@ -25,6 +25,16 @@ pub type HashState = Arc<tokio::sync::Mutex<Option<(u64, Sha256)>>>;
 struct Session {
     owner: String,
     hash: HashState,
+    /// Reserved, its directory not created yet ([`Sessions::opened`] clears it): the sweeps
+    /// that forget sessions without a directory must not forget this one.
+    pending: bool,
+}
+
+impl Session {
+    /// Whether the index still holds a real session: one being created, or one on disk.
+    fn exists(&self, store: &Store, id: &str) -> bool {
+        self.pending || store.upload_dir(id).exists()
+    }
 }
 
 /// Why a session was not opened.
@@ -67,6 +77,7 @@ impl Sessions {
                     Session {
                         owner,
                         hash: HashState::default(),
+                        pending: false,
                     },
                 )
             })
@@ -95,8 +106,8 @@ impl Sessions {
     }
 
     /// Takes a place for a new session of `owner` and returns its id, or says which limit
-    /// is reached. The caller creates the upload on disk, or calls [`remove`](Self::remove)
-    /// when that fails. Before refusing, sessions whose directory is gone are forgotten.
+    /// is reached. The caller creates the upload on disk and calls [`opened`](Self::opened),
+    /// or calls [`remove`](Self::remove) when that fails. Before refusing, sessions whose directory is gone are forgotten.
     pub fn reserve(
         &self,
         store: &Store,
@@ -107,7 +118,7 @@ impl Sessions {
         let mut m = self.lock();
         let mine = |m: &HashMap<String, Session>| m.values().filter(|s| s.owner == owner).count();
         if mine(&m) >= per_owner || m.len() >= total {
-            m.retain(|id, _| store.upload_dir(id).exists());
+            m.retain(|id, s| s.exists(store, id));
         }
         let n = mine(&m);
         if n >= per_owner {
@@ -122,9 +133,17 @@ impl Sessions {
             Session {
                 owner: owner.to_string(),
                 hash: HashState::default(),
+                pending: true,
             },
         );
         Ok(id)
+    }
+
+    /// Session `id`, reserved, now exists on disk.
+    pub fn opened(&self, id: &str) {
+        if let Some(s) = self.lock().get_mut(id) {
+            s.pending = false;
+        }
     }
 
     /// The hash state of session `id`; `None` when there is no such session.
@@ -169,7 +188,7 @@ impl Sessions {
                 owner: info.and_then(|i| i.owner),
             });
         }
-        self.lock().retain(|id, _| store.upload_dir(id).exists());
+        self.lock().retain(|id, s| s.exists(store, id));
         out
     }
 }
@@ -187,6 +206,7 @@ mod tests {
         for _ in 0..2 {
             let id = s.reserve(&store, "user:alice", 2, 3).unwrap();
             store.create_upload(&id, "r", "user:alice").unwrap();
+            s.opened(&id);
             alice.push(id);
         }
         assert_eq!(
@@ -195,6 +215,7 @@ mod tests {
         );
         let bob = s.reserve(&store, "user:bob", 2, 3).unwrap();
         store.create_upload(&bob, "r", "user:bob").unwrap();
+        s.opened(&bob);
         assert_eq!(
             s.reserve(&store, "user:carol", 2, 3),
             Err(Refused::Total(3))
@@ -235,13 +256,18 @@ mod tests {
         };
         let idle = s.reserve(&store, "o", 10, 10).unwrap();
         store.create_upload(&idle, "r", "o").unwrap();
+        s.opened(&idle);
         let busy = s.reserve(&store, "o", 10, 10).unwrap();
         store.create_upload(&busy, "r", "o").unwrap();
+        s.opened(&busy);
         let fresh = s.reserve(&store, "o", 10, 10).unwrap();
         store.create_upload(&fresh, "r", "o").unwrap();
+        s.opened(&fresh);
         // A session being created: its directory, no files yet.
         let creating = s.reserve(&store, "o", 10, 10).unwrap();
         std::fs::create_dir(store.upload_dir(&creating)).unwrap();
+        // One reserved a moment ago, its directory not made yet (a sweep racing a POST).
+        let reserved = s.reserve(&store, "o", 10, 10).unwrap();
         old(&idle);
         old(&busy);
         let hs = s.hash_state(&busy).unwrap();
@@ -255,10 +281,17 @@ mod tests {
         assert!(store.upload_dir(&busy).exists(), "in use");
         assert!(store.upload_dir(&fresh).exists(), "not idle");
         assert!(store.upload_dir(&creating).exists(), "being created");
+        assert!(
+            s.hash_state(&reserved).is_some(),
+            "reserved, not on disk yet"
+        );
         drop(held);
         let gone = s.expire_idle(&store, Duration::from_secs(3600));
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].id, busy);
+        // fresh, creating and the reserved one (until its POST makes it or drops it).
+        assert_eq!(s.len(), 3);
+        s.remove(&reserved);
         assert_eq!(s.len(), 2);
     }
 }

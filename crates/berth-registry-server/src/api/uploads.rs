@@ -122,6 +122,7 @@ pub(super) async fn post_upload(
             st2.drop_upload(&id);
             return Err(e.into());
         }
+        st2.sessions.opened(&id);
         Ok(id)
     })
     .await?;
