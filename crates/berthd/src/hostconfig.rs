@@ -12,6 +12,7 @@ use berth_runtime::spec::{
     Capabilities, Device, LinuxResources, Mount, Namespace, NamespaceType, Rlimit, Seccomp,
     SeccompArg, Spec, Syscall,
 };
+use berth_runtime::validate::IPC_SYSCTLS;
 use oci_spec::runtime::{
     LinuxBlockIo, LinuxCpu, LinuxDeviceCgroup, LinuxDeviceType, LinuxMemory, LinuxPids,
     LinuxThrottleDeviceBuilder, LinuxWeightDeviceBuilder,
@@ -158,18 +159,8 @@ pub fn group_add(rootfs: &Path, hc: &HostConfig) -> Result<Vec<u32>> {
         .collect()
 }
 
-const NAMESPACED_SYSCTL_PREFIXES: &[&str] = &[
-    "kernel.msgmax",
-    "kernel.msgmnb",
-    "kernel.msgmni",
-    "kernel.sem",
-    "kernel.shmall",
-    "kernel.shmmax",
-    "kernel.shmmni",
-    "kernel.shm_rmid_forced",
-    "fs.mqueue.",
-    "net.",
-];
+/// Sysctl prefixes of the ipc and network namespaces (besides [`IPC_SYSCTLS`]).
+const NAMESPACED_SYSCTL_PREFIXES: &[&str] = &["fs.mqueue.", "net."];
 
 /// Create-time checks of `HostConfig` (Docker's messages where it has them). Returns warnings.
 pub fn check(hc: &HostConfig, ncpus: usize) -> Result<Vec<String>> {
@@ -200,8 +191,9 @@ pub fn check(hc: &HostConfig, ncpus: usize) -> Result<Vec<String>> {
     }
     let host_net = hc.network_mode == "host";
     for k in hc.sysctls.iter().flat_map(|m| m.keys()) {
-        let ok = NAMESPACED_SYSCTL_PREFIXES
+        let ok = IPC_SYSCTLS
             .iter()
+            .chain(NAMESPACED_SYSCTL_PREFIXES)
             .any(|p| k == p.trim_end_matches('.') || k.starts_with(p));
         if !ok || (host_net && k.starts_with("net.")) {
             return Err(invalid(format!("sysctl {k:?} is not allowed")));

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::engine::{Container, Events};
+use berth_util::url::query_escape;
 
 /// Log drivers containers may use.
 pub const DRIVERS: &[&str] = &["json-file", "local", "none"];
@@ -289,21 +290,6 @@ fn format_entry(line: &str, o: &LogOptions) -> Option<Vec<u8>> {
     out.extend_from_slice(&berth_shim::protocol::frame_header(stream, payload.len()));
     out.extend_from_slice(&payload);
     Some(out)
-}
-
-/// Go's `url.QueryEscape`.
-fn query_escape(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            b => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 /// The log files, oldest first (rotated ones may be gzipped: `.N.gz`).
