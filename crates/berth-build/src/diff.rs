@@ -128,7 +128,7 @@ impl<W: Write> Walker<'_, W> {
 
 fn is_opaque(p: &Path) -> bool {
     let mut buf = [0u8; 4];
-    match rustix::fs::lgetxattr(p, berth_image::layer::OVERLAY_OPAQUE_XATTR, &mut buf) {
+    match rustix::fs::lgetxattr(p, berth_image::layer::overlay_opaque_xattr(), &mut buf) {
         Ok(n) => &buf[..n] == b"y",
         Err(_) => false,
     }

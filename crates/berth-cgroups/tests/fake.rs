@@ -22,6 +22,21 @@ fn write(p: impl AsRef<Path>, s: &str) {
     fs::write(p, s).unwrap();
 }
 
+/// Writes each (file, content) in `dir`.
+fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    for (f, c) in files {
+        write(dir.join(f), c);
+    }
+}
+
+/// Asserts each file's content in `dir` (as [`read`] returns it).
+#[track_caller]
+fn assert_files(dir: &Path, files: &[(&str, &str)]) {
+    for (f, want) in files {
+        assert_eq!(read(dir.join(f)), *want, "{f}");
+    }
+}
+
 fn v2_root() -> (tempfile::TempDir, Hierarchy) {
     let t = tempfile::tempdir().unwrap();
     write(
@@ -294,22 +309,32 @@ fn v2_apply_writes_converted_values() {
         .build()
         .unwrap();
     cg.apply(&r).unwrap();
-    assert_eq!(read(leaf.join("memory.max")), "104857600");
-    assert_eq!(read(leaf.join("memory.swap.max")), "209715200");
-    assert_eq!(read(leaf.join("memory.low")), "52428800");
-    assert_eq!(read(leaf.join("cpu.weight")), "39");
-    assert_eq!(read(leaf.join("cpu.max")), "50000 100000");
-    assert_eq!(read(leaf.join("cpu.idle")), "1");
-    assert_eq!(read(leaf.join("cpuset.cpus")), "0-1");
-    assert_eq!(read(leaf.join("cpuset.mems")), "0");
-    assert_eq!(read(leaf.join("pids.max")), "10");
+    assert_files(
+        &leaf,
+        &[
+            ("memory.max", "104857600"),
+            ("memory.swap.max", "209715200"),
+            ("memory.low", "52428800"),
+            ("cpu.weight", "39"),
+            ("cpu.max", "50000 100000"),
+            ("cpu.idle", "1"),
+            ("cpuset.cpus", "0-1"),
+            ("cpuset.mems", "0"),
+            ("pids.max", "10"),
+        ],
+    );
     assert_eq!(
         read(leaf.join("io.weight")),
         (1 + 490 * 9999 / 990).to_string()
     );
-    assert_eq!(read(leaf.join("io.max")), "8:0 rbps=1048576 wiops=100");
-    assert_eq!(read(leaf.join("hugetlb.2MB.max")), "4194304");
-    assert_eq!(read(leaf.join("memory.high")), "90000000");
+    assert_files(
+        &leaf,
+        &[
+            ("io.max", "8:0 rbps=1048576 wiops=100"),
+            ("hugetlb.2MB.max", "4194304"),
+            ("memory.high", "90000000"),
+        ],
+    );
     assert!(!leaf.join("memory.swappiness").exists());
     assert!(!leaf.join("memory.oom_control").exists());
     let filter = read(leaf.join(berth_cgroups::devices::FAKE_FILTER_FILE));
@@ -321,10 +346,15 @@ fn v2_apply_writes_converted_values() {
     // update: pids unlimited, memory unlimited (swap follows), cpu period only keeps the quota
     let r = resources(r#"{"pids":{"limit":0},"memory":{"limit":-1},"cpu":{"period":50000}}"#);
     cg.apply(&r).unwrap();
-    assert_eq!(read(leaf.join("pids.max")), "max");
-    assert_eq!(read(leaf.join("memory.max")), "max");
-    assert_eq!(read(leaf.join("memory.swap.max")), "max");
-    assert_eq!(read(leaf.join("cpu.max")), "50000 50000");
+    assert_files(
+        &leaf,
+        &[
+            ("pids.max", "max"),
+            ("memory.max", "max"),
+            ("memory.swap.max", "max"),
+            ("cpu.max", "50000 50000"),
+        ],
+    );
     // memory == swap: swap disabled
     cg.apply(&resources(r#"{"memory":{"limit":1048576,"swap":1048576}}"#))
         .unwrap();
@@ -461,28 +491,27 @@ fn v2_stats_from_files() {
     let cg = Cgroup::new(&h, None, "x").unwrap();
     cg.create().unwrap();
     let d = t.path().join("berth/x");
-    write(d.join("cpu.stat"), "usage_usec 2000\nuser_usec 1500\nsystem_usec 500\nnr_periods 10\nnr_throttled 2\nthrottled_usec 30\n");
-    write(d.join("memory.current"), "4096\n");
-    write(d.join("memory.max"), "max\n");
-    write(d.join("memory.peak"), "8192\n");
-    write(
-        d.join("memory.events"),
-        "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+    write_files(
+        &d,
+        &[
+            ("cpu.stat", "usage_usec 2000\nuser_usec 1500\nsystem_usec 500\nnr_periods 10\nnr_throttled 2\nthrottled_usec 30\n"),
+            ("memory.current", "4096\n"),
+            ("memory.max", "max\n"),
+            ("memory.peak", "8192\n"),
+            ("memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n"),
+            ("memory.swap.current", "100\n"),
+            ("memory.swap.max", "max\n"),
+            ("memory.stat", "anon 1000\nfile 3000\n"),
+            ("pids.current", "2\n"),
+            ("pids.max", "10\n"),
+            ("io.stat", "8:0 rbytes=10 wbytes=20 rios=1 wios=2 dbytes=0 dios=0\n"),
+            ("hugetlb.2MB.max", "max\n"),
+            ("hugetlb.2MB.current", "2097152\n"),
+            ("hugetlb.2MB.events", "max 4\n"),
+            ("hugetlb.2MB.rsvd.max", "max\n"),
+            ("cpuset.cpus.effective", "0-1\n"),
+        ],
     );
-    write(d.join("memory.swap.current"), "100\n");
-    write(d.join("memory.swap.max"), "max\n");
-    write(d.join("memory.stat"), "anon 1000\nfile 3000\n");
-    write(d.join("pids.current"), "2\n");
-    write(d.join("pids.max"), "10\n");
-    write(
-        d.join("io.stat"),
-        "8:0 rbytes=10 wbytes=20 rios=1 wios=2 dbytes=0 dios=0\n",
-    );
-    write(d.join("hugetlb.2MB.max"), "max\n");
-    write(d.join("hugetlb.2MB.current"), "2097152\n");
-    write(d.join("hugetlb.2MB.events"), "max 4\n");
-    write(d.join("hugetlb.2MB.rsvd.max"), "max\n");
-    write(d.join("cpuset.cpus.effective"), "0-1\n");
     let s = cg.stats().unwrap();
     assert_eq!(s.cpu.usage.total, 2_000_000);
     assert_eq!(s.cpu.usage.user, 1_500_000);
@@ -617,9 +646,14 @@ fn v1_memory_write_order_follows_runc() {
         r#"{"memory":{"reservation":1000,"swappiness":5,"disableOOMKiller":true,"kernel":1,"kernelTCP":2}}"#,
     ))
     .unwrap();
-    assert_eq!(read(mem.join("memory.soft_limit_in_bytes")), "1000");
-    assert_eq!(read(mem.join("memory.swappiness")), "5");
-    assert_eq!(read(mem.join("memory.oom_control")), "1");
+    assert_files(
+        &mem,
+        &[
+            ("memory.soft_limit_in_bytes", "1000"),
+            ("memory.swappiness", "5"),
+            ("memory.oom_control", "1"),
+        ],
+    );
     assert!(!mem.join("memory.kmem.limit_in_bytes").exists());
     let e = cg
         .apply(&resources(r#"{"memory":{"swappiness":101}}"#))
@@ -651,12 +685,17 @@ fn v1_apply_cpu_pids_blkio_devices() {
     );
     cg.apply(&r).unwrap();
     let cpu = t.path().join("cpu,cpuacct/berth/x");
-    assert_eq!(read(cpu.join("cpu.shares")), "512");
-    assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "-1");
-    assert_eq!(read(cpu.join("cpu.cfs_period_us")), "100000");
-    assert_eq!(read(cpu.join("cpu.cfs_burst_us")), "1000");
-    assert_eq!(read(cpu.join("cpu.rt_period_us")), "1000000");
-    assert_eq!(read(cpu.join("cpu.rt_runtime_us")), "950000");
+    assert_files(
+        &cpu,
+        &[
+            ("cpu.shares", "512"),
+            ("cpu.cfs_quota_us", "-1"),
+            ("cpu.cfs_period_us", "100000"),
+            ("cpu.cfs_burst_us", "1000"),
+            ("cpu.rt_period_us", "1000000"),
+            ("cpu.rt_runtime_us", "950000"),
+        ],
+    );
     let cs = t.path().join("cpuset/berth/x");
     assert_eq!(read(cs.join("cpuset.cpus")), "1-2");
     assert_eq!(read(t.path().join("pids/berth/x/pids.max")), "10");
@@ -742,43 +781,55 @@ fn v1_stats_from_files() {
     let cg = Cgroup::new(&h, None, "x").unwrap();
     cg.create().unwrap();
     let cpu = t.path().join("cpu,cpuacct/berth/x");
-    write(cpu.join("cpuacct.usage"), "3000\n");
-    write(cpu.join("cpuacct.usage_percpu"), "1000 2000 \n");
-    write(cpu.join("cpuacct.stat"), "user 3\nsystem 1\n");
-    write(
-        cpu.join("cpuacct.usage_all"),
-        "cpu user system\n0 600 400\n1 1500 500\n",
-    );
-    write(
-        cpu.join("cpu.stat"),
-        "nr_periods 5\nnr_throttled 1\nthrottled_time 777\n",
+    write_files(
+        &cpu,
+        &[
+            ("cpuacct.usage", "3000\n"),
+            ("cpuacct.usage_percpu", "1000 2000 \n"),
+            ("cpuacct.stat", "user 3\nsystem 1\n"),
+            (
+                "cpuacct.usage_all",
+                "cpu user system\n0 600 400\n1 1500 500\n",
+            ),
+            (
+                "cpu.stat",
+                "nr_periods 5\nnr_throttled 1\nthrottled_time 777\n",
+            ),
+        ],
     );
     let mem = t.path().join("memory/berth/x");
-    write(mem.join("memory.usage_in_bytes"), "4096\n");
-    write(mem.join("memory.max_usage_in_bytes"), "8192\n");
-    write(mem.join("memory.limit_in_bytes"), "1048576\n");
-    write(mem.join("memory.failcnt"), "2\n");
-    write(mem.join("memory.memsw.usage_in_bytes"), "4096\n");
-    write(
-        mem.join("memory.stat"),
-        "cache 100\nrss 200\ntotal_cache 100\n",
-    );
-    write(
-        mem.join("memory.oom_control"),
-        "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
+    write_files(
+        &mem,
+        &[
+            ("memory.usage_in_bytes", "4096\n"),
+            ("memory.max_usage_in_bytes", "8192\n"),
+            ("memory.limit_in_bytes", "1048576\n"),
+            ("memory.failcnt", "2\n"),
+            ("memory.memsw.usage_in_bytes", "4096\n"),
+            ("memory.stat", "cache 100\nrss 200\ntotal_cache 100\n"),
+            (
+                "memory.oom_control",
+                "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
+            ),
+        ],
     );
     let pids = t.path().join("pids/berth/x");
     write(pids.join("pids.current"), "1\n");
     write(pids.join("pids.max"), "max\n");
     let blk = t.path().join("blkio/berth/x");
-    write(blk.join("blkio.bfq.io_service_bytes_recursive"), "");
-    write(
-        blk.join("blkio.throttle.io_service_bytes_recursive"),
-        "8:0 Read 4096\n8:0 Write 0\nTotal 4096\n",
-    );
-    write(
-        blk.join("blkio.throttle.io_serviced_recursive"),
-        "8:0 Read 1\nTotal 1\n",
+    write_files(
+        &blk,
+        &[
+            ("blkio.bfq.io_service_bytes_recursive", ""),
+            (
+                "blkio.throttle.io_service_bytes_recursive",
+                "8:0 Read 4096\n8:0 Write 0\nTotal 4096\n",
+            ),
+            (
+                "blkio.throttle.io_serviced_recursive",
+                "8:0 Read 1\nTotal 1\n",
+            ),
+        ],
     );
     let s = cg.stats().unwrap();
     assert_eq!(s.cpu.usage.total, 3000);

@@ -490,15 +490,7 @@ pub fn demux(r: &mut impl Read, out: &mut dyn Write, err: &mut dyn Write) -> Res
 
 /// Percent-encodes a query value.
 pub fn enc(s: &str) -> String {
-    let mut o = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            o.push(b as char);
-        } else {
-            o.push_str(&format!("%{b:02X}"));
-        }
-    }
-    o
+    berth_util::url::percent_encode(s)
 }
 
 /// A query string from (name, value) pairs (values percent-encoded): `?a=1&b=x` or "".

@@ -549,33 +549,58 @@ pub fn logs(host: &Host, c: &LogsCmd, out: &mut dyn Write, err: &mut dyn Write) 
     Ok(api::demux(&mut r, out, err)?)
 }
 
-/// `stop` flags.
+/// The flags of `stop` and `restart`.
 #[derive(Debug, Args)]
-pub struct StopCmd {
+pub struct StopFlags {
     /// Seconds to wait before killing the container
     #[arg(short = 't', long = "time")]
     time: Option<i64>,
     /// Signal to send to the container
     #[arg(short = 's', long)]
     signal: Option<String>,
+}
+
+impl StopFlags {
+    /// `POST /containers/NAME/ACTION` (`stop`, `restart`) with these flags, for each container.
+    pub fn post_each(
+        &self,
+        host: &Host,
+        action: &str,
+        containers: &[String],
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+    ) -> Result {
+        let mut q = Vec::new();
+        if let Some(t) = self.time {
+            q.push(("t", t.to_string()));
+        }
+        if let Some(s) = &self.signal {
+            q.push(("signal", s.clone()));
+        }
+        let q = api::query(&q);
+        each(containers, out, err, |name| {
+            host.call(
+                "POST",
+                &format!("/containers/{}/{action}{q}", enc(name)),
+                None,
+            )
+            .map(|_| name.to_string())
+        })
+    }
+}
+
+/// `stop` flags.
+#[derive(Debug, Args)]
+pub struct StopCmd {
+    #[command(flatten)]
+    flags: StopFlags,
     /// The containers
     #[arg(required = true)]
     containers: Vec<String>,
 }
 
 pub fn stop(host: &Host, c: &StopCmd, out: &mut dyn Write, err: &mut dyn Write) -> Result {
-    let mut q = Vec::new();
-    if let Some(t) = c.time {
-        q.push(("t", t.to_string()));
-    }
-    if let Some(s) = &c.signal {
-        q.push(("signal", s.clone()));
-    }
-    let q = api::query(&q);
-    each(&c.containers, out, err, |name| {
-        host.call("POST", &format!("/containers/{}/stop{q}", enc(name)), None)
-            .map(|_| name.to_string())
-    })
+    c.flags.post_each(host, "stop", &c.containers, out, err)
 }
 
 /// `rm` flags.
@@ -664,18 +689,9 @@ pub(crate) fn each_maybe(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct T {
-        #[command(flatten)]
-        c: RunCmd,
-    }
 
     fn run_of(args: &[&str]) -> RunCmd {
-        let mut v = vec!["t"];
-        v.extend_from_slice(args);
-        T::try_parse_from(v).unwrap().c
+        crate::parse_args(args)
     }
 
     #[test]
@@ -738,7 +754,7 @@ mod tests {
     fn pull_and_sig_proxy_flags() {
         assert_eq!(run_of(&["--pull", "never", "b"]).pull, PullPolicy::Never);
         assert_eq!(run_of(&["--pull=always", "b"]).pull, PullPolicy::Always);
-        assert!(T::try_parse_from(["t", "--pull", "sometimes", "b"]).is_err());
+        assert!(crate::try_parse_args::<RunCmd>(&["--pull", "sometimes", "b"]).is_err());
         assert!(!run_of(&["--sig-proxy=false", "b"]).sig_proxy);
         assert_eq!(
             named_image("busybox").unwrap().familiar_string(),

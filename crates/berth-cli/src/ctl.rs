@@ -78,29 +78,14 @@ pub fn start(host: &Host, c: &StartCmd, out: &mut dyn Write, err: &mut dyn Write
 /// `restart` flags.
 #[derive(Debug, Args)]
 pub struct RestartCmd {
-    /// Seconds to wait before killing the container
-    #[arg(short = 't', long = "time")]
-    time: Option<i64>,
-    /// Signal to send to the container
-    #[arg(short = 's', long)]
-    signal: Option<String>,
+    #[command(flatten)]
+    flags: crate::containers::StopFlags,
     #[arg(required = true)]
     containers: Vec<String>,
 }
 
 pub fn restart(host: &Host, c: &RestartCmd, out: &mut dyn Write, err: &mut dyn Write) -> Result {
-    let mut q = Vec::new();
-    if let Some(t) = c.time {
-        q.push(("t", t.to_string()));
-    }
-    if let Some(s) = &c.signal {
-        q.push(("signal", s.clone()));
-    }
-    let q = query(&q);
-    each(&c.containers, out, err, |n| {
-        host.call("POST", &format!("/containers/{}/restart{q}", enc(n)), None)
-            .map(|_| n.to_string())
-    })
+    c.flags.post_each(host, "restart", &c.containers, out, err)
 }
 
 /// `kill` flags.
@@ -572,18 +557,9 @@ pub fn export(host: &Host, c: &ExportCmd, out: &mut dyn Write) -> Result {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct T {
-        #[command(flatten)]
-        c: CommitCmd,
-    }
 
     fn commit_of(args: &[&str]) -> CommitCmd {
-        let mut v = vec!["t"];
-        v.extend_from_slice(args);
-        T::try_parse_from(v).unwrap().c
+        crate::parse_args(args)
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Where the daemon is and how to reach it, found as the docker CLI finds it:
 //!
-//! - the address: `-H`, else `BERTH_HOST`, else `DOCKER_HOST`, else the default socket
-//!   `unix:///run/berth/berth.sock`; `unix:///path` (or a bare path) and `tcp://host[:port]`
+//! - the address: `-H`, else `BERTH_HOST`, else `DOCKER_HOST`, else, for a user other than
+//!   root, the socket of their own rootless berthd (`$XDG_RUNTIME_DIR/berth/berth.sock`) when
+//!   it exists, else the default socket `unix:///run/berth/berth.sock`; `unix:///path` (or a bare path) and `tcp://host[:port]`
 //!   (port 2376 with TLS, 2375 without);
 //! - TLS on `tcp://` with `--tls` (the server is not verified) or `--tlsverify` (also
 //!   `BERTH_TLS_VERIFY`/`DOCKER_TLS_VERIFY` set to anything but empty); the files come from
@@ -101,6 +102,23 @@ impl std::fmt::Display for Endpoint {
 pub trait Env {
     fn var(&self, name: &str) -> Option<String>;
     fn home(&self) -> Option<PathBuf>;
+    /// The effective user id.
+    fn euid(&self) -> u32 {
+        rustix::process::geteuid().as_raw()
+    }
+    fn exists(&self, p: &Path) -> bool {
+        p.exists()
+    }
+}
+
+/// The socket a rootless berthd of this (non-root) user listens on, when it exists.
+fn rootless_socket(env: &dyn Env) -> Option<String> {
+    if env.euid() == 0 {
+        return None;
+    }
+    let dir = PathBuf::from(env.var("XDG_RUNTIME_DIR")?);
+    let sock = dir.join("berth/berth.sock");
+    (dir.is_absolute() && env.exists(&sock)).then(|| format!("unix://{}", sock.display()))
 }
 
 /// The process's environment.
@@ -211,6 +229,7 @@ pub fn resolve(args: &ConnectionArgs, env: &dyn Env) -> Result<Endpoint, Endpoin
         .clone()
         .or_else(|| env.var("BERTH_HOST"))
         .or_else(|| env.var("DOCKER_HOST"))
+        .or_else(|| rootless_socket(env))
         .unwrap_or_else(|| DEFAULT_HOST.to_string());
     let verify = args.tlsverify
         || env.var("BERTH_TLS_VERIFY").is_some()
@@ -521,6 +540,40 @@ mod tests {
         ] {
             assert!(parse_address(bad).is_err(), "{bad}");
         }
+    }
+
+    struct UserEnv(u32, &'static str, bool);
+    impl Env for UserEnv {
+        fn var(&self, name: &str) -> Option<String> {
+            match name {
+                "XDG_RUNTIME_DIR" => Some(self.1.to_string()),
+                _ => None,
+            }
+        }
+        fn home(&self) -> Option<PathBuf> {
+            None
+        }
+        fn euid(&self) -> u32 {
+            self.0
+        }
+        fn exists(&self, p: &Path) -> bool {
+            self.2 && p == Path::new("/run/user/1000/berth/berth.sock")
+        }
+    }
+
+    #[test]
+    fn rootless_socket_for_users_only() {
+        let a = ConnectionArgs::default();
+        let found = |e: UserEnv| resolve(&a, &e).unwrap().to_string();
+        assert_eq!(
+            found(UserEnv(1000, "/run/user/1000", true)),
+            "unix:///run/user/1000/berth/berth.sock"
+        );
+        // No rootless daemon: the system's socket.
+        assert_eq!(found(UserEnv(1000, "/run/user/1000", false)), DEFAULT_HOST);
+        // Root uses the system's daemon; a relative directory is ignored.
+        assert_eq!(found(UserEnv(0, "/run/user/1000", true)), DEFAULT_HOST);
+        assert_eq!(found(UserEnv(1000, "run/user/1000", true)), DEFAULT_HOST);
     }
 
     #[test]

@@ -42,3 +42,17 @@ pub mod tabwriter;
 pub mod template;
 pub mod terminal;
 pub mod units;
+
+/// Test helper: `args` (after the program name) parsed as one command's flags.
+#[cfg(test)]
+pub(crate) fn try_parse_args<T: clap::Args>(args: &[&str]) -> Result<T, clap::Error> {
+    let cmd = T::augment_args(clap::Command::new("t"));
+    let m = cmd.try_get_matches_from(std::iter::once("t").chain(args.iter().copied()))?;
+    T::from_arg_matches(&m)
+}
+
+/// [`try_parse_args`], asserting success.
+#[cfg(test)]
+pub(crate) fn parse_args<T: clap::Args>(args: &[&str]) -> T {
+    try_parse_args(args).unwrap()
+}

@@ -361,11 +361,7 @@ fn tag_rmi_and_untag_semantics() {
             "{{.Repository}}:{{.Tag}} {{.ID}}",
         ])
         .ok();
-    assert!(
-        r.stdout.contains(&format!("<none>:<none> {short}")),
-        "{}",
-        r.stdout
-    );
+    r.stdout_contains(&format!("<none>:<none> {short}"));
     let r = env
         .berth(&["images", "--filter", "dangling=true", "-q"])
         .ok();
@@ -650,7 +646,7 @@ fn save_load_roundtrip() {
     // Loading over an existing tag moves it, as Docker says.
     let moved = env.import_busybox(Some("busybox"), &[("etc/motd", b"hi\n")]);
     let r = env.berth(&["load", "-i", out.to_str().unwrap()]).ok();
-    assert!(r.stdout.contains(&format!("The image busybox:latest already exists, renaming the old one with ID {moved} to empty string")), "{}", r.stdout);
+    r.stdout_contains(&format!("The image busybox:latest already exists, renaming the old one with ID {moved} to empty string"));
     // gzip-compressed archives load too.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&fs::read(&out).unwrap()).unwrap();

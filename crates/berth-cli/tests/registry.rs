@@ -260,13 +260,9 @@ fn push_pull_and_run() {
     };
     let r = b.berth(&["pull", "-q", "--platform", other_arch, &name]);
     assert_eq!(r.code, 1, "{}", r.stdout);
-    assert!(
-        r.stderr.contains(&format!(
-            "was found but does not match the specified platform: wanted {other_arch}"
-        )),
-        "{}",
-        r.stderr
-    );
+    r.stderr_contains(&format!(
+        "was found but does not match the specified platform: wanted {other_arch}"
+    ));
 
     // Quiet, by digest.
     let by_digest = format!("{repo}@{pushed_digest}");
@@ -363,7 +359,7 @@ fn login_logout_and_auth() {
     f.berth(&["pull", &name]).failed_with(1, "unauthorized");
     e.berth(&["rmi", &name]).ok();
     let r = e.berth(&["pull", &name]).ok();
-    assert!(r.stdout.contains("Status: "), "{}", r.stdout);
+    r.stdout_contains("Status: ");
 
     // Logout.
     let r = e.berth(&["logout", &host]).ok();

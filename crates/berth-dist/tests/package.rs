@@ -6,6 +6,7 @@
 //! systemd not running there, the package runs berthd through /etc/init.d/berthd. Ending the
 //! pid namespace ends every process the test started.
 
+use berth_testkit::CommandRun;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -71,40 +72,17 @@ fn build_deb(version: &str, out: &Path) -> PathBuf {
         .arg(bin_dir())
         .args(["--version", version, "--fast", "--out"])
         .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "build-deb: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+        .output_ok();
     PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
 }
 
 fn out(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap();
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn root() -> bool {
-    out(Command::new("id").arg("-u")).trim() == "0"
+    String::from_utf8_lossy(&cmd.output_ok().stdout).into_owned()
 }
 
 #[test]
 fn package_contents() {
-    if Command::new("dpkg-shlibdeps")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: dpkg-dev is not installed (dpkg-shlibdeps)");
-        return;
-    }
+    berth_testkit::require_programs!("dpkg-shlibdeps");
     let dir = tempfile::tempdir().unwrap();
     let deb = build_deb("0.1.0~contents", dir.path());
     let size = std::fs::metadata(&deb).unwrap().len();
@@ -176,16 +154,10 @@ fn package_contents() {
         "/etc/berth/daemon.json\n/etc/default/berthd\n/etc/init.d/berthd\n/etc/logrotate.d/berthd\n"
     );
     for s in ["postinst", "prerm", "postrm"] {
-        let o = Command::new("sh")
+        Command::new("sh")
             .arg("-n")
             .arg(x.path().join(s))
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{s}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+            .output_ok();
     }
     // The shipped configuration passes berthd's own check; the units say what the issue
     // asks for.
@@ -194,32 +166,37 @@ fn package_contents() {
         .arg("-x")
         .arg(&deb)
         .arg(data.path()));
-    let o = Command::new(data.path().join("usr/bin/berthd"))
+    Command::new(data.path().join("usr/bin/berthd"))
         .arg("--validate")
         .arg("--config-file")
         .arg(data.path().join("etc/berth/daemon.json"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let unit =
-        std::fs::read_to_string(data.path().join("usr/lib/systemd/system/berthd.service")).unwrap();
-    for l in [
-        "Type=notify",
-        "ExecStart=/usr/bin/berthd -H fd://",
-        "ExecReload=/bin/kill -s HUP $MAINPID",
-        "KillMode=process",
-        "Requires=berthd.socket",
-    ] {
-        assert!(unit.lines().any(|x| x == l), "{l} in berthd.service");
-    }
-    let socket =
-        std::fs::read_to_string(data.path().join("usr/lib/systemd/system/berthd.socket")).unwrap();
-    for l in [
-        "ListenStream=/run/berth/berth.sock",
-        "SocketMode=0660",
-        "SocketGroup=berth",
-    ] {
-        assert!(socket.lines().any(|x| x == l), "{l} in berthd.socket");
+        .output_ok();
+    let units: [(&str, &[&str]); 2] = [
+        (
+            "berthd.service",
+            &[
+                "Type=notify",
+                "ExecStart=/usr/bin/berthd -H fd://",
+                "ExecReload=/bin/kill -s HUP $MAINPID",
+                "KillMode=process",
+                "Requires=berthd.socket",
+            ],
+        ),
+        (
+            "berthd.socket",
+            &[
+                "ListenStream=/run/berth/berth.sock",
+                "SocketMode=0660",
+                "SocketGroup=berth",
+            ],
+        ),
+    ];
+    for (name, lines) in units {
+        let unit =
+            std::fs::read_to_string(data.path().join("usr/lib/systemd/system").join(name)).unwrap();
+        for l in lines {
+            assert!(unit.lines().any(|x| x == *l), "{l} in {name}");
+        }
     }
     // berth-init runs in images without a libc: it must be static.
     let f = out(Command::new("file").arg(data.path().join("usr/libexec/berth/berth-init")));
@@ -321,18 +298,7 @@ step processes "$(ps -e -o comm= | grep -c -E '^berth' || true)"
 
 #[test]
 fn install_upgrade_remove_purge() {
-    if !root() {
-        eprintln!("skipped: installing a package in namespaces needs root");
-        return;
-    }
-    if Command::new("dpkg-shlibdeps")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: dpkg-dev is not installed (dpkg-shlibdeps)");
-        return;
-    }
+    berth_testkit::require_root!("dpkg-shlibdeps");
     // On the host's file system (overlay upper directories cannot be on /tmp if it is an
     // overlay itself, and /var/lib/berth needs a file system overlayfs stacks on).
     let dir = tempfile::Builder::new()
@@ -402,31 +368,36 @@ fn install_upgrade_remove_purge() {
             .unwrap_or_else(|| panic!("no step {name}:\n{stdout}"))
             .to_string()
     };
-    assert_eq!(step("installed"), "0.1.0~pkgtest1 ii ");
-    assert_eq!(step("group"), "berth");
-    assert_eq!(step("socket"), "660 berth");
-    assert_eq!(step("service"), "running");
-    assert_eq!(step("validate"), "configuration OK");
-    assert_eq!(step("compat"), "absent", "docker-compat is opt-in");
-    assert_eq!(step("run"), "hi");
-    assert_eq!(step("restart"), "new-daemon same-container");
-    assert_eq!(step("exec1"), "alive");
-    assert_eq!(step("reload"), "1", "{log}");
-    assert_eq!(step("upgraded"), "0.1.0~pkgtest2 new-daemon same-container");
-    assert_eq!(step("exec2"), "still-alive");
-    assert_eq!(step("removed"), "rc ");
-    assert_eq!(step("binaries"), "0");
-    assert_eq!(step("conffile"), "kept");
-    assert_eq!(step("data"), "1", "the container's record stays");
-    assert_eq!(step("daemon-after-remove"), "stopped");
-    assert_eq!(step("container-after-remove"), "stopped");
-    assert_eq!(step("reinstalled"), "keeper exited");
-    assert_eq!(step("purged"), "gone");
-    assert_eq!(step("purged-data"), "0");
-    assert_eq!(step("purged-etc"), "gone");
-    assert_eq!(step("purged-group"), "gone");
-    assert_eq!(step("purged-bridge"), "gone");
-    assert_eq!(step("processes"), "0");
+    // Each step of the script and what it printed.
+    for (name, want, why) in [
+        ("installed", "0.1.0~pkgtest1 ii ", ""),
+        ("group", "berth", ""),
+        ("socket", "660 berth", ""),
+        ("service", "running", ""),
+        ("validate", "configuration OK", ""),
+        ("compat", "absent", "docker-compat is opt-in"),
+        ("run", "hi", ""),
+        ("restart", "new-daemon same-container", ""),
+        ("exec1", "alive", ""),
+        ("reload", "1", &log),
+        ("upgraded", "0.1.0~pkgtest2 new-daemon same-container", ""),
+        ("exec2", "still-alive", ""),
+        ("removed", "rc ", ""),
+        ("binaries", "0", ""),
+        ("conffile", "kept", ""),
+        ("data", "1", "the container's record stays"),
+        ("daemon-after-remove", "stopped", ""),
+        ("container-after-remove", "stopped", ""),
+        ("reinstalled", "keeper exited", ""),
+        ("purged", "gone", ""),
+        ("purged-data", "0", ""),
+        ("purged-etc", "gone", ""),
+        ("purged-group", "gone", ""),
+        ("purged-bridge", "gone", ""),
+        ("processes", "0", ""),
+    ] {
+        assert_eq!(step(name), want, "step {name}: {why}");
+    }
     assert!(left.is_empty(), "cgroups left behind: {left:?}");
     // Nothing of the throw-away system is mounted on the host.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();

@@ -943,29 +943,21 @@ mod tests {
 
     #[test]
     fn platform_parsing() {
-        let p = Platform::parse("linux/arm64/v8").unwrap();
-        assert_eq!(p.to_string(), "linux/arm64");
-        assert_eq!(
-            Platform::parse("linux/aarch64").unwrap().to_string(),
-            "linux/arm64"
-        );
-        assert_eq!(
-            Platform::parse("linux/arm").unwrap().to_string(),
-            "linux/arm/v7"
-        );
-        assert_eq!(
-            Platform::parse("linux/arm/v6").unwrap().to_string(),
-            "linux/arm/v6"
-        );
-        assert_eq!(
-            Platform::parse("linux/armhf").unwrap().to_string(),
-            "linux/arm/v7"
-        );
-        assert_eq!(
-            Platform::parse("Linux/X86_64").unwrap().to_string(),
-            "linux/amd64"
-        );
-        assert_eq!(Platform::parse("arm64").unwrap().to_string(), "linux/arm64");
+        for (given, canonical) in [
+            ("linux/arm64/v8", "linux/arm64"),
+            ("linux/aarch64", "linux/arm64"),
+            ("linux/arm", "linux/arm/v7"),
+            ("linux/arm/v6", "linux/arm/v6"),
+            ("linux/armhf", "linux/arm/v7"),
+            ("Linux/X86_64", "linux/amd64"),
+            ("arm64", "linux/arm64"),
+        ] {
+            assert_eq!(
+                Platform::parse(given).unwrap().to_string(),
+                canonical,
+                "{given}"
+            );
+        }
         assert_eq!(Platform::parse("linux").unwrap().os, "linux");
         for bad in ["", "/", "linux/", "a/b/c/d", "nonsense", "linux/amd 64"] {
             assert!(Platform::parse(bad).is_err(), "{bad:?}");

@@ -256,19 +256,24 @@ impl BlobWriter {
         self.hasher.count()
     }
 
+    /// The error of an operation on a writer already committed or finished.
+    fn finished(&self, op: &'static str) -> StoreError {
+        StoreError::Io(PathIoError {
+            op,
+            path: self.path.clone(),
+            source: io::Error::other("writer already finished"),
+        })
+    }
+
     fn write_chunk(&mut self, data: &[u8]) -> Result<(), StoreError> {
         if let Some(limit) = self.limit {
             if self.hasher.count() + data.len() as u64 > limit {
                 return Err(StoreError::TooLarge { expected: limit });
             }
         }
-        let f = self.file.as_mut().ok_or_else(|| {
-            StoreError::Io(PathIoError {
-                op: "write",
-                path: self.path.clone(),
-                source: io::Error::other("writer already finished"),
-            })
-        })?;
+        let Some(f) = self.file.as_mut() else {
+            return Err(self.finished("write"));
+        };
         f.write_all(data).map_err(io_err("write", &self.path))?;
         self.hasher.update(data);
         Ok(())
@@ -281,13 +286,7 @@ impl BlobWriter {
         expected: Option<&Digest>,
         expected_size: Option<u64>,
     ) -> Result<Digest, StoreError> {
-        let file = self.file.take().ok_or_else(|| {
-            StoreError::Io(PathIoError {
-                op: "commit",
-                path: self.path.clone(),
-                source: io::Error::other("writer already finished"),
-            })
-        })?;
+        let file = self.file.take().ok_or_else(|| self.finished("commit"))?;
         file.sync_all().map_err(io_err("fsync", &self.path))?;
         drop(file);
         let hasher = std::mem::take(&mut self.hasher);
@@ -322,13 +321,7 @@ impl BlobWriter {
     /// it is removed). Lets a caller that writes several blobs in a row (build steps) pay for
     /// their fsyncs once, overlapped, instead of twice per blob.
     pub fn finish_pending(mut self) -> Result<PendingBlob, StoreError> {
-        let file = self.file.take().ok_or_else(|| {
-            StoreError::Io(PathIoError {
-                op: "commit",
-                path: self.path.clone(),
-                source: io::Error::other("writer already finished"),
-            })
-        })?;
+        let file = self.file.take().ok_or_else(|| self.finished("commit"))?;
         let hasher = std::mem::take(&mut self.hasher);
         let size = hasher.count();
         let digest = hasher.finish();

@@ -3,6 +3,7 @@
 //! catchable signal to it, reaps all zombies (it is PID 1), and exits with the child's status
 //! (128 + signal when the child was killed). Built statically (see `build-static.sh`) so it
 //! runs in any image.
+//! Run as `pause` (or `berth-init --pause`) it is the pause process of a CRI pod sandbox.
 
 use std::ffi::CString;
 
@@ -14,8 +15,33 @@ fn die(msg: &str) -> ! {
     std::process::exit(127)
 }
 
+/// The pause process of a pod sandbox (run as `pause`, or `berth-init --pause`): holds the
+/// pod's namespaces, reaps zombies (it is PID 1 of a pod sharing its PID namespace) and exits
+/// 0 on SIGTERM or SIGINT.
+fn pause() -> ! {
+    let all = SigSet::all();
+    if sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), None).is_err() {
+        die("sigprocmask failed");
+    }
+    loop {
+        // SAFETY: a zeroed siginfo_t is a valid output buffer for sigwaitinfo.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `all` and `info` are valid for the call.
+        let sig = unsafe { libc::sigwaitinfo(all.as_ref(), &mut info) };
+        match sig {
+            libc::SIGTERM | libc::SIGINT => std::process::exit(0),
+            libc::SIGCHLD => while let Ok(Some(_)) = rustix::process::wait(WaitOptions::NOHANG) {},
+            _ => {}
+        }
+    }
+}
+
 fn main() {
+    let argv0 = std::env::args().next().unwrap_or_default();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if argv0.rsplit('/').next() == Some("pause") || args == ["--pause"] {
+        pause();
+    }
     if args.first().map(String::as_str) == Some("--") {
         args.remove(0);
     }

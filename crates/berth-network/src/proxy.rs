@@ -116,14 +116,7 @@ impl Bound {
         // SAFETY: only async-signal-safe calls (dup2, fcntl, setsid) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                let rc = if fd == 3 {
-                    libc::fcntl(3, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(fd, 3)
-                };
-                if rc < 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                berth_util::fd::inherit_as(fd, 3)?;
                 libc::setsid();
                 Ok(())
             });

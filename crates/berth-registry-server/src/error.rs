@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use berth_image::fsutil::PathIoError;
+
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -162,13 +164,8 @@ impl IntoResponse for ApiError {
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(PathIoError),
     #[error("corrupt metadata {path}: {source}")]
     Corrupt {
         path: PathBuf,

@@ -29,6 +29,7 @@ use berth_image::Digest;
 
 use crate::error::StoreError;
 use crate::storage::{now_secs, RepoMeta, Store};
+use berth_image::fsutil::PathIoError;
 
 /// How gc runs.
 #[derive(Debug, Clone)]
@@ -140,11 +141,11 @@ pub fn gc(root: &Path, opts: &GcOptions) -> Result<GcReport, StoreError> {
     // Never create a store here: a mistyped root must not look like an empty registry.
     let blobs = root.join("blobs/sha256");
     if !blobs.is_dir() {
-        return Err(StoreError::Io {
+        return Err(StoreError::Io(PathIoError {
             op: "open",
             path: blobs,
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a registry root"),
-        });
+        }));
     }
     let store = Store::open(root)?;
     let now = SystemTime::now();
@@ -234,11 +235,11 @@ pub fn gc(root: &Path, opts: &GcOptions) -> Result<GcReport, StoreError> {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
-                    return Err(StoreError::Io {
+                    return Err(StoreError::Io(PathIoError {
                         op: "remove",
                         path: p,
                         source: e,
-                    })
+                    }))
                 }
             }
         }

@@ -33,12 +33,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::StoreError;
+use berth_image::fsutil::PathIoError;
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        StoreError::Io(PathIoError {
+            op,
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 

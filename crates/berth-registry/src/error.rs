@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use berth_image::digest::DigestError;
+use berth_image::fsutil::PathIoError;
 use berth_image::manifest::ManifestError;
 use berth_image::snapshot::SnapshotError;
 use berth_image::store::StoreError;
@@ -164,16 +165,8 @@ pub enum RegistryError {
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     /// Local I/O.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(PathIoError),
     /// An invalid argument or configuration.
     #[error("{0}")]
     Invalid(String),
@@ -197,7 +190,7 @@ impl RegistryError {
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
-        move |source| Self::Io { op, path, source }
+        move |source| Self::Io(PathIoError { op, path, source })
     }
 }
 

@@ -147,6 +147,21 @@ struct FeedReader<'a> {
     verified_eof: bool,
 }
 
+impl<'a> FeedReader<'a> {
+    /// A reader of `feed` from its start: `total` bytes of blob `digest`.
+    fn new(feed: &'a Feed, total: u64, digest: &'a Digest, progress: &'a dyn Progress) -> Self {
+        FeedReader {
+            feed,
+            pos: 0,
+            total,
+            digest,
+            progress,
+            reported: 0,
+            verified_eof: false,
+        }
+    }
+}
+
 impl Read for FeedReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
@@ -538,15 +553,7 @@ fn unpack_all(
         } else {
             Some(&plan[i - 1].chain_id)
         };
-        let mut reader = FeedReader {
-            feed: &feeds[i],
-            pos: 0,
-            total: l.desc.size,
-            digest,
-            progress: ctx.progress,
-            reported: 0,
-            verified_eof: false,
-        };
+        let mut reader = FeedReader::new(&feeds[i], l.desc.size, digest, ctx.progress);
         let res = snapshotter.apply_layer(parent, &l.diff_id, &mut reader);
         let fail = |e: RegistryError| {
             // Let this layer's download finish so its error (the likely cause) is known,
@@ -562,11 +569,7 @@ fn unpack_all(
                     // (and the digest) now; undo the snapshot if it does not verify.
                     if let Err(e) = io::copy(&mut reader, &mut io::sink()) {
                         let _ = snapshotter.remove(&l.chain_id);
-                        return fail(RegistryError::Io {
-                            op: "reading layer",
-                            path: digest.to_string().into(),
-                            source: e,
-                        });
+                        return fail(RegistryError::io("reading layer", digest.to_string())(e));
                     }
                 }
                 ctx.progress.layer(digest, &LayerEvent::PullComplete);
@@ -947,15 +950,7 @@ mod tests {
         let np = crate::progress::NoProgress;
         std::thread::scope(|s| {
             let h = s.spawn(|| {
-                let mut r = FeedReader {
-                    feed: &feed,
-                    pos: 0,
-                    total: 10,
-                    digest: &d,
-                    progress: &np,
-                    reported: 0,
-                    verified_eof: false,
-                };
+                let mut r = FeedReader::new(&feed, 10, &d, &np);
                 let mut out = Vec::new();
                 r.read_to_end(&mut out).map(|_| (out, r.verified_eof))
             });
@@ -974,15 +969,7 @@ mod tests {
         let feed = Feed::default();
         feed.set_file(f.clone(), 3);
         feed.finish(Err(FeedError::Download("digest mismatch".into())));
-        let mut r = FeedReader {
-            feed: &feed,
-            pos: 0,
-            total: 10,
-            digest: &d,
-            progress: &np,
-            reported: 0,
-            verified_eof: false,
-        };
+        let mut r = FeedReader::new(&feed, 10, &d, &np);
         let mut out = Vec::new();
         let e = r.read_to_end(&mut out).unwrap_err();
         assert!(e.to_string().contains("digest mismatch"));

@@ -52,6 +52,10 @@ pub enum RuntimeError {
     InitExited(String),
     #[error("{0}")]
     Usage(&'static str),
+    #[error(transparent)]
+    Rootless(#[from] crate::rootless::RootlessError),
+    #[error("rootless: linux.resources asks for limits, but there is no writable cgroup to apply them ({0}); run without limits or delegate a cgroup v2 subtree to this user")]
+    RootlessLimits(berth_cgroups::CgroupError),
 }
 
 fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
@@ -61,10 +65,13 @@ fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
 
 pub type Result<T> = std::result::Result<T, RuntimeError>;
 
-/// Global options (`--root`).
+/// Global options (`--root`, `--rootless`).
 #[derive(Debug, Clone)]
 pub struct Runtime {
     pub root: PathBuf,
+    /// Rootless operation (see `rootless`): cgroups only where writable, id maps through
+    /// `newuidmap`/`newgidmap` where the caller may not write them itself.
+    pub rootless: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -210,16 +217,55 @@ fn effective_resources(spec: &Spec) -> Option<crate::spec::LinuxResources> {
 
 fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
     let linux = spec.linux();
-    let fmt = |maps: &[crate::spec::IdMapping]| {
-        maps.iter()
-            .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size))
-            .collect::<String>()
-    };
-    std::fs::write(format!("/proc/{pid}/uid_map"), fmt(&linux.uid_mappings))
-        .map_err(io("write uid_map"))?;
-    std::fs::write(format!("/proc/{pid}/gid_map"), fmt(&linux.gid_mappings))
-        .map_err(io("write gid_map"))?;
+    crate::rootless::write_id_maps(pid, &linux.uid_mappings, &linux.gid_mappings)?;
     Ok(())
+}
+
+/// The container's cgroup, created and limited. Rootless, a cgroup the caller may not create
+/// (no delegated subtree) is skipped with a warning: the container stays in the caller's
+/// cgroup; limits are then an error, device rules are dropped (a rootless container cannot
+/// make device nodes anyway, and only privileged callers may install device filters).
+fn setup_cgroup(
+    spec: &Spec,
+    id: &str,
+    rootless: bool,
+    guard: &mut CreateGuard,
+) -> Result<Option<Cgroup>> {
+    let hier = Hierarchy::detect()?;
+    let cg = Cgroup::new(&hier, spec.linux().cgroups_path.as_deref(), id)?;
+    if !rootless {
+        cg.create()?;
+        guard.cgroup = Some(cg.clone());
+        if let Some(r) = effective_resources(spec) {
+            cg.apply(&r)?;
+        }
+        return Ok(Some(cg));
+    }
+    let limits = spec
+        .linux()
+        .resources
+        .as_ref()
+        .is_some_and(crate::rootless::requests_limits);
+    if let Err(e) = cg.create() {
+        let _ = cg.destroy();
+        if !crate::rootless::is_permission_error(&e) {
+            return Err(e.into());
+        }
+        if limits {
+            return Err(RuntimeError::RootlessLimits(e));
+        }
+        tracing::warn!(
+            "rootless: no writable cgroup ({e}): the container runs in the caller's cgroup \
+             (no limits, pause, stats or update)"
+        );
+        return Ok(None);
+    }
+    guard.cgroup = Some(cg.clone());
+    if let Some(mut r) = spec.linux().resources.clone() {
+        r.set_devices(None);
+        cg.apply(&r)?;
+    }
+    Ok(Some(cg))
 }
 
 /// With a terminal: the socket the init sends the pty master to (the caller's console socket,
@@ -310,8 +356,13 @@ fn grant_capabilities(process: &Process, in_user_ns: bool) -> Result<Option<CapS
 }
 
 impl Runtime {
+    /// A runtime on the state directory `root`, rootless when not root or inside a user
+    /// namespace (see `rootless::detect`).
     pub fn new(root: impl Into<PathBuf>) -> Runtime {
-        Runtime { root: root.into() }
+        Runtime {
+            root: root.into(),
+            rootless: crate::rootless::detect(None),
+        }
     }
 
     fn load(&self, id: &str) -> Result<ContainerState> {
@@ -361,13 +412,7 @@ impl Runtime {
             cgroup: None,
             pids: Vec::new(),
         };
-        let hier = Hierarchy::detect()?;
-        let cg = Cgroup::new(&hier, spec.linux().cgroups_path.as_deref(), &opts.id)?;
-        cg.create()?;
-        guard.cgroup = Some(cg.clone());
-        if let Some(r) = effective_resources(&spec) {
-            cg.apply(&r)?;
-        }
+        let cg = setup_cgroup(&spec, &opts.id, self.rootless, &mut guard)?;
         let exec_fifo = if foreground {
             None
         } else {
@@ -388,7 +433,7 @@ impl Runtime {
             seccomp: filter,
             join: Vec::new(),
             no_pivot: opts.no_pivot,
-            cgroup_mounts: Some(cg.mount_sources()),
+            cgroup_mounts: cg.as_ref().map(Cgroup::mount_sources),
             caps,
         };
         if foreground {
@@ -412,9 +457,9 @@ impl Runtime {
             bundle: bundle.clone(),
             rootfs,
             created: util::now_rfc3339(),
-            owner: "root".into(),
+            owner: crate::rootless::user_name(nix::unistd::geteuid().as_raw()),
             annotations: spec.annotations.clone(),
-            cgroup: Some(cg.clone()),
+            cgroup: cg.clone(),
             config: spec.clone(),
         };
         let handshake = (|| -> Result<()> {
@@ -431,7 +476,9 @@ impl Runtime {
                         }
                         // The init sets up its mounts meanwhile; it waits for "Go" before it needs
                         // the cgroup.
-                        cg.add_task(pid)?;
+                        if let Some(cg) = &cg {
+                            cg.add_task(pid)?;
+                        }
                         parent.send(&Msg::Go)?;
                     }
                     Msg::RuntimeHooks => {

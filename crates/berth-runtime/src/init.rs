@@ -168,14 +168,26 @@ fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError
             None => {
                 nix::sched::unshare(CloneFlags::CLONE_NEWUSER)
                     .map_err(sys("create user namespace"))?;
+                // An unprivileged runtime (or newuidmap, which checks the owner of
+                // /proc/PID) can write our maps only while /proc/PID is ours: dumpable.
+                let unprivileged = !nix::unistd::geteuid().is_root();
+                if unprivileged {
+                    let _ = nix::sys::prctl::set_dumpable(true);
+                }
                 chan.send(&Msg::MapRequest {
                     pid: nix::unistd::getpid().as_raw(),
                 })?;
                 chan.expect("MapDone", |m| *m == Msg::MapDone)?;
+                if unprivileged {
+                    set_not_dumpable();
+                }
             }
         }
         become_ns_root();
     }
+    // A runtime that itself runs in a user namespace (rootless berthd's) makes containers in
+    // one even without a namespace of their own: no mknod, locked mount flags.
+    in_user_ns = in_user_ns || crate::rootless::running_in_userns();
     // Without a mount namespace of its own, the container shares the host's (not the runtime's
     // private one, see protect.rs).
     if !spec.has_namespace(NamespaceType::Mount) {
@@ -655,6 +667,7 @@ pub fn exec_stage1(cfg: &InitConfig, chan: &Channel) -> ! {
         if in_user_ns {
             become_ns_root();
         }
+        let in_user_ns = in_user_ns || crate::rootless::running_in_userns();
         match fork()? {
             nix::unistd::ForkResult::Child => {
                 let mut ready = false;

@@ -16,6 +16,7 @@ pub mod init;
 pub mod mounts;
 pub mod profiles;
 pub mod protect;
+pub mod rootless;
 pub mod seccomp;
 pub mod spec;
 pub mod state;

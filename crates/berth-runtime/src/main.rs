@@ -17,9 +17,10 @@ use clap::{Parser, Subcommand};
     about = "Berth's OCI runtime (runc-compatible command line)"
 )]
 struct Cli {
-    /// Directory for container state (runc's --root).
-    #[arg(long, global = true, default_value = "/run/berth-runtime")]
-    root: PathBuf,
+    /// Directory for container state (runc's --root; default /run/berth-runtime, rootless
+    /// $XDG_RUNTIME_DIR/berth-runtime).
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
     /// Log file (default: stderr).
     #[arg(long, global = true)]
     log: Option<PathBuf>,
@@ -32,7 +33,8 @@ struct Cli {
     /// Accepted for compatibility; there is no systemd here.
     #[arg(long = "systemd-cgroup", global = true)]
     systemd_cgroup: bool,
-    /// Accepted for compatibility.
+    /// Rootless operation: true, false or auto (default: when not root or inside a user
+    /// namespace). With `spec`: write a spec an unprivileged user can run.
     #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true")]
     rootless: Option<String>,
     #[command(subcommand)]
@@ -338,7 +340,24 @@ fn parse_bytes(s: &str) -> anyhow::Result<i64> {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<u8> {
-    let rt = Runtime::new(&cli.root);
+    if let Some(r) = cli.rootless.as_deref() {
+        if !matches!(r, "true" | "false" | "auto") {
+            bail!("invalid --rootless value {r:?} (true, false or auto)");
+        }
+    }
+    let root = match &cli.root {
+        Some(r) => r.clone(),
+        None => match berth_runtime::rootless::default_state_root() {
+            Ok(r) => r,
+            // These need no state directory.
+            Err(_) if matches!(cli.cmd, Cmd::Spec { .. } | Cmd::Features) => PathBuf::new(),
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let rt = Runtime {
+        rootless: berth_runtime::rootless::detect(cli.rootless.as_deref()),
+        ..Runtime::new(root)
+    };
     match &cli.cmd {
         Cmd::Create { args } => {
             rt.create(&args.options(), false)?;
@@ -407,7 +426,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                     if args.is_empty() {
                         bail!("exec: give a command or --process");
                     }
-                    let st = berth_runtime::state::ContainerState::load(&cli.root, id)?;
+                    let st = berth_runtime::state::ContainerState::load(&rt.root, id)?;
                     let mut p = st.config.process.clone().unwrap_or_default();
                     p.args = args.clone();
                     p.terminal = *tty;
@@ -583,7 +602,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             pids_limit,
             blkio_weight,
         } => {
-            let st = berth_runtime::state::ContainerState::load(&cli.root, id)?;
+            let st = berth_runtime::state::ContainerState::load(&rt.root, id)?;
             let mut v = match resources {
                 Some(p) => {
                     let data = if p.as_os_str() == "-" {
@@ -690,7 +709,11 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             }
             let mut v = berth_runtime::defaults::default_spec_json();
             if cli.rootless.as_deref() == Some("true") {
-                bail!("--rootless specs are not supported by berth-runtime yet");
+                berth_runtime::defaults::to_rootless(
+                    &mut v,
+                    nix::unistd::geteuid().as_raw(),
+                    nix::unistd::getegid().as_raw(),
+                );
             }
             v["process"]["terminal"] = serde_json::Value::Bool(true);
             std::fs::write(&path, serde_json::to_string_pretty(&v)?)?;

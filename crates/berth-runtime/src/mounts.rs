@@ -397,6 +397,11 @@ fn mount_one(ctx: &RootfsContext, root: BorrowedFd<'_>, m: &Mount) -> Result<(),
         mkdir_all_in_root(root, dest, 0o755).map_err(path_err("create mount point", dest))?;
     let tpath = fd_path(&target);
     match typ {
+        "cgroup" | "cgroup2" if ctx.cgroups.is_none() && ctx.in_user_ns => {
+            // Rootless without a writable cgroup: the container runs in the caller's cgroup;
+            // it sees the host's cgroup tree, read-only, as runc's rootless containers do.
+            bind_host_cgroups(root, &tpath, dest, flags)?;
+        }
         "cgroup" | "cgroup2" => {
             let sources = ctx.cgroups.ok_or_else(|| MountError::Cgroup {
                 dest: dest_s.clone(),
@@ -462,6 +467,50 @@ fn mount_one(ctx: &RootfsContext, root: BorrowedFd<'_>, m: &Mount) -> Result<(),
         let target =
             open_in_root(root, dest, libc::O_PATH).map_err(path_err("open mount point", dest))?;
         apply_attributes(&opts, &fd_path(&target), &dest_s)?;
+    }
+    Ok(())
+}
+
+/// A recursive bind of the host's `/sys/fs/cgroup` on `tpath` (the mount point `dest`), with
+/// the mount's `ro`, `nosuid`, `nodev`, `noexec` applied to every mount below it.
+fn bind_host_cgroups(
+    root: BorrowedFd<'_>,
+    tpath: &str,
+    dest: &Path,
+    flags: libc::c_ulong,
+) -> Result<(), MountError> {
+    let dest_s = dest.display().to_string();
+    sys_mount(
+        Some("/sys/fs/cgroup"),
+        tpath,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .map_err(|source| MountError::Mount {
+        what: "bind /sys/fs/cgroup".into(),
+        dest: dest_s.clone(),
+        source,
+    })?;
+    let mut attrs = 0;
+    for (ms, attr) in [
+        (libc::MS_RDONLY, MOUNT_ATTR_RDONLY),
+        (libc::MS_NOSUID, MOUNT_ATTR_NOSUID),
+        (libc::MS_NODEV, MOUNT_ATTR_NODEV),
+        (libc::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
+    ] {
+        if flags & ms != 0 {
+            attrs |= attr;
+        }
+    }
+    if attrs != 0 {
+        let target =
+            open_in_root(root, dest, libc::O_PATH).map_err(path_err("open mount point", dest))?;
+        mount_setattr_rec(&fd_path(&target), attrs, 0).map_err(|source| MountError::Mount {
+            what: "cgroup bind attributes".into(),
+            dest: dest_s,
+            source,
+        })?;
     }
     Ok(())
 }

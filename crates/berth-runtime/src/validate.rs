@@ -8,6 +8,19 @@ use std::str::FromStr;
 
 use crate::spec::{invalid, NamespaceType, Spec, SpecError};
 
+/// The sysctls of the ipc namespace besides the `fs.mqueue.` ones (the kernel's
+/// `ipc_sysctls`, as runc and dockerd allow them).
+pub const IPC_SYSCTLS: &[&str] = &[
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
 /// Mount types Berth knows how to mount (besides bind mounts, which have no type or `bind`).
 const KNOWN_FS: &[&str] = &[
     "proc",
@@ -305,17 +318,7 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
         if key.contains("..") || key.contains('/') && key.contains('.') && key.starts_with('/') {
             return Err(invalid(field, "invalid sysctl name"));
         }
-        let ipc_keys = [
-            "kernel.msgmax",
-            "kernel.msgmnb",
-            "kernel.msgmni",
-            "kernel.sem",
-            "kernel.shmall",
-            "kernel.shmmax",
-            "kernel.shmmni",
-            "kernel.shm_rmid_forced",
-        ];
-        if ipc_keys.contains(&key.as_str()) || key.starts_with("fs.mqueue.") {
+        if IPC_SYSCTLS.contains(&key.as_str()) || key.starts_with("fs.mqueue.") {
             if !has_ipc {
                 return Err(invalid(field, "needs an ipc namespace"));
             }

@@ -12,6 +12,10 @@
 //! `max_size == 0` disables rotation. With `compress` (`--log-opt compress=true`, and the
 //! `local` driver's default) rotated files are gzipped as Docker's: `ID-json.log.1.gz`, ….
 //! `attrs` (the `labels`, `env` and `tag` options) go into every entry as Docker's `attrs`.
+//!
+//! The same writer also writes the Kubernetes CRI log format (`--log-format cri`, the file at
+//! the kubelet's `log_path`): `TIME STREAM TAG CONTENT\n`, TIME in RFC 3339 with nanoseconds,
+//! TAG `F` for a full line (its newline is the record's) or `P` for a partial one.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -29,6 +33,8 @@ pub struct JsonLog {
     compress: bool,
     /// A JSON object written as each entry's `attrs`.
     attrs: Option<String>,
+    /// The CRI format instead of JSON.
+    cri: bool,
 }
 
 impl JsonLog {
@@ -43,6 +49,7 @@ impl JsonLog {
             max_file: max_file.max(1),
             compress: false,
             attrs: None,
+            cri: false,
         })
     }
 
@@ -55,6 +62,12 @@ impl JsonLog {
     /// Adds `attrs` (a JSON object) to every entry.
     pub fn with_attrs(mut self, attrs: Option<String>) -> Self {
         self.attrs = attrs.filter(|a| !a.is_empty() && a != "{}");
+        self
+    }
+
+    /// Writes the CRI log format instead of JSON.
+    pub fn with_cri_format(mut self, cri: bool) -> Self {
+        self.cri = cri;
         self
     }
 
@@ -107,8 +120,20 @@ impl JsonLog {
         if self.max_size > 0 && self.size >= self.max_size {
             self.rotate()?;
         }
-        let text = String::from_utf8_lossy(data);
         let mut line = Vec::with_capacity(data.len() + 64);
+        if self.cri {
+            let (content, tag) = match data.strip_suffix(b"\n") {
+                Some(c) => (c, "F"),
+                None => (data, "P"),
+            };
+            line.extend_from_slice(format!("{time} {stream} {tag} ").as_bytes());
+            line.extend_from_slice(content);
+            line.push(b'\n');
+            self.file.write_all(&line)?;
+            self.size += line.len() as u64;
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(data);
         line.extend_from_slice(b"{\"log\":");
         serde_json::to_writer(&mut line, &*text).map_err(io::Error::other)?;
         line.extend_from_slice(b",\"stream\":\"");
@@ -237,6 +262,21 @@ mod tests {
         let e = "é".as_bytes();
         let out = entries(&[&[b'x', e[0]], &[e[1], b'\n']]);
         assert_eq!(out, vec![b"x".to_vec(), "é\n".as_bytes().to_vec()]);
+    }
+
+    #[test]
+    fn cri_format_tags_full_and_partial_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("0.log");
+        let mut log = JsonLog::open(&p, 0, 1).unwrap().with_cri_format(true);
+        log.write_entry("stdout", b"hello\n", "2026-01-02T03:04:05.000000006Z")
+            .unwrap();
+        log.write_entry("stderr", b"par", "2026-01-02T03:04:05.000000007Z")
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "2026-01-02T03:04:05.000000006Z stdout F hello\n2026-01-02T03:04:05.000000007Z stderr P par\n"
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ options:
   --log-compress        gzip rotated log files (ID-json.log.1.gz, …)
   --log-attrs JSON      a JSON object added to every log entry as its attrs
   --no-log              write no log (the `none` logging driver)
+  --log-format FORMAT   json (Docker's json-file, default) or cri (the Kubernetes CRI log format)
   --tty                 give the container a pty (process.terminal must be true)
   --stdin               keep the container's stdin open for attach clients
   --direct-start        start the container by writing its exec fifo (ROOT/ID/exec.fifo, the
@@ -84,6 +85,7 @@ fn parse(args: Vec<String>) -> Result<Config, ArgsError> {
     let mut max_file = DEFAULT_MAX_FILE;
     let (mut tty, mut stdin, mut direct_start) = (false, false, false);
     let (mut log_compress, mut log_disabled, mut log_attrs) = (false, false, None);
+    let mut log_cri = false;
     let mut runtime_fd: Option<i32> = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -121,6 +123,19 @@ fn parse(args: Vec<String>) -> Result<Config, ArgsError> {
             }
             "--log-compress" => log_compress = true,
             "--no-log" => log_disabled = true,
+            "--log-format" => {
+                let v = value("--log-format")?;
+                log_cri = match v.as_str() {
+                    "json" => false,
+                    "cri" => true,
+                    _ => {
+                        return Err(ArgsError::Invalid {
+                            flag: "--log-format",
+                            value: v,
+                        })
+                    }
+                };
+            }
             "--log-attrs" => {
                 let v = value("--log-attrs")?;
                 if !v.trim_start().starts_with('{')
@@ -179,6 +194,7 @@ fn parse(args: Vec<String>) -> Result<Config, ArgsError> {
         log_compress,
         log_attrs,
         log_disabled,
+        log_cri,
         tty,
         stdin,
         direct_start,

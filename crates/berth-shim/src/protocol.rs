@@ -13,6 +13,7 @@
 //! | `{"op":"exec","exec_id":"e1","process":{OCI process},"tty":false,"stdin":false}` or with `"args":[…]` (+ `env`, `cwd`) instead of `process` | `{"ok":true,"exec_id":"e1","pid":123}`, then the stream |
 //! | `{"op":"delete","force":false}` | `{"ok":true}` (runs `runtime delete`) |
 //! | `{"op":"shutdown","force":false}` | `{"ok":true}`, then the shim deletes the container (if needed) and exits |
+//! | `{"op":"reopen_log"}` | `{"ok":true}` once the log file is opened again at its path (after a rotation by someone else, the kubelet's) |
 //!
 //! Errors are `{"ok":false,"error":"…"}`; the connection stays usable (a line over 1 MiB closes it).
 //! Several requests may be sent in turn on one connection, until `attach` or `exec`.
@@ -173,6 +174,7 @@ pub enum Request {
         #[serde(default)]
         force: bool,
     },
+    ReopenLog,
 }
 
 /// The reply to `state`.

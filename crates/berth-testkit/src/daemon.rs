@@ -38,6 +38,22 @@ pub fn bin_dir() -> &'static Path {
     })
 }
 
+/// Imports the test image as `busybox:latest` into the data root `data_root` with the berth CLI
+/// (the tar written to `tar` on the way).
+pub fn seed_busybox(data_root: &Path, tar: &Path) {
+    busybox_tar(tar);
+    let o = Command::new(bin_dir().join("berth"))
+        .env_remove("BERTH_DATA_ROOT")
+        .arg("--data-root")
+        .arg(data_root)
+        .args(["import", "-c", "CMD [\"sh\"]"])
+        .arg(tar)
+        .arg("busybox:latest")
+        .output()
+        .unwrap();
+    run_output(o).ok();
+}
+
 /// Writes the test image's root file system as a tar: busybox with every applet, `/etc/passwd`
 /// and `/etc/group`.
 pub fn busybox_tar(path: &Path) {
@@ -114,18 +130,7 @@ impl Daemon {
         // A configuration file of its own: an installed /etc/berth/daemon.json stays out.
         std::fs::write(d.path("daemon.json"), "{}").unwrap();
         // Seed busybox:latest through the berth CLI into the same data root.
-        let tar = d.path("rootfs.tar");
-        busybox_tar(&tar);
-        let o = Command::new(bin_dir().join("berth"))
-            .env_remove("BERTH_DATA_ROOT")
-            .arg("--data-root")
-            .arg(d.path("data"))
-            .args(["import", "-c", "CMD [\"sh\"]"])
-            .arg(&tar)
-            .arg("busybox:latest")
-            .output()
-            .unwrap();
-        run_output(o).ok();
+        seed_busybox(&d.path("data"), &d.path("rootfs.tar"));
         d.start();
         d
     }
@@ -241,6 +246,32 @@ impl Daemon {
             .env_remove("DOCKER_CONTEXT")
             .env_remove("DOCKER_API_VERSION");
         c
+    }
+
+    /// A directory `name` in the daemon's temporary directory holding `files` (path, content),
+    /// parent directories made: a build context.
+    pub fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.path(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (p, c) in files {
+            let f = dir.join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, c).unwrap();
+        }
+        dir
+    }
+
+    /// `docker build ARGS DIR` through the docker CLI's classic builder (`DOCKER_BUILDKIT=0`,
+    /// the Engine API's `POST /build`).
+    pub fn classic_build(&self, dir: &Path, args: &[&str]) -> Run {
+        let dir = dir.to_str().unwrap();
+        let o = self
+            .docker_cmd(&[&["build"], args, &[dir]].concat())
+            .env("DOCKER_BUILDKIT", "0")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        run_output(o)
     }
 
     /// The `berth` CLI against this daemon.

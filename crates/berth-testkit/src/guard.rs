@@ -66,6 +66,7 @@ fn package_of(program: &str) -> Option<&'static str> {
         "python3" => "python3",
         "nft" => "nftables",
         "ip" => "iproute2",
+        "dpkg-shlibdeps" => "dpkg-dev",
         _ => return None,
     })
 }

@@ -6,6 +6,7 @@
 //! - [`DockerRegistry`], [`BerthRegistry`]: registries on 127.0.0.1, killed on drop;
 //! - [`Daemon`]: a `berthd` on temporary roots with its own bridge, killed and cleaned on drop;
 //! - [`OciEnv`]: bundles for `berth-runtime` with a unique cgroup parent, deleted on drop;
+//! - [`TestUser`]: an unprivileged user with subordinate id ranges, removed on drop;
 //! - [`LeakGuard`]: fails a test that leaves mounts, cgroups, links, netns or processes;
 //! - [`wait_until`], [`wait_for`], [`free_port`], [`Run`], [`KillOnDrop`].
 
@@ -19,6 +20,7 @@ pub mod names;
 pub mod oci;
 pub mod process;
 pub mod registry;
+pub mod user;
 
 use std::path::Path;
 
@@ -33,6 +35,7 @@ pub use process::{
     alive, free_port, kill9, run_output, wait_for, wait_until, CommandRun, KillOnDrop, Run,
 };
 pub use registry::{BerthRegistry, BerthRegistryOptions, DockerRegistry};
+pub use user::TestUser;
 
 /// The sorted names in a directory (empty when it does not exist).
 pub fn list_dir(p: &Path) -> Vec<String> {

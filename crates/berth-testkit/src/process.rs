@@ -42,11 +42,7 @@ impl Run {
     #[track_caller]
     pub fn fails_with(self, needle: &str) -> Self {
         assert_ne!(self.code, 0, "succeeded: {}", self.stdout);
-        assert!(
-            self.stderr.contains(needle),
-            "stderr lacks {needle:?}: {}",
-            self.stderr
-        );
+        assert_contains("stderr", &self.stderr, needle);
         self
     }
 
@@ -70,11 +66,21 @@ impl Run {
             "stdout: {}\nstderr: {}",
             self.stdout, self.stderr
         );
-        assert!(
-            self.stderr.contains(needle),
-            "stderr lacks {needle:?}: {}",
-            self.stderr
-        );
+        assert_contains("stderr", &self.stderr, needle);
+        self
+    }
+
+    /// Asserts standard output contains `needle` (whatever the exit code).
+    #[track_caller]
+    pub fn stdout_contains(&self, needle: &str) -> &Self {
+        assert_contains("stdout", &self.stdout, needle);
+        self
+    }
+
+    /// Asserts standard error contains `needle` (whatever the exit code).
+    #[track_caller]
+    pub fn stderr_contains(&self, needle: &str) -> &Self {
+        assert_contains("stderr", &self.stderr, needle);
         self
     }
 
@@ -82,6 +88,12 @@ impl Run {
     pub fn out(&self) -> &str {
         self.stdout.trim()
     }
+}
+
+/// Asserts that `text` (the stream named `stream`) contains `needle`, showing it otherwise.
+#[track_caller]
+fn assert_contains(stream: &str, text: &str, needle: &str) {
+    assert!(text.contains(needle), "{stream} lacks {needle:?}: {text}");
 }
 
 /// Running a [`Command`](std::process::Command) to its end as a [`Run`].

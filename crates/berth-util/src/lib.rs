@@ -3,6 +3,7 @@
 //! growing.
 //!
 //! - [`time`]: RFC 3339 parsing and formatting (Go's `RFC3339Nano`, runc's nine digits).
+//! - [`fd`]: handing a descriptor to a child process ([`fd::inherit_as`]).
 //! - [`fs`]: replacing a file's content atomically, durably ([`fs::atomic_write`]) or not
 //!   ([`fs::replace_file_nosync`], for run-time state).
 //! - [`id`]: random hex identifiers ([`id::new_id`]: 64 hex characters).
@@ -10,8 +11,11 @@
 //! - [`root`]: the confined-path resolver (`openat2(RESOLVE_IN_ROOT)` with a user-space
 //!   fallback): [`root::open_in_root`], [`root::mkdir_all_in_root`], [`root::touch_in_root`].
 //! - [`runtime`]: the client of a runc-compatible runtime binary ([`runtime::Runtime`]).
+//! - [`url`]: percent-encoding ([`url::query_escape`], Go's `url.QueryEscape`).
 //! - [`signal`]: resetting every signal disposition before `execve`.
+//! - [`userns`]: whether the process runs in a user namespace other than the initial one.
 
+pub mod fd;
 pub mod fs;
 pub mod id;
 pub mod root;
@@ -19,3 +23,5 @@ pub mod runtime;
 pub mod signal;
 pub mod time;
 pub mod units;
+pub mod url;
+pub mod userns;

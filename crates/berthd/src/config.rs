@@ -45,7 +45,11 @@ pub const DEFAULT_GROUP: &str = "berth";
                   systemd socket activation with -H fd://). Options may also be set in the \
                   configuration file (--config-file, default /etc/berth/daemon.json) under \
                   dockerd's key names; an option set in both places is an error. SIGHUP \
-                  reloads the file."
+                  reloads the file. Started by a user other than root, berthd is rootless: \
+                  it enters a user namespace mapped from /etc/subuid and /etc/subgid \
+                  (newuidmap/newgidmap), keeps its data in $XDG_DATA_HOME/berth and serves \
+                  unix://$XDG_RUNTIME_DIR/berth/berth.sock (configuration: \
+                  $XDG_CONFIG_HOME/berth/daemon.json)."
 )]
 pub struct Flags {
     /// The daemon's configuration file (JSON, dockerd's daemon.json keys).
@@ -76,10 +80,10 @@ pub struct Flags {
     /// The server's TLS key.
     #[arg(long, value_name = "FILE")]
     pub tlskey: Option<PathBuf>,
-    /// Root of persistent state [default: /var/lib/berth].
+    /// Root of persistent state [default: /var/lib/berth; rootless: $XDG_DATA_HOME/berth].
     #[arg(long, value_name = "DIR")]
     pub data_root: Option<PathBuf>,
-    /// Root of run-time state [default: /run/berth].
+    /// Root of run-time state [default: /run/berth; rootless: $XDG_RUNTIME_DIR/berth].
     #[arg(long, value_name = "DIR")]
     pub exec_root: Option<PathBuf>,
     /// Pid file [default: EXEC_ROOT/berthd.pid].
@@ -158,6 +162,18 @@ pub struct Flags {
     /// compose and docker-py work without DOCKER_HOST. Refused while a dockerd owns it.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub docker_compat: Option<bool>,
+    /// Serve the Kubernetes CRI (`runtime.v1`) for the kubelet [default: true]. Key `cri`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub cri: Option<bool>,
+    /// The CRI's unix socket [default: EXEC_ROOT/cri.sock, i.e. /run/berth/cri.sock].
+    #[arg(long, value_name = "PATH")]
+    pub cri_socket: Option<PathBuf>,
+    /// The CNI network configurations of pods [default: /etc/cni/net.d].
+    #[arg(long, value_name = "DIR")]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// The CNI plugin binaries [default: /usr/lib/cni].
+    #[arg(long, value_name = "DIR")]
+    pub cni_bin_dir: Option<PathBuf>,
 }
 
 /// One configuration option.
@@ -213,6 +229,10 @@ pub const OPTIONS: &[OptionInfo] = &[
     opt("default-ulimits", "default-ulimit", true),
     opt("live-restore", "live-restore", true),
     opt("docker-compat", "docker-compat", false),
+    opt("cri", "cri", false),
+    opt("cri-socket", "cri-socket", false),
+    opt("cni-conf-dir", "cni-conf-dir", false),
+    opt("cni-bin-dir", "cni-bin-dir", false),
 ];
 
 /// dockerd keys that Berth does not implement: named as such instead of "unknown".
@@ -372,6 +392,10 @@ pub struct FileConfig {
     pub default_ulimits: Option<BTreeMap<String, Ulimit>>,
     pub live_restore: Option<bool>,
     pub docker_compat: Option<bool>,
+    pub cri: Option<bool>,
+    pub cri_socket: Option<PathBuf>,
+    pub cni_conf_dir: Option<PathBuf>,
+    pub cni_bin_dir: Option<PathBuf>,
     /// The keys present, with the text of their values (for conflict messages).
     pub present: BTreeMap<String, String>,
 }
@@ -514,6 +538,10 @@ impl FileConfig {
             }
             "live-restore" => self.live_restore = Some(val(raw)?),
             "docker-compat" => self.docker_compat = Some(val(raw)?),
+            "cri" => self.cri = Some(val(raw)?),
+            "cri-socket" => self.cri_socket = Some(val(raw)?),
+            "cni-conf-dir" => self.cni_conf_dir = Some(val(raw)?),
+            "cni-bin-dir" => self.cni_bin_dir = Some(val(raw)?),
             _ => return Ok(false),
         }
         Ok(true)
@@ -669,13 +697,30 @@ pub struct DaemonConfig {
     pub default_ulimits: BTreeMap<String, Ulimit>,
     pub live_restore: bool,
     pub docker_compat: bool,
+    /// Serve the CRI (see `crate::cri`).
+    pub cri: bool,
+    pub cri_socket: PathBuf,
+    pub cni_conf_dir: PathBuf,
+    pub cni_bin_dir: PathBuf,
 }
 
 /// Where the configuration file is, and whether it must exist.
 pub fn config_path(flags: &Flags) -> (PathBuf, bool) {
     match &flags.config_file {
         Some(p) => (p.clone(), true),
-        None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        None => match user_defaults() {
+            Some(p) => (p.config_file, false),
+            None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        },
+    }
+}
+
+/// The defaults of a daemon run by an ordinary user (see `rootless`), `None` for root's.
+fn user_defaults() -> Option<crate::rootless::Paths> {
+    if crate::rootless::active() || crate::rootless::wanted() {
+        crate::rootless::Paths::from_env().ok()
+    } else {
+        None
     }
 }
 
@@ -772,6 +817,10 @@ fn flags_given(f: &Flags) -> BTreeMap<&'static str, String> {
         ("default-ulimits", list(&f.default_ulimits)),
         ("live-restore", one(&f.live_restore)),
         ("docker-compat", one(&f.docker_compat)),
+        ("cri", one(&f.cri)),
+        ("cri-socket", path(&f.cri_socket)),
+        ("cni-conf-dir", path(&f.cni_conf_dir)),
+        ("cni-bin-dir", path(&f.cni_bin_dir)),
     ];
     pairs
         .into_iter()
@@ -912,10 +961,17 @@ pub fn merge(flags: &Flags, file: &FileConfig) -> Result<DaemonConfig, MergeErro
             flag.to_vec()
         }
     }
-    let exec_root = pick(&flags.exec_root, &file.exec_root).unwrap_or_else(|| "/run/berth".into());
+    let user = user_defaults();
+    let exec_root = pick(&flags.exec_root, &file.exec_root).unwrap_or_else(|| match &user {
+        Some(u) => u.exec_root.clone(),
+        None => "/run/berth".into(),
+    });
     let mut hosts = pick_list(&flags.hosts, &file.hosts);
     if hosts.is_empty() {
-        hosts.push(DEFAULT_HOST.to_string());
+        hosts.push(match &user {
+            Some(u) => u.host(),
+            None => DEFAULT_HOST.to_string(),
+        });
     }
     let log_level = pick(&flags.log_level, &file.log_level).unwrap_or_else(|| "info".into());
     if !["debug", "info", "warn", "error", "fatal"].contains(&log_level.as_str()) {
@@ -997,6 +1053,24 @@ pub fn merge(flags: &Flags, file: &FileConfig) -> Result<DaemonConfig, MergeErro
         return Err(invalid("cgroup-parent", "must not be empty"));
     }
     let live_restore = pick(&flags.live_restore, &file.live_restore).unwrap_or(true);
+    let cri_socket =
+        pick(&flags.cri_socket, &file.cri_socket).unwrap_or_else(|| exec_root.join("cri.sock"));
+    let cni_conf_dir =
+        pick(&flags.cni_conf_dir, &file.cni_conf_dir).unwrap_or_else(|| "/etc/cni/net.d".into());
+    let cni_bin_dir =
+        pick(&flags.cni_bin_dir, &file.cni_bin_dir).unwrap_or_else(|| "/usr/lib/cni".into());
+    for (key, p) in [
+        ("cri-socket", &cri_socket),
+        ("cni-conf-dir", &cni_conf_dir),
+        ("cni-bin-dir", &cni_bin_dir),
+    ] {
+        if !p.is_absolute() {
+            return Err(invalid(
+                key,
+                format!("{} is not an absolute path", p.display()),
+            ));
+        }
+    }
     Ok(DaemonConfig {
         hosts,
         group: pick(&flags.group, &file.group).unwrap_or_else(|| DEFAULT_GROUP.into()),
@@ -1005,8 +1079,10 @@ pub fn merge(flags: &Flags, file: &FileConfig) -> Result<DaemonConfig, MergeErro
         tlscacert: pick(&flags.tlscacert, &file.tlscacert),
         tlscert: pick(&flags.tlscert, &file.tlscert),
         tlskey: pick(&flags.tlskey, &file.tlskey),
-        data_root: pick(&flags.data_root, &file.data_root)
-            .unwrap_or_else(|| "/var/lib/berth".into()),
+        data_root: pick(&flags.data_root, &file.data_root).unwrap_or_else(|| match &user {
+            Some(u) => u.data_root.clone(),
+            None => "/var/lib/berth".into(),
+        }),
         pidfile: pick(&flags.pidfile, &file.pidfile)
             .unwrap_or_else(|| exec_root.join("berthd.pid")),
         exec_root,
@@ -1032,6 +1108,10 @@ pub fn merge(flags: &Flags, file: &FileConfig) -> Result<DaemonConfig, MergeErro
         default_ulimits,
         live_restore,
         docker_compat: pick(&flags.docker_compat, &file.docker_compat).unwrap_or(false),
+        cri: pick(&flags.cri, &file.cri).unwrap_or(true),
+        cri_socket,
+        cni_conf_dir,
+        cni_bin_dir,
     })
 }
 

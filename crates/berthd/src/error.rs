@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use axum::http::StatusCode;
+use berth_image::fsutil::PathIoError;
 
 use crate::hostconfig::HostConfigError;
 use crate::volumes::VolumeError;
@@ -32,13 +33,8 @@ pub enum EngineError {
     #[error("not modified")]
     NotModified,
     /// A file system operation on a path failed.
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(PathIoError),
     /// An operation without a path failed (a process, a socket, a shim call).
     #[error("{what}: {source}")]
     Sys {
@@ -123,7 +119,7 @@ impl EngineError {
             }
             EngineError::Runtime(_) => StatusCode::INTERNAL_SERVER_ERROR,
             EngineError::Image(e) if e.is_not_found() => StatusCode::NOT_FOUND,
-            EngineError::Io { .. }
+            EngineError::Io(_)
             | EngineError::Sys { .. }
             | EngineError::Netlink { .. }
             | EngineError::Firewall { .. }
@@ -145,7 +141,7 @@ impl EngineError {
     /// An I/O error of `op` on `path`.
     pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
-        move |source| EngineError::Io { op, path, source }
+        move |source| EngineError::Io(PathIoError { op, path, source })
     }
 
     /// An error of an operation without a path (`what` names it).

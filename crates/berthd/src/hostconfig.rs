@@ -12,6 +12,7 @@ use berth_runtime::spec::{
     Capabilities, Device, LinuxResources, Mount, Namespace, NamespaceType, Rlimit, Seccomp,
     SeccompArg, Spec, Syscall,
 };
+use berth_runtime::validate::IPC_SYSCTLS;
 use oci_spec::runtime::{
     LinuxBlockIo, LinuxCpu, LinuxDeviceCgroup, LinuxDeviceType, LinuxMemory, LinuxPids,
     LinuxThrottleDeviceBuilder, LinuxWeightDeviceBuilder,
@@ -158,18 +159,8 @@ pub fn group_add(rootfs: &Path, hc: &HostConfig) -> Result<Vec<u32>> {
         .collect()
 }
 
-const NAMESPACED_SYSCTL_PREFIXES: &[&str] = &[
-    "kernel.msgmax",
-    "kernel.msgmnb",
-    "kernel.msgmni",
-    "kernel.sem",
-    "kernel.shmall",
-    "kernel.shmmax",
-    "kernel.shmmni",
-    "kernel.shm_rmid_forced",
-    "fs.mqueue.",
-    "net.",
-];
+/// Sysctl prefixes of the ipc and network namespaces (besides [`IPC_SYSCTLS`]).
+const NAMESPACED_SYSCTL_PREFIXES: &[&str] = &["fs.mqueue.", "net."];
 
 /// Create-time checks of `HostConfig` (Docker's messages where it has them). Returns warnings.
 pub fn check(hc: &HostConfig, ncpus: usize) -> Result<Vec<String>> {
@@ -200,8 +191,9 @@ pub fn check(hc: &HostConfig, ncpus: usize) -> Result<Vec<String>> {
     }
     let host_net = hc.network_mode == "host";
     for k in hc.sysctls.iter().flat_map(|m| m.keys()) {
-        let ok = NAMESPACED_SYSCTL_PREFIXES
+        let ok = IPC_SYSCTLS
             .iter()
+            .chain(NAMESPACED_SYSCTL_PREFIXES)
             .any(|p| k == p.trim_end_matches('.') || k.starts_with(p));
         if !ok || (host_net && k.starts_with("net.")) {
             return Err(invalid(format!("sysctl {k:?} is not allowed")));
@@ -947,9 +939,16 @@ pub fn apply(spec: &mut Spec, hc: &HostConfig, peers: &dyn Peers) -> Result<()> 
         set_ns(spec, NamespaceType::Ipc, None, false);
     } else if let Some(c) = ipc.strip_prefix("container:") {
         let pid = peer_pid(peers, c)?;
-        spec.mounts.retain(|m| !is(m, "/dev/shm"));
-        spec.mounts
-            .push(bind("/dev/shm", format!("/proc/{pid}/root/dev/shm"), &opts));
+        // A /dev/shm bound from the host (a CRI pod's, shared by its containers) stays.
+        let bound = spec
+            .mounts
+            .iter()
+            .any(|m| is(m, "/dev/shm") && m.typ.as_deref() == Some("bind"));
+        if !bound {
+            spec.mounts.retain(|m| !is(m, "/dev/shm"));
+            spec.mounts
+                .push(bind("/dev/shm", format!("/proc/{pid}/root/dev/shm"), &opts));
+        }
         set_ns(
             spec,
             NamespaceType::Ipc,

@@ -67,9 +67,8 @@ pub fn registry_config(
     auth: Option<&str>,
     registry: &str,
 ) -> Result<(RegistryConfig, Option<tempfile::TempDir>)> {
-    let mut cfg = engine.registry_config();
     let Some(h) = auth.filter(|v| !v.is_empty()) else {
-        return Ok((cfg, None));
+        return Ok((engine.registry_config(), None));
     };
     let raw = base64::engine::general_purpose::URL_SAFE
         .decode(h.trim_end_matches('='))
@@ -80,6 +79,18 @@ pub fn registry_config(
         .map_err(|_| EngineError::bad("invalid X-Registry-Auth header: not base64"))?;
     let a: AuthConfig = berth_api::from_slice(&raw)
         .map_err(|e| EngineError::bad(format!("invalid X-Registry-Auth header: {e}")))?;
+    with_credentials(engine, &a, registry)
+}
+
+/// The daemon's registry settings with `a`'s user name and password for `registry` in a
+/// private temporary `config.json` that lives as long as the returned guard (see
+/// [`private_credentials`]; the daemon's settings as they are without credentials).
+pub fn with_credentials(
+    engine: &Engine,
+    a: &AuthConfig,
+    registry: &str,
+) -> Result<(RegistryConfig, Option<tempfile::TempDir>)> {
+    let mut cfg = engine.registry_config();
     if a.username.is_empty() && a.password.is_empty() {
         return Ok((cfg, None));
     }

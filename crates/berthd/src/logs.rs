@@ -16,9 +16,13 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::engine::{Container, Events};
+use berth_util::url::query_escape;
 
 /// Log drivers containers may use.
 pub const DRIVERS: &[&str] = &["json-file", "local", "none"];
+/// The log of a CRI container: the CRI format at the kubelet's `log_path` (set by
+/// `berthd::cri`, never by a Docker API client).
+pub const CRI_DRIVER: &str = "cri";
 
 /// The options every file driver takes besides its own (Docker's common attributes).
 const ATTR_OPTS: &[&str] = &["labels", "env", "tag"];
@@ -197,6 +201,12 @@ pub fn shim_args(c: &Container) -> Vec<String> {
     if lc.kind == "none" {
         return vec!["--no-log".into()];
     }
+    if lc.kind == CRI_DRIVER {
+        // The kubelet rotates CRI logs itself (`ReopenContainerLog`).
+        return ["--log-format", "cri", "--log-max-size", "0"]
+            .map(String::from)
+            .to_vec();
+    }
     let opts = lc.config.clone().unwrap_or_default();
     let Ok(r) = Rotation::of(&lc.kind, &opts) else {
         return vec![];
@@ -280,21 +290,6 @@ fn format_entry(line: &str, o: &LogOptions) -> Option<Vec<u8>> {
     out.extend_from_slice(&berth_shim::protocol::frame_header(stream, payload.len()));
     out.extend_from_slice(&payload);
     Some(out)
-}
-
-/// Go's `url.QueryEscape`.
-fn query_escape(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            b => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 /// The log files, oldest first (rotated ones may be gzipped: `.N.gz`).

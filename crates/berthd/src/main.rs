@@ -70,6 +70,14 @@ fn main() {
         }
         return;
     }
+    // An ordinary user's daemon lives in a user namespace of its own (see `rootless`): made
+    // before any thread starts; this process stays behind as its supervisor.
+    if berthd::rootless::wanted() && !flags_only_validate(&args) {
+        if let Err(e) = berthd::rootless::enter() {
+            eprintln!("berthd: {e}");
+            std::process::exit(1);
+        }
+    }
     // systemd's variables are read and removed before any thread starts.
     let env = match systemd::take_environment() {
         Ok(e) => e,
@@ -96,6 +104,16 @@ fn main() {
         eprintln!("berthd: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// `--validate`, `--help` or `--version`: nothing runs, no namespace is needed.
+fn flags_only_validate(args: &[String]) -> bool {
+    args.iter().skip(1).any(|a| {
+        matches!(
+            a.as_str(),
+            "--validate" | "--help" | "-h" | "--version" | "-V"
+        )
+    })
 }
 
 /// dockerd's warning, at every start, for an API served over TCP without TLS (`--tls=false`).
@@ -289,6 +307,13 @@ fn run(
             .clone()
             .unwrap_or_else(|| find_bin("berth-init")),
     };
+    // The CRI's socket, bound with the others (a refusal stops the start).
+    let cri_listener = if cfg.cri {
+        // root only: whoever talks to it runs pods as root.
+        Some(sockets::bind_unix(&cfg.cri_socket, None, "")?)
+    } else {
+        None
+    };
     let engine = Engine::open(engine_cfg)?;
     engine.reconfigure(&cfg.live());
     let info = berthd::sysinfo::Static::read(&cfg.data_root);
@@ -298,6 +323,8 @@ fn run(
         .max_blocking_threads(64)
         .enable_all()
         .build()?;
+    let current_cri_socket = cfg.cri_socket.clone();
+    let cri_cni = (cfg.cni_conf_dir.clone(), cfg.cni_bin_dir.clone());
     rt.block_on(async move {
         engine.reattach();
         let state = Arc::new(AppState {
@@ -331,6 +358,23 @@ fn run(
                 listener,
                 tls_config.clone(),
                 app.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        if let Some(l) = cri_listener {
+            let listener = tokio::net::UnixListener::from_std(l)?;
+            tracing::info!("CRI listening on {}", current_cri_socket.display());
+            created.push(current_cri_socket.clone());
+            let cri = berthd::cri::Cri::new(
+                engine.clone(),
+                berth_cri::cni::CniConfig {
+                    conf_dir: cri_cni.0.clone(),
+                    bin_dir: cri_cni.1.clone(),
+                },
+            );
+            tasks.push(tokio::spawn(berthd::cri::serve(
+                listener,
+                cri,
                 stop_rx.clone(),
             )));
         }

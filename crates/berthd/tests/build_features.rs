@@ -7,17 +7,6 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-fn ctx(d: &Daemon, name: &str, files: &[(&str, &str)]) -> PathBuf {
-    let dir = d.path(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    for (p, c) in files {
-        let f = dir.join(p);
-        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-        std::fs::write(f, c).unwrap();
-    }
-    dir
-}
-
 /// `berth build` with extra environment variables.
 fn berth_env(d: &Daemon, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut c = Command::new(bin_dir().join("berth"));
@@ -60,8 +49,7 @@ fn build_pull_re_resolves_base_images() {
     let base = format!("localhost:{}/base:latest", reg.port);
     d.docker(&["tag", "busybox", &base]).ok();
     d.docker(&["push", &base]).ok();
-    let dir = ctx(
-        &d,
+    let dir = d.context(
         "c",
         &[(
             "Dockerfile",
@@ -73,8 +61,7 @@ fn build_pull_re_resolves_base_images() {
     assert_eq!(cached_steps(&out), vec![(1, false), (2, false)], "{out}");
     assert_eq!(run_in(&d, "p:1", "cat /seen"), "none\n");
     // A changed base under the same name in the registry; locally the name keeps the old one.
-    let changed = ctx(
-        &d,
+    let changed = d.context(
         "changed",
         &[("Dockerfile", "FROM busybox\nRUN echo v2 > /marker\n")],
     );
@@ -101,30 +88,17 @@ fn build_pull_re_resolves_base_images() {
     assert!(out.contains("Image is up to date"), "{out}");
     assert_eq!(cached_steps(&out), vec![(1, false), (2, true)], "{out}");
     // The docker CLI's --pull goes through the same path.
-    let r = Command::new("docker")
-        .args(["build", "--pull", "-q", "-t", "p:5", &dirs])
-        .env("DOCKER_BUILDKIT", "0")
-        .env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
-        .env("DOCKER_CONFIG", d.path("docker-config"))
-        .env_remove("DOCKER_CONTEXT")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let r = run_output(r).ok();
+    let r = d
+        .classic_build(Path::new(&dirs), &["--pull", "-q", "-t", "p:5"])
+        .ok();
     assert!(r.stdout.trim().starts_with("sha256:"), "{}", r.stdout);
     // A base that no registry serves: a clear error naming the line.
-    let nowhere = ctx(
-        &d,
+    let nowhere = d.context(
         "nowhere",
         &[("Dockerfile", "FROM 127.0.0.1:1/none/here\nRUN true\n")],
     );
     let r = d.berth_line("build -t p:6", &[&nowhere.display().to_string()]);
-    assert_ne!(r.code, 0);
-    assert!(
-        r.stderr.contains("line 1: pulling 127.0.0.1:1/none/here"),
-        "{}",
-        r.stderr
-    );
+    r.fails_with("line 1: pulling 127.0.0.1:1/none/here");
     finish(d);
 }
 
@@ -132,9 +106,7 @@ fn build_pull_re_resolves_base_images() {
 fn build_cache_from_a_loaded_image() {
     require_root!();
     let d = Daemon::new();
-    let dir = ctx(
-        &d,
-        "c",
+    let dir = d.context("c",
         &[
             (
                 "Dockerfile",
@@ -188,16 +160,9 @@ fn build_cache_from_a_loaded_image() {
     assert_ne!(image_id(&out), id1);
     // The docker CLI's --cache-from (the legacy builder's cachefrom parameter).
     d.berth_line("builder prune -a -f", &[]).ok();
-    let r = Command::new("docker")
-        .args(["build", "--cache-from", "cf:1", "-t", "cf:5", &dirs])
-        .env("DOCKER_BUILDKIT", "0")
-        .env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
-        .env("DOCKER_CONFIG", d.path("docker-config"))
-        .env_remove("DOCKER_CONTEXT")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let r = run_output(r).ok();
+    let r = d
+        .classic_build(Path::new(&dirs), &["--cache-from", "cf:1", "-t", "cf:5"])
+        .ok();
     assert_eq!(image_id(&r.stdout), id1, "{}", r.stdout);
     finish(d);
 }
@@ -218,7 +183,7 @@ fn build_independent_stages_at_once() {
         run("a", "b"),
         run("b", "a")
     );
-    let dir = ctx(&d, "c", &[("Dockerfile", &df)]);
+    let dir = d.context("c", &[("Dockerfile", &df)]);
     let r = d.berth_line("build -t par:1", &[&dir.display().to_string()]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     // The output reads as a sequential build's: steps in order, each stage's lines together.
@@ -235,9 +200,7 @@ fn build_independent_stages_at_once() {
     let (sa, ea, sb, eb) = (t("/a.start"), t("/a.end"), t("/b.start"), t("/b.end"));
     assert!(sa.max(sb) <= ea.min(eb), "a {sa}..{ea} b {sb}..{eb}");
     // A failing stage fails the build with its own error; the other stage is stopped.
-    let bad = ctx(
-        &d,
-        "bad",
+    let bad = d.context("bad",
         &[(
             "Dockerfile",
             "FROM busybox AS a\nRUN sleep 0.2 && exit 3\nFROM busybox AS b\nRUN echo fine\nFROM busybox\nCOPY --from=a / /a\nCOPY --from=b / /b\n",
@@ -245,11 +208,7 @@ fn build_independent_stages_at_once() {
     );
     let r = d.berth_line("build -t par:2", &[&bad.display().to_string()]);
     assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stderr.contains("returned a non-zero code: 3"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_contains("returned a non-zero code: 3");
     finish(d);
 }
 
@@ -309,9 +268,7 @@ fn build_secrets_are_mounted_and_never_kept() {
     let envv = format!("env-secret-{}-{}", std::process::id(), line!());
     let sfile = d.path("tok.txt");
     std::fs::write(&sfile, &tok).unwrap();
-    let dir = ctx(
-        &d,
-        "c",
+    let dir = d.context("c",
         &[(
             "Dockerfile",
             "FROM busybox\n\
@@ -399,11 +356,9 @@ fn build_secrets_are_mounted_and_never_kept() {
     );
     // Bad --secret specs are refused by the CLI.
     let r = d.berth_line("build --secret src=/x", &[&dirs]);
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("id is required"), "{}", r.stderr);
+    r.fails_with("id is required");
     let r = d.berth_line("build --secret id=tok,src=/nonexistent/file", &[&dirs]);
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("/nonexistent/file"), "{}", r.stderr);
+    r.fails_with("/nonexistent/file");
     finish(d);
 }
 

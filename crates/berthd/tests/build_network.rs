@@ -71,22 +71,9 @@ fn probe_dockerfile(port: u16) -> String {
     )
 }
 
-fn context(d: &Daemon, name: &str, dockerfile: &str) -> PathBuf {
-    let dir = d.path(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
-    dir
-}
-
 /// The docker CLI's classic builder (`POST /build`).
 fn classic_build(d: &Daemon, dir: &Path, args: &[&str]) -> Run {
-    let o = d
-        .docker_cmd(&[&["build", "--no-cache"], args, &[dir.to_str().unwrap()]].concat())
-        .env("DOCKER_BUILDKIT", "0")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    run_output(o)
+    d.classic_build(dir, &[&["--no-cache"], args].concat())
 }
 
 fn cat(d: &Daemon, image: &str, file: &str) -> String {
@@ -99,7 +86,7 @@ fn run_steps_get_their_own_network_namespace() {
     let d = Daemon::new();
     let svc = HostService::start();
     let host = host_netns();
-    let dir = context(&d, "c", &probe_dockerfile(svc.port));
+    let dir = d.context("c", &[("Dockerfile", &probe_dockerfile(svc.port))]);
 
     // Default: the default bridge, a namespace of its own, the host's loopback unreachable.
     classic_build(
@@ -142,11 +129,8 @@ fn run_steps_get_their_own_network_namespace() {
     assert_ne!(cat(&d, "net:none", "/ns").trim(), host);
     assert_eq!(cat(&d, "net:none", "/reach").trim(), "unreachable");
     let gw = d.inspect("{{(index .IPAM.Config 0).Gateway}}", "bridge");
-    let ping = context(
-        &d,
-        "ping",
-        &format!("FROM busybox\nRUN ping -c1 -W2 {}\n", gw.trim()),
-    );
+    let ping_dockerfile = format!("FROM busybox\nRUN ping -c1 -W2 {}\n", gw.trim());
+    let ping = d.context("ping", &[("Dockerfile", &ping_dockerfile)]);
     classic_build(&d, &ping, &["--network", "none"]).fails_with("returned a non-zero code");
     classic_build(&d, &ping, &[]).ok();
 
@@ -166,10 +150,12 @@ fn run_steps_get_their_own_network_namespace() {
             "60",
         ],
     );
-    let by_name = context(
-        &d,
+    let by_name = d.context(
         "byname",
-        "FROM busybox\nRUN ping -c1 -W2 pingtarget.test\n",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN ping -c1 -W2 pingtarget.test\n",
+        )],
     );
     classic_build(&d, &by_name, &["--network", &net]).ok();
     classic_build(&d, &by_name, &["--network", &id[..12]]).ok();
@@ -200,7 +186,7 @@ fn buildkit_run_steps_get_their_own_network_namespace() {
     std::os::unix::fs::symlink(&p, d.path("docker-config/cli-plugins")).unwrap();
     let svc = HostService::start();
     let host = host_netns();
-    let dir = context(&d, "c", &probe_dockerfile(svc.port));
+    let dir = d.context("c", &[("Dockerfile", &probe_dockerfile(svc.port))]);
     let build = |args: &[&str]| {
         let o = Command::new("docker")
             .args(

@@ -150,8 +150,7 @@ fn detached_lifecycle() {
     );
     // Name conflict.
     let r = d.docker_line("create --name t1 busybox", &[]);
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("is already in use"), "{}", r.stderr);
+    r.fails_with("is already in use");
     let t = Instant::now();
     assert_eq!(d.docker_out("stop -t 1 t1", &[]), "t1\n");
     assert!(t.elapsed() < Duration::from_secs(5));
@@ -178,12 +177,11 @@ fn kill_and_force_remove() {
     )
     .ok();
     let r = d.docker(&["rm", "k1"]);
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("container is running"), "{}", r.stderr);
+    r.fails_with("container is running");
     d.docker_line("kill -s TERM k1", &[]).ok();
     assert_eq!(d.docker(&["wait", "k1"]).ok().stdout, "143\n");
     let r = d.docker(&["kill", "k1"]);
-    assert!(r.stderr.contains("is not running"), "{}", r.stderr);
+    r.stderr_contains("is not running");
     d.docker(&["start", "k1"]).ok();
     assert_eq!(d.inspect("{{.State.Running}}", "k1"), "true\n");
     d.docker(&["rm", "-f", "k1"]).ok();
@@ -363,11 +361,7 @@ fn stdin_tty_follow_and_start_failure() {
     // A command that cannot run: 127, and --rm still removes the container.
     let r = d.docker_line("run --rm busybox nosuchcmd", &[]);
     assert_eq!(r.code, 127, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("executable file not found"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_contains("executable file not found");
     let ps = d.docker_out("ps -a --format", &["{{.Names}}"]);
     assert_eq!(ps, "f1\n");
     finish(d);
@@ -409,12 +403,7 @@ fn berth_cli_run_ps_logs_stop_wait_rm() {
     d.berth(&["run", "--rm", "nosuchimage"])
         .failed_with(125, "No such image");
     let r = d.berth(&["rm", "nosuch"]);
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stderr.contains("No such container: nosuch"),
-        "{}",
-        r.stderr
-    );
+    r.failed_with(1, "No such container: nosuch");
     let v = d.berth(&["version"]).ok().stdout;
     assert!(
         v.contains("Server: Berth Engine") && v.contains("API version:      1.44"),

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 const VENV_PYTHON: &str = "/root/peers/venv/bin/python";
@@ -30,25 +30,6 @@ fn docker_py(d: &Daemon, script: &str) -> Option<Run> {
     Some(run_output(o))
 }
 
-fn context(d: &Daemon, name: &str, files: &[(&str, &str)]) -> PathBuf {
-    let dir = d.path(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    for (p, c) in files {
-        std::fs::write(dir.join(p), c).unwrap();
-    }
-    dir
-}
-
-fn classic_build(d: &Daemon, dir: &Path, args: &[&str]) -> Run {
-    let o = d
-        .docker_cmd(&[&["build"], args, &[dir.to_str().unwrap()]].concat())
-        .env("DOCKER_BUILDKIT", "0")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    run_output(o)
-}
-
 /// The status line of a raw HTTP response.
 fn status_line(resp: &str) -> &str {
     resp.lines().next().unwrap_or("")
@@ -59,8 +40,7 @@ fn build_api_behaves_as_dockerd() {
     require_root!();
     let d = Daemon::new();
     // `.dockerignore` listing the Dockerfile and itself: both used, neither in the context.
-    let dir = context(
-        &d,
+    let dir = d.context(
         "ign",
         &[
             ("Dockerfile", "FROM busybox\nCOPY . /ctx\n"),
@@ -68,20 +48,20 @@ fn build_api_behaves_as_dockerd() {
             ("a.txt", "a"),
         ],
     );
-    classic_build(&d, &dir, &["-t", "ign:1"]).ok();
+    d.classic_build(&dir, &["-t", "ign:1"]).ok();
     let ls = d.docker_out("run --rm ign:1 ls -A /ctx", &[]);
     assert_eq!(ls.split_whitespace().collect::<Vec<_>>(), ["a.txt"], "{ls}");
 
     // An empty or unparsable Dockerfile is the request's error, not a 200 with an error.
-    let empty = context(&d, "empty", &[("Dockerfile", "")]);
-    classic_build(&d, &empty, &[])
+    let empty = d.context("empty", &[("Dockerfile", "")]);
+    d.classic_build(&empty, &[])
         .fails_with("Error response from daemon: the Dockerfile (Dockerfile) cannot be empty");
-    let bad = context(
-        &d,
+    let bad = d.context(
         "bad",
         &[("Dockerfile", "FROM busybox\nNOSUCHINSTRUCTION x\n")],
     );
-    classic_build(&d, &bad, &[]).fails_with("Error response from daemon:");
+    d.classic_build(&bad, &[])
+        .fails_with("Error response from daemon:");
     let resp = d.http("POST", "/v1.44/build", Some("")).unwrap();
     assert!(
         status_line(&resp).contains(" 400") || status_line(&resp).contains(" 500"),
@@ -115,8 +95,7 @@ print('docker-py ok')
     assert!(r.ok().stdout.contains("docker-py ok"));
 
     // Two `dockerfile=` parameters: the first wins (Go's `FormValue`).
-    let two = context(
-        &d,
+    let two = d.context(
         "two",
         &[
             ("first.df", "FROM busybox\nLABEL which=first\n"),
@@ -158,11 +137,7 @@ print('docker-py ok')
 fn networks_and_volumes_behave_as_dockerd() {
     require_root!();
     let d = Daemon::new();
-    let t0 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        - 1;
+    let t0 = berth_util::time::now().0 - 1;
     let net = berth_testkit::unique_name("dropnet");
     let spaced = format!("{net} spaced");
     let Some(r) = docker_py(
@@ -223,11 +198,7 @@ print('docker-py ok')
     };
     assert!(r.ok().stdout.contains("docker-py ok"));
     // Events of networks and volumes, as dockerd sends them.
-    let until = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 1;
+    let until = berth_util::time::now().0 + 1;
     let ev = d.docker_out(
         "events --format {{.Type}}:{{.Action}}:{{.Actor.Attributes.name}}",
         &[

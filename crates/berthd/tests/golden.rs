@@ -276,6 +276,34 @@ impl Recorder {
         self.entries
             .push((name.to_string(), r.status, shape(&r.body), true));
     }
+
+    /// Sends a request and records its response whole under `name`; returns it.
+    fn request(
+        &mut self,
+        d: &Daemon,
+        name: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Resp {
+        let r = request(d, method, path, body.as_ref());
+        self.add(name, &r);
+        r
+    }
+
+    /// Sends `steps` (name, method, path, body) in order, recording each response whole.
+    fn record(&mut self, d: &Daemon, steps: &[(&str, &str, &str, Option<Value>)]) {
+        for (name, method, path, body) in steps {
+            self.request(d, name, method, path, body.clone());
+        }
+    }
+
+    /// Sends `steps` in order, recording the shape of each response.
+    fn record_shapes(&mut self, d: &Daemon, steps: &[(&str, &str, &str, Option<Value>)]) {
+        for (name, method, path, body) in steps {
+            self.add_shape(name, &request(d, method, path, body.as_ref()));
+        }
+    }
 }
 
 /// Waits up to 20 s for `f` to hold.
@@ -293,38 +321,37 @@ fn api_responses_match_the_golden_files() {
     std::fs::create_dir_all(&bind).unwrap();
 
     // Errors.
-    let r = request(&d, "GET", "/containers/nope/json", None);
-    rec.add("error_no_such_container", &r);
-    let r = request(&d, "GET", "/v1.12/version", None);
-    rec.add("error_old_version", &r);
-    let r = request(
+    rec.record(
         &d,
-        "POST",
-        "/containers/create",
-        Some(&json!({"Image": "nope:latest"})),
+        &[
+            (
+                "error_no_such_container",
+                "GET",
+                "/containers/nope/json",
+                None,
+            ),
+            ("error_old_version", "GET", "/v1.12/version", None),
+            (
+                "error_no_such_image",
+                "POST",
+                "/containers/create",
+                Some(json!({"Image": "nope:latest"})),
+            ),
+            (
+                "error_no_image",
+                "POST",
+                "/containers/create",
+                Some(json!({})),
+            ),
+        ],
     );
-    rec.add("error_no_such_image", &r);
-    let r = request(&d, "POST", "/containers/create", Some(&json!({})));
-    rec.add("error_no_image", &r);
 
     // Networks and volumes first (the container uses them).
-    let r = request(
-        &d,
-        "POST",
-        "/networks/create",
-        Some(
-            &json!({"Name": "goldnet", "Labels": {"tier": "gold"}, "Options": {"com.docker.network.driver.mtu": "1400"}, "IPAM": {"Config": [{"Subnet": "10.213.77.0/24"}]}}),
-        ),
-    );
-    rec.add("network_create", &r);
+    let net = json!({"Name": "goldnet", "Labels": {"tier": "gold"}, "Options": {"com.docker.network.driver.mtu": "1400"}, "IPAM": {"Config": [{"Subnet": "10.213.77.0/24"}]}});
+    let r = rec.request(&d, "network_create", "POST", "/networks/create", Some(net));
     let net_id = r.body["Id"].as_str().unwrap().to_string();
-    let r = request(
-        &d,
-        "POST",
-        "/volumes/create",
-        Some(&json!({"Name": "goldvol", "Labels": {"k": "v"}})),
-    );
-    rec.add("volume_create", &r);
+    let vol = json!({"Name": "goldvol", "Labels": {"k": "v"}});
+    rec.request(&d, "volume_create", "POST", "/volumes/create", Some(vol));
 
     // A rich create.
     let body = json!({
@@ -386,186 +413,246 @@ fn api_responses_match_the_golden_files() {
         },
         "NetworkingConfig": {"EndpointsConfig": {"goldnet": {"Aliases": ["goldalias"]}}},
     });
-    let r = request(&d, "POST", "/containers/create?name=gold", Some(&body));
-    rec.add("container_create", &r);
+    let r = rec.request(
+        &d,
+        "container_create",
+        "POST",
+        "/containers/create?name=gold",
+        Some(body),
+    );
     assert_eq!(r.status, 201, "{}", r.body);
     let cid = r.body["Id"].as_str().unwrap().to_string();
-    let r = request(&d, "GET", "/containers/gold/json", None);
-    rec.add("container_inspect_created", &r);
-    let r = request(&d, "GET", "/v1.24/containers/gold/json", None);
-    rec.add("container_inspect_created_v1.24", &r);
-    // A minimal create (defaults everywhere).
-    let r = request(
+    rec.record(
         &d,
-        "POST",
-        "/containers/create?name=plain",
-        Some(&json!({"Image": "busybox", "Cmd": ["true"]})),
+        &[
+            (
+                "container_inspect_created",
+                "GET",
+                "/containers/gold/json",
+                None,
+            ),
+            (
+                "container_inspect_created_v1.24",
+                "GET",
+                "/v1.24/containers/gold/json",
+                None,
+            ),
+        ],
     );
-    rec.add("container_create_minimal", &r);
-    let r = request(&d, "GET", "/containers/plain/json", None);
-    rec.add("container_inspect_minimal", &r);
-
-    let r = request(&d, "POST", "/containers/gold/start", None);
-    rec.add("container_start", &r);
-    assert_eq!(r.status, 204, "{}", r.body);
-    let r = request(&d, "POST", "/containers/gold/start", None);
-    rec.add("container_start_again", &r);
-    let r = request(&d, "GET", "/containers/gold/json", None);
-    rec.add("container_inspect_running", &r);
-    let r = request(&d, "GET", "/containers/json", None);
-    rec.add("container_list", &r);
-    let r = request(&d, "GET", "/containers/json?all=1", None);
-    rec.add("container_list_all", &r);
-    let r = request(
+    // A minimal create (defaults everywhere).
+    rec.record(
         &d,
-        "GET",
-        "/containers/json?all=1&filters=%7B%22label%22%3A%5B%22com.example.golden%3Dyes%22%5D%7D",
+        &[
+            (
+                "container_create_minimal",
+                "POST",
+                "/containers/create?name=plain",
+                Some(json!({"Image": "busybox", "Cmd": ["true"]})),
+            ),
+            (
+                "container_inspect_minimal",
+                "GET",
+                "/containers/plain/json",
+                None,
+            ),
+        ],
+    );
+    let r = rec.request(
+        &d,
+        "container_start",
+        "POST",
+        "/containers/gold/start",
         None,
     );
-    rec.add("container_list_filtered", &r);
+    assert_eq!(r.status, 204, "{}", r.body);
+    const LABEL_FILTERED: &str =
+        "/containers/json?all=1&filters=%7B%22label%22%3A%5B%22com.example.golden%3Dyes%22%5D%7D";
+    rec.record(
+        &d,
+        &[
+            (
+                "container_start_again",
+                "POST",
+                "/containers/gold/start",
+                None,
+            ),
+            (
+                "container_inspect_running",
+                "GET",
+                "/containers/gold/json",
+                None,
+            ),
+            ("container_list", "GET", "/containers/json", None),
+            ("container_list_all", "GET", "/containers/json?all=1", None),
+            ("container_list_filtered", "GET", LABEL_FILTERED, None),
+        ],
+    );
 
     // Exec.
-    let r = request(
+    let exec = json!({"Cmd": ["sh", "-c", "exit 3"], "AttachStdout": true, "Env": ["X=1"], "User": "65534", "WorkingDir": "/"});
+    let r = rec.request(
         &d,
+        "exec_create",
         "POST",
         "/containers/gold/exec",
-        Some(
-            &json!({"Cmd": ["sh", "-c", "exit 3"], "AttachStdout": true, "Env": ["X=1"], "User": "65534", "WorkingDir": "/"}),
-        ),
+        Some(exec),
     );
-    rec.add("exec_create", &r);
     let eid = r.body["Id"].as_str().unwrap().to_string();
-    let r = request(&d, "GET", &format!("/exec/{eid}/json"), None);
-    rec.add("exec_inspect_created", &r);
-    let r = request(
-        &d,
-        "POST",
-        &format!("/exec/{eid}/start"),
-        Some(&json!({"Detach": true})),
-    );
-    rec.add("exec_start_detached", &r);
+    let (exec_json, exec_start) = (format!("/exec/{eid}/json"), format!("/exec/{eid}/start"));
+    rec.request(&d, "exec_inspect_created", "GET", &exec_json, None);
+    let detach = Some(json!({"Detach": true}));
+    rec.request(&d, "exec_start_detached", "POST", &exec_start, detach);
     wait_until("the exec to end", || {
-        let r = request(&d, "GET", &format!("/exec/{eid}/json"), None);
+        let r = request(&d, "GET", &exec_json, None);
         r.body["Running"] == false && !r.body["ExitCode"].is_null()
     });
-    let r = request(&d, "GET", &format!("/exec/{eid}/json"), None);
-    rec.add("exec_inspect_exited", &r);
+    rec.request(&d, "exec_inspect_exited", "GET", &exec_json, None);
 
     // Operations on the running container.
-    let r = request(&d, "GET", "/containers/gold/top", None);
-    rec.add_shape("container_top", &r);
-    let r = request(
+    rec.record_shapes(
         &d,
-        "GET",
-        "/containers/gold/stats?stream=false&one-shot=true",
-        None,
+        &[
+            ("container_top", "GET", "/containers/gold/top", None),
+            (
+                "container_stats",
+                "GET",
+                "/containers/gold/stats?stream=false&one-shot=true",
+                None,
+            ),
+        ],
     );
-    rec.add_shape("container_stats", &r);
-    let r = request(
+    let update =
+        json!({"Memory": 134217728, "MemorySwap": -1, "RestartPolicy": {"Name": "unless-stopped"}});
+    rec.record(
         &d,
-        "POST",
-        "/containers/gold/update",
-        Some(
-            &json!({"Memory": 134217728, "MemorySwap": -1, "RestartPolicy": {"Name": "unless-stopped"}}),
-        ),
+        &[
+            (
+                "container_update",
+                "POST",
+                "/containers/gold/update",
+                Some(update),
+            ),
+            (
+                "container_update_wrong_type",
+                "POST",
+                "/containers/gold/update",
+                Some(json!({"Memory": "1g"})),
+            ),
+            ("container_changes", "GET", "/containers/gold/changes", None),
+            (
+                "container_rename",
+                "POST",
+                "/containers/gold/rename?name=golden",
+                None,
+            ),
+            (
+                "container_stop",
+                "POST",
+                "/containers/golden/stop?t=0",
+                None,
+            ),
+            (
+                "container_stop_again",
+                "POST",
+                "/containers/golden/stop?t=0",
+                None,
+            ),
+            ("container_wait", "POST", "/containers/golden/wait", None),
+            (
+                "container_inspect_exited",
+                "GET",
+                "/containers/golden/json",
+                None,
+            ),
+            (
+                "container_logs",
+                "GET",
+                "/containers/golden/logs?stdout=1&stderr=1",
+                None,
+            ),
+        ],
     );
-    rec.add("container_update", &r);
-    let r = request(
-        &d,
-        "POST",
-        "/containers/gold/update",
-        Some(&json!({"Memory": "1g"})),
-    );
-    rec.add("container_update_wrong_type", &r);
-    let r = request(&d, "GET", "/containers/gold/changes", None);
-    rec.add("container_changes", &r);
-    let r = request(&d, "POST", "/containers/gold/rename?name=golden", None);
-    rec.add("container_rename", &r);
-    let r = request(&d, "POST", "/containers/golden/stop?t=0", None);
-    rec.add("container_stop", &r);
-    let r = request(&d, "POST", "/containers/golden/stop?t=0", None);
-    rec.add("container_stop_again", &r);
-    let r = request(&d, "POST", "/containers/golden/wait", None);
-    rec.add("container_wait", &r);
-    let r = request(&d, "GET", "/containers/golden/json", None);
-    rec.add("container_inspect_exited", &r);
-    let r = request(&d, "GET", "/containers/golden/logs?stdout=1&stderr=1", None);
-    rec.add("container_logs", &r);
 
     // Images.
-    let r = request(&d, "GET", "/images/json", None);
-    rec.add("image_list", &r);
-    let r = request(&d, "GET", "/images/busybox/json", None);
-    rec.add("image_inspect", &r);
-    let r = request(&d, "GET", "/v1.41/images/busybox/json", None);
-    rec.add("image_inspect_v1.41", &r);
-    let r = request(&d, "GET", "/images/busybox/history", None);
-    rec.add("image_history", &r);
-    let r = request(&d, "POST", "/images/busybox/tag?repo=gold&tag=one", None);
-    rec.add("image_tag", &r);
-    let r = request(&d, "DELETE", "/images/gold:one", None);
-    rec.add("image_delete", &r);
-    let r = request(&d, "DELETE", "/images/busybox", None);
-    rec.add("image_delete_in_use", &r);
-    let r = request(&d, "GET", "/images/nope/json", None);
-    rec.add("image_inspect_missing", &r);
+    rec.record(
+        &d,
+        &[
+            ("image_list", "GET", "/images/json", None),
+            ("image_inspect", "GET", "/images/busybox/json", None),
+            (
+                "image_inspect_v1.41",
+                "GET",
+                "/v1.41/images/busybox/json",
+                None,
+            ),
+            ("image_history", "GET", "/images/busybox/history", None),
+            (
+                "image_tag",
+                "POST",
+                "/images/busybox/tag?repo=gold&tag=one",
+                None,
+            ),
+            ("image_delete", "DELETE", "/images/gold:one", None),
+            ("image_delete_in_use", "DELETE", "/images/busybox", None),
+            ("image_inspect_missing", "GET", "/images/nope/json", None),
+        ],
+    );
 
     // Networks and volumes.
-    let r = request(&d, "GET", "/networks/goldnet", None);
-    rec.add("network_inspect", &r);
-    let r = request(&d, "GET", "/networks/bridge", None);
-    rec.add("network_inspect_bridge", &r);
-    let r = request(&d, "GET", "/networks", None);
-    rec.add("network_list", &r);
-    let r = request(
+    rec.record(
         &d,
-        "POST",
-        "/networks/bridge/connect",
-        Some(&json!({"Container": "plain"})),
+        &[
+            ("network_inspect", "GET", "/networks/goldnet", None),
+            ("network_inspect_bridge", "GET", "/networks/bridge", None),
+            ("network_list", "GET", "/networks", None),
+            (
+                "network_connect",
+                "POST",
+                "/networks/bridge/connect",
+                Some(json!({"Container": "plain"})),
+            ),
+            (
+                "network_disconnect",
+                "POST",
+                "/networks/bridge/disconnect",
+                Some(json!({"Container": "plain"})),
+            ),
+            ("network_inspect_missing", "GET", "/networks/nope", None),
+            ("volume_inspect", "GET", "/volumes/goldvol", None),
+            ("volume_list", "GET", "/volumes", None),
+            ("system_df", "GET", "/system/df", None),
+        ],
     );
-    rec.add("network_connect", &r);
-    let r = request(
-        &d,
-        "POST",
-        "/networks/bridge/disconnect",
-        Some(&json!({"Container": "plain"})),
-    );
-    rec.add("network_disconnect", &r);
-    let r = request(&d, "GET", "/networks/nope", None);
-    rec.add("network_inspect_missing", &r);
-    let r = request(&d, "GET", "/volumes/goldvol", None);
-    rec.add("volume_inspect", &r);
-    let r = request(&d, "GET", "/volumes", None);
-    rec.add("volume_list", &r);
-    let r = request(&d, "GET", "/system/df", None);
-    rec.add("system_df", &r);
 
     // System.
-    let r = request(&d, "GET", "/info", None);
-    rec.add_shape("info", &r);
-    let r = request(&d, "GET", "/version", None);
-    rec.add_shape("version", &r);
-    let r = request(&d, "GET", "/_ping", None);
-    rec.add("ping", &r);
+    rec.record_shapes(
+        &d,
+        &[
+            ("info", "GET", "/info", None),
+            ("version", "GET", "/version", None),
+        ],
+    );
+    rec.request(&d, "ping", "GET", "/_ping", None);
 
     // Removal and prunes.
-    let r = request(&d, "DELETE", "/containers/golden?v=1", None);
-    rec.add("container_delete", &r);
-    let r = request(&d, "DELETE", "/containers/golden", None);
-    rec.add("container_delete_again", &r);
-    let r = request(&d, "POST", "/containers/prune", None);
-    rec.add("container_prune", &r);
-    let r = request(&d, "POST", "/volumes/prune", None);
-    rec.add("volume_prune", &r);
-    let r = request(&d, "POST", "/networks/prune", None);
-    rec.add("network_prune", &r);
-    let until = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 1;
-    let r = request(&d, "GET", &format!("/events?since=0&until={until}"), None);
-    rec.add("events", &r);
+    rec.record(
+        &d,
+        &[
+            ("container_delete", "DELETE", "/containers/golden?v=1", None),
+            (
+                "container_delete_again",
+                "DELETE",
+                "/containers/golden",
+                None,
+            ),
+            ("container_prune", "POST", "/containers/prune", None),
+            ("volume_prune", "POST", "/volumes/prune", None),
+            ("network_prune", "POST", "/networks/prune", None),
+        ],
+    );
+    let until = berth_util::time::now().0 + 1;
+    let events = format!("/events?since=0&until={until}");
+    rec.request(&d, "events", "GET", &events, None);
     let _ = net_id;
     let _ = cid;
 

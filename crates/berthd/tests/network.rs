@@ -145,8 +145,7 @@ fn user_networks_dns_by_name_and_isolation() {
     n.create(&d, 1, "a", "", "neta");
     n.create(&d, 2, "b", "--label team=b", "netb");
     let dup = d.docker(&["network", "create", "neta"]);
-    assert_ne!(dup.code, 0);
-    assert!(dup.stderr.contains("already exists"), "{}", dup.stderr);
+    dup.fails_with("already exists");
 
     let web = httpd(&d, "--name web --network neta --network-alias www");
     let web = web.trim();
@@ -177,9 +176,9 @@ fn user_networks_dns_by_name_and_isolation() {
     let r = d
         .docker_line("run --rm --network neta busybox sh -c", &[&script])
         .ok();
-    assert!(r.stdout.contains("nameserver 127.0.0.11"), "{}", r.stdout);
-    assert!(r.stdout.contains("options ndots:0"), "{}", r.stdout);
-    assert!(r.stdout.contains("1 packets received"), "{}", r.stdout);
+    r.stdout_contains("nameserver 127.0.0.11");
+    r.stdout_contains("options ndots:0");
+    r.stdout_contains("1 packets received");
     assert_eq!(
         r.stdout
             .matches(&format!("hello-from-{}", &web[..12]))
@@ -224,9 +223,9 @@ fn user_networks_dns_by_name_and_isolation() {
     );
     assert_eq!(insp.trim(), format!("{} {} 1", n.subnet(1), n.ip(1, 1)));
     let busy = d.docker(&["network", "rm", "neta"]);
-    assert!(busy.stderr.contains("active endpoints"), "{}", busy.stderr);
+    busy.stderr_contains("active endpoints");
     let builtin = d.docker(&["network", "rm", "bridge"]);
-    assert!(builtin.stderr.contains("pre-defined"), "{}", builtin.stderr);
+    builtin.stderr_contains("pre-defined");
 
     // Removing everything leaves no links, addresses or rules.
     assert!(n.links().contains(&ba));
@@ -285,12 +284,7 @@ fn published_ports_loopback_and_dnat_from_a_remote_host() {
         "run --rm -p",
         &[&format!("127.0.0.1:{p_lo}:80"), "busybox", "true"],
     );
-    assert_ne!(c.code, 0);
-    assert!(
-        c.stderr.contains("port is already allocated"),
-        "{}",
-        c.stderr
-    );
+    c.fails_with("port is already allocated");
 
     let port = d.docker(&["port", "pub"]).ok().stdout;
     assert!(
@@ -429,13 +423,9 @@ fn publish_all_connect_disconnect_and_container_mode() {
     );
     assert!(r.contains(&fixed) && r.contains("hello-from-myhost"), "{r}");
     let taken = d.docker_line("run --rm --network side --ip", &[&fixed, "busybox", "true"]);
-    assert!(taken.stderr.contains("in use"), "{}", taken.stderr);
+    taken.stderr_contains("in use");
     let ip_on_default = d.docker_line("run --rm --ip", &[&n.ip(0, 9), "busybox", "true"]);
-    assert!(
-        ip_on_default.stderr.contains("user defined networks"),
-        "{}",
-        ip_on_default.stderr
-    );
+    ip_on_default.stderr_contains("user defined networks");
     d.docker_line("network disconnect side pa", &[]).ok();
     let r = d.docker_out(
         "run --rm --network side busybox sh -c",

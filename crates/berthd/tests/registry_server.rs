@@ -70,7 +70,7 @@ fn docker_cli_push_pull_through_berthd_to_berth_registry() {
     let d = Daemon::new();
     let name = format!("127.0.0.1:{}/test/bb:v1", reg.port);
     let (r, out) = push_rmi_pull(&d, &name);
-    assert!(r.stdout.contains("v1: digest: sha256:"), "{}", r.stdout);
+    r.stdout_contains("v1: digest: sha256:");
     let digest = pushed_digest(&r.stdout);
     assert!(out.contains(&format!("Digest: {digest}")), "{out}");
     let r = d.docker(&["pull", &format!("127.0.0.1:{}/test/bb:nope", reg.port)]);
@@ -126,7 +126,7 @@ fn docker_cli_login_push_pull_with_permissions() {
     d.docker(&["login", &host, "-u", "alice", "-p", "correct horse"])
         .ok();
     let r = d.docker(&["push", &name]).ok();
-    assert!(r.stdout.contains("1: digest: sha256:"), "{}", r.stdout);
+    r.stdout_contains("1: digest: sha256:");
     // Not permitted outside team/*, even signed in.
     let other = format!("{host}/private/bb:1");
     d.docker(&["tag", "busybox", &other]).ok();

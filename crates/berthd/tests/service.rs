@@ -80,22 +80,12 @@ fn config_file_validation() {
     )
     .unwrap();
     let r = validate(&f, &[]);
-    assert!(
-        r.stderr
-            .contains("dockerd options that berthd does not support: storage-driver, userns-remap"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_contains("dockerd options that berthd does not support: storage-driver, userns-remap");
 
     // A flag given twice: named with both values.
     std::fs::write(&f, "{\n  \"data-root\": \"/srv/berth\"\n}\n").unwrap();
     let r = validate(&f, &["--data-root", "/other"]);
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stderr.contains("the following directives are specified both as a flag and in the configuration file: data-root: (from flag: /other, from file: \"/srv/berth\")"),
-        "{}",
-        r.stderr
-    );
+    r.failed_with(1, "the following directives are specified both as a flag and in the configuration file: data-root: (from flag: /other, from file: \"/srv/berth\")");
     // ... also through the flag's environment variable.
     std::fs::write(&f, r#"{"bridge": "br-file"}"#).unwrap();
     let o = Command::new(berthd())
@@ -105,22 +95,12 @@ fn config_file_validation() {
         .output()
         .unwrap();
     let r = run_output(o);
-    assert!(
-        r.stderr
-            .contains("bridge: (from flag: br-env, from file: \"br-file\")"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_contains("bridge: (from flag: br-env, from file: \"br-file\")");
 
     // Bad JSON: the line and column.
     std::fs::write(&f, "{\n  \"debug\": true\n  \"bip\": \"10.1.0.1/16\"\n}\n").unwrap();
     let r = validate(&f, &[]);
-    assert!(
-        r.stderr
-            .contains("invalid JSON at line 3, column 3: expected `,` or `}`"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_contains("invalid JSON at line 3, column 3: expected `,` or `}`");
     // A value of the wrong type or out of range: its key and line.
     std::fs::write(
         &f,
@@ -128,10 +108,8 @@ fn config_file_validation() {
     )
     .unwrap();
     let r = validate(&f, &[]);
-    assert!(
-        r.stderr.contains("invalid value for \"max-concurrent-downloads\" (line 3): invalid type: string \"three\""),
-        "{}",
-        r.stderr
+    r.stderr_contains(
+        "invalid value for \"max-concurrent-downloads\" (line 3): invalid type: string \"three\"",
     );
     std::fs::write(&f, r#"{"log-opts": {"max-file": "0"}}"#).unwrap();
     assert!(validate(&f, &[])
@@ -235,17 +213,7 @@ fn socket_activation_notify_and_reload() {
     }
     let dir = tempfile::Builder::new().prefix("bsa").tempdir().unwrap();
     let p = |s: &str| dir.path().join(s);
-    let tar = p("rootfs.tar");
-    busybox_tar(&tar);
-    let o = Command::new(bin_dir().join("berth"))
-        .arg("--data-root")
-        .arg(p("data"))
-        .args(["import", "-c", "CMD [\"sh\"]"])
-        .arg(&tar)
-        .arg("busybox:latest")
-        .output()
-        .unwrap();
-    run_output(o).ok();
+    seed_busybox(&p("data"), &p("rootfs.tar"));
     let notify = UnixDatagram::bind(p("notify.sock")).unwrap();
     notify
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -476,18 +444,18 @@ docker info --format 'after-stale={{.ServerVersion}}'
         "stdout: {}\nstderr: {}\nlog: {log}",
         r.stdout, r.stderr
     );
-    assert!(r.stdout.contains("mode=660"), "{}", r.stdout);
-    assert!(r.stdout.contains("server="), "{}", r.stdout);
-    assert!(r.stdout.contains("compat-hi\n"), "{}", r.stdout);
+    r.stdout_contains("mode=660");
+    r.stdout_contains("server=");
+    r.stdout_contains("compat-hi\n");
     assert!(
         r.stdout
             .contains("refusing to listen on /var/run/docker.sock: berthd (pid "),
         "{}",
         r.stdout
     );
-    assert!(r.stdout.contains("turn docker-compat off"), "{}", r.stdout);
+    r.stdout_contains("turn docker-compat off");
     assert!(!r.stdout.contains("socket left behind"), "{}", r.stdout);
-    assert!(r.stdout.contains("after-stale="), "{}", r.stdout);
+    r.stdout_contains("after-stale=");
     assert!(
         log.contains("API listening on /var/run/docker.sock"),
         "{log}"
@@ -529,7 +497,7 @@ cat "$WORK/berthd.log"
 "#;
     let r = in_private_run(script, &envs);
     assert_eq!(r.code, 0, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("dockerd="), "{}", r.stdout);
+    r.stdout_contains("dockerd=");
     assert!(
         r.stdout
             .contains("refusing to listen on /var/run/docker.sock: dockerd (pid "),

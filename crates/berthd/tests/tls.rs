@@ -183,8 +183,7 @@ fn tcp_with_tls_and_client_certificates() {
         ],
         None,
     );
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("/nonexistent.pem"), "{}", r.stderr);
+    r.fails_with("/nonexistent.pem");
     let r = berth_tcp(
         &[("BERTH_HOST", format!("tcp://127.0.0.1:{port}"))],
         &["ps"],

@@ -106,17 +106,7 @@ fn case_folded_field_names_are_honoured() {
 }
 
 fn docker_build(d: &Daemon, dir: &std::path::Path, tag: &str) -> Run {
-    let o = std::process::Command::new("docker")
-        .args(["build", "-q", "-t", tag])
-        .arg(dir)
-        .env("DOCKER_BUILDKIT", "0")
-        .env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
-        .env("DOCKER_CONFIG", d.path("docker-config"))
-        .env_remove("DOCKER_CONTEXT")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    run_output(o)
+    d.classic_build(dir, &["-q", "-t", tag])
 }
 
 #[test]

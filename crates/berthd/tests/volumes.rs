@@ -116,15 +116,14 @@ fn volume_lifecycle_persistence_and_in_use() {
     .ok();
     // In use by a stopped container: cannot be removed.
     let r = d.docker(&["volume", "rm", &v]);
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("volume is in use"), "{}", r.stderr);
+    r.fails_with("volume is in use");
     let r = d.docker_line("volume rm -f", &[&v]);
     assert_ne!(r.code, 0, "force must not remove a volume in use");
     // References survive a daemon crash (rebuilt from the containers' records).
     d.kill9();
     d.start();
     let r = d.docker(&["volume", "rm", &v]);
-    assert!(r.stderr.contains("volume is in use"), "{}", r.stderr);
+    r.stderr_contains("volume is in use");
     d.docker(&["rm", "db1"]).ok();
     assert_eq!(
         d.docker_out(
@@ -166,8 +165,7 @@ fn volume_lifecycle_persistence_and_in_use() {
     d.docker(&["volume", "rm", &v]).ok();
     assert!(!want.exists());
     let r = d.docker(&["volume", "inspect", &v]);
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("no such volume"), "{}", r.stderr);
+    r.fails_with("no such volume");
     finish(d);
 }
 
@@ -286,8 +284,7 @@ fn binds_ro_tmpfs_and_mount_flag() {
             "echo x > /h/w",
         ],
     );
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("Read-only file system"), "{}", r.stderr);
+    r.fails_with("Read-only file system");
     assert!(!host.join("w").exists());
     // rw: the host sees the write.
     d.docker_line(
@@ -321,8 +318,8 @@ fn binds_ro_tmpfs_and_mount_flag() {
         "{}",
         r.stdout
     );
-    assert!(r.stdout.contains("1770\n"), "{}", r.stdout);
-    assert!(r.stdout.contains("ro-ok"), "{}", r.stdout);
+    r.stdout_contains("1770\n");
+    r.stdout_contains("ro-ok");
     // A missing --mount bind source is an error; -v creates it.
     let r = d.docker_line(
         "run --rm --mount",
@@ -332,12 +329,7 @@ fn binds_ro_tmpfs_and_mount_flag() {
             "true",
         ],
     );
-    assert_ne!(r.code, 0);
-    assert!(
-        r.stderr.contains("bind source path does not exist"),
-        "{}",
-        r.stderr
-    );
+    r.fails_with("bind source path does not exist");
     d.docker_line("run --rm -v", &[&format!("{h}/made:/m"), "busybox", "true"])
         .ok();
     assert!(host.join("made").is_dir());
@@ -581,13 +573,7 @@ fn docker_cp_both_ways_running_and_stopped_confined() {
     assert!(!Path::new("/etc/f2").exists());
     // Missing paths: Docker's message.
     let r = d.docker(&["cp", "run1:/nope", d.path("x").to_str().unwrap()]);
-    assert_ne!(r.code, 0);
-    assert!(
-        r.stderr
-            .contains("Could not find the file /nope in container"),
-        "{}",
-        r.stderr
-    );
+    r.fails_with("Could not find the file /nope in container");
     // A created (never started) container.
     d.docker_line("create --name cr busybox cat /etc/f3", &[])
         .ok();
@@ -837,7 +823,7 @@ fn berth_cli_volumes_cp_and_run_flags() {
     d.berth(&["rm", "-v", "u1"]).ok();
     d.berth(&["volume", "rm", &v]).ok();
     let r = d.berth_line("volume prune -f -a", &[]).ok();
-    assert!(r.stdout.contains("Total reclaimed space"), "{}", r.stdout);
+    r.stdout_contains("Total reclaimed space");
     assert!(d
         .berth(&["volume", "ls", "-q"])
         .ok()
@@ -1003,8 +989,7 @@ fn mount_volume_subpath() {
         "run --rm --network none --mount",
         &[&sub("missing"), "busybox", "true"],
     );
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("missing"), "{}", r.stderr);
+    r.fails_with("missing");
     // cp into a stopped container honours the subpath mount.
     d.docker_line(
         "create --name cpsub --network none --mount",

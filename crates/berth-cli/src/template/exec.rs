@@ -4,6 +4,7 @@
 use super::number::sprintf;
 use super::parse::{Arg, Command, Node, Pipeline};
 use super::{err, TemplateError, Value};
+use berth_util::url::query_escape;
 
 /// Runs the template; on an error, the text written until then comes with it.
 pub(super) fn run(
@@ -688,21 +689,6 @@ fn is_print(c: char) -> bool {
     !(c.is_control()
         || c.is_whitespace()
         || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}'))
-}
-
-/// Go's `url.QueryEscape`.
-fn query_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            b => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 fn cmp(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {

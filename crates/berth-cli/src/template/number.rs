@@ -31,14 +31,19 @@ pub fn go_float_v(f: f64) -> String {
     // strconv's shortest 'g' switches to an exponent at 6 digits.
     let eprec = 6;
     if exp < -4 || exp >= eprec {
-        let mut m = digits[..1].to_string();
-        if digits.len() > 1 {
-            m.push('.');
-            m.push_str(&digits[1..]);
-        }
-        return format!("{sign}{m}{}", go_exp(exp));
+        return exponent_form(sign, &digits, exp);
     }
     format!("{sign}{}", place_point(&digits, exp))
+}
+
+/// `d.ddde±XX`: the shortest digits with the point after the first one, and Go's exponent.
+fn exponent_form(sign: &str, digits: &str, exp: i32) -> String {
+    let mut m = digits[..1].to_string();
+    if digits.len() > 1 {
+        m.push('.');
+        m.push_str(&digits[1..]);
+    }
+    format!("{sign}{m}{}", go_exp(exp))
 }
 
 fn place_point(digits: &str, exp: i32) -> String {
@@ -67,12 +72,7 @@ pub fn go_float_json(f: f64) -> String {
     let (digits, exp) = shortest_digits(f);
     let abs = f.abs();
     if !(1e-6..1e21).contains(&abs) {
-        let mut m = digits[..1].to_string();
-        if digits.len() > 1 {
-            m.push('.');
-            m.push_str(&digits[1..]);
-        }
-        return format!("{sign}{m}{}", go_exp(exp));
+        return exponent_form(sign, &digits, exp);
     }
     format!("{sign}{}", place_point(&digits, exp))
 }

@@ -575,7 +575,7 @@ impl Applier<'_> {
             let parent = resolve_dir(self.root, parent_comps, Some(&mut self.created))?;
             return match self.opts.mode {
                 ApplyMode::Overlay => {
-                    rfs::fsetxattr(&parent, OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty())
+                    rfs::fsetxattr(&parent, overlay_opaque_xattr(), b"y", XattrFlags::empty())
                         .map_err(sys("set opaque xattr"))
                 }
                 ApplyMode::Flat | ApplyMode::Plain => {

@@ -235,6 +235,19 @@ const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
 const WHITEOUT_OPAQUE: &[u8] = b".wh..wh..opq";
 /// The overlayfs xattr marking an opaque directory.
 pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// The opaque marker of overlayfs mounted with `userxattr`, as it is inside a user namespace
+/// (rootless berthd), where `trusted.*` attributes cannot be set.
+pub const OVERLAY_OPAQUE_USER_XATTR: &str = "user.overlay.opaque";
+
+/// The opaque marker overlayfs reads in this process's user namespace (see
+/// [`OVERLAY_OPAQUE_USER_XATTR`]; the snapshotter's mounts add `userxattr` there).
+pub fn overlay_opaque_xattr() -> &'static str {
+    if berth_util::userns::running_in_userns() {
+        OVERLAY_OPAQUE_USER_XATTR
+    } else {
+        OVERLAY_OPAQUE_XATTR
+    }
+}
 
 fn sys(op: &'static str) -> impl FnOnce(Errno) -> EntryError {
     move |e| EntryError::Io {

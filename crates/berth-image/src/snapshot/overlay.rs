@@ -284,6 +284,9 @@ pub(super) fn mount_overlay_legacy_opts(
             data.push_str(",volatile");
         }
     }
+    if berth_util::userns::running_in_userns() {
+        data.push_str(",userxattr");
+    }
     if data.len() >= MOUNT_DATA_MAX {
         return Err(SnapshotError::TooManyLayers {
             layers: lowers.len(),
@@ -348,6 +351,11 @@ pub(super) fn mount_overlay_fsopen(
             // Kernels before 5.10 do not know it: then the mount is simply durable.
             let _ = fsconfig_set_flag(&fsfd, "volatile");
         }
+    }
+    if berth_util::userns::running_in_userns() {
+        // In a user namespace (rootless berthd) overlayfs keeps its markers in `user.*`
+        // attributes (see `layer::overlay_opaque_xattr`).
+        fsconfig_set_flag(&fsfd, "userxattr").map_err(|e| Fallback::No(e.into()))?;
     }
     fsconfig_create(&fsfd).map_err(|e| Fallback::No(e.into()))?;
     let mnt = fsmount(

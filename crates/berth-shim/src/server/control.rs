@@ -127,6 +127,7 @@ impl Shim {
                 Err(e) => err(e),
             },
             Request::Delete { force } => self.delete(force),
+            Request::ReopenLog => self.reopen_log(),
             Request::Shutdown { force } => {
                 if self.init.status != Status::Stopped && !force {
                     return Some(err(
@@ -281,6 +282,20 @@ impl Shim {
                 Err(e) => err(format!("resize: {e}")),
             },
             None => err("not a terminal"),
+        }
+    }
+
+    /// Opens the log file again at its path (the old file, renamed by a rotation, is closed).
+    pub(super) fn reopen_log(&mut self) -> Value {
+        if self.log.is_none() {
+            return err("the container has no log");
+        }
+        match super::open_log(&self.cfg) {
+            Ok(l) => {
+                self.log = Some(l);
+                ok()
+            }
+            Err(e) => err(format!("reopening {}: {e}", self.cfg.log_path.display())),
         }
     }
 

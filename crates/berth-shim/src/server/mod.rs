@@ -45,6 +45,8 @@ pub struct Config {
     pub log_attrs: Option<String>,
     /// No log at all (the `none` driver).
     pub log_disabled: bool,
+    /// Write the Kubernetes CRI log format instead of json-file (see [`crate::jsonlog`]).
+    pub log_cri: bool,
     pub tty: bool,
     pub stdin: bool,
     /// Start by writing the runtime's exec fifo (see the binary's `--help`).
@@ -61,6 +63,16 @@ impl Config {
     pub fn exit_path(&self) -> PathBuf {
         self.state_dir.join("exit.json")
     }
+}
+
+/// Opens (appending, creating) the container's log as configured.
+fn open_log(cfg: &Config) -> io::Result<JsonLog> {
+    Ok(
+        JsonLog::open(&cfg.log_path, cfg.log_max_size, cfg.log_max_file)?
+            .with_compress(cfg.log_compress)
+            .with_attrs(cfg.log_attrs.clone())
+            .with_cri_format(cfg.log_cri),
+    )
 }
 
 /// Output kept for a client that does not read before it is dropped.
@@ -338,12 +350,7 @@ impl Shim {
         let log = if cfg.log_disabled {
             None
         } else {
-            Some(
-                JsonLog::open(&cfg.log_path, cfg.log_max_size, cfg.log_max_file)
-                    .map_err(file("log", &cfg.log_path))?
-                    .with_compress(cfg.log_compress)
-                    .with_attrs(cfg.log_attrs.clone()),
-            )
+            Some(open_log(&cfg).map_err(file("log", &cfg.log_path))?)
         };
         let listener = bind_path(&sock).map_err(file("bind", &sock))?;
         let rt = Runtime {

@@ -37,6 +37,10 @@ fn defaults() {
     assert_eq!(c.group, "berth");
     assert_eq!(c.log_driver, "json-file");
     assert!(c.live_restore && !c.docker_compat && !c.init);
+    assert!(c.cri);
+    assert_eq!(c.cri_socket, PathBuf::from("/run/berth/cri.sock"));
+    assert_eq!(c.cni_conf_dir, PathBuf::from("/etc/cni/net.d"));
+    assert_eq!(c.cni_bin_dir, PathBuf::from("/usr/lib/cni"));
     assert_eq!(c.level(), tracing::Level::INFO);
     assert_eq!(c.subnet_candidates(), None);
 }
@@ -311,7 +315,8 @@ fn a_reload_takes_exactly_the_reloadable_options() {
         "firewall-backend": "none", "log-driver": "json-file",
         "log-opts": {"max-size": "1m"},
         "default-ulimits": {"nproc": {"Name": "nproc", "Soft": 1, "Hard": 1}},
-        "live-restore": false, "docker-compat": true
+        "live-restore": false, "docker-compat": true, "cri": false,
+        "cri-socket": "/c.sock", "cni-conf-dir": "/cc", "cni-bin-dir": "/cb"
     }"#;
     let file = FileConfig::parse(text).unwrap();
     assert_eq!(
@@ -333,4 +338,25 @@ fn a_reload_takes_exactly_the_reloadable_options() {
     assert_eq!(left, expected);
     assert!(expected.contains(&"data-root".to_string()));
     assert!(!expected.contains(&"registry-mirrors".to_string()));
+}
+
+#[test]
+fn cri_socket_and_cni_dirs_are_absolute() {
+    let c = merge(
+        &flags(&["--exec-root", "/e", "--cri=false"]),
+        &FileConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(c.cri_socket, PathBuf::from("/e/cri.sock"));
+    assert!(!c.cri);
+    for args in [
+        ["--cri-socket", "cri.sock"],
+        ["--cni-conf-dir", "net.d"],
+        ["--cni-bin-dir", "bin"],
+    ] {
+        let e = merge(&flags(&args), &FileConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("not an absolute path"), "{e}");
+    }
+    let file = FileConfig::parse(r#"{"cri": "yes"}"#);
+    assert!(file.is_err(), "a string is no bool");
 }

@@ -230,6 +230,10 @@ impl Engine {
         if hc.network_mode.is_empty() {
             hc.network_mode = "default".into();
         }
+        // A rootless daemon has no bridge: its default is the host's network.
+        if hc.network_mode == "default" && crate::rootless::active() {
+            hc.network_mode = "host".into();
+        }
         self.live()
             .defaults
             .merge_log_config(&mut hc.log_config)

@@ -378,17 +378,7 @@ impl Engine {
             cmd.arg("--runtime-fd").arg("3");
             // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
             unsafe {
-                cmd.pre_exec(move || {
-                    let rc = if fd == 3 {
-                        libc::fcntl(3, libc::F_SETFD, 0)
-                    } else {
-                        libc::dup2(fd, 3)
-                    };
-                    if rc < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
+                cmd.pre_exec(move || berth_util::fd::inherit_as(fd, 3));
             }
         }
         cmd.stdin(std::process::Stdio::null());

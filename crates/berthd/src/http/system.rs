@@ -282,7 +282,12 @@ async fn info(s: St) -> Response {
         containerd_commit: Commit::default(),
         runc_commit: Commit::default(),
         init_commit: Commit::default(),
-        security_options: strs(&["name=cgroupns"]),
+        // dockerd's rootless daemon says so here (`docker info` shows "rootless").
+        security_options: if crate::rootless::active() {
+            strs(&["name=cgroupns", "name=rootless"])
+        } else {
+            strs(&["name=cgroupns"])
+        },
         warnings: None,
     })
 }

@@ -134,7 +134,9 @@ impl Manager {
         let mut wanted: Vec<(String, Option<EndpointSettings>)> = Vec::new();
         match mode {
             "host" | "none" => {
-                if eps.is_some_and(|o| o.keys().any(|k| k != mode)) {
+                // A rootless daemon's "default" network is the host's (see `crate::rootless`).
+                let rootless_default = |k: &str| k == "default" && crate::rootless::active();
+                if eps.is_some_and(|o| o.keys().any(|k| k != mode && !rootless_default(k))) {
                     return Err(EngineError::bad(
                         "container sharing network namespace with another container or host cannot be connected to any other network",
                     ));
@@ -146,6 +148,11 @@ impl Manager {
                         "conflicting options: port publishing and the container type network mode",
                     ));
                 }
+            }
+            m if crate::rootless::active() => {
+                return Err(EngineError::bad(crate::rootless::no_bridges(&format!(
+                    "--network {m}"
+                ))));
             }
             m => {
                 let key = if m == "default" { "bridge" } else { m };
@@ -703,6 +710,11 @@ impl Manager {
 
     /// `network connect`: a new endpoint; plugged in now when the container runs.
     pub fn connect(&self, c: &Container, key: &str, cfg: Option<&EndpointSettings>) -> Result<()> {
+        if crate::rootless::active() {
+            return Err(EngineError::bad(crate::rootless::no_bridges(
+                "network connect",
+            )));
+        }
         let mode = c.network_mode();
         if mode == "host" || mode == "none" || mode.starts_with("container:") {
             return Err(EngineError::bad("container sharing network namespace with another container or host cannot be connected to any other network"));

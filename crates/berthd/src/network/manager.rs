@@ -133,7 +133,10 @@ impl Manager {
         std::fs::create_dir_all(&dir).map_err(EngineError::io("creating", &dir))?;
         let file = StateFile::open(dir.join("state.json"));
         let mut st = file.read()?;
+        // A rootless daemon cannot touch the host's network (see `crate::rootless`).
+        let rootless = crate::rootless::active();
         let fw: Option<Box<dyn Firewall>> = match opts.firewall.as_str() {
+            _ if rootless => None,
             "nftables" => Some(Box::new(firewall::Nftables::new(opts.table()))),
             "iptables" => Some(Box::new(firewall::Iptables::new(opts.chain_prefix()))),
             "none" => None,
@@ -181,13 +184,22 @@ impl Manager {
             n.bridge = opts.bridge.clone();
             n.options = default_bridge_options(&opts.bridge);
         }
-        for n in st.networks.values().filter(|n| n.driver == "bridge") {
+        for n in st
+            .networks
+            .values()
+            .filter(|n| n.driver == "bridge" && !rootless)
+        {
             if let Some(p) = &n.pool {
                 netlink::ensure_bridge(&n.bridge, p.gateway, p.subnet.prefix, n.gw6(), None)
                     .map_err(EngineError::netlink(format!("network {}", n.name)))?;
             }
         }
-        if let Err(e) = firewall::enable_ip_forward() {
+        let forward = if rootless {
+            Ok(())
+        } else {
+            firewall::enable_ip_forward()
+        };
+        if let Err(e) = forward {
             tracing::warn!("enabling IPv4 forwarding: {e}");
         }
         if st.networks.values().any(|n| n.pool6.is_some()) {
@@ -344,6 +356,9 @@ impl Manager {
         // dockerd accepts any name (spaces included) but an empty one.
         if name.trim().is_empty() || name.chars().any(char::is_control) {
             return Err(bad(format!("invalid network name: {name:?}")));
+        }
+        if crate::rootless::active() {
+            return Err(bad(crate::rootless::no_bridges("network create")));
         }
         if matches!(name.as_str(), "bridge" | "host" | "none") {
             return Err(EngineError::Forbidden(format!(

@@ -1,0 +1,187 @@
+//! The Kubernetes CRI (`runtime.v1` `RuntimeService` and `ImageService`, see `berth-cri`) on
+//! the engine, served on its own unix socket (`/run/berth/cri.sock`) for the kubelet.
+//!
+//! A pod sandbox is an engine container of Berth's pause image (`berth-init` run as `pause`,
+//! imported into the store at the first `RunPodSandbox`) that holds the pod's network and IPC
+//! namespaces; the pod's containers are engine containers joining them (`container:<sandbox>`
+//! network, IPC and optionally PID modes). The pod network is CNI's (`berth_cri::cni`), set up
+//! on the sandbox's network namespace after it starts and torn down when it stops. What the
+//! CRI knows beyond the engine's records (metadata, labels, annotations, pod IPs, CNI result,
+//! log paths) is kept in `<data-root>/cri/{sandboxes,containers}/<id>.json`; the engine's
+//! records give the processes' states, so a restarted berthd answers for running pods as
+//! before.
+//!
+//! - [`images`]: `ImageService` on the image store (one namespace with the Docker API's).
+//! - [`pods`]: sandboxes and CNI; [`containers`]: containers, `ExecSync`.
+//! - [`service`]: the gRPC traits, dispatching to the above.
+
+pub mod containers;
+pub mod images;
+pub mod pods;
+pub mod service;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use berth_cri::cni::CniConfig;
+use berth_cri::proto::image_service_server::ImageServiceServer;
+use berth_cri::proto::runtime_service_server::RuntimeServiceServer;
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+
+use crate::engine::{Engine, EngineError};
+
+/// The label that marks an engine container as a CRI object (`sandbox` or `container`).
+pub const KIND_LABEL: &str = "io.berth.cri.kind";
+/// The sandbox of a CRI container.
+pub const SANDBOX_LABEL: &str = "io.berth.cri.sandbox";
+
+/// The largest message either side may send (the kubelet's limit).
+const MAX_MESSAGE: usize = 16 << 20;
+
+/// The CRI's settings.
+#[derive(Debug, Clone)]
+pub struct CriConfig {
+    pub socket: PathBuf,
+    pub cni: CniConfig,
+}
+
+/// The CRI service: cheap until used (records are read when asked for, the pause image is
+/// made at the first sandbox).
+pub struct Cri {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) cni: CniConfig,
+    pub(crate) store: store::Store,
+    /// Serialises making the pause image.
+    pause: tokio::sync::Mutex<()>,
+}
+
+impl Cri {
+    pub fn new(engine: Arc<Engine>, cni: CniConfig) -> Arc<Cri> {
+        let store = store::Store::new(engine.cfg.data_root.join("cri"));
+        Arc::new(Cri {
+            engine,
+            cni,
+            store,
+            pause: tokio::sync::Mutex::new(()),
+        })
+    }
+}
+
+impl Cri {
+    /// Creates the engine container of a sandbox or container; a name in use (the same pod
+    /// or container attempt) is `AlreadyExists`.
+    pub(crate) async fn create_engine_container(
+        &self,
+        name: String,
+        config: berth_api::container::Config,
+        host_config: berth_api::container::HostConfig,
+    ) -> Result<String, tonic::Status> {
+        let engine = self.engine.clone();
+        blocking(move || {
+            let req = berth_api::container::CreateRequest {
+                config,
+                host_config: Some(host_config),
+                networking_config: None,
+            };
+            match engine.create(Some(&name), req) {
+                Ok((id, _)) => Ok(id),
+                Err(EngineError::Conflict(m)) => Err(tonic::Status::already_exists(m)),
+                Err(e) => Err(status(e)),
+            }
+        })
+        .await
+    }
+}
+
+/// Serves the CRI on `listener` until `stop` changes.
+pub async fn serve(listener: UnixListener, cri: Arc<Cri>, mut stop: watch::Receiver<bool>) {
+    let runtime = RuntimeServiceServer::new(service::Service(cri.clone()))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let images = ImageServiceServer::new(service::Service(cri))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let routes = tonic::service::Routes::new(runtime).add_service(images);
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((conn, _)) => {
+                    let routes = routes.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = berth_buildkit::conn::serve(conn, routes).await {
+                            tracing::debug!("CRI connection: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("CRI socket: accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+/// An engine error as a gRPC status.
+pub(crate) fn status(e: EngineError) -> tonic::Status {
+    let msg = e.to_string();
+    match e {
+        EngineError::NotFound(_)
+        | EngineError::ImageNotFound(_)
+        | EngineError::ExecNotFound(_)
+        | EngineError::Missing(_) => tonic::Status::not_found(msg),
+        EngineError::Conflict(_) => tonic::Status::failed_precondition(msg),
+        EngineError::BadRequest(_) => tonic::Status::invalid_argument(msg),
+        EngineError::Forbidden(_) | EngineError::Unauthorized(_) => {
+            tonic::Status::permission_denied(msg)
+        }
+        _ => tonic::Status::internal(msg),
+    }
+}
+
+/// A blocking piece of work on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, tonic::Status> + Send + 'static,
+) -> Result<T, tonic::Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| tonic::Status::internal(e.to_string()))?
+}
+
+/// Nanoseconds since the epoch of an RFC 3339 time (0 for none).
+pub(crate) fn nanos(rfc3339: &str) -> i64 {
+    berth_util::time::parse_rfc3339(rfc3339)
+        .filter(|(s, _)| *s > 0)
+        .map(|(s, n)| s.saturating_mul(1_000_000_000).saturating_add(n as i64))
+        .unwrap_or(0)
+}
+
+/// Now, in nanoseconds since the epoch.
+pub(crate) fn now_nanos() -> i64 {
+    let (s, n) = berth_util::time::now();
+    s.saturating_mul(1_000_000_000).saturating_add(n as i64)
+}
+
+/// A protobuf map as a sorted map, and back.
+pub(crate) fn map(
+    m: &std::collections::HashMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+pub(crate) fn hmap(
+    m: &std::collections::BTreeMap<String, String>,
+) -> std::collections::HashMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// Whether `labels` has every pair of `selector` (the CRI's label filters).
+pub(crate) fn selects(
+    labels: &std::collections::BTreeMap<String, String>,
+    selector: &std::collections::HashMap<String, String>,
+) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}

@@ -1,0 +1,1313 @@
+//! The Kubernetes CRI (`runtime.v1`) driven directly over berthd's CRI socket with a tonic
+//! client: version and status, images, and pod sandbox + container lifecycles on a CNI
+//! network of the test's own (a bridge and subnet of its own, IPAM state in its temporary
+//! directory), across a daemon restart.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_buildkit::conn::H2Channel;
+use berth_cri::proto as pb;
+use common::*;
+use pb::image_service_client::ImageServiceClient;
+use pb::runtime_service_client::RuntimeServiceClient;
+
+const CNI_BIN: &str = "/usr/lib/cni";
+
+type Runtime = RuntimeServiceClient<H2Channel>;
+type Images = ImageServiceClient<H2Channel>;
+
+/// Clients of the daemon's CRI socket (one connection each).
+async fn clients(d: &Daemon) -> (Runtime, Images) {
+    let sock = d.path("exec/cri.sock");
+    let mut out = Vec::new();
+    for _ in 0..2 {
+        let io = tokio::net::UnixStream::connect(&sock).await.unwrap();
+        let (ch, _) = H2Channel::connect(io).await.unwrap();
+        out.push(ch);
+    }
+    let images = ImageServiceClient::with_origin(out.pop().unwrap(), H2Channel::origin());
+    let runtime = RuntimeServiceClient::with_origin(out.pop().unwrap(), H2Channel::origin());
+    (runtime, images)
+}
+
+/// A CNI network of the test's own: a conflist (bridge + host-local + portmap) in its own
+/// configuration directory; the bridge link is deleted on drop.
+struct CniNet {
+    dir: tempfile::TempDir,
+    bridge: String,
+    subnet_prefix: String,
+}
+
+impl CniNet {
+    fn new(n: u32) -> CniNet {
+        let dir = tempfile::Builder::new()
+            .prefix("cri-cni")
+            .tempdir()
+            .unwrap();
+        let pid = std::process::id();
+        let bridge = format!("bc{}", berth_testkit::unique_id());
+        let subnet_prefix = format!("10.{}.{}.", 192 + ((pid >> 8) & 0x3f), pid & 0xff);
+        let subnet = format!("{subnet_prefix}{}/28", (n % 16) * 16);
+        std::fs::create_dir_all(dir.path().join("net.d")).unwrap();
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": format!("{bridge}-net"),
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": bridge,
+                    "isGateway": true,
+                    "ipMasq": false,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": subnet}]],
+                        "dataDir": dir.path().join("ipam"),
+                    }
+                },
+                {"type": "portmap", "capabilities": {"portMappings": true}}
+            ]
+        });
+        std::fs::write(
+            dir.path().join("net.d/10-test.conflist"),
+            serde_json::to_vec_pretty(&conf).unwrap(),
+        )
+        .unwrap();
+        CniNet {
+            dir,
+            bridge,
+            subnet_prefix,
+        }
+    }
+
+    fn conf_dir(&self) -> PathBuf {
+        self.dir.path().join("net.d")
+    }
+
+    /// Addresses host-local has handed out (its per-address files).
+    fn leases(&self) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(
+            self.dir
+                .path()
+                .join("ipam")
+                .join(format!("{}-net", self.bridge)),
+        ) else {
+            return vec![];
+        };
+        rd.flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("10."))
+            .collect()
+    }
+
+    fn daemon(&self) -> Daemon {
+        let d = Daemon::with_args(&[
+            "--cni-conf-dir".into(),
+            self.conf_dir().display().to_string(),
+            "--cni-bin-dir".into(),
+            CNI_BIN.into(),
+        ]);
+        d
+    }
+}
+
+impl Drop for CniNet {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Removes every pod through the CRI when dropped (a failed test's too), so their networks
+/// are torn down by CNI before the daemon's cleanup removes the containers. Declared after
+/// the daemon, so dropped before it.
+struct RemovePods(PathBuf);
+
+impl Drop for RemovePods {
+    fn drop(&mut self) {
+        let sock = self.0.clone();
+        let Ok(rt) = tokio::runtime::Runtime::new() else {
+            return;
+        };
+        rt.block_on(async move {
+            let Ok(io) = tokio::net::UnixStream::connect(&sock).await else {
+                return;
+            };
+            let Ok((ch, _)) = H2Channel::connect(io).await else {
+                return;
+            };
+            let mut r = RuntimeServiceClient::with_origin(ch, H2Channel::origin());
+            let Ok(list) = r
+                .list_pod_sandbox(pb::ListPodSandboxRequest::default())
+                .await
+            else {
+                return;
+            };
+            for p in list.into_inner().items {
+                let _ = r
+                    .remove_pod_sandbox(pb::RemovePodSandboxRequest {
+                        pod_sandbox_id: p.id,
+                    })
+                    .await;
+            }
+        });
+    }
+}
+
+fn remove_pods(d: &Daemon) -> RemovePods {
+    RemovePods(d.path("exec/cri.sock"))
+}
+
+fn cni_available() -> bool {
+    if Path::new(CNI_BIN).join("bridge").exists() && Path::new(CNI_BIN).join("host-local").exists()
+    {
+        return true;
+    }
+    eprintln!(
+        "skipped: the CNI plugins are not installed in {CNI_BIN} (containernetworking-plugins)"
+    );
+    false
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn cri_version_status_runtime_config_and_images() {
+    require_root!();
+    if !cni_available() {
+        return;
+    }
+    let net = CniNet::new(1);
+    let d = net.daemon();
+    let _pods = remove_pods(&d);
+    rt().block_on(async {
+        let (mut r, mut i) = clients(&d).await;
+        let v = r
+            .version(pb::VersionRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(v.runtime_name, "berth");
+        assert_eq!(v.runtime_api_version, "v1");
+        assert!(!v.runtime_version.is_empty());
+
+        let conditions = |s: pb::StatusResponse| -> Vec<(String, bool, String)> {
+            s.status
+                .unwrap()
+                .conditions
+                .into_iter()
+                .map(|c| (c.r#type, c.status, c.reason))
+                .collect()
+        };
+        let s = r
+            .status(pb::StatusRequest { verbose: true })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(s.info["config"].contains(&net.bridge), "{:?}", s.info);
+        assert_eq!(
+            conditions(s),
+            vec![
+                ("RuntimeReady".into(), true, String::new()),
+                ("NetworkReady".into(), true, String::new())
+            ]
+        );
+        // Without a configuration the network is not ready, and says why.
+        let conf = net.conf_dir().join("10-test.conflist");
+        let saved = std::fs::read(&conf).unwrap();
+        std::fs::remove_file(&conf).unwrap();
+        let s = r
+            .status(pb::StatusRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            conditions(s)[1],
+            ("NetworkReady".into(), false, "NetworkPluginNotReady".into())
+        );
+        std::fs::write(&conf, saved).unwrap();
+
+        let c = r
+            .runtime_config(pb::RuntimeConfigRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            c.linux.unwrap().cgroup_driver,
+            pb::CgroupDriver::Cgroupfs as i32
+        );
+
+        // Images: the store's, one namespace with the Docker API's.
+        let list = i
+            .list_images(pb::ListImagesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .images;
+        let bb = list
+            .iter()
+            .find(|im| {
+                im.repo_tags
+                    .iter()
+                    .any(|t| t == "docker.io/library/busybox:latest")
+            })
+            .unwrap_or_else(|| panic!("{list:?}"));
+        assert!(bb.id.starts_with("sha256:") && bb.size > 0, "{bb:?}");
+        let status = |name: &str| pb::ImageStatusRequest {
+            image: Some(pb::ImageSpec {
+                image: name.into(),
+                ..Default::default()
+            }),
+            verbose: false,
+        };
+        let st = i
+            .image_status(status("busybox"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(st.image.unwrap().id, bb.id);
+        let missing = i
+            .image_status(status("no-such-image:1"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(missing.image.is_none());
+        let filtered = i
+            .list_images(pb::ListImagesRequest {
+                filter: Some(pb::ImageFilter {
+                    image: Some(pb::ImageSpec {
+                        image: bb.id.clone(),
+                        ..Default::default()
+                    }),
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .images;
+        assert_eq!(filtered.len(), 1);
+        let fs = i
+            .image_fs_info(pb::ImageFsInfoRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let u = &fs.image_filesystems[0];
+        assert!(u.used_bytes.as_ref().unwrap().value > 0, "{u:?}");
+        assert!(u.inodes_used.as_ref().unwrap().value > 0, "{u:?}");
+        // Removing what is not there succeeds; a bad name is refused.
+        i.remove_image(pb::RemoveImageRequest {
+            image: Some(pb::ImageSpec {
+                image: "no-such-image:1".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+        let e = i
+            .pull_image(pb::PullImageRequest {
+                image: Some(pb::ImageSpec {
+                    image: "Bad/Name".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        // Streaming is for a later step, and says so.
+        let e = r.exec(pb::ExecRequest::default()).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unimplemented);
+        assert!(e.message().contains("Exec"), "{e:?}");
+    });
+    finish(d);
+}
+
+#[test]
+fn cri_pull_with_the_requests_credentials_and_remove() {
+    require_root!();
+    if !DockerRegistry::available() {
+        eprintln!("skipped: docker-registry is not installed");
+        return;
+    }
+    let reg = DockerRegistry::with_htpasswd();
+    let d = Daemon::new();
+    let name = format!("{}/cri/bb:1", reg.host());
+    d.docker(&[
+        "login",
+        &reg.host(),
+        "-u",
+        berth_testkit::registry::USER,
+        "-p",
+        berth_testkit::registry::PASS,
+    ])
+    .ok();
+    d.docker(&["tag", "busybox", &name]).ok();
+    d.docker(&["push", &name]).ok();
+    d.docker(&["rmi", &name]).ok();
+    d.docker(&["logout", &reg.host()]).ok();
+    rt().block_on(async {
+        let (_, mut i) = clients(&d).await;
+        let spec = Some(pb::ImageSpec {
+            image: name.clone(),
+            ..Default::default()
+        });
+        let e = i
+            .pull_image(pb::PullImageRequest {
+                image: spec.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            e.message().to_lowercase().contains("auth"),
+            "without credentials: {e:?}"
+        );
+        let pulled = i
+            .pull_image(pb::PullImageRequest {
+                image: spec.clone(),
+                auth: Some(pb::AuthConfig {
+                    username: berth_testkit::registry::USER.into(),
+                    password: berth_testkit::registry::PASS.into(),
+                    ..Default::default()
+                }),
+                sandbox_config: None,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let st = i
+            .image_status(pb::ImageStatusRequest {
+                image: spec.clone(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let img = st.image.unwrap();
+        assert_eq!(img.id, pulled.image_ref);
+        assert!(img.repo_tags.contains(&name), "{img:?}");
+        assert!(st.info["imageSpec"].contains("rootfs"), "{:?}", st.info);
+        // The CRI removes the image, every name of it included.
+        i.remove_image(pb::RemoveImageRequest {
+            image: spec.clone(),
+        })
+        .await
+        .unwrap();
+        let st = i
+            .image_status(pb::ImageStatusRequest {
+                image: spec,
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(st.image.is_none());
+    });
+    let out = d.docker(&["images", "-q"]).ok().stdout;
+    assert!(out.trim().is_empty(), "{out}");
+    finish(d);
+}
+
+fn sandbox_config(d: &Daemon, uid: &str, logs: &Path) -> pb::PodSandboxConfig {
+    pb::PodSandboxConfig {
+        metadata: Some(pb::PodSandboxMetadata {
+            name: "web".into(),
+            uid: uid.into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: "web-pod".into(),
+        log_directory: logs.display().to_string(),
+        dns_config: Some(pb::DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["default.svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        }),
+        labels: [("app".to_string(), "web".to_string())].into(),
+        annotations: [("note".to_string(), "x".to_string())].into(),
+        linux: Some(pb::LinuxPodSandboxConfig {
+            cgroup_parent: format!("{}/pod{uid}", d.cgroup_parent),
+            sysctls: [(
+                "net.ipv4.ip_unprivileged_port_start".to_string(),
+                "80".to_string(),
+            )]
+            .into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn exec(r: &mut Runtime, id: &str, cmd: &[&str], timeout: i64) -> (String, String, i32) {
+    let x = r
+        .exec_sync(pb::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e:?}"))
+        .into_inner();
+    (
+        String::from_utf8_lossy(&x.stdout).into_owned(),
+        String::from_utf8_lossy(&x.stderr).into_owned(),
+        x.exit_code,
+    )
+}
+
+async fn sandbox_state(r: &mut Runtime, id: &str) -> (i32, String) {
+    let s = r
+        .pod_sandbox_status(pb::PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    (s.state, s.network.map(|n| n.ip).unwrap_or_default())
+}
+
+async fn container_state(r: &mut Runtime, id: &str) -> pb::ContainerStatus {
+    r.container_status(pb::ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+    .unwrap()
+}
+
+#[test]
+fn cri_pod_and_container_lifecycle_on_cni_across_a_restart() {
+    require_root!();
+    if !cni_available() {
+        return;
+    }
+    let net = CniNet::new(2);
+    let mut d = net.daemon();
+    let _pods = remove_pods(&d);
+    let logs = d.path("pod-logs");
+    let uid = format!("uid-{}", berth_testkit::unique_id());
+    let ready = pb::PodSandboxState::SandboxReady as i32;
+    let notready = pb::PodSandboxState::SandboxNotready as i32;
+    let runtime = rt();
+    let (sid, cid, ip) = runtime.block_on(async {
+        let (mut r, _) = clients(&d).await;
+        let cfg = sandbox_config(&d, &uid, &logs);
+        let sid = r
+            .run_pod_sandbox(pb::RunPodSandboxRequest {
+                config: Some(cfg.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e:?}\n{}",
+                    std::fs::read_to_string(d.path("berthd.log")).unwrap_or_default()
+                )
+            })
+            .into_inner()
+            .pod_sandbox_id;
+        let (state, ip) = sandbox_state(&mut r, &sid).await;
+        assert_eq!(state, ready);
+        assert!(ip.starts_with(&net.subnet_prefix), "{ip}");
+        assert_eq!(net.leases(), vec![ip.clone()]);
+        // The same pod again is refused.
+        let again = r
+            .run_pod_sandbox(pb::RunPodSandboxRequest {
+                config: Some(cfg.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(again.code(), tonic::Code::AlreadyExists, "{again:?}");
+        let listed = r
+            .list_pod_sandbox(pb::ListPodSandboxRequest {
+                filter: Some(pb::PodSandboxFilter {
+                    label_selector: [("app".to_string(), "web".to_string())].into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, sid);
+        assert_eq!(listed[0].annotations["note"], "x");
+
+        let ccfg = pb::ContainerConfig {
+            metadata: Some(pb::ContainerMetadata {
+                name: "app".into(),
+                attempt: 0,
+            }),
+            image: Some(pb::ImageSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+            command: vec!["sh".into(), "-c".into()],
+            // What is written into /tmp/f is output too (for the log's rotation).
+            args: vec![
+                "echo hello $GREETING; echo oops >&2; mkfifo /tmp/f; while :; do cat /tmp/f; done"
+                    .into(),
+            ],
+            envs: vec![pb::KeyValue {
+                key: "GREETING".into(),
+                value: b"pod".to_vec(),
+            }],
+            working_dir: "/tmp".into(),
+            log_path: "app/0.log".into(),
+            labels: [("tier".to_string(), "front".to_string())].into(),
+            ..Default::default()
+        };
+        let cid = r
+            .create_container(pb::CreateContainerRequest {
+                pod_sandbox_id: sid.clone(),
+                config: Some(ccfg),
+                sandbox_config: Some(cfg.clone()),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        let st = container_state(&mut r, &cid).await;
+        assert_eq!(st.state, pb::ContainerState::ContainerCreated as i32);
+        r.start_container(pb::StartContainerRequest {
+            container_id: cid.clone(),
+        })
+        .await
+        .unwrap();
+        let st = container_state(&mut r, &cid).await;
+        assert_eq!(st.state, pb::ContainerState::ContainerRunning as i32);
+        assert!(
+            st.started_at > 0 && st.image_ref.starts_with("sha256:"),
+            "{st:?}"
+        );
+        assert_eq!(st.log_path, logs.join("app/0.log").display().to_string());
+
+        // The pod's namespaces, hostname and DNS, as the container sees them.
+        let (out, _, code) = exec(&mut r, &cid, &["hostname"], 10).await;
+        assert_eq!((out.trim(), code), ("web-pod", 0));
+        let (out, _, _) = exec(&mut r, &cid, &["cat", "/etc/resolv.conf"], 10).await;
+        assert!(
+            out.contains("nameserver 10.96.0.10")
+                && out.contains("search default.svc.cluster.local")
+                && out.contains("ndots:5"),
+            "{out}"
+        );
+        let (out, _, _) = exec(&mut r, &cid, &["ip", "-4", "addr", "show", "eth0"], 10).await;
+        assert!(out.contains(&format!("inet {ip}/28")), "{out}");
+        let (out, _, _) = exec(
+            &mut r,
+            &cid,
+            &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"],
+            10,
+        )
+        .await;
+        assert_eq!(out.trim(), "80");
+        let (out, _, _) = exec(&mut r, &cid, &["pwd"], 10).await;
+        assert_eq!(out.trim(), "/tmp");
+        let (out, err, code) = exec(
+            &mut r,
+            &cid,
+            &["sh", "-c", "echo o; echo e >&2; exit 3"],
+            10,
+        )
+        .await;
+        assert_eq!((out.as_str(), err.as_str(), code), ("o\n", "e\n", 3));
+        // A command past its timeout is killed and reported as such.
+        let e = r
+            .exec_sync(pb::ExecSyncRequest {
+                container_id: cid.clone(),
+                cmd: vec!["sleep".into(), "30".into()],
+                timeout: 1,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e:?}");
+
+        // The log, in the CRI format at the kubelet's path.
+        let log = logs.join("app/0.log");
+        assert!(
+            wait_until(Duration::from_secs(10), || std::fs::read_to_string(&log)
+                .is_ok_and(|t| t.lines().count() >= 2)),
+            "no log at {}",
+            log.display()
+        );
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let fields = |l: &str| l.splitn(4, ' ').map(String::from).collect::<Vec<_>>();
+        let mut seen: Vec<(String, String, String)> = lines
+            .iter()
+            .map(|l| {
+                let f = fields(l);
+                assert!(f[0].ends_with('Z') && f[0].contains('T'), "{l}");
+                (f[1].clone(), f[2].clone(), f[3].clone())
+            })
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                ("stderr".into(), "F".into(), "oops".into()),
+                ("stdout".into(), "F".into(), "hello pod".into())
+            ]
+        );
+
+        // The kubelet's rotation: rename, reopen, later output in the new file.
+        let rotated = logs.join("app/0.log.20260101-000000");
+        std::fs::rename(&log, &rotated).unwrap();
+        r.reopen_container_log(pb::ReopenContainerLogRequest {
+            container_id: cid.clone(),
+        })
+        .await
+        .unwrap();
+        exec(
+            &mut r,
+            &cid,
+            &["sh", "-c", "echo after-rotation > /tmp/f"],
+            10,
+        )
+        .await;
+        assert!(
+            wait_until(Duration::from_secs(10), || std::fs::read_to_string(&log)
+                .is_ok_and(|t| t.contains(" stdout F after-rotation"))),
+            "{:?}",
+            std::fs::read_to_string(&log)
+        );
+        assert!(!std::fs::read_to_string(&rotated)
+            .unwrap()
+            .contains("after-rotation"));
+
+        let running = r
+            .list_containers(pb::ListContainersRequest {
+                filter: Some(pb::ContainerFilter {
+                    pod_sandbox_id: sid.clone(),
+                    state: Some(pb::ContainerStateValue {
+                        state: pb::ContainerState::ContainerRunning as i32,
+                    }),
+                    label_selector: [("tier".to_string(), "front".to_string())].into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        assert_eq!(running.len(), 1);
+        assert_eq!(running[0].id, cid);
+        (sid, cid, ip)
+    });
+
+    // berthd restarts with the pod running: the kubelet's view is the same.
+    d.restart();
+    runtime.block_on(async {
+        let (mut r, _) = clients(&d).await;
+        assert_eq!(sandbox_state(&mut r, &sid).await, (ready, ip.clone()));
+        let st = container_state(&mut r, &cid).await;
+        assert_eq!(st.state, pb::ContainerState::ContainerRunning as i32);
+        let (out, _, _) = exec(&mut r, &cid, &["hostname"], 10).await;
+        assert_eq!(out.trim(), "web-pod");
+
+        r.stop_container(pb::StopContainerRequest {
+            container_id: cid.clone(),
+            timeout: 1,
+        })
+        .await
+        .unwrap();
+        let st = container_state(&mut r, &cid).await;
+        assert_eq!(st.state, pb::ContainerState::ContainerExited as i32);
+        assert!(st.finished_at >= st.started_at, "{st:?}");
+        // SIGTERM, or SIGKILL after the timeout.
+        assert!(
+            [137, 143].contains(&st.exit_code) && st.reason == "Error",
+            "{st:?}"
+        );
+        let none = r
+            .list_containers(pb::ListContainersRequest {
+                filter: Some(pb::ContainerFilter {
+                    state: Some(pb::ContainerStateValue {
+                        state: pb::ContainerState::ContainerRunning as i32,
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        assert!(none.is_empty(), "{none:?}");
+
+        // Stop: NOTREADY, the address released, the IP kept in the status.
+        r.stop_pod_sandbox(pb::StopPodSandboxRequest {
+            pod_sandbox_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(sandbox_state(&mut r, &sid).await, (notready, ip.clone()));
+        assert!(net.leases().is_empty(), "{:?}", net.leases());
+        // Stopping again is fine; so is removing twice.
+        r.stop_pod_sandbox(pb::StopPodSandboxRequest {
+            pod_sandbox_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+        for _ in 0..2 {
+            r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+                pod_sandbox_id: sid.clone(),
+            })
+            .await
+            .unwrap();
+        }
+        let e = r
+            .pod_sandbox_status(pb::PodSandboxStatusRequest {
+                pod_sandbox_id: sid.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        let left = r
+            .list_containers(pb::ListContainersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        assert!(left.is_empty(), "{left:?}");
+    });
+    let out = d.docker(&["ps", "-aq"]).ok().stdout;
+    assert!(out.trim().is_empty(), "{out}");
+    finish(d);
+}
+
+#[test]
+fn cri_pods_removed_running_or_stopped_dead_release_their_network() {
+    require_root!();
+    if !cni_available() {
+        return;
+    }
+    let net = CniNet::new(3);
+    let d = net.daemon();
+    let _pods = remove_pods(&d);
+    let logs = d.path("pod-logs");
+    let uid = format!("uid-{}", berth_testkit::unique_id());
+    rt().block_on(async {
+        let (mut r, _) = clients(&d).await;
+        let sid = r
+            .run_pod_sandbox(pb::RunPodSandboxRequest {
+                config: Some(sandbox_config(&d, &uid, &logs)),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        assert_eq!(net.leases().len(), 1);
+        // The kubelet may remove without stopping first.
+        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: sid,
+        })
+        .await
+        .unwrap();
+        assert!(net.leases().is_empty(), "{:?}", net.leases());
+        let items = r
+            .list_pod_sandbox(pb::ListPodSandboxRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+        assert!(items.is_empty(), "{items:?}");
+        // A pod whose pause process died is NOTREADY; stopping it still releases its address.
+        let sid = r
+            .run_pod_sandbox(pb::RunPodSandboxRequest {
+                config: Some(sandbox_config(&d, &uid, &logs)),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        let pid: i32 = d.inspect("{{.State.Pid}}", &sid).trim().parse().unwrap();
+        assert!(pid > 0);
+        // SAFETY: kill(2) with a pid and a signal number.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        assert!(
+            wait_until(Duration::from_secs(10), || d
+                .inspect("{{.State.Running}}", &sid)
+                .trim()
+                == "false"),
+            "the pause process did not die"
+        );
+        let (state, _) = sandbox_state(&mut r, &sid).await;
+        assert_eq!(state, pb::PodSandboxState::SandboxNotready as i32);
+        assert_eq!(net.leases().len(), 1);
+        r.stop_pod_sandbox(pb::StopPodSandboxRequest {
+            pod_sandbox_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+        assert!(net.leases().is_empty(), "{:?}", net.leases());
+        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: sid,
+        })
+        .await
+        .unwrap();
+        // An unknown runtime handler is refused, and leaves nothing.
+        let e = r
+            .run_pod_sandbox(pb::RunPodSandboxRequest {
+                config: Some(sandbox_config(&d, &uid, &logs)),
+                runtime_handler: "kata".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    });
+    finish(d);
+}
+
+fn busybox_container(name: &str, script: &str) -> pb::ContainerConfig {
+    pb::ContainerConfig {
+        metadata: Some(pb::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(pb::ImageSpec {
+            image: "busybox".into(),
+            ..Default::default()
+        }),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        ..Default::default()
+    }
+}
+
+async fn run_container(
+    r: &mut Runtime,
+    sid: &str,
+    sandbox: &pb::PodSandboxConfig,
+    config: pb::ContainerConfig,
+) -> String {
+    let id = r
+        .create_container(pb::CreateContainerRequest {
+            pod_sandbox_id: sid.into(),
+            config: Some(config),
+            sandbox_config: Some(sandbox.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    r.start_container(pb::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    id
+}
+
+fn nat_rules() -> String {
+    let o = std::process::Command::new("iptables")
+        .args(["-t", "nat", "-S"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The portmap plugin's shared chains (it leaves them after the last `DEL`), removed when no
+/// pod uses them any more.
+fn remove_idle_portmap_chains() {
+    if nat_rules().contains("-A CNI-HOSTPORT-DNAT") {
+        return;
+    }
+    let ipt = |args: &[&str]| {
+        let _ = std::process::Command::new("iptables")
+            .args(["-w", "-t", "nat"])
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status();
+    };
+    for hook in ["PREROUTING", "OUTPUT"] {
+        ipt(&[
+            "-D",
+            hook,
+            "-m",
+            "addrtype",
+            "--dst-type",
+            "LOCAL",
+            "-j",
+            "CNI-HOSTPORT-DNAT",
+        ]);
+    }
+    ipt(&[
+        "-D",
+        "POSTROUTING",
+        "-m",
+        "comment",
+        "--comment",
+        "CNI portfwd requiring masquerade",
+        "-j",
+        "CNI-HOSTPORT-MASQ",
+    ]);
+    for chain in [
+        "CNI-HOSTPORT-DNAT",
+        "CNI-HOSTPORT-MASQ",
+        "CNI-HOSTPORT-SETMARK",
+    ] {
+        ipt(&["-F", chain]);
+        ipt(&["-X", chain]);
+    }
+}
+
+#[test]
+fn cri_port_mapping_shared_pid_namespace_and_security_context() {
+    require_root!("iptables");
+    if !cni_available() {
+        return;
+    }
+    let net = CniNet::new(4);
+    let d = net.daemon();
+    let _pods = remove_pods(&d);
+    let logs = d.path("pod-logs");
+    let uid = format!("uid-{}", berth_testkit::unique_id());
+    let port = free_port();
+    let gateway = format!("{}{}", net.subnet_prefix, 4 * 16 + 1);
+    rt().block_on(async {
+        let (mut r, _) = clients(&d).await;
+        let mut cfg = sandbox_config(&d, &uid, &logs);
+        cfg.port_mappings = vec![pb::PortMapping {
+            protocol: pb::Protocol::Tcp as i32,
+            container_port: 8080,
+            host_port: port as i32,
+            host_ip: String::new(),
+        }];
+        let linux = cfg.linux.get_or_insert_with(Default::default);
+        linux.security_context = Some(pb::LinuxSandboxSecurityContext {
+            namespace_options: Some(pb::NamespaceOption {
+                pid: pb::NamespaceMode::Pod as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let sid = r
+            .run_pod_sandbox(pb::RunPodSandboxRequest {
+                config: Some(cfg.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        let (_, ip) = sandbox_state(&mut r, &sid).await;
+        assert!(nat_rules().contains(&format!("--dport {port}")), "{}", nat_rules());
+
+        let mut web = busybox_container(
+            "web",
+            "mkdir -p /tmp/www && echo hello-from-the-pod > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+        );
+        web.linux = Some(pb::LinuxContainerConfig {
+            security_context: Some(pb::LinuxContainerSecurityContext {
+                namespace_options: Some(pb::NamespaceOption {
+                    pid: pb::NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let web = run_container(&mut r, &sid, &cfg, web).await;
+        let mut locked = busybox_container("locked", "exec sleep 1000");
+        locked.linux = Some(pb::LinuxContainerConfig {
+            resources: Some(pb::LinuxContainerResources {
+                memory_limit_in_bytes: 64 << 20,
+                cpu_shares: 256,
+                ..Default::default()
+            }),
+            security_context: Some(pb::LinuxContainerSecurityContext {
+                run_as_user: Some(pb::Int64Value { value: 1000 }),
+                run_as_group: Some(pb::Int64Value { value: 1000 }),
+                supplemental_groups: vec![2000],
+                readonly_rootfs: true,
+                capabilities: Some(pb::Capability {
+                    drop_capabilities: vec!["ALL".into()],
+                    ..Default::default()
+                }),
+                namespace_options: Some(pb::NamespaceOption {
+                    pid: pb::NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        });
+        let locked = run_container(&mut r, &sid, &cfg, locked).await;
+
+        // The published port reaches the pod (DNAT of locally sent traffic to the host).
+        let body = {
+            let mut got = String::new();
+            for _ in 0..50 {
+                use std::io::{Read, Write};
+                if let Ok(mut s) = std::net::TcpStream::connect((gateway.as_str(), port)) {
+                    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+                    let _ = s.read_to_string(&mut got);
+                    if got.contains("hello-from-the-pod") {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            got
+        };
+        assert!(body.contains("hello-from-the-pod"), "{body:?} via {gateway}:{port} (pod {ip})");
+
+        // One PID namespace for the pod: the pause process is its PID 1.
+        let (out, _, _) = exec(&mut r, &locked, &["ps", "-o", "pid,comm"], 10).await;
+        assert!(
+            out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", "pause"]),
+            "{out}"
+        );
+        assert!(out.contains("httpd"), "{out}");
+        // The security context: user, groups, read-only root, no capabilities.
+        let (out, _, _) = exec(&mut r, &locked, &["id"], 10).await;
+        assert!(
+            out.starts_with("uid=1000 gid=1000") && out.contains("2000"),
+            "{out}"
+        );
+        let (_, err, code) = exec(&mut r, &locked, &["touch", "/x"], 10).await;
+        assert_ne!(code, 0, "{err}");
+        let (out, _, _) = exec(&mut r, &locked, &["grep", "CapEff", "/proc/self/status"], 10).await;
+        assert!(out.trim().ends_with("0000000000000000"), "{out}");
+        let (out, _, _) = exec(&mut r, &web, &["id", "-u"], 10).await;
+        assert_eq!(out.trim(), "0");
+        // Resources: at create, then updated.
+        let limits = || {
+            d.inspect("{{.HostConfig.Memory}} {{.HostConfig.CpuShares}}", &locked)
+                .trim()
+                .to_string()
+        };
+        assert_eq!(limits(), format!("{} 256", 64 << 20));
+        r.update_container_resources(pb::UpdateContainerResourcesRequest {
+            container_id: locked.clone(),
+            linux: Some(pb::LinuxContainerResources {
+                memory_limit_in_bytes: 96 << 20,
+                cpu_shares: 512,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(limits(), format!("{} 512", 96 << 20));
+
+        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: sid,
+        })
+        .await
+        .unwrap();
+        assert!(!nat_rules().contains(&format!("--dport {port}")), "{}", nat_rules());
+        assert!(!nat_rules().contains(&ip), "{}", nat_rules());
+        assert!(net.leases().is_empty());
+    });
+    remove_idle_portmap_chains();
+    assert!(!nat_rules().contains("CNI-HOSTPORT"), "{}", nat_rules());
+    finish(d);
+}
+
+const CRICTL: &str = "/root/peers/bin/crictl";
+
+#[test]
+fn crictl_runp_create_start_exec_logs_rmp() {
+    require_root!();
+    if !cni_available() {
+        return;
+    }
+    if !Path::new(CRICTL).exists() {
+        eprintln!("skipped: {CRICTL} is not installed");
+        return;
+    }
+    let net = CniNet::new(5);
+    let d = net.daemon();
+    let _pods = remove_pods(&d);
+    let endpoint = format!("unix://{}", d.path("exec/cri.sock").display());
+    let crictl = |args: &[&str]| -> Run {
+        let o = std::process::Command::new(CRICTL)
+            .args([
+                "--runtime-endpoint",
+                &endpoint,
+                "--image-endpoint",
+                &endpoint,
+            ])
+            .args(["--timeout", "30s"])
+            .args(args)
+            .env("CRI_CONFIG_FILE", d.path("crictl.yaml"))
+            .output()
+            .unwrap();
+        run_output(o)
+    };
+    std::fs::write(d.path("crictl.yaml"), "").unwrap();
+    let uid = format!("uid-{}", berth_testkit::unique_id());
+    let pod = serde_json::json!({
+        "metadata": {"name": "crictl-pod", "namespace": "default", "uid": uid, "attempt": 1},
+        "hostname": "crictl-pod",
+        "log_directory": d.path("pod-logs"),
+        "linux": {"cgroup_parent": format!("{}/pod{uid}", d.cgroup_parent)}
+    });
+    let ctr = serde_json::json!({
+        "metadata": {"name": "hello"},
+        "image": {"image": "busybox"},
+        "command": ["sh", "-c", "echo hello from crictl; exec sleep 1000"],
+        "log_path": "hello.log"
+    });
+    std::fs::write(d.path("pod.json"), pod.to_string()).unwrap();
+    std::fs::write(d.path("ctr.json"), ctr.to_string()).unwrap();
+    let v = crictl(&["version"]).ok().stdout;
+    assert!(
+        v.contains("RuntimeName:  berth") && v.contains("RuntimeApiVersion:  v1"),
+        "{v}"
+    );
+    let pod_json = d.path("pod.json").display().to_string();
+    let ctr_json = d.path("ctr.json").display().to_string();
+    let sid = crictl(&["runp", &pod_json]).ok().stdout.trim().to_string();
+    let pods = crictl(&["pods", "-q"]).ok().stdout;
+    assert_eq!(pods.trim(), sid);
+    let cid = crictl(&["create", &sid, &ctr_json, &pod_json])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    crictl(&["start", &cid]).ok();
+    let out = crictl(&["exec", "-s", &cid, "hostname"]).ok().stdout;
+    assert_eq!(out.trim(), "crictl-pod");
+    assert!(
+        wait_until(Duration::from_secs(10), || crictl(&["logs", &cid])
+            .stdout
+            .contains("hello from crictl")),
+        "{:?}",
+        crictl(&["logs", &cid])
+    );
+    let ps = crictl(&["ps", "-q"]).ok().stdout;
+    assert_eq!(ps.trim(), cid);
+    let inspect = crictl(&["inspectp", &sid]).ok().stdout;
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v["status"]["state"], "SANDBOX_READY", "{v}");
+    assert!(
+        v["status"]["network"]["ip"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with(&net.subnet_prefix)),
+        "{v}"
+    );
+    let images = crictl(&["images"]).ok().stdout;
+    assert!(images.contains("docker.io/library/busybox"), "{images}");
+    let pinned = crictl(&["images", "-o", "json"]).ok().stdout;
+    let v: serde_json::Value = serde_json::from_str(&pinned).unwrap();
+    let pause = v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| {
+            i["repoTags"][0]
+                .as_str()
+                .is_some_and(|t| t.contains("berth-pause"))
+        })
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(pause["pinned"], true, "{pause}");
+    crictl(&["rmp", "-f", &sid]).ok();
+    assert!(crictl(&["pods", "-q"]).ok().stdout.trim().is_empty());
+    assert!(crictl(&["ps", "-aq"]).ok().stdout.trim().is_empty());
+    assert!(net.leases().is_empty());
+    finish(d);
+}
+
+#[test]
+fn cri_host_network_and_ipc_pod() {
+    require_root!();
+    if !cni_available() {
+        return;
+    }
+    let net = CniNet::new(6);
+    let d = net.daemon();
+    let _pods = remove_pods(&d);
+    let logs = d.path("pod-logs");
+    let uid = format!("uid-{}", berth_testkit::unique_id());
+    rt().block_on(async {
+        let (mut r, _) = clients(&d).await;
+        let mut cfg = sandbox_config(&d, &uid, &logs);
+        let linux = cfg.linux.get_or_insert_with(Default::default);
+        linux.sysctls.clear();
+        // The host's IPC needs its /dev/mqueue (missing in some containers running the tests).
+        let host_ipc = Path::new("/dev/mqueue").exists();
+        linux.security_context = Some(pb::LinuxSandboxSecurityContext {
+            namespace_options: Some(pb::NamespaceOption {
+                network: pb::NamespaceMode::Node as i32,
+                ipc: if host_ipc {
+                    pb::NamespaceMode::Node
+                } else {
+                    pb::NamespaceMode::Pod
+                } as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let sid = r
+            .run_pod_sandbox(pb::RunPodSandboxRequest {
+                config: Some(cfg.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        // No CNI for a host-network pod, and no address of its own.
+        assert_eq!(
+            sandbox_state(&mut r, &sid).await,
+            (pb::PodSandboxState::SandboxReady as i32, String::new())
+        );
+        assert!(net.leases().is_empty());
+        let c = run_container(
+            &mut r,
+            &sid,
+            &cfg,
+            busybox_container("host", "exec sleep 1000"),
+        )
+        .await;
+        let host_ns = |ns: &str| {
+            std::fs::read_link(format!("/proc/self/ns/{ns}"))
+                .unwrap()
+                .display()
+                .to_string()
+        };
+        for ns in ["net", "ipc"] {
+            let (out, _, _) = exec(
+                &mut r,
+                &c,
+                &["readlink", &format!("/proc/self/ns/{ns}")],
+                10,
+            )
+            .await;
+            assert_eq!(out.trim() == host_ns(ns), ns == "net" || host_ipc, "{ns}");
+        }
+        let (out, _, _) = exec(&mut r, &c, &["readlink", "/proc/self/ns/uts"], 10).await;
+        assert_ne!(
+            out.trim(),
+            host_ns("uts"),
+            "the UTS namespace stays the pod's"
+        );
+        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: sid,
+        })
+        .await
+        .unwrap();
+    });
+    finish(d);
+}

@@ -1,0 +1,354 @@
+//! berthd run by an ordinary user (rootless): a test user with subordinate ids (berth-testkit's
+//! `TestUser`, removed afterwards, with every process it had), its daemon on the XDG default
+//! paths, driven through the `berth` CLI (which finds the socket by itself) and the docker CLI.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use berth_testkit::busybox::BUSYBOX;
+use berth_testkit::user::{privileged_in_initial_ns, TestUser};
+use berth_testkit::Rootfs;
+use common::*;
+
+/// The user's daemon; stopped (SIGTERM to its supervisor) on drop.
+struct UserDaemon<'a> {
+    user: &'a TestUser,
+    child: Child,
+    log: PathBuf,
+}
+
+impl<'a> UserDaemon<'a> {
+    fn start(user: &'a TestUser) -> UserDaemon<'a> {
+        let log = user.home.join("berthd.log");
+        let child = user
+            .command(bin_dir().join("berthd"))
+            .arg("--init-path")
+            .arg(bin_dir().join("berth-init.static"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let d = UserDaemon { user, child, log };
+        let sock = user.runtime_dir().join("berth/berth.sock");
+        let up = wait_until(Duration::from_secs(20), || {
+            sock.exists() && d.berth(&["version"]).code == 0
+        });
+        assert!(up, "rootless berthd did not come up: {}", d.log());
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The `berth` CLI as the user, with no address: it must find the daemon itself.
+    fn berth(&self, args: &[&str]) -> Run {
+        run_output(
+            self.user
+                .command(bin_dir().join("berth"))
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap(),
+        )
+    }
+
+    /// The docker CLI as the user, on the daemon's socket.
+    fn docker(&self, args: &[&str]) -> Run {
+        let sock = self.user.runtime_dir().join("berth/berth.sock");
+        run_output(
+            self.user
+                .command("docker")
+                .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap(),
+        )
+    }
+}
+
+impl UserDaemon<'_> {
+    /// Stops the daemon (SIGTERM to its supervisor, which forwards it); containers keep
+    /// running.
+    fn stop(&mut self) {
+        // Once reaped, its pid may be another process's.
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let stopped = wait_until(Duration::from_secs(20), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
+        if !stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for UserDaemon<'_> {
+    fn drop(&mut self) {
+        // (The user's remaining processes go with the TestUser.)
+        self.stop();
+    }
+}
+
+/// The `dev:inode` of a process's user namespace.
+fn userns_of(pid: &str) -> String {
+    let m = std::fs::metadata(format!("/proc/{pid}/ns/user")).unwrap();
+    format!("{}:{}", m.dev(), m.ino())
+}
+
+/// busybox plus files of several owners (ids the user's mapping covers).
+fn image_tar() -> Vec<u8> {
+    let base = Rootfs::busybox().dirs(&["bin", "etc", "tmp", "root"]).tar();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut a = tar::Archive::new(&base[..]);
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut h = e.header().clone();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        let path = e.path().unwrap().into_owned();
+        match e.link_name().unwrap() {
+            Some(l) => b.append_link(&mut h, &path, &l).unwrap(),
+            None => b.append_data(&mut h, &path, &data[..]).unwrap(),
+        }
+    }
+    for (path, uid, gid) in [
+        ("owners/by-1000", 1000, 1000),
+        ("owners/by-nobody", 65534, 65534),
+        ("owners/by-33-44", 33, 44),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        h.set_size(2);
+        b.append_data(&mut h, path, &b"x\n"[..]).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// The first file named `name` below `dir` (not following links).
+fn find(dir: &Path, name: &str) -> Option<PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        let t = e.file_type().ok()?;
+        if t.is_file() && e.file_name() == name {
+            return Some(p);
+        }
+        if t.is_dir() {
+            if let Some(f) = find(&p, name) {
+                return Some(f);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn rootless_daemon_runs_containers_for_an_ordinary_user() {
+    require_root!(BUSYBOX, "newuidmap", "newgidmap", "docker");
+    let user = TestUser::create("bdr").expect("create the test user");
+    let d = UserDaemon::start(&user);
+    // The XDG defaults.
+    let data = user.home.join(".local/share/berth");
+    assert!(
+        data.join("berthd.lock").exists(),
+        "no data root at {}",
+        data.display()
+    );
+    // An image with files of several owners, loaded through save/load.
+    let tar = user.home.join("image.tar");
+    std::fs::write(&tar, image_tar()).unwrap();
+    user.chown_tree(&tar);
+    d.berth(&[
+        "import",
+        "-c",
+        "CMD [\"sh\"]",
+        tar.to_str().unwrap(),
+        "busybox:latest",
+    ])
+    .ok();
+    let saved = user.home.join("saved.tar");
+    d.berth(&["save", "-o", saved.to_str().unwrap(), "busybox"])
+        .ok();
+    d.berth(&["rmi", "busybox"]).ok();
+    let out = d
+        .berth(&["load", "-i", saved.to_str().unwrap()])
+        .ok()
+        .stdout;
+    assert!(out.contains("busybox:latest"), "{out}");
+    let out = d
+        .berth(&["run", "--rm", "busybox", "echo", "hi"])
+        .ok()
+        .stdout;
+    assert_eq!(out, "hi\n", "{}", d.log());
+    // Owners inside are the image's; on the host, the user's subordinate ids.
+    let out = d
+        .berth(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "id -u; stat -c %u:%g /owners/*",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(out, "0\n1000:1000\n33:44\n65534:65534\n");
+    let f = find(&data, "by-1000").expect("the layer's file in the data root");
+    let m = std::fs::metadata(&f).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid()),
+        (user.subuid.start + 999, user.subgid.start + 999),
+        "{}",
+        f.display()
+    );
+    // Whiteouts and opaque directories through overlayfs in the user namespace (`userxattr`):
+    // a commit records them, a container of the new image sees them applied.
+    d.berth(&[
+        "run",
+        "--name",
+        "changer",
+        "busybox",
+        "sh",
+        "-c",
+        "rm /bin/cat && rm -rf /owners && mkdir /owners && echo new > /owners/only",
+    ])
+    .ok();
+    d.berth(&["commit", "changer", "changed:1"]).ok();
+    d.berth(&["rm", "changer"]).ok();
+    let out = d
+        .berth(&[
+            "run",
+            "--rm",
+            "changed:1",
+            "sh",
+            "-c",
+            "ls /owners; test -e /bin/cat || echo cat-gone",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(out, "only\ncat-gone\n");
+    let info = d
+        .docker(&["info", "--format", "{{json .SecurityOptions}}"])
+        .ok()
+        .stdout;
+    assert!(info.contains("name=rootless"), "{info}");
+    // The docker CLI on the same socket; a detached container, and no process of the user
+    // holds a capability in the initial namespace meanwhile.
+    let out = d
+        .docker(&["run", "--rm", "busybox", "echo", "from-docker"])
+        .ok()
+        .stdout;
+    assert_eq!(out, "from-docker\n");
+    d.docker(&["run", "-d", "--name", "sleeper", "busybox", "sleep", "1000"])
+        .ok();
+    assert_eq!(
+        d.docker(&["exec", "sleeper", "id", "-u"]).ok().stdout,
+        "0\n"
+    );
+    let pids = user.pids();
+    assert!(
+        pids.len() >= 4,
+        "daemon, supervisor, shim, container: {pids:?}"
+    );
+    assert_eq!(privileged_in_initial_ns(&pids), Vec::<String>::new());
+    // What a rootless daemon cannot do yet is a clear error.
+    let r = d.berth(&["run", "--rm", "--network", "bridge", "busybox", "true"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("rootless"), "{}", r.stderr);
+    let r = d.docker(&["run", "--rm", "-m", "64m", "busybox", "true"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("rootless") && r.stderr.contains("limits"),
+        "{}",
+        r.stderr
+    );
+    d.docker(&["rm", "-f", "sleeper"]).ok();
+}
+
+#[test]
+fn rootless_daemon_names_what_is_missing() {
+    require_root!(BUSYBOX, "newuidmap", "newgidmap");
+    let user = TestUser::create("bdm").expect("create the test user");
+    let berthd = |without_xdg: bool| {
+        let mut c = user.command(bin_dir().join("berthd"));
+        if without_xdg {
+            c.env_remove("XDG_RUNTIME_DIR");
+        }
+        let out = c.stdin(Stdio::null()).output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // No XDG_RUNTIME_DIR: named.
+    let err = berthd(true);
+    assert!(err.contains("XDG_RUNTIME_DIR"), "{err}");
+    // No subordinate ids: the error names the file, the user and how to add a range.
+    let range = format!(
+        "{}-{}",
+        user.subuid.start,
+        user.subuid.start + user.subuid.count - 1
+    );
+    std::process::Command::new("usermod")
+        .args(["--del-subuids", &range, &user.name])
+        .output_ok();
+    let err = berthd(false);
+    assert!(
+        err.contains("/etc/subuid") && err.contains(&user.name) && err.contains("usermod"),
+        "{err}"
+    );
+}
+
+#[test]
+fn restarted_rootless_daemon_joins_its_running_containers() {
+    require_root!(BUSYBOX, "newuidmap", "newgidmap");
+    let user = TestUser::create("bdj").expect("create the test user");
+    let mut d = UserDaemon::start(&user);
+    let tar = user.home.join("image.tar");
+    std::fs::write(&tar, image_tar()).unwrap();
+    user.chown_tree(&tar);
+    d.berth(&["import", tar.to_str().unwrap(), "busybox:latest"])
+        .ok();
+    d.berth(&["run", "-d", "--name", "keeps", "busybox", "sleep", "1000"])
+        .ok();
+    let pid = d
+        .berth(&["inspect", "--format", "{{.State.Pid}}", "keeps"])
+        .ok()
+        .stdout;
+    let ns = userns_of(pid.trim());
+    d.stop();
+    // The container outlived its daemon; the next daemon enters the same namespace and still
+    // execs into it and stops it.
+    assert_eq!(userns_of(pid.trim()), ns);
+    let d = UserDaemon::start(&user);
+    let daemons: Vec<i32> = user
+        .pids()
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "berthd")
+        })
+        .collect();
+    assert!(
+        daemons.iter().any(|p| userns_of(&p.to_string()) == ns),
+        "no berthd in the containers' namespace"
+    );
+    let out = d
+        .berth(&["exec", "keeps", "echo", "still-here"])
+        .ok()
+        .stdout;
+    assert_eq!(out, "still-here\n", "{}", d.log());
+    d.berth(&["rm", "-f", "keeps"]).ok();
+    assert_eq!(privileged_in_initial_ns(&user.pids()), Vec::<String>::new());
+}
