@@ -160,15 +160,13 @@ fn mount_ids(df: &berth_build::parser::Dockerfile) -> (BTreeSet<String>, BTreeSe
 /// The build's work directory: contexts go to tmpfs when there is one (thousands of small
 /// files created and removed cost more on a journaling file system than the build).
 fn work_dir(bk: &BuildKit) -> Result<tempfile::TempDir, SolveError> {
-    let prefix = format!("berth-bk-{}-", std::process::id());
-    if Path::new("/dev/shm").is_dir() {
-        if let Ok(d) = tempfile::Builder::new()
-            .prefix(&prefix)
-            .tempdir_in("/dev/shm")
-        {
+    // In /dev/shm, shared with other daemons: named and claimed as `shared_tmp` says.
+    if let Ok(shared) = berth_util::shared_tmp::claim(Path::new(SHM), WORK_PREFIX) {
+        if let Ok(d) = tempfile::Builder::new().prefix(&shared).tempdir_in(SHM) {
             return Ok(d);
         }
     }
+    let prefix = format!("{WORK_PREFIX}{}-", std::process::id());
     let tmp = bk
         .backend()
         .store()
@@ -180,24 +178,13 @@ fn work_dir(bk: &BuildKit) -> Result<tempfile::TempDir, SolveError> {
         .map_err(|e| SolveError::unknown(e.to_string()))
 }
 
+/// Where work directories go when it exists (tmpfs), and their name prefix.
+const SHM: &str = "/dev/shm";
+const WORK_PREFIX: &str = "berth-bk-";
+
 /// Removes work directories that daemons no longer running left in /dev/shm.
 pub fn cleanup_stale() {
-    let Ok(rd) = std::fs::read_dir("/dev/shm") else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("berth-bk-")
-            .and_then(|r| r.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
+    berth_util::shared_tmp::sweep(Path::new(SHM), WORK_PREFIX);
 }
 
 /// The registry host BuildKit asks credentials for (`docker.io` is served by

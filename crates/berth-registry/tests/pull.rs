@@ -525,7 +525,9 @@ fn layers_download_concurrently_and_unpack_while_downloading() {
                 backend: backend.clone(),
                 cut_after: None,
                 delay: Duration::from_millis(1000),
-                throttle: Some((32 * 1024, Duration::from_millis(15))),
+                // ~0.65 s a layer: time for layer 0's unpacking to start while its bytes
+                // arrive even on a loaded machine.
+                throttle: Some((32 * 1024, Duration::from_millis(40))),
             }
         } else {
             forward(&backend)

@@ -12,6 +12,8 @@
 //!   fallback): [`root::open_in_root`], [`root::mkdir_all_in_root`], [`root::touch_in_root`].
 //! - [`runtime`]: the client of a runc-compatible runtime binary ([`runtime::Runtime`]).
 //! - [`url`]: percent-encoding ([`url::query_escape`], Go's `url.QueryEscape`).
+//! - [`shared_tmp`]: work directories in a directory daemons share (`/dev/shm`), claimed by a
+//!   held lock file, and the sweep that removes those of daemons that are gone.
 //! - [`signal`]: resetting every signal disposition before `execve`.
 //! - [`userns`]: whether the process runs in a user namespace other than the initial one.
 
@@ -20,6 +22,7 @@ pub mod fs;
 pub mod id;
 pub mod root;
 pub mod runtime;
+pub mod shared_tmp;
 pub mod signal;
 pub mod time;
 pub mod units;

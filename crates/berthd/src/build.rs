@@ -151,8 +151,9 @@ pub async fn start(
         let shm = (spool_len < 64 << 20)
             .then(|| {
                 crate::leftovers::remove_shm_contexts();
+                let prefix = crate::leftovers::shm_context_prefix()?;
                 tempfile::Builder::new()
-                    .prefix(&crate::leftovers::shm_context_prefix())
+                    .prefix(&prefix)
                     .tempdir_in(crate::leftovers::SHM)
                     .ok()
             })

@@ -36,30 +36,23 @@ pub fn context_prefix() -> String {
 /// Where small build contexts are extracted (tmpfs).
 pub const SHM: &str = "/dev/shm";
 
-/// The prefix of a build context extracted to [`SHM`] by this process.
-pub fn shm_context_prefix() -> String {
-    format!("berth-build-ctx-{}-", std::process::id())
+/// The name prefix of this daemon's build contexts in [`SHM`].
+const SHM_CONTEXT: &str = "berth-build-ctx-";
+
+/// The prefix of a build context extracted to [`SHM`] by this process (claimed: see
+/// [`berth_util::shared_tmp`]); `None` when the claim cannot be made (no `/dev/shm`).
+pub fn shm_context_prefix() -> Option<String> {
+    berth_util::shared_tmp::claim(Path::new(SHM), SHM_CONTEXT).ok()
 }
 
 /// Removes the build contexts in [`SHM`] of daemons that are gone (at daemon start and
-/// before each build; other daemons' live contexts stay).
+/// before each build; other daemons' live contexts stay, in any PID namespace).
 pub fn remove_shm_contexts() {
-    for (name, path) in entries(Path::new(SHM)) {
-        let Some(rest) = name.strip_prefix("berth-build-ctx-") else {
-            continue;
-        };
-        // Only names with a pid (the directory is shared with other programs).
-        if rest
-            .split('-')
-            .next()
-            .is_some_and(|p| p.parse::<u32>().is_ok())
-            && owner_gone(rest)
-        {
-            tracing::info!("removing the build context {name} of a crashed build");
-            if let Err(e) = std::fs::remove_dir_all(&path) {
-                tracing::warn!("removing {}: {e}", path.display());
-            }
-        }
+    for path in berth_util::shared_tmp::sweep(Path::new(SHM), SHM_CONTEXT) {
+        tracing::info!(
+            "removed the build context {} of a crashed build",
+            path.display()
+        );
     }
 }
 

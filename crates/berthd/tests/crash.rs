@@ -715,7 +715,8 @@ fn build_crash(fp: &str) {
     let r = build(&d);
     assert!(!r.status.success(), "{r:?}");
     crashed(&mut d, fp);
-    let shm = format!("berth-build-ctx-{pid}-");
+    // (named `<pid>x<random>-…`, with a lock file `<pid>x<random>.lock`)
+    let shm = format!("berth-build-ctx-{pid}x");
     assert_eq!(
         entries(Path::new("/dev/shm"))
             .into_iter()
@@ -888,11 +889,12 @@ fn crash_buildx_run() {
     let _ = client.kill();
     let _ = client.wait();
     d.start();
-    let work = format!("berth-bk-{pid}-");
+    // (in /dev/shm `<pid>x<random>-…`, in the data root's tmp/ `<pid>-…`)
+    let (work, work_tmp) = (format!("berth-bk-{pid}x"), format!("berth-bk-{pid}-"));
     let left: Vec<String> = entries(Path::new("/dev/shm"))
         .into_iter()
         .chain(entries(&d.path("data/tmp")))
-        .filter(|e| e.starts_with(&work))
+        .filter(|e| e.starts_with(&work) || e.starts_with(&work_tmp))
         .collect();
     assert_eq!(left, Vec::<String>::new(), "work directories");
     assert_eq!(mounts_below(d.dir.path()), Vec::<String>::new());
