@@ -345,6 +345,11 @@ impl Daemon {
             }
         }
         self.kill9();
+        // A killed daemon cannot release its claims on work directories in /dev/shm (lock
+        // files, see berth_util::shared_tmp): sweep what it left, as its next start would.
+        for prefix in ["berth-build-ctx-", "berth-bk-"] {
+            berth_util::shared_tmp::sweep(Path::new("/dev/shm"), prefix);
+        }
         // Shims still alive (a failed test): stop them by their recorded pids.
         if let Ok(rd) = std::fs::read_dir(self.path("exec/containers")) {
             for e in rd.flatten() {

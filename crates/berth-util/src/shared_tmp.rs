@@ -52,6 +52,28 @@ pub fn claim(dir: &Path, prefix: &str) -> io::Result<String> {
     Ok(format!("{prefix}{}-", token()))
 }
 
+/// Removes this process's lock files whose directories are all gone (at a clean exit; a lock
+/// file left with a directory is the next sweep's to remove with it).
+pub fn release() {
+    let mut held = held().lock().unwrap_or_else(|e| e.into_inner());
+    held.retain(|lock, _| {
+        let (Some(dir), Some(stem)) = (
+            lock.parent(),
+            lock.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".lock")),
+        ) else {
+            return true;
+        };
+        let mine = format!("{stem}-");
+        let busy = std::fs::read_dir(dir).is_ok_and(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(&mine))
+        });
+        busy || std::fs::remove_file(lock).is_err()
+    });
+}
+
 /// Whether the owner of `token` is gone: its lock file is free (or missing), or, for an old
 /// `<pid>` name without one, no such process runs.
 fn owner_gone(dir: &Path, prefix: &str, token: &str) -> bool {
@@ -149,6 +171,13 @@ mod tests {
         sweep(&dir, p);
         assert!(!dir.join(format!("{p}tother-b")).exists());
         assert!(!other.exists());
+        // At exit: our lock file stays while a directory of ours does, then goes.
+        let own_lock = dir.join(format!("{p}{}.lock", token()));
+        release();
+        assert!(own_lock.exists());
+        std::fs::remove_dir(dir.join(format!("{mine}a"))).unwrap();
+        release();
+        assert!(!own_lock.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

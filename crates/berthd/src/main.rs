@@ -406,6 +406,8 @@ fn run(
             let _ = std::fs::remove_file(sock);
         }
         let _ = std::fs::remove_file(&current.pidfile);
+        // The claims on work directories in /dev/shm (see berth_util::shared_tmp).
+        berth_util::shared_tmp::release();
         anyhow::Ok(())
     })
 }
