@@ -314,11 +314,16 @@ impl Daemon {
         let mut s = UnixStream::connect(self.sock())?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
         let body = body.unwrap_or("");
-        write!(
-            s,
+        // One write (`write!` would write piece by piece): a server that answers without
+        // reading the body and closes (a 404 or 503 route) must not turn into EPIPE here.
+        let req = format!(
             "{method} {path} HTTP/1.1\r\nHost: berth\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
-        )?;
+        );
+        match s.write_all(req.as_bytes()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            r => r?,
+        }
         let mut out = String::new();
         s.read_to_string(&mut out)?;
         Ok(out)
