@@ -83,13 +83,7 @@ impl Entry {
 }
 
 fn hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    hex::decode(s).ok()
 }
 
 /// An ELF machine: class (1 = 32-bit, 2 = 64-bit), data (1 = little, 2 = big endian),

@@ -132,14 +132,7 @@ fn run_map_tool(tool: &'static str, pid: i32, maps: &[IdMapping]) -> Result<(), 
     Ok(())
 }
 
-/// `name` in `$PATH` (or the usual system directories when `PATH` is unset).
-pub fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
-    path.split(':')
-        .filter(|d| !d.is_empty())
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-}
+pub use berth_util::fs::find_in_path;
 
 /// The name of the user `uid` from the host's `/etc/passwd`, or the number.
 pub fn user_name(uid: u32) -> String {

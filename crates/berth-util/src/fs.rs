@@ -1,11 +1,21 @@
 //! Files: replacing a file's content atomically, durably ([`atomic_write`]) or not
-//! ([`replace_file_nosync`]).
+//! ([`replace_file_nosync`]); finding a program in `$PATH` ([`find_in_path`]).
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// `name` in `$PATH` (or the usual system directories when `PATH` is unset): the first
+/// regular file of that name.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
 
 /// Fsyncs a directory so that renames and creations inside it are durable.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {

@@ -29,15 +29,7 @@ fn find_bin(name: &str) -> PathBuf {
             }
         }
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        for d in std::env::split_paths(&path) {
-            let p = d.join(name);
-            if p.exists() {
-                return p;
-            }
-        }
-    }
-    PathBuf::from(name)
+    berth_util::fs::find_in_path(name).unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// Takes the data root's lock (held for the daemon's life).
