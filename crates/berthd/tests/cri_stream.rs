@@ -286,7 +286,8 @@ fn exit_code(raw: &[u8]) -> i64 {
 
 /// A minimal WebSocket client of the channel protocols.
 struct WsClient {
-    r: tokio::net::tcp::OwnedReadHalf,
+    /// What came with the answer's head, then the connection.
+    r: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>,
     w: tokio::net::tcp::OwnedWriteHalf,
     st: ws::Reader,
     base64: bool,
@@ -310,10 +311,9 @@ impl WsClient {
         assert_eq!(get(&hs, "sec-websocket-accept"), vec![ws::accept_key(key)]);
         let chosen = get(&hs, "sec-websocket-protocol")[0].to_string();
         let (r, w) = tcp.into_split();
-        assert!(rest.is_empty());
         (
             WsClient {
-                r,
+                r: Box::pin(std::io::Cursor::new(rest).chain(r)),
                 w,
                 st: ws::Reader::default(),
                 base64: chosen.contains("base64."),
@@ -822,6 +822,172 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
         .await
         .unwrap();
     });
+    assert!(net.leases().is_empty());
+    finish(d);
+}
+
+/// Runs `cmd` with `input` on its stdin (closed `hold` later), killed after a minute.
+fn with_input(mut cmd: std::process::Command, input: &'static [u8], hold: Duration) -> Run {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(input);
+        std::thread::sleep(hold);
+    });
+    let pid = child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d2 = done.clone();
+    std::thread::spawn(move || {
+        let t = std::time::Instant::now();
+        while t.elapsed() < Duration::from_secs(60) {
+            if d2.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // SAFETY: kill(2) on our own child's pid; it is not reaped before `done` is set.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    });
+    let out = child.wait_with_output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    run_output(out)
+}
+
+/// `argv` as one shell command line.
+fn shell_line(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn crictl_exec_attach_port_forward() {
+    require_root!();
+    if !cni_available() {
+        return;
+    }
+    let net = CniNet::new(7);
+    let d = net.daemon();
+    let _pods = remove_pods(&d);
+    let Some(crictl) = Crictl::new(&d) else {
+        return;
+    };
+    let (sid, echo, cat, _tty) = rt().block_on(async {
+        let (mut r, _) = clients(&d).await;
+        pod(&mut r, &d).await
+    });
+    for transport in ["spdy", "websocket"] {
+        // exec, no tty: both outputs apart, the exit code.
+        let run = crictl.run(&[
+            "exec",
+            "-r",
+            transport,
+            &echo,
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ]);
+        // (crictl says the exit code it read from the error stream, and fails.)
+        assert_eq!(run.code, 1, "{transport}: {run:?}");
+        assert_eq!(run.stdout, "out\n", "{transport}: {run:?}");
+        assert!(run.stderr.starts_with("err\n"), "{transport}: {run:?}");
+        assert!(
+            run.stderr.contains("command terminated with exit code 3"),
+            "{transport}: {run:?}"
+        );
+        // exec -i: stdin to its end.
+        let run = with_input(
+            crictl.command(&[
+                "exec",
+                "-i",
+                "-r",
+                transport,
+                &cat,
+                "sh",
+                "-c",
+                "cat; echo end",
+            ]),
+            b"piped in\n",
+            Duration::ZERO,
+        );
+        assert_eq!(run.code, 0, "{transport}: {run:?}");
+        assert_eq!(run.stdout, "piped in\nend\n", "{transport}: {run:?}");
+        // exec -it under a terminal (script(1) makes one).
+        let mut argv: Vec<String> = crictl
+            .command(&["exec", "-it", "-r", transport, &echo, "sh"])
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        argv.insert(0, CRICTL.into());
+        let mut script = std::process::Command::new("script");
+        script
+            .args(["-qfec", &shell_line(&argv), "/dev/null"])
+            .env("CRI_CONFIG_FILE", d.path("crictl.yaml"));
+        let run = with_input(script, b"tty; echo hi-$((6*7)); exit 7\n", Duration::ZERO);
+        assert_eq!(run.code, 1, "{transport}: {run:?}");
+        assert!(
+            run.stdout.contains("command terminated with exit code 7"),
+            "{transport}: {run:?}"
+        );
+        assert!(run.stdout.contains("hi-42"), "{transport}: {run:?}");
+        assert!(run.stdout.contains("/dev/pts/"), "{transport}: {run:?}");
+        // attach -i to the cat: what goes in comes back; the end of input ends the session.
+        let run = with_input(
+            crictl.command(&["attach", "-i", "-r", transport, &cat]),
+            b"through attach\n",
+            // The end of input ends an attach at once: let the echo come back first.
+            Duration::from_secs(2),
+        );
+        assert_eq!(run.code, 0, "{transport}: {run:?}");
+        assert!(
+            run.stdout.contains("through attach"),
+            "{transport}: {run:?}"
+        );
+        // port-forward: a local port to the pod's 8080.
+        let port = free_port();
+        let mut pf = crictl.command(&[
+            "port-forward",
+            "-r",
+            transport,
+            &sid,
+            &format!("{port}:8080"),
+        ]);
+        let _pf = berth_testkit::KillOnDrop(
+            pf.stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(d.path("port-forward.log")).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        let mut conn = None;
+        assert!(
+            wait_until(Duration::from_secs(20), || {
+                conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok();
+                conn.is_some()
+            }),
+            "{transport}: crictl port-forward does not listen: {}",
+            std::fs::read_to_string(d.path("port-forward.log")).unwrap_or_default()
+        );
+        let mut conn = conn.unwrap();
+        conn.set_read_timeout(Some(WAIT)).unwrap();
+        use std::io::{Read, Write};
+        conn.write_all(b"forwarded\n").unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        while got != b"forwarded\n" {
+            let n = conn.read(&mut buf).unwrap();
+            assert!(n > 0, "{transport}: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    crictl.run(&["rmp", "-f", &sid]).ok();
     assert!(net.leases().is_empty());
     finish(d);
 }

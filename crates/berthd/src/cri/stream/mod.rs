@@ -75,6 +75,9 @@ pub const WS_PORT_FORWARD: &[&str] = &[
     "base64.channel.k8s.io",
 ];
 
+/// client-go's port forwarding over WebSocket: SPDY in binary messages.
+pub const WS_SPDY_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
+
 /// A request waiting for its client to connect.
 #[derive(Debug, Clone)]
 pub enum Pending {
@@ -333,7 +336,7 @@ fn connection_upgrade(h: &HeaderMap) -> bool {
 }
 
 /// The values of a list header (repeated and/or comma-separated).
-fn list(h: &HeaderMap, name: &str) -> Vec<String> {
+pub(crate) fn list(h: &HeaderMap, name: &str) -> Vec<String> {
     h.get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -425,12 +428,14 @@ pub fn ws_handshake(
     } else {
         match offered.iter().find(|p| supported.contains(&p.as_str())) {
             Some(p) => p.clone(),
-            None => return Err(Box::new(reply(
-                StatusCode::FORBIDDEN,
-                format!(
+            None => {
+                return Err(Box::new(reply(
+                    StatusCode::FORBIDDEN,
+                    format!(
                     "requested protocol(s) are not supported: {offered:?}; supports {supported:?}"
                 ),
-            ))),
+                )))
+            }
         }
     };
     let mut r = Response::new(Body::empty());

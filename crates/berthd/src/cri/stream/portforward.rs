@@ -123,6 +123,23 @@ pub async fn serve(
     pf: pb::PortForwardRequest,
     mut req: Request<Body>,
 ) -> Response<Body> {
+    let tunnel = super::list(req.headers(), "sec-websocket-protocol")
+        .iter()
+        .any(|p| p == super::WS_SPDY_TUNNEL);
+    if tunnel && super::is_websocket(req.headers()) {
+        // client-go's SPDY over WebSocket: the SPDY session inside binary messages.
+        let (_, resp) = match super::ws_handshake(&req, &[super::WS_SPDY_TUNNEL]) {
+            Ok(x) => x,
+            Err(r) => return *r,
+        };
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let Ok(up) = upgrade.await else { return };
+            let io = super::session::ws_tunnel(hyper_util::rt::TokioIo::new(up));
+            spdy_session(cri, pf, io).await;
+        });
+        return resp;
+    }
     if super::is_websocket(req.headers()) {
         // The ports: the request's, else the URL's `port` parameters (the kubelet's V4Options).
         let mut ports: Vec<u16> = pf
@@ -209,76 +226,84 @@ pub async fn serve(
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let Ok(up) = upgrade.await else { return };
-        let mut conn = SpdyConn::new(hyper_util::rt::TokioIo::new(up));
-        // Streams pair up by request id: (data, error), the first one's arrival time.
-        let mut pairs: std::collections::HashMap<
-            String,
-            (Option<SpdyStream>, Option<SpdyStream>, tokio::time::Instant),
-        > = Default::default();
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        loop {
-            let s = tokio::select! {
-                s = conn.streams.recv() => match s { Some(s) => s, None => break },
-                _ = tick.tick() => {
-                    // Pairs never completed are dropped (their streams reset).
-                    let stale: Vec<String> = pairs
-                        .iter()
-                        .filter(|(_, p)| p.2.elapsed() > STREAM_CREATION_TIMEOUT)
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    for k in stale {
-                        if let Some((d, e, _)) = pairs.remove(&k) {
-                            for s in [d, e].into_iter().flatten() {
-                                conn.out.reset(s.id, super::spdy::RST_CANCEL).await;
-                            }
-                        }
-                    }
-                    continue;
-                }
-            };
-            let port = s.header("port").and_then(|p| p.parse::<u16>().ok());
-            let kind = s.header("streamtype").unwrap_or("").to_string();
-            if port.is_none_or(|p| p == 0) || !(kind == "data" || kind == "error") {
-                tracing::debug!("CRI port-forward: a stream without a valid port or type");
-                conn.out.reset(s.id, super::spdy::RST_PROTOCOL_ERROR).await;
-                continue;
-            }
-            // Old clients send no request id: derive it from the stream ids as the kubelet does.
-            let rid = match s.header("requestid") {
-                Some(r) => r.to_string(),
-                None if kind == "error" => s.id.to_string(),
-                None => s.id.saturating_sub(2).to_string(),
-            };
-            let entry = pairs
-                .entry(rid.clone())
-                .or_insert_with(|| (None, None, tokio::time::Instant::now()));
-            let slot = if kind == "data" {
-                &mut entry.0
-            } else {
-                &mut entry.1
-            };
-            if slot.is_some() {
-                conn.out.reset(s.id, super::spdy::RST_PROTOCOL_ERROR).await;
-                continue;
-            }
-            *slot = Some(s);
-            if entry.0.is_some() && entry.1.is_some() {
-                let Some((Some(data), Some(error), _)) = pairs.remove(&rid) else {
-                    continue;
-                };
-                tokio::spawn(spdy_pair(
-                    cri.clone(),
-                    pf.pod_sandbox_id.clone(),
-                    conn.out.clone(),
-                    data,
-                    error,
-                ));
-            }
-        }
-        // The client closed the connection.
-        conn.close().await;
+        spdy_session(cri, pf, hyper_util::rt::TokioIo::new(up)).await;
     });
     resp
+}
+
+/// A port-forwarding SPDY session on `io`, until the client closes it.
+async fn spdy_session<IO>(cri: Arc<Cri>, pf: pb::PortForwardRequest, io: IO)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let mut conn = SpdyConn::new(io);
+    // Streams pair up by request id: (data, error), the first one's arrival time.
+    let mut pairs: std::collections::HashMap<
+        String,
+        (Option<SpdyStream>, Option<SpdyStream>, tokio::time::Instant),
+    > = Default::default();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        let s = tokio::select! {
+            s = conn.streams.recv() => match s { Some(s) => s, None => break },
+            _ = tick.tick() => {
+                // Pairs never completed are dropped (their streams reset).
+                let stale: Vec<String> = pairs
+                    .iter()
+                    .filter(|(_, p)| p.2.elapsed() > STREAM_CREATION_TIMEOUT)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in stale {
+                    if let Some((d, e, _)) = pairs.remove(&k) {
+                        for s in [d, e].into_iter().flatten() {
+                            conn.out.reset(s.id, super::spdy::RST_CANCEL).await;
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        let port = s.header("port").and_then(|p| p.parse::<u16>().ok());
+        let kind = s.header("streamtype").unwrap_or("").to_string();
+        if port.is_none_or(|p| p == 0) || !(kind == "data" || kind == "error") {
+            tracing::debug!("CRI port-forward: a stream without a valid port or type");
+            conn.out.reset(s.id, super::spdy::RST_PROTOCOL_ERROR).await;
+            continue;
+        }
+        // Old clients send no request id: derive it from the stream ids as the kubelet does.
+        let rid = match s.header("requestid") {
+            Some(r) => r.to_string(),
+            None if kind == "error" => s.id.to_string(),
+            None => s.id.saturating_sub(2).to_string(),
+        };
+        let entry = pairs
+            .entry(rid.clone())
+            .or_insert_with(|| (None, None, tokio::time::Instant::now()));
+        let slot = if kind == "data" {
+            &mut entry.0
+        } else {
+            &mut entry.1
+        };
+        if slot.is_some() {
+            conn.out.reset(s.id, super::spdy::RST_PROTOCOL_ERROR).await;
+            continue;
+        }
+        *slot = Some(s);
+        if entry.0.is_some() && entry.1.is_some() {
+            let Some((Some(data), Some(error), _)) = pairs.remove(&rid) else {
+                continue;
+            };
+            tokio::spawn(spdy_pair(
+                cri.clone(),
+                pf.pod_sandbox_id.clone(),
+                conn.out.clone(),
+                data,
+                error,
+            ));
+        }
+    }
+    // The client closed the connection.
+    conn.close().await;
 }
 
 /// One forwarded connection over SPDY.

@@ -403,3 +403,69 @@ impl WsConn {
         self.reader.abort();
     }
 }
+
+/// A WebSocket whose binary messages carry a byte stream (client-go's SPDY tunnel,
+/// `SPDY/3.1+portforward.k8s.io`): answers the stream's other end. Pings are answered; the
+/// client's close, or the end of the returned stream, ends the WebSocket.
+pub fn ws_tunnel<IO: AsyncRead + AsyncWrite + Send + 'static>(io: IO) -> tokio::io::DuplexStream {
+    use tokio::io::AsyncReadExt;
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let (mut r, mut w) = tokio::io::split(io);
+    let (mut tr, mut tw) = tokio::io::split(ours);
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<(u8, Vec<u8>)>(8);
+    tokio::spawn(async move {
+        let mut st = ws::Reader::default();
+        while let Ok(Some(m)) = ws::read_message(&mut r, &mut st).await {
+            match m.opcode {
+                ws::OP_BINARY | ws::OP_TEXT => {
+                    if tw.write_all(&m.data).await.is_err() {
+                        break;
+                    }
+                }
+                ws::OP_PING => {
+                    let _ = ctl_tx.send((ws::OP_PONG, m.data)).await;
+                }
+                ws::OP_CLOSE => {
+                    let code = m.data.get(..2).map(<[u8]>::to_vec).unwrap_or_default();
+                    let _ = ctl_tx.send((ws::OP_CLOSE, code)).await;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let _ = tw.shutdown().await;
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; CHUNK];
+        let mut frame = Vec::new();
+        let mut control = true;
+        loop {
+            frame.clear();
+            let mut last = false;
+            tokio::select! {
+                n = tr.read(&mut buf) => match n {
+                    Ok(n) if n > 0 => ws::encode(ws::OP_BINARY, &buf[..n], None, &mut frame),
+                    _ => {
+                        ws::encode(ws::OP_CLOSE, &ws::close_payload(1000, ""), None, &mut frame);
+                        last = true;
+                    }
+                },
+                c = ctl_rx.recv(), if control => match c {
+                    Some((op, payload)) => {
+                        ws::encode(op, &payload, None, &mut frame);
+                        last = op == ws::OP_CLOSE;
+                    }
+                    None => {
+                        control = false;
+                        continue;
+                    }
+                },
+            }
+            if w.write_all(&frame).await.is_err() || last {
+                break;
+            }
+        }
+        let _ = w.shutdown().await;
+    });
+    theirs
+}
