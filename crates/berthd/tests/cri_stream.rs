@@ -81,7 +81,7 @@ enum Ev {
 
 /// A minimal SPDY/3.1 client (client-go's side of the protocol).
 struct SpdyClient {
-    w: tokio::net::tcp::OwnedWriteHalf,
+    w: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
     enc: spdy::Encoder,
     events: mpsc::UnboundedReceiver<Ev>,
     next_id: u32,
@@ -95,11 +95,10 @@ impl SpdyClient {
         for p in protocols {
             h.push(("X-Stream-Protocol-Version", p));
         }
-        let (code, hs, tcp, mut rest) = upgrade(url, &h).await;
-        let (mut r, w) = tcp.into_split();
+        let (code, hs, mut tcp, mut rest) = upgrade(url, &h).await;
         if code != 101 {
             let mut body = Vec::new();
-            let _ = tokio::time::timeout(Duration::from_secs(2), r.read_to_end(&mut body)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut body)).await;
             rest.extend_from_slice(&body);
             return Err((code, String::from_utf8_lossy(&rest).into_owned()));
         }
@@ -107,6 +106,39 @@ impl SpdyClient {
             .first()
             .map(|s| s.to_string())
             .unwrap_or_default();
+        Ok((SpdyClient::on(tcp, rest), chosen))
+    }
+
+    /// client-go's port forwarding over WebSocket: the SPDY session in binary messages.
+    async fn tunnel(url: &str) -> SpdyClient {
+        let key = "c3BkeSBvdmVyIHdlYnNvY2tldA==";
+        let (code, hs, tcp, rest) = upgrade(
+            url,
+            &[
+                ("Connection", "Upgrade"),
+                ("Upgrade", "websocket"),
+                ("Sec-WebSocket-Version", "13"),
+                ("Sec-WebSocket-Key", key),
+                ("Sec-WebSocket-Protocol", "SPDY/3.1+portforward.k8s.io"),
+            ],
+        )
+        .await;
+        assert_eq!(code, 101, "{hs:?}");
+        assert_eq!(
+            get(&hs, "sec-websocket-protocol"),
+            vec!["SPDY/3.1+portforward.k8s.io"]
+        );
+        assert!(rest.is_empty(), "the server waits for the client's streams");
+        let io = berthd::cri::stream::session::ws_tunnel(tcp, Some([3, 1, 4, 1]));
+        SpdyClient::on(io, Vec::new())
+    }
+
+    /// A client on an upgraded connection (`rest`: what came with the answer's head).
+    fn on<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static>(
+        io: IO,
+        mut rest: Vec<u8>,
+    ) -> SpdyClient {
+        let (mut r, w) = tokio::io::split(io);
         let (tx, events) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut dec = spdy::Decoder::new();
@@ -138,15 +170,12 @@ impl SpdyClient {
                 let _ = tx.send(ev);
             }
         });
-        Ok((
-            SpdyClient {
-                w,
-                enc: spdy::Encoder::new(),
-                events,
-                next_id: 1,
-            },
-            chosen,
-        ))
+        SpdyClient {
+            w: Box::pin(w),
+            enc: spdy::Encoder::new(),
+            events,
+            next_id: 1,
+        }
     }
 
     async fn send(&mut self, f: spdy::Frame) {
@@ -807,6 +836,42 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
             assert_eq!(ch, 0, "{}", String::from_utf8_lossy(&d));
             got.extend_from_slice(&d);
         }
+        drop(c);
+
+        // Port forwarding as client-go does it over WebSocket: SPDY inside, the same streams.
+        let url = r
+            .port_forward(pb::PortForwardRequest {
+                pod_sandbox_id: sid.clone(),
+                port: vec![],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+        let mut c = SpdyClient::tunnel(&url).await;
+        let e = c
+            .open(&[
+                ("streamType", "error"),
+                ("port", "8080"),
+                ("requestID", "0"),
+            ])
+            .await;
+        c.fin(e).await;
+        let dd = c
+            .open(&[("streamType", "data"), ("port", "8080"), ("requestID", "0")])
+            .await;
+        c.data(dd, b"tunneled\n").await;
+        c.fin(dd).await;
+        let mut got = Vec::new();
+        loop {
+            match c.next().await {
+                Ev::Data(id, d) if id == dd => got.extend_from_slice(&d),
+                Ev::Fin(id) if id == dd => break,
+                Ev::Fin(id) if id == e => {}
+                ev => panic!("{ev:?}"),
+            }
+        }
+        assert_eq!(got, b"tunneled\n");
         drop(c);
 
         // Unknown paths and tokens are not found.

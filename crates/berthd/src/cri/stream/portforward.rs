@@ -135,7 +135,7 @@ pub async fn serve(
         let upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
             let Ok(up) = upgrade.await else { return };
-            let io = super::session::ws_tunnel(hyper_util::rt::TokioIo::new(up));
+            let io = super::session::ws_tunnel(hyper_util::rt::TokioIo::new(up), None);
             spdy_session(cri, pf, io).await;
         });
         return resp;

@@ -406,8 +406,12 @@ impl WsConn {
 
 /// A WebSocket whose binary messages carry a byte stream (client-go's SPDY tunnel,
 /// `SPDY/3.1+portforward.k8s.io`): answers the stream's other end. Pings are answered; the
-/// client's close, or the end of the returned stream, ends the WebSocket.
-pub fn ws_tunnel<IO: AsyncRead + AsyncWrite + Send + 'static>(io: IO) -> tokio::io::DuplexStream {
+/// peer's close, or the end of the returned stream, ends the WebSocket. `mask` is a client's
+/// (the server's end has none).
+pub fn ws_tunnel<IO: AsyncRead + AsyncWrite + Send + 'static>(
+    io: IO,
+    mask: Option<[u8; 4]>,
+) -> tokio::io::DuplexStream {
     use tokio::io::AsyncReadExt;
     let (ours, theirs) = tokio::io::duplex(64 * 1024);
     let (mut r, mut w) = tokio::io::split(io);
@@ -417,11 +421,7 @@ pub fn ws_tunnel<IO: AsyncRead + AsyncWrite + Send + 'static>(io: IO) -> tokio::
         let mut st = ws::Reader::default();
         while let Ok(Some(m)) = ws::read_message(&mut r, &mut st).await {
             match m.opcode {
-                ws::OP_BINARY | ws::OP_TEXT => {
-                    if tw.write_all(&m.data).await.is_err() {
-                        break;
-                    }
-                }
+                ws::OP_BINARY | ws::OP_TEXT if tw.write_all(&m.data).await.is_err() => break,
                 ws::OP_PING => {
                     let _ = ctl_tx.send((ws::OP_PONG, m.data)).await;
                 }
@@ -444,15 +444,15 @@ pub fn ws_tunnel<IO: AsyncRead + AsyncWrite + Send + 'static>(io: IO) -> tokio::
             let mut last = false;
             tokio::select! {
                 n = tr.read(&mut buf) => match n {
-                    Ok(n) if n > 0 => ws::encode(ws::OP_BINARY, &buf[..n], None, &mut frame),
+                    Ok(n) if n > 0 => ws::encode(ws::OP_BINARY, &buf[..n], mask, &mut frame),
                     _ => {
-                        ws::encode(ws::OP_CLOSE, &ws::close_payload(1000, ""), None, &mut frame);
+                        ws::encode(ws::OP_CLOSE, &ws::close_payload(1000, ""), mask, &mut frame);
                         last = true;
                     }
                 },
                 c = ctl_rx.recv(), if control => match c {
                     Some((op, payload)) => {
-                        ws::encode(op, &payload, None, &mut frame);
+                        ws::encode(op, &payload, mask, &mut frame);
                         last = op == ws::OP_CLOSE;
                     }
                     None => {
