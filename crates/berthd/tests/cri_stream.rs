@@ -661,7 +661,7 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
         assert_eq!(exit_code(&all[&3]), 0);
 
         // Attach over SPDY to the running cat: input echoed; closing stdin ends the session
-        // and leaves the container running (no StdinOnce).
+        // and leaves the container running (no StdinOnce; checked below).
         let url = r
             .attach(pb::AttachRequest {
                 container_id: cat.clone(),
@@ -687,17 +687,6 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
         c.fin(stdin).await;
         let (data, _) = c.drain().await;
         assert_eq!(exit_code(&data[&error]), 0);
-        let st = r
-            .container_status(pb::ContainerStatusRequest {
-                container_id: cat.clone(),
-                verbose: false,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap();
-        assert_eq!(st.state, pb::ContainerState::ContainerRunning as i32);
 
         // Attach over WebSocket to the tty shell, with a resize.
         let url = r
@@ -729,6 +718,20 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
         c.send(255, &[0]).await;
         let all = c.drain().await;
         assert_eq!(exit_code(&all[&3]), 0);
+        // The end of a tty attach's input leaves the shell running.
+        for id in [&cat, &tty] {
+            let st = r
+                .container_status(pb::ContainerStatusRequest {
+                    container_id: id.clone(),
+                    verbose: false,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+                .unwrap();
+            assert_eq!(st.state, pb::ContainerState::ContainerRunning as i32);
+        }
 
         // Port forwarding over SPDY: two connections at once, each a data + error pair.
         let url = r
