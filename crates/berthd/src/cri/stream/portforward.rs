@@ -106,10 +106,16 @@ where
     }
 }
 
-fn failure(port: u16, sandbox: &str, e: &dyn std::fmt::Display, close: bool) -> Vec<u8> {
+/// The error stream's answer of a failed forward (either transport, as the kubelet): a reset
+/// or broken pipe from the pod leaves the client's connection usable, other errors close it.
+fn failure(port: u16, sandbox: &str, e: &std::io::Error) -> Vec<u8> {
+    let keep = matches!(
+        e.kind(),
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+    );
     let msg = format!("error forwarding port {port} to pod {sandbox}, uid : {e}");
     let mut v = serde_json::to_vec(&ErrResponse {
-        close_connection: close,
+        close_connection: !keep,
         message: msg,
     })
     .unwrap_or_default();
@@ -206,9 +212,7 @@ pub async fn serve(
                         Err(e) => Err(std::io::Error::other(e)),
                     };
                     if let Err(e) = r {
-                        let msg =
-                            format!("error forwarding port {port} to pod {sandbox}, uid : {e}");
-                        out.send(err, msg.as_bytes()).await;
+                        out.send(err, &failure(port, &sandbox, &e)).await;
                     }
                 }));
             }
@@ -333,13 +337,7 @@ async fn spdy_pair(
         Err(e) => Err(std::io::Error::other(e)),
     };
     if let Err(e) = r {
-        // A reset or broken pipe from the pod leaves the connection usable (the kubelet's rule).
-        let keep = matches!(
-            e.kind(),
-            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-        );
-        out.data(error.id, &failure(port, &sandbox, &e, !keep))
-            .await;
+        out.data(error.id, &failure(port, &sandbox, &e)).await;
     }
     out.fin(id).await;
     out.fin(error.id).await;

@@ -263,8 +263,6 @@ pub struct WsConn {
     /// What the client sends on each readable channel; a queue ends when the client closes
     /// its channel (v5) or the connection.
     pub inputs: HashMap<u8, mpsc::Receiver<Vec<u8>>>,
-    /// Resolves when the client is gone (its close frame, or the connection's end).
-    pub gone: tokio::sync::oneshot::Receiver<()>,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
 }
@@ -329,7 +327,6 @@ impl WsConn {
             senders.insert(ch, stx);
             inputs.insert(ch, srx);
         }
-        let (gone_tx, gone) = tokio::sync::oneshot::channel();
         let out2 = out.clone();
         let reader = tokio::spawn(async move {
             let mut st = ws::Reader::default();
@@ -383,13 +380,10 @@ impl WsConn {
                     _ => {}
                 }
             }
-            drop(senders);
-            let _ = gone_tx.send(());
         });
         WsConn {
             out,
             inputs,
-            gone,
             reader,
             writer,
         }
