@@ -6,7 +6,8 @@
 //! - [`DockerRegistry`], [`BerthRegistry`]: registries on 127.0.0.1, killed on drop;
 //! - [`Daemon`]: a `berthd` on temporary roots with its own bridge, killed and cleaned on drop;
 //! - [`OciEnv`]: bundles for `berth-runtime` with a unique cgroup parent, deleted on drop;
-//! - [`TestUser`]: an unprivileged user with subordinate id ranges, removed on drop;
+//! - [`TestUser`]: an unprivileged user with subordinate id ranges, removed on drop, and its
+//!   rootless daemon ([`user_daemon::UserDaemon`]);
 //! - [`LeakGuard`]: fails a test that leaves mounts, cgroups, links, netns or processes;
 //! - [`wait_until`], [`wait_for`], [`free_port`], [`Run`], [`KillOnDrop`].
 
@@ -21,6 +22,7 @@ pub mod oci;
 pub mod process;
 pub mod registry;
 pub mod user;
+pub mod user_daemon;
 
 use std::path::Path;
 

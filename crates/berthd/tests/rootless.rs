@@ -7,99 +7,13 @@ mod common;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::Duration;
+use std::process::Stdio;
 
 use berth_testkit::busybox::BUSYBOX;
 use berth_testkit::user::{privileged_in_initial_ns, TestUser};
+use berth_testkit::user_daemon::UserDaemon;
 use berth_testkit::Rootfs;
 use common::*;
-
-/// The user's daemon; stopped (SIGTERM to its supervisor) on drop.
-struct UserDaemon<'a> {
-    user: &'a TestUser,
-    child: Child,
-    log: PathBuf,
-}
-
-impl<'a> UserDaemon<'a> {
-    fn start(user: &'a TestUser) -> UserDaemon<'a> {
-        let log = user.home.join("berthd.log");
-        let child = user
-            .command(bin_dir().join("berthd"))
-            .arg("--init-path")
-            .arg(bin_dir().join("berth-init.static"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let d = UserDaemon { user, child, log };
-        let sock = user.runtime_dir().join("berth/berth.sock");
-        let up = wait_until(Duration::from_secs(20), || {
-            sock.exists() && d.berth(&["version"]).code == 0
-        });
-        assert!(up, "rootless berthd did not come up: {}", d.log());
-        d
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The `berth` CLI as the user, with no address: it must find the daemon itself.
-    fn berth(&self, args: &[&str]) -> Run {
-        run_output(
-            self.user
-                .command(bin_dir().join("berth"))
-                .args(args)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap(),
-        )
-    }
-
-    /// The docker CLI as the user, on the daemon's socket.
-    fn docker(&self, args: &[&str]) -> Run {
-        let sock = self.user.runtime_dir().join("berth/berth.sock");
-        run_output(
-            self.user
-                .command("docker")
-                .env("DOCKER_HOST", format!("unix://{}", sock.display()))
-                .args(args)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap(),
-        )
-    }
-}
-
-impl UserDaemon<'_> {
-    /// Stops the daemon (SIGTERM to its supervisor, which forwards it); containers keep
-    /// running.
-    fn stop(&mut self) {
-        // Once reaped, its pid may be another process's.
-        if !matches!(self.child.try_wait(), Ok(None)) {
-            return;
-        }
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let stopped = wait_until(Duration::from_secs(20), || {
-            matches!(self.child.try_wait(), Ok(Some(_)))
-        });
-        if !stopped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Drop for UserDaemon<'_> {
-    fn drop(&mut self) {
-        // (The user's remaining processes go with the TestUser.)
-        self.stop();
-    }
-}
 
 /// The `dev:inode` of a process's user namespace.
 fn userns_of(pid: &str) -> String {
@@ -160,7 +74,11 @@ fn find(dir: &Path, name: &str) -> Option<PathBuf> {
 fn rootless_daemon_runs_containers_for_an_ordinary_user() {
     require_root!(BUSYBOX, "newuidmap", "newgidmap", "docker");
     let user = TestUser::create("bdr").expect("create the test user");
-    let d = UserDaemon::start(&user);
+    // On the host's network namespace (no network helper): what needs bridges is a clear
+    // error (rootless_net.rs tests the daemon's own namespace).
+    let d = UserDaemon::start_with(&user, |c| {
+        c.env("BERTHD_ROOTLESS_NET", "host");
+    });
     // The XDG defaults.
     let data = user.home.join(".local/share/berth");
     assert!(
