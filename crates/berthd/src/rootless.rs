@@ -209,11 +209,11 @@ pub fn enter() -> Result<(), RootlessError> {
             nix::unistd::ForkResult::Parent { child } => {
                 drop((to_child_r, to_parent_w, ns));
                 let _helper = parent_network(
-                    &to_parent_r,
-                    &to_child_w,
+                    (&to_parent_r, &to_child_w),
                     slirp.as_deref(),
                     child,
                     &paths.exec_root,
+                    true,
                 )?;
                 std::process::exit(supervise(child))
             }
@@ -258,11 +258,11 @@ pub fn enter() -> Result<(), RootlessError> {
             }
             // The daemon's network namespace gets its uplink.
             let _helper = parent_network(
-                &to_parent_r,
-                &to_child_w,
+                (&to_parent_r, &to_child_w),
                 slirp.as_deref(),
                 child,
                 &paths.exec_root,
+                false,
             )?;
             drop(to_child_w);
             std::process::exit(supervise(child));
@@ -311,15 +311,15 @@ fn run_map(tool: &'static str, path: &Path, args: &[String]) -> Result<(), Rootl
 }
 
 /// The supervisor's side of the network handshake (with a helper to run): once the daemon
-/// is in its network namespace, the helper is started for it (unless one serves it already);
-/// the returned writer of its exit FIFO is kept while the supervisor runs. On failure the
-/// daemon exits and is reaped.
+/// is in its network namespace (`joined`: an earlier daemon's), the helper is started for it
+/// (unless one serves it already); the returned writer of its exit FIFO is kept while the
+/// supervisor runs. On failure the daemon exits and is reaped.
 fn parent_network(
-    from_child: &OwnedFd,
-    to_child: &OwnedFd,
+    (from_child, to_child): (&OwnedFd, &OwnedFd),
     slirp: Option<&Path>,
     child: nix::unistd::Pid,
     exec_root: &Path,
+    joined: bool,
 ) -> Result<Option<OwnedFd>, RootlessError> {
     let Some(slirp) = slirp else {
         return Ok(None);
@@ -327,10 +327,9 @@ fn parent_network(
     let helper = read_byte(from_child)
         .and_then(|b| b.ok_or(RootlessError::ChildGone))
         .and_then(|_| {
+            let pid = child.as_raw();
             Ok(crate::rootless_net::ensure_helper(
-                slirp,
-                child.as_raw(),
-                exec_root,
+                slirp, pid, exec_root, joined,
             )?)
         });
     let _ = write_byte(to_child, if helper.is_ok() { 1 } else { 0 });

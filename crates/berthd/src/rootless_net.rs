@@ -159,12 +159,25 @@ fn open_writer(fifo: &Path, cloexec: bool) -> Option<OwnedFd> {
 }
 
 /// The supervisor's side: starts slirp4netns for the network namespace of `target` (the
-/// daemon, already in it) unless a helper serves the namespace already. The returned writer
-/// keeps the helper while the supervisor runs.
-pub fn ensure_helper(slirp: &Path, target: i32, exec_root: &Path) -> Result<OwnedFd, NetError> {
+/// daemon, already in it) unless a helper serves the namespace already (`joined`: the
+/// namespace of an earlier daemon; in a new one, a helper still reading the FIFO serves
+/// another namespace and is left to its own writers). The returned writer keeps the helper
+/// while the supervisor runs.
+pub fn ensure_helper(
+    slirp: &Path,
+    target: i32,
+    exec_root: &Path,
+    joined: bool,
+) -> Result<OwnedFd, NetError> {
     let fifo = exit_fifo(exec_root);
-    if let Some(w) = open_writer(&fifo, true) {
-        return Ok(w);
+    // (A helper still reading the FIFO must also answer: one being killed may hold it a
+    // moment longer than its socket.)
+    if joined {
+        if let Some(w) = open_writer(&fifo, true) {
+            if Api::new(api_socket(exec_root)).list().is_ok() {
+                return Ok(w);
+            }
+        }
     }
     rustix::fs::access(
         "/dev/net/tun",
@@ -173,16 +186,28 @@ pub fn ensure_helper(slirp: &Path, target: i32, exec_root: &Path) -> Result<Owne
     .map_err(NetError::NoTun)?;
     std::fs::create_dir_all(exec_root).map_err(io("creating the exec root"))?;
     let socket = api_socket(exec_root);
-    for stale in [&fifo, &socket] {
-        match std::fs::remove_file(stale) {
+    // A joined namespace keeps its FIFO: its processes hold writers of it, and the new
+    // helper must live as long as they do. A new namespace gets a FIFO of its own.
+    let keep_fifo = joined
+        && rustix::fs::stat(&fifo)
+            .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_fifo());
+    let stale: &[&PathBuf] = if keep_fifo {
+        &[&socket]
+    } else {
+        &[&fifo, &socket]
+    };
+    for f in stale {
+        match std::fs::remove_file(f) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(io("removing a stale file")(e))
             }
             _ => {}
         }
     }
-    rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, Mode::from_raw_mode(0o600))
-        .map_err(errno("mkfifo"))?;
+    if !keep_fifo {
+        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, Mode::from_raw_mode(0o600))
+            .map_err(errno("mkfifo"))?;
+    }
     // The helper's copies (inherited: no CLOEXEC) — the FIFO's reader and the ready pipe's
     // writer; ours are closed once it runs.
     let reader = rustix::fs::open(&fifo, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
@@ -430,6 +455,32 @@ pub fn netns_host_ip(host_ip: &str) -> &str {
     }
 }
 
+/// slirp4netns's DNS forwarder (it resolves with the host's configuration).
+pub const DNS_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 2, 3);
+
+/// The host's resolver configuration as containers of an [`isolated`] daemon use it: a
+/// loopback server of the host (e.g. systemd-resolved's 127.0.0.53), unreachable from the
+/// daemon's namespace, becomes slirp4netns's forwarder [`DNS_IP`] (as rootlesskit does).
+pub fn resolv_conf(host: berth_network::etc::ResolvConf) -> berth_network::etc::ResolvConf {
+    if isolated() {
+        with_forwarder(host)
+    } else {
+        host
+    }
+}
+
+fn with_forwarder(mut r: berth_network::etc::ResolvConf) -> berth_network::etc::ResolvConf {
+    let mut servers = Vec::new();
+    for ip in r.nameservers {
+        let ip = if ip.is_loopback() { DNS_IP.into() } else { ip };
+        if !servers.contains(&ip) {
+            servers.push(ip);
+        }
+    }
+    r.nameservers = servers;
+    r
+}
+
 /// A host port the user may not bind (below `net.ipv4.ip_unprivileged_port_start`): the
 /// error, as rootlesskit words it.
 pub fn check_port(port: u16) -> Result<(), String> {
@@ -471,5 +522,21 @@ mod tests {
             a,
             r#"{"proto":"udp","host_addr":"127.0.0.1","host_port":53,"guest_addr":"10.0.2.100","guest_port":53}"#
         );
+    }
+
+    #[test]
+    fn loopback_resolvers_become_the_forwarder() {
+        let r = berth_network::etc::ResolvConf::parse(
+            "nameserver 127.0.0.53\nnameserver ::1\nnameserver 192.0.2.1\nsearch lan\n",
+        );
+        let r = with_forwarder(r);
+        assert_eq!(
+            r.nameservers,
+            vec![
+                std::net::IpAddr::from([10, 0, 2, 3]),
+                "192.0.2.1".parse().unwrap()
+            ]
+        );
+        assert_eq!(r.search, vec!["lan".to_string()]);
     }
 }

@@ -115,6 +115,17 @@ fn assert_nothing_left(user: &TestUser) {
     assert!(gone, "processes of the user left behind: {left:?}");
 }
 
+/// The user's slirp4netns processes.
+fn helpers(user: &TestUser) -> Vec<i32> {
+    user.pids()
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim() == "slirp4netns")
+        })
+        .collect()
+}
+
 #[test]
 fn rootless_daemon_has_bridges_dns_and_published_ports() {
     require_root!(BUSYBOX, "newuidmap", "newgidmap", "docker");
@@ -164,6 +175,25 @@ fn rootless_daemon_has_bridges_dns_and_published_ports() {
         .ok()
         .stdout;
     assert!(ip.trim().parse::<std::net::Ipv4Addr>().is_ok(), "{ip}");
+    // The helper's exit FIFO is held by the daemon's processes (shims, proxies), never by a
+    // container's.
+    let pid = d
+        .berth(&["inspect", "--format", "{{.State.Pid}}", "web"])
+        .ok()
+        .stdout;
+    let holds_fifo = |pid: &str| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .any(|l| l.ends_with("slirp4netns.exit"))
+    };
+    assert!(!holds_fifo(pid.trim()), "the container holds the exit FIFO");
+    assert!(
+        user.pids().iter().any(|p| holds_fifo(&p.to_string())),
+        "nothing holds the exit FIFO"
+    );
     // A port on the host's loopback is reached through 10.0.2.2 (containers reach the outside
     // through the helper, masqueraded by the daemon's nftables).
     let hp = host_server("from-the-host");
@@ -319,6 +349,21 @@ fn rootless_published_ports_survive_a_daemon_crash() {
     // new ports are forwarded through the same helper.
     let mut d = UserDaemon::start(&user);
     assert_serves(addr, "still-served\n", &d);
+    // A helper that dies is replaced by the next daemon, which forwards the ports again.
+    d.crash();
+    for p in helpers(&user) {
+        berth_testkit::kill9(p);
+    }
+    let dead = wait_until(Duration::from_secs(10), || helpers(&user).is_empty());
+    assert!(dead, "the helper survived SIGKILL");
+    assert_eq!(http_get(addr), None, "port {port} answers without a helper");
+    let mut d = UserDaemon::start(&user);
+    assert_serves(addr, "still-served\n", &d);
+    // The new helper is tied to the namespace's processes, not to the daemon that started
+    // it: an orderly stop with only the earlier daemon's container running keeps it.
+    d.stop();
+    assert_serves(addr, "still-served\n", &d);
+    let mut d = UserDaemon::start(&user);
     let out = d
         .berth(&["inspect", "--format", "{{.State.Running}}", "keeps"])
         .ok()
@@ -337,16 +382,7 @@ fn rootless_published_ports_survive_a_daemon_crash() {
         "after-restart\n",
         &d,
     );
-    let helpers = user
-        .pids()
-        .into_iter()
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/comm"))
-                .is_ok_and(|c| c.trim() == "slirp4netns")
-        })
-        .count();
-    assert_eq!(helpers, 1, "one helper for the namespace");
-    // An orderly stop with containers running keeps them served too.
+    assert_eq!(helpers(&user).len(), 1, "one helper for the namespace");
     d.stop();
     assert_serves(addr, "still-served\n", &d);
     let d = UserDaemon::start(&user);
