@@ -73,8 +73,18 @@ pub enum NetError {
     NoTun(rustix::io::Errno),
     #[error("slirp4netns did not come up: {0}")]
     NotReady(String),
-    #[error("slirp4netns API: {0}")]
-    Api(String),
+    #[error("slirp4netns API: {execute}: {desc}")]
+    Api { execute: String, desc: String },
+    #[error("slirp4netns API: {execute}: {source} in {reply:?}")]
+    Reply {
+        execute: String,
+        reply: String,
+        source: serde_json::Error,
+    },
+    #[error("forwarding the host's {addr} into the daemon's namespace (is the port in use on the host?): {source}")]
+    Forward { addr: String, source: Box<NetError> },
+    #[error("cannot expose privileged port {port} from a rootless daemon: add 'net.ipv4.ip_unprivileged_port_start={port}' to /etc/sysctl.conf (currently {start}), or choose a larger port number (>= {start})")]
+    PrivilegedPort { port: u16, start: u32 },
 }
 
 fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> NetError {
@@ -383,21 +393,28 @@ impl Api {
         let mut s = UnixStream::connect(&self.socket).map_err(io("connecting to its API"))?;
         s.set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(io("API socket"))?;
-        let req = serde_json::to_vec(&Request { execute, arguments })
-            .map_err(|e| NetError::Api(e.to_string()))?;
+        let req = serde_json::to_vec(&Request { execute, arguments }).map_err(|source| {
+            NetError::Reply {
+                execute: execute.into(),
+                reply: String::new(),
+                source,
+            }
+        })?;
         s.write_all(&req).map_err(io("writing to its API"))?;
         s.shutdown(std::net::Shutdown::Write)
             .map_err(io("writing to its API"))?;
         let mut out = Vec::new();
         s.read_to_end(&mut out).map_err(io("reading its API"))?;
-        let r: Reply = serde_json::from_slice(&out).map_err(|e| {
-            NetError::Api(format!(
-                "{execute}: {e} in {:?}",
-                String::from_utf8_lossy(&out)
-            ))
+        let r: Reply = serde_json::from_slice(&out).map_err(|source| NetError::Reply {
+            execute: execute.into(),
+            reply: String::from_utf8_lossy(&out).into_owned(),
+            source,
         })?;
         if let Some(e) = r.error {
-            return Err(NetError::Api(format!("{execute}: {}", e.desc)));
+            return Err(NetError::Api {
+                execute: execute.into(),
+                desc: e.desc,
+            });
         }
         Ok(r)
     }
@@ -433,12 +450,9 @@ pub fn sync_ports(want: &[HostFwd]) -> Result<(), NetError> {
         api.remove(h.id)?;
     }
     for w in want.iter().filter(|w| !have.iter().any(|h| h.same(w))) {
-        api.add(w).map_err(|e| {
-            NetError::Api(format!(
-                "forwarding the host's {}:{}/{} into the daemon's namespace (is the port in \
-                 use on the host?): {e}",
-                w.host_addr, w.host_port, w.proto
-            ))
+        api.add(w).map_err(|e| NetError::Forward {
+            addr: format!("{}:{}/{}", w.host_addr, w.host_port, w.proto),
+            source: Box::new(e),
         })?;
     }
     Ok(())
@@ -483,14 +497,10 @@ fn with_forwarder(mut r: berth_network::etc::ResolvConf) -> berth_network::etc::
 
 /// A host port the user may not bind (below `net.ipv4.ip_unprivileged_port_start`): the
 /// error, as rootlesskit words it.
-pub fn check_port(port: u16) -> Result<(), String> {
+pub fn check_port(port: u16) -> Result<(), NetError> {
     let start = PORT_START.load(Ordering::Relaxed);
     if isolated() && port != 0 && u32::from(port) < start {
-        return Err(format!(
-            "cannot expose privileged port {port} from a rootless daemon: add \
-             'net.ipv4.ip_unprivileged_port_start={port}' to /etc/sysctl.conf (currently \
-             {start}), or choose a larger port number (>= {start})"
-        ));
+        return Err(NetError::PrivilegedPort { port, start });
     }
     Ok(())
 }

@@ -306,6 +306,34 @@ fn rootless_daemon_has_bridges_dns_and_published_ports() {
             r.stderr
         );
     }
+    // A host port taken on the host fails the start clearly, and leaves nothing behind: the
+    // next publication works.
+    let taken = TcpListener::bind("0.0.0.0:0").unwrap();
+    let tport = taken.local_addr().unwrap().port();
+    let r = d.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "clash",
+        "-p",
+        &format!("{tport}:80"),
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("in use on the host"), "{}", r.stderr);
+    d.berth(&["rm", "-f", "clash"]).ok();
+    drop(taken);
+    run_httpd(
+        &d,
+        "berth",
+        "web3",
+        &["-p", &format!("{tport}:80")],
+        "third",
+    );
+    assert_serves(SocketAddr::from(([127, 0, 0, 1], tport)), "third\n", &d);
+    d.berth(&["rm", "-f", "web3"]).ok();
     // No process of the user holds a capability in the initial namespace (the helper included).
     let pids = user.pids();
     assert_eq!(privileged_in_initial_ns(&pids), Vec::<String>::new());
