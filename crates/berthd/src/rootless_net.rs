@@ -438,8 +438,8 @@ impl Api {
 }
 
 /// Makes the helper's host forwards those of `want` (removing the others); a no-op unless
-/// [`isolated`]. The first forward that cannot be added is the error (its host port is
-/// probably taken on the host).
+/// [`isolated`]. Every forward is tried; the first that cannot be added is the error (its
+/// host port is probably taken on the host).
 pub fn sync_ports(want: &[HostFwd]) -> Result<(), NetError> {
     let Some(socket) = API.get().filter(|_| isolated()) else {
         return Ok(());
@@ -449,13 +449,18 @@ pub fn sync_ports(want: &[HostFwd]) -> Result<(), NetError> {
     for h in have.iter().filter(|h| !want.iter().any(|w| w.same(h))) {
         api.remove(h.id)?;
     }
+    let mut first = Ok(());
     for w in want.iter().filter(|w| !have.iter().any(|h| h.same(w))) {
-        api.add(w).map_err(|e| NetError::Forward {
-            addr: format!("{}:{}/{}", w.host_addr, w.host_port, w.proto),
-            source: Box::new(e),
-        })?;
+        if let Err(e) = api.add(w) {
+            if first.is_ok() {
+                first = Err(NetError::Forward {
+                    addr: format!("{}:{}/{}", w.host_addr, w.host_port, w.proto),
+                    source: Box::new(e),
+                });
+            }
+        }
     }
-    Ok(())
+    first
 }
 
 /// Where a port published on the host's `host_ip` is bound in the daemon's namespace: every

@@ -226,7 +226,12 @@ impl Manager {
         {
             let st = m.state.lock().unwrap();
             m.file.save(&st)?;
-            m.apply_firewall(&st)?;
+            m.apply_rules(&st)?;
+            // A forward that cannot be restored (its host port taken meanwhile) does not keep
+            // the daemon down.
+            if let Err(e) = m.sync_forwards(&st) {
+                tracing::warn!("{e}");
+            }
         }
         Ok(m)
     }
@@ -303,12 +308,19 @@ impl Manager {
     }
 
     /// Rewrites the firewall from the state (one atomic batch); a rootless daemon's host
-    /// forwards follow.
+    /// forwards follow (both are attempted; the first error is returned).
     pub(super) fn apply_firewall(&self, st: &NetState) -> Result<()> {
-        if crate::rootless_net::isolated() {
-            crate::rootless_net::sync_ports(&Self::host_forwards(st))
-                .map_err(|e| EngineError::Internal(e.to_string()))?;
-        }
+        let rules = self.apply_rules(st);
+        rules.and(self.sync_forwards(st))
+    }
+
+    /// A rootless daemon's host forwards made those of the published ports.
+    fn sync_forwards(&self, st: &NetState) -> Result<()> {
+        crate::rootless_net::sync_ports(&Self::host_forwards(st))
+            .map_err(|e| EngineError::Internal(e.to_string()))
+    }
+
+    fn apply_rules(&self, st: &NetState) -> Result<()> {
         let Some(fw) = &self.fw else {
             return Ok(());
         };
