@@ -4,71 +4,13 @@
 
 mod common;
 
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use berth_testkit::busybox::BUSYBOX;
 use berth_testkit::user::{privileged_in_initial_ns, TestUser};
-use berth_testkit::user_daemon::UserDaemon;
-use berth_testkit::Rootfs;
+use berth_testkit::user_daemon::{find_file, owners_image_tar, userns_of, UserDaemon};
 use common::*;
-
-/// The `dev:inode` of a process's user namespace.
-fn userns_of(pid: &str) -> String {
-    let m = std::fs::metadata(format!("/proc/{pid}/ns/user")).unwrap();
-    format!("{}:{}", m.dev(), m.ino())
-}
-
-/// busybox plus files of several owners (ids the user's mapping covers).
-fn image_tar() -> Vec<u8> {
-    let base = Rootfs::busybox().dirs(&["bin", "etc", "tmp", "root"]).tar();
-    let mut b = tar::Builder::new(Vec::new());
-    let mut a = tar::Archive::new(&base[..]);
-    for e in a.entries().unwrap() {
-        let mut e = e.unwrap();
-        let mut h = e.header().clone();
-        let mut data = Vec::new();
-        e.read_to_end(&mut data).unwrap();
-        let path = e.path().unwrap().into_owned();
-        match e.link_name().unwrap() {
-            Some(l) => b.append_link(&mut h, &path, &l).unwrap(),
-            None => b.append_data(&mut h, &path, &data[..]).unwrap(),
-        }
-    }
-    for (path, uid, gid) in [
-        ("owners/by-1000", 1000, 1000),
-        ("owners/by-nobody", 65534, 65534),
-        ("owners/by-33-44", 33, 44),
-    ] {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_mode(0o644);
-        h.set_uid(uid);
-        h.set_gid(gid);
-        h.set_size(2);
-        b.append_data(&mut h, path, &b"x\n"[..]).unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
-/// The first file named `name` below `dir` (not following links).
-fn find(dir: &Path, name: &str) -> Option<PathBuf> {
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let p = e.path();
-        let t = e.file_type().ok()?;
-        if t.is_file() && e.file_name() == name {
-            return Some(p);
-        }
-        if t.is_dir() {
-            if let Some(f) = find(&p, name) {
-                return Some(f);
-            }
-        }
-    }
-    None
-}
 
 #[test]
 fn rootless_daemon_runs_containers_for_an_ordinary_user() {
@@ -88,7 +30,7 @@ fn rootless_daemon_runs_containers_for_an_ordinary_user() {
     );
     // An image with files of several owners, loaded through save/load.
     let tar = user.home.join("image.tar");
-    std::fs::write(&tar, image_tar()).unwrap();
+    std::fs::write(&tar, owners_image_tar()).unwrap();
     user.chown_tree(&tar);
     d.berth(&[
         "import",
@@ -125,7 +67,7 @@ fn rootless_daemon_runs_containers_for_an_ordinary_user() {
         .ok()
         .stdout;
     assert_eq!(out, "0\n1000:1000\n33:44\n65534:65534\n");
-    let f = find(&data, "by-1000").expect("the layer's file in the data root");
+    let f = find_file(&data, "by-1000").expect("the layer's file in the data root");
     let m = std::fs::metadata(&f).unwrap();
     assert_eq!(
         (m.uid(), m.gid()),
@@ -234,11 +176,7 @@ fn restarted_rootless_daemon_joins_its_running_containers() {
     require_root!(BUSYBOX, "newuidmap", "newgidmap");
     let user = TestUser::create("bdj").expect("create the test user");
     let mut d = UserDaemon::start(&user);
-    let tar = user.home.join("image.tar");
-    std::fs::write(&tar, image_tar()).unwrap();
-    user.chown_tree(&tar);
-    d.berth(&["import", tar.to_str().unwrap(), "busybox:latest"])
-        .ok();
+    d.load_busybox();
     d.berth(&["run", "-d", "--name", "keeps", "busybox", "sleep", "1000"])
         .ok();
     let pid = d

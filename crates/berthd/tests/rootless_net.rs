@@ -14,7 +14,6 @@ use berth_testkit::busybox::BUSYBOX;
 use berth_testkit::guard::{find_program, skip_unless};
 use berth_testkit::user::{privileged_in_initial_ns, TestUser};
 use berth_testkit::user_daemon::UserDaemon;
-use berth_testkit::Rootfs;
 use common::*;
 
 /// Skips (printing why) unless slirp4netns is installed and ordinary users may open
@@ -29,15 +28,6 @@ fn no_slirp4netns() -> bool {
         tun.is_ok_and(|m| m == 0o006),
         "/dev/net/tun is not open to ordinary users (as root: chmod 0666 /dev/net/tun)",
     )
-}
-
-/// Imports busybox as `busybox:latest` for the user's daemon.
-fn import_busybox(d: &UserDaemon) {
-    let tar = d.user.home.join("busybox.tar");
-    std::fs::write(&tar, Rootfs::busybox().tar()).unwrap();
-    d.user.chown_tree(&tar);
-    d.berth(&["import", tar.to_str().unwrap(), "busybox:latest"])
-        .ok();
 }
 
 /// The body of `GET /` at `addr` (None: refused, reset or empty).
@@ -134,7 +124,7 @@ fn rootless_daemon_has_bridges_dns_and_published_ports() {
     }
     let user = TestUser::create("bdn").expect("create the test user");
     let mut d = UserDaemon::start(&user);
-    import_busybox(&d);
+    d.load_busybox();
     // The default bridge: a published port, reached from the host's namespace on its
     // loopback and on its other addresses.
     let port = free_port();
@@ -358,7 +348,7 @@ fn rootless_published_ports_survive_a_daemon_crash() {
     }
     let user = TestUser::create("bdc").expect("create the test user");
     let mut d = UserDaemon::start(&user);
-    import_busybox(&d);
+    d.load_busybox();
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     run_httpd(
