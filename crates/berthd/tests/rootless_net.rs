@@ -409,3 +409,46 @@ fn rootless_published_ports_survive_a_daemon_crash() {
     drop(d);
     assert_nothing_left(&user);
 }
+
+#[test]
+fn rootless_network_comes_back_after_the_namespace_is_lost() {
+    require_root!(BUSYBOX, "newuidmap", "newgidmap");
+    if no_slirp4netns() {
+        return;
+    }
+    let user = TestUser::create("bdl").expect("create the test user");
+    let mut d = UserDaemon::start(&user);
+    d.load_busybox();
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    run_httpd(
+        &d,
+        "berth",
+        "back",
+        &["--restart", "always", "-p", &format!("{port}:80")],
+        "back-again",
+    );
+    assert_serves(addr, "back-again\n", &d);
+    // Every process of the user killed (as after a reboot): the namespace and its helper are
+    // gone; the next daemon makes new ones, with a new helper on the stale files' paths, and
+    // starts the container there with its port forwarded again.
+    d.stop();
+    for p in user.pids() {
+        berth_testkit::kill9(p);
+    }
+    assert!(wait_until(Duration::from_secs(10), || user
+        .pids()
+        .is_empty()));
+    assert_eq!(http_get(addr), None);
+    let d = UserDaemon::start(&user);
+    assert_serves(addr, "back-again\n", &d);
+    let out = d
+        .berth(&["inspect", "--format", "{{.State.Status}}", "back"])
+        .ok()
+        .stdout;
+    assert_eq!(out, "running\n", "{}", d.log());
+    assert_eq!(helpers(&user).len(), 1, "one helper for the new namespace");
+    d.berth(&["rm", "-f", "back"]).ok();
+    drop(d);
+    assert_nothing_left(&user);
+}
