@@ -315,6 +315,34 @@ fn rootless_volumes_cp_logs_exec() {
         "abc\n",
     );
     assert!(out.contains("got-abc"), "{out}");
+    // top without a cgroup: the processes of the container's pid namespace (an exec's too).
+    let mut exec = d
+        .berth_cmd(&["exec", "box", "sleep", "77"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the exec's process", Duration::from_secs(10), || {
+        d.docker(&["top", "box"]).stdout.contains("sleep 77")
+    });
+    let _ = exec.kill();
+    let _ = exec.wait();
+    let top = d.berth(&["top", "box"]).ok().stdout;
+    assert!(top.contains("sleep 1000"), "{top}");
+    // What needs a cgroup is a clear error (Podman's too).
+    if !delegated() {
+        for args in [
+            &["stats", "--no-stream", "box"][..],
+            &["update", "--memory", "64m", "box"],
+        ] {
+            let r = d.docker(args);
+            assert_ne!(r.code, 0, "{args:?}");
+            assert!(
+                r.stderr.contains("rootless") && r.stderr.contains("no cgroup"),
+                "{args:?}: {}",
+                r.stderr
+            );
+        }
+    }
     d.berth(&["rm", "-f", "box"]).ok();
     assert_eq!(privileged_in_initial_ns(&user.pids()), Vec::<String>::new());
 }
