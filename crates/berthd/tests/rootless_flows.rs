@@ -454,6 +454,23 @@ fn rootless_restart_policies_and_pause() {
         assert!(r.stderr.contains("cgroup"), "{}", r.stderr);
         assert_eq!(inspect(&d, "{{.State.Status}}", "back"), "running");
     }
+    // The whole namespace gone with every process of the user (as after a reboot): the next
+    // daemon makes a new one and starts the container again there.
+    d.stop();
+    for p in user.pids() {
+        berth_testkit::kill9(p);
+    }
+    wait_for("no process of the user", Duration::from_secs(10), || {
+        user.pids().is_empty()
+    });
+    let mut d = UserDaemon::start(&user);
+    wait_for(
+        "back running in a new namespace",
+        Duration::from_secs(30),
+        || inspect(&d, "{{.State.Status}}", "back") == "running",
+    );
+    let r = d.berth(&["exec", "back", "echo", "alive"]);
+    assert_eq!(r.stdout, "alive\n", "{}\n{}", r.stderr, d.log());
     d.berth(&["rm", "-f", "back", "always", "fails"]).ok();
     d.stop();
     assert_eq!(privileged_in_initial_ns(&user.pids()), Vec::<String>::new());
