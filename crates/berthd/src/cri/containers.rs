@@ -65,7 +65,7 @@ fn state_of(c: &Container) -> pb::ContainerState {
 
 impl Cri {
     /// A container's record and its engine container.
-    fn container(&self, id: &str) -> Result<(ContainerRecord, Container), Status> {
+    pub(crate) fn container(&self, id: &str) -> Result<(ContainerRecord, Container), Status> {
         if id.is_empty() {
             return Err(Status::invalid_argument("no container id"));
         }
@@ -171,6 +171,12 @@ impl Cri {
             let _ = self.engine.remove(&id, true, true).await;
             return Err(e.into());
         }
+        self.emit(
+            &id,
+            &sandbox.id,
+            pb::ContainerEventType::ContainerCreatedEvent,
+        )
+        .await;
         Ok(pb::CreateContainerResponse { container_id: id })
     }
 
@@ -189,7 +195,14 @@ impl Cri {
                 })?;
             }
         }
-        self.engine.start(&rec.id).await.map_err(status)
+        self.engine.start(&rec.id).await.map_err(status)?;
+        self.emit(
+            &rec.id,
+            &rec.sandbox_id,
+            pb::ContainerEventType::ContainerStartedEvent,
+        )
+        .await;
+        Ok(())
     }
 
     pub(crate) async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), Status> {
@@ -213,11 +226,16 @@ impl Cri {
 
     /// Removes a container in any state (forcibly) and its record.
     pub(crate) async fn remove_container_by_id(&self, id: &str) -> Result<(), Status> {
+        let sandbox = self.store.container(id)?.map(|r| r.sandbox_id);
         match self.engine.remove(id, true, true).await {
             Ok(()) | Err(EngineError::NotFound(_)) => {}
             Err(e) => return Err(status(e)),
         }
         self.store.delete_container(id)?;
+        if let Some(s) = sandbox {
+            self.emit(id, &s, pb::ContainerEventType::ContainerDeletedEvent)
+                .await;
+        }
         Ok(())
     }
 

@@ -247,37 +247,49 @@ impl RuntimeService for Service {
 
     async fn container_stats(
         &self,
-        _: Request<pb::ContainerStatsRequest>,
+        req: Request<pb::ContainerStatsRequest>,
     ) -> Answer<pb::ContainerStatsResponse> {
-        Err(later("ContainerStats"))
+        self.0
+            .container_stats(req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_container_stats(
         &self,
-        _: Request<pb::ListContainerStatsRequest>,
+        req: Request<pb::ListContainerStatsRequest>,
     ) -> Answer<pb::ListContainerStatsResponse> {
-        Err(later("ListContainerStats"))
+        self.0
+            .list_container_stats(req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _: Request<pb::PodSandboxStatsRequest>,
+        req: Request<pb::PodSandboxStatsRequest>,
     ) -> Answer<pb::PodSandboxStatsResponse> {
-        Err(later("PodSandboxStats"))
+        self.0
+            .pod_sandbox_stats(req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn get_container_events(
         &self,
         _: Request<pb::GetEventsRequest>,
     ) -> Answer<tonic::codegen::BoxStream<pb::ContainerEventResponse>> {
-        Err(later("GetContainerEvents"))
+        Ok(Response::new(self.0.event_stream()))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<pb::ListPodSandboxStatsRequest>,
+        req: Request<pb::ListPodSandboxStatsRequest>,
     ) -> Answer<pb::ListPodSandboxStatsResponse> {
-        Err(later("ListPodSandboxStats"))
+        self.0
+            .list_pod_sandbox_stats(req.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 

@@ -279,7 +279,7 @@ impl Engine {
         Ok(warnings)
     }
 
-    fn cgroup_of(&self, c: &Container) -> Result<berth_cgroups::Cgroup> {
+    pub(crate) fn cgroup_of(&self, c: &Container) -> Result<berth_cgroups::Cgroup> {
         let h = hierarchy()?;
         berth_cgroups::Cgroup::open_existing(h, Some(&self.cgroups_path(c)), &c.id).map_err(
             |source| EngineError::Cgroup {
@@ -666,7 +666,7 @@ pub fn system_cpu_usage() -> u64 {
 }
 
 /// Per-interface counters of a container's network namespace (without `lo`).
-fn net_dev(pid: i64) -> Option<BTreeMap<String, NetworkStats>> {
+pub(crate) fn net_dev(pid: i64) -> Option<BTreeMap<String, NetworkStats>> {
     if pid <= 0 {
         return None;
     }
