@@ -173,7 +173,7 @@ push_images() {
   printf '%s\n' "default-user:x:1000:" "group-defined-in-image:x:50000:default-user" >>"$b/group/etc/group"
   import_image "$staging/test-image-predefined-group:latest" "$b/group" 'USER 1000' 'CMD ["sh"]'
   local t
-  for t in latest tag:test tag:all 1:latest 2:latest 3:latest tags:1; do
+  for t in latest:latest tag:test tag:all 1:latest 2:latest 3:latest tags:1; do
     cp -a "$b/base" "$b/t"
     echo "$t" >"$b/t/test-image-$t"
     import_image "$staging/test-image-$t" "$b/t" 'CMD ["sh"]'
@@ -183,12 +183,34 @@ push_images() {
   mkdir -p "$b/pause"
   cp "$work/pause" "$b/pause/pause"
   import_image "$REG/pause:3.9" "$b/pause" 'ENTRYPOINT ["/pause"]'
-  local names
+  # critest pulls `--registry-prefix`ed names, which keep an image's path but not its tag
+  # (PrepareImageName: every prefixed image is `:latest`), and then creates containers of
+  # the images' own names: each stand-in is pushed as `$REG/<path>:latest`, and kept in
+  # berthd's store under its own name (imported into containerd's by `start_containerd`).
+  local names n
   names=$(docker -H "unix://$berth_sock" images --format '{{.Repository}}:{{.Tag}}' | grep "^$REG/")
-  for n in $names; do docker -H "unix://$berth_sock" push -q "$n" >/dev/null; done
-  # shellcheck disable=SC2086
-  docker -H "unix://$berth_sock" rmi $names >/dev/null
-  log "pushed $(echo "$names" | wc -l) stand-in images to $REG"
+  for n in $names; do
+    docker -H "unix://$berth_sock" tag "$n" "${n%:*}:latest"
+    docker -H "unix://$berth_sock" push -q "${n%:*}:latest" >/dev/null
+    [ "${n%:*}:latest" = "$n" ] || docker -H "unix://$berth_sock" push -q "$n" >/dev/null
+  done
+  own_images=()
+  for n in $names; do
+    case $n in
+      # Those critest creates containers of (by their own names).
+      "$REG"/e2e-test-images/* | *hostnet-nginx* | *predefined-group*) ;;
+      *) continue ;;
+    esac
+    case $n in
+      "$REG"/e2e-test-images/*) own_images+=("registry.k8s.io/${n#"$REG"/}") ;;
+      *) own_images+=("gcr.io/${n#"$REG"/}") ;;
+    esac
+    docker -H "unix://$berth_sock" tag "$n" "${own_images[-1]}"
+  done
+  docker -H "unix://$berth_sock" save -o "$work/own-images.tar" "${own_images[@]}"
+  # shellcheck disable=SC2046
+  docker -H "unix://$berth_sock" rmi $(docker -H "unix://$berth_sock" images --format '{{.Repository}}:{{.Tag}}' | grep "^$REG/") >/dev/null
+  log "pushed $(echo "$names" | wc -l) stand-in images to $REG; kept ${#own_images[@]} under their own names"
 }
 
 # start_berthd: $berth_sock (Docker API) and $berth_cri (CRI endpoint).
@@ -235,6 +257,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_selinux = false
+  # This machine refuses to lower oom_score_adj (the pause process's -998): clamp it.
+  restrict_oom_score_adj = true
   netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
@@ -255,6 +279,7 @@ EOF
   containerd_cri=unix://$d/containerd.sock
   wait_for_socket "$d/containerd.sock" 30
   endpoints+=("$containerd_cri")
+  ctr --address "$d/containerd.sock" -n k8s.io images import "$work/own-images.tar" >/dev/null
   # The sandbox image, pulled once (containerd pulls it at the first pod otherwise).
   crictl_at "$containerd_cri" pull "$REG/pause:3.9" >/dev/null
 }
