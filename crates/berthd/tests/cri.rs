@@ -1395,6 +1395,25 @@ fn cri_stats_and_container_events() {
         assert!(ip.starts_with(&net.subnet_prefix), "{ip}");
         assert!(e.created_at > 0);
 
+        // A group without a user is refused (as containerd does), and announces nothing.
+        let mut grouped = busybox_container("grouped", "true");
+        grouped.linux = Some(pb::LinuxContainerConfig {
+            security_context: Some(pb::LinuxContainerSecurityContext {
+                run_as_group: Some(pb::Int64Value { value: 5 }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let e = r
+            .create_container(pb::CreateContainerRequest {
+                pod_sandbox_id: sid.clone(),
+                config: Some(grouped),
+                sandbox_config: Some(cfg.clone()),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+
         // A busy container that wrote 2 MiB into its writable layer.
         let mut config = busybox_container(
             "busy",
