@@ -445,8 +445,8 @@ pub enum ValueError {
     #[error("ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}")]
     UlimitOrder { soft: i64, hard: i64 },
     /// A log driver or option refused (dockerd's text, from [`crate::logs::check_opts`]).
-    #[error("{0}")]
-    LogOpts(String),
+    #[error(transparent)]
+    LogOpts(#[from] crate::logs::LogOptError),
     #[error("invalid mirror: {0:?} is not a URL (https://host[:port])")]
     MirrorNotUrl(String),
     #[error("invalid mirror: unsupported scheme {scheme:?} in {mirror:?}")]
