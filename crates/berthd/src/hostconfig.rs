@@ -936,7 +936,7 @@ pub fn apply(spec: &mut Spec, hc: &HostConfig, peers: &dyn Peers) -> Result<()> 
         // which in the host's IPC namespace shows the same queues.
         let host_mqueue = Path::new("/dev/mqueue").is_dir();
         spec.mounts
-            .retain(|m| !is(m, "/dev/shm") && !(host_mqueue && is(m, "/dev/mqueue")));
+            .retain(|m| !(is(m, "/dev/shm") || host_mqueue && is(m, "/dev/mqueue")));
         spec.mounts.push(bind("/dev/shm", "/dev/shm", &opts));
         if host_mqueue {
             spec.mounts.push(bind("/dev/mqueue", "/dev/mqueue", &opts));
