@@ -14,6 +14,8 @@
 //! - [`images`]: `ImageService` on the image store (one namespace with the Docker API's).
 //! - [`pods`]: sandboxes and CNI; [`containers`]: containers, `ExecSync`.
 //! - [`stats`]: container and pod statistics; [`events`]: `GetContainerEvents`.
+//! - [`stream`]: the streaming server of `Exec`, `Attach` and `PortForward` (SPDY and
+//!   WebSocket sessions on a loopback HTTP port).
 //! - [`service`]: the gRPC traits, dispatching to the above.
 
 pub mod containers;
@@ -23,6 +25,7 @@ pub mod pods;
 pub mod service;
 pub mod stats;
 pub mod store;
+pub mod stream;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,6 +59,8 @@ pub struct Cri {
     pub(crate) engine: Arc<Engine>,
     pub(crate) cni: CniConfig,
     pub(crate) store: store::Store,
+    /// The streaming server's pending sessions.
+    pub(crate) streams: stream::Streams,
     /// Serialises making the pause image.
     pause: tokio::sync::Mutex<()>,
     /// The previous CPU samples (for `usage_nano_cores`).
@@ -71,6 +76,7 @@ impl Cri {
             engine,
             cni,
             store,
+            streams: stream::Streams::default(),
             pause: tokio::sync::Mutex::new(()),
             cpu_samples: Default::default(),
             events: Default::default(),
