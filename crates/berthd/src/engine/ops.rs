@@ -283,7 +283,7 @@ impl Engine {
         Ok(warnings)
     }
 
-    fn cgroup_of(&self, c: &Container) -> Result<berth_cgroups::Cgroup> {
+    pub(crate) fn cgroup_of(&self, c: &Container) -> Result<berth_cgroups::Cgroup> {
         crate::rootless_cgroups::needs_cgroup("read the cgroup of", &c.id)?;
         let h = hierarchy()?;
         berth_cgroups::Cgroup::open_existing(h, Some(&self.cgroups_path(c)), &c.id).map_err(
@@ -674,7 +674,7 @@ pub fn system_cpu_usage() -> u64 {
 }
 
 /// Per-interface counters of a container's network namespace (without `lo`).
-fn net_dev(pid: i64) -> Option<BTreeMap<String, NetworkStats>> {
+pub(crate) fn net_dev(pid: i64) -> Option<BTreeMap<String, NetworkStats>> {
     if pid <= 0 {
         return None;
     }
