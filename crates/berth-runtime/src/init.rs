@@ -160,6 +160,19 @@ pub fn create_stage1(cfg: &InitConfig, chan: &Channel) -> ! {
 fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError> {
     set_not_dumpable();
     let spec = cfg.spec;
+    // The container's mount namespace is a copy of the host's (or the host's itself without one
+    // of its own), not of the runtime's private one (see protect.rs), whose mounts are all slaves:
+    // binds of the host's shared mounts must stay their peers for `rshared` propagation. First
+    // of all: once in a new user namespace the host's mount namespace cannot be joined. The
+    // executable stays the read-only bind of the private namespace.
+    if spec
+        .namespace(NamespaceType::Mount)
+        .is_none_or(|ns| ns.path.is_none())
+    {
+        if let Some(fd) = crate::protect::host_mount_ns() {
+            setns_fd(fd, NamespaceType::Mount, "host mount")?;
+        }
+    }
     let mut in_user_ns = false;
     if let Some(ns) = spec.namespace(NamespaceType::User) {
         in_user_ns = true;
@@ -188,13 +201,6 @@ fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError
     // A runtime that itself runs in a user namespace (rootless berthd's) makes containers in
     // one even without a namespace of their own: no mknod, locked mount flags.
     in_user_ns = in_user_ns || crate::rootless::running_in_userns();
-    // Without a mount namespace of its own, the container shares the host's (not the runtime's
-    // private one, see protect.rs).
-    if !spec.has_namespace(NamespaceType::Mount) {
-        if let Some(fd) = crate::protect::host_mount_ns() {
-            setns_fd(fd, NamespaceType::Mount, "host mount")?;
-        }
-    }
     let mut flags = CloneFlags::empty();
     let order = [
         NamespaceType::Ipc,

@@ -279,9 +279,11 @@ pub fn prepare_rootfs(ctx: &RootfsContext) -> Result<OwnedFd, MountError> {
         .as_deref()
         .and_then(propagation_flag)
         .unwrap_or(libc::MS_SLAVE | libc::MS_REC);
-    // Shared and unbindable propagation are applied after pivot_root (`finish_rootfs`):
-    // pivot_root refuses shared mounts, and the rootfs cannot be bound from an unbindable one.
-    let setup_prop = if prop & (libc::MS_SHARED | libc::MS_UNBINDABLE) != 0 {
+    // Unbindable propagation is applied after pivot_root (`finish_rootfs`): the rootfs cannot
+    // be bound from an unbindable mount. Shared propagation is applied here already (as runc
+    // does), so that binds of the host's shared mounts stay their peers: a slave root would
+    // turn them into slaves, and mounts made in the container would never reach the host.
+    let setup_prop = if prop & libc::MS_UNBINDABLE != 0 {
         libc::MS_SLAVE | libc::MS_REC
     } else {
         prop
@@ -291,6 +293,7 @@ pub fn prepare_rootfs(ctx: &RootfsContext) -> Result<OwnedFd, MountError> {
         dest: "/".into(),
         source,
     })?;
+    rootfs_parent_not_shared(&ctx.rootfs, setup_prop)?;
     let rootfs = ctx.rootfs.to_string_lossy().into_owned();
     sys_mount(
         Some(&rootfs),
@@ -327,6 +330,42 @@ pub fn prepare_rootfs(ctx: &RootfsContext) -> Result<OwnedFd, MountError> {
         dev_symlinks(root_fd.as_fd(), &ctx.rootfs)?;
     }
     Ok(root_fd)
+}
+
+/// Makes the mount holding the rootfs private (or a slave for a slave root), as runc's
+/// `rootfsParentMountPropagation`: pivot_root refuses a shared parent, and the rootfs bind
+/// under a shared parent would show in the host's mount namespace.
+fn rootfs_parent_not_shared(rootfs: &Path, root_prop: libc::c_ulong) -> Result<(), MountError> {
+    let flag = if root_prop & libc::MS_SLAVE != 0 {
+        libc::MS_SLAVE
+    } else {
+        libc::MS_PRIVATE
+    };
+    let mut path = rootfs;
+    loop {
+        let p = path.to_string_lossy();
+        match sys_mount(None, &p, None, flag, None) {
+            Ok(()) => return Ok(()),
+            // EINVAL: not a mount point; its parent directory may be.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => match path.parent() {
+                Some(up) => path = up,
+                None => {
+                    return Err(MountError::Mount {
+                        what: "rootfs bind: parent mount propagation".into(),
+                        dest: p.into_owned(),
+                        source: e,
+                    })
+                }
+            },
+            Err(source) => {
+                return Err(MountError::Mount {
+                    what: "rootfs bind: parent mount propagation".into(),
+                    dest: p.into_owned(),
+                    source,
+                })
+            }
+        }
+    }
 }
 
 fn mount_one(ctx: &RootfsContext, root: BorrowedFd<'_>, m: &Mount) -> Result<(), MountError> {

@@ -1233,6 +1233,83 @@ fn rootfs_propagation_unbindable_and_shared() {
     }
 }
 
+/// Issue #18: with `rootfsPropagation: rshared`, a bind with `rshared` propagation of a host's
+/// shared mount stays its peer: a mount made on the host under the source shows in the
+/// container, and one made in the container shows on the host. With `rslave` only the first.
+/// The shared mount is the test's own (a temporary directory bound onto itself), never `/`.
+#[test]
+fn bind_propagation_rshared_and_rslave() {
+    require_root!(BUSYBOX);
+    use nix::mount::{mount, MsFlags};
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            berth_testkit::unmount_below(&self.0);
+        }
+    }
+    for (prop, both_ways) in [("rshared", true), ("rslave", false)] {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-prop-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path().to_path_buf();
+        let mut leaks = berth_testkit::LeakGuard::new([d.to_string_lossy().into_owned()]);
+        let _unmount = Unmount(d.clone());
+        mount(Some(&d), &d, None::<&str>, MsFlags::MS_BIND, None::<&str>).unwrap();
+        mount(
+            None::<&str>,
+            &d,
+            None::<&str>,
+            MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .unwrap();
+        std::fs::create_dir(d.join("host")).unwrap();
+        std::fs::create_dir(d.join("ctr")).unwrap();
+        let (env, id, mut b) = setup(
+            "prop",
+            &sh(
+                "i=0; while [ ! -e /p/host/f ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; \
+                 [ -e /p/host/f ] && echo seen > /p/seen; \
+                 mount -t tmpfs tmpfs /p/ctr && echo c > /p/ctr/f && echo done > /p/done; \
+                 sleep 1000",
+            ),
+        );
+        b.config["process"]["capabilities"] = caps_json(&json!(["CAP_SYS_ADMIN"]));
+        b.config["linux"]["rootfsPropagation"] = json!(prop);
+        array(&mut b.config["mounts"]).push(json!({
+            "destination": "/p", "type": "bind", "source": d, "options": ["rbind", prop]
+        }));
+        env.detach(&b, &id);
+        mount(
+            Some("tmpfs"),
+            &d.join("host"),
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        std::fs::write(d.join("host/f"), "h").unwrap();
+        let done = berth_testkit::wait_until(std::time::Duration::from_secs(15), || {
+            d.join("done").exists()
+        });
+        assert!(done, "{prop}: the container's mount did not finish");
+        assert!(
+            d.join("seen").exists(),
+            "{prop}: the host's mount is not in the container"
+        );
+        assert_eq!(
+            d.join("ctr/f").exists(),
+            both_ways,
+            "{prop}: the container's mount on the host"
+        );
+        env.ok(&["delete", "--force", &id]);
+        drop(env);
+        drop(_unmount);
+        leaks.check();
+    }
+}
+
 /// Issue #16 (12): an error of the init before it is in its cgroup reaches the caller (it was
 /// lost behind "sync socket: Broken pipe" when the runtime's write to the exited init failed).
 #[test]
