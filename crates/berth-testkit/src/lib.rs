@@ -24,7 +24,7 @@ pub mod registry;
 pub mod user;
 pub mod user_daemon;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use busybox::{busybox_bytes, Rootfs};
 pub use cgroup::{cgroup_mounts, remove_cgroup_tree};
@@ -70,5 +70,52 @@ pub fn mounts_below(root: &Path) -> Vec<String> {
 pub fn unmount_below(root: &Path) {
     for m in mounts_below(root) {
         let _ = rustix::mount::unmount(m.as_str(), rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+/// A temporary directory bound onto itself as a mount of the given propagation (`shared`, or
+/// `private` for the failure cases), for mount propagation tests: the host's `/` stays as it
+/// is. Every mount at or below it (the test's, and those propagated back from containers) is
+/// detached on drop, then the directory removed.
+pub struct PropagationDir {
+    dir: tempfile::TempDir,
+}
+
+impl PropagationDir {
+    pub fn new(shared: bool) -> PropagationDir {
+        use rustix::mount::{mount_bind, mount_change, MountPropagationFlags};
+        let dir = tempfile::Builder::new()
+            .prefix("berth-prop-")
+            .tempdir()
+            .expect("temporary directory");
+        let p = dir.path().to_path_buf();
+        mount_bind(&p, &p).expect("bind the directory onto itself");
+        let me = PropagationDir { dir };
+        let flags = if shared {
+            MountPropagationFlags::SHARED
+        } else {
+            MountPropagationFlags::PRIVATE
+        };
+        mount_change(&p, flags).expect("set the propagation");
+        me
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Mounts a tmpfs at `sub` (created) below the directory.
+    pub fn mount_tmpfs(&self, sub: &str) -> PathBuf {
+        let t = self.path().join(sub);
+        std::fs::create_dir_all(&t).expect("mount point");
+        rustix::mount::mount("tmpfs", &t, "tmpfs", rustix::mount::MountFlags::empty(), None)
+            .expect("mount a tmpfs");
+        t
+    }
+}
+
+impl Drop for PropagationDir {
+    fn drop(&mut self) {
+        unmount_below(self.dir.path());
     }
 }

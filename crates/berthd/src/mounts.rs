@@ -489,12 +489,14 @@ impl Mounts {
     }
 
     /// At start (blocking, the rootfs is mounted at `rootfs`): activates the volumes, performs
-    /// copy-up and returns the OCI mounts. On error the volumes are released again.
-    pub fn setup(&self, id: &str, rootfs: &Path) -> Result<Vec<Mount>> {
+    /// copy-up and returns the OCI mounts, with the root propagation the binds' propagation
+    /// needs (see [`check_propagation`]). On error the volumes are released again.
+    pub fn setup(&self, id: &str, rootfs: &Path) -> Result<(Vec<Mount>, Option<&'static str>)> {
         let mut points = self.load(id);
         by_depth(&mut points);
-        let res = (|| -> Result<Vec<Mount>> {
+        let res = (|| -> Result<(Vec<Mount>, Option<&'static str>)> {
             let mut out = Vec::new();
+            let mut root_propagation = None;
             for m in &points {
                 match m.typ.as_str() {
                     "tmpfs" => {
@@ -531,6 +533,7 @@ impl Mounts {
                                 ),
                             ))?;
                         }
+                        check_propagation(&src, &m.propagation, &mut root_propagation)?;
                         let mut opts =
                             vec![if m.non_recursive { "bind" } else { "rbind" }.to_string()];
                         if !m.rw {
@@ -550,7 +553,7 @@ impl Mounts {
                     _ => {}
                 }
             }
-            Ok(out)
+            Ok((out, root_propagation))
         })();
         if res.is_err() {
             self.volumes.release(id);
@@ -698,6 +701,68 @@ fn copy_dir_meta(src: &impl std::os::fd::AsRawFd, data: &Path) -> std::io::Resul
     )
 }
 
+/// dockerd's and containerd's checks of a bind's `propagation` against the mount holding its
+/// source `src`, and the root propagation (`linux.rootfsPropagation`) it needs: shared
+/// propagation needs a shared source mount and a shared root (`rshared`, containerd's choice),
+/// slave propagation a shared or slave source mount and at least a slave root (`rslave`). The
+/// runtime's default root propagation (`rslave`) would turn shared binds into slaves.
+fn check_propagation(src: &Path, propagation: &str, root: &mut Option<&'static str>) -> Result<()> {
+    let shared = match propagation {
+        "shared" | "rshared" => true,
+        "slave" | "rslave" => false,
+        _ => return Ok(()),
+    };
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(EngineError::io("reading", "/proc/self/mountinfo"))?;
+    let canon = std::fs::canonicalize(src).map_err(EngineError::io("resolving", src))?;
+    let (mount_point, fields) = mount_of(&mountinfo, &canon)
+        .ok_or_else(|| EngineError::bad(format!("no mount holds path {}", canon.display())))?;
+    let is_shared = fields.iter().any(|f| f.starts_with("shared:"));
+    let is_slave = fields.iter().any(|f| f.starts_with("master:"));
+    if shared && !is_shared {
+        return Err(EngineError::bad(format!(
+            "path {} is mounted on {mount_point} but it is not a shared mount",
+            src.display()
+        )));
+    }
+    if !shared && !is_shared && !is_slave {
+        return Err(EngineError::bad(format!(
+            "path {} is mounted on {mount_point} but it is not a shared or slave mount",
+            src.display()
+        )));
+    }
+    *root = if shared || *root == Some("rshared") {
+        Some("rshared")
+    } else {
+        Some("rslave")
+    };
+    Ok(())
+}
+
+/// The mount holding the (resolved) `path` in a mountinfo text: the deepest mount point above
+/// it (of several on one point, the last, the one on top), with its optional fields
+/// (`shared:N`, `master:N`...).
+fn mount_of(mountinfo: &str, path: &Path) -> Option<(String, Vec<String>)> {
+    let mut best: Option<(String, Vec<String>)> = None;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(mp) = fields.get(4).map(|m| crate::volumes::unescape_mountinfo(m)) else {
+            continue;
+        };
+        if !path.starts_with(&mp) || best.as_ref().is_some_and(|(b, _)| b.len() > mp.len()) {
+            continue;
+        }
+        let optional = fields
+            .iter()
+            .skip(6)
+            .take_while(|f| **f != "-")
+            .map(|f| f.to_string())
+            .collect();
+        best = Some((mp, optional));
+    }
+    best
+}
+
 fn oci_mount(dest: &str, typ: &str, source: impl Into<PathBuf>, options: Vec<String>) -> Mount {
     Mount {
         destination: dest.into(),
@@ -727,7 +792,9 @@ impl Participant for Mounts {
     }
 
     fn prepare(&self, c: &Container, b: &mut Bundle, _: &dyn Peers) -> Result<()> {
-        b.mounts = self.setup(&c.id, &b.rootfs)?;
+        let (mounts, root_propagation) = self.setup(&c.id, &b.rootfs)?;
+        b.mounts = mounts;
+        b.rootfs_propagation = root_propagation;
         Ok(())
     }
 
@@ -760,6 +827,59 @@ impl Participant for Mounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_of_finds_the_deepest_top_mount() {
+        let mi = "22 1 0:21 / / rw - ext4 /dev/vda rw\n\
+                  30 22 0:30 / /data rw shared:7 - ext4 /dev/vdb rw\n\
+                  31 30 0:31 / /data/my\\040dir rw shared:8 master:3 - tmpfs t rw\n\
+                  32 30 0:32 / /data/my\\040dir rw - tmpfs t rw\n\
+                  33 22 0:33 / /datax rw shared:9 - tmpfs t rw\n";
+        let at = |p: &str| mount_of(mi, Path::new(p)).unwrap();
+        assert_eq!(at("/etc"), ("/".into(), vec![]));
+        assert_eq!(at("/data/x"), ("/data".into(), vec!["shared:7".into()]));
+        assert_eq!(at("/datax/y").0, "/datax");
+        assert_eq!(at("/data/my dir/z"), ("/data/my dir".into(), vec![]));
+    }
+
+    #[test]
+    fn propagation_needs_a_shared_or_slave_source() {
+        let mut root = None;
+        check_propagation(Path::new("/"), "rprivate", &mut root).unwrap();
+        assert_eq!(root, None);
+        // This machine's `/` is private (as in containers and most test hosts) or shared
+        // (systemd hosts): the check follows what mountinfo says.
+        let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (mp, fields) = mount_of(&mi, &dir.path().canonicalize().unwrap()).unwrap();
+        let shared = fields.iter().any(|f| f.starts_with("shared:"));
+        let slave = fields.iter().any(|f| f.starts_with("master:"));
+        let res = check_propagation(dir.path(), "rshared", &mut root);
+        if shared {
+            res.unwrap();
+            assert_eq!(root, Some("rshared"));
+        } else {
+            let e = res.unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "path {} is mounted on {mp} but it is not a shared mount",
+                    dir.path().display()
+                )
+            );
+        }
+        let mut root = None;
+        let res = check_propagation(dir.path(), "rslave", &mut root);
+        if shared || slave {
+            res.unwrap();
+            assert_eq!(root, Some("rslave"));
+        } else {
+            assert!(res
+                .unwrap_err()
+                .to_string()
+                .ends_with("but it is not a shared or slave mount"));
+        }
+    }
 
     #[test]
     fn binds() {

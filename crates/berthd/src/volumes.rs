@@ -534,7 +534,7 @@ pub fn is_mountpoint(p: &Path) -> bool {
         .any(|m| unescape_mountinfo(m) == want)
 }
 
-fn unescape_mountinfo(s: &str) -> String {
+pub(crate) fn unescape_mountinfo(s: &str) -> String {
     s.replace("\\040", " ")
         .replace("\\011", "\t")
         .replace("\\012", "\n")

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use berth_cri::proto as pb;
@@ -1381,5 +1382,161 @@ fn cri_stats_and_container_events() {
             (sid.clone(), Ev::ContainerDeletedEvent as i32, None, vec![])
         );
     });
+    finish(d);
+}
+
+/// Issue 18 (critest "Container Mount Propagation"): a BIDIRECTIONAL mount of a host's shared
+/// mount sees the host's new mounts below it, and the host sees the container's; a
+/// HOST_TO_CONTAINER one only the first; BIDIRECTIONAL from a private mount fails with
+/// containerd's (and dockerd's) message. The shared mounts are the test's own directories.
+#[test]
+fn cri_mount_propagation() {
+    require_root!();
+    if !cni_available() {
+        return;
+    }
+    let net = CniNet::new(8);
+    let d = net.daemon();
+    let _pods = remove_pods(&d);
+    let shared = berth_testkit::PropagationDir::new(true);
+    let private = berth_testkit::PropagationDir::new(false);
+    let logs = d.path("pod-logs");
+    let uid = format!("uid-{}", berth_testkit::unique_id());
+    rt().block_on(async {
+        let (mut r, _) = clients(&d).await;
+        let mut cfg = sandbox_config(&d, &uid, &logs);
+        let linux = cfg.linux.get_or_insert_with(Default::default);
+        linux.sysctls.clear();
+        linux.security_context = Some(pb::LinuxSandboxSecurityContext {
+            namespace_options: Some(pb::NamespaceOption {
+                network: pb::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let sid = r
+            .run_pod_sandbox(pb::RunPodSandboxRequest {
+                config: Some(cfg.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        let with_mount = |name: &str, host: &Path, p: pb::MountPropagation| {
+            let mut c = busybox_container(
+                name,
+                &format!("mount -t tmpfs tmpfs /m/{name} && echo c > /m/{name}/f; exec sleep 1000"),
+            );
+            c.mounts = vec![pb::Mount {
+                container_path: "/m".into(),
+                host_path: host.display().to_string(),
+                propagation: p as i32,
+                ..Default::default()
+            }];
+            c.linux = Some(pb::LinuxContainerConfig {
+                security_context: Some(pb::LinuxContainerSecurityContext {
+                    capabilities: Some(pb::Capability {
+                        add_capabilities: vec!["SYS_ADMIN".into()],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            c
+        };
+        for sub in ["bidi", "h2c"] {
+            std::fs::create_dir(shared.path().join(sub)).unwrap();
+        }
+        let bidi = run_container(
+            &mut r,
+            &sid,
+            &cfg,
+            with_mount(
+                "bidi",
+                shared.path(),
+                pb::MountPropagation::PropagationBidirectional,
+            ),
+        )
+        .await;
+        let h2c = run_container(
+            &mut r,
+            &sid,
+            &cfg,
+            with_mount(
+                "h2c",
+                shared.path(),
+                pb::MountPropagation::PropagationHostToContainer,
+            ),
+        )
+        .await;
+        // Host to container, both ways.
+        let host = shared.mount_tmpfs("host");
+        std::fs::write(host.join("f"), "h").unwrap();
+        for c in [&bidi, &h2c] {
+            let (out, err, code) = exec(&mut r, c, &["cat", "/m/host/f"], 10).await;
+            assert_eq!((out.as_str(), code), ("h", 0), "{c}: {err}");
+        }
+        // Container to host: only the bidirectional mount's.
+        for (c, sub) in [(&bidi, "bidi"), (&h2c, "h2c")] {
+            let path = format!("/m/{sub}/f");
+            let mut mounted = false;
+            for _ in 0..100 {
+                if exec(&mut r, c, &["cat", &path], 10).await.2 == 0 {
+                    mounted = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(mounted, "{sub}: the container's own mount");
+        }
+        assert!(shared.path().join("bidi/f").exists());
+        assert!(!shared.path().join("h2c/f").exists());
+        // Bidirectional needs a shared source mount.
+        let bad = with_mount(
+            "bad",
+            private.path(),
+            pb::MountPropagation::PropagationBidirectional,
+        );
+        let res = match r
+            .create_container(pb::CreateContainerRequest {
+                pod_sandbox_id: sid.clone(),
+                config: Some(bad),
+                sandbox_config: Some(cfg.clone()),
+            })
+            .await
+        {
+            Err(e) => Err(e),
+            Ok(c) => {
+                r.start_container(pb::StartContainerRequest {
+                    container_id: c.into_inner().container_id,
+                })
+                .await
+            }
+        };
+        let e = res.expect_err("a bidirectional mount of a private mount");
+        let want = format!(
+            "path {} is mounted on {} but it is not a shared mount",
+            private.path().display(),
+            private.path().display()
+        );
+        assert!(e.message().contains(&want), "{e:?}");
+        for c in [bidi, h2c] {
+            r.stop_container(pb::StopContainerRequest {
+                container_id: c,
+                timeout: 0,
+            })
+            .await
+            .unwrap();
+        }
+        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: sid,
+        })
+        .await
+        .unwrap();
+    });
+    drop(shared);
+    drop(private);
     finish(d);
 }

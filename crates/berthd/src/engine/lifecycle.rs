@@ -37,6 +37,8 @@ pub struct Bundle {
     pub mounts: Vec<Mount>,
     /// A network namespace to join (`container:<x>`).
     pub netns: Option<PathBuf>,
+    /// The root's propagation the binds need (`linux.rootfsPropagation`), none for the default.
+    pub rootfs_propagation: Option<&'static str>,
 }
 
 /// Other containers, as a participant sees them.

@@ -328,6 +328,9 @@ impl Engine {
         });
         cfg.mounts.extend(spec::etc_mounts(&etc));
         cfg.mounts.append(&mut bundle.mounts);
+        if let (Some(p), Some(linux)) = (bundle.rootfs_propagation, cfg.linux.as_mut()) {
+            linux.rootfs_propagation = Some(p.into());
+        }
         crate::hostconfig::apply(&mut cfg, &start_hc, self).map_err(|e| fail(e.into()))?;
         if init {
             cfg.mounts.push(berth_runtime::spec::Mount {
