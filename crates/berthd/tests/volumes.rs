@@ -1024,3 +1024,77 @@ fn mount_volume_subpath() {
     d.docker(&["volume", "rm", &v]).ok();
     finish(d);
 }
+
+/// Issue 18: `-v src:dst:rshared` of a host's shared mount propagates both ways, as dockerd's
+/// (the root made shared); `--mount ...,bind-propagation=rslave` only host to container; a
+/// shared bind of a private mount fails with dockerd's message.
+#[test]
+fn bind_propagation_rshared_and_rslave() {
+    require_root!();
+    let d = Daemon::new();
+    let shared = berth_testkit::PropagationDir::new(true);
+    let private = berth_testkit::PropagationDir::new(false);
+    let s = shared.path().display().to_string();
+    for sub in ["shared", "slave"] {
+        std::fs::create_dir(shared.path().join(sub)).unwrap();
+    }
+    // Each container waits for the host's mount, then mounts its own.
+    let script = |sub: &str| {
+        format!(
+            "i=0; while [ ! -e /m/host/f ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done; \
+             cat /m/host/f && mount -t tmpfs tmpfs /m/{sub} && echo c > /m/{sub}/f && \
+             echo done > /m/{sub}.done; exec sleep 1000"
+        )
+    };
+    let rshared = d.docker_line(
+        "run -d --cap-add SYS_ADMIN -v",
+        &[
+            &format!("{s}:/m:rshared"),
+            "busybox",
+            "sh",
+            "-c",
+            &script("shared"),
+        ],
+    );
+    let rslave = d.docker_line(
+        "run -d --cap-add SYS_ADMIN --mount",
+        &[
+            &format!("type=bind,src={s},dst=/m,bind-propagation=rslave"),
+            "busybox",
+            "sh",
+            "-c",
+            &script("slave"),
+        ],
+    );
+    let ids = [rshared.ok().stdout, rslave.ok().stdout];
+    let host = shared.mount_tmpfs("host");
+    std::fs::write(host.join("f"), "h").unwrap();
+    for sub in ["shared", "slave"] {
+        let done = berth_testkit::wait_until(Duration::from_secs(20), || {
+            shared.path().join(format!("{sub}.done")).exists()
+        });
+        assert!(done, "{sub}: the container did not see the host's mount");
+    }
+    assert!(
+        shared.path().join("shared/f").exists(),
+        "rshared: container to host"
+    );
+    assert!(
+        !shared.path().join("slave/f").exists(),
+        "rslave: container to host"
+    );
+    for id in &ids {
+        d.docker_line("rm -f", &[id.trim()]).ok();
+    }
+    let p = private.path().display().to_string();
+    d.docker_line(
+        "run --rm -v",
+        &[&format!("{p}:/m:rshared"), "busybox", "true"],
+    )
+    .fails_with(&format!(
+        "path {p} is mounted on {p} but it is not a shared mount"
+    ));
+    drop(shared);
+    drop(private);
+    finish(d);
+}
