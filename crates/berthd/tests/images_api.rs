@@ -66,6 +66,20 @@ fn push_pull_and_image_commands() {
         d.docker(&["run", "--rm", "imp:1"]).ok().stdout,
         "imported\n"
     );
+    // A registry-style name without a tag is tagged `latest` (dockerd's rule); the tag
+    // parameter replaces a tag in the name.
+    d.docker(&["import", rootfs.to_str().unwrap(), "localhost:5055/imp2"])
+        .ok();
+    d.docker(&["import", rootfs.to_str().unwrap(), "localhost:5055/imp3:a"])
+        .ok();
+    let imgs = d
+        .docker(&["images", "--format", "{{.Repository}} {{.Tag}}"])
+        .ok()
+        .stdout;
+    assert!(imgs.contains("localhost:5055/imp2 latest\n"), "{imgs}");
+    assert!(imgs.contains("localhost:5055/imp3 a\n"), "{imgs}");
+    d.docker(&["rmi", "localhost:5055/imp2", "localhost:5055/imp3:a"])
+        .ok();
     // rmi of an image a container uses: a conflict; search is refused clearly.
     d.docker_line("create --name user imp:1", &[]).ok();
     let r = d.docker(&["rmi", "imp:1"]);

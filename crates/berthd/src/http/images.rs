@@ -183,11 +183,20 @@ async fn import(
             "import from a URL is not supported: send the archive in the body",
         ));
     }
+    // dockerd's `RepoTagReference`: the repository (maybe with its tag, as the CLI sends
+    // `docker import - NAME[:TAG]`), the `tag` parameter replacing that tag, `latest` without
+    // either. Untagged, `host:port/repo` would read as repository `host`, tag `port/repo`.
     let tag = match qstr(&q, "repo") {
-        Some(r) => Some(reference(&match qstr(&q, "tag") {
-            Some(t) => format!("{r}:{t}"),
-            None => r.to_string(),
-        })?),
+        Some(r) => {
+            let r = reference(r)?;
+            if r.digest().is_some() {
+                return Err(ApiError::bad("cannot import digest reference"));
+            }
+            Some(match qstr(&q, "tag") {
+                Some(t) => r.with_tag(t).map_err(|e| ApiError::bad(e.to_string()))?,
+                None => tagged(r)?,
+            })
+        }
         None => None,
     };
     let opts = berth_image::archive::ImportOptions {
