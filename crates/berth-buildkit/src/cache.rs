@@ -47,7 +47,7 @@ pub fn options(req: &PruneRequest) -> Result<PruneOptions, SolveError> {
     let bytes = |name: &str, v: i64| {
         u64::try_from(v).map_err(|_| bad(format!("{name} must not be negative ({v})")))
     };
-    let filters = PruneFilter::parse_all(&req.filter).map_err(bad)?;
+    let filters = PruneFilter::parse_all(&req.filter).map_err(|e| bad(e.to_string()))?;
     let keep_duration = match req.keep_duration {
         0 => None,
         d => Some(std::time::Duration::from_nanos(bytes("keep duration", d)?)),

@@ -73,7 +73,7 @@ fn one_mib_memory_limit_runs_true() {
 #[test]
 fn pids_limit_stops_fork_bomb() {
     require_root!(BUSYBOX);
-    let (env, id) = TestEnv::with_id("pids");
+    let (env, id) = with_id("pids");
     // The inner shell forks until the limit stops it (busybox sh then exits with 2); the outer
     // one reads the cgroup's counters with builtins only (no fork is possible any more).
     let script = "sh -c 'for i in $(seq 1 40); do sleep 5 & done' 2>/dev/null; echo inner=$?; \
@@ -134,7 +134,7 @@ fn seccomp_rule_returns_configured_errno() {
 #[test]
 fn seccomp_argument_conditions() {
     require_root!(BUSYBOX);
-    let (env, id) = TestEnv::with_id("seccomp-arg");
+    let (env, id) = with_id("seccomp-arg");
     // personality(0xffffffff) queries; block only personality(PER_LINUX32=8).
     let mut b = env.bundle(&id, &sh("linux32 true; echo a=$?; linux64 true; echo b=$?"));
     b.config["linux"]["seccomp"] = json!({
@@ -230,9 +230,13 @@ fn create_start_state_exec_pause_resume_kill_delete() {
     assert_eq!(std::fs::read_to_string(&pidfile).unwrap(), pid.to_string());
     env.ok(&["start", &id]);
     assert_eq!(env.status(&id), "running");
-    // The process in the container is `sleep`, in the container's cgroup.
-    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
-    assert!(cmdline.starts_with("sleep"), "{cmdline}");
+    // The process in the container is `sleep`, in the container's cgroup. As with runc,
+    // `start` returns once the init is released; its exec of `sleep` follows.
+    let cmdline = || std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    let exec_done = berth_testkit::wait_until(std::time::Duration::from_secs(5), || {
+        cmdline().starts_with("sleep")
+    });
+    assert!(exec_done, "{}", cmdline());
     // exec joins the init's namespaces and cgroup.
     let out = env.ok(&["exec", &id, "sh", "-c", "for n in /proc/1/ns/pid /proc/self/ns/pid /proc/1/ns/net /proc/self/ns/net; do readlink $n; done; cat /proc/self/cgroup | sort; echo ---; cat /proc/1/cgroup | sort"]);
     let lines: Vec<&str> = out.lines().collect();
@@ -358,7 +362,7 @@ fn kill_all_and_signal_names() {
 #[test]
 fn hooks_run_in_order_with_state() {
     require_root!(BUSYBOX);
-    let (env, id) = TestEnv::with_id("hooks");
+    let (env, id) = with_id("hooks");
     let logdir = env.mkdir("hooklog");
     let log = logdir.join("hooks.log");
     let mut b = env.bundle(&id, &sh("echo container >> /hooklog/hooks.log"));
@@ -436,7 +440,7 @@ fn failing_hook_fails_create_and_cleans_up() {
 fn no_host_fd_leaks_and_preserve_fds() {
     require_root!(BUSYBOX);
     use std::os::unix::process::CommandExt;
-    let env = TestEnv::new();
+    let env = test_env();
     for (preserve, expect3) in [(0, false), (1, true)] {
         let id = unique("fds");
         let b = env.bundle(&id, &sh("ls /proc/self/fd | sort -n | tr '\\n' ' '"));
@@ -561,7 +565,7 @@ fn rlimit_that_cannot_be_raised_is_a_clear_error() {
 #[test]
 fn bad_configs_are_refused_naming_the_field() {
     require_root!(BUSYBOX);
-    let env = TestEnv::new();
+    let env = test_env();
     type Edit = Box<dyn Fn(&mut serde_json::Value)>;
     let cases: Vec<(&str, Edit)> = vec![
         (
@@ -857,7 +861,7 @@ fn ignored_signals_do_not_leak_into_the_container() {
 #[test]
 fn process_settings_user_umask_nnp_oom_sysctl_devices_ro_bind() {
     require_root!(BUSYBOX);
-    let (env, id) = TestEnv::with_id("proc");
+    let (env, id) = with_id("proc");
     let shared = env.mkdir("shared");
     std::fs::write(shared.join("data"), "from host\n").unwrap();
     let script = "id -u; id -g; id -G; umask; grep NoNewPrivs /proc/self/status; cat /proc/self/oom_score_adj; \
@@ -957,7 +961,7 @@ fn exec_with_env_cwd_user_and_kill_all() {
 #[test]
 fn docker_default_profile_and_capabilities() {
     require_root!(BUSYBOX);
-    let (env, id) = TestEnv::with_id("dockerdefault");
+    let (env, id) = with_id("dockerdefault");
     let caps: Vec<String> = berth_runtime::profiles::DEFAULT_CAPABILITIES
         .iter()
         .map(|s| s.to_string())
@@ -994,7 +998,7 @@ fn docker_default_profile_and_capabilities() {
 #[test]
 fn default_profile_blocks_mount_even_with_cap_sys_admin() {
     require_root!(BUSYBOX);
-    let env = TestEnv::new();
+    let env = test_env();
     let default_caps: Vec<String> = berth_runtime::profiles::DEFAULT_CAPABILITIES
         .iter()
         .map(|s| s.to_string())
@@ -1022,7 +1026,7 @@ fn default_profile_blocks_mount_even_with_cap_sys_admin() {
 
 #[test]
 fn errors_go_to_the_log_file_in_runcs_json_format() {
-    let env = TestEnv::new();
+    let env = test_env();
     let log = env.dir.path().join("runtime.log");
     let out = env.run(&[
         "--log",
@@ -1115,7 +1119,7 @@ fn host_has_v1_memory() -> bool {
 #[test]
 fn cgroup_mount_shows_the_containers_own_cgroup() {
     require_root!(BUSYBOX);
-    let env = TestEnv::new();
+    let env = test_env();
     let v1 = host_has_v1_memory();
     let script = if v1 {
         "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; cat /sys/fs/cgroup/pids/pids.max; \
@@ -1167,7 +1171,7 @@ fn cgroup_mount_shows_the_containers_own_cgroup() {
 #[test]
 fn failing_poststart_and_poststop_hooks_do_not_skip_the_rest() {
     require_root!(BUSYBOX);
-    let env = TestEnv::new();
+    let env = test_env();
     let log = env.dir.path().join("after-failure.log");
     let hooks = |log: &std::path::Path| {
         let append = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {name} >> {}", log.display())]});
@@ -1213,7 +1217,7 @@ fn failing_poststart_and_poststop_hooks_do_not_skip_the_rest() {
 #[test]
 fn rootfs_propagation_unbindable_and_shared() {
     require_root!(BUSYBOX);
-    let env = TestEnv::new();
+    let env = test_env();
     for (prop, want) in [
         ("unbindable", "unbindable"),
         ("runbindable", "unbindable"),
@@ -1234,7 +1238,7 @@ fn rootfs_propagation_unbindable_and_shared() {
 #[test]
 fn init_errors_before_the_cgroup_step_are_reported() {
     require_root!(BUSYBOX);
-    let env = TestEnv::new();
+    let env = test_env();
     // A failing mount, first of all (the race with the runtime's cgroup step is lost most of
     // the time: several rounds make it certain to show).
     for round in 0..6 {
@@ -1298,7 +1302,7 @@ fn ungrantable_capabilities_are_dropped_with_a_warning() {
     const KILL: u64 = 1 << 5;
     const NET_BIND: u64 = 1 << 10;
     const AUDIT_WRITE: u64 = 1 << 29;
-    let env = TestEnv::new();
+    let env = test_env();
     let out_dir = env.dir.path().join("capout");
     std::fs::create_dir_all(&out_dir).unwrap();
 

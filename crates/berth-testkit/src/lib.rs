@@ -7,6 +7,7 @@
 //! - [`Daemon`]: a `berthd` on temporary roots with its own bridge, killed and cleaned on drop;
 //! - [`OciEnv`]: bundles for `berth-runtime` with a unique cgroup parent, deleted on drop;
 //! - [`TestUser`]: an unprivileged user with subordinate id ranges, removed on drop;
+//! - [`UserDaemon`]: that user's rootless `berthd`, driven by its `berth` and docker CLIs;
 //! - [`LeakGuard`]: fails a test that leaves mounts, cgroups, links, netns or processes;
 //! - [`wait_until`], [`wait_for`], [`free_port`], [`Run`], [`KillOnDrop`].
 
@@ -21,6 +22,7 @@ pub mod oci;
 pub mod process;
 pub mod registry;
 pub mod user;
+pub mod user_daemon;
 
 use std::path::Path;
 
@@ -36,6 +38,7 @@ pub use process::{
 };
 pub use registry::{BerthRegistry, BerthRegistryOptions, DockerRegistry};
 pub use user::TestUser;
+pub use user_daemon::UserDaemon;
 
 /// The sorted names in a directory (empty when it does not exist).
 pub fn list_dir(p: &Path) -> Vec<String> {

@@ -174,6 +174,13 @@ pub struct Flags {
     /// The CNI plugin binaries [default: /usr/lib/cni].
     #[arg(long, value_name = "DIR")]
     pub cni_bin_dir: Option<PathBuf>,
+    /// The address of the CRI streaming server (the URLs of Exec, Attach and PortForward)
+    /// [default: 127.0.0.1].
+    #[arg(long, value_name = "IP")]
+    pub cri_stream_address: Option<std::net::IpAddr>,
+    /// The port of the CRI streaming server [default: 0, a free port].
+    #[arg(long, value_name = "PORT")]
+    pub cri_stream_port: Option<u16>,
 }
 
 /// One configuration option.
@@ -233,6 +240,8 @@ pub const OPTIONS: &[OptionInfo] = &[
     opt("cri-socket", "cri-socket", false),
     opt("cni-conf-dir", "cni-conf-dir", false),
     opt("cni-bin-dir", "cni-bin-dir", false),
+    opt("cri-stream-address", "cri-stream-address", false),
+    opt("cri-stream-port", "cri-stream-port", false),
 ];
 
 /// dockerd keys that Berth does not implement: named as such instead of "unknown".
@@ -396,6 +405,8 @@ pub struct FileConfig {
     pub cri_socket: Option<PathBuf>,
     pub cni_conf_dir: Option<PathBuf>,
     pub cni_bin_dir: Option<PathBuf>,
+    pub cri_stream_address: Option<std::net::IpAddr>,
+    pub cri_stream_port: Option<u16>,
     /// The keys present, with the text of their values (for conflict messages).
     pub present: BTreeMap<String, String>,
 }
@@ -445,8 +456,8 @@ pub enum ValueError {
     #[error("ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}")]
     UlimitOrder { soft: i64, hard: i64 },
     /// A log driver or option refused (dockerd's text, from [`crate::logs::check_opts`]).
-    #[error("{0}")]
-    LogOpts(String),
+    #[error(transparent)]
+    LogOpts(#[from] crate::logs::LogOptError),
     #[error("invalid mirror: {0:?} is not a URL (https://host[:port])")]
     MirrorNotUrl(String),
     #[error("invalid mirror: unsupported scheme {scheme:?} in {mirror:?}")]
@@ -542,6 +553,8 @@ impl FileConfig {
             "cri-socket" => self.cri_socket = Some(val(raw)?),
             "cni-conf-dir" => self.cni_conf_dir = Some(val(raw)?),
             "cni-bin-dir" => self.cni_bin_dir = Some(val(raw)?),
+            "cri-stream-address" => self.cri_stream_address = Some(val(raw)?),
+            "cri-stream-port" => self.cri_stream_port = Some(val(raw)?),
             _ => return Ok(false),
         }
         Ok(true)
@@ -702,6 +715,9 @@ pub struct DaemonConfig {
     pub cri_socket: PathBuf,
     pub cni_conf_dir: PathBuf,
     pub cni_bin_dir: PathBuf,
+    /// Where the CRI streaming server listens (port 0: any free one).
+    pub cri_stream_address: std::net::IpAddr,
+    pub cri_stream_port: u16,
 }
 
 /// Where the configuration file is, and whether it must exist.
@@ -821,6 +837,8 @@ fn flags_given(f: &Flags) -> BTreeMap<&'static str, String> {
         ("cri-socket", path(&f.cri_socket)),
         ("cni-conf-dir", path(&f.cni_conf_dir)),
         ("cni-bin-dir", path(&f.cni_bin_dir)),
+        ("cri-stream-address", one(&f.cri_stream_address)),
+        ("cri-stream-port", one(&f.cri_stream_port)),
     ];
     pairs
         .into_iter()
@@ -1112,6 +1130,9 @@ pub fn merge(flags: &Flags, file: &FileConfig) -> Result<DaemonConfig, MergeErro
         cri_socket,
         cni_conf_dir,
         cni_bin_dir,
+        cri_stream_address: pick(&flags.cri_stream_address, &file.cri_stream_address)
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+        cri_stream_port: pick(&flags.cri_stream_port, &file.cri_stream_port).unwrap_or(0),
     })
 }
 

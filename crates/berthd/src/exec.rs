@@ -350,7 +350,7 @@ impl Engine {
 /// The reader of a shim's framed exec stream (Docker's 8-byte headers; a last frame of
 /// stream [`berth_shim::protocol::EXIT`] carries the exit code). [`Frames::next`] is
 /// cancel-safe: what a cancelled call read stays buffered for the next one.
-struct Frames<'r, R> {
+pub(crate) struct Frames<'r, R> {
     r: &'r mut R,
     pending: Vec<u8>,
     hdr: [u8; 8],
@@ -358,7 +358,7 @@ struct Frames<'r, R> {
 }
 
 impl<'r, R: AsyncRead + Unpin> Frames<'r, R> {
-    fn new(r: &'r mut R) -> Self {
+    pub(crate) fn new(r: &'r mut R) -> Self {
         Frames {
             r,
             pending: Vec::new(),
@@ -367,9 +367,14 @@ impl<'r, R: AsyncRead + Unpin> Frames<'r, R> {
         }
     }
 
+    /// The last frame read: its stream and payload.
+    pub(crate) fn frame(&self) -> (u8, &[u8]) {
+        (self.hdr[0], &self.buf)
+    }
+
     /// Reads the next data frame into `hdr`/`buf`; at the end of the stream, `Err` with the
     /// exit code (`None` when the stream ended without one).
-    async fn next(&mut self) -> Result<(), Option<i64>> {
+    pub(crate) async fn next(&mut self) -> Result<(), Option<i64>> {
         let mut chunk = [0u8; 16 * 1024];
         loop {
             if self.pending.len() >= 8 {

@@ -27,29 +27,57 @@ pub const CRI_DRIVER: &str = "cri";
 /// The options every file driver takes besides its own (Docker's common attributes).
 const ATTR_OPTS: &[&str] = &["labels", "env", "tag"];
 
+/// A log driver or option refused; the text is dockerd's.
+#[derive(Debug, thiserror::Error)]
+pub enum LogOptError {
+    #[error("logger: logging mode not supported: {0}")]
+    Mode(String),
+    #[error("logger: max-buffer-size option is only supported with 'mode=non-blocking'")]
+    BufferNeedsNonBlocking,
+    #[error("error parsing option max-buffer-size: {0}")]
+    BufferSize(#[source] berth_util::units::UnitsError),
+    #[error("logger: no log driver named '{0}' is registered")]
+    NoDriver(String),
+    #[error("unknown log opt '{key}' for log driver local")]
+    UnknownLocalOpt { key: String },
+    #[error("unknown log opt '{key}' for {driver} log driver")]
+    UnknownOpt { driver: String, key: String },
+    #[error("compression cannot be enabled when max file count is 1")]
+    LocalCompressOneFile,
+    #[error("compress cannot be true when max-file is less than 2 or max-size is not set")]
+    CompressOneFile,
+    #[error("{0}")]
+    MaxSize(#[source] berth_util::units::UnitsError),
+    #[error("max-size must not be negative")]
+    NegativeMaxSize,
+    #[error("invalid max-size {0:?}")]
+    InvalidMaxSize(String),
+    #[error("max-file must not be negative")]
+    NegativeMaxFile,
+    #[error("max-file cannot be less than 1: {0:?}")]
+    InvalidMaxFile(String),
+    #[error("strconv.ParseBool: parsing {0:?}: invalid syntax")]
+    Compress(String),
+}
+
 /// Checks a log driver and its options as dockerd's `ValidateLogOpts` and the driver's own
-/// checks do; the error is dockerd's text.
-pub fn check_opts(driver: &str, opts: &BTreeMap<String, String>) -> Result<(), String> {
+/// checks do.
+pub fn check_opts(driver: &str, opts: &BTreeMap<String, String>) -> Result<(), LogOptError> {
     if driver == "none" {
         return Ok(());
     }
     let mode = opts.get("mode").map(String::as_str).unwrap_or("");
     if !matches!(mode, "" | "blocking" | "non-blocking") {
-        return Err(format!("logger: logging mode not supported: {mode}"));
+        return Err(LogOptError::Mode(mode.to_string()));
     }
     if let Some(v) = opts.get("max-buffer-size") {
         if mode != "non-blocking" {
-            return Err(
-                "logger: max-buffer-size option is only supported with 'mode=non-blocking'".into(),
-            );
+            return Err(LogOptError::BufferNeedsNonBlocking);
         }
-        berth_util::units::parse_ram_bytes(v)
-            .map_err(|e| format!("error parsing option max-buffer-size: {e}"))?;
+        berth_util::units::parse_ram_bytes(v).map_err(LogOptError::BufferSize)?;
     }
     if !DRIVERS.contains(&driver) {
-        return Err(format!(
-            "logger: no log driver named '{driver}' is registered"
-        ));
+        return Err(LogOptError::NoDriver(driver.to_string()));
     }
     for k in opts.keys() {
         let known = matches!(
@@ -57,19 +85,23 @@ pub fn check_opts(driver: &str, opts: &BTreeMap<String, String>) -> Result<(), S
             "mode" | "max-buffer-size" | "max-size" | "max-file" | "compress"
         ) || ATTR_OPTS.contains(&k.as_str());
         if !known {
+            let key = k.clone();
             return Err(if driver == "local" {
-                format!("unknown log opt '{k}' for log driver local")
+                LogOptError::UnknownLocalOpt { key }
             } else {
-                format!("unknown log opt '{k}' for {driver} log driver")
+                LogOptError::UnknownOpt {
+                    driver: driver.to_string(),
+                    key,
+                }
             });
         }
     }
     let r = Rotation::of(driver, opts)?;
     if r.compress && r.max_file < 2 {
         return Err(if driver == "local" {
-            "compression cannot be enabled when max file count is 1".into()
+            LogOptError::LocalCompressOneFile
         } else {
-            "compress cannot be true when max-file is less than 2 or max-size is not set".into()
+            LogOptError::CompressOneFile
         });
     }
     Ok(())
@@ -86,7 +118,7 @@ pub struct Rotation {
 
 impl Rotation {
     /// The rotation of `driver` with `opts`.
-    pub fn of(driver: &str, opts: &BTreeMap<String, String>) -> Result<Rotation, String> {
+    pub fn of(driver: &str, opts: &BTreeMap<String, String>) -> Result<Rotation, LogOptError> {
         let local = driver == "local";
         let mut r = if local {
             Rotation {
@@ -102,12 +134,12 @@ impl Rotation {
             }
         };
         if let Some(v) = opts.get("max-size") {
-            let n = berth_util::units::parse_ram_bytes(v).map_err(|e| e.to_string())?;
+            let n = berth_util::units::parse_ram_bytes(v).map_err(LogOptError::MaxSize)?;
             if n < 0 && (local || v.trim() != "-1") {
                 return Err(if local {
-                    "max-size must not be negative".into()
+                    LogOptError::NegativeMaxSize
                 } else {
-                    format!("invalid max-size {v:?}")
+                    LogOptError::InvalidMaxSize(v.clone())
                 });
             }
             r.max_size = n.max(0) as u64;
@@ -116,13 +148,12 @@ impl Rotation {
             r.max_file = match v.parse::<i64>() {
                 Ok(n) if n >= 1 => n.min(i64::from(u32::MAX)) as u32,
                 Ok(n) if local && n >= 0 => 1,
-                Ok(_) if local => return Err("max-file must not be negative".into()),
-                _ => return Err(format!("max-file cannot be less than 1: {v:?}")),
+                Ok(_) if local => return Err(LogOptError::NegativeMaxFile),
+                _ => return Err(LogOptError::InvalidMaxFile(v.clone())),
             };
         }
         if let Some(v) = opts.get("compress") {
-            r.compress = go_bool(v)
-                .ok_or_else(|| format!("strconv.ParseBool: parsing {v:?}: invalid syntax"))?;
+            r.compress = go_bool(v).ok_or_else(|| LogOptError::Compress(v.clone()))?;
         }
         Ok(r)
     }

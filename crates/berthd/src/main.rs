@@ -302,7 +302,11 @@ fn run(
     // The CRI's socket, bound with the others (a refusal stops the start).
     let cri_listener = if cfg.cri {
         // root only: whoever talks to it runs pods as root.
-        Some(sockets::bind_unix(&cfg.cri_socket, None, "")?)
+        let stream = std::net::SocketAddr::new(cfg.cri_stream_address, cfg.cri_stream_port);
+        let tcp = std::net::TcpListener::bind(stream)
+            .with_context(|| format!("binding the CRI streaming server on {stream}"))?;
+        tcp.set_nonblocking(true)?;
+        Some((sockets::bind_unix(&cfg.cri_socket, None, "")?, tcp))
     } else {
         None
     };
@@ -353,7 +357,7 @@ fn run(
                 stop_rx.clone(),
             )));
         }
-        if let Some(l) = cri_listener {
+        if let Some((l, stream)) = cri_listener {
             let listener = tokio::net::UnixListener::from_std(l)?;
             tracing::info!("CRI listening on {}", current_cri_socket.display());
             created.push(current_cri_socket.clone());
@@ -364,6 +368,11 @@ fn run(
                     bin_dir: cri_cni.1.clone(),
                 },
             );
+            tasks.push(tokio::spawn(berthd::cri::stream::serve(
+                tokio::net::TcpListener::from_std(stream)?,
+                cri.clone(),
+                stop_rx.clone(),
+            )));
             tasks.push(tokio::spawn(berthd::cri::serve(
                 listener,
                 cri,

@@ -18,14 +18,20 @@
 //! `$XDG_RUNTIME_DIR/berth/berth.sock` (where the `berth` CLI of the same user looks when no
 //! address is given), the configuration `$XDG_CONFIG_HOME/berth/daemon.json`.
 //!
-//! Not yet: bridge and user networks (containers get the host's network, or `none`), resource
-//! limits (no cgroup is delegated on cgroup v1; the runtime refuses limits it cannot apply).
+//! The daemon also gets a network namespace of its own with a `slirp4netns` uplink when that
+//! is installed (see [`crate::rootless_net`]): bridges, user networks and published ports then
+//! work as they do as root. Without it containers get the host's network, or `none`.
+//!
+//! Not yet: resource limits (no cgroup is delegated on cgroup v1; the runtime refuses limits
+//! it cannot apply).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use berth_runtime::rootless::{find_in_path, user_name};
+
+use crate::rootless_net::NetMode;
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
@@ -64,6 +70,8 @@ pub enum RootlessError {
     },
     #[error("rootless berthd: the daemon process exited while its user namespace was set up")]
     ChildGone,
+    #[error("rootless berthd: {0}")]
+    Network(#[from] crate::rootless_net::NetError),
 }
 
 fn sys(op: &'static str) -> impl FnOnce(std::io::Error) -> RootlessError {
@@ -160,33 +168,67 @@ pub fn enter() -> Result<(), RootlessError> {
     let subgid = subids("/etc/subgid", &user, gid, uid)?;
     // Checked here so that the error comes before anything starts.
     let paths = Paths::from_env()?;
+    crate::rootless_net::remember_host_settings();
+    let net = crate::rootless_net::mode()?;
     let record = paths.exec_root.join(NS_RECORD);
+    let (to_child_r, to_child_w) = pipe()?;
+    let (to_parent_r, to_parent_w) = pipe()?;
     // The namespace of an earlier daemon whose shims and containers still run: the new daemon
     // joins it, so that it can still reach them (a sibling namespace could not enter theirs).
-    if let Some((userns, mntns)) = live_namespace(&record, uid) {
+    if let Some(ns) = live_namespace(&record, uid) {
+        // The daemon's own network namespace, with its helper (started again if it died).
+        let slirp = match (&ns.net, net) {
+            (None, _) => None,
+            (Some(_), NetMode::Slirp4netns(p)) => Some(p),
+            (Some(_), NetMode::Host) => Some(
+                berth_util::fs::find_in_path("slirp4netns")
+                    .ok_or(crate::rootless_net::NetError::NoHelper)?,
+            ),
+        };
         // SAFETY: called first thing in main, single-threaded: the child may run Rust code.
         return match unsafe { nix::unistd::fork() }.map_err(errno("fork"))? {
             nix::unistd::ForkResult::Child => {
-                nix::sched::setns(&userns, nix::sched::CloneFlags::CLONE_NEWUSER)
+                drop((to_child_w, to_parent_r));
+                nix::sched::setns(&ns.user, nix::sched::CloneFlags::CLONE_NEWUSER)
                     .map_err(errno("join the user namespace of the running containers"))?;
-                nix::sched::setns(&mntns, nix::sched::CloneFlags::CLONE_NEWNS)
+                nix::sched::setns(&ns.mnt, nix::sched::CloneFlags::CLONE_NEWNS)
                     .map_err(errno("join the mount namespace of the running containers"))?;
-                drop((userns, mntns));
+                if let Some(n) = &ns.net {
+                    nix::sched::setns(n, nix::sched::CloneFlags::CLONE_NEWNET).map_err(errno(
+                        "join the network namespace of the running containers",
+                    ))?;
+                }
+                drop(ns);
                 become_root()?;
+                if slirp.is_some() {
+                    child_network(&to_parent_w, &to_child_r, &paths.exec_root)?;
+                }
                 ACTIVE.store(true, Ordering::Relaxed);
                 Ok(())
             }
-            nix::unistd::ForkResult::Parent { child } => std::process::exit(supervise(child)),
+            nix::unistd::ForkResult::Parent { child } => {
+                drop((to_child_r, to_parent_w, ns));
+                let _helper = parent_network(
+                    (&to_parent_r, &to_child_w),
+                    slirp.as_deref(),
+                    child,
+                    &paths.exec_root,
+                    true,
+                )?;
+                std::process::exit(supervise(child))
+            }
         };
     }
-    let (to_child_r, to_child_w) = pipe()?;
-    let (to_parent_r, to_parent_w) = pipe()?;
+    let slirp = match net {
+        NetMode::Slirp4netns(p) => Some(p),
+        NetMode::Host => None,
+    };
     // SAFETY: called first thing in main, single-threaded: the child may run Rust code.
     match unsafe { nix::unistd::fork() }.map_err(errno("fork"))? {
         nix::unistd::ForkResult::Child => {
             drop(to_child_w);
             drop(to_parent_r);
-            child(to_child_r, to_parent_w, &record)
+            child(to_child_r, to_parent_w, &record, slirp.is_some(), &paths)
         }
         nix::unistd::ForkResult::Parent { child } => {
             drop(to_child_r);
@@ -209,11 +251,20 @@ pub fn enter() -> Result<(), RootlessError> {
                 run_map("newgidmap", &newgidmap, &maps(gid, subgid))
             })();
             let _ = write_byte(&to_child_w, if mapped.is_ok() { 1 } else { 0 });
-            drop(to_child_w);
             if let Err(e) = mapped {
+                drop(to_child_w);
                 let _ = nix::sys::wait::waitpid(child, None);
                 return Err(e);
             }
+            // The daemon's network namespace gets its uplink.
+            let _helper = parent_network(
+                (&to_parent_r, &to_child_w),
+                slirp.as_deref(),
+                child,
+                &paths.exec_root,
+                false,
+            )?;
+            drop(to_child_w);
             std::process::exit(supervise(child));
         }
     }
@@ -259,9 +310,59 @@ fn run_map(tool: &'static str, path: &Path, args: &[String]) -> Result<(), Rootl
     Ok(())
 }
 
+/// The supervisor's side of the network handshake (with a helper to run): once the daemon
+/// is in its network namespace (`joined`: an earlier daemon's), the helper is started for it
+/// (unless one serves it already); the returned writer of its exit FIFO is kept while the
+/// supervisor runs. On failure the daemon exits and is reaped.
+fn parent_network(
+    (from_child, to_child): (&OwnedFd, &OwnedFd),
+    slirp: Option<&Path>,
+    child: nix::unistd::Pid,
+    exec_root: &Path,
+    joined: bool,
+) -> Result<Option<OwnedFd>, RootlessError> {
+    let Some(slirp) = slirp else {
+        return Ok(None);
+    };
+    let helper = read_byte(from_child)
+        .and_then(|b| b.ok_or(RootlessError::ChildGone))
+        .and_then(|_| {
+            let pid = child.as_raw();
+            Ok(crate::rootless_net::ensure_helper(
+                slirp, pid, exec_root, joined,
+            )?)
+        });
+    let _ = write_byte(to_child, if helper.is_ok() { 1 } else { 0 });
+    if helper.is_err() {
+        let _ = nix::sys::wait::waitpid(child, None);
+    }
+    helper.map(Some)
+}
+
+/// The daemon's side of the network handshake (see [`parent_network`]).
+fn child_network(
+    to_parent: &OwnedFd,
+    from_parent: &OwnedFd,
+    exec_root: &Path,
+) -> Result<(), RootlessError> {
+    write_byte(to_parent, 2)?;
+    if read_byte(from_parent)? != Some(1) {
+        // The supervisor reports why.
+        std::process::exit(1);
+    }
+    crate::rootless_net::joined(exec_root)?;
+    Ok(())
+}
+
 /// The daemon's side: unshare the user namespace, wait for the maps, become its root, make a
-/// mount namespace of its own.
-fn child(from_parent: OwnedFd, to_parent: OwnedFd, record: &Path) -> Result<(), RootlessError> {
+/// mount namespace (and with a network helper, a network namespace) of its own.
+fn child(
+    from_parent: OwnedFd,
+    to_parent: OwnedFd,
+    record: &Path,
+    own_net: bool,
+    paths: &Paths,
+) -> Result<(), RootlessError> {
     // The daemon stops with its supervisor.
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
     let fail = |e: RootlessError| -> ! {
@@ -272,15 +373,16 @@ fn child(from_parent: OwnedFd, to_parent: OwnedFd, record: &Path) -> Result<(), 
         .map_err(errno("create the user namespace"))
         .unwrap_or_else(|e| fail(e));
     write_byte(&to_parent, 1).unwrap_or_else(|e| fail(e));
-    drop(to_parent);
     if read_byte(&from_parent).unwrap_or_else(|e| fail(e)) != Some(1) {
         // The supervisor reports why.
         std::process::exit(1);
     }
-    drop(from_parent);
     become_root()?;
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .map_err(errno("create the mount namespace"))?;
+    let mut flags = nix::sched::CloneFlags::CLONE_NEWNS;
+    if own_net {
+        flags |= nix::sched::CloneFlags::CLONE_NEWNET;
+    }
+    nix::sched::unshare(flags).map_err(errno("create the mount and network namespaces"))?;
     nix::mount::mount(
         None::<&str>,
         "/",
@@ -290,12 +392,16 @@ fn child(from_parent: OwnedFd, to_parent: OwnedFd, record: &Path) -> Result<(), 
     )
     .map_err(errno("make / a slave mount"))?;
     // Where a later daemon finds this namespace while anything still runs in it.
-    if let Err(e) = record_namespace(record) {
+    if let Err(e) = record_namespace(record, own_net) {
         eprintln!(
             "berthd: recording the namespace in {}: {e}",
             record.display()
         );
     }
+    if own_net {
+        child_network(&to_parent, &from_parent, &paths.exec_root)?;
+    }
+    drop((to_parent, from_parent));
     ACTIVE.store(true, Ordering::Relaxed);
     Ok(())
 }
@@ -321,22 +427,36 @@ fn ns_key(pid: &str, ns: &str) -> Option<String> {
     Some(format!("{}:{}", m.dev(), m.ino()))
 }
 
-fn record_namespace(record: &Path) -> std::io::Result<()> {
+/// `USER MNT [NET]`: the daemon's namespaces (its network namespace when it has its own).
+fn record_namespace(record: &Path, own_net: bool) -> std::io::Result<()> {
     let (Some(user), Some(mnt)) = (ns_key("self", "user"), ns_key("self", "mnt")) else {
         return Err(std::io::Error::other("cannot read /proc/self/ns"));
     };
+    let mut line = format!("{user} {mnt}");
+    if own_net {
+        let net = ns_key("self", "net").ok_or_else(|| std::io::Error::other("no netns"))?;
+        line = format!("{line} {net}");
+    }
     if let Some(dir) = record.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    berth_util::fs::replace_file_nosync(record, format!("{user} {mnt}\n").as_bytes())
+    berth_util::fs::replace_file_nosync(record, format!("{line}\n").as_bytes())
 }
 
-/// The user and mount namespaces of the record, opened through a live process of `uid` in
-/// them (a shim or a container of the earlier daemon), if there is one.
-fn live_namespace(record: &Path, uid: u32) -> Option<(OwnedFd, OwnedFd)> {
+/// The recorded namespaces, opened.
+struct LiveNamespace {
+    user: OwnedFd,
+    mnt: OwnedFd,
+    net: Option<OwnedFd>,
+}
+
+/// The user and mount (and network) namespaces of the record, opened through a live process
+/// of `uid` in them (a shim or a proxy of the earlier daemon), if there is one.
+fn live_namespace(record: &Path, uid: u32) -> Option<LiveNamespace> {
     let text = std::fs::read_to_string(record).ok()?;
     let mut f = text.split_whitespace();
     let (user, mnt) = (f.next()?.to_string(), f.next()?.to_string());
+    let net = f.next().map(str::to_string);
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
         let pid = e.file_name().to_string_lossy().into_owned();
         if pid.parse::<u32>().is_err() {
@@ -351,14 +471,32 @@ fn live_namespace(record: &Path, uid: u32) -> Option<(OwnedFd, OwnedFd)> {
         if real_uid != Some(uid)
             || ns_key(&pid, "user").as_deref() != Some(&user)
             || ns_key(&pid, "mnt").as_deref() != Some(&mnt)
+            || net
+                .as_ref()
+                .is_some_and(|n| ns_key(&pid, "net").as_ref() != Some(n))
         {
             continue;
         }
         let open = |ns: &str| std::fs::File::open(format!("/proc/{pid}/ns/{ns}")).ok();
         if let (Some(u), Some(m)) = (open("user"), open("mnt")) {
+            let n = match &net {
+                Some(_) => match open("net") {
+                    Some(n) => Some(n.into()),
+                    None => continue,
+                },
+                None => None,
+            };
             // Still the same namespaces (the process may have exited and its pid been reused).
-            if ns_key(&pid, "user").as_deref() == Some(&user) {
-                return Some((u.into(), m.into()));
+            if ns_key(&pid, "user").as_deref() == Some(&user)
+                && net
+                    .as_deref()
+                    .is_none_or(|n| ns_key(&pid, "net").as_deref() == Some(n))
+            {
+                return Some(LiveNamespace {
+                    user: u.into(),
+                    mnt: m.into(),
+                    net: n,
+                });
             }
         }
     }
@@ -387,11 +525,16 @@ fn supervise(child: nix::unistd::Pid) -> i32 {
         nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
     );
     loop {
-        match nix::sys::wait::waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => return code,
-            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
-            Err(nix::errno::Errno::ECHILD) => return 1,
-            _ => {}
+        // (Other children — a network helper that exited — are reaped too.)
+        loop {
+            match nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(p, code)) if p == child => return code,
+                Ok(WaitStatus::Signaled(p, sig, _)) if p == child => return 128 + sig as i32,
+                Ok(WaitStatus::StillAlive) => break,
+                Err(nix::errno::Errno::ECHILD) => return 1,
+                Err(_) => break,
+                Ok(_) => continue,
+            }
         }
         let Ok(sfd) = &sfd else {
             // No signalfd: just wait.
@@ -413,11 +556,13 @@ fn supervise(child: nix::unistd::Pid) -> i32 {
     }
 }
 
-/// The error for what needs bridges (the daemon's namespace cannot make them yet).
+/// The error for what needs bridges (a daemon on the host's network namespace).
 pub fn no_bridges(what: &str) -> String {
     format!(
-        "rootless berthd: {what}: bridge and user-defined networks are not available to a \
-         rootless daemon yet; use --network host (the default here) or --network none"
+        "rootless berthd: {what}: bridge and user-defined networks need the daemon's own \
+         network namespace, with slirp4netns as its uplink (apt-get install slirp4netns; \
+         {} unset or slirp4netns); use --network host (the default here) or --network none",
+        crate::rootless_net::NET_ENV
     )
 }
 

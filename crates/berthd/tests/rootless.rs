@@ -4,163 +4,23 @@
 
 mod common;
 
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::Duration;
+use std::process::Stdio;
 
 use berth_testkit::busybox::BUSYBOX;
 use berth_testkit::user::{privileged_in_initial_ns, TestUser};
-use berth_testkit::Rootfs;
+use berth_testkit::user_daemon::{find_file, owners_image_tar, userns_of, UserDaemon};
 use common::*;
-
-/// The user's daemon; stopped (SIGTERM to its supervisor) on drop.
-struct UserDaemon<'a> {
-    user: &'a TestUser,
-    child: Child,
-    log: PathBuf,
-}
-
-impl<'a> UserDaemon<'a> {
-    fn start(user: &'a TestUser) -> UserDaemon<'a> {
-        let log = user.home.join("berthd.log");
-        let child = user
-            .command(bin_dir().join("berthd"))
-            .arg("--init-path")
-            .arg(bin_dir().join("berth-init.static"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let d = UserDaemon { user, child, log };
-        let sock = user.runtime_dir().join("berth/berth.sock");
-        let up = wait_until(Duration::from_secs(20), || {
-            sock.exists() && d.berth(&["version"]).code == 0
-        });
-        assert!(up, "rootless berthd did not come up: {}", d.log());
-        d
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The `berth` CLI as the user, with no address: it must find the daemon itself.
-    fn berth(&self, args: &[&str]) -> Run {
-        run_output(
-            self.user
-                .command(bin_dir().join("berth"))
-                .args(args)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap(),
-        )
-    }
-
-    /// The docker CLI as the user, on the daemon's socket.
-    fn docker(&self, args: &[&str]) -> Run {
-        let sock = self.user.runtime_dir().join("berth/berth.sock");
-        run_output(
-            self.user
-                .command("docker")
-                .env("DOCKER_HOST", format!("unix://{}", sock.display()))
-                .args(args)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap(),
-        )
-    }
-}
-
-impl UserDaemon<'_> {
-    /// Stops the daemon (SIGTERM to its supervisor, which forwards it); containers keep
-    /// running.
-    fn stop(&mut self) {
-        // Once reaped, its pid may be another process's.
-        if !matches!(self.child.try_wait(), Ok(None)) {
-            return;
-        }
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let stopped = wait_until(Duration::from_secs(20), || {
-            matches!(self.child.try_wait(), Ok(Some(_)))
-        });
-        if !stopped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Drop for UserDaemon<'_> {
-    fn drop(&mut self) {
-        // (The user's remaining processes go with the TestUser.)
-        self.stop();
-    }
-}
-
-/// The `dev:inode` of a process's user namespace.
-fn userns_of(pid: &str) -> String {
-    let m = std::fs::metadata(format!("/proc/{pid}/ns/user")).unwrap();
-    format!("{}:{}", m.dev(), m.ino())
-}
-
-/// busybox plus files of several owners (ids the user's mapping covers).
-fn image_tar() -> Vec<u8> {
-    let base = Rootfs::busybox().dirs(&["bin", "etc", "tmp", "root"]).tar();
-    let mut b = tar::Builder::new(Vec::new());
-    let mut a = tar::Archive::new(&base[..]);
-    for e in a.entries().unwrap() {
-        let mut e = e.unwrap();
-        let mut h = e.header().clone();
-        let mut data = Vec::new();
-        e.read_to_end(&mut data).unwrap();
-        let path = e.path().unwrap().into_owned();
-        match e.link_name().unwrap() {
-            Some(l) => b.append_link(&mut h, &path, &l).unwrap(),
-            None => b.append_data(&mut h, &path, &data[..]).unwrap(),
-        }
-    }
-    for (path, uid, gid) in [
-        ("owners/by-1000", 1000, 1000),
-        ("owners/by-nobody", 65534, 65534),
-        ("owners/by-33-44", 33, 44),
-    ] {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_mode(0o644);
-        h.set_uid(uid);
-        h.set_gid(gid);
-        h.set_size(2);
-        b.append_data(&mut h, path, &b"x\n"[..]).unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
-/// The first file named `name` below `dir` (not following links).
-fn find(dir: &Path, name: &str) -> Option<PathBuf> {
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let p = e.path();
-        let t = e.file_type().ok()?;
-        if t.is_file() && e.file_name() == name {
-            return Some(p);
-        }
-        if t.is_dir() {
-            if let Some(f) = find(&p, name) {
-                return Some(f);
-            }
-        }
-    }
-    None
-}
 
 #[test]
 fn rootless_daemon_runs_containers_for_an_ordinary_user() {
     require_root!(BUSYBOX, "newuidmap", "newgidmap", "docker");
     let user = TestUser::create("bdr").expect("create the test user");
-    let d = UserDaemon::start(&user);
+    // On the host's network namespace (no network helper): what needs bridges is a clear
+    // error (rootless_net.rs tests the daemon's own namespace).
+    let d = UserDaemon::start_with(&user, |c| {
+        c.env("BERTHD_ROOTLESS_NET", "host");
+    });
     // The XDG defaults.
     let data = user.home.join(".local/share/berth");
     assert!(
@@ -170,7 +30,7 @@ fn rootless_daemon_runs_containers_for_an_ordinary_user() {
     );
     // An image with files of several owners, loaded through save/load.
     let tar = user.home.join("image.tar");
-    std::fs::write(&tar, image_tar()).unwrap();
+    std::fs::write(&tar, owners_image_tar()).unwrap();
     user.chown_tree(&tar);
     d.berth(&[
         "import",
@@ -207,7 +67,7 @@ fn rootless_daemon_runs_containers_for_an_ordinary_user() {
         .ok()
         .stdout;
     assert_eq!(out, "0\n1000:1000\n33:44\n65534:65534\n");
-    let f = find(&data, "by-1000").expect("the layer's file in the data root");
+    let f = find_file(&data, "by-1000").expect("the layer's file in the data root");
     let m = std::fs::metadata(&f).unwrap();
     assert_eq!(
         (m.uid(), m.gid()),
@@ -316,11 +176,7 @@ fn restarted_rootless_daemon_joins_its_running_containers() {
     require_root!(BUSYBOX, "newuidmap", "newgidmap");
     let user = TestUser::create("bdj").expect("create the test user");
     let mut d = UserDaemon::start(&user);
-    let tar = user.home.join("image.tar");
-    std::fs::write(&tar, image_tar()).unwrap();
-    user.chown_tree(&tar);
-    d.berth(&["import", tar.to_str().unwrap(), "busybox:latest"])
-        .ok();
+    d.load_busybox();
     d.berth(&["run", "-d", "--name", "keeps", "busybox", "sleep", "1000"])
         .ok();
     let pid = d

@@ -338,11 +338,16 @@ pub enum FilterOp {
     Matches,
 }
 
+/// A prune filter that is not `key[op]value` (the filter as given).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid filter {0:?}")]
+pub struct InvalidFilter(pub String);
+
 impl PruneFilter {
     /// Parses BuildKit's filter strings (containerd's syntax, as buildx sends them:
     /// `type==regular,id~=abc`; `key=value` is `key==value`; a bare key asks that the field
     /// be set).
-    pub fn parse_all(filters: &[String]) -> std::result::Result<Vec<PruneFilter>, String> {
+    pub fn parse_all(filters: &[String]) -> std::result::Result<Vec<PruneFilter>, InvalidFilter> {
         let mut out = Vec::new();
         for part in filters.iter().flat_map(|f| f.split(',')) {
             let part = part.trim();
@@ -366,7 +371,7 @@ impl PruneFilter {
                     .bytes()
                     .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-')
             {
-                return Err(format!("invalid filter {part:?}"));
+                return Err(InvalidFilter(part.to_string()));
             }
             out.push(PruneFilter {
                 key: key.to_string(),

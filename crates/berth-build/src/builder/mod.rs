@@ -39,8 +39,8 @@ use berth_image::{Digest, Reference};
 use serde_json::Value;
 
 pub use cache::{
-    cache_dir, cleanup_stale, prune, prune_matching, references, steps, FilterOp, PruneFilter,
-    PruneOptions, PruneReport, StepInfo,
+    cache_dir, cleanup_stale, prune, prune_matching, references, steps, FilterOp, InvalidFilter,
+    PruneFilter, PruneOptions, PruneReport, StepInfo,
 };
 pub use error::{BuildError, StepError};
 pub use state::PlatformError;

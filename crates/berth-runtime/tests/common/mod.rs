@@ -11,29 +11,18 @@ pub use berth_testkit::{require_root, unique_name as unique, Bundle, CommandRun,
 pub const BIN: &str = env!("CARGO_BIN_EXE_berth-runtime");
 
 /// An [`OciEnv`] for this crate's runtime binary.
-pub struct TestEnv(OciEnv);
-
-impl std::ops::Deref for TestEnv {
-    type Target = OciEnv;
-    fn deref(&self) -> &OciEnv {
-        &self.0
-    }
+pub fn test_env() -> OciEnv {
+    OciEnv::new(Path::new(BIN), "berth-rt-test", "state")
 }
 
-impl TestEnv {
-    pub fn new() -> TestEnv {
-        TestEnv(OciEnv::new(Path::new(BIN), "berth-rt-test", "state"))
-    }
-
-    /// A new environment and the container name `unique(prefix)`.
-    pub fn with_id(prefix: &str) -> (TestEnv, String) {
-        (TestEnv::new(), unique(prefix))
-    }
+/// A new environment and the container name `unique(prefix)`.
+pub fn with_id(prefix: &str) -> (OciEnv, String) {
+    (test_env(), unique(prefix))
 }
 
-/// A [`TestEnv`] and a bundle running `args` for the container `unique(prefix)`.
-pub fn setup(prefix: &str, args: &[&str]) -> (TestEnv, String, Bundle) {
-    let (env, id) = TestEnv::with_id(prefix);
+/// An environment and a bundle running `args` for the container `unique(prefix)`.
+pub fn setup(prefix: &str, args: &[&str]) -> (OciEnv, String, Bundle) {
+    let (env, id) = with_id(prefix);
     let b = env.bundle(&id, args);
     (env, id, b)
 }
@@ -54,7 +43,7 @@ pub fn array(v: &mut serde_json::Value) -> &mut Vec<serde_json::Value> {
 }
 
 /// `run` a bundle in the foreground; returns (exit code, stdout, stderr).
-pub fn run_fg(env: &TestEnv, b: &Bundle, id: &str) -> (i32, String, String) {
+pub fn run_fg(env: &OciEnv, b: &Bundle, id: &str) -> (i32, String, String) {
     b.write();
     let out = env.run(&["run", "--bundle", b.p(), id]);
     (

@@ -41,6 +41,10 @@ fn defaults() {
     assert_eq!(c.cri_socket, PathBuf::from("/run/berth/cri.sock"));
     assert_eq!(c.cni_conf_dir, PathBuf::from("/etc/cni/net.d"));
     assert_eq!(c.cni_bin_dir, PathBuf::from("/usr/lib/cni"));
+    assert_eq!(
+        (c.cri_stream_address.to_string(), c.cri_stream_port),
+        ("127.0.0.1".to_string(), 0)
+    );
     assert_eq!(c.level(), tracing::Level::INFO);
     assert_eq!(c.subnet_candidates(), None);
 }
@@ -316,7 +320,8 @@ fn a_reload_takes_exactly_the_reloadable_options() {
         "log-opts": {"max-size": "1m"},
         "default-ulimits": {"nproc": {"Name": "nproc", "Soft": 1, "Hard": 1}},
         "live-restore": false, "docker-compat": true, "cri": false,
-        "cri-socket": "/c.sock", "cni-conf-dir": "/cc", "cni-bin-dir": "/cb"
+        "cri-socket": "/c.sock", "cni-conf-dir": "/cc", "cni-bin-dir": "/cb",
+        "cri-stream-address": "127.0.0.2", "cri-stream-port": 10010
     }"#;
     let file = FileConfig::parse(text).unwrap();
     assert_eq!(

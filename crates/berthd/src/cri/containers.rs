@@ -65,7 +65,7 @@ fn state_of(c: &Container) -> pb::ContainerState {
 
 impl Cri {
     /// A container's record and its engine container.
-    fn container(&self, id: &str) -> Result<(ContainerRecord, Container), Status> {
+    pub(crate) fn container(&self, id: &str) -> Result<(ContainerRecord, Container), Status> {
         if id.is_empty() {
             return Err(Status::invalid_argument("no container id"));
         }

@@ -13,6 +13,8 @@
 //!
 //! - [`images`]: `ImageService` on the image store (one namespace with the Docker API's).
 //! - [`pods`]: sandboxes and CNI; [`containers`]: containers, `ExecSync`.
+//! - [`stream`]: the streaming server of `Exec`, `Attach` and `PortForward` (SPDY and
+//!   WebSocket sessions on a loopback HTTP port).
 //! - [`service`]: the gRPC traits, dispatching to the above.
 
 pub mod containers;
@@ -20,6 +22,7 @@ pub mod images;
 pub mod pods;
 pub mod service;
 pub mod store;
+pub mod stream;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,6 +56,8 @@ pub struct Cri {
     pub(crate) engine: Arc<Engine>,
     pub(crate) cni: CniConfig,
     pub(crate) store: store::Store,
+    /// The streaming server's pending sessions.
+    pub(crate) streams: stream::Streams,
     /// Serialises making the pause image.
     pause: tokio::sync::Mutex<()>,
 }
@@ -64,6 +69,7 @@ impl Cri {
             engine,
             cni,
             store,
+            streams: stream::Streams::default(),
             pause: tokio::sync::Mutex::new(()),
         })
     }

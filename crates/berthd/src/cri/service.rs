@@ -1,6 +1,7 @@
-//! The gRPC services: each RPC dispatches to [`super::pods`], [`super::containers`] or
-//! [`super::images`]. RPCs not listed here answer `Unimplemented` (checkpointing, metrics,
-//! the `Stream*` listings); those below that are not implemented yet say so by name.
+//! The gRPC services: each RPC dispatches to [`super::pods`], [`super::containers`],
+//! [`super::images`] or [`super::stream`]. RPCs not listed here answer `Unimplemented`
+//! (checkpointing, metrics, the `Stream*` listings); those below that are not implemented yet
+//! say so by name.
 
 use std::sync::Arc;
 
@@ -212,19 +213,22 @@ impl RuntimeService for Service {
         self.0.exec_sync(req.into_inner()).await.map(Response::new)
     }
 
-    async fn exec(&self, _: Request<pb::ExecRequest>) -> Answer<pb::ExecResponse> {
-        Err(later("Exec (the streaming server)"))
+    async fn exec(&self, req: Request<pb::ExecRequest>) -> Answer<pb::ExecResponse> {
+        self.0.exec(req.into_inner()).await.map(Response::new)
     }
 
-    async fn attach(&self, _: Request<pb::AttachRequest>) -> Answer<pb::AttachResponse> {
-        Err(later("Attach (the streaming server)"))
+    async fn attach(&self, req: Request<pb::AttachRequest>) -> Answer<pb::AttachResponse> {
+        self.0.attach(req.into_inner()).await.map(Response::new)
     }
 
     async fn port_forward(
         &self,
-        _: Request<pb::PortForwardRequest>,
+        req: Request<pb::PortForwardRequest>,
     ) -> Answer<pb::PortForwardResponse> {
-        Err(later("PortForward (the streaming server)"))
+        self.0
+            .port_forward(req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn update_container_resources(

@@ -231,7 +231,7 @@ impl Engine {
             hc.network_mode = "default".into();
         }
         // A rootless daemon has no bridge: its default is the host's network.
-        if hc.network_mode == "default" && crate::rootless::active() {
+        if hc.network_mode == "default" && crate::rootless_net::host_only() {
             hc.network_mode = "host".into();
         }
         self.live()

@@ -24,23 +24,18 @@ impl Engine {
     /// inside the runtime, once at start).
     pub fn reattach(self: &Arc<Self>) {
         // Networking: forget endpoints of vanished containers, re-adopt running ones.
-        self.net.adopt(&self.list());
-        let running: Vec<String> = self
-            .list()
-            .into_iter()
+        let all = self.list();
+        self.net.adopt(&all);
+        let running: Vec<String> = all
+            .iter()
             .filter(|c| c.state.running)
-            .map(|c| c.id)
+            .map(|c| c.id.clone())
             .collect();
-        for id in running {
-            tracing::info!("reattaching to container {id}");
-            let me = self.clone();
-            let id2 = id.clone();
-            tokio::spawn(async move { me.monitor(id2).await });
-            self.spawn_health_checks(&id);
-        }
-        // Restart policies on daemon start: `always`, and `unless-stopped` unless stopped by hand.
-        let to_start: Vec<String> = self
-            .list()
+        // Restart policies on daemon start: `always`, and `unless-stopped` unless stopped by
+        // hand — of containers stopped before this start (the records as read here: a running
+        // one whose shim is lost is its monitor's to restart, which may already have marked it
+        // exited by the time a second listing ran, and two starts raced).
+        let to_start: Vec<String> = all
             .into_iter()
             .filter(|c| !c.state.running)
             .filter(|c| match c.host_config.restart_policy.name.as_str() {
@@ -51,6 +46,13 @@ impl Engine {
             })
             .map(|c| c.id)
             .collect();
+        for id in running {
+            tracing::info!("reattaching to container {id}");
+            let me = self.clone();
+            let id2 = id.clone();
+            tokio::spawn(async move { me.monitor(id2).await });
+            self.spawn_health_checks(&id);
+        }
         for id in to_start {
             tracing::info!("starting container {id} (restart policy)");
             let me = self.clone();

@@ -135,7 +135,7 @@ impl Manager {
         match mode {
             "host" | "none" => {
                 // A rootless daemon's "default" network is the host's (see `crate::rootless`).
-                let rootless_default = |k: &str| k == "default" && crate::rootless::active();
+                let rootless_default = |k: &str| k == "default" && crate::rootless_net::host_only();
                 if eps.is_some_and(|o| o.keys().any(|k| k != mode && !rootless_default(k))) {
                     return Err(EngineError::bad(
                         "container sharing network namespace with another container or host cannot be connected to any other network",
@@ -149,7 +149,7 @@ impl Manager {
                     ));
                 }
             }
-            m if crate::rootless::active() => {
+            m if crate::rootless_net::host_only() => {
                 return Err(EngineError::bad(crate::rootless::no_bridges(&format!(
                     "--network {m}"
                 ))));
@@ -710,7 +710,7 @@ impl Manager {
 
     /// `network connect`: a new endpoint; plugged in now when the container runs.
     pub fn connect(&self, c: &Container, key: &str, cfg: Option<&EndpointSettings>) -> Result<()> {
-        if crate::rootless::active() {
+        if crate::rootless_net::host_only() {
             return Err(EngineError::bad(crate::rootless::no_bridges(
                 "network connect",
             )));

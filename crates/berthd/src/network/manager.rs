@@ -133,8 +133,9 @@ impl Manager {
         std::fs::create_dir_all(&dir).map_err(EngineError::io("creating", &dir))?;
         let file = StateFile::open(dir.join("state.json"));
         let mut st = file.read()?;
-        // A rootless daemon cannot touch the host's network (see `crate::rootless`).
-        let rootless = crate::rootless::active();
+        // A rootless daemon on the host's network namespace cannot touch it (see
+        // `crate::rootless_net`); in a namespace of its own it works as root does.
+        let rootless = crate::rootless_net::host_only();
         let fw: Option<Box<dyn Firewall>> = match opts.firewall.as_str() {
             _ if rootless => None,
             "nftables" => Some(Box::new(firewall::Nftables::new(opts.table()))),
@@ -207,8 +208,9 @@ impl Manager {
                 tracing::warn!("enabling IPv6 forwarding: {e}");
             }
         }
-        let host_resolv =
-            ResolvConf::parse(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+        let host_resolv = crate::rootless_net::resolv_conf(ResolvConf::parse(
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        ));
         let m = Arc::new_cyclic(|me| Manager {
             opts: opts.clone(),
             file,
@@ -224,7 +226,12 @@ impl Manager {
         {
             let st = m.state.lock().unwrap();
             m.file.save(&st)?;
-            m.apply_firewall(&st)?;
+            m.apply_rules(&st)?;
+            // A forward that cannot be restored (its host port taken meanwhile) does not keep
+            // the daemon down.
+            if let Err(e) = m.sync_forwards(&st) {
+                tracing::warn!("{e}");
+            }
         }
         Ok(m)
     }
@@ -277,7 +284,7 @@ impl Manager {
                     } else {
                         Proto::Tcp
                     },
-                    host_ip: p.host_ip.parse().ok(),
+                    host_ip: crate::rootless_net::netns_host_ip(&p.host_ip).parse().ok(),
                     host_port: p.host_port,
                     container_ip: ep.target_ip(&p.host_ip),
                     container_port: p.container_port,
@@ -288,8 +295,32 @@ impl Manager {
         r
     }
 
-    /// Rewrites the firewall from the state (one atomic batch).
+    /// The host forwards of a rootless daemon's published ports (IPv4; see
+    /// `crate::rootless_net`).
+    fn host_forwards(st: &NetState) -> Vec<crate::rootless_net::HostFwd> {
+        st.containers
+            .values()
+            .filter(|c| !c.endpoints.is_empty())
+            .flat_map(|c| c.ports.iter())
+            .filter(|p| p.host_ip.is_empty() || p.host_ip.parse::<std::net::Ipv4Addr>().is_ok())
+            .map(|p| crate::rootless_net::HostFwd::published(&p.proto, &p.host_ip, p.host_port))
+            .collect()
+    }
+
+    /// Rewrites the firewall from the state (one atomic batch); a rootless daemon's host
+    /// forwards follow (both are attempted; the first error is returned).
     pub(super) fn apply_firewall(&self, st: &NetState) -> Result<()> {
+        let rules = self.apply_rules(st);
+        rules.and(self.sync_forwards(st))
+    }
+
+    /// A rootless daemon's host forwards made those of the published ports.
+    fn sync_forwards(&self, st: &NetState) -> Result<()> {
+        crate::rootless_net::sync_ports(&Self::host_forwards(st))
+            .map_err(|e| EngineError::Internal(e.to_string()))
+    }
+
+    fn apply_rules(&self, st: &NetState) -> Result<()> {
         let Some(fw) = &self.fw else {
             return Ok(());
         };
@@ -357,7 +388,7 @@ impl Manager {
         if name.trim().is_empty() || name.chars().any(char::is_control) {
             return Err(bad(format!("invalid network name: {name:?}")));
         }
-        if crate::rootless::active() {
+        if crate::rootless_net::host_only() {
             return Err(bad(crate::rootless::no_bridges("network create")));
         }
         if matches!(name.as_str(), "bridge" | "host" | "none") {

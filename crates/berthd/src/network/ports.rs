@@ -98,11 +98,14 @@ pub fn wanted_ports(c: &Container) -> Result<Vec<WantPort>> {
 }
 
 /// Binds a wanted port (the first free one of a range); returns the socket and its port.
+/// A rootless daemon in its own network namespace binds on every address there (the host's
+/// address is slirp4netns's, see `crate::rootless_net`).
 pub fn bind_port(w: &WantPort) -> Result<(proxy::Bound, u16)> {
-    let ip: IpAddr = if w.host_ip.is_empty() {
+    let host_ip = crate::rootless_net::netns_host_ip(&w.host_ip);
+    let ip: IpAddr = if host_ip.is_empty() {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     } else {
-        w.host_ip
+        host_ip
             .parse()
             .map_err(|_| EngineError::bad(format!("invalid host IP: {}", w.host_ip)))?
     };
@@ -121,6 +124,10 @@ pub fn bind_port(w: &WantPort) -> Result<(proxy::Bound, u16)> {
     };
     let mut last = None;
     for p in range {
+        if let Err(e) = crate::rootless_net::check_port(p) {
+            last = Some(std::io::Error::new(std::io::ErrorKind::PermissionDenied, e));
+            continue;
+        }
         match proxy::bind(proto, SocketAddr::new(ip, p)) {
             Ok(b) => {
                 let port = b

@@ -35,3 +35,4 @@ pub fn push_rmi_pull(d: &Daemon, name: &str) -> (Run, String) {
     assert_eq!(out, "pulled\n");
     (push, pull)
 }
+pub mod cri;

@@ -1,0 +1,293 @@
+//! The shared prologue of the CRI tests (`cri.rs`, `cri_stream.rs`): gRPC clients of a
+//! daemon's CRI socket, a CNI network of the test's own, pod removal on drop, pod and
+//! container configurations.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+use berth_buildkit::conn::H2Channel;
+use berth_cri::proto as pb;
+use pb::image_service_client::ImageServiceClient;
+use pb::runtime_service_client::RuntimeServiceClient;
+
+pub const CNI_BIN: &str = "/usr/lib/cni";
+
+pub type Runtime = RuntimeServiceClient<H2Channel>;
+pub type Images = ImageServiceClient<H2Channel>;
+
+/// Clients of the daemon's CRI socket (one connection each).
+pub async fn clients(d: &Daemon) -> (Runtime, Images) {
+    let sock = d.path("exec/cri.sock");
+    let mut out = Vec::new();
+    for _ in 0..2 {
+        let io = tokio::net::UnixStream::connect(&sock).await.unwrap();
+        let (ch, _) = H2Channel::connect(io).await.unwrap();
+        out.push(ch);
+    }
+    let images = ImageServiceClient::with_origin(out.pop().unwrap(), H2Channel::origin());
+    let runtime = RuntimeServiceClient::with_origin(out.pop().unwrap(), H2Channel::origin());
+    (runtime, images)
+}
+
+/// A CNI network of the test's own: a conflist (bridge + host-local + portmap) in its own
+/// configuration directory; the bridge link is deleted on drop.
+pub struct CniNet {
+    pub dir: tempfile::TempDir,
+    pub bridge: String,
+    pub subnet_prefix: String,
+}
+
+impl CniNet {
+    pub fn new(n: u32) -> CniNet {
+        let dir = tempfile::Builder::new()
+            .prefix("cri-cni")
+            .tempdir()
+            .unwrap();
+        let pid = std::process::id();
+        let bridge = format!("bc{}", berth_testkit::unique_id());
+        let subnet_prefix = format!("10.{}.{}.", 192 + ((pid >> 8) & 0x3f), pid & 0xff);
+        let subnet = format!("{subnet_prefix}{}/28", (n % 16) * 16);
+        std::fs::create_dir_all(dir.path().join("net.d")).unwrap();
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": format!("{bridge}-net"),
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": bridge,
+                    "isGateway": true,
+                    "ipMasq": false,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": subnet}]],
+                        "dataDir": dir.path().join("ipam"),
+                    }
+                },
+                {"type": "portmap", "capabilities": {"portMappings": true}}
+            ]
+        });
+        std::fs::write(
+            dir.path().join("net.d/10-test.conflist"),
+            serde_json::to_vec_pretty(&conf).unwrap(),
+        )
+        .unwrap();
+        CniNet {
+            dir,
+            bridge,
+            subnet_prefix,
+        }
+    }
+
+    pub fn conf_dir(&self) -> PathBuf {
+        self.dir.path().join("net.d")
+    }
+
+    /// Addresses host-local has handed out (its per-address files).
+    pub fn leases(&self) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(
+            self.dir
+                .path()
+                .join("ipam")
+                .join(format!("{}-net", self.bridge)),
+        ) else {
+            return vec![];
+        };
+        rd.flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("10."))
+            .collect()
+    }
+
+    pub fn daemon(&self) -> Daemon {
+        let d = Daemon::with_args(&[
+            "--cni-conf-dir".into(),
+            self.conf_dir().display().to_string(),
+            "--cni-bin-dir".into(),
+            CNI_BIN.into(),
+        ]);
+        d
+    }
+}
+
+impl Drop for CniNet {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Removes every pod through the CRI when dropped (a failed test's too), so their networks
+/// are torn down by CNI before the daemon's cleanup removes the containers. Declared after
+/// the daemon, so dropped before it.
+pub struct RemovePods(PathBuf);
+
+impl Drop for RemovePods {
+    fn drop(&mut self) {
+        let sock = self.0.clone();
+        let Ok(rt) = tokio::runtime::Runtime::new() else {
+            return;
+        };
+        rt.block_on(async move {
+            let Ok(io) = tokio::net::UnixStream::connect(&sock).await else {
+                return;
+            };
+            let Ok((ch, _)) = H2Channel::connect(io).await else {
+                return;
+            };
+            let mut r = RuntimeServiceClient::with_origin(ch, H2Channel::origin());
+            let Ok(list) = r
+                .list_pod_sandbox(pb::ListPodSandboxRequest::default())
+                .await
+            else {
+                return;
+            };
+            for p in list.into_inner().items {
+                let _ = r
+                    .remove_pod_sandbox(pb::RemovePodSandboxRequest {
+                        pod_sandbox_id: p.id,
+                    })
+                    .await;
+            }
+        });
+    }
+}
+
+pub fn remove_pods(d: &Daemon) -> RemovePods {
+    RemovePods(d.path("exec/cri.sock"))
+}
+
+pub fn cni_available() -> bool {
+    if Path::new(CNI_BIN).join("bridge").exists() && Path::new(CNI_BIN).join("host-local").exists()
+    {
+        return true;
+    }
+    eprintln!(
+        "skipped: the CNI plugins are not installed in {CNI_BIN} (containernetworking-plugins)"
+    );
+    false
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+pub fn sandbox_config(d: &Daemon, uid: &str, logs: &Path) -> pb::PodSandboxConfig {
+    pb::PodSandboxConfig {
+        metadata: Some(pb::PodSandboxMetadata {
+            name: "web".into(),
+            uid: uid.into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: "web-pod".into(),
+        log_directory: logs.display().to_string(),
+        dns_config: Some(pb::DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["default.svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        }),
+        labels: [("app".to_string(), "web".to_string())].into(),
+        annotations: [("note".to_string(), "x".to_string())].into(),
+        linux: Some(pb::LinuxPodSandboxConfig {
+            cgroup_parent: format!("{}/pod{uid}", d.cgroup_parent),
+            sysctls: [(
+                "net.ipv4.ip_unprivileged_port_start".to_string(),
+                "80".to_string(),
+            )]
+            .into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn busybox_container(name: &str, script: &str) -> pb::ContainerConfig {
+    pb::ContainerConfig {
+        metadata: Some(pb::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(pb::ImageSpec {
+            image: "busybox".into(),
+            ..Default::default()
+        }),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        ..Default::default()
+    }
+}
+
+pub async fn run_container(
+    r: &mut Runtime,
+    sid: &str,
+    sandbox: &pb::PodSandboxConfig,
+    config: pb::ContainerConfig,
+) -> String {
+    let id = r
+        .create_container(pb::CreateContainerRequest {
+            pod_sandbox_id: sid.into(),
+            config: Some(config),
+            sandbox_config: Some(sandbox.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    r.start_container(pb::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    id
+}
+
+pub const CRICTL: &str = "/root/peers/bin/crictl";
+
+/// crictl (cri-tools) pointed at a daemon's CRI socket, with an empty configuration file.
+pub struct Crictl {
+    endpoint: String,
+    config: PathBuf,
+}
+
+impl Crictl {
+    /// `None` (saying the test is skipped) when crictl is not installed.
+    pub fn new(d: &Daemon) -> Option<Crictl> {
+        if !Path::new(CRICTL).exists() {
+            eprintln!("skipped: crictl not installed ({CRICTL})");
+            return None;
+        }
+        let config = d.path("crictl.yaml");
+        std::fs::write(&config, "").unwrap();
+        Some(Crictl {
+            endpoint: format!("unix://{}", d.path("exec/cri.sock").display()),
+            config,
+        })
+    }
+
+    /// The command line of `crictl ARGS` (to run with input or a terminal).
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(CRICTL);
+        c.args([
+            "--runtime-endpoint",
+            &self.endpoint,
+            "--image-endpoint",
+            &self.endpoint,
+            "--timeout",
+            "30s",
+        ])
+        .args(args)
+        .env("CRI_CONFIG_FILE", &self.config);
+        c
+    }
+
+    /// Runs `crictl ARGS` to the end.
+    pub fn run(&self, args: &[&str]) -> Run {
+        run_output(self.command(args).output().unwrap())
+    }
+}
