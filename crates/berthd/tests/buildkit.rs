@@ -229,7 +229,14 @@ fn docker_build_goes_through_buildx_and_caches() {
     let three = std::fs::read_to_string(&iid).unwrap();
     assert_ne!(three, id);
     let out = d
-        .docker(&["run", "--rm", "bk:three", "cat", "/count", "/app/files/f2.txt"])
+        .docker(&[
+            "run",
+            "--rm",
+            "bk:three",
+            "cat",
+            "/count",
+            "/app/files/f2.txt",
+        ])
         .ok()
         .stdout;
     assert_eq!(out, "8\nchanged 2\n");
