@@ -105,6 +105,14 @@ impl Contexts {
         slot.try_lock_owned().ok().map(|guard| Lease { guard })
     }
 
+    /// Drops every copy no build holds (their directories are removed): at the daemon's exit.
+    pub fn clear(&self) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (s, _)| s.try_lock().is_err());
+    }
+
     /// How many keys are known (kept or being built).
     pub fn len(&self) -> usize {
         self.slots.lock().unwrap_or_else(|p| p.into_inner()).len()

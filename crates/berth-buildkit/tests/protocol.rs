@@ -966,4 +966,7 @@ async fn a_kept_context_reuses_unchanged_files_and_rebuilds_a_copy_of_changed_on
     assert_eq!(asked, ["files/one"]);
     assert_eq!(cached, Some(false));
     assert_ne!(id4, id3);
+    // At the daemon's exit the copies go.
+    bk.contexts().clear();
+    assert!(bk.contexts().is_empty());
 }
