@@ -128,7 +128,7 @@ fn same_controllers(a: &[String], b: &[String]) -> bool {
 
 /// The directory for `comps` in a hierarchy mounted at `mount_point` (showing cgroup `mount_root`).
 /// Relative paths are placed below `own` (the caller's cgroup in that hierarchy).
-fn resolve_dir(
+pub(crate) fn resolve_dir(
     mount_point: &Path,
     mount_root: &str,
     own: Option<&str>,

@@ -19,6 +19,7 @@
 
 mod cgroup;
 pub mod convert;
+mod delegation;
 pub mod devices;
 mod error;
 mod fsutil;
@@ -28,6 +29,7 @@ mod v1;
 mod v2;
 
 pub use cgroup::{Cgroup, MountSources, UnifiedDir, V1Dir, V1MountSource};
+pub use delegation::Delegation;
 pub use error::{CgroupError, Result};
 pub use hierarchy::{CgroupVersion, Hierarchy};
 pub use stats::Stats;

@@ -159,7 +159,8 @@ pub fn is_permission_error(e: &berth_cgroups::CgroupError) -> bool {
 
 /// True when the resources ask for a limit (anything but device rules, which a rootless
 /// container cannot enforce and does not need: it cannot create device nodes).
-pub fn requests_limits(r: &crate::spec::LinuxResources) -> bool {
+/// (Any serializable `linux.resources`: the runtime's own type or oci-spec's.)
+pub fn requests_limits(r: &impl serde::Serialize) -> bool {
     let Ok(serde_json::Value::Object(mut m)) = serde_json::to_value(r) else {
         return false;
     };

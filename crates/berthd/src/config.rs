@@ -1065,8 +1065,8 @@ pub fn merge(flags: &Flags, file: &FileConfig) -> Result<DaemonConfig, MergeErro
             "must be at least 1",
         ));
     }
-    let cgroup_parent =
-        pick(&flags.cgroup_parent, &file.cgroup_parent).unwrap_or_else(|| "/berth".into());
+    let cgroup_parent = pick(&flags.cgroup_parent, &file.cgroup_parent)
+        .unwrap_or_else(crate::rootless_cgroups::default_parent);
     if cgroup_parent.is_empty() {
         return Err(invalid("cgroup-parent", "must not be empty"));
     }

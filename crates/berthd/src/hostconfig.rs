@@ -932,10 +932,15 @@ pub fn apply(spec: &mut Spec, hc: &HostConfig, peers: &dyn Peers) -> Result<()> 
     let is = |m: &Mount, d: &str| m.destination == Path::new(d);
     let opts = ["rbind", "nosuid", "noexec", "nodev"];
     if ipc == "host" {
+        // The host's /dev/mqueue when it has one mounted; else the spec's own mqueue mount,
+        // which in the host's IPC namespace shows the same queues.
+        let host_mqueue = Path::new("/dev/mqueue").is_dir();
         spec.mounts
-            .retain(|m| !is(m, "/dev/shm") && !is(m, "/dev/mqueue"));
+            .retain(|m| !(is(m, "/dev/shm") || host_mqueue && is(m, "/dev/mqueue")));
         spec.mounts.push(bind("/dev/shm", "/dev/shm", &opts));
-        spec.mounts.push(bind("/dev/mqueue", "/dev/mqueue", &opts));
+        if host_mqueue {
+            spec.mounts.push(bind("/dev/mqueue", "/dev/mqueue", &opts));
+        }
         set_ns(spec, NamespaceType::Ipc, None, false);
     } else if let Some(c) = ipc.strip_prefix("container:") {
         let pid = peer_pid(peers, c)?;

@@ -34,6 +34,7 @@ pub mod mounts;
 pub mod names;
 pub mod network;
 pub mod rootless;
+pub mod rootless_cgroups;
 pub mod rootless_net;
 pub mod shimio;
 pub mod sockets;

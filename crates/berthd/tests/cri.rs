@@ -1,11 +1,10 @@
 //! The Kubernetes CRI (`runtime.v1`) driven directly over berthd's CRI socket with a tonic
 //! client: version and status, images, and pod sandbox + container lifecycles on a CNI
 //! network of the test's own (a bridge and subnet of its own, IPAM state in its temporary
-//! directory), across a daemon restart.
+//! directory), across a daemon restart; container and pod stats and the event stream.
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use berth_cri::proto as pb;
@@ -988,16 +987,12 @@ fn cri_host_network_and_ipc_pod() {
         let mut cfg = sandbox_config(&d, &uid, &logs);
         let linux = cfg.linux.get_or_insert_with(Default::default);
         linux.sysctls.clear();
-        // The host's IPC needs its /dev/mqueue (missing in some containers running the tests).
-        let host_ipc = Path::new("/dev/mqueue").exists();
+        // The host's IPC, also where the host has no /dev/mqueue mounted (some containers
+        // running the tests): the containers then mount their own mqueue file system.
         linux.security_context = Some(pb::LinuxSandboxSecurityContext {
             namespace_options: Some(pb::NamespaceOption {
                 network: pb::NamespaceMode::Node as i32,
-                ipc: if host_ipc {
-                    pb::NamespaceMode::Node
-                } else {
-                    pb::NamespaceMode::Pod
-                } as i32,
+                ipc: pb::NamespaceMode::Node as i32,
                 ..Default::default()
             }),
             ..Default::default()
@@ -1038,7 +1033,7 @@ fn cri_host_network_and_ipc_pod() {
                 10,
             )
             .await;
-            assert_eq!(out.trim() == host_ns(ns), ns == "net" || host_ipc, "{ns}");
+            assert_eq!(out.trim(), host_ns(ns), "{ns}");
         }
         let (out, _, _) = exec(&mut r, &c, &["readlink", "/proc/self/ns/uts"], 10).await;
         assert_ne!(
@@ -1051,6 +1046,340 @@ fn cri_host_network_and_ipc_pod() {
         })
         .await
         .unwrap();
+    });
+    finish(d);
+}
+
+/// The next event of a `GetContainerEvents` stream (within 20 s).
+async fn next_event(
+    s: &mut tonic::Streaming<pb::ContainerEventResponse>,
+) -> pb::ContainerEventResponse {
+    tokio::time::timeout(Duration::from_secs(20), s.message())
+        .await
+        .expect("no event within 20 s")
+        .unwrap()
+        .expect("the event stream ended")
+}
+
+/// The event's (container id, type, pod state, container states).
+fn event_summary(e: &pb::ContainerEventResponse) -> (String, i32, Option<i32>, Vec<(String, i32)>) {
+    (
+        e.container_id.clone(),
+        e.container_event_type,
+        e.pod_sandbox_status.as_ref().map(|p| p.state),
+        e.containers_statuses
+            .iter()
+            .map(|c| (c.id.clone(), c.state))
+            .collect(),
+    )
+}
+
+async fn container_stats(r: &mut Runtime, id: &str) -> pb::ContainerStats {
+    r.container_stats(pb::ContainerStatsRequest {
+        container_id: id.into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .stats
+    .unwrap()
+}
+
+fn value(v: &Option<pb::UInt64Value>) -> u64 {
+    v.as_ref()
+        .map(|v| v.value)
+        .unwrap_or_else(|| panic!("no value"))
+}
+
+#[test]
+fn cri_stats_and_container_events() {
+    require_root!();
+    if !cni_available() {
+        return;
+    }
+    use pb::ContainerEventType as Ev;
+    use pb::ContainerState as Cs;
+    let net = CniNet::new(7);
+    let d = net.daemon();
+    let _pods = remove_pods(&d);
+    let logs = d.path("pod-logs");
+    let uid = format!("uid-{}", berth_testkit::unique_id());
+    let gateway = format!("{}{}", net.subnet_prefix, 7 * 16 + 1);
+    rt().block_on(async {
+        let (mut r, mut i) = clients(&d).await;
+        let mut events = r
+            .clone()
+            .get_container_events(pb::GetEventsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let cfg = sandbox_config(&d, &uid, &logs);
+        let sid = r
+            .run_pod_sandbox(pb::RunPodSandboxRequest {
+                config: Some(cfg.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        let e = next_event(&mut events).await;
+        let ready = Some(pb::PodSandboxState::SandboxReady as i32);
+        assert_eq!(
+            event_summary(&e),
+            (sid.clone(), Ev::ContainerStartedEvent as i32, ready, vec![])
+        );
+        let ip = e.pod_sandbox_status.unwrap().network.unwrap().ip;
+        assert!(ip.starts_with(&net.subnet_prefix), "{ip}");
+        assert!(e.created_at > 0);
+
+        // A group without a user is refused (as containerd does), and announces nothing.
+        let mut grouped = busybox_container("grouped", "true");
+        grouped.linux = Some(pb::LinuxContainerConfig {
+            security_context: Some(pb::LinuxContainerSecurityContext {
+                run_as_group: Some(pb::Int64Value { value: 5 }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let e = r
+            .create_container(pb::CreateContainerRequest {
+                pod_sandbox_id: sid.clone(),
+                config: Some(grouped),
+                sandbox_config: Some(cfg.clone()),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+
+        // A busy container that wrote 2 MiB into its writable layer.
+        let mut config = busybox_container(
+            "busy",
+            "dd if=/dev/zero of=/blob bs=1024 count=2048 && touch /done; while :; do :; done",
+        );
+        config.labels = [("tier".to_string(), "cpu".to_string())].into();
+        let cid = r
+            .create_container(pb::CreateContainerRequest {
+                pod_sandbox_id: sid.clone(),
+                config: Some(config),
+                sandbox_config: Some(cfg.clone()),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        assert_eq!(
+            event_summary(&next_event(&mut events).await),
+            (
+                cid.clone(),
+                Ev::ContainerCreatedEvent as i32,
+                ready,
+                vec![(cid.clone(), Cs::ContainerCreated as i32)]
+            )
+        );
+        // Not running: attributes and the writable layer, no CPU or memory.
+        let st = container_stats(&mut r, &cid).await;
+        assert!(st.cpu.is_none() && st.memory.is_none(), "{st:?}");
+        assert_eq!(st.attributes.as_ref().unwrap().labels["tier"], "cpu");
+        r.start_container(pb::StartContainerRequest {
+            container_id: cid.clone(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            event_summary(&next_event(&mut events).await),
+            (
+                cid.clone(),
+                Ev::ContainerStartedEvent as i32,
+                ready,
+                vec![(cid.clone(), Cs::ContainerRunning as i32)]
+            )
+        );
+        for _ in 0..100 {
+            if exec(&mut r, &cid, &["test", "-e", "/done"], 5).await.2 == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let first = container_stats(&mut r, &cid).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let st = container_stats(&mut r, &cid).await;
+        let a = st.attributes.as_ref().unwrap();
+        assert_eq!(
+            (a.id.as_str(), a.metadata.as_ref().unwrap().name.as_str()),
+            (cid.as_str(), "busy")
+        );
+        let cpu = st.cpu.as_ref().unwrap();
+        let used = value(&cpu.usage_core_nano_seconds);
+        assert!(used > value(&first.cpu.as_ref().unwrap().usage_core_nano_seconds));
+        // The busy loop uses a good part of a core between the two samples.
+        let cores = value(&cpu.usage_nano_cores);
+        assert!(cores > 50_000_000 && cores < 3_000_000_000, "{cores}");
+        let mem = st.memory.as_ref().unwrap();
+        let ws = value(&mem.working_set_bytes);
+        assert!(ws > 0 && ws <= value(&mem.usage_bytes), "{mem:?}");
+        assert!(value(&mem.page_faults) > 0, "{mem:?}");
+        let wl = st.writable_layer.as_ref().unwrap();
+        assert!(value(&wl.used_bytes) >= 2 << 20, "{wl:?}");
+        assert!(value(&wl.inodes_used) >= 2, "{wl:?}");
+        let fs = i
+            .image_fs_info(pb::ImageFsInfoRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(wl.fs_id, fs.image_filesystems[0].fs_id);
+
+        // Listing, with each filter.
+        let lister = r.clone();
+        let list = |f: pb::ContainerStatsFilter| {
+            let mut r = lister.clone();
+            async move {
+                r.list_container_stats(pb::ListContainerStatsRequest { filter: Some(f) })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .stats
+                    .into_iter()
+                    .map(|s| s.attributes.unwrap().id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(list(Default::default()).await, vec![cid.clone()]);
+        let by_pod = pb::ContainerStatsFilter {
+            pod_sandbox_id: sid.clone(),
+            ..Default::default()
+        };
+        assert_eq!(list(by_pod).await, vec![cid.clone()]);
+        let by_id = pb::ContainerStatsFilter {
+            id: cid[..12].to_string(),
+            ..Default::default()
+        };
+        assert_eq!(list(by_id).await, vec![cid.clone()]);
+        let by_label = |v: &str| pb::ContainerStatsFilter {
+            label_selector: [("tier".to_string(), v.to_string())].into(),
+            ..Default::default()
+        };
+        assert_eq!(list(by_label("cpu")).await, vec![cid.clone()]);
+        assert!(list(by_label("io")).await.is_empty());
+
+        // The pod: its cgroup's CPU, memory and processes, its network, its container.
+        let (_, _, code) = exec(&mut r, &cid, &["ping", "-c", "2", "-W", "1", &gateway], 10).await;
+        assert_eq!(code, 0);
+        let ps = r
+            .pod_sandbox_stats(pb::PodSandboxStatsRequest {
+                pod_sandbox_id: sid.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats
+            .unwrap();
+        assert_eq!(ps.attributes.as_ref().unwrap().id, sid);
+        assert_eq!(ps.attributes.as_ref().unwrap().labels["app"], "web");
+        let l = ps.linux.unwrap();
+        assert!(value(&l.cpu.as_ref().unwrap().usage_core_nano_seconds) >= used);
+        assert!(value(&l.memory.as_ref().unwrap().working_set_bytes) > 0);
+        // pause, sh (and maybe a finishing exec).
+        assert!(
+            value(&l.process.as_ref().unwrap().process_count) >= 2,
+            "{:?}",
+            l.process
+        );
+        let n = l.network.unwrap();
+        let eth0 = n.default_interface.unwrap();
+        assert_eq!(eth0.name, "eth0");
+        assert!(
+            value(&eth0.tx_bytes) > 0 && value(&eth0.rx_bytes) > 0,
+            "{eth0:?}"
+        );
+        assert_eq!(n.interfaces.len(), 1, "{:?}", n.interfaces);
+        assert_eq!(l.containers.len(), 1);
+        assert_eq!(l.containers[0].attributes.as_ref().unwrap().id, cid);
+        let lister = r.clone();
+        let pods = |sel: &str| {
+            let mut r = lister.clone();
+            let f = pb::PodSandboxStatsFilter {
+                label_selector: [("app".to_string(), sel.to_string())].into(),
+                ..Default::default()
+            };
+            async move {
+                r.list_pod_sandbox_stats(pb::ListPodSandboxStatsRequest { filter: Some(f) })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .stats
+                    .len()
+            }
+        };
+        assert_eq!(pods("web").await, 1);
+        assert_eq!(pods("db").await, 0);
+
+        // Stopped, then removed.
+        r.stop_container(pb::StopContainerRequest {
+            container_id: cid.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            event_summary(&next_event(&mut events).await),
+            (
+                cid.clone(),
+                Ev::ContainerStoppedEvent as i32,
+                ready,
+                vec![(cid.clone(), Cs::ContainerExited as i32)]
+            )
+        );
+        let st = container_stats(&mut r, &cid).await;
+        assert!(st.cpu.is_none(), "{st:?}");
+        assert!(value(&st.writable_layer.unwrap().used_bytes) >= 2 << 20);
+        r.remove_container(pb::RemoveContainerRequest {
+            container_id: cid.clone(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            event_summary(&next_event(&mut events).await),
+            (cid.clone(), Ev::ContainerDeletedEvent as i32, ready, vec![])
+        );
+        let e = r
+            .container_stats(pb::ContainerStatsRequest {
+                container_id: cid.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        r.stop_pod_sandbox(pb::StopPodSandboxRequest {
+            pod_sandbox_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            event_summary(&next_event(&mut events).await),
+            (
+                sid.clone(),
+                Ev::ContainerStoppedEvent as i32,
+                Some(pb::PodSandboxState::SandboxNotready as i32),
+                vec![]
+            )
+        );
+        let e = r
+            .pod_sandbox_stats(pb::PodSandboxStatsRequest {
+                pod_sandbox_id: sid.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(pods("web").await, 0);
+        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            event_summary(&next_event(&mut events).await),
+            (sid.clone(), Ev::ContainerDeletedEvent as i32, None, vec![])
+        );
     });
     finish(d);
 }

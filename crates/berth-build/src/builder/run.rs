@@ -33,7 +33,8 @@ pub(super) struct RunSpec {
     env: Vec<String>,
     cwd: String,
     user: String,
-    /// `host`, `none`, `bridge` (the default) or a network's name or id.
+    /// `host`, `none`, `default` (the daemon's default: its bridge, a rootless daemon's
+    /// host network) or a network's name or id.
     network: String,
     mounts: Vec<RunMount>,
     /// The command as the failure message shows it.
@@ -125,7 +126,7 @@ impl Eval<'_, '_, '_> {
             Some(Network::Host) => "host".to_string(),
             Some(Network::None) => "none".to_string(),
             Some(Network::Default) | None => match self.opts.network.as_deref() {
-                None | Some("" | "default") => "bridge".to_string(),
+                None | Some("" | "default") => "default".to_string(),
                 Some(n) => n.to_string(),
             },
         };

@@ -121,7 +121,18 @@ impl Cri {
             "k8s_{}_{}_{}_{}_{}",
             meta.name, sandbox.meta.name, sandbox.meta.namespace, sandbox.meta.uid, meta.attempt
         );
-        let (cfg, hc) = engine_config(&sandbox, &config, &image.id.to_string());
+        let sc = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.clone())
+            .unwrap_or_default();
+        if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
+            return Err(Status::invalid_argument(
+                "run_as_group is set without run_as_user or run_as_username",
+            ));
+        }
+        let seccomp = seccomp_option(&sc)?;
+        let (cfg, hc) = engine_config(&sandbox, &config, &image.id.to_string(), seccomp);
         let id = self.create_engine_container(name, cfg, hc).await?;
         let log_path = if config.log_path.is_empty() || sandbox.log_directory.is_empty() {
             String::new()
@@ -171,6 +182,12 @@ impl Cri {
             let _ = self.engine.remove(&id, true, true).await;
             return Err(e.into());
         }
+        self.emit(
+            &id,
+            &sandbox.id,
+            pb::ContainerEventType::ContainerCreatedEvent,
+        )
+        .await;
         Ok(pb::CreateContainerResponse { container_id: id })
     }
 
@@ -189,7 +206,14 @@ impl Cri {
                 })?;
             }
         }
-        self.engine.start(&rec.id).await.map_err(status)
+        self.engine.start(&rec.id).await.map_err(status)?;
+        self.emit(
+            &rec.id,
+            &rec.sandbox_id,
+            pb::ContainerEventType::ContainerStartedEvent,
+        )
+        .await;
+        Ok(())
     }
 
     pub(crate) async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), Status> {
@@ -213,11 +237,16 @@ impl Cri {
 
     /// Removes a container in any state (forcibly) and its record.
     pub(crate) async fn remove_container_by_id(&self, id: &str) -> Result<(), Status> {
+        let sandbox = self.store.container(id)?.map(|r| r.sandbox_id);
         match self.engine.remove(id, true, true).await {
             Ok(()) | Err(EngineError::NotFound(_)) => {}
             Err(e) => return Err(status(e)),
         }
         self.store.delete_container(id)?;
+        if let Some(s) = sandbox {
+            self.emit(id, &s, pb::ContainerEventType::ContainerDeletedEvent)
+                .await;
+        }
         Ok(())
     }
 
@@ -452,11 +481,60 @@ impl Cri {
     }
 }
 
+/// The engine's `seccomp=` option of a container, as containerd chooses the profile: none
+/// when privileged; the `seccomp` field, else the deprecated `seccomp_profile_path`
+/// (`runtime/default`, `docker/default`, `unconfined`, `localhost/<path>`); unset is
+/// unconfined (the kubelet asks for `RuntimeDefault` when it wants the default); a
+/// `Localhost` profile is read from its file.
+fn seccomp_option(sc: &pb::LinuxContainerSecurityContext) -> Result<Option<String>, Status> {
+    use pb::security_profile::ProfileType;
+    if sc.privileged {
+        return Ok(None);
+    }
+    #[allow(deprecated)]
+    let (kind, path) = match &sc.seccomp {
+        Some(p) => (
+            ProfileType::try_from(p.profile_type).unwrap_or(ProfileType::Unconfined),
+            p.localhost_ref.clone(),
+        ),
+        None => match sc.seccomp_profile_path.as_str() {
+            "runtime/default" | "docker/default" => (ProfileType::RuntimeDefault, String::new()),
+            p => match p.strip_prefix("localhost/") {
+                Some(path) => (ProfileType::Localhost, path.to_string()),
+                None if p.is_empty() || p == "unconfined" => {
+                    (ProfileType::Unconfined, String::new())
+                }
+                None => {
+                    return Err(Status::invalid_argument(format!(
+                        "unknown seccomp profile path {p:?}"
+                    )))
+                }
+            },
+        },
+    };
+    match kind {
+        ProfileType::RuntimeDefault => Ok(None),
+        ProfileType::Unconfined => Ok(Some("seccomp=unconfined".into())),
+        ProfileType::Localhost => {
+            if path.is_empty() {
+                return Err(Status::invalid_argument(
+                    "a Localhost seccomp profile needs its localhost_ref",
+                ));
+            }
+            let json = std::fs::read_to_string(&path).map_err(|e| {
+                Status::invalid_argument(format!("reading the seccomp profile {path}: {e}"))
+            })?;
+            Ok(Some(format!("seccomp={json}")))
+        }
+    }
+}
+
 /// The engine's create request of a pod's container.
 fn engine_config(
     sandbox: &SandboxRecord,
     config: &pb::ContainerConfig,
     image_id: &str,
+    seccomp: Option<String>,
 ) -> (Config, HostConfig) {
     let linux = config.linux.clone().unwrap_or_default();
     let sc = linux.security_context.clone().unwrap_or_default();
@@ -468,17 +546,7 @@ fn engine_config(
     if sc.no_new_privs {
         security_opt.push("no-new-privileges".to_string());
     }
-    if let Some(p) = &sc.seccomp {
-        match pb::security_profile::ProfileType::try_from(p.profile_type) {
-            Ok(pb::security_profile::ProfileType::Unconfined) => {
-                security_opt.push("seccomp=unconfined".into())
-            }
-            Ok(pb::security_profile::ProfileType::Localhost) if !p.localhost_ref.is_empty() => {
-                security_opt.push(format!("seccomp={}", p.localhost_ref))
-            }
-            _ => {}
-        }
-    }
+    security_opt.extend(seccomp);
     let host_net = sandbox.network_mode == NamespaceMode::Node as i32;
     let mut hc = HostConfig {
         network_mode: if host_net {
@@ -603,6 +671,51 @@ mod tests {
     }
 
     #[test]
+    #[allow(deprecated)]
+    fn seccomp_profiles_as_containerd_chooses_them() {
+        use pb::security_profile::ProfileType;
+        let profile = |t: ProfileType, r: &str| pb::LinuxContainerSecurityContext {
+            seccomp: Some(pb::SecurityProfile {
+                profile_type: t as i32,
+                localhost_ref: r.into(),
+            }),
+            ..Default::default()
+        };
+        let unconfined = Some("seccomp=unconfined".to_string());
+        let none = pb::LinuxContainerSecurityContext::default();
+        assert_eq!(seccomp_option(&none).unwrap(), unconfined);
+        let default = profile(ProfileType::RuntimeDefault, "");
+        assert_eq!(seccomp_option(&default).unwrap(), None);
+        let mut privileged = profile(ProfileType::Unconfined, "");
+        privileged.privileged = true;
+        assert_eq!(seccomp_option(&privileged).unwrap(), None);
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("p.json");
+        std::fs::write(&f, r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#).unwrap();
+        let local = profile(ProfileType::Localhost, f.to_str().unwrap());
+        assert_eq!(
+            seccomp_option(&local).unwrap(),
+            Some(r#"seccomp={"defaultAction":"SCMP_ACT_ALLOW"}"#.to_string())
+        );
+        let missing = profile(ProfileType::Localhost, "/no/such/profile.json");
+        assert_eq!(
+            seccomp_option(&missing).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        // The deprecated path field.
+        let path = |p: &str| pb::LinuxContainerSecurityContext {
+            seccomp_profile_path: p.into(),
+            ..Default::default()
+        };
+        assert_eq!(seccomp_option(&path("runtime/default")).unwrap(), None);
+        assert_eq!(seccomp_option(&path("unconfined")).unwrap(), unconfined);
+        assert!(seccomp_option(&path(&format!("localhost/{}", f.display())))
+            .unwrap()
+            .is_some_and(|o| o.contains("SCMP_ACT_ALLOW")));
+        assert!(seccomp_option(&path("bogus")).is_err());
+    }
+
+    #[test]
     fn pod_namespaces_and_security() {
         let sandbox = SandboxRecord {
             id: "sb".into(),
@@ -647,7 +760,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let (cfg, hc) = engine_config(&sandbox, &config, "sha256:abc");
+        let (cfg, hc) = engine_config(&sandbox, &config, "sha256:abc", None);
         assert_eq!(cfg.hostname, "pod-a");
         assert_eq!(cfg.entrypoint, Some(vec!["/bin/sh".to_string()]));
         assert_eq!(cfg.cmd, None);

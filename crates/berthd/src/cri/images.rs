@@ -178,8 +178,20 @@ impl Cri {
         Ok(pb::RemoveImageResponse::default())
     }
 
+    /// The image file system's identifier: the snapshots' directory (containers' writable
+    /// layers are there too).
+    pub(crate) fn image_fs_mountpoint(&self) -> String {
+        self.engine
+            .images
+            .root()
+            .join("snapshotter")
+            .display()
+            .to_string()
+    }
+
     pub(crate) async fn image_fs_info(&self) -> Result<pb::ImageFsInfoResponse, Status> {
         let root = self.engine.images.root().to_path_buf();
+        let mountpoint = self.image_fs_mountpoint();
         let usage = blocking(move || {
             let mut used = 0u64;
             let mut inodes = 0u64;
@@ -188,9 +200,7 @@ impl Cri {
             }
             Ok(pb::FilesystemUsage {
                 timestamp: super::now_nanos(),
-                fs_id: Some(pb::FilesystemIdentifier {
-                    mountpoint: root.join("snapshotter").display().to_string(),
-                }),
+                fs_id: Some(pb::FilesystemIdentifier { mountpoint }),
                 used_bytes: Some(pb::UInt64Value { value: used }),
                 inodes_used: Some(pb::UInt64Value { value: inodes }),
             })
@@ -205,7 +215,7 @@ impl Cri {
 
 /// Disk usage (allocated blocks) and inodes under `p`, not crossing into other file
 /// systems (overlay mounts of running containers).
-fn walk(p: &Path, used: &mut u64, inodes: &mut u64) {
+pub(crate) fn walk(p: &Path, used: &mut u64, inodes: &mut u64) {
     let Ok(top) = std::fs::symlink_metadata(p) else {
         return;
     };

@@ -13,14 +13,17 @@
 //!
 //! - [`images`]: `ImageService` on the image store (one namespace with the Docker API's).
 //! - [`pods`]: sandboxes and CNI; [`containers`]: containers, `ExecSync`.
+//! - [`stats`]: container and pod statistics; [`events`]: `GetContainerEvents`.
 //! - [`stream`]: the streaming server of `Exec`, `Attach` and `PortForward` (SPDY and
 //!   WebSocket sessions on a loopback HTTP port).
 //! - [`service`]: the gRPC traits, dispatching to the above.
 
 pub mod containers;
+pub mod events;
 pub mod images;
 pub mod pods;
 pub mod service;
+pub mod stats;
 pub mod store;
 pub mod stream;
 
@@ -60,6 +63,10 @@ pub struct Cri {
     pub(crate) streams: stream::Streams,
     /// Serialises making the pause image.
     pause: tokio::sync::Mutex<()>,
+    /// The previous CPU samples (for `usage_nano_cores`).
+    pub(crate) cpu_samples: stats::CpuSamples,
+    /// The `GetContainerEvents` streams.
+    pub(crate) events: events::Events,
 }
 
 impl Cri {
@@ -71,6 +78,8 @@ impl Cri {
             store,
             streams: stream::Streams::default(),
             pause: tokio::sync::Mutex::new(()),
+            cpu_samples: Default::default(),
+            events: Default::default(),
         })
     }
 }
@@ -103,6 +112,7 @@ impl Cri {
 
 /// Serves the CRI on `listener` until `stop` changes.
 pub async fn serve(listener: UnixListener, cri: Arc<Cri>, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(events::watch_exits(cri.clone(), stop.clone()));
     let runtime = RuntimeServiceServer::new(service::Service(cri.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);

@@ -18,7 +18,7 @@ use crate::engine::EngineError;
 pub const PAUSE_IMAGE: &str = concat!("localhost/berth-pause:", env!("CARGO_PKG_VERSION"));
 
 /// The interface of the pod's network inside its namespace.
-const POD_IFNAME: &str = "eth0";
+pub(crate) const POD_IFNAME: &str = "eth0";
 
 /// `/etc/*` files and the directories the runtime mounts on, for the pause image's layer.
 fn pause_tar(init: &std::path::Path) -> std::io::Result<Vec<u8>> {
@@ -247,6 +247,8 @@ impl Cri {
             let _ = self.remove_sandbox(&id).await;
             return Err(e);
         }
+        self.emit(&id, &id, pb::ContainerEventType::ContainerStartedEvent)
+            .await;
         Ok(pb::RunPodSandboxResponse { pod_sandbox_id: id })
     }
 
@@ -375,6 +377,8 @@ impl Cri {
             unmount_shm(&rec.shm);
         }
         self.store.delete_sandbox(id)?;
+        self.emit(id, id, pb::ContainerEventType::ContainerDeletedEvent)
+            .await;
         Ok(())
     }
 
@@ -513,7 +517,7 @@ fn unmount_shm(p: &str) {
     let _ = std::fs::remove_dir(p);
 }
 
-fn pod_metadata(m: &PodMeta) -> pb::PodSandboxMetadata {
+pub(crate) fn pod_metadata(m: &PodMeta) -> pb::PodSandboxMetadata {
     pb::PodSandboxMetadata {
         name: m.name.clone(),
         uid: m.uid.clone(),

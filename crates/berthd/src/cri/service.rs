@@ -1,7 +1,6 @@
 //! The gRPC services: each RPC dispatches to [`super::pods`], [`super::containers`],
-//! [`super::images`] or [`super::stream`]. RPCs not listed here answer `Unimplemented`
-//! (checkpointing, metrics, the `Stream*` listings); those below that are not implemented yet
-//! say so by name.
+//! [`super::images`], [`super::stats`], [`super::events`] or [`super::stream`]. RPCs not
+//! listed here answer `Unimplemented` (checkpointing, metrics, the `Stream*` listings).
 
 use std::sync::Arc;
 
@@ -17,12 +16,6 @@ use super::Cri;
 pub struct Service(pub Arc<Cri>);
 
 type Answer<T> = Result<Response<T>, Status>;
-
-fn later(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "{what} is not implemented by Berth's CRI yet (streaming, stats and events come later)"
-    ))
-}
 
 #[tonic::async_trait]
 impl RuntimeService for Service {
@@ -251,37 +244,49 @@ impl RuntimeService for Service {
 
     async fn container_stats(
         &self,
-        _: Request<pb::ContainerStatsRequest>,
+        req: Request<pb::ContainerStatsRequest>,
     ) -> Answer<pb::ContainerStatsResponse> {
-        Err(later("ContainerStats"))
+        self.0
+            .container_stats(req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_container_stats(
         &self,
-        _: Request<pb::ListContainerStatsRequest>,
+        req: Request<pb::ListContainerStatsRequest>,
     ) -> Answer<pb::ListContainerStatsResponse> {
-        Err(later("ListContainerStats"))
+        self.0
+            .list_container_stats(req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _: Request<pb::PodSandboxStatsRequest>,
+        req: Request<pb::PodSandboxStatsRequest>,
     ) -> Answer<pb::PodSandboxStatsResponse> {
-        Err(later("PodSandboxStats"))
+        self.0
+            .pod_sandbox_stats(req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn get_container_events(
         &self,
         _: Request<pb::GetEventsRequest>,
     ) -> Answer<tonic::codegen::BoxStream<pb::ContainerEventResponse>> {
-        Err(later("GetContainerEvents"))
+        Ok(Response::new(self.0.event_stream()))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<pb::ListPodSandboxStatsRequest>,
+        req: Request<pb::ListPodSandboxStatsRequest>,
     ) -> Answer<pb::ListPodSandboxStatsResponse> {
-        Err(later("ListPodSandboxStats"))
+        self.0
+            .list_pod_sandbox_stats(req.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 

@@ -175,7 +175,8 @@ impl Engine {
         let mut hc = host_config.unwrap_or_default();
         validate(&config, &hc)?;
         let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let warnings = crate::hostconfig::check(&hc, ncpus)?;
+        let mut warnings = crate::hostconfig::check(&hc, ncpus)?;
+        warnings.extend(crate::rootless_cgroups::drop_limits(&mut hc)?);
         let resolved = self.images.resolve(&image_name).map_err(|e| {
             if e.is_not_found() {
                 EngineError::ImageNotFound(image_name.clone())

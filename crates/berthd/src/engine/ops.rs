@@ -166,6 +166,7 @@ impl Engine {
                 format!("Container {} is not paused", c.id)
             }));
         }
+        crate::rootless_cgroups::needs_cgroup(if pause { "pause" } else { "unpause" }, &c.id)?;
         let id = c.id.clone();
         self.runtime_call(
             move |rt| if pause { rt.pause(&id) } else { rt.resume(&id) },
@@ -226,6 +227,9 @@ impl Engine {
             memory_reservation, memory_swap, memory_swappiness, nano_cpus, oom_kill_disable,
             pids_limit,
         );
+        if !changed.is_empty() {
+            crate::rootless_cgroups::needs_cgroup("update the limits of", &c.id)?;
+        }
         let set = |f: &str| changed.contains(&f);
         // Memory raised above the old swap limit: Docker raises swap with it.
         if set("memory") && !set("memory_swap") && hc.memory_swap > 0 && hc.memory_swap < hc.memory
@@ -279,7 +283,8 @@ impl Engine {
         Ok(warnings)
     }
 
-    fn cgroup_of(&self, c: &Container) -> Result<berth_cgroups::Cgroup> {
+    pub(crate) fn cgroup_of(&self, c: &Container) -> Result<berth_cgroups::Cgroup> {
+        crate::rootless_cgroups::needs_cgroup("read the cgroup of", &c.id)?;
         let h = hierarchy()?;
         berth_cgroups::Cgroup::open_existing(h, Some(&self.cgroups_path(c)), &c.id).map_err(
             |source| EngineError::Cgroup {
@@ -292,6 +297,9 @@ impl Engine {
     /// The host pids of a running container's processes.
     pub fn pids(&self, name_or_id: &str) -> Result<Vec<i32>> {
         let c = self.running(name_or_id)?;
+        if !crate::rootless_cgroups::containers_have_cgroups() {
+            return Ok(crate::rootless_cgroups::processes_of(c.state.pid as i32));
+        }
         let cg = self.cgroup_of(&c)?;
         let mut p = cg.pids().map_err(|source| EngineError::Cgroup {
             what: format!("the processes of {}", c.id),
@@ -666,7 +674,7 @@ pub fn system_cpu_usage() -> u64 {
 }
 
 /// Per-interface counters of a container's network namespace (without `lo`).
-fn net_dev(pid: i64) -> Option<BTreeMap<String, NetworkStats>> {
+pub(crate) fn net_dev(pid: i64) -> Option<BTreeMap<String, NetworkStats>> {
     if pid <= 0 {
         return None;
     }

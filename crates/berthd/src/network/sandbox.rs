@@ -60,6 +60,12 @@ impl Manager {
     ) -> Result<RunSandbox> {
         let extra = self.parse_extra_hosts(extra_hosts)?;
         let no_overrides = DnsOverrides::default();
+        // A rootless daemon on the host's network namespace has no bridge: its RUN steps'
+        // default is the host's network, as for its containers (see `crate::rootless_net`).
+        let network = match network {
+            "default" if crate::rootless_net::host_only() => "host",
+            n => n,
+        };
         match network {
             "host" => {
                 let mut hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
