@@ -122,28 +122,3 @@ impl Contexts {
         self.len() == 0
     }
 }
-
-/// Whether a Dockerfile may write into its context: a `RUN --mount=type=bind` of the context
-/// (no `from=`) that is read-write.
-pub fn writes_context(df: &berth_build::parser::Dockerfile) -> bool {
-    df.nodes
-        .iter()
-        .filter(|i| i.keyword == "RUN")
-        .flat_map(|i| i.flag_all("mount"))
-        .any(|m| {
-            // BuildKit's default mount type is bind.
-            let mut bind = true;
-            let mut from = false;
-            let mut rw = false;
-            for p in m.split(',') {
-                let (k, v) = p.split_once('=').unwrap_or((p, "true"));
-                match (k.trim().to_ascii_lowercase().as_str(), v.trim()) {
-                    ("type", t) => bind = t == "bind",
-                    ("from", v) if !v.is_empty() => from = true,
-                    ("rw" | "readwrite", v) => rw = v != "false",
-                    _ => {}
-                }
-            }
-            bind && !from && rw
-        })
-}

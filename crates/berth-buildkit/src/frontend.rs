@@ -757,7 +757,7 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
     phase("build done");
     drop(work);
     match lease.as_mut() {
-        Some(l) if !crate::contexts::writes_context(&parsed) => l.put(ctx_copy),
+        Some(l) if !berth_build::builder::writes_context(&parsed) => l.put(ctx_copy),
         _ => drop(ctx_copy),
     }
     // A build whose every step came from an imported cache image is that image.
