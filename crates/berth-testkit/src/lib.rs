@@ -108,8 +108,14 @@ impl PropagationDir {
     pub fn mount_tmpfs(&self, sub: &str) -> PathBuf {
         let t = self.path().join(sub);
         std::fs::create_dir_all(&t).expect("mount point");
-        rustix::mount::mount("tmpfs", &t, "tmpfs", rustix::mount::MountFlags::empty(), None)
-            .expect("mount a tmpfs");
+        rustix::mount::mount(
+            "tmpfs",
+            &t,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .expect("mount a tmpfs");
         t
     }
 }
