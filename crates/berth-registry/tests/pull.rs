@@ -379,6 +379,7 @@ fn interrupted_download_resumes_with_range() {
             cut_after: cut.then_some(1024 * 1024),
             delay: Duration::ZERO,
             throttle: None,
+            gate: None,
         }
     }));
     let (l, client) = local_client();
@@ -508,26 +509,42 @@ fn schema1_is_refused() {
 }
 
 /// Four layers behind a slow proxy: all four downloads start at once, and each layer is
-/// unpacked while its bytes are still arriving (not after the download).
+/// unpacked while its bytes are still arriving (not after the download): the proxy holds the
+/// rest of layer 0 (768 KiB) after its first 600 KiB until the pull reports extracting it
+/// (reported every 512 KiB the unpacker consumed).
 #[test]
 fn layers_download_concurrently_and_unpack_while_downloading() {
     require_root!(DOCKER_REGISTRY, SKOPEO);
     let reg = Registry::start(false);
     let layers: Vec<common::Layer> = (0..4)
-        .map(|i| random_image(90 + i, 512).layers.remove(0))
+        .map(|i| random_image(90 + i, 768).layers.remove(0))
         .collect();
     let img = common::Image::new(layers, "amd64");
     img.seed(&reg.host(), "test/four:1", None);
     let backend = reg.host();
+    let rec = Arc::new(RecordingProgress::default());
+    let d0 = img.layers[0].digest();
+    let gate = {
+        let (rec, d0) = (rec.clone(), d0.clone());
+        Gate {
+            after: 600 * 1024,
+            open: Arc::new(move || {
+                rec.all_layers()
+                    .iter()
+                    .any(|(d, e)| d == &d0 && matches!(e, LayerEvent::Extracting { .. }))
+            }),
+            timeout: Duration::from_secs(30),
+        }
+    };
+    let d0_path = d0.to_string();
     let proxy = TestServer::start(Arc::new(move |req: &Req| {
         if req.path.contains("/blobs/") && req.method == "GET" {
             Action::Forward {
                 backend: backend.clone(),
                 cut_after: None,
                 delay: Duration::from_millis(1000),
-                // ~0.65 s a layer: time for layer 0's unpacking to start while its bytes
-                // arrive even on a loaded machine.
                 throttle: Some((32 * 1024, Duration::from_millis(40))),
+                gate: req.path.ends_with(&d0_path).then(|| gate.clone()),
             }
         } else {
             forward(&backend)
@@ -537,8 +554,7 @@ fn layers_download_concurrently_and_unpack_while_downloading() {
     let mut cfg = config(l.dir.path());
     cfg.max_concurrent_downloads = 4;
     let client = Client::new(cfg).unwrap();
-    let rec = RecordingProgress::default();
-    l.pull_progress(&client, &reference(&proxy.host(), "test/four:1"), &rec)
+    l.pull_progress(&client, &reference(&proxy.host(), "test/four:1"), &*rec)
         .unwrap();
     let reqs = proxy.requests();
     let starts: Vec<Instant> = img
@@ -562,7 +578,6 @@ fn layers_download_concurrently_and_unpack_while_downloading() {
     );
     // Streaming: layer 0 is being extracted before its download completes.
     let events = rec.all_layers();
-    let d0 = img.layers[0].digest();
     let first_extract = events
         .iter()
         .position(|(d, e)| d == &d0 && matches!(e, LayerEvent::Extracting { .. }))

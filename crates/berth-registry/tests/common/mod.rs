@@ -170,7 +170,18 @@ pub enum Action {
         delay: Duration,
         /// Send the response in pieces of this size with this pause between them.
         throttle: Option<(usize, Duration)>,
+        /// Hold the rest of the response after this many bytes until the gate opens.
+        gate: Option<Gate>,
     },
+}
+
+/// A pause in a forwarded response: after `after` bytes, nothing more is sent until `open()`
+/// is true (or `timeout` has passed).
+#[derive(Clone)]
+pub struct Gate {
+    pub after: usize,
+    pub open: Arc<dyn Fn() -> bool + Send + Sync>,
+    pub timeout: Duration,
 }
 
 /// Forwards unchanged.
@@ -180,6 +191,7 @@ pub fn forward(backend: &str) -> Action {
         cut_after: None,
         delay: Duration::ZERO,
         throttle: None,
+        gate: None,
     }
 }
 
@@ -305,6 +317,7 @@ fn serve_one(sock: TcpStream, handler: &Handler, log: &Mutex<Vec<Req>>) -> std::
             cut_after,
             delay,
             throttle,
+            gate,
         } => {
             std::thread::sleep(delay);
             let mut up = TcpStream::connect(&backend)?;
@@ -343,7 +356,21 @@ fn serve_one(sock: TcpStream, handler: &Handler, log: &Mutex<Vec<Req>>) -> std::
                         return Ok(());
                     }
                 }
-                out.write_all(&buf[..n])?;
+                if let Some(g) = gate
+                    .as_ref()
+                    .filter(|g| sent < g.after && sent + n >= g.after)
+                {
+                    let first = g.after - sent;
+                    out.write_all(&buf[..first])?;
+                    out.flush()?;
+                    let deadline = std::time::Instant::now() + g.timeout;
+                    while !(g.open)() && std::time::Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    out.write_all(&buf[first..n])?;
+                } else {
+                    out.write_all(&buf[..n])?;
+                }
                 sent += n;
             }
         }
