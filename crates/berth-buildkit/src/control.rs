@@ -303,6 +303,10 @@ impl ControlApi {
         req: ctl::SolveRequest,
     ) -> Result<HashMap<String, String>, SolveError> {
         let bk = &self.0;
+        let t0 = std::time::Instant::now();
+        let phase = |what: &str| {
+            tracing::debug!(solve = %req.r#ref, ms = t0.elapsed().as_secs_f64() * 1e3, "solve: {what}");
+        };
         let mut exporters = req.exporters.clone();
         if exporters.is_empty() && !req.exporter_deprecated.is_empty() {
             exporters.push(ctl::Exporter {
@@ -381,6 +385,7 @@ impl ControlApi {
                     })?,
             )
         };
+        phase("session attached");
         let result = if direct {
             let session = session.clone().ok_or_else(|| {
                 SolveError::new(
@@ -433,6 +438,7 @@ impl ControlApi {
                 ),
             }
         };
+        phase("result ready");
         let Some(result) = result else {
             if exporters.iter().any(|e| !e.r#type.is_empty()) && !req.internal {
                 return Err(SolveError::unknown(
@@ -462,6 +468,7 @@ impl ControlApi {
             )
             .await?,
         );
+        phase("exported");
         Ok(resp)
     }
 }

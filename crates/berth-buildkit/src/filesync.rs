@@ -154,6 +154,10 @@ fn pct_encode(s: &str) -> String {
     o
 }
 
+/// The client's stats of the entries a transfer wrote into its directory, by path: what a
+/// later transfer into the same directory compares with.
+pub type Manifest = HashMap<String, Stat>;
+
 /// Receives the client's directory `req.dir_name` into `dest` (an empty directory of ours).
 /// Returns the number of entries written.
 pub async fn receive_dir(
@@ -161,6 +165,33 @@ pub async fn receive_dir(
     req: &SyncRequest,
     dest: &Path,
 ) -> Result<usize, SyncError> {
+    sync_dir(channel, req, dest, Manifest::new())
+        .await
+        .map(|(n, _)| n)
+}
+
+/// Brings `dest`, which holds what an earlier transfer wrote there (`base`, its manifest),
+/// up to date with the client's directory, as fsutil's receiver does with BuildKit's
+/// local-source snapshots: a regular file whose stat (mode, owner, size, modification time,
+/// link name, xattrs) is unchanged is kept without asking for its data; others are written
+/// again; entries the client no longer has are removed. `dest` is first checked against
+/// `base` (an entry changed or added behind the manifest's back is removed and sent again).
+/// Returns the number of entries and `dest`'s new manifest. After an error, `dest` is in
+/// no known state.
+pub async fn sync_dir(
+    channel: H2Channel,
+    req: &SyncRequest,
+    dest: &Path,
+    base: Manifest,
+) -> Result<(usize, Manifest), SyncError> {
+    let base = if base.is_empty() {
+        base
+    } else {
+        let d = dest.to_path_buf();
+        tokio::task::spawn_blocking(move || verify(&d, &base))
+            .await
+            .map_err(|e| SyncError::Protocol(format!("checking the last transfer: {e}")))??
+    };
     use crate::proto::moby::filesync::v1::file_sync_client::FileSyncClient;
     let mut client = FileSyncClient::with_origin(channel, H2Channel::origin())
         .max_decoding_message_size(crate::conn::MAX_MESSAGE);
@@ -183,7 +214,12 @@ pub async fn receive_dir(
     // File system work happens on a blocking thread, in packet order.
     let (wtx, wrx) = std::sync::mpsc::channel::<WriteOp>();
     let dest2 = dest.to_path_buf();
-    let writer = tokio::task::spawn_blocking(move || Writer::new(dest2).run(wrx));
+    // Which files need no data: decided here (the requests go out as stats come in), applied
+    // by the writer.
+    let base = std::sync::Arc::new(base);
+    let unchanged = |st: &Stat| base.get(&st.path) == Some(st);
+    let writer_base = base.clone();
+    let writer = tokio::task::spawn_blocking(move || Writer::new(dest2, writer_base).run(wrx));
     let mut index: u32 = 0;
     let mut wanted: HashSet<u32> = HashSet::new();
     let mut stats_done = false;
@@ -215,10 +251,11 @@ pub async fn receive_dir(
                     let id = index;
                     index += 1;
                     let path = check_path(&st.path)?;
-                    let regular = st.mode & gomode::TYPE == 0;
-                    let want = regular && st.linkname.is_empty();
+                    let regular = st.mode & gomode::TYPE == 0 && st.linkname.is_empty();
+                    let keep = regular && unchanged(&st);
+                    let want = regular && !keep;
                     entries += 1;
-                    if wtx.send(WriteOp::Entry(id, path, st)).is_err() {
+                    if wtx.send(WriteOp::Entry(id, path, st, keep)).is_err() {
                         break Ok(());
                     }
                     if want {
@@ -271,8 +308,63 @@ pub async fn receive_dir(
         .await
         .map_err(|e| SyncError::Protocol(format!("writer: {e}")))?;
     result?;
-    written?;
-    Ok(entries)
+    Ok((entries, written?))
+}
+
+/// Whether `st` (a manifest's entry) still describes the entry `m` on disk.
+fn on_disk_as(st: &Stat, m: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let kind = st.mode & gomode::TYPE;
+    let ft = m.file_type();
+    if kind & gomode::DIR != 0 {
+        return ft.is_dir();
+    }
+    if kind & gomode::SYMLINK != 0 {
+        return ft.is_symlink();
+    }
+    if kind == 0 {
+        // Hard links are made again by every transfer.
+        return ft.is_file()
+            && st.linkname.is_empty()
+            && m.len() as i64 == st.size
+            && m.mode() & 0o7777 == gomode::to_unix_perm(st.mode)
+            && m.mtime() * 1_000_000_000 + m.mtime_nsec() == st.mod_time;
+    }
+    // Named pipes are made again by every transfer.
+    false
+}
+
+/// What of `base` still matches `dest` (checked with `lstat`); what `dest` holds beyond it
+/// is removed.
+fn verify(dest: &Path, base: &Manifest) -> Result<Manifest, SyncError> {
+    fn rec(dest: &Path, rel: &str, base: &Manifest, out: &mut Manifest) -> Result<(), SyncError> {
+        for e in fs::read_dir(dest.join(rel)).map_err(io_err(rel))? {
+            let e = e.map_err(io_err(rel))?;
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let p = if rel.is_empty() {
+                name.into_owned()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let full = dest.join(&p);
+            let m = fs::symlink_metadata(&full).map_err(io_err(&p))?;
+            match base.get(&p).filter(|st| on_disk_as(st, &m)) {
+                Some(st) => {
+                    out.insert(p.clone(), st.clone());
+                    if m.is_dir() {
+                        rec(dest, &p, base, out)?;
+                    }
+                }
+                None if m.is_dir() => fs::remove_dir_all(&full).map_err(io_err(&p))?,
+                None => fs::remove_file(&full).map_err(io_err(&p))?,
+            }
+        }
+        Ok(())
+    }
+    let mut out = Manifest::new();
+    rec(dest, "", base, &mut out)?;
+    Ok(out)
 }
 
 /// A clean relative path: no empty, `.` or `..` components, not absolute, no NUL.
@@ -290,12 +382,19 @@ fn check_path(p: &str) -> Result<String, SyncError> {
 }
 
 enum WriteOp {
-    Entry(u32, String, Stat),
+    /// An entry, and whether it is a regular file of `base` kept as it is.
+    Entry(u32, String, Stat, bool),
     Data(u32, Vec<u8>),
 }
 
 struct Writer {
     dest: PathBuf,
+    /// What `dest` held before (checked by `verify`).
+    base: std::sync::Arc<Manifest>,
+    /// Directories of `base` removed with their contents (replaced by another kind of entry).
+    replaced: HashSet<String>,
+    /// The entries of this transfer.
+    manifest: Manifest,
     /// Directories this transfer created (relative paths; "" is the target itself).
     dirs: HashSet<String>,
     /// Entries created, by relative path (for hard links: regular files only).
@@ -305,11 +404,14 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(dest: PathBuf) -> Self {
+    fn new(dest: PathBuf, base: std::sync::Arc<Manifest>) -> Self {
         let mut dirs = HashSet::new();
         dirs.insert(String::new());
         Writer {
             dest,
+            base,
+            replaced: HashSet::new(),
+            manifest: Manifest::new(),
             dirs,
             files: HashSet::new(),
             open: HashMap::new(),
@@ -317,21 +419,75 @@ impl Writer {
         }
     }
 
-    fn run(mut self, rx: std::sync::mpsc::Receiver<WriteOp>) -> Result<(), SyncError> {
+    fn run(mut self, rx: std::sync::mpsc::Receiver<WriteOp>) -> Result<Manifest, SyncError> {
         for op in rx {
             match op {
-                WriteOp::Entry(id, path, st) => self.entry(id, &path, st)?,
+                WriteOp::Entry(id, path, st, keep) => {
+                    self.manifest.insert(path.clone(), st.clone());
+                    self.entry(id, &path, st, keep)?
+                }
                 WriteOp::Data(id, data) => self.data(id, &data)?,
             }
         }
         if let Some((_, (_, p, _))) = self.open.iter().next() {
             return Err(SyncError::Protocol(format!("{p}: incomplete file")));
         }
+        // What the client no longer has, children first.
+        let mut gone: Vec<&String> = self
+            .base
+            .keys()
+            .filter(|p| !self.manifest.contains_key(*p) && !self.under_replaced(p))
+            .collect();
+        gone.sort_unstable_by(|a, b| b.cmp(a));
+        for p in gone {
+            let full = self.dest.join(p);
+            let r = if self.base[p].mode & gomode::DIR != 0 {
+                fs::remove_dir_all(&full)
+            } else {
+                fs::remove_file(&full)
+            };
+            match r {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(p)(e)),
+                _ => {}
+            }
+        }
         // Directory times last (creating entries changed them).
         for (p, t) in self.dir_times.iter().rev() {
             set_times(&self.dest.join(p), *t, true);
         }
-        Ok(())
+        Ok(self.manifest)
+    }
+
+    /// Whether `path` was below a directory of `base` removed as a whole.
+    fn under_replaced(&self, path: &str) -> bool {
+        path.match_indices('/')
+            .any(|(i, _)| self.replaced.contains(&path[..i]))
+    }
+
+    /// Takes `path` out of the way for a new entry, or keeps it (`true`): a regular file
+    /// the client's stat says is unchanged (`keep`), or a directory that stays one.
+    fn reuse(&mut self, path: &str, st: &Stat, keep: bool) -> Result<bool, SyncError> {
+        let Some(old) = self.base.get(path) else {
+            return Ok(false);
+        };
+        if self.under_replaced(path) {
+            return Ok(false);
+        }
+        let full = self.dest.join(path);
+        let old_dir = old.mode & gomode::DIR != 0;
+        if keep {
+            return Ok(true);
+        }
+        if old_dir && st.mode & gomode::DIR != 0 {
+            return Ok(true);
+        }
+        if old_dir {
+            fs::remove_dir_all(&full).map_err(io_err(path))?;
+            self.replaced.insert(path.to_string());
+        } else {
+            fs::remove_file(&full).map_err(io_err(path))?;
+        }
+        Ok(false)
     }
 
     fn parent_ok(&self, path: &str) -> Result<(), SyncError> {
@@ -345,7 +501,7 @@ impl Writer {
         }
     }
 
-    fn entry(&mut self, id: u32, path: &str, st: Stat) -> Result<(), SyncError> {
+    fn entry(&mut self, id: u32, path: &str, st: Stat, keep: bool) -> Result<(), SyncError> {
         self.parent_ok(path)?;
         let full = self.dest.join(path);
         let perm = gomode::to_unix_perm(st.mode);
@@ -353,8 +509,15 @@ impl Writer {
         if self.dirs.contains(path) || self.files.contains(path) {
             return Err(SyncError::BadPath(format!("{path} (sent twice)")));
         }
+        let reused = self.reuse(path, &st, keep)?;
+        if reused && kind == 0 {
+            self.files.insert(path.to_string());
+            return Ok(());
+        }
         if kind & gomode::DIR != 0 {
-            fs::create_dir(&full).map_err(io_err(path))?;
+            if !reused {
+                fs::create_dir(&full).map_err(io_err(path))?;
+            }
             fs::set_permissions(&full, fs::Permissions::from_mode(perm)).map_err(io_err(path))?;
             lchown(&full, st.uid, st.gid);
             self.dirs.insert(path.to_string());

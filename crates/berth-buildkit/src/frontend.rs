@@ -12,7 +12,7 @@ use berth_build::{BuildError, BuildOptions, Builder, Event, StepEvent};
 use berth_image::{Digest, Reference};
 
 use crate::errors::{run_failure_message, SolveError, SourceLocation};
-use crate::filesync::{receive_dir, SyncRequest};
+use crate::filesync::{receive_dir, sync_dir, SyncRequest};
 use crate::progress::{vertex_digest, Progress, VertexRun};
 use crate::session::Session;
 use crate::{BuildKit, RegistryAuth};
@@ -391,6 +391,10 @@ impl<'p> StepVertices<'p> {
 
 /// Runs the Dockerfile build of `run`; the image is registered (and named `run.tags`).
 pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildResult, SolveError> {
+    let t0 = std::time::Instant::now();
+    let phase = |what: &str| {
+        tracing::debug!(solve = %run.solve_id, ms = t0.elapsed().as_secs_f64() * 1e3, "frontend: {what}");
+    };
     let attrs = &run.attrs;
     let session = &run.session;
     let progress = run.progress.clone();
@@ -455,6 +459,7 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
     };
     v.log(2, format!("transferring dockerfile: {}B\n", text.len()));
     v.done();
+    phase("Dockerfile loaded");
     let dockerfile = String::from_utf8_lossy(&text).into_owned();
     let (src_name, src_data) = (filename.clone(), text.clone());
     let source = move |line: usize| SourceLocation {
@@ -497,6 +502,7 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
         std::fs::read_to_string(d.join(".dockerignore")).unwrap_or_default()
     };
     v.done();
+    phase(".dockerignore loaded");
     let ignore = berth_build::dockerignore::IgnoreFile::parse(&ignore_text);
     let excludes: Vec<String> = ignore
         .patterns
@@ -515,28 +521,36 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
         vertex_digest(&run.solve_id, "context", 0),
         "[internal] load build context",
     );
-    let ctx_dir = work.path().join("context");
-    std::fs::create_dir(&ctx_dir).map_err(|e| SolveError::unknown(e.to_string()))?;
-    let n = match receive_dir(
-        session.channel(),
-        &SyncRequest {
-            dir_name: ctx_key,
-            exclude_patterns: excludes,
-            ..Default::default()
-        },
-        &ctx_dir,
-    )
-    .await
-    {
-        Ok(n) => n,
+    // Into the copy the last build of this directory left, when there is one (only what
+    // changed is transferred), else into a new directory.
+    let ctx_req = SyncRequest {
+        dir_name: ctx_key,
+        exclude_patterns: excludes,
+        ..Default::default()
+    };
+    let mut lease = crate::contexts::key(&session.info.shared_key, &ctx_req)
+        .and_then(|k| bk.contexts().lease(&k));
+    let (ctx_tmp, base) = match lease.as_mut().and_then(|l| l.take()) {
+        Some(c) => (c.dir, c.manifest),
+        None => (work_dir(bk)?, Default::default()),
+    };
+    let ctx_dir = ctx_tmp.path().to_path_buf();
+    let (n, manifest) = match sync_dir(session.channel(), &ctx_req, &ctx_dir, base).await {
+        Ok(x) => x,
         Err(e) => {
             let e = sync_err("loading the build context")(e);
             v.fail(&e.message);
             return Err(e);
         }
     };
+    // Kept for the next build when this one cannot write into it.
+    let ctx_copy = crate::contexts::Copy {
+        dir: ctx_tmp,
+        manifest,
+    };
     v.log(2, format!("transferring context: {n} entries\n"));
     v.done();
+    phase("context loaded");
     let mut opts = options(attrs)?;
     // Local named contexts.
     let mut local_contexts: BTreeMap<String, PathBuf> = BTreeMap::new();
@@ -619,6 +633,7 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
         p if p.len() > 1 => p.into_iter().map(Some).collect(),
         _ => vec![None],
     };
+    phase("build starts");
     // The build, on a blocking thread.
     let backend = bk.backend().clone();
     let handle = tokio::runtime::Handle::current();
@@ -739,7 +754,12 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
     })
     .await
     .map_err(|e| SolveError::unknown(format!("build thread: {e}")))?;
+    phase("build done");
     drop(work);
+    match lease.as_mut() {
+        Some(l) if !berth_build::builder::writes_context(&parsed) => l.put(ctx_copy),
+        _ => drop(ctx_copy),
+    }
     // A build whose every step came from an imported cache image is that image.
     if let Ok(r) = &res {
         dir_images.ids.retain(|id| *id != r.image_id);

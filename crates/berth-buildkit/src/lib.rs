@@ -15,6 +15,7 @@ pub mod cache;
 pub mod cache_io;
 pub mod conn;
 pub mod content;
+pub mod contexts;
 pub mod control;
 pub mod errors;
 pub mod export;
@@ -109,6 +110,7 @@ pub struct BuildKit {
     backend: Arc<dyn Backend>,
     sessions: session::Sessions,
     jobs: Arc<control::Jobs>,
+    contexts: contexts::Contexts,
 }
 
 impl BuildKit {
@@ -117,6 +119,7 @@ impl BuildKit {
             backend,
             sessions: session::Sessions::default(),
             jobs: Arc::new(control::Jobs::default()),
+            contexts: contexts::Contexts::default(),
         })
     }
 
@@ -126,6 +129,11 @@ impl BuildKit {
 
     pub fn sessions(&self) -> &session::Sessions {
         &self.sessions
+    }
+
+    /// The build contexts kept between builds.
+    pub fn contexts(&self) -> &contexts::Contexts {
+        &self.contexts
     }
 
     /// Serves the control and gateway APIs on a connection hijacked from `POST /grpc`.

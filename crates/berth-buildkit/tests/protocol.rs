@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use berth_buildkit::conn::H2Channel;
-use berth_buildkit::filesync::{gomode, receive_dir, walk, SyncRequest};
+use berth_buildkit::filesync::{gomode, receive_dir, sync_dir, walk, Manifest, SyncRequest};
 use berth_buildkit::proto::containerd::services::content::v1::{
     content_server::{Content, ContentServer},
     Info, InfoRequest, InfoResponse, ReadContentRequest, ReadContentResponse, WriteAction,
@@ -82,7 +82,11 @@ impl Backend for TestBackend {
 enum Source {
     Dir(HashMap<String, PathBuf>),
     Raw(Vec<(Stat, Vec<u8>)>),
+    /// Directories, and the paths of the files the receiver asks for, logged.
+    Logged(HashMap<String, PathBuf>, Requested),
 }
+
+type Requested = Arc<std::sync::Mutex<Vec<String>>>;
 
 #[derive(Clone)]
 struct Fs(Source);
@@ -110,8 +114,12 @@ impl FileSync for Fs {
             .iter()
             .filter_map(|v| v.to_str().ok().map(str::to_string))
             .collect();
+        let log = match &self.0 {
+            Source::Logged(_, log) => Some(log.clone()),
+            _ => None,
+        };
         let entries: Vec<(Stat, Vec<u8>)> = match &self.0 {
-            Source::Dir(dirs) => {
+            Source::Dir(dirs) | Source::Logged(dirs, _) => {
                 let root = dirs
                     .get(&dir)
                     .ok_or_else(|| tonic::Status::not_found(format!("no dir {dir}")))?;
@@ -151,6 +159,10 @@ impl FileSync for Fs {
                 .await;
             while let Some(Ok(p)) = inbound.next().await {
                 if p.r#type == PacketType::PacketReq as i32 {
+                    if let Some(log) = &log {
+                        let path = entries[p.id as usize].0.path.clone();
+                        log.lock().unwrap().push(path);
+                    }
                     let data = entries[p.id as usize].1.clone();
                     if !data.is_empty() {
                         let _ = tx
@@ -191,6 +203,17 @@ async fn session(bk: &Arc<BuildKit>, id: &str, fs: Fs) {
 
 /// The same, also serving a content store.
 async fn session_with(bk: &Arc<BuildKit>, id: &str, fs: Fs, content: Option<Blobs>) {
+    session_keyed(bk, id, "", fs, content).await
+}
+
+/// The same, with a shared key (buildx's: the same for every build of a directory).
+async fn session_keyed(
+    bk: &Arc<BuildKit>,
+    id: &str,
+    shared_key: &str,
+    fs: Fs,
+    content: Option<Blobs>,
+) {
     let (client, daemon) = tokio::io::duplex(1 << 20);
     let mut routes = tonic::service::Routes::new(FileSyncServer::new(fs));
     let mut methods = vec!["/moby.filesync.v1.FileSync/DiffCopy".to_string()];
@@ -206,7 +229,7 @@ async fn session_with(bk: &Arc<BuildKit>, id: &str, fs: Fs, content: Option<Blob
     let info = SessionInfo {
         id: id.into(),
         name: "test".into(),
-        shared_key: String::new(),
+        shared_key: shared_key.into(),
         methods: methods.into_iter().collect(),
     };
     tokio::spawn(bk.clone().serve_session(info, daemon));
@@ -719,4 +742,231 @@ async fn file_sync_writes_only_inside_its_directory() {
             "{what}: {left:?}"
         );
     }
+}
+
+/// A session serving `dirs` (logging what is requested), for one transfer.
+async fn logged_session(dirs: HashMap<String, PathBuf>) -> (Arc<BuildKit>, H2Channel, Requested) {
+    let data = tempfile::tempdir().unwrap();
+    let store = Arc::new(ImageStore::open(data.path().join("data")).unwrap());
+    let bk = BuildKit::new(Arc::new(TestBackend { store }));
+    let log = Requested::default();
+    let id = format!("logged-{}", berth_util::id::random_hex(8));
+    session(&bk, &id, Fs(Source::Logged(dirs, log.clone()))).await;
+    let s = bk
+        .sessions()
+        .get(&id, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    (bk, s.channel(), log)
+}
+
+/// One transfer of `src` into `dest` over `base`: its manifest and the files requested.
+async fn sync_once(src: &Path, dest: &Path, base: Manifest) -> (Manifest, Vec<String>) {
+    let dirs = [("x".to_string(), src.to_path_buf())].into_iter().collect();
+    let (_bk, ch, log) = logged_session(dirs).await;
+    let req = SyncRequest {
+        dir_name: "x".into(),
+        ..Default::default()
+    };
+    let (_, m) = sync_dir(ch, &req, dest, base).await.unwrap();
+    let mut asked = log.lock().unwrap().clone();
+    asked.sort();
+    (m, asked)
+}
+
+/// Every entry below `root` with its content (files) or target (symlinks).
+fn tree(root: &Path) -> Vec<(String, String)> {
+    walk(root)
+        .unwrap()
+        .into_iter()
+        .map(|(host, st)| {
+            let what = if st.mode & gomode::SYMLINK != 0 {
+                format!("-> {}", st.linkname)
+            } else if st.mode & gomode::DIR != 0 {
+                "dir".to_string()
+            } else {
+                String::from_utf8_lossy(&std::fs::read(host).unwrap()).into_owned()
+            };
+            (st.path, what)
+        })
+        .collect()
+}
+
+fn set_mtime(p: &Path, secs: u64) {
+    std::fs::File::options()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sync_into_a_kept_copy_sends_only_what_changed() {
+    let src = tempfile::tempdir().unwrap();
+    let s = src.path();
+    std::fs::create_dir_all(s.join("files")).unwrap();
+    std::fs::create_dir_all(s.join("sub/deep")).unwrap();
+    std::fs::write(s.join("files/a"), "a1").unwrap();
+    std::fs::write(s.join("files/b"), "b1").unwrap();
+    std::fs::write(s.join("sub/deep/c"), "c1").unwrap();
+    std::os::unix::fs::symlink("files/a", s.join("link")).unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let d = dest.path();
+    // First transfer: everything.
+    let (m, asked) = sync_once(s, d, Manifest::new()).await;
+    assert_eq!(asked, ["files/a", "files/b", "sub/deep/c"]);
+    assert_eq!(tree(d), tree(s));
+    // Nothing changed: no file is sent again.
+    let (m, asked) = sync_once(s, d, m).await;
+    assert!(asked.is_empty(), "{asked:?}");
+    assert_eq!(tree(d), tree(s));
+    // A file changed in size, another in content only (same size, another time); one
+    // removed, a directory replaced by a file, a symlink retargeted, a file added.
+    std::fs::write(s.join("files/a"), "a22").unwrap();
+    std::fs::write(s.join("files/b"), "B1").unwrap();
+    set_mtime(&s.join("files/b"), 1_000_000);
+    std::fs::remove_dir_all(s.join("sub")).unwrap();
+    std::fs::write(s.join("sub"), "now a file").unwrap();
+    std::fs::remove_file(s.join("link")).unwrap();
+    std::os::unix::fs::symlink("files/b", s.join("link")).unwrap();
+    std::fs::write(s.join("new"), "n").unwrap();
+    let (m, asked) = sync_once(s, d, m).await;
+    assert_eq!(asked, ["files/a", "files/b", "new", "sub"]);
+    assert_eq!(tree(d), tree(s));
+    // The copy changed behind the manifest's back (a file rewritten, one added): the
+    // transfer notices and puts it right.
+    std::fs::write(d.join("files/a"), "tampered").unwrap();
+    std::fs::write(d.join("stray"), "x").unwrap();
+    std::fs::remove_file(d.join("new")).unwrap();
+    let (_, asked) = sync_once(s, d, m).await;
+    assert_eq!(asked, ["files/a", "new"]);
+    assert_eq!(tree(d), tree(s));
+}
+
+/// One build of `ctx` through a session with buildx's shared key: the image ID, the context
+/// files requested, and the `COPY` vertex's `cached` flag.
+async fn keyed_build(
+    bk: &Arc<BuildKit>,
+    n: usize,
+    ctx: &Path,
+) -> (String, Vec<String>, Option<bool>) {
+    let dirs: HashMap<String, PathBuf> = [
+        ("context".to_string(), ctx.to_path_buf()),
+        ("dockerfile".to_string(), ctx.to_path_buf()),
+    ]
+    .into_iter()
+    .collect();
+    let log = Requested::default();
+    let sid = format!("kept-sess-{n}");
+    session_keyed(
+        bk,
+        &sid,
+        "buildx-shared-key",
+        Fs(Source::Logged(dirs, log.clone())),
+        None,
+    )
+    .await;
+    let mut c = control(bk).await;
+    let r#ref = format!("kept-solve-{n}");
+    let mut status = c
+        .status(ctl::StatusRequest {
+            r#ref: r#ref.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let collect = tokio::spawn(async move {
+        let mut cached = None;
+        while let Some(Ok(r)) = status.next().await {
+            for v in r.vertexes {
+                if v.name.contains("COPY files/") && v.completed.is_some() {
+                    cached = Some(v.cached);
+                }
+            }
+        }
+        cached
+    });
+    let resp = c
+        .solve(ctl::SolveRequest {
+            r#ref,
+            session: sid,
+            frontend: "dockerfile.v0".into(),
+            exporters: vec![ctl::Exporter {
+                r#type: "moby".into(),
+                attrs: [("name".to_string(), "kept:test".to_string())]
+                    .into_iter()
+                    .collect(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let cached = tokio::time::timeout(std::time::Duration::from_secs(60), collect)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut asked: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p.starts_with("files/"))
+        .cloned()
+        .collect();
+    asked.sort();
+    (
+        resp.exporter_response["containerimage.config.digest"].clone(),
+        asked,
+        cached,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_context_reuses_unchanged_files_and_rebuilds_a_copy_of_changed_ones() {
+    let data = tempfile::tempdir().unwrap();
+    let store = Arc::new(ImageStore::open(data.path().join("data")).unwrap());
+    let bk = BuildKit::new(Arc::new(TestBackend {
+        store: store.clone(),
+    }));
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    std::fs::write(c.join("Dockerfile"), "FROM scratch\nCOPY files/ /files/\n").unwrap();
+    std::fs::create_dir(c.join("files")).unwrap();
+    std::fs::write(c.join("files/one"), "1").unwrap();
+    std::fs::write(c.join("files/two"), "2").unwrap();
+    let (id1, asked, cached) = keyed_build(&bk, 1, c).await;
+    assert_eq!(asked, ["files/one", "files/two"]);
+    assert_eq!(cached, Some(false));
+    assert_eq!(bk.contexts().len(), 1);
+    // Unchanged: nothing is sent again, the step comes from the cache, the same image.
+    let (id2, asked, cached) = keyed_build(&bk, 2, c).await;
+    assert!(asked.is_empty(), "{asked:?}");
+    assert_eq!(cached, Some(true));
+    assert_eq!(id2, id1);
+    // A changed file: only it is sent, the COPY runs again, the image has the new content.
+    std::fs::write(c.join("files/two"), "22").unwrap();
+    let (id3, asked, cached) = keyed_build(&bk, 3, c).await;
+    assert_eq!(asked, ["files/two"]);
+    assert_eq!(cached, Some(false));
+    assert_ne!(id3, id1);
+    let res = berth_buildkit::frontend::BuildResult {
+        image_id: id3.parse().unwrap(),
+        config: Vec::new(),
+        tags: Vec::new(),
+        platforms: Vec::new(),
+    };
+    let read = |p: &str| berth_buildkit::rootfs::read_file(&store, &res, p, None).unwrap();
+    assert_eq!(read("/files/two"), b"22");
+    assert_eq!(read("/files/one"), b"1");
+    // Same size, same content length, another modification time: still a change.
+    std::fs::write(c.join("files/one"), "9").unwrap();
+    set_mtime(&c.join("files/one"), 2_000_000);
+    let (id4, asked, cached) = keyed_build(&bk, 4, c).await;
+    assert_eq!(asked, ["files/one"]);
+    assert_eq!(cached, Some(false));
+    assert_ne!(id4, id3);
+    // At the daemon's exit the copies go.
+    bk.contexts().clear();
+    assert!(bk.contexts().is_empty());
 }

@@ -39,6 +39,13 @@ fn buildkit(engine: &Arc<Engine>) -> Arc<BuildKit> {
         .clone()
 }
 
+/// Removes the build contexts kept between builds (at the daemon's exit).
+pub fn shutdown() {
+    if let Some(bk) = BUILDKIT.get() {
+        bk.contexts().clear();
+    }
+}
+
 fn upgrade_response(proto: &str) -> Response {
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)

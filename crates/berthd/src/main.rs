@@ -411,7 +411,9 @@ fn run(
             let _ = std::fs::remove_file(sock);
         }
         let _ = std::fs::remove_file(&current.pidfile);
-        // The claims on work directories in /dev/shm (see berth_util::shared_tmp).
+        // The build contexts kept in /dev/shm, then the claims on work directories there
+        // (see berth_util::shared_tmp).
+        berthd::buildkit::shutdown();
         berth_util::shared_tmp::release();
         anyhow::Ok(())
     })

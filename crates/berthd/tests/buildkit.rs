@@ -192,6 +192,58 @@ fn docker_build_goes_through_buildx_and_caches() {
     )
     .ok();
     assert!(!r.stderr.contains("CACHED"), "{}", r.stderr);
+    // The context is kept between builds (only changed files are sent): a changed file and
+    // a removed one run the COPY again, the steps before it stay cached.
+    std::fs::write(ctx.path().join("files/f2.txt"), "changed 2\n").unwrap();
+    std::fs::remove_file(ctx.path().join("files/f3.txt")).unwrap();
+    let build3 = || {
+        docker_in(
+            &d,
+            ctx.path(),
+            &[
+                "build",
+                "--progress=plain",
+                "--build-arg",
+                "WHO=berth",
+                "-t",
+                "bk:three",
+                "--iidfile",
+                iid.to_str().unwrap(),
+                ".",
+            ],
+        )
+        .ok()
+    };
+    let r = build3();
+    // buildx's plain progress: `#N [4/6] COPY files/ ./files/`, then `#N CACHED`.
+    let copy_cached = |stderr: &str| {
+        let n = stderr
+            .lines()
+            .find(|l| l.contains("COPY files/"))
+            .and_then(|l| l.split_whitespace().next())
+            .map(|n| format!("{n} CACHED"));
+        n.is_some_and(|n| stderr.lines().any(|l| l.trim() == n))
+    };
+    assert!(!copy_cached(&r.stderr), "{}", r.stderr);
+    assert!(r.stderr.contains("CACHED"), "{}", r.stderr);
+    let three = std::fs::read_to_string(&iid).unwrap();
+    assert_ne!(three, id);
+    let out = d
+        .docker(&[
+            "run",
+            "--rm",
+            "bk:three",
+            "cat",
+            "/count",
+            "/app/files/f2.txt",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(out, "8\nchanged 2\n");
+    // Unchanged since: the COPY is cached again, the same image.
+    let r = build3();
+    assert!(copy_cached(&r.stderr), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), three);
     finish(d);
 }
 

@@ -188,6 +188,21 @@ impl Network {
     }
 }
 
+/// Whether a `RUN` of `df` mounts the build context writable (`--mount=type=bind,rw` without
+/// `from`): its writes land in the context directory, which then cannot be kept for another
+/// build. A mount that does not parse writes nothing (the build fails on it).
+pub fn writes_context(df: &parser::Dockerfile) -> bool {
+    df.nodes
+        .iter()
+        .filter(|i| i.keyword == "RUN")
+        .flat_map(|i| i.flag_all("mount"))
+        .filter_map(|m| MountSpec::parse(m, 0).ok())
+        .any(|m| {
+            m.from.as_deref().is_none_or(str::is_empty)
+                && matches!(m.kind, MountKind::Bind { rw: true, .. })
+        })
+}
+
 /// One `RUN --mount`.
 #[derive(Debug, Clone)]
 pub(crate) struct MountSpec {
@@ -687,6 +702,22 @@ mod tests {
     fn steps(df: &str) -> Result<Vec<Step>> {
         let df = parser::parse(df).unwrap();
         df.nodes.iter().map(|n| Step::parse(n, df.escape)).collect()
+    }
+
+    #[test]
+    fn writes_context_only_for_a_writable_bind_of_the_context() {
+        let writes =
+            |run: &str| writes_context(&parser::parse(&format!("FROM x\n{run}\n")).unwrap());
+        assert!(writes("RUN --mount=type=bind,target=/c,rw true"));
+        assert!(writes("RUN --mount=target=/c,readwrite=true true"));
+        assert!(writes("RUN --mount=type=bind,target=/c,rw,from= true"));
+        assert!(!writes("RUN --mount=type=bind,target=/c true"));
+        assert!(!writes("RUN --mount=type=bind,target=/c,rw=false true"));
+        assert!(!writes(
+            "RUN --mount=type=bind,target=/c,rw,from=stage true"
+        ));
+        assert!(!writes("RUN --mount=type=cache,target=/c,rw true"));
+        assert!(!writes("COPY . /c"));
     }
 
     fn one(df: &str) -> Instruction {

@@ -43,6 +43,7 @@ pub use cache::{
     PruneFilter, PruneOptions, PruneReport, StepInfo,
 };
 pub use error::{BuildError, StepError};
+pub use instructions::writes_context;
 pub use state::PlatformError;
 
 use cache::{CacheSource, Pending};
