@@ -30,6 +30,7 @@ pub mod images;
 pub mod leftovers;
 pub mod listen;
 pub mod logs;
+pub mod memory;
 pub mod mounts;
 pub mod names;
 pub mod network;

@@ -53,6 +53,7 @@ fn lock_data_root(root: &Path) -> anyhow::Result<std::fs::File> {
 }
 
 fn main() {
+    berthd::memory::limit_arenas();
     // A published port's proxy process (see `berth_network::proxy`), started by a daemon.
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(berth_network::proxy::PROCESS_ARG) {
@@ -379,6 +380,9 @@ fn run(
                 stop_rx.clone(),
             )));
         }
+        tasks.push(tokio::spawn(berthd::memory::trim_when_idle(
+            stop_rx.clone(),
+        )));
         notify.ready("serving the Engine API");
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;

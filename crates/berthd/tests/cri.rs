@@ -514,11 +514,25 @@ fn cri_pod_and_container_lifecycle_on_cni_across_a_restart() {
         (sid, cid, ip)
     });
 
+    // An engine container of the CRI's without a CRI record (a create that a crash cut
+    // short, or a record that a power loss took) is removed when berthd starts again.
+    let orphan = format!("k8s_orphan_{}", berth_testkit::unique_id());
+    d.docker(&[
+        "create",
+        "--name",
+        &orphan,
+        "--label",
+        "io.berth.cri.kind=sandbox",
+        concat!("localhost/berth-pause:", env!("CARGO_PKG_VERSION")),
+    ])
+    .ok();
     // berthd restarts with the pod running: the kubelet's view is the same.
     d.restart();
     runtime.block_on(async {
         let (mut r, _) = clients(&d).await;
         assert_eq!(sandbox_state(&mut r, &sid).await, (ready, ip.clone()));
+        let left = d.docker(&["ps", "-aq", "--filter", &format!("name={orphan}")]);
+        assert_eq!(left.ok().stdout.trim(), "", "the orphan is still there");
         let st = container_state(&mut r, &cid).await;
         assert_eq!(st.state, pb::ContainerState::ContainerRunning as i32);
         let (out, _, _) = exec(&mut r, &cid, &["hostname"], 10).await;

@@ -69,12 +69,16 @@ impl Cri {
         if id.is_empty() {
             return Err(Status::invalid_argument("no container id"));
         }
-        let matches: Vec<ContainerRecord> = self
-            .store
-            .containers()
-            .into_iter()
-            .filter(|c| c.id.starts_with(id))
-            .collect();
+        // A full id is one record's file; a prefix is looked for among all.
+        let matches: Vec<ContainerRecord> = match self.store.container(id)? {
+            Some(exact) => vec![exact],
+            None => self
+                .store
+                .containers()
+                .into_iter()
+                .filter(|c| c.id.starts_with(id))
+                .collect(),
+        };
         let rec = match <[ContainerRecord; 1]>::try_from(matches) {
             Ok([one]) => one,
             Err(v) if v.is_empty() => {
@@ -133,7 +137,7 @@ impl Cri {
         }
         let seccomp = seccomp_option(&sc)?;
         let (cfg, hc) = engine_config(&sandbox, &config, &image.id.to_string(), seccomp);
-        let id = self.create_engine_container(name, cfg, hc).await?;
+        // The log: the CRI format at the kubelet's path (the shim writes it).
         let log_path = if config.log_path.is_empty() || sandbox.log_directory.is_empty() {
             String::new()
         } else {
@@ -142,20 +146,9 @@ impl Cri {
                 .display()
                 .to_string()
         };
-        // The log: the CRI format at the kubelet's path (the shim writes it).
-        if !log_path.is_empty() {
-            let e = self.engine.lookup(&id).map_err(status)?;
-            let c = {
-                let mut r = e.rec.lock().unwrap();
-                r.log_path = log_path.clone();
-                r.host_config.log_config.kind = crate::logs::CRI_DRIVER.into();
-                r.clone()
-            };
-            if let Err(err) = self.engine.persist(&c) {
-                let _ = self.engine.remove(&id, true, true).await;
-                return Err(status(err));
-            }
-        }
+        let id = self
+            .create_engine_container(name, cfg, hc, log_path.clone())
+            .await?;
         let rec = ContainerRecord {
             id: id.clone(),
             sandbox_id: sandbox.id.clone(),

@@ -86,12 +86,14 @@ impl Cri {
 
 impl Cri {
     /// Creates the engine container of a sandbox or container; a name in use (the same pod
-    /// or container attempt) is `AlreadyExists`.
+    /// or container attempt) is `AlreadyExists`. `log_path`, when not empty, is the CRI log
+    /// file (the shim writes it in the CRI format), set in the record's one write.
     pub(crate) async fn create_engine_container(
         &self,
         name: String,
         config: berth_api::container::Config,
         host_config: berth_api::container::HostConfig,
+        log_path: String,
     ) -> Result<String, tonic::Status> {
         let engine = self.engine.clone();
         blocking(move || {
@@ -100,7 +102,13 @@ impl Cri {
                 host_config: Some(host_config),
                 networking_config: None,
             };
-            match engine.create(Some(&name), req) {
+            let finish = |c: &mut crate::engine::Container| {
+                if !log_path.is_empty() {
+                    c.log_path = log_path;
+                    c.host_config.log_config.kind = crate::logs::CRI_DRIVER.into();
+                }
+            };
+            match engine.create_with(Some(&name), req, finish) {
                 Ok((id, _)) => Ok(id),
                 Err(EngineError::Conflict(m)) => Err(tonic::Status::already_exists(m)),
                 Err(e) => Err(status(e)),
@@ -108,10 +116,39 @@ impl Cri {
         })
         .await
     }
+
+    /// Removes the engine containers of sandboxes and containers the CRI has no record of:
+    /// those whose create a crash cut short before the record was written, or whose record
+    /// (written without a sync until the sandbox is complete) a power loss took. Before the
+    /// CRI is served, when no create is under way.
+    pub(crate) async fn remove_orphans(&self) {
+        for c in self.engine.list() {
+            let kind = c
+                .config
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(KIND_LABEL))
+                .map(String::as_str);
+            let known = match kind {
+                Some("sandbox") => self.store.sandbox(&c.id).map(|r| r.is_some()),
+                Some("container") => self.store.container(&c.id).map(|r| r.is_some()),
+                _ => continue,
+            };
+            // An unreadable record is kept (and reported when it is used).
+            if known.unwrap_or(true) {
+                continue;
+            }
+            tracing::info!("CRI: removing {} (no CRI record)", c.name);
+            if let Err(e) = self.engine.remove(&c.id, true, true).await {
+                tracing::warn!("CRI: removing {}: {e}", c.name);
+            }
+        }
+    }
 }
 
 /// Serves the CRI on `listener` until `stop` changes.
 pub async fn serve(listener: UnixListener, cri: Arc<Cri>, mut stop: watch::Receiver<bool>) {
+    cri.remove_orphans().await;
     tokio::spawn(events::watch_exits(cri.clone(), stop.clone()));
     let runtime = RuntimeServiceServer::new(service::Service(cri.clone()))
         .max_decoding_message_size(MAX_MESSAGE)

@@ -93,6 +93,10 @@ impl Cri {
         if id.is_empty() {
             return Err(Status::invalid_argument("no pod sandbox id"));
         }
+        // A full id is one record's file; a prefix is looked for among all.
+        if self.store.sandbox(id)?.is_some() {
+            return Ok(id.to_string());
+        }
         let all: Vec<String> = self
             .store
             .sandboxes()
@@ -195,7 +199,10 @@ impl Cri {
             )])),
             ..Default::default()
         };
-        let id = match self.create_engine_container(name, cfg, hc).await {
+        let id = match self
+            .create_engine_container(name, cfg, hc, String::new())
+            .await
+        {
             Ok(id) => id,
             Err(e) => {
                 unmount_shm(&shm);
@@ -242,7 +249,9 @@ impl Cri {
                 .collect(),
             ..Default::default()
         };
-        self.store.save_sandbox(&rec)?;
+        // Durable once it is complete (after the network): until then a crash (kill -9)
+        // finds this one, and after a power loss nothing of the sandbox runs.
+        self.store.save_sandbox_pending(&rec)?;
         if let Err(e) = self.start_sandbox(&mut rec, host_net).await {
             let _ = self.remove_sandbox(&id).await;
             return Err(e);
@@ -256,6 +265,7 @@ impl Cri {
     async fn start_sandbox(&self, rec: &mut SandboxRecord, host_net: bool) -> Result<(), Status> {
         self.engine.start(&rec.id).await.map_err(status)?;
         if host_net {
+            self.store.save_sandbox(rec)?;
             return Ok(());
         }
         let pid = self.engine.get(&rec.id).map_err(status)?.state.pid;

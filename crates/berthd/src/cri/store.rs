@@ -146,6 +146,17 @@ impl Store {
     }
 
     fn save<T: Serialize>(&self, kind: &str, id: &str, v: &T) -> Result<(), StoreError> {
+        self.write(kind, id, v, true)
+    }
+
+    /// Atomic; durable (synced) or only outliving the process.
+    fn write<T: Serialize>(
+        &self,
+        kind: &str,
+        id: &str,
+        v: &T,
+        durable: bool,
+    ) -> Result<(), StoreError> {
         let path = self.path(kind, id);
         let err = |source| StoreError {
             path: path.clone(),
@@ -153,7 +164,11 @@ impl Store {
         };
         std::fs::create_dir_all(self.dir(kind)).map_err(err)?;
         let bytes = serde_json::to_vec_pretty(v).map_err(|e| err(e.into()))?;
-        berth_util::fs::atomic_write(&path, &bytes).map_err(err)
+        if durable {
+            berth_util::fs::atomic_write(&path, &bytes).map_err(err)
+        } else {
+            berth_util::fs::replace_file_nosync(&path, &bytes).map_err(err)
+        }
     }
 
     fn load<T: DeserializeOwned>(&self, kind: &str, id: &str) -> Result<Option<T>, StoreError> {
@@ -191,6 +206,11 @@ impl Store {
 
     pub fn save_sandbox(&self, s: &SandboxRecord) -> Result<(), StoreError> {
         self.save("sandboxes", &s.id, s)
+    }
+    /// A record of a sandbox being set up: atomic, not synced (a kill -9 finds it; the
+    /// complete record is written with [`Self::save_sandbox`]).
+    pub fn save_sandbox_pending(&self, s: &SandboxRecord) -> Result<(), StoreError> {
+        self.write("sandboxes", &s.id, s, false)
     }
     pub fn sandbox(&self, id: &str) -> Result<Option<SandboxRecord>, StoreError> {
         self.load("sandboxes", id)

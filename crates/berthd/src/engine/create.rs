@@ -163,6 +163,17 @@ fn merged_volumes(
 impl Engine {
     /// Creates a container from Docker's create request.
     pub fn create(&self, name: Option<&str>, req: CreateRequest) -> Result<(String, Vec<String>)> {
+        self.create_with(name, req, |_| {})
+    }
+
+    /// [`Self::create`], with `finish` changing the record before its one durable write (the
+    /// CRI's log file and driver: no second write of the record).
+    pub(crate) fn create_with(
+        &self,
+        name: Option<&str>,
+        req: CreateRequest,
+        finish: impl FnOnce(&mut Container),
+    ) -> Result<(String, Vec<String>)> {
         let CreateRequest {
             mut config,
             host_config,
@@ -309,7 +320,10 @@ impl Engine {
         if created.is_ok() {
             crate::failpoint::hit("create.participants");
         }
-        let created = created.and_then(|_| self.persist(&container));
+        let created = created.and_then(|_| {
+            finish(&mut container);
+            self.persist(&container)
+        });
         if let Err(e) = created {
             for p in parts[..done].iter().rev() {
                 p.remove(&id, true);
