@@ -158,7 +158,8 @@ impl TestUser {
     }
 
     /// `program` run as the user (std drops root's supplementary groups), in its home, with a login's
-    /// environment: `HOME`, `USER`, `LOGNAME`, `XDG_RUNTIME_DIR`, a plain `PATH`.
+    /// environment: `HOME`, `USER`, `LOGNAME`, `XDG_RUNTIME_DIR`, Debian's `PATH` of an ordinary
+    /// user (no `sbin` directories).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new(program);
         c.env_clear()
@@ -166,10 +167,7 @@ impl TestUser {
             .env("USER", &self.name)
             .env("LOGNAME", &self.name)
             .env("XDG_RUNTIME_DIR", self.runtime_dir())
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .current_dir(&self.home)
             .uid(self.uid)
             .gid(self.gid);

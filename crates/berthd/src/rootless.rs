@@ -40,6 +40,22 @@ pub fn active() -> bool {
     ACTIVE.load(Ordering::Relaxed)
 }
 
+/// The daemon is root of its namespaces and runs root's tools (`nft`, `iptables-restore`),
+/// which an ordinary user's `PATH` leaves out (Debian's: no `/usr/sbin`, `/sbin`); they are
+/// added after the user's own directories. Called first thing in `main`, single-threaded.
+fn add_sbin_to_path() {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    for d in ["/usr/local/sbin", "/usr/sbin", "/sbin"] {
+        if !dirs.iter().any(|x| x == Path::new(d)) {
+            dirs.push(d.into());
+        }
+    }
+    if let Ok(joined) = std::env::join_paths(dirs) {
+        std::env::set_var("PATH", joined);
+    }
+}
+
 /// True when berthd must go rootless: started by a user other than root.
 pub fn wanted() -> bool {
     !rustix::process::geteuid().is_root()
@@ -157,6 +173,7 @@ impl Paths {
 /// Builds the user namespace and returns in the daemon (root of it); the calling process
 /// stays behind as the supervisor and never returns. Call before any thread starts.
 pub fn enter() -> Result<(), RootlessError> {
+    add_sbin_to_path();
     let uid = rustix::process::getuid().as_raw();
     let gid = rustix::process::getgid().as_raw();
     let user = user_name(uid);
