@@ -622,15 +622,7 @@ fn cri_pods_removed_running_or_stopped_dead_release_their_network() {
     let uid = format!("uid-{}", berth_testkit::unique_id());
     rt().block_on(async {
         let (mut r, _) = clients(&d).await;
-        let sid = r
-            .run_pod_sandbox(pb::RunPodSandboxRequest {
-                config: Some(sandbox_config(&d, &uid, &logs)),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .pod_sandbox_id;
+        let sid = run_pod(&mut r, &sandbox_config(&d, &uid, &logs)).await;
         assert_eq!(net.leases().len(), 1);
         // The kubelet may remove without stopping first.
         r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
@@ -647,15 +639,7 @@ fn cri_pods_removed_running_or_stopped_dead_release_their_network() {
             .items;
         assert!(items.is_empty(), "{items:?}");
         // A pod whose pause process died is NOTREADY; stopping it still releases its address.
-        let sid = r
-            .run_pod_sandbox(pb::RunPodSandboxRequest {
-                config: Some(sandbox_config(&d, &uid, &logs)),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .pod_sandbox_id;
+        let sid = run_pod(&mut r, &sandbox_config(&d, &uid, &logs)).await;
         let pid: i32 = d.inspect("{{.State.Pid}}", &sid).trim().parse().unwrap();
         assert!(pid > 0);
         // SAFETY: kill(2) with a pid and a signal number.
@@ -777,15 +761,7 @@ fn cri_port_mapping_shared_pid_namespace_and_security_context() {
             }),
             ..Default::default()
         });
-        let sid = r
-            .run_pod_sandbox(pb::RunPodSandboxRequest {
-                config: Some(cfg.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .pod_sandbox_id;
+        let sid = run_pod(&mut r, &cfg).await;
         let (_, ip) = sandbox_state(&mut r, &sid).await;
         assert!(nat_rules().contains(&format!("--dport {port}")), "{}", nat_rules());
 
@@ -1012,15 +988,7 @@ fn cri_host_network_and_ipc_pod() {
             }),
             ..Default::default()
         });
-        let sid = r
-            .run_pod_sandbox(pb::RunPodSandboxRequest {
-                config: Some(cfg.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .pod_sandbox_id;
+        let sid = run_pod(&mut r, &cfg).await;
         // No CNI for a host-network pod, and no address of its own.
         assert_eq!(
             sandbox_state(&mut r, &sid).await,
@@ -1129,15 +1097,7 @@ fn cri_stats_and_container_events() {
             .unwrap()
             .into_inner();
         let cfg = sandbox_config(&d, &uid, &logs);
-        let sid = r
-            .run_pod_sandbox(pb::RunPodSandboxRequest {
-                config: Some(cfg.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .pod_sandbox_id;
+        let sid = run_pod(&mut r, &cfg).await;
         let e = next_event(&mut events).await;
         let ready = Some(pb::PodSandboxState::SandboxReady as i32);
         assert_eq!(
@@ -1428,15 +1388,7 @@ fn cri_mount_propagation() {
             }),
             ..Default::default()
         });
-        let sid = r
-            .run_pod_sandbox(pb::RunPodSandboxRequest {
-                config: Some(cfg.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .pod_sandbox_id;
+        let sid = run_pod(&mut r, &cfg).await;
         let with_mount = |name: &str, host: &Path, p: pb::MountPropagation| {
             let mut c = busybox_container(
                 name,

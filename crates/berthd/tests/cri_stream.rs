@@ -414,15 +414,7 @@ fn text<K: std::hash::Hash + Eq>(m: &HashMap<K, Vec<u8>>, k: K) -> String {
 async fn pod(r: &mut Runtime, d: &Daemon) -> (String, String, String, String) {
     let uid = format!("uid-{}", berth_testkit::unique_id());
     let config = sandbox_config(d, &uid, &d.path("pod-logs"));
-    let sid = r
-        .run_pod_sandbox(pb::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let sid = run_pod(r, &config).await;
     let echo = run_container(
         r,
         &sid,

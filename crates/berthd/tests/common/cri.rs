@@ -208,6 +208,18 @@ pub fn sandbox_config(d: &Daemon, uid: &str, logs: &Path) -> pb::PodSandboxConfi
     }
 }
 
+/// Runs a pod sandbox of `cfg` (the default runtime handler); its id.
+pub async fn run_pod(r: &mut Runtime, cfg: &pb::PodSandboxConfig) -> String {
+    r.run_pod_sandbox(pb::RunPodSandboxRequest {
+        config: Some(cfg.clone()),
+        runtime_handler: String::new(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .pod_sandbox_id
+}
+
 pub fn busybox_container(name: &str, script: &str) -> pb::ContainerConfig {
     pb::ContainerConfig {
         metadata: Some(pb::ContainerMetadata {
