@@ -5,7 +5,7 @@ mod common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use berth_testkit::user::{privileged_in_initial_ns, TestUser};
 use berth_testkit::Rootfs;
@@ -53,27 +53,9 @@ impl UserBundle {
 /// The runtime as the user, with its default state root (`$XDG_RUNTIME_DIR/berth-runtime`);
 /// output through files (a created container inherits them).
 fn rt(user: &TestUser, args: &[&str]) -> Output {
-    let n = unique("out");
-    let (o, e) = (
-        user.home.join(format!("{n}.out")),
-        user.home.join(format!("{n}.err")),
-    );
-    let status = user
-        .command(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&o).unwrap())
-        .stderr(std::fs::File::create(&e).unwrap())
-        .status()
-        .unwrap();
-    let out = Output {
-        status,
-        stdout: std::fs::read(&o).unwrap(),
-        stderr: std::fs::read(&e).unwrap(),
-    };
-    let _ = std::fs::remove_file(o);
-    let _ = std::fs::remove_file(e);
-    out
+    let mut cmd = user.command(BIN);
+    cmd.args(args);
+    berth_testkit::oci::output_through_files(cmd, &user.home)
 }
 
 #[track_caller]

@@ -123,26 +123,8 @@ impl OciEnv {
     }
 
     /// Runs `cmd` (a runtime command) as [`OciEnv::run`] does.
-    pub fn output_of(&self, mut cmd: Command) -> Output {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let (o, e) = (
-            self.dir.path().join(format!("out{n}")),
-            self.dir.path().join(format!("err{n}")),
-        );
-        let status = cmd
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&o).unwrap())
-            .stderr(std::fs::File::create(&e).unwrap())
-            .status()
-            .unwrap();
-        let out = Output {
-            status,
-            stdout: std::fs::read(&o).unwrap(),
-            stderr: std::fs::read(&e).unwrap(),
-        };
-        let _ = std::fs::remove_file(o);
-        let _ = std::fs::remove_file(e);
-        out
+    pub fn output_of(&self, cmd: Command) -> Output {
+        output_through_files(cmd, self.dir.path())
     }
 
     /// [`OciEnv::run`], asserting success; its standard output.
@@ -218,4 +200,28 @@ impl Drop for OciEnv {
         crate::remove_cgroup_tree(&self.cgroup_parent);
         // The leak guard (a field) checks after this.
     }
+}
+
+/// Runs `cmd` with no stdin and its output through files in `dir` (read, then removed), not
+/// pipes: a runtime's detached children (a container's init) would hold a pipe open.
+pub fn output_through_files(mut cmd: Command, dir: &std::path::Path) -> Output {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let (o, e) = (
+        dir.join(format!("out{n}-{}", std::process::id())),
+        dir.join(format!("err{n}-{}", std::process::id())),
+    );
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&o).unwrap())
+        .stderr(std::fs::File::create(&e).unwrap())
+        .status()
+        .unwrap();
+    let out = Output {
+        status,
+        stdout: std::fs::read(&o).unwrap(),
+        stderr: std::fs::read(&e).unwrap(),
+    };
+    let _ = std::fs::remove_file(o);
+    let _ = std::fs::remove_file(e);
+    out
 }
