@@ -1405,7 +1405,10 @@ fn ungrantable_capabilities_are_dropped_with_a_warning() {
     env.ok(&["start", &id]);
     let st = env.pid(&id);
     assert!(
-        wait_for(|| out_dir.join("status").exists()),
+        // The shell creates the file before grep writes it: wait for the last line.
+        wait_for(
+            || std::fs::read_to_string(out_dir.join("status")).is_ok_and(|s| s.contains("CapAmb"))
+        ),
         "the container did not run"
     );
     let _ = st;
