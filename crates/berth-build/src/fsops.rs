@@ -244,21 +244,10 @@ fn set_attrs(dst: &Path, src_meta: &fs::Metadata, a: &CopyAttrs) -> Result<(), F
         fs::set_permissions(dst, fs::Permissions::from_mode(mode))
             .map_err(io_at("setting the mode of", dst))?;
     }
-    let atime = rustix::fs::Timespec {
-        tv_sec: src_meta.atime(),
-        tv_nsec: src_meta.atime_nsec() as _,
-    };
-    let mtime = rustix::fs::Timespec {
-        tv_sec: src_meta.mtime(),
-        tv_nsec: src_meta.mtime_nsec() as _,
-    };
     rustix::fs::utimensat(
         rustix::fs::CWD,
         dst,
-        &rustix::fs::Timestamps {
-            last_access: atime,
-            last_modification: mtime,
-        },
+        &times(src_meta),
         rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
     )
     .map_err(|e| io_at("setting the times of", dst)(e.into()))
@@ -282,13 +271,13 @@ pub fn copy_entry(src: &Path, dst: &Path, a: &CopyAttrs) -> Result<(), FsError> 
             copy_entry(&e.path(), &dst.join(e.file_name()), a)?;
         }
         set_attrs(dst, &m, a)
+    } else if ft.is_file() {
+        copy_file(src, dst, &m, a)
     } else {
         replace_with(dst)?;
         if ft.is_symlink() {
             let target = fs::read_link(src).map_err(io_at("reading symlink", src))?;
             std::os::unix::fs::symlink(target, dst).map_err(io_at("creating symlink", dst))?;
-        } else if ft.is_file() {
-            fs::copy(src, dst).map_err(io_at("copying to", dst))?;
         } else {
             // Devices, fifos, sockets: Docker copies them as they are.
             let mode = m.mode();
@@ -302,6 +291,70 @@ pub fn copy_entry(src: &Path, dst: &Path, a: &CopyAttrs) -> Result<(), FsError> 
             .map_err(|e| io_at("creating device node", dst)(e.into()))?;
         }
         set_attrs(dst, &m, a)
+    }
+}
+
+/// Copies a regular file: owner, mode and times are set on the open descriptor (a COPY of
+/// many small files into an overlay pays a path walk per system call otherwise), and an
+/// existing `dst` is only looked at when creating it fails.
+fn copy_file(src: &Path, dst: &Path, m: &fs::Metadata, a: &CopyAttrs) -> Result<(), FsError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut from = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(src)
+        .map_err(io_at("opening", src))?;
+    let create = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(dst)
+    };
+    let mut to = match create() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            replace_with(dst)?;
+            create()
+        }
+        r => r,
+    }
+    .map_err(io_at("creating", dst))?;
+    // Small files (the common case) in one read and one write; std's `io::copy` would try
+    // `copy_file_range` first, which fails across file systems (context → layer).
+    const SMALL: u64 = 256 * 1024;
+    if m.len() <= SMALL {
+        let mut buf = Vec::with_capacity(m.len() as usize + 1);
+        from.read_to_end(&mut buf).map_err(io_at("reading", src))?;
+        io::Write::write_all(&mut to, &buf).map_err(io_at("writing", dst))?;
+    } else {
+        io::copy(&mut from, &mut to).map_err(io_at("copying to", dst))?;
+    }
+    let (u, g) = match a.owner {
+        Some(o) => o,
+        None if a.keep_owner => (m.uid(), m.gid()),
+        None => (0, 0),
+    };
+    let (u, g) = (rustix::fs::Uid::from_raw(u), rustix::fs::Gid::from_raw(g));
+    rustix::fs::fchown(&to, Some(u), Some(g))
+        .map_err(|e| io_at("setting the owner of", dst)(e.into()))?;
+    let mode = a.mode.unwrap_or(m.mode() & 0o7777);
+    rustix::fs::fchmod(&to, rustix::fs::Mode::from_raw_mode(mode))
+        .map_err(|e| io_at("setting the mode of", dst)(e.into()))?;
+    rustix::fs::futimens(&to, &times(m)).map_err(|e| io_at("setting the times of", dst)(e.into()))
+}
+
+/// A source's access and modification times, as `utimensat` takes them.
+fn times(m: &fs::Metadata) -> rustix::fs::Timestamps {
+    rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: m.atime(),
+            tv_nsec: m.atime_nsec() as _,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: m.mtime(),
+            tv_nsec: m.mtime_nsec() as _,
+        },
     }
 }
 

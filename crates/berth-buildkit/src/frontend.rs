@@ -515,8 +515,9 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
             }
         })
         .collect();
-    // The context.
-    let v = VertexRun::start(
+    // The context: loaded while the steps that do not read it run, as BuildKit does (the
+    // builder's context gate opens when it is all there; see the `join!` below).
+    let ctx_vertex = VertexRun::start(
         &progress,
         vertex_digest(&run.solve_id, "context", 0),
         "[internal] load build context",
@@ -535,22 +536,37 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
         None => (work_dir(bk)?, Default::default()),
     };
     let ctx_dir = ctx_tmp.path().to_path_buf();
-    let (n, manifest) = match sync_dir(session.channel(), &ctx_req, &ctx_dir, base).await {
-        Ok(x) => x,
-        Err(e) => {
-            let e = sync_err("loading the build context")(e);
-            v.fail(&e.message);
-            return Err(e);
+    let (gate, opener) = berth_build::builder::ContextGate::new();
+    let load_context = {
+        let (v, channel, dir, phase, sync_err) = (
+            ctx_vertex,
+            session.channel(),
+            ctx_dir.clone(),
+            &phase,
+            &sync_err,
+        );
+        async move {
+            match sync_dir(channel, &ctx_req, &dir, base).await {
+                Ok((n, manifest)) => {
+                    v.log(2, format!("transferring context: {n} entries\n"));
+                    v.done();
+                    phase("context loaded");
+                    opener.open(Ok(()));
+                    // Kept for the next build when this one cannot write into it.
+                    Ok(crate::contexts::Copy {
+                        dir: ctx_tmp,
+                        manifest,
+                    })
+                }
+                Err(e) => {
+                    let e = sync_err("loading the build context")(e);
+                    v.fail(&e.message);
+                    opener.open(Err(e.message.clone()));
+                    Err(e)
+                }
+            }
         }
     };
-    // Kept for the next build when this one cannot write into it.
-    let ctx_copy = crate::contexts::Copy {
-        dir: ctx_tmp,
-        manifest,
-    };
-    v.log(2, format!("transferring context: {n} entries\n"));
-    v.done();
-    phase("context loaded");
     let mut opts = options(attrs)?;
     // Local named contexts.
     let mut local_contexts: BTreeMap<String, PathBuf> = BTreeMap::new();
@@ -626,6 +642,7 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
     dir_images.ids.extend(imported.temporary);
     opts.dockerfile = dockerfile.clone();
     opts.context = ctx_dir;
+    opts.context_gate = Some(gate);
     opts.tags = run.tags.clone();
     opts.output_events = true;
     let multi_stage = parsed.nodes.iter().filter(|i| i.keyword == "FROM").count() > 1;
@@ -640,7 +657,9 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
     let session2 = session.clone();
     let solve_id = run.solve_id.clone();
     let cancel = run.cancel.clone();
-    let res = tokio::task::spawn_blocking(move || {
+    let build_progress = progress.clone();
+    let build = tokio::task::spawn_blocking(move || {
+        let progress = build_progress;
         let store = backend.store();
         berth_build::builder::cleanup_stale(&store);
         let puller = |name: &str, platform: Option<&berth_image::manifest::Platform>| {
@@ -751,11 +770,13 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
                 Err(se)
             }
         }
-    })
-    .await
-    .map_err(|e| SolveError::unknown(format!("build thread: {e}")))?;
+    });
+    let (loaded, res) = tokio::join!(load_context, build);
+    let res = res.map_err(|e| SolveError::unknown(format!("build thread: {e}")))?;
     phase("build done");
     drop(work);
+    // A failed transfer is the build's error (its vertex says so), whatever the steps did.
+    let ctx_copy = loaded?;
     match lease.as_mut() {
         Some(l) if !berth_build::builder::writes_context(&parsed) => l.put(ctx_copy),
         _ => drop(ctx_copy),

@@ -150,7 +150,7 @@ impl Eval<'_, '_, '_> {
         } else if !copy_ctx.local.is_empty() {
             let paths = self.context_sources(&copy_ctx.local, line, &excludes)?;
             let hosts: Vec<PathBuf> = paths.iter().map(|(h, _)| h.clone()).collect();
-            let h = hash_paths(&self.opts.context, &hosts, &excludes)?;
+            let h = hash_paths(self.context(line)?, &hosts, &excludes)?;
             let rels: Vec<&String> = paths.iter().map(|(_, r)| r).collect();
             src_hash.push_str(&format!(
                 "ctx:{h}:{}",
@@ -205,12 +205,13 @@ impl Eval<'_, '_, '_> {
         excl: &IgnoreFile,
     ) -> Result<Vec<(PathBuf, String)>> {
         let mut out = Vec::new();
+        let context = self.context(line)?;
         for s in srcs {
-            for rel in glob_context(&self.opts.context, s, line)? {
+            for rel in glob_context(context, s, line)? {
                 if excluded(excl, &rel) {
                     continue;
                 }
-                let host = fsops::resolve_in_root(&self.opts.context, &rel, true)?;
+                let host = fsops::resolve_in_root(context, &rel, true)?;
                 out.push((host, rel));
             }
         }

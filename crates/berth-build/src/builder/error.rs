@@ -145,6 +145,9 @@ pub enum StepError {
         #[source]
         source: HttpError,
     },
+    /// The build context never arrived (its transfer failed).
+    #[error("loading the build context: {0}")]
+    Context(String),
     /// `ADD archive`: extracting it failed.
     #[error("ADD {path}: extracting: {source}")]
     Extract {

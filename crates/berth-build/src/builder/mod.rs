@@ -32,6 +32,7 @@ mod steps;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
 
 use berth_image::image_store::ImageStore;
 use berth_image::manifest::Platform;
@@ -87,6 +88,68 @@ pub struct BuildOptions {
     pub ssh: BTreeMap<String, std::path::PathBuf>,
     /// `Output` events instead of `Stream` for containers' output (see [`Event::Output`]).
     pub output_events: bool,
+    /// The context is still arriving (see [`ContextGate`]); `None`: it is all there.
+    pub context_gate: Option<ContextGate>,
+}
+
+/// A build context still arriving: as BuildKit loads a local context while the steps that
+/// do not read it run, a step that reads `BuildOptions::context` first waits for
+/// [`ContextOpener::open`]. A failed (or abandoned) transfer fails the step that waited.
+#[derive(Clone)]
+pub struct ContextGate(Arc<GateState>);
+
+type GateState = (Mutex<Option<std::result::Result<(), String>>>, Condvar);
+
+/// Opens a [`ContextGate`]: with the transfer's outcome, or, dropped unopened, with an error.
+pub struct ContextOpener(Arc<GateState>);
+
+impl ContextGate {
+    /// A closed gate and what opens it.
+    pub fn new() -> (ContextGate, ContextOpener) {
+        let s = Arc::new((Mutex::new(None), Condvar::new()));
+        (ContextGate(s.clone()), ContextOpener(s))
+    }
+
+    /// Waits until the context is there; `Err`: why it never will be.
+    pub fn wait(&self) -> std::result::Result<(), String> {
+        let (m, cv) = &*self.0;
+        let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(r) = &*g {
+                return r.clone();
+            }
+            g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl std::fmt::Debug for ContextGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let open = self.0 .0.lock().map(|g| g.is_some()).unwrap_or(false);
+        write!(f, "ContextGate(open: {open})")
+    }
+}
+
+impl ContextOpener {
+    /// The transfer's outcome: steps waiting for the context go on (or fail with `Err`).
+    pub fn open(self, r: std::result::Result<(), String>) {
+        self.set(r);
+    }
+
+    fn set(&self, r: std::result::Result<(), String>) {
+        let (m, cv) = &*self.0;
+        let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            *g = Some(r);
+        }
+        cv.notify_all();
+    }
+}
+
+impl Drop for ContextOpener {
+    fn drop(&mut self) {
+        self.set(Err("the build context transfer stopped".into()));
+    }
 }
 
 /// A secret's bytes (never shown by `Debug`).
@@ -300,6 +363,18 @@ struct Eval<'a, 'b, 's> {
     /// How each platform's programs run here (looked up at its first RUN step).
     runnable:
         HashMap<String, std::result::Result<crate::binfmt::Execution, crate::binfmt::NotRunnable>>,
+}
+
+impl<'b> Eval<'_, 'b, '_> {
+    /// The context directory, once it is all there (see [`ContextGate`]).
+    fn context(&self, line: usize) -> Result<&'b std::path::Path> {
+        let opts: &'b BuildOptions = self.opts;
+        if let Some(g) = &opts.context_gate {
+            g.wait()
+                .map_err(|e| error::at(line, StepError::Context(e)))?;
+        }
+        Ok(&opts.context)
+    }
 }
 
 impl Eval<'_, '_, '_> {

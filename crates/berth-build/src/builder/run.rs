@@ -249,7 +249,8 @@ impl Eval<'_, '_, '_> {
                     ));
                 }
                 let rel = context_rel(&src, line)?;
-                let host = fsops::resolve_in_root(&self.opts.context, &rel, true)?;
+                let context = self.context(line)?;
+                let host = fsops::resolve_in_root(context, &rel, true)?;
                 if !host.exists() {
                     return Err(invalid(
                         line,
@@ -257,11 +258,7 @@ impl Eval<'_, '_, '_> {
                     ));
                 }
                 // The bound content is part of the key.
-                let h = hash_paths(
-                    &self.opts.context,
-                    std::slice::from_ref(&host),
-                    &IgnoreFile::default(),
-                )?;
+                let h = hash_paths(context, std::slice::from_ref(&host), &IgnoreFile::default())?;
                 Ok((
                     Some(RunMount::Bind { src: host, dst, rw }),
                     format!("{key}#{h}"),

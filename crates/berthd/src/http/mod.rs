@@ -346,6 +346,9 @@ pub fn router(state: Arc<AppState>) -> Router {
 pub fn strip_version(mut req: Request) -> Request {
     let mut version = ApiVersion::CURRENT;
     let path = req.uri().path().to_string();
+    // As dockerd at `--log-level debug`; with the timestamps, how a client's time splits
+    // between its own start-up and the daemon (bench/buildx).
+    tracing::debug!("Calling {} {path}", req.method());
     if let Some((ver, tail)) = path
         .strip_prefix("/v")
         .and_then(|rest| rest.split_once('/'))
