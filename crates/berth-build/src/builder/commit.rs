@@ -38,6 +38,7 @@ impl Eval<'_, '_, '_> {
         op: FsOp<'_>,
     ) -> Result<()> {
         let store = self.b.store;
+        tracing::debug!("step on line {line}: committing");
         let rec_path = cache::record_path(store, &ctx.state.id, &cache_text);
         if !self.opts.no_cache && !ctx.no_cache {
             let local = if self.opts.cache_from_only {
@@ -147,11 +148,11 @@ impl Eval<'_, '_, '_> {
             "step on line {line}: mounted {t_mounted:?}, ran {t_ran:?}, layer written {t_written:?}, committed {:?}",
             t0.elapsed()
         );
+        let short_id = guard.short_id().to_string();
+        drop(guard);
+        tracing::debug!("step on line {line}: cleaned up {:?}", t0.elapsed());
         if ran {
-            self.say(format!(
-                " ---> Removed intermediate container {}\n",
-                guard.short_id()
-            ))?;
+            self.say(format!(" ---> Removed intermediate container {short_id}\n"))?;
         }
         Ok(Some(written.record))
     }

@@ -86,6 +86,7 @@ impl Eval<'_, '_, '_> {
         stage_steps: usize,
     ) -> Result<()> {
         self.step += 1;
+        tracing::debug!("step on line {}: starts", step.line);
         self.step_event(super::StepEvent::Start {
             number: self.step,
             stage: stage.to_string(),
