@@ -501,3 +501,35 @@ impl Eval<'_, '_, '_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ContextGate;
+    use std::time::Duration;
+
+    #[test]
+    fn the_context_gate_holds_readers_until_the_transfer_ends() {
+        let (gate, opener) = ContextGate::new();
+        let g = gate.clone();
+        let reader = std::thread::spawn(move || g.wait());
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!reader.is_finished(), "a reader passed a closed gate");
+        opener.open(Ok(()));
+        assert_eq!(reader.join().unwrap(), Ok(()));
+        // Open stays open.
+        assert_eq!(gate.wait(), Ok(()));
+    }
+
+    #[test]
+    fn a_failed_or_abandoned_transfer_fails_the_readers() {
+        let (gate, opener) = ContextGate::new();
+        opener.open(Err("session closed".into()));
+        assert_eq!(gate.wait(), Err("session closed".to_string()));
+        let (gate, opener) = ContextGate::new();
+        let g = gate.clone();
+        let reader = std::thread::spawn(move || g.wait());
+        drop(opener);
+        let e = reader.join().unwrap().unwrap_err();
+        assert!(e.contains("stopped"), "{e}");
+    }
+}
