@@ -908,25 +908,9 @@ pub fn wait_exit(pid: i32, start: u64, ms: u64) -> bool {
 /// Waits for a foreground process (our child or re-parented to us as subreaper), forwarding
 /// signals to it and proxying its terminal. Returns its exit code (128+signal when killed).
 pub fn wait_foreground(fg: &Foreground) -> i32 {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGWINCH,
-    ] {
-        set.add(s);
-    }
-    let _ = set.thread_block();
-    let Ok(sfd) = nix::sys::signalfd::SignalFd::with_flags(
-        &set,
-        nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
-    ) else {
+    let mut signals = vec![libc::SIGCHLD, libc::SIGWINCH];
+    signals.extend(berth_util::signal::FORWARDED);
+    let Ok(sfd) = berth_util::signal::signalfd(&signals) else {
         return wait_plain(fg.pid);
     };
     let stdin_tty = nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
@@ -985,8 +969,7 @@ pub fn wait_foreground(fg: &Foreground) -> i32 {
             .collect();
         drop(fds);
         if revents[0].contains(PollFlags::POLLIN) {
-            while let Ok(Some(si)) = sfd.read_signal() {
-                let sig = si.ssi_signo as i32;
+            for sig in berth_util::signal::drain_signalfd(sfd.as_fd()) {
                 if sig == libc::SIGCHLD {
                     if let Some(c) = reap_nohang(fg.pid) {
                         code = Some(c);
@@ -1029,7 +1012,7 @@ pub fn wait_foreground(fg: &Foreground) -> i32 {
         let _ =
             nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &s);
     }
-    let _ = set.thread_unblock();
+    let _ = berth_util::signal::unblock(&signals);
     code.unwrap_or(255)
 }
 
