@@ -313,13 +313,8 @@ fn init_stage2_inner(
         chan.expect("Go", |m| *m == Msg::Go)
             .map_err(|e| mounts::MountError::CgroupJoin(Box::new(e)))?;
         if new_cgroup_ns {
-            nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| {
-                mounts::MountError::Path {
-                    op: "create cgroup namespace",
-                    path: String::new(),
-                    source: e.into(),
-                }
-            })?;
+            nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+                .map_err(|e| mounts::path_err("create cgroup namespace", "")(e.into()))?;
         }
         Ok(())
     };
