@@ -222,14 +222,9 @@ impl Base {
     }
 
     pub(super) fn info(&self, chain_id: &Digest) -> Result<SnapshotInfo, SnapshotError> {
-        let p = self.snapshot_dir(chain_id).join("meta.json");
-        match fsutil::read_json(&p) {
-            Ok(i) => Ok(i),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(SnapshotError::NotFound(chain_id.clone()))
-            }
-            Err(e) => Err(io_at("read", &p)(e)),
-        }
+        read_meta(&self.snapshot_dir(chain_id), || {
+            SnapshotError::NotFound(chain_id.clone())
+        })
     }
 
     pub(super) fn list(&self) -> Result<Vec<SnapshotInfo>, SnapshotError> {
@@ -413,14 +408,9 @@ impl Base {
 
     pub(super) fn container(&self, id: &str) -> Result<ContainerSnapshot, SnapshotError> {
         Self::check_id(id)?;
-        let p = self.container_dir(id).join("meta.json");
-        match fsutil::read_json(&p) {
-            Ok(c) => Ok(c),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(SnapshotError::ContainerNotFound(id.to_string()))
-            }
-            Err(e) => Err(io_at("read", &p)(e)),
-        }
+        read_meta(&self.container_dir(id), || {
+            SnapshotError::ContainerNotFound(id.to_string())
+        })
     }
 
     pub(super) fn remove_container(&self, id: &str) -> Result<(), SnapshotError> {
@@ -533,5 +523,18 @@ impl Base {
                 Err(e)
             }
         }
+    }
+}
+
+/// The `meta.json` of a snapshot's or container's directory; `missing()` when there is none.
+fn read_meta<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    missing: impl FnOnce() -> SnapshotError,
+) -> Result<T, SnapshotError> {
+    let p = dir.join("meta.json");
+    match fsutil::read_json(&p) {
+        Ok(m) => Ok(m),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(missing()),
+        Err(e) => Err(io_at("read", &p)(e)),
     }
 }
