@@ -325,6 +325,31 @@ fn init_error_first(chan: &sync::Channel, e: RuntimeError) -> RuntimeError {
     }
 }
 
+/// Forks stage 1 of an init, which runs `stage` in the child (our end of the sync channel
+/// closed there); the child's end is closed here. `wait`: we wait for the init, which is
+/// re-parented to us (the subreaper) when stage 1 exits. Our end and stage 1's pid.
+fn fork_stage1(
+    cfg: &InitConfig,
+    parent: sync::Channel,
+    child: sync::Channel,
+    wait: bool,
+    stage: fn(&InitConfig, &sync::Channel) -> !,
+) -> Result<(sync::Channel, i32)> {
+    if wait {
+        set_child_subreaper();
+    }
+    match fork()? {
+        nix::unistd::ForkResult::Child => {
+            drop(parent);
+            stage(cfg, &child)
+        }
+        nix::unistd::ForkResult::Parent { child: pid } => {
+            drop(child);
+            Ok((parent, pid.as_raw()))
+        }
+    }
+}
+
 fn fork() -> Result<nix::unistd::ForkResult> {
     // SAFETY: the runtime is single-threaded; the child only runs our init code and exits
     // with _exit.
@@ -356,6 +381,15 @@ fn grant_capabilities(process: &Process, in_user_ns: bool) -> Result<Option<CapS
 }
 
 impl Runtime {
+    /// The compiled seccomp filter of `spec`, if it has one (cached under the state root).
+    fn seccomp_filter(&self, spec: &Spec) -> Result<Option<seccomp::CompiledFilter>> {
+        let cache = self.root.join(SECCOMP_CACHE);
+        let filter = spec.linux().seccomp.as_ref();
+        Ok(filter
+            .map(|s| seccomp::compile_cached(s, &cache))
+            .transpose()?)
+    }
+
     /// A runtime on the state directory `root`, rootless when not root or inside a user
     /// namespace (see `rootless::detect`).
     pub fn new(root: impl Into<PathBuf>) -> Runtime {
@@ -391,12 +425,7 @@ impl Runtime {
                 "a terminal needs --console-socket when the runtime detaches",
             ));
         }
-        let filter = spec
-            .linux()
-            .seccomp
-            .as_ref()
-            .map(|s| seccomp::compile_cached(s, &self.root.join(SECCOMP_CACHE)))
-            .transpose()?;
+        let filter = self.seccomp_filter(&spec)?;
         std::fs::create_dir_all(&self.root)
             .map_err(io(format!("create root {}", self.root.display())))?;
         let dir = ContainerState::dir(&self.root, &opts.id);
@@ -436,18 +465,7 @@ impl Runtime {
             cgroup_mounts: cg.as_ref().map(Cgroup::mount_sources),
             caps,
         };
-        if foreground {
-            // The init is re-parented to us when stage 1 exits, so we can wait for it.
-            set_child_subreaper();
-        }
-        let stage1 = match fork()? {
-            nix::unistd::ForkResult::Child => {
-                drop(parent);
-                init::create_stage1(&cfg, &child)
-            }
-            nix::unistd::ForkResult::Parent { child: pid } => pid.as_raw(),
-        };
-        drop(child);
+        let (parent, stage1) = fork_stage1(&cfg, parent, child, foreground, init::create_stage1)?;
         drop(cfg.console_socket);
         guard.pids.push(stage1);
         let mut state = ContainerState {
@@ -744,13 +762,7 @@ impl Runtime {
                 "a terminal needs --console-socket with --detach",
             ));
         }
-        let filter = st
-            .config
-            .linux()
-            .seccomp
-            .as_ref()
-            .map(|s| seccomp::compile_cached(s, &self.root.join(SECCOMP_CACHE)))
-            .transpose()?;
+        let filter = self.seccomp_filter(&st.config)?;
         // The namespaces of the init that differ from ours, opened before anything changes.
         let mut join = Vec::new();
         for typ in NamespaceType::ALL {
@@ -791,17 +803,7 @@ impl Runtime {
             cgroup_mounts: None,
             caps,
         };
-        if !opts.detach {
-            set_child_subreaper();
-        }
-        let stage1 = match fork()? {
-            nix::unistd::ForkResult::Child => {
-                drop(parent);
-                init::exec_stage1(&cfg, &child)
-            }
-            nix::unistd::ForkResult::Parent { child: pid } => pid.as_raw(),
-        };
-        drop(child);
+        let (parent, stage1) = fork_stage1(&cfg, parent, child, !opts.detach, init::exec_stage1)?;
         drop(cfg.console_socket);
         drop(cfg.join);
         let mut guard = CreateGuard {
