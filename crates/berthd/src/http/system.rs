@@ -51,8 +51,7 @@ async fn no_swarm() -> ApiError {
 
 /// `swarm init`/`join`: what would make this node a swarm member.
 async fn swarm_unsupported() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
+    ApiError::not_implemented(
         "swarm mode is not implemented by Berth: this node cannot init or join a swarm",
     )
 }
@@ -118,10 +117,7 @@ async fn plugin_not_found(
 
 /// Installing or creating a plugin.
 async fn plugins_unsupported() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "managed plugins are not implemented by Berth",
-    )
+    ApiError::not_implemented("managed plugins are not implemented by Berth")
 }
 
 /// The plugin routes of a daemon with no plugins (names may hold slashes, as dockerd's
