@@ -34,7 +34,7 @@ pub use leak::{Leak, LeakGuard, LeakKind, TempRoot};
 pub use names::{unique_id, unique_name};
 pub use oci::{Bundle, OciEnv};
 pub use process::{
-    alive, free_port, kill9, run_output, wait_for, wait_until, CommandRun, KillOnDrop, Run,
+    alive, free_port, kill9, on_pty, run_output, wait_for, wait_until, CommandRun, KillOnDrop, Run,
 };
 pub use registry::{BerthRegistry, BerthRegistryOptions, DockerRegistry};
 pub use user::TestUser;

@@ -391,25 +391,10 @@ fn docker_cli_flags_and_errors() {
     let r = docker_build(&d, &dir, &["--platform", "linux/amd64,linux/s390x"]);
     r.fails_with("one platform per build");
     // Dockerfile from stdin, and a tar context on stdin (berth build).
-    let o = std::process::Command::new(common::bin_dir().join("berth"))
-        .arg("-H")
-        .arg(format!("unix://{}", d.sock().display()))
-        .args(["build", "-t", "fromstdin", "-f", "-"])
+    let r = d
+        .berth_cmd(&["build", "-t", "fromstdin", "-f", "-"])
         .arg(&dir)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin
-                .take()
-                .unwrap()
-                .write_all(b"FROM busybox\nCOPY other.Dockerfile /copied\n")?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    let r = common::run_output(o);
+        .run_with_input(b"FROM busybox\nCOPY other.Dockerfile /copied\n");
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(
         run_in(&d, "fromstdin", "cat /copied"),
@@ -426,21 +411,9 @@ fn docker_cli_flags_and_errors() {
         b.append_data(&mut h, "Dockerfile", &df[..]).unwrap();
         b.finish().unwrap();
     }
-    let o = std::process::Command::new(common::bin_dir().join("berth"))
-        .arg("-H")
-        .arg(format!("unix://{}", d.sock().display()))
-        .args(["build", "-t", "tarstdin", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(&tarball)?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    let r = common::run_output(o);
+    let r = d
+        .berth_cmd(&["build", "-t", "tarstdin", "-"])
+        .run_with_input(&tarball);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(
         run_in(&d, "tarstdin", "cat /in-tar"),

@@ -213,17 +213,10 @@ fn build_independent_stages_at_once() {
 }
 
 fn sha256_hex(b: &[u8]) -> String {
-    let o = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(b)?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout)
+    Command::new("sha256sum")
+        .run_with_input(b)
+        .ok()
+        .stdout
         .split_whitespace()
         .next()
         .unwrap()

@@ -889,13 +889,7 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
 /// Runs `cmd` with `input` on its stdin (closed `hold` later), killed after a minute.
 fn with_input(mut cmd: std::process::Command, input: &'static [u8], hold: Duration) -> Run {
     use std::io::Write;
-    use std::process::Stdio;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = cmd.spawn_piped();
     let mut stdin = child.stdin.take().unwrap();
     std::thread::spawn(move || {
         let _ = stdin.write_all(input);

@@ -162,25 +162,9 @@ fn rootless_builds_classic_and_buildkit() {
 
 /// Runs `cmd` as the user on a pseudo-terminal (`script`), typing `input`; its output.
 fn on_pty(d: &UserDaemon, cmd: &str, input: &str) -> String {
-    use std::io::Write;
-    let mut child = d
-        .user
-        .command("script")
-        .args(["-qfec", cmd, "/dev/null"])
-        .env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        let mut i = child.stdin.take().unwrap();
-        std::thread::sleep(Duration::from_millis(500));
-        let _ = i.write_all(input.as_bytes());
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    let o = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    let mut script = d.user.command("script");
+    script.env("DOCKER_HOST", format!("unix://{}", d.sock().display()));
+    berth_testkit::on_pty(script, cmd, input)
 }
 
 #[test]
