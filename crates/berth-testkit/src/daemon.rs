@@ -62,6 +62,13 @@ pub fn busybox_tar(path: &Path) {
         .write_tar(path);
 }
 
+/// Root's docker CLI plugins directory (`~/.docker/cli-plugins`) when it holds `plugin`
+/// (`docker-buildx`, `docker-compose`).
+pub fn cli_plugins(plugin: &str) -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os("HOME")?).join(".docker/cli-plugins");
+    dir.join(plugin).exists().then_some(dir)
+}
+
 /// A running `berthd` and what it made (see the module docs).
 pub struct Daemon {
     pub dir: tempfile::TempDir,
@@ -133,6 +140,33 @@ impl Daemon {
         seed_busybox(&d.path("data"), &d.path("rootfs.tar"));
         d.start();
         d
+    }
+
+    /// A daemon whose docker CLI has root's plugins ([`Daemon::cli_plugin`]); `None`, after a
+    /// `skipped:` line, when `plugin` is not installed.
+    pub fn with_cli_plugin(plugin: &str) -> Option<Daemon> {
+        if cli_plugins(plugin).is_none() {
+            crate::skipped(&format!(
+                "{plugin} not installed (~/.docker/cli-plugins/{plugin})"
+            ));
+            return None;
+        }
+        let d = Daemon::new();
+        assert!(d.cli_plugin(plugin));
+        Some(d)
+    }
+
+    /// Gives this daemon's docker CLI root's plugins (its configuration's `cli-plugins`, a link
+    /// to `~/.docker/cli-plugins`) when `plugin` is among them; whether it is.
+    pub fn cli_plugin(&self, plugin: &str) -> bool {
+        let Some(dir) = cli_plugins(plugin) else {
+            return false;
+        };
+        let link = self.path("docker-config/cli-plugins");
+        if link.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink(dir, link).unwrap();
+        }
+        true
     }
 
     /// A path in the daemon's temporary directory.
@@ -245,6 +279,15 @@ impl Daemon {
             .env("DOCKER_CONFIG", self.path("docker-config"))
             .env_remove("DOCKER_CONTEXT")
             .env_remove("DOCKER_API_VERSION");
+        c
+    }
+
+    /// The docker CLI against this daemon with BuildKit as by default (buildx): neither
+    /// `DOCKER_BUILDKIT` nor `BUILDKIT_PROGRESS` from the test's environment.
+    pub fn buildkit_cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.docker_cmd(args);
+        c.env_remove("DOCKER_BUILDKIT")
+            .env_remove("BUILDKIT_PROGRESS");
         c
     }
 

@@ -298,33 +298,17 @@ fn legacy_build(d: &Daemon, dir: &Path, args: &[&str]) -> Run {
     run_output(o)
 }
 
-/// buildx's plugins directory, when installed.
-fn plugins() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME").map(PathBuf::from)?;
-    let dir = home.join(".docker/cli-plugins");
-    dir.join("docker-buildx").exists().then_some(dir)
-}
-
 /// `docker buildx build ARGS DIR` (`None` without buildx).
 fn buildx_build(d: &Daemon, dir: &Path, args: &[&str]) -> Option<Run> {
-    let p = plugins()?;
-    let cfg = d.path("docker-config/cli-plugins");
-    if !cfg.exists() {
-        std::os::unix::fs::symlink(&p, &cfg).unwrap();
+    if !d.cli_plugin("docker-buildx") {
+        return None;
     }
-    let o = Command::new("docker")
-        .args(["buildx", "build"])
-        .args(args)
+    let r = d
+        .buildkit_cmd(&[&["buildx", "build"], args].concat())
         .arg(dir)
-        .env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
-        .env("DOCKER_CONFIG", d.path("docker-config"))
-        .env_remove("DOCKER_BUILDKIT")
-        .env_remove("BUILDKIT_PROGRESS")
-        .env_remove("DOCKER_CONTEXT")
         .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Some(run_output(o))
+        .run();
+    Some(r)
 }
 
 #[test]

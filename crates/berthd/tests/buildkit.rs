@@ -6,41 +6,22 @@
 mod common;
 use common::*;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn plugins() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME").map(PathBuf::from)?;
-    let dir = home.join(".docker/cli-plugins");
-    dir.join("docker-buildx").exists().then_some(dir)
-}
 
 /// A daemon whose docker config has the user's CLI plugins; `None` (after a skip line)
 /// without buildx.
 fn daemon() -> Option<Daemon> {
-    let Some(p) = plugins() else {
-        eprintln!("skipped: buildx not installed (~/.docker/cli-plugins/docker-buildx)");
-        return None;
-    };
-    let d = Daemon::new();
-    std::os::unix::fs::symlink(&p, d.path("docker-config/cli-plugins")).unwrap();
-    Some(d)
+    Daemon::with_cli_plugin("docker-buildx")
 }
 
+/// The docker CLI (BuildKit as by default) in `dir`.
 fn docker_in(d: &Daemon, dir: &Path, args: &[&str]) -> Run {
-    let o = Command::new("docker")
-        .args(args)
+    d.buildkit_cmd(args)
         .current_dir(dir)
-        .env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
-        .env("DOCKER_CONFIG", d.path("docker-config"))
-        .env_remove("DOCKER_BUILDKIT")
-        .env_remove("BUILDKIT_PROGRESS")
-        .env_remove("DOCKER_CONTEXT")
         .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    run_output(o)
+        .run()
 }
 
 /// `docker buildx build ARGS` in `dir`.
@@ -867,12 +848,9 @@ fn pull_load_platforms_and_local_named_contexts() {
 fn a_dropped_session_ends_the_build_cleanly() {
     let Some(d) = daemon() else { return };
     let ctx = context(&[("Dockerfile", "FROM busybox\nRUN echo started && sleep 60\n")]);
-    let mut child = Command::new("docker")
-        .args(["build", "--progress=plain", "-t", "bk:dropped", "."])
+    let mut child = d
+        .buildkit_cmd(&["build", "--progress=plain", "-t", "bk:dropped", "."])
         .current_dir(ctx.path())
-        .env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
-        .env("DOCKER_CONFIG", d.path("docker-config"))
-        .env_remove("DOCKER_BUILDKIT")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -932,8 +910,7 @@ fn a_dropped_session_ends_the_build_cleanly() {
 #[test]
 fn compose_build_and_up_without_docker_buildkit() {
     let Some(d) = daemon() else { return };
-    let p = plugins().unwrap();
-    if !p.join("docker-compose").exists() {
+    if cli_plugins("docker-compose").is_none() {
         eprintln!("skipped: compose v2 not installed (~/.docker/cli-plugins/docker-compose)");
         return;
     }

@@ -845,15 +845,9 @@ fn crash_commit_unpacked_unpaused() {
 #[test]
 fn crash_buildx_run() {
     require_root!();
-    let plugins = std::env::var_os("HOME")
-        .map(|h| Path::new(&h).join(".docker/cli-plugins"))
-        .filter(|p| p.join("docker-buildx").exists());
-    let Some(plugins) = plugins else {
-        berth_testkit::skipped("buildx not installed (~/.docker/cli-plugins/docker-buildx)");
+    let Some(mut d) = Daemon::with_cli_plugin("docker-buildx") else {
         return;
     };
-    let mut d = Daemon::new();
-    std::os::unix::fs::symlink(&plugins, d.path("docker-config/cli-plugins")).unwrap();
     let ctx = d.path("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(
@@ -866,9 +860,7 @@ fn crash_buildx_run() {
         let mut all = vec!["buildx", "build", "-t", "built:v1"];
         all.extend_from_slice(args);
         all.push(&ctx);
-        let mut c = d.docker_cmd(&all);
-        c.env_remove("DOCKER_BUILDKIT");
-        c
+        d.buildkit_cmd(&all)
     };
     let before = stored(&d);
     let pid = daemon_pid(&d);

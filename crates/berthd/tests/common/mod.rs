@@ -3,7 +3,7 @@
 //! bridge, everything cleaned up and leak-checked on drop) and the kit's other pieces.
 #![allow(dead_code, unused_imports)]
 
-pub use berth_testkit::daemon::{bin_dir, busybox_tar, finish, seed_busybox, Daemon};
+pub use berth_testkit::daemon::{bin_dir, busybox_tar, cli_plugins, finish, seed_busybox, Daemon};
 pub use berth_testkit::registry::DOCKER_REGISTRY;
 pub use berth_testkit::{
     free_port, require, require_programs, require_root, run_output, wait_for, wait_until,
