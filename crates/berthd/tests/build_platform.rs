@@ -172,30 +172,11 @@ fn missing() -> Option<String> {
 
 /// A busybox root file system as a tar, with `busybox` as its binary.
 fn busybox_tar(busybox: &[u8]) -> Vec<u8> {
-    use berth_testkit::busybox::append;
-    let mut b = tar::Builder::new(Vec::new());
-    for d in ["bin", "etc", "tmp", "proc", "sys", "dev"] {
-        append(&mut b, d, tar::EntryType::Directory, 0o755, b"", None);
-    }
-    append(
-        &mut b,
-        "bin/busybox",
-        tar::EntryType::Regular,
-        0o755,
-        busybox,
-        None,
-    );
-    for a in ["sh", "echo", "cat", "uname", "true", "ls", "wc"] {
-        append(
-            &mut b,
-            &format!("bin/{a}"),
-            tar::EntryType::Symlink,
-            0o777,
-            b"",
-            Some("busybox"),
-        );
-    }
-    b.into_inner().unwrap()
+    berth_testkit::Rootfs::bare()
+        .binary(busybox)
+        .dirs(&["bin", "etc", "tmp", "proc", "sys", "dev"])
+        .applets(&["sh", "echo", "cat", "uname", "true", "ls", "wc"])
+        .tar()
 }
 
 fn put_blob(layout: &Path, data: &[u8]) -> (String, usize) {

@@ -9,7 +9,7 @@ use std::process::Stdio;
 
 use berth_testkit::busybox::BUSYBOX;
 use berth_testkit::user::{privileged_in_initial_ns, TestUser};
-use berth_testkit::user_daemon::{find_file, owners_image_tar, userns_of, UserDaemon};
+use berth_testkit::user_daemon::{find_file, userns_of, UserDaemon};
 use common::*;
 
 #[test]
@@ -29,17 +29,7 @@ fn rootless_daemon_runs_containers_for_an_ordinary_user() {
         data.display()
     );
     // An image with files of several owners, loaded through save/load.
-    let tar = user.home.join("image.tar");
-    std::fs::write(&tar, owners_image_tar()).unwrap();
-    user.chown_tree(&tar);
-    d.berth(&[
-        "import",
-        "-c",
-        "CMD [\"sh\"]",
-        tar.to_str().unwrap(),
-        "busybox:latest",
-    ])
-    .ok();
+    d.load_busybox();
     let saved = user.home.join("saved.tar");
     d.berth(&["save", "-o", saved.to_str().unwrap(), "busybox"])
         .ok();
