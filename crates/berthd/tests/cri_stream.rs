@@ -464,12 +464,9 @@ fn exec_req(cid: &str, cmd: &[&str], stdin: bool, tty: bool) -> pb::ExecRequest 
 #[test]
 fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
     require_root!();
-    if !cni_available() {
+    let Some((net, d, _pods)) = cri_daemon(6) else {
         return;
-    }
-    let net = CniNet::new(6);
-    let d = net.daemon();
-    let _pods = remove_pods(&d);
+    };
     rt().block_on(async {
         let (mut r, _) = clients(&d).await;
         let (sid, echo, cat, tty) = pod(&mut r, &d).await;
@@ -712,16 +709,7 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
         assert_eq!(exit_code(&all[&3]), 0);
         // The end of a tty attach's input leaves the shell running.
         for id in [&cat, &tty] {
-            let st = r
-                .container_status(pb::ContainerStatusRequest {
-                    container_id: id.clone(),
-                    verbose: false,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .status
-                .unwrap();
+            let st = container_state(&mut r, id).await;
             assert_eq!(st.state, pb::ContainerState::ContainerRunning as i32);
         }
 
@@ -925,13 +913,7 @@ fn shell_line(argv: &[String]) -> String {
 #[test]
 fn crictl_exec_attach_port_forward() {
     require_root!();
-    if !cni_available() {
-        return;
-    }
-    let net = CniNet::new(7);
-    let d = net.daemon();
-    let _pods = remove_pods(&d);
-    let Some(crictl) = Crictl::new(&d) else {
+    let Some((net, d, _pods, crictl)) = crictl_daemon(7) else {
         return;
     };
     let (sid, echo, cat, _tty) = rt().block_on(async {
