@@ -296,11 +296,7 @@ impl Daemon {
     pub fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
         let dir = self.path(name);
         std::fs::create_dir_all(&dir).unwrap();
-        for (p, c) in files {
-            let f = dir.join(p);
-            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-            std::fs::write(f, c).unwrap();
-        }
+        crate::write_files(&dir, files);
         dir
     }
 

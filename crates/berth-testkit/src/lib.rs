@@ -40,6 +40,22 @@ pub use registry::{BerthRegistry, BerthRegistryOptions, DockerRegistry};
 pub use user::TestUser;
 pub use user_daemon::UserDaemon;
 
+/// Writes `files` (path, content) below `dir`, parent directories made (a build context).
+pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    for (p, c) in files {
+        let f = dir.join(p);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, c).unwrap();
+    }
+}
+
+/// A temporary directory holding `files` ([`write_files`]).
+pub fn temp_context(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), files);
+    dir
+}
+
 /// The sorted names in a directory (empty when it does not exist).
 pub fn list_dir(p: &Path) -> Vec<String> {
     let mut v: Vec<String> = match std::fs::read_dir(p) {

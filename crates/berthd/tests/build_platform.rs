@@ -259,16 +259,6 @@ fn push_multi(reg: &DockerRegistry, arm64: &[u8]) -> String {
     name
 }
 
-fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (p, c) in files {
-        let f = dir.path().join(p);
-        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-        std::fs::write(f, c).unwrap();
-    }
-    dir
-}
-
 /// `docker build` through the legacy builder.
 fn legacy_build(d: &Daemon, dir: &Path, args: &[&str]) -> Run {
     let o = d
@@ -318,7 +308,7 @@ fn arm64_builds_through_binfmt_legacy_and_buildx() {
     let df = format!(
         "FROM {base}\nARG TARGETARCH\nRUN uname -m > /arch && echo $TARGETARCH > /targetarch\nCMD [\"cat\", \"/arch\", \"/targetarch\"]\n"
     );
-    let ctx = context(&[("Dockerfile", &df)]);
+    let ctx = temp_context(&[("Dockerfile", &df)]);
     // The legacy builder: the arm64 manifest of the index, RUN through qemu.
     let r = legacy_build(
         &d,
@@ -353,7 +343,7 @@ fn arm64_builds_through_binfmt_legacy_and_buildx() {
         format!("{}\n{}\n", std::env::consts::ARCH, h.architecture)
     );
     // FROM scratch for arm64: the config says so, nothing runs.
-    let sctx = context(&[
+    let sctx = temp_context(&[
         (
             "Dockerfile",
             "FROM scratch\nARG TARGETPLATFORM\nLABEL t=$TARGETPLATFORM\nCOPY f /f\n",
@@ -411,7 +401,7 @@ fn arm64_builds_through_binfmt_legacy_and_buildx() {
     // where the step gets it bound (and the mount point is not in the image).
     drop(with_f);
     let without_f = Handler::register("linux/arm64", QEMU_AARCH64, "").unwrap();
-    let nctx = context(&[(
+    let nctx = temp_context(&[(
         "Dockerfile",
         &format!("FROM {base}\nRUN uname -m > /arch-nof\n"),
     )]);
@@ -471,7 +461,7 @@ fn without_a_handler_the_error_says_what_to_install() {
         "bb:s390x",
     ])
     .ok();
-    let ctx = context(&[("Dockerfile", "FROM bb:s390x\nRUN true\n")]);
+    let ctx = temp_context(&[("Dockerfile", "FROM bb:s390x\nRUN true\n")]);
     let r = legacy_build(
         &d,
         ctx.path(),

@@ -31,16 +31,6 @@ fn buildx_build(d: &Daemon, dir: &Path, args: &[&str]) -> Run {
     docker_in(d, dir, &all)
 }
 
-fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (p, c) in files {
-        let f = dir.path().join(p);
-        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-        std::fs::write(f, c).unwrap();
-    }
-    dir
-}
-
 #[test]
 fn buildx_ls_and_inspect_show_the_default_builder() {
     let Some(d) = daemon() else { return };
@@ -79,7 +69,7 @@ fn docker_build_goes_through_buildx_and_caches() {
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
-    let ctx = context(&refs);
+    let ctx = temp_context(&refs);
     let iid = d.path("iid");
     let md = d.path("md.json");
     let r = docker_in(
@@ -231,7 +221,7 @@ fn docker_build_goes_through_buildx_and_caches() {
 #[test]
 fn failing_step_shows_the_step_its_output_and_the_code() {
     let Some(d) = daemon() else { return };
-    let ctx = context(&[(
+    let ctx = temp_context(&[(
         "Dockerfile",
         "FROM busybox\nRUN echo before-failing && exit 3\nRUN echo never\n",
     )]);
@@ -258,17 +248,17 @@ fn failing_step_shows_the_step_its_output_and_the_code() {
     assert!(!r.stderr.contains("echo never\n#"), "{}", r.stderr);
     assert!(d.docker(&["image", "inspect", "bk:bad"]).code != 0);
     // A Dockerfile error names its line.
-    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN true\nNOPE x\n")]);
+    let ctx = temp_context(&[("Dockerfile", "FROM busybox\nRUN true\nNOPE x\n")]);
     let r = docker_in(&d, ctx.path(), &["build", "."]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("NOPE"), "{}", r.stderr);
     assert!(r.stderr.contains(":3"), "{}", r.stderr);
     // Only the standard frontend is accepted in a syntax line.
-    let ctx = context(&[("Dockerfile", "# syntax=example/frontend:1\nFROM busybox\n")]);
+    let ctx = temp_context(&[("Dockerfile", "# syntax=example/frontend:1\nFROM busybox\n")]);
     let r = docker_in(&d, ctx.path(), &["build", "."]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("unsupported frontend"), "{}", r.stderr);
-    let ctx = context(&[(
+    let ctx = temp_context(&[(
         "Dockerfile",
         "# syntax=docker/dockerfile:1\nFROM busybox\nRUN true\n",
     )]);
@@ -279,7 +269,7 @@ fn failing_step_shows_the_step_its_output_and_the_code() {
 #[test]
 fn exporters_local_tar_docker_oci() {
     let Some(d) = daemon() else { return };
-    let ctx = context(&[(
+    let ctx = temp_context(&[(
         "Dockerfile",
         "FROM busybox\nRUN mkdir -p /out && echo exported > /out/file && ln -s file /out/link\n",
     )]);
@@ -359,7 +349,7 @@ fn exporters_local_tar_docker_oci() {
 fn push_to_a_registry() {
     let Some(d) = daemon() else { return };
     let reg = DockerRegistry::start();
-    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN echo pushed > /p\n")]);
+    let ctx = temp_context(&[("Dockerfile", "FROM busybox\nRUN echo pushed > /p\n")]);
     let name = format!("127.0.0.1:{}/bk/pushed:1", reg.port);
     buildx_build(&d, ctx.path(), &["-q", "--push", "-t", &name, "."]).ok();
     let name2 = format!("127.0.0.1:{}/bk/pushed:2", reg.port);
@@ -386,7 +376,7 @@ fn push_to_a_registry() {
 #[test]
 fn secrets_ssh_target_named_contexts_and_no_cache_filter() {
     let Some(d) = daemon() else { return };
-    let ctx = context(&[(
+    let ctx = temp_context(&[(
         "Dockerfile",
         "FROM busybox AS base\nRUN echo base > /base\n\
              FROM base AS build\nRUN --mount=type=secret,id=tok cat /run/secrets/tok > /seen\n\
@@ -511,7 +501,7 @@ fn records(du: &str) -> usize {
 #[test]
 fn buildx_du_and_prune() {
     let Some(d) = daemon() else { return };
-    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN echo cached > /c\n")]);
+    let ctx = temp_context(&[("Dockerfile", "FROM busybox\nRUN echo cached > /c\n")]);
     docker_in(&d, ctx.path(), &["build", "-q", "."]).ok();
     let du = d.docker(&["buildx", "du"]).ok().stdout;
     assert!(du.contains("Total:"), "{du}");
@@ -524,7 +514,7 @@ fn buildx_du_and_prune() {
     assert_eq!(df, records(&du), "{du}");
     // Filters and space limits: nothing fresh is older than a day, no record is a cache
     // mount, the small cache fits in 1 GB; an ID filter removes that record only.
-    let ctx2 = context(&[(
+    let ctx2 = temp_context(&[(
         "Dockerfile",
         "FROM busybox\nRUN echo one > /one\nRUN echo two > /two\n",
     )]);
@@ -628,7 +618,7 @@ fn forget(d: &Daemon, image: &str) {
 fn cache_export_and_import_registry_inline_local() {
     let Some(d) = daemon() else { return };
     let reg = DockerRegistry::start();
-    let ctx = context(&[(
+    let ctx = temp_context(&[(
         "Dockerfile",
         "FROM busybox\nRUN echo cache-me > /c && sleep 0.2\nRUN echo second > /s\n",
     )]);
@@ -727,12 +717,12 @@ fn pull_load_platforms_and_local_named_contexts() {
     let base = format!("127.0.0.1:{}/bk/base:1", reg.port);
     d.docker(&["tag", "busybox", &base]).ok();
     d.docker(&["push", &base]).ok();
-    let ctx = context(&[(
+    let ctx = temp_context(&[(
         "Dockerfile",
         &format!("FROM {base}\nRUN cat /version 2>/dev/null || echo none\n"),
     )]);
     // A newer base in the registry (the local one stays old).
-    let newer = context(&[("Dockerfile", "FROM busybox\nRUN echo v2 > /version\n")]);
+    let newer = temp_context(&[("Dockerfile", "FROM busybox\nRUN echo v2 > /version\n")]);
     docker_in(&d, newer.path(), &["build", "-q", "-t", "bk:v2", "."]).ok();
     d.docker(&["tag", "bk:v2", &base]).ok();
     d.docker(&["push", &base]).ok();
@@ -755,7 +745,7 @@ fn pull_load_platforms_and_local_named_contexts() {
     assert_eq!(id, d.inspect("{{.Id}}", "bk:v2"));
 
     // --load (the docker driver's default, also explicit).
-    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN echo loaded > /l\n")]);
+    let ctx = temp_context(&[("Dockerfile", "FROM busybox\nRUN echo loaded > /l\n")]);
     buildx_build(&d, ctx.path(), &["-q", "--load", "-t", "bk:loaded", "."]).ok();
     assert_eq!(
         d.docker(&["run", "--rm", "bk:loaded", "cat", "/l"])
@@ -805,8 +795,8 @@ fn pull_load_platforms_and_local_named_contexts() {
             .stdout
     };
     let dangling_before = dangling();
-    let extra = context(&[("data/x.txt", "from-the-named-dir\n"), ("top", "t\n")]);
-    let ctx = context(&[(
+    let extra = temp_context(&[("data/x.txt", "from-the-named-dir\n"), ("top", "t\n")]);
+    let ctx = temp_context(&[(
         "Dockerfile",
         "FROM busybox\nCOPY --from=assets data/x.txt /x.txt\nFROM assets AS raw\n\
          FROM busybox\nCOPY --from=raw / /raw/\nCOPY --from=0 /x.txt /x.txt\n",
@@ -847,7 +837,7 @@ fn pull_load_platforms_and_local_named_contexts() {
 #[test]
 fn a_dropped_session_ends_the_build_cleanly() {
     let Some(d) = daemon() else { return };
-    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN echo started && sleep 60\n")]);
+    let ctx = temp_context(&[("Dockerfile", "FROM busybox\nRUN echo started && sleep 60\n")]);
     let mut child = d
         .buildkit_cmd(&["build", "--progress=plain", "-t", "bk:dropped", "."])
         .current_dir(ctx.path())
@@ -914,7 +904,7 @@ fn compose_build_and_up_without_docker_buildkit() {
         eprintln!("skipped: compose v2 not installed (~/.docker/cli-plugins/docker-compose)");
         return;
     }
-    let dir = context(&[
+    let dir = temp_context(&[
         ("a/Dockerfile", "FROM busybox\nRUN echo from-a > /a\nCMD [\"cat\", \"/a\"]\n"),
         ("b/Dockerfile", "FROM busybox\nARG X=1\nRUN echo from-b$X > /b\nCMD [\"cat\", \"/b\"]\n"),
         (

@@ -20,11 +20,7 @@ use common::*;
 /// A build context in the user's home, owned by the user.
 fn context(user: &TestUser, name: &str, files: &[(&str, &str)]) -> String {
     let dir = user.mkdir(name);
-    for (p, c) in files {
-        let f = dir.join(p);
-        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-        std::fs::write(f, c).unwrap();
-    }
+    write_files(&dir, files);
     user.chown_tree(&dir);
     dir.to_str().unwrap().to_string()
 }
