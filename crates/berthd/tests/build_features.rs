@@ -274,12 +274,7 @@ fn build_secrets_are_mounted_and_never_kept() {
     let dirs = dir.display().to_string();
     // A required secret that is not given: a clear error, nothing tagged.
     let r = d.berth_line("build -t sec:0", &[&dirs]);
-    assert_ne!(r.code, 0);
-    assert!(
-        r.stderr.contains("line 2") && r.stderr.contains("secret tok is required"),
-        "{}",
-        r.stderr
-    );
+    r.fails_with("line 2").fails_with("secret tok is required");
     assert_ne!(d.docker(&["image", "inspect", "sec:0"]).code, 0);
     let sf = format!("id=tok,src={}", sfile.display());
     let r = berth_env(

@@ -288,13 +288,8 @@ fn rootless_daemon_has_bridges_dns_and_published_ports() {
         .unwrap();
     if start > 80 {
         let r = d.berth(&["run", "--rm", "-p", "80:80", "busybox", "true"]);
-        assert_ne!(r.code, 0);
-        assert!(
-            r.stderr.contains("privileged port 80")
-                && r.stderr.contains("ip_unprivileged_port_start"),
-            "{}",
-            r.stderr
-        );
+        r.fails_with("privileged port 80")
+            .fails_with("ip_unprivileged_port_start");
     }
     // A host port taken on the host fails the start clearly, and leaves nothing behind: the
     // next publication works.
@@ -311,8 +306,7 @@ fn rootless_daemon_has_bridges_dns_and_published_ports() {
         "sleep",
         "100",
     ]);
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("in use on the host"), "{}", r.stderr);
+    r.fails_with("in use on the host");
     d.berth(&["rm", "-f", "clash"]).ok();
     drop(taken);
     run_httpd(
