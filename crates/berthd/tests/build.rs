@@ -543,9 +543,7 @@ fn http_server(dir: &Path) -> HttpServer {
 fn add_from_http_url_with_checksum() {
     require_root!();
     let d = Daemon::new();
-    let www = d.path("www");
-    std::fs::create_dir_all(&www).unwrap();
-    std::fs::write(www.join("payload.txt"), "downloaded\n").unwrap();
+    let www = d.context("www", &[("payload.txt", "downloaded\n")]);
     let srv = http_server(&www);
     let url = format!("http://127.0.0.1:{}/payload.txt", srv.1);
     let sum = "sha256:5f6d2c1b7f8e9ea5f1c4a2b1d0f7e9ca3b3c0a2f1b0e3d4c5a6b7c8d9e0f1a2b";

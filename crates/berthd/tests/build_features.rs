@@ -414,15 +414,17 @@ fn git_daemon(base: &Path) -> Option<GitDaemon> {
 fn build_from_git_contexts() {
     require_root!("git");
     let d = Daemon::new();
-    let work = d.path("gitwork");
-    std::fs::create_dir_all(work.join("app")).unwrap();
-    std::fs::write(
-        work.join("app/Dockerfile"),
-        "FROM busybox\nCOPY msg /msg\nCMD [\"cat\", \"/msg\"]\n",
-    )
-    .unwrap();
-    std::fs::write(work.join("app/msg"), "from main\n").unwrap();
-    std::fs::write(work.join("Dockerfile"), "FROM busybox\nCOPY app/msg /top\n").unwrap();
+    let work = d.context(
+        "gitwork",
+        &[
+            (
+                "app/Dockerfile",
+                "FROM busybox\nCOPY msg /msg\nCMD [\"cat\", \"/msg\"]\n",
+            ),
+            ("app/msg", "from main\n"),
+            ("Dockerfile", "FROM busybox\nCOPY app/msg /top\n"),
+        ],
+    );
     git(&work, &["init", "-q"]);
     git(&work, &["add", "-A"]);
     git(&work, &["commit", "-q", "-m", "one"]);

@@ -46,13 +46,13 @@ fn container_and_image_commands_run_a_docker_script() {
     }
     // A script written for the docker CLI, run through docker and then with `docker` being
     // berth: the same output.
-    let ctx = d.path("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox\nRUN echo built > /built\nCMD [\"cat\", \"/built\"]\n",
-    )
-    .unwrap();
+    d.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN echo built > /built\nCMD [\"cat\", \"/built\"]\n",
+        )],
+    );
     let script = r#"
 set -e
 T="$1"
@@ -302,13 +302,10 @@ fn format_functions_and_label_methods_like_docker() {
         r.stdout_contains("fh");
     }
     // Images' `.Label` is Berth's (the docker CLI has no labels in image rows).
-    let ctx = d.path("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox\nLABEL com.example.team=img\n",
-    )
-    .unwrap();
+    let ctx = d.context(
+        "ctx",
+        &[("Dockerfile", "FROM busybox\nLABEL com.example.team=img\n")],
+    );
     d.berth(&["build", "-q", "-t", "labeled:1", ctx.to_str().unwrap()])
         .ok();
     let out = d

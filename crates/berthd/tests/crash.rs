@@ -499,9 +499,7 @@ fn build_leftovers(d: &Daemon) -> Vec<String> {
 fn crash_leftovers_removed_at_start_counted_and_pruned() {
     require_root!();
     let mut d = Daemon::new();
-    let ctx = d.path("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN sleep 60\n").unwrap();
+    let ctx = d.context("ctx", &[("Dockerfile", "FROM busybox\nRUN sleep 60\n")]);
     let mut build = d
         .docker_cmd(&["build", "-t", "crashed", &ctx.display().to_string()])
         .env("DOCKER_BUILDKIT", "0")
@@ -695,13 +693,13 @@ fn crash_push_manifest() {
 fn build_crash(fp: &str) {
     require_root!();
     let mut d = Daemon::new();
-    let ctx = d.path("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox\nRUN sleep 1 && echo data > /f\nRUN cat /f\n",
-    )
-    .unwrap();
+    let ctx = d.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN sleep 1 && echo data > /f\nRUN cat /f\n",
+        )],
+    );
     let ctx = ctx.display().to_string();
     let build = |d: &Daemon| {
         d.docker_cmd(&["build", "-t", "built:v1", &ctx])
@@ -848,13 +846,13 @@ fn crash_buildx_run() {
     let Some(mut d) = Daemon::with_cli_plugin("docker-buildx") else {
         return;
     };
-    let ctx = d.path("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox\nARG S=60\nRUN echo data > /f\nRUN sleep $S\n",
-    )
-    .unwrap();
+    let ctx = d.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nARG S=60\nRUN echo data > /f\nRUN sleep $S\n",
+        )],
+    );
     let ctx = ctx.display().to_string();
     let build = |d: &Daemon, args: &[&str]| {
         let mut all = vec!["buildx", "build", "-t", "built:v1"];

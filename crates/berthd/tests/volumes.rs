@@ -520,9 +520,7 @@ fn docker_cp_both_ways_running_and_stopped_confined() {
         .unwrap()
         .starts_with("root:x:0:0:root:/root:/bin/sh\nnobody"));
     // Trees both ways; into the volume.
-    let tree = d.path("tree");
-    std::fs::create_dir_all(tree.join("a/b")).unwrap();
-    std::fs::write(tree.join("a/b/c"), "c").unwrap();
+    let tree = d.context("tree", &[("a/b/c", "c")]);
     std::os::unix::fs::symlink("b/c", tree.join("a/l")).unwrap();
     d.docker(&["cp", tree.to_str().unwrap(), "run1:/vol/"]).ok();
     let vdata = d.path("data").join("volumes").join(&v).join("_data");
@@ -750,9 +748,7 @@ fn berth_cli_volumes_cp_and_run_flags() {
     d.berth(&["volume", "rm", &v])
         .failed_with(1, "volume is in use");
     // cp both ways on the stopped container: file, tree, `-`.
-    let tree = d.path("t");
-    std::fs::create_dir_all(tree.join("sub")).unwrap();
-    std::fs::write(tree.join("sub/f"), "tree file").unwrap();
+    let tree = d.context("t", &[("sub/f", "tree file")]);
     std::os::unix::fs::chown(tree.join("sub/f"), Some(1500), Some(1600)).unwrap();
     d.berth(&["cp", tree.to_str().unwrap(), "u1:/d/"]).ok();
     d.berth(&["cp", "-a", tree.to_str().unwrap(), "u1:/d/owned"])
