@@ -316,7 +316,7 @@ fn arm64_builds_through_binfmt_legacy_and_buildx() {
         &["--platform", "linux/arm64", "-t", "plat:legacy"],
     )
     .ok();
-    assert!(r.stdout.contains("Successfully tagged"), "{}", r.stdout);
+    r.stdout_contains("Successfully tagged");
     assert_eq!(
         d.inspect("{{.Architecture}} {{.Os}}", "plat:legacy").trim(),
         "arm64 linux"
@@ -331,7 +331,7 @@ fn arm64_builds_through_binfmt_legacy_and_buildx() {
         &["--platform", "linux/amd64", "-t", "plat:host"],
     )
     .ok();
-    assert!(r.stdout.contains("Successfully tagged"), "{}", r.stdout);
+    r.stdout_contains("Successfully tagged");
     let h = Platform::host();
     assert_eq!(
         d.inspect("{{.Architecture}}", "plat:host").trim(),
@@ -384,11 +384,7 @@ fn arm64_builds_through_binfmt_legacy_and_buildx() {
         ],
     ) {
         let r = r.ok();
-        assert!(
-            r.stderr.contains("naming to docker.io/library/plat:bk"),
-            "{}",
-            r.stderr
-        );
+        r.stderr_contains("naming to docker.io/library/plat:bk");
         assert_eq!(d.inspect("{{.Architecture}}", "plat:bk").trim(), "arm64");
         let out = d.docker(&["run", "--rm", "plat:bk"]).ok().stdout;
         assert_eq!(out, "aarch64\narm64\n");

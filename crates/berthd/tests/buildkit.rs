@@ -93,21 +93,9 @@ fn docker_build_goes_through_buildx_and_caches() {
     )
     .ok();
     // buildx's progress: the steps as vertexes, the RUN's output, the export.
-    assert!(
-        r.stderr.contains("[internal] load build context"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains("RUN echo hello-$WHO > /hello"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains("naming to docker.io/library/bk:one"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_contains("[internal] load build context");
+    r.stderr_contains("RUN echo hello-$WHO > /hello");
+    r.stderr_contains("naming to docker.io/library/bk:one");
     let id = std::fs::read_to_string(&iid).unwrap();
     assert!(id.starts_with("sha256:"), "{id}");
     let meta: serde_json::Value =
@@ -146,7 +134,7 @@ fn docker_build_goes_through_buildx_and_caches() {
         ],
     )
     .ok();
-    assert!(r.stderr.contains("CACHED"), "{}", r.stderr);
+    r.stderr_contains("CACHED");
     assert_eq!(std::fs::read_to_string(&iid).unwrap(), id);
     // --no-cache runs the steps again.
     let r = docker_in(
@@ -196,7 +184,7 @@ fn docker_build_goes_through_buildx_and_caches() {
         n.is_some_and(|n| stderr.lines().any(|l| l.trim() == n))
     };
     assert!(!copy_cached(&r.stderr), "{}", r.stderr);
-    assert!(r.stderr.contains("CACHED"), "{}", r.stderr);
+    r.stderr_contains("CACHED");
     let three = std::fs::read_to_string(&iid).unwrap();
     assert_ne!(three, id);
     let out = d
@@ -439,7 +427,7 @@ fn secrets_ssh_target_named_contexts_and_no_cache_filter() {
         ],
     )
     .ok();
-    assert!(r.stderr.contains("echo other"), "{}", r.stderr);
+    r.stderr_contains("echo other");
     assert_eq!(
         d.docker(&["run", "--rm", "bk:other", "cat", "/other"])
             .ok()
@@ -562,7 +550,7 @@ fn buildx_du_and_prune() {
         .unwrap();
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
     let pr = d.docker(&["buildx", "prune", "-f", "-a"]).ok();
-    assert!(pr.stdout.contains("Total:"), "{}", pr.stdout);
+    pr.stdout_contains("Total:");
     let du = d.docker(&["buildx", "du"]).ok().stdout;
     assert_eq!(records(&du), 0, "{du}");
     assert_eq!(build_cache_count(&d), 0);
@@ -631,7 +619,7 @@ fn cache_export_and_import_registry_inline_local() {
         "--cache-to",
         &format!("type=registry,ref={cref}"),
     ]);
-    assert!(r.stderr.contains("exporting cache"), "{}", r.stderr);
+    r.stderr_contains("exporting cache");
     forget(&d, "bk:cache");
     let r = build(&[
         "-t",
@@ -665,7 +653,7 @@ fn cache_export_and_import_registry_inline_local() {
         "--cache-to",
         &format!("type=local,dest={}", dir.display()),
     ]);
-    assert!(r.stderr.contains("exporting cache"), "{}", r.stderr);
+    r.stderr_contains("exporting cache");
     let index: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
     let manifest = index["manifests"][0]["digest"]
@@ -722,14 +710,14 @@ fn pull_load_platforms_and_local_named_contexts() {
         &["build", "--progress=plain", "-t", "bk:p", "."],
     )
     .ok();
-    assert!(r.stderr.contains("none"), "{}", r.stderr);
+    r.stderr_contains("none");
     let r = docker_in(
         &d,
         ctx.path(),
         &["build", "--progress=plain", "--pull", "-t", "bk:p", "."],
     )
     .ok();
-    assert!(r.stderr.contains("v2"), "{}", r.stderr);
+    r.stderr_contains("v2");
     let id = d.inspect("{{.Id}}", &base);
     assert_eq!(id, d.inspect("{{.Id}}", "bk:v2"));
 
@@ -797,7 +785,7 @@ fn pull_load_platforms_and_local_named_contexts() {
         ],
     )
     .ok();
-    assert!(r.stderr.contains("[context assets]"), "{}", r.stderr);
+    r.stderr_contains("[context assets]");
     assert_eq!(
         d.docker(&[
             "run",

@@ -151,11 +151,8 @@ fn project_round_trip(v2: bool) {
         ],
     )
     .ok();
-    assert!(
-        r.stdout.contains("run-web") && r.stdout.contains("hello-from-web"),
-        "{}",
-        r.stdout
-    );
+    r.stdout_contains("run-web")
+        .stdout_contains("hello-from-web");
     let logs = compose(&d, v2, &dir, &["logs", "client"]).ok().stdout;
     assert!(logs.contains("client-started"), "{logs}");
 

@@ -122,13 +122,9 @@ fn rootless_daemon_runs_containers_for_an_ordinary_user() {
     let r = d
         .docker(&["run", "--rm", "-m", "64m", "busybox", "true"])
         .ok();
-    assert!(
-        r.stderr.contains("rootless")
-            && r.stderr.contains("limits")
-            && r.stderr.contains("ignored"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_contains("rootless")
+        .stderr_contains("limits")
+        .stderr_contains("ignored");
     d.docker(&["rm", "-f", "sleeper"]).ok();
 }
 

@@ -536,16 +536,12 @@ fn rootless_commit_save_load_push_pull_and_limits() {
             .concat();
             let r = d.docker(&args).ok();
             assert_eq!(r.stdout, "ran\n");
-            assert!(
-                r.stderr.contains("WARNING")
-                    && r.stderr.contains("ignored")
-                    && r.stderr.contains("rootless"),
-                "{}",
-                r.stderr
-            );
+            r.stderr_contains("WARNING")
+                .stderr_contains("ignored")
+                .stderr_contains("rootless");
             let r = d.berth(&args).ok();
             assert_eq!(r.stdout, "ran\n");
-            assert!(r.stderr.contains("ignored"), "{}", r.stderr);
+            r.stderr_contains("ignored");
         }
     }
     assert_eq!(privileged_in_initial_ns(&user.pids()), Vec::<String>::new());

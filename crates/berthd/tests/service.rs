@@ -122,12 +122,8 @@ fn config_file_validation() {
 
     // A file named with --config-file must exist; the default one may be absent.
     let r = validate(&dir.path().join("missing.json"), &[]);
-    assert!(
-        r.stderr.contains("unable to read the configuration file")
-            && r.stderr.contains("missing.json"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_contains("unable to read the configuration file")
+        .stderr_contains("missing.json");
     // An empty file is no options.
     std::fs::write(&f, "").unwrap();
     validate(&f, &[]).ok();
@@ -447,12 +443,7 @@ docker info --format 'after-stale={{.ServerVersion}}'
     r.stdout_contains("mode=660");
     r.stdout_contains("server=");
     r.stdout_contains("compat-hi\n");
-    assert!(
-        r.stdout
-            .contains("refusing to listen on /var/run/docker.sock: berthd (pid "),
-        "{}",
-        r.stdout
-    );
+    r.stdout_contains("refusing to listen on /var/run/docker.sock: berthd (pid ");
     r.stdout_contains("turn docker-compat off");
     assert!(!r.stdout.contains("socket left behind"), "{}", r.stdout);
     r.stdout_contains("after-stale=");
@@ -498,12 +489,7 @@ cat "$WORK/berthd.log"
     let r = in_private_run(script, &envs);
     assert_eq!(r.code, 0, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
     r.stdout_contains("dockerd=");
-    assert!(
-        r.stdout
-            .contains("refusing to listen on /var/run/docker.sock: dockerd (pid "),
-        "{}",
-        r.stdout
-    );
+    r.stdout_contains("refusing to listen on /var/run/docker.sock: dockerd (pid ");
     let _ = Command::new("ip")
         .args(["link", "del", "bdk0"])
         .stderr(Stdio::null())
