@@ -188,25 +188,9 @@ impl Drop for Activated {
     }
 }
 
-fn root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 #[test]
 fn socket_activation_notify_and_reload() {
-    if !root() {
-        eprintln!("skipped: socket activation test needs root");
-        return;
-    }
-    if Command::new("systemd-socket-activate")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: systemd-socket-activate (Debian's systemd package) is not installed");
-        return;
-    }
+    require_root!("systemd-socket-activate");
     let dir = tempfile::Builder::new().prefix("bsa").tempdir().unwrap();
     let p = |s: &str| dir.path().join(s);
     seed_busybox(&p("data"), &p("rootfs.tar"));
@@ -366,14 +350,7 @@ fn in_private_run(script: &str, envs: &[(&str, String)]) -> Run {
 
 #[test]
 fn docker_compat_socket() {
-    if !root() {
-        eprintln!("skipped: the docker socket test needs root (a private mount namespace)");
-        return;
-    }
-    if Command::new("docker").arg("--version").output().is_err() {
-        eprintln!("skipped: the docker CLI is not installed");
-        return;
-    }
+    require_root!("docker");
     let d = Daemon::new();
     let data = d.path("data");
     let pid = std::process::id();
@@ -456,14 +433,7 @@ docker info --format 'after-stale={{.ServerVersion}}'
 
 #[test]
 fn docker_compat_refuses_a_running_dockerd() {
-    if !root() {
-        eprintln!("skipped: needs root (a private mount namespace)");
-        return;
-    }
-    if Command::new("dockerd").arg("--version").output().is_err() {
-        eprintln!("skipped: Debian's docker.io (dockerd) is not installed");
-        return;
-    }
+    require_root!("dockerd");
     let dir = tempfile::Builder::new().prefix("bdk").tempdir().unwrap();
     let envs = vec![
         ("BERTHD", bin_dir().join("berthd").display().to_string()),
