@@ -413,16 +413,11 @@ impl Daemon {
         }
         // Published ports' proxy processes (`berthd userland-proxy … --state=<data root>…`).
         let marker = self.dir.path().display().to_string();
-        if let Ok(rd) = std::fs::read_dir("/proc") {
-            for e in rd.flatten() {
-                let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-                    continue;
-                };
-                let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-                let cmd = String::from_utf8_lossy(&cmd);
-                if cmd.contains("\0userland-proxy\0") && cmd.contains(&marker) {
-                    kill9(pid);
-                }
+        for pid in crate::process::all_pids() {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.contains("\0userland-proxy\0") && cmd.contains(&marker) {
+                kill9(pid);
             }
         }
         crate::unmount_below(self.dir.path());

@@ -224,6 +224,16 @@ pub fn wait_for(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
     assert!(wait_until(timeout, f), "timed out waiting for {what}");
 }
 
+/// The pids in /proc now (empty when it cannot be read).
+pub fn all_pids() -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .collect()
+}
+
 /// True while `pid` exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use std::io::Read;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Runs the same arguments through the docker CLI and berth; the outputs and statuses must be
 /// the same. Returns berth's.
@@ -432,17 +432,6 @@ fn container_state(d: &Daemon, name: &str) -> Option<String> {
     (r.code == 0).then(|| r.stdout.trim().to_string())
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
-
 fn interrupt(child: &std::process::Child) {
     // SAFETY: kill(2) on a child this test spawned and has not reaped.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -481,7 +470,7 @@ fn ctrl_c_on_run_is_forwarded_to_the_container_like_docker() {
         let st = child.wait().unwrap();
         assert_eq!(st.code(), Some(130), "{cli}");
         assert_eq!(String::from_utf8_lossy(&seen), "ready\ngot-int\n", "{cli}");
-        wait_until("removal", || container_state(&d, &name).is_none());
+        wait("removal", || container_state(&d, &name).is_none());
         // A process that ignores SIGINT (pid 1 without a handler): three Ctrl-C end the CLI,
         // the container goes on.
         let name = format!("sig3-{cli}");
@@ -490,7 +479,7 @@ fn ctrl_c_on_run_is_forwarded_to_the_container_like_docker() {
             cli,
             &["run", "--name", &name, "busybox", "sleep", "100"],
         );
-        wait_until("running", || {
+        wait("running", || {
             container_state(&d, &name).as_deref() == Some("running")
         });
         for _ in 0..3 {
@@ -526,7 +515,7 @@ fn ctrl_c_on_run_is_forwarded_to_the_container_like_docker() {
             "100",
         ],
     );
-    wait_until("running", || {
+    wait("running", || {
         container_state(&d, "noproxy").as_deref() == Some("running")
     });
     interrupt(&child);
@@ -689,7 +678,7 @@ fn commit_and_export_like_docker() {
         "echo live > /live; exec sleep 300",
     ])
     .ok();
-    wait_until("/live", || {
+    wait("/live", || {
         d.docker(&["exec", "cr", "cat", "/live"]).stdout == "live\n"
     });
     let r = d.berth(&["commit", "cr", "committed/running"]).ok();

@@ -12,11 +12,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::Duration;
 
-#[track_caller]
-fn wait_for(what: &str, f: impl FnMut() -> bool) {
-    berth_testkit::wait_for(what, Duration::from_secs(20), f)
-}
-
 fn ids(d: &Daemon, all: bool) -> BTreeSet<String> {
     let args: &[&str] = if all {
         &["ps", "-aq", "--no-trunc"]
@@ -167,7 +162,7 @@ fn dead_shim_kills_and_deletes_its_container() {
     let init: i32 = d.inspect("{{.State.Pid}}", "plain").trim().parse().unwrap();
 
     kill_pid(shim_pid(&d, &plain));
-    wait_for("the exit of a container whose shim died", || {
+    wait("the exit of a container whose shim died", || {
         d.inspect("{{.State.Status}}", "plain") == "exited\n"
     });
     assert!(
@@ -176,8 +171,8 @@ fn dead_shim_kills_and_deletes_its_container() {
         "{}",
         d.inspect("{{json .State}}", "plain")
     );
-    wait_for("the init of the shimless container killed", || !alive(init));
-    wait_for(
+    wait("the init of the shimless container killed", || !alive(init));
+    wait(
         "the runtime's state of the shimless container deleted",
         || !d.path(&format!("exec/runtime/{plain}")).exists(),
     );
@@ -187,7 +182,7 @@ fn dead_shim_kills_and_deletes_its_container() {
 
     let init: i32 = d.inspect("{{.State.Pid}}", "alw").trim().parse().unwrap();
     kill_pid(shim_pid(&d, &alw));
-    wait_for(
+    wait(
         "the restart of an `always` container whose shim died",
         || {
             let s = d
@@ -201,7 +196,7 @@ fn dead_shim_kills_and_deletes_its_container() {
             s.starts_with("true 1 ") && s.trim_end() != format!("true 1 {init}")
         },
     );
-    wait_for("the old init of `alw` killed", || !alive(init));
+    wait("the old init of `alw` killed", || !alive(init));
     d.docker_line("stop -t 1 alw", &[]).ok();
     d.docker_line("rm -f plain alw", &[]).ok();
     assert_no_orphans(&d, "after rm");
@@ -332,7 +327,7 @@ fn crash_stop_signalled() {
     let r = d.docker_line("stop -t 30 ctr", &[]);
     assert_ne!(r.code, 0, "{r:?}");
     crashed(&mut d, "stop.signalled");
-    wait_for("the exit recorded", || {
+    wait("the exit recorded", || {
         d.inspect("{{.State.Status}} {{.State.ExitCode}}", "ctr") == "exited 7\n"
     });
     d.docker_line("stop ctr", &[]).ok();
@@ -509,7 +504,7 @@ fn crash_leftovers_removed_at_start_counted_and_pruned() {
         .unwrap();
     let tmp = d.path("data/tmp");
     let steps = d.path("exec/build-runtime");
-    wait_for("a build step's container", || {
+    wait("a build step's container", || {
         !mounts_below(&tmp).is_empty()
             && entries(&steps)
                 .iter()
@@ -581,15 +576,15 @@ fn published_port_answers_while_the_daemon_is_down() {
     )
     .ok();
     let addr = d.docker_out("port web 8080/tcp", &[]).trim().to_string();
-    wait_for("the published port", || answer(&addr) == "hello");
+    wait("the published port", || answer(&addr) == "hello");
     d.kill9();
     assert_eq!(answer(&addr), "hello", "while the daemon is down");
     assert_eq!(answer(&addr), "hello", "while the daemon is down");
     d.start();
     assert_eq!(d.docker_out("port web 8080/tcp", &[]).trim(), addr);
-    wait_for("the port after the restart", || answer(&addr) == "hello");
+    wait("the port after the restart", || answer(&addr) == "hello");
     d.restart();
-    wait_for("the port after a second restart", || {
+    wait("the port after a second restart", || {
         answer(&addr) == "hello"
     });
     d.docker_line("rm -f web", &[]).ok();
@@ -779,7 +774,7 @@ fn commit_crash(fp: &str, pause: bool) {
     )
     .ok();
     let id = container_id(&d, "ctr");
-    wait_for("the container's file", || {
+    wait("the container's file", || {
         d.docker(&["exec", "ctr", "cat", "/f"]).stdout == "data\n"
     });
     let before = stored(&d);
@@ -869,7 +864,7 @@ fn crash_buildx_run() {
         .unwrap();
     let steps = d.path("exec/build-runtime");
     let snapshots = d.path("data/snapshotter/snapshots");
-    wait_for("the second RUN step's container", || {
+    wait("the second RUN step's container", || {
         berth_testkit::list_dir(&snapshots) != before.snapshots
             && entries(&steps)
                 .iter()

@@ -5,12 +5,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-/// Waits up to 20 s for `f` to hold.
-#[track_caller]
-fn wait_for(what: &str, f: impl FnMut() -> bool) {
-    berth_testkit::wait_for(what, Duration::from_secs(20), f)
-}
-
 #[test]
 fn exec_top_rename_pause_events() {
     require_root!();
@@ -42,7 +36,7 @@ fn exec_top_rename_pause_events() {
     // detached exec.
     d.docker_line("exec -d ex1 sh -c", &["echo detached > /tmp/d"])
         .ok();
-    wait_for("detached exec", || {
+    wait("detached exec", || {
         d.docker_line("exec ex1 cat /tmp/d", &[]).stdout == "detached\n"
     });
     // top.
@@ -135,7 +129,7 @@ fn restart_policies_and_daemon_restart() {
         &["exit 3"],
     )
     .ok();
-    wait_for("two restarts", || {
+    wait("two restarts", || {
         let s = d
             .docker(&[
                 "inspect",
@@ -153,7 +147,7 @@ fn restart_policies_and_daemon_restart() {
     let pid: i32 = pid1.trim().parse().unwrap();
     // SAFETY: kill(2) on the container's init pid.
     unsafe { libc::kill(pid, libc::SIGKILL) };
-    wait_for("restart after kill", || {
+    wait("restart after kill", || {
         let s = d
             .docker(&[
                 "inspect",
@@ -178,7 +172,7 @@ fn restart_policies_and_daemon_restart() {
     d.docker_line("stop -t 1 alw", &[]).ok();
     d.kill9();
     d.start();
-    wait_for("always after daemon restart", || {
+    wait("always after daemon restart", || {
         d.docker(&["inspect", "-f", "{{.State.Running}}", "alw"])
             .stdout
             == "true\n"
@@ -314,13 +308,13 @@ fn limits_security_and_health() {
         ],
     )
     .ok();
-    wait_for("unhealthy", || {
+    wait("unhealthy", || {
         d.docker(&["inspect", "-f", "{{.State.Health.Status}}", "hc"])
             .stdout
             == "unhealthy\n"
     });
     d.docker_line("exec hc touch /tmp/ok", &[]).ok();
-    wait_for("healthy", || {
+    wait("healthy", || {
         d.docker(&["inspect", "-f", "{{.State.Health.Status}}", "hc"])
             .stdout
             == "healthy\n"

@@ -10,6 +10,13 @@ pub use berth_testkit::{
     wait_until, write_files, CommandRun, DockerRegistry, Run,
 };
 
+/// Waits up to 20 s (long enough for a loaded machine) for `f` to hold, failing the test with
+/// "timed out waiting for `what`" otherwise.
+#[track_caller]
+pub fn wait(what: &str, f: impl FnMut() -> bool) {
+    wait_for(what, std::time::Duration::from_secs(20), f)
+}
+
 /// A docker-registry and a daemon.
 pub fn registry_and_daemon() -> (DockerRegistry, Daemon) {
     (DockerRegistry::start(), Daemon::new())
