@@ -43,8 +43,7 @@ const EXPECTED: &str =
     "1234:1235 /data/run\n1234:55 /data/f.txt\n0:0 /g.txt\n33:44 /owners/by-33-44\n0\n33:44\n";
 
 fn check_built(d: &UserDaemon, image: &str) {
-    let out = d
-        .berth(&[
+    let out = d.berth_stdout(&[
             "run",
             "--rm",
             "--network",
@@ -53,9 +52,7 @@ fn check_built(d: &UserDaemon, image: &str) {
             "sh",
             "-c",
             "stat -c '%u:%g %n' /data/run /data/f.txt /g.txt /owners/by-33-44; cat /data/uid /data/seen",
-        ])
-        .ok()
-        .stdout;
+        ]);
     assert_eq!(out, EXPECTED, "{image}");
 }
 
@@ -184,42 +181,36 @@ fn rootless_volumes_cp_logs_exec() {
         "echo kept > /data/f && chown 33:44 /data/f",
     ])
     .ok();
-    let out = d
-        .berth(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "-v",
-            "vol:/v",
-            "busybox",
-            "sh",
-            "-c",
-            "cat /v/f; stat -c %u:%g /v/f",
-        ])
-        .ok()
-        .stdout;
+    let out = d.berth_stdout(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "vol:/v",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /v/f; stat -c %u:%g /v/f",
+    ]);
     assert_eq!(out, "kept\n33:44\n");
     // A bind mount of the user's directory: its root is the container's root.
     let bind = user.mkdir("bind");
     std::fs::write(bind.join("in"), "from-host\n").unwrap();
     user.chown_tree(&bind);
     let spec = format!("{}:/b", bind.display());
-    let out = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "-v",
-            &spec,
-            "busybox",
-            "sh",
-            "-c",
-            "cat /b/in; stat -c %u /b/in; echo out > /b/out",
-        ])
-        .ok()
-        .stdout;
+    let out = d.docker_stdout(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &spec,
+        "busybox",
+        "sh",
+        "-c",
+        "cat /b/in; stat -c %u /b/in; echo out > /b/out",
+    ]);
     assert_eq!(out, "from-host\n0\n");
     let m = std::fs::metadata(bind.join("out")).unwrap();
     assert_eq!((m.uid(), m.gid()), (user.uid, user.gid));
@@ -242,16 +233,13 @@ fn rootless_volumes_cp_logs_exec() {
         .ok();
     d.berth(&["cp", src.to_str().unwrap(), "box:/tmp/copied2"])
         .ok();
-    let out = d
-        .berth(&[
-            "exec",
-            "box",
-            "sh",
-            "-c",
-            "cat /tmp/copied /tmp/copied2; stat -c %u:%g /tmp/copied /tmp/copied2",
-        ])
-        .ok()
-        .stdout;
+    let out = d.berth_stdout(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "cat /tmp/copied /tmp/copied2; stat -c %u:%g /tmp/copied /tmp/copied2",
+    ]);
     // (The docker CLI's tar carries the host's owner, as with Docker; berth's gives root.)
     assert_eq!(
         out,
@@ -269,7 +257,7 @@ fn rootless_volumes_cp_logs_exec() {
         "x\n"
     );
     // logs -f follows until the container stops.
-    let out = d.berth(&["logs", "box"]).ok().stdout;
+    let out = d.berth_stdout(&["logs", "box"]);
     assert!(out.starts_with("line1\n"), "{out}");
     let follow = d
         .docker_cmd(&["logs", "-f", "box"])
@@ -306,7 +294,7 @@ fn rootless_volumes_cp_logs_exec() {
     });
     let _ = exec.kill();
     let _ = exec.wait();
-    let top = d.berth(&["top", "box"]).ok().stdout;
+    let top = d.berth_stdout(&["top", "box"]);
     assert!(top.contains("sleep 1000"), "{top}");
     // What needs a cgroup is a clear error (Podman's too).
     if !delegated() {
@@ -328,9 +316,7 @@ fn rootless_volumes_cp_logs_exec() {
 }
 
 fn inspect(d: &UserDaemon, format: &str, name: &str) -> String {
-    d.berth(&["inspect", "--format", format, name])
-        .ok()
-        .stdout
+    d.berth_stdout(&["inspect", "--format", format, name])
         .trim()
         .to_string()
 }
@@ -491,10 +477,7 @@ fn rootless_commit_save_load_push_pull_and_limits() {
     d.docker(&["save", "-o", saved.to_str().unwrap(), "made:1"])
         .ok();
     d.docker(&["rmi", "made:1"]).ok();
-    let out = d
-        .docker(&["load", "-i", saved.to_str().unwrap()])
-        .ok()
-        .stdout;
+    let out = d.docker_stdout(&["load", "-i", saved.to_str().unwrap()]);
     assert!(out.contains("made:1"), "{out}");
     // push, rmi, pull against a local registry, through both CLIs.
     let name = format!("{}/rootless/made:1", reg.host());
@@ -502,19 +485,16 @@ fn rootless_commit_save_load_push_pull_and_limits() {
     d.berth(&["push", &name]).ok();
     d.docker(&["rmi", &name, "made:1"]).ok();
     d.docker(&["pull", &name]).ok();
-    let out = d
-        .berth(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            &name,
-            "sh",
-            "-c",
-            "cat /made; stat -c %u:%g /made /owners/by-1000",
-        ])
-        .ok()
-        .stdout;
+    let out = d.berth_stdout(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &name,
+        "sh",
+        "-c",
+        "cat /made; stat -c %u:%g /made /owners/by-1000",
+    ]);
     assert_eq!(out, "c\n7:8\n1000:1000\n");
     let name2 = format!("{}/rootless/again:1", reg.host());
     d.docker(&["tag", &name, &name2]).ok();
