@@ -277,21 +277,26 @@ fn build_secrets_are_mounted_and_never_kept() {
     r.fails_with("line 2").fails_with("secret tok is required");
     assert_ne!(d.docker(&["image", "inspect", "sec:0"]).code, 0);
     let sf = format!("id=tok,src={}", sfile.display());
-    let r = berth_env(
-        &d,
-        &[
-            "build",
-            "--secret",
-            &sf,
-            "--secret",
-            "id=ev,env=BUILD_EV",
-            "-t",
-            "sec:1",
-            &dirs,
-        ],
-        &[("BUILD_EV", &envv)],
-    );
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    // A build of `tag` with the file secret `tok` and `ev` from the environment (`ev`).
+    let build = |tag: &str, ev: &str| {
+        let r = berth_env(
+            &d,
+            &[
+                "build",
+                "--secret",
+                &sf,
+                "--secret",
+                "id=ev,env=BUILD_EV",
+                "-t",
+                tag,
+                &dirs,
+            ],
+            &[("BUILD_EV", ev)],
+        );
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+        r
+    };
+    build("sec:1", &envv);
     assert_eq!(
         run_in(
             &d,
@@ -322,21 +327,7 @@ fn build_secrets_are_mounted_and_never_kept() {
     }
     // Other secret values: the cache key does not depend on them.
     std::fs::write(&sfile, "another value").unwrap();
-    let r = berth_env(
-        &d,
-        &[
-            "build",
-            "--secret",
-            &sf,
-            "--secret",
-            "id=ev,env=BUILD_EV",
-            "-t",
-            "sec:2",
-            &dirs,
-        ],
-        &[("BUILD_EV", "x")],
-    );
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let r = build("sec:2", "x");
     assert!(
         cached_steps(&r.stdout)[1..].iter().all(|(_, c)| *c),
         "{}",

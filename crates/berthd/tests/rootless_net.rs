@@ -30,6 +30,15 @@ fn no_slirp4netns() -> bool {
     )
 }
 
+/// A test user (names starting with `prefix`) for the slirp4netns tests; `None`, after a
+/// skip line, without slirp4netns or an open /dev/net/tun.
+fn slirp_user(prefix: &str) -> Option<TestUser> {
+    if no_slirp4netns() {
+        return None;
+    }
+    Some(TestUser::create(prefix).expect("create the test user"))
+}
+
 /// The body of `GET /` at `addr` (None: refused, reset or empty).
 fn http_get(addr: SocketAddr) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
@@ -130,10 +139,9 @@ fn helpers(user: &TestUser) -> Vec<i32> {
 #[test]
 fn rootless_daemon_has_bridges_dns_and_published_ports() {
     require_root!(BUSYBOX, "newuidmap", "newgidmap", "docker");
-    if no_slirp4netns() {
+    let Some(user) = slirp_user("bdn") else {
         return;
-    }
-    let user = TestUser::create("bdn").expect("create the test user");
+    };
     let mut d = UserDaemon::start(&user);
     d.load_busybox();
     // The default bridge: a published port, reached from the host's namespace on its
@@ -315,10 +323,9 @@ fn rootless_daemon_has_bridges_dns_and_published_ports() {
 #[test]
 fn rootless_published_ports_survive_a_daemon_crash() {
     require_root!(BUSYBOX, "newuidmap", "newgidmap");
-    if no_slirp4netns() {
+    let Some(user) = slirp_user("bdc") else {
         return;
-    }
-    let user = TestUser::create("bdc").expect("create the test user");
+    };
     let mut d = UserDaemon::start(&user);
     d.load_busybox();
     let addr = serve_on_free_port(&d, "keeps", &[], "still-served");
@@ -362,10 +369,9 @@ fn rootless_published_ports_survive_a_daemon_crash() {
 #[test]
 fn rootless_network_comes_back_after_the_namespace_is_lost() {
     require_root!(BUSYBOX, "newuidmap", "newgidmap");
-    if no_slirp4netns() {
+    let Some(user) = slirp_user("bdl") else {
         return;
-    }
-    let user = TestUser::create("bdl").expect("create the test user");
+    };
     let mut d = UserDaemon::start(&user);
     d.load_busybox();
     let addr = serve_on_free_port(&d, "back", &["--restart", "always"], "back-again");
