@@ -72,10 +72,9 @@ fn docker_build_goes_through_buildx_and_caches() {
     let ctx = temp_context(&refs);
     let iid = d.path("iid");
     let md = d.path("md.json");
-    let r = docker_in(
-        &d,
-        ctx.path(),
-        &[
+    // `bk:one` with a build argument and a label, its ID written to `iid`.
+    let build_one = |more: &[&str]| {
+        let base = [
             "build",
             "--progress=plain",
             "-t",
@@ -86,12 +85,10 @@ fn docker_build_goes_through_buildx_and_caches() {
             "cli=label",
             "--iidfile",
             iid.to_str().unwrap(),
-            "--metadata-file",
-            md.to_str().unwrap(),
-            ".",
-        ],
-    )
-    .ok();
+        ];
+        docker_in(&d, ctx.path(), &[&base[..], more, &["."]].concat()).ok()
+    };
+    let r = build_one(&["--metadata-file", md.to_str().unwrap()]);
     // buildx's progress: the steps as vertexes, the RUN's output, the export.
     r.stderr_contains("[internal] load build context");
     r.stderr_contains("RUN echo hello-$WHO > /hello");
@@ -116,24 +113,7 @@ fn docker_build_goes_through_buildx_and_caches() {
         .stdout;
     assert_eq!(labels.trim(), "dockerfile label");
     // The same build again: every step from the cache, the same image.
-    let r = docker_in(
-        &d,
-        ctx.path(),
-        &[
-            "build",
-            "--progress=plain",
-            "-t",
-            "bk:one",
-            "--build-arg",
-            "WHO=berth",
-            "--label",
-            "cli=label",
-            "--iidfile",
-            iid.to_str().unwrap(),
-            ".",
-        ],
-    )
-    .ok();
+    let r = build_one(&[]);
     r.stderr_contains("CACHED");
     assert_eq!(std::fs::read_to_string(&iid).unwrap(), id);
     // --no-cache runs the steps again.
@@ -278,8 +258,7 @@ fn exporters_local_tar_docker_oci() {
         &["-q", "-o", &format!("type=tar,dest={}", tar.display()), "."],
     )
     .ok();
-    let list = Command::new("tar").arg("tf").arg(&tar).output().unwrap();
-    let list = String::from_utf8_lossy(&list.stdout);
+    let list = Command::new("tar").arg("tf").arg(&tar).run_ok().stdout;
     assert!(
         list.lines()
             .any(|l| l.trim_start_matches("./") == "out/file"),
@@ -313,8 +292,7 @@ fn exporters_local_tar_docker_oci() {
         &["-q", "-o", &format!("type=oci,dest={}", oci.display()), "."],
     )
     .ok();
-    let list = Command::new("tar").arg("tf").arg(&oci).output().unwrap();
-    let list = String::from_utf8_lossy(&list.stdout);
+    let list = Command::new("tar").arg("tf").arg(&oci).run_ok().stdout;
     assert!(
         list.contains("index.json") && list.contains("oci-layout"),
         "{list}"
