@@ -21,6 +21,28 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// An HTTP/1.1 upgrade request to `url`: the answer's status, headers (lower-case names) and
 /// the connection.
+/// A WebSocket upgrade of `url` with `key`, asking for `protocols`, which must be accepted
+/// (101): the answer's headers, the connection and what came after the answer's head.
+async fn ws_upgrade(
+    url: &str,
+    key: &str,
+    protocols: &str,
+) -> (Vec<(String, String)>, TcpStream, Vec<u8>) {
+    let (code, hs, tcp, rest) = upgrade(
+        url,
+        &[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", key),
+            ("Sec-WebSocket-Protocol", protocols),
+        ],
+    )
+    .await;
+    assert_eq!(code, 101, "{hs:?}");
+    (hs, tcp, rest)
+}
+
 async fn upgrade(
     url: &str,
     headers: &[(&str, &str)],
@@ -112,18 +134,7 @@ impl SpdyClient {
     /// client-go's port forwarding over WebSocket: the SPDY session in binary messages.
     async fn tunnel(url: &str) -> SpdyClient {
         let key = "c3BkeSBvdmVyIHdlYnNvY2tldA==";
-        let (code, hs, tcp, rest) = upgrade(
-            url,
-            &[
-                ("Connection", "Upgrade"),
-                ("Upgrade", "websocket"),
-                ("Sec-WebSocket-Version", "13"),
-                ("Sec-WebSocket-Key", key),
-                ("Sec-WebSocket-Protocol", "SPDY/3.1+portforward.k8s.io"),
-            ],
-        )
-        .await;
-        assert_eq!(code, 101, "{hs:?}");
+        let (hs, tcp, rest) = ws_upgrade(url, key, "SPDY/3.1+portforward.k8s.io").await;
         assert_eq!(
             get(&hs, "sec-websocket-protocol"),
             vec!["SPDY/3.1+portforward.k8s.io"]
@@ -325,18 +336,7 @@ struct WsClient {
 impl WsClient {
     async fn connect(url: &str, protocols: &str) -> (WsClient, String) {
         let key = "dGhlIHNhbXBsZSBub25jZQ==";
-        let (code, hs, tcp, rest) = upgrade(
-            url,
-            &[
-                ("Connection", "Upgrade"),
-                ("Upgrade", "websocket"),
-                ("Sec-WebSocket-Version", "13"),
-                ("Sec-WebSocket-Key", key),
-                ("Sec-WebSocket-Protocol", protocols),
-            ],
-        )
-        .await;
-        assert_eq!(code, 101, "{hs:?}");
+        let (hs, tcp, rest) = ws_upgrade(url, key, protocols).await;
         assert_eq!(get(&hs, "sec-websocket-accept"), vec![ws::accept_key(key)]);
         let chosen = get(&hs, "sec-websocket-protocol")[0].to_string();
         let (r, w) = tcp.into_split();
