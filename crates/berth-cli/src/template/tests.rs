@@ -27,9 +27,17 @@ fn run_err(t: &str) -> String {
     }
 }
 
+/// Each template renders as expected.
+#[track_caller]
+fn assert_renders(cases: &[(&str, &str)]) {
+    for (template, want) in cases {
+        assert_eq!(run(template), *want, "{template}");
+    }
+}
+
 #[test]
 fn fields_and_printing() {
-    for (template, want) in [
+    assert_renders(&[
         ("{{.Id}}", "sha256:abc"),
         ("{{.Config.Cmd}}", "[sh]"),
         ("{{.Config.Entrypoint}}", "[]"),
@@ -40,16 +48,14 @@ fn fields_and_printing() {
         ("id={{ .Id }}!", "id=sha256:abc!"),
         ("{{.Config.Labels.a}}", "2"),
         ("{{.Config.Labels.nope}}", "<no value>"),
-    ] {
-        assert_eq!(run(template), want, "{template}");
-    }
+    ]);
     assert!(run("{{.}}").starts_with("{sha256:abc [busybox:latest busybox:1] 4261550 {[sh] [] "));
     assert!(run_err("{{.Nope}}").contains("can't evaluate field Nope"));
 }
 
 #[test]
 fn functions() {
-    for (template, want) in [
+    assert_renders(&[
         ("{{json .Config.Cmd}}", r#"["sh"]"#),
         ("{{json .Config.Entrypoint}}", "null"),
         ("{{json .Config.Labels}}", r#"{"a":"2","z":"1"}"#),
@@ -83,16 +89,14 @@ fn functions() {
             "{{and .Os .Empty}}|{{or .Empty .Os}}|{{not .Empty}}",
             "|linux|true",
         ),
-    ] {
-        assert_eq!(run(template), want, "{template}");
-    }
+    ]);
     assert!(run_err("{{index .RepoTags 5}}").contains("index out of range: 5"));
     assert!(run_err("{{nosuch .Id}}").contains("function \"nosuch\" not defined"));
 }
 
 #[test]
 fn control_flow() {
-    for (template, want) in [
+    assert_renders(&[
         (
             "{{range .RepoTags}}[{{.}}]{{end}}",
             "[busybox:latest][busybox:1]",
@@ -114,9 +118,7 @@ fn control_flow() {
         ("a {{- \"b\" -}} c", "abc"),
         ("a{{/* comment */}}b", "ab"),
         ("{{if and .Os (eq (len .RepoTags) 2)}}yes{{end}}", "yes"),
-    ] {
-        assert_eq!(run(template), want, "{template}");
-    }
+    ]);
     assert!(run_err("{{if .Os}}").contains("unexpected EOF"));
     assert!(run_err("{{end}}").contains("unexpected {{end}}"));
     assert!(run_err("{{.Os").contains("unclosed action"));
@@ -190,18 +192,16 @@ fn label_method() {
 
 #[test]
 fn go_builtins_and_docker_functions() {
-    for (template, want) in [
+    assert_renders(&[
         ("{{slice .Id 0 6}}", "sha256"),
         ("{{slice .Id 7}}", "abc"),
         ("{{slice .RepoTags 1}}", "[busybox:1]"),
         ("{{slice .RepoTags 0 1}}", "[busybox:latest]"),
-    ] {
-        assert_eq!(run(template), want, "{template}");
-    }
+    ]);
     assert!(run_err("{{slice .Id 3 1}}").contains("invalid slice index"));
     assert!(run_err("{{slice .Id 0 99}}").contains("index out of range"));
     assert!(run_err("{{slice .Id 0 1 2}}").contains("3-index slice a string"));
-    for (template, want) in [
+    assert_renders(&[
         (
             r#"{{html "<b>&'\"</b>"}}"#,
             "&lt;b&gt;&amp;&#39;&#34;&lt;/b&gt;",
@@ -210,18 +210,14 @@ fn go_builtins_and_docker_functions() {
         (r#"{{urlquery "a b&c"}}"#, "a+b%26c"),
         (r#"{{print "a" 1 2 "b"}}"#, "a1 2b"),
         (r#"{{println "a" 1}}"#, "a 1\n"),
-    ] {
-        assert_eq!(run(template), want, "{template}");
-    }
+    ]);
     assert!(run_err("{{call .Id}}").contains("non-function of type string"));
-    for (template, want) in [
+    assert_renders(&[
         (r#"{{pad "x" 1 2}}|{{pad .Empty 3 3}}|"#, " x  ||"),
         (r#"{{truncate "abc" 5}}{{truncate "abcdef" 2}}"#, "abcab"),
         (r#"{{title "don't stop_me now"}}"#, "Don'T Stop_me Now"),
         (r#"{{join (split "a,b" ",") "+"}}"#, "a+b"),
-    ] {
-        assert_eq!(run(template), want, "{template}");
-    }
+    ]);
     assert!(run_err("{{upper .Size}}").contains("expected string; got int"));
 }
 
