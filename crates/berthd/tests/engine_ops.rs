@@ -28,6 +28,15 @@ fn exec_top_rename_pause_events() {
     );
     let r = d.docker(&["exec", "ex1", "/no/such/binary"]);
     assert!(r.code == 126 || r.code == 127, "{} {}", r.code, r.stderr);
+    // An unknown user: dockerd writes the error into the stream and the exec exits 126.
+    let r = d.docker(&["exec", "-u", "nosuchuser", "ex1", "true"]);
+    assert_eq!(r.code, 126, "{} {}", r.stdout, r.stderr);
+    assert!(
+        (r.stdout.clone() + &r.stderr).contains("unable to find user nosuchuser"),
+        "{} {}",
+        r.stdout,
+        r.stderr
+    );
     // stdin through exec -i.
     let r = d
         .docker_cmd(&["exec", "-i", "ex1", "cat"])
