@@ -323,7 +323,7 @@ fn run(
     let current_cri_socket = cfg.cri_socket.clone();
     let cri_cni = (cfg.cni_conf_dir.clone(), cfg.cni_bin_dir.clone());
     rt.block_on(async move {
-        engine.reattach();
+        engine.reattach().await;
         let state = Arc::new(AppState {
             engine: engine.clone(),
             info,

@@ -22,7 +22,10 @@ use crate::{spec, util};
 impl Engine {
     /// Reattaches to the shims of running containers and applies restart policies (call
     /// inside the runtime, once at start).
-    pub fn reattach(self: &Arc<Self>) {
+    /// Before the API serves (as dockerd's restore): a container that died while no daemon
+    /// ran is recorded as exited (and, by its policy, restarting) first, so no client sees its
+    /// stale "running" state.
+    pub async fn reattach(self: &Arc<Self>) {
         // Networking: forget endpoints of vanished containers, re-adopt running ones.
         let all = self.list();
         self.net.adopt(&all);
@@ -46,13 +49,35 @@ impl Engine {
             })
             .map(|c| c.id)
             .collect();
-        for id in running {
+        // The shims asked at once (each bounded: a slow one is left to its monitor).
+        let states = futures_util::future::join_all(running.iter().map(|id| {
+            let socket = self.shim_socket(id);
+            async move {
+                let state = shimio::call(&socket, Request::State { exec_id: None });
+                tokio::time::timeout(Duration::from_secs(2), state).await
+            }
+        }))
+        .await;
+        let mut exits = Vec::new();
+        for (id, state) in running.into_iter().zip(states) {
+            // A lost shim, or one that saw the container exit.
+            let exited = match state {
+                Ok(Ok(r)) => r.status.as_deref() == Some("stopped"),
+                Ok(Err(_)) => true,
+                Err(_) => false,
+            };
+            if exited {
+                tracing::info!("container {id} exited while no daemon ran");
+                exits.push(self.clone().monitor(id));
+                continue;
+            }
             tracing::info!("reattaching to container {id}");
             let me = self.clone();
             let id2 = id.clone();
             tokio::spawn(async move { me.monitor(id2).await });
             self.spawn_health_checks(&id);
         }
+        futures_util::future::join_all(exits).await;
         for id in to_start {
             tracing::info!("starting container {id} (restart policy)");
             let me = self.clone();
