@@ -329,10 +329,9 @@ pub async fn export(
                     resp.insert("cache.manifest".to_string(), json);
                 }
                 Err(er) => {
-                    let err =
-                        SolveError::unknown(format!("failed to export cache to {dest}: {er}"));
-                    v.fail(&err.message);
-                    return Err(err);
+                    return Err(v.failed(SolveError::unknown(format!(
+                        "failed to export cache to {dest}: {er}"
+                    ))))
                 }
             }
             continue;
@@ -386,9 +385,9 @@ pub async fn export(
                 v.done();
             }
             Err(msg) => {
-                let err = SolveError::unknown(format!("failed to export cache to {r}: {msg}"));
-                v.fail(&err.message);
-                return Err(err);
+                return Err(v.failed(SolveError::unknown(format!(
+                    "failed to export cache to {r}: {msg}"
+                ))))
             }
         }
     }

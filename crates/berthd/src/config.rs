@@ -475,7 +475,7 @@ pub enum ValueError {
     MirrorPath(String),
 }
 
-/// serde's message without its "at line 1 column 5", which is relative to the value.
+/// serde's message without its "at line 1 column 5" (relative to a value; or given apart).
 fn without_position(e: &serde_json::Error) -> String {
     let s = e.to_string();
     match s.rfind(" at line ") {
@@ -575,18 +575,12 @@ impl FileConfig {
         if text.trim().is_empty() {
             return Ok(FileConfig::default());
         }
-        let top: BTreeMap<String, &RawValue> = serde_json::from_str(text).map_err(|e| {
-            let msg = e.to_string();
-            let msg = match msg.rfind(" at line ") {
-                Some(i) => msg[..i].to_string(),
-                None => msg,
-            };
-            FileProblem::Syntax {
+        let top: BTreeMap<String, &RawValue> =
+            serde_json::from_str(text).map_err(|e| FileProblem::Syntax {
                 line: e.line(),
                 column: e.column(),
-                message: msg,
-            }
-        })?;
+                message: without_position(&e),
+            })?;
         let mut unknown = Vec::new();
         let mut unsupported = Vec::new();
         for k in top.keys() {

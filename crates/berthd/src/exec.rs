@@ -220,7 +220,17 @@ impl Engine {
             )));
         }
         let c = self.running_container(&x.container_id)?;
-        let process = self.exec_process(&c, &x)?;
+        let process = match self.exec_process(&c, &x) {
+            Ok(p) => p,
+            Err(e) => {
+                // dockerd: an exec that fails to start has run, with exit code 126.
+                self.execs.update(exec_id, |r| {
+                    r.started = true;
+                    r.exit_code = Some(126);
+                });
+                return Err(e);
+            }
+        };
         self.execs.update(exec_id, |r| r.started = true);
         let mut s = shimio::connect(&self.shim_socket(&c.id))
             .await
