@@ -94,7 +94,14 @@ impl Engine {
 
     /// Starts a created or exited container.
     pub async fn start(self: &Arc<Self>, name_or_id: &str) -> Result<()> {
-        self.start_inner(name_or_id, false).await
+        self.start_inner(name_or_id, false, None).await
+    }
+
+    /// Starts a created container of network mode `none` in the network namespace at
+    /// `netns` instead of a new one, for this start only (the CRI's pod sandboxes: their
+    /// namespace is made first, so that CNI sets it up while the container starts).
+    pub async fn start_in_netns(self: &Arc<Self>, name_or_id: &str, netns: &Path) -> Result<()> {
+        self.start_inner(name_or_id, false, Some(netns)).await
     }
 
     /// Boxed: it is reached again from the restart policy (through `on_exit`).
@@ -102,11 +109,17 @@ impl Engine {
         self: &'a Arc<Self>,
         name_or_id: &'a str,
         by_policy: bool,
+        netns: Option<&'a Path>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
-        Box::pin(self.start_inner_impl(name_or_id, by_policy))
+        Box::pin(self.start_inner_impl(name_or_id, by_policy, netns))
     }
 
-    async fn start_inner_impl(self: &Arc<Self>, name_or_id: &str, by_policy: bool) -> Result<()> {
+    async fn start_inner_impl(
+        self: &Arc<Self>,
+        name_or_id: &str,
+        by_policy: bool,
+        netns: Option<&Path>,
+    ) -> Result<()> {
         let e = self.lookup(name_or_id)?;
         let op = e.op.lock().await;
         // The last exit's teardown finishes first.
@@ -120,10 +133,22 @@ impl Engine {
         }
         let id = c.id.clone();
         // Undone at the next daemon start if a crash interrupts the start (see `recovery`).
+        let t0 = std::time::Instant::now();
         let _intent = self.intent(super::recovery::Op::Start, &id)?;
+        tracing::debug!(
+            "engine start {}: intent after {:.1} ms",
+            &id[..12],
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+        if netns.is_some() && c.network_mode() != "none" {
+            return Err(EngineError::bad(
+                "only a container of network mode none starts in a given network namespace",
+            ));
+        }
         let me = self.clone();
         let c2 = c.clone();
-        let launched = tokio::task::spawn_blocking(move || me.launch(&c2))
+        let netns = netns.map(Path::to_path_buf);
+        let launched = tokio::task::spawn_blocking(move || me.launch(&c2, netns.as_deref()))
             .await
             .map_err(EngineError::from)
             .and_then(|r| r);
@@ -135,6 +160,11 @@ impl Engine {
                 return Err(err);
             }
         };
+        tracing::debug!(
+            "engine start {}: launched after {:.1} ms",
+            &id[..12],
+            t0.elapsed().as_secs_f64() * 1e3
+        );
         crate::failpoint::hit("start.shim");
         // Attach clients that were waiting for the start.
         let pending: Vec<PendingAttach> = std::mem::take(&mut *e.pending.lock().unwrap());
@@ -151,6 +181,11 @@ impl Engine {
             self.start_failed(&e, &err).await;
             return Err(err);
         }
+        tracing::debug!(
+            "engine start {}: Start after {:.1} ms",
+            &id[..12],
+            t0.elapsed().as_secs_f64() * 1e3
+        );
         crate::failpoint::hit("start.started");
         {
             let mut r = e.rec.lock().unwrap();
@@ -179,6 +214,11 @@ impl Engine {
             self.persist_state(&r)?;
             self.container_event(&r, "start", &[]);
         }
+        tracing::debug!(
+            "engine start {}: persisted after {:.1} ms",
+            &id[..12],
+            t0.elapsed().as_secs_f64() * 1e3
+        );
         self.spawn_health_checks(&id);
         let me = self.clone();
         tokio::spawn(async move { me.monitor(id).await });
@@ -227,7 +267,7 @@ impl Engine {
     }
 
     /// Mounts the rootfs, writes the bundle, starts the shim (blocking). Returns its report.
-    fn launch(&self, c: &Container) -> Result<StartReport> {
+    fn launch(&self, c: &Container, netns: Option<&Path>) -> Result<StartReport> {
         let id = &c.id;
         let exec_dir = self.exec_dir(id);
         let rootfs = self.rootfs(id);
@@ -238,8 +278,14 @@ impl Engine {
         for d in [&rootfs, &shim_dir] {
             std::fs::create_dir_all(d).map_err(EngineError::io("creating", d))?;
         }
+        let t0 = std::time::Instant::now();
         let sn = self.images.snapshotter()?;
         sn.mount_container_transient(id, &rootfs, c.auto_remove())?;
+        tracing::debug!(
+            "engine launch {}: mounted after {:.1} ms",
+            &id[..12],
+            t0.elapsed().as_secs_f64() * 1e3
+        );
         crate::failpoint::hit("start.mounted");
         let unmount = |e: EngineError| {
             let _ = berth_image::snapshot::unmount(&rootfs);
@@ -370,9 +416,17 @@ impl Engine {
                 gid_mappings: vec![],
             });
         }
+        if let Some(p) = netns {
+            bundle.netns = Some(p.to_path_buf());
+        }
         if let Some(p) = &bundle.netns {
             crate::hostconfig::set_ns(&mut cfg, NamespaceType::Network, Some(p.clone()), true);
         }
+        tracing::debug!(
+            "engine launch {}: spec after {:.1} ms",
+            &id[..12],
+            t0.elapsed().as_secs_f64() * 1e3
+        );
         let config_json = exec_dir.join("config.json");
         util::replace_json(&config_json, &cfg)
             .map_err(|e| fail(EngineError::io("writing", &config_json)(e)))?;
@@ -412,6 +466,11 @@ impl Engine {
             }
         }
         cmd.stdin(std::process::Stdio::null());
+        tracing::debug!(
+            "engine launch {}: config written after {:.1} ms",
+            &id[..12],
+            t0.elapsed().as_secs_f64() * 1e3
+        );
         let out = cmd.output().map_err(|e| {
             fail(EngineError::sys(format!(
                 "starting {}",
@@ -599,7 +658,7 @@ impl Engine {
             }
             r.restart_count += 1;
         }
-        if let Err(err) = self.start_inner(id, true).await {
+        if let Err(err) = self.start_inner(id, true, None).await {
             tracing::warn!("restarting {id}: {err}");
             let mut r = e.rec.lock().unwrap();
             r.state.restarting = false;
