@@ -213,7 +213,8 @@ push_images() {
   log "pushed $(echo "$names" | wc -l) stand-in images to $REG; kept ${#own_images[@]} under their own names"
 }
 
-# start_berthd: $berth_sock (Docker API) and $berth_cri (CRI endpoint).
+# start_berthd: $berth_sock (Docker API) and $berth_cri (CRI endpoint). $BERTHD_ARGS: more
+# flags (e.g. `--log-level debug` for the CRI's phase timings).
 start_berthd() {
   local d=$work/berthd
   mkdir -p "$d"
@@ -223,7 +224,7 @@ start_berthd() {
   "$BIN/berthd" -H "unix://$berth_sock" --data-root "$d/data" --exec-root "$d/exec" \
     --pidfile "$d/berthd.pid" --bridge "bd$$" --bip 10.233.0.1/24 --cgroup-parent "/berth-cri-$$" \
     --cri-socket "$d/exec/cri.sock" --cni-conf-dir "$d/net.d" --cni-bin-dir "$CNI_BIN" \
-    >"$d/log" 2>&1 &
+    ${BERTHD_ARGS:-} >"$d/log" 2>&1 &
   berthd_pid=$!
   started+=($!)
   bridges+=("bd$$")

@@ -1,5 +1,8 @@
 //! Compiles Berth's own .proto files of BuildKit's APIs (pure Rust: protox parses them, no
-//! protoc needed) into prost messages and tonic clients and servers.
+//! protoc needed) into prost messages and tonic clients and servers, with `protos.rs`, the
+//! module tree of their packages (see `src/proto.rs`). The .proto files hold the messages and
+//! fields Berth reads or sets (and what it forwards whole): a field left out is skipped when
+//! decoding and never sent, so the wire stays BuildKit's.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
@@ -18,6 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        .include_file("protos.rs")
         .compile_fds(fds)?;
     Ok(())
 }

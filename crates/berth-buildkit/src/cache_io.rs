@@ -212,17 +212,21 @@ async fn import_registry(
     }
 }
 
-/// Why a local cache import could not be used.
+/// Why a local cache import could not be used, or a local cache export failed.
 #[derive(Debug, thiserror::Error)]
-enum LocalImportError {
+enum LocalCacheError {
+    #[error("the build has no client session")]
+    NoSession,
+    #[error("the image has no manifest")]
+    NoManifest,
     #[error("no manifest digest (the client found no index.json entry)")]
     NoDigest,
+    #[error("{0}: not an image manifest (a cache written by another builder?)")]
+    NotAnImage(String),
     #[error(transparent)]
     Content(#[from] ContentError),
     #[error("{0}")]
     Manifest(#[from] berth_image::manifest::ManifestError),
-    #[error("{0}: not an image manifest (a cache written by another builder?)")]
-    NotAnImage(String),
     #[error("{0}")]
     Store(#[from] berth_image::image_store::ImageStoreError),
     #[error("{0}")]
@@ -236,7 +240,7 @@ async fn import_local(
     bk: &Arc<BuildKit>,
     session: &Arc<Session>,
     e: &CacheEntry,
-) -> Result<(ImageId, bool), LocalImportError> {
+) -> Result<(ImageId, bool), LocalCacheError> {
     use berth_image::image_store::{LayerInput, RegisterRequest};
     use berth_image::manifest::{parse_manifest, ImageConfig, Manifest};
     let src = e.attrs.get("src").cloned().unwrap_or_default();
@@ -244,12 +248,12 @@ async fn import_local(
         .attrs
         .get("digest")
         .filter(|d| !d.is_empty())
-        .ok_or(LocalImportError::NoDigest)?;
+        .ok_or(LocalCacheError::NoDigest)?;
     let cs = ClientStore::new(session, &format!("local:{src}"), false)?;
     let manifest = cs.read(digest).await?;
     let m = match parse_manifest(None, &manifest)? {
         Manifest::Image(_, m) => m,
-        Manifest::Index(..) => return Err(LocalImportError::NotAnImage(digest.clone())),
+        Manifest::Index(..) => return Err(LocalCacheError::NotAnImage(digest.clone())),
     };
     let config = cs.read(&m.config.digest.to_string()).await?;
     let diff_ids = ImageConfig::parse(&config)?.rootfs.diff_ids;
@@ -275,7 +279,7 @@ async fn import_local(
                 store2
                     .blobs()
                     .write_blob_sized(Some(&d), Some(size), f)
-                    .map_err(LocalImportError::from)
+                    .map_err(LocalCacheError::from)
             })
             .await??;
         }
@@ -318,7 +322,7 @@ pub async fn export(
             );
             let written = match session {
                 Some(s) => export_local(bk, s, &dest, result).await,
-                None => Err(LocalExportError::NoSession),
+                None => Err(LocalCacheError::NoSession),
             };
             match written {
                 Ok(desc) => {
@@ -329,10 +333,9 @@ pub async fn export(
                     resp.insert("cache.manifest".to_string(), json);
                 }
                 Err(er) => {
-                    let err =
-                        SolveError::unknown(format!("failed to export cache to {dest}: {er}"));
-                    v.fail(&err.message);
-                    return Err(err);
+                    return Err(v.failed(SolveError::unknown(format!(
+                        "failed to export cache to {dest}: {er}"
+                    ))))
                 }
             }
             continue;
@@ -386,30 +389,13 @@ pub async fn export(
                 v.done();
             }
             Err(msg) => {
-                let err = SolveError::unknown(format!("failed to export cache to {r}: {msg}"));
-                v.fail(&err.message);
-                return Err(err);
+                return Err(v.failed(SolveError::unknown(format!(
+                    "failed to export cache to {r}: {msg}"
+                ))))
             }
         }
     }
     Ok(resp)
-}
-
-/// Why a local cache export failed.
-#[derive(Debug, thiserror::Error)]
-enum LocalExportError {
-    #[error("the build has no client session")]
-    NoSession,
-    #[error("the image has no manifest")]
-    NoManifest,
-    #[error(transparent)]
-    Content(#[from] ContentError),
-    #[error("{0}")]
-    Store(#[from] berth_image::image_store::ImageStoreError),
-    #[error("{0}")]
-    Blob(#[from] berth_image::store::StoreError),
-    #[error("{0}")]
-    Manifest(#[from] berth_image::manifest::ManifestError),
 }
 
 /// Writes the built image's blobs (layers, config, manifest) into the client's store for
@@ -419,12 +405,12 @@ async fn export_local(
     session: &Arc<Session>,
     dest: &str,
     result: &BuildResult,
-) -> Result<Descriptor, LocalExportError> {
+) -> Result<Descriptor, LocalCacheError> {
     use berth_image::manifest::{media_types, parse_manifest, Manifest};
     let cs = ClientStore::new(session, &format!("local:{dest}"), true)?;
     let store = bk.backend().store();
     let rec = store.get(&result.image_id)?;
-    let mdigest = rec.manifests.first().ok_or(LocalExportError::NoManifest)?;
+    let mdigest = rec.manifests.first().ok_or(LocalCacheError::NoManifest)?;
     let manifest = store.blobs().read_verified(mdigest)?;
     let media_type = match parse_manifest(None, &manifest)? {
         Manifest::Image(_, m) => m.media_type,

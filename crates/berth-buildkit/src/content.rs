@@ -188,14 +188,10 @@ impl ClientStore {
             .await
             .map_err(io("creating"))?;
         let mut n = 0u64;
-        let mut s = self.read_stream(digest).await?;
-        while let Some(m) = s.message().await.map_err(|status| ContentError::Rpc {
-            op: "reading",
-            digest: digest.to_string(),
-            status,
-        })? {
-            out.write_all(&m.data).await.map_err(io("writing"))?;
-            n += m.data.len() as u64;
+        let mut chunks = self.read_chunks(digest).await?;
+        while let Some(data) = chunks.next().await? {
+            out.write_all(&data).await.map_err(io("writing"))?;
+            n += data.len() as u64;
         }
         out.flush().await.map_err(io("writing"))?;
         Ok(n)
@@ -204,33 +200,50 @@ impl ClientStore {
     /// Reads a small blob (a manifest, a config) into memory.
     pub async fn read(&self, digest: &str) -> Result<Vec<u8>, ContentError> {
         let mut out = Vec::new();
-        let mut s = self.read_stream(digest).await?;
-        while let Some(m) = s.message().await.map_err(|status| ContentError::Rpc {
-            op: "reading",
-            digest: digest.to_string(),
-            status,
-        })? {
-            out.extend_from_slice(&m.data);
+        let mut chunks = self.read_chunks(digest).await?;
+        while let Some(data) = chunks.next().await? {
+            out.extend_from_slice(&data);
         }
         Ok(out)
     }
 
-    async fn read_stream(
-        &self,
-        digest: &str,
-    ) -> Result<tonic::Streaming<ReadContentResponse>, ContentError> {
-        self.client()
+    /// Starts reading blob `digest`.
+    async fn read_chunks(&self, digest: &str) -> Result<Chunks, ContentError> {
+        let stream = self
+            .client()
             .read(self.request(ReadContentRequest {
                 digest: digest.to_string(),
                 offset: 0,
                 size: 0,
             }))
             .await
-            .map(|r| r.into_inner())
-            .map_err(|status| ContentError::Rpc {
-                op: "reading",
-                digest: digest.to_string(),
-                status,
-            })
+            .map_err(|status| reading(digest, status))?
+            .into_inner();
+        Ok(Chunks {
+            stream,
+            digest: digest.to_string(),
+        })
+    }
+}
+
+/// A blob being read: its chunks, in order.
+struct Chunks {
+    stream: tonic::Streaming<ReadContentResponse>,
+    digest: String,
+}
+
+impl Chunks {
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, ContentError> {
+        let m = self.stream.message().await;
+        Ok(m.map_err(|status| reading(&self.digest, status))?
+            .map(|m| m.data))
+    }
+}
+
+fn reading(digest: &str, status: tonic::Status) -> ContentError {
+    ContentError::Rpc {
+        op: "reading",
+        digest: digest.to_string(),
+        status,
     }
 }

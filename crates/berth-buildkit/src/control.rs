@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_image::image_store::ImageStoreError;
+use berth_image::image_store::{ImageStore, ImageStoreError};
 use tokio::sync::{oneshot, watch, Notify};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -21,7 +21,6 @@ use tonic::{Request, Response, Status};
 use crate::errors::SolveError;
 use crate::frontend::{self, BuildResult, FrontendRun};
 use crate::progress::Progress;
-use crate::proto::fsutil::types::Stat;
 use crate::proto::moby::buildkit::v1 as ctl;
 use crate::proto::moby::buildkit::v1::apicaps::ApiCap;
 use crate::proto::moby::buildkit::v1::frontend as gw;
@@ -589,6 +588,21 @@ impl Gateway {
             .cloned()
             .ok_or_else(|| Status::not_found(format!("no such ref {ref}")))
     }
+
+    /// Runs `read` (one of the gateway's file reads) on the result `r#ref` of `job`, in a
+    /// blocking task.
+    async fn read_result<T: Send + 'static>(
+        &self,
+        job: &Job,
+        r#ref: &str,
+        read: impl FnOnce(&ImageStore, &BuildResult) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        let res = Self::result(job, r#ref)?;
+        let store = self.0.backend().store();
+        tokio::task::spawn_blocking(move || read(&store, &res))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+    }
 }
 
 #[tonic::async_trait]
@@ -664,15 +678,7 @@ impl gw::llb_bridge_server::LlbBridge for Gateway {
             progress: job.progress.clone(),
             tags: crate::export::store_names(&job.exporters).map_err(|e| e.to_status())?,
             cancel: job.cancel.clone(),
-            cache_imports: crate::cache_io::from_proto(
-                &r.cache_imports
-                    .iter()
-                    .map(|e| ctl::CacheOptionsEntry {
-                        r#type: e.r#type.clone(),
-                        attrs: e.attrs.clone(),
-                    })
-                    .collect::<Vec<_>>(),
-            ),
+            cache_imports: crate::cache_io::from_proto(&r.cache_imports),
         };
         let built = tokio::select! {
             r = frontend::dockerfile(&self.0, run) => r.map_err(|e| e.to_status())?,
@@ -758,19 +764,17 @@ impl gw::llb_bridge_server::LlbBridge for Gateway {
         req: Request<gw::ReadFileRequest>,
     ) -> Result<Response<gw::ReadFileResponse>, Status> {
         let job = self.job(&req).await?;
-        let r = req.into_inner();
-        let res = Self::result(&job, &r.r#ref)?;
-        let store = self.0.backend().store();
-        let data = tokio::task::spawn_blocking(move || {
-            crate::rootfs::read_file(
-                &store,
-                &res,
-                &r.file_path,
-                r.range.map(|x| (x.offset, x.length)),
-            )
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))??;
+        let gw::ReadFileRequest {
+            r#ref,
+            file_path,
+            range,
+        } = req.into_inner();
+        let range = range.map(|x| (x.offset, x.length));
+        let data = self
+            .read_result(&job, &r#ref, move |store, res| {
+                crate::rootfs::read_file(store, res, &file_path, range)
+            })
+            .await?;
         Ok(Response::new(gw::ReadFileResponse { data }))
     }
 
@@ -779,13 +783,12 @@ impl gw::llb_bridge_server::LlbBridge for Gateway {
         req: Request<gw::ReadDirRequest>,
     ) -> Result<Response<gw::ReadDirResponse>, Status> {
         let job = self.job(&req).await?;
-        let r = req.into_inner();
-        let res = Self::result(&job, &r.r#ref)?;
-        let store = self.0.backend().store();
-        let entries =
-            tokio::task::spawn_blocking(move || crate::rootfs::read_dir(&store, &res, &r.dir_path))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))??;
+        let gw::ReadDirRequest { r#ref, dir_path } = req.into_inner();
+        let entries = self
+            .read_result(&job, &r#ref, move |store, res| {
+                crate::rootfs::read_dir(store, res, &dir_path)
+            })
+            .await?;
         Ok(Response::new(gw::ReadDirResponse { entries }))
     }
 
@@ -794,13 +797,12 @@ impl gw::llb_bridge_server::LlbBridge for Gateway {
         req: Request<gw::StatFileRequest>,
     ) -> Result<Response<gw::StatFileResponse>, Status> {
         let job = self.job(&req).await?;
-        let r = req.into_inner();
-        let res = Self::result(&job, &r.r#ref)?;
-        let store = self.0.backend().store();
-        let stat: Stat =
-            tokio::task::spawn_blocking(move || crate::rootfs::stat(&store, &res, &r.path))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))??;
+        let gw::StatFileRequest { r#ref, path } = req.into_inner();
+        let stat = self
+            .read_result(&job, &r#ref, move |store, res| {
+                crate::rootfs::stat(store, res, &path)
+            })
+            .await?;
         Ok(Response::new(gw::StatFileResponse { stat: Some(stat) }))
     }
 
@@ -908,19 +910,10 @@ impl gw::llb_bridge_server::LlbBridge for Gateway {
 
     async fn warn(
         &self,
-        req: Request<gw::WarnRequest>,
+        req: Request<ctl::VertexWarning>,
     ) -> Result<Response<gw::WarnResponse>, Status> {
         let job = self.job(&req).await?;
-        let w = req.into_inner();
-        job.progress.warning(ctl::VertexWarning {
-            vertex: w.digest,
-            level: w.level,
-            short: w.short,
-            detail: w.detail,
-            url: w.url,
-            info: w.info,
-            ranges: w.ranges,
-        });
+        job.progress.warning(req.into_inner());
         Ok(Response::new(gw::WarnResponse {}))
     }
 }

@@ -29,14 +29,7 @@ fn unknown(e: impl std::fmt::Display) -> SolveError {
 /// The image names an exporter's `name` attribute lists (comma-separated), normalised.
 pub fn names(attrs: &HashMap<String, String>) -> Result<Vec<Reference>, SolveError> {
     let mut out = Vec::new();
-    for n in attrs
-        .get("name")
-        .map(String::as_str)
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-    {
+    for n in crate::frontend::attr_list(attrs, "name") {
         let r = Reference::parse_normalized(n).map_err(|e| {
             SolveError::new(
                 tonic::Code::InvalidArgument,
@@ -157,12 +150,10 @@ pub async fn run(
                 }
                 if truthy(&e.attrs, "push") {
                     if names.is_empty() {
-                        let err = SolveError::new(
+                        return Err(v.failed(SolveError::new(
                             tonic::Code::InvalidArgument,
                             "tag is needed when pushing to registry",
-                        );
-                        v.fail(&err.message);
-                        return Err(err);
+                        )));
                     }
                     for r in &names {
                         let name = r.to_string();
@@ -194,10 +185,9 @@ pub async fn run(
                                 resp.insert("containerimage.digest".to_string(), d);
                             }
                             Err(msg) => {
-                                let err =
-                                    SolveError::unknown(format!("failed to push {name}: {msg}"));
-                                v.fail(&err.message);
-                                return Err(err);
+                                return Err(v.failed(SolveError::unknown(format!(
+                                    "failed to push {name}: {msg}"
+                                ))))
                             }
                         }
                     }
@@ -213,13 +203,11 @@ pub async fn run(
                     vertex_digest(solve_id, "export-local", n),
                     "exporting to client directory",
                 );
-                match export_rootfs(&store, result, session, n, e.r#type == "tar").await {
-                    Ok(()) => v.done(),
-                    Err(err) => {
-                        v.fail(&err.message);
-                        return Err(err);
-                    }
+                if let Err(err) = export_rootfs(&store, result, session, n, e.r#type == "tar").await
+                {
+                    return Err(v.failed(err));
                 }
+                v.done();
             }
             "docker" | "oci" => {
                 let session = session.ok_or_else(|| {
@@ -231,16 +219,11 @@ pub async fn run(
                     format!("exporting to {} image format", e.r#type),
                 );
                 let names = names(&e.attrs)?;
-                match export_archive(&store, result, &names, session, n).await {
-                    Ok(()) => {
-                        v.status_done("sending tarball");
-                        v.done();
-                    }
-                    Err(err) => {
-                        v.fail(&err.message);
-                        return Err(err);
-                    }
+                if let Err(err) = export_archive(&store, result, &names, session, n).await {
+                    return Err(v.failed(err));
                 }
+                v.status_done("sending tarball");
+                v.done();
             }
             _ => {}
         }

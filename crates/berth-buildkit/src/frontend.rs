@@ -45,19 +45,26 @@ impl BuildResult {
     }
 }
 
+/// The items of a comma-separated attribute (`a, b`), trimmed; none when it is absent.
+pub fn attr_list<'a>(
+    attrs: &'a HashMap<String, String>,
+    key: &str,
+) -> impl Iterator<Item = &'a str> {
+    attrs
+        .get(key)
+        .map(String::as_str)
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
 /// The platforms of a `platform` attribute (`a,b`), normalised; empty when none is named.
 pub fn platforms(
     attrs: &HashMap<String, String>,
 ) -> Result<Vec<berth_image::manifest::Platform>, SolveError> {
     let mut out: Vec<berth_image::manifest::Platform> = Vec::new();
-    for p in attrs
-        .get("platform")
-        .map(String::as_str)
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-    {
+    for p in attr_list(attrs, "platform") {
         let p = berth_image::manifest::Platform::parse(p)
             .map_err(|e| bad(format!("invalid platform {p:?}: {e}")))?;
         if !out.contains(&p) {
@@ -258,10 +265,8 @@ fn options(attrs: &HashMap<String, String>) -> Result<BuildOptions, SolveError> 
         if nc.is_empty() {
             o.no_cache = true;
         } else {
-            o.no_cache_stages = nc
-                .split(',')
-                .map(|s| s.trim().to_ascii_lowercase())
-                .filter(|s| !s.is_empty())
+            o.no_cache_stages = attr_list(attrs, "no-cache")
+                .map(str::to_ascii_lowercase)
                 .collect();
         }
     }
@@ -271,16 +276,7 @@ fn options(attrs: &HashMap<String, String>) -> Result<BuildOptions, SolveError> 
         .cloned()
         .filter(|s| !s.is_empty());
     // `--add-host`: `name=ip` entries separated by commas.
-    o.extra_hosts = attrs
-        .get("add-hosts")
-        .map(|h| {
-            h.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default();
+    o.extra_hosts = attr_list(attrs, "add-hosts").map(String::from).collect();
     // Several platforms: one build each (see `dockerfile`).
     if let [p] = platforms(attrs)?.as_slice() {
         o.platform = Some(p.to_string());

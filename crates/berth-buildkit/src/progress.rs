@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
+use crate::errors::SolveError;
 use crate::proto::moby::buildkit::v1::{
     StatusResponse, Vertex, VertexLog, VertexStatus, VertexWarning,
 };
@@ -169,5 +170,11 @@ impl<'p> VertexRun<'p> {
         self.vertex.completed = Some(now());
         self.vertex.error = error.into();
         self.progress.vertex(self.vertex.clone());
+    }
+
+    /// Fails the vertex with `err`'s message; `err` back, to return.
+    pub fn failed(self, err: SolveError) -> SolveError {
+        self.fail(&err.message);
+        err
     }
 }

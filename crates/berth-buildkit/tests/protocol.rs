@@ -259,6 +259,17 @@ impl Blobs {
     fn get(&self, d: &str) -> Option<Vec<u8>> {
         self.map.lock().unwrap().get(d).cloned()
     }
+
+    /// The blob `d` asked for by a request of this store (NotFound otherwise).
+    fn requested(
+        &self,
+        md: &tonic::metadata::MetadataMap,
+        d: &str,
+    ) -> Result<Vec<u8>, tonic::Status> {
+        self.check(md)?;
+        self.get(d)
+            .ok_or_else(|| tonic::Status::not_found(d.to_string()))
+    }
 }
 
 type ReadStream = Pin<Box<dyn Stream<Item = Result<ReadContentResponse, tonic::Status>> + Send>>;
@@ -273,11 +284,8 @@ impl Content for Blobs {
         &self,
         req: tonic::Request<InfoRequest>,
     ) -> Result<tonic::Response<InfoResponse>, tonic::Status> {
-        self.check(req.metadata())?;
+        let data = self.requested(req.metadata(), &req.get_ref().digest)?;
         let d = req.into_inner().digest;
-        let data = self
-            .get(&d)
-            .ok_or_else(|| tonic::Status::not_found(d.clone()))?;
         Ok(tonic::Response::new(InfoResponse {
             info: Some(Info {
                 digest: d,
@@ -291,11 +299,7 @@ impl Content for Blobs {
         &self,
         req: tonic::Request<ReadContentRequest>,
     ) -> Result<tonic::Response<ReadStream>, tonic::Status> {
-        self.check(req.metadata())?;
-        let d = req.into_inner().digest;
-        let data = self
-            .get(&d)
-            .ok_or_else(|| tonic::Status::not_found(d.clone()))?;
+        let data = self.requested(req.metadata(), &req.get_ref().digest)?;
         // In small pieces, as a real store sends them.
         let chunks: Vec<Result<ReadContentResponse, tonic::Status>> = data
             .chunks(100)
@@ -398,11 +402,7 @@ async fn local_cache_export_and_import_through_the_content_store() {
             .collect(),
     };
     // Export: the image's blobs in the client's store, the manifest's descriptor returned.
-    let data = tempfile::tempdir().unwrap();
-    let store = Arc::new(ImageStore::open(data.path().join("data")).unwrap());
-    let bk = BuildKit::new(Arc::new(TestBackend {
-        store: store.clone(),
-    }));
+    let (_data, _, bk) = buildkit();
     session_with(
         &bk,
         "sess-c1",
@@ -411,17 +411,19 @@ async fn local_cache_export_and_import_through_the_content_store() {
     )
     .await;
     let mut c = control(&bk).await;
-    let resp = c
-        .solve(ctl::SolveRequest {
-            r#ref: "solve-c1".into(),
-            session: "sess-c1".into(),
-            frontend: "dockerfile.v0".into(),
-            cache: Some(ctl::CacheOptions {
-                exports: vec![entry("local", &[("dest", "/cache/dir")])],
-                ..Default::default()
-            }),
+    // A build exporting its cache to the client's store.
+    let export = |r: &str, s: &str| ctl::SolveRequest {
+        r#ref: r.into(),
+        session: s.into(),
+        frontend: "dockerfile.v0".into(),
+        cache: Some(ctl::CacheOptions {
+            exports: vec![entry("local", &[("dest", "/cache/dir")])],
             ..Default::default()
-        })
+        }),
+        ..Default::default()
+    };
+    let resp = c
+        .solve(export("solve-c1", "sess-c1"))
         .await
         .unwrap()
         .into_inner();
@@ -447,26 +449,11 @@ async fn local_cache_export_and_import_through_the_content_store() {
         Some(blobs.clone()),
     )
     .await;
-    c.solve(ctl::SolveRequest {
-        r#ref: "solve-c2".into(),
-        session: "sess-c2".into(),
-        frontend: "dockerfile.v0".into(),
-        cache: Some(ctl::CacheOptions {
-            exports: vec![entry("local", &[("dest", "/cache/dir")])],
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    c.solve(export("solve-c2", "sess-c2")).await.unwrap();
 
     // Import into a fresh daemon: every step from the cache, so the very same image (its
     // config has the first build's creation times); the imported image itself is gone.
-    let data2 = tempfile::tempdir().unwrap();
-    let store2 = Arc::new(ImageStore::open(data2.path().join("data")).unwrap());
-    let bk2 = BuildKit::new(Arc::new(TestBackend {
-        store: store2.clone(),
-    }));
+    let (_data2, store2, bk2) = buildkit();
     session_with(
         &bk2,
         "sess-c3",
@@ -479,12 +466,7 @@ async fn local_cache_export_and_import_through_the_content_store() {
         r#ref: r.into(),
         session: s.into(),
         frontend: "dockerfile.v0".into(),
-        exporters: vec![ctl::Exporter {
-            r#type: "moby".into(),
-            attrs: [("name".to_string(), "cached:1".to_string())]
-                .into_iter()
-                .collect(),
-        }],
+        exporters: moby_exporter("cached:1"),
         cache: Some(ctl::CacheOptions {
             imports,
             ..Default::default()
@@ -506,9 +488,7 @@ async fn local_cache_export_and_import_through_the_content_store() {
     assert_eq!(resp.exporter_response["containerimage.config.digest"], id);
     assert_eq!(store2.list().unwrap().len(), 1);
     // Without the cache, the same Dockerfile is another image (new creation times).
-    let data3 = tempfile::tempdir().unwrap();
-    let store3 = Arc::new(ImageStore::open(data3.path().join("data")).unwrap());
-    let bk3 = BuildKit::new(Arc::new(TestBackend { store: store3 }));
+    let (_data3, _, bk3) = buildkit();
     session_with(&bk3, "sess-c4", Fs(Source::Dir(dirs)), Some(blobs.clone())).await;
     let resp = control(&bk3)
         .await
@@ -533,6 +513,26 @@ async fn local_cache_export_and_import_through_the_content_store() {
 }
 
 /// A control client on a new `/grpc` connection.
+/// A BuildKit service over a fresh image store (in the temporary directory returned with it).
+fn buildkit() -> (tempfile::TempDir, Arc<ImageStore>, Arc<BuildKit>) {
+    let data = tempfile::tempdir().unwrap();
+    let store = Arc::new(ImageStore::open(data.path().join("data")).unwrap());
+    let bk = BuildKit::new(Arc::new(TestBackend {
+        store: store.clone(),
+    }));
+    (data, store, bk)
+}
+
+/// The `moby` exporter (the image store) naming the image `name`.
+fn moby_exporter(name: &str) -> Vec<ctl::Exporter> {
+    vec![ctl::Exporter {
+        r#type: "moby".into(),
+        attrs: [("name".to_string(), name.to_string())]
+            .into_iter()
+            .collect(),
+    }]
+}
+
 async fn control(bk: &Arc<BuildKit>) -> ctl::control_client::ControlClient<H2Channel> {
     let (client, daemon) = tokio::io::duplex(1 << 20);
     tokio::spawn(bk.clone().serve_grpc(daemon));
@@ -542,11 +542,7 @@ async fn control(bk: &Arc<BuildKit>) -> ctl::control_client::ControlClient<H2Cha
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn solve_a_dockerfile_through_a_session_and_read_its_status() {
-    let data = tempfile::tempdir().unwrap();
-    let store = Arc::new(ImageStore::open(data.path().join("data")).unwrap());
-    let bk = BuildKit::new(Arc::new(TestBackend {
-        store: store.clone(),
-    }));
+    let (_data, store, bk) = buildkit();
     let ctx = tempfile::tempdir().unwrap();
     std::fs::write(
         ctx.path().join("Dockerfile"),
@@ -600,12 +596,7 @@ async fn solve_a_dockerfile_through_a_session_and_read_its_status() {
             session: "sess-1".into(),
             frontend: "dockerfile.v0".into(),
             frontend_attrs: attrs,
-            exporters: vec![ctl::Exporter {
-                r#type: "moby".into(),
-                attrs: [("name".to_string(), "proto:test".to_string())]
-                    .into_iter()
-                    .collect(),
-            }],
+            exporters: moby_exporter("proto:test"),
             ..Default::default()
         })
         .await
@@ -659,9 +650,7 @@ fn stat(path: &str, mode: u32, linkname: &str) -> Stat {
 }
 
 async fn receive_raw(list: Vec<(Stat, Vec<u8>)>, dest: &Path) -> Result<usize, String> {
-    let data = tempfile::tempdir().unwrap();
-    let store = Arc::new(ImageStore::open(data.path().join("data")).unwrap());
-    let bk = BuildKit::new(Arc::new(TestBackend { store }));
+    let (_data, _, bk) = buildkit();
     let id = format!("raw-{}", dest.display());
     session(&bk, &id, Fs(Source::Raw(list))).await;
     let s = bk
@@ -746,9 +735,7 @@ async fn file_sync_writes_only_inside_its_directory() {
 
 /// A session serving `dirs` (logging what is requested), for one transfer.
 async fn logged_session(dirs: HashMap<String, PathBuf>) -> (Arc<BuildKit>, H2Channel, Requested) {
-    let data = tempfile::tempdir().unwrap();
-    let store = Arc::new(ImageStore::open(data.path().join("data")).unwrap());
-    let bk = BuildKit::new(Arc::new(TestBackend { store }));
+    let (_data, _, bk) = buildkit();
     let log = Requested::default();
     let id = format!("logged-{}", berth_util::id::random_hex(8));
     session(&bk, &id, Fs(Source::Logged(dirs, log.clone()))).await;
@@ -892,12 +879,7 @@ async fn keyed_build(
             r#ref,
             session: sid,
             frontend: "dockerfile.v0".into(),
-            exporters: vec![ctl::Exporter {
-                r#type: "moby".into(),
-                attrs: [("name".to_string(), "kept:test".to_string())]
-                    .into_iter()
-                    .collect(),
-            }],
+            exporters: moby_exporter("kept:test"),
             ..Default::default()
         })
         .await
@@ -924,11 +906,7 @@ async fn keyed_build(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_context_reuses_unchanged_files_and_rebuilds_a_copy_of_changed_ones() {
-    let data = tempfile::tempdir().unwrap();
-    let store = Arc::new(ImageStore::open(data.path().join("data")).unwrap());
-    let bk = BuildKit::new(Arc::new(TestBackend {
-        store: store.clone(),
-    }));
+    let (_data, store, bk) = buildkit();
     let ctx = tempfile::tempdir().unwrap();
     let c = ctx.path();
     std::fs::write(c.join("Dockerfile"), "FROM scratch\nCOPY files/ /files/\n").unwrap();

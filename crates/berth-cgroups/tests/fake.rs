@@ -70,6 +70,14 @@ fn v1_root() -> (tempfile::TempDir, Hierarchy) {
     (t, h)
 }
 
+/// The cgroup `x` (default parent) created in a fake hierarchy made by `root`.
+fn created(root: fn() -> (tempfile::TempDir, Hierarchy)) -> (tempfile::TempDir, Hierarchy, Cgroup) {
+    let (t, h) = root();
+    let cg = Cgroup::new(&h, None, "x").unwrap();
+    cg.create().unwrap();
+    (t, h, cg)
+}
+
 fn resources(json: &str) -> LinuxResources {
     serde_json::from_str(json).unwrap()
 }
@@ -237,9 +245,7 @@ fn v2_create_enables_only_missing_controllers() {
 
 #[test]
 fn v2_apply_writes_converted_values() {
-    let (t, h) = v2_root();
-    let cg = Cgroup::new(&h, None, "x").unwrap();
-    cg.create().unwrap();
+    let (t, _, cg) = created(v2_root);
     let leaf = t.path().join("berth/x");
     let r = LinuxResourcesBuilder::default()
         .memory(
@@ -368,9 +374,7 @@ fn v2_apply_writes_converted_values() {
 
 #[test]
 fn v2_bfq_weight_is_used_when_present() {
-    let (t, h) = v2_root();
-    let cg = Cgroup::new(&h, None, "x").unwrap();
-    cg.create().unwrap();
+    let (t, _, cg) = created(v2_root);
     let leaf = t.path().join("berth/x");
     write(leaf.join("io.bfq.weight"), "default 100");
     let r = LinuxResourcesBuilder::default()
@@ -400,9 +404,7 @@ fn v2_bfq_weight_is_used_when_present() {
 
 #[test]
 fn v2_errors_name_file_and_value() {
-    let (_t, h) = v2_root();
-    let cg = Cgroup::new(&h, None, "x").unwrap();
-    cg.create().unwrap();
+    let (_t, _, cg) = created(v2_root);
     let e = cg
         .apply(&resources(r#"{"memory":{"limit":2000,"swap":1000}}"#))
         .unwrap_err();
@@ -434,9 +436,7 @@ fn v2_errors_name_file_and_value() {
 
 #[test]
 fn v2_check_before_update_refuses_limit_below_usage() {
-    let (t, h) = v2_root();
-    let cg = Cgroup::new(&h, None, "x").unwrap();
-    cg.create().unwrap();
+    let (t, _, cg) = created(v2_root);
     write(t.path().join("berth/x/memory.current"), "5000000\n");
     let e = cg
         .apply(&resources(
@@ -454,9 +454,7 @@ fn v2_check_before_update_refuses_limit_below_usage() {
 
 #[test]
 fn v2_freeze_waits_for_events() {
-    let (t, h) = v2_root();
-    let cg = Cgroup::new(&h, None, "x").unwrap();
-    cg.create().unwrap();
+    let (t, _, cg) = created(v2_root);
     let leaf = t.path().join("berth/x");
     write(leaf.join("cgroup.events"), "populated 1\nfrozen 0\n");
     write(leaf.join("cgroup.freeze"), "0");
@@ -487,9 +485,7 @@ fn v2_freeze_waits_for_events() {
 
 #[test]
 fn v2_stats_from_files() {
-    let (t, h) = v2_root();
-    let cg = Cgroup::new(&h, None, "x").unwrap();
-    cg.create().unwrap();
+    let (t, _, cg) = created(v2_root);
     let d = t.path().join("berth/x");
     write_files(
         &d,
@@ -540,9 +536,7 @@ fn v2_stats_from_files() {
 
 #[test]
 fn v2_pids_are_recursive_and_destroy_is_idempotent() {
-    let (t, h) = v2_root();
-    let cg = Cgroup::new(&h, None, "x").unwrap();
-    cg.create().unwrap();
+    let (t, _, cg) = created(v2_root);
     let d = t.path().join("berth/x");
     write(d.join("cgroup.procs"), "12\n7\n");
     fs::create_dir(d.join("sub")).unwrap();
@@ -579,9 +573,7 @@ fn v1_create_copies_cpuset_from_parents() {
 
 #[test]
 fn v1_add_task_writes_every_hierarchy() {
-    let (t, h) = v1_root();
-    let cg = Cgroup::new(&h, None, "x").unwrap();
-    cg.create().unwrap();
+    let (t, _, cg) = created(v1_root);
     cg.add_task(1234).unwrap();
     for c in V1_CONTROLLERS {
         assert_eq!(
@@ -601,9 +593,7 @@ fn writes_in(dir: &Path) -> Vec<(String, String)> {
 
 #[test]
 fn v1_memory_write_order_follows_runc() {
-    let (t, h) = v1_root();
-    let cg = Cgroup::new(&h, None, "x").unwrap();
-    cg.create().unwrap();
+    let (t, _, cg) = created(v1_root);
     let mem: PathBuf = t.path().join("memory/berth/x");
     write(mem.join("memory.limit_in_bytes"), "104857600");
     write(mem.join("memory.memsw.limit_in_bytes"), "209715200");
@@ -663,9 +653,7 @@ fn v1_memory_write_order_follows_runc() {
 
 #[test]
 fn v1_apply_cpu_pids_blkio_devices() {
-    let (t, h) = v1_root();
-    let cg = Cgroup::new(&h, None, "x").unwrap();
-    cg.create().unwrap();
+    let (t, _, cg) = created(v1_root);
     let blk = t.path().join("blkio/berth/x");
     write(blk.join("blkio.bfq.weight"), "100");
     let r = resources(
@@ -720,9 +708,7 @@ fn v1_apply_cpu_pids_blkio_devices() {
 
 #[test]
 fn v1_refuses_unified_and_missing_controllers() {
-    let (t, h) = v1_root();
-    let cg = Cgroup::new(&h, None, "x").unwrap();
-    cg.create().unwrap();
+    let (t, _, cg) = created(v1_root);
     let e = cg
         .apply(&resources(
             r#"{"pids":{"limit":5},"unified":{"memory.high":"1000"}}"#,
@@ -762,9 +748,7 @@ fn v1_refuses_unified_and_missing_controllers() {
 
 #[test]
 fn v1_freeze_and_thaw() {
-    let (t, h) = v1_root();
-    let cg = Cgroup::new(&h, None, "x").unwrap();
-    cg.create().unwrap();
+    let (t, _, cg) = created(v1_root);
     let f = t.path().join("freezer/berth/x/freezer.state");
     write(&f, "THAWED\n");
     assert!(!cg.is_frozen().unwrap());
@@ -777,9 +761,7 @@ fn v1_freeze_and_thaw() {
 
 #[test]
 fn v1_stats_from_files() {
-    let (t, h) = v1_root();
-    let cg = Cgroup::new(&h, None, "x").unwrap();
-    cg.create().unwrap();
+    let (t, _, cg) = created(v1_root);
     let cpu = t.path().join("cpu,cpuacct/berth/x");
     write_files(
         &cpu,
@@ -855,9 +837,7 @@ fn v1_stats_from_files() {
 
 #[test]
 fn v1_destroy_removes_leaf_everywhere() {
-    let (t, h) = v1_root();
-    let cg = Cgroup::new(&h, None, "x").unwrap();
-    cg.create().unwrap();
+    let (t, _, cg) = created(v1_root);
     cg.destroy().unwrap();
     for c in V1_CONTROLLERS {
         assert!(!t.path().join(c).join("berth/x").exists(), "{c}");
@@ -868,9 +848,7 @@ fn v1_destroy_removes_leaf_everywhere() {
 
 #[test]
 fn huge_device_rule_lists_are_refused_not_miscompiled() {
-    let (_t, h) = v2_root();
-    let cg = Cgroup::new(&h, None, "x").unwrap();
-    cg.create().unwrap();
+    let (_t, _, cg) = created(v2_root);
     let rules: Vec<String> = (0..3000)
         .map(|i| format!(r#"{{"allow":true,"type":"c","major":{i},"minor":{i},"access":"rwm"}}"#))
         .collect();

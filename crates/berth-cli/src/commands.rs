@@ -29,6 +29,23 @@ fn truncate_id(id: &str) -> String {
     hex.chars().take(12).collect()
 }
 
+/// An image ID as listings show it: 12 hex digits, or all of it with `--no-trunc`.
+fn image_id(id: &str, no_trunc: bool) -> String {
+    if no_trunc {
+        id.to_string()
+    } else {
+        truncate_id(id)
+    }
+}
+
+/// A listing's format: `--format`, else the table; `--quiet` with the table is IDs only.
+fn list_source(format: &Option<String>, quiet: bool) -> String {
+    match format.as_deref() {
+        None | Some("table") if quiet => "{{.ID}}".to_string(),
+        f => f.unwrap_or("table").to_string(),
+    }
+}
+
 /// Docker's `formatter.Ellipsis` for ASCII-width text.
 pub(crate) fn ellipsis(s: &str, max: usize) -> String {
     let n = s.chars().count();
@@ -133,18 +150,13 @@ pub fn images(b: &dyn ImageBackend, o: &ImagesOptions, out: &mut dyn Write) -> R
         all: o.all,
         filters,
     })?;
-    let source = o.format.clone().unwrap_or_else(|| "table".into());
+    let source = list_source(&o.format, o.quiet);
     let table_default = if o.quiet {
         "{{.ID}}"
     } else if o.digests {
         IMAGES_TABLE_DIGESTS
     } else {
         IMAGES_TABLE
-    };
-    let source = if source == "table" && o.quiet {
-        "{{.ID}}".to_string()
-    } else {
-        source
     };
     let fmt = format::parse_list(&source, table_default)?;
     let header = format::header(&[
@@ -164,11 +176,7 @@ pub fn images(b: &dyn ImageBackend, o: &ImagesOptions, out: &mut dyn Write) -> R
     let mut rows = Vec::new();
     for s in &list {
         for (repo, tag, digest) in image_rows(s, o.digests) {
-            let id = if o.no_trunc {
-                s.id.clone()
-            } else {
-                truncate_id(&s.id)
-            };
+            let id = image_id(&s.id, o.no_trunc);
             let na =
                 |n: i64, f: &dyn Fn(i64) -> String| if n < 0 { "N/A".to_string() } else { f(n) };
             let human = |n: i64| units::human_size(n as f64);
@@ -470,13 +478,7 @@ pub fn history(
     out: &mut dyn Write,
 ) -> Result {
     let items = b.history(name)?;
-    let source = o.format.clone().unwrap_or_else(|| "table".into());
-    let source = if source == "table" && o.quiet {
-        "{{.ID}}".to_string()
-    } else {
-        source
-    };
-    let fmt = format::parse_list(&source, HISTORY_TABLE)?;
+    let fmt = format::parse_list(&list_source(&o.format, o.quiet), HISTORY_TABLE)?;
     let header = format::header(&[
         ("Comment", "COMMENT"),
         ("CreatedAt", "CREATED AT"),
@@ -489,11 +491,7 @@ pub fn history(
     let rows: Vec<Value> = items
         .iter()
         .map(|h| {
-            let id = if o.no_trunc {
-                h.id.clone()
-            } else {
-                truncate_id(&h.id)
-            };
+            let id = image_id(&h.id, o.no_trunc);
             let by = h.created_by.replace('\t', " ");
             let by = if o.no_trunc { by } else { ellipsis(&by, 45) };
             row(&[

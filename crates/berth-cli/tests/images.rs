@@ -102,6 +102,14 @@ fn config_for(layers: &[Vec<u8>]) -> Vec<u8> {
     .into_bytes()
 }
 
+/// `f(template)` (an inspect with that format) gives each template's expected output.
+#[track_caller]
+fn assert_formats(f: &impl Fn(&str) -> String, cases: &[(&str, &str)]) {
+    for (template, want) in cases {
+        assert_eq!(f(template), *want, "{template}");
+    }
+}
+
 #[test]
 fn import_and_images_table_format() {
     require_root!();
@@ -243,25 +251,27 @@ fn import_changes_message_and_sources() {
     let id = r.stdout.trim().to_string();
     let f = |t: &str| env.inspect(t, "example.com/team/app:v1");
     assert_eq!(f("{{.Id}}"), format!("{id}\n"));
-    assert_eq!(f("{{.Comment}}"), "my message\n");
-    assert_eq!(f("{{json .Config.Entrypoint}}"), "[\"/bin/sh\",\"-c\"]\n");
-    assert_eq!(
-        f("{{json .Config.Cmd}}"),
-        "[\"/bin/sh\",\"-c\",\"echo hi\"]\n"
-    );
-    assert_eq!(f("{{.Config.Env}}"), "[A=1 B=two words]\n");
-    assert_eq!(
-        f("{{.Config.WorkingDir}} {{.Config.User}} {{.Config.Labels}}"),
-        "/srv nobody map[a:b]\n"
-    );
-    assert_eq!(
-        f("{{json .Config.ExposedPorts}}"),
-        "{\"53/udp\":{},\"80/tcp\":{}}\n"
-    );
-    assert_eq!(f("{{.Config.Volumes}}"), "map[/data:{}]\n");
-    assert_eq!(
-        f("{{.Config.StopSignal}} {{.Config.OnBuild}}"),
-        "SIGINT [RUN echo child]\n"
+    assert_formats(
+        &f,
+        &[
+            ("{{.Comment}}", "my message\n"),
+            ("{{json .Config.Entrypoint}}", "[\"/bin/sh\",\"-c\"]\n"),
+            ("{{json .Config.Cmd}}", "[\"/bin/sh\",\"-c\",\"echo hi\"]\n"),
+            ("{{.Config.Env}}", "[A=1 B=two words]\n"),
+            (
+                "{{.Config.WorkingDir}} {{.Config.User}} {{.Config.Labels}}",
+                "/srv nobody map[a:b]\n",
+            ),
+            (
+                "{{json .Config.ExposedPorts}}",
+                "{\"53/udp\":{},\"80/tcp\":{}}\n",
+            ),
+            ("{{.Config.Volumes}}", "map[/data:{}]\n"),
+            (
+                "{{.Config.StopSignal}} {{.Config.OnBuild}}",
+                "SIGINT [RUN echo child]\n",
+            ),
+        ],
     );
     // The same rootfs zstd-compressed, and as a directory: same DiffID as the plain tar.
     let zst = zstd::encode_all(&tar[..], 3).unwrap();
@@ -433,10 +443,15 @@ fn inspect_formats() {
     let id = env.import_busybox(Some("busybox"), &[]);
     let f = |t: &str| env.inspect(t, "busybox");
     assert_eq!(f("{{.Id}}"), format!("{id}\n"));
-    assert_eq!(f("{{.Config.Cmd}}"), "[sh]\n");
-    assert_eq!(f("{{.Config.Entrypoint}}"), "[]\n");
-    assert_eq!(f("{{json .Config.Cmd}}"), "[\"sh\"]\n");
-    assert_eq!(f("{{index .RepoTags 0}}"), "busybox:latest\n");
+    assert_formats(
+        &f,
+        &[
+            ("{{.Config.Cmd}}", "[sh]\n"),
+            ("{{.Config.Entrypoint}}", "[]\n"),
+            ("{{json .Config.Cmd}}", "[\"sh\"]\n"),
+            ("{{index .RepoTags 0}}", "busybox:latest\n"),
+        ],
+    );
     assert_eq!(
         f("{{.Os}}/{{.Architecture}}"),
         format!(

@@ -323,12 +323,8 @@ fn login_logout_and_auth() {
 
     // Wrong password.
     let r = e.berth(&["login", "-u", USER, "-p", "wrong", &host]);
-    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
-    assert!(
-        r.stderr.contains("Error response from daemon: ") && r.stderr.contains("unauthorized: "),
-        "{}",
-        r.stderr
-    );
+    r.failed_with(1, "Error response from daemon: ")
+        .fails_with("unauthorized: ");
     assert!(!e.config_dir().join("config.json").exists());
 
     // --password-stdin needs -u.

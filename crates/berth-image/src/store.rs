@@ -39,6 +39,20 @@ pub enum StoreError {
 
 io_error_fn!(io_err, StoreError);
 
+/// The sha256 digests named by the files of a blob directory (`blobs/sha256`), in directory
+/// order; other names are ignored.
+pub fn digests_in(dir: &Path) -> io::Result<Vec<Digest>> {
+    let mut out = Vec::new();
+    for ent in fs::read_dir(dir)? {
+        if let Some(name) = ent?.file_name().to_str() {
+            if let Ok(d) = Digest::from_hex(name) {
+                out.push(d);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The blob store.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
@@ -213,15 +227,7 @@ impl BlobStore {
     /// Lists every blob in the store (files with non-digest names are ignored).
     pub fn list(&self) -> Result<Vec<Digest>, StoreError> {
         let d = self.blob_dir();
-        let mut out = Vec::new();
-        for ent in fs::read_dir(&d).map_err(io_err("read directory", &d))? {
-            let ent = ent.map_err(io_err("read directory", &d))?;
-            if let Some(name) = ent.file_name().to_str() {
-                if let Ok(dg) = Digest::from_hex(name) {
-                    out.push(dg);
-                }
-            }
-        }
+        let mut out = digests_in(&d).map_err(io_err("read directory", &d))?;
         out.sort();
         Ok(out)
     }

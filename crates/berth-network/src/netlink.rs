@@ -56,6 +56,20 @@ fn errno(e: &rtnetlink::Error) -> i32 {
     }
 }
 
+/// `r`, with the error `tolerated` (`EEXIST` for an add, `ENODEV` for a delete) counted as
+/// done; other errors name the operation `op()`.
+fn done_unless(
+    r: std::result::Result<(), rtnetlink::Error>,
+    tolerated: i32,
+    op: impl FnOnce() -> String,
+) -> Result<()> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == tolerated => Ok(()),
+        Err(e) => Err(nl(op())(e)),
+    }
+}
+
 /// Runs `f` with a fresh netlink handle in the current thread's network namespace.
 fn with_handle<T, F, Fut>(f: F) -> Result<T>
 where
@@ -102,11 +116,9 @@ async fn add_address(h: &Handle, idx: u32, ip: IpAddr, prefix: u8, what: &str) -
                 rtnetlink::packet_route::address::AddressFlags::Nodad,
             ));
     }
-    match req.execute().await {
-        Ok(()) => Ok(()),
-        Err(e) if errno(&e) == libc::EEXIST => Ok(()),
-        Err(e) => Err(nl(format!("adding {ip}/{prefix} to {what}"))(e)),
-    }
+    done_unless(req.execute().await, libc::EEXIST, || {
+        format!("adding {ip}/{prefix} to {what}")
+    })
 }
 
 /// Creates the bridge `name` (or reuses it), gives it `gw/prefix` (and `gw6` when the network
@@ -131,11 +143,11 @@ pub fn ensure_bridge(
                 if let Some(m) = mtu {
                     b = b.mtu(m);
                 }
-                match h.link().add(b.build()).execute().await {
-                    Ok(()) => {}
-                    Err(e) if errno(&e) == libc::EEXIST => {}
-                    Err(e) => return Err(nl(format!("creating bridge {name}"))(e)),
-                }
+                done_unless(
+                    h.link().add(b.build()).execute().await,
+                    libc::EEXIST,
+                    || format!("creating bridge {name}"),
+                )?;
                 index_of(&h, name)
                     .await?
                     .ok_or_else(|| NetlinkError::NoLink(name.to_string()))?
@@ -389,27 +401,18 @@ async fn configure_inside(h: &Handle, specs: &[VethSpec]) -> Result<()> {
             .execute()
             .await
             .map_err(nl(format!("bringing {} up", v.ifname)))?;
-        if let Some(gw) = v.gateway {
-            let route = RouteMessageBuilder::<Ipv4Addr>::new()
-                .gateway(gw)
-                .output_interface(idx)
-                .build();
-            match h.route().add(route).execute().await {
-                Ok(()) => {}
-                Err(e) if errno(&e) == libc::EEXIST => {}
-                Err(e) => return Err(nl(format!("adding default route via {gw}"))(e)),
-            }
-        }
-        if let Some(gw6) = v.gateway6 {
-            let route = RouteMessageBuilder::<Ipv6Addr>::new()
-                .gateway(gw6)
-                .output_interface(idx)
-                .build();
-            match h.route().add(route).execute().await {
-                Ok(()) => {}
-                Err(e) if errno(&e) == libc::EEXIST => {}
-                Err(e) => return Err(nl(format!("adding default route via {gw6}"))(e)),
-            }
+        let v4 = v.gateway.map(|gw| {
+            let r = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw);
+            (r.output_interface(idx).build(), IpAddr::V4(gw))
+        });
+        let v6 = v.gateway6.map(|gw| {
+            let r = RouteMessageBuilder::<Ipv6Addr>::new().gateway(gw);
+            (r.output_interface(idx).build(), IpAddr::V6(gw))
+        });
+        for (route, gw) in v4.into_iter().chain(v6) {
+            done_unless(h.route().add(route).execute().await, libc::EEXIST, || {
+                format!("adding default route via {gw}")
+            })?;
         }
     }
     Ok(())
@@ -419,47 +422,65 @@ async fn configure_inside(h: &Handle, specs: &[VethSpec]) -> Result<()> {
 /// reused for a newer link soon, so a late delete cannot hit a link created since).
 pub fn delete_link_index(idx: u32) -> Result<()> {
     with_handle(|h| async move {
-        match h.link().del(idx).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == libc::ENODEV => Ok(()),
-            Err(e) => Err(nl(format!("deleting link {idx}"))(e)),
-        }
+        done_unless(h.link().del(idx).execute().await, libc::ENODEV, || {
+            format!("deleting link {idx}")
+        })
     })
+}
+
+/// The destinations (with their prefix lengths) of the main table's routes of one family
+/// (`request`: an empty route of that family).
+async fn route_destinations(
+    h: &Handle,
+    request: rtnetlink::packet_route::route::RouteMessage,
+) -> Result<Vec<(IpAddr, u8)>> {
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+    let mut out = Vec::new();
+    let mut routes = h.route().get(request).execute();
+    while let Some(m) = routes.try_next().await.map_err(nl("listing routes"))? {
+        let prefix = m.header.destination_prefix_length;
+        for a in &m.attributes {
+            let ip = match a {
+                RouteAttribute::Destination(RouteAddress::Inet(ip)) => IpAddr::V4(*ip),
+                RouteAttribute::Destination(RouteAddress::Inet6(ip)) => IpAddr::V6(*ip),
+                _ => continue,
+            };
+            out.push((ip, prefix));
+        }
+    }
+    Ok(out)
+}
+
+/// The addresses of the host's interfaces: interface index, address, prefix length.
+async fn host_addresses(h: &Handle) -> Result<Vec<(u32, IpAddr, u8)>> {
+    let mut out = Vec::new();
+    let mut addrs = h.address().get().execute();
+    while let Some(m) = addrs.try_next().await.map_err(nl("listing addresses"))? {
+        for a in &m.attributes {
+            if let rtnetlink::packet_route::address::AddressAttribute::Address(ip) = a {
+                out.push((m.header.index, *ip, m.header.prefix_len));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// IPv6 destinations of the routes in the main table and the host's IPv6 addresses (to pick
 /// ULA subnets that do not collide).
 pub fn ipv6_taken() -> Result<Vec<Ipv6Net>> {
     with_handle(|h| async move {
-        let mut out = Vec::new();
-        let mut routes = h
-            .route()
-            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
-            .execute();
-        while let Some(m) = routes.try_next().await.map_err(nl("listing routes"))? {
-            let prefix = m.header.destination_prefix_length;
-            for a in &m.attributes {
-                if let rtnetlink::packet_route::route::RouteAttribute::Destination(
-                    rtnetlink::packet_route::route::RouteAddress::Inet6(ip),
-                ) = a
-                {
-                    if prefix > 0 {
-                        out.push(Ipv6Net::new(*ip, prefix).network_net());
-                    }
-                }
-            }
-        }
-        let mut addrs = h.address().get().execute();
-        while let Some(m) = addrs.try_next().await.map_err(nl("listing addresses"))? {
-            for a in &m.attributes {
-                if let rtnetlink::packet_route::address::AddressAttribute::Address(IpAddr::V6(ip)) =
-                    a
-                {
-                    out.push(Ipv6Net::new(*ip, m.header.prefix_len).network_net());
-                }
-            }
-        }
-        Ok(out)
+        let request = RouteMessageBuilder::<Ipv6Addr>::new().build();
+        let routes = route_destinations(&h, request).await?;
+        let routes = routes.into_iter().filter(|(_, prefix)| *prefix > 0);
+        let addrs = host_addresses(&h).await?;
+        let addrs = addrs.into_iter().map(|(_, ip, prefix)| (ip, prefix));
+        Ok(routes
+            .chain(addrs)
+            .filter_map(|(ip, prefix)| match ip {
+                IpAddr::V6(ip) => Some(Ipv6Net::new(ip, prefix).network_net()),
+                IpAddr::V4(_) => None,
+            })
+            .collect())
     })
 }
 
@@ -479,43 +500,29 @@ pub fn link_is_up(name: &str) -> Result<bool> {
 /// IPv4 destinations of the routes in the main table (to pick subnets that do not collide).
 pub fn ipv4_routes() -> Result<Vec<Ipv4Net>> {
     with_handle(|h| async move {
-        let mut out = Vec::new();
-        let mut routes = h
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute();
-        while let Some(m) = routes.try_next().await.map_err(nl("listing routes"))? {
-            let prefix = m.header.destination_prefix_length;
-            for a in &m.attributes {
-                if let rtnetlink::packet_route::route::RouteAttribute::Destination(
-                    rtnetlink::packet_route::route::RouteAddress::Inet(ip),
-                ) = a
-                {
-                    if prefix > 0 {
-                        out.push(Ipv4Net::new(*ip, prefix).network_net());
-                    }
-                }
-            }
-        }
-        Ok(out)
+        let request = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let routes = route_destinations(&h, request).await?;
+        Ok(routes
+            .into_iter()
+            .filter_map(|(ip, prefix)| match ip {
+                IpAddr::V4(ip) if prefix > 0 => Some(Ipv4Net::new(ip, prefix).network_net()),
+                _ => None,
+            })
+            .collect())
     })
 }
 
 /// IPv4 addresses configured on the host's interfaces (with their prefixes).
 pub fn ipv4_addresses() -> Result<Vec<Ipv4Net>> {
     with_handle(|h| async move {
-        let mut out = Vec::new();
-        let mut addrs = h.address().get().execute();
-        while let Some(m) = addrs.try_next().await.map_err(nl("listing addresses"))? {
-            for a in &m.attributes {
-                if let rtnetlink::packet_route::address::AddressAttribute::Address(IpAddr::V4(ip)) =
-                    a
-                {
-                    out.push(Ipv4Net::new(*ip, m.header.prefix_len));
-                }
-            }
-        }
-        Ok(out)
+        Ok(host_addresses(&h)
+            .await?
+            .into_iter()
+            .filter_map(|(_, ip, prefix)| match ip {
+                IpAddr::V4(ip) => Some(Ipv4Net::new(ip, prefix)),
+                IpAddr::V6(_) => None,
+            })
+            .collect())
     })
 }
 
@@ -525,19 +532,10 @@ pub fn link_ipv4(name: &str) -> Result<Option<Ipv4Net>> {
         let Some(idx) = index_of(&h, name).await? else {
             return Ok(None);
         };
-        let mut addrs = h.address().get().execute();
-        while let Some(m) = addrs.try_next().await.map_err(nl("listing addresses"))? {
-            if m.header.index != idx {
-                continue;
-            }
-            for a in &m.attributes {
-                if let rtnetlink::packet_route::address::AddressAttribute::Address(IpAddr::V4(ip)) =
-                    a
-                {
-                    return Ok(Some(Ipv4Net::new(*ip, m.header.prefix_len)));
-                }
-            }
-        }
-        Ok(None)
+        let addrs = host_addresses(&h).await?;
+        Ok(addrs.into_iter().find_map(|(index, ip, prefix)| match ip {
+            IpAddr::V4(ip) if index == idx => Some(Ipv4Net::new(ip, prefix)),
+            _ => None,
+        }))
     })
 }

@@ -17,35 +17,79 @@ pub struct Ipv4Net {
 #[error("invalid CIDR address: {0}")]
 pub struct BadCidr(pub String);
 
+/// What both address families share: construction, masks, containment, and the text form
+/// (`addr/prefix`, also their serde form).
+macro_rules! prefix_type {
+    ($net:ident, $addr:ty, $bits:ty, $max:literal) => {
+        impl $net {
+            pub fn new(addr: $addr, prefix: u8) -> Self {
+                $net {
+                    addr,
+                    prefix: prefix.min($max),
+                }
+            }
+            pub fn mask(&self) -> $bits {
+                if self.prefix == 0 {
+                    0
+                } else {
+                    <$bits>::MAX << ($max - self.prefix as u32)
+                }
+            }
+            pub fn network(&self) -> $addr {
+                <$addr>::from(<$bits>::from(self.addr) & self.mask())
+            }
+            /// The network itself (host bits cleared).
+            pub fn network_net(&self) -> $net {
+                $net::new(self.network(), self.prefix)
+            }
+            pub fn contains(&self, ip: $addr) -> bool {
+                <$bits>::from(ip) & self.mask() == <$bits>::from(self.network())
+            }
+            pub fn overlaps(&self, other: &$net) -> bool {
+                self.contains(other.network()) || other.contains(self.network())
+            }
+        }
+
+        impl fmt::Display for $net {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}/{}", self.addr, self.prefix)
+            }
+        }
+
+        impl FromStr for $net {
+            type Err = BadCidr;
+            fn from_str(s: &str) -> Result<Self, BadCidr> {
+                let (a, p) = s.split_once('/').ok_or_else(|| BadCidr(s.into()))?;
+                let addr: $addr = a.parse().map_err(|_| BadCidr(s.into()))?;
+                let prefix: u8 = p.parse().map_err(|_| BadCidr(s.into()))?;
+                if prefix > $max {
+                    return Err(BadCidr(s.into()));
+                }
+                Ok($net { addr, prefix })
+            }
+        }
+
+        impl Serialize for $net {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $net {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+prefix_type!(Ipv4Net, Ipv4Addr, u32, 32);
+prefix_type!(Ipv6Net, Ipv6Addr, u128, 128);
+
 impl Ipv4Net {
-    pub fn new(addr: Ipv4Addr, prefix: u8) -> Self {
-        Ipv4Net {
-            addr,
-            prefix: prefix.min(32),
-        }
-    }
-    pub fn mask(&self) -> u32 {
-        if self.prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - self.prefix as u32)
-        }
-    }
-    pub fn network(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) & self.mask())
-    }
-    /// The network itself (host bits cleared).
-    pub fn network_net(&self) -> Ipv4Net {
-        Ipv4Net::new(self.network(), self.prefix)
-    }
     pub fn broadcast(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.addr) | !self.mask())
-    }
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & self.mask() == u32::from(self.network())
-    }
-    pub fn overlaps(&self, other: &Ipv4Net) -> bool {
-        self.contains(other.network()) || other.contains(self.network())
     }
     /// The `n`th address of the network (0 = the network address).
     pub fn nth(&self, n: u32) -> Option<Ipv4Addr> {
@@ -62,38 +106,6 @@ impl Ipv4Net {
     }
 }
 
-impl fmt::Display for Ipv4Net {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl FromStr for Ipv4Net {
-    type Err = BadCidr;
-    fn from_str(s: &str) -> Result<Self, BadCidr> {
-        let (a, p) = s.split_once('/').ok_or_else(|| BadCidr(s.into()))?;
-        let addr: Ipv4Addr = a.parse().map_err(|_| BadCidr(s.into()))?;
-        let prefix: u8 = p.parse().map_err(|_| BadCidr(s.into()))?;
-        if prefix > 32 {
-            return Err(BadCidr(s.into()));
-        }
-        Ok(Ipv4Net { addr, prefix })
-    }
-}
-
-impl Serialize for Ipv4Net {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Ipv4Net {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 /// An IPv6 address with a prefix length (an interface address or a network).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Ipv6Net {
@@ -102,32 +114,6 @@ pub struct Ipv6Net {
 }
 
 impl Ipv6Net {
-    pub fn new(addr: Ipv6Addr, prefix: u8) -> Self {
-        Ipv6Net {
-            addr,
-            prefix: prefix.min(128),
-        }
-    }
-    pub fn mask(&self) -> u128 {
-        if self.prefix == 0 {
-            0
-        } else {
-            u128::MAX << (128 - self.prefix as u32)
-        }
-    }
-    pub fn network(&self) -> Ipv6Addr {
-        Ipv6Addr::from(u128::from(self.addr) & self.mask())
-    }
-    /// The network itself (host bits cleared).
-    pub fn network_net(&self) -> Ipv6Net {
-        Ipv6Net::new(self.network(), self.prefix)
-    }
-    pub fn contains(&self, ip: Ipv6Addr) -> bool {
-        u128::from(ip) & self.mask() == u128::from(self.network())
-    }
-    pub fn overlaps(&self, other: &Ipv6Net) -> bool {
-        self.contains(other.network()) || other.contains(self.network())
-    }
     /// The `n`th address of the network (0 = the network address), if inside it.
     pub fn nth(&self, n: u128) -> Option<Ipv6Addr> {
         let host_bits = 128 - self.prefix as u32;
@@ -139,38 +125,6 @@ impl Ipv6Net {
     /// Number of host bits.
     pub fn host_bits(&self) -> u32 {
         128 - self.prefix as u32
-    }
-}
-
-impl fmt::Display for Ipv6Net {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl FromStr for Ipv6Net {
-    type Err = BadCidr;
-    fn from_str(s: &str) -> Result<Self, BadCidr> {
-        let (a, p) = s.split_once('/').ok_or_else(|| BadCidr(s.into()))?;
-        let addr: Ipv6Addr = a.parse().map_err(|_| BadCidr(s.into()))?;
-        let prefix: u8 = p.parse().map_err(|_| BadCidr(s.into()))?;
-        if prefix > 128 {
-            return Err(BadCidr(s.into()));
-        }
-        Ok(Ipv6Net { addr, prefix })
-    }
-}
-
-impl Serialize for Ipv6Net {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Ipv6Net {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
     }
 }
 

@@ -186,16 +186,7 @@ impl Store {
     /// Every stored blob.
     pub fn list_blobs(&self) -> Result<Vec<Digest>, StoreError> {
         let dir = self.root.join("blobs/sha256");
-        let mut out = Vec::new();
-        for e in fs::read_dir(&dir).map_err(io_err("read", &dir))? {
-            let e = e.map_err(io_err("read", &dir))?;
-            if let Some(n) = e.file_name().to_str() {
-                if let Ok(d) = Digest::from_hex(n) {
-                    out.push(d);
-                }
-            }
-        }
-        Ok(out)
+        berth_image::store::digests_in(&dir).map_err(io_err("read", &dir))
     }
 
     // ---- repositories -------------------------------------------------------------------

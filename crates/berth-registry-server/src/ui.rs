@@ -70,11 +70,7 @@ nav a{{margin-right:1em}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</st
 <h1>{t}</h1>\n{body}\n</body></html>\n",
         t = esc(title)
     );
-    let mut r = (StatusCode::OK, html).into_response();
-    r.headers_mut().insert(
-        "content-type",
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+    let mut r = html_response(StatusCode::OK, html);
     r.headers_mut().insert(
         "content-security-policy",
         HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
@@ -82,20 +78,29 @@ nav a{{margin-right:1em}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</st
     r
 }
 
-fn not_found(msg: &str) -> Response {
-    let mut r = (
-        StatusCode::NOT_FOUND,
-        format!(
-            "<!DOCTYPE html><html><body><h1>Not found</h1><p>{}</p></body></html>",
-            esc(msg)
-        ),
-    )
-        .into_response();
+/// An HTML document with its content type.
+fn html_response(status: StatusCode, html: String) -> Response {
+    let mut r = (status, html).into_response();
     r.headers_mut().insert(
         "content-type",
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     r
+}
+
+/// A bare error page: `title` as its heading, then `msg`.
+fn error_page(status: StatusCode, title: &str, msg: &str) -> Response {
+    html_response(
+        status,
+        format!(
+            "<!DOCTYPE html><html><body><h1>{title}</h1><p>{}</p></body></html>",
+            esc(msg)
+        ),
+    )
+}
+
+fn not_found(msg: &str) -> Response {
+    error_page(StatusCode::NOT_FOUND, "Not found", msg)
 }
 
 fn basic_challenge() -> Response {
@@ -108,19 +113,7 @@ fn basic_challenge() -> Response {
 }
 
 fn forbidden(msg: &str) -> Response {
-    let mut r = (
-        StatusCode::FORBIDDEN,
-        format!(
-            "<!DOCTYPE html><html><body><h1>Forbidden</h1><p>{}</p></body></html>",
-            esc(msg)
-        ),
-    )
-        .into_response();
-    r.headers_mut().insert(
-        "content-type",
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    r
+    error_page(StatusCode::FORBIDDEN, "Forbidden", msg)
 }
 
 fn remote_of(req: &Request) -> Option<SocketAddr> {

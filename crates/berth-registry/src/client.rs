@@ -553,23 +553,10 @@ impl Inner {
         let ep = &p.endpoint;
         match &p.challenge {
             None => Ok(()),
-            Some(Challenge::Basic) => {
-                let mut req = self.http_for(ep).get(ep.url("/v2/"));
-                if let Some(c) = creds {
-                    req = req.header(AUTHORIZATION, c.basic_header());
-                }
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| transport_error(&ep.host, "GET /v2/", e))?;
-                if resp.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(ApiFailure::read(&Method::GET, resp)
-                        .await
-                        .into_error(&ep.host))
-                }
-            }
+            Some(Challenge::Basic) => self
+                .get_basic(ep, ep.url("/v2/"), creds, "GET /v2/")
+                .await
+                .map(drop),
             Some(Challenge::Bearer { realm, service, .. }) => {
                 let creds = creds.ok_or_else(|| RegistryError::Unauthorized {
                     registry: ep.host.clone(),
@@ -580,6 +567,31 @@ impl Inner {
                     .map(|_| ())
             }
         }
+    }
+
+    /// `GET url` with basic credentials when there are some; a status other than success is
+    /// the registry's error. `what` names the request in a transport error.
+    async fn get_basic(
+        &self,
+        ep: &Endpoint,
+        url: impl reqwest::IntoUrl,
+        creds: Option<&Credentials>,
+        what: &str,
+    ) -> Result<Response> {
+        let mut req = self.http_for(ep).get(url);
+        if let Some(c) = creds {
+            req = req.header(AUTHORIZATION, c.basic_header());
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| transport_error(&ep.host, what, e))?;
+        if !resp.status().is_success() {
+            return Err(ApiFailure::read(&Method::GET, resp)
+                .await
+                .into_error(&ep.host));
+        }
+        Ok(resp)
     }
 
     async fn fetch_token(
@@ -606,19 +618,9 @@ impl Inner {
                 q.append_pair("account", &c.username);
             }
         }
-        let mut req = self.http_for(ep).get(url.clone());
-        if let Some(c) = creds {
-            req = req.header(AUTHORIZATION, c.basic_header());
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| transport_error(&ep.host, "fetching a token", e))?;
-        if !resp.status().is_success() {
-            return Err(ApiFailure::read(&Method::GET, resp)
-                .await
-                .into_error(&ep.host));
-        }
+        let resp = self
+            .get_basic(ep, url.clone(), creds, "fetching a token")
+            .await?;
         let body = resp
             .bytes()
             .await

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use berth_cgroups::{CgroupVersion, MountSources};
 
-use crate::mounts::{sys_mount, MountError};
+use crate::mounts::{mount_err, path_err, sys_mount, MountError};
 use berth_util::root::{mkdir_all_in_root, open_in_root};
 
 use crate::util::fd_path;
@@ -164,7 +164,7 @@ pub fn apply(root: BorrowedFd<'_>, steps: &[Step], flags: libc::c_ulong) -> Resu
                     SUB_FLAGS,
                     Some("mode=755"),
                 )
-                .map_err(mount_err("cgroup tmpfs", dest))?;
+                .map_err(mount_err("cgroup tmpfs", dest.display()))?;
                 tmpfs = Some(dest);
             }
             Step::Fresh {
@@ -195,7 +195,7 @@ pub fn apply(root: BorrowedFd<'_>, steps: &[Step], flags: libc::c_ulong) -> Resu
                         );
                         bind(root, dest, source, ro)?;
                     }
-                    (Err(e), _) => return Err(mount_err(fstype, dest)(e)),
+                    (Err(e), _) => return Err(mount_err(*fstype, dest.display())(e)),
                 }
             }
             Step::Bind { dest, source } => {
@@ -225,7 +225,7 @@ pub fn apply(root: BorrowedFd<'_>, steps: &[Step], flags: libc::c_ulong) -> Resu
             libc::MS_REMOUNT | libc::MS_RDONLY | SUB_FLAGS,
             Some("mode=755"),
         )
-        .map_err(mount_err("cgroup tmpfs remount", dest))?;
+        .map_err(mount_err("cgroup tmpfs remount", dest.display()))?;
     }
     Ok(())
 }
@@ -242,7 +242,7 @@ fn bind(root: BorrowedFd<'_>, dest: &Path, source: &Path, ro: bool) -> Result<()
         libc::MS_BIND | libc::MS_REC,
         None,
     )
-    .map_err(mount_err(&what, dest))?;
+    .map_err(mount_err(&what, dest.display()))?;
     // Re-open: the target now is the root of the new mount.
     let fd = open_in_root(root, dest, libc::O_PATH)
         .map_err(path_err("open cgroup mount point", dest))?;
@@ -250,17 +250,7 @@ fn bind(root: BorrowedFd<'_>, dest: &Path, source: &Path, ro: bool) -> Result<()
     if ro {
         remount |= libc::MS_RDONLY;
     }
-    sys_mount(None, &fd_path(&fd), None, remount, None).map_err(mount_err(&what, dest))
-}
-
-fn path_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> MountError {
-    let path = path.display().to_string();
-    move |source| MountError::Path { op, path, source }
-}
-
-fn mount_err(what: &str, dest: &Path) -> impl FnOnce(std::io::Error) -> MountError {
-    let (what, dest) = (what.to_string(), dest.display().to_string());
-    move |source| MountError::Mount { what, dest, source }
+    sys_mount(None, &fd_path(&fd), None, remount, None).map_err(mount_err(&what, dest.display()))
 }
 
 #[cfg(test)]

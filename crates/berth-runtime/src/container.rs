@@ -325,6 +325,31 @@ fn init_error_first(chan: &sync::Channel, e: RuntimeError) -> RuntimeError {
     }
 }
 
+/// Forks stage 1 of an init, which runs `stage` in the child (our end of the sync channel
+/// closed there); the child's end is closed here. `wait`: we wait for the init, which is
+/// re-parented to us (the subreaper) when stage 1 exits. Our end and stage 1's pid.
+fn fork_stage1(
+    cfg: &InitConfig,
+    parent: sync::Channel,
+    child: sync::Channel,
+    wait: bool,
+    stage: fn(&InitConfig, &sync::Channel) -> !,
+) -> Result<(sync::Channel, i32)> {
+    if wait {
+        set_child_subreaper();
+    }
+    match fork()? {
+        nix::unistd::ForkResult::Child => {
+            drop(parent);
+            stage(cfg, &child)
+        }
+        nix::unistd::ForkResult::Parent { child: pid } => {
+            drop(child);
+            Ok((parent, pid.as_raw()))
+        }
+    }
+}
+
 fn fork() -> Result<nix::unistd::ForkResult> {
     // SAFETY: the runtime is single-threaded; the child only runs our init code and exits
     // with _exit.
@@ -356,6 +381,15 @@ fn grant_capabilities(process: &Process, in_user_ns: bool) -> Result<Option<CapS
 }
 
 impl Runtime {
+    /// The compiled seccomp filter of `spec`, if it has one (cached under the state root).
+    fn seccomp_filter(&self, spec: &Spec) -> Result<Option<seccomp::CompiledFilter>> {
+        let cache = self.root.join(SECCOMP_CACHE);
+        let filter = spec.linux().seccomp.as_ref();
+        Ok(filter
+            .map(|s| seccomp::compile_cached(s, &cache))
+            .transpose()?)
+    }
+
     /// A runtime on the state directory `root`, rootless when not root or inside a user
     /// namespace (see `rootless::detect`).
     pub fn new(root: impl Into<PathBuf>) -> Runtime {
@@ -391,12 +425,7 @@ impl Runtime {
                 "a terminal needs --console-socket when the runtime detaches",
             ));
         }
-        let filter = spec
-            .linux()
-            .seccomp
-            .as_ref()
-            .map(|s| seccomp::compile_cached(s, &self.root.join(SECCOMP_CACHE)))
-            .transpose()?;
+        let filter = self.seccomp_filter(&spec)?;
         std::fs::create_dir_all(&self.root)
             .map_err(io(format!("create root {}", self.root.display())))?;
         let dir = ContainerState::dir(&self.root, &opts.id);
@@ -436,18 +465,7 @@ impl Runtime {
             cgroup_mounts: cg.as_ref().map(Cgroup::mount_sources),
             caps,
         };
-        if foreground {
-            // The init is re-parented to us when stage 1 exits, so we can wait for it.
-            set_child_subreaper();
-        }
-        let stage1 = match fork()? {
-            nix::unistd::ForkResult::Child => {
-                drop(parent);
-                init::create_stage1(&cfg, &child)
-            }
-            nix::unistd::ForkResult::Parent { child: pid } => pid.as_raw(),
-        };
-        drop(child);
+        let (parent, stage1) = fork_stage1(&cfg, parent, child, foreground, init::create_stage1)?;
         drop(cfg.console_socket);
         guard.pids.push(stage1);
         let mut state = ContainerState {
@@ -744,13 +762,7 @@ impl Runtime {
                 "a terminal needs --console-socket with --detach",
             ));
         }
-        let filter = st
-            .config
-            .linux()
-            .seccomp
-            .as_ref()
-            .map(|s| seccomp::compile_cached(s, &self.root.join(SECCOMP_CACHE)))
-            .transpose()?;
+        let filter = self.seccomp_filter(&st.config)?;
         // The namespaces of the init that differ from ours, opened before anything changes.
         let mut join = Vec::new();
         for typ in NamespaceType::ALL {
@@ -791,17 +803,7 @@ impl Runtime {
             cgroup_mounts: None,
             caps,
         };
-        if !opts.detach {
-            set_child_subreaper();
-        }
-        let stage1 = match fork()? {
-            nix::unistd::ForkResult::Child => {
-                drop(parent);
-                init::exec_stage1(&cfg, &child)
-            }
-            nix::unistd::ForkResult::Parent { child: pid } => pid.as_raw(),
-        };
-        drop(child);
+        let (parent, stage1) = fork_stage1(&cfg, parent, child, !opts.detach, init::exec_stage1)?;
         drop(cfg.console_socket);
         drop(cfg.join);
         let mut guard = CreateGuard {
@@ -908,25 +910,9 @@ pub fn wait_exit(pid: i32, start: u64, ms: u64) -> bool {
 /// Waits for a foreground process (our child or re-parented to us as subreaper), forwarding
 /// signals to it and proxying its terminal. Returns its exit code (128+signal when killed).
 pub fn wait_foreground(fg: &Foreground) -> i32 {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGWINCH,
-    ] {
-        set.add(s);
-    }
-    let _ = set.thread_block();
-    let Ok(sfd) = nix::sys::signalfd::SignalFd::with_flags(
-        &set,
-        nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
-    ) else {
+    let mut signals = vec![libc::SIGCHLD, libc::SIGWINCH];
+    signals.extend(berth_util::signal::FORWARDED);
+    let Ok(sfd) = berth_util::signal::signalfd(&signals) else {
         return wait_plain(fg.pid);
     };
     let stdin_tty = nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
@@ -985,8 +971,7 @@ pub fn wait_foreground(fg: &Foreground) -> i32 {
             .collect();
         drop(fds);
         if revents[0].contains(PollFlags::POLLIN) {
-            while let Ok(Some(si)) = sfd.read_signal() {
-                let sig = si.ssi_signo as i32;
+            for sig in berth_util::signal::drain_signalfd(sfd.as_fd()) {
                 if sig == libc::SIGCHLD {
                     if let Some(c) = reap_nohang(fg.pid) {
                         code = Some(c);
@@ -1029,7 +1014,7 @@ pub fn wait_foreground(fg: &Foreground) -> i32 {
         let _ =
             nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &s);
     }
-    let _ = set.thread_unblock();
+    let _ = berth_util::signal::unblock(&signals);
     code.unwrap_or(255)
 }
 

@@ -275,14 +275,26 @@ fn become_ns_root() {
 
 /// Stage 2: the container's init. Never returns.
 fn init_stage2(cfg: &InitConfig, chan: &Channel, in_user_ns: bool) -> ! {
+    run_stage2(chan, "berth-runtime init", |ready| {
+        init_stage2_inner(cfg, chan, in_user_ns, ready)
+    })
+}
+
+/// Runs a stage 2 (`stage`, told through its argument when Ready was sent) and exits 127 on
+/// its error, reported to the runtime; after Ready the runtime is gone, so the error goes to
+/// the process's stderr too (`who: error`).
+fn run_stage2(
+    chan: &Channel,
+    who: &str,
+    stage: impl FnOnce(&mut bool) -> Result<Never, InitError>,
+) -> ! {
     let mut ready = false;
-    match init_stage2_inner(cfg, chan, in_user_ns, &mut ready) {
+    match stage(&mut ready) {
         Ok(never) => match never {},
         Err(e) => {
             report(chan, &e);
-            // After Ready the runtime is gone: the error goes to the container's stderr.
             if ready {
-                eprintln!("berth-runtime init: {e}");
+                eprintln!("{who}: {e}");
             }
             exit_now(127)
         }
@@ -313,13 +325,8 @@ fn init_stage2_inner(
         chan.expect("Go", |m| *m == Msg::Go)
             .map_err(|e| mounts::MountError::CgroupJoin(Box::new(e)))?;
         if new_cgroup_ns {
-            nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| {
-                mounts::MountError::Path {
-                    op: "create cgroup namespace",
-                    path: String::new(),
-                    source: e.into(),
-                }
-            })?;
+            nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+                .map_err(|e| mounts::path_err("create cgroup namespace", "")(e.into()))?;
         }
         Ok(())
     };
@@ -675,19 +682,9 @@ pub fn exec_stage1(cfg: &InitConfig, chan: &Channel) -> ! {
         }
         let in_user_ns = in_user_ns || crate::rootless::running_in_userns();
         match fork()? {
-            nix::unistd::ForkResult::Child => {
-                let mut ready = false;
-                match exec_stage2(cfg, chan, in_user_ns, &mut ready) {
-                    Ok(never) => match never {},
-                    Err(e) => {
-                        report(chan, &e);
-                        if ready {
-                            eprintln!("berth-runtime exec: {e}");
-                        }
-                        exit_now(127)
-                    }
-                }
-            }
+            nix::unistd::ForkResult::Child => run_stage2(chan, "berth-runtime exec", |ready| {
+                exec_stage2(cfg, chan, in_user_ns, ready)
+            }),
             nix::unistd::ForkResult::Parent { child } => {
                 chan.send(&Msg::InitPid {
                     pid: child.as_raw(),

@@ -41,18 +41,26 @@ struct Cli {
     cmd: Cmd,
 }
 
-/// The options `create` and `run` share.
+/// Where a new process's pid and terminal go, and which descriptors it inherits (`create`,
+/// `run` and `exec`).
 #[derive(clap::Args, Debug)]
-struct CreateArgs {
-    id: String,
-    #[arg(short, long, default_value = ".")]
-    bundle: PathBuf,
+struct ProcessArgs {
     #[arg(long = "pid-file")]
     pid_file: Option<PathBuf>,
     #[arg(long = "console-socket")]
     console_socket: Option<PathBuf>,
     #[arg(long = "preserve-fds", default_value_t = 0)]
     preserve_fds: i32,
+}
+
+/// The options `create` and `run` share.
+#[derive(clap::Args, Debug)]
+struct CreateArgs {
+    id: String,
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    #[command(flatten)]
+    io: ProcessArgs,
     #[arg(long = "no-pivot")]
     no_pivot: bool,
     /// Accepted for compatibility (no session keyring is created).
@@ -65,9 +73,9 @@ impl CreateArgs {
         CreateOptions {
             id: self.id.clone(),
             bundle: self.bundle.clone(),
-            pid_file: self.pid_file.clone(),
-            console_socket: self.console_socket.clone(),
-            preserve_fds: self.preserve_fds,
+            pid_file: self.io.pid_file.clone(),
+            console_socket: self.io.console_socket.clone(),
+            preserve_fds: self.io.preserve_fds,
             no_pivot: self.no_pivot,
         }
     }
@@ -132,12 +140,8 @@ enum Cmd {
         cap: Vec<String>,
         #[arg(long = "no-new-privs")]
         no_new_privs: bool,
-        #[arg(long = "pid-file")]
-        pid_file: Option<PathBuf>,
-        #[arg(long = "console-socket")]
-        console_socket: Option<PathBuf>,
-        #[arg(long = "preserve-fds", default_value_t = 0)]
-        preserve_fds: i32,
+        #[command(flatten)]
+        io: ProcessArgs,
         #[arg(long = "apparmor")]
         apparmor: Option<String>,
         #[arg(long = "process-label")]
@@ -408,9 +412,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             additional_gids,
             cap,
             no_new_privs,
-            pid_file,
-            console_socket,
-            preserve_fds,
+            io,
             ..
         } => {
             let proc_ = match process {
@@ -469,10 +471,10 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             let opts = ExecOptions {
                 id: id.clone(),
                 process: proc_,
-                pid_file: pid_file.clone(),
-                console_socket: console_socket.clone(),
+                pid_file: io.pid_file.clone(),
+                console_socket: io.console_socket.clone(),
                 detach: *detach,
-                preserve_fds: *preserve_fds,
+                preserve_fds: io.preserve_fds,
             };
             let fg: Foreground = rt.exec(&opts)?;
             if *detach {

@@ -8,6 +8,10 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use libc::{
+    MOUNT_ATTR_NOATIME, MOUNT_ATTR_NODEV, MOUNT_ATTR_NODIRATIME, MOUNT_ATTR_NOEXEC,
+    MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MOUNT_ATTR_STRICTATIME,
+};
 use nix::mount::MsFlags;
 use rustix::fs::{AtFlags, Mode};
 
@@ -42,9 +46,21 @@ pub enum MountError {
     },
 }
 
-fn path_err(op: &'static str, path: impl AsRef<Path>) -> impl FnOnce(std::io::Error) -> MountError {
+pub(crate) fn path_err(
+    op: &'static str,
+    path: impl AsRef<Path>,
+) -> impl FnOnce(std::io::Error) -> MountError {
     let path = path.as_ref().display().to_string();
     move |source| MountError::Path { op, path, source }
+}
+
+/// The error of a mount: `what` at `dest`.
+pub(crate) fn mount_err(
+    what: impl Into<String>,
+    dest: impl std::fmt::Display,
+) -> impl FnOnce(std::io::Error) -> MountError {
+    let (what, dest) = (what.into(), dest.to_string());
+    move |source| MountError::Mount { what, dest, source }
 }
 
 pub fn propagation_flag(p: &str) -> Option<libc::c_ulong> {
@@ -75,14 +91,6 @@ pub struct ParsedOptions {
     pub rec_attr_set: u64,
     pub rec_attr_clr: u64,
 }
-
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
-const MOUNT_ATTR_NOEXEC: u64 = 0x8;
-const MOUNT_ATTR_NOATIME: u64 = 0x10;
-const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
-const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
 
 pub fn parse_options(opts: &[String]) -> ParsedOptions {
     let mut p = ParsedOptions::default();
@@ -288,11 +296,7 @@ pub fn prepare_rootfs(ctx: &RootfsContext) -> Result<OwnedFd, MountError> {
     } else {
         prop
     };
-    sys_mount(None, "/", None, setup_prop, None).map_err(|source| MountError::Mount {
-        what: "propagation".into(),
-        dest: "/".into(),
-        source,
-    })?;
+    sys_mount(None, "/", None, setup_prop, None).map_err(mount_err("propagation", "/"))?;
     rootfs_parent_not_shared(&ctx.rootfs, setup_prop)?;
     let rootfs = ctx.rootfs.to_string_lossy().into_owned();
     sys_mount(
@@ -302,11 +306,7 @@ pub fn prepare_rootfs(ctx: &RootfsContext) -> Result<OwnedFd, MountError> {
         libc::MS_BIND | libc::MS_REC,
         None,
     )
-    .map_err(|source| MountError::Mount {
-        what: "rootfs bind".into(),
-        dest: rootfs.clone(),
-        source,
-    })?;
+    .map_err(mount_err("rootfs bind", &rootfs))?;
     // The rootfs must not be shared with its parent for pivot_root.
     let _ = sys_mount(None, &rootfs, None, libc::MS_PRIVATE, None);
     let root = std::fs::File::open(&ctx.rootfs).map_err(path_err("open rootfs", &ctx.rootfs))?;
@@ -347,23 +347,10 @@ fn rootfs_parent_not_shared(rootfs: &Path, root_prop: libc::c_ulong) -> Result<(
         match sys_mount(None, &p, None, flag, None) {
             Ok(()) => return Ok(()),
             // EINVAL: not a mount point; its parent directory may be.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => match path.parent() {
-                Some(up) => path = up,
-                None => {
-                    return Err(MountError::Mount {
-                        what: "rootfs bind: parent mount propagation".into(),
-                        dest: p.into_owned(),
-                        source: e,
-                    })
-                }
+            Err(e) => match path.parent() {
+                Some(up) if e.raw_os_error() == Some(libc::EINVAL) => path = up,
+                _ => return Err(mount_err("rootfs bind: parent mount propagation", p)(e)),
             },
-            Err(source) => {
-                return Err(MountError::Mount {
-                    what: "rootfs bind: parent mount propagation".into(),
-                    dest: p.into_owned(),
-                    source,
-                })
-            }
         }
     }
 }
@@ -398,13 +385,8 @@ fn mount_one(ctx: &RootfsContext, root: BorrowedFd<'_>, m: &Mount) -> Result<(),
             0
         };
         let src_s = src.to_string_lossy();
-        sys_mount(Some(&src_s), &tpath, None, libc::MS_BIND | rec, None).map_err(|source| {
-            MountError::Mount {
-                what: format!("bind {src_s}"),
-                dest: dest_s.clone(),
-                source,
-            }
-        })?;
+        sys_mount(Some(&src_s), &tpath, None, libc::MS_BIND | rec, None)
+            .map_err(mount_err(format!("bind {src_s}"), &dest_s))?;
         // Re-open the target: it now is the root of the new mount.
         let target =
             open_in_root(root, dest, libc::O_PATH).map_err(path_err("open mount point", dest))?;
@@ -423,11 +405,7 @@ fn mount_one(ctx: &RootfsContext, root: BorrowedFd<'_>, m: &Mount) -> Result<(),
                 libc::MS_BIND | libc::MS_REMOUNT | remount_flags | keep,
                 None,
             )
-            .map_err(|source| MountError::Mount {
-                what: format!("remount {src_s}"),
-                dest: dest_s.clone(),
-                source,
-            })?;
+            .map_err(mount_err(format!("remount {src_s}"), &dest_s))?;
         }
         return apply_attributes(&opts, &tpath, &dest_s);
     }
@@ -463,11 +441,7 @@ fn mount_one(ctx: &RootfsContext, root: BorrowedFd<'_>, m: &Mount) -> Result<(),
                 libc::MS_BIND | libc::MS_REC,
                 None,
             )
-            .map_err(|source| MountError::Mount {
-                what: "bind /sys".into(),
-                dest: dest_s.clone(),
-                source,
-            })?;
+            .map_err(mount_err("bind /sys", &dest_s))?;
         }
         _ => {
             let src = m
@@ -482,21 +456,10 @@ fn mount_one(ctx: &RootfsContext, root: BorrowedFd<'_>, m: &Mount) -> Result<(),
                         && ctx.in_user_ns
                         && e.raw_os_error() == Some(libc::EPERM) =>
                 {
-                    sys_mount(Some("/dev/mqueue"), &tpath, None, libc::MS_BIND, None).map_err(
-                        |source| MountError::Mount {
-                            what: "bind /dev/mqueue".into(),
-                            dest: dest_s.clone(),
-                            source,
-                        },
-                    )?;
+                    sys_mount(Some("/dev/mqueue"), &tpath, None, libc::MS_BIND, None)
+                        .map_err(mount_err("bind /dev/mqueue", &dest_s))?;
                 }
-                Err(source) => {
-                    return Err(MountError::Mount {
-                        what: format!("{typ} ({src})"),
-                        dest: dest_s,
-                        source,
-                    })
-                }
+                Err(source) => return Err(mount_err(format!("{typ} ({src})"), dest_s)(source)),
                 Ok(()) => {}
             }
         }
@@ -526,11 +489,7 @@ fn bind_host_cgroups(
         libc::MS_BIND | libc::MS_REC,
         None,
     )
-    .map_err(|source| MountError::Mount {
-        what: "bind /sys/fs/cgroup".into(),
-        dest: dest_s.clone(),
-        source,
-    })?;
+    .map_err(mount_err("bind /sys/fs/cgroup", &dest_s))?;
     let mut attrs = 0;
     for (ms, attr) in [
         (libc::MS_RDONLY, MOUNT_ATTR_RDONLY),
@@ -545,27 +504,20 @@ fn bind_host_cgroups(
     if attrs != 0 {
         let target =
             open_in_root(root, dest, libc::O_PATH).map_err(path_err("open mount point", dest))?;
-        mount_setattr_rec(&fd_path(&target), attrs, 0).map_err(|source| MountError::Mount {
-            what: "cgroup bind attributes".into(),
-            dest: dest_s,
-            source,
-        })?;
+        mount_setattr_rec(&fd_path(&target), attrs, 0)
+            .map_err(mount_err("cgroup bind attributes", dest_s))?;
     }
     Ok(())
 }
 
 /// Recursive `mount_setattr` attributes and propagation changes of a mount, after it is made.
 fn apply_attributes(opts: &ParsedOptions, tpath: &str, dest: &str) -> Result<(), MountError> {
-    let err = |what: &str| {
-        let (what, dest) = (what.to_string(), dest.to_string());
-        move |source| MountError::Mount { what, dest, source }
-    };
     if opts.rec_attr_set != 0 || opts.rec_attr_clr != 0 {
         mount_setattr_rec(tpath, opts.rec_attr_set, opts.rec_attr_clr)
-            .map_err(err("recursive attributes"))?;
+            .map_err(mount_err("recursive attributes", dest))?;
     }
     for p in &opts.propagation {
-        sys_mount(None, tpath, None, *p, None).map_err(err("propagation"))?;
+        sys_mount(None, tpath, None, *p, None).map_err(mount_err("propagation", dest))?;
     }
     Ok(())
 }
@@ -627,11 +579,10 @@ fn make_device(
             libc::MS_BIND,
             None,
         )
-        .map_err(|source| MountError::Mount {
-            what: format!("bind device {}", host_s.display()),
-            dest: path.display().to_string(),
-            source,
-        });
+        .map_err(mount_err(
+            format!("bind device {}", host_s.display()),
+            path.display(),
+        ));
     }
     let pfd =
         mkdir_all_in_root(root, parent, 0o755).map_err(path_err("create device dir", parent))?;
@@ -648,11 +599,7 @@ fn make_device(
         Mode::from_raw_mode(mode & 0o7777),
         dev,
     )
-    .map_err(|e| MountError::Path {
-        op: "mknod",
-        path: path.display().to_string(),
-        source: e.into(),
-    })?;
+    .map_err(|e| path_err("mknod", path)(e.into()))?;
     // mknod is subject to the umask: set the exact mode and owner.
     let _ = rustix::fs::chmodat(
         &pdir,
@@ -728,13 +675,7 @@ fn dev_symlinks(root: BorrowedFd<'_>, rootfs: &Path) -> Result<(), MountError> {
         }
         match rustix::fs::symlinkat(target, &dev, name) {
             Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-            Err(e) => {
-                return Err(MountError::Path {
-                    op: "symlink",
-                    path: format!("/dev/{name}"),
-                    source: e.into(),
-                })
-            }
+            Err(e) => return Err(path_err("symlink", format!("/dev/{name}"))(e.into())),
         }
     }
     Ok(())
@@ -778,11 +719,7 @@ pub fn finish_rootfs(spec: &Spec, in_user_ns: bool) -> Result<(), MountError> {
             libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | keep,
             None,
         )
-        .map_err(|source| MountError::Mount {
-            what: "read-only root".into(),
-            dest: "/".into(),
-            source,
-        })?;
+        .map_err(mount_err("read-only root", "/"))?;
     }
     if let Some(p) = linux
         .rootfs_propagation
@@ -790,11 +727,7 @@ pub fn finish_rootfs(spec: &Spec, in_user_ns: bool) -> Result<(), MountError> {
         .and_then(propagation_flag)
     {
         if p & (libc::MS_SHARED | libc::MS_UNBINDABLE) != 0 {
-            sys_mount(None, "/", None, p, None).map_err(|source| MountError::Mount {
-                what: "propagation".into(),
-                dest: "/".into(),
-                source,
-            })?;
+            sys_mount(None, "/", None, p, None).map_err(mount_err("propagation", "/"))?;
         }
     }
     Ok(())
@@ -803,13 +736,7 @@ pub fn finish_rootfs(spec: &Spec, in_user_ns: bool) -> Result<(), MountError> {
 fn readonly_path(p: &str, in_user_ns: bool) -> Result<(), MountError> {
     match sys_mount(Some(p), p, None, libc::MS_BIND | libc::MS_REC, None) {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-        Err(source) => {
-            return Err(MountError::Mount {
-                what: "read-only path".into(),
-                dest: p.into(),
-                source,
-            })
-        }
+        Err(source) => return Err(mount_err("read-only path", p)(source)),
         Ok(()) => {}
     }
     let keep = if in_user_ns { locked_flags(p) } else { 0 };
@@ -820,11 +747,7 @@ fn readonly_path(p: &str, in_user_ns: bool) -> Result<(), MountError> {
         libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC | keep,
         None,
     )
-    .map_err(|source| MountError::Mount {
-        what: "read-only remount".into(),
-        dest: p.into(),
-        source,
-    })
+    .map_err(mount_err("read-only remount", p))
 }
 
 fn mask_path(p: &str) -> Result<(), MountError> {
@@ -845,11 +768,7 @@ fn mask_path(p: &str) -> Result<(), MountError> {
     };
     match res {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        Err(source) => Err(MountError::Mount {
-            what: "masked path".into(),
-            dest: p.into(),
-            source,
-        }),
+        Err(source) => Err(mount_err("masked path", p)(source)),
         Ok(()) => Ok(()),
     }
 }

@@ -223,6 +223,14 @@ fn allow(list: &str) -> Syscall {
     }
 }
 
+/// Allows the system call `name` when its argument matches `arg`.
+fn allow_when(name: &str, arg: SeccompArg) -> Syscall {
+    Syscall {
+        args: vec![arg],
+        ..allow(name)
+    }
+}
+
 fn arg(index: u32, value: u64, value_two: u64, op: &str) -> SeccompArg {
     SeccompArg {
         index,
@@ -247,20 +255,10 @@ pub fn default_seccomp(caps: &[String]) -> Seccomp {
     }
     // personality: only the harmless personas.
     for v in [0x0u64, 0x0008, 0x20000, 0x20008, 0xffff_ffff] {
-        rules.push(Syscall {
-            names: vec!["personality".into()],
-            action: "SCMP_ACT_ALLOW".into(),
-            errno_ret: None,
-            args: vec![arg(0, v, 0, "SCMP_CMP_EQ")],
-        });
+        rules.push(allow_when("personality", arg(0, v, 0, "SCMP_CMP_EQ")));
     }
     // socket: everything but AF_VSOCK (40).
-    rules.push(Syscall {
-        names: vec!["socket".into()],
-        action: "SCMP_ACT_ALLOW".into(),
-        errno_ret: None,
-        args: vec![arg(0, 40, 0, "SCMP_CMP_NE")],
-    });
+    rules.push(allow_when("socket", arg(0, 40, 0, "SCMP_CMP_NE")));
     for (cap, list) in BY_CAPABILITY {
         if has(cap) {
             rules.push(allow(list));
@@ -268,12 +266,8 @@ pub fn default_seccomp(caps: &[String]) -> Seccomp {
     }
     if !has("CAP_SYS_ADMIN") {
         // clone without namespace flags (x86: flags are the first argument).
-        rules.push(Syscall {
-            names: vec!["clone".into()],
-            action: "SCMP_ACT_ALLOW".into(),
-            errno_ret: None,
-            args: vec![arg(0, CLONE_NS_FLAGS, 0, "SCMP_CMP_MASKED_EQ")],
-        });
+        let no_namespaces = arg(0, CLONE_NS_FLAGS, 0, "SCMP_CMP_MASKED_EQ");
+        rules.push(allow_when("clone", no_namespaces));
         // clone3 cannot be inspected (its flags are behind a pointer): ENOSYS makes libcs fall
         // back to clone.
         rules.push(Syscall {

@@ -1,11 +1,11 @@
 //! Thin wrappers over the few system calls the shim needs: rustix's safe ones where it has
 //! them (its raw Linux syscalls add nothing to the static binary's libc), libc for the rest
-//! (`fork`, `_exit`, signal masks and `signalfd`, `poll` over raw descriptors, and `kill` with
+//! (`fork`, `_exit`, `poll` over raw descriptors, and `kill` with
 //! any signal number, real-time ones included).
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use rustix::fs::OFlags;
@@ -145,41 +145,6 @@ pub fn kill(pid: libc::pid_t, sig: i32) -> io::Result<()> {
     // SAFETY: kill takes integers and touches no memory of this process.
     cvt(unsafe { libc::kill(pid, sig) })?;
     Ok(())
-}
-
-/// Blocks `signals` for the process and returns a non-blocking signalfd that reports them.
-/// Children started through `std::process::Command` get an empty mask again.
-pub fn signalfd(signals: &[i32]) -> io::Result<OwnedFd> {
-    // SAFETY: a zeroed sigset_t is a valid argument for sigemptyset.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: set is a valid sigset_t; the signal numbers are valid.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        for &s in signals {
-            libc::sigaddset(&mut set, s);
-        }
-    }
-    // SAFETY: set is initialised; the old mask is not needed.
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
-    }
-    // SAFETY: set is initialised; -1 asks for a new descriptor.
-    let fd = cvt(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })?;
-    // SAFETY: fd is new and owned here.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Reads every pending signal from a signalfd; returns their numbers.
-pub fn drain_signalfd(fd: &OwnedFd) -> Vec<i32> {
-    const SIZE: usize = std::mem::size_of::<libc::signalfd_siginfo>();
-    let mut out = Vec::new();
-    let mut buf = [0u8; SIZE];
-    // Each read returns whole `signalfd_siginfo` records, whose first field is `ssi_signo`.
-    while let Ok(SIZE) = read(fd, &mut buf) {
-        out.push(u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as i32);
-    }
-    out
 }
 
 pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {

@@ -46,6 +46,8 @@ pub struct Rootfs {
     /// `None`: every applet.
     applets: Option<Vec<String>>,
     files: Vec<(String, Vec<u8>, u32)>,
+    /// `bin/busybox`'s bytes; `None`: this machine's [`BUSYBOX`].
+    binary: Option<Vec<u8>>,
 }
 
 impl Default for Rootfs {
@@ -70,7 +72,18 @@ impl Rootfs {
             dirs: vec!["bin".into()],
             applets: None,
             files: Vec::new(),
+            binary: None,
         }
+    }
+
+    /// Another busybox as `bin/busybox` (e.g. another architecture's).
+    pub fn binary(mut self, busybox: &[u8]) -> Self {
+        self.binary = Some(busybox.to_vec());
+        self
+    }
+
+    fn binary_bytes(&self) -> Vec<u8> {
+        self.binary.clone().unwrap_or_else(busybox_bytes)
     }
 
     /// The directories (replacing the list), created first and in this order.
@@ -114,7 +127,7 @@ impl Rootfs {
     pub fn size(&self) -> u64 {
         let links = self.applet_names().len() * "busybox".len();
         let files: usize = self.files.iter().map(|(_, d, _)| d.len()).sum();
-        busybox_bytes().len() as u64 + (links + files) as u64
+        self.binary_bytes().len() as u64 + (links + files) as u64
     }
 
     /// Writes it into the directory `dir` (created).
@@ -123,7 +136,12 @@ impl Rootfs {
         for d in &self.dirs {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
-        std::fs::copy(BUSYBOX, dir.join("bin/busybox")).unwrap();
+        match &self.binary {
+            Some(b) => std::fs::write(dir.join("bin/busybox"), b).unwrap(),
+            None => {
+                std::fs::copy(BUSYBOX, dir.join("bin/busybox")).unwrap();
+            }
+        }
         for a in self.applet_names() {
             let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(a));
         }
@@ -149,7 +167,7 @@ impl Rootfs {
             "bin/busybox",
             tar::EntryType::Regular,
             0o755,
-            &busybox_bytes(),
+            &self.binary_bytes(),
             None,
         );
         for a in self.applet_names() {
@@ -246,5 +264,27 @@ mod tests {
         assert_eq!(r.size(), busybox_bytes().len() as u64 + 2 * 7 + 4 + 10);
         assert!(applets().iter().any(|a| a == "sh"));
         assert!(Rootfs::busybox().tar().len() > tar.len());
+    }
+
+    #[test]
+    fn another_binary_in_dir_tar_and_size() {
+        let r = Rootfs::bare().applets(&["sh"]).binary(b"not busybox");
+        let t = tempfile::tempdir().unwrap();
+        r.write_dir(t.path());
+        assert_eq!(
+            std::fs::read(t.path().join("bin/busybox")).unwrap(),
+            b"not busybox"
+        );
+        let tar = r.tar();
+        let mut a = tar::Archive::new(&tar[..]);
+        let mut found = Vec::new();
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path().unwrap() == Path::new("bin/busybox") {
+                std::io::Read::read_to_end(&mut e, &mut found).unwrap();
+            }
+        }
+        assert_eq!(found, b"not busybox");
+        assert_eq!(r.size(), 11 + 7);
     }
 }

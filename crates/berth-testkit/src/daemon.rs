@@ -62,6 +62,13 @@ pub fn busybox_tar(path: &Path) {
         .write_tar(path);
 }
 
+/// Root's docker CLI plugins directory (`~/.docker/cli-plugins`) when it holds `plugin`
+/// (`docker-buildx`, `docker-compose`).
+pub fn cli_plugins(plugin: &str) -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os("HOME")?).join(".docker/cli-plugins");
+    dir.join(plugin).exists().then_some(dir)
+}
+
 /// A running `berthd` and what it made (see the module docs).
 pub struct Daemon {
     pub dir: tempfile::TempDir,
@@ -133,6 +140,33 @@ impl Daemon {
         seed_busybox(&d.path("data"), &d.path("rootfs.tar"));
         d.start();
         d
+    }
+
+    /// A daemon whose docker CLI has root's plugins ([`Daemon::cli_plugin`]); `None`, after a
+    /// `skipped:` line, when `plugin` is not installed.
+    pub fn with_cli_plugin(plugin: &str) -> Option<Daemon> {
+        if cli_plugins(plugin).is_none() {
+            crate::skipped(&format!(
+                "{plugin} not installed (~/.docker/cli-plugins/{plugin})"
+            ));
+            return None;
+        }
+        let d = Daemon::new();
+        assert!(d.cli_plugin(plugin));
+        Some(d)
+    }
+
+    /// Gives this daemon's docker CLI root's plugins (its configuration's `cli-plugins`, a link
+    /// to `~/.docker/cli-plugins`) when `plugin` is among them; whether it is.
+    pub fn cli_plugin(&self, plugin: &str) -> bool {
+        let Some(dir) = cli_plugins(plugin) else {
+            return false;
+        };
+        let link = self.path("docker-config/cli-plugins");
+        if link.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink(dir, link).unwrap();
+        }
+        true
     }
 
     /// A path in the daemon's temporary directory.
@@ -248,16 +282,21 @@ impl Daemon {
         c
     }
 
+    /// The docker CLI against this daemon with BuildKit as by default (buildx): neither
+    /// `DOCKER_BUILDKIT` nor `BUILDKIT_PROGRESS` from the test's environment.
+    pub fn buildkit_cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.docker_cmd(args);
+        c.env_remove("DOCKER_BUILDKIT")
+            .env_remove("BUILDKIT_PROGRESS");
+        c
+    }
+
     /// A directory `name` in the daemon's temporary directory holding `files` (path, content),
     /// parent directories made: a build context.
     pub fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
         let dir = self.path(name);
         std::fs::create_dir_all(&dir).unwrap();
-        for (p, c) in files {
-            let f = dir.join(p);
-            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-            std::fs::write(f, c).unwrap();
-        }
+        crate::write_files(&dir, files);
         dir
     }
 
@@ -374,16 +413,11 @@ impl Daemon {
         }
         // Published ports' proxy processes (`berthd userland-proxy … --state=<data root>…`).
         let marker = self.dir.path().display().to_string();
-        if let Ok(rd) = std::fs::read_dir("/proc") {
-            for e in rd.flatten() {
-                let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-                    continue;
-                };
-                let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-                let cmd = String::from_utf8_lossy(&cmd);
-                if cmd.contains("\0userland-proxy\0") && cmd.contains(&marker) {
-                    kill9(pid);
-                }
+        for pid in crate::process::all_pids() {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.contains("\0userland-proxy\0") && cmd.contains(&marker) {
+                kill9(pid);
             }
         }
         crate::unmount_below(self.dir.path());

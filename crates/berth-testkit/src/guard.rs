@@ -63,6 +63,8 @@ fn package_of(program: &str) -> Option<&'static str> {
         "git" => "git",
         "docker-compose" => "docker-compose",
         "docker" => "docker-cli",
+        "dockerd" => "docker.io",
+        "systemd-socket-activate" => "systemd",
         "python3" => "python3",
         "nft" => "nftables",
         "ip" => "iproute2",

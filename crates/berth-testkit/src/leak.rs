@@ -303,17 +303,12 @@ fn nft_tables() -> Vec<String> {
 fn processes(markers: &[String]) -> HashMap<i32, String> {
     let me = std::process::id() as i32;
     let mut out = HashMap::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
+    for pid in crate::process::all_pids() {
         if pid == me || !crate::alive(pid) {
             continue;
         }
-        let cmd = std::fs::read(e.path().join("cmdline"))
+        let proc = Path::new("/proc").join(pid.to_string());
+        let cmd = std::fs::read(proc.join("cmdline"))
             .map(|b| {
                 String::from_utf8_lossy(&b)
                     .replace('\0', " ")
@@ -321,7 +316,7 @@ fn processes(markers: &[String]) -> HashMap<i32, String> {
                     .to_string()
             })
             .unwrap_or_default();
-        let cg = std::fs::read_to_string(e.path().join("cgroup")).unwrap_or_default();
+        let cg = std::fs::read_to_string(proc.join("cgroup")).unwrap_or_default();
         if carries(&cmd, markers) || carries(&cg, markers) {
             out.insert(pid, cmd);
         }

@@ -28,17 +28,33 @@ use std::path::{Path, PathBuf};
 
 pub use busybox::{busybox_bytes, Rootfs};
 pub use cgroup::{cgroup_mounts, remove_cgroup_tree};
-pub use daemon::{bin_dir, finish, Daemon};
+pub use daemon::{bin_dir, cli_plugins, finish, Daemon};
 pub use guard::{is_root, skip_unless, skip_unless_programs, skip_unless_root, skipped};
 pub use leak::{Leak, LeakGuard, LeakKind, TempRoot};
 pub use names::{unique_id, unique_name};
 pub use oci::{Bundle, OciEnv};
 pub use process::{
-    alive, free_port, kill9, run_output, wait_for, wait_until, CommandRun, KillOnDrop, Run,
+    alive, free_port, kill9, on_pty, run_output, wait_for, wait_until, CommandRun, KillOnDrop, Run,
 };
 pub use registry::{BerthRegistry, BerthRegistryOptions, DockerRegistry};
 pub use user::TestUser;
 pub use user_daemon::UserDaemon;
+
+/// Writes `files` (path, content) below `dir`, parent directories made (a build context).
+pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    for (p, c) in files {
+        let f = dir.join(p);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, c).unwrap();
+    }
+}
+
+/// A temporary directory holding `files` ([`write_files`]).
+pub fn temp_context(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), files);
+    dir
+}
 
 /// The sorted names in a directory (empty when it does not exist).
 pub fn list_dir(p: &Path) -> Vec<String> {

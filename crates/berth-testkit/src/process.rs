@@ -1,6 +1,7 @@
 //! Commands' results, ports, waiting, and processes.
 
-use std::process::{Child, Output};
+use std::io::Write;
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A finished command: exit code (-1 when killed by a signal) and its output as text.
@@ -107,6 +108,13 @@ pub trait CommandRun {
 
     /// The raw output, asserting success (showing standard error otherwise).
     fn output_ok(&mut self) -> Output;
+
+    /// Starts the command with its three standard streams piped.
+    fn spawn_piped(&mut self) -> Child;
+
+    /// Runs the command to its end with `input` on its standard input, written from a thread
+    /// (the command may exit without reading it) and then closed.
+    fn run_with_input(&mut self, input: &[u8]) -> Run;
 }
 
 impl CommandRun for std::process::Command {
@@ -147,6 +155,44 @@ impl CommandRun for std::process::Command {
         );
         o
     }
+
+    fn spawn_piped(&mut self) -> Child {
+        self.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", self.get_program()))
+    }
+
+    fn run_with_input(&mut self, input: &[u8]) -> Run {
+        let mut child = self.spawn_piped();
+        let mut stdin = child.stdin.take().unwrap();
+        let data = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        Run::from(out)
+    }
+}
+
+/// Runs `cmd` (a shell command line) under `script`, i.e. on a real pseudo-terminal, typing
+/// `input` into it; its output. `script` is the command of the `script` program (its user and
+/// environment set by the caller). A NUL in `input` is a pause: the output so far gets through
+/// first.
+pub fn on_pty(mut script: Command, cmd: &str, input: &str) -> String {
+    let mut child = script.args(["-qfec", cmd, "/dev/null"]).spawn_piped();
+    {
+        let mut i = child.stdin.take().unwrap();
+        for part in input.split('\0') {
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = i.write_all(part.as_bytes());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let o = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// A free TCP port on 127.0.0.1 (free now: bind it soon).
@@ -176,6 +222,16 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 #[track_caller]
 pub fn wait_for(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
     assert!(wait_until(timeout, f), "timed out waiting for {what}");
+}
+
+/// The pids in /proc now (empty when it cannot be read).
+pub fn all_pids() -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .collect()
 }
 
 /// True while `pid` exists and is not a zombie.
@@ -226,7 +282,6 @@ impl Drop for KillOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
 
     #[test]
     fn run_keeps_code_and_text() {
@@ -249,6 +304,18 @@ mod tests {
         let r = Command::new("sh").args(["-c", "echo hi"]).run_ok();
         assert_eq!(r.stdout, "hi\n");
         assert_eq!(Command::new("false").run().code, 1);
+        let r = Command::new("sh")
+            .args(["-c", "tr a-z A-Z; echo err >&2"])
+            .run_with_input(b"typed\n");
+        assert_eq!(
+            (r.code, r.stdout.as_str(), r.stderr.as_str()),
+            (0, "TYPED\n", "err\n")
+        );
+        // A command that exits without reading its input.
+        assert_eq!(
+            Command::new("true").run_with_input(&[b'x'; 1 << 20]).code,
+            0
+        );
     }
 
     #[test]

@@ -198,13 +198,7 @@ impl TestUser {
     /// subordinate uids (real, effective or saved).
     pub fn pids(&self) -> Vec<i32> {
         let mut v = Vec::new();
-        let Ok(rd) = std::fs::read_dir("/proc") else {
-            return v;
-        };
-        for e in rd.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
+        for pid in crate::process::all_pids() {
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
             let uids = status
                 .lines()

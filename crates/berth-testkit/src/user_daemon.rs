@@ -81,6 +81,12 @@ impl<'a> UserDaemon<'a> {
         run_output(self.berth_cmd(args).stdin(Stdio::null()).output().unwrap())
     }
 
+    /// [`UserDaemon::berth`], asserting success; its standard output.
+    #[track_caller]
+    pub fn berth_stdout(&self, args: &[&str]) -> String {
+        self.berth(args).ok().stdout
+    }
+
     /// The docker CLI as the user on the daemon's socket (its configuration in the user's
     /// `~/.docker`), not started.
     pub fn docker_cmd(&self, args: &[&str]) -> Command {
@@ -93,6 +99,12 @@ impl<'a> UserDaemon<'a> {
     /// The docker CLI as the user, run to completion (no stdin).
     pub fn docker(&self, args: &[&str]) -> Run {
         run_output(self.docker_cmd(args).stdin(Stdio::null()).output().unwrap())
+    }
+
+    /// [`UserDaemon::docker`], asserting success; its standard output.
+    #[track_caller]
+    pub fn docker_stdout(&self, args: &[&str]) -> String {
+        self.docker(args).ok().stdout
     }
 
     /// Makes root's buildx plugin (`~/.docker/cli-plugins/docker-buildx`) the user's (a link,

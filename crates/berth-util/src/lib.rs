@@ -14,7 +14,7 @@
 //! - [`url`]: percent-encoding ([`url::query_escape`], Go's `url.QueryEscape`).
 //! - [`shared_tmp`]: work directories in a directory daemons share (`/dev/shm`), claimed by a
 //!   held lock file, and the sweep that removes those of daemons that are gone.
-//! - [`signal`]: resetting every signal disposition before `execve`.
+//! - [`signal`]: resetting every signal disposition before `execve`; signalfds.
 //! - [`userns`]: whether the process runs in a user namespace other than the initial one.
 
 pub mod fd;

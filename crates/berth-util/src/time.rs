@@ -91,17 +91,21 @@ pub fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
     Some((days * 86400 + hour * 3600 + min * 60 + sec - offset, nanos))
 }
 
-/// Formats seconds + nanoseconds since the epoch like Go's `time.RFC3339Nano` in UTC.
-pub fn format_rfc3339_nano(secs: i64, nanos: u32) -> String {
-    let days = secs.div_euclid(86400);
+/// `YYYY-MM-DD`, `sep`, `hh:mm:ss` of seconds since the epoch, in UTC.
+fn date_time(secs: i64, sep: char) -> String {
     let rem = secs.rem_euclid(86400);
-    let (y, m, d) = civil_from_days(days);
-    let mut s = format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+    let (y, m, d) = civil_from_days(secs.div_euclid(86400));
+    format!(
+        "{y:04}-{m:02}-{d:02}{sep}{:02}:{:02}:{:02}",
         rem / 3600,
         (rem / 60) % 60,
         rem % 60
-    );
+    )
+}
+
+/// Formats seconds + nanoseconds since the epoch like Go's `time.RFC3339Nano` in UTC.
+pub fn format_rfc3339_nano(secs: i64, nanos: u32) -> String {
+    let mut s = date_time(secs, 'T');
     if nanos > 0 {
         let f = format!("{nanos:09}");
         s.push('.');
@@ -114,15 +118,7 @@ pub fn format_rfc3339_nano(secs: i64, nanos: u32) -> String {
 /// Formats with all nine fraction digits, UTC (`2024-01-02T03:04:05.000000000Z`), as runc's
 /// state and Docker's json-file log lines do.
 pub fn format_rfc3339_nano9(secs: i64, nanos: u32) -> String {
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
+    format!("{}.{nanos:09}Z", date_time(secs, 'T'))
 }
 
 /// The current time with all nine fraction digits (see [`format_rfc3339_nano9`]).
@@ -133,15 +129,7 @@ pub fn now_rfc3339_nano9() -> String {
 
 /// Formats like Go's `time.Time.String()` for a UTC time: `2024-01-02 03:04:05 +0000 UTC`.
 pub fn format_go_string_utc(secs: i64) -> String {
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} +0000 UTC",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
+    format!("{} +0000 UTC", date_time(secs, ' '))
 }
 
 /// Formats like Go's `time.RFC3339` (seconds precision) in UTC.

@@ -326,14 +326,7 @@ fn resolve(root: BorrowedFd<'_>, path: &str) -> io::Result<Target> {
         None => open_in_root(root, &dir, libc::O_PATH)?,
         Some(b) => {
             let d = open_in_root(root, &dir, libc::O_PATH | libc::O_DIRECTORY)?;
-            rustix::fs::openat(
-                &d,
-                b.as_str(),
-                rustix::fs::OFlags::PATH
-                    | rustix::fs::OFlags::NOFOLLOW
-                    | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )?
+            open_entry(&d, b.as_str())?
         }
     };
     let st = fstat(fd.as_fd())?;
@@ -574,14 +567,7 @@ impl<W: Write> TarWalker<W> {
                 }
                 names.sort();
                 for n in names {
-                    let child = match rustix::fs::openat(
-                        &dir,
-                        n.as_slice(),
-                        rustix::fs::OFlags::PATH
-                            | rustix::fs::OFlags::NOFOLLOW
-                            | rustix::fs::OFlags::CLOEXEC,
-                        rustix::fs::Mode::empty(),
-                    ) {
+                    let child = match open_entry(&dir, n.as_slice()) {
                         Ok(c) => c,
                         // Removed meanwhile.
                         Err(rustix::io::Errno::NOENT) => continue,
@@ -823,6 +809,19 @@ where
     }
     drop(tx);
     join(h).await
+}
+
+/// An `O_PATH` handle on the entry `name` of `dir` itself (a symlink is not followed).
+fn open_entry<P: rustix::path::Arg>(
+    dir: &impl std::os::fd::AsFd,
+    name: P,
+) -> rustix::io::Result<std::os::fd::OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        name,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
 }
 
 #[cfg(test)]

@@ -181,6 +181,11 @@ pub struct Flags {
     /// The port of the CRI streaming server [default: 0, a free port].
     #[arg(long, value_name = "PORT")]
     pub cri_stream_port: Option<u16>,
+    /// How long a CRI streaming connection (exec, attach, port-forward) may carry nothing
+    /// before it is closed, a Go duration (containerd's `stream_idle_timeout`) [default: 4h;
+    /// 0: never].
+    #[arg(long, value_name = "DURATION")]
+    pub cri_stream_idle_timeout: Option<String>,
 }
 
 /// One configuration option.
@@ -242,6 +247,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     opt("cni-bin-dir", "cni-bin-dir", false),
     opt("cri-stream-address", "cri-stream-address", false),
     opt("cri-stream-port", "cri-stream-port", false),
+    opt("cri-stream-idle-timeout", "cri-stream-idle-timeout", false),
 ];
 
 /// dockerd keys that Berth does not implement: named as such instead of "unknown".
@@ -407,6 +413,7 @@ pub struct FileConfig {
     pub cni_bin_dir: Option<PathBuf>,
     pub cri_stream_address: Option<std::net::IpAddr>,
     pub cri_stream_port: Option<u16>,
+    pub cri_stream_idle_timeout: Option<String>,
     /// The keys present, with the text of their values (for conflict messages).
     pub present: BTreeMap<String, String>,
 }
@@ -468,7 +475,7 @@ pub enum ValueError {
     MirrorPath(String),
 }
 
-/// serde's message without its "at line 1 column 5", which is relative to the value.
+/// serde's message without its "at line 1 column 5" (relative to a value; or given apart).
 fn without_position(e: &serde_json::Error) -> String {
     let s = e.to_string();
     match s.rfind(" at line ") {
@@ -555,6 +562,7 @@ impl FileConfig {
             "cni-bin-dir" => self.cni_bin_dir = Some(val(raw)?),
             "cri-stream-address" => self.cri_stream_address = Some(val(raw)?),
             "cri-stream-port" => self.cri_stream_port = Some(val(raw)?),
+            "cri-stream-idle-timeout" => self.cri_stream_idle_timeout = Some(val(raw)?),
             _ => return Ok(false),
         }
         Ok(true)
@@ -567,18 +575,12 @@ impl FileConfig {
         if text.trim().is_empty() {
             return Ok(FileConfig::default());
         }
-        let top: BTreeMap<String, &RawValue> = serde_json::from_str(text).map_err(|e| {
-            let msg = e.to_string();
-            let msg = match msg.rfind(" at line ") {
-                Some(i) => msg[..i].to_string(),
-                None => msg,
-            };
-            FileProblem::Syntax {
+        let top: BTreeMap<String, &RawValue> =
+            serde_json::from_str(text).map_err(|e| FileProblem::Syntax {
                 line: e.line(),
                 column: e.column(),
-                message: msg,
-            }
-        })?;
+                message: without_position(&e),
+            })?;
         let mut unknown = Vec::new();
         let mut unsupported = Vec::new();
         for k in top.keys() {
@@ -718,6 +720,8 @@ pub struct DaemonConfig {
     /// Where the CRI streaming server listens (port 0: any free one).
     pub cri_stream_address: std::net::IpAddr,
     pub cri_stream_port: u16,
+    /// How long a streaming connection may be idle (none: no limit).
+    pub cri_stream_idle_timeout: Option<std::time::Duration>,
 }
 
 /// Where the configuration file is, and whether it must exist.
@@ -839,6 +843,7 @@ fn flags_given(f: &Flags) -> BTreeMap<&'static str, String> {
         ("cni-bin-dir", path(&f.cni_bin_dir)),
         ("cri-stream-address", one(&f.cri_stream_address)),
         ("cri-stream-port", one(&f.cri_stream_port)),
+        ("cri-stream-idle-timeout", one(&f.cri_stream_idle_timeout)),
     ];
     pairs
         .into_iter()
@@ -1077,6 +1082,17 @@ pub fn merge(flags: &Flags, file: &FileConfig) -> Result<DaemonConfig, MergeErro
         pick(&flags.cni_conf_dir, &file.cni_conf_dir).unwrap_or_else(|| "/etc/cni/net.d".into());
     let cni_bin_dir =
         pick(&flags.cni_bin_dir, &file.cni_bin_dir).unwrap_or_else(|| "/usr/lib/cni".into());
+    let idle = pick(
+        &flags.cri_stream_idle_timeout,
+        &file.cri_stream_idle_timeout,
+    )
+    .unwrap_or_else(|| "4h".into());
+    let cri_stream_idle_timeout = match berth_util::units::parse_duration(&idle) {
+        Ok(0) => None,
+        Ok(ns) if ns > 0 => Some(std::time::Duration::from_nanos(ns as u64)),
+        Ok(_) => return Err(invalid("cri-stream-idle-timeout", "must not be negative")),
+        Err(e) => return Err(invalid("cri-stream-idle-timeout", e.to_string())),
+    };
     for (key, p) in [
         ("cri-socket", &cri_socket),
         ("cni-conf-dir", &cni_conf_dir),
@@ -1133,6 +1149,7 @@ pub fn merge(flags: &Flags, file: &FileConfig) -> Result<DaemonConfig, MergeErro
         cri_stream_address: pick(&flags.cri_stream_address, &file.cri_stream_address)
             .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
         cri_stream_port: pick(&flags.cri_stream_port, &file.cri_stream_port).unwrap_or(0),
+        cri_stream_idle_timeout,
     })
 }
 

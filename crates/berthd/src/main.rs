@@ -322,8 +322,9 @@ fn run(
         .build()?;
     let current_cri_socket = cfg.cri_socket.clone();
     let cri_cni = (cfg.cni_conf_dir.clone(), cfg.cni_bin_dir.clone());
+    let cri_stream_idle = cfg.cri_stream_idle_timeout;
     rt.block_on(async move {
-        engine.reattach();
+        engine.reattach().await;
         let state = Arc::new(AppState {
             engine: engine.clone(),
             info,
@@ -372,6 +373,7 @@ fn run(
             tasks.push(tokio::spawn(berthd::cri::stream::serve(
                 tokio::net::TcpListener::from_std(stream)?,
                 cri.clone(),
+                cri_stream_idle,
                 stop_rx.clone(),
             )));
             tasks.push(tokio::spawn(berthd::cri::serve(

@@ -706,7 +706,11 @@ fn copy_dir_meta(src: &impl std::os::fd::AsRawFd, data: &Path) -> std::io::Resul
 /// propagation needs a shared source mount and a shared root (`rshared`, containerd's choice),
 /// slave propagation a shared or slave source mount and at least a slave root (`rslave`). The
 /// runtime's default root propagation (`rslave`) would turn shared binds into slaves.
-fn check_propagation(src: &Path, propagation: &str, root: &mut Option<&'static str>) -> Result<()> {
+pub(crate) fn check_propagation(
+    src: &Path,
+    propagation: &str,
+    root: &mut Option<&'static str>,
+) -> Result<()> {
     let shared = match propagation {
         "shared" | "rshared" => true,
         "slave" | "rslave" => false,

@@ -522,25 +522,12 @@ fn live_namespace(record: &Path, uid: u32) -> Option<LiveNamespace> {
 
 /// Waits for the daemon, forwarding the signals that stop or reload it; its exit status.
 fn supervise(child: nix::unistd::Pid) -> i32 {
-    use nix::sys::signal::{SigSet, Signal};
+    use berth_util::signal::{drain_signalfd, signalfd, FORWARDED};
+    use nix::sys::signal::Signal;
     use nix::sys::wait::WaitStatus;
-    let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-    ] {
-        set.add(s);
-    }
-    let _ = set.thread_block();
-    let sfd = nix::sys::signalfd::SignalFd::with_flags(
-        &set,
-        nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
-    );
+    let mut signals = vec![libc::SIGCHLD];
+    signals.extend(FORWARDED);
+    let sfd = signalfd(&signals);
     loop {
         // (Other children — a network helper that exited — are reaped too.)
         loop {
@@ -563,8 +550,8 @@ fn supervise(child: nix::unistd::Pid) -> i32 {
             nix::poll::PollFlags::POLLIN,
         )];
         let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1000u16));
-        while let Ok(Some(si)) = sfd.read_signal() {
-            if let Ok(sig) = Signal::try_from(si.ssi_signo as i32) {
+        for sig in drain_signalfd(sfd.as_fd()) {
+            if let Ok(sig) = Signal::try_from(sig) {
                 if sig != Signal::SIGCHLD {
                     let _ = nix::sys::signal::kill(child, sig);
                 }

@@ -20,6 +20,8 @@ pub struct Reply {
     pub finished_at: Option<String>,
     /// `exec`: the process's pid.
     pub pid: Option<i64>,
+    /// `state`: created, running or stopped.
+    pub status: Option<String>,
 }
 
 /// What the `berth-shim` starter prints once the container is created.

@@ -213,17 +213,10 @@ fn build_independent_stages_at_once() {
 }
 
 fn sha256_hex(b: &[u8]) -> String {
-    let o = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(b)?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout)
+    Command::new("sha256sum")
+        .run_with_input(b)
+        .ok()
+        .stdout
         .split_whitespace()
         .next()
         .unwrap()
@@ -281,29 +274,29 @@ fn build_secrets_are_mounted_and_never_kept() {
     let dirs = dir.display().to_string();
     // A required secret that is not given: a clear error, nothing tagged.
     let r = d.berth_line("build -t sec:0", &[&dirs]);
-    assert_ne!(r.code, 0);
-    assert!(
-        r.stderr.contains("line 2") && r.stderr.contains("secret tok is required"),
-        "{}",
-        r.stderr
-    );
+    r.fails_with("line 2").fails_with("secret tok is required");
     assert_ne!(d.docker(&["image", "inspect", "sec:0"]).code, 0);
     let sf = format!("id=tok,src={}", sfile.display());
-    let r = berth_env(
-        &d,
-        &[
-            "build",
-            "--secret",
-            &sf,
-            "--secret",
-            "id=ev,env=BUILD_EV",
-            "-t",
-            "sec:1",
-            &dirs,
-        ],
-        &[("BUILD_EV", &envv)],
-    );
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    // A build of `tag` with the file secret `tok` and `ev` from the environment (`ev`).
+    let build = |tag: &str, ev: &str| {
+        let r = berth_env(
+            &d,
+            &[
+                "build",
+                "--secret",
+                &sf,
+                "--secret",
+                "id=ev,env=BUILD_EV",
+                "-t",
+                tag,
+                &dirs,
+            ],
+            &[("BUILD_EV", ev)],
+        );
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+        r
+    };
+    build("sec:1", &envv);
     assert_eq!(
         run_in(
             &d,
@@ -334,21 +327,7 @@ fn build_secrets_are_mounted_and_never_kept() {
     }
     // Other secret values: the cache key does not depend on them.
     std::fs::write(&sfile, "another value").unwrap();
-    let r = berth_env(
-        &d,
-        &[
-            "build",
-            "--secret",
-            &sf,
-            "--secret",
-            "id=ev,env=BUILD_EV",
-            "-t",
-            "sec:2",
-            &dirs,
-        ],
-        &[("BUILD_EV", "x")],
-    );
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let r = build("sec:2", "x");
     assert!(
         cached_steps(&r.stdout)[1..].iter().all(|(_, c)| *c),
         "{}",
@@ -426,15 +405,17 @@ fn git_daemon(base: &Path) -> Option<GitDaemon> {
 fn build_from_git_contexts() {
     require_root!("git");
     let d = Daemon::new();
-    let work = d.path("gitwork");
-    std::fs::create_dir_all(work.join("app")).unwrap();
-    std::fs::write(
-        work.join("app/Dockerfile"),
-        "FROM busybox\nCOPY msg /msg\nCMD [\"cat\", \"/msg\"]\n",
-    )
-    .unwrap();
-    std::fs::write(work.join("app/msg"), "from main\n").unwrap();
-    std::fs::write(work.join("Dockerfile"), "FROM busybox\nCOPY app/msg /top\n").unwrap();
+    let work = d.context(
+        "gitwork",
+        &[
+            (
+                "app/Dockerfile",
+                "FROM busybox\nCOPY msg /msg\nCMD [\"cat\", \"/msg\"]\n",
+            ),
+            ("app/msg", "from main\n"),
+            ("Dockerfile", "FROM busybox\nCOPY app/msg /top\n"),
+        ],
+    );
     git(&work, &["init", "-q"]);
     git(&work, &["add", "-A"]);
     git(&work, &["commit", "-q", "-m", "one"]);

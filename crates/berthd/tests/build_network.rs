@@ -10,8 +10,8 @@ use berth_testkit::unique_name;
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -169,42 +169,20 @@ fn run_steps_get_their_own_network_namespace() {
     d.finish();
 }
 
-fn plugins() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME").map(PathBuf::from)?;
-    let dir = home.join(".docker/cli-plugins");
-    dir.join("docker-buildx").exists().then_some(dir)
-}
-
 #[test]
 fn buildkit_run_steps_get_their_own_network_namespace() {
     require_root!();
-    let Some(p) = plugins() else {
-        eprintln!("skipped: buildx not installed (~/.docker/cli-plugins/docker-buildx)");
+    let Some(d) = Daemon::with_cli_plugin("docker-buildx") else {
         return;
     };
-    let d = Daemon::new();
-    std::os::unix::fs::symlink(&p, d.path("docker-config/cli-plugins")).unwrap();
     let svc = HostService::start();
     let host = host_netns();
     let dir = d.context("c", &[("Dockerfile", &probe_dockerfile(svc.port))]);
     let build = |args: &[&str]| {
-        let o = Command::new("docker")
-            .args(
-                [
-                    &["buildx", "build", "--no-cache", "--load"],
-                    args,
-                    &[dir.to_str().unwrap()],
-                ]
-                .concat(),
-            )
-            .env("DOCKER_HOST", d.host())
-            .env("DOCKER_CONFIG", d.path("docker-config"))
-            .env_remove("DOCKER_BUILDKIT")
-            .env_remove("DOCKER_CONTEXT")
+        d.buildkit_cmd(&[&["buildx", "build", "--no-cache", "--load"], args].concat())
+            .arg(&dir)
             .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        run_output(o)
+            .run()
     };
     build(&["-t", "bk:default", "--add-host", "extra.test=10.1.2.3"]).ok();
     assert_ne!(cat(&d, "bk:default", "/ns").trim(), host);

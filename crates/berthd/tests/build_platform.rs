@@ -172,30 +172,11 @@ fn missing() -> Option<String> {
 
 /// A busybox root file system as a tar, with `busybox` as its binary.
 fn busybox_tar(busybox: &[u8]) -> Vec<u8> {
-    use berth_testkit::busybox::append;
-    let mut b = tar::Builder::new(Vec::new());
-    for d in ["bin", "etc", "tmp", "proc", "sys", "dev"] {
-        append(&mut b, d, tar::EntryType::Directory, 0o755, b"", None);
-    }
-    append(
-        &mut b,
-        "bin/busybox",
-        tar::EntryType::Regular,
-        0o755,
-        busybox,
-        None,
-    );
-    for a in ["sh", "echo", "cat", "uname", "true", "ls", "wc"] {
-        append(
-            &mut b,
-            &format!("bin/{a}"),
-            tar::EntryType::Symlink,
-            0o777,
-            b"",
-            Some("busybox"),
-        );
-    }
-    b.into_inner().unwrap()
+    berth_testkit::Rootfs::bare()
+        .binary(busybox)
+        .dirs(&["bin", "etc", "tmp", "proc", "sys", "dev"])
+        .applets(&["sh", "echo", "cat", "uname", "true", "ls", "wc"])
+        .tar()
 }
 
 fn put_blob(layout: &Path, data: &[u8]) -> (String, usize) {
@@ -278,16 +259,6 @@ fn push_multi(reg: &DockerRegistry, arm64: &[u8]) -> String {
     name
 }
 
-fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (p, c) in files {
-        let f = dir.path().join(p);
-        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-        std::fs::write(f, c).unwrap();
-    }
-    dir
-}
-
 /// `docker build` through the legacy builder.
 fn legacy_build(d: &Daemon, dir: &Path, args: &[&str]) -> Run {
     let o = d
@@ -298,33 +269,17 @@ fn legacy_build(d: &Daemon, dir: &Path, args: &[&str]) -> Run {
     run_output(o)
 }
 
-/// buildx's plugins directory, when installed.
-fn plugins() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME").map(PathBuf::from)?;
-    let dir = home.join(".docker/cli-plugins");
-    dir.join("docker-buildx").exists().then_some(dir)
-}
-
 /// `docker buildx build ARGS DIR` (`None` without buildx).
 fn buildx_build(d: &Daemon, dir: &Path, args: &[&str]) -> Option<Run> {
-    let p = plugins()?;
-    let cfg = d.path("docker-config/cli-plugins");
-    if !cfg.exists() {
-        std::os::unix::fs::symlink(&p, &cfg).unwrap();
+    if !d.cli_plugin("docker-buildx") {
+        return None;
     }
-    let o = Command::new("docker")
-        .args(["buildx", "build"])
-        .args(args)
+    let r = d
+        .buildkit_cmd(&[&["buildx", "build"], args].concat())
         .arg(dir)
-        .env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
-        .env("DOCKER_CONFIG", d.path("docker-config"))
-        .env_remove("DOCKER_BUILDKIT")
-        .env_remove("BUILDKIT_PROGRESS")
-        .env_remove("DOCKER_CONTEXT")
         .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Some(run_output(o))
+        .run();
+    Some(r)
 }
 
 #[test]
@@ -353,7 +308,7 @@ fn arm64_builds_through_binfmt_legacy_and_buildx() {
     let df = format!(
         "FROM {base}\nARG TARGETARCH\nRUN uname -m > /arch && echo $TARGETARCH > /targetarch\nCMD [\"cat\", \"/arch\", \"/targetarch\"]\n"
     );
-    let ctx = context(&[("Dockerfile", &df)]);
+    let ctx = temp_context(&[("Dockerfile", &df)]);
     // The legacy builder: the arm64 manifest of the index, RUN through qemu.
     let r = legacy_build(
         &d,
@@ -361,7 +316,7 @@ fn arm64_builds_through_binfmt_legacy_and_buildx() {
         &["--platform", "linux/arm64", "-t", "plat:legacy"],
     )
     .ok();
-    assert!(r.stdout.contains("Successfully tagged"), "{}", r.stdout);
+    r.stdout_contains("Successfully tagged");
     assert_eq!(
         d.inspect("{{.Architecture}} {{.Os}}", "plat:legacy").trim(),
         "arm64 linux"
@@ -376,7 +331,7 @@ fn arm64_builds_through_binfmt_legacy_and_buildx() {
         &["--platform", "linux/amd64", "-t", "plat:host"],
     )
     .ok();
-    assert!(r.stdout.contains("Successfully tagged"), "{}", r.stdout);
+    r.stdout_contains("Successfully tagged");
     let h = Platform::host();
     assert_eq!(
         d.inspect("{{.Architecture}}", "plat:host").trim(),
@@ -388,7 +343,7 @@ fn arm64_builds_through_binfmt_legacy_and_buildx() {
         format!("{}\n{}\n", std::env::consts::ARCH, h.architecture)
     );
     // FROM scratch for arm64: the config says so, nothing runs.
-    let sctx = context(&[
+    let sctx = temp_context(&[
         (
             "Dockerfile",
             "FROM scratch\nARG TARGETPLATFORM\nLABEL t=$TARGETPLATFORM\nCOPY f /f\n",
@@ -412,8 +367,7 @@ fn arm64_builds_through_binfmt_legacy_and_buildx() {
         ctx.path(),
         &["--platform", "linux/amd64,linux/arm64", "-t", "plat:x"],
     );
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("one platform per build"), "{}", r.stderr);
+    r.fails_with("one platform per build");
     // buildx: the same through BuildKit's API (RUN runs again: another command).
     if let Some(r) = buildx_build(
         &d,
@@ -430,11 +384,7 @@ fn arm64_builds_through_binfmt_legacy_and_buildx() {
         ],
     ) {
         let r = r.ok();
-        assert!(
-            r.stderr.contains("naming to docker.io/library/plat:bk"),
-            "{}",
-            r.stderr
-        );
+        r.stderr_contains("naming to docker.io/library/plat:bk");
         assert_eq!(d.inspect("{{.Architecture}}", "plat:bk").trim(), "arm64");
         let out = d.docker(&["run", "--rm", "plat:bk"]).ok().stdout;
         assert_eq!(out, "aarch64\narm64\n");
@@ -446,7 +396,7 @@ fn arm64_builds_through_binfmt_legacy_and_buildx() {
     // where the step gets it bound (and the mount point is not in the image).
     drop(with_f);
     let without_f = Handler::register("linux/arm64", QEMU_AARCH64, "").unwrap();
-    let nctx = context(&[(
+    let nctx = temp_context(&[(
         "Dockerfile",
         &format!("FROM {base}\nRUN uname -m > /arch-nof\n"),
     )]);
@@ -506,7 +456,7 @@ fn without_a_handler_the_error_says_what_to_install() {
         "bb:s390x",
     ])
     .ok();
-    let ctx = context(&[("Dockerfile", "FROM bb:s390x\nRUN true\n")]);
+    let ctx = temp_context(&[("Dockerfile", "FROM bb:s390x\nRUN true\n")]);
     let r = legacy_build(
         &d,
         ctx.path(),
@@ -525,13 +475,7 @@ fn without_a_handler_the_error_says_what_to_install() {
         ctx.path(),
         &["--platform", "linux/s390x", "-t", "plat:no"],
     ) {
-        assert_ne!(r.code, 0);
-        assert!(
-            r.stderr
-                .contains("no enabled binfmt_misc handler for s390x executables"),
-            "{}",
-            r.stderr
-        );
+        r.fails_with("no enabled binfmt_misc handler for s390x executables");
     }
     // No handler was left behind by the check, and nothing stays mounted.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -550,12 +494,7 @@ fn multi_platform_exports(d: &Daemon, reg: &DockerRegistry, ctx: &Path) {
     let i = d.docker(&["buildx", "inspect"]).ok().stdout;
     assert!(i.contains("linux/arm64"), "{i}");
     let r = buildx_build(d, ctx, &["--platform", &both, "-t", "plat:multi"]).unwrap();
-    assert_ne!(r.code, 0);
-    assert!(
-        r.stderr.contains("cannot be exported to the image store"),
-        "{}",
-        r.stderr
-    );
+    r.fails_with("cannot be exported to the image store");
     // type=local: linux_amd64/ and linux_arm64/, each its platform's root.
     let out = tempfile::tempdir().unwrap();
     let dest = format!("type=local,dest={}", out.path().display());

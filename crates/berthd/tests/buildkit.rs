@@ -6,41 +6,22 @@
 mod common;
 use common::*;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn plugins() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME").map(PathBuf::from)?;
-    let dir = home.join(".docker/cli-plugins");
-    dir.join("docker-buildx").exists().then_some(dir)
-}
 
 /// A daemon whose docker config has the user's CLI plugins; `None` (after a skip line)
 /// without buildx.
 fn daemon() -> Option<Daemon> {
-    let Some(p) = plugins() else {
-        eprintln!("skipped: buildx not installed (~/.docker/cli-plugins/docker-buildx)");
-        return None;
-    };
-    let d = Daemon::new();
-    std::os::unix::fs::symlink(&p, d.path("docker-config/cli-plugins")).unwrap();
-    Some(d)
+    Daemon::with_cli_plugin("docker-buildx")
 }
 
+/// The docker CLI (BuildKit as by default) in `dir`.
 fn docker_in(d: &Daemon, dir: &Path, args: &[&str]) -> Run {
-    let o = Command::new("docker")
-        .args(args)
+    d.buildkit_cmd(args)
         .current_dir(dir)
-        .env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
-        .env("DOCKER_CONFIG", d.path("docker-config"))
-        .env_remove("DOCKER_BUILDKIT")
-        .env_remove("BUILDKIT_PROGRESS")
-        .env_remove("DOCKER_CONTEXT")
         .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    run_output(o)
+        .run()
 }
 
 /// `docker buildx build ARGS` in `dir`.
@@ -48,16 +29,6 @@ fn buildx_build(d: &Daemon, dir: &Path, args: &[&str]) -> Run {
     let mut all = vec!["buildx", "build"];
     all.extend_from_slice(args);
     docker_in(d, dir, &all)
-}
-
-fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (p, c) in files {
-        let f = dir.path().join(p);
-        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-        std::fs::write(f, c).unwrap();
-    }
-    dir
 }
 
 #[test]
@@ -98,13 +69,12 @@ fn docker_build_goes_through_buildx_and_caches() {
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
-    let ctx = context(&refs);
+    let ctx = temp_context(&refs);
     let iid = d.path("iid");
     let md = d.path("md.json");
-    let r = docker_in(
-        &d,
-        ctx.path(),
-        &[
+    // `bk:one` with a build argument and a label, its ID written to `iid`.
+    let build_one = |more: &[&str]| {
+        let base = [
             "build",
             "--progress=plain",
             "-t",
@@ -115,28 +85,14 @@ fn docker_build_goes_through_buildx_and_caches() {
             "cli=label",
             "--iidfile",
             iid.to_str().unwrap(),
-            "--metadata-file",
-            md.to_str().unwrap(),
-            ".",
-        ],
-    )
-    .ok();
+        ];
+        docker_in(&d, ctx.path(), &[&base[..], more, &["."]].concat()).ok()
+    };
+    let r = build_one(&["--metadata-file", md.to_str().unwrap()]);
     // buildx's progress: the steps as vertexes, the RUN's output, the export.
-    assert!(
-        r.stderr.contains("[internal] load build context"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains("RUN echo hello-$WHO > /hello"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains("naming to docker.io/library/bk:one"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_contains("[internal] load build context");
+    r.stderr_contains("RUN echo hello-$WHO > /hello");
+    r.stderr_contains("naming to docker.io/library/bk:one");
     let id = std::fs::read_to_string(&iid).unwrap();
     assert!(id.starts_with("sha256:"), "{id}");
     let meta: serde_json::Value =
@@ -157,25 +113,8 @@ fn docker_build_goes_through_buildx_and_caches() {
         .stdout;
     assert_eq!(labels.trim(), "dockerfile label");
     // The same build again: every step from the cache, the same image.
-    let r = docker_in(
-        &d,
-        ctx.path(),
-        &[
-            "build",
-            "--progress=plain",
-            "-t",
-            "bk:one",
-            "--build-arg",
-            "WHO=berth",
-            "--label",
-            "cli=label",
-            "--iidfile",
-            iid.to_str().unwrap(),
-            ".",
-        ],
-    )
-    .ok();
-    assert!(r.stderr.contains("CACHED"), "{}", r.stderr);
+    let r = build_one(&[]);
+    r.stderr_contains("CACHED");
     assert_eq!(std::fs::read_to_string(&iid).unwrap(), id);
     // --no-cache runs the steps again.
     let r = docker_in(
@@ -225,7 +164,7 @@ fn docker_build_goes_through_buildx_and_caches() {
         n.is_some_and(|n| stderr.lines().any(|l| l.trim() == n))
     };
     assert!(!copy_cached(&r.stderr), "{}", r.stderr);
-    assert!(r.stderr.contains("CACHED"), "{}", r.stderr);
+    r.stderr_contains("CACHED");
     let three = std::fs::read_to_string(&iid).unwrap();
     assert_ne!(three, id);
     let out = d
@@ -250,7 +189,7 @@ fn docker_build_goes_through_buildx_and_caches() {
 #[test]
 fn failing_step_shows_the_step_its_output_and_the_code() {
     let Some(d) = daemon() else { return };
-    let ctx = context(&[(
+    let ctx = temp_context(&[(
         "Dockerfile",
         "FROM busybox\nRUN echo before-failing && exit 3\nRUN echo never\n",
     )]);
@@ -259,35 +198,24 @@ fn failing_step_shows_the_step_its_output_and_the_code() {
         ctx.path(),
         &["build", "--progress=plain", "-t", "bk:bad", "."],
     );
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("before-failing"), "{}", r.stderr);
-    assert!(
-        r.stderr.contains(
-            "process \"/bin/sh -c echo before-failing && exit 3\" did not complete successfully: exit code: 3"
-        ),
-        "{}",
-        r.stderr
-    );
-    // The Dockerfile snippet with the failing line.
-    assert!(
-        r.stderr.contains(">>> RUN echo before-failing && exit 3"),
-        "{}",
-        r.stderr
-    );
+    let r = r
+        .fails_with("before-failing")
+        .fails_with(
+            "process \"/bin/sh -c echo before-failing && exit 3\" did not complete successfully: exit code: 3",
+        )
+        // The Dockerfile snippet with the failing line.
+        .fails_with(">>> RUN echo before-failing && exit 3");
     assert!(!r.stderr.contains("echo never\n#"), "{}", r.stderr);
     assert!(d.docker(&["image", "inspect", "bk:bad"]).code != 0);
     // A Dockerfile error names its line.
-    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN true\nNOPE x\n")]);
+    let ctx = temp_context(&[("Dockerfile", "FROM busybox\nRUN true\nNOPE x\n")]);
     let r = docker_in(&d, ctx.path(), &["build", "."]);
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("NOPE"), "{}", r.stderr);
-    assert!(r.stderr.contains(":3"), "{}", r.stderr);
+    r.fails_with("NOPE").fails_with(":3");
     // Only the standard frontend is accepted in a syntax line.
-    let ctx = context(&[("Dockerfile", "# syntax=example/frontend:1\nFROM busybox\n")]);
+    let ctx = temp_context(&[("Dockerfile", "# syntax=example/frontend:1\nFROM busybox\n")]);
     let r = docker_in(&d, ctx.path(), &["build", "."]);
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("unsupported frontend"), "{}", r.stderr);
-    let ctx = context(&[(
+    r.fails_with("unsupported frontend");
+    let ctx = temp_context(&[(
         "Dockerfile",
         "# syntax=docker/dockerfile:1\nFROM busybox\nRUN true\n",
     )]);
@@ -298,7 +226,7 @@ fn failing_step_shows_the_step_its_output_and_the_code() {
 #[test]
 fn exporters_local_tar_docker_oci() {
     let Some(d) = daemon() else { return };
-    let ctx = context(&[(
+    let ctx = temp_context(&[(
         "Dockerfile",
         "FROM busybox\nRUN mkdir -p /out && echo exported > /out/file && ln -s file /out/link\n",
     )]);
@@ -330,8 +258,7 @@ fn exporters_local_tar_docker_oci() {
         &["-q", "-o", &format!("type=tar,dest={}", tar.display()), "."],
     )
     .ok();
-    let list = Command::new("tar").arg("tf").arg(&tar).output().unwrap();
-    let list = String::from_utf8_lossy(&list.stdout);
+    let list = Command::new("tar").arg("tf").arg(&tar).run_ok().stdout;
     assert!(
         list.lines()
             .any(|l| l.trim_start_matches("./") == "out/file"),
@@ -365,8 +292,7 @@ fn exporters_local_tar_docker_oci() {
         &["-q", "-o", &format!("type=oci,dest={}", oci.display()), "."],
     )
     .ok();
-    let list = Command::new("tar").arg("tf").arg(&oci).output().unwrap();
-    let list = String::from_utf8_lossy(&list.stdout);
+    let list = Command::new("tar").arg("tf").arg(&oci).run_ok().stdout;
     assert!(
         list.contains("index.json") && list.contains("oci-layout"),
         "{list}"
@@ -378,7 +304,7 @@ fn exporters_local_tar_docker_oci() {
 fn push_to_a_registry() {
     let Some(d) = daemon() else { return };
     let reg = DockerRegistry::start();
-    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN echo pushed > /p\n")]);
+    let ctx = temp_context(&[("Dockerfile", "FROM busybox\nRUN echo pushed > /p\n")]);
     let name = format!("127.0.0.1:{}/bk/pushed:1", reg.port);
     buildx_build(&d, ctx.path(), &["-q", "--push", "-t", &name, "."]).ok();
     let name2 = format!("127.0.0.1:{}/bk/pushed:2", reg.port);
@@ -405,7 +331,7 @@ fn push_to_a_registry() {
 #[test]
 fn secrets_ssh_target_named_contexts_and_no_cache_filter() {
     let Some(d) = daemon() else { return };
-    let ctx = context(&[(
+    let ctx = temp_context(&[(
         "Dockerfile",
         "FROM busybox AS base\nRUN echo base > /base\n\
              FROM base AS build\nRUN --mount=type=secret,id=tok cat /run/secrets/tok > /seen\n\
@@ -479,7 +405,7 @@ fn secrets_ssh_target_named_contexts_and_no_cache_filter() {
         ],
     )
     .ok();
-    assert!(r.stderr.contains("echo other"), "{}", r.stderr);
+    r.stderr_contains("echo other");
     assert_eq!(
         d.docker(&["run", "--rm", "bk:other", "cat", "/other"])
             .ok()
@@ -530,7 +456,7 @@ fn records(du: &str) -> usize {
 #[test]
 fn buildx_du_and_prune() {
     let Some(d) = daemon() else { return };
-    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN echo cached > /c\n")]);
+    let ctx = temp_context(&[("Dockerfile", "FROM busybox\nRUN echo cached > /c\n")]);
     docker_in(&d, ctx.path(), &["build", "-q", "."]).ok();
     let du = d.docker(&["buildx", "du"]).ok().stdout;
     assert!(du.contains("Total:"), "{du}");
@@ -543,7 +469,7 @@ fn buildx_du_and_prune() {
     assert_eq!(df, records(&du), "{du}");
     // Filters and space limits: nothing fresh is older than a day, no record is a cache
     // mount, the small cache fits in 1 GB; an ID filter removes that record only.
-    let ctx2 = context(&[(
+    let ctx2 = temp_context(&[(
         "Dockerfile",
         "FROM busybox\nRUN echo one > /one\nRUN echo two > /two\n",
     )]);
@@ -602,7 +528,7 @@ fn buildx_du_and_prune() {
         .unwrap();
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
     let pr = d.docker(&["buildx", "prune", "-f", "-a"]).ok();
-    assert!(pr.stdout.contains("Total:"), "{}", pr.stdout);
+    pr.stdout_contains("Total:");
     let du = d.docker(&["buildx", "du"]).ok().stdout;
     assert_eq!(records(&du), 0, "{du}");
     assert_eq!(build_cache_count(&d), 0);
@@ -647,7 +573,7 @@ fn forget(d: &Daemon, image: &str) {
 fn cache_export_and_import_registry_inline_local() {
     let Some(d) = daemon() else { return };
     let reg = DockerRegistry::start();
-    let ctx = context(&[(
+    let ctx = temp_context(&[(
         "Dockerfile",
         "FROM busybox\nRUN echo cache-me > /c && sleep 0.2\nRUN echo second > /s\n",
     )]);
@@ -671,7 +597,7 @@ fn cache_export_and_import_registry_inline_local() {
         "--cache-to",
         &format!("type=registry,ref={cref}"),
     ]);
-    assert!(r.stderr.contains("exporting cache"), "{}", r.stderr);
+    r.stderr_contains("exporting cache");
     forget(&d, "bk:cache");
     let r = build(&[
         "-t",
@@ -705,7 +631,7 @@ fn cache_export_and_import_registry_inline_local() {
         "--cache-to",
         &format!("type=local,dest={}", dir.display()),
     ]);
-    assert!(r.stderr.contains("exporting cache"), "{}", r.stderr);
+    r.stderr_contains("exporting cache");
     let index: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
     let manifest = index["manifests"][0]["digest"]
@@ -746,12 +672,12 @@ fn pull_load_platforms_and_local_named_contexts() {
     let base = format!("127.0.0.1:{}/bk/base:1", reg.port);
     d.docker(&["tag", "busybox", &base]).ok();
     d.docker(&["push", &base]).ok();
-    let ctx = context(&[(
+    let ctx = temp_context(&[(
         "Dockerfile",
         &format!("FROM {base}\nRUN cat /version 2>/dev/null || echo none\n"),
     )]);
     // A newer base in the registry (the local one stays old).
-    let newer = context(&[("Dockerfile", "FROM busybox\nRUN echo v2 > /version\n")]);
+    let newer = temp_context(&[("Dockerfile", "FROM busybox\nRUN echo v2 > /version\n")]);
     docker_in(&d, newer.path(), &["build", "-q", "-t", "bk:v2", "."]).ok();
     d.docker(&["tag", "bk:v2", &base]).ok();
     d.docker(&["push", &base]).ok();
@@ -762,19 +688,19 @@ fn pull_load_platforms_and_local_named_contexts() {
         &["build", "--progress=plain", "-t", "bk:p", "."],
     )
     .ok();
-    assert!(r.stderr.contains("none"), "{}", r.stderr);
+    r.stderr_contains("none");
     let r = docker_in(
         &d,
         ctx.path(),
         &["build", "--progress=plain", "--pull", "-t", "bk:p", "."],
     )
     .ok();
-    assert!(r.stderr.contains("v2"), "{}", r.stderr);
+    r.stderr_contains("v2");
     let id = d.inspect("{{.Id}}", &base);
     assert_eq!(id, d.inspect("{{.Id}}", "bk:v2"));
 
     // --load (the docker driver's default, also explicit).
-    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN echo loaded > /l\n")]);
+    let ctx = temp_context(&[("Dockerfile", "FROM busybox\nRUN echo loaded > /l\n")]);
     buildx_build(&d, ctx.path(), &["-q", "--load", "-t", "bk:loaded", "."]).ok();
     assert_eq!(
         d.docker(&["run", "--rm", "bk:loaded", "cat", "/l"])
@@ -802,20 +728,14 @@ fn pull_load_platforms_and_local_named_contexts() {
         ctx.path(),
         &["-q", "--platform", other, "-t", "bk:other", "."],
     );
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains(other), "{}", r.stderr);
+    r.fails_with(other);
     assert!(d.docker(&["image", "inspect", "bk:other"]).code != 0);
     let r = buildx_build(
         &d,
         ctx.path(),
         &["-q", "--platform", &format!("{host},{other}"), "."],
     );
-    assert_ne!(r.code, 0);
-    assert!(
-        r.stderr.contains("cannot be exported to the image store"),
-        "{}",
-        r.stderr
-    );
+    r.fails_with("cannot be exported to the image store");
 
     // A local directory as a named context: FROM it, COPY --from it.
     let dangling = || {
@@ -824,8 +744,8 @@ fn pull_load_platforms_and_local_named_contexts() {
             .stdout
     };
     let dangling_before = dangling();
-    let extra = context(&[("data/x.txt", "from-the-named-dir\n"), ("top", "t\n")]);
-    let ctx = context(&[(
+    let extra = temp_context(&[("data/x.txt", "from-the-named-dir\n"), ("top", "t\n")]);
+    let ctx = temp_context(&[(
         "Dockerfile",
         "FROM busybox\nCOPY --from=assets data/x.txt /x.txt\nFROM assets AS raw\n\
          FROM busybox\nCOPY --from=raw / /raw/\nCOPY --from=0 /x.txt /x.txt\n",
@@ -843,7 +763,7 @@ fn pull_load_platforms_and_local_named_contexts() {
         ],
     )
     .ok();
-    assert!(r.stderr.contains("[context assets]"), "{}", r.stderr);
+    r.stderr_contains("[context assets]");
     assert_eq!(
         d.docker(&[
             "run",
@@ -866,13 +786,10 @@ fn pull_load_platforms_and_local_named_contexts() {
 #[test]
 fn a_dropped_session_ends_the_build_cleanly() {
     let Some(d) = daemon() else { return };
-    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN echo started && sleep 60\n")]);
-    let mut child = Command::new("docker")
-        .args(["build", "--progress=plain", "-t", "bk:dropped", "."])
+    let ctx = temp_context(&[("Dockerfile", "FROM busybox\nRUN echo started && sleep 60\n")]);
+    let mut child = d
+        .buildkit_cmd(&["build", "--progress=plain", "-t", "bk:dropped", "."])
         .current_dir(ctx.path())
-        .env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
-        .env("DOCKER_CONFIG", d.path("docker-config"))
-        .env_remove("DOCKER_BUILDKIT")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -932,12 +849,11 @@ fn a_dropped_session_ends_the_build_cleanly() {
 #[test]
 fn compose_build_and_up_without_docker_buildkit() {
     let Some(d) = daemon() else { return };
-    let p = plugins().unwrap();
-    if !p.join("docker-compose").exists() {
+    if cli_plugins("docker-compose").is_none() {
         eprintln!("skipped: compose v2 not installed (~/.docker/cli-plugins/docker-compose)");
         return;
     }
-    let dir = context(&[
+    let dir = temp_context(&[
         ("a/Dockerfile", "FROM busybox\nRUN echo from-a > /a\nCMD [\"cat\", \"/a\"]\n"),
         ("b/Dockerfile", "FROM busybox\nARG X=1\nRUN echo from-b$X > /b\nCMD [\"cat\", \"/b\"]\n"),
         (

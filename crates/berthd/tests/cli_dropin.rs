@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use std::io::Read;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Runs the same arguments through the docker CLI and berth; the outputs and statuses must be
 /// the same. Returns berth's.
@@ -46,13 +46,13 @@ fn container_and_image_commands_run_a_docker_script() {
     }
     // A script written for the docker CLI, run through docker and then with `docker` being
     // berth: the same output.
-    let ctx = d.path("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox\nRUN echo built > /built\nCMD [\"cat\", \"/built\"]\n",
-    )
-    .unwrap();
+    d.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN echo built > /built\nCMD [\"cat\", \"/built\"]\n",
+        )],
+    );
     let script = r#"
 set -e
 T="$1"
@@ -302,13 +302,10 @@ fn format_functions_and_label_methods_like_docker() {
         r.stdout_contains("fh");
     }
     // Images' `.Label` is Berth's (the docker CLI has no labels in image rows).
-    let ctx = d.path("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox\nLABEL com.example.team=img\n",
-    )
-    .unwrap();
+    let ctx = d.context(
+        "ctx",
+        &[("Dockerfile", "FROM busybox\nLABEL com.example.team=img\n")],
+    );
     d.berth(&["build", "-q", "-t", "labeled:1", ctx.to_str().unwrap()])
         .ok();
     let out = d
@@ -435,17 +432,6 @@ fn container_state(d: &Daemon, name: &str) -> Option<String> {
     (r.code == 0).then(|| r.stdout.trim().to_string())
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
-
 fn interrupt(child: &std::process::Child) {
     // SAFETY: kill(2) on a child this test spawned and has not reaped.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -484,7 +470,7 @@ fn ctrl_c_on_run_is_forwarded_to_the_container_like_docker() {
         let st = child.wait().unwrap();
         assert_eq!(st.code(), Some(130), "{cli}");
         assert_eq!(String::from_utf8_lossy(&seen), "ready\ngot-int\n", "{cli}");
-        wait_until("removal", || container_state(&d, &name).is_none());
+        wait("removal", || container_state(&d, &name).is_none());
         // A process that ignores SIGINT (pid 1 without a handler): three Ctrl-C end the CLI,
         // the container goes on.
         let name = format!("sig3-{cli}");
@@ -493,7 +479,7 @@ fn ctrl_c_on_run_is_forwarded_to_the_container_like_docker() {
             cli,
             &["run", "--name", &name, "busybox", "sleep", "100"],
         );
-        wait_until("running", || {
+        wait("running", || {
             container_state(&d, &name).as_deref() == Some("running")
         });
         for _ in 0..3 {
@@ -529,7 +515,7 @@ fn ctrl_c_on_run_is_forwarded_to_the_container_like_docker() {
             "100",
         ],
     );
-    wait_until("running", || {
+    wait("running", || {
         container_state(&d, "noproxy").as_deref() == Some("running")
     });
     interrupt(&child);
@@ -692,7 +678,7 @@ fn commit_and_export_like_docker() {
         "echo live > /live; exec sleep 300",
     ])
     .ok();
-    wait_until("/live", || {
+    wait("/live", || {
         d.docker(&["exec", "cr", "cat", "/live"]).stdout == "live\n"
     });
     let r = d.berth(&["commit", "cr", "committed/running"]).ok();

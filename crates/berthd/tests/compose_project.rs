@@ -6,14 +6,8 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-
-fn plugins() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME").map(PathBuf::from)?;
-    let dir = home.join(".docker/cli-plugins");
-    dir.join("docker-compose").exists().then_some(dir)
-}
 
 const COMPOSE_V1: &str = "/usr/bin/docker-compose";
 
@@ -87,8 +81,7 @@ fn exec(d: &Daemon, v2: bool, dir: &Path, service: &str, cmd: &str) -> String {
 fn project_round_trip(v2: bool) {
     let d = Daemon::new();
     if v2 {
-        let p = plugins().unwrap();
-        std::os::unix::fs::symlink(&p, d.path("docker-config/cli-plugins")).unwrap();
+        assert!(d.cli_plugin("docker-compose"));
     }
     let dir = d.path("proj");
     project(&dir, "first");
@@ -158,11 +151,8 @@ fn project_round_trip(v2: bool) {
         ],
     )
     .ok();
-    assert!(
-        r.stdout.contains("run-web") && r.stdout.contains("hello-from-web"),
-        "{}",
-        r.stdout
-    );
+    r.stdout_contains("run-web")
+        .stdout_contains("hello-from-web");
     let logs = compose(&d, v2, &dir, &["logs", "client"]).ok().stdout;
     assert!(logs.contains("client-started"), "{logs}");
 
@@ -189,7 +179,7 @@ fn compose_v1_project_round_trip() {
 #[test]
 fn compose_v2_project_round_trip() {
     require_root!();
-    if plugins().is_none() {
+    if cli_plugins("docker-compose").is_none() {
         eprintln!("skipped: compose v2 not installed (~/.docker/cli-plugins/docker-compose)");
         return;
     }

@@ -12,11 +12,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::Duration;
 
-#[track_caller]
-fn wait_for(what: &str, f: impl FnMut() -> bool) {
-    berth_testkit::wait_for(what, Duration::from_secs(20), f)
-}
-
 fn ids(d: &Daemon, all: bool) -> BTreeSet<String> {
     let args: &[&str] = if all {
         &["ps", "-aq", "--no-trunc"]
@@ -29,24 +24,6 @@ fn ids(d: &Daemon, all: bool) -> BTreeSet<String> {
         .split_whitespace()
         .map(String::from)
         .collect()
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Whether `pid` runs (a zombie waiting for its new parent to reap it does not).
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
-        .unwrap_or(false)
 }
 
 /// What exists of the daemon's containers that its container list does not account for:
@@ -92,20 +69,20 @@ fn orphans(d: &Daemon) -> Vec<String> {
         ("data/containers", &all),
         ("data/snapshotter/containers", &all),
     ] {
-        for e in entries(&d.path(dir)) {
+        for e in list_dir(&d.path(dir)) {
             // `@…`: the runtime's own (its seccomp cache).
             if !allowed.contains(&e) && !e.starts_with('@') {
                 out.push(format!("{dir}/{e}"));
             }
         }
     }
-    for e in entries(&d.path("data/journal")) {
+    for e in list_dir(&d.path("data/journal")) {
         out.push(format!("data/journal/{e}"));
     }
     // Pending blobs, the credentials of pulls and pushes, build work directories and
     // build step containers: none outlives its operation.
     for dir in ["data/blobs/ingest", "exec/auth", "exec/build-runtime"] {
-        for e in entries(&d.path(dir)) {
+        for e in list_dir(&d.path(dir)) {
             if !e.starts_with('@') {
                 out.push(format!("{dir}/{e}"));
             }
@@ -114,7 +91,7 @@ fn orphans(d: &Daemon) -> Vec<String> {
     for e in build_leftovers(d) {
         out.push(format!("data/tmp/{e}"));
     }
-    for e in entries(&d.path("data/volumes")) {
+    for e in list_dir(&d.path("data/volumes")) {
         if e.starts_with(".tmp-") || e.starts_with(".trash-") {
             out.push(format!("data/volumes/{e}"));
         }
@@ -167,7 +144,7 @@ fn dead_shim_kills_and_deletes_its_container() {
     let init: i32 = d.inspect("{{.State.Pid}}", "plain").trim().parse().unwrap();
 
     kill_pid(shim_pid(&d, &plain));
-    wait_for("the exit of a container whose shim died", || {
+    wait("the exit of a container whose shim died", || {
         d.inspect("{{.State.Status}}", "plain") == "exited\n"
     });
     assert!(
@@ -176,8 +153,8 @@ fn dead_shim_kills_and_deletes_its_container() {
         "{}",
         d.inspect("{{json .State}}", "plain")
     );
-    wait_for("the init of the shimless container killed", || !alive(init));
-    wait_for(
+    wait("the init of the shimless container killed", || !alive(init));
+    wait(
         "the runtime's state of the shimless container deleted",
         || !d.path(&format!("exec/runtime/{plain}")).exists(),
     );
@@ -187,7 +164,7 @@ fn dead_shim_kills_and_deletes_its_container() {
 
     let init: i32 = d.inspect("{{.State.Pid}}", "alw").trim().parse().unwrap();
     kill_pid(shim_pid(&d, &alw));
-    wait_for(
+    wait(
         "the restart of an `always` container whose shim died",
         || {
             let s = d
@@ -201,7 +178,7 @@ fn dead_shim_kills_and_deletes_its_container() {
             s.starts_with("true 1 ") && s.trim_end() != format!("true 1 {init}")
         },
     );
-    wait_for("the old init of `alw` killed", || !alive(init));
+    wait("the old init of `alw` killed", || !alive(init));
     d.docker_line("stop -t 1 alw", &[]).ok();
     d.docker_line("rm -f plain alw", &[]).ok();
     assert_no_orphans(&d, "after rm");
@@ -243,15 +220,27 @@ fn crashed(d: &mut Daemon, fp: &str) {
     d.start();
 }
 
+/// Runs `docker WORDS REST` on the daemon armed to kill itself at `fp`: the command fails,
+/// the daemon dies at the failpoint and is started again unarmed.
+#[track_caller]
+fn crash_at(d: &mut Daemon, fp: &str, words: &str, rest: &[&str]) {
+    arm(d, fp);
+    let r = d.docker_line(words, rest);
+    assert_ne!(r.code, 0, "{r:?}");
+    crashed(d, fp);
+}
+
 /// A create interrupted at `fp`: after the restart no trace of it (directories, snapshot,
 /// anonymous volume), and the same create succeeds.
 fn create_crash(fp: &str) {
     require_root!();
     let mut d = Daemon::new();
-    arm(&mut d, fp);
-    let r = d.docker_line("create --name ctr -v /data busybox sleep 1000", &[]);
-    assert_ne!(r.code, 0, "{r:?}");
-    crashed(&mut d, fp);
+    crash_at(
+        &mut d,
+        fp,
+        "create --name ctr -v /data busybox sleep 1000",
+        &[],
+    );
     assert!(ids(&d, true).is_empty());
     assert_eq!(d.docker_out("volume ls -q", &[]), "");
     assert_no_orphans(&d, "after the restart");
@@ -288,10 +277,7 @@ fn start_crash(fp: &str) {
     let mut d = Daemon::new();
     d.docker_line("create --name ctr -p 127.0.0.1::80 busybox sleep 1000", &[])
         .ok();
-    arm(&mut d, fp);
-    let r = d.docker_line("start ctr", &[]);
-    assert_ne!(r.code, 0, "{r:?}");
-    crashed(&mut d, fp);
+    crash_at(&mut d, fp, "start ctr", &[]);
     assert_eq!(d.inspect("{{.State.Running}}", "ctr"), "false\n");
     assert_no_orphans(&d, "after the restart");
     d.docker_line("start ctr", &[]).ok();
@@ -328,11 +314,8 @@ fn crash_stop_signalled() {
         &["trap 'exit 7' TERM; sleep 1000 & wait"],
     )
     .ok();
-    arm(&mut d, "stop.signalled");
-    let r = d.docker_line("stop -t 30 ctr", &[]);
-    assert_ne!(r.code, 0, "{r:?}");
-    crashed(&mut d, "stop.signalled");
-    wait_for("the exit recorded", || {
+    crash_at(&mut d, "stop.signalled", "stop -t 30 ctr", &[]);
+    wait("the exit recorded", || {
         d.inspect("{{.State.Status}} {{.State.ExitCode}}", "ctr") == "exited 7\n"
     });
     d.docker_line("stop ctr", &[]).ok();
@@ -372,10 +355,7 @@ fn remove_crash(fp: &str) {
     let mut d = Daemon::new();
     d.docker_line("run -d --name ctr -v /data busybox sleep 1000", &[])
         .ok();
-    arm(&mut d, fp);
-    let r = d.docker_line("rm -f -v ctr", &[]);
-    assert_ne!(r.code, 0, "{r:?}");
-    crashed(&mut d, fp);
+    crash_at(&mut d, fp, "rm -f -v ctr", &[]);
     if !ids(&d, true).is_empty() {
         d.docker_line("rm -f -v ctr", &[]).ok();
     }
@@ -403,15 +383,11 @@ fn crash_remove_renamed() {
 fn crash_volume_create_and_remove() {
     require_root!();
     let mut d = Daemon::new();
-    arm(&mut d, "volume.create");
-    assert_ne!(d.docker_line("volume create v1", &[]).code, 0);
-    crashed(&mut d, "volume.create");
+    crash_at(&mut d, "volume.create", "volume create v1", &[]);
     assert_eq!(d.docker_out("volume ls -q", &[]), "");
     assert_no_orphans(&d, "after the create crash");
     d.docker_line("volume create v1", &[]).ok();
-    arm(&mut d, "volume.remove");
-    assert_ne!(d.docker_line("volume rm v1", &[]).code, 0);
-    crashed(&mut d, "volume.remove");
+    crash_at(&mut d, "volume.remove", "volume rm v1", &[]);
     assert_eq!(d.docker_out("volume ls -q", &[]), "");
     assert_no_orphans(&d, "after the remove crash");
     d.docker_line("volume create v1", &[]).ok();
@@ -430,9 +406,7 @@ fn crash_network_connect() {
     d.docker_line("network create", &[&net]).ok();
     d.docker_line("run -d --name ctr busybox sleep 1000", &[])
         .ok();
-    arm(&mut d, "network.connect");
-    assert_ne!(d.docker_line("network connect", &[&net, "ctr"]).code, 0);
-    crashed(&mut d, "network.connect");
+    crash_at(&mut d, "network.connect", "network connect", &[&net, "ctr"]);
     assert_eq!(d.inspect("{{.State.Running}}", "ctr"), "true\n");
     d.docker_line("network disconnect", &[&net, "ctr"]).ok();
     d.docker_line("network connect", &[&net, "ctr"]).ok();
@@ -455,11 +429,9 @@ fn crash_pull_layer() {
     d.docker(&["push", &name]).ok();
     d.docker(&["rmi", &name]).ok();
     d.docker(&["rmi", "busybox"]).ok();
-    let blobs = entries(&d.path("data/blobs/sha256")).len();
-    arm(&mut d, "pull.layer");
-    assert_ne!(d.docker(&["pull", &name]).code, 0);
-    crashed(&mut d, "pull.layer");
-    assert_eq!(entries(&d.path("data/partial")), Vec::<String>::new());
+    let blobs = list_dir(&d.path("data/blobs/sha256")).len();
+    crash_at(&mut d, "pull.layer", "pull", &[&name]);
+    assert_eq!(list_dir(&d.path("data/partial")), Vec::<String>::new());
     assert_eq!(d.docker_out("images -q", &[]), "");
     d.docker(&["pull", &name]).ok();
     assert_eq!(
@@ -468,7 +440,7 @@ fn crash_pull_layer() {
     );
     d.docker(&["rmi", &name]).ok();
     d.docker_line("image prune -af", &[]).ok();
-    assert_eq!(entries(&d.path("data/blobs/sha256")).len(), blobs);
+    assert_eq!(list_dir(&d.path("data/blobs/sha256")).len(), blobs);
     assert_no_orphans(&d, "after the pull");
     finish(d);
 }
@@ -484,8 +456,16 @@ fn mounts_below(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Whether a build step's container exists (its runtime state under `exec/build-runtime`).
+fn step_container_created(d: &Daemon) -> bool {
+    let steps = d.path("exec/build-runtime");
+    list_dir(&steps)
+        .iter()
+        .any(|e| !e.starts_with('@') && steps.join(e).join("state.json").exists())
+}
+
 fn build_leftovers(d: &Daemon) -> Vec<String> {
-    entries(&d.path("data/tmp"))
+    list_dir(&d.path("data/tmp"))
         .into_iter()
         .filter(|e| e.starts_with("build-") || e.starts_with("from-"))
         .collect()
@@ -499,9 +479,7 @@ fn build_leftovers(d: &Daemon) -> Vec<String> {
 fn crash_leftovers_removed_at_start_counted_and_pruned() {
     require_root!();
     let mut d = Daemon::new();
-    let ctx = d.path("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN sleep 60\n").unwrap();
+    let ctx = d.context("ctx", &[("Dockerfile", "FROM busybox\nRUN sleep 60\n")]);
     let mut build = d
         .docker_cmd(&["build", "-t", "crashed", &ctx.display().to_string()])
         .env("DOCKER_BUILDKIT", "0")
@@ -510,12 +488,8 @@ fn crash_leftovers_removed_at_start_counted_and_pruned() {
         .spawn()
         .unwrap();
     let tmp = d.path("data/tmp");
-    let steps = d.path("exec/build-runtime");
-    wait_for("a build step's container", || {
-        !mounts_below(&tmp).is_empty()
-            && entries(&steps)
-                .iter()
-                .any(|e| !e.starts_with('@') && steps.join(e).join("state.json").exists())
+    wait("a build step's container", || {
+        !mounts_below(&tmp).is_empty() && step_container_created(&d)
     });
     d.kill9();
     let _ = build.kill();
@@ -531,7 +505,7 @@ fn crash_leftovers_removed_at_start_counted_and_pruned() {
     // The step's container (its process, cgroups, runtime state) went too.
     assert_no_orphans(&d, "after the restart");
     assert_eq!(
-        entries(&d.path("exec/build-runtime"))
+        list_dir(&d.path("exec/build-runtime"))
             .iter()
             .filter(|e| !e.starts_with('@'))
             .count(),
@@ -583,15 +557,15 @@ fn published_port_answers_while_the_daemon_is_down() {
     )
     .ok();
     let addr = d.docker_out("port web 8080/tcp", &[]).trim().to_string();
-    wait_for("the published port", || answer(&addr) == "hello");
+    wait("the published port", || answer(&addr) == "hello");
     d.kill9();
     assert_eq!(answer(&addr), "hello", "while the daemon is down");
     assert_eq!(answer(&addr), "hello", "while the daemon is down");
     d.start();
     assert_eq!(d.docker_out("port web 8080/tcp", &[]).trim(), addr);
-    wait_for("the port after the restart", || answer(&addr) == "hello");
+    wait("the port after the restart", || answer(&addr) == "hello");
     d.restart();
-    wait_for("the port after a second restart", || {
+    wait("the port after a second restart", || {
         answer(&addr) == "hello"
     });
     d.docker_line("rm -f web", &[]).ok();
@@ -649,10 +623,8 @@ fn push_crash(fp: &str) {
     d.docker(&["tag", "busybox", &name]).ok();
     let id = d.inspect("{{.Id}}", &name);
     let before = stored(&d);
-    arm(&mut d, fp);
-    assert_ne!(d.docker(&["push", &name]).code, 0);
-    crashed(&mut d, fp);
-    assert_eq!(entries(&tmp), Vec::<String>::new(), "the daemon's $TMPDIR");
+    crash_at(&mut d, fp, "push", &[&name]);
+    assert_eq!(list_dir(&tmp), Vec::<String>::new(), "the daemon's $TMPDIR");
     assert_eq!(d.inspect("{{.Id}}", &name), id);
     assert_eq!(stored(&d), before);
     assert_no_orphans(&d, "after the restart");
@@ -661,7 +633,7 @@ fn push_crash(fp: &str) {
         "ok\n"
     );
     d.docker(&["push", &name]).ok();
-    assert_eq!(entries(&tmp), Vec::<String>::new(), "the daemon's $TMPDIR");
+    assert_eq!(list_dir(&tmp), Vec::<String>::new(), "the daemon's $TMPDIR");
     d.docker(&["rmi", &name]).ok();
     d.docker(&["rmi", "busybox"]).ok();
     d.docker(&["pull", &name]).ok();
@@ -695,13 +667,13 @@ fn crash_push_manifest() {
 fn build_crash(fp: &str) {
     require_root!();
     let mut d = Daemon::new();
-    let ctx = d.path("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox\nRUN sleep 1 && echo data > /f\nRUN cat /f\n",
-    )
-    .unwrap();
+    let ctx = d.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN sleep 1 && echo data > /f\nRUN cat /f\n",
+        )],
+    );
     let ctx = ctx.display().to_string();
     let build = |d: &Daemon| {
         d.docker_cmd(&["build", "-t", "built:v1", &ctx])
@@ -718,17 +690,30 @@ fn build_crash(fp: &str) {
     // (named `<pid>x<random>-…`, with a lock file `<pid>x<random>.lock`)
     let shm = format!("berth-build-ctx-{pid}x");
     assert_eq!(
-        entries(Path::new("/dev/shm"))
+        list_dir(Path::new("/dev/shm"))
             .into_iter()
             .filter(|e| e.starts_with(&shm))
             .collect::<Vec<_>>(),
         Vec::<String>::new(),
         "/dev/shm"
     );
+    assert_build_recovered(&d, &before, || build(&d));
+    finish(d);
+}
+
+/// After a build's crash and the restart: no mount below the daemon's directory, no orphan,
+/// the image store as `before`; then `retry`, the build run again, succeeds, `built:v1`
+/// holds its `/f`, and removing it and the build cache leaves the store as `before`.
+#[track_caller]
+fn assert_build_recovered(
+    d: &Daemon,
+    before: &Stored,
+    retry: impl FnOnce() -> std::process::Output,
+) {
     assert_eq!(mounts_below(d.dir.path()), Vec::<String>::new());
-    assert_no_orphans(&d, "after the restart");
-    assert_eq!(stored(&d), before);
-    let r = build(&d);
+    assert_no_orphans(d, "after the restart");
+    assert_eq!(stored(d), *before);
+    let r = retry();
     assert!(r.status.success(), "{r:?}");
     assert_eq!(
         d.docker(&["run", "--rm", "built:v1", "cat", "/f"])
@@ -738,9 +723,8 @@ fn build_crash(fp: &str) {
     );
     d.docker_line("rmi built:v1", &[]).ok();
     d.docker_line("builder prune -af", &[]).ok();
-    assert_eq!(stored(&d), before);
-    assert_no_orphans(&d, "after the build");
-    finish(d);
+    assert_eq!(stored(d), *before);
+    assert_no_orphans(d, "after the build");
 }
 
 #[test]
@@ -781,18 +765,12 @@ fn commit_crash(fp: &str, pause: bool) {
     )
     .ok();
     let id = container_id(&d, "ctr");
-    wait_for("the container's file", || {
+    wait("the container's file", || {
         d.docker(&["exec", "ctr", "cat", "/f"]).stdout == "data\n"
     });
     let before = stored(&d);
-    arm(&mut d, fp);
     let pause = format!("--pause={pause}");
-    assert_ne!(
-        d.docker_line("commit", &[&pause, "ctr", "committed:v1"])
-            .code,
-        0
-    );
-    crashed(&mut d, fp);
+    crash_at(&mut d, fp, "commit", &[&pause, "ctr", "committed:v1"]);
     assert_eq!(
         d.inspect("{{.State.Status}} {{.State.Paused}}", "ctr"),
         "running false\n"
@@ -845,30 +823,22 @@ fn crash_commit_unpacked_unpaused() {
 #[test]
 fn crash_buildx_run() {
     require_root!();
-    let plugins = std::env::var_os("HOME")
-        .map(|h| Path::new(&h).join(".docker/cli-plugins"))
-        .filter(|p| p.join("docker-buildx").exists());
-    let Some(plugins) = plugins else {
-        berth_testkit::skipped("buildx not installed (~/.docker/cli-plugins/docker-buildx)");
+    let Some(mut d) = Daemon::with_cli_plugin("docker-buildx") else {
         return;
     };
-    let mut d = Daemon::new();
-    std::os::unix::fs::symlink(&plugins, d.path("docker-config/cli-plugins")).unwrap();
-    let ctx = d.path("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox\nARG S=60\nRUN echo data > /f\nRUN sleep $S\n",
-    )
-    .unwrap();
+    let ctx = d.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nARG S=60\nRUN echo data > /f\nRUN sleep $S\n",
+        )],
+    );
     let ctx = ctx.display().to_string();
     let build = |d: &Daemon, args: &[&str]| {
         let mut all = vec!["buildx", "build", "-t", "built:v1"];
         all.extend_from_slice(args);
         all.push(&ctx);
-        let mut c = d.docker_cmd(&all);
-        c.env_remove("DOCKER_BUILDKIT");
-        c
+        d.buildkit_cmd(&all)
     };
     let before = stored(&d);
     let pid = daemon_pid(&d);
@@ -877,13 +847,9 @@ fn crash_buildx_run() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let steps = d.path("exec/build-runtime");
     let snapshots = d.path("data/snapshotter/snapshots");
-    wait_for("the second RUN step's container", || {
-        berth_testkit::list_dir(&snapshots) != before.snapshots
-            && entries(&steps)
-                .iter()
-                .any(|e| !e.starts_with('@') && steps.join(e).join("state.json").exists())
+    wait("the second RUN step's container", || {
+        berth_testkit::list_dir(&snapshots) != before.snapshots && step_container_created(&d)
     });
     d.kill9();
     let _ = client.kill();
@@ -891,26 +857,14 @@ fn crash_buildx_run() {
     d.start();
     // (in /dev/shm `<pid>x<random>-…`, in the data root's tmp/ `<pid>-…`)
     let (work, work_tmp) = (format!("berth-bk-{pid}x"), format!("berth-bk-{pid}-"));
-    let left: Vec<String> = entries(Path::new("/dev/shm"))
+    let left: Vec<String> = list_dir(Path::new("/dev/shm"))
         .into_iter()
-        .chain(entries(&d.path("data/tmp")))
+        .chain(list_dir(&d.path("data/tmp")))
         .filter(|e| e.starts_with(&work) || e.starts_with(&work_tmp))
         .collect();
     assert_eq!(left, Vec::<String>::new(), "work directories");
-    assert_eq!(mounts_below(d.dir.path()), Vec::<String>::new());
-    assert_no_orphans(&d, "after the restart");
-    assert_eq!(stored(&d), before);
-    let r = build(&d, &["--build-arg", "S=0"]).output().unwrap();
-    assert!(r.status.success(), "{r:?}");
-    assert_eq!(
-        d.docker(&["run", "--rm", "built:v1", "cat", "/f"])
-            .ok()
-            .stdout,
-        "data\n"
-    );
-    d.docker_line("rmi built:v1", &[]).ok();
-    d.docker_line("builder prune -af", &[]).ok();
-    assert_eq!(stored(&d), before);
-    assert_no_orphans(&d, "after the build");
+    assert_build_recovered(&d, &before, || {
+        build(&d, &["--build-arg", "S=0"]).output().unwrap()
+    });
     finish(d);
 }

@@ -15,12 +15,9 @@ use common::*;
 #[test]
 fn cri_version_status_runtime_config_and_images() {
     require_root!();
-    if !cni_available() {
+    let Some((net, d, _pods)) = cri_daemon(1) else {
         return;
-    }
-    let net = CniNet::new(1);
-    let d = net.daemon();
-    let _pods = remove_pods(&d);
+    };
     rt().block_on(async {
         let (mut r, mut i) = clients(&d).await;
         let v = r
@@ -280,27 +277,12 @@ async fn sandbox_state(r: &mut Runtime, id: &str) -> (i32, String) {
     (s.state, s.network.map(|n| n.ip).unwrap_or_default())
 }
 
-async fn container_state(r: &mut Runtime, id: &str) -> pb::ContainerStatus {
-    r.container_status(pb::ContainerStatusRequest {
-        container_id: id.into(),
-        verbose: false,
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .status
-    .unwrap()
-}
-
 #[test]
 fn cri_pod_and_container_lifecycle_on_cni_across_a_restart() {
     require_root!();
-    if !cni_available() {
+    let Some((net, mut d, _pods)) = cri_daemon(2) else {
         return;
-    }
-    let net = CniNet::new(2);
-    let mut d = net.daemon();
-    let _pods = remove_pods(&d);
+    };
     let logs = d.path("pod-logs");
     let uid = format!("uid-{}", berth_testkit::unique_id());
     let ready = pb::PodSandboxState::SandboxReady as i32;
@@ -375,23 +357,10 @@ fn cri_pod_and_container_lifecycle_on_cni_across_a_restart() {
             labels: [("tier".to_string(), "front".to_string())].into(),
             ..Default::default()
         };
-        let cid = r
-            .create_container(pb::CreateContainerRequest {
-                pod_sandbox_id: sid.clone(),
-                config: Some(ccfg),
-                sandbox_config: Some(cfg.clone()),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .container_id;
+        let cid = create_container(&mut r, &sid, &cfg, ccfg).await;
         let st = container_state(&mut r, &cid).await;
         assert_eq!(st.state, pb::ContainerState::ContainerCreated as i32);
-        r.start_container(pb::StartContainerRequest {
-            container_id: cid.clone(),
-        })
-        .await
-        .unwrap();
+        start_container(&mut r, &cid).await;
         let st = container_state(&mut r, &cid).await;
         assert_eq!(st.state, pb::ContainerState::ContainerRunning as i32);
         assert!(
@@ -612,12 +581,9 @@ fn cri_pod_and_container_lifecycle_on_cni_across_a_restart() {
 #[test]
 fn cri_pods_removed_running_or_stopped_dead_release_their_network() {
     require_root!();
-    if !cni_available() {
+    let Some((net, d, _pods)) = cri_daemon(3) else {
         return;
-    }
-    let net = CniNet::new(3);
-    let d = net.daemon();
-    let _pods = remove_pods(&d);
+    };
     let logs = d.path("pod-logs");
     let uid = format!("uid-{}", berth_testkit::unique_id());
     rt().block_on(async {
@@ -734,12 +700,9 @@ fn remove_idle_portmap_chains() {
 #[test]
 fn cri_port_mapping_shared_pid_namespace_and_security_context() {
     require_root!("iptables");
-    if !cni_available() {
+    let Some((net, d, _pods)) = cri_daemon(4) else {
         return;
-    }
-    let net = CniNet::new(4);
-    let d = net.daemon();
-    let _pods = remove_pods(&d);
+    };
     let logs = d.path("pod-logs");
     let uid = format!("uid-{}", berth_testkit::unique_id());
     let port = free_port();
@@ -879,13 +842,7 @@ fn cri_port_mapping_shared_pid_namespace_and_security_context() {
 #[test]
 fn crictl_runp_create_start_exec_logs_rmp() {
     require_root!();
-    if !cni_available() {
-        return;
-    }
-    let net = CniNet::new(5);
-    let d = net.daemon();
-    let _pods = remove_pods(&d);
-    let Some(crictl) = Crictl::new(&d) else {
+    let Some((net, d, _pods, crictl)) = crictl_daemon(5) else {
         return;
     };
     let crictl = |args: &[&str]| crictl.run(args);
@@ -965,12 +922,9 @@ fn crictl_runp_create_start_exec_logs_rmp() {
 #[test]
 fn cri_host_network_and_ipc_pod() {
     require_root!();
-    if !cni_available() {
+    let Some((net, d, _pods)) = cri_daemon(6) else {
         return;
-    }
-    let net = CniNet::new(6);
-    let d = net.daemon();
-    let _pods = remove_pods(&d);
+    };
     let logs = d.path("pod-logs");
     let uid = format!("uid-{}", berth_testkit::unique_id());
     rt().block_on(async {
@@ -1077,14 +1031,11 @@ fn value(v: &Option<pb::UInt64Value>) -> u64 {
 #[test]
 fn cri_stats_and_container_events() {
     require_root!();
-    if !cni_available() {
-        return;
-    }
     use pb::ContainerEventType as Ev;
     use pb::ContainerState as Cs;
-    let net = CniNet::new(7);
-    let d = net.daemon();
-    let _pods = remove_pods(&d);
+    let Some((net, d, _pods)) = cri_daemon(7) else {
+        return;
+    };
     let logs = d.path("pod-logs");
     let uid = format!("uid-{}", berth_testkit::unique_id());
     let gateway = format!("{}{}", net.subnet_prefix, 7 * 16 + 1);
@@ -1117,12 +1068,7 @@ fn cri_stats_and_container_events() {
             }),
             ..Default::default()
         });
-        let e = r
-            .create_container(pb::CreateContainerRequest {
-                pod_sandbox_id: sid.clone(),
-                config: Some(grouped),
-                sandbox_config: Some(cfg.clone()),
-            })
+        let e = try_create_container(&mut r, &sid, &cfg, grouped)
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
@@ -1133,16 +1079,7 @@ fn cri_stats_and_container_events() {
             "dd if=/dev/zero of=/blob bs=1024 count=2048 && touch /done; while :; do :; done",
         );
         config.labels = [("tier".to_string(), "cpu".to_string())].into();
-        let cid = r
-            .create_container(pb::CreateContainerRequest {
-                pod_sandbox_id: sid.clone(),
-                config: Some(config),
-                sandbox_config: Some(cfg.clone()),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .container_id;
+        let cid = create_container(&mut r, &sid, &cfg, config).await;
         assert_eq!(
             event_summary(&next_event(&mut events).await),
             (
@@ -1156,11 +1093,7 @@ fn cri_stats_and_container_events() {
         let st = container_stats(&mut r, &cid).await;
         assert!(st.cpu.is_none() && st.memory.is_none(), "{st:?}");
         assert_eq!(st.attributes.as_ref().unwrap().labels["tier"], "cpu");
-        r.start_container(pb::StartContainerRequest {
-            container_id: cid.clone(),
-        })
-        .await
-        .unwrap();
+        start_container(&mut r, &cid).await;
         assert_eq!(
             event_summary(&next_event(&mut events).await),
             (
@@ -1366,12 +1299,9 @@ fn cri_stats_and_container_events() {
 #[test]
 fn cri_mount_propagation() {
     require_root!();
-    if !cni_available() {
+    let Some((_net, d, _pods)) = cri_daemon(8) else {
         return;
-    }
-    let net = CniNet::new(8);
-    let d = net.daemon();
-    let _pods = remove_pods(&d);
+    };
     let shared = berth_testkit::PropagationDir::new(true);
     let private = berth_testkit::PropagationDir::new(false);
     let logs = d.path("pod-logs");
@@ -1465,21 +1395,9 @@ fn cri_mount_propagation() {
             private.path(),
             pb::MountPropagation::PropagationBidirectional,
         );
-        let res = match r
-            .create_container(pb::CreateContainerRequest {
-                pod_sandbox_id: sid.clone(),
-                config: Some(bad),
-                sandbox_config: Some(cfg.clone()),
-            })
-            .await
-        {
+        let res = match try_create_container(&mut r, &sid, &cfg, bad).await {
             Err(e) => Err(e),
-            Ok(c) => {
-                r.start_container(pb::StartContainerRequest {
-                    container_id: c.into_inner().container_id,
-                })
-                .await
-            }
+            Ok(c) => try_start_container(&mut r, &c).await,
         };
         let e = res.expect_err("a bidirectional mount of a private mount");
         let want = format!(

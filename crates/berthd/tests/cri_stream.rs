@@ -21,6 +21,28 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// An HTTP/1.1 upgrade request to `url`: the answer's status, headers (lower-case names) and
 /// the connection.
+/// A WebSocket upgrade of `url` with `key`, asking for `protocols`, which must be accepted
+/// (101): the answer's headers, the connection and what came after the answer's head.
+async fn ws_upgrade(
+    url: &str,
+    key: &str,
+    protocols: &str,
+) -> (Vec<(String, String)>, TcpStream, Vec<u8>) {
+    let (code, hs, tcp, rest) = upgrade(
+        url,
+        &[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", key),
+            ("Sec-WebSocket-Protocol", protocols),
+        ],
+    )
+    .await;
+    assert_eq!(code, 101, "{hs:?}");
+    (hs, tcp, rest)
+}
+
 async fn upgrade(
     url: &str,
     headers: &[(&str, &str)],
@@ -112,18 +134,7 @@ impl SpdyClient {
     /// client-go's port forwarding over WebSocket: the SPDY session in binary messages.
     async fn tunnel(url: &str) -> SpdyClient {
         let key = "c3BkeSBvdmVyIHdlYnNvY2tldA==";
-        let (code, hs, tcp, rest) = upgrade(
-            url,
-            &[
-                ("Connection", "Upgrade"),
-                ("Upgrade", "websocket"),
-                ("Sec-WebSocket-Version", "13"),
-                ("Sec-WebSocket-Key", key),
-                ("Sec-WebSocket-Protocol", "SPDY/3.1+portforward.k8s.io"),
-            ],
-        )
-        .await;
-        assert_eq!(code, 101, "{hs:?}");
+        let (hs, tcp, rest) = ws_upgrade(url, key, "SPDY/3.1+portforward.k8s.io").await;
         assert_eq!(
             get(&hs, "sec-websocket-protocol"),
             vec!["SPDY/3.1+portforward.k8s.io"]
@@ -325,18 +336,7 @@ struct WsClient {
 impl WsClient {
     async fn connect(url: &str, protocols: &str) -> (WsClient, String) {
         let key = "dGhlIHNhbXBsZSBub25jZQ==";
-        let (code, hs, tcp, rest) = upgrade(
-            url,
-            &[
-                ("Connection", "Upgrade"),
-                ("Upgrade", "websocket"),
-                ("Sec-WebSocket-Version", "13"),
-                ("Sec-WebSocket-Key", key),
-                ("Sec-WebSocket-Protocol", protocols),
-            ],
-        )
-        .await;
-        assert_eq!(code, 101, "{hs:?}");
+        let (hs, tcp, rest) = ws_upgrade(url, key, protocols).await;
         assert_eq!(get(&hs, "sec-websocket-accept"), vec![ws::accept_key(key)]);
         let chosen = get(&hs, "sec-websocket-protocol")[0].to_string();
         let (r, w) = tcp.into_split();
@@ -464,12 +464,9 @@ fn exec_req(cid: &str, cmd: &[&str], stdin: bool, tty: bool) -> pb::ExecRequest 
 #[test]
 fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
     require_root!();
-    if !cni_available() {
+    let Some((net, d, _pods)) = cri_daemon(6) else {
         return;
-    }
-    let net = CniNet::new(6);
-    let d = net.daemon();
-    let _pods = remove_pods(&d);
+    };
     rt().block_on(async {
         let (mut r, _) = clients(&d).await;
         let (sid, echo, cat, tty) = pod(&mut r, &d).await;
@@ -712,16 +709,7 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
         assert_eq!(exit_code(&all[&3]), 0);
         // The end of a tty attach's input leaves the shell running.
         for id in [&cat, &tty] {
-            let st = r
-                .container_status(pb::ContainerStatusRequest {
-                    container_id: id.clone(),
-                    verbose: false,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .status
-                .unwrap();
+            let st = container_state(&mut r, id).await;
             assert_eq!(st.state, pb::ContainerState::ContainerRunning as i32);
         }
 
@@ -889,13 +877,7 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
 /// Runs `cmd` with `input` on its stdin (closed `hold` later), killed after a minute.
 fn with_input(mut cmd: std::process::Command, input: &'static [u8], hold: Duration) -> Run {
     use std::io::Write;
-    use std::process::Stdio;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = cmd.spawn_piped();
     let mut stdin = child.stdin.take().unwrap();
     std::thread::spawn(move || {
         let _ = stdin.write_all(input);
@@ -931,13 +913,7 @@ fn shell_line(argv: &[String]) -> String {
 #[test]
 fn crictl_exec_attach_port_forward() {
     require_root!();
-    if !cni_available() {
-        return;
-    }
-    let net = CniNet::new(7);
-    let d = net.daemon();
-    let _pods = remove_pods(&d);
-    let Some(crictl) = Crictl::new(&d) else {
+    let Some((net, d, _pods, crictl)) = crictl_daemon(7) else {
         return;
     };
     let (sid, echo, cat, _tty) = rt().block_on(async {

@@ -6,9 +6,8 @@
 
 mod common;
 use common::*;
-use std::io::Write;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -330,17 +329,10 @@ fn stdin_tty_follow_and_start_failure() {
     require_root!();
     let d = Daemon::new();
     // stdin through attach (-i), closed at EOF.
-    let mut c = Command::new("docker")
-        .args(["run", "-i", "--rm", "busybox", "cat"])
-        .env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
-        .env("DOCKER_CONFIG", d.path("docker-config"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(b"piped in\n").unwrap();
-    let r = run_output(c.wait_with_output().unwrap()).ok();
+    let r = d
+        .docker_cmd(&["run", "-i", "--rm", "busybox", "cat"])
+        .run_with_input(b"piped in\n")
+        .ok();
     assert_eq!(r.stdout, "piped in\n");
     // A tty (the CLI's stdin is not a terminal, so no -i).
     assert_eq!(d.docker_out("run --rm -t busybox echo tty", &[]), "tty\r\n");

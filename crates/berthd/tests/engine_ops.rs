@@ -5,12 +5,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-/// Waits up to 20 s for `f` to hold.
-#[track_caller]
-fn wait_for(what: &str, f: impl FnMut() -> bool) {
-    berth_testkit::wait_for(what, Duration::from_secs(20), f)
-}
-
 #[test]
 fn exec_top_rename_pause_events() {
     require_root!();
@@ -44,24 +38,14 @@ fn exec_top_rename_pause_events() {
         r.stderr
     );
     // stdin through exec -i.
-    let mut c = std::process::Command::new("docker");
-    c.args(["exec", "-i", "ex1", "cat"])
-        .env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
-        .env("DOCKER_CONFIG", d.path("docker-config"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    {
-        use std::io::Write;
-        let mut i = child.stdin.take().unwrap();
-        i.write_all(b"hello through stdin\n").unwrap();
-    }
-    let o = child.wait_with_output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "hello through stdin\n");
+    let r = d
+        .docker_cmd(&["exec", "-i", "ex1", "cat"])
+        .run_with_input(b"hello through stdin\n");
+    assert_eq!(r.stdout, "hello through stdin\n");
     // detached exec.
     d.docker_line("exec -d ex1 sh -c", &["echo detached > /tmp/d"])
         .ok();
-    wait_for("detached exec", || {
+    wait("detached exec", || {
         d.docker_line("exec ex1 cat /tmp/d", &[]).stdout == "detached\n"
     });
     // top.
@@ -154,7 +138,7 @@ fn restart_policies_and_daemon_restart() {
         &["exit 3"],
     )
     .ok();
-    wait_for("two restarts", || {
+    wait("two restarts", || {
         let s = d
             .docker(&[
                 "inspect",
@@ -172,7 +156,7 @@ fn restart_policies_and_daemon_restart() {
     let pid: i32 = pid1.trim().parse().unwrap();
     // SAFETY: kill(2) on the container's init pid.
     unsafe { libc::kill(pid, libc::SIGKILL) };
-    wait_for("restart after kill", || {
+    wait("restart after kill", || {
         let s = d
             .docker(&[
                 "inspect",
@@ -197,7 +181,7 @@ fn restart_policies_and_daemon_restart() {
     d.docker_line("stop -t 1 alw", &[]).ok();
     d.kill9();
     d.start();
-    wait_for("always after daemon restart", || {
+    wait("always after daemon restart", || {
         d.docker(&["inspect", "-f", "{{.State.Running}}", "alw"])
             .stdout
             == "true\n"
@@ -333,13 +317,13 @@ fn limits_security_and_health() {
         ],
     )
     .ok();
-    wait_for("unhealthy", || {
+    wait("unhealthy", || {
         d.docker(&["inspect", "-f", "{{.State.Health.Status}}", "hc"])
             .stdout
             == "unhealthy\n"
     });
     d.docker_line("exec hc touch /tmp/ok", &[]).ok();
-    wait_for("healthy", || {
+    wait("healthy", || {
         d.docker(&["inspect", "-f", "{{.State.Health.Status}}", "hc"])
             .stdout
             == "healthy\n"
@@ -349,32 +333,16 @@ fn limits_security_and_health() {
     finish(d);
 }
 
-/// Runs `cmd` under `script`, i.e. on a real pseudo-terminal, typing `input` into it; returns
-/// its output.
+/// Runs `cmd` with the daemon's docker and berth CLI settings under `script` (a real
+/// pseudo-terminal of 100x30), typing `input` into it; its output.
 fn on_pty(d: &Daemon, cmd: &str, input: &str) -> String {
-    use std::io::Write;
     let mut c = std::process::Command::new("script");
-    c.args(["-qfec", cmd, "/dev/null"])
-        .env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
+    c.env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
         .env("DOCKER_CONFIG", d.path("docker-config"))
         .env("BERTH_HOST", format!("unix://{}", d.sock().display()))
         .env("COLUMNS", "100")
-        .env("LINES", "30")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    {
-        let mut i = child.stdin.take().unwrap();
-        // A NUL in `input` is a pause (the output so far gets through first).
-        for part in input.split('\0') {
-            std::thread::sleep(Duration::from_millis(500));
-            let _ = i.write_all(part.as_bytes());
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    let o = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&o.stdout).into_owned()
+        .env("LINES", "30");
+    berth_testkit::on_pty(c, cmd, input)
 }
 
 #[test]

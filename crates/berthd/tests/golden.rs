@@ -12,7 +12,6 @@ use common::*;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -328,12 +327,6 @@ impl Recorder {
     }
 }
 
-/// Waits up to 20 s for `f` to hold.
-#[track_caller]
-fn wait_until(what: &str, f: impl FnMut() -> bool) {
-    berth_testkit::wait_for(what, Duration::from_secs(20), f)
-}
-
 #[test]
 fn api_responses_match_the_golden_files() {
     require_root!();
@@ -524,7 +517,7 @@ fn api_responses_match_the_golden_files() {
     rec.request(&d, "exec_inspect_created", "GET", &exec_json, None);
     let detach = Some(json!({"Detach": true}));
     rec.request(&d, "exec_start_detached", "POST", &exec_start, detach);
-    wait_until("the exec to end", || {
+    wait("the exec to end", || {
         let r = request(&d, "GET", &exec_json, None);
         r.body["Running"] == false && !r.body["ExitCode"].is_null()
     });

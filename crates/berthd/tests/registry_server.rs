@@ -91,20 +91,13 @@ fn docker_cli_push_pull_through_berthd_to_berth_registry() {
 fn docker_cli_login_push_pull_with_permissions() {
     require_root!();
     // A user for the config, hashed by `berth registry hash-password`.
-    let mut hp = Command::new(bin_dir().join("berth"))
+    let hash = Command::new(bin_dir().join("berth"))
         .args(["registry", "hash-password"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    hp.stdin
-        .take()
-        .unwrap()
-        .write_all(b"correct horse\n")
-        .unwrap();
-    let o = hp.wait_with_output().unwrap();
-    assert!(o.status.success());
-    let hash = String::from_utf8(o.stdout).unwrap().trim().to_string();
+        .run_with_input(b"correct horse\n")
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
     let cfg = serde_json::json!({
         "users": {"alice": {"password_hash": hash}},
         "access": [

@@ -9,7 +9,7 @@ use std::process::Stdio;
 
 use berth_testkit::busybox::BUSYBOX;
 use berth_testkit::user::{privileged_in_initial_ns, TestUser};
-use berth_testkit::user_daemon::{find_file, owners_image_tar, userns_of, UserDaemon};
+use berth_testkit::user_daemon::{find_file, userns_of, UserDaemon};
 use common::*;
 
 #[test]
@@ -29,43 +29,24 @@ fn rootless_daemon_runs_containers_for_an_ordinary_user() {
         data.display()
     );
     // An image with files of several owners, loaded through save/load.
-    let tar = user.home.join("image.tar");
-    std::fs::write(&tar, owners_image_tar()).unwrap();
-    user.chown_tree(&tar);
-    d.berth(&[
-        "import",
-        "-c",
-        "CMD [\"sh\"]",
-        tar.to_str().unwrap(),
-        "busybox:latest",
-    ])
-    .ok();
+    d.load_busybox();
     let saved = user.home.join("saved.tar");
     d.berth(&["save", "-o", saved.to_str().unwrap(), "busybox"])
         .ok();
     d.berth(&["rmi", "busybox"]).ok();
-    let out = d
-        .berth(&["load", "-i", saved.to_str().unwrap()])
-        .ok()
-        .stdout;
+    let out = d.berth_stdout(&["load", "-i", saved.to_str().unwrap()]);
     assert!(out.contains("busybox:latest"), "{out}");
-    let out = d
-        .berth(&["run", "--rm", "busybox", "echo", "hi"])
-        .ok()
-        .stdout;
+    let out = d.berth_stdout(&["run", "--rm", "busybox", "echo", "hi"]);
     assert_eq!(out, "hi\n", "{}", d.log());
     // Owners inside are the image's; on the host, the user's subordinate ids.
-    let out = d
-        .berth(&[
-            "run",
-            "--rm",
-            "busybox",
-            "sh",
-            "-c",
-            "id -u; stat -c %u:%g /owners/*",
-        ])
-        .ok()
-        .stdout;
+    let out = d.berth_stdout(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "id -u; stat -c %u:%g /owners/*",
+    ]);
     assert_eq!(out, "0\n1000:1000\n33:44\n65534:65534\n");
     let f = find_file(&data, "by-1000").expect("the layer's file in the data root");
     let m = std::fs::metadata(&f).unwrap();
@@ -89,36 +70,24 @@ fn rootless_daemon_runs_containers_for_an_ordinary_user() {
     .ok();
     d.berth(&["commit", "changer", "changed:1"]).ok();
     d.berth(&["rm", "changer"]).ok();
-    let out = d
-        .berth(&[
-            "run",
-            "--rm",
-            "changed:1",
-            "sh",
-            "-c",
-            "ls /owners; test -e /bin/cat || echo cat-gone",
-        ])
-        .ok()
-        .stdout;
+    let out = d.berth_stdout(&[
+        "run",
+        "--rm",
+        "changed:1",
+        "sh",
+        "-c",
+        "ls /owners; test -e /bin/cat || echo cat-gone",
+    ]);
     assert_eq!(out, "only\ncat-gone\n");
-    let info = d
-        .docker(&["info", "--format", "{{json .SecurityOptions}}"])
-        .ok()
-        .stdout;
+    let info = d.docker_stdout(&["info", "--format", "{{json .SecurityOptions}}"]);
     assert!(info.contains("name=rootless"), "{info}");
     // The docker CLI on the same socket; a detached container, and no process of the user
     // holds a capability in the initial namespace meanwhile.
-    let out = d
-        .docker(&["run", "--rm", "busybox", "echo", "from-docker"])
-        .ok()
-        .stdout;
+    let out = d.docker_stdout(&["run", "--rm", "busybox", "echo", "from-docker"]);
     assert_eq!(out, "from-docker\n");
     d.docker(&["run", "-d", "--name", "sleeper", "busybox", "sleep", "1000"])
         .ok();
-    assert_eq!(
-        d.docker(&["exec", "sleeper", "id", "-u"]).ok().stdout,
-        "0\n"
-    );
+    assert_eq!(d.docker_stdout(&["exec", "sleeper", "id", "-u"]), "0\n");
     let pids = user.pids();
     assert!(
         pids.len() >= 4,
@@ -127,19 +96,14 @@ fn rootless_daemon_runs_containers_for_an_ordinary_user() {
     assert_eq!(privileged_in_initial_ns(&pids), Vec::<String>::new());
     // What a rootless daemon cannot do yet is a clear error.
     let r = d.berth(&["run", "--rm", "--network", "bridge", "busybox", "true"]);
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("rootless"), "{}", r.stderr);
+    r.fails_with("rootless");
     // Limits without a delegated cgroup: warned about and ignored, as Podman does.
     let r = d
         .docker(&["run", "--rm", "-m", "64m", "busybox", "true"])
         .ok();
-    assert!(
-        r.stderr.contains("rootless")
-            && r.stderr.contains("limits")
-            && r.stderr.contains("ignored"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_contains("rootless")
+        .stderr_contains("limits")
+        .stderr_contains("ignored");
     d.docker(&["rm", "-f", "sleeper"]).ok();
 }
 
@@ -183,10 +147,7 @@ fn restarted_rootless_daemon_joins_its_running_containers() {
     d.load_busybox();
     d.berth(&["run", "-d", "--name", "keeps", "busybox", "sleep", "1000"])
         .ok();
-    let pid = d
-        .berth(&["inspect", "--format", "{{.State.Pid}}", "keeps"])
-        .ok()
-        .stdout;
+    let pid = d.berth_stdout(&["inspect", "--format", "{{.State.Pid}}", "keeps"]);
     let ns = userns_of(pid.trim());
     d.stop();
     // The container outlived its daemon; the next daemon enters the same namespace and still
@@ -204,10 +165,7 @@ fn restarted_rootless_daemon_joins_its_running_containers() {
         daemons.iter().any(|p| userns_of(&p.to_string()) == ns),
         "no berthd in the containers' namespace"
     );
-    let out = d
-        .berth(&["exec", "keeps", "echo", "still-here"])
-        .ok()
-        .stdout;
+    let out = d.berth_stdout(&["exec", "keeps", "echo", "still-here"]);
     assert_eq!(out, "still-here\n", "{}", d.log());
     d.berth(&["rm", "-f", "keeps"]).ok();
     assert_eq!(privileged_in_initial_ns(&user.pids()), Vec::<String>::new());

@@ -30,6 +30,15 @@ fn no_slirp4netns() -> bool {
     )
 }
 
+/// A test user (names starting with `prefix`) for the slirp4netns tests; `None`, after a
+/// skip line, without slirp4netns or an open /dev/net/tun.
+fn slirp_user(prefix: &str) -> Option<TestUser> {
+    if no_slirp4netns() {
+        return None;
+    }
+    Some(TestUser::create(prefix).expect("create the test user"))
+}
+
 /// The body of `GET /` at `addr` (None: refused, reset or empty).
 fn http_get(addr: SocketAddr) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
@@ -69,6 +78,17 @@ fn run_httpd(d: &UserDaemon, cli: &str, name: &str, opts: &[&str], text: &str) {
         _ => d.berth(&args),
     }
     .ok();
+}
+
+/// [`run_httpd`] through `berth` publishing a free port of the host as the container's 80
+/// (after `opts`); waits until it serves `text` on 127.0.0.1; that address.
+#[track_caller]
+fn serve_on_free_port(d: &UserDaemon, name: &str, opts: &[&str], text: &str) -> SocketAddr {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let publish = format!("{}:80", addr.port());
+    run_httpd(d, "berth", name, &[opts, &["-p", &publish]].concat(), text);
+    assert_serves(addr, &format!("{text}\n"), d);
+    addr
 }
 
 /// A one-connection-at-a-time HTTP server on the host's loopback answering `body`.
@@ -119,27 +139,14 @@ fn helpers(user: &TestUser) -> Vec<i32> {
 #[test]
 fn rootless_daemon_has_bridges_dns_and_published_ports() {
     require_root!(BUSYBOX, "newuidmap", "newgidmap", "docker");
-    if no_slirp4netns() {
+    let Some(user) = slirp_user("bdn") else {
         return;
-    }
-    let user = TestUser::create("bdn").expect("create the test user");
+    };
     let mut d = UserDaemon::start(&user);
     d.load_busybox();
     // The default bridge: a published port, reached from the host's namespace on its
     // loopback and on its other addresses.
-    let port = free_port();
-    run_httpd(
-        &d,
-        "berth",
-        "web",
-        &["-p", &format!("{port}:80")],
-        "hello-rootless",
-    );
-    assert_serves(
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        "hello-rootless\n",
-        &d,
-    );
+    let port = serve_on_free_port(&d, "web", &[], "hello-rootless").port();
     let other = std::process::Command::new("hostname")
         .arg("-I")
         .output()
@@ -152,25 +159,19 @@ fn rootless_daemon_has_bridges_dns_and_published_ports() {
     {
         assert_serves(SocketAddr::from((ip, port)), "hello-rootless\n", &d);
     }
-    let out = d.berth(&["port", "web"]).ok().stdout;
+    let out = d.berth_stdout(&["port", "web"]);
     assert!(out.contains(&format!("80/tcp -> 0.0.0.0:{port}")), "{out}");
     // The container is on a bridge of the daemon's namespace, not the host's network.
-    let ip = d
-        .berth(&[
-            "inspect",
-            "--format",
-            "{{.NetworkSettings.IPAddress}}",
-            "web",
-        ])
-        .ok()
-        .stdout;
+    let ip = d.berth_stdout(&[
+        "inspect",
+        "--format",
+        "{{.NetworkSettings.IPAddress}}",
+        "web",
+    ]);
     assert!(ip.trim().parse::<std::net::Ipv4Addr>().is_ok(), "{ip}");
     // The helper's exit FIFO is held by the daemon's processes (shims, proxies), never by a
     // container's.
-    let pid = d
-        .berth(&["inspect", "--format", "{{.State.Pid}}", "web"])
-        .ok()
-        .stdout;
+    let pid = d.berth_stdout(&["inspect", "--format", "{{.State.Pid}}", "web"]);
     let holds_fifo = |pid: &str| {
         std::fs::read_dir(format!("/proc/{pid}/fd"))
             .into_iter()
@@ -187,63 +188,51 @@ fn rootless_daemon_has_bridges_dns_and_published_ports() {
     // A port on the host's loopback is reached through 10.0.2.2 (containers reach the outside
     // through the helper, masqueraded by the daemon's nftables).
     let hp = host_server("from-the-host");
-    let out = d
-        .berth(&[
-            "run",
-            "--rm",
-            "busybox",
-            "wget",
-            "-qO-",
-            &format!("http://10.0.2.2:{hp}/"),
-        ])
-        .ok()
-        .stdout;
+    let out = d.berth_stdout(&[
+        "run",
+        "--rm",
+        "busybox",
+        "wget",
+        "-qO-",
+        &format!("http://10.0.2.2:{hp}/"),
+    ]);
     assert_eq!(out, "from-the-host", "{}", d.log());
     // A user network: containers reach each other by name (the embedded DNS).
     d.berth(&["network", "create", "backend"]).ok();
     run_httpd(&d, "berth", "api", &["--network", "backend"], "from-api");
-    let out = d
-        .berth(&[
-            "run",
-            "--rm",
-            "--network",
-            "backend",
-            "busybox",
-            "sh",
-            "-c",
-            "ping -c1 -W5 api >/dev/null && echo pinged && \
+    let out = d.berth_stdout(&[
+        "run",
+        "--rm",
+        "--network",
+        "backend",
+        "busybox",
+        "sh",
+        "-c",
+        "ping -c1 -W5 api >/dev/null && echo pinged && \
              for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://api/ && break; sleep 0.5; done",
-        ])
-        .ok()
-        .stdout;
+    ]);
     assert_eq!(out, "pinged\nfrom-api\n", "{}", d.log());
-    let out = d
-        .berth(&[
-            "run",
-            "--rm",
-            "--network",
-            "backend",
-            "busybox",
-            "nslookup",
-            "api",
-        ])
-        .ok()
-        .stdout;
+    let out = d.berth_stdout(&[
+        "run",
+        "--rm",
+        "--network",
+        "backend",
+        "busybox",
+        "nslookup",
+        "api",
+    ]);
     assert!(out.contains("Name:") && out.contains("api"), "{out}");
     // The docker CLI on the same daemon, on the user network; and a port published from it.
-    let out = d
-        .docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "backend",
-            "busybox",
-            "wget",
-            "-qO-",
-            "http://api/",
-        ])
-        .ok()
-        .stdout;
+    let out = d.docker_stdout(&[
+        "run",
+        "--rm",
+        "--network",
+        "backend",
+        "busybox",
+        "wget",
+        "-qO-",
+        "http://api/",
+    ]);
     assert_eq!(out, "from-api\n");
     let port2 = free_port();
     run_httpd(
@@ -264,18 +253,15 @@ fn rootless_daemon_has_bridges_dns_and_published_ports() {
         &d,
     );
     // `--network host` is the daemon's namespace (its tap0), not the host's.
-    let out = d
-        .berth(&[
-            "run",
-            "--rm",
-            "--network",
-            "host",
-            "busybox",
-            "cat",
-            "/proc/net/dev",
-        ])
-        .ok()
-        .stdout;
+    let out = d.berth_stdout(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "busybox",
+        "cat",
+        "/proc/net/dev",
+    ]);
     assert!(out.contains("tap0:"), "{out}");
     assert!(!std::fs::read_to_string("/proc/net/dev")
         .unwrap()
@@ -288,13 +274,8 @@ fn rootless_daemon_has_bridges_dns_and_published_ports() {
         .unwrap();
     if start > 80 {
         let r = d.berth(&["run", "--rm", "-p", "80:80", "busybox", "true"]);
-        assert_ne!(r.code, 0);
-        assert!(
-            r.stderr.contains("privileged port 80")
-                && r.stderr.contains("ip_unprivileged_port_start"),
-            "{}",
-            r.stderr
-        );
+        r.fails_with("privileged port 80")
+            .fails_with("ip_unprivileged_port_start");
     }
     // A host port taken on the host fails the start clearly, and leaves nothing behind: the
     // next publication works.
@@ -311,8 +292,7 @@ fn rootless_daemon_has_bridges_dns_and_published_ports() {
         "sleep",
         "100",
     ]);
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("in use on the host"), "{}", r.stderr);
+    r.fails_with("in use on the host");
     d.berth(&["rm", "-f", "clash"]).ok();
     drop(taken);
     run_httpd(
@@ -343,22 +323,13 @@ fn rootless_daemon_has_bridges_dns_and_published_ports() {
 #[test]
 fn rootless_published_ports_survive_a_daemon_crash() {
     require_root!(BUSYBOX, "newuidmap", "newgidmap");
-    if no_slirp4netns() {
+    let Some(user) = slirp_user("bdc") else {
         return;
-    }
-    let user = TestUser::create("bdc").expect("create the test user");
+    };
     let mut d = UserDaemon::start(&user);
     d.load_busybox();
-    let port = free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    run_httpd(
-        &d,
-        "berth",
-        "keeps",
-        &["-p", &format!("{port}:80")],
-        "still-served",
-    );
-    assert_serves(addr, "still-served\n", &d);
+    let addr = serve_on_free_port(&d, "keeps", &[], "still-served");
+    let port = addr.port();
     // kill -9 of the daemon: the namespace, the helper and the port stay.
     d.crash();
     assert_serves(addr, "still-served\n", &d);
@@ -382,24 +353,9 @@ fn rootless_published_ports_survive_a_daemon_crash() {
     d.stop();
     assert_serves(addr, "still-served\n", &d);
     let mut d = UserDaemon::start(&user);
-    let out = d
-        .berth(&["inspect", "--format", "{{.State.Running}}", "keeps"])
-        .ok()
-        .stdout;
+    let out = d.berth_stdout(&["inspect", "--format", "{{.State.Running}}", "keeps"]);
     assert_eq!(out, "true\n");
-    let port2 = free_port();
-    run_httpd(
-        &d,
-        "berth",
-        "new",
-        &["-p", &format!("{port2}:80")],
-        "after-restart",
-    );
-    assert_serves(
-        SocketAddr::from(([127, 0, 0, 1], port2)),
-        "after-restart\n",
-        &d,
-    );
+    serve_on_free_port(&d, "new", &[], "after-restart");
     assert_eq!(helpers(&user).len(), 1, "one helper for the namespace");
     d.stop();
     assert_serves(addr, "still-served\n", &d);
@@ -413,22 +369,12 @@ fn rootless_published_ports_survive_a_daemon_crash() {
 #[test]
 fn rootless_network_comes_back_after_the_namespace_is_lost() {
     require_root!(BUSYBOX, "newuidmap", "newgidmap");
-    if no_slirp4netns() {
+    let Some(user) = slirp_user("bdl") else {
         return;
-    }
-    let user = TestUser::create("bdl").expect("create the test user");
+    };
     let mut d = UserDaemon::start(&user);
     d.load_busybox();
-    let port = free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    run_httpd(
-        &d,
-        "berth",
-        "back",
-        &["--restart", "always", "-p", &format!("{port}:80")],
-        "back-again",
-    );
-    assert_serves(addr, "back-again\n", &d);
+    let addr = serve_on_free_port(&d, "back", &["--restart", "always"], "back-again");
     // Every process of the user killed (as after a reboot): the namespace and its helper are
     // gone; the next daemon makes new ones, with a new helper on the stale files' paths, and
     // starts the container there with its port forwarded again.
@@ -442,10 +388,7 @@ fn rootless_network_comes_back_after_the_namespace_is_lost() {
     assert_eq!(http_get(addr), None);
     let d = UserDaemon::start(&user);
     assert_serves(addr, "back-again\n", &d);
-    let out = d
-        .berth(&["inspect", "--format", "{{.State.Status}}", "back"])
-        .ok()
-        .stdout;
+    let out = d.berth_stdout(&["inspect", "--format", "{{.State.Status}}", "back"]);
     assert_eq!(out, "running\n", "{}", d.log());
     assert_eq!(helpers(&user).len(), 1, "one helper for the new namespace");
     d.berth(&["rm", "-f", "back"]).ok();

@@ -122,12 +122,8 @@ fn config_file_validation() {
 
     // A file named with --config-file must exist; the default one may be absent.
     let r = validate(&dir.path().join("missing.json"), &[]);
-    assert!(
-        r.stderr.contains("unable to read the configuration file")
-            && r.stderr.contains("missing.json"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_contains("unable to read the configuration file")
+        .stderr_contains("missing.json");
     // An empty file is no options.
     std::fs::write(&f, "").unwrap();
     validate(&f, &[]).ok();
@@ -192,25 +188,9 @@ impl Drop for Activated {
     }
 }
 
-fn root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 #[test]
 fn socket_activation_notify_and_reload() {
-    if !root() {
-        eprintln!("skipped: socket activation test needs root");
-        return;
-    }
-    if Command::new("systemd-socket-activate")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: systemd-socket-activate (Debian's systemd package) is not installed");
-        return;
-    }
+    require_root!("systemd-socket-activate");
     let dir = tempfile::Builder::new().prefix("bsa").tempdir().unwrap();
     let p = |s: &str| dir.path().join(s);
     seed_busybox(&p("data"), &p("rootfs.tar"));
@@ -370,14 +350,7 @@ fn in_private_run(script: &str, envs: &[(&str, String)]) -> Run {
 
 #[test]
 fn docker_compat_socket() {
-    if !root() {
-        eprintln!("skipped: the docker socket test needs root (a private mount namespace)");
-        return;
-    }
-    if Command::new("docker").arg("--version").output().is_err() {
-        eprintln!("skipped: the docker CLI is not installed");
-        return;
-    }
+    require_root!("docker");
     let d = Daemon::new();
     let data = d.path("data");
     let pid = std::process::id();
@@ -447,12 +420,7 @@ docker info --format 'after-stale={{.ServerVersion}}'
     r.stdout_contains("mode=660");
     r.stdout_contains("server=");
     r.stdout_contains("compat-hi\n");
-    assert!(
-        r.stdout
-            .contains("refusing to listen on /var/run/docker.sock: berthd (pid "),
-        "{}",
-        r.stdout
-    );
+    r.stdout_contains("refusing to listen on /var/run/docker.sock: berthd (pid ");
     r.stdout_contains("turn docker-compat off");
     assert!(!r.stdout.contains("socket left behind"), "{}", r.stdout);
     r.stdout_contains("after-stale=");
@@ -465,14 +433,7 @@ docker info --format 'after-stale={{.ServerVersion}}'
 
 #[test]
 fn docker_compat_refuses_a_running_dockerd() {
-    if !root() {
-        eprintln!("skipped: needs root (a private mount namespace)");
-        return;
-    }
-    if Command::new("dockerd").arg("--version").output().is_err() {
-        eprintln!("skipped: Debian's docker.io (dockerd) is not installed");
-        return;
-    }
+    require_root!("dockerd");
     let dir = tempfile::Builder::new().prefix("bdk").tempdir().unwrap();
     let envs = vec![
         ("BERTHD", bin_dir().join("berthd").display().to_string()),
@@ -498,12 +459,7 @@ cat "$WORK/berthd.log"
     let r = in_private_run(script, &envs);
     assert_eq!(r.code, 0, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
     r.stdout_contains("dockerd=");
-    assert!(
-        r.stdout
-            .contains("refusing to listen on /var/run/docker.sock: dockerd (pid "),
-        "{}",
-        r.stdout
-    );
+    r.stdout_contains("refusing to listen on /var/run/docker.sock: dockerd (pid ");
     let _ = Command::new("ip")
         .args(["link", "del", "bdk0"])
         .stderr(Stdio::null())

@@ -4,10 +4,8 @@
 mod common;
 
 use common::*;
-use std::io::Write;
 use std::path::Path;
 use std::process::Command;
-use std::process::Stdio;
 
 /// `openssl <words>` in `dir` (words without spaces).
 fn openssl(dir: &Path, words: &str) {
@@ -123,18 +121,7 @@ fn tcp_with_tls_and_client_certificates() {
         }
         cmd.envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
             .env("HOME", certs.path().join("home"));
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).unwrap();
-        }
-        drop(input);
-        run_output(child.wait_with_output().unwrap())
+        cmd.run_with_input(stdin.unwrap_or("").as_bytes())
     };
     let docker_env = vec![
         ("DOCKER_HOST", format!("tcp://127.0.0.1:{port}")),

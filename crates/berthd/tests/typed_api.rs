@@ -112,17 +112,17 @@ fn docker_build(d: &Daemon, dir: &std::path::Path, tag: &str) -> Run {
 #[test]
 fn docker_run_uses_the_images_user_and_workdir() {
     let d = Daemon::new();
-    let dir = d.path("ctx");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("Dockerfile"),
-        "FROM busybox\n\
+    let dir = d.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\n\
          RUN echo 'appuser:x:1234:1234::/home/appuser:/bin/sh' >> /etc/passwd && \
              echo 'appuser:x:1234:' >> /etc/group && mkdir -p /srv/app\n\
          WORKDIR /srv/app\n\
          USER appuser\n",
-    )
-    .unwrap();
+        )],
+    );
     docker_build(&d, &dir, "userimg").ok();
     // The docker CLI sends `"User": ""` and `"WorkingDir": ""`: the image's apply.
     let out = d.docker_line("run --rm userimg id", &[]).ok();

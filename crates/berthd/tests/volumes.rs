@@ -303,21 +303,11 @@ fn binds_ro_tmpfs_and_mount_flag() {
     let r = d
         .docker_line("run --rm --mount", &[&format!("type=bind,source={h},target=/b,readonly"), "--mount", "type=tmpfs,destination=/t,tmpfs-size=1048576,tmpfs-mode=1770", "--tmpfs", "/run2:rw,size=2m", "busybox", "sh", "-c", "grep -E ' /(b|t|run2) ' /proc/mounts | cut -d' ' -f2-4; stat -c %a /t; echo y > /b/z || echo ro-ok"])
         .ok();
-    assert!(
-        r.stdout.contains("/b ") && r.stdout.contains(" ro"),
-        "{}",
-        r.stdout
-    );
-    assert!(
-        r.stdout.contains("/t tmpfs rw") && r.stdout.contains("size=1024k"),
-        "{}",
-        r.stdout
-    );
-    assert!(
-        r.stdout.contains("/run2 tmpfs rw") && r.stdout.contains("size=2048k"),
-        "{}",
-        r.stdout
-    );
+    r.stdout_contains("/b ").stdout_contains(" ro");
+    r.stdout_contains("/t tmpfs rw")
+        .stdout_contains("size=1024k");
+    r.stdout_contains("/run2 tmpfs rw")
+        .stdout_contains("size=2048k");
     r.stdout_contains("1770\n");
     r.stdout_contains("ro-ok");
     // A missing --mount bind source is an error; -v creates it.
@@ -352,11 +342,7 @@ fn binds_ro_tmpfs_and_mount_flag() {
             ],
         )
         .ok();
-    assert!(
-        r.stdout.contains("tmpfs") && r.stdout.contains("size=3072k"),
-        "{}",
-        r.stdout
-    );
+    r.stdout_contains("tmpfs").stdout_contains("size=3072k");
     let data = d.path("data").join("volumes").join(&tv).join("_data");
     let mounted = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
@@ -520,9 +506,7 @@ fn docker_cp_both_ways_running_and_stopped_confined() {
         .unwrap()
         .starts_with("root:x:0:0:root:/root:/bin/sh\nnobody"));
     // Trees both ways; into the volume.
-    let tree = d.path("tree");
-    std::fs::create_dir_all(tree.join("a/b")).unwrap();
-    std::fs::write(tree.join("a/b/c"), "c").unwrap();
+    let tree = d.context("tree", &[("a/b/c", "c")]);
     std::os::unix::fs::symlink("b/c", tree.join("a/l")).unwrap();
     d.docker(&["cp", tree.to_str().unwrap(), "run1:/vol/"]).ok();
     let vdata = d.path("data").join("volumes").join(&v).join("_data");
@@ -750,9 +734,7 @@ fn berth_cli_volumes_cp_and_run_flags() {
     d.berth(&["volume", "rm", &v])
         .failed_with(1, "volume is in use");
     // cp both ways on the stopped container: file, tree, `-`.
-    let tree = d.path("t");
-    std::fs::create_dir_all(tree.join("sub")).unwrap();
-    std::fs::write(tree.join("sub/f"), "tree file").unwrap();
+    let tree = d.context("t", &[("sub/f", "tree file")]);
     std::os::unix::fs::chown(tree.join("sub/f"), Some(1500), Some(1600)).unwrap();
     d.berth(&["cp", tree.to_str().unwrap(), "u1:/d/"]).ok();
     d.berth(&["cp", "-a", tree.to_str().unwrap(), "u1:/d/owned"])

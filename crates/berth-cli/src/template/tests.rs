@@ -27,93 +27,98 @@ fn run_err(t: &str) -> String {
     }
 }
 
+/// Each template renders as expected.
+#[track_caller]
+fn assert_renders(cases: &[(&str, &str)]) {
+    for (template, want) in cases {
+        assert_eq!(run(template), *want, "{template}");
+    }
+}
+
 #[test]
 fn fields_and_printing() {
-    assert_eq!(run("{{.Id}}"), "sha256:abc");
-    assert_eq!(run("{{.Config.Cmd}}"), "[sh]");
-    assert_eq!(run("{{.Config.Entrypoint}}"), "[]");
-    assert_eq!(run("{{.Config.Volumes}}"), "map[]");
-    assert_eq!(run("{{.Config.Labels}}"), "map[a:2 z:1]");
-    assert_eq!(run("{{.Size}}"), "4261550");
-    assert_eq!(run("{{.Ratio}}"), "0.5");
-    assert_eq!(run("id={{ .Id }}!"), "id=sha256:abc!");
-    assert_eq!(run("{{.Config.Labels.a}}"), "2");
-    assert_eq!(run("{{.Config.Labels.nope}}"), "<no value>");
+    assert_renders(&[
+        ("{{.Id}}", "sha256:abc"),
+        ("{{.Config.Cmd}}", "[sh]"),
+        ("{{.Config.Entrypoint}}", "[]"),
+        ("{{.Config.Volumes}}", "map[]"),
+        ("{{.Config.Labels}}", "map[a:2 z:1]"),
+        ("{{.Size}}", "4261550"),
+        ("{{.Ratio}}", "0.5"),
+        ("id={{ .Id }}!", "id=sha256:abc!"),
+        ("{{.Config.Labels.a}}", "2"),
+        ("{{.Config.Labels.nope}}", "<no value>"),
+    ]);
     assert!(run("{{.}}").starts_with("{sha256:abc [busybox:latest busybox:1] 4261550 {[sh] [] "));
     assert!(run_err("{{.Nope}}").contains("can't evaluate field Nope"));
 }
 
 #[test]
 fn functions() {
-    assert_eq!(run("{{json .Config.Cmd}}"), r#"["sh"]"#);
-    assert_eq!(run("{{json .Config.Entrypoint}}"), "null");
-    assert_eq!(run("{{json .Config.Labels}}"), r#"{"a":"2","z":"1"}"#);
-    assert_eq!(
-        run("{{json .Config}}"),
-        r#"{"Cmd":["sh"],"Entrypoint":null,"Env":["PATH=/bin","A=b"],"Labels":{"a":"2","z":"1"},"Volumes":null,"OnBuild":null}"#
-    );
-    assert_eq!(run("{{index .RepoTags 0}}"), "busybox:latest");
-    assert_eq!(run("{{index .Config.Labels \"z\"}}"), "1");
-    assert_eq!(
-        run("{{join .RepoTags \", \"}}"),
-        "busybox:latest, busybox:1"
-    );
-    assert_eq!(run("{{len .RepoTags}}"), "2");
-    assert_eq!(run("{{len .Config.Entrypoint}}"), "0");
-    assert_eq!(run("{{upper .Os}} {{lower \"ABC\"}}"), "LINUX abc");
-    assert_eq!(run("{{.Os | upper}}"), "LINUX");
-    assert_eq!(run(r#"{{printf "%s-%d" .Os .Size}}"#), "linux-4261550");
-    assert_eq!(
-        run(r#"{{printf "%-8s|%5d|%05d|%q" .Os 42 42 .Os}}"#),
-        "linux   |   42|00042|\"linux\""
-    );
-    assert_eq!(run(r#"{{printf "%.3s" .Id}}"#), "sha");
-    assert_eq!(run(r#"{{.Id | printf "%.9s"}}"#), "sha256:ab");
-    assert_eq!(run("{{title \"hello world\"}}"), "Hello World");
-    assert_eq!(run("{{truncate .Id 6}}"), "sha256");
-    assert_eq!(run("{{split \"a:b\" \":\"}}"), "[a b]");
-    assert_eq!(run("{{(index .RepoTags 1)}}"), "busybox:1");
-    assert_eq!(
-        run("{{eq .Os \"linux\"}} {{ne .Os \"linux\"}} {{lt 1 2}}"),
-        "true false true"
-    );
-    assert_eq!(
-        run("{{and .Os .Empty}}|{{or .Empty .Os}}|{{not .Empty}}"),
-        "|linux|true"
-    );
+    assert_renders(&[
+        ("{{json .Config.Cmd}}", r#"["sh"]"#),
+        ("{{json .Config.Entrypoint}}", "null"),
+        ("{{json .Config.Labels}}", r#"{"a":"2","z":"1"}"#),
+        (
+            "{{json .Config}}",
+            r#"{"Cmd":["sh"],"Entrypoint":null,"Env":["PATH=/bin","A=b"],"Labels":{"a":"2","z":"1"},"Volumes":null,"OnBuild":null}"#,
+        ),
+        ("{{index .RepoTags 0}}", "busybox:latest"),
+        ("{{index .Config.Labels \"z\"}}", "1"),
+        ("{{join .RepoTags \", \"}}", "busybox:latest, busybox:1"),
+        ("{{len .RepoTags}}", "2"),
+        ("{{len .Config.Entrypoint}}", "0"),
+        ("{{upper .Os}} {{lower \"ABC\"}}", "LINUX abc"),
+        ("{{.Os | upper}}", "LINUX"),
+        (r#"{{printf "%s-%d" .Os .Size}}"#, "linux-4261550"),
+        (
+            r#"{{printf "%-8s|%5d|%05d|%q" .Os 42 42 .Os}}"#,
+            "linux   |   42|00042|\"linux\"",
+        ),
+        (r#"{{printf "%.3s" .Id}}"#, "sha"),
+        (r#"{{.Id | printf "%.9s"}}"#, "sha256:ab"),
+        ("{{title \"hello world\"}}", "Hello World"),
+        ("{{truncate .Id 6}}", "sha256"),
+        ("{{split \"a:b\" \":\"}}", "[a b]"),
+        ("{{(index .RepoTags 1)}}", "busybox:1"),
+        (
+            "{{eq .Os \"linux\"}} {{ne .Os \"linux\"}} {{lt 1 2}}",
+            "true false true",
+        ),
+        (
+            "{{and .Os .Empty}}|{{or .Empty .Os}}|{{not .Empty}}",
+            "|linux|true",
+        ),
+    ]);
     assert!(run_err("{{index .RepoTags 5}}").contains("index out of range: 5"));
     assert!(run_err("{{nosuch .Id}}").contains("function \"nosuch\" not defined"));
 }
 
 #[test]
 fn control_flow() {
-    assert_eq!(
-        run("{{range .RepoTags}}[{{.}}]{{end}}"),
-        "[busybox:latest][busybox:1]"
-    );
-    assert_eq!(
-        run("{{range $i, $t := .RepoTags}}{{$i}}={{$t}} {{end}}"),
-        "0=busybox:latest 1=busybox:1 "
-    );
-    assert_eq!(
-        run("{{range $k, $v := .Config.Labels}}{{$k}}={{$v}};{{end}}"),
-        "a=2;z=1;"
-    );
-    assert_eq!(
-        run("{{range .Config.Entrypoint}}x{{else}}none{{end}}"),
-        "none"
-    );
-    assert_eq!(run("{{if .Parent}}p{{else}}no parent{{end}}"), "no parent");
-    assert_eq!(run("{{if .Empty}}a{{else if .Os}}b{{else}}c{{end}}"), "b");
-    assert_eq!(run("{{with .Config}}{{.Cmd}}{{end}}"), "[sh]");
-    assert_eq!(run("{{$x := .Os}}{{$x}}-{{$.Id}}"), "linux-sha256:abc");
-    assert_eq!(run("{{range .RepoTags}}{{$.Os}} {{end}}"), "linux linux ");
-    assert_eq!(run("a {{- \"b\" -}} c"), "abc");
-    assert_eq!(run("a{{/* comment */}}b"), "ab");
-    assert_eq!(
-        run("{{if and .Os (eq (len .RepoTags) 2)}}yes{{end}}"),
-        "yes"
-    );
+    assert_renders(&[
+        (
+            "{{range .RepoTags}}[{{.}}]{{end}}",
+            "[busybox:latest][busybox:1]",
+        ),
+        (
+            "{{range $i, $t := .RepoTags}}{{$i}}={{$t}} {{end}}",
+            "0=busybox:latest 1=busybox:1 ",
+        ),
+        (
+            "{{range $k, $v := .Config.Labels}}{{$k}}={{$v}};{{end}}",
+            "a=2;z=1;",
+        ),
+        ("{{range .Config.Entrypoint}}x{{else}}none{{end}}", "none"),
+        ("{{if .Parent}}p{{else}}no parent{{end}}", "no parent"),
+        ("{{if .Empty}}a{{else if .Os}}b{{else}}c{{end}}", "b"),
+        ("{{with .Config}}{{.Cmd}}{{end}}", "[sh]"),
+        ("{{$x := .Os}}{{$x}}-{{$.Id}}", "linux-sha256:abc"),
+        ("{{range .RepoTags}}{{$.Os}} {{end}}", "linux linux "),
+        ("a {{- \"b\" -}} c", "abc"),
+        ("a{{/* comment */}}b", "ab"),
+        ("{{if and .Os (eq (len .RepoTags) 2)}}yes{{end}}", "yes"),
+    ]);
     assert!(run_err("{{if .Os}}").contains("unexpected EOF"));
     assert!(run_err("{{end}}").contains("unexpected {{end}}"));
     assert!(run_err("{{.Os").contains("unclosed action"));
@@ -187,29 +192,32 @@ fn label_method() {
 
 #[test]
 fn go_builtins_and_docker_functions() {
-    assert_eq!(run("{{slice .Id 0 6}}"), "sha256");
-    assert_eq!(run("{{slice .Id 7}}"), "abc");
-    assert_eq!(run("{{slice .RepoTags 1}}"), "[busybox:1]");
-    assert_eq!(run("{{slice .RepoTags 0 1}}"), "[busybox:latest]");
+    assert_renders(&[
+        ("{{slice .Id 0 6}}", "sha256"),
+        ("{{slice .Id 7}}", "abc"),
+        ("{{slice .RepoTags 1}}", "[busybox:1]"),
+        ("{{slice .RepoTags 0 1}}", "[busybox:latest]"),
+    ]);
     assert!(run_err("{{slice .Id 3 1}}").contains("invalid slice index"));
     assert!(run_err("{{slice .Id 0 99}}").contains("index out of range"));
     assert!(run_err("{{slice .Id 0 1 2}}").contains("3-index slice a string"));
-    assert_eq!(
-        run(r#"{{html "<b>&'\"</b>"}}"#),
-        "&lt;b&gt;&amp;&#39;&#34;&lt;/b&gt;"
-    );
-    assert_eq!(run(r#"{{js "it's <x>"}}"#), "it\\'s \\u003Cx\\u003E");
-    assert_eq!(run(r#"{{urlquery "a b&c"}}"#), "a+b%26c");
-    assert_eq!(run(r#"{{print "a" 1 2 "b"}}"#), "a1 2b");
-    assert_eq!(run(r#"{{println "a" 1}}"#), "a 1\n");
+    assert_renders(&[
+        (
+            r#"{{html "<b>&'\"</b>"}}"#,
+            "&lt;b&gt;&amp;&#39;&#34;&lt;/b&gt;",
+        ),
+        (r#"{{js "it's <x>"}}"#, "it\\'s \\u003Cx\\u003E"),
+        (r#"{{urlquery "a b&c"}}"#, "a+b%26c"),
+        (r#"{{print "a" 1 2 "b"}}"#, "a1 2b"),
+        (r#"{{println "a" 1}}"#, "a 1\n"),
+    ]);
     assert!(run_err("{{call .Id}}").contains("non-function of type string"));
-    assert_eq!(run(r#"{{pad "x" 1 2}}|{{pad .Empty 3 3}}|"#), " x  ||");
-    assert_eq!(
-        run(r#"{{truncate "abc" 5}}{{truncate "abcdef" 2}}"#),
-        "abcab"
-    );
-    assert_eq!(run(r#"{{title "don't stop_me now"}}"#), "Don'T Stop_me Now");
-    assert_eq!(run(r#"{{join (split "a,b" ",") "+"}}"#), "a+b");
+    assert_renders(&[
+        (r#"{{pad "x" 1 2}}|{{pad .Empty 3 3}}|"#, " x  ||"),
+        (r#"{{truncate "abc" 5}}{{truncate "abcdef" 2}}"#, "abcab"),
+        (r#"{{title "don't stop_me now"}}"#, "Don'T Stop_me Now"),
+        (r#"{{join (split "a,b" ",") "+"}}"#, "a+b"),
+    ]);
     assert!(run_err("{{upper .Size}}").contains("expected string; got int"));
 }
 

@@ -71,21 +71,7 @@ impl Env {
     /// With `input` on standard input (written from a thread: the command may exit without
     /// reading it).
     pub fn berth_stdin(&self, args: &[&str], input: &(impl AsRef<[u8]> + ?Sized)) -> Run {
-        let mut child = self
-            .cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let data = input.as_ref().to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(&data);
-        });
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap();
-        run_output(out)
+        self.cmd(args).run_with_input(input.as_ref())
     }
 
     /// Imports `rootfs` (`CMD ["sh"]`) tagged `tag`; returns the image ID.

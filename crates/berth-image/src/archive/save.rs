@@ -71,6 +71,17 @@ pub fn save_index(
     write_archive(store, &images, Some(tags), out)
 }
 
+/// The annotations that name an `index.json` entry `t` (containerd's and OCI's).
+fn name_annotations(t: &Reference) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("io.containerd.image.name".to_string(), t.to_string()),
+        (
+            "org.opencontainers.image.ref.name".to_string(),
+            t.tag().unwrap_or("latest").to_string(),
+        ),
+    ])
+}
+
 /// `index_tags`: `Some` writes one image index of all the images (named by those tags)
 /// instead of one `index.json` entry per image.
 fn write_archive(
@@ -150,13 +161,7 @@ fn write_archive(
             index_entries.push(mdesc.clone());
         }
         for t in tags {
-            let mut a = BTreeMap::new();
-            a.insert("io.containerd.image.name".to_string(), t.to_string());
-            a.insert(
-                "org.opencontainers.image.ref.name".to_string(),
-                t.tag().unwrap_or("latest").to_string(),
-            );
-            mdesc.annotations = Some(a);
+            mdesc.annotations = Some(name_annotations(t));
             index_entries.push(mdesc.clone());
             if let Some(top) = rec.layers.last() {
                 repositories.entry(t.familiar_name()).or_default().insert(
@@ -201,13 +206,7 @@ fn write_archive(
         }
         for t in tags {
             let mut desc = desc.clone();
-            let mut a = BTreeMap::new();
-            a.insert("io.containerd.image.name".to_string(), t.to_string());
-            a.insert(
-                "org.opencontainers.image.ref.name".to_string(),
-                t.tag().unwrap_or("latest").to_string(),
-            );
-            desc.annotations = Some(a);
+            desc.annotations = Some(name_annotations(t));
             index_entries.push(desc);
         }
     }

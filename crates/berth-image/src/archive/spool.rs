@@ -179,22 +179,18 @@ impl Spool {
             let size = e.header().size().map_err(ArchiveError::Read)?;
             let kind = e.header().entry_type();
             match kind {
-                tar::EntryType::GNULongName => {
-                    let mut v = read_limited(&mut e, size, MAX_EXT_HEADER, "GNU long name")
-                        .map_err(hostile)?;
+                tar::EntryType::GNULongName | tar::EntryType::GNULongLink => {
+                    let (what, pending) = if kind == tar::EntryType::GNULongName {
+                        ("GNU long name", &mut pending_name)
+                    } else {
+                        ("GNU long link", &mut pending_link)
+                    };
+                    let mut v =
+                        read_limited(&mut e, size, MAX_EXT_HEADER, what).map_err(hostile)?;
                     while v.last() == Some(&0) {
                         v.pop();
                     }
-                    pending_name = Some(v);
-                    continue;
-                }
-                tar::EntryType::GNULongLink => {
-                    let mut v = read_limited(&mut e, size, MAX_EXT_HEADER, "GNU long link")
-                        .map_err(hostile)?;
-                    while v.last() == Some(&0) {
-                        v.pop();
-                    }
-                    pending_link = Some(v);
+                    *pending = Some(v);
                     continue;
                 }
                 tar::EntryType::XHeader => {

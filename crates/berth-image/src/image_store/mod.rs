@@ -186,6 +186,15 @@ impl ImageRecord {
             .collect()
     }
 
+    /// The tags (`tags`) or the digests the image is known by.
+    pub(crate) fn names_mut(&mut self, tags: bool) -> &mut Vec<String> {
+        if tags {
+            &mut self.repo_tags
+        } else {
+            &mut self.repo_digests
+        }
+    }
+
     /// Familiar tag strings (`busybox:latest`), sorted as Docker sorts them.
     pub fn familiar_tags(&self) -> Vec<String> {
         familiar_sorted(&self.repo_tags)

@@ -144,11 +144,7 @@ pub(super) fn set_tags(
             if &other.id == id {
                 continue;
             }
-            let list = if is_tag {
-                &mut other.repo_tags
-            } else {
-                &mut other.repo_digests
-            };
+            let list = other.names_mut(is_tag);
             if let Some(pos) = list.iter().position(|x| *x == s) {
                 list.remove(pos);
                 if is_tag {
@@ -157,11 +153,7 @@ pub(super) fn set_tags(
             }
         }
         if let Some(rec) = idx.images.get_mut(id.hex()) {
-            let list = if is_tag {
-                &mut rec.repo_tags
-            } else {
-                &mut rec.repo_digests
-            };
+            let list = rec.names_mut(is_tag);
             if !list.contains(&s) {
                 list.push(s);
                 list.sort();
@@ -185,11 +177,7 @@ pub(super) fn untag_in(idx: &mut Index, r: &Reference) -> Result<ImageId> {
         None => (r.to_string(), false),
     };
     for rec in idx.images.values_mut() {
-        let list = if is_digest {
-            &mut rec.repo_digests
-        } else {
-            &mut rec.repo_tags
-        };
+        let list = rec.names_mut(!is_digest);
         if let Some(pos) = list.iter().position(|x| *x == s) {
             list.remove(pos);
             return Ok(rec.id.clone());

@@ -785,25 +785,22 @@ pub(super) fn copy_entry<R: Read>(
 }
 
 pub(super) fn uid(v: u64) -> Result<rfs::Uid, EntryError> {
-    let raw = u32::try_from(v)
-        .ok()
-        .filter(|v| *v != u32::MAX)
-        .ok_or(EntryError::Io {
-            op: "chown",
-            source: io::Error::new(io::ErrorKind::InvalidInput, format!("invalid uid {v}")),
-        })?;
-    Ok(rfs::Uid::from_raw(raw))
+    owner_id(v, "uid").map(rfs::Uid::from_raw)
 }
 
 pub(super) fn gid(v: u64) -> Result<rfs::Gid, EntryError> {
-    let raw = u32::try_from(v)
+    owner_id(v, "gid").map(rfs::Gid::from_raw)
+}
+
+/// A tar header's owner id as a 32-bit id (`u32::MAX`, "no change" to chown, is refused).
+fn owner_id(v: u64, what: &str) -> Result<u32, EntryError> {
+    u32::try_from(v)
         .ok()
         .filter(|v| *v != u32::MAX)
         .ok_or(EntryError::Io {
             op: "chown",
-            source: io::Error::new(io::ErrorKind::InvalidInput, format!("invalid gid {v}")),
-        })?;
-    Ok(rfs::Gid::from_raw(raw))
+            source: io::Error::new(io::ErrorKind::InvalidInput, format!("invalid {what} {v}")),
+        })
 }
 
 /// xattrs the file system cannot store are skipped with a debug log, like Docker.

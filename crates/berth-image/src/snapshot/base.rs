@@ -112,8 +112,19 @@ impl Syncer {
 }
 
 /// Directories and metadata shared by both drivers.
+/// What tells the drivers' snapshots apart.
+pub(super) struct Layout {
+    /// The driver's name (recorded in container metadata).
+    pub(super) driver: &'static str,
+    /// The subdirectory of a snapshot that holds its files.
+    pub(super) layer_dir: &'static str,
+    /// How layers are unpacked into it.
+    pub(super) mode: ApplyMode,
+}
+
 pub(super) struct Base {
     pub(super) root: PathBuf,
+    pub(super) layout: Layout,
     pub(super) lock: Arc<Mutex<()>>,
     pub(super) syncer: Arc<Syncer>,
     /// Snapshots dropped by `open` (see [`Snapshotter::dropped_on_open`]).
@@ -121,10 +132,11 @@ pub(super) struct Base {
 }
 
 impl Base {
-    pub(super) fn open(root: &Path) -> Result<Self, SnapshotError> {
+    pub(super) fn open(root: &Path, layout: Layout) -> Result<Self, SnapshotError> {
         let lock = Arc::new(Mutex::new(()));
         let mut b = Self {
             root: root.to_path_buf(),
+            layout,
             syncer: Arc::new(Syncer {
                 snapshots: root.join("snapshots"),
                 lock: Arc::clone(&lock),
@@ -193,6 +205,10 @@ impl Base {
     pub(super) fn snapshot_dir(&self, chain_id: &Digest) -> PathBuf {
         self.snapshots_dir().join(chain_id.hex())
     }
+    /// The directory holding a snapshot's files.
+    pub(super) fn layer_dir(&self, chain_id: &Digest) -> PathBuf {
+        self.snapshot_dir(chain_id).join(self.layout.layer_dir)
+    }
     pub(super) fn container_dir(&self, id: &str) -> PathBuf {
         self.containers_dir().join(id)
     }
@@ -206,14 +222,9 @@ impl Base {
     }
 
     pub(super) fn info(&self, chain_id: &Digest) -> Result<SnapshotInfo, SnapshotError> {
-        let p = self.snapshot_dir(chain_id).join("meta.json");
-        match fsutil::read_json(&p) {
-            Ok(i) => Ok(i),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(SnapshotError::NotFound(chain_id.clone()))
-            }
-            Err(e) => Err(io_at("read", &p)(e)),
-        }
+        read_meta(&self.snapshot_dir(chain_id), || {
+            SnapshotError::NotFound(chain_id.clone())
+        })
     }
 
     pub(super) fn list(&self) -> Result<Vec<SnapshotInfo>, SnapshotError> {
@@ -358,7 +369,6 @@ impl Base {
     /// given subdirectories, each filled by `fill`.
     pub(super) fn prepare_container(
         &self,
-        driver: &'static str,
         id: &str,
         parent: Option<&Digest>,
         fill: impl FnOnce(&Path) -> Result<(), SnapshotError>,
@@ -379,7 +389,7 @@ impl Base {
         let snap = ContainerSnapshot {
             id: id.to_string(),
             parent: parent.cloned(),
-            driver: driver.to_string(),
+            driver: self.layout.driver.to_string(),
         };
         let res = (|| {
             fs::create_dir(&dir).map_err(io_at("create directory", &dir))?;
@@ -398,14 +408,9 @@ impl Base {
 
     pub(super) fn container(&self, id: &str) -> Result<ContainerSnapshot, SnapshotError> {
         Self::check_id(id)?;
-        let p = self.container_dir(id).join("meta.json");
-        match fsutil::read_json(&p) {
-            Ok(c) => Ok(c),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(SnapshotError::ContainerNotFound(id.to_string()))
-            }
-            Err(e) => Err(io_at("read", &p)(e)),
-        }
+        read_meta(&self.container_dir(id), || {
+            SnapshotError::ContainerNotFound(id.to_string())
+        })
     }
 
     pub(super) fn remove_container(&self, id: &str) -> Result<(), SnapshotError> {
@@ -450,15 +455,38 @@ impl Base {
         Ok(out)
     }
 
-    /// Unpacks into a temp dir (`sub` inside it, prepared by `prepare`) and commits.
+    /// Unpacks into a temp dir (the layer directory inside it, prepared by `prepare`) and
+    /// commits.
     pub(super) fn apply_layer(
         &self,
         parent: Option<&Digest>,
         diff_id: &Digest,
         reader: &mut dyn Read,
-        sub: &str,
-        mode: ApplyMode,
         prepare: impl FnOnce(&Path) -> Result<(), SnapshotError>,
+    ) -> Result<SnapshotInfo, SnapshotError> {
+        self.commit_new(parent, diff_id, |tmp| {
+            let target = tmp.join(self.layout.layer_dir);
+            prepare(&target)?;
+            let options = ApplyOptions::new(self.layout.mode);
+            let applied = layer::apply_layer(&target, reader, &options)?;
+            if &applied.diff_id != diff_id {
+                return Err(SnapshotError::DiffIdMismatch {
+                    expected: diff_id.clone(),
+                    actual: applied.diff_id,
+                });
+            }
+            Ok((applied.size, Some(applied.content_size)))
+        })
+    }
+
+    /// Commits the snapshot `diff_id` on top of `parent` (its existing metadata when it is
+    /// committed already): `fill` puts its files into a new temp dir and returns its size and
+    /// content size; on any error the temp dir goes.
+    pub(super) fn commit_new(
+        &self,
+        parent: Option<&Digest>,
+        diff_id: &Digest,
+        fill: impl FnOnce(&Path) -> Result<(u64, Option<u64>), SnapshotError>,
     ) -> Result<SnapshotInfo, SnapshotError> {
         let chain_id = child_chain_id(parent, diff_id);
         if self.exists(&chain_id) {
@@ -472,15 +500,7 @@ impl Base {
         let tmp = self.temp_dir();
         let res = (|| {
             fs::create_dir(&tmp).map_err(io_at("create directory", &tmp))?;
-            let target = tmp.join(sub);
-            prepare(&target)?;
-            let applied = layer::apply_layer(&target, reader, &ApplyOptions::new(mode))?;
-            if &applied.diff_id != diff_id {
-                return Err(SnapshotError::DiffIdMismatch {
-                    expected: diff_id.clone(),
-                    actual: applied.diff_id,
-                });
-            }
+            let (size, content_size) = fill(&tmp)?;
             let created = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -489,8 +509,8 @@ impl Base {
                 chain_id: chain_id.clone(),
                 parent: parent.cloned(),
                 diff_id: diff_id.clone(),
-                size: applied.size,
-                content_size: Some(applied.content_size),
+                size,
+                content_size,
                 created,
                 users: BTreeSet::new(),
                 unsynced: None,
@@ -503,5 +523,18 @@ impl Base {
                 Err(e)
             }
         }
+    }
+}
+
+/// The `meta.json` of a snapshot's or container's directory; `missing()` when there is none.
+fn read_meta<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    missing: impl FnOnce() -> SnapshotError,
+) -> Result<T, SnapshotError> {
+    let p = dir.join("meta.json");
+    match fsutil::read_json(&p) {
+        Ok(m) => Ok(m),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(missing()),
+        Err(e) => Err(io_at("read", &p)(e)),
     }
 }

@@ -12,13 +12,20 @@ impl CopySnapshotter {
     /// Opens (creating) a snapshotter rooted at `root`.
     pub fn open(root: &Path) -> Result<Self, SnapshotError> {
         Ok(Self {
-            base: Base::open(root)?,
+            base: Base::open(
+                root,
+                Layout {
+                    driver: "copy",
+                    layer_dir: "fs",
+                    mode: ApplyMode::Flat,
+                },
+            )?,
         })
     }
 
     /// The flattened file system of a snapshot.
     pub fn fs_dir(&self, chain_id: &Digest) -> PathBuf {
-        self.base.snapshot_dir(chain_id).join("fs")
+        self.base.layer_dir(chain_id)
     }
 
     /// A container's root file system directory.
@@ -26,6 +33,7 @@ impl CopySnapshotter {
         self.base.container_dir(id).join("rootfs")
     }
 
+    /// `dest`, a copy of the parent's file system (empty without one).
     fn copy_parent(&self, parent: Option<&Digest>, dest: &Path) -> Result<(), SnapshotError> {
         fs::create_dir(dest).map_err(io_at("create directory", dest))?;
         if let Some(p) = parent {
@@ -34,36 +42,18 @@ impl CopySnapshotter {
         }
         Ok(())
     }
+
+    fn prepare_layer_dir(&self, parent: Option<&Digest>, t: &Path) -> Result<(), SnapshotError> {
+        self.copy_parent(parent, t)
+    }
+
+    fn fill_container_dir(&self, parent: Option<&Digest>, dir: &Path) -> Result<(), SnapshotError> {
+        self.copy_parent(parent, &dir.join("rootfs"))
+    }
 }
 
 impl Snapshotter for CopySnapshotter {
-    fn driver(&self) -> &'static str {
-        "copy"
-    }
-
     base_methods!();
-
-    fn apply_layer(
-        &self,
-        parent: Option<&Digest>,
-        diff_id: &Digest,
-        reader: &mut dyn Read,
-    ) -> Result<SnapshotInfo, SnapshotError> {
-        self.base
-            .apply_layer(parent, diff_id, reader, "fs", ApplyMode::Flat, |t| {
-                self.copy_parent(parent, t)
-            })
-    }
-
-    fn prepare_container(
-        &self,
-        id: &str,
-        parent: Option<&Digest>,
-    ) -> Result<ContainerSnapshot, SnapshotError> {
-        self.base.prepare_container("copy", id, parent, |dir| {
-            self.copy_parent(parent, &dir.join("rootfs"))
-        })
-    }
 
     fn mount_container(&self, id: &str, target: &Path) -> Result<(), SnapshotError> {
         self.base.container(id)?;

@@ -265,9 +265,35 @@ pub fn remove_tree(path: &Path) -> Result<(), SnapshotError> {
     layer::remove_all_at(pfd.as_fd(), name.as_bytes()).map_err(io_at("remove", path))
 }
 
-/// The [`Snapshotter`] methods both drivers answer from their [`Base`] alone.
+/// The [`Snapshotter`] methods both drivers answer from their [`Base`], with the driver's
+/// own `prepare_layer_dir` (the new, empty layer directory of a snapshot on top of `parent`)
+/// and `fill_container_dir` (a new container's directory).
 macro_rules! base_methods {
     () => {
+        fn driver(&self) -> &'static str {
+            self.base.layout.driver
+        }
+
+        fn apply_layer(
+            &self,
+            parent: Option<&Digest>,
+            diff_id: &Digest,
+            reader: &mut dyn Read,
+        ) -> Result<SnapshotInfo, SnapshotError> {
+            self.base.apply_layer(parent, diff_id, reader, |target| {
+                self.prepare_layer_dir(parent, target)
+            })
+        }
+
+        fn prepare_container(
+            &self,
+            id: &str,
+            parent: Option<&Digest>,
+        ) -> Result<ContainerSnapshot, SnapshotError> {
+            self.base
+                .prepare_container(id, parent, |dir| self.fill_container_dir(parent, dir))
+        }
+
         fn dropped_on_open(&self) -> usize {
             self.base.dropped
         }
@@ -312,9 +338,9 @@ pub use overlay::{
     mount_overlay, mount_overlay_legacy, mount_overlay_volatile, unmount, OverlaySnapshotter,
 };
 
-use base::Base;
 #[cfg(test)]
 use base::{boot_id, mark_boot};
+use base::{Base, Layout};
 
 /// Opens the overlay snapshotter when overlayfs works under `root`, else the copying one.
 pub fn open_best(root: &Path) -> Result<Box<dyn Snapshotter>, SnapshotError> {

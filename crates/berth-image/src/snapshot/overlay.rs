@@ -12,7 +12,14 @@ impl OverlaySnapshotter {
     /// Opens (creating) a snapshotter rooted at `root`.
     pub fn open(root: &Path) -> Result<Self, SnapshotError> {
         Ok(Self {
-            base: Base::open(root)?,
+            base: Base::open(
+                root,
+                Layout {
+                    driver: "overlay",
+                    layer_dir: "diff",
+                    mode: ApplyMode::Overlay,
+                },
+            )?,
         })
     }
 
@@ -40,7 +47,7 @@ impl OverlaySnapshotter {
 
     /// The `diff` directory of a snapshot.
     pub fn diff_dir(&self, chain_id: &Digest) -> PathBuf {
-        self.base.snapshot_dir(chain_id).join("diff")
+        self.base.layer_dir(chain_id)
     }
 
     /// The lower directories of a chain, top first.
@@ -59,40 +66,27 @@ impl OverlaySnapshotter {
         let lowers = self.lower_dirs(top)?;
         mount_overlay(&lowers, None, target)
     }
+
+    /// A layer holds that layer alone: its directory starts empty.
+    fn prepare_layer_dir(&self, _parent: Option<&Digest>, t: &Path) -> Result<(), SnapshotError> {
+        fs::create_dir(t).map_err(io_at("create directory", t))
+    }
+
+    fn fill_container_dir(
+        &self,
+        _parent: Option<&Digest>,
+        dir: &Path,
+    ) -> Result<(), SnapshotError> {
+        for sub in ["upper", "work", "lower-empty"] {
+            let d = dir.join(sub);
+            fs::create_dir(&d).map_err(io_at("create directory", &d))?;
+        }
+        Ok(())
+    }
 }
 
 impl Snapshotter for OverlaySnapshotter {
-    fn driver(&self) -> &'static str {
-        "overlay"
-    }
-
     base_methods!();
-
-    fn apply_layer(
-        &self,
-        parent: Option<&Digest>,
-        diff_id: &Digest,
-        reader: &mut dyn Read,
-    ) -> Result<SnapshotInfo, SnapshotError> {
-        self.base
-            .apply_layer(parent, diff_id, reader, "diff", ApplyMode::Overlay, |t| {
-                fs::create_dir(t).map_err(io_at("create directory", t))
-            })
-    }
-
-    fn prepare_container(
-        &self,
-        id: &str,
-        parent: Option<&Digest>,
-    ) -> Result<ContainerSnapshot, SnapshotError> {
-        self.base.prepare_container("overlay", id, parent, |dir| {
-            for sub in ["upper", "work", "lower-empty"] {
-                let d = dir.join(sub);
-                fs::create_dir(&d).map_err(io_at("create directory", &d))?;
-            }
-            Ok(())
-        })
-    }
 
     fn mount_container(&self, id: &str, target: &Path) -> Result<(), SnapshotError> {
         self.mount_container_transient(id, target, false)
@@ -151,37 +145,13 @@ impl Snapshotter for OverlaySnapshotter {
         size: u64,
         dir: &Path,
     ) -> Result<Option<SnapshotInfo>, SnapshotError> {
-        let chain_id = child_chain_id(parent, diff_id);
-        if self.base.exists(&chain_id) {
-            return Ok(Some(self.base.info(&chain_id)?));
-        }
-        if let Some(p) = parent {
-            if !self.base.exists(p) {
-                return Err(SnapshotError::NotFound(p.clone()));
-            }
-        }
-        let tmp = self.base.temp_dir();
-        fs::create_dir(&tmp).map_err(io_at("create directory", &tmp))?;
-        let diff = tmp.join("diff");
-        if let Err(e) = fs::rename(dir, &diff) {
-            let _ = remove_tree(&tmp);
-            return Err(io_at("rename", dir)(e));
-        }
-        let created = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let info = SnapshotInfo {
-            chain_id,
-            parent: parent.cloned(),
-            diff_id: diff_id.clone(),
-            size,
-            content_size: None,
-            created,
-            users: BTreeSet::new(),
-            unsynced: None,
-        };
-        self.base.commit(&tmp, &info).map(Some)
+        self.base
+            .commit_new(parent, diff_id, |tmp| {
+                fs::rename(dir, tmp.join(self.base.layout.layer_dir))
+                    .map_err(io_at("rename", dir))?;
+                Ok((size, None))
+            })
+            .map(Some)
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 
-use super::{client_ip, AppState, Ctx, St};
+use super::{client_ip, header, AppState, Ctx, St};
 use crate::audit;
 use crate::auth::{parse_basic, Action, Identity, PasswordCheck};
 use crate::error::{ApiError, Code};
@@ -23,7 +23,7 @@ pub fn identify(
     if !st.auth.enabled() {
         return Ok(Identity::Anonymous);
     }
-    let Some(v) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
+    let Some(v) = header(headers, "authorization") else {
         return Ok(Identity::Anonymous);
     };
     let denied = |user: Option<&str>, e: ApiError| {
@@ -91,9 +91,7 @@ pub async fn identify_async(
     host: &str,
     remote: Option<SocketAddr>,
 ) -> Result<Identity, ApiError> {
-    let basic = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
+    let basic = header(headers, "authorization")
         .is_some_and(|v| v.len() > 6 && v.as_bytes()[..6].eq_ignore_ascii_case(b"basic "));
     if !basic || !st.auth.enabled() {
         return identify(st, headers, host, remote);
@@ -106,10 +104,7 @@ pub async fn identify_async(
 
 /// The `Host` header, reduced to characters that are safe in a URL authority.
 pub fn host_of(headers: &HeaderMap) -> String {
-    let h = headers
-        .get("host")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("localhost");
+    let h = header(headers, "host").unwrap_or("localhost");
     let ok = !h.is_empty()
         && h.len() < 256
         && h.bytes()

@@ -6,7 +6,6 @@ use axum::response::Response;
 use berth_image::Digest;
 
 use super::{blocking, empty, hv, Ctx, St};
-use crate::audit;
 use crate::error::{ApiError, Code};
 
 fn blob_unknown(d: &Digest) -> ApiError {
@@ -164,13 +163,7 @@ pub(super) async fn delete_blob(
     })
     .await?;
     let ds = d.to_string();
-    st.audit.log(&audit::Entry {
-        action: "delete",
-        kind: "blob",
-        repository: Some(&name),
-        digest: Some(&ds),
-        ..ctx.entry()
-    });
+    ctx.audit(&st, "delete", "blob", &name, None, Some(&ds));
     Ok(empty(StatusCode::ACCEPTED, &[]))
 }
 

@@ -8,9 +8,9 @@ use berth_image::Digest;
 use super::listing::name_unknown;
 use super::{blocking, empty, hv, Ctx, St};
 use crate::error::{ApiError, Code};
+use crate::manifest;
 use crate::names::Reference;
 use crate::storage::{now_secs, ManifestEntry};
-use crate::{audit, manifest};
 
 fn manifest_unknown(r: &Reference) -> ApiError {
     ApiError::new(Code::ManifestUnknown, "manifest unknown")
@@ -49,14 +49,7 @@ pub(super) async fn get_manifest(
     if with_body {
         let ds = digest.to_string();
         let r = reference.to_string();
-        st.audit.log(&audit::Entry {
-            action: "pull",
-            kind: "manifest",
-            repository: Some(&name),
-            reference: Some(&r),
-            digest: Some(&ds),
-            ..ctx.entry()
-        });
+        ctx.audit(&st, "pull", "manifest", &name, Some(&r), Some(&ds));
     }
     let len = bytes.len();
     let mut r = Response::new(if with_body {
@@ -174,14 +167,7 @@ pub(super) async fn put_manifest(
     .await?;
     let ds = digest.to_string();
     let r = reference.to_string();
-    st.audit.log(&audit::Entry {
-        action: "push",
-        kind: "manifest",
-        repository: Some(&name),
-        reference: Some(&r),
-        digest: Some(&ds),
-        ..ctx.entry()
-    });
+    ctx.audit(&st, "push", "manifest", &name, Some(&r), Some(&ds));
     let mut hs = vec![
         ("location", format!("/v2/{name}/manifests/{digest}")),
         ("docker-content-digest", ds),
@@ -223,13 +209,6 @@ pub(super) async fn delete_manifest(
         Reference::Digest(d) => ("manifest", Some(d.to_string())),
     };
     let r = reference.to_string();
-    st.audit.log(&audit::Entry {
-        action: "delete",
-        kind,
-        repository: Some(&name),
-        reference: Some(&r),
-        digest: digest.as_deref(),
-        ..ctx.entry()
-    });
+    ctx.audit(&st, "delete", kind, &name, Some(&r), digest.as_deref());
     Ok(empty(StatusCode::ACCEPTED, &[]))
 }

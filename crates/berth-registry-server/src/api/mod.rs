@@ -169,6 +169,27 @@ impl Ctx {
         }
     }
 
+    /// Writes an audit entry: `action` on a `kind` of object of `repository`, named by
+    /// `reference` and/or `digest`.
+    fn audit(
+        &self,
+        st: &AppState,
+        action: &str,
+        kind: &str,
+        repository: &str,
+        reference: Option<&str>,
+        digest: Option<&str>,
+    ) {
+        st.audit.log(&audit::Entry {
+            action,
+            kind,
+            repository: Some(repository),
+            reference,
+            digest,
+            ..self.entry()
+        });
+    }
+
     /// Who owns the upload sessions this request opens: the signed-in user, or for anonymous
     /// requests the client's address.
     fn owner(&self) -> String {
@@ -265,11 +286,7 @@ async fn v2_inner(st: St, req: Request) -> Result<Response, ApiError> {
                 }
                 Method::PUT => {
                     authorize(&st, &ctx, &name, &[Action::Pull, Action::Push])?;
-                    let ct = parts
-                        .headers
-                        .get("content-type")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string);
+                    let ct = header(&parts.headers, "content-type").map(str::to_string);
                     let len = content_length(&parts.headers);
                     bounded(
                         timeout,
@@ -290,11 +307,7 @@ async fn v2_inner(st: St, req: Request) -> Result<Response, ApiError> {
             match m {
                 Method::GET | Method::HEAD => {
                     authorize(&st, &ctx, &name, &[Action::Pull])?;
-                    let range = parts
-                        .headers
-                        .get("range")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string);
+                    let range = header(&parts.headers, "range").map(str::to_string);
                     bounded(timeout, get_blob(st, name, d, m == Method::GET, range)).await
                 }
                 Method::DELETE => {
@@ -343,10 +356,13 @@ fn method_is(m: &Method, ok: &[Method]) -> Result<(), ApiError> {
     }
 }
 
+/// A header's value, when it is text.
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
 fn content_length(h: &HeaderMap) -> Option<u64> {
-    h.get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
+    header(h, "content-length").and_then(|v| v.trim().parse().ok())
 }
 
 fn with_headers(mut r: Response, hs: Vec<(&'static str, String)>) -> Response {

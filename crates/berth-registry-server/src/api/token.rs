@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::access::{retry_after, TOO_MANY_FAILURES};
-use super::{client_ip, hv, json_response, q1, query_pairs, AppState, Remote, St};
+use super::{client_ip, header, hv, json_response, q1, query_pairs, AppState, Remote, St};
 use crate::audit;
 use crate::auth::{parse_basic, Action, PasswordCheck};
 use crate::error::Code;
@@ -170,12 +170,7 @@ pub async fn token_get(State(st): State<St>, req: Request) -> Response {
     }
     let remote = req.extensions().get::<Remote>().map(|r| r.0);
     let q = query_pairs(req.uri().query());
-    let user = match req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(parse_basic)
-    {
+    let user = match header(req.headers(), "authorization").map(parse_basic) {
         None => None,
         Some(Some((u, p))) => match sign_in(&st, remote, &u, &p).await {
             Ok(()) => Some(u),

@@ -9,8 +9,7 @@ use berth_image::Digest;
 use futures_util::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 
-use super::{blocking, content_length, digest_or_err, empty, q1, AppState, Ctx, St};
-use crate::audit;
+use super::{blocking, content_length, digest_or_err, empty, header, q1, AppState, Ctx, St};
 use crate::auth::Action;
 use crate::error::{ApiError, Code};
 use crate::names::valid_name;
@@ -74,14 +73,7 @@ pub(super) async fn post_upload(
                 .await?;
                 if mounted {
                     let ds = d.to_string();
-                    st.audit.log(&audit::Entry {
-                        action: "push",
-                        kind: "mount",
-                        repository: Some(&name),
-                        reference: Some(from),
-                        digest: Some(&ds),
-                        ..ctx.entry()
-                    });
+                    ctx.audit(&st, "push", "mount", &name, Some(from), Some(&ds));
                     return Ok(empty(
                         StatusCode::CREATED,
                         &[
@@ -158,7 +150,7 @@ pub(super) async fn patch_upload(
     body: Body,
 ) -> Result<Response, ApiError> {
     upload_of(&st, &name, &id)?;
-    let cr = match headers.get("content-range").and_then(|v| v.to_str().ok()) {
+    let cr = match header(headers, "content-range") {
         Some(v) => Some(
             parse_content_range(v)
                 .ok_or_else(|| ApiError::new(Code::RangeInvalid, "malformed Content-Range"))?,
@@ -195,10 +187,7 @@ pub(super) async fn put_upload(
             .ok_or_else(|| ApiError::new(Code::DigestInvalid, "digest parameter missing"))?,
     )?;
     if content_length(headers) != Some(0) {
-        let cr = headers
-            .get("content-range")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_content_range);
+        let cr = header(headers, "content-range").and_then(parse_content_range);
         append(&st, &id, headers, body, cr).await?;
     }
     finish(&st, &ctx, &name, &id, &d).await
@@ -223,13 +212,7 @@ pub(super) async fn cancel_upload(
     // Checked again: it may have expired while this request waited for it.
     upload_of(&st, &name, &id)?;
     st.drop_upload(&id);
-    st.audit.log(&audit::Entry {
-        action: "delete",
-        kind: "upload",
-        repository: Some(&name),
-        reference: Some(&id),
-        ..ctx.entry()
-    });
+    ctx.audit(&st, "delete", "upload", &name, Some(&id), None);
     Ok(empty(StatusCode::NO_CONTENT, &[]))
 }
 
@@ -407,13 +390,7 @@ async fn finish(
     st.sessions.remove(id);
     drop(guard);
     let ds = want.to_string();
-    st.audit.log(&audit::Entry {
-        action: "push",
-        kind: "blob",
-        repository: Some(name),
-        digest: Some(&ds),
-        ..ctx.entry()
-    });
+    ctx.audit(st, "push", "blob", name, None, Some(&ds));
     Ok(empty(
         StatusCode::CREATED,
         &[

@@ -1,6 +1,7 @@
 //! The processes' lives: signals, reaping, the exit record, and ending the streams of an
 //! exited process once its output is drained.
 
+use std::os::fd::AsFd;
 use std::time::Instant;
 
 use serde_json::json;
@@ -35,7 +36,7 @@ impl Shim {
     }
 
     pub(super) fn on_signals(&mut self) {
-        for sig in sys::drain_signalfd(&self.sigfd) {
+        for sig in berth_util::signal::drain_signalfd(self.sigfd.as_fd()) {
             match sig {
                 libc::SIGCHLD => {}
                 libc::SIGTERM | libc::SIGINT if self.init.status == Status::Stopped => {

@@ -331,7 +331,7 @@ impl Shim {
             return Err(ShimError::InvalidId(cfg.id));
         }
         sys::set_child_subreaper().map_err(sys_err("PR_SET_CHILD_SUBREAPER"))?;
-        let sigfd = sys::signalfd(&[
+        let sigfd = berth_util::signal::signalfd(&[
             libc::SIGCHLD,
             libc::SIGHUP,
             libc::SIGINT,

@@ -141,16 +141,12 @@ impl Shim {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
-        while !c.wbuf.is_empty() {
-            match sys::send(&c.sock, &c.wbuf) {
-                Ok(n) => {
-                    c.wbuf.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => {
-                    self.drop_conn(id);
-                    return;
-                }
+        match write_out(&mut c.wbuf, |b| sys::send(&c.sock, b)) {
+            Flush::Done => {}
+            Flush::Blocked => return,
+            Flush::Failed => {
+                self.drop_conn(id);
+                return;
             }
         }
         if c.close_after_flush {
@@ -187,16 +183,12 @@ impl Shim {
     pub(super) fn flush_sink(&mut self, t: &Target) {
         let Some(p) = self.proc_mut(t) else { return };
         let Some(s) = p.stdin.as_mut() else { return };
-        while !s.buf.is_empty() {
-            match sys::write(&s.fd, &s.buf) {
-                Ok(n) => {
-                    s.buf.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => {
-                    p.stdin = None;
-                    return;
-                }
+        match write_out(&mut s.buf, |b| sys::write(&s.fd, b)) {
+            Flush::Done => {}
+            Flush::Blocked => return,
+            Flush::Failed => {
+                p.stdin = None;
+                return;
             }
         }
         if s.close_pending {
@@ -285,4 +277,28 @@ impl Shim {
         }
         self.try_flush(id);
     }
+}
+
+/// How far [`write_out`] got.
+enum Flush {
+    /// Everything was written.
+    Done,
+    /// The descriptor would block; the rest stays buffered.
+    Blocked,
+    /// Writing failed.
+    Failed,
+}
+
+/// Writes `buf` out with `write` (a non-blocking descriptor), dropping what was written.
+fn write_out(buf: &mut Vec<u8>, mut write: impl FnMut(&[u8]) -> io::Result<usize>) -> Flush {
+    while !buf.is_empty() {
+        match write(buf) {
+            Ok(n) => {
+                buf.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked,
+            Err(_) => return Flush::Failed,
+        }
+    }
+    Flush::Done
 }

@@ -45,6 +45,11 @@ fn defaults() {
         (c.cri_stream_address.to_string(), c.cri_stream_port),
         ("127.0.0.1".to_string(), 0)
     );
+    // containerd's `stream_idle_timeout`.
+    assert_eq!(
+        c.cri_stream_idle_timeout,
+        Some(std::time::Duration::from_secs(4 * 3600))
+    );
     assert_eq!(c.level(), tracing::Level::INFO);
     assert_eq!(c.subnet_candidates(), None);
 }
@@ -321,7 +326,8 @@ fn a_reload_takes_exactly_the_reloadable_options() {
         "default-ulimits": {"nproc": {"Name": "nproc", "Soft": 1, "Hard": 1}},
         "live-restore": false, "docker-compat": true, "cri": false,
         "cri-socket": "/c.sock", "cni-conf-dir": "/cc", "cni-bin-dir": "/cb",
-        "cri-stream-address": "127.0.0.2", "cri-stream-port": 10010
+        "cri-stream-address": "127.0.0.2", "cri-stream-port": 10010,
+        "cri-stream-idle-timeout": "30m"
     }"#;
     let file = FileConfig::parse(text).unwrap();
     assert_eq!(
@@ -364,4 +370,29 @@ fn cri_socket_and_cni_dirs_are_absolute() {
     }
     let file = FileConfig::parse(r#"{"cri": "yes"}"#);
     assert!(file.is_err(), "a string is no bool");
+}
+
+#[test]
+fn cri_stream_idle_timeout_is_a_go_duration() {
+    let idle = |args: &[&str], file: &str| {
+        merge(&flags(args), &FileConfig::parse(file).unwrap()).map(|c| c.cri_stream_idle_timeout)
+    };
+    assert_eq!(
+        idle(&["--cri-stream-idle-timeout", "1m30s"], "{}").unwrap(),
+        Some(std::time::Duration::from_secs(90))
+    );
+    assert_eq!(
+        idle(&[], r#"{"cri-stream-idle-timeout": "250ms"}"#).unwrap(),
+        Some(std::time::Duration::from_millis(250))
+    );
+    // 0: no limit.
+    assert_eq!(
+        idle(&["--cri-stream-idle-timeout", "0"], "{}").unwrap(),
+        None
+    );
+    for bad in ["-1s", "4 hours", ""] {
+        let arg = format!("--cri-stream-idle-timeout={bad}");
+        let e = idle(&[&arg], "{}").unwrap_err();
+        assert!(e.to_string().contains("cri-stream-idle-timeout"), "{e}");
+    }
 }

@@ -98,6 +98,7 @@ impl Cri {
         &self,
         req: pb::CreateContainerRequest,
     ) -> Result<pb::CreateContainerResponse, Status> {
+        let mut phases = super::Phases::new("CreateContainer");
         let sandbox = self.sandbox(&req.pod_sandbox_id)?;
         if !self.sandbox_ready(&sandbox) {
             return Err(Status::failed_precondition(format!(
@@ -135,7 +136,19 @@ impl Cri {
                 "run_as_group is set without run_as_user or run_as_username",
             ));
         }
+        phases.mark("lookups");
         let seccomp = seccomp_option(&sc)?;
+        // containerd refuses a shared or slave bind of a source that is not on a shared (or
+        // slave) mount when it makes the spec, at create; the engine checks again at start.
+        let mut root_propagation = None;
+        for m in &config.mounts {
+            crate::mounts::check_propagation(
+                std::path::Path::new(&m.host_path),
+                propagation(m.propagation),
+                &mut root_propagation,
+            )
+            .map_err(status)?;
+        }
         let (cfg, hc) = engine_config(&sandbox, &config, &image.id.to_string(), seccomp);
         // The log: the CRI format at the kubelet's path (the shim writes it).
         let log_path = if config.log_path.is_empty() || sandbox.log_directory.is_empty() {
@@ -149,6 +162,7 @@ impl Cri {
         let id = self
             .create_engine_container(name, cfg, hc, log_path.clone())
             .await?;
+        phases.mark("create");
         let rec = ContainerRecord {
             id: id.clone(),
             sandbox_id: sandbox.id.clone(),
@@ -175,6 +189,7 @@ impl Cri {
             let _ = self.engine.remove(&id, true, true).await;
             return Err(e.into());
         }
+        phases.mark("save");
         self.emit(
             &id,
             &sandbox.id,
@@ -185,6 +200,7 @@ impl Cri {
     }
 
     pub(crate) async fn start_container(&self, id: &str) -> Result<(), Status> {
+        let mut phases = super::Phases::new("StartContainer");
         let (rec, c) = self.container(id)?;
         if state_of(&c) != pb::ContainerState::ContainerCreated {
             return Err(Status::failed_precondition(format!(
@@ -199,7 +215,9 @@ impl Cri {
                 })?;
             }
         }
+        phases.mark("lookups");
         self.engine.start(&rec.id).await.map_err(status)?;
+        phases.mark("start");
         self.emit(
             &rec.id,
             &rec.sandbox_id,
@@ -397,6 +415,24 @@ impl Cri {
         .map_err(|e| Status::internal(format!("reopening the log of {}: {e}", rec.id)))
     }
 
+    /// Kills an exec's process (SIGKILL through the container's shim); one that ended is
+    /// fine.
+    pub(crate) async fn kill_exec(&self, container: &str, exec_id: &str) {
+        let short: String = exec_id.chars().take(32).collect();
+        let r = crate::shimio::call(
+            &self.engine.shim_socket(container),
+            berth_shim::protocol::Request::Kill {
+                signal: berth_shim::protocol::Signal::Number(libc::SIGKILL),
+                all: false,
+                exec_id: Some(short),
+            },
+        )
+        .await;
+        if let Err(e) = r {
+            tracing::debug!("CRI: killing exec {exec_id}: {e}");
+        }
+    }
+
     pub(crate) async fn exec_sync(
         &self,
         req: pb::ExecSyncRequest,
@@ -443,16 +479,7 @@ impl Cri {
             match tokio::time::timeout(Duration::from_secs(req.timeout as u64), collect).await {
                 Ok(r) => r,
                 Err(_) => {
-                    let short: String = exec_id.chars().take(32).collect();
-                    let _ = crate::shimio::call(
-                        &self.engine.shim_socket(&rec.id),
-                        berth_shim::protocol::Request::Kill {
-                            signal: berth_shim::protocol::Signal::Number(libc::SIGKILL),
-                            all: false,
-                            exec_id: Some(short),
-                        },
-                    )
-                    .await;
+                    self.kill_exec(&rec.id, &exec_id).await;
                     self.engine.exec_exited(&exec_id, 137);
                     return Err(Status::deadline_exceeded(format!(
                         "command {:?} timed out after {}s",

@@ -92,7 +92,8 @@ impl Cri {
     }
 }
 
-/// Announces the exits of CRI containers and sandboxes (the engine's `die` events) until
+/// Announces the exits of CRI containers and sandboxes (the engine's `die` events), and
+/// releases the network of a sandbox removed through the Docker API (its `destroy`), until
 /// `stop` changes.
 pub(crate) async fn watch_exits(cri: Arc<Cri>, mut stop: watch::Receiver<bool>) {
     let (_, mut rx) = cri.engine.bus.subscribe(None);
@@ -109,7 +110,18 @@ pub(crate) async fn watch_exits(cri: Arc<Cri>, mut stop: watch::Receiver<bool>) 
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        if e.typ != "container" || e.action != "die" {
+        if e.typ != "container" {
+            continue;
+        }
+        if e.action == "destroy" {
+            if e.attributes.get(KIND_LABEL).map(String::as_str) == Some("sandbox") {
+                // Off the loop: a CNI DEL takes a while.
+                let cri = cri.clone();
+                tokio::spawn(async move { cri.sandbox_destroyed(&e.id).await });
+            }
+            continue;
+        }
+        if e.action != "die" {
             continue;
         }
         let sandbox = match e.attributes.get(KIND_LABEL).map(String::as_str) {

@@ -139,6 +139,9 @@ impl Cri {
                 continue;
             }
             tracing::info!("CRI: removing {} (no CRI record)", c.name);
+            if kind == Some("sandbox") {
+                self.release_orphan_network(&c).await;
+            }
             if let Err(e) = self.engine.remove(&c.id, true, true).await {
                 tracing::warn!("CRI: removing {}: {e}", c.name);
             }
@@ -149,6 +152,7 @@ impl Cri {
 /// Serves the CRI on `listener` until `stop` changes.
 pub async fn serve(listener: UnixListener, cri: Arc<Cri>, mut stop: watch::Receiver<bool>) {
     cri.remove_orphans().await;
+    cri.recover_networks().await;
     tokio::spawn(events::watch_exits(cri.clone(), stop.clone()));
     let runtime = RuntimeServiceServer::new(service::Service(cri.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
@@ -175,6 +179,59 @@ pub async fn serve(listener: UnixListener, cri: Arc<Cri>, mut stop: watch::Recei
             },
             _ = stop.changed() => break,
         }
+    }
+}
+
+/// The time a request spends in its phases, logged at debug level when dropped
+/// (`RunPodSandbox: 41.2 ms (create 9.8, start 12.0, cni 19.1, save 0.3)`).
+pub(crate) struct Phases {
+    what: &'static str,
+    t0: std::time::Instant,
+    last: std::time::Instant,
+    parts: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Phases {
+    pub(crate) fn new(what: &'static str) -> Phases {
+        let now = std::time::Instant::now();
+        Phases {
+            what,
+            t0: now,
+            last: now,
+            parts: Vec::new(),
+        }
+    }
+
+    /// A part that ran alongside others (its own duration, not counted in the sequence).
+    pub(crate) fn record(&mut self, name: &'static str, d: std::time::Duration) {
+        self.parts.push((name, d));
+    }
+
+    /// The phase `name` ended now.
+    pub(crate) fn mark(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.parts.push((name, now - self.last));
+        self.last = now;
+    }
+}
+
+impl Drop for Phases {
+    fn drop(&mut self) {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let parts: Vec<String> = self
+            .parts
+            .iter()
+            .map(|(n, d)| format!("{n} {:.1}", ms(*d)))
+            .collect();
+        tracing::debug!(
+            "CRI {}: {:.1} ms ({})",
+            self.what,
+            ms(self.t0.elapsed()),
+            parts.join(", ")
+        );
     }
 }
 

@@ -122,6 +122,7 @@ impl Cri {
         &self,
         req: pb::RunPodSandboxRequest,
     ) -> Result<pb::RunPodSandboxResponse, Status> {
+        let mut phases = super::Phases::new("RunPodSandbox");
         let config = req
             .config
             .ok_or_else(|| Status::invalid_argument("no sandbox config"))?;
@@ -145,6 +146,7 @@ impl Cri {
         let ns = sc.namespace_options.clone().unwrap_or_default();
         let host_net = ns.network == NamespaceMode::Node as i32;
         let image = self.pause_image().await?;
+        phases.mark("pause image");
         let dns = config.dns_config.clone().unwrap_or_default();
         let name = format!(
             "k8s_POD_{}_{}_{}_{}",
@@ -166,6 +168,7 @@ impl Cri {
             mount_shm(&p)?;
             p.display().to_string()
         };
+        phases.mark("shm");
         let mut hc = HostConfig {
             network_mode: if host_net { "host" } else { "none" }.into(),
             ipc_mode: if host_ipc { "host" } else { "shareable" }.into(),
@@ -209,6 +212,7 @@ impl Cri {
                 return Err(e);
             }
         };
+        phases.mark("create");
         let mut rec = SandboxRecord {
             id: id.clone(),
             meta: PodMeta {
@@ -249,10 +253,12 @@ impl Cri {
                 .collect(),
             ..Default::default()
         };
-        // Durable once it is complete (after the network): until then a crash (kill -9)
-        // finds this one, and after a power loss nothing of the sandbox runs.
-        self.store.save_sandbox_pending(&rec)?;
-        if let Err(e) = self.start_sandbox(&mut rec, host_net).await {
+        // Durable before the network is set up: whatever the CNI ADD makes, a restart after
+        // a crash (kill -9 or power loss) finds the record to delete it with (see
+        // `recover_networks`); the complete one is written without a sync.
+        self.store.save_sandbox(&rec)?;
+        phases.mark("record");
+        if let Err(e) = self.start_sandbox(&mut rec, host_net, &mut phases).await {
             let _ = self.remove_sandbox(&id).await;
             return Err(e);
         }
@@ -261,44 +267,98 @@ impl Cri {
         Ok(pb::RunPodSandboxResponse { pod_sandbox_id: id })
     }
 
-    /// Starts the sandbox's process, then attaches its network.
-    async fn start_sandbox(&self, rec: &mut SandboxRecord, host_net: bool) -> Result<(), Status> {
-        self.engine.start(&rec.id).await.map_err(status)?;
+    /// Starts the sandbox's process with its network: the network namespace is made first
+    /// (held by berthd through a descriptor, never mounted, so a crash leaves nothing), then
+    /// CNI's `ADD` in it and the start of the process joining it run at the same time. A
+    /// failure deletes what the `ADD` made.
+    async fn start_sandbox(
+        &self,
+        rec: &mut SandboxRecord,
+        host_net: bool,
+        phases: &mut super::Phases,
+    ) -> Result<(), Status> {
         if host_net {
-            self.store.save_sandbox(rec)?;
+            // The record written before the start is the complete one.
+            self.engine.start(&rec.id).await.map_err(status)?;
+            phases.mark("start");
             return Ok(());
         }
-        let pid = self.engine.get(&rec.id).map_err(status)?.state.pid;
-        let netns = format!("/proc/{pid}/ns/net");
+        let ns = berth_network::netlink::new_netns()
+            .map_err(|e| Status::internal(format!("creating the pod's network namespace: {e}")))?;
+        let path = std::path::PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            std::os::fd::AsRawFd::as_raw_fd(&ns)
+        ));
+        phases.mark("netns");
         let cni = self.cni.clone();
         let r = rec.clone();
-        let ns2 = netns.clone();
-        let (name, result) = blocking(move || {
+        let p2 = path.clone();
+        let add = blocking(move || {
             let net = cni
                 .load()
                 .map_err(|e| Status::failed_precondition(e.to_string()))?;
             let result = cni
-                .add(&net, &attachment(&r, std::path::Path::new(&ns2)))
+                .add(&net, &attachment(&r, &p2))
                 .map_err(|e| Status::unknown(format!("setting up the pod network: {e}")))?;
             Ok((net.name, result))
-        })
-        .await?;
+        });
+        let start = async { self.engine.start_in_netns(&rec.id, &path).await };
+        let ((added, add_took), (started, start_took)) = tokio::join!(timed(add), timed(start));
+        phases.record("(cni alone", add_took);
+        phases.record("start alone)", start_took);
+        // The sandbox's process holds the namespace now (or nothing does: it is gone).
+        drop(ns);
+        phases.mark("start+cni");
+        let pid = started
+            .map_err(status)
+            .and_then(|()| self.engine.get(&rec.id).map_err(status))
+            .map(|c| c.state.pid);
+        let (pid, (name, result)) = match (pid, added) {
+            (Ok(pid), Ok(a)) => (pid, a),
+            (pid, added) => {
+                let prev = added.as_ref().ok().map(|(name, result)| Network {
+                    name: name.clone(),
+                    netns: String::new(),
+                    result: result.raw.clone(),
+                });
+                if let Err(e) = self.cni_del(rec, prev).await {
+                    tracing::warn!("CRI: pod sandbox {}: {}", rec.id, e.message());
+                }
+                return Err(pid
+                    .err()
+                    .or(added.err())
+                    .unwrap_or_else(|| Status::internal("starting the pod sandbox failed")));
+            }
+        };
         rec.ips = result.addresses();
         rec.network = Some(Network {
             name,
-            netns,
+            netns: format!("/proc/{pid}/ns/net"),
             result: result.raw,
         });
-        self.store.save_sandbox(rec)?;
+        self.store.save_sandbox_ready(rec)?;
+        phases.mark("save");
         Ok(())
     }
 
     /// `DEL` of the sandbox's network, once (the record forgets it after).
-    async fn teardown_network(&self, rec: &mut SandboxRecord) -> Result<(), Status> {
+    pub(crate) async fn teardown_network(&self, rec: &mut SandboxRecord) -> Result<(), Status> {
         let Some(net) = rec.network.clone() else {
             return Ok(());
         };
-        // The namespace the network was attached in, if its holder still runs.
+        self.cni_del(rec, Some(net)).await?;
+        rec.network = None;
+        self.store.save_sandbox(rec)?;
+        Ok(())
+    }
+
+    /// CNI `DEL` of a sandbox with the current configuration: of its recorded attachment
+    /// (`net`), or of one that may have been made (an `ADD` a crash cut short, a record a
+    /// power loss took), which `DEL` without a previous result releases as well (the
+    /// plugins find what they made by the container id). In the sandbox's namespace when
+    /// its holder still runs.
+    async fn cni_del(&self, rec: &SandboxRecord, net: Option<Network>) -> Result<(), Status> {
         let netns = self
             .engine
             .get(&rec.id)
@@ -312,7 +372,7 @@ impl Cri {
             let list = cni
                 .load()
                 .map_err(|e| Status::failed_precondition(e.to_string()))?;
-            if list.name != net.name {
+            if let Some(net) = net.as_ref().filter(|n| n.name != list.name) {
                 tracing::warn!(
                     "pod {}: the CNI network changed from {} to {}; deleting with the current configuration",
                     r.id,
@@ -323,14 +383,88 @@ impl Cri {
             cni.del(
                 &list,
                 &attachment(&r, std::path::Path::new(&netns)),
-                Some(&net.result),
+                net.as_ref().map(|n| &n.result),
             )
             .map_err(|e| Status::unknown(format!("tearing down the pod network: {e}")))
         })
-        .await?;
-        rec.network = None;
-        self.store.save_sandbox(rec)?;
-        Ok(())
+        .await
+    }
+
+    /// The network of a sandbox whose engine container was removed behind the CRI's back
+    /// (through the Docker API): released at once, so no address, veth or port mapping
+    /// outlives it (the record stays, NOTREADY, until the kubelet removes it).
+    pub(crate) async fn sandbox_destroyed(&self, id: &str) {
+        let Ok(Some(mut rec)) = self.store.sandbox(id) else {
+            return;
+        };
+        if rec.network.is_none() {
+            return;
+        }
+        tracing::info!("CRI: pod sandbox {id} was removed outside the CRI; releasing its network");
+        if let Err(e) = self.teardown_network(&mut rec).await {
+            tracing::warn!("CRI: pod sandbox {id}: {}", e.message());
+        }
+    }
+
+    /// At daemon start, before the CRI is served: the networks a crash or a removal through
+    /// the Docker API while berthd was down left. A sandbox record with a network and no
+    /// engine container has it deleted; one whose setup a crash cut short (not stopped, not
+    /// on the host's network, no network recorded) has a `DEL` of what its `ADD` may have
+    /// made and is marked stopped (NOTREADY: the kubelet stops and removes it).
+    pub(crate) async fn recover_networks(&self) {
+        for mut rec in self.store.sandboxes() {
+            let gone = matches!(self.engine.get(&rec.id), Err(EngineError::NotFound(_)));
+            let r = if rec.network.is_some() {
+                if !gone {
+                    continue;
+                }
+                tracing::info!(
+                    "CRI: pod sandbox {} has no container; releasing its network",
+                    rec.id
+                );
+                self.teardown_network(&mut rec).await
+            } else if !rec.stopped && rec.network_mode != NamespaceMode::Node as i32 {
+                tracing::info!("CRI: pod sandbox {}: its setup was cut short; releasing what its network setup made", rec.id);
+                let r = self.cni_del(&rec, None).await;
+                rec.stopped = true;
+                r.and(self.store.save_sandbox(&rec).map_err(Status::from))
+            } else {
+                continue;
+            };
+            if let Err(e) = r {
+                tracing::warn!("CRI: pod sandbox {}: {}", rec.id, e.message());
+            }
+        }
+    }
+
+    /// The network of an engine sandbox container that has no CRI record (its record was
+    /// lost before it was synced): `DEL` of what its setup may have made.
+    pub(crate) async fn release_orphan_network(&self, c: &crate::engine::Container) {
+        if c.host_config.network_mode == "host" {
+            return;
+        }
+        let meta = c
+            .name
+            .trim_start_matches('/')
+            .strip_prefix("k8s_POD_")
+            .map(|rest| {
+                // k8s_POD_<name>_<namespace>_<uid>_<attempt>
+                let mut p = rest.splitn(4, '_');
+                PodMeta {
+                    name: p.next().unwrap_or_default().to_string(),
+                    namespace: p.next().unwrap_or_default().to_string(),
+                    uid: p.next().unwrap_or_default().to_string(),
+                    attempt: 0,
+                }
+            });
+        let rec = SandboxRecord {
+            id: c.id.clone(),
+            meta: meta.unwrap_or_default(),
+            ..Default::default()
+        };
+        if let Err(e) = self.cni_del(&rec, None).await {
+            tracing::warn!("CRI: {}: {}", c.name, e.message());
+        }
     }
 
     pub(crate) async fn stop_pod_sandbox(&self, id: &str) -> Result<(), Status> {
@@ -534,6 +668,13 @@ pub(crate) fn pod_metadata(m: &PodMeta) -> pb::PodSandboxMetadata {
         namespace: m.namespace.clone(),
         attempt: m.attempt,
     }
+}
+
+/// A future's output and how long it took.
+async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, std::time::Duration) {
+    let t = std::time::Instant::now();
+    let r = f.await;
+    (r, t.elapsed())
 }
 
 fn attachment<'a>(r: &'a SandboxRecord, netns: &'a std::path::Path) -> Attachment<'a> {

@@ -207,9 +207,12 @@ impl Store {
     pub fn save_sandbox(&self, s: &SandboxRecord) -> Result<(), StoreError> {
         self.save("sandboxes", &s.id, s)
     }
-    /// A record of a sandbox being set up: atomic, not synced (a kill -9 finds it; the
-    /// complete record is written with [`Self::save_sandbox`]).
-    pub fn save_sandbox_pending(&self, s: &SandboxRecord) -> Result<(), StoreError> {
+    /// The record of a sandbox once set up (its network attached): atomic, not synced. The
+    /// record written before the setup ([`Self::save_sandbox`]) is: after a power loss that
+    /// took this one, the daemon's start finds the sandbox's setup cut short and deletes its
+    /// network with what that record holds (its port mappings: the portmap plugin's `DEL`
+    /// needs them); a kill -9 finds this one.
+    pub fn save_sandbox_ready(&self, s: &SandboxRecord) -> Result<(), StoreError> {
         self.write("sandboxes", &s.id, s, false)
     }
     pub fn sandbox(&self, id: &str) -> Result<Option<SandboxRecord>, StoreError> {
@@ -221,8 +224,12 @@ impl Store {
     pub fn delete_sandbox(&self, id: &str) -> Result<(), StoreError> {
         self.delete("sandboxes", id)
     }
+    /// A container's record (written once, at create): atomic, not synced. A kill -9 finds
+    /// it; after a power loss that took it, its engine container (synced at create) has no
+    /// record and is removed at the daemon's start, as one whose create was cut short (the
+    /// kubelet creates the container again).
     pub fn save_container(&self, c: &ContainerRecord) -> Result<(), StoreError> {
-        self.save("containers", &c.id, c)
+        self.write("containers", &c.id, c, false)
     }
     pub fn container(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
         self.load("containers", id)

@@ -283,7 +283,13 @@ impl Engine {
             }
         }
         // Undone at the next daemon start if a crash interrupts what follows.
+        let t0 = std::time::Instant::now();
         let _intent = self.intent(super::recovery::Op::Create, &id)?;
+        tracing::debug!(
+            "engine create {}: intent after {:.1} ms",
+            &id[..12],
+            t0.elapsed().as_secs_f64() * 1e3
+        );
         let dir = self.data_dir(&id);
         std::fs::create_dir_all(&dir).map_err(EngineError::io("creating", &dir))?;
         crate::failpoint::hit("create.dir");
@@ -300,6 +306,11 @@ impl Engine {
                 return Err(e);
             }
         }
+        tracing::debug!(
+            "engine create {}: snapshot after {:.1} ms",
+            &id[..12],
+            t0.elapsed().as_secs_f64() * 1e3
+        );
         crate::failpoint::hit("create.snapshot");
         // Volumes and mounts, then networking: each participant reserves its part.
         let input = CreateInput {
@@ -334,6 +345,11 @@ impl Engine {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
         }
+        tracing::debug!(
+            "engine create {}: persisted after {:.1} ms",
+            &id[..12],
+            t0.elapsed().as_secs_f64() * 1e3
+        );
         self.container_event(&container, "create", &[]);
         self.insert(container);
         Ok((id, warnings))

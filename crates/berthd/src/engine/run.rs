@@ -22,7 +22,10 @@ use crate::{spec, util};
 impl Engine {
     /// Reattaches to the shims of running containers and applies restart policies (call
     /// inside the runtime, once at start).
-    pub fn reattach(self: &Arc<Self>) {
+    /// Before the API serves (as dockerd's restore): a container that died while no daemon
+    /// ran is recorded as exited (and, by its policy, restarting) first, so no client sees its
+    /// stale "running" state.
+    pub async fn reattach(self: &Arc<Self>) {
         // Networking: forget endpoints of vanished containers, re-adopt running ones.
         let all = self.list();
         self.net.adopt(&all);
@@ -46,13 +49,35 @@ impl Engine {
             })
             .map(|c| c.id)
             .collect();
-        for id in running {
+        // The shims asked at once (each bounded: a slow one is left to its monitor).
+        let states = futures_util::future::join_all(running.iter().map(|id| {
+            let socket = self.shim_socket(id);
+            async move {
+                let state = shimio::call(&socket, Request::State { exec_id: None });
+                tokio::time::timeout(Duration::from_secs(2), state).await
+            }
+        }))
+        .await;
+        let mut exits = Vec::new();
+        for (id, state) in running.into_iter().zip(states) {
+            // A lost shim, or one that saw the container exit.
+            let exited = match state {
+                Ok(Ok(r)) => r.status.as_deref() == Some("stopped"),
+                Ok(Err(_)) => true,
+                Err(_) => false,
+            };
+            if exited {
+                tracing::info!("container {id} exited while no daemon ran");
+                exits.push(self.clone().monitor(id));
+                continue;
+            }
             tracing::info!("reattaching to container {id}");
             let me = self.clone();
             let id2 = id.clone();
             tokio::spawn(async move { me.monitor(id2).await });
             self.spawn_health_checks(&id);
         }
+        futures_util::future::join_all(exits).await;
         for id in to_start {
             tracing::info!("starting container {id} (restart policy)");
             let me = self.clone();
@@ -69,7 +94,14 @@ impl Engine {
 
     /// Starts a created or exited container.
     pub async fn start(self: &Arc<Self>, name_or_id: &str) -> Result<()> {
-        self.start_inner(name_or_id, false).await
+        self.start_inner(name_or_id, false, None).await
+    }
+
+    /// Starts a created container of network mode `none` in the network namespace at
+    /// `netns` instead of a new one, for this start only (the CRI's pod sandboxes: their
+    /// namespace is made first, so that CNI sets it up while the container starts).
+    pub async fn start_in_netns(self: &Arc<Self>, name_or_id: &str, netns: &Path) -> Result<()> {
+        self.start_inner(name_or_id, false, Some(netns)).await
     }
 
     /// Boxed: it is reached again from the restart policy (through `on_exit`).
@@ -77,11 +109,17 @@ impl Engine {
         self: &'a Arc<Self>,
         name_or_id: &'a str,
         by_policy: bool,
+        netns: Option<&'a Path>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
-        Box::pin(self.start_inner_impl(name_or_id, by_policy))
+        Box::pin(self.start_inner_impl(name_or_id, by_policy, netns))
     }
 
-    async fn start_inner_impl(self: &Arc<Self>, name_or_id: &str, by_policy: bool) -> Result<()> {
+    async fn start_inner_impl(
+        self: &Arc<Self>,
+        name_or_id: &str,
+        by_policy: bool,
+        netns: Option<&Path>,
+    ) -> Result<()> {
         let e = self.lookup(name_or_id)?;
         let op = e.op.lock().await;
         // The last exit's teardown finishes first.
@@ -95,10 +133,22 @@ impl Engine {
         }
         let id = c.id.clone();
         // Undone at the next daemon start if a crash interrupts the start (see `recovery`).
+        let t0 = std::time::Instant::now();
         let _intent = self.intent(super::recovery::Op::Start, &id)?;
+        tracing::debug!(
+            "engine start {}: intent after {:.1} ms",
+            &id[..12],
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+        if netns.is_some() && c.network_mode() != "none" {
+            return Err(EngineError::bad(
+                "only a container of network mode none starts in a given network namespace",
+            ));
+        }
         let me = self.clone();
         let c2 = c.clone();
-        let launched = tokio::task::spawn_blocking(move || me.launch(&c2))
+        let netns = netns.map(Path::to_path_buf);
+        let launched = tokio::task::spawn_blocking(move || me.launch(&c2, netns.as_deref()))
             .await
             .map_err(EngineError::from)
             .and_then(|r| r);
@@ -110,6 +160,11 @@ impl Engine {
                 return Err(err);
             }
         };
+        tracing::debug!(
+            "engine start {}: launched after {:.1} ms",
+            &id[..12],
+            t0.elapsed().as_secs_f64() * 1e3
+        );
         crate::failpoint::hit("start.shim");
         // Attach clients that were waiting for the start.
         let pending: Vec<PendingAttach> = std::mem::take(&mut *e.pending.lock().unwrap());
@@ -126,6 +181,11 @@ impl Engine {
             self.start_failed(&e, &err).await;
             return Err(err);
         }
+        tracing::debug!(
+            "engine start {}: Start after {:.1} ms",
+            &id[..12],
+            t0.elapsed().as_secs_f64() * 1e3
+        );
         crate::failpoint::hit("start.started");
         {
             let mut r = e.rec.lock().unwrap();
@@ -154,6 +214,11 @@ impl Engine {
             self.persist_state(&r)?;
             self.container_event(&r, "start", &[]);
         }
+        tracing::debug!(
+            "engine start {}: persisted after {:.1} ms",
+            &id[..12],
+            t0.elapsed().as_secs_f64() * 1e3
+        );
         self.spawn_health_checks(&id);
         let me = self.clone();
         tokio::spawn(async move { me.monitor(id).await });
@@ -202,7 +267,7 @@ impl Engine {
     }
 
     /// Mounts the rootfs, writes the bundle, starts the shim (blocking). Returns its report.
-    fn launch(&self, c: &Container) -> Result<StartReport> {
+    fn launch(&self, c: &Container, netns: Option<&Path>) -> Result<StartReport> {
         let id = &c.id;
         let exec_dir = self.exec_dir(id);
         let rootfs = self.rootfs(id);
@@ -213,8 +278,14 @@ impl Engine {
         for d in [&rootfs, &shim_dir] {
             std::fs::create_dir_all(d).map_err(EngineError::io("creating", d))?;
         }
+        let t0 = std::time::Instant::now();
         let sn = self.images.snapshotter()?;
         sn.mount_container_transient(id, &rootfs, c.auto_remove())?;
+        tracing::debug!(
+            "engine launch {}: mounted after {:.1} ms",
+            &id[..12],
+            t0.elapsed().as_secs_f64() * 1e3
+        );
         crate::failpoint::hit("start.mounted");
         let unmount = |e: EngineError| {
             let _ = berth_image::snapshot::unmount(&rootfs);
@@ -345,9 +416,17 @@ impl Engine {
                 gid_mappings: vec![],
             });
         }
+        if let Some(p) = netns {
+            bundle.netns = Some(p.to_path_buf());
+        }
         if let Some(p) = &bundle.netns {
             crate::hostconfig::set_ns(&mut cfg, NamespaceType::Network, Some(p.clone()), true);
         }
+        tracing::debug!(
+            "engine launch {}: spec after {:.1} ms",
+            &id[..12],
+            t0.elapsed().as_secs_f64() * 1e3
+        );
         let config_json = exec_dir.join("config.json");
         util::replace_json(&config_json, &cfg)
             .map_err(|e| fail(EngineError::io("writing", &config_json)(e)))?;
@@ -387,6 +466,11 @@ impl Engine {
             }
         }
         cmd.stdin(std::process::Stdio::null());
+        tracing::debug!(
+            "engine launch {}: config written after {:.1} ms",
+            &id[..12],
+            t0.elapsed().as_secs_f64() * 1e3
+        );
         let out = cmd.output().map_err(|e| {
             fail(EngineError::sys(format!(
                 "starting {}",
@@ -574,7 +658,7 @@ impl Engine {
             }
             r.restart_count += 1;
         }
-        if let Err(err) = self.start_inner(id, true).await {
+        if let Err(err) = self.start_inner(id, true, None).await {
             tracing::warn!("restarting {id}: {err}");
             let mut r = e.rec.lock().unwrap();
             r.state.restarting = false;

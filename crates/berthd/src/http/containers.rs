@@ -168,8 +168,7 @@ fn log_time(t: &str) -> Option<i64> {
 async fn container_logs(s: St, id: Id, Params(q): Params<LogsQuery>) -> R {
     let c = s.engine.get(&id)?;
     if c.host_config.log_config.kind == "none" {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
+        return Err(ApiError::not_implemented(
             "configured logging driver does not support reading",
         ));
     }

@@ -52,25 +52,32 @@ fn changes_param(raw: Option<&str>) -> Vec<String> {
         .collect()
 }
 
+/// dockerd's `RepoTagReference` of the `repo` and `tag` parameters: the repository (maybe with
+/// its tag), the `tag` parameter replacing that tag, `latest` without either; `None` without a
+/// repository. Untagged, `host:port/repo` would read as repository `host`, tag `port/repo`.
+fn repo_tag(
+    q: &HashMap<String, String>,
+    digest_refused: &str,
+) -> Result<Option<Reference>, ApiError> {
+    let Some(repo) = qstr(q, "repo") else {
+        return Ok(None);
+    };
+    let r = reference(repo)?;
+    if r.digest().is_some() {
+        return Err(ApiError::bad(digest_refused));
+    }
+    Ok(Some(match qstr(q, "tag") {
+        Some(t) => r.with_tag(t).map_err(|e| ApiError::bad(e.to_string()))?,
+        None => tagged(r)?,
+    }))
+}
+
 /// `POST /commit`: an image from a container's changes.
 async fn commit(s: St, Query(q): Q, RawQuery(raw): RawQuery, body: Bytes) -> R {
     let Some(container) = qstr(&q, "container") else {
         return Err(EngineError::NotFound(String::new()).into());
     };
-    // dockerd's `RepoTagReference`: no repository, no tag.
-    let tag = match qstr(&q, "repo") {
-        None => None,
-        Some(repo) => {
-            let r = reference(repo)?;
-            if r.digest().is_some() {
-                return Err(ApiError::bad("cannot commit to digest reference"));
-            }
-            Some(match qstr(&q, "tag") {
-                Some(t) => r.with_tag(t).map_err(|e| ApiError::bad(e.to_string()))?,
-                None => tagged(r)?,
-            })
-        }
-    };
+    let tag = repo_tag(&q, "cannot commit to digest reference")?;
     // An absent config (no body, `null`) takes the container's.
     let config = if body.iter().all(u8::is_ascii_whitespace) {
         None
@@ -183,22 +190,8 @@ async fn import(
             "import from a URL is not supported: send the archive in the body",
         ));
     }
-    // dockerd's `RepoTagReference`: the repository (maybe with its tag, as the CLI sends
-    // `docker import - NAME[:TAG]`), the `tag` parameter replacing that tag, `latest` without
-    // either. Untagged, `host:port/repo` would read as repository `host`, tag `port/repo`.
-    let tag = match qstr(&q, "repo") {
-        Some(r) => {
-            let r = reference(r)?;
-            if r.digest().is_some() {
-                return Err(ApiError::bad("cannot import digest reference"));
-            }
-            Some(match qstr(&q, "tag") {
-                Some(t) => r.with_tag(t).map_err(|e| ApiError::bad(e.to_string()))?,
-                None => tagged(r)?,
-            })
-        }
-        None => None,
-    };
+    // The CLI sends `docker import - NAME[:TAG]` as `repo`.
+    let tag = repo_tag(&q, "cannot import digest reference")?;
     let opts = berth_image::archive::ImportOptions {
         changes,
         message: qstr(&q, "message").map(str::to_string),
@@ -273,9 +266,7 @@ async fn prune(s: St, Query(q): Q) -> R {
 }
 
 async fn search() -> R {
-    Err(ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "search is not supported: Berth has no index service to search (use the registry's catalog)",
+    Err(ApiError::not_implemented("search is not supported: Berth has no index service to search (use the registry's catalog)",
     ))
 }
 

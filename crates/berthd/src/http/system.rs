@@ -51,8 +51,7 @@ async fn no_swarm() -> ApiError {
 
 /// `swarm init`/`join`: what would make this node a swarm member.
 async fn swarm_unsupported() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
+    ApiError::not_implemented(
         "swarm mode is not implemented by Berth: this node cannot init or join a swarm",
     )
 }
@@ -60,7 +59,7 @@ async fn swarm_unsupported() -> ApiError {
 /// The cluster routes (swarm, services, nodes, tasks, secrets, configs) of a node that is not
 /// in a swarm.
 fn swarm_routes() -> axum::Router<Arc<AppState>> {
-    Router::new()
+    let mut r = Router::new()
         .route("/swarm/init", post(swarm_unsupported))
         .route("/swarm/join", post(swarm_unsupported))
         .route("/swarm/leave", post(no_swarm))
@@ -68,25 +67,25 @@ fn swarm_routes() -> axum::Router<Arc<AppState>> {
         .route("/swarm/unlockkey", get(no_manager))
         .route("/swarm/update", post(no_manager))
         .route("/swarm/unlock", post(no_manager))
-        .route("/services", get(no_manager))
-        .route("/services/create", post(no_manager))
-        .route("/services/{id}", get(no_manager).delete(no_manager))
-        .route("/services/{id}/update", post(no_manager))
         .route("/services/{id}/logs", get(no_manager))
-        .route("/nodes", get(no_manager))
-        .route("/nodes/{id}", get(no_manager).delete(no_manager))
-        .route("/nodes/{id}/update", post(no_manager))
         .route("/tasks", get(no_manager))
         .route("/tasks/{id}", get(no_manager))
-        .route("/tasks/{id}/logs", get(no_manager))
-        .route("/secrets", get(no_manager))
-        .route("/secrets/create", post(no_manager))
-        .route("/secrets/{id}", get(no_manager).delete(no_manager))
-        .route("/secrets/{id}/update", post(no_manager))
-        .route("/configs", get(no_manager))
-        .route("/configs/create", post(no_manager))
-        .route("/configs/{id}", get(no_manager).delete(no_manager))
-        .route("/configs/{id}/update", post(no_manager))
+        .route("/tasks/{id}/logs", get(no_manager));
+    // The objects a manager keeps: listed, created (nodes join instead), inspected, removed,
+    // updated.
+    for kind in ["services", "nodes", "secrets", "configs"] {
+        r = r
+            .route(&format!("/{kind}"), get(no_manager))
+            .route(
+                &format!("/{kind}/{{id}}"),
+                get(no_manager).delete(no_manager),
+            )
+            .route(&format!("/{kind}/{{id}}/update"), post(no_manager));
+        if kind != "nodes" {
+            r = r.route(&format!("/{kind}/create"), post(no_manager));
+        }
+    }
+    r
 }
 
 /// `GET /plugins`: no managed plugins (the filters must still be valid).
@@ -118,10 +117,7 @@ async fn plugin_not_found(
 
 /// Installing or creating a plugin.
 async fn plugins_unsupported() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "managed plugins are not implemented by Berth",
-    )
+    ApiError::not_implemented("managed plugins are not implemented by Berth")
 }
 
 /// The plugin routes of a daemon with no plugins (names may hold slashes, as dockerd's

@@ -170,6 +170,27 @@ pub fn cni_available() -> bool {
     false
 }
 
+/// The prologue of a CRI test: a CNI network of its own (`n`: its subnet among the test
+/// file's), a daemon using it, and the pods' removal on drop (in this order, so dropped in
+/// reverse); `None`, after a skip line, without the CNI plugins.
+pub fn cri_daemon(n: u32) -> Option<(CniNet, Daemon, RemovePods)> {
+    if !cni_available() {
+        return None;
+    }
+    let net = CniNet::new(n);
+    let d = net.daemon();
+    let pods = remove_pods(&d);
+    Some((net, d, pods))
+}
+
+/// [`cri_daemon`] with crictl pointed at the daemon; `None`, after a skip line, without the
+/// CNI plugins or crictl.
+pub fn crictl_daemon(n: u32) -> Option<(CniNet, Daemon, RemovePods, Crictl)> {
+    let (net, d, pods) = cri_daemon(n)?;
+    let crictl = Crictl::new(&d)?;
+    Some((net, d, pods, crictl))
+}
+
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -235,27 +256,69 @@ pub fn busybox_container(name: &str, script: &str) -> pb::ContainerConfig {
     }
 }
 
+/// CreateContainer of `config` in the pod `sid` (configured as `sandbox`): the container's id.
+pub async fn try_create_container(
+    r: &mut Runtime,
+    sid: &str,
+    sandbox: &pb::PodSandboxConfig,
+    config: pb::ContainerConfig,
+) -> Result<String, tonic::Status> {
+    let res = r
+        .create_container(pb::CreateContainerRequest {
+            pod_sandbox_id: sid.into(),
+            config: Some(config),
+            sandbox_config: Some(sandbox.clone()),
+        })
+        .await?;
+    Ok(res.into_inner().container_id)
+}
+
+/// [`try_create_container`], which must succeed.
+pub async fn create_container(
+    r: &mut Runtime,
+    sid: &str,
+    sandbox: &pb::PodSandboxConfig,
+    config: pb::ContainerConfig,
+) -> String {
+    try_create_container(r, sid, sandbox, config).await.unwrap()
+}
+
+/// StartContainer.
+pub async fn try_start_container(r: &mut Runtime, id: &str) -> Result<(), tonic::Status> {
+    r.start_container(pb::StartContainerRequest {
+        container_id: id.into(),
+    })
+    .await?;
+    Ok(())
+}
+
+/// [`try_start_container`], which must succeed.
+pub async fn start_container(r: &mut Runtime, id: &str) {
+    try_start_container(r, id).await.unwrap()
+}
+
+/// ContainerStatus's status of `id`.
+pub async fn container_state(r: &mut Runtime, id: &str) -> pb::ContainerStatus {
+    r.container_status(pb::ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+    .unwrap()
+}
+
+/// A container created and started; its id.
 pub async fn run_container(
     r: &mut Runtime,
     sid: &str,
     sandbox: &pb::PodSandboxConfig,
     config: pb::ContainerConfig,
 ) -> String {
-    let id = r
-        .create_container(pb::CreateContainerRequest {
-            pod_sandbox_id: sid.into(),
-            config: Some(config),
-            sandbox_config: Some(sandbox.clone()),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
-    r.start_container(pb::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
+    let id = create_container(r, sid, sandbox, config).await;
+    start_container(r, &id).await;
     id
 }
 

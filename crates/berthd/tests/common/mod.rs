@@ -3,12 +3,19 @@
 //! bridge, everything cleaned up and leak-checked on drop) and the kit's other pieces.
 #![allow(dead_code, unused_imports)]
 
-pub use berth_testkit::daemon::{bin_dir, busybox_tar, finish, seed_busybox, Daemon};
+pub use berth_testkit::daemon::{bin_dir, busybox_tar, cli_plugins, finish, seed_busybox, Daemon};
 pub use berth_testkit::registry::DOCKER_REGISTRY;
 pub use berth_testkit::{
-    free_port, require, require_programs, require_root, run_output, wait_for, wait_until,
-    CommandRun, DockerRegistry, Run,
+    alive, free_port, list_dir, require, require_programs, require_root, run_output, temp_context,
+    wait_for, wait_until, write_files, CommandRun, DockerRegistry, Run,
 };
+
+/// Waits up to 20 s (long enough for a loaded machine) for `f` to hold, failing the test with
+/// "timed out waiting for `what`" otherwise.
+#[track_caller]
+pub fn wait(what: &str, f: impl FnMut() -> bool) {
+    wait_for(what, std::time::Duration::from_secs(20), f)
+}
 
 /// A docker-registry and a daemon.
 pub fn registry_and_daemon() -> (DockerRegistry, Daemon) {

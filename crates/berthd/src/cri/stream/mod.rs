@@ -18,6 +18,7 @@
 //! attach on the engine (the Docker API's exec and attach machinery: the shim's streams,
 //! its `resize`), [`portforward`] dials the port inside the pod's network namespace.
 
+pub mod idle;
 pub mod portforward;
 pub mod remote;
 pub mod session;
@@ -237,8 +238,14 @@ impl Cri {
     }
 }
 
-/// Serves the streaming server on `listener` until `stop` changes.
-pub async fn serve(listener: TcpListener, cri: Arc<Cri>, mut stop: watch::Receiver<bool>) {
+/// Serves the streaming server on `listener` until `stop` changes; a connection idle for
+/// `idle` is closed (see [`idle`]).
+pub async fn serve(
+    listener: TcpListener,
+    cri: Arc<Cri>,
+    idle: Option<Duration>,
+    mut stop: watch::Receiver<bool>,
+) {
     if let Ok(a) = listener.local_addr() {
         let _ = cri.streams.base.set(base_url(a));
         tracing::info!("CRI streaming server on {}", base_url(a));
@@ -257,9 +264,11 @@ pub async fn serve(listener: TcpListener, cri: Arc<Cri>, mut stop: watch::Receiv
         };
         let _ = tcp.set_nodelay(true);
         let cri = cri.clone();
+        let (tcp, gone) = idle::Watched::new(tcp, idle);
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                 let cri = cri.clone();
+                req.extensions_mut().insert(gone.clone());
                 async move { Ok::<_, std::convert::Infallible>(handle(cri, req).await) }
             });
             let res = hyper::server::conn::http1::Builder::new()
@@ -312,9 +321,14 @@ async fn handle(cri: Arc<Cri>, req: Request<hyper::body::Incoming>) -> Response<
         return reply(StatusCode::NOT_FOUND, "404 page not found");
     }
     let req = req.map(Body::new);
+    let gone = req
+        .extensions()
+        .get::<idle::Gone>()
+        .cloned()
+        .unwrap_or_else(idle::Gone::never);
     match pending {
-        Pending::Exec(_) | Pending::Attach(_) => remote::serve(cri, pending, req).await,
-        Pending::PortForward(pf) => portforward::serve(cri, pf, req).await,
+        Pending::Exec(_) | Pending::Attach(_) => remote::serve(cri, pending, req, gone).await,
+        Pending::PortForward(pf) => portforward::serve(cri, pf, req, gone).await,
     }
 }
 

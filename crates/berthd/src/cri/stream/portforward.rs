@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use super::idle::Gone;
 use super::session::{SpdyConn, SpdyOut, SpdyStream, WsConn};
 use super::STREAM_CREATION_TIMEOUT;
 use crate::cri::Cri;
@@ -72,12 +73,13 @@ async fn dial(netns: Option<String>, port: u16) -> std::io::Result<TcpStream> {
 }
 
 /// Copies between a pod connection and the client: the client's input until it closes it
-/// (then the pod connection's write side is shut), the pod's output until it ends. Errors
-/// are the pod side's.
+/// (then the pod connection's write side is shut), the pod's output until it ends, or until
+/// the client's connection ends. Errors are the pod side's.
 async fn forward<F, Fut>(
     tcp: TcpStream,
     mut input: mpsc::Receiver<Vec<u8>>,
     mut send: F,
+    mut gone: Gone,
 ) -> std::io::Result<()>
 where
     F: FnMut(Vec<u8>) -> Fut,
@@ -103,6 +105,8 @@ where
     tokio::select! {
         r = from_pod => r,
         r = to_pod => r,
+        // The client's connection ended: the pod connection is closed.
+        _ = gone.wait() => Ok(()),
     }
 }
 
@@ -128,6 +132,7 @@ pub async fn serve(
     cri: Arc<Cri>,
     pf: pb::PortForwardRequest,
     mut req: Request<Body>,
+    gone: Gone,
 ) -> Response<Body> {
     let tunnel = super::list(req.headers(), "sec-websocket-protocol")
         .iter()
@@ -142,7 +147,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let Ok(up) = upgrade.await else { return };
             let io = super::session::ws_tunnel(hyper_util::rt::TokioIo::new(up), None);
-            spdy_session(cri, pf, io).await;
+            spdy_session(cri, pf, io, gone).await;
         });
         return resp;
     }
@@ -197,14 +202,20 @@ pub async fn serve(
                     .unwrap_or_else(|| mpsc::channel(1).1);
                 let cri = cri.clone();
                 let sandbox = pf.pod_sandbox_id.clone();
+                let gone = gone.clone();
                 tasks.push(tokio::spawn(async move {
                     let r = match netns(&cri, &sandbox) {
                         Ok(ns) => match dial(ns, port).await {
                             Ok(tcp) => {
-                                forward(tcp, input, |b| {
-                                    let out = out.clone();
-                                    async move { out.send(data, &b).await }
-                                })
+                                forward(
+                                    tcp,
+                                    input,
+                                    |b| {
+                                        let out = out.clone();
+                                        async move { out.send(data, &b).await }
+                                    },
+                                    gone,
+                                )
                                 .await
                             }
                             Err(e) => Err(e),
@@ -230,13 +241,13 @@ pub async fn serve(
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let Ok(up) = upgrade.await else { return };
-        spdy_session(cri, pf, hyper_util::rt::TokioIo::new(up)).await;
+        spdy_session(cri, pf, hyper_util::rt::TokioIo::new(up), gone).await;
     });
     resp
 }
 
 /// A port-forwarding SPDY session on `io`, until the client closes it.
-async fn spdy_session<IO>(cri: Arc<Cri>, pf: pb::PortForwardRequest, io: IO)
+async fn spdy_session<IO>(cri: Arc<Cri>, pf: pb::PortForwardRequest, io: IO, gone: Gone)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
@@ -303,6 +314,7 @@ where
                 conn.out.clone(),
                 data,
                 error,
+                gone.clone(),
             ));
         }
     }
@@ -317,6 +329,7 @@ async fn spdy_pair(
     out: SpdyOut,
     data: SpdyStream,
     error: SpdyStream,
+    gone: Gone,
 ) {
     let port = data
         .header("port")
@@ -326,10 +339,15 @@ async fn spdy_pair(
     let r = match netns(&cri, &sandbox) {
         Ok(ns) => match dial(ns, port).await {
             Ok(tcp) => {
-                forward(tcp, data.data, |b| {
-                    let out = out.clone();
-                    async move { out.data(id, &b).await }
-                })
+                forward(
+                    tcp,
+                    data.data,
+                    |b| {
+                        let out = out.clone();
+                        async move { out.data(id, &b).await }
+                    },
+                    gone,
+                )
                 .await
             }
             Err(e) => Err(e),

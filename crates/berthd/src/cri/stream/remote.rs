@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::idle::Gone;
 use super::session::{SpdyConn, SpdyOut, WsConn, WsOut};
 use super::{Pending, STREAM_CREATION_TIMEOUT};
 use crate::cri::Cri;
@@ -22,6 +23,9 @@ const CH_STDOUT: u8 = 1;
 const CH_STDERR: u8 = 2;
 const CH_ERROR: u8 = 3;
 const CH_RESIZE: u8 = 4;
+
+/// How long the exit of an exec killed because its client went is waited for.
+const EXIT_AFTER_KILL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Which streams a session has (the CRI request's; no stderr with a tty).
 #[derive(Debug, Clone, Copy)]
@@ -197,7 +201,12 @@ fn error_stream(o: &Outcome, what: &str, json: bool) -> Vec<u8> {
 }
 
 /// Serves an exec or attach URL.
-pub async fn serve(cri: Arc<Cri>, pending: Pending, mut req: Request<Body>) -> Response<Body> {
+pub async fn serve(
+    cri: Arc<Cri>,
+    pending: Pending,
+    mut req: Request<Body>,
+    gone: Gone,
+) -> Response<Body> {
     let opts = Opts::of(&pending);
     if super::is_websocket(req.headers()) {
         let (proto, resp) = match super::ws_handshake(&req, super::WS_REMOTE_COMMAND) {
@@ -230,7 +239,7 @@ pub async fn serve(cri: Arc<Cri>, pending: Pending, mut req: Request<Body>) -> R
             let resize = conn.inputs.remove(&CH_RESIZE);
             let json = proto.starts_with("v4.") || proto.starts_with("v5.");
             let what = describe(&pending);
-            let outcome = run(&cri, pending, opts, stdin, resize, &out).await;
+            let outcome = run(&cri, pending, opts, stdin, resize, &out, gone).await;
             out.error(&error_stream(&outcome, &what, json)).await;
             drop(out);
             conn.close().await;
@@ -288,7 +297,7 @@ pub async fn serve(cri: Arc<Cri>, pending: Pending, mut req: Request<Body>) -> R
             error,
         };
         let what = describe(&pending);
-        let outcome = run(&cri, pending, opts, stdin, resize, &out).await;
+        let outcome = run(&cri, pending, opts, stdin, resize, &out, gone).await;
         out.error(&error_stream(&outcome, &what, json)).await;
         for id in [stdout, stderr, error].into_iter().flatten() {
             conn.out.fin(id).await;
@@ -402,6 +411,7 @@ async fn run(
     stdin: Option<mpsc::Receiver<Vec<u8>>>,
     resize: Option<mpsc::Receiver<Vec<u8>>>,
     out: &Out,
+    mut gone: Gone,
 ) -> Outcome {
     let engine = cri.engine.clone();
     match pending {
@@ -441,10 +451,24 @@ async fn run(
                 .await;
                 std::future::pending::<()>().await
             };
-            let code = tokio::select! {
-                c = pump(&mut sr, true, out) => c,
-                _ = input => None,
-                _ = sizes => None,
+            let ended = tokio::select! {
+                c = pump(&mut sr, true, out) => Some(c),
+                _ = input => Some(None),
+                _ = sizes => Some(None),
+                _ = gone.wait() => None,
+            };
+            let code = match ended {
+                Some(c) => c,
+                None => {
+                    // The client went (or its connection idled out): its process goes too
+                    // (containerd kills it), and its exit frame is read for the record.
+                    tracing::debug!("CRI exec {id}: the client's connection ended, killing it");
+                    cri.kill_exec(&rec.id, &id).await;
+                    tokio::time::timeout(EXIT_AFTER_KILL, pump(&mut sr, true, out))
+                        .await
+                        .ok()
+                        .flatten()
+                }
             };
             let code = code.unwrap_or(-1);
             engine.exec_exited(&id, code);
@@ -496,6 +520,8 @@ async fn run(
                 _ = pump(&mut sr, !tty, out) => {}
                 _ = input => {}
                 _ = sizes => {}
+                // The client went: the attach ends (the container runs on).
+                _ = gone.wait() => {}
             }
             Ok(0)
         }
