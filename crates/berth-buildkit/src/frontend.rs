@@ -557,7 +557,9 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
                 Err(e) => {
                     let e = sync_err("loading the build context")(e);
                     v.fail(&e.message);
-                    opener.open(Err(e.message.clone()));
+                    opener.open(Err(berth_build::builder::ContextUnavailable::Failed(
+                        e.message.clone(),
+                    )));
                     Err(e)
                 }
             }

@@ -147,7 +147,7 @@ pub enum StepError {
     },
     /// The build context never arrived (its transfer failed).
     #[error("loading the build context: {0}")]
-    Context(String),
+    Context(#[source] super::ContextUnavailable),
     /// `ADD archive`: extracting it failed.
     #[error("ADD {path}: extracting: {source}")]
     Extract {

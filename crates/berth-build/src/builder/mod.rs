@@ -98,7 +98,21 @@ pub struct BuildOptions {
 #[derive(Clone)]
 pub struct ContextGate(Arc<GateState>);
 
-type GateState = (Mutex<Option<std::result::Result<(), String>>>, Condvar);
+type GateState = (
+    Mutex<Option<std::result::Result<(), ContextUnavailable>>>,
+    Condvar,
+);
+
+/// Why a [`ContextGate`] will never let its readers through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContextUnavailable {
+    /// The transfer failed (the session's own message).
+    #[error("{0}")]
+    Failed(String),
+    /// The transfer ended without saying how (its [`ContextOpener`] was dropped).
+    #[error("the build context transfer stopped")]
+    Stopped,
+}
 
 /// Opens a [`ContextGate`]: with the transfer's outcome, or, dropped unopened, with an error.
 pub struct ContextOpener(Arc<GateState>);
@@ -111,7 +125,7 @@ impl ContextGate {
     }
 
     /// Waits until the context is there; `Err`: why it never will be.
-    pub fn wait(&self) -> std::result::Result<(), String> {
+    pub fn wait(&self) -> std::result::Result<(), ContextUnavailable> {
         let (m, cv) = &*self.0;
         let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
         loop {
@@ -132,11 +146,11 @@ impl std::fmt::Debug for ContextGate {
 
 impl ContextOpener {
     /// The transfer's outcome: steps waiting for the context go on (or fail with `Err`).
-    pub fn open(self, r: std::result::Result<(), String>) {
+    pub fn open(self, r: std::result::Result<(), ContextUnavailable>) {
         self.set(r);
     }
 
-    fn set(&self, r: std::result::Result<(), String>) {
+    fn set(&self, r: std::result::Result<(), ContextUnavailable>) {
         let (m, cv) = &*self.0;
         let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
         if g.is_none() {
@@ -148,7 +162,7 @@ impl ContextOpener {
 
 impl Drop for ContextOpener {
     fn drop(&mut self) {
-        self.set(Err("the build context transfer stopped".into()));
+        self.set(Err(ContextUnavailable::Stopped));
     }
 }
 
@@ -504,7 +518,7 @@ impl Eval<'_, '_, '_> {
 
 #[cfg(test)]
 mod tests {
-    use super::ContextGate;
+    use super::{ContextGate, ContextUnavailable};
     use std::time::Duration;
 
     #[test]
@@ -523,13 +537,17 @@ mod tests {
     #[test]
     fn a_failed_or_abandoned_transfer_fails_the_readers() {
         let (gate, opener) = ContextGate::new();
-        opener.open(Err("session closed".into()));
-        assert_eq!(gate.wait(), Err("session closed".to_string()));
+        opener.open(Err(ContextUnavailable::Failed("session closed".into())));
+        assert_eq!(
+            gate.wait(),
+            Err(ContextUnavailable::Failed("session closed".into()))
+        );
         let (gate, opener) = ContextGate::new();
         let g = gate.clone();
         let reader = std::thread::spawn(move || g.wait());
         drop(opener);
         let e = reader.join().unwrap().unwrap_err();
-        assert!(e.contains("stopped"), "{e}");
+        assert_eq!(e, ContextUnavailable::Stopped);
+        assert!(e.to_string().contains("stopped"), "{e}");
     }
 }
