@@ -263,20 +263,6 @@ async fn exec(r: &mut Runtime, id: &str, cmd: &[&str], timeout: i64) -> (String,
     )
 }
 
-async fn sandbox_state(r: &mut Runtime, id: &str) -> (i32, String) {
-    let s = r
-        .pod_sandbox_status(pb::PodSandboxStatusRequest {
-            pod_sandbox_id: id.into(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
-    (s.state, s.network.map(|n| n.ip).unwrap_or_default())
-}
-
 #[test]
 fn cri_pod_and_container_lifecycle_on_cni_across_a_restart() {
     require_root!();
@@ -1308,16 +1294,7 @@ fn cri_mount_propagation() {
     let uid = format!("uid-{}", berth_testkit::unique_id());
     rt().block_on(async {
         let (mut r, _) = clients(&d).await;
-        let mut cfg = sandbox_config(&d, &uid, &logs);
-        let linux = cfg.linux.get_or_insert_with(Default::default);
-        linux.sysctls.clear();
-        linux.security_context = Some(pb::LinuxSandboxSecurityContext {
-            namespace_options: Some(pb::NamespaceOption {
-                network: pb::NamespaceMode::Node as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        let cfg = host_network_sandbox_config(&d, &uid, &logs);
         let sid = run_pod(&mut r, &cfg).await;
         let with_mount = |name: &str, host: &Path, p: pb::MountPropagation| {
             let mut c = busybox_container(

@@ -37,19 +37,6 @@ fn pod_with_port(d: &Daemon, port: u16) -> pb::PodSandboxConfig {
     cfg
 }
 
-async fn state(r: &mut Runtime, id: &str) -> i32 {
-    r.pod_sandbox_status(pb::PodSandboxStatusRequest {
-        pod_sandbox_id: id.into(),
-        verbose: false,
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .status
-    .unwrap()
-    .state
-}
-
 #[test]
 fn cri_network_released_when_the_sandbox_is_removed_through_the_docker_api() {
     require_root!();
@@ -74,7 +61,7 @@ fn cri_network_released_when_the_sandbox_is_removed_through_the_docker_api() {
         );
         // The record stays, NOTREADY, until the kubelet removes it (no second DEL).
         assert_eq!(
-            state(&mut r, &sid).await,
+            sandbox_state(&mut r, &sid).await.0,
             pb::PodSandboxState::SandboxNotready as i32
         );
         r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
@@ -210,16 +197,7 @@ fn cri_mount_propagation_is_checked_at_create() {
     rt().block_on(async {
         let (mut r, _) = clients(&d).await;
         let uid = format!("uid-{}", berth_testkit::unique_id());
-        let mut cfg = sandbox_config(&d, &uid, &d.path("pod-logs"));
-        let linux = cfg.linux.get_or_insert_with(Default::default);
-        linux.sysctls.clear();
-        linux.security_context = Some(pb::LinuxSandboxSecurityContext {
-            namespace_options: Some(pb::NamespaceOption {
-                network: pb::NamespaceMode::Node as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        let cfg = host_network_sandbox_config(&d, &uid, &d.path("pod-logs"));
         let sid = run_pod(&mut r, &cfg).await;
         let create = |propagation: pb::MountPropagation, attempt: u32| {
             let mut c = busybox_container("prop", "sleep 3600");
@@ -295,16 +273,7 @@ fn cri_mount_propagation_is_checked_at_create() {
 /// A host-network pod with a running busybox container; (sandbox, container).
 async fn host_pod(r: &mut Runtime, d: &Daemon) -> (String, String) {
     let uid = format!("uid-{}", berth_testkit::unique_id());
-    let mut cfg = sandbox_config(d, &uid, &d.path("pod-logs"));
-    let linux = cfg.linux.get_or_insert_with(Default::default);
-    linux.sysctls.clear();
-    linux.security_context = Some(pb::LinuxSandboxSecurityContext {
-        namespace_options: Some(pb::NamespaceOption {
-            network: pb::NamespaceMode::Node as i32,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let cfg = host_network_sandbox_config(d, &uid, &d.path("pod-logs"));
     let sid = run_pod(r, &cfg).await;
     let cid = run_container(r, &sid, &cfg, busybox_container("main", "sleep 3600")).await;
     (sid, cid)

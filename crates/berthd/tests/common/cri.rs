@@ -229,6 +229,22 @@ pub fn sandbox_config(d: &Daemon, uid: &str, logs: &Path) -> pb::PodSandboxConfi
     }
 }
 
+/// [`sandbox_config`] of a pod on the host's network (no sysctls: a host-network pod may not
+/// set network ones).
+pub fn host_network_sandbox_config(d: &Daemon, uid: &str, logs: &Path) -> pb::PodSandboxConfig {
+    let mut cfg = sandbox_config(d, uid, logs);
+    let linux = cfg.linux.get_or_insert_with(Default::default);
+    linux.sysctls.clear();
+    linux.security_context = Some(pb::LinuxSandboxSecurityContext {
+        namespace_options: Some(pb::NamespaceOption {
+            network: pb::NamespaceMode::Node as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    cfg
+}
+
 /// Runs a pod sandbox of `cfg` (the default runtime handler); its id.
 pub async fn run_pod(r: &mut Runtime, cfg: &pb::PodSandboxConfig) -> String {
     r.run_pod_sandbox(pb::RunPodSandboxRequest {
@@ -295,6 +311,21 @@ pub async fn try_start_container(r: &mut Runtime, id: &str) -> Result<(), tonic:
 /// [`try_start_container`], which must succeed.
 pub async fn start_container(r: &mut Runtime, id: &str) {
     try_start_container(r, id).await.unwrap()
+}
+
+/// PodSandboxStatus of `id`: its state and pod IP.
+pub async fn sandbox_state(r: &mut Runtime, id: &str) -> (i32, String) {
+    let s = r
+        .pod_sandbox_status(pb::PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    (s.state, s.network.map(|n| n.ip).unwrap_or_default())
 }
 
 /// ContainerStatus's status of `id`.
