@@ -298,8 +298,56 @@ fn processes(argv: &[&str]) -> Vec<i32> {
         .collect()
 }
 
+/// `pid`'s open descriptors, leaving out the CRI socket's (the test's own gRPC client may
+/// open another connection to it at any time; a session's descriptors are TCP and shim
+/// streams).
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |rd| rd.count())
+    fd_targets(pid)
+        .iter()
+        .filter(|t| !t.ends_with("/cri.sock"))
+        .count()
+}
+
+/// [`open_fds`] once it holds still for 300 ms.
+fn settled_fds(pid: u32) -> usize {
+    let mut last = open_fds(pid);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = open_fds(pid);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// What `pid`'s descriptors point at (for a failure's message).
+fn fd_targets(pid: u32) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|t| {
+                    let t = t.display().to_string();
+                    let Some(inode) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']'))
+                    else {
+                        return t;
+                    };
+                    // The socket's line in /proc/net/{unix,tcp,tcp6}, when it has one.
+                    ["unix", "tcp", "tcp6"]
+                        .iter()
+                        .filter_map(|f| {
+                            std::fs::read_to_string(format!("/proc/{pid}/net/{f}")).ok()
+                        })
+                        .flat_map(|txt| txt.lines().map(str::to_string).collect::<Vec<_>>())
+                        .find(|l| l.split_whitespace().any(|w| w == inode))
+                        .map_or(t.clone(), |l| format!("{t} {}", l.trim()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
 /// Opens an exec URL as a WebSocket (`v5.channel.k8s.io`); the connection after the 101.
@@ -393,7 +441,9 @@ fn cri_dropped_stream_connection_kills_the_exec_and_leaves_nothing() {
     rt().block_on(async {
         let (mut r, _) = clients(&d).await;
         let (_, cid) = host_pod(&mut r, &d).await;
-        let before = open_fds(berthd);
+        // Settled: the container's monitor connects to its shim after the start returns.
+        let before = settled_fds(berthd);
+        let targets = fd_targets(berthd);
         let url = exec_url(&mut r, &cid, &argv).await;
         let tcp = ws_exec(&url);
         assert!(wait_until(Duration::from_secs(10), || !processes(&argv).is_empty()));
@@ -408,8 +458,9 @@ fn cri_dropped_stream_connection_kills_the_exec_and_leaves_nothing() {
         // The session's connection and its shim stream are closed.
         assert!(
             wait_until(Duration::from_secs(10), || open_fds(berthd) <= before),
-            "berthd holds {} descriptors, {before} before the session",
-            open_fds(berthd)
+            "berthd holds {} descriptors, {before} before the session: {:?}, before {targets:?}",
+            open_fds(berthd),
+            fd_targets(berthd)
         );
     });
     drop(_pods);
