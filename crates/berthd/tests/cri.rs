@@ -537,11 +537,7 @@ fn cri_pod_and_container_lifecycle_on_cni_across_a_restart() {
         .await
         .unwrap();
         for _ in 0..2 {
-            r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
-                pod_sandbox_id: sid.clone(),
-            })
-            .await
-            .unwrap();
+            remove_pod(&mut r, &sid).await;
         }
         let e = r
             .pod_sandbox_status(pb::PodSandboxStatusRequest {
@@ -577,11 +573,7 @@ fn cri_pods_removed_running_or_stopped_dead_release_their_network() {
         let sid = run_pod(&mut r, &sandbox_config(&d, &uid, &logs)).await;
         assert_eq!(net.leases().len(), 1);
         // The kubelet may remove without stopping first.
-        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
-            pod_sandbox_id: sid,
-        })
-        .await
-        .unwrap();
+        remove_pod(&mut r, &sid).await;
         assert!(net.leases().is_empty(), "{:?}", net.leases());
         let items = r
             .list_pod_sandbox(pb::ListPodSandboxRequest::default())
@@ -612,11 +604,7 @@ fn cri_pods_removed_running_or_stopped_dead_release_their_network() {
         .await
         .unwrap();
         assert!(net.leases().is_empty(), "{:?}", net.leases());
-        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
-            pod_sandbox_id: sid,
-        })
-        .await
-        .unwrap();
+        remove_pod(&mut r, &sid).await;
         // An unknown runtime handler is refused, and leaves nothing.
         let e = r
             .run_pod_sandbox(pb::RunPodSandboxRequest {
@@ -811,11 +799,7 @@ fn cri_port_mapping_shared_pid_namespace_and_security_context() {
         .unwrap();
         assert_eq!(limits(), format!("{} 512", 96 << 20));
 
-        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
-            pod_sandbox_id: sid,
-        })
-        .await
-        .unwrap();
+        remove_pod(&mut r, &sid).await;
         assert!(!nat_rules().contains(&format!("--dport {port}")), "{}", nat_rules());
         assert!(!nat_rules().contains(&ip), "{}", nat_rules());
         assert!(net.leases().is_empty());
@@ -964,11 +948,7 @@ fn cri_host_network_and_ipc_pod() {
             host_ns("uts"),
             "the UTS namespace stays the pod's"
         );
-        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
-            pod_sandbox_id: sid,
-        })
-        .await
-        .unwrap();
+        remove_pod(&mut r, &sid).await;
     });
     finish(d);
 }
@@ -1265,11 +1245,7 @@ fn cri_stats_and_container_events() {
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::FailedPrecondition);
         assert_eq!(pods("web").await, 0);
-        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
-            pod_sandbox_id: sid.clone(),
-        })
-        .await
-        .unwrap();
+        remove_pod(&mut r, &sid).await;
         assert_eq!(
             event_summary(&next_event(&mut events).await),
             (sid.clone(), Ev::ContainerDeletedEvent as i32, None, vec![])
@@ -1391,11 +1367,7 @@ fn cri_mount_propagation() {
             .await
             .unwrap();
         }
-        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
-            pod_sandbox_id: sid,
-        })
-        .await
-        .unwrap();
+        remove_pod(&mut r, &sid).await;
     });
     drop(shared);
     drop(private);

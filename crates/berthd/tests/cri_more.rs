@@ -64,11 +64,7 @@ fn cri_network_released_when_the_sandbox_is_removed_through_the_docker_api() {
             sandbox_state(&mut r, &sid).await.0,
             pb::PodSandboxState::SandboxNotready as i32
         );
-        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
-            pod_sandbox_id: sid.clone(),
-        })
-        .await
-        .unwrap();
+        remove_pod(&mut r, &sid).await;
         assert!(r
             .list_pod_sandbox(pb::ListPodSandboxRequest::default())
             .await
@@ -141,11 +137,7 @@ fn cri_networks_left_by_a_crash_are_released_at_daemon_start() {
         })
         .await
         .unwrap();
-        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
-            pod_sandbox_id: cut.clone(),
-        })
-        .await
-        .unwrap();
+        remove_pod(&mut r, &cut).await;
     });
     drop(_pods);
     d.finish();
@@ -255,15 +247,9 @@ fn cri_mount_propagation_is_checked_at_create() {
                 .unwrap()
                 .into_inner()
                 .container_id;
-            r.start_container(pb::StartContainerRequest { container_id: id })
-                .await
-                .unwrap();
+            start_container(&mut r, &id).await;
         }
-        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
-            pod_sandbox_id: sid,
-        })
-        .await
-        .unwrap();
+        remove_pod(&mut r, &sid).await;
     });
     drop(_pods);
     d.finish();

@@ -864,11 +864,7 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
             assert_eq!(code, 404, "{p}");
         }
 
-        r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
-            pod_sandbox_id: sid,
-        })
-        .await
-        .unwrap();
+        remove_pod(&mut r, &sid).await;
     });
     assert!(net.leases().is_empty());
     finish(d);

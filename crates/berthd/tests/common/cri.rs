@@ -313,6 +313,15 @@ pub async fn start_container(r: &mut Runtime, id: &str) {
     try_start_container(r, id).await.unwrap()
 }
 
+/// RemovePodSandbox, which must succeed.
+pub async fn remove_pod(r: &mut Runtime, id: &str) {
+    r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await
+    .unwrap();
+}
+
 /// PodSandboxStatus of `id`: its state and pod IP.
 pub async fn sandbox_state(r: &mut Runtime, id: &str) -> (i32, String) {
     let s = r
