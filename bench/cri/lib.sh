@@ -105,6 +105,27 @@ base_rootfs() { # DIR
   printf '%s\n' "root:x:0:0:root:/root:/bin/sh" "www-data:x:33:33:www-data:/var/www:/bin/sh" \
     "nobody:x:65534:65534:nobody:/nonexistent:/bin/false" >"$r/etc/passwd"
   printf '%s\n' "root:x:0:" "www-data:x:33:" "users:x:100:" "nogroup:x:65534:" >"$r/etc/group"
+  # Applets the e2e busybox image has and Debian's busybox-static lacks, as scripts:
+  # `pgrep NAME` (the pids of the processes whose name contains NAME, itself left out; exit
+  # 1 for none) and `ipcs -m` (the IPC namespace's shared memory segments, as the kernel
+  # lists them).
+  cat >"$r/bin/pgrep" <<'SH'
+#!/bin/sh
+found=1
+for d in /proc/[0-9]*; do
+  pid=${d#/proc/}
+  [ "$pid" = "$$" ] && continue
+  read -r comm <"$d/comm" 2>/dev/null || continue
+  case $comm in *"$1"*) echo "$pid"; found=0 ;; esac
+done
+exit $found
+SH
+  cat >"$r/bin/ipcs" <<'SH'
+#!/bin/sh
+echo "------ Shared Memory Segments --------"
+cat /proc/sysvipc/shm
+SH
+  chmod 755 "$r/bin/pgrep" "$r/bin/ipcs"
 }
 
 # import_image NAME DIR [CHANGE...]: the directory as an image through the Docker API.
@@ -154,10 +175,13 @@ push_images() {
   cp -a "$b/base" "$b/web"
   mkdir -p "$b/web/usr/share/nginx/html"
   echo "<h1>Welcome to nginx (a busybox httpd stand-in)</h1>" >"$b/web/usr/share/nginx/html/index.html"
+  # The nginx stand-ins' process is named nginx (`pidof nginx`): busybox's httpd applet
+  # (argv[0]) run from a link named nginx (the process's name).
+  ln "$b/web/bin/busybox" "$b/web/usr/sbin/nginx"
   import_image "$e2e/nginx:1.14-2" "$b/web" \
-    'CMD ["sh", "-c", "echo $$ > /var/run/nginx.pid; exec httpd -f -p 80 -h /usr/share/nginx/html"]'
+    'CMD ["sh", "-c", "echo $$ > /var/run/nginx.pid; exec -a httpd /usr/sbin/nginx -f -p 80 -h /usr/share/nginx/html"]'
   import_image "$staging/hostnet-nginx-amd64:latest" "$b/web" \
-    'CMD ["sh", "-c", "echo $$ > /var/run/nginx.pid; exec httpd -f -p 12003 -h /usr/share/nginx/html"]'
+    'CMD ["sh", "-c", "echo $$ > /var/run/nginx.pid; exec -a httpd /usr/sbin/nginx -f -p 12003 -h /usr/share/nginx/html"]'
   import_image "$e2e/httpd:2.4.39-4" "$b/web" \
     'CMD ["sh", "-c", "echo httpd: serving on port 80; exec httpd -f -p 80 -h /usr/share/nginx/html"]'
   cp -a "$b/base" "$b/nnp"

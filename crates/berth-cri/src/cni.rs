@@ -7,7 +7,8 @@
 //! plugins themselves do). Each plugin is `BIN_DIR/<type>`, run with the CNI variables
 //! (`CNI_COMMAND`, `CNI_CONTAINERID`, `CNI_NETNS`, `CNI_IFNAME`, `CNI_ARGS`, `CNI_PATH`) and its
 //! configuration on stdin; `runtimeConfig.portMappings` is given to plugins whose
-//! `capabilities` ask for `portMappings` (the `portmap` plugin).
+//! `capabilities` ask for `portMappings` (the `portmap` plugin). The standard `portmap`
+//! is left out of both for an attachment without port mappings (it would do nothing).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -185,7 +186,7 @@ impl CniConfig {
     /// `ADD`: attaches the pod's namespace to the network.
     pub fn add(&self, net: &NetworkList, a: &Attachment<'_>) -> Result<AddResult, CniError> {
         let mut prev: Option<Value> = None;
-        for p in &net.plugins {
+        for p in net.plugins.iter().filter(|p| runs_for(p, a)) {
             let out = self.invoke("ADD", net, p, a, prev.as_ref())?;
             prev = Some(out);
         }
@@ -203,7 +204,7 @@ impl CniConfig {
         prev: Option<&Value>,
     ) -> Result<(), CniError> {
         let mut first_err = None;
-        for p in net.plugins.iter().rev() {
+        for p in net.plugins.iter().rev().filter(|p| runs_for(p, a)) {
             if let Err(e) = self.invoke("DEL", net, p, a, prev.filter(|v| !v.is_null())) {
                 tracing::warn!("CNI DEL of {}: {e}", a.id);
                 first_err.get_or_insert(e);
@@ -299,6 +300,14 @@ impl CniConfig {
             message: format!("unreadable result: {e}"),
         })
     }
+}
+
+/// Whether a plugin of the chain runs for an attachment: all do, except the standard
+/// `portmap` for one without port mappings, whose `ADD` then prints its previous result
+/// unchanged and whose `DEL` does nothing (containernetworking/plugins' `cmdAdd` and
+/// `cmdDel`): one plugin process less on a pod's critical path.
+fn runs_for(p: &Map<String, Value>, a: &Attachment<'_>) -> bool {
+    plugin_type(p) != "portmap" || !a.port_mappings.is_empty()
 }
 
 fn plugin_type(p: &Map<String, Value>) -> &str {
@@ -425,5 +434,74 @@ mod tests {
             raw: Value::Null,
         };
         assert_eq!(r.addresses(), vec!["10.1.0.5", "fd00::5"]);
+    }
+
+    #[test]
+    fn portmap_runs_only_with_port_mappings() {
+        let d = tempfile::tempdir().unwrap();
+        let bins = d.path().join("bin");
+        std::fs::create_dir(&bins).unwrap();
+        let log = d.path().join("calls");
+        for (name, result) in [
+            (
+                "bridge",
+                r#"{"cniVersion":"1.0.0","ips":[{"address":"10.9.0.2/24"}]}"#,
+            ),
+            (
+                "portmap",
+                r#"{"cniVersion":"1.0.0","ips":[{"address":"10.9.0.2/24"}]}"#,
+            ),
+        ] {
+            let p = bins.join(name);
+            std::fs::write(
+                &p,
+                format!(
+                    "#!/bin/sh\ncat >/dev/null\necho \"{name} $CNI_COMMAND\" >>{}\necho '{result}'\n",
+                    log.display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        }
+        let cfg = CniConfig {
+            conf_dir: d.path().into(),
+            bin_dir: bins.clone(),
+        };
+        let net = parse_network(
+            Path::new("/x/10.conflist"),
+            r#"{"cniVersion":"1.0.0","name":"k","plugins":[{"type":"bridge"},{"type":"portmap","capabilities":{"portMappings":true}}]}"#,
+        )
+        .unwrap();
+        let ports = [PortMapping {
+            host_port: 8080,
+            container_port: 80,
+            protocol: "tcp".into(),
+            host_ip: String::new(),
+        }];
+        let attachment = |port_mappings| Attachment {
+            id: "c1",
+            netns: Path::new("/proc/self/ns/net"),
+            ifname: "eth0",
+            pod_namespace: "ns",
+            pod_name: "p",
+            pod_uid: "u",
+            port_mappings,
+        };
+        let calls = || {
+            let c = std::fs::read_to_string(&log).unwrap_or_default();
+            let _ = std::fs::remove_file(&log);
+            c
+        };
+        let r = cfg.add(&net, &attachment(&[])).unwrap();
+        assert_eq!(r.addresses(), vec!["10.9.0.2"]);
+        assert_eq!(calls(), "bridge ADD\n");
+        cfg.del(&net, &attachment(&[]), Some(&r.raw)).unwrap();
+        assert_eq!(calls(), "bridge DEL\n");
+        let r = cfg.add(&net, &attachment(&ports)).unwrap();
+        assert_eq!(r.addresses(), vec!["10.9.0.2"]);
+        assert_eq!(calls(), "bridge ADD\nportmap ADD\n");
+        cfg.del(&net, &attachment(&ports), Some(&r.raw)).unwrap();
+        assert_eq!(calls(), "portmap DEL\nbridge DEL\n");
     }
 }

@@ -344,3 +344,42 @@ fn copy_tree_preserves_metadata() {
     let k = rustix::fs::getxattr(dst.join("x"), "user.k", &mut buf[..]).unwrap();
     assert_eq!(&buf[..k], b"v");
 }
+
+/// A volatile container snapshot is one like any other; one whose metadata a power loss
+/// emptied (never synced) is removed when the store opens, as one without metadata.
+#[test]
+fn volatile_container_snapshot_without_synced_metadata_is_removed_on_open() {
+    require_root!();
+    for copy in [false, true] {
+        let d = tempfile::tempdir().unwrap();
+        let open = |p: &Path| -> Box<dyn Snapshotter> {
+            if copy {
+                Box::new(CopySnapshotter::open(p).unwrap())
+            } else {
+                Box::new(OverlaySnapshotter::open(p).unwrap())
+            }
+        };
+        let s = open(d.path());
+        let top = apply_all(s.as_ref()).pop().unwrap();
+        s.prepare_container_volatile("kept", Some(&top)).unwrap();
+        s.prepare_container_volatile("torn", Some(&top)).unwrap();
+        assert!(matches!(
+            s.prepare_container_volatile("kept", Some(&top)),
+            Err(SnapshotError::ContainerExists(_))
+        ));
+        drop(s);
+        let meta = d.path().join("containers/torn/meta.json");
+        fs::write(&meta, b"").unwrap();
+        let s = open(d.path());
+        let left: Vec<String> = s
+            .list_containers()
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(left, vec!["kept".to_string()]);
+        assert!(!d.path().join("containers/torn").exists());
+        s.remove_container("kept").unwrap();
+        assert!(s.list_containers().unwrap().is_empty());
+    }
+}

@@ -452,3 +452,152 @@ fn cri_dropped_stream_connection_kills_the_exec_and_leaves_nothing() {
     drop(_pods);
     d.finish();
 }
+
+/// A CRI create is volatile (neither its intent nor its record synced): what a power loss
+/// can leave of one (its directory with an empty record or none, its snapshot, its intent
+/// gone) is removed at the daemon's start, and the container can be made again; the
+/// sandbox and a container that kept its record are as they were. Also: `StopContainer` of
+/// an unknown container succeeds (the CRI's idempotence), an ambiguous id does not.
+#[test]
+fn cri_creates_a_power_loss_cut_are_removed_at_daemon_start() {
+    require_root!();
+    let mut d = Daemon::new();
+    let _pods = remove_pods(&d);
+    let runtime = rt();
+    let uid = format!("uid-{}", berth_testkit::unique_id());
+    let cfg = host_network_sandbox_config(&d, &uid, &d.path("pod-logs"));
+    let (sid, kept, empty, missing) = runtime.block_on(async {
+        let (mut r, _) = clients(&d).await;
+        let sid = run_pod(&mut r, &cfg).await;
+        let mut ids = Vec::new();
+        for name in ["kept", "empty", "missing"] {
+            ids.push(
+                create_container(&mut r, &sid, &cfg, busybox_container(name, "sleep 3600")).await,
+            );
+        }
+        r.stop_container(pb::StopContainerRequest {
+            container_id: "0123456789abcdef-no-such-container".into(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+        (sid, ids[0].clone(), ids[1].clone(), ids[2].clone())
+    });
+    d.kill9();
+    // The records a power loss took: one emptied (written, never synced), one never there;
+    // the CRI's records of them too (written after, not synced either).
+    std::fs::write(
+        d.path(&format!("data/containers/{empty}/config.v2.json")),
+        b"",
+    )
+    .unwrap();
+    std::fs::remove_file(d.path(&format!("data/containers/{missing}/config.v2.json"))).unwrap();
+    for id in [&empty, &missing] {
+        std::fs::remove_file(d.path(&format!("data/cri/containers/{id}.json"))).unwrap();
+        assert!(d
+            .path(&format!("data/snapshotter/containers/{id}"))
+            .exists());
+    }
+    d.start();
+    for id in [&empty, &missing] {
+        for dir in [
+            "data/containers",
+            "data/snapshotter/containers",
+            "exec/containers",
+        ] {
+            let p = d.path(&format!("{dir}/{id}"));
+            assert!(!p.exists(), "{} is left", p.display());
+        }
+    }
+    assert!(list_dir(&d.path("data/journal")).is_empty());
+    runtime.block_on(async {
+        let (mut r, _) = clients(&d).await;
+        let listed: Vec<String> = r
+            .list_containers(pb::ListContainersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .containers
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(listed, vec![kept.clone()]);
+        assert_eq!(
+            sandbox_state(&mut r, &sid).await.0,
+            pb::PodSandboxState::SandboxReady as i32
+        );
+        // The names are free again.
+        let again =
+            run_container(&mut r, &sid, &cfg, busybox_container("empty", "sleep 3600")).await;
+        assert_eq!(
+            container_state(&mut r, &again).await.state,
+            pb::ContainerState::ContainerRunning as i32
+        );
+        // No id at all is still an error.
+        let e = r
+            .stop_container(pb::StopContainerRequest {
+                container_id: String::new(),
+                timeout: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        remove_pod(&mut r, &sid).await;
+    });
+    drop(_pods);
+    d.finish();
+}
+
+/// `ExecSync` past its timeout: `DeadlineExceeded` (what the kubelet's client reads as a
+/// timeout), answered once the command is gone: a command run right after sees no trace of
+/// it (critest's "execSync with timeout": `pgrep sleep` finds nothing), not even a zombie.
+#[test]
+fn cri_exec_sync_timeout_answers_once_the_command_is_gone() {
+    require_root!();
+    let d = Daemon::new();
+    let _pods = remove_pods(&d);
+    rt().block_on(async {
+        let (mut r, _) = clients(&d).await;
+        let (sid, cid) = host_pod(&mut r, &d).await;
+        for _ in 0..3 {
+            let t0 = Instant::now();
+            let e = r
+                .exec_sync(pb::ExecSyncRequest {
+                    container_id: cid.clone(),
+                    cmd: vec!["sleep".into(), "4321".into()],
+                    timeout: 1,
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e:?}");
+            assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+            let out = r
+                .exec_sync(pb::ExecSyncRequest {
+                    container_id: cid.clone(),
+                    cmd: vec!["sh".into(), "-c".into(), "cat /proc/[0-9]*/stat".into()],
+                    timeout: 10,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let stat = String::from_utf8_lossy(&out.stdout).to_string();
+            // `pid (comm) state …`: the container's own `sleep 3600`, `sh` and `cat`.
+            let procs: Vec<(&str, &str)> = stat
+                .lines()
+                .filter_map(|l| {
+                    let (head, rest) = l.rsplit_once(") ")?;
+                    Some((head.split_once(" (")?.1, rest.split(' ').next()?))
+                })
+                .collect();
+            assert_eq!(
+                procs.iter().filter(|(comm, _)| *comm == "sleep").count(),
+                1,
+                "{procs:?}"
+            );
+            assert!(procs.iter().all(|(_, state)| *state != "Z"), "{procs:?}");
+        }
+        remove_pod(&mut r, &sid).await;
+    });
+    drop(_pods);
+    d.finish();
+}

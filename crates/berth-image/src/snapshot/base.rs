@@ -184,11 +184,12 @@ impl Base {
             fsutil::fsync_dir(&sd).map_err(io_at("fsync", &sd))?;
         }
         // Container directories without metadata: a creation or removal that a crash
-        // interrupted (the metadata is written last and removed first).
+        // interrupted (the metadata is written last and removed first); or with an empty
+        // one: a volatile creation's whose metadata a power loss took.
         let cd = b.containers_dir();
         for ent in fs::read_dir(&cd).map_err(io_at("read directory", &cd))? {
             let ent = ent.map_err(io_at("read directory", &cd))?;
-            if !ent.path().join("meta.json").exists() {
+            if fs::metadata(ent.path().join("meta.json")).map_or(true, |m| m.len() == 0) {
                 tracing::info!(dir = %ent.path().display(), "removing an unfinished container snapshot");
                 remove_tree(&ent.path())?;
             }
@@ -366,11 +367,12 @@ impl Base {
     }
 
     /// Records the container (snapshot users first), then creates its directory with the
-    /// given subdirectories, each filled by `fill`.
+    /// given subdirectories, each filled by `fill`; `durable`: its metadata is synced.
     pub(super) fn prepare_container(
         &self,
         id: &str,
         parent: Option<&Digest>,
+        durable: bool,
         fill: impl FnOnce(&Path) -> Result<(), SnapshotError>,
     ) -> Result<ContainerSnapshot, SnapshotError> {
         Self::check_id(id)?;
@@ -394,8 +396,14 @@ impl Base {
         let res = (|| {
             fs::create_dir(&dir).map_err(io_at("create directory", &dir))?;
             fill(&dir)?;
-            fsutil::write_json_atomic(&dir.join("meta.json"), &snap)
-                .map_err(io_at("write metadata", &dir))?;
+            let meta = dir.join("meta.json");
+            if !durable {
+                let bytes = serde_json::to_vec_pretty(&snap).map_err(io::Error::other);
+                return bytes
+                    .and_then(|b| berth_util::fs::replace_file_nosync(&meta, &b))
+                    .map_err(io_at("write metadata", &dir));
+            }
+            fsutil::write_json_atomic(&meta, &snap).map_err(io_at("write metadata", &dir))?;
             let cd = self.containers_dir();
             fsutil::fsync_dir(&cd).map_err(io_at("fsync", &cd))
         })();

@@ -174,6 +174,18 @@ pub trait Snapshotter: Send + Sync {
         parent: Option<&Digest>,
     ) -> Result<ContainerSnapshot, SnapshotError>;
 
+    /// [`Self::prepare_container`] without syncing its metadata (atomic against a crash of
+    /// the process, not a power loss), for containers a reboot ends anyway; opening the
+    /// store after a power loss removes the directory when its metadata did not reach the
+    /// disk.
+    fn prepare_container_volatile(
+        &self,
+        id: &str,
+        parent: Option<&Digest>,
+    ) -> Result<ContainerSnapshot, SnapshotError> {
+        self.prepare_container(id, parent)
+    }
+
     /// Mounts a container's root file system at `target`.
     fn mount_container(&self, id: &str, target: &Path) -> Result<(), SnapshotError>;
 
@@ -291,7 +303,17 @@ macro_rules! base_methods {
             parent: Option<&Digest>,
         ) -> Result<ContainerSnapshot, SnapshotError> {
             self.base
-                .prepare_container(id, parent, |dir| self.fill_container_dir(parent, dir))
+                .prepare_container(id, parent, true, |dir| self.fill_container_dir(parent, dir))
+        }
+
+        fn prepare_container_volatile(
+            &self,
+            id: &str,
+            parent: Option<&Digest>,
+        ) -> Result<ContainerSnapshot, SnapshotError> {
+            self.base.prepare_container(id, parent, false, |dir| {
+                self.fill_container_dir(parent, dir)
+            })
         }
 
         fn dropped_on_open(&self) -> usize {

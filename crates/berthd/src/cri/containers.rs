@@ -160,7 +160,7 @@ impl Cri {
                 .to_string()
         };
         let id = self
-            .create_engine_container(name, cfg, hc, log_path.clone())
+            .create_engine_container(None, name, cfg, hc, log_path.clone())
             .await?;
         phases.mark("create");
         let rec = ContainerRecord {
@@ -227,8 +227,15 @@ impl Cri {
         Ok(())
     }
 
+    /// Stopping a container that is gone succeeds: the CRI asks `StopContainer` to be
+    /// idempotent (containerd 1.7+ and CRI-O answer OK for an unknown id; critest's
+    /// "Idempotence StopContainer should not return an error if not found").
     pub(crate) async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), Status> {
-        let (rec, _) = self.container(id)?;
+        let rec = match self.container(id) {
+            Ok((rec, _)) => rec,
+            Err(s) if s.code() == tonic::Code::NotFound => return Ok(()),
+            Err(s) => return Err(s),
+        };
         self.stop_engine_container(&rec.id, timeout.max(0)).await
     }
 
@@ -475,12 +482,20 @@ impl Cri {
                 }
             }
         };
+        tokio::pin!(collect);
         let result = if req.timeout > 0 {
-            match tokio::time::timeout(Duration::from_secs(req.timeout as u64), collect).await {
+            match tokio::time::timeout(Duration::from_secs(req.timeout as u64), &mut collect).await
+            {
                 Ok(r) => r,
                 Err(_) => {
+                    // Killed, and answered once it is gone (its exit read: reaped), as
+                    // containerd does: a command run right after does not see it.
                     self.kill_exec(&rec.id, &exec_id).await;
-                    self.engine.exec_exited(&exec_id, 137);
+                    let code = match tokio::time::timeout(KILLED_EXEC_EXIT, &mut collect).await {
+                        Ok(Ok((_, _, code))) if code >= 0 => code,
+                        _ => 128 + libc::SIGKILL as i64,
+                    };
+                    self.engine.exec_exited(&exec_id, code);
                     return Err(Status::deadline_exceeded(format!(
                         "command {:?} timed out after {}s",
                         req.cmd, req.timeout
@@ -500,6 +515,9 @@ impl Cri {
         })
     }
 }
+
+/// How long `ExecSync` waits for the exit of a command it killed at its timeout.
+const KILLED_EXEC_EXIT: Duration = Duration::from_secs(10);
 
 /// The engine's `seccomp=` option of a container, as containerd chooses the profile: none
 /// when privileged; the `seccomp` field, else the deprecated `seccomp_profile_path`

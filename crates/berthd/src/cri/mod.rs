@@ -85,11 +85,16 @@ impl Cri {
 }
 
 impl Cri {
-    /// Creates the engine container of a sandbox or container; a name in use (the same pod
-    /// or container attempt) is `AlreadyExists`. `log_path`, when not empty, is the CRI log
-    /// file (the shim writes it in the CRI format), set in the record's one write.
+    /// Creates the engine container of a sandbox or container (of the given id, else a new
+    /// one); a name in use (the same pod or container attempt) is `AlreadyExists`.
+    /// `log_path`, when not empty, is the CRI log file (the shim writes it in the CRI
+    /// format), set in the record's one write. Volatile (neither the create's intent nor
+    /// its record is synced, see `engine::create::CreateOptions`): a node's reboot ends
+    /// every pod, the kubelet makes new ones, and the daemon's start removes what a power
+    /// loss left of the create.
     pub(crate) async fn create_engine_container(
         &self,
+        id: Option<String>,
         name: String,
         config: berth_api::container::Config,
         host_config: berth_api::container::HostConfig,
@@ -108,7 +113,8 @@ impl Cri {
                     c.host_config.log_config.kind = crate::logs::CRI_DRIVER.into();
                 }
             };
-            match engine.create_with(Some(&name), req, finish) {
+            let opts = crate::engine::create::CreateOptions { id, volatile: true };
+            match engine.create_with(Some(&name), req, opts, finish) {
                 Ok((id, _)) => Ok(id),
                 Err(EngineError::Conflict(m)) => Err(tonic::Status::already_exists(m)),
                 Err(e) => Err(status(e)),

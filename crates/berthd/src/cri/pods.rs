@@ -152,6 +152,13 @@ impl Cri {
             "k8s_POD_{}_{}_{}_{}",
             meta.name, meta.namespace, meta.uid, meta.attempt
         );
+        // The same pod attempt again: refused before anything is made (the engine's create
+        // refuses it too, should two requests race).
+        if self.engine.get(&name).is_ok() {
+            return Err(Status::already_exists(format!(
+                "pod sandbox {name} already exists"
+            )));
+        }
         let some = |v: Vec<String>| (!v.is_empty()).then_some(v);
         let host_ipc = ns.ipc == NamespaceMode::Node as i32;
         // The pod's /dev/shm: a tmpfs on the host, bound into the sandbox and each container
@@ -202,17 +209,7 @@ impl Cri {
             )])),
             ..Default::default()
         };
-        let id = match self
-            .create_engine_container(name, cfg, hc, String::new())
-            .await
-        {
-            Ok(id) => id,
-            Err(e) => {
-                unmount_shm(&shm);
-                return Err(e);
-            }
-        };
-        phases.mark("create");
+        let id = berth_util::id::new_id();
         let mut rec = SandboxRecord {
             id: id.clone(),
             meta: PodMeta {
@@ -253,12 +250,19 @@ impl Cri {
                 .collect(),
             ..Default::default()
         };
-        // Durable before the network is set up: whatever the CNI ADD makes, a restart after
+        // Durable before anything else is made: whatever the CNI ADD makes, a restart after
         // a crash (kill -9 or power loss) finds the record to delete it with (see
-        // `recover_networks`); the complete one is written without a sync.
-        self.store.save_sandbox(&rec)?;
+        // `recover_networks`), and the engine container (made next, with the record's id)
+        // is the record's; the complete one is written without a sync.
+        if let Err(e) = self.store.save_sandbox(&rec) {
+            unmount_shm(&rec.shm);
+            return Err(e.into());
+        }
         phases.mark("record");
-        if let Err(e) = self.start_sandbox(&mut rec, host_net, &mut phases).await {
+        if let Err(e) = self
+            .start_sandbox(&mut rec, (name, cfg, hc), host_net, &mut phases)
+            .await
+        {
             let _ = self.remove_sandbox(&id).await;
             return Err(e);
         }
@@ -267,18 +271,22 @@ impl Cri {
         Ok(pb::RunPodSandboxResponse { pod_sandbox_id: id })
     }
 
-    /// Starts the sandbox's process with its network: the network namespace is made first
-    /// (held by berthd through a descriptor, never mounted, so a crash leaves nothing), then
-    /// CNI's `ADD` in it and the start of the process joining it run at the same time. A
-    /// failure deletes what the `ADD` made.
+    /// Creates and starts the sandbox's process with its network: the network namespace is
+    /// made first (held by berthd through a descriptor, never mounted, so a crash leaves
+    /// nothing), then CNI's `ADD` in it and the create and start of the process joining it
+    /// run at the same time. A failure deletes what the `ADD` made.
     async fn start_sandbox(
         &self,
         rec: &mut SandboxRecord,
+        (name, cfg, hc): (String, Config, HostConfig),
         host_net: bool,
         phases: &mut super::Phases,
     ) -> Result<(), Status> {
         if host_net {
             // The record written before the start is the complete one.
+            self.create_engine_container(Some(rec.id.clone()), name, cfg, hc, String::new())
+                .await?;
+            phases.mark("create");
             self.engine.start(&rec.id).await.map_err(status)?;
             phases.mark("start");
             return Ok(());
@@ -303,16 +311,26 @@ impl Cri {
                 .map_err(|e| Status::unknown(format!("setting up the pod network: {e}")))?;
             Ok((net.name, result))
         });
-        let start = async { self.engine.start_in_netns(&rec.id, &path).await };
+        let id = rec.id.clone();
+        let start = async {
+            let (created, took) =
+                timed(self.create_engine_container(Some(id.clone()), name, cfg, hc, String::new()))
+                    .await;
+            created?;
+            let started = self.engine.start_in_netns(&id, &path).await;
+            started.map(|()| took).map_err(status)
+        };
         let ((added, add_took), (started, start_took)) = tokio::join!(timed(add), timed(start));
         phases.record("(cni alone", add_took);
-        phases.record("start alone)", start_took);
+        if let Ok(create_took) = &started {
+            phases.record("create", *create_took);
+        }
+        phases.record("create+start alone)", start_took);
         // The sandbox's process holds the namespace now (or nothing does: it is gone).
         drop(ns);
         phases.mark("start+cni");
         let pid = started
-            .map_err(status)
-            .and_then(|()| self.engine.get(&rec.id).map_err(status))
+            .and_then(|_| self.engine.get(&rec.id).map_err(status))
             .map(|c| c.state.pid);
         let (pid, (name, result)) = match (pid, added) {
             (Ok(pid), Ok(a)) => (pid, a),

@@ -160,18 +160,33 @@ fn merged_volumes(
     (!m.is_empty()).then_some(m)
 }
 
+/// How [`Engine::create_with`] creates a container beyond Docker's request (the CRI's).
+#[derive(Debug, Default)]
+pub(crate) struct CreateOptions {
+    /// The container's id, chosen by the caller (the CRI writes its sandbox record, named by
+    /// it, before the container exists); a new one when `None`.
+    pub id: Option<String>,
+    /// The intent and the record are written atomically but not synced: a `kill -9` at any
+    /// point finds them as for any create; a power loss may take them, and the daemon's start
+    /// then removes the container's directory that has no (or an empty) record, with its
+    /// snapshot and parts (see `recovery`). For the CRI's containers, which a node's reboot
+    /// ends anyway (the kubelet makes new ones): one journal commit less per create.
+    pub volatile: bool,
+}
+
 impl Engine {
     /// Creates a container from Docker's create request.
     pub fn create(&self, name: Option<&str>, req: CreateRequest) -> Result<(String, Vec<String>)> {
-        self.create_with(name, req, |_| {})
+        self.create_with(name, req, CreateOptions::default(), |_| {})
     }
 
-    /// [`Self::create`], with `finish` changing the record before its one durable write (the
-    /// CRI's log file and driver: no second write of the record).
+    /// [`Self::create`], with `finish` changing the record before its one write (the CRI's
+    /// log file and driver: no second write of the record), and the CRI's options.
     pub(crate) fn create_with(
         &self,
         name: Option<&str>,
         req: CreateRequest,
+        opts: CreateOptions,
         finish: impl FnOnce(&mut Container),
     ) -> Result<(String, Vec<String>)> {
         let CreateRequest {
@@ -212,7 +227,18 @@ impl Engine {
         if cmd.is_empty() {
             config.cmd = None;
         }
-        let id = crate::util::new_id();
+        let id = match opts.id {
+            Some(id) if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                if self.lookup(&id).is_ok() {
+                    return Err(EngineError::Conflict(format!(
+                        "container id {id} is in use"
+                    )));
+                }
+                id
+            }
+            Some(id) => return Err(EngineError::bad(format!("invalid container id {id:?}"))),
+            None => crate::util::new_id(),
+        };
         let name = match name.filter(|n| !n.is_empty()) {
             Some(n) => {
                 let n = n.strip_prefix('/').unwrap_or(n);
@@ -284,7 +310,12 @@ impl Engine {
         }
         // Undone at the next daemon start if a crash interrupts what follows.
         let t0 = std::time::Instant::now();
-        let _intent = self.intent(super::recovery::Op::Create, &id)?;
+        let op = if opts.volatile {
+            super::recovery::Op::CreateVolatile
+        } else {
+            super::recovery::Op::Create
+        };
+        let _intent = self.intent(op, &id)?;
         tracing::debug!(
             "engine create {}: intent after {:.1} ms",
             &id[..12],
@@ -296,7 +327,11 @@ impl Engine {
         let snap = (|| -> Result<String> {
             let sn = self.images.snapshotter()?;
             let top = resolved.image.chain_ids().last().cloned();
-            sn.prepare_container(&id, top.as_ref())?;
+            if opts.volatile {
+                sn.prepare_container_volatile(&id, top.as_ref())?;
+            } else {
+                sn.prepare_container(&id, top.as_ref())?;
+            }
             Ok(sn.driver().to_string())
         })();
         match snap {
@@ -333,7 +368,11 @@ impl Engine {
         }
         let created = created.and_then(|_| {
             finish(&mut container);
-            self.persist(&container)
+            if opts.volatile {
+                self.persist_state(&container)
+            } else {
+                self.persist(&container)
+            }
         });
         if let Err(e) = created {
             for p in parts[..done].iter().rev() {

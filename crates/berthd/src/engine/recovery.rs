@@ -8,7 +8,10 @@
 //!
 //! - `create`: the record (`config.v2.json`, written last) exists: the create finished.
 //!   Otherwise it is undone: the participants' parts (anonymous volumes, addresses), the
-//!   writable snapshot, the container's directories.
+//!   writable snapshot, the container's directories. The same for `createvolatile` (the
+//!   CRI's creates, neither intent nor record synced) and for any container directory left
+//!   without a record or with an empty one (what a power loss leaves of a volatile create
+//!   whose intent it took too).
 //! - `start`: the record says running: the start finished (the reattach pass adopts it).
 //!   Otherwise it is undone: the shim (which deletes the runtime's container: the init
 //!   blocked on its start fifo, its cgroups, its state), or the runtime's state directly
@@ -28,7 +31,7 @@
 //!   intents).
 //!
 //! Create intents are durable (`atomic_write`: a power loss between the snapshot and the
-//! record must not leave an orphan); the others only need to outlive the process
+//! record must not leave an orphan), except the volatile ones; the others only need to outlive the process
 //! (`replace_file_nosync`), since after a power loss no container, shim or mount is left.
 
 use std::path::{Path, PathBuf};
@@ -44,6 +47,8 @@ use super::{Engine, EngineError, Result};
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Op {
     Create,
+    /// A create whose intent and record are not synced (`CreateOptions::volatile`).
+    CreateVolatile,
     Start,
     Exit,
     Pause,
@@ -55,6 +60,7 @@ impl Op {
     fn name(self) -> &'static str {
         match self {
             Op::Create => "create",
+            Op::CreateVolatile => "createvolatile",
             Op::Start => "start",
             Op::Exit => "exit",
             Op::Pause => "pause",
@@ -101,7 +107,7 @@ impl Engine {
         .map_err(|e| EngineError::Internal(format!("encoding an intent: {e}")))?;
         let write = |p: &Path| match op {
             Op::Create => berth_util::fs::atomic_write(p, &bytes),
-            Op::Start | Op::Exit | Op::Pause | Op::Commit | Op::Build => {
+            Op::CreateVolatile | Op::Start | Op::Exit | Op::Pause | Op::Commit | Op::Build => {
                 berth_util::fs::replace_file_nosync(p, &bytes)
             }
         };
@@ -141,10 +147,18 @@ impl Engine {
             .any(|(_, r)| matches!(r.op, Op::Build | Op::Commit));
         for (_, r) in &intents {
             match r.op {
-                Op::Create => self.recover_create(&r.id),
+                Op::Create | Op::CreateVolatile => self.recover_create(&r.id),
                 Op::Start | Op::Exit => self.recover_task(&r.id),
                 Op::Pause => self.recover_pause(&r.id),
                 Op::Commit | Op::Build => {}
+            }
+        }
+        // A volatile create's intent and record may both be gone after a power loss, which
+        // leaves its directory without a record (or with an empty one: its content was
+        // never synced); a synced create never does.
+        for id in self.unrecorded_dirs() {
+            if !intents.iter().any(|(_, r)| r.id == id) {
+                self.recover_create(&id);
             }
         }
         if collect {
@@ -170,6 +184,24 @@ impl Engine {
                 "removing the blobs and snapshots of an interrupted build or commit: {e}"
             ),
         }
+    }
+
+    /// The containers' directories (named by an id) that have no record, or an empty one.
+    fn unrecorded_dirs(&self) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(self.cfg.data_root.join("containers")) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .filter(|id| {
+                self.lookup(id).is_err()
+                    && match std::fs::metadata(self.record_path(id)) {
+                        Ok(m) => m.len() == 0,
+                        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+                    }
+            })
+            .collect()
     }
 
     fn recover_create(&self, id: &str) {
