@@ -175,13 +175,15 @@ push_images() {
   cp -a "$b/base" "$b/web"
   mkdir -p "$b/web/usr/share/nginx/html"
   echo "<h1>Welcome to nginx (a busybox httpd stand-in)</h1>" >"$b/web/usr/share/nginx/html/index.html"
-  # The nginx stand-ins' process is named nginx (`pidof nginx`): busybox's httpd applet
-  # (argv[0]) run from a link named nginx (the process's name).
+  # The nginx stand-ins' process looks like nginx's master: named nginx (`pidof nginx`: a
+  # link to busybox run under that name) with "nginx: master process" in its command line
+  # (an argv[0] starting with "busybox" makes busybox run argv[1], the httpd applet).
   ln "$b/web/bin/busybox" "$b/web/usr/sbin/nginx"
+  local nginx='exec -a \"busybox nginx: master process\" /usr/sbin/nginx httpd -f'
   import_image "$e2e/nginx:1.14-2" "$b/web" \
-    'CMD ["sh", "-c", "echo $$ > /var/run/nginx.pid; exec -a httpd /usr/sbin/nginx -f -p 80 -h /usr/share/nginx/html"]'
+    "CMD [\"sh\", \"-c\", \"echo \$\$ > /var/run/nginx.pid; $nginx -p 80 -h /usr/share/nginx/html\"]"
   import_image "$staging/hostnet-nginx-amd64:latest" "$b/web" \
-    'CMD ["sh", "-c", "echo $$ > /var/run/nginx.pid; exec -a httpd /usr/sbin/nginx -f -p 12003 -h /usr/share/nginx/html"]'
+    "CMD [\"sh\", \"-c\", \"echo \$\$ > /var/run/nginx.pid; $nginx -p 12003 -h /usr/share/nginx/html\"]"
   import_image "$e2e/httpd:2.4.39-4" "$b/web" \
     'CMD ["sh", "-c", "echo httpd: serving on port 80; exec httpd -f -p 80 -h /usr/share/nginx/html"]'
   cp -a "$b/base" "$b/nnp"
