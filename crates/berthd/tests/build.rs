@@ -62,6 +62,34 @@ fn store(d: &Daemon) -> berth_image::image_store::ImageStore {
     berth_image::image_store::ImageStore::open(d.path("data")).unwrap()
 }
 
+/// Build steps' work directories (`data/tmp/build-<pid>-<id>`, `from-…`) and mounts below
+/// them still there.
+fn step_leftovers(d: &Daemon) -> Vec<String> {
+    let tmp = d.path("data/tmp");
+    let step_dir = |n: &str| {
+        n.strip_prefix("build-")
+            .or_else(|| n.strip_prefix("from-"))
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+    };
+    let mut left: Vec<String> = std::fs::read_dir(&tmp)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| step_dir(n))
+        .collect();
+    let below = format!("{}/", tmp.display());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    left.extend(
+        mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.strip_prefix(&below).is_some_and(step_dir))
+            .map(|m| format!("the mount {m}")),
+    );
+    left
+}
+
 /// Runs one corpus case; returns a description of every mismatch.
 fn corpus_case(d: &Daemon, name: &str) -> Vec<String> {
     let dir = corpus_dir().join(name);
@@ -86,6 +114,10 @@ fn corpus_case(d: &Daemon, name: &str) -> Vec<String> {
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let r = d.berth(&argv);
     let mut bad = Vec::new();
+    // A build is reported done once its steps' containers are cleaned up, failed or not.
+    for left in step_leftovers(d) {
+        bad.push(format!("{name}: the build left {left}"));
+    }
     let out = format!("{}{}", r.stdout, r.stderr);
     for s in exp["stdout_has"].as_array().into_iter().flatten() {
         if !r.stdout.contains(s.as_str().unwrap()) {

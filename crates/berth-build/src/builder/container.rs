@@ -5,9 +5,14 @@
 //! metadata (no fsyncs) for a step that lives a few milliseconds. They are overlay
 //! `volatile` mounts in `<data-root>/tmp/<kind>-<pid>-<id>/`; a later daemon removes what a
 //! crashed one left (`cache::cleanup_stale`).
+//!
+//! A step that succeeded hands its container to the build's [`Reaper`], which cleans it up
+//! on a thread of its own while the next steps run; the build waits for it before it
+//! returns (a finished build leaves nothing behind). A failing step cleans up in place.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use berth_image::image_store::{ImageStore, LayerRecord};
 use berth_image::Digest;
@@ -17,8 +22,8 @@ use super::run::RuntimeContainer;
 use super::state::State;
 use crate::fsops::io_at;
 
-/// Cleans up a step's container whatever happens: the runtime's container, the mounts
-/// (deepest first), the work directory.
+/// Cleans up a step's container whatever happens: the runtime's container, its network,
+/// the mounts (deepest first), the work directory.
 pub(super) struct ContainerGuard {
     /// A new random ID: the runtime container's, its hostname and work directory's (the
     /// first 12 digits).
@@ -27,6 +32,9 @@ pub(super) struct ContainerGuard {
     mounts: Vec<PathBuf>,
     /// A RUN container the runtime may still hold.
     pub runtime: Option<RuntimeContainer>,
+    /// What the daemon set up for a RUN step's network ([`super::RunSandbox::guard`]):
+    /// released once the container is gone.
+    pub network: Option<Box<dyn Send>>,
 }
 
 impl ContainerGuard {
@@ -42,6 +50,7 @@ impl ContainerGuard {
             work,
             mounts: Vec::new(),
             runtime: None,
+            network: None,
         })
     }
 
@@ -65,8 +74,77 @@ impl Drop for ContainerGuard {
             // `run` deletes on exit; this covers a failure half-way.
             c.delete();
         }
+        drop(self.network.take());
         self.unmount_all();
         let _ = fs::remove_dir_all(&self.work);
+    }
+}
+
+/// Cleans up finished steps' containers off the critical path (see the module's
+/// documentation): on its thread, in the order they were handed over. [`Reaper::finish`]
+/// (or dropping it) waits until all are gone.
+pub(super) struct Reaper {
+    tx: Option<mpsc::Sender<ContainerGuard>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Reaper {
+    pub fn new() -> Reaper {
+        let (tx, rx) = mpsc::channel::<ContainerGuard>();
+        let thread = std::thread::Builder::new()
+            .name("berth-build-reap".into())
+            .spawn(move || {
+                for g in rx {
+                    let t0 = std::time::Instant::now();
+                    let id = g.short_id().to_string();
+                    drop(g);
+                    tracing::debug!("step container {id} cleaned up in {:?}", t0.elapsed());
+                }
+            });
+        match thread {
+            Ok(t) => Reaper {
+                tx: Some(tx),
+                thread: Some(t),
+            },
+            Err(e) => {
+                // Cleaned up in place then.
+                tracing::warn!("starting the build's clean-up thread: {e}");
+                Reaper {
+                    tx: None,
+                    thread: None,
+                }
+            }
+        }
+    }
+
+    /// Cleans up `g` (in the background).
+    pub fn reap(&self, g: ContainerGuard) {
+        match &self.tx {
+            Some(tx) => {
+                if let Err(mpsc::SendError(g)) = tx.send(g) {
+                    drop(g);
+                }
+            }
+            None => drop(g),
+        }
+    }
+
+    /// Waits until everything handed over is cleaned up.
+    pub fn finish(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let t0 = std::time::Instant::now();
+            if t.join().is_err() {
+                tracing::warn!("the build's clean-up thread panicked");
+            }
+            tracing::debug!("clean-up joined in {:?}", t0.elapsed());
+        }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -133,4 +211,68 @@ pub(super) fn with_state_root<T>(
     let work = g.work.clone();
     let root = mount_layers(store, &st.layers, &work, &mut g)?;
     f(&root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// Counts its drops (a step's network, released with the container).
+    struct Released(Arc<AtomicUsize>);
+
+    impl Drop for Released {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn guard(work: PathBuf, released: &Arc<AtomicUsize>) -> ContainerGuard {
+        fs::create_dir_all(work.join("rootfs/proc")).unwrap();
+        fs::create_dir_all(work.join("work/work")).unwrap();
+        fs::write(work.join("config.json"), "{}").unwrap();
+        ContainerGuard {
+            id: berth_util::id::new_id(),
+            work,
+            mounts: Vec::new(),
+            runtime: None,
+            network: Some(Box::new(Released(released.clone()))),
+        }
+    }
+
+    #[test]
+    fn the_reaper_cleans_up_what_it_is_handed_and_finish_waits_for_it() {
+        let d = tempfile::tempdir().unwrap();
+        let released = Arc::new(AtomicUsize::new(0));
+        let mut reaper = Reaper::new();
+        let works: Vec<PathBuf> = (0..4)
+            .map(|i| d.path().join(format!("build-{i}")))
+            .collect();
+        for w in &works {
+            reaper.reap(guard(w.clone(), &released));
+        }
+        reaper.finish();
+        for w in &works {
+            assert!(!w.exists(), "{} left after the build", w.display());
+        }
+        assert_eq!(released.load(Ordering::SeqCst), 4);
+        // Once finished, what it is handed is cleaned up in place.
+        let late = d.path().join("build-late");
+        reaper.reap(guard(late.clone(), &released));
+        assert!(!late.exists());
+        assert_eq!(released.load(Ordering::SeqCst), 5);
+        // A guard dropped in place (a failing step) cleans up as well.
+        let failed = d.path().join("build-failed");
+        drop(guard(failed.clone(), &released));
+        assert!(!failed.exists());
+        assert_eq!(released.load(Ordering::SeqCst), 6);
+        // Dropping the reaper waits as finish does.
+        let reaper = Reaper::new();
+        let last = d.path().join("build-last");
+        reaper.reap(guard(last.clone(), &released));
+        drop(reaper);
+        assert!(!last.exists());
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+    }
 }
