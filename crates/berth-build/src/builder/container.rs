@@ -81,58 +81,56 @@ impl Drop for ContainerGuard {
 }
 
 /// Cleans up finished steps' containers off the critical path (see the module's
-/// documentation): on its thread, in the order they were handed over. [`Reaper::finish`]
-/// (or dropping it) waits until all are gone.
-pub(super) struct Reaper {
-    tx: Option<mpsc::Sender<ContainerGuard>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// documentation): on its thread, started at the first hand-over (a fully cached build
+/// starts none), in the order they were handed over. [`Reaper::finish`] (or dropping it)
+/// waits until all are gone; what it is handed afterwards is cleaned up in place.
+pub(super) struct Reaper(std::sync::Mutex<Reaping>);
+
+enum Reaping {
+    Idle,
+    Running(mpsc::Sender<ContainerGuard>, std::thread::JoinHandle<()>),
+    Finished,
 }
 
 impl Reaper {
     pub fn new() -> Reaper {
-        let (tx, rx) = mpsc::channel::<ContainerGuard>();
-        let thread = std::thread::Builder::new()
-            .name("berth-build-reap".into())
-            .spawn(move || {
-                for g in rx {
-                    let t0 = std::time::Instant::now();
-                    let id = g.short_id().to_string();
-                    drop(g);
-                    tracing::debug!("step container {id} cleaned up in {:?}", t0.elapsed());
-                }
-            });
-        match thread {
-            Ok(t) => Reaper {
-                tx: Some(tx),
-                thread: Some(t),
-            },
-            Err(e) => {
-                // Cleaned up in place then.
-                tracing::warn!("starting the build's clean-up thread: {e}");
-                Reaper {
-                    tx: None,
-                    thread: None,
-                }
-            }
-        }
+        Reaper(std::sync::Mutex::new(Reaping::Idle))
     }
 
     /// Cleans up `g` (in the background).
     pub fn reap(&self, g: ContainerGuard) {
-        match &self.tx {
-            Some(tx) => {
-                if let Err(mpsc::SendError(g)) = tx.send(g) {
-                    drop(g);
-                }
+        let mut st = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*st, Reaping::Idle) {
+            let (tx, rx) = mpsc::channel::<ContainerGuard>();
+            let spawned = std::thread::Builder::new()
+                .name("berth-build-reap".into())
+                .spawn(move || {
+                    for g in rx {
+                        let t0 = std::time::Instant::now();
+                        let id = g.short_id().to_string();
+                        drop(g);
+                        tracing::debug!("step container {id} cleaned up in {:?}", t0.elapsed());
+                    }
+                });
+            match spawned {
+                Ok(t) => *st = Reaping::Running(tx, t),
+                // Cleaned up in place then.
+                Err(e) => tracing::warn!("starting the build's clean-up thread: {e}"),
             }
-            None => drop(g),
         }
+        let left = match &*st {
+            Reaping::Running(tx, _) => tx.send(g).err().map(|mpsc::SendError(g)| g),
+            Reaping::Idle | Reaping::Finished => Some(g),
+        };
+        drop(st);
+        drop(left);
     }
 
     /// Waits until everything handed over is cleaned up.
     pub fn finish(&mut self) {
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
+        let st = self.0.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Reaping::Running(tx, t) = std::mem::replace(st, Reaping::Finished) {
+            drop(tx);
             let t0 = std::time::Instant::now();
             if t.join().is_err() {
                 tracing::warn!("the build's clean-up thread panicked");
