@@ -192,6 +192,18 @@ fn kill_pid(pid: i32) {
 
 const FAILPOINTS: &str = "BERTHD_FAILPOINTS";
 
+/// One test per failpoint: `test_name => scenario(args);`.
+macro_rules! failpoint_tests {
+    ($($name:ident => $scenario:ident($($arg:expr),*);)*) => {
+        $(
+            #[test]
+            fn $name() {
+                $scenario($($arg),*);
+            }
+        )*
+    };
+}
+
 /// Restarts the daemon with the failpoint `fp` armed (its other variables kept).
 fn arm(d: &mut Daemon, fp: &str) {
     d.kill9();
@@ -253,19 +265,10 @@ fn create_crash(fp: &str) {
     finish(d);
 }
 
-#[test]
-fn crash_create_dir() {
-    create_crash("create.dir");
-}
-
-#[test]
-fn crash_create_snapshot() {
-    create_crash("create.snapshot");
-}
-
-#[test]
-fn crash_create_participants() {
-    create_crash("create.participants");
+failpoint_tests! {
+    crash_create_dir => create_crash("create.dir");
+    crash_create_snapshot => create_crash("create.snapshot");
+    crash_create_participants => create_crash("create.participants");
 }
 
 /// Item 3, a start interrupted at `fp` (before the shim, between the shim and the start,
@@ -288,19 +291,10 @@ fn start_crash(fp: &str) {
     finish(d);
 }
 
-#[test]
-fn crash_start_mounted() {
-    start_crash("start.mounted");
-}
-
-#[test]
-fn crash_start_between_shim_and_start() {
-    start_crash("start.shim");
-}
-
-#[test]
-fn crash_start_started() {
-    start_crash("start.started");
+failpoint_tests! {
+    crash_start_mounted => start_crash("start.mounted");
+    crash_start_between_shim_and_start => start_crash("start.shim");
+    crash_start_started => start_crash("start.started");
 }
 
 /// `stop` interrupted after the stop signal: the container's exit (while the daemon was
@@ -368,14 +362,9 @@ fn remove_crash(fp: &str) {
     finish(d);
 }
 
-#[test]
-fn crash_remove_participants() {
-    remove_crash("remove.participants");
-}
-
-#[test]
-fn crash_remove_renamed() {
-    remove_crash("remove.renamed");
+failpoint_tests! {
+    crash_remove_participants => remove_crash("remove.participants");
+    crash_remove_renamed => remove_crash("remove.renamed");
 }
 
 /// Volume create and remove interrupted: no half volume, the operation can be retried.
@@ -648,14 +637,9 @@ fn push_crash(fp: &str) {
     finish(d);
 }
 
-#[test]
-fn crash_push_blob() {
-    push_crash("push.blob");
-}
-
-#[test]
-fn crash_push_manifest() {
-    push_crash("push.manifest");
+failpoint_tests! {
+    crash_push_blob => push_crash("push.blob");
+    crash_push_manifest => push_crash("push.manifest");
 }
 
 /// A legacy build (`DOCKER_BUILDKIT=0`) interrupted while a RUN step's container runs
@@ -727,14 +711,9 @@ fn assert_build_recovered(
     assert_no_orphans(d, "after the build");
 }
 
-#[test]
-fn crash_build_run() {
-    build_crash("build.run");
-}
-
-#[test]
-fn crash_build_commit() {
-    build_crash("build.commit");
+failpoint_tests! {
+    crash_build_run => build_crash("build.run");
+    crash_build_commit => build_crash("build.commit");
 }
 
 /// The runtime's status of a container (`running`, `paused`, …).
@@ -794,25 +773,12 @@ fn commit_crash(fp: &str, pause: bool) {
     finish(d);
 }
 
-#[test]
-fn crash_commit_paused() {
-    commit_crash("commit.paused", true);
-}
-
-#[test]
-fn crash_commit_layer() {
-    commit_crash("commit.layer", true);
-}
-
-#[test]
-fn crash_commit_unpacked() {
-    commit_crash("commit.unpacked", true);
-}
-
-/// The same, without the pause (`--pause=false`).
-#[test]
-fn crash_commit_unpacked_unpaused() {
-    commit_crash("commit.unpacked", false);
+failpoint_tests! {
+    crash_commit_paused => commit_crash("commit.paused", true);
+    crash_commit_layer => commit_crash("commit.layer", true);
+    crash_commit_unpacked => commit_crash("commit.unpacked", true);
+    // The same, without the pause (`--pause=false`).
+    crash_commit_unpacked_unpaused => commit_crash("commit.unpacked", false);
 }
 
 /// A BuildKit build (buildx, the docker CLI's default builder) whose daemon is killed while

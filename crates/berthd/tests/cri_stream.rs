@@ -571,16 +571,13 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
         assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
 
         // SPDY v4: stdout, stderr, the exit code as a NonZeroExitCode cause.
-        let url = exec_url(
-            &mut r,
-            exec_req(
-                &echo,
-                &["sh", "-c", "echo out; echo err >&2; exit 3"],
-                false,
-                false,
-            ),
-        )
-        .await;
+        let req = exec_req(
+            &echo,
+            &["sh", "-c", "echo out; echo err >&2; exit 3"],
+            false,
+            false,
+        );
+        let url = exec_url(&mut r, req).await;
         assert!(
             url.starts_with("http://127.0.0.1:") && url.contains("/exec/"),
             "{url}"
@@ -657,16 +654,8 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
         assert!(body.contains("v4.channel.k8s.io"), "{body}");
 
         // WebSocket v5: stdin, its close signal, stderr, the status on channel 3.
-        let url = exec_url(
-            &mut r,
-            exec_req(
-                &cat,
-                &["sh", "-c", "read x; echo got $x; cat; echo e >&2; exit 4"],
-                true,
-                false,
-            ),
-        )
-        .await;
+        let cmd = ["sh", "-c", "read x; echo got $x; cat; echo e >&2; exit 4"];
+        let url = exec_url(&mut r, exec_req(&cat, &cmd, true, false)).await;
         let (mut c, proto) = WsClient::connect(&url, "v5.channel.k8s.io, v4.channel.k8s.io").await;
         assert_eq!(proto, "v5.channel.k8s.io");
         // The session is set up: an empty message on stdout.

@@ -249,22 +249,7 @@ fn images_behave_as_dockerd() {
     require_root!();
     let d = Daemon::new();
     // Import with several changes applies them all.
-    let tar = d.path("rootfs.tar");
-    let o = d
-        .docker_cmd(&[
-            "import",
-            "-c",
-            "USER foobar",
-            "-c",
-            "CMD [\"echo\"]",
-            "-c",
-            "ENV A=1",
-        ])
-        .arg(&tar)
-        .arg("imp:1")
-        .output()
-        .unwrap();
-    run_output(o).ok();
+    import_rootfs(&d, &["USER foobar", "CMD [\"echo\"]", "ENV A=1"], "imp:1");
     assert_eq!(
         d.inspect(
             "{{.Config.User}}|{{json .Config.Cmd}}|{{json .Config.Env}}",
