@@ -82,8 +82,7 @@ fn cat(d: &Daemon, image: &str, file: &str) -> String {
 
 #[test]
 fn run_steps_get_their_own_network_namespace() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let svc = HostService::start();
     let host = host_netns();
     let dir = d.context("c", &[("Dockerfile", &probe_dockerfile(svc.port))]);

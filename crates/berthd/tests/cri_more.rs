@@ -164,8 +164,7 @@ impl Drop for TestMount {
 
 #[test]
 fn cri_mount_propagation_is_checked_at_create() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let _pods = remove_pods(&d);
     let m = TestMount::new("private");
     let host_path = m.0.path().display().to_string();

@@ -7,7 +7,8 @@ pub use berth_testkit::daemon::{bin_dir, busybox_tar, cli_plugins, finish, seed_
 pub use berth_testkit::registry::DOCKER_REGISTRY;
 pub use berth_testkit::{
     alive, dockerfile_context, free_port, list_dir, require, require_programs, require_root,
-    run_output, temp_context, wait_for, wait_until, write_files, CommandRun, DockerRegistry, Run,
+    root_daemon, run_output, temp_context, wait_for, wait_until, write_files, CommandRun,
+    DockerRegistry, Run,
 };
 
 /// Waits up to 20 s (long enough for a loaded machine) for `f` to hold, failing the test with
