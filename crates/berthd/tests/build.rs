@@ -29,8 +29,7 @@ fn inspect(d: &Daemon, image: &str) -> serde_json::Value {
 
 #[test]
 fn docker_cli_builds_simple() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let dir = d.context("c1",
         &[
             ("Dockerfile", "FROM busybox\nRUN echo hello > /greeting && echo built\nWORKDIR /app\nCOPY a.txt .\nENV X=1\nCMD [\"cat\", \"/app/a.txt\"]\n"),
@@ -263,8 +262,7 @@ fn image_id(out: &str) -> String {
 
 #[test]
 fn cache_invalidation_exact_steps() {
-    require_root!();
-    let mut d = Daemon::new();
+    let mut d = root_daemon!();
     let dir = d.context("cache",
         &[
             (
@@ -349,8 +347,7 @@ fn cache_invalidation_exact_steps() {
 
 #[test]
 fn docker_cli_flags_and_errors() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let dir = d.context("flags",
         &[
             ("Dockerfile", "FROM busybox AS one\nRUN echo one > /one\nFROM one AS two\nRUN echo two > /two\nFROM busybox\nRUN echo three > /three\n"),
@@ -456,8 +453,7 @@ fn docker_cli_flags_and_errors() {
 
 #[test]
 fn docker_py_builds() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let dir = d.context(
         "py",
         &[
@@ -501,8 +497,7 @@ print("ok", ids[0])
 
 #[test]
 fn onbuild_triggers_run_in_children() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let parent = d.context(
         "onb-parent",
         &[(
@@ -573,8 +568,7 @@ fn http_server(dir: &Path) -> HttpServer {
 
 #[test]
 fn add_from_http_url_with_checksum() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let www = d.context("www", &[("payload.txt", "downloaded\n")]);
     let srv = http_server(&www);
     let url = format!("http://127.0.0.1:{}/payload.txt", srv.1);

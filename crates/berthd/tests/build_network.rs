@@ -96,8 +96,7 @@ fn ifaces(d: &Daemon, image: &str) -> Vec<String> {
 
 #[test]
 fn run_steps_get_their_own_network_namespace() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let svc = HostService::start();
     let host = host_netns();
     let dir = d.context("c", &[("Dockerfile", &probe_dockerfile(svc.port))]);
