@@ -32,7 +32,7 @@ use declare::{daemon_options, pick, KeyValues, Kind, Pools, Refusal, Ulimits};
 /// The configuration file read when `--config-file` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/berth/daemon.json";
 /// The API socket when neither `-H` nor `hosts` is given.
-pub const DEFAULT_HOST: &str = "unix:///run/berth/berth.sock";
+pub use berth_util::host::DEFAULT_HOST;
 /// Docker's socket, served too with `docker-compat`.
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// The group owning the API sockets (as dockerd's `docker`).
@@ -512,14 +512,9 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("invalid {option}: {message}")]
-    Invalid { option: String, message: String },
-    #[error("invalid {option}: {source}")]
-    Value {
-        option: String,
-        #[source]
-        source: ValueError,
-    },
+    /// An option's value refused.
+    #[error(transparent)]
+    Merge(#[from] MergeError),
 }
 
 /// Where the configuration file is, and whether it must exist.
@@ -571,8 +566,7 @@ pub fn load(flags: &Flags) -> Result<DaemonConfig, ConfigError> {
             path,
             problem: FileProblem::Conflicts(c),
         },
-        MergeError::Invalid { option, message } => ConfigError::Invalid { option, message },
-        MergeError::Value { option, source } => ConfigError::Value { option, source },
+        e => ConfigError::Merge(e),
     })
 }
 
@@ -591,7 +585,8 @@ pub enum MergeError {
     },
 }
 
-fn invalid(option: &str, message: impl Into<String>) -> MergeError {
+/// A value of `option` refused, with why.
+pub fn invalid(option: &str, message: impl Into<String>) -> MergeError {
     MergeError::Invalid {
         option: option.to_string(),
         message: message.into(),

@@ -92,35 +92,57 @@ impl<T: Scalar> Kind for Option<T> {
     }
 }
 
-/// A repeatable flag's values as shown in a conflict (`[a b]`).
-fn shown_list(v: &[String]) -> Option<String> {
-    (!v.is_empty()).then(|| format!("[{}]", v.join(" ")))
+/// A repeatable option: its flag given once per item, the whole collection in the file.
+pub trait Repeated {
+    /// The collection: a list, or a map by name.
+    type Value: Clone + Default + PartialEq + Extend<Self::Item>;
+    /// What one flag adds to it.
+    type Item;
+    fn from_json(raw: &RawValue) -> Result<Self::Value, ValueError>;
+    /// Reads one flag; `flag` (its long name) names it in errors.
+    fn item(flag: &'static str, s: &str) -> Result<Self::Item, MergeError>;
+}
+
+impl<R: Repeated> Kind for R {
+    type Flag = Vec<String>;
+    type Value = R::Value;
+    fn from_json(raw: &RawValue) -> Result<R::Value, ValueError> {
+        R::from_json(raw)
+    }
+    fn shown(flag: &Vec<String>) -> Option<String> {
+        (!flag.is_empty()).then(|| format!("[{}]", flag.join(" ")))
+    }
+    fn from_flag(flag: &'static str, v: &Vec<String>) -> Result<Option<R::Value>, MergeError> {
+        let mut out = R::Value::default();
+        for s in v {
+            out.extend([R::item(flag, s)?]);
+        }
+        Ok((!Self::unset(&out)).then_some(out))
+    }
+    /// An empty list or map.
+    fn unset(v: &R::Value) -> bool {
+        *v == R::Value::default()
+    }
 }
 
 /// A list of strings (`hosts`, `labels`, …): the flag repeated, a JSON array in the file.
-impl Kind for Vec<String> {
-    type Flag = Vec<String>;
+impl Repeated for Vec<String> {
     type Value = Vec<String>;
+    type Item = String;
     fn from_json(raw: &RawValue) -> Result<Vec<String>, ValueError> {
         val(raw)
     }
-    fn shown(flag: &Vec<String>) -> Option<String> {
-        shown_list(flag)
-    }
-    fn from_flag(_: &'static str, v: &Vec<String>) -> Result<Option<Vec<String>>, MergeError> {
-        Ok((!v.is_empty()).then(|| v.clone()))
-    }
-    fn unset(v: &Vec<String>) -> bool {
-        v.is_empty()
+    fn item(_: &'static str, s: &str) -> Result<String, MergeError> {
+        Ok(s.to_string())
     }
 }
 
 /// `default-address-pools`: `base=CIDR,size=N` flags, `{"base", "size"}` objects in the file.
 pub struct Pools;
 
-impl Kind for Pools {
-    type Flag = Vec<String>;
+impl Repeated for Pools {
     type Value = Vec<AddressPool>;
+    type Item = AddressPool;
     fn from_json(raw: &RawValue) -> Result<Vec<AddressPool>, ValueError> {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -136,52 +158,25 @@ impl Kind for Pools {
         }
         Ok(out)
     }
-    fn shown(flag: &Vec<String>) -> Option<String> {
-        shown_list(flag)
-    }
-    fn from_flag(
-        flag: &'static str,
-        v: &Vec<String>,
-    ) -> Result<Option<Vec<AddressPool>>, MergeError> {
-        let pools = v
-            .iter()
-            .map(|p| AddressPool::parse_flag(p))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(super::bad_value(flag))?;
-        Ok((!pools.is_empty()).then_some(pools))
-    }
-    fn unset(v: &Vec<AddressPool>) -> bool {
-        v.is_empty()
+    fn item(flag: &'static str, s: &str) -> Result<AddressPool, MergeError> {
+        AddressPool::parse_flag(s).map_err(super::bad_value(flag))
     }
 }
 
 /// `log-opts`: `KEY=VALUE` flags, an object of strings in the file.
 pub struct KeyValues;
 
-impl Kind for KeyValues {
-    type Flag = Vec<String>;
+impl Repeated for KeyValues {
     type Value = BTreeMap<String, String>;
+    type Item = (String, String);
     fn from_json(raw: &RawValue) -> Result<BTreeMap<String, String>, ValueError> {
         val(raw)
     }
-    fn shown(flag: &Vec<String>) -> Option<String> {
-        shown_list(flag)
-    }
-    fn from_flag(
-        flag: &'static str,
-        v: &Vec<String>,
-    ) -> Result<Option<BTreeMap<String, String>>, MergeError> {
-        let mut m = BTreeMap::new();
-        for it in v {
-            let (k, v) = it
-                .split_once('=')
-                .ok_or_else(|| super::invalid(flag, super::not_key_value(it)))?;
-            m.insert(k.to_string(), v.to_string());
-        }
-        Ok((!m.is_empty()).then_some(m))
-    }
-    fn unset(v: &BTreeMap<String, String>) -> bool {
-        v.is_empty()
+    fn item(flag: &'static str, s: &str) -> Result<(String, String), MergeError> {
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| super::invalid(flag, super::not_key_value(s)))?;
+        Ok((k.to_string(), v.to_string()))
     }
 }
 
@@ -189,9 +184,9 @@ impl Kind for KeyValues {
 /// name in the file.
 pub struct Ulimits;
 
-impl Kind for Ulimits {
-    type Flag = Vec<String>;
+impl Repeated for Ulimits {
     type Value = BTreeMap<String, Ulimit>;
+    type Item = (String, Ulimit);
     fn from_json(raw: &RawValue) -> Result<BTreeMap<String, Ulimit>, ValueError> {
         let m: BTreeMap<String, serde_json::Value> = val(raw)?;
         let mut out = BTreeMap::new();
@@ -205,22 +200,9 @@ impl Kind for Ulimits {
         }
         Ok(out)
     }
-    fn shown(flag: &Vec<String>) -> Option<String> {
-        shown_list(flag)
-    }
-    fn from_flag(
-        flag: &'static str,
-        v: &Vec<String>,
-    ) -> Result<Option<BTreeMap<String, Ulimit>>, MergeError> {
-        let mut m = BTreeMap::new();
-        for s in v {
-            let u = super::parse_ulimit(s).map_err(super::bad_value(flag))?;
-            m.insert(u.name.clone(), u);
-        }
-        Ok((!m.is_empty()).then_some(m))
-    }
-    fn unset(v: &BTreeMap<String, Ulimit>) -> bool {
-        v.is_empty()
+    fn item(flag: &'static str, s: &str) -> Result<(String, Ulimit), MergeError> {
+        let u = super::parse_ulimit(s).map_err(super::bad_value(flag))?;
+        Ok((u.name.clone(), u))
     }
 }
 
