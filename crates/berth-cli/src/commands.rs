@@ -158,8 +158,7 @@ pub fn images(b: &dyn ImageBackend, o: &ImagesOptions, out: &mut dyn Write) -> R
     } else {
         IMAGES_TABLE
     };
-    let fmt = format::parse_list(&source, table_default)?;
-    let header = format::header(&[
+    let columns = [
         ("Containers", "CONTAINERS"),
         ("CreatedAt", "CREATED AT"),
         ("CreatedSince", "CREATED"),
@@ -171,7 +170,7 @@ pub fn images(b: &dyn ImageBackend, o: &ImagesOptions, out: &mut dyn Write) -> R
         ("Tag", "TAG"),
         ("UniqueSize", "UNIQUE SIZE"),
         ("VirtualSize", "VIRTUAL SIZE"),
-    ]);
+    ];
     let now = now();
     let mut rows = Vec::new();
     for s in &list {
@@ -199,8 +198,7 @@ pub fn images(b: &dyn ImageBackend, o: &ImagesOptions, out: &mut dyn Write) -> R
             ));
         }
     }
-    out.write_all(fmt.render_list(&header, &rows)?.as_bytes())?;
-    Ok(())
+    format::print_list(out, &source, table_default, &columns, &rows)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -478,15 +476,14 @@ pub fn history(
     out: &mut dyn Write,
 ) -> Result {
     let items = b.history(name)?;
-    let fmt = format::parse_list(&list_source(&o.format, o.quiet), HISTORY_TABLE)?;
-    let header = format::header(&[
+    let columns = [
         ("Comment", "COMMENT"),
         ("CreatedAt", "CREATED AT"),
         ("CreatedBy", "CREATED BY"),
         ("CreatedSince", "CREATED"),
         ("ID", "IMAGE"),
         ("Size", "SIZE"),
-    ]);
+    ];
     let now = now();
     let rows: Vec<Value> = items
         .iter()
@@ -518,8 +515,13 @@ pub fn history(
             ])
         })
         .collect();
-    out.write_all(fmt.render_list(&header, &rows)?.as_bytes())?;
-    Ok(())
+    format::print_list(
+        out,
+        &list_source(&o.format, o.quiet),
+        HISTORY_TABLE,
+        &columns,
+        &rows,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -753,14 +755,13 @@ impl DfRow {
 
 /// Renders `system df` (`--format`, or Docker's table).
 pub fn render_df(rows: &[DfRow], format_src: Option<&str>, out: &mut dyn Write) -> Result {
-    let fmt = format::parse_list(format_src.unwrap_or("table"), DF_TABLE)?;
-    let header = format::header(&[
+    let columns = [
         ("Type", "TYPE"),
         ("TotalCount", "TOTAL"),
         ("Active", "ACTIVE"),
         ("Size", "SIZE"),
         ("Reclaimable", "RECLAIMABLE"),
-    ]);
+    ];
     let rows: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -779,8 +780,13 @@ pub fn render_df(rows: &[DfRow], format_src: Option<&str>, out: &mut dyn Write) 
             ])
         })
         .collect();
-    out.write_all(fmt.render_list(&header, &rows)?.as_bytes())?;
-    Ok(())
+    format::print_list(
+        out,
+        format_src.unwrap_or("table"),
+        DF_TABLE,
+        &columns,
+        &rows,
+    )
 }
 
 /// `berth --data-root … system df`: the images of the data root (containers, volumes and the
