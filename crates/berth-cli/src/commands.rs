@@ -92,26 +92,21 @@ fn image_rows(s: &ImageSummary, digests: bool) -> Vec<(String, String, String)> 
     if dangling {
         return vec![("<none>".into(), "<none>".into(), "<none>".into())];
     }
-    let mut tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut dgs: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for t in &s.repo_tags {
-        if let Ok(r) = Reference::parse_normalized(t) {
-            if let Some(tag) = r.tag() {
-                tags.entry(r.familiar_name())
-                    .or_default()
-                    .push(tag.to_string());
+    // The references' tags (or digests) by familiar repository name.
+    let by_repo = |refs: &[String], part: fn(&Reference) -> Option<String>| {
+        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in refs
+            .iter()
+            .filter_map(|t| Reference::parse_normalized(t).ok())
+        {
+            if let Some(p) = part(&r) {
+                m.entry(r.familiar_name()).or_default().push(p);
             }
         }
-    }
-    for d in &s.repo_digests {
-        if let Ok(r) = Reference::parse_normalized(d) {
-            if let Some(dg) = r.digest() {
-                dgs.entry(r.familiar_name())
-                    .or_default()
-                    .push(dg.to_string());
-            }
-        }
-    }
+        m
+    };
+    let tags = by_repo(&s.repo_tags, |r| r.tag().map(str::to_string));
+    let mut dgs = by_repo(&s.repo_digests, |r| r.digest().map(|d| d.to_string()));
     let mut out = Vec::new();
     for (repo, ts) in &tags {
         let mut ds = dgs.remove(repo).unwrap_or_default();

@@ -331,22 +331,8 @@ impl CreateFlags {
         r.blkio_device_write_bps = throttle(&self.device_write_bps, "--device-write-bps", false)?;
         r.blkio_device_read_iops = throttle(&self.device_read_iops, "--device-read-iops", true)?;
         r.blkio_device_write_iops = throttle(&self.device_write_iops, "--device-write-iops", true)?;
-        if !self.ulimit.is_empty() {
-            r.ulimits = Some(
-                self.ulimit
-                    .iter()
-                    .map(|u| ulimit(u))
-                    .collect::<Result<_>>()?,
-            );
-        }
-        if !self.device.is_empty() {
-            r.devices = Some(
-                self.device
-                    .iter()
-                    .map(|d| device(d))
-                    .collect::<Result<_>>()?,
-            );
-        }
+        r.ulimits = each(&self.ulimit, |u| ulimit(u))?;
+        r.devices = each(&self.device, |d| device(d))?;
         r.cgroup_parent = self.cgroup_parent.clone().unwrap_or_default();
         Ok(r)
     }
@@ -399,13 +385,8 @@ impl CreateFlags {
         if !self.cap_drop.is_empty() {
             hc.cap_drop = Some(self.cap_drop.clone());
         }
-        if !self.security_opt.is_empty() {
-            hc.security_opt = Some(
-                self.security_opt
-                    .iter()
-                    .map(|o| security_opt(o))
-                    .collect::<Result<_>>()?,
-            );
+        if let Some(o) = each(&self.security_opt, |o| security_opt(o))? {
+            hc.security_opt = Some(o);
         }
         hc.readonly_rootfs |= self.read_only;
         if self.init {
