@@ -63,22 +63,28 @@ pub(crate) fn ellipsis(s: &str, max: usize) -> String {
 // ---------------------------------------------------------------------------------------------
 // images
 
-/// Options of `images` / `image ls`.
-#[derive(Debug, Default, Clone)]
+/// `images` / `image ls` flags.
+#[derive(Debug, Default, Clone, clap::Args)]
 pub struct ImagesOptions {
-    /// `-a`.
+    /// Show all images (default hides intermediate images)
+    #[arg(short = 'a', long)]
     pub all: bool,
-    /// `-q`.
+    /// Only show image IDs
+    #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// `--digests`.
+    /// Show digests
+    #[arg(long)]
     pub digests: bool,
-    /// `--no-trunc`.
+    /// Don't truncate output
+    #[arg(long)]
     pub no_trunc: bool,
-    /// `--filter key=value`.
+    /// Filter output based on conditions provided
+    #[arg(short = 'f', long = "filter", value_name = "filter")]
     pub filters: Vec<String>,
-    /// `--format`.
+    /// Format output using a custom template
+    #[arg(long)]
     pub format: Option<String>,
-    /// `[REPOSITORY[:TAG]]`.
+    /// [REPOSITORY[:TAG]]
     pub reference: Option<String>,
 }
 
@@ -447,30 +453,31 @@ pub fn inspect(
 // ---------------------------------------------------------------------------------------------
 // history
 
-/// Options of `history`.
-#[derive(Debug, Clone, Default)]
+/// `history` flags.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct HistoryOptions {
-    /// `-H` (default true).
+    /// Print sizes and dates in human readable format
+    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub human: bool,
-    /// `--no-trunc`.
+    /// Don't truncate output
+    #[arg(long)]
     pub no_trunc: bool,
-    /// `-q`.
+    /// Only show image IDs
+    #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// `--format`.
+    /// Format output using a custom template
+    #[arg(long)]
     pub format: Option<String>,
+    /// Image
+    pub image: String,
 }
 
 const HISTORY_TABLE: &str =
     "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}";
 
 /// `berth history`.
-pub fn history(
-    b: &dyn ImageBackend,
-    name: &str,
-    o: &HistoryOptions,
-    out: &mut dyn Write,
-) -> Result {
-    let items = b.history(name)?;
+pub fn history(b: &dyn ImageBackend, o: &HistoryOptions, out: &mut dyn Write) -> Result {
+    let items = b.history(&o.image)?;
     let columns = [
         ("Comment", "COMMENT"),
         ("CreatedAt", "CREATED AT"),
@@ -609,19 +616,22 @@ pub fn load(b: &dyn ImageBackend, input: Option<&Path>, out: &mut dyn Write) -> 
     Ok(())
 }
 
-/// Options of `import`.
-#[derive(Debug, Clone, Default)]
+/// `import` flags.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ImportArgs {
-    /// `file|URL|-`.
-    pub source: String,
-    /// `[REPOSITORY[:TAG]]`.
-    pub reference: Option<String>,
-    /// `-c`.
+    /// Apply Dockerfile instruction to the created image
+    #[arg(short = 'c', long = "change", value_name = "CHANGE")]
     pub changes: Vec<String>,
-    /// `-m`.
+    /// Set commit message for imported image
+    #[arg(short = 'm', long)]
     pub message: Option<String>,
-    /// `--platform`.
+    /// Set platform if server is multi-platform capable
+    #[arg(long)]
     pub platform: Option<String>,
+    /// file|URL|-
+    pub source: String,
+    /// [REPOSITORY[:TAG]]
+    pub reference: Option<String>,
 }
 
 /// `berth import`.
@@ -972,17 +982,23 @@ mod tests {
 // ---------------------------------------------------------------------------------------------
 // pull / push / login / logout
 
-/// Arguments of `pull`.
-#[derive(Debug, Default, Clone)]
+/// `pull` flags.
+#[derive(Debug, Default, Clone, clap::Args)]
 pub struct PullArgs {
-    /// `NAME[:TAG|@DIGEST]`.
-    pub name: String,
-    /// `-q`.
-    pub quiet: bool,
-    /// `-a`.
+    /// Download all tagged images in the repository (not supported)
+    #[arg(short = 'a', long)]
     pub all_tags: bool,
-    /// `--platform`.
+    /// Suppress verbose output
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Set platform if server is multi-platform capable
+    #[arg(long)]
     pub platform: Option<String>,
+    /// Skip image verification (accepted, ignored)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub disable_content_trust: bool,
+    /// NAME[:TAG|@DIGEST]
+    pub name: String,
 }
 
 /// Docker's non-terminal progress: one line per status change, without the byte-count
@@ -1276,17 +1292,20 @@ pub fn push(
     Ok(())
 }
 
-/// Arguments of `login`.
-#[derive(Debug, Default, Clone)]
+/// `login` flags.
+#[derive(Debug, Default, Clone, clap::Args)]
 pub struct LoginArgs {
-    /// `SERVER` (Docker Hub when absent).
-    pub server: Option<String>,
-    /// `-u`.
+    /// Username
+    #[arg(short = 'u', long)]
     pub username: Option<String>,
-    /// `-p`.
+    /// Password
+    #[arg(short = 'p', long)]
     pub password: Option<String>,
-    /// `--password-stdin`.
+    /// Take the password from stdin
+    #[arg(long)]
     pub password_stdin: bool,
+    /// SERVER
+    pub server: Option<String>,
 }
 
 fn server_key(server: Option<&str>) -> String {
