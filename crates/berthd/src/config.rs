@@ -72,10 +72,12 @@ daemon_options! {
         #[arg(long = "group", short = 'G', value_name = "GROUP")]
         group: Option<String>, key "group", restart => String = or(DEFAULT_GROUP.into());
         /// Use TLS on TCP listeners (implied by --tlsverify); `--tls=false` allows plain TCP.
-        #[arg(long = "tls", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+        #[arg(long = "tls", value_name = "BOOL",
+              num_args = 0..=1, default_missing_value = "true")]
         tls: Option<bool>, key "tls", restart => Option<bool> = optional;
         /// Use TLS and require client certificates signed by --tlscacert.
-        #[arg(long = "tlsverify", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+        #[arg(long = "tlsverify", value_name = "BOOL",
+              num_args = 0..=1, default_missing_value = "true")]
         tlsverify: Option<bool>, key "tlsverify", restart => bool = or(false);
         /// CA certificate(s) trusted for client certificates.
         #[arg(long = "tlscacert", value_name = "FILE")]
@@ -128,7 +130,8 @@ daemon_options! {
         #[arg(long = "init-path", value_name = "FILE")]
         init_path: Option<PathBuf>, key "init-path", restart => Option<PathBuf> = optional;
         /// Run an init inside every container unless it says otherwise (`--init` by default).
-        #[arg(long = "init", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+        #[arg(long = "init", value_name = "BOOL",
+              num_args = 0..=1, default_missing_value = "true")]
         init: Option<bool>, key "init", reload => bool = or(false);
         /// The OCI runtime binary [default: next to berthd, else berth-runtime on PATH].
         #[arg(long = "runtime", value_name = "FILE")]
@@ -136,13 +139,16 @@ daemon_options! {
         /// Log level (debug, info, warn, error, fatal) [default: info].
         #[arg(long = "log-level", short = 'l', value_name = "LEVEL")]
         log_level: Option<String>, key "log-level", reload
-            => String = or("info".into()), check(one_of(&["debug", "info", "warn", "error", "fatal"]));
+            => String = or("info".into()),
+            check(one_of(&["debug", "info", "warn", "error", "fatal"]));
         /// Debug logging.
-        #[arg(long = "debug", short = 'D', num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+        #[arg(long = "debug", short = 'D', value_name = "BOOL",
+              num_args = 0..=1, default_missing_value = "true")]
         debug: Option<bool>, key "debug", reload => bool = or(false);
         /// Labels shown by `info` (`key=value`); repeatable. Key `labels`.
         #[arg(long = "label", value_name = "KEY=VALUE")]
-        labels: Vec<String>, key "labels", reload => Vec<String> = or(Vec::new()), check(key_values);
+        labels: Vec<String>, key "labels", reload
+            => Vec<String> = or(Vec::new()), check(key_values);
         /// The default bridge network's interface [default: berth0].
         #[arg(long = "bridge", short = 'b', env = "BERTHD_BRIDGE", value_name = "NAME")]
         bridge: Option<String>, key "bridge", restart => String = or("berth0".into());
@@ -160,7 +166,8 @@ daemon_options! {
         /// Firewall backend: auto, nftables, iptables, none [default: auto].
         #[arg(long = "firewall-backend", env = "BERTHD_FIREWALL", value_name = "BACKEND")]
         firewall_backend: Option<String>, key "firewall-backend", restart
-            => String = or("auto".into()), check(one_of(&["auto", "nftables", "iptables", "none"]));
+            => String = or("auto".into()),
+            check(one_of(&["auto", "nftables", "iptables", "none"]));
         /// The log driver of containers that name none [default: json-file].
         #[arg(long = "log-driver", value_name = "DRIVER")]
         log_driver: Option<String>, key "log-driver", reload => String = or("json-file".into());
@@ -176,14 +183,17 @@ daemon_options! {
         default_ulimits: Vec<String> as Ulimits, key "default-ulimits", reload
             => BTreeMap<String, Ulimit> = or(BTreeMap::new()), check(check_ulimits);
         /// Accepted for dockerd's configurations: containers always outlive the daemon in Berth.
-        #[arg(long = "live-restore", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+        #[arg(long = "live-restore", value_name = "BOOL",
+              num_args = 0..=1, default_missing_value = "true")]
         live_restore: Option<bool>, key "live-restore", reload => bool = or(true);
         /// Also serve the API on Docker's socket (/var/run/docker.sock), so the docker CLI,
         /// compose and docker-py work without DOCKER_HOST. Refused while a dockerd owns it.
-        #[arg(long = "docker-compat", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+        #[arg(long = "docker-compat", value_name = "BOOL",
+              num_args = 0..=1, default_missing_value = "true")]
         docker_compat: Option<bool>, key "docker-compat", restart => bool = or(false);
         /// Serve the Kubernetes CRI (`runtime.v1`) for the kubelet [default: true]. Key `cri`.
-        #[arg(long = "cri", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+        #[arg(long = "cri", value_name = "BOOL",
+              num_args = 0..=1, default_missing_value = "true")]
         cri: Option<bool>, key "cri", restart => bool = or(true);
         /// The CRI's unix socket [default: EXEC_ROOT/cri.sock, i.e. /run/berth/cri.sock].
         #[arg(long = "cri-socket", value_name = "PATH")]

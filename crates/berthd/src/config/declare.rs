@@ -308,8 +308,8 @@ macro_rules! daemon_options {
             fn set(&mut self, key: &str, raw: &RawValue) -> Result<bool, ValueError> {
                 match key {
                     $($key => {
-                        self.$field =
-                            Some(<daemon_options!(@kind $flag_ty $(, $kind)?) as Kind>::from_json(raw)?)
+                        type K = daemon_options!(@kind $flag_ty $(, $kind)?);
+                        self.$field = Some(<K as Kind>::from_json(raw)?)
                     })*
                     _ => return Ok(false),
                 }
@@ -320,11 +320,12 @@ macro_rules! daemon_options {
         /// The flags' values of the options given on the command line, as text, by key.
         fn flags_given(f: &Flags) -> BTreeMap<&'static str, String> {
             let mut given = BTreeMap::new();
-            $(
-                if let Some(v) = <daemon_options!(@kind $flag_ty $(, $kind)?) as Kind>::shown(&f.$field) {
+            $({
+                type K = daemon_options!(@kind $flag_ty $(, $kind)?);
+                if let Some(v) = <K as Kind>::shown(&f.$field) {
                     given.insert($key, v);
                 }
-            )*
+            })*
             given
         }
 
