@@ -131,10 +131,9 @@ impl CreateRequest {
     pub fn decode(body: &[u8]) -> Result<CreateRequest, crate::DecodeError> {
         let v: serde_json::Value = crate::from_slice(body)?;
         if !v.is_object() {
-            return Err(crate::DecodeError {
-                path: Vec::new(),
-                message: "config cannot be empty in order to create a container".into(),
-            });
+            return Err(crate::DecodeError::new(
+                "config cannot be empty in order to create a container",
+            ));
         }
         let extra: CreateExtra = crate::from_value(v.clone())?;
         Ok(CreateRequest {

@@ -28,6 +28,14 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
+    /// An error of the document as a whole (no field path).
+    pub fn new(message: impl Into<String>) -> Self {
+        DecodeError {
+            path: Vec::new(),
+            message: message.into(),
+        }
+    }
+
     /// The path as dockerd's messages spell it: `HostConfig.Memory`, `Env[2]`.
     pub fn path_string(&self) -> String {
         let mut s = String::new();
@@ -64,24 +72,18 @@ impl std::error::Error for DecodeError {}
 
 impl de::Error for DecodeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DecodeError {
-            path: Vec::new(),
-            message: msg.to_string(),
-        }
+        DecodeError::new(msg.to_string())
     }
 
     fn invalid_type(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
-        DecodeError {
-            path: Vec::new(),
-            message: format!("expected {exp}, got {}", unexpected(unexp)),
-        }
+        DecodeError::new(format!("expected {exp}, got {}", unexpected(unexp)))
     }
 
     fn invalid_value(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
-        DecodeError {
-            path: Vec::new(),
-            message: format!("invalid value {}, expected {exp}", unexpected(unexp)),
-        }
+        DecodeError::new(format!(
+            "invalid value {}, expected {exp}",
+            unexpected(unexp)
+        ))
     }
 }
 
@@ -112,10 +114,7 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return from_value(Value::Object(Map::new()));
     }
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError {
-        path: Vec::new(),
-        message: e.to_string(),
-    })?;
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::new(e.to_string()))?;
     from_value(v)
 }
 

@@ -150,23 +150,19 @@ fn relative_path_is_below_own_cgroup_per_hierarchy() {
     let cg = Cgroup::new(&h, Some("ctr/one"), "x").unwrap();
     let base = t.path().join("sys/fs/cgroup");
     assert_eq!(cg.path(), "ctr/one");
-    assert_eq!(
-        cg.v1_dir("memory"),
-        Some(base.join("memory/process_api/14d4/ctr/one").as_path())
-    );
-    assert_eq!(
-        cg.v1_dir("cpuacct"),
-        Some(base.join("cpu,cpuacct/c/ctr/one").as_path())
-    );
-    // The pids mount shows cgroup /outer, so /outer/p is at <mount>/p.
-    assert_eq!(
-        cg.v1_dir("pids"),
-        Some(base.join("pids/p/ctr/one").as_path())
-    );
-    assert_eq!(
-        cg.v1_dir("name=systemd"),
-        Some(base.join("systemd/sd/ctr/one").as_path())
-    );
+    for (controller, dir) in [
+        ("memory", "memory/process_api/14d4/ctr/one"),
+        ("cpuacct", "cpu,cpuacct/c/ctr/one"),
+        // The pids mount shows cgroup /outer, so /outer/p is at <mount>/p.
+        ("pids", "pids/p/ctr/one"),
+        ("name=systemd", "systemd/sd/ctr/one"),
+    ] {
+        assert_eq!(
+            cg.v1_dir(controller),
+            Some(base.join(dir).as_path()),
+            "{controller}"
+        );
+    }
     assert_eq!(
         cg.unified_dir(),
         Some(base.join("unified/u/ctr/one").as_path())

@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::str::FromStr;
 
 use sha2::{Digest as _, Sha256};
 
@@ -95,25 +94,7 @@ impl fmt::Debug for Digest {
     }
 }
 
-impl FromStr for Digest {
-    type Err = DigestError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
-}
-
-impl serde::Serialize for Digest {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Digest {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Digest::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
+text_form!(Digest, DigestError, Digest::parse, Digest::parse);
 
 /// An incremental sha256 hasher that also counts bytes.
 #[derive(Clone, Default)]

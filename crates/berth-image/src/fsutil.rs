@@ -52,6 +52,28 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<T> {
 /// A number for unique temporary names (see [`berth_util::fs::unique`]).
 pub(crate) use berth_util::fs::unique;
 
+/// Reads until `buf` is full or the stream ends; how much was read.
+pub(crate) fn fill<R: io::Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Reads up to `n` bytes (fewer only at EOF), however small the reader's chunks are.
+pub(crate) fn read_head<R: io::Read + ?Sized>(r: &mut R, n: usize) -> io::Result<Vec<u8>> {
+    let mut head = vec![0u8; n];
+    let got = fill(r, &mut head)?;
+    head.truncate(got);
+    Ok(head)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,32 @@ macro_rules! io_error_fn {
     };
 }
 
+/// Implements the text forms of a parsed value type: `FromStr` through `$parse`, `Serialize`
+/// as its `Display` text, and `Deserialize` from a string through `$deserialize`.
+macro_rules! text_form {
+    ($ty:ident, $err:ident, $parse:path, $deserialize:path) => {
+        impl std::str::FromStr for $ty {
+            type Err = $err;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $parse(s)
+            }
+        }
+
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <String as serde::Deserialize>::deserialize(d)?;
+                $deserialize(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 pub mod archive;
 pub mod digest;
 pub mod fsutil;

@@ -17,7 +17,6 @@
 //! The name (domain and path) is at most 255 characters.
 
 use std::fmt;
-use std::str::FromStr;
 
 use crate::digest::{Digest, DigestError};
 
@@ -231,25 +230,12 @@ impl fmt::Debug for Reference {
     }
 }
 
-impl FromStr for Reference {
-    type Err = ReferenceError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
-}
-
-impl serde::Serialize for Reference {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Reference {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Reference::parse_normalized(&s).map_err(serde::de::Error::custom)
-    }
-}
+text_form!(
+    Reference,
+    ReferenceError,
+    Reference::parse,
+    Reference::parse_normalized
+);
 
 /// distribution's `splitDockerDomain`.
 fn split_docker_domain(name: &str) -> (String, String) {

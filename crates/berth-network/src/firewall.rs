@@ -723,22 +723,12 @@ mod tests {
     #[test]
     fn forward_accept_only_under_a_drop_policy_in_a_private_namespace() {
         let Some(out) = in_private_netns(|| {
-            let ipt = |args: &[&str]| {
-                let o = Command::new("iptables")
-                    .arg("-w")
-                    .args(args)
-                    .output()
-                    .unwrap();
+            let run = |program: &str, args: &[&str]| {
+                let o = Command::new(program).arg("-w").args(args).output().unwrap();
                 String::from_utf8_lossy(&o.stdout).into_owned()
             };
-            let ip6t = |args: &[&str]| {
-                let o = Command::new("ip6tables")
-                    .arg("-w")
-                    .args(args)
-                    .output()
-                    .unwrap();
-                String::from_utf8_lossy(&o.stdout).into_owned()
-            };
+            let ipt = |args: &[&str]| run("iptables", args);
+            let ip6t = |args: &[&str]| run("ip6tables", args);
             let bridges = vec!["bra".to_string()];
             let r1 = forward_accept("BERTH-T", &bridges).unwrap();
             ipt(&["-P", "FORWARD", "DROP"]);

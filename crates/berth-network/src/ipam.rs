@@ -2,6 +2,7 @@
 //! to hand out from, and the addresses in use (owned by the caller's persisted state).
 
 use std::collections::BTreeSet;
+use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,73 @@ pub enum IpamError {
     Reserved6(Ipv6Addr),
 }
 
+/// A pool's subnet, either family, for the checks [`Pool::new`] and [`Pool6::new`] share.
+trait PoolNet: Copy + fmt::Display {
+    type Addr: Copy + fmt::Display;
+    /// The longest prefix that leaves room for a gateway and an address.
+    const MAX_PREFIX: u8;
+    fn prefix(&self) -> u8;
+    fn network_net(&self) -> Self;
+    fn contains(&self, ip: Self::Addr) -> bool;
+    /// The first address after the network's own (the default gateway).
+    fn first(&self) -> Option<Self::Addr>;
+    /// The error for a subnet without a free address.
+    fn exhausted(self) -> IpamError;
+}
+
+/// Implements [`PoolNet`] for a family's prefix type.
+macro_rules! pool_net {
+    ($net:ident, $addr:ty, $max:literal, $exhausted:ident) => {
+        impl PoolNet for $net {
+            type Addr = $addr;
+            const MAX_PREFIX: u8 = $max;
+            fn prefix(&self) -> u8 {
+                self.prefix
+            }
+            fn network_net(&self) -> Self {
+                $net::network_net(self)
+            }
+            fn contains(&self, ip: $addr) -> bool {
+                $net::contains(self, ip)
+            }
+            fn first(&self) -> Option<$addr> {
+                self.nth(1)
+            }
+            fn exhausted(self) -> IpamError {
+                IpamError::$exhausted(self)
+            }
+        }
+    };
+}
+
+pool_net!(Ipv4Net, Ipv4Addr, 30, Exhausted);
+pool_net!(Ipv6Net, Ipv6Addr, 126, Exhausted6);
+
+/// The requested subnet with its host bits cleared, checked to be large enough, and the
+/// gateway (by default its first address), checked to be inside it.
+fn subnet_and_gateway<N: PoolNet>(
+    subnet: N,
+    gateway: Option<N::Addr>,
+) -> Result<(N, N::Addr), IpamError> {
+    let subnet = subnet.network_net();
+    if subnet.prefix() > N::MAX_PREFIX {
+        return Err(IpamError::BadPool(format!(
+            "subnet {subnet} is too small (at most /{})",
+            N::MAX_PREFIX
+        )));
+    }
+    let gateway = match gateway {
+        Some(g) => g,
+        None => subnet.first().ok_or_else(|| subnet.exhausted())?,
+    };
+    if !subnet.contains(gateway) {
+        return Err(IpamError::BadPool(format!(
+            "gateway {gateway} is not in subnet {subnet}"
+        )));
+    }
+    Ok((subnet, gateway))
+}
+
 /// One network's IPv4 pool.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Pool {
@@ -50,21 +118,7 @@ impl Pool {
         gateway: Option<Ipv4Addr>,
         ip_range: Option<Ipv4Net>,
     ) -> Result<Pool, IpamError> {
-        let subnet = subnet.network_net();
-        if subnet.prefix > 30 {
-            return Err(IpamError::BadPool(format!(
-                "subnet {subnet} is too small (at most /30)"
-            )));
-        }
-        let gateway = match gateway {
-            Some(g) => g,
-            None => subnet.nth(1).ok_or(IpamError::Exhausted(subnet))?,
-        };
-        if !subnet.contains(gateway) {
-            return Err(IpamError::BadPool(format!(
-                "gateway {gateway} is not in subnet {subnet}"
-            )));
-        }
+        let (subnet, gateway) = subnet_and_gateway(subnet, gateway)?;
         if gateway == subnet.network() || gateway == subnet.broadcast() {
             return Err(IpamError::Reserved(gateway));
         }
@@ -154,21 +208,7 @@ pub struct Pool6 {
 impl Pool6 {
     /// Validates a requested pool; the gateway defaults to the first address (`::1`).
     pub fn new(subnet: Ipv6Net, gateway: Option<Ipv6Addr>) -> Result<Pool6, IpamError> {
-        let subnet = subnet.network_net();
-        if subnet.prefix > 126 {
-            return Err(IpamError::BadPool(format!(
-                "subnet {subnet} is too small (at most /126)"
-            )));
-        }
-        let gateway = match gateway {
-            Some(g) => g,
-            None => subnet.nth(1).ok_or(IpamError::Exhausted6(subnet))?,
-        };
-        if !subnet.contains(gateway) {
-            return Err(IpamError::BadPool(format!(
-                "gateway {gateway} is not in subnet {subnet}"
-            )));
-        }
+        let (subnet, gateway) = subnet_and_gateway(subnet, gateway)?;
         if gateway == subnet.network() {
             return Err(IpamError::Reserved6(gateway));
         }

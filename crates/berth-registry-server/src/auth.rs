@@ -120,34 +120,25 @@ impl Default for Limits {
     }
 }
 
-/// The configuration file.
+/// The configuration file; every field may be absent (its default).
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
-    #[serde(default)]
     pub users: BTreeMap<String, UserConfig>,
-    #[serde(default)]
     pub access: Vec<AccessRule>,
     /// Users who may see the permissions page (`/ui/permissions`: every rule, user and
     /// repository).
-    #[serde(default)]
     pub admins: Vec<String>,
     /// The `service` of tokens and challenges (default `berth-registry`).
-    #[serde(default)]
     pub service: Option<String>,
     /// The token realm URL announced in challenges (default: `<scheme>://<Host>/token`).
-    #[serde(default)]
     pub realm: Option<String>,
     /// Token lifetime in seconds (default 300).
-    #[serde(default)]
     pub token_ttl_seconds: Option<u64>,
     /// File with the token signing key (default `ROOT/token.key`, created when missing).
-    #[serde(default)]
     pub token_key_file: Option<PathBuf>,
     /// Audit log (JSON lines; default `ROOT/audit.log`).
-    #[serde(default)]
     pub audit_log: Option<PathBuf>,
-    #[serde(default)]
     pub limits: Limits,
 }
 
@@ -611,20 +602,29 @@ mod tests {
         );
     }
 
+    /// An [`Auth`] with state in `dir` and the users alice and bob (password `pw`), its
+    /// configuration's `key` set to `value`.
+    fn alice_and_bob(dir: &Path, key: &str, value: serde_json::Value) -> Auth {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let mut cfg = serde_json::json!({
+            "users": {"alice": {"password_hash": hash}, "bob": {"password_hash": hash}},
+        });
+        cfg[key] = value;
+        Auth::new(Some(serde_json::from_value(cfg).unwrap()), dir).unwrap()
+    }
+
     #[test]
     fn tokens_and_permissions() {
         let dir = tempfile::tempdir().unwrap();
-        let hash = bcrypt::hash("pw", 4).unwrap();
-        let cfg: Config = serde_json::from_value(serde_json::json!({
-            "users": {"alice": {"password_hash": hash}, "bob": {"password_hash": hash}},
-            "access": [
+        let a = alice_and_bob(
+            dir.path(),
+            "access",
+            serde_json::json!([
                 {"repository": "alice/*", "users": ["alice"], "actions": ["*"]},
                 {"repository": "pub/*", "users": ["anonymous"], "actions": ["pull"]},
                 {"repository": "*", "users": ["*"], "actions": ["pull"]},
-            ],
-        }))
-        .unwrap();
-        let a = Auth::new(Some(cfg), dir.path()).unwrap();
+            ]),
+        );
         let ip = IpAddr::from([127, 0, 0, 1]);
         assert_eq!(a.check_password(ip, "alice", "pw"), PasswordCheck::Valid);
         assert_eq!(a.check_password(ip, "alice", "pw"), PasswordCheck::Valid);
@@ -664,13 +664,11 @@ mod tests {
     #[test]
     fn failed_sign_ins_are_limited_per_client_before_bcrypt() {
         let dir = tempfile::tempdir().unwrap();
-        let hash = bcrypt::hash("pw", 4).unwrap();
-        let cfg: Config = serde_json::from_value(serde_json::json!({
-            "users": {"alice": {"password_hash": hash}, "bob": {"password_hash": hash}},
-            "limits": {"auth_failures_burst": 3, "auth_failures_per_minute": 0},
-        }))
-        .unwrap();
-        let a = Auth::new(Some(cfg), dir.path()).unwrap();
+        let a = alice_and_bob(
+            dir.path(),
+            "limits",
+            serde_json::json!({"auth_failures_burst": 3, "auth_failures_per_minute": 0}),
+        );
         let (x, y) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
         // Successes cost nothing: many in a row, then the full allowance of failures.
         for _ in 0..5 {

@@ -507,19 +507,7 @@ impl Inner {
             let challenge = match resp.status() {
                 s if s.is_success() => None,
                 StatusCode::UNAUTHORIZED => {
-                    let cs: Vec<Challenge> = resp
-                        .headers()
-                        .get_all(WWW_AUTHENTICATE)
-                        .iter()
-                        .filter_map(|v| v.to_str().ok())
-                        .flat_map(parse_challenges)
-                        .collect();
-                    // Prefer bearer (it covers basic too: the token service takes basic).
-                    cs.iter()
-                        .find(|c| matches!(c, Challenge::Bearer { .. }))
-                        .or(cs.first())
-                        .cloned()
-                        .or(Some(Challenge::Basic))
+                    preferred_challenge(resp.headers()).or(Some(Challenge::Basic))
                 }
                 _ => {
                     let f = ApiFailure::read(&Method::GET, resp).await;
@@ -755,21 +743,7 @@ impl Inner {
             }
             // 401: learn the challenge the registry gives for this resource and retry once
             // with a fresh token (or with basic credentials).
-            let new: Option<Challenge> = resp
-                .headers()
-                .get_all(WWW_AUTHENTICATE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(parse_challenges)
-                .find(|c| matches!(c, Challenge::Bearer { .. }))
-                .or_else(|| {
-                    resp.headers()
-                        .get_all(WWW_AUTHENTICATE)
-                        .iter()
-                        .filter_map(|v| v.to_str().ok())
-                        .flat_map(parse_challenges)
-                        .next()
-                });
+            let new = preferred_challenge(resp.headers());
             let worth_retry = match (&new, &challenge) {
                 (Some(n), Some(c)) => n != c || matches!(n, Challenge::Bearer { .. }),
                 (Some(_), None) => true,
@@ -938,6 +912,21 @@ async fn read_limited(
 /// blobs, so a finished download is renamed into place).
 pub(crate) fn partial_dir(store: &berth_image::store::BlobStore) -> PathBuf {
     store.root().join("partial")
+}
+
+/// The challenge of a response's `WWW-Authenticate` headers to answer: bearer when there is
+/// one (it covers basic too: the token service takes basic credentials), else the first.
+fn preferred_challenge(headers: &HeaderMap) -> Option<Challenge> {
+    let cs: Vec<Challenge> = headers
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(parse_challenges)
+        .collect();
+    cs.iter()
+        .find(|c| matches!(c, Challenge::Bearer { .. }))
+        .or(cs.first())
+        .cloned()
 }
 
 #[cfg(test)]

@@ -263,38 +263,54 @@ mod tests {
         PathBuf::from(s)
     }
 
+    /// The plan for `cg`'s cgroup mount at `/sys/fs/cgroup`.
+    fn plan_for(cg: &Cgroup, fstype: &str, cgroupns: bool) -> Vec<Step> {
+        plan(&cg.mount_sources(), &p("/sys/fs/cgroup"), fstype, cgroupns).unwrap()
+    }
+
+    /// A plan that binds `source` on all of `/sys/fs/cgroup`.
+    fn bind_all(source: PathBuf) -> Vec<Step> {
+        vec![Step::Bind {
+            dest: p("/sys/fs/cgroup"),
+            source,
+        }]
+    }
+
+    /// Applies the plan for `cg` (no cgroup namespace) with `flags` under the directory
+    /// `root`; returns where the container's `/sys/fs/cgroup` is seen from here.
+    fn apply_under(root: &Path, cg: &Cgroup, flags: libc::c_ulong) -> PathBuf {
+        let dir = std::fs::File::open(root).unwrap();
+        apply(dir.as_fd(), &plan_for(cg, "cgroup", false), flags).unwrap();
+        root.join("sys/fs/cgroup")
+    }
+
+    /// A container cgroup `/pods/c1` in a fake v2 hierarchy under `t`.
+    fn v2_pod_cgroup(t: &Path) -> Cgroup {
+        Cgroup::new(&Hierarchy::fake_v2(t), Some("/pods/c1"), "c1").unwrap()
+    }
+
     #[test]
     fn v2_without_cgroupns_binds_the_containers_own_directory() {
         let t = tempfile::tempdir().unwrap();
-        let h = Hierarchy::fake_v2(t.path());
-        let cg = Cgroup::new(&h, Some("/pods/c1"), "c1").unwrap();
-        let steps = plan(&cg.mount_sources(), &p("/sys/fs/cgroup"), "cgroup", false).unwrap();
+        let cg = v2_pod_cgroup(t.path());
         assert_eq!(
-            steps,
-            vec![Step::Bind {
-                dest: p("/sys/fs/cgroup"),
-                source: t.path().join("pods/c1"),
-            }]
+            plan_for(&cg, "cgroup", false),
+            bind_all(t.path().join("pods/c1"))
         );
         // A relative cgroupsPath is below the runtime's own cgroup, never the runtime's itself.
         let h = Hierarchy::fake_v2(t.path()).with_self_cgroup("0::/runtime.slice\n");
         let cg = Cgroup::new(&h, Some("c2"), "c2").unwrap();
-        let steps = plan(&cg.mount_sources(), &p("/sys/fs/cgroup"), "cgroup2", false).unwrap();
         assert_eq!(
-            steps,
-            vec![Step::Bind {
-                dest: p("/sys/fs/cgroup"),
-                source: t.path().join("runtime.slice/c2"),
-            }]
+            plan_for(&cg, "cgroup2", false),
+            bind_all(t.path().join("runtime.slice/c2"))
         );
     }
 
     #[test]
     fn v2_with_cgroupns_mounts_cgroup2_with_the_bind_as_fallback() {
         let t = tempfile::tempdir().unwrap();
-        let h = Hierarchy::fake_v2(t.path());
-        let cg = Cgroup::new(&h, Some("/pods/c1"), "c1").unwrap();
-        let steps = plan(&cg.mount_sources(), &p("/sys/fs/cgroup"), "cgroup", true).unwrap();
+        let cg = v2_pod_cgroup(t.path());
+        let steps = plan_for(&cg, "cgroup", true);
         assert_eq!(
             steps,
             vec![Step::Fresh {
@@ -312,7 +328,7 @@ mod tests {
         let h = Hierarchy::fake_v1(t.path(), &["cpu,cpuacct", "memory", "pids", "name=systemd"]);
         let cg = Cgroup::new(&h, Some("/berth/c1"), "c1").unwrap();
         let d = p("/sys/fs/cgroup");
-        let steps = plan(&cg.mount_sources(), &d, "cgroup", false).unwrap();
+        let steps = plan_for(&cg, "cgroup", false);
         let bind = |name: &str| Step::Bind {
             dest: d.join(name),
             source: t.path().join(name).join("berth/c1"),
@@ -336,7 +352,7 @@ mod tests {
             ]
         );
         // With a cgroup namespace: fresh mounts of each hierarchy, binds as fallbacks.
-        let steps = plan(&cg.mount_sources(), &d, "cgroup", true).unwrap();
+        let steps = plan_for(&cg, "cgroup", true);
         assert_eq!(
             steps[2],
             Step::Fresh {
@@ -361,7 +377,7 @@ mod tests {
         assert_eq!(h.version(), CgroupVersion::Hybrid);
         let cg = Cgroup::new(&h, Some("/b/c"), "c").unwrap();
         let d = p("/sys/fs/cgroup");
-        let steps = plan(&cg.mount_sources(), &d, "cgroup", false).unwrap();
+        let steps = plan_for(&cg, "cgroup", false);
         assert_eq!(
             steps,
             vec![
@@ -381,13 +397,9 @@ mod tests {
             ]
         );
         // A cgroup2 entry on a hybrid host shows the unified directory alone.
-        let steps = plan(&cg.mount_sources(), &d, "cgroup2", false).unwrap();
         assert_eq!(
-            steps,
-            vec![Step::Bind {
-                dest: d.clone(),
-                source: p(&format!("{base}/sys/fs/cgroup/unified/b/c")),
-            }]
+            plan_for(&cg, "cgroup2", false),
+            bind_all(p(&format!("{base}/sys/fs/cgroup/unified/b/c")))
         );
     }
 
@@ -428,14 +440,9 @@ mod tests {
         std::fs::create_dir_all(base.join("root1")).unwrap();
         let ro = libc::MS_RDONLY | libc::MS_NOSUID;
         in_private_mount_ns(|| {
-            let d = p("/sys/fs/cgroup");
             // v2 without a cgroup namespace: the container's directory, read-only.
-            let h = Hierarchy::fake_v2(&base.join("v2"));
-            let cg = Cgroup::new(&h, Some("/pods/c1"), "c1").unwrap();
-            let steps = plan(&cg.mount_sources(), &d, "cgroup", false).unwrap();
-            let root = std::fs::File::open(base.join("root2")).unwrap();
-            apply(root.as_fd(), &steps, ro).unwrap();
-            let seen = base.join("root2/sys/fs/cgroup");
+            let cg = v2_pod_cgroup(&base.join("v2"));
+            let seen = apply_under(&base.join("root2"), &cg, ro);
             assert_eq!(
                 std::fs::read_to_string(seen.join("memory.max")).unwrap(),
                 "67108864\n"
@@ -446,10 +453,7 @@ mod tests {
             // v1: a tmpfs of hierarchies, links for co-mounted controllers, all read-only.
             let h = Hierarchy::fake_v1(&base.join("v1"), &["cpu,cpuacct", "memory"]);
             let cg = Cgroup::new(&h, Some("/b/c"), "c").unwrap();
-            let steps = plan(&cg.mount_sources(), &d, "cgroup", false).unwrap();
-            let root = std::fs::File::open(base.join("root1")).unwrap();
-            apply(root.as_fd(), &steps, ro).unwrap();
-            let seen = base.join("root1/sys/fs/cgroup");
+            let seen = apply_under(&base.join("root1"), &cg, ro);
             assert_eq!(
                 std::fs::read_link(seen.join("cpu")).unwrap(),
                 p("cpu,cpuacct")
@@ -477,7 +481,7 @@ mod tests {
         // Every Linux machine running these tests has at least one cgroup hierarchy.
         let h = Hierarchy::detect().unwrap();
         let cg = Cgroup::new(&h, Some("/berth-plan-test/c"), "c").unwrap();
-        let steps = plan(&cg.mount_sources(), &p("/sys/fs/cgroup"), "cgroup", false).unwrap();
+        let steps = plan_for(&cg, "cgroup", false);
         assert!(
             steps.iter().any(|s| matches!(s, Step::Bind { .. })),
             "{steps:?}"
@@ -492,7 +496,7 @@ mod tests {
         let err = plan(&cg.mount_sources(), &p("/sys/fs/cgroup"), "cgroup2", false).unwrap_err();
         assert!(err.to_string().contains("no cgroup v2 hierarchy"), "{err}");
         // With a namespace, a fresh cgroup2 mount needs no host directory.
-        let steps = plan(&cg.mount_sources(), &p("/sys/fs/cgroup"), "cgroup2", true).unwrap();
+        let steps = plan_for(&cg, "cgroup2", true);
         assert!(matches!(&steps[..], [Step::Fresh { fallback: None, .. }]));
     }
 }

@@ -95,59 +95,37 @@ pub struct ParsedOptions {
 pub fn parse_options(opts: &[String]) -> ParsedOptions {
     let mut p = ParsedOptions::default();
     for o in opts {
-        let (set, clear): (libc::c_ulong, libc::c_ulong) = match o.as_str() {
-            "ro" => (libc::MS_RDONLY, 0),
-            "rw" => (0, libc::MS_RDONLY),
-            "nosuid" => (libc::MS_NOSUID, 0),
-            "suid" => (0, libc::MS_NOSUID),
-            "nodev" => (libc::MS_NODEV, 0),
-            "dev" => (0, libc::MS_NODEV),
-            "noexec" => (libc::MS_NOEXEC, 0),
-            "exec" => (0, libc::MS_NOEXEC),
-            "sync" => (libc::MS_SYNCHRONOUS, 0),
-            "async" => (0, libc::MS_SYNCHRONOUS),
-            "dirsync" => (libc::MS_DIRSYNC, 0),
-            "remount" => (libc::MS_REMOUNT, 0),
-            "mand" => (libc::MS_MANDLOCK, 0),
-            "nomand" => (0, libc::MS_MANDLOCK),
-            "atime" => (0, libc::MS_NOATIME),
-            "noatime" => (libc::MS_NOATIME, 0),
-            "diratime" => (0, libc::MS_NODIRATIME),
-            "nodiratime" => (libc::MS_NODIRATIME, 0),
-            "relatime" => (libc::MS_RELATIME, 0),
-            "norelatime" => (0, libc::MS_RELATIME),
-            "strictatime" => (libc::MS_STRICTATIME, 0),
-            "nostrictatime" => (0, libc::MS_STRICTATIME),
-            "silent" => (libc::MS_SILENT, 0),
-            "loud" => (0, libc::MS_SILENT),
-            "lazytime" => (libc::MS_LAZYTIME, 0),
-            "nolazytime" => (0, libc::MS_LAZYTIME),
-            "iversion" => (libc::MS_I_VERSION, 0),
-            "noiversion" => (0, libc::MS_I_VERSION),
-            "bind" => {
-                p.bind = true;
-                (0, 0)
-            }
-            "rbind" => {
-                p.bind = true;
-                p.recursive = true;
-                (0, 0)
-            }
-            "tmpcopyup" => (0, 0), // accepted and ignored (a crun/runc extension)
-            other => {
-                if let Some(f) = propagation_flag(other) {
-                    p.propagation.push(f);
-                } else if let Some((set, attr)) = rec_attr(other) {
-                    if set {
-                        p.rec_attr_set |= attr;
-                    } else {
-                        p.rec_attr_clr |= attr;
-                    }
-                } else {
-                    p.data.push(other.to_string());
+        let (set, clear): (libc::c_ulong, libc::c_ulong) = match toggle(&FLAG_OPTIONS, o) {
+            Some((true, flag)) => (flag, 0),
+            Some((false, flag)) => (0, flag),
+            None => match o.as_str() {
+                "dirsync" => (libc::MS_DIRSYNC, 0),
+                "remount" => (libc::MS_REMOUNT, 0),
+                "bind" => {
+                    p.bind = true;
+                    (0, 0)
                 }
-                (0, 0)
-            }
+                "rbind" => {
+                    p.bind = true;
+                    p.recursive = true;
+                    (0, 0)
+                }
+                "tmpcopyup" => (0, 0), // accepted and ignored (a crun/runc extension)
+                other => {
+                    if let Some(f) = propagation_flag(other) {
+                        p.propagation.push(f);
+                    } else if let Some((set, attr)) = rec_attr(other) {
+                        if set {
+                            p.rec_attr_set |= attr;
+                        } else {
+                            p.rec_attr_clr |= attr;
+                        }
+                    } else {
+                        p.data.push(other.to_string());
+                    }
+                    (0, 0)
+                }
+            },
         };
         p.flags = (p.flags | set) & !clear;
         p.cleared = (p.cleared | clear) & !set;
@@ -156,20 +134,46 @@ pub fn parse_options(opts: &[String]) -> ParsedOptions {
 }
 
 fn rec_attr(o: &str) -> Option<(bool, u64)> {
-    Some(match o {
-        "rro" => (true, MOUNT_ATTR_RDONLY),
-        "rrw" => (false, MOUNT_ATTR_RDONLY),
-        "rnosuid" => (true, MOUNT_ATTR_NOSUID),
-        "rsuid" => (false, MOUNT_ATTR_NOSUID),
-        "rnodev" => (true, MOUNT_ATTR_NODEV),
-        "rdev" => (false, MOUNT_ATTR_NODEV),
-        "rnoexec" => (true, MOUNT_ATTR_NOEXEC),
-        "rexec" => (false, MOUNT_ATTR_NOEXEC),
-        "rnoatime" => (true, MOUNT_ATTR_NOATIME),
-        "rstrictatime" => (true, MOUNT_ATTR_STRICTATIME),
-        "rnodiratime" => (true, MOUNT_ATTR_NODIRATIME),
-        "rdiratime" => (false, MOUNT_ATTR_NODIRATIME),
-        _ => return None,
+    toggle(&REC_ATTR_OPTIONS, o).or(match o {
+        "rnoatime" => Some((true, MOUNT_ATTR_NOATIME)),
+        "rstrictatime" => Some((true, MOUNT_ATTR_STRICTATIME)),
+        _ => None,
+    })
+}
+
+/// `mount(2)` flags with the option that sets each and the one that clears it.
+const FLAG_OPTIONS: [(&str, &str, libc::c_ulong); 13] = [
+    ("ro", "rw", libc::MS_RDONLY),
+    ("nosuid", "suid", libc::MS_NOSUID),
+    ("nodev", "dev", libc::MS_NODEV),
+    ("noexec", "exec", libc::MS_NOEXEC),
+    ("sync", "async", libc::MS_SYNCHRONOUS),
+    ("mand", "nomand", libc::MS_MANDLOCK),
+    ("noatime", "atime", libc::MS_NOATIME),
+    ("nodiratime", "diratime", libc::MS_NODIRATIME),
+    ("relatime", "norelatime", libc::MS_RELATIME),
+    ("strictatime", "nostrictatime", libc::MS_STRICTATIME),
+    ("silent", "loud", libc::MS_SILENT),
+    ("lazytime", "nolazytime", libc::MS_LAZYTIME),
+    ("iversion", "noiversion", libc::MS_I_VERSION),
+];
+
+/// `mount_setattr(2)` attributes applied recursively, likewise (`rro`/`rrw`).
+const REC_ATTR_OPTIONS: [(&str, &str, u64); 5] = [
+    ("rro", "rrw", MOUNT_ATTR_RDONLY),
+    ("rnosuid", "rsuid", MOUNT_ATTR_NOSUID),
+    ("rnodev", "rdev", MOUNT_ATTR_NODEV),
+    ("rnoexec", "rexec", MOUNT_ATTR_NOEXEC),
+    ("rnodiratime", "rdiratime", MOUNT_ATTR_NODIRATIME),
+];
+
+/// Looks `o` up in a table of (setting option, clearing option, flag): whether it sets the
+/// flag, and the flag.
+fn toggle<T: Copy>(table: &[(&str, &str, T)], o: &str) -> Option<(bool, T)> {
+    table.iter().find_map(|&(on, off, flag)| {
+        (o == on)
+            .then_some((true, flag))
+            .or((o == off).then_some((false, flag)))
     })
 }
 

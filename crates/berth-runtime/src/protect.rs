@@ -200,6 +200,7 @@ pub fn sealed_copy_of(path: &std::path::Path) -> std::io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_testkit::CommandRun;
     use std::os::fd::AsRawFd;
 
     #[test]
@@ -223,13 +224,7 @@ mod tests {
                 "--exact",
                 "protect::tests::sealed_copy_is_identical_sealed_and_executable",
             ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .output_ok();
         assert!(String::from_utf8_lossy(&out.stdout).contains("sealed_copy_is_identical"));
     }
 }

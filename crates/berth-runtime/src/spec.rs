@@ -35,26 +35,18 @@ pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> S
     }
 }
 
+/// Every field may be absent (its default).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Spec {
-    #[serde(default)]
     pub oci_version: String,
-    #[serde(default)]
     pub root: Option<Root>,
-    #[serde(default)]
     pub mounts: Vec<Mount>,
-    #[serde(default)]
     pub process: Option<Process>,
-    #[serde(default)]
     pub hostname: Option<String>,
-    #[serde(default)]
     pub domainname: Option<String>,
-    #[serde(default)]
     pub hooks: Option<Hooks>,
-    #[serde(default)]
     pub annotations: BTreeMap<String, String>,
-    #[serde(default)]
     pub linux: Option<Linux>,
 }
 
@@ -88,33 +80,25 @@ pub struct ConsoleSize {
     pub width: u16,
 }
 
+/// Every field may be absent (its default).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct User {
-    #[serde(default)]
     pub uid: u32,
-    #[serde(default)]
     pub gid: u32,
-    #[serde(default)]
     pub umask: Option<u32>,
-    #[serde(default)]
     pub additional_gids: Vec<u32>,
-    #[serde(default)]
     pub username: Option<String>,
 }
 
+/// Every field may be absent (its default).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Capabilities {
-    #[serde(default)]
     pub bounding: Option<Vec<String>>,
-    #[serde(default)]
     pub effective: Option<Vec<String>>,
-    #[serde(default)]
     pub inheritable: Option<Vec<String>>,
-    #[serde(default)]
     pub permitted: Option<Vec<String>>,
-    #[serde(default)]
     pub ambient: Option<Vec<String>>,
 }
 
@@ -126,34 +110,22 @@ pub struct Rlimit {
     pub soft: u64,
 }
 
+/// Every field may be absent (its default).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Process {
-    #[serde(default)]
     pub terminal: bool,
-    #[serde(default)]
     pub console_size: Option<ConsoleSize>,
-    #[serde(default)]
     pub user: User,
-    #[serde(default)]
     pub args: Vec<String>,
-    #[serde(default)]
     pub command_line: Option<String>,
-    #[serde(default)]
     pub env: Vec<String>,
-    #[serde(default)]
     pub cwd: PathBuf,
-    #[serde(default)]
     pub capabilities: Option<Capabilities>,
-    #[serde(default)]
     pub rlimits: Vec<Rlimit>,
-    #[serde(default)]
     pub no_new_privileges: bool,
-    #[serde(default)]
     pub apparmor_profile: Option<String>,
-    #[serde(default)]
     pub oom_score_adj: Option<i32>,
-    #[serde(default)]
     pub selinux_label: Option<String>,
 }
 
@@ -169,20 +141,15 @@ pub struct Hook {
     pub timeout: Option<i64>,
 }
 
+/// Every field may be absent (its default).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Hooks {
-    #[serde(default)]
     pub prestart: Vec<Hook>,
-    #[serde(default)]
     pub create_runtime: Vec<Hook>,
-    #[serde(default)]
     pub create_container: Vec<Hook>,
-    #[serde(default)]
     pub start_container: Vec<Hook>,
-    #[serde(default)]
     pub poststart: Vec<Hook>,
-    #[serde(default)]
     pub poststop: Vec<Hook>,
 }
 
@@ -315,38 +282,24 @@ pub struct Seccomp {
     pub syscalls: Vec<Syscall>,
 }
 
+/// Every field may be absent (its default).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Linux {
-    #[serde(default)]
     pub uid_mappings: Vec<IdMapping>,
-    #[serde(default)]
     pub gid_mappings: Vec<IdMapping>,
-    #[serde(default)]
     pub sysctl: BTreeMap<String, String>,
-    #[serde(default)]
     pub resources: Option<LinuxResources>,
-    #[serde(default)]
     pub cgroups_path: Option<String>,
-    #[serde(default)]
     pub namespaces: Vec<Namespace>,
-    #[serde(default)]
     pub devices: Vec<Device>,
-    #[serde(default)]
     pub seccomp: Option<Seccomp>,
-    #[serde(default)]
     pub rootfs_propagation: Option<String>,
-    #[serde(default)]
     pub masked_paths: Vec<String>,
-    #[serde(default)]
     pub readonly_paths: Vec<String>,
-    #[serde(default)]
     pub mount_label: Option<String>,
-    #[serde(default)]
     pub intel_rdt: Option<serde_json::Value>,
-    #[serde(default)]
     pub personality: Option<serde_json::Value>,
-    #[serde(default)]
     pub time_offsets: Option<serde_json::Value>,
 }
 

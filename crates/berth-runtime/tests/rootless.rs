@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::Output;
 
 use berth_testkit::user::{privileged_in_initial_ns, TestUser};
+use berth_testkit::CommandRun;
 use berth_testkit::Rootfs;
 use common::*;
 use serde_json::{json, Value};
@@ -21,17 +22,10 @@ struct UserBundle {
 impl UserBundle {
     fn new(user: &TestUser, name: &str, args: &[&str]) -> UserBundle {
         let dir = user.mkdir(name);
-        let out = user
-            .command(BIN)
+        user.command(BIN)
             .args(["spec", "--rootless", "--bundle"])
             .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .output_ok();
         let mut config: Value =
             serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
         config["process"]["terminal"] = json!(false);
@@ -47,6 +41,12 @@ impl UserBundle {
             serde_json::to_vec_pretty(&self.config).unwrap(),
         )
         .unwrap();
+    }
+
+    /// Writes the config and runs the bundle as the user under `id`.
+    fn run(&self, user: &TestUser, id: &str) -> Output {
+        self.write();
+        rt(user, &["run", "--bundle", self.dir.to_str().unwrap(), id])
     }
 }
 
@@ -121,9 +121,8 @@ fn unprivileged_user_runs_a_container() {
     );
     let mut b = b;
     b.config["root"]["readonly"] = json!(false);
-    b.write();
     let id = unique("rl-run");
-    let out = rt(&user, &["run", "--bundle", b.dir.to_str().unwrap(), &id]);
+    let out = b.run(&user, &id);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "run failed: {stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -213,9 +212,8 @@ fn subordinate_ranges_through_newuidmap() {
     std::fs::write(b.dir.join("rootfs/owned"), b"x").unwrap();
     user.chown_tree(&b.dir.join("rootfs/owned"));
     b.config["root"]["readonly"] = json!(false);
-    b.write();
     let id = unique("rl-multi");
-    let out = rt(&user, &["run", "--bundle", b.dir.to_str().unwrap(), &id]);
+    let out = b.run(&user, &id);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "run failed: {stderr}");
     assert_eq!(
@@ -237,9 +235,8 @@ fn limits_without_a_delegated_cgroup_are_an_error() {
     let user = test_user();
     let mut b = UserBundle::new(&user, "limits", &["true"]);
     b.config["linux"]["resources"] = json!({"memory": {"limit": 64 << 20}});
-    b.write();
     let id = unique("rl-lim");
-    let out = rt(&user, &["run", "--bundle", b.dir.to_str().unwrap(), &id]);
+    let out = b.run(&user, &id);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.success() {
         // A delegated cgroup v2 subtree applied the limit.

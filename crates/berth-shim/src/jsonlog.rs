@@ -279,21 +279,40 @@ mod tests {
         );
     }
 
-    #[test]
-    fn rotation_keeps_at_most_max_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c-json.log");
-        let mut log = JsonLog::open(&p, 200, 3).unwrap();
-        for i in 0..100 {
-            log.write_entry("stdout", format!("line {i}\n").as_bytes(), "t")
+    /// Writes `n` entries `{prefix}0\n`, `{prefix}1\n`, … to `stream` at `time`.
+    fn write_numbered(log: &mut JsonLog, stream: &str, prefix: &str, n: usize, time: &str) {
+        for i in 0..n {
+            log.write_entry(stream, format!("{prefix}{i}\n").as_bytes(), time)
                 .unwrap();
         }
-        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+    }
+
+    /// A log `c-json.log` in a new temporary directory.
+    fn new_log(max_size: u64, max_file: u32) -> (tempfile::TempDir, std::path::PathBuf, JsonLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c-json.log");
+        let log = JsonLog::open(&p, max_size, max_file).unwrap();
+        (dir, p, log)
+    }
+
+    /// The names of the files in `dir`, sorted.
+    fn file_names(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        assert_eq!(names, vec!["c-json.log", "c-json.log.1", "c-json.log.2"]);
+        names
+    }
+
+    #[test]
+    fn rotation_keeps_at_most_max_file() {
+        let (dir, p, mut log) = new_log(200, 3);
+        write_numbered(&mut log, "stdout", "line ", 100, "t");
+        assert_eq!(
+            file_names(dir.path()),
+            ["c-json.log", "c-json.log.1", "c-json.log.2"]
+        );
         let last = std::fs::read_to_string(&p).unwrap();
         assert!(last.contains("line 99\\n"), "{last}");
         let v: serde_json::Value = serde_json::from_str(last.lines().next().unwrap()).unwrap();
@@ -302,22 +321,15 @@ mod tests {
 
     #[test]
     fn compressed_rotation_and_attrs() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c-json.log");
-        let mut log = JsonLog::open(&p, 10, 3)
-            .unwrap()
+        let (dir, _, log) = new_log(10, 3);
+        let mut log = log
             .with_compress(true)
             .with_attrs(Some(r#"{"tag":"t1"}"#.into()));
-        for i in 0..5 {
-            log.write_entry("stdout", format!("line {i}\n").as_bytes(), "T")
-                .unwrap();
-        }
-        let mut names: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["c-json.log", "c-json.log.1.gz", "c-json.log.2.gz"]);
+        write_numbered(&mut log, "stdout", "line ", 5, "T");
+        assert_eq!(
+            file_names(dir.path()),
+            ["c-json.log", "c-json.log.1.gz", "c-json.log.2.gz"]
+        );
         let mut text = String::new();
         let gz = std::fs::File::open(dir.path().join("c-json.log.1.gz")).unwrap();
         std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(gz), &mut text).unwrap();
@@ -329,22 +341,15 @@ mod tests {
 
     #[test]
     fn max_file_one_truncates() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c-json.log");
-        let mut log = JsonLog::open(&p, 100, 1).unwrap();
-        for i in 0..50 {
-            log.write_entry("stderr", format!("{i}\n").as_bytes(), "t")
-                .unwrap();
-        }
+        let (dir, p, mut log) = new_log(100, 1);
+        write_numbered(&mut log, "stderr", "", 50, "t");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(std::fs::metadata(&p).unwrap().len() < 200);
     }
 
     #[test]
     fn invalid_utf8_is_replaced() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c-json.log");
-        let mut log = JsonLog::open(&p, 0, 1).unwrap();
+        let (_dir, p, mut log) = new_log(0, 1);
         log.write_entry("stdout", b"a\xffb\"\n", "t").unwrap();
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();

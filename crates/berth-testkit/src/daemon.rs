@@ -249,8 +249,7 @@ impl Daemon {
 
     /// The docker CLI against this daemon.
     pub fn docker(&self, args: &[&str]) -> Run {
-        let o = self.docker_cmd(args).stdin(Stdio::null()).output().unwrap();
-        run_output(o)
+        self.docker_cmd(args).run()
     }
 
     /// The docker CLI with `words` (split at white space) followed by `rest` (taken as they
@@ -304,19 +303,14 @@ impl Daemon {
     /// the Engine API's `POST /build`).
     pub fn classic_build(&self, dir: &Path, args: &[&str]) -> Run {
         let dir = dir.to_str().unwrap();
-        let o = self
-            .docker_cmd(&[&["build"], args, &[dir]].concat())
+        self.docker_cmd(&[&["build"], args, &[dir]].concat())
             .env("DOCKER_BUILDKIT", "0")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        run_output(o)
+            .run()
     }
 
     /// The `berth` CLI against this daemon.
     pub fn berth(&self, args: &[&str]) -> Run {
-        let o = self.berth_cmd(args).stdin(Stdio::null()).output().unwrap();
-        run_output(o)
+        self.berth_cmd(args).run()
     }
 
     /// The `berth` CLI with `words` (split at white space) followed by `rest` (as they are).
@@ -339,13 +333,11 @@ impl Daemon {
 
     /// A Python script with `BERTH_SOCK` set to `unix://<socket>`.
     pub fn python(&self, script: &str) -> Run {
-        let o = Command::new("python3")
+        Command::new("python3")
             .arg("-c")
             .arg(script)
             .env("BERTH_SOCK", self.host())
-            .output()
-            .unwrap();
-        run_output(o)
+            .run()
     }
 
     /// A raw HTTP/1.1 request; the whole response as text.

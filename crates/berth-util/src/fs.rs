@@ -119,30 +119,32 @@ mod tests {
         d
     }
 
-    #[test]
-    fn replaces_and_leaves_no_temporary() {
-        let d = scratch("nosync");
+    /// Writes `one` then `two` to a file of a new scratch directory with `write`, and checks
+    /// that the file holds `two` and is the directory's only entry (no temporary left).
+    fn write_twice(tag: &str, write: fn(&Path, &[u8]) -> io::Result<()>) -> (PathBuf, PathBuf) {
+        let d = scratch(tag);
         let p = d.join("state.json");
-        replace_file_nosync(&p, b"one").unwrap();
-        replace_file_nosync(&p, b"two").unwrap();
+        write(&p, b"one").unwrap();
+        write(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
+        (d, p)
+    }
+
+    #[test]
+    fn replaces_and_leaves_no_temporary() {
+        let (d, _) = write_twice("nosync", replace_file_nosync);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temporary() {
         use std::os::unix::fs::PermissionsExt;
-        let d = scratch("durable");
-        let p = d.join("meta.json");
-        atomic_write(&p, b"one").unwrap();
-        atomic_write(&p, b"two").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let (d, p) = write_twice("durable", atomic_write);
         assert_eq!(
             std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
             0o644
         );
-        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
         atomic_write_mode(&p, b"secret", 0o600).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"secret");
         assert_eq!(

@@ -462,35 +462,20 @@ mod tests {
     fn nofollow_and_o_path_open_the_link_itself() {
         let (_g, _root, rfd) = fixture("nofollow");
         for how in BOTH {
-            let fd = open_in_root_with(
-                how,
-                rfd.as_fd(),
-                Path::new("/a/blink/../up"),
-                libc::O_PATH | libc::O_NOFOLLOW,
-            )
-            .unwrap();
+            let open =
+                |path: &str, flags| open_in_root_with(how, rfd.as_fd(), Path::new(path), flags);
+            let fd = open("/a/blink/../up", libc::O_PATH | libc::O_NOFOLLOW).unwrap();
             assert_eq!(file_type(fd.as_fd()).unwrap(), FileType::Symlink, "{how:?}");
             assert_eq!(readlink_fd(fd.as_fd()).unwrap(), b"/");
             assert_eq!(
-                code(open_in_root_with(
-                    how,
-                    rfd.as_fd(),
-                    Path::new("/abs_file"),
-                    libc::O_RDONLY | libc::O_NOFOLLOW
-                )),
+                code(open("/abs_file", libc::O_RDONLY | libc::O_NOFOLLOW)),
                 Some(libc::ELOOP),
                 "{how:?}"
             );
             // Parents are still followed.
-            let fd = open_in_root_with(
-                how,
-                rfd.as_fd(),
-                Path::new("/abs/passwd"),
-                libc::O_PATH | libc::O_NOFOLLOW,
-            )
-            .unwrap();
+            let fd = open("/abs/passwd", libc::O_PATH | libc::O_NOFOLLOW).unwrap();
             assert_eq!(file_type(fd.as_fd()).unwrap(), FileType::RegularFile);
-            assert!(open_in_root_with(how, rfd.as_fd(), Path::new("/x"), libc::O_CREAT).is_err());
+            assert!(open("/x", libc::O_CREAT).is_err());
         }
     }
 

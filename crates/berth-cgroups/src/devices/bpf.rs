@@ -309,6 +309,17 @@ mod tests {
         Insn::ldx_w(5, 1, 8),
     ];
 
+    /// Checks `p`'s verdict on each (device type, access, major, minor, allowed) case.
+    fn expect(p: &[Insn], cases: &[(i32, u32, u32, u32, bool)]) {
+        for &(dev_type, access, major, minor, allowed) in cases {
+            assert_eq!(
+                interpret(p, dev_type, access, major, minor),
+                Some(allowed),
+                "type {dev_type} access {access:#b} {major}:{minor}"
+            );
+        }
+    }
+
     #[test]
     fn empty_rules_deny_everything() {
         let p = device_filter_program(&[]);
@@ -329,8 +340,13 @@ mod tests {
         want.extend(section(ACC_MKNOD as i32));
         want.extend([Insn::mov32_imm(0, 1), Insn::exit()]);
         assert_eq!(p, want);
-        assert_eq!(interpret(&p, DEV_CHAR, ACC_READ, 1, 3), Some(false));
-        assert_eq!(interpret(&p, DEV_BLOCK, ACC_MKNOD, 8, 0), Some(false));
+        expect(
+            &p,
+            &[
+                (DEV_CHAR, ACC_READ, 1, 3, false),
+                (DEV_BLOCK, ACC_MKNOD, 8, 0, false),
+            ],
+        );
     }
 
     #[test]
@@ -383,12 +399,14 @@ mod tests {
                 Insn::mov32_reg(1, 3),
             ]
         );
-        assert_eq!(interpret(&p, DEV_CHAR, ACC_READ, 1, 3), Some(true));
-        assert_eq!(
-            interpret(&p, DEV_CHAR, ACC_READ | ACC_WRITE, 1, 3),
-            Some(false)
+        expect(
+            &p,
+            &[
+                (DEV_CHAR, ACC_READ, 1, 3, true),
+                (DEV_CHAR, ACC_READ | ACC_WRITE, 1, 3, false),
+                (DEV_BLOCK, ACC_READ, 1, 3, false),
+            ],
         );
-        assert_eq!(interpret(&p, DEV_BLOCK, ACC_READ, 1, 3), Some(false));
     }
 
     #[test]
@@ -401,26 +419,25 @@ mod tests {
         ];
         let p = device_filter_program(&rules);
         // c 1:5 allowed by the second rule
-        assert_eq!(interpret(&p, DEV_CHAR, ACC_READ, 1, 5), Some(true));
-        assert_eq!(interpret(&p, DEV_CHAR, ACC_ALL, 1, 5), Some(true));
-        // c 1:3: read denied by the third rule, write and mknod still allowed by the second
-        assert_eq!(interpret(&p, DEV_CHAR, ACC_READ, 1, 3), Some(false));
-        assert_eq!(interpret(&p, DEV_CHAR, ACC_WRITE, 1, 3), Some(true));
-        assert_eq!(interpret(&p, DEV_CHAR, ACC_MKNOD, 1, 3), Some(true));
-        assert_eq!(
-            interpret(&p, DEV_CHAR, ACC_READ | ACC_WRITE, 1, 3),
-            Some(false)
+        expect(
+            &p,
+            &[
+                (DEV_CHAR, ACC_READ, 1, 5, true),
+                (DEV_CHAR, ACC_ALL, 1, 5, true),
+                // c 1:3: read denied by the third rule, write and mknod still allowed by the second
+                (DEV_CHAR, ACC_READ, 1, 3, false),
+                (DEV_CHAR, ACC_WRITE, 1, 3, true),
+                (DEV_CHAR, ACC_MKNOD, 1, 3, true),
+                (DEV_CHAR, ACC_READ | ACC_WRITE, 1, 3, false),
+                // 136:* both types rw but not mknod
+                (DEV_BLOCK, ACC_WRITE, 136, 9, true),
+                (DEV_CHAR, ACC_READ | ACC_WRITE, 136, 9, true),
+                (DEV_CHAR, ACC_MKNOD, 136, 9, false),
+                // block 1:5 is not char: denied by the first rule
+                (DEV_BLOCK, ACC_READ, 1, 5, false),
+                (DEV_CHAR, ACC_READ, 5, 1, false),
+            ],
         );
-        // 136:* both types rw but not mknod
-        assert_eq!(interpret(&p, DEV_BLOCK, ACC_WRITE, 136, 9), Some(true));
-        assert_eq!(
-            interpret(&p, DEV_CHAR, ACC_READ | ACC_WRITE, 136, 9),
-            Some(true)
-        );
-        assert_eq!(interpret(&p, DEV_CHAR, ACC_MKNOD, 136, 9), Some(false));
-        // block 1:5 is not char: denied by the first rule
-        assert_eq!(interpret(&p, DEV_BLOCK, ACC_READ, 1, 5), Some(false));
-        assert_eq!(interpret(&p, DEV_CHAR, ACC_READ, 5, 1), Some(false));
     }
 
     #[test]
@@ -431,11 +448,13 @@ mod tests {
             rule(true, DevType::Char, Some(1), Some(3), ACC_WRITE),
         ];
         let p = device_filter_program(&rules);
-        assert_eq!(
-            interpret(&p, DEV_CHAR, ACC_READ | ACC_WRITE, 1, 3),
-            Some(true)
+        expect(
+            &p,
+            &[
+                (DEV_CHAR, ACC_READ | ACC_WRITE, 1, 3, true),
+                (DEV_CHAR, ACC_MKNOD, 1, 3, false),
+            ],
         );
-        assert_eq!(interpret(&p, DEV_CHAR, ACC_MKNOD, 1, 3), Some(false));
     }
 
     #[test]
@@ -447,10 +466,15 @@ mod tests {
         ];
         let p = device_filter_program(&rules);
         // The deny of 1:3 came before the allow-all, so it is overridden.
-        assert_eq!(interpret(&p, DEV_CHAR, ACC_READ, 1, 3), Some(true));
-        assert_eq!(interpret(&p, DEV_CHAR, ACC_READ, 1, 5), Some(false));
-        assert_eq!(interpret(&p, DEV_CHAR, ACC_WRITE, 1, 5), Some(true));
-        assert_eq!(interpret(&p, DEV_BLOCK, ACC_ALL, 8, 0), Some(true));
+        expect(
+            &p,
+            &[
+                (DEV_CHAR, ACC_READ, 1, 3, true),
+                (DEV_CHAR, ACC_READ, 1, 5, false),
+                (DEV_CHAR, ACC_WRITE, 1, 5, true),
+                (DEV_BLOCK, ACC_ALL, 8, 0, true),
+            ],
+        );
         // The shadowed first rule is not emitted at all.
         assert!(
             !p.contains(&Insn::jne_imm(5, 3, 0))

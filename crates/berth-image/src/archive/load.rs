@@ -235,7 +235,7 @@ pub(super) fn store_docker_layer(
 
 /// Reads a blob of an OCI layout, verifying digest and size.
 pub(super) fn read_oci_blob(spool: &Spool, d: &Descriptor) -> Result<Vec<u8>> {
-    let path = format!("blobs/sha256/{}", d.digest.hex());
+    let path = blob_path(&d.digest);
     if d.size > MAX_JSON {
         return Err(ArchiveError::Invalid(format!(
             "{path}: {} bytes is too large",
@@ -361,7 +361,7 @@ pub(super) fn load_oci(
         manifest::validate_image(&m, &config)?;
         let mut inputs = Vec::new();
         for (l, diff_id) in m.layers.iter().zip(&config.rootfs.diff_ids) {
-            let path = format!("blobs/sha256/{}", l.digest.hex());
+            let path = blob_path(&l.digest);
             let existed = store.blobs().exists(&l.digest);
             if !existed {
                 let f = spool.open(&path)?;

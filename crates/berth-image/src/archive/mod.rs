@@ -138,5 +138,10 @@ pub(super) fn descriptor(media_type: &str, d: &Digest, size: u64) -> Descriptor 
     }
 }
 
+/// Where an OCI layout keeps the blob `d` (`blobs/sha256/<hex>`).
+pub(super) fn blob_path(d: &Digest) -> String {
+    format!("blobs/sha256/{}", d.hex())
+}
+
 #[cfg(test)]
 mod tests;

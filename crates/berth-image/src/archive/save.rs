@@ -102,7 +102,7 @@ fn write_archive(
         let config_bytes = store.config_bytes(id)?;
         let mut layer_descs = Vec::new();
         for l in &rec.layers {
-            let path = format!("blobs/sha256/{}", l.diff_id.hex());
+            let path = blob_path(&l.diff_id);
             let size = if l.digest == l.diff_id {
                 let size = store.blobs().size(&l.digest)?;
                 if written_blobs.insert(l.diff_id.clone()) {
@@ -137,19 +137,14 @@ fn write_archive(
             };
             layer_descs.push(descriptor(mt::OCI_LAYER, &l.diff_id, size));
         }
-        let cpath = format!("blobs/sha256/{}", id.hex());
+        let cpath = blob_path(id);
         if written_blobs.insert(id.clone()) {
-            add_file(&mut b, &cpath, config_bytes.len() as u64, &config_bytes[..])?;
+            add_file_bytes(&mut b, &cpath, &config_bytes)?;
         }
         let manifest = synthesize_manifest(&config_bytes, &layer_descs);
         let mdigest = Digest::of_bytes(&manifest);
         if written_blobs.insert(mdigest.clone()) {
-            add_file(
-                &mut b,
-                &format!("blobs/sha256/{}", mdigest.hex()),
-                manifest.len() as u64,
-                &manifest[..],
-            )?;
+            add_file_bytes(&mut b, &blob_path(&mdigest), &manifest)?;
         }
         let mut mdesc = descriptor(mt::OCI_MANIFEST, &mdigest, manifest.len() as u64);
         if index_tags.is_some() {
@@ -177,10 +172,7 @@ fn write_archive(
             } else {
                 Some(tags.iter().map(|t| t.familiar_string()).collect())
             },
-            layers: layer_descs
-                .iter()
-                .map(|d| format!("blobs/sha256/{}", d.digest.hex()))
-                .collect(),
+            layers: layer_descs.iter().map(|d| blob_path(&d.digest)).collect(),
         });
     }
     if let Some(tags) = index_tags {
@@ -194,12 +186,7 @@ fn write_archive(
         };
         let bytes = to_json(&nested)?;
         let d = Digest::of_bytes(&bytes);
-        add_file(
-            &mut b,
-            &format!("blobs/sha256/{}", d.hex()),
-            bytes.len() as u64,
-            &bytes[..],
-        )?;
+        add_file_bytes(&mut b, &blob_path(&d), &bytes)?;
         let desc = descriptor(mt::OCI_INDEX, &d, bytes.len() as u64);
         if tags.is_empty() {
             index_entries.push(desc.clone());

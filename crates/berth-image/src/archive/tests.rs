@@ -137,14 +137,16 @@ fn oci_layout_with_nested_multi_platform_index() {
         mt::OCI_INDEX,
         nested.len()
     );
-    let p = |d: &Digest| format!("blobs/sha256/{}", d.hex());
     let archive = tar_of(&[
         ("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
         ("index.json", index.as_bytes()),
-        (&p(&ndigest), nested.as_bytes()),
-        (&p(&mdigest), &manifest),
-        (&p(&Digest::of_bytes(config.as_bytes())), config.as_bytes()),
-        (&p(&ldesc.digest), &gz),
+        (&blob_path(&ndigest), nested.as_bytes()),
+        (&blob_path(&mdigest), &manifest),
+        (
+            &blob_path(&Digest::of_bytes(config.as_bytes())),
+            config.as_bytes(),
+        ),
+        (&blob_path(&ldesc.digest), &gz),
     ]);
     let report = load(&store, &archive[..]).unwrap();
     assert_eq!(report.images.len(), 1);

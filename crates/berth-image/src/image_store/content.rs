@@ -36,17 +36,7 @@ pub fn tar_content_size(reader: impl Read) -> io::Result<u64> {
 
 /// Wraps a stream in the decompressor its magic bytes call for (plain, gzip, zstd).
 pub fn decompress<'a>(mut reader: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
-    let mut head = [0u8; 6];
-    let mut got = 0;
-    while got < head.len() {
-        match reader.read(&mut head[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let head = head[..got].to_vec();
+    let head = crate::fsutil::read_head(&mut reader, 6)?;
     let comp = Compression::detect(&head)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     let chained = io::BufReader::with_capacity(256 * 1024, io::Cursor::new(head).chain(reader));

@@ -373,6 +373,21 @@ fn gc_removes_only_unreferenced_content() {
     assert_eq!(s.resolve("kept").unwrap().image.id, id);
 }
 
+/// Changes the recorded metadata of snapshot `id` of the store at `root` behind its back.
+fn edit_snapshot_meta(
+    root: &Path,
+    id: &Digest,
+    edit: impl FnOnce(&mut crate::snapshot::SnapshotInfo),
+) {
+    let meta = root
+        .join("snapshotter/snapshots")
+        .join(id.hex())
+        .join("meta.json");
+    let mut info = fsutil::read_json(&meta).unwrap();
+    edit(&mut info);
+    fsutil::write_json_atomic(&meta, &info).unwrap();
+}
+
 #[test]
 fn snapshots_dropped_after_a_reboot_are_unpacked_again_from_blobs() {
     let (d, s) = store();
@@ -384,14 +399,9 @@ fn snapshots_dropped_after_a_reboot_are_unpacked_again_from_blobs() {
     s.snapshotter().unwrap().wait_synced();
     drop(s);
     // As if the machine lost power before the top layer reached the disk.
-    let meta = d
-        .path()
-        .join("snapshotter/snapshots")
-        .join(top.hex())
-        .join("meta.json");
-    let mut info: crate::snapshot::SnapshotInfo = fsutil::read_json(&meta).unwrap();
-    info.unsynced = Some("a-boot-before-this-one".into());
-    fsutil::write_json_atomic(&meta, &info).unwrap();
+    edit_snapshot_meta(d.path(), &top, |info| {
+        info.unsynced = Some("a-boot-before-this-one".into())
+    });
     let s = ImageStore::open(d.path()).unwrap();
     let sn = s.snapshotter().unwrap();
     assert_eq!(sn.dropped_on_open(), 1);
@@ -418,14 +428,7 @@ fn register_takes_the_content_size_the_unpacker_counted() {
     assert_eq!(info.content_size, Some(8));
     s.snapshotter().unwrap().wait_synced();
     // A recognisable value: register must take it instead of reading the blob again.
-    let meta = d
-        .path()
-        .join("snapshotter/snapshots")
-        .join(diff.hex())
-        .join("meta.json");
-    let mut m: crate::snapshot::SnapshotInfo = fsutil::read_json(&meta).unwrap();
-    m.content_size = Some(4242);
-    fsutil::write_json_atomic(&meta, &m).unwrap();
+    edit_snapshot_meta(d.path(), &diff, |info| info.content_size = Some(4242));
     let id = add_image(&s, std::slice::from_ref(&l), &[], "a");
     assert_eq!(s.get(&id).unwrap().layers[0].unpacked_size, 4242);
     // Without a snapshot, the blob is read.

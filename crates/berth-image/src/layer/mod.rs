@@ -53,6 +53,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timesta
 use rustix::io::Errno;
 
 use crate::digest::{Digest, Hasher};
+use crate::fsutil::{fill, read_head};
 
 /// Layer compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -430,20 +431,6 @@ pub fn apply_layer_at<R: Read>(
     })
 }
 
-/// Reads until `buf` is full or the stream ends.
-fn fill<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(k) => got += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
-}
-
 /// A piece of the uncompressed stream, shared by the hashing and the unpacking thread. Its
 /// buffer goes back to the decompressing thread when both are done with it: a fresh 1 MiB
 /// buffer per chunk costs a page fault per 4 KiB and the zeroing of each page.
@@ -498,20 +485,4 @@ impl Read for ChunkReader {
             }
         }
     }
-}
-
-/// Reads up to `n` bytes (fewer only at EOF), however small the reader's chunks are.
-fn read_head<R: Read>(r: &mut R, n: usize) -> io::Result<Vec<u8>> {
-    let mut head = vec![0u8; n];
-    let mut got = 0;
-    while got < n {
-        match r.read(&mut head[got..]) {
-            Ok(0) => break,
-            Ok(k) => got += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    head.truncate(got);
-    Ok(head)
 }

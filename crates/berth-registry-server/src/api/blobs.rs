@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use berth_image::Digest;
 
-use super::{blocking, empty, hv, Ctx, St};
+use super::{blocking, empty, hv, remove_from_repo, Ctx, St};
 use crate::error::{ApiError, Code};
 
 fn blob_unknown(d: &Digest) -> ApiError {
@@ -151,15 +151,13 @@ pub(super) async fn delete_blob(
     name: String,
     d: Digest,
 ) -> Result<Response, ApiError> {
-    let (st2, n2, d2) = (st.clone(), name.clone(), d.clone());
-    blocking(move || {
-        st2.store.update_meta(&n2, false, |meta| {
-            let meta = meta.ok_or_else(|| blob_unknown(&d2))?;
-            if !meta.blobs.remove(&d2.to_string()) {
-                return Err(blob_unknown(&d2));
-            }
-            Ok(((), true))
-        })
+    let d2 = d.clone();
+    remove_from_repo(&st, &name, blob_unknown(&d), move |meta| {
+        if meta.blobs.remove(&d2.to_string()) {
+            Ok(())
+        } else {
+            Err(blob_unknown(&d2))
+        }
     })
     .await?;
     let ds = d.to_string();

@@ -6,7 +6,7 @@ use axum::response::Response;
 use berth_image::Digest;
 
 use super::listing::name_unknown;
-use super::{blocking, empty, hv, Ctx, St};
+use super::{blocking, empty, hv, remove_from_repo, Ctx, St};
 use crate::error::{ApiError, Code};
 use crate::manifest;
 use crate::names::Reference;
@@ -184,24 +184,21 @@ pub(super) async fn delete_manifest(
     name: String,
     reference: Reference,
 ) -> Result<Response, ApiError> {
-    let (st2, n2, r2) = (st.clone(), name.clone(), reference.clone());
-    blocking(move || {
-        st2.store.update_meta(&n2, false, |meta| {
-            let meta = meta.ok_or_else(|| name_unknown(&n2))?;
-            match &r2 {
-                Reference::Tag(t) => {
-                    meta.tags.remove(t).ok_or_else(|| manifest_unknown(&r2))?;
-                }
-                Reference::Digest(d) => {
-                    let ds = d.to_string();
-                    meta.manifests
-                        .remove(&ds)
-                        .ok_or_else(|| manifest_unknown(&r2))?;
-                    meta.tags.retain(|_, v| *v != ds);
-                }
+    let r2 = reference.clone();
+    remove_from_repo(&st, &name, name_unknown(&name), move |meta| {
+        match &r2 {
+            Reference::Tag(t) => {
+                meta.tags.remove(t).ok_or_else(|| manifest_unknown(&r2))?;
             }
-            Ok(((), true))
-        })
+            Reference::Digest(d) => {
+                let ds = d.to_string();
+                meta.manifests
+                    .remove(&ds)
+                    .ok_or_else(|| manifest_unknown(&r2))?;
+                meta.tags.retain(|_, v| *v != ds);
+            }
+        }
+        Ok(())
     })
     .await?;
     let (kind, digest) = match &reference {

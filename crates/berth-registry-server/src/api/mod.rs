@@ -37,6 +37,7 @@ use crate::error::{ApiError, Code};
 use crate::names::{self, parse_digest, valid_name, DigestProblem, Reference, Route};
 use crate::ratelimit::client_key;
 use crate::sessions::Sessions;
+use crate::storage::RepoMeta;
 use crate::storage::Store;
 
 /// The remote address of a connection (inserted by the server loop).
@@ -102,6 +103,25 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(ApiError::internal)?
+}
+
+/// Removes something from repository `name`'s metadata off the async runtime: `missing` is
+/// the error when the repository does not exist, `remove` fails with its own when the thing
+/// is not there.
+async fn remove_from_repo(
+    st: &St,
+    name: &str,
+    missing: ApiError,
+    remove: impl FnOnce(&mut RepoMeta) -> Result<(), ApiError> + Send + 'static,
+) -> Result<(), ApiError> {
+    let (st, name) = (st.clone(), name.to_string());
+    blocking(move || {
+        st.store.update_meta(&name, false, |meta| {
+            remove(meta.ok_or(missing)?)?;
+            Ok(((), true))
+        })
+    })
+    .await
 }
 
 fn hv(s: &str) -> HeaderValue {
