@@ -47,7 +47,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List images
-    Images(ImagesCmd),
+    Images(ImagesOptions),
     /// Manage images
     Image {
         /// The image command.
@@ -59,19 +59,19 @@ pub enum Command {
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag(TagCmd),
     /// Show the history of an image
-    History(HistoryCmd),
+    History(HistoryOptions),
     /// Save one or more images to a tar archive (streamed to STDOUT by default)
     Save(SaveCmd),
     /// Load an image from a tar archive or STDIN
     Load(LoadCmd),
     /// Import the contents from a tarball to create a filesystem image
-    Import(ImportCmd),
+    Import(ImportArgs),
     /// Download an image from a registry
-    Pull(PullCmd),
+    Pull(PullArgs),
     /// Upload an image to a registry
     Push(PushCmd),
     /// Log in to a registry
-    Login(LoginCmd),
+    Login(LoginArgs),
     /// Log out from a registry
     Logout(LogoutCmd),
     /// Create and run a new container from an image
@@ -174,20 +174,20 @@ pub enum ImageCommand {
     /// Build an image from a Dockerfile
     Build(crate::build::BuildCmd),
     /// Show the history of an image
-    History(HistoryCmd),
+    History(HistoryOptions),
     /// Import the contents from a tarball to create a filesystem image
-    Import(ImportCmd),
+    Import(ImportArgs),
     /// Display detailed information on one or more images
     Inspect(InspectCmd),
     /// Load an image from a tar archive or STDIN
     Load(LoadCmd),
     /// List images
     #[command(visible_alias = "list")]
-    Ls(ImagesCmd),
+    Ls(ImagesOptions),
     /// Remove unused images
     Prune(PruneCmd),
     /// Download an image from a registry
-    Pull(PullCmd),
+    Pull(PullArgs),
     /// Upload an image to a registry
     Push(PushCmd),
     /// Remove one or more images
@@ -269,31 +269,6 @@ pub enum SystemCommand {
     Info(crate::system::FormatCmd),
 }
 
-/// `images` flags.
-#[derive(Debug, Args)]
-pub struct ImagesCmd {
-    /// Show all images (default hides intermediate images)
-    #[arg(short = 'a', long)]
-    all: bool,
-    /// Only show image IDs
-    #[arg(short = 'q', long)]
-    quiet: bool,
-    /// Show digests
-    #[arg(long)]
-    digests: bool,
-    /// Don't truncate output
-    #[arg(long)]
-    no_trunc: bool,
-    /// Filter output based on conditions provided
-    #[arg(short = 'f', long = "filter", value_name = "filter")]
-    filter: Vec<String>,
-    /// Format output using a custom template
-    #[arg(long)]
-    format: Option<String>,
-    /// [REPOSITORY[:TAG]]
-    reference: Option<String>,
-}
-
 /// `rmi` flags.
 #[derive(Debug, Args)]
 pub struct RmiCmd {
@@ -328,25 +303,6 @@ pub struct InspectCmd {
     images: Vec<String>,
 }
 
-/// `history` flags.
-#[derive(Debug, Args)]
-pub struct HistoryCmd {
-    /// Print sizes and dates in human readable format
-    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    human: bool,
-    /// Don't truncate output
-    #[arg(long)]
-    no_trunc: bool,
-    /// Only show image IDs
-    #[arg(short = 'q', long)]
-    quiet: bool,
-    /// Format output using a custom template
-    #[arg(long)]
-    format: Option<String>,
-    /// Image
-    image: String,
-}
-
 /// `save` flags.
 #[derive(Debug, Args)]
 pub struct SaveCmd {
@@ -369,43 +325,6 @@ pub struct LoadCmd {
     quiet: bool,
 }
 
-/// `import` flags.
-#[derive(Debug, Args)]
-pub struct ImportCmd {
-    /// Apply Dockerfile instruction to the created image
-    #[arg(short = 'c', long = "change")]
-    change: Vec<String>,
-    /// Set commit message for imported image
-    #[arg(short = 'm', long)]
-    message: Option<String>,
-    /// Set platform if server is multi-platform capable
-    #[arg(long)]
-    platform: Option<String>,
-    /// file|URL|-
-    source: String,
-    /// [REPOSITORY[:TAG]]
-    reference: Option<String>,
-}
-
-/// `pull` flags.
-#[derive(Debug, Args)]
-pub struct PullCmd {
-    /// Download all tagged images in the repository (not supported)
-    #[arg(short = 'a', long)]
-    all_tags: bool,
-    /// Suppress verbose output
-    #[arg(short = 'q', long)]
-    quiet: bool,
-    /// Set platform if server is multi-platform capable
-    #[arg(long)]
-    platform: Option<String>,
-    /// Skip image verification (accepted, ignored)
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    disable_content_trust: bool,
-    /// NAME[:TAG|@DIGEST]
-    name: String,
-}
-
 /// `push` flags.
 #[derive(Debug, Args)]
 pub struct PushCmd {
@@ -414,22 +333,6 @@ pub struct PushCmd {
     quiet: bool,
     /// NAME[:TAG]
     name: String,
-}
-
-/// `login` flags.
-#[derive(Debug, Args)]
-pub struct LoginCmd {
-    /// Username
-    #[arg(short = 'u', long)]
-    username: Option<String>,
-    /// Password
-    #[arg(short = 'p', long)]
-    password: Option<String>,
-    /// Take the password from stdin
-    #[arg(long)]
-    password_stdin: bool,
-    /// SERVER
-    server: Option<String>,
 }
 
 /// `logout` arguments.
@@ -519,18 +422,6 @@ fn backend(cli: &Cli) -> Result<Box<dyn ImageBackend>, CliError> {
                 root.display()
             ))
         })
-}
-
-fn images_opts(c: &ImagesCmd) -> ImagesOptions {
-    ImagesOptions {
-        all: c.all,
-        quiet: c.quiet,
-        digests: c.digests,
-        no_trunc: c.no_trunc,
-        filters: c.filter.clone(),
-        format: c.format.clone(),
-        reference: c.reference.clone(),
-    }
 }
 
 fn host(cli: &Cli) -> Result<crate::api::Host, CliError> {
@@ -702,7 +593,7 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
         Command::Images(c)
         | Command::Image {
             command: ImageCommand::Ls(c),
-        } => commands::images(b, &images_opts(c), out),
+        } => commands::images(b, c, out),
         Command::Rmi(c)
         | Command::Image {
             command: ImageCommand::Rm(c),
@@ -729,17 +620,7 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
         Command::History(c)
         | Command::Image {
             command: ImageCommand::History(c),
-        } => commands::history(
-            b,
-            &c.image,
-            &HistoryOptions {
-                human: c.human,
-                no_trunc: c.no_trunc,
-                quiet: c.quiet,
-                format: c.format.clone(),
-            },
-            out,
-        ),
+        } => commands::history(b, c, out),
         Command::Save(c)
         | Command::Image {
             command: ImageCommand::Save(c),
@@ -754,17 +635,7 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
         Command::Import(c)
         | Command::Image {
             command: ImageCommand::Import(c),
-        } => commands::import(
-            b,
-            &ImportArgs {
-                source: c.source.clone(),
-                reference: c.reference.clone(),
-                changes: c.change.clone(),
-                message: c.message.clone(),
-                platform: c.platform.clone(),
-            },
-            out,
-        ),
+        } => commands::import(b, c, out),
         Command::Image {
             command: ImageCommand::Prune(c),
         } => {
@@ -777,17 +648,7 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             command: ImageCommand::Pull(c),
         } => {
             let _ = c.disable_content_trust;
-            commands::pull(
-                b,
-                &PullArgs {
-                    name: c.name.clone(),
-                    quiet: c.quiet,
-                    all_tags: c.all_tags,
-                    platform: c.platform.clone(),
-                },
-                out,
-                Box::new(io::stdout()),
-            )
+            commands::pull(b, c, out, Box::new(io::stdout()))
         }
         Command::Push(c)
         | Command::Image {
@@ -796,18 +657,7 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
         Command::Login(c) => {
             let stdin = io::stdin();
             let mut input = stdin.lock();
-            commands::login(
-                b,
-                &LoginArgs {
-                    server: c.server.clone(),
-                    username: c.username.clone(),
-                    password: c.password.clone(),
-                    password_stdin: c.password_stdin,
-                },
-                &mut input,
-                out,
-                err,
-            )
+            commands::login(b, c, &mut input, out, err)
         }
         Command::Logout(c) => commands::logout(b, c.server.as_deref(), out),
         Command::System {

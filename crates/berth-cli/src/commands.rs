@@ -63,22 +63,28 @@ pub(crate) fn ellipsis(s: &str, max: usize) -> String {
 // ---------------------------------------------------------------------------------------------
 // images
 
-/// Options of `images` / `image ls`.
-#[derive(Debug, Default, Clone)]
+/// `images` / `image ls` flags.
+#[derive(Debug, Default, Clone, clap::Args)]
 pub struct ImagesOptions {
-    /// `-a`.
+    /// Show all images (default hides intermediate images)
+    #[arg(short = 'a', long)]
     pub all: bool,
-    /// `-q`.
+    /// Only show image IDs
+    #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// `--digests`.
+    /// Show digests
+    #[arg(long)]
     pub digests: bool,
-    /// `--no-trunc`.
+    /// Don't truncate output
+    #[arg(long)]
     pub no_trunc: bool,
-    /// `--filter key=value`.
+    /// Filter output based on conditions provided
+    #[arg(short = 'f', long = "filter", value_name = "filter")]
     pub filters: Vec<String>,
-    /// `--format`.
+    /// Format output using a custom template
+    #[arg(long)]
     pub format: Option<String>,
-    /// `[REPOSITORY[:TAG]]`.
+    /// [REPOSITORY[:TAG]]
     pub reference: Option<String>,
 }
 
@@ -92,26 +98,21 @@ fn image_rows(s: &ImageSummary, digests: bool) -> Vec<(String, String, String)> 
     if dangling {
         return vec![("<none>".into(), "<none>".into(), "<none>".into())];
     }
-    let mut tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut dgs: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for t in &s.repo_tags {
-        if let Ok(r) = Reference::parse_normalized(t) {
-            if let Some(tag) = r.tag() {
-                tags.entry(r.familiar_name())
-                    .or_default()
-                    .push(tag.to_string());
+    // The references' tags (or digests) by familiar repository name.
+    let by_repo = |refs: &[String], part: fn(&Reference) -> Option<String>| {
+        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in refs
+            .iter()
+            .filter_map(|t| Reference::parse_normalized(t).ok())
+        {
+            if let Some(p) = part(&r) {
+                m.entry(r.familiar_name()).or_default().push(p);
             }
         }
-    }
-    for d in &s.repo_digests {
-        if let Ok(r) = Reference::parse_normalized(d) {
-            if let Some(dg) = r.digest() {
-                dgs.entry(r.familiar_name())
-                    .or_default()
-                    .push(dg.to_string());
-            }
-        }
-    }
+        m
+    };
+    let tags = by_repo(&s.repo_tags, |r| r.tag().map(str::to_string));
+    let mut dgs = by_repo(&s.repo_digests, |r| r.digest().map(|d| d.to_string()));
     let mut out = Vec::new();
     for (repo, ts) in &tags {
         let mut ds = dgs.remove(repo).unwrap_or_default();
@@ -158,8 +159,7 @@ pub fn images(b: &dyn ImageBackend, o: &ImagesOptions, out: &mut dyn Write) -> R
     } else {
         IMAGES_TABLE
     };
-    let fmt = format::parse_list(&source, table_default)?;
-    let header = format::header(&[
+    let columns = [
         ("Containers", "CONTAINERS"),
         ("CreatedAt", "CREATED AT"),
         ("CreatedSince", "CREATED"),
@@ -171,7 +171,7 @@ pub fn images(b: &dyn ImageBackend, o: &ImagesOptions, out: &mut dyn Write) -> R
         ("Tag", "TAG"),
         ("UniqueSize", "UNIQUE SIZE"),
         ("VirtualSize", "VIRTUAL SIZE"),
-    ]);
+    ];
     let now = now();
     let mut rows = Vec::new();
     for s in &list {
@@ -199,8 +199,7 @@ pub fn images(b: &dyn ImageBackend, o: &ImagesOptions, out: &mut dyn Write) -> R
             ));
         }
     }
-    out.write_all(fmt.render_list(&header, &rows)?.as_bytes())?;
-    Ok(())
+    format::print_list(out, &source, table_default, &columns, &rows)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -454,39 +453,39 @@ pub fn inspect(
 // ---------------------------------------------------------------------------------------------
 // history
 
-/// Options of `history`.
-#[derive(Debug, Clone, Default)]
+/// `history` flags.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct HistoryOptions {
-    /// `-H` (default true).
+    /// Print sizes and dates in human readable format
+    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub human: bool,
-    /// `--no-trunc`.
+    /// Don't truncate output
+    #[arg(long)]
     pub no_trunc: bool,
-    /// `-q`.
+    /// Only show image IDs
+    #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// `--format`.
+    /// Format output using a custom template
+    #[arg(long)]
     pub format: Option<String>,
+    /// Image
+    pub image: String,
 }
 
 const HISTORY_TABLE: &str =
     "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}";
 
 /// `berth history`.
-pub fn history(
-    b: &dyn ImageBackend,
-    name: &str,
-    o: &HistoryOptions,
-    out: &mut dyn Write,
-) -> Result {
-    let items = b.history(name)?;
-    let fmt = format::parse_list(&list_source(&o.format, o.quiet), HISTORY_TABLE)?;
-    let header = format::header(&[
+pub fn history(b: &dyn ImageBackend, o: &HistoryOptions, out: &mut dyn Write) -> Result {
+    let items = b.history(&o.image)?;
+    let columns = [
         ("Comment", "COMMENT"),
         ("CreatedAt", "CREATED AT"),
         ("CreatedBy", "CREATED BY"),
         ("CreatedSince", "CREATED"),
         ("ID", "IMAGE"),
         ("Size", "SIZE"),
-    ]);
+    ];
     let now = now();
     let rows: Vec<Value> = items
         .iter()
@@ -518,8 +517,13 @@ pub fn history(
             ])
         })
         .collect();
-    out.write_all(fmt.render_list(&header, &rows)?.as_bytes())?;
-    Ok(())
+    format::print_list(
+        out,
+        &list_source(&o.format, o.quiet),
+        HISTORY_TABLE,
+        &columns,
+        &rows,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -612,19 +616,22 @@ pub fn load(b: &dyn ImageBackend, input: Option<&Path>, out: &mut dyn Write) -> 
     Ok(())
 }
 
-/// Options of `import`.
-#[derive(Debug, Clone, Default)]
+/// `import` flags.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ImportArgs {
-    /// `file|URL|-`.
-    pub source: String,
-    /// `[REPOSITORY[:TAG]]`.
-    pub reference: Option<String>,
-    /// `-c`.
+    /// Apply Dockerfile instruction to the created image
+    #[arg(short = 'c', long = "change", value_name = "CHANGE")]
     pub changes: Vec<String>,
-    /// `-m`.
+    /// Set commit message for imported image
+    #[arg(short = 'm', long)]
     pub message: Option<String>,
-    /// `--platform`.
+    /// Set platform if server is multi-platform capable
+    #[arg(long)]
     pub platform: Option<String>,
+    /// file|URL|-
+    pub source: String,
+    /// [REPOSITORY[:TAG]]
+    pub reference: Option<String>,
 }
 
 /// `berth import`.
@@ -753,14 +760,13 @@ impl DfRow {
 
 /// Renders `system df` (`--format`, or Docker's table).
 pub fn render_df(rows: &[DfRow], format_src: Option<&str>, out: &mut dyn Write) -> Result {
-    let fmt = format::parse_list(format_src.unwrap_or("table"), DF_TABLE)?;
-    let header = format::header(&[
+    let columns = [
         ("Type", "TYPE"),
         ("TotalCount", "TOTAL"),
         ("Active", "ACTIVE"),
         ("Size", "SIZE"),
         ("Reclaimable", "RECLAIMABLE"),
-    ]);
+    ];
     let rows: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -779,8 +785,13 @@ pub fn render_df(rows: &[DfRow], format_src: Option<&str>, out: &mut dyn Write) 
             ])
         })
         .collect();
-    out.write_all(fmt.render_list(&header, &rows)?.as_bytes())?;
-    Ok(())
+    format::print_list(
+        out,
+        format_src.unwrap_or("table"),
+        DF_TABLE,
+        &columns,
+        &rows,
+    )
 }
 
 /// `berth --data-root … system df`: the images of the data root (containers, volumes and the
@@ -971,17 +982,23 @@ mod tests {
 // ---------------------------------------------------------------------------------------------
 // pull / push / login / logout
 
-/// Arguments of `pull`.
-#[derive(Debug, Default, Clone)]
+/// `pull` flags.
+#[derive(Debug, Default, Clone, clap::Args)]
 pub struct PullArgs {
-    /// `NAME[:TAG|@DIGEST]`.
-    pub name: String,
-    /// `-q`.
-    pub quiet: bool,
-    /// `-a`.
+    /// Download all tagged images in the repository (not supported)
+    #[arg(short = 'a', long)]
     pub all_tags: bool,
-    /// `--platform`.
+    /// Suppress verbose output
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Set platform if server is multi-platform capable
+    #[arg(long)]
     pub platform: Option<String>,
+    /// Skip image verification (accepted, ignored)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub disable_content_trust: bool,
+    /// NAME[:TAG|@DIGEST]
+    pub name: String,
 }
 
 /// Docker's non-terminal progress: one line per status change, without the byte-count
@@ -1275,17 +1292,20 @@ pub fn push(
     Ok(())
 }
 
-/// Arguments of `login`.
-#[derive(Debug, Default, Clone)]
+/// `login` flags.
+#[derive(Debug, Default, Clone, clap::Args)]
 pub struct LoginArgs {
-    /// `SERVER` (Docker Hub when absent).
-    pub server: Option<String>,
-    /// `-u`.
+    /// Username
+    #[arg(short = 'u', long)]
     pub username: Option<String>,
-    /// `-p`.
+    /// Password
+    #[arg(short = 'p', long)]
     pub password: Option<String>,
-    /// `--password-stdin`.
+    /// Take the password from stdin
+    #[arg(long)]
     pub password_stdin: bool,
+    /// SERVER
+    pub server: Option<String>,
 }
 
 fn server_key(server: Option<&str>) -> String {

@@ -690,13 +690,9 @@ pub(crate) fn each_maybe(
 mod tests {
     use super::*;
 
-    fn run_of(args: &[&str]) -> RunCmd {
-        crate::parse_args(args)
-    }
-
     #[test]
     fn run_flags_to_the_create_request() {
-        let c = run_of(&[
+        let c = crate::parse_args::<RunCmd>(&[
             "--rm",
             "--name",
             "x",
@@ -745,17 +741,23 @@ mod tests {
         assert_eq!(c.pull, PullPolicy::Missing);
         assert!(c.sig_proxy);
         // No command: the image's (null, not []).
-        let r = create_request(&run_of(&["-d", "busybox"])).unwrap();
+        let r = create_request(&crate::parse_args::<RunCmd>(&["-d", "busybox"])).unwrap();
         assert_eq!(r.config.cmd, None);
         assert!(!r.config.attach_stdout);
     }
 
     #[test]
     fn pull_and_sig_proxy_flags() {
-        assert_eq!(run_of(&["--pull", "never", "b"]).pull, PullPolicy::Never);
-        assert_eq!(run_of(&["--pull=always", "b"]).pull, PullPolicy::Always);
+        assert_eq!(
+            crate::parse_args::<RunCmd>(&["--pull", "never", "b"]).pull,
+            PullPolicy::Never
+        );
+        assert_eq!(
+            crate::parse_args::<RunCmd>(&["--pull=always", "b"]).pull,
+            PullPolicy::Always
+        );
         assert!(crate::try_parse_args::<RunCmd>(&["--pull", "sometimes", "b"]).is_err());
-        assert!(!run_of(&["--sig-proxy=false", "b"]).sig_proxy);
+        assert!(!crate::parse_args::<RunCmd>(&["--sig-proxy=false", "b"]).sig_proxy);
         assert_eq!(
             named_image("busybox").unwrap().familiar_string(),
             "busybox:latest"

@@ -558,13 +558,9 @@ pub fn export(host: &Host, c: &ExportCmd, out: &mut dyn Write) -> Result {
 mod tests {
     use super::*;
 
-    fn commit_of(args: &[&str]) -> CommitCmd {
-        crate::parse_args(args)
-    }
-
     #[test]
     fn commit_requests_like_docker() {
-        let c = commit_of(&[
+        let c = crate::parse_args::<CommitCmd>(&[
             "-a",
             "Me <me@x>",
             "-m",
@@ -580,16 +576,16 @@ mod tests {
             commit_query(&c).unwrap(),
             "?container=web&repo=example.com%2Fapp&tag=v1&comment=a%20message&author=Me%20%3Cme%40x%3E&changes=ENV%20A%3D1&changes=CMD%20%5B%22sh%22%5D&pause=1"
         );
-        let c = commit_of(&["--pause=false", "web", "busybox"]);
+        let c = crate::parse_args::<CommitCmd>(&["--pause=false", "web", "busybox"]);
         assert_eq!(
             commit_query(&c).unwrap(),
             "?container=web&repo=busybox&pause=0"
         );
-        let c = commit_of(&["-p=false", "web"]);
+        let c = crate::parse_args::<CommitCmd>(&["-p=false", "web"]);
         assert_eq!(commit_query(&c).unwrap(), "?container=web&pause=0");
-        let c = commit_of(&["web", &format!("b@sha256:{}", "a".repeat(64))]);
+        let c = crate::parse_args::<CommitCmd>(&["web", &format!("b@sha256:{}", "a".repeat(64))]);
         assert!(commit_query(&c).unwrap_err().to_string().contains("digest"));
-        let c = commit_of(&["web", "Bad:Ref:x"]);
+        let c = crate::parse_args::<CommitCmd>(&["web", "Bad:Ref:x"]);
         assert!(commit_query(&c).is_err());
     }
 }

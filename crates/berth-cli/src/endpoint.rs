@@ -23,8 +23,8 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-/// The default socket of berthd.
-pub const DEFAULT_HOST: &str = "unix:///run/berth/berth.sock";
+use berth_util::host::Address;
+pub use berth_util::host::DEFAULT_HOST;
 
 /// The connection flags (`berth -H … --tlsverify …`).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -133,60 +133,6 @@ impl Env for ProcessEnv {
     }
 }
 
-/// A parsed address before TLS is decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Address {
-    Unix(PathBuf),
-    /// Host and port (`None`: the default port).
-    Tcp(String, Option<u16>),
-}
-
-/// Parses `unix:///path`, `/path`, `tcp://host[:port]` (`tcp://:2376` is 127.0.0.1).
-pub fn parse_address(s: &str) -> Result<Address, EndpointError> {
-    if let Some(p) = s.strip_prefix("unix://") {
-        if p.is_empty() {
-            return Err(EndpointError::Address(s.to_string()));
-        }
-        return Ok(Address::Unix(PathBuf::from(p)));
-    }
-    if s.starts_with('/') {
-        return Ok(Address::Unix(PathBuf::from(s)));
-    }
-    if let Some(rest) = s.strip_prefix("tcp://") {
-        let rest = rest.trim_end_matches('/');
-        if rest.contains('/') {
-            return Err(EndpointError::Address(s.to_string()));
-        }
-        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or_else(|| EndpointError::Address(s.to_string()))?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => Some(p),
-                None if after.is_empty() => None,
-                None => return Err(EndpointError::Address(s.to_string())),
-            };
-            (h.to_string(), port)
-        } else {
-            match rest.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), Some(p)),
-                None => (rest.to_string(), None),
-            }
-        };
-        let port = port
-            .map(|p| p.parse::<u16>())
-            .transpose()
-            .map_err(|_| EndpointError::Address(s.to_string()))?;
-        let host = if host.is_empty() {
-            "127.0.0.1".to_string()
-        } else {
-            host
-        };
-        return Ok(Address::Tcp(host, port));
-    }
-    Err(EndpointError::Address(s.to_string()))
-}
-
 /// Where certificates are looked up when no flag names them.
 fn cert_dir(env: &dyn Env) -> Option<PathBuf> {
     if let Some(p) = env
@@ -235,15 +181,10 @@ pub fn resolve(args: &ConnectionArgs, env: &dyn Env) -> Result<Endpoint, Endpoin
         || env.var("BERTH_TLS_VERIFY").is_some()
         || env.var("DOCKER_TLS_VERIFY").is_some();
     let tls = args.tls || verify;
-    match parse_address(&addr)? {
+    match Address::parse(&addr).map_err(|e| EndpointError::Address(e.0))? {
         Address::Unix(p) => Ok(Endpoint::Unix(p)),
         Address::Tcp(host, port) => {
-            let port = port.unwrap_or(if tls { 2376 } else { 2375 });
-            let addr = if host.contains(':') {
-                format!("[{host}]:{port}")
-            } else {
-                format!("{host}:{port}")
-            };
+            let addr = berth_util::host::tcp_addr(&host, port, tls);
             let tls = if tls {
                 Some(client_config(args, env, verify)?)
             } else {
@@ -503,43 +444,6 @@ mod tests {
             vars.iter().map(|(k, v)| (*k, v.to_string())).collect(),
             None,
         )
-    }
-
-    #[test]
-    fn addresses() {
-        assert_eq!(
-            parse_address("unix:///run/b.sock").unwrap(),
-            Address::Unix("/run/b.sock".into())
-        );
-        assert_eq!(
-            parse_address("/x.sock").unwrap(),
-            Address::Unix("/x.sock".into())
-        );
-        assert_eq!(
-            parse_address("tcp://1.2.3.4:2375").unwrap(),
-            Address::Tcp("1.2.3.4".into(), Some(2375))
-        );
-        assert_eq!(
-            parse_address("tcp://:2376").unwrap(),
-            Address::Tcp("127.0.0.1".into(), Some(2376))
-        );
-        assert_eq!(
-            parse_address("tcp://[::1]:1").unwrap(),
-            Address::Tcp("::1".into(), Some(1))
-        );
-        assert_eq!(
-            parse_address("tcp://host.example").unwrap(),
-            Address::Tcp("host.example".into(), None)
-        );
-        for bad in [
-            "ssh://x",
-            "unix://",
-            "tcp://h:port",
-            "tcp://h:1/path",
-            "npipe:////./pipe/x",
-        ] {
-            assert!(parse_address(bad).is_err(), "{bad}");
-        }
     }
 
     struct UserEnv(u32, &'static str, bool);

@@ -53,6 +53,21 @@ pub fn parse_list(source: &str, table_default: &str) -> Result<Format, CliError>
     parse(source, table_default).map_err(|e| TemplateUse::List.error(e))
 }
 
+/// Prints a list command's rows in the format `source` (`table`, `table TEMPLATE` or a
+/// template; `table` alone is `table_default`), with `columns` (field, title) as a table's
+/// header.
+pub fn print_list(
+    out: &mut dyn std::io::Write,
+    source: &str,
+    table_default: &str,
+    columns: &[(&str, &str)],
+    rows: &[Value],
+) -> Result<(), CliError> {
+    let fmt = parse_list(source, table_default)?;
+    out.write_all(fmt.render_list(&header(columns), rows)?.as_bytes())?;
+    Ok(())
+}
+
 impl Format {
     /// Whether this is a table format.
     pub fn is_table(&self) -> bool {

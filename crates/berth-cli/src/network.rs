@@ -438,8 +438,7 @@ pub fn network(
                 }
                 return Ok(());
             }
-            let f = format::parse_list(c.format.as_deref().unwrap_or("table"), NETWORKS_TABLE)?;
-            let header = format::header(&[
+            let columns = [
                 ("ID", "NETWORK ID"),
                 ("Name", "NAME"),
                 ("Driver", "DRIVER"),
@@ -449,10 +448,15 @@ pub fn network(
                 ("Internal", "INTERNAL"),
                 ("Labels", "LABELS"),
                 ("CreatedAt", "CREATED AT"),
-            ]);
+            ];
             let rows: Vec<_> = list.iter().map(|n| network_row(n, c.no_trunc)).collect();
-            out.write_all(f.render_list(&header, &rows)?.as_bytes())?;
-            Ok(())
+            format::print_list(
+                out,
+                c.format.as_deref().unwrap_or("table"),
+                NETWORKS_TABLE,
+                &columns,
+                &rows,
+            )
         }
         NetworkCommand::Inspect(c) => crate::ctl::inspect_each(
             host,

@@ -157,11 +157,7 @@ pub struct CreateFlags {
 /// `--device-read-bps /dev/sda:1mb` and friends: (path, rate) pairs; bytes for `bps` (Docker's
 /// `RAMInBytes`), a count for `iops`.
 fn throttle(list: &[String], flag: &str, iops: bool) -> Result<Option<Vec<ThrottleDevice>>> {
-    if list.is_empty() {
-        return Ok(None);
-    }
-    let mut v = Vec::new();
-    for d in list {
+    each(list, |d| {
         let (path, rate) = d
             .rsplit_once(':')
             .ok_or_else(|| bad_flag(d, flag, format!("bad format: {d}")))?;
@@ -173,12 +169,23 @@ fn throttle(list: &[String], flag: &str, iops: bool) -> Result<Option<Vec<Thrott
                 .map(|n| n as u64)
                 .map_err(|e| bad_flag(d, flag, format!("invalid rate for device: {d}. The correct format is <device-path>:<number>[<unit>]. Number must be a positive integer. Unit is optional and can be kb, mb, or gb: {e}")))?
         };
-        v.push(ThrottleDevice {
+        Ok(ThrottleDevice {
             path: path.to_string(),
             rate,
-        });
+        })
+    })
+}
+
+/// The items of a repeatable flag, each read by `item`, collected (a list or a map); `None`
+/// when the flag is not given.
+fn each<C: FromIterator<T>, T>(
+    list: &[String],
+    item: impl FnMut(&String) -> Result<T>,
+) -> Result<Option<C>> {
+    if list.is_empty() {
+        return Ok(None);
     }
-    Ok(Some(v))
+    list.iter().map(item).collect::<Result<C>>().map(Some)
 }
 
 /// A size flag (`RAMInBytes`).
@@ -196,20 +203,14 @@ fn duration(v: &Option<String>, flag: &str) -> Result<i64> {
 
 /// `key=value` flags into a map (`--sysctl`).
 fn key_values(list: &[String], what: &str) -> Result<Option<BTreeMap<String, String>>> {
-    if list.is_empty() {
-        return Ok(None);
-    }
-    let mut m = BTreeMap::new();
-    for s in list {
+    each(list, |s| {
         let (k, v) = s
             .split_once('=')
             .ok_or_else(|| CliError::Usage(format!("invalid {what} value: {s}")))?;
-        m.insert(k.to_string(), v.to_string());
-    }
-    Ok(Some(m))
+        Ok((k.to_string(), v.to_string()))
+    })
 }
 
-/// `--restart no|always|unless-stopped|on-failure[:N]`.
 fn restart_policy(r: &str) -> Result<RestartPolicy> {
     let (name, count) = match r.split_once(':') {
         Some((n, c)) => (
@@ -330,22 +331,8 @@ impl CreateFlags {
         r.blkio_device_write_bps = throttle(&self.device_write_bps, "--device-write-bps", false)?;
         r.blkio_device_read_iops = throttle(&self.device_read_iops, "--device-read-iops", true)?;
         r.blkio_device_write_iops = throttle(&self.device_write_iops, "--device-write-iops", true)?;
-        if !self.ulimit.is_empty() {
-            r.ulimits = Some(
-                self.ulimit
-                    .iter()
-                    .map(|u| ulimit(u))
-                    .collect::<Result<_>>()?,
-            );
-        }
-        if !self.device.is_empty() {
-            r.devices = Some(
-                self.device
-                    .iter()
-                    .map(|d| device(d))
-                    .collect::<Result<_>>()?,
-            );
-        }
+        r.ulimits = each(&self.ulimit, |u| ulimit(u))?;
+        r.devices = each(&self.device, |d| device(d))?;
         r.cgroup_parent = self.cgroup_parent.clone().unwrap_or_default();
         Ok(r)
     }
@@ -398,13 +385,8 @@ impl CreateFlags {
         if !self.cap_drop.is_empty() {
             hc.cap_drop = Some(self.cap_drop.clone());
         }
-        if !self.security_opt.is_empty() {
-            hc.security_opt = Some(
-                self.security_opt
-                    .iter()
-                    .map(|o| security_opt(o))
-                    .collect::<Result<_>>()?,
-            );
+        if let Some(o) = each(&self.security_opt, |o| security_opt(o))? {
+            hc.security_opt = Some(o);
         }
         hc.readonly_rootfs |= self.read_only;
         if self.init {

@@ -339,8 +339,7 @@ pub fn volume(
                 }
                 return Ok(());
             }
-            let f = format::parse_list(c.format.as_deref().unwrap_or("table"), VOLUMES_TABLE)?;
-            let header = format::header(&[
+            let columns = [
                 ("Driver", "DRIVER"),
                 ("Name", "VOLUME NAME"),
                 ("Mountpoint", "MOUNTPOINT"),
@@ -351,10 +350,15 @@ pub fn volume(
                 ("Group", "GROUP"),
                 ("Availability", "AVAILABILITY"),
                 ("Status", "STATUS"),
-            ]);
+            ];
             let rows: Vec<_> = vols.iter().map(volume_row).collect();
-            out.write_all(f.render_list(&header, &rows)?.as_bytes())?;
-            Ok(())
+            format::print_list(
+                out,
+                c.format.as_deref().unwrap_or("table"),
+                VOLUMES_TABLE,
+                &columns,
+                &rows,
+            )
         }
         VolumeCommand::Inspect(c) => crate::ctl::inspect_each(
             host,

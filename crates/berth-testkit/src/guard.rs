@@ -125,6 +125,16 @@ macro_rules! require_root {
     };
 }
 
+/// A [`Daemon`](crate::daemon::Daemon) with the default flags, once [`require_root!`] (with
+/// the same arguments) let the calling test go on: `let d = root_daemon!();`.
+#[macro_export]
+macro_rules! root_daemon {
+    ($($program:expr),* $(,)?) => {{
+        $crate::require_root!($($program),*);
+        $crate::daemon::Daemon::new()
+    }};
+}
+
 /// Returns from the calling test (printing which ones are missing) unless every program is
 /// present (a name on `$PATH` or a path).
 #[macro_export]

@@ -56,6 +56,11 @@ pub fn temp_context(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
+/// A temporary build context holding only `Dockerfile`.
+pub fn dockerfile_context(dockerfile: &str) -> tempfile::TempDir {
+    temp_context(&[("Dockerfile", dockerfile)])
+}
+
 /// The sorted names in a directory (empty when it does not exist).
 pub fn list_dir(p: &Path) -> Vec<String> {
     let mut v: Vec<String> = match std::fs::read_dir(p) {

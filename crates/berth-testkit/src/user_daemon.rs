@@ -26,6 +26,13 @@ impl<'a> UserDaemon<'a> {
         Self::start_with(user, |_| {})
     }
 
+    /// [`UserDaemon::start`], busybox loaded ([`UserDaemon::load_busybox`]).
+    pub fn with_busybox(user: &'a TestUser) -> UserDaemon<'a> {
+        let d = Self::start(user);
+        d.load_busybox();
+        d
+    }
+
     /// [`UserDaemon::start`] with `setup` applied to the daemon's command first (e.g. an
     /// environment variable).
     pub fn start_with(user: &'a TestUser, setup: impl FnOnce(&mut Command)) -> UserDaemon<'a> {

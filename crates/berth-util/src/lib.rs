@@ -6,6 +6,7 @@
 //! - [`fd`]: handing a descriptor to a child process ([`fd::inherit_as`]).
 //! - [`fs`]: replacing a file's content atomically, durably ([`fs::atomic_write`]) or not
 //!   ([`fs::replace_file_nosync`], for run-time state).
+//! - [`host`]: the daemon's addresses (`unix://`, `tcp://`) and their default ports.
 //! - [`id`]: random hex identifiers ([`id::new_id`]: 64 hex characters).
 //! - [`units`]: Docker's sizes (`RAMInBytes`, `FromHumanSize`) and Go's durations.
 //! - [`root`]: the confined-path resolver (`openat2(RESOLVE_IN_ROOT)` with a user-space
@@ -19,6 +20,7 @@
 
 pub mod fd;
 pub mod fs;
+pub mod host;
 pub mod id;
 pub mod root;
 pub mod runtime;

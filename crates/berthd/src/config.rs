@@ -26,166 +26,202 @@ use clap::Parser;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+mod declare;
+use declare::{daemon_options, pick, KeyValues, Kind, Pools, Refusal, Ulimits};
+
 /// The configuration file read when `--config-file` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/berth/daemon.json";
 /// The API socket when neither `-H` nor `hosts` is given.
-pub const DEFAULT_HOST: &str = "unix:///run/berth/berth.sock";
+pub use berth_util::host::DEFAULT_HOST;
 /// Docker's socket, served too with `docker-compat`.
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// The group owning the API sockets (as dockerd's `docker`).
 pub const DEFAULT_GROUP: &str = "berth";
 
-/// berthd's command line.
-#[derive(Parser, Debug, Clone, Default)]
-#[command(
-    name = "berthd",
-    version,
-    about = "Berth daemon: the Docker Engine API on unix sockets and TCP with TLS",
-    long_about = "Berth daemon: serves the Docker Engine API (unix sockets, TCP with TLS, \
-                  systemd socket activation with -H fd://). Options may also be set in the \
-                  configuration file (--config-file, default /etc/berth/daemon.json) under \
-                  dockerd's key names; an option set in both places is an error. SIGHUP \
-                  reloads the file. Started by a user other than root, berthd is rootless: \
-                  it enters a user namespace mapped from /etc/subuid and /etc/subgid \
-                  (newuidmap/newgidmap), keeps its data in $XDG_DATA_HOME/berth and serves \
-                  unix://$XDG_RUNTIME_DIR/berth/berth.sock (configuration: \
-                  $XDG_CONFIG_HOME/berth/daemon.json)."
-)]
-pub struct Flags {
-    /// The daemon's configuration file (JSON, dockerd's daemon.json keys).
-    #[arg(long = "config-file", value_name = "FILE")]
-    pub config_file: Option<PathBuf>,
-    /// Check the configuration (file and flags) and exit.
-    #[arg(long)]
-    pub validate: bool,
-    /// Address to listen on (`unix:///path`, `tcp://host:port`, `fd://` or `fd://N` for
-    /// sockets passed by systemd); repeatable. Key `hosts`.
-    #[arg(short = 'H', long = "host", value_name = "HOST")]
-    pub hosts: Vec<String>,
-    /// Group owning the unix sockets (mode 0660); root only when the group does not exist.
-    #[arg(short = 'G', long, value_name = "GROUP")]
-    pub group: Option<String>,
-    /// Use TLS on TCP listeners (implied by --tlsverify); `--tls=false` allows plain TCP.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
-    pub tls: Option<bool>,
-    /// Use TLS and require client certificates signed by --tlscacert.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
-    pub tlsverify: Option<bool>,
-    /// CA certificate(s) trusted for client certificates.
-    #[arg(long, value_name = "FILE")]
-    pub tlscacert: Option<PathBuf>,
-    /// The server's TLS certificate (chain).
-    #[arg(long, value_name = "FILE")]
-    pub tlscert: Option<PathBuf>,
-    /// The server's TLS key.
-    #[arg(long, value_name = "FILE")]
-    pub tlskey: Option<PathBuf>,
-    /// Root of persistent state [default: /var/lib/berth; rootless: $XDG_DATA_HOME/berth].
-    #[arg(long, value_name = "DIR")]
-    pub data_root: Option<PathBuf>,
-    /// Root of run-time state [default: /run/berth; rootless: $XDG_RUNTIME_DIR/berth].
-    #[arg(long, value_name = "DIR")]
-    pub exec_root: Option<PathBuf>,
-    /// Pid file [default: EXEC_ROOT/berthd.pid].
-    #[arg(short = 'p', long, value_name = "FILE")]
-    pub pidfile: Option<PathBuf>,
-    /// Parent cgroup of containers [default: /berth].
-    #[arg(long, value_name = "CGROUP")]
-    pub cgroup_parent: Option<String>,
-    /// A registry reachable over plain http (besides loopback ones); repeatable. Key
-    /// `insecure-registries`.
-    #[arg(long = "insecure-registry", value_name = "REGISTRY")]
-    pub insecure_registries: Vec<String>,
-    /// A mirror of Docker Hub (`https://host[:port]`), tried before it for pulls; repeatable.
-    /// Key `registry-mirrors`.
-    #[arg(long = "registry-mirror", value_name = "URL")]
-    pub registry_mirrors: Vec<String>,
-    /// Layers downloaded at once per pull [default: 3].
-    #[arg(long, value_name = "N")]
-    pub max_concurrent_downloads: Option<usize>,
-    /// Layers uploaded at once per push [default: 5].
-    #[arg(long, value_name = "N")]
-    pub max_concurrent_uploads: Option<usize>,
-    /// The shim binary [default: next to berthd, /usr/libexec/berth, or PATH].
-    #[arg(long, value_name = "FILE")]
-    pub shim: Option<PathBuf>,
-    /// The init of `--init` containers, a static binary (dockerd's `--init-path`)
-    /// [default: berth-init next to berthd, in /usr/libexec/berth, or on PATH].
-    #[arg(long = "init-path", value_name = "FILE")]
-    pub init_path: Option<PathBuf>,
-    /// Run an init inside every container unless it says otherwise (`--init` by default).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
-    pub init: Option<bool>,
-    /// The OCI runtime binary [default: next to berthd, else berth-runtime on PATH].
-    #[arg(long, value_name = "FILE")]
-    pub runtime: Option<PathBuf>,
-    /// Log level (debug, info, warn, error, fatal) [default: info].
-    #[arg(short = 'l', long, value_name = "LEVEL")]
-    pub log_level: Option<String>,
-    /// Debug logging.
-    #[arg(short = 'D', long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
-    pub debug: Option<bool>,
-    /// Labels shown by `info` (`key=value`); repeatable. Key `labels`.
-    #[arg(long = "label", value_name = "KEY=VALUE")]
-    pub labels: Vec<String>,
-    /// The default bridge network's interface [default: berth0].
-    #[arg(short = 'b', long, env = "BERTHD_BRIDGE", value_name = "NAME")]
-    pub bridge: Option<String>,
-    /// The default bridge's address and prefix (e.g. 172.17.0.1/16); chosen when absent.
-    #[arg(long, env = "BERTHD_BIP", value_name = "CIDR")]
-    pub bip: Option<Ipv4Net>,
-    /// Where default-bridge containers get their addresses (inside --bip's subnet).
-    #[arg(long, env = "BERTHD_FIXED_CIDR", value_name = "CIDR")]
-    pub fixed_cidr: Option<Ipv4Net>,
-    /// Subnets for networks created without one (`base=10.10.0.0/16,size=24`); repeatable,
-    /// tried in order. Key `default-address-pools`.
-    #[arg(long = "default-address-pool", value_name = "base=CIDR,size=N")]
-    pub default_address_pools: Vec<String>,
-    /// Firewall backend: auto, nftables, iptables, none [default: auto].
-    #[arg(long, env = "BERTHD_FIREWALL", value_name = "BACKEND")]
-    pub firewall_backend: Option<String>,
-    /// The log driver of containers that name none [default: json-file].
-    #[arg(long, value_name = "DRIVER")]
-    pub log_driver: Option<String>,
-    /// An option of the default log driver (`max-size=10m`, `max-file=3`); repeatable. Key
-    /// `log-opts`.
-    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
-    pub log_opts: Vec<String>,
-    /// A ulimit of containers that do not set it (`nofile=1024:2048`); repeatable. Key
-    /// `default-ulimits`.
-    #[arg(long = "default-ulimit", value_name = "NAME=SOFT[:HARD]")]
-    pub default_ulimits: Vec<String>,
-    /// Accepted for dockerd's configurations: containers always outlive the daemon in Berth.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
-    pub live_restore: Option<bool>,
-    /// Also serve the API on Docker's socket (/var/run/docker.sock), so the docker CLI,
-    /// compose and docker-py work without DOCKER_HOST. Refused while a dockerd owns it.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
-    pub docker_compat: Option<bool>,
-    /// Serve the Kubernetes CRI (`runtime.v1`) for the kubelet [default: true]. Key `cri`.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
-    pub cri: Option<bool>,
-    /// The CRI's unix socket [default: EXEC_ROOT/cri.sock, i.e. /run/berth/cri.sock].
-    #[arg(long, value_name = "PATH")]
-    pub cri_socket: Option<PathBuf>,
-    /// The CNI network configurations of pods [default: /etc/cni/net.d].
-    #[arg(long, value_name = "DIR")]
-    pub cni_conf_dir: Option<PathBuf>,
-    /// The CNI plugin binaries [default: /usr/lib/cni].
-    #[arg(long, value_name = "DIR")]
-    pub cni_bin_dir: Option<PathBuf>,
-    /// The address of the CRI streaming server (the URLs of Exec, Attach and PortForward)
-    /// [default: 127.0.0.1].
-    #[arg(long, value_name = "IP")]
-    pub cri_stream_address: Option<std::net::IpAddr>,
-    /// The port of the CRI streaming server [default: 0, a free port].
-    #[arg(long, value_name = "PORT")]
-    pub cri_stream_port: Option<u16>,
-    /// How long a CRI streaming connection (exec, attach, port-forward) may carry nothing
-    /// before it is closed, a Go duration (containerd's `stream_idle_timeout`) [default: 4h;
-    /// 0: never].
-    #[arg(long, value_name = "DURATION")]
-    pub cri_stream_idle_timeout: Option<String>,
+daemon_options! {
+    /// berthd's command line.
+    #[derive(Parser, Debug, Clone, Default)]
+    #[command(
+        name = "berthd",
+        version,
+        about = "Berth daemon: the Docker Engine API on unix sockets and TCP with TLS",
+        long_about = "Berth daemon: serves the Docker Engine API (unix sockets, TCP with TLS, \
+                      systemd socket activation with -H fd://). Options may also be set in the \
+                      configuration file (--config-file, default /etc/berth/daemon.json) under \
+                      dockerd's key names; an option set in both places is an error. SIGHUP \
+                      reloads the file. Started by a user other than root, berthd is rootless: \
+                      it enters a user namespace mapped from /etc/subuid and /etc/subgid \
+                      (newuidmap/newgidmap), keeps its data in $XDG_DATA_HOME/berth and serves \
+                      unix://$XDG_RUNTIME_DIR/berth/berth.sock (configuration: \
+                      $XDG_CONFIG_HOME/berth/daemon.json)."
+    )]
+    pub struct Flags {
+        /// The daemon's configuration file (JSON, dockerd's daemon.json keys).
+        #[arg(long = "config-file", value_name = "FILE")]
+        pub config_file: Option<PathBuf>,
+        /// Check the configuration (file and flags) and exit.
+        #[arg(long)]
+        pub validate: bool,
+    }
+    options {
+        /// Address to listen on (`unix:///path`, `tcp://host:port`, `fd://` or `fd://N` for
+        /// sockets passed by systemd); repeatable. Key `hosts`.
+        #[arg(long = "host", short = 'H', value_name = "HOST")]
+        hosts: Vec<String>, key "hosts", restart => Vec<String> = or(vec![default_host()]);
+        /// Group owning the unix sockets (mode 0660); root only when the group does not exist.
+        #[arg(long = "group", short = 'G', value_name = "GROUP")]
+        group: Option<String>, key "group", restart => String = or(DEFAULT_GROUP.into());
+        /// Use TLS on TCP listeners (implied by --tlsverify); `--tls=false` allows plain TCP.
+        #[arg(long = "tls", value_name = "BOOL",
+              num_args = 0..=1, default_missing_value = "true")]
+        tls: Option<bool>, key "tls", restart => Option<bool> = optional;
+        /// Use TLS and require client certificates signed by --tlscacert.
+        #[arg(long = "tlsverify", value_name = "BOOL",
+              num_args = 0..=1, default_missing_value = "true")]
+        tlsverify: Option<bool>, key "tlsverify", restart => bool = or(false);
+        /// CA certificate(s) trusted for client certificates.
+        #[arg(long = "tlscacert", value_name = "FILE")]
+        tlscacert: Option<PathBuf>, key "tlscacert", restart => Option<PathBuf> = optional;
+        /// The server's TLS certificate (chain).
+        #[arg(long = "tlscert", value_name = "FILE")]
+        tlscert: Option<PathBuf>, key "tlscert", restart => Option<PathBuf> = optional;
+        /// The server's TLS key.
+        #[arg(long = "tlskey", value_name = "FILE")]
+        tlskey: Option<PathBuf>, key "tlskey", restart => Option<PathBuf> = optional;
+        /// Root of persistent state [default: /var/lib/berth; rootless: $XDG_DATA_HOME/berth].
+        #[arg(long = "data-root", value_name = "DIR")]
+        data_root: Option<PathBuf>, key "data-root", restart
+            => PathBuf = or(rootless_or(|u| u.data_root, "/var/lib/berth"));
+        /// Root of run-time state [default: /run/berth; rootless: $XDG_RUNTIME_DIR/berth].
+        #[arg(long = "exec-root", value_name = "DIR")]
+        exec_root: Option<PathBuf>, key "exec-root", restart
+            => PathBuf = or(rootless_or(|u| u.exec_root, "/run/berth"));
+        /// Pid file [default: EXEC_ROOT/berthd.pid].
+        #[arg(long = "pidfile", short = 'p', value_name = "FILE")]
+        pidfile: Option<PathBuf>, key "pidfile", restart
+            => PathBuf = or(exec_root.join("berthd.pid"));
+        /// Parent cgroup of containers [default: /berth].
+        #[arg(long = "cgroup-parent", value_name = "CGROUP")]
+        cgroup_parent: Option<String>, key "cgroup-parent", restart
+            => String = or(crate::rootless_cgroups::default_parent()), check(not_empty);
+        /// A registry reachable over plain http (besides loopback ones); repeatable. Key
+        /// `insecure-registries`.
+        #[arg(long = "insecure-registry", value_name = "REGISTRY")]
+        insecure_registries: Vec<String>, key "insecure-registries", reload
+            => Vec<String> = or(Vec::new());
+        /// A mirror of Docker Hub (`https://host[:port]`), tried before it for pulls; repeatable.
+        /// Key `registry-mirrors`.
+        #[arg(long = "registry-mirror", value_name = "URL")]
+        registry_mirrors: Vec<String>, key "registry-mirrors", reload
+            => Vec<String> = via(mirrors);
+        /// Layers downloaded at once per pull [default: 3].
+        #[arg(long = "max-concurrent-downloads", value_name = "N")]
+        max_concurrent_downloads: Option<usize>, key "max-concurrent-downloads", reload
+            => usize = or(3), check(at_least_one);
+        /// Layers uploaded at once per push [default: 5].
+        #[arg(long = "max-concurrent-uploads", value_name = "N")]
+        max_concurrent_uploads: Option<usize>, key "max-concurrent-uploads", reload
+            => usize = or(5), check(at_least_one);
+        /// The shim binary [default: next to berthd, /usr/libexec/berth, or PATH].
+        #[arg(long = "shim", value_name = "FILE")]
+        shim: Option<PathBuf>, key "shim", restart => Option<PathBuf> = optional;
+        /// The init of `--init` containers, a static binary (dockerd's `--init-path`)
+        /// [default: berth-init next to berthd, in /usr/libexec/berth, or on PATH].
+        #[arg(long = "init-path", value_name = "FILE")]
+        init_path: Option<PathBuf>, key "init-path", restart => Option<PathBuf> = optional;
+        /// Run an init inside every container unless it says otherwise (`--init` by default).
+        #[arg(long = "init", value_name = "BOOL",
+              num_args = 0..=1, default_missing_value = "true")]
+        init: Option<bool>, key "init", reload => bool = or(false);
+        /// The OCI runtime binary [default: next to berthd, else berth-runtime on PATH].
+        #[arg(long = "runtime", value_name = "FILE")]
+        runtime: Option<PathBuf>, key "runtime", restart => Option<PathBuf> = optional;
+        /// Log level (debug, info, warn, error, fatal) [default: info].
+        #[arg(long = "log-level", short = 'l', value_name = "LEVEL")]
+        log_level: Option<String>, key "log-level", reload
+            => String = or("info".into()),
+            check(one_of(&["debug", "info", "warn", "error", "fatal"]));
+        /// Debug logging.
+        #[arg(long = "debug", short = 'D', value_name = "BOOL",
+              num_args = 0..=1, default_missing_value = "true")]
+        debug: Option<bool>, key "debug", reload => bool = or(false);
+        /// Labels shown by `info` (`key=value`); repeatable. Key `labels`.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>, key "labels", reload
+            => Vec<String> = or(Vec::new()), check(key_values);
+        /// The default bridge network's interface [default: berth0].
+        #[arg(long = "bridge", short = 'b', env = "BERTHD_BRIDGE", value_name = "NAME")]
+        bridge: Option<String>, key "bridge", restart => String = or("berth0".into());
+        /// The default bridge's address and prefix (e.g. 172.17.0.1/16); chosen when absent.
+        #[arg(long = "bip", env = "BERTHD_BIP", value_name = "CIDR")]
+        bip: Option<Ipv4Net>, key "bip", restart => Option<Ipv4Net> = optional;
+        /// Where default-bridge containers get their addresses (inside --bip's subnet).
+        #[arg(long = "fixed-cidr", env = "BERTHD_FIXED_CIDR", value_name = "CIDR")]
+        fixed_cidr: Option<Ipv4Net>, key "fixed-cidr", restart => Option<Ipv4Net> = optional;
+        /// Subnets for networks created without one (`base=10.10.0.0/16,size=24`); repeatable,
+        /// tried in order. Key `default-address-pools`.
+        #[arg(long = "default-address-pool", value_name = "base=CIDR,size=N")]
+        default_address_pools: Vec<String> as Pools, key "default-address-pools", restart
+            => Vec<AddressPool> = or(Vec::new());
+        /// Firewall backend: auto, nftables, iptables, none [default: auto].
+        #[arg(long = "firewall-backend", env = "BERTHD_FIREWALL", value_name = "BACKEND")]
+        firewall_backend: Option<String>, key "firewall-backend", restart
+            => String = or("auto".into()),
+            check(one_of(&["auto", "nftables", "iptables", "none"]));
+        /// The log driver of containers that name none [default: json-file].
+        #[arg(long = "log-driver", value_name = "DRIVER")]
+        log_driver: Option<String>, key "log-driver", reload => String = or("json-file".into());
+        /// An option of the default log driver (`max-size=10m`, `max-file=3`); repeatable. Key
+        /// `log-opts`.
+        #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+        log_opts: Vec<String> as KeyValues, key "log-opts", reload
+            => BTreeMap<String, String> = or(BTreeMap::new()),
+            check(|opts| check_log_opts(&log_driver, opts));
+        /// A ulimit of containers that do not set it (`nofile=1024:2048`); repeatable. Key
+        /// `default-ulimits`.
+        #[arg(long = "default-ulimit", value_name = "NAME=SOFT[:HARD]")]
+        default_ulimits: Vec<String> as Ulimits, key "default-ulimits", reload
+            => BTreeMap<String, Ulimit> = or(BTreeMap::new()), check(check_ulimits);
+        /// Accepted for dockerd's configurations: containers always outlive the daemon in Berth.
+        #[arg(long = "live-restore", value_name = "BOOL",
+              num_args = 0..=1, default_missing_value = "true")]
+        live_restore: Option<bool>, key "live-restore", reload => bool = or(true);
+        /// Also serve the API on Docker's socket (/var/run/docker.sock), so the docker CLI,
+        /// compose and docker-py work without DOCKER_HOST. Refused while a dockerd owns it.
+        #[arg(long = "docker-compat", value_name = "BOOL",
+              num_args = 0..=1, default_missing_value = "true")]
+        docker_compat: Option<bool>, key "docker-compat", restart => bool = or(false);
+        /// Serve the Kubernetes CRI (`runtime.v1`) for the kubelet [default: true]. Key `cri`.
+        #[arg(long = "cri", value_name = "BOOL",
+              num_args = 0..=1, default_missing_value = "true")]
+        cri: Option<bool>, key "cri", restart => bool = or(true);
+        /// The CRI's unix socket [default: EXEC_ROOT/cri.sock, i.e. /run/berth/cri.sock].
+        #[arg(long = "cri-socket", value_name = "PATH")]
+        cri_socket: Option<PathBuf>, key "cri-socket", restart
+            => PathBuf = or(exec_root.join("cri.sock")), check(absolute);
+        /// The CNI network configurations of pods [default: /etc/cni/net.d].
+        #[arg(long = "cni-conf-dir", value_name = "DIR")]
+        cni_conf_dir: Option<PathBuf>, key "cni-conf-dir", restart
+            => PathBuf = or("/etc/cni/net.d".into()), check(absolute);
+        /// The CNI plugin binaries [default: /usr/lib/cni].
+        #[arg(long = "cni-bin-dir", value_name = "DIR")]
+        cni_bin_dir: Option<PathBuf>, key "cni-bin-dir", restart
+            => PathBuf = or("/usr/lib/cni".into()), check(absolute);
+        /// The address of the CRI streaming server (the URLs of Exec, Attach and PortForward)
+        /// [default: 127.0.0.1].
+        #[arg(long = "cri-stream-address", value_name = "IP")]
+        cri_stream_address: Option<std::net::IpAddr>, key "cri-stream-address", restart
+            => std::net::IpAddr = or(std::net::Ipv4Addr::LOCALHOST.into());
+        /// The port of the CRI streaming server [default: 0, a free port].
+        #[arg(long = "cri-stream-port", value_name = "PORT")]
+        cri_stream_port: Option<u16>, key "cri-stream-port", restart => u16 = or(0);
+        /// How long a CRI streaming connection (exec, attach, port-forward) may carry nothing
+        /// before it is closed, a Go duration (containerd's `stream_idle_timeout`) [default: 4h;
+        /// 0: never].
+        #[arg(long = "cri-stream-idle-timeout", value_name = "DURATION")]
+        cri_stream_idle_timeout: Option<String>, key "cri-stream-idle-timeout", restart
+            => Option<std::time::Duration> = via(idle_timeout);
+    }
 }
 
 /// One configuration option.
@@ -198,57 +234,6 @@ pub struct OptionInfo {
     /// Whether a reload (SIGHUP) applies a change of it; others need a restart.
     pub reloadable: bool,
 }
-
-const fn opt(key: &'static str, flag: &'static str, reloadable: bool) -> OptionInfo {
-    OptionInfo {
-        key,
-        flag,
-        reloadable,
-    }
-}
-
-/// Every option of the file, with its flag.
-pub const OPTIONS: &[OptionInfo] = &[
-    opt("hosts", "host", false),
-    opt("group", "group", false),
-    opt("tls", "tls", false),
-    opt("tlsverify", "tlsverify", false),
-    opt("tlscacert", "tlscacert", false),
-    opt("tlscert", "tlscert", false),
-    opt("tlskey", "tlskey", false),
-    opt("data-root", "data-root", false),
-    opt("exec-root", "exec-root", false),
-    opt("pidfile", "pidfile", false),
-    opt("cgroup-parent", "cgroup-parent", false),
-    opt("insecure-registries", "insecure-registry", true),
-    opt("registry-mirrors", "registry-mirror", true),
-    opt("max-concurrent-downloads", "max-concurrent-downloads", true),
-    opt("max-concurrent-uploads", "max-concurrent-uploads", true),
-    opt("shim", "shim", false),
-    opt("init-path", "init-path", false),
-    opt("init", "init", true),
-    opt("runtime", "runtime", false),
-    opt("log-level", "log-level", true),
-    opt("debug", "debug", true),
-    opt("labels", "label", true),
-    opt("bridge", "bridge", false),
-    opt("bip", "bip", false),
-    opt("fixed-cidr", "fixed-cidr", false),
-    opt("default-address-pools", "default-address-pool", false),
-    opt("firewall-backend", "firewall-backend", false),
-    opt("log-driver", "log-driver", true),
-    opt("log-opts", "log-opt", true),
-    opt("default-ulimits", "default-ulimit", true),
-    opt("live-restore", "live-restore", true),
-    opt("docker-compat", "docker-compat", false),
-    opt("cri", "cri", false),
-    opt("cri-socket", "cri-socket", false),
-    opt("cni-conf-dir", "cni-conf-dir", false),
-    opt("cni-bin-dir", "cni-bin-dir", false),
-    opt("cri-stream-address", "cri-stream-address", false),
-    opt("cri-stream-port", "cri-stream-port", false),
-    opt("cri-stream-idle-timeout", "cri-stream-idle-timeout", false),
-];
 
 /// dockerd keys that Berth does not implement: named as such instead of "unknown".
 const DOCKERD_ONLY: &[&str] = &[
@@ -372,52 +357,6 @@ impl AddressPool {
     }
 }
 
-/// The configuration file's content: every key optional.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FileConfig {
-    pub hosts: Option<Vec<String>>,
-    pub group: Option<String>,
-    pub tls: Option<bool>,
-    pub tlsverify: Option<bool>,
-    pub tlscacert: Option<PathBuf>,
-    pub tlscert: Option<PathBuf>,
-    pub tlskey: Option<PathBuf>,
-    pub data_root: Option<PathBuf>,
-    pub exec_root: Option<PathBuf>,
-    pub pidfile: Option<PathBuf>,
-    pub cgroup_parent: Option<String>,
-    pub insecure_registries: Option<Vec<String>>,
-    pub registry_mirrors: Option<Vec<String>>,
-    pub max_concurrent_downloads: Option<usize>,
-    pub max_concurrent_uploads: Option<usize>,
-    pub shim: Option<PathBuf>,
-    pub init_path: Option<PathBuf>,
-    pub init: Option<bool>,
-    pub runtime: Option<PathBuf>,
-    pub log_level: Option<String>,
-    pub debug: Option<bool>,
-    pub labels: Option<Vec<String>>,
-    pub bridge: Option<String>,
-    pub bip: Option<Ipv4Net>,
-    pub fixed_cidr: Option<Ipv4Net>,
-    pub default_address_pools: Option<Vec<AddressPool>>,
-    pub firewall_backend: Option<String>,
-    pub log_driver: Option<String>,
-    pub log_opts: Option<BTreeMap<String, String>>,
-    pub default_ulimits: Option<BTreeMap<String, Ulimit>>,
-    pub live_restore: Option<bool>,
-    pub docker_compat: Option<bool>,
-    pub cri: Option<bool>,
-    pub cri_socket: Option<PathBuf>,
-    pub cni_conf_dir: Option<PathBuf>,
-    pub cni_bin_dir: Option<PathBuf>,
-    pub cri_stream_address: Option<std::net::IpAddr>,
-    pub cri_stream_port: Option<u16>,
-    pub cri_stream_idle_timeout: Option<String>,
-    /// The keys present, with the text of their values (for conflict messages).
-    pub present: BTreeMap<String, String>,
-}
-
 /// Why an option's value is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ValueError {
@@ -484,90 +423,7 @@ fn without_position(e: &serde_json::Error) -> String {
     }
 }
 
-fn val<T: serde::de::DeserializeOwned>(raw: &RawValue) -> Result<T, ValueError> {
-    serde_json::from_str(raw.get()).map_err(ValueError::Json)
-}
-
-fn cidr(raw: &RawValue) -> Result<Ipv4Net, ValueError> {
-    let s: String = val(raw)?;
-    Ok(s.parse::<Ipv4Net>()?)
-}
-
 impl FileConfig {
-    /// Sets `key` from its JSON value. `Ok(false)`: not a key of the file.
-    fn set(&mut self, key: &str, raw: &RawValue) -> Result<bool, ValueError> {
-        match key {
-            "hosts" => self.hosts = Some(val(raw)?),
-            "group" => self.group = Some(val(raw)?),
-            "tls" => self.tls = Some(val(raw)?),
-            "tlsverify" => self.tlsverify = Some(val(raw)?),
-            "tlscacert" => self.tlscacert = Some(val(raw)?),
-            "tlscert" => self.tlscert = Some(val(raw)?),
-            "tlskey" => self.tlskey = Some(val(raw)?),
-            "data-root" => self.data_root = Some(val(raw)?),
-            "exec-root" => self.exec_root = Some(val(raw)?),
-            "pidfile" => self.pidfile = Some(val(raw)?),
-            "cgroup-parent" => self.cgroup_parent = Some(val(raw)?),
-            "insecure-registries" => self.insecure_registries = Some(val(raw)?),
-            "registry-mirrors" => self.registry_mirrors = Some(val(raw)?),
-            "max-concurrent-downloads" => self.max_concurrent_downloads = Some(val(raw)?),
-            "max-concurrent-uploads" => self.max_concurrent_uploads = Some(val(raw)?),
-            "shim" => self.shim = Some(val(raw)?),
-            "init-path" => self.init_path = Some(val(raw)?),
-            "init" => self.init = Some(val(raw)?),
-            "runtime" => self.runtime = Some(val(raw)?),
-            "log-level" => self.log_level = Some(val(raw)?),
-            "debug" => self.debug = Some(val(raw)?),
-            "labels" => self.labels = Some(val(raw)?),
-            "bridge" => self.bridge = Some(val(raw)?),
-            "bip" => self.bip = Some(cidr(raw)?),
-            "fixed-cidr" => self.fixed_cidr = Some(cidr(raw)?),
-            "default-address-pools" => {
-                #[derive(Deserialize)]
-                #[serde(deny_unknown_fields)]
-                struct Pool {
-                    base: String,
-                    size: u8,
-                }
-                let pools: Vec<Pool> = val(raw)?;
-                let mut out = Vec::new();
-                for p in pools {
-                    let base = p.base.parse::<Ipv4Net>()?;
-                    out.push(AddressPool { base, size: p.size }.checked()?);
-                }
-                self.default_address_pools = Some(out)
-            }
-            "firewall-backend" => self.firewall_backend = Some(val(raw)?),
-            "log-driver" => self.log_driver = Some(val(raw)?),
-            "log-opts" => self.log_opts = Some(val(raw)?),
-            "default-ulimits" => {
-                let m: BTreeMap<String, serde_json::Value> = val(raw)?;
-                let mut out = BTreeMap::new();
-                for (name, v) in m {
-                    let u: Ulimit = berth_api::decode::from_value(v).map_err(|source| {
-                        ValueError::UlimitDecode {
-                            name: name.clone(),
-                            source,
-                        }
-                    })?;
-                    out.insert(name, u);
-                }
-                self.default_ulimits = Some(out)
-            }
-            "live-restore" => self.live_restore = Some(val(raw)?),
-            "docker-compat" => self.docker_compat = Some(val(raw)?),
-            "cri" => self.cri = Some(val(raw)?),
-            "cri-socket" => self.cri_socket = Some(val(raw)?),
-            "cni-conf-dir" => self.cni_conf_dir = Some(val(raw)?),
-            "cni-bin-dir" => self.cni_bin_dir = Some(val(raw)?),
-            "cri-stream-address" => self.cri_stream_address = Some(val(raw)?),
-            "cri-stream-port" => self.cri_stream_port = Some(val(raw)?),
-            "cri-stream-idle-timeout" => self.cri_stream_idle_timeout = Some(val(raw)?),
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
-
     /// Parses a configuration file's text.
     pub fn parse(text: &str) -> Result<FileConfig, FileProblem> {
         // A UTF-8 byte order mark is dropped (as dockerd does); an empty file is no options.
@@ -666,62 +522,9 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("invalid {option}: {message}")]
-    Invalid { option: String, message: String },
-    #[error("invalid {option}: {source}")]
-    Value {
-        option: String,
-        #[source]
-        source: ValueError,
-    },
-}
-
-/// The merged configuration the daemon runs with.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct DaemonConfig {
-    pub hosts: Vec<String>,
-    pub group: String,
-    pub tls: Option<bool>,
-    pub tlsverify: bool,
-    pub tlscacert: Option<PathBuf>,
-    pub tlscert: Option<PathBuf>,
-    pub tlskey: Option<PathBuf>,
-    pub data_root: PathBuf,
-    pub exec_root: PathBuf,
-    pub pidfile: PathBuf,
-    pub cgroup_parent: String,
-    pub insecure_registries: Vec<String>,
-    pub registry_mirrors: Vec<String>,
-    pub max_concurrent_downloads: usize,
-    pub max_concurrent_uploads: usize,
-    pub shim: Option<PathBuf>,
-    pub init_path: Option<PathBuf>,
-    pub init: bool,
-    pub runtime: Option<PathBuf>,
-    pub log_level: String,
-    pub debug: bool,
-    pub labels: Vec<String>,
-    pub bridge: String,
-    pub bip: Option<Ipv4Net>,
-    pub fixed_cidr: Option<Ipv4Net>,
-    pub default_address_pools: Vec<AddressPool>,
-    pub firewall_backend: String,
-    pub log_driver: String,
-    pub log_opts: BTreeMap<String, String>,
-    pub default_ulimits: BTreeMap<String, Ulimit>,
-    pub live_restore: bool,
-    pub docker_compat: bool,
-    /// Serve the CRI (see `crate::cri`).
-    pub cri: bool,
-    pub cri_socket: PathBuf,
-    pub cni_conf_dir: PathBuf,
-    pub cni_bin_dir: PathBuf,
-    /// Where the CRI streaming server listens (port 0: any free one).
-    pub cri_stream_address: std::net::IpAddr,
-    pub cri_stream_port: u16,
-    /// How long a streaming connection may be idle (none: no limit).
-    pub cri_stream_idle_timeout: Option<std::time::Duration>,
+    /// An option's value refused.
+    #[error(transparent)]
+    Merge(#[from] MergeError),
 }
 
 /// Where the configuration file is, and whether it must exist.
@@ -773,8 +576,7 @@ pub fn load(flags: &Flags) -> Result<DaemonConfig, ConfigError> {
             path,
             problem: FileProblem::Conflicts(c),
         },
-        MergeError::Invalid { option, message } => ConfigError::Invalid { option, message },
-        MergeError::Value { option, source } => ConfigError::Value { option, source },
+        e => ConfigError::Merge(e),
     })
 }
 
@@ -793,65 +595,8 @@ pub enum MergeError {
     },
 }
 
-/// The flags' values of the options given on the command line, as text, by key.
-fn flags_given(f: &Flags) -> BTreeMap<&'static str, String> {
-    fn list(v: &[String]) -> Option<String> {
-        (!v.is_empty()).then(|| format!("[{}]", v.join(" ")))
-    }
-    fn one<T: std::fmt::Display>(v: &Option<T>) -> Option<String> {
-        v.as_ref().map(|x| x.to_string())
-    }
-    fn path(v: &Option<PathBuf>) -> Option<String> {
-        v.as_ref().map(|x| x.display().to_string())
-    }
-    let pairs: Vec<(&'static str, Option<String>)> = vec![
-        ("hosts", list(&f.hosts)),
-        ("group", one(&f.group)),
-        ("tls", one(&f.tls)),
-        ("tlsverify", one(&f.tlsverify)),
-        ("tlscacert", path(&f.tlscacert)),
-        ("tlscert", path(&f.tlscert)),
-        ("tlskey", path(&f.tlskey)),
-        ("data-root", path(&f.data_root)),
-        ("exec-root", path(&f.exec_root)),
-        ("pidfile", path(&f.pidfile)),
-        ("cgroup-parent", one(&f.cgroup_parent)),
-        ("insecure-registries", list(&f.insecure_registries)),
-        ("registry-mirrors", list(&f.registry_mirrors)),
-        ("max-concurrent-downloads", one(&f.max_concurrent_downloads)),
-        ("max-concurrent-uploads", one(&f.max_concurrent_uploads)),
-        ("shim", path(&f.shim)),
-        ("init-path", path(&f.init_path)),
-        ("init", one(&f.init)),
-        ("runtime", path(&f.runtime)),
-        ("log-level", one(&f.log_level)),
-        ("debug", one(&f.debug)),
-        ("labels", list(&f.labels)),
-        ("bridge", one(&f.bridge)),
-        ("bip", one(&f.bip)),
-        ("fixed-cidr", one(&f.fixed_cidr)),
-        ("default-address-pools", list(&f.default_address_pools)),
-        ("firewall-backend", one(&f.firewall_backend)),
-        ("log-driver", one(&f.log_driver)),
-        ("log-opts", list(&f.log_opts)),
-        ("default-ulimits", list(&f.default_ulimits)),
-        ("live-restore", one(&f.live_restore)),
-        ("docker-compat", one(&f.docker_compat)),
-        ("cri", one(&f.cri)),
-        ("cri-socket", path(&f.cri_socket)),
-        ("cni-conf-dir", path(&f.cni_conf_dir)),
-        ("cni-bin-dir", path(&f.cni_bin_dir)),
-        ("cri-stream-address", one(&f.cri_stream_address)),
-        ("cri-stream-port", one(&f.cri_stream_port)),
-        ("cri-stream-idle-timeout", one(&f.cri_stream_idle_timeout)),
-    ];
-    pairs
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect()
-}
-
-fn invalid(option: &str, message: impl Into<String>) -> MergeError {
+/// A value of `option` refused, with why.
+pub fn invalid(option: &str, message: impl Into<String>) -> MergeError {
     MergeError::Invalid {
         option: option.to_string(),
         message: message.into(),
@@ -864,17 +609,6 @@ fn bad_value(option: &'static str) -> impl FnOnce(ValueError) -> MergeError {
         option: option.to_string(),
         source,
     }
-}
-
-fn key_values(option: &str, items: &[String]) -> Result<BTreeMap<String, String>, MergeError> {
-    let mut m = BTreeMap::new();
-    for it in items {
-        let (k, v) = it
-            .split_once('=')
-            .ok_or_else(|| invalid(option, format!("{it:?} is not KEY=VALUE")))?;
-        m.insert(k.to_string(), v.to_string());
-    }
-    Ok(m)
 }
 
 /// Parses `--default-ulimit NAME=SOFT[:HARD]` (Docker's `units.ParseUlimit`).
@@ -960,10 +694,9 @@ pub fn check_mirror(m: &str) -> Result<String, ValueError> {
     Ok(format!("{scheme}://{rest}"))
 }
 
-/// Merges the flags over the file over the defaults; an option in both is an error.
-pub fn merge(flags: &Flags, file: &FileConfig) -> Result<DaemonConfig, MergeError> {
-    let given = flags_given(flags);
-    let conflicts: Vec<String> = given
+/// The conflicts between flags and file: every option given in both, with both values.
+fn check_conflicts(flags: &Flags, file: &FileConfig) -> Result<(), MergeError> {
+    let conflicts: Vec<String> = flags_given(flags)
         .iter()
         .filter_map(|(k, fv)| {
             file.present
@@ -971,186 +704,99 @@ pub fn merge(flags: &Flags, file: &FileConfig) -> Result<DaemonConfig, MergeErro
                 .map(|filev| format!("{k}: (from flag: {fv}, from file: {filev})"))
         })
         .collect();
-    if !conflicts.is_empty() {
-        return Err(MergeError::Conflicts(conflicts));
-    }
-    fn pick<T: Clone>(flag: &Option<T>, file: &Option<T>) -> Option<T> {
-        flag.clone().or_else(|| file.clone())
-    }
-    fn pick_list<T: Clone>(flag: &[T], file: &Option<Vec<T>>) -> Vec<T> {
-        if flag.is_empty() {
-            file.clone().unwrap_or_default()
-        } else {
-            flag.to_vec()
-        }
-    }
-    let user = user_defaults();
-    let exec_root = pick(&flags.exec_root, &file.exec_root).unwrap_or_else(|| match &user {
-        Some(u) => u.exec_root.clone(),
-        None => "/run/berth".into(),
-    });
-    let mut hosts = pick_list(&flags.hosts, &file.hosts);
-    if hosts.is_empty() {
-        hosts.push(match &user {
-            Some(u) => u.host(),
-            None => DEFAULT_HOST.to_string(),
-        });
-    }
-    let log_level = pick(&flags.log_level, &file.log_level).unwrap_or_else(|| "info".into());
-    if !["debug", "info", "warn", "error", "fatal"].contains(&log_level.as_str()) {
-        return Err(invalid(
-            "log-level",
-            format!("{log_level:?} (use debug, info, warn, error or fatal)"),
-        ));
-    }
-    let firewall_backend =
-        pick(&flags.firewall_backend, &file.firewall_backend).unwrap_or_else(|| "auto".into());
-    if !["auto", "nftables", "iptables", "none"].contains(&firewall_backend.as_str()) {
-        return Err(invalid(
-            "firewall-backend",
-            format!("{firewall_backend:?} (use auto, nftables, iptables or none)"),
-        ));
-    }
-    let mut default_address_pools = Vec::new();
-    for p in &flags.default_address_pools {
-        default_address_pools
-            .push(AddressPool::parse_flag(p).map_err(bad_value("default-address-pool"))?);
-    }
-    if default_address_pools.is_empty() {
-        default_address_pools = file.default_address_pools.clone().unwrap_or_default();
-    }
-    let log_driver =
-        pick(&flags.log_driver, &file.log_driver).unwrap_or_else(|| "json-file".into());
-    let log_opts = if flags.log_opts.is_empty() {
-        file.log_opts.clone().unwrap_or_default()
+    if conflicts.is_empty() {
+        Ok(())
     } else {
-        key_values("log-opt", &flags.log_opts)?
-    };
-    check_log_opts(&log_driver, &log_opts).map_err(bad_value("log-opts"))?;
-    let default_ulimits = if flags.default_ulimits.is_empty() {
-        file.default_ulimits.clone().unwrap_or_default()
-    } else {
-        let mut m = BTreeMap::new();
-        for s in &flags.default_ulimits {
-            let u = parse_ulimit(s).map_err(bad_value("default-ulimit"))?;
-            m.insert(u.name.clone(), u);
-        }
-        m
-    };
-    for (name, u) in &default_ulimits {
-        if name != &u.name {
-            return Err(invalid(
-                "default-ulimits",
-                format!("the key {name:?} names the ulimit {:?}", u.name),
-            ));
-        }
-        check_ulimit(u).map_err(bad_value("default-ulimits"))?;
+        Err(MergeError::Conflicts(conflicts))
     }
-    let registry_mirrors = pick_list(&flags.registry_mirrors, &file.registry_mirrors)
+}
+
+/// The default of `hosts`: the rootless daemon's socket, else [`DEFAULT_HOST`].
+fn default_host() -> String {
+    match user_defaults() {
+        Some(u) => u.host(),
+        None => DEFAULT_HOST.to_string(),
+    }
+}
+
+/// A default that a rootless daemon takes from its paths (see `rootless`), root's otherwise.
+fn rootless_or(user: impl FnOnce(crate::rootless::Paths) -> PathBuf, root: &str) -> PathBuf {
+    user_defaults().map_or_else(|| PathBuf::from(root), user)
+}
+
+/// `registry-mirrors`, each checked and without its trailing slash.
+fn mirrors(given: Option<Vec<String>>) -> Result<Vec<String>, ValueError> {
+    given
+        .unwrap_or_default()
         .iter()
         .map(|m| check_mirror(m))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(bad_value("registry-mirrors"))?;
-    let labels = pick_list(&flags.labels, &file.labels);
-    for l in &labels {
-        if !l.contains('=') {
-            return Err(invalid("labels", format!("{l:?} is not KEY=VALUE")));
+        .collect()
+}
+
+/// `cri-stream-idle-timeout`: a Go duration [default: 4h]; 0 is no limit.
+fn idle_timeout(given: Option<String>) -> Result<Option<std::time::Duration>, String> {
+    match berth_util::units::parse_duration(given.as_deref().unwrap_or("4h")) {
+        Ok(0) => Ok(None),
+        Ok(ns) if ns > 0 => Ok(Some(std::time::Duration::from_nanos(ns as u64))),
+        Ok(_) => Err("must not be negative".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A check that the value is one of `allowed` ("… (use a, b or c)").
+fn one_of(allowed: &'static [&'static str]) -> impl Fn(&str) -> Result<(), String> {
+    move |v| {
+        if allowed.contains(&v) {
+            return Ok(());
         }
+        let (last, first) = allowed.split_last().unwrap_or((&"", &[]));
+        Err(format!("{v:?} (use {} or {last})", first.join(", ")))
     }
-    let max_concurrent_downloads = pick(
-        &flags.max_concurrent_downloads,
-        &file.max_concurrent_downloads,
-    )
-    .unwrap_or(3);
-    let max_concurrent_uploads =
-        pick(&flags.max_concurrent_uploads, &file.max_concurrent_uploads).unwrap_or(5);
-    if max_concurrent_downloads == 0 || max_concurrent_uploads == 0 {
-        return Err(invalid(
-            "max-concurrent-downloads/uploads",
-            "must be at least 1",
-        ));
+}
+
+fn at_least_one(n: &usize) -> Result<(), String> {
+    if *n == 0 {
+        return Err("must be at least 1".into());
     }
-    let cgroup_parent = pick(&flags.cgroup_parent, &file.cgroup_parent)
-        .unwrap_or_else(crate::rootless_cgroups::default_parent);
-    if cgroup_parent.is_empty() {
-        return Err(invalid("cgroup-parent", "must not be empty"));
+    Ok(())
+}
+
+fn not_empty(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
     }
-    let live_restore = pick(&flags.live_restore, &file.live_restore).unwrap_or(true);
-    let cri_socket =
-        pick(&flags.cri_socket, &file.cri_socket).unwrap_or_else(|| exec_root.join("cri.sock"));
-    let cni_conf_dir =
-        pick(&flags.cni_conf_dir, &file.cni_conf_dir).unwrap_or_else(|| "/etc/cni/net.d".into());
-    let cni_bin_dir =
-        pick(&flags.cni_bin_dir, &file.cni_bin_dir).unwrap_or_else(|| "/usr/lib/cni".into());
-    let idle = pick(
-        &flags.cri_stream_idle_timeout,
-        &file.cri_stream_idle_timeout,
-    )
-    .unwrap_or_else(|| "4h".into());
-    let cri_stream_idle_timeout = match berth_util::units::parse_duration(&idle) {
-        Ok(0) => None,
-        Ok(ns) if ns > 0 => Some(std::time::Duration::from_nanos(ns as u64)),
-        Ok(_) => return Err(invalid("cri-stream-idle-timeout", "must not be negative")),
-        Err(e) => return Err(invalid("cri-stream-idle-timeout", e.to_string())),
-    };
-    for (key, p) in [
-        ("cri-socket", &cri_socket),
-        ("cni-conf-dir", &cni_conf_dir),
-        ("cni-bin-dir", &cni_bin_dir),
-    ] {
-        if !p.is_absolute() {
-            return Err(invalid(
-                key,
-                format!("{} is not an absolute path", p.display()),
-            ));
+    Ok(())
+}
+
+fn absolute(p: &Path) -> Result<(), String> {
+    if !p.is_absolute() {
+        return Err(format!("{} is not an absolute path", p.display()));
+    }
+    Ok(())
+}
+
+/// The message of an item that is not `KEY=VALUE`.
+fn not_key_value(item: &str) -> String {
+    format!("{item:?} is not KEY=VALUE")
+}
+
+/// `labels`: each `KEY=VALUE`.
+fn key_values(items: &[String]) -> Result<(), String> {
+    match items.iter().find(|l| !l.contains('=')) {
+        Some(l) => Err(not_key_value(l)),
+        None => Ok(()),
+    }
+}
+
+/// `default-ulimits`: each known, soft at most hard, under its own name.
+fn check_ulimits(ulimits: &BTreeMap<String, Ulimit>) -> Result<(), Refusal> {
+    for (name, u) in ulimits {
+        if name != &u.name {
+            return Err(format!("the key {name:?} names the ulimit {:?}", u.name).into());
         }
+        check_ulimit(u)?;
     }
-    Ok(DaemonConfig {
-        hosts,
-        group: pick(&flags.group, &file.group).unwrap_or_else(|| DEFAULT_GROUP.into()),
-        tls: pick(&flags.tls, &file.tls),
-        tlsverify: pick(&flags.tlsverify, &file.tlsverify).unwrap_or(false),
-        tlscacert: pick(&flags.tlscacert, &file.tlscacert),
-        tlscert: pick(&flags.tlscert, &file.tlscert),
-        tlskey: pick(&flags.tlskey, &file.tlskey),
-        data_root: pick(&flags.data_root, &file.data_root).unwrap_or_else(|| match &user {
-            Some(u) => u.data_root.clone(),
-            None => "/var/lib/berth".into(),
-        }),
-        pidfile: pick(&flags.pidfile, &file.pidfile)
-            .unwrap_or_else(|| exec_root.join("berthd.pid")),
-        exec_root,
-        cgroup_parent,
-        insecure_registries: pick_list(&flags.insecure_registries, &file.insecure_registries),
-        registry_mirrors,
-        max_concurrent_downloads,
-        max_concurrent_uploads,
-        shim: pick(&flags.shim, &file.shim),
-        init_path: pick(&flags.init_path, &file.init_path),
-        init: pick(&flags.init, &file.init).unwrap_or(false),
-        runtime: pick(&flags.runtime, &file.runtime),
-        log_level,
-        debug: pick(&flags.debug, &file.debug).unwrap_or(false),
-        labels,
-        bridge: pick(&flags.bridge, &file.bridge).unwrap_or_else(|| "berth0".into()),
-        bip: pick(&flags.bip, &file.bip),
-        fixed_cidr: pick(&flags.fixed_cidr, &file.fixed_cidr),
-        default_address_pools,
-        firewall_backend,
-        log_driver,
-        log_opts,
-        default_ulimits,
-        live_restore,
-        docker_compat: pick(&flags.docker_compat, &file.docker_compat).unwrap_or(false),
-        cri: pick(&flags.cri, &file.cri).unwrap_or(true),
-        cri_socket,
-        cni_conf_dir,
-        cni_bin_dir,
-        cri_stream_address: pick(&flags.cri_stream_address, &file.cri_stream_address)
-            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
-        cri_stream_port: pick(&flags.cri_stream_port, &file.cri_stream_port).unwrap_or(0),
-        cri_stream_idle_timeout,
-    })
+    Ok(())
 }
 
 /// What the engine takes from the configuration while it runs, replaced by a reload: registry
@@ -1314,29 +960,6 @@ impl DaemonConfig {
                 init: self.init,
             },
         }
-    }
-
-    /// `self` with the reloadable options taken from `new` (the others need a restart).
-    pub fn with_reloadable_from(&self, new: &DaemonConfig) -> DaemonConfig {
-        let mut out = self.clone();
-        macro_rules! take {
-            ($($f:ident),*) => { $( out.$f = new.$f.clone(); )* };
-        }
-        take!(
-            insecure_registries,
-            registry_mirrors,
-            max_concurrent_downloads,
-            max_concurrent_uploads,
-            init,
-            log_level,
-            debug,
-            labels,
-            log_driver,
-            log_opts,
-            default_ulimits,
-            live_restore
-        );
-        out
     }
 
     /// The options whose values differ from `self` in `new`, in key order.

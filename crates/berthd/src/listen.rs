@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use berth_util::host::{tcp_addr, Address};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -47,31 +48,16 @@ pub fn parse_host(s: &str, tls: bool) -> Result<Endpoint, ListenError> {
         host: s.to_string(),
         reason,
     };
-    if let Some(p) = s.strip_prefix("unix://") {
-        return Ok(Endpoint::Unix(PathBuf::from(p)));
+    match Address::parse(s).map_err(|e| bad(e.to_string()))? {
+        Address::Unix(p) => Ok(Endpoint::Unix(p)),
+        Address::Tcp(host, port) => {
+            std::net::ToSocketAddrs::to_socket_addrs(&tcp_addr(&host, port, tls))
+                .map_err(|e| bad(e.to_string()))?
+                .next()
+                .map(Endpoint::Tcp)
+                .ok_or_else(|| bad("no address".into()))
+        }
     }
-    if s.starts_with('/') {
-        return Ok(Endpoint::Unix(PathBuf::from(s)));
-    }
-    if let Some(a) = s.strip_prefix("tcp://") {
-        let a = a.trim_end_matches('/');
-        let a = if a.contains(':') {
-            a.to_string()
-        } else {
-            format!("{a}:{}", if tls { 2376 } else { 2375 })
-        };
-        let a = if a.starts_with(':') {
-            format!("127.0.0.1{a}")
-        } else {
-            a
-        };
-        return std::net::ToSocketAddrs::to_socket_addrs(&a)
-            .map_err(|e| bad(e.to_string()))?
-            .next()
-            .map(Endpoint::Tcp)
-            .ok_or_else(|| bad("no address".into()));
-    }
-    Err(bad("use unix:///path or tcp://host:port".into()))
 }
 
 /// TLS settings (dockerd's flags).

@@ -130,10 +130,7 @@ struct Plan {
 }
 
 fn plan(cfg: &DaemonConfig) -> Result<Plan, config::ConfigError> {
-    let bad = |message: String| config::ConfigError::Invalid {
-        option: "hosts".into(),
-        message,
-    };
+    let bad = |message: String| config::ConfigError::from(config::invalid("hosts", message));
     let use_tls = cfg.tlsverify || cfg.tls.unwrap_or(false);
     let mut p = Plan {
         unix: Vec::new(),

@@ -775,20 +775,16 @@ mod tests {
     fn bad_options() {
         let d = tempfile::tempdir().unwrap();
         let s = VolumeStore::open(d.path()).unwrap();
-        let mut o = BTreeMap::new();
-        o.insert("bogus".into(), "1".into());
-        assert!(s
-            .create(Some("v1"), "", BTreeMap::new(), o, false)
-            .unwrap_err()
-            .to_string()
-            .contains("invalid option key"));
-        let mut o = BTreeMap::new();
-        o.insert("type".into(), "tmpfs".into());
-        assert!(s
-            .create(Some("v2"), "", BTreeMap::new(), o, false)
-            .unwrap_err()
-            .to_string()
-            .contains("missing required option: \"device\""));
+        for (name, key, value, want) in [
+            ("v1", "bogus", "1", "invalid option key"),
+            ("v2", "type", "tmpfs", "missing required option: \"device\""),
+        ] {
+            let o = BTreeMap::from([(key.to_string(), value.to_string())]);
+            let e = s
+                .create(Some(name), "", BTreeMap::new(), o, false)
+                .unwrap_err();
+            assert!(e.to_string().contains(want), "{name}: {e}");
+        }
         assert!(s
             .create(
                 Some("v3"),

@@ -29,8 +29,7 @@ fn inspect(d: &Daemon, image: &str) -> serde_json::Value {
 
 #[test]
 fn docker_cli_builds_simple() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let dir = d.context("c1",
         &[
             ("Dockerfile", "FROM busybox\nRUN echo hello > /greeting && echo built\nWORKDIR /app\nCOPY a.txt .\nENV X=1\nCMD [\"cat\", \"/app/a.txt\"]\n"),
@@ -62,6 +61,34 @@ fn store(d: &Daemon) -> berth_image::image_store::ImageStore {
     berth_image::image_store::ImageStore::open(d.path("data")).unwrap()
 }
 
+/// Build steps' work directories (`data/tmp/build-<pid>-<id>`, `from-…`) and mounts below
+/// them still there.
+fn step_leftovers(d: &Daemon) -> Vec<String> {
+    let tmp = d.path("data/tmp");
+    let step_dir = |n: &str| {
+        n.strip_prefix("build-")
+            .or_else(|| n.strip_prefix("from-"))
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+    };
+    let mut left: Vec<String> = std::fs::read_dir(&tmp)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| step_dir(n))
+        .collect();
+    let below = format!("{}/", tmp.display());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    left.extend(
+        mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.strip_prefix(&below).is_some_and(step_dir))
+            .map(|m| format!("the mount {m}")),
+    );
+    left
+}
+
 /// Runs one corpus case; returns a description of every mismatch.
 fn corpus_case(d: &Daemon, name: &str) -> Vec<String> {
     let dir = corpus_dir().join(name);
@@ -86,6 +113,10 @@ fn corpus_case(d: &Daemon, name: &str) -> Vec<String> {
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let r = d.berth(&argv);
     let mut bad = Vec::new();
+    // A build is reported done once its steps' containers are cleaned up, failed or not.
+    for left in step_leftovers(d) {
+        bad.push(format!("{name}: the build left {left}"));
+    }
     let out = format!("{}{}", r.stdout, r.stderr);
     for s in exp["stdout_has"].as_array().into_iter().flatten() {
         if !r.stdout.contains(s.as_str().unwrap()) {
@@ -231,8 +262,7 @@ fn image_id(out: &str) -> String {
 
 #[test]
 fn cache_invalidation_exact_steps() {
-    require_root!();
-    let mut d = Daemon::new();
+    let mut d = root_daemon!();
     let dir = d.context("cache",
         &[
             (
@@ -317,8 +347,7 @@ fn cache_invalidation_exact_steps() {
 
 #[test]
 fn docker_cli_flags_and_errors() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let dir = d.context("flags",
         &[
             ("Dockerfile", "FROM busybox AS one\nRUN echo one > /one\nFROM one AS two\nRUN echo two > /two\nFROM busybox\nRUN echo three > /three\n"),
@@ -424,8 +453,7 @@ fn docker_cli_flags_and_errors() {
 
 #[test]
 fn docker_py_builds() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let dir = d.context(
         "py",
         &[
@@ -469,8 +497,7 @@ print("ok", ids[0])
 
 #[test]
 fn onbuild_triggers_run_in_children() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let parent = d.context(
         "onb-parent",
         &[(
@@ -541,8 +568,7 @@ fn http_server(dir: &Path) -> HttpServer {
 
 #[test]
 fn add_from_http_url_with_checksum() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let www = d.context("www", &[("payload.txt", "downloaded\n")]);
     let srv = http_server(&www);
     let url = format!("http://127.0.0.1:{}/payload.txt", srv.1);

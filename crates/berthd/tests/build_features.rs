@@ -104,8 +104,7 @@ fn build_pull_re_resolves_base_images() {
 
 #[test]
 fn build_cache_from_a_loaded_image() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let dir = d.context("c",
         &[
             (
@@ -169,8 +168,7 @@ fn build_cache_from_a_loaded_image() {
 
 #[test]
 fn build_independent_stages_at_once() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     // Each stage's RUN waits (up to 60 s) for the other's to have started, through a cache
     // mount both share: built one after the other, the first would give up and fail.
     let run = |me: &str, other: &str| {
@@ -255,8 +253,7 @@ fn found_under(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
 
 #[test]
 fn build_secrets_are_mounted_and_never_kept() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let tok = format!("tok-secret-{}-{}", std::process::id(), line!());
     let envv = format!("env-secret-{}-{}", std::process::id(), line!());
     let sfile = d.path("tok.txt");
@@ -403,8 +400,7 @@ fn git_daemon(base: &Path) -> Option<GitDaemon> {
 
 #[test]
 fn build_from_git_contexts() {
-    require_root!("git");
-    let d = Daemon::new();
+    let d = root_daemon!("git");
     let work = d.context(
         "gitwork",
         &[

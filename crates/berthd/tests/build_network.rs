@@ -59,12 +59,13 @@ fn host_netns() -> String {
         .to_string()
 }
 
-/// A Dockerfile whose RUN records its namespace, whether the host's 127.0.0.1 service
-/// answers, and its /etc files.
+/// A Dockerfile whose RUN records its namespace, its interfaces, whether the host's
+/// 127.0.0.1 service answers, and its /etc files.
 fn probe_dockerfile(port: u16) -> String {
     format!(
         "FROM busybox\n\
          RUN readlink /proc/self/ns/net > /ns && \
+         tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' ' > /ifaces && \
          ((echo GET | nc -w 3 127.0.0.1 {port} | grep -o host-secret) || echo unreachable) > /reach && \
          cat /etc/hosts > /hosts-file && cat /etc/hostname > /hostname-file && \
          cat /etc/resolv.conf > /resolv-file\n"
@@ -80,10 +81,22 @@ fn cat(d: &Daemon, image: &str, file: &str) -> String {
     d.docker_out("run --rm", &[image, "cat", file])
 }
 
+/// The interfaces the probe's RUN step saw, without the fallback devices the kernel puts
+/// in every new namespace when tunnel modules are loaded.
+fn ifaces(d: &Daemon, image: &str) -> Vec<String> {
+    const FALLBACK: &[&str] = &[
+        "tunl0", "sit0", "ip6tnl0", "gre0", "gretap0", "erspan0", "ip_vti0", "ip6_vti0", "ip6gre0",
+    ];
+    cat(d, image, "/ifaces")
+        .split_whitespace()
+        .filter(|i| !FALLBACK.contains(i))
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
 fn run_steps_get_their_own_network_namespace() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let svc = HostService::start();
     let host = host_netns();
     let dir = d.context("c", &[("Dockerfile", &probe_dockerfile(svc.port))]);
@@ -103,6 +116,7 @@ fn run_steps_get_their_own_network_namespace() {
         "a RUN step shares the host's network namespace"
     );
     assert_eq!(cat(&d, "net:default", "/reach").trim(), "unreachable");
+    assert_eq!(ifaces(&d, "net:default"), ["eth0", "lo"]);
     let hosts = cat(&d, "net:default", "/hosts-file");
     assert!(hosts.contains("10.1.2.3\textra.test"), "{hosts}");
     let hostname = cat(&d, "net:default", "/hostname-file");
@@ -128,6 +142,8 @@ fn run_steps_get_their_own_network_namespace() {
     classic_build(&d, &dir, &["-t", "net:none", "--network", "none"]).ok();
     assert_ne!(cat(&d, "net:none", "/ns").trim(), host);
     assert_eq!(cat(&d, "net:none", "/reach").trim(), "unreachable");
+    // An empty namespace: no interface but loopback.
+    assert_eq!(ifaces(&d, "net:none"), ["lo"]);
     let gw = d.inspect("{{(index .IPAM.Config 0).Gateway}}", "bridge");
     let ping_dockerfile = format!("FROM busybox\nRUN ping -c1 -W2 {}\n", gw.trim());
     let ping = d.context("ping", &[("Dockerfile", &ping_dockerfile)]);

@@ -308,7 +308,7 @@ fn arm64_builds_through_binfmt_legacy_and_buildx() {
     let df = format!(
         "FROM {base}\nARG TARGETARCH\nRUN uname -m > /arch && echo $TARGETARCH > /targetarch\nCMD [\"cat\", \"/arch\", \"/targetarch\"]\n"
     );
-    let ctx = temp_context(&[("Dockerfile", &df)]);
+    let ctx = dockerfile_context(&df);
     // The legacy builder: the arm64 manifest of the index, RUN through qemu.
     let r = legacy_build(
         &d,
@@ -456,7 +456,7 @@ fn without_a_handler_the_error_says_what_to_install() {
         "bb:s390x",
     ])
     .ok();
-    let ctx = temp_context(&[("Dockerfile", "FROM bb:s390x\nRUN true\n")]);
+    let ctx = dockerfile_context("FROM bb:s390x\nRUN true\n");
     let r = legacy_build(
         &d,
         ctx.path(),

@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,23 @@ fn buildx_build(d: &Daemon, dir: &Path, args: &[&str]) -> Run {
     let mut all = vec!["buildx", "build"];
     all.extend_from_slice(args);
     docker_in(d, dir, &all)
+}
+
+/// `docker buildx build -q ARGS -o type=KIND,dest=DEST .` in `dir` (it must succeed), DEST
+/// the daemon's path `file`: DEST.
+fn export(d: &Daemon, dir: &Path, args: &[&str], kind: &str, file: &str) -> PathBuf {
+    let dest = d.path(file);
+    let output = format!("type={kind},dest={}", dest.display());
+    let mut all = vec!["-q"];
+    all.extend_from_slice(args);
+    all.extend(["-o", &output, "."]);
+    buildx_build(d, dir, &all).ok();
+    dest
+}
+
+/// The names in a tar archive (`tar tf`).
+fn tar_list(tar: &Path) -> String {
+    Command::new("tar").arg("tf").arg(tar).run_ok().stdout
 }
 
 #[test]
@@ -189,10 +206,8 @@ fn docker_build_goes_through_buildx_and_caches() {
 #[test]
 fn failing_step_shows_the_step_its_output_and_the_code() {
     let Some(d) = daemon() else { return };
-    let ctx = temp_context(&[(
-        "Dockerfile",
-        "FROM busybox\nRUN echo before-failing && exit 3\nRUN echo never\n",
-    )]);
+    let ctx =
+        dockerfile_context("FROM busybox\nRUN echo before-failing && exit 3\nRUN echo never\n");
     let r = docker_in(
         &d,
         ctx.path(),
@@ -208,17 +223,14 @@ fn failing_step_shows_the_step_its_output_and_the_code() {
     assert!(!r.stderr.contains("echo never\n#"), "{}", r.stderr);
     assert!(d.docker(&["image", "inspect", "bk:bad"]).code != 0);
     // A Dockerfile error names its line.
-    let ctx = temp_context(&[("Dockerfile", "FROM busybox\nRUN true\nNOPE x\n")]);
+    let ctx = dockerfile_context("FROM busybox\nRUN true\nNOPE x\n");
     let r = docker_in(&d, ctx.path(), &["build", "."]);
     r.fails_with("NOPE").fails_with(":3");
     // Only the standard frontend is accepted in a syntax line.
-    let ctx = temp_context(&[("Dockerfile", "# syntax=example/frontend:1\nFROM busybox\n")]);
+    let ctx = dockerfile_context("# syntax=example/frontend:1\nFROM busybox\n");
     let r = docker_in(&d, ctx.path(), &["build", "."]);
     r.fails_with("unsupported frontend");
-    let ctx = temp_context(&[(
-        "Dockerfile",
-        "# syntax=docker/dockerfile:1\nFROM busybox\nRUN true\n",
-    )]);
+    let ctx = dockerfile_context("# syntax=docker/dockerfile:1\nFROM busybox\nRUN true\n");
     docker_in(&d, ctx.path(), &["build", "-q", "."]).ok();
     finish(d);
 }
@@ -226,10 +238,9 @@ fn failing_step_shows_the_step_its_output_and_the_code() {
 #[test]
 fn exporters_local_tar_docker_oci() {
     let Some(d) = daemon() else { return };
-    let ctx = temp_context(&[(
-        "Dockerfile",
+    let ctx = dockerfile_context(
         "FROM busybox\nRUN mkdir -p /out && echo exported > /out/file && ln -s file /out/link\n",
-    )]);
+    );
     let out = d.path("local");
     buildx_build(
         &d,
@@ -251,33 +262,14 @@ fn exporters_local_tar_docker_oci() {
         Path::new("file")
     );
     assert!(out.join("bin/busybox").is_file());
-    let tar = d.path("fs.tar");
-    buildx_build(
-        &d,
-        ctx.path(),
-        &["-q", "-o", &format!("type=tar,dest={}", tar.display()), "."],
-    )
-    .ok();
-    let list = Command::new("tar").arg("tf").arg(&tar).run_ok().stdout;
+    let tar = export(&d, ctx.path(), &[], "tar", "fs.tar");
+    let list = tar_list(&tar);
     assert!(
         list.lines()
             .any(|l| l.trim_start_matches("./") == "out/file"),
         "{list}"
     );
-    let img = d.path("img.tar");
-    buildx_build(
-        &d,
-        ctx.path(),
-        &[
-            "-q",
-            "-t",
-            "bk:archived",
-            "-o",
-            &format!("type=docker,dest={}", img.display()),
-            ".",
-        ],
-    )
-    .ok();
+    let img = export(&d, ctx.path(), &["-t", "bk:archived"], "docker", "img.tar");
     let load = d.docker(&["load", "-i", img.to_str().unwrap()]).ok().stdout;
     assert!(load.contains("bk:archived"), "{load}");
     let out = d
@@ -285,14 +277,8 @@ fn exporters_local_tar_docker_oci() {
         .ok()
         .stdout;
     assert_eq!(out, "exported\n");
-    let oci = d.path("oci.tar");
-    buildx_build(
-        &d,
-        ctx.path(),
-        &["-q", "-o", &format!("type=oci,dest={}", oci.display()), "."],
-    )
-    .ok();
-    let list = Command::new("tar").arg("tf").arg(&oci).run_ok().stdout;
+    let oci = export(&d, ctx.path(), &[], "oci", "oci.tar");
+    let list = tar_list(&oci);
     assert!(
         list.contains("index.json") && list.contains("oci-layout"),
         "{list}"
@@ -304,7 +290,7 @@ fn exporters_local_tar_docker_oci() {
 fn push_to_a_registry() {
     let Some(d) = daemon() else { return };
     let reg = DockerRegistry::start();
-    let ctx = temp_context(&[("Dockerfile", "FROM busybox\nRUN echo pushed > /p\n")]);
+    let ctx = dockerfile_context("FROM busybox\nRUN echo pushed > /p\n");
     let name = format!("127.0.0.1:{}/bk/pushed:1", reg.port);
     buildx_build(&d, ctx.path(), &["-q", "--push", "-t", &name, "."]).ok();
     let name2 = format!("127.0.0.1:{}/bk/pushed:2", reg.port);
@@ -331,13 +317,12 @@ fn push_to_a_registry() {
 #[test]
 fn secrets_ssh_target_named_contexts_and_no_cache_filter() {
     let Some(d) = daemon() else { return };
-    let ctx = temp_context(&[(
-        "Dockerfile",
+    let ctx = dockerfile_context(
         "FROM busybox AS base\nRUN echo base > /base\n\
              FROM base AS build\nRUN --mount=type=secret,id=tok cat /run/secrets/tok > /seen\n\
              RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo ssh-ok > /ssh\n\
              FROM mybase AS other\nRUN echo other > /other\n",
-    )]);
+    );
     let secret = d.path("tok");
     std::fs::write(&secret, "s3cr3t-value").unwrap();
     // An ssh agent of our own (killed at the end).
@@ -390,21 +375,19 @@ fn secrets_ssh_target_named_contexts_and_no_cache_filter() {
     assert!(!hist.contains("s3cr3t"), "{hist}");
     // A named context replaces an image; --no-cache-filter reruns one stage only.
     d.docker(&["tag", "busybox", "bk:named-base"]).ok();
-    let r = buildx_build(
-        &d,
-        ctx.path(),
-        &[
+    let named = |more: &[&str]| {
+        let mut args = vec![
             "--progress=plain",
             "--target",
             "other",
             "--build-context",
             "mybase=docker-image://bk:named-base",
-            "-t",
-            "bk:other",
-            ".",
-        ],
-    )
-    .ok();
+        ];
+        args.extend_from_slice(more);
+        args.extend(["-t", "bk:other", "."]);
+        buildx_build(&d, ctx.path(), &args).ok()
+    };
+    let r = named(&[]);
     r.stderr_contains("echo other");
     assert_eq!(
         d.docker(&["run", "--rm", "bk:other", "cat", "/other"])
@@ -412,23 +395,7 @@ fn secrets_ssh_target_named_contexts_and_no_cache_filter() {
             .stdout,
         "other\n"
     );
-    let r = buildx_build(
-        &d,
-        ctx.path(),
-        &[
-            "--progress=plain",
-            "--target",
-            "other",
-            "--build-context",
-            "mybase=docker-image://bk:named-base",
-            "--no-cache-filter",
-            "other",
-            "-t",
-            "bk:other",
-            ".",
-        ],
-    )
-    .ok();
+    let r = named(&["--no-cache-filter", "other"]);
     let run_line = r
         .stderr
         .lines()
@@ -456,7 +423,7 @@ fn records(du: &str) -> usize {
 #[test]
 fn buildx_du_and_prune() {
     let Some(d) = daemon() else { return };
-    let ctx = temp_context(&[("Dockerfile", "FROM busybox\nRUN echo cached > /c\n")]);
+    let ctx = dockerfile_context("FROM busybox\nRUN echo cached > /c\n");
     docker_in(&d, ctx.path(), &["build", "-q", "."]).ok();
     let du = d.docker(&["buildx", "du"]).ok().stdout;
     assert!(du.contains("Total:"), "{du}");
@@ -469,10 +436,7 @@ fn buildx_du_and_prune() {
     assert_eq!(df, records(&du), "{du}");
     // Filters and space limits: nothing fresh is older than a day, no record is a cache
     // mount, the small cache fits in 1 GB; an ID filter removes that record only.
-    let ctx2 = temp_context(&[(
-        "Dockerfile",
-        "FROM busybox\nRUN echo one > /one\nRUN echo two > /two\n",
-    )]);
+    let ctx2 = dockerfile_context("FROM busybox\nRUN echo one > /one\nRUN echo two > /two\n");
     docker_in(&d, ctx2.path(), &["build", "-q", "."]).ok();
     let before = record_ids(&d.docker(&["buildx", "du"]).ok().stdout);
     assert!(before.len() >= 3, "{before:?}");
@@ -573,10 +537,9 @@ fn forget(d: &Daemon, image: &str) {
 fn cache_export_and_import_registry_inline_local() {
     let Some(d) = daemon() else { return };
     let reg = DockerRegistry::start();
-    let ctx = temp_context(&[(
-        "Dockerfile",
+    let ctx = dockerfile_context(
         "FROM busybox\nRUN echo cache-me > /c && sleep 0.2\nRUN echo second > /s\n",
-    )]);
+    );
     let build = |extra: &[&str]| {
         let mut args = vec!["buildx", "build", "--progress=plain"];
         args.extend_from_slice(extra);
@@ -677,7 +640,7 @@ fn pull_load_platforms_and_local_named_contexts() {
         &format!("FROM {base}\nRUN cat /version 2>/dev/null || echo none\n"),
     )]);
     // A newer base in the registry (the local one stays old).
-    let newer = temp_context(&[("Dockerfile", "FROM busybox\nRUN echo v2 > /version\n")]);
+    let newer = dockerfile_context("FROM busybox\nRUN echo v2 > /version\n");
     docker_in(&d, newer.path(), &["build", "-q", "-t", "bk:v2", "."]).ok();
     d.docker(&["tag", "bk:v2", &base]).ok();
     d.docker(&["push", &base]).ok();
@@ -700,7 +663,7 @@ fn pull_load_platforms_and_local_named_contexts() {
     assert_eq!(id, d.inspect("{{.Id}}", "bk:v2"));
 
     // --load (the docker driver's default, also explicit).
-    let ctx = temp_context(&[("Dockerfile", "FROM busybox\nRUN echo loaded > /l\n")]);
+    let ctx = dockerfile_context("FROM busybox\nRUN echo loaded > /l\n");
     buildx_build(&d, ctx.path(), &["-q", "--load", "-t", "bk:loaded", "."]).ok();
     assert_eq!(
         d.docker(&["run", "--rm", "bk:loaded", "cat", "/l"])
@@ -745,11 +708,10 @@ fn pull_load_platforms_and_local_named_contexts() {
     };
     let dangling_before = dangling();
     let extra = temp_context(&[("data/x.txt", "from-the-named-dir\n"), ("top", "t\n")]);
-    let ctx = temp_context(&[(
-        "Dockerfile",
+    let ctx = dockerfile_context(
         "FROM busybox\nCOPY --from=assets data/x.txt /x.txt\nFROM assets AS raw\n\
          FROM busybox\nCOPY --from=raw / /raw/\nCOPY --from=0 /x.txt /x.txt\n",
-    )]);
+    );
     let r = buildx_build(
         &d,
         ctx.path(),
@@ -786,7 +748,7 @@ fn pull_load_platforms_and_local_named_contexts() {
 #[test]
 fn a_dropped_session_ends_the_build_cleanly() {
     let Some(d) = daemon() else { return };
-    let ctx = temp_context(&[("Dockerfile", "FROM busybox\nRUN echo started && sleep 60\n")]);
+    let ctx = dockerfile_context("FROM busybox\nRUN echo started && sleep 60\n");
     let mut child = d
         .buildkit_cmd(&["build", "--progress=plain", "-t", "bk:dropped", "."])
         .current_dir(ctx.path())

@@ -21,8 +21,7 @@ fn compose(d: &Daemon, dir: &std::path::Path, args: &[&str]) -> Run {
 
 #[test]
 fn compose_up_ps_logs_exec_down() {
-    require_root!("docker-compose");
-    let d = Daemon::new();
+    let d = root_daemon!("docker-compose");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("docker-compose.yml"),

@@ -131,8 +131,7 @@ fn shim_pid(d: &Daemon, id: &str) -> i32 {
 /// policy; `stop` and `rm -f` work afterwards and nothing is orphaned.
 #[test]
 fn dead_shim_kills_and_deletes_its_container() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     d.docker_line("run -d --name plain busybox sleep 1000", &[])
         .ok();
     d.docker_line("run -d --name alw --restart always busybox sleep 1000", &[])
@@ -192,6 +191,18 @@ fn kill_pid(pid: i32) {
 
 const FAILPOINTS: &str = "BERTHD_FAILPOINTS";
 
+/// One test per failpoint: `test_name => scenario(args);`.
+macro_rules! failpoint_tests {
+    ($($name:ident => $scenario:ident($($arg:expr),*);)*) => {
+        $(
+            #[test]
+            fn $name() {
+                $scenario($($arg),*);
+            }
+        )*
+    };
+}
+
 /// Restarts the daemon with the failpoint `fp` armed (its other variables kept).
 fn arm(d: &mut Daemon, fp: &str) {
     d.kill9();
@@ -233,8 +244,7 @@ fn crash_at(d: &mut Daemon, fp: &str, words: &str, rest: &[&str]) {
 /// A create interrupted at `fp`: after the restart no trace of it (directories, snapshot,
 /// anonymous volume), and the same create succeeds.
 fn create_crash(fp: &str) {
-    require_root!();
-    let mut d = Daemon::new();
+    let mut d = root_daemon!();
     crash_at(
         &mut d,
         fp,
@@ -253,19 +263,10 @@ fn create_crash(fp: &str) {
     finish(d);
 }
 
-#[test]
-fn crash_create_dir() {
-    create_crash("create.dir");
-}
-
-#[test]
-fn crash_create_snapshot() {
-    create_crash("create.snapshot");
-}
-
-#[test]
-fn crash_create_participants() {
-    create_crash("create.participants");
+failpoint_tests! {
+    crash_create_dir => create_crash("create.dir");
+    crash_create_snapshot => create_crash("create.snapshot");
+    crash_create_participants => create_crash("create.participants");
 }
 
 /// Item 3, a start interrupted at `fp` (before the shim, between the shim and the start,
@@ -273,8 +274,7 @@ fn crash_create_participants() {
 /// attempt is left (shim, init blocked on the start fifo, runtime state, cgroups, mounts);
 /// `start` succeeds, and `rm -f` leaves nothing.
 fn start_crash(fp: &str) {
-    require_root!();
-    let mut d = Daemon::new();
+    let mut d = root_daemon!();
     d.docker_line("create --name ctr -p 127.0.0.1::80 busybox sleep 1000", &[])
         .ok();
     crash_at(&mut d, fp, "start ctr", &[]);
@@ -288,27 +288,17 @@ fn start_crash(fp: &str) {
     finish(d);
 }
 
-#[test]
-fn crash_start_mounted() {
-    start_crash("start.mounted");
-}
-
-#[test]
-fn crash_start_between_shim_and_start() {
-    start_crash("start.shim");
-}
-
-#[test]
-fn crash_start_started() {
-    start_crash("start.started");
+failpoint_tests! {
+    crash_start_mounted => start_crash("start.mounted");
+    crash_start_between_shim_and_start => start_crash("start.shim");
+    crash_start_started => start_crash("start.started");
 }
 
 /// `stop` interrupted after the stop signal: the container's exit (while the daemon was
 /// down) is recorded at restart; stopping again works, and `rm` leaves nothing.
 #[test]
 fn crash_stop_signalled() {
-    require_root!();
-    let mut d = Daemon::new();
+    let mut d = root_daemon!();
     d.docker_line(
         "run -d --name ctr busybox sh -c",
         &["trap 'exit 7' TERM; sleep 1000 & wait"],
@@ -330,8 +320,7 @@ fn crash_stop_signalled() {
 /// interrupted: finished at the restart; the container starts again.
 #[test]
 fn crash_exit_recorded() {
-    require_root!();
-    let mut d = Daemon::new();
+    let mut d = root_daemon!();
     arm(&mut d, "exit.recorded");
     d.docker_line("run -d --name ctr busybox sh -c", &["sleep 1; exit 3"])
         .ok();
@@ -351,8 +340,7 @@ fn crash_exit_recorded() {
 /// `rm -f -v` interrupted before or after its commit (the rename of its directory): the
 /// container is either still there and removable, or gone with everything it had.
 fn remove_crash(fp: &str) {
-    require_root!();
-    let mut d = Daemon::new();
+    let mut d = root_daemon!();
     d.docker_line("run -d --name ctr -v /data busybox sleep 1000", &[])
         .ok();
     crash_at(&mut d, fp, "rm -f -v ctr", &[]);
@@ -368,21 +356,15 @@ fn remove_crash(fp: &str) {
     finish(d);
 }
 
-#[test]
-fn crash_remove_participants() {
-    remove_crash("remove.participants");
-}
-
-#[test]
-fn crash_remove_renamed() {
-    remove_crash("remove.renamed");
+failpoint_tests! {
+    crash_remove_participants => remove_crash("remove.participants");
+    crash_remove_renamed => remove_crash("remove.renamed");
 }
 
 /// Volume create and remove interrupted: no half volume, the operation can be retried.
 #[test]
 fn crash_volume_create_and_remove() {
-    require_root!();
-    let mut d = Daemon::new();
+    let mut d = root_daemon!();
     crash_at(&mut d, "volume.create", "volume create v1", &[]);
     assert_eq!(d.docker_out("volume ls -q", &[]), "");
     assert_no_orphans(&d, "after the create crash");
@@ -400,8 +382,7 @@ fn crash_volume_create_and_remove() {
 /// `network rm` leave nothing.
 #[test]
 fn crash_network_connect() {
-    require_root!();
-    let mut d = Daemon::new();
+    let mut d = root_daemon!();
     let net = berth_testkit::unique_name("crashnet");
     d.docker_line("network create", &[&net]).ok();
     d.docker_line("run -d --name ctr busybox sleep 1000", &[])
@@ -477,8 +458,7 @@ fn build_leftovers(d: &Daemon) -> Vec<String> {
 /// back after the start) are counted by `system df` and removed by `system prune`.
 #[test]
 fn crash_leftovers_removed_at_start_counted_and_pruned() {
-    require_root!();
-    let mut d = Daemon::new();
+    let mut d = root_daemon!();
     let ctx = d.context("ctx", &[("Dockerfile", "FROM busybox\nRUN sleep 60\n")]);
     let mut build = d
         .docker_cmd(&["build", "-t", "crashed", &ctx.display().to_string()])
@@ -549,8 +529,7 @@ fn answer(addr: &str) -> String {
 /// same); removing the container ends the proxy.
 #[test]
 fn published_port_answers_while_the_daemon_is_down() {
-    require_root!();
-    let mut d = Daemon::new();
+    let mut d = root_daemon!();
     d.docker_line(
         "run -d --name web -p 127.0.0.1::8080 busybox sh -c",
         &["mkdir /w && echo hello > /w/index.html && exec httpd -f -p 8080 -h /w"],
@@ -648,14 +627,9 @@ fn push_crash(fp: &str) {
     finish(d);
 }
 
-#[test]
-fn crash_push_blob() {
-    push_crash("push.blob");
-}
-
-#[test]
-fn crash_push_manifest() {
-    push_crash("push.manifest");
+failpoint_tests! {
+    crash_push_blob => push_crash("push.blob");
+    crash_push_manifest => push_crash("push.manifest");
 }
 
 /// A legacy build (`DOCKER_BUILDKIT=0`) interrupted while a RUN step's container runs
@@ -665,8 +639,7 @@ fn crash_push_manifest() {
 /// (`/dev/shm` included), pending blob, snapshot or image of it is left, nothing that was
 /// there is lost, and the build retried succeeds.
 fn build_crash(fp: &str) {
-    require_root!();
-    let mut d = Daemon::new();
+    let mut d = root_daemon!();
     let ctx = d.context(
         "ctx",
         &[(
@@ -727,14 +700,9 @@ fn assert_build_recovered(
     assert_no_orphans(d, "after the build");
 }
 
-#[test]
-fn crash_build_run() {
-    build_crash("build.run");
-}
-
-#[test]
-fn crash_build_commit() {
-    build_crash("build.commit");
+failpoint_tests! {
+    crash_build_run => build_crash("build.run");
+    crash_build_commit => build_crash("build.commit");
 }
 
 /// The runtime's status of a container (`running`, `paused`, …).
@@ -757,8 +725,7 @@ fn runtime_status(d: &Daemon, id: &str) -> String {
 /// runtime and in its record), no image, layer, blob or snapshot of the commit is left, and
 /// the commit retried succeeds and leaves the container running.
 fn commit_crash(fp: &str, pause: bool) {
-    require_root!();
-    let mut d = Daemon::new();
+    let mut d = root_daemon!();
     d.docker_line(
         "run -d --name ctr busybox sh -c",
         &["echo data > /f; exec sleep 1000"],
@@ -794,25 +761,12 @@ fn commit_crash(fp: &str, pause: bool) {
     finish(d);
 }
 
-#[test]
-fn crash_commit_paused() {
-    commit_crash("commit.paused", true);
-}
-
-#[test]
-fn crash_commit_layer() {
-    commit_crash("commit.layer", true);
-}
-
-#[test]
-fn crash_commit_unpacked() {
-    commit_crash("commit.unpacked", true);
-}
-
-/// The same, without the pause (`--pause=false`).
-#[test]
-fn crash_commit_unpacked_unpaused() {
-    commit_crash("commit.unpacked", false);
+failpoint_tests! {
+    crash_commit_paused => commit_crash("commit.paused", true);
+    crash_commit_layer => commit_crash("commit.layer", true);
+    crash_commit_unpacked => commit_crash("commit.unpacked", true);
+    // The same, without the pause (`--pause=false`).
+    crash_commit_unpacked_unpaused => commit_crash("commit.unpacked", false);
 }
 
 /// A BuildKit build (buildx, the docker CLI's default builder) whose daemon is killed while

@@ -547,12 +547,7 @@ fn cri_pod_and_container_lifecycle_on_cni_across_a_restart() {
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::NotFound);
-        let left = r
-            .list_containers(pb::ListContainersRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .containers;
+        let left = list_containers(&mut r).await;
         assert!(left.is_empty(), "{left:?}");
     });
     let out = d.docker(&["ps", "-aq"]).ok().stdout;
@@ -575,12 +570,7 @@ fn cri_pods_removed_running_or_stopped_dead_release_their_network() {
         // The kubelet may remove without stopping first.
         remove_pod(&mut r, &sid).await;
         assert!(net.leases().is_empty(), "{:?}", net.leases());
-        let items = r
-            .list_pod_sandbox(pb::ListPodSandboxRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .items;
+        let items = list_pods(&mut r).await;
         assert!(items.is_empty(), "{items:?}");
         // A pod whose pause process died is NOTREADY; stopping it still releases its address.
         let sid = run_pod(&mut r, &sandbox_config(&d, &uid, &logs)).await;

@@ -40,12 +40,9 @@ fn pod_with_port(d: &Daemon, port: u16) -> pb::PodSandboxConfig {
 #[test]
 fn cri_network_released_when_the_sandbox_is_removed_through_the_docker_api() {
     require_root!();
-    if !cni_available() {
+    let Some((net, d, _pods)) = cri_daemon(1) else {
         return;
-    }
-    let net = CniNet::new(1);
-    let d = net.daemon();
-    let _pods = remove_pods(&d);
+    };
     let cfg = pod_with_port(&d, free_port());
     rt().block_on(async {
         let (mut r, _) = clients(&d).await;
@@ -65,13 +62,7 @@ fn cri_network_released_when_the_sandbox_is_removed_through_the_docker_api() {
             pb::PodSandboxState::SandboxNotready as i32
         );
         remove_pod(&mut r, &sid).await;
-        assert!(r
-            .list_pod_sandbox(pb::ListPodSandboxRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .items
-            .is_empty());
+        assert!(list_pods(&mut r).await.is_empty());
     });
     drop(_pods);
     d.finish();
@@ -80,12 +71,9 @@ fn cri_network_released_when_the_sandbox_is_removed_through_the_docker_api() {
 #[test]
 fn cri_networks_left_by_a_crash_are_released_at_daemon_start() {
     require_root!();
-    if !cni_available() {
+    let Some((net, mut d, _pods)) = cri_daemon(2) else {
         return;
-    }
-    let net = CniNet::new(2);
-    let mut d = net.daemon();
-    let _pods = remove_pods(&d);
+    };
     // (A record-less sandbox's port mappings are unknown: the record is synced before the
     // CNI ADD, so only a crash before it leaves none, and nothing to delete then.)
     let mut lost_cfg = pod_with_port(&d, free_port());
@@ -120,12 +108,7 @@ fn cri_networks_left_by_a_crash_are_released_at_daemon_start() {
     );
     runtime.block_on(async {
         let (mut r, _) = clients(&d).await;
-        let items = r
-            .list_pod_sandbox(pb::ListPodSandboxRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .items;
+        let items = list_pods(&mut r).await;
         // The sandbox without a record is removed; the one cut short is NOTREADY.
         assert_eq!(
             items.iter().map(|p| (&p.id, p.state)).collect::<Vec<_>>(),
@@ -181,8 +164,7 @@ impl Drop for TestMount {
 
 #[test]
 fn cri_mount_propagation_is_checked_at_create() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let _pods = remove_pods(&d);
     let m = TestMount::new("private");
     let host_path = m.0.path().display().to_string();
@@ -225,13 +207,7 @@ fn cri_mount_propagation_is_checked_at_create() {
             "{e:?}"
         );
         // Nothing was created.
-        assert!(r
-            .list_containers(pb::ListContainersRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .containers
-            .is_empty());
+        assert!(list_containers(&mut r).await.is_empty());
         // A shared source: both are created and start.
         m.set("shared");
         for (i, p) in [

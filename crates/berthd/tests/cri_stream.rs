@@ -197,6 +197,15 @@ impl SpdyClient {
 
     /// Opens a stream with these headers, and waits for its reply (as client-go does).
     async fn open(&mut self, headers: &[(&str, &str)]) -> u32 {
+        let id = self.syn(headers).await;
+        match self.next().await {
+            Ev::Reply(r) if r == id => id,
+            e => panic!("stream {id}: {e:?}"),
+        }
+    }
+
+    /// Sends the `SYN_STREAM` of a new stream with these headers: its id.
+    async fn syn(&mut self, headers: &[(&str, &str)]) -> u32 {
         let id = self.next_id;
         self.next_id += 2;
         self.send(spdy::Frame::SynStream {
@@ -210,9 +219,35 @@ impl SpdyClient {
                 .collect(),
         })
         .await;
-        match self.next().await {
-            Ev::Reply(r) if r == id => id,
-            e => panic!("stream {id}: {e:?}"),
+        id
+    }
+
+    /// Opens one stream of each `streamType`, in this order.
+    async fn streams<const N: usize>(&mut self, types: [&str; N]) -> [u32; N] {
+        let mut ids = [0; N];
+        for (id, t) in ids.iter_mut().zip(types) {
+            *id = self.open(&[("streamType", t)]).await;
+        }
+        ids
+    }
+
+    /// Opens the `error` or `data` stream of port-forwarding request `rid` to `port`.
+    async fn forward_stream(&mut self, kind: &str, port: &str, rid: &str) -> u32 {
+        self.open(&[("streamType", kind), ("port", port), ("requestID", rid)])
+            .await
+    }
+
+    /// What stream `id` carries until its end (stream `other` may end meanwhile; any other
+    /// event is a failure).
+    async fn read_to_fin(&mut self, id: u32, other: u32) -> Vec<u8> {
+        let mut got = Vec::new();
+        loop {
+            match self.next().await {
+                Ev::Data(s, d) if s == id => got.extend_from_slice(&d),
+                Ev::Fin(s) if s == id => return got,
+                Ev::Fin(s) if s == other => {}
+                ev => panic!("{ev:?}"),
+            }
         }
     }
 
@@ -394,6 +429,22 @@ impl WsClient {
         }
     }
 
+    /// Asks the shell on stdin for its terminal's size (`stty size`) every half second until
+    /// stdout says `want`.
+    async fn until_size(&mut self, want: &str) {
+        let mut out = String::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !out.contains(want) {
+            assert!(tokio::time::Instant::now() < deadline, "{out}");
+            self.send(0, b"stty size\n").await;
+            if let Ok(Some((1, d))) =
+                tokio::time::timeout(Duration::from_millis(500), self.next()).await
+            {
+                out.push_str(&String::from_utf8_lossy(&d));
+            }
+        }
+    }
+
     /// Every channel's bytes until the close.
     async fn drain(&mut self) -> HashMap<u8, Vec<u8>> {
         let mut all = HashMap::<u8, Vec<u8>>::new();
@@ -450,6 +501,31 @@ async fn exec_url(r: &mut Runtime, req: pb::ExecRequest) -> String {
     r.exec(req).await.unwrap().into_inner().url
 }
 
+/// Runs `req` over SPDY offering `protocols`: the client and the protocol chosen.
+async fn spdy_exec(
+    r: &mut Runtime,
+    req: pb::ExecRequest,
+    protocols: &[&str],
+) -> (SpdyClient, String) {
+    let url = exec_url(r, req).await;
+    SpdyClient::connect(&url, protocols).await.unwrap()
+}
+
+async fn attach_url(r: &mut Runtime, req: pb::AttachRequest) -> String {
+    r.attach(req).await.unwrap().into_inner().url
+}
+
+async fn port_forward_url(r: &mut Runtime, sandbox: &str, port: Vec<i32>) -> String {
+    r.port_forward(pb::PortForwardRequest {
+        pod_sandbox_id: sandbox.into(),
+        port,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .url
+}
+
 fn exec_req(cid: &str, cmd: &[&str], stdin: bool, tty: bool) -> pb::ExecRequest {
     pb::ExecRequest {
         container_id: cid.into(),
@@ -495,16 +571,13 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
         assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
 
         // SPDY v4: stdout, stderr, the exit code as a NonZeroExitCode cause.
-        let url = exec_url(
-            &mut r,
-            exec_req(
-                &echo,
-                &["sh", "-c", "echo out; echo err >&2; exit 3"],
-                false,
-                false,
-            ),
-        )
-        .await;
+        let req = exec_req(
+            &echo,
+            &["sh", "-c", "echo out; echo err >&2; exit 3"],
+            false,
+            false,
+        );
+        let url = exec_url(&mut r, req).await;
         assert!(
             url.starts_with("http://127.0.0.1:") && url.contains("/exec/"),
             "{url}"
@@ -513,9 +586,7 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
             .await
             .unwrap();
         assert_eq!(proto, "v4.channel.k8s.io");
-        let error = c.open(&[("streamType", "error")]).await;
-        let stdout = c.open(&[("streamType", "stdout")]).await;
-        let stderr = c.open(&[("streamType", "stderr")]).await;
+        let [error, stdout, stderr] = c.streams(["error", "stdout", "stderr"]).await;
         let (data, fins) = c.drain().await;
         assert_eq!(text(&data, stdout), "out\n");
         assert_eq!(text(&data, stderr), "err\n");
@@ -530,19 +601,10 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
         assert_eq!(again.map(|e| e.0), Some(404));
 
         // SPDY v5 (v4 over SPDY) with stdin: its end is the process's EOF.
-        let url = exec_url(
-            &mut r,
-            exec_req(&cat, &["sh", "-c", "cat; echo done"], true, false),
-        )
-        .await;
-        let (mut c, proto) = SpdyClient::connect(&url, &["v5.channel.k8s.io"])
-            .await
-            .unwrap();
+        let req = exec_req(&cat, &["sh", "-c", "cat; echo done"], true, false);
+        let (mut c, proto) = spdy_exec(&mut r, req, &["v5.channel.k8s.io"]).await;
         assert_eq!(proto, "v5.channel.k8s.io");
-        let error = c.open(&[("streamType", "error")]).await;
-        let stdin = c.open(&[("streamType", "stdin")]).await;
-        let stdout = c.open(&[("streamType", "stdout")]).await;
-        c.open(&[("streamType", "stderr")]).await;
+        let [error, stdin, stdout, _] = c.streams(["error", "stdin", "stdout", "stderr"]).await;
         c.data(stdin, b"abc\n").await;
         c.data(stdin, b"def\n").await;
         c.fin(stdin).await;
@@ -551,14 +613,10 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
         assert_eq!(exit_code(&data[&error]), 0);
 
         // SPDY v4 with a tty: resizes reach the terminal, input and output are raw.
-        let url = exec_url(&mut r, exec_req(&tty, &["sh"], true, true)).await;
-        let (mut c, _) = SpdyClient::connect(&url, &["v4.channel.k8s.io"])
-            .await
-            .unwrap();
-        let error = c.open(&[("streamType", "error")]).await;
-        let stdin = c.open(&[("streamType", "stdin")]).await;
-        let stdout = c.open(&[("streamType", "stdout")]).await;
-        let resize = c.open(&[("streamType", "resize")]).await;
+        let req = exec_req(&tty, &["sh"], true, true);
+        let (mut c, _) = spdy_exec(&mut r, req, &["v4.channel.k8s.io"]).await;
+        let [error, stdin, stdout, resize] =
+            c.streams(["error", "stdin", "stdout", "resize"]).await;
         c.data(resize, br#"{"Width":123,"Height":45}"#).await;
         c.until(stdout, "45 123", Some((stdin, b"stty size\n")))
             .await;
@@ -571,28 +629,16 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
         assert_eq!(exit_code(&data[&error]), 5);
 
         // SPDY v2: no resize stream; the error stream has the message of a failure only.
-        let url = exec_url(
-            &mut r,
-            exec_req(&echo, &["sh", "-c", "exit 2"], false, false),
-        )
-        .await;
-        let (mut c, proto) = SpdyClient::connect(&url, &["v2.channel.k8s.io"])
-            .await
-            .unwrap();
+        let req = exec_req(&echo, &["sh", "-c", "exit 2"], false, false);
+        let (mut c, proto) = spdy_exec(&mut r, req, &["v2.channel.k8s.io"]).await;
         assert_eq!(proto, "v2.channel.k8s.io");
-        let error = c.open(&[("streamType", "error")]).await;
-        c.open(&[("streamType", "stdout")]).await;
-        c.open(&[("streamType", "stderr")]).await;
+        let [error, ..] = c.streams(["error", "stdout", "stderr"]).await;
         let (data, _) = c.drain().await;
         assert!(text(&data, error).contains("exit code 2"), "{data:?}");
         // A command that cannot run is a failure, said on the error stream.
-        let url = exec_url(&mut r, exec_req(&echo, &["/no/such"], false, false)).await;
-        let (mut c, _) = SpdyClient::connect(&url, &["v4.channel.k8s.io"])
-            .await
-            .unwrap();
-        let error = c.open(&[("streamType", "error")]).await;
-        c.open(&[("streamType", "stdout")]).await;
-        c.open(&[("streamType", "stderr")]).await;
+        let req = exec_req(&echo, &["/no/such"], false, false);
+        let (mut c, _) = spdy_exec(&mut r, req, &["v4.channel.k8s.io"]).await;
+        let [error, ..] = c.streams(["error", "stdout", "stderr"]).await;
         let (data, _) = c.drain().await;
         let st: Status = serde_json::from_slice(&data[&error]).unwrap();
         assert_eq!(st.status, "Failure");
@@ -608,16 +654,8 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
         assert!(body.contains("v4.channel.k8s.io"), "{body}");
 
         // WebSocket v5: stdin, its close signal, stderr, the status on channel 3.
-        let url = exec_url(
-            &mut r,
-            exec_req(
-                &cat,
-                &["sh", "-c", "read x; echo got $x; cat; echo e >&2; exit 4"],
-                true,
-                false,
-            ),
-        )
-        .await;
+        let cmd = ["sh", "-c", "read x; echo got $x; cat; echo e >&2; exit 4"];
+        let url = exec_url(&mut r, exec_req(&cat, &cmd, true, false)).await;
         let (mut c, proto) = WsClient::connect(&url, "v5.channel.k8s.io, v4.channel.k8s.io").await;
         assert_eq!(proto, "v5.channel.k8s.io");
         // The session is set up: an empty message on stdout.
@@ -634,43 +672,29 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
         let (mut c, proto) = WsClient::connect(&url, "v4.base64.channel.k8s.io").await;
         assert_eq!(proto, "v4.base64.channel.k8s.io");
         c.send(4, br#"{"Width":77,"Height":33}"#).await;
-        let mut out = String::new();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !out.contains("33 77") {
-            assert!(tokio::time::Instant::now() < deadline, "{out}");
-            c.send(0, b"stty size\n").await;
-            if let Ok(Some((1, d))) =
-                tokio::time::timeout(Duration::from_millis(500), c.next()).await
-            {
-                out.push_str(&String::from_utf8_lossy(&d));
-            }
-        }
+        c.until_size("33 77").await;
         c.send(0, b"exit 0\n").await;
         let all = c.drain().await;
         assert_eq!(exit_code(&all[&3]), 0);
 
         // Attach over SPDY to the running cat: input echoed; closing stdin ends the session
         // and leaves the container running (no StdinOnce; checked below).
-        let url = r
-            .attach(pb::AttachRequest {
+        let url = attach_url(
+            &mut r,
+            pb::AttachRequest {
                 container_id: cat.clone(),
                 stdin: true,
                 tty: false,
                 stdout: true,
                 stderr: true,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .url;
+            },
+        )
+        .await;
         assert!(url.contains("/attach/"), "{url}");
         let (mut c, _) = SpdyClient::connect(&url, &["v4.channel.k8s.io"])
             .await
             .unwrap();
-        let error = c.open(&[("streamType", "error")]).await;
-        let stdin = c.open(&[("streamType", "stdin")]).await;
-        let stdout = c.open(&[("streamType", "stdout")]).await;
-        c.open(&[("streamType", "stderr")]).await;
+        let [error, stdin, stdout, _] = c.streams(["error", "stdin", "stdout", "stderr"]).await;
         c.data(stdin, b"attached\n").await;
         c.until(stdout, "attached\n", None).await;
         c.fin(stdin).await;
@@ -678,32 +702,21 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
         assert_eq!(exit_code(&data[&error]), 0);
 
         // Attach over WebSocket to the tty shell, with a resize.
-        let url = r
-            .attach(pb::AttachRequest {
+        let url = attach_url(
+            &mut r,
+            pb::AttachRequest {
                 container_id: tty.clone(),
                 stdin: true,
                 tty: true,
                 stdout: true,
                 stderr: false,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .url;
+            },
+        )
+        .await;
         let (mut c, _) = WsClient::connect(&url, "v5.channel.k8s.io").await;
         assert_eq!(c.next().await, Some((1, vec![])));
         c.send(4, br#"{"Width":61,"Height":17}"#).await;
-        let mut out = String::new();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !out.contains("17 61") {
-            assert!(tokio::time::Instant::now() < deadline, "{out}");
-            c.send(0, b"stty size\n").await;
-            if let Ok(Some((1, d))) =
-                tokio::time::timeout(Duration::from_millis(500), c.next()).await
-            {
-                out.push_str(&String::from_utf8_lossy(&d));
-            }
-        }
+        c.until_size("17 61").await;
         c.send(255, &[0]).await;
         let all = c.drain().await;
         assert_eq!(exit_code(&all[&3]), 0);
@@ -714,15 +727,7 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
         }
 
         // Port forwarding over SPDY: two connections at once, each a data + error pair.
-        let url = r
-            .port_forward(pb::PortForwardRequest {
-                pod_sandbox_id: sid.clone(),
-                port: vec![8080],
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .url;
+        let url = port_forward_url(&mut r, &sid, vec![8080]).await;
         assert!(url.contains("/portforward/"), "{url}");
         let (mut c, proto) = SpdyClient::connect(&url, &["portforward.k8s.io"])
             .await
@@ -730,17 +735,9 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
         assert_eq!(proto, "portforward.k8s.io");
         let mut pairs = Vec::new();
         for rid in ["0", "1"] {
-            let e = c
-                .open(&[
-                    ("streamType", "error"),
-                    ("port", "8080"),
-                    ("requestID", rid),
-                ])
-                .await;
+            let e = c.forward_stream("error", "8080", rid).await;
             c.fin(e).await;
-            let d = c
-                .open(&[("streamType", "data"), ("port", "8080"), ("requestID", rid)])
-                .await;
+            let d = c.forward_stream("data", "8080", rid).await;
             pairs.push((e, d));
         }
         let (e0, d0) = pairs[0];
@@ -764,48 +761,19 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
         assert_eq!(text(&got, d1), "one\n");
         assert!(!got.contains_key(&e0) && !got.contains_key(&e1), "{got:?}");
         // A closed port: the error stream says so, the connection stays.
-        let e = c
-            .open(&[("streamType", "error"), ("port", "9"), ("requestID", "2")])
-            .await;
-        let dd = c
-            .open(&[("streamType", "data"), ("port", "9"), ("requestID", "2")])
-            .await;
-        let mut err = Vec::new();
-        loop {
-            match c.next().await {
-                Ev::Data(id, d) if id == e => err.extend_from_slice(&d),
-                Ev::Fin(id) if id == e => break,
-                Ev::Fin(id) if id == dd => {}
-                ev => panic!("{ev:?}"),
-            }
-        }
+        let e = c.forward_stream("error", "9", "2").await;
+        let dd = c.forward_stream("data", "9", "2").await;
+        let err = c.read_to_fin(e, dd).await;
         let err = String::from_utf8_lossy(&err);
         assert!(err.contains("error forwarding port 9"), "{err}");
         // A stream without a port is reset.
-        let id = c.next_id;
-        c.next_id += 2;
-        c.send(spdy::Frame::SynStream {
-            stream: id,
-            associated: 0,
-            priority: 0,
-            flags: 0,
-            headers: vec![("streamtype".into(), "data".into())],
-        })
-        .await;
+        let id = c.syn(&[("streamtype", "data")]).await;
         assert_eq!(c.next().await, Ev::Reply(id));
         assert_eq!(c.next().await, Ev::Reset(id));
         drop(c);
 
         // Port forwarding over WebSocket: the port on both channels first, then the bytes.
-        let url = r
-            .port_forward(pb::PortForwardRequest {
-                pod_sandbox_id: sid.clone(),
-                port: vec![8080],
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .url;
+        let url = port_forward_url(&mut r, &sid, vec![8080]).await;
         let (mut c, proto) = WsClient::connect(&url, "v4.channel.k8s.io").await;
         assert_eq!(proto, "v4.channel.k8s.io");
         let port = 8080u16.to_le_bytes().to_vec();
@@ -822,39 +790,14 @@ fn cri_exec_attach_port_forward_over_spdy_and_websocket() {
         drop(c);
 
         // Port forwarding as client-go does it over WebSocket: SPDY inside, the same streams.
-        let url = r
-            .port_forward(pb::PortForwardRequest {
-                pod_sandbox_id: sid.clone(),
-                port: vec![],
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .url;
+        let url = port_forward_url(&mut r, &sid, vec![]).await;
         let mut c = SpdyClient::tunnel(&url).await;
-        let e = c
-            .open(&[
-                ("streamType", "error"),
-                ("port", "8080"),
-                ("requestID", "0"),
-            ])
-            .await;
+        let e = c.forward_stream("error", "8080", "0").await;
         c.fin(e).await;
-        let dd = c
-            .open(&[("streamType", "data"), ("port", "8080"), ("requestID", "0")])
-            .await;
+        let dd = c.forward_stream("data", "8080", "0").await;
         c.data(dd, b"tunneled\n").await;
         c.fin(dd).await;
-        let mut got = Vec::new();
-        loop {
-            match c.next().await {
-                Ev::Data(id, d) if id == dd => got.extend_from_slice(&d),
-                Ev::Fin(id) if id == dd => break,
-                Ev::Fin(id) if id == e => {}
-                ev => panic!("{ev:?}"),
-            }
-        }
-        assert_eq!(got, b"tunneled\n");
+        assert_eq!(c.read_to_fin(dd, e).await, b"tunneled\n");
         drop(c);
 
         // Unknown paths and tokens are not found.

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn version_info_images() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let v = d.docker(&["version"]).ok().stdout;
     assert!(v.contains("Server: Berth Engine"), "{v}");
     assert!(
@@ -50,8 +49,7 @@ fn version_info_images() {
 
 #[test]
 fn run_rm_echo() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     assert_eq!(d.docker_out("run --rm busybox echo hello", &[]), "hello\n");
     // The container was removed by the daemon (AutoRemove).
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -120,8 +118,7 @@ fn run_rm_echo() {
 
 #[test]
 fn detached_lifecycle() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let id = d.docker_out("run -d --name t1 busybox sh -c", &["echo hi; sleep 100"]);
     let id = id.trim();
     assert_eq!(id.len(), 64);
@@ -167,8 +164,7 @@ fn detached_lifecycle() {
 
 #[test]
 fn kill_and_force_remove() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     // PID 1 ignores signals it has no handler for: trap TERM.
     d.docker_line(
         "run -d --name k1 busybox sh -c",
@@ -190,8 +186,7 @@ fn kill_and_force_remove() {
 
 #[test]
 fn docker_py_run_and_logs() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let r = d
         .python(
             r#"
@@ -220,8 +215,7 @@ print(len(c.containers.list(all=True)))
 
 #[test]
 fn daemon_restart_keeps_containers() {
-    require_root!();
-    let mut d = Daemon::new();
+    let mut d = root_daemon!();
     d.docker_line(
         "run -d --name r1 busybox sh -c",
         &["echo before; sleep 1; echo after; sleep 100"],
@@ -254,8 +248,7 @@ fn daemon_restart_keeps_containers() {
 
 #[test]
 fn bad_input() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let r = d.post("/v1.44/containers/create", "{bad");
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
     assert!(r.contains("{\"message\":\"invalid JSON"), "{r}");
@@ -326,8 +319,7 @@ fn bad_input() {
 
 #[test]
 fn stdin_tty_follow_and_start_failure() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     // stdin through attach (-i), closed at EOF.
     let r = d
         .docker_cmd(&["run", "-i", "--rm", "busybox", "cat"])
@@ -361,8 +353,7 @@ fn stdin_tty_follow_and_start_failure() {
 
 #[test]
 fn berth_cli_run_ps_logs_stop_wait_rm() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let r = d.berth_line("run --rm busybox echo hello", &[]).ok();
     assert_eq!(r.stdout, "hello\n");
     let r = d.berth_line("run --rm busybox sh -c", &["echo oops >&2; exit 3"]);
@@ -439,8 +430,7 @@ fn rootfs_mount_options(d: &Daemon, id: &str) -> Option<String> {
 
 #[test]
 fn transient_layers_and_removal_that_a_crash_interrupts() {
-    require_root!();
-    let mut d = Daemon::new();
+    let mut d = root_daemon!();
     // `--rm` containers get a volatile writable layer (nothing of it is synced), others not.
     let rm = d
         .docker_out("run -d --rm busybox sleep 100", &[])
@@ -493,8 +483,7 @@ fn transient_layers_and_removal_that_a_crash_interrupts() {
 
 #[test]
 fn docker_py_attach_logs_without_stream() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let r = d.python(
         r#"
 import os, docker
@@ -519,8 +508,7 @@ ct.remove(force=True)
 
 #[test]
 fn berth_ps_format_filter_last_like_docker() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     d.docker_line("create --name psa --label k=v busybox true", &[])
         .ok();
     d.docker_line("run -d --name psb busybox sleep 100", &[])

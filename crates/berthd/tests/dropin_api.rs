@@ -37,8 +37,7 @@ fn status_line(resp: &str) -> &str {
 
 #[test]
 fn build_api_behaves_as_dockerd() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     // `.dockerignore` listing the Dockerfile and itself: both used, neither in the context.
     let dir = d.context(
         "ign",
@@ -135,8 +134,7 @@ print('docker-py ok')
 
 #[test]
 fn networks_and_volumes_behave_as_dockerd() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let t0 = berth_util::time::now().0 - 1;
     let net = berth_testkit::unique_name("dropnet");
     let spaced = format!("{net} spaced");
@@ -246,25 +244,9 @@ print('docker-py ok')
 
 #[test]
 fn images_behave_as_dockerd() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     // Import with several changes applies them all.
-    let tar = d.path("rootfs.tar");
-    let o = d
-        .docker_cmd(&[
-            "import",
-            "-c",
-            "USER foobar",
-            "-c",
-            "CMD [\"echo\"]",
-            "-c",
-            "ENV A=1",
-        ])
-        .arg(&tar)
-        .arg("imp:1")
-        .output()
-        .unwrap();
-    run_output(o).ok();
+    import_rootfs(&d, &["USER foobar", "CMD [\"echo\"]", "ENV A=1"], "imp:1");
     assert_eq!(
         d.inspect(
             "{{.Config.User}}|{{json .Config.Cmd}}|{{json .Config.Env}}",

@@ -54,8 +54,7 @@ fn status_and_body(resp: &str) -> (String, String) {
 
 #[test]
 fn unknown_swarm_and_plugin_routes_answer_as_dockerd() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     // Unknown routes, and known paths with another method: dockerd's 404 and body.
     for (method, path) in [
         ("GET", "/v1.44/nope"),
@@ -116,8 +115,7 @@ print("ok")
 
 #[test]
 fn runtime_kill_and_restart_policy_as_dockerd() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     // The runtime serves as dockerd's default `runc`.
     let info = d.docker_out(
         "info -f",
@@ -233,8 +231,7 @@ print("ok")
 
 #[test]
 fn exec_framing_and_detach_keys_as_dockerd() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     py_ok(
         &d,
         r#"
@@ -316,8 +313,7 @@ print("ok")
 
 #[test]
 fn log_drivers_and_options_as_dockerd() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let refused = |args: &str, msg: &str| {
         let r = d.docker_line(&format!("run --rm {args} busybox true"), &[]);
         assert_eq!(r.code, 125, "{args}");
@@ -415,8 +411,7 @@ print("ok")
 
 #[test]
 fn links_diff_and_exit_codes_as_dockerd() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     // Legacy links: the child's address in /etc/hosts, its ports, name and environment.
     d.docker_line(
         "run -d --name db1 --expose 5432 -e FOO=1 busybox sleep 1000",

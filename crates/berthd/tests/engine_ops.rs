@@ -7,8 +7,7 @@ use std::time::Duration;
 
 #[test]
 fn exec_top_rename_pause_events() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let since = d.docker(&["version", "-f", "{{.Server.Version}}"]).ok();
     drop(since);
     let t0 = berth_util::time::now().0;
@@ -131,8 +130,7 @@ fn exec_top_rename_pause_events() {
 
 #[test]
 fn restart_policies_and_daemon_restart() {
-    require_root!();
-    let mut d = Daemon::new();
+    let mut d = root_daemon!();
     d.docker_line(
         "run -d --name onf --restart on-failure:2 busybox sh -c",
         &["exit 3"],
@@ -200,8 +198,7 @@ fn restart_policies_and_daemon_restart() {
 
 #[test]
 fn limits_security_and_health() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     // Memory limit: an allocation above it is OOM-killed and inspect says so.
     let r = d.docker_line("run --name oom --memory 16m --memory-swap 16m busybox sh -c", &["dd if=/dev/zero bs=64M count=1 | cat > /dev/null; head -c 64m /dev/zero | tail > /dev/null"]);
     assert_ne!(r.code, 0);
@@ -347,8 +344,7 @@ fn on_pty(d: &Daemon, cmd: &str, input: &str) -> String {
 
 #[test]
 fn berth_cli_engine_commands_and_terminals() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let t0 = berth_util::time::now().0.to_string();
     d.berth_line("run -d --name aa --memory 32m busybox sleep 1000", &[])
         .ok();
@@ -474,8 +470,7 @@ fn berth_cli_engine_commands_and_terminals() {
 
 #[test]
 fn docker_py_exec_stats_top_pause_restart() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let py = d.python(
         r#"
 import docker, os

@@ -329,8 +329,7 @@ impl Recorder {
 
 #[test]
 fn api_responses_match_the_golden_files() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let mut rec = Recorder::default();
     let bind = d.path("bind-src");
     std::fs::create_dir_all(&bind).unwrap();

@@ -51,16 +51,7 @@ fn push_pull_and_image_commands() {
     assert!(out.contains("Loaded image: busybox:latest"), "{out}");
     // import from stdin with a change.
     let rootfs = d.path("rootfs.tar");
-    let out = d
-        .docker(&[
-            "import",
-            "-c",
-            "CMD [\"echo\", \"imported\"]",
-            rootfs.to_str().unwrap(),
-            "imp:1",
-        ])
-        .ok()
-        .stdout;
+    let out = import_rootfs(&d, &["CMD [\"echo\", \"imported\"]"], "imp:1").stdout;
     assert!(out.trim().starts_with("sha256:"), "{out}");
     assert_eq!(
         d.docker(&["run", "--rm", "imp:1"]).ok().stdout,
@@ -153,15 +144,7 @@ fn pull_all_tags_through_the_daemon() {
     // Three tags: two of busybox, one of another image (busybox imported with a CMD).
     d.docker(&["tag", "busybox", &format!("{repo}:a")]).ok();
     d.docker(&["tag", "busybox", &format!("{repo}:b")]).ok();
-    let rootfs = d.path("rootfs.tar");
-    d.docker(&[
-        "import",
-        "-c",
-        "CMD [\"echo\", \"tag c\"]",
-        rootfs.to_str().unwrap(),
-        &format!("{repo}:c"),
-    ])
-    .ok();
+    import_rootfs(&d, &["CMD [\"echo\", \"tag c\"]"], &format!("{repo}:c"));
     for t in ["a", "b", "c"] {
         d.docker(&["push", "-q", &format!("{repo}:{t}")]).ok();
         d.docker(&["rmi", &format!("{repo}:{t}")]).ok();

@@ -164,8 +164,7 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 /// CLI pushes to it through berthd; the data survives a restart of the container.
 #[test]
 fn registry_image_runs_as_a_berth_container() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let ctx = d.path("registry-context");
     Command::new(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -68,8 +68,7 @@ fn dechunk(mut s: &str) -> String {
 
 #[test]
 fn cpus_half_throttles_a_busy_loop() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     d.docker_line(
         "run -d --name busy --cpus 0.5 --network none busybox sh -c",
         &["while :; do :; done"],
@@ -113,8 +112,7 @@ fn cpus_half_throttles_a_busy_loop() {
 
 #[test]
 fn pids_limit_stops_a_fork_bomb() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     d.docker_line(
         "run -d --name bomb --pids-limit 20 --network none busybox sh -c",
         &["bomb() { bomb | bomb & }; bomb; sleep 1000"],
@@ -154,8 +152,7 @@ fn pids_limit_stops_a_fork_bomb() {
 
 #[test]
 fn stats_no_stream_matches_the_cgroup_files() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     // 24 MiB on the container's /dev/shm (charged to its memory cgroup), three processes.
     d.docker_line("run -d --name st --memory 256m --pids-limit 64 --network none busybox sh -c", &["dd if=/dev/zero of=/dev/shm/fill bs=1M count=24 2>/dev/null; touch /tmp/ready; sleep 1000 & sleep 1000 & wait"])
     .ok();
@@ -227,8 +224,7 @@ fn stats_no_stream_matches_the_cgroup_files() {
 
 #[test]
 fn pause_stops_progress_and_unpause_resumes() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let out = d.path("out");
     std::fs::create_dir_all(&out).unwrap();
     let vol = format!("{}:/out", out.display());
@@ -439,8 +435,7 @@ fn reclaimed_mb(out: &str) -> f64 {
 
 #[test]
 fn system_prune_volumes_frees_disk() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     for (cli, ctr) in [("docker", "p1"), ("berth", "p2")] {
         // An anonymous volume holding 8 MiB, its stopped container 4 MiB; a named volume in use by
         // nothing, which system prune keeps (Docker prunes only anonymous volumes there).
@@ -498,8 +493,7 @@ fn system_prune_volumes_frees_disk() {
 
 #[test]
 fn cp_racing_with_start_is_consistent() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let src = d.path("payload");
     std::fs::write(&src, "payload\n").unwrap();
     let host_before: Vec<_> = std::fs::read_dir("/tmp")

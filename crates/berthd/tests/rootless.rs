@@ -143,8 +143,7 @@ fn rootless_daemon_names_what_is_missing() {
 fn restarted_rootless_daemon_joins_its_running_containers() {
     require_root!(BUSYBOX, "newuidmap", "newgidmap");
     let user = TestUser::create("bdj").expect("create the test user");
-    let mut d = UserDaemon::start(&user);
-    d.load_busybox();
+    let mut d = UserDaemon::with_busybox(&user);
     d.berth(&["run", "-d", "--name", "keeps", "busybox", "sleep", "1000"])
         .ok();
     let pid = d.berth_stdout(&["inspect", "--format", "{{.State.Pid}}", "keeps"]);

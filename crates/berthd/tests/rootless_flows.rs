@@ -68,8 +68,7 @@ fn host_owner(d: &UserDaemon, name: &str) -> (u32, u32) {
 fn rootless_builds_classic_and_buildkit() {
     require_root!(BUSYBOX, "newuidmap", "newgidmap", "docker");
     let user = TestUser::create("bfb").expect("create the test user");
-    let d = UserDaemon::start(&user);
-    d.load_busybox();
+    let d = UserDaemon::with_busybox(&user);
     let classic = dockerfile("classic");
     let files = [
         ("Dockerfile", classic.as_str()),
@@ -157,8 +156,7 @@ fn on_pty(d: &UserDaemon, cmd: &str, input: &str) -> String {
 fn rootless_volumes_cp_logs_exec() {
     require_root!(BUSYBOX, "newuidmap", "newgidmap", "docker", "script");
     let user = TestUser::create("bfv").expect("create the test user");
-    let d = UserDaemon::start(&user);
-    d.load_busybox();
+    let d = UserDaemon::with_busybox(&user);
     // A named volume keeps data and owners across containers.
     d.berth(&["volume", "create", "vol"]).ok();
     d.docker(&[
@@ -208,19 +206,16 @@ fn rootless_volumes_cp_logs_exec() {
     let m = std::fs::metadata(bind.join("out")).unwrap();
     assert_eq!((m.uid(), m.gid()), (user.uid, user.gid));
     // cp both ways, through both CLIs.
-    d.berth(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
+    run_detached(
+        &d,
         "box",
-        "busybox",
-        "sh",
-        "-c",
-        "for i in 1 2 3; do echo line$i; sleep 0.3; done; sleep 1000",
-    ])
-    .ok();
+        &[
+            "busybox",
+            "sh",
+            "-c",
+            "for i in 1 2 3; do echo line$i; sleep 0.3; done; sleep 1000",
+        ],
+    );
     let src = bind.join("in");
     d.docker(&["cp", src.to_str().unwrap(), "box:/tmp/copied"])
         .ok();
@@ -308,6 +303,13 @@ fn rootless_volumes_cp_logs_exec() {
     assert_eq!(privileged_in_initial_ns(&user.pids()), Vec::<String>::new());
 }
 
+/// `berth run -d --network none --name NAME ARGS` (it must succeed).
+fn run_detached(d: &UserDaemon, name: &str, args: &[&str]) {
+    let mut all = vec!["run", "-d", "--network", "none", "--name", name];
+    all.extend_from_slice(args);
+    d.berth(&all).ok();
+}
+
 fn inspect(d: &UserDaemon, format: &str, name: &str) -> String {
     d.berth_stdout(&["inspect", "--format", format, name])
         .trim()
@@ -318,8 +320,7 @@ fn inspect(d: &UserDaemon, format: &str, name: &str) -> String {
 fn rootless_restart_policies_and_pause() {
     require_root!(BUSYBOX, "newuidmap", "newgidmap", "docker");
     let user = TestUser::create("bfr").expect("create the test user");
-    let mut d = UserDaemon::start(&user);
-    d.load_busybox();
+    let mut d = UserDaemon::with_busybox(&user);
     // on-failure: restarted up to the count, then left exited.
     d.docker(&[
         "run",
@@ -341,21 +342,18 @@ fn rootless_restart_policies_and_pause() {
     });
     assert_eq!(inspect(&d, "{{.State.ExitCode}}", "fails"), "3");
     // always: restarted after it exits...
-    d.berth(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
+    run_detached(
+        &d,
         "always",
-        "--restart",
-        "always",
-        "busybox",
-        "sh",
-        "-c",
-        "sleep 0.5; exit 0",
-    ])
-    .ok();
+        &[
+            "--restart",
+            "always",
+            "busybox",
+            "sh",
+            "-c",
+            "sleep 0.5; exit 0",
+        ],
+    );
     wait_for("a restart", Duration::from_secs(30), || {
         inspect(&d, "{{.RestartCount}}", "always")
             .parse::<u32>()
@@ -363,20 +361,11 @@ fn rootless_restart_policies_and_pause() {
     });
     d.berth(&["update", "--restart", "no", "always"]).ok();
     // ... and after a daemon restart, when it died while no daemon ran.
-    d.berth(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
+    run_detached(
+        &d,
         "back",
-        "--restart",
-        "always",
-        "busybox",
-        "sleep",
-        "1000",
-    ])
-    .ok();
+        &["--restart", "always", "busybox", "sleep", "1000"],
+    );
     let pid: i32 = inspect(&d, "{{.State.Pid}}", "back").parse().unwrap();
     d.stop();
     berth_testkit::kill9(pid);

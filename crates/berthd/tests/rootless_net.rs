@@ -142,8 +142,7 @@ fn rootless_daemon_has_bridges_dns_and_published_ports() {
     let Some(user) = slirp_user("bdn") else {
         return;
     };
-    let mut d = UserDaemon::start(&user);
-    d.load_busybox();
+    let mut d = UserDaemon::with_busybox(&user);
     // The default bridge: a published port, reached from the host's namespace on its
     // loopback and on its other addresses.
     let port = serve_on_free_port(&d, "web", &[], "hello-rootless").port();
@@ -199,40 +198,24 @@ fn rootless_daemon_has_bridges_dns_and_published_ports() {
     assert_eq!(out, "from-the-host", "{}", d.log());
     // A user network: containers reach each other by name (the embedded DNS).
     d.berth(&["network", "create", "backend"]).ok();
+    // `run --rm` of busybox on the user network.
+    let on_backend = |cmd: &[&'static str]| {
+        let mut args = vec!["run", "--rm", "--network", "backend", "busybox"];
+        args.extend_from_slice(cmd);
+        args
+    };
     run_httpd(&d, "berth", "api", &["--network", "backend"], "from-api");
-    let out = d.berth_stdout(&[
-        "run",
-        "--rm",
-        "--network",
-        "backend",
-        "busybox",
+    let out = d.berth_stdout(&on_backend(&[
         "sh",
         "-c",
         "ping -c1 -W5 api >/dev/null && echo pinged && \
              for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://api/ && break; sleep 0.5; done",
-    ]);
+    ]));
     assert_eq!(out, "pinged\nfrom-api\n", "{}", d.log());
-    let out = d.berth_stdout(&[
-        "run",
-        "--rm",
-        "--network",
-        "backend",
-        "busybox",
-        "nslookup",
-        "api",
-    ]);
+    let out = d.berth_stdout(&on_backend(&["nslookup", "api"]));
     assert!(out.contains("Name:") && out.contains("api"), "{out}");
     // The docker CLI on the same daemon, on the user network; and a port published from it.
-    let out = d.docker_stdout(&[
-        "run",
-        "--rm",
-        "--network",
-        "backend",
-        "busybox",
-        "wget",
-        "-qO-",
-        "http://api/",
-    ]);
+    let out = d.docker_stdout(&on_backend(&["wget", "-qO-", "http://api/"]));
     assert_eq!(out, "from-api\n");
     let port2 = free_port();
     run_httpd(
@@ -326,8 +309,7 @@ fn rootless_published_ports_survive_a_daemon_crash() {
     let Some(user) = slirp_user("bdc") else {
         return;
     };
-    let mut d = UserDaemon::start(&user);
-    d.load_busybox();
+    let mut d = UserDaemon::with_busybox(&user);
     let addr = serve_on_free_port(&d, "keeps", &[], "still-served");
     let port = addr.port();
     // kill -9 of the daemon: the namespace, the helper and the port stay.
@@ -372,8 +354,7 @@ fn rootless_network_comes_back_after_the_namespace_is_lost() {
     let Some(user) = slirp_user("bdl") else {
         return;
     };
-    let mut d = UserDaemon::start(&user);
-    d.load_busybox();
+    let mut d = UserDaemon::with_busybox(&user);
     let addr = serve_on_free_port(&d, "back", &["--restart", "always"], "back-again");
     // Every process of the user killed (as after a reboot): the namespace and its helper are
     // gone; the next daemon makes new ones, with a new helper on the stale files' paths, and

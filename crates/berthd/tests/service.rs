@@ -350,8 +350,7 @@ fn in_private_run(script: &str, envs: &[(&str, String)]) -> Run {
 
 #[test]
 fn docker_compat_socket() {
-    require_root!("docker");
-    let d = Daemon::new();
+    let d = root_daemon!("docker");
     let data = d.path("data");
     let pid = std::process::id();
     let envs = vec![

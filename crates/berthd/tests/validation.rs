@@ -20,8 +20,7 @@ fn api_error(resp: &str, status: u16) -> String {
 
 #[test]
 fn bad_settings_are_refused_at_create_like_dockerd() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
     let online = online.trim();
     // Through the docker CLI: each create fails (exit 1) with dockerd's message.
@@ -102,8 +101,7 @@ fn bad_settings_are_refused_at_create_like_dockerd() {
 
 #[test]
 fn cpu_shares_outside_the_kernels_range_are_clamped() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     for (shares, applied) in [("1", "2"), ("1000000", "262144"), ("512", "512")] {
         let name = format!("shares{shares}");
         d.docker(&[
@@ -141,8 +139,7 @@ fn cpu_shares_outside_the_kernels_range_are_clamped() {
 
 #[test]
 fn an_overlong_volume_name_is_a_bad_request() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let long = "v".repeat(300);
     let m = api_error(
         &d.post("/volumes/create", &format!(r#"{{"Name":"{long}"}}"#)),

@@ -88,8 +88,7 @@ fn raw_entry(
 
 #[test]
 fn volume_lifecycle_persistence_and_in_use() {
-    require_root!();
-    let mut d = Daemon::new();
+    let mut d = root_daemon!();
     let v = uniq("v");
     d.docker_line("volume create --label team=db", &[&v]).ok();
     let ls = d.docker_out("volume ls -q", &[]);
@@ -171,8 +170,7 @@ fn volume_lifecycle_persistence_and_in_use() {
 
 #[test]
 fn anonymous_volumes_rm_v_and_prune() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     // `-v /path` makes an anonymous volume; `rm` keeps it, `prune` removes it.
     d.docker_line(
         "run --name a1 -v /anon busybox sh -c",
@@ -247,8 +245,7 @@ fn anonymous_volumes_rm_v_and_prune() {
 
 #[test]
 fn binds_ro_tmpfs_and_mount_flag() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let host = d.path("hostdir");
     std::fs::create_dir(&host).unwrap();
     std::fs::write(host.join("in"), "from host").unwrap();
@@ -378,8 +375,7 @@ fn binds_ro_tmpfs_and_mount_flag() {
 
 #[test]
 fn copy_up_keeps_content_and_ownership() {
-    require_root!();
-    let mut d = Daemon::new();
+    let mut d = root_daemon!();
     // An image with /data (owned 1234:5678, mode 0750) holding a file, declared a VOLUME.
     let tar = d.path("img.tar");
     {
@@ -463,8 +459,7 @@ fn busybox_entries(b: &mut tar::Builder<std::fs::File>) {
 
 #[test]
 fn docker_cp_both_ways_running_and_stopped_confined() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let v = uniq("cpv");
     let canary = uniq("canary");
     // Hostile symlinks inside the container.
@@ -569,8 +564,7 @@ fn docker_cp_both_ways_running_and_stopped_confined() {
 
 #[test]
 fn hostile_upload_tars_are_confined() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     d.docker_line("create --name h1 busybox true", &[]).ok();
     let canary = uniq("esc");
     let hostdir = d.path("h");
@@ -645,8 +639,7 @@ fn hostile_upload_tars_are_confined() {
 
 #[test]
 fn docker_py_volumes_and_archive() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let script = r#"
 import docker, io, tarfile, os, json
 c = docker.DockerClient(base_url=os.environ["BERTH_SOCK"])
@@ -682,8 +675,7 @@ print("ok")
 
 #[test]
 fn berth_cli_volumes_cp_and_run_flags() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let v = uniq("bv");
     assert_eq!(
         d.berth_line("volume create --label x=y", &[&v])
@@ -817,8 +809,7 @@ fn berth_cli_volumes_cp_and_run_flags() {
 
 #[test]
 fn archive_options_and_export() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     d.docker_line("create --name o1 -u nobody busybox true", &[])
         .ok();
     let tar_of = |entries: &[(&str, tar::EntryType)]| {
@@ -910,8 +901,7 @@ fn archive_options_and_export() {
 
 #[test]
 fn mount_volume_subpath() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let v = uniq("sub");
     d.docker(&["volume", "create", &v]).ok();
     let whole = format!("type=volume,src={v},dst=/v");
@@ -1012,8 +1002,7 @@ fn mount_volume_subpath() {
 /// shared bind of a private mount fails with dockerd's message.
 #[test]
 fn bind_propagation_rshared_and_rslave() {
-    require_root!();
-    let d = Daemon::new();
+    let d = root_daemon!();
     let shared = berth_testkit::PropagationDir::new(true);
     let private = berth_testkit::PropagationDir::new(false);
     let s = shared.path().display().to_string();

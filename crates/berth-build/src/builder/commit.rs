@@ -121,6 +121,7 @@ impl Eval<'_, '_, '_> {
         guard.unmount_all();
         let upper = guard.work.join("upper");
         if !want_layer && dir_is_empty(&upper) {
+            self.reaper.reap(guard);
             return Ok(None);
         }
         let (written, pending) = crate::diff::write_layer_pending(store.blobs(), &upper)
@@ -149,8 +150,8 @@ impl Eval<'_, '_, '_> {
             t0.elapsed()
         );
         let short_id = guard.short_id().to_string();
-        drop(guard);
-        tracing::debug!("step on line {line}: cleaned up {:?}", t0.elapsed());
+        // Cleaned up while the next steps run.
+        self.reaper.reap(guard);
         if ran {
             self.say(format!(" ---> Removed intermediate container {short_id}\n"))?;
         }

@@ -5,9 +5,14 @@
 //! metadata (no fsyncs) for a step that lives a few milliseconds. They are overlay
 //! `volatile` mounts in `<data-root>/tmp/<kind>-<pid>-<id>/`; a later daemon removes what a
 //! crashed one left (`cache::cleanup_stale`).
+//!
+//! A step that succeeded hands its container to the build's [`Reaper`], which cleans it up
+//! on a thread of its own while the next steps run; the build waits for it before it
+//! returns (a finished build leaves nothing behind). A failing step cleans up in place.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use berth_image::image_store::{ImageStore, LayerRecord};
 use berth_image::Digest;
@@ -17,8 +22,8 @@ use super::run::RuntimeContainer;
 use super::state::State;
 use crate::fsops::io_at;
 
-/// Cleans up a step's container whatever happens: the runtime's container, the mounts
-/// (deepest first), the work directory.
+/// Cleans up a step's container whatever happens: the runtime's container, its network,
+/// the mounts (deepest first), the work directory.
 pub(super) struct ContainerGuard {
     /// A new random ID: the runtime container's, its hostname and work directory's (the
     /// first 12 digits).
@@ -27,6 +32,9 @@ pub(super) struct ContainerGuard {
     mounts: Vec<PathBuf>,
     /// A RUN container the runtime may still hold.
     pub runtime: Option<RuntimeContainer>,
+    /// What the daemon set up for a RUN step's network ([`super::RunSandbox::guard`]):
+    /// released once the container is gone.
+    pub network: Option<Box<dyn Send>>,
 }
 
 impl ContainerGuard {
@@ -42,6 +50,7 @@ impl ContainerGuard {
             work,
             mounts: Vec::new(),
             runtime: None,
+            network: None,
         })
     }
 
@@ -65,8 +74,75 @@ impl Drop for ContainerGuard {
             // `run` deletes on exit; this covers a failure half-way.
             c.delete();
         }
+        drop(self.network.take());
         self.unmount_all();
         let _ = fs::remove_dir_all(&self.work);
+    }
+}
+
+/// Cleans up finished steps' containers off the critical path (see the module's
+/// documentation): on its thread, started at the first hand-over (a fully cached build
+/// starts none), in the order they were handed over. [`Reaper::finish`] (or dropping it)
+/// waits until all are gone; what it is handed afterwards is cleaned up in place.
+pub(super) struct Reaper(std::sync::Mutex<Reaping>);
+
+enum Reaping {
+    Idle,
+    Running(mpsc::Sender<ContainerGuard>, std::thread::JoinHandle<()>),
+    Finished,
+}
+
+impl Reaper {
+    pub fn new() -> Reaper {
+        Reaper(std::sync::Mutex::new(Reaping::Idle))
+    }
+
+    /// Cleans up `g` (in the background).
+    pub fn reap(&self, g: ContainerGuard) {
+        let mut st = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*st, Reaping::Idle) {
+            let (tx, rx) = mpsc::channel::<ContainerGuard>();
+            let spawned = std::thread::Builder::new()
+                .name("berth-build-reap".into())
+                .spawn(move || {
+                    for g in rx {
+                        let t0 = std::time::Instant::now();
+                        let id = g.short_id().to_string();
+                        drop(g);
+                        tracing::debug!("step container {id} cleaned up in {:?}", t0.elapsed());
+                    }
+                });
+            match spawned {
+                Ok(t) => *st = Reaping::Running(tx, t),
+                // Cleaned up in place then.
+                Err(e) => tracing::warn!("starting the build's clean-up thread: {e}"),
+            }
+        }
+        let left = match &*st {
+            Reaping::Running(tx, _) => tx.send(g).err().map(|mpsc::SendError(g)| g),
+            Reaping::Idle | Reaping::Finished => Some(g),
+        };
+        drop(st);
+        drop(left);
+    }
+
+    /// Waits until everything handed over is cleaned up.
+    pub fn finish(&mut self) {
+        let st = self.0.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Reaping::Running(tx, t) = std::mem::replace(st, Reaping::Finished) {
+            drop(tx);
+            let t0 = std::time::Instant::now();
+            if t.join().is_err() {
+                tracing::warn!("the build's clean-up thread panicked");
+            }
+            tracing::debug!("clean-up joined in {:?}", t0.elapsed());
+        }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -133,4 +209,68 @@ pub(super) fn with_state_root<T>(
     let work = g.work.clone();
     let root = mount_layers(store, &st.layers, &work, &mut g)?;
     f(&root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// Counts its drops (a step's network, released with the container).
+    struct Released(Arc<AtomicUsize>);
+
+    impl Drop for Released {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn guard(work: PathBuf, released: &Arc<AtomicUsize>) -> ContainerGuard {
+        fs::create_dir_all(work.join("rootfs/proc")).unwrap();
+        fs::create_dir_all(work.join("work/work")).unwrap();
+        fs::write(work.join("config.json"), "{}").unwrap();
+        ContainerGuard {
+            id: berth_util::id::new_id(),
+            work,
+            mounts: Vec::new(),
+            runtime: None,
+            network: Some(Box::new(Released(released.clone()))),
+        }
+    }
+
+    #[test]
+    fn the_reaper_cleans_up_what_it_is_handed_and_finish_waits_for_it() {
+        let d = tempfile::tempdir().unwrap();
+        let released = Arc::new(AtomicUsize::new(0));
+        let mut reaper = Reaper::new();
+        let works: Vec<PathBuf> = (0..4)
+            .map(|i| d.path().join(format!("build-{i}")))
+            .collect();
+        for w in &works {
+            reaper.reap(guard(w.clone(), &released));
+        }
+        reaper.finish();
+        for w in &works {
+            assert!(!w.exists(), "{} left after the build", w.display());
+        }
+        assert_eq!(released.load(Ordering::SeqCst), 4);
+        // Once finished, what it is handed is cleaned up in place.
+        let late = d.path().join("build-late");
+        reaper.reap(guard(late.clone(), &released));
+        assert!(!late.exists());
+        assert_eq!(released.load(Ordering::SeqCst), 5);
+        // A guard dropped in place (a failing step) cleans up as well.
+        let failed = d.path().join("build-failed");
+        drop(guard(failed.clone(), &released));
+        assert!(!failed.exists());
+        assert_eq!(released.load(Ordering::SeqCst), 6);
+        // Dropping the reaper waits as finish does.
+        let reaper = Reaper::new();
+        let last = d.path().join("build-last");
+        reaper.reap(guard(last.clone(), &released));
+        drop(reaper);
+        assert!(!last.exists());
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+    }
 }

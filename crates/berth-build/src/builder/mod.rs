@@ -307,6 +307,7 @@ impl Builder<'_> {
         }
         let cache_sources = self.cache_sources(opts, sink);
         let plan = schedule::Plan::new(&df, opts)?;
+        let mut reaper = container::Reaper::new();
         let mut e = Eval {
             b: self,
             opts,
@@ -321,6 +322,7 @@ impl Builder<'_> {
             pending: Pending::default(),
             target,
             runnable: HashMap::new(),
+            reaper: &reaper,
         };
         let res = e.build(&plan);
         if res.is_err() {
@@ -329,6 +331,8 @@ impl Builder<'_> {
                 tracing::warn!("build cache: {err}");
             }
         }
+        // The steps' containers are gone before the build is reported done.
+        reaper.finish();
         res
     }
 
@@ -377,6 +381,8 @@ struct Eval<'a, 'b, 's> {
     /// How each platform's programs run here (looked up at its first RUN step).
     runnable:
         HashMap<String, std::result::Result<crate::binfmt::Execution, crate::binfmt::NotRunnable>>,
+    /// Cleans up finished steps' containers while the build goes on.
+    reaper: &'b container::Reaper,
 }
 
 impl<'b> Eval<'_, 'b, '_> {

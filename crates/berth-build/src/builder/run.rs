@@ -349,7 +349,12 @@ impl Eval<'_, '_, '_> {
         // The step's network (kept until its container is gone) and the files a container
         // there gets.
         let hostname = guard.short_id().to_string();
-        let sandbox = match self.b.networks {
+        let RunSandbox {
+            netns,
+            hosts,
+            resolv,
+            guard: network,
+        } = match self.b.networks {
             Some(n) => n
                 .sandbox(&spec.network, &hostname, &self.opts.extra_hosts)
                 .map_err(|source| {
@@ -363,9 +368,11 @@ impl Eval<'_, '_, '_> {
                 })?,
             None => standalone_sandbox(&spec.network, &hostname, &self.opts.extra_hosts),
         };
+        // Released with the container (after it is gone), by the build's reaper.
+        guard.network = Some(network);
         for (f, body) in [
-            ("hosts", sandbox.hosts.clone()),
-            ("resolv.conf", sandbox.resolv.clone()),
+            ("hosts", hosts),
+            ("resolv.conf", resolv),
             ("hostname", format!("{hostname}\n")),
         ] {
             let path = bundle.join(f);
@@ -473,7 +480,7 @@ impl Eval<'_, '_, '_> {
                 additional_gids: &[],
                 tty: false,
                 hostname: &hostname,
-                host_network: sandbox.netns == RunNetns::Host,
+                host_network: netns == RunNetns::Host,
                 cgroups_path: format!(
                     "{}/build-{}",
                     self.b.cgroup_parent.trim_end_matches('/'),
@@ -484,7 +491,7 @@ impl Eval<'_, '_, '_> {
             },
             mounts,
         )?;
-        if let RunNetns::Join(path) = &sandbox.netns {
+        if let RunNetns::Join(path) = &netns {
             join_netns(&mut config, path)?;
         }
         let config_path = bundle.join("config.json");
@@ -562,7 +569,6 @@ impl Eval<'_, '_, '_> {
             status
         };
         remove_mount_points(rootfs, &dests, &created);
-        drop(sandbox);
         use std::os::unix::process::ExitStatusExt;
         let code = status
             .code()

@@ -250,6 +250,7 @@ impl Eval<'_, '_, '_> {
         let (b, opts, escape, total) = (self.b, self.opts, self.escape, self.total);
         let (names, sources) = (self.stage_names, self.cache_sources);
         let target = &self.target;
+        let reaper = self.reaper;
         let build_one = |pos: usize| -> (Result<State>, BTreeSet<String>, Pending) {
             let i = order[pos];
             let deps = &plan.deps[pos];
@@ -286,6 +287,7 @@ impl Eval<'_, '_, '_> {
                 pending: Pending::default(),
                 target: target.clone(),
                 runnable: HashMap::new(),
+                reaper,
             };
             let r = w.build_stage(i, &plan.stages[i], &plan.meta);
             out.finish(pos, r.is_ok());

@@ -644,43 +644,51 @@ fn go_title(s: &str) -> String {
     out
 }
 
-/// Go's `template.HTMLEscapeString`.
-fn html_escape(s: &str) -> String {
+/// `s` with each character that `escape` replaces replaced.
+fn escape_chars(s: &str, escape: impl Fn(char) -> Option<String>) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        match c {
-            '"' => out.push_str("&#34;"),
-            '\'' => out.push_str("&#39;"),
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\0' => out.push('\u{FFFD}'),
-            c => out.push(c),
+        match escape(c) {
+            Some(e) => out.push_str(&e),
+            None => out.push(c),
         }
     }
     out
 }
 
+/// Go's `template.HTMLEscapeString`.
+fn html_escape(s: &str) -> String {
+    escape_chars(s, |c| {
+        Some(
+            match c {
+                '"' => "&#34;",
+                '\'' => "&#39;",
+                '&' => "&amp;",
+                '<' => "&lt;",
+                '>' => "&gt;",
+                '\0' => "\u{FFFD}",
+                _ => return None,
+            }
+            .to_string(),
+        )
+    })
+}
+
 /// Go's `template.JSEscapeString`.
 fn js_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\'' => out.push_str("\\'"),
-            '"' => out.push_str("\\\""),
-            '<' => out.push_str("\\u003C"),
-            '>' => out.push_str("\\u003E"),
-            '&' => out.push_str("\\u0026"),
-            '=' => out.push_str("\\u003D"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c if (c as u32) >= 0x80 && !is_print(c) => {
-                out.push_str(&format!("\\u{:04X}", c as u32))
-            }
-            c => out.push(c),
+    escape_chars(s, |c| match c {
+        '\\' => Some("\\\\".into()),
+        '\'' => Some("\\'".into()),
+        '"' => Some("\\\"".into()),
+        '<' => Some("\\u003C".into()),
+        '>' => Some("\\u003E".into()),
+        '&' => Some("\\u0026".into()),
+        '=' => Some("\\u003D".into()),
+        c if (c as u32) < 0x20 || ((c as u32) >= 0x80 && !is_print(c)) => {
+            Some(format!("\\u{:04X}", c as u32))
         }
-    }
-    out
+        _ => None,
+    })
 }
 
 /// Roughly Go's `unicode.IsPrint` for non-ASCII characters: not a control or format

@@ -169,45 +169,28 @@ impl Value {
             Value::Float(f) => out.push_str(&go_float_v(*f)),
             Value::Str(s) => out.push_str(s),
             Value::List(items) => {
-                out.push('[');
-                for (i, v) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(' ');
-                    }
-                    v.write_go(out, false);
-                }
-                out.push(']');
+                write_seq(out, "[", ' ', ']', items, |out, v| v.write_go(out, false))
             }
-            Value::Map(fields) | Value::Context(fields) => {
-                let mut sorted: Vec<&(String, Value)> = fields
-                    .iter()
-                    .filter(|(_, v)| !matches!(v, Value::Method(_)))
-                    .collect();
-                sorted.sort_by(|a, b| a.0.cmp(&b.0));
-                out.push_str("map[");
-                for (i, (k, v)) in sorted.iter().enumerate() {
-                    if i > 0 {
-                        out.push(' ');
-                    }
+            Value::Map(fields) | Value::Context(fields) => write_seq(
+                out,
+                "map[",
+                ' ',
+                ']',
+                data_fields(fields, true),
+                |out, (k, v)| {
                     out.push_str(k);
                     out.push(':');
                     v.write_go(out, false);
-                }
-                out.push(']');
-            }
-            Value::Struct(fields) => {
-                out.push('{');
-                let shown = fields
-                    .iter()
-                    .filter(|(_, v)| !matches!(v, Value::Method(_)));
-                for (i, (_, v)) in shown.enumerate() {
-                    if i > 0 {
-                        out.push(' ');
-                    }
-                    v.write_go(out, false);
-                }
-                out.push('}');
-            }
+                },
+            ),
+            Value::Struct(fields) => write_seq(
+                out,
+                "{",
+                ' ',
+                '}',
+                data_fields(fields, false),
+                |out, (_, v)| v.write_go(out, false),
+            ),
             Value::Method(m) => {
                 let _ = write!(out, "<method {}>", m.name());
             }
@@ -230,34 +213,21 @@ impl Value {
             }
             Value::Float(f) => out.push_str(&go_float_json(*f)),
             Value::Str(s) => write_json_string(out, s),
-            Value::List(items) => {
-                out.push('[');
-                for (i, v) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    v.write_json(out);
-                }
-                out.push(']');
-            }
+            Value::List(items) => write_seq(out, "[", ',', ']', items, |out, v| v.write_json(out)),
             Value::Map(fields) | Value::Struct(fields) => {
-                let mut refs: Vec<&(String, Value)> = fields
-                    .iter()
-                    .filter(|(_, v)| !matches!(v, Value::Method(_)))
-                    .collect();
-                if matches!(self, Value::Map(_)) {
-                    refs.sort_by(|a, b| a.0.cmp(&b.0));
-                }
-                out.push('{');
-                for (i, (k, v)) in refs.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write_json_string(out, k);
-                    out.push(':');
-                    v.write_json(out);
-                }
-                out.push('}');
+                let sorted = matches!(self, Value::Map(_));
+                write_seq(
+                    out,
+                    "{",
+                    ',',
+                    '}',
+                    data_fields(fields, sorted),
+                    |out, (k, v)| {
+                        write_json_string(out, k);
+                        out.push(':');
+                        v.write_json(out);
+                    },
+                )
             }
             Value::Method(_) => out.push_str("null"),
             Value::Context(fields) => {
@@ -364,6 +334,37 @@ pub fn go_quote(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// Writes `items` between `open` and `close`, separated by `sep`, each by `item`.
+fn write_seq<T>(
+    out: &mut String,
+    open: &str,
+    sep: char,
+    close: char,
+    items: impl IntoIterator<Item = T>,
+    mut item: impl FnMut(&mut String, T),
+) {
+    out.push_str(open);
+    for (i, v) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(sep);
+        }
+        item(out, v);
+    }
+    out.push(close);
+}
+
+/// The fields of a map or struct that hold data (not methods), by name when `sorted`.
+fn data_fields(fields: &[(String, Value)], sorted: bool) -> Vec<&(String, Value)> {
+    let mut v: Vec<&(String, Value)> = fields
+        .iter()
+        .filter(|(_, v)| !matches!(v, Value::Method(_)))
+        .collect();
+    if sorted {
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    v
 }
 
 /// Go's `json.Marshal` escaping of HTML characters in encoded JSON.

@@ -207,11 +207,13 @@ impl RuntimeService for Service {
     }
 
     async fn exec(&self, req: Request<pb::ExecRequest>) -> Answer<pb::ExecResponse> {
-        self.0.exec(req.into_inner()).await.map(Response::new)
+        let url = self.0.container_session(req.into_inner())?;
+        Ok(Response::new(pb::ExecResponse { url }))
     }
 
     async fn attach(&self, req: Request<pb::AttachRequest>) -> Answer<pb::AttachResponse> {
-        self.0.attach(req.into_inner()).await.map(Response::new)
+        let url = self.0.container_session(req.into_inner())?;
+        Ok(Response::new(pb::AttachResponse { url }))
     }
 
     async fn port_forward(

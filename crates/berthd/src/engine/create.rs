@@ -316,11 +316,7 @@ impl Engine {
             super::recovery::Op::Create
         };
         let _intent = self.intent(op, &id)?;
-        tracing::debug!(
-            "engine create {}: intent after {:.1} ms",
-            &id[..12],
-            t0.elapsed().as_secs_f64() * 1e3
-        );
+        super::trace_step("create", &id, "intent", t0);
         let dir = self.data_dir(&id);
         std::fs::create_dir_all(&dir).map_err(EngineError::io("creating", &dir))?;
         crate::failpoint::hit("create.dir");
@@ -341,11 +337,7 @@ impl Engine {
                 return Err(e);
             }
         }
-        tracing::debug!(
-            "engine create {}: snapshot after {:.1} ms",
-            &id[..12],
-            t0.elapsed().as_secs_f64() * 1e3
-        );
+        super::trace_step("create", &id, "snapshot", t0);
         crate::failpoint::hit("create.snapshot");
         // Volumes and mounts, then networking: each participant reserves its part.
         let input = CreateInput {
@@ -384,11 +376,7 @@ impl Engine {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
         }
-        tracing::debug!(
-            "engine create {}: persisted after {:.1} ms",
-            &id[..12],
-            t0.elapsed().as_secs_f64() * 1e3
-        );
+        super::trace_step("create", &id, "persisted", t0);
         self.container_event(&container, "create", &[]);
         self.insert(container);
         Ok((id, warnings))

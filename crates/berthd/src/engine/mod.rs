@@ -391,6 +391,15 @@ impl Peers for Engine {
     }
 }
 
+/// Logs (at debug level) how long the `op` of container `id` took to reach `step`.
+fn trace_step(op: &str, id: &str, step: &str, t0: std::time::Instant) {
+    tracing::debug!(
+        "engine {op} {}: {step} after {:.1} ms",
+        &id[..12],
+        t0.elapsed().as_secs_f64() * 1e3
+    );
+}
+
 /// Whether the kernel's OOM killer fired in a container's cgroup (v1 `memory.oom_control`,
 /// v2 `memory.events`).
 pub fn oom_killed(cgroups_path: &str) -> bool {

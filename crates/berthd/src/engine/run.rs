@@ -135,11 +135,7 @@ impl Engine {
         // Undone at the next daemon start if a crash interrupts the start (see `recovery`).
         let t0 = std::time::Instant::now();
         let _intent = self.intent(super::recovery::Op::Start, &id)?;
-        tracing::debug!(
-            "engine start {}: intent after {:.1} ms",
-            &id[..12],
-            t0.elapsed().as_secs_f64() * 1e3
-        );
+        super::trace_step("start", &id, "intent", t0);
         if netns.is_some() && c.network_mode() != "none" {
             return Err(EngineError::bad(
                 "only a container of network mode none starts in a given network namespace",
@@ -160,11 +156,7 @@ impl Engine {
                 return Err(err);
             }
         };
-        tracing::debug!(
-            "engine start {}: launched after {:.1} ms",
-            &id[..12],
-            t0.elapsed().as_secs_f64() * 1e3
-        );
+        super::trace_step("start", &id, "launched", t0);
         crate::failpoint::hit("start.shim");
         // Attach clients that were waiting for the start.
         let pending: Vec<PendingAttach> = std::mem::take(&mut *e.pending.lock().unwrap());
@@ -181,11 +173,7 @@ impl Engine {
             self.start_failed(&e, &err).await;
             return Err(err);
         }
-        tracing::debug!(
-            "engine start {}: Start after {:.1} ms",
-            &id[..12],
-            t0.elapsed().as_secs_f64() * 1e3
-        );
+        super::trace_step("start", &id, "Start", t0);
         crate::failpoint::hit("start.started");
         {
             let mut r = e.rec.lock().unwrap();
@@ -214,11 +202,7 @@ impl Engine {
             self.persist_state(&r)?;
             self.container_event(&r, "start", &[]);
         }
-        tracing::debug!(
-            "engine start {}: persisted after {:.1} ms",
-            &id[..12],
-            t0.elapsed().as_secs_f64() * 1e3
-        );
+        super::trace_step("start", &id, "persisted", t0);
         self.spawn_health_checks(&id);
         let me = self.clone();
         tokio::spawn(async move { me.monitor(id).await });
@@ -281,11 +265,7 @@ impl Engine {
         let t0 = std::time::Instant::now();
         let sn = self.images.snapshotter()?;
         sn.mount_container_transient(id, &rootfs, c.auto_remove())?;
-        tracing::debug!(
-            "engine launch {}: mounted after {:.1} ms",
-            &id[..12],
-            t0.elapsed().as_secs_f64() * 1e3
-        );
+        super::trace_step("launch", id, "mounted", t0);
         crate::failpoint::hit("start.mounted");
         let unmount = |e: EngineError| {
             let _ = berth_image::snapshot::unmount(&rootfs);
@@ -422,11 +402,7 @@ impl Engine {
         if let Some(p) = &bundle.netns {
             crate::hostconfig::set_ns(&mut cfg, NamespaceType::Network, Some(p.clone()), true);
         }
-        tracing::debug!(
-            "engine launch {}: spec after {:.1} ms",
-            &id[..12],
-            t0.elapsed().as_secs_f64() * 1e3
-        );
+        super::trace_step("launch", id, "spec", t0);
         let config_json = exec_dir.join("config.json");
         util::replace_json(&config_json, &cfg)
             .map_err(|e| fail(EngineError::io("writing", &config_json)(e)))?;
@@ -466,11 +442,7 @@ impl Engine {
             }
         }
         cmd.stdin(std::process::Stdio::null());
-        tracing::debug!(
-            "engine launch {}: config written after {:.1} ms",
-            &id[..12],
-            t0.elapsed().as_secs_f64() * 1e3
-        );
+        super::trace_step("launch", id, "config written", t0);
         let out = cmd.output().map_err(|e| {
             fail(EngineError::sys(format!(
                 "starting {}",

@@ -322,6 +322,24 @@ pub async fn remove_pod(r: &mut Runtime, id: &str) {
     .unwrap();
 }
 
+/// Every pod sandbox (ListPodSandbox without a filter).
+pub async fn list_pods(r: &mut Runtime) -> Vec<pb::PodSandbox> {
+    r.list_pod_sandbox(pb::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+}
+
+/// Every container (ListContainers without a filter).
+pub async fn list_containers(r: &mut Runtime) -> Vec<pb::Container> {
+    r.list_containers(pb::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+}
+
 /// PodSandboxStatus of `id`: its state and pod IP.
 pub async fn sandbox_state(r: &mut Runtime, id: &str) -> (i32, String) {
     let s = r

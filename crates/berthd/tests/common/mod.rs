@@ -6,8 +6,9 @@
 pub use berth_testkit::daemon::{bin_dir, busybox_tar, cli_plugins, finish, seed_busybox, Daemon};
 pub use berth_testkit::registry::DOCKER_REGISTRY;
 pub use berth_testkit::{
-    alive, free_port, list_dir, require, require_programs, require_root, run_output, temp_context,
-    wait_for, wait_until, write_files, CommandRun, DockerRegistry, Run,
+    alive, dockerfile_context, free_port, list_dir, require, require_programs, require_root,
+    root_daemon, run_output, temp_context, wait_for, wait_until, write_files, CommandRun,
+    DockerRegistry, Run,
 };
 
 /// Waits up to 20 s (long enough for a loaded machine) for `f` to hold, failing the test with
@@ -15,6 +16,18 @@ pub use berth_testkit::{
 #[track_caller]
 pub fn wait(what: &str, f: impl FnMut() -> bool) {
     wait_for(what, std::time::Duration::from_secs(20), f)
+}
+
+/// `docker import -c CHANGE… ROOTFS NAME` of the daemon's busybox root file system tar
+/// (`rootfs.tar`), which must succeed.
+pub fn import_rootfs(d: &Daemon, changes: &[&str], name: &str) -> Run {
+    let rootfs = d.path("rootfs.tar");
+    let mut args = vec!["import"];
+    for c in changes {
+        args.extend(["-c", c]);
+    }
+    args.extend([rootfs.to_str().unwrap(), name]);
+    d.docker(&args).ok()
 }
 
 /// A docker-registry and a daemon.

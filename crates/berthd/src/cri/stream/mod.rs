@@ -133,12 +133,51 @@ impl Streams {
 }
 
 /// The checks of `Exec` and `Attach` requests (the kubelet's streaming server's).
+/// An exec or attach request: the container it runs in and the streams it asks for.
+pub(crate) trait ContainerStreams {
+    fn container_id(&mut self) -> &mut String;
+    /// stdin, stdout, stderr, tty.
+    fn streams(&self) -> [bool; 4];
+    /// What else makes the request invalid (checked after its streams).
+    fn check(&self) -> Result<(), tonic::Status> {
+        Ok(())
+    }
+    fn pending(self) -> Pending;
+}
+
+impl ContainerStreams for pb::ExecRequest {
+    fn container_id(&mut self) -> &mut String {
+        &mut self.container_id
+    }
+    fn streams(&self) -> [bool; 4] {
+        [self.stdin, self.stdout, self.stderr, self.tty]
+    }
+    fn check(&self) -> Result<(), tonic::Status> {
+        if self.cmd.is_empty() {
+            return Err(tonic::Status::invalid_argument("no command to run"));
+        }
+        Ok(())
+    }
+    fn pending(self) -> Pending {
+        Pending::Exec(self)
+    }
+}
+
+impl ContainerStreams for pb::AttachRequest {
+    fn container_id(&mut self) -> &mut String {
+        &mut self.container_id
+    }
+    fn streams(&self) -> [bool; 4] {
+        [self.stdin, self.stdout, self.stderr, self.tty]
+    }
+    fn pending(self) -> Pending {
+        Pending::Attach(self)
+    }
+}
+
 fn check_streams(
     container: &str,
-    stdin: bool,
-    stdout: bool,
-    stderr: bool,
-    tty: bool,
+    [stdin, stdout, stderr, tty]: [bool; 4],
 ) -> Result<(), tonic::Status> {
     if container.is_empty() {
         return Err(tonic::Status::invalid_argument(
@@ -170,47 +209,18 @@ impl Cri {
         Ok(rec.id)
     }
 
-    /// `Exec`: the URL of an exec session in a running container.
-    pub(crate) async fn exec(
+    /// `Exec` and `Attach`: the URL of a session in a running container, the request checked
+    /// (the session names the container by its full id).
+    pub(crate) fn container_session(
         &self,
-        req: pb::ExecRequest,
-    ) -> Result<pb::ExecResponse, tonic::Status> {
-        check_streams(
-            &req.container_id,
-            req.stdin,
-            req.stdout,
-            req.stderr,
-            req.tty,
-        )?;
-        if req.cmd.is_empty() {
-            return Err(tonic::Status::invalid_argument("no command to run"));
-        }
-        let id = self.running_container(&req.container_id)?;
-        let url = self.streams.insert(Pending::Exec(pb::ExecRequest {
-            container_id: id,
-            ..req
-        }))?;
-        Ok(pb::ExecResponse { url })
-    }
-
-    /// `Attach`: the URL of an attach session to a running container.
-    pub(crate) async fn attach(
-        &self,
-        req: pb::AttachRequest,
-    ) -> Result<pb::AttachResponse, tonic::Status> {
-        check_streams(
-            &req.container_id,
-            req.stdin,
-            req.stdout,
-            req.stderr,
-            req.tty,
-        )?;
-        let id = self.running_container(&req.container_id)?;
-        let url = self.streams.insert(Pending::Attach(pb::AttachRequest {
-            container_id: id,
-            ..req
-        }))?;
-        Ok(pb::AttachResponse { url })
+        mut req: impl ContainerStreams,
+    ) -> Result<String, tonic::Status> {
+        let streams = req.streams();
+        check_streams(req.container_id(), streams)?;
+        req.check()?;
+        let id = self.running_container(req.container_id())?;
+        *req.container_id() = id;
+        self.streams.insert(req.pending())
     }
 
     /// `PortForward`: the URL of a port-forwarding session into a ready sandbox.
@@ -360,6 +370,18 @@ pub(crate) fn list(h: &HeaderMap, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The protocol chosen among those the client `offered` (`""` when it named none); none when
+/// the server supports none of them.
+fn negotiate(offered: &[String], supported: &[&str]) -> Option<String> {
+    if offered.is_empty() {
+        return Some(String::new());
+    }
+    offered
+        .iter()
+        .find(|p| supported.contains(&p.as_str()))
+        .cloned()
+}
+
 /// The SPDY upgrade: the negotiated protocol (`""` when the client named none) and the 101
 /// answer, or the answer refusing it (httpstream's `Handshake` and `UpgradeResponse`).
 pub fn spdy_handshake(
@@ -368,27 +390,20 @@ pub fn spdy_handshake(
 ) -> Result<(String, Response<Body>), Box<Response<Body>>> {
     let h = req.headers();
     let offered = list(h, PROTOCOL_HEADER);
-    let chosen = if offered.is_empty() {
-        String::new()
-    } else {
-        match offered.iter().find(|p| supported.contains(&p.as_str())) {
-            Some(p) => p.clone(),
-            None => {
-                let mut r = reply(
+    let Some(chosen) = negotiate(&offered, supported) else {
+        let mut r = reply(
                     StatusCode::FORBIDDEN,
                     format!(
                         "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server accepts {supported:?}"
                     ),
                 );
-                for s in supported {
-                    r.headers_mut().append(
-                        "x-accepted-stream-protocol-versions",
-                        HeaderValue::from_static(s),
-                    );
-                }
-                return Err(Box::new(r));
-            }
+        for s in supported {
+            r.headers_mut().append(
+                "x-accepted-stream-protocol-versions",
+                HeaderValue::from_static(s),
+            );
         }
+        return Err(Box::new(r));
     };
     let spdy = h
         .get(header::UPGRADE)
@@ -411,6 +426,33 @@ pub fn spdy_handshake(
         }
     }
     Ok((chosen, r))
+}
+
+/// An upgraded connection.
+pub type Upgraded = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
+
+/// Answers an upgrade: the refusal of `handshake` ([`spdy_handshake`], [`ws_handshake`]) as it
+/// is, else its 101 answer, `session` running on the upgraded connection (given the negotiated
+/// protocol) once the client has it.
+pub fn upgrade<F, Fut>(
+    mut req: Request<Body>,
+    handshake: Result<(String, Response<Body>), Box<Response<Body>>>,
+    session: F,
+) -> Response<Body>
+where
+    F: FnOnce(String, Upgraded) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (protocol, resp) = match handshake {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(up) = upgrade.await else { return };
+        session(protocol, hyper_util::rt::TokioIo::new(up)).await;
+    });
+    resp
 }
 
 /// The WebSocket upgrade: the negotiated subprotocol (`""` when the client named none) and the
@@ -437,21 +479,13 @@ pub fn ws_handshake(
         return Err(Box::new(r));
     }
     let offered = list(h, "sec-websocket-protocol");
-    let chosen = if offered.is_empty() {
-        String::new()
-    } else {
-        match offered.iter().find(|p| supported.contains(&p.as_str())) {
-            Some(p) => p.clone(),
-            None => {
-                return Err(Box::new(reply(
-                    StatusCode::FORBIDDEN,
-                    format!(
-                    "requested protocol(s) are not supported: {offered:?}; supports {supported:?}"
-                ),
-                )))
-            }
-        }
+    let Some(chosen) = negotiate(&offered, supported) else {
+        return Err(Box::new(reply(
+            StatusCode::FORBIDDEN,
+            format!("requested protocol(s) are not supported: {offered:?}; supports {supported:?}"),
+        )));
     };
+
     let mut r = Response::new(Body::empty());
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let hs = r.headers_mut();

@@ -72,11 +72,14 @@ async fn dial(netns: Option<String>, port: u16) -> std::io::Result<TcpStream> {
     TcpStream::from_std(s)
 }
 
-/// Copies between a pod connection and the client: the client's input until it closes it
-/// (then the pod connection's write side is shut), the pod's output until it ends, or until
-/// the client's connection ends. Errors are the pod side's.
+/// Connects to `port` in `sandbox`'s network and copies between that connection and the
+/// client: the client's input until it closes it (then the pod connection's write side is
+/// shut), the pod's output until it ends, or until the client's connection ends. Errors are
+/// the pod side's.
 async fn forward<F, Fut>(
-    tcp: TcpStream,
+    cri: &Cri,
+    sandbox: &str,
+    port: u16,
     mut input: mpsc::Receiver<Vec<u8>>,
     mut send: F,
     mut gone: Gone,
@@ -85,7 +88,8 @@ where
     F: FnMut(Vec<u8>) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let (mut r, mut w) = tcp.into_split();
+    let ns = netns(cri, sandbox).map_err(std::io::Error::other)?;
+    let (mut r, mut w) = dial(ns, port).await?.into_split();
     let to_pod = async {
         while let Some(b) = input.recv().await {
             w.write_all(&b).await?;
@@ -131,7 +135,7 @@ fn failure(port: u16, sandbox: &str, e: &std::io::Error) -> Vec<u8> {
 pub async fn serve(
     cri: Arc<Cri>,
     pf: pb::PortForwardRequest,
-    mut req: Request<Body>,
+    req: Request<Body>,
     gone: Gone,
 ) -> Response<Body> {
     let tunnel = super::list(req.headers(), "sec-websocket-protocol")
@@ -139,17 +143,11 @@ pub async fn serve(
         .any(|p| p == super::WS_SPDY_TUNNEL);
     if tunnel && super::is_websocket(req.headers()) {
         // client-go's SPDY over WebSocket: the SPDY session inside binary messages.
-        let (_, resp) = match super::ws_handshake(&req, &[super::WS_SPDY_TUNNEL]) {
-            Ok(x) => x,
-            Err(r) => return *r,
-        };
-        let upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            let Ok(up) = upgrade.await else { return };
-            let io = super::session::ws_tunnel(hyper_util::rt::TokioIo::new(up), None);
+        let hs = super::ws_handshake(&req, &[super::WS_SPDY_TUNNEL]);
+        return super::upgrade(req, hs, move |_, up| async move {
+            let io = super::session::ws_tunnel(up, None);
             spdy_session(cri, pf, io, gone).await;
         });
-        return resp;
     }
     if super::is_websocket(req.headers()) {
         // The ports: the request's, else the URL's `port` parameters (the kubelet's V4Options).
@@ -181,15 +179,10 @@ pub async fn serve(
                 "query parameter \"port\" is required",
             );
         }
-        let (proto, resp) = match super::ws_handshake(&req, super::WS_PORT_FORWARD) {
-            Ok(x) => x,
-            Err(r) => return *r,
-        };
-        let upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            let Ok(up) = upgrade.await else { return };
+        let hs = super::ws_handshake(&req, super::WS_PORT_FORWARD);
+        return super::upgrade(req, hs, move |proto, up| async move {
             let readable: Vec<u8> = (0..ports.len()).map(|i| (i * 2) as u8).collect();
-            let mut conn = WsConn::new(hyper_util::rt::TokioIo::new(up), &proto, &readable);
+            let mut conn = WsConn::new(up, &proto, &readable);
             let mut tasks = Vec::new();
             for (i, port) in ports.iter().copied().enumerate() {
                 let (data, err) = ((i * 2) as u8, (i * 2 + 1) as u8);
@@ -204,24 +197,11 @@ pub async fn serve(
                 let sandbox = pf.pod_sandbox_id.clone();
                 let gone = gone.clone();
                 tasks.push(tokio::spawn(async move {
-                    let r = match netns(&cri, &sandbox) {
-                        Ok(ns) => match dial(ns, port).await {
-                            Ok(tcp) => {
-                                forward(
-                                    tcp,
-                                    input,
-                                    |b| {
-                                        let out = out.clone();
-                                        async move { out.send(data, &b).await }
-                                    },
-                                    gone,
-                                )
-                                .await
-                            }
-                            Err(e) => Err(e),
-                        },
-                        Err(e) => Err(std::io::Error::other(e)),
+                    let send = |b: Vec<u8>| {
+                        let out = out.clone();
+                        async move { out.send(data, &b).await }
                     };
+                    let r = forward(&cri, &sandbox, port, input, send, gone).await;
                     if let Err(e) = r {
                         out.send(err, &failure(port, &sandbox, &e)).await;
                     }
@@ -232,18 +212,11 @@ pub async fn serve(
             }
             conn.close().await;
         });
-        return resp;
     }
-    let (_, resp) = match super::spdy_handshake(&req, super::SPDY_PORT_FORWARD) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
-    let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        let Ok(up) = upgrade.await else { return };
-        spdy_session(cri, pf, hyper_util::rt::TokioIo::new(up), gone).await;
-    });
-    resp
+    let hs = super::spdy_handshake(&req, super::SPDY_PORT_FORWARD);
+    super::upgrade(req, hs, move |_, up| async move {
+        spdy_session(cri, pf, up, gone).await;
+    })
 }
 
 /// A port-forwarding SPDY session on `io`, until the client closes it.
@@ -336,24 +309,11 @@ async fn spdy_pair(
         .and_then(|p| p.parse::<u16>().ok())
         .unwrap_or(0);
     let id = data.id;
-    let r = match netns(&cri, &sandbox) {
-        Ok(ns) => match dial(ns, port).await {
-            Ok(tcp) => {
-                forward(
-                    tcp,
-                    data.data,
-                    |b| {
-                        let out = out.clone();
-                        async move { out.data(id, &b).await }
-                    },
-                    gone,
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(std::io::Error::other(e)),
+    let send = |b: Vec<u8>| {
+        let out = out.clone();
+        async move { out.data(id, &b).await }
     };
+    let r = forward(&cri, &sandbox, port, data.data, send, gone).await;
     if let Err(e) = r {
         out.data(error.id, &failure(port, &sandbox, &e)).await;
     }

@@ -204,23 +204,18 @@ fn error_stream(o: &Outcome, what: &str, json: bool) -> Vec<u8> {
 pub async fn serve(
     cri: Arc<Cri>,
     pending: Pending,
-    mut req: Request<Body>,
+    req: Request<Body>,
     gone: Gone,
 ) -> Response<Body> {
     let opts = Opts::of(&pending);
     if super::is_websocket(req.headers()) {
-        let (proto, resp) = match super::ws_handshake(&req, super::WS_REMOTE_COMMAND) {
-            Ok(x) => x,
-            Err(r) => return *r,
-        };
-        let upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            let Ok(up) = upgrade.await else { return };
+        let hs = super::ws_handshake(&req, super::WS_REMOTE_COMMAND);
+        return super::upgrade(req, hs, move |proto, up| async move {
             let mut readable = vec![CH_RESIZE];
             if opts.stdin {
                 readable.push(CH_STDIN);
             }
-            let mut conn = WsConn::new(hyper_util::rt::TokioIo::new(up), &proto, &readable);
+            let mut conn = WsConn::new(up, &proto, &readable);
             // An empty message on the first writable channel says the session is set up.
             let first = if opts.stdout {
                 CH_STDOUT
@@ -244,16 +239,10 @@ pub async fn serve(
             drop(out);
             conn.close().await;
         });
-        return resp;
     }
-    let (proto, resp) = match super::spdy_handshake(&req, super::SPDY_REMOTE_COMMAND) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
-    let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        let Ok(up) = upgrade.await else { return };
-        let mut conn = SpdyConn::new(hyper_util::rt::TokioIo::new(up));
+    let hs = super::spdy_handshake(&req, super::SPDY_REMOTE_COMMAND);
+    super::upgrade(req, hs, move |proto, up| async move {
+        let mut conn = SpdyConn::new(up);
         // v3 and later have a resize stream with a tty; v4 and later a JSON status.
         let resizes = !matches!(proto.as_str(), "" | "channel.k8s.io" | "v2.channel.k8s.io");
         let json = proto.starts_with("v4.") || proto.starts_with("v5.");
@@ -304,8 +293,7 @@ pub async fn serve(
         }
         drop(out);
         conn.close().await;
-    });
-    resp
+    })
 }
 
 fn describe(p: &Pending) -> String {
@@ -324,12 +312,22 @@ struct TermSize {
     height: u16,
 }
 
+/// [`resizes`], then waits for good: a session ends by its other parts.
+async fn resizes_then_wait<F, Fut>(rx: Option<mpsc::Receiver<Vec<u8>>>, apply: F)
+where
+    F: Fn(u16, u16) -> Fut,
+    Fut: std::future::Future,
+{
+    resizes(rx, apply).await;
+    std::future::pending::<()>().await
+}
+
 /// Reads terminal sizes from `rx` and applies each with `apply(rows, cols)`; returns at the
 /// stream's end (or at bad input).
 async fn resizes<F, Fut>(rx: Option<mpsc::Receiver<Vec<u8>>>, apply: F)
 where
     F: Fn(u16, u16) -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: std::future::Future,
 {
     let Some(mut rx) = rx else { return };
     let mut buf = Vec::new();
@@ -353,7 +351,8 @@ where
         buf.drain(..used);
         for s in sizes {
             if s.width > 0 && s.height > 0 {
-                apply(s.height, s.width).await;
+                // A failed resize is no reason to end the session.
+                let _ = apply(s.height, s.width).await;
             }
         }
     }
@@ -439,18 +438,9 @@ async fn run(
                 let _ = sw.shutdown().await;
                 std::future::pending::<()>().await
             };
-            let e2 = engine.clone();
-            let id2 = id.clone();
-            let sizes = async {
-                resizes(resize, |rows, cols| {
-                    let (e, id) = (e2.clone(), id2.clone());
-                    async move {
-                        let _ = e.exec_resize(&id, rows, cols).await;
-                    }
-                })
-                .await;
-                std::future::pending::<()>().await
-            };
+            let (e, exec) = (&engine, &id);
+            let sizes =
+                resizes_then_wait(resize, move |rows, cols| e.exec_resize(exec, rows, cols));
             let ended = tokio::select! {
                 c = pump(&mut sr, true, out) => Some(c),
                 _ = input => Some(None),
@@ -504,18 +494,8 @@ async fn run(
                 }
                 std::future::pending::<()>().await
             };
-            let e2 = engine.clone();
-            let cid = rec.id.clone();
-            let sizes = async {
-                resizes(resize, |rows, cols| {
-                    let (e, cid) = (e2.clone(), cid.clone());
-                    async move {
-                        let _ = e.resize(&cid, rows, cols).await;
-                    }
-                })
-                .await;
-                std::future::pending::<()>().await
-            };
+            let (e, cid) = (&engine, &rec.id);
+            let sizes = resizes_then_wait(resize, move |rows, cols| e.resize(cid, rows, cols));
             tokio::select! {
                 _ = pump(&mut sr, !tty, out) => {}
                 _ = input => {}

@@ -17,6 +17,65 @@ use super::ws;
 /// The largest payload written in one frame or message.
 const CHUNK: usize = 32 * 1024;
 
+/// The two tasks of a connection.
+struct Tasks {
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+}
+
+impl Tasks {
+    /// Sends the writer its `last` command (the close), lets it flush and end, and stops the
+    /// reader.
+    async fn close<C>(self, out: mpsc::Sender<C>, last: C) {
+        let _ = out.send(last).await;
+        drop(out);
+        let _ = self.writer.await;
+        self.reader.abort();
+    }
+}
+
+/// The writer task of a connection: each command is `encode`d into a buffer that is written
+/// and flushed; `encode` answers whether the connection closes after it (`None`: it could not
+/// be encoded, the connection ends at once). The write half is shut down at the end.
+fn spawn_writer<W, C, E>(mut w: W, mut rx: mpsc::Receiver<C>, mut encode: E) -> JoinHandle<()>
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+    C: Send + 'static,
+    E: FnMut(C, &mut Vec<u8>) -> Option<bool> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut buf = Vec::new();
+        while let Some(cmd) = rx.recv().await {
+            buf.clear();
+            let Some(close) = encode(cmd, &mut buf) else {
+                break;
+            };
+            if w.write_all(&buf).await.is_err() || w.flush().await.is_err() {
+                break;
+            }
+            if close {
+                break;
+            }
+        }
+        let _ = w.shutdown().await;
+    })
+}
+
+/// What a reader task reads next: `None` at the connection's end or on an error (logged as
+/// `what`'s).
+async fn next<T, E: std::fmt::Display>(
+    what: &str,
+    read: impl std::future::Future<Output = Result<Option<T>, E>>,
+) -> Option<T> {
+    match read.await {
+        Ok(next) => next,
+        Err(e) => {
+            tracing::debug!("{what}: {e}");
+            None
+        }
+    }
+}
+
 enum SpdyCmd {
     Frame(Frame),
     Close,
@@ -80,48 +139,34 @@ pub struct SpdyConn {
     pub out: SpdyOut,
     /// The streams the client opens (each answered with a `SYN_REPLY` already).
     pub streams: mpsc::Receiver<SpdyStream>,
-    reader: JoinHandle<()>,
-    writer: JoinHandle<()>,
+    tasks: Tasks,
 }
 
 impl SpdyConn {
     pub fn new<IO: AsyncRead + AsyncWrite + Send + 'static>(io: IO) -> SpdyConn {
-        let (mut r, mut w) = tokio::io::split(io);
-        let (tx, mut rx) = mpsc::channel::<SpdyCmd>(64);
-        let writer = tokio::spawn(async move {
-            let mut enc = spdy::Encoder::new();
-            let mut last_good = 0;
-            let mut buf = Vec::new();
-            while let Some(cmd) = rx.recv().await {
-                buf.clear();
-                let close = match cmd {
-                    SpdyCmd::Frame(f) => {
-                        if let Frame::SynReply { stream, .. } = &f {
-                            last_good = *stream;
-                        }
-                        if let Err(e) = enc.encode(&f, &mut buf) {
-                            tracing::debug!("SPDY: {e}");
-                            break;
-                        }
-                        false
-                    }
-                    SpdyCmd::Close => {
-                        let f = Frame::GoAway {
-                            last_good,
-                            status: 0,
-                        };
-                        let _ = enc.encode(&f, &mut buf);
-                        true
-                    }
-                };
-                if w.write_all(&buf).await.is_err() || w.flush().await.is_err() {
-                    break;
+        let (mut r, w) = tokio::io::split(io);
+        let (tx, rx) = mpsc::channel::<SpdyCmd>(64);
+        let mut enc = spdy::Encoder::new();
+        let mut last_good = 0;
+        let writer = spawn_writer(w, rx, move |cmd, buf| match cmd {
+            SpdyCmd::Frame(f) => {
+                if let Frame::SynReply { stream, .. } = &f {
+                    last_good = *stream;
                 }
-                if close {
-                    break;
+                if let Err(e) = enc.encode(&f, buf) {
+                    tracing::debug!("SPDY: {e}");
+                    return None;
                 }
+                Some(false)
             }
-            let _ = w.shutdown().await;
+            SpdyCmd::Close => {
+                let f = Frame::GoAway {
+                    last_good,
+                    status: 0,
+                };
+                let _ = enc.encode(&f, buf);
+                Some(true)
+            }
         });
         let out = SpdyOut(tx);
         let (stx, streams) = mpsc::channel(16);
@@ -130,15 +175,7 @@ impl SpdyConn {
             let mut dec = spdy::Decoder::new();
             let mut buf = Vec::new();
             let mut open: HashMap<u32, mpsc::Sender<Vec<u8>>> = HashMap::new();
-            loop {
-                let f = match spdy::read_frame(&mut r, &mut buf, &mut dec).await {
-                    Ok(Some(f)) => f,
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!("SPDY: {e}");
-                        break;
-                    }
-                };
+            while let Some(f) = next("SPDY", spdy::read_frame(&mut r, &mut buf, &mut dec)).await {
                 match f {
                     Frame::SynStream {
                         stream,
@@ -209,17 +246,13 @@ impl SpdyConn {
         SpdyConn {
             out,
             streams,
-            reader,
-            writer,
+            tasks: Tasks { reader, writer },
         }
     }
 
     /// Says `GOAWAY`, flushes and closes the connection.
     pub async fn close(self) {
-        let _ = self.out.0.send(SpdyCmd::Close).await;
-        drop(self.out);
-        let _ = self.writer.await;
-        self.reader.abort();
+        self.tasks.close(self.out.0, SpdyCmd::Close).await;
     }
 }
 
@@ -263,8 +296,7 @@ pub struct WsConn {
     /// What the client sends on each readable channel; a queue ends when the client closes
     /// its channel (v5) or the connection.
     pub inputs: HashMap<u8, mpsc::Receiver<Vec<u8>>>,
-    reader: JoinHandle<()>,
-    writer: JoinHandle<()>,
+    tasks: Tasks,
 }
 
 /// The channel of v5's close signal: its one-byte payload names the channel the client closes.
@@ -280,44 +312,31 @@ impl WsConn {
     ) -> WsConn {
         let base64 = protocol.contains("base64.");
         let v5 = protocol.starts_with("v5.");
-        let (mut r, mut w) = tokio::io::split(io);
-        let (tx, mut rx) = mpsc::channel::<WsCmd>(64);
-        let writer = tokio::spawn(async move {
-            let mut buf = Vec::new();
-            let b64 = base64::engine::general_purpose::STANDARD;
-            while let Some(cmd) = rx.recv().await {
-                buf.clear();
-                let close = match cmd {
-                    WsCmd::Message(ch, data) => {
-                        if base64 {
-                            let mut text = vec![b'0' + ch];
-                            text.extend_from_slice(b64.encode(&data).as_bytes());
-                            ws::encode(ws::OP_TEXT, &text, None, &mut buf);
-                        } else {
-                            let mut msg = Vec::with_capacity(data.len() + 1);
-                            msg.push(ch);
-                            msg.extend_from_slice(&data);
-                            ws::encode(ws::OP_BINARY, &msg, None, &mut buf);
-                        }
-                        false
-                    }
-                    WsCmd::Control(op, payload) => {
-                        ws::encode(op, &payload, None, &mut buf);
-                        op == ws::OP_CLOSE
-                    }
-                    WsCmd::Close => {
-                        ws::encode(ws::OP_CLOSE, &ws::close_payload(1000, ""), None, &mut buf);
-                        true
-                    }
-                };
-                if w.write_all(&buf).await.is_err() || w.flush().await.is_err() {
-                    break;
+        let (mut r, w) = tokio::io::split(io);
+        let (tx, rx) = mpsc::channel::<WsCmd>(64);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let writer = spawn_writer(w, rx, move |cmd, buf| match cmd {
+            WsCmd::Message(ch, data) => {
+                if base64 {
+                    let mut text = vec![b'0' + ch];
+                    text.extend_from_slice(b64.encode(&data).as_bytes());
+                    ws::encode(ws::OP_TEXT, &text, None, buf);
+                } else {
+                    let mut msg = Vec::with_capacity(data.len() + 1);
+                    msg.push(ch);
+                    msg.extend_from_slice(&data);
+                    ws::encode(ws::OP_BINARY, &msg, None, buf);
                 }
-                if close {
-                    break;
-                }
+                Some(false)
             }
-            let _ = w.shutdown().await;
+            WsCmd::Control(op, payload) => {
+                ws::encode(op, &payload, None, buf);
+                Some(op == ws::OP_CLOSE)
+            }
+            WsCmd::Close => {
+                ws::encode(ws::OP_CLOSE, &ws::close_payload(1000, ""), None, buf);
+                Some(true)
+            }
         });
         let out = WsOut(tx);
         let mut senders = HashMap::new();
@@ -331,15 +350,7 @@ impl WsConn {
         let reader = tokio::spawn(async move {
             let mut st = ws::Reader::default();
             let b64 = base64::engine::general_purpose::STANDARD;
-            loop {
-                let m = match ws::read_message(&mut r, &mut st).await {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!("websocket: {e}");
-                        break;
-                    }
-                };
+            while let Some(m) = next("websocket", ws::read_message(&mut r, &mut st)).await {
                 match m.opcode {
                     ws::OP_PING => {
                         let _ = out2.0.send(WsCmd::Control(ws::OP_PONG, m.data)).await;
@@ -384,17 +395,13 @@ impl WsConn {
         WsConn {
             out,
             inputs,
-            reader,
-            writer,
+            tasks: Tasks { reader, writer },
         }
     }
 
     /// Sends a normal close, flushes and ends the connection.
     pub async fn close(self) {
-        let _ = self.out.0.send(WsCmd::Close).await;
-        drop(self.out);
-        let _ = self.writer.await;
-        self.reader.abort();
+        self.tasks.close(self.out.0, WsCmd::Close).await;
     }
 }
 

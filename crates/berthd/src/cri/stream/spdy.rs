@@ -287,19 +287,20 @@ impl Encoder {
                 stream,
                 flags,
                 headers,
-            } => {
-                body.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
-                body.extend_from_slice(&self.header_block(headers)?);
-                control(out, SYN_REPLY, *flags, &body);
             }
-            Frame::Headers {
+            | Frame::Headers {
                 stream,
                 flags,
                 headers,
             } => {
+                let kind = if matches!(frame, Frame::SynReply { .. }) {
+                    SYN_REPLY
+                } else {
+                    HEADERS
+                };
                 body.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
                 body.extend_from_slice(&self.header_block(headers)?);
-                control(out, HEADERS, *flags, &body);
+                control(out, kind, *flags, &body);
             }
             Frame::RstStream { stream, status } => {
                 body.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
@@ -458,7 +459,8 @@ impl Decoder {
                 Ok(())
             }
         };
-        let frame = match (first & 0xffff) as u16 {
+        let kind = (first & 0xffff) as u16;
+        let frame = match kind {
             SYN_STREAM => {
                 need(10)?;
                 Frame::SynStream {
@@ -469,20 +471,22 @@ impl Decoder {
                     headers: self.header_block(&body[10..])?,
                 }
             }
-            SYN_REPLY => {
+            SYN_REPLY | HEADERS => {
                 need(4)?;
-                Frame::SynReply {
-                    stream: be32(&body[0..4]) & 0x7fff_ffff,
-                    flags,
-                    headers: self.header_block(&body[4..])?,
-                }
-            }
-            HEADERS => {
-                need(4)?;
-                Frame::Headers {
-                    stream: be32(&body[0..4]) & 0x7fff_ffff,
-                    flags,
-                    headers: self.header_block(&body[4..])?,
+                let stream = be32(&body[0..4]) & 0x7fff_ffff;
+                let headers = self.header_block(&body[4..])?;
+                if kind == SYN_REPLY {
+                    Frame::SynReply {
+                        stream,
+                        flags,
+                        headers,
+                    }
+                } else {
+                    Frame::Headers {
+                        stream,
+                        flags,
+                        headers,
+                    }
                 }
             }
             RST_STREAM => {
