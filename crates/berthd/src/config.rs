@@ -734,43 +734,43 @@ fn mirrors(given: Option<Vec<String>>) -> Result<Vec<String>, ValueError> {
 }
 
 /// `cri-stream-idle-timeout`: a Go duration [default: 4h]; 0 is no limit.
-fn idle_timeout(given: Option<String>) -> Result<Option<std::time::Duration>, String> {
+fn idle_timeout(given: Option<String>) -> Result<Option<std::time::Duration>, Refusal> {
     match berth_util::units::parse_duration(given.as_deref().unwrap_or("4h")) {
         Ok(0) => Ok(None),
         Ok(ns) if ns > 0 => Ok(Some(std::time::Duration::from_nanos(ns as u64))),
         Ok(_) => Err("must not be negative".into()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.to_string().into()),
     }
 }
 
 /// A check that the value is one of `allowed` ("… (use a, b or c)").
-fn one_of(allowed: &'static [&'static str]) -> impl Fn(&str) -> Result<(), String> {
+fn one_of(allowed: &'static [&'static str]) -> impl Fn(&str) -> Result<(), Refusal> {
     move |v| {
         if allowed.contains(&v) {
             return Ok(());
         }
         let (last, first) = allowed.split_last().unwrap_or((&"", &[]));
-        Err(format!("{v:?} (use {} or {last})", first.join(", ")))
+        Err(format!("{v:?} (use {} or {last})", first.join(", ")).into())
     }
 }
 
-fn at_least_one(n: &usize) -> Result<(), String> {
+fn at_least_one(n: &usize) -> Result<(), Refusal> {
     if *n == 0 {
         return Err("must be at least 1".into());
     }
     Ok(())
 }
 
-fn not_empty(s: &str) -> Result<(), String> {
+fn not_empty(s: &str) -> Result<(), Refusal> {
     if s.is_empty() {
         return Err("must not be empty".into());
     }
     Ok(())
 }
 
-fn absolute(p: &Path) -> Result<(), String> {
+fn absolute(p: &Path) -> Result<(), Refusal> {
     if !p.is_absolute() {
-        return Err(format!("{} is not an absolute path", p.display()));
+        return Err(format!("{} is not an absolute path", p.display()).into());
     }
     Ok(())
 }
@@ -781,9 +781,9 @@ fn not_key_value(item: &str) -> String {
 }
 
 /// `labels`: each `KEY=VALUE`.
-fn key_values(items: &[String]) -> Result<(), String> {
+fn key_values(items: &[String]) -> Result<(), Refusal> {
     match items.iter().find(|l| !l.contains('=')) {
-        Some(l) => Err(not_key_value(l)),
+        Some(l) => Err(not_key_value(l).into()),
         None => Ok(()),
     }
 }

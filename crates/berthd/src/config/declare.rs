@@ -236,6 +236,12 @@ impl From<String> for Refusal {
     }
 }
 
+impl From<&str> for Refusal {
+    fn from(message: &str) -> Self {
+        Refusal::Invalid(message.to_string())
+    }
+}
+
 impl Refusal {
     /// The error naming `option`.
     pub fn of(self, option: &str) -> MergeError {

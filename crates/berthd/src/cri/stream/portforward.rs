@@ -30,15 +30,20 @@ struct ErrResponse {
 }
 
 /// Where a pod's ports are: the network namespace of its sandbox (`None`: the host's).
-fn netns(cri: &Cri, sandbox: &str) -> Result<Option<String>, String> {
-    let rec = cri.sandbox(sandbox).map_err(|s| s.message().to_string())?;
+fn netns(cri: &Cri, sandbox: &str) -> std::io::Result<Option<String>> {
+    let rec = cri
+        .sandbox(sandbox)
+        .map_err(|s| std::io::Error::other(s.message().to_string()))?;
     if !cri.sandbox_ready(&rec) {
-        return Err(format!("pod sandbox {} is not ready", rec.id));
+        return Err(std::io::Error::other(format!(
+            "pod sandbox {} is not ready",
+            rec.id
+        )));
     }
     if rec.network_mode == pb::NamespaceMode::Node as i32 {
         return Ok(None);
     }
-    let c = cri.engine.get(&rec.id).map_err(|e| e.to_string())?;
+    let c = cri.engine.get(&rec.id).map_err(std::io::Error::other)?;
     Ok(Some(format!("/proc/{}/ns/net", c.state.pid)))
 }
 
@@ -88,7 +93,7 @@ where
     F: FnMut(Vec<u8>) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let ns = netns(cri, sandbox).map_err(std::io::Error::other)?;
+    let ns = netns(cri, sandbox)?;
     let (mut r, mut w) = dial(ns, port).await?.into_split();
     let to_pod = async {
         while let Some(b) = input.recv().await {
