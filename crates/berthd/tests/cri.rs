@@ -247,15 +247,9 @@ fn cri_pull_with_the_requests_credentials_and_remove() {
 }
 
 async fn exec(r: &mut Runtime, id: &str, cmd: &[&str], timeout: i64) -> (String, String, i32) {
-    let x = r
-        .exec_sync(pb::ExecSyncRequest {
-            container_id: id.into(),
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            timeout,
-        })
+    let x = try_exec_sync(r, id, cmd, timeout)
         .await
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e:?}"))
-        .into_inner();
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e:?}"));
     (
         String::from_utf8_lossy(&x.stdout).into_owned(),
         String::from_utf8_lossy(&x.stderr).into_owned(),
@@ -386,12 +380,7 @@ fn cri_pod_and_container_lifecycle_on_cni_across_a_restart() {
         .await;
         assert_eq!((out.as_str(), err.as_str(), code), ("o\n", "e\n", 3));
         // A command past its timeout is killed and reported as such.
-        let e = r
-            .exec_sync(pb::ExecSyncRequest {
-                container_id: cid.clone(),
-                cmd: vec!["sleep".into(), "30".into()],
-                timeout: 1,
-            })
+        let e = try_exec_sync(&mut r, &cid, &["sleep", "30"], 1)
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e:?}");

@@ -313,6 +313,23 @@ pub async fn start_container(r: &mut Runtime, id: &str) {
     try_start_container(r, id).await.unwrap()
 }
 
+/// ExecSync of `cmd` in the container `id`, `timeout` in seconds (0: none).
+pub async fn try_exec_sync(
+    r: &mut Runtime,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<pb::ExecSyncResponse, tonic::Status> {
+    let res = r
+        .exec_sync(pb::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout,
+        })
+        .await?;
+    Ok(res.into_inner())
+}
+
 /// RemovePodSandbox, which must succeed.
 pub async fn remove_pod(r: &mut Runtime, id: &str) {
     r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
