@@ -357,19 +357,37 @@ pub async fn list_containers(r: &mut Runtime) -> Vec<pb::Container> {
         .containers
 }
 
-/// PodSandboxStatus of `id`: its state and pod IP.
-pub async fn sandbox_state(r: &mut Runtime, id: &str) -> (i32, String) {
-    let s = r
+/// PodSandboxStatus of `id`, not verbose.
+pub async fn try_sandbox_status(
+    r: &mut Runtime,
+    id: &str,
+) -> Result<pb::PodSandboxStatusResponse, tonic::Status> {
+    let res = r
         .pod_sandbox_status(pb::PodSandboxStatusRequest {
             pod_sandbox_id: id.into(),
             verbose: false,
         })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+        .await?;
+    Ok(res.into_inner())
+}
+
+/// PodSandboxStatus of `id`: its state and pod IP.
+pub async fn sandbox_state(r: &mut Runtime, id: &str) -> (i32, String) {
+    let s = try_sandbox_status(r, id).await.unwrap().status.unwrap();
     (s.state, s.network.map(|n| n.ip).unwrap_or_default())
+}
+
+/// ImageStatus of `image`, which must answer.
+pub async fn image_status(
+    i: &mut Images,
+    image: Option<pb::ImageSpec>,
+    verbose: bool,
+) -> pb::ImageStatusResponse {
+    let res = i
+        .image_status(pb::ImageStatusRequest { image, verbose })
+        .await
+        .unwrap();
+    res.into_inner()
 }
 
 /// ContainerStatus's status of `id`.
