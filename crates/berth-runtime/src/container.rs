@@ -125,6 +125,13 @@ impl Drop for CreateGuard {
     }
 }
 
+/// The container's cgroup: [`RuntimeError::NoCgroup`] for a container created without one.
+fn cgroup_of(st: &ContainerState) -> Result<&Cgroup> {
+    st.cgroup
+        .as_ref()
+        .ok_or_else(|| RuntimeError::NoCgroup(st.id.clone()))
+}
+
 fn kill_cgroup(cg: &Cgroup) {
     let frozen = cg.is_frozen().unwrap_or(false);
     for pid in cg.pids().unwrap_or_default() {
@@ -669,10 +676,7 @@ impl Runtime {
             |s| matches!(s, Status::Running | Status::Created),
             "cannot pause a container that is not running",
         )?;
-        st.cgroup
-            .as_ref()
-            .ok_or_else(|| RuntimeError::NoCgroup(id.into()))?
-            .freeze()?;
+        cgroup_of(&st)?.freeze()?;
         Ok(())
     }
 
@@ -682,10 +686,7 @@ impl Runtime {
             |s| s == Status::Paused,
             "cannot resume a container that is not paused",
         )?;
-        st.cgroup
-            .as_ref()
-            .ok_or_else(|| RuntimeError::NoCgroup(id.into()))?
-            .thaw()?;
+        cgroup_of(&st)?.thaw()?;
         Ok(())
     }
 
@@ -715,11 +716,7 @@ impl Runtime {
             |s| s != Status::Stopped,
             "cannot update a stopped container",
         )?;
-        let cg = st
-            .cgroup
-            .clone()
-            .ok_or_else(|| RuntimeError::NoCgroup(id.into()))?;
-        cg.apply(res)?;
+        cgroup_of(&st)?.apply(res)?;
         if let Some(l) = st.config.linux.as_mut() {
             l.resources = Some(res.clone());
         }
@@ -728,9 +725,7 @@ impl Runtime {
     }
 
     pub fn stats(&self, id: &str) -> Result<berth_cgroups::Stats> {
-        let st = self.load(id)?;
-        let cg = st.cgroup.ok_or_else(|| RuntimeError::NoCgroup(id.into()))?;
-        Ok(cg.stats()?)
+        Ok(cgroup_of(&self.load(id)?)?.stats()?)
     }
 
     /// `exec`: run another process in a running container.
