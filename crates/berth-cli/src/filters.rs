@@ -15,8 +15,7 @@ pub fn parse(list: &[String]) -> Result<Filters> {
                 "invalid argument \"{f}\" for \"-f, --filter\" flag: bad format of filter (expected name=value)"
             ))),
         })
-        .collect::<Result<Vec<_>>>()
-        .map(Filters)
+        .collect()
 }
 
 /// The query parameter's value.
@@ -41,14 +40,8 @@ mod tests {
             "label=c".into(),
         ])
         .unwrap();
-        assert_eq!(
-            f.0,
-            vec![
-                ("label".to_string(), "a=b".to_string()),
-                ("dangling".into(), "true".into()),
-                ("label".into(), "c".into())
-            ]
-        );
+        let want = [("label", "a=b"), ("dangling", "true"), ("label", "c")];
+        assert_eq!(f, want.into_iter().collect());
         assert_eq!(to_json(&f), r#"{"dangling":["true"],"label":["a=b","c"]}"#);
         let e = parse(&["nope".into()]).unwrap_err();
         assert_eq!(e.status(), 1);
