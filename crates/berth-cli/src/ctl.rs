@@ -161,15 +161,9 @@ pub struct ExecCmd {
     /// Allocate a pseudo-TTY
     #[arg(short = 't', long)]
     tty: bool,
-    /// Set environment variables
-    #[arg(short = 'e', long = "env")]
-    env: Vec<String>,
-    /// Working directory inside the container
-    #[arg(short = 'w', long = "workdir")]
-    workdir: Option<String>,
-    /// Username or UID (format: "<name|uid>[:<group|gid>]")
-    #[arg(short = 'u', long)]
-    user: Option<String>,
+    /// `-e`, `-w`, `-u`
+    #[command(flatten)]
+    process: crate::containers::ProcessFlags,
     /// Give extended privileges to the command
     #[arg(long)]
     privileged: bool,
@@ -189,9 +183,9 @@ pub fn exec(host: &Host, c: &ExecCmd, err: &mut dyn Write) -> Result<i32> {
         attach_stderr: !c.detach,
         tty: c.tty,
         cmd: Some(c.command.clone()),
-        env: Some(c.env.clone()),
-        working_dir: c.workdir.clone().unwrap_or_default(),
-        user: c.user.clone().unwrap_or_default(),
+        env: c.process.env(),
+        working_dir: c.process.working_dir(),
+        user: c.process.user(),
         privileged: c.privileged,
         ..Default::default()
     };
