@@ -14,9 +14,7 @@ use clap::Args;
 use crate::api::{self, enc, json, ApiError, Host};
 use crate::error::{CliError, Result};
 use crate::format::TemplateUse;
-use crate::terminal::{
-    interactive, join_wait, parse_detach_keys, spawn_wait, term_size, SignalProxy,
-};
+use crate::terminal::{container_session, parse_detach_keys, spawn_wait, term_size, SignalProxy};
 
 /// `--pull`: when `run` and `create` pull the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -331,18 +329,7 @@ pub fn run(host: &Host, c: &RunCmd, out: &mut dyn Write, err: &mut dyn Write) ->
                 );
             }
         }
-        let detached = interactive(
-            host,
-            stream,
-            tty,
-            c.opts.interactive,
-            tty.then(|| format!("/containers/{id}/resize")),
-            &keys,
-        )?;
-        if detached {
-            return Ok(0);
-        }
-        return Ok(join_wait(waiter));
+        return container_session(host, &id, stream, tty, c.opts.interactive, &keys, waiter);
     }
     // Attach before start so no output is lost; wait in the background from before the start
     // too, so a container removed at exit (--rm) is still waited for.

@@ -15,7 +15,7 @@ use crate::containers::each;
 use crate::error::{CliError, Result};
 use crate::opts::CreateFlags;
 use crate::terminal::{
-    interactive, join_wait, parse_detach_keys, spawn_wait, term_size, SignalProxy,
+    container_session, interactive, parse_detach_keys, spawn_wait, term_size, SignalProxy,
 };
 
 /// `start` flags.
@@ -55,18 +55,7 @@ pub fn start(host: &Host, c: &StartCmd, out: &mut dyn Write, err: &mut dyn Write
         } else {
             Some(SignalProxy::start(host, &id)?)
         };
-        let detached = interactive(
-            host,
-            stream,
-            tty,
-            c.interactive,
-            tty.then(|| format!("/containers/{id}/resize")),
-            &keys,
-        )?;
-        if detached {
-            return Ok(0);
-        }
-        return Ok(join_wait(waiter));
+        return container_session(host, &id, stream, tty, c.interactive, &keys, waiter);
     }
     each(&c.containers, out, err, |n| {
         host.call("POST", &format!("/containers/{}/start", enc(n)), None)
@@ -260,18 +249,7 @@ pub fn attach(host: &Host, c: &AttachCmd) -> Result<i32> {
     } else {
         None
     };
-    let detached = interactive(
-        host,
-        stream,
-        tty,
-        stdin,
-        tty.then(|| format!("/containers/{id}/resize")),
-        &keys,
-    )?;
-    if detached {
-        return Ok(0);
-    }
-    Ok(join_wait(waiter))
+    container_session(host, &id, stream, tty, stdin, &keys, waiter)
 }
 
 /// `inspect` flags.

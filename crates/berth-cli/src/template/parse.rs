@@ -124,6 +124,19 @@ fn split_pieces(src: &str) -> Result<Vec<Piece>, TemplateError> {
     Ok(pieces)
 }
 
+/// The punctuation token at `c` (followed by `next`) and its length in characters.
+fn punctuation(c: char, next: Option<char>) -> Option<(Tok, usize)> {
+    Some(match (c, next) {
+        ('(', _) => (Tok::LParen, 1),
+        (')', _) => (Tok::RParen, 1),
+        ('|', _) => (Tok::Pipe, 1),
+        (',', _) => (Tok::Comma, 1),
+        (':', Some('=')) => (Tok::Declare, 2),
+        ('=', _) => (Tok::Assign, 1),
+        _ => return None,
+    })
+}
+
 /// A quoted string (`"…"` with Go's escapes) or a raw one (`` `…` ``) starting at `chars[*i]`;
 /// `*i` ends after the closing quote.
 fn lex_string(chars: &[char], i: &mut usize) -> Result<String, TemplateError> {
@@ -201,37 +214,18 @@ fn lex(action: &str) -> Result<Vec<Tok>, TemplateError> {
     };
     while i < chars.len() {
         let c = chars[i];
+        if let Some((tok, len)) = punctuation(c, chars.get(i + 1).copied()) {
+            let rparen = matches!(tok, Tok::RParen);
+            toks.push(tok);
+            i += len;
+            // Field access on a parenthesised value: (x).Field
+            if rparen && chars.get(i) == Some(&'.') {
+                toks.push(Tok::Field(read_fields(&mut i)));
+            }
+            continue;
+        }
         match c {
             c if c.is_whitespace() => i += 1,
-            '(' => {
-                toks.push(Tok::LParen);
-                i += 1;
-            }
-            ')' => {
-                toks.push(Tok::RParen);
-                i += 1;
-                // Field access on a parenthesised value: (x).Field
-                if i < chars.len() && chars[i] == '.' {
-                    let f = read_fields(&mut i);
-                    toks.push(Tok::Field(f));
-                }
-            }
-            '|' => {
-                toks.push(Tok::Pipe);
-                i += 1;
-            }
-            ',' => {
-                toks.push(Tok::Comma);
-                i += 1;
-            }
-            ':' if chars.get(i + 1) == Some(&'=') => {
-                toks.push(Tok::Declare);
-                i += 2;
-            }
-            '=' => {
-                toks.push(Tok::Assign);
-                i += 1;
-            }
             '"' | '`' => toks.push(Tok::Str(lex_string(&chars, &mut i)?)),
             '.' => {
                 if chars
