@@ -7,7 +7,6 @@
 //! again. No other table is read, parsed or touched. IPv6 (networks with `--ipv6`) lives in
 //! the same `inet` table; the iptables fallback writes it with `ip6tables-restore`.
 
-use std::io::Write;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
@@ -505,17 +504,14 @@ fn run_with_stdin(program: &str, args: &[&str], input: &str) -> Result<(), Firew
         cmd: cmd.clone(),
         source,
     };
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn_err)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input.as_bytes()).map_err(spawn_err)?;
-    }
-    let out = child.wait_with_output().map_err(spawn_err)?;
+    let out = berth_util::process::output_with_input(
+        Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+        input.as_bytes(),
+    )
+    .map_err(spawn_err)?;
     if !out.status.success() {
         return Err(FirewallError::Failed {
             cmd,

@@ -11,6 +11,8 @@
 //! - [`units`]: Docker's sizes (`RAMInBytes`, `FromHumanSize`) and Go's durations.
 //! - [`root`]: the confined-path resolver (`openat2(RESOLVE_IN_ROOT)` with a user-space
 //!   fallback): [`root::open_in_root`], [`root::mkdir_all_in_root`], [`root::touch_in_root`].
+//! - [`process`]: running a helper program with input on its stdin
+//!   ([`process::output_with_input`]).
 //! - [`runtime`]: the client of a runc-compatible runtime binary ([`runtime::Runtime`]).
 //! - [`url`]: percent-encoding ([`url::query_escape`], Go's `url.QueryEscape`).
 //! - [`shared_tmp`]: work directories in a directory daemons share (`/dev/shm`), claimed by a
@@ -22,6 +24,7 @@ pub mod fd;
 pub mod fs;
 pub mod host;
 pub mod id;
+pub mod process;
 pub mod root;
 pub mod runtime;
 pub mod shared_tmp;
