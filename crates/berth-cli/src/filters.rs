@@ -28,6 +28,16 @@ pub fn json(list: &[String]) -> Result<String> {
     Ok(to_json(&parse(list)?))
 }
 
+/// `?filters=…` of filter flags and more (key, value) pairs; "" without any.
+pub fn query(list: &[String], extra: &[(&str, &str)]) -> Result<String> {
+    let mut f = parse(list)?;
+    f.0.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    if f.is_empty() {
+        return Ok(String::new());
+    }
+    Ok(format!("?filters={}", crate::api::enc(&to_json(&f))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +60,10 @@ mod tests {
             "invalid argument \"nope\" for \"-f, --filter\" flag: bad format of filter (expected name=value)"
         );
         assert_eq!(json(&[]).unwrap(), "{}");
+        assert_eq!(query(&[], &[]).unwrap(), "");
+        assert_eq!(
+            query(&["label=a".into()], &[("all", "true")]).unwrap(),
+            "?filters=%7B%22all%22%3A%5B%22true%22%5D%2C%22label%22%3A%5B%22a%22%5D%7D"
+        );
     }
 }
