@@ -49,6 +49,8 @@ pub enum Command {
     /// List images
     Images(ImagesOptions),
     /// Manage images
+    // (Its subcommands listed by name, as Docker's help does.)
+    #[command(next_display_order = None)]
     Image {
         /// The image command.
         #[command(subcommand)]
@@ -56,20 +58,9 @@ pub enum Command {
     },
     /// Remove one or more images
     Rmi(RmiCmd),
-    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
-    Tag(TagCmd),
-    /// Show the history of an image
-    History(HistoryOptions),
-    /// Save one or more images to a tar archive (streamed to STDOUT by default)
-    Save(SaveCmd),
-    /// Load an image from a tar archive or STDIN
-    Load(LoadCmd),
-    /// Import the contents from a tarball to create a filesystem image
-    Import(ImportArgs),
-    /// Download an image from a registry
-    Pull(PullArgs),
-    /// Upload an image to a registry
-    Push(PushCmd),
+    /// Image commands (`pull`, `save`, `tag`, …), also under `image`.
+    #[command(flatten)]
+    ImageOp(ImageOp),
     /// Log in to a registry
     Login(LoginArgs),
     /// Log out from a registry
@@ -134,29 +125,38 @@ pub enum Command {
 /// `image` subcommands (Docker's `docker image …`).
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
+    /// The commands that also stand at the top level.
+    #[command(flatten)]
+    Op(ImageOp),
     /// Build an image from a Dockerfile
     Build(crate::build::BuildCmd),
-    /// Show the history of an image
-    History(HistoryOptions),
-    /// Import the contents from a tarball to create a filesystem image
-    Import(ImportArgs),
     /// Display detailed information on one or more images
     Inspect(InspectCmd),
-    /// Load an image from a tar archive or STDIN
-    Load(LoadCmd),
     /// List images
     #[command(visible_alias = "list")]
     Ls(ImagesOptions),
     /// Remove unused images
     Prune(PruneCmd),
+    /// Remove one or more images
+    #[command(visible_alias = "remove")]
+    Rm(RmiCmd),
+}
+
+/// The image commands that stand both at the top level and under `image` (`pull` is
+/// `image pull`).
+#[derive(Debug, Subcommand)]
+pub enum ImageOp {
+    /// Show the history of an image
+    History(HistoryOptions),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(ImportArgs),
+    /// Load an image from a tar archive or STDIN
+    Load(LoadCmd),
     /// Download an image from a registry
     Pull(PullArgs),
     /// Upload an image to a registry
     Push(PushCmd),
-    /// Remove one or more images
-    #[command(visible_alias = "remove")]
-    Rm(RmiCmd),
-    /// Save one or more images to a tar archive
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
     Save(SaveCmd),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag(TagCmd),
@@ -407,13 +407,7 @@ fn is_image_command(cli: &Cli) -> bool {
     match &cli.command {
         Command::Images(_)
         | Command::Rmi(_)
-        | Command::Tag(_)
-        | Command::History(_)
-        | Command::Save(_)
-        | Command::Load(_)
-        | Command::Import(_)
-        | Command::Pull(_)
-        | Command::Push(_)
+        | Command::ImageOp(_)
         | Command::Login(_)
         | Command::Logout(_) => true,
         Command::Image { command } => !matches!(command, ImageCommand::Build(_)),
@@ -461,6 +455,25 @@ fn container_op(
         O::Unpause(c) => ctl::simple_post(host, "unpause", c, out, err),
         O::Update(c) => ctl::update(host, c, out, err),
         O::Wait(c) => ct::wait(host, c, out, err),
+    }
+}
+
+/// Runs an image command (top-level or under `image`).
+fn image_op(b: &dyn ImageBackend, op: &ImageOp, out: &mut dyn Write) -> Result<(), CliError> {
+    match op {
+        ImageOp::History(c) => commands::history(b, c, out),
+        ImageOp::Import(c) => commands::import(b, c, out),
+        ImageOp::Load(c) => {
+            let _ = c.quiet;
+            commands::load(b, c.input.as_deref(), out)
+        }
+        ImageOp::Pull(c) => {
+            let _ = c.disable_content_trust;
+            commands::pull(b, c, out, Box::new(io::stdout()))
+        }
+        ImageOp::Push(c) => commands::push(b, &c.name, c.quiet, out, Box::new(io::stdout())),
+        ImageOp::Save(c) => commands::save(b, &c.images, c.output.as_deref()),
+        ImageOp::Tag(c) => commands::tag(b, &c.source, &c.target),
     }
 }
 
@@ -521,6 +534,10 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
     let b = backend(cli)?;
     let b: &dyn ImageBackend = b.as_ref();
     match &cli.command {
+        Command::ImageOp(op)
+        | Command::Image {
+            command: ImageCommand::Op(op),
+        } => image_op(b, op, out),
         Command::Images(c)
         | Command::Image {
             command: ImageCommand::Ls(c),
@@ -532,10 +549,6 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             let _ = c.no_prune;
             commands::rmi(b, &c.images, c.force, out, err)
         }
-        Command::Tag(c)
-        | Command::Image {
-            command: ImageCommand::Tag(c),
-        } => commands::tag(b, &c.source, &c.target),
         Command::Image {
             command: ImageCommand::Inspect(c),
         } => {
@@ -548,25 +561,6 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             };
             commands::inspect(b, &c.images, c.format.as_deref(), json, out, err)
         }
-        Command::History(c)
-        | Command::Image {
-            command: ImageCommand::History(c),
-        } => commands::history(b, c, out),
-        Command::Save(c)
-        | Command::Image {
-            command: ImageCommand::Save(c),
-        } => commands::save(b, &c.images, c.output.as_deref()),
-        Command::Load(c)
-        | Command::Image {
-            command: ImageCommand::Load(c),
-        } => {
-            let _ = c.quiet;
-            commands::load(b, c.input.as_deref(), out)
-        }
-        Command::Import(c)
-        | Command::Image {
-            command: ImageCommand::Import(c),
-        } => commands::import(b, c, out),
         Command::Image {
             command: ImageCommand::Prune(c),
         } => {
@@ -574,17 +568,6 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             let mut input = stdin.lock();
             commands::prune(b, c.all, c.force, &mut input, out)
         }
-        Command::Pull(c)
-        | Command::Image {
-            command: ImageCommand::Pull(c),
-        } => {
-            let _ = c.disable_content_trust;
-            commands::pull(b, c, out, Box::new(io::stdout()))
-        }
-        Command::Push(c)
-        | Command::Image {
-            command: ImageCommand::Push(c),
-        } => commands::push(b, &c.name, c.quiet, out, Box::new(io::stdout())),
         Command::Login(c) => {
             let stdin = io::stdin();
             let mut input = stdin.lock();
@@ -619,7 +602,7 @@ mod tests {
             ["a.example:5000", "b.example", "c.example"]
         );
         match cli.command {
-            Command::Pull(c) => {
+            Command::ImageOp(ImageOp::Pull(c)) => {
                 assert_eq!(c.name, "busybox");
                 assert!(!c.quiet && !c.all_tags);
             }
