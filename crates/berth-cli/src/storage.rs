@@ -387,12 +387,7 @@ pub fn volume(
             let q = crate::filters::query(&c.filter, &extra)?;
             let v: PruneReport = host.post(&format!("/volumes/prune{q}"), None)?;
             crate::system::print_deleted(out, "Deleted Volumes:", &v.volumes_deleted)?;
-            writeln!(
-                out,
-                "Total reclaimed space: {}",
-                crate::units::human_size(v.space_reclaimed as f64)
-            )?;
-            Ok(())
+            crate::system::print_reclaimed(out, v.space_reclaimed)
         }
     }
 }
