@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod containers;
+pub mod distribution;
 pub mod exec;
 pub mod images;
 pub mod networks;
@@ -388,6 +389,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(containers::routes())
         .merge(exec::routes())
         .merge(images::routes())
+        .merge(distribution::routes())
         .merge(build::routes())
         .merge(crate::buildkit::routes()) // issue 15: BuildKit API for buildx
         .merge(networks::routes())
