@@ -159,15 +159,12 @@ fn parse(args: Vec<String>) -> Result<Config, ArgsError> {
             "--start" => start = true,
             "--runtime-fd" => {
                 let v = value("--runtime-fd")?;
-                runtime_fd = Some(
-                    v.parse()
-                        .ok()
-                        .filter(|n| *n == 0 || *n > 2)
-                        .ok_or(ArgsError::Invalid {
-                            flag: "--runtime-fd",
-                            value: v,
-                        })?,
-                );
+                runtime_fd = Some(v.parse().ok().filter(|n| *n == 0 || *n > 2).ok_or(
+                    ArgsError::Invalid {
+                        flag: "--runtime-fd",
+                        value: v,
+                    },
+                )?);
             }
             "-h" | "--help" => return Err(ArgsError::Help),
             other => return Err(ArgsError::Unknown(other.to_string())),
