@@ -21,7 +21,8 @@ options:
   --runtime PATH        OCI runtime binary [berth-runtime]
   --runtime-root DIR    the runtime's --root [/run/berth-runtime]
   --runtime-fd N        the runtime is the executable open as descriptor N (berthd's sealed
-                        copy, which needs no protective re-execution); overrides --runtime
+                        copy, which needs no protective re-execution); overrides --runtime;
+                        0: given as standard input, which then becomes /dev/null
   --log-path FILE       json-file log [STATE_DIR/ID-json.log]
   --log-max-size SIZE   rotate at this size (k, m, g suffixes; 0 = never) [10m]
   --log-max-file N      keep at most N log files [3]
@@ -34,6 +35,9 @@ options:
   --direct-start        start the container by writing its exec fifo (ROOT/ID/exec.fifo, the
                         layout of berth-runtime and runc) instead of running `RUNTIME start`;
                         only for bundles without poststart hooks, which `start` would run
+  --start               start the container as soon as it is created, before the report (for
+                        a starter that has nothing to do in between: no attach, no setup in
+                        the container's namespaces); the report then follows the start
 ";
 
 /// `--log-max-size`: go-units `RAMInBytes` (`10m` = 10 MiB); `-1`, Docker's "no limit", is
@@ -83,7 +87,7 @@ fn parse(args: Vec<String>) -> Result<Config, ArgsError> {
     let mut log_path = None;
     let mut max_size = DEFAULT_MAX_SIZE;
     let mut max_file = DEFAULT_MAX_FILE;
-    let (mut tty, mut stdin, mut direct_start) = (false, false, false);
+    let (mut tty, mut stdin, mut direct_start, mut start) = (false, false, false, false);
     let (mut log_compress, mut log_disabled, mut log_attrs) = (false, false, None);
     let mut log_cri = false;
     let mut runtime_fd: Option<i32> = None;
@@ -152,17 +156,15 @@ fn parse(args: Vec<String>) -> Result<Config, ArgsError> {
             "--tty" => tty = true,
             "--stdin" => stdin = true,
             "--direct-start" => direct_start = true,
+            "--start" => start = true,
             "--runtime-fd" => {
                 let v = value("--runtime-fd")?;
-                runtime_fd = Some(
-                    v.parse()
-                        .ok()
-                        .filter(|n| *n > 2)
-                        .ok_or(ArgsError::Invalid {
-                            flag: "--runtime-fd",
-                            value: v,
-                        })?,
-                );
+                runtime_fd = Some(v.parse().ok().filter(|n| *n == 0 || *n > 2).ok_or(
+                    ArgsError::Invalid {
+                        flag: "--runtime-fd",
+                        value: v,
+                    },
+                )?);
             }
             "-h" | "--help" => return Err(ArgsError::Help),
             other => return Err(ArgsError::Unknown(other.to_string())),
@@ -173,6 +175,11 @@ fn parse(args: Vec<String>) -> Result<Config, ArgsError> {
     if let Some(fd) = runtime_fd {
         // Kept for the shim's lifetime, never inherited by what it runs (an ELF binary is
         // executed through /proc/self/fd/N even when N is close-on-exec).
+        let fd = if fd == 0 {
+            berth_shim::sys::take_stdin().map_err(|source| ArgsError::RuntimeFd { fd, source })?
+        } else {
+            fd
+        };
         berth_shim::sys::set_cloexec(fd).map_err(|source| ArgsError::RuntimeFd { fd, source })?;
         runtime = PathBuf::from(format!("/proc/self/fd/{fd}"));
     }
@@ -198,6 +205,7 @@ fn parse(args: Vec<String>) -> Result<Config, ArgsError> {
         tty,
         stdin,
         direct_start,
+        start,
     })
 }
 

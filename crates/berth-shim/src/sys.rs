@@ -5,7 +5,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use rustix::fs::OFlags;
@@ -32,6 +32,15 @@ pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
     // number here (it may not be open), which is why no borrowed descriptor is made of it.
     cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
     Ok(())
+}
+
+/// Moves standard input to a new close-on-exec descriptor above the standard ones, puts
+/// /dev/null in its place, and returns the new descriptor (kept for the process's life).
+pub fn take_stdin() -> io::Result<RawFd> {
+    let fd = rustix::io::fcntl_dupfd_cloexec(io::stdin(), 3)?;
+    let null = std::fs::File::open("/dev/null")?;
+    rustix::stdio::dup2_stdin(&null)?;
+    Ok(fd.into_raw_fd())
 }
 
 pub fn set_nonblocking(fd: impl AsFd, on: bool) -> io::Result<()> {

@@ -589,3 +589,52 @@ fn start_returns_after_the_users_process_is_executed() {
         shim.client().shutdown(false).unwrap();
     }
 }
+
+#[test]
+fn start_flag_starts_before_the_report() {
+    require_root!(BUSYBOX);
+    let (env, id, b) = setup("eager", &sh("echo started; sleep 30"), false);
+    b.write();
+    let shim = env.start_shim(&id, &b, &["--direct-start", "--start"]);
+    // Reported once started: running at once, no Start request.
+    assert_eq!(env.status(&id), "running");
+    assert_eq!(shim.client().state().unwrap().status, "running");
+    assert!(
+        !env.root.join(&id).join("exec.fifo").exists(),
+        "the fifo goes at start"
+    );
+    // The container is started already: a Start request is refused.
+    assert!(shim.client().start().is_err());
+    shim.client().kill(libc::SIGKILL, false).unwrap();
+    assert_eq!(shim.client().wait(None).unwrap(), 137);
+    assert!(std::fs::read_to_string(shim.log_path())
+        .unwrap()
+        .contains("started"));
+    shim.client().shutdown(false).unwrap();
+}
+
+#[test]
+fn runtime_given_as_standard_input() {
+    require_root!(BUSYBOX);
+    let (env, id, b) = setup("stdinrt", &sh("echo started; exit 3"), false);
+    b.write();
+    // `--runtime-fd 0` overrides a runtime path that does not exist.
+    let runtime = std::fs::File::open(runtime_bin()).unwrap();
+    let extra = [
+        "--runtime",
+        "/nonexistent/berth-runtime",
+        "--runtime-fd",
+        "0",
+        "--direct-start",
+    ];
+    let shim = env.start_shim_stdin(&id, &b, &extra, runtime);
+    shim.client().start().unwrap();
+    assert_eq!(shim.client().wait(None).unwrap(), 3);
+    assert!(std::fs::read_to_string(shim.log_path())
+        .unwrap()
+        .contains("started"));
+    // The runtime runs again at shutdown (its `delete`), from the shim's own descriptor.
+    shim.client().shutdown(false).unwrap();
+    wait_for("shim exit", T, || !alive(shim.pid));
+    assert_eq!(env.status(&id), "absent");
+}

@@ -147,33 +147,35 @@ impl Shim {
     }
 
     pub(super) fn start(&mut self) -> Value {
+        match self.start_init() {
+            Ok(()) => ok(),
+            Err(e) => err(e),
+        }
+    }
+
+    /// Starts the created container (its init waits for it).
+    pub(super) fn start_init(&mut self) -> Result<(), ShimError> {
         if self.init.status != Status::Created {
-            return err(ShimError::State {
+            return Err(ShimError::State {
                 op: "start",
                 status: self.init.status.as_str(),
             });
         }
-        let started: Result<(), ShimError> = if self.cfg.direct_start {
+        if self.cfg.direct_start {
             sys::write_exec_fifo(&self.cfg.runtime_root.join(&self.cfg.id).join("exec.fifo"))
                 .map_err(|source| ShimError::Start {
                     id: self.cfg.id.clone(),
                     source,
-                })
+                })?;
         } else {
-            self.run_runtime(self.rt.start(&self.cfg.id))
-                .map_err(ShimError::from)
-        };
-        match started {
-            Ok(()) => {
-                // The exit may already have been reaped (a very short container): keep Stopped.
-                if self.init.status == Status::Created {
-                    self.init.status = Status::Running;
-                }
-                self.init.started_at = Some(now_rfc3339());
-                ok()
-            }
-            Err(e) => err(e),
+            self.run_runtime(self.rt.start(&self.cfg.id))?;
         }
+        // The exit may already have been reaped (a very short container): keep Stopped.
+        if self.init.status == Status::Created {
+            self.init.status = Status::Running;
+        }
+        self.init.started_at = Some(now_rfc3339());
+        Ok(())
     }
 
     pub(super) fn kill(&mut self, sig: i32, all: bool, exec_id: Option<String>) -> Value {

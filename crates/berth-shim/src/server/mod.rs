@@ -51,6 +51,8 @@ pub struct Config {
     pub stdin: bool,
     /// Start by writing the runtime's exec fifo (see the binary's `--help`).
     pub direct_start: bool,
+    /// Start the container right after its create, before the readiness report (`--start`).
+    pub start: bool,
 }
 
 impl Config {
@@ -382,7 +384,13 @@ impl Shim {
             shim.cleanup();
             return Err(e);
         }
-        if let Err(e) = shim.create() {
+        if let Err(e) = shim.create().and_then(|()| {
+            if shim.cfg.start {
+                shim.start_init()
+            } else {
+                Ok(())
+            }
+        }) {
             if shim.init.pid > 0 {
                 // The runtime created the container but the shim cannot serve it.
                 let _ = shim.run_runtime(shim.rt.delete(&shim.cfg.id, true));

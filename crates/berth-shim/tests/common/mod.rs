@@ -167,9 +167,26 @@ impl TestEnv {
     }
 
     pub fn start_shim_with(&self, bin: &Path, id: &str, b: &Bundle, extra: &[&str]) -> ShimProc {
-        let out = Command::new(bin)
-            .args(self.shim_args(id, b, extra))
-            .output_ok();
+        let mut cmd = Command::new(bin);
+        cmd.args(self.shim_args(id, b, extra));
+        self.start_shim_cmd(cmd, id)
+    }
+
+    /// [`Self::start_shim`] with `stdin` as the shim's standard input.
+    pub fn start_shim_stdin(
+        &self,
+        id: &str,
+        b: &Bundle,
+        extra: &[&str],
+        stdin: std::fs::File,
+    ) -> ShimProc {
+        let mut cmd = Command::new(shim_bin());
+        cmd.args(self.shim_args(id, b, extra)).stdin(stdin);
+        self.start_shim_cmd(cmd, id)
+    }
+
+    fn start_shim_cmd(&self, mut cmd: Command, id: &str) -> ShimProc {
+        let out = cmd.output_ok();
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         let pid = v["pid"].as_i64().unwrap() as i32;
         self.pids.borrow_mut().push(pid);

@@ -189,7 +189,8 @@ pub async fn serve(listener: UnixListener, cri: Arc<Cri>, mut stop: watch::Recei
 }
 
 /// The time a request spends in its phases, logged at debug level when dropped
-/// (`RunPodSandbox: 41.2 ms (create 9.8, start 12.0, cni 19.1, save 0.3)`).
+/// (`RunPodSandbox: 41.2 ms (netns 0.7, (record 1.2, cni alone 19.1, create 9.8,
+/// create+start alone) 30.0, start+cni 30.1, save 0.3)`).
 pub(crate) struct Phases {
     what: &'static str,
     t0: std::time::Instant,

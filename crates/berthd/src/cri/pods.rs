@@ -250,20 +250,13 @@ impl Cri {
                 .collect(),
             ..Default::default()
         };
-        // Durable before anything else is made: whatever the CNI ADD makes, a restart after
-        // a crash (kill -9 or power loss) finds the record to delete it with (see
-        // `recover_networks`), and the engine container (made next, with the record's id)
-        // is the record's; the complete one is written without a sync.
-        if let Err(e) = self.store.save_sandbox(&rec) {
-            unmount_shm(&rec.shm);
-            return Err(e.into());
-        }
-        phases.mark("record");
         if let Err(e) = self
             .start_sandbox(&mut rec, (name, cfg, hc), host_net, &mut phases)
             .await
         {
             let _ = self.remove_sandbox(&id).await;
+            // (Its record may not have been written.)
+            unmount_shm(&rec.shm);
             return Err(e);
         }
         self.emit(&id, &id, pb::ContainerEventType::ContainerStartedEvent)
@@ -271,10 +264,16 @@ impl Cri {
         Ok(pb::RunPodSandboxResponse { pod_sandbox_id: id })
     }
 
-    /// Creates and starts the sandbox's process with its network: the network namespace is
-    /// made first (held by berthd through a descriptor, never mounted, so a crash leaves
-    /// nothing), then CNI's `ADD` in it and the create and start of the process joining it
-    /// run at the same time. A failure deletes what the `ADD` made.
+    /// Writes the sandbox's first record (durable), creates and starts its process with its
+    /// network: the network namespace is made first (held by berthd through a descriptor,
+    /// never mounted, so a crash leaves nothing), then the record and CNI's `ADD` in the
+    /// namespace, and the create and start of the process joining it, run at the same time.
+    /// The record is durable before the `ADD`: whatever the `ADD` makes, a restart after a
+    /// crash (kill -9 or power loss) finds the record to delete it with (see
+    /// `recover_networks`). The engine container (of the record's id) needs no record
+    /// first: one that a crash leaves without a record is removed at the daemon's start
+    /// (`remove_orphans`). The complete record is written without a sync. A failure deletes
+    /// what the `ADD` made.
     async fn start_sandbox(
         &self,
         rec: &mut SandboxRecord,
@@ -282,10 +281,16 @@ impl Cri {
         host_net: bool,
         phases: &mut super::Phases,
     ) -> Result<(), Status> {
+        let store = self.store.clone();
+        let r = rec.clone();
+        let save = blocking(move || store.save_sandbox(&r).map_err(Status::from));
         if host_net {
             // The record written before the start is the complete one.
-            self.create_engine_container(Some(rec.id.clone()), name, cfg, hc, String::new())
-                .await?;
+            let create =
+                self.create_engine_container(Some(rec.id.clone()), name, cfg, hc, String::new());
+            let (saved, created) = tokio::join!(save, create);
+            saved?;
+            created?;
             phases.mark("create");
             self.engine.start(&rec.id).await.map_err(status)?;
             phases.mark("start");
@@ -320,8 +325,19 @@ impl Cri {
             let started = self.engine.start_in_netns(&id, &path).await;
             started.map(|()| took).map_err(status)
         };
-        let ((added, add_took), (started, start_took)) = tokio::join!(timed(add), timed(start));
-        phases.record("(cni alone", add_took);
+        // The record, then the ADD.
+        let add = async {
+            let (saved, took) = timed(save).await;
+            saved?;
+            let (added, add_took) = timed(add).await;
+            added.map(|a| (a, took, add_took))
+        };
+        let (added, (started, start_took)) = tokio::join!(add, timed(start));
+        let added = added.map(|(a, save_took, add_took)| {
+            phases.record("(record", save_took);
+            phases.record("cni alone", add_took);
+            a
+        });
         if let Ok(create_took) = &started {
             phases.record("create", *create_took);
         }

@@ -113,7 +113,7 @@ pub struct MountRecord {
 }
 
 /// Where the records are.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
 }

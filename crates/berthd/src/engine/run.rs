@@ -141,10 +141,18 @@ impl Engine {
                 "only a container of network mode none starts in a given network namespace",
             ));
         }
+        // The shim starts the process as soon as the runtime created it, saving the `Start`
+        // round trip, when nothing has to happen in between: no attach client waits for the
+        // start, and no participant sets anything up in the container's namespaces first (it
+        // joins the host's or another container's network, or a namespace its caller set
+        // up; the loopback of that one comes up before the start returns, as ever).
+        let mode = c.network_mode();
+        let eager = e.pending.lock().unwrap().is_empty()
+            && (netns.is_some() || mode == "host" || mode.starts_with("container:"));
         let me = self.clone();
         let c2 = c.clone();
         let netns = netns.map(Path::to_path_buf);
-        let launched = tokio::task::spawn_blocking(move || me.launch(&c2, netns.as_deref()))
+        let launched = tokio::task::spawn_blocking(move || me.launch(&c2, netns.as_deref(), eager))
             .await
             .map_err(EngineError::from)
             .and_then(|r| r);
@@ -164,7 +172,9 @@ impl Engine {
             let r = attach_shim(&out.socket, p.stdin, p.stdout, p.stderr, c.closes_stdin()).await;
             let _ = p.tx.send(r);
         }
-        if let Err(err) = shimio::call(&out.socket, Request::Start).await {
+        if eager {
+            // Started by the shim.
+        } else if let Err(err) = shimio::call(&out.socket, Request::Start).await {
             let _ = shimio::call(&out.socket, Request::Shutdown { force: true }).await;
             let _ = berth_image::snapshot::unmount(&self.rootfs(&id));
             let err =
@@ -251,7 +261,8 @@ impl Engine {
     }
 
     /// Mounts the rootfs, writes the bundle, starts the shim (blocking). Returns its report.
-    fn launch(&self, c: &Container, netns: Option<&Path>) -> Result<StartReport> {
+    /// `start`: the shim starts the container too (`--start`).
+    fn launch(&self, c: &Container, netns: Option<&Path>, start: bool) -> Result<StartReport> {
         let id = &c.id;
         let exec_dir = self.exec_dir(id);
         let rootfs = self.rootfs(id);
@@ -431,17 +442,24 @@ impl Engine {
         if cfg.hooks.as_ref().is_none_or(|h| h.poststart.is_empty()) {
             cmd.arg("--direct-start");
         }
-        if let Some(fd) = &self.runtime_copy {
-            use std::os::fd::AsRawFd;
-            use std::os::unix::process::CommandExt;
-            let fd = fd.as_raw_fd();
-            cmd.arg("--runtime-fd").arg("3");
-            // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || berth_util::fd::inherit_as(fd, 3));
+        if start {
+            cmd.arg("--start");
+        }
+        // The sealed copy of the runtime as the shim's standard input: with nothing but stdio
+        // to pass, the spawn runs no code between fork and exec, and so is a vfork-style
+        // posix_spawn rather than a copy of the daemon's address space.
+        match &self.runtime_copy {
+            Some(fd) => {
+                let copy = fd
+                    .try_clone()
+                    .map_err(|e| fail(EngineError::sys("duplicating the runtime's copy")(e)))?;
+                cmd.arg("--runtime-fd").arg("0");
+                cmd.stdin(std::process::Stdio::from(copy));
+            }
+            None => {
+                cmd.stdin(std::process::Stdio::null());
             }
         }
-        cmd.stdin(std::process::Stdio::null());
         super::trace_step("launch", id, "config written", t0);
         let out = cmd.output().map_err(|e| {
             fail(EngineError::sys(format!(
