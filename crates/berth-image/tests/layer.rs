@@ -556,41 +556,30 @@ fn hostile_devices_stay_inside() {
 
 #[test]
 fn hostile_huge_names() {
-    let s = Sandbox::new();
-    let huge = "a/".repeat(3000) + "f";
-    let (entry, err) = entry_error(
-        s.apply(
+    // A fresh sandbox with one file whose path (a PAX record: no length limit) is `path`.
+    let apply_path = |path: &str| {
+        let s = Sandbox::new();
+        let r = s.apply(
             Tar::new()
-                .pax_file(&[("path", huge.as_bytes())], b"x")
+                .pax_file(&[("path", path.as_bytes())], b"x")
                 .bytes(),
-        ),
-    );
+        );
+        (s, r)
+    };
+    let (s, r) = apply_path(&("a/".repeat(3000) + "f"));
+    let (entry, err) = entry_error(r);
     assert!(matches!(err, EntryError::NameTooLong), "{err}");
     assert!(
         entry.chars().count() <= 201,
         "error names a truncated entry"
     );
     s.check();
-    let s = Sandbox::new();
-    let long_comp = "b".repeat(300);
-    let (_, err) = entry_error(
-        s.apply(
-            Tar::new()
-                .pax_file(&[("path", long_comp.as_bytes())], b"x")
-                .bytes(),
-        ),
-    );
+    let (s, r) = apply_path(&"b".repeat(300));
+    let (_, err) = entry_error(r);
     assert!(matches!(err, EntryError::NameTooLong), "{err}");
     s.check();
-    let s = Sandbox::new();
-    let many_dots = "../".repeat(2000) + "x";
-    assert!(s
-        .apply(
-            Tar::new()
-                .pax_file(&[("path", many_dots.as_bytes())], b"x")
-                .bytes()
-        )
-        .is_err());
+    let (s, r) = apply_path(&("../".repeat(2000) + "x"));
+    assert!(r.is_err());
     s.check();
 }
 

@@ -44,6 +44,21 @@ impl std::fmt::Display for BackendError {
 
 impl std::error::Error for BackendError {}
 
+impl BackendError {
+    /// An error of `kind` with `message`'s text.
+    pub fn new(kind: ErrorKind, message: impl std::fmt::Display) -> Self {
+        Self {
+            kind,
+            message: message.to_string(),
+        }
+    }
+
+    /// An [`ErrorKind::Internal`] error.
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+}
+
 impl From<ImageStoreError> for BackendError {
     fn from(e: ImageStoreError) -> Self {
         let kind = match &e {
@@ -54,10 +69,7 @@ impl From<ImageStoreError> for BackendError {
             | ImageStoreError::InvalidArgument(_) => ErrorKind::InvalidArgument,
             _ => ErrorKind::Internal,
         };
-        Self {
-            kind,
-            message: e.to_string(),
-        }
+        Self::new(kind, e)
     }
 }
 
@@ -65,14 +77,8 @@ impl From<ArchiveError> for BackendError {
     fn from(e: ArchiveError) -> Self {
         match e {
             ArchiveError::Image(e) => e.into(),
-            ArchiveError::Change(m) => Self {
-                kind: ErrorKind::InvalidArgument,
-                message: m,
-            },
-            e => Self {
-                kind: ErrorKind::Internal,
-                message: e.to_string(),
-            },
+            ArchiveError::Change(m) => Self::new(ErrorKind::InvalidArgument, m),
+            e => Self::internal(e),
         }
     }
 }
@@ -89,17 +95,7 @@ impl From<RegistryError> for BackendError {
             | RegistryError::Invalid(_) => ErrorKind::InvalidArgument,
             _ => ErrorKind::Internal,
         };
-        Self {
-            kind,
-            message: e.to_string(),
-        }
-    }
-}
-
-fn internal(message: impl std::fmt::Display) -> BackendError {
-    BackendError {
-        kind: ErrorKind::Internal,
-        message: message.to_string(),
+        Self::new(kind, e)
     }
 }
 
@@ -219,12 +215,14 @@ impl LocalBackend {
         &self,
         reference: &Reference,
     ) -> Result<(berth_image::image_store::ImageRecord, Vec<u8>), BackendError> {
-        let not_found = || BackendError {
-            kind: ErrorKind::NotFound,
-            message: format!(
-                "An image does not exist locally with the tag: {}",
-                reference.familiar_name()
-            ),
+        let not_found = || {
+            BackendError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "An image does not exist locally with the tag: {}",
+                    reference.familiar_name()
+                ),
+            )
         };
         let r = self
             .store
@@ -249,7 +247,7 @@ impl LocalBackend {
                 return Ok((rec, bytes));
             }
         }
-        Err(internal(format!(
+        Err(BackendError::internal(format!(
             "no image manifest stored for {}",
             reference.familiar_string()
         )))
@@ -273,10 +271,7 @@ impl ImageBackend for LocalBackend {
             e => e,
         })?;
         let doc = self.store.inspect(&r.image.id)?;
-        serde_json::to_string(&doc).map_err(|e| BackendError {
-            kind: ErrorKind::Internal,
-            message: e.to_string(),
-        })
+        serde_json::to_string(&doc).map_err(BackendError::internal)
     }
 
     fn history(&self, name: &str) -> Result<Vec<HistoryItem>, BackendError> {
@@ -355,7 +350,7 @@ impl ImageBackend for LocalBackend {
             parent: None,
         })?;
         let platform = berth_image::manifest::ImageConfig::parse(&p.config)
-            .map_err(internal)?
+            .map_err(BackendError::internal)?
             .platform()
             .normalize();
         Ok(PullOutcome {
@@ -377,9 +372,8 @@ impl ImageBackend for LocalBackend {
         let tags = self.client()?.list_tags(&repo)?;
         let mut updated = false;
         for t in tags {
-            let r = repo.with_tag(&t).map_err(|e| BackendError {
-                kind: ErrorKind::Internal,
-                message: format!("the registry listed an invalid tag {t:?}: {e}"),
+            let r = repo.with_tag(&t).map_err(|e| {
+                BackendError::internal(format!("the registry listed an invalid tag {t:?}: {e}"))
             })?;
             updated |= self.pull(&r, platform, progress)?.updated;
         }
@@ -413,7 +407,7 @@ impl ImageBackend for LocalBackend {
             &PushOptions { mount_from },
         )?;
         // Record `name@digest` (re-registering the same image is idempotent).
-        let m = match parse_manifest(None, &manifest).map_err(internal)? {
+        let m = match parse_manifest(None, &manifest).map_err(BackendError::internal)? {
             Manifest::Image(_, m) => m,
             Manifest::Index(..) => return Ok(pushed),
         };

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
@@ -13,6 +12,7 @@ use berth_image::Digest;
 use berth_registry::{
     Client, CredentialStore, LayerEvent, NoProgress, PushOptions, RecordingProgress, RegistryError,
 };
+use berth_testkit::skopeo;
 use common::*;
 
 #[test]
@@ -43,20 +43,17 @@ fn push_verified_by_skopeo_then_skips_and_mounts() {
     }
 
     // An independent client sees exactly our manifest and can copy the image out.
-    let (ok, raw, err) = skopeo_inspect_raw(&format!("{}/test/pushed:v1", reg.host()));
-    assert!(ok, "{err}");
+    let raw = skopeo::inspect_raw(&format!("{}/test/pushed:v1", reg.host()))
+        .ok()
+        .stdout;
     assert_eq!(raw.as_bytes(), &img.manifest[..]);
     let out = src.dir.path().join("oci-out");
-    Command::new("skopeo")
-        .args([
-            "copy",
-            "--quiet",
-            "--src-tls-verify=false",
-            "--preserve-digests",
-        ])
-        .arg(format!("docker://{}/test/pushed:v1", reg.host()))
-        .arg(format!("oci:{}:x", out.display()))
-        .run_ok();
+    skopeo::copy(
+        &format!("docker://{}/test/pushed:v1", reg.host()),
+        &format!("oci:{}:x", out.display()),
+        &["--preserve-digests"],
+    )
+    .ok();
     for b in img.blobs() {
         let d = Digest::of_bytes(&b);
         assert_eq!(
@@ -105,8 +102,9 @@ fn push_verified_by_skopeo_then_skips_and_mounts() {
             "{ev:?}"
         );
     }
-    let (ok, raw, err) = skopeo_inspect_raw(&format!("{}/test/other:v1", reg.host()));
-    assert!(ok, "{err}");
+    let raw = skopeo::inspect_raw(&format!("{}/test/other:v1", reg.host()))
+        .ok()
+        .stdout;
     assert_eq!(raw.as_bytes(), &img.manifest[..]);
 
     // Pull it back into an empty store: identical blobs.
@@ -138,8 +136,9 @@ fn chunked_upload() {
         .filter(|e| matches!(e, LayerEvent::Pushing { .. }))
         .count();
     assert!(pushes >= 7, "one event per chunk, got {pushes}");
-    let (ok, raw, err) = skopeo_inspect_raw(&format!("{}/test/chunked:1", reg.host()));
-    assert!(ok, "{err}");
+    let raw = skopeo::inspect_raw(&format!("{}/test/chunked:1", reg.host()))
+        .ok()
+        .stdout;
     assert_eq!(raw.as_bytes(), &img.manifest[..]);
     let data = std::fs::read(reg.blob_data(&img.layers[0].digest())).unwrap();
     assert_eq!(data, img.layers[0].blob);
@@ -332,7 +331,8 @@ fn bearer_token_flow() {
         .filter(|p| p.contains("scope=repository%3Atest%2Ftok2%3Apull%2Cpush"))
         .collect();
     assert_eq!(push_tokens.len(), 1, "{after:?}");
-    let (ok, raw, err) = skopeo_inspect_raw(&format!("{}/test/tok2:1", reg.host()));
-    assert!(ok, "{err}");
+    let raw = skopeo::inspect_raw(&format!("{}/test/tok2:1", reg.host()))
+        .ok()
+        .stdout;
     assert_eq!(raw.as_bytes(), &other.manifest[..]);
 }

@@ -125,6 +125,13 @@ impl Drop for CreateGuard {
     }
 }
 
+/// The container's cgroup: [`RuntimeError::NoCgroup`] for a container created without one.
+fn cgroup_of(st: &ContainerState) -> Result<&Cgroup> {
+    st.cgroup
+        .as_ref()
+        .ok_or_else(|| RuntimeError::NoCgroup(st.id.clone()))
+}
+
 fn kill_cgroup(cg: &Cgroup) {
     let frozen = cg.is_frozen().unwrap_or(false);
     for pid in cg.pids().unwrap_or_default() {
@@ -430,6 +437,26 @@ impl Runtime {
         Ok(ContainerState::load(&self.root, id)?)
     }
 
+    /// Loads container `id` and its status, which `allowed` must accept:
+    /// [`RuntimeError::BadStatus`] with `message` otherwise.
+    fn load_when(
+        &self,
+        id: &str,
+        allowed: impl Fn(Status) -> bool,
+        message: &'static str,
+    ) -> Result<(ContainerState, Status)> {
+        let st = self.load(id)?;
+        let status = st.status(&self.root);
+        if !allowed(status) {
+            return Err(RuntimeError::BadStatus {
+                id: id.into(),
+                status,
+                message,
+            });
+        }
+        Ok((st, status))
+    }
+
     /// `create` (and the first half of `run`). With `foreground`, no exec fifo is made (the init
     /// goes straight to exec) and a terminal without a console socket is proxied by the caller.
     pub fn create(
@@ -581,15 +608,11 @@ impl Runtime {
     }
 
     pub fn start(&self, id: &str) -> Result<()> {
-        let st = self.load(id)?;
-        let status = st.status(&self.root);
-        if status != Status::Created {
-            return Err(RuntimeError::BadStatus {
-                id: id.into(),
-                status,
-                message: "cannot start a container that is not created",
-            });
-        }
+        let (st, _) = self.load_when(
+            id,
+            |s| s == Status::Created,
+            "cannot start a container that is not created",
+        )?;
         let fifo = ContainerState::fifo_path(&self.root, id);
         let mut fd = std::fs::OpenOptions::new()
             .write(true)
@@ -637,15 +660,7 @@ impl Runtime {
     }
 
     pub fn kill(&self, id: &str, sig: i32, all: bool) -> Result<()> {
-        let st = self.load(id)?;
-        let status = st.status(&self.root);
-        if status == Status::Stopped {
-            return Err(RuntimeError::BadStatus {
-                id: id.into(),
-                status,
-                message: "container not running",
-            });
-        }
+        let (st, status) = self.load_when(id, |s| s != Status::Stopped, "container not running")?;
         if all {
             if let Some(cg) = &st.cgroup {
                 for pid in cg.pids()? {
@@ -667,19 +682,11 @@ impl Runtime {
     }
 
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
-        let st = self.load(id)?;
-        let status = st.status(&self.root);
-        match status {
-            Status::Stopped | Status::Created => {}
-            _ if force => {}
-            _ => {
-                return Err(RuntimeError::BadStatus {
-                    id: id.into(),
-                    status,
-                    message: "cannot delete a container that is not stopped (use --force)",
-                })
-            }
-        }
+        let (st, status) = self.load_when(
+            id,
+            |s| force || matches!(s, Status::Stopped | Status::Created),
+            "cannot delete a container that is not stopped (use --force)",
+        )?;
         if status != Status::Stopped {
             let _ = signal_init(&st, libc::SIGKILL);
             wait_exit(st.pid, st.pid_start, 5000);
@@ -696,36 +703,22 @@ impl Runtime {
     }
 
     pub fn pause(&self, id: &str) -> Result<()> {
-        let st = self.load(id)?;
-        let status = st.status(&self.root);
-        if status != Status::Running && status != Status::Created {
-            return Err(RuntimeError::BadStatus {
-                id: id.into(),
-                status,
-                message: "cannot pause a container that is not running",
-            });
-        }
-        st.cgroup
-            .as_ref()
-            .ok_or_else(|| RuntimeError::NoCgroup(id.into()))?
-            .freeze()?;
+        let (st, _) = self.load_when(
+            id,
+            |s| matches!(s, Status::Running | Status::Created),
+            "cannot pause a container that is not running",
+        )?;
+        cgroup_of(&st)?.freeze()?;
         Ok(())
     }
 
     pub fn resume(&self, id: &str) -> Result<()> {
-        let st = self.load(id)?;
-        let status = st.status(&self.root);
-        if status != Status::Paused {
-            return Err(RuntimeError::BadStatus {
-                id: id.into(),
-                status,
-                message: "cannot resume a container that is not paused",
-            });
-        }
-        st.cgroup
-            .as_ref()
-            .ok_or_else(|| RuntimeError::NoCgroup(id.into()))?
-            .thaw()?;
+        let (st, _) = self.load_when(
+            id,
+            |s| s == Status::Paused,
+            "cannot resume a container that is not paused",
+        )?;
+        cgroup_of(&st)?.thaw()?;
         Ok(())
     }
 
@@ -750,20 +743,12 @@ impl Runtime {
     }
 
     pub fn update(&self, id: &str, res: &crate::spec::LinuxResources) -> Result<()> {
-        let mut st = self.load(id)?;
-        let status = st.status(&self.root);
-        if status == Status::Stopped {
-            return Err(RuntimeError::BadStatus {
-                id: id.into(),
-                status,
-                message: "cannot update a stopped container",
-            });
-        }
-        let cg = st
-            .cgroup
-            .clone()
-            .ok_or_else(|| RuntimeError::NoCgroup(id.into()))?;
-        cg.apply(res)?;
+        let (mut st, _) = self.load_when(
+            id,
+            |s| s != Status::Stopped,
+            "cannot update a stopped container",
+        )?;
+        cgroup_of(&st)?.apply(res)?;
         if let Some(l) = st.config.linux.as_mut() {
             l.resources = Some(res.clone());
         }
@@ -772,22 +757,16 @@ impl Runtime {
     }
 
     pub fn stats(&self, id: &str) -> Result<berth_cgroups::Stats> {
-        let st = self.load(id)?;
-        let cg = st.cgroup.ok_or_else(|| RuntimeError::NoCgroup(id.into()))?;
-        Ok(cg.stats()?)
+        Ok(cgroup_of(&self.load(id)?)?.stats()?)
     }
 
     /// `exec`: run another process in a running container.
     pub fn exec(&self, opts: &ExecOptions) -> Result<Foreground> {
-        let st = self.load(&opts.id)?;
-        let status = st.status(&self.root);
-        if status != Status::Running && status != Status::Created {
-            return Err(RuntimeError::BadStatus {
-                id: opts.id.clone(),
-                status,
-                message: "cannot exec in a container that is not running",
-            });
-        }
+        let (st, _) = self.load_when(
+            &opts.id,
+            |s| matches!(s, Status::Running | Status::Created),
+            "cannot exec in a container that is not running",
+        )?;
         validate::validate_process(&opts.process, "process")?;
         if opts.process.terminal && opts.detach && opts.console_socket.is_none() {
             return Err(RuntimeError::Usage(

@@ -4,50 +4,28 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 use std::process::Output;
 
 use berth_testkit::user::{privileged_in_initial_ns, TestUser};
-use berth_testkit::CommandRun;
+use berth_testkit::Bundle;
 use berth_testkit::Rootfs;
 use common::*;
 use serde_json::{json, Value};
 
 /// A rootless bundle (`spec --rootless` run as the user) in the user's home.
-struct UserBundle {
-    dir: PathBuf,
-    config: Value,
+fn user_bundle(user: &TestUser, name: &str, args: &[&str]) -> Bundle {
+    let mut spec = user.command(BIN);
+    spec.args(["spec", "--rootless"]);
+    let b = Bundle::spec(spec, user.mkdir(name), args);
+    Rootfs::busybox().write_dir(&b.path.join("rootfs"));
+    user.chown_tree(&b.path);
+    b
 }
 
-impl UserBundle {
-    fn new(user: &TestUser, name: &str, args: &[&str]) -> UserBundle {
-        let dir = user.mkdir(name);
-        user.command(BIN)
-            .args(["spec", "--rootless", "--bundle"])
-            .arg(&dir)
-            .output_ok();
-        let mut config: Value =
-            serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
-        config["process"]["terminal"] = json!(false);
-        config["process"]["args"] = json!(args);
-        Rootfs::busybox().write_dir(&dir.join("rootfs"));
-        user.chown_tree(&dir);
-        UserBundle { dir, config }
-    }
-
-    fn write(&self) {
-        std::fs::write(
-            self.dir.join("config.json"),
-            serde_json::to_vec_pretty(&self.config).unwrap(),
-        )
-        .unwrap();
-    }
-
-    /// Writes the config and runs the bundle as the user under `id`.
-    fn run(&self, user: &TestUser, id: &str) -> Output {
-        self.write();
-        rt(user, &["run", "--bundle", self.dir.to_str().unwrap(), id])
-    }
+/// Writes the bundle's config and runs it as the user under `id`.
+fn run_bundle(user: &TestUser, b: &Bundle, id: &str) -> Output {
+    b.write();
+    rt(user, &["run", "--bundle", b.p(), id])
 }
 
 /// The runtime as the user, with its default state root (`$XDG_RUNTIME_DIR/berth-runtime`);
@@ -88,7 +66,7 @@ fn test_user() -> TestUser {
 fn spec_rootless_maps_the_caller() {
     require_root!(BUSYBOX);
     let user = test_user();
-    let b = UserBundle::new(&user, "spec", &["true"]);
+    let b = user_bundle(&user, "spec", &["true"]);
     let uid_maps = &b.config["linux"]["uidMappings"];
     assert_eq!(
         uid_maps,
@@ -114,7 +92,7 @@ fn spec_rootless_maps_the_caller() {
 fn unprivileged_user_runs_a_container() {
     require_root!(BUSYBOX);
     let user = test_user();
-    let b = UserBundle::new(
+    let b = user_bundle(
         &user,
         "run",
         &sh("id -u; id -g; echo hi > /created; hostname; grep -c . /proc/self/uid_map"),
@@ -122,14 +100,14 @@ fn unprivileged_user_runs_a_container() {
     let mut b = b;
     b.config["root"]["readonly"] = json!(false);
     let id = unique("rl-run");
-    let out = b.run(&user, &id);
+    let out = run_bundle(&user, &b, &id);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "run failed: {stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines, ["0", "0", "berth", "1"], "stderr: {stderr}");
     // Files made as the container's root belong to the user on the host.
-    let meta = std::fs::metadata(b.dir.join("rootfs/created")).unwrap();
+    let meta = std::fs::metadata(b.path.join("rootfs/created")).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (user.uid, user.gid));
     // The state was under $XDG_RUNTIME_DIR/berth-runtime and is gone (run deletes).
     let state = user.runtime_dir().join("berth-runtime");
@@ -145,10 +123,10 @@ fn unprivileged_user_runs_a_container() {
 fn rootless_create_start_exec_kill_delete() {
     require_root!(BUSYBOX);
     let user = test_user();
-    let b = UserBundle::new(&user, "life", &["sleep", "1000"]);
+    let b = user_bundle(&user, "life", &["sleep", "1000"]);
     b.write();
     let id = unique("rl-life");
-    rt_ok(&user, &["create", "--bundle", b.dir.to_str().unwrap(), &id]);
+    rt_ok(&user, &["create", "--bundle", b.p(), &id]);
     let state: Value = serde_json::from_str(&rt_ok(&user, &["state", &id])).unwrap();
     assert_eq!(state["status"], "created");
     rt_ok(&user, &["start", &id]);
@@ -195,7 +173,7 @@ fn rootless_create_start_exec_kill_delete() {
 fn subordinate_ranges_through_newuidmap() {
     require_root!(BUSYBOX, "newuidmap", "newgidmap");
     let user = test_user();
-    let mut b = UserBundle::new(
+    let mut b = user_bundle(
         &user,
         "multi",
         &sh("id -u; chown 1000:2000 /owned && stat -c %u:%g /owned; grep -c . /proc/self/uid_map"),
@@ -209,11 +187,11 @@ fn subordinate_ranges_through_newuidmap() {
         {"containerID": 1, "hostID": user.subgid.start, "size": user.subgid.count}
     ]);
     b.config["process"]["capabilities"] = caps_json(&["CAP_CHOWN"]);
-    std::fs::write(b.dir.join("rootfs/owned"), b"x").unwrap();
-    user.chown_tree(&b.dir.join("rootfs/owned"));
+    std::fs::write(b.path.join("rootfs/owned"), b"x").unwrap();
+    user.chown_tree(&b.path.join("rootfs/owned"));
     b.config["root"]["readonly"] = json!(false);
     let id = unique("rl-multi");
-    let out = b.run(&user, &id);
+    let out = run_bundle(&user, &b, &id);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "run failed: {stderr}");
     assert_eq!(
@@ -222,7 +200,7 @@ fn subordinate_ranges_through_newuidmap() {
         "{stderr}"
     );
     // On the host: the subordinate ids the container's 1000 and 2000 map to.
-    let meta = std::fs::metadata(b.dir.join("rootfs/owned")).unwrap();
+    let meta = std::fs::metadata(b.path.join("rootfs/owned")).unwrap();
     assert_eq!(
         (meta.uid(), meta.gid()),
         (user.subuid.start + 999, user.subgid.start + 1999)
@@ -233,10 +211,10 @@ fn subordinate_ranges_through_newuidmap() {
 fn limits_without_a_delegated_cgroup_are_an_error() {
     require_root!(BUSYBOX);
     let user = test_user();
-    let mut b = UserBundle::new(&user, "limits", &["true"]);
+    let mut b = user_bundle(&user, "limits", &["true"]);
     b.config["linux"]["resources"] = json!({"memory": {"limit": 64 << 20}});
     let id = unique("rl-lim");
-    let out = b.run(&user, &id);
+    let out = run_bundle(&user, &b, &id);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.success() {
         // A delegated cgroup v2 subtree applied the limit.

@@ -9,6 +9,7 @@
 //! - [`TestUser`]: an unprivileged user with subordinate id ranges, removed on drop;
 //! - [`UserDaemon`]: that user's rootless `berthd`, driven by its `berth` and docker CLIs;
 //! - [`LeakGuard`]: fails a test that leaves mounts, cgroups, links, netns or processes;
+//! - [`skopeo`]: the independent registry client (`copy`, `inspect --raw`);
 //! - [`wait_until`], [`wait_for`], [`free_port`], [`Run`], [`KillOnDrop`].
 
 pub mod bins;
@@ -21,6 +22,7 @@ pub mod names;
 pub mod oci;
 pub mod process;
 pub mod registry;
+pub mod skopeo;
 pub mod user;
 pub mod user_daemon;
 

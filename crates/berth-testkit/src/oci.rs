@@ -24,6 +24,17 @@ pub struct Bundle {
 }
 
 impl Bundle {
+    /// Runs `spec` (a runtime's `spec` command with any flags of its own) with `--bundle path`
+    /// and loads the config it wrote, with `args` as the process and no terminal.
+    pub fn spec(mut spec: Command, path: PathBuf, args: &[&str]) -> Bundle {
+        spec.arg("--bundle").arg(&path).output_ok();
+        let mut config: Value =
+            serde_json::from_slice(&std::fs::read(path.join("config.json")).unwrap()).unwrap();
+        config["process"]["terminal"] = json!(false);
+        config["process"]["args"] = json!(args);
+        Bundle { path, config }
+    }
+
     /// Writes `config.json`; returns the bundle's path.
     pub fn write(&self) -> &Path {
         std::fs::write(
@@ -100,18 +111,12 @@ impl OciEnv {
     pub fn spec_bundle(&self, id: &str, args: &[&str]) -> Bundle {
         let path = self.dir.path().join(format!("bundle-{id}"));
         std::fs::create_dir_all(path.join("rootfs")).unwrap();
-        Command::new(&self.runtime)
-            .arg("spec")
-            .arg("--bundle")
-            .arg(&path)
-            .output_ok();
-        let mut config: Value =
-            serde_json::from_slice(&std::fs::read(path.join("config.json")).unwrap()).unwrap();
-        config["process"]["terminal"] = json!(false);
-        config["process"]["args"] = json!(args);
-        config["linux"]["cgroupsPath"] = json!(format!("{}/{}", self.cgroup_parent, id));
+        let mut spec = Command::new(&self.runtime);
+        spec.arg("spec");
+        let mut b = Bundle::spec(spec, path, args);
+        b.config["linux"]["cgroupsPath"] = json!(format!("{}/{}", self.cgroup_parent, id));
         self.ids.borrow_mut().push(id.to_string());
-        Bundle { path, config }
+        b
     }
 
     /// Runs the runtime with stdout/stderr in files: a created container's init inherits them,

@@ -16,6 +16,29 @@ pub struct IdRange {
     pub count: u32,
 }
 
+/// Why [`TestUser::create`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    /// A file operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A shadow tool (`useradd`, `usermod`, `userdel`) could not run or failed.
+    #[error("{command}: {message}")]
+    Tool { command: String, message: String },
+    /// The new user is missing from `/etc/passwd` or a subordinate-id file.
+    #[error("no entry for user {name} in {file}")]
+    NotListed { name: String, file: String },
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> UserError {
+    let path = path.to_path_buf();
+    move |source| UserError::Io { op, path, source }
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct TestUser {
@@ -42,13 +65,16 @@ pub fn parse_subid(text: &str, name: &str) -> Option<IdRange> {
 }
 
 /// Runs a shadow tool, retrying while another one holds the password files' lock.
-fn shadow_tool(program: &str, args: &[&str]) -> Result<(), String> {
+fn shadow_tool(program: &str, args: &[&str]) -> Result<(), UserError> {
     let mut last = String::new();
     for _ in 0..100 {
         let out = Command::new(program)
             .args(args)
             .output()
-            .map_err(|e| format!("{program}: {e}"))?;
+            .map_err(|e| UserError::Tool {
+                command: program.to_string(),
+                message: e.to_string(),
+            })?;
         if out.status.success() {
             return Ok(());
         }
@@ -58,19 +84,25 @@ fn shadow_tool(program: &str, args: &[&str]) -> Result<(), String> {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    Err(format!("{program} {}: {last}", args.join(" ")))
+    Err(UserError::Tool {
+        command: format!("{program} {}", args.join(" ")),
+        message: last,
+    })
 }
 
 impl TestUser {
     /// A new user `<prefix>-<random>` (at most 32 characters) with its own group, a home in a
     /// fresh directory and subordinate ranges. Needs root.
-    pub fn create(prefix: &str) -> Result<TestUser, String> {
+    pub fn create(prefix: &str) -> Result<TestUser, UserError> {
         let name = format!("{prefix}-{}", &crate::unique_id()[..8]);
         assert!(name.len() <= 32, "user name {name} too long");
         let base = tempfile::Builder::new()
             .prefix("berth-user-")
             .tempdir()
-            .map_err(|e| e.to_string())?
+            .map_err(io_err(
+                "create a temporary directory in",
+                &std::env::temp_dir(),
+            ))?
             .keep();
         // The temporary directory is 0700; the user must reach its home below it.
         set_mode(&base, 0o755)?;
@@ -99,7 +131,8 @@ impl TestUser {
             subuid: IdRange { start: 0, count: 0 },
             subgid: IdRange { start: 0, count: 0 },
         };
-        let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| e.to_string())?;
+        let passwd = std::fs::read_to_string("/etc/passwd")
+            .map_err(io_err("read", Path::new("/etc/passwd")))?;
         (user.uid, user.gid) = passwd
             .lines()
             .find_map(|l| {
@@ -107,21 +140,24 @@ impl TestUser {
                 (f.len() > 3 && f[0] == name)
                     .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
             })
-            .ok_or_else(|| format!("user {name} not found in /etc/passwd after useradd"))?;
+            .ok_or_else(|| UserError::NotListed {
+                name: name.clone(),
+                file: "/etc/passwd".into(),
+            })?;
         assert_ne!(user.uid, 0, "useradd made {name} with uid 0");
         set_mode(&home, 0o755)?;
         user.subuid = user.subid_range("/etc/subuid")?;
         user.subgid = user.subid_range("/etc/subgid")?;
         let run = user.runtime_dir();
-        std::fs::create_dir_all(&run).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&run).map_err(io_err("create", &run))?;
         set_mode(&run, 0o700)?;
         std::os::unix::fs::chown(&run, Some(user.uid), Some(user.gid))
-            .map_err(|e| e.to_string())?;
+            .map_err(io_err("chown", &run))?;
         Ok(user)
     }
 
     /// The user's range in `file`; one is added with `usermod` when `useradd` made none.
-    fn subid_range(&self, file: &str) -> Result<IdRange, String> {
+    fn subid_range(&self, file: &str) -> Result<IdRange, UserError> {
         let read = || {
             parse_subid(
                 &std::fs::read_to_string(file).unwrap_or_default(),
@@ -149,7 +185,10 @@ impl TestUser {
             "--add-subgids"
         };
         shadow_tool("usermod", &[flag, &range, &self.name])?;
-        read().ok_or_else(|| format!("no range for {} in {file}", self.name))
+        read().ok_or_else(|| UserError::NotListed {
+            name: self.name.clone(),
+            file: file.to_string(),
+        })
     }
 
     /// `$XDG_RUNTIME_DIR` for the user (`<home>/run`, mode 0700).
@@ -257,10 +296,9 @@ pub fn privileged_in_initial_ns(pids: &[i32]) -> Vec<String> {
     bad
 }
 
-fn set_mode(p: &Path, mode: u32) -> Result<(), String> {
+fn set_mode(p: &Path, mode: u32) -> Result<(), UserError> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("chmod {}: {e}", p.display()))
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(io_err("chmod", p))
 }
 
 /// Removes the lines of `name` from a subordinate-id file (what `userdel` left, if anything).

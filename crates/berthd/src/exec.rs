@@ -96,13 +96,7 @@ impl Execs {
 
 impl Engine {
     fn running_container(&self, name_or_id: &str) -> Result<Container> {
-        let c = self.get(name_or_id)?;
-        if !c.state.running {
-            return Err(EngineError::Conflict(format!(
-                "container {} is not running",
-                c.id
-            )));
-        }
+        let c = self.running_as(name_or_id, "container")?;
         if c.state.paused {
             return Err(EngineError::Conflict(format!(
                 "container {} is paused, unpause the container before exec",

@@ -122,6 +122,27 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, List
     Ok(Arc::new(cfg))
 }
 
+/// The next connection on `listener` (`what` names the server in the logs), `None` once `stop`
+/// changes. A failed accept (out of descriptors, …) is logged and retried after a pause.
+pub async fn accept(
+    listener: &tokio::net::TcpListener,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    what: &str,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => return Some(c),
+                Err(e) => {
+                    tracing::warn!("{what} server: accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            _ = stop.changed() => return None,
+        }
+    }
+}
+
 /// Serves `app` on a TCP listener, over TLS when `tls` is given, until `shutdown` resolves.
 pub async fn serve_tcp<S>(
     listener: tokio::net::TcpListener,
@@ -139,17 +160,7 @@ pub async fn serve_tcp<S>(
     S::Future: Send + 'static,
 {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!("accept: {e}");
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
+    while let Some((tcp, peer)) = accept(&listener, &mut shutdown, "API").await {
         let app = app.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {

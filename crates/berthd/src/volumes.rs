@@ -719,6 +719,13 @@ impl VolumeStore {
 mod tests {
     use super::*;
 
+    /// A store on a fresh temporary directory (removed when the guard drops).
+    fn store() -> (tempfile::TempDir, VolumeStore) {
+        let d = tempfile::tempdir().unwrap();
+        let s = VolumeStore::open(d.path()).unwrap();
+        (d, s)
+    }
+
     #[test]
     fn names() {
         assert!(valid_name("ab"));
@@ -730,8 +737,7 @@ mod tests {
 
     #[test]
     fn create_remove_refs_and_reopen() {
-        let d = tempfile::tempdir().unwrap();
-        let s = VolumeStore::open(d.path()).unwrap();
+        let (d, s) = store();
         let mut labels = BTreeMap::new();
         labels.insert("k".into(), "v".into());
         let v = s
@@ -773,8 +779,7 @@ mod tests {
 
     #[test]
     fn bad_options() {
-        let d = tempfile::tempdir().unwrap();
-        let s = VolumeStore::open(d.path()).unwrap();
+        let (_d, s) = store();
         for (name, key, value, want) in [
             ("v1", "bogus", "1", "invalid option key"),
             ("v2", "type", "tmpfs", "missing required option: \"device\""),
@@ -798,8 +803,7 @@ mod tests {
 
     #[test]
     fn tmpfs_volume_is_mounted_while_active() {
-        let d = tempfile::tempdir().unwrap();
-        let s = VolumeStore::open(d.path()).unwrap();
+        let (_d, s) = store();
         let mut o = BTreeMap::new();
         o.insert("type".into(), "tmpfs".into());
         o.insert("device".into(), "tmpfs".into());

@@ -259,16 +259,6 @@ fn push_multi(reg: &DockerRegistry, arm64: &[u8]) -> String {
     name
 }
 
-/// `docker build` through the legacy builder.
-fn legacy_build(d: &Daemon, dir: &Path, args: &[&str]) -> Run {
-    let o = d
-        .docker_cmd(&[&["build"], args, &[dir.to_str().unwrap()]].concat())
-        .env("DOCKER_BUILDKIT", "0")
-        .output()
-        .unwrap();
-    run_output(o)
-}
-
 /// `docker buildx build ARGS DIR` (`None` without buildx).
 fn buildx_build(d: &Daemon, dir: &Path, args: &[&str]) -> Option<Run> {
     if !d.cli_plugin("docker-buildx") {
@@ -310,12 +300,12 @@ fn arm64_builds_through_binfmt_legacy_and_buildx() {
     );
     let ctx = dockerfile_context(&df);
     // The legacy builder: the arm64 manifest of the index, RUN through qemu.
-    let r = legacy_build(
-        &d,
-        ctx.path(),
-        &["--platform", "linux/arm64", "-t", "plat:legacy"],
-    )
-    .ok();
+    let r = d
+        .classic_build(
+            ctx.path(),
+            &["--platform", "linux/arm64", "-t", "plat:legacy"],
+        )
+        .ok();
     r.stdout_contains("Successfully tagged");
     assert_eq!(
         d.inspect("{{.Architecture}} {{.Os}}", "plat:legacy").trim(),
@@ -325,12 +315,12 @@ fn arm64_builds_through_binfmt_legacy_and_buildx() {
     assert_eq!(out, "aarch64\narm64\n");
     // The base image's name now holds its arm64 image (as dockerd's classic store); a
     // build for the host's platform pulls the host's again.
-    let r = legacy_build(
-        &d,
-        ctx.path(),
-        &["--platform", "linux/amd64", "-t", "plat:host"],
-    )
-    .ok();
+    let r = d
+        .classic_build(
+            ctx.path(),
+            &["--platform", "linux/amd64", "-t", "plat:host"],
+        )
+        .ok();
     r.stdout_contains("Successfully tagged");
     let h = Platform::host();
     assert_eq!(
@@ -350,8 +340,7 @@ fn arm64_builds_through_binfmt_legacy_and_buildx() {
         ),
         ("f", "x"),
     ]);
-    legacy_build(
-        &d,
+    d.classic_build(
         sctx.path(),
         &["--platform", "linux/arm64/v8", "-t", "plat:scratch"],
     )
@@ -362,8 +351,7 @@ fn arm64_builds_through_binfmt_legacy_and_buildx() {
         "arm64 linux/arm64"
     );
     // Several platforms at once: the classic builder says how to build them.
-    let r = legacy_build(
-        &d,
+    let r = d.classic_build(
         ctx.path(),
         &["--platform", "linux/amd64,linux/arm64", "-t", "plat:x"],
     );
@@ -400,8 +388,7 @@ fn arm64_builds_through_binfmt_legacy_and_buildx() {
         "Dockerfile",
         &format!("FROM {base}\nRUN uname -m > /arch-nof\n"),
     )]);
-    let r = legacy_build(
-        &d,
+    let r = d.classic_build(
         nctx.path(),
         &["--platform", "linux/arm64", "-t", "plat:nof"],
     );
@@ -457,11 +444,7 @@ fn without_a_handler_the_error_says_what_to_install() {
     ])
     .ok();
     let ctx = dockerfile_context("FROM bb:s390x\nRUN true\n");
-    let r = legacy_build(
-        &d,
-        ctx.path(),
-        &["--platform", "linux/s390x", "-t", "plat:no"],
-    );
+    let r = d.classic_build(ctx.path(), &["--platform", "linux/s390x", "-t", "plat:no"]);
     assert_ne!(r.code, 0);
     let all = format!("{}{}", r.stdout, r.stderr);
     assert!(

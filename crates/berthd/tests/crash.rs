@@ -113,6 +113,34 @@ fn assert_no_orphans(d: &Daemon, when: &str) {
     );
 }
 
+/// No container, no volume and nothing orphaned (`when` names the moment).
+#[track_caller]
+fn assert_all_gone(d: &Daemon, when: &str) {
+    assert!(ids(d, true).is_empty());
+    assert_eq!(d.docker_out("volume ls -q", &[]), "");
+    assert_no_orphans(d, when);
+}
+
+/// A build context holding only `dockerfile`: its path.
+fn dockerfile_context(d: &Daemon, dockerfile: &str) -> String {
+    d.context("ctx", &[("Dockerfile", dockerfile)])
+        .display()
+        .to_string()
+}
+
+/// `cmd` started with its output thrown away.
+fn spawn_quiet(cmd: &mut std::process::Command) -> std::process::Child {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// `/f` of a new container of `image`.
+fn cat_f(d: &Daemon, image: &str) -> String {
+    d.docker_out("run --rm", &[image, "cat", "/f"])
+}
+
 fn container_id(d: &Daemon, name: &str) -> String {
     d.inspect("{{.Id}}", name).trim().to_string()
 }
@@ -251,9 +279,7 @@ fn create_crash(fp: &str) {
         "create --name ctr -v /data busybox sleep 1000",
         &[],
     );
-    assert!(ids(&d, true).is_empty());
-    assert_eq!(d.docker_out("volume ls -q", &[]), "");
-    assert_no_orphans(&d, "after the restart");
+    assert_all_gone(&d, "after the restart");
     d.docker_line("create --name ctr -v /data busybox sleep 1000", &[])
         .ok();
     d.docker_line("start ctr", &[]).ok();
@@ -347,9 +373,7 @@ fn remove_crash(fp: &str) {
     if !ids(&d, true).is_empty() {
         d.docker_line("rm -f -v ctr", &[]).ok();
     }
-    assert!(ids(&d, true).is_empty());
-    assert_eq!(d.docker_out("volume ls -q", &[]), "");
-    assert_no_orphans(&d, "after rm");
+    assert_all_gone(&d, "after rm");
     d.docker_line("run -d --name ctr busybox sleep 1000", &[])
         .ok();
     d.docker_line("rm -f ctr", &[]).ok();
@@ -459,14 +483,11 @@ fn build_leftovers(d: &Daemon) -> Vec<String> {
 #[test]
 fn crash_leftovers_removed_at_start_counted_and_pruned() {
     let mut d = root_daemon!();
-    let ctx = d.context("ctx", &[("Dockerfile", "FROM busybox\nRUN sleep 60\n")]);
-    let mut build = d
-        .docker_cmd(&["build", "-t", "crashed", &ctx.display().to_string()])
-        .env("DOCKER_BUILDKIT", "0")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let ctx = dockerfile_context(&d, "FROM busybox\nRUN sleep 60\n");
+    let mut build = spawn_quiet(
+        d.docker_cmd(&["build", "-t", "crashed", &ctx])
+            .env("DOCKER_BUILDKIT", "0"),
+    );
     let tmp = d.path("data/tmp");
     wait("a build step's container", || {
         !mounts_below(&tmp).is_empty() && step_container_created(&d)
@@ -499,10 +520,10 @@ fn crash_leftovers_removed_at_start_counted_and_pruned() {
     assert_eq!(build_leftovers(&d), Vec::<String>::new(), "{out}");
     let df = d.docker_out("system df --format", &["{{.Type}} {{.TotalCount}}"]);
     assert!(df.contains("Build Cache 0"), "{df}");
-    // Builds work as before.
-    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN true\n").unwrap();
+    // Builds work as before (the same context, its Dockerfile rewritten).
+    let ctx = dockerfile_context(&d, "FROM busybox\nRUN true\n");
     let r = d
-        .docker_cmd(&["build", "-q", "-t", "crashed", &ctx.display().to_string()])
+        .docker_cmd(&["build", "-q", "-t", "crashed", &ctx])
         .env("DOCKER_BUILDKIT", "0")
         .output()
         .unwrap();
@@ -640,14 +661,10 @@ failpoint_tests! {
 /// there is lost, and the build retried succeeds.
 fn build_crash(fp: &str) {
     let mut d = root_daemon!();
-    let ctx = d.context(
-        "ctx",
-        &[(
-            "Dockerfile",
-            "FROM busybox\nRUN sleep 1 && echo data > /f\nRUN cat /f\n",
-        )],
+    let ctx = dockerfile_context(
+        &d,
+        "FROM busybox\nRUN sleep 1 && echo data > /f\nRUN cat /f\n",
     );
-    let ctx = ctx.display().to_string();
     let build = |d: &Daemon| {
         d.docker_cmd(&["build", "-t", "built:v1", &ctx])
             .env("DOCKER_BUILDKIT", "0")
@@ -688,12 +705,7 @@ fn assert_build_recovered(
     assert_eq!(stored(d), *before);
     let r = retry();
     assert!(r.status.success(), "{r:?}");
-    assert_eq!(
-        d.docker(&["run", "--rm", "built:v1", "cat", "/f"])
-            .ok()
-            .stdout,
-        "data\n"
-    );
+    assert_eq!(cat_f(d, "built:v1"), "data\n");
     d.docker_line("rmi built:v1", &[]).ok();
     d.docker_line("builder prune -af", &[]).ok();
     assert_eq!(stored(d), *before);
@@ -748,12 +760,7 @@ fn commit_crash(fp: &str, pause: bool) {
     assert_eq!(d.docker_out("exec ctr cat /f", &[]), "data\n");
     d.docker_line("commit ctr committed:v1", &[]).ok();
     assert_eq!(runtime_status(&d, &id), "running");
-    assert_eq!(
-        d.docker(&["run", "--rm", "committed:v1", "cat", "/f"])
-            .ok()
-            .stdout,
-        "data\n"
-    );
+    assert_eq!(cat_f(&d, "committed:v1"), "data\n");
     d.docker_line("rm -f ctr", &[]).ok();
     d.docker_line("rmi committed:v1", &[]).ok();
     assert_eq!(stored(&d), before);
@@ -780,14 +787,10 @@ fn crash_buildx_run() {
     let Some(mut d) = Daemon::with_cli_plugin("docker-buildx") else {
         return;
     };
-    let ctx = d.context(
-        "ctx",
-        &[(
-            "Dockerfile",
-            "FROM busybox\nARG S=60\nRUN echo data > /f\nRUN sleep $S\n",
-        )],
+    let ctx = dockerfile_context(
+        &d,
+        "FROM busybox\nARG S=60\nRUN echo data > /f\nRUN sleep $S\n",
     );
-    let ctx = ctx.display().to_string();
     let build = |d: &Daemon, args: &[&str]| {
         let mut all = vec!["buildx", "build", "-t", "built:v1"];
         all.extend_from_slice(args);
@@ -796,11 +799,7 @@ fn crash_buildx_run() {
     };
     let before = stored(&d);
     let pid = daemon_pid(&d);
-    let mut client = build(&d, &[])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut client = spawn_quiet(&mut build(&d, &[]));
     let snapshots = d.path("data/snapshotter/snapshots");
     wait("the second RUN step's container", || {
         berth_testkit::list_dir(&snapshots) != before.snapshots && step_container_created(&d)

@@ -91,24 +91,15 @@ fn cri_version_status_runtime_config_and_images() {
             })
             .unwrap_or_else(|| panic!("{list:?}"));
         assert!(bb.id.starts_with("sha256:") && bb.size > 0, "{bb:?}");
-        let status = |name: &str| pb::ImageStatusRequest {
-            image: Some(pb::ImageSpec {
+        let spec = |name: &str| {
+            Some(pb::ImageSpec {
                 image: name.into(),
                 ..Default::default()
-            }),
-            verbose: false,
+            })
         };
-        let st = i
-            .image_status(status("busybox"))
-            .await
-            .unwrap()
-            .into_inner();
+        let st = image_status(&mut i, spec("busybox"), false).await;
         assert_eq!(st.image.unwrap().id, bb.id);
-        let missing = i
-            .image_status(status("no-such-image:1"))
-            .await
-            .unwrap()
-            .into_inner();
+        let missing = image_status(&mut i, spec("no-such-image:1"), false).await;
         assert!(missing.image.is_none());
         let filtered = i
             .list_images(pb::ListImagesRequest {
@@ -213,14 +204,7 @@ fn cri_pull_with_the_requests_credentials_and_remove() {
             .await
             .unwrap()
             .into_inner();
-        let st = i
-            .image_status(pb::ImageStatusRequest {
-                image: spec.clone(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let st = image_status(&mut i, spec.clone(), true).await;
         let img = st.image.unwrap();
         assert_eq!(img.id, pulled.image_ref);
         assert!(img.repo_tags.contains(&name), "{img:?}");
@@ -231,14 +215,7 @@ fn cri_pull_with_the_requests_credentials_and_remove() {
         })
         .await
         .unwrap();
-        let st = i
-            .image_status(pb::ImageStatusRequest {
-                image: spec,
-                verbose: false,
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let st = image_status(&mut i, spec, false).await;
         assert!(st.image.is_none());
     });
     let out = d.docker(&["images", "-q"]).ok().stdout;
@@ -247,15 +224,9 @@ fn cri_pull_with_the_requests_credentials_and_remove() {
 }
 
 async fn exec(r: &mut Runtime, id: &str, cmd: &[&str], timeout: i64) -> (String, String, i32) {
-    let x = r
-        .exec_sync(pb::ExecSyncRequest {
-            container_id: id.into(),
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            timeout,
-        })
+    let x = try_exec_sync(r, id, cmd, timeout)
         .await
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e:?}"))
-        .into_inner();
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e:?}"));
     (
         String::from_utf8_lossy(&x.stdout).into_owned(),
         String::from_utf8_lossy(&x.stderr).into_owned(),
@@ -386,12 +357,7 @@ fn cri_pod_and_container_lifecycle_on_cni_across_a_restart() {
         .await;
         assert_eq!((out.as_str(), err.as_str(), code), ("o\n", "e\n", 3));
         // A command past its timeout is killed and reported as such.
-        let e = r
-            .exec_sync(pb::ExecSyncRequest {
-                container_id: cid.clone(),
-                cmd: vec!["sleep".into(), "30".into()],
-                timeout: 1,
-            })
+        let e = try_exec_sync(&mut r, &cid, &["sleep", "30"], 1)
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e:?}");
@@ -539,13 +505,7 @@ fn cri_pod_and_container_lifecycle_on_cni_across_a_restart() {
         for _ in 0..2 {
             remove_pod(&mut r, &sid).await;
         }
-        let e = r
-            .pod_sandbox_status(pb::PodSandboxStatusRequest {
-                pod_sandbox_id: sid.clone(),
-                verbose: false,
-            })
-            .await
-            .unwrap_err();
+        let e = try_sandbox_status(&mut r, &sid).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::NotFound);
         let left = list_containers(&mut r).await;
         assert!(left.is_empty(), "{left:?}");

@@ -537,25 +537,14 @@ fn cri_exec_sync_timeout_answers_once_the_command_is_gone() {
         let (sid, cid) = host_pod(&mut r, &d).await;
         for _ in 0..3 {
             let t0 = Instant::now();
-            let e = r
-                .exec_sync(pb::ExecSyncRequest {
-                    container_id: cid.clone(),
-                    cmd: vec!["sleep".into(), "4321".into()],
-                    timeout: 1,
-                })
+            let e = try_exec_sync(&mut r, &cid, &["sleep", "4321"], 1)
                 .await
                 .unwrap_err();
             assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e:?}");
             assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
-            let out = r
-                .exec_sync(pb::ExecSyncRequest {
-                    container_id: cid.clone(),
-                    cmd: vec!["sh".into(), "-c".into(), "cat /proc/[0-9]*/stat".into()],
-                    timeout: 10,
-                })
+            let out = try_exec_sync(&mut r, &cid, &["sh", "-c", "cat /proc/[0-9]*/stat"], 10)
                 .await
-                .unwrap()
-                .into_inner();
+                .unwrap();
             let stat = String::from_utf8_lossy(&out.stdout).to_string();
             // `pid (comm) state …`: the container's own `sleep 3600`, `sh` and `cat`.
             let procs: Vec<(&str, &str)> = stat

@@ -447,12 +447,7 @@ fn transient_layers_and_removal_that_a_crash_interrupts() {
     d.docker(&["rm", "-f", &rm, &keep]).ok();
     // Removal returns before the storage is cleaned; image removal waits for it.
     d.docker(&["tag", "busybox", "other:1"]).ok();
-    let c = d
-        .docker(&["create", "other:1", "true"])
-        .ok()
-        .stdout
-        .trim()
-        .to_string();
+    let c = d.docker_out("create other:1 true", &[]).trim().to_string();
     d.docker(&["rm", &c]).ok();
     d.docker(&["rmi", "other:1"]).ok();
 

@@ -44,12 +44,7 @@ fn wrong_types_are_400s_that_name_the_field() {
     let (status, msg) = status_body(&r);
     assert_eq!(status, 400, "{r}");
     assert!(msg.contains("HostConfig.Ulimits[0].Soft"), "{msg}");
-    let id = d
-        .docker(&["create", "busybox", "true"])
-        .ok()
-        .stdout
-        .trim()
-        .to_string();
+    let id = d.docker_out("create busybox true", &[]).trim().to_string();
     let r = d.post(&format!("/containers/{id}/update"), r#"{"Memory":"1g"}"#);
     let (status, msg) = status_body(&r);
     assert_eq!(status, 400, "{r}");

@@ -8,7 +8,7 @@ use common::*;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn uniq(tag: &str) -> String {
@@ -437,6 +437,14 @@ fn copy_up_keeps_content_and_ownership() {
 }
 
 /// The busybox image entries (so a derived image can run `sh`).
+/// `cp SRC DEST` through `cli` (`Daemon::docker` or `Daemon::berth`), which must succeed,
+/// DEST the daemon's new path `name`: DEST.
+fn cp_out(d: &Daemon, cli: fn(&Daemon, &[&str]) -> Run, src: &str, name: &str) -> PathBuf {
+    let dest = d.path(name);
+    cli(d, &["cp", src, dest.to_str().unwrap()]).ok();
+    dest
+}
+
 fn busybox_entries(b: &mut tar::Builder<std::fs::File>) {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("bb.tar");
@@ -485,14 +493,10 @@ fn docker_cp_both_ways_running_and_stopped_confined() {
     ])
     .ok();
     assert!(!host_target.exists(), "cp wrote to the host");
-    let out = d.path("out1");
-    d.docker(&["cp", &format!("run1:/tmp/{canary}"), out.to_str().unwrap()])
-        .ok();
+    let out = cp_out(&d, Daemon::docker, &format!("run1:/tmp/{canary}"), "out1");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "payload");
     // Container -> host through `../../..`: the container's file, not the host's.
-    let out2 = d.path("out2");
-    d.docker(&["cp", "run1:/x/etc/inside", out2.to_str().unwrap()])
-        .ok();
+    let out2 = cp_out(&d, Daemon::docker, "run1:/x/etc/inside", "out2");
     assert_eq!(std::fs::read_to_string(&out2).unwrap(), "secret\n");
     let out3 = d.path("out3");
     d.docker_line("cp -L run1:/x/etc/passwd", &[out3.to_str().unwrap()])
@@ -513,9 +517,7 @@ fn docker_cp_both_ways_running_and_stopped_confined() {
         std::fs::read_link(vdata.join("tree/a/l")).unwrap(),
         Path::new("b/c")
     );
-    let back = d.path("back");
-    d.docker(&["cp", "run1:/vol/tree", back.to_str().unwrap()])
-        .ok();
+    let back = cp_out(&d, Daemon::docker, "run1:/vol/tree", "back");
     assert_eq!(std::fs::read_to_string(back.join("a/b/c")).unwrap(), "c");
     assert_eq!(
         std::fs::read_link(back.join("a/l")).unwrap(),
@@ -524,9 +526,7 @@ fn docker_cp_both_ways_running_and_stopped_confined() {
     // A symlink as the destination directory resolves inside.
     d.docker(&["cp", tree.to_str().unwrap(), "run1:/evil/tmp/deep"])
         .ok();
-    let out6 = d.path("out6");
-    d.docker(&["cp", "run1:/tmp/deep/tree/a/b/c", out6.to_str().unwrap()])
-        .ok();
+    let out6 = cp_out(&d, Daemon::docker, "run1:/tmp/deep/tree/a/b/c", "out6");
     assert_eq!(std::fs::read_to_string(&out6).unwrap(), "c");
     assert!(!Path::new("/tmp/deep/tree").exists());
     // Stopped container: both ways, volume honoured.
@@ -541,13 +541,9 @@ fn docker_cp_both_ways_running_and_stopped_confined() {
         std::fs::read_to_string(vdata.join("f2")).unwrap(),
         "stopped"
     );
-    let out4 = d.path("out4");
-    d.docker(&["cp", "run1:/x/etc/f2", out4.to_str().unwrap()])
-        .ok();
+    let out4 = cp_out(&d, Daemon::docker, "run1:/x/etc/f2", "out4");
     assert_eq!(std::fs::read_to_string(&out4).unwrap(), "stopped");
-    let out5 = d.path("out5");
-    d.docker(&["cp", "run1:/vol/tree/a/b/c", out5.to_str().unwrap()])
-        .ok();
+    let out5 = cp_out(&d, Daemon::docker, "run1:/vol/tree/a/b/c", "out5");
     assert_eq!(std::fs::read_to_string(&out5).unwrap(), "c");
     assert!(!Path::new("/etc/f2").exists());
     // Missing paths: Docker's message.
@@ -741,8 +737,7 @@ fn berth_cli_volumes_cp_and_run_flags() {
         std::fs::metadata(data.join("owned/sub/f")).unwrap().uid(),
         1500
     );
-    let back = d.path("back");
-    d.berth(&["cp", "u1:/d/owned", back.to_str().unwrap()]).ok();
+    let back = cp_out(&d, Daemon::berth, "u1:/d/owned", "back");
     assert_eq!(
         std::fs::read_to_string(back.join("sub/f")).unwrap(),
         "tree file"
@@ -755,9 +750,7 @@ fn berth_cli_volumes_cp_and_run_flags() {
         std::fs::read_to_string(back2.join("sub/f")).unwrap(),
         "tree file"
     );
-    let one = d.path("one");
-    d.berth(&["cp", "u1:/etc/passwd", one.to_str().unwrap()])
-        .ok();
+    let one = cp_out(&d, Daemon::berth, "u1:/etc/passwd", "one");
     assert!(std::fs::read_to_string(&one)
         .unwrap()
         .starts_with("root:x:0:0"));

@@ -295,17 +295,10 @@ async fn v2_inner(st: St, req: Request) -> Result<Response, ApiError> {
                 }
                 .detail(serde_json::json!({ "reference": r }))
             })?;
+            method_is(&m, &[Method::GET, Method::PUT, Method::DELETE])?;
+            authorize(&st, &ctx, &name, needed_actions(&m))?;
             match m {
-                Method::GET | Method::HEAD => {
-                    authorize(&st, &ctx, &name, &[Action::Pull])?;
-                    bounded(
-                        timeout,
-                        get_manifest(st, ctx, name, reference, m == Method::GET),
-                    )
-                    .await
-                }
                 Method::PUT => {
-                    authorize(&st, &ctx, &name, &[Action::Pull, Action::Push])?;
                     let ct = header(&parts.headers, "content-type").map(str::to_string);
                     let len = content_length(&parts.headers);
                     bounded(
@@ -314,27 +307,23 @@ async fn v2_inner(st: St, req: Request) -> Result<Response, ApiError> {
                     )
                     .await
                 }
-                Method::DELETE => {
-                    authorize(&st, &ctx, &name, &[Action::Delete])?;
-                    bounded(timeout, delete_manifest(st, ctx, name, reference)).await
+                Method::DELETE => bounded(timeout, delete_manifest(st, ctx, name, reference)).await,
+                _ => {
+                    let get = m == Method::GET;
+                    bounded(timeout, get_manifest(st, ctx, name, reference, get)).await
                 }
-                _ => Err(not_allowed()),
             }
         }
         Route::Blob(name, d) => {
             check_name(&name)?;
             let d = digest_or_err(&d)?;
-            match m {
-                Method::GET | Method::HEAD => {
-                    authorize(&st, &ctx, &name, &[Action::Pull])?;
-                    let range = header(&parts.headers, "range").map(str::to_string);
-                    bounded(timeout, get_blob(st, name, d, m == Method::GET, range)).await
-                }
-                Method::DELETE => {
-                    authorize(&st, &ctx, &name, &[Action::Delete])?;
-                    bounded(timeout, delete_blob(st, ctx, name, d)).await
-                }
-                _ => Err(not_allowed()),
+            method_is(&m, &[Method::GET, Method::DELETE])?;
+            authorize(&st, &ctx, &name, needed_actions(&m))?;
+            if m == Method::DELETE {
+                bounded(timeout, delete_blob(st, ctx, name, d)).await
+            } else {
+                let range = header(&parts.headers, "range").map(str::to_string);
+                bounded(timeout, get_blob(st, name, d, m == Method::GET, range)).await
             }
         }
         Route::Upload(name, upload) => {
@@ -366,6 +355,16 @@ async fn bounded(
 
 fn not_allowed() -> ApiError {
     ApiError::new(Code::Unsupported, "method not allowed here")
+}
+
+/// What a request on a manifest or blob needs: pull to read it, pull and push to write it,
+/// delete to delete it.
+fn needed_actions(m: &Method) -> &'static [Action] {
+    match *m {
+        Method::DELETE => &[Action::Delete],
+        Method::PUT => &[Action::Pull, Action::Push],
+        _ => &[Action::Pull],
+    }
 }
 
 fn method_is(m: &Method, ok: &[Method]) -> Result<(), ApiError> {

@@ -8,6 +8,7 @@ use axum::response::Response;
 use berth_image::Digest;
 use futures_util::StreamExt as _;
 use sha2::{Digest as _, Sha256};
+use tokio::sync::OwnedMutexGuard;
 
 use super::{blocking, content_length, digest_or_err, empty, header, q1, AppState, Ctx, St};
 use crate::auth::Action;
@@ -222,6 +223,21 @@ fn session(st: &AppState, name: &str, id: &str) -> Result<HashState, ApiError> {
     st.sessions.hash_state(id).ok_or_else(|| upload_unknown(id))
 }
 
+/// Locks upload `id`'s hash state for this request (one request at a time per upload) and
+/// reads the upload's size.
+async fn lock_upload(
+    st: &AppState,
+    id: &str,
+) -> Result<(OwnedMutexGuard<Option<(u64, Sha256)>>, u64), ApiError> {
+    let hs = st
+        .sessions
+        .hash_state(id)
+        .ok_or_else(|| upload_unknown(id))?;
+    let guard = hs.lock_owned().await;
+    let size = st.store.upload(id).ok_or_else(|| upload_unknown(id))?.1;
+    Ok((guard, size))
+}
+
 enum WriteFail {
     TooLarge,
     Io(std::io::Error),
@@ -237,12 +253,7 @@ async fn append(
     content_range: Option<(u64, u64)>,
 ) -> Result<u64, ApiError> {
     let max = st.limits.max_upload_bytes;
-    let hs = st
-        .sessions
-        .hash_state(id)
-        .ok_or_else(|| upload_unknown(id))?;
-    let mut guard = hs.lock().await;
-    let size = st.store.upload(id).ok_or_else(|| upload_unknown(id))?.1;
+    let (mut guard, size) = lock_upload(st, id).await?;
     if let Some((start, end)) = content_range {
         if start != size || end < start {
             return Err(ApiError::new(
@@ -350,12 +361,7 @@ async fn finish(
     id: &str,
     want: &Digest,
 ) -> Result<Response, ApiError> {
-    let hs = st
-        .sessions
-        .hash_state(id)
-        .ok_or_else(|| upload_unknown(id))?;
-    let mut guard = hs.lock().await;
-    let size = st.store.upload(id).ok_or_else(|| upload_unknown(id))?.1;
+    let (mut guard, size) = lock_upload(st, id).await?;
     let got = match guard.take() {
         Some((n, h)) if n == size => Digest::from_sha256_bytes(h.finalize().into()),
         _ => {

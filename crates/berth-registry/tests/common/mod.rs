@@ -544,19 +544,16 @@ impl Image {
     pub fn seed(&self, registry: &str, repo_tag: &str, creds: Option<&str>) {
         let d = tempfile::tempdir().unwrap();
         self.write_oci(d.path(), "t");
-        let mut cmd = Command::new("skopeo");
-        cmd.args([
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            "--preserve-digests",
-        ]);
+        let mut extra = vec!["--preserve-digests"];
         if let Some(c) = creds {
-            cmd.args(["--dest-creds", c]);
+            extra.extend(["--dest-creds", c]);
         }
-        cmd.arg(format!("oci:{}:t", d.path().display()))
-            .arg(format!("docker://{registry}/{repo_tag}"))
-            .output_ok();
+        berth_testkit::skopeo::copy(
+            &format!("oci:{}:t", d.path().display()),
+            &format!("docker://{registry}/{repo_tag}"),
+            &extra,
+        )
+        .ok();
     }
 }
 
@@ -616,15 +613,9 @@ pub fn random_image(seed: u64, kib: usize) -> Image {
     Image::new(vec![l], "amd64")
 }
 
+/// `skopeo inspect --raw` as `(success, stdout, stderr)`, for the tests that include this
+/// module by path (berth-cli's `registry_server`); these tests use [`berth_testkit::skopeo`].
 pub fn skopeo_inspect_raw(image: &str) -> (bool, String, String) {
-    let out = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{image}"))
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    let r = berth_testkit::skopeo::inspect_raw(image);
+    (r.code == 0, r.stdout, r.stderr)
 }

@@ -8,6 +8,11 @@ fn flags(args: &[&str]) -> Flags {
     Flags::try_parse_from(v).unwrap()
 }
 
+/// The configuration of these flags and no file.
+fn from_flags(args: &[&str]) -> Result<DaemonConfig, MergeError> {
+    merge(&flags(args), &FileConfig::default())
+}
+
 #[test]
 fn every_option_is_a_flag_and_a_settable_key() {
     let cmd = <Flags as clap::CommandFactory>::command();
@@ -30,7 +35,7 @@ fn every_option_is_a_flag_and_a_settable_key() {
 
 #[test]
 fn defaults() {
-    let c = merge(&flags(&[]), &FileConfig::default()).unwrap();
+    let c = from_flags(&[]).unwrap();
     assert_eq!(c.hosts, vec![DEFAULT_HOST]);
     assert_eq!(c.data_root, PathBuf::from("/var/lib/berth"));
     assert_eq!(c.pidfile, PathBuf::from("/run/berth/berthd.pid"));
@@ -152,18 +157,15 @@ fn bad_json_and_bad_values_name_the_line() {
 #[test]
 fn container_defaults() {
     use berth_api::container::{HostConfig, LogConfig};
-    let c = merge(
-        &flags(&[
-            "--log-opt",
-            "max-size=2m",
-            "--log-opt",
-            "max-file=4",
-            "--default-ulimit",
-            "nofile=100:200",
-            "--init",
-        ]),
-        &FileConfig::default(),
-    )
+    let c = from_flags(&[
+        "--log-opt",
+        "max-size=2m",
+        "--log-opt",
+        "max-file=4",
+        "--default-ulimit",
+        "nofile=100:200",
+        "--init",
+    ])
     .unwrap();
     let d = c.live().defaults;
     // No driver named: the default one with its options.
@@ -243,38 +245,27 @@ fn values_are_checked() {
     );
     assert!(bad(r#"{"labels": ["nolabel"]}"#).contains("KEY=VALUE"));
     assert!(bad(r#"{"max-concurrent-uploads": 0}"#).contains("at least 1"));
-    let e = merge(
-        &flags(&["--default-ulimit", "nofile=x"]),
-        &FileConfig::default(),
-    )
-    .unwrap_err();
+    let e = from_flags(&["--default-ulimit", "nofile=x"]).unwrap_err();
     assert!(e.to_string().contains("invalid ulimit value"), "{e}");
-    let e = merge(
-        &flags(&["--default-address-pool", "base=10.0.0.0/8"]),
-        &FileConfig::default(),
-    )
-    .unwrap_err();
+    let e = from_flags(&["--default-address-pool", "base=10.0.0.0/8"]).unwrap_err();
     assert!(e.to_string().contains("both base and size"), "{e}");
 }
 
 #[test]
 fn flag_forms() {
-    let c = merge(
-        &flags(&[
-            "--default-ulimit",
-            "nproc=100",
-            "--default-ulimit",
-            "nofile=10:20",
-            "--log-opt",
-            "max-size=1m",
-            "--default-address-pool",
-            "base=10.9.0.0/16,size=20",
-            "--registry-mirror",
-            "http://127.0.0.1:5001",
-            "--tls=false",
-        ]),
-        &FileConfig::default(),
-    )
+    let c = from_flags(&[
+        "--default-ulimit",
+        "nproc=100",
+        "--default-ulimit",
+        "nofile=10:20",
+        "--log-opt",
+        "max-size=1m",
+        "--default-address-pool",
+        "base=10.9.0.0/16,size=20",
+        "--registry-mirror",
+        "http://127.0.0.1:5001",
+        "--tls=false",
+    ])
     .unwrap();
     assert_eq!(
         c.default_ulimits["nproc"],
@@ -292,7 +283,7 @@ fn flag_forms() {
 
 #[test]
 fn changes_list_what_differs() {
-    let a = merge(&flags(&[]), &FileConfig::default()).unwrap();
+    let a = from_flags(&[]).unwrap();
     let b = merge(
         &flags(&[]),
         &FileConfig::parse(r#"{"debug": true, "bip": "172.29.0.1/16"}"#).unwrap(),
@@ -309,7 +300,7 @@ fn changes_list_what_differs() {
 
 #[test]
 fn a_reload_takes_exactly_the_reloadable_options() {
-    let a = merge(&flags(&[]), &FileConfig::default()).unwrap();
+    let a = from_flags(&[]).unwrap();
     // Every option different.
     let text = r#"{
         "hosts": ["unix:///tmp/b.sock"], "group": "g", "tls": true, "tlsverify": true,
@@ -353,11 +344,7 @@ fn a_reload_takes_exactly_the_reloadable_options() {
 
 #[test]
 fn cri_socket_and_cni_dirs_are_absolute() {
-    let c = merge(
-        &flags(&["--exec-root", "/e", "--cri=false"]),
-        &FileConfig::default(),
-    )
-    .unwrap();
+    let c = from_flags(&["--exec-root", "/e", "--cri=false"]).unwrap();
     assert_eq!(c.cri_socket, PathBuf::from("/e/cri.sock"));
     assert!(!c.cri);
     for args in [
@@ -365,7 +352,7 @@ fn cri_socket_and_cni_dirs_are_absolute() {
         ["--cni-conf-dir", "net.d"],
         ["--cni-bin-dir", "bin"],
     ] {
-        let e = merge(&flags(&args), &FileConfig::default()).unwrap_err();
+        let e = from_flags(&args).unwrap_err();
         assert!(e.to_string().contains("not an absolute path"), "{e}");
     }
     let file = FileConfig::parse(r#"{"cri": "yes"}"#);

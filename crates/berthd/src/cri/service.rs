@@ -17,8 +17,59 @@ pub struct Service(pub Arc<Cri>);
 
 type Answer<T> = Result<Response<T>, Status>;
 
-#[tonic::async_trait]
-impl RuntimeService for Service {
+/// `impl $service for Service`: the hand-written methods in the braces, plus one method for
+/// each RPC that only hands over to the [`Cri`] method of the same name, either with the whole
+/// request, answering what that method answers (`forward`), or with one id field of the
+/// request, answering an empty response once it succeeds (`by_id`).
+macro_rules! service {
+    (
+        impl $service:ident;
+        forward { $($fwd:ident($fwd_req:ident) -> $fwd_resp:ident;)* }
+        by_id { $($id:ident($id_req:ident.$field:ident) -> $id_resp:ident;)* }
+        $($method:tt)*
+    ) => {
+        #[tonic::async_trait]
+        impl $service for Service {
+            $(
+                async fn $fwd(&self, req: Request<pb::$fwd_req>) -> Answer<pb::$fwd_resp> {
+                    self.0.$fwd(req.into_inner()).await.map(Response::new)
+                }
+            )*
+            $(
+                async fn $id(&self, req: Request<pb::$id_req>) -> Answer<pb::$id_resp> {
+                    self.0.$id(&req.into_inner().$field).await?;
+                    Ok(Response::new(pb::$id_resp {}))
+                }
+            )*
+            $($method)*
+        }
+    };
+}
+
+service! {
+    impl RuntimeService;
+    forward {
+        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse;
+        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse;
+        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse;
+        create_container(CreateContainerRequest) -> CreateContainerResponse;
+        list_containers(ListContainersRequest) -> ListContainersResponse;
+        container_status(ContainerStatusRequest) -> ContainerStatusResponse;
+        exec_sync(ExecSyncRequest) -> ExecSyncResponse;
+        port_forward(PortForwardRequest) -> PortForwardResponse;
+        container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
+        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
+        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
+        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse;
+    }
+    by_id {
+        stop_pod_sandbox(StopPodSandboxRequest.pod_sandbox_id) -> StopPodSandboxResponse;
+        remove_pod_sandbox(RemovePodSandboxRequest.pod_sandbox_id) -> RemovePodSandboxResponse;
+        start_container(StartContainerRequest.container_id) -> StartContainerResponse;
+        remove_container(RemoveContainerRequest.container_id) -> RemoveContainerResponse;
+        reopen_container_log(ReopenContainerLogRequest.container_id) -> ReopenContainerLogResponse;
+    }
+
     async fn version(&self, _: Request<pb::VersionRequest>) -> Answer<pb::VersionResponse> {
         Ok(Response::new(pb::VersionResponse {
             // The kubelet's API version of the answer (always "0.1.0").
@@ -93,76 +144,6 @@ impl RuntimeService for Service {
         Ok(Response::new(pb::UpdateRuntimeConfigResponse {}))
     }
 
-    async fn run_pod_sandbox(
-        &self,
-        req: Request<pb::RunPodSandboxRequest>,
-    ) -> Answer<pb::RunPodSandboxResponse> {
-        self.0
-            .run_pod_sandbox(req.into_inner())
-            .await
-            .map(Response::new)
-    }
-
-    async fn stop_pod_sandbox(
-        &self,
-        req: Request<pb::StopPodSandboxRequest>,
-    ) -> Answer<pb::StopPodSandboxResponse> {
-        self.0
-            .stop_pod_sandbox(&req.into_inner().pod_sandbox_id)
-            .await?;
-        Ok(Response::new(pb::StopPodSandboxResponse {}))
-    }
-
-    async fn remove_pod_sandbox(
-        &self,
-        req: Request<pb::RemovePodSandboxRequest>,
-    ) -> Answer<pb::RemovePodSandboxResponse> {
-        self.0
-            .remove_pod_sandbox(&req.into_inner().pod_sandbox_id)
-            .await?;
-        Ok(Response::new(pb::RemovePodSandboxResponse {}))
-    }
-
-    async fn pod_sandbox_status(
-        &self,
-        req: Request<pb::PodSandboxStatusRequest>,
-    ) -> Answer<pb::PodSandboxStatusResponse> {
-        self.0
-            .pod_sandbox_status(req.into_inner())
-            .await
-            .map(Response::new)
-    }
-
-    async fn list_pod_sandbox(
-        &self,
-        req: Request<pb::ListPodSandboxRequest>,
-    ) -> Answer<pb::ListPodSandboxResponse> {
-        self.0
-            .list_pod_sandbox(req.into_inner())
-            .await
-            .map(Response::new)
-    }
-
-    async fn create_container(
-        &self,
-        req: Request<pb::CreateContainerRequest>,
-    ) -> Answer<pb::CreateContainerResponse> {
-        self.0
-            .create_container(req.into_inner())
-            .await
-            .map(Response::new)
-    }
-
-    async fn start_container(
-        &self,
-        req: Request<pb::StartContainerRequest>,
-    ) -> Answer<pb::StartContainerResponse> {
-        self.0
-            .start_container(&req.into_inner().container_id)
-            .await?;
-        Ok(Response::new(pb::StartContainerResponse {}))
-    }
-
     async fn stop_container(
         &self,
         req: Request<pb::StopContainerRequest>,
@@ -170,40 +151,6 @@ impl RuntimeService for Service {
         let r = req.into_inner();
         self.0.stop_container(&r.container_id, r.timeout).await?;
         Ok(Response::new(pb::StopContainerResponse {}))
-    }
-
-    async fn remove_container(
-        &self,
-        req: Request<pb::RemoveContainerRequest>,
-    ) -> Answer<pb::RemoveContainerResponse> {
-        self.0
-            .remove_container(&req.into_inner().container_id)
-            .await?;
-        Ok(Response::new(pb::RemoveContainerResponse {}))
-    }
-
-    async fn list_containers(
-        &self,
-        req: Request<pb::ListContainersRequest>,
-    ) -> Answer<pb::ListContainersResponse> {
-        self.0
-            .list_containers(req.into_inner())
-            .await
-            .map(Response::new)
-    }
-
-    async fn container_status(
-        &self,
-        req: Request<pb::ContainerStatusRequest>,
-    ) -> Answer<pb::ContainerStatusResponse> {
-        self.0
-            .container_status(req.into_inner())
-            .await
-            .map(Response::new)
-    }
-
-    async fn exec_sync(&self, req: Request<pb::ExecSyncRequest>) -> Answer<pb::ExecSyncResponse> {
-        self.0.exec_sync(req.into_inner()).await.map(Response::new)
     }
 
     async fn exec(&self, req: Request<pb::ExecRequest>) -> Answer<pb::ExecResponse> {
@@ -216,16 +163,6 @@ impl RuntimeService for Service {
         Ok(Response::new(pb::AttachResponse { url }))
     }
 
-    async fn port_forward(
-        &self,
-        req: Request<pb::PortForwardRequest>,
-    ) -> Answer<pb::PortForwardResponse> {
-        self.0
-            .port_forward(req.into_inner())
-            .await
-            .map(Response::new)
-    }
-
     async fn update_container_resources(
         &self,
         req: Request<pb::UpdateContainerResourcesRequest>,
@@ -234,102 +171,23 @@ impl RuntimeService for Service {
         Ok(Response::new(pb::UpdateContainerResourcesResponse {}))
     }
 
-    async fn reopen_container_log(
-        &self,
-        req: Request<pb::ReopenContainerLogRequest>,
-    ) -> Answer<pb::ReopenContainerLogResponse> {
-        self.0
-            .reopen_container_log(&req.into_inner().container_id)
-            .await?;
-        Ok(Response::new(pb::ReopenContainerLogResponse {}))
-    }
-
-    async fn container_stats(
-        &self,
-        req: Request<pb::ContainerStatsRequest>,
-    ) -> Answer<pb::ContainerStatsResponse> {
-        self.0
-            .container_stats(req.into_inner())
-            .await
-            .map(Response::new)
-    }
-
-    async fn list_container_stats(
-        &self,
-        req: Request<pb::ListContainerStatsRequest>,
-    ) -> Answer<pb::ListContainerStatsResponse> {
-        self.0
-            .list_container_stats(req.into_inner())
-            .await
-            .map(Response::new)
-    }
-
-    async fn pod_sandbox_stats(
-        &self,
-        req: Request<pb::PodSandboxStatsRequest>,
-    ) -> Answer<pb::PodSandboxStatsResponse> {
-        self.0
-            .pod_sandbox_stats(req.into_inner())
-            .await
-            .map(Response::new)
-    }
-
     async fn get_container_events(
         &self,
         _: Request<pb::GetEventsRequest>,
     ) -> Answer<tonic::codegen::BoxStream<pb::ContainerEventResponse>> {
         Ok(Response::new(self.0.event_stream()))
     }
-
-    async fn list_pod_sandbox_stats(
-        &self,
-        req: Request<pb::ListPodSandboxStatsRequest>,
-    ) -> Answer<pb::ListPodSandboxStatsResponse> {
-        self.0
-            .list_pod_sandbox_stats(req.into_inner())
-            .await
-            .map(Response::new)
-    }
 }
 
-#[tonic::async_trait]
-impl ImageService for Service {
-    async fn list_images(
-        &self,
-        req: Request<pb::ListImagesRequest>,
-    ) -> Answer<pb::ListImagesResponse> {
-        self.0
-            .list_images(req.into_inner())
-            .await
-            .map(Response::new)
+service! {
+    impl ImageService;
+    forward {
+        list_images(ListImagesRequest) -> ListImagesResponse;
+        image_status(ImageStatusRequest) -> ImageStatusResponse;
+        pull_image(PullImageRequest) -> PullImageResponse;
+        remove_image(RemoveImageRequest) -> RemoveImageResponse;
     }
-
-    async fn image_status(
-        &self,
-        req: Request<pb::ImageStatusRequest>,
-    ) -> Answer<pb::ImageStatusResponse> {
-        self.0
-            .image_status(req.into_inner())
-            .await
-            .map(Response::new)
-    }
-
-    async fn pull_image(
-        &self,
-        req: Request<pb::PullImageRequest>,
-    ) -> Answer<pb::PullImageResponse> {
-        self.0.pull_image(req.into_inner()).await.map(Response::new)
-    }
-
-    async fn remove_image(
-        &self,
-        req: Request<pb::RemoveImageRequest>,
-    ) -> Answer<pb::RemoveImageResponse> {
-        self.0
-            .remove_image(req.into_inner())
-            .await
-            .map(Response::new)
-    }
+    by_id {}
 
     async fn image_fs_info(
         &self,

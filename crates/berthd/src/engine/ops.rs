@@ -89,10 +89,16 @@ impl Engine {
     }
 
     fn running(&self, name_or_id: &str) -> Result<Container> {
+        self.running_as(name_or_id, "Container")
+    }
+
+    /// The container if it runs; otherwise a conflict, `{noun} <id> is not running` (dockerd
+    /// writes "Container" for kill, pause and top, "container" for exec).
+    pub(crate) fn running_as(&self, name_or_id: &str, noun: &str) -> Result<Container> {
         let c = self.get(name_or_id)?;
         if !c.state.running {
             return Err(EngineError::Conflict(format!(
-                "Container {} is not running",
+                "{noun} {} is not running",
                 c.id
             )));
         }

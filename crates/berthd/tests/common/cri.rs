@@ -313,6 +313,23 @@ pub async fn start_container(r: &mut Runtime, id: &str) {
     try_start_container(r, id).await.unwrap()
 }
 
+/// ExecSync of `cmd` in the container `id`, `timeout` in seconds (0: none).
+pub async fn try_exec_sync(
+    r: &mut Runtime,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<pb::ExecSyncResponse, tonic::Status> {
+    let res = r
+        .exec_sync(pb::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout,
+        })
+        .await?;
+    Ok(res.into_inner())
+}
+
 /// RemovePodSandbox, which must succeed.
 pub async fn remove_pod(r: &mut Runtime, id: &str) {
     r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
@@ -340,19 +357,37 @@ pub async fn list_containers(r: &mut Runtime) -> Vec<pb::Container> {
         .containers
 }
 
-/// PodSandboxStatus of `id`: its state and pod IP.
-pub async fn sandbox_state(r: &mut Runtime, id: &str) -> (i32, String) {
-    let s = r
+/// PodSandboxStatus of `id`, not verbose.
+pub async fn try_sandbox_status(
+    r: &mut Runtime,
+    id: &str,
+) -> Result<pb::PodSandboxStatusResponse, tonic::Status> {
+    let res = r
         .pod_sandbox_status(pb::PodSandboxStatusRequest {
             pod_sandbox_id: id.into(),
             verbose: false,
         })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+        .await?;
+    Ok(res.into_inner())
+}
+
+/// PodSandboxStatus of `id`: its state and pod IP.
+pub async fn sandbox_state(r: &mut Runtime, id: &str) -> (i32, String) {
+    let s = try_sandbox_status(r, id).await.unwrap().status.unwrap();
     (s.state, s.network.map(|n| n.ip).unwrap_or_default())
+}
+
+/// ImageStatus of `image`, which must answer.
+pub async fn image_status(
+    i: &mut Images,
+    image: Option<pb::ImageSpec>,
+    verbose: bool,
+) -> pb::ImageStatusResponse {
+    let res = i
+        .image_status(pb::ImageStatusRequest { image, verbose })
+        .await
+        .unwrap();
+    res.into_inner()
 }
 
 /// ContainerStatus's status of `id`.

@@ -260,18 +260,8 @@ pub async fn serve(
         let _ = cri.streams.base.set(base_url(a));
         tracing::info!("CRI streaming server on {}", base_url(a));
     }
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!("CRI streaming server: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
-        };
+    while let Some((tcp, peer)) = crate::listen::accept(&listener, &mut stop, "CRI streaming").await
+    {
         let _ = tcp.set_nodelay(true);
         let cri = cri.clone();
         let (tcp, gone) = idle::Watched::new(tcp, idle);
