@@ -150,14 +150,8 @@ impl<'de> de::Deserializer<'de> for GoValue {
             Value::Bool(b) => visitor.visit_bool(b),
             Value::Number(n) => visit_number(n, visitor),
             Value::String(s) => visitor.visit_string(s),
-            Value::Array(a) => visitor.visit_seq(GoSeq {
-                iter: a.into_iter(),
-                index: 0,
-            }),
-            Value::Object(m) => visitor.visit_map(GoMap {
-                iter: m.into_iter().collect::<Vec<_>>().into_iter(),
-                value: None,
-            }),
+            Value::Array(a) => visitor.visit_seq(GoEntries::array(a)),
+            Value::Object(m) => visitor.visit_map(GoEntries::new(m.into_iter().collect())),
         }
     }
 
@@ -211,10 +205,7 @@ impl<'de> de::Deserializer<'de> for GoValue {
             }
             entries.push((key, v));
         }
-        visitor.visit_map(GoMap {
-            iter: entries.into_iter(),
-            value: None,
-        })
+        visitor.visit_map(GoEntries::new(entries))
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -261,26 +252,52 @@ fn unexpected_of(v: &Value) -> de::Unexpected<'_> {
     }
 }
 
-struct GoSeq {
-    iter: std::vec::IntoIter<Value>,
-    index: usize,
+/// The elements of an array or the entries of an object, each with its path component
+/// (`[2]`, the key): visited as a sequence or as a map.
+struct GoEntries {
+    iter: std::vec::IntoIter<(String, Value)>,
+    /// The entry whose key a map visitor just read.
+    value: Option<(String, Value)>,
 }
 
-impl<'de> de::SeqAccess<'de> for GoSeq {
+impl GoEntries {
+    fn new(entries: Vec<(String, Value)>) -> Self {
+        GoEntries {
+            iter: entries.into_iter(),
+            value: None,
+        }
+    }
+
+    fn array(a: Vec<Value>) -> Self {
+        Self::new(
+            a.into_iter()
+                .enumerate()
+                .map(|(i, v)| (format!("[{i}]"), v))
+                .collect(),
+        )
+    }
+}
+
+/// Decodes `v`; an error gets `path` as its outermost path component.
+fn decode_at<'de, T: DeserializeSeed<'de>>(
+    seed: T,
+    path: String,
+    v: Value,
+) -> Result<T::Value, DecodeError> {
+    seed.deserialize(GoValue(v)).map_err(|e| e.within(path))
+}
+
+impl<'de> de::SeqAccess<'de> for GoEntries {
     type Error = DecodeError;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, DecodeError> {
-        let Some(v) = self.iter.next() else {
-            return Ok(None);
-        };
-        let i = self.index;
-        self.index += 1;
-        seed.deserialize(GoValue(v))
-            .map(Some)
-            .map_err(|e| e.within(format!("[{i}]")))
+        self.iter
+            .next()
+            .map(|(path, v)| decode_at(seed, path, v))
+            .transpose()
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -288,12 +305,7 @@ impl<'de> de::SeqAccess<'de> for GoSeq {
     }
 }
 
-struct GoMap {
-    iter: std::vec::IntoIter<(String, Value)>,
-    value: Option<(String, Value)>,
-}
-
-impl<'de> de::MapAccess<'de> for GoMap {
+impl<'de> de::MapAccess<'de> for GoEntries {
     type Error = DecodeError;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
@@ -316,11 +328,11 @@ impl<'de> de::MapAccess<'de> for GoMap {
             .value
             .take()
             .ok_or_else(|| <DecodeError as de::Error>::custom("value without a key"))?;
-        seed.deserialize(GoValue(v)).map_err(|e| e.within(k))
+        decode_at(seed, k, v)
     }
 
     fn size_hint(&self) -> Option<usize> {
-        Some(self.iter.len())
+        de::SeqAccess::size_hint(self)
     }
 }
 
@@ -396,8 +408,7 @@ impl<'de> de::VariantAccess<'de> for GoVariant {
         self,
         seed: T,
     ) -> Result<T::Value, DecodeError> {
-        seed.deserialize(GoValue(self.1))
-            .map_err(|e| e.within(self.0))
+        decode_at(seed, self.0, self.1)
     }
 
     fn tuple_variant<V: Visitor<'de>>(

@@ -71,6 +71,18 @@ impl Filters {
     }
 }
 
+/// Filters from (key, value) pairs, in their order.
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Filters {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
+        Filters(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    }
+}
+
 impl Serialize for Filters {
     /// As `{"key": ["v", …]}` (what clients send).
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -89,14 +101,8 @@ mod tests {
     #[test]
     fn both_shapes() {
         let f = Filters::parse(r#"{"label":["a=1","b"],"dangling":{"true":true}}"#).unwrap();
-        assert_eq!(
-            f.0,
-            vec![
-                ("dangling".to_string(), "true".to_string()),
-                ("label".into(), "a=1".into()),
-                ("label".into(), "b".into())
-            ]
-        );
+        let want = [("dangling", "true"), ("label", "a=1"), ("label", "b")];
+        assert_eq!(f, want.into_iter().collect());
         assert_eq!(f.get("label").collect::<Vec<_>>(), vec!["a=1", "b"]);
         assert!(Filters::parse("").unwrap().is_empty());
         assert!(Filters::parse("[1]").is_err());

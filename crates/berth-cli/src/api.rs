@@ -114,71 +114,14 @@ pub fn decode_str<T: DeserializeOwned>(s: &str) -> Result<T, ApiError> {
     Ok(berth_api::from_str(s)?)
 }
 
-/// The status line and headers of a response (names lower-cased).
-pub struct Head {
-    pub code: u16,
-    pub headers: Vec<(String, String)>,
-}
+pub use berth_util::http1::{body_reader, Head};
 
-impl Head {
-    /// A header's value.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn chunked(&self) -> bool {
-        self.get("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-    }
-}
-
-/// Reads the status line and headers.
+/// Reads the status line and headers ([`berth_util::http1::read_head`]).
 pub fn read_head(r: &mut impl BufRead) -> Result<Head, ApiError> {
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let code: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| ApiError::Protocol(format!("bad status line {line:?}")))?;
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h)? == 0 {
-            return Err(ApiError::Protocol(
-                "connection closed in the headers".into(),
-            ));
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    Ok(Head { code, headers })
-}
-
-/// The body of a response as a stream: de-chunked, or limited to its `Content-Length`.
-pub fn body_reader<R: BufRead + Send + 'static>(r: R, head: &Head) -> Box<dyn Read + Send> {
-    if head.chunked() {
-        Box::new(Chunked {
-            r,
-            left: 0,
-            done: false,
-        })
-    } else if let Some(n) = head
-        .get("content-length")
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        Box::new(r.take(n))
-    } else {
-        Box::new(r)
-    }
+    berth_util::http1::read_head(r).map_err(|e| match e {
+        berth_util::http1::HeadError::Io(e) => ApiError::Io(e),
+        other => ApiError::Protocol(other.to_string()),
+    })
 }
 
 /// Reads an error reply's body into [`ApiError::Status`].
@@ -415,52 +358,6 @@ pub fn post_stream(
 /// A streamed response (`logs -f`, `events`, `stats`): the reader after the head, de-chunked.
 pub fn stream(host: &Host, path: &str) -> Result<Box<dyn Read + Send>, ApiError> {
     send_stream(host, "GET", path, None, "")
-}
-
-/// Decodes a chunked body as it arrives.
-struct Chunked<R> {
-    r: R,
-    left: usize,
-    done: bool,
-}
-
-impl<R: BufRead> Read for Chunked<R> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.done || out.is_empty() {
-            return Ok(0);
-        }
-        if self.left == 0 {
-            let mut line = String::new();
-            // The CRLF after the previous chunk, then the size line.
-            loop {
-                line.clear();
-                if self.r.read_line(&mut line)? == 0 {
-                    self.done = true;
-                    return Ok(0);
-                }
-                if !line.trim().is_empty() {
-                    break;
-                }
-            }
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16)
-                .map_err(|_| std::io::Error::other(format!("bad chunk size {line:?}")))?;
-            if size == 0 {
-                self.done = true;
-                return Ok(0);
-            }
-            self.left = size;
-        }
-        let n = out.len().min(self.left);
-        let n = self.r.read(&mut out[..n])?;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "connection closed in a chunk",
-            ));
-        }
-        self.left -= n;
-        Ok(n)
-    }
 }
 
 /// Copies a multiplexed attach/logs stream to `out`/`err` until it ends.

@@ -49,6 +49,8 @@ pub enum Command {
     /// List images
     Images(ImagesOptions),
     /// Manage images
+    // (Its subcommands listed by name, as Docker's help does.)
+    #[command(next_display_order = None)]
     Image {
         /// The image command.
         #[command(subcommand)]
@@ -56,61 +58,23 @@ pub enum Command {
     },
     /// Remove one or more images
     Rmi(RmiCmd),
-    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
-    Tag(TagCmd),
-    /// Show the history of an image
-    History(HistoryOptions),
-    /// Save one or more images to a tar archive (streamed to STDOUT by default)
-    Save(SaveCmd),
-    /// Load an image from a tar archive or STDIN
-    Load(LoadCmd),
-    /// Import the contents from a tarball to create a filesystem image
-    Import(ImportArgs),
-    /// Download an image from a registry
-    Pull(PullArgs),
-    /// Upload an image to a registry
-    Push(PushCmd),
+    /// Image commands (`pull`, `save`, `tag`, …), also under `image`.
+    #[command(flatten)]
+    ImageOp(ImageOp),
     /// Log in to a registry
     Login(LoginArgs),
     /// Log out from a registry
     Logout(LogoutCmd),
-    /// Create and run a new container from an image
-    Run(crate::containers::RunCmd),
-    /// Create a new container
-    Create(crate::containers::RunCmd),
-    /// Start one or more stopped containers
-    Start(crate::ctl::StartCmd),
-    /// Restart one or more containers
-    Restart(crate::ctl::RestartCmd),
-    /// Kill one or more running containers
-    Kill(crate::ctl::KillCmd),
-    /// Execute a command in a running container
-    Exec(crate::ctl::ExecCmd),
-    /// Attach local standard input, output, and error streams to a running container
-    Attach(crate::ctl::AttachCmd),
+    /// Container commands (`run`, `exec`, `logs`, …), also under `container`.
+    #[command(flatten)]
+    ContainerOp(Box<ContainerOp>),
     /// Return low-level information on Berth objects
     Inspect(crate::ctl::InspectCmd),
-    /// Display the running processes of a container
-    Top(crate::ctl::TopCmd),
-    /// Rename a container
-    Rename(crate::ctl::RenameCmd),
-    /// Inspect changes to files or directories on a container's filesystem
-    Diff(crate::ctl::DiffCmd),
-    /// Pause all processes within one or more containers
-    Pause(crate::ctl::NamesCmd),
-    /// Unpause all processes within one or more containers
-    Unpause(crate::ctl::NamesCmd),
-    /// Update configuration of one or more containers
-    Update(crate::ctl::UpdateCmd),
-    /// Create a new image from a container's changes
-    Commit(crate::ctl::CommitCmd),
-    /// Export a container's filesystem as a tar archive
-    Export(crate::ctl::ExportCmd),
-    /// Display a live stream of container(s) resource usage statistics
-    Stats(crate::system::StatsCmd),
     /// Get real time events from the server
     Events(crate::system::EventsCmd),
     /// Manage containers
+    // (Its subcommands listed by name, as Docker's help does.)
+    #[command(next_display_order = None)]
     Container {
         /// The container command.
         #[command(subcommand)]
@@ -118,14 +82,8 @@ pub enum Command {
     },
     /// List containers
     Ps(crate::containers::PsCmd),
-    /// Fetch the logs of a container
-    Logs(crate::containers::LogsCmd),
-    /// Stop one or more running containers
-    Stop(crate::containers::StopCmd),
     /// Remove one or more containers
     Rm(crate::containers::RmCmd),
-    /// Block until one or more containers stop, then print their exit codes
-    Wait(crate::containers::WaitCmd),
     /// Show the Berth version information
     Version(crate::system::FormatCmd),
     /// Display system-wide information
@@ -136,8 +94,6 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::network::NetworkCommand,
     },
-    /// List port mappings or a specific mapping for the container
-    Port(crate::network::PortCmd),
     /// Berth's own registry server
     Registry {
         /// The registry command.
@@ -158,8 +114,6 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::storage::VolumeCommand,
     },
-    /// Copy files/folders between a container and the local filesystem
-    Cp(crate::cp::CpCmd),
     /// Manage Berth
     System {
         /// The system command.
@@ -171,29 +125,38 @@ pub enum Command {
 /// `image` subcommands (Docker's `docker image …`).
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
+    /// The commands that also stand at the top level.
+    #[command(flatten)]
+    Op(ImageOp),
     /// Build an image from a Dockerfile
     Build(crate::build::BuildCmd),
-    /// Show the history of an image
-    History(HistoryOptions),
-    /// Import the contents from a tarball to create a filesystem image
-    Import(ImportArgs),
     /// Display detailed information on one or more images
     Inspect(InspectCmd),
-    /// Load an image from a tar archive or STDIN
-    Load(LoadCmd),
     /// List images
     #[command(visible_alias = "list")]
     Ls(ImagesOptions),
     /// Remove unused images
     Prune(PruneCmd),
+    /// Remove one or more images
+    #[command(visible_alias = "remove")]
+    Rm(RmiCmd),
+}
+
+/// The image commands that stand both at the top level and under `image` (`pull` is
+/// `image pull`).
+#[derive(Debug, Subcommand)]
+pub enum ImageOp {
+    /// Show the history of an image
+    History(HistoryOptions),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(ImportArgs),
+    /// Load an image from a tar archive or STDIN
+    Load(LoadCmd),
     /// Download an image from a registry
     Pull(PullArgs),
     /// Upload an image to a registry
     Push(PushCmd),
-    /// Remove one or more images
-    #[command(visible_alias = "remove")]
-    Rm(RmiCmd),
-    /// Save one or more images to a tar archive
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
     Save(SaveCmd),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag(TagCmd),
@@ -202,6 +165,25 @@ pub enum ImageCommand {
 /// `container` subcommands (Docker's `docker container …`).
 #[derive(Debug, Subcommand)]
 pub enum ContainerCommand {
+    /// The commands that also stand at the top level.
+    #[command(flatten)]
+    Op(Box<ContainerOp>),
+    /// Display detailed information on one or more containers
+    Inspect(crate::ctl::InspectCmd),
+    /// List containers
+    #[command(visible_alias = "list", visible_alias = "ps")]
+    Ls(crate::containers::PsCmd),
+    /// Remove all stopped containers
+    Prune(crate::system::PruneCmd),
+    /// Remove one or more containers
+    #[command(visible_alias = "remove")]
+    Rm(crate::containers::RmCmd),
+}
+
+/// The container commands that stand both at the top level and under `container` (`run` is
+/// `container run`).
+#[derive(Debug, Subcommand)]
+pub enum ContainerOp {
     /// Attach local standard input, output, and error streams to a running container
     Attach(crate::ctl::AttachCmd),
     /// Create a new image from a container's changes
@@ -216,28 +198,18 @@ pub enum ContainerCommand {
     Exec(crate::ctl::ExecCmd),
     /// Export a container's filesystem as a tar archive
     Export(crate::ctl::ExportCmd),
-    /// Display detailed information on one or more containers
-    Inspect(crate::ctl::InspectCmd),
     /// Kill one or more running containers
     Kill(crate::ctl::KillCmd),
     /// Fetch the logs of a container
     Logs(crate::containers::LogsCmd),
-    /// List containers
-    #[command(visible_alias = "list", visible_alias = "ps")]
-    Ls(crate::containers::PsCmd),
     /// Pause all processes within one or more containers
     Pause(crate::ctl::NamesCmd),
     /// List port mappings or a specific mapping for the container
     Port(crate::network::PortCmd),
-    /// Remove all stopped containers
-    Prune(crate::system::PruneCmd),
     /// Rename a container
     Rename(crate::ctl::RenameCmd),
     /// Restart one or more containers
     Restart(crate::ctl::RestartCmd),
-    /// Remove one or more containers
-    #[command(visible_alias = "remove")]
-    Rm(crate::containers::RmCmd),
     /// Create and run a new container from an image
     Run(crate::containers::RunCmd),
     /// Start one or more stopped containers
@@ -435,13 +407,7 @@ fn is_image_command(cli: &Cli) -> bool {
     match &cli.command {
         Command::Images(_)
         | Command::Rmi(_)
-        | Command::Tag(_)
-        | Command::History(_)
-        | Command::Save(_)
-        | Command::Load(_)
-        | Command::Import(_)
-        | Command::Pull(_)
-        | Command::Push(_)
+        | Command::ImageOp(_)
         | Command::Login(_)
         | Command::Logout(_) => true,
         Command::Image { command } => !matches!(command, ImageCommand::Build(_)),
@@ -450,6 +416,64 @@ fn is_image_command(cli: &Cli) -> bool {
             command: SystemCommand::Df(_),
         } => cli.data_root.is_some(),
         _ => false,
+    }
+}
+
+/// Runs a container command (top-level or under `container`).
+fn container_op(
+    host: &crate::api::Host,
+    op: &ContainerOp,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), CliError> {
+    use crate::containers as ct;
+    use crate::{ctl, system};
+    use ContainerOp as O;
+    let code = |r: Result<i32, CliError>| match r? {
+        0 => Ok(()),
+        code => Err(CliError::Exit(code)),
+    };
+    match op {
+        O::Attach(c) => code(ctl::attach(host, c)),
+        O::Commit(c) => ctl::commit(host, c, out),
+        O::Cp(c) => crate::cp::cp(host, c, out, err),
+        O::Create(c) => code(ct::create(host, c, out, err)),
+        O::Diff(c) => ctl::diff(host, c, out),
+        O::Exec(c) => code(ctl::exec(host, c, err)),
+        O::Export(c) => ctl::export(host, c, out),
+        O::Kill(c) => ctl::kill(host, c, out, err),
+        O::Logs(c) => ct::logs(host, c, out, err),
+        O::Pause(c) => ctl::simple_post(host, "pause", c, out, err),
+        O::Port(c) => crate::network::port(host, c, out),
+        O::Rename(c) => ctl::rename(host, c),
+        O::Restart(c) => ctl::restart(host, c, out, err),
+        O::Run(c) => code(ct::run(host, c, out, err)),
+        O::Start(c) => code(ctl::start(host, c, out, err)),
+        O::Stats(c) => system::stats(host, c, out),
+        O::Stop(c) => ct::stop(host, c, out, err),
+        O::Top(c) => ctl::top(host, c, out),
+        O::Unpause(c) => ctl::simple_post(host, "unpause", c, out, err),
+        O::Update(c) => ctl::update(host, c, out, err),
+        O::Wait(c) => ct::wait(host, c, out, err),
+    }
+}
+
+/// Runs an image command (top-level or under `image`).
+fn image_op(b: &dyn ImageBackend, op: &ImageOp, out: &mut dyn Write) -> Result<(), CliError> {
+    match op {
+        ImageOp::History(c) => commands::history(b, c, out),
+        ImageOp::Import(c) => commands::import(b, c, out),
+        ImageOp::Load(c) => {
+            let _ = c.quiet;
+            commands::load(b, c.input.as_deref(), out)
+        }
+        ImageOp::Pull(c) => {
+            let _ = c.disable_content_trust;
+            commands::pull(b, c, out, Box::new(io::stdout()))
+        }
+        ImageOp::Push(c) => commands::push(b, &c.name, c.quiet, out, Box::new(io::stdout())),
+        ImageOp::Save(c) => commands::save(b, &c.images, c.output.as_deref()),
+        ImageOp::Tag(c) => commands::tag(b, &c.source, &c.target),
     }
 }
 
@@ -463,78 +487,17 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
     }
     if !is_image_command(cli) {
         let host = host(cli)?;
-        let code = |r: Result<i32, CliError>| match r? {
-            0 => Ok(()),
-            code => Err(CliError::Exit(code)),
-        };
         // Standard input is locked only by the commands that read answers from it: the
         // interactive ones read it from a thread of their own.
         let input = || io::stdin().lock();
         return match &cli.command {
-            Command::Run(c) | Command::Container { command: C::Run(c) } => {
-                code(ct::run(&host, c, out, err))
+            Command::ContainerOp(op) | Command::Container { command: C::Op(op) } => {
+                container_op(&host, op, out, err)
             }
-            Command::Create(c)
-            | Command::Container {
-                command: C::Create(c),
-            } => code(ct::create(&host, c, out, err)),
-            Command::Start(c)
-            | Command::Container {
-                command: C::Start(c),
-            } => code(ctl::start(&host, c, out, err)),
-            Command::Exec(c)
-            | Command::Container {
-                command: C::Exec(c),
-            } => code(ctl::exec(&host, c, err)),
-            Command::Attach(c)
-            | Command::Container {
-                command: C::Attach(c),
-            } => code(ctl::attach(&host, c)),
-            Command::Restart(c)
-            | Command::Container {
-                command: C::Restart(c),
-            } => ctl::restart(&host, c, out, err),
-            Command::Kill(c)
-            | Command::Container {
-                command: C::Kill(c),
-            } => ctl::kill(&host, c, out, err),
             Command::Inspect(c) => ctl::inspect(&host, c, None, out, err),
             Command::Container {
                 command: C::Inspect(c),
             } => ctl::inspect(&host, c, Some("container"), out, err),
-            Command::Top(c) | Command::Container { command: C::Top(c) } => ctl::top(&host, c, out),
-            Command::Rename(c)
-            | Command::Container {
-                command: C::Rename(c),
-            } => ctl::rename(&host, c),
-            Command::Diff(c)
-            | Command::Container {
-                command: C::Diff(c),
-            } => ctl::diff(&host, c, out),
-            Command::Pause(c)
-            | Command::Container {
-                command: C::Pause(c),
-            } => ctl::simple_post(&host, "pause", c, out, err),
-            Command::Unpause(c)
-            | Command::Container {
-                command: C::Unpause(c),
-            } => ctl::simple_post(&host, "unpause", c, out, err),
-            Command::Update(c)
-            | Command::Container {
-                command: C::Update(c),
-            } => ctl::update(&host, c, out, err),
-            Command::Commit(c)
-            | Command::Container {
-                command: C::Commit(c),
-            } => ctl::commit(&host, c, out),
-            Command::Export(c)
-            | Command::Container {
-                command: C::Export(c),
-            } => ctl::export(&host, c, out),
-            Command::Stats(c)
-            | Command::Container {
-                command: C::Stats(c),
-            } => system::stats(&host, c, out),
             Command::Events(c)
             | Command::System {
                 command: SystemCommand::Events(c),
@@ -549,29 +512,13 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
                 command: SystemCommand::Df(c),
             } => system::df(&host, c, out),
             Command::Ps(c) | Command::Container { command: C::Ls(c) } => ct::ps(&host, c, out),
-            Command::Logs(c)
-            | Command::Container {
-                command: C::Logs(c),
-            } => ct::logs(&host, c, out, err),
-            Command::Stop(c)
-            | Command::Container {
-                command: C::Stop(c),
-            } => ct::stop(&host, c, out, err),
             Command::Rm(c) | Command::Container { command: C::Rm(c) } => ct::rm(&host, c, out, err),
-            Command::Wait(c)
-            | Command::Container {
-                command: C::Wait(c),
-            } => ct::wait(&host, c, out, err),
             Command::Version(c) => system::version(&host, c, out, err),
             Command::Info(c)
             | Command::System {
                 command: SystemCommand::Info(c),
             } => system::info(&host, c, out),
             Command::Network { command } => crate::network::network(&host, command, out, err),
-            Command::Port(c)
-            | Command::Container {
-                command: C::Port(c),
-            } => crate::network::port(&host, c, out),
             Command::Build(c)
             | Command::Image {
                 command: ImageCommand::Build(c),
@@ -580,9 +527,6 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             Command::Volume { command } => {
                 crate::storage::volume(&host, command, out, err, &mut input())
             }
-            Command::Cp(c) | Command::Container { command: C::Cp(c) } => {
-                crate::cp::cp(&host, c, out, err)
-            }
             // Image commands are handled below.
             _ => Ok(()),
         };
@@ -590,6 +534,10 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
     let b = backend(cli)?;
     let b: &dyn ImageBackend = b.as_ref();
     match &cli.command {
+        Command::ImageOp(op)
+        | Command::Image {
+            command: ImageCommand::Op(op),
+        } => image_op(b, op, out),
         Command::Images(c)
         | Command::Image {
             command: ImageCommand::Ls(c),
@@ -601,10 +549,6 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             let _ = c.no_prune;
             commands::rmi(b, &c.images, c.force, out, err)
         }
-        Command::Tag(c)
-        | Command::Image {
-            command: ImageCommand::Tag(c),
-        } => commands::tag(b, &c.source, &c.target),
         Command::Image {
             command: ImageCommand::Inspect(c),
         } => {
@@ -617,25 +561,6 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             };
             commands::inspect(b, &c.images, c.format.as_deref(), json, out, err)
         }
-        Command::History(c)
-        | Command::Image {
-            command: ImageCommand::History(c),
-        } => commands::history(b, c, out),
-        Command::Save(c)
-        | Command::Image {
-            command: ImageCommand::Save(c),
-        } => commands::save(b, &c.images, c.output.as_deref()),
-        Command::Load(c)
-        | Command::Image {
-            command: ImageCommand::Load(c),
-        } => {
-            let _ = c.quiet;
-            commands::load(b, c.input.as_deref(), out)
-        }
-        Command::Import(c)
-        | Command::Image {
-            command: ImageCommand::Import(c),
-        } => commands::import(b, c, out),
         Command::Image {
             command: ImageCommand::Prune(c),
         } => {
@@ -643,17 +568,6 @@ fn dispatch(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), C
             let mut input = stdin.lock();
             commands::prune(b, c.all, c.force, &mut input, out)
         }
-        Command::Pull(c)
-        | Command::Image {
-            command: ImageCommand::Pull(c),
-        } => {
-            let _ = c.disable_content_trust;
-            commands::pull(b, c, out, Box::new(io::stdout()))
-        }
-        Command::Push(c)
-        | Command::Image {
-            command: ImageCommand::Push(c),
-        } => commands::push(b, &c.name, c.quiet, out, Box::new(io::stdout())),
         Command::Login(c) => {
             let stdin = io::stdin();
             let mut input = stdin.lock();
@@ -688,7 +602,7 @@ mod tests {
             ["a.example:5000", "b.example", "c.example"]
         );
         match cli.command {
-            Command::Pull(c) => {
+            Command::ImageOp(ImageOp::Pull(c)) => {
                 assert_eq!(c.name, "busybox");
                 assert!(!c.quiet && !c.all_tags);
             }

@@ -719,12 +719,7 @@ pub fn prune(
     }
     let report = b.prune(all)?;
     crate::system::print_deleted_images(out, &report.deleted)?;
-    writeln!(
-        out,
-        "Total reclaimed space: {}",
-        units::human_size(report.space_reclaimed as f64)
-    )?;
-    Ok(())
+    crate::system::print_reclaimed(out, report.space_reclaimed)
 }
 
 const DF_TABLE: &str = "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}";

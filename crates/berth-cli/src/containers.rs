@@ -14,9 +14,7 @@ use clap::Args;
 use crate::api::{self, enc, json, ApiError, Host};
 use crate::error::{CliError, Result};
 use crate::format::TemplateUse;
-use crate::terminal::{
-    interactive, join_wait, parse_detach_keys, spawn_wait, term_size, SignalProxy,
-};
+use crate::terminal::{container_session, parse_detach_keys, spawn_wait, term_size, SignalProxy};
 
 /// `--pull`: when `run` and `create` pull the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,6 +42,38 @@ fn parse_pull_policy(s: &str) -> Result<PullPolicy, BadPullPolicy> {
     }
 }
 
+/// The flags of the process that `run` and `exec` start: its environment, working directory
+/// and user.
+#[derive(Debug, Args)]
+pub struct ProcessFlags {
+    /// Set environment variables
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long = "workdir")]
+    workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+}
+
+impl ProcessFlags {
+    /// `Env` of a create or exec request.
+    pub fn env(&self) -> Option<Vec<String>> {
+        Some(self.env.clone())
+    }
+
+    /// `WorkingDir` (`""`: the image's).
+    pub fn working_dir(&self) -> String {
+        self.workdir.clone().unwrap_or_default()
+    }
+
+    /// `User` (`""`: the image's).
+    pub fn user(&self) -> String {
+        self.user.clone().unwrap_or_default()
+    }
+}
+
 /// `run` / `create` flags.
 #[derive(Debug, Args)]
 pub struct RunCmd {
@@ -56,15 +86,9 @@ pub struct RunCmd {
     /// Assign a name to the container
     #[arg(long)]
     name: Option<String>,
-    /// Set environment variables
-    #[arg(short = 'e', long = "env")]
-    env: Vec<String>,
-    /// Working directory inside the container
-    #[arg(short = 'w', long = "workdir")]
-    workdir: Option<String>,
-    /// Username or UID (format: <name|uid>[:<group|gid>])
-    #[arg(short = 'u', long)]
-    user: Option<String>,
+    /// `-e`, `-w`, `-u`
+    #[command(flatten)]
+    process: ProcessFlags,
     /// Connect a container to a network (none, host, default)
     #[arg(long, alias = "net")]
     network: Option<String>,
@@ -135,13 +159,13 @@ fn create_request(c: &RunCmd) -> Result<CreateRequest> {
     let mut req = CreateRequest {
         config: Config {
             image: c.image().to_string(),
-            env: Some(c.env.clone()),
+            env: c.process.env(),
             labels: Some(label_map(&c.label)),
             attach_stdout: !c.detach,
             attach_stderr: !c.detach,
             cmd: (!c.command().is_empty()).then(|| c.command().to_vec()),
-            working_dir: c.workdir.clone().unwrap_or_default(),
-            user: c.user.clone().unwrap_or_default(),
+            working_dir: c.process.working_dir(),
+            user: c.process.user(),
             entrypoint: c.entrypoint.as_ref().map(|e| vec![e.clone()]),
             ..Default::default()
         },
@@ -305,18 +329,7 @@ pub fn run(host: &Host, c: &RunCmd, out: &mut dyn Write, err: &mut dyn Write) ->
                 );
             }
         }
-        let detached = interactive(
-            host,
-            stream,
-            tty,
-            c.opts.interactive,
-            tty.then(|| format!("/containers/{id}/resize")),
-            &keys,
-        )?;
-        if detached {
-            return Ok(0);
-        }
-        return Ok(join_wait(waiter));
+        return container_session(host, &id, stream, tty, c.opts.interactive, &keys, waiter);
     }
     // Attach before start so no output is lost; wait in the background from before the start
     // too, so a container removed at exit (--rm) is still waited for.

@@ -15,7 +15,7 @@ use crate::containers::each;
 use crate::error::{CliError, Result};
 use crate::opts::CreateFlags;
 use crate::terminal::{
-    interactive, join_wait, parse_detach_keys, spawn_wait, term_size, SignalProxy,
+    container_session, interactive, parse_detach_keys, spawn_wait, term_size, SignalProxy,
 };
 
 /// `start` flags.
@@ -55,18 +55,7 @@ pub fn start(host: &Host, c: &StartCmd, out: &mut dyn Write, err: &mut dyn Write
         } else {
             Some(SignalProxy::start(host, &id)?)
         };
-        let detached = interactive(
-            host,
-            stream,
-            tty,
-            c.interactive,
-            tty.then(|| format!("/containers/{id}/resize")),
-            &keys,
-        )?;
-        if detached {
-            return Ok(0);
-        }
-        return Ok(join_wait(waiter));
+        return container_session(host, &id, stream, tty, c.interactive, &keys, waiter);
     }
     each(&c.containers, out, err, |n| {
         host.call("POST", &format!("/containers/{}/start", enc(n)), None)
@@ -161,15 +150,9 @@ pub struct ExecCmd {
     /// Allocate a pseudo-TTY
     #[arg(short = 't', long)]
     tty: bool,
-    /// Set environment variables
-    #[arg(short = 'e', long = "env")]
-    env: Vec<String>,
-    /// Working directory inside the container
-    #[arg(short = 'w', long = "workdir")]
-    workdir: Option<String>,
-    /// Username or UID (format: "<name|uid>[:<group|gid>]")
-    #[arg(short = 'u', long)]
-    user: Option<String>,
+    /// `-e`, `-w`, `-u`
+    #[command(flatten)]
+    process: crate::containers::ProcessFlags,
     /// Give extended privileges to the command
     #[arg(long)]
     privileged: bool,
@@ -189,9 +172,9 @@ pub fn exec(host: &Host, c: &ExecCmd, err: &mut dyn Write) -> Result<i32> {
         attach_stderr: !c.detach,
         tty: c.tty,
         cmd: Some(c.command.clone()),
-        env: Some(c.env.clone()),
-        working_dir: c.workdir.clone().unwrap_or_default(),
-        user: c.user.clone().unwrap_or_default(),
+        env: c.process.env(),
+        working_dir: c.process.working_dir(),
+        user: c.process.user(),
         privileged: c.privileged,
         ..Default::default()
     };
@@ -266,18 +249,7 @@ pub fn attach(host: &Host, c: &AttachCmd) -> Result<i32> {
     } else {
         None
     };
-    let detached = interactive(
-        host,
-        stream,
-        tty,
-        stdin,
-        tty.then(|| format!("/containers/{id}/resize")),
-        &keys,
-    )?;
-    if detached {
-        return Ok(0);
-    }
-    Ok(join_wait(waiter))
+    container_session(host, &id, stream, tty, stdin, &keys, waiter)
 }
 
 /// `inspect` flags.

@@ -15,8 +15,7 @@ pub fn parse(list: &[String]) -> Result<Filters> {
                 "invalid argument \"{f}\" for \"-f, --filter\" flag: bad format of filter (expected name=value)"
             ))),
         })
-        .collect::<Result<Vec<_>>>()
-        .map(Filters)
+        .collect()
 }
 
 /// The query parameter's value.
@@ -27,6 +26,16 @@ pub fn to_json(f: &Filters) -> String {
 /// Parses flags into the query parameter's value.
 pub fn json(list: &[String]) -> Result<String> {
     Ok(to_json(&parse(list)?))
+}
+
+/// `?filters=…` of filter flags and more (key, value) pairs; "" without any.
+pub fn query(list: &[String], extra: &[(&str, &str)]) -> Result<String> {
+    let mut f = parse(list)?;
+    f.0.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    if f.is_empty() {
+        return Ok(String::new());
+    }
+    Ok(format!("?filters={}", crate::api::enc(&to_json(&f))))
 }
 
 #[cfg(test)]
@@ -41,14 +50,8 @@ mod tests {
             "label=c".into(),
         ])
         .unwrap();
-        assert_eq!(
-            f.0,
-            vec![
-                ("label".to_string(), "a=b".to_string()),
-                ("dangling".into(), "true".into()),
-                ("label".into(), "c".into())
-            ]
-        );
+        let want = [("label", "a=b"), ("dangling", "true"), ("label", "c")];
+        assert_eq!(f, want.into_iter().collect());
         assert_eq!(to_json(&f), r#"{"dangling":["true"],"label":["a=b","c"]}"#);
         let e = parse(&["nope".into()]).unwrap_err();
         assert_eq!(e.status(), 1);
@@ -57,5 +60,10 @@ mod tests {
             "invalid argument \"nope\" for \"-f, --filter\" flag: bad format of filter (expected name=value)"
         );
         assert_eq!(json(&[]).unwrap(), "{}");
+        assert_eq!(query(&[], &[]).unwrap(), "");
+        assert_eq!(
+            query(&["label=a".into()], &[("all", "true")]).unwrap(),
+            "?filters=%7B%22all%22%3A%5B%22true%22%5D%2C%22label%22%3A%5B%22a%22%5D%7D"
+        );
     }
 }

@@ -56,3 +56,15 @@ pub(crate) fn try_parse_args<T: clap::Args>(args: &[&str]) -> Result<T, clap::Er
 pub(crate) fn parse_args<T: clap::Args>(args: &[&str]) -> T {
     try_parse_args(args).unwrap()
 }
+
+/// Test helper: `f(input)` is `want` for each case (the failing input in the message).
+#[cfg(test)]
+#[track_caller]
+pub(crate) fn assert_cases<T: Copy + std::fmt::Debug>(
+    f: impl Fn(T) -> String,
+    cases: &[(T, &str)],
+) {
+    for &(input, want) in cases {
+        assert_eq!(f(input), want, "{input:?}");
+    }
+}

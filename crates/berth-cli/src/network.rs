@@ -347,14 +347,6 @@ pub struct PortCmd {
     private_port: Option<String>,
 }
 
-/// `?filters=…` for filter flags ("" without any).
-fn filters_query(f: &[String]) -> Result<String> {
-    if f.is_empty() {
-        return Ok(String::new());
-    }
-    Ok(format!("?filters={}", enc(&crate::filters::json(f)?)))
-}
-
 /// `key=value` flags into a map (`--label`, `--opt`; `key` alone is an empty value).
 fn kv(v: &[String]) -> BTreeMap<String, String> {
     crate::containers::label_map(v)
@@ -429,8 +421,10 @@ pub fn network(
             Ok(())
         }
         NetworkCommand::Ls(c) => {
-            let mut list: Vec<Inspect> =
-                host.get(&format!("/networks{}", filters_query(&c.filter)?))?;
+            let mut list: Vec<Inspect> = host.get(&format!(
+                "/networks{}",
+                crate::filters::query(&c.filter, &[])?
+            ))?;
             list.sort_by(|a, b| crate::units::natural_cmp(&a.name, &b.name));
             if c.quiet {
                 for n in &list {
@@ -479,7 +473,7 @@ pub fn network(
         NetworkCommand::Prune(c) => {
             let _ = c.force;
             let r: PruneReport = host.post(
-                &format!("/networks/prune{}", filters_query(&c.filter)?),
+                &format!("/networks/prune{}", crate::filters::query(&c.filter, &[])?),
                 None,
             )?;
             crate::system::print_deleted(

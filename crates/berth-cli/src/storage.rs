@@ -258,16 +258,6 @@ pub struct VolumePruneCmd {
     pub filter: Vec<String>,
 }
 
-/// `?filters=…` of filter flags and extra (key, value) pairs ("" without any).
-fn filters_query(items: &[String], extra: &[(&str, &str)]) -> Result<String> {
-    let mut f = crate::filters::parse(items)?;
-    f.0.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    if f.is_empty() {
-        return Ok(String::new());
-    }
-    Ok(format!("?filters={}", enc(&crate::filters::to_json(&f))))
-}
-
 const VOLUMES_TABLE: &str = "table {{.Driver}}\t{{.Name}}";
 
 /// The `volume ls` row of a volume (Docker's `volumeContext`).
@@ -329,8 +319,10 @@ pub fn volume(
             Ok(())
         }
         VolumeCommand::Ls(c) => {
-            let r: ListResponse =
-                host.get(&format!("/volumes{}", filters_query(&c.filter, &[])?))?;
+            let r: ListResponse = host.get(&format!(
+                "/volumes{}",
+                crate::filters::query(&c.filter, &[])?
+            ))?;
             let mut vols = r.volumes;
             vols.sort_by(|a, b| crate::units::natural_cmp(&a.name, &b.name));
             if c.quiet {
@@ -392,15 +384,10 @@ pub fn volume(
                 return Ok(());
             }
             let extra: Vec<(&str, &str)> = if c.all { vec![("all", "true")] } else { vec![] };
-            let q = filters_query(&c.filter, &extra)?;
+            let q = crate::filters::query(&c.filter, &extra)?;
             let v: PruneReport = host.post(&format!("/volumes/prune{q}"), None)?;
             crate::system::print_deleted(out, "Deleted Volumes:", &v.volumes_deleted)?;
-            writeln!(
-                out,
-                "Total reclaimed space: {}",
-                crate::units::human_size(v.space_reclaimed as f64)
-            )?;
-            Ok(())
+            crate::system::print_reclaimed(out, v.space_reclaimed)
         }
     }
 }

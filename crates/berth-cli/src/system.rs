@@ -406,6 +406,12 @@ pub(crate) fn print_deleted(out: &mut dyn Write, title: &str, items: &[String]) 
     Ok(())
 }
 
+/// Prints a prune's last line: `Total reclaimed space: 1.2MB`.
+pub(crate) fn print_reclaimed(out: &mut dyn Write, bytes: u64) -> Result {
+    writeln!(out, "Total reclaimed space: {}", human_size(bytes as f64))?;
+    Ok(())
+}
+
 /// Prints an image prune's `Deleted Images:` list (`untagged: …`, `deleted: …`).
 pub(crate) fn print_deleted_images(out: &mut dyn Write, items: &[DeleteItem]) -> Result {
     let lines: Vec<String> = items
@@ -419,11 +425,8 @@ pub(crate) fn print_deleted_images(out: &mut dyn Write, items: &[DeleteItem]) ->
 }
 
 fn prune_containers(host: &Host, filters: &[String], out: &mut dyn Write) -> Result<u64> {
-    let mut q = Vec::new();
-    if !filters.is_empty() {
-        q.push(("filters", crate::filters::json(filters)?));
-    }
-    let r: ContainerPrune = host.post(&format!("/containers/prune{}", api::query(&q)), None)?;
+    let q = crate::filters::query(filters, &[])?;
+    let r: ContainerPrune = host.post(&format!("/containers/prune{q}"), None)?;
     print_deleted(
         out,
         "Deleted Containers:",
@@ -447,8 +450,7 @@ pub fn container_prune(
         return Ok(());
     }
     let total = prune_containers(host, &c.filter, out)?;
-    writeln!(out, "Total reclaimed space: {}", human_size(total as f64))?;
-    Ok(())
+    print_reclaimed(out, total)
 }
 
 pub fn system_prune(
@@ -503,8 +505,7 @@ pub fn system_prune(
         "Deleted build cache objects:",
         v.caches_deleted.as_deref().unwrap_or_default(),
     )?;
-    writeln!(out, "Total reclaimed space: {}", human_size(total as f64))?;
-    Ok(())
+    print_reclaimed(out, total)
 }
 
 /// `system df` flags.

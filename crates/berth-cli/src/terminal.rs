@@ -192,6 +192,24 @@ pub fn spawn_wait(
     })
 }
 
+/// A session attached to container `id` ([`interactive`]) until it ends: the container's exit
+/// status from `waiter` ([`spawn_wait`]), or 0 when the detach keys were pressed.
+pub fn container_session(
+    host: &Host,
+    id: &str,
+    stream: std::io::BufReader<UnixStream>,
+    tty: bool,
+    stdin: bool,
+    detach_keys: &[u8],
+    waiter: std::thread::JoinHandle<Result<i64, ApiError>>,
+) -> Result<i32> {
+    let resize = tty.then(|| format!("/containers/{id}/resize"));
+    if interactive(host, stream, tty, stdin, resize, detach_keys)? {
+        return Ok(0);
+    }
+    Ok(join_wait(waiter))
+}
+
 pub fn join_wait(h: std::thread::JoinHandle<Result<i64, ApiError>>) -> i32 {
     match h.join() {
         Ok(Ok(code)) => code as i32,

@@ -143,35 +143,50 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(image_size(4261550), "4.26MB");
-        assert_eq!(image_size(0), "0B");
-        assert_eq!(image_size(999), "999B");
-        assert_eq!(image_size(1000), "1kB");
-        assert_eq!(image_size(1234), "1.23kB");
-        assert_eq!(image_size(999_500), "1e+03kB");
-        assert_eq!(image_size(77_800_000), "77.8MB");
-        assert_eq!(image_size(1_500_000_000), "1.5GB");
-        assert_eq!(image_size(123_456_789_012), "123GB");
-        assert_eq!(human_size(4261550.0), "4.262MB");
-        assert_eq!(human_size(0.0), "0B");
-        assert_eq!(human_size(16_430_000.0), "16.43MB");
-        assert_eq!(human_size(1e27), "1000YB");
+        crate::assert_cases(
+            image_size,
+            &[
+                (4261550, "4.26MB"),
+                (0, "0B"),
+                (999, "999B"),
+                (1000, "1kB"),
+                (1234, "1.23kB"),
+                (999_500, "1e+03kB"),
+                (77_800_000, "77.8MB"),
+                (1_500_000_000, "1.5GB"),
+                (123_456_789_012, "123GB"),
+            ],
+        );
+        crate::assert_cases(
+            human_size,
+            &[
+                (4261550.0, "4.262MB"),
+                (0.0, "0B"),
+                (16_430_000.0, "16.43MB"),
+                (1e27, "1000YB"),
+            ],
+        );
     }
 
     #[test]
     fn durations() {
-        assert_eq!(human_duration(0.2), "Less than a second");
-        assert_eq!(human_duration(1.0), "1 second");
-        assert_eq!(human_duration(45.0), "45 seconds");
-        assert_eq!(human_duration(60.0), "About a minute");
-        assert_eq!(human_duration(119.0), "About a minute");
-        assert_eq!(human_duration(120.0), "2 minutes");
-        assert_eq!(human_duration(3600.0), "About an hour");
-        assert_eq!(human_duration(3600.0 * 5.0), "5 hours");
-        assert_eq!(human_duration(86400.0 * 2.0), "2 days");
-        assert_eq!(human_duration(86400.0 * 15.0), "2 weeks");
-        assert_eq!(human_duration(86400.0 * 70.0), "2 months");
-        assert_eq!(human_duration(86400.0 * 365.0 * 3.0), "3 years");
+        crate::assert_cases(
+            human_duration,
+            &[
+                (0.2, "Less than a second"),
+                (1.0, "1 second"),
+                (45.0, "45 seconds"),
+                (60.0, "About a minute"),
+                (119.0, "About a minute"),
+                (120.0, "2 minutes"),
+                (3600.0, "About an hour"),
+                (3600.0 * 5.0, "5 hours"),
+                (86400.0 * 2.0, "2 days"),
+                (86400.0 * 15.0, "2 weeks"),
+                (86400.0 * 70.0, "2 months"),
+                (86400.0 * 365.0 * 3.0, "3 years"),
+            ],
+        );
         assert_eq!(since(0, 86400 * 3), "3 days ago");
     }
 

@@ -7,7 +7,6 @@
 //! again. No other table is read, parsed or touched. IPv6 (networks with `--ipv6`) lives in
 //! the same `inet` table; the iptables fallback writes it with `ip6tables-restore`.
 
-use std::io::Write;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
@@ -102,13 +101,7 @@ impl Nftables {
 
     /// Whether `nft` runs here.
     pub fn available() -> bool {
-        Command::new("nft")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
+        installed("nft")
     }
 
     fn run(&self, batch: &Value) -> Result<(), FirewallError> {
@@ -149,22 +142,17 @@ impl Nftables {
         let names: Vec<&str> = r.bridges.iter().map(|b| b.bridge.as_str()).collect();
         for b in &r.bridges {
             if b.internal {
-                cmds.push(rule(
-                    "forward",
-                    vec![
-                        is("iifname", json!(b.bridge)),
-                        not("oifname", json!(b.bridge)),
-                        json!({"drop": null}),
-                    ],
-                ));
-                cmds.push(rule(
-                    "forward",
-                    vec![
-                        is("oifname", json!(b.bridge)),
-                        not("iifname", json!(b.bridge)),
-                        json!({"drop": null}),
-                    ],
-                ));
+                // Nothing leaves the bridge, nothing enters it from elsewhere.
+                for (this, other) in [("iifname", "oifname"), ("oifname", "iifname")] {
+                    cmds.push(rule(
+                        "forward",
+                        vec![
+                            is(this, json!(b.bridge)),
+                            not(other, json!(b.bridge)),
+                            json!({"drop": null}),
+                        ],
+                    ));
+                }
                 continue;
             }
             // Isolation: nothing from this bridge to another Berth bridge.
@@ -180,19 +168,13 @@ impl Nftables {
                 ));
             }
             if b.masquerade {
-                cmds.push(rule(
-                    "postrouting",
-                    vec![
-                        saddr(&b.subnet),
-                        not("oifname", json!(b.bridge)),
-                        json!({"masquerade": null}),
-                    ],
-                ));
-                if let Some(s6) = &b.subnet6 {
+                let sources =
+                    std::iter::once(saddr(&b.subnet)).chain(b.subnet6.as_ref().map(saddr6));
+                for source in sources {
                     cmds.push(rule(
                         "postrouting",
                         vec![
-                            saddr6(s6),
+                            source,
                             not("oifname", json!(b.bridge)),
                             json!({"masquerade": null}),
                         ],
@@ -288,12 +270,7 @@ impl Iptables {
     }
 
     fn jump(&self, table: &str, builtin: &str, chain: &str, add: bool) {
-        let exists = Command::new(self.bin)
-            .args(["-w", "-t", table, "-C", builtin, "-j", chain])
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
+        let exists = self.call(&["-t", table, "-C", builtin, "-j", chain]);
         if add && !exists {
             let _ = Command::new(self.bin)
                 .args(["-w", "-t", table, "-I", builtin, "-j", chain])
@@ -387,25 +364,28 @@ impl Iptables {
             false,
         );
         for (t, c) in [("filter", "FWD"), ("nat", "PRE"), ("nat", "POST")] {
-            let chain = format!("{}-{c}", self.prefix);
-            let _ = Command::new(self.bin)
-                .args(["-w", "-t", t, "-F", &chain])
-                .stderr(Stdio::null())
-                .status();
-            let _ = Command::new(self.bin)
-                .args(["-w", "-t", t, "-X", &chain])
-                .stderr(Stdio::null())
-                .status();
+            self.remove_chain(t, &format!("{}-{c}", self.prefix));
         }
     }
 
     fn has_ip6tables() -> bool {
-        Command::new("ip6tables-restore")
-            .arg("--version")
-            .stdout(Stdio::null())
+        installed("ip6tables-restore")
+    }
+
+    /// Runs `iptables -w ARGS`, its errors not shown; whether it succeeded.
+    fn call(&self, args: &[&str]) -> bool {
+        Command::new(self.bin)
+            .arg("-w")
+            .args(args)
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
+    }
+
+    /// Flushes and deletes `chain` of `table` (nothing where it does not exist).
+    fn remove_chain(&self, table: &str, chain: &str) {
+        self.call(&["-t", table, "-F", chain]);
+        self.call(&["-t", table, "-X", chain]);
     }
 }
 
@@ -452,13 +432,7 @@ pub fn forward_accept(prefix: &str, bridges: &[String]) -> Result<bool, Firewall
 /// (Docker sets the IPv6 `FORWARD` policy to DROP too). Nothing is done, and `false` is
 /// returned, where `ip6tables` is missing.
 pub fn forward_accept6(prefix: &str, bridges: &[String]) -> Result<bool, FirewallError> {
-    let have = Command::new("ip6tables")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
+    if !installed("ip6tables") {
         return Ok(false);
     }
     forward_accept_in(&Iptables::v6(prefix), bridges)
@@ -479,14 +453,7 @@ fn forward_accept_in(ipt: &Iptables, bridges: &[String]) -> Result<bool, Firewal
             return Ok(false);
         }
         ipt.jump("filter", "FORWARD", &chain, false);
-        let _ = Command::new(ipt.bin)
-            .args(["-w", "-F", &chain])
-            .stderr(Stdio::null())
-            .status();
-        let _ = Command::new(ipt.bin)
-            .args(["-w", "-X", &chain])
-            .stderr(Stdio::null())
-            .status();
+        ipt.remove_chain("filter", &chain);
         return Ok(false);
     }
     let mut script = format!("*filter\n:{chain} - [0:0]\n");
@@ -520,6 +487,16 @@ pub fn enable_ipv6_forward() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether `program --version` succeeds: the tool is installed.
+fn installed(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Runs `program args` with `input` on its standard input; a failure carries its stderr.
 fn run_with_stdin(program: &str, args: &[&str], input: &str) -> Result<(), FirewallError> {
     let cmd = format!("{program} {}", args.join(" "));
@@ -527,17 +504,14 @@ fn run_with_stdin(program: &str, args: &[&str], input: &str) -> Result<(), Firew
         cmd: cmd.clone(),
         source,
     };
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn_err)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input.as_bytes()).map_err(spawn_err)?;
-    }
-    let out = child.wait_with_output().map_err(spawn_err)?;
+    let out = berth_util::process::output_with_input(
+        Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+        input.as_bytes(),
+    )
+    .map_err(spawn_err)?;
     if !out.status.success() {
         return Err(FirewallError::Failed {
             cmd,
@@ -550,6 +524,12 @@ fn run_with_stdin(program: &str, args: &[&str], input: &str) -> Result<(), Firew
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `text` contains `needle` (the text is shown when it does not).
+    #[track_caller]
+    fn assert_has(text: &str, needle: &str) {
+        assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+    }
 
     fn rules() -> Ruleset {
         Ruleset {
@@ -605,7 +585,7 @@ mod tests {
             r#"{"nftables":[{"add":{"table":{"family":"inet","name":"berth_t"}}},{"delete""#
         ));
         assert!(!b.contains("8080"), "{b}");
-        assert!(b.contains(r#""right":5353}"#), "{b}");
+        assert_has(&b, r#""right":5353}"#);
         assert!(b.contains(r#""masquerade":null"#));
         // Every command names our table only.
         let v: Value = serde_json::from_str(&b).unwrap();
@@ -632,10 +612,10 @@ mod tests {
                 .unwrap()
         };
         let out = String::from_utf8(list(&name).stdout).unwrap();
-        assert!(out.contains("dnat ip to 10.1.0.2:53"), "{out}");
-        assert!(out.contains("dnat ip6 to [fd00:1:2::2]:443"), "{out}");
-        assert!(out.contains("ip6 saddr fd00:1:2::/64"), "{out}");
-        assert!(out.contains("masquerade"), "{out}");
+        assert_has(&out, "dnat ip to 10.1.0.2:53");
+        assert_has(&out, "dnat ip6 to [fd00:1:2::2]:443");
+        assert_has(&out, "ip6 saddr fd00:1:2::/64");
+        assert_has(&out, "masquerade");
         // Applying again replaces (no duplicates).
         nft.apply(&rules()).unwrap();
         let again = String::from_utf8(list(&name).stdout).unwrap();
@@ -649,11 +629,7 @@ mod tests {
     /// is killed afterwards, on failure too), so that the host's iptables are never touched;
     /// `None`, printing why, without iptables.
     fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-        let have = Command::new("iptables-restore")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !have {
+        if !installed("iptables-restore") {
             eprintln!("skipped: needs iptables-restore");
             return None;
         }
@@ -708,13 +684,13 @@ mod tests {
         let families = if Iptables::has_ip6tables() { 2 } else { 1 };
         assert_eq!(nat.matches("-j BERTH-UT-PRE").count(), families, "{nat}");
         if Iptables::has_ip6tables() {
-            assert!(
-                nat.contains("--dport 8443 -j DNAT --to-destination [fd00:1:2::2]:443"),
-                "{nat}"
+            assert_has(
+                &nat,
+                "--dport 8443 -j DNAT --to-destination [fd00:1:2::2]:443",
             );
-            assert!(
-                nat.contains("-A BERTH-UT-POST -s fd00:1:2::/64 ! -o bra -j MASQUERADE"),
-                "{nat}"
+            assert_has(
+                &nat,
+                "-A BERTH-UT-POST -s fd00:1:2::/64 ! -o bra -j MASQUERADE",
             );
         }
         assert!(!after.contains("BERTH-UT"), "{after}");
@@ -745,16 +721,10 @@ mod tests {
             ip6t(&["-P", "FORWARD", "ACCEPT"]);
             let v6_off = forward_accept6("BERTH-T", &bridges).unwrap();
             let after6 = ip6t(&["-S"]);
-            let have6 = Command::new("ip6tables-restore")
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success());
+            let have6 = Iptables::has_ip6tables();
             assert_eq!(v6, have6);
             if have6 {
-                assert!(
-                    rules6.contains("-A BERTH-T-ACCEPT -i bra -j ACCEPT"),
-                    "{rules6}"
-                );
+                assert_has(&rules6, "-A BERTH-T-ACCEPT -i bra -j ACCEPT");
                 assert!(!v6_off && !after6.contains("BERTH-T"), "{after6}");
             }
             (r1, r2, r3, r4, rules, after)
@@ -763,10 +733,7 @@ mod tests {
         };
         let (r1, r2, r3, r4, rules, after) = out;
         assert!(!r1 && r2 && r3 && !r4);
-        assert!(
-            rules.contains("-A BERTH-T-ACCEPT -i bra -j ACCEPT"),
-            "{rules}"
-        );
+        assert_has(&rules, "-A BERTH-T-ACCEPT -i bra -j ACCEPT");
         assert_eq!(
             rules.matches("-A FORWARD -j BERTH-T-ACCEPT").count(),
             1,

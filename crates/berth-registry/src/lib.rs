@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod client;
 pub mod credentials;
+pub mod distribution;
 pub mod error;
 pub mod images;
 pub mod progress;

@@ -622,12 +622,12 @@ impl Runtime {
         fd.write_all(b"0")
             .map_err(io("signal the container to start"))?;
         let _ = std::fs::remove_file(&fifo);
-        if !st.config.hooks().poststart.is_empty() {
-            // poststart hooks run after the user's process is executed. The init holds the
-            // fifo's read end close-on-exec (after any startContainer hooks), so the writer sees
-            // POLLERR once no reader is left.
-            wait_no_reader(&fd.into());
-        }
+        // As runc's `start` (which reads the fifo to its end), return once the user's process
+        // is executed: poststart hooks run after that, and a short command's output is on its
+        // way when the caller asks for it right after the start. The init holds the fifo's
+        // read end close-on-exec (after any startContainer hooks), so the writer sees POLLERR
+        // once no reader is left.
+        wait_no_reader(&fd.into());
         self.poststart(&st);
         Ok(())
     }

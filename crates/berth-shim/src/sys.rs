@@ -225,8 +225,15 @@ pub fn vm_rss_kib(pid: i32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// How long a start waits for the init to exec the user's process (runc's `start` waits
+/// without a bound; the shim's loop must not hang on an init stuck in a startContainer hook).
+const EXEC_WAIT_MS: i32 = 5_000;
+
 /// Starts a created container the way `runtime start` does: one byte into the exec fifo its
 /// init blocks on (non-blocking open: no reader means the init is gone), then the fifo goes.
+/// Like runc's `start` (which reads the fifo to its end), it returns once the init has closed
+/// its read end, i.e. exec'd the user's process (or exited): a short command's output is then
+/// already on its way to the log when the client asks for it right after the start.
 pub fn write_exec_fifo(path: &Path) -> io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -242,9 +249,35 @@ pub fn write_exec_fifo(path: &Path) -> io::Result<()> {
             }
         })?;
     f.write_all(b"0")?;
-    drop(f);
     let _ = std::fs::remove_file(path);
+    wait_no_reader(f.as_fd(), EXEC_WAIT_MS);
     Ok(())
+}
+
+/// Waits (at most `timeout_ms`) until the fifo whose write end is `fd` has no reader left
+/// (POLLERR on the write end).
+fn wait_no_reader(fd: impl AsFd, timeout_ms: i32) {
+    use std::os::fd::AsRawFd;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms as u64);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let mut fds = [libc::pollfd {
+            fd: fd.as_fd().as_raw_fd(),
+            events: 0,
+            revents: 0,
+        }];
+        match poll(&mut fds, left.as_millis().max(1) as i32) {
+            Ok(0) => continue,
+            Ok(_) if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 => {
+                return
+            }
+            Ok(_) => continue,
+            Err(_) => return,
+        }
+    }
 }
 
 #[cfg(test)]

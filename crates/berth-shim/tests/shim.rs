@@ -565,3 +565,27 @@ fn direct_start_writes_the_exec_fifo() {
         .contains("started"));
     shim.client().shutdown(false).unwrap();
 }
+
+/// As runc's `start`, a start answers once the init has exec'd the user's process (the init
+/// closes the exec fifo's read end on exec), through the runtime or the fifo directly: a short
+/// command's output is then on its way to the log when a client asks right after the start.
+#[test]
+fn start_returns_after_the_users_process_is_executed() {
+    require_root!(BUSYBOX);
+    for flags in [&[][..], &["--direct-start"][..]] {
+        let (env, id, b) = setup("execd", &["sleep", "30"], false);
+        b.write();
+        let shim = env.start_shim(&id, &b, flags);
+        let exe = || std::fs::read_link(format!("/proc/{}/exe", shim.init_pid)).unwrap();
+        shim.client().start().unwrap();
+        let after = exe();
+        assert!(
+            after.to_string_lossy().contains("busybox"),
+            "{flags:?}: right after start the init is {} (not exec'd yet)",
+            after.display()
+        );
+        shim.client().kill(libc::SIGKILL, false).unwrap();
+        assert_eq!(shim.client().wait(None).unwrap(), 137);
+        shim.client().shutdown(false).unwrap();
+    }
+}

@@ -7,10 +7,14 @@
 //! - [`fs`]: replacing a file's content atomically, durably ([`fs::atomic_write`]) or not
 //!   ([`fs::replace_file_nosync`], for run-time state).
 //! - [`host`]: the daemon's addresses (`unix://`, `tcp://`) and their default ports.
+//! - [`http1`]: the client side of HTTP/1.1: a response's head ([`http1::read_head`]) and
+//!   body ([`http1::body_reader`], de-chunked by [`http1::ChunkedReader`]).
 //! - [`id`]: random hex identifiers ([`id::new_id`]: 64 hex characters).
 //! - [`units`]: Docker's sizes (`RAMInBytes`, `FromHumanSize`) and Go's durations.
 //! - [`root`]: the confined-path resolver (`openat2(RESOLVE_IN_ROOT)` with a user-space
 //!   fallback): [`root::open_in_root`], [`root::mkdir_all_in_root`], [`root::touch_in_root`].
+//! - [`process`]: running a helper program with input on its stdin
+//!   ([`process::output_with_input`]).
 //! - [`runtime`]: the client of a runc-compatible runtime binary ([`runtime::Runtime`]).
 //! - [`url`]: percent-encoding ([`url::query_escape`], Go's `url.QueryEscape`).
 //! - [`shared_tmp`]: work directories in a directory daemons share (`/dev/shm`), claimed by a
@@ -21,7 +25,9 @@
 pub mod fd;
 pub mod fs;
 pub mod host;
+pub mod http1;
 pub mod id;
+pub mod process;
 pub mod root;
 pub mod runtime;
 pub mod shared_tmp;

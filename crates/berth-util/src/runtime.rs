@@ -7,7 +7,6 @@
 //! or pty, `null`, or pipes for [`Runtime::call`]) and runs it.
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -324,26 +323,12 @@ impl Runtime {
             op: op.clone(),
             source,
         };
-        cmd.stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(spawn_err)?;
-        if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
-            // The runtime may exit without reading (a bad id): EPIPE is not the error to
-            // report, its stderr is.
-            if let Err(e) = stdin.write_all(data) {
-                if e.kind() != std::io::ErrorKind::BrokenPipe {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(spawn_err(e));
-                }
-            }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let out = match input {
+            Some(data) => crate::process::output_with_input(&mut cmd, data),
+            None => cmd.stdin(Stdio::null()).output(),
         }
-        let out = child.wait_with_output().map_err(spawn_err)?;
+        .map_err(spawn_err)?;
         if out.status.success() {
             Ok(out.stdout)
         } else {

@@ -119,6 +119,11 @@ impl Engine {
                 req.detach_keys
             )));
         }
+        // As dockerd (28.2 on): an unknown user fails the create, not the start.
+        if !req.user.is_empty() {
+            spec::resolve_user(&self.rootfs(&c.id), &req.user)
+                .map_err(|e| EngineError::BadRequest(e.to_string()))?;
+        }
         let id = util::new_id();
         let rec = ExecRec {
             id: id.clone(),

@@ -340,11 +340,14 @@ fn run(
             let mut rx = stop_rx.clone();
             let app = app.clone();
             tasks.push(tokio::spawn(async move {
-                let _ = axum::serve(listener, app.into_make_service())
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.changed().await;
-                    })
-                    .await;
+                let _ = axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<berthd::http::ClientSocket>(),
+                )
+                .with_graceful_shutdown(async move {
+                    let _ = rx.changed().await;
+                })
+                .await;
             }));
         }
         for l in tcp_listeners {

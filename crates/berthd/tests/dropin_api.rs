@@ -275,3 +275,80 @@ fn images_behave_as_dockerd() {
     assert!(!r.stdout.contains("Pulling from"), "{}", r.stdout);
     d.finish();
 }
+
+/// `GET /distribution/{name}/json` against a registry with basic authentication: docker-py's
+/// `inspect_distribution` with its `auth_config` gets the pushed manifest's descriptor (an OCI
+/// image manifest: dockerd lists platforms only for an index or a Docker schema 2 image, so
+/// `Platforms` is null); no credentials, an unknown tag, a full image ID and an unreachable
+/// registry get dockerd's statuses.
+#[test]
+fn distribution_inspect_behaves_as_dockerd() {
+    require_root!();
+    if !DockerRegistry::available() {
+        eprintln!("skipped: docker-registry missing");
+        return;
+    }
+    let reg = DockerRegistry::with_htpasswd();
+    let d = Daemon::new();
+    let host = reg.host();
+    use berth_testkit::registry::{PASS, USER};
+    d.docker(&["login", &host, "-u", USER, "-p", PASS]).ok();
+    let name = format!("{host}/test/dist:v1");
+    d.docker(&["tag", "busybox", &name]).ok();
+    let pushed = d.docker(&["push", &name]).ok();
+    let digest = pushed
+        .stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "digest:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no digest in {}", pushed.stdout))
+        .to_string();
+
+    let script = format!(
+        "auth = {{'username': {USER:?}, 'password': {PASS:?}}}\n\
+         for ref in ({name:?}, {host:?} + '/test/dist@' + {digest:?}):\n\
+         \x20   r = c.inspect_distribution(ref, auth_config=auth)\n\
+         \x20   d = r['Descriptor']\n\
+         \x20   assert d['digest'] == {digest:?}, r\n\
+         \x20   assert d['mediaType'] == 'application/vnd.oci.image.manifest.v1+json', r\n\
+         \x20   assert d['size'] > 0 and set(d) == {{'mediaType', 'digest', 'size'}}, r\n\
+         \x20   assert r['Platforms'] is None, r\n\
+         print('ok')"
+    );
+    let Some(r) = docker_py(&d, &script) else {
+        return finish(d);
+    };
+    r.ok().stdout_contains("ok");
+
+    let get = |path: &str| d.http("GET", path, None).unwrap();
+    // No credentials: the registry's refusal.
+    let r = get(&format!("/v1.44/distribution/{name}/json"));
+    assert!(status_line(&r).contains(" 401 "), "{r}");
+    assert!(r.contains("unauthorized"), "{r}");
+    // Unknown tag (with credentials, through docker-py): 404 with the registry's code.
+    let script = format!(
+        "try:\n\
+         \x20   c.inspect_distribution({host:?} + '/test/dist:nope', auth_config={{'username': {USER:?}, 'password': {PASS:?}}})\n\
+         except docker.errors.APIError as e:\n\
+         \x20   print(e.status_code, e.explanation)\n"
+    );
+    docker_py(&d, &script)
+        .unwrap()
+        .ok()
+        .stdout_contains("404 manifest unknown");
+    // A full image ID has no manifest to look up.
+    let id = d.inspect("{{.Id}}", "busybox");
+    let r = get(&format!("/v1.44/distribution/{}/json", id.trim()));
+    assert!(status_line(&r).contains(" 500 "), "{r}");
+    assert!(r.contains("no manifest found for full image ID"), "{r}");
+    // An invalid reference is the client's error.
+    let r = get("/v1.44/distribution/UPPER/json");
+    assert!(status_line(&r).contains(" 400 "), "{r}");
+    // An unreachable registry: a server error, not a hang.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let r = get(&format!("/v1.44/distribution/127.0.0.1:{port}/x/y:z/json"));
+    assert!(status_line(&r).contains(" 500 "), "{r}");
+    finish(d);
+}

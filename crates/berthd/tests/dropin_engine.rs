@@ -229,6 +229,44 @@ print("ok")
     finish(d);
 }
 
+/// docker-py reads a hijacked stream from the raw socket under its buffered HTTP reader: what
+/// arrived with the response head is lost. A client slow to read the head (a loaded machine)
+/// must still get the output of a process that writes at once (dockerd: the exec's output
+/// follows its start by the runtime's start-up; berthd waits until the head has been read).
+#[test]
+fn exec_output_survives_a_client_slow_to_read_the_head() {
+    let d = root_daemon!();
+    py_ok(
+        &d,
+        r#"
+import http.client, time
+ct = c.create_container("busybox", "cat", stdin_open=True, tty=True)
+c.start(ct)
+begin = http.client.HTTPResponse.begin
+def slow_begin(self):
+    time.sleep(0.3)
+    return begin(self)
+for tty in (True, False):
+    for i in range(3):
+        x = c.exec_create(ct, ["echo", "x"], tty=tty)
+        http.client.HTTPResponse.begin = slow_begin
+        try:
+            out = c.exec_start(x, demux=not tty)
+        finally:
+            http.client.HTTPResponse.begin = begin
+        assert out == (b"x\r\n" if tty else (b"x\n", None)), (tty, i, out)
+# Quick ones, as a test suite does them.
+for i in range(50):
+    x = c.exec_create(ct, ["echo", "x"], tty=True)
+    out = c.exec_start(x)
+    assert out == b"x\r\n", (i, out)
+c.remove_container(ct, force=True)
+print("ok")
+"#,
+    );
+    finish(d);
+}
+
 #[test]
 fn exec_framing_and_detach_keys_as_dockerd() {
     let d = root_daemon!();

@@ -27,15 +27,29 @@ fn exec_top_rename_pause_events() {
     );
     let r = d.docker(&["exec", "ex1", "/no/such/binary"]);
     assert!(r.code == 126 || r.code == 127, "{} {}", r.code, r.stderr);
-    // An unknown user: dockerd writes the error into the stream and the exec exits 126.
+    // An unknown user or group: dockerd (28.2 on) refuses the exec create with a 400, its
+    // lookup's text (before, the start wrote it into the stream and the exec exited 126).
     let r = d.docker(&["exec", "-u", "nosuchuser", "ex1", "true"]);
-    assert_eq!(r.code, 126, "{} {}", r.stdout, r.stderr);
+    assert_eq!(r.code, 1, "{} {}", r.stdout, r.stderr);
     assert!(
-        (r.stdout.clone() + &r.stderr).contains("unable to find user nosuchuser"),
+        r.stderr.contains(
+            "Error response from daemon: unable to find user nosuchuser: no matching entries in passwd file"
+        ),
         "{} {}",
         r.stdout,
         r.stderr
     );
+    let r = d.post(
+        "/v1.44/containers/ex1/exec",
+        r#"{"Cmd": ["true"], "User": "root:nosuchgroup"}"#,
+    );
+    assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
+    assert!(
+        r.contains("unable to find group nosuchgroup: no matching entries in group file"),
+        "{r}"
+    );
+    // A numeric user needs no passwd entry.
+    assert_eq!(d.docker_out("exec -u 1234:5678 ex1 id -u", &[]), "1234\n");
     // stdin through exec -i.
     let r = d
         .docker_cmd(&["exec", "-i", "ex1", "cat"])

@@ -124,6 +124,73 @@ fn split_pieces(src: &str) -> Result<Vec<Piece>, TemplateError> {
     Ok(pieces)
 }
 
+/// The punctuation token at `c` (followed by `next`) and its length in characters.
+fn punctuation(c: char, next: Option<char>) -> Option<(Tok, usize)> {
+    Some(match (c, next) {
+        ('(', _) => (Tok::LParen, 1),
+        (')', _) => (Tok::RParen, 1),
+        ('|', _) => (Tok::Pipe, 1),
+        (',', _) => (Tok::Comma, 1),
+        (':', Some('=')) => (Tok::Declare, 2),
+        ('=', _) => (Tok::Assign, 1),
+        _ => return None,
+    })
+}
+
+/// A quoted string (`"…"` with Go's escapes) or a raw one (`` `…` ``) starting at `chars[*i]`;
+/// `*i` ends after the closing quote.
+fn lex_string(chars: &[char], i: &mut usize) -> Result<String, TemplateError> {
+    let quote = chars[*i];
+    let raw = quote == '`';
+    let unterminated = if raw {
+        ":1: unterminated raw quoted string"
+    } else {
+        ":1: unterminated quoted string"
+    };
+    let next = |i: &mut usize| {
+        let c = chars.get(*i).copied();
+        *i += 1;
+        c
+    };
+    *i += 1;
+    let mut s = String::new();
+    loop {
+        let Some(c) = next(i) else {
+            return err(unterminated);
+        };
+        if c == quote {
+            return Ok(s);
+        }
+        if raw || c != '\\' {
+            s.push(c);
+            continue;
+        }
+        let Some(e) = next(i) else {
+            return err(unterminated);
+        };
+        match e {
+            'n' => s.push('\n'),
+            't' => s.push('\t'),
+            'r' => s.push('\r'),
+            '\\' => s.push('\\'),
+            '"' => s.push('"'),
+            '\'' => s.push('\''),
+            '0' => s.push('\0'),
+            'x' | 'u' => {
+                let n = if e == 'x' { 2 } else { 4 };
+                let h: String = chars.iter().skip(*i).take(n).collect();
+                *i += n;
+                let v = u32::from_str_radix(&h, 16)
+                    .ok()
+                    .and_then(char::from_u32)
+                    .ok_or_else(|| TemplateError("template: :1: invalid escape".into()))?;
+                s.push(v);
+            }
+            other => return err(format!(":1: unknown escape sequence \\{other}")),
+        }
+    }
+}
+
 fn lex(action: &str) -> Result<Vec<Tok>, TemplateError> {
     let mut toks = Vec::new();
     let chars: Vec<char> = action.chars().collect();
@@ -147,97 +214,19 @@ fn lex(action: &str) -> Result<Vec<Tok>, TemplateError> {
     };
     while i < chars.len() {
         let c = chars[i];
+        if let Some((tok, len)) = punctuation(c, chars.get(i + 1).copied()) {
+            let rparen = matches!(tok, Tok::RParen);
+            toks.push(tok);
+            i += len;
+            // Field access on a parenthesised value: (x).Field
+            if rparen && chars.get(i) == Some(&'.') {
+                toks.push(Tok::Field(read_fields(&mut i)));
+            }
+            continue;
+        }
         match c {
             c if c.is_whitespace() => i += 1,
-            '(' => {
-                toks.push(Tok::LParen);
-                i += 1;
-            }
-            ')' => {
-                toks.push(Tok::RParen);
-                i += 1;
-                // Field access on a parenthesised value: (x).Field
-                if i < chars.len() && chars[i] == '.' {
-                    let f = read_fields(&mut i);
-                    toks.push(Tok::Field(f));
-                }
-            }
-            '|' => {
-                toks.push(Tok::Pipe);
-                i += 1;
-            }
-            ',' => {
-                toks.push(Tok::Comma);
-                i += 1;
-            }
-            ':' if chars.get(i + 1) == Some(&'=') => {
-                toks.push(Tok::Declare);
-                i += 2;
-            }
-            '=' => {
-                toks.push(Tok::Assign);
-                i += 1;
-            }
-            '"' => {
-                let mut s = String::new();
-                i += 1;
-                loop {
-                    let Some(&c) = chars.get(i) else {
-                        return err(":1: unterminated quoted string");
-                    };
-                    i += 1;
-                    match c {
-                        '"' => break,
-                        '\\' => {
-                            let Some(&e) = chars.get(i) else {
-                                return err(":1: unterminated quoted string");
-                            };
-                            i += 1;
-                            match e {
-                                'n' => s.push('\n'),
-                                't' => s.push('\t'),
-                                'r' => s.push('\r'),
-                                '\\' => s.push('\\'),
-                                '"' => s.push('"'),
-                                '\'' => s.push('\''),
-                                '0' => s.push('\0'),
-                                'x' | 'u' => {
-                                    let n = if e == 'x' { 2 } else { 4 };
-                                    let h: String = chars.iter().skip(i).take(n).collect();
-                                    i += n;
-                                    let v = u32::from_str_radix(&h, 16)
-                                        .ok()
-                                        .and_then(char::from_u32)
-                                        .ok_or_else(|| {
-                                            TemplateError("template: :1: invalid escape".into())
-                                        })?;
-                                    s.push(v);
-                                }
-                                other => {
-                                    return err(format!(":1: unknown escape sequence \\{other}"))
-                                }
-                            }
-                        }
-                        c => s.push(c),
-                    }
-                }
-                toks.push(Tok::Str(s));
-            }
-            '`' => {
-                let mut s = String::new();
-                i += 1;
-                loop {
-                    let Some(&c) = chars.get(i) else {
-                        return err(":1: unterminated raw quoted string");
-                    };
-                    i += 1;
-                    if c == '`' {
-                        break;
-                    }
-                    s.push(c);
-                }
-                toks.push(Tok::Str(s));
-            }
+            '"' | '`' => toks.push(Tok::Str(lex_string(&chars, &mut i)?)),
             '.' => {
                 if chars
                     .get(i + 1)

@@ -27,6 +27,15 @@ fn run_err(t: &str) -> String {
     }
 }
 
+/// Each template fails (to parse or to run) with an error that contains the fragment.
+#[track_caller]
+fn assert_fails(cases: &[(&str, &str)]) {
+    for (template, fragment) in cases {
+        let e = run_err(template);
+        assert!(e.contains(fragment), "{template}: {e}");
+    }
+}
+
 /// Each template renders as expected.
 #[track_caller]
 fn assert_renders(cases: &[(&str, &str)]) {
@@ -50,7 +59,7 @@ fn fields_and_printing() {
         ("{{.Config.Labels.nope}}", "<no value>"),
     ]);
     assert!(run("{{.}}").starts_with("{sha256:abc [busybox:latest busybox:1] 4261550 {[sh] [] "));
-    assert!(run_err("{{.Nope}}").contains("can't evaluate field Nope"));
+    assert_fails(&[("{{.Nope}}", "can't evaluate field Nope")]);
 }
 
 #[test]
@@ -90,8 +99,10 @@ fn functions() {
             "|linux|true",
         ),
     ]);
-    assert!(run_err("{{index .RepoTags 5}}").contains("index out of range: 5"));
-    assert!(run_err("{{nosuch .Id}}").contains("function \"nosuch\" not defined"));
+    assert_fails(&[
+        ("{{index .RepoTags 5}}", "index out of range: 5"),
+        ("{{nosuch .Id}}", "function \"nosuch\" not defined"),
+    ]);
 }
 
 #[test]
@@ -119,9 +130,11 @@ fn control_flow() {
         ("a{{/* comment */}}b", "ab"),
         ("{{if and .Os (eq (len .RepoTags) 2)}}yes{{end}}", "yes"),
     ]);
-    assert!(run_err("{{if .Os}}").contains("unexpected EOF"));
-    assert!(run_err("{{end}}").contains("unexpected {{end}}"));
-    assert!(run_err("{{.Os").contains("unclosed action"));
+    assert_fails(&[
+        ("{{if .Os}}", "unexpected EOF"),
+        ("{{end}}", "unexpected {{end}}"),
+        ("{{.Os", "unclosed action"),
+    ]);
 }
 
 #[test]
@@ -133,19 +146,28 @@ fn header_mode() {
 
 #[test]
 fn go_floats() {
-    assert_eq!(go_float_v(1e6), "1e+06");
-    assert_eq!(go_float_v(123456.0), "123456");
-    assert_eq!(go_float_v(0.5), "0.5");
-    assert_eq!(go_float_v(1e21), "1e+21");
-    assert_eq!(go_float_v(1e20), "1e+20");
-    assert_eq!(go_float_v(1234567.0), "1.234567e+06");
-    assert_eq!(go_float_g(4.26155, 3), "4.26");
-    assert_eq!(go_float_g(999.9, 3), "1e+03");
-    assert_eq!(go_float_g(100.0, 3), "100");
-    assert_eq!(go_float_g(1.0, 4), "1");
-    assert_eq!(go_float_g(12.5, 3), "12.5");
-    assert_eq!(go_float_json(1e21), "1e+21");
-    assert_eq!(go_float_json(0.000001), "0.000001");
+    crate::assert_cases(
+        go_float_v,
+        &[
+            (1e6, "1e+06"),
+            (123456.0, "123456"),
+            (0.5, "0.5"),
+            (1e21, "1e+21"),
+            (1e20, "1e+20"),
+            (1234567.0, "1.234567e+06"),
+        ],
+    );
+    crate::assert_cases(
+        |(f, precision)| go_float_g(f, precision),
+        &[
+            ((4.26155, 3), "4.26"),
+            ((999.9, 3), "1e+03"),
+            ((100.0, 3), "100"),
+            ((1.0, 4), "1"),
+            ((12.5, 3), "12.5"),
+        ],
+    );
+    crate::assert_cases(go_float_json, &[(1e21, "1e+21"), (0.000001, "0.000001")]);
 }
 
 fn row_with_labels() -> Value {
@@ -198,9 +220,11 @@ fn go_builtins_and_docker_functions() {
         ("{{slice .RepoTags 1}}", "[busybox:1]"),
         ("{{slice .RepoTags 0 1}}", "[busybox:latest]"),
     ]);
-    assert!(run_err("{{slice .Id 3 1}}").contains("invalid slice index"));
-    assert!(run_err("{{slice .Id 0 99}}").contains("index out of range"));
-    assert!(run_err("{{slice .Id 0 1 2}}").contains("3-index slice a string"));
+    assert_fails(&[
+        ("{{slice .Id 3 1}}", "invalid slice index"),
+        ("{{slice .Id 0 99}}", "index out of range"),
+        ("{{slice .Id 0 1 2}}", "3-index slice a string"),
+    ]);
     assert_renders(&[
         (
             r#"{{html "<b>&'\"</b>"}}"#,
@@ -211,14 +235,14 @@ fn go_builtins_and_docker_functions() {
         (r#"{{print "a" 1 2 "b"}}"#, "a1 2b"),
         (r#"{{println "a" 1}}"#, "a 1\n"),
     ]);
-    assert!(run_err("{{call .Id}}").contains("non-function of type string"));
+    assert_fails(&[("{{call .Id}}", "non-function of type string")]);
     assert_renders(&[
         (r#"{{pad "x" 1 2}}|{{pad .Empty 3 3}}|"#, " x  ||"),
         (r#"{{truncate "abc" 5}}{{truncate "abcdef" 2}}"#, "abcab"),
         (r#"{{title "don't stop_me now"}}"#, "Don'T Stop_me Now"),
         (r#"{{join (split "a,b" ",") "+"}}"#, "a+b"),
     ]);
-    assert!(run_err("{{upper .Size}}").contains("expected string; got int"));
+    assert_fails(&[("{{upper .Size}}", "expected string; got int")]);
 }
 
 #[test]
@@ -232,4 +256,17 @@ fn header_functions_pass_the_column_name() {
         t.execute_header(&h),
         "NAMES|CONTAINER ID|CONTAINER ID|CONTAINER ID| NAMES |"
     );
+}
+
+#[test]
+fn string_literals() {
+    assert_renders(&[
+        (r#"{{"a\tb\x41\u00e9\"\\"}}"#, "a\tbAé\"\\"),
+        ("{{`a\\n\"b`}}", "a\\n\"b"),
+        (r#"{{printf "%s-%s" "x" `y`}}"#, "x-y"),
+    ]);
+    assert_fails(&[
+        (r#"{{"\q"}}"#, "unknown escape sequence \\q"),
+        (r#"{{"\xZZ"}}"#, "invalid escape"),
+    ]);
 }

@@ -364,6 +364,10 @@ pub struct ImageStore {
     root: PathBuf,
     blobs: BlobStore,
     snapshotter: OnceLock<Box<dyn Snapshotter>>,
+    /// Held while a snapshotter is opened: opening sweeps unfinished container directories
+    /// (no metadata yet), so a second opening racing a first one's user would remove the
+    /// directory of a container being prepared.
+    opening: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for ImageStore {
@@ -390,6 +394,7 @@ impl ImageStore {
             root,
             blobs,
             snapshotter: OnceLock::new(),
+            opening: std::sync::Mutex::new(()),
         })
     }
 
@@ -456,6 +461,10 @@ impl ImageStore {
         if let Some(s) = self.recorded_snapshotter(&self.read_index()?)? {
             return Ok(s);
         }
+        let _opening = self.opening.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = self.snapshotter.get() {
+            return Ok(s.as_ref());
+        }
         let s = snapshot::open_best(&self.snapshot_root())?;
         {
             let guard = self.lock()?;
@@ -466,13 +475,15 @@ impl ImageStore {
             } else {
                 // Another process chose first: use its choice.
                 drop(guard);
-                if let Some(s) = self.recorded_snapshotter(&idx)? {
+                if let Some(s) = self.open_recorded(&idx)? {
                     return Ok(s);
                 }
             }
         }
         self.install_snapshotter(s);
-        self.recorded_snapshotter(&self.read_index()?)?
+        self.snapshotter
+            .get()
+            .map(|b| b.as_ref())
             .ok_or_else(|| ImageStoreError::Invalid("no snapshotter".into()))
     }
 
@@ -506,6 +517,15 @@ impl ImageStore {
 
     /// The snapshotter if one was chosen already (never takes the lock).
     fn recorded_snapshotter(&self, idx: &Index) -> Result<Option<&dyn Snapshotter>> {
+        if let Some(s) = self.snapshotter.get() {
+            return Ok(Some(s.as_ref()));
+        }
+        let _opening = self.opening.lock().unwrap_or_else(|e| e.into_inner());
+        self.open_recorded(idx)
+    }
+
+    /// `recorded_snapshotter`'s opening, with `opening` held by the caller.
+    fn open_recorded(&self, idx: &Index) -> Result<Option<&dyn Snapshotter>> {
         if let Some(s) = self.snapshotter.get() {
             return Ok(Some(s.as_ref()));
         }

@@ -20,6 +20,7 @@ impl Shim {
                 return;
             }
             let nl = c.rbuf.iter().position(|&b| b == b'\n');
+            // A line (or an unfinished one) longer than the limit ends the connection.
             if nl.map_or(c.rbuf.len(), |i| i) > MAX_LINE {
                 c.rbuf.clear();
                 c.read_closed = true;
@@ -28,12 +29,6 @@ impl Shim {
                 return;
             }
             let Some(i) = nl else {
-                if c.rbuf.len() > MAX_LINE {
-                    c.rbuf.clear();
-                    c.read_closed = true;
-                    c.close_after_flush = true;
-                    self.reply(id, &err("request line too long"));
-                }
                 return;
             };
             let rest = c.rbuf.split_off(i + 1);

@@ -18,7 +18,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::{
     blocking, decode, flag, json, json_line, json_status, no_content, parse_filters, stream,
-    stream_type, upgrade_response, ApiError, AppState, Id, Params, SizeQuery, St, StopQuery, R,
+    stream_type, upgrade_response, ApiError, AppState, ClientSocket, Id, Params, SizeQuery, St,
+    StopQuery, R,
 };
 use crate::archive;
 use crate::engine::WaitCondition;
@@ -254,17 +255,17 @@ async fn attach(s: St, id: Id, Params(q): Params<AttachQuery>, mut req: Request)
     if !q.stream {
         // Without `stream=1` Docker answers with the logs (if asked) and ends the session.
         let on_upgrade = hyper::upgrade::on(&mut req);
+        let sock = ClientSocket::of(&req);
         tokio::spawn(async move {
-            let Ok(upgraded) = on_upgrade.await else {
+            let Ok(mut upgraded) = on_upgrade.await else {
                 return;
             };
-            let mut client = hyper_util::rt::TokioIo::new(upgraded);
-            if !replay.is_empty() {
-                // docker-py reads the stream from the raw socket under its HTTP reader: bytes
-                // that arrive with the 101's head end up in that reader's buffer and are lost.
-                // Let the head go alone first (dockerd's log replay comes later by nature).
+            // The head goes alone first (see `ClientSocket`; dockerd's log replay comes later
+            // by nature); over TCP, where the client's reading cannot be seen, after a pause.
+            if !replay.is_empty() && !sock.head_read(&mut upgraded).await {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            let mut client = hyper_util::rt::TokioIo::new(upgraded);
             let _ = client.write_all(&replay).await;
             let _ = client.shutdown().await;
         });
@@ -272,11 +273,13 @@ async fn attach(s: St, id: Id, Params(q): Params<AttachQuery>, mut req: Request)
     }
     let (_, shim_rx) = s.engine.attach(&id, stdin, stdout, stderr)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let sock = ClientSocket::of(&req);
     let engine = s.engine.clone();
     tokio::spawn(async move {
-        let Ok(upgraded) = on_upgrade.await else {
+        let Ok(mut upgraded) = on_upgrade.await else {
             return;
         };
+        sock.head_read(&mut upgraded).await;
         let Ok(Ok(shim)) = shim_rx.await else { return };
         let mut client = hyper_util::rt::TokioIo::new(upgraded);
         if !replay.is_empty() && client.write_all(&replay).await.is_err() {

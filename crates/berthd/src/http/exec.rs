@@ -13,8 +13,8 @@ use berth_api::exec::{CreateRequest, StartRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
-    decode, json, json_status, stream, stream_type, upgrade_response, ApiError, AppState, Id,
-    Params, SizeQuery, St, R,
+    decode, json, json_status, stream, stream_type, upgrade_response, ApiError, AppState,
+    ClientSocket, Id, Params, SizeQuery, St, R,
 };
 use crate::exec;
 
@@ -84,6 +84,7 @@ async fn start(s: St, id: Id, mut req: Request) -> R {
     // Hijack first (as Docker): a failure to start is written into the stream, and the client
     // reads the exit code (126/127) from the exec's inspect.
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let sock = ClientSocket::of(&req);
     let stdin = x.stdin;
     // A tty exec's input goes through its detach keys (checked at create).
     let keys = x
@@ -91,9 +92,12 @@ async fn start(s: St, id: Id, mut req: Request) -> R {
         .then(|| crate::shimio::detach_keys(&x.detach_keys).ok())
         .flatten();
     tokio::spawn(async move {
-        let Ok(upgraded) = on_upgrade.await else {
+        let Ok(mut upgraded) = on_upgrade.await else {
             return;
         };
+        // The process starts once the client has read the head: its first output cannot
+        // reach the client with it (see `ClientSocket`).
+        sock.head_read(&mut upgraded).await;
         let client = hyper_util::rt::TokioIo::new(upgraded);
         let (mut cr, mut cw) = tokio::io::split(client);
         let shim = match engine.exec_start(&id).await {

@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod containers;
+pub mod distribution;
 pub mod exec;
 pub mod images;
 pub mod networks;
@@ -165,6 +166,66 @@ pub(crate) fn upgrade_response(content_type: &'static str) -> Response {
         ],
     )
         .into_response()
+}
+
+/// The API connection of a request: its unix socket's descriptor (absent on TCP), recorded
+/// when the connection is accepted (`into_make_service_with_connect_info`).
+///
+/// docker-py reads a hijacked stream from the raw socket under its buffered HTTP reader: the
+/// bytes that reach the client together with the `101`'s head land in that reader's buffer and
+/// are lost. A hijacked session therefore waits for the client to read the head
+/// ([`ClientSocket::head_read`]) before the stream's first byte is sent.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientSocket(Option<std::os::fd::RawFd>);
+
+impl
+    axum::extract::connect_info::Connected<
+        axum::serve::IncomingStream<'_, tokio::net::UnixListener>,
+    > for ClientSocket
+{
+    fn connect_info(s: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Self {
+        use std::os::fd::AsRawFd;
+        ClientSocket(Some(s.io().as_raw_fd()))
+    }
+}
+
+/// How long a hijacked session waits for its client to read the response head.
+const HEAD_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl ClientSocket {
+    /// The connection of `req` (none: not recorded, a TCP connection).
+    pub(crate) fn of(req: &Request) -> ClientSocket {
+        req.extensions()
+            .get::<axum::extract::ConnectInfo<ClientSocket>>()
+            .map(|c| c.0)
+            .unwrap_or_default()
+    }
+
+    /// Waits until the client has read all that was sent on the connection (the response
+    /// head), at most [`HEAD_READ_WAIT`]. `conn`, the connection upgraded, is held meanwhile:
+    /// it owns the descriptor. False when that cannot be known (not a unix socket).
+    pub(crate) async fn head_read(self, conn: &mut hyper::upgrade::Upgraded) -> bool {
+        let _ = conn;
+        let Some(fd) = self.0 else { return false };
+        let start = std::time::Instant::now();
+        loop {
+            let mut queued: libc::c_int = 0;
+            // SAFETY: `fd` is the connection's socket, kept open by `conn` (borrowed for this
+            // call); SIOCOUTQ (= TIOCOUTQ) writes one int, to `queued`. On a unix stream
+            // socket it counts the bytes sent and not yet read by the peer.
+            if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) } < 0 {
+                return false;
+            }
+            if queued == 0 {
+                return true;
+            }
+            if start.elapsed() > HEAD_READ_WAIT {
+                tracing::debug!("the client did not read the response head in {HEAD_READ_WAIT:?}");
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
 }
 
 /// The content type of a container's or exec's stream.
@@ -328,6 +389,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(containers::routes())
         .merge(exec::routes())
         .merge(images::routes())
+        .merge(distribution::routes())
         .merge(build::routes())
         .merge(crate::buildkit::routes()) // issue 15: BuildKit API for buildx
         .merge(networks::routes())
