@@ -428,16 +428,25 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
     );
     let df_dir = work.path().join("dockerfile");
     std::fs::create_dir(&df_dir).map_err(|e| SolveError::unknown(e.to_string()))?;
-    let r = receive_dir(
-        session.channel(),
-        &SyncRequest {
-            dir_name: df_key,
-            include_patterns: vec![filename.clone(), format!("{filename}.dockerignore")],
-            ..Default::default()
-        },
-        &df_dir,
-    )
-    .await;
+    let ignore_dir = work.path().join("ignore");
+    std::fs::create_dir(&ignore_dir).map_err(|e| SolveError::unknown(e.to_string()))?;
+    // The Dockerfile (with its own `NAME.dockerignore`) and the context's `.dockerignore`
+    // in one round trip: two transfers at once on the session (the context's is used only
+    // when the Dockerfile has no ignore file of its own).
+    let df_req = SyncRequest {
+        dir_name: df_key,
+        include_patterns: vec![filename.clone(), format!("{filename}.dockerignore")],
+        ..Default::default()
+    };
+    let ignore_req = SyncRequest {
+        dir_name: ctx_key.clone(),
+        include_patterns: vec![".dockerignore".into()],
+        ..Default::default()
+    };
+    let (r, ignore_r) = tokio::join!(
+        receive_dir(session.channel(), &df_req, &df_dir),
+        receive_dir(session.channel(), &ignore_req, &ignore_dir)
+    );
     if let Err(e) = r {
         let e = sync_err("loading the Dockerfile")(e);
         v.fail(&e.message);
@@ -482,20 +491,8 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
     let ignore_text = if own.is_file() {
         std::fs::read_to_string(&own).unwrap_or_default()
     } else {
-        let d = work.path().join("ignore");
-        std::fs::create_dir(&d).map_err(|e| SolveError::unknown(e.to_string()))?;
-        receive_dir(
-            session.channel(),
-            &SyncRequest {
-                dir_name: ctx_key.clone(),
-                include_patterns: vec![".dockerignore".into()],
-                ..Default::default()
-            },
-            &d,
-        )
-        .await
-        .map_err(sync_err("loading .dockerignore"))?;
-        std::fs::read_to_string(d.join(".dockerignore")).unwrap_or_default()
+        ignore_r.map_err(sync_err("loading .dockerignore"))?;
+        std::fs::read_to_string(ignore_dir.join(".dockerignore")).unwrap_or_default()
     };
     v.done();
     phase(".dockerignore loaded");

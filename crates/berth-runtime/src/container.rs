@@ -332,6 +332,33 @@ fn init_error_first(chan: &sync::Channel, e: RuntimeError) -> RuntimeError {
     }
 }
 
+/// The cgroup files an init needs to join `cg` by itself ([`init::SelfAttach`]); `None` when
+/// one cannot be opened (the runtime moves the init then).
+fn open_self_attach(cg: &Cgroup) -> Option<init::SelfAttach> {
+    let open = |p: &Path, write: bool| -> Option<OwnedFd> {
+        let mut o = std::fs::OpenOptions::new();
+        if write {
+            o.write(true);
+        } else {
+            o.read(true).custom_flags(libc::O_DIRECTORY);
+        }
+        o.open(p)
+            .map_err(|e| tracing::debug!("{}: {e}", p.display()))
+            .ok()
+            .map(OwnedFd::from)
+    };
+    let v1_tasks = cg
+        .v1_dirs()
+        .iter()
+        .map(|d| open(&d.dir.join("tasks"), true))
+        .collect::<Option<Vec<_>>>()?;
+    let unified = match cg.unified_dir() {
+        Some(d) => Some((open(d, false)?, open(&d.join("cgroup.procs"), true)?)),
+        None => None,
+    };
+    Some(init::SelfAttach { v1_tasks, unified })
+}
+
 /// Forks stage 1 of an init, which runs `stage` in the child (our end of the sync channel
 /// closed there); the child's end is closed here. `wait`: we wait for the init, which is
 /// re-parented to us (the subreaper) when stage 1 exits. Our end and stage 1's pid.
@@ -491,7 +518,12 @@ impl Runtime {
             no_pivot: opts.no_pivot,
             cgroup_mounts: cg.as_ref().map(Cgroup::mount_sources),
             caps,
+            attach: cg
+                .as_ref()
+                .filter(|_| !self.rootless)
+                .and_then(open_self_attach),
         };
+        let self_attach = cfg.attach.is_some();
         let (parent, stage1) = fork_stage1(&cfg, parent, child, foreground, init::create_stage1)?;
         drop(cfg.console_socket);
         guard.pids.push(stage1);
@@ -520,8 +552,8 @@ impl Runtime {
                             guard.pids.insert(0, pid);
                         }
                         // The init sets up its mounts meanwhile; it waits for "Go" before it needs
-                        // the cgroup.
-                        if let Some(cg) = &cg {
+                        // the cgroup (an init that joins it itself did so first thing).
+                        if let (Some(cg), false) = (&cg, self_attach) {
                             cg.add_task(pid)?;
                         }
                         parent.send(&Msg::Go)?;
@@ -781,6 +813,7 @@ impl Runtime {
             no_pivot: false,
             cgroup_mounts: None,
             caps,
+            attach: None,
         };
         let (parent, stage1) = fork_stage1(&cfg, parent, child, !opts.detach, init::exec_stage1)?;
         drop(cfg.console_socket);

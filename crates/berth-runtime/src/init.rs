@@ -91,6 +91,83 @@ pub struct InitConfig<'a> {
     /// The capabilities the process gets (decided by the runtime, see `capabilities`); `None`
     /// leaves them as they are.
     pub caps: Option<CapSets>,
+    /// `create`: the container's cgroup, joined by the init itself (see [`SelfAttach`]);
+    /// `None`: the runtime moves the init.
+    pub attach: Option<SelfAttach>,
+}
+
+/// The container's cgroup, opened by the runtime for the init to join by itself: moving a
+/// process into a cgroup (`cgroup.procs`, by pid) takes the kernel's global
+/// `cgroup_threadgroup_rwsem` for writing, which waits for an RCU grace period (8–15 ms on a
+/// busy host, at every container start), while a thread moving itself (cgroup v1 `tasks`,
+/// "0") and a clone straight into a v2 cgroup (`CLONE_INTO_CGROUP`) do not take it.
+pub struct SelfAttach {
+    /// `tasks` of the container's directory in each v1 hierarchy, open for writing.
+    pub v1_tasks: Vec<OwnedFd>,
+    /// The v2 directory (for `CLONE_INTO_CGROUP`) and its `cgroup.procs` (written when the
+    /// clone cannot go there).
+    pub unified: Option<(OwnedFd, OwnedFd)>,
+}
+
+impl SelfAttach {
+    /// The init's first step: joins the v1 hierarchies (and the v2 one unless `in_v2`, when
+    /// it was cloned into it). Before anything else, so that nothing it does escapes the
+    /// cgroup's limits.
+    fn join(&self, in_v2: bool) -> Result<(), InitError> {
+        for fd in &self.v1_tasks {
+            nix::unistd::write(fd, b"0").map_err(sys("join the container's cgroup (v1)"))?;
+        }
+        if let (false, Some((_, procs))) = (in_v2, &self.unified) {
+            nix::unistd::write(procs, b"0").map_err(sys("join the container's cgroup"))?;
+        }
+        Ok(())
+    }
+}
+
+/// `fork`, straight into the v2 cgroup `cgroup` (`clone3` with `CLONE_INTO_CGROUP`).
+fn fork_into_cgroup(cgroup: BorrowedFd<'_>) -> Result<nix::unistd::ForkResult, Errno> {
+    use std::os::fd::AsRawFd;
+    /// The kernel's `struct clone_args` (the size given tells it which fields there are).
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    // SAFETY: as `fork` (no stack, no shared memory: the child continues on a copy of ours):
+    // the runtime is single-threaded, so the child may keep running Rust code; `args` lives
+    // across the call and its size is the one passed. glibc's cached thread ID is stale in
+    // the child, which uses nothing that reads it (its own signals go through `gettid`).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match r {
+        -1 => Err(Errno::last()),
+        0 => Ok(nix::unistd::ForkResult::Child),
+        pid => Ok(nix::unistd::ForkResult::Parent {
+            child: nix::unistd::Pid::from_raw(pid as i32),
+        }),
+    }
 }
 
 fn fork() -> Result<nix::unistd::ForkResult, InitError> {
@@ -247,8 +324,22 @@ fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError
             .namespace(NamespaceType::Time)
             .is_some_and(|n| n.path.is_none());
     if needs_fork {
-        match fork()? {
-            nix::unistd::ForkResult::Child => init_stage2(cfg, chan, in_user_ns),
+        // Into the v2 cgroup at once when the runtime left it to us, else a plain fork (the
+        // init then joins it by writing its cgroup.procs). Not from a user namespace: its
+        // root may not create there, and a failed clone into a new pid namespace leaves one
+        // where no process can be made any more (so only the plain fork's errors are left,
+        // which an unsupported kernel's `ENOSYS`, raised first, is not).
+        let into = cfg
+            .attach
+            .as_ref()
+            .and_then(|a| a.unified.as_ref())
+            .filter(|_| !in_user_ns);
+        let (forked, in_v2) = match into.map(|(dir, _)| fork_into_cgroup(dir.as_fd())) {
+            Some(Ok(r)) => (r, true),
+            Some(Err(_)) | None => (fork()?, false),
+        };
+        match forked {
+            nix::unistd::ForkResult::Child => init_stage2(cfg, chan, in_user_ns, in_v2),
             nix::unistd::ForkResult::Parent { child } => {
                 chan.send(&Msg::InitPid {
                     pid: child.as_raw(),
@@ -260,7 +351,7 @@ fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError
         chan.send(&Msg::InitPid {
             pid: nix::unistd::getpid().as_raw(),
         })?;
-        init_stage2(cfg, chan, in_user_ns)
+        init_stage2(cfg, chan, in_user_ns, false)
     }
 }
 
@@ -274,8 +365,12 @@ fn become_ns_root() {
 }
 
 /// Stage 2: the container's init. Never returns.
-fn init_stage2(cfg: &InitConfig, chan: &Channel, in_user_ns: bool) -> ! {
+/// `in_v2`: cloned into the container's v2 cgroup already.
+fn init_stage2(cfg: &InitConfig, chan: &Channel, in_user_ns: bool, in_v2: bool) -> ! {
     run_stage2(chan, "berth-runtime init", |ready| {
+        if let Some(a) = &cfg.attach {
+            a.join(in_v2)?;
+        }
         init_stage2_inner(cfg, chan, in_user_ns, ready)
     })
 }

@@ -1167,6 +1167,46 @@ fn cgroup_mount_shows_the_containers_own_cgroup() {
     }
 }
 
+/// The init joins its cgroup itself (v1 `tasks`, a clone into the v2 cgroup; from a user
+/// namespace, the v2 `cgroup.procs`): its process is in the container's cgroup in every
+/// hierarchy of the host, before it runs the user's program, with and without a user
+/// namespace.
+#[test]
+fn the_container_process_is_in_its_cgroup_in_every_hierarchy() {
+    require_root!(BUSYBOX);
+    let env = test_env();
+    let hierarchies = std::fs::read_to_string("/proc/self/cgroup")
+        .unwrap()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count();
+    for userns in [false, true] {
+        let id = unique(if userns { "cguserns" } else { "cgnouserns" });
+        let mut b = env.bundle(&id, &sh("cat /proc/self/cgroup"));
+        let ns = b.config["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "cgroup");
+        if userns {
+            ns.push(json!({"type": "user"}));
+            b.config["linux"]["uidMappings"] =
+                json!([{"containerID": 0, "hostID": 0, "size": 65536}]);
+            b.config["linux"]["gidMappings"] =
+                json!([{"containerID": 0, "hostID": 0, "size": 65536}]);
+        }
+        let (code, out, err) = run_fg(&env, &b, &id);
+        assert_eq!(code, 0, "userns={userns}: {out} {err}");
+        let want = format!("{}/{id}", env.cgroup_parent);
+        let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(lines.len(), hierarchies, "userns={userns}: {out}");
+        for l in lines {
+            let path = l.splitn(3, ':').nth(2).unwrap_or("");
+            assert!(
+                path.ends_with(&want),
+                "userns={userns}: not in {want}: {l} ({out})"
+            );
+        }
+    }
+}
+
 /// Issue #16 (10): a failing poststart or poststop hook is a warning; the hooks after it run.
 #[test]
 fn failing_poststart_and_poststop_hooks_do_not_skip_the_rest() {
