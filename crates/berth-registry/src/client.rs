@@ -683,6 +683,31 @@ impl Inner {
         Ok(self.ping(candidates, true).await?.endpoint)
     }
 
+    /// Runs `f` on the pull candidates of `domain` (each mirror, then the registry) until
+    /// one answers; the last failure otherwise. `what` names the operation in the log.
+    pub(crate) async fn on_pull_endpoints<T>(
+        &self,
+        domain: &str,
+        what: &str,
+        mut f: impl AsyncFnMut(&Endpoint) -> Result<T>,
+    ) -> Result<T> {
+        let mut last = None;
+        for list in &self.pull_candidates(domain)? {
+            let r = match self.endpoint(list).await {
+                Ok(ep) => f(&ep).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    tracing::info!(error = %e, "{what} failed on an endpoint");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or(RegistryError::Invalid("no endpoint".into())))
+    }
+
     /// A GET on `ep` with pull rights on the repository `repo` (what every read of a pull
     /// needs: manifests, blobs, tag lists).
     pub(crate) async fn get_pull(

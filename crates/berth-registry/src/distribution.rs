@@ -59,67 +59,61 @@ impl Client {
             (None, None) => "latest".to_string(),
         };
         let display = reference.familiar_string();
-        self.rt.block_on(async {
-            let lists = inner.pull_candidates(reference.domain())?;
-            let mut last = None;
-            for list in &lists {
-                let r = async {
-                    let ep = inner.endpoint(list).await?;
-                    let (bytes, ctype, digest) =
-                        inner.get_manifest(&ep, reference, &what, &display).await?;
-                    let manifest = parse_manifest(ctype.as_deref(), &bytes)?;
-                    let kind = manifest.kind();
-                    let platforms = match &manifest {
-                        Manifest::Index(_, idx) => Some(
-                            idx.manifests
-                                .iter()
-                                .map(|d| d.platform.as_ref().map(docker_platform).unwrap_or_default())
-                                .collect(),
-                        ),
-                        Manifest::Image(ManifestKind::DockerManifest, m) => {
-                            // dockerd ignores a config it cannot fetch or read.
-                            let config = inner
-                                .get_small_blob(&ep, reference, &m.config.digest, m.config.size, "config")
-                                .await
-                                .ok()
-                                .and_then(|b| serde_json::from_slice::<ConfigPlatform>(&b).ok())
-                                .filter(|p| !p.os.is_empty() || !p.architecture.is_empty());
-                            config.map(|p| {
-                                vec![docker_platform(&Platform {
-                                    architecture: p.architecture,
-                                    os: p.os,
-                                    os_version: p.os_version,
-                                    os_features: p.os_features,
-                                    variant: p.variant,
-                                    features: None,
-                                })]
-                            })
-                        }
-                        Manifest::Image(..) => None,
-                    };
-                    Ok::<_, RegistryError>(DistributionInspect {
-                        descriptor: Descriptor {
-                            media_type: kind.media_type().to_string(),
-                            digest,
-                            size: bytes.len() as u64,
-                            urls: None,
-                            annotations: None,
-                            platform: None,
-                            artifact_type: None,
-                        },
-                        platforms,
-                    })
-                }
-                .await;
-                match r {
-                    Ok(v) => return Ok(v),
-                    Err(e) => {
-                        tracing::info!(error = %e, "inspecting the distribution failed on an endpoint");
-                        last = Some(e);
+        self.rt.block_on(inner.on_pull_endpoints(
+            reference.domain(),
+            "inspecting the distribution",
+            async |ep| {
+                let (bytes, ctype, digest) =
+                    inner.get_manifest(ep, reference, &what, &display).await?;
+                let manifest = parse_manifest(ctype.as_deref(), &bytes)?;
+                let kind = manifest.kind();
+                let platforms = match &manifest {
+                    Manifest::Index(_, idx) => Some(
+                        idx.manifests
+                            .iter()
+                            .map(|d| d.platform.as_ref().map(docker_platform).unwrap_or_default())
+                            .collect(),
+                    ),
+                    Manifest::Image(ManifestKind::DockerManifest, m) => {
+                        // dockerd ignores a config it cannot fetch or read.
+                        let config = inner
+                            .get_small_blob(
+                                ep,
+                                reference,
+                                &m.config.digest,
+                                m.config.size,
+                                "config",
+                            )
+                            .await
+                            .ok()
+                            .and_then(|b| serde_json::from_slice::<ConfigPlatform>(&b).ok())
+                            .filter(|p| !p.os.is_empty() || !p.architecture.is_empty());
+                        config.map(|p| {
+                            vec![docker_platform(&Platform {
+                                architecture: p.architecture,
+                                os: p.os,
+                                os_version: p.os_version,
+                                os_features: p.os_features,
+                                variant: p.variant,
+                                features: None,
+                            })]
+                        })
                     }
-                }
-            }
-            Err(last.unwrap_or(RegistryError::Invalid("no endpoint".into())))
-        })
+                    Manifest::Image(..) => None,
+                };
+                Ok::<_, RegistryError>(DistributionInspect {
+                    descriptor: Descriptor {
+                        media_type: kind.media_type().to_string(),
+                        digest,
+                        size: bytes.len() as u64,
+                        urls: None,
+                        annotations: None,
+                        platform: None,
+                        artifact_type: None,
+                    },
+                    platforms,
+                })
+            },
+        ))
     }
 }

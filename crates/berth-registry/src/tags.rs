@@ -31,25 +31,11 @@ impl Client {
     /// Like [`Client::list_tags`], asking for `page_size` tags per request.
     pub fn list_tags_paged(&self, reference: &Reference, page_size: usize) -> Result<Vec<String>> {
         let inner = &*self.inner;
-        self.rt.block_on(async {
-            let lists = inner.pull_candidates(reference.domain())?;
-            let mut last = None;
-            for list in &lists {
-                let r = async {
-                    let ep = inner.endpoint(list).await?;
-                    inner.tags(&ep, reference, page_size.max(1)).await
-                }
-                .await;
-                match r {
-                    Ok(tags) => return Ok(tags),
-                    Err(e) => {
-                        tracing::info!(error = %e, "listing tags failed on an endpoint");
-                        last = Some(e);
-                    }
-                }
-            }
-            Err(last.unwrap_or(RegistryError::Invalid("no endpoint".into())))
-        })
+        self.rt.block_on(
+            inner.on_pull_endpoints(reference.domain(), "listing tags", async |ep| {
+                inner.tags(ep, reference, page_size.max(1)).await
+            }),
+        )
     }
 }
 
