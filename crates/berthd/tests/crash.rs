@@ -878,7 +878,17 @@ fn chaos_op(d: &Daemon, rng: &mut Rng, round: usize, ctx: &str, saved: &str) -> 
         .collect();
     let pick = |rng: &mut Rng| created[rng.below(created.len() as u64) as usize].clone();
     let name = format!("c-{round}");
-    match rng.below(12) {
+    match rng.below(14) {
+        12 | 13 => s(&[
+            "run",
+            "-d",
+            "--name",
+            &format!("e-{round}"),
+            "busybox",
+            "sh",
+            "-c",
+            "sleep 0.4; exit 7",
+        ]),
         0 | 1 => s(&[
             "run",
             "-d",
@@ -1031,6 +1041,17 @@ fn chaos_kill9_at_random_moments() {
                 assert_eq!(pid, 0, "{when}: {state}");
             }
         }
+        // Containers that exited (perhaps while no daemon ran): their exit code recorded.
+        for n in d.docker_out("ps -a --format {{.Names}}", &[]).lines() {
+            if n.starts_with("e-") {
+                wait(&format!("{when}: the exit of {n}"), || {
+                    // (or killed with its shim)
+                    let st = d.inspect("{{.State.Status}} {{.State.ExitCode}} {{.State.Error}}", n);
+                    matches!(st.trim(), "exited 7" | "created 0")
+                        || st.starts_with("exited 137 ") && st.contains("shim")
+                });
+            }
+        }
         assert_no_orphans(&d, &when);
         if d.inspect("{{.State.Running}}", "logger") == "true\n" {
             assert_log_sequence(&d, "logger", &when);
@@ -1061,5 +1082,90 @@ fn chaos_kill9_at_random_moments() {
     // busybox itself went with the prune (nothing uses it): load it back, the store as before.
     d.docker(&["load", "-i", &saved]).ok();
     assert_eq!(stored(&d), before);
+    finish(d);
+}
+
+/// Item 1, by chance, for the image operations: `kill -9` of berthd at random moments of
+/// `docker pull` (of an image with a 20 MB layer), `docker load` and `docker buildx build`
+/// (when the plugin is installed). After each restart the image is there and whole (its
+/// content checked) or not there at all, no partial download, pending blob or work
+/// directory is left, nothing is orphaned; at the end the image store is as before.
+#[test]
+fn chaos_kill9_during_pull_load_and_buildx() {
+    require_root!(DOCKER_REGISTRY);
+    let (reg, mut d) = registry_and_daemon();
+    let buildx = d.cli_plugin("docker-buildx");
+    let rounds: usize = std::env::var("BERTH_CHAOS_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
+    let mut rng = Rng::from_env();
+    let before = stored(&d);
+    let name = format!("127.0.0.1:{}/test/chaos:v1", reg.port);
+    let ctx = dockerfile_context(
+        &d,
+        "FROM busybox\nRUN head -c 20000000 /dev/urandom > /big && md5sum /big > /sum\n",
+    );
+    let r = d
+        .docker_cmd(&["build", "-q", "-t", &name, &ctx])
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{r:?}");
+    d.docker(&["push", &name]).ok();
+    let saved = d.path("big.tar").display().to_string();
+    d.docker(&["save", "-o", &saved, &name]).ok();
+    let whole = |d: &Daemon, image: &str| {
+        let out = d.docker_out("run --rm", &[image, "md5sum", "-c", "/sum"]);
+        assert_eq!(out, "/big: OK\n");
+    };
+    let bx_ctx = dockerfile_context(&d, "FROM busybox\nRUN sleep 0.5 && echo data > /f\n");
+    for round in 0..rounds {
+        d.docker(&["rmi", "-f", &name, "chaos:bx"]);
+        d.docker_line("builder prune -af", &[]).ok();
+        let which = rng.below(if buildx { 3 } else { 2 });
+        let mut client = match which {
+            0 => spawn_quiet(&mut d.docker_cmd(&["pull", &name])),
+            1 => spawn_quiet(&mut d.docker_cmd(&["load", "-i", &saved])),
+            _ => spawn_quiet(&mut d.buildkit_cmd(&[
+                "buildx",
+                "build",
+                "--no-cache",
+                "-t",
+                "chaos:bx",
+                &bx_ctx,
+            ])),
+        };
+        let delay = Duration::from_millis(rng.below(2500));
+        let what = ["pull", "load", "buildx build"][which as usize];
+        eprintln!("chaos round {round}: {what}, kill -9 after {delay:?}");
+        std::thread::sleep(delay);
+        d.kill9();
+        let _ = client.kill();
+        let _ = client.wait();
+        d.start();
+        let when = format!("round {round} ({what} after {delay:?})");
+        assert_eq!(
+            list_dir(&d.path("data/partial")),
+            Vec::<String>::new(),
+            "{when}"
+        );
+        assert_no_orphans(&d, &when);
+        if which < 2 {
+            if d.docker(&["image", "inspect", &name]).code == 0 {
+                whole(&d, &name);
+            }
+        } else if d.docker(&["image", "inspect", "chaos:bx"]).code == 0 {
+            assert_eq!(cat_f(&d, "chaos:bx"), "data\n", "{when}");
+        }
+    }
+    d.docker(&["rmi", "-f", &name, "chaos:bx"]);
+    d.docker(&["pull", &name]).ok();
+    whole(&d, &name);
+    d.docker(&["rmi", &name]).ok();
+    d.docker_line("builder prune -af", &[]).ok();
+    d.docker_line("image prune -f", &[]).ok();
+    assert_eq!(stored(&d), before);
+    assert_no_orphans(&d, "at the end");
     finish(d);
 }
