@@ -516,3 +516,52 @@ print("ok")
     assert_eq!(py.stdout.trim(), "ok", "{}", py.stderr);
     finish(d);
 }
+
+/// CVE-2019-5736, and a denial of service through it: a container holding CAP_SYS_PTRACE
+/// catches a runtime entering it for `docker exec` (its `/proc/<pid>/exe`), keeps that open
+/// and, once the runtime exited, reopens it for writing. It must not get there: the shared
+/// sealed copy of the runtime that berthd hands to shims could not be written, but held open
+/// for writing it made every later exec of the runtime, in every container, fail with
+/// ETXTBSY. Execs in it and in another container keep working, and the runtime binary is
+/// unchanged.
+#[test]
+fn ptrace_container_cannot_hold_the_runtime_open_for_writing() {
+    let d = root_daemon!();
+    let runtime = bin_dir().join("berth-runtime");
+    let before = std::fs::read(&runtime).unwrap();
+    let racer = r#"while :; do
+  for p in /proc/[0-9]*; do
+    case "$(readlink $p/exe 2>/dev/null)" in
+      *berth-runtime*) exec 3<"$p/exe" 2>/dev/null || continue
+        while [ -e "$p" ]; do :; done
+        sh -c 'echo held; exec sleep 1000' 4>>/proc/self/fd/3 2>/dev/null
+        exec 3<&- ;;
+    esac
+  done
+done"#;
+    d.docker_line(
+        "run -d --name racer --cap-add SYS_PTRACE busybox sh -c",
+        &[racer],
+    )
+    .ok();
+    d.docker_line("run -d --name other busybox sleep 1000", &[])
+        .ok();
+    for i in 0..40 {
+        for c in ["racer", "other"] {
+            let r = d.docker_line("exec", &[c, "true"]);
+            assert_eq!(
+                r.code,
+                0,
+                "exec {i} in {c}: {r:?}, racer: {}",
+                d.docker(&["logs", "racer"]).stdout
+            );
+        }
+    }
+    assert_eq!(d.docker(&["logs", "racer"]).stdout, "");
+    d.docker_line("rm -f racer other", &[]).ok();
+    assert!(
+        std::fs::read(&runtime).unwrap() == before,
+        "the runtime binary changed"
+    );
+    finish(d);
+}
