@@ -565,3 +565,60 @@ done"#;
     );
     finish(d);
 }
+
+/// No descriptor of the daemon, the shim or the runtime reaches a container's processes:
+/// a process started by the container's first one (`sleep`, which holds only what it
+/// inherited) has 0, 1 and 2 and nothing else, in `docker run` (with and without a
+/// terminal), `docker exec` (the same), a container restarted by its policy after a daemon
+/// restart, and a RUN step of a legacy and (when the plugin is installed) a BuildKit build.
+#[test]
+fn no_descriptor_leaks_into_containers() {
+    let mut d = root_daemon!();
+    let fds = "sleep 30 & ls /proc/$!/fd | tr '\\n' ' '; kill $!";
+    let want = "0 1 2 ";
+    assert_eq!(d.docker_out("run --rm busybox sh -c", &[fds]), want);
+    let tty = d.docker_out("run --rm -t busybox sh -c", &[fds]);
+    assert_eq!(tty.trim_end_matches(['\r', '\n']), want);
+    d.docker_line(
+        "run -d --name fds --restart always busybox sh -c",
+        &[&format!("{fds}; echo; sleep 1000")],
+    )
+    .ok();
+    assert_eq!(d.docker_out("exec fds sh -c", &[fds]), want);
+    let tty = d.docker_out("exec -t fds sh -c", &[fds]);
+    assert_eq!(tty.trim_end_matches(['\r', '\n']), want);
+    // Killed with the daemon down: restarted by the next daemon.
+    let pid: i32 = d.inspect("{{.State.Pid}}", "fds").trim().parse().unwrap();
+    d.kill9();
+    // SAFETY: kill(2) of the container's first process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    d.start();
+    wait("the restart by the policy", || {
+        d.docker(&["logs", "fds"]).stdout.lines().count() == 2
+    });
+    assert_eq!(
+        d.docker(&["logs", "fds"]).stdout,
+        format!("{want}\n{want}\n")
+    );
+    d.docker_line("rm -f fds", &[]).ok();
+    let ctx = dockerfile_context(&format!("FROM busybox\nRUN {{ {fds}; }} > /fds\n"));
+    let ctx = ctx.path().to_str().unwrap();
+    let r = d
+        .docker_cmd(&["build", "-q", "-t", "fds:legacy", ctx])
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{r:?}");
+    assert_eq!(d.docker_out("run --rm fds:legacy cat /fds", &[]), want);
+    if d.cli_plugin("docker-buildx") {
+        let r = d
+            .buildkit_cmd(&["buildx", "build", "-q", "-t", "fds:bk", ctx])
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{r:?}");
+        assert_eq!(d.docker_out("run --rm fds:bk cat /fds", &[]), want);
+        d.docker_line("rmi fds:bk", &[]).ok();
+    }
+    d.docker_line("rmi fds:legacy", &[]).ok();
+    finish(d);
+}
