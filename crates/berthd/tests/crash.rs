@@ -385,6 +385,70 @@ failpoint_tests! {
     crash_remove_renamed => remove_crash("remove.renamed");
 }
 
+/// A removal committed (`remove.renamed`: the daemon dies right after renaming the data
+/// directory) while the container's shim cannot be asked (its socket not bound yet, as
+/// when a crash cuts the shim's start short, here removed by hand): the restart's cleanup
+/// must end the shim by its process before it removes the shim's directory, since nothing
+/// could find it afterwards.
+#[test]
+fn crash_remove_renamed_with_an_unreachable_shim() {
+    let mut d = root_daemon!();
+    d.docker_line(
+        "run -d --rm --name ctr --network none busybox sleep 1000",
+        &[],
+    )
+    .ok();
+    let id = container_id(&d, "ctr");
+    let shim = shim_pid(&d, &id);
+    arm(&mut d, "remove.renamed");
+    // The exit of a `--rm` container removes it, the shim left for the cleanup.
+    let _ = d.docker_line("kill ctr", &[]);
+    let child = d.child.as_mut().unwrap();
+    let mut status = None;
+    wait_until(Duration::from_secs(20), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.and_then(|s| s.signal()), Some(libc::SIGKILL));
+    d.child = None;
+    assert!(alive(shim), "the shim waits for its cleanup");
+    std::fs::remove_file(d.path(&format!("exec/containers/{id}/shim/shim.sock"))).unwrap();
+    d.env.retain(|(k, _)| k != FAILPOINTS);
+    d.start();
+    assert_all_gone(&d, "after the restart");
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(shim)),
+        "the shim {shim} outlived its container"
+    );
+    finish(d);
+}
+
+/// What the chaos test once found after a crash: a shim, its runtime state and cgroups,
+/// with no record, no data directory and no run-time directory (the shim's socket) left
+/// (made here by hand with the daemon down). The daemon start ends such a task: it finds
+/// the shim by its process, kills it, deletes the runtime's state and the snapshot.
+#[test]
+fn unrecorded_shim_and_runtime_state_swept_at_start() {
+    let mut d = root_daemon!();
+    d.docker_line("run -d --name ctr --network none busybox sleep 1000", &[])
+        .ok();
+    let id = container_id(&d, "ctr");
+    let shim = shim_pid(&d, &id);
+    d.kill9();
+    let exec = d.path(&format!("exec/containers/{id}"));
+    let rootfs =
+        std::ffi::CString::new(exec.join("rootfs").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: umount2(2) of the container's rootfs mount, a valid C string.
+    unsafe { libc::umount2(rootfs.as_ptr(), libc::MNT_DETACH) };
+    std::fs::remove_dir_all(&exec).unwrap();
+    std::fs::remove_dir_all(d.path(&format!("data/containers/{id}"))).unwrap();
+    assert!(alive(shim));
+    d.start();
+    assert_all_gone(&d, "after the restart");
+    assert!(!alive(shim), "the shim {shim} outlived its record");
+    finish(d);
+}
+
 /// Volume create and remove interrupted: no half volume, the operation can be retried.
 #[test]
 fn crash_volume_create_and_remove() {

@@ -214,6 +214,8 @@ impl Engine {
         engine.mounts.load_refs(&engine.list());
         // Operations a crash interrupted (see `recovery`).
         engine.recover();
+        // What is left of containers without a record (see `sweep_unrecorded_tasks`).
+        engine.sweep_unrecorded_tasks();
         Ok(engine)
     }
 

@@ -239,6 +239,130 @@ impl Engine {
         }
     }
 
+    /// The processes of this daemon's tasks whose container `select` picks: its shims and
+    /// the runtime calls they or the daemon made (their argv names this daemon's runtime
+    /// root, as `--runtime-root` or `--root`, and the container's id), as `(pid, id)`.
+    /// Read from `/proc`, so a shim is found without its directory (its socket or pid
+    /// file may be gone with a crash).
+    fn task_processes(&self, select: &dyn Fn(&str) -> bool) -> Vec<(i32, String)> {
+        let root = self.cfg.exec_root.join("runtime");
+        let root = root.as_os_str().as_encoded_bytes();
+        let me = std::process::id();
+        let Ok(rd) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for ent in rd.flatten() {
+            let Some(pid) = ent.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            // (a zombie's is empty)
+            let Ok(cmdline) = std::fs::read(ent.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            if !args.contains(&root) {
+                continue;
+            }
+            let id = args
+                .iter()
+                .filter_map(|a| std::str::from_utf8(a).ok())
+                .find(|a| a.len() == 64 && a.bytes().all(|b| b.is_ascii_hexdigit()));
+            if let (Some(id), Ok(pid)) = (id, i32::try_from(pid)) {
+                if select(id) {
+                    out.push((pid, id.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Kills (`SIGKILL`) the shims and runtime calls of the containers `select` picks (see
+    /// [`Engine::task_processes`]) that are still there after `grace` (a shim told to shut
+    /// down exits by itself), again until none is left (a dying shim's runtime call may
+    /// have just started) or a few seconds passed. Returns the ids it killed processes of.
+    /// Blocking.
+    fn kill_task_processes(&self, select: &dyn Fn(&str) -> bool, grace: Duration) -> Vec<String> {
+        let mut ids: Vec<String> = Vec::new();
+        let start = std::time::Instant::now();
+        let deadline = start + grace + Duration::from_secs(5);
+        loop {
+            let procs = self.task_processes(select);
+            if procs.is_empty() || std::time::Instant::now() > deadline {
+                break;
+            }
+            if start.elapsed() < grace {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            for (pid, id) in procs {
+                tracing::info!("killing process {pid} of container {id}, whose shim is unreachable or which has no record");
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ids
+    }
+
+    /// Ends what a removed container (`id`, whose record is gone) may still have running
+    /// after [`Engine::discard_task`]: a shim that could not be asked (its socket was not
+    /// bound yet, or is gone) and runtime calls, by their processes; then the runtime's
+    /// state. Blocking.
+    pub(crate) fn discard_unreachable_task(&self, id: &str) {
+        let grace = Duration::from_secs(1);
+        if !self.kill_task_processes(&|x| x == id, grace).is_empty() {
+            self.discard_task(id);
+        }
+    }
+
+    /// What a crash can leave of containers that have no record (a removal committed while
+    /// their shim was starting or unreachable, see `clean_storage`): their shims and
+    /// runtime calls (killed), their runtime state (deleted with its processes and cgroups),
+    /// their run-time directory and writable snapshot. At daemon start, after the records
+    /// are loaded, unfinished removals finished and intents recovered, when every container
+    /// of this daemon has a record.
+    pub(crate) fn sweep_unrecorded_tasks(&self) {
+        let known = |id: &str| self.map.lock().unwrap().contains_key(id);
+        let is_id = |n: &str| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit());
+        let mut ids = self.kill_task_processes(&|id| !known(id), Duration::ZERO);
+        for dir in [
+            self.cfg.exec_root.join("runtime"),
+            self.cfg.exec_root.join("containers"),
+        ] {
+            if let Ok(rd) = std::fs::read_dir(&dir) {
+                for n in rd
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                {
+                    if is_id(&n) && !known(&n) && !ids.contains(&n) {
+                        ids.push(n);
+                    }
+                }
+            }
+        }
+        for id in ids {
+            // A removal in progress is finished by the daemon start (`.removing-ID`).
+            tracing::warn!("container {id} has no record: deleting what is left of it");
+            self.discard_task(&id);
+            self.remove_snapshot(&id);
+            let dir = self.exec_dir(&id);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("removing {}: {e}", dir.display());
+                }
+            }
+        }
+    }
+
     /// Resumes a container that a commit paused (see the module docs).
     fn recover_pause(&self, id: &str) {
         let Ok(e) = self.lookup(id) else {

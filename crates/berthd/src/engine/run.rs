@@ -926,6 +926,10 @@ impl Engine {
         // container from the runtime and exits.
         // A shim gone with the runtime's state still there (a crash) is handled too.
         self.discard_task(id);
+        // A shim that could not be asked (still starting when a crash cut its start short,
+        // or its socket gone) must not outlive its directory and record: nothing could
+        // find it again.
+        self.discard_unreachable_task(id);
         self.remove_snapshot(id);
         let _ = std::fs::remove_dir_all(self.exec_dir(id));
         if let Err(e) = std::fs::remove_dir_all(trash) {
