@@ -28,11 +28,15 @@ pub enum HostConfigError {
     /// Docker's message for an invalid setting.
     #[error("{0}")]
     Invalid(String),
-    #[error("unknown capability: {0:?}")]
-    UnknownCapability(String),
+    /// `invalid CapAdd: unknown capability: "CAP_X"` (dockerd's `validateCapabilities`).
+    #[error("invalid {0}: unknown capability: {1:?}")]
+    UnknownCapability(&'static str, String),
     #[error("Unable to find group {0}: no matching entries in group file")]
     UnknownGroup(String),
-    #[error("error gathering device information while adding custom device {path:?}: {source}")]
+    #[error(
+        "error gathering device information while adding custom device {path:?}: {}",
+        crate::util::go_io_text(source)
+    )]
     DeviceInfo {
         path: String,
         #[source]
@@ -89,14 +93,17 @@ fn list(v: &Option<Vec<String>>) -> &[String] {
 /// (names with or without `CAP_`, any case, `ALL`), or every capability when privileged.
 pub fn capabilities(hc: &HostConfig, privileged: bool) -> Result<Vec<String>> {
     let all = all_caps();
-    if privileged {
-        return Ok(all);
-    }
     let known = |c: &str| c == "ALL" || all.iter().any(|a| a == c);
     let add: Vec<String> = list(&hc.cap_add).iter().map(|c| norm_cap(c)).collect();
     let drop: Vec<String> = list(&hc.cap_drop).iter().map(|c| norm_cap(c)).collect();
-    if let Some(c) = add.iter().chain(drop.iter()).find(|c| !known(c)) {
-        return Err(HostConfigError::UnknownCapability(c.clone()));
+    if let Some(c) = add.iter().find(|c| !known(c)) {
+        return Err(HostConfigError::UnknownCapability("CapAdd", c.clone()));
+    }
+    if let Some(c) = drop.iter().find(|c| !known(c)) {
+        return Err(HostConfigError::UnknownCapability("CapDrop", c.clone()));
+    }
+    if privileged {
+        return Ok(all);
     }
     let mut set: Vec<String> = if add.iter().any(|c| c == "ALL") {
         all.clone()
@@ -137,7 +144,48 @@ pub fn no_new_privileges(hc: &HostConfig) -> bool {
 }
 
 /// `GroupAdd` (names or numbers) resolved against the container's `/etc/group`.
-pub fn group_add(rootfs: &Path, hc: &HostConfig) -> Result<Vec<u32>> {
+/// A process's additional groups as dockerd's `getUser` makes them: its primary group, the
+/// groups `/etc/group` lists the user as a member of (when the user is found in
+/// `/etc/passwd` and no group was given), then `GroupAdd`.
+pub fn additional_gids(rootfs: &Path, user: &str, gid: u32, hc: &HostConfig) -> Result<Vec<u32>> {
+    let mut gids = vec![gid];
+    gids.extend(member_gids(rootfs, user));
+    gids.extend(group_add(rootfs, hc)?);
+    Ok(gids)
+}
+
+/// The supplementary groups of `user` (`name`, `uid`, empty for root; none with `:group`).
+fn member_gids(rootfs: &Path, user: &str) -> Vec<u32> {
+    let (u, g) = user.split_once(':').unwrap_or((user, ""));
+    if !g.is_empty() {
+        return vec![];
+    }
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let name = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| {
+            f.len() > 2
+                && (if u.is_empty() {
+                    f[2] == "0"
+                } else {
+                    f[0] == u || f[2] == u
+                })
+        })
+        .map(|f| f[0].to_string());
+    let Some(name) = name else {
+        return vec![];
+    };
+    let table = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    table
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() > 3 && f[3].split(',').any(|m| m.trim() == name))
+        .filter_map(|f| f[2].parse().ok())
+        .collect()
+}
+
+fn group_add(rootfs: &Path, hc: &HostConfig) -> Result<Vec<u32>> {
     let groups = list(&hc.group_add);
     if groups.is_empty() {
         return Ok(vec![]);

@@ -157,7 +157,14 @@ pub fn parse_bind(spec: &str) -> Result<MountPoint> {
         m.name = src.into();
         m
     };
-    m.destination = clean_dest(dst, spec)?;
+    m.destination = clean_dest(dst, spec).map_err(|e| {
+        // dockerd names the kind of mount the spec makes.
+        if m.typ == "bind" {
+            EngineError::bad(e.to_string().replace("type \"volume\"", "type \"bind\""))
+        } else {
+            e
+        }
+    })?;
     m.mode = mode.into();
     for opt in mode.split(',').filter(|o| !o.is_empty()) {
         match opt {
@@ -225,6 +232,11 @@ pub fn parse_mount(v: &berth_api::mount::Mount) -> Result<MountPoint> {
                 ));
             }
             if source.is_empty() {
+                if v.read_only {
+                    return Err(inv(
+                        "must not set ReadOnly mode when using anonymous volumes".into(),
+                    ));
+                }
                 m.anonymous = true;
             } else {
                 if !crate::volumes::valid_name(source) {

@@ -12,22 +12,9 @@ use crate::names;
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Refuses options Berth cannot honour yet (never dropped silently), and invalid policies.
-fn validate(config: &Config, hc: &HostConfig) -> Result<()> {
-    let unsupported = |what: &str| {
-        Err(EngineError::BadRequest(format!(
-            "{what} is not supported by berth yet"
-        )))
-    };
-    // NetworkMode, ports, DNS and extra hosts are checked by the network participant; links
-    // when the container is made (they name other containers). `VolumeDriver`: checked when
-    // the container's volumes are created (the mounts participant), as dockerd looks the
-    // plugin up only then.
-    if hc.device_requests.as_ref().is_some_and(|d| !d.is_empty()) {
-        return unsupported("HostConfig.DeviceRequests");
-    }
-    // dockerd's `ValidateRestartPolicy` (an empty name takes any count, as before v25).
-    let rp = &hc.restart_policy;
+/// dockerd's `ValidateRestartPolicy` (an empty name takes any count, as before v25), for
+/// create and update.
+pub(crate) fn validate_restart_policy(rp: &berth_api::container::RestartPolicy) -> Result<()> {
     match rp.name.as_str() {
         "" => {}
         "no" | "always" | "unless-stopped" => {
@@ -55,10 +42,38 @@ fn validate(config: &Config, hc: &HostConfig) -> Result<()> {
             )))
         }
     }
+    Ok(())
+}
+
+/// Refuses options Berth cannot honour yet (never dropped silently), and invalid policies.
+fn validate(config: &Config, hc: &HostConfig) -> Result<()> {
+    let unsupported = |what: &str| {
+        Err(EngineError::BadRequest(format!(
+            "{what} is not supported by berth yet"
+        )))
+    };
+    // NetworkMode, ports, DNS and extra hosts are checked by the network participant; links
+    // when the container is made (they name other containers). `VolumeDriver`: checked when
+    // the container's volumes are created (the mounts participant), as dockerd looks the
+    // plugin up only then.
+    if hc.device_requests.as_ref().is_some_and(|d| !d.is_empty()) {
+        return unsupported("HostConfig.DeviceRequests");
+    }
+    let rp = &hc.restart_policy;
+    validate_restart_policy(rp)?;
     if hc.auto_remove && !rp.is_none() {
         return Err(EngineError::BadRequest(
             "can't create 'AutoRemove' container with restart policy".into(),
         ));
+    }
+    // dockerd's `verifyContainerSettings`: a stop signal must be one.
+    if !config.stop_signal.is_empty()
+        && berth_shim::protocol::signal_by_name(&config.stop_signal).is_none()
+    {
+        return Err(EngineError::BadRequest(format!(
+            "Invalid signal: {}",
+            config.stop_signal
+        )));
     }
     if let Some(t) = config.healthcheck.as_ref().and_then(|h| h.test.as_ref()) {
         match t.first().map(String::as_str) {

@@ -62,6 +62,8 @@ struct ListQuery {
     #[serde(deserialize_with = "flag")]
     all: bool,
     limit: String,
+    #[serde(deserialize_with = "flag")]
+    size: bool,
     filters: String,
 }
 
@@ -73,7 +75,7 @@ async fn list(s: St, Params(q): Params<ListQuery>) -> R {
         .ok()
         .filter(|n| *n > 0)
         .map(|n| n as usize);
-    Ok(json(&s.engine.summaries(q.all, limit, &f)))
+    Ok(json(&s.engine.summaries(q.all, limit, q.size, &f)?))
 }
 
 /// `name` of create and rename.
@@ -108,7 +110,13 @@ async fn stop(s: St, id: Id, Params(q): Params<StopQuery>) -> R {
 }
 
 async fn kill(s: St, id: Id, Params(q): Params<StopQuery>) -> R {
-    s.engine.kill(&id, q.signal()).await?;
+    // dockerd's router wraps every kill error (its status kept).
+    if let Err(e) = s.engine.kill(&id, q.signal()).await {
+        return Err(ApiError::new(
+            e.status(),
+            format!("cannot kill container: {}: {e}", *id),
+        ));
+    }
     no_content()
 }
 
@@ -489,14 +497,18 @@ fn with_stat(mut r: Response, stat: &str) -> Response {
 async fn head_archive(s: St, id: Id, Params(q): Params<ArchiveQuery>) -> R {
     let path = q.path()?;
     let c = s.engine.get(&id)?;
-    let stat = archive::stat(s.engine.clone(), c, path).await?;
+    let stat = archive::stat(s.engine.clone(), c, path)
+        .await
+        .map_err(|e| e.named(&id))?;
     Ok(with_stat(StatusCode::OK.into_response(), &stat))
 }
 
 async fn get_archive(s: St, id: Id, Params(q): Params<ArchiveQuery>) -> R {
     let path = q.path()?;
     let c = s.engine.get(&id)?;
-    let (stat, rx) = archive::tar(s.engine.clone(), c, path, true).await?;
+    let (stat, rx) = archive::tar(s.engine.clone(), c, path, true)
+        .await
+        .map_err(|e| e.named(&id))?;
     Ok(with_stat(stream("application/x-tar", rx), &stat))
 }
 
@@ -514,6 +526,8 @@ async fn put_archive(s: St, id: Id, Params(q): Params<ArchiveQuery>, body: Body)
         no_overwrite_dir_non_dir: yes(&q.no_overwrite_dir_non_dir),
         copy_uid_gid: yes(&q.copy_uid_gid),
     };
-    archive::put(s.engine.clone(), c, path, opts, body.into_data_stream()).await?;
+    archive::put(s.engine.clone(), c, path, opts, body.into_data_stream())
+        .await
+        .map_err(|e| e.named(&id))?;
     Ok(StatusCode::OK.into_response())
 }
