@@ -208,6 +208,21 @@ fn create_time_checks() {
         127,
         "error gathering device information while adding custom device \"/dev/nosuch\": no such file or directory",
     );
+    // An image of another platform is not found (the CLI would pull the wanted one).
+    let body = r#"{"Image":"busybox","Cmd":["true"]}"#;
+    let r = d
+        .http(
+            "POST",
+            "/v1.44/containers/create?platform=linux/arm64",
+            Some(body),
+        )
+        .unwrap();
+    assert!(
+        r.starts_with("HTTP/1.1 404")
+            && r.contains("image with reference busybox was found but does not match the specified platform: wanted linux/arm64, actual: linux/amd64"),
+        "{r}"
+    );
+    d.docker_out("run --rm --platform linux/amd64 busybox true", &[]);
     d.docker_out("run -d --name u1 busybox sleep 100", &[]);
     d.docker_line("update --restart bogus u1", &[])
         .failed_with(1, "invalid restart policy: unknown policy 'bogus'");

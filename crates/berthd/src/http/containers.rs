@@ -83,10 +83,54 @@ async fn list(s: St, Params(q): Params<ListQuery>) -> R {
 #[serde(default)]
 struct NameQuery {
     name: String,
+    /// `platform` of create (`os/arch[/variant]`).
+    platform: String,
+}
+
+/// `x86_64` → `amd64`, `aarch64` → `arm64` (Go's names).
+fn go_arch(a: &str) -> &str {
+    match a {
+        "x86_64" | "x86-64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    }
+}
+
+/// dockerd's check of create's `platform`: an image of another platform is not found (the
+/// CLI then pulls the wanted one).
+fn check_platform(
+    engine: &crate::engine::Engine,
+    image: &str,
+    platform: &str,
+) -> Result<(), ApiError> {
+    let mut want = platform.split('/');
+    let (Some(os), Some(arch)) = (want.next(), want.next()) else {
+        return Ok(());
+    };
+    let Ok(resolved) = engine.images.resolve(image) else {
+        return Ok(());
+    };
+    let Ok(cfg) = engine.images.config(&resolved.image.id) else {
+        return Ok(());
+    };
+    if cfg.os.eq_ignore_ascii_case(os) && go_arch(&cfg.architecture) == go_arch(arch) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "image with reference {image} was found but does not match the specified platform: wanted {os}/{arch}, actual: {}/{}",
+            cfg.os,
+            go_arch(&cfg.architecture)
+        ),
+    ))
 }
 
 async fn create(s: St, Params(q): Params<NameQuery>, body: Bytes) -> R {
     let req = CreateRequest::decode(&body)?;
+    if !q.platform.is_empty() {
+        check_platform(&s.engine, &req.config.image, &q.platform)?;
+    }
     let engine = s.engine.clone();
     let (id, warnings) = blocking(move || engine.create(Some(q.name.as_str()), req)).await?;
     Ok(json_status(
