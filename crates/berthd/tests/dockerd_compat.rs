@@ -252,3 +252,25 @@ fn create_time_checks() {
     d.docker_out("rm -f u1 u2", &[]);
     finish(d);
 }
+
+#[test]
+fn prune_filters() {
+    let d = root_daemon!("docker");
+    d.docker_out("create --name keep busybox", &[]);
+    // Unknown keys are refused before anything is removed.
+    d.docker_line("container prune -f --filter bogus=1", &[])
+        .failed(1, "Error response from daemon: invalid filter 'bogus'\n");
+    d.docker_line("image prune -f --filter bogus=1", &[])
+        .failed(1, "Error response from daemon: invalid filter 'bogus'\n");
+    assert_eq!(ps(&d, "-a"), ["keep"]);
+    d.docker_out("rm keep", &[]);
+    // `until`: only images made before then (busybox was just imported).
+    d.docker_out("image prune -a -f --filter until=1h", &[]);
+    d.docker_out("image inspect busybox", &[]);
+    // `label`: only images carrying it.
+    d.docker_out("image prune -a -f --filter label=nosuch", &[]);
+    d.docker_out("image inspect busybox", &[]);
+    let out = d.docker_out("image prune -a -f --filter until=2100-01-01T00:00:00Z", &[]);
+    assert!(out.contains("untagged: busybox:latest"), "{out}");
+    finish(d);
+}

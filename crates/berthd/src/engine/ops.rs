@@ -432,6 +432,13 @@ impl Engine {
 
     /// `POST /containers/prune`: removes stopped containers (label / until filters).
     pub async fn prune(self: &Arc<Self>, filters: &Filters) -> Result<PruneReport> {
+        if let Some((k, _)) = filters
+            .0
+            .iter()
+            .find(|(k, _)| !matches!(k.as_str(), "label" | "label!" | "until"))
+        {
+            return Err(EngineError::BadRequest(format!("invalid filter '{k}'")));
+        }
         let mut deleted = Vec::new();
         let mut reclaimed = 0u64;
         let until = filters
