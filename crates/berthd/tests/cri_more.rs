@@ -585,12 +585,18 @@ fn cri_container_whose_mounts_record_a_power_loss_emptied_is_removed_at_daemon_s
     // A CRI create writes its mounts record (the pod's /dev/shm at least) without a sync,
     // as its container record: a power loss may leave it empty.
     let mounts = d.path(&format!("data/containers/{cid}/mounts.json"));
-    assert!(std::fs::metadata(&mounts).unwrap().len() > 0, "no mounts record");
+    assert!(
+        std::fs::metadata(&mounts).unwrap().len() > 0,
+        "no mounts record"
+    );
     d.kill9();
     std::fs::write(&mounts, b"").unwrap();
     d.start();
     // The create is undone, as one whose record a power loss took; the pod is untouched.
-    assert!(d.docker(&["inspect", &cid]).code != 0, "{cid} is still there");
+    assert!(
+        d.docker(&["inspect", &cid]).code != 0,
+        "{cid} is still there"
+    );
     assert!(!d.path(&format!("data/containers/{cid}")).exists());
     runtime.block_on(async {
         let (mut r, _) = clients(&d).await;
