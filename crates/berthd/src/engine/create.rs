@@ -359,6 +359,7 @@ impl Engine {
             networking: networking_config.as_ref(),
             volumes: request_volumes.as_ref(),
             image_volumes: ic.volumes.as_ref(),
+            volatile: opts.volatile,
         };
         let parts = self.participants();
         let mut done = 0;
