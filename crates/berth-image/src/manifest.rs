@@ -636,6 +636,19 @@ pub struct ContainerConfig {
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
+impl ContainerConfig {
+    /// The image's `HEALTHCHECK`, decoded with dockerd's rules; `Ok(None)` without one. It
+    /// stays verbatim in [`Self::extra`] so a stored config keeps its bytes (and its digest).
+    pub fn healthcheck(
+        &self,
+    ) -> Result<Option<berth_api::container::HealthConfig>, berth_api::DecodeError> {
+        self.extra
+            .get("Healthcheck")
+            .map(|v| berth_api::from_value(v.clone()))
+            .transpose()
+    }
+}
+
 /// The image's root filesystem: its layers' DiffIDs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RootFs {
@@ -1031,6 +1044,10 @@ mod tests {
         let cc = c.config.as_ref().unwrap();
         assert_eq!(cc.cmd.as_deref(), Some(&["sh".to_string()][..]));
         assert!(cc.extra.contains_key("Healthcheck"));
+        let test = cc.healthcheck().unwrap().unwrap().test.unwrap();
+        assert_eq!(test, ["NONE"]);
+        let no_check = ContainerConfig::default();
+        assert_eq!(no_check.healthcheck().unwrap(), None);
         assert!(c.extra.contains_key("docker_version"));
         assert!(c.history[1].empty_layer);
         let ids = c.chain_ids();

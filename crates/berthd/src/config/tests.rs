@@ -87,7 +87,15 @@ fn file_values_and_flags_merge() {
     assert_eq!(c.pidfile, PathBuf::from("/run/b2/berthd.pid"));
     assert_eq!(c.registry_mirrors, vec!["https://mirror.example:5000"]);
     assert_eq!(c.log_opts.get("max-size").unwrap(), "5m");
-    assert_eq!(c.default_ulimits["nofile"].hard, 2048);
+    let nofile = Ulimit {
+        name: "nofile".into(),
+        soft: 1024,
+        hard: 2048,
+    };
+    assert_eq!(
+        c.default_ulimits,
+        BTreeMap::from([("nofile".into(), nofile)])
+    );
     assert_eq!(c.bridge, "br-x");
     assert_eq!(c.hosts, vec!["unix:///tmp/x.sock"]);
     assert!(c.debug && c.docker_compat && c.init);
@@ -267,15 +275,20 @@ fn flag_forms() {
         "--tls=false",
     ])
     .unwrap();
+    let nproc = Ulimit {
+        name: "nproc".into(),
+        soft: 100,
+        hard: 100,
+    };
+    let nofile = Ulimit {
+        name: "nofile".into(),
+        soft: 10,
+        hard: 20,
+    };
     assert_eq!(
-        c.default_ulimits["nproc"],
-        Ulimit {
-            name: "nproc".into(),
-            soft: 100,
-            hard: 100
-        }
+        c.default_ulimits,
+        BTreeMap::from([("nproc".into(), nproc), ("nofile".into(), nofile)])
     );
-    assert_eq!(c.default_ulimits["nofile"].hard, 20);
     assert_eq!(c.default_address_pools[0].size, 20);
     assert_eq!(c.tls, Some(false));
     assert_eq!(c.subnet_candidates().unwrap().len(), 16);
