@@ -719,6 +719,18 @@ pub struct ImageConfig {
 }
 
 impl ImageConfig {
+    /// Docker's legacy `container_config` (the config of the container a builder committed),
+    /// decoded with dockerd's rules; `Ok(None)` without one. Kept verbatim in [`Self::extra`]
+    /// so a stored config keeps its bytes.
+    pub fn container_config(
+        &self,
+    ) -> Result<Option<berth_api::container::Config>, berth_api::DecodeError> {
+        self.extra
+            .get("container_config")
+            .map(|v| berth_api::from_value(v.clone()))
+            .transpose()
+    }
+
     /// Parses and checks an image config.
     pub fn parse(bytes: &[u8]) -> Result<Self, ManifestError> {
         let c: Self = serde_json::from_slice(bytes).map_err(|source| ManifestError::Json {
@@ -1049,6 +1061,13 @@ mod tests {
         let no_check = ContainerConfig::default();
         assert_eq!(no_check.healthcheck().unwrap(), None);
         assert!(c.extra.contains_key("docker_version"));
+        assert_eq!(c.container_config().unwrap(), None);
+        let mut legacy = c.clone();
+        legacy
+            .extra
+            .insert("container_config".into(), serde_json::json!({"Cmd": "ls"}));
+        let cc = legacy.container_config().unwrap().unwrap();
+        assert_eq!(cc.cmd.unwrap(), ["ls"], "decoded as dockerd decodes it");
         assert!(c.history[1].empty_layer);
         let ids = c.chain_ids();
         assert_eq!(ids[0], l0);

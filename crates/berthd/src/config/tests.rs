@@ -180,14 +180,15 @@ fn container_defaults() {
     let mut lc = LogConfig::default();
     d.merge_log_config(&mut lc).unwrap();
     assert_eq!(lc.kind, "json-file");
-    assert_eq!(log_rotation(lc.config.as_ref()), (Some(2 << 20), Some(4)));
+    let opts = |kv: [(&str, &str); 2]| Some(kv.map(|(k, v)| (k.to_string(), v.to_string())).into());
+    assert_eq!(lc.config, opts([("max-size", "2m"), ("max-file", "4")]));
     // The container's own options win; the missing ones are the defaults.
     let mut lc = LogConfig {
         kind: "json-file".into(),
         config: Some([("max-file".to_string(), "9".to_string())].into()),
     };
     d.merge_log_config(&mut lc).unwrap();
-    assert_eq!(log_rotation(lc.config.as_ref()), (Some(2 << 20), Some(9)));
+    assert_eq!(lc.config, opts([("max-size", "2m"), ("max-file", "9")]));
     let mut lc = LogConfig {
         kind: String::new(),
         config: Some([("max-file".to_string(), "0".to_string())].into()),
