@@ -642,11 +642,19 @@ impl ContainerConfig {
     pub fn healthcheck(
         &self,
     ) -> Result<Option<berth_api::container::HealthConfig>, berth_api::DecodeError> {
-        self.extra
-            .get("Healthcheck")
-            .map(|v| berth_api::from_value(v.clone()))
-            .transpose()
+        decode_extra(&self.extra, "Healthcheck")
     }
+}
+
+/// A field kept verbatim in an `extra` map, decoded with dockerd's rules; `Ok(None)` without it.
+fn decode_extra<T: serde::de::DeserializeOwned>(
+    extra: &BTreeMap<String, serde_json::Value>,
+    key: &str,
+) -> Result<Option<T>, berth_api::DecodeError> {
+    extra
+        .get(key)
+        .map(|v| berth_api::from_value(v.clone()))
+        .transpose()
 }
 
 /// The image's root filesystem: its layers' DiffIDs.
@@ -725,10 +733,7 @@ impl ImageConfig {
     pub fn container_config(
         &self,
     ) -> Result<Option<berth_api::container::Config>, berth_api::DecodeError> {
-        self.extra
-            .get("container_config")
-            .map(|v| berth_api::from_value(v.clone()))
-            .transpose()
+        decode_extra(&self.extra, "container_config")
     }
 
     /// Parses and checks an image config.
