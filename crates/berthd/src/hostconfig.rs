@@ -1149,6 +1149,10 @@ mod tests {
         berth_api::from_value(v).unwrap()
     }
 
+    fn strings(l: &[&str]) -> Option<Vec<String>> {
+        Some(l.iter().map(|s| s.to_string()).collect())
+    }
+
     #[test]
     fn caps() {
         let c = capabilities(
@@ -1159,13 +1163,20 @@ mod tests {
         assert!(c.contains(&"CAP_SYS_ADMIN".to_string()));
         assert!(!c.contains(&"CAP_CHOWN".to_string()));
         assert!(!c.contains(&"CAP_NET_RAW".to_string()));
-        let c = capabilities(
-            &hc(serde_json::json!({"CapDrop": ["ALL"], "CapAdd": ["KILL"]})),
-            false,
-        )
-        .unwrap();
-        assert_eq!(c, vec!["CAP_KILL".to_string()]);
-        assert!(capabilities(&hc(serde_json::json!({"CapAdd": ["BOGUS"]})), false).is_err());
+        let all_but_kill = HostConfig {
+            cap_drop: strings(&["ALL"]),
+            cap_add: strings(&["KILL"]),
+            ..Default::default()
+        };
+        assert_eq!(
+            capabilities(&all_but_kill, false).unwrap(),
+            vec!["CAP_KILL".to_string()]
+        );
+        let bogus = HostConfig {
+            cap_add: strings(&["BOGUS"]),
+            ..Default::default()
+        };
+        assert!(capabilities(&bogus, false).is_err());
         assert!(capabilities(&HostConfig::default(), true).unwrap().len() > 30);
     }
 
@@ -1174,7 +1185,11 @@ mod tests {
         let err = |v| check(&hc(v), 2).unwrap_err().to_string();
         assert!(err(serde_json::json!({"Memory": 1024})).contains("6MB"));
         assert!(err(serde_json::json!({"NanoCpus": 3_000_000_000i64})).contains("only 2 CPUs"));
-        assert!(check(&hc(serde_json::json!({"SecurityOpt": ["bogus"]})), 2).is_err());
+        let bogus = HostConfig {
+            security_opt: strings(&["bogus"]),
+            ..Default::default()
+        };
+        assert!(check(&bogus, 2).is_err());
         assert!(check(
             &hc(serde_json::json!({"Sysctls": {"kernel.hostname": "x"}})),
             2
@@ -1205,13 +1220,13 @@ mod tests {
                 .resources(),
         )
         .unwrap();
-        let v = serde_json::to_value(&r).unwrap();
-        assert_eq!(v["memory"]["limit"], 10485760);
-        assert_eq!(v["cpu"]["quota"], 50000);
-        assert_eq!(v["cpu"]["period"], 100000);
-        assert_eq!(v["cpu"]["shares"], 512);
-        assert_eq!(v["pids"]["limit"], 20);
-        assert!(v.get("blockIO").is_none());
+        assert_eq!(r.memory().unwrap().limit(), Some(10485760));
+        let cpu = r.cpu().as_ref().unwrap();
+        assert_eq!(cpu.quota(), Some(50000));
+        assert_eq!(cpu.period(), Some(100000));
+        assert_eq!(cpu.shares(), Some(512));
+        assert_eq!(r.pids().unwrap().limit(), 20);
+        assert!(r.block_io().is_none());
     }
 
     fn spec() -> Spec {
@@ -1231,6 +1246,12 @@ mod tests {
         })
     }
 
+    /// The device cgroup rules of the spec's resources.
+    fn device_rules(s: &Spec) -> &[LinuxDeviceCgroup] {
+        let resources = s.linux().resources.as_ref().unwrap();
+        resources.devices().as_deref().unwrap()
+    }
+
     #[test]
     fn apply_privileged_and_modes() {
         let mut s = spec();
@@ -1240,12 +1261,11 @@ mod tests {
             &NoPeers,
         )
         .unwrap();
-        let v = serde_json::to_value(&s).unwrap();
-        assert!(v["linux"]["seccomp"].is_null());
-        assert_eq!(v["root"]["readonly"], true);
-        assert!(!v["linux"]["namespaces"].to_string().contains("\"pid\""));
-        assert_eq!(v["process"]["rlimits"][0]["type"], "RLIMIT_NOFILE");
-        assert_eq!(v["linux"]["resources"]["devices"][0]["allow"], true);
+        assert!(s.linux().seccomp.is_none());
+        assert!(s.root.as_ref().unwrap().readonly);
+        assert!(!s.has_namespace(NamespaceType::Pid));
+        assert_eq!(s.process.as_ref().unwrap().rlimits[0].typ, "RLIMIT_NOFILE");
+        assert!(device_rules(&s)[0].allow());
         assert!(apply(
             &mut s,
             &hc(serde_json::json!({"PidMode": "container:x"})),
@@ -1270,28 +1290,33 @@ mod tests {
             &NoPeers,
         )
         .unwrap();
-        let v = serde_json::to_value(&s).unwrap();
-        let rules = v["linux"]["resources"]["devices"].as_array().unwrap();
-        assert_eq!(rules[0]["allow"], false, "the default deny stays first");
-        assert_eq!(rules[1]["type"], "c");
-        assert_eq!(rules[1]["major"], 1);
-        assert_eq!(rules[1]["access"], "mr");
-        assert!(rules[2].get("major").is_none(), "* is any major");
+        let rules = device_rules(&s);
+        assert!(!rules[0].allow(), "the default deny stays first");
+        assert_eq!(rules[1].typ(), Some(LinuxDeviceType::C));
+        assert_eq!(rules[1].major(), Some(1));
+        assert_eq!(rules[1].access().as_deref(), Some("mr"));
+        assert!(rules[2].major().is_none(), "* is any major");
         let shm = s
             .mounts
             .iter()
             .find(|m| m.destination == Path::new("/dev/shm"))
             .unwrap();
         assert!(shm.options.contains(&"size=1024k".to_string()));
-        let sc = &v["linux"]["seccomp"];
-        assert_eq!(sc["defaultAction"], "SCMP_ACT_ALLOW");
-        assert_eq!(sc["architectures"][1], "SCMP_ARCH_X86");
-        assert_eq!(sc["syscalls"][0]["names"][0], "mkdir");
-        assert_eq!(v["process"]["oomScoreAdj"], 100);
-        assert_eq!(v["linux"]["sysctl"]["net.ipv4.ip_forward"], "1");
-        assert!(v["process"]["capabilities"]["bounding"]
-            .to_string()
-            .contains("CAP_SYS_ADMIN"));
+        let sc = s.linux().seccomp.as_ref().unwrap();
+        assert_eq!(sc.default_action, "SCMP_ACT_ALLOW");
+        assert_eq!(sc.architectures[1], "SCMP_ARCH_X86");
+        assert_eq!(sc.syscalls[0].names[0], "mkdir");
+        let process = s.process.as_ref().unwrap();
+        assert_eq!(process.oom_score_adj, Some(100));
+        assert_eq!(
+            s.linux()
+                .sysctl
+                .get("net.ipv4.ip_forward")
+                .map(String::as_str),
+            Some("1")
+        );
+        let caps = process.capabilities.as_ref().unwrap();
+        assert!(caps.bounding.iter().flatten().any(|c| c == "CAP_SYS_ADMIN"));
         let mut s = spec();
         assert!(apply(
             &mut s,

@@ -495,11 +495,7 @@ pub fn inspect(engine: &Engine, name: &str, version: ApiVersion) -> Result<Inspe
     let mut i = engine.images.inspect(&r.image.id)?;
     if version.image_inspect_has_container_config() {
         let cfg = engine.images.config(&r.image.id)?;
-        let cc = cfg
-            .extra
-            .get("container_config")
-            .and_then(|v| berth_api::from_value(v.clone()).ok())
-            .unwrap_or_default();
+        let cc = cfg.container_config().ok().flatten().unwrap_or_default();
         i.container_config = Some(cc);
     }
     Ok(i)

@@ -90,9 +90,8 @@ fn validate(config: &Config, hc: &HostConfig) -> Result<()> {
 
 /// The image's health check (kept verbatim in the image config).
 fn image_healthcheck(ic: &ContainerConfig) -> Option<HealthConfig> {
-    let v = ic.extra.get("Healthcheck")?.clone();
-    match berth_api::from_value(v) {
-        Ok(h) => Some(h),
+    match ic.healthcheck() {
+        Ok(h) => h,
         Err(e) => {
             tracing::warn!("ignoring the image's health check: {e}");
             None
@@ -435,21 +434,29 @@ mod tests {
         );
         assert_eq!(c.entrypoint.unwrap(), vec!["/entry"]);
         assert_eq!(c.cmd.unwrap(), vec!["id"]);
-        let l = c.labels.unwrap();
-        assert_eq!((l["l"].as_str(), l["m"].as_str()), ("user", "image"));
+        let labels = BTreeMap::from([("l".into(), "user".into()), ("m".into(), "image".into())]);
+        assert_eq!(c.labels.unwrap(), labels, "the request's over the image's");
         assert_eq!(c.stop_signal, "SIGINT");
         let h = c.healthcheck.unwrap();
         assert_eq!((h.interval, h.retries), (7, 3));
         assert_eq!(h.test.unwrap(), vec!["CMD", "check"]);
         // A user given explicitly wins.
-        let mut c = config(serde_json::json!({"User": "0", "Cmd": ["id"]}));
+        let mut c = Config {
+            user: "0".into(),
+            cmd: Some(vec!["id".into()]),
+            ..Default::default()
+        };
         merge_image_config(&mut c, &ic).unwrap();
         assert_eq!(c.user, "0");
     }
 
     #[test]
     fn entrypoint_and_cmd_rules() {
-        let ic = image(serde_json::json!({"Entrypoint": ["/entry"], "Cmd": ["serve"]}));
+        let ic = ContainerConfig {
+            entrypoint: Some(vec!["/entry".into()]),
+            cmd: Some(vec!["serve".into()]),
+            ..Default::default()
+        };
         let merged = |v: serde_json::Value| {
             let mut c = config(v);
             merge_image_config(&mut c, &ic).map(|_| (c.entrypoint, c.cmd))
