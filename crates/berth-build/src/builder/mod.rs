@@ -25,6 +25,7 @@ mod container;
 mod copy;
 mod error;
 mod instructions;
+mod lowers;
 mod run;
 mod schedule;
 mod state;
