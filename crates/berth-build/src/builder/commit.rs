@@ -128,22 +128,17 @@ impl Eval<'_, '_, '_> {
             None => files(&rootfs)?,
         };
         let t_ran = t0.elapsed();
+        guard.unmount_all();
         let upper = guard.work.join("upper");
         if !want_layer && dir_is_empty(&upper) {
-            guard.unmount_all();
             self.reaper.reap(guard);
             return Ok(None);
         }
-        // Archived while the overlay is unmounted.
-        let written = guard.unmount_all_while(|| {
-            crate::diff::write_layer_pending(store.blobs(), &upper)
-                .map_err(crate::fsops::io_at("writing the layer of", &upper))
-        })?;
         tracing::debug!(
-            "step on line {line}: mounted {t_mounted:?}, ran {t_ran:?}, layer written and unmounted {:?}",
+            "step on line {line}: mounted {t_mounted:?}, ran {t_ran:?}, unmounted {:?}",
             t0.elapsed()
         );
-        let layer = self.commit_layer(ctx, line, guard, written)?;
+        let layer = self.layer_of_upper(ctx, line, guard)?;
         if let Some(short_id) = ran {
             self.say(format!(" ---> Removed intermediate container {short_id}\n"))?;
         }
@@ -191,12 +186,7 @@ impl Eval<'_, '_, '_> {
                 self.reaper.reap(guard);
                 Ok(None)
             }
-            Direct::Created => {
-                let upper = guard.work.join("upper");
-                let written = crate::diff::write_layer_pending(store.blobs(), &upper)
-                    .map_err(crate::fsops::io_at("writing the layer of", &upper))?;
-                self.commit_layer(ctx, line, guard, written).map(Some)
-            }
+            Direct::Created => self.layer_of_upper(ctx, line, guard).map(Some),
             Direct::Mount => {
                 drop(guard);
                 self.in_container(ctx, line, None, files)
@@ -204,19 +194,21 @@ impl Eval<'_, '_, '_> {
         }
     }
 
-    /// Commits the upper directory of `guard` (nothing mounted on it any more), archived as
-    /// `written`, as the step's layer snapshot; `guard` goes to the reaper.
-    fn commit_layer(
+    /// Archives the upper directory of `guard` (nothing mounted on it any more) into the
+    /// step's layer and commits it as the layer's snapshot; `guard` goes to the reaper.
+    fn layer_of_upper(
         &mut self,
         ctx: &StageCtx,
         line: usize,
         guard: ContainerGuard,
-        (written, pending): (crate::diff::WrittenLayer, berth_image::store::PendingBlob),
     ) -> Result<LayerRecord> {
         let store = self.b.store;
         let t0 = std::time::Instant::now();
         let upper = guard.work.join("upper");
+        let (written, pending) = crate::diff::write_layer_pending(store.blobs(), &upper)
+            .map_err(crate::fsops::io_at("writing the layer of", &upper))?;
         self.pending.blob(pending);
+        let t_written = t0.elapsed();
         let snap = store
             .snapshotter()
             .map_err(error::store("opening the snapshotter"))?;
@@ -234,7 +226,10 @@ impl Eval<'_, '_, '_> {
                 "snapshotter cannot commit build changes",
             ));
         }
-        tracing::debug!("step on line {line}: committed in {:?}", t0.elapsed());
+        tracing::debug!(
+            "step on line {line}: layer written {t_written:?}, committed {:?}",
+            t0.elapsed()
+        );
         // Cleaned up while the next steps run.
         self.reaper.reap(guard);
         Ok(written.record)

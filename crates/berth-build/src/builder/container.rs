@@ -60,29 +60,11 @@ impl ContainerGuard {
     }
 
     pub fn unmount_all(&mut self) {
-        unmount_each(&mut self.mounts);
-    }
-
-    /// [`Self::unmount_all`] on a thread of its own while `f` runs here: an unmount waits
-    /// for an RCU grace period (milliseconds), time `f` (reading the upper directory, which
-    /// nothing writes any more) uses. Both are done when this returns.
-    pub fn unmount_all_while<T>(&mut self, f: impl FnOnce() -> T) -> T {
-        if self.mounts.is_empty() {
-            return f();
-        }
-        let mounts = &mut self.mounts;
-        let out = std::thread::scope(|sc| {
-            let spawned = std::thread::Builder::new()
-                .name("berth-build-umount".into())
-                .spawn_scoped(sc, || unmount_each(mounts));
-            if let Err(e) = &spawned {
-                tracing::warn!("starting an unmount thread: {e}");
+        while let Some(m) = self.mounts.pop() {
+            if let Err(e) = berth_image::snapshot::unmount(&m) {
+                tracing::warn!("unmounting {}: {e}", m.display());
             }
-            f()
-        });
-        // A thread that could not start left them here.
-        self.unmount_all();
-        out
+        }
     }
 }
 
@@ -95,15 +77,6 @@ impl Drop for ContainerGuard {
         drop(self.network.take());
         self.unmount_all();
         let _ = fs::remove_dir_all(&self.work);
-    }
-}
-
-/// Unmounts `mounts`, deepest (last) first.
-fn unmount_each(mounts: &mut Vec<PathBuf>) {
-    while let Some(m) = mounts.pop() {
-        if let Err(e) = berth_image::snapshot::unmount(&m) {
-            tracing::warn!("unmounting {}: {e}", m.display());
-        }
     }
 }
 
