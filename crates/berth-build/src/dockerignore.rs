@@ -193,51 +193,10 @@ fn m(p: &[char], s: &[char], paths: bool, budget: &mut u32) -> bool {
             if paths && ch == '/' {
                 return false;
             }
-            let mut i = 1;
-            let neg = matches!(p.get(1), Some('^') | Some('!'));
-            if neg {
-                i += 1;
+            match berth_util::glob::match_class(&p[1..], ch, true) {
+                Some((hit, len)) => hit && m(&p[1 + len..], &s[1..], paths, budget),
+                None => false,
             }
-            let mut hit = false;
-            let mut first = true;
-            loop {
-                let Some(&pc) = p.get(i) else { return false };
-                if pc == ']' && !first {
-                    i += 1;
-                    break;
-                }
-                first = false;
-                let lo = if pc == '\\' {
-                    i += 1;
-                    match p.get(i) {
-                        Some(&x) => x,
-                        None => return false,
-                    }
-                } else {
-                    pc
-                };
-                i += 1;
-                let hi = if p.get(i) == Some(&'-') && p.get(i + 1).is_some_and(|x| *x != ']') {
-                    let mut h = p[i + 1];
-                    i += 2;
-                    if h == '\\' {
-                        match p.get(i) {
-                            Some(&x) => {
-                                h = x;
-                                i += 1;
-                            }
-                            None => return false,
-                        }
-                    }
-                    h
-                } else {
-                    lo
-                };
-                if lo <= ch && ch <= hi {
-                    hit = true;
-                }
-            }
-            hit != neg && m(&p[i..], &s[1..], paths, budget)
         }
         '\\' if p.len() > 1 => s.first() == Some(&p[1]) && m(&p[2..], &s[1..], paths, budget),
         _ => s.first() == Some(&c) && m(&p[1..], &s[1..], paths, budget),

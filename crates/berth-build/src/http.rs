@@ -1,7 +1,8 @@
 //! A minimal HTTP/1.1 GET for `ADD http://…` (plain HTTP only; redirects followed a few
 //! times). HTTPS needs TLS, which the builder does not link: refused clearly.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use berth_util::http1::{self, ChunkedReader, HeadError};
+use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -65,67 +66,37 @@ pub fn get(url: &str) -> Result<Vec<u8>, HttpError> {
         let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
         write!(s, "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nUser-Agent: berth-build\r\nConnection: close\r\n\r\n")?;
         let mut r = BufReader::new(s);
-        let mut status = String::new();
-        r.read_line(&mut status)?;
-        let code: u16 = status
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| HttpError::BadResponse(status.clone()))?;
-        let mut len: Option<u64> = None;
-        let mut chunked = false;
-        let mut location = None;
-        loop {
-            let mut l = String::new();
-            if r.read_line(&mut l)? == 0 {
-                break;
-            }
-            let l = l.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(':') {
-                let v = v.trim();
-                match k.to_ascii_lowercase().as_str() {
-                    "content-length" => len = v.parse().ok(),
-                    "transfer-encoding" => chunked = v.eq_ignore_ascii_case("chunked"),
-                    "location" => location = Some(v.to_string()),
-                    _ => {}
-                }
-            }
-        }
-        if (300..400).contains(&code) {
-            let loc = location.ok_or(HttpError::NoLocation)?;
+        let head = http1::read_head(&mut r).map_err(|e| match e {
+            HeadError::Io(e) => HttpError::Io(e),
+            HeadError::StatusLine(line) => HttpError::BadResponse(line),
+            HeadError::Closed => HttpError::ClosedEarly,
+        })?;
+        if (300..400).contains(&head.code) {
+            let loc = head.get("location").ok_or(HttpError::NoLocation)?;
             url = if loc.starts_with("http") {
-                loc
+                loc.to_string()
             } else {
                 format!("http://{hostport}{loc}")
             };
             continue;
         }
-        if code != 200 {
-            return Err(HttpError::Status(code));
+        if head.code != 200 {
+            return Err(HttpError::Status(head.code));
         }
         let mut body = Vec::new();
-        if chunked {
-            loop {
-                let mut l = String::new();
-                r.read_line(&mut l)?;
-                let n = u64::from_str_radix(l.trim().split(';').next().unwrap_or(""), 16)
-                    .map_err(|_| HttpError::BadChunk)?;
-                if n == 0 {
-                    break;
-                }
-                if body.len() as u64 + n > MAX_BODY {
-                    return Err(HttpError::TooLarge);
-                }
-                let mut c = vec![0u8; n as usize];
-                r.read_exact(&mut c)?;
-                body.extend_from_slice(&c);
-                let mut crlf = String::new();
-                r.read_line(&mut crlf)?;
+        if head.chunked() {
+            ChunkedReader::strict(r)
+                .take(MAX_BODY + 1)
+                .read_to_end(&mut body)
+                .map_err(|e| match e.kind() {
+                    ErrorKind::InvalidData => HttpError::BadChunk,
+                    _ => HttpError::Io(e),
+                })?;
+            if body.len() as u64 > MAX_BODY {
+                return Err(HttpError::TooLarge);
             }
         } else {
+            let len = head.content_length();
             let lim = len.unwrap_or(MAX_BODY).min(MAX_BODY);
             r.take(lim).read_to_end(&mut body)?;
             if let Some(l) = len {
@@ -137,4 +108,63 @@ pub fn get(url: &str) -> Result<Vec<u8>, HttpError> {
         return Ok(body);
     }
     Err(HttpError::TooManyRedirects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+    use std::net::TcpListener;
+
+    /// Serves `replies` in turn, one a connection; the URL of the server.
+    fn serve(replies: Vec<String>) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for reply in replies {
+                let (s, _) = l.accept().unwrap();
+                let mut r = BufReader::new(s);
+                let mut line = String::new();
+                while r.read_line(&mut line).unwrap() > 0 && !line.ends_with("\r\n\r\n") {}
+                r.get_mut().write_all(reply.as_bytes()).unwrap();
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn sized_chunked_and_redirected_downloads() {
+        let url = serve(vec![
+            "HTTP/1.1 301 Moved\r\nLocation: /to\r\n\r\n".into(),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+                .into(),
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nxyz".into(),
+        ]);
+        assert_eq!(get(&format!("{url}/from")).unwrap(), b"abcde");
+        assert_eq!(get(&url).unwrap(), b"xy");
+    }
+
+    #[test]
+    fn broken_downloads() {
+        let url = serve(vec![
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".into(),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n".into(),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".into(),
+            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc".into(),
+            "garbage\r\n\r\n".into(),
+            "HTTP/1.1 302 Found\r\n\r\n".into(),
+        ]);
+        assert!(matches!(get(&url), Err(HttpError::Status(404))));
+        let e = get(&url).unwrap_err();
+        assert!(
+            matches!(&e, HttpError::Io(e) if e.kind() == ErrorKind::UnexpectedEof),
+            "{e}"
+        );
+        assert!(matches!(get(&url), Err(HttpError::BadChunk)));
+        assert!(matches!(get(&url), Err(HttpError::ClosedEarly)));
+        assert!(matches!(get(&url), Err(HttpError::BadResponse(_))));
+        assert!(matches!(get(&url), Err(HttpError::NoLocation)));
+        assert!(matches!(get("https://x/"), Err(HttpError::Https)));
+        assert!(matches!(get("ftp://x/"), Err(HttpError::Unsupported(_))));
+    }
 }

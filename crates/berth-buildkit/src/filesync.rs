@@ -334,6 +334,15 @@ fn on_disk_as(st: &Stat, m: &fs::Metadata) -> bool {
     false
 }
 
+/// The path of entry `name` of the directory at `rel` (`""`: the root), as transfers name it.
+fn entry_path(rel: &str, name: &str) -> String {
+    if rel.is_empty() {
+        name.to_string()
+    } else {
+        format!("{rel}/{name}")
+    }
+}
+
 /// What of `base` still matches `dest` (checked with `lstat`); what `dest` holds beyond it
 /// is removed.
 fn verify(dest: &Path, base: &Manifest) -> Result<Manifest, SyncError> {
@@ -342,11 +351,7 @@ fn verify(dest: &Path, base: &Manifest) -> Result<Manifest, SyncError> {
             let e = e.map_err(io_err(rel))?;
             let name = e.file_name();
             let name = name.to_string_lossy();
-            let p = if rel.is_empty() {
-                name.into_owned()
-            } else {
-                format!("{rel}/{name}")
-            };
+            let p = entry_path(rel, &name);
             let full = dest.join(&p);
             let m = fs::symlink_metadata(&full).map_err(io_err(&p))?;
             match base.get(&p).filter(|st| on_disk_as(st, &m)) {
@@ -796,11 +801,7 @@ pub fn walk(root: &Path) -> Result<Vec<(PathBuf, Stat)>, SyncError> {
             .collect();
         names.sort();
         for n in names {
-            let p = if rel.is_empty() {
-                n.clone()
-            } else {
-                format!("{rel}/{n}")
-            };
+            let p = entry_path(rel, &n);
             let host = root.join(&p);
             let m = fs::symlink_metadata(&host).map_err(io_err(&p))?;
             let mut st = Stat {

@@ -246,7 +246,7 @@ fn tty_output_resize_and_input() {
     read_until(&mut stream, &mut acc, "bye");
     assert_eq!(c.wait(None).unwrap(), 0);
     // The log has the tty's output as stdout.
-    let log = std::fs::read_to_string(shim.log_path()).unwrap();
+    let log = shim.log();
     assert!(log.contains("30 100") && log.contains("line=hi"), "{log}");
     assert!(!log.contains("\"stderr\""));
     // Resize of a non-tty exec or a missing exec is an error; the shim keeps serving.
@@ -413,7 +413,7 @@ fn log_rotation() {
     }
     // The rotated files hold the lines just before the current file's, in order.
     let older = std::fs::read_to_string(shim.dir.join(format!("{base}.1"))).unwrap();
-    let current = std::fs::read_to_string(shim.log_path()).unwrap();
+    let current = shim.log();
     let num = |l: &str| -> i32 {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
         v["log"]
@@ -560,9 +560,7 @@ fn direct_start_writes_the_exec_fifo() {
     assert_eq!(env.status(&id), "stopped");
     // A second start is refused by the shim (the container is not created any more).
     assert!(shim.client().start().is_err());
-    assert!(std::fs::read_to_string(shim.log_path())
-        .unwrap()
-        .contains("started"));
+    assert!(shim.log().contains("started"));
     shim.client().shutdown(false).unwrap();
 }
 
@@ -607,9 +605,7 @@ fn start_flag_starts_before_the_report() {
     assert!(shim.client().start().is_err());
     shim.client().kill(libc::SIGKILL, false).unwrap();
     assert_eq!(shim.client().wait(None).unwrap(), 137);
-    assert!(std::fs::read_to_string(shim.log_path())
-        .unwrap()
-        .contains("started"));
+    assert!(shim.log().contains("started"));
     shim.client().shutdown(false).unwrap();
 }
 
@@ -630,9 +626,7 @@ fn runtime_given_as_standard_input() {
     let shim = env.start_shim_stdin(&id, &b, &extra, runtime);
     shim.client().start().unwrap();
     assert_eq!(shim.client().wait(None).unwrap(), 3);
-    assert!(std::fs::read_to_string(shim.log_path())
-        .unwrap()
-        .contains("started"));
+    assert!(shim.log().contains("started"));
     // The runtime runs again at shutdown (its `delete`), from the shim's own descriptor.
     shim.client().shutdown(false).unwrap();
     wait_for("shim exit", T, || !alive(shim.pid));

@@ -81,11 +81,14 @@ pub fn body_reader<R: BufRead + Send + 'static>(r: R, head: &Head) -> Box<dyn Re
     }
 }
 
-/// Decodes a chunked body as it arrives (a closed connection between chunks ends it).
+/// Decodes a chunked body as it arrives. A closed connection between chunks ends it, or, when
+/// [`strict`](Self::strict), is an [`UnexpectedEof`](std::io::ErrorKind::UnexpectedEof) error
+/// (a download must end with its last, empty chunk).
 pub struct ChunkedReader<R> {
     r: R,
     left: usize,
     done: bool,
+    strict: bool,
 }
 
 impl<R> ChunkedReader<R> {
@@ -94,6 +97,15 @@ impl<R> ChunkedReader<R> {
             r,
             left: 0,
             done: false,
+            strict: false,
+        }
+    }
+
+    /// A reader for which a body without its last chunk is an error.
+    pub fn strict(r: R) -> Self {
+        ChunkedReader {
+            strict: true,
+            ..Self::new(r)
         }
     }
 }
@@ -109,6 +121,12 @@ impl<R: BufRead> Read for ChunkedReader<R> {
             loop {
                 line.clear();
                 if self.r.read_line(&mut line)? == 0 {
+                    if self.strict {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "connection closed before the last chunk",
+                        ));
+                    }
                     self.done = true;
                     return Ok(0);
                 }
@@ -117,7 +135,12 @@ impl<R: BufRead> Read for ChunkedReader<R> {
                 }
             }
             let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16)
-                .map_err(|_| std::io::Error::other(format!("bad chunk size {line:?}")))?;
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("bad chunk size {line:?}"),
+                    )
+                })?;
             if size == 0 {
                 self.done = true;
                 return Ok(0);
@@ -175,5 +198,26 @@ mod tests {
         assert!(b.unwrap_err().to_string().contains("bad chunk size"));
         let (_, b) = body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nabc");
         assert_eq!(b.unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_strict_reader_wants_the_last_chunk() {
+        let read = |raw: &'static [u8], strict: bool| {
+            let r = BufReader::new(raw);
+            let mut c = if strict {
+                ChunkedReader::strict(r)
+            } else {
+                ChunkedReader::new(r)
+            };
+            let mut b = Vec::new();
+            c.read_to_end(&mut b).map(|_| b)
+        };
+        let cut = b"3\r\nabc\r\n";
+        assert_eq!(read(cut, false).unwrap(), b"abc");
+        let e = read(cut, true).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+        assert_eq!(read(b"3\r\nabc\r\n0\r\n\r\n", true).unwrap(), b"abc");
+        let e = read(b"zz\r\n", true).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
     }
 }

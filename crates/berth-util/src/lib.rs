@@ -6,6 +6,7 @@
 //! - [`fd`]: handing a descriptor to a child process ([`fd::inherit_as`]).
 //! - [`fs`]: replacing a file's content atomically, durably ([`fs::atomic_write`]) or not
 //!   ([`fs::replace_file_nosync`], for run-time state).
+//! - [`glob`]: Go's `path.Match` character classes ([`glob::match_class`]).
 //! - [`host`]: the daemon's addresses (`unix://`, `tcp://`) and their default ports.
 //! - [`http1`]: the client side of HTTP/1.1: a response's head ([`http1::read_head`]) and
 //!   body ([`http1::body_reader`], de-chunked by [`http1::ChunkedReader`]).
@@ -24,6 +25,7 @@
 
 pub mod fd;
 pub mod fs;
+pub mod glob;
 pub mod host;
 pub mod http1;
 pub mod id;

@@ -153,11 +153,7 @@ fn cri_version_status_runtime_config_and_images() {
 
 #[test]
 fn cri_pull_with_the_requests_credentials_and_remove() {
-    require_root!();
-    if !DockerRegistry::available() {
-        eprintln!("skipped: docker-registry is not installed");
-        return;
-    }
+    require_root!(DOCKER_REGISTRY);
     let reg = DockerRegistry::with_htpasswd();
     let d = Daemon::new();
     let name = format!("{}/cri/bb:1", reg.host());
@@ -240,8 +236,7 @@ fn cri_pod_and_container_lifecycle_on_cni_across_a_restart() {
     let Some((net, mut d, _pods)) = cri_daemon(2) else {
         return;
     };
-    let logs = d.path("pod-logs");
-    let uid = format!("uid-{}", berth_testkit::unique_id());
+    let (uid, logs) = pod_uid_and_logs(&d);
     let ready = pb::PodSandboxState::SandboxReady as i32;
     let notready = pb::PodSandboxState::SandboxNotready as i32;
     let runtime = rt();
@@ -459,12 +454,7 @@ fn cri_pod_and_container_lifecycle_on_cni_across_a_restart() {
         let (out, _, _) = exec(&mut r, &cid, &["hostname"], 10).await;
         assert_eq!(out.trim(), "web-pod");
 
-        r.stop_container(pb::StopContainerRequest {
-            container_id: cid.clone(),
-            timeout: 1,
-        })
-        .await
-        .unwrap();
+        stop_container(&mut r, &cid, 1).await;
         let st = container_state(&mut r, &cid).await;
         assert_eq!(st.state, pb::ContainerState::ContainerExited as i32);
         assert!(st.finished_at >= st.started_at, "{st:?}");
@@ -489,19 +479,11 @@ fn cri_pod_and_container_lifecycle_on_cni_across_a_restart() {
         assert!(none.is_empty(), "{none:?}");
 
         // Stop: NOTREADY, the address released, the IP kept in the status.
-        r.stop_pod_sandbox(pb::StopPodSandboxRequest {
-            pod_sandbox_id: sid.clone(),
-        })
-        .await
-        .unwrap();
+        stop_pod(&mut r, &sid).await;
         assert_eq!(sandbox_state(&mut r, &sid).await, (notready, ip.clone()));
         assert!(net.leases().is_empty(), "{:?}", net.leases());
         // Stopping again is fine; so is removing twice.
-        r.stop_pod_sandbox(pb::StopPodSandboxRequest {
-            pod_sandbox_id: sid.clone(),
-        })
-        .await
-        .unwrap();
+        stop_pod(&mut r, &sid).await;
         for _ in 0..2 {
             remove_pod(&mut r, &sid).await;
         }
@@ -521,8 +503,7 @@ fn cri_pods_removed_running_or_stopped_dead_release_their_network() {
     let Some((net, d, _pods)) = cri_daemon(3) else {
         return;
     };
-    let logs = d.path("pod-logs");
-    let uid = format!("uid-{}", berth_testkit::unique_id());
+    let (uid, logs) = pod_uid_and_logs(&d);
     rt().block_on(async {
         let (mut r, _) = clients(&d).await;
         let sid = run_pod(&mut r, &sandbox_config(&d, &uid, &logs)).await;
@@ -548,11 +529,7 @@ fn cri_pods_removed_running_or_stopped_dead_release_their_network() {
         let (state, _) = sandbox_state(&mut r, &sid).await;
         assert_eq!(state, pb::PodSandboxState::SandboxNotready as i32);
         assert_eq!(net.leases().len(), 1);
-        r.stop_pod_sandbox(pb::StopPodSandboxRequest {
-            pod_sandbox_id: sid.clone(),
-        })
-        .await
-        .unwrap();
+        stop_pod(&mut r, &sid).await;
         assert!(net.leases().is_empty(), "{:?}", net.leases());
         remove_pod(&mut r, &sid).await;
         // An unknown runtime handler is refused, and leaves nothing.
@@ -627,8 +604,7 @@ fn cri_port_mapping_shared_pid_namespace_and_security_context() {
     let Some((net, d, _pods)) = cri_daemon(4) else {
         return;
     };
-    let logs = d.path("pod-logs");
-    let uid = format!("uid-{}", berth_testkit::unique_id());
+    let (uid, logs) = pod_uid_and_logs(&d);
     let port = free_port();
     let gateway = format!("{}{}", net.subnet_prefix, 4 * 16 + 1);
     rt().block_on(async {
@@ -845,8 +821,7 @@ fn cri_host_network_and_ipc_pod() {
     let Some((net, d, _pods)) = cri_daemon(6) else {
         return;
     };
-    let logs = d.path("pod-logs");
-    let uid = format!("uid-{}", berth_testkit::unique_id());
+    let (uid, logs) = pod_uid_and_logs(&d);
     rt().block_on(async {
         let (mut r, _) = clients(&d).await;
         let mut cfg = sandbox_config(&d, &uid, &logs);
@@ -914,8 +889,29 @@ async fn next_event(
         .expect("the event stream ended")
 }
 
-/// The event's (container id, type, pod state, container states).
-fn event_summary(e: &pb::ContainerEventResponse) -> (String, i32, Option<i32>, Vec<(String, i32)>) {
+/// An event's (container id, type, pod state, container states).
+type EventSummary = (String, i32, Option<i32>, Vec<(String, i32)>);
+
+/// The next event's [`EventSummary`].
+async fn next_summary(s: &mut tonic::Streaming<pb::ContainerEventResponse>) -> EventSummary {
+    event_summary(&next_event(s).await)
+}
+
+/// The [`EventSummary`] of event `ev` of container `id`, in state `state`, of a ready pod.
+fn ready_pods_container_event(
+    id: &str,
+    ev: pb::ContainerEventType,
+    state: pb::ContainerState,
+) -> EventSummary {
+    (
+        id.to_string(),
+        ev as i32,
+        Some(pb::PodSandboxState::SandboxReady as i32),
+        vec![(id.to_string(), state as i32)],
+    )
+}
+
+fn event_summary(e: &pb::ContainerEventResponse) -> EventSummary {
     (
         e.container_id.clone(),
         e.container_event_type,
@@ -952,8 +948,7 @@ fn cri_stats_and_container_events() {
     let Some((net, d, _pods)) = cri_daemon(7) else {
         return;
     };
-    let logs = d.path("pod-logs");
-    let uid = format!("uid-{}", berth_testkit::unique_id());
+    let (uid, logs) = pod_uid_and_logs(&d);
     let gateway = format!("{}{}", net.subnet_prefix, 7 * 16 + 1);
     rt().block_on(async {
         let (mut r, mut i) = clients(&d).await;
@@ -997,13 +992,8 @@ fn cri_stats_and_container_events() {
         config.labels = [("tier".to_string(), "cpu".to_string())].into();
         let cid = create_container(&mut r, &sid, &cfg, config).await;
         assert_eq!(
-            event_summary(&next_event(&mut events).await),
-            (
-                cid.clone(),
-                Ev::ContainerCreatedEvent as i32,
-                ready,
-                vec![(cid.clone(), Cs::ContainerCreated as i32)]
-            )
+            next_summary(&mut events).await,
+            ready_pods_container_event(&cid, Ev::ContainerCreatedEvent, Cs::ContainerCreated)
         );
         // Not running: attributes and the writable layer, no CPU or memory.
         let st = container_stats(&mut r, &cid).await;
@@ -1011,13 +1001,8 @@ fn cri_stats_and_container_events() {
         assert_eq!(st.attributes.as_ref().unwrap().labels["tier"], "cpu");
         start_container(&mut r, &cid).await;
         assert_eq!(
-            event_summary(&next_event(&mut events).await),
-            (
-                cid.clone(),
-                Ev::ContainerStartedEvent as i32,
-                ready,
-                vec![(cid.clone(), Cs::ContainerRunning as i32)]
-            )
+            next_summary(&mut events).await,
+            ready_pods_container_event(&cid, Ev::ContainerStartedEvent, Cs::ContainerRunning)
         );
         for _ in 0..100 {
             if exec(&mut r, &cid, &["test", "-e", "/done"], 5).await.2 == 0 {
@@ -1139,31 +1124,17 @@ fn cri_stats_and_container_events() {
         assert_eq!(pods("db").await, 0);
 
         // Stopped, then removed.
-        r.stop_container(pb::StopContainerRequest {
-            container_id: cid.clone(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
+        stop_container(&mut r, &cid, 0).await;
         assert_eq!(
-            event_summary(&next_event(&mut events).await),
-            (
-                cid.clone(),
-                Ev::ContainerStoppedEvent as i32,
-                ready,
-                vec![(cid.clone(), Cs::ContainerExited as i32)]
-            )
+            next_summary(&mut events).await,
+            ready_pods_container_event(&cid, Ev::ContainerStoppedEvent, Cs::ContainerExited)
         );
         let st = container_stats(&mut r, &cid).await;
         assert!(st.cpu.is_none(), "{st:?}");
         assert!(value(&st.writable_layer.unwrap().used_bytes) >= 2 << 20);
-        r.remove_container(pb::RemoveContainerRequest {
-            container_id: cid.clone(),
-        })
-        .await
-        .unwrap();
+        remove_container(&mut r, &cid).await;
         assert_eq!(
-            event_summary(&next_event(&mut events).await),
+            next_summary(&mut events).await,
             (cid.clone(), Ev::ContainerDeletedEvent as i32, ready, vec![])
         );
         let e = r
@@ -1173,13 +1144,9 @@ fn cri_stats_and_container_events() {
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::NotFound);
-        r.stop_pod_sandbox(pb::StopPodSandboxRequest {
-            pod_sandbox_id: sid.clone(),
-        })
-        .await
-        .unwrap();
+        stop_pod(&mut r, &sid).await;
         assert_eq!(
-            event_summary(&next_event(&mut events).await),
+            next_summary(&mut events).await,
             (
                 sid.clone(),
                 Ev::ContainerStoppedEvent as i32,
@@ -1197,7 +1164,7 @@ fn cri_stats_and_container_events() {
         assert_eq!(pods("web").await, 0);
         remove_pod(&mut r, &sid).await;
         assert_eq!(
-            event_summary(&next_event(&mut events).await),
+            next_summary(&mut events).await,
             (sid.clone(), Ev::ContainerDeletedEvent as i32, None, vec![])
         );
     });
@@ -1216,8 +1183,7 @@ fn cri_mount_propagation() {
     };
     let shared = berth_testkit::PropagationDir::new(true);
     let private = berth_testkit::PropagationDir::new(false);
-    let logs = d.path("pod-logs");
-    let uid = format!("uid-{}", berth_testkit::unique_id());
+    let (uid, logs) = pod_uid_and_logs(&d);
     rt().block_on(async {
         let (mut r, _) = clients(&d).await;
         let cfg = host_network_sandbox_config(&d, &uid, &logs);
@@ -1310,12 +1276,7 @@ fn cri_mount_propagation() {
         );
         assert!(e.message().contains(&want), "{e:?}");
         for c in [bidi, h2c] {
-            r.stop_container(pb::StopContainerRequest {
-                container_id: c,
-                timeout: 0,
-            })
-            .await
-            .unwrap();
+            stop_container(&mut r, &c, 0).await;
         }
         remove_pod(&mut r, &sid).await;
     });

@@ -115,11 +115,7 @@ fn cri_networks_left_by_a_crash_are_released_at_daemon_start() {
             vec![(&cut, pb::PodSandboxState::SandboxNotready as i32)]
         );
         assert!(d.docker(&["inspect", &lost]).code != 0);
-        r.stop_pod_sandbox(pb::StopPodSandboxRequest {
-            pod_sandbox_id: cut.clone(),
-        })
-        .await
-        .unwrap();
+        stop_pod(&mut r, &cut).await;
         remove_pod(&mut r, &cut).await;
     });
     drop(_pods);
@@ -451,12 +447,7 @@ fn cri_creates_a_power_loss_cut_are_removed_at_daemon_start() {
                 create_container(&mut r, &sid, &cfg, busybox_container(name, "sleep 3600")).await,
             );
         }
-        r.stop_container(pb::StopContainerRequest {
-            container_id: "0123456789abcdef-no-such-container".into(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
+        stop_container(&mut r, "0123456789abcdef-no-such-container", 0).await;
         (sid, ids[0].clone(), ids[1].clone(), ids[2].clone())
     });
     d.kill9();

@@ -283,11 +283,7 @@ fn images_behave_as_dockerd() {
 /// registry get dockerd's statuses.
 #[test]
 fn distribution_inspect_behaves_as_dockerd() {
-    require_root!();
-    if !DockerRegistry::available() {
-        eprintln!("skipped: docker-registry missing");
-        return;
-    }
+    require_root!(DOCKER_REGISTRY);
     let reg = DockerRegistry::with_htpasswd();
     let d = Daemon::new();
     let host = reg.host();

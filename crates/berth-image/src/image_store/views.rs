@@ -337,49 +337,12 @@ pub fn path_match(pattern: &str, name: &str) -> bool {
                 m(&p[1..], &n[1..])
             }
             '[' => {
-                let mut i = 1;
-                let negate = p.get(1) == Some(&'^');
-                if negate {
-                    i += 1;
-                }
-                let mut matched = false;
                 let c = *n.first()?;
-                let mut first = true;
-                loop {
-                    let ch = *p.get(i)?;
-                    if ch == ']' && !first {
-                        i += 1;
-                        break;
-                    }
-                    first = false;
-                    let lo = if ch == '\\' {
-                        i += 1;
-                        *p.get(i)?
-                    } else {
-                        ch
-                    };
-                    i += 1;
-                    let hi = if p.get(i) == Some(&'-') && p.get(i + 1) != Some(&']') {
-                        i += 1;
-                        let h = if p.get(i)? == &'\\' {
-                            i += 1;
-                            *p.get(i)?
-                        } else {
-                            *p.get(i)?
-                        };
-                        i += 1;
-                        h
-                    } else {
-                        lo
-                    };
-                    if lo <= c && c <= hi {
-                        matched = true;
-                    }
-                }
-                if matched == negate || c == '/' {
+                let (matched, len) = berth_util::glob::match_class(&p[1..], c, false)?;
+                if !matched || c == '/' {
                     return Some(false);
                 }
-                m(&p[i..], &n[1..])
+                m(&p[1 + len..], &n[1..])
             }
             '\\' => {
                 let ch = *p.get(1)?;

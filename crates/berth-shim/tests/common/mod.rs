@@ -93,6 +93,10 @@ impl ShimProc {
     pub fn log_path(&self) -> PathBuf {
         self.dir.join(format!("{}-json.log", self.id))
     }
+    /// The log's current file, which must exist.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap()
+    }
     /// The log's entries (current file only).
     pub fn log_entries(&self) -> Vec<Value> {
         std::fs::read_to_string(self.log_path())

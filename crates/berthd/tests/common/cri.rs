@@ -199,6 +199,14 @@ pub fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A pod uid of the test's own and the pods' log directory on the daemon `d`.
+pub fn pod_uid_and_logs(d: &Daemon) -> (String, PathBuf) {
+    (
+        format!("uid-{}", berth_testkit::unique_id()),
+        d.path("pod-logs"),
+    )
+}
+
 pub fn sandbox_config(d: &Daemon, uid: &str, logs: &Path) -> pb::PodSandboxConfig {
     pb::PodSandboxConfig {
         metadata: Some(pb::PodSandboxMetadata {
@@ -334,6 +342,34 @@ pub async fn try_exec_sync(
 pub async fn remove_pod(r: &mut Runtime, id: &str) {
     r.remove_pod_sandbox(pb::RemovePodSandboxRequest {
         pod_sandbox_id: id.into(),
+    })
+    .await
+    .unwrap();
+}
+
+/// StopPodSandbox, which must succeed.
+pub async fn stop_pod(r: &mut Runtime, id: &str) {
+    r.stop_pod_sandbox(pb::StopPodSandboxRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await
+    .unwrap();
+}
+
+/// StopContainer with a grace period of `timeout` seconds, which must succeed.
+pub async fn stop_container(r: &mut Runtime, id: &str, timeout: i64) {
+    r.stop_container(pb::StopContainerRequest {
+        container_id: id.into(),
+        timeout,
+    })
+    .await
+    .unwrap();
+}
+
+/// RemoveContainer, which must succeed.
+pub async fn remove_container(r: &mut Runtime, id: &str) {
+    r.remove_container(pb::RemoveContainerRequest {
+        container_id: id.into(),
     })
     .await
     .unwrap();
