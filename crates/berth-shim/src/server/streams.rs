@@ -44,9 +44,7 @@ impl Shim {
     /// Handles one read of an output; returns the bytes read (`None`: nothing to read now,
     /// or the output ended).
     pub(super) fn on_output(&mut self, oid: u64) -> Option<usize> {
-        let Some(o) = self.outputs.get(&oid) else {
-            return None;
-        };
+        let o = self.outputs.get(&oid)?;
         // The shared buffer is out while a connection is read (a `drain` request comes from
         // there): a zero-length read would look like the end of the output.
         let mut buf = std::mem::take(&mut self.buf);
