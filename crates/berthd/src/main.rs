@@ -32,7 +32,12 @@ fn find_bin(name: &str) -> PathBuf {
     berth_util::fs::find_in_path(name).unwrap_or_else(|| PathBuf::from(name))
 }
 
-/// Takes the data root's lock (held for the daemon's life).
+/// How long a starting daemon waits for the data root's lock: a predecessor killed just
+/// before (`kill -9`, a supervisor's immediate restart) can hold it a moment longer through
+/// a child it forked that has not yet executed (the lock's descriptor is close-on-exec).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Takes the data root's lock (held for the daemon's life), waiting up to [`LOCK_WAIT`].
 fn lock_data_root(root: &Path) -> anyhow::Result<std::fs::File> {
     let p = root.join("berthd.lock");
     let f = std::fs::OpenOptions::new()
@@ -42,7 +47,12 @@ fn lock_data_root(root: &Path) -> anyhow::Result<std::fs::File> {
         .mode(0o600)
         .open(&p)
         .with_context(|| format!("opening {}", p.display()))?;
-    if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    while rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        if std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            continue;
+        }
         bail!(
             "another berthd is already running on data root {} (lock {} is held)",
             root.display(),

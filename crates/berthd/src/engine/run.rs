@@ -447,8 +447,14 @@ impl Engine {
         }
         // The sealed copy of the runtime as the shim's standard input: with nothing but stdio
         // to pass, the spawn runs no code between fork and exec, and so is a vfork-style
-        // posix_spawn rather than a copy of the daemon's address space.
-        match &self.runtime_copy {
+        // posix_spawn rather than a copy of the daemon's address space. Not for a container
+        // that may hold CAP_SYS_PTRACE: it can reach the copy through /proc/<pid>/exe of a
+        // runtime entering it and, though it cannot write it (sealed), hold it open for
+        // writing, and every later exec of that one copy, for any container, would then fail
+        // with ETXTBSY. Its shim runs the runtime by its path (each run protects itself with
+        // a read-only view of its own).
+        let shared_copy = self.runtime_copy.as_ref().filter(|_| !may_ptrace(&cfg));
+        match shared_copy {
             Some(fd) => {
                 let copy = fd
                     .try_clone()
@@ -986,4 +992,13 @@ async fn attach_shim(
     )
     .await?;
     Ok(s)
+}
+
+/// Whether a container's processes may hold `CAP_SYS_PTRACE` (in its bounding set).
+fn may_ptrace(spec: &berth_runtime::spec::Spec) -> bool {
+    spec.process
+        .as_ref()
+        .and_then(|p| p.capabilities.as_ref())
+        .and_then(|c| c.bounding.as_ref())
+        .is_some_and(|b| b.iter().any(|c| c == "CAP_SYS_PTRACE"))
 }
