@@ -437,29 +437,53 @@ fn context_tar(c: &BuildCmd) -> Result<(Vec<u8>, String), CliError> {
     Ok((buf, dockerfile))
 }
 
-/// `--secret id=ID[,src=FILE|,env=VARIABLE]` (also `source=`, `type=file|env`; a lone
-/// `id=ID` reads the variable ID, else the file ID): the `X-Berth-Build-Secrets` header line
-/// (empty without secrets).
+/// One `--secret id=ID[,src=FILE|,env=VARIABLE]` (also `source=`, `type=file|env`), parsed
+/// once; other keys are ignored.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct SecretSpec<'a> {
+    id: &'a str,
+    typ: Option<&'a str>,
+    src: Option<&'a str>,
+    source: Option<&'a str>,
+    env: Option<&'a str>,
+}
+
+impl<'a> SecretSpec<'a> {
+    fn parse(spec: &'a str) -> Result<SecretSpec<'a>, CliError> {
+        let mut s = SecretSpec::default();
+        let mut id = None;
+        for part in spec.split(',') {
+            let (k, v) = part.split_once('=').ok_or_else(|| {
+                CliError::Usage(format!("invalid secret {spec:?}: expected key=value pairs"))
+            })?;
+            let slot = match k.trim() {
+                "id" => &mut id,
+                "type" => &mut s.typ,
+                "src" => &mut s.src,
+                "source" => &mut s.source,
+                "env" => &mut s.env,
+                _ => continue,
+            };
+            *slot = Some(v.trim());
+        }
+        s.id = id
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| CliError::Usage(format!("invalid secret {spec:?}: id is required")))?;
+        Ok(s)
+    }
+}
+
+/// The `X-Berth-Build-Secrets` header line of the `--secret`s (empty without secrets): a lone
+/// `id=ID` reads the variable ID, else the file ID.
 fn secrets_header(specs: &[String]) -> Result<String, CliError> {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut m: BTreeMap<String, String> = BTreeMap::new();
     for spec in specs {
-        let mut kv: BTreeMap<&str, &str> = BTreeMap::new();
-        for part in spec.split(',') {
-            let (k, v) = part.split_once('=').ok_or_else(|| {
-                CliError::Usage(format!("invalid secret {spec:?}: expected key=value pairs"))
-            })?;
-            kv.insert(k.trim(), v.trim());
-        }
-        let id = kv
-            .get("id")
-            .copied()
-            .filter(|i| !i.is_empty())
-            .ok_or_else(|| CliError::Usage(format!("invalid secret {spec:?}: id is required")))?;
-        let src = kv.get("src").or_else(|| kv.get("source")).copied();
-        let env = kv.get("env").copied();
-        let data = match (kv.get("type").copied(), src, env) {
+        let secret = SecretSpec::parse(spec)?;
+        let id = secret.id;
+        let src = secret.src.or(secret.source);
+        let data = match (secret.typ, src, secret.env) {
             (Some("env"), s, e) => env_secret(id, e.or(s).unwrap_or(id))?,
             (_, Some(f), None) => {
                 std::fs::read(f).map_err(|e| msg(format!("secret {id}: reading {f}: {e}")))?
@@ -615,5 +639,68 @@ pub fn builder(host: &Host, c: &BuilderCommand, out: &mut dyn Write) -> Result<(
             )?;
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    #[test]
+    fn secret_specs_parse_once() {
+        assert_eq!(
+            SecretSpec::parse("id=a, src = /f ,source=/g,env=E,type=env,other=x").unwrap(),
+            SecretSpec {
+                id: "a",
+                typ: Some("env"),
+                src: Some("/f"),
+                source: Some("/g"),
+                env: Some("E"),
+            }
+        );
+        assert_eq!(
+            SecretSpec::parse("id=a,id=b").unwrap().id,
+            "b",
+            "the last wins"
+        );
+        for (bad, want) in [
+            ("src=/x", "id is required"),
+            ("id=,src=/x", "id is required"),
+            ("id", "expected key=value pairs"),
+        ] {
+            let e = SecretSpec::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn secrets_become_the_header() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        assert_eq!(secrets_header(&[]).unwrap(), "");
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("s");
+        std::fs::write(&f, "s3cret").unwrap();
+        let path = std::env::var("PATH").unwrap();
+        let specs = [
+            format!("id=k,src={}", f.display()),
+            format!("id=j,source={}", f.display()),
+            "id=p,type=env,src=PATH".to_string(),
+        ];
+        let json = serde_json::json!({
+            "k": b64.encode("s3cret"),
+            "j": b64.encode("s3cret"),
+            "p": b64.encode(&path),
+        });
+        assert_eq!(
+            secrets_header(&specs).unwrap(),
+            format!(
+                "X-Berth-Build-Secrets: {}\r\n",
+                b64.encode(json.to_string())
+            )
+        );
+        let both = format!("id=k,src={},env=PATH", f.display());
+        let e = secrets_header(&[both]).unwrap_err().to_string();
+        assert!(e.contains("src and env are exclusive"), "{e}");
     }
 }

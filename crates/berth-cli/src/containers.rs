@@ -738,8 +738,8 @@ mod tests {
         assert_eq!(r.config.cmd.as_deref().unwrap(), ["-c", "echo hi"]);
         assert_eq!(r.config.entrypoint.as_deref().unwrap(), ["/bin/sh"]);
         assert_eq!(r.config.env.as_deref().unwrap(), ["A=1"]);
-        let labels = r.config.labels.as_ref().unwrap();
-        assert_eq!((labels["k"].as_str(), labels["bare"].as_str()), ("v", ""));
+        let labels = [("k", "v"), ("bare", "")].map(|(k, v)| (k.to_string(), v.to_string()));
+        assert_eq!(r.config.labels, Some(labels.into()));
         assert_eq!(
             (r.config.working_dir.as_str(), r.config.user.as_str()),
             ("/w", "nobody")

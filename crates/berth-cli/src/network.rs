@@ -702,17 +702,18 @@ mod tests {
             req.config.exposed_ports,
             Some([("80/tcp".to_string(), Empty {})].into())
         );
-        let ep = &req.networking_config.unwrap().endpoints_config.unwrap()["mynet"];
-        assert_eq!(
-            ep,
-            &EndpointSettings {
-                ipam_config: Some(EndpointIpamConfig {
-                    ipv4_address: "10.1.0.9".into(),
-                    ..Default::default()
-                }),
-                aliases: Some(vec!["web".into()]),
+        let ep = EndpointSettings {
+            ipam_config: Some(EndpointIpamConfig {
+                ipv4_address: "10.1.0.9".into(),
                 ..Default::default()
-            }
+            }),
+            aliases: Some(vec!["web".into()]),
+            ..Default::default()
+        };
+        assert_eq!(
+            req.networking_config.unwrap().endpoints_config,
+            Some([("mynet".to_string(), ep)].into()),
+            "the one network's endpoint"
         );
     }
 

@@ -475,9 +475,9 @@ mod tests {
         assert_eq!(h.interval, 1_000_000_000);
         assert_eq!(h.test.as_deref().unwrap(), ["CMD-SHELL", "true"]);
         assert_eq!(r.config.env.as_deref().unwrap(), ["A=1"]);
-        // The wire shape: Config at the top, HostConfig beside it.
-        let v = serde_json::to_value(&r).unwrap();
-        assert!(v.get("Tty").is_some() && v.get("HostConfig").is_some());
+        // The wire shape: Config at the top, HostConfig beside it, as dockerd decodes it.
+        let wire = serde_json::to_vec(&r).unwrap();
+        assert_eq!(CreateRequest::decode(&wire).unwrap(), r);
     }
 
     #[test]

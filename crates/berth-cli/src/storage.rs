@@ -415,10 +415,17 @@ mod tests {
         assert_eq!(m.kind, "volume");
         let vo = m.volume_options.as_ref().unwrap();
         assert!(vo.no_copy);
-        assert_eq!(vo.labels.as_ref().unwrap()["a"], "b");
+        let map = |kv: &[(&str, &str)]| {
+            let m: BTreeMap<String, String> = kv
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Some(m)
+        };
+        assert_eq!(vo.labels, map(&[("a", "b")]));
         assert_eq!(
-            vo.driver_config.as_ref().unwrap().options.as_ref().unwrap()["type"],
-            "tmpfs"
+            vo.driver_config.as_ref().unwrap().options,
+            map(&[("type", "tmpfs"), ("device", "tmpfs")])
         );
         assert!(parse_mount_flag("type=bind,src=/a").is_err());
         assert!(parse_mount_flag("target=/a,bogus=1").is_err());

@@ -636,6 +636,27 @@ pub struct ContainerConfig {
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
+impl ContainerConfig {
+    /// The image's `HEALTHCHECK`, decoded with dockerd's rules; `Ok(None)` without one. It
+    /// stays verbatim in [`Self::extra`] so a stored config keeps its bytes (and its digest).
+    pub fn healthcheck(
+        &self,
+    ) -> Result<Option<berth_api::container::HealthConfig>, berth_api::DecodeError> {
+        decode_extra(&self.extra, "Healthcheck")
+    }
+}
+
+/// A field kept verbatim in an `extra` map, decoded with dockerd's rules; `Ok(None)` without it.
+fn decode_extra<T: serde::de::DeserializeOwned>(
+    extra: &BTreeMap<String, serde_json::Value>,
+    key: &str,
+) -> Result<Option<T>, berth_api::DecodeError> {
+    extra
+        .get(key)
+        .map(|v| berth_api::from_value(v.clone()))
+        .transpose()
+}
+
 /// The image's root filesystem: its layers' DiffIDs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RootFs {
@@ -706,6 +727,15 @@ pub struct ImageConfig {
 }
 
 impl ImageConfig {
+    /// Docker's legacy `container_config` (the config of the container a builder committed),
+    /// decoded with dockerd's rules; `Ok(None)` without one. Kept verbatim in [`Self::extra`]
+    /// so a stored config keeps its bytes.
+    pub fn container_config(
+        &self,
+    ) -> Result<Option<berth_api::container::Config>, berth_api::DecodeError> {
+        decode_extra(&self.extra, "container_config")
+    }
+
     /// Parses and checks an image config.
     pub fn parse(bytes: &[u8]) -> Result<Self, ManifestError> {
         let c: Self = serde_json::from_slice(bytes).map_err(|source| ManifestError::Json {
@@ -1031,7 +1061,18 @@ mod tests {
         let cc = c.config.as_ref().unwrap();
         assert_eq!(cc.cmd.as_deref(), Some(&["sh".to_string()][..]));
         assert!(cc.extra.contains_key("Healthcheck"));
+        let test = cc.healthcheck().unwrap().unwrap().test.unwrap();
+        assert_eq!(test, ["NONE"]);
+        let no_check = ContainerConfig::default();
+        assert_eq!(no_check.healthcheck().unwrap(), None);
         assert!(c.extra.contains_key("docker_version"));
+        assert_eq!(c.container_config().unwrap(), None);
+        let mut legacy = c.clone();
+        legacy
+            .extra
+            .insert("container_config".into(), serde_json::json!({"Cmd": "ls"}));
+        let cc = legacy.container_config().unwrap().unwrap();
+        assert_eq!(cc.cmd.unwrap(), ["ls"], "decoded as dockerd decodes it");
         assert!(c.history[1].empty_layer);
         let ids = c.chain_ids();
         assert_eq!(ids[0], l0);

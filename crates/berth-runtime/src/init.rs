@@ -475,7 +475,7 @@ fn init_stage2_inner(
         rustix::system::setdomainname(dn.as_bytes())
             .map_err(|e| sys_io("setdomainname")(e.into()))?;
     }
-    prepare_process(cfg.process)?;
+    prepare_process(cfg.process, true)?;
     let exe = find_executable(cfg.process)?;
     chan.send(&Msg::Ready)?;
     *ready = true;
@@ -536,8 +536,9 @@ fn wait_for_start(fifo: &OwnedFd) -> Result<(), InitError> {
 }
 
 /// Everything that needs privileges and must be reported before `Ready`: oom score, rlimits,
-/// the working directory.
-fn prepare_process(p: &Process) -> Result<(), InitError> {
+/// the working directory (made when missing for the container's process, as runc does; an
+/// exec's must exist).
+fn prepare_process(p: &Process, create_cwd: bool) -> Result<(), InitError> {
     if let Some(adj) = p.oom_score_adj {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .map_err(sys_io("set oom_score_adj"))?;
@@ -553,13 +554,16 @@ fn prepare_process(p: &Process) -> Result<(), InitError> {
         })?;
     }
     let cwd = &p.cwd;
-    if std::fs::metadata(cwd).is_err() {
+    if create_cwd && std::fs::metadata(cwd).is_err() {
         std::fs::create_dir_all(cwd).map_err(sys_io(format!("create cwd {}", cwd.display())))?;
         if p.user.uid != 0 {
             let _ = std::os::unix::fs::chown(cwd, Some(p.user.uid), Some(p.user.gid));
         }
     }
-    std::env::set_current_dir(cwd).map_err(sys_io(format!("chdir to cwd {}", cwd.display())))?;
+    std::env::set_current_dir(cwd).map_err(sys_io(format!(
+        "chdir to cwd ({:?}) set in config.json failed",
+        cwd.display().to_string()
+    )))?;
     Ok(())
 }
 
@@ -809,7 +813,7 @@ fn exec_stage2(
     if cfg.process.terminal {
         setup_terminal(cfg, false)?;
     }
-    prepare_process(cfg.process)?;
+    prepare_process(cfg.process, false)?;
     let exe = find_executable(cfg.process)?;
     chan.send(&Msg::Ready)?;
     *ready = true;

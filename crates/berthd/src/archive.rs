@@ -85,6 +85,17 @@ fn ioe(op: &str, source: io::Error) -> ArchiveError {
 
 type Result<T> = std::result::Result<T, ArchiveError>;
 
+impl ArchiveError {
+    /// The error naming the container as the client did (dockerd: "Could not find the file
+    /// /x in container web").
+    pub fn named(self, name: &str) -> ArchiveError {
+        match self {
+            ArchiveError::NotFound(path, _) => ArchiveError::NotFound(path, name.to_string()),
+            e => e,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // the container's root
 

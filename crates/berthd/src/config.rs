@@ -902,20 +902,6 @@ impl ContainerDefaults {
     }
 }
 
-/// The json-file rotation of a container's log options, as the shim's
-/// `--log-max-size`/`--log-max-file` (`None`: the shim's defaults).
-pub fn log_rotation(opts: Option<&BTreeMap<String, String>>) -> (Option<u64>, Option<u32>) {
-    let Some(o) = opts else {
-        return (None, None);
-    };
-    let size = o
-        .get("max-size")
-        .and_then(|v| berth_util::units::parse_ram_bytes(v).ok())
-        .map(|n| if n < 0 { 0 } else { n as u64 });
-    let files = o.get("max-file").and_then(|v| v.parse::<u32>().ok());
-    (size, files)
-}
-
 /// One option whose value differs between two configurations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {

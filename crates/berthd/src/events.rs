@@ -234,12 +234,22 @@ mod tests {
         assert!(e.matches(&f(&[("label", "tier=x")])));
         assert!(!e.matches(&f(&[("label", "tier=y")])));
         assert!(e.matches(&f(&[("image", "busybox")])));
-        let j = serde_json::to_value(e.to_message()).unwrap();
-        assert_eq!(j["status"], "start");
-        assert_eq!(j["from"], "busybox");
-        assert_eq!(j["Actor"]["Attributes"]["name"], "web");
-        let n = serde_json::to_value(ev("network", "create", "n1", &[]).to_message()).unwrap();
-        assert!(n.get("status").is_none() && n.get("from").is_none());
+        let m = e.to_message();
+        assert_eq!(m.status.as_deref(), Some("start"));
+        assert_eq!(m.from.as_deref(), Some("busybox"));
+        assert_eq!(m.actor.attributes, e.attributes, "name, image and tier");
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"status":"start","id":"abcdef","from":"busybox","Type":"container","Action":"start","Actor":{"ID":"abcdef","Attributes":{"image":"busybox","name":"web","tier":"x"}},"scope":"local","time":0,"timeNano":5}"#,
+            "Docker's JSON, legacy fields first"
+        );
+        let n = ev("network", "create", "n1", &[]).to_message();
+        assert!(n.status.is_none() && n.from.is_none());
+        assert_eq!(
+            serde_json::to_string(&n).unwrap(),
+            r#"{"Type":"network","Action":"create","Actor":{"ID":"n1","Attributes":{}},"scope":"local","time":0,"timeNano":5}"#,
+            "no legacy fields outside containers and images"
+        );
     }
 
     #[test]

@@ -157,12 +157,9 @@ impl Engine {
             &x.user
         };
         let (uid, gid) = spec::resolve_user(&self.rootfs(&c.id), user)?;
-        let mut env: Vec<String> = c.config.env.clone().unwrap_or_default();
-        for e in &x.env {
-            let key = e.split('=').next().unwrap_or("");
-            env.retain(|v| v.split('=').next() != Some(key));
-            env.push(e.clone());
-        }
+        let mut env: Vec<String> = Vec::new();
+        util::override_env(&mut env, c.config.env.as_deref().unwrap_or_default());
+        util::override_env(&mut env, &x.env);
         if x.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
             env.push("TERM=xterm".into());
         }
@@ -173,7 +170,8 @@ impl Engine {
             .unwrap_or("/");
         let privileged = x.privileged || c.host_config.privileged;
         let caps = crate::hostconfig::capabilities(&c.host_config, privileged)?;
-        let gids = crate::hostconfig::group_add(&self.rootfs(&c.id), &c.host_config)?;
+        let gids =
+            crate::hostconfig::additional_gids(&self.rootfs(&c.id), user, gid, &c.host_config)?;
         Ok(Process {
             terminal: x.tty,
             user: User {

@@ -28,11 +28,15 @@ pub enum HostConfigError {
     /// Docker's message for an invalid setting.
     #[error("{0}")]
     Invalid(String),
-    #[error("unknown capability: {0:?}")]
-    UnknownCapability(String),
+    /// `invalid CapAdd: unknown capability: "CAP_X"` (dockerd's `validateCapabilities`).
+    #[error("invalid {0}: unknown capability: {1:?}")]
+    UnknownCapability(&'static str, String),
     #[error("Unable to find group {0}: no matching entries in group file")]
     UnknownGroup(String),
-    #[error("error gathering device information while adding custom device {path:?}: {source}")]
+    #[error(
+        "error gathering device information while adding custom device {path:?}: {}",
+        crate::util::go_io_text(source)
+    )]
     DeviceInfo {
         path: String,
         #[source]
@@ -89,14 +93,17 @@ fn list(v: &Option<Vec<String>>) -> &[String] {
 /// (names with or without `CAP_`, any case, `ALL`), or every capability when privileged.
 pub fn capabilities(hc: &HostConfig, privileged: bool) -> Result<Vec<String>> {
     let all = all_caps();
-    if privileged {
-        return Ok(all);
-    }
     let known = |c: &str| c == "ALL" || all.iter().any(|a| a == c);
     let add: Vec<String> = list(&hc.cap_add).iter().map(|c| norm_cap(c)).collect();
     let drop: Vec<String> = list(&hc.cap_drop).iter().map(|c| norm_cap(c)).collect();
-    if let Some(c) = add.iter().chain(drop.iter()).find(|c| !known(c)) {
-        return Err(HostConfigError::UnknownCapability(c.clone()));
+    if let Some(c) = add.iter().find(|c| !known(c)) {
+        return Err(HostConfigError::UnknownCapability("CapAdd", c.clone()));
+    }
+    if let Some(c) = drop.iter().find(|c| !known(c)) {
+        return Err(HostConfigError::UnknownCapability("CapDrop", c.clone()));
+    }
+    if privileged {
+        return Ok(all);
     }
     let mut set: Vec<String> = if add.iter().any(|c| c == "ALL") {
         all.clone()
@@ -137,7 +144,48 @@ pub fn no_new_privileges(hc: &HostConfig) -> bool {
 }
 
 /// `GroupAdd` (names or numbers) resolved against the container's `/etc/group`.
-pub fn group_add(rootfs: &Path, hc: &HostConfig) -> Result<Vec<u32>> {
+/// A process's additional groups as dockerd's `getUser` makes them: its primary group, the
+/// groups `/etc/group` lists the user as a member of (when the user is found in
+/// `/etc/passwd` and no group was given), then `GroupAdd`.
+pub fn additional_gids(rootfs: &Path, user: &str, gid: u32, hc: &HostConfig) -> Result<Vec<u32>> {
+    let mut gids = vec![gid];
+    gids.extend(member_gids(rootfs, user));
+    gids.extend(group_add(rootfs, hc)?);
+    Ok(gids)
+}
+
+/// The supplementary groups of `user` (`name`, `uid`, empty for root; none with `:group`).
+fn member_gids(rootfs: &Path, user: &str) -> Vec<u32> {
+    let (u, g) = user.split_once(':').unwrap_or((user, ""));
+    if !g.is_empty() {
+        return vec![];
+    }
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let name = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| {
+            f.len() > 2
+                && (if u.is_empty() {
+                    f[2] == "0"
+                } else {
+                    f[0] == u || f[2] == u
+                })
+        })
+        .map(|f| f[0].to_string());
+    let Some(name) = name else {
+        return vec![];
+    };
+    let table = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    table
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() > 3 && f[3].split(',').any(|m| m.trim() == name))
+        .filter_map(|f| f[2].parse().ok())
+        .collect()
+}
+
+fn group_add(rootfs: &Path, hc: &HostConfig) -> Result<Vec<u32>> {
     let groups = list(&hc.group_add);
     if groups.is_empty() {
         return Ok(vec![]);
@@ -1101,6 +1149,10 @@ mod tests {
         berth_api::from_value(v).unwrap()
     }
 
+    fn strings(l: &[&str]) -> Option<Vec<String>> {
+        Some(l.iter().map(|s| s.to_string()).collect())
+    }
+
     #[test]
     fn caps() {
         let c = capabilities(
@@ -1111,13 +1163,20 @@ mod tests {
         assert!(c.contains(&"CAP_SYS_ADMIN".to_string()));
         assert!(!c.contains(&"CAP_CHOWN".to_string()));
         assert!(!c.contains(&"CAP_NET_RAW".to_string()));
-        let c = capabilities(
-            &hc(serde_json::json!({"CapDrop": ["ALL"], "CapAdd": ["KILL"]})),
-            false,
-        )
-        .unwrap();
-        assert_eq!(c, vec!["CAP_KILL".to_string()]);
-        assert!(capabilities(&hc(serde_json::json!({"CapAdd": ["BOGUS"]})), false).is_err());
+        let all_but_kill = HostConfig {
+            cap_drop: strings(&["ALL"]),
+            cap_add: strings(&["KILL"]),
+            ..Default::default()
+        };
+        assert_eq!(
+            capabilities(&all_but_kill, false).unwrap(),
+            vec!["CAP_KILL".to_string()]
+        );
+        let bogus = HostConfig {
+            cap_add: strings(&["BOGUS"]),
+            ..Default::default()
+        };
+        assert!(capabilities(&bogus, false).is_err());
         assert!(capabilities(&HostConfig::default(), true).unwrap().len() > 30);
     }
 
@@ -1126,7 +1185,11 @@ mod tests {
         let err = |v| check(&hc(v), 2).unwrap_err().to_string();
         assert!(err(serde_json::json!({"Memory": 1024})).contains("6MB"));
         assert!(err(serde_json::json!({"NanoCpus": 3_000_000_000i64})).contains("only 2 CPUs"));
-        assert!(check(&hc(serde_json::json!({"SecurityOpt": ["bogus"]})), 2).is_err());
+        let bogus = HostConfig {
+            security_opt: strings(&["bogus"]),
+            ..Default::default()
+        };
+        assert!(check(&bogus, 2).is_err());
         assert!(check(
             &hc(serde_json::json!({"Sysctls": {"kernel.hostname": "x"}})),
             2
@@ -1157,13 +1220,13 @@ mod tests {
                 .resources(),
         )
         .unwrap();
-        let v = serde_json::to_value(&r).unwrap();
-        assert_eq!(v["memory"]["limit"], 10485760);
-        assert_eq!(v["cpu"]["quota"], 50000);
-        assert_eq!(v["cpu"]["period"], 100000);
-        assert_eq!(v["cpu"]["shares"], 512);
-        assert_eq!(v["pids"]["limit"], 20);
-        assert!(v.get("blockIO").is_none());
+        assert_eq!(r.memory().unwrap().limit(), Some(10485760));
+        let cpu = r.cpu().as_ref().unwrap();
+        assert_eq!(cpu.quota(), Some(50000));
+        assert_eq!(cpu.period(), Some(100000));
+        assert_eq!(cpu.shares(), Some(512));
+        assert_eq!(r.pids().unwrap().limit(), 20);
+        assert!(r.block_io().is_none());
     }
 
     fn spec() -> Spec {
@@ -1183,6 +1246,12 @@ mod tests {
         })
     }
 
+    /// The device cgroup rules of the spec's resources.
+    fn device_rules(s: &Spec) -> &[LinuxDeviceCgroup] {
+        let resources = s.linux().resources.as_ref().unwrap();
+        resources.devices().as_deref().unwrap()
+    }
+
     #[test]
     fn apply_privileged_and_modes() {
         let mut s = spec();
@@ -1192,12 +1261,11 @@ mod tests {
             &NoPeers,
         )
         .unwrap();
-        let v = serde_json::to_value(&s).unwrap();
-        assert!(v["linux"]["seccomp"].is_null());
-        assert_eq!(v["root"]["readonly"], true);
-        assert!(!v["linux"]["namespaces"].to_string().contains("\"pid\""));
-        assert_eq!(v["process"]["rlimits"][0]["type"], "RLIMIT_NOFILE");
-        assert_eq!(v["linux"]["resources"]["devices"][0]["allow"], true);
+        assert!(s.linux().seccomp.is_none());
+        assert!(s.root.as_ref().unwrap().readonly);
+        assert!(!s.has_namespace(NamespaceType::Pid));
+        assert_eq!(s.process.as_ref().unwrap().rlimits[0].typ, "RLIMIT_NOFILE");
+        assert!(device_rules(&s)[0].allow());
         assert!(apply(
             &mut s,
             &hc(serde_json::json!({"PidMode": "container:x"})),
@@ -1222,28 +1290,33 @@ mod tests {
             &NoPeers,
         )
         .unwrap();
-        let v = serde_json::to_value(&s).unwrap();
-        let rules = v["linux"]["resources"]["devices"].as_array().unwrap();
-        assert_eq!(rules[0]["allow"], false, "the default deny stays first");
-        assert_eq!(rules[1]["type"], "c");
-        assert_eq!(rules[1]["major"], 1);
-        assert_eq!(rules[1]["access"], "mr");
-        assert!(rules[2].get("major").is_none(), "* is any major");
+        let rules = device_rules(&s);
+        assert!(!rules[0].allow(), "the default deny stays first");
+        assert_eq!(rules[1].typ(), Some(LinuxDeviceType::C));
+        assert_eq!(rules[1].major(), Some(1));
+        assert_eq!(rules[1].access().as_deref(), Some("mr"));
+        assert!(rules[2].major().is_none(), "* is any major");
         let shm = s
             .mounts
             .iter()
             .find(|m| m.destination == Path::new("/dev/shm"))
             .unwrap();
         assert!(shm.options.contains(&"size=1024k".to_string()));
-        let sc = &v["linux"]["seccomp"];
-        assert_eq!(sc["defaultAction"], "SCMP_ACT_ALLOW");
-        assert_eq!(sc["architectures"][1], "SCMP_ARCH_X86");
-        assert_eq!(sc["syscalls"][0]["names"][0], "mkdir");
-        assert_eq!(v["process"]["oomScoreAdj"], 100);
-        assert_eq!(v["linux"]["sysctl"]["net.ipv4.ip_forward"], "1");
-        assert!(v["process"]["capabilities"]["bounding"]
-            .to_string()
-            .contains("CAP_SYS_ADMIN"));
+        let sc = s.linux().seccomp.as_ref().unwrap();
+        assert_eq!(sc.default_action, "SCMP_ACT_ALLOW");
+        assert_eq!(sc.architectures[1], "SCMP_ARCH_X86");
+        assert_eq!(sc.syscalls[0].names[0], "mkdir");
+        let process = s.process.as_ref().unwrap();
+        assert_eq!(process.oom_score_adj, Some(100));
+        assert_eq!(
+            s.linux()
+                .sysctl
+                .get("net.ipv4.ip_forward")
+                .map(String::as_str),
+            Some("1")
+        );
+        let caps = process.capabilities.as_ref().unwrap();
+        assert!(caps.bounding.iter().flatten().any(|c| c == "CAP_SYS_ADMIN"));
         let mut s = spec();
         assert!(apply(
             &mut s,

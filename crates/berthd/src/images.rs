@@ -495,11 +495,7 @@ pub fn inspect(engine: &Engine, name: &str, version: ApiVersion) -> Result<Inspe
     let mut i = engine.images.inspect(&r.image.id)?;
     if version.image_inspect_has_container_config() {
         let cfg = engine.images.config(&r.image.id)?;
-        let cc = cfg
-            .extra
-            .get("container_config")
-            .and_then(|v| berth_api::from_value(v.clone()).ok())
-            .unwrap_or_default();
+        let cc = cfg.container_config().ok().flatten().unwrap_or_default();
         i.container_config = Some(cc);
     }
     Ok(i)
@@ -562,12 +558,68 @@ pub fn remove(engine: &Engine, name: &str, force: bool) -> Result<Vec<DeleteItem
     Ok(items)
 }
 
-/// `POST /images/prune` (`dangling=false`: every unused image).
-pub fn prune(engine: &Engine, all: bool) -> Result<berth_api::image::PruneReport> {
-    let in_use = in_use_fn(engine);
+/// `POST /images/prune` (`dangling=false`: every unused image) with dockerd's other filters:
+/// `until` (images created before), `label` and `label!` (of the image's config); other keys
+/// are refused.
+pub fn prune(
+    engine: &Engine,
+    filters: &berth_api::Filters,
+) -> Result<berth_api::image::PruneReport> {
+    for (k, v) in &filters.0 {
+        match k.as_str() {
+            "until" | "label" | "label!" => {}
+            "dangling" if matches!(v.as_str(), "true" | "1" | "false" | "0") => {}
+            "dangling" => {
+                return Err(EngineError::BadRequest(format!(
+                    "invalid filter 'dangling={v}'"
+                )))
+            }
+            _ => return Err(EngineError::BadRequest(format!("invalid filter '{k}'"))),
+        }
+    }
+    let all = filters.get("dangling").any(|v| matches!(v, "false" | "0"));
+    let mut until = None;
+    for v in filters.get("until") {
+        until = Some(
+            crate::events::parse_time(v)
+                .ok_or_else(|| EngineError::BadRequest(format!("invalid filter 'until={v}'")))?
+                / 1_000_000_000,
+        );
+    }
+    let used = in_use_fn(engine);
+    let images = engine.images.clone();
+    let has_labels = filters.has("label") || filters.has("label!");
+    // An image a filter leaves out is kept as an image in use is.
+    let keep = move |id: &ImageId| -> bool {
+        if used(id) {
+            return true;
+        }
+        if let Some(u) = until {
+            match images.get(id) {
+                Ok(rec) if rec.created > 0 && rec.created < u => {}
+                _ => return true,
+            }
+        }
+        if has_labels {
+            let labels = images
+                .config(id)
+                .ok()
+                .and_then(|c| c.config)
+                .and_then(|c| c.labels)
+                .unwrap_or_default();
+            let has = |spec: &str| match spec.split_once('=') {
+                Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+                None => labels.contains_key(spec),
+            };
+            if !filters.get("label").all(has) || filters.get("label!").any(has) {
+                return true;
+            }
+        }
+        false
+    };
     let report = engine
         .images
-        .prune(all, &in_use)
+        .prune(all, &keep)
         .map_err(|e| EngineError::BadRequest(e.to_string()))?;
     Ok(berth_api::image::PruneReport {
         images_deleted: (!report.deleted.is_empty()).then_some(report.deleted),

@@ -24,9 +24,6 @@ pub const DRIVERS: &[&str] = &["json-file", "local", "none"];
 /// `berthd::cri`, never by a Docker API client).
 pub const CRI_DRIVER: &str = "cri";
 
-/// The options every file driver takes besides its own (Docker's common attributes).
-const ATTR_OPTS: &[&str] = &["labels", "env", "tag"];
-
 /// A log driver or option refused; the text is dockerd's.
 #[derive(Debug, thiserror::Error)]
 pub enum LogOptError {
@@ -60,17 +57,59 @@ pub enum LogOptError {
     Compress(String),
 }
 
+/// The `--log-opt`s of a file driver (Docker's `LogConfig.Config`), parsed once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct LogOpts<'a> {
+    /// `blocking` (`""`) or `non-blocking`.
+    mode: Option<&'a str>,
+    max_buffer_size: Option<&'a str>,
+    max_size: Option<&'a str>,
+    max_file: Option<&'a str>,
+    compress: Option<&'a str>,
+    /// Docker's common attributes: label names, variable names, the tag's template.
+    labels: Option<&'a str>,
+    env: Option<&'a str>,
+    tag: Option<&'a str>,
+    /// The first key (in order) no file driver takes.
+    unknown: Option<&'a str>,
+}
+
+impl<'a> LogOpts<'a> {
+    fn parse(opts: &'a BTreeMap<String, String>) -> LogOpts<'a> {
+        let mut o = LogOpts::default();
+        for (k, v) in opts {
+            let slot = match k.as_str() {
+                "mode" => &mut o.mode,
+                "max-buffer-size" => &mut o.max_buffer_size,
+                "max-size" => &mut o.max_size,
+                "max-file" => &mut o.max_file,
+                "compress" => &mut o.compress,
+                "labels" => &mut o.labels,
+                "env" => &mut o.env,
+                "tag" => &mut o.tag,
+                _ => {
+                    o.unknown.get_or_insert(k);
+                    continue;
+                }
+            };
+            *slot = Some(v);
+        }
+        o
+    }
+}
+
 /// Checks a log driver and its options as dockerd's `ValidateLogOpts` and the driver's own
 /// checks do.
 pub fn check_opts(driver: &str, opts: &BTreeMap<String, String>) -> Result<(), LogOptError> {
     if driver == "none" {
         return Ok(());
     }
-    let mode = opts.get("mode").map(String::as_str).unwrap_or("");
+    let o = LogOpts::parse(opts);
+    let mode = o.mode.unwrap_or("");
     if !matches!(mode, "" | "blocking" | "non-blocking") {
         return Err(LogOptError::Mode(mode.to_string()));
     }
-    if let Some(v) = opts.get("max-buffer-size") {
+    if let Some(v) = o.max_buffer_size {
         if mode != "non-blocking" {
             return Err(LogOptError::BufferNeedsNonBlocking);
         }
@@ -79,24 +118,18 @@ pub fn check_opts(driver: &str, opts: &BTreeMap<String, String>) -> Result<(), L
     if !DRIVERS.contains(&driver) {
         return Err(LogOptError::NoDriver(driver.to_string()));
     }
-    for k in opts.keys() {
-        let known = matches!(
-            k.as_str(),
-            "mode" | "max-buffer-size" | "max-size" | "max-file" | "compress"
-        ) || ATTR_OPTS.contains(&k.as_str());
-        if !known {
-            let key = k.clone();
-            return Err(if driver == "local" {
-                LogOptError::UnknownLocalOpt { key }
-            } else {
-                LogOptError::UnknownOpt {
-                    driver: driver.to_string(),
-                    key,
-                }
-            });
-        }
+    if let Some(key) = o.unknown {
+        let key = key.to_string();
+        return Err(if driver == "local" {
+            LogOptError::UnknownLocalOpt { key }
+        } else {
+            LogOptError::UnknownOpt {
+                driver: driver.to_string(),
+                key,
+            }
+        });
     }
-    let r = Rotation::of(driver, opts)?;
+    let r = Rotation::from_opts(driver, &o)?;
     if r.compress && r.max_file < 2 {
         return Err(if driver == "local" {
             LogOptError::LocalCompressOneFile
@@ -119,6 +152,10 @@ pub struct Rotation {
 impl Rotation {
     /// The rotation of `driver` with `opts`.
     pub fn of(driver: &str, opts: &BTreeMap<String, String>) -> Result<Rotation, LogOptError> {
+        Rotation::from_opts(driver, &LogOpts::parse(opts))
+    }
+
+    fn from_opts(driver: &str, opts: &LogOpts<'_>) -> Result<Rotation, LogOptError> {
         let local = driver == "local";
         let mut r = if local {
             Rotation {
@@ -133,27 +170,27 @@ impl Rotation {
                 compress: false,
             }
         };
-        if let Some(v) = opts.get("max-size") {
+        if let Some(v) = opts.max_size {
             let n = berth_util::units::parse_ram_bytes(v).map_err(LogOptError::MaxSize)?;
             if n < 0 && (local || v.trim() != "-1") {
                 return Err(if local {
                     LogOptError::NegativeMaxSize
                 } else {
-                    LogOptError::InvalidMaxSize(v.clone())
+                    LogOptError::InvalidMaxSize(v.to_string())
                 });
             }
             r.max_size = n.max(0) as u64;
         }
-        if let Some(v) = opts.get("max-file") {
+        if let Some(v) = opts.max_file {
             r.max_file = match v.parse::<i64>() {
                 Ok(n) if n >= 1 => n.min(i64::from(u32::MAX)) as u32,
                 Ok(n) if local && n >= 0 => 1,
                 Ok(_) if local => return Err(LogOptError::NegativeMaxFile),
-                _ => return Err(LogOptError::InvalidMaxFile(v.clone())),
+                _ => return Err(LogOptError::InvalidMaxFile(v.to_string())),
             };
         }
-        if let Some(v) = opts.get("compress") {
-            r.compress = go_bool(v).ok_or_else(|| LogOptError::Compress(v.clone()))?;
+        if let Some(v) = opts.compress {
+            r.compress = go_bool(v).ok_or_else(|| LogOptError::Compress(v.to_string()))?;
         }
         Ok(r)
     }
@@ -172,8 +209,9 @@ fn go_bool(v: &str) -> Option<bool> {
 /// `None` without any.
 pub fn attrs(c: &Container) -> Option<String> {
     let opts = c.host_config.log_config.config.clone().unwrap_or_default();
+    let opts = LogOpts::parse(&opts);
     let mut out: BTreeMap<String, String> = BTreeMap::new();
-    if let Some(labels) = opts.get("labels").filter(|l| !l.is_empty()) {
+    if let Some(labels) = opts.labels.filter(|l| !l.is_empty()) {
         let have = c.config.labels.clone().unwrap_or_default();
         for l in labels.split(',') {
             if let Some(v) = have.get(l) {
@@ -181,7 +219,7 @@ pub fn attrs(c: &Container) -> Option<String> {
             }
         }
     }
-    if let Some(env) = opts.get("env").filter(|e| !e.is_empty()) {
+    if let Some(env) = opts.env.filter(|e| !e.is_empty()) {
         let vars: BTreeMap<&str, &str> = c
             .config
             .env
@@ -195,7 +233,7 @@ pub fn attrs(c: &Container) -> Option<String> {
             }
         }
     }
-    if let Some(t) = opts.get("tag").filter(|t| !t.is_empty()) {
+    if let Some(t) = opts.tag.filter(|t| !t.is_empty()) {
         out.insert("tag".into(), log_tag(c, t));
     }
     (!out.is_empty()).then(|| serde_json::to_string(&out).unwrap_or_default())
@@ -499,5 +537,128 @@ impl LogWake {
         let _ = rustix::event::poll(&mut fds, Some(&ts));
         let mut buf = [0u8; 4096];
         while matches!(rustix::io::read(&self.0, &mut buf), Ok(n) if n > 0) {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn options_parse_once_into_their_fields() {
+        let m = map(&[
+            ("compress", "true"),
+            ("labels", "app"),
+            ("zzz", "1"),
+            ("aaa", "2"),
+            ("max-size", "1m"),
+            ("tag", "{{.Name}}"),
+        ]);
+        let o = LogOpts::parse(&m);
+        assert_eq!(
+            o,
+            LogOpts {
+                compress: Some("true"),
+                labels: Some("app"),
+                max_size: Some("1m"),
+                tag: Some("{{.Name}}"),
+                unknown: Some("aaa"),
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn checks_in_dockerds_order_and_wording() {
+        let err = |driver: &str, kv: &[(&str, &str)]| {
+            check_opts(driver, &map(kv)).unwrap_err().to_string()
+        };
+        assert!(check_opts("none", &map(&[("x", "1")])).is_ok());
+        assert_eq!(
+            err("json-file", &[("mode", "bogus"), ("x", "1")]),
+            "logger: logging mode not supported: bogus"
+        );
+        assert_eq!(
+            err("json-file", &[("max-buffer-size", "1m")]),
+            "logger: max-buffer-size option is only supported with 'mode=non-blocking'"
+        );
+        assert!(check_opts(
+            "json-file",
+            &map(&[("mode", "non-blocking"), ("max-buffer-size", "1m")])
+        )
+        .is_ok());
+        assert_eq!(
+            err("syslog", &[("x", "1")]),
+            "logger: no log driver named 'syslog' is registered"
+        );
+        assert_eq!(
+            err("local", &[("y", "1"), ("x", "1")]),
+            "unknown log opt 'x' for log driver local"
+        );
+        assert_eq!(
+            err("json-file", &[("x", "1"), ("max-file", "0")]),
+            "unknown log opt 'x' for json-file log driver"
+        );
+        assert_eq!(
+            err("json-file", &[("max-file", "0")]),
+            "max-file cannot be less than 1: \"0\""
+        );
+        assert_eq!(
+            err("json-file", &[("max-file", "1"), ("compress", "true")]),
+            "compress cannot be true when max-file is less than 2 or max-size is not set"
+        );
+        assert_eq!(
+            err("local", &[("max-file", "1")]),
+            "compression cannot be enabled when max file count is 1"
+        );
+        assert_eq!(
+            err("json-file", &[("compress", "yes")]),
+            "strconv.ParseBool: parsing \"yes\": invalid syntax"
+        );
+        for ok in [
+            &[("labels", "a"), ("env", "B"), ("tag", "t")][..],
+            &[("max-size", "1k"), ("max-file", "3"), ("compress", "1")][..],
+        ] {
+            assert!(check_opts("json-file", &map(ok)).is_ok(), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn rotations_over_the_drivers_defaults() {
+        let local = Rotation::of("local", &BTreeMap::new()).unwrap();
+        assert_eq!(
+            local,
+            Rotation {
+                max_size: 20 << 20,
+                max_file: 5,
+                compress: true
+            }
+        );
+        let r = Rotation::of(
+            "json-file",
+            &map(&[("max-size", "1k"), ("max-file", "3"), ("compress", "true")]),
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Rotation {
+                max_size: 1024,
+                max_file: 3,
+                compress: true
+            }
+        );
+        assert_eq!(
+            Rotation::of("local", &map(&[("max-file", "0")]))
+                .unwrap()
+                .max_file,
+            1
+        );
+        assert!(Rotation::of("local", &map(&[("max-size", "-1")])).is_err());
     }
 }

@@ -157,7 +157,14 @@ pub fn parse_bind(spec: &str) -> Result<MountPoint> {
         m.name = src.into();
         m
     };
-    m.destination = clean_dest(dst, spec)?;
+    m.destination = clean_dest(dst, spec).map_err(|e| {
+        // dockerd names the kind of mount the spec makes.
+        if m.typ == "bind" {
+            EngineError::bad(e.to_string().replace("type \"volume\"", "type \"bind\""))
+        } else {
+            e
+        }
+    })?;
     m.mode = mode.into();
     for opt in mode.split(',').filter(|o| !o.is_empty()) {
         match opt {
@@ -225,6 +232,11 @@ pub fn parse_mount(v: &berth_api::mount::Mount) -> Result<MountPoint> {
                 ));
             }
             if source.is_empty() {
+                if v.read_only {
+                    return Err(inv(
+                        "must not set ReadOnly mode when using anonymous volumes".into(),
+                    ));
+                }
                 m.anonymous = true;
             } else {
                 if !crate::volumes::valid_name(source) {
@@ -331,6 +343,14 @@ impl Mounts {
         util::read_json(&self.record_path(id)).unwrap_or_default()
     }
 
+    /// Whether the container's mounts record exists but is empty: what a power loss leaves
+    /// of a volatile create's unsynced record whose content was never written back (see
+    /// [`Mounts::commit`]; a synced record, never empty, cannot be). Such a container's
+    /// create is undone at the daemon's start, as one without a record.
+    pub fn damaged(&self, id: &str) -> bool {
+        std::fs::metadata(self.record_path(id)).is_ok_and(|m| m.len() == 0)
+    }
+
     /// Parses the mounts of a create request (no side effects).
     pub fn plan(
         &self,
@@ -410,7 +430,7 @@ impl Mounts {
 
     /// Creates the volumes a new container needs, takes its references and records its
     /// mounts. On error nothing is left (volumes it created are removed).
-    fn commit(&self, id: &str, planned: &[MountPoint]) -> Result<()> {
+    fn commit(&self, id: &str, planned: &[MountPoint], volatile: bool) -> Result<()> {
         let vs = &self.volumes;
         let mut points = planned.to_vec();
         let mut created: Vec<String> = Vec::new();
@@ -447,10 +467,20 @@ impl Mounts {
                     _ => {}
                 }
             }
-            // No mounts, no record (a missing record reads as none).
+            // No mounts, no record (a missing record reads as none). Synced, as the
+            // container's record after it, unless the create is volatile and the record names
+            // no volume: then a power loss can only take it with the container (the record,
+            // renamed into place after it, is not synced either), or leave it empty, which
+            // the daemon's start reads as an interrupted create ([`Mounts::damaged`]). The
+            // volumes' references must be found again, whatever the container's fate.
             if !points.is_empty() {
                 let p = self.record_path(id);
-                util::write_json_atomic(&p, &points).map_err(EngineError::io("writing", &p))?;
+                let written = if volatile && !points.iter().any(|m| m.typ == "volume") {
+                    util::replace_json(&p, &points)
+                } else {
+                    util::write_json_atomic(&p, &points)
+                };
+                written.map_err(EngineError::io("writing", &p))?;
             }
             for m in points.iter().filter(|m| m.typ == "volume") {
                 vs.add_ref(&m.name, id)?;
@@ -792,7 +822,7 @@ impl Participant for Mounts {
                 "error looking up volume plugin {driver}: plugin \"{driver}\" not found"
             )));
         }
-        self.commit(&c.id, &planned)
+        self.commit(&c.id, &planned, input.volatile)
     }
 
     fn prepare(&self, c: &Container, b: &mut Bundle, _: &dyn Peers) -> Result<()> {
@@ -831,6 +861,28 @@ impl Participant for Mounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_volatile_record_left_empty_is_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let vs = Arc::new(VolumeStore::open(&dir.path().join("volumes")).unwrap());
+        let m = Mounts::new(vs, &dir.path().join("data"), &dir.path().join("exec"));
+        let id = "a".repeat(64);
+        std::fs::create_dir_all(dir.path().join("data/containers").join(&id)).unwrap();
+        let shm = dir.path().join("shm");
+        std::fs::create_dir(&shm).unwrap();
+        let mut bind = MountPoint::new("bind", "/dev/shm");
+        bind.source = shm.display().to_string();
+        // No record, no damage (a container without mounts has none).
+        assert!(!m.damaged(&id));
+        m.commit(&id, std::slice::from_ref(&bind), true).unwrap();
+        assert_eq!(m.load(&id), vec![bind]);
+        assert!(!m.damaged(&id));
+        // What a power loss may leave of the unsynced record.
+        std::fs::write(m.record_path(&id), b"").unwrap();
+        assert!(m.damaged(&id));
+        assert!(m.load(&id).is_empty());
+    }
 
     #[test]
     fn mount_of_finds_the_deepest_top_mount() {

@@ -63,20 +63,21 @@ mod tests {
         });
         s.mounts
             .extend(etc_mounts(&[("/h/hosts".into(), "/etc/hosts".into())]));
-        let v = serde_json::to_value(&s).unwrap();
-        assert_eq!(v["process"]["cwd"], "/");
+        let process = s.process.as_ref().unwrap();
+        assert_eq!(process.cwd, std::path::Path::new("/"));
+        let caps = process.capabilities.as_ref().unwrap();
+        assert_eq!(caps.bounding.as_ref().unwrap().len(), 14);
+        assert!(!s.has_namespace(berth_runtime::spec::NamespaceType::Network));
+        assert!(s
+            .mounts
+            .iter()
+            .any(|m| m.destination == std::path::Path::new("/sys/fs/cgroup")));
+        let last = s.mounts.last().unwrap();
         assert_eq!(
-            v["process"]["capabilities"]["bounding"]
-                .as_array()
-                .unwrap()
-                .len(),
-            14
+            last.source.as_deref(),
+            Some(std::path::Path::new("/h/hosts"))
         );
-        assert!(!v["linux"]["namespaces"].to_string().contains("network"));
-        let mounts = v["mounts"].as_array().unwrap();
-        assert!(mounts.iter().any(|m| m["destination"] == "/sys/fs/cgroup"));
-        assert_eq!(mounts.last().unwrap()["source"], "/h/hosts");
-        assert_eq!(mounts.last().unwrap()["type"], "bind");
+        assert_eq!(last.typ.as_deref(), Some("bind"));
     }
 
     /// The typed spec keeps everything the runtime's default JSON holds.

@@ -66,7 +66,7 @@ pub struct Volume {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
-    pub options: BTreeMap<String, String>,
+    pub options: LocalOpts,
     pub created_at: String,
     /// Created for one container (`-v /path`, image `VOLUME`): `rm -v` removes it.
     #[serde(default)]
@@ -106,7 +106,77 @@ pub use crate::names::valid as valid_name;
 /// The longest volume name: one file name under the volumes' root.
 const MAX_NAME: usize = 255;
 
-const VALID_OPTS: [&str; 4] = ["type", "device", "o", "size"];
+/// The local driver's options (dockerd's `optsConfig`), parsed once at creation; stored in
+/// `opts.json` and answered as Docker's `Options` map with the same keys in the same order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalOpts {
+    /// What to mount (`device=`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Mount flags and data (`o=`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub o: Option<String>,
+    /// A quota (`size=`): refused, Berth has no quota support.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// The filesystem type (`type=`); a volume with one is mounted while in use.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub typ: Option<String>,
+}
+
+impl LocalOpts {
+    /// Parses a create request's options with dockerd's checks and wording (`volume`, the
+    /// volume's name, leads the message).
+    fn parse(volume: &str, options: BTreeMap<String, String>) -> Result<LocalOpts> {
+        let mut o = LocalOpts::default();
+        for (k, v) in options {
+            let slot = match k.as_str() {
+                "device" => &mut o.device,
+                "o" => &mut o.o,
+                "size" => &mut o.size,
+                "type" => &mut o.typ,
+                _ => {
+                    return Err(VolumeError::Invalid(format!(
+                        "create {volume}: invalid option key: {k:?}"
+                    )))
+                }
+            };
+            *slot = Some(v);
+        }
+        if o.size.is_some() {
+            return Err(VolumeError::Invalid(format!(
+                "create {volume}: quota size requested but no quota support"
+            )));
+        }
+        let has = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.is_empty());
+        if (has(&o.typ) || has(&o.o) || has(&o.device)) && !(has(&o.typ) && has(&o.device)) {
+            let missing = if has(&o.typ) { "device" } else { "type" };
+            return Err(VolumeError::Invalid(format!(
+                "create {volume}: missing required option: \"{missing}\""
+            )));
+        }
+        Ok(o)
+    }
+
+    /// Whether the volume is mounted on its `_data` while in use (a `type` is set).
+    pub fn mounts(&self) -> bool {
+        self.typ.as_deref().is_some_and(|t| !t.is_empty())
+    }
+
+    /// Docker's `Options` map.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        [
+            ("device", &self.device),
+            ("o", &self.o),
+            ("size", &self.size),
+            ("type", &self.typ),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_string(), v.clone()?)))
+        .collect()
+    }
+}
 
 impl VolumeStore {
     /// Opens (creating) `<root>`, sweeping interrupted creations and removals.
@@ -221,25 +291,7 @@ impl VolumeStore {
             }
             None => util::new_id(),
         };
-        for k in options.keys() {
-            if !VALID_OPTS.contains(&k.as_str()) {
-                return Err(VolumeError::Invalid(format!(
-                    "create {name}: invalid option key: {k:?}"
-                )));
-            }
-        }
-        if options.contains_key("size") {
-            return Err(VolumeError::Invalid(format!(
-                "create {name}: quota size requested but no quota support"
-            )));
-        }
-        let has = |k: &str| options.get(k).is_some_and(|v| !v.is_empty());
-        if (has("type") || has("o") || has("device")) && !(has("type") && has("device")) {
-            let missing = if has("type") { "device" } else { "type" };
-            return Err(VolumeError::Invalid(format!(
-                "create {name}: missing required option: \"{missing}\""
-            )));
-        }
+        let options = LocalOpts::parse(&name, options)?;
         let mut g = self.inner.lock().unwrap();
         if let Some(v) = g.vols.get(&name) {
             return Ok(v.clone());
@@ -374,7 +426,7 @@ impl VolumeStore {
             .cloned()
             .ok_or_else(|| VolumeError::NotFound(name.to_string()))?;
         let data = self.data_path(name);
-        if v.options.get("type").is_some_and(|t| !t.is_empty()) {
+        if v.options.mounts() {
             let users = g.active.entry(name.to_string()).or_default();
             if users.is_empty() && !is_mountpoint(&data) {
                 mount_opts(&v.options, &data)
@@ -411,7 +463,7 @@ impl VolumeStore {
     pub fn sweep_mounts(&self) {
         let g = self.inner.lock().unwrap();
         for (name, v) in &g.vols {
-            if v.options.contains_key("type") && !g.active.contains_key(name) {
+            if v.options.typ.is_some() && !g.active.contains_key(name) {
                 let _ = unmount_if_mounted(&self.data_path(name));
             }
         }
@@ -571,10 +623,10 @@ pub fn parse_mount_options(o: &str) -> (libc::c_ulong, String) {
 }
 
 /// Mounts a volume's `type`/`device`/`o` on `target` (Docker's local driver).
-pub fn mount_opts(opts: &BTreeMap<String, String>, target: &Path) -> std::io::Result<()> {
-    let typ = opts.get("type").map(String::as_str).unwrap_or("");
-    let device = opts.get("device").map(String::as_str).unwrap_or("");
-    let o = opts.get("o").map(String::as_str).unwrap_or("");
+pub fn mount_opts(opts: &LocalOpts, target: &Path) -> std::io::Result<()> {
+    let typ = opts.typ.as_deref().unwrap_or("");
+    let device = opts.device.as_deref().unwrap_or("");
+    let o = opts.o.as_deref().unwrap_or("");
     let (flags, mut data) = parse_mount_options(o);
     // nfs-style `addr=host`: the kernel wants an address.
     if typ.starts_with("nfs") {
@@ -656,7 +708,7 @@ impl VolumeStore {
             labels: (!labels.is_empty()).then_some(labels),
             mountpoint: self.data_path(&v.name).display().to_string(),
             name: v.name.clone(),
-            options: (!v.options.is_empty()).then(|| v.options.clone()),
+            options: Some(v.options.to_map()).filter(|o| !o.is_empty()),
             scope: "local".into(),
             usage_data: None,
         }
@@ -765,7 +817,7 @@ mod tests {
         std::fs::create_dir(d.path().join(".tmp-dead")).unwrap();
         drop(s);
         let s = VolumeStore::open(d.path()).unwrap();
-        assert_eq!(s.get("vol1").unwrap().labels["k"], "v");
+        assert_eq!(s.get("vol1").unwrap(), v, "labels and all");
         assert!(!d.path().join(".tmp-dead").exists());
         s.remove("vol1", false).unwrap();
         assert!(s.get("vol1").is_err());
@@ -775,6 +827,32 @@ mod tests {
             s.remove("vol1", false).unwrap_err().status(),
             StatusCode::NOT_FOUND
         );
+    }
+
+    #[test]
+    fn local_opts_keep_the_map_shape() {
+        let map: BTreeMap<String, String> =
+            [("type", "tmpfs"), ("device", "tmpfs"), ("o", "size=1m")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into();
+        let o = LocalOpts::parse("v", map.clone()).unwrap();
+        assert_eq!(
+            (o.typ.as_deref(), o.device.as_deref()),
+            (Some("tmpfs"), Some("tmpfs"))
+        );
+        assert_eq!((o.o.as_deref(), o.size.as_deref()), (Some("size=1m"), None));
+        let json = serde_json::to_string(&map).unwrap();
+        assert_eq!(
+            serde_json::to_string(&o).unwrap(),
+            json,
+            "opts.json keeps its bytes"
+        );
+        assert_eq!(serde_json::from_str::<LocalOpts>(&json).unwrap(), o);
+        assert_eq!(o.to_map(), map, "the API's Options");
+        assert!(serde_json::from_str::<LocalOpts>(r#"{"bogus":"1"}"#).is_err());
+        let none = LocalOpts::parse("v", BTreeMap::new()).unwrap();
+        assert!(!none.mounts() && none.to_map().is_empty());
+        assert_eq!(serde_json::to_string(&none).unwrap(), "{}");
     }
 
     #[test]

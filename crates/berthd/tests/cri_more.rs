@@ -557,3 +557,52 @@ fn cri_exec_sync_timeout_answers_once_the_command_is_gone() {
     drop(_pods);
     d.finish();
 }
+
+#[test]
+fn cri_container_whose_mounts_record_a_power_loss_emptied_is_removed_at_daemon_start() {
+    require_root!();
+    let Some((_net, mut d, _pods)) = cri_daemon(1) else {
+        return;
+    };
+    let uid = format!("uid-{}", berth_testkit::unique_id());
+    let cfg = sandbox_config(&d, &uid, &d.path("pod-logs"));
+    let runtime = rt();
+    let (sid, cid) = runtime.block_on(async {
+        let (mut r, _) = clients(&d).await;
+        let sid = run_pod(&mut r, &cfg).await;
+        let cid = create_container(&mut r, &sid, &cfg, busybox_container("c", "sleep 60")).await;
+        (sid, cid)
+    });
+    // A CRI create writes its mounts record (the pod's /dev/shm at least) without a sync,
+    // as its container record: a power loss may leave it empty.
+    let mounts = d.path(&format!("data/containers/{cid}/mounts.json"));
+    assert!(
+        std::fs::metadata(&mounts).unwrap().len() > 0,
+        "no mounts record"
+    );
+    d.kill9();
+    std::fs::write(&mounts, b"").unwrap();
+    d.start();
+    // The create is undone, as one whose record a power loss took; the pod is untouched.
+    assert!(
+        d.docker(&["inspect", &cid]).code != 0,
+        "{cid} is still there"
+    );
+    assert!(!d.path(&format!("data/containers/{cid}")).exists());
+    runtime.block_on(async {
+        let (mut r, _) = clients(&d).await;
+        assert_eq!(
+            sandbox_state(&mut r, &sid).await.0,
+            pb::PodSandboxState::SandboxReady as i32
+        );
+        r.stop_pod_sandbox(pb::StopPodSandboxRequest {
+            pod_sandbox_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+        remove_pod(&mut r, &sid).await;
+        assert!(list_pods(&mut r).await.is_empty());
+    });
+    drop(_pods);
+    d.finish();
+}

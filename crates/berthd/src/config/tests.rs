@@ -87,7 +87,15 @@ fn file_values_and_flags_merge() {
     assert_eq!(c.pidfile, PathBuf::from("/run/b2/berthd.pid"));
     assert_eq!(c.registry_mirrors, vec!["https://mirror.example:5000"]);
     assert_eq!(c.log_opts.get("max-size").unwrap(), "5m");
-    assert_eq!(c.default_ulimits["nofile"].hard, 2048);
+    let nofile = Ulimit {
+        name: "nofile".into(),
+        soft: 1024,
+        hard: 2048,
+    };
+    assert_eq!(
+        c.default_ulimits,
+        BTreeMap::from([("nofile".into(), nofile)])
+    );
     assert_eq!(c.bridge, "br-x");
     assert_eq!(c.hosts, vec!["unix:///tmp/x.sock"]);
     assert!(c.debug && c.docker_compat && c.init);
@@ -172,14 +180,15 @@ fn container_defaults() {
     let mut lc = LogConfig::default();
     d.merge_log_config(&mut lc).unwrap();
     assert_eq!(lc.kind, "json-file");
-    assert_eq!(log_rotation(lc.config.as_ref()), (Some(2 << 20), Some(4)));
+    let opts = |kv: [(&str, &str); 2]| Some(kv.map(|(k, v)| (k.to_string(), v.to_string())).into());
+    assert_eq!(lc.config, opts([("max-size", "2m"), ("max-file", "4")]));
     // The container's own options win; the missing ones are the defaults.
     let mut lc = LogConfig {
         kind: "json-file".into(),
         config: Some([("max-file".to_string(), "9".to_string())].into()),
     };
     d.merge_log_config(&mut lc).unwrap();
-    assert_eq!(log_rotation(lc.config.as_ref()), (Some(2 << 20), Some(9)));
+    assert_eq!(lc.config, opts([("max-size", "2m"), ("max-file", "9")]));
     let mut lc = LogConfig {
         kind: String::new(),
         config: Some([("max-file".to_string(), "0".to_string())].into()),
@@ -267,15 +276,20 @@ fn flag_forms() {
         "--tls=false",
     ])
     .unwrap();
+    let nproc = Ulimit {
+        name: "nproc".into(),
+        soft: 100,
+        hard: 100,
+    };
+    let nofile = Ulimit {
+        name: "nofile".into(),
+        soft: 10,
+        hard: 20,
+    };
     assert_eq!(
-        c.default_ulimits["nproc"],
-        Ulimit {
-            name: "nproc".into(),
-            soft: 100,
-            hard: 100
-        }
+        c.default_ulimits,
+        BTreeMap::from([("nproc".into(), nproc), ("nofile".into(), nofile)])
     );
-    assert_eq!(c.default_ulimits["nofile"].hard, 20);
     assert_eq!(c.default_address_pools[0].size, 20);
     assert_eq!(c.tls, Some(false));
     assert_eq!(c.subnet_candidates().unwrap().len(), 16);

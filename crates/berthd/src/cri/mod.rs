@@ -189,7 +189,7 @@ pub async fn serve(listener: UnixListener, cri: Arc<Cri>, mut stop: watch::Recei
 }
 
 /// The time a request spends in its phases, logged at debug level when dropped
-/// (`RunPodSandbox: 41.2 ms (netns 0.7, (record 1.2, cni alone 19.1, create 9.8,
+/// (`RunPodSandbox: 41.2 ms ((record 1.2, netns 0.7, cni alone 19.1, create 9.8,
 /// create+start alone) 30.0, start+cni 30.1, save 0.3)`).
 pub(crate) struct Phases {
     what: &'static str,

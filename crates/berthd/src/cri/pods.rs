@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use berth_api::container::{Config, HostConfig};
 use berth_cri::cni::{Attachment, PortMapping};
 use berth_cri::proto as pb;
+use futures_util::FutureExt;
 use pb::NamespaceMode;
 use tonic::Status;
 
@@ -265,9 +266,10 @@ impl Cri {
     }
 
     /// Writes the sandbox's first record (durable), creates and starts its process with its
-    /// network: the network namespace is made first (held by berthd through a descriptor,
-    /// never mounted, so a crash leaves nothing), then the record and CNI's `ADD` in the
-    /// namespace, and the create and start of the process joining it, run at the same time.
+    /// network, on two paths at the same time: the record and the network namespace (made
+    /// alongside, held by berthd through a descriptor, never mounted, so a crash leaves
+    /// nothing), then CNI's `ADD` in the namespace; the create of the engine container, then
+    /// the start of its process joining the namespace once made.
     /// The record is durable before the `ADD`: whatever the `ADD` makes, a restart after a
     /// crash (kill -9 or power loss) finds the record to delete it with (see
     /// `recover_networks`). The engine container (of the record's id) needs no record
@@ -296,45 +298,59 @@ impl Cri {
             phases.mark("start");
             return Ok(());
         }
-        let ns = berth_network::netlink::new_netns()
-            .map_err(|e| Status::internal(format!("creating the pod's network namespace: {e}")))?;
-        let path = std::path::PathBuf::from(format!(
-            "/proc/{}/fd/{}",
-            std::process::id(),
-            std::os::fd::AsRawFd::as_raw_fd(&ns)
-        ));
-        phases.mark("netns");
+        // The namespace, made on a blocking thread while the record is written and the
+        // engine container created (neither needs it); the ADD and the start wait for it.
+        let ns = blocking(|| {
+            let t = std::time::Instant::now();
+            let ns = berth_network::netlink::new_netns().map_err(|e| {
+                Status::internal(format!("creating the pod's network namespace: {e}"))
+            })?;
+            Ok((std::sync::Arc::new(ns), t.elapsed()))
+        })
+        .shared();
+        let ns_path = |ns: &std::fs::File| {
+            std::path::PathBuf::from(format!(
+                "/proc/{}/fd/{}",
+                std::process::id(),
+                std::os::fd::AsRawFd::as_raw_fd(ns)
+            ))
+        };
         let cni = self.cni.clone();
         let r = rec.clone();
-        let p2 = path.clone();
-        let add = blocking(move || {
-            let net = cni
-                .load()
-                .map_err(|e| Status::failed_precondition(e.to_string()))?;
-            let result = cni
-                .add(&net, &attachment(&r, &p2))
-                .map_err(|e| Status::unknown(format!("setting up the pod network: {e}")))?;
-            Ok((net.name, result))
-        });
         let id = rec.id.clone();
         let start = async {
             let (created, took) =
                 timed(self.create_engine_container(Some(id.clone()), name, cfg, hc, String::new()))
                     .await;
             created?;
-            let started = self.engine.start_in_netns(&id, &path).await;
+            let (ns, _) = ns.clone().await?;
+            let started = self.engine.start_in_netns(&id, &ns_path(&ns)).await;
             started.map(|()| took).map_err(status)
         };
         // The record, then the ADD.
         let add = async {
-            let (saved, took) = timed(save).await;
+            let ((saved, took), ns) = tokio::join!(timed(save), ns.clone());
             saved?;
+            // (Held until the ADD ends; the sandbox's process holds it after.)
+            let (ns, ns_took) = ns?;
+            let p = ns_path(&ns);
+            let add = blocking(move || {
+                let net = cni
+                    .load()
+                    .map_err(|e| Status::failed_precondition(e.to_string()))?;
+                let result = cni
+                    .add(&net, &attachment(&r, &p))
+                    .map_err(|e| Status::unknown(format!("setting up the pod network: {e}")))?;
+                Ok((net.name, result))
+            });
             let (added, add_took) = timed(add).await;
-            added.map(|a| (a, took, add_took))
+            drop(ns);
+            added.map(|a| (a, took, ns_took, add_took))
         };
         let (added, (started, start_took)) = tokio::join!(add, timed(start));
-        let added = added.map(|(a, save_took, add_took)| {
+        let added = added.map(|(a, save_took, ns_took, add_took)| {
             phases.record("(record", save_took);
+            phases.record("netns", ns_took);
             phases.record("cni alone", add_took);
             a
         });

@@ -225,9 +225,9 @@ impl Store {
         self.delete("sandboxes", id)
     }
     /// A container's record (written once, at create): atomic, not synced. A kill -9 finds
-    /// it; after a power loss that took it, its engine container (synced at create) has no
-    /// record and is removed at the daemon's start, as one whose create was cut short (the
-    /// kubelet creates the container again).
+    /// it; after a power loss that took it, its engine container (volatile too, when the
+    /// power loss left it) has no record and is removed at the daemon's start, as one whose
+    /// create was cut short (the kubelet creates the container again).
     pub fn save_container(&self, c: &ContainerRecord) -> Result<(), StoreError> {
         self.write("containers", &c.id, c, false)
     }

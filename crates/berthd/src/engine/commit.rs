@@ -311,37 +311,69 @@ fn merge(user: &mut Config, image: &Config) {
 mod tests {
     use super::*;
 
-    fn cfg(v: serde_json::Value) -> Config {
-        serde_json::from_value(v).unwrap()
+    fn strings(l: &[&str]) -> Option<Vec<String>> {
+        Some(l.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn set(l: &[&str]) -> Option<berth_api::go::Set> {
+        Some(
+            l.iter()
+                .map(|k| (k.to_string(), Default::default()))
+                .collect(),
+        )
+    }
+
+    fn labels(l: &[(&str, &str)]) -> Option<std::collections::BTreeMap<String, String>> {
+        Some(
+            l.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
     fn merge_fills_what_the_user_left_empty() {
-        let image = cfg(serde_json::json!({
-            "User": "u", "Env": ["A=1", "B=2"], "Cmd": ["sh"], "WorkingDir": "/w",
-            "Labels": {"l": "1", "m": "2"}, "ExposedPorts": {"80/tcp": {}}, "StopSignal": "SIGINT"
-        }));
-        let mut user = cfg(serde_json::json!({
-            "Env": ["B=3"], "Labels": {"m": "9"}, "ExposedPorts": {"81/tcp": {}}
-        }));
+        let image = Config {
+            user: "u".into(),
+            env: strings(&["A=1", "B=2"]),
+            cmd: strings(&["sh"]),
+            working_dir: "/w".into(),
+            labels: labels(&[("l", "1"), ("m", "2")]),
+            exposed_ports: set(&["80/tcp"]),
+            stop_signal: "SIGINT".into(),
+            ..Default::default()
+        };
+        let mut user = Config {
+            env: strings(&["B=3"]),
+            labels: labels(&[("m", "9")]),
+            exposed_ports: set(&["81/tcp"]),
+            ..Default::default()
+        };
         merge(&mut user, &image);
         assert_eq!(user.user, "u");
         assert_eq!(user.env.unwrap(), vec!["B=3", "A=1"]);
-        assert_eq!(user.cmd.unwrap(), vec!["sh"]);
+        assert_eq!(user.cmd, strings(&["sh"]));
         assert_eq!(user.working_dir, "/w");
-        let labels = user.labels.unwrap();
-        assert_eq!((labels["l"].as_str(), labels["m"].as_str()), ("1", "9"));
-        assert_eq!(user.exposed_ports.unwrap().len(), 2);
+        assert_eq!(user.labels, labels(&[("l", "1"), ("m", "9")]));
+        assert_eq!(user.exposed_ports, set(&["80/tcp", "81/tcp"]));
         assert_eq!(user.stop_signal, "SIGINT");
         // An entrypoint of the user's keeps the user's (empty) command.
-        let mut user = cfg(serde_json::json!({"Entrypoint": ["e"]}));
+        let mut user = Config {
+            entrypoint: strings(&["e"]),
+            ..Default::default()
+        };
         merge(&mut user, &image);
         assert_eq!(user.cmd, None);
     }
 
     #[test]
     fn changes_apply_over_the_container_config() {
-        let container = cfg(serde_json::json!({"Env": ["A=1"], "Cmd": ["sh"], "Image": "busybox"}));
+        let container = Config {
+            env: strings(&["A=1"]),
+            cmd: strings(&["sh"]),
+            image: "busybox".into(),
+            ..Default::default()
+        };
         let req = CommitRequest {
             changes: vec!["ENV B=2".into(), "CMD [\"cat\", \"/f\"]".into()],
             ..Default::default()

@@ -12,22 +12,9 @@ use crate::names;
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Refuses options Berth cannot honour yet (never dropped silently), and invalid policies.
-fn validate(config: &Config, hc: &HostConfig) -> Result<()> {
-    let unsupported = |what: &str| {
-        Err(EngineError::BadRequest(format!(
-            "{what} is not supported by berth yet"
-        )))
-    };
-    // NetworkMode, ports, DNS and extra hosts are checked by the network participant; links
-    // when the container is made (they name other containers). `VolumeDriver`: checked when
-    // the container's volumes are created (the mounts participant), as dockerd looks the
-    // plugin up only then.
-    if hc.device_requests.as_ref().is_some_and(|d| !d.is_empty()) {
-        return unsupported("HostConfig.DeviceRequests");
-    }
-    // dockerd's `ValidateRestartPolicy` (an empty name takes any count, as before v25).
-    let rp = &hc.restart_policy;
+/// dockerd's `ValidateRestartPolicy` (an empty name takes any count, as before v25), for
+/// create and update.
+pub(crate) fn validate_restart_policy(rp: &berth_api::container::RestartPolicy) -> Result<()> {
     match rp.name.as_str() {
         "" => {}
         "no" | "always" | "unless-stopped" => {
@@ -55,10 +42,38 @@ fn validate(config: &Config, hc: &HostConfig) -> Result<()> {
             )))
         }
     }
+    Ok(())
+}
+
+/// Refuses options Berth cannot honour yet (never dropped silently), and invalid policies.
+fn validate(config: &Config, hc: &HostConfig) -> Result<()> {
+    let unsupported = |what: &str| {
+        Err(EngineError::BadRequest(format!(
+            "{what} is not supported by berth yet"
+        )))
+    };
+    // NetworkMode, ports, DNS and extra hosts are checked by the network participant; links
+    // when the container is made (they name other containers). `VolumeDriver`: checked when
+    // the container's volumes are created (the mounts participant), as dockerd looks the
+    // plugin up only then.
+    if hc.device_requests.as_ref().is_some_and(|d| !d.is_empty()) {
+        return unsupported("HostConfig.DeviceRequests");
+    }
+    let rp = &hc.restart_policy;
+    validate_restart_policy(rp)?;
     if hc.auto_remove && !rp.is_none() {
         return Err(EngineError::BadRequest(
             "can't create 'AutoRemove' container with restart policy".into(),
         ));
+    }
+    // dockerd's `verifyContainerSettings`: a stop signal must be one.
+    if !config.stop_signal.is_empty()
+        && berth_shim::protocol::signal_by_name(&config.stop_signal).is_none()
+    {
+        return Err(EngineError::BadRequest(format!(
+            "Invalid signal: {}",
+            config.stop_signal
+        )));
     }
     if let Some(t) = config.healthcheck.as_ref().and_then(|h| h.test.as_ref()) {
         match t.first().map(String::as_str) {
@@ -75,9 +90,8 @@ fn validate(config: &Config, hc: &HostConfig) -> Result<()> {
 
 /// The image's health check (kept verbatim in the image config).
 fn image_healthcheck(ic: &ContainerConfig) -> Option<HealthConfig> {
-    let v = ic.extra.get("Healthcheck")?.clone();
-    match berth_api::from_value(v) {
-        Ok(h) => Some(h),
+    match ic.healthcheck() {
+        Ok(h) => h,
         Err(e) => {
             tracing::warn!("ignoring the image's health check: {e}");
             None
@@ -344,6 +358,7 @@ impl Engine {
             networking: networking_config.as_ref(),
             volumes: request_volumes.as_ref(),
             image_volumes: ic.volumes.as_ref(),
+            volatile: opts.volatile,
         };
         let parts = self.participants();
         let mut done = 0;
@@ -419,21 +434,29 @@ mod tests {
         );
         assert_eq!(c.entrypoint.unwrap(), vec!["/entry"]);
         assert_eq!(c.cmd.unwrap(), vec!["id"]);
-        let l = c.labels.unwrap();
-        assert_eq!((l["l"].as_str(), l["m"].as_str()), ("user", "image"));
+        let labels = BTreeMap::from([("l".into(), "user".into()), ("m".into(), "image".into())]);
+        assert_eq!(c.labels.unwrap(), labels, "the request's over the image's");
         assert_eq!(c.stop_signal, "SIGINT");
         let h = c.healthcheck.unwrap();
         assert_eq!((h.interval, h.retries), (7, 3));
         assert_eq!(h.test.unwrap(), vec!["CMD", "check"]);
         // A user given explicitly wins.
-        let mut c = config(serde_json::json!({"User": "0", "Cmd": ["id"]}));
+        let mut c = Config {
+            user: "0".into(),
+            cmd: Some(vec!["id".into()]),
+            ..Default::default()
+        };
         merge_image_config(&mut c, &ic).unwrap();
         assert_eq!(c.user, "0");
     }
 
     #[test]
     fn entrypoint_and_cmd_rules() {
-        let ic = image(serde_json::json!({"Entrypoint": ["/entry"], "Cmd": ["serve"]}));
+        let ic = ContainerConfig {
+            entrypoint: Some(vec!["/entry".into()]),
+            cmd: Some(vec!["serve".into()]),
+            ..Default::default()
+        };
         let merged = |v: serde_json::Value| {
             let mut c = config(v);
             merge_image_config(&mut c, &ic).map(|_| (c.entrypoint, c.cmd))

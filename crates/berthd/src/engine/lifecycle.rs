@@ -21,6 +21,10 @@ pub struct CreateInput<'a> {
     pub volumes: Option<&'a Set>,
     /// The image's `VOLUME`s.
     pub image_volumes: Option<&'a BTreeMap<String, serde_json::Value>>,
+    /// A volatile create ([`super::create::CreateOptions::volatile`]): what only describes
+    /// the container may be written without a sync (a power loss that takes it takes the
+    /// container with it); what names things outside it (volumes) stays durable.
+    pub volatile: bool,
 }
 
 /// What the participants add to a container's bundle at start.

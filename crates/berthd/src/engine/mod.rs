@@ -205,6 +205,10 @@ impl Engine {
                 continue;
             }
             match record::load(&ent.path().join("config.v2.json")) {
+                // Undone by `recover` (see `Mounts::damaged`).
+                Ok(c) if engine.mounts.damaged(&c.id) => {
+                    tracing::warn!("container {}: its mounts record is empty", c.id)
+                }
                 Ok(c) => {
                     engine.insert(c);
                 }

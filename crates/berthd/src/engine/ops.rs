@@ -78,7 +78,7 @@ fn is_unset(v: &impl Unset) -> bool {
 impl Engine {
     /// Runs one operation of the runtime (`pause`, `resume`, `update`) to completion off the
     /// async runtime, with `input` on its stdin.
-    async fn runtime_call(
+    pub(crate) async fn runtime_call(
         &self,
         op: impl FnOnce(&Runtime) -> std::process::Command + Send + 'static,
         input: Option<Vec<u8>>,
@@ -115,7 +115,7 @@ impl Engine {
         }
         if !names::valid(new) {
             return Err(EngineError::BadRequest(format!(
-                "Invalid container name ({new}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                "Error when allocating new name: Invalid container name (/{new}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
             )));
         }
         let full = format!("/{new}");
@@ -127,7 +127,7 @@ impl Engine {
                 let o = other.rec.lock().unwrap();
                 if o.name == full {
                     return Err(EngineError::Conflict(format!(
-                        "Conflict. The container name \"{full}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name."
+                        "Error when allocating new name: Conflict. The container name \"{full}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name."
                     )));
                 }
             }
@@ -164,6 +164,16 @@ impl Engine {
 
     /// `POST /containers/{id}/pause` and `/unpause` (the runtime's freezer).
     pub async fn set_paused(&self, name_or_id: &str, pause: bool) -> Result<()> {
+        // dockerd: unpause asks "paused?" before "running?".
+        if !pause {
+            let c = self.get(name_or_id)?;
+            if !c.state.paused {
+                return Err(EngineError::Conflict(format!(
+                    "Container {} is not paused",
+                    c.id
+                )));
+            }
+        }
         let c = self.running(name_or_id)?;
         if c.state.paused == pause {
             return Err(EngineError::Conflict(if pause {
@@ -273,6 +283,7 @@ impl Engine {
                         .into(),
                 ));
             }
+            super::create::validate_restart_policy(&upd.restart_policy)?;
             hc.restart_policy = upd.restart_policy.clone();
         }
         let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -438,6 +449,13 @@ impl Engine {
 
     /// `POST /containers/prune`: removes stopped containers (label / until filters).
     pub async fn prune(self: &Arc<Self>, filters: &Filters) -> Result<PruneReport> {
+        if let Some((k, _)) = filters
+            .0
+            .iter()
+            .find(|(k, _)| !matches!(k.as_str(), "label" | "label!" | "until"))
+        {
+            return Err(EngineError::BadRequest(format!("invalid filter '{k}'")));
+        }
         let mut deleted = Vec::new();
         let mut reclaimed = 0u64;
         let until = filters

@@ -68,9 +68,17 @@ impl Container {
     }
 
     /// The command line as the container list shows it.
+    /// The command as the container list shows it: arguments holding a space in single
+    /// quotes (dockerd's `Command`).
     pub fn command_line(&self) -> String {
-        std::iter::once(self.path.as_str())
-            .chain(self.args.iter().map(String::as_str))
+        std::iter::once(self.path.clone())
+            .chain(self.args.iter().map(|a| {
+                if a.contains(' ') {
+                    format!("'{a}'")
+                } else {
+                    a.clone()
+                }
+            }))
             .collect::<Vec<_>>()
             .join(" ")
     }

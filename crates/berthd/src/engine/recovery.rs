@@ -10,8 +10,9 @@
 //!   Otherwise it is undone: the participants' parts (anonymous volumes, addresses), the
 //!   writable snapshot, the container's directories. The same for `createvolatile` (the
 //!   CRI's creates, neither intent nor record synced) and for any container directory left
-//!   without a record or with an empty one (what a power loss leaves of a volatile create
-//!   whose intent it took too).
+//!   without a record or with an empty one, or with an empty mounts record (what a power
+//!   loss leaves of a volatile create whose intent it took too: neither the record nor the
+//!   mounts record of a volume-less volatile create is synced).
 //! - `start`: the record says running: the start finished (the reattach pass adopts it).
 //!   Otherwise it is undone: the shim (which deletes the runtime's container: the init
 //!   blocked on its start fifo, its cgroups, its state), or the runtime's state directly
@@ -186,7 +187,8 @@ impl Engine {
         }
     }
 
-    /// The containers' directories (named by an id) that have no record, or an empty one.
+    /// The containers' directories (named by an id) that have no record, or an empty one, or
+    /// an empty mounts record (a volatile create's, see `Mounts::damaged`).
     fn unrecorded_dirs(&self) -> Vec<String> {
         let Ok(rd) = std::fs::read_dir(self.cfg.data_root.join("containers")) else {
             return Vec::new();
@@ -196,10 +198,11 @@ impl Engine {
             .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
             .filter(|id| {
                 self.lookup(id).is_err()
-                    && match std::fs::metadata(self.record_path(id)) {
-                        Ok(m) => m.len() == 0,
-                        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-                    }
+                    && (self.mounts.damaged(id)
+                        || match std::fs::metadata(self.record_path(id)) {
+                            Ok(m) => m.len() == 0,
+                            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+                        })
             })
             .collect()
     }

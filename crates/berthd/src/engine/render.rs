@@ -144,37 +144,310 @@ impl Engine {
         }
     }
 
-    /// `GET /containers/json`: running containers (all with `all`), newest first, at most
-    /// `limit`, filtered by Docker's `id`, `name`, `status`, `label`, `exited`.
-    pub fn summaries(&self, all: bool, limit: Option<usize>, filters: &Filters) -> Vec<Summary> {
-        let mut list = self.list();
+    /// `GET /containers/json` as dockerd's `Containers`: running containers (all with `all`,
+    /// a `status` filter or a `limit`), newest first, at most `limit`; values of one filter
+    /// key are alternatives, keys all apply (`id`/`name` as regular expressions, `before`/
+    /// `since` exclusive); unknown keys and bad values are errors. `size` adds `SizeRw` and
+    /// `SizeRootFs`.
+    pub fn summaries(
+        &self,
+        all: bool,
+        limit: Option<usize>,
+        size: bool,
+        filters: &Filters,
+    ) -> Result<Vec<Summary>> {
+        let list = self.list();
         // Other containers' links name a container too (`/<parent>/<alias>`).
         let linked: Vec<Container> = list
             .iter()
             .filter(|c| !c.links.is_empty())
             .cloned()
             .collect();
-        if let Some(n) = limit {
-            list.truncate(n);
+        let f = PsFilter::new(self, &list, filters)?;
+        let all = all || limit.is_some() || filters.has("status");
+        let mut out = Vec::new();
+        let mut before = f.before.clone();
+        for c in &list {
+            if let Some(b) = &before {
+                if *b == c.id {
+                    before = None;
+                }
+                continue;
+            }
+            if f.since.as_deref() == Some(c.id.as_str()) {
+                break;
+            }
+            if !(all || c.state.running || c.state.restarting) {
+                continue;
+            }
+            if limit.is_some_and(|n| out.len() >= n) {
+                break;
+            }
+            let mut s = self.summary(c);
+            if !f.matches(c, &s) {
+                continue;
+            }
+            s.names.extend(self.link_names(&linked, &c.id));
+            if size {
+                let rw = self
+                    .images
+                    .snapshotter()
+                    .ok()
+                    .and_then(|sn| sn.container_upper(&c.id))
+                    .map(|p| crate::volumes::dir_size(&p))
+                    .unwrap_or(0) as i64;
+                let image = self
+                    .images
+                    .resolve(&c.image)
+                    .map(|r| r.image.size() as i64)
+                    .unwrap_or(0);
+                s.size_rw = Some(rw);
+                s.size_root_fs = Some(rw + image);
+            }
+            out.push(s);
         }
-        let has_status = filters.has("status");
-        list.iter()
-            .filter(|c| all || c.state.running || c.state.restarting || has_status)
-            .filter(|c| {
-                filters.0.iter().all(|(k, v)| match k.as_str() {
-                    "id" => c.id.starts_with(v.as_str()),
-                    "name" => c.short_name().contains(v.trim_start_matches('/')),
-                    "status" => &c.state.status == v,
-                    "label" => c.matches_label(v),
-                    "exited" => !c.state.running && c.state.exit_code.to_string() == *v,
-                    _ => true,
+        Ok(out)
+    }
+}
+
+/// The filter keys of `GET /containers/json` (dockerd's `acceptedPsFilterTags`).
+const PS_FILTERS: &[&str] = &[
+    "ancestor",
+    "before",
+    "exited",
+    "id",
+    "isolation",
+    "label",
+    "name",
+    "status",
+    "health",
+    "since",
+    "volume",
+    "network",
+    "is-task",
+    "publish",
+    "expose",
+];
+
+const STATES: &[&str] = &[
+    "created",
+    "running",
+    "paused",
+    "restarting",
+    "removing",
+    "exited",
+    "dead",
+];
+const HEALTHS: &[&str] = &["none", "starting", "healthy", "unhealthy"];
+
+/// The filters of one container listing, checked and resolved (dockerd's `foldFilter`).
+struct PsFilter<'a> {
+    filters: &'a Filters,
+    names: Vec<regex::Regex>,
+    ids: Vec<regex::Regex>,
+    exited: Vec<i64>,
+    /// Image IDs of the `ancestor` filter (`None`: no such filter).
+    ancestors: Option<Vec<String>>,
+    before: Option<String>,
+    since: Option<String>,
+    is_task: Option<bool>,
+    publish: Vec<(u16, String)>,
+    expose: Vec<(u16, String)>,
+}
+
+fn bad(msg: String) -> super::EngineError {
+    super::EngineError::BadRequest(msg)
+}
+
+/// `<port>[-<end>][/<proto>]` of the `publish` and `expose` filters.
+fn port_filter(key: &str, v: &str, into: &mut Vec<(u16, String)>) -> Result<()> {
+    if v.contains(':') {
+        return Err(bad(format!(
+            "filter for '{key}' should not contain ':': {v}"
+        )));
+    }
+    let (ports, proto) = v.split_once('/').unwrap_or((v, "tcp"));
+    let proto = if proto.is_empty() { "tcp" } else { proto };
+    let (a, b) = ports.split_once('-').unwrap_or((ports, ports));
+    let parse = |p: &str| {
+        p.parse::<u16>().map_err(|_| {
+            bad(format!(
+                "error while looking up for {key} {v}: invalid port range: {ports}"
+            ))
+        })
+    };
+    let (a, b) = (parse(a)?, parse(b)?);
+    for p in a..=b {
+        into.push((p, proto.to_lowercase()));
+    }
+    Ok(())
+}
+
+/// A Go regular expression's matches (dockerd's `filters.Match`: an exact match or the
+/// expression found anywhere); an invalid expression matches only exactly.
+fn pattern(v: &str) -> regex::Regex {
+    regex::Regex::new(v).unwrap_or_else(|_| {
+        regex::Regex::new(&format!("^{}$", regex::escape(v))).expect("an escaped pattern")
+    })
+}
+
+impl<'a> PsFilter<'a> {
+    fn new(engine: &Engine, list: &[Container], filters: &'a Filters) -> Result<Self> {
+        for (k, _) in &filters.0 {
+            if !PS_FILTERS.contains(&k.as_str()) {
+                return Err(bad(format!("invalid filter '{k}'")));
+            }
+        }
+        let mut exited = Vec::new();
+        for v in filters.get("exited") {
+            exited.push(v.parse::<i64>().map_err(|_| {
+                bad(format!(
+                    "invalid filter 'exited={v}': strconv.Atoi: parsing {v:?}: invalid syntax"
+                ))
+            })?);
+        }
+        for v in filters.get("status") {
+            if !STATES.contains(&v) {
+                return Err(bad(format!(
+                    "invalid filter 'status={v}': invalid value for state ({v}): must be one of {}",
+                    STATES.join(", ")
+                )));
+            }
+        }
+        for v in filters.get("health") {
+            if !HEALTHS.contains(&v) {
+                return Err(bad(format!(
+                    "invalid filter 'health={v}': invalid value for health ({v}): must be one of {}",
+                    HEALTHS.join(", ")
+                )));
+            }
+        }
+        let is_task = match filters.get("is-task").collect::<Vec<_>>().as_slice() {
+            [] => None,
+            [v] if v.eq_ignore_ascii_case("true") || *v == "1" => Some(true),
+            [v] if v.eq_ignore_ascii_case("false") || *v == "0" => Some(false),
+            _ => return Err(bad("invalid filter 'is-task'".to_string())),
+        };
+        // `before`/`since` name a container: by name, full ID or ID prefix.
+        let find = |v: &str| -> Result<String> {
+            let name = v.trim_start_matches('/');
+            list.iter()
+                .find(|c| c.id == v || c.short_name() == name)
+                .or_else(|| {
+                    let m: Vec<&Container> = list.iter().filter(|c| c.id.starts_with(v)).collect();
+                    (m.len() == 1).then(|| m[0])
                 })
+                .map(|c| c.id.clone())
+                .ok_or_else(|| super::EngineError::NotFound(v.to_string()))
+        };
+        let mut before = None;
+        for v in filters.get("before") {
+            before = Some(find(v)?);
+        }
+        let mut since = None;
+        for v in filters.get("since") {
+            since = Some(find(v)?);
+        }
+        let ancestors = filters.has("ancestor").then(|| {
+            filters
+                .get("ancestor")
+                .filter_map(|a| match engine.images.resolve(a) {
+                    Ok(r) => Some(r.image.id.to_string()),
+                    Err(_) => {
+                        tracing::warn!("Error while looking up for image {a}");
+                        None
+                    }
+                })
+                .collect()
+        });
+        let mut publish = Vec::new();
+        for v in filters.get("publish") {
+            port_filter("publish", v, &mut publish)?;
+        }
+        let mut expose = Vec::new();
+        for v in filters.get("expose") {
+            port_filter("expose", v, &mut expose)?;
+        }
+        Ok(PsFilter {
+            filters,
+            names: filters.get("name").map(pattern).collect(),
+            ids: filters.get("id").map(pattern).collect(),
+            exited,
+            ancestors,
+            before,
+            since,
+            is_task,
+            publish,
+            expose,
+        })
+    }
+
+    fn matches(&self, c: &Container, s: &Summary) -> bool {
+        let f = self.filters;
+        let any = |key: &str, ok: &dyn Fn(&str) -> bool| !f.has(key) || f.get(key).any(ok);
+        let name = c.name.as_str();
+        if !self.names.is_empty()
+            && !self
+                .names
+                .iter()
+                .any(|r| r.is_match(name) || r.is_match(name.trim_start_matches('/')))
+        {
+            return false;
+        }
+        if !self.ids.is_empty() && !self.ids.iter().any(|r| r.is_match(&c.id)) {
+            return false;
+        }
+        if self.is_task == Some(true) {
+            return false;
+        }
+        if !f.get("label").all(|v| c.matches_label(v)) {
+            return false;
+        }
+        let exited = c.state.status == "exited" && self.exited.contains(&c.state.exit_code);
+        if !self.exited.is_empty() && !exited {
+            return false;
+        }
+        if !any("status", &|v| v == c.state.status) {
+            return false;
+        }
+        let health = c
+            .state
+            .health
+            .as_ref()
+            .map(|h| h.status.as_str())
+            .unwrap_or("none");
+        if !any("health", &|v| v == health) {
+            return false;
+        }
+        if !any("volume", &|v| {
+            s.mounts
+                .iter()
+                .any(|m| m.destination == v || m.name == v || (m.name.is_empty() && m.source == v))
+        }) {
+            return false;
+        }
+        if let Some(ids) = &self.ancestors {
+            if !ids.contains(&c.image) {
+                return false;
+            }
+        }
+        if !any("network", &|v| {
+            s.network_settings.networks.iter().any(|(n, ep)| {
+                n == v || (!ep.network_id.is_empty() && ep.network_id.starts_with(v))
             })
-            .map(|c| {
-                let mut s = self.summary(c);
-                s.names.extend(self.link_names(&linked, &c.id));
-                s
-            })
-            .collect()
+        }) {
+            return false;
+        }
+        if !self.publish.is_empty() || !self.expose.is_empty() {
+            let hit = s.ports.iter().any(|p| {
+                p.public_port
+                    .is_some_and(|pp| self.publish.contains(&(pp, p.kind.clone())))
+                    || self.expose.contains(&(p.private_port, p.kind.clone()))
+            });
+            if !hit {
+                return false;
+            }
+        }
+        true
     }
 }

@@ -307,8 +307,15 @@ impl Engine {
                 self.cfg.init.display()
             ))));
         }
-        let gids =
-            crate::hostconfig::group_add(&rootfs, &c.host_config).map_err(|e| unmount(e.into()))?;
+        let gids = crate::hostconfig::additional_gids(&rootfs, &c.config.user, gid, &c.host_config)
+            .map_err(|e| unmount(e.into()))?;
+        // dockerd's init layer marks a container with an empty `/.dockerenv` (which scripts
+        // test for); hidden from diff and commit as the init layer is.
+        if let Ok(root) = std::fs::File::open(&rootfs) {
+            if let Err(err) = berth_util::root::touch_in_root(&root, Path::new(".dockerenv")) {
+                tracing::debug!("creating /.dockerenv in {id}: {err}");
+            }
+        }
         // The participants' parts: /etc/hosts, resolv.conf and the namespace to join
         // (networking), volumes, binds and tmpfs (mounts).
         let mut bundle = Bundle {
@@ -348,11 +355,7 @@ impl Engine {
         }
         // dockerd's order: the links' variables, then the container's own (which win).
         let mut env: Vec<String> = link_env;
-        for v in c.config.env.iter().flatten() {
-            let key = v.split('=').next().unwrap_or("");
-            env.retain(|e| e.split('=').next() != Some(key));
-            env.push(v.clone());
-        }
+        util::override_env(&mut env, c.config.env.as_deref().unwrap_or_default());
         if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
             env.insert(1.min(env.len()), format!("HOSTNAME={hostname}"));
         }
@@ -682,12 +685,13 @@ impl Engine {
     /// stays down (no restart policy, `unless-stopped` stopped by hand); SIGKILL (the default)
     /// returns once the exit is recorded.
     pub async fn kill(&self, name_or_id: &str, signal: Option<&str>) -> Result<()> {
-        let e = self.lookup(name_or_id)?;
+        // The signal is checked first (dockerd: `kill -s BOGUS nosuch` is about the signal).
         let sig = match signal.filter(|s| !s.is_empty()) {
             Some(s) => berth_shim::protocol::signal_by_name(s)
                 .ok_or_else(|| EngineError::BadRequest(format!("Invalid signal: {s}")))?,
             None => libc::SIGKILL,
         };
+        let e = self.lookup(name_or_id)?;
         let mut rx = e.events.subscribe();
         let seen = rx.borrow_and_update().exits;
         let c = {
@@ -715,6 +719,10 @@ impl Engine {
         }
         self.signal(&c.id, sig).await?;
         self.container_event(&c, "kill", &[("signal", &sig.to_string())]);
+        if c.manually_stopped {
+            // A paused container gets its signal once thawed (dockerd resumes it).
+            self.thaw_for_exit(&c).await;
+        }
         if sig == libc::SIGKILL {
             tokio::time::timeout(Duration::from_secs(10), wait_exit(&mut rx, seen))
                 .await
@@ -725,6 +733,33 @@ impl Engine {
                 })?;
         }
         Ok(())
+    }
+
+    /// Resumes a container paused when it was signalled to stop, so the signal takes effect
+    /// (as dockerd's `killWithSignal`); a no-op when it is not paused.
+    async fn thaw_for_exit(&self, c: &Container) {
+        let paused = self
+            .lookup(&c.id)
+            .map(|e| e.rec.lock().unwrap().state.paused)
+            .unwrap_or(false);
+        if !paused {
+            return;
+        }
+        let id = c.id.clone();
+        if let Err(err) = self.runtime_call(move |rt| rt.resume(&id), None).await {
+            tracing::warn!("resuming {} to stop it: {err}", c.id);
+            return;
+        }
+        if let Ok(e) = self.lookup(&c.id) {
+            let mut r = e.rec.lock().unwrap();
+            if r.state.paused {
+                r.state.paused = false;
+                if r.state.running {
+                    r.state.status = "running".into();
+                }
+                let _ = self.persist_state(&r);
+            }
+        }
     }
 
     /// `stop`: the stop signal, `t` seconds, then SIGKILL.
@@ -769,6 +804,7 @@ impl Engine {
         let seen = rx.borrow_and_update().exits;
         if sig != libc::SIGKILL {
             let _ = self.signal(&c.id, sig).await;
+            self.thaw_for_exit(&c).await;
             crate::failpoint::hit("stop.signalled");
             let wait = wait_exit(&mut rx, seen);
             if t < 0 {
@@ -783,6 +819,7 @@ impl Engine {
             }
         }
         let _ = self.signal(&c.id, libc::SIGKILL).await;
+        self.thaw_for_exit(&c).await;
         tokio::time::timeout(Duration::from_secs(30), wait_exit(&mut rx, seen))
             .await
             .map_err(|_| EngineError::Internal("the container did not exit after SIGKILL".into()))

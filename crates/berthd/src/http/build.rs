@@ -216,7 +216,8 @@ mod tests {
         let (o, df, q) = parse_options(&p).ok().unwrap();
         assert_eq!(o.tags.len(), 2);
         assert_eq!(o.tags[0].familiar_string(), "a:1");
-        assert_eq!(o.build_args.get("X"), Some(&Some("1".into())));
+        let args = [("X".to_string(), Some("1".to_string()))];
+        assert_eq!(o.build_args, args.into(), "buildargs is a JSON object");
         assert!(o.no_cache && q);
         assert_eq!(df, "Dockerfile");
         assert_eq!(super::super::percent_decode("a+b%2"), "a b%2");

@@ -62,6 +62,8 @@ struct ListQuery {
     #[serde(deserialize_with = "flag")]
     all: bool,
     limit: String,
+    #[serde(deserialize_with = "flag")]
+    size: bool,
     filters: String,
 }
 
@@ -73,7 +75,7 @@ async fn list(s: St, Params(q): Params<ListQuery>) -> R {
         .ok()
         .filter(|n| *n > 0)
         .map(|n| n as usize);
-    Ok(json(&s.engine.summaries(q.all, limit, &f)))
+    Ok(json(&s.engine.summaries(q.all, limit, q.size, &f)?))
 }
 
 /// `name` of create and rename.
@@ -81,10 +83,54 @@ async fn list(s: St, Params(q): Params<ListQuery>) -> R {
 #[serde(default)]
 struct NameQuery {
     name: String,
+    /// `platform` of create (`os/arch[/variant]`).
+    platform: String,
+}
+
+/// `x86_64` → `amd64`, `aarch64` → `arm64` (Go's names).
+fn go_arch(a: &str) -> &str {
+    match a {
+        "x86_64" | "x86-64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    }
+}
+
+/// dockerd's check of create's `platform`: an image of another platform is not found (the
+/// CLI then pulls the wanted one).
+fn check_platform(
+    engine: &crate::engine::Engine,
+    image: &str,
+    platform: &str,
+) -> Result<(), ApiError> {
+    let mut want = platform.split('/');
+    let (Some(os), Some(arch)) = (want.next(), want.next()) else {
+        return Ok(());
+    };
+    let Ok(resolved) = engine.images.resolve(image) else {
+        return Ok(());
+    };
+    let Ok(cfg) = engine.images.config(&resolved.image.id) else {
+        return Ok(());
+    };
+    if cfg.os.eq_ignore_ascii_case(os) && go_arch(&cfg.architecture) == go_arch(arch) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "image with reference {image} was found but does not match the specified platform: wanted {os}/{arch}, actual: {}/{}",
+            cfg.os,
+            go_arch(&cfg.architecture)
+        ),
+    ))
 }
 
 async fn create(s: St, Params(q): Params<NameQuery>, body: Bytes) -> R {
     let req = CreateRequest::decode(&body)?;
+    if !q.platform.is_empty() {
+        check_platform(&s.engine, &req.config.image, &q.platform)?;
+    }
     let engine = s.engine.clone();
     let (id, warnings) = blocking(move || engine.create(Some(q.name.as_str()), req)).await?;
     Ok(json_status(
@@ -108,7 +154,13 @@ async fn stop(s: St, id: Id, Params(q): Params<StopQuery>) -> R {
 }
 
 async fn kill(s: St, id: Id, Params(q): Params<StopQuery>) -> R {
-    s.engine.kill(&id, q.signal()).await?;
+    // dockerd's router wraps every kill error (its status kept).
+    if let Err(e) = s.engine.kill(&id, q.signal()).await {
+        return Err(ApiError::new(
+            e.status(),
+            format!("cannot kill container: {}: {e}", *id),
+        ));
+    }
     no_content()
 }
 
@@ -490,14 +542,18 @@ fn with_stat(mut r: Response, stat: &str) -> Response {
 async fn head_archive(s: St, id: Id, Params(q): Params<ArchiveQuery>) -> R {
     let path = q.path()?;
     let c = s.engine.get(&id)?;
-    let stat = archive::stat(s.engine.clone(), c, path).await?;
+    let stat = archive::stat(s.engine.clone(), c, path)
+        .await
+        .map_err(|e| e.named(&id))?;
     Ok(with_stat(StatusCode::OK.into_response(), &stat))
 }
 
 async fn get_archive(s: St, id: Id, Params(q): Params<ArchiveQuery>) -> R {
     let path = q.path()?;
     let c = s.engine.get(&id)?;
-    let (stat, rx) = archive::tar(s.engine.clone(), c, path, true).await?;
+    let (stat, rx) = archive::tar(s.engine.clone(), c, path, true)
+        .await
+        .map_err(|e| e.named(&id))?;
     Ok(with_stat(stream("application/x-tar", rx), &stat))
 }
 
@@ -515,6 +571,8 @@ async fn put_archive(s: St, id: Id, Params(q): Params<ArchiveQuery>, body: Body)
         no_overwrite_dir_non_dir: yes(&q.no_overwrite_dir_non_dir),
         copy_uid_gid: yes(&q.copy_uid_gid),
     };
-    archive::put(s.engine.clone(), c, path, opts, body.into_data_stream()).await?;
+    archive::put(s.engine.clone(), c, path, opts, body.into_data_stream())
+        .await
+        .map_err(|e| e.named(&id))?;
     Ok(StatusCode::OK.into_response())
 }

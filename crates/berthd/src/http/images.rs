@@ -258,11 +258,9 @@ async fn load(s: St, req: Request) -> R {
 async fn prune(s: St, Query(q): Q) -> R {
     // Removed containers' writable layers go before images (and their sizes) are looked at.
     s.engine.settle().await;
-    let all = filters(&q)?
-        .get("dangling")
-        .any(|v| matches!(v, "false" | "0"));
+    let f = filters(&q)?;
     let engine = s.engine.clone();
-    Ok(json(&blocking(move || images::prune(&engine, all)).await?))
+    Ok(json(&blocking(move || images::prune(&engine, &f)).await?))
 }
 
 async fn search() -> R {

@@ -26,7 +26,7 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 async fn list(s: St, Query(q): Q) -> R {
-    Ok(json(&s.engine.net.list_networks(&filters(&q)?)))
+    Ok(json(&s.engine.net.list_networks(&filters(&q)?)?))
 }
 
 async fn inspect(s: St, id: Id) -> R {

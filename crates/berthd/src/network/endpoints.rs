@@ -383,7 +383,19 @@ impl Manager {
         let mut maps = Vec::new();
         // Binds a port (its proxy forwards to `target`) and records it.
         let mut publish = |w: &WantPort, target: IpAddr| -> Result<u16> {
-            let (bound, port) = bind_port(w)?;
+            let (bound, port) = bind_port(w).map_err(|e| match e {
+                // dockerd names the endpoint (the container's name and the endpoint's ID).
+                EngineError::Internal(m) => EngineError::Internal(m.replacen(
+                    "on endpoint:",
+                    &format!(
+                        "on endpoint {} ({}):",
+                        c.short_name(),
+                        eps.first().map(|e| e.endpoint_id.as_str()).unwrap_or_default()
+                    ),
+                    1,
+                )),
+                e => e,
+            })?;
             let tags = self.proxy_tags(&c.id, &w.proto, &w.host_ip, port);
             let proxy = bound
                 .spawn_process(

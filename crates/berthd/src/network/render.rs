@@ -221,25 +221,54 @@ impl Manager {
         }
     }
 
-    /// `GET /networks` (Docker's filters: name, id, driver, type, label, dangling).
-    pub fn list_networks(&self, filters: &Filters) -> Vec<Inspect> {
+    /// `GET /networks` (Docker's filters: name, id, driver, type, label, scope, dangling;
+    /// the values of one key are alternatives, `name` and `id` regular expressions, every
+    /// `label` must match; other keys are refused).
+    pub fn list_networks(&self, filters: &Filters) -> Result<Vec<Inspect>> {
+        const KEYS: &[&str] = &["dangling", "driver", "id", "label", "name", "scope", "type"];
+        let bad = |m: String| crate::error::EngineError::BadRequest(m);
+        for (k, v) in &filters.0 {
+            if !KEYS.contains(&k.as_str()) {
+                return Err(bad(format!("invalid filter '{k}'")));
+            }
+            if k == "type" && v != "custom" && v != "builtin" {
+                return Err(bad(format!("invalid filter: 'type'='{v}'")));
+            }
+            if k == "dangling" && !matches!(v.as_str(), "true" | "1" | "false" | "0") {
+                return Err(bad(format!("invalid filter 'dangling={v}'")));
+            }
+        }
+        let re = |key: &str| -> Vec<regex::Regex> {
+            filters
+                .get(key)
+                .map(|v| {
+                    regex::Regex::new(v).unwrap_or_else(|_| {
+                        regex::Regex::new(&format!("^{}$", regex::escape(v))).expect("escaped")
+                    })
+                })
+                .collect()
+        };
+        let (names, ids) = (re("name"), re("id"));
         let st = self.state.lock().unwrap();
         let mut nets: Vec<&Network> = st.networks.values().collect();
         nets.sort_by(|a, b| a.created.cmp(&b.created));
-        nets.into_iter()
+        let any =
+            |key: &str, ok: &dyn Fn(&str) -> bool| !filters.has(key) || filters.get(key).any(ok);
+        Ok(nets
+            .into_iter()
             .filter(|n| {
-                filters.0.iter().all(|(k, v)| match k.as_str() {
-                    "name" => n.name.contains(v.as_str()),
-                    "id" => n.id.starts_with(v.as_str()),
-                    "driver" => n.driver == *v,
-                    "type" => (v == "custom") != n.builtin,
-                    "label" => n.matches_label(v),
-                    "dangling" => (v == "true" || v == "1") == (!st.in_use(&n.id) && !n.builtin),
-                    _ => true,
-                })
+                (names.is_empty() || names.iter().any(|r| r.is_match(&n.name)))
+                    && (ids.is_empty() || ids.iter().any(|r| r.is_match(&n.id)))
+                    && any("driver", &|v| n.driver == v)
+                    && any("scope", &|v| v == "local")
+                    && any("type", &|v| (v == "custom") != n.builtin)
+                    && filters.get("label").all(|v| n.matches_label(v))
+                    && any("dangling", &|v| {
+                        matches!(v, "true" | "1") == (!st.in_use(&n.id) && !n.builtin)
+                    })
             })
             .map(|n| Self::network_json(&st, n, false))
-            .collect()
+            .collect())
     }
 
     /// `GET /networks/{id}`.

@@ -1,0 +1,276 @@
+//! Differences from dockerd found by running the same docker CLI (28) command sequences
+//! against a private dockerd and berthd, each pinned here with the answer dockerd gives (its
+//! current source where 20.10 and 28 differ): container list filters and columns, stopping a
+//! paused container, kill's errors, a process's groups and `/.dockerenv`, environment
+//! variables given without a value, an exec's missing working directory, and create-time
+//! checks (stop signal, restart policy, capabilities, mounts, devices).
+//!
+//! Needs root, `/bin/busybox` and `docker` on PATH; every test runs its own daemon.
+
+mod common;
+use common::*;
+
+/// `docker ps` names, one line each, for `args`.
+#[track_caller]
+fn ps(d: &Daemon, args: &str) -> Vec<String> {
+    d.docker_line(&format!("ps {args}"), &["--format", "{{.Names}}"])
+        .ok()
+        .stdout
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn container_list_filters_and_columns() {
+    let d = root_daemon!("docker");
+    d.docker_out("run -d --name p1 --label k=v busybox sleep 100", &[]);
+    d.docker_line("run --name p2 --label k=w busybox sh -c", &["exit 3"]);
+    d.docker_out("create --name p3 busybox", &[]);
+    // `before` and `since` leave the named container out.
+    assert_eq!(ps(&d, "-a --filter before=p3"), ["p2", "p1"]);
+    assert_eq!(ps(&d, "-a --filter since=p1"), ["p3", "p2"]);
+    d.docker_line("ps -a --filter before=nosuch", &[])
+        .failed(1, "Error response from daemon: No such container: nosuch\n");
+    // An image nothing runs (or no image at all) matches nothing.
+    assert!(ps(&d, "-a --filter ancestor=nosuch").is_empty());
+    assert_eq!(ps(&d, "-a --filter ancestor=busybox").len(), 3);
+    // Names are regular expressions, against the name with and without its slash.
+    assert_eq!(ps(&d, "-a --filter name=^p1$"), ["p1"]);
+    assert_eq!(ps(&d, "-a --filter name=^/p[23]"), ["p3", "p2"]);
+    // The values of one key are alternatives; keys all apply.
+    assert_eq!(
+        ps(&d, "-a --filter status=exited --filter status=created"),
+        ["p3", "p2"]
+    );
+    assert!(ps(&d, "-a --filter status=exited --filter label=k=v").is_empty());
+    assert_eq!(ps(&d, "-a --filter exited=3"), ["p2"]);
+    assert_eq!(ps(&d, "-a --filter health=none").len(), 3);
+    assert_eq!(ps(&d, "-a --filter network=bridge").len(), 3);
+    assert!(ps(&d, "-a --filter volume=/x").is_empty());
+    // Unknown keys and bad values are refused.
+    d.docker_line("ps -a --filter bogus=1", &[])
+        .failed(1, "Error response from daemon: invalid filter 'bogus'\n");
+    d.docker_line("ps -a --filter status=bogus", &[]).failed(
+        1,
+        "Error response from daemon: invalid filter 'status=bogus': invalid value for state \
+         (bogus): must be one of created, running, paused, restarting, removing, exited, dead\n",
+    );
+    // `-l` (limit 1) looks at stopped containers too.
+    assert_eq!(ps(&d, "-l"), ["p3"]);
+    assert_eq!(ps(&d, "-n 2"), ["p3", "p2"]);
+    // Arguments holding a space are quoted in COMMAND.
+    let cmd = d.docker_out(
+        "ps -a --no-trunc --filter name=p2",
+        &["--format", "{{.Command}}"],
+    );
+    assert_eq!(cmd.trim(), r#""sh -c 'exit 3'""#);
+    // `-s`: the writable layer and the virtual size (image included).
+    let size = d.docker_out("ps -s --filter name=p1", &["--format", "{{.Size}}"]);
+    assert!(size.contains(" (virtual "), "{size}");
+    d.docker_out("rm -f p1 p2 p3", &[]);
+    finish(d);
+}
+
+#[test]
+fn paused_container_stops_and_kill_errors() {
+    let d = root_daemon!("docker");
+    d.docker_out("run -d --name pz busybox sleep 100", &[]);
+    d.docker_out("pause pz", &[]);
+    // dockerd thaws a paused container it signals to stop.
+    d.docker_out("stop -t 1 pz", &[]);
+    assert_eq!(
+        d.inspect("{{.State.Status}} {{.State.Paused}}", "pz")
+            .trim(),
+        "exited false"
+    );
+    let id = d.inspect("{{.Id}}", "pz");
+    d.docker_line("unpause pz", &[]).failed(
+        1,
+        format!(
+            "Error response from daemon: Container {} is not paused\n",
+            id.trim()
+        ),
+    );
+    // The same through kill.
+    d.docker_out("start pz", &[]);
+    d.docker_out("pause pz", &[]);
+    d.docker_out("kill pz", &[]);
+    assert_eq!(d.inspect("{{.State.Status}}", "pz").trim(), "exited");
+    // kill's errors are wrapped by the router; the signal is checked before the container.
+    d.docker_line("kill nosuch", &[]).failed(
+        1,
+        "Error response from daemon: cannot kill container: nosuch: No such container: nosuch\n",
+    );
+    d.docker_line("kill -s NOSIG nosuch", &[]).failed(
+        1,
+        "Error response from daemon: cannot kill container: nosuch: Invalid signal: NOSIG\n",
+    );
+    d.docker_out("rm pz", &[]);
+    finish(d);
+}
+
+#[test]
+fn process_groups_env_and_dockerenv() {
+    let d = root_daemon!("docker");
+    // Additional groups: the primary group, then the groups listing the user.
+    assert_eq!(
+        d.docker_out("run --rm -u nobody busybox id", &[]),
+        "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)\n"
+    );
+    assert_eq!(
+        d.docker_out("run --rm -u 1000 busybox id", &[]),
+        "uid=1000 gid=0(root) groups=0(root)\n"
+    );
+    // `-e NAME` without a value (and not set for the CLI) unsets the variable.
+    let out = d
+        .docker_cmd(&[
+            "run",
+            "--rm",
+            "-e",
+            "A=1",
+            "-e",
+            "BERTH_UNSET",
+            "busybox",
+            "sh",
+            "-c",
+            "echo \"$A|${BERTH_UNSET-unset}\"",
+        ])
+        .env_remove("BERTH_UNSET")
+        .run()
+        .ok()
+        .stdout;
+    assert_eq!(out, "1|unset\n");
+    // /.dockerenv exists, and is no change of the container's.
+    d.docker_out("run --name de busybox ls /.dockerenv", &[]);
+    let diff = d.docker_out("diff de", &[]);
+    assert!(!diff.contains("dockerenv"), "{diff}");
+    d.docker_out("rm de", &[]);
+
+    d.docker_out("run -d --name ex busybox sleep 100", &[]);
+    let out = d
+        .docker_cmd(&[
+            "exec",
+            "-e",
+            "B=2",
+            "-e",
+            "BERTH_UNSET",
+            "ex",
+            "sh",
+            "-c",
+            "echo $B-${BERTH_UNSET-unset}",
+        ])
+        .env_remove("BERTH_UNSET")
+        .run()
+        .ok()
+        .stdout;
+    assert_eq!(out, "2-unset\n");
+    assert_eq!(
+        d.docker_out("exec -u nobody ex id", &[]).trim(),
+        "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)"
+    );
+    // An exec's working directory must exist (the container's own is made).
+    // (The CLI prints the runtime's error on standard output.)
+    let r = d.docker_line("exec -w /nonexist ex pwd", &[]);
+    assert_eq!(r.code, 126, "{r:?}");
+    r.stdout_contains("chdir to cwd (\"/nonexist\") set in config.json failed");
+    assert_eq!(d.docker_out("exec -w /tmp ex pwd", &[]), "/tmp\n");
+    d.docker_out("rm -f ex", &[]);
+    finish(d);
+}
+
+#[test]
+fn create_time_checks() {
+    let d = root_daemon!("docker");
+    d.docker_line("run --rm --stop-signal NOSIG busybox true", &[])
+        .failed_with(125, "Error response from daemon: Invalid signal: NOSIG");
+    d.docker_line("run --rm --cap-add NOSUCH busybox true", &[])
+        .failed_with(
+            125,
+            "Error response from daemon: invalid CapAdd: unknown capability: \"CAP_NOSUCH\"",
+        );
+    d.docker_line("run --rm --cap-drop NOSUCH busybox true", &[])
+        .failed_with(
+            125,
+            "Error response from daemon: invalid CapDrop: unknown capability: \"CAP_NOSUCH\"",
+        );
+    d.docker_line("run --rm --mount type=volume,dst=/x,readonly busybox true", &[])
+        .failed_with(
+            125,
+            "invalid mount config for type \"volume\": must not set ReadOnly mode when using anonymous volumes",
+        );
+    d.docker_line("run --rm -v /tmp:relative busybox true", &[]).failed_with(
+        125,
+        "invalid volume specification: '/tmp:relative': invalid mount config for type \"bind\": invalid mount path: 'relative' mount path must be absolute",
+    );
+    // Go's error text, which the CLI turns into 127.
+    d.docker_line("run --rm --device /dev/nosuch busybox true", &[]).failed_with(
+        127,
+        "error gathering device information while adding custom device \"/dev/nosuch\": no such file or directory",
+    );
+    // An image of another platform is not found (the CLI would pull the wanted one).
+    let body = r#"{"Image":"busybox","Cmd":["true"]}"#;
+    let r = d
+        .http(
+            "POST",
+            "/v1.44/containers/create?platform=linux/arm64",
+            Some(body),
+        )
+        .unwrap();
+    assert!(
+        r.starts_with("HTTP/1.1 404")
+            && r.contains("image with reference busybox was found but does not match the specified platform: wanted linux/arm64, actual: linux/amd64"),
+        "{r}"
+    );
+    d.docker_out("run --rm --platform linux/amd64 busybox true", &[]);
+    d.docker_out("run -d --name u1 busybox sleep 100", &[]);
+    d.docker_line("update --restart bogus u1", &[])
+        .failed_with(1, "invalid restart policy: unknown policy 'bogus'");
+    assert_eq!(
+        d.inspect("{{.HostConfig.RestartPolicy.Name}}", "u1").trim(),
+        "no"
+    );
+    d.docker_out("create --name u2 busybox", &[]);
+    let id2 = d.inspect("{{.Id}}", "u2");
+    d.docker_line("rename u1 u2", &[]).failed(
+        1,
+        format!(
+            "Error response from daemon: Error when allocating new name: Conflict. The container name \"/u2\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.\nError: failed to rename container named u1\n",
+            id2.trim()
+        ),
+    );
+    d.docker_line("cp u1:/nosuch -", &[]).failed(
+        1,
+        "Error response from daemon: Could not find the file /nosuch in container u1\n",
+    );
+    d.docker_line("network ls --filter bogus=1", &[])
+        .failed(1, "Error response from daemon: invalid filter 'bogus'\n");
+    assert_eq!(
+        d.docker_out("network ls --filter name=^bri", &["--format", "{{.Name}}"]),
+        "bridge\n"
+    );
+    d.docker_out("rm -f u1 u2", &[]);
+    finish(d);
+}
+
+#[test]
+fn prune_filters() {
+    let d = root_daemon!("docker");
+    d.docker_out("create --name keep busybox", &[]);
+    // Unknown keys are refused before anything is removed.
+    d.docker_line("container prune -f --filter bogus=1", &[])
+        .failed(1, "Error response from daemon: invalid filter 'bogus'\n");
+    d.docker_line("image prune -f --filter bogus=1", &[])
+        .failed(1, "Error response from daemon: invalid filter 'bogus'\n");
+    assert_eq!(ps(&d, "-a"), ["keep"]);
+    d.docker_out("rm keep", &[]);
+    // `until`: only images made before then (busybox was just imported).
+    d.docker_out("image prune -a -f --filter until=1h", &[]);
+    d.docker_out("image inspect busybox", &[]);
+    // `label`: only images carrying it.
+    d.docker_out("image prune -a -f --filter label=nosuch", &[]);
+    d.docker_out("image inspect busybox", &[]);
+    let out = d.docker_out("image prune -a -f --filter until=2100-01-01T00:00:00Z", &[]);
+    assert!(out.contains("untagged: busybox:latest"), "{out}");
+    finish(d);
+}
