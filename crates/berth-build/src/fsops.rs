@@ -405,12 +405,8 @@ pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32), UserError> {
     if user.is_empty() {
         return Ok((0, 0));
     }
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
     let r = Root::open(root).ok();
-    let read = |f: &str| {
+    resolve_user_with(user, |f| {
         let mut text = String::new();
         if let Some(fd) = r
             .as_ref()
@@ -419,6 +415,21 @@ pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32), UserError> {
             let _ = fs::File::from(fd).read_to_string(&mut text);
         }
         text
+    })
+}
+
+/// [`resolve_user`] with the root's files read by `read` (`/etc/passwd`, `/etc/group`; an
+/// empty text when missing).
+pub(crate) fn resolve_user_with(
+    user: &str,
+    read: impl Fn(&str) -> String,
+) -> Result<(u32, u32), UserError> {
+    if user.is_empty() {
+        return Ok((0, 0));
+    }
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
     };
     let passwd = read("/etc/passwd");
     let entry = |name_or_id: &str, by_id: bool| {

@@ -19,7 +19,7 @@ pub async fn serve<IO>(io: IO, routes: tonic::service::Routes) -> Result<(), hyp
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = hyper_util::service::TowerToHyperService::new(routes);
+    let svc = hyper_util::service::TowerToHyperService::new(Timed(routes));
     let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     // Progress streams stay open for a whole build: keep the connection alive, but tell a
     // dead peer quickly.
@@ -27,6 +27,40 @@ where
         .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
         .max_concurrent_streams(Some(1000));
     b.serve_connection(TokioIo::new(io), svc).await
+}
+
+/// A service that logs (at debug level) each call's method and how long its answer (the
+/// response headers; a stream's first message comes later) took: where a client waits on
+/// the daemon shows in the log.
+#[derive(Clone)]
+struct Timed<S>(S);
+
+impl<S, B> tower::Service<http::Request<B>> for Timed<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFut<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let path = req.uri().path().to_string();
+        let t0 = std::time::Instant::now();
+        let answer = self.0.call(req);
+        Box::pin(async move {
+            let r = answer.await;
+            tracing::debug!(
+                ms = t0.elapsed().as_secs_f64() * 1e3,
+                "grpc {path}: answered"
+            );
+            r
+        })
+    }
 }
 
 /// A gRPC channel over one HTTP/2 client connection (the session's).

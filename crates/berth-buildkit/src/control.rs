@@ -148,22 +148,51 @@ pub fn routes(bk: Arc<BuildKit>) -> tonic::service::Routes {
     tonic::service::Routes::new(c).add_service(g)
 }
 
-/// The platforms the worker builds: the host's, then those its binfmt_misc handlers run
-/// (read again after 10 s: every build asks).
+/// The platforms the worker builds: the host's, then those its binfmt_misc handlers run.
+/// Every build asks (`ListWorkers`), and reading the handlers may mount `binfmt_misc`
+/// privately (a mount and an unmount: milliseconds); so the list is read once, and when
+/// older than 10 s the last one is answered while a thread reads it again (a handler
+/// registered since shows from the next build on).
 fn platforms() -> Vec<pb::Platform> {
-    type Seen = Option<(std::time::Instant, Vec<berth_image::manifest::Platform>)>;
-    static SEEN: std::sync::Mutex<Seen> = std::sync::Mutex::new(None);
-    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-    let fresh = seen
-        .as_ref()
-        .filter(|(t, _)| t.elapsed() < Duration::from_secs(10))
-        .map(|(_, p)| p.clone());
-    let list = match fresh {
-        Some(p) => p,
+    struct Seen {
+        at: std::time::Instant,
+        list: Vec<berth_image::manifest::Platform>,
+        refreshing: bool,
+    }
+    static SEEN: std::sync::Mutex<Option<Seen>> = std::sync::Mutex::new(None);
+    fn lock() -> std::sync::MutexGuard<'static, Option<Seen>> {
+        SEEN.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    let mut seen = lock();
+    let list = match &mut *seen {
+        Some(s) => {
+            if s.at.elapsed() >= Duration::from_secs(10) && !s.refreshing {
+                s.refreshing = true;
+                let spawned = std::thread::Builder::new()
+                    .name("berth-platforms".into())
+                    .spawn(|| {
+                        let list = berth_build::binfmt::runnable_platforms();
+                        *lock() = Some(Seen {
+                            at: std::time::Instant::now(),
+                            list,
+                            refreshing: false,
+                        });
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!("reading the binfmt_misc handlers again: {e}");
+                    s.refreshing = false;
+                }
+            }
+            s.list.clone()
+        }
         None => {
-            let p = berth_build::binfmt::runnable_platforms();
-            *seen = Some((std::time::Instant::now(), p.clone()));
-            p
+            let list = berth_build::binfmt::runnable_platforms();
+            *seen = Some(Seen {
+                at: std::time::Instant::now(),
+                list: list.clone(),
+                refreshing: false,
+            });
+            list
         }
     };
     drop(seen);

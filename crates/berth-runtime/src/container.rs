@@ -708,8 +708,19 @@ impl Runtime {
             |s| matches!(s, Status::Running | Status::Created),
             "cannot pause a container that is not running",
         )?;
-        cgroup_of(&st)?.freeze()?;
-        Ok(())
+        match cgroup_of(&st)?.freeze() {
+            Ok(()) => Ok(()),
+            // The init exited after the look at its status (its cgroup may be gone already):
+            // the answer for a container that is not running, not a cgroup error.
+            Err(e) => match st.status(&self.root) {
+                Status::Running | Status::Created => Err(e.into()),
+                status => Err(RuntimeError::BadStatus {
+                    id: id.into(),
+                    status,
+                    message: "cannot pause a container that is not running",
+                }),
+            },
+        }
     }
 
     pub fn resume(&self, id: &str) -> Result<()> {

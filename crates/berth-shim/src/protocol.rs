@@ -175,6 +175,9 @@ pub enum Request {
         force: bool,
     },
     ReopenLog,
+    /// Copy what the init's output pipes hold into the log before replying (bounded), so a
+    /// log read after the reply has every byte the process wrote before the request.
+    Drain,
 }
 
 /// The reply to `state`.

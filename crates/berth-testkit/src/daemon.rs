@@ -18,6 +18,9 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// The directory holding `berthd`, `berth-shim`, `berth-runtime`, `berth` and
 /// `berth-init.static`, built (once per process) next to the running test.
+/// The Python of the peers' venv, which has docker-py 7.2 (see [`Daemon::docker_py`]).
+pub const DOCKER_PY_PYTHON: &str = "/root/peers/venv/bin/python";
+
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -331,13 +334,23 @@ impl Daemon {
         c
     }
 
-    /// A Python script with `BERTH_SOCK` set to `unix://<socket>`.
-    pub fn python(&self, script: &str) -> Run {
-        Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .env("BERTH_SOCK", self.host())
-            .run()
+    /// A docker-py script (docker-py 7.2 in the peers' venv, [`DOCKER_PY_PYTHON`]) with
+    /// `BERTH_SOCK` and `DOCKER_HOST` set to `unix://<socket>` and no standard input: the one
+    /// way berthd's tests run docker-py. `None`, after a "skipped: …" line, without the venv.
+    pub fn docker_py(&self, script: &str) -> Option<Run> {
+        if !Path::new(DOCKER_PY_PYTHON).exists() {
+            eprintln!("skipped: docker-py venv missing ({DOCKER_PY_PYTHON})");
+            return None;
+        }
+        Some(
+            Command::new(DOCKER_PY_PYTHON)
+                .arg("-c")
+                .arg(script)
+                .env("BERTH_SOCK", self.host())
+                .env("DOCKER_HOST", self.host())
+                .stdin(Stdio::null())
+                .run(),
+        )
     }
 
     /// A raw HTTP/1.1 request; the whole response as text.

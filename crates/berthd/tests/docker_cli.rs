@@ -187,8 +187,7 @@ fn kill_and_force_remove() {
 #[test]
 fn docker_py_run_and_logs() {
     let d = root_daemon!();
-    let r = d
-        .python(
+    let Some(r) = d.docker_py(
             r#"
 import os, docker
 c = docker.DockerClient(base_url=os.environ['BERTH_SOCK'])
@@ -203,8 +202,10 @@ print(ct.status, ct.attrs['State']['ExitCode'])
 ct.remove()
 print(len(c.containers.list(all=True)))
 "#,
-        )
-        .ok();
+        ) else {
+        return;
+    };
+    let r = r.ok();
     assert_eq!(
         r.stdout, "pyhello\n4\nout\nerr\nexited 4\n0\n",
         "{}",
@@ -479,7 +480,7 @@ fn transient_layers_and_removal_that_a_crash_interrupts() {
 #[test]
 fn docker_py_attach_logs_without_stream() {
     let d = root_daemon!();
-    let r = d.python(
+    let Some(r) = d.docker_py(
         r#"
 import os, docker
 c = docker.DockerClient(base_url=os.environ['BERTH_SOCK'])
@@ -496,7 +497,9 @@ print(repr(ct.attach(stdout=True, stderr=False, stream=False, logs=True)))
 print(repr(ct.attach(stdout=True, stderr=True, stream=False, logs=False)))
 ct.remove(force=True)
 "#,
-    );
+    ) else {
+        return;
+    };
     assert_eq!(r.stdout, "one\ntwo\nb'one\\n'\nb''\n", "{}", r.stderr);
     finish(d);
 }

@@ -5,29 +5,14 @@
 mod common;
 
 use common::*;
-use std::path::Path;
-use std::process::{Command, Stdio};
-
-const VENV_PYTHON: &str = "/root/peers/venv/bin/python";
+use std::process::Command;
 
 /// docker-py (the venv's) running `script` against the daemon (`c` is the client); `None`
 /// after a skip line when the venv is missing.
 fn docker_py(d: &Daemon, script: &str) -> Option<Run> {
-    if !Path::new(VENV_PYTHON).exists() {
-        eprintln!("skipped: docker-py venv missing ({VENV_PYTHON})");
-        return None;
-    }
-    let full = format!(
+    d.docker_py(&format!(
         "import docker, io, json, os, sys\nc = docker.APIClient(base_url=os.environ['DOCKER_HOST'], version='1.44')\n{script}\n"
-    );
-    let o = Command::new(VENV_PYTHON)
-        .arg("-c")
-        .arg(full)
-        .env("DOCKER_HOST", d.host())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Some(run_output(o))
+    ))
 }
 
 /// The status line of a raw HTTP response.

@@ -80,7 +80,7 @@ fn push_pull_and_image_commands() {
     let r = d.docker(&["search", "busybox"]);
     r.fails_with("not supported");
     // docker-py: list, pull, tag, remove.
-    let py = d.python(&format!(
+    let Some(py) = d.docker_py(&format!(
         r#"
 import docker, os
 c = docker.DockerClient(base_url=os.environ["BERTH_SOCK"])
@@ -92,7 +92,9 @@ c.images.remove("pytag:x")
 print("ok")
 "#,
         port = reg.port
-    ));
+    )) else {
+        return;
+    };
     assert_eq!(py.stdout.trim(), "ok", "{}", py.stderr);
     // The berth CLI's image commands go through the daemon too.
     let name2 = format!("127.0.0.1:{}/test/viaberth:v2", reg.port);

@@ -664,7 +664,9 @@ ctr.remove(force=True)
 c.volumes.get("pyvol").remove()
 print("ok")
 "#;
-    let r = d.python(script);
+    let Some(r) = d.docker_py(script) else {
+        return;
+    };
     assert_eq!(r.stdout.trim(), "ok", "{}", r.stderr);
     finish(d);
 }

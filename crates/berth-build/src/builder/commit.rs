@@ -10,6 +10,7 @@ use berth_image::Digest;
 use super::cache::{self, CacheRecord};
 use super::container::{self, ContainerGuard};
 use super::error::{self, BuildError, Result};
+use super::lowers::{Direct, Lowers};
 use super::run::RunSpec;
 use super::state::{short, State};
 use super::steps::StageCtx;
@@ -24,6 +25,14 @@ pub(super) enum FsOp<'f> {
     None,
     Files(FilesFn<'f>),
     Run(Box<RunSpec>),
+    /// WORKDIR: `mkdir -p dir`, new directories owned by `user`; made directly in a new
+    /// layer when the parent's layers decide it exactly (`lowers`), else `files` on the
+    /// mounted root.
+    Mkdir {
+        dir: String,
+        user: String,
+        files: FilesFn<'f>,
+    },
 }
 
 impl Eval<'_, '_, '_> {
@@ -66,6 +75,7 @@ impl Eval<'_, '_, '_> {
             FsOp::None => None,
             FsOp::Files(f) => self.in_container(ctx, line, None, f)?,
             FsOp::Run(spec) => self.in_container(ctx, line, Some(*spec), Box::new(|_| Ok(true)))?,
+            FsOp::Mkdir { dir, user, files } => self.mkdir_step(ctx, line, &dir, &user, files)?,
         };
         let mut config = ctx.state.config.clone();
         let now = berth_image::timeutil::now_rfc3339_nano();
@@ -108,7 +118,7 @@ impl Eval<'_, '_, '_> {
         let work = guard.work.clone();
         let rootfs = container::mount_layers(store, &ctx.state.layers, &work, &mut guard)?;
         let t_mounted = t0.elapsed();
-        let ran = spec.is_some();
+        let ran = spec.is_some().then(|| guard.short_id().to_string());
         let want_layer = match spec {
             Some(spec) => {
                 self.say(format!(" ---> Running in {}\n", guard.short_id()))?;
@@ -124,6 +134,77 @@ impl Eval<'_, '_, '_> {
             self.reaper.reap(guard);
             return Ok(None);
         }
+        tracing::debug!(
+            "step on line {line}: mounted {t_mounted:?}, ran {t_ran:?}, unmounted {:?}",
+            t0.elapsed()
+        );
+        let layer = self.layer_of_upper(ctx, line, guard)?;
+        if let Some(short_id) = ran {
+            self.say(format!(" ---> Removed intermediate container {short_id}\n"))?;
+        }
+        Ok(Some(layer))
+    }
+
+    /// WORKDIR's `mkdir -p`: on the parent's layers directly (no mount) when they decide it
+    /// exactly, else on the mounted root (`files`).
+    fn mkdir_step(
+        &mut self,
+        ctx: &StageCtx,
+        line: usize,
+        dir: &str,
+        user: &str,
+        files: FilesFn<'_>,
+    ) -> Result<Option<LayerRecord>> {
+        let store = self.b.store;
+        let t0 = std::time::Instant::now();
+        let guard = ContainerGuard::new(store, "build")?;
+        let lowers = container::lower_dirs(store, &ctx.state.layers)?;
+        let upper = guard.work.join("upper");
+        let direct = Lowers(&lowers).mkdir_all(&upper, dir, user).map_err(|e| {
+            error::at(
+                line,
+                error::StepError::Fs {
+                    op: format!("WORKDIR {dir}"),
+                    source: crate::fsops::FsError::Io {
+                        op: "creating directory",
+                        path: upper.join(dir.trim_start_matches('/')),
+                        source: e,
+                    },
+                },
+            )
+        });
+        let direct = match direct {
+            Ok(d) => d,
+            Err(e) => {
+                drop(guard);
+                return Err(e);
+            }
+        };
+        tracing::debug!("step on line {line}: {direct:?} in {:?}", t0.elapsed());
+        match direct {
+            Direct::Exists => {
+                self.reaper.reap(guard);
+                Ok(None)
+            }
+            Direct::Created => self.layer_of_upper(ctx, line, guard).map(Some),
+            Direct::Mount => {
+                drop(guard);
+                self.in_container(ctx, line, None, files)
+            }
+        }
+    }
+
+    /// Archives the upper directory of `guard` (nothing mounted on it any more) into the
+    /// step's layer and commits it as the layer's snapshot; `guard` goes to the reaper.
+    fn layer_of_upper(
+        &mut self,
+        ctx: &StageCtx,
+        line: usize,
+        guard: ContainerGuard,
+    ) -> Result<LayerRecord> {
+        let store = self.b.store;
+        let t0 = std::time::Instant::now();
+        let upper = guard.work.join("upper");
         let (written, pending) = crate::diff::write_layer_pending(store.blobs(), &upper)
             .map_err(crate::fsops::io_at("writing the layer of", &upper))?;
         self.pending.blob(pending);
@@ -146,16 +227,12 @@ impl Eval<'_, '_, '_> {
             ));
         }
         tracing::debug!(
-            "step on line {line}: mounted {t_mounted:?}, ran {t_ran:?}, layer written {t_written:?}, committed {:?}",
+            "step on line {line}: layer written {t_written:?}, committed {:?}",
             t0.elapsed()
         );
-        let short_id = guard.short_id().to_string();
         // Cleaned up while the next steps run.
         self.reaper.reap(guard);
-        if ran {
-            self.say(format!(" ---> Removed intermediate container {short_id}\n"))?;
-        }
-        Ok(Some(written.record))
+        Ok(written.record)
     }
 
     /// Registers the final state as an image with the tags (its blobs published first).

@@ -158,6 +158,26 @@ pub(super) fn chain_top(layers: &[LayerRecord]) -> Option<Digest> {
     parent
 }
 
+/// The lower directories of `layers` (unpacked into snapshots when needed), top first;
+/// none for no layers.
+pub(super) fn lower_dirs(store: &ImageStore, layers: &[LayerRecord]) -> Result<Vec<PathBuf>> {
+    let snap = store
+        .snapshotter()
+        .map_err(error::store("opening the snapshotter"))?;
+    let top = store
+        .unpack(layers)
+        .map_err(error::store("unpacking the parent's layers"))?;
+    match &top {
+        Some(t) => snap
+            .overlay_lowers(t)
+            .ok_or(BuildError::Unsupported(
+                "the builder needs the overlay snapshotter (the copy driver cannot record changes)",
+            ))?
+            .map_err(error::snapshot("finding the parent's layers")),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// Mounts `layers` (unpacked into snapshots when needed) with a fresh upper directory at
 /// `<work>/rootfs` (`<work>/upper`, `<work>/work` beside it), recording the mount in `guard`.
 pub(super) fn mount_layers(
@@ -166,31 +186,18 @@ pub(super) fn mount_layers(
     work: &Path,
     guard: &mut ContainerGuard,
 ) -> Result<PathBuf> {
-    let snap = store
-        .snapshotter()
-        .map_err(error::store("opening the snapshotter"))?;
-    let top = store
-        .unpack(layers)
-        .map_err(error::store("unpacking the parent's layers"))?;
+    let mut lowers = lower_dirs(store, layers)?;
     let rootfs = work.join("rootfs");
     let upper = work.join("upper");
     let wk = work.join("work");
     for d in [&rootfs, &upper, &wk] {
         fs::create_dir_all(d).map_err(io_at("creating directory", d))?;
     }
-    let lowers = match &top {
-        Some(t) => snap
-            .overlay_lowers(t)
-            .ok_or(BuildError::Unsupported(
-                "the builder needs the overlay snapshotter (the copy driver cannot record changes)",
-            ))?
-            .map_err(error::snapshot("finding the parent's layers"))?,
-        None => {
-            let empty = work.join("lower-empty");
-            fs::create_dir_all(&empty).map_err(io_at("creating directory", &empty))?;
-            vec![empty]
-        }
-    };
+    if lowers.is_empty() {
+        let empty = work.join("lower-empty");
+        fs::create_dir_all(&empty).map_err(io_at("creating directory", &empty))?;
+        lowers.push(empty);
+    }
     // Volatile: unmounting does not sync the host file system; the upper directory is
     // archived right after, and a crashed build's work directory is thrown away.
     berth_image::snapshot::mount_overlay_volatile(&lowers, (&upper, &wk), &rootfs)

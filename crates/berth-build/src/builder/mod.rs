@@ -9,15 +9,18 @@
 //! itself, and Docker ignores times too). A hit reuses the recorded state (its layer blobs
 //! must still exist). Records live under `<data-root>/buildcache/` and survive restarts.
 //!
-//! Steps that change files (RUN, COPY, ADD, WORKDIR creating a directory) run on an overlay
-//! mount of the parent's layers with a fresh upper directory; afterwards the upper directory
-//! is archived into a gzip layer and then *renamed* into the layer snapshot (no unpacking).
+//! Steps that change files (RUN, COPY, ADD) run on an overlay mount of the parent's layers
+//! with a fresh upper directory; afterwards the upper directory is archived into a gzip
+//! layer and then *renamed* into the layer snapshot (no unpacking). WORKDIR makes its
+//! directories in a fresh upper directory without a mount when the layers decide it exactly
+//! (`lowers`).
 //!
 //! Modules: `instructions` (the typed instructions, flags parsed once), `schedule`
 //! (stages, their dependencies and threads, output in file order), `steps` (one function
 //! per metadata instruction), `run` (RUN: its OCI spec and the runtime), `copy` (COPY/ADD),
 //! `commit` (a step's cache lookup, container and layer; the final image), `container`
-//! (overlay mounts of a state), `cache` (records, keys, publication, prune), `state`.
+//! (overlay mounts of a state), `lowers` (a state's layers read without a mount), `cache`
+//! (records, keys, publication, prune), `state`.
 
 mod cache;
 mod commit;
@@ -25,6 +28,7 @@ mod container;
 mod copy;
 mod error;
 mod instructions;
+mod lowers;
 mod run;
 mod schedule;
 mod state;

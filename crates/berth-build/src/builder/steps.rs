@@ -454,8 +454,9 @@ fn workdir<'f>(cc: &mut ContainerConfig, w: &str, x: &Words) -> Result<(String, 
     };
     cc.working_dir = Some(dir.clone());
     let owner = cc.user.clone().unwrap_or_default();
+    let user = owner.clone();
     let d = dir.clone();
-    let op = FsOp::Files(Box::new(move |root: &Path| {
+    let files: super::commit::FilesFn<'f> = Box::new(move |root: &Path| {
         let own = if owner.is_empty() {
             None
         } else {
@@ -470,7 +471,12 @@ fn workdir<'f>(cc: &mut ContainerConfig, w: &str, x: &Words) -> Result<(String, 
                 },
             )
         })
-    }));
+    });
+    let op = FsOp::Mkdir {
+        dir: dir.clone(),
+        user,
+        files,
+    };
     Ok((dir, op))
 }
 

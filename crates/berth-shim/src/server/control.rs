@@ -123,6 +123,10 @@ impl Shim {
             },
             Request::Delete { force } => self.delete(force),
             Request::ReopenLog => self.reopen_log(),
+            Request::Drain => {
+                self.drain_init_outputs();
+                ok()
+            }
             Request::Shutdown { force } => {
                 if self.init.status != Status::Stopped && !force {
                     return Some(err(

@@ -87,6 +87,8 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// Finished execs whose exit codes stay available.
 const KEEP_EXECS: usize = 128;
 const READ_BUF: usize = 32 << 10;
+/// At most this much of each output is read by one `drain` request.
+const MAX_DRAIN: usize = 4 << 20;
 
 /// Runs in the starter: forks the shim off (setsid + double fork), waits until it reports
 /// readiness, prints the report (one JSON line) and returns the exit code for the starter.
@@ -512,7 +514,9 @@ impl Shim {
                 match tag {
                     Tag::Signal => self.on_signals(),
                     Tag::Listener => self.on_accept(),
-                    Tag::Output(id) => self.on_output(id),
+                    Tag::Output(id) => {
+                        self.on_output(id);
+                    }
                     Tag::Sink(i) => {
                         if let Some(t) = sinks.get(i) {
                             self.flush_sink(&t.clone());

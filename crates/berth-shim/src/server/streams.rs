@@ -5,7 +5,9 @@ use std::io::{self, Read};
 
 use serde_json::Value;
 
-use super::{log_line, now_rfc3339, Conn, Mode, Shim, Target, MAX_CLIENT_BUFFER};
+use super::{
+    log_line, now_rfc3339, Conn, Mode, Shim, Target, MAX_CLIENT_BUFFER, MAX_DRAIN, READ_BUF,
+};
 use crate::protocol::{self, STDERR, STDOUT};
 use crate::sys;
 
@@ -39,15 +41,20 @@ impl Shim {
         }
     }
 
-    pub(super) fn on_output(&mut self, oid: u64) {
-        let Some(o) = self.outputs.get(&oid) else {
-            return;
-        };
+    /// Handles one read of an output; returns the bytes read (`None`: nothing to read now,
+    /// or the output ended).
+    pub(super) fn on_output(&mut self, oid: u64) -> Option<usize> {
+        let o = self.outputs.get(&oid)?;
+        // The shared buffer is out while a connection is read (a `drain` request comes from
+        // there): a zero-length read would look like the end of the output.
         let mut buf = std::mem::take(&mut self.buf);
+        if buf.is_empty() {
+            buf = vec![0u8; READ_BUF];
+        }
         let res = sys::read(&o.fd, &mut buf);
         let (target, stream) = (o.target.clone(), o.stream);
-        match res {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        let read = match res {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
             Ok(0) | Err(_) => {
                 self.outputs.remove(&oid);
                 if target == Target::Init {
@@ -57,6 +64,7 @@ impl Shim {
                     p.open_outputs = p.open_outputs.saturating_sub(1);
                 }
                 self.maybe_finish(&target);
+                None
             }
             Ok(n) => {
                 let data = &buf[..n];
@@ -64,9 +72,32 @@ impl Shim {
                     self.log_data(stream, data);
                 }
                 self.broadcast(&target, stream, data);
+                Some(n)
+            }
+        };
+        self.buf = buf;
+        read
+    }
+
+    /// Reads what the init's output pipes hold now (each until it would block, at most
+    /// [`MAX_DRAIN`] bytes, so a process writing without pause cannot hold the loop), handled
+    /// as the poll loop handles it: into the log and to attached clients.
+    pub(super) fn drain_init_outputs(&mut self) {
+        let ids: Vec<u64> = self
+            .outputs
+            .iter()
+            .filter(|(_, o)| o.target == Target::Init)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let mut budget = MAX_DRAIN;
+            while budget > 0 {
+                match self.on_output(id) {
+                    Some(n) if n > 0 => budget = budget.saturating_sub(n),
+                    _ => break,
+                }
             }
         }
-        self.buf = buf;
     }
 
     pub(super) fn log_data(&mut self, stream: u8, data: &[u8]) {

@@ -217,6 +217,23 @@ impl Engine {
         .map_err(|e| EngineError::BadRequest(e.to_string()))
     }
 
+    /// Before a read of a running container's log: has its shim copy what the process already
+    /// wrote to its pipes into the log (`drain`), so that output written before the request is
+    /// in the answer (dockerd's copier is as far along when its start returns). Bounded; a shim
+    /// that does not answer (or does not know the request) leaves the log as it is.
+    pub async fn drain_log(&self, c: &Container) {
+        if !c.state.running || c.state.paused {
+            return;
+        }
+        let socket = self.shim_socket(&c.id);
+        let drain = shimio::call(&socket, Request::Drain);
+        match tokio::time::timeout(std::time::Duration::from_secs(1), drain).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!("draining the output of {}: {e}", c.id),
+            Err(_) => tracing::debug!("draining the output of {}: no answer", c.id),
+        }
+    }
+
     /// `POST /containers/{id}/update`: resources and the restart policy; running containers
     /// get the new limits at once (a limit the kernel refuses is an error and nothing
     /// changes).

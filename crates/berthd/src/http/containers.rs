@@ -250,6 +250,7 @@ async fn container_logs(s: St, id: Id, Params(q): Params<LogsQuery>) -> R {
     } else {
         None
     };
+    s.engine.drain_log(&c).await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     let path = std::path::PathBuf::from(&c.log_path);
     tokio::task::spawn_blocking(move || logs::stream(path, o, events, tx));
