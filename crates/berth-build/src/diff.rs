@@ -126,7 +126,9 @@ impl<W: Write> Walker<'_, W> {
     }
 }
 
-fn is_opaque(p: &Path) -> bool {
+/// Whether a directory of an overlay upper or lower layer is opaque (hides what the layers
+/// below hold under it).
+pub(crate) fn is_opaque(p: &Path) -> bool {
     let mut buf = [0u8; 4];
     match rustix::fs::lgetxattr(p, berth_image::layer::overlay_opaque_xattr(), &mut buf) {
         Ok(n) => &buf[..n] == b"y",

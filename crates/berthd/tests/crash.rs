@@ -886,6 +886,14 @@ fn crash_buildx_run() {
     finish(d);
 }
 
+/// How many rounds a chaos test runs: `BERTH_CHAOS_ROUNDS`, 6 by default.
+fn chaos_rounds() -> usize {
+    std::env::var("BERTH_CHAOS_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6)
+}
+
 /// A small deterministic generator (xorshift64*) for the chaos rounds: the seed is printed,
 /// and `BERTH_CHAOS_SEED` replays a run.
 struct Rng(u64);
@@ -1018,10 +1026,7 @@ fn chaos_op(d: &Daemon, rng: &mut Rng, round: usize, ctx: &str, saved: &str) -> 
 #[test]
 fn chaos_kill9_at_random_moments() {
     let mut d = root_daemon!();
-    let rounds: usize = std::env::var("BERTH_CHAOS_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(6);
+    let rounds = chaos_rounds();
     let mut rng = Rng::from_env();
     let before = stored(&d);
     let ctx = dockerfile_context(&d, "FROM busybox\nRUN sleep 0.3 && echo data > /f\n");
@@ -1177,10 +1182,7 @@ fn chaos_kill9_during_pull_load_and_buildx() {
     require_root!(DOCKER_REGISTRY);
     let (reg, mut d) = registry_and_daemon();
     let buildx = d.cli_plugin("docker-buildx");
-    let rounds: usize = std::env::var("BERTH_CHAOS_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(6);
+    let rounds = chaos_rounds();
     let mut rng = Rng::from_env();
     let before = stored(&d);
     let name = format!("127.0.0.1:{}/test/chaos:v1", reg.port);

@@ -64,7 +64,7 @@ impl Lowers<'_> {
             let ft = m.file_type();
             if ft.is_dir() {
                 merged.push(l);
-                if is_opaque(&p) {
+                if crate::diff::is_opaque(&p) {
                     break;
                 }
                 continue;
@@ -269,14 +269,6 @@ fn copy_xattrs(src: &Path, dst: &impl AsFd) -> io::Result<()> {
         )?;
     }
     Ok(())
-}
-
-fn is_opaque(p: &Path) -> bool {
-    let mut buf = [0u8; 4];
-    match rustix::fs::lgetxattr(p, berth_image::layer::overlay_opaque_xattr(), &mut buf) {
-        Ok(n) => &buf[..n] == b"y",
-        Err(_) => false,
-    }
 }
 
 #[cfg(test)]
