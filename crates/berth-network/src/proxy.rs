@@ -194,19 +194,10 @@ pub const PROCESS_ARG: &str = "userland-proxy";
 /// Proxy processes whose command line carries every one of `tags` (after
 /// [`PROCESS_ARG`]): their pids and arguments after it.
 pub fn find_processes(tags: &[String]) -> Vec<(i32, Vec<String>)> {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
+    for (pid, raw) in berth_util::process::command_lines() {
         let args: Vec<String> = raw
-            .split(|b| *b == 0)
+            .iter()
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();

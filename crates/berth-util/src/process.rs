@@ -1,4 +1,5 @@
-//! Running a helper program with input on its standard input.
+//! Running a helper program with input on its standard input; the command lines of the
+//! host's processes.
 
 use std::io::{ErrorKind, Write};
 use std::process::{Command, Output, Stdio};
@@ -20,6 +21,25 @@ pub fn output_with_input(cmd: &mut Command, input: &[u8]) -> std::io::Result<Out
         }
     }
     child.wait_with_output()
+}
+
+/// The command lines of the processes in this PID namespace's `/proc`, as `(pid, args)`
+/// (each argument without its terminating NUL). Processes that exit meanwhile, and zombies and
+/// kernel threads (an empty `cmdline`), are left out.
+pub fn command_lines() -> impl Iterator<Item = (i32, Vec<Vec<u8>>)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
+            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+            let raw = raw.strip_suffix(&[0]).unwrap_or(&raw);
+            if raw.is_empty() {
+                return None;
+            }
+            Some((pid, raw.split(|b| *b == 0).map(<[u8]>::to_vec).collect()))
+        })
 }
 
 #[cfg(test)]
@@ -45,6 +65,15 @@ mod tests {
         .unwrap();
         assert_eq!(out.stderr, b"no\n");
         assert!(!out.status.success());
+    }
+
+    #[test]
+    fn command_lines_include_this_process_with_its_arguments() {
+        use std::os::unix::ffi::OsStringExt;
+        let me = i32::try_from(std::process::id()).unwrap();
+        let found = command_lines().find(|(p, _)| *p == me).map(|(_, a)| a);
+        let want: Vec<Vec<u8>> = std::env::args_os().map(OsStringExt::into_vec).collect();
+        assert_eq!(found, Some(want));
     }
 
     #[test]

@@ -250,31 +250,17 @@ impl Engine {
     fn task_processes(&self, select: &dyn Fn(&str) -> bool) -> Vec<(i32, String)> {
         let root = self.cfg.exec_root.join("runtime");
         let root = root.as_os_str().as_encoded_bytes();
-        let me = std::process::id();
-        let Ok(rd) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
+        let me = i32::try_from(std::process::id()).unwrap_or(0);
         let mut out = Vec::new();
-        for ent in rd.flatten() {
-            let Some(pid) = ent.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            if pid == me {
-                continue;
-            }
-            // (a zombie's is empty)
-            let Ok(cmdline) = std::fs::read(ent.path().join("cmdline")) else {
-                continue;
-            };
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            if !args.contains(&root) {
+        for (pid, args) in berth_util::process::command_lines() {
+            if pid == me || !args.iter().any(|a| a.as_slice() == root) {
                 continue;
             }
             let id = args
                 .iter()
                 .filter_map(|a| std::str::from_utf8(a).ok())
                 .find(|a| a.len() == 64 && a.bytes().all(|b| b.is_ascii_hexdigit()));
-            if let (Some(id), Ok(pid)) = (id, i32::try_from(pid)) {
+            if let Some(id) = id {
                 if select(id) {
                     out.push((pid, id.to_string()));
                 }
