@@ -172,6 +172,15 @@ fn parse(args: Vec<String>) -> Result<Config, ArgsError> {
     }
     let id = id.ok_or(ArgsError::Missing("--id"))?;
     let state_dir = state_dir.ok_or(ArgsError::Missing("--state-dir"))?;
+    // A path (not a name looked up in PATH) made absolute: the shim changes directories.
+    let abs_runtime = |p: PathBuf| {
+        if p.components().count() > 1 {
+            std::path::absolute(&p).unwrap_or(p)
+        } else {
+            p
+        }
+    };
+    let mut runtime_shared = None;
     if let Some(fd) = runtime_fd {
         // Kept for the shim's lifetime, never inherited by what it runs (an ELF binary is
         // executed through /proc/self/fd/N even when N is close-on-exec).
@@ -181,6 +190,7 @@ fn parse(args: Vec<String>) -> Result<Config, ArgsError> {
             fd
         };
         berth_shim::sys::set_cloexec(fd).map_err(|source| ArgsError::RuntimeFd { fd, source })?;
+        runtime_shared = Some((fd, abs_runtime(runtime)));
         runtime = PathBuf::from(format!("/proc/self/fd/{fd}"));
     }
     let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
@@ -188,11 +198,8 @@ fn parse(args: Vec<String>) -> Result<Config, ArgsError> {
     Ok(Config {
         log_path: abs(log_path.unwrap_or_else(|| state_dir.join(format!("{id}-json.log")))),
         bundle: abs(bundle.ok_or(ArgsError::Missing("--bundle"))?),
-        runtime: if runtime.components().count() > 1 {
-            abs(runtime)
-        } else {
-            runtime
-        },
+        runtime: abs_runtime(runtime),
+        runtime_shared,
         runtime_root: abs(runtime_root),
         id,
         state_dir,

@@ -34,6 +34,11 @@ pub struct Config {
     pub id: String,
     pub bundle: PathBuf,
     pub runtime: PathBuf,
+    /// When `runtime` is a descriptor the shim holds (berthd's shared sealed copy): that
+    /// descriptor and the runtime's path. From the first exec whose process may hold
+    /// `CAP_SYS_PTRACE` on, the runtime runs by its path and the descriptor is closed (see
+    /// [`Shim::exec`]).
+    pub runtime_shared: Option<(std::os::fd::RawFd, PathBuf)>,
     pub runtime_root: PathBuf,
     pub state_dir: PathBuf,
     pub log_path: PathBuf,

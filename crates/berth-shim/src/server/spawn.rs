@@ -260,6 +260,22 @@ impl Shim {
         Ok(p)
     }
 
+    /// Runs the runtime by its path from now on, closing berthd's shared sealed copy, once a
+    /// process in the container may hold `CAP_SYS_PTRACE` (a privileged exec): such a process
+    /// could reach that copy through `/proc/<pid>/exe` of a runtime entering the container and
+    /// hold it open for writing, and every later exec of it, for any container, would fail with
+    /// ETXTBSY. Run by its path, each runtime protects itself with a read-only view of its own.
+    fn stop_sharing_runtime(&mut self) {
+        if let Some((fd, path)) = self.cfg.runtime_shared.take() {
+            self.cfg.runtime = path.clone();
+            self.rt.binary = path;
+            // SAFETY: the descriptor was the shim's own since its arguments were parsed (no
+            // other owner), is used only through `runtime`, just replaced, and `take` makes
+            // this the one close.
+            drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn exec(
         &mut self,
@@ -293,6 +309,9 @@ impl Shim {
             return Err(BadExec::IdInUse(x).into());
         }
         let p = self.exec_process(process, args, env, cwd, tty)?;
+        if may_ptrace(&p) {
+            self.stop_sharing_runtime();
+        }
         let dir = &self.cfg.state_dir;
         let proc_file = dir.join(format!("exec-{x}.json"));
         let pid_file = dir.join(format!("exec-{x}.pid"));
@@ -341,4 +360,15 @@ impl Shim {
         }
         Ok(json!({"ok": true, "exec_id": x, "pid": pid}))
     }
+}
+
+/// Whether an OCI process may hold `CAP_SYS_PTRACE` (in any of its capability sets).
+fn may_ptrace(process: &Value) -> bool {
+    let Some(caps) = process.get("capabilities").and_then(Value::as_object) else {
+        return false;
+    };
+    caps.values()
+        .filter_map(Value::as_array)
+        .flatten()
+        .any(|c| c.as_str() == Some("CAP_SYS_PTRACE"))
 }
