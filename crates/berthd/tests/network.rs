@@ -910,3 +910,88 @@ fn ipam_never_hands_out_an_address_twice_under_concurrency() {
     d.docker(&["network", "rm", "conc"]).ok();
     finish(d);
 }
+
+/// The host ports of `docker port CONTAINER 80`: (address, port) per line.
+fn host_ports(d: &Daemon, c: &str) -> Vec<(String, u16)> {
+    d.docker(&["port", c, "80"])
+        .ok()
+        .stdout
+        .lines()
+        .map(|l| {
+            let (a, p) = l.rsplit_once(':').unwrap();
+            (a.to_string(), p.parse().unwrap())
+        })
+        .collect()
+}
+
+/// dockerd 28 with the default (IPv4-only) bridge on a host with IPv6: a port published on
+/// every address is bound on 0.0.0.0 and [::] on one host port, the [::] one forwarded by
+/// the proxy to the container's IPv4 address, and it keeps serving across a daemon crash.
+/// Random host ports come in turn from the start of the kernel's ephemeral range, the next
+/// after the last one handed out.
+#[test]
+fn published_ports_on_ipv6_for_ipv4_containers_and_random_ports_in_turn() {
+    require_root!();
+    let (_n, mut d) = Net::with_daemon();
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let lo: u16 = range.split_whitespace().next().unwrap().parse().unwrap();
+    httpd(&d, "--name r1 -p 80");
+    let p1 = host_ports(&d, "r1");
+    assert_eq!(p1.len(), 2, "{p1:?}");
+    let port1 = p1[0].1;
+    assert_eq!(
+        p1,
+        [("0.0.0.0".to_string(), port1), ("[::]".to_string(), port1)]
+    );
+    // Near the start of the range (other tests hold some ports), not a random one of it.
+    assert!(
+        (lo..lo + 500).contains(&port1),
+        "{port1} not near the start {lo}"
+    );
+    let r = wait_http(&format!("[::1]:{port1}"));
+    assert!(r.contains("hello-from"), "{r}");
+    let r = wait_http(&format!("127.0.0.1:{port1}"));
+    assert!(r.contains("hello-from"), "{r}");
+    // The next one after the last; a released port is not handed out again at once.
+    d.docker_out("run -d --name r2 -P --expose 80 busybox sleep 1000", &[]);
+    let port2 = host_ports(&d, "r2")[0].1;
+    assert!(port2 > port1 && port2 < port1 + 50, "{port1} then {port2}");
+    d.docker_line("rm -f r2", &[]).ok();
+    d.docker_out("run -d --name r3 -p 80 busybox sleep 1000", &[]);
+    let port3 = host_ports(&d, "r3")[0].1;
+    assert!(port3 > port2 && port3 < port2 + 50, "{port2} then {port3}");
+    // inspect and ps show both bindings; a second claim of the port is refused.
+    let ports = d.docker_out("inspect r1 --format", &["{{json .NetworkSettings.Ports}}"]);
+    assert_eq!(
+        ports.trim(),
+        format!(
+            r#"{{"80/tcp":[{{"HostIp":"0.0.0.0","HostPort":"{port1}"}},{{"HostIp":"::","HostPort":"{port1}"}}]}}"#
+        )
+    );
+    let ps = d.docker_out("ps --filter name=r1 --format", &["{{.Ports}}"]);
+    assert_eq!(
+        ps.trim(),
+        format!("0.0.0.0:{port1}->80/tcp, [::]:{port1}->80/tcp")
+    );
+    d.docker_line("run --rm -p", &[&format!("{port1}:80"), "busybox", "true"])
+        .fails_with(&format!(
+            "Bind for 0.0.0.0:{port1} failed: port is already allocated"
+        ));
+    // An explicit IPv6 host address for an IPv4-only container: the proxy forwards it.
+    let p6 = free_port();
+    httpd(&d, &format!("--name r4 -p [::1]:{p6}:80"));
+    let r = wait_http(&format!("[::1]:{p6}"));
+    assert!(r.contains("hello-from"), "{r}");
+    // Both keep serving while no daemon runs, and after it comes back.
+    d.kill9();
+    let r = wait_http(&format!("[::1]:{port1}"));
+    assert!(r.contains("hello-from"), "{r}");
+    d.start();
+    let r = wait_http(&format!("[::1]:{port1}"));
+    assert!(r.contains("hello-from"), "{r}");
+    assert_eq!(host_ports(&d, "r1"), p1);
+    d.docker_line("rm -f r1 r3 r4", &[]).ok();
+    assert!(http_get(&format!("[::1]:{port1}")).is_err());
+    assert!(http_get(&format!("[::1]:{p6}")).is_err());
+    finish(d);
+}

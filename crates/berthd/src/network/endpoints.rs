@@ -15,7 +15,7 @@ use berth_network::proxy;
 use berth_network::{Ipv4Net, Ipv6Net};
 
 use super::manager::{Manager, Running};
-use super::ports::{bind_port, wanted_ports, WantPort};
+use super::ports::{self, bind_port, wanted_ports, WantPort};
 use super::state::{CNet, Endpoint, NetState, Network, PortMap};
 use crate::engine::{Container, Peers};
 use crate::error::{EngineError, Result};
@@ -377,58 +377,44 @@ impl Manager {
             "attaching to network {}",
             names.join(", ")
         )))?;
-        // Published ports: bind now (conflicts fail the start), then DNAT. With an IPv6
-        // address, a port published on every address is bound on [::] too.
+        // Published ports: bind now (conflicts fail the start), then DNAT. A port published
+        // on every address is bound on [::] too (one host port for both) when the host can
+        // listen on IPv6, as dockerd does: to the container's IPv6 address, else by the proxy
+        // alone to its IPv4 address.
         let mut proxies = Vec::new();
         let mut maps = Vec::new();
-        // Binds a port (its proxy forwards to `target`) and records it.
-        let mut publish = |w: &WantPort, target: IpAddr| -> Result<u16> {
-            let (bound, port) = bind_port(w).map_err(|e| match e {
-                // dockerd names the endpoint (the container's name and the endpoint's ID).
-                EngineError::Internal(m) => EngineError::Internal(m.replacen(
-                    "on endpoint:",
-                    &format!(
-                        "on endpoint {} ({}):",
-                        c.short_name(),
-                        eps.first().map(|e| e.endpoint_id.as_str()).unwrap_or_default()
-                    ),
-                    1,
-                )),
-                e => e,
-            })?;
-            let tags = self.proxy_tags(&c.id, &w.proto, &w.host_ip, port);
-            let proxy = bound
-                .spawn_process(
-                    Path::new("/proc/self/exe"),
-                    SocketAddr::new(target, w.container_port),
-                    &tags,
-                )
-                .map_err(EngineError::sys("starting a port's proxy"))?;
-            proxies.push(proxy);
-            maps.push(PortMap {
-                proto: w.proto.clone(),
-                host_ip: w.host_ip.clone(),
-                host_port: port,
-                container_port: w.container_port,
-            });
-            Ok(port)
-        };
         if let Some(primary) = eps.first() {
+            let v6 = ports::v6_listenable() && !crate::rootless_net::isolated();
             for want in wanted_ports(c)? {
-                let host = want.host_ip.parse::<IpAddr>().ok();
-                if host.is_some_and(|ip| ip.is_ipv6() && ip.is_unspecified())
-                    && primary.ip6.is_none()
-                {
-                    continue;
-                }
-                let port = publish(&want, primary.target_ip(&want.host_ip))?;
-                if let (Some(ip6), true) = (primary.ip6, want.host_ip.is_empty()) {
-                    let w6 = WantPort {
+                let mut group = vec![want.clone()];
+                if want.host_ip.is_empty() && v6 {
+                    group.push(WantPort {
                         host_ip: "::".into(),
-                        host_port: port.to_string(),
                         ..want.clone()
-                    };
-                    publish(&w6, IpAddr::V6(ip6))?;
+                    });
+                }
+                let (bound, port) = ports::bind_ports(&group).map_err(|e| match e {
+                    // dockerd names the endpoint (the container's name and the endpoint's ID).
+                    EngineError::Internal(m) => EngineError::Internal(m.replacen(
+                        "on endpoint:",
+                        &format!("on endpoint {} ({}):", c.short_name(), primary.endpoint_id),
+                        1,
+                    )),
+                    e => e,
+                })?;
+                for (w, bound) in group.iter().zip(bound) {
+                    let target = SocketAddr::new(primary.target_ip(&w.host_ip), w.container_port);
+                    let tags = self.proxy_tags(&c.id, &w.proto, &w.host_ip, port);
+                    let proxy = bound
+                        .spawn_process(Path::new("/proc/self/exe"), target, &tags)
+                        .map_err(EngineError::sys("starting a port's proxy"))?;
+                    proxies.push(proxy);
+                    maps.push(PortMap {
+                        proto: w.proto.clone(),
+                        host_ip: w.host_ip.clone(),
+                        host_port: port,
+                        container_port: w.container_port,
+                    });
                 }
             }
         }

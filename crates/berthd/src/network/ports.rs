@@ -97,54 +97,117 @@ pub fn wanted_ports(c: &Container) -> Result<Vec<WantPort>> {
     Ok(v)
 }
 
-/// Binds a wanted port (the first free one of a range); returns the socket and its port.
-/// A rootless daemon in its own network namespace binds on every address there (the host's
-/// address is slirp4netns's, see `crate::rootless_net`).
-pub fn bind_port(w: &WantPort) -> Result<(proxy::Bound, u16)> {
-    let host_ip = crate::rootless_net::netns_host_ip(&w.host_ip);
-    let ip: IpAddr = if host_ip.is_empty() {
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-    } else {
-        host_ip
-            .parse()
-            .map_err(|_| EngineError::bad(format!("invalid host IP: {}", w.host_ip)))?
+/// The range random host ports come from, as dockerd's: the kernel's ephemeral ports
+/// (`net.ipv4.ip_local_port_range`), else 49153-65535.
+fn dynamic_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|w| w.parse::<u16>().ok());
+            match (it.next()??, it.next()??) {
+                (a, b) if a > 0 && a <= b => Some((a, b)),
+                _ => None,
+            }
+        })
+        .unwrap_or((49153, 65535))
+}
+
+/// Which ports of a range a wanted port may take: its own port, its range, or the
+/// [`dynamic_range`].
+fn port_range(w: &WantPort) -> (u16, u16) {
+    match w.host_port.split_once('-') {
+        Some((a, b)) => (a.parse().unwrap_or(0), b.parse().unwrap_or(0)),
+        None => match w.host_port.parse().unwrap_or(0) {
+            0 => dynamic_range(),
+            p => (p, p),
+        },
+    }
+}
+
+/// (proto, first host address, range) → the last port handed out: like dockerd's port
+/// allocator, ports of a range are handed out in turn from its start (32768, 32769, … for
+/// random ports on a default Linux), each after the last one, skipping those in use.
+type Turns = std::collections::HashMap<(String, String, u16, u16), u16>;
+static TURNS: std::sync::Mutex<Option<Turns>> = std::sync::Mutex::new(None);
+
+/// Binds the wanted ports of a group, which differ only in their host address, on one host
+/// port: the given one, or the next of its range that every address can bind (see [`TURNS`]).
+/// Returns the sockets (in the group's order) and the port. A rootless daemon in its own
+/// network namespace binds on every address there (the host's address is slirp4netns's, see
+/// `crate::rootless_net`).
+pub fn bind_ports(group: &[WantPort]) -> Result<(Vec<proxy::Bound>, u16)> {
+    let Some(first) = group.first() else {
+        return Err(EngineError::Internal("no port to bind".into()));
     };
-    let proto = if w.proto == "udp" {
-        Proto::Udp
-    } else {
-        Proto::Tcp
-    };
-    let range: Vec<u16> = match w.host_port.split_once('-') {
-        Some((a, b)) => {
-            let (a, b): (u16, u16) = (a.parse().unwrap_or(0), b.parse().unwrap_or(0));
-            (a..=b).collect()
-        }
-        None if w.host_port.is_empty() => vec![0],
-        None => vec![w.host_port.parse().unwrap_or(0)],
-    };
-    let mut last = None;
-    for p in range {
-        if let Err(e) = crate::rootless_net::check_port(p) {
-            last = Some(std::io::Error::new(std::io::ErrorKind::PermissionDenied, e));
+    let mut addrs = Vec::new();
+    for w in group {
+        let host_ip = crate::rootless_net::netns_host_ip(&w.host_ip);
+        let ip: IpAddr = if host_ip.is_empty() {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            host_ip
+                .parse()
+                .map_err(|_| EngineError::bad(format!("invalid host IP: {}", w.host_ip)))?
+        };
+        let proto = if w.proto == "udp" {
+            Proto::Udp
+        } else {
+            Proto::Tcp
+        };
+        addrs.push((proto, ip));
+    }
+    let (begin, end) = port_range(first);
+    let key = (first.proto.clone(), first.host_ip.clone(), begin, end);
+    let mut turns = TURNS.lock().unwrap_or_else(|e| e.into_inner());
+    let last = turns
+        .get_or_insert_with(Default::default)
+        .get(&key)
+        .copied();
+    let mut port = last.unwrap_or(end);
+    let mut err = None;
+    for _ in begin..=end {
+        port = if port >= end { begin } else { port + 1 };
+        if let Err(e) = crate::rootless_net::check_port(port) {
+            err = Some(std::io::Error::new(std::io::ErrorKind::PermissionDenied, e));
             continue;
         }
-        match proxy::bind(proto, SocketAddr::new(ip, p)) {
+        let bound: std::io::Result<Vec<proxy::Bound>> = addrs
+            .iter()
+            .map(|(proto, ip)| proxy::bind(*proto, SocketAddr::new(*ip, port)))
+            .collect();
+        match bound {
             Ok(b) => {
-                let port = b
-                    .local_addr()
-                    .map_err(EngineError::sys("reading a bound port"))?
-                    .port();
+                if begin < end {
+                    turns.get_or_insert_with(Default::default).insert(key, port);
+                }
                 return Ok((b, port));
             }
-            Err(e) => last = Some(e),
+            Err(e) => err = Some(e),
         }
     }
-    let e = last
+    let e = err
         .map(|e| e.to_string())
         .unwrap_or_else(|| "no port".into());
     Err(EngineError::Internal(format!(
         "driver failed programming external connectivity on endpoint: {e}"
     )))
+}
+
+/// Binds one wanted port; see [`bind_ports`].
+pub fn bind_port(w: &WantPort) -> Result<(proxy::Bound, u16)> {
+    let (mut b, port) = bind_ports(std::slice::from_ref(w))?;
+    match b.pop() {
+        Some(b) => Ok((b, port)),
+        None => Err(EngineError::Internal("no port bound".into())),
+    }
+}
+
+/// Whether the host can listen on IPv6 (dockerd's `IsV6Listenable`): then a port published
+/// on every address is bound on `[::]` too, even for an IPv4-only container (its proxy
+/// forwards to the IPv4 address).
+pub fn v6_listenable() -> bool {
+    static V6: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *V6.get_or_init(|| std::net::TcpListener::bind("[::1]:0").is_ok())
 }
 
 /// `80` → `80/tcp`.
