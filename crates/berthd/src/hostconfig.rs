@@ -290,6 +290,43 @@ pub fn check(hc: &HostConfig, ncpus: usize) -> Result<Vec<String>> {
     Ok(warnings)
 }
 
+/// What dockerd fills into a new container's `HostConfig` (what inspect shows): an
+/// "unlimited" pids limit (the CLI sends 0) and the "default" swappiness (-1) become unset
+/// (`null`), as do the swappiness and OOM-kill setting on cgroup v2, which cannot apply them
+/// (with dockerd's warnings), and an unprivileged container's masked and read-only paths are
+/// the defaults. Returns the warnings.
+pub fn fill_defaults(hc: &mut HostConfig) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if hc.pids_limit.is_some_and(|l| l <= 0) {
+        hc.pids_limit = None;
+    }
+    if hc.memory_swappiness == Some(-1) {
+        hc.memory_swappiness = None;
+    }
+    if crate::sysinfo::cgroup_version() == "2" {
+        if hc.memory_swappiness.take().is_some() {
+            warnings.push(
+                "Your kernel does not support memory swappiness capabilities or the cgroup is \
+                 not mounted. Memory swappiness discarded."
+                    .into(),
+            );
+        }
+        if hc.oom_kill_disable.take() == Some(true) {
+            warnings.push(
+                "Your kernel does not support OomKillDisable. OomKillDisable discarded.".into(),
+            );
+        }
+    }
+    if !hc.privileged {
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        hc.masked_paths
+            .get_or_insert_with(|| owned(crate::spec::MASKED_PATHS));
+        hc.readonly_paths
+            .get_or_insert_with(|| owned(crate::spec::READONLY_PATHS));
+    }
+    warnings
+}
+
 /// dockerd's smallest memory limit (and reservation): 6 MiB.
 const MIN_MEMORY: i64 = 6 * 1024 * 1024;
 

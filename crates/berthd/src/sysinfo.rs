@@ -65,7 +65,7 @@ pub fn nfd() -> usize {
 
 // `f_type`'s width differs between architectures.
 #[allow(clippy::unnecessary_cast)]
-fn cgroup_version() -> String {
+pub(crate) fn cgroup_version() -> String {
     // cgroup2 at /sys/fs/cgroup itself means pure v2; otherwise v1 (or hybrid).
     match rustix::fs::statfs("/sys/fs/cgroup") {
         Ok(s) if s.f_type as i64 == 0x6367_7270 => "2".into(),

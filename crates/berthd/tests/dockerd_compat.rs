@@ -274,3 +274,58 @@ fn prune_filters() {
     assert!(out.contains("untagged: busybox:latest"), "{out}");
     finish(d);
 }
+
+/// A plain `docker create` as dockerd 28 records it: the CLI's "unlimited" pids limit (0) and
+/// "default" swappiness (-1) are unset (`null`), the masked and read-only paths are the
+/// defaults, and `GraphDriver.Data` names the overlay directories that exist.
+#[test]
+fn inspect_of_a_plain_container_unset_fields_and_graph_driver() {
+    let d = root_daemon!("docker");
+    d.docker_out("create --name plain busybox", &[]);
+    let f = |c: &str, t: &str| d.docker_out(&format!("inspect {c} --format"), &[t]);
+    let v2 = std::fs::metadata("/sys/fs/cgroup/cgroup.controllers").is_ok();
+    assert_eq!(
+        f(
+            "plain",
+            "{{json .HostConfig.PidsLimit}} {{json .HostConfig.MemorySwappiness}} {{json .HostConfig.OomKillDisable}}"
+        )
+        .trim(),
+        if v2 { "null null null" } else { "null null false" }
+    );
+    let masked = f("plain", "{{json .HostConfig.MaskedPaths}}");
+    assert!(masked.contains("\"/proc/kcore\""), "{masked}");
+    let ro = f("plain", "{{json .HostConfig.ReadonlyPaths}}");
+    assert!(ro.contains("\"/proc/sys\""), "{ro}");
+    // Given values stay; a privileged container has no default paths.
+    d.docker_out("create --name set --pids-limit 5 --privileged busybox", &[]);
+    assert_eq!(
+        f(
+            "set",
+            "{{json .HostConfig.PidsLimit}} {{json .HostConfig.MaskedPaths}}"
+        )
+        .trim(),
+        "5 null"
+    );
+    let data: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&f("plain", "{{json .GraphDriver.Data}}")).unwrap();
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        ["LowerDir", "MergedDir", "UpperDir", "WorkDir"]
+    );
+    for k in ["UpperDir", "WorkDir"] {
+        assert!(std::path::Path::new(&data[k]).is_dir(), "{k}: {data:?}");
+    }
+    let lowers: Vec<&str> = data["LowerDir"].split(':').collect();
+    assert!(
+        lowers.iter().all(|l| std::path::Path::new(l).is_dir()),
+        "{lowers:?}"
+    );
+    assert!(
+        lowers
+            .iter()
+            .any(|l| std::path::Path::new(l).join("bin").is_dir()),
+        "{lowers:?}"
+    );
+    d.docker_out("rm plain set", &[]);
+    finish(d);
+}

@@ -214,6 +214,11 @@ pub trait Snapshotter: Send + Sync {
         None
     }
 
+    /// The overlay work directory of a container's changes, when the driver has one.
+    fn container_work(&self, _id: &str) -> Option<PathBuf> {
+        None
+    }
+
     /// How many snapshots opening dropped because a reboot came before their files were
     /// synced (their content may be torn); the image store unpacks them again from blobs.
     fn dropped_on_open(&self) -> usize {

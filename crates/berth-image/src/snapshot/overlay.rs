@@ -126,6 +126,11 @@ impl Snapshotter for OverlaySnapshotter {
         Some(self.base.container_dir(id).join("upper"))
     }
 
+    fn container_work(&self, id: &str) -> Option<PathBuf> {
+        self.base.container(id).ok()?;
+        Some(self.base.container_dir(id).join("work"))
+    }
+
     fn container_lowers(&self, id: &str) -> Result<Vec<PathBuf>, SnapshotError> {
         let c = self.base.container(id)?;
         match &c.parent {

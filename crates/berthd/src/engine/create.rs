@@ -216,6 +216,7 @@ impl Engine {
         validate(&config, &hc)?;
         let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut warnings = crate::hostconfig::check(&hc, ncpus)?;
+        warnings.extend(crate::hostconfig::fill_defaults(&mut hc));
         warnings.extend(crate::rootless_cgroups::drop_limits(&mut hc)?);
         let resolved = self.images.resolve(&image_name).map_err(|e| {
             if e.is_not_found() {

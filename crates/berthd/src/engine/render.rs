@@ -108,16 +108,37 @@ impl Engine {
             },
             graph_driver: GraphDriver {
                 name: c.driver.clone(),
-                data: [(
-                    "MergedDir".to_string(),
-                    self.rootfs(&c.id).display().to_string(),
-                )]
-                .into(),
+                data: self.graph_driver_data(&c.id),
             },
             mounts: self.mounts.inspect(&c.id),
             network_settings: self.net.settings(&c),
             config: c.config,
         })
+    }
+
+    /// `GraphDriver.Data` of a container: where its file system is mounted and, with overlay,
+    /// its image directories (`LowerDir`, top first), changes and work directory.
+    fn graph_driver_data(&self, id: &str) -> std::collections::BTreeMap<String, String> {
+        let show = |p: &std::path::Path| p.display().to_string();
+        let mut data =
+            std::collections::BTreeMap::from([("MergedDir".to_string(), show(&self.rootfs(id)))]);
+        let Ok(sn) = self.images.snapshotter() else {
+            return data;
+        };
+        if let (Some(upper), Some(work)) = (sn.container_upper(id), sn.container_work(id)) {
+            let lowers: Vec<String> = sn
+                .container_lowers(id)
+                .unwrap_or_default()
+                .iter()
+                .map(|p| show(p))
+                .collect();
+            if !lowers.is_empty() {
+                data.insert("LowerDir".into(), lowers.join(":"));
+            }
+            data.insert("UpperDir".into(), show(&upper));
+            data.insert("WorkDir".into(), show(&work));
+        }
+        data
     }
 
     /// A container as `GET /containers/json` lists it.
