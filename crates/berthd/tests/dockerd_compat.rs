@@ -329,3 +329,46 @@ fn inspect_of_a_plain_container_unset_fields_and_graph_driver() {
     d.docker_out("rm plain set", &[]);
     finish(d);
 }
+
+/// The events of an attached `docker run`, then `rm`, as dockerd 28 emits them: the client's
+/// `attach` before the start, and the network's `disconnect` (the container's cleanup)
+/// before its `die`.
+#[test]
+fn events_of_an_attached_run() {
+    let d = root_daemon!("docker");
+    d.docker_out("run --name ev busybox true", &[]);
+    let id = d.docker_out("inspect ev --format", &["{{.Id}}"]);
+    d.docker_out("rm ev", &[]);
+    let until = format!("{}", berth_util::time::now().0 + 1);
+    let out = d
+        .docker(&[
+            "events",
+            "--since",
+            "0",
+            "--until",
+            &until,
+            "--format",
+            "{{.Type}} {{.Action}} {{.Actor.ID}} {{.Actor.Attributes.container}}",
+        ])
+        .ok()
+        .stdout;
+    let ours: Vec<String> = out
+        .lines()
+        .filter(|l| l.contains(id.trim()))
+        .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        ours,
+        [
+            "container create",
+            "container attach",
+            "network connect",
+            "container start",
+            "network disconnect",
+            "container die",
+            "container destroy"
+        ],
+        "{out}"
+    );
+    finish(d);
+}

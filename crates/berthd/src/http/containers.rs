@@ -304,6 +304,8 @@ async fn attach(s: St, id: Id, Params(q): Params<AttachQuery>, mut req: Request)
     } else {
         Vec::new()
     };
+    // dockerd's `attach` event: after the log replay is read, before the streams.
+    s.engine.container_event(&c, "attach", &[]);
     let ct = stream_type(c.tty());
     if !q.stream {
         // Without `stream=1` Docker answers with the logs (if asked) and ends the session.
