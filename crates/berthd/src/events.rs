@@ -61,7 +61,8 @@ impl Event {
             }
             "container" => {
                 self.typ == "container"
-                    && (self.id.starts_with(v) || attr("name") == v.trim_start_matches('/'))
+                    // dockerd's `FuzzyMatch`: a prefix of the ID or of the name.
+                    && (self.id.starts_with(v) || attr("name").starts_with(v.trim_start_matches('/')))
             }
             "image" => {
                 attr("image") == v || (self.typ == "image" && (self.id == v || attr("name") == v))
@@ -150,12 +151,18 @@ impl Bus {
     }
 
     /// Past events since `since_nano` (inclusive) and a receiver for new ones, taken atomically
-    /// so nothing is lost or repeated between the two.
-    pub fn subscribe(&self, since_nano: Option<i64>) -> (Vec<Event>, broadcast::Receiver<Event>) {
+    /// so nothing is lost or repeated between the two. `replay`: the whole history when there
+    /// is no `since` (dockerd replays its buffer when either `since` or `until` is given).
+    pub fn subscribe(
+        &self,
+        since_nano: Option<i64>,
+        replay: bool,
+    ) -> (Vec<Event>, broadcast::Receiver<Event>) {
         let h = self.history.lock().unwrap();
         let rx = self.tx.subscribe();
         let past = match since_nano {
             Some(t) => h.iter().filter(|e| e.time_nano >= t).cloned().collect(),
+            None if replay => h.iter().cloned().collect(),
             None => Vec::new(),
         };
         (past, rx)
@@ -264,7 +271,7 @@ mod tests {
     async fn history_and_live() {
         let b = Bus::default();
         b.emit("container", "create", "a", Default::default());
-        let (past, mut rx) = b.subscribe(Some(0));
+        let (past, mut rx) = b.subscribe(Some(0), false);
         assert_eq!(past.len(), 1);
         b.emit("container", "start", "a", Default::default());
         assert_eq!(rx.recv().await.unwrap().action, "start");

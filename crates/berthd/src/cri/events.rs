@@ -96,7 +96,7 @@ impl Cri {
 /// releases the network of a sandbox removed through the Docker API (its `destroy`), until
 /// `stop` changes.
 pub(crate) async fn watch_exits(cri: Arc<Cri>, mut stop: watch::Receiver<bool>) {
-    let (_, mut rx) = cri.engine.bus.subscribe(None);
+    let (_, mut rx) = cri.engine.bus.subscribe(None, false);
     loop {
         let ev = tokio::select! {
             ev = rx.recv() => ev,

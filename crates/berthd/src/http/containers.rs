@@ -307,6 +307,8 @@ async fn attach(s: St, id: Id, Params(q): Params<AttachQuery>, mut req: Request)
     // dockerd's `attach` event: after the log replay is read, before the streams.
     s.engine.container_event(&c, "attach", &[]);
     let ct = stream_type(c.tty());
+    // dockerd reports every attach, with or without `stream`.
+    s.engine.container_event(&c, "attach", &[]);
     if !q.stream {
         // Without `stream=1` Docker answers with the logs (if asked) and ends the session.
         let on_upgrade = hyper::upgrade::on(&mut req);
@@ -412,7 +414,17 @@ struct TopQuery {
 }
 
 async fn top(s: St, id: Id, Params(q): Params<TopQuery>) -> R {
-    Ok(json(&s.engine.top(&id, &q.ps_args).await?))
+    let top = s.engine.top(&id, &q.ps_args).await?;
+    event(&s, &id, "top", &[]);
+    Ok(json(&top))
+}
+
+/// A container event for a request that succeeded (`top`, `resize`, `archive-path`,
+/// `extract-to-dir`, `export`), as dockerd logs them.
+fn event(s: &St, id: &str, action: &str, extra: &[(&str, &str)]) {
+    if let Ok(c) = s.engine.get(id) {
+        s.engine.container_event(&c, action, extra);
+    }
 }
 
 async fn rename(s: St, id: Id, Params(q): Params<NameQuery>) -> R {
@@ -438,6 +450,8 @@ async fn unpause(s: St, id: Id) -> R {
 async fn resize(s: St, id: Id, Params(q): Params<SizeQuery>) -> R {
     let (h, w) = q.dims()?;
     s.engine.resize(&id, h, w).await?;
+    let (h, w) = (h.to_string(), w.to_string());
+    event(&s, &id, "resize", &[("height", &h), ("width", &w)]);
     Ok(StatusCode::OK.into_response())
 }
 
@@ -556,12 +570,14 @@ async fn get_archive(s: St, id: Id, Params(q): Params<ArchiveQuery>) -> R {
     let (stat, rx) = archive::tar(s.engine.clone(), c, path, true)
         .await
         .map_err(|e| e.named(&id))?;
+    event(&s, &id, "archive-path", &[]);
     Ok(with_stat(stream("application/x-tar", rx), &stat))
 }
 
 async fn export(s: St, id: Id) -> R {
     let c = s.engine.get(&id)?;
     let (_, rx) = archive::tar(s.engine.clone(), c, "/".into(), false).await?;
+    event(&s, &id, "export", &[]);
     Ok(stream("application/x-tar", rx))
 }
 
@@ -576,5 +592,6 @@ async fn put_archive(s: St, id: Id, Params(q): Params<ArchiveQuery>, body: Body)
     archive::put(s.engine.clone(), c, path, opts, body.into_data_stream())
         .await
         .map_err(|e| e.named(&id))?;
+    event(&s, &id, "extract-to-dir", &[]);
     Ok(StatusCode::OK.into_response())
 }

@@ -300,7 +300,7 @@ async fn events(s: St, Query(q): Q) -> R {
     };
     let since = time("since")?;
     let until = time("until")?;
-    let (past, mut rx) = s.engine.bus.subscribe(since);
+    let (past, mut rx) = s.engine.bus.subscribe(since, until.is_some());
     let (tx, out) = tokio::sync::mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
         let line = |e: &Event| json_line(&e.to_message());
