@@ -304,11 +304,10 @@ async fn attach(s: St, id: Id, Params(q): Params<AttachQuery>, mut req: Request)
     } else {
         Vec::new()
     };
-    // dockerd's `attach` event: after the log replay is read, before the streams.
+    // dockerd's `attach` event, for every attach (with or without `stream`): after the log
+    // replay is read, before the streams.
     s.engine.container_event(&c, "attach", &[]);
     let ct = stream_type(c.tty());
-    // dockerd reports every attach, with or without `stream`.
-    s.engine.container_event(&c, "attach", &[]);
     if !q.stream {
         // Without `stream=1` Docker answers with the logs (if asked) and ends the session.
         let on_upgrade = hyper::upgrade::on(&mut req);
