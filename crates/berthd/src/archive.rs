@@ -512,14 +512,99 @@ struct TarWalker<W: Write> {
     one_fs: Option<u64>,
 }
 
+/// A header as dockerd's (Go's `tar.FileInfoHeader` without name lookups, written in the
+/// PAX format): ustar, the file type bits in the mode (`040755` for a directory), no user or
+/// group names.
 fn header_for(st: &libc::stat) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_mode(st.st_mode & 0o7777);
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(st.st_mode);
     h.set_uid(u64::from(st.st_uid));
     h.set_gid(u64::from(st.st_gid));
     h.set_mtime(st.st_mtime.max(0) as u64);
     h.set_size(0);
+    let _ = h.set_device_major(0);
+    let _ = h.set_device_minor(0);
     h
+}
+
+/// Go's PAX record `"<len> <key>=<value>\n"`, its length counting itself.
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let mut size = key.len() + value.len() + 3;
+    size += size.to_string().len();
+    let mut r = format!("{size} {key}=").into_bytes();
+    r.extend_from_slice(value);
+    r.push(b'\n');
+    if r.len() != size {
+        let mut again = format!("{} {key}=", r.len()).into_bytes();
+        again.extend_from_slice(value);
+        again.push(b'\n');
+        return again;
+    }
+    r
+}
+
+/// Copies `v` into a header field, cut to its size.
+fn put_field(field: &mut [u8], v: &[u8]) {
+    let n = v.len().min(field.len());
+    field.fill(0);
+    field[..n].copy_from_slice(&v[..n]);
+}
+
+/// Appends an entry as Go's tar writer in the PAX format: the names in the header (cut), and
+/// before it an extended header (`<dir>/PaxHeaders.0/<file>`) with those that do not fit or
+/// are not ASCII (`path`, `linkpath`; keys sorted).
+fn append_entry<W: Write>(
+    b: &mut tar::Builder<W>,
+    h: &mut tar::Header,
+    name: &[u8],
+    link: Option<&[u8]>,
+    data: impl Read,
+) -> io::Result<()> {
+    let mut pax: Vec<(&str, &[u8])> = Vec::new();
+    let fits = |v: &[u8], size: usize| v.len() <= size && v.is_ascii();
+    let u = h
+        .as_ustar_mut()
+        .ok_or_else(|| io::Error::other("not a ustar header"))?;
+    put_field(&mut u.name, name);
+    if !fits(name, 100) {
+        pax.push(("path", name));
+    }
+    if let Some(l) = link {
+        put_field(&mut u.linkname, l);
+        if !fits(l, 100) {
+            pax.push(("linkpath", l));
+        }
+    }
+    if !pax.is_empty() {
+        pax.sort_by_key(|(k, _)| *k);
+        let records: Vec<u8> = pax.iter().flat_map(|(k, v)| pax_record(k, v)).collect();
+        let (dir, file) = match name.iter().rposition(|c| *c == b'/') {
+            Some(i) => (&name[..=i], &name[i + 1..]),
+            None => (&b""[..], name),
+        };
+        let mut x_name = dir.to_vec();
+        x_name.extend_from_slice(b"PaxHeaders.0");
+        if !file.is_empty() {
+            x_name.push(b'/');
+            x_name.extend_from_slice(file);
+        }
+        let mut x = tar::Header::new_ustar();
+        x.set_entry_type(tar::EntryType::XHeader);
+        x.set_mode(0);
+        x.set_uid(0);
+        x.set_gid(0);
+        x.set_mtime(0);
+        x.set_size(records.len() as u64);
+        let _ = x.set_device_major(0);
+        let _ = x.set_device_minor(0);
+        if let Some(u) = x.as_ustar_mut() {
+            put_field(&mut u.name, &x_name);
+        }
+        x.set_cksum();
+        b.append(&x, records.as_slice())?;
+    }
+    h.set_cksum();
+    b.append(h, data)
 }
 
 impl<W: Write> TarWalker<W> {
@@ -527,12 +612,14 @@ impl<W: Write> TarWalker<W> {
     /// under the archive name `arch`.
     fn entry(&mut self, fd: BorrowedFd<'_>, st: &libc::stat, arch: &Path) -> io::Result<()> {
         let mut h = header_for(st);
+        let name = arch.as_os_str().as_bytes();
         let fmt = st.st_mode & libc::S_IFMT;
         if fmt != libc::S_IFDIR && st.st_nlink > 1 {
             let key = (st.st_dev, st.st_ino);
             if let Some(first) = self.links.get(&key) {
                 h.set_entry_type(tar::EntryType::Link);
-                return self.b.append_link(&mut h, arch, first.clone());
+                let first = first.as_os_str().as_bytes().to_vec();
+                return append_entry(&mut self.b, &mut h, name, Some(&first), io::empty());
             }
             self.links.insert(key, arch.to_path_buf());
         }
@@ -547,23 +634,22 @@ impl<W: Write> TarWalker<W> {
                     .take(st.st_size as u64)
                     .chain(io::repeat(0))
                     .take(st.st_size as u64);
-                self.b
-                    .append_data(&mut h, arch, io::BufReader::with_capacity(256 * 1024, r))
+                let r = io::BufReader::with_capacity(256 * 1024, r);
+                append_entry(&mut self.b, &mut h, name, None, r)
             }
             libc::S_IFLNK => {
                 let t = rustix::fs::readlinkat(fd, "", Vec::new())?;
                 h.set_entry_type(tar::EntryType::Symlink);
-                self.b
-                    .append_link(&mut h, arch, Path::new(OsStr::from_bytes(t.as_bytes())))
+                append_entry(&mut self.b, &mut h, name, Some(t.as_bytes()), io::empty())
             }
             libc::S_IFDIR => {
                 h.set_entry_type(tar::EntryType::Directory);
-                let name = if arch.as_os_str() == "." {
-                    PathBuf::from("./")
-                } else {
-                    arch.to_path_buf()
-                };
-                self.b.append_data(&mut h, &name, io::empty())?;
+                // Go's canonical name of a directory ends with a slash.
+                let mut dir_name = name.to_vec();
+                if !dir_name.ends_with(b"/") {
+                    dir_name.push(b'/');
+                }
+                append_entry(&mut self.b, &mut h, &dir_name, None, io::empty())?;
                 if self.one_fs.is_some_and(|d| d != st.st_dev) {
                     return Ok(());
                 }
@@ -602,11 +688,11 @@ impl<W: Write> TarWalker<W> {
                 });
                 h.set_device_major(libc::major(st.st_rdev))?;
                 h.set_device_minor(libc::minor(st.st_rdev))?;
-                self.b.append_data(&mut h, arch, io::empty())
+                append_entry(&mut self.b, &mut h, name, None, io::empty())
             }
             libc::S_IFIFO => {
                 h.set_entry_type(tar::EntryType::Fifo);
-                self.b.append_data(&mut h, arch, io::empty())
+                append_entry(&mut self.b, &mut h, name, None, io::empty())
             }
             // Sockets are not archived (Docker skips them too).
             _ => Ok(()),

@@ -372,3 +372,53 @@ fn events_of_an_attached_run() {
     );
     finish(d);
 }
+
+/// `docker cp CONTAINER:path -` as dockerd 28 writes it (Go's tar writer, PAX format): ustar
+/// headers, the file type bits in the mode, directories named with a slash, no user names, a
+/// name too long for the header in a `PaxHeaders.0` extended header, hard links to the first.
+#[test]
+fn cp_out_tar_headers() {
+    let d = root_daemon!("docker");
+    let long = "l".repeat(120);
+    d.docker_line("run --name cpt busybox sh -c", &[&format!(
+        "mkdir -p /d/sub && echo hi > /d/f && chmod 640 /d/f && ln -s f /d/s && ln /d/f /d/h && echo x > /d/{long}"
+    )])
+    .ok();
+    let out = d.docker_cmd(&["cp", "cpt:/d", "-"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut a = tar::Archive::new(out.stdout.as_slice());
+    let mut seen = Vec::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let h = e.header().clone();
+        assert_eq!(h.as_ustar().map(|u| u.magic), Some(*b"ustar\0"), "{h:?}");
+        assert_eq!(h.username_bytes(), Some(&b""[..]));
+        let path = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+        let link = e
+            .link_name_bytes()
+            .map(|l| String::from_utf8(l.into_owned()).unwrap());
+        let pax: Vec<String> = match e.pax_extensions().unwrap() {
+            Some(x) => x.map(|r| r.unwrap().key().unwrap().to_string()).collect(),
+            None => Vec::new(),
+        };
+        seen.push((path, format!("{:o}", h.mode().unwrap()), link, pax));
+    }
+    seen.sort();
+    let long_path = format!("d/{long}");
+    let want: Vec<(String, String, Option<String>, Vec<String>)> = vec![
+        ("d/".into(), "40755".into(), None, vec![]),
+        ("d/f".into(), "100640".into(), None, vec![]),
+        ("d/h".into(), "100640".into(), Some("d/f".into()), vec![]),
+        (long_path, "100644".into(), None, vec!["path".into()]),
+        ("d/s".into(), "120777".into(), Some("f".into()), vec![]),
+        ("d/sub/".into(), "40755".into(), None, vec![]),
+    ];
+    let mut want = want;
+    want.sort();
+    assert_eq!(seen, want);
+    // The extended header's own name, as Go writes it.
+    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(raw.contains("d/PaxHeaders.0/lll"), "no PaxHeaders.0 entry");
+    d.docker_out("rm cpt", &[]);
+    finish(d);
+}
