@@ -20,6 +20,10 @@ use super::{Built, Eval, Event};
 /// layer is wanted (WORKDIR of an existing directory).
 pub(super) type FilesFn<'f> = Box<dyn FnOnce(&Path) -> Result<bool> + 'f>;
 
+/// A closure writing into a root file system (mounted, or an upper directory prepared by
+/// `lowers`) with the owner of `--chown` resolved.
+pub(super) type CreateFn<'f> = Box<dyn FnOnce(&Path, Option<(u32, u32)>) -> Result<()> + 'f>;
+
 /// What a step does to the file system.
 pub(super) enum FsOp<'f> {
     None,
@@ -32,6 +36,14 @@ pub(super) enum FsOp<'f> {
         dir: String,
         user: String,
         files: FilesFn<'f>,
+    },
+    /// COPY: `files` writes only at or below `path`; when no layer of the parent has it
+    /// (`Lowers::prepare_new`), straight into a fresh upper directory, else on the mounted
+    /// root. `chown` (Docker's `user[:group]`) is resolved in the root's files.
+    Create {
+        path: String,
+        chown: Option<String>,
+        files: CreateFn<'f>,
     },
 }
 
@@ -76,6 +88,9 @@ impl Eval<'_, '_, '_> {
             FsOp::Files(f) => self.in_container(ctx, line, None, f)?,
             FsOp::Run(spec) => self.in_container(ctx, line, Some(*spec), Box::new(|_| Ok(true)))?,
             FsOp::Mkdir { dir, user, files } => self.mkdir_step(ctx, line, &dir, &user, files)?,
+            FsOp::Create { path, chown, files } => {
+                self.create_step(ctx, line, &path, chown, files)?
+            }
         };
         let mut config = ctx.state.config.clone();
         let now = berth_image::timeutil::now_rfc3339_nano();
@@ -192,6 +207,72 @@ impl Eval<'_, '_, '_> {
                 self.in_container(ctx, line, None, files)
             }
         }
+    }
+
+    /// A step that writes below a new path (COPY): into a fresh upper directory when the
+    /// parent's layers decide it exactly (no mount: the layer is the same), else on the
+    /// mounted root.
+    fn create_step(
+        &mut self,
+        ctx: &StageCtx,
+        line: usize,
+        path: &str,
+        chown: Option<String>,
+        files: CreateFn<'_>,
+    ) -> Result<Option<LayerRecord>> {
+        let store = self.b.store;
+        let t0 = std::time::Instant::now();
+        let guard = ContainerGuard::new(store, "build")?;
+        let lowers = container::lower_dirs(store, &ctx.state.layers)?;
+        let upper = guard.work.join("upper");
+        let direct = (|| {
+            let l = Lowers(&lowers);
+            let owner = match &chown {
+                None => Some(None),
+                Some(u) => l.owner(u)?,
+            };
+            let Some(owner) = owner else {
+                return Ok((Direct::Mount, None));
+            };
+            Ok((l.prepare_new(&upper, path)?, owner))
+        })()
+        .map_err(|e| {
+            error::at(
+                line,
+                error::StepError::Fs {
+                    op: format!("COPY to {path}"),
+                    source: crate::fsops::FsError::Io {
+                        op: "preparing the layer of",
+                        path: upper.clone(),
+                        source: e,
+                    },
+                },
+            )
+        });
+        let (direct, owner) = match direct {
+            Ok(d) => d,
+            Err(e) => {
+                drop(guard);
+                return Err(e);
+            }
+        };
+        tracing::debug!("step on line {line}: {direct:?} in {:?}", t0.elapsed());
+        if direct != Direct::Created {
+            drop(guard);
+            let files: FilesFn<'_> = Box::new(move |root: &Path| {
+                let owner = chown
+                    .as_deref()
+                    .map(|u| crate::fsops::resolve_user(root, u))
+                    .transpose()
+                    .map_err(|e| error::at(line, e))?;
+                files(root, owner)?;
+                Ok(true)
+            });
+            return self.in_container(ctx, line, None, files);
+        }
+        // A failure drops the guard: the upper directory goes with it.
+        files(&upper, owner)?;
+        self.layer_of_upper(ctx, line, guard).map(Some)
     }
 
     /// Archives the upper directory of `guard` (nothing mounted on it any more) into the

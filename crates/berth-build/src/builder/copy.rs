@@ -177,6 +177,22 @@ impl Eval<'_, '_, '_> {
             excludes.patterns
         );
         let context = self.opts.context.clone();
+        // Written straight into the step's layer, without mounting the parent's, when every
+        // write lands at or below a path the parent does not have (`FsOp::Create`): not for
+        // ADD (archives unpack with their whiteouts), `--parents`, a destination with `..`,
+        // nor a glob copied to a file destination (a match may be a symlink that the next
+        // match is then written through).
+        let direct_path = (!is_add
+            && !c.parents
+            && !dest.split('/').any(|p| p == "..")
+            && (dest_dir_syntax || n_sources > 1 || !srcs.iter().any(|s| has_glob(s))))
+        .then(|| {
+            let comps: Vec<&str> = dest
+                .split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .collect();
+            format!("/{}", comps.join("/"))
+        });
         let plan = CopyPlan {
             store: self.b.store,
             keyword: c.keyword(),
@@ -190,10 +206,23 @@ impl Eval<'_, '_, '_> {
             excludes,
             line,
         };
-        let op = FsOp::Files(Box::new(move |root: &Path| {
-            do_copy(root, &context, &copy_ctx, &plan)?;
-            Ok(true)
-        }));
+        let op = match direct_path {
+            Some(path) => FsOp::Create {
+                path,
+                chown: plan.chown.clone(),
+                files: Box::new(move |root: &Path, owner| {
+                    do_copy(root, owner, &context, &copy_ctx, &plan)
+                }),
+            },
+            None => FsOp::Files(Box::new(move |root: &Path| {
+                let owner = match &plan.chown {
+                    Some(c) => Some(fsops::resolve_user(root, c).map_err(|e| at(line, e))?),
+                    None => None,
+                };
+                do_copy(root, owner, &context, &copy_ctx, &plan)?;
+                Ok(true)
+            })),
+        };
         self.commit(ctx, line, created_by, cache_text, cc, op)
     }
 
@@ -408,12 +437,15 @@ pub(super) fn hash_paths(
     Ok(Digest::from_sha256_bytes(h.finalize().into()))
 }
 
-fn do_copy(root: &Path, context: &Path, src: &CopySources, p: &CopyPlan<'_>) -> Result<()> {
+/// The copy into `root`, `owner` being `--chown` resolved in it.
+fn do_copy(
+    root: &Path,
+    owner: Option<(u32, u32)>,
+    context: &Path,
+    src: &CopySources,
+    p: &CopyPlan<'_>,
+) -> Result<()> {
     let line = p.line;
-    let owner = match &p.chown {
-        Some(c) => Some(fsops::resolve_user(root, c).map_err(|e| at(line, e))?),
-        None => None,
-    };
     let attrs = CopyAttrs {
         owner,
         mode: p.chmod,

@@ -122,17 +122,34 @@ impl Lowers<'_> {
         }
     }
 
-    /// `mkdir -p dir` (absolute, clean) as on the mounted overlay, done in `upper`: the
-    /// existing directories on the way are copied up (mode, owner, times and extended
-    /// attributes, as overlayfs copies a directory up; the one that gets the new
-    /// directory has its time changed by it), the missing ones made with mode 0755, owned
-    /// by `user` (Docker's `user[:group]`, read in the layers' `/etc/passwd` and
-    /// `/etc/group`; root when empty). `upper` is created only when something is made.
-    pub fn mkdir_all(&self, upper: &Path, dir: &str, user: &str) -> io::Result<Direct> {
-        let comps: Vec<&str> = dir.split('/').filter(|c| !c.is_empty()).collect();
-        // The existing part: plain directories only.
+    /// Docker's `user[:group]` read in the layers' `/etc/passwd` and `/etc/group` (`None`
+    /// for an empty one: the creator's, root). `Err(None)`: not decided here (a symlink on
+    /// the files' paths, an unknown user or group: the mounted path fails with Docker's
+    /// words).
+    pub fn owner(&self, user: &str) -> io::Result<Option<Option<(u32, u32)>>> {
+        if user.is_empty() {
+            return Ok(Some(None));
+        }
+        let (Some(passwd), Some(group)) = (
+            self.read_file("/etc/passwd")?,
+            self.read_file("/etc/group")?,
+        ) else {
+            return Ok(None);
+        };
+        let read = |f: &str| match f {
+            "/etc/passwd" => passwd.clone(),
+            "/etc/group" => group.clone(),
+            _ => String::new(),
+        };
+        Ok(fsops::resolve_user_with(user, read).ok().map(Some))
+    }
+
+    /// The existing part of `comps`: the layer giving each existing directory its
+    /// attributes (the topmost), until the first missing name; `None` when something else
+    /// is on the way (a symlink to follow, a file, a whiteout: overlayfs makes a directory
+    /// created over one opaque), which the mounted path decides.
+    fn existing_dirs(&self, comps: &[&str]) -> io::Result<Option<Vec<usize>>> {
         let mut dirs: Vec<usize> = (0..self.0.len()).collect();
-        // The layer whose directory gives each existing one its attributes (the topmost).
         let mut tops = Vec::new();
         while tops.len() < comps.len() {
             match self.child(&dirs, &comps[..=tops.len()])? {
@@ -141,42 +158,29 @@ impl Lowers<'_> {
                     dirs = d;
                 }
                 Found::Missing { whiteout: false } => break,
-                // A symlink to follow, a file in the way, a directory over a whiteout
-                // (overlayfs makes it opaque): the mounted path decides.
-                Found::Missing { whiteout: true } | Found::Other(..) => return Ok(Direct::Mount),
+                Found::Missing { whiteout: true } | Found::Other(..) => return Ok(None),
             }
         }
-        let have = tops.len();
-        if have == comps.len() {
-            return Ok(Direct::Exists);
-        }
-        let owner = if user.is_empty() {
-            None
-        } else {
-            let (Some(passwd), Some(group)) = (
-                self.read_file("/etc/passwd")?,
-                self.read_file("/etc/group")?,
-            ) else {
-                return Ok(Direct::Mount);
-            };
-            let read = |f: &str| match f {
-                "/etc/passwd" => passwd.clone(),
-                "/etc/group" => group.clone(),
-                _ => String::new(),
-            };
-            match fsops::resolve_user_with(user, read) {
-                Ok(o) => Some(o),
-                // The mounted path fails with the same words.
-                Err(_) => return Ok(Direct::Mount),
-            }
-        };
+        Ok(Some(tops))
+    }
+
+    /// Makes `comps` in `upper` (created): the existing directories (`tops`, see
+    /// [`Lowers::existing_dirs`]) copied up as overlayfs copies a directory up (mode, owner,
+    /// extended attributes), the missing ones with mode 0755, owned by `owner`. Returns the
+    /// copied-up ones with their lower times, to set back once everything below them exists.
+    fn copy_up(
+        &self,
+        upper: &Path,
+        comps: &[&str],
+        tops: &[usize],
+        owner: Option<(u32, u32)>,
+    ) -> io::Result<Vec<(OwnedFd, Timestamps)>> {
         fs::create_dir_all(upper)?;
         let mut cur: OwnedFd = rustix::fs::open(
             upper,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        // Copied up: their times are set back once everything below them exists.
         let mut copied: Vec<(OwnedFd, Timestamps)> = Vec::new();
         for (i, name) in comps.iter().enumerate() {
             rustix::fs::mkdirat(&cur, *name, Mode::from_raw_mode(0o700))?;
@@ -202,11 +206,53 @@ impl Lowers<'_> {
             }
             cur = fd;
         }
+        Ok(copied)
+    }
+
+    /// `mkdir -p dir` (absolute, clean) as on the mounted overlay, done in `upper`: the
+    /// existing directories on the way are copied up (mode, owner, times and extended
+    /// attributes, as overlayfs copies a directory up; the one that gets the new
+    /// directory has its time changed by it), the missing ones made with mode 0755, owned
+    /// by `user` (Docker's `user[:group]`, read in the layers' `/etc/passwd` and
+    /// `/etc/group`; root when empty). `upper` is created only when something is made.
+    pub fn mkdir_all(&self, upper: &Path, dir: &str, user: &str) -> io::Result<Direct> {
+        let comps: Vec<&str> = dir.split('/').filter(|c| !c.is_empty()).collect();
+        let Some(tops) = self.existing_dirs(&comps)? else {
+            return Ok(Direct::Mount);
+        };
+        if tops.len() == comps.len() {
+            return Ok(Direct::Exists);
+        }
+        let Some(owner) = self.owner(user)? else {
+            return Ok(Direct::Mount);
+        };
+        let mut copied = self.copy_up(upper, &comps, &tops, owner)?;
         // The last copied-up directory got a new one: its modification time is the
         // creation's (as on the overlay); the others keep the lower's times.
         if let Some((_, times)) = copied.last_mut() {
             times.last_modification.tv_nsec = rustix::fs::UTIME_OMIT;
         }
+        for (fd, times) in copied.iter().rev() {
+            rustix::fs::futimens(fd, times)?;
+        }
+        Ok(Direct::Created)
+    }
+
+    /// Prepares `upper` for a step that writes only at or below `path` (absolute, clean),
+    /// which must not exist in the layers (a missing name on the way, plain directories
+    /// before it): the existing directories are copied up as overlayfs copies them (times
+    /// included), nothing else is made, and the step then writes into `upper` what it would
+    /// write on the mounted overlay, with the same result. `Exists` (the path is there:
+    /// the step would merge with the layers' content) and `Mount` leave `upper` alone.
+    pub fn prepare_new(&self, upper: &Path, path: &str) -> io::Result<Direct> {
+        let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        let Some(tops) = self.existing_dirs(&comps)? else {
+            return Ok(Direct::Mount);
+        };
+        if tops.len() == comps.len() {
+            return Ok(Direct::Exists);
+        }
+        let copied = self.copy_up(upper, &comps[..tops.len()], &tops, None)?;
         for (fd, times) in copied.iter().rev() {
             rustix::fs::futimens(fd, times)?;
         }
@@ -494,6 +540,130 @@ mod tests {
         assert_eq!(
             tree(&direct, &fresh)[0],
             "srv 41777 3:4 3000000 [\"user.note\"]"
+        );
+    }
+
+    #[test]
+    fn prepare_new_copies_up_only_the_existing_parents_of_a_new_path() {
+        let d = tempfile::tempdir().unwrap();
+        let (top, base) = (layer(d.path(), "top"), layer(d.path(), "base"));
+        fs::create_dir_all(base.join("app/old")).unwrap();
+        fs::create_dir_all(base.join("gone")).unwrap();
+        fs::write(base.join("file"), "f").unwrap();
+        symlink("/app", base.join("link")).unwrap();
+        whiteout(&top.join("gone"));
+        fs::set_permissions(base.join("app"), fs::Permissions::from_mode(0o750)).unwrap();
+        std::os::unix::fs::chown(base.join("app"), Some(5), Some(6)).unwrap();
+        set_time(&base.join("app"), 5_000_000);
+        let lowers = [top, base];
+        let l = Lowers(&lowers);
+        let up = |n: &str| d.path().join(format!("up-{n}"));
+        // The path is there: the step would merge with it.
+        assert_eq!(l.prepare_new(&up("a"), "/app/old").unwrap(), Direct::Exists);
+        // A symlink, a file, a whiteout on the way: the mounted path.
+        assert_eq!(l.prepare_new(&up("a"), "/link/new").unwrap(), Direct::Mount);
+        assert_eq!(l.prepare_new(&up("a"), "/file/new").unwrap(), Direct::Mount);
+        assert_eq!(l.prepare_new(&up("a"), "/gone/new").unwrap(), Direct::Mount);
+        assert!(!up("a").exists());
+        assert_eq!(
+            l.prepare_new(&up("b"), "/app/new/deep").unwrap(),
+            Direct::Created
+        );
+        // Only the parent, with the lower's attributes and times: the step makes the rest.
+        assert_eq!(tree(&up("b"), &[]), vec!["app 40750 5:6 5000000 []"]);
+        assert_eq!(l.prepare_new(&up("c"), "/new").unwrap(), Direct::Created);
+        assert_eq!(tree(&up("c"), &[]), Vec::<String>::new());
+        // Users come from the layers' files; an unknown one is left to the mounted path.
+        fs::create_dir_all(lowers[1].join("etc")).unwrap();
+        fs::write(lowers[1].join("etc/passwd"), "app:x:12:34::/:/bin/sh\n").unwrap();
+        fs::write(lowers[1].join("etc/group"), "grp:x:56:\n").unwrap();
+        assert_eq!(l.owner("").unwrap(), Some(None));
+        assert_eq!(l.owner("app").unwrap(), Some(Some((12, 34))));
+        assert_eq!(l.owner("app:grp").unwrap(), Some(Some((12, 56))));
+        assert_eq!(l.owner("99:7").unwrap(), Some(Some((99, 7))));
+        assert_eq!(l.owner("nobody").unwrap(), None);
+        assert_eq!(l.owner("app:nogroup").unwrap(), None);
+    }
+
+    /// A COPY written into the upper directory `prepare_new` made gives the upper directory
+    /// the same COPY gives on the mounted overlay (root only).
+    #[test]
+    fn a_copy_into_a_new_path_matches_the_mounted_overlay() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root (overlay mounts)");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let (top, base, src) = (
+            layer(d.path(), "top"),
+            layer(d.path(), "base"),
+            layer(d.path(), "src"),
+        );
+        fs::create_dir_all(base.join("srv/www")).unwrap();
+        fs::create_dir_all(top.join("srv")).unwrap();
+        fs::set_permissions(top.join("srv"), fs::Permissions::from_mode(0o1777)).unwrap();
+        std::os::unix::fs::chown(top.join("srv"), Some(3), Some(4)).unwrap();
+        rustix::fs::setxattr(
+            top.join("srv"),
+            "user.note",
+            b"kept",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        set_time(&top.join("srv"), 3_000_000);
+        set_time(&base.join("srv/www"), 4_000_000);
+        // The copied tree: a file, an executable, a symlink, a subdirectory.
+        fs::create_dir_all(src.join("files/sub")).unwrap();
+        fs::write(src.join("files/a.txt"), "a").unwrap();
+        fs::write(src.join("files/sub/run.sh"), "#!/bin/sh").unwrap();
+        fs::set_permissions(
+            src.join("files/sub/run.sh"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        symlink("../a.txt", src.join("files/sub/link")).unwrap();
+        for p in ["files/a.txt", "files/sub/run.sh", "files/sub", "files"] {
+            set_time(&src.join(p), 6_000_000);
+        }
+        let copy = |root: &Path| {
+            let owner = Some((1000, 1000));
+            fsops::mkdir_all(root, "/srv/www/site/files", owner).unwrap();
+            let dst = fsops::resolve_in_root(root, "/srv/www/site/files", true).unwrap();
+            let attrs = fsops::CopyAttrs {
+                owner,
+                ..Default::default()
+            };
+            for e in fsops::sorted_entries(&src.join("files")).unwrap() {
+                fsops::copy_entry(&e.path(), &dst.join(e.file_name()), &attrs).unwrap();
+            }
+        };
+        let lowers = [top, base];
+        let direct = d.path().join("direct");
+        assert_eq!(
+            Lowers(&lowers)
+                .prepare_new(&direct, "/srv/www/site/files")
+                .unwrap(),
+            Direct::Created
+        );
+        copy(&direct);
+        let (merged, upper, work) = (
+            layer(d.path(), "merged"),
+            layer(d.path(), "upper"),
+            layer(d.path(), "work"),
+        );
+        berth_image::snapshot::mount_overlay_volatile(&lowers, (&upper, &work), &merged).unwrap();
+        let copied = std::panic::catch_unwind(|| copy(&merged));
+        berth_image::snapshot::unmount(&merged).unwrap();
+        copied.unwrap();
+        let fresh = ["srv/www", "srv/www/site", "srv/www/site/files"];
+        assert_eq!(tree(&direct, &fresh), tree(&upper, &fresh));
+        assert_eq!(
+            tree(&direct, &fresh)[..3],
+            [
+                "srv 41777 3:4 3000000 [\"user.note\"]",
+                "srv/www 40755 0:0 now []",
+                "srv/www/site 40755 1000:1000 now []",
+            ]
         );
     }
 }
