@@ -802,7 +802,7 @@ impl Drop for DirImages {
             {
                 continue;
             }
-            if let Err(e) = self.store.remove(&id.to_string(), true, &|_| false) {
+            if let Err(e) = self.store.remove(&id.to_string(), true, &|_| Vec::new()) {
                 tracing::warn!("removing the build's temporary image {id}: {e}");
             }
         }

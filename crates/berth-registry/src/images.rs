@@ -257,6 +257,11 @@ impl LocalBackend {
     fn in_use(_id: &ImageId) -> bool {
         false
     }
+
+    /// The containers using the image (none: containers do not exist yet).
+    fn users(_id: &ImageId) -> Vec<berth_image::image_store::ImageUser> {
+        Vec::new()
+    }
 }
 
 impl ImageBackend for LocalBackend {
@@ -285,7 +290,7 @@ impl ImageBackend for LocalBackend {
     }
 
     fn remove(&self, name: &str, force: bool) -> Result<Vec<DeleteItem>, BackendError> {
-        Ok(self.store.remove(name, force, &Self::in_use)?)
+        Ok(self.store.remove(name, force, &Self::users)?)
     }
 
     fn save(&self, names: &[String], out: &mut dyn Write) -> Result<(), BackendError> {

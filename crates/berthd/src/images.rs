@@ -15,7 +15,7 @@ use base64::Engine as _;
 use berth_api::image::{AuthConfig, AuthResponse, DeleteItem, InspectImage, PushResult};
 use berth_api::message::{JsonMessage, ProgressDetail};
 use berth_api::ApiVersion;
-use berth_image::image_store::{ImageId, ImageStore};
+use berth_image::image_store::{ImageId, ImageStore, ImageUser};
 use berth_image::manifest::Platform;
 use berth_image::{Digest, Reference};
 use berth_registry::images::{BackendError, ImageBackend, LocalBackend};
@@ -523,24 +523,22 @@ pub fn tag(engine: &Engine, name: &str, target: &Reference) -> Result<()> {
 /// `DELETE /images/{name}`: Docker's rules (a container using the image blocks removing
 /// its last reference unless forced; another tag of it is just untagged).
 pub fn remove(engine: &Engine, name: &str, force: bool) -> Result<Vec<DeleteItem>> {
-    let in_use = in_use_fn(engine);
-    if !force {
-        // The store refuses the same; this names the container, as dockerd's message does.
-        let last_reference = |r: &berth_image::image_store::Resolved| {
-            !r.by_id() && berth_image::image_store::is_single_reference(&r.image.references())
-        };
-        if let Some(r) = engine.images.resolve(name).ok().filter(last_reference) {
-            let id = r.image.id.to_string();
-            if let Some(c) = engine.list().into_iter().find(|c| c.image == id) {
-                let short: String = c.id.chars().take(12).collect();
-                let img: String = id.trim_start_matches("sha256:").chars().take(12).collect();
-                return Err(EngineError::Conflict(format!(
-                    "conflict: unable to remove repository reference \"{name}\" (must force) - container {short} is using its referenced image {img}"
-                )));
-            }
-        }
+    if name.trim().is_empty() {
+        return Err(EngineError::BadRequest("image name cannot be blank".into()));
     }
-    let items = engine.images.remove(name, force, &in_use).map_err(|e| {
+    let containers = engine.list();
+    let users = |id: &ImageId| {
+        let id = id.to_string();
+        containers
+            .iter()
+            .filter(|c| c.image == id)
+            .map(|c| ImageUser {
+                container: c.id.clone(),
+                running: c.state.running || c.state.restarting,
+            })
+            .collect()
+    };
+    let items = engine.images.remove(name, force, &users).map_err(|e| {
         if e.is_not_found() {
             EngineError::Missing(e.to_string())
         } else if matches!(e, berth_image::image_store::ImageStoreError::Conflict(_)) {

@@ -74,3 +74,64 @@ fn events_until_replays_history_and_requests_log_theirs() {
     // A name that is no prefix matches nothing.
     assert_eq!(events_until_now(&d, &["container=web"]), "");
 }
+
+/// `docker rmi`'s conflicts as dockerd words them: a running container's image cannot be
+/// removed even with `-f`, a stopped one's needs `-f`, a parent image (the base of a classic
+/// build) is kept, and a blank name is refused.
+#[test]
+fn rmi_conflicts_name_running_containers_and_children() {
+    let d = root_daemon!("docker");
+    let ctx = dockerfile_context("FROM busybox\nRUN echo hello > /hi\n");
+    d.classic_build(ctx.path(), &["-q", "-t", "child"]).ok();
+    let busybox = d.inspect("{{.ID}}", "busybox").trim().to_string();
+    assert_eq!(d.inspect("{{.Parent}}", "child").trim(), busybox);
+    // busybox is the parent of child: not even -f removes it, and it keeps its tag.
+    let short = &busybox["sha256:".len()..][..12];
+    for args in [
+        vec!["rmi", busybox.as_str()],
+        vec!["rmi", "-f", busybox.as_str()],
+    ] {
+        d.docker(&args).failed(
+            1,
+            format!(
+                "Error response from daemon: conflict: unable to delete {short} (cannot be forced) - image has dependent child images\n"
+            ),
+        );
+    }
+    assert_eq!(d.inspect("{{.ID}}", "busybox:latest").trim(), busybox);
+
+    let child = d.inspect("{{.ID}}", "child").trim().to_string();
+    let cshort = &child["sha256:".len()..][..12];
+    d.docker_out("tag child child:two", &[]);
+    let running = d.docker_out("run -d child sleep 100", &[]);
+    let rshort = &running.trim()[..12];
+    // Two tags, by ID and forced: a running container's image is a hard conflict.
+    d.docker(&["rmi", "-f", &child]).failed(
+        1,
+        format!(
+            "Error response from daemon: conflict: unable to delete {cshort} (cannot be forced) - image is being used by running container {rshort}\n"
+        ),
+    );
+    d.docker_out("rm -f", &[running.trim()]);
+    d.docker_out("rmi child:two", &[]);
+    // One tag, a stopped container: without -f refused, naming it; with -f deleted.
+    let stopped = d.docker_out("create child", &[]);
+    let sshort = &stopped.trim()[..12];
+    d.docker(&["rmi", &child]).failed(
+        1,
+        format!(
+            "Error response from daemon: conflict: unable to delete {cshort} (must be forced) - image is being used by stopped container {sshort}\n"
+        ),
+    );
+    d.docker(&["rmi", "child"]).failed(
+        1,
+        format!(
+            "Error response from daemon: conflict: unable to remove repository reference \"child\" (must force) - container {sshort} is using its referenced image {cshort}\n"
+        ),
+    );
+    d.docker(&["rmi", "-f", &child]).ok();
+    d.docker(&["rmi", " "]).failed(
+        1,
+        "Error response from daemon: image name cannot be blank\n",
+    );
+}

@@ -73,6 +73,7 @@ pub(crate) fn load(store: &ImageStore, p: &Path) -> Option<State> {
         id: Digest::of_bytes(rec.config.as_bytes()),
         config,
         layers: rec.layers,
+        base: None,
     })
 }
 

@@ -353,6 +353,12 @@ impl Eval<'_, '_, '_> {
                     .map(|(l, d)| l.input(d.clone()))
                     .collect(),
                 tags: self.opts.tags.clone(),
+                // The image the build started from (dockerd: the last step's image, whose
+                // chain leads there): `rmi` refuses to delete a parent.
+                parent: fin
+                    .base
+                    .clone()
+                    .filter(|b| self.opts.record_parent && *b != id),
                 ..Default::default()
             })
             .map_err(error::store("registering the image"))?;

@@ -92,6 +92,9 @@ pub struct BuildOptions {
     pub ssh: BTreeMap<String, std::path::PathBuf>,
     /// `Output` events instead of `Stream` for containers' output (see [`Event::Output`]).
     pub output_events: bool,
+    /// Record the image the final stage started from as the built image's parent (the classic
+    /// builder's `Parent`, which `rmi` protects; BuildKit's images have none).
+    pub record_parent: bool,
     /// The context is still arriving (see [`ContextGate`]); `None`: it is all there.
     pub context_gate: Option<ContextGate>,
 }
@@ -511,6 +514,7 @@ impl Eval<'_, '_, '_> {
             config,
             layers: res.image.layers.clone(),
             id: res.image.id.clone(),
+            base: None,
         })
     }
 

@@ -228,7 +228,9 @@ impl Eval<'_, '_, '_> {
                 labels.insert(k.clone(), v.clone());
             }
             config.config = Some(cc);
+            let base = fin.base.clone();
             fin = State::new(config, fin.layers)?.0;
+            fin.base = base;
         }
         self.register(&fin)
     }

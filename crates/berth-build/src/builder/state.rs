@@ -14,6 +14,9 @@ pub(crate) struct State {
     pub config: ImageConfig,
     pub layers: Vec<LayerRecord>,
     pub id: Digest,
+    /// The local image the stage started from (through `FROM stage` too): the built image's
+    /// parent, as the classic builder records one (set when a stage ends).
+    pub base: Option<Digest>,
 }
 
 impl State {
@@ -74,6 +77,7 @@ impl State {
             config,
             layers: vec![],
             id: Digest::of_bytes(&bytes),
+            base: None,
         }
     }
 
@@ -85,7 +89,15 @@ impl State {
     ) -> Result<(State, Vec<u8>), serde_json::Error> {
         let bytes = serde_json::to_vec(&config)?;
         let id = Digest::of_bytes(&bytes);
-        Ok((Self { config, layers, id }, bytes))
+        Ok((
+            Self {
+                config,
+                layers,
+                id,
+                base: None,
+            },
+            bytes,
+        ))
     }
 }
 

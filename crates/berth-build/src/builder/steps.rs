@@ -141,12 +141,16 @@ impl Eval<'_, '_, '_> {
             }
         }
         let name = schedule::base_image_name(st, &scope, self.escape)?;
-        let state = if schedule::stage_ref(self.stage_names, &name, index).is_some() {
-            self.source_state(&name, index, line)?
+        let (state, base) = if schedule::stage_ref(self.stage_names, &name, index).is_some() {
+            let s = self.source_state(&name, index, line)?;
+            let base = s.base.clone();
+            (s, base)
         } else if name == "scratch" {
-            State::scratch(want.as_ref().unwrap_or(&self.target))
+            (State::scratch(want.as_ref().unwrap_or(&self.target)), None)
         } else {
-            self.image_state(&name, line, true, want.as_ref())?
+            let s = self.image_state(&name, line, true, want.as_ref())?;
+            let base = Some(s.id.clone());
+            (s, base)
         };
         self.say(format!(" ---> {}\n", short(&state.id)))?;
         self.step_event(super::StepEvent::Done { number: from_step })?;
@@ -165,7 +169,9 @@ impl Eval<'_, '_, '_> {
             self.dispatch(&mut ctx, step, meta)?;
             self.step_event(super::StepEvent::Done { number })?;
         }
-        Ok(ctx.state)
+        let mut state = ctx.state;
+        state.base = base;
+        Ok(state)
     }
 
     /// Runs the base image's ONBUILD triggers (once: the stage's image does not keep them).

@@ -163,7 +163,7 @@ fn oci_layout_with_nested_multi_platform_index() {
     assert!(store.snapshotter().unwrap().exists(&diff_id));
     // Removing the image deletes the index blob too.
     store
-        .remove("example.com/multi:1", false, &|_| false)
+        .remove("example.com/multi:1", false, &|_| Vec::new())
         .unwrap();
     assert!(store.blobs().list().unwrap().is_empty());
 }

@@ -32,7 +32,7 @@ mod remove;
 mod views;
 
 pub use content::{decompress, layer_content_size, synthesize_manifest, tar_content_size};
-pub use remove::is_single_reference;
+pub use remove::{is_single_reference, ImageUser};
 pub use views::path_match;
 
 use names::{resolve_in, set_tags, untag_in};

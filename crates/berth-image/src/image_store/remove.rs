@@ -3,20 +3,59 @@
 
 use super::*;
 
+/// A container using an image, as `rmi`'s conflicts name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageUser {
+    /// The container's ID.
+    pub container: String,
+    /// Running (or restarting, or paused): a conflict even `force` cannot lift.
+    pub running: bool,
+}
+
+impl ImageUser {
+    fn short(&self) -> &str {
+        &self.container[..self.container.len().min(12)]
+    }
+}
+
+/// moby's `conflictType` bits: what `rmi` checks before deleting an image.
+const CONFLICT_CHILD: u8 = 1;
+const CONFLICT_RUNNING: u8 = 2;
+const CONFLICT_REFERENCE: u8 = 4;
+const CONFLICT_STOPPED: u8 = 8;
+const CONFLICT_HARD: u8 = CONFLICT_CHILD | CONFLICT_RUNNING;
+const CONFLICT_SOFT: u8 = CONFLICT_REFERENCE | CONFLICT_STOPPED;
+
+/// A reason not to delete an image (moby's `imageDeleteConflict`).
+struct DeleteConflict {
+    /// Not even with `force`.
+    hard: bool,
+    /// A container uses the image.
+    used: bool,
+    message: String,
+}
+
 impl ImageStore {
-    /// Removes an image or a reference to it, following Docker's `rmi` rules:
+    /// Removes an image or a reference to it, following Docker's `rmi` rules (moby's
+    /// `ImageDelete`):
     ///
     /// - by name: the reference is removed (`Untagged`); if other references remain, that is
     ///   all. Refused without `force` when it is the last reference and a container uses it.
-    /// - by ID: refused without `force` when the image is referenced in several repositories
-    ///   (or by more than one tag); otherwise its references are removed.
-    /// - then the image is deleted unless a container uses it (without `force`), together
-    ///   with the blobs and snapshots that no other image uses.
+    /// - by ID: with at most one tag (all references in one repository) the references are
+    ///   removed first, unless a child image or a running container (or without `force` a
+    ///   stopped one) uses the image.
+    /// - then the image is deleted: never while it has child images or a running container
+    ///   uses it; without `force` neither while a stopped container uses it or references
+    ///   remain. After a reference removed by name such a conflict just leaves the image (as
+    ///   dockerd does quietly), unless it is dangling and unused.
+    ///
+    /// The blobs and snapshots no other image uses go with it. `users` lists the containers
+    /// using an image.
     pub fn remove(
         &self,
         name_or_id: &str,
         force: bool,
-        in_use: &dyn Fn(&ImageId) -> bool,
+        users: &dyn Fn(&ImageId) -> Vec<ImageUser>,
     ) -> Result<Vec<DeleteItem>> {
         let _g = self.lock()?;
         let mut idx = self.read_index()?;
@@ -24,14 +63,18 @@ impl ImageStore {
         let id = resolved.image.id.clone();
         let mut records = Vec::new();
         let refs = resolved.image.references();
+        let mut quiet = false;
         match &resolved.reference {
             Some(r) => {
-                if !force && is_single_reference(&refs) && in_use(&id) {
-                    return Err(ImageStoreError::Conflict(format!(
-                        "conflict: unable to remove repository reference {:?} (must force) - container is using its referenced image {}",
-                        name_or_id,
-                        id.short()
-                    )));
+                if !force && is_single_reference(&refs) {
+                    if let Some(u) = users(&id).first() {
+                        return Err(ImageStoreError::Conflict(format!(
+                            "conflict: unable to remove repository reference {:?} (must force) - container {} is using its referenced image {}",
+                            name_or_id,
+                            u.short(),
+                            id.short()
+                        )));
+                    }
                 }
                 untag_in(&mut idx, r)?;
                 records.push(DeleteItem::Untagged(r.familiar_string()));
@@ -62,11 +105,17 @@ impl ImageStore {
                     self.write_index(&idx)?;
                     return Ok(records);
                 }
+                quiet = true;
             }
             None => {
                 if is_single_reference(&refs) {
-                    if !force && in_use(&id) {
-                        return Err(conflict_in_use(&id));
+                    let mask = if force {
+                        CONFLICT_HARD
+                    } else {
+                        CONFLICT_HARD | CONFLICT_STOPPED
+                    };
+                    if let Some(c) = delete_conflict(&idx, &id, mask, users) {
+                        return Err(c.into_error(&id));
                     }
                     for r in &refs {
                         untag_in(&mut idx, r)?;
@@ -76,24 +125,23 @@ impl ImageStore {
             }
         }
         // imageDeleteHelper
-        let rec = idx.images[id.hex()].clone();
-        if !force {
-            if in_use(&id) {
-                return Err(conflict_in_use(&id));
+        let mask = if force {
+            CONFLICT_HARD
+        } else {
+            CONFLICT_HARD | CONFLICT_SOFT
+        };
+        if let Some(c) = delete_conflict(&idx, &id, mask, users) {
+            let rec = &idx.images[id.hex()];
+            let dangling = rec.repo_tags.is_empty()
+                && rec.repo_digests.is_empty()
+                && !idx.images.values().any(|i| i.parent.as_ref() == Some(&id));
+            if quiet && (!dangling || c.used) {
+                self.write_index(&idx)?;
+                return Ok(records);
             }
-            if !rec.repo_tags.is_empty() || !rec.repo_digests.is_empty() {
-                return Err(ImageStoreError::Conflict(format!(
-                    "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
-                    id.short()
-                )));
-            }
-            if idx.images.values().any(|i| i.parent.as_ref() == Some(&id)) {
-                return Err(ImageStoreError::Conflict(format!(
-                    "conflict: unable to delete {} (must be forced) - image has dependent child images",
-                    id.short()
-                )));
-            }
+            return Err(c.into_error(&id));
         }
+        let rec = idx.images[id.hex()].clone();
         for r in rec.references() {
             untag_in(&mut idx, &r)?;
             records.push(DeleteItem::Untagged(r.familiar_string()));
@@ -256,11 +304,63 @@ impl ImageStore {
     }
 }
 
-pub(super) fn conflict_in_use(id: &ImageId) -> ImageStoreError {
-    ImageStoreError::Conflict(format!(
-        "conflict: unable to delete {} (must be forced) - image is being used by a container",
-        id.short()
-    ))
+/// The first of the conflicts in `mask` that keeps `id` from being deleted (moby's
+/// `checkImageDeleteConflict`, in its order).
+fn delete_conflict(
+    idx: &Index,
+    id: &ImageId,
+    mask: u8,
+    users: &dyn Fn(&ImageId) -> Vec<ImageUser>,
+) -> Option<DeleteConflict> {
+    let conflict = |hard, used, message: String| {
+        Some(DeleteConflict {
+            hard,
+            used,
+            message,
+        })
+    };
+    if mask & CONFLICT_CHILD != 0 && idx.images.values().any(|i| i.parent.as_ref() == Some(id)) {
+        return conflict(true, false, "image has dependent child images".into());
+    }
+    let users = if mask & (CONFLICT_RUNNING | CONFLICT_STOPPED) != 0 {
+        users(id)
+    } else {
+        Vec::new()
+    };
+    if mask & CONFLICT_RUNNING != 0 {
+        if let Some(u) = users.iter().find(|u| u.running) {
+            let m = format!("image is being used by running container {}", u.short());
+            return conflict(true, true, m);
+        }
+    }
+    let rec = &idx.images[id.hex()];
+    if mask & CONFLICT_REFERENCE != 0 && (!rec.repo_tags.is_empty() || !rec.repo_digests.is_empty())
+    {
+        let m = "image is referenced in multiple repositories".to_string();
+        return conflict(false, false, m);
+    }
+    if mask & CONFLICT_STOPPED != 0 {
+        if let Some(u) = users.iter().find(|u| !u.running) {
+            let m = format!("image is being used by stopped container {}", u.short());
+            return conflict(false, true, m);
+        }
+    }
+    None
+}
+
+impl DeleteConflict {
+    fn into_error(self, id: &ImageId) -> ImageStoreError {
+        let force = if self.hard {
+            "cannot be forced"
+        } else {
+            "must be forced"
+        };
+        ImageStoreError::Conflict(format!(
+            "conflict: unable to delete {} ({force}) - {}",
+            id.short(),
+            self.message
+        ))
+    }
 }
 
 /// At most one tag, and every reference in one repository (moby's `isSingleReference`):

@@ -67,6 +67,10 @@ fn store() -> (tempfile::TempDir, ImageStore) {
     (d, s)
 }
 
+fn nobody(_: &ImageId) -> Vec<ImageUser> {
+    Vec::new()
+}
+
 fn never(_: &ImageId) -> bool {
     false
 }
@@ -166,19 +170,29 @@ fn rmi_rules() {
     let a = add_image(&s, std::slice::from_ref(&shared), &["a:1", "a:2"], "a");
     let b = add_image(&s, &[shared.clone(), top.clone()], &["b"], "b");
     // Two tags: removing by name only untags.
-    let out = s.remove("a:1", false, &never).unwrap();
+    let out = s.remove("a:1", false, &nobody).unwrap();
     assert_eq!(out, vec![DeleteItem::Untagged("a:1".into())]);
     assert!(s.get(&a).is_ok());
     // Referenced in several repositories: by ID refused without force.
     s.tag("a:2", &Reference::parse("other:x").unwrap()).unwrap();
-    let e = s.remove(&a.hex()[..12], false, &never).unwrap_err();
+    let e = s.remove(&a.hex()[..12], false, &nobody).unwrap_err();
     assert!(
         e.to_string()
             .contains("must be forced) - image is referenced in multiple repositories"),
         "{e}"
     );
     // In use: refused.
-    let used = |i: &ImageId| *i == a;
+    let used = |i: &ImageId| {
+        let user = ImageUser {
+            container: "c0ffee".repeat(10),
+            running: false,
+        };
+        if *i == a {
+            vec![user]
+        } else {
+            vec![]
+        }
+    };
     s.untag(&Reference::parse("other:x").unwrap()).unwrap();
     let e = s.remove("a:2", false, &used).unwrap_err();
     assert!(
@@ -189,7 +203,7 @@ fn rmi_rules() {
     let e = s.remove(a.hex(), false, &used).unwrap_err();
     assert!(e.to_string().contains("being used"), "{e}");
     // Last reference by name: untag and delete; the shared layer blob stays for b.
-    let out = s.remove("a:2", false, &never).unwrap();
+    let out = s.remove("a:2", false, &nobody).unwrap();
     assert_eq!(out[0], DeleteItem::Untagged("a:2".into()));
     assert_eq!(out[1], DeleteItem::Deleted(a.to_string()));
     assert!(s.get(&a).is_err());
@@ -197,7 +211,7 @@ fn rmi_rules() {
     assert!(s.blobs().exists(&shared_d));
     assert!(!s.blobs().exists(&a));
     // By ID with one tag: untag + delete, now the shared blob goes too.
-    let out = s.remove(&b.hex()[..5], false, &never).unwrap();
+    let out = s.remove(&b.hex()[..5], false, &nobody).unwrap();
     assert_eq!(out[0], DeleteItem::Untagged("b:latest".into()));
     assert_eq!(out[1], DeleteItem::Deleted(b.to_string()));
     assert!(!s.blobs().exists(&shared_d));
@@ -209,10 +223,10 @@ fn rmi_rules() {
     assert!(s.list().unwrap().is_empty());
     // Force removes every reference.
     let c = add_image(&s, std::slice::from_ref(&top), &["c", "d"], "c");
-    let out = s.remove(c.hex(), true, &never).unwrap();
+    let out = s.remove(c.hex(), true, &nobody).unwrap();
     assert_eq!(out.len(), 4, "{out:?}"); // 2 untagged, the image, its layer
     assert!(s
-        .remove("nothing", true, &never)
+        .remove("nothing", true, &nobody)
         .unwrap_err()
         .is_not_found());
 }

@@ -32,7 +32,11 @@ fn truthy(v: Option<&String>) -> bool {
 fn parse_options(pairs: &[(String, String)]) -> Result<(BuildOptions, String, bool), ApiError> {
     // As Go's `FormValue`: the first of repeated parameters.
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v);
-    let mut o = BuildOptions::default();
+    let mut o = BuildOptions {
+        // The classic builder's images have their base as parent.
+        record_parent: true,
+        ..Default::default()
+    };
     for (k, v) in pairs {
         if k == "t" && !v.is_empty() {
             let r = Reference::parse_normalized(v)
