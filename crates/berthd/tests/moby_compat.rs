@@ -1,5 +1,7 @@
 //! Behaviours of dockerd 28 that moby's own API integration tests (`integration/container`)
-//! check: request validation at create (messages and status codes) and default sysctls.
+//! check: request validation at create (messages and status codes), JSON bodies, resize
+//! parameters, exec resize and update conflicts, default sysctls, and the IPC mode older
+//! clients get.
 
 mod common;
 use common::*;
@@ -136,6 +138,121 @@ fn create_settings_are_checked_with_dockerds_messages() {
 }
 
 #[test]
+fn json_bodies_are_checked_as_dockerd_does() {
+    let d = root_daemon!();
+    d.docker(&["run", "-d", "--name", "c1", "busybox", "top"])
+        .ok();
+    for ep in [
+        "/containers/create",
+        "/containers/c1/update",
+        "/containers/nosuch/exec",
+        "/commit?container=nosuch",
+        "/exec/nosuch/start",
+        "/networks/create",
+        "/volumes/create",
+    ] {
+        let m = api_error(&post_as(&d, ep, "text/plain", "{}"), 400);
+        assert_eq!(
+            m, "unsupported Content-Type header (text/plain): must be 'application/json'",
+            "{ep}"
+        );
+        let m = api_error(&post_as(&d, ep, "", "{}"), 400);
+        assert_eq!(
+            m, "malformed Content-Type header (): mime: no media type",
+            "{ep}"
+        );
+        let m = api_error(&post_as(&d, ep, "application/json", "{invalid json"), 400);
+        assert_eq!(
+            m, "invalid JSON: invalid character 'i' looking for beginning of object key string",
+            "{ep}"
+        );
+        let m = api_error(
+            &post_as(&d, ep, "application/json", "{} trailing content"),
+            400,
+        );
+        assert_eq!(m, "invalid JSON: unexpected content after JSON", "{ep}");
+    }
+    // A charset parameter is fine, and an empty body needs no content type.
+    let r = post_as(
+        &d,
+        "/containers/c1/update",
+        "application/json; charset=utf-8",
+        r#"{"CpuShares":512}"#,
+    );
+    assert!(r.starts_with("HTTP/1.1 200 "), "{r}");
+    let r = post_as(&d, "/containers/c1/pause", "", "");
+    assert!(r.starts_with("HTTP/1.1 204 "), "{r}");
+    d.docker(&["unpause", "c1"]).ok();
+    finish(d);
+}
+
+#[test]
+fn resize_parameters_and_conflicts_read_as_dockerds() {
+    let d = root_daemon!();
+    d.docker(&["run", "-d", "-t", "--name", "c1", "busybox", "top"])
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(
+        d.post("/containers/c1/exec", r#"{"Cmd":["top"],"Tty":true}"#)
+            .split_once("\r\n\r\n")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    let exec = v["Id"].as_str().unwrap().to_string();
+    let r = d.post(
+        &format!("/exec/{exec}/start"),
+        r#"{"Detach":true,"Tty":true}"#,
+    );
+    assert!(r.starts_with("HTTP/1.1 200 "), "{r}");
+    for base in ["/containers/c1/resize", &format!("/exec/{exec}/resize")] {
+        for (query, message) in [
+            ("w=100", r#"invalid resize height "": invalid syntax"#),
+            ("h=100", r#"invalid resize width "": invalid syntax"#),
+            ("h=x&w=100", r#"invalid resize height "x": invalid syntax"#),
+            (
+                "h=100&w=%2B5",
+                r#"invalid resize width "+5": invalid syntax"#,
+            ),
+            (
+                "h=-100&w=100",
+                r#"invalid resize height "-100": value out of range"#,
+            ),
+            (
+                "h=100&w=4294967296",
+                r#"invalid resize width "4294967296": value out of range"#,
+            ),
+        ] {
+            let m = api_error(&d.post(&format!("{base}?{query}"), ""), 400);
+            assert_eq!(m, message, "{base}?{query}");
+        }
+        let r = d.post(&format!("{base}?h=40&w=80"), "");
+        assert!(r.starts_with("HTTP/1.1 200 "), "{base}: {r}");
+    }
+    // Resizing an exec of a stopped container: a conflict.
+    d.docker(&["kill", "c1"]).ok();
+    wait("c1 to stop", || {
+        d.inspect("{{.State.Running}}", "c1").trim() == "false"
+    });
+    let m = api_error(&d.post(&format!("/exec/{exec}/resize?h=40&w=40"), ""), 409);
+    assert!(m.contains("is not running"), "{m}");
+    // A restart policy on an auto-removed container: a conflict too.
+    d.docker(&["run", "-d", "--rm", "--name", "c2", "busybox", "top"])
+        .ok();
+    let m = api_error(
+        &d.post(
+            "/containers/c2/update",
+            r#"{"RestartPolicy":{"Name":"always"}}"#,
+        ),
+        409,
+    );
+    assert_eq!(
+        m,
+        "Restart policy cannot be updated because AutoRemove is enabled for the container"
+    );
+    finish(d);
+}
+
+#[test]
 fn containers_get_dockerds_default_sysctls_and_domain_name() {
     let d = root_daemon!();
     let cat = |args: &[&str]| {
@@ -164,5 +281,68 @@ fn containers_get_dockerds_default_sysctls_and_domain_name() {
         ]),
         "0\t2147483647\n1024\n(none)\n"
     );
+    finish(d);
+}
+
+#[test]
+fn clients_older_than_1_40_get_shareable_ipc() {
+    let d = root_daemon!();
+    for (version, mode) in [("v1.39", "shareable"), ("v1.40", "private")] {
+        let id = created(&d.post(
+            &format!("/{version}/containers/create"),
+            r#"{"Image":"busybox","Cmd":["true"]}"#,
+        ));
+        assert_eq!(
+            d.inspect("{{.HostConfig.IpcMode}}", &id).trim(),
+            mode,
+            "{version}"
+        );
+    }
+    finish(d);
+}
+
+#[test]
+fn pids_limit_updates_as_dockerd() {
+    let d = root_daemon!();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "pl",
+        "--pids-limit",
+        "32",
+        "busybox",
+        "top",
+    ])
+    .ok();
+    let limit = || {
+        d.inspect("{{.HostConfig.PidsLimit}}", "pl")
+            .trim()
+            .to_string()
+    };
+    let cgroup = || {
+        // cgroup v2, or v1's pids hierarchy.
+        let sh = "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max";
+        d.docker(&["exec", "pl", "sh", "-c", sh]).ok().stdout
+    };
+    // Below API 1.40 an update leaves the limit alone.
+    let r = d.post("/v1.39/containers/pl/update", r#"{"PidsLimit":16}"#);
+    assert!(r.starts_with("HTTP/1.1 200 "), "{r}");
+    assert_eq!((limit(), cgroup()), ("32".into(), "32\n".into()));
+    // Any value below 1 removes it.
+    for unlimited in ["-2", "-1", "0"] {
+        d.post("/containers/pl/update", r#"{"PidsLimit":8}"#);
+        assert_eq!(cgroup(), "8\n");
+        let r = d.post(
+            "/containers/pl/update",
+            &format!(r#"{{"PidsLimit":{unlimited}}}"#),
+        );
+        assert!(r.starts_with("HTTP/1.1 200 "), "{r}");
+        assert_eq!(
+            (limit(), cgroup()),
+            ("0".into(), "max\n".into()),
+            "{unlimited}"
+        );
+    }
     finish(d);
 }
