@@ -114,8 +114,46 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return from_value(Value::Object(Map::new()));
     }
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::new(e.to_string()))?;
+    let mut values = serde_json::Deserializer::from_slice(bytes).into_iter::<Value>();
+    let v = match values.next() {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => return Err(DecodeError::new(go_syntax_error(bytes, &e))),
+        None => return from_value(Value::Object(Map::new())),
+    };
+    // Go's `Decoder.More` after the document: anything but white space is refused.
+    if bytes[values.byte_offset()..]
+        .iter()
+        .any(|b| !b.is_ascii_whitespace())
+    {
+        return Err(DecodeError::new("unexpected content after JSON"));
+    }
     from_value(v)
+}
+
+/// Go's `encoding/json` wording of a syntax error where it has one (`invalid character 'i'
+/// looking for beginning of object key string`), serde_json's otherwise.
+fn go_syntax_error(bytes: &[u8], e: &serde_json::Error) -> String {
+    if e.is_eof() {
+        return "unexpected EOF".into();
+    }
+    // The offending byte: serde_json's line and (1-based) column point at it.
+    let at = bytes
+        .split(|b| *b == b'\n')
+        .nth(e.line().saturating_sub(1))
+        .and_then(|l| l.get(e.column().saturating_sub(1)))
+        .map(|b| *b as char);
+    let text = e.to_string();
+    let looking = if text.starts_with("key must be a string") {
+        "looking for beginning of object key string"
+    } else if text.starts_with("expected value") {
+        "looking for beginning of value"
+    } else {
+        return text;
+    };
+    match at {
+        Some(c) if !c.is_control() => format!("invalid character {c:?} {looking}"),
+        _ => text,
+    }
 }
 
 /// Decodes a string (a query parameter holding JSON, such as `filters` or `buildargs`).
@@ -436,6 +474,35 @@ mod tests {
     use serde::Deserialize;
 
     use super::*;
+
+    #[test]
+    fn syntax_errors_and_trailing_content_read_as_gos() {
+        let msg = |b: &str| {
+            from_slice::<Resources>(b.as_bytes())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            msg("{invalid json"),
+            "invalid JSON: invalid character 'i' looking for beginning of object key string"
+        );
+        assert_eq!(
+            msg("{\"Memory\": x}"),
+            "invalid JSON: invalid character 'x' looking for beginning of value"
+        );
+        assert_eq!(
+            msg("{} trailing content"),
+            "invalid JSON: unexpected content after JSON"
+        );
+        assert_eq!(msg("{\"Memory\": 1"), "invalid JSON: unexpected EOF");
+        // White space after the document is fine.
+        assert_eq!(
+            from_slice::<Resources>(b"{\"Memory\": 1}\n ")
+                .unwrap()
+                .memory,
+            1
+        );
+    }
 
     #[derive(Debug, Default, Deserialize, PartialEq)]
     #[serde(default, rename_all = "PascalCase")]

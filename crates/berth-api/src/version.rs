@@ -27,6 +27,17 @@ impl ApiVersion {
         self < ApiVersion::new(1, 45)
     }
 
+    /// A container created without an IPC mode gets `shareable` below 1.40 (older clients
+    /// expect it), the daemon's default (`private`) from 1.40.
+    pub fn ipc_shareable_by_default(self) -> bool {
+        self < ApiVersion::new(1, 40)
+    }
+
+    /// `POST /containers/{id}/update` ignores `PidsLimit` below 1.40.
+    pub fn update_ignores_pids_limit(self) -> bool {
+        self < ApiVersion::new(1, 40)
+    }
+
     /// `POST /volumes/prune` removes every unused volume below 1.42; from 1.42 only
     /// anonymous ones unless `all=true`.
     pub fn volume_prune_all_by_default(self) -> bool {

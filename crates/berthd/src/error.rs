@@ -102,6 +102,9 @@ impl EngineError {
             | EngineError::ExecNotFound(_)
             | EngineError::Missing(_) => StatusCode::NOT_FOUND,
             EngineError::Conflict(_) => StatusCode::CONFLICT,
+            EngineError::HostConfig(HostConfigError::PeerNotRunning { .. }) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             EngineError::BadRequest(_) | EngineError::HostConfig(_) | EngineError::User(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -136,6 +139,15 @@ impl EngineError {
     /// A 400 with Docker's message.
     pub fn bad(message: impl Into<String>) -> Self {
         EngineError::BadRequest(message.into())
+    }
+
+    /// A missing container named in a request's settings (`VolumesFrom`, `container:<x>`
+    /// modes): a 400 with the 404's message, as dockerd's `errdefs.InvalidParameter`.
+    pub fn not_found_is_invalid(self) -> Self {
+        match self {
+            EngineError::NotFound(_) => EngineError::BadRequest(self.to_string()),
+            e => e,
+        }
     }
 
     /// An I/O error of `op` on `path`.

@@ -302,6 +302,8 @@ impl Engine {
     /// `POST /exec/{id}/resize`.
     pub async fn exec_resize(&self, exec_id: &str, rows: u16, cols: u16) -> Result<()> {
         let x = self.exec_rec(exec_id)?;
+        // dockerd's `getExecConfig`: a 409 once the container stopped (or is paused).
+        self.running_container(&x.container_id)?;
         let short: String = exec_id.chars().take(32).collect();
         shimio::call(
             &self.shim_socket(&x.container_id),

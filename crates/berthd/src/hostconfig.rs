@@ -59,6 +59,9 @@ pub enum HostConfigError {
     /// `container:<x>` modes whose container cannot be joined.
     #[error("{0}")]
     Peer(String),
+    /// dockerd's `failed to join PID namespace: container <id> is not running` (a 500).
+    #[error("failed to join {ns} namespace: container {id} is not running")]
+    PeerNotRunning { ns: &'static str, id: String },
 }
 
 type Result<T, E = HostConfigError> = std::result::Result<T, E>;
@@ -247,15 +250,13 @@ pub fn check(hc: &HostConfig, ncpus: usize) -> Result<Vec<String>> {
             return Err(invalid(format!("sysctl {k:?} is not allowed")));
         }
     }
-    let container = |v: &str| v.starts_with("container:");
-    for (k, v, ok) in [
+    // dockerd's `Valid()` of each mode, in its order and with its messages: an IPC mode may
+    // name no container (`container:`), a PID mode must.
+    let container = |v: &str| v.strip_prefix("container:").is_some();
+    let named = |v: &str| v.strip_prefix("container:").is_some_and(|n| !n.is_empty());
+    for (what, v, ok) in [
         (
-            "PidMode",
-            &hc.pid_mode,
-            matches!(hc.pid_mode.as_str(), "" | "host") || container(&hc.pid_mode),
-        ),
-        (
-            "IpcMode",
+            "IPC mode",
             &hc.ipc_mode,
             matches!(
                 hc.ipc_mode.as_str(),
@@ -263,24 +264,34 @@ pub fn check(hc: &HostConfig, ncpus: usize) -> Result<Vec<String>> {
             ) || container(&hc.ipc_mode),
         ),
         (
-            "UTSMode",
+            "PID mode",
+            &hc.pid_mode,
+            matches!(hc.pid_mode.as_str(), "" | "host") || named(&hc.pid_mode),
+        ),
+        (
+            "UTS mode",
             &hc.uts_mode,
             matches!(hc.uts_mode.as_str(), "" | "host"),
         ),
         (
-            "UsernsMode",
+            "user namespace mode",
             &hc.userns_mode,
             matches!(hc.userns_mode.as_str(), "" | "host"),
         ),
         (
-            "CgroupnsMode",
+            "cgroup namespace mode",
             &hc.cgroupns_mode,
             matches!(hc.cgroupns_mode.as_str(), "" | "private" | "host"),
         ),
     ] {
         if !ok {
-            return Err(invalid(format!("HostConfig.{k} {v:?} is not supported")));
+            return Err(invalid(format!("invalid {what}: {v}")));
         }
+    }
+    if hc.annotations.iter().flatten().any(|(k, _)| k.is_empty()) {
+        return Err(invalid(
+            "invalid Annotations: the empty string is not permitted as an annotation key",
+        ));
     }
     match hc.runtime.as_str() {
         // Berth's runtime serves as dockerd's `runc` (and its containerd shim's name).
@@ -693,7 +704,9 @@ pub fn resources(r: &Resources) -> Result<LinuxResources> {
     if any_cpu {
         out.set_cpu(Some(cpu));
     }
-    if let Some(l) = r.pids_limit.filter(|l| *l > 0) {
+    // 0 (the only value below 1 left after the API's normalisation) is "max": an update
+    // to unlimited must reach the cgroup.
+    if let Some(l) = r.pids_limit {
         let mut p = LinuxPids::default();
         p.set_limit(l);
         out.set_pids(Some(p));
@@ -796,8 +809,8 @@ fn host_devices() -> Vec<Device> {
     out
 }
 
-/// The init pid of the running container a `container:<name>` mode names.
-fn peer_pid(peers: &dyn Peers, name_or_id: &str) -> Result<i64> {
+/// The init pid of the running container a `container:<name>` mode of namespace `ns` names.
+fn peer_pid(peers: &dyn Peers, ns: &'static str, name_or_id: &str) -> Result<i64> {
     let id = peers
         .id_of(name_or_id)
         .map_err(|e| HostConfigError::Peer(e.to_string()))?;
@@ -805,11 +818,27 @@ fn peer_pid(peers: &dyn Peers, name_or_id: &str) -> Result<i64> {
         .running(&id)
         .map(|(_, pid)| pid)
         .filter(|pid| *pid > 0)
-        .ok_or_else(|| {
-            HostConfigError::Peer(format!(
-                "cannot join the namespaces of container {id}: it is not running"
-            ))
-        })
+        .ok_or(HostConfigError::PeerNotRunning { ns, id })
+}
+
+/// dockerd's sysctls of every container (`withCommonOptions`, before the request's own): the
+/// NIS domain name, and in a network namespace of its own unprivileged ICMP echo sockets and
+/// low ports (not in a user namespace, where ping sockets cannot be set up).
+pub fn default_sysctls(spec: &mut Spec, domainname: &str, network_mode: &str) {
+    let sysctl = &mut linux(spec).sysctl;
+    if !domainname.is_empty() {
+        sysctl.insert("kernel.domainname".into(), domainname.into());
+    }
+    if network_mode == "host" || network_mode.starts_with("container:") {
+        return;
+    }
+    let exists = |k: &str| Path::new("/proc/sys").join(k.replace('.', "/")).exists();
+    if !berth_util::userns::running_in_userns() && exists("net.ipv4.ping_group_range") {
+        sysctl.insert("net.ipv4.ping_group_range".into(), "0 2147483647".into());
+    }
+    if exists("net.ipv4.ip_unprivileged_port_start") {
+        sysctl.insert("net.ipv4.ip_unprivileged_port_start".into(), "0".into());
+    }
 }
 
 /// Keeps, replaces (`path`) or removes (`keep = false`) a namespace of the spec.
@@ -997,14 +1026,17 @@ pub fn apply(spec: &mut Spec, hc: &HostConfig, peers: &dyn Peers) -> Result<()> 
     if !rlimits.is_empty() {
         spec.process.get_or_insert_with(Default::default).rlimits = rlimits;
     }
+    // The request's sysctls over the defaults ([`default_sysctls`]), as dockerd merges them.
     if let Some(m) = hc.sysctls.as_ref().filter(|m| !m.is_empty()) {
-        linux(spec).sysctl = m.clone();
+        linux(spec)
+            .sysctl
+            .extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
     // Namespaces.
     if hc.pid_mode == "host" {
         set_ns(spec, NamespaceType::Pid, None, false);
     } else if let Some(c) = hc.pid_mode.strip_prefix("container:") {
-        let pid = peer_pid(peers, c)?;
+        let pid = peer_pid(peers, "PID", c)?;
         set_ns(
             spec,
             NamespaceType::Pid,
@@ -1028,7 +1060,7 @@ pub fn apply(spec: &mut Spec, hc: &HostConfig, peers: &dyn Peers) -> Result<()> 
         }
         set_ns(spec, NamespaceType::Ipc, None, false);
     } else if let Some(c) = ipc.strip_prefix("container:") {
-        let pid = peer_pid(peers, c)?;
+        let pid = peer_pid(peers, "IPC", c)?;
         // A /dev/shm bound from the host (a CRI pod's, shared by its containers) stays.
         let bound = spec
             .mounts

@@ -397,7 +397,9 @@ impl Mounts {
                 Some((_, m)) => return Err(EngineError::bad(format!("invalid mode: {m}"))),
                 None => (spec.as_str(), None),
             };
-            let other = peers.id_of(name)?;
+            let other = peers
+                .id_of(name)
+                .map_err(EngineError::not_found_is_invalid)?;
             for mut m in self.load(&other) {
                 if m.typ == "tmpfs" || seen.contains(&m.destination) {
                     continue;

@@ -45,6 +45,50 @@ pub(crate) fn validate_restart_policy(rp: &berth_api::container::RestartPolicy) 
     Ok(())
 }
 
+/// dockerd's shortest health check interval, timeout, start period and start interval (1ms).
+const MIN_HEALTH_DURATION_NS: i64 = 1_000_000;
+
+/// dockerd's `validateContainerConfig`: an absolute working directory (cleaned, as dockerd
+/// keeps it), variables with a name, health check durations of at least 1ms.
+fn validate_config(config: &mut Config) -> Result<()> {
+    let bad = |m: String| Err(EngineError::BadRequest(m));
+    if !config.working_dir.is_empty() {
+        if !config.working_dir.starts_with('/') {
+            return bad(format!(
+                "the working directory '{}' is invalid, it needs to be an absolute path",
+                config.working_dir
+            ));
+        }
+        let clean = berth_build::dockerignore::clean(&config.working_dir);
+        config.working_dir = if clean == "." {
+            "/".into()
+        } else {
+            format!("/{clean}")
+        };
+    }
+    for e in config.env.iter().flatten() {
+        if e.split('=').next().is_none_or(str::is_empty) {
+            return bad(format!("invalid environment variable: {e}"));
+        }
+    }
+    if let Some(h) = &config.healthcheck {
+        for (what, v) in [
+            ("Interval", h.interval),
+            ("Timeout", h.timeout),
+            ("StartPeriod", h.start_period),
+            ("StartInterval", h.start_interval),
+        ] {
+            if v != 0 && v < MIN_HEALTH_DURATION_NS {
+                return bad(format!("{what} in Healthcheck cannot be less than 1ms"));
+            }
+        }
+        if h.retries < 0 {
+            return bad("Retries in Healthcheck cannot be negative".into());
+        }
+    }
+    Ok(())
+}
+
 /// Refuses options Berth cannot honour yet (never dropped silently), and invalid policies.
 fn validate(config: &Config, hc: &HostConfig) -> Result<()> {
     let unsupported = |what: &str| {
@@ -189,6 +233,21 @@ pub(crate) struct CreateOptions {
 }
 
 impl Engine {
+    /// dockerd's `adaptSharedNamespaceContainer`: `container:<name>` PID and IPC modes keep
+    /// the container's ID (the sharing outlives a rename); a PID mode's container must exist.
+    fn adapt_shared_namespaces(&self, hc: &mut HostConfig) -> Result<()> {
+        if let Some(c) = hc.pid_mode.strip_prefix("container:") {
+            let id = self.get(c).map_err(EngineError::not_found_is_invalid)?.id;
+            hc.pid_mode = format!("container:{id}");
+        }
+        if let Some(c) = hc.ipc_mode.strip_prefix("container:") {
+            if let Ok(other) = self.get(c) {
+                hc.ipc_mode = format!("container:{}", other.id);
+            }
+        }
+        Ok(())
+    }
+
     /// Creates a container from Docker's create request.
     pub fn create(&self, name: Option<&str>, req: CreateRequest) -> Result<(String, Vec<String>)> {
         self.create_with(name, req, CreateOptions::default(), |_| {})
@@ -213,7 +272,9 @@ impl Engine {
             return Err(EngineError::BadRequest("no image specified".into()));
         }
         let mut hc = host_config.unwrap_or_default();
+        validate_config(&mut config)?;
         validate(&config, &hc)?;
+        self.adapt_shared_namespaces(&mut hc)?;
         let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut warnings = crate::hostconfig::check(&hc, ncpus)?;
         warnings.extend(crate::hostconfig::fill_defaults(&mut hc));

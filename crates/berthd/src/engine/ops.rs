@@ -258,8 +258,12 @@ impl Engine {
             blkio_device_write_bps, blkio_device_read_iops, blkio_device_write_iops, cpu_period,
             cpu_quota, cpu_realtime_period, cpu_realtime_runtime, cpuset_cpus, cpuset_mems,
             memory_reservation, memory_swap, memory_swappiness, nano_cpus, oom_kill_disable,
-            pids_limit,
         );
+        // dockerd's pointer: any value is a change, 0 meaning unlimited.
+        if upd.pids_limit.is_some() {
+            hc.pids_limit = upd.pids_limit;
+            changed.push("pids_limit");
+        }
         if !changed.is_empty() {
             crate::rootless_cgroups::needs_cgroup("update the limits of", &c.id)?;
         }
@@ -278,7 +282,7 @@ impl Engine {
         }
         if !upd.restart_policy.name.is_empty() {
             if c.auto_remove() && !upd.restart_policy.is_none() {
-                return Err(EngineError::BadRequest(
+                return Err(EngineError::Conflict(
                     "Restart policy cannot be updated because AutoRemove is enabled for the container"
                         .into(),
                 ));

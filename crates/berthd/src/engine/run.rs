@@ -396,6 +396,7 @@ impl Engine {
         if let (Some(p), Some(linux)) = (bundle.rootfs_propagation, cfg.linux.as_mut()) {
             linux.rootfs_propagation = Some(p.into());
         }
+        crate::hostconfig::default_sysctls(&mut cfg, &c.config.domainname, c.network_mode());
         crate::hostconfig::apply(&mut cfg, &start_hc, self).map_err(|e| fail(e.into()))?;
         if init {
             cfg.mounts.push(berth_runtime::spec::Mount {

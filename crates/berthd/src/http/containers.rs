@@ -18,8 +18,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::{
     blocking, decode, flag, json, json_line, json_status, no_content, parse_filters, stream,
-    stream_type, upgrade_response, ApiError, AppState, ClientSocket, Id, Params, SizeQuery, St,
-    StopQuery, R,
+    stream_type, upgrade_response, ApiError, AppState, ClientSocket, Id, JsonBody, Params,
+    SizeQuery, St, StopQuery, R,
 };
 use crate::archive;
 use crate::engine::WaitCondition;
@@ -126,8 +126,23 @@ fn check_platform(
     ))
 }
 
-async fn create(s: St, Params(q): Params<NameQuery>, body: Bytes) -> R {
-    let req = CreateRequest::decode(&body)?;
+async fn create(
+    s: St,
+    axum::Extension(v): axum::Extension<berth_api::ApiVersion>,
+    Params(q): Params<NameQuery>,
+    JsonBody(body): JsonBody,
+) -> R {
+    let mut req = CreateRequest::decode(&body)?;
+    // dockerd's route: a PidsLimit below 1 is no limit at all.
+    if let Some(hc) = req.host_config.as_mut() {
+        hc.pids_limit = hc.pids_limit.filter(|l| *l > 0);
+    }
+    if v.ipc_shareable_by_default() {
+        let hc = req.host_config.get_or_insert_with(Default::default);
+        if hc.ipc_mode.is_empty() {
+            hc.ipc_mode = "shareable".into();
+        }
+    }
     if !q.platform.is_empty() {
         check_platform(&s.engine, &req.config.image, &q.platform)?;
     }
@@ -454,8 +469,20 @@ async fn resize(s: St, id: Id, Params(q): Params<SizeQuery>) -> R {
     Ok(StatusCode::OK.into_response())
 }
 
-async fn update(s: St, id: Id, body: Bytes) -> R {
-    let upd: UpdateConfig = decode(&body)?;
+async fn update(
+    s: St,
+    axum::Extension(v): axum::Extension<berth_api::ApiVersion>,
+    id: Id,
+    JsonBody(body): JsonBody,
+) -> R {
+    let mut upd: UpdateConfig = decode(&body)?;
+    // dockerd's route: no PidsLimit below 1.40; any value below 1 is "unlimited" (0).
+    if v.update_ignores_pids_limit() {
+        upd.pids_limit = None;
+    }
+    if let Some(l) = upd.pids_limit.as_mut().filter(|l| **l < 0) {
+        *l = 0;
+    }
     let warnings = s.engine.update(&id, &upd).await?;
     Ok(json(&UpdateResponse { warnings }))
 }

@@ -13,8 +13,8 @@ use berth_api::exec::{CreateRequest, StartRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
-    decode, json, json_status, stream, stream_type, upgrade_response, ApiError, AppState,
-    ClientSocket, Id, Params, SizeQuery, St, R,
+    check_json_type, decode, json, json_status, stream, stream_type, upgrade_response, ApiError,
+    AppState, ClientSocket, Id, JsonBody, Params, SizeQuery, St, R,
 };
 use crate::exec;
 
@@ -26,7 +26,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/exec/{id}/json", get(inspect))
 }
 
-async fn create(s: St, id: Id, body: Bytes) -> R {
+async fn create(s: St, id: Id, JsonBody(body): JsonBody) -> R {
     let req: CreateRequest = decode(&body)?;
     let eid = s.engine.exec_create(&id, &req)?;
     Ok(json_status(StatusCode::CREATED, &IdResponse { id: eid }))
@@ -37,6 +37,7 @@ async fn start(s: St, id: Id, mut req: Request) -> R {
     let body = axum::body::to_bytes(std::mem::take(req.body_mut()), 1 << 20)
         .await
         .map_err(|e| ApiError::bad(format!("reading the body: {e}")))?;
+    check_json_type(req.headers(), &body)?;
     let start: StartRequest = decode(&body)?;
     let engine = s.engine.clone();
     let x = engine.exec_check(&id)?;

@@ -18,7 +18,7 @@ use berth_image::Reference;
 
 use super::{
     blocking, decode, filters, json, json_status, qbool, qstr, query_pairs, stream, ApiError,
-    AppState, St, Q, R,
+    AppState, JsonBody, St, Q, R,
 };
 use crate::engine::EngineError;
 use crate::images;
@@ -73,17 +73,18 @@ fn repo_tag(
 }
 
 /// `POST /commit`: an image from a container's changes.
-async fn commit(s: St, Query(q): Q, RawQuery(raw): RawQuery, body: Bytes) -> R {
-    let Some(container) = qstr(&q, "container") else {
-        return Err(EngineError::NotFound(String::new()).into());
-    };
-    let tag = repo_tag(&q, "cannot commit to digest reference")?;
+async fn commit(s: St, Query(q): Q, RawQuery(raw): RawQuery, JsonBody(body): JsonBody) -> R {
+    // The body is checked first, as dockerd does (a bad one is a 400 whatever the container).
     // An absent config (no body, `null`) takes the container's.
     let config = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
         decode::<Option<berth_api::container::Config>>(&body)?
     };
+    let Some(container) = qstr(&q, "container") else {
+        return Err(EngineError::NotFound(String::new()).into());
+    };
+    let tag = repo_tag(&q, "cannot commit to digest reference")?;
     // Docker's `BoolValueOrDefault(pause, true)`.
     let pause = qstr(&q, "pause").is_none_or(|v| {
         !matches!(

@@ -242,6 +242,52 @@ pub(crate) fn no_content() -> R {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// dockerd's `CheckForJSON`: a body comes as `application/json` (parameters allowed); only an
+/// empty body may come without a content type.
+pub(crate) fn check_json_type(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let Some(ct) = ct
+        .filter(|c| !c.is_empty())
+        .or_else(|| (!body.is_empty()).then(String::new))
+    else {
+        return Ok(());
+    };
+    let media = ct.split(';').next().unwrap_or_default().trim();
+    if media.is_empty() {
+        return Err(ApiError::bad(format!(
+            "malformed Content-Type header ({ct}): mime: no media type"
+        )));
+    }
+    if !media.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::bad(format!(
+            "unsupported Content-Type header ({ct}): must be 'application/json'"
+        )));
+    }
+    Ok(())
+}
+
+/// A request body meant to hold JSON: its content type checked ([`check_json_type`]), not
+/// decoded yet (handlers [`decode`] it into their model).
+pub(crate) struct JsonBody(pub Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad(format!("reading the body: {}", e.body_text())))?;
+        check_json_type(&headers, &body)?;
+        Ok(JsonBody(body))
+    }
+}
+
 /// Decodes a JSON body with dockerd's rules (an empty body is `{}`).
 pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     Ok(berth_api::from_slice(body)?)
@@ -327,14 +373,28 @@ pub(crate) struct SizeQuery {
 }
 
 impl SizeQuery {
+    /// The height and width, checked as dockerd's `httputils.Uint32Value` (its messages);
+    /// sizes past a terminal's 16 bits are clamped.
     pub(crate) fn dims(&self) -> Result<(u16, u16), ApiError> {
         let p = |v: &Option<String>, k: &str| -> Result<u16, ApiError> {
-            v.as_deref()
-                .ok_or_else(|| ApiError::bad(format!("missing {k}")))?
-                .parse::<u16>()
-                .map_err(|_| ApiError::bad(format!("invalid {k}")))
+            let raw = v.as_deref().unwrap_or_default();
+            let err = |why: &str| ApiError::bad(format!("invalid resize {k} {raw:?}: {why}"));
+            let (digits, negative) = match raw.strip_prefix('-') {
+                Some(d) => (d, true),
+                None => (raw, false),
+            };
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(err("invalid syntax"));
+            }
+            let n = digits
+                .parse::<u32>()
+                .map_err(|_| err("value out of range"))?;
+            if negative {
+                return Err(err("value out of range"));
+            }
+            Ok(u16::try_from(n).unwrap_or(u16::MAX))
         };
-        Ok((p(&self.h, "h")?, p(&self.w, "w")?))
+        Ok((p(&self.h, "height")?, p(&self.w, "width")?))
     }
 }
 

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -12,7 +11,9 @@ use berth_api::network::{
     ConnectRequest, CreateRequest, CreateResponse, DisconnectRequest, PruneReport,
 };
 
-use super::{blocking, decode, filters, json, json_status, no_content, AppState, Id, St, Q, R};
+use super::{
+    blocking, decode, filters, json, json_status, no_content, AppState, Id, JsonBody, St, Q, R,
+};
 
 /// The network routes.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -33,7 +34,7 @@ async fn inspect(s: St, id: Id) -> R {
     Ok(json(&s.engine.net.inspect_network(&id)?))
 }
 
-async fn create(s: St, body: Bytes) -> R {
+async fn create(s: St, JsonBody(body): JsonBody) -> R {
     let req: CreateRequest = decode(&body)?;
     let net = s.engine.net.clone();
     let (id, warning) = blocking(move || net.create_network(&req)).await?;
@@ -58,7 +59,7 @@ async fn prune(s: St, Query(q): Q) -> R {
     }))
 }
 
-async fn connect(s: St, id: Id, body: Bytes) -> R {
+async fn connect(s: St, id: Id, JsonBody(body): JsonBody) -> R {
     let req: ConnectRequest = decode(&body)?;
     let c = s.engine.get(&req.container)?;
     let net = s.engine.net.clone();
@@ -66,7 +67,7 @@ async fn connect(s: St, id: Id, body: Bytes) -> R {
     Ok(StatusCode::OK.into_response())
 }
 
-async fn disconnect(s: St, id: Id, body: Bytes) -> R {
+async fn disconnect(s: St, id: Id, JsonBody(body): JsonBody) -> R {
     let req: DisconnectRequest = decode(&body)?;
     let c = s.engine.get(&req.container)?;
     let net = s.engine.net.clone();

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -11,7 +10,8 @@ use berth_api::volume::{CreateOptions, ListResponse, PruneReport};
 use berth_api::ApiVersion;
 
 use super::{
-    blocking, decode, filters, json, json_status, no_content, AppState, Id, Params, St, Q, R,
+    blocking, decode, filters, json, json_status, no_content, AppState, Id, JsonBody, Params, St,
+    Q, R,
 };
 
 /// `/volumes` routes.
@@ -31,7 +31,7 @@ async fn list(s: St, Query(q): Q) -> R {
     }))
 }
 
-async fn create(s: St, body: Bytes) -> R {
+async fn create(s: St, JsonBody(body): JsonBody) -> R {
     let o: CreateOptions = decode(&body)?;
     let engine = s.engine.clone();
     // As dockerd's volume service: a volume created without a name is anonymous (so a

@@ -1,0 +1,348 @@
+//! Behaviours of dockerd 28 that moby's own API integration tests (`integration/container`)
+//! check: request validation at create (messages and status codes), JSON bodies, resize
+//! parameters, exec resize and update conflicts, default sysctls, and the IPC mode older
+//! clients get.
+
+mod common;
+use common::*;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+
+/// A raw `POST` with a content type of the caller's; the whole response as text.
+fn post_as(d: &Daemon, path: &str, content_type: &str, body: &str) -> String {
+    let mut s = UnixStream::connect(d.sock()).unwrap();
+    let ct = if content_type.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Type: {content_type}\r\n")
+    };
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The `message` of an API error response, its status checked.
+#[track_caller]
+fn api_error(resp: &str, status: u16) -> String {
+    assert!(
+        resp.starts_with(&format!("HTTP/1.1 {status} ")),
+        "wanted {status}: {resp}"
+    );
+    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let v: serde_json::Value = serde_json::from_str(body.trim())
+        .unwrap_or_else(|e| panic!("{e}: not a JSON error body: {body}"));
+    v["message"].as_str().unwrap_or_default().to_string()
+}
+
+/// The `Id` of a created container.
+#[track_caller]
+fn created(resp: &str) -> String {
+    assert!(resp.starts_with("HTTP/1.1 201 "), "{resp}");
+    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+    v["Id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn create_settings_are_checked_with_dockerds_messages() {
+    let d = root_daemon!();
+    let cases = [
+        (
+            r#"{"Image":"busybox","Env":["=foo"]}"#,
+            "invalid environment variable: =foo",
+        ),
+        (
+            r#"{"Image":"busybox","Env":[""]}"#,
+            "invalid environment variable: ",
+        ),
+        (
+            r#"{"Image":"busybox","WorkingDir":"tmp"}"#,
+            "the working directory 'tmp' is invalid, it needs to be an absolute path",
+        ),
+        (
+            r#"{"Image":"busybox","Healthcheck":{"Interval":-1}}"#,
+            "Interval in Healthcheck cannot be less than 1ms",
+        ),
+        (
+            r#"{"Image":"busybox","Healthcheck":{"Timeout":100000}}"#,
+            "Timeout in Healthcheck cannot be less than 1ms",
+        ),
+        (
+            r#"{"Image":"busybox","Healthcheck":{"Retries":-1}}"#,
+            "Retries in Healthcheck cannot be negative",
+        ),
+        (
+            r#"{"Image":"busybox","Healthcheck":{"StartInterval":100000}}"#,
+            "StartInterval in Healthcheck cannot be less than 1ms",
+        ),
+        (
+            r#"{"Image":"busybox","HostConfig":{"IpcMode":"invalid"}}"#,
+            "invalid IPC mode: invalid",
+        ),
+        (
+            r#"{"Image":"busybox","HostConfig":{"PidMode":"container"}}"#,
+            "invalid PID mode: container",
+        ),
+        (
+            r#"{"Image":"busybox","HostConfig":{"UTSMode":"invalid"}}"#,
+            "invalid UTS mode: invalid",
+        ),
+        (
+            r#"{"Image":"busybox","HostConfig":{"Annotations":{"":"a"}}}"#,
+            "invalid Annotations: the empty string is not permitted as an annotation key",
+        ),
+        (
+            r#"{"Image":"busybox","HostConfig":{"VolumesFrom":["nosuchcontainer"]}}"#,
+            "No such container: nosuchcontainer",
+        ),
+        (
+            r#"{"Image":"busybox","HostConfig":{"PidMode":"container:nosuchcontainer"}}"#,
+            "No such container: nosuchcontainer",
+        ),
+    ];
+    for (body, message) in cases {
+        let m = api_error(&d.post("/containers/create", body), 400);
+        assert_eq!(m, message, "{body}");
+    }
+    assert_eq!(d.docker(&["ps", "-aq"]).ok().stdout.trim(), "");
+    // The working directory is kept cleaned.
+    let id = created(&d.post(
+        "/containers/create",
+        r#"{"Image":"busybox","WorkingDir":"/tmp/","Cmd":["true"]}"#,
+    ));
+    assert_eq!(d.inspect("{{.Config.WorkingDir}}", &id).trim(), "/tmp");
+    // A PID namespace of a stopped container: created, but the start fails (a 500).
+    d.docker(&["create", "--name", "pidsrc", "busybox", "top"])
+        .ok();
+    let src = d.inspect("{{.Id}}", "pidsrc").trim().to_string();
+    let id = created(&d.post(
+        "/containers/create",
+        r#"{"Image":"busybox","Cmd":["top"],"HostConfig":{"PidMode":"container:pidsrc"}}"#,
+    ));
+    assert_eq!(
+        d.inspect("{{.HostConfig.PidMode}}", &id).trim(),
+        format!("container:{src}")
+    );
+    let m = api_error(&d.post(&format!("/containers/{id}/start"), ""), 500);
+    assert_eq!(
+        m,
+        format!("failed to join PID namespace: container {src} is not running")
+    );
+    finish(d);
+}
+
+#[test]
+fn json_bodies_are_checked_as_dockerd_does() {
+    let d = root_daemon!();
+    d.docker(&["run", "-d", "--name", "c1", "busybox", "top"])
+        .ok();
+    for ep in [
+        "/containers/create",
+        "/containers/c1/update",
+        "/containers/nosuch/exec",
+        "/commit?container=nosuch",
+        "/exec/nosuch/start",
+        "/networks/create",
+        "/volumes/create",
+    ] {
+        let m = api_error(&post_as(&d, ep, "text/plain", "{}"), 400);
+        assert_eq!(
+            m, "unsupported Content-Type header (text/plain): must be 'application/json'",
+            "{ep}"
+        );
+        let m = api_error(&post_as(&d, ep, "", "{}"), 400);
+        assert_eq!(
+            m, "malformed Content-Type header (): mime: no media type",
+            "{ep}"
+        );
+        let m = api_error(&post_as(&d, ep, "application/json", "{invalid json"), 400);
+        assert_eq!(
+            m, "invalid JSON: invalid character 'i' looking for beginning of object key string",
+            "{ep}"
+        );
+        let m = api_error(
+            &post_as(&d, ep, "application/json", "{} trailing content"),
+            400,
+        );
+        assert_eq!(m, "invalid JSON: unexpected content after JSON", "{ep}");
+    }
+    // A charset parameter is fine, and an empty body needs no content type.
+    let r = post_as(
+        &d,
+        "/containers/c1/update",
+        "application/json; charset=utf-8",
+        r#"{"CpuShares":512}"#,
+    );
+    assert!(r.starts_with("HTTP/1.1 200 "), "{r}");
+    let r = post_as(&d, "/containers/c1/pause", "", "");
+    assert!(r.starts_with("HTTP/1.1 204 "), "{r}");
+    d.docker(&["unpause", "c1"]).ok();
+    finish(d);
+}
+
+#[test]
+fn resize_parameters_and_conflicts_read_as_dockerds() {
+    let d = root_daemon!();
+    d.docker(&["run", "-d", "-t", "--name", "c1", "busybox", "top"])
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(
+        d.post("/containers/c1/exec", r#"{"Cmd":["top"],"Tty":true}"#)
+            .split_once("\r\n\r\n")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    let exec = v["Id"].as_str().unwrap().to_string();
+    let r = d.post(
+        &format!("/exec/{exec}/start"),
+        r#"{"Detach":true,"Tty":true}"#,
+    );
+    assert!(r.starts_with("HTTP/1.1 200 "), "{r}");
+    for base in ["/containers/c1/resize", &format!("/exec/{exec}/resize")] {
+        for (query, message) in [
+            ("w=100", r#"invalid resize height "": invalid syntax"#),
+            ("h=100", r#"invalid resize width "": invalid syntax"#),
+            ("h=x&w=100", r#"invalid resize height "x": invalid syntax"#),
+            (
+                "h=100&w=%2B5",
+                r#"invalid resize width "+5": invalid syntax"#,
+            ),
+            (
+                "h=-100&w=100",
+                r#"invalid resize height "-100": value out of range"#,
+            ),
+            (
+                "h=100&w=4294967296",
+                r#"invalid resize width "4294967296": value out of range"#,
+            ),
+        ] {
+            let m = api_error(&d.post(&format!("{base}?{query}"), ""), 400);
+            assert_eq!(m, message, "{base}?{query}");
+        }
+        let r = d.post(&format!("{base}?h=40&w=80"), "");
+        assert!(r.starts_with("HTTP/1.1 200 "), "{base}: {r}");
+    }
+    // Resizing an exec of a stopped container: a conflict.
+    d.docker(&["kill", "c1"]).ok();
+    wait("c1 to stop", || {
+        d.inspect("{{.State.Running}}", "c1").trim() == "false"
+    });
+    let m = api_error(&d.post(&format!("/exec/{exec}/resize?h=40&w=40"), ""), 409);
+    assert!(m.contains("is not running"), "{m}");
+    // A restart policy on an auto-removed container: a conflict too.
+    d.docker(&["run", "-d", "--rm", "--name", "c2", "busybox", "top"])
+        .ok();
+    let m = api_error(
+        &d.post(
+            "/containers/c2/update",
+            r#"{"RestartPolicy":{"Name":"always"}}"#,
+        ),
+        409,
+    );
+    assert_eq!(
+        m,
+        "Restart policy cannot be updated because AutoRemove is enabled for the container"
+    );
+    finish(d);
+}
+
+#[test]
+fn containers_get_dockerds_default_sysctls_and_domain_name() {
+    let d = root_daemon!();
+    let cat = |args: &[&str]| {
+        let mut a = vec!["run", "--rm"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&[
+            "busybox",
+            "cat",
+            "/proc/sys/net/ipv4/ping_group_range",
+            "/proc/sys/net/ipv4/ip_unprivileged_port_start",
+            "/proc/sys/kernel/domainname",
+        ]);
+        d.docker(&a).ok().stdout
+    };
+    assert_eq!(
+        cat(&["--user", "1000:1000", "--domainname", "example.org"]),
+        "0\t2147483647\n0\nexample.org\n"
+    );
+    // The request's own sysctls win; no network namespace of its own (none is one).
+    assert_eq!(
+        cat(&[
+            "--sysctl",
+            "net.ipv4.ip_unprivileged_port_start=1024",
+            "--network",
+            "none"
+        ]),
+        "0\t2147483647\n1024\n(none)\n"
+    );
+    finish(d);
+}
+
+#[test]
+fn clients_older_than_1_40_get_shareable_ipc() {
+    let d = root_daemon!();
+    for (version, mode) in [("v1.39", "shareable"), ("v1.40", "private")] {
+        let id = created(&d.post(
+            &format!("/{version}/containers/create"),
+            r#"{"Image":"busybox","Cmd":["true"]}"#,
+        ));
+        assert_eq!(
+            d.inspect("{{.HostConfig.IpcMode}}", &id).trim(),
+            mode,
+            "{version}"
+        );
+    }
+    finish(d);
+}
+
+#[test]
+fn pids_limit_updates_as_dockerd() {
+    let d = root_daemon!();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "pl",
+        "--pids-limit",
+        "32",
+        "busybox",
+        "top",
+    ])
+    .ok();
+    let limit = || {
+        d.inspect("{{.HostConfig.PidsLimit}}", "pl")
+            .trim()
+            .to_string()
+    };
+    let cgroup = || {
+        // cgroup v2, or v1's pids hierarchy.
+        let sh = "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max";
+        d.docker(&["exec", "pl", "sh", "-c", sh]).ok().stdout
+    };
+    // Below API 1.40 an update leaves the limit alone.
+    let r = d.post("/v1.39/containers/pl/update", r#"{"PidsLimit":16}"#);
+    assert!(r.starts_with("HTTP/1.1 200 "), "{r}");
+    assert_eq!((limit(), cgroup()), ("32".into(), "32\n".into()));
+    // Any value below 1 removes it.
+    for unlimited in ["-2", "-1", "0"] {
+        d.post("/containers/pl/update", r#"{"PidsLimit":8}"#);
+        assert_eq!(cgroup(), "8\n");
+        let r = d.post(
+            "/containers/pl/update",
+            &format!(r#"{{"PidsLimit":{unlimited}}}"#),
+        );
+        assert!(r.starts_with("HTTP/1.1 200 "), "{r}");
+        assert_eq!(
+            (limit(), cgroup()),
+            ("0".into(), "max\n".into()),
+            "{unlimited}"
+        );
+    }
+    finish(d);
+}
