@@ -34,6 +34,14 @@ pub struct Empty {}
 /// A set of names as Go's `map[string]struct{}` (`ExposedPorts`, `Volumes`).
 pub type Set = BTreeMap<String, Empty>;
 
+/// Go's decoding of `null` into a slice or map: the zero value (an empty one). Use with
+/// `#[serde(default, deserialize_with = "null_default")]` on a non-`Option` field.
+pub fn null_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(
+    d: D,
+) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 /// `strslice.StrSlice`: a JSON string or an array of strings (`"Cmd": "true"` is `["true"]`).
 /// Use with `#[serde(deserialize_with = "strslice")]` on an `Option<Vec<String>>`.
 pub fn strslice<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {

@@ -14,7 +14,7 @@ pub struct ImageSummary {
     pub id: String,
     /// Parent image ID or "".
     pub parent_id: String,
-    /// Familiar tags; `["<none>:<none>"]` for an untagged image shown with `-a`.
+    /// Familiar tags; empty for an untagged image (`["<none>:<none>"]` below API 1.43).
     pub repo_tags: Vec<String>,
     /// Familiar digest references.
     pub repo_digests: Vec<String>,

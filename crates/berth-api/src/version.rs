@@ -38,6 +38,12 @@ impl ApiVersion {
         self < ApiVersion::new(1, 40)
     }
 
+    /// The image list shows a dangling image as `<none>:<none>` / `<none>@<none>` below 1.43;
+    /// from 1.43 its `RepoTags` and `RepoDigests` are empty lists.
+    pub fn image_list_has_none_placeholders(self) -> bool {
+        self < ApiVersion::new(1, 43)
+    }
+
     /// `POST /volumes/prune` removes every unused volume below 1.42; from 1.42 only
     /// anonymous ones unless `all=true`.
     pub fn volume_prune_all_by_default(self) -> bool {

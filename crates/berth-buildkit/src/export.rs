@@ -134,6 +134,8 @@ pub async fn run(
                 );
                 v.status_done("exporting layers");
                 v.status_done(format!("writing image {id}"));
+                // dockerd's ImageExportedByBuildkit: an image `create` event per export.
+                bk.backend().image_event("create", &id);
                 let names = names(&e.attrs)?;
                 for r in &names {
                     v.status_done(format!("naming to {r}"));

@@ -150,6 +150,7 @@ pub fn images(b: &dyn ImageBackend, o: &ImagesOptions, out: &mut dyn Write) -> R
     let list = b.list(&ListOptions {
         all: o.all,
         filters,
+        ..Default::default()
     })?;
     let source = list_source(&o.format, o.quiet);
     let table_default = if o.quiet {

@@ -663,8 +663,8 @@ pub struct RootFs {
     /// Always `layers`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// DiffIDs (digests of the uncompressed layer tars), base first.
-    #[serde(default)]
+    /// DiffIDs (digests of the uncompressed layer tars), base first (`null`: none, as Go reads it).
+    #[serde(default, deserialize_with = "berth_api::go::null_default")]
     pub diff_ids: Vec<Digest>,
 }
 

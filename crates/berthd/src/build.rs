@@ -87,7 +87,10 @@ fn prepare(spool: &std::path::Path, ctx: &std::path::Path, dockerfile: &str) -> 
     let parsed = berth_build::parser::parse(&text)
         .map_err(|e| EngineError::bad(format!("failed to parse {dockerfile}: {e}")))?;
     if parsed.nodes.is_empty() {
-        return Err(EngineError::bad("the Dockerfile has no instructions"));
+        // BuildKit's parser error, as dockerd's readAndParseDockerfile wraps it.
+        return Err(EngineError::bad(format!(
+            "failed to parse {dockerfile}: file with no instructions"
+        )));
     }
     remove_ignored_build_files(ctx, &name);
     Ok(text)
@@ -236,6 +239,10 @@ pub async fn start(
             };
             b.build(&opts, &mut sink)
         };
+        // The built image's `create` event (dockerd logs one when the builder commits it).
+        if let Ok(built) = &res {
+            engine.image_event("create", &built.id.to_string());
+        }
         if let Err(e) = res {
             let msg = e.to_string();
             tracing::info!("build failed: {msg}");

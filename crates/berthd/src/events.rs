@@ -185,14 +185,21 @@ pub fn parse_time(s: &str) -> Option<i64> {
             while f.len() < 9 {
                 f.push('0');
             }
-            return Some(a * 1_000_000_000 + f.parse::<i64>().unwrap_or(0));
+            return Some(
+                a.saturating_mul(1_000_000_000)
+                    .saturating_add(f.parse::<i64>().unwrap_or(0)),
+            );
         }
     }
+    // Far-off times saturate (year 2999 is past i64 nanoseconds), never overflow.
     if let Ok(a) = s.parse::<i64>() {
-        return Some(a * 1_000_000_000);
+        return Some(a.saturating_mul(1_000_000_000));
     }
     if let Some((a, ns)) = berth_image::timeutil::parse_rfc3339(s) {
-        return Some(a * 1_000_000_000 + i64::from(ns));
+        return Some(
+            a.saturating_mul(1_000_000_000)
+                .saturating_add(i64::from(ns)),
+        );
     }
     // A duration before now (Go's `time.ParseDuration`: `10m`, `1h30m`, `1.5s`).
     let ago = berth_util::units::parse_duration(s).ok()?;

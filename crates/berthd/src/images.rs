@@ -441,12 +441,10 @@ pub fn save(engine: Arc<Engine>, names: Vec<String>) -> Result<mpsc::Receiver<By
     if names.is_empty() {
         return Err(EngineError::bad("no images given"));
     }
-    for n in &names {
-        engine
-            .images
-            .resolve(n)
-            .map_err(|e| EngineError::Missing(e.to_string()))?;
-    }
+    // Every name resolved before the stream starts (an unknown one is a 404); a bare
+    // repository name selects all of its tags.
+    let selection = berth_image::archive::select_for_save(&engine.images, &names)
+        .map_err(|e| EngineError::Missing(e.to_string()))?;
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     tokio::task::spawn_blocking(move || {
         struct W(mpsc::Sender<Bytes>);
@@ -464,7 +462,7 @@ pub fn save(engine: Arc<Engine>, names: Vec<String>) -> Result<mpsc::Receiver<By
             }
         }
         let w = std::io::BufWriter::with_capacity(256 * 1024, W(tx));
-        if let Err(e) = berth_image::archive::save(&engine.images, &names, w) {
+        if let Err(e) = berth_image::archive::save_selected(&engine.images, &selection, w) {
             tracing::warn!("image save: {e}");
         }
     });

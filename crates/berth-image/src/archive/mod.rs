@@ -42,7 +42,7 @@ mod spool;
 
 pub use import::{apply_changes, import, ImportOptions, ImportSource};
 pub use load::{load, LoadReport, LoadedImage};
-pub use save::{save, save_as, save_index};
+pub use save::{save, save_as, save_index, save_selected, select_for_save, SaveSelection};
 pub use spool::EntryProblem;
 
 /// Errors from archive operations.
@@ -122,7 +122,7 @@ pub(super) struct DockerManifestEntry {
     pub(super) config: String,
     #[serde(default)]
     pub(super) repo_tags: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "berth_api::go::null_default")]
     pub(super) layers: Vec<String>,
 }
 

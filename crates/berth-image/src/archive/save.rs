@@ -2,11 +2,24 @@
 
 use super::*;
 
+/// The images a save writes: each image ID with the tags to name it by, in argument order.
+pub type SaveSelection = Vec<(ImageId, Vec<Reference>)>;
+
 /// Writes the images named by `names` (references, IDs or ID prefixes; a repository name
 /// without a tag saves all of its tags) as a Docker 25+ save archive to `out`.
 pub fn save(store: &ImageStore, names: &[String], out: impl Write) -> Result<()> {
-    // image ID -> tags to save with it (familiar strings), in argument order.
-    let mut images: Vec<(ImageId, Vec<Reference>)> = Vec::new();
+    save_selected(store, &select_for_save(store, names)?, out)
+}
+
+/// Writes what [`select_for_save`] chose.
+pub fn save_selected(store: &ImageStore, images: &SaveSelection, out: impl Write) -> Result<()> {
+    write_archive(store, images, None, out)
+}
+
+/// Resolves the names of a save (see [`save`]) before anything is written: an unknown name is
+/// an error here.
+pub fn select_for_save(store: &ImageStore, names: &[String]) -> Result<SaveSelection> {
+    let mut images: SaveSelection = Vec::new();
     let mut add = |id: ImageId, tag: Option<Reference>| {
         let pos = match images.iter().position(|(i, _)| *i == id) {
             Some(p) => p,
@@ -43,8 +56,7 @@ pub fn save(store: &ImageStore, names: &[String], out: impl Write) -> Result<()>
         let tag = res.reference.filter(|r| r.digest().is_none());
         add(res.image.id.clone(), tag);
     }
-
-    write_archive(store, &images, None, out)
+    Ok(images)
 }
 
 /// Writes the image `id` as a save archive naming it `tags` (which the store need not have:
@@ -100,6 +112,9 @@ fn write_archive(
     for (id, tags) in images {
         let rec = store.get(id)?;
         let config_bytes = store.config_bytes(id)?;
+        // An image's config and layers carry its creation time (as dockerd's graphdriver
+        // store writes them); the archive's other entries the epoch (reproducible).
+        let created = u64::try_from(rec.created).unwrap_or(0);
         let mut layer_descs = Vec::new();
         for l in &rec.layers {
             let path = blob_path(&l.diff_id);
@@ -107,7 +122,7 @@ fn write_archive(
                 let size = store.blobs().size(&l.digest)?;
                 if written_blobs.insert(l.diff_id.clone()) {
                     let f = store.blobs().open_blob(&l.digest)?;
-                    add_file(&mut b, &path, size, f)?;
+                    add_file_at(&mut b, &path, size, f, created)?;
                 }
                 size
             } else {
@@ -131,7 +146,7 @@ fn write_archive(
                         .into_inner()
                         .map_err(|e| ArchiveError::Read(e.into_error()))?;
                     io::Seek::seek(&mut tmp, io::SeekFrom::Start(0)).map_err(ArchiveError::Read)?;
-                    add_file(&mut b, &path, size, tmp)?;
+                    add_file_at(&mut b, &path, size, tmp, created)?;
                 }
                 size
             };
@@ -139,7 +154,8 @@ fn write_archive(
         }
         let cpath = blob_path(id);
         if written_blobs.insert(id.clone()) {
-            add_file_bytes(&mut b, &cpath, &config_bytes)?;
+            let len = config_bytes.len() as u64;
+            add_file_at(&mut b, &cpath, len, &config_bytes[..], created)?;
         }
         let manifest = synthesize_manifest(&config_bytes, &layer_descs);
         let mdigest = Digest::of_bytes(&manifest);
@@ -249,7 +265,20 @@ pub(super) fn add_file<W: Write>(
     size: u64,
     data: impl Read,
 ) -> Result<()> {
-    let h = header(path, size, tar::EntryType::Regular, 0o644)?;
+    add_file_at(b, path, size, data, 0)
+}
+
+/// [`add_file`] with a modification time (seconds since the epoch).
+fn add_file_at<W: Write>(
+    b: &mut tar::Builder<W>,
+    path: &str,
+    size: u64,
+    data: impl Read,
+    mtime: u64,
+) -> Result<()> {
+    let mut h = header(path, size, tar::EntryType::Regular, 0o644)?;
+    h.set_mtime(mtime);
+    h.set_cksum();
     b.append(&h, data).map_err(ArchiveError::Read)
 }
 

@@ -341,6 +341,12 @@ pub struct ListOptions {
     pub all: bool,
     /// Docker filters as `(key, value)`: `dangling`, `reference`, `label`, `before`, `since`.
     pub filters: Vec<(String, String)>,
+    /// The `until` filter (already parsed by the caller: it may be relative to now): only
+    /// images created before this many nanoseconds since the epoch.
+    pub until_nanos: Option<i64>,
+    /// A dangling image's `RepoTags`/`RepoDigests` as `["<none>:<none>"]`/`["<none>@<none>"]`
+    /// (API < 1.43, and the CLI's own listing) rather than empty lists.
+    pub none_placeholders: bool,
 }
 
 /// How an image was named by [`ImageStore::resolve`].

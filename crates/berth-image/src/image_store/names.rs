@@ -19,6 +19,12 @@ impl ImageStore {
                 "refusing to create a tag with a digest reference".into(),
             ));
         }
+        // `sha256:abc` would read as an image ID (dockerd's postImagesTag).
+        if target.familiar_name() == "sha256" {
+            return Err(ImageStoreError::InvalidArgument(
+                "refusing to create an ambiguous tag using digest algorithm as name".into(),
+            ));
+        }
         let target = if target.tag().is_none() {
             target.with_tag(crate::reference::DEFAULT_TAG)?
         } else {

@@ -250,8 +250,8 @@ fn list_filters_and_prune() {
             .collect()
     };
     let f = |k: &str, v: &str| ListOptions {
-        all: false,
         filters: vec![(k.into(), v.into())],
+        ..Default::default()
     };
     assert_eq!(ids(ListOptions::default()).len(), 3);
     assert_eq!(ids(f("dangling", "true")), vec![b.to_string()]);

@@ -10,7 +10,9 @@ impl ImageStore {
         let mut dangling: Option<bool> = None;
         let mut patterns = Vec::new();
         let mut labels = Vec::new();
-        let mut before: Option<i64> = None;
+        // Bounds in nanoseconds since the epoch: the oldest `before` (and `until`), the newest
+        // `since` (dockerd ANDs repeated values).
+        let mut before: Option<i64> = opts.until_nanos;
         let mut since: Option<i64> = None;
         for (k, v) in &opts.filters {
             match k.as_str() {
@@ -25,8 +27,14 @@ impl ImageStore {
                 },
                 "reference" => patterns.push(v.clone()),
                 "label" => labels.push(v.clone()),
-                "before" => before = Some(resolve_in(&idx, v)?.image.created),
-                "since" => since = Some(resolve_in(&idx, v)?.image.created),
+                "before" => {
+                    let t = self.created_nanos(&resolve_in(&idx, v)?.image);
+                    before = Some(before.map_or(t, |b| b.min(t)));
+                }
+                "since" => {
+                    let t = self.created_nanos(&resolve_in(&idx, v)?.image);
+                    since = Some(since.map_or(t, |s| s.max(t)));
+                }
                 other => {
                     return Err(ImageStoreError::InvalidArgument(format!(
                         "invalid filter '{other}'"
@@ -41,8 +49,11 @@ impl ImageStore {
             .collect();
         let mut out = Vec::new();
         for rec in idx.images.values() {
-            if before.is_some_and(|b| rec.created >= b) || since.is_some_and(|s| rec.created <= s) {
-                continue;
+            if before.is_some() || since.is_some() {
+                let created = self.created_nanos(rec);
+                if before.is_some_and(|b| created >= b) || since.is_some_and(|s| created <= s) {
+                    continue;
+                }
             }
             let cfg_labels = self
                 .config(&rec.id)
@@ -84,8 +95,10 @@ impl ImageStore {
                     if dangling == Some(false) || !patterns.is_empty() {
                         continue;
                     }
-                    repo_tags = vec!["<none>:<none>".into()];
-                    repo_digests = vec!["<none>@<none>".into()];
+                    if opts.none_placeholders {
+                        repo_tags = vec!["<none>:<none>".into()];
+                        repo_digests = vec!["<none>@<none>".into()];
+                    }
                 } else {
                     continue;
                 }
@@ -110,6 +123,19 @@ impl ImageStore {
         }
         out.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
         Ok(out)
+    }
+
+    /// When the image was created, to the nanosecond (its config's `created`; the record's
+    /// seconds when the config has none): the list filters compare images made within a second.
+    fn created_nanos(&self, rec: &ImageRecord) -> i64 {
+        self.config(&rec.id)
+            .ok()
+            .and_then(|c| c.created)
+            .and_then(|c| berth_util::time::parse_rfc3339(&c))
+            .map_or(rec.created.saturating_mul(1_000_000_000), |(s, ns)| {
+                s.saturating_mul(1_000_000_000)
+                    .saturating_add(i64::from(ns))
+            })
     }
 
     /// Docker's `history` for an image, newest first.

@@ -132,10 +132,21 @@ fn auth_header(headers: &HeaderMap) -> Option<&str> {
     headers.get("X-Registry-Auth").and_then(|v| v.to_str().ok())
 }
 
-async fn list(s: St, Query(q): Q) -> R {
+async fn list(s: St, Extension(v): Extension<ApiVersion>, Query(q): Q) -> R {
+    let mut filters = filters(&q)?.0;
+    // `until` may be relative to now: parsed here; the oldest bound wins (dockerd ANDs them).
+    let mut until_nanos: Option<i64> = None;
+    for (_, t) in filters.iter().filter(|(k, _)| k == "until") {
+        let n = crate::events::parse_time(t)
+            .ok_or_else(|| ApiError::bad(format!("invalid filter 'until={t}'")))?;
+        until_nanos = Some(until_nanos.map_or(n, |u| u.min(n)));
+    }
+    filters.retain(|(k, _)| k != "until");
     let opts = berth_image::image_store::ListOptions {
         all: qbool(&q, "all"),
-        filters: filters(&q)?.0,
+        filters,
+        until_nanos,
+        none_placeholders: v.image_list_has_none_placeholders(),
     };
     let engine = s.engine.clone();
     let list = blocking(move || {

@@ -1,0 +1,231 @@
+//! Image API behaviours that moby's own integration tests (`integration/image`) check of
+//! dockerd 28, through raw HTTP and the docker CLI against berthd: list filters and shapes,
+//! tag validation, `docker load` of archives written by Go tools.
+
+mod common;
+use common::*;
+
+/// The body of a raw HTTP response (after the blank line).
+fn body(resp: &str) -> &str {
+    resp.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// `GET path` as JSON (a 200 required).
+fn get_json(d: &Daemon, path: &str) -> serde_json::Value {
+    let r = d.http("GET", path, None).unwrap();
+    assert!(r.starts_with("HTTP/1.1 200"), "{path}: {r}");
+    serde_json::from_str(body(&r)).unwrap_or_else(|e| panic!("{path}: {e}: {r}"))
+}
+
+/// The IDs an image list answers.
+fn list_ids(d: &Daemon, filters: &str) -> Vec<String> {
+    let q: String = filters
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let v = get_json(d, &format!("/v1.44/images/json?filters={q}"));
+    let mut ids: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["Id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// `before`/`since` compare creation times to the nanosecond (images committed within one
+/// second still order), `until` bounds by time, and a dangling image's `RepoTags` and
+/// `RepoDigests` are empty lists from API 1.43 (`<none>:<none>` before).
+#[test]
+fn image_list_time_filters_and_dangling_shape() {
+    let d = root_daemon!();
+    d.docker(&["create", "--name", "src", "busybox", "true"])
+        .ok();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let id = d
+            .docker_out("commit", &["src", &format!("lf:v{i}")])
+            .trim()
+            .to_string();
+        ids.push(id);
+    }
+    let middle = {
+        let mut m = ids[1..3].to_vec();
+        m.sort();
+        m
+    };
+    let f = format!(
+        r#"{{"since":{{"{}":true}},"before":{{"{}":true}}}}"#,
+        ids[0], ids[3]
+    );
+    assert_eq!(list_ids(&d, &f), middle);
+    // Several `before` values: the oldest bound wins; several `since`: the newest.
+    let f = format!(
+        r#"{{"before":{{"{}":true,"{}":true}},"reference":{{"lf":true}}}}"#,
+        ids[3], ids[2]
+    );
+    let mut want = ids[0..2].to_vec();
+    want.sort();
+    assert_eq!(list_ids(&d, &f), want);
+    // `until`: an RFC 3339 time in the future keeps all, one in the past none.
+    let f = r#"{"until":{"2999-01-01T00:00:00Z":true},"reference":{"lf":true}}"#;
+    assert_eq!(list_ids(&d, f).len(), 4);
+    let f = r#"{"until":{"2000-01-01T00:00:00Z":true},"reference":{"lf":true}}"#;
+    assert!(list_ids(&d, f).is_empty());
+    let r = d
+        .http(
+            "GET",
+            "/v1.44/images/json?filters=%7B%22until%22%3A%7B%22soon%22%3Atrue%7D%7D",
+            None,
+        )
+        .unwrap();
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    // A dangling image (its only tag moved away).
+    d.docker(&["commit", "src", "lf:v3"]).ok();
+    let dangling = &ids[3];
+    let find = |v: serde_json::Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["Id"] == dangling.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("{dangling} not listed: {v}"))
+    };
+    let now = find(get_json(&d, "/v1.44/images/json"));
+    assert_eq!(now["RepoTags"], serde_json::json!([]), "{now}");
+    assert_eq!(now["RepoDigests"], serde_json::json!([]), "{now}");
+    let old = find(get_json(&d, "/v1.42/images/json"));
+    assert_eq!(
+        old["RepoTags"],
+        serde_json::json!(["<none>:<none>"]),
+        "{old}"
+    );
+    assert_eq!(
+        old["RepoDigests"],
+        serde_json::json!(["<none>@<none>"]),
+        "{old}"
+    );
+    // The CLI still shows it as <none>.
+    let out = d.docker_out("images --format", &["{{.Repository}}:{{.Tag}} {{.ID}}"]);
+    assert!(
+        out.contains(&format!("<none>:<none> {}", &dangling[7..19])),
+        "{out}"
+    );
+    d.finish();
+}
+
+/// `sha256:sometag` would read as an image ID: dockerd refuses it as a tag.
+#[test]
+fn tag_with_digest_algorithm_as_name_is_refused() {
+    let d = root_daemon!();
+    let r = d.post("/v1.44/images/busybox/tag?repo=sha256&tag=sometag", "");
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    assert!(
+        r.contains("refusing to create an ambiguous tag using digest algorithm as name"),
+        "{r}"
+    );
+    d.docker(&["tag", "busybox", "sha256:x"])
+        .fails_with("refusing to create an ambiguous tag");
+    // A repository merely starting with it is fine.
+    d.docker(&["tag", "busybox", "sha256x:y"]).ok();
+    d.finish();
+}
+
+/// A `docker save` archive as Go writes it for an image without layers or tags: `null` lists
+/// in `manifest.json` and in the config's `rootfs.diff_ids` load as empty ones.
+#[test]
+fn load_archive_with_null_lists() {
+    let d = root_daemon!();
+    let dir = d.path("nulls");
+    let config = r#"{"architecture":"amd64","config":{"Env":["PATH=/bin"],"Labels":{"k":"v"}},"created":null,"history":[{"created_by":"LABEL k=v","empty_layer":true}],"os":"linux","rootfs":{"type":"layers","diff_ids":null}}"#;
+    let hex = berth_image::digest::Digest::of_bytes(config.as_bytes())
+        .hex()
+        .to_string();
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    std::fs::write(dir.join("blobs/sha256").join(&hex), config).unwrap();
+    std::fs::write(
+        dir.join("manifest.json"),
+        format!(r#"[{{"Config":"blobs/sha256/{hex}","RepoTags":null,"Layers":null}}]"#),
+    )
+    .unwrap();
+    let tar = d.path("nulls.tar");
+    let st = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&dir)
+        .arg("-cf")
+        .arg(&tar)
+        .args(["manifest.json", "blobs"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = d.docker(&["load", "-i", tar.to_str().unwrap()]).ok().stdout;
+    assert!(
+        out.contains(&format!("Loaded image ID: sha256:{hex}")),
+        "{out}"
+    );
+    let v = get_json(&d, &format!("/v1.44/images/sha256:{hex}/json"));
+    assert_eq!(v["RepoTags"], serde_json::json!([]), "{v}");
+    assert_eq!(v["Config"]["Labels"]["k"], "v", "{v}");
+    d.finish();
+}
+
+/// `docker save REPO` of a repository without a `latest` tag saves all of its tags; an image's
+/// config and layers in the archive carry the image's creation time (dockerd's graphdriver
+/// store), the other entries the epoch.
+#[test]
+fn save_bare_repository_and_entry_times() {
+    let d = root_daemon!();
+    d.docker(&["create", "--name", "src", "busybox", "true"])
+        .ok();
+    let foo = d
+        .docker_out("commit", &["src", "multi:foo"])
+        .trim()
+        .to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let bar = d
+        .docker_out("commit", &["src", "multi:bar"])
+        .trim()
+        .to_string();
+    let tar = d.path("multi.tar");
+    d.docker(&["save", "-o", tar.to_str().unwrap(), "multi", "busybox"])
+        .ok();
+    let mut a = tar::Archive::new(std::fs::File::open(&tar).unwrap());
+    let mut mtimes = std::collections::BTreeMap::new();
+    let mut manifest = String::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        if path == "manifest.json" {
+            std::io::Read::read_to_string(&mut e, &mut manifest).unwrap();
+        }
+        mtimes.insert(path, e.header().mtime().unwrap());
+    }
+    let entries: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let configs: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["Config"].as_str().unwrap())
+        .collect();
+    assert_eq!(configs.len(), 3, "{manifest}");
+    for id in [&foo, &bar] {
+        let path = format!("blobs/sha256/{}", &id[7..]);
+        assert!(configs.contains(&path.as_str()), "{id}: {manifest}");
+        let created = d.inspect("{{.Created}}", id);
+        let secs = berth_util::time::parse_rfc3339(created.trim()).unwrap().0;
+        assert_eq!(mtimes[&path], secs as u64, "{path} of {created}");
+    }
+    assert_eq!(mtimes["manifest.json"], 0);
+    // An unknown repository is still a 404 before anything is written.
+    let r = d
+        .http("GET", "/v1.44/images/get?names=nosuchrepo", None)
+        .unwrap();
+    assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+    assert!(r.contains("No such image: nosuchrepo:latest"), "{r}");
+    d.finish();
+}
