@@ -303,18 +303,21 @@ pub fn check(hc: &HostConfig, ncpus: usize) -> Result<Vec<String>> {
 
 /// What dockerd fills into a new container's `HostConfig` (what inspect shows): an
 /// "unlimited" pids limit (the CLI sends 0) and the "default" swappiness (-1) become unset
-/// (`null`), as do the swappiness and OOM-kill setting on cgroup v2, which cannot apply them
-/// (with dockerd's warnings), and an unprivileged container's masked and read-only paths are
-/// the defaults. Returns the warnings.
+/// (`null`), as does the swappiness on cgroup v2, which cannot apply it (with dockerd's
+/// warning); OOM-kill disabling is `false` unless set (and cannot be on cgroup v2); a memory
+/// limit without a swap limit gets twice as much swap; the cgroup namespace is `host` on
+/// cgroup v1 and `private` on v2 (a privileged container's `host` on v1); an unprivileged
+/// container's masked and read-only paths are the defaults. Returns the warnings.
 pub fn fill_defaults(hc: &mut HostConfig) -> Vec<String> {
     let mut warnings = Vec::new();
+    let v2 = crate::sysinfo::cgroup_version() == "2";
     if hc.pids_limit.is_some_and(|l| l <= 0) {
         hc.pids_limit = None;
     }
     if hc.memory_swappiness == Some(-1) {
         hc.memory_swappiness = None;
     }
-    if crate::sysinfo::cgroup_version() == "2" {
+    if v2 {
         if hc.memory_swappiness.take().is_some() {
             warnings.push(
                 "Your kernel does not support memory swappiness capabilities or the cgroup is \
@@ -327,6 +330,13 @@ pub fn fill_defaults(hc: &mut HostConfig) -> Vec<String> {
                 "Your kernel does not support OomKillDisable. OomKillDisable discarded.".into(),
             );
         }
+    }
+    hc.oom_kill_disable.get_or_insert(false);
+    if hc.memory > 0 && hc.memory_swap == 0 {
+        hc.memory_swap = hc.memory * 2;
+    }
+    if hc.cgroupns_mode.is_empty() {
+        hc.cgroupns_mode = if v2 { "private" } else { "host" }.into();
     }
     if !hc.privileged {
         let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();

@@ -287,11 +287,14 @@ fn inspect_of_a_plain_container_unset_fields_and_graph_driver() {
     assert_eq!(
         f(
             "plain",
-            "{{json .HostConfig.PidsLimit}} {{json .HostConfig.MemorySwappiness}} {{json .HostConfig.OomKillDisable}}"
+            "{{json .HostConfig.PidsLimit}} {{json .HostConfig.MemorySwappiness}} {{json .HostConfig.OomKillDisable}} {{.HostConfig.CgroupnsMode}}"
         )
         .trim(),
-        if v2 { "null null null" } else { "null null false" }
+        if v2 { "null null false private" } else { "null null false host" }
     );
+    // A memory limit without a swap limit: twice as much swap, recorded.
+    d.docker_out("create --name mem -m 32m busybox", &[]);
+    assert_eq!(f("mem", "{{.HostConfig.MemorySwap}}").trim(), "67108864");
     let masked = f("plain", "{{json .HostConfig.MaskedPaths}}");
     assert!(masked.contains("\"/proc/kcore\""), "{masked}");
     let ro = f("plain", "{{json .HostConfig.ReadonlyPaths}}");
@@ -326,7 +329,7 @@ fn inspect_of_a_plain_container_unset_fields_and_graph_driver() {
             .any(|l| std::path::Path::new(l).join("bin").is_dir()),
         "{lowers:?}"
     );
-    d.docker_out("rm plain set", &[]);
+    d.docker_out("rm plain set mem", &[]);
     finish(d);
 }
 
