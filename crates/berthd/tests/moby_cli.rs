@@ -135,3 +135,84 @@ fn rmi_conflicts_name_running_containers_and_children() {
         "Error response from daemon: image name cannot be blank\n",
     );
 }
+
+/// `docker commit --change ENV…` replaces a variable the container has in place (the image's
+/// `PATH` stays first), as dockerd's builder does.
+#[test]
+fn commit_change_env_replaces_in_place() {
+    let d = root_daemon!("docker");
+    import_rootfs(&d, &["ENV PATH=/usr/bin:/bin"], "withpath");
+    d.docker_out("run --name src withpath true", &[]);
+    d.docker(&[
+        "commit",
+        "--change",
+        "ENV DEBUG true",
+        "--change",
+        "ENV test 1",
+        "--change",
+        "ENV PATH /foo",
+        "src",
+        "committed",
+    ])
+    .ok();
+    assert_eq!(
+        d.inspect("{{.Config.Env}}", "committed").trim(),
+        "[PATH=/foo DEBUG=true test=1]"
+    );
+}
+
+/// `docker ps`: `--filter ancestor=` matches the images built on the given one too, and a
+/// container whose image name now means another image shows its image's ID.
+#[test]
+fn ps_ancestor_descendants_and_retagged_image() {
+    let d = root_daemon!("docker");
+    let ctx = dockerfile_context("FROM busybox\nRUN echo 1 > /one\n");
+    d.classic_build(ctx.path(), &["-q", "-t", "img1"]).ok();
+    let ctx2 = dockerfile_context("FROM img1\nRUN echo 2 > /two\n");
+    d.classic_build(ctx2.path(), &["-q", "-t", "img2"]).ok();
+    let a = d.docker_out("create busybox", &[]);
+    let b = d.docker_out("create img1", &[]);
+    let c = d.docker_out("create img2", &[]);
+    let ids = |anc: &str| {
+        let mut v: Vec<String> = d
+            .docker_line(
+                "ps -aq --no-trunc",
+                &["--filter", &format!("ancestor={anc}")],
+            )
+            .ok()
+            .stdout
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    let mut all = vec![
+        a.trim().to_string(),
+        b.trim().to_string(),
+        c.trim().to_string(),
+    ];
+    all.sort();
+    assert_eq!(ids("busybox"), all);
+    let mut two = vec![b.trim().to_string(), c.trim().to_string()];
+    two.sort();
+    assert_eq!(ids("img1"), two);
+    assert_eq!(ids("img2"), vec![c.trim().to_string()]);
+
+    // img1 moves to another image: the container created from it shows its image's ID.
+    let img1 = d.inspect("{{.ID}}", "img1").trim().to_string();
+    let image_of = |id: &str| {
+        d.docker_line(
+            "ps -a --no-trunc",
+            &["--filter", &format!("id={id}"), "--format", "{{.Image}}"],
+        )
+        .ok()
+        .stdout
+        .trim()
+        .to_string()
+    };
+    assert_eq!(image_of(b.trim()), "img1");
+    d.docker_out("tag img2 img1", &[]);
+    assert_eq!(image_of(b.trim()), img1);
+    assert_eq!(image_of(a.trim()), "busybox");
+}
