@@ -216,3 +216,22 @@ fn ps_ancestor_descendants_and_retagged_image() {
     assert_eq!(image_of(b.trim()), img1);
     assert_eq!(image_of(a.trim()), "busybox");
 }
+
+/// An exec's process is the container's: its `--ulimit`s, `HOSTNAME` and links' variables.
+#[test]
+fn exec_gets_container_ulimits_hostname_and_link_env() {
+    let d = root_daemon!("docker");
+    d.docker_out("run -d --name foo busybox sleep 100", &[]);
+    d.docker_out(
+        "run -d --link foo:db --hostname myhost --ulimit nofile=511:511 --name bar busybox sleep 100",
+        &[],
+    );
+    let env = d.docker_out("exec bar env", &[]);
+    assert!(env.contains("HOSTNAME=myhost\n"), "{env}");
+    assert!(env.contains("DB_NAME=/bar/db\n"), "{env}");
+    let n = d.docker_line("exec bar sh -c", &["ulimit -n"]).ok().stdout;
+    assert_eq!(n.trim(), "511");
+    // The exec's own variables still win.
+    let env = d.docker_out("exec -e HOSTNAME=other bar env", &[]);
+    assert!(env.contains("HOSTNAME=other\n"), "{env}");
+}
