@@ -235,3 +235,47 @@ fn exec_gets_container_ulimits_hostname_and_link_env() {
     let env = d.docker_out("exec -e HOSTNAME=other bar env", &[]);
     assert!(env.contains("HOSTNAME=other\n"), "{env}");
 }
+
+/// `docker restart` of a `--rm` container restarts it (it is not removed), and a start by
+/// hand gives an `on-failure:N` policy its N retries again.
+#[test]
+fn restart_keeps_rm_container_and_start_resets_retries() {
+    let d = root_daemon!("docker");
+    let id = d.docker_out("run -d --rm busybox sleep 100", &[]);
+    let id = id.trim();
+    d.docker_out("restart -t 1", &[id]);
+    assert_eq!(d.inspect("{{.State.Running}}", id).trim(), "true");
+
+    let f = d.docker_out("run -d --restart=on-failure:2 busybox false", &[]);
+    let f = f.trim();
+    let settled = || {
+        d.inspect(
+            "{{.State.Restarting}} {{.State.Running}} {{.RestartCount}}",
+            f,
+        )
+    };
+    wait("two retries", || settled().trim() == "false false 2");
+    d.docker_out("start", &[f]);
+    // The count starts over: the policy retries twice again.
+    wait("two retries after the start", || {
+        d.inspect("{{.RestartCount}}", f).trim() == "2" && settled().trim() == "false false 2"
+    });
+    let events = d
+        .docker(&[
+            "events",
+            "--since",
+            "0",
+            "--until",
+            &now_arg(),
+            "-f",
+            &format!("container={f}"),
+            "-f",
+            "event=start",
+            "--format",
+            "{{.Action}}",
+        ])
+        .ok()
+        .stdout;
+    // The first run, two retries, the start by hand and two more retries.
+    assert_eq!(events.lines().count(), 6, "{events}");
+}

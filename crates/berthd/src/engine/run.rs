@@ -209,6 +209,12 @@ impl Engine {
             };
             r.shim_pid = out.pid;
             r.manually_stopped = false;
+            if !by_policy {
+                // A start by hand begins the restart policy afresh (dockerd's
+                // `ResetRestartManager(true)`): its count and back-off.
+                r.restart_count = 0;
+                e.backoff_ms.store(0, Ordering::Relaxed);
+            }
             self.persist_state(&r)?;
             self.container_event(&r, "start", &[]);
         }
@@ -579,7 +585,10 @@ impl Engine {
             if let Err(err) = self.persist_state(&r) {
                 tracing::warn!("persisting {id}: {err}");
             }
-            (r.auto_remove(), restart, r.clone())
+            // A container stopped by `restart` is not removed (dockerd's
+            // `HasBeenManuallyRestarted`).
+            let restarting_by_hand = e.manual_restart.load(Ordering::Relaxed);
+            (r.auto_remove() && !restarting_by_hand, restart, r.clone())
         };
         crate::failpoint::hit("exit.recorded");
         // The shim deletes the container from the runtime (its cgroup, state) and exits. For a
