@@ -157,12 +157,9 @@ impl Engine {
             &x.user
         };
         let (uid, gid) = spec::resolve_user(&self.rootfs(&c.id), user)?;
-        let mut env: Vec<String> = Vec::new();
-        util::override_env(&mut env, c.config.env.as_deref().unwrap_or_default());
-        util::override_env(&mut env, &x.env);
-        if x.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
-            env.push("TERM=xterm".into());
-        }
+        // As the container's process: its links' variables and HOSTNAME too.
+        let (link_env, _) = self.link_setup(c)?;
+        let env = crate::engine::run::process_env(c, link_env, &x.env, x.tty);
         let cwd = [&x.workdir, &c.config.working_dir]
             .into_iter()
             .find(|w| !w.is_empty())
@@ -185,6 +182,9 @@ impl Engine {
             cwd: cwd.into(),
             capabilities: Some(crate::hostconfig::oci_capabilities(&caps)),
             no_new_privileges: crate::hostconfig::no_new_privileges(&c.host_config),
+            // The container's `--ulimit`s apply to its execs too (dockerd starts from the
+            // container's process spec).
+            rlimits: crate::hostconfig::rlimits(&c.host_config)?,
             ..Default::default()
         })
     }

@@ -1021,18 +1021,7 @@ pub fn apply(spec: &mut Spec, hc: &HostConfig, peers: &dyn Peers) -> Result<()> 
     if hc.readonly_rootfs {
         spec.root.get_or_insert_with(Default::default).readonly = true;
     }
-    let rlimits = hc
-        .ulimits
-        .iter()
-        .flatten()
-        .map(|u: &Ulimit| {
-            Ok(Rlimit {
-                typ: rlimit_type(&u.name)?.into(),
-                soft: rlimit_value(u.soft),
-                hard: rlimit_value(u.hard),
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let rlimits = rlimits(hc)?;
     if !rlimits.is_empty() {
         spec.process.get_or_insert_with(Default::default).rlimits = rlimits;
     }
@@ -1208,6 +1197,21 @@ impl DockerSeccomp {
                 .collect(),
         }
     }
+}
+
+/// The OCI rlimits of `--ulimit` (the container's process and its execs).
+pub fn rlimits(hc: &HostConfig) -> Result<Vec<Rlimit>> {
+    hc.ulimits
+        .iter()
+        .flatten()
+        .map(|u: &Ulimit| {
+            Ok(Rlimit {
+                typ: rlimit_type(&u.name)?.into(),
+                soft: rlimit_value(u.soft),
+                hard: rlimit_value(u.hard),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

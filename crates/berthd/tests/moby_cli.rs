@@ -135,3 +135,147 @@ fn rmi_conflicts_name_running_containers_and_children() {
         "Error response from daemon: image name cannot be blank\n",
     );
 }
+
+/// `docker commit --change ENV…` replaces a variable the container has in place (the image's
+/// `PATH` stays first), as dockerd's builder does.
+#[test]
+fn commit_change_env_replaces_in_place() {
+    let d = root_daemon!("docker");
+    import_rootfs(&d, &["ENV PATH=/usr/bin:/bin"], "withpath");
+    d.docker_out("run --name src withpath true", &[]);
+    d.docker(&[
+        "commit",
+        "--change",
+        "ENV DEBUG true",
+        "--change",
+        "ENV test 1",
+        "--change",
+        "ENV PATH /foo",
+        "src",
+        "committed",
+    ])
+    .ok();
+    assert_eq!(
+        d.inspect("{{.Config.Env}}", "committed").trim(),
+        "[PATH=/foo DEBUG=true test=1]"
+    );
+}
+
+/// `docker ps`: `--filter ancestor=` matches the images built on the given one too, and a
+/// container whose image name now means another image shows its image's ID.
+#[test]
+fn ps_ancestor_descendants_and_retagged_image() {
+    let d = root_daemon!("docker");
+    let ctx = dockerfile_context("FROM busybox\nRUN echo 1 > /one\n");
+    d.classic_build(ctx.path(), &["-q", "-t", "img1"]).ok();
+    let ctx2 = dockerfile_context("FROM img1\nRUN echo 2 > /two\n");
+    d.classic_build(ctx2.path(), &["-q", "-t", "img2"]).ok();
+    let a = d.docker_out("create busybox", &[]);
+    let b = d.docker_out("create img1", &[]);
+    let c = d.docker_out("create img2", &[]);
+    let ids = |anc: &str| {
+        let mut v: Vec<String> = d
+            .docker_line(
+                "ps -aq --no-trunc",
+                &["--filter", &format!("ancestor={anc}")],
+            )
+            .ok()
+            .stdout
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    let mut all = vec![
+        a.trim().to_string(),
+        b.trim().to_string(),
+        c.trim().to_string(),
+    ];
+    all.sort();
+    assert_eq!(ids("busybox"), all);
+    let mut two = vec![b.trim().to_string(), c.trim().to_string()];
+    two.sort();
+    assert_eq!(ids("img1"), two);
+    assert_eq!(ids("img2"), vec![c.trim().to_string()]);
+
+    // img1 moves to another image: the container created from it shows its image's ID.
+    let img1 = d.inspect("{{.ID}}", "img1").trim().to_string();
+    let image_of = |id: &str| {
+        d.docker_line(
+            "ps -a --no-trunc",
+            &["--filter", &format!("id={id}"), "--format", "{{.Image}}"],
+        )
+        .ok()
+        .stdout
+        .trim()
+        .to_string()
+    };
+    assert_eq!(image_of(b.trim()), "img1");
+    d.docker_out("tag img2 img1", &[]);
+    assert_eq!(image_of(b.trim()), img1);
+    assert_eq!(image_of(a.trim()), "busybox");
+}
+
+/// An exec's process is the container's: its `--ulimit`s, `HOSTNAME` and links' variables.
+#[test]
+fn exec_gets_container_ulimits_hostname_and_link_env() {
+    let d = root_daemon!("docker");
+    d.docker_out("run -d --name foo busybox sleep 100", &[]);
+    d.docker_out(
+        "run -d --link foo:db --hostname myhost --ulimit nofile=511:511 --name bar busybox sleep 100",
+        &[],
+    );
+    let env = d.docker_out("exec bar env", &[]);
+    assert!(env.contains("HOSTNAME=myhost\n"), "{env}");
+    assert!(env.contains("DB_NAME=/bar/db\n"), "{env}");
+    let n = d.docker_line("exec bar sh -c", &["ulimit -n"]).ok().stdout;
+    assert_eq!(n.trim(), "511");
+    // The exec's own variables still win.
+    let env = d.docker_out("exec -e HOSTNAME=other bar env", &[]);
+    assert!(env.contains("HOSTNAME=other\n"), "{env}");
+}
+
+/// `docker restart` of a `--rm` container restarts it (it is not removed), and a start by
+/// hand gives an `on-failure:N` policy its N retries again.
+#[test]
+fn restart_keeps_rm_container_and_start_resets_retries() {
+    let d = root_daemon!("docker");
+    let id = d.docker_out("run -d --rm busybox sleep 100", &[]);
+    let id = id.trim();
+    d.docker_out("restart -t 1", &[id]);
+    assert_eq!(d.inspect("{{.State.Running}}", id).trim(), "true");
+
+    let f = d.docker_out("run -d --restart=on-failure:2 busybox false", &[]);
+    let f = f.trim();
+    let settled = || {
+        d.inspect(
+            "{{.State.Restarting}} {{.State.Running}} {{.RestartCount}}",
+            f,
+        )
+    };
+    wait("two retries", || settled().trim() == "false false 2");
+    d.docker_out("start", &[f]);
+    // The count starts over: the policy retries twice again.
+    wait("two retries after the start", || {
+        d.inspect("{{.RestartCount}}", f).trim() == "2" && settled().trim() == "false false 2"
+    });
+    let events = d
+        .docker(&[
+            "events",
+            "--since",
+            "0",
+            "--until",
+            &now_arg(),
+            "-f",
+            &format!("container={f}"),
+            "-f",
+            "event=start",
+            "--format",
+            "{{.Action}}",
+        ])
+        .ok()
+        .stdout;
+    // The first run, two retries, the start by hand and two more retries.
+    assert_eq!(events.lines().count(), 6, "{events}");
+}

@@ -300,8 +300,15 @@ pub fn apply_changes(mut c: ContainerConfig, changes: &[String]) -> Result<Conta
             "ENV" => {
                 let env = c.env.get_or_insert_with(Vec::new);
                 for (k, v) in parse_kv("ENV", rest)? {
-                    env.retain(|e| e.split_once('=').map(|(ek, _)| ek) != Some(k.as_str()));
-                    env.push(format!("{k}={v}"));
+                    // As the builder's ENV: a variable already set is replaced in place.
+                    let var = format!("{k}={v}");
+                    match env
+                        .iter_mut()
+                        .find(|e| e.split_once('=').map_or(e.as_str(), |(ek, _)| ek) == k)
+                    {
+                        Some(e) => *e = var,
+                        None => env.push(var),
+                    }
                 }
             }
             "LABEL" => {

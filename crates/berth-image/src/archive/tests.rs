@@ -23,7 +23,8 @@ fn changes() {
     )
     .unwrap();
     assert_eq!(c.cmd.as_deref(), Some(&["sh".to_string()][..]));
-    assert_eq!(c.env.unwrap(), vec!["B=two words", "C=three words", "A=2"]);
+    // ENV replaces a variable in place, as the builder's ENV (dockerd's `dispatchEnv`).
+    assert_eq!(c.env.unwrap(), vec!["A=2", "B=two words", "C=three words"]);
     assert_eq!(c.working_dir.as_deref(), Some("/app/x"));
     assert_eq!(c.user.as_deref(), Some("1000:1000"));
     let l = c.labels.unwrap();

@@ -4,6 +4,24 @@
 use super::*;
 
 impl ImageStore {
+    /// `id` and every image descending from it through `Parent` (moby's image `Children`,
+    /// recursively): what `docker ps --filter ancestor=` matches.
+    pub fn with_descendants(&self, id: &ImageId) -> Result<Vec<ImageId>> {
+        let idx = self.read_index()?;
+        let mut out = vec![id.clone()];
+        let mut i = 0;
+        while i < out.len() {
+            let children = idx
+                .images
+                .values()
+                .filter(|r| r.parent.as_ref() == Some(&out[i]) && !out.contains(&r.id));
+            let children: Vec<ImageId> = children.map(|r| r.id.clone()).collect();
+            out.extend(children);
+            i += 1;
+        }
+        Ok(out)
+    }
+
     /// Docker's image list with its filters and `-a` rule.
     pub fn list_summaries(&self, opts: &ListOptions) -> Result<Vec<ImageSummary>> {
         let idx = self.read_index()?;

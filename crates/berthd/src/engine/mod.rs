@@ -74,6 +74,8 @@ pub(crate) struct Entry {
     pub(crate) op: tokio::sync::Mutex<()>,
     /// The restart policy's current back-off.
     pub(crate) backoff_ms: std::sync::atomic::AtomicU64,
+    /// A `restart` is stopping the container: its exit does not auto-remove it.
+    pub(crate) manual_restart: std::sync::atomic::AtomicBool,
     /// Held while an exit is torn down (shim, rootfs, participants), which may go on after
     /// the record says exited: a start waits for it, so the teardown never hits the next
     /// run's shim.
@@ -236,6 +238,7 @@ impl Engine {
             pending: Mutex::new(Vec::new()),
             op: tokio::sync::Mutex::new(()),
             backoff_ms: std::sync::atomic::AtomicU64::new(0),
+            manual_restart: std::sync::atomic::AtomicBool::new(false),
             teardown: tokio::sync::Mutex::new(()),
         });
         self.map.lock().unwrap().insert(id, e.clone());

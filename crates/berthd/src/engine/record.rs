@@ -46,6 +46,15 @@ impl Container {
         self.config.tty
     }
 
+    /// The host name inside: `Config.Hostname`, else the ID's first 12 characters.
+    pub fn hostname(&self) -> String {
+        if self.config.hostname.is_empty() {
+            self.id[..self.id.len().min(12)].to_string()
+        } else {
+            self.config.hostname.clone()
+        }
+    }
+
     /// Whether the end of an attach client's input closes the container's stdin: Docker's
     /// rule, `StdinOnce` without a tty (a tty's input is never closed by a client going away,
     /// so `run -it` survives a detach or a lost terminal).

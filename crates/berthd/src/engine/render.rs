@@ -144,10 +144,22 @@ impl Engine {
     /// A container as `GET /containers/json` lists it.
     pub fn summary(&self, c: &Container) -> Summary {
         let (ports, network_settings) = self.net.list_fields(c);
+        // dockerd's `refreshImage`: the image's ID once the name given at create time no
+        // longer resolves to the container's image.
+        let image = if c.config.image == c.image
+            || self
+                .images
+                .resolve(&c.config.image)
+                .is_ok_and(|r| r.image.id.to_string() == c.image)
+        {
+            c.config.image.clone()
+        } else {
+            c.image.clone()
+        };
         Summary {
             id: c.id.clone(),
             names: vec![c.name.clone()],
-            image: c.config.image.clone(),
+            image,
             image_id: c.image.clone(),
             command: c.command_line(),
             created: util::unix_secs(&c.created),
@@ -372,13 +384,18 @@ impl<'a> PsFilter<'a> {
         let ancestors = filters.has("ancestor").then(|| {
             filters
                 .get("ancestor")
-                .filter_map(|a| match engine.images.resolve(a) {
-                    Ok(r) => Some(r.image.id.to_string()),
+                .flat_map(|a| match engine.images.resolve(a) {
+                    // The image and the images built on it (dockerd's `Children`).
+                    Ok(r) => engine
+                        .images
+                        .with_descendants(&r.image.id)
+                        .unwrap_or_else(|_| vec![r.image.id]),
                     Err(_) => {
                         tracing::warn!("Error while looking up for image {a}");
-                        None
+                        Vec::new()
                     }
                 })
+                .map(|id| id.to_string())
                 .collect()
         });
         let mut publish = Vec::new();

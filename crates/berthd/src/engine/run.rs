@@ -209,6 +209,12 @@ impl Engine {
             };
             r.shim_pid = out.pid;
             r.manually_stopped = false;
+            if !by_policy {
+                // A start by hand begins the restart policy afresh (dockerd's
+                // `ResetRestartManager(true)`): its count and back-off.
+                r.restart_count = 0;
+                e.backoff_ms.store(0, Ordering::Relaxed);
+            }
             self.persist_state(&r)?;
             self.container_event(&r, "start", &[]);
         }
@@ -284,11 +290,7 @@ impl Engine {
         };
         let (uid, gid) =
             spec::resolve_user(&rootfs, &c.config.user).map_err(|e| unmount(e.into()))?;
-        let hostname = if c.config.hostname.is_empty() {
-            id[..12].to_string()
-        } else {
-            c.config.hostname.clone()
-        };
+        let hostname = c.hostname();
         let dd = self.data_dir(id);
         let write = |name: &str, content: &str| -> Result<(String, String)> {
             let p = dd.join(name);
@@ -353,15 +355,7 @@ impl Engine {
             let (p, _) = write(name, content).map_err(fail)?;
             etc.push((p, dest.to_string()));
         }
-        // dockerd's order: the links' variables, then the container's own (which win).
-        let mut env: Vec<String> = link_env;
-        util::override_env(&mut env, c.config.env.as_deref().unwrap_or_default());
-        if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
-            env.insert(1.min(env.len()), format!("HOSTNAME={hostname}"));
-        }
-        if c.tty() && !env.iter().any(|e| e.starts_with("TERM=")) {
-            env.push("TERM=xterm".into());
-        }
+        let env = process_env(c, link_env, &[], c.tty());
         let mut args = if init {
             vec![
                 "/sbin/docker-init".to_string(),
@@ -592,7 +586,10 @@ impl Engine {
             if let Err(err) = self.persist_state(&r) {
                 tracing::warn!("persisting {id}: {err}");
             }
-            (r.auto_remove(), restart, r.clone())
+            // A container stopped by `restart` is not removed (dockerd's
+            // `HasBeenManuallyRestarted`).
+            let restarting_by_hand = e.manual_restart.load(Ordering::Relaxed);
+            (r.auto_remove() && !restarting_by_hand, restart, r.clone())
         };
         crate::failpoint::hit("exit.recorded");
         // The shim deletes the container from the runtime (its cgroup, state) and exits. For a
@@ -1043,4 +1040,25 @@ fn may_ptrace(spec: &berth_runtime::spec::Spec) -> bool {
         .and_then(|p| p.capabilities.as_ref())
         .and_then(|c| c.bounding.as_ref())
         .is_some_and(|b| b.iter().any(|c| c == "CAP_SYS_PTRACE"))
+}
+
+/// The environment of a container's process or of an exec in it (dockerd's
+/// `CreateDaemonEnvironment`): the links' variables, then the container's own and `extra`
+/// (an exec's), which win; `HOSTNAME` second unless set, `TERM=xterm` with a tty unless set.
+pub(crate) fn process_env(
+    c: &Container,
+    link_env: Vec<String>,
+    extra: &[String],
+    tty: bool,
+) -> Vec<String> {
+    let mut env = link_env;
+    util::override_env(&mut env, c.config.env.as_deref().unwrap_or_default());
+    util::override_env(&mut env, extra);
+    if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+        env.insert(1.min(env.len()), format!("HOSTNAME={}", c.hostname()));
+    }
+    if tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    env
 }
