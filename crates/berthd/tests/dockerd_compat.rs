@@ -342,6 +342,16 @@ fn events_of_an_attached_run() {
     d.docker_out("run --name ev busybox true", &[]);
     let id = d.docker_out("inspect ev --format", &["{{.Id}}"]);
     d.docker_out("rm ev", &[]);
+    let id2 = d
+        .docker_line(
+            "run -d --name ev2 busybox sh -c",
+            &["trap 'exit 0' TERM; sleep 100 & wait"],
+        )
+        .ok()
+        .stdout;
+    d.docker_out("exec ev2 true", &[]);
+    d.docker_out("stop ev2", &[]);
+    d.docker_out("rm ev2", &[]);
     let until = format!("{}", berth_util::time::now().0 + 1);
     let out = d
         .docker(&[
@@ -351,15 +361,17 @@ fn events_of_an_attached_run() {
             "--until",
             &until,
             "--format",
-            "{{.Type}} {{.Action}} {{.Actor.ID}} {{.Actor.Attributes.container}}",
+            "{{.Type}} {{.Action}}|{{.Actor.ID}}|{{.Actor.Attributes.container}}",
         ])
         .ok()
         .stdout;
-    let ours: Vec<String> = out
-        .lines()
-        .filter(|l| l.contains(id.trim()))
-        .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
-        .collect();
+    let of = |id: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| l.contains(id.trim()))
+            .map(|l| l.split('|').next().unwrap_or_default().to_string())
+            .collect()
+    };
+    let ours = of(&id);
     assert_eq!(
         ours,
         [
@@ -369,6 +381,25 @@ fn events_of_an_attached_run() {
             "container start",
             "network disconnect",
             "container die",
+            "container destroy"
+        ],
+        "{out}"
+    );
+    // A detached run, an exec, a stop (the signal's kill, the cleanup, the die, then the
+    // stop).
+    assert_eq!(
+        of(&id2),
+        [
+            "container create",
+            "network connect",
+            "container start",
+            "container exec_create: true",
+            "container exec_start: true",
+            "container exec_die",
+            "container kill",
+            "network disconnect",
+            "container die",
+            "container stop",
             "container destroy"
         ],
         "{out}"

@@ -802,8 +802,14 @@ impl Engine {
             .ok_or_else(|| EngineError::BadRequest(format!("Invalid signal: {sig_name}")))?;
         let t = t.or(c.config.stop_timeout).unwrap_or(10);
         let seen = rx.borrow_and_update().exits;
+        // dockerd's `kill` event for each signal a stop sends.
+        let signalled = |sig: i32| {
+            self.container_event(&c, "kill", &[("signal", &sig.to_string())]);
+        };
         if sig != libc::SIGKILL {
-            let _ = self.signal(&c.id, sig).await;
+            if self.signal(&c.id, sig).await.is_ok() {
+                signalled(sig);
+            }
             self.thaw_for_exit(&c).await;
             crate::failpoint::hit("stop.signalled");
             let wait = wait_exit(&mut rx, seen);
@@ -818,7 +824,9 @@ impl Engine {
                 return Ok(());
             }
         }
-        let _ = self.signal(&c.id, libc::SIGKILL).await;
+        if self.signal(&c.id, libc::SIGKILL).await.is_ok() {
+            signalled(libc::SIGKILL);
+        }
         self.thaw_for_exit(&c).await;
         tokio::time::timeout(Duration::from_secs(30), wait_exit(&mut rx, seen))
             .await
