@@ -385,6 +385,24 @@ fn events_of_an_attached_run() {
         ],
         "{out}"
     );
+    // The die's attributes: the exit code and how long it ran, in seconds.
+    let die = d
+        .docker(&[
+            "events",
+            "--since",
+            "0",
+            "--until",
+            &until,
+            "--filter",
+            "event=die",
+            "--filter",
+            "container=ev",
+            "--format",
+            "{{.Actor.Attributes.exitCode}} {{.Actor.Attributes.execDuration}}",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(die, "0 0\n");
     // A detached run, an exec, a stop (the signal's kill, the cleanup, the die, then the
     // stop).
     assert_eq!(

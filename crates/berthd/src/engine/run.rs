@@ -550,9 +550,16 @@ impl Engine {
             let r = e.rec.lock().unwrap().clone();
             super::oom_killed(&self.cgroups_path(&r))
         };
-        let (auto_remove, restart, snapshot) = {
+        let (auto_remove, restart, snapshot, ran_for) = {
             let mut r = e.rec.lock().unwrap();
             let ran_secs = util::now_secs() - util::unix_secs(&r.state.started_at);
+            // How long it ran, in whole seconds (dockerd's `execDuration`).
+            let ran_for = {
+                let (now_s, now_ns) = berth_image::timeutil::now();
+                let (s, ns) = util::parse_rfc3339(&r.state.started_at).unwrap_or((now_s, now_ns));
+                ((now_s - s) * 1_000_000_000 + (i64::from(now_ns) - i64::from(ns))).max(0)
+                    / 1_000_000_000
+            };
             r.state.running = false;
             r.state.paused = false;
             r.state.status = "exited".into();
@@ -591,7 +598,7 @@ impl Engine {
             if let Err(err) = self.persist_state(&r) {
                 tracing::warn!("persisting {id}: {err}");
             }
-            (r.auto_remove(), restart, r.clone())
+            (r.auto_remove(), restart, r.clone(), ran_for)
         };
         crate::failpoint::hit("exit.recorded");
         // The shim deletes the container from the runtime (its cgroup, state) and exits. For a
@@ -623,7 +630,15 @@ impl Engine {
         if oom {
             self.container_event(&snapshot, "oom", &[]);
         }
-        self.container_event(&snapshot, "die", &[("exitCode", &code.to_string())]);
+        // dockerd's attributes: the exit code and how long it ran (whole seconds).
+        self.container_event(
+            &snapshot,
+            "die",
+            &[
+                ("exitCode", &code.to_string()),
+                ("execDuration", &ran_for.to_string()),
+            ],
+        );
         e.events.send_modify(|ev| {
             ev.exits += 1;
             ev.last_exit = code;
