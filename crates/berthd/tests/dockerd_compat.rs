@@ -353,18 +353,17 @@ fn events_of_an_attached_run() {
     d.docker_out("stop ev2", &[]);
     d.docker_out("rm ev2", &[]);
     let until = format!("{}", berth_util::time::now().0 + 1);
-    let out = d
-        .docker(&[
-            "events",
-            "--since",
-            "0",
-            "--until",
-            &until,
-            "--format",
-            "{{.Type}} {{.Action}}|{{.Actor.ID}}|{{.Actor.Attributes.container}}",
-        ])
-        .ok()
-        .stdout;
+    // Every event so far, with `filters`, in `format`.
+    let events = |filters: &[&str], format: &str| {
+        let mut args = vec!["events", "--since", "0", "--until", &until];
+        args.extend(filters);
+        args.extend(["--format", format]);
+        d.docker(&args).ok().stdout
+    };
+    let out = events(
+        &[],
+        "{{.Type}} {{.Action}}|{{.Actor.ID}}|{{.Actor.Attributes.container}}",
+    );
     let of = |id: &str| -> Vec<String> {
         out.lines()
             .filter(|l| l.contains(id.trim()))
@@ -386,22 +385,10 @@ fn events_of_an_attached_run() {
         "{out}"
     );
     // The die's attributes: the exit code and how long it ran, in seconds.
-    let die = d
-        .docker(&[
-            "events",
-            "--since",
-            "0",
-            "--until",
-            &until,
-            "--filter",
-            "event=die",
-            "--filter",
-            "container=ev",
-            "--format",
-            "{{.Actor.Attributes.exitCode}} {{.Actor.Attributes.execDuration}}",
-        ])
-        .ok()
-        .stdout;
+    let die = events(
+        &["--filter", "event=die", "--filter", "container=ev"],
+        "{{.Actor.Attributes.exitCode}} {{.Actor.Attributes.execDuration}}",
+    );
     assert_eq!(die, "0 0\n");
     // A detached run, an exec, a stop (the signal's kill, the cleanup, the die, then the
     // stop).
