@@ -342,24 +342,35 @@ fn events_of_an_attached_run() {
     d.docker_out("run --name ev busybox true", &[]);
     let id = d.docker_out("inspect ev --format", &["{{.Id}}"]);
     d.docker_out("rm ev", &[]);
-    let until = format!("{}", berth_util::time::now().0 + 1);
-    let out = d
-        .docker(&[
-            "events",
-            "--since",
-            "0",
-            "--until",
-            &until,
-            "--format",
-            "{{.Type}} {{.Action}} {{.Actor.ID}} {{.Actor.Attributes.container}}",
-        ])
+    let id2 = d
+        .docker_line(
+            "run -d --name ev2 busybox sh -c",
+            &["trap 'exit 0' TERM; sleep 100 & wait"],
+        )
         .ok()
         .stdout;
-    let ours: Vec<String> = out
-        .lines()
-        .filter(|l| l.contains(id.trim()))
-        .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
-        .collect();
+    d.docker_out("exec ev2 true", &[]);
+    d.docker_out("stop ev2", &[]);
+    d.docker_out("rm ev2", &[]);
+    let until = format!("{}", berth_util::time::now().0 + 1);
+    // Every event so far, with `filters`, in `format`.
+    let events = |filters: &[&str], format: &str| {
+        let mut args = vec!["events", "--since", "0", "--until", &until];
+        args.extend(filters);
+        args.extend(["--format", format]);
+        d.docker(&args).ok().stdout
+    };
+    let out = events(
+        &[],
+        "{{.Type}} {{.Action}}|{{.Actor.ID}}|{{.Actor.Attributes.container}}",
+    );
+    let of = |id: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| l.contains(id.trim()))
+            .map(|l| l.split('|').next().unwrap_or_default().to_string())
+            .collect()
+    };
+    let ours = of(&id);
     assert_eq!(
         ours,
         [
@@ -369,6 +380,31 @@ fn events_of_an_attached_run() {
             "container start",
             "network disconnect",
             "container die",
+            "container destroy"
+        ],
+        "{out}"
+    );
+    // The die's attributes: the exit code and how long it ran, in seconds.
+    let die = events(
+        &["--filter", "event=die", "--filter", "container=ev"],
+        "{{.Actor.Attributes.exitCode}} {{.Actor.Attributes.execDuration}}",
+    );
+    assert_eq!(die, "0 0\n");
+    // A detached run, an exec, a stop (the signal's kill, the cleanup, the die, then the
+    // stop).
+    assert_eq!(
+        of(&id2),
+        [
+            "container create",
+            "network connect",
+            "container start",
+            "container exec_create: true",
+            "container exec_start: true",
+            "container exec_die",
+            "container kill",
+            "network disconnect",
+            "container die",
+            "container stop",
             "container destroy"
         ],
         "{out}"

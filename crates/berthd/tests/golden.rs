@@ -185,6 +185,10 @@ impl Norm {
                 if key == "HostPort" && !s.is_empty() {
                     return json!("<port>");
                 }
+                // How long a container ran (a die event's attribute), in seconds.
+                if key == "execDuration" {
+                    return json!("<secs>");
+                }
                 if key == "Status" {
                     // `Up 2 seconds`, `Exited (0) Less than a second ago`: the time varies.
                     for p in ["Up ", "Exited (", "Restarting ("] {

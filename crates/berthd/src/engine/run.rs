@@ -545,9 +545,16 @@ impl Engine {
             let r = e.rec.lock().unwrap().clone();
             super::oom_killed(&self.cgroups_path(&r))
         };
-        let (auto_remove, restart, snapshot) = {
+        let (auto_remove, restart, snapshot, ran_for) = {
             let mut r = e.rec.lock().unwrap();
             let ran_secs = util::now_secs() - util::unix_secs(&r.state.started_at);
+            // How long it ran, in whole seconds (dockerd's `execDuration`).
+            let ran_for = {
+                let (now_s, now_ns) = berth_image::timeutil::now();
+                let (s, ns) = util::parse_rfc3339(&r.state.started_at).unwrap_or((now_s, now_ns));
+                ((now_s - s) * 1_000_000_000 + (i64::from(now_ns) - i64::from(ns))).max(0)
+                    / 1_000_000_000
+            };
             r.state.running = false;
             r.state.paused = false;
             r.state.status = "exited".into();
@@ -589,7 +596,7 @@ impl Engine {
             // A container stopped by `restart` is not removed (dockerd's
             // `HasBeenManuallyRestarted`).
             let restarting_by_hand = e.manual_restart.load(Ordering::Relaxed);
-            (r.auto_remove() && !restarting_by_hand, restart, r.clone())
+            (r.auto_remove() && !restarting_by_hand, restart, r.clone(), ran_for)
         };
         crate::failpoint::hit("exit.recorded");
         // The shim deletes the container from the runtime (its cgroup, state) and exits. For a
@@ -621,7 +628,15 @@ impl Engine {
         if oom {
             self.container_event(&snapshot, "oom", &[]);
         }
-        self.container_event(&snapshot, "die", &[("exitCode", &code.to_string())]);
+        // dockerd's attributes: the exit code and how long it ran (whole seconds).
+        self.container_event(
+            &snapshot,
+            "die",
+            &[
+                ("exitCode", &code.to_string()),
+                ("execDuration", &ran_for.to_string()),
+            ],
+        );
         e.events.send_modify(|ev| {
             ev.exits += 1;
             ev.last_exit = code;
@@ -800,8 +815,14 @@ impl Engine {
             .ok_or_else(|| EngineError::BadRequest(format!("Invalid signal: {sig_name}")))?;
         let t = t.or(c.config.stop_timeout).unwrap_or(10);
         let seen = rx.borrow_and_update().exits;
+        // dockerd's `kill` event for each signal a stop sends.
+        let signalled = |sig: i32| {
+            self.container_event(&c, "kill", &[("signal", &sig.to_string())]);
+        };
         if sig != libc::SIGKILL {
-            let _ = self.signal(&c.id, sig).await;
+            if self.signal(&c.id, sig).await.is_ok() {
+                signalled(sig);
+            }
             self.thaw_for_exit(&c).await;
             crate::failpoint::hit("stop.signalled");
             let wait = wait_exit(&mut rx, seen);
@@ -816,7 +837,9 @@ impl Engine {
                 return Ok(());
             }
         }
-        let _ = self.signal(&c.id, libc::SIGKILL).await;
+        if self.signal(&c.id, libc::SIGKILL).await.is_ok() {
+            signalled(libc::SIGKILL);
+        }
         self.thaw_for_exit(&c).await;
         tokio::time::timeout(Duration::from_secs(30), wait_exit(&mut rx, seen))
             .await
