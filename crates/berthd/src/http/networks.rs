@@ -18,6 +18,8 @@ use super::{blocking, decode, filters, json, json_status, no_content, AppState, 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/networks", get(list))
+        // dockerd routes the trailing-slash form to the list too.
+        .route("/networks/", get(list))
         .route("/networks/create", post(create))
         .route("/networks/prune", post(prune))
         .route("/networks/{id}", get(inspect).delete(remove))
