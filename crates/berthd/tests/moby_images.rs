@@ -17,6 +17,15 @@ fn get_json(d: &Daemon, path: &str) -> serde_json::Value {
     serde_json::from_str(body(&r)).unwrap_or_else(|e| panic!("{path}: {e}: {r}"))
 }
 
+/// The string field `key` of each object of a JSON array.
+fn field_of_each<'a>(list: &'a serde_json::Value, key: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[key].as_str().unwrap())
+        .collect()
+}
+
 /// The IDs an image list answers.
 fn list_ids(d: &Daemon, filters: &str) -> Vec<String> {
     let q: String = filters
@@ -27,11 +36,9 @@ fn list_ids(d: &Daemon, filters: &str) -> Vec<String> {
         })
         .collect();
     let v = get_json(d, &format!("/v1.44/images/json?filters={q}"));
-    let mut ids: Vec<String> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["Id"].as_str().unwrap().to_string())
+    let mut ids: Vec<String> = field_of_each(&v, "Id")
+        .into_iter()
+        .map(str::to_string)
         .collect();
     ids.sort();
     ids
@@ -206,12 +213,7 @@ fn save_bare_repository_and_entry_times() {
         mtimes.insert(path, e.header().mtime().unwrap());
     }
     let entries: serde_json::Value = serde_json::from_str(&manifest).unwrap();
-    let configs: Vec<&str> = entries
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["Config"].as_str().unwrap())
-        .collect();
+    let configs = field_of_each(&entries, "Config");
     assert_eq!(configs.len(), 3, "{manifest}");
     for id in [&foo, &bar] {
         let path = format!("blobs/sha256/{}", &id[7..]);
@@ -267,12 +269,7 @@ fn import_answers_when_the_image_exists() {
 fn network_list_with_trailing_slash() {
     let d = root_daemon!();
     let v = get_json(&d, "/v1.44/networks/");
-    let names: Vec<&str> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["Name"].as_str().unwrap())
-        .collect();
+    let names = field_of_each(&v, "Name");
     assert!(names.contains(&"bridge"), "{v}");
     d.finish();
 }
