@@ -17,6 +17,15 @@ fn get_json(d: &Daemon, path: &str) -> serde_json::Value {
     serde_json::from_str(body(&r)).unwrap_or_else(|e| panic!("{path}: {e}: {r}"))
 }
 
+/// The string field `key` of each object of a JSON array.
+fn field_of_each<'a>(list: &'a serde_json::Value, key: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[key].as_str().unwrap())
+        .collect()
+}
+
 /// The IDs an image list answers.
 fn list_ids(d: &Daemon, filters: &str) -> Vec<String> {
     let q: String = filters
@@ -27,11 +36,9 @@ fn list_ids(d: &Daemon, filters: &str) -> Vec<String> {
         })
         .collect();
     let v = get_json(d, &format!("/v1.44/images/json?filters={q}"));
-    let mut ids: Vec<String> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["Id"].as_str().unwrap().to_string())
+    let mut ids: Vec<String> = field_of_each(&v, "Id")
+        .into_iter()
+        .map(str::to_string)
         .collect();
     ids.sort();
     ids
@@ -206,12 +213,7 @@ fn save_bare_repository_and_entry_times() {
         mtimes.insert(path, e.header().mtime().unwrap());
     }
     let entries: serde_json::Value = serde_json::from_str(&manifest).unwrap();
-    let configs: Vec<&str> = entries
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["Config"].as_str().unwrap())
-        .collect();
+    let configs = field_of_each(&entries, "Config");
     assert_eq!(configs.len(), 3, "{manifest}");
     for id in [&foo, &bar] {
         let path = format!("blobs/sha256/{}", &id[7..]);
@@ -227,5 +229,47 @@ fn save_bare_repository_and_entry_times() {
         .unwrap();
     assert!(r.starts_with("HTTP/1.1 404"), "{r}");
     assert!(r.contains("No such image: nosuchrepo:latest"), "{r}");
+    d.finish();
+}
+
+/// An import of a request body answers once the image exists (dockerd reports nothing
+/// before): a client that only reads the response head finds the image at once. An empty
+/// archive imports as an image without content, with the requested platform.
+#[test]
+fn import_answers_when_the_image_exists() {
+    use std::io::{Read, Write};
+    let d = root_daemon!();
+    for (i, body) in [vec![0u8; 1024], Vec::new()].into_iter().enumerate() {
+        let mut s = std::os::unix::net::UnixStream::connect(d.sock()).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        let head = format!(
+            "POST /v1.44/images/create?fromSrc=-&repo=imp-head:tc{i}&platform=linux/sparc64 HTTP/1.1\r\nHost: berth\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&body).unwrap();
+        // Only the response head: the body (the ID) is not waited for.
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).unwrap(), 1, "{got:?}");
+            got.push(byte[0]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+        let v = get_json(&d, &format!("/v1.44/images/imp-head:tc{i}/json"));
+        assert_eq!(v["Architecture"], "sparc64", "{v}");
+        assert_eq!(v["Os"], "linux", "{v}");
+    }
+    d.finish();
+}
+
+/// `GET /networks/` (a trailing slash) lists the networks, as dockerd's router does.
+#[test]
+fn network_list_with_trailing_slash() {
+    let d = root_daemon!();
+    let v = get_json(&d, "/v1.44/networks/");
+    let names = field_of_each(&v, "Name");
+    assert!(names.contains(&"bridge"), "{v}");
     d.finish();
 }

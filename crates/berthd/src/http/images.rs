@@ -17,8 +17,8 @@ use berth_image::manifest::Platform;
 use berth_image::Reference;
 
 use super::{
-    blocking, decode, filters, json, json_status, qbool, qstr, query_pairs, stream, ApiError,
-    AppState, JsonBody, St, Q, R,
+    blocking, decode, filters, json, json_status, qbool, qstr, query_pairs, stream,
+    stream_after_first, ApiError, AppState, JsonBody, St, Q, R,
 };
 use crate::engine::EngineError;
 use crate::images;
@@ -212,7 +212,7 @@ async fn import(
         platform: platform(&q)?,
     };
     let rx = images::import(s.engine.clone(), opts, body_reader(req));
-    Ok(stream("application/json", rx))
+    Ok(stream_after_first("application/json", rx).await)
 }
 
 /// A blocking reader over a request body (fed from the async side through a channel).

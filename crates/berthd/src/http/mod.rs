@@ -229,6 +229,27 @@ impl ClientSocket {
 }
 
 /// The content type of a container's or exec's stream.
+/// [`stream`] answered only once the first message is there: for jobs that report only at
+/// their end (dockerd's import of a request body answers when the image exists), the client's
+/// call returns with the work done.
+pub(crate) async fn stream_after_first(
+    content_type: &'static str,
+    mut rx: tokio::sync::mpsc::Receiver<Bytes>,
+) -> Response {
+    let first = rx.recv().await;
+    let body = futures_util::stream::unfold((first, rx), |(first, mut rx)| async move {
+        match first {
+            Some(b) => Some((Ok::<_, Infallible>(b), (None, rx))),
+            None => rx.recv().await.map(|b| (Ok(b), (None, rx))),
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
 pub(crate) fn stream_type(tty: bool) -> &'static str {
     if tty {
         "application/vnd.docker.raw-stream"

@@ -19,6 +19,8 @@ use super::{
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/networks", get(list))
+        // dockerd routes the trailing-slash form to the list too.
+        .route("/networks/", get(list))
         .route("/networks/create", post(create))
         .route("/networks/prune", post(prune))
         .route("/networks/{id}", get(inspect).delete(remove))
