@@ -346,3 +346,20 @@ fn pids_limit_updates_as_dockerd() {
     }
     finish(d);
 }
+
+#[test]
+fn restarting_an_auto_removed_container_keeps_it() {
+    let d = root_daemon!();
+    d.docker(&["run", "-d", "--rm", "--name", "rmx", "busybox", "top"])
+        .ok();
+    let id = d.inspect("{{.Id}}", "rmx").trim().to_string();
+    d.docker(&["restart", "-t", "0", "rmx"]).ok();
+    assert_eq!(d.inspect("{{.State.Status}}", "rmx").trim(), "running");
+    assert_eq!(d.inspect("{{.Id}}", "rmx").trim(), id);
+    // A stop still removes it.
+    d.docker(&["stop", "-t", "0", "rmx"]).ok();
+    wait("rmx to be removed", || {
+        d.docker(&["ps", "-aq"]).ok().stdout.trim().is_empty()
+    });
+    finish(d);
+}

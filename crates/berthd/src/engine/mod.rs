@@ -74,6 +74,9 @@ pub(crate) struct Entry {
     pub(crate) op: tokio::sync::Mutex<()>,
     /// The restart policy's current back-off.
     pub(crate) backoff_ms: std::sync::atomic::AtomicU64,
+    /// A restart (`POST /containers/{id}/restart`) is stopping the container: its exit does
+    /// not remove an `AutoRemove` container (dockerd lifts `AutoRemove` for the stop).
+    pub(crate) user_restart: std::sync::atomic::AtomicBool,
     /// Held while an exit is torn down (shim, rootfs, participants), which may go on after
     /// the record says exited: a start waits for it, so the teardown never hits the next
     /// run's shim.
@@ -236,6 +239,7 @@ impl Engine {
             pending: Mutex::new(Vec::new()),
             op: tokio::sync::Mutex::new(()),
             backoff_ms: std::sync::atomic::AtomicU64::new(0),
+            user_restart: std::sync::atomic::AtomicBool::new(false),
             teardown: tokio::sync::Mutex::new(()),
         });
         self.map.lock().unwrap().insert(id, e.clone());

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use berth_api::container::{ChangeItem, PruneReport, TopResponse, UpdateConfig};
@@ -152,7 +153,11 @@ impl Engine {
         t: Option<i64>,
         signal: Option<&str>,
     ) -> Result<()> {
-        match self.stop(name_or_id, t, signal).await {
+        let entry = self.lookup(name_or_id)?;
+        entry.user_restart.store(true, Ordering::SeqCst);
+        let stopped = self.stop(name_or_id, t, signal).await;
+        entry.user_restart.store(false, Ordering::SeqCst);
+        match stopped {
             Ok(()) | Err(EngineError::NotModified) => {}
             Err(e) => return Err(e),
         }

@@ -592,7 +592,8 @@ impl Engine {
             if let Err(err) = self.persist_state(&r) {
                 tracing::warn!("persisting {id}: {err}");
             }
-            (r.auto_remove(), restart, r.clone())
+            let auto_remove = r.auto_remove() && !e.user_restart.load(Ordering::SeqCst);
+            (auto_remove, restart, r.clone())
         };
         crate::failpoint::hit("exit.recorded");
         // The shim deletes the container from the runtime (its cgroup, state) and exits. For a
