@@ -363,3 +363,34 @@ fn restarting_an_auto_removed_container_keeps_it() {
     });
     finish(d);
 }
+
+#[test]
+fn a_health_check_past_its_timeout_reports_go_duration_and_output() {
+    let d = root_daemon!();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "hc",
+        "--health-cmd",
+        "echo \"logs1 logs2 logs3\"; sleep 60",
+        "--health-interval",
+        "100ms",
+        // Long enough for the exec to start on a loaded machine, not a whole second.
+        "--health-timeout",
+        "2500ms",
+        "--health-retries",
+        "1",
+        "busybox",
+        "top",
+    ])
+    .ok();
+    let first = || d.inspect("{{range .State.Health.Log}}{{.Output}}|{{end}}", "hc");
+    wait("a health check", || !first().trim().is_empty());
+    let out = first();
+    assert!(
+        out.starts_with("Health check exceeded timeout (2.5s): logs1 logs2 logs3\n|"),
+        "{out}"
+    );
+    finish(d);
+}
