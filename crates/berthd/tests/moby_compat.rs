@@ -394,3 +394,42 @@ fn a_health_check_past_its_timeout_reports_go_duration_and_output() {
     );
     finish(d);
 }
+
+#[test]
+fn inspect_shows_the_default_masked_and_read_only_paths() {
+    let d = root_daemon!();
+    let paths = |name: &str| {
+        d.inspect(
+            "{{json .HostConfig.MaskedPaths}} {{json .HostConfig.ReadonlyPaths}}",
+            name,
+        )
+        .trim()
+        .to_string()
+    };
+    d.docker(&["create", "--name", "plain", "busybox", "true"])
+        .ok();
+    let (masked, ro) = paths("plain")
+        .split_once(' ')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .unwrap();
+    let masked: Vec<String> = serde_json::from_str(&masked).unwrap();
+    let ro: Vec<String> = serde_json::from_str(&ro).unwrap();
+    assert!(masked.contains(&"/proc/kcore".to_string()), "{masked:?}");
+    assert!(ro.contains(&"/proc/sys".to_string()), "{ro:?}");
+    d.docker(&[
+        "create",
+        "--privileged",
+        "--name",
+        "priv",
+        "busybox",
+        "true",
+    ])
+    .ok();
+    assert_eq!(paths("priv"), "null null");
+    let id = created(&d.post(
+        "/containers/create",
+        r#"{"Image":"busybox","Cmd":["true"],"HostConfig":{"MaskedPaths":["/proc/keys"],"ReadonlyPaths":[]}}"#,
+    ));
+    assert_eq!(paths(&id), r#"["/proc/keys"] []"#);
+    finish(d);
+}
