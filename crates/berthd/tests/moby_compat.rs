@@ -433,3 +433,38 @@ fn inspect_shows_the_default_masked_and_read_only_paths() {
     assert_eq!(paths(&id), r#"["/proc/keys"] []"#);
     finish(d);
 }
+
+#[test]
+fn a_stop_whose_client_went_away_still_kills_after_the_timeout() {
+    let d = root_daemon!();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "trapper",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo received TERM' TERM; while true; do usleep 10000; done",
+    ])
+    .ok();
+    let mut s = UnixStream::connect(d.sock()).unwrap();
+    s.write_all(
+        b"POST /containers/trapper/stop?t=2 HTTP/1.1\r\nHost: berth\r\nContent-Length: 0\r\n\r\n",
+    )
+    .unwrap();
+    wait("the TERM to arrive", || {
+        d.docker(&["logs", "trapper"])
+            .ok()
+            .stdout
+            .contains("received TERM")
+    });
+    // The client gives up; the container keeps running until the timeout's kill.
+    drop(s);
+    assert_eq!(d.inspect("{{.State.Running}}", "trapper").trim(), "true");
+    wait("the kill after the timeout", || {
+        d.inspect("{{.State.Running}}", "trapper").trim() == "false"
+    });
+    assert_eq!(d.inspect("{{.State.ExitCode}}", "trapper").trim(), "137");
+    finish(d);
+}
