@@ -468,3 +468,34 @@ fn a_stop_whose_client_went_away_still_kills_after_the_timeout() {
     assert_eq!(d.inspect("{{.State.ExitCode}}", "trapper").trim(), "137");
     finish(d);
 }
+
+#[test]
+fn a_custom_seccomp_profile_holds_for_privileged_containers() {
+    let d = root_daemon!();
+    let profile = d.path("no-chown.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["chown","fchown","fchownat","lchown"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    for flags in [vec![], vec!["--privileged"]] {
+        let mut args = vec!["run", "--rm", "--security-opt", &opt];
+        args.extend(flags.iter().copied());
+        args.extend(["busybox", "chown", "42", "/bin/true"]);
+        let r = d.docker(&args).fails_with("Operation not permitted");
+        assert_eq!(r.code, 1, "{flags:?}");
+    }
+    // Privileged without a profile of its own: unconfined.
+    d.docker(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "busybox",
+        "chown",
+        "42",
+        "/bin/true",
+    ])
+    .ok();
+    finish(d);
+}
