@@ -151,9 +151,58 @@ pub fn now_rfc3339_nano() -> String {
     format_rfc3339_nano(s, n)
 }
 
+/// A duration as Go's `time.Duration.String` writes it: `0s`, `50ms`, `1.5µs`, `30s`,
+/// `1m30s`, `1h0m0s`.
+pub fn go_duration(d: std::time::Duration) -> String {
+    let ns = d.as_nanos();
+    // `whole` units and `frac` of them in `digits` decimals, trailing zeros dropped.
+    let fixed = |whole: u128, frac: u128, digits: usize| {
+        let f = format!("{frac:0digits$}");
+        let f = f.trim_end_matches('0');
+        if f.is_empty() {
+            whole.to_string()
+        } else {
+            format!("{whole}.{f}")
+        }
+    };
+    if ns == 0 {
+        return "0s".into();
+    }
+    if ns < 1_000 {
+        return format!("{ns}ns");
+    }
+    if ns < 1_000_000 {
+        return format!("{}µs", fixed(ns / 1_000, ns % 1_000, 3));
+    }
+    if ns < 1_000_000_000 {
+        return format!("{}ms", fixed(ns / 1_000_000, ns % 1_000_000, 6));
+    }
+    let secs = ns / 1_000_000_000;
+    let s = format!("{}s", fixed(secs % 60, ns % 1_000_000_000, 9));
+    match (secs / 3600, secs / 60 % 60) {
+        (0, 0) => s,
+        (0, m) => format!("{m}m{s}"),
+        (h, m) => format!("{h}h{m}m{s}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_durations() {
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(go_duration(ms(0)), "0s");
+        assert_eq!(go_duration(ms(50)), "50ms");
+        assert_eq!(go_duration(std::time::Duration::from_micros(1500)), "1.5ms");
+        assert_eq!(go_duration(std::time::Duration::from_nanos(1500)), "1.5µs");
+        assert_eq!(go_duration(std::time::Duration::from_nanos(7)), "7ns");
+        assert_eq!(go_duration(ms(30_000)), "30s");
+        assert_eq!(go_duration(ms(1_500)), "1.5s");
+        assert_eq!(go_duration(ms(90_000)), "1m30s");
+        assert_eq!(go_duration(ms(3_600_000)), "1h0m0s");
+    }
 
     #[test]
     fn roundtrip_and_known_values() {

@@ -324,13 +324,15 @@ impl Engine {
     }
 
     /// Runs a command in a container to completion, collecting up to `limit` bytes of output
-    /// (health checks). Returns (exit code, output).
+    /// into `out` as it comes (health checks: a check that times out reports what it wrote).
+    /// Returns the exit code.
     pub async fn exec_collect(
         self: &Arc<Self>,
         cid: &str,
         args: Vec<String>,
         limit: usize,
-    ) -> Result<(i64, String)> {
+        out: &std::sync::Mutex<Vec<u8>>,
+    ) -> Result<i64> {
         let id = self.exec_create(
             cid,
             &CreateRequest {
@@ -342,17 +344,18 @@ impl Engine {
         )?;
         let (_, s) = self.exec_start(&id).await?;
         let (mut r, _w) = s.into_split();
-        let mut out = Vec::new();
         let code = pump_frames(&mut r, |_, data| {
+            let mut out = out.lock().unwrap();
             if out.len() < limit {
-                out.extend_from_slice(&data[..data.len().min(limit - out.len())]);
+                let n = data.len().min(limit - out.len());
+                out.extend_from_slice(&data[..n]);
             }
         })
         .await;
         let code = code.unwrap_or(-1);
         self.exec_exited(&id, code);
         self.execs.map.lock().unwrap().remove(&id);
-        Ok((code, String::from_utf8_lossy(&out).into_owned()))
+        Ok(code)
     }
 }
 

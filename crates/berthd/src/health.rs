@@ -61,16 +61,22 @@ impl Engine {
                     _ => return,
                 }
                 let start = util::now_rfc3339_nano();
-                let res =
-                    tokio::time::timeout(timeout, me.exec_collect(&id, cmd.clone(), MAX_OUTPUT))
-                        .await;
+                let out = std::sync::Mutex::new(Vec::new());
+                let check = me.exec_collect(&id, cmd.clone(), MAX_OUTPUT, &out);
+                let res = tokio::time::timeout(timeout, check).await;
+                let text = String::from_utf8_lossy(&out.lock().unwrap()).into_owned();
                 let (code, output) = match res {
-                    Ok(Ok((code, out))) => (code, out),
+                    Ok(Ok(code)) => (code, text),
                     Ok(Err(e)) => (-1, e.to_string()),
-                    Err(_) => (
-                        -1,
-                        format!("Health check exceeded timeout ({}s)", timeout.as_secs()),
-                    ),
+                    // dockerd's message, with what the check wrote until then.
+                    Err(_) => {
+                        let limit = berth_util::time::go_duration(timeout);
+                        let mut m = format!("Health check exceeded timeout ({limit})");
+                        if !text.is_empty() {
+                            m = format!("{m}: {text}");
+                        }
+                        (-1, m)
+                    }
                 };
                 let in_start = began.elapsed() < start_period;
                 me.record_health(&id, &started_at, &start, code, output, retries, in_start);

@@ -919,11 +919,13 @@ pub fn apply(spec: &mut Spec, hc: &HostConfig, peers: &dyn Peers) -> Result<()> 
         Some(s) if default_set => Some(s),
         _ => Some(berth_runtime::profiles::default_seccomp(&caps)),
     };
+    let mut custom_seccomp = false;
     for o in list(&hc.security_opt) {
         if let Some(v) = o
             .strip_prefix("seccomp=")
             .or_else(|| o.strip_prefix("seccomp:"))
         {
+            custom_seccomp = v != "unconfined";
             seccomp = if v == "unconfined" {
                 None
             } else {
@@ -931,7 +933,8 @@ pub fn apply(spec: &mut Spec, hc: &HostConfig, peers: &dyn Peers) -> Result<()> 
             };
         }
     }
-    if privileged {
+    // Privileged containers drop the default profile, not one of the request's (moby#47499).
+    if privileged && !custom_seccomp {
         seccomp = None;
     }
     linux(spec).seccomp = seccomp;

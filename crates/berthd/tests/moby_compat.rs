@@ -346,3 +346,156 @@ fn pids_limit_updates_as_dockerd() {
     }
     finish(d);
 }
+
+#[test]
+fn restarting_an_auto_removed_container_keeps_it() {
+    let d = root_daemon!();
+    d.docker(&["run", "-d", "--rm", "--name", "rmx", "busybox", "top"])
+        .ok();
+    let id = d.inspect("{{.Id}}", "rmx").trim().to_string();
+    d.docker(&["restart", "-t", "0", "rmx"]).ok();
+    assert_eq!(d.inspect("{{.State.Status}}", "rmx").trim(), "running");
+    assert_eq!(d.inspect("{{.Id}}", "rmx").trim(), id);
+    // A stop still removes it.
+    d.docker(&["stop", "-t", "0", "rmx"]).ok();
+    wait("rmx to be removed", || {
+        d.docker(&["ps", "-aq"]).ok().stdout.trim().is_empty()
+    });
+    finish(d);
+}
+
+#[test]
+fn a_health_check_past_its_timeout_reports_go_duration_and_output() {
+    let d = root_daemon!();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "hc",
+        "--health-cmd",
+        "echo \"logs1 logs2 logs3\"; sleep 60",
+        "--health-interval",
+        "100ms",
+        // Long enough for the exec to start on a loaded machine, not a whole second.
+        "--health-timeout",
+        "2500ms",
+        "--health-retries",
+        "1",
+        "busybox",
+        "top",
+    ])
+    .ok();
+    let first = || d.inspect("{{range .State.Health.Log}}{{.Output}}|{{end}}", "hc");
+    wait("a health check", || !first().trim().is_empty());
+    let out = first();
+    assert!(
+        out.starts_with("Health check exceeded timeout (2.5s): logs1 logs2 logs3\n|"),
+        "{out}"
+    );
+    finish(d);
+}
+
+#[test]
+fn inspect_shows_the_default_masked_and_read_only_paths() {
+    let d = root_daemon!();
+    let paths = |name: &str| {
+        d.inspect(
+            "{{json .HostConfig.MaskedPaths}} {{json .HostConfig.ReadonlyPaths}}",
+            name,
+        )
+        .trim()
+        .to_string()
+    };
+    d.docker(&["create", "--name", "plain", "busybox", "true"])
+        .ok();
+    let (masked, ro) = paths("plain")
+        .split_once(' ')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .unwrap();
+    let masked: Vec<String> = serde_json::from_str(&masked).unwrap();
+    let ro: Vec<String> = serde_json::from_str(&ro).unwrap();
+    assert!(masked.contains(&"/proc/kcore".to_string()), "{masked:?}");
+    assert!(ro.contains(&"/proc/sys".to_string()), "{ro:?}");
+    d.docker(&[
+        "create",
+        "--privileged",
+        "--name",
+        "priv",
+        "busybox",
+        "true",
+    ])
+    .ok();
+    assert_eq!(paths("priv"), "null null");
+    let id = created(&d.post(
+        "/containers/create",
+        r#"{"Image":"busybox","Cmd":["true"],"HostConfig":{"MaskedPaths":["/proc/keys"],"ReadonlyPaths":[]}}"#,
+    ));
+    assert_eq!(paths(&id), r#"["/proc/keys"] []"#);
+    finish(d);
+}
+
+#[test]
+fn a_stop_whose_client_went_away_still_kills_after_the_timeout() {
+    let d = root_daemon!();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "trapper",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo received TERM' TERM; while true; do usleep 10000; done",
+    ])
+    .ok();
+    let mut s = UnixStream::connect(d.sock()).unwrap();
+    s.write_all(
+        b"POST /containers/trapper/stop?t=2 HTTP/1.1\r\nHost: berth\r\nContent-Length: 0\r\n\r\n",
+    )
+    .unwrap();
+    wait("the TERM to arrive", || {
+        d.docker(&["logs", "trapper"])
+            .ok()
+            .stdout
+            .contains("received TERM")
+    });
+    // The client gives up; the container keeps running until the timeout's kill.
+    drop(s);
+    assert_eq!(d.inspect("{{.State.Running}}", "trapper").trim(), "true");
+    wait("the kill after the timeout", || {
+        d.inspect("{{.State.Running}}", "trapper").trim() == "false"
+    });
+    assert_eq!(d.inspect("{{.State.ExitCode}}", "trapper").trim(), "137");
+    finish(d);
+}
+
+#[test]
+fn a_custom_seccomp_profile_holds_for_privileged_containers() {
+    let d = root_daemon!();
+    let profile = d.path("no-chown.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["chown","fchown","fchownat","lchown"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    for flags in [vec![], vec!["--privileged"]] {
+        let mut args = vec!["run", "--rm", "--security-opt", &opt];
+        args.extend(flags.iter().copied());
+        args.extend(["busybox", "chown", "42", "/bin/true"]);
+        let r = d.docker(&args).fails_with("Operation not permitted");
+        assert_eq!(r.code, 1, "{flags:?}");
+    }
+    // Privileged without a profile of its own: unconfined.
+    d.docker(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "busybox",
+        "chown",
+        "42",
+        "/bin/true",
+    ])
+    .ok();
+    finish(d);
+}

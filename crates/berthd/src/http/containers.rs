@@ -164,7 +164,12 @@ async fn start(s: St, id: Id) -> R {
 }
 
 async fn stop(s: St, id: Id, Params(q): Params<StopQuery>) -> R {
-    s.engine.stop(&id, q.timeout()?, q.signal()).await?;
+    let (t, signal) = (q.timeout()?, q.signal().map(str::to_string));
+    let (engine, id) = (s.engine.clone(), id.to_string());
+    // dockerd finishes a stop whose client went away, the kill after the timeout included:
+    // the stop runs in a task of its own, not in the request's (dropped on disconnect).
+    let stop = tokio::spawn(async move { engine.stop(&id, t, signal.as_deref()).await });
+    stop.await.map_err(crate::engine::EngineError::from)??;
     no_content()
 }
 
