@@ -529,7 +529,7 @@ print("ok")
 #[test]
 fn ptrace_container_cannot_hold_the_runtime_open_for_writing() {
     let d = root_daemon!();
-    let runtime = bin_dir().join("berth-runtime");
+    let runtime = berth_testkit::runtime_bin();
     let before = std::fs::read(&runtime).unwrap();
     let racer = r#"while :; do
   for p in /proc/[0-9]*; do
