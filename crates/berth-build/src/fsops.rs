@@ -432,17 +432,14 @@ pub(crate) fn resolve_user_with(
         None => (user, None),
     };
     let passwd = read("/etc/passwd");
-    let entry = |name_or_id: &str, by_id: bool| {
-        passwd
-            .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.len() > 3 && f[if by_id { 2 } else { 0 }] == name_or_id)
-            .map(|f| (f[2].parse::<u32>().ok(), f[3].parse::<u32>().ok()))
-    };
+    use berth_util::passwd::{find, Key};
     let (uid, mut gid) = if let Ok(n) = u.parse::<u32>() {
-        (n, entry(u, true).and_then(|e| e.1).unwrap_or(0))
+        (
+            n,
+            find(&passwd, Key::Uid(u)).and_then(|e| e.gid).unwrap_or(0),
+        )
     } else {
-        match entry(u, false) {
+        match find(&passwd, Key::Name(u)).map(|e| (e.uid, e.gid)) {
             Some((Some(a), Some(b))) => (a, b),
             _ => return Err(UserError::User(u.to_string())),
         }

@@ -534,7 +534,7 @@ impl Runtime {
             bundle: bundle.clone(),
             rootfs,
             created: util::now_rfc3339(),
-            owner: crate::rootless::user_name(nix::unistd::geteuid().as_raw()),
+            owner: berth_util::passwd::host_user_name(nix::unistd::geteuid().as_raw()),
             annotations: spec.annotations.clone(),
             cgroup: cg.clone(),
             config: spec.clone(),

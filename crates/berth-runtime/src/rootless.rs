@@ -134,15 +134,6 @@ fn run_map_tool(tool: &'static str, pid: i32, maps: &[IdMapping]) -> Result<(), 
 
 pub use berth_util::fs::find_in_path;
 
-/// The name of the user `uid` from the host's `/etc/passwd`, or the number.
-pub fn user_name(uid: u32) -> String {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| uid.to_string())
-}
-
 /// True when a cgroup error means "not allowed to create or write it" (no delegation), as
 /// opposed to a real failure.
 pub fn is_permission_error(e: &berth_cgroups::CgroupError) -> bool {

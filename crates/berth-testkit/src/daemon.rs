@@ -16,8 +16,8 @@ use crate::process::{kill9, run_output, wait_until, CommandRun, Run};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// The directory holding `berthd`, `berth-shim`, `berth-runtime`, `berth` and
-/// `berth-init.static`, built (once per process) next to the running test.
+/// The directory holding `berthd`, `berth-shim`, `berth-runtime`, `berth`,
+/// `berth-init.static` and `berth-runtime.static`, built (once per process) next to the running test.
 /// The Python of the peers' venv, which has docker-py 7.2 (see [`Daemon::docker_py`]).
 pub const DOCKER_PY_PYTHON: &str = "/root/peers/venv/bin/python";
 
@@ -33,12 +33,35 @@ pub fn bin_dir() -> &'static Path {
             .env("CARGO_TARGET_DIR", crate::bins::target_dir())
             .output_ok();
         let init = String::from_utf8_lossy(&o.stdout).trim().to_string();
-        // Other test processes may be running the current copy: replace it by a rename.
-        let tmp = dir.join(format!("berth-init.static.{}", std::process::id()));
-        std::fs::copy(&init, &tmp).unwrap();
-        std::fs::rename(&tmp, dir.join("berth-init.static")).unwrap();
+        place(Path::new(&init), &dir.join("berth-init.static"));
+        // The runtime as the package ships it (static): berthd runs this one.
+        let mut bash = Command::new("bash");
+        let o = crate::bins::without_cargo_env(&mut bash)
+            .arg(crate::bins::workspace_root().join("crates/berth-runtime/build-static.sh"))
+            .current_dir(crate::bins::workspace_root())
+            .env("CARGO_TARGET_DIR", crate::bins::target_dir())
+            .output_ok();
+        let runtime = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        place(
+            &crate::bins::workspace_root().join(runtime),
+            &dir.join("berth-runtime.static"),
+        );
         dir
     })
+}
+
+/// Copies `src` to `dst` through a rename: other test processes may be running the current
+/// copy.
+fn place(src: &Path, dst: &Path) {
+    let tmp = dst.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::copy(src, &tmp).unwrap();
+    std::fs::rename(&tmp, dst).unwrap();
+}
+
+/// The runtime the test daemons run: the static build of `crates/berth-runtime/build-static.sh`
+/// (the package's), in [`bin_dir`].
+pub fn runtime_bin() -> PathBuf {
+    bin_dir().join("berth-runtime.static")
 }
 
 /// Imports the test image as `busybox:latest` into the data root `data_root` with the berth CLI
@@ -202,6 +225,8 @@ impl Daemon {
             .arg(&self.cgroup_parent)
             .arg("--init-path")
             .arg(bin_dir().join("berth-init.static"))
+            .arg("--runtime")
+            .arg(runtime_bin())
             .args(&self.extra_args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 pub use busybox::{busybox_bytes, Rootfs};
 pub use cgroup::{cgroup_mounts, remove_cgroup_tree};
-pub use daemon::{bin_dir, cli_plugins, finish, Daemon};
+pub use daemon::{bin_dir, cli_plugins, finish, runtime_bin, Daemon};
 pub use guard::{is_root, skip_unless, skip_unless_programs, skip_unless_root, skipped};
 pub use leak::{Leak, LeakGuard, LeakKind, TempRoot};
 pub use names::{unique_id, unique_name};

@@ -14,6 +14,7 @@
 //! - [`units`]: Docker's sizes (`RAMInBytes`, `FromHumanSize`) and Go's durations.
 //! - [`root`]: the confined-path resolver (`openat2(RESOLVE_IN_ROOT)` with a user-space
 //!   fallback): [`root::open_in_root`], [`root::mkdir_all_in_root`], [`root::touch_in_root`].
+//! - [`passwd`]: `/etc/passwd` entries by name or uid, from the file's text (no NSS).
 //! - [`process`]: running a helper program with input on its stdin
 //!   ([`process::output_with_input`]).
 //! - [`runtime`]: the client of a runc-compatible runtime binary ([`runtime::Runtime`]).
@@ -29,6 +30,7 @@ pub mod glob;
 pub mod host;
 pub mod http1;
 pub mod id;
+pub mod passwd;
 pub mod process;
 pub mod root;
 pub mod runtime;

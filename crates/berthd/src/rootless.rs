@@ -29,7 +29,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use berth_runtime::rootless::{find_in_path, user_name};
+use berth_runtime::rootless::find_in_path;
 
 use crate::rootless_net::NetMode;
 
@@ -168,6 +168,16 @@ impl Paths {
     pub fn host(&self) -> String {
         format!("unix://{}", self.exec_root.join("berth.sock").display())
     }
+}
+
+/// The name of the user `uid` through NSS (as `newuidmap` finds it in `/etc/subuid`: a
+/// directory service's users too), or the number.
+fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
 }
 
 /// Builds the user namespace and returns in the daemon (root of it); the calling process

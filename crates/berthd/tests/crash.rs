@@ -783,7 +783,7 @@ failpoint_tests! {
 
 /// The runtime's status of a container (`running`, `paused`, …).
 fn runtime_status(d: &Daemon, id: &str) -> String {
-    let o = std::process::Command::new(bin_dir().join("berth-runtime"))
+    let o = std::process::Command::new(berth_testkit::runtime_bin())
         .arg("--root")
         .arg(d.path("exec/runtime"))
         .args(["state", id])

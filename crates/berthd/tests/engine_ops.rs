@@ -547,7 +547,7 @@ fn execs_survive_the_grabber(d: &Daemon, held: impl Fn() -> String, before: &[u8
     assert_eq!(held(), "");
     d.docker_line("rm -f racer other", &[]).ok();
     assert!(
-        std::fs::read(bin_dir().join("berth-runtime")).unwrap() == before,
+        std::fs::read(berth_testkit::runtime_bin()).unwrap() == before,
         "the runtime binary changed"
     );
 }
@@ -560,7 +560,7 @@ fn execs_survive_the_grabber(d: &Daemon, held: impl Fn() -> String, before: &[u8
 #[test]
 fn ptrace_container_cannot_hold_the_runtime_open_for_writing() {
     let d = root_daemon!();
-    let before = std::fs::read(bin_dir().join("berth-runtime")).unwrap();
+    let before = std::fs::read(berth_testkit::runtime_bin()).unwrap();
     d.docker_line(
         "run -d --name racer --cap-add SYS_PTRACE busybox sh -c",
         &[RUNTIME_GRABBER],
@@ -577,7 +577,7 @@ fn ptrace_container_cannot_hold_the_runtime_open_for_writing() {
 #[test]
 fn privileged_exec_cannot_hold_the_runtime_open_for_writing() {
     let d = root_daemon!();
-    let before = std::fs::read(bin_dir().join("berth-runtime")).unwrap();
+    let before = std::fs::read(berth_testkit::runtime_bin()).unwrap();
     d.docker_line("run -d --name racer busybox sleep 1000", &[])
         .ok();
     d.docker_line("run -d --name other busybox sleep 1000", &[])
