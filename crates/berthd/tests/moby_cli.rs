@@ -327,3 +327,12 @@ fn image_events_name_the_image_id_and_carry_labels() {
     d.docker(&["events", "--since", &now_arg(), "--until", "1"])
         .fails_with("cannot be after `until` time (1)");
 }
+
+/// A create publishing every port (a body of several megabytes) is read whole.
+#[test]
+fn create_with_the_whole_port_range() {
+    let d = root_daemon!("docker");
+    let id = d.docker_out("create -p 1-65535:1-65535/tcp busybox echo", &[]);
+    let n = d.inspect("{{len .HostConfig.PortBindings}}", id.trim());
+    assert_eq!(n.trim(), "65535");
+}
