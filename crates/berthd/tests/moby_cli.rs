@@ -336,3 +336,15 @@ fn create_with_the_whole_port_range() {
     let n = d.inspect("{{len .HostConfig.PortBindings}}", id.trim());
     assert_eq!(n.trim(), "65535");
 }
+
+/// A numeric user or group outside `0-2147483647` is refused with moby's words.
+#[test]
+fn run_user_id_out_of_range() {
+    let d = root_daemon!("docker");
+    for u in ["2147483648", "-1", "0:-5"] {
+        d.docker(&["run", "--rm", "-u", u, "busybox", "id"])
+            .fails_with("uids and gids must be in range 0-2147483647");
+    }
+    let out = d.docker_out("run --rm -u 2147483647 busybox id -u", &[]);
+    assert_eq!(out.trim(), "2147483647");
+}
