@@ -278,6 +278,26 @@ fn restart_keeps_rm_container_and_start_resets_retries() {
         .stdout;
     // The first run, two retries, the start by hand and two more retries.
     assert_eq!(events.lines().count(), 6, "{events}");
+
+    // A kill while an `always` policy restarts the container quickly (its back-off reset by
+    // the start) stops it for good, whichever moment of a restart it lands in.
+    let a = d.docker_out("run -d --restart=always busybox false", &[]);
+    let a = a.trim();
+    for _ in 0..5 {
+        d.docker_out("start", &[a]);
+        let _ = d.docker(&["kill", a]);
+        wait("the container stopped", || {
+            d.inspect("{{.State.Restarting}} {{.State.Running}}", a)
+                .trim()
+                == "false false"
+        });
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert_eq!(
+            d.inspect("{{.State.Restarting}} {{.State.Running}}", a)
+                .trim(),
+            "false false"
+        );
+    }
 }
 
 /// Image events as dockerd's `LogImageEvent` logs them: the image ID as actor of `tag`,
