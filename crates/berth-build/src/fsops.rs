@@ -53,6 +53,20 @@ pub enum UserError {
     User(String),
     #[error("unable to find group {0}: no matching entries in group file")]
     Group(String),
+    /// A numeric ID outside `0..=2147483647` (moby/sys/user's `ErrRange`).
+    #[error("uids and gids must be in range 0-2147483647")]
+    Range,
+}
+
+/// A numeric user or group ID (`None`: not a number), in moby/sys/user's range.
+fn numeric_id(s: &str) -> Option<Result<u32, UserError>> {
+    let n = s.parse::<i64>().ok()?;
+    Some(
+        u32::try_from(n)
+            .ok()
+            .filter(|n| *n <= i32::MAX as u32)
+            .ok_or(UserError::Range),
+    )
 }
 
 /// A root directory opened for resolutions inside it, and its canonical path (what
@@ -433,9 +447,9 @@ pub(crate) fn resolve_user_with(
     };
     let passwd = read("/etc/passwd");
     use berth_util::passwd::{find, Key};
-    let (uid, mut gid) = if let Ok(n) = u.parse::<u32>() {
+    let (uid, mut gid) = if let Some(n) = numeric_id(u) {
         (
-            n,
+            n?,
             find(&passwd, Key::Uid(u)).and_then(|e| e.gid).unwrap_or(0),
         )
     } else {
@@ -445,8 +459,8 @@ pub(crate) fn resolve_user_with(
         }
     };
     if let Some(g) = g {
-        gid = if let Ok(n) = g.parse::<u32>() {
-            n
+        gid = if let Some(n) = numeric_id(g) {
+            n?
         } else {
             read("/etc/group")
                 .lines()

@@ -65,7 +65,11 @@ impl Event {
                     && (self.id.starts_with(v) || attr("name").starts_with(v.trim_start_matches('/')))
             }
             "image" => {
-                attr("image") == v || (self.typ == "image" && (self.id == v || attr("name") == v))
+                // dockerd's `matchImage`: the actor's ID or image name, also without its tag.
+                let name = attr(if self.typ == "image" { "name" } else { "image" });
+                [self.id.as_str(), name]
+                    .into_iter()
+                    .any(|x| x == v || strip_tag(x) == v)
             }
             "network" => self.typ == "network" && (self.id.starts_with(v) || attr("name") == v),
             "volume" => self.typ == "volume" && self.id == v,
@@ -78,6 +82,14 @@ impl Event {
             _ => true,
         }
     }
+}
+
+/// An image reference without its tag (dockerd's `stripTag`: the familiar name), or `s`
+/// itself when it is no reference.
+fn strip_tag(s: &str) -> String {
+    berth_image::Reference::parse_normalized(s)
+        .map(|r| r.familiar_name())
+        .unwrap_or_else(|_| s.to_string())
 }
 
 /// The bus: a broadcast channel plus a bounded history. Clones publish to the same bus

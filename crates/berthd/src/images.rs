@@ -406,7 +406,7 @@ pub fn import(
             berth_image::archive::ImportSource::Tar(Box::new(reader)),
             &opts,
         )?;
-        engine.image_event("import", &id.to_string());
+        engine.image_event_of("import", &id.to_string(), &id.to_string());
         Ok(vec![JsonMessage::status(id.to_string())])
     })
 }
@@ -429,7 +429,7 @@ pub fn load(engine: Arc<Engine>, reader: impl Read + Send + 'static) -> mpsc::Re
             for t in &img.tags {
                 lines.push(JsonMessage::stream(format!("Loaded image: {t}\n")));
             }
-            engine.image_event("load", &img.id.to_string());
+            engine.image_event_of("load", &img.id.to_string(), &img.id.to_string());
         }
         Ok(lines)
     })
@@ -445,6 +445,9 @@ pub fn save(engine: Arc<Engine>, names: Vec<String>) -> Result<mpsc::Receiver<By
     // repository name selects all of its tags.
     let selection = berth_image::archive::select_for_save(&engine.images, &names)
         .map_err(|e| EngineError::Missing(e.to_string()))?;
+    for (id, _) in &selection {
+        engine.image_event_of("save", &id.to_string(), &id.to_string());
+    }
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     tokio::task::spawn_blocking(move || {
         struct W(mpsc::Sender<Bytes>);
@@ -507,14 +510,14 @@ pub fn history(engine: &Engine, name: &str) -> Result<Vec<berth_api::image::Hist
 
 /// `POST /images/{name}/tag`.
 pub fn tag(engine: &Engine, name: &str, target: &Reference) -> Result<()> {
-    engine.images.tag(name, target).map_err(|e| {
+    let reg = engine.images.tag(name, target).map_err(|e| {
         if e.is_not_found() {
             EngineError::Missing(e.to_string())
         } else {
             EngineError::BadRequest(e.to_string())
         }
     })?;
-    engine.image_event("tag", &target.familiar_string());
+    engine.image_event_of("tag", &reg.id.to_string(), &target.familiar_string());
     Ok(())
 }
 
@@ -536,6 +539,8 @@ pub fn remove(engine: &Engine, name: &str, force: bool) -> Result<Vec<DeleteItem
             })
             .collect()
     };
+    // The not-found answer is the store's (below).
+    let id = engine.images.resolve(name).map(|r| r.image.id.to_string());
     let items = engine.images.remove(name, force, &users).map_err(|e| {
         if e.is_not_found() {
             EngineError::Missing(e.to_string())
@@ -545,10 +550,14 @@ pub fn remove(engine: &Engine, name: &str, force: bool) -> Result<Vec<DeleteItem
             EngineError::BadRequest(e.to_string())
         }
     })?;
+    // dockerd names the image by its ID in both (`LogImageEvent(id, id, …)`); a deleted
+    // layer's chain ID is no image event.
+    let id = id.unwrap_or_default();
     for it in &items {
         match it {
-            DeleteItem::Untagged(t) => engine.image_event("untag", t),
-            DeleteItem::Deleted(i) => engine.image_event("delete", i),
+            DeleteItem::Untagged(_) => engine.image_event_of("untag", &id, &id),
+            DeleteItem::Deleted(i) if *i == id => engine.image_event_of("delete", &id, &id),
+            DeleteItem::Deleted(_) => {}
         }
     }
     Ok(items)

@@ -278,4 +278,93 @@ fn restart_keeps_rm_container_and_start_resets_retries() {
         .stdout;
     // The first run, two retries, the start by hand and two more retries.
     assert_eq!(events.lines().count(), 6, "{events}");
+
+    // A kill while an `always` policy restarts the container quickly (its back-off reset by
+    // the start) stops it for good, whichever moment of a restart it lands in.
+    let a = d.docker_out("run -d --restart=always busybox false", &[]);
+    let a = a.trim();
+    for _ in 0..5 {
+        d.docker_out("start", &[a]);
+        let _ = d.docker(&["kill", a]);
+        wait("the container stopped", || {
+            d.inspect("{{.State.Restarting}} {{.State.Running}}", a)
+                .trim()
+                == "false false"
+        });
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert_eq!(
+            d.inspect("{{.State.Restarting}} {{.State.Running}}", a)
+                .trim(),
+            "false false"
+        );
+    }
+}
+
+/// Image events as dockerd's `LogImageEvent` logs them: the image ID as actor of `tag`,
+/// `untag`, `delete`, `save` and `load`, the image's labels as attributes; `--filter image=`
+/// matches a name without its tag; `--since` after `--until` is refused.
+#[test]
+fn image_events_name_the_image_id_and_carry_labels() {
+    let d = root_daemon!("docker");
+    import_rootfs(&d, &["LABEL evlabel=yes"], "labelled");
+    let id = d.inspect("{{.ID}}", "labelled").trim().to_string();
+    d.docker_out("tag labelled labelled:two", &[]);
+    let tar = d.path("img.tar");
+    d.docker(&["save", "-o", tar.to_str().unwrap(), "labelled:two"])
+        .ok();
+    d.docker_out("rmi labelled:two", &[]);
+    d.docker_out("rmi labelled", &[]);
+    d.docker(&["load", "-i", tar.to_str().unwrap()]).ok();
+    d.docker_out("run --name c1 busybox:latest true", &[]);
+    let until = now_arg();
+    let ev = |filters: &[&str]| {
+        let mut args = vec!["events", "--since", "0", "--until", until.as_str()];
+        for f in filters {
+            args.extend(["-f", f]);
+        }
+        args.extend([
+            "--format",
+            "{{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}}",
+        ]);
+        d.docker(&args).ok().stdout
+    };
+    let out = ev(&["type=image", "label=evlabel=yes"]);
+    let want = [
+        format!("tag {id} labelled:two"),
+        format!("save {id} {id}"),
+        format!("untag {id} {id}"),
+        format!("load {id} {id}"),
+    ];
+    for w in &want {
+        assert!(out.lines().any(|l| l == w), "no {w:?} in:\n{out}");
+    }
+    // A deleted image has no labels any more (as in dockerd).
+    let out = ev(&["type=image", "event=delete"]);
+    assert_eq!(out.trim(), format!("delete {id} {id}"));
+    // busybox:latest's container events match `image=busybox`.
+    let out = ev(&["image=busybox", "event=start"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    d.docker(&["events", "--since", &now_arg(), "--until", "1"])
+        .fails_with("cannot be after `until` time (1)");
+}
+
+/// A create publishing every port (a body of several megabytes) is read whole.
+#[test]
+fn create_with_the_whole_port_range() {
+    let d = root_daemon!("docker");
+    let id = d.docker_out("create -p 1-65535:1-65535/tcp busybox echo", &[]);
+    let n = d.inspect("{{len .HostConfig.PortBindings}}", id.trim());
+    assert_eq!(n.trim(), "65535");
+}
+
+/// A numeric user or group outside `0-2147483647` is refused with moby's words.
+#[test]
+fn run_user_id_out_of_range() {
+    let d = root_daemon!("docker");
+    for u in ["2147483648", "-1", "0:-5"] {
+        d.docker(&["run", "--rm", "-u", u, "busybox", "id"])
+            .fails_with("uids and gids must be in range 0-2147483647");
+    }
+    let out = d.docker_out("run --rm -u 2147483647 busybox id -u", &[]);
+    assert_eq!(out.trim(), "2147483647");
 }

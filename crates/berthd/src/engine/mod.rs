@@ -337,10 +337,25 @@ impl Engine {
         Ok(self.lookup(name_or_id)?.events.subscribe())
     }
 
-    /// Publishes an image event (`pull`, `push`, `tag`, `untag`, `delete`, `load`, `import`).
+    /// Publishes an image event whose actor is a reference (`pull`, `push`).
     pub fn image_event(&self, action: &str, name: &str) {
-        let a = BTreeMap::from([("name".to_string(), name.to_string())]);
-        self.bus.emit("image", action, name, a);
+        self.image_event_of(action, name, name);
+    }
+
+    /// Publishes an image event as dockerd's `LogImageEvent`: the actor `id` (an image ID for
+    /// `tag`, `untag`, `delete`, `load`, `save`, `import`), the `name` attribute, and the
+    /// image's labels while it exists.
+    pub fn image_event_of(&self, action: &str, id: &str, name: &str) {
+        let mut a: BTreeMap<String, String> = self
+            .images
+            .resolve(id)
+            .and_then(|r| self.images.config(&r.image.id))
+            .ok()
+            .and_then(|c| c.config)
+            .and_then(|c| c.labels)
+            .unwrap_or_default();
+        a.insert("name".to_string(), name.to_string());
+        self.bus.emit("image", action, id, a);
     }
 
     /// Publishes a container event with Docker's attributes (labels, image, name, extras).

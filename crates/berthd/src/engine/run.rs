@@ -185,6 +185,7 @@ impl Engine {
         }
         super::trace_step("start", &id, "Start", t0);
         crate::failpoint::hit("start.started");
+        let killed_meanwhile;
         {
             let mut r = e.rec.lock().unwrap();
             let health = r
@@ -208,8 +209,11 @@ impl Engine {
                 ..State::default()
             };
             r.shim_pid = out.pid;
-            r.manually_stopped = false;
+            // A kill or stop that came while the policy's restart was launching found the
+            // container not running: it still holds (below).
+            killed_meanwhile = by_policy && r.manually_stopped;
             if !by_policy {
+                r.manually_stopped = false;
                 // A start by hand begins the restart policy afresh (dockerd's
                 // `ResetRestartManager(true)`): its count and back-off.
                 r.restart_count = 0;
@@ -219,6 +223,11 @@ impl Engine {
             self.container_event(&r, "start", &[]);
         }
         super::trace_step("start", &id, "persisted", t0);
+        if killed_meanwhile {
+            if let Err(err) = self.signal(&id, libc::SIGKILL).await {
+                tracing::warn!("killing {id} stopped during its restart: {err}");
+            }
+        }
         self.spawn_health_checks(&id);
         let me = self.clone();
         tokio::spawn(async move { me.monitor(id).await });

@@ -463,6 +463,10 @@ pub(crate) async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'stat
     tokio::task::spawn_blocking(f).await?.map_err(Into::into)
 }
 
+/// The most a request body read whole (a JSON document) may have: dockerd sets no limit,
+/// and a create publishing `1-65535` sends several megabytes (axum's default is 2 MiB).
+const BODY_LIMIT: usize = 64 << 20;
+
 /// The router (paths without the version prefix; see [`strip_version`]).
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -486,6 +490,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         // dockerd's router answers a known path with another method as an unknown one.
         .method_not_allowed_fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 

@@ -300,6 +300,15 @@ async fn events(s: St, Query(q): Q) -> R {
     };
     let since = time("since")?;
     let until = time("until")?;
+    if let (Some(a), Some(b)) = (since, until) {
+        if a > b {
+            return Err(ApiError::bad(format!(
+                "`since` time ({}) cannot be after `until` time ({})",
+                qstr(&q, "since").unwrap_or_default(),
+                qstr(&q, "until").unwrap_or_default()
+            )));
+        }
+    }
     let (past, mut rx) = s.engine.bus.subscribe(since, until.is_some());
     let (tx, out) = tokio::sync::mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
