@@ -605,7 +605,12 @@ impl Engine {
             // A container stopped by `restart` is not removed (dockerd's
             // `HasBeenManuallyRestarted`).
             let restarting_by_hand = e.manual_restart.load(Ordering::Relaxed);
-            (r.auto_remove() && !restarting_by_hand, restart, r.clone(), ran_for)
+            (
+                r.auto_remove() && !restarting_by_hand,
+                restart,
+                r.clone(),
+                ran_for,
+            )
         };
         crate::failpoint::hit("exit.recorded");
         // The shim deletes the container from the runtime (its cgroup, state) and exits. For a
