@@ -995,3 +995,58 @@ fn published_ports_on_ipv6_for_ipv4_containers_and_random_ports_in_turn() {
     assert!(http_get(&format!("[::1]:{p6}")).is_err());
     finish(d);
 }
+
+/// The embedded DNS answers a container's hostname (dockerd's endpoint DNS names: name,
+/// aliases, short ID, hostname) and, right after a rename, its new name instead of the old.
+#[test]
+fn embedded_dns_answers_hostnames_and_renamed_containers() {
+    require_root!();
+    let (n, d) = Net::with_daemon();
+    n.create(&d, 1, "h", "", "hnet");
+    let id = d.docker_out(
+        "run -d --name dn1 --hostname foobar --network hnet --network-alias al busybox sleep 300",
+        &[],
+    );
+    let id = id.trim();
+    let ip = n.ip(1, 2);
+    // Its own hostname through DNS once /etc/hosts no longer names it (moby's
+    // TestHostnameDnsResolution).
+    let own = d
+        .docker_line(
+            "exec dn1 sh -c",
+            &["echo 127.0.0.1 localhost > /etc/hosts && ping -c1 -W2 foobar"],
+        )
+        .ok();
+    own.stdout_contains("1 packets received");
+    let names = d.inspect("{{json .NetworkSettings.Networks.hnet.DNSNames}}", "dn1");
+    assert_eq!(
+        names.trim(),
+        format!(r#"["dn1","al","{}","foobar"]"#, &id[..12])
+    );
+
+    d.docker_out("rename dn1 dn2", &[]);
+    let look = |name: &str| {
+        d.docker_line(
+            "run --rm --network hnet busybox sh -c",
+            &[&format!(
+                "if nslookup {name} 127.0.0.11 >/dev/null 2>&1; then echo FOUND; else echo MISSING; fi"
+            )],
+        )
+        .ok()
+        .stdout
+    };
+    assert!(look("dn2").contains("FOUND"), "the new name");
+    assert!(look("dn1").contains("MISSING"), "the old name");
+    assert!(look("foobar").contains("FOUND"), "the hostname");
+    let names = d.inspect("{{json .NetworkSettings.Networks.hnet.DNSNames}}", "dn2");
+    assert!(names.starts_with(r#"["dn2","al""#), "{names}");
+    let r = d
+        .docker_line(
+            "run --rm --network hnet busybox sh -c",
+            &["ping -c1 -W2 dn2"],
+        )
+        .ok();
+    r.stdout_contains(&format!("({ip})"));
+    d.docker_out("rm -f dn2", &[]);
+    d.docker_out("network rm hnet", &[]);
+}

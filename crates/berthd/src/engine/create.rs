@@ -275,17 +275,6 @@ impl Engine {
         validate_config(&mut config)?;
         validate(&config, &hc)?;
         self.adapt_shared_namespaces(&mut hc)?;
-        // dockerd keeps the default masked and read-only paths in the host config (inspect
-        // shows them) unless the request set its own or the container is privileged.
-        if !hc.privileged {
-            let defaults = |p: &[&str]| Some(p.iter().map(|s| s.to_string()).collect());
-            if hc.masked_paths.is_none() {
-                hc.masked_paths = defaults(crate::spec::MASKED_PATHS);
-            }
-            if hc.readonly_paths.is_none() {
-                hc.readonly_paths = defaults(crate::spec::READONLY_PATHS);
-            }
-        }
         let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut warnings = crate::hostconfig::check(&hc, ncpus)?;
         warnings.extend(crate::hostconfig::fill_defaults(&mut hc));

@@ -142,6 +142,7 @@ impl Engine {
             self.persist(&r)?;
             (old, r.clone())
         };
+        self.net.on_rename(&c.id, new);
         self.container_event(&c, "rename", &[("oldName", old.as_str())]);
         Ok(())
     }

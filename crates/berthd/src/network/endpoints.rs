@@ -183,6 +183,7 @@ impl Manager {
         }
         let mut cn = CNet {
             name: c.short_name().to_string(),
+            hostname: c.config.hostname.clone(),
             ..CNet::default()
         };
         for (i, (nid, cfg)) in wanted.iter().enumerate() {
@@ -480,8 +481,10 @@ impl Manager {
             let name = linked.unwrap_or_else(|| name.clone());
             for (oid, other) in &st.containers {
                 let oname = other.name.to_ascii_lowercase();
+                let ohost = other.hostname.to_ascii_lowercase();
                 for oe in other.endpoints.iter().filter(|e| e.network == ep.network) {
                     let hit = oname == name
+                        || (!ohost.is_empty() && ohost == name)
                         || oe.aliases.iter().any(|a| a.to_ascii_lowercase() == name)
                         || (name.len() == 12 && oid.starts_with(&name))
                         || name == format!("{oname}.{}", net.name.to_ascii_lowercase());
@@ -588,6 +591,19 @@ impl Manager {
         }
         cn.ports.clear();
         self.save_and_apply_logged(&st);
+    }
+
+    /// `rename`: the embedded DNS answers the new name at once (dockerd updates its
+    /// endpoints' DNS names).
+    pub fn on_rename(&self, cid: &str, new: &str) {
+        let mut st = self.state.lock().unwrap();
+        let Some(cn) = st.containers.get_mut(cid) else {
+            return;
+        };
+        cn.name = new.to_string();
+        if let Err(e) = self.file.save_soon(&st) {
+            tracing::warn!("saving network state: {e}");
+        }
     }
 
     /// The container was removed: its addresses are released.
@@ -736,6 +752,7 @@ impl Manager {
             let primary = cn.endpoints.is_empty();
             let e = st.containers.entry(c.id.clone()).or_default();
             e.name = c.short_name().to_string();
+            e.hostname.clone_from(&c.config.hostname);
             e.endpoints.push(ep.clone());
             self.file.save(&st)?;
             (ep, net, primary)

@@ -33,9 +33,18 @@ fn endpoint_settings(c: &Container, ep: &Endpoint, net: &Network) -> EndpointSet
         (Some(p6), Some(a)) => (a.to_string(), p6.subnet.prefix, p6.gateway.to_string()),
         _ => (String::new(), 0, String::new()),
     };
+    // dockerd's order (the first one names the PTR records): name, aliases, short ID,
+    // hostname, each once.
     let dns_names = net.dns().then(|| {
-        let mut v = vec![c.short_name().to_string(), c.id[..12].to_string()];
-        v.extend(ep.aliases.iter().cloned());
+        let mut v: Vec<String> = Vec::new();
+        let all = std::iter::once(c.short_name())
+            .chain(ep.aliases.iter().map(String::as_str))
+            .chain([&c.id[..12], c.config.hostname.as_str()]);
+        for n in all.filter(|n| !n.is_empty()) {
+            if !v.iter().any(|x| x == n) {
+                v.push(n.to_string());
+            }
+        }
         v
     });
     EndpointSettings {

@@ -131,6 +131,9 @@ pub struct PortMap {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CNet {
     pub name: String,
+    /// `Config.Hostname`: the embedded DNS answers it too (dockerd's endpoint DNS names).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
     /// The first is the primary network (default route, published ports).
     pub endpoints: Vec<Endpoint>,
     /// Published while running.
