@@ -385,8 +385,10 @@ fn events_of_an_attached_run() {
         "{out}"
     );
     // The die's attributes: the exit code and how long it ran, in seconds.
+    // (By ID: a container filter is a prefix of the name, and `ev` is one of `ev2`.)
+    let by_id = format!("container={}", id.trim());
     let die = events(
-        &["--filter", "event=die", "--filter", "container=ev"],
+        &["--filter", "event=die", "--filter", &by_id],
         "{{.Actor.Attributes.exitCode}} {{.Actor.Attributes.execDuration}}",
     );
     assert_eq!(die, "0 0\n");
