@@ -27,19 +27,6 @@ fn post_as(d: &Daemon, path: &str, content_type: &str, body: &str) -> String {
     out
 }
 
-/// The `message` of an API error response, its status checked.
-#[track_caller]
-fn api_error(resp: &str, status: u16) -> String {
-    assert!(
-        resp.starts_with(&format!("HTTP/1.1 {status} ")),
-        "wanted {status}: {resp}"
-    );
-    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let v: serde_json::Value = serde_json::from_str(body.trim())
-        .unwrap_or_else(|e| panic!("{e}: not a JSON error body: {body}"));
-    v["message"].as_str().unwrap_or_default().to_string()
-}
-
 /// The `Id` of a created container.
 #[track_caller]
 fn created(resp: &str) -> String {

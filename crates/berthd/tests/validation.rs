@@ -5,19 +5,6 @@
 mod common;
 use common::*;
 
-/// The body of an API error response, with its status line checked.
-#[track_caller]
-fn api_error(resp: &str, status: u16) -> String {
-    assert!(
-        resp.starts_with(&format!("HTTP/1.1 {status} ")),
-        "wanted {status}: {resp}"
-    );
-    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let v: serde_json::Value = serde_json::from_str(body.trim())
-        .unwrap_or_else(|e| panic!("{e}: not a JSON error body: {body}"));
-    v["message"].as_str().unwrap_or_default().to_string()
-}
-
 #[test]
 fn bad_settings_are_refused_at_create_like_dockerd() {
     let d = root_daemon!();

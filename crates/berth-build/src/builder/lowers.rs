@@ -339,6 +339,27 @@ mod tests {
         .unwrap();
     }
 
+    /// Two lower layers under `root`: `top` with `/srv` (mode 1777, owner 3:4, an xattr, a
+    /// time of its own) over `base` with `/srv/www` (a time of its own): what a copy-up of
+    /// `/srv` must keep.
+    fn srv_over_www(root: &Path) -> (PathBuf, PathBuf) {
+        let (top, base) = (layer(root, "top"), layer(root, "base"));
+        fs::create_dir_all(base.join("srv/www")).unwrap();
+        fs::create_dir_all(top.join("srv")).unwrap();
+        fs::set_permissions(top.join("srv"), fs::Permissions::from_mode(0o1777)).unwrap();
+        std::os::unix::fs::chown(top.join("srv"), Some(3), Some(4)).unwrap();
+        rustix::fs::setxattr(
+            top.join("srv"),
+            "user.note",
+            b"kept",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        set_time(&top.join("srv"), 3_000_000);
+        set_time(&base.join("srv/www"), 4_000_000);
+        (top, base)
+    }
+
     fn set_time(p: &Path, secs: i64) {
         let t = Timespec {
             tv_sec: secs,
@@ -500,23 +521,10 @@ mod tests {
             return;
         }
         let d = tempfile::tempdir().unwrap();
-        let (top, base) = (layer(d.path(), "top"), layer(d.path(), "base"));
-        fs::create_dir_all(base.join("srv/www")).unwrap();
+        let (top, base) = srv_over_www(d.path());
         fs::create_dir_all(base.join("etc")).unwrap();
         fs::write(base.join("etc/passwd"), "app:x:33:44::/:/bin/sh\n").unwrap();
-        fs::create_dir_all(top.join("srv")).unwrap();
-        fs::set_permissions(top.join("srv"), fs::Permissions::from_mode(0o1777)).unwrap();
-        std::os::unix::fs::chown(top.join("srv"), Some(3), Some(4)).unwrap();
-        rustix::fs::setxattr(
-            top.join("srv"),
-            "user.note",
-            b"kept",
-            rustix::fs::XattrFlags::empty(),
-        )
-        .unwrap();
         fs::set_permissions(base.join("srv/www"), fs::Permissions::from_mode(0o750)).unwrap();
-        set_time(&top.join("srv"), 3_000_000);
-        set_time(&base.join("srv/www"), 4_000_000);
         let lowers = [top, base];
         let direct = d.path().join("direct");
         assert_eq!(
@@ -594,24 +602,8 @@ mod tests {
             return;
         }
         let d = tempfile::tempdir().unwrap();
-        let (top, base, src) = (
-            layer(d.path(), "top"),
-            layer(d.path(), "base"),
-            layer(d.path(), "src"),
-        );
-        fs::create_dir_all(base.join("srv/www")).unwrap();
-        fs::create_dir_all(top.join("srv")).unwrap();
-        fs::set_permissions(top.join("srv"), fs::Permissions::from_mode(0o1777)).unwrap();
-        std::os::unix::fs::chown(top.join("srv"), Some(3), Some(4)).unwrap();
-        rustix::fs::setxattr(
-            top.join("srv"),
-            "user.note",
-            b"kept",
-            rustix::fs::XattrFlags::empty(),
-        )
-        .unwrap();
-        set_time(&top.join("srv"), 3_000_000);
-        set_time(&base.join("srv/www"), 4_000_000);
+        let (top, base) = srv_over_www(d.path());
+        let src = layer(d.path(), "src");
         // The copied tree: a file, an executable, a symlink, a subdirectory.
         fs::create_dir_all(src.join("files/sub")).unwrap();
         fs::write(src.join("files/a.txt"), "a").unwrap();

@@ -56,3 +56,16 @@ pub fn push_rmi_pull(d: &Daemon, name: &str) -> (Run, String) {
     (push, pull)
 }
 pub mod cri;
+
+/// The `message` of an API error response (a raw HTTP response), its status checked.
+#[track_caller]
+pub fn api_error(resp: &str, status: u16) -> String {
+    assert!(
+        resp.starts_with(&format!("HTTP/1.1 {status} ")),
+        "wanted {status}: {resp}"
+    );
+    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let v: serde_json::Value = serde_json::from_str(body.trim())
+        .unwrap_or_else(|e| panic!("{e}: not a JSON error body: {body}"));
+    v["message"].as_str().unwrap_or_default().to_string()
+}
