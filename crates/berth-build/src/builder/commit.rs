@@ -188,13 +188,8 @@ impl Eval<'_, '_, '_> {
                 },
             )
         });
-        let direct = match direct {
-            Ok(d) => d,
-            Err(e) => {
-                drop(guard);
-                return Err(e);
-            }
-        };
+        // (An error drops the guard: the upper directory goes with it.)
+        let direct = direct?;
         tracing::debug!("step on line {line}: {direct:?} in {:?}", t0.elapsed());
         match direct {
             Direct::Exists => {
@@ -249,13 +244,7 @@ impl Eval<'_, '_, '_> {
                 },
             )
         });
-        let (direct, owner) = match direct {
-            Ok(d) => d,
-            Err(e) => {
-                drop(guard);
-                return Err(e);
-            }
-        };
+        let (direct, owner) = direct?;
         tracing::debug!("step on line {line}: {direct:?} in {:?}", t0.elapsed());
         if direct != Direct::Created {
             drop(guard);
