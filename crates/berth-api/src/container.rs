@@ -619,6 +619,9 @@ pub struct Port {
 #[serde(default, rename_all = "PascalCase")]
 pub struct SummaryHostConfig {
     pub network_mode: String,
+    /// API 1.46 and up (see [`crate::ApiVersion::container_list_has_annotations`]).
+    #[serde(skip_serializing_if = "crate::go::is_empty_map")]
+    pub annotations: Option<BTreeMap<String, String>>,
 }
 
 /// `NetworkSettings` of the container list.

@@ -26,7 +26,8 @@ pub struct ImageSummary {
     pub shared_size: i64,
     /// Labels from the config.
     pub labels: BTreeMap<String, String>,
-    /// Containers using it (-1 when not computed).
+    /// Containers using it (-1 below API 1.51, see
+    /// [`crate::ApiVersion::image_list_counts_containers`]).
     pub containers: i64,
 }
 
@@ -52,20 +53,14 @@ pub struct HistoryItem {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct InspectConfig {
-    /// Always "".
-    pub hostname: String,
-    /// Always "".
-    pub domainname: String,
+    /// The container-only fields (always empty), below API 1.50 only (see
+    /// [`crate::ApiVersion::has_pre_1_50_legacy_fields`]).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub container_fields: Option<InspectContainerFields>,
     /// `user[:group]`.
     pub user: String,
-    pub attach_stdin: bool,
-    pub attach_stdout: bool,
-    pub attach_stderr: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
-    pub tty: bool,
-    pub open_stdin: bool,
-    pub stdin_once: bool,
     pub env: Option<Vec<String>>,
     pub cmd: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,8 +68,6 @@ pub struct InspectConfig {
     /// Windows-only flag.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub args_escaped: Option<bool>,
-    /// Always "".
-    pub image: String,
     pub volumes: Option<BTreeMap<String, serde_json::Value>>,
     pub working_dir: String,
     pub entrypoint: Option<Vec<String>>,
@@ -85,6 +78,22 @@ pub struct InspectConfig {
     pub stop_signal: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shell: Option<serde_json::Value>,
+}
+
+/// The fields of a container's config that image inspect's `Config` carried below API 1.50
+/// (never part of an image's config: always empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct InspectContainerFields {
+    pub hostname: String,
+    pub domainname: String,
+    pub attach_stdin: bool,
+    pub attach_stdout: bool,
+    pub attach_stderr: bool,
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub stdin_once: bool,
+    pub image: String,
 }
 
 /// `RootFS`.

@@ -28,6 +28,9 @@ pub struct EndpointSettings {
     pub aliases: Option<Vec<String>>,
     pub mac_address: String,
     pub driver_opts: Option<BTreeMap<String, String>>,
+    /// The endpoint with the highest priority gives the container its default gateway
+    /// (honoured from API 1.48; shown at every version, as dockerd does).
+    pub gw_priority: i64,
     #[serde(rename = "NetworkID")]
     pub network_id: String,
     #[serde(rename = "EndpointID")]
@@ -131,6 +134,9 @@ pub struct CreateRequest {
     pub check_duplicate: bool,
     pub driver: String,
     pub scope: String,
+    /// `false` disables IPv4 (API 1.48 and up; experimental only in dockerd).
+    #[serde(rename = "EnableIPv4")]
+    pub enable_ipv4: Option<bool>,
     #[serde(rename = "EnableIPv6")]
     pub enable_ipv6: bool,
     #[serde(rename = "IPAM")]

@@ -72,6 +72,27 @@ pub struct RegistryConfig {
     #[serde(rename = "InsecureRegistryCIDRs")]
     pub insecure_registry_cidrs: Vec<String>,
     pub mirrors: Vec<String>,
+    /// Always `null`, below API 1.47 only (see
+    /// [`crate::ApiVersion::info_has_nondistributable_artifacts`]).
+    #[serde(
+        rename = "AllowNondistributableArtifactsCIDRs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub allow_nondistributable_artifacts_cidrs: Option<Option<Vec<String>>>,
+    /// As `AllowNondistributableArtifactsCIDRs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_nondistributable_artifacts_hostnames: Option<Option<Vec<String>>>,
+}
+
+/// `FirewallBackend` of the info (API 1.49 and up).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct FirewallInfo {
+    /// `nftables` or `iptables`.
+    pub driver: String,
+    /// Label/value pairs about the firewall.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub info: Vec<[String; 2]>,
 }
 
 /// A runtime of the info (`{"path": …}`).
@@ -127,6 +148,13 @@ pub struct Info {
     pub pids_limit: bool,
     #[serde(rename = "IPv4Forwarding")]
     pub ipv4_forwarding: bool,
+    /// Always `false`, below API 1.50 only (see
+    /// [`crate::ApiVersion::has_pre_1_50_legacy_fields`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bridge_nf_iptables: Option<bool>,
+    /// As `BridgeNfIptables`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bridge_nf_ip6tables: Option<bool>,
     pub debug: bool,
     #[serde(rename = "NFd")]
     pub nfd: i64,
@@ -169,6 +197,9 @@ pub struct Info {
     pub runc_commit: Commit,
     pub init_commit: Commit,
     pub security_options: Vec<String>,
+    /// The firewall rules' backend (API 1.49 and up; absent without a firewall).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firewall_backend: Option<FirewallInfo>,
     pub warnings: Option<Vec<String>>,
 }
 

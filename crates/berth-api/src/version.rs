@@ -4,6 +4,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::container::{CreateRequest, InspectResponse, Summary};
+use crate::image::{ImageSummary, InspectContainerFields, InspectImage};
+use crate::network::{CreateRequest as NetworkCreate, EndpointSettings};
+
 /// An API version `1.N` (Docker has only ever used major version 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ApiVersion {
@@ -17,7 +21,7 @@ impl ApiVersion {
     }
 
     /// The newest version Berth speaks (what a request without a version prefix gets).
-    pub const CURRENT: ApiVersion = ApiVersion::new(1, 44);
+    pub const CURRENT: ApiVersion = ApiVersion::new(1, 51);
     /// The oldest version Berth accepts.
     pub const MIN: ApiVersion = ApiVersion::new(1, 24);
 
@@ -48,6 +52,209 @@ impl ApiVersion {
     /// anonymous ones unless `all=true`.
     pub fn volume_prune_all_by_default(self) -> bool {
         self < ApiVersion::new(1, 42)
+    }
+
+    /// Container inspect adds the short container ID and the hostname to `Aliases` on
+    /// user-defined networks below 1.45; from 1.45 `Aliases` are exactly the requested ones
+    /// (`DNSNames` has the rest).
+    pub fn aliases_include_short_id(self) -> bool {
+        self < ApiVersion::new(1, 45)
+    }
+
+    /// `VolumeOptions.Subpath` of a create's `Mounts` is refused below 1.45.
+    pub fn accepts_volume_subpath(self) -> bool {
+        self >= ApiVersion::new(1, 45)
+    }
+
+    /// The container list shows `HostConfig.Annotations` from 1.46.
+    pub fn container_list_has_annotations(self) -> bool {
+        self >= ApiVersion::new(1, 46)
+    }
+
+    /// `GET /events` streams the image `create` event from 1.46.
+    pub fn events_include_image_create(self) -> bool {
+        self >= ApiVersion::new(1, 46)
+    }
+
+    /// `POST /images/{name}/push` reads `platform` from 1.46.
+    pub fn push_reads_platform(self) -> bool {
+        self >= ApiVersion::new(1, 46)
+    }
+
+    /// `GET /info` carries `RegistryConfig.AllowNondistributableArtifactsCIDRs` and
+    /// `…Hostnames` (always `null`) below 1.47.
+    pub fn info_has_nondistributable_artifacts(self) -> bool {
+        self < ApiVersion::new(1, 47)
+    }
+
+    /// `GET /images/json` reads `manifests` from 1.47.
+    pub fn image_list_reads_manifests(self) -> bool {
+        self >= ApiVersion::new(1, 47)
+    }
+
+    /// From 1.48: `GwPriority` of create/connect endpoints is honoured (below, every endpoint
+    /// has priority 0), `Mounts` may have type `image`, a container-wide `VolumeDriver` with
+    /// volume `Mounts` warns, network create reads `EnableIPv4`, image inspect reads
+    /// `manifests`, image history/save/load read `platform`, build prune reads
+    /// `reserved-space`, `max-used-space` and `min-free-space`.
+    pub fn api_1_48_features(self) -> bool {
+        self >= ApiVersion::new(1, 48)
+    }
+
+    /// From 1.49: `GET /info` has `FirewallBackend`; image inspect reads `platform`.
+    pub fn api_1_49_features(self) -> bool {
+        self >= ApiVersion::new(1, 49)
+    }
+
+    /// Below 1.50 `GET /info` has `BridgeNfIptables`/`BridgeNfIp6tables` (always `false`)
+    /// and image inspect's `Config` has the container-only fields (`Hostname`, `Tty`, …,
+    /// always empty); from 1.50 both are omitted, `DELETE /images/{name}` reads
+    /// `platforms` and `GET /info` may have `DiscoveredDevices`.
+    pub fn has_pre_1_50_legacy_fields(self) -> bool {
+        self < ApiVersion::new(1, 50)
+    }
+
+    /// `DELETE /images/{name}` reads `platforms` from 1.50.
+    pub fn image_delete_reads_platforms(self) -> bool {
+        self >= ApiVersion::new(1, 50)
+    }
+
+    /// `GET /images/json` counts the containers using each image (`Containers`) from 1.51;
+    /// below it is always -1.
+    pub fn image_list_counts_containers(self) -> bool {
+        self >= ApiVersion::new(1, 51)
+    }
+}
+
+/// What a request of an older version may not use, and the warnings dockerd's router adds.
+impl ApiVersion {
+    /// dockerd's route checks of `POST /containers/create` between 1.45 and 1.51: a volume
+    /// `Subpath` needs 1.45, an `image` mount 1.48 (errors, the message as dockerd's); below
+    /// 1.48 every endpoint's `GwPriority` is 0. Returns the route's warnings (from 1.48 a
+    /// container-wide `VolumeDriver` next to volume `Mounts` without a driver of their own).
+    pub fn adapt_create(self, req: &mut CreateRequest) -> Result<Vec<String>, String> {
+        let mounts = req
+            .host_config
+            .as_ref()
+            .and_then(|h| h.mounts.as_deref())
+            .unwrap_or_default();
+        if !self.accepts_volume_subpath()
+            && mounts.iter().any(|m| {
+                m.volume_options
+                    .as_ref()
+                    .is_some_and(|o| !o.subpath.is_empty())
+            })
+        {
+            return Err("VolumeOptions.Subpath needs API v1.45 or newer".into());
+        }
+        if !self.api_1_48_features() {
+            if mounts.iter().any(|m| m.kind == "image") {
+                return Err(r#"Mount type "Image" needs API v1.48 or newer"#.into());
+            }
+            if let Some(eps) = req
+                .networking_config
+                .as_mut()
+                .and_then(|n| n.endpoints_config.as_mut())
+            {
+                eps.values_mut().for_each(|e| e.gw_priority = 0);
+            }
+            return Ok(vec![]);
+        }
+        let Some(hc) = req.host_config.as_ref() else {
+            return Ok(vec![]);
+        };
+        let unnamed_volume = hc.mounts.iter().flatten().any(|m| {
+            m.kind == "volume"
+                && !m
+                    .volume_options
+                    .as_ref()
+                    .and_then(|o| o.driver_config.as_ref())
+                    .is_some_and(|d| !d.name.is_empty())
+        });
+        Ok(if !hc.volume_driver.is_empty() && unnamed_volume {
+            vec!["WARNING: the container-wide volume-driver configuration is ignored for volumes specified via 'mount'. Use '--mount type=volume,volume-driver=...' instead".into()]
+        } else {
+            vec![]
+        })
+    }
+
+    /// `POST /networks/{id}/connect`: below 1.48 the endpoint's `GwPriority` is 0.
+    pub fn adapt_connect(self, ep: &mut EndpointSettings) {
+        if !self.api_1_48_features() {
+            ep.gw_priority = 0;
+        }
+    }
+
+    /// `POST /networks/create`: `EnableIPv4` is read from 1.48 (ignored below). Berth's
+    /// networks always have IPv4: `false` is refused (with dockerd's message when IPv6 is
+    /// off too).
+    pub fn adapt_network_create(self, req: &mut NetworkCreate) -> Result<(), String> {
+        if !self.api_1_48_features() {
+            req.enable_ipv4 = None;
+        }
+        match req.enable_ipv4 {
+            Some(false) if !req.enable_ipv6 => Err("IPv4 or IPv6 must be enabled".into()),
+            Some(false) => Err("IPv6-only networks (EnableIPv4 false) are not supported".into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// `GET /containers/{id}/json` in this version's shape: below 1.45 each user-defined
+    /// network's `Aliases` also hold the short container ID and the hostname (each once).
+    pub fn adapt_inspect(self, c: &mut InspectResponse) {
+        if !self.aliases_include_short_id() {
+            return;
+        }
+        let short = c.id.chars().take(12).collect::<String>();
+        for (name, ep) in c.network_settings.networks.iter_mut() {
+            let builtin = matches!(name.as_str(), "default" | "bridge" | "host" | "none")
+                || name.starts_with("container:");
+            if builtin {
+                continue;
+            }
+            let aliases = ep.aliases.get_or_insert_with(Vec::new);
+            for a in [short.as_str(), c.config.hostname.as_str()] {
+                if !a.is_empty() && !aliases.iter().any(|x| x == a) {
+                    aliases.push(a.to_string());
+                }
+            }
+        }
+    }
+
+    /// `GET /containers/json` in this version's shape: `HostConfig.Annotations` from 1.46.
+    pub fn adapt_container_list(self, list: &mut [Summary]) {
+        if !self.container_list_has_annotations() {
+            list.iter_mut()
+                .for_each(|c| c.host_config.annotations = None);
+        }
+    }
+
+    /// `GET /images/{name}/json` in this version's shape: `ContainerConfig` (given by the
+    /// caller, who reads it from the image) below 1.45, `Config`'s container-only fields
+    /// below 1.50.
+    pub fn adapt_image_inspect(
+        self,
+        i: &mut InspectImage,
+        container_config: impl FnOnce() -> crate::container::Config,
+    ) {
+        i.container_config = self
+            .image_inspect_has_container_config()
+            .then(container_config);
+        i.config.container_fields = self
+            .has_pre_1_50_legacy_fields()
+            .then(InspectContainerFields::default);
+    }
+
+    /// `GET /images/json` in this version's shape: `Containers` is -1 below 1.51 (`count`
+    /// gives the number of containers using an image ID otherwise).
+    pub fn adapt_image_list(self, list: &mut [ImageSummary], count: impl Fn(&str) -> i64) {
+        for i in list {
+            i.containers = if self.image_list_counts_containers() {
+                count(&i.id)
+            } else {
+                -1
+            };
+        }
     }
 }
 
@@ -102,5 +309,195 @@ mod tests {
         assert!(ApiVersion::new(1, 44).image_inspect_has_container_config());
         assert!(!ApiVersion::new(1, 45).image_inspect_has_container_config());
         assert!(ApiVersion::new(1, 41).volume_prune_all_by_default());
+    }
+
+    /// Every 1.45–1.51 gate flips exactly at its version (below: the old shape).
+    #[test]
+    fn gates_from_1_45_to_1_51() {
+        let v = |m| ApiVersion::new(1, m);
+        let gates: [(fn(ApiVersion) -> bool, u16, bool); 12] = [
+            (ApiVersion::aliases_include_short_id, 45, false),
+            (ApiVersion::accepts_volume_subpath, 45, true),
+            (ApiVersion::container_list_has_annotations, 46, true),
+            (ApiVersion::events_include_image_create, 46, true),
+            (ApiVersion::push_reads_platform, 46, true),
+            (ApiVersion::info_has_nondistributable_artifacts, 47, false),
+            (ApiVersion::image_list_reads_manifests, 47, true),
+            (ApiVersion::api_1_48_features, 48, true),
+            (ApiVersion::api_1_49_features, 49, true),
+            (ApiVersion::has_pre_1_50_legacy_fields, 50, false),
+            (ApiVersion::image_delete_reads_platforms, 50, true),
+            (ApiVersion::image_list_counts_containers, 51, true),
+        ];
+        for (gate, at, from) in gates {
+            assert_eq!(gate(v(at - 1)), !from, "below 1.{at}");
+            assert_eq!(gate(v(at)), from, "at 1.{at}");
+            assert_eq!(gate(ApiVersion::MIN), !from, "1.24 vs 1.{at}");
+            assert_eq!(gate(ApiVersion::CURRENT), from, "current vs 1.{at}");
+        }
+        assert_eq!(ApiVersion::CURRENT.to_string(), "1.51");
+    }
+
+    fn create(body: serde_json::Value) -> CreateRequest {
+        CreateRequest::decode(body.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn create_checks_and_warnings() {
+        let (v44, v45, v47, v48) = (
+            ApiVersion::new(1, 44),
+            ApiVersion::new(1, 45),
+            ApiVersion::new(1, 47),
+            ApiVersion::new(1, 48),
+        );
+        let subpath = serde_json::json!({"Image": "busybox", "HostConfig": {"Mounts": [
+            {"Type": "volume", "Source": "v", "Target": "/v", "VolumeOptions": {"Subpath": "a"}}]}});
+        let err = v44.adapt_create(&mut create(subpath.clone())).unwrap_err();
+        assert_eq!(err, "VolumeOptions.Subpath needs API v1.45 or newer");
+        assert_eq!(v45.adapt_create(&mut create(subpath)), Ok(vec![]));
+
+        let image = serde_json::json!({"Image": "busybox", "HostConfig": {"Mounts": [
+            {"Type": "image", "Source": "busybox", "Target": "/i"}]}});
+        let err = v47.adapt_create(&mut create(image.clone())).unwrap_err();
+        assert_eq!(err, r#"Mount type "Image" needs API v1.48 or newer"#);
+        assert!(v48.adapt_create(&mut create(image)).is_ok());
+
+        let prio = serde_json::json!({"Image": "busybox", "NetworkingConfig": {"EndpointsConfig": {
+            "a": {"GwPriority": 10}, "b": {"GwPriority": -5}}}});
+        let prios = |r: &CreateRequest| -> Vec<i64> {
+            let eps = r
+                .networking_config
+                .as_ref()
+                .unwrap()
+                .endpoints_config
+                .as_ref();
+            eps.unwrap().values().map(|e| e.gw_priority).collect()
+        };
+        let mut r = create(prio.clone());
+        v47.adapt_create(&mut r).unwrap();
+        assert_eq!(prios(&r), [0, 0]);
+        let mut r = create(prio);
+        v48.adapt_create(&mut r).unwrap();
+        assert_eq!(prios(&r), [10, -5]);
+
+        let driver = serde_json::json!({"Image": "busybox", "HostConfig": {"VolumeDriver": "local",
+            "Mounts": [{"Type": "volume", "Source": "v", "Target": "/v"}]}});
+        assert_eq!(v47.adapt_create(&mut create(driver.clone())), Ok(vec![]));
+        let w = v48.adapt_create(&mut create(driver)).unwrap();
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].starts_with("WARNING: the container-wide volume-driver configuration is ignored")
+        );
+        let named = serde_json::json!({"Image": "busybox", "HostConfig": {"VolumeDriver": "local",
+            "Mounts": [{"Type": "volume", "Source": "v", "Target": "/v",
+                "VolumeOptions": {"DriverConfig": {"Name": "local"}}}]}});
+        assert_eq!(v48.adapt_create(&mut create(named)), Ok(vec![]));
+    }
+
+    #[test]
+    fn inspect_aliases_below_1_45() {
+        let mut c = InspectResponse {
+            id: "0123456789abcdef".repeat(4),
+            ..Default::default()
+        };
+        c.config.hostname = "0123456789ab".into();
+        let ep = |a: Option<Vec<String>>| EndpointSettings {
+            aliases: a,
+            ..Default::default()
+        };
+        let nets = &mut c.network_settings.networks;
+        nets.insert("bridge".into(), ep(None));
+        nets.insert("mynet".into(), ep(Some(vec!["web".into()])));
+        let mut old = c.clone();
+        ApiVersion::new(1, 44).adapt_inspect(&mut old);
+        let aliases = |c: &InspectResponse, n: &str| c.network_settings.networks[n].aliases.clone();
+        assert_eq!(aliases(&old, "bridge"), None);
+        assert_eq!(
+            aliases(&old, "mynet"),
+            Some(vec!["web".to_string(), "0123456789ab".to_string()])
+        );
+        let mut new = c.clone();
+        ApiVersion::new(1, 45).adapt_inspect(&mut new);
+        assert_eq!(new, c);
+    }
+
+    #[test]
+    fn list_and_image_shapes() {
+        let mut l = vec![Summary::default()];
+        l[0].host_config.annotations = Some([("a".to_string(), "b".to_string())].into());
+        let mut old = l.clone();
+        ApiVersion::new(1, 45).adapt_container_list(&mut old);
+        assert_eq!(old[0].host_config.annotations, None);
+        ApiVersion::new(1, 46).adapt_container_list(&mut l);
+        let v = serde_json::to_value(&l[0]).unwrap();
+        assert_eq!(v["HostConfig"]["Annotations"]["a"], "b");
+        assert!(serde_json::to_value(&old[0]).unwrap()["HostConfig"]
+            .get("Annotations")
+            .is_none());
+
+        let mut imgs = vec![ImageSummary {
+            id: "sha256:x".into(),
+            ..Default::default()
+        }];
+        ApiVersion::new(1, 50).adapt_image_list(&mut imgs, |_| 3);
+        assert_eq!(imgs[0].containers, -1);
+        ApiVersion::new(1, 51).adapt_image_list(&mut imgs, |id| (id == "sha256:x").into());
+        assert_eq!(imgs[0].containers, 1);
+
+        let shape = |v: ApiVersion| {
+            let mut i = InspectImage::default();
+            v.adapt_image_inspect(&mut i, Default::default);
+            serde_json::to_value(&i).unwrap()
+        };
+        let (v44, v49, v50) = (
+            shape(ApiVersion::new(1, 44)),
+            shape(ApiVersion::new(1, 49)),
+            shape(ApiVersion::new(1, 50)),
+        );
+        assert!(v44.get("ContainerConfig").is_some() && v49.get("ContainerConfig").is_none());
+        for k in [
+            "Hostname",
+            "Domainname",
+            "AttachStdin",
+            "Tty",
+            "OpenStdin",
+            "Image",
+        ] {
+            assert!(v49["Config"].get(k).is_some(), "{k}");
+            assert!(v50["Config"].get(k).is_none(), "{k}");
+        }
+        for k in [
+            "Cmd",
+            "Entrypoint",
+            "Env",
+            "Labels",
+            "OnBuild",
+            "User",
+            "Volumes",
+            "WorkingDir",
+        ] {
+            assert!(v50["Config"].get(k).is_some(), "{k}");
+        }
+    }
+
+    #[test]
+    fn network_create_enable_ipv4() {
+        let req = |v4: Option<bool>, v6: bool| NetworkCreate {
+            enable_ipv4: v4,
+            enable_ipv6: v6,
+            ..Default::default()
+        };
+        let mut r = req(Some(false), false);
+        assert_eq!(ApiVersion::new(1, 47).adapt_network_create(&mut r), Ok(()));
+        assert_eq!(r.enable_ipv4, None);
+        let err = ApiVersion::new(1, 48).adapt_network_create(&mut req(Some(false), false));
+        assert_eq!(err.unwrap_err(), "IPv4 or IPv6 must be enabled");
+        assert!(ApiVersion::new(1, 48)
+            .adapt_network_create(&mut req(Some(false), true))
+            .is_err());
+        assert_eq!(
+            ApiVersion::new(1, 48).adapt_network_create(&mut req(Some(true), false)),
+            Ok(())
+        );
     }
 }

@@ -494,11 +494,14 @@ fn resolve(images: &ImageStore, name: &str) -> Result<berth_image::image_store::
 pub fn inspect(engine: &Engine, name: &str, version: ApiVersion) -> Result<InspectImage> {
     let r = resolve(&engine.images, name)?;
     let mut i = engine.images.inspect(&r.image.id)?;
-    if version.image_inspect_has_container_config() {
-        let cfg = engine.images.config(&r.image.id)?;
-        let cc = cfg.container_config().ok().flatten().unwrap_or_default();
-        i.container_config = Some(cc);
-    }
+    version.adapt_image_inspect(&mut i, || {
+        engine
+            .images
+            .config(&r.image.id)
+            .ok()
+            .and_then(|cfg| cfg.container_config().ok().flatten())
+            .unwrap_or_default()
+    });
     Ok(i)
 }
 

@@ -245,23 +245,15 @@ impl ImageStore {
         let c = cfg.config.clone().unwrap_or_default();
         let extra = |k: &str| c.extra.get(k).cloned().filter(|v| !v.is_null());
         let config = InspectConfig {
-            hostname: String::new(),
-            domainname: String::new(),
+            container_fields: None,
             user: c.user.clone().unwrap_or_default(),
-            attach_stdin: false,
-            attach_stdout: false,
-            attach_stderr: false,
             exposed_ports: c.exposed_ports.clone(),
-            tty: false,
-            open_stdin: false,
-            stdin_once: false,
             env: c.env.clone(),
             cmd: c.cmd.clone(),
             healthcheck: extra("Healthcheck"),
             args_escaped: extra("ArgsEscaped")
                 .and_then(|v| v.as_bool())
                 .filter(|b| *b),
-            image: String::new(),
             volumes: c.volumes.clone(),
             working_dir: c.working_dir.clone().unwrap_or_default(),
             entrypoint: c.entrypoint.clone(),

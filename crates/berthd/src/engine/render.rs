@@ -171,6 +171,7 @@ impl Engine {
             status: status_text(c),
             host_config: SummaryHostConfig {
                 network_mode: c.network_mode().to_string(),
+                annotations: c.host_config.annotations.clone(),
             },
             network_settings,
             mounts: self.mounts.inspect(&c.id),

@@ -203,7 +203,17 @@ fn prune_options(q: &PruneQuery) -> Result<berth_build::builder::PruneOptions, A
     Ok(opts)
 }
 
-async fn prune(s: St, super::Params(q): super::Params<PruneQuery>) -> R {
+async fn prune(
+    s: St,
+    axum::Extension(v): axum::Extension<berth_api::ApiVersion>,
+    super::Params(mut q): super::Params<PruneQuery>,
+) -> R {
+    if !v.api_1_48_features() {
+        // Only `keep-storage` below 1.48.
+        q.reserved_space.clear();
+        q.max_used_space.clear();
+        q.min_free_space.clear();
+    }
     let opts = prune_options(&q)?;
     Ok(json(&build::prune(s.engine.clone(), opts).await?))
 }

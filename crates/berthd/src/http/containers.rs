@@ -67,7 +67,11 @@ struct ListQuery {
     filters: String,
 }
 
-async fn list(s: St, Params(q): Params<ListQuery>) -> R {
+async fn list(
+    s: St,
+    axum::Extension(v): axum::Extension<berth_api::ApiVersion>,
+    Params(q): Params<ListQuery>,
+) -> R {
     let f = parse_filters(&q.filters)?;
     let limit = q
         .limit
@@ -75,7 +79,9 @@ async fn list(s: St, Params(q): Params<ListQuery>) -> R {
         .ok()
         .filter(|n| *n > 0)
         .map(|n| n as usize);
-    Ok(json(&s.engine.summaries(q.all, limit, q.size, &f)?))
+    let mut list = s.engine.summaries(q.all, limit, q.size, &f)?;
+    v.adapt_container_list(&mut list);
+    Ok(json(&list))
 }
 
 /// `name` of create and rename.
@@ -133,6 +139,7 @@ async fn create(
     JsonBody(body): JsonBody,
 ) -> R {
     let mut req = CreateRequest::decode(&body)?;
+    let route_warnings = v.adapt_create(&mut req).map_err(ApiError::bad)?;
     // dockerd's route: a PidsLimit below 1 is no limit at all.
     if let Some(hc) = req.host_config.as_mut() {
         hc.pids_limit = hc.pids_limit.filter(|l| *l > 0);
@@ -147,15 +154,18 @@ async fn create(
         check_platform(&s.engine, &req.config.image, &q.platform)?;
     }
     let engine = s.engine.clone();
-    let (id, warnings) = blocking(move || engine.create(Some(q.name.as_str()), req)).await?;
+    let (id, mut warnings) = blocking(move || engine.create(Some(q.name.as_str()), req)).await?;
+    warnings.extend(route_warnings);
     Ok(json_status(
         StatusCode::CREATED,
         &CreateResponse { id, warnings },
     ))
 }
 
-async fn inspect(s: St, id: Id) -> R {
-    Ok(json(&s.engine.inspect(&id)?))
+async fn inspect(s: St, axum::Extension(v): axum::Extension<berth_api::ApiVersion>, id: Id) -> R {
+    let mut c = s.engine.inspect(&id)?;
+    v.adapt_inspect(&mut c);
+    Ok(json(&c))
 }
 
 async fn start(s: St, id: Id) -> R {

@@ -149,13 +149,17 @@ async fn list(s: St, Extension(v): Extension<ApiVersion>, Query(q): Q) -> R {
         none_placeholders: v.image_list_has_none_placeholders(),
     };
     let engine = s.engine.clone();
-    let list = blocking(move || {
+    let mut list = blocking(move || {
         engine
             .images
             .list_summaries(&opts)
             .map_err(|e| EngineError::bad(e.to_string()))
     })
     .await?;
+    let containers = s.engine.list();
+    v.adapt_image_list(&mut list, |id| {
+        containers.iter().filter(|c| c.image == id).count() as i64
+    });
     Ok(json(&list))
 }
 
@@ -280,13 +284,17 @@ async fn search() -> R {
     ))
 }
 
-async fn save_many(s: St, RawQuery(q): RawQuery) -> R {
+async fn save_many(s: St, Extension(v): Extension<ApiVersion>, RawQuery(q): RawQuery) -> R {
     // `names` is repeated: the raw query keeps every one.
     let names: Vec<String> = query_pairs(q.as_deref())
         .into_iter()
         .filter(|(k, _)| k == "names")
         .map(|(_, v)| v)
         .collect();
+    if v.api_1_48_features() {
+        let platform = one_platform(q.as_deref(), "platform")?;
+        check_save_platform(&s.engine, &names, platform.as_ref())?;
+    }
     Ok(stream(
         "application/x-tar",
         images::save(s.engine.clone(), names)?,
@@ -303,26 +311,204 @@ fn split_op<'a>(rest: &'a str, ops: &[&'static str]) -> (&'a str, Option<&'stati
     (rest, None)
 }
 
-async fn image_get(s: St, Extension(v): Extension<ApiVersion>, Path(rest): Path<String>) -> R {
+/// A JSON-encoded OCI platform of the 1.46+ `platform`/`platforms` parameters, checked as
+/// dockerd's `DecodePlatform`.
+fn decode_platform(raw: &str) -> Result<Platform, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Wire {
+        #[serde(default)]
+        os: String,
+        #[serde(default)]
+        architecture: String,
+        #[serde(default)]
+        variant: String,
+        #[serde(default, rename = "os.version")]
+        os_version: String,
+        #[serde(default, rename = "os.features")]
+        os_features: Vec<String>,
+    }
+    let w: Wire = serde_json::from_str(raw)
+        .map_err(|e| ApiError::bad(format!("failed to parse platform: {e}")))?;
+    let optional = !w.variant.is_empty() || !w.os_version.is_empty() || !w.os_features.is_empty();
+    if w.os.is_empty() && w.architecture.is_empty() && optional {
+        return Err(ApiError::bad(
+            "optional platform fields provided, but OS and Architecture are missing",
+        ));
+    }
+    if w.os.is_empty() || w.architecture.is_empty() {
+        return Err(ApiError::bad("both OS and Architecture must be provided"));
+    }
+    Ok(Platform {
+        os: w.os,
+        architecture: w.architecture,
+        variant: (!w.variant.is_empty()).then_some(w.variant),
+        ..Default::default()
+    }
+    .normalize())
+}
+
+/// Every `platform` value of a raw query (at most one, as dockerd's routes).
+fn one_platform(raw: Option<&str>, key: &str) -> Result<Option<Platform>, ApiError> {
+    let all: Vec<String> = query_pairs(raw)
+        .into_iter()
+        .filter(|(k, v)| k == key && !v.is_empty())
+        .map(|(_, v)| v)
+        .collect();
+    match all.as_slice() {
+        [] => Ok(None),
+        [one] => decode_platform(one).map(Some),
+        _ if key == "platforms" => Err(ApiError::bad("multiple platforms are not supported")),
+        _ => Err(ApiError::bad("multiple platform parameters not supported")),
+    }
+}
+
+/// `os/arch[/variant]` as containerd's `platforms.FormatAll`.
+fn format_platform(p: &Platform) -> String {
+    match &p.variant {
+        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+        None => format!("{}/{}", p.os, p.architecture),
+    }
+}
+
+/// The platform of a local image (its config's).
+fn image_platform(engine: &crate::engine::Engine, name: &str) -> Result<Platform, ApiError> {
+    let r = engine
+        .images
+        .resolve(name)
+        .map_err(|_| EngineError::ImageNotFound(name.to_string()))?;
+    let cfg = engine
+        .images
+        .config(&r.image.id)
+        .map_err(EngineError::from)?;
+    Ok(Platform {
+        os: cfg.os.clone(),
+        architecture: cfg.architecture.clone(),
+        variant: cfg.variant.clone().filter(|v| !v.is_empty()),
+        ..Default::default()
+    }
+    .normalize())
+}
+
+/// Whether an image of platform `have` serves `want` (a variant is compared when both
+/// name one).
+fn platform_matches(want: &Platform, have: &Platform) -> bool {
+    want.os == have.os
+        && want.architecture == have.architecture
+        && (want.variant.is_none() || have.variant.is_none() || want.variant == have.variant)
+}
+
+/// dockerd's `GetImage` with a platform: an image of another platform is not found.
+fn check_image_platform(
+    engine: &crate::engine::Engine,
+    name: &str,
+    want: Option<&Platform>,
+) -> Result<(), ApiError> {
+    let Some(want) = want else {
+        return Ok(());
+    };
+    let have = image_platform(engine, name)?;
+    if platform_matches(want, &have) {
+        return Ok(());
+    }
+    let shown = Reference::parse(name)
+        .map(|r| r.familiar_string())
+        .unwrap_or_else(|_| name.to_string());
+    Err(ApiError::not_found(format!(
+        "image with reference {shown} was found but its platform ({}) does not match the specified platform ({})",
+        format_platform(&have),
+        format_platform(want)
+    )))
+}
+
+/// `platform` of save (API 1.48 and up): every image saved must be of it.
+fn check_save_platform(
+    engine: &crate::engine::Engine,
+    names: &[String],
+    want: Option<&Platform>,
+) -> Result<(), ApiError> {
+    let Some(want) = want else {
+        return Ok(());
+    };
+    for n in names {
+        if !platform_matches(want, &image_platform(engine, n)?) {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "no suitable export target found for platform {}",
+                    format_platform(want)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn image_get(
+    s: St,
+    Extension(v): Extension<ApiVersion>,
+    Path(rest): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> R {
     let (name, op) = split_op(&rest, &["json", "history", "get"]);
     let name = name.to_string();
     let engine = s.engine.clone();
+    let q: HashMap<String, String> = query_pairs(raw.as_deref()).into_iter().collect();
     match op {
-        Some("json") => Ok(json(
-            &blocking(move || images::inspect(&engine, &name, v)).await?,
-        )),
-        Some("history") => Ok(json(
-            &blocking(move || images::history(&engine, &name)).await?,
-        )),
-        Some("get") => Ok(stream(
-            "application/x-tar",
-            images::save(engine, vec![name])?,
-        )),
+        Some("json") => {
+            let manifests = v.api_1_48_features() && qbool(&q, "manifests");
+            let platform = if v.api_1_49_features() {
+                qstr(&q, "platform").map(decode_platform).transpose()?
+            } else {
+                None
+            };
+            if manifests && platform.is_some() {
+                return Err(ApiError::bad(
+                    "conflicting options: manifests and platform options cannot both be set",
+                ));
+            }
+            Ok(json(
+                &blocking(move || {
+                    check_image_platform(&engine, &name, platform.as_ref())?;
+                    Ok::<_, ApiError>(images::inspect(&engine, &name, v)?)
+                })
+                .await?,
+            ))
+        }
+        Some("history") => {
+            let platform = if v.api_1_48_features() {
+                qstr(&q, "platform").map(decode_platform).transpose()?
+            } else {
+                None
+            };
+            Ok(json(
+                &blocking(move || {
+                    check_image_platform(&engine, &name, platform.as_ref())?;
+                    Ok::<_, ApiError>(images::history(&engine, &name)?)
+                })
+                .await?,
+            ))
+        }
+        Some("get") => {
+            let platform = if v.api_1_48_features() {
+                one_platform(raw.as_deref(), "platform")?
+            } else {
+                None
+            };
+            let names = vec![name];
+            check_save_platform(&engine, &names, platform.as_ref())?;
+            Ok(stream("application/x-tar", images::save(engine, names)?))
+        }
         _ => Err(ApiError::not_found("page not found")),
     }
 }
 
-async fn image_post(s: St, Path(rest): Path<String>, Query(q): Q, headers: HeaderMap) -> R {
+async fn image_post(
+    s: St,
+    Extension(v): Extension<ApiVersion>,
+    Path(rest): Path<String>,
+    Query(q): Q,
+    headers: HeaderMap,
+) -> R {
     let (name, op) = split_op(&rest, &["push", "tag"]);
     let name = name.to_string();
     match op {
@@ -355,6 +541,10 @@ async fn image_post(s: St, Path(rest): Path<String>, Query(q): Q, headers: Heade
                     r.familiar_name()
                 ))
             })?;
+            if v.push_reads_platform() {
+                let platform = qstr(&q, "platform").map(decode_platform).transpose()?;
+                check_image_platform(&s.engine, &r.to_string(), platform.as_ref())?;
+            }
             let (cfg, guard) =
                 images::registry_config(&s.engine, auth_header(&headers), r.domain())?;
             Ok(stream(
@@ -366,7 +556,17 @@ async fn image_post(s: St, Path(rest): Path<String>, Query(q): Q, headers: Heade
     }
 }
 
-async fn image_delete(s: St, Path(name): Path<String>, Query(q): Q) -> R {
+async fn image_delete(
+    s: St,
+    Extension(v): Extension<ApiVersion>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> R {
+    let q: HashMap<String, String> = query_pairs(raw.as_deref()).into_iter().collect();
+    if v.image_delete_reads_platforms() {
+        let platform = one_platform(raw.as_deref(), "platforms")?;
+        check_image_platform(&s.engine, &name, platform.as_ref())?;
+    }
     // Removed containers' writable layers go before images (and their sizes) are looked at.
     s.engine.settle().await;
     let force = qbool(&q, "force");

@@ -6,13 +6,16 @@ use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::Router;
 use berth_api::network::{
     ConnectRequest, CreateRequest, CreateResponse, DisconnectRequest, PruneReport,
 };
+use berth_api::ApiVersion;
 
 use super::{
-    blocking, decode, filters, json, json_status, no_content, AppState, Id, JsonBody, St, Q, R,
+    blocking, decode, filters, json, json_status, no_content, ApiError, AppState, Id, JsonBody, St,
+    Q, R,
 };
 
 /// The network routes.
@@ -36,8 +39,9 @@ async fn inspect(s: St, id: Id) -> R {
     Ok(json(&s.engine.net.inspect_network(&id)?))
 }
 
-async fn create(s: St, JsonBody(body): JsonBody) -> R {
-    let req: CreateRequest = decode(&body)?;
+async fn create(s: St, Extension(v): Extension<ApiVersion>, JsonBody(body): JsonBody) -> R {
+    let mut req: CreateRequest = decode(&body)?;
+    v.adapt_network_create(&mut req).map_err(ApiError::bad)?;
     let net = s.engine.net.clone();
     let (id, warning) = blocking(move || net.create_network(&req)).await?;
     Ok(json_status(
@@ -61,8 +65,16 @@ async fn prune(s: St, Query(q): Q) -> R {
     }))
 }
 
-async fn connect(s: St, id: Id, JsonBody(body): JsonBody) -> R {
-    let req: ConnectRequest = decode(&body)?;
+async fn connect(
+    s: St,
+    Extension(v): Extension<ApiVersion>,
+    id: Id,
+    JsonBody(body): JsonBody,
+) -> R {
+    let mut req: ConnectRequest = decode(&body)?;
+    if let Some(ep) = req.endpoint_config.as_mut() {
+        v.adapt_connect(ep);
+    }
     let c = s.engine.get(&req.container)?;
     let net = s.engine.net.clone();
     blocking(move || net.connect(&c, &id, req.endpoint_config.as_ref())).await?;

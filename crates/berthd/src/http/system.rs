@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use berth_api::system::{
-    BuildCacheRecord, Commit, Component, ComponentDetails, DiskUsage, Info, Platform, PluginsInfo,
-    RegistryConfig, Runtime, SwarmInfo, Version,
+    BuildCacheRecord, Commit, Component, ComponentDetails, DiskUsage, FirewallInfo, Info, Platform,
+    PluginsInfo, RegistryConfig, Runtime, SwarmInfo, Version,
 };
 use berth_api::ApiVersion;
 use tokio::sync::broadcast::error::RecvError;
@@ -190,7 +190,7 @@ async fn version(s: St) -> Response {
     })
 }
 
-async fn info(s: St) -> Response {
+async fn info(s: St, axum::Extension(v): axum::Extension<ApiVersion>) -> Response {
     let e = &s.engine;
     let i = &s.info;
     let (total, running, stopped) = e.counts();
@@ -225,6 +225,8 @@ async fn info(s: St) -> Response {
         cpu_set: true,
         pids_limit: true,
         ipv4_forwarding: false,
+        bridge_nf_iptables: v.has_pre_1_50_legacy_fields().then_some(false),
+        bridge_nf_ip6tables: v.has_pre_1_50_legacy_fields().then_some(false),
         debug: false,
         nfd: sysinfo::nfd() as i64,
         oom_kill_disable: false,
@@ -248,6 +250,12 @@ async fn info(s: St) -> Response {
                 .iter()
                 .map(|m| format!("{m}/"))
                 .collect(),
+            allow_nondistributable_artifacts_cidrs: v
+                .info_has_nondistributable_artifacts()
+                .then_some(None),
+            allow_nondistributable_artifacts_hostnames: v
+                .info_has_nondistributable_artifacts()
+                .then_some(None),
         },
         ncpu: i.ncpu,
         mem_total: i.mem_total,
@@ -284,6 +292,14 @@ async fn info(s: St) -> Response {
         } else {
             strs(&["name=cgroupns"])
         },
+        firewall_backend: e
+            .net
+            .firewall_name()
+            .filter(|_| v.api_1_49_features())
+            .map(|d| FirewallInfo {
+                driver: d.into(),
+                info: vec![],
+            }),
         warnings: None,
     })
 }

@@ -116,6 +116,7 @@ impl Manager {
             links,
             link_local_ips: ipam.link_local_ips.clone().unwrap_or_default(),
             driver_opts: cfg.and_then(|c| c.driver_opts.clone()).unwrap_or_default(),
+            gw_priority: cfg.map_or(0, |c| c.gw_priority),
         })
     }
 
@@ -367,11 +368,12 @@ impl Manager {
                 .collect();
             (eps, nets)
         };
+        let gw = gateway_index(&eps);
         let specs = eps
             .iter()
             .zip(nets.iter())
             .enumerate()
-            .map(|(i, (ep, net))| veth_spec(ep, net, i == 0))
+            .map(|(i, (ep, net))| veth_spec(ep, net, i == gw))
             .collect::<Result<Vec<_>>>()?;
         let names: Vec<&str> = nets.iter().map(|n| n.name.as_str()).collect();
         let links = netlink::attach_all(ns, &specs).map_err(EngineError::netlink(format!(
@@ -865,6 +867,18 @@ fn dns_overrides(c: &Container) -> DnsOverrides {
     }
 }
 
+/// Which endpoint gives a starting container its default routes: the first with the highest
+/// `GwPriority` (with no priorities, the first: the `NetworkMode` network).
+pub(super) fn gateway_index(eps: &[Endpoint]) -> usize {
+    let mut best = 0;
+    for (i, ep) in eps.iter().enumerate() {
+        if ep.gw_priority > eps[best].gw_priority {
+            best = i;
+        }
+    }
+    best
+}
+
 /// The interface an endpoint gets in the container's namespace.
 pub(super) fn veth_spec(ep: &Endpoint, net: &Network, primary: bool) -> Result<VethSpec> {
     let pool = net
@@ -893,4 +907,34 @@ pub(super) fn veth_spec(ep: &Endpoint, net: &Network, primary: bool) -> Result<V
             .get("com.docker.network.driver.mtu")
             .and_then(|m| m.parse().ok()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_highest_gw_priority_gives_the_default_route() {
+        let ep = |p: i64| Endpoint {
+            network: String::new(),
+            endpoint_id: String::new(),
+            ip: std::net::Ipv4Addr::UNSPECIFIED,
+            mac: String::new(),
+            aliases: vec![],
+            requested_ip: None,
+            ip6: None,
+            requested_ip6: None,
+            ifname: String::new(),
+            host_veth: String::new(),
+            links: vec![],
+            link_local_ips: vec![],
+            driver_opts: Default::default(),
+            gw_priority: p,
+        };
+        assert_eq!(gateway_index(&[]), 0);
+        assert_eq!(gateway_index(&[ep(0), ep(0)]), 0);
+        assert_eq!(gateway_index(&[ep(10), ep(100)]), 1);
+        assert_eq!(gateway_index(&[ep(5), ep(-1), ep(5)]), 0);
+        assert_eq!(gateway_index(&[ep(-3), ep(0)]), 1);
+    }
 }

@@ -126,6 +126,12 @@ fn new_network(name: &str, driver: &str, builtin: bool) -> Network {
 }
 
 impl Manager {
+    /// The firewall backend's name (`nftables`, `iptables`), `None` without one (`info`'s
+    /// `FirewallBackend`).
+    pub fn firewall_name(&self) -> Option<&'static str> {
+        self.fw.as_ref().map(|f| f.name())
+    }
+
     /// Loads the state, creates the predefined networks, (re)creates bridges and rewrites the
     /// firewall.
     pub fn open(opts: &NetOptions, data_root: &std::path::Path) -> Result<Arc<Manager>> {

@@ -53,6 +53,7 @@ fn endpoint_settings(c: &Container, ep: &Endpoint, net: &Network) -> EndpointSet
         aliases: (!ep.aliases.is_empty()).then(|| ep.aliases.clone()),
         mac_address: ep.mac.clone(),
         driver_opts: (!ep.driver_opts.is_empty()).then(|| ep.driver_opts.clone()),
+        gw_priority: ep.gw_priority,
         network_id: net.id.clone(),
         endpoint_id: ep.endpoint_id.clone(),
         gateway: pool.map(|p| p.gateway.to_string()).unwrap_or_default(),

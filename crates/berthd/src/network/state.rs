@@ -97,6 +97,13 @@ pub struct Endpoint {
     /// `DriverOpts` as given.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub driver_opts: BTreeMap<String, String>,
+    /// `GwPriority` as given (0 below API 1.48).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gw_priority: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl Endpoint {
