@@ -22,45 +22,11 @@ fn bin_dir() -> &'static Path {
         let me = PathBuf::from(env!("CARGO_BIN_EXE_berth-dist"));
         let dir = me.parent().unwrap().to_path_buf();
         let target = dir.parent().unwrap().to_path_buf();
-        let clean = |cmd: &mut Command| {
-            for (k, _) in std::env::vars() {
-                if (k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR")
-                    || k.starts_with("NEXTEST")
-                    || k == "OUT_DIR"
-                    || k == "RUST_TEST_THREADS"
-                {
-                    cmd.env_remove(k);
-                }
-            }
-        };
-        let mut cmd = Command::new(env!("CARGO"));
-        clean(&mut cmd);
-        let st = cmd
-            .args([
-                "build",
-                "-p",
-                "berth-shim",
-                "-p",
-                "berth-runtime",
-                "-p",
-                "berth-cli",
-            ])
-            .args(["-p", "berthd", "-p", "berth-dist"])
-            .arg("--target-dir")
-            .arg(&target)
-            .current_dir(ws())
-            .status()
-            .unwrap();
-        assert!(st.success(), "building the binaries failed");
-        let mut cmd = Command::new("bash");
-        clean(&mut cmd);
-        let o = cmd
-            .arg(ws().join("crates/berth-init/build-static.sh"))
-            .env("CARGO_TARGET_DIR", &target)
-            .current_dir(ws())
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "building berth-init failed");
+        // The test daemons' set plus this package (`bins::build`: one cargo run per test run).
+        let mut packages = berth_testkit::bins::BINARIES.to_vec();
+        packages.push("berth-dist");
+        berth_testkit::bins::build(&packages);
+        berth_testkit::bins::build_static("berth-init", &target);
         dir
     })
 }

@@ -74,13 +74,23 @@ pub struct Runtime {
     pub rootless: bool,
 }
 
+/// Where a new process's pid and terminal go, and which descriptors it inherits (`create`,
+/// `run` and `exec`; the same flags on each).
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ProcessIo {
+    #[arg(long = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    #[arg(long = "console-socket")]
+    pub console_socket: Option<PathBuf>,
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    pub preserve_fds: i32,
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct CreateOptions {
     pub id: String,
     pub bundle: PathBuf,
-    pub pid_file: Option<PathBuf>,
-    pub console_socket: Option<PathBuf>,
-    pub preserve_fds: i32,
+    pub io: ProcessIo,
     pub no_pivot: bool,
 }
 
@@ -88,10 +98,8 @@ pub struct CreateOptions {
 pub struct ExecOptions {
     pub id: String,
     pub process: Process,
-    pub pid_file: Option<PathBuf>,
-    pub console_socket: Option<PathBuf>,
+    pub io: ProcessIo,
     pub detach: bool,
-    pub preserve_fds: i32,
 }
 
 /// What a foreground `run`/`exec` needs to wait for its process.
@@ -474,7 +482,7 @@ impl Runtime {
         let process = spec.process.clone().unwrap_or_default();
         warn_ignored(&spec);
         let caps = grant_capabilities(&process, spec.has_namespace(NamespaceType::User))?;
-        if process.terminal && opts.console_socket.is_none() && !foreground {
+        if process.terminal && opts.io.console_socket.is_none() && !foreground {
             return Err(RuntimeError::Usage(
                 "a terminal needs --console-socket when the runtime detaches",
             ));
@@ -502,7 +510,7 @@ impl Runtime {
             Some(mkfifo(&ContainerState::fifo_path(&self.root, &opts.id))?)
         };
         let (console_socket, local_console) =
-            console_endpoints(process.terminal, opts.console_socket.as_deref())?;
+            console_endpoints(process.terminal, opts.io.console_socket.as_deref())?;
         let rootfs = spec.rootfs(&bundle);
         let (parent, child) = sync::pair().map_err(io("sync socket"))?;
         let cfg = InitConfig {
@@ -512,7 +520,7 @@ impl Runtime {
             rootfs: rootfs.clone(),
             console_socket,
             exec_fifo,
-            preserve_fds: opts.preserve_fds,
+            preserve_fds: opts.io.preserve_fds,
             seccomp: filter,
             join: Vec::new(),
             no_pivot: opts.no_pivot,
@@ -593,7 +601,7 @@ impl Runtime {
             .ok_or_else(|| RuntimeError::InitExited(opts.id.clone()))?;
         state.pid_start = start;
         state.save(&self.root)?;
-        if let Some(p) = &opts.pid_file {
+        if let Some(p) = &opts.io.pid_file {
             berth_util::fs::replace_file_nosync(p, state.pid.to_string().as_bytes())
                 .map_err(io(format!("pid file {}", p.display())))?;
         }
@@ -779,7 +787,7 @@ impl Runtime {
             "cannot exec in a container that is not running",
         )?;
         validate::validate_process(&opts.process, "process")?;
-        if opts.process.terminal && opts.detach && opts.console_socket.is_none() {
+        if opts.process.terminal && opts.detach && opts.io.console_socket.is_none() {
             return Err(RuntimeError::Usage(
                 "a terminal needs --console-socket with --detach",
             ));
@@ -809,7 +817,7 @@ impl Runtime {
         let in_user_ns = join.iter().any(|(t, _)| *t == NamespaceType::User);
         let caps = grant_capabilities(&opts.process, in_user_ns)?;
         let (console_socket, local_console) =
-            console_endpoints(opts.process.terminal, opts.console_socket.as_deref())?;
+            console_endpoints(opts.process.terminal, opts.io.console_socket.as_deref())?;
         let (parent, child) = sync::pair().map_err(io("sync socket"))?;
         let cfg = InitConfig {
             spec: &st.config,
@@ -818,7 +826,7 @@ impl Runtime {
             rootfs: st.rootfs.clone(),
             console_socket,
             exec_fifo: None,
-            preserve_fds: opts.preserve_fds,
+            preserve_fds: opts.io.preserve_fds,
             seccomp: filter,
             join,
             no_pivot: false,
@@ -860,7 +868,7 @@ impl Runtime {
         })();
         handshake.map_err(|e| init_error_first(&parent, e))?;
         reap(stage1);
-        if let Some(p) = &opts.pid_file {
+        if let Some(p) = &opts.io.pid_file {
             berth_util::fs::replace_file_nosync(p, pid.to_string().as_bytes())
                 .map_err(io(format!("pid file {}", p.display())))?;
         }

@@ -24,5 +24,5 @@ pub mod sync;
 pub mod util;
 pub mod validate;
 
-pub use container::{CreateOptions, ExecOptions, Runtime, RuntimeError};
+pub use container::{CreateOptions, ExecOptions, ProcessIo, Runtime, RuntimeError};
 pub use spec::Spec;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use berth_runtime::container::{wait_foreground, Foreground};
 use berth_runtime::spec::Process;
-use berth_runtime::{CreateOptions, ExecOptions, Runtime};
+use berth_runtime::{CreateOptions, ExecOptions, ProcessIo, Runtime};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -41,18 +41,6 @@ struct Cli {
     cmd: Cmd,
 }
 
-/// Where a new process's pid and terminal go, and which descriptors it inherits (`create`,
-/// `run` and `exec`).
-#[derive(clap::Args, Debug)]
-struct ProcessArgs {
-    #[arg(long = "pid-file")]
-    pid_file: Option<PathBuf>,
-    #[arg(long = "console-socket")]
-    console_socket: Option<PathBuf>,
-    #[arg(long = "preserve-fds", default_value_t = 0)]
-    preserve_fds: i32,
-}
-
 /// The options `create` and `run` share.
 #[derive(clap::Args, Debug)]
 struct CreateArgs {
@@ -60,7 +48,7 @@ struct CreateArgs {
     #[arg(short, long, default_value = ".")]
     bundle: PathBuf,
     #[command(flatten)]
-    io: ProcessArgs,
+    io: ProcessIo,
     #[arg(long = "no-pivot")]
     no_pivot: bool,
     /// Accepted for compatibility (no session keyring is created).
@@ -73,9 +61,7 @@ impl CreateArgs {
         CreateOptions {
             id: self.id.clone(),
             bundle: self.bundle.clone(),
-            pid_file: self.io.pid_file.clone(),
-            console_socket: self.io.console_socket.clone(),
-            preserve_fds: self.io.preserve_fds,
+            io: self.io.clone(),
             no_pivot: self.no_pivot,
         }
     }
@@ -141,7 +127,7 @@ enum Cmd {
         #[arg(long = "no-new-privs")]
         no_new_privs: bool,
         #[command(flatten)]
-        io: ProcessArgs,
+        io: ProcessIo,
         #[arg(long = "apparmor")]
         apparmor: Option<String>,
         #[arg(long = "process-label")]
@@ -471,10 +457,8 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             let opts = ExecOptions {
                 id: id.clone(),
                 process: proc_,
-                pid_file: io.pid_file.clone(),
-                console_socket: io.console_socket.clone(),
+                io: io.clone(),
                 detach: *detach,
-                preserve_fds: io.preserve_fds,
             };
             let fg: Foreground = rt.exec(&opts)?;
             if *detach {

@@ -118,3 +118,17 @@ pub fn workspace_bin(env_var: &str, package: &str, bin: &str) -> PathBuf {
     assert!(p.exists(), "no {bin} at {}", p.display());
     p
 }
+
+/// Runs `crates/<package>/build-static.sh` (the static build the package ships, see
+/// `scripts/build-static`) into the target directory `target` and returns the binary's
+/// absolute path (the script prints it).
+pub fn build_static(package: &str, target: &Path) -> PathBuf {
+    use crate::process::CommandRun;
+    let mut bash = Command::new("bash");
+    let o = without_cargo_env(&mut bash)
+        .arg(workspace_root().join(format!("crates/{package}/build-static.sh")))
+        .current_dir(workspace_root())
+        .env("CARGO_TARGET_DIR", target)
+        .output_ok();
+    workspace_root().join(String::from_utf8_lossy(&o.stdout).trim())
+}

@@ -27,25 +27,12 @@ pub fn bin_dir() -> &'static Path {
         // The same feature unification as berthd's test build: no rebuild ping-pong.
         crate::bins::build(crate::bins::BINARIES);
         let dir = crate::bins::profile_dir();
-        let mut bash = Command::new("bash");
-        let o = crate::bins::without_cargo_env(&mut bash)
-            .arg(crate::bins::workspace_root().join("crates/berth-init/build-static.sh"))
-            .env("CARGO_TARGET_DIR", crate::bins::target_dir())
-            .output_ok();
-        let init = String::from_utf8_lossy(&o.stdout).trim().to_string();
-        place(Path::new(&init), &dir.join("berth-init.static"));
+        let target = crate::bins::target_dir();
+        let init = crate::bins::build_static("berth-init", &target);
+        place(&init, &dir.join("berth-init.static"));
         // The runtime as the package ships it (static): berthd runs this one.
-        let mut bash = Command::new("bash");
-        let o = crate::bins::without_cargo_env(&mut bash)
-            .arg(crate::bins::workspace_root().join("crates/berth-runtime/build-static.sh"))
-            .current_dir(crate::bins::workspace_root())
-            .env("CARGO_TARGET_DIR", crate::bins::target_dir())
-            .output_ok();
-        let runtime = String::from_utf8_lossy(&o.stdout).trim().to_string();
-        place(
-            &crate::bins::workspace_root().join(runtime),
-            &dir.join("berth-runtime.static"),
-        );
+        let runtime = crate::bins::build_static("berth-runtime", &target);
+        place(&runtime, &dir.join("berth-runtime.static"));
         dir
     })
 }

@@ -144,7 +144,7 @@ impl Eval<'_, '_, '_> {
         };
         let t_ran = t0.elapsed();
         guard.unmount_all();
-        let upper = guard.work.join("upper");
+        let upper = guard.upper();
         if !want_layer && dir_is_empty(&upper) {
             self.reaper.reap(guard);
             return Ok(None);
@@ -170,27 +170,14 @@ impl Eval<'_, '_, '_> {
         user: &str,
         files: FilesFn<'_>,
     ) -> Result<Option<LayerRecord>> {
-        let store = self.b.store;
-        let t0 = std::time::Instant::now();
-        let guard = ContainerGuard::new(store, "build")?;
-        let lowers = container::lower_dirs(store, &ctx.state.layers)?;
-        let upper = guard.work.join("upper");
-        let direct = Lowers(&lowers).mkdir_all(&upper, dir, user).map_err(|e| {
-            error::at(
-                line,
-                error::StepError::Fs {
-                    op: format!("WORKDIR {dir}"),
-                    source: crate::fsops::FsError::Io {
-                        op: "creating directory",
-                        path: upper.join(dir.trim_start_matches('/')),
-                        source: e,
-                    },
-                },
-            )
-        });
-        // (An error drops the guard: the upper directory goes with it.)
-        let direct = direct?;
-        tracing::debug!("step on line {line}: {direct:?} in {:?}", t0.elapsed());
+        let (guard, direct) = self.direct_upper(
+            ctx,
+            line,
+            format!("WORKDIR {dir}"),
+            "creating directory",
+            |upper| upper.join(dir.trim_start_matches('/')),
+            |l, upper| l.mkdir_all(upper, dir, user),
+        )?;
         match direct {
             Direct::Exists => {
                 self.reaper.reap(guard);
@@ -215,37 +202,23 @@ impl Eval<'_, '_, '_> {
         chown: Option<String>,
         files: CreateFn<'_>,
     ) -> Result<Option<LayerRecord>> {
-        let store = self.b.store;
-        let t0 = std::time::Instant::now();
-        let guard = ContainerGuard::new(store, "build")?;
-        let lowers = container::lower_dirs(store, &ctx.state.layers)?;
-        let upper = guard.work.join("upper");
-        let direct = (|| {
-            let l = Lowers(&lowers);
-            let owner = match &chown {
-                None => Some(None),
-                Some(u) => l.owner(u)?,
-            };
-            let Some(owner) = owner else {
-                return Ok((Direct::Mount, None));
-            };
-            Ok((l.prepare_new(&upper, path)?, owner))
-        })()
-        .map_err(|e| {
-            error::at(
-                line,
-                error::StepError::Fs {
-                    op: format!("COPY to {path}"),
-                    source: crate::fsops::FsError::Io {
-                        op: "preparing the layer of",
-                        path: upper.clone(),
-                        source: e,
-                    },
-                },
-            )
-        });
-        let (direct, owner) = direct?;
-        tracing::debug!("step on line {line}: {direct:?} in {:?}", t0.elapsed());
+        let (guard, (direct, owner)) = self.direct_upper(
+            ctx,
+            line,
+            format!("COPY to {path}"),
+            "preparing the layer of",
+            Path::to_path_buf,
+            |l, upper| {
+                let owner = match &chown {
+                    None => Some(None),
+                    Some(u) => l.owner(u)?,
+                };
+                let Some(owner) = owner else {
+                    return Ok((Direct::Mount, None));
+                };
+                Ok((l.prepare_new(upper, path)?, owner))
+            },
+        )?;
         if direct != Direct::Created {
             drop(guard);
             let files: FilesFn<'_> = Box::new(move |root: &Path| {
@@ -260,8 +233,43 @@ impl Eval<'_, '_, '_> {
             return self.in_container(ctx, line, None, files);
         }
         // A failure drops the guard: the upper directory goes with it.
-        files(&upper, owner)?;
+        files(&guard.upper(), owner)?;
         self.layer_of_upper(ctx, line, guard).map(Some)
+    }
+
+    /// The start of a step that may write its layer without a mount: a new container work
+    /// directory (`guard`), and `decide` run on the parent's layers and the work directory's
+    /// `upper`. An error of `decide` is the step's (`op`), an I/O error (`io_op`) on the path
+    /// `at(upper)`; it drops the guard, and the upper directory goes with it.
+    fn direct_upper<T: std::fmt::Debug>(
+        &self,
+        ctx: &StageCtx,
+        line: usize,
+        op: String,
+        io_op: &'static str,
+        at: impl FnOnce(&Path) -> std::path::PathBuf,
+        decide: impl FnOnce(Lowers<'_>, &Path) -> std::io::Result<T>,
+    ) -> Result<(ContainerGuard, T)> {
+        let store = self.b.store;
+        let t0 = std::time::Instant::now();
+        let guard = ContainerGuard::new(store, "build")?;
+        let lowers = container::lower_dirs(store, &ctx.state.layers)?;
+        let upper = guard.upper();
+        let decided = decide(Lowers(&lowers), &upper).map_err(|e| {
+            error::at(
+                line,
+                error::StepError::Fs {
+                    op,
+                    source: crate::fsops::FsError::Io {
+                        op: io_op,
+                        path: at(&upper),
+                        source: e,
+                    },
+                },
+            )
+        })?;
+        tracing::debug!("step on line {line}: {decided:?} in {:?}", t0.elapsed());
+        Ok((guard, decided))
     }
 
     /// Archives the upper directory of `guard` (nothing mounted on it any more) into the
@@ -274,7 +282,7 @@ impl Eval<'_, '_, '_> {
     ) -> Result<LayerRecord> {
         let store = self.b.store;
         let t0 = std::time::Instant::now();
-        let upper = guard.work.join("upper");
+        let upper = guard.upper();
         let (written, pending) = crate::diff::write_layer_pending(store.blobs(), &upper)
             .map_err(crate::fsops::io_at("writing the layer of", &upper))?;
         self.pending.blob(pending);

@@ -59,6 +59,11 @@ impl ContainerGuard {
         &self.id[..12]
     }
 
+    /// The upper directory of the container's overlay: the step's changes (its layer).
+    pub fn upper(&self) -> PathBuf {
+        self.work.join("upper")
+    }
+
     pub fn unmount_all(&mut self) {
         while let Some(m) = self.mounts.pop() {
             if let Err(e) = berth_image::snapshot::unmount(&m) {

@@ -32,27 +32,8 @@ pub fn static_shim_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("BERTH_SHIM") {
         return PathBuf::from(p);
     }
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.parent().unwrap().parent().unwrap().parent().unwrap();
-    let dir = target.join("berth-shim-static");
-    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-    let st = berth_testkit::bins::cargo()
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "berth-shim",
-            "--bin",
-            "berth-shim",
-            "--target",
-        ])
-        .arg(&triple)
-        .env("CARGO_TARGET_DIR", &dir)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .status()
-        .unwrap();
-    assert!(st.success(), "static build of berth-shim failed");
-    dir.join(triple).join("release/berth-shim")
+    let dir = berth_testkit::bins::target_dir().join("berth-shim-static");
+    berth_testkit::bins::build_static("berth-shim", &dir)
 }
 
 /// A [`TestEnv`] and a written bundle running `args` (with a terminal when `tty`) for the
