@@ -76,7 +76,11 @@ fn walk<W: Write>(
 /// Extracts a context tar (plain, gzip or zstd) into `dest`. Every entry is confined to
 /// `dest` (berth-image's layer applier: no `..`, no symlinked parents leaving the tree).
 pub fn extract_context(reader: impl Read, dest: &Path) -> io::Result<()> {
-    let opts = berth_image::layer::ApplyOptions::default();
+    // dockerd extracts a context chrooted: names above the root (`../a`, `/a`) land in it.
+    let opts = berth_image::layer::ApplyOptions {
+        clamp_to_root: true,
+        ..Default::default()
+    };
     berth_image::layer::apply_layer(dest, reader, &opts).map_err(io::Error::other)?;
     Ok(())
 }

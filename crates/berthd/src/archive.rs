@@ -886,6 +886,7 @@ where
             same_owner: true,
             no_overwrite_dir_non_dir: no_overwrite,
             chown: owner,
+            clamp_to_root: false,
         };
         berth_image::layer::apply_layer_at(dir.as_fd(), reader, &opts).map_err(|e| {
             let msg = e.to_string();

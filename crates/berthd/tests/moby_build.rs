@@ -50,3 +50,50 @@ fn classic_build_emits_image_create_event() {
     assert_eq!(creates, vec![format!("create {id}").as_str()], "{out}");
     d.finish();
 }
+
+/// A context tar built in memory from `(name, content)` entries, names written as they are
+/// (`../a`, `/b`: the tar crate's path setters would refuse or clean them).
+fn raw_tar(entries: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, content) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_size(content.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        b.append(&h, content.as_bytes()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// moby's TestBuildUncleanTarFilenames: dockerd extracts a context chrooted, so `../foo` and
+/// `/bar` land at the context's root; a second build with other contents is no cache hit.
+#[test]
+fn context_names_above_the_root_land_in_it() {
+    let d = root_daemon!();
+    let df = "FROM scratch\nCOPY foo /\nFROM scratch\nCOPY bar /\n";
+    for (i, n) in ["0", "1"].iter().enumerate() {
+        let foo = format!("foocontents{n}");
+        let bar = format!("barcontents{n}");
+        let tar = raw_tar(&[("Dockerfile", df), ("../foo", &foo), ("/bar", &bar)]);
+        let tag = format!("unclean{n}");
+        let out = d
+            .docker_cmd(&["build", "-t", &tag, "-"])
+            .env("DOCKER_BUILDKIT", "0")
+            .run_with_input(&tar)
+            .ok()
+            .stdout;
+        if i == 1 {
+            assert!(!out.contains("Using cache"), "{out}");
+        }
+        let id = d.docker(&["create", &tag, "x"]).ok().stdout;
+        let got = d
+            .docker(&["cp", &format!("{}:/bar", id.trim()), "-"])
+            .ok()
+            .stdout;
+        assert!(got.contains(&bar), "{got}");
+        d.docker(&["rm", id.trim()]).ok();
+    }
+    d.finish();
+}

@@ -119,6 +119,15 @@ impl Owner {
 }
 
 impl Applier<'_> {
+    /// An entry name or link target as components ([`ApplyOptions::clamp_to_root`]).
+    fn clean(&self, raw: &[u8]) -> Result<Vec<Vec<u8>>, EntryError> {
+        if self.opts.clamp_to_root {
+            clean_path_in_root(raw)
+        } else {
+            clean_path(raw)
+        }
+    }
+
     pub(super) fn apply<R: Read>(&mut self, e: &mut tar::Entry<'_, R>) -> Result<(), LayerError> {
         let raw_path = e.path_bytes().into_owned();
         let wrap = |error: EntryError| LayerError::Entry {
@@ -142,7 +151,7 @@ impl Applier<'_> {
             }
             _ => {}
         }
-        let comps = clean_path(&raw_path).map_err(wrap)?;
+        let comps = self.clean(&raw_path).map_err(wrap)?;
         let Some((base, parent)) = comps.split_last() else {
             // The root itself ("./" or "/"): leave the target's own metadata alone.
             return Ok(());
@@ -516,7 +525,7 @@ impl Applier<'_> {
         target: &[u8],
     ) -> Result<(), EntryError> {
         let shown = display_entry(target);
-        let tcomps = clean_path(target).map_err(|e| match e {
+        let tcomps = self.clean(target).map_err(|e| match e {
             EntryError::PathEscapes => EntryError::LinkEscapes(shown.clone()),
             e => e,
         })?;

@@ -33,7 +33,7 @@ mod applier;
 mod paths;
 mod writers;
 
-pub use paths::clean_path;
+pub use paths::{clean_path, clean_path_in_root};
 pub(crate) use paths::{list_dir, remove_all_at, resolve_dir};
 
 use applier::{Applier, Owner};
@@ -108,6 +108,10 @@ pub struct ApplyOptions {
     pub no_overwrite_dir_non_dir: bool,
     /// Every entry gets this owner instead of the tar's (Docker's `copyUIDGID` with a user).
     pub chown: Option<(u32, u32)>,
+    /// Entry names and hard link targets climbing above the root stay at it
+    /// ([`clean_path_in_root`]) instead of being refused: dockerd's chrooted extraction of a
+    /// build context.
+    pub clamp_to_root: bool,
 }
 
 impl Default for ApplyOptions {
@@ -117,6 +121,7 @@ impl Default for ApplyOptions {
             same_owner: true,
             no_overwrite_dir_non_dir: false,
             chown: None,
+            clamp_to_root: false,
         }
     }
 }
@@ -129,6 +134,7 @@ impl ApplyOptions {
             same_owner: true,
             no_overwrite_dir_non_dir: false,
             chown: None,
+            clamp_to_root: false,
         }
     }
 }

@@ -6,12 +6,22 @@ use super::*;
 /// Cleans a tar path: drops empty and `.` components and a leading `/`, resolves `..`
 /// lexically and refuses to climb above the root.
 pub fn clean_path(raw: &[u8]) -> Result<Vec<Vec<u8>>, EntryError> {
+    clean(raw, false)
+}
+
+/// As [`clean_path`], but a `..` at the root stays at the root, as a path resolves in a
+/// chroot (dockerd extracts a build context chrooted: `../foo` and `/foo` both land at `foo`).
+pub fn clean_path_in_root(raw: &[u8]) -> Result<Vec<Vec<u8>>, EntryError> {
+    clean(raw, true)
+}
+
+fn clean(raw: &[u8], clamp: bool) -> Result<Vec<Vec<u8>>, EntryError> {
     let mut out: Vec<Vec<u8>> = Vec::new();
     for c in raw.split(|b| *b == b'/') {
         match c {
             b"" | b"." => {}
             b".." => {
-                if out.pop().is_none() {
+                if out.pop().is_none() && !clamp {
                     return Err(EntryError::PathEscapes);
                 }
             }
