@@ -14,7 +14,6 @@ use common::*;
 
 #[test]
 fn cri_version_status_runtime_config_and_images() {
-    require_root!();
     let Some((net, d, _pods)) = cri_daemon(1) else {
         return;
     };
@@ -232,7 +231,6 @@ async fn exec(r: &mut Runtime, id: &str, cmd: &[&str], timeout: i64) -> (String,
 
 #[test]
 fn cri_pod_and_container_lifecycle_on_cni_across_a_restart() {
-    require_root!();
     let Some((net, mut d, _pods)) = cri_daemon(2) else {
         return;
     };
@@ -499,7 +497,6 @@ fn cri_pod_and_container_lifecycle_on_cni_across_a_restart() {
 
 #[test]
 fn cri_pods_removed_running_or_stopped_dead_release_their_network() {
-    require_root!();
     let Some((net, d, _pods)) = cri_daemon(3) else {
         return;
     };
@@ -737,7 +734,6 @@ fn cri_port_mapping_shared_pid_namespace_and_security_context() {
 
 #[test]
 fn crictl_runp_create_start_exec_logs_rmp() {
-    require_root!();
     let Some((net, d, _pods, crictl)) = crictl_daemon(5) else {
         return;
     };
@@ -817,7 +813,6 @@ fn crictl_runp_create_start_exec_logs_rmp() {
 
 #[test]
 fn cri_host_network_and_ipc_pod() {
-    require_root!();
     let Some((net, d, _pods)) = cri_daemon(6) else {
         return;
     };
@@ -942,7 +937,6 @@ fn value(v: &Option<pb::UInt64Value>) -> u64 {
 
 #[test]
 fn cri_stats_and_container_events() {
-    require_root!();
     use pb::ContainerEventType as Ev;
     use pb::ContainerState as Cs;
     let Some((net, d, _pods)) = cri_daemon(7) else {
@@ -1177,7 +1171,6 @@ fn cri_stats_and_container_events() {
 /// containerd's (and dockerd's) message. The shared mounts are the test's own directories.
 #[test]
 fn cri_mount_propagation() {
-    require_root!();
     let Some((_net, d, _pods)) = cri_daemon(8) else {
         return;
     };

@@ -39,7 +39,6 @@ fn pod_with_port(d: &Daemon, port: u16) -> pb::PodSandboxConfig {
 
 #[test]
 fn cri_network_released_when_the_sandbox_is_removed_through_the_docker_api() {
-    require_root!();
     let Some((net, d, _pods)) = cri_daemon(1) else {
         return;
     };
@@ -70,7 +69,6 @@ fn cri_network_released_when_the_sandbox_is_removed_through_the_docker_api() {
 
 #[test]
 fn cri_networks_left_by_a_crash_are_released_at_daemon_start() {
-    require_root!();
     let Some((net, mut d, _pods)) = cri_daemon(2) else {
         return;
     };
@@ -560,7 +558,6 @@ fn cri_exec_sync_timeout_answers_once_the_command_is_gone() {
 
 #[test]
 fn cri_container_whose_mounts_record_a_power_loss_emptied_is_removed_at_daemon_start() {
-    require_root!();
     let Some((_net, mut d, _pods)) = cri_daemon(1) else {
         return;
     };

@@ -163,13 +163,7 @@ impl Cri {
     /// directory) on the image file system.
     fn writable_layer(&self, id: &str, ts: i64) -> pb::FilesystemUsage {
         let (mut used, mut inodes) = (0, 0);
-        if let Some(upper) = self
-            .engine
-            .images
-            .snapshotter()
-            .ok()
-            .and_then(|sn| sn.container_upper(id))
-        {
+        if let Some(upper) = self.engine.container_upper(id) {
             super::images::walk(&upper, &mut used, &mut inodes);
         }
         pb::FilesystemUsage {

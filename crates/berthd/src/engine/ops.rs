@@ -487,11 +487,7 @@ impl Engine {
             }
             // The writable layer's size is what removing the container frees (Docker's
             // SpaceReclaimed).
-            let upper = self
-                .images
-                .snapshotter()
-                .ok()
-                .and_then(|sn| sn.container_upper(&c.id));
+            let upper = self.container_upper(&c.id);
             let size = match upper {
                 Some(u) => tokio::task::spawn_blocking(move || crate::volumes::dir_size(&u))
                     .await

@@ -77,6 +77,22 @@ fn state_view(s: &State) -> State {
 }
 
 impl Engine {
+    /// The directory of a container's changes (its writable layer), when the snapshotter has
+    /// one.
+    pub(crate) fn container_upper(&self, id: &str) -> Option<std::path::PathBuf> {
+        self.images
+            .snapshotter()
+            .ok()
+            .and_then(|sn| sn.container_upper(id))
+    }
+
+    /// The size of a container's writable layer (Docker's `SizeRw`); 0 without one.
+    pub(crate) fn size_rw(&self, id: &str) -> i64 {
+        self.container_upper(id)
+            .map(|p| crate::volumes::dir_size(&p))
+            .unwrap_or(0) as i64
+    }
+
     /// `GET /containers/{id}/json`.
     pub fn inspect(&self, name_or_id: &str) -> Result<InspectResponse> {
         let c = self.get(name_or_id)?;
@@ -223,13 +239,7 @@ impl Engine {
             }
             s.names.extend(self.link_names(&linked, &c.id));
             if size {
-                let rw = self
-                    .images
-                    .snapshotter()
-                    .ok()
-                    .and_then(|sn| sn.container_upper(&c.id))
-                    .map(|p| crate::volumes::dir_size(&p))
-                    .unwrap_or(0) as i64;
+                let rw = self.size_rw(&c.id);
                 let image = self
                     .images
                     .resolve(&c.image)

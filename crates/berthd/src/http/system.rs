@@ -399,15 +399,8 @@ async fn system_df(s: St) -> R {
         let cs = containers
             .iter()
             .map(|c| {
-                let rw = engine
-                    .images
-                    .snapshotter()
-                    .ok()
-                    .and_then(|sn| sn.container_upper(&c.id))
-                    .map(|p| crate::volumes::dir_size(&p))
-                    .unwrap_or(0);
                 let mut summary = engine.summary(c);
-                summary.size_rw = Some(rw as i64);
+                summary.size_rw = Some(engine.size_rw(&c.id));
                 summary.size_root_fs = Some(0);
                 summary
             })

@@ -172,9 +172,9 @@ pub fn cni_available() -> bool {
 
 /// The prologue of a CRI test: a CNI network of its own (`n`: its subnet among the test
 /// file's), a daemon using it, and the pods' removal on drop (in this order, so dropped in
-/// reverse); `None`, after a skip line, without the CNI plugins.
+/// reverse); `None`, after a skip line, without root or the CNI plugins.
 pub fn cri_daemon(n: u32) -> Option<(CniNet, Daemon, RemovePods)> {
-    if !cni_available() {
+    if berth_testkit::guard::skip_unless_root() || !cni_available() {
         return None;
     }
     let net = CniNet::new(n);
@@ -183,8 +183,8 @@ pub fn cri_daemon(n: u32) -> Option<(CniNet, Daemon, RemovePods)> {
     Some((net, d, pods))
 }
 
-/// [`cri_daemon`] with crictl pointed at the daemon; `None`, after a skip line, without the
-/// CNI plugins or crictl.
+/// [`cri_daemon`] with crictl pointed at the daemon; `None`, after a skip line, without root,
+/// the CNI plugins or crictl.
 pub fn crictl_daemon(n: u32) -> Option<(CniNet, Daemon, RemovePods, Crictl)> {
     let (net, d, pods) = cri_daemon(n)?;
     let crictl = Crictl::new(&d)?;
