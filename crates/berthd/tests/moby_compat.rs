@@ -628,3 +628,39 @@ fn copying_into_a_read_only_volume_is_refused_as_dockerd_does() {
     assert!(!host.join("new").exists());
     finish(d);
 }
+
+#[test]
+fn terminals_get_their_console_size_from_the_start() {
+    let d = root_daemon!();
+    // A container's `HostConfig.ConsoleSize` (height, width): `stty size` reads it at once.
+    let id = created(&d.post(
+        "/containers/create?name=sized",
+        r#"{"Image":"busybox","Tty":true,"Cmd":["stty","size"],"HostConfig":{"ConsoleSize":[57,123]}}"#,
+    ));
+    d.docker(&["start", "-a", &id]).ok();
+    assert_eq!(d.docker(&["logs", "sized"]).ok().stdout.trim(), "57 123");
+    // An exec's: the start request's size, else the create request's.
+    d.docker(&["run", "-d", "--name", "ex", "busybox", "top"])
+        .ok();
+    let exec = |create_size: &str, start_size: &str| {
+        let r = d.post(
+            "/containers/ex/exec",
+            &format!(r#"{{"Cmd":["stty","size"],"Tty":true,"AttachStdout":true{create_size}}}"#),
+        );
+        let id = created(&r);
+        let out = d.post(
+            &format!("/exec/{id}/start"),
+            &format!(r#"{{"Tty":true{start_size}}}"#),
+        );
+        out.split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_string()
+    };
+    let out = exec(r#","ConsoleSize":[40,100]"#, "");
+    assert!(out.contains("40 100"), "{out}");
+    let out = exec(r#","ConsoleSize":[40,100]"#, r#","ConsoleSize":[57,123]"#);
+    assert!(out.contains("57 123"), "{out}");
+    let out = exec("", r#","ConsoleSize":[21,77]"#);
+    assert!(out.contains("21 77"), "{out}");
+    finish(d);
+}
