@@ -41,9 +41,9 @@ pub enum ArchiveError {
     NotFound(String, String),
     #[error("{0}")]
     Bad(String),
-    /// Writing into a read-only root filesystem.
+    /// dockerd's system errors (500) with their message.
     #[error("{0}")]
-    Forbidden(String),
+    Internal(String),
     /// `op` failed.
     #[error("{op}: {source}")]
     Io {
@@ -69,7 +69,7 @@ impl ArchiveError {
         match self {
             ArchiveError::NotFound(..) => StatusCode::NOT_FOUND,
             ArchiveError::Bad(_) => StatusCode::BAD_REQUEST,
-            ArchiveError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ArchiveError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ArchiveError::Engine(e) => e.status(),
             ArchiveError::Io { .. } | ArchiveError::Panicked => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -279,9 +279,13 @@ fn bind_in_root(root: BorrowedFd<'_>, m: &mounts::MountPoint, src: &Path) -> Res
         )
     })?;
     if !m.rw {
+        // `fd` still names the directory below the new mount: remount through a descriptor
+        // opened after it, on the bind mount's root.
+        let top = open_in_root(root, &m.destination, libc::O_PATH)
+            .map_err(|e| ioe(&format!("opening mount point {}", m.destination), e))?;
         sys_mount(
             None,
-            &target,
+            &PathBuf::from(fd_path(&top)),
             libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
         )
         .map_err(|e| ioe("read-only remount", e))?;
@@ -475,10 +479,56 @@ fn stat_header(root: BorrowedFd<'_>, path: &str, t: &Target) -> String {
     base64(&serde_json::to_vec(&stat).unwrap_or_default())
 }
 
+/// The container path as dockerd names it: `filepath.Join("/", path)` keeping a trailing `/`
+/// or `/.` (`archive.PreserveTrailingDotOrSeparator`).
+fn go_abs(path: &str) -> String {
+    let mut abs = String::from("/");
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    abs.push_str(&parts.join("/"));
+    if specifies_current_dir(path) && !specifies_current_dir(&abs) {
+        if !abs.ends_with('/') {
+            abs.push('/');
+        }
+        abs.push('.');
+    }
+    if path.ends_with('/') && !abs.ends_with('/') {
+        abs.push('/');
+    }
+    abs
+}
+
+/// Go's `filepath.Base(path) == "."`: the path names the current directory (`.`, `dir/.`,
+/// `dir/./`).
+fn specifies_current_dir(path: &str) -> bool {
+    path.trim_end_matches('/').rsplit('/').next() == Some(".")
+}
+
+/// The name of the archived resource in the tar (dockerd's `TarResourceRebaseOpts` with
+/// `filepath.Base` of the absolute path): `/` for the root (its entries then read `/foo`),
+/// `.` for a directory's contents (`dir/.`, entries `./foo`), else the last name as asked
+/// (`dir/link/` gives `link/…`, not the link target's name).
+fn rebase_name(path: &str) -> String {
+    if specifies_current_dir(path) {
+        return ".".into();
+    }
+    base_name(&go_abs(path))
+}
+
 fn not_found_or(e: io::Error, path: &str, id: &str) -> ArchiveError {
     match e.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::ENOTDIR) => {
-            ArchiveError::NotFound(path.to_string(), id.to_string())
+        Some(libc::ENOENT) => ArchiveError::NotFound(path.to_string(), id.to_string()),
+        // dockerd's lstat error, not a missing file (`/etc/passwd/`): a system error.
+        Some(libc::ENOTDIR) => {
+            ArchiveError::Internal(format!("lstat {}: not a directory", go_abs(path)))
         }
         Some(libc::EXDEV) | Some(libc::ELOOP) => ArchiveError::Bad(format!(
             "path {path} cannot be resolved inside the container: {e}"
@@ -510,6 +560,8 @@ struct TarWalker<W: Write> {
     links: HashMap<(u64, u64), PathBuf>,
     /// Do not descend into other filesystems (export).
     one_fs: Option<u64>,
+    /// Entries of a root named `.` are named without the `./` (export, as `docker export`).
+    bare_root: bool,
 }
 
 /// A header as dockerd's (Go's `tar.FileInfoHeader` without name lookups, written in the
@@ -671,7 +723,7 @@ impl<W: Write> TarWalker<W> {
                         Err(e) => return Err(e.into()),
                     };
                     let cst = fstat(child.as_fd())?;
-                    let sub = if arch.as_os_str() == "." {
+                    let sub = if self.bare_root && arch.as_os_str() == "." {
                         PathBuf::from(OsStr::from_bytes(&n))
                     } else {
                         arch.join(OsStr::from_bytes(&n))
@@ -745,18 +797,13 @@ pub async fn tar(
             b: tar::Builder::new(w),
             links: HashMap::new(),
             one_fs: if archive { None } else { Some(t.st.st_dev) },
+            bare_root: !archive,
         };
-        let name = if archive {
-            let (_, b) = split(&path);
-            PathBuf::from(b.unwrap_or_else(|| ".".into()))
+        let name = PathBuf::from(if archive {
+            rebase_name(&path)
         } else {
-            PathBuf::from(".")
-        };
-        let name = if name.as_os_str() == "/" {
-            PathBuf::from(".")
-        } else {
-            name
-        };
+            ".".into()
+        });
         let res = walker
             .entry(t.fd.as_fd(), &t.st, &name)
             .and_then(|_| walker.b.finish());
@@ -861,12 +908,8 @@ where
     } else {
         None
     };
-    if c.host_config.readonly_rootfs {
-        // Docker refuses writes into a read-only root filesystem.
-        return Err(ArchiveError::Forbidden(
-            "container rootfs is marked read-only".into(),
-        ));
-    }
+    let points = engine.mounts.load(&c.id);
+    let readonly_rootfs = c.host_config.readonly_rootfs;
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(8);
     let cid = c.id.clone();
     let h = with_root(engine, c, true, move |root| {
@@ -877,6 +920,7 @@ where
                 not_found_or(e, &path, &cid)
             }
         })?;
+        check_writable(&points, readonly_rootfs, &follow_in_scope(root, &path))?;
         let reader = ChanReader {
             rx,
             cur: Bytes::new(),
@@ -907,6 +951,29 @@ where
     }
     drop(tx);
     join(h).await
+}
+
+/// dockerd's `checkWritablePath`: the extraction directory `abs` (symlinks resolved) is in a
+/// read-only mount (the deepest mount holding it decides), or in a read-only root filesystem
+/// outside every mount.
+fn check_writable(points: &[mounts::MountPoint], readonly_rootfs: bool, abs: &str) -> Result<()> {
+    let inside = |dest: &str| {
+        let dest = dest.trim_end_matches('/');
+        abs == dest || abs.starts_with(&format!("{dest}/")) || dest.is_empty()
+    };
+    let holder = points
+        .iter()
+        .filter(|m| inside(&m.destination))
+        .max_by_key(|m| m.destination.trim_end_matches('/').len());
+    match holder {
+        Some(m) if !m.rw => Err(ArchiveError::Bad(
+            "mounted volume is marked read-only".into(),
+        )),
+        None if readonly_rootfs => Err(ArchiveError::Bad(
+            "container rootfs is marked read-only".into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// An `O_PATH` handle on the entry `name` of `dir` itself (a symlink is not followed).
@@ -945,6 +1012,19 @@ mod tests {
         assert_eq!(split("/"), ("/".into(), None));
         assert_eq!(base_name("/a/b/"), "b");
         assert_eq!(base_name("/"), "/");
+        assert_eq!(go_abs("bar/quux/."), "/bar/quux/.");
+        assert_eq!(go_abs("."), "/.");
+        assert_eq!(go_abs("/etc/passwd/"), "/etc/passwd/");
+        assert_eq!(go_abs("a/../b"), "/b");
+        for (path, name) in [
+            ("/", "/"),
+            (".", "."),
+            ("/./", "."),
+            ("bar/root/", "root"),
+            ("a/..", "/"),
+        ] {
+            assert_eq!(rebase_name(path), name, "{path}");
+        }
     }
 
     #[test]

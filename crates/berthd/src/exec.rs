@@ -29,6 +29,9 @@ pub struct ExecRec {
     pub stdout: bool,
     pub stderr: bool,
     pub detach_keys: String,
+    /// The terminal's size at the start (`[height, width]`): the start request's, else the
+    /// create request's (dockerd).
+    pub console_size: Option<[u64; 2]>,
     pub running: bool,
     pub started: bool,
     pub exit_code: Option<i64>,
@@ -138,6 +141,7 @@ impl Engine {
             stdout: req.attach_stdout,
             stderr: req.attach_stderr,
             detach_keys: req.detach_keys.clone(),
+            console_size: req.console_size,
             running: false,
             started: false,
             exit_code: None,
@@ -171,6 +175,10 @@ impl Engine {
             crate::hostconfig::additional_gids(&self.rootfs(&c.id), user, gid, &c.host_config)?;
         Ok(Process {
             terminal: x.tty,
+            console_size: x
+                .console_size
+                .filter(|_| x.tty)
+                .and_then(crate::engine::run::console_size),
             user: User {
                 uid,
                 gid,
@@ -205,6 +213,11 @@ impl Engine {
         }
         self.running_container(&x.container_id)?;
         Ok(x)
+    }
+
+    /// The size a start request gives an exec's terminal (before [`Engine::exec_start`]).
+    pub fn exec_console_size(&self, exec_id: &str, size: [u64; 2]) {
+        self.execs.update(exec_id, |r| r.console_size = Some(size));
     }
 
     /// `POST /exec/{id}/start`: runs the process; returns the shim's stream (framed, ending

@@ -486,3 +486,181 @@ fn a_custom_seccomp_profile_holds_for_privileged_containers() {
     .ok();
     finish(d);
 }
+
+/// A raw `GET` answered without chunking (HTTP/1.0): the status line and the body's bytes.
+fn get_raw(d: &Daemon, path: &str) -> (String, Vec<u8>) {
+    let mut s = UnixStream::connect(d.sock()).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: berth\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let at = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&out[..at]).into_owned();
+    (head, out[at + 4..].to_vec())
+}
+
+/// The entry names (and contents of regular files) of `GET /containers/{c}/archive?path=`.
+fn archive_entries(d: &Daemon, c: &str, path: &str) -> Vec<(String, String)> {
+    let (head, body) = get_raw(d, &format!("/containers/{c}/archive?path={path}"));
+    assert!(
+        head.starts_with("HTTP/1.0 200 ") || head.starts_with("HTTP/1.1 200 "),
+        "{path}: {head}"
+    );
+    let mut a = tar::Archive::new(body.as_slice());
+    let mut out = Vec::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        out.push((name, String::from_utf8_lossy(&data).into_owned()));
+    }
+    out
+}
+
+#[test]
+fn archive_entries_are_named_as_dockerd_rebases_them() {
+    let d = root_daemon!();
+    d.docker(&[
+        "run",
+        "--name",
+        "cpsrc",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /bar/quux && printf hello >/foo && printf world >/bar/quux/baz && \
+         ln -s notexist /bar/notarget && ln -s quux/baz /bar/filesymlink && \
+         ln -s quux /bar/dirsymlink && ln -s / /bar/root",
+    ])
+    .ok();
+    let has = |src: &str, want: &[(&str, &str)]| {
+        let got = archive_entries(&d, "cpsrc", src);
+        for (name, data) in want {
+            assert!(
+                got.iter().any(|(n, c)| n == name && c == data),
+                "{src}: no {name:?} with {data:?} in {:?}",
+                got.iter().map(|(n, _)| n).take(40).collect::<Vec<_>>()
+            );
+        }
+        got
+    };
+    // The root: entries named from `/`.
+    has(
+        "/",
+        &[
+            ("/", ""),
+            ("/foo", "hello"),
+            ("/bar/quux/baz", "world"),
+            ("/bar/dirsymlink", ""),
+        ],
+    );
+    // A directory's contents (`.`, `/.`, `dir/.`): `./` and `./…`.
+    for src in [".", "/.", "./", "/bar/root/."] {
+        has(
+            src,
+            &[("./", ""), ("./foo", "hello"), ("./bar/quux/baz", "world")],
+        );
+    }
+    has("bar/quux/.", &[("./", ""), ("./baz", "world")]);
+    has("bar/quux/", &[("quux/", ""), ("quux/baz", "world")]);
+    // A symlink to a directory: the link itself, or (trailing `/`) the directory under the
+    // link's name, never the target's.
+    let link = has("bar/dirsymlink", &[("dirsymlink", "")]);
+    assert_eq!(link.len(), 1, "{link:?}");
+    has(
+        "bar/dirsymlink/",
+        &[("dirsymlink/", ""), ("dirsymlink/baz", "world")],
+    );
+    has("bar/dirsymlink/.", &[("./", ""), ("./baz", "world")]);
+    has("/bar/root/", &[("root/", ""), ("root/foo", "hello")]);
+    // A file named as a directory: dockerd's lstat error (a system error, not "not found").
+    let (head, body) = get_raw(&d, "/containers/cpsrc/archive?path=/etc/passwd/");
+    assert!(head.contains(" 500 "), "{head}");
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains("lstat /etc/passwd/: not a directory"),
+        "{body}"
+    );
+    let r = d
+        .http("HEAD", "/containers/cpsrc/archive?path=/etc/passwd/", None)
+        .unwrap();
+    assert!(r.starts_with("HTTP/1.1 500 "), "{r}");
+    finish(d);
+}
+
+#[test]
+fn copying_into_a_read_only_volume_is_refused_as_dockerd_does() {
+    let d = root_daemon!();
+    let host = d.path("ro-src");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("f"), "x").unwrap();
+    let ro = format!("{}:/vol_ro:ro", host.display());
+    d.docker(&[
+        "create",
+        "--name",
+        "rov",
+        "-v",
+        &ro,
+        "-v",
+        "/vol_rw",
+        "--read-only",
+        "busybox",
+        "true",
+    ])
+    .ok();
+    // A stopped container with a read-only bind: copying out works.
+    let got = archive_entries(&d, "rov", "/vol_ro/f");
+    assert_eq!(got, vec![("f".to_string(), "x".to_string())]);
+    // Into the read-only volume: dockerd's 400 "mounted volume is marked read-only".
+    let src = d.path("up.txt");
+    std::fs::write(&src, "up").unwrap();
+    let src = src.to_str().unwrap();
+    d.docker(&["cp", src, "rov:/vol_ro/new"])
+        .fails_with("mounted volume is marked read-only");
+    // The read-only root file system outside the volumes; a writable volume inside it.
+    d.docker(&["cp", src, "rov:/new"])
+        .fails_with("container rootfs is marked read-only");
+    d.docker(&["cp", src, "rov:/vol_rw/new"]).ok();
+    assert_eq!(
+        archive_entries(&d, "rov", "/vol_rw/new"),
+        vec![("new".into(), "up".into())]
+    );
+    assert!(!host.join("new").exists());
+    finish(d);
+}
+
+#[test]
+fn terminals_get_their_console_size_from_the_start() {
+    let d = root_daemon!();
+    // A container's `HostConfig.ConsoleSize` (height, width): `stty size` reads it at once.
+    let id = created(&d.post(
+        "/containers/create?name=sized",
+        r#"{"Image":"busybox","Tty":true,"Cmd":["stty","size"],"HostConfig":{"ConsoleSize":[57,123]}}"#,
+    ));
+    d.docker(&["start", "-a", &id]).ok();
+    assert_eq!(d.docker(&["logs", "sized"]).ok().stdout.trim(), "57 123");
+    // An exec's: the start request's size, else the create request's.
+    d.docker(&["run", "-d", "--name", "ex", "busybox", "top"])
+        .ok();
+    let exec = |create_size: &str, start_size: &str| {
+        let r = d.post(
+            "/containers/ex/exec",
+            &format!(r#"{{"Cmd":["stty","size"],"Tty":true,"AttachStdout":true{create_size}}}"#),
+        );
+        let id = created(&r);
+        let out = d.post(
+            &format!("/exec/{id}/start"),
+            &format!(r#"{{"Tty":true{start_size}}}"#),
+        );
+        out.split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_string()
+    };
+    let out = exec(r#","ConsoleSize":[40,100]"#, "");
+    assert!(out.contains("40 100"), "{out}");
+    let out = exec(r#","ConsoleSize":[40,100]"#, r#","ConsoleSize":[57,123]"#);
+    assert!(out.contains("57 123"), "{out}");
+    let out = exec("", r#","ConsoleSize":[21,77]"#);
+    assert!(out.contains("21 77"), "{out}");
+    finish(d);
+}

@@ -401,6 +401,10 @@ impl Engine {
         }
         crate::hostconfig::default_sysctls(&mut cfg, &c.config.domainname, c.network_mode());
         crate::hostconfig::apply(&mut cfg, &start_hc, self).map_err(|e| fail(e.into()))?;
+        // The terminal's size from the start (dockerd's `WithConsoleSize`).
+        if let (Some(size), Some(p)) = (console_size(start_hc.console_size), cfg.process.as_mut()) {
+            p.console_size = Some(size);
+        }
         if init {
             cfg.mounts.push(berth_runtime::spec::Mount {
                 destination: "/sbin/docker-init".into(),
@@ -1071,6 +1075,14 @@ async fn attach_shim(
 }
 
 /// Whether a container's processes may hold `CAP_SYS_PTRACE` (in its bounding set).
+/// An OCI console size of Docker's `[height, width]` (none when both are 0).
+pub(crate) fn console_size([h, w]: [u64; 2]) -> Option<berth_runtime::spec::ConsoleSize> {
+    (h > 0 || w > 0).then(|| berth_runtime::spec::ConsoleSize {
+        height: h.min(u64::from(u16::MAX)) as u16,
+        width: w.min(u64::from(u16::MAX)) as u16,
+    })
+}
+
 fn may_ptrace(spec: &berth_runtime::spec::Spec) -> bool {
     spec.process
         .as_ref()

@@ -45,12 +45,12 @@ async fn start(s: St, id: Id, mut req: Request) -> R {
     // terminal the create request's.
     let tty = start.tty;
     let ct = stream_type(tty);
-    let size = start.console_size.map(|[h, w]| (h as u16, w as u16));
+    // dockerd: a start's size only with a terminal, else the create's.
+    if let Some(size) = start.console_size.filter(|_| tty) {
+        engine.exec_console_size(&id, size);
+    }
     if start.detach || !upgrade {
         let (_, shim) = engine.exec_start(&id).await?;
-        if let Some((r, c)) = size {
-            let _ = engine.exec_resize(&id, r, c).await;
-        }
         let (mut sr, mut sw) = shim.into_split();
         let _ = sw.shutdown().await;
         if start.detach {
@@ -116,9 +116,6 @@ async fn start(s: St, id: Id, mut req: Request) -> R {
                 return;
             }
         };
-        if let Some((r, c)) = size {
-            let _ = engine.exec_resize(&id, r, c).await;
-        }
         let (mut sr, mut sw) = shim.into_split();
         let (detach_tx, detach_rx) = tokio::sync::oneshot::channel::<()>();
         let (e3, id3) = (engine.clone(), id.clone());
