@@ -183,3 +183,35 @@ fn buildkit_solve_of_an_empty_definition_ends() {
     });
     d.finish();
 }
+
+/// moby's TestBuildAddTarXz, TestBuildAddTarXzGz and TestBuildAddBrokenTar: ADD extracts a
+/// local `.tar.xz` (through `xz`, as dockerd), copies a `.tar.xz.gz` (its gzip holds no tar)
+/// as a file, and fails on a tar cut short by a byte.
+#[test]
+fn add_extracts_xz_copies_non_tars_and_refuses_cut_tars() {
+    let d = root_daemon!("xz", "gzip");
+    let ctx = d.context("xz", &[]);
+    let tar = raw_tar(&[("test/foo", "Hi")]);
+    std::fs::write(ctx.join("test.tar"), &tar).unwrap();
+    let sh = |c: &str| {
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(c)
+            .current_dir(&ctx)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{c}");
+    };
+    sh("xz -k test.tar && cp test.tar.xz t.tar.xz && gzip test.tar.xz");
+    std::fs::write(ctx.join("cut.tar"), &tar[..tar.len() - 1]).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nADD t.tar.xz /\nADD test.tar.xz.gz /\nRUN cat /test/foo | grep Hi && ls /test.tar.xz.gz\n",
+    )
+    .unwrap();
+    d.classic_build(&ctx, &["-t", "addxz"]).ok();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nADD cut.tar /\n").unwrap();
+    d.classic_build(&ctx, &["-t", "addcut"])
+        .fails_with("unexpected EOF");
+    d.finish();
+}
