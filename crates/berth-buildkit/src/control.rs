@@ -369,6 +369,10 @@ impl ControlApi {
                 "LLB definitions are not supported: Berth builds Dockerfiles (frontend dockerfile.v0)",
             ));
         }
+        // BuildKit's solver waits for the client's gateway calls only when the request has
+        // neither a definition nor a frontend; a present but empty definition (a marshalled
+        // `llb.Scratch()`) solves to an empty result at once.
+        let empty_definition = req.frontend.is_empty() && req.definition.is_some();
         let direct = match req.frontend.as_str() {
             "" => false,
             "dockerfile.v0" => true,
@@ -414,7 +418,9 @@ impl ControlApi {
             )
         };
         phase("session attached");
-        let result = if direct {
+        let result = if empty_definition {
+            None
+        } else if direct {
             let session = session.clone().ok_or_else(|| {
                 SolveError::new(
                     tonic::Code::InvalidArgument,
@@ -585,7 +591,27 @@ impl ctl::control_server::Control for ControlApi {
             buildkit_version: Some(version(&self.0)),
         }))
     }
+
+    type ListenBuildHistoryStream = BoxStream<ctl::BuildHistoryEvent>;
+
+    /// Berth keeps no build history records: a clear Unimplemented at once (never a stream
+    /// that stays open without events).
+    async fn listen_build_history(
+        &self,
+        _req: Request<ctl::BuildHistoryRequest>,
+    ) -> Result<Response<Self::ListenBuildHistoryStream>, Status> {
+        Err(Status::unimplemented(NO_HISTORY))
+    }
+
+    async fn update_build_history(
+        &self,
+        _req: Request<ctl::UpdateBuildHistoryRequest>,
+    ) -> Result<Response<ctl::UpdateBuildHistoryResponse>, Status> {
+        Err(Status::unimplemented(NO_HISTORY))
+    }
 }
+
+const NO_HISTORY: &str = "build history is not supported: Berth keeps no build history records";
 
 use tokio_stream::StreamExt as _;
 

@@ -97,3 +97,121 @@ fn context_names_above_the_root_land_in_it() {
     }
     d.finish();
 }
+
+/// A BuildKit control client on a `POST /grpc` connection upgraded to h2c, as the BuildKit
+/// client in the docker API client dials it.
+async fn control(
+    d: &Daemon,
+) -> berth_buildkit::proto::moby::buildkit::v1::control_client::ControlClient<
+    berth_buildkit::conn::H2Channel,
+> {
+    use berth_buildkit::conn::H2Channel;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::UnixStream::connect(d.sock()).await.unwrap();
+    s.write_all(
+        b"POST /grpc HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).await.unwrap(), 1, "{head:?}");
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let (ch, _closed) = H2Channel::connect(s).await.unwrap();
+    berth_buildkit::proto::moby::buildkit::v1::control_client::ControlClient::with_origin(
+        ch,
+        H2Channel::origin(),
+    )
+}
+
+/// moby's TestBuildkitHistoryTracePropagation solves `llb.Scratch()`: a present but empty
+/// definition without a frontend. BuildKit solves it to an empty result at once (only a
+/// request with neither waits for the client's gateway calls); the solve and its status
+/// stream end instead of hanging; ListenBuildHistory is a clear Unimplemented.
+#[test]
+fn buildkit_solve_of_an_empty_definition_ends() {
+    use berth_buildkit::proto::moby::buildkit::v1 as ctl;
+    use berth_buildkit::proto::pb;
+    let d = root_daemon!();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = control(&d).await;
+        let mut status = c
+            .status(ctl::StatusRequest {
+                r#ref: "empty-def".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let solve = c.solve(ctl::SolveRequest {
+            r#ref: "empty-def".into(),
+            definition: Some(pb::Definition::default()),
+            ..Default::default()
+        });
+        let r = tokio::time::timeout(std::time::Duration::from_secs(30), solve)
+            .await
+            .expect("the solve of an empty definition hangs");
+        let r = r.unwrap().into_inner();
+        assert!(r.exporter_response.is_empty(), "{r:?}");
+        let end = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while let Ok(Some(_)) = status.message().await {}
+        })
+        .await;
+        assert!(end.is_ok(), "the status stream of the solve never ends");
+        // No history records: a named Unimplemented at once, not an open, silent stream.
+        let h = c.listen_build_history(ctl::BuildHistoryRequest {
+            active_only: true,
+            ..Default::default()
+        });
+        let e = tokio::time::timeout(std::time::Duration::from_secs(30), h)
+            .await
+            .expect("ListenBuildHistory hangs")
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unimplemented, "{e:?}");
+        assert!(e.message().contains("build history"), "{e:?}");
+    });
+    d.finish();
+}
+
+/// moby's TestBuildAddTarXz, TestBuildAddTarXzGz and TestBuildAddBrokenTar: ADD extracts a
+/// local `.tar.xz` (through `xz`, as dockerd), copies a `.tar.xz.gz` (its gzip holds no tar)
+/// as a file, and fails on a tar cut short by a byte.
+#[test]
+fn add_extracts_xz_copies_non_tars_and_refuses_cut_tars() {
+    let d = root_daemon!("xz", "gzip");
+    let ctx = d.context("xz", &[]);
+    let tar = raw_tar(&[("test/foo", "Hi")]);
+    std::fs::write(ctx.join("test.tar"), &tar).unwrap();
+    let sh = |c: &str| {
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(c)
+            .current_dir(&ctx)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{c}");
+    };
+    sh("xz -k test.tar && cp test.tar.xz t.tar.xz && gzip test.tar.xz");
+    std::fs::write(ctx.join("cut.tar"), &tar[..tar.len() - 1]).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nADD t.tar.xz /\nADD test.tar.xz.gz /\nRUN cat /test/foo | grep Hi && ls /test.tar.xz.gz\n",
+    )
+    .unwrap();
+    d.classic_build(&ctx, &["-t", "addxz"]).ok();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nADD cut.tar /\n").unwrap();
+    d.classic_build(&ctx, &["-t", "addcut"])
+        .fails_with("unexpected EOF");
+    d.finish();
+}

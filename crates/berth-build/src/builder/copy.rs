@@ -3,7 +3,7 @@
 //! the step's root with `--chown`/`--chmod`/`--parents`, and ADD's archive extraction.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use berth_image::image_store::ImageStore;
@@ -502,18 +502,14 @@ fn do_copy(
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                if p.is_add && m.is_file() && src.from_state.is_none() && is_archive(&host) {
+                if p.is_add
+                    && m.is_file()
+                    && src.from_state.is_none()
+                    && super::archive::is_archive(&host)
+                {
                     mkdir(root, &p.dest)?;
                     let d = fsops::resolve_in_root(root, &p.dest, true)?;
-                    let f = fs::File::open(&host)
-                        .map_err(io_at("opening", &host))
-                        .map_err(files)?;
-                    berth_image::layer::apply_layer(
-                        &d,
-                        f,
-                        &berth_image::layer::ApplyOptions::default(),
-                    )
-                    .map_err(|source| {
+                    super::archive::extract(&host, &d).map_err(|source| {
                         at(
                             line,
                             StepError::Extract {
@@ -592,20 +588,6 @@ fn copy_filtered(
     } else {
         fsops::copy_entry(src, dst, a)
     }
-}
-
-/// A tar (plain, gzip or zstd) that ADD extracts.
-fn is_archive(p: &Path) -> bool {
-    let mut head = [0u8; 512];
-    let Ok(mut f) = fs::File::open(p) else {
-        return false;
-    };
-    let n = f.read(&mut head).unwrap_or(0);
-    let h = &head[..n];
-    if h.starts_with(&[0x1f, 0x8b]) || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return true;
-    }
-    n >= 262 && &h[257..262] == b"ustar"
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 //! (overlay mounts of a state), `lowers` (a state's layers read without a mount), `cache`
 //! (records, keys, publication, prune), `state`.
 
+mod archive;
 mod cache;
 mod commit;
 mod container;
