@@ -215,3 +215,34 @@ fn add_extracts_xz_copies_non_tars_and_refuses_cut_tars() {
         .fails_with("unexpected EOF");
     d.finish();
 }
+
+/// moby's TestBuildDockerfileStdin and TestBuildDockerfileStdin*NoExtraFiles: `docker build
+/// -f - DIR` sends a context whose last entry (the CLI's rewritten `.dockerignore`) lacks its
+/// padding and the end-of-archive blocks; dockerd reads that as the archive's end. The
+/// Dockerfile from stdin and an ignored `.dockerignore` stay out of the image.
+#[test]
+fn dockerfile_from_stdin_with_a_directory_context() {
+    let d = root_daemon!();
+    let df = "FROM busybox\nCOPY . /baz\n";
+    for (ignore, want) in [
+        (None, "foo\n"),
+        (Some("Dockerfile\n"), ".dockerignore\nfoo\n"),
+        (Some("Dockerfile\n.dockerignore\n"), "foo\n"),
+    ] {
+        let mut files = vec![("foo", "bar")];
+        if let Some(i) = ignore {
+            files.push(("Dockerfile", ""));
+            files.push((".dockerignore", i));
+        }
+        let ctx = d.context(&format!("stdin{}", want.len() + files.len()), &files);
+        d.docker_cmd(&["build", "-t", "stdindf", "-f", "-", ctx.to_str().unwrap()])
+            .env("DOCKER_BUILDKIT", "0")
+            .run_with_input(df.as_bytes())
+            .ok();
+        let out = d
+            .docker(&["run", "--rm", "stdindf", "ls", "-A", "/baz"])
+            .ok();
+        assert_eq!(out.stdout, want, "{ignore:?}");
+    }
+    d.finish();
+}

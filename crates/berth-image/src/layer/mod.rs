@@ -344,11 +344,7 @@ pub fn apply_layer_at<R: Read>(
                             .spawn_scoped(ws, move || write_files(&jrx, &shared))
                             .map_err(LayerError::Read)?;
                     }
-                    let mut archive = tar::Archive::new(ChunkReader {
-                        rx,
-                        cur: None,
-                        pos: 0,
-                    });
+                    let mut archive = tar::Archive::new(ChunkReader::new(rx));
                     let mut applier = Applier {
                         root,
                         opts,
@@ -460,21 +456,49 @@ impl Drop for Chunk {
     }
 }
 
-/// The unpacker's side of the chunk channel.
+/// The unpacker's side of the chunk channel. A stream ending inside a block (an entry's data
+/// without its padding: the docker CLI sends `docker build -f -` contexts so) reads as if
+/// zeros completed the block, as Go's tar reader takes such an end for the archive's end.
 struct ChunkReader {
     rx: std::sync::mpsc::Receiver<io::Result<Arc<Chunk>>>,
     cur: Option<Arc<Chunk>>,
     pos: usize,
+    /// Bytes read so far (padding included).
+    total: u64,
+    /// Zeros still to give before the end.
+    pad: usize,
+}
+
+impl ChunkReader {
+    fn new(rx: std::sync::mpsc::Receiver<io::Result<Arc<Chunk>>>) -> Self {
+        Self {
+            rx,
+            cur: None,
+            pos: 0,
+            total: 0,
+            pad: 0,
+        }
+    }
 }
 
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
         loop {
+            if self.pad > 0 {
+                let n = buf.len().min(self.pad);
+                buf[..n].fill(0);
+                self.pad -= n;
+                return Ok(n);
+            }
             if let Some(c) = &self.cur {
                 if self.pos < c.len {
                     let n = buf.len().min(c.len - self.pos);
                     buf[..n].copy_from_slice(&c.data()[self.pos..self.pos + n]);
                     self.pos += n;
+                    self.total += n as u64;
                     return Ok(n);
                 }
             }
@@ -486,8 +510,15 @@ impl Read for ChunkReader {
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),
-                // The producer is done: end of stream.
-                Err(_) => return Ok(0),
+                // The producer is done: end of stream (after the block's padding).
+                Err(_) => {
+                    let partial = (self.total % 512) as usize;
+                    if partial == 0 {
+                        return Ok(0);
+                    }
+                    self.pad = 512 - partial;
+                    self.total += self.pad as u64;
+                }
             }
         }
     }
