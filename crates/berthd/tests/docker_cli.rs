@@ -16,7 +16,7 @@ fn version_info_images() {
     let v = d.docker(&["version"]).ok().stdout;
     assert!(v.contains("Server: Berth Engine"), "{v}");
     assert!(
-        v.contains("API version:      1.44 (minimum version 1.24)"),
+        v.contains("API version:      1.51 (minimum version 1.24)"),
         "{v}"
     );
     let i = d.docker(&["info"]).ok().stdout;
@@ -301,7 +301,7 @@ fn bad_input() {
         .failed_with(1, "No such container: nope");
     let r = d.http("HEAD", "/_ping", None).unwrap();
     assert!(
-        r.contains("api-version: 1.44") || r.contains("Api-Version: 1.44"),
+        r.contains("api-version: 1.51") || r.contains("Api-Version: 1.51"),
         "{r}"
     );
     // A second daemon on the same data root is refused.
@@ -390,14 +390,14 @@ fn berth_cli_run_ps_logs_stop_wait_rm() {
     r.failed_with(1, "No such container: nosuch");
     let v = d.berth(&["version"]).ok().stdout;
     assert!(
-        v.contains("Server: Berth Engine") && v.contains("API version:      1.44"),
+        v.contains("Server: Berth Engine") && v.contains("API version:      1.51"),
         "{v}"
     );
     assert_eq!(
         d.berth(&["version", "-f", "{{.Server.ApiVersion}}"])
             .ok()
             .stdout,
-        "1.44\n"
+        "1.51\n"
     );
     let info = d.berth(&["info"]).ok().stdout;
     assert!(

@@ -5,18 +5,6 @@
 mod common;
 use common::*;
 
-/// The body of a raw HTTP response (after the blank line).
-fn body(resp: &str) -> &str {
-    resp.split_once("\r\n\r\n").map_or("", |(_, b)| b)
-}
-
-/// `GET path` as JSON (a 200 required).
-fn get_json(d: &Daemon, path: &str) -> serde_json::Value {
-    let r = d.http("GET", path, None).unwrap();
-    assert!(r.starts_with("HTTP/1.1 200"), "{path}: {r}");
-    serde_json::from_str(body(&r)).unwrap_or_else(|e| panic!("{path}: {e}: {r}"))
-}
-
 /// The string field `key` of each object of a JSON array.
 fn field_of_each<'a>(list: &'a serde_json::Value, key: &str) -> Vec<&'a str> {
     list.as_array()

@@ -1050,3 +1050,42 @@ fn embedded_dns_answers_hostnames_and_renamed_containers() {
     d.docker_out("rm -f dn2", &[]);
     d.docker_out("network rm hnet", &[]);
 }
+
+/// `GwPriority` (API 1.48): the endpoint with the highest priority gives the container its
+/// default route, and inspect shows it; below 1.48 every priority is 0 (the `NetworkMode`
+/// network's gateway).
+#[test]
+fn gw_priority_picks_the_default_route_from_api_1_48() {
+    require_root!();
+    let (n, d) = Net::with_daemon();
+    n.create(&d, 1, "a", "", "gwa");
+    n.create(&d, 2, "b", "", "gwb");
+    let body = serde_json::json!({"Image": "busybox", "Cmd": ["ip", "route"],
+        "HostConfig": {"NetworkMode": "gwa"},
+        "NetworkingConfig": {"EndpointsConfig": {"gwa": {"GwPriority": 10}, "gwb": {"GwPriority": 100}}}});
+    for (ver, gw, prio) in [("1.48", n.ip(2, 1), 100), ("1.47", n.ip(1, 1), 0)] {
+        let name = format!("gw{}", ver.replace('.', ""));
+        let r = d.post(
+            &format!("/v{ver}/containers/create?name={name}"),
+            &body.to_string(),
+        );
+        assert!(r.starts_with("HTTP/1.1 201"), "{r}");
+        let routes = d.docker_out("start -a", &[&name]);
+        assert!(
+            routes.contains(&format!("default via {gw} ")),
+            "{ver}: {routes}"
+        );
+        let r = d
+            .http("GET", &format!("/v{ver}/containers/{name}/json"), None)
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(r.split_once("\r\n\r\n").unwrap().1).unwrap();
+        assert_eq!(
+            v["NetworkSettings"]["Networks"]["gwb"]["GwPriority"], prio,
+            "{ver}"
+        );
+        d.docker_out("rm -f", &[&name]);
+    }
+    d.docker_out("network rm gwa gwb", &[]);
+    finish(d);
+}

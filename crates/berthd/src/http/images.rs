@@ -410,9 +410,15 @@ fn check_image_platform(
     if platform_matches(want, &have) {
         return Ok(());
     }
-    let shown = Reference::parse(name)
-        .map(|r| r.familiar_string())
-        .unwrap_or_else(|_| name.to_string());
+    // As given, but a canonical (domain-qualified) reference in its familiar form, as Go's
+    // `reference.ParseNamed` + `FamiliarString`.
+    let canonical = name
+        .split_once('/')
+        .is_some_and(|(d, _)| d.contains(['.', ':']) || d == "localhost");
+    let shown = match Reference::parse(name) {
+        Ok(r) if canonical => r.familiar_string(),
+        _ => name.to_string(),
+    };
     Err(ApiError::not_found(format!(
         "image with reference {shown} was found but its platform ({}) does not match the specified platform ({})",
         format_platform(&have),

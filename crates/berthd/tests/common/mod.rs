@@ -69,3 +69,16 @@ pub fn api_error(resp: &str, status: u16) -> String {
         .unwrap_or_else(|e| panic!("{e}: not a JSON error body: {body}"));
     v["message"].as_str().unwrap_or_default().to_string()
 }
+
+/// The body of a raw HTTP response (after the blank line).
+pub fn body(resp: &str) -> &str {
+    resp.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// `GET path` as JSON (a 200 required).
+#[track_caller]
+pub fn get_json(d: &Daemon, path: &str) -> serde_json::Value {
+    let r = d.http("GET", path, None).unwrap();
+    assert!(r.starts_with("HTTP/1.1 200"), "{path}: {r}");
+    serde_json::from_str(body(&r)).unwrap_or_else(|e| panic!("{path}: {e}: {r}"))
+}
