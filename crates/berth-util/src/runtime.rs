@@ -33,17 +33,39 @@ pub struct Runtime {
     pub reset_signals: bool,
 }
 
+/// Where a new process's pid and terminal go, and which descriptors it inherits: the
+/// options `create`, `run` and `exec` share.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessIo {
+    /// `--pid-file`: the process's pid is written there.
+    pub pid_file: Option<PathBuf>,
+    /// `--console-socket`: the runtime sends the pty master there (`process.terminal`).
+    pub console_socket: Option<PathBuf>,
+    /// `--preserve-fds N`: descriptors 3 to 3+N-1 are passed to the process.
+    pub preserve_fds: u32,
+}
+
+impl ProcessIo {
+    fn args(&self, c: &mut Command) {
+        if let Some(p) = &self.pid_file {
+            c.arg("--pid-file").arg(p);
+        }
+        if let Some(s) = &self.console_socket {
+            c.arg("--console-socket").arg(s);
+        }
+        if self.preserve_fds > 0 {
+            c.arg("--preserve-fds").arg(self.preserve_fds.to_string());
+        }
+    }
+}
+
 /// Options of `create`.
 #[derive(Debug, Clone, Default)]
 pub struct CreateOpts {
-    /// `--console-socket`: the runtime sends the pty master there (`process.terminal`).
-    pub console_socket: Option<PathBuf>,
-    /// `--pid-file`: the container's init pid is written there.
-    pub pid_file: Option<PathBuf>,
+    /// The init process's pid file, console socket and inherited descriptors.
+    pub io: ProcessIo,
     /// `--no-pivot`: `chroot` rather than `pivot_root` (a root on a ramfs).
     pub no_pivot: bool,
-    /// `--preserve-fds N`: descriptors 3 to 3+N-1 are passed to the container.
-    pub preserve_fds: u32,
 }
 
 /// Options of `run` (create and start, then wait unless detached).
@@ -68,12 +90,8 @@ pub struct ExecOpts {
     pub detach: bool,
     /// `--tty`: allocate a pty (with a process file, its `terminal` decides).
     pub tty: bool,
-    /// `--console-socket`.
-    pub console_socket: Option<PathBuf>,
-    /// `--pid-file`.
-    pub pid_file: Option<PathBuf>,
-    /// `--preserve-fds N`.
-    pub preserve_fds: u32,
+    /// The process's pid file, console socket and inherited descriptors.
+    pub io: ProcessIo,
 }
 
 /// A runtime that could not run, or that failed.
@@ -185,17 +203,9 @@ impl Runtime {
 
     fn create_args(c: &mut Command, bundle: &Path, o: &CreateOpts) {
         c.arg("--bundle").arg(bundle);
-        if let Some(p) = &o.pid_file {
-            c.arg("--pid-file").arg(p);
-        }
-        if let Some(s) = &o.console_socket {
-            c.arg("--console-socket").arg(s);
-        }
+        o.io.args(c);
         if o.no_pivot {
             c.arg("--no-pivot");
-        }
-        if o.preserve_fds > 0 {
-            c.arg("--preserve-fds").arg(o.preserve_fds.to_string());
         }
     }
 
@@ -238,18 +248,10 @@ impl Runtime {
         if o.tty {
             c.arg("--tty");
         }
-        if let Some(p) = &o.pid_file {
-            c.arg("--pid-file").arg(p);
-        }
         if let Some(p) = &o.process_file {
             c.arg("--process").arg(p);
         }
-        if let Some(s) = &o.console_socket {
-            c.arg("--console-socket").arg(s);
-        }
-        if o.preserve_fds > 0 {
-            c.arg("--preserve-fds").arg(o.preserve_fds.to_string());
-        }
+        o.io.args(&mut c);
         c.arg(id);
         c.args(&o.args);
         c
@@ -394,10 +396,12 @@ mod tests {
             ["create", "--bundle", "/b", "c1"]
         );
         let o = CreateOpts {
-            console_socket: Some("console.sock".into()),
-            pid_file: Some("/s/init.pid".into()),
+            io: ProcessIo {
+                console_socket: Some("console.sock".into()),
+                pid_file: Some("/s/init.pid".into()),
+                preserve_fds: 2,
+            },
             no_pivot: true,
-            preserve_fds: 2,
         };
         assert_eq!(
             argv(&r.create("c1", Path::new("/b"), &o))[3..],
@@ -409,9 +413,9 @@ mod tests {
                 "/s/init.pid",
                 "--console-socket",
                 "console.sock",
-                "--no-pivot",
                 "--preserve-fds",
                 "2",
+                "--no-pivot",
                 "c1"
             ]
         );
@@ -421,7 +425,10 @@ mod tests {
         );
         let o = RunOpts {
             create: CreateOpts {
-                pid_file: Some("p".into()),
+                io: ProcessIo {
+                    pid_file: Some("p".into()),
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             detach: true,
@@ -448,8 +455,11 @@ mod tests {
         let o = ExecOpts {
             process_file: Some("/s/exec-x.json".into()),
             detach: true,
-            pid_file: Some("/s/exec-x.pid".into()),
-            console_socket: Some("console.sock".into()),
+            io: ProcessIo {
+                pid_file: Some("/s/exec-x.pid".into()),
+                console_socket: Some("console.sock".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert_eq!(
@@ -457,10 +467,10 @@ mod tests {
             [
                 "exec",
                 "--detach",
-                "--pid-file",
-                "/s/exec-x.pid",
                 "--process",
                 "/s/exec-x.json",
+                "--pid-file",
+                "/s/exec-x.pid",
                 "--console-socket",
                 "console.sock",
                 "c1"
@@ -469,7 +479,10 @@ mod tests {
         let o = ExecOpts {
             args: vec!["ls".into(), "-l".into()],
             tty: true,
-            preserve_fds: 1,
+            io: ProcessIo {
+                preserve_fds: 1,
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert_eq!(

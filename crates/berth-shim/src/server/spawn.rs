@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use berth_util::runtime::{CreateOpts, ExecOpts, RuntimeError};
+use berth_util::runtime::{CreateOpts, ExecOpts, ProcessIo, RuntimeError};
 use serde_json::{json, Value};
 
 use super::{bind_path, drain_text, log_line, now_rfc3339, Mode, Output, Proc, Shim, Sink};
@@ -210,8 +210,11 @@ impl Shim {
         let pid_file = self.cfg.state_dir.join("init.pid");
         let _ = std::fs::remove_file(&pid_file);
         let opts = CreateOpts {
-            pid_file: Some(pid_file.clone()),
-            console_socket: tty.then(|| CONSOLE_SOCKET.into()),
+            io: ProcessIo {
+                pid_file: Some(pid_file.clone()),
+                console_socket: tty.then(|| CONSOLE_SOCKET.into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let cmd = self.rt.create(&self.cfg.id, &self.cfg.bundle, &opts);
@@ -319,9 +322,12 @@ impl Shim {
         std::fs::write(&proc_file, p.to_string()).map_err(file("write", &proc_file))?;
         let opts = ExecOpts {
             detach: true,
-            pid_file: Some(pid_file.clone()),
             process_file: Some(proc_file.clone()),
-            console_socket: tty.then(|| CONSOLE_SOCKET.into()),
+            io: ProcessIo {
+                pid_file: Some(pid_file.clone()),
+                console_socket: tty.then(|| CONSOLE_SOCKET.into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let cmd = self.rt.exec(&self.cfg.id, &opts);
