@@ -133,6 +133,23 @@ async fn create(
     JsonBody(body): JsonBody,
 ) -> R {
     let mut req = CreateRequest::decode(&body)?;
+    if let Some(hc) = req.host_config.as_ref() {
+        crate::engine::create::validate_net_mode(&req.config, hc)?;
+    }
+    // Creating a container connected to several networks needs API 1.44.
+    if v < berth_api::ApiVersion::new(1, 44) {
+        let eps = req
+            .networking_config
+            .as_ref()
+            .and_then(|n| n.endpoints_config.as_ref());
+        if let Some(eps) = eps.filter(|e| e.len() > 1) {
+            let names: Vec<&str> = eps.keys().map(String::as_str).collect();
+            return Err(ApiError::bad(format!(
+                "Container cannot be created with multiple network endpoints: {}",
+                names.join(", ")
+            )));
+        }
+    }
     // dockerd's route: a PidsLimit below 1 is no limit at all.
     if let Some(hc) = req.host_config.as_mut() {
         hc.pids_limit = hc.pids_limit.filter(|l| *l > 0);
