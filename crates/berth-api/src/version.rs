@@ -128,11 +128,25 @@ impl ApiVersion {
 
 /// What a request of an older version may not use, and the warnings dockerd's router adds.
 impl ApiVersion {
-    /// dockerd's route checks of `POST /containers/create` between 1.45 and 1.51: a volume
+    /// dockerd's route checks of `POST /containers/create`: below 1.44 one network at most; a volume
     /// `Subpath` needs 1.45, an `image` mount 1.48 (errors, the message as dockerd's); below
     /// 1.48 every endpoint's `GwPriority` is 0. Returns the route's warnings (from 1.48 a
     /// container-wide `VolumeDriver` next to volume `Mounts` without a driver of their own).
     pub fn adapt_create(self, req: &mut CreateRequest) -> Result<Vec<String>, String> {
+        // Creating a container connected to several networks needs API 1.44.
+        if self < ApiVersion::new(1, 44) {
+            let eps = req
+                .networking_config
+                .as_ref()
+                .and_then(|n| n.endpoints_config.as_ref());
+            if let Some(eps) = eps.filter(|e| e.len() > 1) {
+                let names: Vec<&str> = eps.keys().map(String::as_str).collect();
+                return Err(format!(
+                    "Container cannot be created with multiple network endpoints: {}",
+                    names.join(", ")
+                ));
+            }
+        }
         let mounts = req
             .host_config
             .as_ref()

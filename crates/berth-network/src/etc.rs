@@ -75,6 +75,22 @@ pub struct DnsOverrides {
 /// it (default bridge): the host's file with overrides applied, loopback servers dropped
 /// (unreachable from a container) and Google's servers as Docker's fallback.
 pub fn resolv_conf(host: &ResolvConf, o: &DnsOverrides, embedded: bool) -> (String, Vec<IpAddr>) {
+    resolv_conf_with(host, o, embedded, false)
+}
+
+/// [`resolv_conf`] of a container in the host's network namespace (`--network host`) with
+/// overrides: loopback name servers (`--dns 127.0.0.1`) stay, reachable there (dockerd drops
+/// them only for a namespace of the container's own).
+pub fn host_resolv_conf(host: &ResolvConf, o: &DnsOverrides) -> String {
+    resolv_conf_with(host, o, false, true).0
+}
+
+fn resolv_conf_with(
+    host: &ResolvConf,
+    o: &DnsOverrides,
+    embedded: bool,
+    keep_loopback: bool,
+) -> (String, Vec<IpAddr>) {
     let upstream: Vec<IpAddr> = if o.servers.is_empty() {
         host.nameservers.clone()
     } else {
@@ -118,7 +134,7 @@ pub fn resolv_conf(host: &ResolvConf, o: &DnsOverrides, embedded: bool) -> (Stri
     let mut servers: Vec<IpAddr> = upstream
         .iter()
         .copied()
-        .filter(|ip| !ip.is_loopback())
+        .filter(|ip| keep_loopback || !ip.is_loopback())
         .collect();
     if servers.is_empty() {
         servers = vec![
@@ -185,6 +201,15 @@ mod tests {
             "nameserver 10.0.0.1\nsearch example.com\noptions edns0\n"
         );
         assert_eq!(up, vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        // In the host's namespace a loopback server given stays.
+        let lo = DnsOverrides {
+            servers: vec!["127.0.0.1".parse().unwrap()],
+            ..Default::default()
+        };
+        assert_eq!(
+            host_resolv_conf(&host, &lo),
+            "nameserver 127.0.0.1\nsearch example.com\noptions edns0\n"
+        );
         let o = DnsOverrides {
             servers: vec!["10.9.9.9".parse().unwrap()],
             search: vec!["corp".into()],

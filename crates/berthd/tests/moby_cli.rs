@@ -368,3 +368,98 @@ fn run_user_id_out_of_range() {
     let out = d.docker_out("run --rm -u 2147483647 busybox id -u", &[]);
     assert_eq!(out.trim(), "2147483647");
 }
+
+#[test]
+fn network_namespace_sharing_refuses_dockerds_conflicts_and_shares_the_hostname() {
+    let d = root_daemon!("docker");
+    let run = |args: &str| d.docker_line(&format!("run --rm {args} busybox true"), &[]);
+    // dockerd's `validateNetMode`, before the other container is even looked up.
+    for (opts, msg) in [
+        (
+            "--net=container",
+            "invalid container format container:<name|id>",
+        ),
+        (
+            "-h x --net=container:nope",
+            "conflicting options: hostname and the network mode",
+        ),
+        (
+            "--link a:b --net=container:nope",
+            "conflicting options: container type network can't be used with links",
+        ),
+        (
+            "--dns 1.2.3.4 --net=container:nope",
+            "conflicting options: dns and the network mode",
+        ),
+        (
+            "--add-host a:1.2.3.4 --net=container:nope",
+            "conflicting options: custom host-to-IP mapping and the network mode",
+        ),
+        (
+            "-P --net=container:nope",
+            "conflicting options: port publishing and the container type network mode",
+        ),
+        (
+            "--expose 80 --net=container:nope",
+            "conflicting options: port exposing and the container type network mode",
+        ),
+        (
+            "--link a:b --net=host",
+            "conflicting options: host type networking can't be used with links",
+        ),
+        (
+            "-h x --uts=host",
+            "conflicting options: hostname and the UTS mode",
+        ),
+    ] {
+        let r = run(opts).fails_with(msg);
+        assert_eq!(r.code, 125, "{opts}");
+    }
+    // At the start: itself, a stopped container.
+    d.docker_line("run --name=me --net=container:me busybox true", &[])
+        .fails_with("cannot join own network namespace");
+    d.docker_line("create --name stopped busybox true", &[])
+        .ok();
+    d.docker_line("run --rm --net=container:stopped busybox true", &[])
+        .fails_with("cannot join network namespace of a non running container: container stopped is created");
+    // The hostname (and /etc/hostname) of the container whose namespace it joins.
+    d.docker_line("run -d --name parent -h parenthost busybox top", &[])
+        .ok();
+    let out = d.docker_out(
+        "run --rm --net=container:parent busybox sh -c",
+        &["hostname; cat /etc/hostname"],
+    );
+    assert_eq!(out, "parenthost\nparenthost\n");
+    // `network connect` of a container without a network of its own: dockerd's messages.
+    d.docker_line("network create cnet", &[]).ok();
+    d.docker_line("run -d --name lonely --net=none busybox top", &[])
+        .ok();
+    d.docker_line("network connect cnet lonely", &[])
+        .fails_with("container cannot be connected to multiple networks with one of the networks in private (none) mode");
+    d.docker_line("network connect host parent", &[])
+        .fails_with(
+        "cannot connect container to host network - container must be created in host network mode",
+    );
+    d.docker_line("network connect none parent", &[])
+        .fails_with("container cannot be connected to multiple networks with one of the networks in private (none) mode");
+    // A host-network container keeps a loopback name server it is given.
+    let out = d.docker_out(
+        "run --rm --net=host --dns=127.0.0.1 busybox cat /etc/resolv.conf",
+        &[],
+    );
+    assert!(out.contains("nameserver 127.0.0.1"), "{out}");
+    finish(d);
+}
+
+#[test]
+fn clients_before_1_44_create_with_one_network_only() {
+    let d = root_daemon!("docker");
+    let body = r#"{"Image":"busybox","NetworkingConfig":{"EndpointsConfig":{"n1":{},"n2":{}}}}"#;
+    let r = d.post("/v1.43/containers/create", body);
+    let msg = api_error(&r, 400);
+    assert_eq!(
+        msg,
+        "Container cannot be created with multiple network endpoints: n1, n2"
+    );
+    finish(d);
+}

@@ -132,6 +132,45 @@ fn validate(config: &Config, hc: &HostConfig) -> Result<()> {
     Ok(())
 }
 
+/// dockerd's `validateNetMode` of a create request (its decoding step, before anything is
+/// looked up): what a container sharing another's network namespace (`container:<x>`) or the
+/// host's cannot set, with dockerd's messages.
+pub(crate) fn validate_net_mode(config: &Config, hc: &HostConfig) -> Result<()> {
+    let bad = |m: &str| Err(EngineError::BadRequest(m.into()));
+    let mode = hc.network_mode.as_str();
+    let some = |v: &Option<Vec<String>>| v.as_ref().is_some_and(|v| !v.is_empty());
+    if mode == "container" || mode.starts_with("container:") {
+        if mode.strip_prefix("container:").is_none_or(str::is_empty) {
+            return bad("invalid network mode: invalid container format container:<name|id>");
+        }
+        if !config.hostname.is_empty() {
+            return bad("conflicting options: hostname and the network mode");
+        }
+        if some(&hc.links) {
+            return bad("conflicting options: container type network can't be used with links. This would result in undefined behavior");
+        }
+        if some(&hc.dns) {
+            return bad("conflicting options: dns and the network mode");
+        }
+        if some(&hc.extra_hosts) {
+            return bad("conflicting options: custom host-to-IP mapping and the network mode");
+        }
+        if hc.port_bindings.as_ref().is_some_and(|p| !p.is_empty()) || hc.publish_all_ports {
+            return bad("conflicting options: port publishing and the container type network mode");
+        }
+        if config.exposed_ports.as_ref().is_some_and(|p| !p.is_empty()) {
+            return bad("conflicting options: port exposing and the container type network mode");
+        }
+    }
+    if hc.uts_mode == "host" && !config.hostname.is_empty() {
+        return bad("conflicting options: hostname and the UTS mode");
+    }
+    if mode == "host" && some(&hc.links) {
+        return bad("conflicting options: host type networking can't be used with links. This would result in undefined behavior");
+    }
+    Ok(())
+}
+
 /// The image's health check (kept verbatim in the image config).
 fn image_healthcheck(ic: &ContainerConfig) -> Option<HealthConfig> {
     match ic.healthcheck() {

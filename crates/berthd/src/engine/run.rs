@@ -131,6 +131,14 @@ impl Engine {
         if by_policy && (c.manually_stopped || !c.state.restarting) {
             return Ok(());
         }
+        let c = match self.join_network_of(&e, c) {
+            Ok(c) => c,
+            Err(err) => {
+                drop(op);
+                self.start_failed(&e, &err).await;
+                return Err(err);
+            }
+        };
         let id = c.id.clone();
         // Undone at the next daemon start if a crash interrupts the start (see `recovery`).
         let t0 = std::time::Instant::now();
@@ -232,6 +240,34 @@ impl Engine {
         let me = self.clone();
         tokio::spawn(async move { me.monitor(id).await });
         Ok(())
+    }
+
+    /// dockerd's `getNetworkedContainer` and `initializeNetworking` for a container sharing
+    /// another's network namespace (`container:<x>`): that one must exist, be another and run;
+    /// the container takes its hostname and domain name (recorded, as dockerd does).
+    fn join_network_of(&self, e: &Entry, c: Container) -> Result<Container> {
+        let Some(x) = c.network_mode().strip_prefix("container:") else {
+            return Ok(c);
+        };
+        let other = self.get(x).map_err(|err| {
+            EngineError::Internal(format!("joining network namespace of container: {err}"))
+        })?;
+        if other.id == c.id {
+            return Err(EngineError::Internal(
+                "cannot join own network namespace".into(),
+            ));
+        }
+        if !other.state.running {
+            return Err(EngineError::Conflict(format!(
+                "cannot join network namespace of a non running container: container {} is {}",
+                other.short_name(),
+                other.state.status
+            )));
+        }
+        let mut r = e.rec.lock().unwrap();
+        r.config.hostname = other.hostname();
+        r.config.domainname.clone_from(&other.config.domainname);
+        Ok(r.clone())
     }
 
     /// Records a failed start as Docker does (exit code 127/126/128, `State.Error`), ends

@@ -139,6 +139,9 @@ async fn create(
     JsonBody(body): JsonBody,
 ) -> R {
     let mut req = CreateRequest::decode(&body)?;
+    if let Some(hc) = req.host_config.as_ref() {
+        crate::engine::create::validate_net_mode(&req.config, hc)?;
+    }
     let route_warnings = v.adapt_create(&mut req).map_err(ApiError::bad)?;
     // dockerd's route: a PidsLimit below 1 is no limit at all.
     if let Some(hc) = req.host_config.as_mut() {

@@ -138,18 +138,15 @@ impl Manager {
                 // A rootless daemon's "default" network is the host's (see `crate::rootless`).
                 let rootless_default = |k: &str| k == "default" && crate::rootless_net::host_only();
                 if eps.is_some_and(|o| o.keys().any(|k| k != mode && !rootless_default(k))) {
-                    return Err(EngineError::bad(
-                        "container sharing network namespace with another container or host cannot be connected to any other network",
-                    ));
+                    return Err(EngineError::bad(if mode == "none" {
+                        "container cannot be connected to multiple networks with one of the networks in private (none) mode"
+                    } else {
+                        "container sharing network namespace with another container or host cannot be connected to any other network"
+                    }));
                 }
             }
-            m if m.starts_with("container:") => {
-                if !hc.port_bindings.as_ref().is_none_or(|o| o.is_empty()) || hc.publish_all_ports {
-                    return Err(EngineError::bad(
-                        "conflicting options: port publishing and the container type network mode",
-                    ));
-                }
-            }
+            // Its conflicts are checked with the request (`create::validate_net_mode`).
+            m if m.starts_with("container:") => {}
             m if crate::rootless_net::host_only() => {
                 return Err(EngineError::bad(crate::rootless::no_bridges(&format!(
                     "--network {m}"
@@ -268,7 +265,7 @@ impl Manager {
             for (n, ip) in &extra {
                 hosts += &format!("{ip}\t{n}\n");
             }
-            let (resolv, _) = etc::resolv_conf(&self.host_resolv, &overrides, false);
+            let resolv = etc::host_resolv_conf(&self.host_resolv, &overrides);
             let unchanged = overrides.servers.is_empty()
                 && overrides.search.is_empty()
                 && overrides.options.is_empty();
@@ -731,13 +728,29 @@ impl Manager {
                 "network connect",
             )));
         }
+        // dockerd's `connectToNetwork` and `updateNetworkSettings`, in their order.
         let mode = c.network_mode();
-        if mode == "host" || mode == "none" || mode.starts_with("container:") {
-            return Err(EngineError::bad("container sharing network namespace with another container or host cannot be connected to any other network"));
+        let shared = "container sharing network namespace with another container or host cannot be connected to any other network";
+        let no_network = "container cannot be connected to multiple networks with one of the networks in private (none) mode";
+        if mode.starts_with("container:") {
+            return Err(EngineError::bad(shared));
         }
         let (ep, net, primary) = {
             let mut st = self.state.lock().unwrap();
             let net = st.find(key)?.clone();
+            if mode != "host" && net.driver == "host" {
+                return Err(EngineError::bad("cannot connect container to host network - container must be created in host network mode"));
+            }
+            if mode == "host" {
+                return Err(EngineError::bad(shared));
+            }
+            let connected = st
+                .containers
+                .get(&c.id)
+                .is_some_and(|x| !x.endpoints.is_empty());
+            if mode == "none" || (net.driver == "null" && connected) {
+                return Err(EngineError::bad(no_network));
+            }
             let cn = st.containers.get(&c.id).cloned().unwrap_or_default();
             if cn.endpoints.iter().any(|e| e.network == net.id) {
                 return Err(EngineError::Forbidden(format!(
