@@ -69,6 +69,13 @@ impl Filters {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// dockerd's prune label matching (`matchLabels`), `has` telling whether the object has a
+    /// label spec (`key` or `key=value`): every `label` filter holds, and the `label!` filters
+    /// (when given) do not all hold.
+    pub fn prune_labels_match(&self, has: impl Fn(&str) -> bool) -> bool {
+        self.get("label").all(&has) && !(self.has("label!") && self.get("label!").all(&has))
+    }
 }
 
 /// Filters from (key, value) pairs, in their order.

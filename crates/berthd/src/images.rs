@@ -619,7 +619,7 @@ pub fn prune(
                 Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
                 None => labels.contains_key(spec),
             };
-            if !filters.get("label").all(has) || filters.get("label!").any(has) {
+            if !filters.prune_labels_match(has) {
                 return true;
             }
         }

@@ -528,11 +528,7 @@ fn label_filters_match(v: &Volume, filters: &Filters) -> bool {
         Some((k, val)) => v.labels.get(k).map(String::as_str) == Some(val),
         None => v.labels.contains_key(spec),
     };
-    filters.0.iter().all(|(k, val)| match k.as_str() {
-        "label" => has(val),
-        "label!" => !has(val),
-        _ => true,
-    })
+    filters.prune_labels_match(has)
 }
 
 fn now_rfc3339_secs() -> String {

@@ -463,3 +463,52 @@ fn clients_before_1_44_create_with_one_network_only() {
     );
     finish(d);
 }
+
+/// moby integration-cli TestPruneNetworkLabel: network prune honours `label!` (it pruned a
+/// network carrying the excluded label), refuses filters dockerd does not accept, and takes
+/// `until`; `label!` filters exclude only when all of them match (dockerd's matchLabels).
+#[test]
+fn network_prune_label_filters() {
+    let d = root_daemon!();
+    for (n, l) in [("pn1", Some("foo")), ("pn2", Some("bar")), ("pn3", None)] {
+        let mut args = vec!["network", "create"];
+        if let Some(l) = l {
+            args.extend(["--label", l]);
+        }
+        args.push(n);
+        d.docker(&args).ok();
+    }
+    let out = d
+        .docker_line("network prune -f --filter label=foo", &[])
+        .ok()
+        .stdout;
+    assert!(
+        out.contains("pn1") && !out.contains("pn2") && !out.contains("pn3"),
+        "{out}"
+    );
+    let out = d
+        .docker_line("network prune -f --filter label!=bar", &[])
+        .ok()
+        .stdout;
+    assert!(!out.contains("pn2") && out.contains("pn3"), "{out}");
+    // Both label! filters must match to keep a network.
+    let out = d
+        .docker_line(
+            "network prune -f --filter label!=bar --filter label!=baz",
+            &[],
+        )
+        .ok()
+        .stdout;
+    assert!(out.contains("pn2"), "{out}");
+    d.docker_line("network create --label keep pn4", &[]).ok();
+    let out = d
+        .docker_line("network prune -f --filter until=1h", &[])
+        .ok()
+        .stdout;
+    assert!(!out.contains("pn4"), "{out}");
+    d.docker_line("network prune -f --filter dangling=true", &[])
+        .fails_with("invalid filter 'dangling'");
+    let out = d.docker_line("network prune -f", &[]).ok().stdout;
+    assert!(out.contains("pn4"), "{out}");
+    d.finish();
+}

@@ -477,11 +477,7 @@ impl Engine {
             if c.state.running || c.state.restarting {
                 continue;
             }
-            let labels_ok = filters.0.iter().all(|(k, v)| match k.as_str() {
-                "label" => c.matches_label(v),
-                "label!" => !c.matches_label(v),
-                _ => true,
-            });
+            let labels_ok = filters.prune_labels_match(|v| c.matches_label(v));
             if !labels_ok || until.is_some_and(|u| util::unix_secs(&c.created) >= u) {
                 continue;
             }

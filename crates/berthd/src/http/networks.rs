@@ -59,7 +59,7 @@ async fn remove(s: St, id: Id) -> R {
 async fn prune(s: St, Query(q): Q) -> R {
     let f = filters(&q)?;
     let net = s.engine.net.clone();
-    let deleted = blocking(move || Ok::<_, super::ApiError>(net.prune(&f))).await?;
+    let deleted = blocking(move || net.prune(&f)).await?;
     Ok(json(&PruneReport {
         networks_deleted: Some(deleted),
     }))

@@ -601,21 +601,40 @@ impl Manager {
         Ok(n.name)
     }
 
-    /// `POST /networks/prune`: unused user-defined networks (label filters).
-    pub fn prune(&self, filters: &Filters) -> Vec<String> {
+    /// `POST /networks/prune`: unused user-defined networks (`label`, `label!` and `until`
+    /// filters, dockerd's accepted ones; `until` a time before which they were created).
+    pub fn prune(&self, filters: &Filters) -> Result<Vec<String>> {
+        if let Some((k, _)) = filters
+            .0
+            .iter()
+            .find(|(k, _)| !matches!(k.as_str(), "label" | "label!" | "until"))
+        {
+            return Err(EngineError::BadRequest(format!("invalid filter '{k}'")));
+        }
+        let mut until = None;
+        for v in filters.get("until") {
+            let t = crate::events::parse_time(v)
+                .ok_or_else(|| EngineError::BadRequest(format!("invalid filter 'until={v}'")))?;
+            until = Some(t);
+        }
         let candidates: Vec<String> = {
             let st = self.state.lock().unwrap();
             st.networks
                 .values()
                 .filter(|n| !n.builtin && !st.in_use(&n.id))
-                .filter(|n| filters.get("label").all(|v| n.matches_label(v)))
+                .filter(|n| filters.prune_labels_match(|v| n.matches_label(v)))
+                .filter(|n| {
+                    until.is_none_or(|u| {
+                        crate::events::parse_time(&n.created).is_some_and(|c| c < u)
+                    })
+                })
                 .map(|n| n.id.clone())
                 .collect()
         };
-        candidates
+        Ok(candidates
             .iter()
             .filter_map(|id| self.remove_network(id).ok())
-            .collect()
+            .collect())
     }
 }
 
