@@ -57,14 +57,36 @@ fn oflags(flags: libc::c_int) -> OFlags {
     OFlags::from_bits_retain(flags as u32) | OFlags::CLOEXEC
 }
 
-fn openat2(dirfd: BorrowedFd<'_>, path: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+/// How a path that would leave the root is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Clamped to the root (`RESOLVE_IN_ROOT`): the root is `/`.
+    InRoot,
+    /// Refused with `EXDEV` (`RESOLVE_BENEATH`): `..` above the root, absolute symlinks.
+    Beneath,
+}
+
+fn openat2_scoped(
+    dirfd: BorrowedFd<'_>,
+    path: &[u8],
+    flags: libc::c_int,
+    scope: Scope,
+) -> io::Result<OwnedFd> {
+    let how = match scope {
+        Scope::InRoot => ResolveFlags::IN_ROOT,
+        Scope::Beneath => ResolveFlags::BENEATH,
+    };
     Ok(rfs::openat2(
         dirfd,
         path,
         oflags(flags),
         Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        how | ResolveFlags::NO_MAGICLINKS,
     )?)
+}
+
+fn openat2(dirfd: BorrowedFd<'_>, path: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+    openat2_scoped(dirfd, path, flags, Scope::InRoot)
 }
 
 fn openat(dirfd: BorrowedFd<'_>, name: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
@@ -118,6 +140,33 @@ pub fn open_in_root_with(
     path: &Path,
     flags: libc::c_int,
 ) -> io::Result<OwnedFd> {
+    open_scoped(how, root, path, flags, Scope::InRoot)
+}
+
+/// Opens `path` beneath the directory `root` (a volume's subpath): as [`open_in_root`], but a
+/// path that would leave `root` (`..` above it, an absolute symlink) is refused with `EXDEV`
+/// instead of being resolved inside it (`openat2(RESOLVE_BENEATH)`; the walk does the same).
+pub fn open_beneath(root: impl AsFd, path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+    open_beneath_with(resolver(), root.as_fd(), path, flags)
+}
+
+/// [`open_beneath`] with the resolver given.
+pub fn open_beneath_with(
+    how: Resolver,
+    root: BorrowedFd<'_>,
+    path: &Path,
+    flags: libc::c_int,
+) -> io::Result<OwnedFd> {
+    open_scoped(how, root, path, flags, Scope::Beneath)
+}
+
+fn open_scoped(
+    how: Resolver,
+    root: BorrowedFd<'_>,
+    path: &Path,
+    flags: libc::c_int,
+    scope: Scope,
+) -> io::Result<OwnedFd> {
     if flags & libc::O_CREAT != 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -129,7 +178,7 @@ pub fn open_in_root_with(
         Resolver::Openat2 => {
             let mut tries = 0;
             let res = loop {
-                match openat2(root, rel, flags) {
+                match openat2_scoped(root, rel, flags, scope) {
                     // A rename or mount raced with a `..`: the kernel asks for a retry.
                     Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && tries < 32 => tries += 1,
                     r => break r,
@@ -139,17 +188,17 @@ pub fn open_in_root_with(
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
                     // Refused after the probe said yes (a filter installed since): walk. A
                     // genuine EPERM comes back from the walk as well.
-                    walk(root, rel, flags)
+                    walk(root, rel, flags, scope)
                 }
                 r => r,
             }
         }
-        Resolver::Walk => walk(root, rel, flags),
+        Resolver::Walk => walk(root, rel, flags, scope),
     }
 }
 
 /// The user-space resolution (see the module's documentation).
-fn walk(root: BorrowedFd<'_>, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+fn walk(root: BorrowedFd<'_>, rel: &[u8], flags: libc::c_int, scope: Scope) -> io::Result<OwnedFd> {
     let dir_flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
     // The directories walked through, the root first: `..` pops back to the previous one.
     let mut stack: Vec<OwnedFd> = vec![openat(root, b".", dir_flags)?];
@@ -184,6 +233,8 @@ fn walk(root: BorrowedFd<'_>, rel: &[u8], flags: libc::c_int) -> io::Result<Owne
             b".." => {
                 if stack.len() > 1 {
                     stack.pop();
+                } else if scope == Scope::Beneath {
+                    return Err(errno(libc::EXDEV));
                 }
                 if last {
                     return finish_dir(&stack);
@@ -209,6 +260,9 @@ fn walk(root: BorrowedFd<'_>, rel: &[u8], flags: libc::c_int) -> io::Result<Owne
                 return Err(errno(libc::ENOENT));
             }
             if target.starts_with(b"/") {
+                if scope == Scope::Beneath {
+                    return Err(errno(libc::EXDEV));
+                }
                 stack.truncate(1);
             }
             push_path(&mut todo, &target);
@@ -558,6 +612,25 @@ mod tests {
     }
 
     #[test]
+    fn beneath_refuses_what_leaves_the_root() {
+        let (_g, _root, rfd) = fixture("beneath");
+        for how in [Resolver::Openat2, Resolver::Walk] {
+            let open = |p: &str| open_beneath_with(how, rfd.as_fd(), Path::new(p), libc::O_PATH);
+            for escaping in ["abs", "a/up", "dots", "a/b/rel_etc", "..", "a/../.."] {
+                assert_eq!(
+                    code(open(escaping)),
+                    Some(libc::EXDEV),
+                    "{how:?} {escaping}"
+                );
+            }
+            for inside in ["a", "a/b", "a/blink", "chain1", "a/b/.."] {
+                assert!(open(inside).is_ok(), "{how:?} {inside}");
+            }
+            assert_eq!(code(open("dangling")), Some(libc::ENOENT), "{how:?}");
+        }
+    }
+
+    #[test]
     fn walk_matches_openat2_on_generated_paths() {
         // Every combination of a few adversarial components: both resolvers give the same
         // file (by inode) or the same error.
@@ -594,6 +667,22 @@ mod tests {
                             flags,
                         ));
                         assert_eq!(k, w, "{p} flags {flags:#x}");
+                        let p = p.trim_start_matches('/');
+                        let (kb, wb) = (
+                            ident(open_beneath_with(
+                                Resolver::Openat2,
+                                rfd.as_fd(),
+                                Path::new(p),
+                                flags,
+                            )),
+                            ident(open_beneath_with(
+                                Resolver::Walk,
+                                rfd.as_fd(),
+                                Path::new(p),
+                                flags,
+                            )),
+                        );
+                        assert_eq!(kb, wb, "beneath {p} flags {flags:#x}");
                         n += 1;
                     }
                 }

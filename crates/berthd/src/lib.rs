@@ -1,4 +1,4 @@
-//! `berthd`: Berth's daemon. Serves the Docker Engine API (v1.24–1.44) on unix sockets, TCP
+//! `berthd`: Berth's daemon. Serves the Docker Engine API (v1.24–1.51) on unix sockets, TCP
 //! with TLS and sockets passed by systemd ([`listen`], [`sockets`], [`systemd`]); [`config`]
 //! merges the flags with `daemon.json`.
 //!

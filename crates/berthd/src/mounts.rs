@@ -257,13 +257,15 @@ pub fn parse_mount(v: &berth_api::mount::Mount) -> Result<MountPoint> {
             m.volume_opts = driver.options.unwrap_or_default();
             let sub = vo.subpath;
             if !sub.is_empty() {
-                if sub.starts_with('/') {
-                    return Err(inv(format!(
-                        "subpath must be a relative path within the volume: {sub}"
-                    )));
+                if source.is_empty() {
+                    return Err(inv(
+                        "must not set Subpath when using anonymous volumes".into()
+                    ));
                 }
-                if sub.split('/').any(|c| c == "..") {
-                    return Err(inv(format!("subpath must be a local path: {sub}")));
+                if !is_local(&sub) {
+                    return Err(inv(
+                        "subpath must be a relative path within the volume".into()
+                    ));
                 }
                 m.subpath = sub;
             }
@@ -557,7 +559,10 @@ impl Mounts {
                                 src.display()
                             )));
                         }
-                        if m.typ == "volume" && !m.nocopy && m.subpath.is_empty() {
+                        // dockerd copies into a volume's subpath too (when it is an empty
+                        // directory).
+                        if m.typ == "volume" && !m.nocopy && (m.subpath.is_empty() || src.is_dir())
+                        {
                             copy_up(rootfs, &m.destination, &src).map_err(EngineError::sys(
                                 format!(
                                     "copying image content of {} into volume {}",
@@ -687,12 +692,42 @@ impl Mounts {
 /// and `..` in the volume cannot leave it). The descriptor, not a path, names the target.
 pub fn open_subpath(m: &MountPoint, data: &Path) -> Result<std::os::fd::OwnedFd> {
     let root = std::fs::File::open(data).map_err(EngineError::io("opening volume", data))?;
-    berth_util::root::open_in_root(&root, Path::new(&m.subpath), libc::O_PATH).map_err(|e| {
-        EngineError::bad(format!(
-            "cannot access path {} in volume {}: {e}",
-            m.subpath, m.name
-        ))
+    berth_util::root::open_beneath(&root, Path::new(&m.subpath), libc::O_PATH).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EXDEV) {
+            // dockerd's `safepath.ErrEscapesBase`.
+            EngineError::bad(format!(
+                "path concatenation escapes the base directory, base: {}, subpath: {}",
+                data.display(),
+                m.subpath
+            ))
+        } else {
+            EngineError::bad(format!(
+                "cannot access path {} in volume {}: {e}",
+                m.subpath, m.name
+            ))
+        }
     })
+}
+
+/// Go's `filepath.IsLocal` on Unix: relative, not empty, and never above its start.
+fn is_local(p: &str) -> bool {
+    if p.is_empty() || p.starts_with('/') {
+        return false;
+    }
+    let mut depth = 0i32;
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    true
 }
 
 /// Docker's copy-up: when `data` (a volume) is empty and `dest` is a non-empty directory in
@@ -973,6 +1008,28 @@ mod tests {
         )
         .unwrap();
         assert!(m.anonymous && m.nocopy);
+        // dockerd's subpath checks (Go's `filepath.IsLocal`).
+        for (sub, ok) in [
+            ("a/../b", true),
+            ("a/./b/", true),
+            ("../x", false),
+            ("a/../../x", false),
+            ("/abs", false),
+        ] {
+            let r = parse_mount(&mnt(
+                serde_json::json!({"Type": "volume", "Source": "vol", "Target": "/v", "VolumeOptions": {"Subpath": sub}}),
+            ));
+            match r {
+                Ok(m) => assert!(ok && m.subpath == sub, "{sub}"),
+                Err(e) => assert!(!ok && e.to_string() == "invalid mount config for type \"volume\": subpath must be a relative path within the volume", "{sub}: {e}"),
+            }
+        }
+        let e = parse_mount(&mnt(serde_json::json!({"Type": "volume", "Target": "/v", "VolumeOptions": {"Subpath": "a"}}))).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("must not set Subpath when using anonymous volumes"),
+            "{e}"
+        );
         let e = parse_mount(&mnt(
             serde_json::json!({"Type": "bind", "Source": "/nonexistent-berth", "Target": "/b"}),
         ))
