@@ -632,3 +632,57 @@ fn runtime_given_as_standard_input() {
     wait_for("shim exit", T, || !alive(shim.pid));
     assert_eq!(env.status(&id), "absent");
 }
+
+/// The shim's session, process group and controlling terminal (`/proc/PID/stat`).
+fn session_of(pid: i32) -> (i32, i32, i32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    (
+        f[2].parse().unwrap(),
+        f[3].parse().unwrap(),
+        f[4].parse().unwrap(),
+    )
+}
+
+#[test]
+fn the_starter_leads_the_shims_session_unless_it_leads_a_group() {
+    require_root!(BUSYBOX);
+    // Started as a daemon starts it (no process group of its own): the starter makes the
+    // session, the shim is its one child in it (one fork) and leads nothing.
+    let (env, id, b) = setup("session", &["sleep", "100"], false);
+    let child = Command::new(shim_bin())
+        .args(env.shim_args(&id, &b, &[]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let starter = child.id() as i32;
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shim = v["pid"].as_i64().unwrap() as i32;
+    env.pids.borrow_mut().push(shim);
+    assert_eq!(session_of(shim), (starter, starter, 0));
+
+    // A process group's leader (a shell's job) cannot make a session: the shim is then in
+    // one of an intermediate process, which it does not lead either.
+    let (env2, id2, b2) = setup("session-pg", &["sleep", "100"], false);
+    let child = Command::new(shim_bin())
+        .args(env2.shim_args(&id2, &b2, &[]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let starter = child.id() as i32;
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shim = v["pid"].as_i64().unwrap() as i32;
+    env2.pids.borrow_mut().push(shim);
+    let (pgrp, session, tty) = session_of(shim);
+    assert_eq!(pgrp, session);
+    assert!(session != starter && session != shim, "{session}");
+    assert_ne!(session, session_of(std::process::id() as i32).1);
+    assert_eq!(tty, 0);
+}
