@@ -20,12 +20,12 @@ fn sealed_copy() -> OwnedFd {
     .unwrap();
     let mut f = std::fs::File::from(fd);
     f.write_all(&std::fs::read(BIN).unwrap()).unwrap();
-    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
-    // SAFETY: fcntl on a descriptor we own, with integer arguments only.
-    assert_eq!(
-        unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, seals) },
-        0
-    );
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    let seals = SealFlag::F_SEAL_SEAL
+        | SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_WRITE;
+    fcntl(&f, FcntlArg::F_ADD_SEALS(seals)).unwrap();
     f.into()
 }
 
