@@ -38,6 +38,9 @@ pub enum RuntimeError {
     Hook(#[from] hooks::HookError),
     #[error(transparent)]
     Console(#[from] console::ConsoleError),
+    /// Making the container's init, in the runtime (see `init::clone_init`).
+    #[error(transparent)]
+    Init(#[from] init::InitError),
     #[error("{op}: {source}")]
     Io { op: String, source: std::io::Error },
     #[error("container {id} is {status}: {message}")]
@@ -392,6 +395,32 @@ fn fork_stage1(
     }
 }
 
+/// Clones the container's init straight from here (`init::clone_init`; no stage 1), which
+/// runs `init::cloned_init` in the child (our end of the sync channel closed there); the
+/// child's end is closed here. `wait`: as for [`fork_stage1`] (the init is our child
+/// anyway). Our end and the init's pid.
+fn clone_init(
+    cfg: &InitConfig,
+    parent: sync::Channel,
+    child: sync::Channel,
+    wait: bool,
+) -> Result<(sync::Channel, i32)> {
+    if wait {
+        set_child_subreaper();
+    }
+    match init::clone_init(cfg) {
+        Ok((nix::unistd::ForkResult::Child, in_v2)) => {
+            drop(parent);
+            init::cloned_init(cfg, &child, in_v2)
+        }
+        Ok((nix::unistd::ForkResult::Parent { child: pid }, _)) => {
+            drop(child);
+            Ok((parent, pid.as_raw()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn fork() -> Result<nix::unistd::ForkResult> {
     // SAFETY: the runtime is single-threaded; the child only runs our init code and exits
     // with _exit.
@@ -532,7 +561,12 @@ impl Runtime {
                 .and_then(open_self_attach),
         };
         let self_attach = cfg.attach.is_some();
-        let (parent, stage1) = fork_stage1(&cfg, parent, child, foreground, init::create_stage1)?;
+        let direct = init::can_clone_init(&spec);
+        let (parent, stage1) = if direct {
+            clone_init(&cfg, parent, child, foreground)?
+        } else {
+            fork_stage1(&cfg, parent, child, foreground, init::create_stage1)?
+        };
         drop(cfg.console_socket);
         guard.pids.push(stage1);
         let mut state = ContainerState {
@@ -548,24 +582,30 @@ impl Runtime {
             config: spec.clone(),
         };
         let handshake = (|| -> Result<()> {
+            // The init's pid: stage 1 tells it, unless it is the init (no stage 1).
+            let mut init_pid = |pid: i32, state: &mut ContainerState| -> Result<()> {
+                state.pid = pid;
+                if pid != stage1 {
+                    guard.pids.insert(0, pid);
+                }
+                // The init sets up its mounts meanwhile; it waits for "Go" before it needs
+                // the cgroup (an init that joins it itself did so first thing).
+                if let (Some(cg), false) = (&cg, self_attach) {
+                    cg.add_task(pid)?;
+                }
+                parent.send(&Msg::Go)?;
+                Ok(())
+            };
+            if direct {
+                init_pid(stage1, &mut state)?;
+            }
             loop {
                 match parent.recv()? {
                     Msg::MapRequest { pid } => {
                         write_id_maps(pid, &spec)?;
                         parent.send(&Msg::MapDone)?;
                     }
-                    Msg::InitPid { pid } => {
-                        state.pid = pid;
-                        if pid != stage1 {
-                            guard.pids.insert(0, pid);
-                        }
-                        // The init sets up its mounts meanwhile; it waits for "Go" before it needs
-                        // the cgroup (an init that joins it itself did so first thing).
-                        if let (Some(cg), false) = (&cg, self_attach) {
-                            cg.add_task(pid)?;
-                        }
-                        parent.send(&Msg::Go)?;
-                    }
+                    Msg::InitPid { pid } => init_pid(pid, &mut state)?,
                     Msg::RuntimeHooks => {
                         let h = spec.hooks();
                         let st = state.hook_state(Status::Creating);

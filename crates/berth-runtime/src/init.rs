@@ -126,6 +126,15 @@ impl SelfAttach {
 
 /// `fork`, straight into the v2 cgroup `cgroup` (`clone3` with `CLONE_INTO_CGROUP`).
 fn fork_into_cgroup(cgroup: BorrowedFd<'_>) -> Result<nix::unistd::ForkResult, Errno> {
+    clone_child(0, Some(cgroup))
+}
+
+/// `fork` with the namespace `flags` of `clone(2)` (new namespaces of the child's), into the
+/// v2 cgroup `cgroup` when given (`clone3` with `CLONE_INTO_CGROUP`).
+fn clone_child(
+    flags: u64,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> Result<nix::unistd::ForkResult, Errno> {
     use std::os::fd::AsRawFd;
     /// The kernel's `struct clone_args` (the size given tells it which fields there are).
     #[repr(C)]
@@ -145,9 +154,9 @@ fn fork_into_cgroup(cgroup: BorrowedFd<'_>) -> Result<nix::unistd::ForkResult, E
     }
     const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
     let args = CloneArgs {
-        flags: CLONE_INTO_CGROUP,
+        flags: flags | cgroup.map_or(0, |_| CLONE_INTO_CGROUP),
         exit_signal: libc::SIGCHLD as u64,
-        cgroup: cgroup.as_raw_fd() as u64,
+        cgroup: cgroup.map_or(0, |c| c.as_raw_fd() as u64),
         ..Default::default()
     };
     // SAFETY: as `fork` (no stack, no shared memory: the child continues on a copy of ours):
@@ -353,6 +362,103 @@ fn create_stage1_inner(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError
         })?;
         init_stage2(cfg, chan, in_user_ns, false)
     }
+}
+
+/// Whether `create` clones the container's init straight from the runtime, without stage 1
+/// (one process less to start on every create): when the init needs a fork of its own for
+/// its PID namespace and nothing needs a process before it: no user namespace (made and
+/// mapped first), no time namespace (its offsets are written before any process enters
+/// it), a runtime that is neither in a protective mount namespace of its own (a
+/// container's is a copy of the host's, which stage 1 joins first) nor in a user namespace
+/// (rootless).
+pub fn can_clone_init(spec: &Spec) -> bool {
+    spec.has_namespace(NamespaceType::Pid)
+        && !spec.has_namespace(NamespaceType::User)
+        && !spec.has_namespace(NamespaceType::Time)
+        && crate::protect::host_mount_ns().is_none()
+        && !crate::rootless::running_in_userns()
+}
+
+/// The namespaces stage 1 joins by path, in its order; the PID namespace is the runtime's
+/// business in [`clone_init`].
+const JOINED_BY_INIT: [NamespaceType; 5] = [
+    NamespaceType::Ipc,
+    NamespaceType::Uts,
+    NamespaceType::Network,
+    NamespaceType::Mount,
+    NamespaceType::Cgroup,
+];
+
+/// Clones the container's init from the runtime itself (see [`can_clone_init`]), in the
+/// runtime: the init's PID namespace, joined or made, is our children's for the clone only
+/// (ours again right after, for hooks and anything else we start); its new namespaces are
+/// the clone's; those it joins by path are its first steps ([`cloned_init`]). We are not
+/// dumpable from here on, so that the init never is: a process of a PID namespace it joins
+/// could otherwise open it before it could say so itself. Returns in both: the child runs
+/// [`cloned_init`] next; the parent gets whether the init is in its v2 cgroup already.
+pub fn clone_init(cfg: &InitConfig) -> Result<(nix::unistd::ForkResult, bool), InitError> {
+    let spec = cfg.spec;
+    set_not_dumpable();
+    let ours =
+        std::fs::File::open("/proc/self/ns/pid").map_err(sys_io("open our PID namespace"))?;
+    let path = spec
+        .namespace(NamespaceType::Pid)
+        .and_then(|n| n.path.clone());
+    let mut flags = 0;
+    for typ in [
+        NamespaceType::Ipc,
+        NamespaceType::Uts,
+        NamespaceType::Network,
+        NamespaceType::Mount,
+    ] {
+        if spec.namespace(typ).is_some_and(|n| n.path.is_none()) {
+            flags |= typ.clone_flag() as u64;
+        }
+    }
+    let into = cfg
+        .attach
+        .as_ref()
+        .and_then(|a| a.unified.as_ref())
+        .map(|(dir, _)| dir.as_fd());
+    // Into the v2 cgroup at once when the runtime left it to us, else a plain clone (the init
+    // then joins it by writing its cgroup.procs). A clone that fails after its pid was taken
+    // leaves a new PID namespace where no process can be made any more: each attempt has a
+    // namespace of its own.
+    let attempt = |cgroup: Option<BorrowedFd<'_>>| {
+        match &path {
+            Some(p) => setns_path(p, NamespaceType::Pid)?,
+            None => nix::sched::unshare(CloneFlags::CLONE_NEWPID)
+                .map_err(sys("create PID namespace"))?,
+        }
+        let cloned = clone_child(flags, cgroup);
+        if !matches!(cloned, Ok(nix::unistd::ForkResult::Child)) {
+            setns_fd(ours.as_fd(), NamespaceType::Pid, "the runtime's own PID")?;
+        }
+        Ok::<_, InitError>(cloned)
+    };
+    if let Some(dir) = into {
+        if let Ok(r) = attempt(Some(dir))? {
+            return Ok((r, true));
+        }
+    }
+    let r = attempt(None)?.map_err(sys("clone the container's init"))?;
+    Ok((r, false))
+}
+
+/// The init that [`clone_init`] cloned: joins the namespaces given by path as stage 1 does,
+/// then goes on as stage 2. Never returns.
+pub fn cloned_init(cfg: &InitConfig, chan: &Channel, in_v2: bool) -> ! {
+    run_stage2(chan, "berth-runtime init", |ready| {
+        for typ in JOINED_BY_INIT {
+            if let Some(p) = cfg.spec.namespace(typ).and_then(|n| n.path.as_ref()) {
+                setns_path(p, typ)?;
+            }
+        }
+        if let Some(a) = &cfg.attach {
+            a.join(in_v2)?;
+        }
+        init_stage2_inner(cfg, chan, false, ready)
+    })
 }
 
 /// In a new user namespace, become its root (when 0 is mapped) so that setup has every capability.

@@ -632,3 +632,55 @@ fn runtime_given_as_standard_input() {
     wait_for("shim exit", T, || !alive(shim.pid));
     assert_eq!(env.status(&id), "absent");
 }
+
+/// The shim's session, process group and controlling terminal (`/proc/PID/stat`).
+fn session_of(pid: i32) -> (i32, i32, i32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    (
+        f[2].parse().unwrap(),
+        f[3].parse().unwrap(),
+        f[4].parse().unwrap(),
+    )
+}
+
+/// Starts a shim for `id` as a daemon does, or as a process group's leader: the starter's
+/// pid and the shim's.
+fn start_as(env: &TestEnv, id: &str, b: &Bundle, group_leader: bool) -> (i32, i32) {
+    // The report through a file, not a pipe (which the container's processes could hold).
+    let report = env.dir.path().join(format!("report-{id}"));
+    let mut cmd = Command::new(shim_bin());
+    cmd.args(env.shim_args(id, b, &[]))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&report).unwrap());
+    if group_leader {
+        cmd.process_group(0);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let starter = child.id() as i32;
+    assert!(child.wait().unwrap().success());
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let shim = v["pid"].as_i64().unwrap() as i32;
+    env.pids.borrow_mut().push(shim);
+    (starter, shim)
+}
+
+#[test]
+fn the_starter_leads_the_shims_session_unless_it_leads_a_group() {
+    require_root!(BUSYBOX);
+    // Started as a daemon starts it (no process group of its own): the starter makes the
+    // session, the shim is its one child in it (one fork) and leads nothing.
+    let (env, id, b) = setup("session", &["sleep", "100"], false);
+    let (starter, shim) = start_as(&env, &id, &b, false);
+    assert_eq!(session_of(shim), (starter, starter, 0));
+
+    // A process group's leader (a shell's job) cannot make a session: the shim is then in
+    // one of an intermediate process, which it does not lead either.
+    let (env2, id2, b2) = setup("session-pg", &["sleep", "100"], false);
+    let (starter, shim) = start_as(&env2, &id2, &b2, true);
+    let (pgrp, session, tty) = session_of(shim);
+    assert_eq!(pgrp, session);
+    assert!(session != starter && session != shim, "{session}");
+    assert_ne!(session, session_of(std::process::id() as i32).1);
+    assert_eq!(tty, 0);
+}

@@ -95,8 +95,15 @@ const READ_BUF: usize = 32 << 10;
 /// At most this much of each output is read by one `drain` request.
 const MAX_DRAIN: usize = 4 << 20;
 
-/// Runs in the starter: forks the shim off (setsid + double fork), waits until it reports
+/// Runs in the starter: forks the shim off in a session of its own, waits until it reports
 /// readiness, prints the report (one JSON line) and returns the exit code for the starter.
+///
+/// The shim must be in no session or process group of the starter's and never get a
+/// controlling terminal: a session leader whose child it is. That is the starter itself
+/// when it can start a session (it is no process group's leader, as a daemon's
+/// `posix_spawn`ed child): one fork, one process less on the critical path of every
+/// container start than the classic double fork, which remains for a group leader (a
+/// shell's job).
 pub fn launch(cfg: Config) -> i32 {
     if let Err(e) = std::fs::create_dir_all(&cfg.state_dir) {
         eprintln!("berth-shim: state dir {}: {e}", cfg.state_dir.display());
@@ -109,6 +116,9 @@ pub fn launch(cfg: Config) -> i32 {
             return 1;
         }
     };
+    // A session of our own (no controlling terminal, out of the starter's process group
+    // and session): the shim, our child, is then in it without leading it.
+    let own_session = sys::setsid().is_ok();
     let child = match sys::fork() {
         Ok(p) => p,
         Err(e) => {
@@ -118,7 +128,12 @@ pub fn launch(cfg: Config) -> i32 {
     };
     if child == 0 {
         drop(r);
-        // A new session: no controlling terminal, out of the starter's process group.
+        if own_session {
+            let code = serve(cfg, w);
+            sys::exit_now(code)
+        }
+        // A process group's leader cannot start a session: the classic double fork (a new
+        // session in the child, the shim its child).
         let _ = sys::setsid();
         match sys::fork() {
             Ok(0) => {
@@ -129,7 +144,9 @@ pub fn launch(cfg: Config) -> i32 {
         }
     }
     drop(w);
-    let _ = sys::wait_pid(child);
+    if !own_session {
+        let _ = sys::wait_pid(child);
+    }
     let mut report = Vec::new();
     let _ = std::fs::File::from(r).read_to_end(&mut report);
     let text = String::from_utf8_lossy(&report);
