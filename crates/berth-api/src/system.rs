@@ -54,6 +54,27 @@ pub struct Version {
     pub build_time: String,
 }
 
+impl Version {
+    /// The version of a daemon whose only component is `engine`: the top-level fields repeat
+    /// the engine's (as dockerd's do).
+    pub fn of_engine(platform: Platform, engine: Component) -> Self {
+        let d = &engine.details;
+        Version {
+            platform,
+            version: engine.version.clone(),
+            api_version: d.api_version.clone(),
+            min_api_version: d.min_api_version.clone(),
+            git_commit: d.git_commit.clone(),
+            go_version: d.go_version.clone(),
+            os: d.os.clone(),
+            arch: d.arch.clone(),
+            kernel_version: d.kernel_version.clone(),
+            build_time: d.build_time.clone(),
+            components: vec![engine],
+        }
+    }
+}
+
 /// `Plugins` of the info.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
@@ -271,4 +292,45 @@ pub struct BuildCacheRecord {
 pub struct BuildCachePruneReport {
     pub caches_deleted: Option<Vec<String>>,
     pub space_reclaimed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_repeats_the_engines_fields_at_the_top() {
+        let engine = Component {
+            name: "Engine".into(),
+            version: "1.2.3".into(),
+            details: ComponentDetails {
+                api_version: "1.44".into(),
+                min_api_version: "1.24".into(),
+                git_commit: "abc".into(),
+                go_version: "rustc 1.95".into(),
+                os: "linux".into(),
+                arch: "amd64".into(),
+                kernel_version: "6.1".into(),
+                experimental: "false".into(),
+                build_time: "now".into(),
+            },
+        };
+        let v = serde_json::to_value(Version::of_engine(Platform::default(), engine)).unwrap();
+        let details = &v["Components"][0]["Details"];
+        for k in [
+            "ApiVersion",
+            "MinAPIVersion",
+            "GitCommit",
+            "GoVersion",
+            "Os",
+            "Arch",
+            "KernelVersion",
+            "BuildTime",
+        ] {
+            assert_eq!(v[k], details[k], "{k}");
+            assert!(v[k].as_str().is_some_and(|s| !s.is_empty()), "{k}");
+        }
+        assert_eq!(v["Version"], "1.2.3");
+        assert_eq!(v["Components"][0]["Version"], "1.2.3");
+    }
 }

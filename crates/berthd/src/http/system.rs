@@ -156,19 +156,16 @@ async fn ping() -> Response {
 
 async fn version(s: St) -> Response {
     let i = &s.info;
-    let ver = env!("CARGO_PKG_VERSION");
-    let api = ApiVersion::CURRENT.to_string();
-    let min = ApiVersion::MIN.to_string();
-    json(&Version {
-        platform: Platform {
+    json(&Version::of_engine(
+        Platform {
             name: "Berth Engine".into(),
         },
-        components: vec![Component {
+        Component {
             name: "Engine".into(),
-            version: ver.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
             details: ComponentDetails {
-                api_version: api.clone(),
-                min_api_version: min.clone(),
+                api_version: ApiVersion::CURRENT.to_string(),
+                min_api_version: ApiVersion::MIN.to_string(),
                 git_commit: String::new(),
                 go_version: i.rustc.clone(),
                 os: "linux".into(),
@@ -177,17 +174,8 @@ async fn version(s: St) -> Response {
                 experimental: "false".into(),
                 build_time: String::new(),
             },
-        }],
-        version: ver.into(),
-        api_version: api,
-        min_api_version: min,
-        git_commit: String::new(),
-        go_version: i.rustc.clone(),
-        os: "linux".into(),
-        arch: i.arch.clone(),
-        kernel_version: i.kernel.clone(),
-        build_time: String::new(),
-    })
+        },
+    ))
 }
 
 async fn info(s: St, axum::Extension(v): axum::Extension<ApiVersion>) -> Response {
