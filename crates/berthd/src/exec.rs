@@ -336,16 +336,36 @@ impl Engine {
         Ok(self.exec_rec(exec_id)?.to_inspect())
     }
 
-    /// Runs a command in a container to completion, collecting up to `limit` bytes of output
-    /// into `out` as it comes (health checks: a check that times out reports what it wrote).
-    /// Returns the exit code.
+    /// Kills an exec's process (SIGKILL through the container's shim); one that ended is
+    /// fine.
+    pub async fn exec_kill(&self, container: &str, exec_id: &str) {
+        let short: String = exec_id.chars().take(32).collect();
+        let r = shimio::call(
+            &self.shim_socket(container),
+            Request::Kill {
+                signal: berth_shim::protocol::Signal::Number(libc::SIGKILL),
+                all: false,
+                exec_id: Some(short),
+            },
+        )
+        .await;
+        if let Err(e) = r {
+            tracing::debug!("killing exec {exec_id}: {e}");
+        }
+    }
+
+    /// Runs a command in a container, collecting up to `limit` bytes of output into `out` as
+    /// it comes (health checks: a check that times out reports what it wrote). Returns the
+    /// exit code, or `None` when the process ran past `timeout` (counted from its start, as
+    /// dockerd's probes): it is then killed and its end awaited (no probe left running).
     pub async fn exec_collect(
         self: &Arc<Self>,
         cid: &str,
         args: Vec<String>,
         limit: usize,
         out: &std::sync::Mutex<Vec<u8>>,
-    ) -> Result<i64> {
+        timeout: std::time::Duration,
+    ) -> Result<Option<i64>> {
         let id = self.exec_create(
             cid,
             &CreateRequest {
@@ -355,22 +375,64 @@ impl Engine {
                 ..Default::default()
             },
         )?;
-        let (_, s) = self.exec_start(&id).await?;
+        let started = tokio::time::timeout(EXEC_START_TIMEOUT, self.exec_start(&id)).await;
+        let s = match started {
+            Ok(Ok((_, s))) => s,
+            Ok(Err(e)) => {
+                self.execs.map.lock().unwrap().remove(&id);
+                return Err(e);
+            }
+            Err(_) => {
+                // A wedged start: whatever started is killed, the exec forgotten.
+                self.exec_kill(cid, &id).await;
+                self.execs.map.lock().unwrap().remove(&id);
+                return Err(EngineError::Internal(format!(
+                    "timed out starting health check for container {cid}"
+                )));
+            }
+        };
         let (mut r, _w) = s.into_split();
-        let code = pump_frames(&mut r, |_, data| {
+        let mut frames = Frames::new(&mut r);
+        let collect = |data: &[u8]| {
             let mut out = out.lock().unwrap();
             if out.len() < limit {
                 let n = data.len().min(limit - out.len());
                 out.extend_from_slice(&data[..n]);
             }
-        })
-        .await;
-        let code = code.unwrap_or(-1);
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut timed_out = false;
+        let code = loop {
+            let next = if timed_out {
+                frames.next().await
+            } else {
+                match tokio::time::timeout_at(deadline, frames.next()).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        // Past the timeout: kill the process, then read on to its end.
+                        timed_out = true;
+                        self.exec_kill(cid, &id).await;
+                        continue;
+                    }
+                }
+            };
+            match next {
+                Ok(()) => {
+                    if !timed_out {
+                        collect(frames.frame().1);
+                    }
+                }
+                Err(code) => break code.unwrap_or(-1),
+            }
+        };
         self.exec_exited(&id, code);
         self.execs.map.lock().unwrap().remove(&id);
-        Ok(code)
+        Ok((!timed_out).then_some(code))
     }
 }
+
+/// How long an exec of the daemon's own (a health probe) may take to start (dockerd's).
+const EXEC_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The reader of a shim's framed exec stream (Docker's 8-byte headers; a last frame of
 /// stream [`berth_shim::protocol::EXIT`] carries the exit code). [`Frames::next`] is

@@ -62,14 +62,15 @@ impl Engine {
                 }
                 let start = util::now_rfc3339_nano();
                 let out = std::sync::Mutex::new(Vec::new());
-                let check = me.exec_collect(&id, cmd.clone(), MAX_OUTPUT, &out);
-                let res = tokio::time::timeout(timeout, check).await;
+                let res = me
+                    .exec_collect(&id, cmd.clone(), MAX_OUTPUT, &out, timeout)
+                    .await;
                 let text = String::from_utf8_lossy(&out.lock().unwrap()).into_owned();
                 let (code, output) = match res {
-                    Ok(Ok(code)) => (code, text),
-                    Ok(Err(e)) => (-1, e.to_string()),
+                    Ok(Some(code)) => (code, text),
+                    Err(e) => (-1, e.to_string()),
                     // dockerd's message, with what the check wrote until then.
-                    Err(_) => {
+                    Ok(None) => {
                         let limit = berth_util::time::go_duration(timeout);
                         let mut m = format!("Health check exceeded timeout ({limit})");
                         if !text.is_empty() {

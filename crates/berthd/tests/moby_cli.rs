@@ -512,3 +512,36 @@ fn network_prune_label_filters() {
     assert!(out.contains("pn4"), "{out}");
     d.finish();
 }
+
+#[test]
+fn ports_are_published_only_through_a_network_that_is_not_internal() {
+    let d = root_daemon!("docker");
+    let port = free_port().to_string();
+    d.docker_line("network create --internal inet", &[]).ok();
+    d.docker_line("network create onet", &[]).ok();
+    d.docker_line(
+        "run -d --name srv --net inet -p",
+        &[
+            &format!("{port}:8080"),
+            "busybox",
+            "sh",
+            "-c",
+            "while true; do echo hi | nc -l -p 8080; done",
+        ],
+    )
+    .ok();
+    let get = || d.docker_line("run --rm --net=host busybox nc -w 2 127.0.0.1", &[&port]);
+    // On an internal network only: nothing is published (dockerd maps no port there).
+    let r = get();
+    assert!(
+        r.code != 0 || !r.stdout.contains("hi"),
+        "published on an internal network: {}",
+        r.stdout
+    );
+    // Connected to a network that is not internal: published through it.
+    d.docker_line("network connect onet srv", &[]).ok();
+    wait("the port published on the new network", || {
+        get().stdout.contains("hi")
+    });
+    finish(d);
+}

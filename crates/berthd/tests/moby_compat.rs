@@ -664,3 +664,45 @@ fn terminals_get_their_console_size_from_the_start() {
     assert!(out.contains("21 77"), "{out}");
     finish(d);
 }
+
+#[test]
+fn a_health_probe_past_its_timeout_is_killed() {
+    let d = root_daemon!();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "hk",
+        "--health-cmd",
+        "echo probing; sleep 61",
+        "--health-interval",
+        "100ms",
+        "--health-timeout",
+        "300ms",
+        "--health-retries",
+        "1",
+        "busybox",
+        "top",
+    ])
+    .ok();
+    let logs = || {
+        d.inspect("{{len .State.Health.Log}}", "hk")
+            .trim()
+            .parse::<usize>()
+            .unwrap_or(0)
+    };
+    wait("four timed-out probes", || logs() >= 4);
+    let out = d.inspect("{{range .State.Health.Log}}{{.Output}}|{{end}}", "hk");
+    assert!(
+        out.starts_with("Health check exceeded timeout (300ms): probing\n|"),
+        "{out}"
+    );
+    // Each probe was killed at its timeout: at most the one running now is left, and only
+    // its exec is listed.
+    let ps = d.docker_out("exec hk ps -o args", &[]);
+    let probes = ps.lines().filter(|l| l.contains("sleep 61")).count();
+    assert!(probes <= 1, "probes left running:\n{ps}");
+    let execs = d.inspect("{{len .ExecIDs}}", "hk");
+    assert!(execs.trim().parse::<usize>().unwrap() <= 2, "{execs}");
+    finish(d);
+}

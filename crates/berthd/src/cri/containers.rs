@@ -422,22 +422,9 @@ impl Cri {
         .map_err(|e| Status::internal(format!("reopening the log of {}: {e}", rec.id)))
     }
 
-    /// Kills an exec's process (SIGKILL through the container's shim); one that ended is
-    /// fine.
+    /// Kills an exec's process (see [`crate::engine::Engine::exec_kill`]).
     pub(crate) async fn kill_exec(&self, container: &str, exec_id: &str) {
-        let short: String = exec_id.chars().take(32).collect();
-        let r = crate::shimio::call(
-            &self.engine.shim_socket(container),
-            berth_shim::protocol::Request::Kill {
-                signal: berth_shim::protocol::Signal::Number(libc::SIGKILL),
-                all: false,
-                exec_id: Some(short),
-            },
-        )
-        .await;
-        if let Err(e) = r {
-            tracing::debug!("CRI: killing exec {exec_id}: {e}");
-        }
+        self.engine.exec_kill(container, exec_id).await;
     }
 
     pub(crate) async fn exec_sync(

@@ -377,47 +377,16 @@ impl Manager {
             "attaching to network {}",
             names.join(", ")
         )))?;
-        // Published ports: bind now (conflicts fail the start), then DNAT. A port published
-        // on every address is bound on [::] too (one host port for both) when the host can
-        // listen on IPv6, as dockerd does: to the container's IPv6 address, else by the proxy
-        // alone to its IPv4 address.
-        let mut proxies = Vec::new();
-        let mut maps = Vec::new();
-        if let Some(primary) = eps.first() {
-            let v6 = ports::v6_listenable() && !crate::rootless_net::isolated();
-            for want in wanted_ports(c)? {
-                let mut group = vec![want.clone()];
-                if want.host_ip.is_empty() && v6 {
-                    group.push(WantPort {
-                        host_ip: "::".into(),
-                        ..want.clone()
-                    });
-                }
-                let (bound, port) = ports::bind_ports(&group).map_err(|e| match e {
-                    // dockerd names the endpoint (the container's name and the endpoint's ID).
-                    EngineError::Internal(m) => EngineError::Internal(m.replacen(
-                        "on endpoint:",
-                        &format!("on endpoint {} ({}):", c.short_name(), primary.endpoint_id),
-                        1,
-                    )),
-                    e => e,
-                })?;
-                for (w, bound) in group.iter().zip(bound) {
-                    let target = SocketAddr::new(primary.target_ip(&w.host_ip), w.container_port);
-                    let tags = self.proxy_tags(&c.id, &w.proto, &w.host_ip, port);
-                    let proxy = bound
-                        .spawn_process(Path::new("/proc/self/exe"), target, &tags)
-                        .map_err(EngineError::sys("starting a port's proxy"))?;
-                    proxies.push(proxy);
-                    maps.push(PortMap {
-                        proto: w.proto.clone(),
-                        host_ip: w.host_ip.clone(),
-                        host_port: port,
-                        container_port: w.container_port,
-                    });
-                }
-            }
-        }
+        let target = self
+            .state
+            .lock()
+            .unwrap()
+            .publishing_endpoint(&eps)
+            .cloned();
+        let (proxies, maps) = match &target {
+            Some(ep) => self.publish(c, ep)?,
+            None => (Vec::new(), Vec::new()),
+        };
         let dns = if nets.iter().any(Network::dns) {
             Some(self.dns_server(&c.id, ns)?)
         } else {
@@ -440,6 +409,50 @@ impl Manager {
             },
         );
         Ok(())
+    }
+
+    /// Publishes the container's ports to endpoint `ep`: binds them now (conflicts fail the
+    /// start), the proxies and (with the maps recorded) DNAT. A port published on every
+    /// address is bound on [::] too (one host port for both) when the host can listen on
+    /// IPv6, as dockerd does: to the container's IPv6 address, else by the proxy alone to its
+    /// IPv4 address.
+    fn publish(&self, c: &Container, ep: &Endpoint) -> Result<(Vec<proxy::Proxy>, Vec<PortMap>)> {
+        let mut proxies = Vec::new();
+        let mut maps = Vec::new();
+        let v6 = ports::v6_listenable() && !crate::rootless_net::isolated();
+        for want in wanted_ports(c)? {
+            let mut group = vec![want.clone()];
+            if want.host_ip.is_empty() && v6 {
+                group.push(WantPort {
+                    host_ip: "::".into(),
+                    ..want.clone()
+                });
+            }
+            let (bound, port) = ports::bind_ports(&group).map_err(|e| match e {
+                // dockerd names the endpoint (the container's name and the endpoint's ID).
+                EngineError::Internal(m) => EngineError::Internal(m.replacen(
+                    "on endpoint:",
+                    &format!("on endpoint {} ({}):", c.short_name(), ep.endpoint_id),
+                    1,
+                )),
+                e => e,
+            })?;
+            for (w, bound) in group.iter().zip(bound) {
+                let target = SocketAddr::new(ep.target_ip(&w.host_ip), w.container_port);
+                let tags = self.proxy_tags(&c.id, &w.proto, &w.host_ip, port);
+                let proxy = bound
+                    .spawn_process(Path::new("/proc/self/exe"), target, &tags)
+                    .map_err(EngineError::sys("starting a port's proxy"))?;
+                proxies.push(proxy);
+                maps.push(PortMap {
+                    proto: w.proto.clone(),
+                    host_ip: w.host_ip.clone(),
+                    host_port: port,
+                    container_port: w.container_port,
+                });
+            }
+        }
+        Ok((proxies, maps))
     }
 
     fn plug(&self, ns: &Netns, ep: &Endpoint, net: &Network, primary: bool) -> Result<u32> {
@@ -646,7 +659,8 @@ impl Manager {
         }
         let known: HashMap<&str, &Container> =
             containers.iter().map(|c| (c.id.as_str(), c)).collect();
-        let running: Vec<(String, i64, Vec<PortMap>, Vec<Endpoint>)> = {
+        #[allow(clippy::type_complexity)]
+        let running: Vec<(String, i64, Vec<PortMap>, Vec<Endpoint>, Option<Endpoint>)> = {
             let mut st = self.state.lock().unwrap();
             st.containers
                 .retain(|id, _| known.contains_key(id.as_str()));
@@ -665,17 +679,18 @@ impl Manager {
                         known[id.as_str()].state.pid,
                         cn.ports.clone(),
                         cn.endpoints.clone(),
+                        st.publishing_endpoint(&cn.endpoints).cloned(),
                     )
                 })
                 .collect()
         };
-        for (id, pid, ports, eps) in running {
+        for (id, pid, ports, eps, target) in running {
             let ns = Netns::of_pid(pid as u32);
             if !ns.0.exists() {
                 continue;
             }
             let mut proxies = Vec::new();
-            if let Some(primary) = eps.first() {
+            if let Some(primary) = target {
                 for p in &ports {
                     let want = WantPort {
                         proto: p.proto.clone(),
@@ -787,6 +802,7 @@ impl Manager {
                     return Err(e);
                 }
             }
+            self.publish_on_connect(c, &ep, &net)?;
             if net.dns() {
                 let started = {
                     let mut run = self.running.lock().unwrap();
@@ -803,6 +819,34 @@ impl Manager {
                 }
             }
             self.event("connect", &net, Some(&c.id));
+        }
+        Ok(())
+    }
+
+    /// A running container whose ports are not published (its networks were all internal)
+    /// was connected to `net`: when that one is not internal, they are published to `ep`.
+    fn publish_on_connect(&self, c: &Container, ep: &Endpoint, net: &Network) -> Result<()> {
+        let unpublished = self
+            .state
+            .lock()
+            .unwrap()
+            .containers
+            .get(&c.id)
+            .is_some_and(|cn| cn.ports.is_empty());
+        if net.internal || !unpublished || wanted_ports(c)?.is_empty() {
+            return Ok(());
+        }
+        let (proxies, maps) = self.publish(c, ep)?;
+        {
+            let mut st = self.state.lock().unwrap();
+            if let Some(cn) = st.containers.get_mut(&c.id) {
+                cn.ports = maps;
+            }
+            self.file.save(&st)?;
+            self.apply_firewall(&st)?;
+        }
+        if let Some(r) = self.running.lock().unwrap().get_mut(&c.id) {
+            r.proxies.extend(proxies);
         }
         Ok(())
     }

@@ -277,7 +277,7 @@ impl Manager {
             }
         }
         for c in st.containers.values() {
-            let Some(ep) = c.endpoints.first() else {
+            let Some(ep) = st.publishing_endpoint(&c.endpoints) else {
                 continue;
             };
             let Some(n) = st.networks.get(&ep.network) else {

@@ -201,6 +201,14 @@ impl NetState {
             .filter(move |e| e.network == net)
     }
 
+    /// The endpoint a container's ports are published to: the first on a network that is
+    /// not `--internal` (dockerd programs no port mapping on an internal network; a
+    /// connection to another network publishes them there).
+    pub fn publishing_endpoint<'a>(&self, eps: &'a [Endpoint]) -> Option<&'a Endpoint> {
+        eps.iter()
+            .find(|e| self.networks.get(&e.network).is_some_and(|n| !n.internal))
+    }
+
     /// Whether any endpoint of these is on a network with embedded DNS.
     pub fn any_dns(&self, eps: &[Endpoint]) -> bool {
         eps.iter()
