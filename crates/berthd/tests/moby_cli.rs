@@ -383,18 +383,33 @@ fn network_prune_label_filters() {
         args.push(n);
         d.docker(&args).ok();
     }
-    let out = d.docker_line("network prune -f --filter label=foo", &[]).ok().stdout;
-    assert!(out.contains("pn1") && !out.contains("pn2") && !out.contains("pn3"), "{out}");
-    let out = d.docker_line("network prune -f --filter label!=bar", &[]).ok().stdout;
+    let out = d
+        .docker_line("network prune -f --filter label=foo", &[])
+        .ok()
+        .stdout;
+    assert!(
+        out.contains("pn1") && !out.contains("pn2") && !out.contains("pn3"),
+        "{out}"
+    );
+    let out = d
+        .docker_line("network prune -f --filter label!=bar", &[])
+        .ok()
+        .stdout;
     assert!(!out.contains("pn2") && out.contains("pn3"), "{out}");
     // Both label! filters must match to keep a network.
     let out = d
-        .docker_line("network prune -f --filter label!=bar --filter label!=baz", &[])
+        .docker_line(
+            "network prune -f --filter label!=bar --filter label!=baz",
+            &[],
+        )
         .ok()
         .stdout;
     assert!(out.contains("pn2"), "{out}");
     d.docker_line("network create --label keep pn4", &[]).ok();
-    let out = d.docker_line("network prune -f --filter until=1h", &[]).ok().stdout;
+    let out = d
+        .docker_line("network prune -f --filter until=1h", &[])
+        .ok()
+        .stdout;
     assert!(!out.contains("pn4"), "{out}");
     d.docker_line("network prune -f --filter dangling=true", &[])
         .fails_with("invalid filter 'dangling'");
