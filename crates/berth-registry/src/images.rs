@@ -353,6 +353,7 @@ impl ImageBackend for LocalBackend {
             repo_digests: vec![reference.repository().with_digest(p.repo_digest.clone())],
             extra_manifests: p.index.iter().map(|(d, _, _)| d.clone()).collect(),
             parent: None,
+            keep_tag_time: false,
         })?;
         let platform = berth_image::manifest::ImageConfig::parse(&p.config)
             .map_err(BackendError::internal)?
@@ -430,6 +431,7 @@ impl ImageBackend for LocalBackend {
             repo_digests: vec![reference.repository().with_digest(pushed.digest.clone())],
             extra_manifests: Vec::new(),
             parent: None,
+            keep_tag_time: false,
         })?;
         Ok(pushed)
     }

@@ -246,3 +246,38 @@ fn dockerfile_from_stdin_with_a_directory_context() {
     }
     d.finish();
 }
+
+/// moby's TestBuildMultiStageOnBuild: the classic builder builds every stage up to the target
+/// (the second stage, which the last one does not use, included), each stage's image ID an
+/// `aux` message in stage order; ONBUILD triggers run in every stage built on the image.
+#[test]
+fn classic_build_sends_an_image_id_per_stage() {
+    let d = root_daemon!("curl");
+    let df = "FROM busybox AS stage1\nONBUILD RUN echo 'foo' >somefile\nONBUILD ENV bar=baz\n\nFROM stage1\nRUN cat somefile\n\nFROM stage1\nRUN cat somefile\n";
+    let tar = raw_tar(&[("Dockerfile", df)]);
+    let ctx = d.path("onbuild.tar");
+    std::fs::write(&ctx, &tar).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--unix-socket"])
+        .arg(d.sock())
+        .args(["-H", "Content-Type: application/x-tar", "--data-binary"])
+        .arg(format!("@{}", ctx.display()))
+        .arg("http://berth/build?rm=1&forcerm=1")
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(body.contains("Successfully built"), "{body}");
+    let ids: Vec<String> = body
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["aux"]["ID"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 3, "{body}");
+    let env = d.inspect("{{json .Config.Env}}", &ids[2]);
+    assert!(env.contains("bar=baz"), "{env}");
+    // Every stage's image exists (untagged, as dockerd's).
+    for id in &ids {
+        d.docker(&["image", "inspect", id]).ok();
+    }
+    d.finish();
+}

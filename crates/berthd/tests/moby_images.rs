@@ -261,3 +261,42 @@ fn network_list_with_trailing_slash() {
     assert!(names.contains(&"bridge"), "{v}");
     d.finish();
 }
+
+/// moby integration-cli TestSaveAndLoadRepoFlags and TestSaveLoadParents: loading an archive
+/// does not touch `LastTagTime` (dockerd's load adds references only), and an image saved
+/// with its parent gets that parent back when loaded.
+#[test]
+fn load_keeps_last_tag_time_and_restores_parents() {
+    let d = root_daemon!();
+    d.docker_line("run --name slp1 busybox touch /foo", &[])
+        .ok();
+    let foo = d
+        .docker_line("commit slp1 slp:foo", &[])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    d.docker_line("run --name slp2", &[&foo, "touch", "/bar"])
+        .ok();
+    let bar = d
+        .docker_line("commit slp2 slp:bar", &[])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    assert_eq!(d.inspect("{{.Parent}}", &bar).trim(), foo);
+    let before = d.docker_line("image inspect slp:foo", &[]).ok().stdout;
+    let out = d.path("slp.tar");
+    let out = out.to_str().unwrap();
+    d.docker(&["save", "-o", out, &bar, &foo]).ok();
+    d.docker(&["save", "-o", &format!("{out}.foo"), "slp:foo"])
+        .ok();
+    d.docker_line("load -i", &[&format!("{out}.foo")]).ok();
+    let after = d.docker_line("image inspect slp:foo", &[]).ok().stdout;
+    assert_eq!(before, after, "inspect changed by a save and load");
+    d.docker_line("rm slp2", &[]).ok();
+    d.docker_line("rmi slp:bar", &[]).ok();
+    d.docker_line("load -i", &[out]).ok();
+    assert_eq!(d.inspect("{{.Parent}}", &bar).trim(), foo);
+    d.finish();
+}

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use berth_image::image_store::{LayerRecord, RegisterRequest};
 use berth_image::manifest::{ContainerConfig, Descriptor, History};
-use berth_image::Digest;
+use berth_image::{Digest, Reference};
 
 use super::cache::{self, CacheRecord};
 use super::container::{self, ContainerGuard};
@@ -315,6 +315,25 @@ impl Eval<'_, '_, '_> {
 
     /// Registers the final state as an image with the tags (its blobs published first).
     pub(super) fn register(&mut self, fin: &State) -> Result<Built> {
+        let tags = self.opts.tags.clone();
+        let id = self.store_image(fin, &tags)?;
+        self.finish_build(id)
+    }
+
+    /// The classic builder's image of a stage other than the target: registered untagged,
+    /// its ID sent as an `aux` message (dockerd's `emitImageID` after each stage).
+    pub(super) fn register_stage(&mut self, st: &State) -> Result<()> {
+        let id = self.store_image(st, &[])?;
+        let mut aux = serde_json::Map::new();
+        aux.insert("ID".into(), id.to_string().into());
+        if !(self.sink)(Event::Aux(aux.into())) {
+            return Err(BuildError::Cancelled);
+        }
+        Ok(())
+    }
+
+    /// Registers a state as an image named `tags`; its ID.
+    fn store_image(&mut self, fin: &State, tags: &[Reference]) -> Result<Digest> {
         let store = self.b.store;
         let t0 = std::time::Instant::now();
         let config = serde_json::to_vec(&fin.config)?;
@@ -325,14 +344,14 @@ impl Eval<'_, '_, '_> {
             .map_err(error::store("unpacking the image's layers"))?;
         // A rebuild that changes nothing: the image and its tags are in place already.
         let unchanged = store.get(&id).is_ok()
-            && self.opts.tags.iter().all(|t| {
+            && tags.iter().all(|t| {
                 store
                     .resolve(&t.to_string())
                     .is_ok_and(|r| r.image.id == id && r.reference.is_some())
             });
         if unchanged {
             self.pending.publish(store)?;
-            return self.finish_build(id);
+            return Ok(id);
         }
         let manifest = berth_image::image_store::synthesize_manifest(&config, &descs);
         // The config and manifest blobs become durable with the layers, in one round.
@@ -349,7 +368,7 @@ impl Eval<'_, '_, '_> {
                     .zip(&descs)
                     .map(|(l, d)| l.input(d.clone()))
                     .collect(),
-                tags: self.opts.tags.clone(),
+                tags: tags.to_vec(),
                 // The image the build started from (dockerd: the last step's image, whose
                 // chain leads there): `rmi` refuses to delete a parent.
                 parent: fin
@@ -360,7 +379,7 @@ impl Eval<'_, '_, '_> {
             })
             .map_err(error::store("registering the image"))?;
         tracing::debug!("image registered in {:?}", t0.elapsed());
-        self.finish_build(reg.id)
+        Ok(reg.id)
     }
 
     fn finish_build(&mut self, id: Digest) -> Result<Built> {

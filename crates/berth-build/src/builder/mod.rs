@@ -96,6 +96,10 @@ pub struct BuildOptions {
     /// Record the image the final stage started from as the built image's parent (the classic
     /// builder's `Parent`, which `rmi` protects; BuildKit's images have none).
     pub record_parent: bool,
+    /// The classic builder's stages: every stage up to the target is built (not only those
+    /// the target uses), and each but the target registered as an untagged image whose ID is
+    /// sent as an `aux` message, as dockerd's classic builder does.
+    pub classic_stages: bool,
     /// The context is still arriving (see [`ContextGate`]); `None`: it is all there.
     pub context_gate: Option<ContextGate>,
 }

@@ -109,6 +109,9 @@ impl Plan {
         // Which stages the target needs.
         let mut all_deps: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         let mut todo = vec![target];
+        if opts.classic_stages {
+            todo.extend(0..target);
+        }
         while let Some(i) = todo.pop() {
             if all_deps.contains_key(&i) {
                 continue;
@@ -203,6 +206,14 @@ impl Eval<'_, '_, '_> {
     /// Builds the plan's stages, then the image of its target.
     pub(super) fn build(&mut self, plan: &Plan) -> Result<Built> {
         self.build_stages(plan)?;
+        if self.opts.classic_stages {
+            for &i in plan.order.iter().filter(|&&i| i != plan.target) {
+                let st = self.stage_states[i]
+                    .clone()
+                    .ok_or(BuildError::Internal("stage not built"))?;
+                self.register_stage(&st)?;
+            }
+        }
         let mut fin = self.stage_states[plan.target]
             .clone()
             .ok_or(BuildError::Internal("target stage not built"))?;

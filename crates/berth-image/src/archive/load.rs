@@ -106,6 +106,7 @@ pub(super) fn load_docker(
         prepared.push((config_bytes, layers, tags));
     }
     let mut report = LoadReport::default();
+    let mut loaded_ids = Vec::new();
     for (config_bytes, layers, tags) in prepared {
         let recs: Vec<LayerRecord> = layers
             .iter()
@@ -136,9 +137,26 @@ pub(super) fn load_docker(
                 })
                 .collect(),
             tags: tags.clone(),
+            keep_tag_time: true,
             ..Default::default()
         })?;
+        loaded_ids.push(reg.id.clone());
         report.images.push(loaded(reg, &tags));
+    }
+    // dockerd's validatedParentLinks and setParentID: a parent the archive holds too, when
+    // its history is the image's but for the last entry.
+    for (ent, id) in entries.iter().zip(&loaded_ids) {
+        let Some(parent) = ent
+            .parent
+            .as_deref()
+            .and_then(|p| p.parse::<ImageId>().ok())
+        else {
+            continue;
+        };
+        if parent == *id || !loaded_ids.contains(&parent) {
+            continue;
+        }
+        store.set_parent(id, &parent)?;
     }
     Ok(report)
 }
@@ -419,6 +437,7 @@ pub(super) fn load_oci(
             layers: inputs,
             tags: names.clone(),
             extra_manifests: extra,
+            keep_tag_time: true,
             ..Default::default()
         })?;
         report.images.push(loaded(reg, &names));

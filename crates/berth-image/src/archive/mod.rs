@@ -124,6 +124,9 @@ pub(super) struct DockerManifestEntry {
     pub(super) repo_tags: Option<Vec<String>>,
     #[serde(default, deserialize_with = "berth_api::go::null_default")]
     pub(super) layers: Vec<String>,
+    /// The image's parent when the archive holds that too (dockerd's save and load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) parent: Option<String>,
 }
 
 pub(super) fn descriptor(media_type: &str, d: &Digest, size: u64) -> Descriptor {

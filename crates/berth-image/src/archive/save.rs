@@ -189,6 +189,12 @@ fn write_archive(
                 Some(tags.iter().map(|t| t.familiar_string()).collect())
             },
             layers: layer_descs.iter().map(|d| blob_path(&d.digest)).collect(),
+            // dockerd's validatedParentLinks: a parent only when it is saved too.
+            parent: rec
+                .parent
+                .as_ref()
+                .filter(|p| *p != id && images.iter().any(|(i, _)| i == *p))
+                .map(|p| p.to_string()),
         });
     }
     if let Some(tags) = index_tags {

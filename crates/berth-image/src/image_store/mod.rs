@@ -277,6 +277,9 @@ pub struct RegisterRequest {
     pub extra_manifests: Vec<Digest>,
     /// The parent image (build).
     pub parent: Option<ImageId>,
+    /// The tags move without touching `LastTagTime` (dockerd's load adds references without
+    /// `SetLastUpdated`).
+    pub keep_tag_time: bool,
 }
 
 /// The result of [`ImageStore::register`].
@@ -690,7 +693,13 @@ impl ImageStore {
         } else {
             unused_manifest = Some(manifest_digest.clone());
         }
-        let moved = set_tags(&mut idx, &id, &req.tags, &req.repo_digests);
+        let moved = set_tags(
+            &mut idx,
+            &id,
+            &req.tags,
+            &req.repo_digests,
+            !req.keep_tag_time,
+        );
         self.write_index(&idx)?;
         if let Some(m) = unused_manifest {
             if !idx.images.values().any(|i| i.manifests.contains(&m)) {

@@ -33,13 +33,45 @@ impl ImageStore {
         let _g = self.lock()?;
         let mut idx = self.read_index()?;
         let id = resolve_in(&idx, source)?.image.id;
-        let moved = set_tags(&mut idx, &id, std::slice::from_ref(&target), &[]);
+        let moved = set_tags(&mut idx, &id, std::slice::from_ref(&target), &[], true);
         self.write_index(&idx)?;
         Ok(Registered {
             id,
             new: false,
             moved_tags: moved,
         })
+    }
+
+    /// Records `parent` as the image's parent (dockerd's `setParentID` of a load): refused
+    /// unless the parent's history is the image's but for one last entry (`checkValidParent`;
+    /// creation times compared as times).
+    pub fn set_parent(&self, id: &ImageId, parent: &ImageId) -> Result<()> {
+        let (img, par) = (self.config(id)?, self.config(parent)?);
+        let valid = (img.history.is_empty() && par.history.is_empty())
+            || (img.history.len() == par.history.len() + 1
+                && par.history.iter().zip(&img.history).all(|(p, c)| {
+                    let t = |h: &crate::manifest::History| {
+                        h.created.as_deref().map(timeutil::parse_rfc3339)
+                    };
+                    let (mut p, mut c) = (p.clone(), c.clone());
+                    let same_time = t(&p) == t(&c);
+                    p.created = None;
+                    c.created = None;
+                    same_time && p == c
+                }));
+        if !valid {
+            return Err(ImageStoreError::InvalidArgument(format!(
+                "image {parent} is not a valid parent for {id}"
+            )));
+        }
+        let _g = self.lock()?;
+        let mut idx = self.read_index()?;
+        let rec = idx
+            .images
+            .get_mut(id.hex())
+            .ok_or_else(|| ImageStoreError::NotFound(id.to_string()))?;
+        rec.parent = Some(parent.clone());
+        self.write_index(&idx)
     }
 
     /// Removes one tag or digest reference; returns the image it pointed at.
@@ -131,12 +163,13 @@ pub(super) fn find_by_reference<'a>(idx: &'a Index, r: &Reference) -> Option<&'a
 }
 
 /// Points tags and digest references at `id`, moving them from other images; returns the
-/// moved tags with their previous images.
+/// moved tags with their previous images. `touch`: a tag sets the image's `LastTagTime`.
 pub(super) fn set_tags(
     idx: &mut Index,
     id: &ImageId,
     tags: &[Reference],
     digests: &[Reference],
+    touch: bool,
 ) -> Vec<(Reference, ImageId)> {
     let mut moved = Vec::new();
     let now = timeutil::now_rfc3339_nano();
@@ -164,7 +197,7 @@ pub(super) fn set_tags(
                 list.push(s);
                 list.sort();
             }
-            if is_tag {
+            if is_tag && touch {
                 rec.last_tag_time = Some(now.clone());
             }
         }

@@ -35,6 +35,7 @@ fn parse_options(pairs: &[(String, String)]) -> Result<(BuildOptions, String, bo
     let mut o = BuildOptions {
         // The classic builder's images have their base as parent.
         record_parent: true,
+        classic_stages: true,
         ..Default::default()
     };
     for (k, v) in pairs {
