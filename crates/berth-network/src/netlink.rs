@@ -401,21 +401,76 @@ async fn configure_inside(h: &Handle, specs: &[VethSpec]) -> Result<()> {
             .execute()
             .await
             .map_err(nl(format!("bringing {} up", v.ifname)))?;
-        let v4 = v.gateway.map(|gw| {
-            let r = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw);
-            (r.output_interface(idx).build(), IpAddr::V4(gw))
-        });
-        let v6 = v.gateway6.map(|gw| {
-            let r = RouteMessageBuilder::<Ipv6Addr>::new().gateway(gw);
-            (r.output_interface(idx).build(), IpAddr::V6(gw))
-        });
-        for (route, gw) in v4.into_iter().chain(v6) {
-            done_unless(h.route().add(route).execute().await, libc::EEXIST, || {
-                format!("adding default route via {gw}")
-            })?;
-        }
+        add_default_routes(h, idx, v.gateway, v.gateway6).await?;
     }
     Ok(())
+}
+
+/// Default routes via `gw4`/`gw6` on interface `idx` (of the namespace `h` works in).
+async fn add_default_routes(
+    h: &Handle,
+    idx: u32,
+    gw4: Option<Ipv4Addr>,
+    gw6: Option<Ipv6Addr>,
+) -> Result<()> {
+    let v4 = gw4.map(|gw| {
+        let r = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw);
+        (r.output_interface(idx).build(), IpAddr::V4(gw))
+    });
+    let v6 = gw6.map(|gw| {
+        let r = RouteMessageBuilder::<Ipv6Addr>::new().gateway(gw);
+        (r.output_interface(idx).build(), IpAddr::V6(gw))
+    });
+    for (route, gw) in v4.into_iter().chain(v6) {
+        done_unless(h.route().add(route).execute().await, libc::EEXIST, || {
+            format!("adding default route via {gw}")
+        })?;
+    }
+    Ok(())
+}
+
+/// Inside `ns`: replaces the default routes (IPv4 and IPv6) with ones via `gw4`/`gw6` on
+/// interface `ifname` (none for a family without a gateway): the container's gateway endpoint
+/// changed (a connect with a higher `GwPriority`, a disconnect of the old one).
+pub fn set_default_routes(
+    ns: &Netns,
+    ifname: &str,
+    gw4: Option<Ipv4Addr>,
+    gw6: Option<Ipv6Addr>,
+) -> Result<()> {
+    let ifname = ifname.to_string();
+    ns.run(move || {
+        with_handle(|h| async move {
+            let all = [
+                RouteMessageBuilder::<Ipv4Addr>::new().build(),
+                RouteMessageBuilder::<Ipv6Addr>::new().build(),
+            ];
+            for request in all {
+                let mut defaults = Vec::new();
+                let mut routes = h.route().get(request).execute();
+                while let Some(m) = routes.try_next().await.map_err(nl("listing routes"))? {
+                    let main = m.header.table
+                        == rtnetlink::packet_route::route::RouteHeader::RT_TABLE_MAIN;
+                    if m.header.destination_prefix_length == 0 && main {
+                        defaults.push(m);
+                    }
+                }
+                for m in defaults {
+                    done_unless(h.route().del(m).execute().await, libc::ESRCH, || {
+                        "removing a default route".to_string()
+                    })?;
+                }
+            }
+            let idx = match index_of(&h, &ifname).await? {
+                Some(i) => i,
+                None if gw4.is_none() && gw6.is_none() => return Ok(()),
+                None => return Err(NetlinkError::NoLink(ifname)),
+            };
+            add_default_routes(&h, idx, gw4, gw6).await
+        })
+    })
+    .map_err(io("entering the network namespace"))
+    .and_then(|r| r)
 }
 
 /// Deletes a link by index (the host end of a veth recorded at creation: an index is never

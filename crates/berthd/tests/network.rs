@@ -1086,6 +1086,36 @@ fn gw_priority_picks_the_default_route_from_api_1_48() {
         );
         d.docker_out("rm -f", &[&name]);
     }
+    // A running container: a connect with a higher priority moves the default route, its
+    // disconnect moves it back.
+    d.docker_out("run -d --name gwrun --network gwa busybox sleep 60", &[]);
+    let default_via = || {
+        let r = d.docker_out("exec gwrun ip route", &[]);
+        r.lines()
+            .find(|l| l.starts_with("default"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        default_via().starts_with(&format!("default via {} ", n.ip(1, 1))),
+        "{}",
+        default_via()
+    );
+    let connect = serde_json::json!({"Container": "gwrun", "EndpointConfig": {"GwPriority": 100}});
+    let r = d.post("/v1.48/networks/gwb/connect", &connect.to_string());
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(
+        default_via().starts_with(&format!("default via {} dev eth1", n.ip(2, 1))),
+        "{}",
+        default_via()
+    );
+    d.docker_out("network disconnect gwb gwrun", &[]);
+    assert!(
+        default_via().starts_with(&format!("default via {} dev eth0", n.ip(1, 1))),
+        "{}",
+        default_via()
+    );
+    d.docker_out("rm -f gwrun", &[]);
     d.docker_out("network rm gwa gwb", &[]);
     finish(d);
 }

@@ -365,7 +365,7 @@ impl Manager {
                 .collect();
             (eps, nets)
         };
-        let gw = gateway_index(&eps);
+        let gw = gateway_index(&eps, &nets);
         let specs = eps
             .iter()
             .zip(nets.iter())
@@ -802,7 +802,10 @@ impl Manager {
                     return Err(e);
                 }
             }
-            self.publish_on_connect(c, &ep, &net)?;
+            if !primary {
+                self.reroute(c, &ns)?;
+            }
+            self.publish_on_connect(c)?;
             if net.dns() {
                 let started = {
                     let mut run = self.running.lock().unwrap();
@@ -824,19 +827,23 @@ impl Manager {
     }
 
     /// A running container whose ports are not published (its networks were all internal)
-    /// was connected to `net`: when that one is not internal, they are published to `ep`.
-    fn publish_on_connect(&self, c: &Container, ep: &Endpoint, net: &Network) -> Result<()> {
-        let unpublished = self
-            .state
-            .lock()
-            .unwrap()
-            .containers
-            .get(&c.id)
-            .is_some_and(|cn| cn.ports.is_empty());
-        if net.internal || !unpublished || wanted_ports(c)?.is_empty() {
+    /// was connected to another network: they are published to its gateway endpoint now
+    /// (when that is not internal).
+    fn publish_on_connect(&self, c: &Container) -> Result<()> {
+        let target = {
+            let st = self.state.lock().unwrap();
+            st.containers
+                .get(&c.id)
+                .filter(|cn| cn.ports.is_empty())
+                .and_then(|cn| st.publishing_endpoint(&cn.endpoints).cloned())
+        };
+        let Some(ep) = target else {
+            return Ok(());
+        };
+        if wanted_ports(c)?.is_empty() {
             return Ok(());
         }
-        let (proxies, maps) = self.publish(c, ep)?;
+        let (proxies, maps) = self.publish(c, &ep)?;
         {
             let mut st = self.state.lock().unwrap();
             if let Some(cn) = st.containers.get_mut(&c.id) {
@@ -904,8 +911,44 @@ impl Manager {
             }
         }
         self.drop_endpoint(&c.id, &ep.network);
+        if c.state.running {
+            self.reroute(c, &Netns::of_pid(c.state.pid as u32))?;
+        }
         let st = self.state.lock().unwrap();
         self.apply_firewall(&st)
+    }
+
+    /// A running container's endpoints changed: its default routes go via the endpoint
+    /// [`gateway_index`] picks now (none without an endpoint or on an internal network).
+    fn reroute(&self, c: &Container, ns: &Netns) -> Result<()> {
+        let (eps, nets) = {
+            let st = self.state.lock().unwrap();
+            let eps: Vec<Endpoint> = st
+                .containers
+                .get(&c.id)
+                .map(|x| x.endpoints.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| st.networks.contains_key(&e.network))
+                .collect();
+            let nets: Vec<Network> = eps
+                .iter()
+                .map(|e| st.networks[&e.network].clone())
+                .collect();
+            (eps, nets)
+        };
+        let (ifname, gw4, gw6) = match eps.is_empty() {
+            true => (String::new(), None, None),
+            false => {
+                let i = gateway_index(&eps, &nets);
+                let spec = veth_spec(&eps[i], &nets[i], true)?;
+                (spec.ifname, spec.gateway, spec.gateway6)
+            }
+        };
+        netlink::set_default_routes(ns, &ifname, gw4, gw6).map_err(EngineError::netlink(format!(
+            "default routes of {}",
+            c.short_name()
+        )))
     }
 }
 
@@ -924,16 +967,32 @@ fn dns_overrides(c: &Container) -> DnsOverrides {
     }
 }
 
-/// Which endpoint gives a starting container its default routes: the first with the highest
-/// `GwPriority` (with no priorities, the first: the `NetworkMode` network).
-pub(super) fn gateway_index(eps: &[Endpoint]) -> usize {
-    let mut best = 0;
-    for (i, ep) in eps.iter().enumerate() {
-        if ep.gw_priority > eps[best].gw_priority {
-            best = i;
-        }
-    }
-    best
+/// Which endpoint gives a container its default routes, as libnetwork orders them: the highest
+/// `GwPriority`, then a non-internal network, then one with more gateways (IPv4 and IPv6),
+/// then the network name that sorts first. `eps` and `nets` are parallel.
+pub(super) fn gateway_index(eps: &[Endpoint], nets: &[Network]) -> usize {
+    (0..eps.len().min(nets.len()))
+        .min_by_key(|i| gateway_key(&eps[*i], &nets[*i]))
+        .unwrap_or(0)
+}
+
+/// [`gateway_index`]'s order: the least key is the gateway endpoint.
+pub(super) fn gateway_key(
+    ep: &Endpoint,
+    net: &Network,
+) -> (
+    std::cmp::Reverse<i64>,
+    bool,
+    std::cmp::Reverse<usize>,
+    String,
+) {
+    let gateways = 1 + usize::from(net.pool6.is_some() && ep.ip6.is_some());
+    (
+        std::cmp::Reverse(ep.gw_priority),
+        net.internal,
+        std::cmp::Reverse(gateways),
+        net.name.clone(),
+    )
 }
 
 /// The interface an endpoint gets in the container's namespace.
@@ -971,7 +1030,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_highest_gw_priority_gives_the_default_route() {
+    fn the_gateway_endpoint_is_chosen_as_libnetwork_does() {
         let ep = |p: i64| Endpoint {
             network: String::new(),
             endpoint_id: String::new(),
@@ -988,10 +1047,22 @@ mod tests {
             driver_opts: Default::default(),
             gw_priority: p,
         };
-        assert_eq!(gateway_index(&[]), 0);
-        assert_eq!(gateway_index(&[ep(0), ep(0)]), 0);
-        assert_eq!(gateway_index(&[ep(10), ep(100)]), 1);
-        assert_eq!(gateway_index(&[ep(5), ep(-1), ep(5)]), 0);
-        assert_eq!(gateway_index(&[ep(-3), ep(0)]), 1);
+        let net = |name: &str, internal: bool| {
+            let mut n = super::super::manager::new_network(name, "bridge", false);
+            n.internal = internal;
+            n
+        };
+        let pick = |v: &[(i64, &str, bool)]| {
+            let eps: Vec<Endpoint> = v.iter().map(|(p, _, _)| ep(*p)).collect();
+            let nets: Vec<Network> = v.iter().map(|(_, n, i)| net(n, *i)).collect();
+            gateway_index(&eps, &nets)
+        };
+        assert_eq!(pick(&[]), 0);
+        // The highest priority, then a non-internal network, then the name.
+        assert_eq!(pick(&[(10, "a", false), (100, "b", false)]), 1);
+        assert_eq!(pick(&[(0, "zz", false), (0, "aa", false)]), 1);
+        assert_eq!(pick(&[(0, "aa", true), (0, "zz", false)]), 1);
+        assert_eq!(pick(&[(0, "net1", false), (-100, "net5", false)]), 0);
+        assert_eq!(pick(&[(10, "net4", false), (10, "net3", false)]), 1);
     }
 }

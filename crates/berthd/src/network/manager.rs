@@ -106,7 +106,7 @@ pub struct Manager {
     pub(super) containers_dir: std::path::PathBuf,
 }
 
-fn new_network(name: &str, driver: &str, builtin: bool) -> Network {
+pub(super) fn new_network(name: &str, driver: &str, builtin: bool) -> Network {
     Network {
         id: util::new_id(),
         name: name.into(),

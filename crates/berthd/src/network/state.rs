@@ -201,12 +201,16 @@ impl NetState {
             .filter(move |e| e.network == net)
     }
 
-    /// The endpoint a container's ports are published to: the first on a network that is
-    /// not `--internal` (dockerd programs no port mapping on an internal network; a
+    /// The endpoint a container's ports are published to: its gateway endpoint (as libnetwork
+    /// programs external connectivity there, see [`super::endpoints::gateway_index`]), none
+    /// when that is on an `--internal` network (dockerd programs no port mapping there; a
     /// connection to another network publishes them there).
     pub fn publishing_endpoint<'a>(&self, eps: &'a [Endpoint]) -> Option<&'a Endpoint> {
-        eps.iter()
-            .find(|e| self.networks.get(&e.network).is_some_and(|n| !n.internal))
+        let (ep, net) = eps
+            .iter()
+            .filter_map(|e| Some((e, self.networks.get(&e.network)?)))
+            .min_by_key(|(e, n)| super::endpoints::gateway_key(e, n))?;
+        (!net.internal).then_some(ep)
     }
 
     /// Whether any endpoint of these is on a network with embedded DNS.
