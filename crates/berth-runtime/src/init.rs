@@ -3,7 +3,8 @@
 //!
 //! Process layout (see ARCHITECTURE.md): the runtime forks stage 1, which joins or creates the
 //! namespaces; stage 1 forks stage 2 (so that a new pid namespace applies) and exits; stage 2 is
-//! the container's init (or the exec'd process) and execs the user's program.
+//! the container's init (or the exec'd process) and execs the user's program. A `create` whose
+//! init needs nothing but its own fork clones it from the runtime directly ([`clone_init`]).
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
