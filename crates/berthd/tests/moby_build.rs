@@ -284,7 +284,8 @@ fn classic_build_sends_an_image_id_per_stage() {
 
 /// moby integration-cli TestBuildClearCmd, TestBuildEmptyScratch and
 /// TestBuildEmptyStringVolume: `CMD []` leaves no command (`null`, Go's omitempty), a lone
-/// `FROM scratch` generates no image in the classic builder, `VOLUME $EMPTY` is an empty path.
+/// `FROM scratch` generates no image in the classic builder, `VOLUME $EMPTY` is an empty path;
+/// TestBuildBlankName's `ARG =foo`.
 #[test]
 fn classic_build_empty_cmd_scratch_and_volume() {
     let d = root_daemon!();
@@ -306,5 +307,17 @@ fn classic_build_empty_cmd_scratch_and_volume() {
     );
     d.classic_build(&ctx, &["-t", "ev"])
         .fails_with("VOLUME specified can not be an empty string");
+    // TestBuildBlankName: BuildKit's parser wording for a blank ARG name.
+    let ctx = d.context(
+        "blankarg",
+        &[(
+            "Dockerfile",
+            "FROM busybox
+ARG =foo
+",
+        )],
+    );
+    d.classic_build(&ctx, &["-t", "ba"])
+        .fails_with("ARG names can not be blank");
     d.finish();
 }
