@@ -281,3 +281,43 @@ fn classic_build_sends_an_image_id_per_stage() {
     }
     d.finish();
 }
+
+/// moby integration-cli TestBuildClearCmd, TestBuildEmptyScratch and
+/// TestBuildEmptyStringVolume: `CMD []` leaves no command (`null`, Go's omitempty), a lone
+/// `FROM scratch` generates no image in the classic builder, `VOLUME $EMPTY` is an empty path;
+/// TestBuildBlankName's `ARG =foo`.
+#[test]
+fn classic_build_empty_cmd_scratch_and_volume() {
+    let d = root_daemon!();
+    let ctx = d.context(
+        "clearcmd",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nENTRYPOINT [\"/bin/sh\"]\nCMD []\n",
+        )],
+    );
+    d.classic_build(&ctx, &["-t", "clearcmd"]).ok();
+    assert_eq!(d.inspect("{{json .Config.Cmd}}", "clearcmd").trim(), "null");
+    let ctx = d.context("scratch", &[("Dockerfile", "FROM scratch\n")]);
+    d.classic_build(&ctx, &["-t", "sc"])
+        .fails_with("No image was generated. Is your Dockerfile empty?");
+    let ctx = d.context(
+        "emptyvol",
+        &[("Dockerfile", "FROM busybox\nENV foo=\"\"\nVOLUME $foo\n")],
+    );
+    d.classic_build(&ctx, &["-t", "ev"])
+        .fails_with("VOLUME specified can not be an empty string");
+    // TestBuildBlankName: BuildKit's parser wording for a blank ARG name.
+    let ctx = d.context(
+        "blankarg",
+        &[(
+            "Dockerfile",
+            "FROM busybox
+ARG =foo
+",
+        )],
+    );
+    d.classic_build(&ctx, &["-t", "ba"])
+        .fails_with("ARG names can not be blank");
+    d.finish();
+}

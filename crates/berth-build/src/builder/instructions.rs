@@ -460,7 +460,10 @@ impl Step {
                         Some((k, v)) => (k.to_string(), Some(v.to_string())),
                         None => (w, None),
                     };
-                    if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    if k.is_empty() {
+                        return Err(invalid(line, "ARG names can not be blank"));
+                    }
+                    if !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                         return Err(invalid(line, format!("invalid ARG name {k:?}")));
                     }
                     defs.push((k, v));
@@ -917,5 +920,6 @@ mod tests {
         assert!(err("ONBUILD FROM x").contains("isn't allowed"));
         assert!(matches!(one("onbuild run echo"), Instruction::Onbuild(t) if t == "RUN echo"));
         assert!(err("ARG a-b").contains("invalid ARG name"));
+        assert!(err("ARG =foo").contains("ARG names can not be blank"));
     }
 }

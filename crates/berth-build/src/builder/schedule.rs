@@ -205,6 +205,16 @@ pub(super) fn base_image_name(st: &Stage, scope: &Scope<'_>, esc: char) -> Resul
 impl Eval<'_, '_, '_> {
     /// Builds the plan's stages, then the image of its target.
     pub(super) fn build(&mut self, plan: &Plan) -> Result<Built> {
+        let target = &plan.stages[plan.target];
+        if self.opts.classic_stages
+            && target.insts.is_empty()
+            && target.base().eq_ignore_ascii_case("scratch")
+        {
+            // dockerd's classic builder commits nothing for a lone `FROM scratch`.
+            return Err(BuildError::Invalid(
+                "No image was generated. Is your Dockerfile empty?".into(),
+            ));
+        }
         self.build_stages(plan)?;
         if self.opts.classic_stages {
             for &i in plan.order.iter().filter(|&&i| i != plan.target) {

@@ -321,7 +321,8 @@ fn label(cc: &mut ContainerConfig, pairs: &[(String, String)], x: &Words) -> Res
 fn cmd(cc: &mut ContainerConfig, c: &CommandLine, state: &State) -> String {
     let v = c.argv(state.shell());
     let text = format!("CMD {}", serde_json::to_string(&v).unwrap_or_default());
-    cc.cmd = Some(v);
+    // An empty list is no command: Go's `omitempty` drops it from the config (`null`).
+    cc.cmd = (!v.is_empty()).then_some(v);
     text
 }
 
@@ -332,7 +333,7 @@ fn entrypoint(cc: &mut ContainerConfig, c: &CommandLine, ctx: &StageCtx) -> Stri
         "ENTRYPOINT {}",
         serde_json::to_string(&v).unwrap_or_default()
     );
-    cc.entrypoint = Some(v);
+    cc.entrypoint = (!v.is_empty()).then_some(v);
     if !ctx.cmd_set {
         cc.cmd = None;
     }
@@ -381,7 +382,18 @@ fn expand_port(w: &str, line: usize) -> Result<Vec<String>> {
 fn volume(cc: &mut ContainerConfig, v: &Volumes, x: &Words) -> Result<String> {
     let vols = match v {
         Volumes::Json(v) => v.iter().map(|s| x.word(s)).collect::<Result<Vec<_>>>()?,
-        Volumes::Words(w) => x.words(w)?,
+        Volumes::Words(w) => {
+            // dockerd splits the words before expanding each: `VOLUME $EMPTY` is an empty path.
+            for raw in w.split_whitespace() {
+                if x.word(raw)?.trim().is_empty() {
+                    return Err(invalid(
+                        x.line,
+                        "VOLUME specified can not be an empty string",
+                    ));
+                }
+            }
+            x.words(w)?
+        }
     };
     let mut m = cc.volumes.clone().unwrap_or_default();
     for v in &vols {
