@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::container::{CreateRequest, InspectResponse, Summary};
+use crate::container::{CreateRequest, Summary};
 use crate::image::{ImageSummary, InspectContainerFields, InspectImage};
 use crate::network::{CreateRequest as NetworkCreate, EndpointSettings};
 
@@ -52,13 +52,6 @@ impl ApiVersion {
     /// anonymous ones unless `all=true`.
     pub fn volume_prune_all_by_default(self) -> bool {
         self < ApiVersion::new(1, 42)
-    }
-
-    /// Container inspect adds the short container ID and the hostname to `Aliases` on
-    /// user-defined networks below 1.45; from 1.45 `Aliases` are exactly the requested ones
-    /// (`DNSNames` has the rest).
-    pub fn aliases_include_short_id(self) -> bool {
-        self < ApiVersion::new(1, 45)
     }
 
     /// `VolumeOptions.Subpath` of a create's `Mounts` is refused below 1.45.
@@ -212,28 +205,6 @@ impl ApiVersion {
         }
     }
 
-    /// `GET /containers/{id}/json` in this version's shape: below 1.45 each user-defined
-    /// network's `Aliases` also hold the short container ID and the hostname (each once).
-    pub fn adapt_inspect(self, c: &mut InspectResponse) {
-        if !self.aliases_include_short_id() {
-            return;
-        }
-        let short = c.id.chars().take(12).collect::<String>();
-        for (name, ep) in c.network_settings.networks.iter_mut() {
-            let builtin = matches!(name.as_str(), "default" | "bridge" | "host" | "none")
-                || name.starts_with("container:");
-            if builtin {
-                continue;
-            }
-            let aliases = ep.aliases.get_or_insert_with(Vec::new);
-            for a in [short.as_str(), c.config.hostname.as_str()] {
-                if !a.is_empty() && !aliases.iter().any(|x| x == a) {
-                    aliases.push(a.to_string());
-                }
-            }
-        }
-    }
-
     /// `GET /containers/json` in this version's shape: `HostConfig.Annotations` from 1.46.
     pub fn adapt_container_list(self, list: &mut [Summary]) {
         if !self.container_list_has_annotations() {
@@ -329,8 +300,7 @@ mod tests {
     fn gates_from_1_45_to_1_51() {
         let v = |m| ApiVersion::new(1, m);
         type Gate = fn(ApiVersion) -> bool;
-        let gates: [(Gate, u16, bool); 12] = [
-            (ApiVersion::aliases_include_short_id, 45, false),
+        let gates: [(Gate, u16, bool); 11] = [
             (ApiVersion::accepts_volume_subpath, 45, true),
             (ApiVersion::container_list_has_annotations, 46, true),
             (ApiVersion::events_include_image_create, 46, true),
@@ -408,33 +378,6 @@ mod tests {
             "Mounts": [{"Type": "volume", "Source": "v", "Target": "/v",
                 "VolumeOptions": {"DriverConfig": {"Name": "local"}}}]}});
         assert_eq!(v48.adapt_create(&mut create(named)), Ok(vec![]));
-    }
-
-    #[test]
-    fn inspect_aliases_below_1_45() {
-        let mut c = InspectResponse {
-            id: "0123456789abcdef".repeat(4),
-            ..Default::default()
-        };
-        c.config.hostname = "0123456789ab".into();
-        let ep = |a: Option<Vec<String>>| EndpointSettings {
-            aliases: a,
-            ..Default::default()
-        };
-        let nets = &mut c.network_settings.networks;
-        nets.insert("bridge".into(), ep(None));
-        nets.insert("mynet".into(), ep(Some(vec!["web".into()])));
-        let mut old = c.clone();
-        ApiVersion::new(1, 44).adapt_inspect(&mut old);
-        let aliases = |c: &InspectResponse, n: &str| c.network_settings.networks[n].aliases.clone();
-        assert_eq!(aliases(&old, "bridge"), None);
-        assert_eq!(
-            aliases(&old, "mynet"),
-            Some(vec!["web".to_string(), "0123456789ab".to_string()])
-        );
-        let mut new = c.clone();
-        ApiVersion::new(1, 45).adapt_inspect(&mut new);
-        assert_eq!(new, c);
     }
 
     #[test]
