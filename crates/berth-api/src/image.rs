@@ -130,7 +130,7 @@ pub struct InspectImage {
     /// RFC 3339 creation time.
     pub created: String,
     /// The config of the container that built the image; API versions below 1.45 only
-    /// (see [`crate::ApiVersion::image_inspect_has_container_config`]).
+    /// (see [`crate::ApiVersion::adapt_image_inspect`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_config: Option<crate::container::Config>,
     pub docker_version: String,

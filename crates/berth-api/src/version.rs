@@ -25,12 +25,6 @@ impl ApiVersion {
     /// The oldest version Berth accepts.
     pub const MIN: ApiVersion = ApiVersion::new(1, 24);
 
-    /// Image inspect carries `ContainerConfig` (dropped from the response in 1.45; compose
-    /// 1.29 reads it on recreate).
-    pub fn image_inspect_has_container_config(self) -> bool {
-        self < ApiVersion::new(1, 45)
-    }
-
     /// A container created without an IPC mode gets `shareable` below 1.40 (older clients
     /// expect it), the daemon's default (`private`) from 1.40.
     pub fn ipc_shareable_by_default(self) -> bool {
@@ -213,17 +207,17 @@ impl ApiVersion {
         }
     }
 
-    /// `GET /images/{name}/json` in this version's shape: `ContainerConfig` (given by the
-    /// caller, who reads it from the image) below 1.45, `Config`'s container-only fields
-    /// below 1.50.
+    /// `GET /images/{name}/json` in this version's shape: `Config`'s container-only fields
+    /// below 1.50. `ContainerConfig` (given by the caller, who reads it from the image) is
+    /// kept at every version: dockerd drops it from 1.45, and compose 1.29 (Debian's
+    /// `docker-compose`, which negotiates the newest version) then fails every recreate with
+    /// `KeyError: 'ContainerConfig'`; clients of 1.45+ ignore the extra field.
     pub fn adapt_image_inspect(
         self,
         i: &mut InspectImage,
         container_config: impl FnOnce() -> crate::container::Config,
     ) {
-        i.container_config = self
-            .image_inspect_has_container_config()
-            .then(container_config);
+        i.container_config = Some(container_config());
         i.config.container_fields = self
             .has_pre_1_50_legacy_fields()
             .then(InspectContainerFields::default);
@@ -290,8 +284,6 @@ mod tests {
             assert!(bad.parse::<ApiVersion>().is_err(), "{bad}");
         }
         assert_eq!(ApiVersion::new(1, 44).to_string(), "1.44");
-        assert!(ApiVersion::new(1, 44).image_inspect_has_container_config());
-        assert!(!ApiVersion::new(1, 45).image_inspect_has_container_config());
         assert!(ApiVersion::new(1, 41).volume_prune_all_by_default());
     }
 
@@ -413,7 +405,7 @@ mod tests {
             shape(ApiVersion::new(1, 49)),
             shape(ApiVersion::new(1, 50)),
         );
-        assert!(v44.get("ContainerConfig").is_some() && v49.get("ContainerConfig").is_none());
+        assert!(v44.get("ContainerConfig").is_some() && v50.get("ContainerConfig").is_some());
         for k in ["Hostname", "Tty", "Image"] {
             assert!(v49["Config"].get(k).is_some(), "{k}");
             assert!(v50["Config"].get(k).is_none(), "{k}");

@@ -13,9 +13,8 @@ fn compose(d: &Daemon, dir: &std::path::Path, args: &[&str]) -> Run {
         .env("DOCKER_HOST", format!("unix://{}", d.sock().display()))
         .env("DOCKER_CONFIG", d.path("docker-config"))
         .env("COMPOSE_INTERACTIVE_NO_CLI", "1")
-        // Compose 1.29 needs an API below 1.45 (image inspect's `ContainerConfig`), as with
-        // dockerd 25+.
-        .env("COMPOSE_API_VERSION", "1.44")
+        // Compose 1.29 negotiates the newest API (1.51): image inspect keeps `ContainerConfig`
+        // there, which it reads on recreate (dockerd 25+ dropped it, breaking compose v1).
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();

@@ -59,9 +59,8 @@ fn compose(d: &Daemon, v2: bool, dir: &Path, args: &[&str]) -> Run {
         .current_dir(dir)
         .env("DOCKER_HOST", d.host())
         .env("DOCKER_CONFIG", d.path("docker-config"))
-        // Compose 1.29 reads image inspect's `ContainerConfig` on recreate, gone from API 1.45:
-        // against dockerd 25+ (and Berth) it needs an older API, as its users set it.
-        .env("COMPOSE_API_VERSION", "1.44")
+        // Compose 1.29 negotiates API 1.51; its recreate reads image inspect's
+        // `ContainerConfig`, which Berth keeps there (dockerd 25+ dropped it).
         // (compose v1's `run` through `docker start --attach`, its default: with
         // COMPOSE_INTERACTIVE_NO_CLI it starts first and attaches after, which loses what the
         // container prints at once, against dockerd too.)
