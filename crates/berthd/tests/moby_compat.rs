@@ -706,3 +706,39 @@ fn a_health_probe_past_its_timeout_is_killed() {
     assert!(execs.trim().parse::<usize>().unwrap() <= 2, "{execs}");
     finish(d);
 }
+
+#[test]
+fn writable_cgroups_follow_the_security_option_and_privileged() {
+    let d = root_daemon!();
+    let mkdir = |opts: &[&str]| {
+        let mut args = vec!["run", "--rm"];
+        args.extend(opts);
+        args.extend(["busybox", "mkdir", "/sys/fs/cgroup/probe"]);
+        d.docker(&args).code
+    };
+    assert_ne!(mkdir(&[]), 0, "cgroups writable by default");
+    // The bare option (which the docker CLI refuses) through the API.
+    let id = created(&d.post(
+        "/containers/create",
+        r#"{"Image":"busybox","Cmd":["mkdir","/sys/fs/cgroup/probe"],"HostConfig":{"SecurityOpt":["writable-cgroups"]}}"#,
+    ));
+    assert_eq!(d.docker(&["start", "-a", &id]).code, 0);
+    assert_eq!(mkdir(&["--security-opt", "writable-cgroups=1"]), 0);
+    assert_ne!(mkdir(&["--security-opt", "writable-cgroups=false"]), 0);
+    assert_eq!(mkdir(&["--privileged"]), 0);
+    assert_ne!(
+        mkdir(&["--privileged", "--security-opt", "writable-cgroups=false"]),
+        0
+    );
+    // dockerd's `parseSecurityOpt` messages.
+    for (opt, n) in [
+        ("writable-cgroups=potato", 2),
+        ("writeable-cgroups=true", 2),
+        ("bogus", 1),
+    ] {
+        let body = format!(r#"{{"Image":"busybox","HostConfig":{{"SecurityOpt":["{opt}"]}}}}"#);
+        let msg = api_error(&d.post("/containers/create", &body), 400);
+        assert_eq!(msg, format!("invalid --security-opt {n}: \"{opt}\""));
+    }
+    finish(d);
+}
