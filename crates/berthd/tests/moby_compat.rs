@@ -1,7 +1,8 @@
 //! Behaviours of dockerd 28 that moby's own API integration tests (`integration/container`)
 //! check: request validation at create (messages and status codes), JSON bodies, resize
-//! parameters, exec resize and update conflicts, default sysctls, and the IPC mode older
-//! clients get.
+//! parameters, exec resize and update conflicts, default sysctls, the IPC mode older
+//! clients get, the archive API's entry names and errors, console sizes, health probes past
+//! their timeout and writable cgroups.
 
 mod common;
 use common::*;
