@@ -136,14 +136,38 @@ pub fn oci_capabilities(caps: &[String]) -> Capabilities {
     }
 }
 
+/// Go's `strconv.ParseBool`.
+fn go_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// A boolean `--security-opt` (`key`, `key=<bool>`, `key:<bool>`): the last one given.
+fn security_flag(hc: &HostConfig, key: &str) -> Option<bool> {
+    list(&hc.security_opt)
+        .iter()
+        .filter_map(|o| {
+            if o == key {
+                return Some(true);
+            }
+            let (k, v) = o.split_once(['=', ':'])?;
+            (k == key).then(|| go_bool(v)).flatten()
+        })
+        .next_back()
+}
+
 /// Whether `--security-opt no-new-privileges` is set.
 pub fn no_new_privileges(hc: &HostConfig) -> bool {
-    list(&hc.security_opt).iter().any(|o| {
-        matches!(
-            o.as_str(),
-            "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true"
-        )
-    })
+    security_flag(hc, "no-new-privileges").unwrap_or(false)
+}
+
+/// Whether the container's cgroup file system is mounted writable: `--security-opt
+/// writable-cgroups[=<bool>]`, by default when privileged (dockerd).
+pub fn writable_cgroups(hc: &HostConfig) -> bool {
+    security_flag(hc, "writable-cgroups").unwrap_or(hc.privileged)
 }
 
 /// `GroupAdd` (names or numbers) resolved against the container's `/etc/group`.
@@ -217,10 +241,19 @@ const NAMESPACED_SYSCTL_PREFIXES: &[&str] = &["fs.mqueue.", "net."];
 pub fn check(hc: &HostConfig, ncpus: usize) -> Result<Vec<String>> {
     let mut warnings = Vec::new();
     capabilities(hc, hc.privileged)?;
+    // dockerd's `parseSecurityOpt`, with its messages.
     for o in list(&hc.security_opt) {
-        let (k, v) = o.split_once(['=', ':']).unwrap_or((o.as_str(), ""));
+        if matches!(
+            o.as_str(),
+            "no-new-privileges" | "writable-cgroups" | "disable"
+        ) {
+            continue;
+        }
+        let Some((k, v)) = o.split_once(['=', ':']) else {
+            return Err(invalid(format!("invalid --security-opt 1: {o:?}")));
+        };
         match k {
-            "no-new-privileges" if matches!(v, "" | "true" | "false") => {}
+            "no-new-privileges" | "writable-cgroups" if go_bool(v).is_some() => {}
             "seccomp" if v == "unconfined" => {}
             "seccomp" => {
                 DockerSeccomp::parse(v)?;
@@ -228,7 +261,7 @@ pub fn check(hc: &HostConfig, ncpus: usize) -> Result<Vec<String>> {
             "apparmor" | "label" => warnings.push(format!(
                 "security option {o:?} ignored: no LSM is in use on this host"
             )),
-            _ => return Err(invalid(format!("invalid --security-opt: {o:?}"))),
+            _ => return Err(invalid(format!("invalid --security-opt 2: {o:?}"))),
         }
     }
     check_resources(&hc.resources(), ncpus)?;
@@ -938,11 +971,18 @@ pub fn apply(spec: &mut Spec, hc: &HostConfig, peers: &dyn Peers) -> Result<()> 
         seccomp = None;
     }
     linux(spec).seccomp = seccomp;
+    let writable = writable_cgroups(hc);
+    for m in spec.mounts.iter_mut() {
+        if m.typ.as_deref() == Some("cgroup") || m.destination == Path::new("/sys/fs/cgroup") {
+            m.options.retain(|o| o != "ro" && o != "rw");
+            m.options.push(if writable { "rw" } else { "ro" }.into());
+        }
+    }
     if privileged {
         linux(spec).masked_paths.clear();
         linux(spec).readonly_paths.clear();
         for m in spec.mounts.iter_mut() {
-            if m.destination == Path::new("/sys") || m.destination == Path::new("/sys/fs/cgroup") {
+            if m.destination == Path::new("/sys") {
                 m.options.retain(|o| o != "ro");
                 m.options.push("rw".into());
             }

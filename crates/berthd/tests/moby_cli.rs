@@ -1,6 +1,7 @@
 //! Differences from dockerd 28 found by moby's legacy CLI suite (`integration-cli`, v28.5.2)
 //! run against berthd, each pinned here with what dockerd answers: the events a request logs
-//! and how `docker events --until` replays them.
+//! and how `docker events --until` replays them, network mode conflicts and port publishing
+//! on internal networks.
 //!
 //! Needs root, `/bin/busybox` and `docker` on PATH; every test runs its own daemon.
 

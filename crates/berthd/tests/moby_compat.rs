@@ -1,7 +1,8 @@
 //! Behaviours of dockerd 28 that moby's own API integration tests (`integration/container`)
 //! check: request validation at create (messages and status codes), JSON bodies, resize
-//! parameters, exec resize and update conflicts, default sysctls, and the IPC mode older
-//! clients get.
+//! parameters, exec resize and update conflicts, default sysctls, the IPC mode older
+//! clients get, the archive API's entry names and errors, console sizes, health probes past
+//! their timeout and writable cgroups.
 
 mod common;
 use common::*;
@@ -704,5 +705,41 @@ fn a_health_probe_past_its_timeout_is_killed() {
     assert!(probes <= 1, "probes left running:\n{ps}");
     let execs = d.inspect("{{len .ExecIDs}}", "hk");
     assert!(execs.trim().parse::<usize>().unwrap() <= 2, "{execs}");
+    finish(d);
+}
+
+#[test]
+fn writable_cgroups_follow_the_security_option_and_privileged() {
+    let d = root_daemon!();
+    let mkdir = |opts: &[&str]| {
+        let mut args = vec!["run", "--rm"];
+        args.extend(opts);
+        args.extend(["busybox", "mkdir", "/sys/fs/cgroup/probe"]);
+        d.docker(&args).code
+    };
+    assert_ne!(mkdir(&[]), 0, "cgroups writable by default");
+    // The bare option (which the docker CLI refuses) through the API.
+    let id = created(&d.post(
+        "/containers/create",
+        r#"{"Image":"busybox","Cmd":["mkdir","/sys/fs/cgroup/probe"],"HostConfig":{"SecurityOpt":["writable-cgroups"]}}"#,
+    ));
+    assert_eq!(d.docker(&["start", "-a", &id]).code, 0);
+    assert_eq!(mkdir(&["--security-opt", "writable-cgroups=1"]), 0);
+    assert_ne!(mkdir(&["--security-opt", "writable-cgroups=false"]), 0);
+    assert_eq!(mkdir(&["--privileged"]), 0);
+    assert_ne!(
+        mkdir(&["--privileged", "--security-opt", "writable-cgroups=false"]),
+        0
+    );
+    // dockerd's `parseSecurityOpt` messages.
+    for (opt, n) in [
+        ("writable-cgroups=potato", 2),
+        ("writeable-cgroups=true", 2),
+        ("bogus", 1),
+    ] {
+        let body = format!(r#"{{"Image":"busybox","HostConfig":{{"SecurityOpt":["{opt}"]}}}}"#);
+        let msg = api_error(&d.post("/containers/create", &body), 400);
+        assert_eq!(msg, format!("invalid --security-opt {n}: \"{opt}\""));
+    }
     finish(d);
 }

@@ -38,7 +38,9 @@ pub fn parse_port_key(k: &str) -> Result<(u16, String)> {
     Ok((port, proto))
 }
 
-/// `PortBindings` checked and flattened (a port without bindings gets a random one).
+/// `PortBindings` checked and flattened (a port without bindings gets a random one), exact
+/// host ports first (dockerd's `cmpPortBinding`: a random port never takes one that another
+/// binding of the same container names).
 pub fn parse_port_bindings(bindings: Option<&PortMap>) -> Result<Vec<WantPort>> {
     let mut out = Vec::new();
     for (k, v) in bindings.into_iter().flatten() {
@@ -72,6 +74,8 @@ pub fn parse_port_bindings(bindings: Option<&PortMap>) -> Result<Vec<WantPort>> 
             });
         }
     }
+    let exact = |w: &WantPort| w.host_port.parse::<u16>().is_ok_and(|p| p > 0);
+    out.sort_by_key(|w| !exact(w));
     Ok(out)
 }
 
@@ -250,6 +254,10 @@ mod tests {
         );
         let v = parse_port_bindings(Some(&pb)).unwrap();
         assert_eq!(v.len(), 3);
+        // Exact host ports are bound before random ones and ranges.
+        let pb = bindings(serde_json::json!({"80/tcp": null, "8080/tcp": [{"HostPort": "32772"}]}));
+        let v = parse_port_bindings(Some(&pb)).unwrap();
+        assert_eq!((v[0].container_port, v[1].container_port), (8080, 80));
         for bad in [
             serde_json::json!({"80/sctp": []}),
             serde_json::json!({"x/tcp": []}),
