@@ -417,3 +417,38 @@ fn network_prune_label_filters() {
     assert!(out.contains("pn4"), "{out}");
     d.finish();
 }
+
+/// moby integration-cli TestPruneContainerUntil: `until` is compared to the nanosecond, as
+/// dockerd's `Created.After(until)` (whole seconds kept a container created in the same second
+/// before `until`).
+#[test]
+fn container_prune_until_to_the_nanosecond() {
+    let d = root_daemon!();
+    let c1 = d
+        .docker_line("create busybox true", &[])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let until = now_arg();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let c2 = d
+        .docker_line("create busybox true", &[])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let out = d
+        .docker(&[
+            "container",
+            "prune",
+            "-f",
+            "--filter",
+            &format!("until={until}"),
+        ])
+        .ok()
+        .stdout;
+    assert!(out.contains(&c1) && !out.contains(&c2), "{out}");
+    d.finish();
+}
