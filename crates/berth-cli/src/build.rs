@@ -473,6 +473,10 @@ impl<'a> SecretSpec<'a> {
     }
 }
 
+/// Berth's request header choosing the builder's stage semantics (`needed`: only the stages
+/// the target uses, as BuildKit).
+const STAGES_HEADER: &str = "X-Berth-Build-Stages";
+
 /// The `X-Berth-Build-Secrets` header line of the `--secret`s (empty without secrets): a lone
 /// `id=ID` reads the variable ID, else the file ID.
 fn secrets_header(specs: &[String]) -> Result<String, CliError> {
@@ -548,7 +552,9 @@ pub fn build(
             )));
         }
     }
-    let secrets = secrets_header(&c.secrets)?;
+    // Berth's builds run only the stages the target needs (the docker CLI's legacy builds
+    // get dockerd's classic builder, every stage up to the target).
+    let secrets = format!("{}{STAGES_HEADER}: needed\r\n", secrets_header(&c.secrets)?);
     let (tar, dockerfile) = context_tar(c)?;
     let q = query(c, &dockerfile)?;
     let io = |e: std::io::Error| msg(format!("talking to the daemon: {e}"));

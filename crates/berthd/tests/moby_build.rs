@@ -301,6 +301,10 @@ fn classic_build_empty_cmd_scratch_and_volume() {
     let ctx = d.context("scratch", &[("Dockerfile", "FROM scratch\n")]);
     d.classic_build(&ctx, &["-t", "sc"])
         .fails_with("No image was generated. Is your Dockerfile empty?");
+    // TestBuildLabelsOverride: `--label` flags are a step of their own.
+    d.classic_build(&ctx, &["-t", "sc", "--label", "foo=bar"])
+        .ok();
+    assert_eq!(d.inspect("{{.Config.Labels.foo}}", "sc").trim(), "bar");
     let ctx = d.context(
         "emptyvol",
         &[("Dockerfile", "FROM busybox\nENV foo=\"\"\nVOLUME $foo\n")],

@@ -546,3 +546,38 @@ fn ports_are_published_only_through_a_network_that_is_not_internal() {
     });
     finish(d);
 }
+
+/// moby integration-cli TestPruneContainerUntil: `until` is compared to the nanosecond, as
+/// dockerd's `Created.After(until)` (whole seconds kept a container created in the same second
+/// before `until`).
+#[test]
+fn container_prune_until_to_the_nanosecond() {
+    let d = root_daemon!();
+    let c1 = d
+        .docker_line("create busybox true", &[])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let until = now_arg();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let c2 = d
+        .docker_line("create busybox true", &[])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let out = d
+        .docker(&[
+            "container",
+            "prune",
+            "-f",
+            "--filter",
+            &format!("until={until}"),
+        ])
+        .ok()
+        .stdout;
+    assert!(out.contains(&c1) && !out.contains(&c2), "{out}");
+    d.finish();
+}

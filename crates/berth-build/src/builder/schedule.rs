@@ -208,9 +208,11 @@ impl Eval<'_, '_, '_> {
         let target = &plan.stages[plan.target];
         if self.opts.classic_stages
             && target.insts.is_empty()
+            && self.opts.labels.is_empty()
             && target.base().eq_ignore_ascii_case("scratch")
         {
-            // dockerd's classic builder commits nothing for a lone `FROM scratch`.
+            // dockerd's classic builder commits nothing for a lone `FROM scratch` (`--label`
+            // flags are a LABEL step of their own there).
             return Err(BuildError::Invalid(
                 "No image was generated. Is your Dockerfile empty?".into(),
             ));

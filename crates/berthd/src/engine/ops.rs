@@ -468,17 +468,19 @@ impl Engine {
         }
         let mut deleted = Vec::new();
         let mut reclaimed = 0u64;
+        // To the nanosecond, as dockerd's `c.Created.After(until)`.
         let until = filters
             .get("until")
             .next()
-            .and_then(crate::events::parse_time)
-            .map(|n| n / 1_000_000_000);
+            .and_then(crate::events::parse_time);
         for c in self.list() {
             if c.state.running || c.state.restarting {
                 continue;
             }
             let labels_ok = filters.prune_labels_match(|v| c.matches_label(v));
-            if !labels_ok || until.is_some_and(|u| util::unix_secs(&c.created) >= u) {
+            let created = berth_util::time::parse_rfc3339(&c.created)
+                .map_or(0, |(s, n)| i64::from(n) + s.saturating_mul(1_000_000_000));
+            if !labels_ok || until.is_some_and(|u| created > u) {
                 continue;
             }
             // The writable layer's size is what removing the container frees (Docker's

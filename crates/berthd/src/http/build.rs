@@ -99,6 +99,10 @@ fn parse_options(pairs: &[(String, String)]) -> Result<(BuildOptions, String, bo
 /// never logged; the secrets stay in memory until a RUN step mounts them.
 pub const SECRETS_HEADER: &str = "x-berth-build-secrets";
 
+/// Berth's stage semantics for a build (`needed`: only the stages the target uses, as the
+/// berth CLI asks; without it, dockerd's classic builder's: every stage up to the target).
+pub const STAGES_HEADER: &str = "x-berth-build-stages";
+
 fn parse_secrets(
     headers: &HeaderMap,
 ) -> Result<BTreeMap<String, berth_build::builder::Secret>, ApiError> {
@@ -129,6 +133,13 @@ async fn start(s: St, RawQuery(q): RawQuery, headers: HeaderMap, body: Body) -> 
     let pairs = query_pairs(q.as_deref());
     let (mut opts, dockerfile, quiet) = parse_options(&pairs)?;
     opts.secrets = secrets;
+    // The berth CLI's builds run only the stages the target needs.
+    if headers
+        .get(STAGES_HEADER)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"needed"))
+    {
+        opts.classic_stages = false;
+    }
     let ctx = build::context_dir(&s.engine)?;
     // Spool the context.
     {
