@@ -10,7 +10,6 @@
 //! `capabilities` ask for `portMappings` (the `portmap` plugin). The standard `portmap`
 //! is left out of both for an attachment without port mappings (it would do nothing).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -251,8 +250,8 @@ impl CniConfig {
             plugin: typ.clone(),
             source,
         };
-        let mut child = Command::new(&exe)
-            .env_clear()
+        let mut cmd = Command::new(&exe);
+        cmd.env_clear()
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", a.id)
             .env("CNI_NETNS", a.netns)
@@ -260,15 +259,11 @@ impl CniConfig {
             .env("CNI_ARGS", args)
             .env("CNI_PATH", &self.bin_dir)
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
+            .stderr(Stdio::piped());
+        // (Its answer without waiting for the reaping of a Go program's threads.)
+        let out = berth_util::process::output_with_input_reaped_after(&mut cmd, &input)
             .map_err(exec_err)?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(&input).map_err(exec_err)?;
-        }
-        let out = child.wait_with_output().map_err(exec_err)?;
         if !out.status.success() {
             // Plugins print a JSON error object on stdout.
             let msg = serde_json::from_slice::<Value>(&out.stdout)
