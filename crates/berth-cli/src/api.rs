@@ -11,8 +11,9 @@ use std::os::unix::net::UnixStream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// The API version every request names (`/v1.44/…`).
-pub const API_VERSION: &str = "1.44";
+/// The API version every request names (`/v1.50/…`): the docker CLI 28.2's, whose output
+/// the berth CLI matches (berthd speaks up to 1.51).
+pub const API_VERSION: &str = "1.50";
 
 /// Where the daemon listens (see [`crate::endpoint`]: `-H`, `BERTH_HOST`, `DOCKER_HOST`, the
 /// default socket; unix sockets and TCP with TLS).

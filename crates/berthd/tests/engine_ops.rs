@@ -521,14 +521,19 @@ print("ok")
 
 /// A process that catches a runtime entering its container for `docker exec` (its
 /// `/proc/<pid>/exe`), keeps that open and, once the runtime exited, reopens it for writing,
-/// printing `held` when it could. (The descriptor on a compound command: a failed
-/// redirection of `exec`, when the runtime is gone before the open, would end the shell.)
+/// printing `held` and what it holds when it could. (The descriptor on a compound command: a
+/// failed redirection of `exec`, when the runtime is gone before the open, would end the
+/// shell. What it opened is checked again: the process may have become the exec'd command,
+/// one of the container's own files, between the `readlink` and the open.)
 const RUNTIME_GRABBER: &str = r#"while :; do
   for p in /proc/[0-9]*; do
     case "$(readlink $p/exe 2>/dev/null)" in
       *berth-runtime*) {
-        while [ -e "$p" ]; do :; done
-        sh -c 'echo held; exec sleep 1000' 4>>/proc/self/fd/3 2>/dev/null
+        case "$(readlink /proc/self/fd/3)" in
+          *berth-runtime*)
+            while [ -e "$p" ]; do :; done
+            sh -c 'echo held "$(readlink /proc/self/fd/4)"; exec sleep 1000' 4>>/proc/self/fd/3 2>/dev/null ;;
+        esac
       } 2>/dev/null 3<"$p/exe" ;;
     esac
   done
