@@ -113,13 +113,31 @@ impl ApiVersion {
     }
 }
 
+/// A request a route refuses for its API version or its settings (dockerd's messages; a 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// A create naming several networks below API 1.44.
+    #[error("Container cannot be created with multiple network endpoints: {}", .0.join(", "))]
+    MultipleEndpoints(Vec<String>),
+    #[error("VolumeOptions.Subpath needs API v1.45 or newer")]
+    SubpathNeedsV145,
+    #[error(r#"Mount type "Image" needs API v1.48 or newer"#)]
+    ImageMountNeedsV148,
+    /// A network with neither IPv4 nor IPv6.
+    #[error("IPv4 or IPv6 must be enabled")]
+    NoAddressFamily,
+    /// `EnableIPv4: false` with IPv6: Berth's networks always have IPv4.
+    #[error("IPv6-only networks (EnableIPv4 false) are not supported")]
+    Ipv6Only,
+}
+
 /// What a request of an older version may not use, and the warnings dockerd's router adds.
 impl ApiVersion {
     /// dockerd's route checks of `POST /containers/create`: below 1.44 one network at most; a volume
     /// `Subpath` needs 1.45, an `image` mount 1.48 (errors, the message as dockerd's); below
     /// 1.48 every endpoint's `GwPriority` is 0. Returns the route's warnings (from 1.48 a
     /// container-wide `VolumeDriver` next to volume `Mounts` without a driver of their own).
-    pub fn adapt_create(self, req: &mut CreateRequest) -> Result<Vec<String>, String> {
+    pub fn adapt_create(self, req: &mut CreateRequest) -> Result<Vec<String>, RouteError> {
         // Creating a container connected to several networks needs API 1.44.
         if self < ApiVersion::new(1, 44) {
             let eps = req
@@ -127,11 +145,7 @@ impl ApiVersion {
                 .as_ref()
                 .and_then(|n| n.endpoints_config.as_ref());
             if let Some(eps) = eps.filter(|e| e.len() > 1) {
-                let names: Vec<&str> = eps.keys().map(String::as_str).collect();
-                return Err(format!(
-                    "Container cannot be created with multiple network endpoints: {}",
-                    names.join(", ")
-                ));
+                return Err(RouteError::MultipleEndpoints(eps.keys().cloned().collect()));
             }
         }
         let mounts = req
@@ -146,11 +160,11 @@ impl ApiVersion {
                     .is_some_and(|o| !o.subpath.is_empty())
             })
         {
-            return Err("VolumeOptions.Subpath needs API v1.45 or newer".into());
+            return Err(RouteError::SubpathNeedsV145);
         }
         if !self.api_1_48_features() {
             if mounts.iter().any(|m| m.kind == "image") {
-                return Err(r#"Mount type "Image" needs API v1.48 or newer"#.into());
+                return Err(RouteError::ImageMountNeedsV148);
             }
             if let Some(eps) = req
                 .networking_config
@@ -188,13 +202,13 @@ impl ApiVersion {
     /// `POST /networks/create`: `EnableIPv4` is read from 1.48 (ignored below). Berth's
     /// networks always have IPv4: `false` is refused (with dockerd's message when IPv6 is
     /// off too).
-    pub fn adapt_network_create(self, req: &mut NetworkCreate) -> Result<(), String> {
+    pub fn adapt_network_create(self, req: &mut NetworkCreate) -> Result<(), RouteError> {
         if !self.api_1_48_features() {
             req.enable_ipv4 = None;
         }
         match req.enable_ipv4 {
-            Some(false) if !req.enable_ipv6 => Err("IPv4 or IPv6 must be enabled".into()),
-            Some(false) => Err("IPv6-only networks (EnableIPv4 false) are not supported".into()),
+            Some(false) if !req.enable_ipv6 => Err(RouteError::NoAddressFamily),
+            Some(false) => Err(RouteError::Ipv6Only),
             _ => Ok(()),
         }
     }
@@ -331,13 +345,19 @@ mod tests {
         let subpath = json!({"Image": "busybox", "HostConfig": {"Mounts": [
             {"Type": "volume", "Source": "v", "Target": "/v", "VolumeOptions": {"Subpath": "a"}}]}});
         let err = v44.adapt_create(&mut create(subpath.clone())).unwrap_err();
-        assert_eq!(err, "VolumeOptions.Subpath needs API v1.45 or newer");
+        assert_eq!(
+            err.to_string(),
+            "VolumeOptions.Subpath needs API v1.45 or newer"
+        );
         assert_eq!(v45.adapt_create(&mut create(subpath)), Ok(vec![]));
 
         let image = json!({"Image": "busybox", "HostConfig": {"Mounts": [
             {"Type": "image", "Source": "busybox", "Target": "/i"}]}});
         let err = v47.adapt_create(&mut create(image.clone())).unwrap_err();
-        assert_eq!(err, r#"Mount type "Image" needs API v1.48 or newer"#);
+        assert_eq!(
+            err.to_string(),
+            r#"Mount type "Image" needs API v1.48 or newer"#
+        );
         assert!(v48.adapt_create(&mut create(image)).is_ok());
 
         let prio = json!({"Image": "busybox", "NetworkingConfig": {"EndpointsConfig": {
@@ -428,7 +448,7 @@ mod tests {
         assert_eq!(ApiVersion::new(1, 47).adapt_network_create(&mut r), Ok(()));
         assert_eq!(r.enable_ipv4, None);
         let err = ApiVersion::new(1, 48).adapt_network_create(&mut req(Some(false), false));
-        assert_eq!(err.unwrap_err(), "IPv4 or IPv6 must be enabled");
+        assert_eq!(err.unwrap_err().to_string(), "IPv4 or IPv6 must be enabled");
         assert!(ApiVersion::new(1, 48)
             .adapt_network_create(&mut req(Some(false), true))
             .is_err());

@@ -41,7 +41,8 @@ async fn inspect(s: St, id: Id) -> R {
 
 async fn create(s: St, Extension(v): Extension<ApiVersion>, JsonBody(body): JsonBody) -> R {
     let mut req: CreateRequest = decode(&body)?;
-    v.adapt_network_create(&mut req).map_err(ApiError::bad)?;
+    v.adapt_network_create(&mut req)
+        .map_err(|e| ApiError::bad(e.to_string()))?;
     let net = s.engine.net.clone();
     let (id, warning) = blocking(move || net.create_network(&req)).await?;
     Ok(json_status(
