@@ -404,11 +404,9 @@ impl Daemon {
             for id in ids.split_whitespace() {
                 let _ = self.docker(&["rm", "-f", id]);
             }
-            // A test that failed half-way leaves its networks' bridges behind (one that
-            // passes removes them, or its leak guard fails it).
-            if std::thread::panicking() {
-                let _ = self.docker(&["network", "prune", "-f"]);
-            }
+            // The test's networks: their bridges (`br-<id>`, names the leak guard cannot tie
+            // to this daemon) would outlive the killed daemon.
+            let _ = self.docker(&["network", "prune", "-f"]);
         }
         self.kill9();
         // A killed daemon cannot release its claims on work directories in /dev/shm (lock
