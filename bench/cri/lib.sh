@@ -54,16 +54,23 @@ cri_cleanup() {
   rm -rf "$work"
 }
 
-# The portmap plugin leaves its shared chains after the last pod; remove them when unused.
+# The portmap plugin leaves its shared chains after the last pod (IPv4 and IPv6 `nat` tables);
+# remove them when unused, and a table then left with empty base chains only.
 remove_idle_portmap_chains() {
-  iptables -w -t nat -S 2>/dev/null | grep -q -- "-A CNI-HOSTPORT-DNAT" && return
-  for hook in PREROUTING OUTPUT; do
-    iptables -w -t nat -D "$hook" -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT 2>/dev/null
-  done
-  iptables -w -t nat -D POSTROUTING -m comment --comment "CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ 2>/dev/null
-  for c in CNI-HOSTPORT-DNAT CNI-HOSTPORT-MASQ CNI-HOSTPORT-SETMARK; do
-    iptables -w -t nat -F "$c" 2>/dev/null
-    iptables -w -t nat -X "$c" 2>/dev/null
+  local tool family hook c
+  for tool in iptables ip6tables; do
+    family=ip
+    [ "$tool" = ip6tables ] && family=ip6
+    "$tool" -w -t nat -S 2>/dev/null | grep -q -- "-A CNI-HOSTPORT-DNAT" && continue
+    for hook in PREROUTING OUTPUT; do
+      "$tool" -w -t nat -D "$hook" -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT 2>/dev/null
+    done
+    "$tool" -w -t nat -D POSTROUTING -m comment --comment "CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ 2>/dev/null
+    for c in CNI-HOSTPORT-DNAT CNI-HOSTPORT-MASQ CNI-HOSTPORT-SETMARK; do
+      "$tool" -w -t nat -F "$c" 2>/dev/null
+      "$tool" -w -t nat -X "$c" 2>/dev/null
+    done
+    "$tool" -w -t nat -S 2>/dev/null | grep -qv -- "^-P " || nft delete table "$family" nat 2>/dev/null
   done
 }
 

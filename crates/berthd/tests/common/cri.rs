@@ -31,11 +31,121 @@ pub async fn clients(d: &Daemon) -> (Runtime, Images) {
 }
 
 /// A CNI network of the test's own: a conflist (bridge + host-local + portmap) in its own
-/// configuration directory; the bridge link is deleted on drop.
+/// configuration directory; the bridge link is deleted on drop, and the portmap plugin's
+/// shared chains by the last network of all test processes (see [`PortmapUse`]).
 pub struct CniNet {
     pub dir: tempfile::TempDir,
     pub bridge: String,
     pub subnet_prefix: String,
+    _portmap: PortmapUse,
+}
+
+/// The CNI `portmap` plugin makes shared chains (`CNI-HOSTPORT-*` in the iptables `nat`
+/// tables, IPv4 and IPv6) at its first pod and keeps them after the last one, as on any CNI
+/// host. Every test network holds a shared lock on [`PortmapUse::LOCK`] while it lives; the
+/// last one dropped (whose exclusive lock then succeeds: no other test network exists in
+/// any test process) removes the chains when no port mapping remains in them, and a `nat`
+/// table left with nothing but empty base chains. The lock file goes with them (each holder
+/// checks that it locked the file still at the path).
+struct PortmapUse(std::fs::File);
+
+impl PortmapUse {
+    const LOCK: &'static str = "/run/berth-test-cni-portmap.lock";
+
+    fn hold() -> PortmapUse {
+        use rustix::fs::{flock, FlockOperation};
+        use std::os::unix::fs::MetadataExt;
+        loop {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(Self::LOCK)
+                .unwrap();
+            flock(&f, FlockOperation::LockShared).unwrap();
+            let held = f.metadata().unwrap().ino();
+            if std::fs::metadata(Self::LOCK).is_ok_and(|m| m.ino() == held) {
+                return PortmapUse(f);
+            }
+            // Removed by the last user between our open and our lock: again.
+        }
+    }
+}
+
+impl Drop for PortmapUse {
+    fn drop(&mut self) {
+        use rustix::fs::{flock, FlockOperation};
+        if flock(&self.0, FlockOperation::NonBlockingLockExclusive).is_err() {
+            return;
+        }
+        for tool in ["iptables", "ip6tables"] {
+            remove_idle_portmap_chains(tool);
+        }
+        let _ = std::fs::remove_file(Self::LOCK);
+    }
+}
+
+/// Removes the portmap plugin's chains from `tool`'s `nat` table when no mapping is left in
+/// them, then the table itself (through nft) if only empty base chains remain (or none: the
+/// plugin's teardown leaves an empty `ip6 nat`).
+fn remove_idle_portmap_chains(tool: &str) {
+    let run = |args: &[&str]| {
+        std::process::Command::new(tool)
+            .args(["-w", "-t", "nat"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let Some(rules) = run(&["-S"]) else {
+        return;
+    };
+    if rules.contains("-A CNI-HOSTPORT-DNAT") {
+        return;
+    }
+    if rules.contains("CNI-HOSTPORT") {
+        for hook in ["PREROUTING", "OUTPUT"] {
+            run(&[
+                "-D",
+                hook,
+                "-m",
+                "addrtype",
+                "--dst-type",
+                "LOCAL",
+                "-j",
+                "CNI-HOSTPORT-DNAT",
+            ]);
+        }
+        run(&[
+            "-D",
+            "POSTROUTING",
+            "-m",
+            "comment",
+            "--comment",
+            "CNI portfwd requiring masquerade",
+            "-j",
+            "CNI-HOSTPORT-MASQ",
+        ]);
+        for chain in [
+            "CNI-HOSTPORT-DNAT",
+            "CNI-HOSTPORT-MASQ",
+            "CNI-HOSTPORT-SETMARK",
+        ] {
+            run(&["-F", chain]);
+            run(&["-X", chain]);
+        }
+    }
+    // What iptables-nft made for the chains: `table ip nat` (`ip6`) with base chains only.
+    if run(&["-S"]).is_some_and(|r| r.lines().all(|l| l.starts_with("-P "))) {
+        let family = if tool == "iptables" { "ip" } else { "ip6" };
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", family, "nat"])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
 
 impl CniNet {
@@ -76,6 +186,7 @@ impl CniNet {
             dir,
             bridge,
             subnet_prefix,
+            _portmap: PortmapUse::hold(),
         }
     }
 
