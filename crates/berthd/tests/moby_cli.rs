@@ -581,3 +581,39 @@ fn container_prune_until_to_the_nanosecond() {
     assert!(out.contains(&c1) && !out.contains(&c2), "{out}");
     d.finish();
 }
+
+/// moby integration-cli TestRunHostnameFQDN: a container's own `/etc/hosts` line names the
+/// fully qualified host name and then the bare one, as libnetwork writes it (`hostname -f`
+/// and `ping <short name>` resolve through it); a `--domainname` is part of the former.
+#[test]
+fn hosts_line_names_the_fqdn_and_the_short_name() {
+    let d = root_daemon!("docker");
+    let own_line = |args: &str| {
+        let out = d
+            .docker_line(&format!("run --rm {args} busybox cat /etc/hosts"), &[])
+            .ok()
+            .stdout;
+        out.lines()
+            .last()
+            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        own_line("--hostname=foobar.example.com"),
+        "foobar.example.com foobar"
+    );
+    assert_eq!(
+        own_line("--hostname=h1 --domainname=example.org"),
+        "h1.example.org h1"
+    );
+    assert_eq!(own_line("--hostname=plain"), "plain");
+    let out = d
+        .docker_line(
+            "run --rm --hostname=foobar.example.com busybox hostname -f",
+            &[],
+        )
+        .ok()
+        .stdout;
+    assert_eq!(out.trim(), "foobar.example.com");
+    d.finish();
+}
