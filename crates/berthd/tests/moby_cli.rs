@@ -617,3 +617,23 @@ fn hosts_line_names_the_fqdn_and_the_short_name() {
     assert_eq!(out.trim(), "foobar.example.com");
     d.finish();
 }
+
+/// moby integration-cli TestRunEnvironment: `-e HOME=` (an empty `HOME`) gets the user's home
+/// directory, as runc sets it when `HOME` is unset or empty; a set one is kept.
+#[test]
+fn an_empty_home_becomes_the_users_home() {
+    let d = root_daemon!("docker");
+    let env = |args: &str| {
+        d.docker_line(&format!("run --rm {args} busybox env"), &[])
+            .ok()
+            .stdout
+    };
+    let out = env("-e HOME=");
+    assert!(out.lines().any(|l| l == "HOME=/root"), "{out}");
+    assert!(!out.lines().any(|l| l == "HOME="), "{out}");
+    let out = env("-e HOME=/x");
+    assert!(out.lines().any(|l| l == "HOME=/x"), "{out}");
+    let out = env("");
+    assert!(out.lines().any(|l| l == "HOME=/root"), "{out}");
+    d.finish();
+}
