@@ -637,3 +637,42 @@ fn an_empty_home_becomes_the_users_home() {
     assert!(out.lines().any(|l| l == "HOME=/root"), "{out}");
     d.finish();
 }
+
+/// moby integration-cli TestRunSlowStdoutConsumer: a client that reads an attached stream
+/// slowly gets all of it; the container's output waits for it (dockerd's attach pipes block
+/// their writer) instead of the client being dropped once megabytes are pending.
+#[test]
+fn a_slow_attach_reader_gets_all_the_output() {
+    use std::io::Read;
+    let d = root_daemon!("docker");
+    // 8,000 KiB of zeros, doubled by `cat -v` (`^@`): 16,384,000 bytes.
+    let mut child = d
+        .docker_cmd(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "dd if=/dev/zero bs=1024 count=8000 2>/dev/null | cat -v",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    // Nothing read for a while: every buffer on the way fills up.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let mut n = 0usize;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match stdout.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => panic!("reading the output: {e}"),
+        }
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(n, 2 * 1024 * 8000);
+    assert!(status.success(), "{status}");
+    d.finish();
+}
