@@ -676,3 +676,39 @@ fn a_slow_attach_reader_gets_all_the_output() {
     assert!(status.success(), "{status}");
     d.finish();
 }
+
+/// moby integration-cli TestRunEnvironmentErase: a bare `-e KEY` the client does not have
+/// unsets the daemon's default too (`HOSTNAME`), as dockerd's `ReplaceOrAppendEnvValues` over
+/// `PATH`, `HOSTNAME` (and `TERM` with a tty); a set variable replaces a default in place.
+#[test]
+fn a_bare_env_key_unsets_the_daemons_defaults() {
+    let d = root_daemon!("docker");
+    let o = d
+        .docker_cmd(&[
+            "run", "--rm", "-e", "HOSTNAME", "-e", "NOPE", "busybox", "env",
+        ])
+        .env_remove("HOSTNAME")
+        .env_remove("NOPE")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(!out.contains("HOSTNAME="), "{out}");
+    let out = d
+        .docker_line("run --rm -h envh -e A=1 busybox env", &[])
+        .ok()
+        .stdout;
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("PATH="), "{out}");
+    assert_eq!(lines[1], "HOSTNAME=envh", "{out}");
+    assert!(lines.contains(&"A=1"), "{out}");
+    let o = d
+        .docker_cmd(&["run", "--rm", "-t", "-e", "TERM", "busybox", "env"])
+        .env_remove("TERM")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(!out.contains("TERM="), "{out}");
+    d.finish();
+}

@@ -1128,22 +1128,24 @@ fn may_ptrace(spec: &berth_runtime::spec::Spec) -> bool {
 }
 
 /// The environment of a container's process or of an exec in it (dockerd's
-/// `CreateDaemonEnvironment`): the links' variables, then the container's own and `extra`
-/// (an exec's), which win; `HOSTNAME` second unless set, `TERM=xterm` with a tty unless set.
+/// `CreateDaemonEnvironment`): the defaults — `PATH`, `HOSTNAME`, `TERM=xterm` with a tty,
+/// the links' variables — overridden by the container's own and then by `extra` (an
+/// exec's); a bare `KEY` among those unsets a default (`-e HOSTNAME`).
 pub(crate) fn process_env(
     c: &Container,
     link_env: Vec<String>,
     extra: &[String],
     tty: bool,
 ) -> Vec<String> {
-    let mut env = link_env;
-    util::override_env(&mut env, c.config.env.as_deref().unwrap_or_default());
-    util::override_env(&mut env, extra);
-    if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
-        env.insert(1.min(env.len()), format!("HOSTNAME={}", c.hostname()));
-    }
-    if tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+    let mut env = vec![
+        super::create::DEFAULT_PATH.to_string(),
+        format!("HOSTNAME={}", c.hostname()),
+    ];
+    if tty {
         env.push("TERM=xterm".into());
     }
+    env.extend(link_env);
+    util::override_env(&mut env, c.config.env.as_deref().unwrap_or_default());
+    util::override_env(&mut env, extra);
     env
 }
