@@ -712,3 +712,21 @@ fn a_bare_env_key_unsets_the_daemons_defaults() {
     assert!(!out.contains("TERM="), "{out}");
     d.finish();
 }
+
+/// moby integration-cli TestStartPausedContainer: starting a paused container is a conflict
+/// with dockerd's words, not the "already running" no-op.
+#[test]
+fn starting_a_paused_container_says_to_unpause() {
+    let d = root_daemon!("docker");
+    d.docker_line("run -d --name paused1 busybox sleep 100", &[])
+        .ok();
+    d.docker_line("pause paused1", &[]).ok();
+    d.docker_line("start paused1", &[])
+        .fails_with("cannot start a paused container, try unpause instead");
+    let r = d.post("/containers/paused1/start", "");
+    assert!(r.starts_with("HTTP/1.1 409"), "{r}");
+    d.docker_line("unpause paused1", &[]).ok();
+    let r = d.post("/containers/paused1/start", "");
+    assert!(r.starts_with("HTTP/1.1 304"), "{r}");
+    d.finish();
+}

@@ -125,6 +125,12 @@ impl Engine {
         // The last exit's teardown finishes first.
         drop(e.teardown.lock().await);
         let c = e.rec.lock().unwrap().clone();
+        // dockerd's order: a paused container is running too, but gets its own answer.
+        if c.state.paused {
+            return Err(EngineError::Conflict(
+                "cannot start a paused container, try unpause instead".into(),
+            ));
+        }
         if c.state.running {
             return Err(EngineError::NotModified);
         }
