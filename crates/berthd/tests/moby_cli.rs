@@ -730,3 +730,25 @@ fn starting_a_paused_container_says_to_unpause() {
     assert!(r.starts_with("HTTP/1.1 304"), "{r}");
     d.finish();
 }
+
+/// moby integration-cli TestLinksMultipleWithSameName: a second link with an alias already
+/// taken is ignored (dockerd's `registerLink` warns), the first child keeps the alias.
+#[test]
+fn a_repeated_link_alias_keeps_the_first_child() {
+    let d = root_daemon!("docker");
+    d.docker_line("run -d --name upa busybox sleep 100", &[])
+        .ok();
+    d.docker_line("run -d --name upb busybox sleep 100", &[])
+        .ok();
+    let ip_a = d.inspect("{{.NetworkSettings.IPAddress}}", "upa");
+    let out = d
+        .docker_line(
+            "run --rm --link upa:upstream --link upb:upstream busybox grep upstream /etc/hosts",
+            &[],
+        )
+        .ok()
+        .stdout;
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with(&format!("{}\t", ip_a.trim())), "{out}");
+    d.finish();
+}
