@@ -752,3 +752,39 @@ fn a_repeated_link_alias_keeps_the_first_child() {
     assert!(out.starts_with(&format!("{}\t", ip_a.trim())), "{out}");
     d.finish();
 }
+
+/// moby integration-cli TestUpdateWithNanoCPUs: `NanoCPUs` and the CFS quota/period exclude
+/// each other in an update too (dockerd's `UpdateContainer`: a 409 naming what is set).
+#[test]
+fn nano_cpus_and_cpu_quota_updates_conflict() {
+    let d = root_daemon!("docker");
+    d.docker_line("run -d --cpus 0.5 --name nano1 busybox sleep 100", &[])
+        .ok();
+    d.docker_line("update --cpu-quota 80000 nano1", &[])
+        .fails_with(
+            "Conflicting options: CPU Quota cannot be updated as NanoCPUs has already been set",
+        );
+    d.docker_line("update --cpu-period 80000 nano1", &[])
+        .fails_with(
+            "Conflicting options: CPU Period cannot be updated as NanoCPUs has already been set",
+        );
+    d.docker_line("update --cpus 0.8 nano1", &[]).ok();
+    assert_eq!(
+        d.inspect("{{.HostConfig.NanoCpus}}", "nano1").trim(),
+        "800000000"
+    );
+    assert_eq!(d.inspect("{{.HostConfig.CpuQuota}}", "nano1").trim(), "0");
+    d.docker_line(
+        "run -d --cpu-quota 50000 --name quota1 busybox sleep 100",
+        &[],
+    )
+    .ok();
+    d.docker_line("update --cpus 1 quota1", &[]).fails_with(
+        "Conflicting options: Nano CPUs cannot be updated as CPU Quota has already been set",
+    );
+    assert_eq!(
+        d.inspect("{{.HostConfig.CpuQuota}}", "quota1").trim(),
+        "50000"
+    );
+    d.finish();
+}
