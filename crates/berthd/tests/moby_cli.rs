@@ -788,3 +788,53 @@ fn nano_cpus_and_cpu_quota_updates_conflict() {
     );
     d.finish();
 }
+
+/// moby integration-cli TestRunCreateVolumeEtc and TestRunContainerWithReadonlyRootfs: the
+/// network files are mounted after the volumes (an `-v /etc` volume does not hide them) and
+/// read-only with `--read-only`, as dockerd's `setupMounts`/`NetworkMounts`; a bind of the
+/// user's own at one of their paths still replaces the daemon's file.
+#[test]
+fn network_files_are_mounted_over_volumes_and_read_only_with_the_root() {
+    let d = root_daemon!("docker");
+    let out = d
+        .docker_line(
+            "run --rm -h etc123 --add-host=etchost:192.168.0.1 -v /etc busybox cat",
+            &["/etc/hostname", "/etc/hosts"],
+        )
+        .ok()
+        .stdout;
+    assert!(out.starts_with("etc123\n"), "{out}");
+    assert!(out.contains("192.168.0.1\tetchost"), "{out}");
+    d.docker_line("run --rm -v /etc busybox test -s /etc/resolv.conf", &[])
+        .ok();
+    let r = d.docker_line(
+        "run --rm --read-only busybox sh -c",
+        &["touch /etc/hosts /etc/resolv.conf /etc/hostname"],
+    );
+    assert_ne!(r.code, 0);
+    for f in ["/etc/hosts", "/etc/resolv.conf", "/etc/hostname"] {
+        assert!(
+            r.stderr
+                .contains(&format!("touch: {f}: Read-only file system")),
+            "{}",
+            r.stderr
+        );
+    }
+    d.docker_line("run --rm busybox touch /etc/hosts", &[]).ok();
+    let mine = d.path("myhosts");
+    std::fs::write(&mine, "10.1.2.3\tmine\n").unwrap();
+    let out = d
+        .docker_line(
+            "run --rm -v",
+            &[
+                &format!("{}:/etc/hosts:ro", mine.display()),
+                "busybox",
+                "cat",
+                "/etc/hosts",
+            ],
+        )
+        .ok()
+        .stdout;
+    assert_eq!(out, "10.1.2.3\tmine\n");
+    d.finish();
+}

@@ -436,8 +436,18 @@ impl Engine {
             cgroup_mount: true,
             mounts: vec![],
         });
-        cfg.mounts.extend(spec::etc_mounts(&etc));
+        // dockerd's `setupMounts`: the network files go after the volumes and binds (an
+        // `-v /etc` volume does not hide them), read-only with a read-only root file system;
+        // a user's mount at one of their paths replaces it.
+        let user_dests: Vec<std::path::PathBuf> = bundle
+            .mounts
+            .iter()
+            .map(|m| m.destination.clone())
+            .collect();
+        etc.retain(|(_, d)| !user_dests.iter().any(|u| u == Path::new(d)));
         cfg.mounts.append(&mut bundle.mounts);
+        cfg.mounts
+            .extend(spec::etc_mounts(&etc, c.host_config.readonly_rootfs));
         if let (Some(p), Some(linux)) = (bundle.rootfs_propagation, cfg.linux.as_mut()) {
             linux.rootfs_propagation = Some(p.into());
         }
