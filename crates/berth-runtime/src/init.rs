@@ -828,8 +828,12 @@ fn finalize_and_exec(
         .map(cstring)
         .collect::<Result<_, _>>()
         .map_err(sys_io("env"))?;
-    if !p.env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(cstring(format!("HOME={}", home_of(u.uid))).map_err(sys_io("env"))?);
+    // As runc: a `HOME` that is unset or empty (`-e HOME=`) becomes the user's home.
+    let home = cstring(format!("HOME={}", home_of(u.uid))).map_err(sys_io("env"))?;
+    match p.env.iter().rposition(|e| e.starts_with("HOME=")) {
+        Some(i) if p.env[i] == "HOME=" => env[i] = home,
+        Some(_) => {}
+        None => env.push(home),
     }
     let err = match nix::unistd::execve::<&CStr, &CStr>(
         exe,

@@ -11,21 +11,26 @@ pub use berth_runtime::profiles::{
 pub use berth_runtime::profiles::DefaultSpec;
 
 /// The spec with Docker's defaults (the root is `rootfs` next to it); berthd's containers set
-/// `cgroup_mount` and add [`etc_mounts`] and their volumes after Docker's mounts.
+/// `cgroup_mount` and add their volumes and then [`etc_mounts`] after Docker's mounts.
 pub fn build(i: &DefaultSpec<'_>) -> Spec {
     serde_json::from_value(berth_runtime::profiles::default_spec(i))
         .expect("the runtime's default spec is a valid Spec")
 }
 
-/// Bind mounts (read-write) of the files berthd writes for a container: (host, container).
-pub fn etc_mounts(files: &[(String, String)]) -> Vec<Mount> {
+/// Bind mounts of the files berthd writes for a container: (host, container); read-only with
+/// `read_only` (a read-only root file system, as dockerd's `NetworkMounts`).
+pub fn etc_mounts(files: &[(String, String)], read_only: bool) -> Vec<Mount> {
     files
         .iter()
         .map(|(src, dst)| Mount {
             destination: dst.into(),
             typ: Some("bind".into()),
             source: Some(src.into()),
-            options: vec!["rbind".into(), "rprivate".into()],
+            options: ["rbind", "rprivate"]
+                .into_iter()
+                .chain(read_only.then_some("ro"))
+                .map(String::from)
+                .collect(),
             uid_mappings: vec![],
             gid_mappings: vec![],
         })
@@ -61,8 +66,10 @@ mod tests {
             cgroup_mount: true,
             mounts: vec![],
         });
-        s.mounts
-            .extend(etc_mounts(&[("/h/hosts".into(), "/etc/hosts".into())]));
+        s.mounts.extend(etc_mounts(
+            &[("/h/hosts".into(), "/etc/hosts".into())],
+            false,
+        ));
         let process = s.process.as_ref().unwrap();
         assert_eq!(process.cwd, std::path::Path::new("/"));
         let caps = process.capabilities.as_ref().unwrap();

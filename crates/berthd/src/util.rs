@@ -38,13 +38,15 @@ pub fn human_duration(secs: i64) -> String {
 }
 
 /// Applies `overrides` to the environment `env` as dockerd's `ReplaceOrAppendEnvValues`:
-/// `KEY=value` replaces the variable or is appended; a bare `KEY` unsets it.
+/// `KEY=value` replaces the variable where it is or is appended; a bare `KEY` unsets it.
 pub fn override_env(env: &mut Vec<String>, overrides: &[String]) {
     for o in overrides {
-        let key = o.split('=').next().unwrap_or("");
-        env.retain(|v| v.split('=').next() != Some(key));
-        if o.contains('=') {
-            env.push(o.clone());
+        match o.split_once('=') {
+            None => env.retain(|v| v.split('=').next() != Some(o.as_str())),
+            Some((key, _)) => match env.iter_mut().find(|v| v.split('=').next() == Some(key)) {
+                Some(v) => v.clone_from(o),
+                None => env.push(o.clone()),
+            },
         }
     }
 }

@@ -581,3 +581,260 @@ fn container_prune_until_to_the_nanosecond() {
     assert!(out.contains(&c1) && !out.contains(&c2), "{out}");
     d.finish();
 }
+
+/// moby integration-cli TestRunHostnameFQDN: a container's own `/etc/hosts` line names the
+/// fully qualified host name and then the bare one, as libnetwork writes it (`hostname -f`
+/// and `ping <short name>` resolve through it); a `--domainname` is part of the former.
+#[test]
+fn hosts_line_names_the_fqdn_and_the_short_name() {
+    let d = root_daemon!("docker");
+    let own_line = |args: &str| {
+        let out = d
+            .docker_line(&format!("run --rm {args} busybox cat /etc/hosts"), &[])
+            .ok()
+            .stdout;
+        out.lines()
+            .last()
+            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        own_line("--hostname=foobar.example.com"),
+        "foobar.example.com foobar"
+    );
+    assert_eq!(
+        own_line("--hostname=h1 --domainname=example.org"),
+        "h1.example.org h1"
+    );
+    assert_eq!(own_line("--hostname=plain"), "plain");
+    let out = d
+        .docker_line(
+            "run --rm --hostname=foobar.example.com busybox hostname -f",
+            &[],
+        )
+        .ok()
+        .stdout;
+    assert_eq!(out.trim(), "foobar.example.com");
+    d.finish();
+}
+
+/// moby integration-cli TestRunEnvironment: `-e HOME=` (an empty `HOME`) gets the user's home
+/// directory, as runc sets it when `HOME` is unset or empty; a set one is kept.
+#[test]
+fn an_empty_home_becomes_the_users_home() {
+    let d = root_daemon!("docker");
+    let env = |args: &str| {
+        d.docker_line(&format!("run --rm {args} busybox env"), &[])
+            .ok()
+            .stdout
+    };
+    let out = env("-e HOME=");
+    assert!(out.lines().any(|l| l == "HOME=/root"), "{out}");
+    assert!(!out.lines().any(|l| l == "HOME="), "{out}");
+    let out = env("-e HOME=/x");
+    assert!(out.lines().any(|l| l == "HOME=/x"), "{out}");
+    let out = env("");
+    assert!(out.lines().any(|l| l == "HOME=/root"), "{out}");
+    d.finish();
+}
+
+/// moby integration-cli TestRunSlowStdoutConsumer: a client that reads an attached stream
+/// slowly gets all of it; the container's output waits for it (dockerd's attach pipes block
+/// their writer) instead of the client being dropped once megabytes are pending.
+#[test]
+fn a_slow_attach_reader_gets_all_the_output() {
+    use std::io::Read;
+    let d = root_daemon!("docker");
+    // 8,000 KiB of zeros, doubled by `cat -v` (`^@`): 16,384,000 bytes.
+    let mut child = d
+        .docker_cmd(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "dd if=/dev/zero bs=1024 count=8000 2>/dev/null | cat -v",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    // Nothing read for a while: every buffer on the way fills up.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let mut n = 0usize;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match stdout.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => panic!("reading the output: {e}"),
+        }
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(n, 2 * 1024 * 8000);
+    assert!(status.success(), "{status}");
+    d.finish();
+}
+
+/// moby integration-cli TestRunEnvironmentErase: a bare `-e KEY` the client does not have
+/// unsets the daemon's default too (`HOSTNAME`), as dockerd's `ReplaceOrAppendEnvValues` over
+/// `PATH`, `HOSTNAME` (and `TERM` with a tty); a set variable replaces a default in place.
+#[test]
+fn a_bare_env_key_unsets_the_daemons_defaults() {
+    let d = root_daemon!("docker");
+    let o = d
+        .docker_cmd(&[
+            "run", "--rm", "-e", "HOSTNAME", "-e", "NOPE", "busybox", "env",
+        ])
+        .env_remove("HOSTNAME")
+        .env_remove("NOPE")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(!out.contains("HOSTNAME="), "{out}");
+    let out = d
+        .docker_line("run --rm -h envh -e A=1 busybox env", &[])
+        .ok()
+        .stdout;
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("PATH="), "{out}");
+    assert_eq!(lines[1], "HOSTNAME=envh", "{out}");
+    assert!(lines.contains(&"A=1"), "{out}");
+    let o = d
+        .docker_cmd(&["run", "--rm", "-t", "-e", "TERM", "busybox", "env"])
+        .env_remove("TERM")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(!out.contains("TERM="), "{out}");
+    d.finish();
+}
+
+/// moby integration-cli TestStartPausedContainer: starting a paused container is a conflict
+/// with dockerd's words, not the "already running" no-op.
+#[test]
+fn starting_a_paused_container_says_to_unpause() {
+    let d = root_daemon!("docker");
+    d.docker_line("run -d --name paused1 busybox sleep 100", &[])
+        .ok();
+    d.docker_line("pause paused1", &[]).ok();
+    d.docker_line("start paused1", &[])
+        .fails_with("cannot start a paused container, try unpause instead");
+    let r = d.post("/containers/paused1/start", "");
+    assert!(r.starts_with("HTTP/1.1 409"), "{r}");
+    d.docker_line("unpause paused1", &[]).ok();
+    let r = d.post("/containers/paused1/start", "");
+    assert!(r.starts_with("HTTP/1.1 304"), "{r}");
+    d.finish();
+}
+
+/// moby integration-cli TestLinksMultipleWithSameName: a second link with an alias already
+/// taken is ignored (dockerd's `registerLink` warns), the first child keeps the alias.
+#[test]
+fn a_repeated_link_alias_keeps_the_first_child() {
+    let d = root_daemon!("docker");
+    d.docker_line("run -d --name upa busybox sleep 100", &[])
+        .ok();
+    d.docker_line("run -d --name upb busybox sleep 100", &[])
+        .ok();
+    let ip_a = d.inspect("{{.NetworkSettings.IPAddress}}", "upa");
+    let out = d
+        .docker_line(
+            "run --rm --link upa:upstream --link upb:upstream busybox grep upstream /etc/hosts",
+            &[],
+        )
+        .ok()
+        .stdout;
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with(&format!("{}\t", ip_a.trim())), "{out}");
+    d.finish();
+}
+
+/// moby integration-cli TestUpdateWithNanoCPUs: `NanoCPUs` and the CFS quota/period exclude
+/// each other in an update too (dockerd's `UpdateContainer`: a 409 naming what is set).
+#[test]
+fn nano_cpus_and_cpu_quota_updates_conflict() {
+    let d = root_daemon!("docker");
+    d.docker_line("run -d --cpus 0.5 --name nano1 busybox sleep 100", &[])
+        .ok();
+    d.docker_line("update --cpu-quota 80000 nano1", &[])
+        .fails_with(
+            "Conflicting options: CPU Quota cannot be updated as NanoCPUs has already been set",
+        );
+    d.docker_line("update --cpu-period 80000 nano1", &[])
+        .fails_with(
+            "Conflicting options: CPU Period cannot be updated as NanoCPUs has already been set",
+        );
+    d.docker_line("update --cpus 0.8 nano1", &[]).ok();
+    assert_eq!(
+        d.inspect("{{.HostConfig.NanoCpus}}", "nano1").trim(),
+        "800000000"
+    );
+    assert_eq!(d.inspect("{{.HostConfig.CpuQuota}}", "nano1").trim(), "0");
+    d.docker_line(
+        "run -d --cpu-quota 50000 --name quota1 busybox sleep 100",
+        &[],
+    )
+    .ok();
+    d.docker_line("update --cpus 1 quota1", &[]).fails_with(
+        "Conflicting options: Nano CPUs cannot be updated as CPU Quota has already been set",
+    );
+    assert_eq!(
+        d.inspect("{{.HostConfig.CpuQuota}}", "quota1").trim(),
+        "50000"
+    );
+    d.finish();
+}
+
+/// moby integration-cli TestRunCreateVolumeEtc and TestRunContainerWithReadonlyRootfs: the
+/// network files are mounted after the volumes (an `-v /etc` volume does not hide them) and
+/// read-only with `--read-only`, as dockerd's `setupMounts`/`NetworkMounts`; a bind of the
+/// user's own at one of their paths still replaces the daemon's file.
+#[test]
+fn network_files_are_mounted_over_volumes_and_read_only_with_the_root() {
+    let d = root_daemon!("docker");
+    let out = d
+        .docker_line(
+            "run --rm -h etc123 --add-host=etchost:192.168.0.1 -v /etc busybox cat",
+            &["/etc/hostname", "/etc/hosts"],
+        )
+        .ok()
+        .stdout;
+    assert!(out.starts_with("etc123\n"), "{out}");
+    assert!(out.contains("192.168.0.1\tetchost"), "{out}");
+    d.docker_line("run --rm -v /etc busybox test -s /etc/resolv.conf", &[])
+        .ok();
+    let r = d.docker_line(
+        "run --rm --read-only busybox sh -c",
+        &["touch /etc/hosts /etc/resolv.conf /etc/hostname"],
+    );
+    assert_ne!(r.code, 0);
+    for f in ["/etc/hosts", "/etc/resolv.conf", "/etc/hostname"] {
+        assert!(
+            r.stderr
+                .contains(&format!("touch: {f}: Read-only file system")),
+            "{}",
+            r.stderr
+        );
+    }
+    d.docker_line("run --rm busybox touch /etc/hosts", &[]).ok();
+    let mine = d.path("myhosts");
+    std::fs::write(&mine, "10.1.2.3\tmine\n").unwrap();
+    let out = d
+        .docker_line(
+            "run --rm -v",
+            &[
+                &format!("{}:/etc/hosts:ro", mine.display()),
+                "busybox",
+                "cat",
+                "/etc/hosts",
+            ],
+        )
+        .ok()
+        .stdout;
+    assert_eq!(out, "10.1.2.3\tmine\n");
+    d.finish();
+}

@@ -31,6 +31,13 @@ impl Shim {
             }
         }
         for t in due {
+            // Output held back for a slow client is still to come: the grace starts again.
+            if self.client_behind(&t) {
+                if let Some(p) = self.proc_mut(&t) {
+                    p.drain_deadline = Some(now + DRAIN_GRACE);
+                }
+                continue;
+            }
             self.maybe_finish(&t);
         }
     }

@@ -82,8 +82,10 @@ fn open_log(cfg: &Config) -> io::Result<JsonLog> {
     )
 }
 
-/// Output kept for a client that does not read before it is dropped.
-const MAX_CLIENT_BUFFER: usize = 4 << 20;
+/// Output an attached client has not taken yet at which its process's output stops being
+/// read until the client catches up: as dockerd's attach pipes, which block their writer at
+/// 1 MB, a slow reader slows the process down and loses nothing.
+const CLIENT_HIGH_WATER: usize = 1 << 20;
 /// Input buffered for a process's stdin before clients stop being read.
 const MAX_STDIN_BUFFER: usize = 256 << 10;
 /// After a process exits, how long its streams wait for the output pipes to close (a background
@@ -469,7 +471,9 @@ impl Shim {
                 push(self.listener.as_raw_fd(), libc::POLLIN, Tag::Listener);
             }
             for (id, o) in &self.outputs {
-                push(o.fd.as_raw_fd(), libc::POLLIN, Tag::Output(*id));
+                if !self.client_behind(&o.target) {
+                    push(o.fd.as_raw_fd(), libc::POLLIN, Tag::Output(*id));
+                }
             }
             // Sinks: 0 is the init, then execs in order.
             let sinks: Vec<Target> = std::iter::once(Target::Init)

@@ -6,7 +6,7 @@ use std::io::{self, Read};
 use serde_json::Value;
 
 use super::{
-    log_line, now_rfc3339, Conn, Mode, Shim, Target, MAX_CLIENT_BUFFER, MAX_DRAIN, READ_BUF,
+    log_line, now_rfc3339, Conn, Mode, Shim, Target, CLIENT_HIGH_WATER, MAX_DRAIN, READ_BUF,
 };
 use crate::protocol::{self, STDERR, STDOUT};
 use crate::sys;
@@ -129,9 +129,17 @@ impl Shim {
         });
     }
 
+    /// Whether a client attached to `target`'s output holds [`CLIENT_HIGH_WATER`] unsent:
+    /// the output is not read until it has taken some.
+    pub(super) fn client_behind(&self, target: &Target) -> bool {
+        self.conns.values().any(|c| {
+            matches!(&c.mode, Mode::Stream { target: t, .. } if t == target)
+                && c.wbuf.len() >= CLIENT_HIGH_WATER
+        })
+    }
+
     pub(super) fn broadcast(&mut self, target: &Target, stream: u8, data: &[u8]) {
-        let mut full = Vec::new();
-        for (id, c) in self.conns.iter_mut() {
+        for c in self.conns.values_mut() {
             let Mode::Stream {
                 target: t,
                 stdout,
@@ -153,13 +161,6 @@ impl Shim {
             } else {
                 c.wbuf.extend_from_slice(data);
             }
-            if c.wbuf.len() > MAX_CLIENT_BUFFER {
-                full.push(*id);
-            }
-        }
-        for id in full {
-            log_line("dropping a client that does not read its stream");
-            self.drop_conn(id);
         }
         let ids: Vec<u64> = self.conns.keys().copied().collect();
         for id in ids {

@@ -10,7 +10,10 @@ use berth_image::manifest::ContainerConfig;
 use super::{Container, CreateInput, Engine, EngineError, Result};
 use crate::names;
 
-const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The `PATH` a container gets when neither its image nor its request sets one (dockerd's
+/// `oci.DefaultPathEnv`).
+pub(crate) const DEFAULT_PATH: &str =
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// dockerd's `ValidateRestartPolicy` (an empty name takes any count, as before v25), for
 /// create and update.

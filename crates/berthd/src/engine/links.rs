@@ -143,11 +143,18 @@ impl Engine {
                     "conflicting options: host type networking can't be used with links. This would result in undefined behavior".into(),
                 ));
             }
-            if out.iter().any(|x| x.alias == alias) {
-                return Err(EngineError::Conflict(format!(
-                    "Conflict. The name \"{}/{alias}\" is already in use by container \"{}\"",
-                    c.name, child.id
-                )));
+            // dockerd's `registerLink`: an alias already taken by another child is ignored
+            // (the first link keeps it), with a warning.
+            if let Some(first) = out.iter().find(|x| x.alias == alias) {
+                if first.child_id != child.id {
+                    tracing::warn!(
+                        "container {}: link alias {alias} already names {}, ignoring the link to {}",
+                        c.id,
+                        first.child_id,
+                        child.id
+                    );
+                }
+                continue;
             }
             out.push(Link {
                 child_id: child.id,

@@ -37,6 +37,35 @@ macro_rules! merge_set {
     )*};
 }
 
+/// dockerd's `UpdateContainer` checks: `NanoCPUs` sets the CFS quota and period itself, so
+/// neither kind can be updated while the other is set.
+fn cpu_update_conflict(
+    old: &berth_api::container::HostConfig,
+    upd: &UpdateConfig,
+) -> std::result::Result<(), &'static str> {
+    if upd.nano_cpus > 0 && old.cpu_period > 0 {
+        return Err(
+            "Conflicting options: Nano CPUs cannot be updated as CPU Period has already been set",
+        );
+    }
+    if upd.nano_cpus > 0 && old.cpu_quota > 0 {
+        return Err(
+            "Conflicting options: Nano CPUs cannot be updated as CPU Quota has already been set",
+        );
+    }
+    if upd.cpu_period > 0 && old.nano_cpus > 0 {
+        return Err(
+            "Conflicting options: CPU Period cannot be updated as NanoCPUs has already been set",
+        );
+    }
+    if upd.cpu_quota > 0 && old.nano_cpus > 0 {
+        return Err(
+            "Conflicting options: CPU Quota cannot be updated as NanoCPUs has already been set",
+        );
+    }
+    Ok(())
+}
+
 /// Whether an update leaves a field alone (Docker: zero numbers, empty strings and lists,
 /// `null`).
 trait Unset {
@@ -258,6 +287,8 @@ impl Engine {
         let _op = e.op.lock().await;
         let c = e.rec.lock().unwrap().clone();
         let mut hc = c.host_config.clone();
+        cpu_update_conflict(&hc, upd)
+            .map_err(|m| EngineError::Conflict(format!("Cannot update container {}: {m}", c.id)))?;
         let mut changed: Vec<&str> = Vec::new();
         merge_set!(hc, upd, changed;
             cpu_shares, memory, blkio_weight, blkio_weight_device, blkio_device_read_bps,
@@ -278,13 +309,6 @@ impl Engine {
         if set("memory") && !set("memory_swap") && hc.memory_swap > 0 && hc.memory_swap < hc.memory
         {
             hc.memory_swap = hc.memory * 2;
-        }
-        if set("nano_cpus") {
-            hc.cpu_quota = 0;
-            hc.cpu_period = 0;
-        }
-        if set("cpu_quota") || set("cpu_period") {
-            hc.nano_cpus = 0;
         }
         if !upd.restart_policy.name.is_empty() {
             if c.auto_remove() && !upd.restart_policy.is_none() {

@@ -125,6 +125,12 @@ impl Engine {
         // The last exit's teardown finishes first.
         drop(e.teardown.lock().await);
         let c = e.rec.lock().unwrap().clone();
+        // dockerd's order: a paused container is running too, but gets its own answer.
+        if c.state.paused {
+            return Err(EngineError::Conflict(
+                "cannot start a paused container, try unpause instead".into(),
+            ));
+        }
         if c.state.running {
             return Err(EngineError::NotModified);
         }
@@ -430,8 +436,18 @@ impl Engine {
             cgroup_mount: true,
             mounts: vec![],
         });
-        cfg.mounts.extend(spec::etc_mounts(&etc));
+        // dockerd's `setupMounts`: the network files go after the volumes and binds (an
+        // `-v /etc` volume does not hide them), read-only with a read-only root file system;
+        // a user's mount at one of their paths replaces it.
+        let user_dests: Vec<std::path::PathBuf> = bundle
+            .mounts
+            .iter()
+            .map(|m| m.destination.clone())
+            .collect();
+        etc.retain(|(_, d)| !user_dests.iter().any(|u| u == Path::new(d)));
         cfg.mounts.append(&mut bundle.mounts);
+        cfg.mounts
+            .extend(spec::etc_mounts(&etc, c.host_config.readonly_rootfs));
         if let (Some(p), Some(linux)) = (bundle.rootfs_propagation, cfg.linux.as_mut()) {
             linux.rootfs_propagation = Some(p.into());
         }
@@ -1128,22 +1144,24 @@ fn may_ptrace(spec: &berth_runtime::spec::Spec) -> bool {
 }
 
 /// The environment of a container's process or of an exec in it (dockerd's
-/// `CreateDaemonEnvironment`): the links' variables, then the container's own and `extra`
-/// (an exec's), which win; `HOSTNAME` second unless set, `TERM=xterm` with a tty unless set.
+/// `CreateDaemonEnvironment`): the defaults — `PATH`, `HOSTNAME`, `TERM=xterm` with a tty,
+/// the links' variables — overridden by the container's own and then by `extra` (an
+/// exec's); a bare `KEY` among those unsets a default (`-e HOSTNAME`).
 pub(crate) fn process_env(
     c: &Container,
     link_env: Vec<String>,
     extra: &[String],
     tty: bool,
 ) -> Vec<String> {
-    let mut env = link_env;
-    util::override_env(&mut env, c.config.env.as_deref().unwrap_or_default());
-    util::override_env(&mut env, extra);
-    if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
-        env.insert(1.min(env.len()), format!("HOSTNAME={}", c.hostname()));
-    }
-    if tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+    let mut env = vec![
+        super::create::DEFAULT_PATH.to_string(),
+        format!("HOSTNAME={}", c.hostname()),
+    ];
+    if tty {
         env.push("TERM=xterm".into());
     }
+    env.extend(link_env);
+    util::override_env(&mut env, c.config.env.as_deref().unwrap_or_default());
+    util::override_env(&mut env, extra);
     env
 }

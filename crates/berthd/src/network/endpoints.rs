@@ -249,7 +249,7 @@ impl Manager {
             let other = st.containers.get(&oid);
             let own = other
                 .and_then(|o| o.endpoints.first())
-                .map(|e| e.own_hosts(hostname))
+                .map(|e| e.own_hosts(hostname, &c.config.domainname))
                 .unwrap_or_default();
             let embedded = other.is_some_and(|o| st.any_dns(&o.endpoints));
             drop(st);
@@ -295,7 +295,7 @@ impl Manager {
         let own = cn
             .endpoints
             .first()
-            .map(|e| e.own_hosts(hostname))
+            .map(|e| e.own_hosts(hostname, &c.config.domainname))
             .unwrap_or_default();
         let eps = cn.endpoints.clone();
         let embedded = st.any_dns(&eps);

@@ -120,7 +120,7 @@ impl Manager {
                 .clone();
             let ep = Self::new_endpoint(&st, &id, &net, None, "eth0".into(), None)?;
             let (resolv, upstream) = etc::resolv_conf(&self.host_resolv, &no_overrides, net.dns());
-            let hosts = etc::hosts(&extra, &ep.own_hosts(hostname));
+            let hosts = etc::hosts(&extra, &ep.own_hosts(hostname, ""));
             st.containers.insert(
                 id.clone(),
                 CNet {

@@ -116,12 +116,32 @@ impl Endpoint {
         }
     }
 
-    /// The container's own `/etc/hosts` lines: its IPv4 and (with `--ipv6`) IPv6 address.
-    pub fn own_hosts(&self, hostname: &str) -> Vec<(IpAddr, Vec<String>)> {
+    /// The container's own `/etc/hosts` lines: its IPv4 and (with `--ipv6`) IPv6 address,
+    /// each with [`host_names`].
+    pub fn own_hosts(&self, hostname: &str, domainname: &str) -> Vec<(IpAddr, Vec<String>)> {
+        let names = host_names(hostname, domainname);
         std::iter::once(IpAddr::V4(self.ip))
             .chain(self.ip6.map(IpAddr::V6))
-            .map(|ip| (ip, vec![hostname.to_string()]))
+            .map(|ip| (ip, names.clone()))
             .collect()
+    }
+}
+
+/// The names of a container's own `/etc/hosts` lines, as libnetwork writes them: the fully
+/// qualified name (`hostname`, or `hostname.domainname`), then the bare host name when the
+/// former has a domain part (`--hostname a.example.com` gives `a.example.com a`).
+pub fn host_names(hostname: &str, domainname: &str) -> Vec<String> {
+    let fqdn = if domainname.is_empty() {
+        hostname.to_string()
+    } else {
+        format!("{hostname}.{domainname}")
+    };
+    match fqdn.split_once('.') {
+        Some((short, _)) => {
+            let short = short.to_string();
+            vec![fqdn, short]
+        }
+        None => vec![fqdn],
     }
 }
 
