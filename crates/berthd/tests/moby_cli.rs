@@ -581,3 +581,27 @@ fn container_prune_until_to_the_nanosecond() {
     assert!(out.contains(&c1) && !out.contains(&c2), "{out}");
     d.finish();
 }
+
+/// `docker info` counts a paused container as paused only (dockerd's state counter), not as
+/// running.
+#[test]
+fn info_counts_paused_containers_apart_from_running() {
+    let d = root_daemon!("docker");
+    let counts = || {
+        d.docker_out(
+            "info --format",
+            &["{{.Containers}} {{.ContainersRunning}} {{.ContainersPaused}} {{.ContainersStopped}}"],
+        )
+        .trim()
+        .to_string()
+    };
+    let id = d.docker_out("run -d busybox sleep 100", &[]);
+    d.docker_out("create busybox true", &[]);
+    assert_eq!(counts(), "2 1 0 1");
+    d.docker_out("pause", &[id.trim()]);
+    assert_eq!(counts(), "2 0 1 1");
+    d.docker_out("unpause", &[id.trim()]);
+    assert_eq!(counts(), "2 1 0 1");
+    d.docker_out("rm -f", &[id.trim()]);
+    d.finish();
+}

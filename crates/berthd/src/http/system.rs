@@ -181,7 +181,7 @@ async fn version(s: St) -> Response {
 async fn info(s: St, axum::Extension(v): axum::Extension<ApiVersion>) -> Response {
     let e = &s.engine;
     let i = &s.info;
-    let (total, running, stopped) = e.counts();
+    let (running, paused, stopped) = e.counts();
     let images = e.images.list().map(|l| l.len()).unwrap_or(0);
     let driver = e
         .images
@@ -192,9 +192,9 @@ async fn info(s: St, axum::Extension(v): axum::Extension<ApiVersion>) -> Respons
     let live = e.live();
     json(&Info {
         id: i.id.clone(),
-        containers: total as i64,
+        containers: (running + paused + stopped) as i64,
         containers_running: running as i64,
-        containers_paused: 0,
+        containers_paused: paused as i64,
         containers_stopped: stopped as i64,
         images: images as i64,
         driver,
