@@ -605,3 +605,48 @@ fn info_counts_paused_containers_apart_from_running() {
     d.docker_out("rm -f", &[id.trim()]);
     d.finish();
 }
+
+/// A classic build's `-t` tags are logged as image `tag` events after its `create`, each
+/// named as dockerd's image service names them and carrying the image's labels.
+#[test]
+fn classic_build_logs_a_tag_event_per_tag() {
+    let d = root_daemon!("docker");
+    let ctx = dockerfile_context("FROM busybox\nLABEL evlabel=yes\n");
+    let since = now_arg();
+    d.classic_build(ctx.path(), &["-q", "-t", "evbuilt", "-t", "evbuilt:two"])
+        .ok();
+    let id = d.inspect("{{.ID}}", "evbuilt").trim().to_string();
+    let until = now_arg();
+    let out = d
+        .docker(&[
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "-f",
+            "type=image",
+            "-f",
+            "label=evlabel=yes",
+            "--format",
+            "{{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}}",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(
+        out,
+        format!("create {id} {id}\ntag {id} evbuilt:latest\ntag {id} evbuilt:two\n")
+    );
+    // Image `create` events are new in API 1.46: an older client gets only the tags.
+    let old = d
+        .http(
+            "GET",
+            &format!("/v1.45/events?since={since}&until={until}&filters=%7B%22type%22%3A%5B%22image%22%5D%7D"),
+            None,
+        )
+        .unwrap();
+    assert!(old.starts_with("HTTP/1.1 200"), "{old}");
+    assert!(!old.contains(r#""Action":"create""#), "{old}");
+    assert_eq!(old.matches(r#""Action":"tag""#).count(), 2, "{old}");
+    d.finish();
+}

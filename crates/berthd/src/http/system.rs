@@ -292,8 +292,13 @@ async fn info(s: St, axum::Extension(v): axum::Extension<ApiVersion>) -> Respons
     })
 }
 
-async fn events(s: St, Query(q): Q) -> R {
+async fn events(s: St, axum::Extension(v): axum::Extension<ApiVersion>, Query(q): Q) -> R {
     let filters = filters(&q)?;
+    // Image `create` events exist from API 1.46; older clients get neither past nor new ones.
+    let image_create = v.events_include_image_create();
+    let wanted = move |e: &Event| {
+        e.matches(&filters) && (image_create || e.typ != "image" || e.action != "create")
+    };
     let time = |k: &str| -> Result<Option<i64>, ApiError> {
         qstr(&q, k)
             .map(|v| {
@@ -321,7 +326,7 @@ async fn events(s: St, Query(q): Q) -> R {
             if until.is_some_and(|u| e.time_nano > u) {
                 return;
             }
-            if e.matches(&filters) && tx.send(line(&e)).await.is_err() {
+            if wanted(&e) && tx.send(line(&e)).await.is_err() {
                 return;
             }
         }
@@ -351,7 +356,7 @@ async fn events(s: St, Query(q): Q) -> R {
             };
             let Some(ev) = ev else { return };
             let Some(e) = ev else { continue };
-            if e.matches(&filters) && tx.send(line(&e)).await.is_err() {
+            if wanted(&e) && tx.send(line(&e)).await.is_err() {
                 return;
             }
         }
