@@ -650,3 +650,34 @@ fn classic_build_logs_a_tag_event_per_tag() {
     assert_eq!(old.matches(r#""Action":"tag""#).count(), 2, "{old}");
     d.finish();
 }
+
+/// Two `--volumes-from` with a volume at the same path: the later container's volume is
+/// mounted (dockerd's `registerMountPoints` lets it replace the earlier one).
+#[test]
+fn volumes_from_the_later_container_wins_a_path() {
+    let d = root_daemon!("docker");
+    let ctx = dockerfile_context("FROM busybox\nVOLUME [\"/tmp/data\"]\n");
+    d.classic_build(ctx.path(), &["-q", "-t", "vimage"]).ok();
+    d.docker_out("run --name=data1 vimage true", &[]);
+    d.docker_out("run --name=data2 vimage true", &[]);
+    let name = |c: &str| {
+        d.inspect("{{(index .Mounts 0).Name}}", c)
+            .trim()
+            .to_string()
+    };
+    let (v1, v2) = (name("data1"), name("data2"));
+    assert_ne!(v1, v2);
+    d.docker_out(
+        "create --name=app --volumes-from=data1 --volumes-from=data2 busybox true",
+        &[],
+    );
+    assert_eq!(name("app"), v2);
+    assert_eq!(d.inspect("{{len .Mounts}}", "app").trim(), "1");
+    // An explicit mount of the path still takes precedence over both.
+    d.docker_out(
+        "create --name=app2 --volumes-from=data1 --volumes-from=data2 -v named:/tmp/data busybox true",
+        &[],
+    );
+    assert_eq!(name("app2"), "named");
+    d.finish();
+}
