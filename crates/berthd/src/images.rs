@@ -573,19 +573,15 @@ pub fn prune(
     engine: &Engine,
     filters: &berth_api::Filters,
 ) -> Result<berth_api::image::PruneReport> {
-    for (k, v) in &filters.0 {
+    for (k, _) in &filters.0 {
         match k.as_str() {
-            "until" | "label" | "label!" => {}
-            "dangling" if matches!(v.as_str(), "true" | "1" | "false" | "0") => {}
-            "dangling" => {
-                return Err(EngineError::BadRequest(format!(
-                    "invalid filter 'dangling={v}'"
-                )))
-            }
+            "until" | "label" | "label!" | "dangling" => {}
             _ => return Err(EngineError::BadRequest(format!("invalid filter '{k}'"))),
         }
     }
-    let all = filters.get("dangling").any(|v| matches!(v, "false" | "0"));
+    let all = !filters
+        .bool_or("dangling", true)
+        .map_err(EngineError::BadRequest)?;
     let mut until = None;
     for v in filters.get("until") {
         until = Some(

@@ -681,3 +681,22 @@ fn volumes_from_the_later_container_wins_a_path() {
     assert_eq!(name("app2"), "named");
     d.finish();
 }
+
+/// `docker volume ls -f dangling=…` takes only true/false values: anything else is dockerd's
+/// "invalid filter" (a 400), not an empty list.
+#[test]
+fn volume_ls_refuses_a_dangling_value_that_is_no_boolean() {
+    let d = root_daemon!("docker");
+    d.docker_out("volume create used", &[]);
+    d.docker_out("volume create unused", &[]);
+    d.docker_out("create -v used:/v busybox true", &[]);
+    d.docker(&["volume", "ls", "-f", "dangling=invalid"])
+        .failed(
+            1,
+            "Error response from daemon: invalid filter 'dangling=[invalid]'\n",
+        );
+    let ls = |f: &str| d.docker_out("volume ls -q -f", &[f]);
+    assert_eq!(ls("dangling=true"), "unused\n");
+    assert_eq!(ls("dangling=0"), "used\n");
+    d.finish();
+}
