@@ -700,3 +700,39 @@ fn volume_ls_refuses_a_dangling_value_that_is_no_boolean() {
     assert_eq!(ls("dangling=0"), "used\n");
     d.finish();
 }
+
+/// `docker rmi` of an image deletes its parents in turn while they are untagged, unused and
+/// childless (dockerd prunes them unless `--no-prune`).
+#[test]
+fn rmi_prunes_untagged_unused_parents() {
+    let d = root_daemon!("docker");
+    let busybox = d.inspect("{{.ID}}", "busybox").trim().to_string();
+    let commit = |from: &str, file: &str| {
+        let c = d.docker_out("run -d", &[from, "touch", file]);
+        d.docker_out("wait", &[c.trim()]);
+        let id = d.docker_out("commit", &[c.trim()]).trim().to_string();
+        d.docker_out("rm", &[c.trim()]);
+        id
+    };
+    let foo = commit("busybox", "/foo");
+    let bar = commit(&foo, "/bar");
+    assert_eq!(d.inspect("{{.Parent}}", &bar).trim(), foo);
+    let out = d.docker_out("rmi", &[&bar]);
+    assert!(out.contains(&format!("Deleted: {bar}")), "{out}");
+    assert!(out.contains(&format!("Deleted: {foo}")), "{out}");
+    // busybox is tagged: it stays.
+    assert_eq!(d.inspect("{{.ID}}", "busybox").trim(), busybox);
+    // --no-prune keeps the parent.
+    let foo = commit("busybox", "/foo2");
+    let bar = commit(&foo, "/bar2");
+    let out = d.docker_out("rmi --no-prune", &[&bar]);
+    assert!(!out.contains(&foo), "{out}");
+    d.inspect("{{.ID}}", &foo);
+    // A parent a container uses stays too.
+    let bar = commit(&foo, "/bar3");
+    d.docker_out("create", &[&foo]);
+    let out = d.docker_out("rmi", &[&bar]);
+    assert!(!out.contains(&foo), "{out}");
+    d.inspect("{{.ID}}", &foo);
+    d.finish();
+}
