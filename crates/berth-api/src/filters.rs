@@ -70,6 +70,22 @@ impl Filters {
         self.0.is_empty()
     }
 
+    /// dockerd's `GetBoolOrDefault`: `default` when `key` is not given, else whether its
+    /// values say true (`1`, `true`) rather than false (`0`, `false`); neither or both is
+    /// dockerd's "invalid filter 'key=[values]'".
+    pub fn bool_or(&self, key: &str, default: bool) -> Result<bool, String> {
+        if !self.has(key) {
+            return Ok(default);
+        }
+        let is_false = self.get(key).any(|v| v == "0" || v == "false");
+        let is_true = self.get(key).any(|v| v == "1" || v == "true");
+        if is_false == is_true {
+            let values: Vec<&str> = self.get(key).collect();
+            return Err(format!("invalid filter '{key}=[{}]'", values.join(" ")));
+        }
+        Ok(is_true)
+    }
+
     /// dockerd's prune label matching (`matchLabels`), `has` telling whether the object has a
     /// label spec (`key` or `key=value`): every `label` filter holds, and the `label!` filters
     /// (when given) do not all hold.
@@ -117,6 +133,28 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&f).unwrap(),
             r#"{"dangling":["true"],"label":["a=1","b"]}"#
+        );
+    }
+
+    #[test]
+    fn bool_values_as_dockerd_reads_them() {
+        let f = |s: &str| Filters::parse(s).unwrap();
+        assert_eq!(f("").bool_or("dangling", true), Ok(true));
+        assert_eq!(
+            f(r#"{"dangling":["0"]}"#).bool_or("dangling", true),
+            Ok(false)
+        );
+        assert_eq!(
+            f(r#"{"dangling":["true","x"]}"#).bool_or("dangling", false),
+            Ok(true)
+        );
+        assert_eq!(
+            f(r#"{"dangling":["invalid"]}"#).bool_or("dangling", false),
+            Err("invalid filter 'dangling=[invalid]'".to_string())
+        );
+        assert_eq!(
+            f(r#"{"dangling":["1","false"]}"#).bool_or("dangling", false),
+            Err("invalid filter 'dangling=[1 false]'".to_string())
         );
     }
 }

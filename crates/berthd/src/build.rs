@@ -239,9 +239,14 @@ pub async fn start(
             };
             b.build(&opts, &mut sink)
         };
-        // The built image's `create` event (dockerd logs one when the builder commits it).
+        // The built image's `create` event (dockerd logs one when the builder commits it),
+        // then a `tag` event per `-t` (dockerd tags the result through its image service).
         if let Ok(built) = &res {
-            engine.image_event("create", &built.id.to_string());
+            let id = built.id.to_string();
+            engine.image_event("create", &id);
+            for t in &built.tags {
+                engine.image_event_of("tag", &id, t);
+            }
         }
         if let Err(e) = res {
             let msg = e.to_string();

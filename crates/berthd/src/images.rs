@@ -525,8 +525,9 @@ pub fn tag(engine: &Engine, name: &str, target: &Reference) -> Result<()> {
 }
 
 /// `DELETE /images/{name}`: Docker's rules (a container using the image blocks removing
-/// its last reference unless forced; another tag of it is just untagged).
-pub fn remove(engine: &Engine, name: &str, force: bool) -> Result<Vec<DeleteItem>> {
+/// its last reference unless forced; another tag of it is just untagged); with `prune`
+/// (no `noprune`) the deleted image's unused untagged parents go too.
+pub fn remove(engine: &Engine, name: &str, force: bool, prune: bool) -> Result<Vec<DeleteItem>> {
     if name.trim().is_empty() {
         return Err(EngineError::BadRequest("image name cannot be blank".into()));
     }
@@ -544,22 +545,30 @@ pub fn remove(engine: &Engine, name: &str, force: bool) -> Result<Vec<DeleteItem
     };
     // The not-found answer is the store's (below).
     let id = engine.images.resolve(name).map(|r| r.image.id.to_string());
-    let items = engine.images.remove(name, force, &users).map_err(|e| {
-        if e.is_not_found() {
-            EngineError::Missing(e.to_string())
-        } else if matches!(e, berth_image::image_store::ImageStoreError::Conflict(_)) {
-            EngineError::Conflict(e.to_string())
-        } else {
-            EngineError::BadRequest(e.to_string())
-        }
-    })?;
+    let images: std::collections::HashSet<String> = engine
+        .images
+        .list()
+        .map(|l| l.into_iter().map(|i| i.id.to_string()).collect())
+        .unwrap_or_default();
+    let items = engine
+        .images
+        .remove_pruning(name, force, prune, &users)
+        .map_err(|e| {
+            if e.is_not_found() {
+                EngineError::Missing(e.to_string())
+            } else if matches!(e, berth_image::image_store::ImageStoreError::Conflict(_)) {
+                EngineError::Conflict(e.to_string())
+            } else {
+                EngineError::BadRequest(e.to_string())
+            }
+        })?;
     // dockerd names the image by its ID in both (`LogImageEvent(id, id, …)`); a deleted
-    // layer's chain ID is no image event.
+    // layer's chain ID is no image event, a pruned parent's deletion is.
     let id = id.unwrap_or_default();
     for it in &items {
         match it {
             DeleteItem::Untagged(_) => engine.image_event_of("untag", &id, &id),
-            DeleteItem::Deleted(i) if *i == id => engine.image_event_of("delete", &id, &id),
+            DeleteItem::Deleted(i) if images.contains(i) => engine.image_event_of("delete", i, i),
             DeleteItem::Deleted(_) => {}
         }
     }
@@ -573,19 +582,15 @@ pub fn prune(
     engine: &Engine,
     filters: &berth_api::Filters,
 ) -> Result<berth_api::image::PruneReport> {
-    for (k, v) in &filters.0 {
+    for (k, _) in &filters.0 {
         match k.as_str() {
-            "until" | "label" | "label!" => {}
-            "dangling" if matches!(v.as_str(), "true" | "1" | "false" | "0") => {}
-            "dangling" => {
-                return Err(EngineError::BadRequest(format!(
-                    "invalid filter 'dangling={v}'"
-                )))
-            }
+            "until" | "label" | "label!" | "dangling" => {}
             _ => return Err(EngineError::BadRequest(format!("invalid filter '{k}'"))),
         }
     }
-    let all = filters.get("dangling").any(|v| matches!(v, "false" | "0"));
+    let all = !filters
+        .bool_or("dangling", true)
+        .map_err(EngineError::BadRequest)?;
     let mut until = None;
     for v in filters.get("until") {
         until = Some(

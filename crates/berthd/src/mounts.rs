@@ -391,8 +391,10 @@ impl Mounts {
             }
             push(m, &mut out, &mut seen)?;
         }
-        // VolumesFrom: the other container's volumes and binds (explicit mounts above take
-        // precedence).
+        // VolumesFrom: the other container's volumes and binds. Explicit mounts above take
+        // precedence; between containers, the later one's mount of a path replaces the
+        // earlier one's (dockerd's `registerMountPoints`).
+        let explicit = seen.clone();
         for spec in hc.volumes_from.iter().flatten() {
             let (name, mode) = match spec.rsplit_once(':') {
                 Some((n, m)) if m == "ro" || m == "rw" => (n, Some(m)),
@@ -403,7 +405,7 @@ impl Mounts {
                 .id_of(name)
                 .map_err(EngineError::not_found_is_invalid)?;
             for mut m in self.load(&other) {
-                if m.typ == "tmpfs" || seen.contains(&m.destination) {
+                if m.typ == "tmpfs" || explicit.contains(&m.destination) {
                     continue;
                 }
                 if let Some(mode) = mode {
@@ -412,7 +414,10 @@ impl Mounts {
                 }
                 // The volume is shared, not owned: `rm -v` of this container keeps it.
                 m.anonymous = false;
-                push(m, &mut out, &mut seen)?;
+                match out.iter_mut().find(|p| p.destination == m.destination) {
+                    Some(earlier) => *earlier = m,
+                    None => push(m, &mut out, &mut seen)?,
+                }
             }
         }
         let anon = input

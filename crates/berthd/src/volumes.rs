@@ -720,20 +720,24 @@ impl VolumeStore {
         }) {
             return Err(VolumeError::Invalid(format!("invalid filter '{k}'")));
         }
+        let dangling = filters
+            .has("dangling")
+            .then(|| filters.bool_or("dangling", false))
+            .transpose()
+            .map_err(VolumeError::Invalid)?;
         Ok(self
             .list()
             .iter()
             .filter(|v| {
-                let users = self.users(&v.name);
-                filters.0.iter().all(|(k, val)| match k.as_str() {
-                    "name" => v.name.contains(val.as_str()),
-                    "driver" => &v.driver == val,
-                    "dangling" => users.is_empty() == matches!(val.as_str(), "1" | "true"),
-                    "label" | "label!" => {
-                        label_filters_match(v, &Filters(vec![(k.clone(), val.clone())]))
-                    }
-                    _ => true,
-                })
+                dangling.is_none_or(|d| self.users(&v.name).is_empty() == d)
+                    && filters.0.iter().all(|(k, val)| match k.as_str() {
+                        "name" => v.name.contains(val.as_str()),
+                        "driver" => &v.driver == val,
+                        "label" | "label!" => {
+                            label_filters_match(v, &Filters(vec![(k.clone(), val.clone())]))
+                        }
+                        _ => true,
+                    })
             })
             .map(|v| self.to_api(v))
             .collect())

@@ -838,3 +838,158 @@ fn network_files_are_mounted_over_volumes_and_read_only_with_the_root() {
     assert_eq!(out, "10.1.2.3\tmine\n");
     d.finish();
 }
+
+/// `docker info` counts a paused container as paused only (dockerd's state counter), not as
+/// running.
+#[test]
+fn info_counts_paused_containers_apart_from_running() {
+    let d = root_daemon!("docker");
+    let counts = || {
+        d.docker_out(
+            "info --format",
+            &["{{.Containers}} {{.ContainersRunning}} {{.ContainersPaused}} {{.ContainersStopped}}"],
+        )
+        .trim()
+        .to_string()
+    };
+    let id = d.docker_out("run -d busybox sleep 100", &[]);
+    d.docker_out("create busybox true", &[]);
+    assert_eq!(counts(), "2 1 0 1");
+    d.docker_out("pause", &[id.trim()]);
+    assert_eq!(counts(), "2 0 1 1");
+    d.docker_out("unpause", &[id.trim()]);
+    assert_eq!(counts(), "2 1 0 1");
+    d.docker_out("rm -f", &[id.trim()]);
+    d.finish();
+}
+
+/// A classic build's `-t` tags are logged as image `tag` events after its `create`, each
+/// named as dockerd's image service names them and carrying the image's labels.
+#[test]
+fn classic_build_logs_a_tag_event_per_tag() {
+    let d = root_daemon!("docker");
+    let ctx = dockerfile_context("FROM busybox\nLABEL evlabel=yes\n");
+    let since = now_arg();
+    d.classic_build(ctx.path(), &["-q", "-t", "evbuilt", "-t", "evbuilt:two"])
+        .ok();
+    let id = d.inspect("{{.ID}}", "evbuilt").trim().to_string();
+    let until = now_arg();
+    let out = d
+        .docker(&[
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "-f",
+            "type=image",
+            "-f",
+            "label=evlabel=yes",
+            "--format",
+            "{{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}}",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(
+        out,
+        format!("create {id} {id}\ntag {id} evbuilt:latest\ntag {id} evbuilt:two\n")
+    );
+    // Image `create` events are new in API 1.46: an older client gets only the tags.
+    let old = d
+        .http(
+            "GET",
+            &format!("/v1.45/events?since={since}&until={until}&filters=%7B%22type%22%3A%5B%22image%22%5D%7D"),
+            None,
+        )
+        .unwrap();
+    assert!(old.starts_with("HTTP/1.1 200"), "{old}");
+    assert!(!old.contains(r#""Action":"create""#), "{old}");
+    assert_eq!(old.matches(r#""Action":"tag""#).count(), 2, "{old}");
+    d.finish();
+}
+
+/// Two `--volumes-from` with a volume at the same path: the later container's volume is
+/// mounted (dockerd's `registerMountPoints` lets it replace the earlier one).
+#[test]
+fn volumes_from_the_later_container_wins_a_path() {
+    let d = root_daemon!("docker");
+    let ctx = dockerfile_context("FROM busybox\nVOLUME [\"/tmp/data\"]\n");
+    d.classic_build(ctx.path(), &["-q", "-t", "vimage"]).ok();
+    d.docker_out("run --name=data1 vimage true", &[]);
+    d.docker_out("run --name=data2 vimage true", &[]);
+    let name = |c: &str| {
+        d.inspect("{{(index .Mounts 0).Name}}", c)
+            .trim()
+            .to_string()
+    };
+    let (v1, v2) = (name("data1"), name("data2"));
+    assert_ne!(v1, v2);
+    d.docker_out(
+        "create --name=app --volumes-from=data1 --volumes-from=data2 busybox true",
+        &[],
+    );
+    assert_eq!(name("app"), v2);
+    assert_eq!(d.inspect("{{len .Mounts}}", "app").trim(), "1");
+    // An explicit mount of the path still takes precedence over both.
+    d.docker_out(
+        "create --name=app2 --volumes-from=data1 --volumes-from=data2 -v named:/tmp/data busybox true",
+        &[],
+    );
+    assert_eq!(name("app2"), "named");
+    d.finish();
+}
+
+/// `docker volume ls -f dangling=…` takes only true/false values: anything else is dockerd's
+/// "invalid filter" (a 400), not an empty list.
+#[test]
+fn volume_ls_refuses_a_dangling_value_that_is_no_boolean() {
+    let d = root_daemon!("docker");
+    d.docker_out("volume create used", &[]);
+    d.docker_out("volume create unused", &[]);
+    d.docker_out("create -v used:/v busybox true", &[]);
+    d.docker(&["volume", "ls", "-f", "dangling=invalid"])
+        .failed(
+            1,
+            "Error response from daemon: invalid filter 'dangling=[invalid]'\n",
+        );
+    let ls = |f: &str| d.docker_out("volume ls -q -f", &[f]);
+    assert_eq!(ls("dangling=true"), "unused\n");
+    assert_eq!(ls("dangling=0"), "used\n");
+    d.finish();
+}
+
+/// `docker rmi` of an image deletes its parents in turn while they are untagged, unused and
+/// childless (dockerd prunes them unless `--no-prune`).
+#[test]
+fn rmi_prunes_untagged_unused_parents() {
+    let d = root_daemon!("docker");
+    let busybox = d.inspect("{{.ID}}", "busybox").trim().to_string();
+    let commit = |from: &str, file: &str| {
+        let c = d.docker_out("run -d", &[from, "touch", file]);
+        d.docker_out("wait", &[c.trim()]);
+        let id = d.docker_out("commit", &[c.trim()]).trim().to_string();
+        d.docker_out("rm", &[c.trim()]);
+        id
+    };
+    let foo = commit("busybox", "/foo");
+    let bar = commit(&foo, "/bar");
+    assert_eq!(d.inspect("{{.Parent}}", &bar).trim(), foo);
+    let out = d.docker_out("rmi", &[&bar]);
+    assert!(out.contains(&format!("Deleted: {bar}")), "{out}");
+    assert!(out.contains(&format!("Deleted: {foo}")), "{out}");
+    // busybox is tagged: it stays.
+    assert_eq!(d.inspect("{{.ID}}", "busybox").trim(), busybox);
+    // --no-prune keeps the parent.
+    let foo = commit("busybox", "/foo2");
+    let bar = commit(&foo, "/bar2");
+    let out = d.docker_out("rmi --no-prune", &[&bar]);
+    assert!(!out.contains(&foo), "{out}");
+    d.inspect("{{.ID}}", &foo);
+    // A parent a container uses stays too.
+    let bar = commit(&foo, "/bar3");
+    d.docker_out("create", &[&foo]);
+    let out = d.docker_out("rmi", &[&bar]);
+    assert!(!out.contains(&foo), "{out}");
+    d.inspect("{{.ID}}", &foo);
+    d.finish();
+}

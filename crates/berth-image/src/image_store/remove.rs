@@ -57,6 +57,19 @@ impl ImageStore {
         force: bool,
         users: &dyn Fn(&ImageId) -> Vec<ImageUser>,
     ) -> Result<Vec<DeleteItem>> {
+        self.remove_pruning(name_or_id, force, false, users)
+    }
+
+    /// [`ImageStore::remove`], then with `prune` (`rmi` without `--no-prune`) the deleted
+    /// image's parents in turn while each is untagged, has no other child and no container
+    /// uses it (dockerd's quiet `imageDeleteHelper` on the parent).
+    pub fn remove_pruning(
+        &self,
+        name_or_id: &str,
+        force: bool,
+        prune: bool,
+        users: &dyn Fn(&ImageId) -> Vec<ImageUser>,
+    ) -> Result<Vec<DeleteItem>> {
         let _g = self.lock()?;
         let mut idx = self.read_index()?;
         let resolved = resolve_in(&idx, name_or_id)?;
@@ -141,25 +154,34 @@ impl ImageStore {
             }
             return Err(c.into_error(&id));
         }
-        let rec = idx.images[id.hex()].clone();
-        for r in rec.references() {
-            untag_in(&mut idx, &r)?;
-            records.push(DeleteItem::Untagged(r.familiar_string()));
-        }
-        idx.images.remove(id.hex());
-        for child in idx.images.values_mut() {
-            if child.parent.as_ref() == Some(&id) {
-                child.parent = None;
+        let mut next = Some(id);
+        while let Some(id) = next.take() {
+            let rec = idx.images[id.hex()].clone();
+            for r in rec.references() {
+                untag_in(&mut idx, &r)?;
+                records.push(DeleteItem::Untagged(r.familiar_string()));
             }
+            idx.images.remove(id.hex());
+            for child in idx.images.values_mut() {
+                if child.parent.as_ref() == Some(&id) {
+                    child.parent = None;
+                }
+            }
+            self.write_index(&idx)?;
+            records.push(DeleteItem::Deleted(id.to_string()));
+            let (deleted_layers, _) = self.delete_content(&idx, &rec)?;
+            records.extend(
+                deleted_layers
+                    .into_iter()
+                    .map(|c| DeleteItem::Deleted(c.to_string())),
+            );
+            next = rec
+                .parent
+                .filter(|p| prune && idx.images.contains_key(p.hex()))
+                .filter(|p| {
+                    delete_conflict(&idx, p, CONFLICT_HARD | CONFLICT_SOFT, users).is_none()
+                });
         }
-        self.write_index(&idx)?;
-        records.push(DeleteItem::Deleted(id.to_string()));
-        let (deleted_layers, _) = self.delete_content(&idx, &rec)?;
-        records.extend(
-            deleted_layers
-                .into_iter()
-                .map(|c| DeleteItem::Deleted(c.to_string())),
-        );
         Ok(records)
     }
 

@@ -172,7 +172,7 @@ impl Cri {
         let engine = self.engine.clone();
         blocking(move || {
             // Every tag goes with it (the CRI removes images, not references).
-            crate::images::remove(&engine, &id, true).map_err(super::status)
+            crate::images::remove(&engine, &id, true, false).map_err(super::status)
         })
         .await?;
         Ok(pb::RemoveImageResponse::default())

@@ -325,11 +325,18 @@ impl Engine {
         v
     }
 
-    /// (total, running, stopped) counts.
+    /// The (running, paused, stopped) counts as dockerd's state counter keeps them: a paused
+    /// container is only paused, and a restarting one counts as stopped.
     pub fn counts(&self) -> (usize, usize, usize) {
-        let l = self.list();
-        let running = l.iter().filter(|c| c.state.running).count();
-        (l.len(), running, l.len() - running)
+        let (mut running, mut paused, mut stopped) = (0, 0, 0);
+        for c in self.list() {
+            match (c.state.running, c.state.paused, c.state.restarting) {
+                (true, true, _) => paused += 1,
+                (true, false, false) => running += 1,
+                _ => stopped += 1,
+            }
+        }
+        (running, paused, stopped)
     }
 
     /// Events of a container (for log following).

@@ -576,9 +576,10 @@ async fn image_delete(
     // Removed containers' writable layers go before images (and their sizes) are looked at.
     s.engine.settle().await;
     let force = qbool(&q, "force");
+    let prune = !qbool(&q, "noprune");
     let engine = s.engine.clone();
     Ok(json(
-        &blocking(move || images::remove(&engine, &name, force)).await?,
+        &blocking(move || images::remove(&engine, &name, force, prune)).await?,
     ))
 }
 

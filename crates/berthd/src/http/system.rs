@@ -181,7 +181,7 @@ async fn version(s: St) -> Response {
 async fn info(s: St, axum::Extension(v): axum::Extension<ApiVersion>) -> Response {
     let e = &s.engine;
     let i = &s.info;
-    let (total, running, stopped) = e.counts();
+    let (running, paused, stopped) = e.counts();
     let images = e.images.list().map(|l| l.len()).unwrap_or(0);
     let driver = e
         .images
@@ -192,9 +192,9 @@ async fn info(s: St, axum::Extension(v): axum::Extension<ApiVersion>) -> Respons
     let live = e.live();
     json(&Info {
         id: i.id.clone(),
-        containers: total as i64,
+        containers: (running + paused + stopped) as i64,
         containers_running: running as i64,
-        containers_paused: 0,
+        containers_paused: paused as i64,
         containers_stopped: stopped as i64,
         images: images as i64,
         driver,
@@ -292,8 +292,13 @@ async fn info(s: St, axum::Extension(v): axum::Extension<ApiVersion>) -> Respons
     })
 }
 
-async fn events(s: St, Query(q): Q) -> R {
+async fn events(s: St, axum::Extension(v): axum::Extension<ApiVersion>, Query(q): Q) -> R {
     let filters = filters(&q)?;
+    // Image `create` events exist from API 1.46; older clients get neither past nor new ones.
+    let image_create = v.events_include_image_create();
+    let wanted = move |e: &Event| {
+        e.matches(&filters) && (image_create || e.typ != "image" || e.action != "create")
+    };
     let time = |k: &str| -> Result<Option<i64>, ApiError> {
         qstr(&q, k)
             .map(|v| {
@@ -321,7 +326,7 @@ async fn events(s: St, Query(q): Q) -> R {
             if until.is_some_and(|u| e.time_nano > u) {
                 return;
             }
-            if e.matches(&filters) && tx.send(line(&e)).await.is_err() {
+            if wanted(&e) && tx.send(line(&e)).await.is_err() {
                 return;
             }
         }
@@ -351,7 +356,7 @@ async fn events(s: St, Query(q): Q) -> R {
             };
             let Some(ev) = ev else { return };
             let Some(e) = ev else { continue };
-            if e.matches(&filters) && tx.send(line(&e)).await.is_err() {
+            if wanted(&e) && tx.send(line(&e)).await.is_err() {
                 return;
             }
         }
