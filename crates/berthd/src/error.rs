@@ -102,9 +102,9 @@ impl EngineError {
             | EngineError::ExecNotFound(_)
             | EngineError::Missing(_) => StatusCode::NOT_FOUND,
             EngineError::Conflict(_) => StatusCode::CONFLICT,
-            EngineError::HostConfig(HostConfigError::PeerNotRunning { .. }) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            EngineError::HostConfig(
+                HostConfigError::PeerNotRunning { .. } | HostConfigError::StorageOpt(_),
+            ) => StatusCode::INTERNAL_SERVER_ERROR,
             EngineError::BadRequest(_) | EngineError::HostConfig(_) | EngineError::User(_) => {
                 StatusCode::BAD_REQUEST
             }

@@ -62,6 +62,10 @@ pub enum HostConfigError {
     /// dockerd's `failed to join PID namespace: container <id> is not running` (a 500).
     #[error("failed to join {ns} namespace: container {id} is not running")]
     PeerNotRunning { ns: &'static str, id: String },
+    /// A `StorageOpt` the storage cannot honour, with overlay2's message (a 500, from the
+    /// layer's creation in dockerd).
+    #[error("{0}")]
+    StorageOpt(String),
 }
 
 type Result<T, E = HostConfigError> = std::result::Result<T, E>;
@@ -332,6 +336,23 @@ pub fn check(hc: &HostConfig, ncpus: usize) -> Result<Vec<String>> {
         r => return Err(invalid(format!("unknown or invalid runtime name: {r}"))),
     }
     Ok(warnings)
+}
+
+/// dockerd's overlay2 driver's checks of a container's `StorageOpt` when it creates the
+/// writable layer: `size` needs XFS project quotas, which Berth's storage does not set, so it
+/// is refused rather than accepted and not enforced; any other option is unknown.
+pub fn check_storage_opt(hc: &HostConfig) -> Result<()> {
+    let mut keys = hc.storage_opt.iter().flat_map(|m| m.keys());
+    let Some(first) = keys.clone().next() else {
+        return Ok(());
+    };
+    Err(HostConfigError::StorageOpt(
+        if keys.any(|k| k.eq_ignore_ascii_case("size")) {
+            "--storage-opt is supported only for overlay over xfs with 'pquota' mount option".into()
+        } else {
+            format!("Unknown option {}", first.to_ascii_lowercase())
+        },
+    ))
 }
 
 /// What dockerd fills into a new container's `HostConfig` (what inspect shows): an

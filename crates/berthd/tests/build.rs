@@ -611,3 +611,37 @@ fn add_from_http_url_with_checksum() {
     drop(srv);
     finish(d);
 }
+
+/// docker-py's `test_build_squash`: dockerd squashes only in experimental mode and refuses
+/// `squash` otherwise; berthd has no experimental mode, so a squash is refused, never built
+/// unsquashed as if it had been honoured. `squash=False` (docker-py's default) still builds.
+#[test]
+fn build_squash_is_refused_without_experimental_mode() {
+    let d = root_daemon!();
+    let script = r#"
+import docker, io, os
+c = docker.APIClient(base_url=os.environ["BERTH_SOCK"])
+df = b"FROM busybox\nRUN echo a > /f1\nRUN echo b > /f2\n"
+try:
+    list(c.build(fileobj=io.BytesIO(df), tag="squashed", squash=True))
+    raise SystemExit("squash=True built")
+except docker.errors.APIError as e:
+    assert e.status_code == 400, e
+    assert e.explanation == "squash is only supported with experimental mode", e.explanation
+out = list(c.build(fileobj=io.BytesIO(df), tag="unsquashed", squash=False, decode=True))
+assert any("Successfully tagged unsquashed" in m.get("stream", "") for m in out), out
+print("ok")
+"#;
+    let Some(r) = d.docker_py(script) else {
+        return;
+    };
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    // dockerd's BoolValue: any value but "", 0, no, false, none is true.
+    let resp = d.http("POST", "/build?squash=on", Some("")).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(
+        resp.contains("squash is only supported with experimental mode"),
+        "{resp}"
+    );
+    finish(d);
+}

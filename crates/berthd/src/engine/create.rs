@@ -328,6 +328,8 @@ impl Engine {
                 EngineError::BadRequest(e.to_string())
             }
         })?;
+        // After the image, as dockerd's layer creation.
+        crate::hostconfig::check_storage_opt(&hc)?;
         let icfg = self.images.config(&resolved.image.id)?;
         let ic = icfg.config.clone().unwrap_or_default();
         let request_volumes = config.volumes.take();

@@ -82,6 +82,13 @@ fn parse_options(pairs: &[(String, String)]) -> Result<(BuildOptions, String, bo
         .flat_map(|(_, v)| v.split(',').map(str::to_string))
         .collect();
     o.platform = get("platform").cloned().filter(|s| !s.is_empty());
+    // dockerd squashes only in experimental mode, which berthd has not: a squash it would not
+    // do is refused rather than ignored.
+    if get("squash").is_some_and(|v| super::form_bool(v)) {
+        return Err(ApiError::bad(
+            "squash is only supported with experimental mode",
+        ));
+    }
     if let Some(r) = get("remote").filter(|s| !s.is_empty()) {
         return Err(ApiError::bad(format!(
             "remote build contexts are not supported ({r}): send the context as a tar"

@@ -86,12 +86,7 @@ async fn commit(s: St, Query(q): Q, RawQuery(raw): RawQuery, JsonBody(body): Jso
     };
     let tag = repo_tag(&q, "cannot commit to digest reference")?;
     // Docker's `BoolValueOrDefault(pause, true)`.
-    let pause = qstr(&q, "pause").is_none_or(|v| {
-        !matches!(
-            v.to_ascii_lowercase().as_str(),
-            "0" | "no" | "false" | "none"
-        )
-    });
+    let pause = qstr(&q, "pause").is_none_or(super::form_bool);
     let req = crate::engine::commit::CommitRequest {
         container: container.to_string(),
         tag,

@@ -323,6 +323,15 @@ fn is_true(v: &str) -> bool {
     matches!(v, "1" | "true" | "True" | "yes")
 }
 
+/// dockerd's `httputils.BoolValue` of a present parameter: true unless it is (after trimming,
+/// any case) empty, `0`, `no`, `false` or `none`.
+pub(crate) fn form_bool(v: &str) -> bool {
+    !matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "" | "0" | "no" | "false" | "none"
+    )
+}
+
 /// Typed query parameters: `T` derives `Deserialize` (with `#[serde(default)]`); a query
 /// that does not decode is a 400.
 pub(crate) struct Params<T>(pub T);
