@@ -1119,3 +1119,66 @@ fn gw_priority_picks_the_default_route_from_api_1_48() {
     d.docker_out("network rm gwa gwb", &[]);
     finish(d);
 }
+
+/// dockerd resolves a container's networks when it starts: a create naming networks that do
+/// not exist yet succeeds (inspect shows them as requested), its start fails with a 404 and
+/// leaves it created, and once they exist it starts on them in order (`NetworkMode` first).
+#[test]
+fn networks_named_at_create_are_resolved_at_start() {
+    require_root!();
+    let (n, d) = Net::with_daemon();
+    let body = serde_json::json!({"Image": "busybox", "Cmd": ["ip", "-o", "-4", "addr"],
+        "HostConfig": {"NetworkMode": "later1"},
+        "NetworkingConfig": {"EndpointsConfig": {
+            "later2": {"Aliases": ["two"]}, "later1": {}}}});
+    let r = d.post("/v1.51/containers/create?name=late", &body.to_string());
+    assert!(r.starts_with("HTTP/1.1 201"), "{r}");
+    let v = get_json(&d, "/v1.51/containers/late/json");
+    let nets = &v["NetworkSettings"]["Networks"];
+    assert_eq!(nets["later1"]["NetworkID"], "", "{nets}");
+    assert_eq!(
+        nets["later2"]["Aliases"],
+        serde_json::json!(["two"]),
+        "{nets}"
+    );
+    let r = d.post("/v1.51/containers/late/start", "");
+    assert_eq!(
+        api_error(&r, 404),
+        "failed to set up container networking: network later1 not found"
+    );
+    assert_eq!(d.inspect("{{.State.Status}}", "late").trim(), "created");
+    // Below 1.44 one network at most: dockerd's route refuses before anything else.
+    let r = d.post("/v1.43/containers/create", &body.to_string());
+    assert!(
+        api_error(&r, 400)
+            .starts_with("Container cannot be created with multiple network endpoints"),
+        "{r}"
+    );
+    n.create(&d, 1, "a", "", "later1");
+    n.create(&d, 2, "b", "", "later2");
+    let out = d.docker_out("start -a late", &[]);
+    let eth = |i: u32, k: u32| {
+        out.lines()
+            .any(|l| l.contains(&format!("eth{i} ")) && l.contains(&format!("{}/28", n.ip(k, 2))))
+    };
+    assert!(eth(0, 1) && eth(1, 2), "{out}");
+    let v = get_json(&d, "/v1.51/containers/late/json");
+    let nets = &v["NetworkSettings"]["Networks"];
+    assert_eq!(nets["later1"]["IPAddress"], n.ip(1, 2), "{nets}");
+    assert_eq!(
+        nets["later2"]["Aliases"],
+        serde_json::json!(["two"]),
+        "{nets}"
+    );
+    // A stopped container's disconnect from a network that does not exist forgets it.
+    let body = serde_json::json!({"Image": "busybox", "HostConfig": {"NetworkMode": "later1"},
+        "NetworkingConfig": {"EndpointsConfig": {"later1": {}, "later3": {}}}});
+    let r = d.post("/v1.51/containers/create?name=late3", &body.to_string());
+    assert!(r.starts_with("HTTP/1.1 201"), "{r}");
+    d.docker_out("network disconnect later3 late3", &[]);
+    let v = get_json(&d, "/v1.51/containers/late3/json");
+    assert!(v["NetworkSettings"]["Networks"]["later3"].is_null(), "{v}");
+    d.docker_out("rm -f late late3", &[]);
+    d.docker_out("network rm later1 later2", &[]);
+    finish(d);
+}

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
+use berth_api::network::EndpointSettings;
 use berth_network::ipam::{Pool, Pool6};
 use berth_network::Ipv6Net;
 use serde::{Deserialize, Serialize};
@@ -149,6 +150,22 @@ pub struct CNet {
     /// Servers the embedded DNS forwards to.
     #[serde(default)]
     pub upstream: Vec<IpAddr>,
+    /// Networks named at create that did not exist then: resolved (their endpoints
+    /// allocated) when the container starts, as dockerd does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<PendingEndpoint>,
+}
+
+/// A network a container was created on before it existed: the name (or ID) as given and
+/// the endpoint settings requested for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingEndpoint {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<EndpointSettings>,
+    /// The container's `NetworkMode`: its endpoint is the first (`eth0`).
+    #[serde(default)]
+    pub primary: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
