@@ -1211,3 +1211,32 @@ fn a_network_setup_failure_at_start_leaves_the_container_created() {
     d.docker_out("rm -f holder late", &[]);
     finish(d);
 }
+
+/// A start whose network setup fails (a published port taken) fails with dockerd's
+/// `failed to set up container networking: ` prefix and leaves the container created, its
+/// restart policy not applied.
+#[test]
+fn a_network_setup_failure_at_start_leaves_the_container_created() {
+    require_root!();
+    let (_n, d) = Net::with_daemon();
+    let port = free_port();
+    let p = format!("127.0.0.1:{port}:80");
+    d.docker_line("run -d --name holder -p", &[&p, "busybox", "sleep", "60"])
+        .ok();
+    d.docker_line(
+        "create --name late --restart always -p",
+        &[&p, "busybox", "sleep", "60"],
+    )
+    .ok();
+    let r = d.post("/v1.51/containers/late/start", "");
+    let msg = api_error(&r, 500);
+    assert!(
+        msg.starts_with("failed to set up container networking: ")
+            && msg.ends_with("port is already allocated"),
+        "{msg}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(d.inspect("{{.State.Status}}", "late").trim(), "created");
+    d.docker_out("rm -f holder late", &[]);
+    finish(d);
+}

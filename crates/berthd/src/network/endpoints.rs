@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use berth_api::network::{EndpointSettings, NetworkingConfig};
+use berth_api::network::{EndpointSettings, NetworkingConfig, ENDPOINT_SYSCTLS};
 use berth_network::dns::{self, Answer, DnsServer};
 use berth_network::etc::{self, DnsOverrides};
 use berth_network::netlink::{self, Netns, VethSpec};
@@ -29,8 +29,8 @@ pub struct Plan {
     pub netns_path: Option<PathBuf>,
 }
 
-/// dockerd's `validateEndpointSettings` without a network: address syntax, MAC address.
-/// Its message, prefixed by the caller (create names the network).
+/// dockerd's `validateEndpointSettings` without a network: address syntax, MAC address,
+/// interface sysctls. Its message, prefixed by the caller (create names the network).
 pub(super) fn endpoint_settings_error(cfg: &EndpointSettings) -> Option<String> {
     let mut errs = Vec::new();
     if let Some(ipam) = &cfg.ipam_config {
@@ -53,7 +53,33 @@ pub(super) fn endpoint_settings_error(cfg: &EndpointSettings) -> Option<String> 
     if !cfg.mac_address.is_empty() && etc::parse_mac(&cfg.mac_address).is_none() {
         return Some(format!("invalid MAC address {}", cfg.mac_address));
     }
+    if let Some(list) = cfg
+        .driver_opts
+        .as_ref()
+        .and_then(|o| o.get(ENDPOINT_SYSCTLS))
+    {
+        for sc in list.split(',') {
+            if parse_sysctl(sc).is_none() {
+                errs.push(format!("unrecognised network interface sysctl '{sc}'; represent 'net.X.Y.ethN.Z=V' as 'net.X.Y.IFNAME.Z=V', 'X' must be 'ipv4', 'ipv6' or 'mpls'"));
+            }
+        }
+    }
     (!errs.is_empty()).then(|| format!("invalid endpoint settings:\n{}", errs.join("\n")))
+}
+
+/// One interface sysctl of [`ENDPOINT_SYSCTLS`] (`net.X.Y.IFNAME.Z=V`, `ifname` too, as
+/// the CLI lower-cases it): the path below `/proc/sys` with `{}` for the interface, and the
+/// value.
+pub(super) fn parse_sysctl(sc: &str) -> Option<(String, String)> {
+    let (name, value) = sc.split_once('=').unwrap_or((sc, ""));
+    let parts: Vec<&str> = name.splitn(5, '.').collect();
+    match parts.as_slice() {
+        ["net", fam @ ("ipv4" | "ipv6" | "mpls"), y, "IFNAME" | "ifname", z] => Some((
+            format!("net/{fam}/{y}/{{}}/{}", z.replace('.', "/")),
+            value.to_string(),
+        )),
+        _ => None,
+    }
 }
 
 /// dockerd's prefix of the errors of a container's network setup at start (its
@@ -1151,6 +1177,13 @@ pub(super) fn veth_spec(ep: &Endpoint, net: &Network, primary: bool) -> Result<V
             .options
             .get("com.docker.network.driver.mtu")
             .and_then(|m| m.parse().ok()),
+        sysctls: ep
+            .driver_opts
+            .get(ENDPOINT_SYSCTLS)
+            .into_iter()
+            .flat_map(|l| l.split(','))
+            .filter_map(parse_sysctl)
+            .collect(),
     })
 }
 
