@@ -1240,3 +1240,62 @@ fn a_network_setup_failure_at_start_leaves_the_container_created() {
     d.docker_out("rm -f holder late", &[]);
     finish(d);
 }
+
+/// A start whose network setup fails (a published port taken) fails with dockerd's
+/// `failed to set up container networking: ` prefix and leaves the container created, its
+/// restart policy not applied.
+#[test]
+fn a_network_setup_failure_at_start_leaves_the_container_created() {
+    require_root!();
+    let (_n, d) = Net::with_daemon();
+    let port = free_port();
+    let p = format!("127.0.0.1:{port}:80");
+    d.docker_line("run -d --name holder -p", &[&p, "busybox", "sleep", "60"])
+        .ok();
+    d.docker_line(
+        "create --name late --restart always -p",
+        &[&p, "busybox", "sleep", "60"],
+    )
+    .ok();
+    let r = d.post("/v1.51/containers/late/start", "");
+    let msg = api_error(&r, 500);
+    assert!(
+        msg.starts_with("failed to set up container networking: ")
+            && msg.ends_with("port is already allocated"),
+        "{msg}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(d.inspect("{{.State.Status}}", "late").trim(), "created");
+    d.docker_out("rm -f holder late", &[]);
+    finish(d);
+}
+
+/// As dockerd, whose stopped containers hold no endpoints, a network only stopped containers
+/// are on can be removed (at once after an exit: the exit's teardown comes first); their next
+/// start needs a network of that name again.
+#[test]
+fn a_network_of_stopped_containers_only_can_be_removed() {
+    require_root!();
+    let (n, d) = Net::with_daemon();
+    n.create(&d, 1, "a", "", "held");
+    n.create(&d, 3, "c", "", "held2");
+    d.docker_out("run -d --name runs --network held busybox sleep 60", &[]);
+    d.docker_out(
+        "run --name was --network held2 --network-alias w busybox true",
+        &[],
+    );
+    d.docker_out("network rm held2", &[]);
+    d.docker_line("network rm held", &[])
+        .fails_with("has active endpoints");
+    d.docker_line("start was", &[])
+        .fails_with("failed to set up container networking: network held2 not found");
+    n.create(&d, 2, "b", "", "held2");
+    assert_eq!(d.docker_out("start -a was", &[]), "");
+    let v = get_json(&d, "/v1.51/containers/was/json");
+    let ep = &v["NetworkSettings"]["Networks"]["held2"];
+    assert_eq!(ep["IPAddress"], n.ip(2, 2), "{ep}");
+    assert_eq!(ep["Aliases"], serde_json::json!(["w"]), "{ep}");
+    d.docker_out("rm -f was runs", &[]);
+    d.docker_out("network rm held held2", &[]);
+    finish(d);
+}

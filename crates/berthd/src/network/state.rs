@@ -108,6 +108,36 @@ fn is_zero(n: &i64) -> bool {
 }
 
 impl Endpoint {
+    /// The settings this endpoint was requested with (its MAC address when it is not the
+    /// one derived from its IPv4 address).
+    pub fn requested(&self) -> EndpointSettings {
+        let ipam = (self.requested_ip.is_some()
+            || self.requested_ip6.is_some()
+            || !self.link_local_ips.is_empty())
+        .then(|| berth_api::network::EndpointIpamConfig {
+            ipv4_address: self.requested_ip.map(|a| a.to_string()).unwrap_or_default(),
+            ipv6_address: self
+                .requested_ip6
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            link_local_ips: (!self.link_local_ips.is_empty()).then(|| self.link_local_ips.clone()),
+        });
+        let derived = berth_network::etc::mac_string(&berth_network::etc::mac_for(self.ip));
+        EndpointSettings {
+            ipam_config: ipam,
+            links: (!self.links.is_empty()).then(|| self.links.clone()),
+            aliases: (!self.aliases.is_empty()).then(|| self.aliases.clone()),
+            mac_address: if self.mac == derived {
+                String::new()
+            } else {
+                self.mac.clone()
+            },
+            driver_opts: (!self.driver_opts.is_empty()).then(|| self.driver_opts.clone()),
+            gw_priority: self.gw_priority,
+            ..Default::default()
+        }
+    }
+
     /// Where a published port bound on `host_ip` forwards: the container's IPv6 address for
     /// an IPv6 binding when it has one, else its IPv4 address.
     pub fn target_ip(&self, host_ip: &str) -> IpAddr {
@@ -208,6 +238,29 @@ impl NetState {
         self.containers
             .values()
             .any(|c| c.endpoints.iter().any(|e| e.network == id))
+    }
+
+    /// Whether one of the containers `running` has an endpoint on network `id`.
+    pub fn in_use_by(&self, id: &str, running: &std::collections::HashSet<String>) -> bool {
+        self.containers
+            .iter()
+            .any(|(cid, c)| running.contains(cid) && c.endpoints.iter().any(|e| e.network == id))
+    }
+
+    /// Network `net` goes: the endpoints (stopped containers') on it become networks named
+    /// at create, by its name and with the settings they were requested with.
+    pub fn release_endpoints_on(&mut self, net: &Network) {
+        for cn in self.containers.values_mut() {
+            let Some(pos) = cn.endpoints.iter().position(|e| e.network == net.id) else {
+                continue;
+            };
+            let ep = cn.endpoints.remove(pos);
+            cn.pending.push(PendingEndpoint {
+                key: net.name.clone(),
+                settings: Some(ep.requested()),
+                primary: pos == 0,
+            });
+        }
     }
 
     /// The endpoints of every container on network `net`.
