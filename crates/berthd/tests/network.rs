@@ -1183,61 +1183,50 @@ fn networks_named_at_create_are_resolved_at_start() {
     finish(d);
 }
 
-/// A start whose network setup fails (a published port taken) fails with dockerd's
-/// `failed to set up container networking: ` prefix and leaves the container created, its
-/// restart policy not applied.
+/// `com.docker.network.endpoint.sysctls` (API 1.46+): set on the endpoint's interface inside
+/// the container; a malformed one refused at create; a top-level `net.*.eth0.*` sysctl moved
+/// to it below 1.48 (with dockerd's warning), refused from 1.48.
 #[test]
-fn a_network_setup_failure_at_start_leaves_the_container_created() {
+fn endpoint_sysctls_are_set_on_the_interface() {
     require_root!();
-    let (_n, d) = Net::with_daemon();
-    let port = free_port();
-    let p = format!("127.0.0.1:{port}:80");
-    d.docker_line("run -d --name holder -p", &[&p, "busybox", "sleep", "60"])
-        .ok();
-    d.docker_line(
-        "create --name late --restart always -p",
-        &[&p, "busybox", "sleep", "60"],
-    )
-    .ok();
-    let r = d.post("/v1.51/containers/late/start", "");
-    let msg = api_error(&r, 500);
-    assert!(
-        msg.starts_with("failed to set up container networking: ")
-            && msg.ends_with("port is already allocated"),
-        "{msg}"
+    let (n, d) = Net::with_daemon();
+    n.create(&d, 1, "a", "", "scnet");
+    let opts = "net.ipv4.conf.IFNAME.log_martians=1,net.ipv4.conf.ifname.arp_ignore=2";
+    let body = serde_json::json!({"Image": "busybox",
+        "Cmd": ["cat", "/proc/sys/net/ipv4/conf/eth0/log_martians",
+                "/proc/sys/net/ipv4/conf/eth0/arp_ignore"],
+        "HostConfig": {"NetworkMode": "scnet"},
+        "NetworkingConfig": {"EndpointsConfig": {"scnet": {
+            "DriverOpts": {"com.docker.network.endpoint.sysctls": opts}}}}});
+    let r = d.post("/v1.51/containers/create?name=sc1", &body.to_string());
+    assert!(r.starts_with("HTTP/1.1 201"), "{r}");
+    assert_eq!(d.docker_out("start -a sc1", &[]), "1\n2\n");
+    let bad = serde_json::json!({"Image": "busybox", "HostConfig": {"NetworkMode": "scnet"},
+        "NetworkingConfig": {"EndpointsConfig": {"scnet": {
+            "DriverOpts": {"com.docker.network.endpoint.sysctls": "net.ipv4.conf.eth0.forwarding=1"}}}}});
+    let r = d.post("/v1.51/containers/create", &bad.to_string());
+    assert_eq!(
+        api_error(&r, 400),
+        "invalid config for network scnet: invalid endpoint settings:\nunrecognised network interface sysctl 'net.ipv4.conf.eth0.forwarding=1'; represent 'net.X.Y.ethN.Z=V' as 'net.X.Y.IFNAME.Z=V', 'X' must be 'ipv4', 'ipv6' or 'mpls'"
     );
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    assert_eq!(d.inspect("{{.State.Status}}", "late").trim(), "created");
-    d.docker_out("rm -f holder late", &[]);
-    finish(d);
-}
-
-/// A start whose network setup fails (a published port taken) fails with dockerd's
-/// `failed to set up container networking: ` prefix and leaves the container created, its
-/// restart policy not applied.
-#[test]
-fn a_network_setup_failure_at_start_leaves_the_container_created() {
-    require_root!();
-    let (_n, d) = Net::with_daemon();
-    let port = free_port();
-    let p = format!("127.0.0.1:{port}:80");
-    d.docker_line("run -d --name holder -p", &[&p, "busybox", "sleep", "60"])
-        .ok();
-    d.docker_line(
-        "create --name late --restart always -p",
-        &[&p, "busybox", "sleep", "60"],
-    )
-    .ok();
-    let r = d.post("/v1.51/containers/late/start", "");
-    let msg = api_error(&r, 500);
-    assert!(
-        msg.starts_with("failed to set up container networking: ")
-            && msg.ends_with("port is already allocated"),
-        "{msg}"
+    let top = serde_json::json!({"Image": "busybox",
+        "Cmd": ["cat", "/proc/sys/net/ipv4/conf/eth0/log_martians"],
+        "HostConfig": {"NetworkMode": "scnet", "Sysctls": {"net.ipv4.conf.eth0.log_martians": "1"}}});
+    let r = d.post("/v1.47/containers/create?name=sc2", &top.to_string());
+    assert!(r.starts_with("HTTP/1.1 201"), "{r}");
+    let v: serde_json::Value = serde_json::from_str(common::body(&r)).unwrap();
+    assert_eq!(
+        v["Warnings"][0],
+        r#"Migrated sysctl "net.ipv4.conf.eth0.log_martians" to DriverOpts{"com.docker.network.endpoint.sysctls":"net.ipv4.conf.IFNAME.log_martians=1"}."#
     );
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    assert_eq!(d.inspect("{{.State.Status}}", "late").trim(), "created");
-    d.docker_out("rm -f holder late", &[]);
+    assert_eq!(d.docker_out("start -a sc2", &[]), "1\n");
+    let r = d.post("/v1.48/containers/create", &top.to_string());
+    assert_eq!(
+        api_error(&r, 500),
+        "interface specific sysctl setting \"net.ipv4.conf.eth0.log_martians\" must be supplied using driver option 'com.docker.network.endpoint.sysctls'"
+    );
+    d.docker_out("rm -f sc1 sc2", &[]);
+    d.docker_out("network rm scnet", &[]);
     finish(d);
 }
 
@@ -1297,5 +1286,30 @@ fn a_network_of_stopped_containers_only_can_be_removed() {
     assert_eq!(ep["Aliases"], serde_json::json!(["w"]), "{ep}");
     d.docker_out("rm -f was runs", &[]);
     d.docker_out("network rm held held2", &[]);
+    finish(d);
+}
+
+/// `com.docker.network.endpoint.ifname` names the endpoint's interface in the container;
+/// the other interfaces take the lowest free `ethN`.
+#[test]
+fn an_endpoint_driver_option_names_its_interface() {
+    require_root!();
+    let (n, d) = Net::with_daemon();
+    n.create(&d, 1, "a", "", "ifa");
+    n.create(&d, 2, "b", "", "ifb");
+    let body = serde_json::json!({"Image": "busybox", "Cmd": ["ip", "-o", "link", "show"],
+        "HostConfig": {"NetworkMode": "ifa"},
+        "NetworkingConfig": {"EndpointsConfig": {
+            "ifa": {"DriverOpts": {"com.docker.network.endpoint.ifname": "foobar"}},
+            "ifb": {}}}});
+    let r = d.post("/v1.51/containers/create?name=ifn", &body.to_string());
+    assert!(r.starts_with("HTTP/1.1 201"), "{r}");
+    let out = d.docker_out("start -a ifn", &[]);
+    assert!(
+        out.contains(": foobar@if") && out.contains(": eth0@if") && !out.contains(": eth1@if"),
+        "{out}"
+    );
+    d.docker_out("rm -f ifn", &[]);
+    d.docker_out("network rm ifa ifb", &[]);
     finish(d);
 }

@@ -82,6 +82,35 @@ pub(super) fn parse_sysctl(sc: &str) -> Option<(String, String)> {
     }
 }
 
+/// The driver option naming an endpoint's interface in the container (dockerd 28).
+const ENDPOINT_IFNAME: &str = "com.docker.network.endpoint.ifname";
+
+fn custom_ifname(opts: Option<&std::collections::BTreeMap<String, String>>) -> Option<String> {
+    opts.and_then(|o| o.get(ENDPOINT_IFNAME))
+        .filter(|n| !n.is_empty())
+        .cloned()
+}
+
+/// Interface names in endpoint order: a name given by [`ENDPOINT_IFNAME`] is kept, the others
+/// get the lowest `ethN` not taken (libnetwork's `generateIfaceName`).
+fn assign_ifnames(eps: &mut [Endpoint]) {
+    let mut taken: Vec<String> = eps
+        .iter()
+        .filter_map(|e| custom_ifname(Some(&e.driver_opts)))
+        .collect();
+    for ep in eps.iter_mut() {
+        if custom_ifname(Some(&ep.driver_opts)).is_some() {
+            continue;
+        }
+        let name = (0..)
+            .map(|n| format!("eth{n}"))
+            .find(|n| !taken.contains(n))
+            .expect("unbounded");
+        taken.push(name.clone());
+        ep.ifname = name;
+    }
+}
+
 /// dockerd's prefix of the errors of a container's network setup at start (its
 /// `errSetupNetworking`): such a start leaves the container created, its restart policy not
 /// applied.
@@ -160,6 +189,7 @@ impl Manager {
             ));
         }
         let links = cfg.and_then(|c| c.links.clone()).unwrap_or_default();
+        let ifname = custom_ifname(cfg.and_then(|c| c.driver_opts.as_ref())).unwrap_or(ifname);
         Ok(Endpoint {
             network: net.id.clone(),
             endpoint_id: util::new_id(),
@@ -285,6 +315,7 @@ impl Manager {
                 .push(ep.clone());
             cn.endpoints.push(ep);
         }
+        assign_ifnames(&mut cn.endpoints);
         st.containers.insert(c.id.clone(), cn);
         self.file.save_soon(&st)
     }
@@ -446,9 +477,7 @@ impl Manager {
         let cn = st.containers.get_mut(&c.id).expect("checked");
         cn.pending.clear();
         // Not running: no interface exists, the names follow the new order.
-        for (i, ep) in cn.endpoints.iter_mut().enumerate() {
-            ep.ifname = format!("eth{i}");
-        }
+        assign_ifnames(&mut cn.endpoints);
         self.file.save_soon(&st)
     }
 
