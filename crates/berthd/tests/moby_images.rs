@@ -300,3 +300,44 @@ fn load_keeps_last_tag_time_and_restores_parents() {
     assert_eq!(d.inspect("{{.Parent}}", &bar).trim(), foo);
     d.finish();
 }
+
+/// A commit logs dockerd's events in its order: the new image's `create` (its ID as actor
+/// and name), its `tag`, then the container's `commit`.
+#[test]
+fn commit_logs_image_create_then_tag_then_container_commit() {
+    let d = root_daemon!();
+    d.docker(&["create", "--name", "ev", "busybox", "true"])
+        .ok();
+    let id = d
+        .docker_out("commit", &["ev", "evimg:1"])
+        .trim()
+        .to_string();
+    let until = (berth_util::time::now().0 + 1).to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = d.docker_out(
+        "events --since 0 --until",
+        &[
+            &until,
+            "--filter",
+            "type=image",
+            "--filter",
+            "type=container",
+            "--format",
+            "{{.Type}} {{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}}",
+        ],
+    );
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.starts_with("container create"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            format!("image create {id} {id}"),
+            format!("image tag {id} evimg:1"),
+            format!("container commit {} ev", d.inspect("{{.Id}}", "ev").trim()),
+        ],
+        "{out}"
+    );
+    finish(d);
+}
