@@ -341,3 +341,30 @@ fn commit_logs_image_create_then_tag_then_container_commit() {
     );
     finish(d);
 }
+
+/// `load --platform` (API 1.48): only the archive's images of that platform are loaded; an
+/// archive without one is an error naming it.
+#[test]
+fn load_with_a_platform_takes_only_that_platforms_images() {
+    let d = root_daemon!();
+    let rootfs = d.path("rootfs.tar");
+    let rootfs = rootfs.to_str().unwrap();
+    d.docker(&["import", "--platform", "linux/arm64", rootfs, "ldp:arm"])
+        .ok();
+    d.docker(&["tag", "busybox", "ldp:amd"]).ok();
+    let archive = d.path("ldp.tar");
+    let archive = archive.to_str().unwrap();
+    d.docker(&["save", "-o", archive, "ldp:arm", "ldp:amd"])
+        .ok();
+    d.docker(&["rmi", "ldp:arm", "ldp:amd"]).ok();
+    let out = d
+        .docker(&["load", "--platform", "linux/arm64", "-i", archive])
+        .ok()
+        .stdout;
+    assert_eq!(out, "Loaded image: ldp:arm\n");
+    d.docker(&["image", "inspect", "ldp:amd"])
+        .fails_with("No such image: ldp:amd");
+    d.docker(&["load", "--platform", "linux/s390x", "-i", archive])
+        .fails_with("requested platform (linux/s390x) not found");
+    finish(d);
+}
