@@ -18,6 +18,10 @@ pub struct EndpointIpamConfig {
     pub link_local_ips: Option<Vec<String>>,
 }
 
+/// The driver option of an endpoint's interface sysctls (`net.X.Y.IFNAME.Z=V`, comma
+/// separated; API 1.46+).
+pub const ENDPOINT_SYSCTLS: &str = "com.docker.network.endpoint.sysctls";
+
 /// A container's endpoint on one network (requested at create/connect, shown by inspect).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]

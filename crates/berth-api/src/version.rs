@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use crate::container::{CreateRequest, Summary};
 use crate::image::{ImageSummary, InspectContainerFields, InspectImage};
-use crate::network::{CreateRequest as NetworkCreate, EndpointSettings};
+use crate::network::{CreateRequest as NetworkCreate, EndpointSettings, ENDPOINT_SYSCTLS};
 
 /// An API version `1.N` (Docker has only ever used major version 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -129,6 +129,96 @@ pub enum RouteError {
     /// `EnableIPv4: false` with IPv6: Berth's networks always have IPv4.
     #[error("IPv6-only networks (EnableIPv4 false) are not supported")]
     Ipv6Only,
+    /// A top-level `Sysctls` entry naming an interface that cannot be migrated to the
+    /// endpoint's driver option (dockerd answers these with a plain error: 500).
+    #[error("{0}")]
+    InterfaceSysctl(String),
+    /// `HostConfig.NetworkMode` names no entry of `EndpointsConfig` (dockerd's words).
+    #[error(
+        "HostConfig.NetworkMode must match the identity of a network in NetworkSettings.Networks"
+    )]
+    NetworkModeNotInEndpoints,
+}
+
+/// dockerd's `handleSysctlBC`: top-level sysctls of an interface (`net.X.Y.ethN.Z`) cannot
+/// be set when the container's namespace is made (the interface comes later). Those of
+/// `eth0` move to the driver option of the endpoint of `NetworkMode` as `net.X.Y.IFNAME.Z`
+/// (with a warning), below API 1.48; from 1.48, and for other interfaces, it is an error.
+fn migrate_interface_sysctls(
+    v: ApiVersion,
+    req: &mut CreateRequest,
+) -> Result<Option<String>, RouteError> {
+    let Some(hc) = req.host_config.as_mut() else {
+        return Ok(None);
+    };
+    let mode = hc.network_mode.as_str();
+    if mode == "host" || mode.starts_with("container:") {
+        return Ok(None);
+    }
+    let mut moved = Vec::new();
+    let mut migrated = Vec::new();
+    for (k, val) in hc.sysctls.iter().flatten() {
+        let parts: Vec<&str> = k.splitn(5, '.').collect();
+        let [_, x, y, ifname, z] = parts.as_slice() else {
+            continue;
+        };
+        if parts[0] != "net" || !ifname.starts_with("eth") {
+            continue;
+        }
+        if v.api_1_48_features() {
+            return Err(RouteError::InterfaceSysctl(format!(
+                "interface specific sysctl setting \"{k}\" must be supplied using driver option '{ENDPOINT_SYSCTLS}'"
+            )));
+        }
+        if *ifname != "eth0" {
+            return Err(RouteError::InterfaceSysctl(format!(
+                "unable to determine network endpoint for sysctl {k}, use driver option '{ENDPOINT_SYSCTLS}' to set per-interface sysctls"
+            )));
+        }
+        moved.push(k.clone());
+        migrated.push(format!("net.{x}.{y}.IFNAME.{z}={val}"));
+    }
+    if moved.is_empty() {
+        return Ok(None);
+    }
+    let name = match mode {
+        "" | "default" => "bridge",
+        m => m,
+    };
+    let eps = req
+        .networking_config
+        .get_or_insert_with(Default::default)
+        .endpoints_config
+        .get_or_insert_with(Default::default);
+    let key = if eps.is_empty() || eps.contains_key(name) {
+        name.to_string()
+    } else if v < ApiVersion::new(1, 44) {
+        // One endpoint at most: the one the container gets.
+        eps.keys().next().cloned().unwrap_or_default()
+    } else {
+        return Err(RouteError::InterfaceSysctl(format!(
+            "unable to find a network for sysctl {}: {}",
+            moved[0],
+            RouteError::NetworkModeNotInEndpoints
+        )));
+    };
+    let ep = eps.entry(key).or_default();
+    let mut opt = migrated.join(",");
+    let warning = format!(
+        "Migrated sysctl {:?} to DriverOpts{{{:?}:{:?}}}.",
+        moved.join(","),
+        ENDPOINT_SYSCTLS,
+        opt
+    );
+    let opts = ep.driver_opts.get_or_insert_with(Default::default);
+    if let Some(old) = opts.get(ENDPOINT_SYSCTLS) {
+        opt = format!("{opt},{old}");
+    }
+    opts.insert(ENDPOINT_SYSCTLS.into(), opt);
+    if let Some(s) = hc.sysctls.as_mut() {
+        s.retain(|k, _| !moved.contains(k));
+    }
+    Ok(Some(warning))
 }
 
 /// What a request of an older version may not use, and the warnings dockerd's router adds.
@@ -148,6 +238,7 @@ impl ApiVersion {
                 return Err(RouteError::MultipleEndpoints(eps.keys().cloned().collect()));
             }
         }
+        let sysctl_warning = migrate_interface_sysctls(self, req)?;
         let mounts = req
             .host_config
             .as_ref()
@@ -173,7 +264,7 @@ impl ApiVersion {
             {
                 eps.values_mut().for_each(|e| e.gw_priority = 0);
             }
-            return Ok(vec![]);
+            return Ok(sysctl_warning.into_iter().collect());
         }
         let Some(hc) = req.host_config.as_ref() else {
             return Ok(vec![]);

@@ -284,6 +284,13 @@ impl Platform {
 
     /// How well `self` (wanted, normalised) accepts `candidate`: `None` = not at all,
     /// `Some(0)` = exact, higher = less preferred (an older compatible arm variant).
+    /// containerd's `OnlyStrict`: the same OS, architecture and variant once normalised (no
+    /// older compatible variant).
+    pub fn matches_strictly(&self, candidate: &Platform) -> bool {
+        let (a, b) = (self.clone().normalize(), candidate.clone().normalize());
+        a.os == b.os && a.architecture == b.architecture && a.variant == b.variant
+    }
+
     fn match_rank(&self, candidate: &Platform) -> Option<usize> {
         let c = candidate.clone().normalize();
         if c.os != self.os || c.architecture != self.architecture {

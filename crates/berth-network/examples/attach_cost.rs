@@ -57,6 +57,7 @@ fn main() {
         address6: None,
         gateway6: None,
         mtu: None,
+        sysctls: Vec::new(),
     };
     let (mut new, mut old, mut new_td, mut old_td) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -34,6 +34,9 @@ pub enum NetlinkError {
     },
     #[error("no such link: {0}")]
     NoLink(String),
+    /// An interface sysctl could not be set (libnetwork's words).
+    #[error("{0}")]
+    Sysctl(String),
 }
 
 type Result<T> = std::result::Result<T, NetlinkError>;
@@ -215,6 +218,9 @@ pub struct VethSpec {
     /// IPv6 default route through this gateway (only for the first network).
     pub gateway6: Option<Ipv6Addr>,
     pub mtu: Option<u32>,
+    /// Interface sysctls set inside the namespace once the addresses are in place, before the
+    /// link comes up: (path below `/proc/sys` with `{}` for the interface name, value).
+    pub sysctls: Vec<(String, String)>,
 }
 
 /// A network namespace: `/proc/<pid>/ns/net` or a bind-mounted file.
@@ -396,12 +402,39 @@ async fn configure_inside(h: &Handle, specs: &[VethSpec]) -> Result<()> {
         if let Some(a6) = v.address6 {
             add_address(h, idx, IpAddr::V6(a6.addr), a6.prefix, &v.ifname).await?;
         }
+        set_sysctls(&v.ifname, &v.sysctls)?;
         h.link()
             .set(LinkUnspec::new_with_index(idx).up().build())
             .execute()
             .await
             .map_err(nl(format!("bringing {} up", v.ifname)))?;
         add_default_routes(h, idx, v.gateway, v.gateway6).await?;
+    }
+    Ok(())
+}
+
+/// Sets interface sysctls from a thread inside the namespace (`/proc/sys/net` is the calling
+/// thread's namespace's). A value already in place is not written (`/proc/sys` may be
+/// read-only), as libnetwork does.
+fn set_sysctls(ifname: &str, sysctls: &[(String, String)]) -> Result<()> {
+    for (template, value) in sysctls {
+        let path = Path::new("/proc/sys").join(template.replace("{}", ifname));
+        let shown = path.display();
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => {}
+            _ => {
+                return Err(NetlinkError::Sysctl(format!(
+                    "{shown} is not a sysctl file"
+                )))
+            }
+        }
+        let current = std::fs::read_to_string(&path)
+            .map_err(|e| NetlinkError::Sysctl(format!("unable to read '{shown}': {e}")))?;
+        if current.trim() == value {
+            continue;
+        }
+        std::fs::write(&path, value)
+            .map_err(|e| NetlinkError::Sysctl(format!("unable to write to '{shown}': {e}")))?;
     }
     Ok(())
 }

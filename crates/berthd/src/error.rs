@@ -136,6 +136,23 @@ impl EngineError {
         }
     }
 
+    /// The same error (its status kept) with its message after `prefix: `, as Go's
+    /// `fmt.Errorf("prefix: %w", err)`.
+    pub fn prefixed(self, prefix: &str) -> Self {
+        let msg = format!("{prefix}: {self}");
+        match self {
+            EngineError::NotFound(_)
+            | EngineError::ImageNotFound(_)
+            | EngineError::ExecNotFound(_)
+            | EngineError::Missing(_) => EngineError::Missing(msg),
+            EngineError::Conflict(_) => EngineError::Conflict(msg),
+            EngineError::Forbidden(_) => EngineError::Forbidden(msg),
+            EngineError::Unauthorized(_) => EngineError::Unauthorized(msg),
+            e if e.status() == StatusCode::BAD_REQUEST => EngineError::BadRequest(msg),
+            _ => EngineError::Internal(msg),
+        }
+    }
+
     /// A 400 with Docker's message.
     pub fn bad(message: impl Into<String>) -> Self {
         EngineError::BadRequest(message.into())

@@ -412,9 +412,14 @@ pub fn import(
 }
 
 /// `POST /images/load`.
-pub fn load(engine: Arc<Engine>, reader: impl Read + Send + 'static) -> mpsc::Receiver<Bytes> {
+pub fn load(
+    engine: Arc<Engine>,
+    reader: impl Read + Send + 'static,
+    platform: Option<berth_image::manifest::Platform>,
+) -> mpsc::Receiver<Bytes> {
     job(move |_| {
-        let report = berth_image::archive::load(&engine.images, reader)?;
+        let report =
+            berth_image::archive::load_platform(&engine.images, reader, platform.as_ref())?;
         let mut lines = Vec::new();
         for img in report.images {
             for (t, old) in &img.moved {

@@ -300,3 +300,71 @@ fn load_keeps_last_tag_time_and_restores_parents() {
     assert_eq!(d.inspect("{{.Parent}}", &bar).trim(), foo);
     d.finish();
 }
+
+/// A commit logs dockerd's events in its order: the new image's `create` (its ID as actor
+/// and name), its `tag`, then the container's `commit`.
+#[test]
+fn commit_logs_image_create_then_tag_then_container_commit() {
+    let d = root_daemon!();
+    d.docker(&["create", "--name", "ev", "busybox", "true"])
+        .ok();
+    let id = d
+        .docker_out("commit", &["ev", "evimg:1"])
+        .trim()
+        .to_string();
+    let until = (berth_util::time::now().0 + 1).to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = d.docker_out(
+        "events --since 0 --until",
+        &[
+            &until,
+            "--filter",
+            "type=image",
+            "--filter",
+            "type=container",
+            "--format",
+            "{{.Type}} {{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}}",
+        ],
+    );
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.starts_with("container create"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            format!("image create {id} {id}"),
+            format!("image tag {id} evimg:1"),
+            format!("container commit {} ev", d.inspect("{{.Id}}", "ev").trim()),
+        ],
+        "{out}"
+    );
+    finish(d);
+}
+
+/// `load --platform` (API 1.48): only the archive's images of that platform are loaded; an
+/// archive without one is an error naming it.
+#[test]
+fn load_with_a_platform_takes_only_that_platforms_images() {
+    let d = root_daemon!();
+    let rootfs = d.path("rootfs.tar");
+    let rootfs = rootfs.to_str().unwrap();
+    d.docker(&["import", "--platform", "linux/arm64", rootfs, "ldp:arm"])
+        .ok();
+    d.docker(&["tag", "busybox", "ldp:amd"]).ok();
+    let archive = d.path("ldp.tar");
+    let archive = archive.to_str().unwrap();
+    d.docker(&["save", "-o", archive, "ldp:arm", "ldp:amd"])
+        .ok();
+    d.docker(&["rmi", "ldp:arm", "ldp:amd"]).ok();
+    let out = d
+        .docker(&["load", "--platform", "linux/arm64", "-i", archive])
+        .ok()
+        .stdout;
+    assert_eq!(out, "Loaded image: ldp:arm\n");
+    d.docker(&["image", "inspect", "ldp:amd"])
+        .fails_with("No such image: ldp:amd");
+    d.docker(&["load", "--platform", "linux/s390x", "-i", archive])
+        .fails_with("requested platform (linux/s390x) not found");
+    finish(d);
+}

@@ -1119,3 +1119,197 @@ fn gw_priority_picks_the_default_route_from_api_1_48() {
     d.docker_out("network rm gwa gwb", &[]);
     finish(d);
 }
+
+/// dockerd resolves a container's networks when it starts: a create naming networks that do
+/// not exist yet succeeds (inspect shows them as requested), its start fails with a 404 and
+/// leaves it created, and once they exist it starts on them in order (`NetworkMode` first).
+#[test]
+fn networks_named_at_create_are_resolved_at_start() {
+    require_root!();
+    let (n, d) = Net::with_daemon();
+    let body = serde_json::json!({"Image": "busybox", "Cmd": ["ip", "-o", "-4", "addr"],
+        "HostConfig": {"NetworkMode": "later1"},
+        "NetworkingConfig": {"EndpointsConfig": {
+            "later2": {"Aliases": ["two"]}, "later1": {}}}});
+    let r = d.post("/v1.51/containers/create?name=late", &body.to_string());
+    assert!(r.starts_with("HTTP/1.1 201"), "{r}");
+    let v = get_json(&d, "/v1.51/containers/late/json");
+    let nets = &v["NetworkSettings"]["Networks"];
+    assert_eq!(nets["later1"]["NetworkID"], "", "{nets}");
+    assert_eq!(
+        nets["later2"]["Aliases"],
+        serde_json::json!(["two"]),
+        "{nets}"
+    );
+    let r = d.post("/v1.51/containers/late/start", "");
+    assert_eq!(
+        api_error(&r, 404),
+        "failed to set up container networking: network later1 not found"
+    );
+    assert_eq!(d.inspect("{{.State.Status}}", "late").trim(), "created");
+    // Below 1.44 one network at most: dockerd's route refuses before anything else.
+    let r = d.post("/v1.43/containers/create", &body.to_string());
+    assert!(
+        api_error(&r, 400)
+            .starts_with("Container cannot be created with multiple network endpoints"),
+        "{r}"
+    );
+    n.create(&d, 1, "a", "", "later1");
+    n.create(&d, 2, "b", "", "later2");
+    let out = d.docker_out("start -a late", &[]);
+    let eth = |i: u32, k: u32| {
+        out.lines()
+            .any(|l| l.contains(&format!("eth{i} ")) && l.contains(&format!("{}/28", n.ip(k, 2))))
+    };
+    assert!(eth(0, 1) && eth(1, 2), "{out}");
+    let v = get_json(&d, "/v1.51/containers/late/json");
+    let nets = &v["NetworkSettings"]["Networks"];
+    assert_eq!(nets["later1"]["IPAddress"], n.ip(1, 2), "{nets}");
+    assert_eq!(
+        nets["later2"]["Aliases"],
+        serde_json::json!(["two"]),
+        "{nets}"
+    );
+    // A stopped container's disconnect from a network that does not exist forgets it.
+    let body = serde_json::json!({"Image": "busybox", "HostConfig": {"NetworkMode": "later1"},
+        "NetworkingConfig": {"EndpointsConfig": {"later1": {}, "later3": {}}}});
+    let r = d.post("/v1.51/containers/create?name=late3", &body.to_string());
+    assert!(r.starts_with("HTTP/1.1 201"), "{r}");
+    d.docker_out("network disconnect later3 late3", &[]);
+    let v = get_json(&d, "/v1.51/containers/late3/json");
+    assert!(v["NetworkSettings"]["Networks"]["later3"].is_null(), "{v}");
+    d.docker_out("rm -f late late3", &[]);
+    d.docker_out("network rm later1 later2", &[]);
+    finish(d);
+}
+
+/// `com.docker.network.endpoint.sysctls` (API 1.46+): set on the endpoint's interface inside
+/// the container; a malformed one refused at create; a top-level `net.*.eth0.*` sysctl moved
+/// to it below 1.48 (with dockerd's warning), refused from 1.48.
+#[test]
+fn endpoint_sysctls_are_set_on_the_interface() {
+    require_root!();
+    let (n, d) = Net::with_daemon();
+    n.create(&d, 1, "a", "", "scnet");
+    let opts = "net.ipv4.conf.IFNAME.log_martians=1,net.ipv4.conf.ifname.arp_ignore=2";
+    let body = serde_json::json!({"Image": "busybox",
+        "Cmd": ["cat", "/proc/sys/net/ipv4/conf/eth0/log_martians",
+                "/proc/sys/net/ipv4/conf/eth0/arp_ignore"],
+        "HostConfig": {"NetworkMode": "scnet"},
+        "NetworkingConfig": {"EndpointsConfig": {"scnet": {
+            "DriverOpts": {"com.docker.network.endpoint.sysctls": opts}}}}});
+    let r = d.post("/v1.51/containers/create?name=sc1", &body.to_string());
+    assert!(r.starts_with("HTTP/1.1 201"), "{r}");
+    assert_eq!(d.docker_out("start -a sc1", &[]), "1\n2\n");
+    let bad = serde_json::json!({"Image": "busybox", "HostConfig": {"NetworkMode": "scnet"},
+        "NetworkingConfig": {"EndpointsConfig": {"scnet": {
+            "DriverOpts": {"com.docker.network.endpoint.sysctls": "net.ipv4.conf.eth0.forwarding=1"}}}}});
+    let r = d.post("/v1.51/containers/create", &bad.to_string());
+    assert_eq!(
+        api_error(&r, 400),
+        "invalid config for network scnet: invalid endpoint settings:\nunrecognised network interface sysctl 'net.ipv4.conf.eth0.forwarding=1'; represent 'net.X.Y.ethN.Z=V' as 'net.X.Y.IFNAME.Z=V', 'X' must be 'ipv4', 'ipv6' or 'mpls'"
+    );
+    let top = serde_json::json!({"Image": "busybox",
+        "Cmd": ["cat", "/proc/sys/net/ipv4/conf/eth0/log_martians"],
+        "HostConfig": {"NetworkMode": "scnet", "Sysctls": {"net.ipv4.conf.eth0.log_martians": "1"}}});
+    let r = d.post("/v1.47/containers/create?name=sc2", &top.to_string());
+    assert!(r.starts_with("HTTP/1.1 201"), "{r}");
+    let v: serde_json::Value = serde_json::from_str(common::body(&r)).unwrap();
+    assert_eq!(
+        v["Warnings"][0],
+        r#"Migrated sysctl "net.ipv4.conf.eth0.log_martians" to DriverOpts{"com.docker.network.endpoint.sysctls":"net.ipv4.conf.IFNAME.log_martians=1"}."#
+    );
+    assert_eq!(d.docker_out("start -a sc2", &[]), "1\n");
+    let r = d.post("/v1.48/containers/create", &top.to_string());
+    assert_eq!(
+        api_error(&r, 500),
+        "interface specific sysctl setting \"net.ipv4.conf.eth0.log_martians\" must be supplied using driver option 'com.docker.network.endpoint.sysctls'"
+    );
+    d.docker_out("rm -f sc1 sc2", &[]);
+    d.docker_out("network rm scnet", &[]);
+    finish(d);
+}
+
+/// A start whose network setup fails (a published port taken) fails with dockerd's
+/// `failed to set up container networking: ` prefix and leaves the container created, its
+/// restart policy not applied.
+#[test]
+fn a_network_setup_failure_at_start_leaves_the_container_created() {
+    require_root!();
+    let (_n, d) = Net::with_daemon();
+    let port = free_port();
+    let p = format!("127.0.0.1:{port}:80");
+    d.docker_line("run -d --name holder -p", &[&p, "busybox", "sleep", "60"])
+        .ok();
+    d.docker_line(
+        "create --name late --restart always -p",
+        &[&p, "busybox", "sleep", "60"],
+    )
+    .ok();
+    let r = d.post("/v1.51/containers/late/start", "");
+    let msg = api_error(&r, 500);
+    assert!(
+        msg.starts_with("failed to set up container networking: ")
+            && msg.ends_with("port is already allocated"),
+        "{msg}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(d.inspect("{{.State.Status}}", "late").trim(), "created");
+    d.docker_out("rm -f holder late", &[]);
+    finish(d);
+}
+
+/// As dockerd, whose stopped containers hold no endpoints, a network only stopped containers
+/// are on can be removed (at once after an exit: the exit's teardown comes first); their next
+/// start needs a network of that name again.
+#[test]
+fn a_network_of_stopped_containers_only_can_be_removed() {
+    require_root!();
+    let (n, d) = Net::with_daemon();
+    n.create(&d, 1, "a", "", "held");
+    n.create(&d, 3, "c", "", "held2");
+    d.docker_out("run -d --name runs --network held busybox sleep 60", &[]);
+    d.docker_out(
+        "run --name was --network held2 --network-alias w busybox true",
+        &[],
+    );
+    d.docker_out("network rm held2", &[]);
+    d.docker_line("network rm held", &[])
+        .fails_with("has active endpoints");
+    d.docker_line("start was", &[])
+        .fails_with("failed to set up container networking: network held2 not found");
+    n.create(&d, 2, "b", "", "held2");
+    assert_eq!(d.docker_out("start -a was", &[]), "");
+    let v = get_json(&d, "/v1.51/containers/was/json");
+    let ep = &v["NetworkSettings"]["Networks"]["held2"];
+    assert_eq!(ep["IPAddress"], n.ip(2, 2), "{ep}");
+    assert_eq!(ep["Aliases"], serde_json::json!(["w"]), "{ep}");
+    d.docker_out("rm -f was runs", &[]);
+    d.docker_out("network rm held held2", &[]);
+    finish(d);
+}
+
+/// `com.docker.network.endpoint.ifname` names the endpoint's interface in the container;
+/// the other interfaces take the lowest free `ethN`.
+#[test]
+fn an_endpoint_driver_option_names_its_interface() {
+    require_root!();
+    let (n, d) = Net::with_daemon();
+    n.create(&d, 1, "a", "", "ifa");
+    n.create(&d, 2, "b", "", "ifb");
+    let body = serde_json::json!({"Image": "busybox", "Cmd": ["ip", "-o", "link", "show"],
+        "HostConfig": {"NetworkMode": "ifa"},
+        "NetworkingConfig": {"EndpointsConfig": {
+            "ifa": {"DriverOpts": {"com.docker.network.endpoint.ifname": "foobar"}},
+            "ifb": {}}}});
+    let r = d.post("/v1.51/containers/create?name=ifn", &body.to_string());
+    assert!(r.starts_with("HTTP/1.1 201"), "{r}");
+    let out = d.docker_out("start -a ifn", &[]);
+    assert!(
+        out.contains(": foobar@if") && out.contains(": eth0@if") && !out.contains(": eth1@if"),
+        "{out}"
+    );
+    d.docker_out("rm -f ifn", &[]);
+    d.docker_out("network rm ifa ifb", &[]);
+    finish(d);
+}

@@ -36,27 +36,54 @@ impl Written {
 
 /// Loads a docker-archive or an OCI layout archive (tar, optionally gzip/zstd).
 pub fn load(store: &ImageStore, reader: impl Read) -> Result<LoadReport> {
+    load_platform(store, reader, None)
+}
+
+/// [`load`], only the images of `platform` when given (dockerd's `load --platform`, API
+/// 1.48: containerd's strict match; the others are skipped, none at all is an error).
+pub fn load_platform(
+    store: &ImageStore,
+    reader: impl Read,
+    platform: Option<&Platform>,
+) -> Result<LoadReport> {
     let spool = Spool::read(store, reader)?;
     let mut written = Written::default();
     let res = if spool.contains("manifest.json") {
-        load_docker(store, &spool, &mut written)
+        load_docker(store, &spool, &mut written, platform)
     } else if spool.contains("index.json") {
-        load_oci(store, &spool, &mut written)
+        load_oci(store, &spool, &mut written, platform)
     } else {
         Err(ArchiveError::Invalid(
             "neither manifest.json (docker-archive) nor index.json (OCI layout) found".into(),
         ))
     };
+    let res = res.and_then(|r| match platform {
+        Some(p) if r.images.is_empty() => Err(ArchiveError::PlatformNotFound(p.to_string())),
+        _ => Ok(r),
+    });
     // On failure, drop what this load wrote; on success, drop what no image ended up using
     // (layer blobs of an image that was already here in another form).
     let _ = store.discard_unreferenced(&written.0);
     res
 }
 
+/// Whether an image config is of `platform` (any without one).
+fn of_platform(config: &ImageConfig, platform: Option<&Platform>) -> bool {
+    platform.is_none_or(|p| {
+        p.matches_strictly(&Platform {
+            os: config.os.clone(),
+            architecture: config.architecture.clone(),
+            variant: config.variant.clone().filter(|v| !v.is_empty()),
+            ..Default::default()
+        })
+    })
+}
+
 pub(super) fn load_docker(
     store: &ImageStore,
     spool: &Spool,
     written: &mut Written,
+    platform: Option<&Platform>,
 ) -> Result<LoadReport> {
     let entries: Vec<DockerManifestEntry> =
         serde_json::from_slice(&spool.read_small("manifest.json")?)
@@ -81,6 +108,9 @@ pub(super) fn load_docker(
             }
         }
         let config = ImageConfig::parse(&config_bytes)?;
+        if !of_platform(&config, platform) {
+            continue;
+        }
         if config.rootfs.diff_ids.len() != ent.layers.len() {
             return Err(ArchiveError::Invalid(format!(
                 "{} lists {} layers but its config has {} DiffIDs",
@@ -103,11 +133,11 @@ pub(super) fn load_docker(
             }
             tags.push(r);
         }
-        prepared.push((config_bytes, layers, tags));
+        prepared.push((ent, config_bytes, layers, tags));
     }
     let mut report = LoadReport::default();
-    let mut loaded_ids = Vec::new();
-    for (config_bytes, layers, tags) in prepared {
+    let mut loaded = Vec::new();
+    for (ent, config_bytes, layers, tags) in prepared {
         let recs: Vec<LayerRecord> = layers
             .iter()
             .map(|(d, size, u)| LayerRecord {
@@ -140,12 +170,13 @@ pub(super) fn load_docker(
             keep_tag_time: true,
             ..Default::default()
         })?;
-        loaded_ids.push(reg.id.clone());
-        report.images.push(loaded(reg, &tags));
+        loaded.push((ent, reg.id.clone()));
+        report.images.push(loaded_image(reg, &tags));
     }
+    let loaded_ids: Vec<&ImageId> = loaded.iter().map(|(_, id)| id).collect();
     // dockerd's validatedParentLinks and setParentID: a parent the archive holds too, when
     // its history is the image's but for the last entry.
-    for (ent, id) in entries.iter().zip(&loaded_ids) {
+    for (ent, id) in &loaded {
         let Some(parent) = ent
             .parent
             .as_deref()
@@ -153,7 +184,7 @@ pub(super) fn load_docker(
         else {
             continue;
         };
-        if parent == *id || !loaded_ids.contains(&parent) {
+        if parent == *id || !loaded_ids.contains(&&parent) {
             continue;
         }
         store.set_parent(id, &parent)?;
@@ -161,7 +192,7 @@ pub(super) fn load_docker(
     Ok(report)
 }
 
-pub(super) fn loaded(reg: crate::image_store::Registered, tags: &[Reference]) -> LoadedImage {
+pub(super) fn loaded_image(reg: crate::image_store::Registered, tags: &[Reference]) -> LoadedImage {
     LoadedImage {
         id: reg.id,
         tags: tags.iter().map(|t| t.familiar_string()).collect(),
@@ -304,6 +335,7 @@ pub(super) fn load_oci(
     store: &ImageStore,
     spool: &Spool,
     written: &mut Written,
+    platform: Option<&Platform>,
 ) -> Result<LoadReport> {
     if spool.contains("oci-layout") {
         let v: serde_json::Value = serde_json::from_slice(&spool.read_small("oci-layout")?)
@@ -337,7 +369,19 @@ pub(super) fn load_oci(
                 let Manifest::Index(_, inner) = parse_manifest(Some(&d.media_type), &bytes)? else {
                     return Err(ArchiveError::Invalid("nested index is not an index".into()));
                 };
-                let chosen = manifest::select_platform(&inner, &Platform::host())?.clone();
+                let chosen = match platform {
+                    None => manifest::select_platform(&inner, &Platform::host())?.clone(),
+                    Some(p) => {
+                        let found = inner
+                            .manifests
+                            .iter()
+                            .find(|d| d.platform.as_ref().is_some_and(|dp| p.matches_strictly(dp)));
+                        match found {
+                            Some(d) => d.clone(),
+                            None => continue,
+                        }
+                    }
+                };
                 let existed = store.blobs().exists(&d.digest);
                 store.blobs().write_bytes(Some(&d.digest), &bytes)?;
                 written.note(&d.digest, existed);
@@ -361,6 +405,9 @@ pub(super) fn load_oci(
         }
     }
     if targets.is_empty() {
+        if let Some(p) = platform {
+            return Err(ArchiveError::PlatformNotFound(p.to_string()));
+        }
         return Err(ArchiveError::Invalid(
             "index.json lists no image manifests".into(),
         ));
@@ -376,6 +423,9 @@ pub(super) fn load_oci(
         };
         let cbytes = read_oci_blob(spool, &m.config)?;
         let config = ImageConfig::parse(&cbytes)?;
+        if !of_platform(&config, platform) {
+            continue;
+        }
         manifest::validate_image(&m, &config)?;
         let mut inputs = Vec::new();
         for (l, diff_id) in m.layers.iter().zip(&config.rootfs.diff_ids) {
@@ -440,7 +490,7 @@ pub(super) fn load_oci(
             keep_tag_time: true,
             ..Default::default()
         })?;
-        report.images.push(loaded(reg, &names));
+        report.images.push(loaded_image(reg, &names));
     }
     Ok(report)
 }

@@ -41,7 +41,7 @@ mod save;
 mod spool;
 
 pub use import::{apply_changes, import, ImportOptions, ImportSource};
-pub use load::{load, LoadReport, LoadedImage};
+pub use load::{load, load_platform, LoadReport, LoadedImage};
 pub use save::{save, save_as, save_index, save_selected, select_for_save, SaveSelection};
 pub use spool::EntryProblem;
 
@@ -97,6 +97,9 @@ pub enum ArchiveError {
     /// An import change line is invalid.
     #[error("{0}")]
     Change(String),
+    /// A load for one platform found no image of it in the archive.
+    #[error("requested platform ({0}) not found")]
+    PlatformNotFound(String),
 }
 
 impl From<crate::snapshot::SnapshotError> for ArchiveError {

@@ -66,10 +66,15 @@ impl Engine {
             .map_err(EngineError::from)
             .and_then(|r| r);
         if let Ok(id) = &res {
-            // Before the resume, as dockerd (whose resume is deferred).
+            // dockerd's order: the image's `create`, its `tag`, the container's `commit`;
+            // before the resume, as dockerd (whose resume is deferred).
+            let id = id.to_string();
+            self.image_event_of("create", &id, &id);
             let image_ref = tag.map(|t| t.familiar_string()).unwrap_or_default();
+            if !image_ref.is_empty() {
+                self.image_event_of("tag", &id, &image_ref);
+            }
             if let Ok(c) = self.get(&cid) {
-                let id = id.to_string();
                 self.container_event(
                     &c,
                     "commit",

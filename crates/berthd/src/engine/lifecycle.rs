@@ -90,6 +90,7 @@ impl Participant for crate::network::Manager {
 
     fn start(&self, c: &Container, pid: i64) -> Result<()> {
         self.attach(c, pid)
+            .map_err(|e| e.prefixed(crate::network::endpoints::SETUP_NETWORKING))
     }
 
     fn exit(&self, id: &str) {

@@ -388,6 +388,19 @@ impl Engine {
         }
     }
 
+    /// Waits for the exit teardowns under way of containers `ids` (recorded as exited, their
+    /// networking still being released): dockerd releases a container's endpoints before it
+    /// reports its exit, so a network it was on can be removed at once.
+    pub async fn settle_exits(&self, ids: &[String]) {
+        for id in ids {
+            let Ok(e) = self.lookup(id) else { continue };
+            if e.rec.lock().unwrap().state.running {
+                continue;
+            }
+            drop(e.teardown.lock().await);
+        }
+    }
+
     /// Waits until the storage of every removed container is cleaned up.
     pub async fn settle(&self) {
         let mut rx = self.cleanups.subscribe();

@@ -142,9 +142,13 @@ async fn create(
     if let Some(hc) = req.host_config.as_ref() {
         crate::engine::create::validate_net_mode(&req.config, hc)?;
     }
-    let route_warnings = v
-        .adapt_create(&mut req)
-        .map_err(|e| ApiError::bad(e.to_string()))?;
+    let route_warnings = v.adapt_create(&mut req).map_err(|e| match e {
+        // dockerd returns a plain error here.
+        berth_api::version::RouteError::InterfaceSysctl(m) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m)
+        }
+        e => ApiError::bad(e.to_string()),
+    })?;
     // dockerd's route: a PidsLimit below 1 is no limit at all.
     if let Some(hc) = req.host_config.as_mut() {
         hc.pids_limit = hc.pids_limit.filter(|l| *l > 0);

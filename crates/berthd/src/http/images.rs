@@ -261,8 +261,14 @@ impl Read for ChannelReader {
     }
 }
 
-async fn load(s: St, req: Request) -> R {
-    let rx = images::load(s.engine.clone(), body_reader(req));
+async fn load(s: St, Extension(v): Extension<ApiVersion>, req: Request) -> R {
+    // `platform` from 1.48 (ignored below, as dockerd's route).
+    let platform = if v.api_1_48_features() {
+        one_platform(req.uri().query(), "platform")?
+    } else {
+        None
+    };
+    let rx = images::load(s.engine.clone(), body_reader(req), platform);
     Ok(stream("application/json", rx))
 }
 

@@ -51,7 +51,14 @@ async fn create(s: St, Extension(v): Extension<ApiVersion>, JsonBody(body): Json
     ))
 }
 
+/// The exits under way release their endpoints first (see [`crate::engine::Engine::settle_exits`]).
+async fn settle_exits(s: &St) {
+    let ids: Vec<String> = s.engine.net.running_ids().into_iter().collect();
+    s.engine.settle_exits(&ids).await;
+}
+
 async fn remove(s: St, id: Id) -> R {
+    settle_exits(&s).await;
     let net = s.engine.net.clone();
     blocking(move || net.remove_network(&id)).await?;
     no_content()
@@ -59,6 +66,7 @@ async fn remove(s: St, id: Id) -> R {
 
 async fn prune(s: St, Query(q): Q) -> R {
     let f = filters(&q)?;
+    settle_exits(&s).await;
     let net = s.engine.net.clone();
     let deleted = blocking(move || net.prune(&f)).await?;
     Ok(json(&PruneReport {

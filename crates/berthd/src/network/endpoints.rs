@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use berth_api::network::{EndpointSettings, NetworkingConfig};
+use berth_api::network::{EndpointSettings, NetworkingConfig, ENDPOINT_SYSCTLS};
 use berth_network::dns::{self, Answer, DnsServer};
 use berth_network::etc::{self, DnsOverrides};
 use berth_network::netlink::{self, Netns, VethSpec};
@@ -16,7 +16,7 @@ use berth_network::{Ipv4Net, Ipv6Net};
 
 use super::manager::{Manager, Running};
 use super::ports::{self, bind_port, wanted_ports, WantPort};
-use super::state::{CNet, Endpoint, NetState, Network, PortMap};
+use super::state::{CNet, Endpoint, NetState, Network, PendingEndpoint, PortMap};
 use crate::engine::{Container, Peers};
 use crate::error::{EngineError, Result};
 use crate::util;
@@ -28,6 +28,93 @@ pub struct Plan {
     pub resolv: String,
     pub netns_path: Option<PathBuf>,
 }
+
+/// dockerd's `validateEndpointSettings` without a network: address syntax, MAC address,
+/// interface sysctls. Its message, prefixed by the caller (create names the network).
+pub(super) fn endpoint_settings_error(cfg: &EndpointSettings) -> Option<String> {
+    let mut errs = Vec::new();
+    if let Some(ipam) = &cfg.ipam_config {
+        let bad = |a: &str, v4: bool| match a.parse::<IpAddr>() {
+            Ok(ip) => ip.is_ipv4() != v4 || ip.is_unspecified(),
+            Err(_) => true,
+        };
+        if !ipam.ipv4_address.is_empty() && bad(&ipam.ipv4_address, true) {
+            errs.push(format!("invalid IPv4 address: {}", ipam.ipv4_address));
+        }
+        if !ipam.ipv6_address.is_empty() && bad(&ipam.ipv6_address, false) {
+            errs.push(format!("invalid IPv6 address: {}", ipam.ipv6_address));
+        }
+        for a in ipam.link_local_ips.iter().flatten() {
+            if a.parse::<IpAddr>().map_or(true, |ip| ip.is_unspecified()) {
+                errs.push(format!("invalid link-local IP address: {a}"));
+            }
+        }
+    }
+    if !cfg.mac_address.is_empty() && etc::parse_mac(&cfg.mac_address).is_none() {
+        return Some(format!("invalid MAC address {}", cfg.mac_address));
+    }
+    if let Some(list) = cfg
+        .driver_opts
+        .as_ref()
+        .and_then(|o| o.get(ENDPOINT_SYSCTLS))
+    {
+        for sc in list.split(',') {
+            if parse_sysctl(sc).is_none() {
+                errs.push(format!("unrecognised network interface sysctl '{sc}'; represent 'net.X.Y.ethN.Z=V' as 'net.X.Y.IFNAME.Z=V', 'X' must be 'ipv4', 'ipv6' or 'mpls'"));
+            }
+        }
+    }
+    (!errs.is_empty()).then(|| format!("invalid endpoint settings:\n{}", errs.join("\n")))
+}
+
+/// One interface sysctl of [`ENDPOINT_SYSCTLS`] (`net.X.Y.IFNAME.Z=V`, `ifname` too, as
+/// the CLI lower-cases it): the path below `/proc/sys` with `{}` for the interface, and the
+/// value.
+pub(super) fn parse_sysctl(sc: &str) -> Option<(String, String)> {
+    let (name, value) = sc.split_once('=').unwrap_or((sc, ""));
+    let parts: Vec<&str> = name.splitn(5, '.').collect();
+    match parts.as_slice() {
+        ["net", fam @ ("ipv4" | "ipv6" | "mpls"), y, "IFNAME" | "ifname", z] => Some((
+            format!("net/{fam}/{y}/{{}}/{}", z.replace('.', "/")),
+            value.to_string(),
+        )),
+        _ => None,
+    }
+}
+
+/// The driver option naming an endpoint's interface in the container (dockerd 28).
+const ENDPOINT_IFNAME: &str = "com.docker.network.endpoint.ifname";
+
+fn custom_ifname(opts: Option<&std::collections::BTreeMap<String, String>>) -> Option<String> {
+    opts.and_then(|o| o.get(ENDPOINT_IFNAME))
+        .filter(|n| !n.is_empty())
+        .cloned()
+}
+
+/// Interface names in endpoint order: a name given by [`ENDPOINT_IFNAME`] is kept, the others
+/// get the lowest `ethN` not taken (libnetwork's `generateIfaceName`).
+fn assign_ifnames(eps: &mut [Endpoint]) {
+    let mut taken: Vec<String> = eps
+        .iter()
+        .filter_map(|e| custom_ifname(Some(&e.driver_opts)))
+        .collect();
+    for ep in eps.iter_mut() {
+        if custom_ifname(Some(&ep.driver_opts)).is_some() {
+            continue;
+        }
+        let name = (0..)
+            .map(|n| format!("eth{n}"))
+            .find(|n| !taken.contains(n))
+            .expect("unbounded");
+        taken.push(name.clone());
+        ep.ifname = name;
+    }
+}
+
+/// dockerd's prefix of the errors of a container's network setup at start (its
+/// `errSetupNetworking`): such a start leaves the container created, its restart policy not
+/// applied.
+pub const SETUP_NETWORKING: &str = "failed to set up container networking";
 
 fn parse_opt<T: std::str::FromStr>(s: &str, what: &str) -> Result<Option<T>> {
     if s.is_empty() {
@@ -102,6 +189,7 @@ impl Manager {
             ));
         }
         let links = cfg.and_then(|c| c.links.clone()).unwrap_or_default();
+        let ifname = custom_ifname(cfg.and_then(|c| c.driver_opts.as_ref())).unwrap_or(ifname);
         Ok(Endpoint {
             network: net.id.clone(),
             endpoint_id: util::new_id(),
@@ -131,8 +219,16 @@ impl Manager {
         self.extra_hosts(c)?;
         let mode = c.network_mode();
         let eps = nc.and_then(|n| n.endpoints_config.as_ref());
+        for (k, v) in eps.into_iter().flatten() {
+            if let Some(e) = endpoint_settings_error(v) {
+                return Err(EngineError::bad(format!(
+                    "invalid config for network {k}: {e}"
+                )));
+            }
+        }
         let mut st = self.state.lock().unwrap();
         let mut wanted: Vec<(String, Option<EndpointSettings>)> = Vec::new();
+        let mut pending: Vec<PendingEndpoint> = Vec::new();
         match mode {
             "host" | "none" => {
                 // A rootless daemon's "default" network is the host's (see `crate::rootless`).
@@ -152,41 +248,64 @@ impl Manager {
                     "--network {m}"
                 ))));
             }
+            // A network that does not exist (yet) is resolved when the container starts:
+            // dockerd's create keeps the names as given (`updateContainerNetworkSettings`)
+            // and its start fails while one is still missing.
             m => {
                 let key = if m == "default" { "bridge" } else { m };
-                // A 404 here would make clients try to pull the image.
-                let net = st.find(key).map_err(|e| match e {
-                    EngineError::Missing(m) => EngineError::BadRequest(m),
-                    e => e,
-                })?;
-                let cfg = eps.and_then(|e| {
-                    e.get(m)
-                        .or_else(|| e.get(&net.name))
-                        .or_else(|| e.get(&net.id))
-                        .cloned()
-                });
-                wanted.push((net.id.clone(), cfg));
+                match st.find(key) {
+                    Ok(net) => {
+                        let cfg = eps.and_then(|e| {
+                            e.get(m)
+                                .or_else(|| e.get(&net.name))
+                                .or_else(|| e.get(&net.id))
+                                .cloned()
+                        });
+                        wanted.push((net.id.clone(), cfg));
+                    }
+                    Err(EngineError::Missing(_)) => pending.push(PendingEndpoint {
+                        key: m.to_string(),
+                        settings: eps.and_then(|e| e.get(m)).cloned(),
+                        primary: true,
+                    }),
+                    Err(e) => return Err(e),
+                }
                 for (k, v) in eps.into_iter().flatten() {
-                    let k = if k == "default" { "bridge" } else { k.as_str() };
-                    let n = st.find(k)?;
-                    if !wanted.iter().any(|(id, _)| id == &n.id) {
-                        wanted.push((n.id.clone(), Some(v.clone())));
+                    let key = if k == "default" { "bridge" } else { k.as_str() };
+                    match st.find(key) {
+                        Ok(n) => {
+                            if !wanted.iter().any(|(id, _)| id == &n.id) {
+                                wanted.push((n.id.clone(), Some(v.clone())));
+                            }
+                        }
+                        Err(EngineError::Missing(_)) => {
+                            if !pending.iter().any(|p| p.key == *k) {
+                                pending.push(PendingEndpoint {
+                                    key: k.clone(),
+                                    settings: Some(v.clone()),
+                                    primary: false,
+                                });
+                            }
+                        }
+                        Err(e) => return Err(e),
                     }
                 }
             }
         }
-        if wanted.is_empty() {
+        if wanted.is_empty() && pending.is_empty() {
             // `none`, `host`, `container:`: no endpoint, nothing to record (or to sync to disk).
             return Ok(());
         }
         let mut cn = CNet {
             name: c.short_name().to_string(),
             hostname: c.config.hostname.clone(),
+            pending,
             ..CNet::default()
         };
+        let primary_pending = cn.pending.iter().any(|p| p.primary);
         for (i, (nid, cfg)) in wanted.iter().enumerate() {
             let net = st.networks[nid].clone();
-            let mac = (i == 0).then_some(c.config.mac_address.as_str());
+            let mac = (i == 0 && !primary_pending).then_some(c.config.mac_address.as_str());
             let ep = Self::new_endpoint(&st, &c.id, &net, cfg.as_ref(), format!("eth{i}"), mac)?;
             // Reserve within this create too.
             st.containers
@@ -196,6 +315,7 @@ impl Manager {
                 .push(ep.clone());
             cn.endpoints.push(ep);
         }
+        assign_ifnames(&mut cn.endpoints);
         st.containers.insert(c.id.clone(), cn);
         self.file.save_soon(&st)
     }
@@ -279,6 +399,7 @@ impl Manager {
                 netns_path: None,
             });
         }
+        self.resolve_pending(c)?;
         let known = self.state.lock().unwrap().containers.contains_key(&c.id);
         // (`none` containers have no endpoints and are not recorded at all.)
         if !known && mode != "none" {
@@ -316,6 +437,48 @@ impl Manager {
             resolv,
             netns_path: None,
         })
+    }
+
+    /// Start: the endpoints on networks named at create that did not exist then, allocated
+    /// now (the container's `NetworkMode` first, `eth0`). A network still missing fails the
+    /// start as dockerd's does (404), nothing allocated.
+    fn resolve_pending(&self, c: &Container) -> Result<()> {
+        let mut st = self.state.lock().unwrap();
+        let Some(orig) = st.containers.get(&c.id).filter(|cn| !cn.pending.is_empty()) else {
+            return Ok(());
+        };
+        let orig = orig.clone();
+        let res = (|| {
+            for p in &orig.pending {
+                let net = st
+                    .find(&p.key)
+                    .map_err(|e| e.prefixed(SETUP_NETWORKING))?
+                    .clone();
+                let cn = &st.containers[&c.id];
+                if cn.endpoints.iter().any(|e| e.network == net.id) {
+                    continue;
+                }
+                let mac = p.primary.then_some(c.config.mac_address.as_str());
+                let ep =
+                    Self::new_endpoint(&st, &c.id, &net, p.settings.as_ref(), String::new(), mac)?;
+                let eps = &mut st.containers.get_mut(&c.id).expect("checked").endpoints;
+                if p.primary {
+                    eps.insert(0, ep);
+                } else {
+                    eps.push(ep);
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = res {
+            st.containers.insert(c.id.clone(), orig);
+            return Err(e);
+        }
+        let cn = st.containers.get_mut(&c.id).expect("checked");
+        cn.pending.clear();
+        // Not running: no interface exists, the names follow the new order.
+        assign_ifnames(&mut cn.endpoints);
+        self.file.save_soon(&st)
     }
 
     /// After `berth-runtime create` (the init waits for `start`): loopback, veths, published
@@ -626,7 +789,7 @@ impl Manager {
         if st
             .containers
             .remove(cid)
-            .is_some_and(|cn| !cn.endpoints.is_empty())
+            .is_some_and(|cn| !cn.endpoints.is_empty() || !cn.pending.is_empty())
         {
             if let Err(e) = self.file.save_soon(&st) {
                 tracing::warn!("saving network state: {e}");
@@ -750,6 +913,9 @@ impl Manager {
         if mode.starts_with("container:") {
             return Err(EngineError::bad(shared));
         }
+        if let Some(e) = cfg.and_then(endpoint_settings_error) {
+            return Err(EngineError::bad(e));
+        }
         let (ep, net, primary) = {
             let mut st = self.state.lock().unwrap();
             let net = st.find(key)?.clone();
@@ -784,6 +950,9 @@ impl Manager {
             e.name = c.short_name().to_string();
             e.hostname.clone_from(&c.config.hostname);
             e.endpoints.push(ep.clone());
+            // The same network named at create before it existed: connected now.
+            e.pending
+                .retain(|p| p.key != net.name && !net.id.starts_with(&p.key));
             self.file.save(&st)?;
             (ep, net, primary)
         };
@@ -884,7 +1053,22 @@ impl Manager {
     /// `network disconnect`.
     pub fn disconnect(&self, c: &Container, key: &str) -> Result<()> {
         let ep = {
-            let st = self.state.lock().unwrap();
+            let mut st = self.state.lock().unwrap();
+            let found = st.find(key).map(|n| n.id.clone());
+            if let (Err(EngineError::Missing(_)), false) = (&found, c.state.running) {
+                // A network named at create that does not exist: forgotten (dockerd deletes
+                // it from the container's settings).
+                let cn = st.containers.get_mut(&c.id);
+                if let Some(cn) = cn.filter(|cn| cn.pending.iter().any(|p| p.key == key)) {
+                    cn.pending.retain(|p| p.key != key);
+                    return self.file.save(&st);
+                }
+                // dockerd's words and status (a plain error) for a stopped container.
+                return Err(EngineError::Internal(format!(
+                    "container {} is not connected to the network {key}",
+                    c.id
+                )));
+            }
             let net = st.find(key)?;
             st.containers
                 .get(&c.id)
@@ -1022,6 +1206,13 @@ pub(super) fn veth_spec(ep: &Endpoint, net: &Network, primary: bool) -> Result<V
             .options
             .get("com.docker.network.driver.mtu")
             .and_then(|m| m.parse().ok()),
+        sysctls: ep
+            .driver_opts
+            .get(ENDPOINT_SYSCTLS)
+            .into_iter()
+            .flat_map(|l| l.split(','))
+            .filter_map(parse_sysctl)
+            .collect(),
     })
 }
 

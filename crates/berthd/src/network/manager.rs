@@ -573,8 +573,17 @@ impl Manager {
         Ok((id, String::new()))
     }
 
-    /// `DELETE /networks/{id}`; returns the network's name.
+    /// The containers this daemon has attached (running ones).
+    pub fn running_ids(&self) -> std::collections::HashSet<String> {
+        self.running.lock().unwrap().keys().cloned().collect()
+    }
+
+    /// `DELETE /networks/{id}`; returns the network's name. As dockerd, whose stopped
+    /// containers hold no endpoint, only running containers keep a network: the endpoints
+    /// of stopped ones become networks named at create again, resolved at their next start
+    /// (a network of that name then, else the start fails).
     pub fn remove_network(&self, key: &str) -> Result<String> {
+        let running = self.running_ids();
         let mut st = self.state.lock().unwrap();
         let n = st.find(key)?.clone();
         if n.builtin {
@@ -583,7 +592,7 @@ impl Manager {
                 n.name
             )));
         }
-        if st.in_use(&n.id) {
+        if st.in_use_by(&n.id, &running) {
             return Err(EngineError::Forbidden(format!(
                 "error while removing network: network {} id {} has active endpoints",
                 n.name, n.id
@@ -593,6 +602,7 @@ impl Manager {
             "deleting bridge {}",
             n.bridge
         )))?;
+        st.release_endpoints_on(&n);
         st.networks.remove(&n.id);
         self.file.save(&st)?;
         self.apply_firewall(&st)?;
@@ -617,11 +627,12 @@ impl Manager {
                 .ok_or_else(|| EngineError::BadRequest(format!("invalid filter 'until={v}'")))?;
             until = Some(t);
         }
+        let running = self.running_ids();
         let candidates: Vec<String> = {
             let st = self.state.lock().unwrap();
             st.networks
                 .values()
-                .filter(|n| !n.builtin && !st.in_use(&n.id))
+                .filter(|n| !n.builtin && !st.in_use_by(&n.id, &running))
                 .filter(|n| filters.prune_labels_match(|v| n.matches_label(v)))
                 .filter(|n| {
                     until.is_none_or(|u| {

@@ -128,6 +128,20 @@ impl Manager {
             }
             s.networks.insert(net.name.clone(), e);
         }
+        // Networks named at create that do not exist yet: as requested, nothing allocated
+        // (dockerd shows them so until the start resolves them).
+        for p in cn.map(|x| x.pending.as_slice()).unwrap_or_default() {
+            let req = p.settings.clone().unwrap_or_default();
+            s.networks.entry(p.key.clone()).or_insert(EndpointSettings {
+                ipam_config: req.ipam_config,
+                links: req.links,
+                aliases: req.aliases,
+                mac_address: req.mac_address,
+                driver_opts: req.driver_opts,
+                gw_priority: req.gw_priority,
+                ..Default::default()
+            });
+        }
         s.ports = ports_map(c, cn);
         s
     }

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
+use berth_api::network::EndpointSettings;
 use berth_network::ipam::{Pool, Pool6};
 use berth_network::Ipv6Net;
 use serde::{Deserialize, Serialize};
@@ -107,6 +108,36 @@ fn is_zero(n: &i64) -> bool {
 }
 
 impl Endpoint {
+    /// The settings this endpoint was requested with (its MAC address when it is not the
+    /// one derived from its IPv4 address).
+    pub fn requested(&self) -> EndpointSettings {
+        let ipam = (self.requested_ip.is_some()
+            || self.requested_ip6.is_some()
+            || !self.link_local_ips.is_empty())
+        .then(|| berth_api::network::EndpointIpamConfig {
+            ipv4_address: self.requested_ip.map(|a| a.to_string()).unwrap_or_default(),
+            ipv6_address: self
+                .requested_ip6
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            link_local_ips: (!self.link_local_ips.is_empty()).then(|| self.link_local_ips.clone()),
+        });
+        let derived = berth_network::etc::mac_string(&berth_network::etc::mac_for(self.ip));
+        EndpointSettings {
+            ipam_config: ipam,
+            links: (!self.links.is_empty()).then(|| self.links.clone()),
+            aliases: (!self.aliases.is_empty()).then(|| self.aliases.clone()),
+            mac_address: if self.mac == derived {
+                String::new()
+            } else {
+                self.mac.clone()
+            },
+            driver_opts: (!self.driver_opts.is_empty()).then(|| self.driver_opts.clone()),
+            gw_priority: self.gw_priority,
+            ..Default::default()
+        }
+    }
+
     /// Where a published port bound on `host_ip` forwards: the container's IPv6 address for
     /// an IPv6 binding when it has one, else its IPv4 address.
     pub fn target_ip(&self, host_ip: &str) -> IpAddr {
@@ -169,6 +200,22 @@ pub struct CNet {
     /// Servers the embedded DNS forwards to.
     #[serde(default)]
     pub upstream: Vec<IpAddr>,
+    /// Networks named at create that did not exist then: resolved (their endpoints
+    /// allocated) when the container starts, as dockerd does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<PendingEndpoint>,
+}
+
+/// A network a container was created on before it existed: the name (or ID) as given and
+/// the endpoint settings requested for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingEndpoint {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<EndpointSettings>,
+    /// The container's `NetworkMode`: its endpoint is the first (`eth0`).
+    #[serde(default)]
+    pub primary: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -211,6 +258,29 @@ impl NetState {
         self.containers
             .values()
             .any(|c| c.endpoints.iter().any(|e| e.network == id))
+    }
+
+    /// Whether one of the containers `running` has an endpoint on network `id`.
+    pub fn in_use_by(&self, id: &str, running: &std::collections::HashSet<String>) -> bool {
+        self.containers
+            .iter()
+            .any(|(cid, c)| running.contains(cid) && c.endpoints.iter().any(|e| e.network == id))
+    }
+
+    /// Network `net` goes: the endpoints (stopped containers') on it become networks named
+    /// at create, by its name and with the settings they were requested with.
+    pub fn release_endpoints_on(&mut self, net: &Network) {
+        for cn in self.containers.values_mut() {
+            let Some(pos) = cn.endpoints.iter().position(|e| e.network == net.id) else {
+                continue;
+            };
+            let ep = cn.endpoints.remove(pos);
+            cn.pending.push(PendingEndpoint {
+                key: net.name.clone(),
+                settings: Some(ep.requested()),
+                primary: pos == 0,
+            });
+        }
     }
 
     /// The endpoints of every container on network `net`.
