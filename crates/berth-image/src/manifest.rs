@@ -196,6 +196,57 @@ impl Platform {
         }
     }
 
+    /// containerd's `platforms.Parse` checks of a specifier, in its words (dockerd's routes
+    /// answer them as they are): `None` when it passes them.
+    pub fn specifier_error(s: &str) -> Option<String> {
+        const OS_RE: &str = r"^([A-Za-z0-9_-]+)(?:\(([A-Za-z0-9_.-]*)\))?$";
+        const PART_RE: &str = "^[A-Za-z0-9_.-]+$";
+        let word = |p: &str, extra: &[u8]| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"_-".contains(&c) || extra.contains(&c))
+        };
+        let os_ok = |p: &str| match p.split_once('(') {
+            None => word(p, b""),
+            Some((os, ver)) => {
+                word(os, b"")
+                    && ver
+                        .strip_suffix(')')
+                        .is_some_and(|v| v.is_empty() || word(v, b"."))
+            }
+        };
+        if s.contains('*') {
+            return Some(format!(
+                "{s:?}: wildcards not yet supported: invalid argument"
+            ));
+        }
+        let parts: Vec<&str> = s.splitn(4, '/').collect();
+        for (i, p) in parts.iter().enumerate() {
+            if i == 0 && !os_ok(p) {
+                return Some(format!("{p:?} is an invalid OS component of {s:?}: OSAndVersion specifier component must match {OS_RE:?}: invalid argument"));
+            }
+            if i > 0 && !word(p, b".") {
+                return Some(format!("{p:?} is an invalid component of {s:?}: platform specifier component must match {PART_RE:?}: invalid argument"));
+            }
+        }
+        match parts.len() {
+            1 => {
+                let one = parts[0]
+                    .split('(')
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                (!is_known_os(&one) && !is_known_arch(&one)).then(|| {
+                    format!("{s:?}: unknown operating system or architecture: invalid argument")
+                })
+            }
+            4 => Some(format!(
+                "{s:?}: cannot parse platform specifier: invalid argument"
+            )),
+            _ => None,
+        }
+    }
+
     /// Parses `os[/arch[/variant]]` or a bare `arch` (as Docker's `--platform`), normalised.
     pub fn parse(s: &str) -> Result<Self, ManifestError> {
         let bad = |why| ManifestError::InvalidPlatform(s.to_string(), why);
@@ -1004,6 +1055,28 @@ mod tests {
         if cfg!(target_arch = "x86_64") {
             assert_eq!(host.to_string(), "linux/amd64");
         }
+    }
+
+    #[test]
+    fn specifier_errors_are_containerds() {
+        for ok in [
+            "linux",
+            "amd64",
+            "linux/arm64/v8",
+            "windows(10.0)/amd64",
+            "macos",
+        ] {
+            assert_eq!(Platform::specifier_error(ok), None, "{ok}");
+        }
+        let e = |s| Platform::specifier_error(s).unwrap();
+        assert!(e("       ").starts_with(r#""       " is an invalid OS component of "       ": "#));
+        assert!(e("/").starts_with(r#""" is an invalid OS component of "/""#));
+        assert!(e("linux/amd 64").starts_with(r#""amd 64" is an invalid component of"#));
+        assert_eq!(
+            e("nintendo64"),
+            r#""nintendo64": unknown operating system or architecture: invalid argument"#
+        );
+        assert!(e("a/b/c/d").ends_with("cannot parse platform specifier: invalid argument"));
     }
 
     #[test]

@@ -368,3 +368,29 @@ fn load_with_a_platform_takes_only_that_platforms_images() {
         .fails_with("requested platform (linux/s390x) not found");
     finish(d);
 }
+
+/// An import's `platform` is checked as dockerd does (moby TestImportWithCustomPlatformReject):
+/// containerd's `platforms.Parse` words, then a non-Linux OS refused; all 400s.
+#[test]
+fn import_platform_is_checked_as_dockerd() {
+    let d = root_daemon!();
+    let rootfs = d.path("rootfs.tar");
+    let rootfs = rootfs.to_str().unwrap();
+    for (p, want) in [
+        ("%20%20%20%20%20%20%20", "is an invalid OS component"),
+        ("%2F", "is an invalid OS component"),
+        ("macos", "operating system is not supported"),
+        ("macos%2Farm64", "operating system is not supported"),
+        ("nintendo64", "unknown operating system or architecture"),
+    ] {
+        let r = d.post(
+            &format!("/v1.51/images/create?fromSrc=-&repo=imp:p&platform={p}"),
+            "",
+        );
+        let msg = api_error(&r, 400);
+        assert!(msg.contains(want), "{p}: {msg}");
+    }
+    d.docker(&["import", "--platform", "linux/arm64", rootfs, "imp:p"])
+        .ok();
+    finish(d);
+}

@@ -117,10 +117,20 @@ fn tagged(r: Reference) -> Result<Reference, ApiError> {
     }
 }
 
+/// The `platform` of a pull or an import: containerd's `platforms.Parse` (its words), then
+/// dockerd's `CheckOS` (this daemon runs Linux images only).
 fn platform(q: &HashMap<String, String>) -> Result<Option<Platform>, ApiError> {
-    qstr(q, "platform")
-        .map(|p| Platform::parse(p).map_err(|e| ApiError::bad(e.to_string())))
-        .transpose()
+    let Some(raw) = qstr(q, "platform") else {
+        return Ok(None);
+    };
+    if let Some(e) = Platform::specifier_error(raw) {
+        return Err(ApiError::bad(e));
+    }
+    let p = Platform::parse(raw).map_err(|e| ApiError::bad(e.to_string()))?;
+    if !p.os.eq_ignore_ascii_case("linux") {
+        return Err(ApiError::bad("operating system is not supported"));
+    }
+    Ok(Some(p))
 }
 
 fn auth_header(headers: &HeaderMap) -> Option<&str> {
