@@ -84,8 +84,14 @@ fn prepare(spool: &std::path::Path, ctx: &std::path::Path, dockerfile: &str) -> 
         )));
     }
     let text = String::from_utf8_lossy(&text).into_owned();
-    let parsed = berth_build::parser::parse(&text)
-        .map_err(|e| EngineError::bad(format!("failed to parse {dockerfile}: {e}")))?;
+    let parsed = berth_build::parser::parse(&text).map_err(|e| {
+        // dockerd: `instructions.Parse`'s errors as they are, the parser's wrapped.
+        EngineError::bad(if e.instruction {
+            e.to_string()
+        } else {
+            format!("failed to parse {dockerfile}: {e}")
+        })
+    })?;
     if parsed.nodes.is_empty() {
         // BuildKit's parser error, as dockerd's readAndParseDockerfile wraps it.
         return Err(EngineError::bad(format!(

@@ -325,3 +325,26 @@ ARG =foo
         .fails_with("ARG names can not be blank");
     d.finish();
 }
+
+/// dockerd 28's words for instruction errors (BuildKit's `instructions.Parse`, not wrapped as
+/// a parse failure of the file) and for a missing target.
+#[test]
+fn instruction_errors_and_a_missing_target_in_dockerds_words() {
+    let d = root_daemon!();
+    let ctx = d.context("onbuild", &[("Dockerfile", "FROM busybox\nONBUILD\n")]);
+    let r = d.classic_build(&ctx, &[]);
+    r.stderr_contains("Error response from daemon: dockerfile parse error on line 2: ONBUILD requires at least one argument");
+    let ctx = d.context(
+        "unknown",
+        &[("Dockerfile", "FROM busybox\n\n# c\nNOINSTRUCTION echo ba\n")],
+    );
+    d.classic_build(&ctx, &[])
+        .fails_with("dockerfile parse error on line 4: unknown instruction: NOINSTRUCTION");
+    let ctx = d.context(
+        "target",
+        &[("Dockerfile", "FROM busybox AS a\nFROM busybox\n")],
+    );
+    d.classic_build(&ctx, &["--target", "nosuchtarget"])
+        .fails_with(r#"target stage "nosuchtarget" could not be found"#);
+    d.finish();
+}

@@ -752,11 +752,11 @@ mod tests {
     fn flags_are_parsed_once_with_the_line() {
         assert_eq!(
             err("COPY --bogus=1 a /b"),
-            "Dockerfile parse error line 2: unknown flag: --bogus for COPY"
+            "dockerfile parse error on line 2: unknown flag: --bogus for COPY"
         );
         assert_eq!(
             err("ADD --from=x a /b"),
-            "Dockerfile parse error line 2: unknown flag: --from for ADD"
+            "dockerfile parse error on line 2: unknown flag: --from for ADD"
         );
         assert_eq!(
             err("COPY --chmod=rwx a /b"),
