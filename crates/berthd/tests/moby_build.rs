@@ -348,3 +348,20 @@ fn instruction_errors_and_a_missing_target_in_dockerds_words() {
         .fails_with(r#"target stage "nosuchtarget" could not be found"#);
     d.finish();
 }
+
+/// dockerd's `setDefaultPath`: a stage's steps start with `PATH` set, also from scratch.
+#[test]
+fn a_stage_starts_with_the_default_path() {
+    let d = root_daemon!();
+    let def = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    for (df, want) in [
+        ("FROM scratch\nMAINTAINER me\n", format!("[{def}]")),
+        ("FROM scratch\nENV FOO=bar\n", format!("[{def} FOO=bar]")),
+        ("FROM scratch\nENV PATH=/test\n", "[PATH=/test]".to_string()),
+    ] {
+        let ctx = d.context("path", &[("Dockerfile", df)]);
+        d.classic_build(&ctx, &["-t", "bldpath"]).ok();
+        assert_eq!(d.inspect("{{.Config.Env}}", "bldpath").trim(), want, "{df}");
+    }
+    d.finish();
+}

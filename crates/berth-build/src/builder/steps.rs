@@ -162,6 +162,10 @@ impl Eval<'_, '_, '_> {
             index,
             no_cache,
         };
+        // Only the stage's steps see it: a stage without any is its base image unchanged.
+        if !st.insts.is_empty() || !ctx.state.triggers().is_empty() {
+            ctx.state.set_default_path();
+        }
         self.triggers(&mut ctx, line, meta)?;
         for (i, step) in st.insts.iter().enumerate() {
             self.step_header(step, &stage_name, i + 2, stage_steps)?;
