@@ -365,3 +365,23 @@ fn a_stage_starts_with_the_default_path() {
     }
     d.finish();
 }
+
+/// BuildKit's parser sorts EXPOSE's words: the same ports in another order are the same
+/// step (a cache hit, the same image).
+#[test]
+fn expose_in_another_order_is_the_same_step() {
+    let d = root_daemon!();
+    let id = |ports: &str| {
+        let ctx = d.context(
+            "expose",
+            &[("Dockerfile", &format!("FROM scratch\nEXPOSE {ports}\n"))],
+        );
+        d.classic_build(&ctx, &["-q"])
+            .ok()
+            .stdout
+            .trim()
+            .to_string()
+    };
+    assert_eq!(id("80 2375"), id("2375 80"));
+    d.finish();
+}

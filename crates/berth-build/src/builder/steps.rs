@@ -351,11 +351,17 @@ fn shell_step(cc: &mut ContainerConfig, v: &[String]) -> String {
 
 fn expose(cc: &mut ContainerConfig, ports: &str, x: &Words) -> Result<String> {
     let mut all = cc.exposed_ports.clone().unwrap_or_default();
+    // BuildKit's parser sorts the words as written (`EXPOSE 80 443` and `EXPOSE 443 80` are
+    // one step, one cache entry); each is then expanded (`$PORTS` may give several).
+    let mut raw: Vec<&str> = ports.split_whitespace().collect();
+    raw.sort_unstable();
     let mut shown = Vec::new();
-    for w in x.words(ports)? {
-        for p in expand_port(&w, x.line)? {
-            shown.push(p.clone());
-            all.insert(p, Value::Object(Default::default()));
+    for r in raw {
+        for w in x.words(r)? {
+            for p in expand_port(&w, x.line)? {
+                all.insert(p, Value::Object(Default::default()));
+            }
+            shown.push(w);
         }
     }
     cc.exposed_ports = Some(all);
