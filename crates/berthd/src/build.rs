@@ -247,7 +247,12 @@ pub async fn start(
         };
         // The built image's `create` event (dockerd logs one when the builder commits it).
         if let Ok(built) = &res {
-            engine.image_event("create", &built.id.to_string());
+            let id = built.id.to_string();
+            engine.image_event("create", &id);
+            // Then one `tag` per name (dockerd's `TagImage`).
+            for t in &built.tags {
+                engine.image_event_of("tag", &id, t);
+            }
         }
         if let Err(e) = res {
             let msg = e.to_string();

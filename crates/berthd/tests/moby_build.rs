@@ -31,24 +31,19 @@ fn classic_build_emits_image_create_event() {
     let id = id.trim();
     assert!(id.starts_with("sha256:"), "{id}");
     let t1 = berth_util::time::now().0 + 1;
-    let (t0, t1) = (t0.to_string(), t1.to_string());
-    let out = d
-        .docker(&[
-            "events",
-            "--filter",
-            "type=image",
-            "--format",
-            "{{.Action}} {{.Actor.ID}}",
-            "--since",
-            &t0,
-            "--until",
-            &t1,
-        ])
-        .ok()
-        .stdout;
+    let out = image_events(&d, t0, t1, "{{.Action}} {{.Actor.ID}}");
     let creates: Vec<&str> = out.lines().filter(|l| l.starts_with("create ")).collect();
     assert_eq!(creates, vec![format!("create {id}").as_str()], "{out}");
     d.finish();
+}
+
+/// The image events between `since` and `until` (seconds), one `format` line each.
+fn image_events(d: &Daemon, since: i64, until: i64, format: &str) -> String {
+    let (since, until) = (since.to_string(), until.to_string());
+    let args = ["events", "--filter", "type=image", "--format", format];
+    d.docker(&[&args[..], &["--since", &since, "--until", &until]].concat())
+        .ok()
+        .stdout
 }
 
 /// A context tar built in memory from `(name, content)` entries, names written as they are
@@ -383,5 +378,23 @@ fn expose_in_another_order_is_the_same_step() {
             .to_string()
     };
     assert_eq!(id("80 2375"), id("2375 80"));
+    d.finish();
+}
+
+/// A classic build's tags are `tag` image events (dockerd's `TagImage`), named by the tag.
+#[test]
+fn classic_build_emits_tag_events() {
+    let d = root_daemon!();
+    let ctx = d.context(
+        "tagev",
+        &[("Dockerfile", "FROM busybox\nRUN echo events\n")],
+    );
+    let t0 = berth_util::time::now().0 - 1;
+    d.classic_build(&ctx, &["-t", "tagev", "-t", "tagev2:v2"])
+        .ok();
+    let t1 = berth_util::time::now().0 + 1;
+    let out = image_events(&d, t0, t1, "{{.Action}} {{.Actor.Attributes.name}}");
+    let tags: Vec<&str> = out.lines().filter(|l| l.starts_with("tag ")).collect();
+    assert_eq!(tags, vec!["tag tagev:latest", "tag tagev2:v2"], "{out}");
     d.finish();
 }
