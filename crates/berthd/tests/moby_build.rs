@@ -398,3 +398,12 @@ fn classic_build_emits_tag_events() {
     assert_eq!(tags, vec!["tag tagev:latest", "tag tagev2:v2"], "{out}");
     d.finish();
 }
+
+/// `RUN []` is no error: dockerd's step container runs the image's command.
+#[test]
+fn run_with_an_empty_json_command_runs_the_images_command() {
+    let d = root_daemon!();
+    let ctx = d.context("emptyrun", &[("Dockerfile", "FROM busybox\nRUN []\n")]);
+    d.classic_build(&ctx, &[]).ok();
+    d.finish();
+}

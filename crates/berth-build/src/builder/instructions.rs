@@ -501,11 +501,8 @@ impl Step {
                         ));
                     }
                 }
+                // `RUN []` is no error (dockerd runs the image's command, see `run_step`).
                 let command = CommandLine::parse(args);
-                if matches!(&command, CommandLine::Exec(v) if v.is_empty() && node.heredocs.is_empty())
-                {
-                    return Err(invalid(line, "RUN requires at least one argument"));
-                }
                 Instruction::Run(Run {
                     command,
                     raw: args.to_string(),
