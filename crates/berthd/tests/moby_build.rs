@@ -407,3 +407,22 @@ fn run_with_an_empty_json_command_runs_the_images_command() {
     d.classic_build(&ctx, &[]).ok();
     d.finish();
 }
+
+/// A `.dockerignore` starting with a UTF-8 byte order mark: the mark is no part of its first
+/// pattern (moby's TestBuildWithUTF8BOMDockerignore).
+#[test]
+fn dockerignore_with_a_byte_order_mark() {
+    let d = root_daemon!();
+    let ctx = d.context(
+        "bom",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nADD . /tmp/\nRUN sh -c \"! ls /tmp/Dockerfile\"\nRUN ls /tmp/.dockerignore\n",
+            ),
+            (".dockerignore", "\u{feff}./Dockerfile\n"),
+        ],
+    );
+    d.classic_build(&ctx, &[]).ok();
+    d.finish();
+}
