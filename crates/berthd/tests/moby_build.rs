@@ -426,3 +426,69 @@ fn dockerignore_with_a_byte_order_mark() {
     d.classic_build(&ctx, &[]).ok();
     d.finish();
 }
+
+/// dockerd's classic builder keeps RUN step containers with `rm=false`, a failed step's
+/// without `forcerm` (also with `rm`), none with `forcerm` (moby's
+/// TestBuildWithRemoveAndForceRemove): the IDs the build printed, stopped with the step's
+/// exit code, the step's changes their own.
+#[test]
+fn classic_build_keeps_step_containers_as_rm_and_forcerm_say() {
+    let d = root_daemon!();
+    let ok = "FROM busybox\nRUN echo one > /one\nRUN exit 0\n";
+    let bad = "FROM busybox\nRUN echo one > /one\nRUN echo two > /two && exit 3\n";
+    for (name, df, flags, kept) in [
+        ("norm-ok", ok, &["--rm=false"][..], 2),
+        ("rm-ok", ok, &["--rm"][..], 0),
+        ("forcerm-ok", ok, &["--force-rm"][..], 0),
+        ("norm-bad", bad, &["--rm=false"][..], 2),
+        ("rm-bad", bad, &[][..], 1),
+        ("forcerm-bad", bad, &["--force-rm"][..], 0),
+    ] {
+        let ctx = d.context(name, &[("Dockerfile", df)]);
+        let r = d.classic_build(&ctx, &[&["--no-cache"], flags].concat());
+        let out = format!("{}{}", r.stdout, r.stderr);
+        let ids: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix(" ---> Running in "))
+            .map(str::trim)
+            .collect();
+        assert_eq!(ids.len(), 2, "{name}: {out}");
+        let left: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| d.docker(&["inspect", "--type", "container", id]).code == 0)
+            .collect();
+        assert_eq!(left.len(), kept, "{name}: {out}");
+        for id in &left {
+            assert!(
+                !out.contains(&format!("Removed intermediate container {id}")),
+                "{out}"
+            );
+        }
+    }
+    // The failed step's container: its exit code, its command, its changes on its image.
+    let ctx = d.context("keep", &[("Dockerfile", bad)]);
+    let r = d.classic_build(&ctx, &["--no-cache"]);
+    let id = r
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(" ---> Running in "))
+        .next_back()
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(
+        d.inspect("{{.State.Status}} {{.State.ExitCode}}", &id)
+            .trim(),
+        "exited 3"
+    );
+    assert_eq!(
+        d.inspect("{{json .Config.Cmd}}", &id).trim(),
+        r#"["/bin/sh","-c","echo two > /two && exit 3"]"#
+    );
+    let diff = d.docker(&["diff", &id]).ok().stdout;
+    assert!(diff.contains("A /two"), "{diff}");
+    let out = d.docker(&["cp", &format!("{id}:/one"), "-"]).ok().stdout;
+    assert!(out.contains("one"), "{out}");
+    d.finish();
+}

@@ -43,6 +43,13 @@ pub(super) struct RunSpec {
     platform: Platform,
 }
 
+impl RunSpec {
+    /// The step's command.
+    pub(super) fn args(&self) -> &[String] {
+        &self.args
+    }
+}
+
 /// A `--mount` resolved for this step.
 enum RunMount {
     Bind {
