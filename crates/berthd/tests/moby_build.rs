@@ -492,3 +492,19 @@ fn classic_build_keeps_step_containers_as_rm_and_forcerm_say() {
     assert!(out.contains("one"), "{out}");
     d.finish();
 }
+
+/// An ARG's history entry shows its default as written, not the `--build-arg` value
+/// (dockerd's commit string; moby's TestBuildBuildTimeArgHistory).
+#[test]
+fn arg_history_shows_the_default_as_written() {
+    let d = root_daemon!();
+    let ctx = d.context("arghist", &[("Dockerfile", "FROM busybox\nARG foo=bar1\n")]);
+    d.classic_build(&ctx, &["--build-arg", "foo=bar", "-t", "arghist"])
+        .ok();
+    let h = d.docker_out("history --no-trunc --format {{.CreatedBy}} arghist", &[]);
+    assert!(
+        h.lines().next().unwrap_or("").contains("ARG foo=bar1"),
+        "{h}"
+    );
+    d.finish();
+}

@@ -268,6 +268,12 @@ impl Eval<'_, '_, '_> {
         let plat = platform_args(&self.target);
         let mut shown = Vec::new();
         for (k, v) in arg_values(defs, self.escape, &scope, line)? {
+            // The history shows the default as written (dockerd's commit string), not the
+            // value a `--build-arg` gives.
+            shown.push(match &v {
+                Some(v) => format!("{k}={v}"),
+                None => k.clone(),
+            });
             let v = match self.opts.build_args.get(&k) {
                 Some(Some(b)) => Some(b.clone()),
                 _ => v.or_else(|| {
@@ -277,10 +283,6 @@ impl Eval<'_, '_, '_> {
                         .or_else(|| plat.get(&k).cloned())
                 }),
             };
-            shown.push(match &v {
-                Some(v) => format!("{k}={v}"),
-                None => k.clone(),
-            });
             self.used_args.insert(k.clone());
             ctx.args.insert(k, v);
         }
