@@ -10,7 +10,7 @@ use crate::go::{is_empty_map, is_empty_vec, is_false, is_zero};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct Mount {
-    /// `bind`, `volume` or `tmpfs`.
+    /// `bind`, `volume`, `tmpfs` or `image` (API 1.48+).
     #[serde(rename = "Type", skip_serializing_if = "String::is_empty")]
     pub kind: String,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -27,6 +27,17 @@ pub struct Mount {
     pub volume_options: Option<VolumeOptions>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tmpfs_options: Option<TmpfsOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_options: Option<ImageOptions>,
+}
+
+/// `ImageOptions` (an `image` mount).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct ImageOptions {
+    /// Only this path of the image's file system is mounted (relative).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub subpath: String,
 }
 
 /// `BindOptions`.

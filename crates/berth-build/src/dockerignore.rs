@@ -46,6 +46,8 @@ impl IgnoreFile {
     /// Parses the file's text.
     pub fn parse(text: &str) -> IgnoreFile {
         let mut patterns = Vec::new();
+        // A UTF-8 byte order mark is no part of the first pattern (moby's `ReadAll`).
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for line in text.lines() {
             if line.starts_with('#') {
                 continue;

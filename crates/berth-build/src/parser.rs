@@ -15,16 +15,28 @@ use std::fmt;
 
 /// A syntax error, with the 1-based line it was found on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("Dockerfile parse error line {line}: {message}")]
+#[error("dockerfile parse error on line {line}: {message}")]
 pub struct ParseError {
     pub line: usize,
     pub message: String,
+    /// An instruction's error (unknown, without arguments, bad flags), which BuildKit's
+    /// parser finds when it turns nodes into instructions, not a syntax error of the file.
+    pub instruction: bool,
 }
 
 fn perr(line: usize, message: impl Into<String>) -> ParseError {
     ParseError {
         line,
         message: message.into(),
+        instruction: false,
+    }
+}
+
+/// An instruction's error (see [`ParseError::instruction`]).
+fn ierr(line: usize, message: impl Into<String>) -> ParseError {
+    ParseError {
+        instruction: true,
+        ..perr(line, message)
     }
 }
 
@@ -83,7 +95,7 @@ impl Node {
     pub fn check_flags(&self, allowed: &[&str]) -> Result<(), ParseError> {
         for (n, _) in &self.flags {
             if !allowed.contains(&n.as_str()) {
-                return Err(perr(
+                return Err(ierr(
                     self.line,
                     format!("unknown flag: --{n} for {}", self.keyword),
                 ));
@@ -259,7 +271,7 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
         };
         let keyword = kw_raw.to_ascii_uppercase();
         if !KEYWORDS.contains(&keyword.as_str()) {
-            return Err(perr(start + 1, format!("unknown instruction: {kw_raw}")));
+            return Err(ierr(start + 1, format!("unknown instruction: {kw_raw}")));
         }
         let (flags, args) = if takes_flags(&keyword) {
             split_flags(rest, start + 1)?
@@ -297,7 +309,7 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
             }
         }
         if args.trim().is_empty() {
-            return Err(perr(
+            return Err(ierr(
                 start + 1,
                 format!("{keyword} requires at least one argument"),
             ));
@@ -341,7 +353,7 @@ fn split_flags(rest: &str, line: usize) -> Result<(Vec<(String, String)>, String
             }
         }
         if quote.is_some() {
-            return Err(perr(line, "unterminated quote in flag"));
+            return Err(ierr(line, "unterminated quote in flag"));
         }
         let word = &f[..end];
         if word.is_empty() {
@@ -357,7 +369,7 @@ fn split_flags(rest: &str, line: usize) -> Result<(Vec<(String, String)>, String
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            return Err(perr(line, format!("invalid flag --{word}")));
+            return Err(ierr(line, format!("invalid flag --{word}")));
         }
         flags.push((n, v));
         s = &f[end..];

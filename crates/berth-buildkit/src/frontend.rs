@@ -672,6 +672,7 @@ pub async fn dockerfile(bk: &Arc<BuildKit>, run: FrontendRun) -> Result<BuildRes
             cgroup_parent: backend.cgroup_parent(),
             puller: Some(&puller),
             networks: backend.run_networks(),
+            intermediates: None,
         };
         let mut steps = StepVertices {
             progress: &progress,

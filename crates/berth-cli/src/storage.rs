@@ -7,7 +7,7 @@ use std::io::{BufRead, Write};
 
 use berth_api::container::CreateRequest;
 use berth_api::go::Empty;
-use berth_api::mount::{BindOptions, Driver, Mount, TmpfsOptions, VolumeOptions};
+use berth_api::mount::{BindOptions, Driver, ImageOptions, Mount, TmpfsOptions, VolumeOptions};
 use berth_api::volume::{CreateOptions, ListResponse, PruneReport, Volume};
 use berth_util::units::parse_ram_bytes;
 use clap::{Args, Subcommand};
@@ -92,6 +92,7 @@ pub fn parse_mount_flag(spec: &str) -> Result<Mount> {
     let mut bind = BindOptions::default();
     let mut vol = VolumeOptions::default();
     let mut tmpfs = TmpfsOptions::default();
+    let mut image = ImageOptions::default();
     let mut vopts: BTreeMap<String, String> = BTreeMap::new();
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
     for field in spec.split(',').filter(|f| !f.is_empty()) {
@@ -121,6 +122,7 @@ pub fn parse_mount_flag(spec: &str) -> Result<Mount> {
             "bind-create-mountpoint" => bind.create_mountpoint = truthy(&v)?,
             "volume-nocopy" => vol.no_copy = truthy(&v)?,
             "volume-subpath" => vol.subpath = need(&v)?,
+            "image-subpath" => image.subpath = need(&v)?,
             "volume-label" => {
                 let kv = need(&v)?;
                 let (lk, lv) = kv.split_once('=').unwrap_or((&kv, ""));
@@ -165,6 +167,9 @@ pub fn parse_mount_flag(spec: &str) -> Result<Mount> {
     }
     if tmpfs != TmpfsOptions::default() {
         m.tmpfs_options = Some(tmpfs);
+    }
+    if image != ImageOptions::default() {
+        m.image_options = Some(image);
     }
     if m.target.is_empty() {
         return Err(bad("target is required".into()));

@@ -127,7 +127,8 @@ fn with_root<T: Send + 'static>(
         let user = format!("archive-{}", crate::util::random_hex(8));
         let points = if with_mounts {
             let mut p = engine.mounts.load(&c.id);
-            p.retain(|m| m.typ != "tmpfs");
+            // Image mounts are mounted only while the container runs.
+            p.retain(|m| m.typ != "tmpfs" && m.typ != "image");
             p.sort_by_key(|m| m.destination.split('/').filter(|s| !s.is_empty()).count());
             p
         } else {

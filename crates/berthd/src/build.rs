@@ -84,8 +84,14 @@ fn prepare(spool: &std::path::Path, ctx: &std::path::Path, dockerfile: &str) -> 
         )));
     }
     let text = String::from_utf8_lossy(&text).into_owned();
-    let parsed = berth_build::parser::parse(&text)
-        .map_err(|e| EngineError::bad(format!("failed to parse {dockerfile}: {e}")))?;
+    let parsed = berth_build::parser::parse(&text).map_err(|e| {
+        // dockerd: `instructions.Parse`'s errors as they are, the parser's wrapped.
+        EngineError::bad(if e.instruction {
+            e.to_string()
+        } else {
+            format!("failed to parse {dockerfile}: {e}")
+        })
+    })?;
     if parsed.nodes.is_empty() {
         // BuildKit's parser error, as dockerd's readAndParseDockerfile wraps it.
         return Err(EngineError::bad(format!(
@@ -196,6 +202,7 @@ pub async fn start(
                 cgroup_parent: engine.cfg.cgroup_parent.clone(),
                 puller: Some(&puller),
                 networks: Some(&*engine.net),
+                intermediates: Some(&KeepInEngine(&engine)),
             };
             let tx2 = tx.clone();
             // Whether a RUN step's container ran (the crash tests' failpoints).
@@ -268,6 +275,43 @@ pub async fn start(
         Ok(Ok(())) => Ok(rx),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(EngineError::Internal("the build thread ended early".into())),
+    }
+}
+
+/// The classic builder's kept RUN step containers (`rm=false`, or a failed step without
+/// `forcerm`): the engine's containers under the ID the build printed, on the step's parent
+/// image, the step's changes their own, stopped with the step's exit code.
+struct KeepInEngine<'a>(&'a Engine);
+
+impl berth_build::builder::Intermediates for KeepInEngine<'_> {
+    fn keep(&self, c: berth_build::builder::KeptContainer<'_>) -> std::result::Result<(), String> {
+        let engine = self.0;
+        let mut config: berth_api::container::Config = serde_json::to_value(&c.config)
+            .map_err(|e| e.to_string())
+            .and_then(|v| berth_api::from_value(v).map_err(|e| e.to_string()))?;
+        config.image = c.image.to_string();
+        let req = berth_api::container::CreateRequest {
+            config,
+            ..Default::default()
+        };
+        let opts = crate::engine::create::CreateOptions {
+            id: Some(c.id.to_string()),
+            volatile: false,
+        };
+        let now = crate::util::now_rfc3339_nano();
+        let (id, _) = engine
+            .create_with(None, req, opts, |rec| {
+                rec.state.status = "exited".into();
+                rec.state.exit_code = i64::from(c.exit_code);
+                rec.state.started_at = now.clone();
+                rec.state.finished_at = now;
+            })
+            .map_err(|e| e.to_string())?;
+        let sn = engine.images.snapshotter().map_err(|e| e.to_string())?;
+        if let Some(upper) = sn.container_upper(&id) {
+            berth_image::snapshot::copy_tree(c.upper, &upper).map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 }
 

@@ -244,6 +244,9 @@ const NAMESPACED_SYSCTL_PREFIXES: &[&str] = &["fs.mqueue.", "net."];
 /// Create-time checks of `HostConfig` (Docker's messages where it has them). Returns warnings.
 pub fn check(hc: &HostConfig, ncpus: usize) -> Result<Vec<String>> {
     let mut warnings = Vec::new();
+    // dockerd 28 warns of each image mount.
+    let image_mounts = hc.mounts.iter().flatten().filter(|m| m.kind == "image");
+    warnings.extend(image_mounts.map(|_| "Image mount is an experimental feature".to_string()));
     capabilities(hc, hc.privileged)?;
     // dockerd's `parseSecurityOpt`, with its messages.
     for o in list(&hc.security_opt) {

@@ -484,7 +484,10 @@ pub fn in_use_fn(engine: &Engine) -> impl Fn(&ImageId) -> bool {
 }
 
 /// An image that does not resolve is a 404 `No such image`.
-fn resolve(images: &ImageStore, name: &str) -> Result<berth_image::image_store::Resolved> {
+pub(crate) fn resolve(
+    images: &ImageStore,
+    name: &str,
+) -> Result<berth_image::image_store::Resolved> {
     images.resolve(name).map_err(|e| {
         if e.is_not_found() {
             EngineError::ImageNotFound(name.to_string())
@@ -541,10 +544,26 @@ pub fn remove(engine: &Engine, name: &str, force: bool, prune: bool) -> Result<V
         let id = id.to_string();
         containers
             .iter()
-            .filter(|c| c.image == id)
-            .map(|c| ImageUser {
-                container: c.id.clone(),
-                running: c.state.running || c.state.restarting,
+            .filter_map(|c| {
+                let mount_only = c.image != id;
+                // Only a container with image mounts has its record read.
+                let mounts = || {
+                    c.host_config
+                        .mounts
+                        .iter()
+                        .flatten()
+                        .any(|m| m.kind == "image")
+                };
+                if mount_only
+                    && !(mounts() && engine.mounts.load(&c.id).iter().any(|m| m.image == id))
+                {
+                    return None;
+                }
+                Some(ImageUser {
+                    container: c.id.clone(),
+                    running: c.state.running || c.state.restarting,
+                    mount_only,
+                })
             })
             .collect()
     };

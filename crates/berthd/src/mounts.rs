@@ -23,13 +23,15 @@ use crate::error::{EngineError, Result};
 use crate::util;
 use crate::volumes::VolumeStore;
 
+mod image;
+
 /// One mount of a container.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MountPoint {
-    /// `volume`, `bind` or `tmpfs`.
+    /// `volume`, `bind`, `tmpfs` or `image`.
     #[serde(rename = "Type")]
     pub typ: String,
-    /// The volume name (volumes).
+    /// The volume name (volumes); the image as the request names it (images).
     #[serde(default)]
     pub name: String,
     /// The host path (binds).
@@ -66,6 +68,12 @@ pub struct MountPoint {
     /// is mounted (relative, resolved inside the volume).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub subpath: String,
+    /// The ID of an `image` mount's image, resolved at create (see [`image`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image: String,
+    /// The writable snapshot of an `image` mount's image that keeps its layers in use.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub snapshot: String,
 }
 
 impl MountPoint {
@@ -86,6 +94,8 @@ impl MountPoint {
             volume_labels: BTreeMap::new(),
             volume_opts: BTreeMap::new(),
             subpath: String::new(),
+            image: String::new(),
+            snapshot: String::new(),
         }
     }
 }
@@ -195,6 +205,9 @@ pub fn parse_mount(v: &berth_api::mount::Mount) -> Result<MountPoint> {
     let mut m = MountPoint::new(typ, &dest);
     m.from_mounts_api = true;
     m.rw = !v.read_only;
+    if v.image_options.is_some() && matches!(typ, "bind" | "volume" | "tmpfs") {
+        return Err(inv("field ImageOptions must not be specified".into()));
+    }
     match typ {
         "bind" => {
             if source.is_empty() {
@@ -294,6 +307,29 @@ pub fn parse_mount(v: &berth_api::mount::Mount) -> Result<MountPoint> {
                 }
             }
         }
+        // dockerd's checks (the version gate is the route's); the image is resolved at
+        // create (`Mounts::commit`).
+        "image" => {
+            if v.bind_options.is_some() {
+                return Err(inv("field BindOptions must not be specified".into()));
+            }
+            if v.volume_options.is_some() {
+                return Err(inv("field VolumeOptions must not be specified".into()));
+            }
+            if source.is_empty() {
+                return Err(inv("field Source must not be empty".into()));
+            }
+            let sub = v.image_options.clone().unwrap_or_default().subpath;
+            if !sub.is_empty() && !is_local(&sub) {
+                return Err(inv(
+                    "subpath must be a relative path within the volume".into()
+                ));
+            }
+            m.name = source.into();
+            m.subpath = sub;
+            m.rw = false;
+            m.propagation = "rprivate".into();
+        }
         "" => {
             return Err(EngineError::bad(
                 "invalid mount config: mount type unknown: \"\"",
@@ -316,14 +352,22 @@ pub fn by_depth(points: &mut [MountPoint]) {
 /// The mounts of the daemon's containers (see the module documentation).
 pub struct Mounts {
     volumes: Arc<VolumeStore>,
+    /// The images of `image` mounts (their snapshots).
+    images: Arc<berth_image::image_store::ImageStore>,
     data_root: PathBuf,
     exec_root: PathBuf,
 }
 
 impl Mounts {
-    pub fn new(volumes: Arc<VolumeStore>, data_root: &Path, exec_root: &Path) -> Mounts {
+    pub fn new(
+        volumes: Arc<VolumeStore>,
+        images: Arc<berth_image::image_store::ImageStore>,
+        data_root: &Path,
+        exec_root: &Path,
+    ) -> Mounts {
         Mounts {
             volumes,
+            images,
             data_root: data_root.to_path_buf(),
             exec_root: exec_root.to_path_buf(),
         }
@@ -476,6 +520,7 @@ impl Mounts {
                     _ => {}
                 }
             }
+            self.prepare_images(id, &mut points, volatile)?;
             // No mounts, no record (a missing record reads as none). Synced, as the
             // container's record after it, unless the create is volatile and the record names
             // no volume: then a power loss can only take it with the container (the record,
@@ -497,6 +542,7 @@ impl Mounts {
             Ok(())
         })();
         if res.is_err() {
+            self.remove_image_snapshots(id);
             vs.drop_refs(id);
             for n in created {
                 let _ = vs.remove(&n, true);
@@ -538,6 +584,11 @@ impl Mounts {
             let mut root_propagation = None;
             for m in &points {
                 match m.typ.as_str() {
+                    "image" => {
+                        let src = self.mount_image(id, m, out.len())?;
+                        let opts = ["rbind", "ro", "rprivate"].map(String::from).to_vec();
+                        out.push(oci_mount(&m.destination, "bind", src, opts));
+                    }
                     "tmpfs" => {
                         let mut opts = vec!["nosuid".to_string(), "nodev".into(), "noexec".into()];
                         for o in &m.tmpfs_options {
@@ -600,6 +651,7 @@ impl Mounts {
         if res.is_err() {
             self.volumes.release(id);
             self.unstage_subpaths(id);
+            self.unmount_images(id);
         }
         res
     }
@@ -685,6 +737,12 @@ impl Mounts {
                         p.mode = m.mode;
                         p.propagation = m.propagation;
                     }
+                    // dockerd: the name as given, the source where the image is mounted.
+                    "image" => {
+                        p.name = m.name;
+                        p.source = self.image_dir(id, &m.snapshot).display().to_string();
+                        p.propagation = m.propagation;
+                    }
                     _ => {}
                 }
                 p
@@ -704,6 +762,12 @@ pub fn open_subpath(m: &MountPoint, data: &Path) -> Result<std::os::fd::OwnedFd>
                 "path concatenation escapes the base directory, base: {}, subpath: {}",
                 data.display(),
                 m.subpath
+            ))
+        } else if m.typ == "image" {
+            // dockerd's `safepath.ErrNotAccessible`.
+            EngineError::bad(format!(
+                "cannot access path {}: {e}",
+                data.join(&m.subpath).display()
             ))
         } else {
             EngineError::bad(format!(
@@ -881,6 +945,7 @@ impl Participant for Mounts {
     fn exit(&self, id: &str) {
         self.volumes.release(id);
         self.unstage_subpaths(id);
+        self.unmount_images(id);
     }
 
     fn remove(&self, id: &str, volumes: bool) {
@@ -891,6 +956,9 @@ impl Participant for Mounts {
         };
         self.volumes.release(id);
         self.volumes.drop_refs(id);
+        self.unstage_subpaths(id);
+        self.unmount_images(id);
+        self.remove_image_snapshots(id);
         for n in anonymous {
             match self.volumes.remove(&n, true) {
                 Ok(()) => {}
@@ -908,7 +976,14 @@ mod tests {
     fn a_volatile_record_left_empty_is_damaged() {
         let dir = tempfile::tempdir().unwrap();
         let vs = Arc::new(VolumeStore::open(&dir.path().join("volumes")).unwrap());
-        let m = Mounts::new(vs, &dir.path().join("data"), &dir.path().join("exec"));
+        let images =
+            Arc::new(berth_image::image_store::ImageStore::open(dir.path().join("data")).unwrap());
+        let m = Mounts::new(
+            vs,
+            images,
+            &dir.path().join("data"),
+            &dir.path().join("exec"),
+        );
         let id = "a".repeat(64);
         std::fs::create_dir_all(dir.path().join("data/containers").join(&id)).unwrap();
         let shm = dir.path().join("shm");

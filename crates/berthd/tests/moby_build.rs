@@ -31,24 +31,19 @@ fn classic_build_emits_image_create_event() {
     let id = id.trim();
     assert!(id.starts_with("sha256:"), "{id}");
     let t1 = berth_util::time::now().0 + 1;
-    let (t0, t1) = (t0.to_string(), t1.to_string());
-    let out = d
-        .docker(&[
-            "events",
-            "--filter",
-            "type=image",
-            "--format",
-            "{{.Action}} {{.Actor.ID}}",
-            "--since",
-            &t0,
-            "--until",
-            &t1,
-        ])
-        .ok()
-        .stdout;
+    let out = image_events(&d, t0, t1, "{{.Action}} {{.Actor.ID}}");
     let creates: Vec<&str> = out.lines().filter(|l| l.starts_with("create ")).collect();
     assert_eq!(creates, vec![format!("create {id}").as_str()], "{out}");
     d.finish();
+}
+
+/// The image events between `since` and `until` (seconds), one `format` line each.
+fn image_events(d: &Daemon, since: i64, until: i64, format: &str) -> String {
+    let (since, until) = (since.to_string(), until.to_string());
+    let args = ["events", "--filter", "type=image", "--format", format];
+    d.docker(&[&args[..], &["--since", &since, "--until", &until]].concat())
+        .ok()
+        .stdout
 }
 
 /// A context tar built in memory from `(name, content)` entries, names written as they are
@@ -323,5 +318,193 @@ ARG =foo
     );
     d.classic_build(&ctx, &["-t", "ba"])
         .fails_with("ARG names can not be blank");
+    d.finish();
+}
+
+/// dockerd 28's words for instruction errors (BuildKit's `instructions.Parse`, not wrapped as
+/// a parse failure of the file) and for a missing target.
+#[test]
+fn instruction_errors_and_a_missing_target_in_dockerds_words() {
+    let d = root_daemon!();
+    let ctx = d.context("onbuild", &[("Dockerfile", "FROM busybox\nONBUILD\n")]);
+    let r = d.classic_build(&ctx, &[]);
+    r.stderr_contains("Error response from daemon: dockerfile parse error on line 2: ONBUILD requires at least one argument");
+    let ctx = d.context(
+        "unknown",
+        &[("Dockerfile", "FROM busybox\n\n# c\nNOINSTRUCTION echo ba\n")],
+    );
+    d.classic_build(&ctx, &[])
+        .fails_with("dockerfile parse error on line 4: unknown instruction: NOINSTRUCTION");
+    let ctx = d.context(
+        "target",
+        &[("Dockerfile", "FROM busybox AS a\nFROM busybox\n")],
+    );
+    d.classic_build(&ctx, &["--target", "nosuchtarget"])
+        .fails_with(r#"target stage "nosuchtarget" could not be found"#);
+    d.finish();
+}
+
+/// dockerd's `setDefaultPath`: a stage's steps start with `PATH` set, also from scratch.
+#[test]
+fn a_stage_starts_with_the_default_path() {
+    let d = root_daemon!();
+    let def = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    for (df, want) in [
+        ("FROM scratch\nMAINTAINER me\n", format!("[{def}]")),
+        ("FROM scratch\nENV FOO=bar\n", format!("[{def} FOO=bar]")),
+        ("FROM scratch\nENV PATH=/test\n", "[PATH=/test]".to_string()),
+    ] {
+        let ctx = d.context("path", &[("Dockerfile", df)]);
+        d.classic_build(&ctx, &["-t", "bldpath"]).ok();
+        assert_eq!(d.inspect("{{.Config.Env}}", "bldpath").trim(), want, "{df}");
+    }
+    d.finish();
+}
+
+/// BuildKit's parser sorts EXPOSE's words: the same ports in another order are the same
+/// step (a cache hit, the same image).
+#[test]
+fn expose_in_another_order_is_the_same_step() {
+    let d = root_daemon!();
+    let id = |ports: &str| {
+        let ctx = d.context(
+            "expose",
+            &[("Dockerfile", &format!("FROM scratch\nEXPOSE {ports}\n"))],
+        );
+        d.classic_build(&ctx, &["-q"])
+            .ok()
+            .stdout
+            .trim()
+            .to_string()
+    };
+    assert_eq!(id("80 2375"), id("2375 80"));
+    d.finish();
+}
+
+/// A classic build's tags are `tag` image events (dockerd's `TagImage`), named by the tag.
+#[test]
+fn classic_build_emits_tag_events() {
+    let d = root_daemon!();
+    let ctx = d.context(
+        "tagev",
+        &[("Dockerfile", "FROM busybox\nRUN echo events\n")],
+    );
+    let t0 = berth_util::time::now().0 - 1;
+    d.classic_build(&ctx, &["-t", "tagev", "-t", "tagev2:v2"])
+        .ok();
+    let t1 = berth_util::time::now().0 + 1;
+    let out = image_events(&d, t0, t1, "{{.Action}} {{.Actor.Attributes.name}}");
+    let tags: Vec<&str> = out.lines().filter(|l| l.starts_with("tag ")).collect();
+    assert_eq!(tags, vec!["tag tagev:latest", "tag tagev2:v2"], "{out}");
+    d.finish();
+}
+
+/// `RUN []` is no error: dockerd's step container runs the image's command.
+#[test]
+fn run_with_an_empty_json_command_runs_the_images_command() {
+    let d = root_daemon!();
+    let ctx = d.context("emptyrun", &[("Dockerfile", "FROM busybox\nRUN []\n")]);
+    d.classic_build(&ctx, &[]).ok();
+    d.finish();
+}
+
+/// A `.dockerignore` starting with a UTF-8 byte order mark: the mark is no part of its first
+/// pattern (moby's TestBuildWithUTF8BOMDockerignore).
+#[test]
+fn dockerignore_with_a_byte_order_mark() {
+    let d = root_daemon!();
+    let ctx = d.context(
+        "bom",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nADD . /tmp/\nRUN sh -c \"! ls /tmp/Dockerfile\"\nRUN ls /tmp/.dockerignore\n",
+            ),
+            (".dockerignore", "\u{feff}./Dockerfile\n"),
+        ],
+    );
+    d.classic_build(&ctx, &[]).ok();
+    d.finish();
+}
+
+/// dockerd's classic builder keeps RUN step containers with `rm=false`, a failed step's
+/// without `forcerm` (also with `rm`), none with `forcerm` (moby's
+/// TestBuildWithRemoveAndForceRemove): the IDs the build printed, stopped with the step's
+/// exit code, the step's changes their own.
+#[test]
+fn classic_build_keeps_step_containers_as_rm_and_forcerm_say() {
+    let d = root_daemon!();
+    let ok = "FROM busybox\nRUN echo one > /one\nRUN exit 0\n";
+    let bad = "FROM busybox\nRUN echo one > /one\nRUN echo two > /two && exit 3\n";
+    for (name, df, flags, kept) in [
+        ("norm-ok", ok, &["--rm=false"][..], 2),
+        ("rm-ok", ok, &["--rm"][..], 0),
+        ("forcerm-ok", ok, &["--force-rm"][..], 0),
+        ("norm-bad", bad, &["--rm=false"][..], 2),
+        ("rm-bad", bad, &[][..], 1),
+        ("forcerm-bad", bad, &["--force-rm"][..], 0),
+    ] {
+        let ctx = d.context(name, &[("Dockerfile", df)]);
+        let r = d.classic_build(&ctx, &[&["--no-cache"], flags].concat());
+        let out = format!("{}{}", r.stdout, r.stderr);
+        let ids: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix(" ---> Running in "))
+            .map(str::trim)
+            .collect();
+        assert_eq!(ids.len(), 2, "{name}: {out}");
+        let left: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| d.docker(&["inspect", "--type", "container", id]).code == 0)
+            .collect();
+        assert_eq!(left.len(), kept, "{name}: {out}");
+        for id in &left {
+            assert!(
+                !out.contains(&format!("Removed intermediate container {id}")),
+                "{out}"
+            );
+        }
+    }
+    // The failed step's container: its exit code, its command, its changes on its image.
+    let ctx = d.context("keep", &[("Dockerfile", bad)]);
+    let r = d.classic_build(&ctx, &["--no-cache"]);
+    let id = r
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(" ---> Running in "))
+        .next_back()
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(
+        d.inspect("{{.State.Status}} {{.State.ExitCode}}", &id)
+            .trim(),
+        "exited 3"
+    );
+    assert_eq!(
+        d.inspect("{{json .Config.Cmd}}", &id).trim(),
+        r#"["/bin/sh","-c","echo two > /two && exit 3"]"#
+    );
+    let diff = d.docker(&["diff", &id]).ok().stdout;
+    assert!(diff.contains("A /two"), "{diff}");
+    let out = d.docker(&["cp", &format!("{id}:/one"), "-"]).ok().stdout;
+    assert!(out.contains("one"), "{out}");
+    d.finish();
+}
+
+/// An ARG's history entry shows its default as written, not the `--build-arg` value
+/// (dockerd's commit string; moby's TestBuildBuildTimeArgHistory).
+#[test]
+fn arg_history_shows_the_default_as_written() {
+    let d = root_daemon!();
+    let ctx = d.context("arghist", &[("Dockerfile", "FROM busybox\nARG foo=bar1\n")]);
+    d.classic_build(&ctx, &["--build-arg", "foo=bar", "-t", "arghist"])
+        .ok();
+    let h = d.docker_out("history --no-trunc --format {{.CreatedBy}} arghist", &[]);
+    assert!(
+        h.lines().next().unwrap_or("").contains("ARG foo=bar1"),
+        "{h}"
+    );
     d.finish();
 }

@@ -894,6 +894,17 @@ fn archive_options_and_export() {
     finish(d);
 }
 
+/// The mounts below the daemon's directory whose line has one of `needles`.
+fn mounts_below(d: &Daemon, needles: &[&str]) -> Vec<String> {
+    let root = d.dir.path().to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&root) && needles.iter().any(|n| l.contains(n)))
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
 fn mount_volume_subpath() {
     let d = root_daemon!();
@@ -989,13 +1000,7 @@ fn mount_volume_subpath() {
     .ok();
     assert_eq!(d.docker_out("exec runsub cat /m/a.txt", &[]), "hello\n");
     d.docker_line("rm -f runsub cpsub", &[]).ok();
-    let root = d.dir.path().to_string_lossy().into_owned();
-    let staged: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(&root) && l.contains("/subpaths/"))
-        .map(str::to_string)
-        .collect();
+    let staged = mounts_below(&d, &["/subpaths/"]);
     assert!(staged.is_empty(), "{staged:?}");
     d.docker(&["volume", "rm", &v]).ok();
     finish(d);
@@ -1071,5 +1076,114 @@ fn bind_propagation_rshared_and_rslave() {
     ));
     drop(shared);
     drop(private);
+    finish(d);
+}
+
+/// `--mount type=image` (API 1.48+, moby's TestRunMountImage): the image's file system,
+/// read-only, or a subpath of it resolved inside it; `rmi` of its last tag is refused while a
+/// container mounts it, a forced one leaves the container able to start again; nothing stays
+/// mounted once the containers are gone.
+#[test]
+fn mount_image_is_a_read_only_view_kept_in_use() {
+    let d = root_daemon!();
+    let img = uniq("imgmount");
+    let ctx = d.context(
+        "imgmount",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox AS links\nRUN mkdir /hack && ln -s ../subdir /hack/good && ln -s ../../../../../../.. /hack/bad\nFROM scratch\nCOPY foo /\nCOPY subdir subdir\nCOPY --from=links /hack /hack\n",
+            ),
+            ("foo", "bar"),
+            ("subdir/hello", "world"),
+        ],
+    );
+    d.classic_build(&ctx, &["-q", "-t", &img]).ok();
+    let mnt = |sub: &str| {
+        let mut m = format!("type=image,source={img},target=/image");
+        if !sub.is_empty() {
+            m.push_str(&format!(",image-subpath={sub}"));
+        }
+        m
+    };
+    let run = |m: &str, cmd: &str| {
+        d.docker_line(
+            "run --rm --network none --mount",
+            &[m, "busybox", "sh", "-c", cmd],
+        )
+    };
+    assert_eq!(run(&mnt(""), "cat /image/foo").ok().stdout, "bar");
+    // Read-only, whatever the container's user.
+    run(&mnt(""), "touch /image/x").fails_with("Read-only file system");
+    assert_eq!(run(&mnt("subdir"), "ls /image").ok().stdout, "hello\n");
+    assert_eq!(run(&mnt("hack/good"), "ls /image").ok().stdout, "hello\n");
+    assert_eq!(run(&mnt("subdir/hello"), "cat /image").ok().stdout, "world");
+    run(&mnt("hack/bad"), "ls /image").fails_with("path concatenation escapes the base directory");
+    run(&mnt("not-existing-path"), "ls /image").fails_with("cannot access path");
+    d.docker(&["create", "--mount", &mnt("../../etc/passwd"), "busybox"])
+        .fails_with("subpath must be a relative path within the volume");
+    // A missing image is create's 404 (through the API: the docker CLI would pull busybox).
+    let r = d.post(
+        "/v1.51/containers/create",
+        r#"{"Image":"busybox","HostConfig":{"Mounts":[{"Type":"image","Source":"no-such-image","Target":"/i"}]}}"#,
+    );
+    assert!(
+        r.starts_with("HTTP/1.1 404") && r.contains("No such image: no-such-image"),
+        "{r}"
+    );
+    // Below API 1.48 it is a 400.
+    let r = d.post(
+        "/v1.47/containers/create",
+        &format!(r#"{{"Image":"busybox","HostConfig":{{"Mounts":[{{"Type":"image","Source":"{img}","Target":"/i"}}]}}}}"#),
+    );
+    assert!(
+        r.starts_with("HTTP/1.1 400")
+            && r.contains(r#"Mount type \"Image\" needs API v1.48 or newer"#),
+        "{r}"
+    );
+    // Shown in inspect as dockerd shows it.
+    let id = d
+        .docker_line(
+            "create --name imgm --network none --mount",
+            &[&mnt(""), "busybox", "cat", "/image/foo"],
+        )
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    assert_eq!(
+        d.inspect(
+            "{{range .Mounts}}{{.Type}} {{.Name}} {{.Destination}} {{.RW}} {{.Propagation}}{{end}}",
+            "imgm"
+        )
+        .trim(),
+        format!("image {img} /image false rprivate")
+    );
+    // In use (by a stopped and a running container): the last tag cannot go without force,
+    // as dockerd says it.
+    d.docker_line(
+        "run -d --name imgrun --network none --mount",
+        &[&mnt(""), "busybox", "sleep", "1000"],
+    )
+    .ok();
+    assert_eq!(d.docker_out("exec imgrun cat /image/foo", &[]), "bar");
+    let img_id = d.inspect("{{.Id}}", &img).trim().to_string();
+    let img_short = &img_id.trim_start_matches("sha256:")[..12];
+    d.docker(&["rmi", &img])
+        .fails_with(&format!("is using its referenced image {img_short}"));
+    assert_eq!(d.docker_out("start -a imgm", &[]), "bar");
+    d.docker_line("rm -f imgrun", &[]).ok();
+    d.docker(&["rmi", &img]).fails_with(&format!(
+        "container {} is using its referenced image {img_short}",
+        &id[..12]
+    ));
+    // Forced: the image goes, its layers stay with the container, which starts again.
+    d.docker(&["rmi", "-f", &img]).ok();
+    d.docker(&["image", "inspect", &img])
+        .fails_with("No such image");
+    assert_eq!(d.docker_out("start -a imgm", &[]), "bar");
+    d.docker_line("rm -f imgm", &[]).ok();
+    let left = mounts_below(&d, &["/images/", "/subpaths/"]);
+    assert!(left.is_empty(), "{left:?}");
     finish(d);
 }

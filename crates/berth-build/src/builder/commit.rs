@@ -134,10 +134,21 @@ impl Eval<'_, '_, '_> {
         let rootfs = container::mount_layers(store, &ctx.state.layers, &work, &mut guard)?;
         let t_mounted = t0.elapsed();
         let ran = spec.is_some().then(|| guard.short_id().to_string());
+        let mut cmd = None;
         let want_layer = match spec {
             Some(spec) => {
                 self.say(format!(" ---> Running in {}\n", guard.short_id()))?;
-                self.run_container(&mut guard, &rootfs, spec, line)?;
+                cmd = Some(spec.args().to_vec());
+                if let Err(e) = self.run_container(&mut guard, &rootfs, spec, line) {
+                    if self.opts.keep_containers != super::KeepContainers::Never {
+                        guard.unmount_all();
+                        let args = cmd.unwrap_or_default();
+                        if let Err(k) = self.keep_container(ctx, &guard, args, e.code()) {
+                            tracing::warn!("{k}");
+                        }
+                    }
+                    return Err(e);
+                }
                 true
             }
             None => files(&rootfs)?,
@@ -153,11 +164,56 @@ impl Eval<'_, '_, '_> {
             "step on line {line}: mounted {t_mounted:?}, ran {t_ran:?}, unmounted {:?}",
             t0.elapsed()
         );
+        // `rm=false`: the container stays (its changes copied before they become the layer).
+        let kept = match cmd {
+            Some(args) if self.opts.keep_containers == super::KeepContainers::All => {
+                self.keep_container(ctx, &guard, args, 0)?;
+                true
+            }
+            _ => false,
+        };
         let layer = self.layer_of_upper(ctx, line, guard)?;
-        if let Some(short_id) = ran {
+        if let Some(short_id) = ran.filter(|_| !kept) {
             self.say(format!(" ---> Removed intermediate container {short_id}\n"))?;
         }
         Ok(Some(layer))
+    }
+
+    /// Hands a RUN step's container to the daemon ([`super::Intermediates`]): on the step's
+    /// parent state, registered untagged unless it is an image already (dockerd's
+    /// intermediate images), with the step's command and changes.
+    fn keep_container(
+        &mut self,
+        ctx: &StageCtx,
+        guard: &ContainerGuard,
+        cmd: Vec<String>,
+        exit_code: i32,
+    ) -> Result<()> {
+        let Some(keeper) = self.b.intermediates else {
+            return Ok(());
+        };
+        let image = if self.b.store.get(&ctx.state.id).is_ok() {
+            ctx.state.id.clone()
+        } else {
+            self.store_image(&ctx.state, &[])?
+        };
+        let mut config = ctx.state.cc();
+        config.cmd = Some(cmd);
+        let upper = guard.upper();
+        keeper
+            .keep(super::KeptContainer {
+                id: &guard.id,
+                image: &image,
+                config,
+                upper: &upper,
+                exit_code,
+            })
+            .map_err(|e| {
+                BuildError::Invalid(format!(
+                    "keeping the intermediate container {}: {e}",
+                    guard.short_id()
+                ))
+            })
     }
 
     /// WORKDIR's `mkdir -p`: on the parent's layers directly (no mount) when they decide it

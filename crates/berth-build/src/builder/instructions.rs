@@ -501,11 +501,8 @@ impl Step {
                         ));
                     }
                 }
+                // `RUN []` is no error (dockerd runs the image's command, see `run_step`).
                 let command = CommandLine::parse(args);
-                if matches!(&command, CommandLine::Exec(v) if v.is_empty() && node.heredocs.is_empty())
-                {
-                    return Err(invalid(line, "RUN requires at least one argument"));
-                }
                 Instruction::Run(Run {
                     command,
                     raw: args.to_string(),
@@ -752,11 +749,11 @@ mod tests {
     fn flags_are_parsed_once_with_the_line() {
         assert_eq!(
             err("COPY --bogus=1 a /b"),
-            "Dockerfile parse error line 2: unknown flag: --bogus for COPY"
+            "dockerfile parse error on line 2: unknown flag: --bogus for COPY"
         );
         assert_eq!(
             err("ADD --from=x a /b"),
-            "Dockerfile parse error line 2: unknown flag: --from for ADD"
+            "dockerfile parse error on line 2: unknown flag: --from for ADD"
         );
         assert_eq!(
             err("COPY --chmod=rwx a /b"),

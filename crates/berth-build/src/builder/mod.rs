@@ -102,6 +102,41 @@ pub struct BuildOptions {
     pub classic_stages: bool,
     /// The context is still arriving (see [`ContextGate`]); `None`: it is all there.
     pub context_gate: Option<ContextGate>,
+    /// Which RUN step containers are kept as the daemon's (see [`KeepContainers`]).
+    pub keep_containers: KeepContainers,
+}
+
+/// Which RUN step containers a build keeps as stopped containers of the daemon, as dockerd's
+/// classic builder does with its `rm` and `forcerm` options (see [`Intermediates`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KeepContainers {
+    /// None (`forcerm`; BuildKit's builds).
+    #[default]
+    Never,
+    /// A failed step's (`rm`, the classic builder's default).
+    Failed,
+    /// Every step's (`rm=false`).
+    All,
+}
+
+/// Takes over a RUN step's container (see [`KeepContainers`]).
+pub trait Intermediates: Send + Sync {
+    /// Makes `c` a stopped container of the daemon; the message of what failed.
+    fn keep(&self, c: KeptContainer<'_>) -> std::result::Result<(), String>;
+}
+
+/// A RUN step's container to keep.
+pub struct KeptContainer<'a> {
+    /// Its ID (the build printed its first 12 digits, ` ---> Running in …`).
+    pub id: &'a str,
+    /// The image it ran on: the step's parent (registered untagged when it was none yet).
+    pub image: &'a Digest,
+    /// Its configuration: the parent's, with the step's command.
+    pub config: berth_image::manifest::ContainerConfig,
+    /// Its changes (an overlay upper directory; the build keeps it).
+    pub upper: &'a std::path::Path,
+    /// The step's exit code.
+    pub exit_code: i32,
 }
 
 /// A build context still arriving: as BuildKit loads a local context while the steps that
@@ -296,6 +331,8 @@ pub struct Builder<'a> {
     /// The daemon's networks for RUN steps; `None`: every RUN step not on `host` gets a
     /// namespace with only loopback.
     pub networks: Option<&'a dyn RunNetworks>,
+    /// Takes the RUN step containers the build keeps (`None`: none is kept).
+    pub intermediates: Option<&'a dyn Intermediates>,
 }
 
 /// Progress sink: returns false when the client went away.

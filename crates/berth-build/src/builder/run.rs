@@ -43,6 +43,13 @@ pub(super) struct RunSpec {
     platform: Platform,
 }
 
+impl RunSpec {
+    /// The step's command.
+    pub(super) fn args(&self) -> &[String] {
+        &self.args
+    }
+}
+
 /// A `--mount` resolved for this step.
 enum RunMount {
     Bind {
@@ -77,7 +84,8 @@ enum RunMount {
     },
 }
 
-const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(super) const DEFAULT_PATH: &str =
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 impl Eval<'_, '_, '_> {
     pub(super) fn run_step(
@@ -87,7 +95,20 @@ impl Eval<'_, '_, '_> {
         r: &Run,
         cc: ContainerConfig,
     ) -> Result<()> {
-        let argv = r.argv(ctx.state.shell());
+        let mut argv = r.argv(ctx.state.shell());
+        if argv.is_empty() {
+            // `RUN []`: dockerd's step container runs with the image's entrypoint and command.
+            let cc = ctx.state.cc();
+            let (ep, cmd) = (cc.entrypoint, cc.cmd);
+            argv = ep
+                .into_iter()
+                .flatten()
+                .chain(cmd.into_iter().flatten())
+                .collect();
+            if argv.is_empty() {
+                return Err(invalid(line, "no command specified"));
+            }
+        }
         // Build args in scope: in the environment, the history and the cache key.
         let arg_env: Vec<String> = ctx
             .args

@@ -102,7 +102,8 @@ impl Plan {
         }
         let target = match opts.target.as_deref().filter(|t| !t.is_empty()) {
             Some(t) => *names.get(&t.to_ascii_lowercase()).ok_or_else(|| {
-                BuildError::Invalid(format!("failed to reach build target {t} in Dockerfile"))
+                // dockerd 28's and BuildKit's words.
+                BuildError::Invalid(format!("target stage {t:?} could not be found"))
             })?,
             None => stages.len() - 1,
         };
@@ -524,7 +525,7 @@ mod tests {
         assert!(plan(df, Some("nope"))
             .unwrap_err()
             .to_string()
-            .contains("failed to reach build target nope"));
+            .contains(r#"target stage "nope" could not be found"#));
         assert!(plan("FROM a AS x\nFROM b AS X\n", None)
             .unwrap_err()
             .to_string()

@@ -21,6 +21,16 @@ pub(crate) struct State {
 
 impl State {
     /// The container config (a default one when the image has none).
+    /// dockerd's `setDefaultPath` at a stage's start: `PATH` added to the environment when
+    /// missing. The state keeps its ID (its base's): the steps' states carry it.
+    pub(crate) fn set_default_path(&mut self) {
+        let cc = self.config.config.get_or_insert_with(Default::default);
+        let env = cc.env.get_or_insert_with(Vec::new);
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push(super::run::DEFAULT_PATH.into());
+        }
+    }
+
     pub fn cc(&self) -> ContainerConfig {
         self.config.config.clone().unwrap_or_default()
     }

@@ -162,6 +162,10 @@ impl Eval<'_, '_, '_> {
             index,
             no_cache,
         };
+        // Only the stage's steps see it: a stage without any is its base image unchanged.
+        if !st.insts.is_empty() || !ctx.state.triggers().is_empty() {
+            ctx.state.set_default_path();
+        }
         self.triggers(&mut ctx, line, meta)?;
         for (i, step) in st.insts.iter().enumerate() {
             self.step_header(step, &stage_name, i + 2, stage_steps)?;
@@ -264,6 +268,12 @@ impl Eval<'_, '_, '_> {
         let plat = platform_args(&self.target);
         let mut shown = Vec::new();
         for (k, v) in arg_values(defs, self.escape, &scope, line)? {
+            // The history shows the default as written (dockerd's commit string), not the
+            // value a `--build-arg` gives.
+            shown.push(match &v {
+                Some(v) => format!("{k}={v}"),
+                None => k.clone(),
+            });
             let v = match self.opts.build_args.get(&k) {
                 Some(Some(b)) => Some(b.clone()),
                 _ => v.or_else(|| {
@@ -273,10 +283,6 @@ impl Eval<'_, '_, '_> {
                         .or_else(|| plat.get(&k).cloned())
                 }),
             };
-            shown.push(match &v {
-                Some(v) => format!("{k}={v}"),
-                None => k.clone(),
-            });
             self.used_args.insert(k.clone());
             ctx.args.insert(k, v);
         }
@@ -347,11 +353,17 @@ fn shell_step(cc: &mut ContainerConfig, v: &[String]) -> String {
 
 fn expose(cc: &mut ContainerConfig, ports: &str, x: &Words) -> Result<String> {
     let mut all = cc.exposed_ports.clone().unwrap_or_default();
+    // BuildKit's parser sorts the words as written (`EXPOSE 80 443` and `EXPOSE 443 80` are
+    // one step, one cache entry); each is then expanded (`$PORTS` may give several).
+    let mut raw: Vec<&str> = ports.split_whitespace().collect();
+    raw.sort_unstable();
     let mut shown = Vec::new();
-    for w in x.words(ports)? {
-        for p in expand_port(&w, x.line)? {
-            shown.push(p.clone());
-            all.insert(p, Value::Object(Default::default()));
+    for r in raw {
+        for w in x.words(r)? {
+            for p in expand_port(&w, x.line)? {
+                all.insert(p, Value::Object(Default::default()));
+            }
+            shown.push(w);
         }
     }
     cc.exposed_ports = Some(all);

@@ -10,6 +10,10 @@ pub struct ImageUser {
     pub container: String,
     /// Running (or restarting, or paused): a conflict even `force` cannot lift.
     pub running: bool,
+    /// Uses the image only through an `image` mount: as for moby, that refuses only the
+    /// removal of its last reference by name without `force`, not the image's deletion
+    /// (the container keeps the layers).
+    pub mount_only: bool,
 }
 
 impl ImageUser {
@@ -345,7 +349,9 @@ fn delete_conflict(
         return conflict(true, false, "image has dependent child images".into());
     }
     let users = if mask & (CONFLICT_RUNNING | CONFLICT_STOPPED) != 0 {
-        users(id)
+        let mut u = users(id);
+        u.retain(|u| !u.mount_only);
+        u
     } else {
         Vec::new()
     };

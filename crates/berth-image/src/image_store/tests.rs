@@ -186,6 +186,7 @@ fn rmi_rules() {
         let user = ImageUser {
             container: "c0ffee".repeat(10),
             running: false,
+            mount_only: false,
         };
         if *i == a {
             vec![user]

@@ -161,6 +161,7 @@ impl Engine {
         );
         let mounts = Arc::new(crate::mounts::Mounts::new(
             volumes.clone(),
+            images.clone(),
             &cfg.data_root,
             &cfg.exec_root,
         ));

@@ -9,6 +9,7 @@ use axum::extract::RawQuery;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::Router;
+use berth_build::builder::KeepContainers;
 use berth_build::BuildOptions;
 use berth_image::Reference;
 use futures_util::StreamExt;
@@ -73,6 +74,15 @@ fn parse_options(pairs: &[(String, String)]) -> Result<(BuildOptions, String, bo
     }
     o.target = get("target").cloned().filter(|s| !s.is_empty());
     o.no_cache = truthy(get("nocache"));
+    // dockerd: `rm` is true unless given (and false), `forcerm` wins over it.
+    let rm = get("rm").is_none_or(|v| v.is_empty() || truthy(Some(v)));
+    o.keep_containers = if truthy(get("forcerm")) {
+        KeepContainers::Never
+    } else if rm {
+        KeepContainers::Failed
+    } else {
+        KeepContainers::All
+    };
     o.pull = truthy(get("pull"));
     o.network = get("networkmode").cloned().filter(|s| !s.is_empty());
     // Repeated (docker-py, the docker CLI): every one.
