@@ -381,24 +381,6 @@ fn expose_in_another_order_is_the_same_step() {
     d.finish();
 }
 
-/// A classic build's tags are `tag` image events (dockerd's `TagImage`), named by the tag.
-#[test]
-fn classic_build_emits_tag_events() {
-    let d = root_daemon!();
-    let ctx = d.context(
-        "tagev",
-        &[("Dockerfile", "FROM busybox\nRUN echo events\n")],
-    );
-    let t0 = berth_util::time::now().0 - 1;
-    d.classic_build(&ctx, &["-t", "tagev", "-t", "tagev2:v2"])
-        .ok();
-    let t1 = berth_util::time::now().0 + 1;
-    let out = image_events(&d, t0, t1, "{{.Action}} {{.Actor.Attributes.name}}");
-    let tags: Vec<&str> = out.lines().filter(|l| l.starts_with("tag ")).collect();
-    assert_eq!(tags, vec!["tag tagev:latest", "tag tagev2:v2"], "{out}");
-    d.finish();
-}
-
 /// `RUN []` is no error: dockerd's step container runs the image's command.
 #[test]
 fn run_with_an_empty_json_command_runs_the_images_command() {
