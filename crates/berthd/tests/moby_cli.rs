@@ -838,3 +838,48 @@ fn network_files_are_mounted_over_volumes_and_read_only_with_the_root() {
     assert_eq!(out, "10.1.2.3\tmine\n");
     d.finish();
 }
+
+/// moby integration-cli TestVolumesNoCopyData and TestRunNamedVolumesFromNotRemoved: a volume
+/// taken with `--volumes-from` gets no copy of the new container's image content (dockerd's
+/// `CopyData: false`), and an anonymous one stays anonymous: the `rm -v` of the last container
+/// using it removes it, a named one is kept.
+#[test]
+fn volumes_from_mounts_get_no_copy_up_and_stay_anonymous() {
+    let d = root_daemon!("docker");
+    d.docker_line(
+        "run --name datamaker busybox sh -c",
+        &["mkdir /foo && touch /foo/bar"],
+    )
+    .ok();
+    d.docker_line("commit datamaker dataimage", &[]).ok();
+    d.docker_line("run --name vparent -v /foo busybox true", &[])
+        .ok();
+    let r = d.docker_line("run --rm --volumes-from vparent dataimage ls /foo/bar", &[]);
+    assert_ne!(r.code, 0, "copied up: {}", r.stdout);
+    assert!(
+        r.stderr.contains("No such file or directory"),
+        "{}",
+        r.stderr
+    );
+
+    d.docker_line("volume create keepme", &[]).ok();
+    d.docker_line("run --name vp2 -v keepme:/foo -v /bar busybox true", &[])
+        .ok();
+    let anon = d.inspect(
+        "{{range .Mounts}}{{if eq .Destination \"/bar\"}}{{.Name}}{{end}}{{end}}",
+        "vp2",
+    );
+    let anon = anon.trim().to_string();
+    assert_eq!(anon.len(), 64, "{anon}");
+    d.docker_line("run --name vc2 --volumes-from vp2 busybox true", &[])
+        .ok();
+    // Still used by the child: the parent's rm -v keeps it.
+    d.docker_line("rm -v vp2", &[]).ok();
+    let ls = d.docker_line("volume ls -q", &[]).ok().stdout;
+    assert!(ls.contains(&anon), "{ls}");
+    d.docker_line("rm -v vc2", &[]).ok();
+    let ls = d.docker_line("volume ls -q", &[]).ok().stdout;
+    assert!(!ls.contains(&anon), "{ls}");
+    assert!(ls.lines().any(|l| l == "keepme"), "{ls}");
+    d.finish();
+}
