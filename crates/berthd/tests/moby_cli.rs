@@ -883,3 +883,29 @@ fn volumes_from_mounts_get_no_copy_up_and_stay_anonymous() {
     assert!(ls.lines().any(|l| l == "keepme"), "{ls}");
     d.finish();
 }
+
+/// moby integration-cli TestRunInvalidCgroupParent: a `--cgroup-parent` with `..` climbing
+/// out is cleaned as runc cleans a cgroup path (rooted: `../../x` is `/x`), and the container
+/// runs there; the runtime never sees `..`.
+#[test]
+fn a_cgroup_parent_with_dot_dots_is_cleaned() {
+    let d = root_daemon!("docker");
+    let name = berth_testkit::names::unique_name("cgp");
+    for parent in [format!("../../../../{name}"), format!("/../../{name}/./")] {
+        let r = d.docker_line(
+            "run --rm --cgroup-parent",
+            &[&parent, "busybox", "cat", "/proc/self/cgroup"],
+        );
+        let left = berth_testkit::cgroup::remove_cgroup_tree(&format!("/{name}"));
+        let r = r.ok();
+        assert!(left.is_empty(), "{left:?}");
+        let line = r
+            .stdout
+            .lines()
+            .find(|l| l.contains(":memory:") || l.starts_with("0::"))
+            .unwrap_or_default();
+        assert!(line.contains(&format!(":/{name}/")), "{}", r.stdout);
+        assert!(!std::path::Path::new("/").join(&name).exists());
+    }
+    d.finish();
+}
