@@ -909,3 +909,43 @@ fn a_cgroup_parent_with_dot_dots_is_cleaned() {
     }
     d.finish();
 }
+
+/// moby integration-cli TestRunWithBadDevice: `--device` of a directory passes every device
+/// node below it (dockerd's `devicesFromPath`, as `--device /dev/dri`); a path that is neither
+/// gets dockerd's error.
+#[test]
+fn a_device_directory_passes_its_device_nodes() {
+    let d = root_daemon!("docker");
+    let dir = d.path("devdir");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("plain"), b"").unwrap();
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    mknod(
+        &dir.join("sub/mynull"),
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o666),
+        makedev(1, 3),
+    )
+    .unwrap();
+    let out = d
+        .docker_line(
+            "run --rm --device",
+            &[
+                &format!("{}:/dev/mine", dir.display()),
+                "busybox",
+                "sh",
+                "-c",
+                "ls -l /dev/mine/sub/mynull && echo x > /dev/mine/sub/mynull && ls /dev/mine",
+            ],
+        )
+        .ok()
+        .stdout;
+    assert!(out.starts_with('c'), "{out}");
+    assert!(out.contains("1,   3"), "{out}");
+    assert!(!out.contains("plain"), "{out}");
+    d.docker_line("run --rm --device /etc busybox true", &[])
+        .fails_with(
+        "error gathering device information while adding custom device \"/etc\": not a device node",
+    );
+    d.finish();
+}
