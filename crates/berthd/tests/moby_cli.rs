@@ -949,3 +949,23 @@ fn a_device_directory_passes_its_device_nodes() {
     );
     d.finish();
 }
+
+/// moby integration-cli TestRunCreateVolumeEtc: a name server given with `--dns` is written as
+/// given, a loopback one too (libnetwork's `TransformForLegacyNw` returns early for overrides;
+/// only the host's loopback servers are replaced by the defaults).
+#[test]
+fn a_given_loopback_dns_server_is_kept() {
+    let d = root_daemon!("docker");
+    for extra in ["", "-v /etc"] {
+        let out = d
+            .docker_line(
+                &format!("run --rm --dns=127.0.0.1 {extra} busybox cat /etc/resolv.conf"),
+                &[],
+            )
+            .ok()
+            .stdout;
+        assert!(out.contains("nameserver 127.0.0.1"), "{out}");
+        assert!(!out.contains("8.8.8.8"), "{out}");
+    }
+    d.finish();
+}
