@@ -79,8 +79,7 @@ pub fn resolv_conf(host: &ResolvConf, o: &DnsOverrides, embedded: bool) -> (Stri
 }
 
 /// [`resolv_conf`] of a container in the host's network namespace (`--network host`) with
-/// overrides: loopback name servers (`--dns 127.0.0.1`) stay, reachable there (dockerd drops
-/// them only for a namespace of the container's own).
+/// overrides: the host's loopback name servers stay, reachable there.
 pub fn host_resolv_conf(host: &ResolvConf, o: &DnsOverrides) -> String {
     resolv_conf_with(host, o, false, true).0
 }
@@ -131,10 +130,13 @@ fn resolv_conf_with(
         );
         return (text, upstream);
     }
+    // libnetwork's `TransformForLegacyNw`: name servers given with `--dns` are kept as they
+    // are (a loopback one too); loopback ones read from the host's file are dropped.
+    let given = !o.servers.is_empty();
     let mut servers: Vec<IpAddr> = upstream
         .iter()
         .copied()
-        .filter(|ip| keep_loopback || !ip.is_loopback())
+        .filter(|ip| keep_loopback || given || !ip.is_loopback())
         .collect();
     if servers.is_empty() {
         servers = vec![

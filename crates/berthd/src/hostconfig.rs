@@ -677,6 +677,52 @@ fn dev_numbers(p: &Path) -> Result<(i64, i64, LinuxDeviceType)> {
     Ok((libc::major(rdev) as i64, libc::minor(rdev) as i64, t))
 }
 
+/// The devices of one `--device` (dockerd's `devicesFromPath`): the node itself, or, for a
+/// directory (`/dev/dri`), every device node below it, each at the same place under the path
+/// in the container; (host path, container path).
+fn custom_devices(host: &Path, inside: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let not_found = |e: HostConfigError| match e {
+        HostConfigError::Device { source, .. } => HostConfigError::DeviceInfo {
+            path: host.display().to_string(),
+            source,
+        },
+        HostConfigError::NotADevice { .. } => HostConfigError::DeviceInfo {
+            path: host.display().to_string(),
+            source: std::io::Error::other("not a device node"),
+        },
+        e => e,
+    };
+    match dev_numbers(host) {
+        Ok(_) => Ok(vec![(host.to_path_buf(), inside.to_path_buf())]),
+        Err(e @ HostConfigError::NotADevice { .. }) if host.is_dir() => {
+            let mut found = Vec::new();
+            let mut dirs = vec![host.to_path_buf()];
+            while let Some(dir) = dirs.pop() {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    let Ok(ft) = entry.file_type() else { continue };
+                    if ft.is_dir() {
+                        dirs.push(path);
+                    } else if ft.is_char_device() || ft.is_block_device() {
+                        if let Ok(rel) = path.strip_prefix(host) {
+                            found.push((path.clone(), inside.join(rel)));
+                        }
+                    }
+                }
+            }
+            if found.is_empty() {
+                return Err(not_found(e));
+            }
+            found.sort();
+            Ok(found)
+        }
+        Err(e) => Err(not_found(e)),
+    }
+}
+
 fn type_letter(t: LinuxDeviceType) -> &'static str {
     match t {
         LinuxDeviceType::B => "b",
@@ -1033,20 +1079,22 @@ pub fn apply(spec: &mut Spec, hc: &HostConfig, peers: &dyn Peers) -> Result<()> 
         } else {
             &d.cgroup_permissions
         };
-        let (ma, mi, t) = dev_numbers(Path::new(host))?;
-        let mode = std::fs::metadata(host)
-            .map(|m| m.mode() & 0o7777)
-            .unwrap_or(0o666);
-        linux(spec).devices.push(Device {
-            path: inside.into(),
-            typ: type_letter(t).into(),
-            major: ma,
-            minor: mi,
-            file_mode: Some(mode),
-            uid: Some(0),
-            gid: Some(0),
-        });
-        device_rules(spec).push(allow_rule(Some(t), Some(ma), Some(mi), perms));
+        for (host, inside) in custom_devices(Path::new(host), Path::new(inside))? {
+            let (ma, mi, t) = dev_numbers(&host)?;
+            let mode = std::fs::metadata(&host)
+                .map(|m| m.mode() & 0o7777)
+                .unwrap_or(0o666);
+            linux(spec).devices.push(Device {
+                path: inside,
+                typ: type_letter(t).into(),
+                major: ma,
+                minor: mi,
+                file_mode: Some(mode),
+                uid: Some(0),
+                gid: Some(0),
+            });
+            device_rules(spec).push(allow_rule(Some(t), Some(ma), Some(mi), perms));
+        }
     }
     for rule in list(&hc.device_cgroup_rules) {
         // "c 1:3 mr", "a *:* rwm"

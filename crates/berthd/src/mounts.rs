@@ -456,8 +456,11 @@ impl Mounts {
                     m.rw = mode == "rw";
                     m.mode = mode.into();
                 }
-                // The volume is shared, not owned: `rm -v` of this container keeps it.
-                m.anonymous = false;
+                // dockerd's copy of a `VolumesFrom` mount point: no copy-up of this image's
+                // content (`CopyData: false`); an anonymous volume stays anonymous, so the
+                // `rm -v` of the last container using it removes it. Of two containers
+                // mounting the same path, the later one wins.
+                m.nocopy = true;
                 match out.iter_mut().find(|p| p.destination == m.destination) {
                     Some(earlier) => *earlier = m,
                     None => push(m, &mut out, &mut seen)?,
@@ -494,7 +497,9 @@ impl Mounts {
                         let existed = !m.name.is_empty() && vs.get(&m.name).is_ok();
                         let v = vs
                             .create(
-                                (!m.anonymous).then_some(m.name.as_str()),
+                                // Empty for a new anonymous volume (a fresh ID); an
+                                // anonymous one of `VolumesFrom` is named already.
+                                Some(m.name.as_str()),
                                 "local",
                                 m.volume_labels.clone(),
                                 m.volume_opts.clone(),
@@ -922,7 +927,7 @@ impl Participant for Mounts {
         if !matches!(driver, "" | "local")
             && planned
                 .iter()
-                .any(|m| m.typ == "volume" && (m.anonymous || self.volumes.get(&m.name).is_err()))
+                .any(|m| m.typ == "volume" && self.volumes.get(&m.name).is_err())
         {
             return Err(EngineError::bad(format!(
                 "error looking up volume plugin {driver}: plugin \"{driver}\" not found"

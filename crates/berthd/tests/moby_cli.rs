@@ -993,3 +993,134 @@ fn rmi_prunes_untagged_unused_parents() {
     d.inspect("{{.ID}}", &foo);
     d.finish();
 }
+
+/// moby integration-cli TestVolumesNoCopyData and TestRunNamedVolumesFromNotRemoved: a volume
+/// taken with `--volumes-from` gets no copy of the new container's image content (dockerd's
+/// `CopyData: false`), and an anonymous one stays anonymous: the `rm -v` of the last container
+/// using it removes it, a named one is kept.
+#[test]
+fn volumes_from_mounts_get_no_copy_up_and_stay_anonymous() {
+    let d = root_daemon!("docker");
+    d.docker_line(
+        "run --name datamaker busybox sh -c",
+        &["mkdir /foo && touch /foo/bar"],
+    )
+    .ok();
+    d.docker_line("commit datamaker dataimage", &[]).ok();
+    d.docker_line("run --name vparent -v /foo busybox true", &[])
+        .ok();
+    let r = d.docker_line("run --rm --volumes-from vparent dataimage ls /foo/bar", &[]);
+    assert_ne!(r.code, 0, "copied up: {}", r.stdout);
+    assert!(
+        r.stderr.contains("No such file or directory"),
+        "{}",
+        r.stderr
+    );
+
+    d.docker_line("volume create keepme", &[]).ok();
+    d.docker_line("run --name vp2 -v keepme:/foo -v /bar busybox true", &[])
+        .ok();
+    let anon = d.inspect(
+        "{{range .Mounts}}{{if eq .Destination \"/bar\"}}{{.Name}}{{end}}{{end}}",
+        "vp2",
+    );
+    let anon = anon.trim().to_string();
+    assert_eq!(anon.len(), 64, "{anon}");
+    d.docker_line("run --name vc2 --volumes-from vp2 busybox true", &[])
+        .ok();
+    // Still used by the child: the parent's rm -v keeps it.
+    d.docker_line("rm -v vp2", &[]).ok();
+    let ls = d.docker_line("volume ls -q", &[]).ok().stdout;
+    assert!(ls.contains(&anon), "{ls}");
+    d.docker_line("rm -v vc2", &[]).ok();
+    let ls = d.docker_line("volume ls -q", &[]).ok().stdout;
+    assert!(!ls.contains(&anon), "{ls}");
+    assert!(ls.lines().any(|l| l == "keepme"), "{ls}");
+    d.finish();
+}
+
+/// moby integration-cli TestRunInvalidCgroupParent: a `--cgroup-parent` with `..` climbing
+/// out is cleaned as runc cleans a cgroup path (rooted: `../../x` is `/x`), and the container
+/// runs there; the runtime never sees `..`.
+#[test]
+fn a_cgroup_parent_with_dot_dots_is_cleaned() {
+    let d = root_daemon!("docker");
+    let name = berth_testkit::names::unique_name("cgp");
+    for parent in [format!("../../../../{name}"), format!("/../../{name}/./")] {
+        let r = d.docker_line(
+            "run --rm --cgroup-parent",
+            &[&parent, "busybox", "cat", "/proc/self/cgroup"],
+        );
+        let left = berth_testkit::cgroup::remove_cgroup_tree(&format!("/{name}"));
+        let r = r.ok();
+        assert!(left.is_empty(), "{left:?}");
+        let line = r
+            .stdout
+            .lines()
+            .find(|l| l.contains(":memory:") || l.starts_with("0::"))
+            .unwrap_or_default();
+        assert!(line.contains(&format!(":/{name}/")), "{}", r.stdout);
+        assert!(!std::path::Path::new("/").join(&name).exists());
+    }
+    d.finish();
+}
+
+/// moby integration-cli TestRunWithBadDevice: `--device` of a directory passes every device
+/// node below it (dockerd's `devicesFromPath`, as `--device /dev/dri`); a path that is neither
+/// gets dockerd's error.
+#[test]
+fn a_device_directory_passes_its_device_nodes() {
+    let d = root_daemon!("docker");
+    let dir = d.path("devdir");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("plain"), b"").unwrap();
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    mknod(
+        &dir.join("sub/mynull"),
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o666),
+        makedev(1, 3),
+    )
+    .unwrap();
+    let out = d
+        .docker_line(
+            "run --rm --device",
+            &[
+                &format!("{}:/dev/mine", dir.display()),
+                "busybox",
+                "sh",
+                "-c",
+                "ls -l /dev/mine/sub/mynull && echo x > /dev/mine/sub/mynull && ls /dev/mine",
+            ],
+        )
+        .ok()
+        .stdout;
+    assert!(out.starts_with('c'), "{out}");
+    assert!(out.contains("1,   3"), "{out}");
+    assert!(!out.contains("plain"), "{out}");
+    d.docker_line("run --rm --device /etc busybox true", &[])
+        .fails_with(
+        "error gathering device information while adding custom device \"/etc\": not a device node",
+    );
+    d.finish();
+}
+
+/// moby integration-cli TestRunCreateVolumeEtc: a name server given with `--dns` is written as
+/// given, a loopback one too (libnetwork's `TransformForLegacyNw` returns early for overrides;
+/// only the host's loopback servers are replaced by the defaults).
+#[test]
+fn a_given_loopback_dns_server_is_kept() {
+    let d = root_daemon!("docker");
+    for extra in ["", "-v /etc"] {
+        let out = d
+            .docker_line(
+                &format!("run --rm --dns=127.0.0.1 {extra} busybox cat /etc/resolv.conf"),
+                &[],
+            )
+            .ok()
+            .stdout;
+        assert!(out.contains("nameserver 127.0.0.1"), "{out}");
+        assert!(!out.contains("8.8.8.8"), "{out}");
+    }
+    d.finish();
+}

@@ -414,12 +414,19 @@ impl Engine {
             "" => self.cfg.cgroup_parent.as_str(),
             p => p,
         };
-        let parent = if parent.starts_with('/') {
-            parent.to_string()
-        } else {
-            format!("/{parent}")
-        };
-        format!("{}/{}", parent.trim_end_matches('/'), c.id)
+        // Cleaned as runc's `CleanPath` cleans a path rooted at `/`: `..` never climbs above
+        // the root (`--cgroup-parent ../../x` is `/x`).
+        let mut parts: Vec<&str> = Vec::new();
+        for p in parent.split('/').chain([c.id.as_str()]) {
+            match p {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                p => parts.push(p),
+            }
+        }
+        format!("/{}", parts.join("/"))
     }
 }
 
