@@ -736,3 +736,30 @@ fn rmi_prunes_untagged_unused_parents() {
     d.inspect("{{.ID}}", &foo);
     d.finish();
 }
+
+/// `docker network ls -f dangling=…` refuses a value that is no boolean and a second value
+/// with dockerd's own messages (its network filter, not the generic one).
+#[test]
+fn network_ls_dangling_values_are_checked_as_dockerd() {
+    let d = root_daemon!("docker");
+    d.docker(&["network", "ls", "-f", "dangling=x"]).failed(
+        1,
+        "Error response from daemon: invalid value for filter 'dangling', must be \"true\" (or \"1\"), or \"false\" (or \"0\")\n",
+    );
+    d.docker(&[
+        "network",
+        "ls",
+        "-f",
+        "dangling=true",
+        "-f",
+        "dangling=false",
+    ])
+    .failed(
+        1,
+        "Error response from daemon: got more than one value for filter key \"dangling\"\n",
+    );
+    d.docker_out("network create unusednet", &[]);
+    let ls = d.docker_out("network ls --format {{.Name}} -f dangling=1", &[]);
+    assert_eq!(ls, "unusednet\n");
+    d.finish();
+}
