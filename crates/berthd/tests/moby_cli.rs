@@ -763,3 +763,20 @@ fn network_ls_dangling_values_are_checked_as_dockerd() {
     assert_eq!(ls, "unusednet\n");
     d.finish();
 }
+
+/// `docker images -f dangling=…` reads the value as dockerd's `GetBoolOrDefault`: only
+/// `true`/`1`/`false`/`0`, anything else named in dockerd's words.
+#[test]
+fn images_dangling_filter_reads_booleans_as_dockerd() {
+    let d = root_daemon!("docker");
+    for v in ["TRUE", "x"] {
+        d.docker(&["images", "-f", &format!("dangling={v}")])
+            .failed(
+                1,
+                format!("Error response from daemon: invalid filter 'dangling=[{v}]'\n"),
+            );
+    }
+    assert_eq!(d.docker_out("images -q -f dangling=true", &[]), "");
+    assert!(!d.docker_out("images -q -f dangling=0", &[]).is_empty());
+    d.finish();
+}
