@@ -1124,3 +1124,47 @@ fn a_given_loopback_dns_server_is_kept() {
     }
     d.finish();
 }
+
+/// `docker network ls -f dangling=…` refuses a value that is no boolean and a second value
+/// with dockerd's own messages (its network filter, not the generic one).
+#[test]
+fn network_ls_dangling_values_are_checked_as_dockerd() {
+    let d = root_daemon!("docker");
+    d.docker(&["network", "ls", "-f", "dangling=x"]).failed(
+        1,
+        "Error response from daemon: invalid value for filter 'dangling', must be \"true\" (or \"1\"), or \"false\" (or \"0\")\n",
+    );
+    d.docker(&[
+        "network",
+        "ls",
+        "-f",
+        "dangling=true",
+        "-f",
+        "dangling=false",
+    ])
+    .failed(
+        1,
+        "Error response from daemon: got more than one value for filter key \"dangling\"\n",
+    );
+    d.docker_out("network create unusednet", &[]);
+    let ls = d.docker_out("network ls --format {{.Name}} -f dangling=1", &[]);
+    assert_eq!(ls, "unusednet\n");
+    d.finish();
+}
+
+/// `docker images -f dangling=…` reads the value as dockerd's `GetBoolOrDefault`: only
+/// `true`/`1`/`false`/`0`, anything else named in dockerd's words.
+#[test]
+fn images_dangling_filter_reads_booleans_as_dockerd() {
+    let d = root_daemon!("docker");
+    for v in ["TRUE", "x"] {
+        d.docker(&["images", "-f", &format!("dangling={v}")])
+            .failed(
+                1,
+                format!("Error response from daemon: invalid filter 'dangling=[{v}]'\n"),
+            );
+    }
+    assert_eq!(d.docker_out("images -q -f dangling=true", &[]), "");
+    assert!(!d.docker_out("images -q -f dangling=0", &[]).is_empty());
+    d.finish();
+}

@@ -34,15 +34,14 @@ impl ImageStore {
         let mut since: Option<i64> = None;
         for (k, v) in &opts.filters {
             match k.as_str() {
-                "dangling" => match v.to_ascii_lowercase().as_str() {
-                    "true" | "1" => dangling = Some(true),
-                    "false" | "0" => dangling = Some(false),
-                    _ => {
-                        return Err(ImageStoreError::InvalidArgument(format!(
-                            "invalid filter 'dangling={v}'"
-                        )))
-                    }
-                },
+                "dangling" if dangling.is_none() => {
+                    let f: berth_api::Filters = opts.filters.iter().cloned().collect();
+                    dangling = Some(
+                        f.bool_or("dangling", false)
+                            .map_err(ImageStoreError::InvalidArgument)?,
+                    );
+                }
+                "dangling" => {}
                 "reference" => patterns.push(v.clone()),
                 "label" => labels.push(v.clone()),
                 "before" => {

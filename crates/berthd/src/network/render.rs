@@ -259,8 +259,16 @@ impl Manager {
                 return Err(bad(format!("invalid filter: 'type'='{v}'")));
             }
             if k == "dangling" && !matches!(v.as_str(), "true" | "1" | "false" | "0") {
-                return Err(bad(format!("invalid filter 'dangling={v}'")));
+                return Err(bad(
+                    r#"invalid value for filter 'dangling', must be "true" (or "1"), or "false" (or "0")"#
+                        .into(),
+                ));
             }
+        }
+        if filters.get("dangling").nth(1).is_some() {
+            return Err(bad(
+                r#"got more than one value for filter key "dangling""#.into()
+            ));
         }
         let re = |key: &str| -> Vec<regex::Regex> {
             filters
