@@ -646,3 +646,33 @@ print("ok")
     );
     finish(d);
 }
+
+/// docker-py's `test_build_invalid_platform`: an unparsable `platform` is the request's 400,
+/// its text naming the platform once (`invalid platform "foobar": <reason>`), as a pull's.
+#[test]
+fn build_invalid_platform_is_named_once() {
+    let d = root_daemon!();
+    let script = r#"
+import docker, io, os
+c = docker.APIClient(base_url=os.environ["BERTH_SOCK"])
+want = 'invalid platform "foobar": unknown operating system or architecture'
+try:
+    list(c.build(fileobj=io.BytesIO(b"FROM busybox\n"), platform="foobar"))
+    raise SystemExit("built for foobar")
+except docker.errors.APIError as e:
+    assert e.status_code == 400, e
+    assert e.explanation == want, e.explanation
+try:
+    c.pull("busybox", platform="foobar")
+    raise SystemExit("pulled for foobar")
+except docker.errors.APIError as e:
+    assert e.status_code == 400, e
+    assert e.explanation == want, e.explanation
+print("ok")
+"#;
+    let Some(r) = d.docker_py(script) else {
+        return;
+    };
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    finish(d);
+}

@@ -191,7 +191,14 @@ pub(crate) fn parse_platform(p: &str) -> Result<Platform, PlatformError> {
     if p.contains(',') {
         return Err(PlatformError::Multiple(p.to_string()));
     }
-    Platform::parse(p.trim()).map_err(|e| PlatformError::Invalid(p.to_string(), e.to_string()))
+    Platform::parse(p.trim()).map_err(|e| {
+        // The parser's own text already names the platform: only its reason is kept.
+        let why = match e {
+            berth_image::manifest::ManifestError::InvalidPlatform(_, why) => why.to_string(),
+            e => e.to_string(),
+        };
+        PlatformError::Invalid(p.to_string(), why)
+    })
 }
 
 /// The platform a build is for: `--platform`, else the host's.
