@@ -92,6 +92,14 @@ fn parse_options(pairs: &[(String, String)]) -> Result<(BuildOptions, String, bo
         .flat_map(|(_, v)| v.split(',').map(str::to_string))
         .collect();
     o.platform = get("platform").cloned().filter(|s| !s.is_empty());
+    // dockerd's route parses it first: containerd's `platforms.Parse`, in its words (a pull's).
+    if let Some(e) = o
+        .platform
+        .as_deref()
+        .and_then(berth_image::manifest::Platform::specifier_error)
+    {
+        return Err(ApiError::bad(e));
+    }
     // dockerd squashes only in experimental mode, which berthd has not: a squash it would not
     // do is refused rather than ignored.
     if get("squash").is_some_and(|v| super::form_bool(v)) {
