@@ -550,51 +550,6 @@ fn nat_rules() -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// The portmap plugin's shared chains (it leaves them after the last `DEL`), removed when no
-/// pod uses them any more.
-fn remove_idle_portmap_chains() {
-    if nat_rules().contains("-A CNI-HOSTPORT-DNAT") {
-        return;
-    }
-    let ipt = |args: &[&str]| {
-        let _ = std::process::Command::new("iptables")
-            .args(["-w", "-t", "nat"])
-            .args(args)
-            .stderr(std::process::Stdio::null())
-            .status();
-    };
-    for hook in ["PREROUTING", "OUTPUT"] {
-        ipt(&[
-            "-D",
-            hook,
-            "-m",
-            "addrtype",
-            "--dst-type",
-            "LOCAL",
-            "-j",
-            "CNI-HOSTPORT-DNAT",
-        ]);
-    }
-    ipt(&[
-        "-D",
-        "POSTROUTING",
-        "-m",
-        "comment",
-        "--comment",
-        "CNI portfwd requiring masquerade",
-        "-j",
-        "CNI-HOSTPORT-MASQ",
-    ]);
-    for chain in [
-        "CNI-HOSTPORT-DNAT",
-        "CNI-HOSTPORT-MASQ",
-        "CNI-HOSTPORT-SETMARK",
-    ] {
-        ipt(&["-F", chain]);
-        ipt(&["-X", chain]);
-    }
-}
-
 #[test]
 fn cri_port_mapping_shared_pid_namespace_and_security_context() {
     require_root!("iptables");
@@ -727,8 +682,7 @@ fn cri_port_mapping_shared_pid_namespace_and_security_context() {
         assert!(!nat_rules().contains(&ip), "{}", nat_rules());
         assert!(net.leases().is_empty());
     });
-    remove_idle_portmap_chains();
-    assert!(!nat_rules().contains("CNI-HOSTPORT"), "{}", nat_rules());
+    // (The plugin's idle shared chains go with the last test network: `CniNet`.)
     finish(d);
 }
 

@@ -75,6 +75,9 @@ impl PortmapUse {
 impl Drop for PortmapUse {
     fn drop(&mut self) {
         use rustix::fs::{flock, FlockOperation};
+        // Unlocked first: of two networks dropped at once, each converting its shared lock
+        // would fail on the other's, and neither would clean up; unlocked, one of them wins.
+        let _ = flock(&self.0, FlockOperation::Unlock);
         if flock(&self.0, FlockOperation::NonBlockingLockExclusive).is_err() {
             return;
         }
