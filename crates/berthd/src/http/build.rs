@@ -26,8 +26,9 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/build/prune", post(prune))
 }
 
+/// dockerd's `httputils.BoolValue` of a form value (absent is false).
 fn truthy(v: Option<&String>) -> bool {
-    matches!(v.map(String::as_str), Some("1" | "true" | "True" | "yes"))
+    v.is_some_and(|v| super::form_bool(v))
 }
 
 fn parse_options(pairs: &[(String, String)]) -> Result<(BuildOptions, String, bool), ApiError> {
@@ -102,7 +103,7 @@ fn parse_options(pairs: &[(String, String)]) -> Result<(BuildOptions, String, bo
     }
     // dockerd squashes only in experimental mode, which berthd has not: a squash it would not
     // do is refused rather than ignored.
-    if get("squash").is_some_and(|v| super::form_bool(v)) {
+    if truthy(get("squash")) {
         return Err(ApiError::bad(
             "squash is only supported with experimental mode",
         ));
