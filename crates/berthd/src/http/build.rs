@@ -94,9 +94,12 @@ fn parse_options(pairs: &[(String, String)]) -> Result<(BuildOptions, String, bo
         .collect();
     o.platform = get("platform").cloned().filter(|s| !s.is_empty());
     // dockerd's route parses it first: containerd's `platforms.Parse`, in its words (a pull's).
+    // A list (`a,b`) is left to the builder, whose error says how to build several platforms
+    // (dockerd only says the component is invalid).
     if let Some(e) = o
         .platform
         .as_deref()
+        .filter(|p| !p.contains(','))
         .and_then(berth_image::manifest::Platform::specifier_error)
     {
         return Err(ApiError::bad(e));
