@@ -248,6 +248,44 @@ fn stopped_root<T>(
     res
 }
 
+/// dockerd's `SetupWorkingDirectory` at create: the missing directories of the working
+/// directory are made (0755, the daemon's user) in the container's root file system, the
+/// snapshot alone (no volume yet), so `docker cp` finds it before the first start; an
+/// existing non-directory there is refused with dockerd's words (a 500, as its plain error).
+/// Runs on a thread of its own (the mount namespace it unshares ends with it).
+pub(crate) fn make_working_dir(
+    engine: &Engine,
+    c: &Container,
+) -> std::result::Result<(), EngineError> {
+    let wd = c.config.working_dir.as_str();
+    if wd.is_empty() || wd == "/" {
+        return Ok(());
+    }
+    let made = std::thread::scope(|s| {
+        s.spawn(|| {
+            stopped_root(engine, c, &[], |root| {
+                let Err(e) = berth_util::root::mkdir_all_in_root(root, Path::new(wd), 0o755) else {
+                    return Ok(());
+                };
+                let not_dir = open_in_root(root, wd, libc::O_PATH)
+                    .and_then(|fd| fstat(fd.as_fd()))
+                    .is_ok_and(|st| st.st_mode & libc::S_IFMT != libc::S_IFDIR);
+                Err(if not_dir {
+                    ArchiveError::Internal(format!("Cannot mkdir: {wd} is not a directory"))
+                } else {
+                    ioe(&format!("mkdir {wd}"), e)
+                })
+            })
+        })
+        .join()
+        .unwrap_or(Err(ArchiveError::Panicked))
+    });
+    made.map_err(|e| match e {
+        ArchiveError::Engine(e) => *e,
+        e => EngineError::Internal(e.to_string()),
+    })
+}
+
 fn bind_in_root(root: BorrowedFd<'_>, m: &mounts::MountPoint, src: &Path) -> Result<()> {
     use berth_runtime::util::fd_path;
     use berth_util::root::{mkdir_all_in_root, touch_in_root};

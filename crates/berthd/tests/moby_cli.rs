@@ -1168,3 +1168,33 @@ fn images_dangling_filter_reads_booleans_as_dockerd() {
     assert!(!d.docker_out("images -q -f dangling=0", &[]).is_empty());
     d.finish();
 }
+
+/// moby integration-cli TestCreateWithWorkdir and TestRunWorkdirExistsAndIsFile: the working
+/// directory is made at create (dockerd's `SetupWorkingDirectory`, 0755), so `docker cp` finds
+/// it before any start; a file there refuses the create with dockerd's words (a 500), and
+/// leaves no container behind.
+#[test]
+fn the_working_directory_is_made_at_create() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = root_daemon!("docker");
+    d.docker_out("create --name wdc -w /home/foo/bar busybox", &[]);
+    let out = d.path("wd-out");
+    d.docker(&["cp", "wdc:/home/foo/bar", out.to_str().unwrap()])
+        .ok();
+    let md = std::fs::metadata(&out).unwrap();
+    assert!(md.is_dir());
+    assert_eq!(md.permissions().mode() & 0o7777, 0o755);
+    d.docker(&["create", "-w", "/bin/cat", "busybox"])
+        .fails_with("Cannot mkdir: /bin/cat is not a directory");
+    let r = d.post(
+        "/containers/create",
+        r#"{"Image":"busybox","Cmd":["true"],"WorkingDir":"/bin/cat"}"#,
+    );
+    assert_eq!(
+        api_error(&r, 500),
+        "Cannot mkdir: /bin/cat is not a directory"
+    );
+    let all = d.docker_out("ps -aq", &[]);
+    assert_eq!(all.lines().count(), 1, "{all}");
+    d.finish();
+}

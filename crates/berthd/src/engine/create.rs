@@ -448,7 +448,16 @@ impl Engine {
             } else {
                 sn.prepare_container(&id, top.as_ref())?;
             }
-            Ok(sn.driver().to_string())
+            let driver = sn.driver().to_string();
+            // Docker's working directory exists from the create on (the CRI's, as
+            // containerd's, is made by the runtime at the start).
+            if !opts.volatile {
+                if let Err(e) = crate::archive::make_working_dir(self, &container) {
+                    let _ = sn.remove_container(&id);
+                    return Err(e);
+                }
+            }
+            Ok(driver)
         })();
         match snap {
             Ok(d) => container.driver = d,
