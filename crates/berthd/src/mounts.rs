@@ -128,23 +128,46 @@ fn clean_dest(d: &str, spec: &str) -> Result<String> {
     Ok(format!("/{}", parts.join("/")))
 }
 
-/// Parses one `HostConfig.Binds` entry.
+/// dockerd's `linuxValidMountMode`: a `-v` mode is a comma list of at most one each of `rw`/`ro`,
+/// `z`/`Z`, a propagation, `nocopy` and a consistency (`consistent`, `cached`, `delegated`:
+/// Docker Desktop's, accepted and ignored on Linux); nothing else, no empty element.
+fn valid_bind_mode(mode: &str) -> bool {
+    if mode.is_empty() {
+        return true;
+    }
+    let mut counts = [0u8; 5];
+    for o in mode.split(',') {
+        let kind = match o {
+            "rw" | "ro" => 0,
+            "z" | "Z" => 1,
+            p if PROPAGATIONS.contains(&p) => 2,
+            "nocopy" => 3,
+            "consistent" | "cached" | "delegated" => 4,
+            _ => return false,
+        };
+        counts[kind] += 1;
+    }
+    counts.iter().all(|&n| n <= 1)
+}
+
+/// Parses one `HostConfig.Binds` entry (dockerd's `ParseMountRaw`).
 pub fn parse_bind(spec: &str) -> Result<MountPoint> {
-    let parts: Vec<&str> = spec.split(':').collect();
+    let invalid = || EngineError::bad(format!("invalid volume specification: '{spec}'"));
+    let parts: Vec<&str> = spec.splitn(4, ':').collect();
     let (src, dst, mode) = match parts.as_slice() {
+        [""] | ["", ..] => return Err(invalid()),
         [d] => ("", *d, ""),
+        // `/dest:ro` is a destination with a mode: a volume takes none.
+        [_, m] if valid_bind_mode(m) => return Err(invalid()),
         [s, d] => (*s, *d, ""),
         [s, d, m] => (*s, *d, *m),
-        _ => {
-            return Err(EngineError::bad(format!(
-                "invalid volume specification: '{spec}'"
-            )))
-        }
+        _ => return Err(invalid()),
     };
     if dst.is_empty() {
-        return Err(EngineError::bad(format!(
-            "invalid volume specification: '{spec}'"
-        )));
+        return Err(invalid());
+    }
+    if !valid_bind_mode(mode) {
+        return Err(EngineError::bad(format!("invalid mode: {mode}")));
     }
     let mut m = if src.is_empty() {
         let mut m = MountPoint::new("volume", "");
@@ -176,14 +199,22 @@ pub fn parse_bind(spec: &str) -> Result<MountPoint> {
         }
     })?;
     m.mode = mode.into();
+    // A propagation is a bind's option, `nocopy` a volume's: dockerd's mount validation
+    // refuses the other kind's option field.
+    let extra = |field: &str| {
+        EngineError::bad(format!(
+            "invalid volume specification: '{spec}': invalid mount config for type \"{}\": field {field} must not be specified",
+            m.typ
+        ))
+    };
     for opt in mode.split(',').filter(|o| !o.is_empty()) {
         match opt {
             "ro" => m.rw = false,
-            "rw" => m.rw = true,
-            "z" | "Z" => {}
-            "nocopy" if m.typ == "volume" => m.nocopy = true,
-            p if PROPAGATIONS.contains(&p) && m.typ == "bind" => m.propagation = p.into(),
-            _ => return Err(EngineError::bad(format!("invalid mode: {mode}"))),
+            "nocopy" if m.typ == "bind" => return Err(extra("VolumeOptions")),
+            "nocopy" => m.nocopy = true,
+            p if PROPAGATIONS.contains(&p) && m.typ != "bind" => return Err(extra("BindOptions")),
+            p if PROPAGATIONS.contains(&p) => m.propagation = p.into(),
+            _ => {}
         }
     }
     if m.typ == "bind" && m.propagation.is_empty() {
@@ -1078,6 +1109,20 @@ mod tests {
         assert!(parse_bind("/a:/").is_err());
         assert!(parse_bind("bad/name:/x").is_err());
         assert_eq!(parse_bind("v1:/x/../y/").unwrap().destination, "/y");
+        // dockerd's modes: Docker Desktop's consistencies are taken, one of each kind only,
+        // no empty element; a destination with a mode and no source is no spec.
+        assert!(parse_bind("/a:/b:cached").unwrap().rw);
+        assert!(!parse_bind("vol:/b:delegated,ro").unwrap().rw);
+        for (spec, msg) in [
+            ("/a:/b:ro,rw", "invalid mode: ro,rw"),
+            ("/a:/b:ro,", "invalid mode: ro,"),
+            ("/a:/b:cached,delegated", "invalid mode: cached,delegated"),
+            ("/dest:ro", "invalid volume specification: '/dest:ro'"),
+            (":/x", "invalid volume specification: ':/x'"),
+            ("/a:/b:c:d", "invalid volume specification: '/a:/b:c:d'"),
+        ] {
+            assert_eq!(parse_bind(spec).unwrap_err().to_string(), msg);
+        }
     }
 
     fn mnt(v: serde_json::Value) -> berth_api::mount::Mount {

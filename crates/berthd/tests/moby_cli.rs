@@ -1198,3 +1198,55 @@ fn the_working_directory_is_made_at_create() {
     assert_eq!(all.lines().count(), 1, "{all}");
     d.finish();
 }
+
+/// moby integration-cli TestRunNamedVolumesMountedAsShared: dockerd's `-v` modes. A propagation
+/// on a named volume is refused by the mount validation (dockerd's words), as `nocopy` on a
+/// bind; Docker Desktop's `cached`/`delegated` (compose files written on macOS) are taken and
+/// ignored; two of one kind are no mode.
+#[test]
+fn bind_modes_are_validated_as_dockerd() {
+    let d = root_daemon!("docker");
+    d.docker(&["run", "--rm", "-v", "foo:/test:shared", "busybox", "true"])
+        .fails_with("invalid volume specification: 'foo:/test:shared': invalid mount config for type \"volume\": field BindOptions must not be specified");
+    let host = d.path("bm");
+    std::fs::create_dir_all(&host).unwrap();
+    let host = host.to_str().unwrap();
+    d.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{host}:/b:nocopy"),
+        "busybox",
+        "true",
+    ])
+    .fails_with(
+        "invalid mount config for type \"bind\": field VolumeOptions must not be specified",
+    );
+    d.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{host}:/b:ro,rw"),
+        "busybox",
+        "true",
+    ])
+    .fails_with("invalid mode: ro,rw");
+    let out = d
+        .docker(&[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{host}:/b:cached"),
+            "-v",
+            "cachedvol:/v:delegated,ro",
+            "busybox",
+            "sh",
+            "-c",
+            "echo hi >/b/f && cat /b/f && ! touch /v/x 2>/dev/null",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(out.trim(), "hi");
+    d.docker_out("volume rm cachedvol", &[]);
+    d.finish();
+}
