@@ -490,3 +490,33 @@ fn arg_history_shows_the_default_as_written() {
     );
     d.finish();
 }
+
+/// moby integration-cli TestRunTmpfsMountsOverrideImageVolumes: a classic build's RUN step
+/// sees its image's `VOLUME`s as dockerd's anonymous volumes: filled from the image (a
+/// missing one empty and made), with the image directory's owner and mode, and its writes
+/// there are not in the step's layer (the mount point is).
+#[test]
+fn classic_run_steps_write_volumes_to_throw_away_copies() {
+    let d = root_daemon!();
+    let ctx = d.context(
+        "vols",
+        &[(
+            "Dockerfile",
+            "FROM busybox
+RUN mkdir -p /data && echo base >/data/f && chown 1:1 /data && chmod 0700 /data
+VOLUME /data /newvol
+RUN touch /newvol/stuff && echo seen-$(cat /data/f) && echo more >>/data/f && stat -c '%u %a' /data >/owner
+",
+        )],
+    );
+    let out = d.classic_build(&ctx, &["-t", "vols"]).ok().stdout;
+    assert!(out.contains("seen-base"), "{out}");
+    let out = d.docker_out(
+        "run --rm vols sh -c",
+        &["ls -A /newvol; cat /data/f /owner"],
+    );
+    assert_eq!(out, "base\n1 700\n");
+    let out = d.docker_out("run --rm --tmpfs /newvol vols ls -A /newvol", &[]);
+    assert_eq!(out, "");
+    d.finish();
+}

@@ -211,6 +211,37 @@ pub(super) fn mount_layers(
     Ok(rootfs)
 }
 
+/// A RUN step's view of one of its image's volumes: dockerd gives the step's container an
+/// anonymous volume there, filled from the image and thrown away with the container (the
+/// step's writes below a `VOLUME` are not in its layer). An overlay of the image's directory
+/// (`lower`, its owner and mode on the root) with a fresh upper directory, mounted at
+/// `<work>/merged` and recorded in `guard`; an empty directory when the image has none there.
+pub(super) fn volume_view(
+    lower: Option<&Path>,
+    work: &Path,
+    guard: &mut ContainerGuard,
+) -> Result<PathBuf> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let merged = work.join("merged");
+    let upper = work.join("upper");
+    let wk = work.join("work");
+    for d in [&merged, &upper, &wk] {
+        fs::create_dir_all(d).map_err(io_at("creating directory", d))?;
+    }
+    let Some(lower) = lower else {
+        return Ok(upper);
+    };
+    let md = fs::metadata(lower).map_err(io_at("reading", lower))?;
+    std::os::unix::fs::chown(&upper, Some(md.uid()), Some(md.gid()))
+        .map_err(io_at("changing the owner of", &upper))?;
+    fs::set_permissions(&upper, fs::Permissions::from_mode(md.mode() & 0o7777))
+        .map_err(io_at("changing the mode of", &upper))?;
+    berth_image::snapshot::mount_overlay_volatile(&[lower.to_path_buf()], (&upper, &wk), &merged)
+        .map_err(error::snapshot("mounting a volume of the step"))?;
+    guard.mounts.push(merged.clone());
+    Ok(merged)
+}
+
 /// Mounts a state's layers for the duration of `f`.
 pub(super) fn with_state_root<T>(
     store: &ImageStore,

@@ -100,6 +100,10 @@ pub struct BuildOptions {
     /// the target uses), and each but the target registered as an untagged image whose ID is
     /// sent as an `aux` message, as dockerd's classic builder does.
     pub classic_stages: bool,
+    /// The classic builder's RUN steps see their image's `VOLUME`s as throw-away anonymous
+    /// volumes (dockerd's: writes below a volume are not in the step's layer; BuildKit keeps
+    /// them), see `container::volume_view`.
+    pub volume_views: bool,
     /// The context is still arriving (see [`ContextGate`]); `None`: it is all there.
     pub context_gate: Option<ContextGate>,
     /// Which RUN step containers are kept as the daemon's (see [`KeepContainers`]).

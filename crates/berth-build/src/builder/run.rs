@@ -37,6 +37,8 @@ pub(super) struct RunSpec {
     /// host network) or a network's name or id.
     network: String,
     mounts: Vec<RunMount>,
+    /// The image's `VOLUME`s (each gets a throw-away view, see [`container::volume_view`]).
+    volumes: Vec<String>,
     /// The command as the failure message shows it.
     command: String,
     /// The platform of the step's image (its programs may need an emulator).
@@ -181,6 +183,14 @@ impl Eval<'_, '_, '_> {
             user,
             network,
             mounts,
+            // (A relative one is below `/`, as runc takes a relative destination.)
+            volumes: cc
+                .volumes
+                .iter()
+                .flatten()
+                .filter(|_| self.opts.volume_views)
+                .map(|(v, _)| format!("/{}", v.trim_start_matches('/')))
+                .collect(),
             command: r.command_text(),
             platform: ctx.state.config.platform().normalize(),
         };
@@ -391,6 +401,29 @@ impl Eval<'_, '_, '_> {
         };
         // Released with the container (after it is gone), by the build's reaper.
         guard.network = Some(network);
+        // The image's volumes first (parents before children): the network files and the
+        // step's own mounts go over them, as dockerd's.
+        let mut volumes: Vec<&String> = spec
+            .volumes
+            .iter()
+            .filter(|v| !spec.mounts.iter().any(|m| mount_dst(m) == Some(v.as_str())))
+            .collect();
+        volumes.sort_by_key(|v| v.split('/').filter(|c| !c.is_empty()).count());
+        for (n, v) in volumes.into_iter().enumerate() {
+            let lower = match fsops::resolve_in_root(rootfs, v, true) {
+                Ok(p) if p.is_dir() => Some(p),
+                Ok(p) if p.symlink_metadata().is_ok() => {
+                    return Err(invalid(
+                        line,
+                        format!("cannot mount volume over existing file, file exists {v}"),
+                    ))
+                }
+                _ => None,
+            };
+            let src =
+                container::volume_view(lower.as_deref(), &bundle.join(format!("v{n}")), guard)?;
+            mounts.push(bind(v.as_str(), src, &["rbind", "rprivate"]));
+        }
         for (f, body) in [
             ("hosts", hosts),
             ("resolv.conf", resolv),
@@ -657,6 +690,17 @@ fn mount_rw(m: &RunMount) -> bool {
         m,
         RunMount::Bind { rw: true, .. } | RunMount::StateBind { rw: true, .. }
     )
+}
+
+/// Where a step's mount is in the container (`None`: a secret only in the environment).
+fn mount_dst(m: &RunMount) -> Option<&str> {
+    match m {
+        RunMount::Bind { dst, .. }
+        | RunMount::StateBind { dst, .. }
+        | RunMount::Tmpfs { dst, .. }
+        | RunMount::Ssh { dst, .. } => Some(dst),
+        RunMount::Secret { dst, .. } => dst.as_deref(),
+    }
 }
 
 /// A bind mount of `src` at `dst`.

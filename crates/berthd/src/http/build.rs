@@ -38,6 +38,7 @@ fn parse_options(pairs: &[(String, String)]) -> Result<(BuildOptions, String, bo
         // The classic builder's images have their base as parent.
         record_parent: true,
         classic_stages: true,
+        volume_views: true,
         ..Default::default()
     };
     for (k, v) in pairs {
