@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::container::{CreateRequest, Summary};
+use crate::container::{CreateRequest, HostConfig, Summary};
 use crate::image::{ImageSummary, InspectContainerFields, InspectImage};
 use crate::network::{CreateRequest as NetworkCreate, EndpointSettings, ENDPOINT_SYSCTLS};
 
@@ -138,6 +138,87 @@ pub enum RouteError {
         "HostConfig.NetworkMode must match the identity of a network in NetworkSettings.Networks"
     )]
     NetworkModeNotInEndpoints,
+    /// A container-wide `MacAddress` below API 1.44 with a network mode that has no
+    /// endpoint of its own (host, none, `container:`).
+    #[error("conflicting options: mac-address and the network mode")]
+    MacAddressAndNetworkMode,
+    /// From API 1.44: the container-wide `MacAddress` and the main network's differ.
+    #[error("the container-wide MAC address must match the endpoint-specific MAC address for the main network, or be left empty")]
+    MacAddressMismatch,
+    /// From API 1.44: the container-wide `MacAddress` has no network to move to.
+    #[error("unable to migrate container-wide MAC address to a specific network: {NetworkModeNotInEndpoints}", NetworkModeNotInEndpoints = RouteError::NetworkModeNotInEndpoints)]
+    MacAddressNoNetwork,
+}
+
+/// dockerd's `handleMACAddressBC`: below API 1.44 the container-wide `Config.MacAddress` is
+/// the main network's (refused with a network mode without endpoint; an endpoint's own is
+/// ignored, as those versions had none); from 1.44 it is deprecated: moved to the main
+/// network's endpoint (which must not name another) with a warning, and cleared.
+fn migrate_mac_address(
+    v: ApiVersion,
+    req: &mut CreateRequest,
+) -> Result<Option<String>, RouteError> {
+    let old_api = v < ApiVersion::new(1, 44);
+    let deprecated = req.config.mac_address.clone();
+    let mode = req
+        .host_config
+        .as_ref()
+        .map_or("", |h| h.network_mode.as_str())
+        .to_string();
+    if deprecated.is_empty() {
+        if old_api {
+            let eps = req
+                .networking_config
+                .as_mut()
+                .and_then(|n| n.endpoints_config.as_mut());
+            eps.into_iter()
+                .flatten()
+                .for_each(|(_, e)| e.mac_address.clear());
+        }
+        return Ok(None);
+    }
+    let eps = req
+        .networking_config
+        .get_or_insert_with(Default::default)
+        .endpoints_config
+        .get_or_insert_with(Default::default);
+    let bridge = matches!(mode.as_str(), "" | "default" | "bridge");
+    let own_endpoint =
+        bridge || !(mode == "host" || mode == "none" || mode.starts_with("container:"));
+    if old_api && !own_endpoint {
+        return Err(RouteError::MacAddressAndNetworkMode);
+    }
+    if own_endpoint {
+        // dockerd's `epConfigForNetMode`: the only entry below 1.44, else the one of the mode.
+        let names: &[&str] = if bridge {
+            &["default", "bridge"]
+        } else {
+            &[mode.as_str()]
+        };
+        let key = if eps.is_empty() {
+            names[0].to_string()
+        } else if old_api {
+            eps.keys().next().cloned().unwrap_or_default()
+        } else {
+            match names.iter().find(|n| eps.contains_key(**n)) {
+                Some(n) => n.to_string(),
+                None => return Err(RouteError::MacAddressNoNetwork),
+            }
+        };
+        let ep = eps.entry(key).or_default();
+        if old_api || ep.mac_address.is_empty() {
+            ep.mac_address.clone_from(&deprecated);
+        } else if ep.mac_address != deprecated {
+            return Err(RouteError::MacAddressMismatch);
+        }
+    }
+    if old_api {
+        return Ok(None);
+    }
+    req.config.mac_address.clear();
+    Ok(Some(
+        "The container-wide MacAddress field is now deprecated. It should be specified in EndpointsConfig instead.".into(),
+    ))
 }
 
 /// dockerd's `handleSysctlBC`: top-level sysctls of an interface (`net.X.Y.ethN.Z`) cannot
@@ -238,6 +319,7 @@ impl ApiVersion {
                 return Err(RouteError::MultipleEndpoints(eps.keys().cloned().collect()));
             }
         }
+        let mac_warning = migrate_mac_address(self, req)?;
         let sysctl_warning = migrate_interface_sysctls(self, req)?;
         let mounts = req
             .host_config
@@ -264,23 +346,27 @@ impl ApiVersion {
             {
                 eps.values_mut().for_each(|e| e.gw_priority = 0);
             }
-            return Ok(sysctl_warning.into_iter().collect());
+            return Ok(mac_warning.into_iter().chain(sysctl_warning).collect());
         }
-        let Some(hc) = req.host_config.as_ref() else {
-            return Ok(vec![]);
+        let unnamed_volume = |hc: &HostConfig| {
+            hc.mounts.iter().flatten().any(|m| {
+                m.kind == "volume"
+                    && m.volume_options
+                        .as_ref()
+                        .and_then(|o| o.driver_config.as_ref())
+                        .is_none_or(|d| d.name.is_empty())
+            })
         };
-        let unnamed_volume = hc.mounts.iter().flatten().any(|m| {
-            m.kind == "volume"
-                && m.volume_options
-                    .as_ref()
-                    .and_then(|o| o.driver_config.as_ref())
-                    .is_none_or(|d| d.name.is_empty())
-        });
-        Ok(if !hc.volume_driver.is_empty() && unnamed_volume {
-            vec!["WARNING: the container-wide volume-driver configuration is ignored for volumes specified via 'mount'. Use '--mount type=volume,volume-driver=...' instead".into()]
-        } else {
-            vec![]
-        })
+        let volume_driver_warning = req
+            .host_config
+            .as_ref()
+            .filter(|hc| !hc.volume_driver.is_empty() && unnamed_volume(hc))
+            .map(|_| "WARNING: the container-wide volume-driver configuration is ignored for volumes specified via 'mount'. Use '--mount type=volume,volume-driver=...' instead".to_string());
+        Ok(volume_driver_warning
+            .into_iter()
+            .chain(mac_warning)
+            .chain(sysctl_warning)
+            .collect())
     }
 
     /// `POST /networks/{id}/connect`: below 1.48 the endpoint's `GwPriority` is 0.

@@ -465,6 +465,52 @@ fn clients_before_1_44_create_with_one_network_only() {
     finish(d);
 }
 
+/// moby integration-cli TestConflictNetworkModeNetHostAndOptions (its CLI speaks API 1.38):
+/// dockerd's `handleMACAddressBC`. Below 1.44 the container-wide `MacAddress` is refused
+/// with a network mode without an endpoint and an endpoint's own is ignored; from 1.44 the
+/// container-wide one moves to the main network's endpoint with a warning, and must not
+/// differ from the endpoint's.
+#[test]
+fn container_wide_mac_addresses_follow_the_api_version() {
+    let d = root_daemon!("docker");
+    let host = r#"{"Image":"busybox","Cmd":["true"],"MacAddress":"92:d0:c6:0a:29:33","HostConfig":{"NetworkMode":"host"}}"#;
+    let r = d.post("/v1.43/containers/create", host);
+    assert_eq!(
+        api_error(&r, 400),
+        "conflicting options: mac-address and the network mode"
+    );
+    let mismatch = r#"{"Image":"busybox","Cmd":["true"],"MacAddress":"92:d0:c6:0a:29:33","NetworkingConfig":{"EndpointsConfig":{"bridge":{"MacAddress":"92:d0:c6:0a:29:34"}}}}"#;
+    let r = d.post("/v1.51/containers/create", mismatch);
+    assert_eq!(
+        api_error(&r, 400),
+        "the container-wide MAC address must match the endpoint-specific MAC address for the main network, or be left empty"
+    );
+    let mac_of = |version: &str, name: &str, body: &str| {
+        let r = d.post(&format!("/{version}/containers/create?name={name}"), body);
+        assert!(r.starts_with("HTTP/1.1 201"), "{r}");
+        d.docker_out("start -a", &[name]).trim().to_string()
+    };
+    let cmd = r#""Cmd":["cat","/sys/class/net/eth0/address"]"#;
+    let moved = format!(r#"{{"Image":"busybox",{cmd},"MacAddress":"92:d0:c6:0a:29:35"}}"#);
+    let r = d.post("/v1.51/containers/create?name=moved", &moved);
+    assert!(r.starts_with("HTTP/1.1 201"), "{r}");
+    let warnings = serde_json::from_str::<serde_json::Value>(body(&r)).unwrap()["Warnings"].clone();
+    assert_eq!(
+        warnings,
+        serde_json::json!(["The container-wide MacAddress field is now deprecated. It should be specified in EndpointsConfig instead."])
+    );
+    assert_eq!(
+        d.docker_out("start -a moved", &[]).trim(),
+        "92:d0:c6:0a:29:35"
+    );
+    let ignored = format!(
+        r#"{{"Image":"busybox",{cmd},"NetworkingConfig":{{"EndpointsConfig":{{"bridge":{{"MacAddress":"92:d0:c6:0a:29:36"}}}}}}}}"#
+    );
+    assert_ne!(mac_of("v1.43", "ignored", &ignored), "92:d0:c6:0a:29:36");
+    assert_eq!(mac_of("v1.51", "kept", &ignored), "92:d0:c6:0a:29:36");
+    finish(d);
+}
+
 /// moby integration-cli TestPruneNetworkLabel: network prune honours `label!` (it pruned a
 /// network carrying the excluded label), refuses filters dockerd does not accept, and takes
 /// `until`; `label!` filters exclude only when all of them match (dockerd's matchLabels).
