@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::container::{CreateRequest, HostConfig, Summary};
+use crate::container::{CreateRequest, HostConfig, InspectResponse, Summary};
 use crate::image::{ImageSummary, InspectContainerFields, InspectImage};
 use crate::network::{CreateRequest as NetworkCreate, EndpointSettings, ENDPOINT_SYSCTLS};
 
@@ -387,6 +387,28 @@ impl ApiVersion {
             Some(false) if !req.enable_ipv6 => Err(RouteError::NoAddressFamily),
             Some(false) => Err(RouteError::Ipv6Only),
             _ => Ok(()),
+        }
+    }
+
+    /// `GET /containers/{id}/json` in this version's shape: below 1.45 the aliases of a
+    /// user-defined network's endpoint also list the container's short ID and host name
+    /// (dockerd lists those in `DNSNames` from 1.45).
+    pub fn adapt_container_inspect(self, c: &mut InspectResponse) {
+        if self >= ApiVersion::new(1, 45) {
+            return;
+        }
+        let names = [c.id.chars().take(12).collect(), c.config.hostname.clone()];
+        for (net, ep) in c.network_settings.networks.iter_mut() {
+            let builtin = matches!(net.as_str(), "bridge" | "host" | "none" | "default");
+            if builtin || net.starts_with("container:") {
+                continue;
+            }
+            let aliases = ep.aliases.get_or_insert_with(Vec::new);
+            for n in &names {
+                if !aliases.contains(n) {
+                    aliases.push(n.clone());
+                }
+            }
         }
     }
 

@@ -331,3 +331,34 @@ fn info_fields_and_network_enable_ipv4() {
     d.docker(&["network", "rm", "apiv-net"]).ok();
     d.finish();
 }
+
+/// moby integration-cli TestUserDefinedNetworkAlias (its CLI speaks API 1.38): below 1.45 a
+/// user-defined network's endpoint lists the container's short ID and host name among its
+/// aliases (dockerd's inspect route); from 1.45 only the given aliases; a built-in network's
+/// never.
+#[test]
+fn inspect_aliases_list_the_short_id_before_1_45() {
+    let d = root_daemon!("docker");
+    let net = berth_testkit::names::unique_name("alnet");
+    d.docker_out("network create", &[&net]);
+    let id = d.docker_out(
+        "run -d --name al1 --network-alias foo1",
+        &["--network", &net, "busybox", "sleep", "60"],
+    );
+    let id = id.trim();
+    let aliases = |version: &str| {
+        let v = get_json(&d, &format!("/{version}/containers/al1/json"));
+        v["NetworkSettings"]["Networks"][&net]["Aliases"].clone()
+    };
+    assert_eq!(aliases("v1.44"), json!(["foo1", &id[..12]]));
+    assert_eq!(aliases("v1.51"), json!(["foo1"]));
+    d.docker_out("run -d --name al2 busybox sleep 60", &[]);
+    let v = get_json(&d, "/v1.44/containers/al2/json");
+    assert_eq!(
+        v["NetworkSettings"]["Networks"]["bridge"]["Aliases"],
+        Value::Null
+    );
+    d.docker_out("rm -f al1 al2", &[]);
+    d.docker_out("network rm", &[&net]);
+    d.finish();
+}

@@ -171,8 +171,10 @@ async fn create(
     ))
 }
 
-async fn inspect(s: St, id: Id) -> R {
-    Ok(json(&s.engine.inspect(&id)?))
+async fn inspect(s: St, axum::Extension(v): axum::Extension<berth_api::ApiVersion>, id: Id) -> R {
+    let mut c = s.engine.inspect(&id)?;
+    v.adapt_container_inspect(&mut c);
+    Ok(json(&c))
 }
 
 async fn start(s: St, id: Id) -> R {
