@@ -1296,3 +1296,47 @@ fn bind_modes_are_validated_as_dockerd() {
     d.docker_out("volume rm cachedvol", &[]);
     d.finish();
 }
+
+/// moby integration-cli TestRunWithNetAliasOnDefaultNetworks (its CLI leaves the check to
+/// the daemon): aliases and static addresses are refused on every predefined network, host
+/// and none too, in dockerd's `validateEndpointSettings` words (several errors as a list);
+/// a create names the network (`default` as `bridge`), a connect does not.
+#[test]
+fn predefined_networks_refuse_aliases_and_addresses() {
+    let d = root_daemon!("docker");
+    let alias = "network-scoped alias is supported only for containers in user defined networks";
+    let create = |mode: &str, key: &str, ep: &str| {
+        let body = format!(
+            r#"{{"Image":"busybox","Cmd":["top"],"HostConfig":{{"NetworkMode":"{mode}"}},"NetworkingConfig":{{"EndpointsConfig":{{"{key}":{ep}}}}}}}"#
+        );
+        api_error(&d.post("/v1.51/containers/create", &body), 400)
+    };
+    for n in ["bridge", "host", "none"] {
+        assert_eq!(
+            create(n, n, r#"{"Aliases":["a1"]}"#),
+            format!("invalid config for network {n}: invalid endpoint settings:\n{alias}")
+        );
+    }
+    assert_eq!(
+        create("default", "default", r#"{"Aliases":["a1"]}"#),
+        format!("invalid config for network bridge: invalid endpoint settings:\n{alias}")
+    );
+    assert_eq!(
+        create("host", "host", r#"{"Aliases":["a1"],"IPAMConfig":{"IPv4Address":"10.9.9.9"}}"#),
+        format!("invalid config for network host: invalid endpoint settings:\n* user specified IP address is supported on user defined networks only\n* {alias}")
+    );
+    let id = d.docker_out("create busybox top", &[]);
+    let r = d.post(
+        "/networks/bridge/connect",
+        &format!(
+            r#"{{"Container":"{}","EndpointConfig":{{"Aliases":["a1"]}}}}"#,
+            id.trim()
+        ),
+    );
+    assert_eq!(
+        api_error(&r, 400),
+        format!("invalid endpoint settings:\n{alias}")
+    );
+    assert_eq!(d.docker_out("ps -aq", &[]).lines().count(), 1);
+    d.finish();
+}

@@ -29,10 +29,30 @@ pub struct Plan {
     pub netns_path: Option<PathBuf>,
 }
 
-/// dockerd's `validateEndpointSettings` without a network: address syntax, MAC address,
-/// interface sysctls. Its message, prefixed by the caller (create names the network).
-pub(super) fn endpoint_settings_error(cfg: &EndpointSettings) -> Option<String> {
+/// Whether dockerd's `NetworkMode(name).IsUserDefined()` is false for a network name.
+fn predefined_network(name: &str) -> bool {
+    matches!(name, "bridge" | "host" | "none" | "default") || name.starts_with("container:")
+}
+
+/// dockerd's `validateEndpointSettings` without a network: static addresses and aliases on a
+/// `predefined` network (by its name), address syntax, MAC address, interface sysctls. Its
+/// message, prefixed by the caller (create names the network).
+pub(super) fn endpoint_settings_error(cfg: &EndpointSettings, predefined: bool) -> Option<String> {
     let mut errs = Vec::new();
+    if predefined {
+        let ipam = cfg.ipam_config.as_ref();
+        if ipam.is_some_and(|i| !i.ipv4_address.is_empty() || !i.ipv6_address.is_empty()) {
+            errs.push(
+                "user specified IP address is supported on user defined networks only".to_string(),
+            );
+        }
+        if cfg.aliases.as_ref().is_some_and(|a| !a.is_empty()) {
+            errs.push(
+                "network-scoped alias is supported only for containers in user defined networks"
+                    .to_string(),
+            );
+        }
+    }
     if let Some(ipam) = &cfg.ipam_config {
         let bad = |a: &str, v4: bool| match a.parse::<IpAddr>() {
             Ok(ip) => ip.is_ipv4() != v4 || ip.is_unspecified(),
@@ -64,7 +84,13 @@ pub(super) fn endpoint_settings_error(cfg: &EndpointSettings) -> Option<String> 
             }
         }
     }
-    (!errs.is_empty()).then(|| format!("invalid endpoint settings:\n{}", errs.join("\n")))
+    // dockerd's `multierror.Join`: one error bare, several as a list.
+    let joined = match errs.as_slice() {
+        [] => return None,
+        [one] => one.clone(),
+        all => format!("* {}", all.join("\n* ")),
+    };
+    Some(format!("invalid endpoint settings:\n{joined}"))
 }
 
 /// One interface sysctl of [`ENDPOINT_SYSCTLS`] (`net.X.Y.IFNAME.Z=V`, `ifname` too, as
@@ -220,7 +246,9 @@ impl Manager {
         let mode = c.network_mode();
         let eps = nc.and_then(|n| n.endpoints_config.as_ref());
         for (k, v) in eps.into_iter().flatten() {
-            if let Some(e) = endpoint_settings_error(v) {
+            // (dockerd's route names the default network `bridge` first.)
+            let k = if k == "default" { "bridge" } else { k.as_str() };
+            if let Some(e) = endpoint_settings_error(v, predefined_network(k)) {
                 return Err(EngineError::bad(format!(
                     "invalid config for network {k}: {e}"
                 )));
@@ -913,7 +941,7 @@ impl Manager {
         if mode.starts_with("container:") {
             return Err(EngineError::bad(shared));
         }
-        if let Some(e) = cfg.and_then(endpoint_settings_error) {
+        if let Some(e) = cfg.and_then(|c| endpoint_settings_error(c, predefined_network(key))) {
             return Err(EngineError::bad(e));
         }
         let (ep, net, primary) = {
