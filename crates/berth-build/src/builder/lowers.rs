@@ -31,6 +31,17 @@ pub(super) enum Direct {
     Mount,
 }
 
+/// Whether `dir` (absolute) is a directory in the merged `lowers` (top first), read as
+/// overlayfs merges them; `None` when not decidable without mounting (a symlink, a file or
+/// a whiteout on the way). For the daemon's create: an image's existing working directory
+/// needs no mount to be made.
+pub fn dir_in_layers(lowers: &[PathBuf], dir: &str) -> io::Result<Option<bool>> {
+    let comps: Vec<&str> = dir.split('/').filter(|c| !c.is_empty()).collect();
+    Ok(Lowers(lowers)
+        .existing_dirs(&comps)?
+        .map(|tops| tops.len() == comps.len()))
+}
+
 /// The lower directories of a state (top first).
 pub(super) struct Lowers<'a>(pub &'a [PathBuf]);
 
@@ -549,6 +560,30 @@ mod tests {
             tree(&direct, &fresh)[0],
             "srv 41777 3:4 3000000 [\"user.note\"]"
         );
+    }
+
+    /// The daemon's create: an image's working directory found in the layers, or not.
+    #[test]
+    fn dir_in_layers_decides_only_what_needs_no_mount() {
+        let d = tempfile::tempdir().unwrap();
+        let (top, base) = (layer(d.path(), "top"), layer(d.path(), "base"));
+        fs::create_dir_all(base.join("app/src")).unwrap();
+        fs::create_dir_all(base.join("gone")).unwrap();
+        fs::write(base.join("file"), "f").unwrap();
+        symlink("/app", base.join("link")).unwrap();
+        whiteout(&top.join("gone"));
+        let lowers = [top, base];
+        for (dir, want) in [
+            ("/app/src", Some(true)),
+            ("/app", Some(true)),
+            ("/app/new", Some(false)),
+            ("/missing/x", Some(false)),
+            ("/file", None),
+            ("/link/src", None),
+            ("/gone", None),
+        ] {
+            assert_eq!(dir_in_layers(&lowers, dir).unwrap(), want, "{dir}");
+        }
     }
 
     #[test]

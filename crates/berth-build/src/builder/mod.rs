@@ -50,6 +50,7 @@ pub use cache::{
 };
 pub use error::{BuildError, StepError};
 pub use instructions::writes_context;
+pub use lowers::dir_in_layers;
 pub use state::PlatformError;
 
 use cache::{CacheSource, Pending};

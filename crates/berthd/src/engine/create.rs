@@ -450,8 +450,14 @@ impl Engine {
             }
             let driver = sn.driver().to_string();
             // Docker's working directory exists from the create on (the CRI's, as
-            // containerd's, is made by the runtime at the start).
-            if !opts.volatile {
+            // containerd's, is made by the runtime at the start). An image's own (as a
+            // built WORKDIR) is seen in its layers: no mount then.
+            let wd = container.config.working_dir.as_str();
+            let in_image = || {
+                let lowers = sn.overlay_lowers(top.as_ref()?)?.ok()?;
+                berth_build::builder::dir_in_layers(&lowers, wd).ok()?
+            };
+            if !opts.volatile && !matches!(wd, "" | "/") && in_image() != Some(true) {
                 if let Err(e) = crate::archive::make_working_dir(self, &container) {
                     let _ = sn.remove_container(&id);
                     return Err(e);
