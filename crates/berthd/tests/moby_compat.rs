@@ -93,6 +93,27 @@ fn create_settings_are_checked_with_dockerds_messages() {
             r#"{"Image":"busybox","HostConfig":{"PidMode":"container:nosuchcontainer"}}"#,
             "No such container: nosuchcontainer",
         ),
+        // No `Config` field at all (Go's embedded `*Config` stays nil): `TestAPIErrorJSON`.
+        (
+            "{}",
+            "config cannot be empty in order to create a container",
+        ),
+        (
+            "null",
+            "config cannot be empty in order to create a container",
+        ),
+        ("", "invalid JSON: got EOF while reading request body"),
+        (
+            r#"{"HostConfig":{},"NetworkingConfig":{}}"#,
+            "config cannot be empty in order to create a container",
+        ),
+        // A config without image nor command (the Go client's empty `Config`):
+        // `TestContainerAPICreateEmptyConfig`.
+        (
+            r#"{"Hostname":"","Image":"","Entrypoint":[""],"HostConfig":{}}"#,
+            "no command specified",
+        ),
+        (r#"{"Cmd":["true"]}"#, "no image specified"),
     ];
     for (body, message) in cases {
         let m = api_error(&d.post("/containers/create", body), 400);

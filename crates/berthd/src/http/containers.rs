@@ -138,7 +138,13 @@ async fn create(
     Params(q): Params<NameQuery>,
     JsonBody(body): JsonBody,
 ) -> R {
-    let mut req = CreateRequest::decode(&body)?;
+    if body.trim_ascii().is_empty() {
+        return Err(ApiError::bad(
+            "invalid JSON: got EOF while reading request body",
+        ));
+    }
+    let mut req = CreateRequest::decode(&body)?
+        .ok_or_else(|| ApiError::bad(berth_api::container::EMPTY_CONFIG))?;
     if let Some(hc) = req.host_config.as_ref() {
         crate::engine::create::validate_net_mode(&req.config, hc)?;
     }
