@@ -114,6 +114,15 @@ fn create_settings_are_checked_with_dockerds_messages() {
             "no command specified",
         ),
         (r#"{"Cmd":["true"]}"#, "no image specified"),
+        // `TestContainerAPIBadPort`: dockerd's `validatePortBindings`.
+        (
+            r#"{"Image":"busybox","HostConfig":{"PortBindings":{"8080/tcp":[{"HostPort":"aa80"}]}}}"#,
+            r#"invalid port specification: "aa80""#,
+        ),
+        (
+            r#"{"Image":"busybox","HostConfig":{"PortBindings":{"8080/tcp":[{"HostPort":"90-80"}]}}}"#,
+            r#"invalid port specification: "90-80""#,
+        ),
     ];
     for (body, message) in cases {
         let m = api_error(&d.post("/containers/create", body), 400);
