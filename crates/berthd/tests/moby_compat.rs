@@ -246,13 +246,15 @@ fn resize_parameters_and_conflicts_read_as_dockerds() {
         let r = d.post(&format!("{base}?h=40&w=80"), "");
         assert!(r.starts_with("HTTP/1.1 200 "), "{base}: {r}");
     }
-    // Resizing an exec of a stopped container: a conflict.
+    // Resizing a stopped container: a conflict; its execs went with its run.
     d.docker(&["kill", "c1"]).ok();
     wait("c1 to stop", || {
         d.inspect("{{.State.Running}}", "c1").trim() == "false"
     });
-    let m = api_error(&d.post(&format!("/exec/{exec}/resize?h=40&w=40"), ""), 409);
+    let m = api_error(&d.post("/containers/c1/resize?h=40&w=40", ""), 409);
     assert!(m.contains("is not running"), "{m}");
+    let m = api_error(&d.post(&format!("/exec/{exec}/resize?h=40&w=40"), ""), 404);
+    assert_eq!(m, format!("No such exec instance: {exec}"));
     // A restart policy on an auto-removed container: a conflict too.
     d.docker(&["run", "-d", "--rm", "--name", "c2", "busybox", "top"])
         .ok();
@@ -267,6 +269,57 @@ fn resize_parameters_and_conflicts_read_as_dockerds() {
         m,
         "Restart policy cannot be updated because AutoRemove is enabled for the container"
     );
+    finish(d);
+}
+
+/// `POST /containers/{id}/exec` as JSON: the new exec's ID.
+#[track_caller]
+fn exec_create(d: &Daemon, container: &str) -> String {
+    let r = d.post(
+        &format!("/containers/{container}/exec"),
+        r#"{"Cmd":["true"]}"#,
+    );
+    assert!(r.starts_with("HTTP/1.1 201 "), "{r}");
+    let v: serde_json::Value = serde_json::from_str(body(&r)).unwrap();
+    v["Id"].as_str().unwrap().to_string()
+}
+
+/// An exec lives as long as its container's run: after a stop it is unknown (a 404), even
+/// once the container runs again; a paused container refuses execs, naming the container as
+/// the request did (`TestExecAPIStart`, `TestExecAPICreateContainerPaused`).
+#[test]
+fn execs_end_with_their_containers_run_and_paused_ones_refuse() {
+    let d = root_daemon!();
+    d.docker(&["run", "-d", "--name", "ex", "busybox", "top"])
+        .ok();
+    let cid = d.inspect("{{.Id}}", "ex").trim().to_string();
+    let start = |id: &str| d.post(&format!("/exec/{id}/start"), r#"{"Detach":true}"#);
+    let first = exec_create(&d, "ex");
+    assert!(start(&first).starts_with("HTTP/1.1 200 "));
+    let stale = exec_create(&d, "ex");
+    d.docker(&["stop", "-t", "0", "ex"]).ok();
+    for _ in 0..2 {
+        for id in [&first, &stale] {
+            let gone = format!("No such exec instance: {id}");
+            assert_eq!(api_error(&start(id), 404), gone);
+            let r = d.http("GET", &format!("/exec/{id}/json"), None).unwrap();
+            assert_eq!(api_error(&r, 404), gone);
+        }
+        d.docker(&["start", "ex"]).ok();
+    }
+    let before_pause = exec_create(&d, "ex");
+    d.docker(&["pause", "ex"]).ok();
+    let m = api_error(&d.post("/containers/ex/exec", r#"{"Cmd":["true"]}"#), 409);
+    assert_eq!(
+        m,
+        "Container ex is paused, unpause the container before exec"
+    );
+    assert_eq!(
+        api_error(&start(&before_pause), 409),
+        format!("Container {cid} is paused, unpause the container before exec")
+    );
+    d.docker(&["unpause", "ex"]).ok();
+    assert!(start(&before_pause).starts_with("HTTP/1.1 200 "));
     finish(d);
 }
 
