@@ -826,3 +826,21 @@ fn writable_cgroups_follow_the_security_option_and_privileged() {
     }
     finish(d);
 }
+
+/// An attach that cannot start is answered as dockerd writes it on the connection it took
+/// over: the message as raw-stream text ending in CRLF, not a JSON error
+/// (`TestPostContainersAttachContainerNotFound`).
+#[test]
+fn a_failed_attach_answers_in_raw_text() {
+    let d = root_daemon!();
+    let r = d.post("/containers/doesnotexist/attach?stream=1&stdout=1", "");
+    assert!(r.starts_with("HTTP/1.1 404 "), "{r}");
+    let head = r.split_once("\r\n\r\n").map_or("", |(h, _)| h);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/vnd.docker.raw-stream"),
+        "{r}"
+    );
+    assert_eq!(body(&r), "No such container: doesnotexist\r\n");
+    finish(d);
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -317,7 +317,25 @@ struct AttachQuery {
     detach_keys: String,
 }
 
-async fn attach(s: St, id: Id, Params(q): Params<AttachQuery>, mut req: Request) -> R {
+/// `POST /containers/{id}/attach`. An error before the session (no such container, bad
+/// detach keys) is answered as dockerd writes it on the connection it hijacked: the message
+/// as raw-stream text ending in CRLF, and the connection closed.
+async fn attach(s: St, id: Id, q: Params<AttachQuery>, req: Request) -> Response {
+    match attach_session(s, id, q, req).await {
+        Ok(r) => r,
+        Err(e) => (
+            e.status,
+            [
+                (header::CONTENT_TYPE, "application/vnd.docker.raw-stream"),
+                (header::CONNECTION, "close"),
+            ],
+            format!("{}\r\n", e.message),
+        )
+            .into_response(),
+    }
+}
+
+async fn attach_session(s: St, id: Id, Params(q): Params<AttachQuery>, mut req: Request) -> R {
     let AttachQuery {
         stdin,
         stdout,
