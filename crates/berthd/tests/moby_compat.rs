@@ -844,3 +844,82 @@ fn a_failed_attach_answers_in_raw_text() {
     assert_eq!(body(&r), "No such container: doesnotexist\r\n");
     finish(d);
 }
+
+/// A WebSocket attach on the daemon's socket at `path`: the connection after the 101 (the
+/// accept key checked) and what came with the head.
+async fn ws_attach(d: &Daemon, path: &str) -> (tokio::net::UnixStream, Vec<u8>) {
+    use berthd::cri::stream::ws;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let mut s = tokio::net::UnixStream::connect(d.sock()).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nOrigin: http://localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    assert!(
+        head.contains(&format!("sec-websocket-accept: {}", ws::accept_key(key)).to_lowercase()),
+        "{head}"
+    );
+    (s, buf[end..].to_vec())
+}
+
+/// `GET /containers/{id}/attach/ws` (`TestGetContainersAttachWebsocket`): what the client
+/// sends reaches the container's stdin, its output comes back unframed, in binary messages
+/// (text ones before API 1.28); a missing container is a JSON 404
+/// (`TestGetContainersWsAttachContainerNotFound`).
+#[test]
+fn attach_over_a_websocket() {
+    use berthd::cri::stream::ws;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let d = root_daemon!();
+    d.docker(&["run", "-di", "--name", "wsc", "busybox", "cat"])
+        .ok();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (version, opcode) in [("v1.51", ws::OP_BINARY), ("v1.27", ws::OP_TEXT)] {
+        rt.block_on(async {
+            let path =
+                format!("/{version}/containers/wsc/attach/ws?stream=1&stdin=1&stdout=1&stderr=1");
+            let (s, rest) = ws_attach(&d, &path).await;
+            let (r, mut w) = s.into_split();
+            let mut r = AsyncReadExt::chain(std::io::Cursor::new(rest), r);
+            let mut frame = Vec::new();
+            ws::encode(ws::OP_TEXT, b"hello", Some([1, 2, 3, 4]), &mut frame);
+            w.write_all(&frame).await.unwrap();
+            let mut st = ws::Reader::default();
+            let mut got = Vec::new();
+            while got.len() < 5 {
+                let m = tokio::time::timeout(
+                    std::time::Duration::from_secs(20),
+                    ws::read_message(&mut r, &mut st),
+                )
+                .await
+                .expect("no message in time")
+                .unwrap()
+                .expect("closed");
+                assert_eq!(m.opcode, opcode, "{version}: {m:?}");
+                got.extend_from_slice(&m.data);
+            }
+            assert_eq!(got, b"hello", "{version}");
+        });
+    }
+    let r = d
+        .http("GET", "/containers/doesnotexist/attach/ws", None)
+        .unwrap();
+    assert_eq!(api_error(&r, 404), "No such container: doesnotexist");
+    finish(d);
+}

@@ -5,6 +5,7 @@
 //! A [`strip_version`] layer in front of the router removes the `/v1.NN` prefix and gives
 //! each request its [`ApiVersion`] (an extension; the current one without a prefix).
 
+mod attach_ws;
 pub mod build;
 pub mod containers;
 pub mod distribution;
