@@ -119,6 +119,9 @@ pub struct CreateRequest {
     pub networking_config: Option<NetworkingConfig>,
 }
 
+/// dockerd's refusal of a create request without a config.
+pub const EMPTY_CONFIG: &str = "config cannot be empty in order to create a container";
+
 #[derive(Default, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 struct CreateExtra {
@@ -127,20 +130,29 @@ struct CreateExtra {
 }
 
 impl CreateRequest {
-    /// Decodes a create body with dockerd's rules (see [`crate::decode`]).
-    pub fn decode(body: &[u8]) -> Result<CreateRequest, crate::DecodeError> {
+    /// Decodes a create body with dockerd's rules (see [`crate::decode`]). `None`: the body
+    /// names no `Config` field (`{}`, only `HostConfig` and `NetworkingConfig`, `null`), which
+    /// leaves Go's embedded `*Config` nil and dockerd refuses ([`EMPTY_CONFIG`]).
+    pub fn decode(body: &[u8]) -> Result<Option<CreateRequest>, crate::DecodeError> {
         let v: serde_json::Value = crate::from_slice(body)?;
-        if !v.is_object() {
-            return Err(crate::DecodeError::new(
-                "config cannot be empty in order to create a container",
-            ));
+        if v.is_null() {
+            return Ok(None);
+        }
+        let Some(o) = v.as_object() else {
+            return Err(crate::DecodeError::new(EMPTY_CONFIG));
+        };
+        let has_config = o.keys().any(|k| {
+            !k.eq_ignore_ascii_case("HostConfig") && !k.eq_ignore_ascii_case("NetworkingConfig")
+        });
+        if !has_config {
+            return Ok(None);
         }
         let extra: CreateExtra = crate::from_value(v.clone())?;
-        Ok(CreateRequest {
+        Ok(Some(CreateRequest {
             config: crate::from_value(v)?,
             host_config: extra.host_config,
             networking_config: extra.networking_config,
-        })
+        }))
     }
 }
 
@@ -680,6 +692,7 @@ mod tests {
                  "PortBindings":{"80/tcp":null,"81/tcp":[{"HostPort":"8081"}]}},
                  "NetworkingConfig":{"EndpointsConfig":{"n":{"Aliases":["a"]}}}}"#,
         )
+        .unwrap()
         .unwrap();
         assert_eq!(r.config.user, "");
         assert_eq!(r.config.cmd, Some(vec!["id".to_string()]));
@@ -713,6 +726,10 @@ mod tests {
             assert_eq!(e.path_string(), path, "{body}: {e}");
         }
         assert!(CreateRequest::decode(b"[]").is_err());
+        // No config field: Go's embedded `*Config` stays nil.
+        for body in ["{}", "null", r#"{"hostconfig":{},"NetworkingConfig":null}"#] {
+            assert_eq!(CreateRequest::decode(body.as_bytes()), Ok(None), "{body}");
+        }
     }
 
     #[test]
@@ -770,6 +787,7 @@ mod tests {
         assert!(v["HostConfig"].is_object() && v.get("NetworkingConfig").is_none());
         assert_eq!(
             CreateRequest::decode(v.to_string().as_bytes())
+                .unwrap()
                 .unwrap()
                 .config
                 .image,

@@ -530,7 +530,9 @@ mod tests {
     use serde_json::{json, Value};
 
     fn create(body: Value) -> CreateRequest {
-        CreateRequest::decode(body.to_string().as_bytes()).unwrap()
+        CreateRequest::decode(body.to_string().as_bytes())
+            .unwrap()
+            .unwrap()
     }
 
     #[test]

@@ -477,7 +477,7 @@ mod tests {
         assert_eq!(r.config.env.as_deref().unwrap(), ["A=1"]);
         // The wire shape: Config at the top, HostConfig beside it, as dockerd decodes it.
         let wire = serde_json::to_vec(&r).unwrap();
-        assert_eq!(CreateRequest::decode(&wire).unwrap(), r);
+        assert_eq!(CreateRequest::decode(&wire).unwrap().unwrap(), r);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Docker's `json-file` log format with size-based rotation.
 //!
 //! One JSON object per line: `{"log":"out\n","stream":"stdout","time":"2024-…Z"}`. `log` is the
-//! line including its trailing newline; output without a newline is written as it arrives (an
-//! entry without `\n`, which readers concatenate with the next, as Docker's partial messages).
+//! line including its trailing newline; a line without its newline waits for it (written as
+//! an entry without `\n`, which readers concatenate with the next, as Docker's partial
+//! messages, only past [`MAX_PARTIAL`] or at the output's end).
 //! Invalid UTF-8 becomes U+FFFD, as Docker's Go encoder does; a multi-byte character split across
 //! two reads is kept together.
 //!
@@ -166,7 +167,12 @@ fn gzip_file(from: &Path, to: &Path) -> io::Result<()> {
     std::fs::remove_file(from)
 }
 
-/// Splits one stream's output into log entries: whole lines, then any partial remainder.
+/// The most of a line held back before it is written as a partial entry (dockerd's copier
+/// buffer, and containerd's default line size for the CRI format).
+pub const MAX_PARTIAL: usize = 16 * 1024;
+
+/// Splits one stream's output into log entries: whole lines; a line without its end yet
+/// is held back until it has one, reaches [`MAX_PARTIAL`] or the output ends.
 #[derive(Default)]
 pub struct LineSplitter {
     /// Bytes of an incomplete UTF-8 character held back from the previous chunk.
@@ -191,6 +197,12 @@ impl LineSplitter {
             rest = &rest[i + 1..];
         }
         if rest.is_empty() {
+            return;
+        }
+        // A line still going waits for its end, as dockerd's log copier's: written as a
+        // partial entry only once it fills the copier's buffer.
+        if rest.len() < MAX_PARTIAL {
+            self.pending.extend_from_slice(rest);
             return;
         }
         let keep = incomplete_utf8_tail(rest);
@@ -245,23 +257,39 @@ mod tests {
     }
 
     #[test]
-    fn splits_lines_and_flushes_partials() {
+    fn splits_lines_and_holds_partials_until_their_end() {
         assert_eq!(
-            entries(&[b"a\nb\nc", b"d\n"]),
+            entries(&[b"a\nb\nc", b"d\n", b"e"]),
             vec![
                 b"a\n".to_vec(),
                 b"b\n".to_vec(),
-                b"c".to_vec(),
-                b"d\n".to_vec()
+                b"cd\n".to_vec(),
+                b"e".to_vec()
             ]
+        );
+        // Nothing of a line without its end is written before it comes.
+        let mut s = LineSplitter::default();
+        let mut out = Vec::new();
+        s.push(b"no end yet", |e| out.push(e.to_vec()));
+        assert!(out.is_empty(), "{out:?}");
+        // A line filling the buffer is written as a partial entry.
+        let long = vec![b'x'; MAX_PARTIAL + 3];
+        assert_eq!(
+            entries(&[&long[..10], &long[10..], b"y\n"]),
+            vec![long, b"y\n".to_vec()]
         );
     }
 
     #[test]
     fn keeps_split_utf8_together() {
         let e = "é".as_bytes();
-        let out = entries(&[&[b'x', e[0]], &[e[1], b'\n']]);
-        assert_eq!(out, vec![b"x".to_vec(), "é\n".as_bytes().to_vec()]);
+        let mut long = vec![b'x'; MAX_PARTIAL];
+        long.push(e[0]);
+        let out = entries(&[&long, &[e[1], b'\n']]);
+        assert_eq!(
+            out,
+            vec![long[..MAX_PARTIAL].to_vec(), "é\n".as_bytes().to_vec()]
+        );
     }
 
     #[test]

@@ -88,7 +88,8 @@ impl Execs {
             .map(|r| r.id.clone())
             .collect()
     }
-    /// Forgets the instances of a removed container.
+    /// Forgets the instances of a container that stopped or was removed (dockerd's cleanup
+    /// at exit: its execs are gone, a 404, after that).
     pub fn forget_container(&self, cid: &str) {
         self.map
             .lock()
@@ -98,12 +99,13 @@ impl Execs {
 }
 
 impl Engine {
+    /// The container an exec runs in; paused, it is named as the caller named it (dockerd's
+    /// `errExecPaused`: the name given at create, the ID at start).
     fn running_container(&self, name_or_id: &str) -> Result<Container> {
         let c = self.running_as(name_or_id, "container")?;
         if c.state.paused {
             return Err(EngineError::Conflict(format!(
-                "container {} is paused, unpause the container before exec",
-                c.id
+                "Container {name_or_id} is paused, unpause the container before exec"
             )));
         }
         Ok(c)

@@ -220,7 +220,17 @@ pub fn parse_bind(spec: &str) -> Result<MountPoint> {
     if m.typ == "bind" && m.propagation.is_empty() {
         m.propagation = "rprivate".into();
     }
+    set_volume_mode(&mut m);
     Ok(m)
+}
+
+/// dockerd's `setBindModeIfNull`: a volume of `Binds` or `Mounts` (a local one: the only
+/// driver here) without a mode gets the shared SELinux label `z`. Anonymous volumes of the
+/// config or the image, and `VolumesFrom` copies, keep none.
+fn set_volume_mode(m: &mut MountPoint) {
+    if m.typ == "volume" && m.mode.is_empty() {
+        m.mode = "z".into();
+    }
 }
 
 /// Parses one `HostConfig.Mounts` entry (Docker's `mount.Mount`).
@@ -299,6 +309,7 @@ pub fn parse_mount(v: &berth_api::mount::Mount) -> Result<MountPoint> {
                 )));
             }
             m.volume_opts = driver.options.unwrap_or_default();
+            set_volume_mode(&mut m);
             let sub = vo.subpath;
             if !sub.is_empty() {
                 if source.is_empty() {
@@ -485,8 +496,9 @@ impl Mounts {
                 }
                 if let Some(mode) = mode {
                     m.rw = mode == "rw";
-                    m.mode = mode.into();
                 }
+                // dockerd's copy has no mode.
+                m.mode.clear();
                 // dockerd's copy of a `VolumesFrom` mount point: no copy-up of this image's
                 // content (`CopyData: false`); an anonymous volume stays anonymous, so the
                 // `rm -v` of the last container using it removes it. Of two containers
@@ -759,13 +771,7 @@ impl Mounts {
                     "volume" => {
                         p.source = self.volumes.data_path(&m.name).display().to_string();
                         p.driver = "local".into();
-                        p.mode = if m.from_mounts_api {
-                            String::new()
-                        } else if m.mode.is_empty() {
-                            "z".into()
-                        } else {
-                            m.mode
-                        };
+                        p.mode = m.mode;
                         p.name = m.name;
                     }
                     "bind" => {

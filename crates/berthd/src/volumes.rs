@@ -138,7 +138,7 @@ impl LocalOpts {
                 "type" => &mut o.typ,
                 _ => {
                     return Err(VolumeError::Invalid(format!(
-                        "create {volume}: invalid option key: {k:?}"
+                        "create {volume}: invalid option: {k:?}"
                     )))
                 }
             };
@@ -859,7 +859,7 @@ mod tests {
     fn bad_options() {
         let (_d, s) = store();
         for (name, key, value, want) in [
-            ("v1", "bogus", "1", "invalid option key"),
+            ("v1", "bogus", "1", "invalid option: \"bogus\""),
             ("v2", "type", "tmpfs", "missing required option: \"device\""),
         ] {
             let o = BTreeMap::from([(key.to_string(), value.to_string())]);

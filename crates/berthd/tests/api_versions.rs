@@ -48,14 +48,56 @@ fn the_daemon_speaks_1_24_to_1_51() {
         api_error(&too_new, 400),
         "client version 1.52 is too new. Maximum supported API version is 1.51"
     );
+    // Older than 1.24: plain text (those clients predate JSON errors), as dockerd.
     let too_old = d.http("GET", "/v1.23/version", None).unwrap();
-    assert!(api_error(&too_old, 400).contains("Minimum supported API version is 1.24"));
+    assert!(too_old.starts_with("HTTP/1.1 400 "), "{too_old}");
+    assert!(
+        too_old
+            .to_ascii_lowercase()
+            .contains("content-type: text/plain; charset=utf-8"),
+        "{too_old}"
+    );
+    assert_eq!(
+        body(&too_old),
+        "client version 1.23 is too old. Minimum supported API version is 1.24, please upgrade your client to a newer version\n"
+    );
     // The docker CLI (28.2, API 1.50 at most) negotiates and shows the server's range.
     let v = d.docker(&["version"]).ok().stdout;
     assert!(
         v.contains("API version:      1.51 (minimum version 1.24)"),
         "{v}"
     );
+    d.finish();
+}
+
+/// dockerd's version middleware names the server, its API version and OS on every answer
+/// (`docker_api_exec_test.go`'s `TestExecAPIStartEnsureHeaders`), and `OPTIONS` of any path
+/// is a 200 (`TestAPIOptionsRoute`); a version too old still fails it.
+#[test]
+fn every_answer_has_the_server_headers_and_options_is_ok() {
+    let d = root_daemon!();
+    for (method, path) in [
+        ("GET", "/version"),
+        ("GET", "/v1.44/containers/json"),
+        ("GET", "/containers/nope/json"),
+        ("POST", "/exec/nope/start"),
+    ] {
+        let r = d
+            .http(method, path, Some("{}"))
+            .unwrap()
+            .to_ascii_lowercase();
+        let head = r.split_once("\r\n\r\n").map_or("", |(h, _)| h);
+        assert!(head.contains("\r\nserver: berth/"), "{path}: {r}");
+        assert!(head.contains("\r\napi-version: 1.51\r\n"), "{path}: {r}");
+        assert!(head.contains("\r\nostype: linux\r\n"), "{path}: {r}");
+    }
+    for path in ["/", "/containers/json", "/v1.44/images/x/json", "/nope"] {
+        let r = d.http("OPTIONS", path, None).unwrap();
+        assert!(r.starts_with("HTTP/1.1 200 "), "{path}: {r}");
+        assert_eq!(body(&r), "", "{path}");
+    }
+    let r = d.http("OPTIONS", "/v1.99/version", None).unwrap();
+    assert!(api_error(&r, 400).contains("too new"), "{r}");
     d.finish();
 }
 

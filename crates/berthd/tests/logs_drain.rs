@@ -64,3 +64,25 @@ fn logs_include_output_still_in_the_pipe() {
     d.docker(&["rm", "-f", "drain"]).ok();
     finish(d);
 }
+
+/// A line without its newline is not in the log until it ends (or the output does), as with
+/// dockerd's log copier: `attach?logs=1` replays whole lines only, and what the session then
+/// sees live is not seen twice (`TestPostContainersAttach`).
+#[test]
+fn a_line_still_going_waits_for_its_end() {
+    let d = root_daemon!();
+    d.docker_out(
+        "run -d --name partial busybox sh -c",
+        &["echo hello; printf partial; touch /wrote; sleep 1000"],
+    );
+    let id = d.inspect("{{.Id}}", "partial").trim().to_string();
+    let rootfs = d.path("exec/containers").join(&id).join("rootfs");
+    let wrote: &Path = &rootfs.join("wrote");
+    wait("the process to write", || wrote.exists());
+    assert_eq!(d.docker_out("logs partial", &[]), "hello\n");
+    d.docker(&["stop", "-t", "0", "partial"]).ok();
+    // The output's end writes what was held back.
+    assert_eq!(d.docker_out("logs partial", &[]), "hello\npartial");
+    d.docker(&["rm", "-f", "partial"]).ok();
+    finish(d);
+}

@@ -270,10 +270,15 @@ fn classic_build_sends_an_image_id_per_stage() {
     assert_eq!(ids.len(), 3, "{body}");
     let env = d.inspect("{{json .Config.Env}}", &ids[2]);
     assert!(env.contains("bar=baz"), "{env}");
-    // Every stage's image exists (untagged, as dockerd's).
+    // Every stage's image exists (untagged, as dockerd's); one built on a stage has it as
+    // its parent (TestBuildOnBuildCache), the first stage its base image.
     for id in &ids {
         d.docker(&["image", "inspect", id]).ok();
     }
+    let busybox = d.inspect("{{.ID}}", "busybox").trim().to_string();
+    assert_eq!(d.inspect("{{.Parent}}", &ids[0]).trim(), busybox);
+    assert_eq!(d.inspect("{{.Parent}}", &ids[1]).trim(), ids[0]);
+    assert_eq!(d.inspect("{{.Parent}}", &ids[2]).trim(), ids[0]);
     d.finish();
 }
 

@@ -93,6 +93,36 @@ fn create_settings_are_checked_with_dockerds_messages() {
             r#"{"Image":"busybox","HostConfig":{"PidMode":"container:nosuchcontainer"}}"#,
             "No such container: nosuchcontainer",
         ),
+        // No `Config` field at all (Go's embedded `*Config` stays nil): `TestAPIErrorJSON`.
+        (
+            "{}",
+            "config cannot be empty in order to create a container",
+        ),
+        (
+            "null",
+            "config cannot be empty in order to create a container",
+        ),
+        ("", "invalid JSON: got EOF while reading request body"),
+        (
+            r#"{"HostConfig":{},"NetworkingConfig":{}}"#,
+            "config cannot be empty in order to create a container",
+        ),
+        // A config without image nor command (the Go client's empty `Config`):
+        // `TestContainerAPICreateEmptyConfig`.
+        (
+            r#"{"Hostname":"","Image":"","Entrypoint":[""],"HostConfig":{}}"#,
+            "no command specified",
+        ),
+        (r#"{"Cmd":["true"]}"#, "no image specified"),
+        // `TestContainerAPIBadPort`: dockerd's `validatePortBindings`.
+        (
+            r#"{"Image":"busybox","HostConfig":{"PortBindings":{"8080/tcp":[{"HostPort":"aa80"}]}}}"#,
+            r#"invalid port specification: "aa80""#,
+        ),
+        (
+            r#"{"Image":"busybox","HostConfig":{"PortBindings":{"8080/tcp":[{"HostPort":"90-80"}]}}}"#,
+            r#"invalid port specification: "90-80""#,
+        ),
     ];
     for (body, message) in cases {
         let m = api_error(&d.post("/containers/create", body), 400);
@@ -216,13 +246,15 @@ fn resize_parameters_and_conflicts_read_as_dockerds() {
         let r = d.post(&format!("{base}?h=40&w=80"), "");
         assert!(r.starts_with("HTTP/1.1 200 "), "{base}: {r}");
     }
-    // Resizing an exec of a stopped container: a conflict.
+    // Resizing a stopped container: a conflict; its execs went with its run.
     d.docker(&["kill", "c1"]).ok();
     wait("c1 to stop", || {
         d.inspect("{{.State.Running}}", "c1").trim() == "false"
     });
-    let m = api_error(&d.post(&format!("/exec/{exec}/resize?h=40&w=40"), ""), 409);
+    let m = api_error(&d.post("/containers/c1/resize?h=40&w=40", ""), 409);
     assert!(m.contains("is not running"), "{m}");
+    let m = api_error(&d.post(&format!("/exec/{exec}/resize?h=40&w=40"), ""), 404);
+    assert_eq!(m, format!("No such exec instance: {exec}"));
     // A restart policy on an auto-removed container: a conflict too.
     d.docker(&["run", "-d", "--rm", "--name", "c2", "busybox", "top"])
         .ok();
@@ -237,6 +269,57 @@ fn resize_parameters_and_conflicts_read_as_dockerds() {
         m,
         "Restart policy cannot be updated because AutoRemove is enabled for the container"
     );
+    finish(d);
+}
+
+/// `POST /containers/{id}/exec` as JSON: the new exec's ID.
+#[track_caller]
+fn exec_create(d: &Daemon, container: &str) -> String {
+    let r = d.post(
+        &format!("/containers/{container}/exec"),
+        r#"{"Cmd":["true"]}"#,
+    );
+    assert!(r.starts_with("HTTP/1.1 201 "), "{r}");
+    let v: serde_json::Value = serde_json::from_str(body(&r)).unwrap();
+    v["Id"].as_str().unwrap().to_string()
+}
+
+/// An exec lives as long as its container's run: after a stop it is unknown (a 404), even
+/// once the container runs again; a paused container refuses execs, naming the container as
+/// the request did (`TestExecAPIStart`, `TestExecAPICreateContainerPaused`).
+#[test]
+fn execs_end_with_their_containers_run_and_paused_ones_refuse() {
+    let d = root_daemon!();
+    d.docker(&["run", "-d", "--name", "ex", "busybox", "top"])
+        .ok();
+    let cid = d.inspect("{{.Id}}", "ex").trim().to_string();
+    let start = |id: &str| d.post(&format!("/exec/{id}/start"), r#"{"Detach":true}"#);
+    let first = exec_create(&d, "ex");
+    assert!(start(&first).starts_with("HTTP/1.1 200 "));
+    let stale = exec_create(&d, "ex");
+    d.docker(&["stop", "-t", "0", "ex"]).ok();
+    for _ in 0..2 {
+        for id in [&first, &stale] {
+            let gone = format!("No such exec instance: {id}");
+            assert_eq!(api_error(&start(id), 404), gone);
+            let r = d.http("GET", &format!("/exec/{id}/json"), None).unwrap();
+            assert_eq!(api_error(&r, 404), gone);
+        }
+        d.docker(&["start", "ex"]).ok();
+    }
+    let before_pause = exec_create(&d, "ex");
+    d.docker(&["pause", "ex"]).ok();
+    let m = api_error(&d.post("/containers/ex/exec", r#"{"Cmd":["true"]}"#), 409);
+    assert_eq!(
+        m,
+        "Container ex is paused, unpause the container before exec"
+    );
+    assert_eq!(
+        api_error(&start(&before_pause), 409),
+        format!("Container {cid} is paused, unpause the container before exec")
+    );
+    d.docker(&["unpause", "ex"]).ok();
+    assert!(start(&before_pause).starts_with("HTTP/1.1 200 "));
     finish(d);
 }
 
@@ -741,5 +824,102 @@ fn writable_cgroups_follow_the_security_option_and_privileged() {
         let msg = api_error(&d.post("/containers/create", &body), 400);
         assert_eq!(msg, format!("invalid --security-opt {n}: \"{opt}\""));
     }
+    finish(d);
+}
+
+/// An attach that cannot start is answered as dockerd writes it on the connection it took
+/// over: the message as raw-stream text ending in CRLF, not a JSON error
+/// (`TestPostContainersAttachContainerNotFound`).
+#[test]
+fn a_failed_attach_answers_in_raw_text() {
+    let d = root_daemon!();
+    let r = d.post("/containers/doesnotexist/attach?stream=1&stdout=1", "");
+    assert!(r.starts_with("HTTP/1.1 404 "), "{r}");
+    let head = r.split_once("\r\n\r\n").map_or("", |(h, _)| h);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/vnd.docker.raw-stream"),
+        "{r}"
+    );
+    assert_eq!(body(&r), "No such container: doesnotexist\r\n");
+    finish(d);
+}
+
+/// A WebSocket attach on the daemon's socket at `path`: the connection after the 101 (the
+/// accept key checked) and what came with the head.
+async fn ws_attach(d: &Daemon, path: &str) -> (tokio::net::UnixStream, Vec<u8>) {
+    use berthd::cri::stream::ws;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let mut s = tokio::net::UnixStream::connect(d.sock()).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nOrigin: http://localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    assert!(
+        head.contains(&format!("sec-websocket-accept: {}", ws::accept_key(key)).to_lowercase()),
+        "{head}"
+    );
+    (s, buf[end..].to_vec())
+}
+
+/// `GET /containers/{id}/attach/ws` (`TestGetContainersAttachWebsocket`): what the client
+/// sends reaches the container's stdin, its output comes back unframed, in binary messages
+/// (text ones before API 1.28); a missing container is a JSON 404
+/// (`TestGetContainersWsAttachContainerNotFound`).
+#[test]
+fn attach_over_a_websocket() {
+    use berthd::cri::stream::ws;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let d = root_daemon!();
+    d.docker(&["run", "-di", "--name", "wsc", "busybox", "cat"])
+        .ok();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (version, opcode) in [("v1.51", ws::OP_BINARY), ("v1.27", ws::OP_TEXT)] {
+        rt.block_on(async {
+            let path =
+                format!("/{version}/containers/wsc/attach/ws?stream=1&stdin=1&stdout=1&stderr=1");
+            let (s, rest) = ws_attach(&d, &path).await;
+            let (r, mut w) = s.into_split();
+            let mut r = AsyncReadExt::chain(std::io::Cursor::new(rest), r);
+            let mut frame = Vec::new();
+            ws::encode(ws::OP_TEXT, b"hello", Some([1, 2, 3, 4]), &mut frame);
+            w.write_all(&frame).await.unwrap();
+            let mut st = ws::Reader::default();
+            let mut got = Vec::new();
+            while got.len() < 5 {
+                let m = tokio::time::timeout(
+                    std::time::Duration::from_secs(20),
+                    ws::read_message(&mut r, &mut st),
+                )
+                .await
+                .expect("no message in time")
+                .unwrap()
+                .expect("closed");
+                assert_eq!(m.opcode, opcode, "{version}: {m:?}");
+                got.extend_from_slice(&m.data);
+            }
+            assert_eq!(got, b"hello", "{version}");
+        });
+    }
+    let r = d
+        .http("GET", "/containers/doesnotexist/attach/ws", None)
+        .unwrap();
+    assert_eq!(api_error(&r, 404), "No such container: doesnotexist");
     finish(d);
 }

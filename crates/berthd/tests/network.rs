@@ -1313,3 +1313,27 @@ fn an_endpoint_driver_option_names_its_interface() {
     d.docker_out("network rm ifa ifb", &[]);
     finish(d);
 }
+
+/// A subnet overlapping another network's is libnetwork's `ErrPoolOverlap`: a 403 in
+/// dockerd's words (`TestAPINetworkIPAMMultipleBridgeNetworks`), and nothing is created.
+#[test]
+fn an_overlapping_subnet_is_forbidden() {
+    require_root!();
+    let (n, d) = Net::with_daemon();
+    n.create(&d, 2, "a", "", "wide");
+    // The /28 of `wide` again, and a /29 inside it.
+    let inner = format!("{}/29", n.ip(2, 8));
+    for subnet in [n.subnet(2), inner] {
+        let body = serde_json::json!({"Name": "narrow", "IPAM": {"Config": [{"Subnet": subnet}]}});
+        let r = d.post("/networks/create", &body.to_string());
+        assert_eq!(
+            api_error(&r, 403),
+            "invalid pool request: Pool overlaps with other one on this address space",
+            "{subnet}"
+        );
+    }
+    d.docker_line("network inspect narrow", &[])
+        .fails_with("network narrow not found");
+    d.docker_out("network rm wide", &[]);
+    finish(d);
+}

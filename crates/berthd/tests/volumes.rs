@@ -1187,3 +1187,73 @@ fn mount_image_is_a_read_only_view_kept_in_use() {
     assert!(left.is_empty(), "{left:?}");
     finish(d);
 }
+
+/// Inspect's `Mode` of volumes as dockerd 28 sets it: `z` (the shared SELinux label) for a
+/// local volume of `Binds` or `Mounts` given no mode (`TestContainersAPICreateMountsCreate`),
+/// the mode as given otherwise; none for the config's anonymous volumes and for copies
+/// through `VolumesFrom`.
+#[test]
+fn volume_modes_in_inspect_are_dockerds() {
+    let d = root_daemon!();
+    let body = serde_json::json!({
+        "Image": "busybox",
+        "Volumes": {"/cfg": {}},
+        "HostConfig": {
+            "Binds": ["modes-named:/named", "/anon", "modes-ro:/ro:ro"],
+            "Mounts": [
+                {"Type": "volume", "Target": "/m-anon"},
+                {"Type": "volume", "Source": "modes-m", "Target": "/m-named", "ReadOnly": true},
+                {"Type": "volume", "Target": "/m-nocopy", "VolumeOptions": {"NoCopy": true}}
+            ]
+        }
+    });
+    let r = d.post("/containers/create?name=modes", &body.to_string());
+    assert!(r.starts_with("HTTP/1.1 201 "), "{r}");
+    let modes = |name: &str| -> std::collections::BTreeMap<String, String> {
+        let v = get_json(&d, &format!("/containers/{name}/json"));
+        v["Mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                assert_eq!(m["Type"], "volume", "{m}");
+                let mode = m["Mode"].as_str().unwrap().to_string();
+                (m["Destination"].as_str().unwrap().to_string(), mode)
+            })
+            .collect()
+    };
+    let want = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        modes("modes"),
+        want(&[
+            ("/anon", "z"),
+            ("/cfg", ""),
+            ("/m-anon", "z"),
+            ("/m-named", "z"),
+            ("/m-nocopy", "z"),
+            ("/named", "z"),
+            ("/ro", "ro"),
+        ])
+    );
+    d.docker(&[
+        "create",
+        "--name",
+        "copies",
+        "--volumes-from",
+        "modes:ro",
+        "busybox",
+    ])
+    .ok();
+    let copied = modes("copies");
+    assert_eq!(copied.len(), 7, "{copied:?}");
+    assert!(copied.values().all(String::is_empty), "{copied:?}");
+    d.docker(&["rm", "-v", "copies", "modes"]).ok();
+    d.docker(&["volume", "rm", "modes-named", "modes-ro", "modes-m"])
+        .ok();
+    finish(d);
+}

@@ -143,7 +143,14 @@ impl Eval<'_, '_, '_> {
         let name = schedule::base_image_name(st, &scope, self.escape)?;
         let (state, base) = if schedule::stage_ref(self.stage_names, &name, index).is_some() {
             let s = self.source_state(&name, index, line)?;
-            let base = s.base.clone();
+            // The classic builder registers every stage as an image (its ID an `aux`
+            // message): an image built on a stage has it as its parent, as dockerd's chain
+            // of step images leads there.
+            let base = if self.opts.classic_stages {
+                Some(s.id.clone())
+            } else {
+                s.base.clone()
+            };
             (s, base)
         } else if name == "scratch" {
             (State::scratch(want.as_ref().unwrap_or(&self.target)), None)

@@ -311,7 +311,21 @@ impl Engine {
         } = req;
         let image_name = config.image.clone();
         if image_name.is_empty() {
-            return Err(EngineError::BadRequest("no image specified".into()));
+            // dockerd's merge with no image: a command is all it checks then (Berth cannot
+            // run a container without an image).
+            let no_cmd = config.cmd.as_ref().is_none_or(Vec::is_empty)
+                && config
+                    .entrypoint
+                    .as_ref()
+                    .is_none_or(|e| e.is_empty() || e == &[String::new()]);
+            return Err(EngineError::BadRequest(
+                if no_cmd {
+                    "no command specified"
+                } else {
+                    "no image specified"
+                }
+                .into(),
+            ));
         }
         let mut hc = host_config.unwrap_or_default();
         validate_config(&mut config)?;

@@ -695,6 +695,8 @@ impl Engine {
         .await;
         drop(intent);
         drop(teardown);
+        // dockerd's `Cleanup`: the container's execs go with its run.
+        self.execs.forget_container(id);
         if oom {
             self.container_event(&snapshot, "oom", &[]);
         }

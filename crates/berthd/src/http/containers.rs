@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -37,6 +37,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/containers/{id}/wait", post(wait))
         .route("/containers/{id}/logs", get(container_logs))
         .route("/containers/{id}/attach", post(attach))
+        .route(
+            "/containers/{id}/attach/ws",
+            get(super::attach_ws::attach_ws),
+        )
         .route("/containers/{id}", delete(remove))
         // A legacy link's name, `/<parent>/<alias>` (`DELETE …?link=1`).
         .route("/containers/{id}/{alias}", delete(remove_link))
@@ -138,7 +142,13 @@ async fn create(
     Params(q): Params<NameQuery>,
     JsonBody(body): JsonBody,
 ) -> R {
-    let mut req = CreateRequest::decode(&body)?;
+    if body.trim_ascii().is_empty() {
+        return Err(ApiError::bad(
+            "invalid JSON: got EOF while reading request body",
+        ));
+    }
+    let mut req = CreateRequest::decode(&body)?
+        .ok_or_else(|| ApiError::bad(berth_api::container::EMPTY_CONFIG))?;
     if let Some(hc) = req.host_config.as_ref() {
         crate::engine::create::validate_net_mode(&req.config, hc)?;
     }
@@ -296,24 +306,70 @@ async fn container_logs(s: St, id: Id, Params(q): Params<LogsQuery>) -> R {
     Ok(stream(stream_type(c.tty()), rx))
 }
 
+/// The query of both attach routes.
 #[derive(Default, Deserialize)]
 #[serde(default)]
-struct AttachQuery {
+pub(super) struct AttachQuery {
     #[serde(deserialize_with = "flag")]
-    stdin: bool,
+    pub stdin: bool,
     #[serde(deserialize_with = "flag")]
-    stdout: bool,
+    pub stdout: bool,
     #[serde(deserialize_with = "flag")]
-    stderr: bool,
+    pub stderr: bool,
     #[serde(deserialize_with = "flag")]
-    logs: bool,
+    pub logs: bool,
     #[serde(deserialize_with = "flag")]
-    stream: bool,
+    pub stream: bool,
     #[serde(rename = "detachKeys")]
-    detach_keys: String,
+    pub detach_keys: String,
 }
 
-async fn attach(s: St, id: Id, Params(q): Params<AttachQuery>, mut req: Request) -> R {
+/// What a container wrote so far on the streams asked for (an attach's `logs=1`), `framed`
+/// in multiplexed frames.
+pub(crate) async fn log_replay(
+    c: &crate::engine::Container,
+    stdout: bool,
+    stderr: bool,
+    framed: bool,
+) -> Vec<u8> {
+    if !stdout && !stderr {
+        return Vec::new();
+    }
+    let o = logs::LogOptions {
+        stdout,
+        stderr,
+        framed,
+        ..Default::default()
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let path = std::path::PathBuf::from(&c.log_path);
+    tokio::task::spawn_blocking(move || logs::stream(path, o, None, tx));
+    let mut all = Vec::new();
+    while let Some(b) = rx.recv().await {
+        all.extend_from_slice(&b);
+    }
+    all
+}
+
+/// `POST /containers/{id}/attach`. An error before the session (no such container, bad
+/// detach keys) is answered as dockerd writes it on the connection it hijacked: the message
+/// as raw-stream text ending in CRLF, and the connection closed.
+async fn attach(s: St, id: Id, q: Params<AttachQuery>, req: Request) -> Response {
+    match attach_session(s, id, q, req).await {
+        Ok(r) => r,
+        Err(e) => (
+            e.status,
+            [
+                (header::CONTENT_TYPE, "application/vnd.docker.raw-stream"),
+                (header::CONNECTION, "close"),
+            ],
+            format!("{}\r\n", e.message),
+        )
+            .into_response(),
+    }
+}
+
+async fn attach_session(s: St, id: Id, Params(q): Params<AttachQuery>, mut req: Request) -> R {
     let AttachQuery {
         stdin,
         stdout,
@@ -325,21 +381,8 @@ async fn attach(s: St, id: Id, Params(q): Params<AttachQuery>, mut req: Request)
     let keys = crate::shimio::detach_keys(&q.detach_keys)?;
     let keys = c.tty().then_some(keys);
     // `logs=1`: what the container wrote so far comes first (in the attach stream's framing).
-    let replay = if q.logs && (stdout || stderr) {
-        let o = logs::LogOptions {
-            stdout,
-            stderr,
-            framed: !c.tty(),
-            ..Default::default()
-        };
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-        let path = std::path::PathBuf::from(&c.log_path);
-        tokio::task::spawn_blocking(move || logs::stream(path, o, None, tx));
-        let mut all = Vec::new();
-        while let Some(b) = rx.recv().await {
-            all.extend_from_slice(&b);
-        }
-        all
+    let replay = if q.logs {
+        log_replay(&c, stdout, stderr, !c.tty()).await
     } else {
         Vec::new()
     };

@@ -5,6 +5,7 @@
 //! A [`strip_version`] layer in front of the router removes the `/v1.NN` prefix and gives
 //! each request its [`ApiVersion`] (an extension; the current one without a prefix).
 
+mod attach_ws;
 pub mod build;
 pub mod containers;
 pub mod distribution;
@@ -494,13 +495,38 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .post(bad_version)
                 .delete(bad_version)
                 .head(bad_version)
-                .put(bad_version),
+                .put(bad_version)
+                .options(bad_version),
+        )
+        // dockerd's `OPTIONS /{anyroute:.*}`: a 200 with no body for any path.
+        .route(
+            OPTIONS_PATH,
+            axum::routing::options(|| async { StatusCode::OK }),
         )
         .fallback(not_found)
         // dockerd's router answers a known path with another method as an unknown one.
         .method_not_allowed_fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::map_response(server_headers))
         .with_state(state)
+}
+
+/// Where [`strip_version`] sends every `OPTIONS` request (any path, as dockerd's route).
+const OPTIONS_PATH: &str = "/_options";
+
+/// The headers dockerd's version middleware sets on every answer: the server, the API
+/// version it speaks by default and its OS.
+async fn server_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::SERVER,
+        header::HeaderValue::from_static(concat!("Berth/", env!("CARGO_PKG_VERSION"), " (linux)")),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&ApiVersion::CURRENT.to_string()) {
+        h.insert("Api-Version", v);
+    }
+    h.insert("Ostype", header::HeaderValue::from_static("linux"));
+    r
 }
 
 /// Rewrites `/v1.NN/…` to `/…` and records the request's [`ApiVersion`]; unsupported
@@ -511,6 +537,7 @@ pub fn strip_version(mut req: Request) -> Request {
     // As dockerd at `--log-level debug`; with the timestamps, how a client's time splits
     // between its own start-up and the daemon (bench/buildx).
     tracing::debug!("Calling {} {path}", req.method());
+    let options = req.method() == axum::http::Method::OPTIONS;
     if let Some((ver, tail)) = path
         .strip_prefix("/v")
         .and_then(|rest| rest.split_once('/'))
@@ -531,19 +558,36 @@ pub fn strip_version(mut req: Request) -> Request {
             }
         }
     }
+    if options && !req.uri().path().starts_with("/_badversion/") {
+        if let Ok(u) = OPTIONS_PATH.parse::<Uri>() {
+            *req.uri_mut() = u;
+        }
+    }
     req.extensions_mut().insert(version);
     req
 }
 
-async fn bad_version(Path(v): Path<String>) -> ApiError {
+/// The version check's error. A client older than API 1.24 gets it as plain text, as
+/// dockerd answers those (they predate JSON errors).
+async fn bad_version(Path(v): Path<String>) -> Response {
     let too_old = v.parse::<ApiVersion>().is_ok_and(|v| v < ApiVersion::MIN);
     if too_old {
-        ApiError::bad(format!("client version {v} is too old. Minimum supported API version is {}, please upgrade your client to a newer version", ApiVersion::MIN))
+        let msg = format!("client version {v} is too old. Minimum supported API version is {}, please upgrade your client to a newer version", ApiVersion::MIN);
+        (
+            StatusCode::BAD_REQUEST,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            format!("{msg}\n"),
+        )
+            .into_response()
     } else {
         ApiError::bad(format!(
             "client version {v} is too new. Maximum supported API version is {}",
             ApiVersion::CURRENT
         ))
+        .into_response()
     }
 }
 

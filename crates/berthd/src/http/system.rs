@@ -138,11 +138,8 @@ fn plugin_routes() -> axum::Router<Arc<AppState>> {
 
 async fn ping() -> Response {
     let mut r = ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "OK").into_response();
+    // `Api-Version` and `Ostype`: every answer has them (`super::server_headers`).
     let h = r.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&ApiVersion::CURRENT.to_string()) {
-        h.insert("Api-Version", v);
-    }
-    h.insert("Ostype", HeaderValue::from_static("linux"));
     h.insert("Docker-Experimental", HeaderValue::from_static("false"));
     // BuildKit (`/grpc`, `/session`): the docker CLI hands builds to buildx.
     h.insert("Builder-Version", HeaderValue::from_static("2"));

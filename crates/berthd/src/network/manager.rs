@@ -439,10 +439,12 @@ impl Manager {
                 .map(Some)
                 .map_err(|e| bad(format!("invalid {k}: {e}")))
         };
+        // libnetwork's `ErrPoolOverlap`, a Forbidden error (403), in dockerd's words.
         let overlap = |o: &dyn std::fmt::Display| {
-            EngineError::Conflict(format!(
-                "invalid pool request: Pool overlaps with other one on this address space ({o})"
-            ))
+            tracing::debug!("{name}: the pool overlaps {o}");
+            EngineError::Forbidden(
+                "invalid pool request: Pool overlaps with other one on this address space".into(),
+            )
         };
         let mut st = self.state.lock().unwrap();
         if st.networks.values().any(|n| n.name == name) {

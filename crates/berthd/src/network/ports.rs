@@ -63,7 +63,9 @@ pub fn parse_port_bindings(bindings: Option<&PortMap>) -> Result<Vec<WantPort>> 
                     None => hp.parse::<u16>().is_ok(),
                 };
                 if !ok {
-                    return Err(EngineError::bad(format!("invalid hostPort: {hp}")));
+                    return Err(EngineError::bad(format!(
+                        "invalid port specification: {hp:?}"
+                    )));
                 }
             }
             out.push(WantPort {
