@@ -18,6 +18,39 @@ pub fn hosts(extra: &[(String, String)], own: &[(IpAddr, Vec<String>)]) -> Strin
     s
 }
 
+/// A running container's `/etc/hosts` after it joined a network: its lines for that
+/// network's addresses appended (libnetwork's `etchosts.Add`).
+pub fn hosts_add(text: &str, own: &[(IpAddr, Vec<String>)]) -> String {
+    let mut s = text.to_string();
+    if !s.is_empty() && !s.ends_with('\n') {
+        s.push('\n');
+    }
+    for (ip, names) in own {
+        s += &format!("{ip}\t{}\n", names.join(" "));
+    }
+    s
+}
+
+/// A running container's `/etc/hosts` after it left a network: the lines naming it at that
+/// network's addresses removed, every other line kept (libnetwork's `etchosts.Delete`, which
+/// also drops blank lines).
+pub fn hosts_remove(text: &str, own: &[(IpAddr, Vec<String>)]) -> String {
+    let mut s = String::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let gone = !line.starts_with('#')
+            && own.iter().any(|(ip, names)| {
+                line.strip_suffix(&format!("\t{}", names.join(" ")))
+                    .and_then(|a| a.trim().parse::<IpAddr>().ok())
+                    == Some(*ip)
+            });
+        if !gone {
+            s += line;
+            s.push('\n');
+        }
+    }
+    s
+}
+
 /// Parsed resolver configuration.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ResolvConf {
@@ -185,6 +218,20 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_lines_of_a_network_come_and_go_alone() {
+        let ip: IpAddr = "10.0.0.2".parse().unwrap();
+        let own = [(ip, vec!["c1.x".to_string(), "c1".to_string()])];
+        let text = "# kept\n127.0.0.1\tlocalhost\n10.0.0.2\tother\n\n10.0.0.3\tc1.x c1\n";
+        let added = hosts_add(text, &own);
+        assert_eq!(added, format!("{text}10.0.0.2\tc1.x c1\n"));
+        // Only its own line goes (an --add-host at the same address stays), blank lines too.
+        assert_eq!(
+            hosts_remove(&added, &own),
+            "# kept\n127.0.0.1\tlocalhost\n10.0.0.2\tother\n10.0.0.3\tc1.x c1\n"
+        );
+    }
 
     #[test]
     fn resolv_conf_like_docker() {

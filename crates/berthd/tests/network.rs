@@ -1313,3 +1313,49 @@ fn an_endpoint_driver_option_names_its_interface() {
     d.docker_out("network rm ifa ifb", &[]);
     finish(d);
 }
+
+/// moby's TestEtcHostsDisconnect: a container's `/etc/hosts` names it at its address on each
+/// network it joined, in the order it joined them (all of them at start, as compose creates
+/// a service on several networks); `network connect` appends a network's line, `disconnect`
+/// removes that one line and keeps the others.
+#[test]
+fn etc_hosts_follows_network_connect_and_disconnect() {
+    require_root!();
+    let (n, d) = Net::with_daemon();
+    n.create(&d, 1, "a", "", "eha");
+    n.create(&d, 2, "b", "", "ehb");
+    let head = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::\tip6-localnet\nff00::\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n192.0.2.3\totherhost.invalid\n";
+    // The container's line on network `net`, at its address there now.
+    let line = |c: &str, net: &str| {
+        let f = format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}");
+        format!("{}\tc1.invalid c1\n", d.inspect(&f, c).trim())
+    };
+    d.docker_out(
+        "run -d --name eh --hostname c1.invalid --network eha --add-host otherhost.invalid:192.0.2.3 busybox sleep 60",
+        &[],
+    );
+    let hosts = || d.docker_out("exec eh cat /etc/hosts", &[]);
+    let a = line("eh", "eha");
+    d.docker_out("network connect ehb eh", &[]);
+    let b = line("eh", "ehb");
+    assert_eq!(hosts(), format!("{head}{a}{b}"));
+    d.docker_out("network disconnect eha eh", &[]);
+    assert_eq!(hosts(), format!("{head}{b}"));
+    d.docker_out("network connect eha eh", &[]);
+    let a = line("eh", "eha");
+    assert_eq!(hosts(), format!("{head}{b}{a}"));
+    d.docker_out("network disconnect eha eh", &[]);
+    d.docker_out("network disconnect ehb eh", &[]);
+    assert_eq!(hosts(), head);
+    d.docker_out("rm -f eh", &[]);
+    // Created on both networks: a line for each from the start.
+    d.docker_out(
+        "create --name eh2 --hostname c1.invalid --network eha --network ehb --add-host otherhost.invalid:192.0.2.3 busybox cat /etc/hosts",
+        &[],
+    );
+    let both = format!("{head}{}{}", line("eh2", "eha"), line("eh2", "ehb"));
+    assert_eq!(d.docker_out("start -a eh2", &[]), both);
+    d.docker_out("rm -f eh2", &[]);
+    d.docker_out("network rm eha ehb", &[]);
+    finish(d);
+}

@@ -413,11 +413,13 @@ impl Manager {
         }
         let mut st = self.state.lock().unwrap();
         let cn = st.containers.entry(c.id.clone()).or_default();
-        let own = cn
+        // A line (or two, with IPv6) for each network it joins, in their order, as libnetwork
+        // adds them at each join.
+        let own: Vec<_> = cn
             .endpoints
-            .first()
-            .map(|e| e.own_hosts(hostname, &c.config.domainname))
-            .unwrap_or_default();
+            .iter()
+            .flat_map(|e| e.own_hosts(hostname, &c.config.domainname))
+            .collect();
         let eps = cn.endpoints.clone();
         let embedded = st.any_dns(&eps);
         let (resolv, upstream) = etc::resolv_conf(&self.host_resolv, &overrides, embedded);
@@ -975,6 +977,9 @@ impl Manager {
                 self.reroute(c, &ns)?;
             }
             self.publish_on_connect(c)?;
+            self.rewrite_hosts(c, |h| {
+                etc::hosts_add(h, &ep.own_hosts(&c.hostname(), &c.config.domainname))
+            });
             if net.dns() {
                 let started = {
                     let mut run = self.running.lock().unwrap();
@@ -1042,6 +1047,16 @@ impl Manager {
         }
     }
 
+    /// A running container's `/etc/hosts` rewritten by `f`, in place (the file is bound into
+    /// the container: same inode), as libnetwork updates it at each join and leave.
+    fn rewrite_hosts(&self, c: &Container, f: impl FnOnce(&str) -> String) {
+        let p = self.containers_dir.join(&c.id).join("hosts");
+        let res = std::fs::read_to_string(&p).and_then(|h| std::fs::write(&p, f(&h)));
+        if let Err(e) = res {
+            tracing::warn!("updating {}: {e}", p.display());
+        }
+    }
+
     fn drop_endpoint(&self, cid: &str, nid: &str) {
         let mut st = self.state.lock().unwrap();
         if let Some(cn) = st.containers.get_mut(cid) {
@@ -1093,6 +1108,9 @@ impl Manager {
             if let Some(net) = net {
                 self.event("disconnect", &net, Some(&c.id));
             }
+            self.rewrite_hosts(c, |h| {
+                etc::hosts_remove(h, &ep.own_hosts(&c.hostname(), &c.config.domainname))
+            });
         }
         self.drop_endpoint(&c.id, &ep.network);
         if c.state.running {
