@@ -12,6 +12,7 @@ use berth_network::dns::{self, Answer, DnsServer};
 use berth_network::etc::{self, DnsOverrides};
 use berth_network::netlink::{self, Netns, VethSpec};
 use berth_network::proxy;
+use berth_network::resolv::{self, ResolvConf, Transform};
 use berth_network::{Ipv4Net, Ipv6Net};
 
 use super::manager::{Manager, Running};
@@ -373,7 +374,7 @@ impl Manager {
                 .unwrap_or_default();
             let embedded = other.is_some_and(|o| st.any_dns(&o.endpoints));
             drop(st);
-            let (resolv, _) = etc::resolv_conf(&self.host_resolv, &overrides, embedded);
+            let (resolv, _) = resolv::generate(&self.host_resolv, &overrides, transform(embedded));
             return Ok(Plan {
                 hosts: etc::hosts(&extra, &own),
                 resolv,
@@ -385,17 +386,14 @@ impl Manager {
             for (n, ip) in &extra {
                 hosts += &format!("{ip}\t{n}\n");
             }
-            let resolv = etc::host_resolv_conf(&self.host_resolv, &overrides);
-            let unchanged = overrides.servers.is_empty()
-                && overrides.search.is_empty()
-                && overrides.options.is_empty();
+            // The host's own file, whatever systemd-resolved keeps (dockerd's origin path
+            // for the host's network).
+            let host =
+                ResolvConf::parse(&std::fs::read_to_string(resolv::HOST_PATH).unwrap_or_default());
+            let (resolv, _) = resolv::generate(&host, &overrides, Transform::Host);
             return Ok(Plan {
                 hosts,
-                resolv: if unchanged {
-                    std::fs::read_to_string("/etc/resolv.conf").unwrap_or(resolv)
-                } else {
-                    resolv
-                },
+                resolv,
                 netns_path: None,
             });
         }
@@ -421,8 +419,8 @@ impl Manager {
             .flat_map(|e| e.own_hosts(hostname, &c.config.domainname))
             .collect();
         let eps = cn.endpoints.clone();
-        let embedded = st.any_dns(&eps);
-        let (resolv, upstream) = etc::resolv_conf(&self.host_resolv, &overrides, embedded);
+        let t = start_transform(&st, &eps);
+        let (resolv, upstream) = resolv::generate(&self.host_resolv, &overrides, t);
         if let Some(cn) = st.containers.get_mut(&c.id) {
             cn.upstream = upstream;
         }
@@ -1035,13 +1033,28 @@ impl Manager {
     /// A running container just got the embedded DNS (`network connect` to a user network):
     /// its `resolv.conf` now names it, the servers it named before become the upstream ones,
     /// as Docker does.
+    /// A file the user changed since the start is left as it is (its header says so), as
+    /// dockerd leaves it.
     fn use_embedded_dns(&self, c: &Container) {
-        let (resolv, upstream) = etc::resolv_conf(&self.host_resolv, &dns_overrides(c), true);
-        if let Some(cn) = self.state.lock().unwrap().containers.get_mut(&c.id) {
+        let overrides = dns_overrides(c);
+        let (resolv, upstream) =
+            resolv::generate(&self.host_resolv, &overrides, Transform::Internal);
+        let was = {
+            let mut st = self.state.lock().unwrap();
+            let Some(cn) = st.containers.get_mut(&c.id) else {
+                return;
+            };
             cn.upstream = upstream;
+            let first = cn.endpoints.first().cloned();
+            let t = start_transform(&st, first.as_slice());
+            resolv::generate(&self.host_resolv, &overrides, t).0
+        };
+        let p = self.containers_dir.join(&c.id).join("resolv.conf");
+        if std::fs::read_to_string(&p).is_ok_and(|now| now != was) {
+            tracing::debug!("{} was changed in the container: kept", p.display());
+            return;
         }
         // The file is bound into the container: rewritten in place (same inode).
-        let p = self.containers_dir.join(&c.id).join("resolv.conf");
         if let Err(e) = std::fs::write(&p, resolv) {
             tracing::warn!("rewriting {}: {e}", p.display());
         }
@@ -1151,6 +1164,27 @@ impl Manager {
             "default routes of {}",
             c.short_name()
         )))
+    }
+}
+
+/// How a container's `resolv.conf` is made at start: for the embedded resolver when one of
+/// its networks has it, else for its first network (without IPv6 servers unless that has
+/// IPv6).
+fn start_transform(st: &NetState, eps: &[Endpoint]) -> Transform {
+    match eps.first().and_then(|e| st.networks.get(&e.network)) {
+        _ if st.any_dns(eps) => Transform::Internal,
+        Some(n) => Transform::Legacy {
+            ipv6: n.pool6.is_some(),
+        },
+        None => Transform::Legacy { ipv6: false },
+    }
+}
+
+/// How a container's `resolv.conf` is made: for the embedded resolver, or without it.
+fn transform(embedded: bool) -> Transform {
+    match embedded {
+        true => Transform::Internal,
+        false => Transform::Legacy { ipv6: false },
     }
 }
 
