@@ -18,6 +18,20 @@ pub fn hosts(extra: &[(String, String)], own: &[(IpAddr, Vec<String>)]) -> Strin
     s
 }
 
+/// `/etc/hosts` of a container without IPv6: its IPv6 lines dropped, the head's too
+/// (libnetwork's `BuildNoIPv6`).
+pub fn hosts_no_ipv6(text: &str) -> String {
+    let mut s = String::new();
+    for line in text.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.parse::<std::net::Ipv6Addr>().is_err() {
+            s += line;
+            s.push('\n');
+        }
+    }
+    s
+}
+
 /// A running container's `/etc/hosts` after it joined a network: its lines for that
 /// network's addresses appended (libnetwork's `etchosts.Add`).
 pub fn hosts_add(text: &str, own: &[(IpAddr, Vec<String>)]) -> String {
@@ -80,6 +94,16 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_without_ipv6() {
+        let own = [("10.0.0.2".parse().unwrap(), vec!["c".to_string()])];
+        let extra = [("h".to_string(), "2001:db8::1".to_string())];
+        assert_eq!(
+            hosts_no_ipv6(&hosts(&extra, &own)),
+            "127.0.0.1\tlocalhost\n10.0.0.2\tc\n"
+        );
+    }
 
     #[test]
     fn hosts_lines_of_a_network_come_and_go_alone() {

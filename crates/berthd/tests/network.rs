@@ -1415,3 +1415,48 @@ fn resolv_conf_is_dockerds_generated_file() {
     d.docker_out("network rm rca", &[]);
     finish(d);
 }
+
+/// moby's TestEtcHostsIpv6 and TestContainerDisabledIPv6: a container whose sysctls disable
+/// IPv6 starts on an IPv6 network (dockerd gives its endpoint no IPv6 address) and its
+/// `/etc/hosts` has no IPv6 line, the head's included; a network connected later too.
+#[test]
+fn a_container_without_ipv6_gets_no_ipv6_address_or_hosts_lines() {
+    require_root!();
+    require!(
+        std::path::Path::new("/proc/net/if_inet6").exists(),
+        "IPv6 is disabled on this host"
+    );
+    let (n, d) = Net::with_daemon();
+    let pid = std::process::id();
+    let sub6 = |k: u32| format!("fd43:{:x}:{:x}:{k}::/64", pid >> 16, pid & 0xffff);
+    n.create(&d, 1, "a", &format!("--ipv6 --subnet {}", sub6(1)), "v6a");
+    n.create(&d, 2, "b", &format!("--ipv6 --subnet {}", sub6(2)), "v6b");
+    let off = "--sysctl net.ipv6.conf.all.disable_ipv6=1";
+    d.docker_out(
+        &format!("run -d --name no6 --hostname h6 --network v6a {off} --add-host x6:2001:db8::1 --add-host x4:192.0.2.1 busybox sleep 60"),
+        &[],
+    );
+    let addr = |net: &str| {
+        let f = format!("{{{{with index .NetworkSettings.Networks \"{net}\"}}}}{{{{.IPAddress}}}} [{{{{.GlobalIPv6Address}}}}]{{{{end}}}}");
+        d.inspect(&f, "no6").trim().to_string()
+    };
+    assert_eq!(addr("v6a"), format!("{} []", n.ip(1, 2)));
+    let hosts = || d.docker_out("exec no6 cat /etc/hosts", &[]);
+    assert_eq!(
+        hosts(),
+        format!("127.0.0.1\tlocalhost\n192.0.2.1\tx4\n{}\th6\n", n.ip(1, 2))
+    );
+    d.docker_out("network connect v6b no6", &[]);
+    assert_eq!(addr("v6b"), format!("{} []", n.ip(2, 2)));
+    assert_eq!(
+        hosts(),
+        format!(
+            "127.0.0.1\tlocalhost\n192.0.2.1\tx4\n{}\th6\n{}\th6\n",
+            n.ip(1, 2),
+            n.ip(2, 2)
+        )
+    );
+    d.docker_out("rm -f no6", &[]);
+    d.docker_out("network rm v6a v6b", &[]);
+    finish(d);
+}

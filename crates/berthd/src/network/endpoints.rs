@@ -411,6 +411,16 @@ impl Manager {
         }
         let mut st = self.state.lock().unwrap();
         let cn = st.containers.entry(c.id.clone()).or_default();
+        let v6_off = ipv6_disabled(c);
+        if v6_off && cn.endpoints.iter().any(|e| e.ip6.is_some()) {
+            // As dockerd creates the endpoints of a container without IPv6: no IPv6 address
+            // (released), none on its interfaces.
+            for e in cn.endpoints.iter_mut() {
+                e.ip6 = None;
+            }
+            self.file.save(&st)?;
+        }
+        let cn = st.containers.entry(c.id.clone()).or_default();
         // A line (or two, with IPv6) for each network it joins, in their order, as libnetwork
         // adds them at each join.
         let own: Vec<_> = cn
@@ -431,6 +441,10 @@ impl Manager {
             )
         } else {
             etc::hosts(&extra, &own)
+        };
+        let hosts = match v6_off {
+            true => etc::hosts_no_ipv6(&hosts),
+            false => hosts,
         };
         Ok(Plan {
             hosts,
@@ -944,7 +958,10 @@ impl Manager {
             while cn.endpoints.iter().any(|e| e.ifname == format!("eth{n}")) {
                 n += 1;
             }
-            let ep = Self::new_endpoint(&st, &c.id, &net, cfg, format!("eth{n}"), None)?;
+            let mut ep = Self::new_endpoint(&st, &c.id, &net, cfg, format!("eth{n}"), None)?;
+            if ipv6_disabled(c) {
+                ep.ip6 = None;
+            }
             let primary = cn.endpoints.is_empty();
             let e = st.containers.entry(c.id.clone()).or_default();
             e.name = c.short_name().to_string();
@@ -1165,6 +1182,19 @@ impl Manager {
             c.short_name()
         )))
     }
+}
+
+/// Whether the container has no IPv6: its sysctls disable it on every interface, or the
+/// host's kernel has none (dockerd's probe of the container's loopback address, known here
+/// before the runtime applies the sysctls).
+fn ipv6_disabled(c: &Container) -> bool {
+    let off = c
+        .host_config
+        .sysctls
+        .as_ref()
+        .and_then(|m| m.get("net.ipv6.conf.all.disable_ipv6"))
+        .is_some_and(|v| v.trim() == "1");
+    off || !Path::new("/proc/net/if_inet6").exists()
 }
 
 /// How a container's `resolv.conf` is made at start: for the embedded resolver when one of
