@@ -605,7 +605,13 @@ impl Manager {
                     ..want.clone()
                 });
             }
-            let (bound, port) = ports::bind_ports(&group).map_err(|e| match e {
+            let targets: Vec<IpAddr> = group.iter().map(|w| ep.target_ip(&w.host_ip)).collect();
+            let published = |proto: &str, ip: IpAddr, port: u16| self.publishes(proto, ip, port);
+            let ctx = ports::BindCtx {
+                targets: &targets,
+                published: &published,
+            };
+            let (bound, port) = ports::bind_ports(&group, &ctx).map_err(|e| match e {
                 // dockerd names the endpoint (the container's name and the endpoint's ID).
                 EngineError::Internal(m) => EngineError::Internal(m.replacen(
                     "on endpoint:",
@@ -630,6 +636,26 @@ impl Manager {
             }
         }
         Ok((proxies, maps))
+    }
+
+    /// The address on which one of the containers publishes host port `port` (`proto`)
+    /// that `ip` overlaps: the same one, or either is every address of the family (dockerd's
+    /// port allocator's rule).
+    fn publishes(&self, proto: &str, ip: IpAddr, port: u16) -> Option<IpAddr> {
+        let st = self.state.lock().unwrap();
+        st.containers
+            .values()
+            .flat_map(|cn| &cn.ports)
+            .filter(|p| p.proto == proto && p.host_port == port)
+            .map(|p| {
+                p.host_ip
+                    .parse::<IpAddr>()
+                    .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+            })
+            .find(|held| {
+                held.is_ipv4() == ip.is_ipv4()
+                    && (*held == ip || held.is_unspecified() || ip.is_unspecified())
+            })
     }
 
     fn plug(&self, ns: &Netns, ep: &Endpoint, net: &Network, primary: bool) -> Result<u32> {
@@ -882,7 +908,11 @@ impl Manager {
                         proxies.push(proxy::Proxy::adopt(*pid));
                         continue;
                     }
-                    match bind_port(&want).and_then(|(b, _)| {
+                    let ctx = ports::BindCtx {
+                        targets: &[target.ip()],
+                        published: &|_, _, _| None,
+                    };
+                    match bind_port(&want, &ctx).and_then(|(b, _)| {
                         b.spawn_process(Path::new("/proc/self/exe"), target, &tags)
                             .map_err(EngineError::sys("starting a port's proxy"))
                     }) {
