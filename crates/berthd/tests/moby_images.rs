@@ -421,3 +421,34 @@ fn a_refused_upload_still_reads_the_body_and_answers() {
     assert!(out.contains("operating system is not supported"), "{out}");
     d.finish();
 }
+
+/// moby's TestCommitInheritsEnv: `commit --change` expands variables with the environment
+/// the image and the changes before it give (nothing in single quotes).
+#[test]
+fn commit_changes_expand_the_environment() {
+    let d = root_daemon!();
+    d.docker_out("create --name ce1 busybox", &[]);
+    d.docker_line("commit --change", &["ENV PATH=/bin", "ce1", "ce:1"])
+        .ok();
+    d.docker_out("create --name ce2 ce:1", &[]);
+    d.docker_line(
+        "commit",
+        &[
+            "--change",
+            "ENV PATH=/usr/bin:$PATH",
+            "--change",
+            "ENV A=\"$PATH x\"",
+            "--change",
+            "LABEL lit='$PATH' exp=$A",
+            "ce2",
+            "ce:2",
+        ],
+    )
+    .ok();
+    let env = d.inspect("{{json .Config.Env}}", "ce:2");
+    assert_eq!(env.trim(), r#"["PATH=/usr/bin:/bin","A=/usr/bin:/bin x"]"#);
+    let labels = d.inspect("{{json .Config.Labels}}", "ce:2");
+    assert_eq!(labels.trim(), r#"{"exp":"/usr/bin:/bin x","lit":"$PATH"}"#);
+    d.docker_out("rm ce1 ce2", &[]);
+    d.finish();
+}
