@@ -16,6 +16,7 @@ pub mod firewall;
 pub mod ipam;
 pub mod netlink;
 pub mod proxy;
+pub mod resolv;
 pub mod subnet;
 
 pub use subnet::{Ipv4Net, Ipv6Net};

@@ -24,6 +24,7 @@
 //! - [`signal`]: resetting every signal disposition before `execve`; signalfds.
 //! - [`userns`]: whether the process runs in a user namespace other than the initial one.
 
+pub mod errno;
 pub mod fd;
 pub mod fs;
 pub mod glob;

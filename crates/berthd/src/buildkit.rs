@@ -61,12 +61,13 @@ fn wants_h2c(req: &Request) -> Result<(), ApiError> {
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if up.eq_ignore_ascii_case("h2c") {
+    // dockerd's words (its session manager's and gRPC router's), a 400 each.
+    if up.is_empty() {
+        Err(ApiError::bad("no upgrade proto in request"))
+    } else if up.eq_ignore_ascii_case("h2c") {
         Ok(())
     } else {
-        Err(ApiError::bad(format!(
-            "this endpoint needs an upgrade to h2c (got {up:?})"
-        )))
+        Err(ApiError::bad(format!("protocol {up} not supported")))
     }
 }
 

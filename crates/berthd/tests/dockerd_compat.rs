@@ -463,3 +463,64 @@ fn cp_out_tar_headers() {
     d.docker_out("rm cpt", &[]);
     finish(d);
 }
+
+/// A host port that cannot be published, in dockerd 28's words: its port allocator's when
+/// one of its containers has it (naming the address it has it on), the bridge driver's with
+/// the binding and the system's error when another program has it or the address is not the
+/// host's.
+#[test]
+fn published_port_failures_in_dockerds_words() {
+    let d = root_daemon!("docker");
+    let port = free_port();
+    let fails = |p: &str| {
+        let r = d.docker_line("run --rm -p", &[p, "busybox", "true"]);
+        let err = r.stderr.clone();
+        assert_ne!(r.code, 0, "{err}");
+        err
+    };
+    d.docker_line(
+        "run -d --name holder -p",
+        &[&format!("127.0.0.1:{port}:80"), "busybox", "sleep", "60"],
+    )
+    .ok();
+    // Every address overlaps the one the other container has.
+    let err = fails(&format!("{port}:80"));
+    assert!(
+        err.contains(&format!(
+            "Bind for 127.0.0.1:{port} failed: port is already allocated"
+        )),
+        "{err}"
+    );
+    d.docker_out("rm -f holder", &[]);
+    let other = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let err = fails(&format!("127.0.0.1:{port}:80"));
+    let binding = binding_text(&err);
+    assert_eq!(
+        binding,
+        format!(
+            "failed to bind host port for 127.0.0.1:{port}:<ip>:80/tcp: address already in use"
+        ),
+        "{err}"
+    );
+    drop(other);
+    let err = fails(&format!("192.0.2.77:{port}:80"));
+    assert_eq!(
+        binding_text(&err),
+        format!("failed to bind host port for 192.0.2.77:{port}:<ip>:80/tcp: cannot assign requested address"),
+        "{err}"
+    );
+    d.finish();
+}
+
+/// The `failed to bind host port …` part of a daemon error, the container's address as
+/// `<ip>`.
+fn binding_text(err: &str) -> String {
+    let start = err.find("failed to bind host port").unwrap_or(0);
+    let line = err[start..].lines().next().unwrap_or("");
+    let mut parts: Vec<&str> = line.splitn(4, ':').collect();
+    if parts.len() == 4 {
+        // `…for HOSTIP` `PORT` `CTRIP` `80/tcp: why`
+        parts[2] = "<ip>";
+    }
+    parts.join(":")
+}

@@ -525,3 +525,30 @@ RUN touch /newvol/stuff && echo seen-$(cat /data/f) && echo more >>/data/f && st
     assert_eq!(out, "");
     d.finish();
 }
+
+/// moby's TestSessionCreateWithBadUpgrade: `POST /session` (and `/grpc`) without an
+/// `Upgrade` header, or with another protocol than h2c, is a 400 in dockerd's words.
+#[test]
+fn session_without_h2c_upgrade_is_refused_in_dockerds_words() {
+    use std::io::{Read, Write};
+    let d = root_daemon!();
+    let ask = |path: &str, upgrade: &str| {
+        let mut s = std::os::unix::net::UnixStream::connect(d.sock()).unwrap();
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n{upgrade}Content-Length: 0\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    for path in ["/session", "/grpc"] {
+        let none = ask(path, "");
+        assert!(none.starts_with("HTTP/1.1 400"), "{none}");
+        assert!(none.contains("no upgrade proto in request"), "{none}");
+        let foo = ask(path, "Upgrade: foo\r\n");
+        assert!(foo.starts_with("HTTP/1.1 400"), "{foo}");
+        assert!(foo.contains("protocol foo not supported"), "{foo}");
+    }
+    d.finish();
+}

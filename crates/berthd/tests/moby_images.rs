@@ -232,7 +232,7 @@ fn import_answers_when_the_image_exists() {
         s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
             .unwrap();
         let head = format!(
-            "POST /v1.44/images/create?fromSrc=-&repo=imp-head:tc{i}&platform=linux/sparc64 HTTP/1.1\r\nHost: berth\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
+            "POST /v1.44/images/create?fromSrc=-&repo=imp-head:tc{i}&platform=linux/sparc64 HTTP/1.1\r\nHost: berth\r\nConnection: close\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
         s.write_all(head.as_bytes()).unwrap();
@@ -393,4 +393,62 @@ fn import_platform_is_checked_as_dockerd() {
     d.docker(&["import", "--platform", "linux/arm64", rootfs, "imp:p"])
         .ok();
     finish(d);
+}
+
+/// moby's TestImportWithCustomPlatformReject: a request refused before its body is read
+/// (an import for an unknown operating system) still reads the body a client is streaming,
+/// as Go's server does, so the client gets the answer rather than a broken pipe.
+#[test]
+fn a_refused_upload_still_reads_the_body_and_answers() {
+    use std::io::{Read, Write};
+    let d = root_daemon!();
+    let body = vec![0u8; 200 << 10];
+    let mut s = std::os::unix::net::UnixStream::connect(d.sock()).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "POST /v1.51/images/create?fromSrc=-&platform=macos&repo=imp:x HTTP/1.1\r\nHost: berth\r\nConnection: close\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // The daemon has answered by now; the body follows.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    s.write_all(&body)
+        .expect("the daemon closed before reading the body");
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("operating system is not supported"), "{out}");
+    d.finish();
+}
+
+/// moby's TestCommitInheritsEnv: `commit --change` expands variables with the environment
+/// the image and the changes before it give (nothing in single quotes).
+#[test]
+fn commit_changes_expand_the_environment() {
+    let d = root_daemon!();
+    d.docker_out("create --name ce1 busybox", &[]);
+    d.docker_line("commit --change", &["ENV PATH=/bin", "ce1", "ce:1"])
+        .ok();
+    d.docker_out("create --name ce2 ce:1", &[]);
+    d.docker_line(
+        "commit",
+        &[
+            "--change",
+            "ENV PATH=/usr/bin:$PATH",
+            "--change",
+            "ENV A=\"$PATH x\"",
+            "--change",
+            "LABEL lit='$PATH' exp=$A",
+            "ce2",
+            "ce:2",
+        ],
+    )
+    .ok();
+    let env = d.inspect("{{json .Config.Env}}", "ce:2");
+    assert_eq!(env.trim(), r#"["PATH=/usr/bin:/bin","A=/usr/bin:/bin x"]"#);
+    let labels = d.inspect("{{json .Config.Labels}}", "ce:2");
+    assert_eq!(labels.trim(), r#"{"exp":"/usr/bin:/bin x","lit":"$PATH"}"#);
+    d.docker_out("rm ce1 ce2", &[]);
+    d.finish();
 }

@@ -230,14 +230,71 @@ fn init_layer_only(upper: &Path, r: &str) -> bool {
 /// The new image's config: the request's (or the container's) with the changes applied,
 /// then completed from the container's (dockerd's `merge`).
 fn commit_config(req: &CommitRequest, container: &Config) -> Result<ContainerConfig> {
-    let base = req.config.as_ref().unwrap_or(container);
-    let changed = berth_image::archive::apply_changes(to_image_config(base)?, &req.changes)
-        .map_err(|e| EngineError::BadRequest(e.to_string()))?;
+    let base = to_image_config(req.config.as_ref().unwrap_or(container))?;
+    let apply = |changes: &[String]| {
+        berth_image::archive::apply_changes(base.clone(), changes)
+            .map_err(|e| EngineError::BadRequest(e.to_string()))
+    };
+    // Each change sees the environment the ones before it left (dockerd dispatches them as
+    // Dockerfile instructions, one after the other).
+    let mut changes = Vec::new();
+    for line in &req.changes {
+        let env = apply(&changes)?.env.unwrap_or_default();
+        changes.push(expand_change(line, &env));
+    }
+    let changed = apply(&changes)?;
     let mut user: Config = serde_json::to_value(&changed)
         .and_then(serde_json::from_value)
         .map_err(EngineError::encode("the committed config"))?;
     merge(&mut user, container);
     to_image_config(&user)
+}
+
+/// The instructions whose arguments dockerd's builder expands (`$VAR`, `${VAR:-x}`) with the
+/// image's environment.
+const EXPANDED: &[&str] = &[
+    "ENV",
+    "LABEL",
+    "WORKDIR",
+    "USER",
+    "EXPOSE",
+    "VOLUME",
+    "STOPSIGNAL",
+];
+
+/// A change line with its variables expanded as the builder expands them (quotes honoured:
+/// nothing in single quotes); a word that needs it is quoted again for the change parser.
+/// A line that does not expand is kept as it is (the parser gives its error).
+fn expand_change(line: &str, env: &[String]) -> String {
+    use berth_build::shell::{expand_word, split_raw};
+    let t = line.trim();
+    let (instr, rest) = t.split_once(char::is_whitespace).unwrap_or((t, ""));
+    if !EXPANDED.contains(&instr.to_ascii_uppercase().as_str()) {
+        return line.to_string();
+    }
+    let Ok(words) = split_raw(rest.trim(), '\\') else {
+        return line.to_string();
+    };
+    let vars: std::collections::BTreeMap<String, String> = env
+        .iter()
+        .filter_map(|e| e.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut out = vec![instr.to_string()];
+    for w in words {
+        let Ok(x) = expand_word(&w, '\\', &vars) else {
+            return line.to_string();
+        };
+        if x.is_empty() || x.contains(|c: char| c.is_whitespace() || "\"'\\".contains(c)) {
+            out.push(format!(
+                "\"{}\"",
+                x.replace('\\', "\\\\").replace('"', "\\\"")
+            ));
+        } else {
+            out.push(x);
+        }
+    }
+    out.join(" ")
 }
 
 fn to_image_config(c: &Config) -> Result<ContainerConfig> {

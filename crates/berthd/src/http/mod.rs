@@ -508,6 +508,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::map_response(server_headers))
+        .layer(axum::middleware::from_fn(drain_unread))
         .with_state(state)
 }
 
@@ -527,6 +528,39 @@ async fn server_headers(mut r: Response) -> Response {
     }
     h.insert("Ostype", header::HeaderValue::from_static("linux"));
     r
+
+/// How much of a request body its handler left unread is read before an error answer, as
+/// Go's net/http server reads it (its `maxPostHandlerReadBytes`).
+const DRAIN_LIMIT: usize = 256 << 10;
+
+/// A handler that refuses a request before reading its body (a bad query, an unknown
+/// platform) answers, then the connection closes: a client still writing the body (the Go
+/// client streams it) would get a broken pipe instead of the answer. As dockerd, up to
+/// [`DRAIN_LIMIT`] of it is read first (for at most two seconds).
+async fn drain_unread(req: Request, next: axum::middleware::Next) -> Response {
+    use futures_util::StreamExt;
+    let (parts, body) = req.into_parts();
+    let shared = Arc::new(tokio::sync::Mutex::new(body.into_data_stream()));
+    let pulled = futures_util::stream::unfold(shared.clone(), |s| async move {
+        let item = s.lock().await.next().await;
+        item.map(|i| (i, s))
+    });
+    let resp = next
+        .run(Request::from_parts(parts, Body::from_stream(pulled)))
+        .await;
+    if resp.status().is_client_error() || resp.status().is_server_error() {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        if let Ok(mut rest) = shared.try_lock() {
+            let mut read = 0;
+            while read < DRAIN_LIMIT {
+                match tokio::time::timeout_at(deadline, rest.next()).await {
+                    Ok(Some(Ok(chunk))) => read += chunk.len(),
+                    _ => break,
+                }
+            }
+        }
+    }
+    resp
 }
 
 /// Rewrites `/v1.NN/…` to `/…` and records the request's [`ApiVersion`]; unsupported

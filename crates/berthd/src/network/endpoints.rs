@@ -12,6 +12,7 @@ use berth_network::dns::{self, Answer, DnsServer};
 use berth_network::etc::{self, DnsOverrides};
 use berth_network::netlink::{self, Netns, VethSpec};
 use berth_network::proxy;
+use berth_network::resolv::{self, ResolvConf, Transform};
 use berth_network::{Ipv4Net, Ipv6Net};
 
 use super::manager::{Manager, Running};
@@ -401,7 +402,7 @@ impl Manager {
                 .unwrap_or_default();
             let embedded = other.is_some_and(|o| st.any_dns(&o.endpoints));
             drop(st);
-            let (resolv, _) = etc::resolv_conf(&self.host_resolv, &overrides, embedded);
+            let (resolv, _) = resolv::generate(&self.host_resolv, &overrides, transform(embedded));
             return Ok(Plan {
                 hosts: etc::hosts(&extra, &own),
                 resolv,
@@ -413,17 +414,14 @@ impl Manager {
             for (n, ip) in &extra {
                 hosts += &format!("{ip}\t{n}\n");
             }
-            let resolv = etc::host_resolv_conf(&self.host_resolv, &overrides);
-            let unchanged = overrides.servers.is_empty()
-                && overrides.search.is_empty()
-                && overrides.options.is_empty();
+            // The host's own file, whatever systemd-resolved keeps (dockerd's origin path
+            // for the host's network).
+            let host =
+                ResolvConf::parse(&std::fs::read_to_string(resolv::HOST_PATH).unwrap_or_default());
+            let (resolv, _) = resolv::generate(&host, &overrides, Transform::Host);
             return Ok(Plan {
                 hosts,
-                resolv: if unchanged {
-                    std::fs::read_to_string("/etc/resolv.conf").unwrap_or(resolv)
-                } else {
-                    resolv
-                },
+                resolv,
                 netns_path: None,
             });
         }
@@ -441,14 +439,26 @@ impl Manager {
         }
         let mut st = self.state.lock().unwrap();
         let cn = st.containers.entry(c.id.clone()).or_default();
-        let own = cn
+        let v6_off = ipv6_disabled(c);
+        if v6_off && cn.endpoints.iter().any(|e| e.ip6.is_some()) {
+            // As dockerd creates the endpoints of a container without IPv6: no IPv6 address
+            // (released), none on its interfaces.
+            for e in cn.endpoints.iter_mut() {
+                e.ip6 = None;
+            }
+            self.file.save(&st)?;
+        }
+        let cn = st.containers.entry(c.id.clone()).or_default();
+        // A line (or two, with IPv6) for each network it joins, in their order, as libnetwork
+        // adds them at each join.
+        let own: Vec<_> = cn
             .endpoints
-            .first()
-            .map(|e| e.own_hosts(hostname, &c.config.domainname))
-            .unwrap_or_default();
+            .iter()
+            .flat_map(|e| e.own_hosts(hostname, &c.config.domainname))
+            .collect();
         let eps = cn.endpoints.clone();
-        let embedded = st.any_dns(&eps);
-        let (resolv, upstream) = etc::resolv_conf(&self.host_resolv, &overrides, embedded);
+        let t = start_transform(&st, &eps);
+        let (resolv, upstream) = resolv::generate(&self.host_resolv, &overrides, t);
         if let Some(cn) = st.containers.get_mut(&c.id) {
             cn.upstream = upstream;
         }
@@ -459,6 +469,10 @@ impl Manager {
             )
         } else {
             etc::hosts(&extra, &own)
+        };
+        let hosts = match v6_off {
+            true => etc::hosts_no_ipv6(&hosts),
+            false => hosts,
         };
         Ok(Plan {
             hosts,
@@ -619,7 +633,13 @@ impl Manager {
                     ..want.clone()
                 });
             }
-            let (bound, port) = ports::bind_ports(&group).map_err(|e| match e {
+            let targets: Vec<IpAddr> = group.iter().map(|w| ep.target_ip(&w.host_ip)).collect();
+            let published = |proto: &str, ip: IpAddr, port: u16| self.publishes(proto, ip, port);
+            let ctx = ports::BindCtx {
+                targets: &targets,
+                published: &published,
+            };
+            let (bound, port) = ports::bind_ports(&group, &ctx).map_err(|e| match e {
                 // dockerd names the endpoint (the container's name and the endpoint's ID).
                 EngineError::Internal(m) => EngineError::Internal(m.replacen(
                     "on endpoint:",
@@ -644,6 +664,26 @@ impl Manager {
             }
         }
         Ok((proxies, maps))
+    }
+
+    /// The address on which one of the containers publishes host port `port` (`proto`)
+    /// that `ip` overlaps: the same one, or either is every address of the family (dockerd's
+    /// port allocator's rule).
+    fn publishes(&self, proto: &str, ip: IpAddr, port: u16) -> Option<IpAddr> {
+        let st = self.state.lock().unwrap();
+        st.containers
+            .values()
+            .flat_map(|cn| &cn.ports)
+            .filter(|p| p.proto == proto && p.host_port == port)
+            .map(|p| {
+                p.host_ip
+                    .parse::<IpAddr>()
+                    .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+            })
+            .find(|held| {
+                held.is_ipv4() == ip.is_ipv4()
+                    && (*held == ip || held.is_unspecified() || ip.is_unspecified())
+            })
     }
 
     fn plug(&self, ns: &Netns, ep: &Endpoint, net: &Network, primary: bool) -> Result<u32> {
@@ -896,7 +936,11 @@ impl Manager {
                         proxies.push(proxy::Proxy::adopt(*pid));
                         continue;
                     }
-                    match bind_port(&want).and_then(|(b, _)| {
+                    let ctx = ports::BindCtx {
+                        targets: &[target.ip()],
+                        published: &|_, _, _| None,
+                    };
+                    match bind_port(&want, &ctx).and_then(|(b, _)| {
                         b.spawn_process(Path::new("/proc/self/exe"), target, &tags)
                             .map_err(EngineError::sys("starting a port's proxy"))
                     }) {
@@ -972,7 +1016,10 @@ impl Manager {
             while cn.endpoints.iter().any(|e| e.ifname == format!("eth{n}")) {
                 n += 1;
             }
-            let ep = Self::new_endpoint(&st, &c.id, &net, cfg, format!("eth{n}"), None)?;
+            let mut ep = Self::new_endpoint(&st, &c.id, &net, cfg, format!("eth{n}"), None)?;
+            if ipv6_disabled(c) {
+                ep.ip6 = None;
+            }
             let primary = cn.endpoints.is_empty();
             let e = st.containers.entry(c.id.clone()).or_default();
             e.name = c.short_name().to_string();
@@ -1003,6 +1050,9 @@ impl Manager {
                 self.reroute(c, &ns)?;
             }
             self.publish_on_connect(c)?;
+            self.rewrite_hosts(c, |h| {
+                etc::hosts_add(h, &ep.own_hosts(&c.hostname(), &c.config.domainname))
+            });
             if net.dns() {
                 let started = {
                     let mut run = self.running.lock().unwrap();
@@ -1058,15 +1108,40 @@ impl Manager {
     /// A running container just got the embedded DNS (`network connect` to a user network):
     /// its `resolv.conf` now names it, the servers it named before become the upstream ones,
     /// as Docker does.
+    /// A file the user changed since the start is left as it is (its header says so), as
+    /// dockerd leaves it.
     fn use_embedded_dns(&self, c: &Container) {
-        let (resolv, upstream) = etc::resolv_conf(&self.host_resolv, &dns_overrides(c), true);
-        if let Some(cn) = self.state.lock().unwrap().containers.get_mut(&c.id) {
+        let overrides = dns_overrides(c);
+        let (resolv, upstream) =
+            resolv::generate(&self.host_resolv, &overrides, Transform::Internal);
+        let was = {
+            let mut st = self.state.lock().unwrap();
+            let Some(cn) = st.containers.get_mut(&c.id) else {
+                return;
+            };
             cn.upstream = upstream;
+            let first = cn.endpoints.first().cloned();
+            let t = start_transform(&st, first.as_slice());
+            resolv::generate(&self.host_resolv, &overrides, t).0
+        };
+        let p = self.containers_dir.join(&c.id).join("resolv.conf");
+        if std::fs::read_to_string(&p).is_ok_and(|now| now != was) {
+            tracing::debug!("{} was changed in the container: kept", p.display());
+            return;
         }
         // The file is bound into the container: rewritten in place (same inode).
-        let p = self.containers_dir.join(&c.id).join("resolv.conf");
         if let Err(e) = std::fs::write(&p, resolv) {
             tracing::warn!("rewriting {}: {e}", p.display());
+        }
+    }
+
+    /// A running container's `/etc/hosts` rewritten by `f`, in place (the file is bound into
+    /// the container: same inode), as libnetwork updates it at each join and leave.
+    fn rewrite_hosts(&self, c: &Container, f: impl FnOnce(&str) -> String) {
+        let p = self.containers_dir.join(&c.id).join("hosts");
+        let res = std::fs::read_to_string(&p).and_then(|h| std::fs::write(&p, f(&h)));
+        if let Err(e) = res {
+            tracing::warn!("updating {}: {e}", p.display());
         }
     }
 
@@ -1121,6 +1196,9 @@ impl Manager {
             if let Some(net) = net {
                 self.event("disconnect", &net, Some(&c.id));
             }
+            self.rewrite_hosts(c, |h| {
+                etc::hosts_remove(h, &ep.own_hosts(&c.hostname(), &c.config.domainname))
+            });
         }
         self.drop_endpoint(&c.id, &ep.network);
         if c.state.running {
@@ -1161,6 +1239,40 @@ impl Manager {
             "default routes of {}",
             c.short_name()
         )))
+    }
+}
+
+/// Whether the container has no IPv6: its sysctls disable it on every interface, or the
+/// host's kernel has none (dockerd's probe of the container's loopback address, known here
+/// before the runtime applies the sysctls).
+fn ipv6_disabled(c: &Container) -> bool {
+    let off = c
+        .host_config
+        .sysctls
+        .as_ref()
+        .and_then(|m| m.get("net.ipv6.conf.all.disable_ipv6"))
+        .is_some_and(|v| v.trim() == "1");
+    off || !Path::new("/proc/net/if_inet6").exists()
+}
+
+/// How a container's `resolv.conf` is made at start: for the embedded resolver when one of
+/// its networks has it, else for its first network (without IPv6 servers unless that has
+/// IPv6).
+fn start_transform(st: &NetState, eps: &[Endpoint]) -> Transform {
+    match eps.first().and_then(|e| st.networks.get(&e.network)) {
+        _ if st.any_dns(eps) => Transform::Internal,
+        Some(n) => Transform::Legacy {
+            ipv6: n.pool6.is_some(),
+        },
+        None => Transform::Legacy { ipv6: false },
+    }
+}
+
+/// How a container's `resolv.conf` is made: for the embedded resolver, or without it.
+fn transform(embedded: bool) -> Transform {
+    match embedded {
+        true => Transform::Internal,
+        false => Transform::Legacy { ipv6: false },
     }
 }
 

@@ -214,9 +214,7 @@ impl Manager {
                 tracing::warn!("enabling IPv6 forwarding: {e}");
             }
         }
-        let host_resolv = crate::rootless_net::resolv_conf(ResolvConf::parse(
-            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-        ));
+        let host_resolv = crate::rootless_net::resolv_conf(ResolvConf::load_host());
         let m = Arc::new_cyclic(|me| Manager {
             opts: opts.clone(),
             file,

@@ -136,12 +136,56 @@ fn port_range(w: &WantPort) -> (u16, u16) {
 type Turns = std::collections::HashMap<(String, String, u16, u16), u16>;
 static TURNS: std::sync::Mutex<Option<Turns>> = std::sync::Mutex::new(None);
 
+/// What a failed bind's message names: each wanted port's container address (in the
+/// group's order), and the address on which one of the daemon's containers publishes a host
+/// port already, if one does (`proto`, host address, port).
+pub struct BindCtx<'a> {
+    pub targets: &'a [IpAddr],
+    pub published: &'a dyn Fn(&str, IpAddr, u16) -> Option<IpAddr>,
+}
+
+/// dockerd's words for a host port that cannot be bound: its port allocator's when one of
+/// its containers has the port, else the bridge driver's with the binding
+/// (`HostIP:HostPort:IP:Port/proto`) and the system's error.
+fn bind_error(
+    w: &WantPort,
+    ip: IpAddr,
+    port: u16,
+    target: Option<&IpAddr>,
+    ranged: bool,
+    e: &std::io::Error,
+    ctx: &BindCtx<'_>,
+) -> String {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        if let Some(held) = (ctx.published)(&w.proto, ip, port) {
+            return format!("Bind for {held}:{port} failed: port is already allocated");
+        }
+    }
+    let bracket = |a: &IpAddr| match a {
+        IpAddr::V6(_) => format!("[{a}]"),
+        IpAddr::V4(_) => a.to_string(),
+    };
+    let mut binding = format!("{}:", bracket(&ip));
+    if !w.host_port.is_empty() && w.host_port != "0" {
+        binding += &format!("{}:", w.host_port);
+    }
+    if let Some(t) = target {
+        binding += &format!("{}:", bracket(t));
+    }
+    binding += &format!("{}/{}", w.container_port, w.proto);
+    let why = berth_util::errno::go_text(e);
+    match ranged {
+        true => format!("failed to bind host port {port} for {binding}: {why}"),
+        false => format!("failed to bind host port for {binding}: {why}"),
+    }
+}
+
 /// Binds the wanted ports of a group, which differ only in their host address, on one host
 /// port: the given one, or the next of its range that every address can bind (see [`TURNS`]).
 /// Returns the sockets (in the group's order) and the port. A rootless daemon in its own
 /// network namespace binds on every address there (the host's address is slirp4netns's, see
 /// `crate::rootless_net`).
-pub fn bind_ports(group: &[WantPort]) -> Result<(Vec<proxy::Bound>, u16)> {
+pub fn bind_ports(group: &[WantPort], ctx: &BindCtx<'_>) -> Result<(Vec<proxy::Bound>, u16)> {
     let Some(first) = group.first() else {
         return Err(EngineError::Internal("no port to bind".into()));
     };
@@ -174,12 +218,25 @@ pub fn bind_ports(group: &[WantPort]) -> Result<(Vec<proxy::Bound>, u16)> {
     for _ in begin..=end {
         port = if port >= end { begin } else { port + 1 };
         if let Err(e) = crate::rootless_net::check_port(port) {
-            err = Some(std::io::Error::new(std::io::ErrorKind::PermissionDenied, e));
+            err = Some(e.to_string());
             continue;
         }
-        let bound: std::io::Result<Vec<proxy::Bound>> = addrs
+        let bound: std::result::Result<Vec<proxy::Bound>, String> = addrs
             .iter()
-            .map(|(proto, ip)| proxy::bind(*proto, SocketAddr::new(*ip, port)))
+            .enumerate()
+            .map(|(i, (proto, ip))| {
+                proxy::bind(*proto, SocketAddr::new(*ip, port)).map_err(|e| {
+                    bind_error(
+                        &group[i],
+                        *ip,
+                        port,
+                        ctx.targets.get(i),
+                        begin < end,
+                        &e,
+                        ctx,
+                    )
+                })
+            })
             .collect();
         match bound {
             Ok(b) => {
@@ -191,17 +248,15 @@ pub fn bind_ports(group: &[WantPort]) -> Result<(Vec<proxy::Bound>, u16)> {
             Err(e) => err = Some(e),
         }
     }
-    let e = err
-        .map(|e| e.to_string())
-        .unwrap_or_else(|| "no port".into());
+    let e = err.unwrap_or_else(|| "no port".into());
     Err(EngineError::Internal(format!(
         "driver failed programming external connectivity on endpoint: {e}"
     )))
 }
 
 /// Binds one wanted port; see [`bind_ports`].
-pub fn bind_port(w: &WantPort) -> Result<(proxy::Bound, u16)> {
-    let (mut b, port) = bind_ports(std::slice::from_ref(w))?;
+pub fn bind_port(w: &WantPort, ctx: &BindCtx<'_>) -> Result<(proxy::Bound, u16)> {
+    let (mut b, port) = bind_ports(std::slice::from_ref(w), ctx)?;
     match b.pop() {
         Some(b) => Ok((b, port)),
         None => Err(EngineError::Internal("no port bound".into())),

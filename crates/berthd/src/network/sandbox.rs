@@ -19,6 +19,7 @@ use berth_build::builder::{NetworkError, RunNetns, RunNetworks, RunSandbox};
 use berth_network::dns::DnsServer;
 use berth_network::etc::{self, DnsOverrides};
 use berth_network::netlink::{self, Netns};
+use berth_network::resolv::{self, Transform};
 
 use super::endpoints::veth_spec;
 use super::manager::Manager;
@@ -73,7 +74,7 @@ impl Manager {
                     hosts += &format!("{ip}\t{n}\n");
                 }
                 let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_else(|_| {
-                    etc::resolv_conf(&self.host_resolv, &no_overrides, false).0
+                    resolv::generate(&self.host_resolv, &no_overrides, Transform::Host).0
                 });
                 return Ok(RunSandbox {
                     netns: RunNetns::Host,
@@ -87,7 +88,12 @@ impl Manager {
                 return Ok(RunSandbox {
                     netns: RunNetns::New,
                     hosts: etc::hosts(&extra, &own),
-                    resolv: etc::resolv_conf(&self.host_resolv, &no_overrides, false).0,
+                    resolv: resolv::generate(
+                        &self.host_resolv,
+                        &no_overrides,
+                        Transform::Legacy { ipv6: false },
+                    )
+                    .0,
                     guard: Box::new(()),
                 });
             }
@@ -119,7 +125,13 @@ impl Manager {
                 })?
                 .clone();
             let ep = Self::new_endpoint(&st, &id, &net, None, "eth0".into(), None)?;
-            let (resolv, upstream) = etc::resolv_conf(&self.host_resolv, &no_overrides, net.dns());
+            let t = match net.dns() {
+                true => Transform::Internal,
+                false => Transform::Legacy {
+                    ipv6: net.pool6.is_some(),
+                },
+            };
+            let (resolv, upstream) = resolv::generate(&self.host_resolv, &no_overrides, t);
             let hosts = etc::hosts(&extra, &ep.own_hosts(hostname, ""));
             st.containers.insert(
                 id.clone(),
