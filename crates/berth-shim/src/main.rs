@@ -38,6 +38,11 @@ options:
   --start               start the container as soon as it is created, before the report (for
                         a starter that has nothing to do in between: no attach, no setup in
                         the container's namespaces); the report then follows the start
+
+berth-shim --standby --runtime-root DIR --id PLACEHOLDER: started ahead of need with a socket
+as standard output, on which the options above then come as one JSON array of strings and a
+newline (berthd's standby shim); the id then replaces the placeholder in the process's command
+line. Exits quietly when the socket closes first.
 ";
 
 /// `--log-max-size`: go-units `RAMInBytes` (`10m` = 10 MiB); `-1`, Docker's "no limit", is
@@ -217,7 +222,25 @@ fn parse(args: Vec<String>) -> Result<Config, ArgsError> {
 }
 
 fn main() -> ExitCode {
-    match parse(std::env::args().skip(1).collect()) {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    // Started ahead of need by the daemon (see berthd's `engine::standby`): the command line
+    // comes later, on standard output; nothing is done before it.
+    if args.first().map(String::as_str) == Some("--standby") {
+        match berth_shim::sys::standby_args() {
+            Some(a) => args = a,
+            None => return ExitCode::SUCCESS,
+        }
+        // What the daemon's recovery recognizes a container's shim by: its runtime root (the
+        // standby's already) and its id (in place of the placeholder).
+        let id = args.iter().skip_while(|a| *a != "--id").nth(1);
+        if let Some(id) = id.filter(|id| id.len() == berth_shim::sys::STANDBY_ID.len()) {
+            if let Err(e) = berth_shim::sys::set_cmdline_id(id) {
+                eprintln!("berth-shim: standby: showing the id {id}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    match parse(args) {
         Ok(cfg) => ExitCode::from(berth_shim::server::launch(cfg) as u8),
         Err(ArgsError::Help) => {
             print!("{USAGE}");

@@ -289,6 +289,62 @@ fn wait_no_reader(fd: impl AsFd, timeout_ms: i32) {
     }
 }
 
+/// The placeholder of a standby's `--id` (see [`standby_args`]): as long as a container id,
+/// and no id (not hexadecimal), so that a waiting standby is no container's process.
+pub const STANDBY_ID: &str = "standby-standby-standby-standby-standby-standby-standby-standby-";
+
+/// `--standby`: the command line the daemon sends on standard output (a socket to it), one
+/// JSON array of strings and a newline. `None` when the daemon closed the socket first (it
+/// exited or let this standby go) or sent something else.
+pub fn standby_args() -> Option<Vec<String>> {
+    let out = io::stdout();
+    let mut line = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = retry(|| rustix::io::read(&out, &mut buf)).ok()?;
+        if n == 0 {
+            return None;
+        }
+        line.extend_from_slice(&buf[..n]);
+        if line.last() == Some(&b'\n') {
+            return serde_json::from_slice(&line).ok();
+        }
+    }
+}
+
+/// Writes `id` over the [`STANDBY_ID`] placeholder in this process's own command line (its
+/// argument strings in its memory, what /proc/PID/cmdline shows), so that the daemon finds
+/// a standby turned shim by its container's id as it finds any other (see berthd's
+/// `task_processes`). Only an id of the placeholder's length fits.
+pub fn set_cmdline_id(id: &str) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    if id.len() != STANDBY_ID.len() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "id length"));
+    }
+    let cmdline = std::fs::read("/proc/self/cmdline")?;
+    let at = cmdline
+        .split(|b| *b == 0)
+        .scan(0usize, |off, a| {
+            let here = *off;
+            *off += a.len() + 1;
+            Some((here, a))
+        })
+        .find(|(_, a)| *a == STANDBY_ID.as_bytes())
+        .map(|(off, _)| off)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no placeholder"))?;
+    // Field 48 of /proc/self/stat, `arg_start` (counted after the parenthesized name).
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let arg_start: u64 = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(45))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "/proc/self/stat"))?;
+    let mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/mem")?;
+    mem.write_all_at(id.as_bytes(), arg_start + at as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

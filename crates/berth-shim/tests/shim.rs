@@ -684,3 +684,74 @@ fn the_starter_leads_the_shims_session_unless_it_leads_a_group() {
     assert_ne!(session, session_of(std::process::id() as i32).1);
     assert_eq!(tty, 0);
 }
+
+/// `--standby`: a shim started before its command line, which then comes as one JSON line on
+/// its standard output (a socket); it launches exactly as a spawned shim, shows the
+/// container's id in its command line in place of the placeholder (where berthd's recovery
+/// looks for shims), and a standby whose socket closes first exits without doing anything.
+#[test]
+fn standby_gets_its_command_line_later() {
+    use std::io::Write;
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+    require_root!(BUSYBOX);
+    let env = TestEnv::new();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    // A container id as berthd makes them (the placeholder's length).
+    let id = format!("{:032x}{nanos:032x}", std::process::id());
+    let b = env.bundle(&id, &sh("echo standby; sleep 100"), false);
+    let standby = |root: &std::path::Path| {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let child = Command::new(shim_bin())
+            .args(["--standby", "--runtime-root"])
+            .arg(root)
+            .args(["--id", berth_shim::sys::STANDBY_ID])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(OwnedFd::from(theirs)))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        (ours, child)
+    };
+
+    // Let go before any command line: exits 0, makes nothing.
+    let (sock, child) = standby(&env.root);
+    drop(sock);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!env.shim_dir(&id).exists());
+
+    let (mut sock, mut child) = standby(&env.root);
+    let cmdline = |pid: u32| {
+        String::from_utf8(std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+            .unwrap()
+            .replace('\0', " ")
+    };
+    // (Empty until the exec has set up the new program's arguments.)
+    wait_for("the standby's command line", T, || {
+        cmdline(child.id()).contains(berth_shim::sys::STANDBY_ID)
+    });
+    let mut line = serde_json::to_vec(&env.shim_args(&id, &b, &[])).unwrap();
+    line.push(b'\n');
+    sock.write_all(&line).unwrap();
+    let mut report = String::new();
+    sock.read_to_string(&mut report).unwrap();
+    assert!(child.wait().unwrap().success());
+    let v: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let pid = v["pid"].as_i64().unwrap() as i32;
+    env.pids.borrow_mut().push(pid);
+    let shown = cmdline(pid as u32);
+    assert!(
+        shown.contains(&format!("--runtime-root {} --id {id}", env.root.display())),
+        "{shown}"
+    );
+    let mut c = Client::connect(std::path::Path::new(v["socket"].as_str().unwrap())).unwrap();
+    c.start().unwrap();
+    wait_for("the container's output", T, || {
+        std::fs::read_to_string(env.shim_dir(&id).join(format!("{id}-json.log")))
+            .is_ok_and(|l| l.contains("standby"))
+    });
+}

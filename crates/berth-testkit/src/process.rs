@@ -234,6 +234,13 @@ pub fn all_pids() -> Vec<i32> {
         .collect()
 }
 
+/// The parent of `pid` (`None` when it is gone or /proc cannot be read).
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = s.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// True while `pid` exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

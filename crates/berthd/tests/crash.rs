@@ -42,7 +42,10 @@ fn orphans(d: &Daemon) -> Vec<String> {
             Process => {
                 let pid: u32 = l.what.split(' ').next().unwrap().parse().unwrap();
                 let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-                pid == me || of_running(&l.what) || of_running(&cg)
+                // The daemon's standby shim, waiting for the next start (engine::standby).
+                let standby = l.what.contains(berth_shim::sys::STANDBY_ID)
+                    && berth_testkit::process::parent_of(pid) == Some(me);
+                pid == me || standby || of_running(&l.what) || of_running(&cg)
             }
             Cgroup => {
                 l.what.trim_end_matches('/').ends_with(&d.cgroup_parent) || of_running(&l.what)

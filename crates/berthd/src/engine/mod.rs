@@ -22,6 +22,7 @@ pub mod record;
 pub(crate) mod recovery;
 pub mod render;
 pub mod run;
+mod standby;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -106,6 +107,8 @@ pub struct Engine {
     /// executed from it is protected against being overwritten from a container without
     /// re-executing itself (see `berth_runtime::protect`).
     runtime_copy: Option<std::os::fd::OwnedFd>,
+    /// A shim started ahead of the next container start (see `standby`).
+    standby: Arc<standby::Pool>,
 }
 
 /// Prefix of a removed container's directory whose cleanup is under way.
@@ -176,6 +179,11 @@ impl Engine {
                 None
             }
         };
+        let standby = standby::Pool::new(
+            cfg.shim.clone(),
+            cfg.exec_root.join("runtime"),
+            runtime_copy.as_ref(),
+        );
         let engine = Arc::new(Engine {
             registry_base: berth_registry::RegistryConfig::default(),
             live: std::sync::RwLock::new(crate::config::Live {
@@ -192,6 +200,7 @@ impl Engine {
             execs: Default::default(),
             cleanups: watch::channel(0).0,
             runtime_copy,
+            standby,
         });
         engine.volumes.set_events(engine.bus.clone());
         engine.net.set_events(engine.bus.clone());

@@ -517,6 +517,7 @@ impl Engine {
         // with ETXTBSY. Its shim runs the runtime by its path (each run protects itself with
         // a read-only view of its own).
         let shared_copy = self.runtime_copy.as_ref().filter(|_| !may_ptrace(&cfg));
+        let through_standby = shared_copy.is_some();
         match shared_copy {
             Some(fd) => {
                 let copy = fd
@@ -530,7 +531,13 @@ impl Engine {
             }
         }
         super::trace_step("launch", id, "config written", t0);
-        let out = cmd.output().map_err(|e| {
+        // A standby shim has the runtime's copy as its standard input already.
+        let out = if through_standby {
+            self.standby.output(&mut cmd)
+        } else {
+            cmd.output()
+        };
+        let out = out.map_err(|e| {
             fail(EngineError::sys(format!(
                 "starting {}",
                 self.cfg.shim.display()
