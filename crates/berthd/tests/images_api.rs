@@ -258,3 +258,31 @@ fn push_all_tags_through_the_daemon() {
     r.fails_with("An image does not exist locally with the tag");
     finish(d);
 }
+
+/// Pulling a tag of an image that is here already (under another name): dockerd prints no
+/// layer lines ("Already exists"), only the digest and the status (docker/cli e2e
+/// TestRunAttachedFromRemoteImageAndRemove's golden output).
+#[test]
+fn pull_of_an_image_here_already_prints_no_layer_lines() {
+    require_root!(DOCKER_REGISTRY);
+    let (reg, d) = registry_and_daemon();
+    let name = format!("127.0.0.1:{}/test/here:v1", reg.port);
+    d.docker(&["tag", "busybox", &name]).ok();
+    d.docker(&["push", "-q", &name]).ok();
+    d.docker(&["rmi", &name]).ok();
+    let r = d.docker(&["pull", &name]).ok();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", r.stdout);
+    assert_eq!(lines[0], "v1: Pulling from test/here", "{}", r.stdout);
+    assert!(lines[1].starts_with("Digest: sha256:"), "{}", r.stdout);
+    assert_eq!(
+        lines[2..],
+        [
+            format!("Status: Downloaded newer image for {name}"),
+            name.clone()
+        ],
+        "{}",
+        r.stdout
+    );
+    finish(d);
+}
