@@ -361,7 +361,11 @@ impl Client {
             progress,
             cancel: AtomicBool::new(false),
         };
-        self.fetch_layers(&ctx, &plan, snapshotter)?;
+        // An image that is here already (its config and every layer): dockerd prints no
+        // layer lines for it, only the digest and status (pulling another tag of it).
+        let here =
+            store.exists(&image.config.digest) && plan.iter().all(|l| !l.download && !l.unpack);
+        self.fetch_layers(&ctx, &plan, snapshotter, !here)?;
 
         // Everything verified and unpacked: record the small blobs.
         store.write_bytes(Some(&image.config.digest), &config_bytes)?;
@@ -393,13 +397,16 @@ impl Client {
         ctx: &Ctx<'_>,
         plan: &[LayerPlan],
         snapshotter: &dyn Snapshotter,
+        say_existing: bool,
     ) -> Result<()> {
         let feeds: Vec<Feed> = plan.iter().map(|_| Feed::default()).collect();
         let mut jobs = Vec::new();
         for (i, l) in plan.iter().enumerate() {
             let d = &l.desc.digest;
             if !l.download && !l.unpack {
-                ctx.progress.layer(d, &LayerEvent::AlreadyExists);
+                if say_existing {
+                    ctx.progress.layer(d, &LayerEvent::AlreadyExists);
+                }
                 feeds[i].finish(Ok(()));
                 continue;
             }

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -378,20 +379,52 @@ pub async fn pull(
     .await
 }
 
-/// `POST /images/{name}/push`.
+/// `POST /images/{name}/push`: the references one after the other (all of a repository's
+/// tags for `--all-tags`), stopping at the first failure.
 pub fn push(
     engine: Arc<Engine>,
-    reference: Reference,
+    references: Vec<Reference>,
     cfg: RegistryConfig,
     guard: Option<tempfile::TempDir>,
 ) -> mpsc::Receiver<Bytes> {
     job(move |p| {
         let _guard = guard;
         let b = LocalBackend::with_store(engine.images.clone()).with_registry_config(cfg);
-        b.push(&reference, p)?;
-        engine.image_event("push", &reference.familiar_string());
+        let p = OneRepositoryLine {
+            inner: p,
+            said: AtomicBool::new(false),
+        };
+        for r in &references {
+            b.push(r, &p)?;
+            engine.image_event("push", &r.familiar_string());
+        }
         Ok(vec![])
     })
+}
+
+/// Passes a push's events on with its "The push refers to repository" line once: dockerd
+/// prints it once however many tags a push sends.
+struct OneRepositoryLine<'a> {
+    inner: &'a JsonProgress,
+    said: AtomicBool,
+}
+
+impl berth_registry::Progress for OneRepositoryLine<'_> {
+    fn image(&self, event: &ImageEvent) {
+        if matches!(event, ImageEvent::PushingTo { .. }) && self.said.swap(true, Ordering::Relaxed)
+        {
+            return;
+        }
+        self.inner.image(event)
+    }
+
+    fn layer(&self, digest: &Digest, event: &LayerEvent) {
+        self.inner.layer(digest, event)
+    }
+
+    fn manifest_upload(&self, digest: &Digest) {
+        self.inner.manifest_upload(digest)
+    }
 }
 
 /// `POST /images/create?fromSrc=-`: a root file system tar as a one-layer image.

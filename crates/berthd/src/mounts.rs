@@ -806,15 +806,19 @@ pub fn open_subpath(m: &MountPoint, data: &Path) -> Result<std::os::fd::OwnedFd>
                 m.subpath
             ))
         } else if m.typ == "image" {
-            // dockerd's `safepath.ErrNotAccessible`.
-            EngineError::bad(format!(
-                "cannot access path {}: {e}",
-                data.join(&m.subpath).display()
+            // dockerd's `safepath.ErrNotAccessible`: a 404 with Go's errno text (the docker
+            // CLI's `run` exits 127 on "no such file or directory").
+            EngineError::Missing(format!(
+                "cannot access path {}: {}",
+                data.join(&m.subpath).display(),
+                crate::util::go_io_text(&e)
             ))
         } else {
-            EngineError::bad(format!(
-                "cannot access path {} in volume {}: {e}",
-                m.subpath, m.name
+            EngineError::Missing(format!(
+                "cannot access path {} in volume {}: {}",
+                m.subpath,
+                m.name,
+                crate::util::go_io_text(&e)
             ))
         }
     })

@@ -44,6 +44,19 @@ fn version_info_images() {
             d.path("data").display()
         )
     );
+    // "name=cgroupns" says containers get a private cgroup namespace by default (dockerd: on
+    // cgroup v2 hosts only); clients skip cgroupns tests on it (docker/cli e2e
+    // TestRunWithCgroupNamespace).
+    let opts = d
+        .docker(&["info", "-f", "{{json .SecurityOptions}}"])
+        .ok()
+        .stdout;
+    let own = d
+        .docker(&["run", "--rm", "busybox", "cat", "/proc/self/cgroup"])
+        .ok()
+        .stdout;
+    let private = own.lines().all(|l| l.ends_with(":/"));
+    assert_eq!(opts.contains("name=cgroupns"), private, "{opts} {own}");
     finish(d);
 }
 

@@ -216,3 +216,73 @@ fn pull_all_tags_through_the_daemon() {
     ));
     finish(d);
 }
+
+/// `docker push --all-tags` (the CLI omits `tag`): every local tag of the repository in
+/// lexical order, one block per tag, the repository line once (docker/cli e2e TestPushAllTags).
+#[test]
+fn push_all_tags_through_the_daemon() {
+    require_root!(DOCKER_REGISTRY);
+    let (reg, d) = registry_and_daemon();
+    let repo = format!("127.0.0.1:{}/test/pushall", reg.port);
+    for t in ["v1.0", "latest", "v1"] {
+        d.docker(&["tag", "busybox", &format!("{repo}:{t}")]).ok();
+    }
+    let r = d.docker(&["push", "--all-tags", &repo]).ok();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("The push refers to repository [{repo}]"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        r.stdout.matches("The push refers to repository").count(),
+        1,
+        "{}",
+        r.stdout
+    );
+    let pushed: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.split_once(": digest: sha256:").map(|(t, _)| t))
+        .collect();
+    assert_eq!(pushed, ["latest", "v1", "v1.0"], "{}", r.stdout);
+    // Every tag is in the registry now.
+    d.docker(&["rmi", &format!("{repo}:v1")]).ok();
+    d.docker(&["pull", "-q", &format!("{repo}:v1")]).ok();
+    // A repository without local tags: the daemon's 404 before anything is pushed.
+    let r = d.docker(&[
+        "push",
+        "--all-tags",
+        &format!("127.0.0.1:{}/test/none", reg.port),
+    ]);
+    r.fails_with("An image does not exist locally with the tag");
+    finish(d);
+}
+
+/// Pulling a tag of an image that is here already (under another name): dockerd prints no
+/// layer lines ("Already exists"), only the digest and the status (docker/cli e2e
+/// TestRunAttachedFromRemoteImageAndRemove's golden output).
+#[test]
+fn pull_of_an_image_here_already_prints_no_layer_lines() {
+    require_root!(DOCKER_REGISTRY);
+    let (reg, d) = registry_and_daemon();
+    let name = format!("127.0.0.1:{}/test/here:v1", reg.port);
+    d.docker(&["tag", "busybox", &name]).ok();
+    d.docker(&["push", "-q", &name]).ok();
+    d.docker(&["rmi", &name]).ok();
+    let r = d.docker(&["pull", &name]).ok();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", r.stdout);
+    assert_eq!(lines[0], "v1: Pulling from test/here", "{}", r.stdout);
+    assert!(lines[1].starts_with("Digest: sha256:"), "{}", r.stdout);
+    assert_eq!(
+        lines[2..],
+        [
+            format!("Status: Downloaded newer image for {name}"),
+            name.clone()
+        ],
+        "{}",
+        r.stdout
+    );
+    finish(d);
+}

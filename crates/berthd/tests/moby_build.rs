@@ -552,3 +552,45 @@ fn session_without_h2c_upgrade_is_refused_in_dockerds_words() {
     }
     d.finish();
 }
+
+/// The classic builder's `--label` flags are LABEL steps of the target stage, one per label
+/// by key, their values as given (dockerd's buildLabelOptions): shown as `Step N/M`, cached,
+/// and the last step's image is the one built (compose's classic builds label every image).
+#[test]
+fn classic_build_labels_are_steps() {
+    let d = root_daemon!();
+    let ctx = d.context(
+        "labelsteps",
+        &[("Dockerfile", "FROM busybox\nCMD [\"/bin/true\"]\n")],
+    );
+    let args = ["-t", "ls1", "--label", "b=2", "--label", "a=x $HOME 'q'"];
+    let out = d.classic_build(&ctx, &args).ok().stdout;
+    let steps: Vec<&str> = out.lines().filter(|l| l.starts_with("Step ")).collect();
+    assert_eq!(
+        steps,
+        [
+            "Step 1/4 : FROM busybox",
+            "Step 2/4 : CMD [\"/bin/true\"]",
+            "Step 3/4 : LABEL a=x $HOME 'q'",
+            "Step 4/4 : LABEL b=2",
+        ],
+        "{out}"
+    );
+    let last = |out: &str| {
+        let step = out.lines().rev().find_map(|l| l.strip_prefix(" ---> "));
+        let built = out
+            .lines()
+            .find_map(|l| l.strip_prefix("Successfully built "));
+        (step.map(str::to_string), built.map(str::to_string))
+    };
+    let (step, built) = last(&out);
+    assert_eq!(step, built, "{out}");
+    assert_eq!(
+        d.inspect("{{json .Config.Labels}}", "ls1").trim(),
+        r#"{"a":"x $HOME 'q'","b":"2"}"#
+    );
+    // Again: every step from the cache, the same image.
+    let again = d.classic_build(&ctx, &args).ok().stdout;
+    assert_eq!(again.matches("Using cache").count(), 3, "{again}");
+    assert_eq!(last(&again).1, built, "{again}");
+}

@@ -107,6 +107,19 @@ impl Plan {
             })?,
             None => stages.len() - 1,
         };
+        if opts.classic_stages {
+            // dockerd's classic builder: each `--label` is a LABEL step of the target stage,
+            // by key, its value taken as is (`Step N/M : LABEL key=value`, cached, committed).
+            let st = &mut stages[target];
+            let line = st.insts.last().unwrap_or(&st.from).line;
+            for (k, v) in &opts.labels {
+                st.insts.push(Step {
+                    line,
+                    original: format!("LABEL {k}={v}"),
+                    inst: Instruction::Label(vec![(literal_word(k), literal_word(v))]),
+                });
+            }
+        }
         // Which stages the target needs.
         let mut all_deps: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         let mut todo = vec![target];
@@ -203,6 +216,12 @@ pub(super) fn base_image_name(st: &Stage, scope: &Scope<'_>, esc: char) -> Resul
     Ok(name)
 }
 
+/// `s` as a Dockerfile word that expands to itself: single-quoted (nothing expands inside),
+/// a `'` in it closed, double-quoted and reopened (no escape character involved).
+fn literal_word(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\"'\"'"))
+}
+
 impl Eval<'_, '_, '_> {
     /// Builds the plan's stages, then the image of its target.
     pub(super) fn build(&mut self, plan: &Plan) -> Result<Built> {
@@ -244,7 +263,8 @@ impl Eval<'_, '_, '_> {
                 unused.join(" ")
             ))?;
         }
-        if !self.opts.labels.is_empty() {
+        // (The classic builder's labels were steps of the target stage.)
+        if !self.opts.labels.is_empty() && !self.opts.classic_stages {
             let mut config = fin.config.clone();
             let mut cc = fin.cc();
             let labels = cc.labels.get_or_insert_with(BTreeMap::new);

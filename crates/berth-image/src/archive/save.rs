@@ -38,16 +38,11 @@ pub fn select_for_save(store: &ImageStore, names: &[String]) -> Result<SaveSelec
         // A bare repository name saves every tag of it.
         if let Ok(r) = Reference::parse_normalized(n) {
             if r.tag().is_none() && r.digest().is_none() {
-                let mut found = false;
-                for rec in store.list()? {
-                    for t in rec.references() {
-                        if t.name() == r.name() && t.tag().is_some() && t.digest().is_none() {
-                            add(rec.id.clone(), Some(t));
-                            found = true;
-                        }
+                let tags = store.repository_tags(&r)?;
+                if !tags.is_empty() {
+                    for (t, id) in tags {
+                        add(id, Some(t));
                     }
-                }
-                if found {
                     continue;
                 }
             }

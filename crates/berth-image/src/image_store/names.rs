@@ -12,6 +12,22 @@ impl ImageStore {
         resolve_in(&idx, name_or_id)
     }
 
+    /// Every tag of the repository `repository` names (its tag and digest ignored), with the
+    /// image each points at, in the order of the references' strings (dockerd's reference
+    /// store order: `docker push --all-tags` and `docker save NAME` go through them so).
+    pub fn repository_tags(&self, repository: &Reference) -> Result<Vec<(Reference, ImageId)>> {
+        let mut tags: Vec<(Reference, ImageId)> = Vec::new();
+        for rec in self.read_index()?.images.into_values() {
+            for t in rec.references() {
+                if t.name() == repository.name() && t.tag().is_some() && t.digest().is_none() {
+                    tags.push((t, rec.id.clone()));
+                }
+            }
+        }
+        tags.sort_by_cached_key(|(t, _)| t.to_string());
+        Ok(tags)
+    }
+
     /// Points `target` at the image `source` names (moving it from another image).
     pub fn tag(&self, source: &str, target: &Reference) -> Result<Registered> {
         if target.digest().is_some() {

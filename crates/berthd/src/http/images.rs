@@ -546,27 +546,46 @@ async fn image_post(
             Ok((StatusCode::CREATED, "").into_response())
         }
         Some("push") => {
-            let full = match qstr(&q, "tag") {
-                Some(t) => format!("{name}:{t}"),
-                None => name,
+            // Without `tag`, every tag of the repository (`docker push --all-tags`), as dockerd.
+            let refs = match qstr(&q, "tag") {
+                Some(t) => vec![tagged(reference(&format!("{name}:{t}"))?)?],
+                None => {
+                    let r = reference(&name)?;
+                    if r.tag().is_some() || r.digest().is_some() {
+                        vec![r]
+                    } else {
+                        let engine = s.engine.clone();
+                        let tags = blocking(move || {
+                            engine.images.repository_tags(&r).map_err(EngineError::from)
+                        })
+                        .await?;
+                        tags.into_iter().map(|(t, _)| t).collect()
+                    }
+                }
             };
-            let r = tagged(reference(&full)?)?;
-            // Unknown image: a 404 before the stream starts, as Docker.
-            s.engine.images.resolve(&r.to_string()).map_err(|_| {
+            let missing = || {
                 ApiError::not_found(format!(
                     "An image does not exist locally with the tag: {}",
-                    r.familiar_name()
+                    reference(&name).map_or(name.clone(), |r| r.familiar_name())
                 ))
-            })?;
+            };
+            // Unknown image: a 404 before the stream starts, as Docker.
+            let first = refs.first().ok_or_else(missing)?;
+            s.engine
+                .images
+                .resolve(&first.to_string())
+                .map_err(|_| missing())?;
             if v.push_reads_platform() {
                 let platform = qstr(&q, "platform").map(decode_platform).transpose()?;
-                check_image_platform(&s.engine, &r.to_string(), platform.as_ref())?;
+                for r in &refs {
+                    check_image_platform(&s.engine, &r.to_string(), platform.as_ref())?;
+                }
             }
             let (cfg, guard) =
-                images::registry_config(&s.engine, auth_header(&headers), r.domain())?;
+                images::registry_config(&s.engine, auth_header(&headers), first.domain())?;
             Ok(stream(
                 "application/json",
-                images::push(s.engine.clone(), r, cfg, guard),
+                images::push(s.engine.clone(), refs, cfg, guard),
             ))
         }
         _ => Err(ApiError::not_found("page not found")),

@@ -271,12 +271,7 @@ async fn info(s: St, axum::Extension(v): axum::Extension<ApiVersion>) -> Respons
         containerd_commit: Commit::default(),
         runc_commit: Commit::default(),
         init_commit: Commit::default(),
-        // dockerd's rootless daemon says so here (`docker info` shows "rootless").
-        security_options: if crate::rootless::active() {
-            strs(&["name=cgroupns", "name=rootless"])
-        } else {
-            strs(&["name=cgroupns"])
-        },
+        security_options: security_options(),
         firewall_backend: e
             .net
             .firewall_name()
@@ -435,4 +430,18 @@ fn build_cache(store: &berth_image::image_store::ImageStore) -> Vec<BuildCacheRe
             usage_count: r.usage_count,
         })
         .collect()
+}
+
+/// `SecurityOptions` in dockerd's order: its rootless daemon says so (`docker info` shows
+/// "rootless"); "name=cgroupns" when containers get a private cgroup namespace by default,
+/// which is on cgroup v2 hosts only (clients skip cgroupns tests without it).
+fn security_options() -> Vec<String> {
+    let mut o = Vec::new();
+    if crate::rootless::active() {
+        o.push("name=rootless".to_string());
+    }
+    if crate::sysinfo::cgroup_version() == "2" {
+        o.push("name=cgroupns".to_string());
+    }
+    o
 }
