@@ -1168,3 +1168,36 @@ fn images_dangling_filter_reads_booleans_as_dockerd() {
     assert!(!d.docker_out("images -q -f dangling=0", &[]).is_empty());
     d.finish();
 }
+
+/// moby integration-cli TestUserDefinedNetworkConnectDisconnectAlias: an alias (or a static
+/// address) on a predefined network is refused as dockerd's `validateEndpointSettings` words
+/// it, at connect before the container's own conflicts (already on the network), at create
+/// naming the network.
+#[test]
+fn predefined_networks_refuse_aliases_before_the_endpoint_conflicts() {
+    let d = root_daemon!("docker");
+    d.docker_out("run -d --name first busybox top", &[]);
+    d.docker_line("network connect --alias=any bridge first", &[])
+        .failed(
+            1,
+            "Error response from daemon: invalid endpoint settings:\nnetwork-scoped alias is supported only for containers in user defined networks\n",
+        );
+    d.docker_line("network connect --ip=172.17.9.9 bridge first", &[])
+        .failed(
+            1,
+            "Error response from daemon: invalid endpoint settings:\nuser specified IP address is supported on user defined networks only\n",
+        );
+    // Without settings: the endpoint conflict.
+    d.docker_line("network connect bridge first", &[])
+        .fails_with("endpoint with name first already exists in network bridge");
+    let r = d.post(
+        "/containers/create?name=aliased",
+        r#"{"Image":"busybox","NetworkingConfig":{"EndpointsConfig":{"bridge":{"Aliases":["any"]}}}}"#,
+    );
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    assert!(
+        r.contains(r#""message":"invalid config for network bridge: invalid endpoint settings:\nnetwork-scoped alias is supported only for containers in user defined networks""#),
+        "{r}"
+    );
+    d.finish();
+}

@@ -29,10 +29,15 @@ pub struct Plan {
     pub netns_path: Option<PathBuf>,
 }
 
-/// dockerd's `validateEndpointSettings` without a network: address syntax, MAC address,
-/// interface sysctls. Its message, prefixed by the caller (create names the network).
-pub(super) fn endpoint_settings_error(cfg: &EndpointSettings) -> Option<String> {
-    let mut errs = Vec::new();
+/// dockerd's `validateEndpointSettings` for the network named `net` (as the request names it,
+/// or the network's own name): a static address or aliases on a predefined network, address
+/// syntax, MAC address, interface sysctls. Its message, prefixed by the caller (create names
+/// the network).
+pub(super) fn endpoint_settings_error(net: &str, cfg: &EndpointSettings) -> Option<String> {
+    let mut errs: Vec<String> = predefined_network_errors(!is_user_defined(net), cfg)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
     if let Some(ipam) = &cfg.ipam_config {
         let bad = |a: &str, v4: bool| match a.parse::<IpAddr>() {
             Ok(ip) => ip.is_ipv4() != v4 || ip.is_unspecified(),
@@ -65,6 +70,31 @@ pub(super) fn endpoint_settings_error(cfg: &EndpointSettings) -> Option<String> 
         }
     }
     (!errs.is_empty()).then(|| format!("invalid endpoint settings:\n{}", errs.join("\n")))
+}
+
+/// dockerd's `NetworkMode.IsUserDefined` of a network as named.
+fn is_user_defined(net: &str) -> bool {
+    !matches!(net, "default" | "bridge" | "host" | "none") && !net.starts_with("container:")
+}
+
+/// What a predefined network refuses (dockerd's `ErrUnsupportedNetworkAndIP` and
+/// `ErrUnsupportedNetworkAndAlias`, in its order): static addresses and network-scoped aliases.
+fn predefined_network_errors(predefined: bool, cfg: &EndpointSettings) -> Vec<&'static str> {
+    let mut errs = Vec::new();
+    if !predefined {
+        return errs;
+    }
+    if cfg
+        .ipam_config
+        .as_ref()
+        .is_some_and(|i| !i.ipv4_address.is_empty() || !i.ipv6_address.is_empty())
+    {
+        errs.push("user specified IP address is supported on user defined networks only");
+    }
+    if cfg.aliases.as_ref().is_some_and(|a| !a.is_empty()) {
+        errs.push("network-scoped alias is supported only for containers in user defined networks");
+    }
+    errs
 }
 
 /// One interface sysctl of [`ENDPOINT_SYSCTLS`] (`net.X.Y.IFNAME.Z=V`, `ifname` too, as
@@ -146,12 +176,14 @@ impl Manager {
             .as_ref()
             .ok_or_else(|| EngineError::Internal(format!("network {} has no pool", net.name)))?;
         let ipam = cfg.and_then(|c| c.ipam_config.clone()).unwrap_or_default();
-        let requested: Option<Ipv4Addr> = parse_opt(&ipam.ipv4_address, "IPv4")?;
-        if requested.is_some() && net.builtin {
-            return Err(EngineError::bad(
-                "user specified IP address is supported on user defined networks only",
-            ));
+        // Validated with the request already; a network that became predefined since (a
+        // pending endpoint) is refused the same way.
+        if let Some(e) =
+            cfg.and_then(|c| predefined_network_errors(net.builtin, c).first().copied())
+        {
+            return Err(EngineError::bad(e));
         }
+        let requested: Option<Ipv4Addr> = parse_opt(&ipam.ipv4_address, "IPv4")?;
         let used: std::collections::BTreeSet<Ipv4Addr> =
             st.endpoints_on(&net.id).map(|e| e.ip).collect();
         let ip = pool.allocate(&used, requested)?;
@@ -183,11 +215,6 @@ impl Manager {
         };
         let mut aliases = cfg.and_then(|c| c.aliases.clone()).unwrap_or_default();
         aliases.dedup();
-        if net.builtin && !aliases.is_empty() {
-            return Err(EngineError::bad(
-                "network-scoped alias is supported only for containers in user defined networks",
-            ));
-        }
         let links = cfg.and_then(|c| c.links.clone()).unwrap_or_default();
         let ifname = custom_ifname(cfg.and_then(|c| c.driver_opts.as_ref())).unwrap_or(ifname);
         Ok(Endpoint {
@@ -220,7 +247,7 @@ impl Manager {
         let mode = c.network_mode();
         let eps = nc.and_then(|n| n.endpoints_config.as_ref());
         for (k, v) in eps.into_iter().flatten() {
-            if let Some(e) = endpoint_settings_error(v) {
+            if let Some(e) = endpoint_settings_error(k, v) {
                 return Err(EngineError::bad(format!(
                     "invalid config for network {k}: {e}"
                 )));
@@ -913,12 +940,14 @@ impl Manager {
         if mode.starts_with("container:") {
             return Err(EngineError::bad(shared));
         }
-        if let Some(e) = cfg.and_then(endpoint_settings_error) {
-            return Err(EngineError::bad(e));
-        }
         let (ep, net, primary) = {
             let mut st = self.state.lock().unwrap();
             let net = st.find(key)?.clone();
+            // The settings against the network found, before its conflicts (dockerd's
+            // `updateNetworkConfig`, then `updateNetworkSettings` and the endpoint).
+            if let Some(e) = cfg.and_then(|c| endpoint_settings_error(&net.name, c)) {
+                return Err(EngineError::bad(e));
+            }
             if mode != "host" && net.driver == "host" {
                 return Err(EngineError::bad("cannot connect container to host network - container must be created in host network mode"));
             }
