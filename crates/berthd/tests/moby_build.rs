@@ -490,3 +490,29 @@ fn arg_history_shows_the_default_as_written() {
     );
     d.finish();
 }
+
+/// moby integration-cli TestBuildMultiStageCopyFromErrors: what `COPY --from` cannot copy
+/// from, in dockerd's words: its own index, an index past it, a name that is no stage (and no
+/// image to be had).
+#[test]
+fn copy_from_errors_name_the_flag_value() {
+    let d = root_daemon!();
+    for (df, want) in [
+        (
+            "FROM busybox\nCOPY --from=0 foo bar\n",
+            "Dockerfile line 2: invalid from flag value 0: refers to current build stage",
+        ),
+        (
+            "FROM busybox\nCOPY --from=3 foo bar\n",
+            "Dockerfile line 2: invalid from flag value 3: index out of bounds",
+        ),
+        (
+            "FROM busybox AS foo\nCOPY --from=nosuchstage-berth foo bar\n",
+            "Dockerfile line 2: invalid from flag value nosuchstage-berth: ",
+        ),
+    ] {
+        let ctx = d.context("copyfrom", &[("Dockerfile", df), ("foo", "abc")]);
+        d.classic_build(&ctx, &[]).fails_with(want);
+    }
+    d.finish();
+}

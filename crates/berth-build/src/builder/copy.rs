@@ -12,7 +12,7 @@ use berth_image::Digest;
 
 use super::commit::FsOp;
 use super::container::with_state_root;
-use super::error::{at, invalid, Result, StepError};
+use super::error::{at, invalid, BuildError, Result, StepError};
 use super::instructions::Copy;
 use super::schedule::stage_ref;
 use super::state::State;
@@ -93,17 +93,40 @@ impl Eval<'_, '_, '_> {
         let from = c.from.as_deref().map(|w| x.word(w)).transpose()?;
         let from_state = match &from {
             Some(f) => {
-                if stage_ref(self.stage_names, f, ctx.index).is_none()
-                    && self.stage_names.contains_key(&f.to_ascii_lowercase())
-                {
-                    return Err(invalid(
+                // dockerd's words: what the value names (a stage by name or index, else an
+                // image) could not be had, then why.
+                let flag_err = |source: StepError| {
+                    at(
                         line,
-                        format!(
-                            "COPY --from={f}: a stage cannot copy from itself or a later stage"
-                        ),
-                    ));
+                        StepError::FromFlag {
+                            value: f.clone(),
+                            source: Box::new(source),
+                        },
+                    )
+                };
+                if stage_ref(self.stage_names, f, ctx.index).is_none() {
+                    if self.stage_names.contains_key(&f.to_ascii_lowercase()) {
+                        return Err(flag_err(StepError::Invalid(
+                            "a stage cannot copy from itself or a later stage".into(),
+                        )));
+                    }
+                    // An index: this stage's own, or past it (dockerd's `validateIndex`).
+                    if let Ok(i) = f.parse::<i64>() {
+                        let current = ctx.index as i64;
+                        return Err(flag_err(StepError::Invalid(
+                            if i == current {
+                                "refers to current build stage"
+                            } else {
+                                "index out of bounds"
+                            }
+                            .into(),
+                        )));
+                    }
                 }
-                Some(self.source_state(f, ctx.index, line)?)
+                Some(self.source_state(f, ctx.index, line).map_err(|e| match e {
+                    BuildError::Step { source, .. } => flag_err(source),
+                    other => other,
+                })?)
             }
             None => None,
         };
