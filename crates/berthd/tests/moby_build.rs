@@ -516,3 +516,22 @@ fn copy_from_errors_name_the_flag_value() {
     }
     d.finish();
 }
+
+/// moby integration-cli TestBuildUsersAndGroups: a RUN step's process has the groups a
+/// container's would, its user's groups from the image's `/etc/group` after its primary one
+/// (none when `USER` names the group).
+#[test]
+fn run_steps_get_the_users_supplementary_groups() {
+    let d = root_daemon!();
+    let df = r#"FROM busybox
+RUN printf 'root:x:0:0:root:/root:/bin/sh\napp:x:1001:1001::/:/bin/sh\n' > /etc/passwd && printf 'root:x:0:\nwheel:x:10:root,app\napp:x:1001:\nstaff:x:50:app\n' > /etc/group
+RUN [ "$(id -G)" = '0 10' ]
+USER app
+RUN [ "$(id -G)" = '1001 10 50' ]
+USER app:staff
+RUN [ "$(id -G)" = '50' ]
+"#;
+    let ctx = d.context("groups", &[("Dockerfile", df)]);
+    d.classic_build(&ctx, &["--no-cache"]).ok();
+    d.finish();
+}

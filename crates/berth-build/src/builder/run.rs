@@ -362,6 +362,10 @@ impl Eval<'_, '_, '_> {
     ) -> Result<()> {
         let bundle = guard.work.clone();
         let (uid, gid) = fsops::resolve_user(rootfs, &spec.user).map_err(|e| at(line, e))?;
+        // As a container's process (dockerd's `getUser`): the primary group, then the
+        // user's groups in `/etc/group`.
+        let mut gids = vec![gid];
+        gids.extend(fsops::supplementary_gids(rootfs, &spec.user));
         // Mount points the runtime would create in the image: remember which, to remove
         // them afterwards (they are not part of the step's changes).
         let mut dests: Vec<String> = vec!["/proc".into(), "/dev".into(), "/sys".into()];
@@ -498,7 +502,7 @@ impl Eval<'_, '_, '_> {
                 cwd: &spec.cwd,
                 uid,
                 gid,
-                additional_gids: &[],
+                additional_gids: &gids,
                 tty: false,
                 hostname: &hostname,
                 host_network: netns == RunNetns::Host,
