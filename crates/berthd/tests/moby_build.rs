@@ -535,3 +535,30 @@ RUN [ "$(id -G)" = '50' ]
     d.classic_build(&ctx, &["--no-cache"]).ok();
     d.finish();
 }
+
+/// moby integration-cli TestBuildVolumeFileExistsinContainer: VOLUME over a file of the
+/// image fails the step as dockerd's container create fails it; over a directory (or a path
+/// the image lacks) it is a volume.
+#[test]
+fn volume_over_an_existing_file_fails_the_step() {
+    let d = root_daemon!();
+    let ctx = d.context(
+        "volfile",
+        &[("Dockerfile", "FROM busybox\nRUN touch /foo\nVOLUME /foo\n")],
+    );
+    d.classic_build(&ctx, &[])
+        .fails_with("Dockerfile line 3: cannot mount volume over existing file, file exists /foo");
+    let ctx = d.context(
+        "voldir",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN mkdir /foo\nVOLUME /foo /bar\n",
+        )],
+    );
+    d.classic_build(&ctx, &["-t", "voldir"]).ok();
+    assert_eq!(
+        d.inspect("{{json .Config.Volumes}}", "voldir").trim(),
+        r#"{"/bar":{},"/foo":{}}"#
+    );
+    d.finish();
+}

@@ -94,7 +94,8 @@ pub struct BuildOptions {
     /// `Output` events instead of `Stream` for containers' output (see [`Event::Output`]).
     pub output_events: bool,
     /// Record the image the final stage started from as the built image's parent (the classic
-    /// builder's `Parent`, which `rmi` protects; BuildKit's images have none).
+    /// builder's `Parent`, which `rmi` protects; BuildKit's images have none). Such builds
+    /// also refuse what the classic builder's step containers refuse (VOLUME over a file).
     pub record_parent: bool,
     /// The classic builder's stages: every stage up to the target is built (not only those
     /// the target uses), and each but the target registered as an untagged image whose ID is
