@@ -378,6 +378,29 @@ impl Manager {
         Ok(out)
     }
 
+    /// `/etc/hosts` and `resolv.conf` of a process joining the network namespace of running
+    /// container `other` (`--network container:`): its own name on the other's first address,
+    /// the embedded DNS server when the other has one.
+    pub(super) fn joined_files(
+        &self,
+        other: &str,
+        hostname: &str,
+        domainname: &str,
+        overrides: &DnsOverrides,
+        extra: &[(String, String)],
+    ) -> (String, String) {
+        let st = self.state.lock().unwrap();
+        let other = st.containers.get(other);
+        let own = other
+            .and_then(|o| o.endpoints.first())
+            .map(|e| e.own_hosts(hostname, domainname))
+            .unwrap_or_default();
+        let embedded = other.is_some_and(|o| st.any_dns(&o.endpoints));
+        drop(st);
+        let (resolv, _) = etc::resolv_conf(&self.host_resolv, overrides, embedded);
+        (etc::hosts(extra, &own), resolv)
+    }
+
     /// Start (blocking): the hosts and resolv.conf bodies and the namespace to join.
     pub fn prepare(&self, c: &Container, hostname: &str, peers: &dyn Peers) -> Result<Plan> {
         let mode = c.network_mode();
@@ -392,17 +415,10 @@ impl Manager {
             if oid == c.id {
                 return Err(EngineError::bad("cannot join own network namespace"));
             }
-            let st = self.state.lock().unwrap();
-            let other = st.containers.get(&oid);
-            let own = other
-                .and_then(|o| o.endpoints.first())
-                .map(|e| e.own_hosts(hostname, &c.config.domainname))
-                .unwrap_or_default();
-            let embedded = other.is_some_and(|o| st.any_dns(&o.endpoints));
-            drop(st);
-            let (resolv, _) = etc::resolv_conf(&self.host_resolv, &overrides, embedded);
+            let (hosts, resolv) =
+                self.joined_files(&oid, hostname, &c.config.domainname, &overrides, &extra);
             return Ok(Plan {
-                hosts: etc::hosts(&extra, &own),
+                hosts,
                 resolv,
                 netns_path: Some(format!("/proc/{pid}/ns/net").into()),
             });
