@@ -562,3 +562,35 @@ fn volume_over_an_existing_file_fails_the_step() {
     );
     d.finish();
 }
+
+/// moby integration-cli TestBuildMultiStageCache: a step repeated in another stage of the
+/// same build is made once, the repeat reports `Using cache` (dockerd's sequential classic
+/// builder finds the first in its cache), also when the stages run at once.
+#[test]
+fn a_step_repeated_in_another_stage_is_made_once() {
+    let d = root_daemon!();
+    let ctx = d.context(
+        "memo",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nADD baz /\nFROM busybox\nADD baz /\n",
+            ),
+            ("baz", "baz"),
+        ],
+    );
+    let out = d.classic_build(&ctx, &[]).ok().stdout;
+    assert_eq!(out.matches("Using cache").count(), 1, "{out}");
+    // Independent stages (made at once): the second waits for the first's step.
+    let df = "FROM busybox AS a\nRUN sleep 1; date +%s%N > /stamp\n\
+              FROM busybox AS b\nRUN sleep 1; date +%s%N > /stamp\n\
+              FROM busybox\nCOPY --from=a /stamp /a\nCOPY --from=b /stamp /b\n";
+    let ctx = d.context("memo2", &[("Dockerfile", df)]);
+    let out = d.classic_build(&ctx, &["-t", "memo2"]).ok().stdout;
+    assert_eq!(out.matches("Using cache").count(), 1, "{out}");
+    let stamps = d.docker_out("run --rm memo2 cat /a /b", &[]);
+    let lines: Vec<&str> = stamps.lines().collect();
+    assert_eq!(lines.len(), 2, "{stamps}");
+    assert_eq!(lines[0], lines[1], "the step was made twice");
+    d.finish();
+}

@@ -358,6 +358,7 @@ impl Builder<'_> {
         let cache_sources = self.cache_sources(opts, sink);
         let plan = schedule::Plan::new(&df, opts)?;
         let mut reaper = container::Reaper::new();
+        let memo = cache::StepMemo::default();
         let mut e = Eval {
             b: self,
             opts,
@@ -370,6 +371,7 @@ impl Builder<'_> {
             stage_names: &plan.names,
             cache_sources: &cache_sources,
             pending: Pending::default(),
+            memo: &memo,
             target,
             runnable: HashMap::new(),
             reaper: &reaper,
@@ -426,6 +428,8 @@ struct Eval<'a, 'b, 's> {
     cache_sources: &'b [CacheSource],
     /// What becomes durable at the end of the build.
     pending: Pending,
+    /// The build's steps, shared by its stages.
+    memo: &'b cache::StepMemo,
     /// The platform built for (`--platform`, else the host's).
     target: Platform,
     /// How each platform's programs run here (looked up at its first RUN step).
