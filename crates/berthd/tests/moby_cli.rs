@@ -1201,3 +1201,55 @@ fn predefined_networks_refuse_aliases_before_the_endpoint_conflicts() {
     );
     d.finish();
 }
+
+/// moby integration-cli TestImportBadURL: `docker import <url>` downloads the archive (a
+/// source without a scheme is `http://`, the default comment names the source); failures
+/// are dockerd's: a name that does not resolve is a 404 in Go's words, an error status is
+/// `failed to GET … with status …` with the body.
+#[test]
+fn import_downloads_from_a_url() {
+    let d = root_daemon!("docker");
+    let www = d.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::copy(d.path("rootfs.tar"), www.join("rootfs.tar")).unwrap();
+    let srv = berth_testkit::HttpServer::serve(&www);
+    let src = format!("http://127.0.0.1:{}/rootfs.tar", srv.port);
+    let out = d.docker_out(
+        "import -c",
+        &["CMD [\"echo\", \"from-url\"]", &src, "urlimp"],
+    );
+    // dockerd's status line, then the ID.
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], format!("Downloading from {src}"), "{out}");
+    assert!(lines[1].starts_with("sha256:"), "{out}");
+    assert_eq!(d.docker_out("run --rm urlimp", &[]), "from-url\n");
+    assert_eq!(
+        d.docker_out("history --no-trunc --format {{.Comment}} urlimp", &[]),
+        format!("Imported from {src}\n")
+    );
+    // Through the API (the CLI reads a scheme-less source as a file): `http://` is implied.
+    let r = d.post(
+        &format!(
+            "/images/create?fromSrc=127.0.0.1:{}/rootfs.tar&repo=urlimp2",
+            srv.port
+        ),
+        "",
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("Downloading from http://127.0.0.1:"), "{r}");
+    d.docker_out("image inspect urlimp2", &[]);
+    d.docker_line(
+        "import",
+        &[&format!("http://127.0.0.1:{}/missing.tar", srv.port)],
+    )
+    .fails_with(&format!(
+        "Error response from daemon: failed to GET http://127.0.0.1:{}/missing.tar with status 404 File not found",
+        srv.port
+    ));
+    d.docker_line("import https://nosuchdomain.invalid/bad", &[])
+        .fails_with(
+            "Error response from daemon: Get \"https://nosuchdomain.invalid/bad\": dial tcp: lookup nosuchdomain.invalid: no such host",
+        );
+    drop(srv);
+    d.finish();
+}
