@@ -594,3 +594,41 @@ fn a_step_repeated_in_another_stage_is_made_once() {
     assert_eq!(lines[0], lines[1], "the step was made twice");
     d.finish();
 }
+
+/// moby integration-cli TestBuildMultiStageCopyFromSyntax: `COPY --from` is cached by what it
+/// copies: a stage built again differently with the same files is a hit (the same image),
+/// different content a miss.
+#[test]
+fn copy_from_is_cached_by_content() {
+    let d = root_daemon!();
+    let last = "FROM busybox\nCOPY --from=src /f /g\n";
+    let a = d.context(
+        "cfa",
+        &[
+            (
+                "Dockerfile",
+                &format!("FROM busybox AS src\nCOPY f /f\n{last}"),
+            ),
+            ("f", "same"),
+        ],
+    );
+    d.classic_build(&a, &["-t", "cf:a"]).ok();
+    let b = d.context(
+        "cfb",
+        &[
+            (
+                "Dockerfile",
+                &format!("FROM busybox AS src\nRUN true\nCOPY f /f\n{last}"),
+            ),
+            ("f", "same"),
+        ],
+    );
+    let out = d.classic_build(&b, &["-t", "cf:b"]).ok().stdout;
+    assert_eq!(out.matches("Using cache").count(), 1, "{out}");
+    assert_eq!(d.inspect("{{.Id}}", "cf:a"), d.inspect("{{.Id}}", "cf:b"));
+    std::fs::write(b.join("f"), "other").unwrap();
+    let out = d.classic_build(&b, &["-t", "cf:c"]).ok().stdout;
+    assert_eq!(out.matches("Using cache").count(), 1, "{out}");
+    assert_eq!(d.docker_out("run --rm cf:c cat /g", &[]), "other");
+    d.finish();
+}

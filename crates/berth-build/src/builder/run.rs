@@ -279,7 +279,12 @@ impl Eval<'_, '_, '_> {
                     ));
                 }
                 // The bound content is part of the key.
-                let h = hash_paths(context, std::slice::from_ref(&host), &IgnoreFile::default())?;
+                let h = hash_paths(
+                    context,
+                    std::slice::from_ref(&host),
+                    &IgnoreFile::default(),
+                    false,
+                )?;
                 Ok((
                     Some(RunMount::Bind { src: host, dst, rw }),
                     format!("{key}#{h}"),
