@@ -1253,3 +1253,21 @@ fn import_downloads_from_a_url() {
     drop(srv);
     d.finish();
 }
+
+/// moby integration-cli TestRmiImgIDMultipleTag's race: committing (pausing) a container
+/// whose process exits meanwhile never leaves it recorded as paused once it has stopped
+/// (the suite's teardown could then not unpause it).
+#[test]
+fn a_container_exiting_during_a_commit_is_not_left_paused() {
+    let d = root_daemon!("docker");
+    for i in 0..15 {
+        let id = d.docker_out("run -d --net=none busybox true", &[]);
+        d.docker_out("commit", &[id.trim(), &format!("exiting:{i}")]);
+    }
+    d.docker_out("ps -aq", &[]).lines().for_each(|id| {
+        d.docker_out("wait", &[id]);
+        let st = d.inspect("{{.State.Running}} {{.State.Paused}} {{.State.Status}}", id);
+        assert_eq!(st.trim(), "false false exited", "{id}");
+    });
+    d.finish();
+}
