@@ -1271,3 +1271,19 @@ fn a_container_exiting_during_a_commit_is_not_left_paused() {
     });
     d.finish();
 }
+
+/// moby integration-cli TestImportDisplay / TestEventsImageImport's race: `docker export`
+/// right after `docker run -d … true` exports the container whether its process is still
+/// there, has just exited (its exit not yet recorded), or is gone.
+#[test]
+fn export_of_a_container_exiting_meanwhile_succeeds() {
+    let d = root_daemon!("docker");
+    let out = d.path("x.tar");
+    for _ in 0..25 {
+        let id = d.docker_out("run -d --net=none busybox true", &[]);
+        d.docker_out("export -o", &[out.to_str().unwrap(), id.trim()]);
+        assert!(std::fs::metadata(&out).unwrap().len() > 10240);
+        d.docker_out("rm -f", &[id.trim()]);
+    }
+    d.finish();
+}
