@@ -420,16 +420,27 @@ pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32), UserError> {
         return Ok((0, 0));
     }
     let r = Root::open(root).ok();
-    resolve_user_with(user, |f| {
-        let mut text = String::new();
-        if let Some(fd) = r
-            .as_ref()
-            .and_then(|r| open_in_root(&r.fd, Path::new(f), libc::O_RDONLY).ok())
-        {
-            let _ = fs::File::from(fd).read_to_string(&mut text);
-        }
-        text
-    })
+    resolve_user_with(user, |f| read_in_root(r.as_ref(), f))
+}
+
+/// The text of file `f` inside `root` (empty when missing or unreadable).
+fn read_in_root(root: Option<&Root>, f: &str) -> String {
+    let mut text = String::new();
+    if let Some(fd) = root.and_then(|r| open_in_root(&r.fd, Path::new(f), libc::O_RDONLY).ok()) {
+        let _ = fs::File::from(fd).read_to_string(&mut text);
+    }
+    text
+}
+
+/// A RUN user's groups after its primary one, as a container's: those the root's
+/// `/etc/group` lists it as a member of (`berth_util::passwd::supplementary_gids`).
+pub fn supplementary_gids(root: &Path, user: &str) -> Vec<u32> {
+    let r = Root::open(root).ok();
+    berth_util::passwd::supplementary_gids(
+        &read_in_root(r.as_ref(), "/etc/passwd"),
+        &read_in_root(r.as_ref(), "/etc/group"),
+        user,
+    )
 }
 
 /// [`resolve_user`] with the root's files read by `read` (`/etc/passwd`, `/etc/group`; an

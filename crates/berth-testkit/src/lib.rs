@@ -10,7 +10,7 @@
 //! - [`UserDaemon`]: that user's rootless `berthd`, driven by its `berth` and docker CLIs;
 //! - [`LeakGuard`]: fails a test that leaves mounts, cgroups, links, netns or processes;
 //! - [`skopeo`]: the independent registry client (`copy`, `inspect --raw`);
-//! - [`wait_until`], [`wait_for`], [`free_port`], [`Run`], [`KillOnDrop`].
+//! - [`wait_until`], [`wait_for`], [`free_port`], [`Run`], [`KillOnDrop`], [`HttpServer`].
 
 pub mod bins;
 pub mod busybox;
@@ -36,7 +36,8 @@ pub use leak::{Leak, LeakGuard, LeakKind, TempRoot};
 pub use names::{unique_id, unique_name};
 pub use oci::{Bundle, OciEnv};
 pub use process::{
-    alive, free_port, kill9, on_pty, run_output, wait_for, wait_until, CommandRun, KillOnDrop, Run,
+    alive, free_port, kill9, on_pty, run_output, wait_for, wait_until, CommandRun, HttpServer,
+    KillOnDrop, Run,
 };
 pub use registry::{BerthRegistry, BerthRegistryOptions, DockerRegistry};
 pub use user::TestUser;

@@ -195,6 +195,46 @@ pub fn on_pty(mut script: Command, cmd: &str, input: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// A python `http.server` on 127.0.0.1 serving a directory's files, killed on drop.
+pub struct HttpServer {
+    child: std::process::Child,
+    /// Its port.
+    pub port: u16,
+}
+
+impl HttpServer {
+    /// Serves `dir` (waits until the port answers).
+    pub fn serve(dir: &std::path::Path) -> HttpServer {
+        let port = free_port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let s = HttpServer { child, port };
+        wait_until(Duration::from_secs(5), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        s
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (free now: bind it soon).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -39,6 +39,30 @@ pub fn find<'a>(passwd: &'a str, key: Key<'_>) -> Option<Entry<'a>> {
         })
 }
 
+/// The supplementary groups of a user as dockerd's `getUser` finds them for a container's
+/// `USER` (`name`, `uid`, or empty for root): the groups `group` (`/etc/group`'s text) lists
+/// the user as a member of, when `passwd` has the user and no group was named (`user:group`
+/// gets none).
+pub fn supplementary_gids(passwd: &str, group: &str, user: &str) -> Vec<u32> {
+    let (u, g) = user.split_once(':').unwrap_or((user, ""));
+    if !g.is_empty() {
+        return vec![];
+    }
+    let u = if u.is_empty() { "0" } else { u };
+    let Some(name) = find(passwd, Key::Name(u))
+        .or_else(|| find(passwd, Key::Uid(u)))
+        .map(|e| e.name)
+    else {
+        return vec![];
+    };
+    group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() > 3 && f[3].split(',').any(|m| m.trim() == name))
+        .filter_map(|f| f[2].parse().ok())
+        .collect()
+}
+
 /// The name of user `uid` in the host's `/etc/passwd`, or the number when it has none (as
 /// runc's state owner).
 pub fn host_user_name(uid: u32) -> String {
@@ -62,5 +86,16 @@ mod tests {
         assert_eq!(find(PASSWD, Key::Uid("zz")).unwrap().uid, None);
         assert_eq!(find(PASSWD, Key::Name("broken")), None);
         assert_eq!(find(PASSWD, Key::Uid("99")), None);
+    }
+
+    #[test]
+    fn supplementary_groups_of_a_user() {
+        let group = "root:x:0:\nwheel:x:10:root,app\nstaff:x:50:app\nbad:x:zz:app\n";
+        assert_eq!(supplementary_gids(PASSWD, group, ""), vec![10]);
+        assert_eq!(supplementary_gids(PASSWD, group, "app"), vec![10, 50]);
+        assert_eq!(supplementary_gids(PASSWD, group, "1234"), vec![10, 50]);
+        // A group named, or a user the file lacks: none.
+        assert!(supplementary_gids(PASSWD, group, "app:staff").is_empty());
+        assert!(supplementary_gids(PASSWD, group, "ghost").is_empty());
     }
 }

@@ -115,13 +115,36 @@ fn with_root<T: Send + 'static>(
             .lookup(&c.id)
             .map_err(|_| ArchiveError::NotFound("/".into(), c.id.clone()))?;
         let op = entry.op.blocking_lock();
-        let c = entry.rec.lock().unwrap().clone();
+        let mut c = entry.rec.lock().unwrap().clone();
         // Running: its own root (export stays on the root filesystem by not crossing mounts).
         // The descriptor pins that root: the lock is not needed any longer.
         if c.state.running {
-            let root = running_root(&c)?;
-            drop(op);
-            return f(root.as_fd());
+            match running_root(&c) {
+                Ok(root) => {
+                    drop(op);
+                    return f(root.as_fd());
+                }
+                Err(e) => {
+                    // Its process exited after the state was read (`run -d … true` then
+                    // `export`): once the exit is recorded and its root unmounted (the exit
+                    // holds the teardown lock through both), it is a stopped container.
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                    while entry.rec.lock().unwrap().state.running {
+                        if std::time::Instant::now() > deadline {
+                            return Err(e);
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    drop(entry.teardown.blocking_lock());
+                    c = entry.rec.lock().unwrap().clone();
+                    if c.state.running {
+                        // Restarted meanwhile (its restart policy): its new root.
+                        let root = running_root(&c)?;
+                        drop(op);
+                        return f(root.as_fd());
+                    }
+                }
+            }
         }
         // Volumes with mount options are mounted in the host namespace first (refcounted).
         let user = format!("archive-{}", crate::util::random_hex(8));

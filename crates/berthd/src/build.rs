@@ -201,7 +201,7 @@ pub async fn start(
                 runtime_root: engine.cfg.exec_root.join("build-runtime"),
                 cgroup_parent: engine.cfg.cgroup_parent.clone(),
                 puller: Some(&puller),
-                networks: Some(&*engine.net),
+                networks: Some(&*engine),
                 intermediates: Some(&KeepInEngine(&engine)),
             };
             let tx2 = tx.clone();

@@ -269,7 +269,7 @@ impl Backend for EngineBackend {
     }
 
     fn run_networks(&self) -> Option<&dyn berth_build::builder::RunNetworks> {
-        Some(&*self.0.net)
+        Some(&*self.0)
     }
 
     fn version(&self) -> String {

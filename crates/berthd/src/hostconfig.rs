@@ -185,35 +185,10 @@ pub fn additional_gids(rootfs: &Path, user: &str, gid: u32, hc: &HostConfig) -> 
     Ok(gids)
 }
 
-/// The supplementary groups of `user` (`name`, `uid`, empty for root; none with `:group`).
+/// The supplementary groups of `user` (`berth_util::passwd::supplementary_gids`).
 fn member_gids(rootfs: &Path, user: &str) -> Vec<u32> {
-    let (u, g) = user.split_once(':').unwrap_or((user, ""));
-    if !g.is_empty() {
-        return vec![];
-    }
-    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
-    let name = passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| {
-            f.len() > 2
-                && (if u.is_empty() {
-                    f[2] == "0"
-                } else {
-                    f[0] == u || f[2] == u
-                })
-        })
-        .map(|f| f[0].to_string());
-    let Some(name) = name else {
-        return vec![];
-    };
-    let table = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
-    table
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .filter(|f| f.len() > 3 && f[3].split(',').any(|m| m.trim() == name))
-        .filter_map(|f| f[2].parse().ok())
-        .collect()
+    let read = |f: &str| std::fs::read_to_string(rootfs.join(f)).unwrap_or_default();
+    berth_util::passwd::supplementary_gids(&read("etc/passwd"), &read("etc/group"), user)
 }
 
 fn group_add(rootfs: &Path, hc: &HostConfig) -> Result<Vec<u32>> {

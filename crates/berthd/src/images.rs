@@ -432,8 +432,13 @@ pub fn import(
     engine: Arc<Engine>,
     opts: berth_image::archive::ImportOptions,
     reader: impl Read + Send + 'static,
+    downloading: Option<String>,
 ) -> mpsc::Receiver<Bytes> {
-    job(move |_| {
+    job(move |p| {
+        // From a URL: dockerd's status line first.
+        if let Some(url) = downloading {
+            p.send(&JsonMessage::status(format!("Downloading from {url}")));
+        }
         let id = berth_image::archive::import(
             &engine.images,
             berth_image::archive::ImportSource::Tar(Box::new(reader)),

@@ -529,52 +529,12 @@ fn onbuild_triggers_run_in_children() {
     finish(d);
 }
 
-/// A python http.server on loopback, killed on drop.
-struct HttpServer(std::process::Child, u16);
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn http_server(dir: &Path) -> HttpServer {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = std::process::Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--directory",
-        ])
-        .arg(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let s = HttpServer(child, port);
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    s
-}
-
 #[test]
 fn add_from_http_url_with_checksum() {
     let d = root_daemon!();
     let www = d.context("www", &[("payload.txt", "downloaded\n")]);
-    let srv = http_server(&www);
-    let url = format!("http://127.0.0.1:{}/payload.txt", srv.1);
+    let srv = berth_testkit::HttpServer::serve(&www);
+    let url = format!("http://127.0.0.1:{}/payload.txt", srv.port);
     let sum = "sha256:5f6d2c1b7f8e9ea5f1c4a2b1d0f7e9ca3b3c0a2f1b0e3d4c5a6b7c8d9e0f1a2b";
     let good = berth_image::Digest::of_bytes(b"downloaded\n").to_string();
     let ok = d.context(

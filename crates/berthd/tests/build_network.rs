@@ -210,3 +210,56 @@ fn buildkit_run_steps_get_their_own_network_namespace() {
     drop(svc);
     d.finish();
 }
+
+/// moby integration-cli TestBuildNetContainer: `--network container:<name|id>` runs the
+/// steps in a running container's network namespace (its loopback services answer); a
+/// container that is not running is refused.
+#[test]
+fn run_steps_join_a_running_containers_network() {
+    let d = root_daemon!();
+    let name = unique_name("netc");
+    let id = d
+        .docker_out(
+            "run -d --name",
+            &[
+                &name,
+                "busybox",
+                "sh",
+                "-c",
+                "echo -n peer-said-hi | nc -l -p 1234",
+            ],
+        )
+        .trim()
+        .to_string();
+    let dir = d.context(
+        "netc",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN readlink /proc/self/ns/net > /ns && nc localhost 1234 > /otherhost\n",
+        )],
+    );
+    // Wait for the listener (its container runs, nc may not yet be bound).
+    berth_testkit::wait_for("nc listening", std::time::Duration::from_secs(10), || {
+        d.docker_line("exec", &[&name, "sh", "-c", "netstat -ltn | grep -q :1234"])
+            .code
+            == 0
+    });
+    // (Read now: the peer exits once nc has served the step.)
+    let pid = d.inspect("{{.State.Pid}}", &name);
+    let peer_ns = std::fs::read_link(format!("/proc/{}/ns/net", pid.trim())).unwrap();
+    classic_build(
+        &d,
+        &dir,
+        &["-t", "netc:built", "--network", &format!("container:{id}")],
+    )
+    .ok();
+    assert_eq!(cat(&d, "netc:built", "/otherhost"), "peer-said-hi");
+    assert_eq!(
+        cat(&d, "netc:built", "/ns").trim(),
+        peer_ns.display().to_string()
+    );
+    d.docker_out("wait", &[&name]);
+    classic_build(&d, &dir, &["--network", &format!("container:{name}")])
+        .fails_with("it is not running");
+    d.finish();
+}

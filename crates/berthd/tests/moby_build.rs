@@ -553,6 +553,32 @@ fn session_without_h2c_upgrade_is_refused_in_dockerds_words() {
     d.finish();
 }
 
+/// moby integration-cli TestBuildMultiStageCopyFromErrors: what `COPY --from` cannot copy
+/// from, in dockerd's words: its own index, an index past it, a name that is no stage (and no
+/// image to be had).
+#[test]
+fn copy_from_errors_name_the_flag_value() {
+    let d = root_daemon!();
+    for (df, want) in [
+        (
+            "FROM busybox\nCOPY --from=0 foo bar\n",
+            "Dockerfile line 2: invalid from flag value 0: refers to current build stage",
+        ),
+        (
+            "FROM busybox\nCOPY --from=3 foo bar\n",
+            "Dockerfile line 2: invalid from flag value 3: index out of bounds",
+        ),
+        (
+            "FROM busybox AS foo\nCOPY --from=nosuchstage-berth foo bar\n",
+            "Dockerfile line 2: invalid from flag value nosuchstage-berth: ",
+        ),
+    ] {
+        let ctx = d.context("copyfrom", &[("Dockerfile", df), ("foo", "abc")]);
+        d.classic_build(&ctx, &[]).fails_with(want);
+    }
+    d.finish();
+}
+
 /// The classic builder's `--label` flags are LABEL steps of the target stage, one per label
 /// by key, their values as given (dockerd's buildLabelOptions): shown as `Step N/M`, cached,
 /// and the last step's image is the one built (compose's classic builds label every image).
@@ -593,4 +619,120 @@ fn classic_build_labels_are_steps() {
     let again = d.classic_build(&ctx, &args).ok().stdout;
     assert_eq!(again.matches("Using cache").count(), 3, "{again}");
     assert_eq!(last(&again).1, built, "{again}");
+}
+
+/// moby integration-cli TestBuildUsersAndGroups: a RUN step's process has the groups a
+/// container's would, its user's groups from the image's `/etc/group` after its primary one
+/// (none when `USER` names the group).
+#[test]
+fn run_steps_get_the_users_supplementary_groups() {
+    let d = root_daemon!();
+    let df = r#"FROM busybox
+RUN printf 'root:x:0:0:root:/root:/bin/sh\napp:x:1001:1001::/:/bin/sh\n' > /etc/passwd && printf 'root:x:0:\nwheel:x:10:root,app\napp:x:1001:\nstaff:x:50:app\n' > /etc/group
+RUN [ "$(id -G)" = '0 10' ]
+USER app
+RUN [ "$(id -G)" = '1001 10 50' ]
+USER app:staff
+RUN [ "$(id -G)" = '50' ]
+"#;
+    let ctx = d.context("groups", &[("Dockerfile", df)]);
+    d.classic_build(&ctx, &["--no-cache"]).ok();
+    d.finish();
+}
+
+/// moby integration-cli TestBuildVolumeFileExistsinContainer: VOLUME over a file of the
+/// image fails the step as dockerd's container create fails it; over a directory (or a path
+/// the image lacks) it is a volume.
+#[test]
+fn volume_over_an_existing_file_fails_the_step() {
+    let d = root_daemon!();
+    let ctx = d.context(
+        "volfile",
+        &[("Dockerfile", "FROM busybox\nRUN touch /foo\nVOLUME /foo\n")],
+    );
+    d.classic_build(&ctx, &[])
+        .fails_with("Dockerfile line 3: cannot mount volume over existing file, file exists /foo");
+    let ctx = d.context(
+        "voldir",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN mkdir /foo\nVOLUME /foo /bar\n",
+        )],
+    );
+    d.classic_build(&ctx, &["-t", "voldir"]).ok();
+    assert_eq!(
+        d.inspect("{{json .Config.Volumes}}", "voldir").trim(),
+        r#"{"/bar":{},"/foo":{}}"#
+    );
+    d.finish();
+}
+
+/// moby integration-cli TestBuildMultiStageCache: a step repeated in another stage of the
+/// same build is made once, the repeat reports `Using cache` (dockerd's sequential classic
+/// builder finds the first in its cache), also when the stages run at once.
+#[test]
+fn a_step_repeated_in_another_stage_is_made_once() {
+    let d = root_daemon!();
+    let ctx = d.context(
+        "memo",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nADD baz /\nFROM busybox\nADD baz /\n",
+            ),
+            ("baz", "baz"),
+        ],
+    );
+    let out = d.classic_build(&ctx, &[]).ok().stdout;
+    assert_eq!(out.matches("Using cache").count(), 1, "{out}");
+    // Independent stages (made at once): the second waits for the first's step.
+    let df = "FROM busybox AS a\nRUN sleep 1; date +%s%N > /stamp\n\
+              FROM busybox AS b\nRUN sleep 1; date +%s%N > /stamp\n\
+              FROM busybox\nCOPY --from=a /stamp /a\nCOPY --from=b /stamp /b\n";
+    let ctx = d.context("memo2", &[("Dockerfile", df)]);
+    let out = d.classic_build(&ctx, &["-t", "memo2"]).ok().stdout;
+    assert_eq!(out.matches("Using cache").count(), 1, "{out}");
+    let stamps = d.docker_out("run --rm memo2 cat /a /b", &[]);
+    let lines: Vec<&str> = stamps.lines().collect();
+    assert_eq!(lines.len(), 2, "{stamps}");
+    assert_eq!(lines[0], lines[1], "the step was made twice");
+    d.finish();
+}
+
+/// moby integration-cli TestBuildMultiStageCopyFromSyntax: `COPY --from` is cached by what it
+/// copies: a stage built again differently with the same files is a hit (the same image),
+/// different content a miss.
+#[test]
+fn copy_from_is_cached_by_content() {
+    let d = root_daemon!();
+    let last = "FROM busybox\nCOPY --from=src /f /g\n";
+    let a = d.context(
+        "cfa",
+        &[
+            (
+                "Dockerfile",
+                &format!("FROM busybox AS src\nCOPY f /f\n{last}"),
+            ),
+            ("f", "same"),
+        ],
+    );
+    d.classic_build(&a, &["-t", "cf:a"]).ok();
+    let b = d.context(
+        "cfb",
+        &[
+            (
+                "Dockerfile",
+                &format!("FROM busybox AS src\nRUN true\nCOPY f /f\n{last}"),
+            ),
+            ("f", "same"),
+        ],
+    );
+    let out = d.classic_build(&b, &["-t", "cf:b"]).ok().stdout;
+    assert_eq!(out.matches("Using cache").count(), 1, "{out}");
+    assert_eq!(d.inspect("{{.Id}}", "cf:a"), d.inspect("{{.Id}}", "cf:b"));
+    std::fs::write(b.join("f"), "other").unwrap();
+    let out = d.classic_build(&b, &["-t", "cf:c"]).ok().stdout;
+    assert_eq!(out.matches("Using cache").count(), 1, "{out}");
+    assert_eq!(d.docker_out("run --rm cf:c cat /g", &[]), "other");
+    d.finish();
 }

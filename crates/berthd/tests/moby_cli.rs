@@ -1340,3 +1340,122 @@ fn predefined_networks_refuse_aliases_and_addresses() {
     assert_eq!(d.docker_out("ps -aq", &[]).lines().count(), 1);
     d.finish();
 }
+
+/// moby integration-cli TestUserDefinedNetworkConnectDisconnectAlias: an alias (or a static
+/// address) on a predefined network is refused as dockerd's `validateEndpointSettings` words
+/// it, at connect before the container's own conflicts (already on the network), at create
+/// naming the network.
+#[test]
+fn predefined_networks_refuse_aliases_before_the_endpoint_conflicts() {
+    let d = root_daemon!("docker");
+    d.docker_out("run -d --name first busybox top", &[]);
+    d.docker_line("network connect --alias=any bridge first", &[])
+        .failed(
+            1,
+            "Error response from daemon: invalid endpoint settings:\nnetwork-scoped alias is supported only for containers in user defined networks\n",
+        );
+    d.docker_line("network connect --ip=172.17.9.9 bridge first", &[])
+        .failed(
+            1,
+            "Error response from daemon: invalid endpoint settings:\nuser specified IP address is supported on user defined networks only\n",
+        );
+    // Without settings: the endpoint conflict.
+    d.docker_line("network connect bridge first", &[])
+        .fails_with("endpoint with name first already exists in network bridge");
+    let r = d.post(
+        "/containers/create?name=aliased",
+        r#"{"Image":"busybox","NetworkingConfig":{"EndpointsConfig":{"bridge":{"Aliases":["any"]}}}}"#,
+    );
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    assert!(
+        r.contains(r#""message":"invalid config for network bridge: invalid endpoint settings:\nnetwork-scoped alias is supported only for containers in user defined networks""#),
+        "{r}"
+    );
+    d.finish();
+}
+
+/// moby integration-cli TestImportBadURL: `docker import <url>` downloads the archive (a
+/// source without a scheme is `http://`, the default comment names the source); failures
+/// are dockerd's: a name that does not resolve is a 404 in Go's words, an error status is
+/// `failed to GET … with status …` with the body.
+#[test]
+fn import_downloads_from_a_url() {
+    let d = root_daemon!("docker");
+    let www = d.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::copy(d.path("rootfs.tar"), www.join("rootfs.tar")).unwrap();
+    let srv = berth_testkit::HttpServer::serve(&www);
+    let src = format!("http://127.0.0.1:{}/rootfs.tar", srv.port);
+    let out = d.docker_out(
+        "import -c",
+        &["CMD [\"echo\", \"from-url\"]", &src, "urlimp"],
+    );
+    // dockerd's status line, then the ID.
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], format!("Downloading from {src}"), "{out}");
+    assert!(lines[1].starts_with("sha256:"), "{out}");
+    assert_eq!(d.docker_out("run --rm urlimp", &[]), "from-url\n");
+    assert_eq!(
+        d.docker_out("history --no-trunc --format {{.Comment}} urlimp", &[]),
+        format!("Imported from {src}\n")
+    );
+    // Through the API (the CLI reads a scheme-less source as a file): `http://` is implied.
+    let r = d.post(
+        &format!(
+            "/images/create?fromSrc=127.0.0.1:{}/rootfs.tar&repo=urlimp2",
+            srv.port
+        ),
+        "",
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("Downloading from http://127.0.0.1:"), "{r}");
+    d.docker_out("image inspect urlimp2", &[]);
+    d.docker_line(
+        "import",
+        &[&format!("http://127.0.0.1:{}/missing.tar", srv.port)],
+    )
+    .fails_with(&format!(
+        "Error response from daemon: failed to GET http://127.0.0.1:{}/missing.tar with status 404 File not found",
+        srv.port
+    ));
+    d.docker_line("import https://nosuchdomain.invalid/bad", &[])
+        .fails_with(
+            "Error response from daemon: Get \"https://nosuchdomain.invalid/bad\": dial tcp: lookup nosuchdomain.invalid: no such host",
+        );
+    drop(srv);
+    d.finish();
+}
+
+/// moby integration-cli TestRmiImgIDMultipleTag's race: committing (pausing) a container
+/// whose process exits meanwhile never leaves it recorded as paused once it has stopped
+/// (the suite's teardown could then not unpause it).
+#[test]
+fn a_container_exiting_during_a_commit_is_not_left_paused() {
+    let d = root_daemon!("docker");
+    for i in 0..15 {
+        let id = d.docker_out("run -d --net=none busybox true", &[]);
+        d.docker_out("commit", &[id.trim(), &format!("exiting:{i}")]);
+    }
+    d.docker_out("ps -aq", &[]).lines().for_each(|id| {
+        d.docker_out("wait", &[id]);
+        let st = d.inspect("{{.State.Running}} {{.State.Paused}} {{.State.Status}}", id);
+        assert_eq!(st.trim(), "false false exited", "{id}");
+    });
+    d.finish();
+}
+
+/// moby integration-cli TestImportDisplay / TestEventsImageImport's race: `docker export`
+/// right after `docker run -d … true` exports the container whether its process is still
+/// there, has just exited (its exit not yet recorded), or is gone.
+#[test]
+fn export_of_a_container_exiting_meanwhile_succeeds() {
+    let d = root_daemon!("docker");
+    let out = d.path("x.tar");
+    for _ in 0..25 {
+        let id = d.docker_out("run -d --net=none busybox true", &[]);
+        d.docker_out("export -o", &[out.to_str().unwrap(), id.trim()]);
+        assert!(std::fs::metadata(&out).unwrap().len() > 10240);
+        d.docker_out("rm -f", &[id.trim()]);
+    }
+    d.finish();
+}

@@ -195,6 +195,75 @@ impl Pending {
     }
 }
 
+/// The steps of one build by cache record, shared by its stages: a step made earlier in the
+/// build is a hit for an identical step of another stage (its record is written only when
+/// the build ends), and a stage reaching a step another stage is making waits for it rather
+/// than making it twice — as dockerd's sequential classic builder finds the first in its
+/// cache.
+#[derive(Default)]
+pub(crate) struct StepMemo {
+    slots: std::sync::Mutex<std::collections::HashMap<PathBuf, Slot>>,
+    cv: std::sync::Condvar,
+}
+
+enum Slot {
+    Making,
+    Made(Box<State>),
+}
+
+/// A claim on a step being made ([`StepMemo::claim`]); dropped without [`Claim::made`] (the
+/// step failed), the step is free again for a waiting stage to make.
+pub(crate) struct Claim<'m> {
+    memo: &'m StepMemo,
+    key: Option<PathBuf>,
+}
+
+impl Claim<'_> {
+    /// The step is made: stages waiting for it, and later ones, get `state`.
+    pub fn made(mut self, state: &State) {
+        if let Some(k) = self.key.take() {
+            self.memo
+                .lock()
+                .insert(k, Slot::Made(Box::new(state.clone())));
+            self.memo.cv.notify_all();
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Some(k) = self.key.take() {
+            self.memo.lock().remove(&k);
+            self.memo.cv.notify_all();
+        }
+    }
+}
+
+impl StepMemo {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<PathBuf, Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The state of step `key` made in this build (waiting while another stage makes it), or
+    /// a claim to make it.
+    pub fn claim(&self, key: &Path) -> std::result::Result<State, Claim<'_>> {
+        let mut g = self.lock();
+        loop {
+            match g.get(key) {
+                Some(Slot::Made(st)) => return Ok(State::clone(st)),
+                Some(Slot::Making) => g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
+                None => {
+                    g.insert(key.to_path_buf(), Slot::Making);
+                    return Err(Claim {
+                        memo: self,
+                        key: Some(key.to_path_buf()),
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// Removes work directories (and their mounts) that builds of a daemon which is no longer
 /// running left in the data root's `tmp` (a crash mid-step).
 pub fn cleanup_stale(store: &ImageStore) {

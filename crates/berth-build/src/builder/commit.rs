@@ -61,6 +61,8 @@ impl Eval<'_, '_, '_> {
         let store = self.b.store;
         tracing::debug!("step on line {line}: committing");
         let rec_path = cache::record_path(store, &ctx.state.id, &cache_text);
+        // This build's claim on the step, when it makes it (see `StepMemo`).
+        let mut claim = None;
         if !self.opts.no_cache && !ctx.no_cache {
             let local = if self.opts.cache_from_only {
                 None
@@ -75,6 +77,18 @@ impl Eval<'_, '_, '_> {
                 let _ = cache::write_record(&rec_path, &CacheRecord::new(&bytes, &st));
                 Some(st)
             });
+            // Made earlier in this build (or being made by another stage): as the local cache,
+            // which `--cache-from` leaves out.
+            let hit = match hit {
+                None if !self.opts.cache_from_only => match self.memo.claim(&rec_path) {
+                    Ok(st) => Some(st),
+                    Err(c) => {
+                        claim = Some(c);
+                        None
+                    }
+                },
+                hit => hit,
+            };
             if let Some(st) = hit {
                 self.step_event(super::StepEvent::Cached { number: self.step })?;
                 self.say(" ---> Using cache\n")?;
@@ -112,6 +126,9 @@ impl Eval<'_, '_, '_> {
         let (state, bytes) = State::new(config, layers)?;
         self.pending
             .record(rec_path, CacheRecord::new(&bytes, &state));
+        if let Some(c) = claim {
+            c.made(&state);
+        }
         self.say(format!(" ---> {}\n", short(&state.id)))?;
         ctx.state = state;
         Ok(())

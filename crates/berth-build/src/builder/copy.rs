@@ -12,7 +12,7 @@ use berth_image::Digest;
 
 use super::commit::FsOp;
 use super::container::with_state_root;
-use super::error::{at, invalid, Result, StepError};
+use super::error::{at, invalid, BuildError, Result, StepError};
 use super::instructions::Copy;
 use super::schedule::stage_ref;
 use super::state::State;
@@ -93,17 +93,40 @@ impl Eval<'_, '_, '_> {
         let from = c.from.as_deref().map(|w| x.word(w)).transpose()?;
         let from_state = match &from {
             Some(f) => {
-                if stage_ref(self.stage_names, f, ctx.index).is_none()
-                    && self.stage_names.contains_key(&f.to_ascii_lowercase())
-                {
-                    return Err(invalid(
+                // dockerd's words: what the value names (a stage by name or index, else an
+                // image) could not be had, then why.
+                let flag_err = |source: StepError| {
+                    at(
                         line,
-                        format!(
-                            "COPY --from={f}: a stage cannot copy from itself or a later stage"
-                        ),
-                    ));
+                        StepError::FromFlag {
+                            value: f.clone(),
+                            source: Box::new(source),
+                        },
+                    )
+                };
+                if stage_ref(self.stage_names, f, ctx.index).is_none() {
+                    if self.stage_names.contains_key(&f.to_ascii_lowercase()) {
+                        return Err(flag_err(StepError::Invalid(
+                            "a stage cannot copy from itself or a later stage".into(),
+                        )));
+                    }
+                    // An index: this stage's own, or past it (dockerd's `validateIndex`).
+                    if let Ok(i) = f.parse::<i64>() {
+                        let current = ctx.index as i64;
+                        return Err(flag_err(StepError::Invalid(
+                            if i == current {
+                                "refers to current build stage"
+                            } else {
+                                "index out of bounds"
+                            }
+                            .into(),
+                        )));
+                    }
                 }
-                Some(self.source_state(f, ctx.index, line)?)
+                Some(self.source_state(f, ctx.index, line).map_err(|e| match e {
+                    BuildError::Step { source, .. } => flag_err(source),
+                    other => other,
+                })?)
             }
             None => None,
         };
@@ -142,20 +165,15 @@ impl Eval<'_, '_, '_> {
         // Cache text: the sources' content hash, dest and flags.
         let mut src_hash = String::new();
         if let Some(s) = &copy_ctx.from_state {
-            src_hash.push_str(&format!(
-                "from:{}:{}",
-                s.id,
-                serde_json::to_string(&copy_ctx.local).unwrap_or_default()
-            ));
+            // What is copied, by content (as dockerd hashes it): the same files from a stage
+            // built again differently are a hit. Owners too, which COPY --from keeps.
+            let keyed = with_state_root(self.b.store, s, |root| {
+                source_hash(root, &copy_ctx.local, line, &excludes, true)
+            })?;
+            src_hash.push_str(&format!("from:{keyed}"));
         } else if !copy_ctx.local.is_empty() {
-            let paths = self.context_sources(&copy_ctx.local, line, &excludes)?;
-            let hosts: Vec<PathBuf> = paths.iter().map(|(h, _)| h.clone()).collect();
-            let h = hash_paths(self.context(line)?, &hosts, &excludes)?;
-            let rels: Vec<&String> = paths.iter().map(|(_, r)| r).collect();
-            src_hash.push_str(&format!(
-                "ctx:{h}:{}",
-                serde_json::to_string(&rels).unwrap_or_default()
-            ));
+            let keyed = source_hash(self.context(line)?, &copy_ctx.local, line, &excludes, false)?;
+            src_hash.push_str(&format!("ctx:{keyed}"));
         }
         for (n, d) in copy_ctx.heredocs.iter().chain(&copy_ctx.downloads) {
             src_hash.push_str(&format!(";{n}:{}", Digest::of_bytes(d)));
@@ -225,27 +243,33 @@ impl Eval<'_, '_, '_> {
         };
         self.commit(ctx, line, created_by, cache_text, cc, op)
     }
+}
 
-    /// Context sources after globbing: (host path, context-relative path).
-    fn context_sources(
-        &self,
-        srcs: &[String],
-        line: usize,
-        excl: &IgnoreFile,
-    ) -> Result<Vec<(PathBuf, String)>> {
-        let mut out = Vec::new();
-        let context = self.context(line)?;
-        for s in srcs {
-            for rel in glob_context(context, s, line)? {
-                if excluded(excl, &rel) {
-                    continue;
-                }
-                let host = fsops::resolve_in_root(context, &rel, true)?;
-                out.push((host, rel));
+/// The cache text of sources `srcs` (globs) in `root` (the context, or a stage's or image's
+/// root): the hash of their content (and `owners`) and their relative paths.
+fn source_hash(
+    root: &Path,
+    srcs: &[String],
+    line: usize,
+    excl: &IgnoreFile,
+    owners: bool,
+) -> Result<String> {
+    let mut paths = Vec::new();
+    for s in srcs {
+        for rel in glob_context(root, s, line)? {
+            if excluded(excl, &rel) {
+                continue;
             }
+            paths.push((fsops::resolve_in_root(root, &rel, true)?, rel));
         }
-        Ok(out)
     }
+    let hosts: Vec<PathBuf> = paths.iter().map(|(h, _)| h.clone()).collect();
+    let h = hash_paths(root, &hosts, excl, owners)?;
+    let rels: Vec<&String> = paths.iter().map(|(_, r)| r).collect();
+    Ok(format!(
+        "{h}:{}",
+        serde_json::to_string(&rels).unwrap_or_default()
+    ))
 }
 
 /// `ADD http://…`: the body (checked against `--checksum`) and the file name.
@@ -387,21 +411,32 @@ fn glob_context(ctx: &Path, s: &str, line: usize) -> Result<Vec<String>> {
     Ok(cur)
 }
 
-/// Hash of files' paths, types, modes, sizes and contents (not owners or times).
+/// Hash of files' paths, types, modes, sizes and contents, and with `owners` their uid and gid
+/// (never times).
 pub(super) fn hash_paths(
     ctx: &Path,
     paths: &[PathBuf],
     excl: &IgnoreFile,
+    owners: bool,
 ) -> Result<Digest, FsError> {
     use sha2::Digest as _;
     let mut h = sha2::Sha256::new();
-    fn walk(h: &mut sha2::Sha256, p: &Path, rel: &str, excl: &IgnoreFile) -> Result<(), FsError> {
+    fn walk(
+        h: &mut sha2::Sha256,
+        p: &Path,
+        rel: &str,
+        excl: &IgnoreFile,
+        owners: bool,
+    ) -> Result<(), FsError> {
         use std::os::unix::fs::MetadataExt;
         if !rel.is_empty() && excluded(excl, rel) {
             return Ok(());
         }
         let m = fs::symlink_metadata(p).map_err(io_at("inspecting", p))?;
         h.update(format!("{rel}\0{:o}\0{}\0", m.mode(), m.len()).as_bytes());
+        if owners {
+            h.update(format!("{}:{}\0", m.uid(), m.gid()).as_bytes());
+        }
         if m.is_dir() {
             for e in fsops::sorted_entries(p)? {
                 let n = e.file_name().to_string_lossy().into_owned();
@@ -410,7 +445,7 @@ pub(super) fn hash_paths(
                 } else {
                     format!("{rel}/{n}")
                 };
-                walk(h, &e.path(), &r, excl)?;
+                walk(h, &e.path(), &r, excl, owners)?;
             }
         } else if m.file_type().is_symlink() {
             let target = fs::read_link(p).map_err(io_at("reading symlink", p))?;
@@ -432,7 +467,7 @@ pub(super) fn hash_paths(
             .to_string_lossy()
             .into_owned();
         h.update(format!("src:{rel}\n").as_bytes());
-        walk(&mut h, p, "", excl)?;
+        walk(&mut h, p, "", excl, owners)?;
     }
     Ok(Digest::from_sha256_bytes(h.finalize().into()))
 }
@@ -632,9 +667,9 @@ mod tests {
         assert!(glob_context(d.path(), "missing", 1).is_err());
         // Hashes see content and modes, not times.
         let p = vec![d.path().join("a")];
-        let h1 = hash_paths(d.path(), &p, &IgnoreFile::default()).unwrap();
+        let h1 = hash_paths(d.path(), &p, &IgnoreFile::default(), false).unwrap();
         fs::write(d.path().join("a/y.txt"), "changed").unwrap();
-        let h2 = hash_paths(d.path(), &p, &IgnoreFile::default()).unwrap();
+        let h2 = hash_paths(d.path(), &p, &IgnoreFile::default(), false).unwrap();
         assert_ne!(h1, h2);
         let f = fs::File::options()
             .write(true)
@@ -643,13 +678,13 @@ mod tests {
         f.set_modified(std::time::UNIX_EPOCH).unwrap();
         assert_eq!(
             h2,
-            hash_paths(d.path(), &p, &IgnoreFile::default()).unwrap()
+            hash_paths(d.path(), &p, &IgnoreFile::default(), false).unwrap()
         );
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(d.path().join("a/y.txt"), fs::Permissions::from_mode(0o600)).unwrap();
         assert_ne!(
             h2,
-            hash_paths(d.path(), &p, &IgnoreFile::default()).unwrap()
+            hash_paths(d.path(), &p, &IgnoreFile::default(), false).unwrap()
         );
     }
 }

@@ -124,6 +124,13 @@ pub enum StepError {
         #[source]
         source: FsError,
     },
+    /// `COPY --from=<value>` names no stage or image it can copy from (dockerd's wrapping).
+    #[error("invalid from flag value {value}: {source}")]
+    FromFlag {
+        value: String,
+        #[source]
+        source: Box<StepError>,
+    },
     /// Pulling an image failed.
     #[error("pulling {image}: {source}")]
     Pull {

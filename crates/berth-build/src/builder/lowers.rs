@@ -133,6 +133,13 @@ impl Lowers<'_> {
         }
     }
 
+    /// Whether `path` is something other than a directory in the layers (a file, a device; not
+    /// a symlink, which only the mounted view resolves, nor what is below a non-directory).
+    pub fn is_non_dir(&self, path: &str) -> io::Result<bool> {
+        let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        Ok(matches!(self.lookup(&comps)?, Found::Other(_, ft) if !ft.is_symlink()))
+    }
+
     /// Docker's `user[:group]` read in the layers' `/etc/passwd` and `/etc/group` (`None`
     /// for an empty one: the creator's, root). `Err(None)`: not decided here (a symlink on
     /// the files' paths, an unknown user or group: the mounted path fails with Docker's

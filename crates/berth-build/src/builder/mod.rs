@@ -95,7 +95,8 @@ pub struct BuildOptions {
     /// `Output` events instead of `Stream` for containers' output (see [`Event::Output`]).
     pub output_events: bool,
     /// Record the image the final stage started from as the built image's parent (the classic
-    /// builder's `Parent`, which `rmi` protects; BuildKit's images have none).
+    /// builder's `Parent`, which `rmi` protects; BuildKit's images have none). Such builds
+    /// also refuse what the classic builder's step containers refuse (VOLUME over a file).
     pub record_parent: bool,
     /// The classic builder's stages: every stage up to the target is built (not only those
     /// the target uses), and each but the target registered as an untagged image whose ID is
@@ -362,6 +363,7 @@ impl Builder<'_> {
         let cache_sources = self.cache_sources(opts, sink);
         let plan = schedule::Plan::new(&df, opts)?;
         let mut reaper = container::Reaper::new();
+        let memo = cache::StepMemo::default();
         let mut e = Eval {
             b: self,
             opts,
@@ -374,6 +376,7 @@ impl Builder<'_> {
             stage_names: &plan.names,
             cache_sources: &cache_sources,
             pending: Pending::default(),
+            memo: &memo,
             target,
             runnable: HashMap::new(),
             reaper: &reaper,
@@ -430,6 +433,8 @@ struct Eval<'a, 'b, 's> {
     cache_sources: &'b [CacheSource],
     /// What becomes durable at the end of the build.
     pending: Pending,
+    /// The build's steps, shared by its stages.
+    memo: &'b cache::StepMemo,
     /// The platform built for (`--platform`, else the host's).
     target: Platform,
     /// How each platform's programs run here (looked up at its first RUN step).

@@ -289,7 +289,12 @@ impl Eval<'_, '_, '_> {
                     ));
                 }
                 // The bound content is part of the key.
-                let h = hash_paths(context, std::slice::from_ref(&host), &IgnoreFile::default())?;
+                let h = hash_paths(
+                    context,
+                    std::slice::from_ref(&host),
+                    &IgnoreFile::default(),
+                    false,
+                )?;
                 Ok((
                     Some(RunMount::Bind { src: host, dst, rw }),
                     format!("{key}#{h}"),
@@ -372,6 +377,10 @@ impl Eval<'_, '_, '_> {
     ) -> Result<()> {
         let bundle = guard.work.clone();
         let (uid, gid) = fsops::resolve_user(rootfs, &spec.user).map_err(|e| at(line, e))?;
+        // As a container's process (dockerd's `getUser`): the primary group, then the
+        // user's groups in `/etc/group`.
+        let mut gids = vec![gid];
+        gids.extend(fsops::supplementary_gids(rootfs, &spec.user));
         // Mount points the runtime would create in the image: remember which, to remove
         // them afterwards (they are not part of the step's changes).
         let mut dests: Vec<String> = vec!["/proc".into(), "/dev".into(), "/sys".into()];
@@ -531,7 +540,7 @@ impl Eval<'_, '_, '_> {
                 cwd: &spec.cwd,
                 uid,
                 gid,
-                additional_gids: &[],
+                additional_gids: &gids,
                 tty: false,
                 hostname: &hostname,
                 host_network: netns == RunNetns::Host,

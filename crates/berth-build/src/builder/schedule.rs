@@ -296,7 +296,7 @@ impl Eval<'_, '_, '_> {
         let (b, opts, escape, total) = (self.b, self.opts, self.escape, self.total);
         let (names, sources) = (self.stage_names, self.cache_sources);
         let target = &self.target;
-        let reaper = self.reaper;
+        let (reaper, memo) = (self.reaper, self.memo);
         let build_one = |pos: usize| -> (Result<State>, BTreeSet<String>, Pending) {
             let i = order[pos];
             let deps = &plan.deps[pos];
@@ -331,6 +331,7 @@ impl Eval<'_, '_, '_> {
                 stage_names: names,
                 cache_sources: sources,
                 pending: Pending::default(),
+                memo,
                 target: target.clone(),
                 runnable: HashMap::new(),
                 reaper,

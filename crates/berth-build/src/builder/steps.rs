@@ -241,7 +241,11 @@ impl Eval<'_, '_, '_> {
             Instruction::Entrypoint(c) => entrypoint(&mut cc, c, ctx),
             Instruction::Shell(v) => shell_step(&mut cc, v),
             Instruction::Expose(ports) => expose(&mut cc, ports, &x)?,
-            Instruction::Volume(v) => volume(&mut cc, v, &x)?,
+            Instruction::Volume(v) => {
+                let shown = volume(&mut cc, v, &x)?;
+                self.volumes_over_files(ctx, &cc, line)?;
+                shown
+            }
             Instruction::User(u) => user(&mut cc, u, &x)?,
             Instruction::StopSignal(s) => stop_signal(&mut cc, s, &x)?,
             Instruction::Onbuild(t) => onbuild(&mut cc, t),
@@ -257,6 +261,38 @@ impl Eval<'_, '_, '_> {
         };
         let text = nop(&shown);
         self.commit(ctx, line, text.clone(), text, cc, FsOp::None)
+    }
+
+    /// dockerd creates each step's container with the config so far, and a volume over an
+    /// existing file fails that create (`createContainerOSSpecificSettings`): so does the
+    /// VOLUME step here, in its words, naming the path in the image. BuildKit makes no
+    /// container for metadata steps: only classic builds (those recording a parent) check.
+    fn volumes_over_files(&self, ctx: &StageCtx, cc: &ContainerConfig, line: usize) -> Result<()> {
+        if !self.opts.record_parent {
+            return Ok(());
+        }
+        let Some(vols) = cc.volumes.as_ref().filter(|v| !v.is_empty()) else {
+            return Ok(());
+        };
+        let lowers = super::container::lower_dirs(self.b.store, &ctx.state.layers)?;
+        for v in vols.keys() {
+            let path = dockerignore::clean(v);
+            let path = if path.starts_with('/') {
+                path
+            } else {
+                format!("/{path}")
+            };
+            let file = super::lowers::Lowers(&lowers)
+                .is_non_dir(&path)
+                .map_err(|e| at(line, fsops::io_at("VOLUME", Path::new(&path))(e)))?;
+            if file {
+                return Err(invalid(
+                    line,
+                    format!("cannot mount volume over existing file, file exists {path}"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn arg(

@@ -227,6 +227,15 @@ impl Engine {
         let e = self.lookup(&c.id)?;
         let c = {
             let mut r = e.rec.lock().unwrap();
+            // Its exit was recorded while the runtime froze its (empty) cgroup: nothing is
+            // paused, and a record saying so would outlive the process (a stopped container
+            // that reads as paused, which nothing can unpause).
+            if pause && (!r.state.running || r.state.pid != c.state.pid) {
+                return Err(EngineError::Conflict(format!(
+                    "Container {} is not running",
+                    c.id
+                )));
+            }
             r.state.paused = pause;
             r.state.status = if pause { "paused" } else { "running" }.into();
             self.persist(&r)?;

@@ -206,29 +206,44 @@ async fn import(
     src: String,
     req: Request,
 ) -> R {
-    if src != "-" {
-        return Err(ApiError::bad(
-            "import from a URL is not supported: send the archive in the body",
-        ));
-    }
     // The CLI sends `docker import - NAME[:TAG]` as `repo`.
     let tag = repo_tag(&q, "cannot import digest reference")?;
     let opts = berth_image::archive::ImportOptions {
         changes,
         message: qstr(&q, "message").map(str::to_string),
-        source_name: "-".into(),
+        source_name: src.clone(),
         tag,
         platform: platform(&q)?,
     };
-    let rx = images::import(s.engine.clone(), opts, body_reader(req));
+    let rx = if src == "-" {
+        images::import(s.engine.clone(), opts, body_reader(req), None)
+    } else {
+        // dockerd's route: a source without a scheme is `http://`, fetched before anything
+        // is streamed (its failure is the request's, with Go's words).
+        let url = if src.contains("://") {
+            src
+        } else {
+            format!("http://{src}")
+        };
+        let resp = super::fetch::get(&url).await?;
+        let reader = stream_reader(resp.bytes_stream());
+        images::import(s.engine.clone(), opts, reader, Some(url))
+    };
     Ok(stream_after_first("application/json", rx).await)
 }
 
 /// A blocking reader over a request body (fed from the async side through a channel).
 fn body_reader(req: Request) -> impl Read + Send + 'static {
+    stream_reader(req.into_body().into_data_stream())
+}
+
+/// A blocking reader over a stream of chunks (a request's or a download's body).
+fn stream_reader<E: std::error::Error + Send + Sync + 'static>(
+    stream: impl futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
+) -> impl Read + Send + 'static {
     use futures_util::StreamExt;
     let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Bytes>>(16);
-    let mut stream = req.into_body().into_data_stream();
+    let mut stream = Box::pin(stream);
     tokio::spawn(async move {
         while let Some(chunk) = stream.next().await {
             let item = chunk.map_err(std::io::Error::other);

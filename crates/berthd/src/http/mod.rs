@@ -10,6 +10,7 @@ pub mod build;
 pub mod containers;
 pub mod distribution;
 pub mod exec;
+mod fetch;
 pub mod images;
 pub mod networks;
 pub mod system;

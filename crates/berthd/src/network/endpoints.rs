@@ -39,21 +39,10 @@ fn predefined_network(name: &str) -> bool {
 /// `predefined` network (by its name), address syntax, MAC address, interface sysctls. Its
 /// message, prefixed by the caller (create names the network).
 pub(super) fn endpoint_settings_error(cfg: &EndpointSettings, predefined: bool) -> Option<String> {
-    let mut errs = Vec::new();
-    if predefined {
-        let ipam = cfg.ipam_config.as_ref();
-        if ipam.is_some_and(|i| !i.ipv4_address.is_empty() || !i.ipv6_address.is_empty()) {
-            errs.push(
-                "user specified IP address is supported on user defined networks only".to_string(),
-            );
-        }
-        if cfg.aliases.as_ref().is_some_and(|a| !a.is_empty()) {
-            errs.push(
-                "network-scoped alias is supported only for containers in user defined networks"
-                    .to_string(),
-            );
-        }
-    }
+    let mut errs: Vec<String> = predefined_network_errors(predefined, cfg)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
     if let Some(ipam) = &cfg.ipam_config {
         let bad = |a: &str, v4: bool| match a.parse::<IpAddr>() {
             Ok(ip) => ip.is_ipv4() != v4 || ip.is_unspecified(),
@@ -92,6 +81,26 @@ pub(super) fn endpoint_settings_error(cfg: &EndpointSettings, predefined: bool) 
         all => format!("* {}", all.join("\n* ")),
     };
     Some(format!("invalid endpoint settings:\n{joined}"))
+}
+
+/// What a predefined network refuses (dockerd's `ErrUnsupportedNetworkAndIP` and
+/// `ErrUnsupportedNetworkAndAlias`, in its order): static addresses and network-scoped aliases.
+fn predefined_network_errors(predefined: bool, cfg: &EndpointSettings) -> Vec<&'static str> {
+    let mut errs = Vec::new();
+    if !predefined {
+        return errs;
+    }
+    if cfg
+        .ipam_config
+        .as_ref()
+        .is_some_and(|i| !i.ipv4_address.is_empty() || !i.ipv6_address.is_empty())
+    {
+        errs.push("user specified IP address is supported on user defined networks only");
+    }
+    if cfg.aliases.as_ref().is_some_and(|a| !a.is_empty()) {
+        errs.push("network-scoped alias is supported only for containers in user defined networks");
+    }
+    errs
 }
 
 /// One interface sysctl of [`ENDPOINT_SYSCTLS`] (`net.X.Y.IFNAME.Z=V`, `ifname` too, as
@@ -173,12 +182,14 @@ impl Manager {
             .as_ref()
             .ok_or_else(|| EngineError::Internal(format!("network {} has no pool", net.name)))?;
         let ipam = cfg.and_then(|c| c.ipam_config.clone()).unwrap_or_default();
-        let requested: Option<Ipv4Addr> = parse_opt(&ipam.ipv4_address, "IPv4")?;
-        if requested.is_some() && net.builtin {
-            return Err(EngineError::bad(
-                "user specified IP address is supported on user defined networks only",
-            ));
+        // Validated with the request already; a network that became predefined since (a
+        // pending endpoint) is refused the same way.
+        if let Some(e) =
+            cfg.and_then(|c| predefined_network_errors(net.builtin, c).first().copied())
+        {
+            return Err(EngineError::bad(e));
         }
+        let requested: Option<Ipv4Addr> = parse_opt(&ipam.ipv4_address, "IPv4")?;
         let used: std::collections::BTreeSet<Ipv4Addr> =
             st.endpoints_on(&net.id).map(|e| e.ip).collect();
         let ip = pool.allocate(&used, requested)?;
@@ -210,11 +221,6 @@ impl Manager {
         };
         let mut aliases = cfg.and_then(|c| c.aliases.clone()).unwrap_or_default();
         aliases.dedup();
-        if net.builtin && !aliases.is_empty() {
-            return Err(EngineError::bad(
-                "network-scoped alias is supported only for containers in user defined networks",
-            ));
-        }
         let links = cfg.and_then(|c| c.links.clone()).unwrap_or_default();
         let ifname = custom_ifname(cfg.and_then(|c| c.driver_opts.as_ref())).unwrap_or(ifname);
         Ok(Endpoint {
@@ -380,6 +386,29 @@ impl Manager {
         Ok(out)
     }
 
+    /// `/etc/hosts` and `resolv.conf` of a process joining the network namespace of running
+    /// container `other` (`--network container:`): its own name on the other's first address,
+    /// the embedded DNS server when the other has one.
+    pub(super) fn joined_files(
+        &self,
+        other: &str,
+        hostname: &str,
+        domainname: &str,
+        overrides: &DnsOverrides,
+        extra: &[(String, String)],
+    ) -> (String, String) {
+        let st = self.state.lock().unwrap();
+        let other = st.containers.get(other);
+        let own = other
+            .and_then(|o| o.endpoints.first())
+            .map(|e| e.own_hosts(hostname, domainname))
+            .unwrap_or_default();
+        let embedded = other.is_some_and(|o| st.any_dns(&o.endpoints));
+        drop(st);
+        let (resolv, _) = resolv::generate(&self.host_resolv, overrides, transform(embedded));
+        (etc::hosts(extra, &own), resolv)
+    }
+
     /// Start (blocking): the hosts and resolv.conf bodies and the namespace to join.
     pub fn prepare(&self, c: &Container, hostname: &str, peers: &dyn Peers) -> Result<Plan> {
         let mode = c.network_mode();
@@ -394,17 +423,10 @@ impl Manager {
             if oid == c.id {
                 return Err(EngineError::bad("cannot join own network namespace"));
             }
-            let st = self.state.lock().unwrap();
-            let other = st.containers.get(&oid);
-            let own = other
-                .and_then(|o| o.endpoints.first())
-                .map(|e| e.own_hosts(hostname, &c.config.domainname))
-                .unwrap_or_default();
-            let embedded = other.is_some_and(|o| st.any_dns(&o.endpoints));
-            drop(st);
-            let (resolv, _) = resolv::generate(&self.host_resolv, &overrides, transform(embedded));
+            let (hosts, resolv) =
+                self.joined_files(&oid, hostname, &c.config.domainname, &overrides, &extra);
             return Ok(Plan {
-                hosts: etc::hosts(&extra, &own),
+                hosts,
                 resolv,
                 netns_path: Some(format!("/proc/{pid}/ns/net").into()),
             });
@@ -985,12 +1007,14 @@ impl Manager {
         if mode.starts_with("container:") {
             return Err(EngineError::bad(shared));
         }
-        if let Some(e) = cfg.and_then(|c| endpoint_settings_error(c, predefined_network(key))) {
-            return Err(EngineError::bad(e));
-        }
         let (ep, net, primary) = {
             let mut st = self.state.lock().unwrap();
             let net = st.find(key)?.clone();
+            // The settings against the network found, before its conflicts (dockerd's
+            // `updateNetworkConfig`, then `updateNetworkSettings` and the endpoint).
+            if let Some(e) = cfg.and_then(|c| endpoint_settings_error(c, predefined_network(&net.name))) {
+                return Err(EngineError::bad(e));
+            }
             if mode != "host" && net.driver == "host" {
                 return Err(EngineError::bad("cannot connect container to host network - container must be created in host network mode"));
             }

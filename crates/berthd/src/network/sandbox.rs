@@ -8,7 +8,8 @@
 //! on the network under a build id (kept in memory only; a restart forgets it with the
 //! other unknown ids, see [`Manager::adopt`]), plugs a veth and serves the embedded DNS on
 //! user networks. The step's container joins the namespace through
-//! `/proc/<berthd>/fd/<n>`. Dropping the guard undoes it all.
+//! `/proc/<berthd>/fd/<n>`. Dropping the guard undoes it all. `container:<name|id>` joins a
+//! running container's namespace (`/proc/<pid>/ns/net`), as a container of that mode does.
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
@@ -24,6 +25,7 @@ use berth_network::resolv::{self, Transform};
 use super::endpoints::veth_spec;
 use super::manager::Manager;
 use super::state::CNet;
+use crate::engine::Peers;
 use crate::error::{EngineError, Result};
 use crate::util;
 
@@ -52,12 +54,14 @@ impl Drop for BuildEndpoint {
 }
 
 impl Manager {
-    /// A RUN step's network (see the module's documentation).
+    /// A RUN step's network (see the module's documentation); `peers` finds the container of
+    /// `container:<name|id>`.
     pub fn build_sandbox(
         &self,
         network: &str,
         hostname: &str,
         extra_hosts: &[String],
+        peers: &dyn Peers,
     ) -> Result<RunSandbox> {
         let extra = self.parse_extra_hosts(extra_hosts)?;
         let no_overrides = DnsOverrides::default();
@@ -98,9 +102,21 @@ impl Manager {
                 });
             }
             n if n.starts_with("container:") => {
-                return Err(EngineError::bad(format!(
-                    "network mode {n} is not supported for builds"
-                )))
+                // The namespace of a running container, joined by its init's path (the
+                // container holds it; nothing to release).
+                let x = &n["container:".len()..];
+                let (oid, pid) = peers.running(x).ok_or_else(|| {
+                    EngineError::Conflict(format!(
+                        "cannot join network namespace of container {x}: it is not running"
+                    ))
+                })?;
+                let (hosts, resolv) = self.joined_files(&oid, hostname, "", &no_overrides, &extra);
+                return Ok(RunSandbox {
+                    netns: RunNetns::Join(format!("/proc/{pid}/ns/net").into()),
+                    hosts,
+                    resolv,
+                    guard: Box::new(()),
+                });
             }
             _ => {}
         }
@@ -167,13 +183,16 @@ impl Manager {
     }
 }
 
-impl RunNetworks for Manager {
+/// The engine's networks for RUN steps (the engine finds the containers of `container:`).
+impl RunNetworks for crate::engine::Engine {
     fn sandbox(
         &self,
         network: &str,
         hostname: &str,
         extra_hosts: &[String],
     ) -> std::result::Result<RunSandbox, NetworkError> {
-        Ok(self.build_sandbox(network, hostname, extra_hosts)?)
+        Ok(self
+            .net
+            .build_sandbox(network, hostname, extra_hosts, self)?)
     }
 }
