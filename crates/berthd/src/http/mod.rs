@@ -529,6 +529,7 @@ async fn server_headers(mut r: Response) -> Response {
     }
     h.insert("Ostype", header::HeaderValue::from_static("linux"));
     r
+}
 
 /// How much of a request body its handler left unread is read before an error answer, as
 /// Go's net/http server reads it (its `maxPostHandlerReadBytes`).
