@@ -1012,7 +1012,9 @@ impl Manager {
             let net = st.find(key)?.clone();
             // The settings against the network found, before its conflicts (dockerd's
             // `updateNetworkConfig`, then `updateNetworkSettings` and the endpoint).
-            if let Some(e) = cfg.and_then(|c| endpoint_settings_error(c, predefined_network(&net.name))) {
+            if let Some(e) =
+                cfg.and_then(|c| endpoint_settings_error(c, predefined_network(&net.name)))
+            {
                 return Err(EngineError::bad(e));
             }
             if mode != "host" && net.driver == "host" {
