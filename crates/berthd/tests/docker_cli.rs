@@ -57,6 +57,8 @@ fn version_info_images() {
         .stdout;
     let private = own.lines().all(|l| l.ends_with(":/"));
     assert_eq!(opts.contains("name=cgroupns"), private, "{opts} {own}");
+    // Docker's default seccomp profile, built in (`docker info`: "seccomp Profile: builtin").
+    assert!(opts.contains("\"name=seccomp,profile=builtin\""), "{opts}");
     finish(d);
 }
 

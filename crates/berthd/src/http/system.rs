@@ -432,11 +432,18 @@ fn build_cache(store: &berth_image::image_store::ImageStore) -> Vec<BuildCacheRe
         .collect()
 }
 
-/// `SecurityOptions` in dockerd's order: its rootless daemon says so (`docker info` shows
-/// "rootless"); "name=cgroupns" when containers get a private cgroup namespace by default,
-/// which is on cgroup v2 hosts only (clients skip cgroupns tests without it).
+/// `SecurityOptions` in dockerd's order: the default seccomp profile (Berth's is built in,
+/// Docker's; dockerd reports it when the kernel has seccomp); its rootless daemon says so
+/// (`docker info` shows "rootless"); "name=cgroupns" when containers get a private cgroup
+/// namespace by default, which is on cgroup v2 hosts only (clients skip cgroupns tests
+/// without it).
 fn security_options() -> Vec<String> {
     let mut o = Vec::new();
+    let seccomp = std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Seccomp:")));
+    if seccomp {
+        o.push("name=seccomp,profile=builtin".to_string());
+    }
     if crate::rootless::active() {
         o.push("name=rootless".to_string());
     }
