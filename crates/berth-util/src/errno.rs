@@ -2,13 +2,16 @@
 //! library's description with a lower-case first letter, without Rust's ` (os error N)`.
 
 /// `Cannot assign requested address (os error 99)` → `cannot assign requested address`; an
-/// error without an errno keeps its own text.
+/// error without an errno keeps its own text, its first letter lower-cased as Go's are.
 pub fn go_text(e: &std::io::Error) -> String {
-    let Some(n) = e.raw_os_error() else {
-        return e.to_string();
+    let s = e.to_string();
+    let s = match e.raw_os_error() {
+        Some(n) => s
+            .strip_suffix(&format!(" (os error {n})"))
+            .unwrap_or(&s)
+            .to_string(),
+        None => s,
     };
-    let s = std::io::Error::from_raw_os_error(n).to_string();
-    let s = s.strip_suffix(&format!(" (os error {n})")).unwrap_or(&s);
     let mut c = s.chars();
     match c.next() {
         Some(f) => f.to_lowercase().chain(c).collect(),
@@ -26,7 +29,9 @@ mod tests {
         assert_eq!(go_text(&e), "address already in use");
         let e = std::io::Error::from_raw_os_error(libc::EADDRNOTAVAIL);
         assert_eq!(go_text(&e), "cannot assign requested address");
-        let e = std::io::Error::other("plain");
-        assert_eq!(go_text(&e), "plain");
+        let e = std::io::Error::from_raw_os_error(libc::ENOENT);
+        assert_eq!(go_text(&e), "no such file or directory");
+        let e = std::io::Error::other("Custom text");
+        assert_eq!(go_text(&e), "custom text");
     }
 }

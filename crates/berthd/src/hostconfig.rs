@@ -35,7 +35,7 @@ pub enum HostConfigError {
     UnknownGroup(String),
     #[error(
         "error gathering device information while adding custom device {path:?}: {}",
-        crate::util::go_io_text(source)
+        berth_util::errno::go_text(source)
     )]
     DeviceInfo {
         path: String,

@@ -811,14 +811,14 @@ pub fn open_subpath(m: &MountPoint, data: &Path) -> Result<std::os::fd::OwnedFd>
             EngineError::Missing(format!(
                 "cannot access path {}: {}",
                 data.join(&m.subpath).display(),
-                crate::util::go_io_text(&e)
+                berth_util::errno::go_text(&e)
             ))
         } else {
             EngineError::Missing(format!(
                 "cannot access path {} in volume {}: {}",
                 m.subpath,
                 m.name,
-                crate::util::go_io_text(&e)
+                berth_util::errno::go_text(&e)
             ))
         }
     })

@@ -51,22 +51,6 @@ pub fn override_env(env: &mut Vec<String>, overrides: &[String]) {
     }
 }
 
-/// An I/O error as Go prints it (`no such file or directory`, not `No such file or
-/// directory (os error 2)`): clients look for Go's texts (the docker CLI exits 127 on
-/// "no such file or directory").
-pub fn go_io_text(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    let s = match s.rfind(" (os error ") {
-        Some(i) if s.ends_with(')') => s[..i].to_string(),
-        _ => s,
-    };
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().chain(c).collect(),
-        None => s,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,13 +77,5 @@ mod tests {
             &["A=3".into(), "B".into(), "C=4".into(), "NONE".into()],
         );
         assert_eq!(env, ["PATH=/bin", "A=3", "C=4"]);
-    }
-
-    #[test]
-    fn io_errors_in_go_words() {
-        let e = std::io::Error::from_raw_os_error(libc::ENOENT);
-        assert_eq!(go_io_text(&e), "no such file or directory");
-        let e = std::io::Error::other("Custom text");
-        assert_eq!(go_io_text(&e), "custom text");
     }
 }

@@ -65,7 +65,10 @@ fn request_error(url: &str, parsed: &reqwest::Url, e: &reqwest::Error) -> ApiErr
     let detail = match (e.is_connect(), os) {
         (true, Some(n)) => {
             let port = parsed.port_or_known_default().unwrap_or(80);
-            format!("dial tcp {host}:{port}: connect: {}", strerror(n))
+            format!(
+                "dial tcp {host}:{port}: connect: {}",
+                berth_util::errno::go_text(&std::io::Error::from_raw_os_error(n))
+            )
         }
         _ => e.to_string(),
     };
@@ -73,22 +76,4 @@ fn request_error(url: &str, parsed: &reqwest::Url, e: &reqwest::Error) -> ApiErr
         StatusCode::INTERNAL_SERVER_ERROR,
         format!("Get \"{url}\": {detail}"),
     )
-}
-
-/// An errno's text as Go's `syscall.Errno` prints it (lower case, no number).
-fn strerror(n: i32) -> String {
-    let s = std::io::Error::from_raw_os_error(n).to_string();
-    let s = s.split(" (os error").next().unwrap_or_default();
-    let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_lowercase().chain(c).collect())
-        .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn errno_text_as_go() {
-        assert_eq!(super::strerror(libc::ECONNREFUSED), "connection refused");
-    }
 }
